@@ -1,0 +1,37 @@
+"""Shared helpers for the benchmark scripts: where the records live, cached embeddings."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("SWITCHPOINT_DATA", ROOT.parent / "shared" / "data"))
+CACHE = Path(os.environ.get("SWITCHPOINT_BENCH_CACHE", Path.home() / ".cache" / "switchpoint-bench"))
+DATASETS = {
+    "routerbench-3task": DATA / "routerbench-3task.jsonl",
+    "llmrouter-14task": DATA / "llmrouter-14task.jsonl",
+}
+
+
+def cached_embeddings(dataset: str, prompts: list[str], embedder_id: str) -> np.ndarray:
+    """Embed ``prompts`` with the embedder ``embedder_id`` once; later calls read the cache."""
+    from switchpoint.embedding import embedder_from_id
+
+    digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:12]
+    path = CACHE / f"{dataset}-{embedder_id.replace('/', '_')}-{digest}.npy"
+    if path.exists():
+        return np.load(path)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    embedder = embedder_from_id(embedder_id)
+    t0 = time.perf_counter()
+    vectors = embedder.embed(prompts)
+    print(f"# embedded {len(prompts)} prompts of {dataset} with {embedder_id} in "
+          f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    np.save(path, vectors)
+    return vectors

@@ -1,0 +1,156 @@
+"""The decision rule and the decision it produces.
+
+``score(m) = expected_error(m) + λ · cost(m) / cost_scale``
+
+``cost_scale`` is the global mean cost of the most expensive candidate, so normalised costs lie
+in about ``[0, 1]`` whatever the pool: λ = 0 picks for quality alone, λ = 1 means "paying for the
+priciest model is worth one whole unit of error", and the same λ means the same trade-off for any
+set of models. Ties go to the cheaper model.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError
+
+Array = npt.NDArray[np.float64]
+MAX_COST_WEIGHT = 1e4
+
+
+def check_cost_weight(value: object, field: str = "cost_weight") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(field, f"must be a number >= 0, got {value!r}")
+    x = float(value)
+    if math.isnan(x):
+        raise InvalidInputError(field, "is NaN; use a number >= 0 (0 = quality first)")
+    if x < 0:
+        raise InvalidInputError(field, f"is {x}; it must be >= 0 (0 = quality first)")
+    if x > MAX_COST_WEIGHT:
+        raise InvalidInputError(field, f"is {x}; it must be at most {MAX_COST_WEIGHT:g}")
+    return x
+
+
+@dataclass
+class Usage:
+    routing_ms: float
+    embedding_ms: float
+
+
+@dataclass
+class RoutingDecision:
+    """One routing decision. ``all_scores`` holds every candidate's ``error + λ·cost``."""
+
+    selected_model: str
+    cluster_id: int
+    expected_error: float
+    cost_adjusted_score: float
+    all_scores: dict[str, float]
+    cache_hit: bool
+    usage: Usage
+    expected_cost: float = 0.0
+    cost_weight: float = 0.0
+    confidence: float = 0.0
+    fallback_models: list[str] = field(default_factory=list)
+    cluster_probabilities: dict[int, float] | None = None
+    reasoning: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+    policy: str = ""
+    basis: str = ""
+    expected_errors: dict[str, float] = field(default_factory=dict)
+    expected_costs: dict[str, float] = field(default_factory=dict)
+    decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.cluster_probabilities is not None:
+            out["cluster_probabilities"] = {
+                str(k): v for k, v in self.cluster_probabilities.items()
+            }
+        return out
+
+    def explain(self) -> str:
+        """A plain-English account: model, basis, reasoning, cost, evidence, alternatives."""
+        lines = [f"Model selected: {self.selected_model} (confidence: {self.confidence:.0%})"]
+        lines.append(f"Basis: {self.basis or self.policy}")
+        lines.append("Reasoning: " + " ".join(self.reasoning))
+        lines.append(
+            f"Estimated cost: ${self.expected_cost:.6f} per request "
+            f"(λ = {self.cost_weight:g}; score = expected error + λ·normalised cost = "
+            f"{self.cost_adjusted_score:.4f})"
+        )
+        if self.evidence:
+            lines.append("Evidence: " + "; ".join(self.evidence))
+        alternatives = []
+        base_cost = self.expected_cost or 1e-12
+        for name in self.fallback_models[:4]:
+            err = self.expected_errors.get(name, math.nan)
+            ratio = self.expected_costs.get(name, math.nan) / base_cost
+            delta = err - self.expected_error
+            quality = "more accurate" if delta < 0 else "less accurate"
+            alternatives.append(
+                f"{name} (score {self.all_scores[name]:.4f}, {quality} by {abs(delta):.1%}, "
+                f"{ratio:.2g}x cost)"
+            )
+        lines.append("Alternatives considered: " + (", ".join(alternatives) or "none"))
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int
+    scores: Array
+    order: npt.NDArray[np.intp]
+    confidence: float
+
+
+def choose(
+    error: Array,
+    cost: Array,
+    candidates: npt.NDArray[np.bool_],
+    cost_weight: float,
+    cost_scale: float,
+    support: Array | None = None,
+) -> Choice:
+    """Pick the candidate with the lowest ``error + λ·cost/cost_scale`` (ties: cheaper first)."""
+    if not candidates.any():
+        raise InvalidInputError("available_models", "no candidate model is left to choose from")
+    scale = cost_scale if cost_scale > 0 else 1.0
+    scores = error + cost_weight * cost / scale
+    masked = np.where(candidates, scores, np.inf)
+    order = np.lexsort((cost, masked))
+    order = order[candidates[order]]
+    best = int(order[0])
+    return Choice(best, scores, order, _confidence(scores, error, support, order))
+
+
+def _confidence(
+    scores: Array, error: Array, support: Array | None, order: npt.NDArray[np.intp]
+) -> float:
+    """Chance the chosen model really scores below the runner-up, given how much evidence stands
+    behind the two error estimates (a normal approximation to their sampling error)."""
+    if len(order) < 2:
+        return 1.0
+    a, b = int(order[0]), int(order[1])
+    margin = float(scores[b] - scores[a])
+    if support is None:
+        return 0.5 + 0.5 * math.tanh(margin * 10)
+    var = 0.0
+    for j in (a, b):
+        p = min(max(float(error[j]), 0.02), 0.98)
+        var += p * (1 - p) / (float(support[j]) + 1.0)
+    z = margin / math.sqrt(var)
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def scores_dict(
+    models: Sequence[str], scores: Array, order: npt.NDArray[np.intp]
+) -> dict[str, float]:
+    return {models[j]: round(float(scores[j]), 6) for j in order}

@@ -1,0 +1,40 @@
+"""Embedders: text to unit vectors. The default is all-MiniLM-L6-v2 on ONNX Runtime."""
+
+from __future__ import annotations
+
+from switchpoint.embedding.base import Embedder, check_embedding, check_prompt, l2_normalise
+from switchpoint.embedding.cache import CachedEmbedder
+from switchpoint.embedding.minilm import MODEL_NAME, TRUNCATIONS, MiniLMEmbedder
+
+__all__ = [
+    "MODEL_NAME",
+    "TRUNCATIONS",
+    "CachedEmbedder",
+    "Embedder",
+    "MiniLMEmbedder",
+    "check_embedding",
+    "check_prompt",
+    "embedder_from_id",
+    "l2_normalise",
+]
+
+
+def embedder_from_id(embedder_id: str) -> Embedder:
+    """Build the embedder a weights manifest names, e.g. ``all-MiniLM-L6-v2/tail-256``."""
+    if embedder_id.startswith("st:"):
+        from switchpoint.embedding.sentence_transformers import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(embedder_id[3:])
+    name, _, setting = embedder_id.partition("/")
+    if name != MODEL_NAME:
+        raise ValueError(
+            f"unknown embedder {embedder_id!r}; use '{MODEL_NAME}/<truncation>-<tokens>' "
+            "or 'st:<sentence-transformers model path>'"
+        )
+    truncation, _, tokens = setting.rpartition("-") if setting else ("tail", "", "256")
+    if truncation not in TRUNCATIONS or not tokens.isdigit():
+        raise ValueError(
+            f"bad embedder setting {setting!r} in {embedder_id!r}; expected e.g. 'tail-256' "
+            f"with truncation one of {TRUNCATIONS}"
+        )
+    return MiniLMEmbedder(truncation=truncation, max_tokens=int(tokens))

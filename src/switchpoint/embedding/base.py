@@ -1,0 +1,75 @@
+"""The embedder protocol and the checks every embedding passes before it reaches a policy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError
+
+Matrix = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised vectors of a fixed dimension."""
+
+    @property
+    def id(self) -> str:
+        """Names the model and the preprocessing, e.g. ``all-MiniLM-L6-v2/tail-256``."""
+        ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Return an ``(len(texts), dimension)`` float32 array of unit vectors."""
+        ...
+
+
+def check_embedding(value: object, dimension: int, field: str = "embedding") -> Matrix:
+    """Validate one pre-computed vector and return it as a ``(1, dimension)`` unit row.
+
+    Raises :class:`InvalidInputError` naming ``field`` when the value is not a list of
+    ``dimension`` finite numbers or is all zeros.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise InvalidInputError(field, f"must be a list of {dimension} numbers")
+    if len(value) != dimension:
+        raise InvalidInputError(
+            field, f"has {len(value)} values; this router's embedder produces {dimension}"
+        )
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(field, f"must be a list of {dimension} numbers") from None
+    if arr.ndim != 1:
+        raise InvalidInputError(field, f"must be a flat list of {dimension} numbers")
+    if isinstance(value, Sequence) and any(isinstance(v, bool) for v in value):
+        raise InvalidInputError(field, "must hold numbers, not booleans")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise InvalidInputError(field, f"value at index {bad} is not finite (NaN or infinity)")
+    norm = float(np.linalg.norm(arr))
+    if norm == 0.0 or not math.isfinite(norm):
+        raise InvalidInputError(field, "is all zeros; it has no direction to route on")
+    return (arr / norm).astype(np.float32).reshape(1, dimension)
+
+
+def check_prompt(value: object, field: str = "prompt") -> str:
+    """Validate one prompt: a non-empty string with some non-whitespace text."""
+    if not isinstance(value, str):
+        raise InvalidInputError(field, f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInputError(field, "is empty; give the text to route")
+    return value
+
+
+def l2_normalise(matrix: npt.NDArray[np.floating]) -> Matrix:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)

@@ -1,0 +1,71 @@
+"""An LRU cache in front of any embedder: a repeated prompt is embedded once."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from switchpoint.embedding.base import Embedder, Matrix
+
+
+class CachedEmbedder:
+    """Wraps an :class:`Embedder`; keeps the last ``size`` vectors keyed by the text's SHA-256."""
+
+    def __init__(self, inner: Embedder, size: int = 4096) -> None:
+        if size < 0:
+            raise ValueError(f"cache size must be >= 0, got {size}")
+        self.inner = inner
+        self.size = size
+        self._entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def id(self) -> str:
+        return self.inner.id
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def warm_up(self) -> None:
+        warm = getattr(self.inner, "warm_up", None)
+        if callable(warm):
+            warm()
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        missing: dict[bytes, list[int]] = {}
+        with self._lock:
+            for row, key in enumerate(keys):
+                vec = self._entries.get(key)
+                if vec is None:
+                    missing.setdefault(key, []).append(row)
+                else:
+                    self._entries.move_to_end(key)
+                    out[row] = vec
+                    self.hits += 1
+        if missing:
+            rows = [r[0] for r in missing.values()]
+            fresh = self.inner.embed([texts[r] for r in rows])
+            with self._lock:
+                for (key, positions), vec in zip(missing.items(), fresh, strict=True):
+                    out[positions] = vec
+                    self.misses += len(positions)
+                    if self.size:
+                        self._entries[key] = vec
+                        self._entries.move_to_end(key)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = 0

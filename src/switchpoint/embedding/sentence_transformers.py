@@ -1,0 +1,45 @@
+"""Any sentence-transformers model as the embedder (``pip install 'switchpoint[st]'``).
+
+This pulls in PyTorch, so it is never part of the default install. Weights are loaded from a
+local path or the local cache only; switchpoint itself never downloads anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from switchpoint.embedding.base import Matrix, l2_normalise
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, model_name_or_path: str, batch_size: int = 32) -> None:
+        self.model_name_or_path = model_name_or_path
+        self.batch_size = batch_size
+        self._model: Any = None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:  # pragma: no cover - depends on the extra
+                raise ImportError(
+                    "the sentence-transformers embedder needs the 'st' extra: "
+                    "pip install 'switchpoint[st]'"
+                ) from exc
+            self._model = SentenceTransformer(self.model_name_or_path, local_files_only=True)
+        return self._model
+
+    @property
+    def id(self) -> str:
+        return f"st:{self.model_name_or_path}"
+
+    @property
+    def dimension(self) -> int:
+        return int(self._load().get_sentence_embedding_dimension())
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        vectors = self._load().encode(list(texts), batch_size=self.batch_size)
+        return l2_normalise(np.asarray(vectors, dtype=np.float32))

@@ -1,0 +1,230 @@
+"""What every routing policy is: an estimator from inputs to per-model expected error and cost.
+
+A policy is shaped like a scikit-learn estimator: hyper-parameters in the constructor, ``fit``
+returns ``self``, learned state in attributes ending in ``_``, nothing happens at import.
+
+Every learned policy here works the same way underneath: it maps an input to a distribution over
+*units* (clusters, tiers, neighbouring examples) and reads each model's measured error and cost on
+those units from a :class:`ProfileTable`. Units with few labels are shrunk toward a coarser
+estimate with an explicit prior strength, never filled silently; ``support`` reports how many
+labelled examples stand behind every number.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError, NotFittedError
+
+Array = npt.NDArray[np.float64]
+Requirement = Literal["embedding", "text", "none"]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A batch to route: texts, embeddings, or both (aligned by row)."""
+
+    texts: list[str] | None = None
+    embeddings: npt.NDArray[np.float32] | None = None
+
+    def __len__(self) -> int:
+        if self.embeddings is not None:
+            return int(self.embeddings.shape[0])
+        return len(self.texts or [])
+
+    def require(self, what: Requirement, policy: str) -> None:
+        if what == "embedding" and self.embeddings is None:
+            raise InvalidInputError("embedding", f"the {policy!r} policy needs an embedding")
+        if what == "text" and self.texts is None:
+            raise InvalidInputError(
+                "prompt", f"the {policy!r} policy reads the prompt text; an embedding alone "
+                "is not enough. Send the prompt, or use the cluster or knn policy",
+            )
+
+
+@dataclass
+class Estimates:
+    """Per-row, per-model predictions: ``error[i, j]`` for model ``models[j]`` on row ``i``."""
+
+    models: list[str]
+    error: Array
+    cost: Array
+    support: Array
+    unit_ids: npt.NDArray[np.int64]
+    unit_kind: str
+    unit_probabilities: Array | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PolicyState:
+    """Everything a fitted policy needs to be rebuilt: parameters, shared arrays, profiles."""
+
+    name: str
+    params: dict[str, Any]
+    arrays: dict[str, npt.NDArray[Any]]
+    profiles: dict[str, dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def nan_mean(values: Array, axis: int = 0) -> Array:
+    count = np.sum(~np.isnan(values), axis=axis)
+    total = np.nansum(values, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+class ProfileTable:
+    """Per-unit, per-model counts and mean error / mean cost (NaN where a unit has no label)."""
+
+    def __init__(self, models: list[str], count: Array, error: Array, cost: Array) -> None:
+        self.models = list(models)
+        self.count = count
+        self.error = error
+        self.cost = cost
+
+    @classmethod
+    def from_assignments(
+        cls, weights: Array, scores: Array, costs: Array, models: list[str]
+    ) -> ProfileTable:
+        """Aggregate examples into units. ``weights`` is ``(n_examples, n_units)``."""
+        labelled = ~np.isnan(scores)
+        err = np.where(labelled, 1.0 - np.nan_to_num(scores), 0.0)
+        cst = np.where(labelled, np.nan_to_num(costs), 0.0)
+        count = weights.T @ labelled.astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.where(count > 0, (weights.T @ err) / count, np.nan)
+            cost = np.where(count > 0, (weights.T @ cst) / count, np.nan)
+        return cls(models, count, error, cost)
+
+    @property
+    def n_units(self) -> int:
+        return int(self.count.shape[0])
+
+    def global_means(self) -> tuple[Array, Array, Array]:
+        total = self.count.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err = np.nansum(self.error * self.count, axis=0) / total
+            cst = np.nansum(self.cost * self.count, axis=0) / total
+        return err, cst, total
+
+    def shrunk(self, prior_error: Array, prior_cost: Array, strength: float) -> tuple[Array, Array]:
+        """``(n·mean + strength·prior) / (n + strength)``: few labels lean on the prior."""
+        n = self.count
+        err = np.where(n > 0, self.error, 0.0)
+        cst = np.where(n > 0, self.cost, 0.0)
+        denom = n + strength
+        return (n * err + strength * prior_error) / denom, (n * cst + strength * prior_cost) / denom
+
+    def with_model(self, name: str, count: Array, error: Array, cost: Array) -> ProfileTable:
+        models = [*self.models, name]
+        return ProfileTable(
+            models,
+            np.column_stack([self.count, count]),
+            np.column_stack([self.error, error]),
+            np.column_stack([self.cost, cost]),
+        )
+
+    def without_model(self, name: str) -> ProfileTable:
+        j = self.models.index(name)
+        keep = [i for i in range(len(self.models)) if i != j]
+        return ProfileTable(
+            [self.models[i] for i in keep],
+            self.count[:, keep], self.error[:, keep], self.cost[:, keep],
+        )
+
+    def to_profiles(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for j, m in enumerate(self.models):
+            out[m] = {
+                "count": [round(float(c), 6) for c in self.count[:, j]],
+                "error": [None if np.isnan(e) else round(float(e), 8) for e in self.error[:, j]],
+                "cost": [None if np.isnan(c) else float(c) for c in self.cost[:, j]],
+            }
+        return out
+
+    @classmethod
+    def from_profiles(cls, models: list[str], profiles: dict[str, dict[str, Any]]) -> ProfileTable:
+        def col(key: str, m: str) -> Array:
+            return np.array([np.nan if v is None else float(v) for v in profiles[m][key]])
+
+        return cls(
+            models,
+            np.column_stack([col("count", m) for m in models]),
+            np.column_stack([col("error", m) for m in models]),
+            np.column_stack([col("cost", m) for m in models]),
+        )
+
+
+class Policy(ABC):
+    """The protocol every routing policy implements."""
+
+    name: ClassVar[str]
+    requires: ClassVar[Requirement] = "embedding"
+    unit_kind: ClassVar[str] = "unit"
+
+    models_: list[str]
+
+    @abstractmethod
+    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        """Learn from labelled examples. ``scores``/``costs`` are ``(n, len(models))``."""
+
+    @abstractmethod
+    def estimate(self, inputs: Inputs) -> Estimates:
+        """Expected error and cost of every known model on every input row."""
+
+    @abstractmethod
+    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+        """Learn a new model from a small labelled set without refitting the rest."""
+
+    @abstractmethod
+    def remove_model(self, name: str) -> Self: ...
+
+    @abstractmethod
+    def get_state(self) -> PolicyState: ...
+
+    @classmethod
+    @abstractmethod
+    def from_state(cls, state: PolicyState) -> Self: ...
+
+    @abstractmethod
+    def get_params(self) -> dict[str, Any]: ...
+
+    # Shared helpers ---------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "models_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(...) first")
+
+    def global_cost(self) -> dict[str, float]:
+        """Each model's mean cost over everything it was labelled on (the λ scale's reference)."""
+        self._check_fitted()
+        return dict(zip(self.models_, self._global_cost_(), strict=True))
+
+    def _global_cost_(self) -> Array:
+        raise NotImplementedError
+
+    def describe_unit(self, unit_id: int) -> str:
+        return f"{self.unit_kind} {unit_id}"
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def check_training_arrays(scores: Array, costs: Array, models: list[str], n: int) -> None:
+    if scores.shape != (n, len(models)) or costs.shape != (n, len(models)):
+        raise InvalidInputError(
+            "records",
+            f"scores and costs must be ({n}, {len(models)}) arrays; got {scores.shape} "
+            f"and {costs.shape}",
+        )
+    if n == 0:
+        raise InvalidInputError("records", "no examples to learn from")
+    if len(set(models)) != len(models):
+        raise InvalidInputError("models", "model names must be unique")

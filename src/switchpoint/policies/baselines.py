@@ -1,0 +1,132 @@
+"""Baselines to measure against: one fixed model, or a uniformly random one."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+
+from switchpoint.errors import InvalidInputError
+from switchpoint.policies.base import (
+    Array,
+    Estimates,
+    Inputs,
+    Policy,
+    PolicyState,
+    check_training_arrays,
+    nan_mean,
+)
+
+# Added to every other model's expected error so the fixed model wins at any λ the decision rule
+# can express (normalised costs are at most 1 per unit of λ; λ is capped far below this).
+_FIXED_PENALTY = 1e6
+
+
+class _GlobalMeans(Policy):
+    """Shared state for baselines: each model's global mean error and cost."""
+
+    requires = "none"
+    unit_kind = "global"
+
+    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        check_training_arrays(scores, costs, models, len(inputs))
+        self.models_ = list(models)
+        self.error_ = nan_mean(1.0 - scores)
+        self.cost_ = nan_mean(costs)
+        self.count_ = np.sum(~np.isnan(scores), axis=0).astype(np.float64)
+        return self
+
+    def _global_cost_(self) -> Array:
+        return np.asarray(self.cost_)
+
+    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+        self._check_fitted()
+        check_training_arrays(scores.reshape(-1, 1), costs.reshape(-1, 1), [name], len(inputs))
+        self.models_ = [*self.models_, name]
+        self.error_ = np.append(self.error_, nan_mean(1.0 - scores.reshape(-1, 1)))
+        self.cost_ = np.append(self.cost_, nan_mean(costs.reshape(-1, 1)))
+        self.count_ = np.append(self.count_, float(np.sum(~np.isnan(scores))))
+        return self
+
+    def remove_model(self, name: str) -> Self:
+        self._check_fitted()
+        keep = [i for i, m in enumerate(self.models_) if m != name]
+        self.models_ = [self.models_[i] for i in keep]
+        self.error_ = self.error_[keep]
+        self.cost_ = self.cost_[keep]
+        self.count_ = self.count_[keep]
+        return self
+
+    def get_state(self) -> PolicyState:
+        self._check_fitted()
+        profiles = {
+            m: {"count": [float(self.count_[j])], "error": [float(self.error_[j])],
+                "cost": [float(self.cost_[j])]}
+            for j, m in enumerate(self.models_)
+        }
+        return PolicyState(name=self.name, params=self.get_params(), arrays={}, profiles=profiles)
+
+    @classmethod
+    def from_state(cls, state: PolicyState) -> Self:
+        policy = cls(**state.params)
+        policy.models_ = list(state.profiles)
+        policy.error_ = np.array([state.profiles[m]["error"][0] for m in policy.models_], float)
+        policy.cost_ = np.array([state.profiles[m]["cost"][0] for m in policy.models_], float)
+        policy.count_ = np.array([state.profiles[m]["count"][0] for m in policy.models_], float)
+        return policy
+
+    def _rows(self, n: int, error: Array) -> Estimates:
+        return Estimates(
+            models=list(self.models_), error=error,
+            cost=np.tile(self.cost_, (n, 1)), support=np.tile(self.count_, (n, 1)),
+            unit_ids=np.zeros(n, dtype=np.int64), unit_kind=self.unit_kind,
+        )
+
+    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
+        est = self.estimate(Inputs(texts=[""], embeddings=None))
+        score = est.error[0] + cost_weight * est.cost[0] / cost_scale
+        return self.models_[int(np.lexsort((est.cost[0], score))[0])]
+
+
+class FixedPolicy(_GlobalMeans):
+    """Always the same model (the rest are ranked behind it by their global error)."""
+
+    name = "fixed"
+
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model
+
+    def get_params(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        super().fit(inputs, scores, costs, models)
+        if self.model is None:  # default: the best single model on the training data
+            self.model = self.models_[int(np.nanargmin(self.error_))]
+        elif self.model not in self.models_:
+            raise InvalidInputError("model", f"{self.model!r} is not among {self.models_}")
+        return self
+
+    def estimate(self, inputs: Inputs) -> Estimates:
+        self._check_fitted()
+        error = self.error_ + np.where(np.array(self.models_) == self.model, 0.0, _FIXED_PENALTY)
+        return self._rows(len(inputs), np.tile(error, (len(inputs), 1)))
+
+
+class RandomPolicy(_GlobalMeans):
+    """A uniformly random model per request (seeded, so runs repeat)."""
+
+    name = "random"
+
+    def __init__(self, random_state: int = 0) -> None:
+        self.random_state = random_state
+        self._rng = np.random.default_rng(random_state)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"random_state": self.random_state}
+
+    def estimate(self, inputs: Inputs) -> Estimates:
+        self._check_fitted()
+        n = len(inputs)
+        noise = self._rng.random((n, len(self.models_))) * _FIXED_PENALTY
+        return self._rows(n, noise)

@@ -1,0 +1,215 @@
+"""Learned cluster profiles (UniRoute style): K-means over embeddings, per-cluster model profiles.
+
+Each prompt lands in one of ``n_clusters`` clusters (or, with soft assignment, a distribution over
+them). Each model has, per cluster, a measured mean error and mean cost. Clusters with few labels
+are shrunk toward their coarse parent cluster (a second K-means over the centroids), which is in
+turn shrunk toward the model's global mean: ``(n·mean + s·prior) / (n + s)`` with ``s`` =
+``prior_strength``. Nothing is filled silently: ``support`` says how many labels stand behind each
+estimate and the decision's explanation quotes it.
+
+A new model is added from a small labelled set by assigning those prompts to the existing
+clusters (no re-clustering) and shrinking its sparse per-cluster means the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError
+from switchpoint.policies.base import (
+    Array,
+    Estimates,
+    Inputs,
+    Policy,
+    PolicyState,
+    ProfileTable,
+    check_training_arrays,
+)
+from switchpoint.policies.kmeans import spherical_kmeans
+
+Assignment = Literal["hard", "soft"]
+
+
+def _softmax(logits: Array) -> Array:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class ClusterPolicy(Policy):
+    name = "cluster"
+    requires = "embedding"
+    unit_kind = "cluster"
+
+    def __init__(
+        self,
+        n_clusters: int = 40,
+        n_coarse: int = 6,
+        prior_strength: float = 6.0,
+        assignment: Assignment = "hard",
+        temperature: float = 0.05,
+        random_state: int = 0,
+    ) -> None:
+        if n_clusters < 1 or n_coarse < 1:
+            raise InvalidInputError("n_clusters", "n_clusters and n_coarse must be >= 1")
+        if prior_strength < 0:
+            raise InvalidInputError("prior_strength", "must be >= 0")
+        if assignment not in ("hard", "soft"):
+            raise InvalidInputError("assignment", "must be 'hard' or 'soft'")
+        if temperature <= 0:
+            raise InvalidInputError("temperature", "must be > 0")
+        self.n_clusters = n_clusters
+        self.n_coarse = n_coarse
+        self.prior_strength = prior_strength
+        self.assignment: Assignment = assignment
+        self.temperature = temperature
+        self.random_state = random_state
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "n_clusters": self.n_clusters, "n_coarse": self.n_coarse,
+            "prior_strength": self.prior_strength, "assignment": self.assignment,
+            "temperature": self.temperature, "random_state": self.random_state,
+        }
+
+    # Fitting ---------------------------------------------------------------------------------
+
+    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        inputs.require("embedding", self.name)
+        assert inputs.embeddings is not None
+        check_training_arrays(scores, costs, models, len(inputs))
+        centroids, labels = spherical_kmeans(
+            inputs.embeddings, self.n_clusters, seed=self.random_state
+        )
+        self.centroids_ = centroids
+        k = centroids.shape[0]
+        coarse, parent = spherical_kmeans(
+            centroids, min(self.n_coarse, k), seed=self.random_state
+        )
+        self.coarse_centroids_ = coarse
+        self.parent_ = parent
+        onehot = np.zeros((len(labels), k))
+        onehot[np.arange(len(labels)), labels] = 1.0
+        self.table_ = ProfileTable.from_assignments(onehot, scores, costs, list(models))
+        self.models_ = list(models)
+        self._refresh()
+        return self
+
+    def _refresh(self) -> None:
+        """Recompute the shrunk estimates from the raw table (after fit, load, add, remove)."""
+        table = self.table_
+        g_err, g_cost, _ = table.global_means()
+        n_coarse = int(self.parent_.max()) + 1
+        up = np.zeros((table.n_units, n_coarse))
+        up[np.arange(table.n_units), self.parent_] = 1.0
+        coarse_count = up.T @ table.count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c_err = (up.T @ np.nan_to_num(table.error * table.count)) / coarse_count
+            c_cost = (up.T @ np.nan_to_num(table.cost * table.count)) / coarse_count
+        s = self.prior_strength
+        c_err = np.where(coarse_count > 0, c_err, 0.0)
+        c_cost = np.where(coarse_count > 0, c_cost, 0.0)
+        c_err = (coarse_count * c_err + s * g_err) / (coarse_count + s)
+        c_cost = (coarse_count * c_cost + s * g_cost) / (coarse_count + s)
+        self.error_, self.cost_ = table.shrunk(c_err[self.parent_], c_cost[self.parent_], s)
+        self.global_error_, self.global_cost_ = g_err, g_cost
+
+    def _global_cost_(self) -> Array:
+        return np.asarray(self.global_cost_)
+
+    # Estimating ------------------------------------------------------------------------------
+
+    def assign(self, embeddings: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], Array]:
+        """Cluster ids and the cluster weight matrix for each row."""
+        sims = embeddings.astype(np.float32) @ self.centroids_.T
+        ids = np.argmax(sims, axis=1).astype(np.int64)
+        if self.assignment == "soft":
+            return ids, _softmax(sims.astype(np.float64) / self.temperature)
+        weights = np.zeros(sims.shape)
+        weights[np.arange(len(ids)), ids] = 1.0
+        return ids, weights
+
+    def estimate(self, inputs: Inputs) -> Estimates:
+        self._check_fitted()
+        inputs.require("embedding", self.name)
+        assert inputs.embeddings is not None
+        ids, weights = self.assign(inputs.embeddings)
+        return Estimates(
+            models=list(self.models_),
+            error=weights @ self.error_,
+            cost=weights @ self.cost_,
+            support=weights @ self.table_.count,
+            unit_ids=ids,
+            unit_kind=self.unit_kind,
+            unit_probabilities=weights if self.assignment == "soft" else None,
+        )
+
+    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
+        score = self.error_[unit_id] + cost_weight * self.cost_[unit_id] / cost_scale
+        return self.models_[int(np.lexsort((self.cost_[unit_id], score))[0])]
+
+    @property
+    def n_units(self) -> int:
+        return int(self.centroids_.shape[0])
+
+    # Models ----------------------------------------------------------------------------------
+
+    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+        self._check_fitted()
+        inputs.require("embedding", self.name)
+        assert inputs.embeddings is not None
+        check_training_arrays(scores.reshape(-1, 1), costs.reshape(-1, 1), [name], len(inputs))
+        ids, _ = self.assign(inputs.embeddings)
+        onehot = np.zeros((len(ids), self.n_units))
+        onehot[np.arange(len(ids)), ids] = 1.0
+        single = ProfileTable.from_assignments(
+            onehot, scores.reshape(-1, 1), costs.reshape(-1, 1), [name]
+        )
+        self.table_ = self.table_.with_model(
+            name, single.count[:, 0], single.error[:, 0], single.cost[:, 0]
+        )
+        self.models_ = [*self.models_, name]
+        self._refresh()
+        return self
+
+    def remove_model(self, name: str) -> Self:
+        self._check_fitted()
+        self.table_ = self.table_.without_model(name)
+        self.models_ = [m for m in self.models_ if m != name]
+        self._refresh()
+        return self
+
+    # Persistence -----------------------------------------------------------------------------
+
+    def get_state(self) -> PolicyState:
+        self._check_fitted()
+        return PolicyState(
+            name=self.name,
+            params=self.get_params(),
+            arrays={
+                "centroids": self.centroids_,
+                "coarse_centroids": self.coarse_centroids_,
+                "parent": self.parent_,
+            },
+            profiles=self.table_.to_profiles(),
+        )
+
+    @classmethod
+    def from_state(cls, state: PolicyState) -> Self:
+        policy = cls(**state.params)
+        policy.centroids_ = state.arrays["centroids"].astype(np.float32)
+        policy.coarse_centroids_ = state.arrays["coarse_centroids"].astype(np.float32)
+        policy.parent_ = state.arrays["parent"].astype(np.int64)
+        models = list(state.profiles)
+        policy.table_ = ProfileTable.from_profiles(models, state.profiles)
+        if policy.table_.n_units != policy.centroids_.shape[0]:
+            raise ValueError(
+                f"profiles have {policy.table_.n_units} clusters but centroids have "
+                f"{policy.centroids_.shape[0]}"
+            )
+        policy.models_ = models
+        policy._refresh()
+        return policy

@@ -1,0 +1,189 @@
+"""Nearest neighbours over labelled examples.
+
+A prompt's expected error for a model is the similarity-weighted mean error of its ``k`` most
+similar labelled examples (among those labelled for that model), shrunk toward the model's
+global mean with ``prior_strength`` pseudo-examples. Expected cost is estimated the same way.
+A new model only needs labels on a few examples: its neighbours are drawn from those.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError
+from switchpoint.policies.base import (
+    Array,
+    Estimates,
+    Inputs,
+    Policy,
+    PolicyState,
+    check_training_arrays,
+    nan_mean,
+)
+
+
+class KnnPolicy(Policy):
+    name = "knn"
+    requires = "embedding"
+    unit_kind = "example"
+
+    def __init__(self, k: int = 25, prior_strength: float = 2.0, sharpness: float = 10.0) -> None:
+        if k < 1:
+            raise InvalidInputError("k", "must be >= 1")
+        if prior_strength < 0:
+            raise InvalidInputError("prior_strength", "must be >= 0")
+        if sharpness < 0:
+            raise InvalidInputError("sharpness", "must be >= 0")
+        self.k = k
+        self.prior_strength = prior_strength
+        self.sharpness = sharpness
+
+    def get_params(self) -> dict[str, Any]:
+        return {"k": self.k, "prior_strength": self.prior_strength, "sharpness": self.sharpness}
+
+    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        inputs.require("embedding", self.name)
+        assert inputs.embeddings is not None
+        check_training_arrays(scores, costs, models, len(inputs))
+        self.examples_ = inputs.embeddings.astype(np.float32)
+        self.error_ = 1.0 - scores.astype(np.float64)
+        self.cost_ = costs.astype(np.float64)
+        self.models_ = list(models)
+        return self
+
+    def _global(self) -> tuple[Array, Array]:
+        return nan_mean(self.error_), nan_mean(self.cost_)
+
+    def _global_cost_(self) -> Array:
+        return self._global()[1]
+
+    def estimate(self, inputs: Inputs) -> Estimates:
+        self._check_fitted()
+        inputs.require("embedding", self.name)
+        assert inputs.embeddings is not None
+        sims = inputs.embeddings.astype(np.float32) @ self.examples_.T  # (n, N)
+        n, n_ex = sims.shape
+        n_models = len(self.models_)
+        g_err, g_cost = self._global()
+        error = np.empty((n, n_models))
+        cost = np.empty((n, n_models))
+        support = np.empty((n, n_models))
+        nearest = np.argmax(sims, axis=1).astype(np.int64)
+        labelled = ~np.isnan(self.error_)
+        full = labelled.all(axis=0)
+        k = min(self.k, n_ex)
+        rows = np.arange(n)[:, None]
+        if full.any():
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n_ex else np.tile(
+                np.arange(n_ex), (n, 1))
+            w = np.exp(self.sharpness * (sims[rows, top] - 1.0))  # (n, k)
+            for j in np.flatnonzero(full):
+                e = self.error_[top, j]
+                c = self.cost_[top, j]
+                error[:, j], cost[:, j], support[:, j] = self._shrink(w, e, c, g_err[j], g_cost[j])
+        for j in np.flatnonzero(~full):  # models labelled on a subset: neighbours among those
+            idx = np.flatnonzero(labelled[:, j])
+            if idx.size == 0:
+                error[:, j], cost[:, j], support[:, j] = g_err[j], g_cost[j], 0.0
+                continue
+            kk = min(self.k, idx.size)
+            sub = sims[:, idx]
+            top = np.argpartition(-sub, kk - 1, axis=1)[:, :kk] if kk < idx.size else np.tile(
+                np.arange(idx.size), (n, 1))
+            w = np.exp(self.sharpness * (sub[rows, top] - 1.0))
+            ex = idx[top]
+            error[:, j], cost[:, j], support[:, j] = self._shrink(
+                w, self.error_[ex, j], self.cost_[ex, j], g_err[j], g_cost[j]
+            )
+        return Estimates(
+            models=list(self.models_), error=error, cost=cost, support=support,
+            unit_ids=nearest, unit_kind=self.unit_kind,
+        )
+
+    def _shrink(
+        self, w: Array, e: Array, c: Array, g_err: float, g_cost: float
+    ) -> tuple[Array, Array, Array]:
+        # Weights are relative to a perfect match, so `prior_strength` counts pseudo-examples
+        # at similarity 1; the effective sample size is the sum of weights.
+        mass = w.sum(axis=1)
+        s = self.prior_strength
+        err = ((w * e).sum(axis=1) + s * g_err) / (mass + s)
+        cst = ((w * c).sum(axis=1) + s * g_cost) / (mass + s)
+        return err, cst, mass
+
+    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+        self._check_fitted()
+        inputs.require("embedding", self.name)
+        assert inputs.embeddings is not None
+        check_training_arrays(scores.reshape(-1, 1), costs.reshape(-1, 1), [name], len(inputs))
+        n_old = self.examples_.shape[0]
+        n_new = len(inputs)
+        self.examples_ = np.vstack([self.examples_, inputs.embeddings.astype(np.float32)])
+        self.error_ = np.vstack([self.error_, np.full((n_new, self.error_.shape[1]), np.nan)])
+        self.cost_ = np.vstack([self.cost_, np.full((n_new, self.cost_.shape[1]), np.nan)])
+        new_err = np.full(n_old + n_new, np.nan)
+        new_cost = np.full(n_old + n_new, np.nan)
+        new_err[n_old:] = 1.0 - scores.reshape(-1)
+        new_cost[n_old:] = costs.reshape(-1)
+        self.error_ = np.column_stack([self.error_, new_err])
+        self.cost_ = np.column_stack([self.cost_, new_cost])
+        self.models_ = [*self.models_, name]
+        return self
+
+    def remove_model(self, name: str) -> Self:
+        self._check_fitted()
+        j = self.models_.index(name)
+        keep = [i for i in range(len(self.models_)) if i != j]
+        self.error_ = self.error_[:, keep]
+        self.cost_ = self.cost_[:, keep]
+        self.models_ = [self.models_[i] for i in keep]
+        used = ~np.isnan(self.error_).all(axis=1)  # drop examples no remaining model labels
+        self.examples_, self.error_, self.cost_ = (
+            self.examples_[used], self.error_[used], self.cost_[used])
+        return self
+
+    def get_state(self) -> PolicyState:
+        self._check_fitted()
+        profiles: dict[str, dict[str, Any]] = {}
+        for j, m in enumerate(self.models_):
+            profiles[m] = {
+                "error": [None if np.isnan(v) else round(float(v), 6) for v in self.error_[:, j]],
+                "cost": [None if np.isnan(v) else float(v) for v in self.cost_[:, j]],
+            }
+        return PolicyState(
+            name=self.name, params=self.get_params(),
+            arrays={"examples": self.examples_}, profiles=profiles,
+        )
+
+    @classmethod
+    def from_state(cls, state: PolicyState) -> Self:
+        policy = cls(**state.params)
+        policy.examples_ = state.arrays["examples"].astype(np.float32)
+        models = list(state.profiles)
+
+        def col(m: str, key: str) -> npt.NDArray[np.float64]:
+            values = state.profiles[m][key]
+            if len(values) != policy.examples_.shape[0]:
+                raise ValueError(
+                    f"profile of {m!r} has {len(values)} {key} values but there are "
+                    f"{policy.examples_.shape[0]} examples"
+                )
+            return np.array([np.nan if v is None else float(v) for v in values])
+
+        policy.error_ = np.column_stack([col(m, "error") for m in models])
+        policy.cost_ = np.column_stack([col(m, "cost") for m in models])
+        policy.models_ = models
+        return policy
+
+    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
+        inputs = Inputs(embeddings=self.examples_[unit_id : unit_id + 1])
+        est = self.estimate(inputs)
+        score = est.error[0] + cost_weight * est.cost[0] / cost_scale
+        return self.models_[int(np.lexsort((est.cost[0], score))[0])]
+
+    @property
+    def n_units(self) -> int:
+        return int(self.examples_.shape[0])

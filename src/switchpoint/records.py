@@ -1,0 +1,169 @@
+"""Routing records: prompts with every model's measured quality and cost.
+
+One JSON object per line (see ``../shared/data/README.md``)::
+
+    {"id": "...", "prompt": "...", "task": "mbpp", "split": "train",
+     "scores": {"model-a": 1.0, ...}, "costs": {"model-a": 0.0011, ...}}
+
+``scores`` are in [0, 1], ``costs`` are USD for that answer (>= 0). A model may be missing from
+a record (unlabelled); it is held as NaN. Every malformed line raises :class:`RecordsError`
+naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import RecordsError
+
+FloatMatrix = npt.NDArray[np.float64]
+
+
+@dataclass
+class RecordSet:
+    """Records as aligned arrays: ``scores[i, j]`` is model ``models[j]`` on prompt ``i``."""
+
+    ids: list[str]
+    prompts: list[str]
+    tasks: list[str]
+    splits: list[str | None]
+    models: list[str]
+    scores: FloatMatrix
+    costs: FloatMatrix
+    embeddings: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> RecordSet:
+        idx = np.asarray(rows, dtype=np.intp)
+        return RecordSet(
+            ids=[self.ids[i] for i in idx],
+            prompts=[self.prompts[i] for i in idx],
+            tasks=[self.tasks[i] for i in idx],
+            splits=[self.splits[i] for i in idx],
+            models=list(self.models),
+            scores=self.scores[idx],
+            costs=self.costs[idx],
+            embeddings=None if self.embeddings is None else self.embeddings[idx],
+        )
+
+    def split(self, name: str) -> RecordSet:
+        rows = [i for i, s in enumerate(self.splits) if s == name]
+        if not rows:
+            present = sorted({s for s in self.splits if s is not None})
+            raise RecordsError(
+                "records", None, f"no records in split {name!r}; splits present: {present}"
+            )
+        return self.subset(rows)
+
+    def select_models(self, names: Sequence[str]) -> RecordSet:
+        cols = [self.models.index(n) for n in names]
+        out = self.subset(np.arange(len(self)))
+        out.models = list(names)
+        out.scores = self.scores[:, cols]
+        out.costs = self.costs[:, cols]
+        return out
+
+    @property
+    def has_splits(self) -> bool:
+        return any(s is not None for s in self.splits)
+
+
+def _number(value: Any, source: object, line: int, where: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordsError(source, line, f"{where} must be a number, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x) or x < lo or x > hi:
+        bounds = f"[{lo}, {hi}]" if math.isfinite(hi) else f">= {lo}"
+        raise RecordsError(source, line, f"{where} is {value!r}; it must be finite and {bounds}")
+    return x
+
+
+def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet:
+    """Parse and validate JSONL lines. Blank lines are skipped."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    model_order: dict[str, None] = {}
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise RecordsError(source, number, f"not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise RecordsError(source, number, "each line must be a JSON object")
+        for key in ("prompt", "scores", "costs"):
+            if key not in obj:
+                raise RecordsError(source, number, f"missing field {key!r}")
+        prompt = obj["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise RecordsError(source, number, "field 'prompt' must be a non-empty string")
+        rid = obj.get("id", f"line-{number}")
+        if not isinstance(rid, (str, int)):
+            raise RecordsError(source, number, "field 'id' must be a string")
+        rid = str(rid)
+        if rid in seen:
+            raise RecordsError(source, number, f"duplicate id {rid!r}")
+        seen.add(rid)
+        scores, costs = obj["scores"], obj["costs"]
+        if not isinstance(scores, dict) or not scores:
+            raise RecordsError(source, number, "field 'scores' must be a non-empty object")
+        if not isinstance(costs, dict):
+            raise RecordsError(source, number, "field 'costs' must be an object")
+        if set(scores) != set(costs):
+            diff = sorted(set(scores) ^ set(costs))
+            raise RecordsError(
+                source, number, f"'scores' and 'costs' must name the same models; differ on {diff}"
+            )
+        clean_s = {m: _number(v, source, number, f"scores[{m!r}]", 0.0, 1.0)
+                   for m, v in scores.items()}
+        clean_c = {m: _number(v, source, number, f"costs[{m!r}]", 0.0, math.inf)
+                   for m, v in costs.items()}
+        split = obj.get("split")
+        if split is not None and not isinstance(split, str):
+            raise RecordsError(source, number, "field 'split' must be a string")
+        task = obj.get("task") or ""
+        if not isinstance(task, str):
+            raise RecordsError(source, number, "field 'task' must be a string")
+        for m in clean_s:
+            model_order.setdefault(m, None)
+        rows.append({"id": rid, "prompt": prompt, "task": task, "split": split,
+                     "scores": clean_s, "costs": clean_c})
+    if not rows:
+        raise RecordsError(source, None, "no records found; the file is empty")
+    models = list(model_order)
+    col = {m: j for j, m in enumerate(models)}
+    scores_m = np.full((len(rows), len(models)), np.nan)
+    costs_m = np.full((len(rows), len(models)), np.nan)
+    for i, r in enumerate(rows):
+        for m, v in r["scores"].items():
+            scores_m[i, col[m]] = v
+            costs_m[i, col[m]] = r["costs"][m]
+    return RecordSet(
+        ids=[r["id"] for r in rows],
+        prompts=[r["prompt"] for r in rows],
+        tasks=[r["task"] for r in rows],
+        splits=[r["split"] for r in rows],
+        models=models,
+        scores=scores_m,
+        costs=costs_m,
+    )
+
+
+def load_records(path: str | Path) -> RecordSet:
+    """Read a routing-records JSONL file."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecordsError(p, None, "file not found; pass a JSONL file of routing records")
+    with p.open(encoding="utf-8") as fh:
+        return parse_records(fh, source=p)

@@ -1,0 +1,409 @@
+"""The router: embed → estimate → decide, with a decision cache and routing counters.
+
+This is the one path every request takes, whether it comes from Python, the CLI or HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from switchpoint.decision import (
+    RoutingDecision,
+    Usage,
+    check_cost_weight,
+    choose,
+    scores_dict,
+)
+from switchpoint.embedding import (
+    CachedEmbedder,
+    Embedder,
+    check_embedding,
+    check_prompt,
+    embedder_from_id,
+)
+from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
+from switchpoint.policies import Estimates, Inputs, Policy
+from switchpoint.weights import WeightsPackage, load_weights
+
+
+@dataclass
+class RoutingStats:
+    """Counters since the router was made (or since :meth:`Router.reset_stats`)."""
+
+    total: int = 0
+    cache_hits: int = 0
+    by_model: Counter[str] = field(default_factory=Counter)
+    by_cluster: Counter[int] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "cache_hits": self.cache_hits,
+            "by_model": dict(self.by_model),
+            "by_cluster": {str(k): v for k, v in sorted(self.by_cluster.items())},
+        }
+
+
+class DecisionCache:
+    """LRU + TTL cache of decisions keyed on (input, λ, candidate set). Thread-safe."""
+
+    def __init__(self, size: int = 10_000, ttl_seconds: float = 3600.0) -> None:
+        if size < 0 or ttl_seconds < 0:
+            raise ValueError("cache size and ttl must be >= 0")
+        self.size = size
+        self.ttl = ttl_seconds
+        self._entries: OrderedDict[tuple[Any, ...], tuple[float, RoutingDecision]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> RoutingDecision | None:
+        if not self.size:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                return None
+            stamp, decision = hit
+            if self.ttl and now - stamp > self.ttl:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return decision
+
+    def put(self, key: tuple[Any, ...], decision: RoutingDecision) -> None:
+        if not self.size:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic(), decision)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Router:
+    """Routes prompts (or pre-computed embeddings) to the model that should answer them."""
+
+    def __init__(
+        self,
+        weights: WeightsPackage,
+        *,
+        embedder: Embedder | None = None,
+        cost_weight: float = 0.5,
+        allowed_models: Sequence[str] | None = None,
+        cache_size: int = 10_000,
+        cache_ttl: float = 3600.0,
+        embedding_cache_size: int = 4096,
+    ) -> None:
+        self.weights = weights
+        self.policy: Policy = weights.policy
+        inner = embedder or embedder_from_id(weights.embedder_id)
+        if inner.dimension != weights.dimension:
+            raise InvalidInputError(
+                "embedder", f"produces {inner.dimension}-d vectors but the weights expect "
+                f"{weights.dimension}-d ({weights.embedder_id})")
+        self.embedder = CachedEmbedder(inner, embedding_cache_size)
+        self.cost_weight = check_cost_weight(cost_weight)
+        self.models: list[str] = list(self.policy.models_)
+        self.allowed_models = self._check_models(allowed_models, "allowed_models")
+        self.cache = DecisionCache(cache_size, cache_ttl)
+        self._global_cost = np.array([self.policy.global_cost()[m] for m in self.models])
+        self._stats = RoutingStats()
+        self._stats_lock = threading.Lock()
+
+    # Public API --------------------------------------------------------------------------------
+
+    def route(
+        self,
+        prompt: str | None = None,
+        available_models: Sequence[str] | None = None,
+        cost_weight_override: float | None = None,
+        *,
+        embedding: Sequence[float] | np.ndarray | None = None,
+    ) -> RoutingDecision:
+        """Route one prompt, or one pre-computed embedding (then the embedder is skipped)."""
+        t0 = time.perf_counter()
+        lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
+            cost_weight_override, "cost_weight_override")
+        mask = self._candidates(available_models)
+        if embedding is not None:
+            if prompt is not None:
+                raise InvalidInputError("embedding", "give either a prompt or an embedding, "
+                                                     "not both")
+            if self.policy.requires == "text":
+                Inputs(embeddings=np.zeros((1, 1), np.float32)).require("text", self.policy.name)
+            vector = check_embedding(embedding, self.weights.dimension)
+            key: tuple[Any, ...] = ("e", hashlib.sha256(vector.tobytes()).digest(), lam,
+                                    mask.tobytes())
+            text = None
+        else:
+            text = check_prompt(prompt)
+            key = ("p", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), lam,
+                   mask.tobytes())
+            vector = None
+        cached = self.cache.get(key)
+        if cached is not None:
+            decision = replace(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
+                routing_ms=round((time.perf_counter() - t0) * 1e3, 4), embedding_ms=0.0))
+            self._count([decision], cache_hits=1)
+            return decision
+        embedding_ms = 0.0
+        if vector is None and self.policy.requires == "embedding":
+            t1 = time.perf_counter()
+            vector = self.embedder.embed([text or ""])
+            embedding_ms = (time.perf_counter() - t1) * 1e3
+        inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
+        est = self.policy.estimate(inputs)
+        decision = self._decide(est, 0, mask, lam)
+        total_ms = (time.perf_counter() - t0) * 1e3
+        decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
+                               embedding_ms=round(embedding_ms, 4))
+        self.cache.put(key, decision)
+        self._count([decision])
+        return decision
+
+    def route_batch(
+        self,
+        prompts: Sequence[str] | None = None,
+        available_models: Sequence[str] | None = None,
+        cost_weight_override: float | None = None,
+        *,
+        embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
+        cost_weights: Sequence[float] | None = None,
+    ) -> list[RoutingDecision]:
+        """Route many prompts, embedding them in one pass.
+
+        With ``cost_weights`` the whole batch is decided once per λ (embedded once) and the result
+        is row-major: all prompts for the first λ, then all for the second, and so on.
+        """
+        t0 = time.perf_counter()
+        lams = [self.cost_weight if cost_weight_override is None else check_cost_weight(
+            cost_weight_override, "cost_weight_override")]
+        if cost_weights is not None:
+            lams = [check_cost_weight(v, f"cost_weights[{i}]") for i, v in enumerate(cost_weights)]
+        mask = self._candidates(available_models)
+        inputs, embedding_ms = self.prepare(prompts, embeddings)
+        n = len(inputs)
+        if n == 0:
+            return []
+        est = self.policy.estimate(inputs)
+        decisions: list[RoutingDecision] = []
+        for lam in lams:
+            for i in range(n):
+                decisions.append(self._decide(est, i, mask, lam))
+        per_ms = ((time.perf_counter() - t0) * 1e3 - embedding_ms) / max(1, len(decisions))
+        per_emb = embedding_ms / n
+        for d in decisions:
+            d.usage = Usage(routing_ms=round(per_ms, 4), embedding_ms=round(per_emb, 4))
+        self._count(decisions)
+        return decisions
+
+    def prepare(
+        self,
+        prompts: Sequence[str] | None,
+        embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
+    ) -> tuple[Inputs, float]:
+        """Validate a batch and embed it (if the policy needs vectors). Returns (inputs, ms)."""
+        if prompts is None and embeddings is None:
+            raise InvalidInputError("prompts", "give a list of prompts or of embeddings")
+        if prompts is not None and (isinstance(prompts, str) or not isinstance(prompts, Iterable)):
+            raise InvalidInputError("prompts", "must be a list of strings")
+        texts = None if prompts is None else [
+            check_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        vectors = None
+        if embeddings is not None:
+            rows = [check_embedding(v, self.weights.dimension, f"embeddings[{i}]")
+                    for i, v in enumerate(embeddings)]
+            vectors = np.vstack(rows) if rows else np.zeros((0, self.weights.dimension),
+                                                             np.float32)
+            if texts is not None and len(texts) != len(rows):
+                raise InvalidInputError("embeddings", "must align with prompts, one per prompt")
+        if vectors is None and texts is None:
+            raise InvalidInputError("prompts", "give a list of prompts or of embeddings")
+        if self.policy.requires == "text" and texts is None:
+            Inputs(embeddings=vectors).require("text", self.policy.name)
+        ms = 0.0
+        if vectors is None and self.policy.requires == "embedding" and texts:
+            t1 = time.perf_counter()
+            vectors = self.embedder.embed(texts)
+            ms = (time.perf_counter() - t1) * 1e3
+        return Inputs(texts=texts, embeddings=vectors), ms
+
+    def get_best_model_for_cluster(self, cluster_id: int, cost_weight: float | None = None) -> str:
+        """The model that minimises ``error + λ·cost`` on one cluster (or tier / example)."""
+        lam = self.cost_weight if cost_weight is None else check_cost_weight(cost_weight)
+        n_units = int(getattr(self.policy, "n_units", 1))
+        if isinstance(cluster_id, bool) or not isinstance(cluster_id, (int, np.integer)) or not (
+                0 <= int(cluster_id) < n_units):
+            raise InvalidInputError("cluster_id", f"must be an integer in [0, {n_units - 1}], "
+                                                  f"got {cluster_id!r}")
+        scale = self._cost_scale(self._candidates(None))
+        best: str = self.policy.best_model_for_unit(  # type: ignore[attr-defined]
+            int(cluster_id), np.float64(scale), lam)
+        return best
+
+    def analyze_routing_distribution(
+        self, prompts: Sequence[str], available_models: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        """How a batch of prompts would be spread over models: ``{model: count}``."""
+        counts = Counter(d.selected_model for d in self.route_batch(prompts, available_models))
+        return dict(counts.most_common())
+
+    @property
+    def stats(self) -> RoutingStats:
+        with self._stats_lock:
+            return RoutingStats(self._stats.total, self._stats.cache_hits,
+                                Counter(self._stats.by_model), Counter(self._stats.by_cluster))
+
+    def reset_stats(self) -> None:
+        """Zero the routing counters."""
+        with self._stats_lock:
+            self._stats = RoutingStats()
+
+    def warm_up(self) -> None:
+        """Load the embedding model now so the first request does not pay for it."""
+        if self.policy.requires == "embedding":
+            self.embedder.warm_up()
+
+    # Internals ---------------------------------------------------------------------------------
+
+    def _check_models(self, names: Sequence[str] | None, field_name: str) -> list[str] | None:
+        if names is None:
+            return None
+        if isinstance(names, str) or not isinstance(names, Iterable):
+            raise InvalidInputError(field_name, "must be a list of model names")
+        names = list(names)
+        bad_type = [n for n in names if not isinstance(n, str)]
+        if bad_type:
+            raise InvalidInputError(field_name, f"must hold model names (strings), got {bad_type}")
+        unknown = [n for n in names if n not in self.models]
+        if unknown:
+            raise UnknownModelError(field_name, unknown, self.models)
+        if not names:
+            raise NoCandidatesError(field_name, "is empty; list at least one model or omit it")
+        return names
+
+    def check_candidates(self, available: Sequence[str] | None) -> list[str]:
+        """Validate a candidate list; returns the models that remain allowed."""
+        mask = self._candidates(available)
+        return [m for m, keep in zip(self.models, mask, strict=True) if keep]
+
+    def _candidates(self, available: Sequence[str] | None) -> np.ndarray:
+        mask = np.ones(len(self.models), dtype=bool)
+        if self.allowed_models is not None:
+            mask &= np.isin(self.models, self.allowed_models)
+        names = self._check_models(available, "available_models")
+        if names is not None:
+            mask &= np.isin(self.models, names)
+            if not mask.any():
+                raise NoCandidatesError(
+                    "available_models", f"none of {names} is in this router's allowed models "
+                    f"{self.allowed_models}")
+        return mask
+
+    def _cost_scale(self, mask: np.ndarray) -> float:
+        return float(np.max(self._global_cost[mask]))
+
+    def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float) -> RoutingDecision:
+        err, cost, support = est.error[row], est.cost[row], est.support[row]
+        scale = self._cost_scale(mask)
+        choice = choose(err, cost, mask, lam, scale, support)
+        j = choice.index
+        unit = int(est.unit_ids[row])
+        probs = None
+        if est.unit_probabilities is not None:
+            p = est.unit_probabilities[row]
+            top = np.argsort(-p)[:5]
+            probs = {int(k): round(float(p[k]), 4) for k in top if p[k] >= 1e-4}
+        names = self.models
+        order = choice.order
+        reasoning = [
+            f"{self.policy.describe_unit(unit).capitalize()} of the {self.policy.name!r} policy.",
+            f"{names[j]} has the lowest score: expected error {err[j]:.3f} + λ {lam:g} × "
+            f"normalised cost {cost[j] / scale if scale else 0:.3f}.",
+        ]
+        if len(order) > 1:
+            k = int(order[1])
+            reasoning.append(f"Runner-up {names[k]} scores {choice.scores[k]:.4f} "
+                             f"(margin {choice.scores[k] - choice.scores[j]:.4f}).")
+        evidence = [f"{support[j]:.0f} labelled examples behind {names[j]}'s estimate"]
+        if support[j] < 5:
+            evidence.append("sparse evidence: the estimate leans on the coarser prior")
+        evidence.extend(est.notes)
+        return RoutingDecision(
+            selected_model=names[j],
+            cluster_id=unit,
+            expected_error=round(float(err[j]), 6),
+            cost_adjusted_score=round(float(choice.scores[j]), 6),
+            all_scores=scores_dict(names, choice.scores, order),
+            cache_hit=False,
+            usage=Usage(0.0, 0.0),
+            expected_cost=float(cost[j]),
+            cost_weight=lam,
+            confidence=round(choice.confidence, 4),
+            fallback_models=[names[int(i)] for i in order[1:]],
+            cluster_probabilities=probs,
+            reasoning=reasoning,
+            evidence=evidence,
+            policy=self.policy.name,
+            basis=f"{self.policy.name} policy, {est.unit_kind} {unit}",
+            expected_errors={names[int(i)]: round(float(err[int(i)]), 6) for i in order},
+            expected_costs={names[int(i)]: float(cost[int(i)]) for i in order},
+        )
+
+    def _count(self, decisions: list[RoutingDecision], cache_hits: int = 0) -> None:
+        with self._stats_lock:
+            self._stats.total += len(decisions)
+            self._stats.cache_hits += cache_hits
+            for d in decisions:
+                self._stats.by_model[d.selected_model] += 1
+                self._stats.by_cluster[d.cluster_id] += 1
+
+
+def load_router(
+    weights_path: str | Path | None = None,
+    cost_weight: float = 0.5,
+    allowed_models: Sequence[str] | None = None,
+    use_soft_assignment: bool = False,
+    embedder: Embedder | None = None,
+    verbose: bool = False,
+    *,
+    cache_size: int = 10_000,
+    cache_ttl: float = 3600.0,
+    warm: bool = True,
+) -> Router:
+    """Load a weights package (the bundled default when ``weights_path`` is None) into a Router.
+
+    Nothing is ever downloaded. With ``warm`` the embedding model loads on a background thread,
+    so this returns quickly and the first ``route`` waits only for what is left.
+    """
+    package = load_weights(weights_path)
+    if use_soft_assignment:
+        if not hasattr(package.policy, "assignment"):
+            raise InvalidInputError("use_soft_assignment", f"the {package.policy.name!r} policy "
+                                                           "has no soft assignment")
+        package.policy.assignment = "soft"
+    router = Router(package, embedder=embedder, cost_weight=cost_weight,
+                    allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl)
+    if warm:
+        threading.Thread(target=router.warm_up, name="switchpoint-warm-up", daemon=True).start()
+    if verbose:
+        print(f"switchpoint: loaded {package.weights_id} ({package.policy.name} policy, "
+              f"{len(router.models)} models) from {package.path}")
+    return router

@@ -1,0 +1,124 @@
+"""Learning from routing records: fit a weights package, add a model to it, remove one."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from switchpoint._version import __version__
+from switchpoint.embedding import Embedder, embedder_from_id
+from switchpoint.errors import InvalidInputError, RecordsError
+from switchpoint.policies import Inputs, make_policy
+from switchpoint.records import RecordSet, load_records
+from switchpoint.weights import WeightsPackage
+
+DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-256"
+
+
+def _inputs(records: RecordSet, embedder: Embedder | None, requires: str) -> Inputs:
+    texts = list(records.prompts)
+    if requires == "text":
+        return Inputs(texts=texts)
+    if records.embeddings is not None:
+        return Inputs(texts=texts, embeddings=records.embeddings)
+    if requires == "none":
+        return Inputs(texts=texts)
+    assert embedder is not None
+    return Inputs(texts=texts, embeddings=embedder.embed(texts))
+
+
+def select_split(records: RecordSet, split: str | None) -> RecordSet:
+    """``split`` if given; else ``train`` when the records carry splits; else all of them."""
+    if split is not None:
+        return records.split(split)
+    if records.has_splits:
+        return records.split("train")
+    return records
+
+
+def fit(
+    records: RecordSet | str | Path,
+    policy: str = "cluster",
+    *,
+    split: str | None = None,
+    embedder: Embedder | str | None = None,
+    progress: Callable[[str], None] | None = None,
+    **params: Any,
+) -> WeightsPackage:
+    """Fit a policy on routing records and return the weights package (not yet saved).
+
+    Without ``split``, records that carry a ``split`` field are limited to ``train``.
+    """
+    source = str(records) if isinstance(records, (str, Path)) else "records"
+    data = load_records(records) if isinstance(records, (str, Path)) else records
+    data = select_split(data, split)
+    model = make_policy(policy, **params)
+    emb: Embedder = (
+        embedder_from_id(embedder or DEFAULT_EMBEDDER_ID)
+        if embedder is None or isinstance(embedder, str) else embedder
+    )
+    if progress:
+        progress(f"embedding {len(data)} prompts with {emb.id}")
+    inputs = _inputs(data, emb, model.requires)
+    if progress:
+        progress(f"fitting the {policy!r} policy on {len(data)} records, {len(data.models)} models")
+    model.fit(inputs, data.scores, data.costs, list(data.models))
+    provenance = {
+        "records": source,
+        "n_records": len(data),
+        "split": split or ("train" if data.has_splits else None),
+        "tasks": sorted(set(data.tasks)),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "switchpoint_version": __version__,
+    }
+    return WeightsPackage(policy=model, embedder_id=emb.id, dimension=emb.dimension,
+                          provenance=provenance)
+
+
+def add_model(
+    package: WeightsPackage,
+    name: str,
+    records: RecordSet | str | Path,
+    *,
+    embedder: Embedder | None = None,
+    source_model: str | None = None,
+) -> WeightsPackage:
+    """Teach ``package`` a new model from a small labelled set, without re-clustering.
+
+    ``records`` are routing records that label ``name`` (or ``source_model``, when the records
+    call the model by another name). Other models' labels in them are ignored.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("name", "must be a non-empty model name")
+    if name in package.models:
+        raise InvalidInputError("name", f"model {name!r} is already in these weights; "
+                                        "remove it first to re-learn it")
+    data = load_records(records) if isinstance(records, (str, Path)) else records
+    label = source_model or name
+    if label not in data.models:
+        raise RecordsError(str(records) if isinstance(records, (str, Path)) else "records", None,
+                           f"no labels for model {label!r}; the records label {data.models}")
+    j = data.models.index(label)
+    rows = np.flatnonzero(~np.isnan(data.scores[:, j]))
+    data = data.subset(rows)
+    emb = embedder or embedder_from_id(package.embedder_id)
+    inputs = _inputs(data, emb, package.policy.requires)
+    package.policy.add_model(name, inputs, data.scores[:, j], data.costs[:, j])
+    package.provenance.setdefault("added_models", []).append(
+        {"model": name, "n_records": len(data),
+         "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    return package
+
+
+def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
+    if name not in package.models:
+        raise InvalidInputError("name", f"model {name!r} is not in these weights; they hold "
+                                        f"{package.models}")
+    if len(package.models) == 1:
+        raise InvalidInputError("name", "cannot remove the only model; a router needs at least one")
+    package.policy.remove_model(name)
+    return package

@@ -1,0 +1,233 @@
+"""The weights package: a directory that holds a fitted policy and says how it was made.
+
+::
+
+    manifest.json          format version, embedder id and dimension, policy and its
+                           parameters, models, provenance, and a SHA-256 for every file
+    clusters/*.npy         the policy's shared arrays (``examples/`` for knn, ``policy/`` others)
+    profiles/<model>.json  one per model: its per-unit counts, mean error and mean cost
+
+Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension or a model
+without a profile raises :class:`~switchpoint.errors.WeightsError` naming the file and the fix.
+Packages are written to a temporary sibling directory and renamed into place, so a crash never
+leaves half a package behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from switchpoint.errors import WeightsError
+from switchpoint.policies import Policy, PolicyState, policy_from_state
+
+FORMAT = "switchpoint-weights"
+FORMAT_VERSION = 1
+_ARRAY_DIRS = {"cluster": "clusters", "knn": "examples"}
+DEFAULT_PACKAGE = "_default_weights"
+
+
+@dataclass
+class WeightsPackage:
+    """A fitted policy plus the embedder it expects and where it came from."""
+
+    policy: Policy
+    embedder_id: str
+    dimension: int
+    provenance: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.policy.models_)
+
+    @property
+    def weights_id(self) -> str:
+        state = self.policy.get_state()
+        digest = hashlib.sha256()
+        digest.update(json.dumps([state.name, state.params, self.embedder_id], sort_keys=True,
+                                 default=str).encode())
+        digest.update(json.dumps(state.profiles, sort_keys=True).encode())
+        for name in sorted(state.arrays):
+            digest.update(np.ascontiguousarray(state.arrays[name]).tobytes())
+        return f"{state.name}-{digest.hexdigest()[:12]}"
+
+    def save(self, path: str | Path) -> Path:
+        return save_weights(self, path)
+
+
+def _profile_filename(model: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "__", model).strip(".")
+    return f"profiles/{safe or 'model'}.json"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_weights(package: WeightsPackage, path: str | Path) -> Path:
+    """Write ``package`` to the directory ``path`` (replacing it atomically if it exists)."""
+    target = Path(path)
+    state = package.policy.get_state()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        files: dict[str, str] = {}
+        array_dir = _ARRAY_DIRS.get(state.name, "policy")
+        arrays: dict[str, str] = {}
+        for name, arr in state.arrays.items():
+            rel = f"{array_dir}/{name}.npy"
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+            _write(tmp / rel, buf.getvalue())
+            files[rel] = _sha256(buf.getvalue())
+            arrays[name] = rel
+        profiles: dict[str, str] = {}
+        used: set[str] = set()
+        for model, profile in state.profiles.items():
+            rel = _profile_filename(model)
+            if rel in used:
+                rel = rel.replace(".json", f"-{_sha256(model.encode())[:8]}.json")
+            used.add(rel)
+            data = json.dumps({"model": model, **profile}, separators=(",", ":")).encode()
+            _write(tmp / rel, data)
+            files[rel] = _sha256(data)
+            profiles[model] = rel
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "weights_id": package.weights_id,
+            "embedder": {"id": package.embedder_id, "dimension": package.dimension},
+            "policy": {"name": state.name, "params": state.params, "meta": state.meta},
+            "models": list(state.profiles),
+            "arrays": arrays,
+            "profiles": profiles,
+            "files": files,
+            "provenance": package.provenance,
+        }
+        _write(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    package.path = target
+    return target
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def default_weights_path() -> Path:
+    """The weights package bundled inside the switchpoint wheel."""
+    return Path(str(resources.files("switchpoint").joinpath(DEFAULT_PACKAGE)))
+
+
+def load_weights(path: str | Path | None = None) -> WeightsPackage:
+    """Read and validate a weights package (the bundled default when ``path`` is None)."""
+    root = default_weights_path() if path is None else Path(path)
+    if not root.is_dir():
+        raise WeightsError(root, "not a directory; pass the folder that holds manifest.json "
+                                 "(make one with `switchpoint fit RECORDS.jsonl --out DIR`)")
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
+                                          "(make one with `switchpoint fit`)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WeightsError(manifest_path, f"is not valid JSON ({exc}); the package is corrupt, "
+                                          "re-create it with `switchpoint fit`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise WeightsError(manifest_path, f"is not a switchpoint weights manifest "
+                                          f"(expected \"format\": \"{FORMAT}\")")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise WeightsError(manifest_path, f"has format_version {version!r}; this switchpoint "
+                                          f"reads version {FORMAT_VERSION}. Upgrade switchpoint "
+                                          "or re-fit the weights")
+    try:
+        embedder = manifest["embedder"]
+        dimension = int(embedder["dimension"])
+        embedder_id = str(embedder["id"])
+        policy_info = manifest["policy"]
+        models = list(manifest["models"])
+        array_files = dict(manifest["arrays"])
+        profile_files = dict(manifest["profiles"])
+        checksums = dict(manifest.get("files", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(manifest_path, f"lacks or mangles the field {exc}; re-create the "
+                                          "package with `switchpoint fit`") from None
+    arrays: dict[str, Any] = {}
+    for name, rel in array_files.items():
+        data = _read_checked(root, rel, checksums)
+        try:
+            arrays[name] = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as exc:
+            raise WeightsError(root / rel, f"is not a valid .npy array ({exc})") from None
+    profiles: dict[str, dict[str, Any]] = {}
+    for model in models:
+        rel = profile_files.get(model)
+        if rel is None or not (root / rel).is_file():
+            expected = rel or _profile_filename(model)
+            raise WeightsError(root / expected, f"model {model!r} is listed in manifest.json but "
+                               "has no profile file; add it with `switchpoint add-model` or "
+                               "remove the model with `switchpoint remove-model`")
+        data = _read_checked(root, rel, checksums)
+        try:
+            profile = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise WeightsError(root / rel, f"is not valid JSON ({exc.msg})") from None
+        profile.pop("model", None)
+        profiles[model] = profile
+    for name, arr in arrays.items():
+        if name in ("centroids", "examples", "coarse_centroids") and (
+                arr.ndim != 2 or arr.shape[1] != dimension):
+            raise WeightsError(root / array_files[name],
+                               f"holds vectors of shape {arr.shape}; manifest.json says the "
+                               f"embedder {embedder_id!r} has dimension {dimension}. The package "
+                               "was fitted with another embedder: re-fit it")
+    state = PolicyState(
+        name=str(policy_info.get("name")), params=dict(policy_info.get("params", {})),
+        arrays=arrays, profiles=profiles, meta=dict(policy_info.get("meta", {})),
+    )
+    try:
+        policy = policy_from_state(state)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: {exc}") from None
+    return WeightsPackage(policy=policy, embedder_id=embedder_id, dimension=dimension,
+                          provenance=dict(manifest.get("provenance", {})), path=root)
+
+
+def _read_checked(root: Path, rel: str, checksums: dict[str, str]) -> bytes:
+    path = root / rel
+    if not path.is_file():
+        raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
+                                 "re-create it with `switchpoint fit`")
+    data = path.read_bytes()
+    expected = checksums.get(rel)
+    if expected is not None and _sha256(data) != expected:
+        raise WeightsError(path, "does not match its SHA-256 in manifest.json; the file is "
+                                 "corrupt or was edited by hand. Re-create the package")
+    return data
