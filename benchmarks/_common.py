@@ -12,7 +12,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("SWITCHPOINT_DATA", ROOT.parent / "shared" / "data"))
-CACHE = Path(os.environ.get("SWITCHPOINT_BENCH_CACHE", Path.home() / ".cache" / "switchpoint-bench"))
+CACHE = Path(
+    os.environ.get("SWITCHPOINT_BENCH_CACHE", Path.home() / ".cache" / "switchpoint-bench")
+)
 DATASETS = {
     "routerbench-3task": DATA / "routerbench-3task.jsonl",
     "llmrouter-14task": DATA / "llmrouter-14task.jsonl",

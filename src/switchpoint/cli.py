@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"])
     p.add_argument("--n-clusters", type=int, help="clusters for the cluster policy")
     p.add_argument("--k", type=int, help="neighbours for the knn policy")
-    p.add_argument("--embedder", help="embedder id, e.g. all-MiniLM-L6-v2/tail-256")
+    p.add_argument("--embedder", help="embedder id, e.g. all-MiniLM-L6-v2/tail-64")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other policy parameter (repeatable)")
     p.set_defaults(func=cmd_fit)
@@ -356,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `switchpoint route ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -384,16 +384,19 @@ def load_router(
     embedder: Embedder | None = None,
     verbose: bool = False,
     *,
+    policy: str | None = None,
     cache_size: int = 10_000,
     cache_ttl: float = 3600.0,
     warm: bool = True,
 ) -> Router:
     """Load a weights package (the bundled default when ``weights_path`` is None) into a Router.
 
-    Nothing is ever downloaded. With ``warm`` the embedding model loads on a background thread,
-    so this returns quickly and the first ``route`` waits only for what is left.
+    ``policy`` picks which bundled default to load (``cluster``, ``knn``, ``tiers``, ``tfidf``,
+    ``fixed``, ``random``). Nothing is ever downloaded. With ``warm`` the embedding model loads
+    on a background thread, so this returns quickly and the first ``route`` waits only for what
+    is left.
     """
-    package = load_weights(weights_path)
+    package = load_weights(weights_path, policy=policy)
     if use_soft_assignment:
         if not hasattr(package.policy, "assignment"):
             raise InvalidInputError("use_soft_assignment", f"the {package.policy.name!r} policy "

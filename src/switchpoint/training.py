@@ -16,7 +16,7 @@ from switchpoint.policies import Inputs, make_policy
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
-DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-256"
+DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-64"
 
 
 def _inputs(records: RecordSet, embedder: Embedder | None, requires: str) -> Inputs:

@@ -35,6 +35,8 @@ from switchpoint.policies import Policy, PolicyState, policy_from_state
 FORMAT = "switchpoint-weights"
 FORMAT_VERSION = 1
 _ARRAY_DIRS = {"cluster": "clusters", "knn": "examples"}
+# Arrays that hold embedding-space vectors, whose width must equal the embedder's dimension.
+_VECTOR_ARRAYS = {"cluster": ("centroids", "coarse_centroids"), "knn": ("examples",)}
 DEFAULT_PACKAGE = "_default_weights"
 
 
@@ -139,14 +141,34 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def default_weights_path() -> Path:
-    """The weights package bundled inside the switchpoint wheel."""
-    return Path(str(resources.files("switchpoint").joinpath(DEFAULT_PACKAGE)))
+DEFAULT_POLICY = "cluster"
 
 
-def load_weights(path: str | Path | None = None) -> WeightsPackage:
-    """Read and validate a weights package (the bundled default when ``path`` is None)."""
-    root = default_weights_path() if path is None else Path(path)
+def default_weights_path(policy: str = DEFAULT_POLICY) -> Path:
+    """The weights package for ``policy`` bundled inside the switchpoint wheel.
+
+    The wheel carries one package per policy (``_default_weights/<policy>/``), all fitted on the
+    same records by ``scripts/build_default_weights.py``, so any policy can be swapped in offline.
+    """
+    return Path(str(resources.files("switchpoint").joinpath(DEFAULT_PACKAGE))) / policy
+
+
+def bundled_policies() -> list[str]:
+    """Names of the policies whose default weights ship in the wheel."""
+    root = default_weights_path().parent
+    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file()) if (
+        root.is_dir()) else []
+
+
+def load_weights(path: str | Path | None = None, policy: str | None = None) -> WeightsPackage:
+    """Read and validate a weights package.
+
+    With no ``path``, the bundled default for ``policy`` (``cluster`` unless given).
+    """
+    if path is None and policy is not None and policy not in bundled_policies():
+        raise WeightsError(default_weights_path(policy), f"no bundled weights for policy "
+                           f"{policy!r}; bundled: {bundled_policies()}. Pass a weights path")
+    root = default_weights_path(policy or DEFAULT_POLICY) if path is None else Path(path)
     if not root.is_dir():
         raise WeightsError(root, "not a directory; pass the folder that holds manifest.json "
                                  "(make one with `switchpoint fit RECORDS.jsonl --out DIR`)")
@@ -201,22 +223,23 @@ def load_weights(path: str | Path | None = None) -> WeightsPackage:
             raise WeightsError(root / rel, f"is not valid JSON ({exc.msg})") from None
         profile.pop("model", None)
         profiles[model] = profile
+    policy_name = str(policy_info.get("name"))
     for name, arr in arrays.items():
-        if name in ("centroids", "examples", "coarse_centroids") and (
+        if name in _VECTOR_ARRAYS.get(policy_name, ()) and (
                 arr.ndim != 2 or arr.shape[1] != dimension):
             raise WeightsError(root / array_files[name],
                                f"holds vectors of shape {arr.shape}; manifest.json says the "
                                f"embedder {embedder_id!r} has dimension {dimension}. The package "
                                "was fitted with another embedder: re-fit it")
     state = PolicyState(
-        name=str(policy_info.get("name")), params=dict(policy_info.get("params", {})),
+        name=policy_name, params=dict(policy_info.get("params", {})),
         arrays=arrays, profiles=profiles, meta=dict(policy_info.get("meta", {})),
     )
     try:
-        policy = policy_from_state(state)
+        fitted = policy_from_state(state)
     except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: {exc}") from None
-    return WeightsPackage(policy=policy, embedder_id=embedder_id, dimension=dimension,
+    return WeightsPackage(policy=fitted, embedder_id=embedder_id, dimension=dimension,
                           provenance=dict(manifest.get("provenance", {})), path=root)
 
 

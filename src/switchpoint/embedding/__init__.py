@@ -5,6 +5,7 @@ from __future__ import annotations
 from switchpoint.embedding.base import Embedder, check_embedding, check_prompt, l2_normalise
 from switchpoint.embedding.cache import CachedEmbedder
 from switchpoint.embedding.minilm import MODEL_NAME, TRUNCATIONS, MiniLMEmbedder
+from switchpoint.errors import InvalidInputError
 
 __all__ = [
     "MODEL_NAME",
@@ -20,21 +21,29 @@ __all__ = [
 
 
 def embedder_from_id(embedder_id: str) -> Embedder:
-    """Build the embedder a weights manifest names, e.g. ``all-MiniLM-L6-v2/tail-256``."""
+    """Build the embedder a weights manifest names, e.g. ``all-MiniLM-L6-v2/tail-256``.
+
+    A bad id raises :class:`InvalidInputError` (a ``ValueError``) on the field ``embedder``.
+    """
     if embedder_id.startswith("st:"):
         from switchpoint.embedding.sentence_transformers import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(embedder_id[3:])
     name, _, setting = embedder_id.partition("/")
     if name != MODEL_NAME:
-        raise ValueError(
+        raise InvalidInputError(
+            "embedder",
             f"unknown embedder {embedder_id!r}; use '{MODEL_NAME}/<truncation>-<tokens>' "
-            "or 'st:<sentence-transformers model path>'"
+            "or 'st:<sentence-transformers model path>'",
         )
-    truncation, _, tokens = setting.rpartition("-") if setting else ("tail", "", "256")
+    truncation, _, tokens = setting.rpartition("-") if setting else ("tail", "", "64")
     if truncation not in TRUNCATIONS or not tokens.isdigit():
-        raise ValueError(
+        raise InvalidInputError(
+            "embedder",
             f"bad embedder setting {setting!r} in {embedder_id!r}; expected e.g. 'tail-256' "
-            f"with truncation one of {TRUNCATIONS}"
+            f"with truncation one of {TRUNCATIONS}",
         )
-    return MiniLMEmbedder(truncation=truncation, max_tokens=int(tokens))
+    try:
+        return MiniLMEmbedder(truncation=truncation, max_tokens=int(tokens))
+    except ValueError as exc:
+        raise InvalidInputError("embedder", f"{embedder_id!r}: {exc}") from None

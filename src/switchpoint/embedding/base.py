@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -49,8 +50,17 @@ def check_embedding(value: object, dimension: int, field: str = "embedding") -> 
         raise InvalidInputError(field, f"must be a list of {dimension} numbers") from None
     if arr.ndim != 1:
         raise InvalidInputError(field, f"must be a flat list of {dimension} numbers")
-    if isinstance(value, Sequence) and any(isinstance(v, bool) for v in value):
-        raise InvalidInputError(field, "must hold numbers, not booleans")
+    # NumPy would happily parse "0.5" or None (as NaN); only real numbers are accepted.
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "b":
+            raise InvalidInputError(field, "must hold numbers, not booleans")
+        if value.dtype.kind not in "iuf":
+            raise InvalidInputError(field, f"must be a list of {dimension} numbers")
+    else:
+        if any(isinstance(v, (bool, np.bool_)) for v in value):
+            raise InvalidInputError(field, "must hold numbers, not booleans")
+        if not all(isinstance(v, numbers.Real) for v in value):
+            raise InvalidInputError(field, f"must be a list of {dimension} numbers")
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise InvalidInputError(field, f"value at index {bad} is not finite (NaN or infinity)")

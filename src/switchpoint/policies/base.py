@@ -119,7 +119,12 @@ class ProfileTable:
         err = np.where(n > 0, self.error, 0.0)
         cst = np.where(n > 0, self.cost, 0.0)
         denom = n + strength
-        return (n * err + strength * prior_error) / denom, (n * cst + strength * prior_cost) / denom
+        # No labels and no prior strength: the prior itself (0/0 would poison every estimate).
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (
+                np.where(denom > 0, (n * err + strength * prior_error) / denom, prior_error),
+                np.where(denom > 0, (n * cst + strength * prior_cost) / denom, prior_cost),
+            )
 
     def with_model(self, name: str, count: Array, error: Array, cost: Array) -> ProfileTable:
         models = [*self.models, name]
@@ -228,3 +233,9 @@ def check_training_arrays(scores: Array, costs: Array, models: list[str], n: int
         raise InvalidInputError("records", "no examples to learn from")
     if len(set(models)) != len(models):
         raise InvalidInputError("models", "model names must be unique")
+    unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(scores[:, j]))]
+    if unlabelled:
+        raise InvalidInputError(
+            "records", f"model(s) {unlabelled} have no labels in these records; label at least "
+            "one prompt for each model, or leave the model out",
+        )

@@ -112,8 +112,11 @@ class ClusterPolicy(Policy):
         s = self.prior_strength
         c_err = np.where(coarse_count > 0, c_err, 0.0)
         c_cost = np.where(coarse_count > 0, c_cost, 0.0)
-        c_err = (coarse_count * c_err + s * g_err) / (coarse_count + s)
-        c_cost = (coarse_count * c_cost + s * g_cost) / (coarse_count + s)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            c_err = np.where(coarse_count + s > 0,
+                             (coarse_count * c_err + s * g_err) / (coarse_count + s), g_err)
+            c_cost = np.where(coarse_count + s > 0,
+                              (coarse_count * c_cost + s * g_cost) / (coarse_count + s), g_cost)
         self.error_, self.cost_ = table.shrunk(c_err[self.parent_], c_cost[self.parent_], s)
         self.global_error_, self.global_cost_ = g_err, g_cost
 

@@ -60,13 +60,16 @@ from switchpoint.policies.base import (
 
 TIER_NAMES: tuple[str, ...] = ("trivial", "simple", "moderate", "complex", "expert")
 
-STOPWORDS: frozenset[str] = frozenset(
-    "a an the and or but if then of to in on at by for with from as is are was were be been "
-    "being am it its this that these those i me my we our us you your he him his she her they "
-    "them their what which who whom do does did doing have has had having not so than too very "
-    "can will would could should just about into over also there here such any each all both "
-    "some more most other only own same again once while where when why how".split()
-)
+STOPWORDS: frozenset[str] = frozenset((
+    "a", "an", "the", "and", "or", "but", "if", "then", "of", "to", "in", "on", "at", "by", "for",
+    "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "am", "it", "its",
+    "this", "that", "these", "those", "i", "me", "my", "we", "our", "us", "you", "your", "he",
+    "him", "his", "she", "her", "they", "them", "their", "what", "which", "who", "whom", "do",
+    "does", "did", "doing", "have", "has", "had", "having", "not", "so", "than", "too", "very",
+    "can", "will", "would", "could", "should", "just", "about", "into", "over", "also", "there",
+    "here", "such", "any", "each", "all", "both", "some", "more", "most", "other", "only", "own",
+    "same", "again", "once", "while", "where", "when", "why", "how",
+))
 
 _NUM = "<num>"
 _TOKEN_RE = re.compile(
@@ -75,6 +78,14 @@ _TOKEN_RE = re.compile(
     r"|==|!=|<=|>=|=>|->|::|&&|\|\||\+=|-="   # operators
     r"|</|/>|\(\)|\[\]|[{};=#$@<>]"          # brackets and sigils
 )
+
+
+def _check_int(name: str, value: object, *, low: int, high: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInputError(name, f"must be an integer; got {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise InvalidInputError(name, f"must be {bounds}; got {value}")
 
 
 def tokenize(text: str) -> list[str]:
@@ -133,7 +144,7 @@ class SparseRows:
         sums = np.bincount(
             flat, weights=self.data[keep].astype(np.float64), minlength=n_groups * self.n_cols
         )
-        return sums.reshape(n_groups, self.n_cols)
+        return np.asarray(sums, dtype=np.float64).reshape(n_groups, self.n_cols)
 
 
 class TfidfVectorizer:
@@ -141,11 +152,11 @@ class TfidfVectorizer:
     l2-normalised. The vocabulary keeps the ``max_features`` terms with the highest document
     frequency among those seen in at least ``min_df`` documents, ordered alphabetically."""
 
-    def __init__(self, max_features: int = 20000, min_df: int = 2, sublinear_tf: bool = True) -> None:
-        if not isinstance(max_features, int) or isinstance(max_features, bool) or max_features < 1:
-            raise InvalidInputError("max_features", f"must be an integer >= 1; got {max_features!r}")
-        if not isinstance(min_df, int) or isinstance(min_df, bool) or min_df < 1:
-            raise InvalidInputError("min_df", f"must be an integer >= 1; got {min_df!r}")
+    def __init__(
+        self, max_features: int = 20000, min_df: int = 2, sublinear_tf: bool = True
+    ) -> None:
+        _check_int("max_features", max_features, low=1)
+        _check_int("min_df", min_df, low=1)
         self.max_features = max_features
         self.min_df = min_df
         self.sublinear_tf = sublinear_tf
@@ -233,7 +244,7 @@ def difficulty_tiers(difficulty: Array, n_tiers: int) -> npt.NDArray[np.int64]:
     n = len(difficulty)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    uniq, inverse, counts = np.unique(difficulty, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(difficulty, return_inverse=True, return_counts=True)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     mid = first + (counts - 1) / 2.0
     q = (mid[inverse.reshape(-1)] + 0.5) / n
@@ -271,11 +282,13 @@ class TfidfPolicy(Policy):
         max_features: int = 20000,
         min_df: int = 2,
     ) -> None:
-        if not isinstance(n_tiers, int) or isinstance(n_tiers, bool) or not 2 <= n_tiers <= 50:
-            raise InvalidInputError("n_tiers", f"must be an integer in [2, 50]; got {n_tiers!r}")
+        _check_int("n_tiers", n_tiers, low=2, high=50)
         self.temperature = _check_number("temperature", temperature, low=0.0, inclusive=False)
-        self.prior_strength = _check_number("prior_strength", prior_strength, low=0.0, inclusive=True)
-        TfidfVectorizer(max_features=max_features, min_df=min_df)  # validates both
+        self.prior_strength = _check_number(
+            "prior_strength", prior_strength, low=0.0, inclusive=True
+        )
+        _check_int("max_features", max_features, low=1)
+        _check_int("min_df", min_df, low=1)
         self.n_tiers = n_tiers
         self.max_features = max_features
         self.min_df = min_df
@@ -339,7 +352,8 @@ class TfidfPolicy(Policy):
     def _refresh(self) -> None:
         table = self.table_
         g_err, g_cost, _ = table.global_means()
-        err, cst = table.shrunk(g_err, g_cost, self.prior_strength)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err, cst = table.shrunk(g_err, g_cost, self.prior_strength)
         empty = table.count <= 0
         self.error_ = np.where(empty, g_err, err)
         self.cost_ = np.where(empty, g_cost, cst)
@@ -454,6 +468,8 @@ class TfidfPolicy(Policy):
     @classmethod
     def from_state(cls, state: PolicyState) -> Self:
         policy = cls(**state.params)
+        if "vocabulary" not in state.meta:
+            raise ValueError("the tfidf policy state has no vocabulary in its meta")
         terms = [str(t) for t in state.meta["vocabulary"]]
         idf = np.asarray(state.arrays["idf"], dtype=np.float64)
         policy.vectorizer_ = TfidfVectorizer.from_vocabulary(

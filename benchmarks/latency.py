@@ -1,0 +1,176 @@
+"""Routing latency: switchpoint's route() beside OpenTracy's Go engine, same prompts, same run.
+
+Prints, for short (~10 tokens) and long (~400 tokens) distinct prompts, the median and p99 of one
+``route()`` call, plus switchpoint's cached route, import + load time, route_batch throughput and
+resident memory. OpenTracy runs in its own interpreter (``--peer-python``, default
+``.venv-peers/bin/python``; create it with ``scripts/setup-peers``) so neither pollutes the other.
+
+Usage: python benchmarks/latency.py [--n 200] [--peer-python PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from _common import DATASETS, ROOT
+
+from switchpoint.records import load_records
+
+
+def pick_prompts(n: int) -> tuple[list[str], list[str]]:
+    """Distinct real prompts: short ones (~10 tokens) and long ones (~400 tokens)."""
+    prompts: list[str] = []
+    for path in DATASETS.values():
+        prompts.extend(load_records(path).prompts)
+    seen: set[str] = set()
+    short, long = [], []
+    for p in prompts:
+        text = " ".join(p.split())
+        first = text.split("?")[0].split(".")[0]
+        words = first.split()
+        if 7 <= len(words) <= 9 and first not in seen:
+            seen.add(first)
+            short.append(first + "?")
+        if 1500 <= len(text) <= 1900 and text not in seen:
+            seen.add(text)
+            long.append(text)
+    return short[:n], long[:n]
+
+
+def quantiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"median_ms": statistics.median(ordered) * 1e3, "p99_ms": p99 * 1e3}
+
+
+def measure_switchpoint(short: list[str], long: list[str]) -> dict[str, object]:
+    from switchpoint import load_router
+
+    router = load_router(warm=False)
+    router.warm_up()
+    router.route("warm-up prompt that is not in the benchmark set")
+    out: dict[str, object] = {}
+    for name, prompts in (("short", short), ("long", long)):
+        times = []
+        for p in prompts:
+            t0 = time.perf_counter()
+            router.route(p)
+            times.append(time.perf_counter() - t0)
+        out[name] = quantiles(times)
+    cached = []
+    for _ in range(2000):
+        t0 = time.perf_counter()
+        router.route(short[0])
+        cached.append(time.perf_counter() - t0)
+    out["cached"] = quantiles(cached)
+    batch = [f"{p} (variant {i})" for i, p in enumerate(short + long)]
+    t0 = time.perf_counter()
+    router.route_batch(batch)
+    out["batch_prompts_per_s"] = len(batch) / (time.perf_counter() - t0)
+    return out
+
+
+def import_and_load_seconds(repeats: int = 5) -> dict[str, float]:
+    code = textwrap.dedent("""
+        import time, resource
+        t0 = time.perf_counter()
+        import switchpoint
+        router = switchpoint.load_router()
+        loaded = time.perf_counter() - t0
+        router.route("a first prompt once the model is ready")
+        ready = time.perf_counter() - t0
+        rss = int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024
+        print(loaded, ready, rss)
+    """)
+    loads, readies, rss = [], [], []
+    for _ in range(repeats):
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True)
+        a, b, c = (float(x) for x in res.stdout.split())
+        loads.append(a)
+        readies.append(b)
+        rss.append(c)
+    return {"import_load_s": statistics.median(loads), "first_route_s": statistics.median(readies),
+            "rss_mb": statistics.median(rss)}
+
+
+PEER_SCRIPT = textwrap.dedent("""
+    import json, statistics, sys, time
+    from opentracy.loader import load_router
+    prompts = json.load(open(sys.argv[1]))
+    router = load_router(engine="go", verbose=False)
+    router.route("warm-up prompt that is not in the benchmark set")
+    out = {}
+    for name in ("short", "long"):
+        times = []
+        for p in prompts[name]:
+            t0 = time.perf_counter(); router.route(p); times.append(time.perf_counter() - t0)
+        times.sort()
+        out[name] = {"median_ms": statistics.median(times) * 1e3,
+                     "p99_ms": times[min(len(times) - 1, round(0.99 * (len(times) - 1)))] * 1e3}
+    print(json.dumps(out))
+""")
+
+
+def measure_opentracy(python: str, short: list[str], long: list[str]) -> dict[str, object] | str:
+    if not Path(python).exists():
+        return f"not measured: {python} missing (run scripts/setup-peers)"
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"short": short, "long": long}, fh)
+    try:
+        res = subprocess.run([python, "-c", PEER_SCRIPT, fh.name], capture_output=True, text=True,
+                             timeout=900)
+    finally:
+        os.unlink(fh.name)
+    if res.returncode != 0:
+        return "failed: " + res.stderr.strip().splitlines()[-1] if res.stderr else "failed"
+    result: dict[str, object] = json.loads(res.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--peer-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
+    args = parser.parse_args()
+    short, long = pick_prompts(args.n)
+    ours = measure_switchpoint(short, long)
+    peer = measure_opentracy(args.peer_python, short, long)
+    startup = import_and_load_seconds()
+    print(f"prompts: {len(short)} short, {len(long)} long (distinct, from ../shared/data)")
+    print(f"{'case':<8} {'switchpoint median/p99 ms':>27} {'OpenTracy Go median/p99 ms':>28} "
+          f"{'ratio (median)':>15}")
+    for name in ("short", "long"):
+        o = ours[name]
+        assert isinstance(o, dict)
+        if isinstance(peer, dict):
+            p = peer[name]
+            assert isinstance(p, dict)
+            ratio = o["median_ms"] / p["median_ms"]
+            peer_txt = f"{p['median_ms']:10.2f} / {p['p99_ms']:7.2f}"
+            ratio_txt = f"{ratio:.2f}x"
+        else:
+            peer_txt, ratio_txt = peer, "-"
+        print(f"{name:<8} {o['median_ms']:17.2f} / {o['p99_ms']:7.2f} {peer_txt:>28} "
+              f"{ratio_txt:>15}")
+    cached = ours["cached"]
+    assert isinstance(cached, dict)
+    print(f"cached route: median {cached['median_ms'] * 1e3:.1f} µs, "
+          f"p99 {cached['p99_ms'] * 1e3:.1f} µs")
+    print(f"route_batch: {ours['batch_prompts_per_s']:.0f} prompts/s")
+    print(f"import switchpoint + load_router(): {startup['import_load_s']:.3f} s "
+          f"(first route done at {startup['first_route_s']:.3f} s); "
+          f"resident memory {startup['rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Shared fixtures: real routing records, a fast fake embedder and fitted weights packages.
+
+Records are read from ``../shared/data`` (never copied into the repository). Most tests use the
+deterministic :class:`FakeEmbedder` so they never load ONNX; a few end-to-end tests use the real
+default embedder through the session-scoped ``real_router`` / ``real_weights_dir`` fixtures,
+which are fitted once per session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from switchpoint.embedding import MiniLMEmbedder
+from switchpoint.records import RecordSet, parse_records
+from switchpoint.router import Router
+from switchpoint.training import fit
+from switchpoint.weights import WeightsPackage, load_weights
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROUTERBENCH = SHARED_DATA / "routerbench-3task.jsonl"
+N_SMALL_RECORDS = 120
+# The first lines of routerbench-3task.jsonl all belong to the test split.
+SMALL_SPLIT = "test"
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class FakeEmbedder:
+    """A deterministic bag-of-hashed-words embedder: texts sharing words get similar vectors.
+
+    Each distinct lower-cased word maps to a fixed Gaussian vector seeded by its SHA-256; a text
+    is the L2-normalised sum of its words' vectors. ``calls`` records every batch it was given.
+    """
+
+    def __init__(self, dimension: int = 384, embedder_id: str = "fake/hash-384") -> None:
+        self._dimension = dimension
+        self._id = embedder_id
+        self._words: dict[str, np.ndarray] = {}
+        self.calls: list[list[str]] = []
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def _word(self, word: str) -> np.ndarray:
+        vec = self._words.get(word)
+        if vec is None:
+            seed = int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8], "little")
+            vec = np.random.default_rng(seed).standard_normal(self._dimension)
+            self._words[word] = vec
+        return vec
+
+    def embed_one(self, text: str) -> np.ndarray:
+        words = _WORD.findall(text.lower()) or [text]
+        total = np.zeros(self._dimension)
+        for w in words:
+            total += self._word(w)
+        return (total / np.linalg.norm(total)).astype(np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i] = self.embed_one(t)
+        return out
+
+
+def _small_lines() -> list[str]:
+    with ROUTERBENCH.open(encoding="utf-8") as fh:
+        return list(islice(fh, N_SMALL_RECORDS))
+
+
+@pytest.fixture(scope="session")
+def small_lines() -> list[str]:
+    """The raw first lines of routerbench-3task.jsonl."""
+    return _small_lines()
+
+
+@pytest.fixture(scope="session")
+def small_records(small_lines: list[str]) -> RecordSet:
+    return parse_records(small_lines, source=ROUTERBENCH)
+
+
+@pytest.fixture(scope="session")
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture(scope="session")
+def tiny_package(small_records: RecordSet, fake_embedder: FakeEmbedder) -> WeightsPackage:
+    """A cluster package fitted with the fake embedder (not saved; do not mutate)."""
+    return fit(small_records, policy="cluster", split=SMALL_SPLIT, embedder=fake_embedder,
+               n_clusters=6)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(
+    tiny_package: WeightsPackage, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A saved cluster package (fake embedder, 6 clusters). Copy it before changing it."""
+    return tiny_package.save(tmp_path_factory.mktemp("tiny") / "weights")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> MiniLMEmbedder:
+    """The real default embedder (all-MiniLM-L6-v2, tail-64), loaded once per session."""
+    return MiniLMEmbedder()
+
+
+@pytest.fixture(scope="session")
+def real_weights_dir(
+    small_records: RecordSet, minilm: MiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A cluster package fitted on ``small_records`` with the real embedder, saved to disk.
+
+    Its manifest names the default embedder id, so the CLI can load it. Copy before changing.
+    """
+    package = fit(small_records, policy="cluster", split=SMALL_SPLIT, embedder=minilm,
+                  n_clusters=6)
+    return package.save(tmp_path_factory.mktemp("real") / "weights")
+
+
+@pytest.fixture(scope="session")
+def real_router(real_weights_dir: Path, minilm: MiniLMEmbedder) -> Router:
+    return Router(load_weights(real_weights_dir), embedder=minilm)

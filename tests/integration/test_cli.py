@@ -1,0 +1,502 @@
+"""The ``switchpoint`` command line, in-process (fast) plus one run of the installed entry point.
+
+Weights for these tests name the real default embedder (the CLI builds the embedder from the
+manifest), so they come from the session's ``real_weights_dir``; prompts are kept few and short.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from switchpoint.cli import main
+from switchpoint.router import Router
+from switchpoint.training import DEFAULT_EMBEDDER_ID
+from switchpoint.weights import load_weights
+
+PROMPT = "Which planet is closest to the sun? A) Venus B) Mercury C) Mars D) Earth"
+OUTPUT_FIELDS = {"id", "cost_weight", "selected_model", "cluster_id", "expected_error",
+                 "cost_adjusted_score", "all_scores"}
+CHEAP = "mistralai/mistral-7b-chat"
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_bad_input(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    assert err.startswith("switchpoint: error:")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.fixture
+def weights_copy(real_weights_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(real_weights_dir, tmp_path / "weights"))
+
+
+def _record(i: int, split: str, scores: dict[str, float], prompt: str | None = None) -> str:
+    costs = {"big": 0.01, "mid": 0.002, "small": 0.0001, "extra": 0.0005}
+    return json.dumps({
+        "id": f"r{i}", "prompt": prompt or f"Question number {i}: what is {i} plus {i}?",
+        "task": "arith", "split": split, "scores": scores,
+        "costs": {m: costs[m] for m in scores},
+    })
+
+
+@pytest.fixture
+def records_file(tmp_path: Path) -> Path:
+    lines = []
+    for i in range(12):
+        split = "test" if i < 8 else "train"
+        scores = {"big": 1.0, "mid": float(i % 2), "small": float(i % 3 == 0)}
+        lines.append(_record(i, split, scores))
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# route: one prompt ------------------------------------------------------------------------------
+
+
+def test_route_json(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["route", PROMPT, "--weights", real_weights_dir, "--json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    models = load_weights(real_weights_dir).models
+    assert d["selected_model"] in models
+    assert set(d["all_scores"]) == set(models)
+    assert d["cost_adjusted_score"] == pytest.approx(min(d["all_scores"].values()))
+    assert d["cost_weight"] == 0.5
+    assert d["cache_hit"] is False
+    assert 0 <= d["cluster_id"] < 6
+    assert 0.0 <= d["expected_error"] <= 1.0
+    assert d["usage"]["embedding_ms"] > 0
+    assert d["policy"] == "cluster"
+    assert "explanation" not in d
+    # Plain output is just the model's name, and the same one.
+    code, out, _ = run(["route", PROMPT, "--weights", real_weights_dir], capsys)
+    assert code == 0
+    assert out.strip() == d["selected_model"]
+
+
+def test_route_explain(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["route", PROMPT, "--weights", real_weights_dir, "--explain"], capsys)
+    assert code == 0
+    for section in ("Model selected:", "Basis:", "Reasoning:", "Estimated cost:", "Evidence:",
+                    "Alternatives considered:"):
+        assert section in out
+    code, out, _ = run(["route", PROMPT, "--weights", real_weights_dir, "--explain", "--json"],
+                       capsys)
+    d = json.loads(out)
+    assert d["explanation"].startswith(f"Model selected: {d['selected_model']}")
+
+
+def test_route_models_and_cost_weight(
+    real_weights_dir: Path, real_router: Router, capsys: pytest.CaptureFixture[str]
+) -> None:
+    allowed = "claude-v2,gpt-4-1106-preview"
+    code, out, _ = run(["route", PROMPT, "--weights", real_weights_dir, "--json",
+                        "--models", allowed, "--cost-weight", "0"], capsys)
+    assert code == 0
+    d = json.loads(out)
+    assert set(d["all_scores"]) == set(allowed.split(","))
+    assert d["selected_model"] in allowed.split(",")
+    assert d["cost_weight"] == 0.0
+    assert d["expected_error"] == min(d["expected_errors"].values())
+    # The CLI agrees with the library on the same weights.
+    lib = real_router.route(PROMPT, available_models=allowed.split(","), cost_weight_override=0)
+    assert d["selected_model"] == lib.selected_model
+    assert d["cluster_id"] == lib.cluster_id
+    # A huge λ picks the cheapest model.
+    code, out, _ = run(["route", PROMPT, "--weights", real_weights_dir, "--json",
+                        "--cost-weight", "10000"], capsys)
+    d = json.loads(out)
+    assert d["cost_weight"] == 10000
+    assert d["selected_model"] == min(d["expected_costs"], key=d["expected_costs"].__getitem__)
+
+
+# route: a file ----------------------------------------------------------------------------------
+
+
+def test_route_file_with_prompts_and_embeddings(
+    real_weights_dir: Path, real_router: Router, minilm, tmp_path: Path,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    prompts = {"p1": PROMPT, "p2": "Write a Python function that sorts a list of tuples."}
+    vector = minilm.embed([PROMPT])[0].tolist()
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join([
+        json.dumps({"id": "p1", "prompt": prompts["p1"]}),
+        "",
+        json.dumps({"id": "e1", "embedding": vector}),
+        json.dumps({"id": "p2", "prompt": prompts["p2"]}),
+    ]) + "\n", encoding="utf-8")
+    dst = tmp_path / "sub" / "out.jsonl"
+    weights = [0.0, 0.1, 1.0, 10.0]
+    code, _, err = run(["route", "--input", src, "--output", dst, "--weights",
+                        real_weights_dir, "--cost-weights", "0,0.1,1,10"], capsys)
+    assert code == 0, err
+    assert "wrote 12 decisions (3 prompts x 4 cost weights)" in err
+    rows = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 12
+    assert all(set(r) == OUTPUT_FIELDS for r in rows)
+    by_key = {(r["id"], r["cost_weight"]): r for r in rows}
+    assert set(by_key) == {(i, w) for i in ("p1", "e1", "p2") for w in weights}
+    for w in weights:
+        p1, e1 = by_key[("p1", w)], by_key[("e1", w)]
+        # The embedding of p1's prompt routes exactly like the prompt itself.
+        assert e1["selected_model"] == p1["selected_model"]
+        assert e1["cluster_id"] == p1["cluster_id"]
+        assert e1["expected_error"] == pytest.approx(p1["expected_error"], abs=1e-4)
+        for pid, text in prompts.items():
+            row = by_key[(pid, w)]
+            lib = real_router.route(text, cost_weight_override=w)
+            assert row["selected_model"] == lib.selected_model
+            assert row["all_scores"] == pytest.approx(lib.all_scores, abs=1e-4)
+            assert row["cost_adjusted_score"] == pytest.approx(
+                min(row["all_scores"].values()))
+    # Without --cost-weights: one line per id at the single λ.
+    dst2 = tmp_path / "out2.jsonl"
+    code, _, _ = run(["route", "--input", src, "--output", dst2, "--weights", real_weights_dir,
+                      "--cost-weight", "0.3", "--models", f"{CHEAP},claude-v1"], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in dst2.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == ["p1", "e1", "p2"]
+    assert all(r["cost_weight"] == 0.3 for r in rows)
+    assert all(set(r["all_scores"]) == {CHEAP, "claude-v1"} for r in rows)
+
+
+# route: bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        pytest.param(["", "--json"], ["prompt", "empty"], id="empty-prompt"),
+        pytest.param(["   "], ["prompt", "empty"], id="blank-prompt"),
+        pytest.param([PROMPT, "--cost-weight", "-1"], ["--cost-weight", "'-1'"], id="neg-lambda"),
+        pytest.param([PROMPT, "--cost-weight", "nan"], ["--cost-weight", "'nan'"], id="nan-lambda"),
+        pytest.param([PROMPT, "--cost-weight", "cheap"], ["'cheap'", "not a number"],
+                     id="word-lambda"),
+        pytest.param([PROMPT, "--cost-weight", "1e9"], ["cost_weight_override", "at most"],
+                     id="huge-lambda"),
+        pytest.param([PROMPT, "--models", "claude-v1,gpt-9-ultra"], ["'gpt-9-ultra'"],
+                     id="unknown-model"),
+        pytest.param([PROMPT, "--models", " , "], ["--models"], id="empty-models"),
+        pytest.param([], ["give a PROMPT"], id="no-prompt"),
+    ],
+)
+def test_route_bad_input_exits_2(
+    real_weights_dir: Path, capsys: pytest.CaptureFixture[str], extra: list[str],
+    needles: list[str],
+) -> None:
+    code, out, err = run(["route", "--weights", real_weights_dir, *extra], capsys)
+    assert_bad_input(code, err, *needles)
+    assert out == ""
+
+
+GOOD_LINE = json.dumps({"id": "ok", "prompt": "hello"})
+
+
+@pytest.mark.parametrize(
+    ("lines", "extra", "needles"),
+    [
+        pytest.param([GOOD_LINE, "{not json"], [], ["line 2", "not valid JSON"], id="non-json"),
+        pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.1, 0.2, 0.3]})], [],
+                     ["line 2", "'e'", "has 3 values", "384"], id="short-embedding"),
+        pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.0] * 384})], [],
+                     ["line 2", "all zeros"], id="zero-embedding"),
+        pytest.param([json.dumps({"prompt": "no id here"}), GOOD_LINE], [],
+                     ["line 1", "'id'"], id="missing-id"),
+        pytest.param([GOOD_LINE, json.dumps({"id": "x", "prompt": "  "})], [],
+                     ["line 2", "'x'", "empty"], id="empty-prompt"),
+        pytest.param([GOOD_LINE, json.dumps({"id": "ok", "prompt": "again"})], [],
+                     ["line 2", "duplicate id 'ok'"], id="duplicate-id"),
+        pytest.param([GOOD_LINE, json.dumps({"id": "b", "prompt": "p", "embedding": [1.0]})],
+                     [], ["line 2", "exactly one"], id="prompt-and-embedding"),
+        pytest.param([GOOD_LINE, "[1, 2]"], [], ["line 2", "'id'"], id="not-object"),
+        pytest.param([""], [], ["no lines"], id="empty-file"),
+        pytest.param([GOOD_LINE], ["--cost-weights", "0,-1"], ["--cost-weights", "'-1'"],
+                     id="neg-sweep"),
+        pytest.param([GOOD_LINE], ["--cost-weights", "0,nan"], ["--cost-weights", "'nan'"],
+                     id="nan-sweep"),
+        pytest.param([GOOD_LINE], ["--cost-weights", ","], ["--cost-weights"], id="empty-sweep"),
+        pytest.param([GOOD_LINE], ["--models", "gpt-9-ultra"], ["'gpt-9-ultra'"],
+                     id="unknown-model"),
+    ],
+)
+def test_route_file_bad_input_writes_nothing(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    lines: list[str], extra: list[str], needles: list[str],
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dst = tmp_path / "out.jsonl"
+    code, _, err = run(["route", "--input", src, "--output", dst, "--weights",
+                        real_weights_dir, *extra], capsys)
+    assert_bad_input(code, err, *needles)
+    assert not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no temp file left
+
+
+def test_route_file_argument_errors(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(GOOD_LINE + "\n")
+    code, _, err = run(["route", "--input", src, "--weights", real_weights_dir], capsys)
+    assert_bad_input(code, err, "--output")
+    code, _, err = run(["route", "x", "--input", src, "--output", tmp_path / "o.jsonl"], capsys)
+    assert_bad_input(code, err, "not both")
+    code, _, err = run(["route", "--input", tmp_path / "missing.jsonl", "--output",
+                        tmp_path / "o.jsonl", "--weights", real_weights_dir], capsys)
+    assert_bad_input(code, err, "missing.jsonl", "not found")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_corrupt_weights_exit_2_naming_the_file(
+    weights_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = weights_copy / "profiles" / "claude-v1.json"
+    profile.write_text(profile.read_text().replace('"count":[', '"count":[1,'))
+    code, out, err = run(["route", PROMPT, "--weights", weights_copy], capsys)
+    assert_bad_input(code, err, str(profile), "SHA-256")
+    assert out == ""
+    profile.unlink()
+    code, _, err = run(["info", "--weights", weights_copy], capsys)
+    assert_bad_input(code, err, str(profile))
+    (weights_copy / "manifest.json").write_text("{ broken")
+    code, _, err = run(["info", "--weights", weights_copy, "--json"], capsys)
+    assert_bad_input(code, err, str(weights_copy / "manifest.json"), "not valid JSON")
+    code, _, err = run(["route", PROMPT, "--weights", weights_copy / "nowhere"], capsys)
+    assert_bad_input(code, err, str(weights_copy / "nowhere"))
+
+
+def test_manifest_with_unknown_embedder_exits_2(
+    weights_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = json.loads((weights_copy / "manifest.json").read_text())
+    manifest["embedder"]["id"] = "mystery-embedder/tail-256"
+    (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run(["route", PROMPT, "--weights", weights_copy], capsys)
+    assert_bad_input(code, err, "mystery-embedder")
+
+
+# fit ----------------------------------------------------------------------------------------------
+
+
+def test_fit_knn_and_cluster(
+    records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_knn = tmp_path / "knn"
+    code, _, err = run(["fit", records_file, "--out", out_knn, "--split", "test",
+                        "--policy", "knn", "--k", "3"], capsys)
+    assert code == 0, err
+    assert "embedding 8 prompts" in err
+    pkg = load_weights(out_knn)
+    assert pkg.policy.name == "knn"
+    assert pkg.policy.get_params()["k"] == 3
+    assert pkg.models == ["big", "mid", "small"]
+    assert pkg.embedder_id == DEFAULT_EMBEDDER_ID
+    assert pkg.provenance["n_records"] == 8 and pkg.provenance["split"] == "test"
+    assert pkg.policy.n_units == 8
+
+    out_cluster = tmp_path / "cluster"
+    code, _, err = run(["fit", records_file, "--out", out_cluster, "--policy", "cluster",
+                        "--n-clusters", "4", "--param", "prior_strength=2.5",
+                        "--param", "n-coarse=2"], capsys)
+    assert code == 0, err
+    pkg = load_weights(out_cluster)
+    assert pkg.policy.name == "cluster"
+    assert pkg.policy.n_units == 4
+    assert pkg.policy.get_params()["prior_strength"] == 2.5
+    assert pkg.policy.get_params()["n_coarse"] == 2
+    assert pkg.provenance["n_records"] == 4  # the default split is train
+    assert pkg.provenance["split"] == "train"
+    assert pkg.weights_id in err
+
+    # The fitted package routes: for λ = 0 "big" is never wrong, so it wins everywhere.
+    code, out, _ = run(["route", "What is 3 plus 3?", "--weights", out_cluster,
+                        "--cost-weight", "0"], capsys)
+    assert code == 0
+    assert out.strip() == "big"
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "needles"),
+    [
+        pytest.param(_record(99, "test", {"big": 1.5, "mid": 0, "small": 0}),
+                     ["line 3", "scores['big']"], id="score-out-of-range"),
+        pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt=" "),
+                     ["line 3", "prompt"], id="empty-prompt"),
+        pytest.param("not json", ["line 3", "not valid JSON"], id="non-json"),
+    ],
+)
+def test_fit_bad_records_exit_2_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad_line: str, needles: list[str]
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join([_record(0, "test", {"big": 1, "mid": 0, "small": 0}),
+                               _record(1, "test", {"big": 1, "mid": 1, "small": 0}),
+                               bad_line]) + "\n")
+    out = tmp_path / "weights"
+    code, _, err = run(["fit", path, "--out", out, "--split", "test"], capsys)
+    assert_bad_input(code, err, str(path), *needles)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        pytest.param(["--split", "validation"], ["no records in split 'validation'"],
+                     id="unknown-split"),
+        pytest.param(["--embedder", "mystery/tail-256"], ["mystery"], id="unknown-embedder"),
+        pytest.param(["--n-clusters", "0"], ["n_clusters"], id="zero-clusters"),
+        pytest.param(["--param", "colour=red"], ["colour"], id="unknown-param"),
+        pytest.param(["--param", "novalue"], ["--param", "name=value"], id="malformed-param"),
+    ],
+)
+def test_fit_bad_arguments_exit_2(
+    records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    extra: list[str], needles: list[str],
+) -> None:
+    out = tmp_path / "weights"
+    code, _, err = run(["fit", records_file, "--out", out, *extra], capsys)
+    assert_bad_input(code, err, *needles)
+    assert not out.exists()
+
+
+def test_fit_missing_records_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["fit", tmp_path / "none.jsonl", "--out", tmp_path / "w"], capsys)
+    assert_bad_input(code, err, "none.jsonl", "not found")
+
+
+def test_unknown_policy_is_an_argparse_error(
+    records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", str(records_file), "--out", str(tmp_path / "w"), "--policy", "magic"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+# add-model / remove-model / info ------------------------------------------------------------
+
+
+def test_add_and_remove_model(
+    weights_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = load_weights(weights_copy)
+    centroids = before.policy.centroids_.copy()
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n".join(
+        json.dumps({"id": f"n{i}", "prompt": f"Short science question {i}?",
+                    "scores": {"Super-Model": 1.0, "other": 0.0},
+                    "costs": {"Super-Model": 0.00002, "other": 1.0}})
+        for i in range(4)) + "\n")
+    code, _, err = run(["add-model", "super", labels, "--weights", weights_copy, "--label",
+                        "Super-Model"], capsys)
+    assert code == 0, err
+    after = load_weights(weights_copy)
+    assert after.models == [*before.models, "super"]
+    assert (after.policy.centroids_ == centroids).all()  # no re-clustering
+    assert after.provenance["added_models"][-1]["n_records"] == 4
+    assert after.policy.global_cost()["super"] == pytest.approx(0.00002)
+    assert after.weights_id != before.weights_id
+    # Adding it again is refused.
+    code, _, err = run(["add-model", "super", labels, "--weights", weights_copy, "--label",
+                        "Super-Model"], capsys)
+    assert_bad_input(code, err, "'super'", "already")
+    # Labels for a model the records do not have.
+    code, _, err = run(["add-model", "other2", labels, "--weights", weights_copy, "--label",
+                        "Absent"], capsys)
+    assert_bad_input(code, err, "'Absent'")
+    # Route to the new model: it is cheap and never wrong on what it saw.
+    code, out, _ = run(["route", "Short science question 7?", "--weights", weights_copy,
+                        "--json", "--models", "super,gpt-4-1106-preview"], capsys)
+    assert code == 0
+    assert "super" in json.loads(out)["all_scores"]
+
+    # remove-model into another directory leaves the original alone.
+    other = tmp_path / "without-super"
+    code, _, err = run(["remove-model", "super", "--weights", weights_copy, "--out", other],
+                       capsys)
+    assert code == 0, err
+    assert load_weights(other).models == before.models
+    assert "super" in load_weights(weights_copy).models
+    code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
+    assert code == 0
+    assert load_weights(weights_copy).models == before.models
+    code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
+    assert_bad_input(code, err, "'super'", "not in these weights")
+
+
+def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pkg = load_weights(real_weights_dir)
+    code, out, _ = run(["info", "--weights", real_weights_dir, "--json"], capsys)
+    assert code == 0
+    info = json.loads(out)
+    assert info["weights_id"] == pkg.weights_id
+    assert info["path"] == str(real_weights_dir)
+    assert info["embedder"] == {"id": DEFAULT_EMBEDDER_ID, "dimension": 384}
+    assert info["policy"]["name"] == "cluster"
+    assert info["policy"]["units"] == 6
+    assert info["policy"]["params"]["n_clusters"] == 6
+    assert list(info["models"]) == pkg.models
+    costs = pkg.policy.global_cost()
+    for m, entry in info["models"].items():
+        assert entry["mean_cost_usd"] == pytest.approx(costs[m])
+        assert not math.isnan(entry["mean_cost_usd"])
+    assert info["provenance"]["n_records"] == 120
+
+    code, out, _ = run(["info", "--weights", real_weights_dir], capsys)
+    assert code == 0
+    assert pkg.weights_id in out
+    assert f"{DEFAULT_EMBEDDER_ID} (384-d)" in out
+    assert f"models    {len(pkg.models)}" in out
+    for m in pkg.models:
+        assert m in out
+    assert "fitted on 120 records" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("switchpoint ")
+
+
+# The installed entry point -----------------------------------------------------------------
+
+
+def test_installed_entry_point(real_weights_dir: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "switchpoint"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "switchpoint.cli"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    ok = subprocess.run([*cmd, "route", PROMPT, "--weights", str(real_weights_dir), "--json",
+                         "--cost-weight", "0.2"], capture_output=True, text=True, timeout=120,
+                        env=env)
+    assert ok.returncode == 0, ok.stderr
+    d = json.loads(ok.stdout)
+    assert d["selected_model"] in load_weights(real_weights_dir).models
+    assert d["cost_weight"] == 0.2
+    bad = subprocess.run([*cmd, "route", PROMPT, "--weights", str(real_weights_dir),
+                          "--cost-weight", "-3"], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("switchpoint: error:")
+    assert "'-3'" in bad.stderr
+    assert bad.stdout == ""

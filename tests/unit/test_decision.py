@@ -1,0 +1,180 @@
+"""The decision rule (error + λ·cost/scale, ties to the cheaper model) and RoutingDecision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from switchpoint.decision import (
+    MAX_COST_WEIGHT,
+    RoutingDecision,
+    Usage,
+    check_cost_weight,
+    choose,
+    scores_dict,
+)
+from switchpoint.errors import InvalidInputError
+
+ERROR = np.array([0.1, 0.3, 0.5])
+COST = np.array([10.0, 2.0, 1.0])
+ALL = np.ones(3, dtype=bool)
+
+
+def test_lambda_zero_is_quality_first() -> None:
+    c = choose(ERROR, COST, ALL, 0.0, 10.0)
+    assert c.index == 0
+    np.testing.assert_allclose(c.scores, ERROR)
+    assert c.order.tolist() == [0, 1, 2]
+
+
+def test_picks_lowest_error_plus_scaled_cost() -> None:
+    # scores: 0.1 + 1.0 = 1.1, 0.3 + 0.2 = 0.5, 0.5 + 0.1 = 0.6
+    c = choose(ERROR, COST, ALL, 1.0, 10.0)
+    assert c.index == 1
+    np.testing.assert_allclose(c.scores, [1.1, 0.5, 0.6])
+    assert c.order.tolist() == [1, 2, 0]
+
+
+def test_cost_scale_normalises_lambda() -> None:
+    # The same λ with costs in other units (x1000) and a matching scale gives the same choice.
+    a = choose(ERROR, COST, ALL, 1.0, 10.0)
+    b = choose(ERROR, COST * 1000, ALL, 1.0, 10_000.0)
+    assert a.index == b.index
+    np.testing.assert_allclose(a.scores, b.scores)
+
+
+def test_non_positive_scale_falls_back_to_one() -> None:
+    c = choose(ERROR, COST, ALL, 0.01, 0.0)
+    np.testing.assert_allclose(c.scores, ERROR + 0.01 * COST)
+
+
+def test_large_lambda_picks_cheapest() -> None:
+    assert choose(ERROR, COST, ALL, 100.0, 10.0).index == 2
+    assert choose(ERROR, COST, ALL, MAX_COST_WEIGHT, 10.0).index == 2
+
+
+def test_exact_tie_goes_to_cheaper_model() -> None:
+    # Equal error at λ = 0: the cheaper model (index 1) wins whatever the input order.
+    both = np.ones(2, bool)
+    assert choose(np.array([0.25, 0.25]), np.array([5.0, 1.0]), both, 0.0, 5.0).index == 1
+    assert choose(np.array([0.25, 0.25]), np.array([1.0, 5.0]), both, 0.0, 5.0).index == 0
+    # Equal total score (0.5 + 0.25 = 0.25 + 0.5, exact in binary): the cheaper one wins.
+    c = choose(np.array([0.25, 0.5]), np.array([2.0, 1.0]), np.ones(2, bool), 1.0, 4.0)
+    assert c.scores[0] == c.scores[1]
+    assert c.index == 1
+
+
+def test_candidates_mask_is_respected() -> None:
+    mask = np.array([False, True, True])
+    c = choose(ERROR, COST, mask, 0.0, 10.0)
+    assert c.index == 1
+    assert c.order.tolist() == [1, 2]  # the excluded model is not even a fallback
+    only = choose(ERROR, COST, np.array([True, False, False]), 100.0, 10.0)
+    assert only.index == 0
+    assert only.confidence == 1.0  # no runner-up
+
+
+def test_empty_mask_raises() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        choose(ERROR, COST, np.zeros(3, bool), 0.0, 10.0)
+    assert info.value.field == "available_models"
+
+
+def test_confidence_grows_with_margin_and_support() -> None:
+    close = choose(np.array([0.30, 0.31]), np.array([1.0, 1.0]), np.ones(2, bool), 0.0, 1.0,
+                   support=np.array([5.0, 5.0]))
+    far = choose(np.array([0.10, 0.60]), np.array([1.0, 1.0]), np.ones(2, bool), 0.0, 1.0,
+                 support=np.array([5.0, 5.0]))
+    far_more = choose(np.array([0.10, 0.60]), np.array([1.0, 1.0]), np.ones(2, bool), 0.0, 1.0,
+                      support=np.array([500.0, 500.0]))
+    for c in (close, far, far_more):
+        assert 0.5 <= c.confidence <= 1.0
+    assert close.confidence < far.confidence < far_more.confidence
+    no_support = choose(np.array([0.3, 0.3]), np.array([1.0, 1.0]), np.ones(2, bool), 0.0, 1.0)
+    assert no_support.confidence == pytest.approx(0.5)
+
+
+def test_scores_dict_follows_order_and_rounds() -> None:
+    d = scores_dict(["a", "b", "c"], np.array([0.1234567891, 0.5, 0.2]), np.array([0, 2, 1]))
+    assert list(d) == ["a", "c", "b"]
+    assert d["a"] == 0.123457
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 0.5, 1, 10, MAX_COST_WEIGHT, np.float64(2.5)])
+def test_check_cost_weight_accepts(value: float) -> None:
+    out = check_cost_weight(value)
+    assert out == float(value)
+    assert isinstance(out, float)
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [(-0.1, ">= 0"), (-1, ">= 0"), (float("nan"), "NaN"), (float("-inf"), ">= 0"),
+     (float("inf"), "at most"), (MAX_COST_WEIGHT * 1.01, "at most"), (True, "number"),
+     (False, "number"), ("0.5", "number"), (None, "number"), ([1.0], "number")],
+)
+def test_check_cost_weight_rejects(value: object, needle: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        check_cost_weight(value, "lam")
+    assert info.value.field == "lam"
+    assert needle in str(info.value)
+
+
+def _decision(**overrides: object) -> RoutingDecision:
+    fields: dict[str, object] = {
+        "selected_model": "small", "cluster_id": 3, "expected_error": 0.2,
+        "cost_adjusted_score": 0.25, "all_scores": {"small": 0.25, "big": 0.4},
+        "cache_hit": False, "usage": Usage(routing_ms=0.5, embedding_ms=3.0),
+        "expected_cost": 0.0001, "cost_weight": 0.5, "confidence": 0.8,
+        "fallback_models": ["big"], "cluster_probabilities": {3: 0.75, 1: 0.25},
+        "reasoning": ["Cluster 3 of the 'cluster' policy.", "small has the lowest score."],
+        "evidence": ["40 labelled examples behind small's estimate"],
+        "policy": "cluster", "basis": "cluster policy, cluster 3",
+        "expected_errors": {"small": 0.2, "big": 0.1},
+        "expected_costs": {"small": 0.0001, "big": 0.003},
+    }
+    fields.update(overrides)
+    return RoutingDecision(**fields)  # type: ignore[arg-type]
+
+
+def test_to_dict_is_json_serialisable() -> None:
+    d = _decision()
+    out = d.to_dict()
+    round_trip = json.loads(json.dumps(out))
+    assert round_trip["selected_model"] == "small"
+    assert round_trip["usage"] == {"routing_ms": 0.5, "embedding_ms": 3.0}
+    assert round_trip["cluster_probabilities"] == {"3": 0.75, "1": 0.25}
+    assert round_trip["all_scores"] == {"small": 0.25, "big": 0.4}
+    assert round_trip["fallback_models"] == ["big"]
+    for key in ("selected_model", "cluster_id", "expected_error", "cost_adjusted_score",
+                "all_scores", "cache_hit", "usage", "confidence", "reasoning", "decision_id"):
+        assert key in round_trip
+    assert d.cluster_probabilities == {3: 0.75, 1: 0.25}  # the decision itself is unchanged
+    assert _decision(cluster_probabilities=None).to_dict()["cluster_probabilities"] is None
+
+
+def test_decision_ids_are_unique() -> None:
+    assert _decision().decision_id != _decision().decision_id
+
+
+def test_explain_has_every_section() -> None:
+    text = _decision().explain()
+    lines = text.splitlines()
+    for section in ("Model selected", "Basis", "Reasoning", "Estimated cost", "Evidence",
+                    "Alternatives considered"):
+        assert sum(line.startswith(section + ":") for line in lines) == 1, section
+    assert lines[0] == "Model selected: small (confidence: 80%)"
+    assert "cluster policy, cluster 3" in text
+    assert "$0.000100" in text
+    assert "40 labelled examples" in text
+    # big: error 0.1 vs 0.2 -> more accurate by 10.0%, 0.003 / 0.0001 = 30x the cost
+    alt = next(line for line in lines if line.startswith("Alternatives considered:"))
+    assert "big (score 0.4000, more accurate by 10.0%, 30x cost)" in alt
+
+
+def test_explain_without_alternatives_says_none() -> None:
+    text = _decision(fallback_models=[], evidence=[]).explain()
+    assert "Alternatives considered: none" in text
+    assert text.splitlines()[0].startswith("Model selected: small")

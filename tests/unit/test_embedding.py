@@ -1,0 +1,322 @@
+"""Embedding checks, the embedding cache, and the real all-MiniLM-L6-v2 embedder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from switchpoint.embedding import (
+    CachedEmbedder,
+    Embedder,
+    MiniLMEmbedder,
+    check_embedding,
+    check_prompt,
+    embedder_from_id,
+)
+from switchpoint.errors import InvalidInputError
+
+DIM = 8
+
+
+# check_embedding ---------------------------------------------------------------------------
+
+
+def test_check_embedding_returns_unit_row_in_same_direction() -> None:
+    raw = [3.0, 4.0, 0, 0, 0, 0, 0, 0]
+    row = check_embedding(raw, DIM)
+    assert row.shape == (1, DIM)
+    assert row.dtype == np.float32
+    np.testing.assert_allclose(row[0, :2], [0.6, 0.8], rtol=1e-6)
+    assert np.linalg.norm(row) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_check_embedding_accepts_ints_and_numpy_arrays() -> None:
+    row = check_embedding(np.arange(1, DIM + 1), DIM)
+    expected = np.arange(1, DIM + 1) / np.linalg.norm(np.arange(1, DIM + 1))
+    np.testing.assert_allclose(row[0], expected, rtol=1e-6)
+    assert check_embedding(tuple(range(1, DIM + 1)), DIM).shape == (1, DIM)
+
+
+BAD_EMBEDDINGS = [
+    pytest.param([0.1] * (DIM - 1), "has 7 values", id="too-short"),
+    pytest.param([0.1] * (DIM + 1), "has 9 values", id="too-long"),
+    pytest.param([], "has 0 values", id="empty"),
+    pytest.param([0.1] * (DIM - 1) + [float("nan")], "index 7", id="nan"),
+    pytest.param([float("inf")] + [0.1] * (DIM - 1), "index 0", id="inf"),
+    pytest.param([0.1] * 3 + [float("-inf")] + [0.1] * 4, "index 3", id="minus-inf"),
+    pytest.param(["a"] * DIM, "numbers", id="strings"),
+    pytest.param(["0.5"] * DIM, "number", id="numeric-strings"),
+    pytest.param([0.1] * (DIM - 1) + ["x"], "numbers", id="one-string"),
+    pytest.param([0.1] * (DIM - 1) + [None], "numbers", id="none-element"),
+    pytest.param([[0.1, 0.2]] * DIM, "flat", id="nested"),
+    pytest.param([[0.1, 0.2]] + [0.1] * (DIM - 1), "numbers", id="ragged"),
+    pytest.param([0.0] * DIM, "all zeros", id="zeros"),
+    pytest.param([True] * DIM, "booleans", id="bools"),
+    pytest.param([1.0] * (DIM - 1) + [False], "booleans", id="one-bool"),
+    pytest.param(np.ones(DIM, dtype=bool), "booleans", id="bool-array"),
+    pytest.param("0.1 0.2", "list", id="a-string"),
+    pytest.param(b"\x00" * DIM, "list", id="bytes"),
+    pytest.param(None, "list", id="none"),
+    pytest.param(0.5, "list", id="scalar"),
+    pytest.param({"a": 1}, "list", id="dict"),
+]
+
+
+@pytest.mark.parametrize(("value", "needle"), BAD_EMBEDDINGS)
+def test_check_embedding_rejects_bad_values_naming_field(value: object, needle: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        check_embedding(value, DIM, field="embeddings[4]")
+    assert info.value.field == "embeddings[4]"
+    assert str(info.value).startswith("embeddings[4]: ")
+    assert needle in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_check_embedding_default_field_name() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        check_embedding([1.0], DIM)
+    assert info.value.field == "embedding"
+
+
+# check_prompt ------------------------------------------------------------------------------
+
+
+def test_check_prompt_returns_text_unchanged() -> None:
+    assert check_prompt("  hello  ") == "  hello  "
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("", "empty"), ("   \n\t ", "empty"), (None, "NoneType"), (5, "int"),
+     (b"bytes", "bytes"), (["a"], "list")],
+)
+def test_check_prompt_rejects(value: object, needle: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        check_prompt(value, field="prompts[2]")
+    assert info.value.field == "prompts[2]"
+    assert needle in str(info.value)
+
+
+# CachedEmbedder ----------------------------------------------------------------------------
+
+
+class CountingEmbedder:
+    """A tiny embedder that records each batch it is asked to embed."""
+
+    id = "counting/4"
+    dimension = 4
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        out = np.zeros((len(texts), 4), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, len(t) % 4] = 1.0
+            out[i, (len(t) + 1) % 4] = float(len(t))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / norms).astype(np.float32)
+
+
+def test_counting_embedder_satisfies_protocol() -> None:
+    assert isinstance(CountingEmbedder(), Embedder)
+    assert isinstance(CachedEmbedder(CountingEmbedder()), Embedder)
+
+
+def test_cached_embedder_counts_hits_and_misses() -> None:
+    inner = CountingEmbedder()
+    cache = CachedEmbedder(inner, size=10)
+    assert cache.id == inner.id and cache.dimension == 4
+    first = cache.embed(["a", "bb"])
+    assert (cache.hits, cache.misses) == (0, 2)
+    again = cache.embed(["bb", "ccc", "a"])
+    assert (cache.hits, cache.misses) == (2, 3)
+    assert inner.batches == [["a", "bb"], ["ccc"]]  # only the new text reached the model
+    np.testing.assert_array_equal(again[0], first[1])
+    np.testing.assert_array_equal(again[2], first[0])
+    np.testing.assert_array_equal(again[1], inner.embed(["ccc"])[0])
+    cache.clear()
+    assert (cache.hits, cache.misses) == (0, 0)
+    cache.embed(["a"])
+    assert cache.misses == 1  # cleared entries are embedded again
+
+
+def test_cached_embedder_evicts_least_recently_used() -> None:
+    inner = CountingEmbedder()
+    cache = CachedEmbedder(inner, size=2)
+    cache.embed(["a"])
+    cache.embed(["bb"])
+    cache.embed(["a"])  # 'a' is now the most recently used
+    cache.embed(["ccc"])  # evicts 'bb', the least recently used
+    inner.batches.clear()
+    cache.embed(["a"])
+    assert inner.batches == []  # 'a' survived
+    cache.embed(["bb"])
+    assert inner.batches == [["bb"]]  # 'bb' had been evicted
+    assert len(cache._entries) == 2
+
+
+def test_cached_embedder_embeds_duplicates_in_a_batch_once() -> None:
+    inner = CountingEmbedder()
+    cache = CachedEmbedder(inner, size=10)
+    out = cache.embed(["xx", "y", "xx", "xx"])
+    assert inner.batches == [["xx", "y"]]
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[0], out[3])
+    assert not np.array_equal(out[0], out[1])
+    assert out.shape == (4, 4)
+
+
+def test_cached_embedder_size_zero_never_stores() -> None:
+    inner = CountingEmbedder()
+    cache = CachedEmbedder(inner, size=0)
+    cache.embed(["a"])
+    cache.embed(["a"])
+    assert inner.batches == [["a"], ["a"]]
+    assert cache.hits == 0
+    with pytest.raises(ValueError):
+        CachedEmbedder(inner, size=-1)
+
+
+# MiniLMEmbedder: the real model ---------------------------------------------------------------
+
+
+def test_minilm_shape_dtype_and_unit_norm(minilm: MiniLMEmbedder) -> None:
+    out = minilm.embed(["Hello world.", "A slightly longer sentence about routers.", "x"])
+    assert out.shape == (3, 384)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert minilm.embed([]).shape == (0, 384)
+    assert minilm.id == "all-MiniLM-L6-v2/tail-64"
+    assert minilm.dimension == 384
+
+
+def test_minilm_similar_sentences_are_closer(minilm: MiniLMEmbedder) -> None:
+    cake1, cake2, stocks = minilm.embed([
+        "How do I bake a chocolate cake at home?",
+        "What is a good recipe for chocolate cake?",
+        "The stock market fell sharply after the central bank raised rates.",
+    ])
+    assert float(cake1 @ cake2) > float(cake1 @ stocks) + 0.3
+    assert float(cake1 @ cake2) > float(cake2 @ stocks) + 0.3
+
+
+def test_minilm_batch_equals_one_at_a_time(minilm: MiniLMEmbedder) -> None:
+    texts = [
+        "Short.",
+        "Write a Python function that returns the n-th Fibonacci number using memoisation.",
+        "Which gas do plants absorb from the air? A) oxygen B) nitrogen C) carbon dioxide",
+        "Une phrase en français, pour changer.",
+    ]
+    batch = minilm.embed(texts)
+    single = np.vstack([minilm.embed([t]) for t in texts])
+    np.testing.assert_allclose(batch, single, atol=1e-4)
+
+
+FIRST = "apple house river stone cloud green table music"
+LAST = "volcano glacier canyon"
+LONG_TEXT = f"{FIRST} " + "middle " * 600 + LAST
+
+
+@pytest.fixture(scope="module")
+def piece_ids(minilm: MiniLMEmbedder) -> dict[str, list[int]]:
+    """Word-piece ids (without [CLS]/[SEP]) of the first and last words of LONG_TEXT."""
+    first, last, middle = minilm.token_ids([FIRST, LAST, "middle"])
+    return {"first": first[1:-1], "last": last[1:-1], "middle": middle[1:-1]}
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
+def test_truncation_token_selection(
+    truncation: str, piece_ids: dict[str, list[int]]
+) -> None:
+    emb = MiniLMEmbedder(truncation=truncation, max_tokens=16)  # type: ignore[arg-type]
+    (ids,) = emb.token_ids([LONG_TEXT])
+    assert len(ids) == 16
+    assert ids[0] == 101 and ids[-1] == 102  # [CLS] ... [SEP]
+    body = ids[1:-1]
+    first, last, middle = piece_ids["first"], piece_ids["last"], piece_ids["middle"]
+    assert len(middle) == 1 and len(first) >= 4 and len(first) + len(last) < 14
+    if truncation == "head":
+        assert body[: len(first)] == first
+        assert body[len(first):] == middle * (14 - len(first))
+    elif truncation == "tail":
+        assert body[-len(last):] == last
+        assert body[: 14 - len(last)] == middle * (14 - len(last))
+    else:  # a quarter (14 // 4 = 3 pieces) from the start, the rest from the end
+        assert body[:3] == first[:3]
+        assert body[3 : 14 - len(last)] == middle * (11 - len(last))
+        assert body[-len(last):] == last
+    assert emb.id == f"all-MiniLM-L6-v2/{truncation}-16"
+
+
+def test_short_text_is_not_truncated(minilm: MiniLMEmbedder) -> None:
+    (ids,) = minilm.token_ids([FIRST])
+    assert ids[0] == 101 and ids[-1] == 102
+    assert 3 <= len(ids) < 16
+
+
+def test_long_text_embeds_to_unit_vector_and_truncation_matters(minilm: MiniLMEmbedder) -> None:
+    head = MiniLMEmbedder(truncation="head", max_tokens=16)
+    tail = MiniLMEmbedder(truncation="tail", max_tokens=16)
+    vh, vt = head.embed([LONG_TEXT])[0], tail.embed([LONG_TEXT])[0]
+    assert np.linalg.norm(vh) == pytest.approx(1.0, abs=1e-5)
+    # The tail view must equal the embedding of exactly what it reads.
+    (tail_ids,) = tail.token_ids([LONG_TEXT])
+    assert tail._run([tail_ids])[0] == pytest.approx(vt, abs=1e-5)
+    assert float(vh @ vt) < 0.999  # head and tail read different words
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"truncation": "middle"}, "truncation"), ({"max_tokens": 4}, "max_tokens"),
+     ({"max_tokens": 1024}, "max_tokens")],
+)
+def test_minilm_rejects_bad_settings(kwargs: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        MiniLMEmbedder(**kwargs)  # type: ignore[arg-type]
+
+
+# embedder_from_id ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("embedder_id", "truncation", "tokens"),
+    [("all-MiniLM-L6-v2/tail-256", "tail", 256), ("all-MiniLM-L6-v2/head-128", "head", 128),
+     ("all-MiniLM-L6-v2/head_tail-512", "head_tail", 512), ("all-MiniLM-L6-v2", "tail", 64)],
+)
+def test_embedder_from_id_parses(embedder_id: str, truncation: str, tokens: int) -> None:
+    emb = embedder_from_id(embedder_id)
+    assert isinstance(emb, MiniLMEmbedder)
+    assert emb.truncation == truncation
+    assert emb.max_tokens == tokens
+    assert emb.id == f"all-MiniLM-L6-v2/{truncation}-{tokens}"
+    assert emb._session is None  # nothing is loaded until first use
+
+
+def test_embedder_from_id_round_trips_ids() -> None:
+    for eid in ("all-MiniLM-L6-v2/head_tail-64", "all-MiniLM-L6-v2/tail-256"):
+        assert embedder_from_id(eid).id == eid
+
+
+def test_embedder_from_id_sentence_transformers_is_lazy() -> None:
+    emb = embedder_from_id("st:/models/some-local-model")
+    assert emb.id == "st:/models/some-local-model"
+
+
+@pytest.mark.parametrize(
+    ("embedder_id", "needle"),
+    [("bert-base/tail-256", "unknown embedder"), ("", "unknown embedder"),
+     ("all-MiniLM-L6-v2/middle-256", "bad embedder setting"),
+     ("all-MiniLM-L6-v2/tail-abc", "bad embedder setting"),
+     ("all-MiniLM-L6-v2/tail", "bad embedder setting"),
+     ("all-MiniLM-L6-v2/tail-4", "max_tokens")],
+)
+def test_embedder_from_id_errors(embedder_id: str, needle: str) -> None:
+    # An InvalidInputError (so the CLI reports it cleanly), which is also a ValueError.
+    with pytest.raises(InvalidInputError, match=needle) as info:
+        embedder_from_id(embedder_id)
+    assert info.value.field == "embedder"
+    assert isinstance(info.value, ValueError)

@@ -1,0 +1,207 @@
+"""Routing records: parsing, validation errors that name the line, split and model selection."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from switchpoint.errors import RecordsError
+from switchpoint.records import RecordSet, load_records, parse_records
+
+
+def _line(**fields: object) -> str:
+    record: dict[str, object] = {
+        "id": "r1", "prompt": "What is 2 + 2?", "task": "math", "split": "train",
+        "scores": {"a": 1.0, "b": 0.0}, "costs": {"a": 0.002, "b": 0.0001},
+    }
+    record.update(fields)
+    return json.dumps(record)
+
+
+GOOD = _line()
+
+
+def test_parse_records_happy_path_with_missing_model_as_nan() -> None:
+    lines = [
+        _line(id="r1", scores={"a": 1.0, "b": 0.5}, costs={"a": 0.002, "b": 0.0001}),
+        "",  # blank lines are skipped
+        _line(id="r2", split="test", task="code", scores={"a": 0.0}, costs={"a": 0.003}),
+        _line(id="r3", scores={"c": 0.25, "a": 1}, costs={"c": 0.5, "a": 0}),
+    ]
+    rs = parse_records(lines, source="mem")
+    assert isinstance(rs, RecordSet)
+    assert len(rs) == 3
+    assert rs.ids == ["r1", "r2", "r3"]
+    assert rs.tasks == ["math", "code", "math"]
+    assert rs.splits == ["train", "test", "train"]
+    assert rs.models == ["a", "b", "c"]  # first-seen order
+    assert rs.scores.shape == rs.costs.shape == (3, 3)
+    assert rs.scores[0].tolist()[:2] == [1.0, 0.5]
+    assert rs.costs[2, 0] == 0.0 and rs.costs[2, 2] == 0.5
+    # A model missing from a record is NaN in both matrices, never 0.
+    assert math.isnan(rs.scores[1, 1]) and math.isnan(rs.costs[1, 1])
+    assert math.isnan(rs.scores[0, 2]) and math.isnan(rs.costs[0, 2])
+    assert rs.has_splits
+
+
+def test_parse_records_without_id_uses_line_number_and_no_split() -> None:
+    obj = {"prompt": "hi there", "scores": {"m": 1}, "costs": {"m": 0.1}}
+    rs = parse_records(["", json.dumps(obj)])
+    assert rs.ids == ["line-2"]
+    assert rs.splits == [None]
+    assert not rs.has_splits
+
+
+def test_parse_real_records(small_records: RecordSet) -> None:
+    assert len(small_records) == 120
+    assert len(small_records.models) == 11
+    assert "gpt-4-1106-preview" in small_records.models
+    assert np.all((small_records.scores >= 0) & (small_records.scores <= 1))
+    assert np.all(small_records.costs >= 0)
+
+
+BAD_LINES = [
+    pytest.param("{not json", "not valid JSON", id="not-json"),
+    pytest.param("[1, 2, 3]", "JSON object", id="not-object"),
+    pytest.param('"just a string"', "JSON object", id="string-not-object"),
+    pytest.param(json.dumps({"scores": {"a": 1}, "costs": {"a": 0}}), "'prompt'",
+                 id="missing-prompt"),
+    pytest.param(json.dumps({"prompt": "p", "costs": {"a": 0}}), "'scores'", id="missing-scores"),
+    pytest.param(json.dumps({"prompt": "p", "scores": {"a": 1}}), "'costs'", id="missing-costs"),
+    pytest.param(_line(prompt=""), "prompt", id="empty-prompt"),
+    pytest.param(_line(prompt="   \n\t"), "prompt", id="whitespace-prompt"),
+    pytest.param(_line(prompt=42), "prompt", id="non-string-prompt"),
+    pytest.param(_line(scores={"a": 1.5, "b": 0}), "scores['a']", id="score-above-1"),
+    pytest.param(_line(scores={"a": 1, "b": -0.1}), "scores['b']", id="score-below-0"),
+    pytest.param(_line(scores={"a": True, "b": 0}), "scores['a']", id="bool-score"),
+    pytest.param(_line(scores={"a": "1", "b": 0}), "scores['a']", id="string-score"),
+    pytest.param(_line(scores={"a": None, "b": 0}), "scores['a']", id="null-score"),
+    pytest.param(_line(costs={"a": -0.001, "b": 0}), "costs['a']", id="negative-cost"),
+    pytest.param(_line(costs={"a": float("nan"), "b": 0}), "costs['a']", id="nan-cost"),
+    pytest.param(_line(costs={"a": float("inf"), "b": 0}), "costs['a']", id="inf-cost"),
+    pytest.param(_line(scores={"a": float("nan"), "b": 0}), "scores['a']", id="nan-score"),
+    pytest.param(_line(costs={"a": 0.1, "c": 0.2}), "same models", id="different-models"),
+    pytest.param(_line(costs={"a": 0.1}), "same models", id="cost-missing-model"),
+    pytest.param(_line(scores={}, costs={}), "scores", id="empty-scores"),
+    pytest.param(_line(scores=[1, 0]), "scores", id="scores-not-object"),
+    pytest.param(_line(costs=[1, 0]), "costs", id="costs-not-object"),
+    pytest.param(_line(split=3), "split", id="split-not-string"),
+    pytest.param(_line(id=["x"]), "id", id="id-not-string"),
+]
+
+
+@pytest.mark.parametrize(("bad", "needle"), BAD_LINES)
+def test_bad_line_raises_records_error_naming_the_line(bad: str, needle: str) -> None:
+    lines = [_line(id="first"), "", bad]  # the bad line is line 3 (blank lines still count)
+    with pytest.raises(RecordsError) as info:
+        parse_records(lines, source="data.jsonl")
+    err = info.value
+    assert err.line == 3
+    assert err.source == "data.jsonl"
+    assert str(err).startswith("data.jsonl, line 3: ")
+    assert needle in str(err)
+    assert isinstance(err, ValueError)
+
+
+def test_duplicate_id_names_the_second_line() -> None:
+    with pytest.raises(RecordsError) as info:
+        parse_records([_line(id="same"), _line(id="other"), _line(id="same")], source="f")
+    assert info.value.line == 3
+    assert "duplicate id 'same'" in str(info.value)
+
+
+def test_integer_ids_are_strings_and_collide_with_their_string_form() -> None:
+    rs = parse_records([_line(id=7)])
+    assert rs.ids == ["7"]
+    with pytest.raises(RecordsError, match="duplicate id '7'"):
+        parse_records([_line(id=7), _line(id="7")])
+
+
+@pytest.mark.parametrize("lines", [[], [""], ["", "   ", "\n"]])
+def test_empty_input_raises(lines: list[str]) -> None:
+    with pytest.raises(RecordsError) as info:
+        parse_records(lines, source="empty.jsonl")
+    assert info.value.line is None
+    assert "empty" in str(info.value)
+    assert str(info.value).startswith("empty.jsonl: ")
+
+
+def test_load_records_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(RecordsError) as info:
+        load_records(missing)
+    assert str(missing) in str(info.value)
+    assert "not found" in str(info.value)
+
+
+def test_load_records_directory_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(RecordsError, match="not found"):
+        load_records(tmp_path)
+
+
+def test_load_records_reads_file_and_names_it_in_errors(tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text(_line(id="x") + "\n" + _line(id="y") + "\n", encoding="utf-8")
+    rs = load_records(good)
+    assert rs.ids == ["x", "y"]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_line(id="x") + "\n" + _line(id="y", scores={"a": 2, "b": 0}) + "\n",
+                   encoding="utf-8")
+    with pytest.raises(RecordsError) as info:
+        load_records(bad)
+    assert str(info.value).startswith(f"{bad}, line 2: ")
+
+
+def _three_records() -> RecordSet:
+    return parse_records([
+        _line(id="t1", split="train", scores={"a": 1, "b": 0.5}, costs={"a": 1.0, "b": 0.1}),
+        _line(id="s1", split="test", scores={"a": 0, "b": 0.25}, costs={"a": 2.0, "b": 0.2}),
+        _line(id="t2", split="train", scores={"a": 0.75, "b": 1}, costs={"a": 3.0, "b": 0.3}),
+    ])
+
+
+def test_split_selects_rows_in_order() -> None:
+    rs = _three_records()
+    train = rs.split("train")
+    assert train.ids == ["t1", "t2"]
+    assert train.scores.tolist() == [[1.0, 0.5], [0.75, 1.0]]
+    assert train.costs.tolist() == [[1.0, 0.1], [3.0, 0.3]]
+    assert train.splits == ["train", "train"]
+    test = rs.split("test")
+    assert test.ids == ["s1"]
+    assert test.models == rs.models
+
+
+def test_split_unknown_raises_listing_splits() -> None:
+    with pytest.raises(RecordsError) as info:
+        _three_records().split("validation")
+    assert "'validation'" in str(info.value)
+    assert "['test', 'train']" in str(info.value)
+
+
+def test_select_models_reorders_columns_without_touching_original() -> None:
+    rs = _three_records()
+    only = rs.select_models(["b", "a"])
+    assert only.models == ["b", "a"]
+    assert only.scores[:, 0].tolist() == [0.5, 0.25, 1.0]
+    assert only.costs[:, 1].tolist() == [1.0, 2.0, 3.0]
+    assert only.ids == rs.ids
+    single = rs.select_models(["a"])
+    assert single.scores.shape == (3, 1)
+    # The original is unchanged.
+    assert rs.models == ["a", "b"]
+    assert rs.scores[:, 0].tolist() == [1.0, 0.0, 0.75]
+
+
+def test_subset_keeps_embeddings_aligned() -> None:
+    rs = _three_records()
+    rs.embeddings = np.arange(6, dtype=np.float32).reshape(3, 2)
+    sub = rs.subset([2, 0])
+    assert sub.ids == ["t2", "t1"]
+    assert sub.embeddings is not None
+    assert sub.embeddings.tolist() == [[4.0, 5.0], [0.0, 1.0]]

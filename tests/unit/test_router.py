@@ -1,0 +1,532 @@
+"""The Router: decisions, the decision cache, candidate filters, batches, stats, threads."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
+from switchpoint.router import Router, load_router
+from switchpoint.training import fit
+from switchpoint.weights import load_weights
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a python function that reverses a linked list.",
+    "Which gas do plants absorb? A) oxygen B) carbon dioxide C) helium D) neon",
+    "Explain the difference between weather and climate in two sentences.",
+    "Sam put the book on the shelf because it was heavy. What was heavy?",
+]
+CHEAP = ["mistralai/mistral-7b-chat", "WizardLM/WizardLM-13B-V1.2"]
+
+
+@pytest.fixture
+def router(tiny_weights_dir: Path, fake_embedder) -> Router:  # type: ignore[no-untyped-def]
+    return Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+
+
+def _scale(router: Router, candidates: list[str] | None = None) -> float:
+    """The λ scale by definition: the global mean cost of the priciest candidate."""
+    costs = router.policy.global_cost()
+    return max(costs[m] for m in (candidates or router.models))
+
+
+def _state(router: Router) -> tuple[dict, int, int, int]:  # type: ignore[type-arg]
+    return (router.stats.to_dict(), len(router.cache), router.embedder.hits,
+            router.embedder.misses)
+
+
+def _same(a: RoutingDecision, b: RoutingDecision) -> None:
+    assert a.selected_model == b.selected_model
+    assert a.cluster_id == b.cluster_id
+    assert a.expected_error == pytest.approx(b.expected_error, abs=1e-6)
+    assert a.cost_adjusted_score == pytest.approx(b.cost_adjusted_score, abs=1e-6)
+    assert a.all_scores == pytest.approx(b.all_scores, abs=1e-6)
+
+
+# A decision ---------------------------------------------------------------------------------
+
+
+def test_route_returns_a_full_decision(router: Router) -> None:
+    d = router.route(PROMPTS[0])
+    assert d.selected_model in router.models
+    assert 0 <= d.cluster_id < 6
+    assert 0.0 <= d.expected_error <= 1.0
+    assert set(d.all_scores) == set(router.models)
+    # all_scores is sorted best first, and the chosen model has the lowest score.
+    assert next(iter(d.all_scores)) == d.selected_model
+    assert d.cost_adjusted_score == pytest.approx(min(d.all_scores.values()))
+    assert list(d.all_scores.values()) == sorted(d.all_scores.values())
+    assert d.fallback_models == list(d.all_scores)[1:]
+    # F7: score = expected error + λ·cost / (mean cost of the priciest model).
+    assert d.cost_weight == 0.5
+    assert d.cost_adjusted_score == pytest.approx(
+        d.expected_error + 0.5 * d.expected_cost / _scale(router), abs=2e-6)
+    for m, score in d.all_scores.items():
+        assert score == pytest.approx(
+            d.expected_errors[m] + 0.5 * d.expected_costs[m] / _scale(router), abs=2e-6)
+    assert d.cache_hit is False
+    assert d.usage.routing_ms >= 0 and d.usage.embedding_ms >= 0
+    assert 0.0 <= d.confidence <= 1.0
+    assert d.cluster_probabilities is None  # hard assignment
+    assert d.reasoning and d.evidence
+    assert d.policy == "cluster"
+    assert d.basis == f"cluster policy, cluster {d.cluster_id}"
+    assert d.expected_cost == pytest.approx(d.expected_costs[d.selected_model])
+    out = json.loads(json.dumps(d.to_dict()))
+    assert out["selected_model"] == d.selected_model
+    assert set(out["usage"]) == {"routing_ms", "embedding_ms"}
+    text = d.explain()
+    assert text.startswith(f"Model selected: {d.selected_model}")
+
+
+def test_lambda_zero_is_quality_first_and_huge_lambda_is_cheapest(router: Router) -> None:
+    q = router.route(PROMPTS[1], cost_weight_override=0)
+    assert q.expected_error == pytest.approx(min(q.expected_errors.values()), abs=1e-6)
+    c = router.route(PROMPTS[1], cost_weight_override=1e4)
+    assert c.expected_cost == min(c.expected_costs.values())
+    assert c.selected_model == "mistralai/mistral-7b-chat"
+    assert q.cluster_id == c.cluster_id  # λ does not move the prompt
+
+
+# The decision cache -------------------------------------------------------------------------
+
+
+def test_cache_hit_exact_per_call(router: Router) -> None:
+    first = router.route(PROMPTS[2])
+    second = router.route(PROMPTS[2])
+    assert (first.cache_hit, second.cache_hit) == (False, True)
+    _same(first, second)
+    assert second.decision_id != first.decision_id
+    assert second.usage.embedding_ms == 0.0
+    # The same λ given explicitly is the same key.
+    assert router.route(PROMPTS[2], cost_weight_override=0.5).cache_hit is True
+    # Another λ or another candidate set is another key.
+    assert router.route(PROMPTS[2], cost_weight_override=0.7).cache_hit is False
+    assert router.route(PROMPTS[2], cost_weight_override=0.7).cache_hit is True
+    assert router.route(PROMPTS[2], available_models=CHEAP).cache_hit is False
+    assert router.route(PROMPTS[2], available_models=CHEAP[::-1]).cache_hit is True  # a set
+    assert router.route(PROMPTS[2] + " ").cache_hit is False  # another prompt
+    stats = router.stats
+    assert stats.total == 8
+    assert stats.cache_hits == 4
+    assert router.embedder.misses == 2  # the embedder saw two distinct texts
+
+
+def test_cache_disabled_and_expiry(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    off = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_size=0)
+    assert [off.route(PROMPTS[0]).cache_hit for _ in range(3)] == [False] * 3
+    short = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_ttl=0.05)
+    assert short.route(PROMPTS[0]).cache_hit is False
+    assert short.route(PROMPTS[0]).cache_hit is True
+    time.sleep(0.1)
+    assert short.route(PROMPTS[0]).cache_hit is False
+
+
+def test_cache_evicts_least_recently_used(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_size=2)
+    r.route(PROMPTS[0])
+    r.route(PROMPTS[1])
+    r.route(PROMPTS[0])  # most recently used
+    r.route(PROMPTS[2])  # evicts PROMPTS[1]
+    assert len(r.cache) == 2
+    assert r.route(PROMPTS[0]).cache_hit is True
+    assert r.route(PROMPTS[1]).cache_hit is False
+
+
+# Embeddings instead of prompts ----------------------------------------------------------------
+
+
+def test_route_by_embedding_skips_the_embedder(router: Router, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    by_prompt = router.route(PROMPTS[3])
+    misses = router.embedder.misses
+    vector = fake_embedder.embed_one(PROMPTS[3])
+    by_vector = router.route(embedding=vector.tolist())
+    assert by_vector.usage.embedding_ms == 0.0
+    assert by_vector.cache_hit is False  # an embedding key is not a prompt key
+    assert router.embedder.misses == misses
+    _same(by_prompt, by_vector)
+    # Scale does not matter: the vector is normalised.
+    assert router.route(embedding=(vector * 7.5).tolist()).selected_model == \
+        by_prompt.selected_model
+    assert router.route(embedding=vector).cache_hit is True
+    # The candidate set is part of an embedding's key too.
+    assert router.route(embedding=vector, available_models=CHEAP).cache_hit is False
+    assert router.route(embedding=vector, available_models=CHEAP).cache_hit is True
+    assert router.route(embedding=vector, cost_weight_override=0.9).cache_hit is False
+
+
+def test_route_by_embedding_rejects_bad_vectors(router: Router) -> None:
+    before = _state(router)
+    with pytest.raises(InvalidInputError) as info:
+        router.route(embedding=[0.1] * 10)
+    assert info.value.field == "embedding"
+    assert "384" in str(info.value)
+    with pytest.raises(InvalidInputError, match="not both"):
+        router.route(PROMPTS[0], embedding=[0.1] * 384)
+    with pytest.raises(InvalidInputError, match="not finite"):
+        router.route(embedding=[math.nan] * 384)
+    assert _state(router) == before
+
+
+# Candidate filters ---------------------------------------------------------------------------
+
+
+def test_available_models_restricts(router: Router) -> None:
+    d = router.route(PROMPTS[0], available_models=CHEAP, cost_weight_override=0)
+    assert d.selected_model in CHEAP
+    assert set(d.all_scores) == set(CHEAP)
+    assert d.fallback_models == [m for m in CHEAP if m != d.selected_model]
+    # The λ scale is the priciest *candidate's* cost.
+    d1 = router.route(PROMPTS[0], available_models=CHEAP, cost_weight_override=1.0)
+    for m in CHEAP:
+        assert d1.all_scores[m] == pytest.approx(
+            d1.expected_errors[m] + d1.expected_costs[m] / _scale(router, CHEAP), abs=2e-6)
+    single = router.route(PROMPTS[0], available_models=["claude-v2"])
+    assert single.selected_model == "claude-v2"
+    assert single.fallback_models == []
+    assert single.confidence == 1.0
+
+
+def test_allowed_models_restricts(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder,
+               allowed_models=["claude-v1", "gpt-4-1106-preview"])
+    for p in PROMPTS:
+        d = r.route(p)
+        assert set(d.all_scores) == {"claude-v1", "gpt-4-1106-preview"}
+    assert r.route(PROMPTS[0], available_models=["claude-v1"]).selected_model == "claude-v1"
+    with pytest.raises(NoCandidatesError) as info:
+        r.route(PROMPTS[0], available_models=["claude-v2"])
+    assert info.value.field == "available_models"
+    assert r.check_candidates(None) == ["claude-v1", "gpt-4-1106-preview"]
+    with pytest.raises(UnknownModelError, match="'nope'"):
+        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, allowed_models=["nope"])
+    with pytest.raises(NoCandidatesError):
+        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, allowed_models=[])
+
+
+def test_unknown_model_is_named(router: Router) -> None:
+    before = _state(router)
+    with pytest.raises(UnknownModelError) as info:
+        router.route(PROMPTS[0], available_models=["claude-v1", "gpt-7-ultra"])
+    assert info.value.names == ["gpt-7-ultra"]
+    assert info.value.field == "available_models"
+    assert "'gpt-7-ultra'" in str(info.value)
+    assert "claude-v1" in str(info.value)  # the known models are listed
+    assert _state(router) == before
+
+
+@pytest.mark.parametrize("bad", [[], "claude-v1", [3], ["claude-v1", 5], 7])
+def test_bad_model_lists(router: Router, bad: object) -> None:
+    before = _state(router)
+    with pytest.raises(InvalidInputError) as info:
+        router.route(PROMPTS[0], available_models=bad)  # type: ignore[arg-type]
+    assert info.value.field == "available_models"
+    assert _state(router) == before
+
+
+def test_empty_list_is_no_candidates(router: Router) -> None:
+    with pytest.raises(NoCandidatesError, match="empty"):
+        router.route(PROMPTS[0], available_models=[])
+
+
+# Bad input changes nothing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lam", [-0.1, -1, math.nan, math.inf, True, "0.5", 1e5])
+def test_bad_lambda_rejected_and_state_unchanged(router: Router, lam: object) -> None:
+    router.route(PROMPTS[0])
+    before = _state(router)
+    with pytest.raises(InvalidInputError) as info:
+        router.route(PROMPTS[1], cost_weight_override=lam)  # type: ignore[arg-type]
+    assert info.value.field == "cost_weight_override"
+    with pytest.raises(InvalidInputError):
+        router.route_batch(PROMPTS, cost_weight_override=lam)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(PROMPTS, cost_weights=[0.0, lam])  # type: ignore[list-item]
+    assert info.value.field == "cost_weights[1]"
+    assert _state(router) == before
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", None, 42])
+def test_bad_prompt_rejected_and_state_unchanged(router: Router, prompt: object) -> None:
+    before = _state(router)
+    with pytest.raises(InvalidInputError) as info:
+        router.route(prompt)  # type: ignore[arg-type]
+    assert info.value.field == "prompt"
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch([PROMPTS[0], prompt])  # type: ignore[list-item]
+    assert info.value.field == "prompts[1]"
+    assert _state(router) == before
+
+
+class _TenDims:
+    id = "ten/10"
+    dimension = 10
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.ones((len(texts), 10), np.float32) / np.sqrt(10)
+
+
+def test_bad_constructor_arguments(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInputError, match="384") as info:
+        Router(load_weights(tiny_weights_dir), embedder=_TenDims())
+    assert info.value.field == "embedder"
+    with pytest.raises(InvalidInputError):
+        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cost_weight=-1)
+    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cost_weight=0)
+    assert r.route(PROMPTS[0]).cost_weight == 0.0
+
+
+# Batches ------------------------------------------------------------------------------------
+
+
+def test_route_batch_equals_individual_routes(
+    tiny_weights_dir: Path, fake_embedder  # type: ignore[no-untyped-def]
+) -> None:
+    batch_router = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+    single_router = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+    batch = batch_router.route_batch(PROMPTS, available_models=None)
+    assert len(batch) == len(PROMPTS)
+    for p, d in zip(PROMPTS, batch, strict=True):
+        _same(d, single_router.route(p))
+        assert d.cache_hit is False
+    assert batch_router.stats.total == len(PROMPTS)
+    # Embedded in one pass: the fake embedder saw one batch of all five prompts.
+    calls_before = len(fake_embedder.calls)
+    fresh = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+    fresh.route_batch(PROMPTS)
+    assert fake_embedder.calls[calls_before:] == [PROMPTS]
+    assert fresh.route_batch([]) == []
+
+
+def test_route_batch_by_embeddings(router: Router, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    vectors = fake_embedder.embed(PROMPTS)
+    by_vec = router.route_batch(embeddings=vectors)
+    by_text = router.route_batch(PROMPTS)
+    for a, b in zip(by_vec, by_text, strict=True):
+        _same(a, b)
+        assert a.usage.embedding_ms == 0.0
+    with pytest.raises(InvalidInputError, match="align"):
+        router.route_batch(PROMPTS[:2], embeddings=vectors)
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(embeddings=[vectors[0].tolist(), [1.0, 2.0]])
+    assert info.value.field == "embeddings[1]"
+    with pytest.raises(InvalidInputError):
+        router.route_batch("a single string, not a list")
+    with pytest.raises(InvalidInputError):
+        router.route_batch()
+
+
+def test_route_batch_with_cost_weights(router: Router) -> None:
+    weights = [0.0, 0.1, 1.0, 10.0]
+    out = router.route_batch(PROMPTS, available_models=[*CHEAP, "gpt-4-1106-preview"],
+                             cost_weights=weights)
+    assert len(out) == len(PROMPTS) * len(weights)
+    reference = Router(router.weights, embedder=router.embedder.inner)
+    for w_i, lam in enumerate(weights):
+        for i, p in enumerate(PROMPTS):
+            d = out[w_i * len(PROMPTS) + i]
+            assert d.cost_weight == lam
+            _same(d, reference.route(p, available_models=[*CHEAP, "gpt-4-1106-preview"],
+                                     cost_weight_override=lam))
+    # Larger λ never picks a pricier model for the same prompt.
+    for i in range(len(PROMPTS)):
+        costs = [out[w_i * len(PROMPTS) + i].expected_cost for w_i in range(len(weights))]
+        assert costs == sorted(costs, reverse=True)
+    assert router.stats.total == len(out)
+
+
+# Per-cluster best model ----------------------------------------------------------------------
+
+
+def test_get_best_model_for_cluster_matches_the_decision_rule(router: Router) -> None:
+    policy = router.policy
+    centroids = policy.centroids_
+    for c in range(policy.n_units):
+        err, cost = policy.error_[c], policy.cost_[c]
+        quality_first = min(range(len(router.models)), key=lambda j: (err[j], cost[j]))
+        cheapest = int(np.argmin(cost))
+        assert router.get_best_model_for_cluster(c, 0) == router.models[quality_first]
+        assert router.get_best_model_for_cluster(c, 1e4) == router.models[cheapest]
+        for lam in (0.0, 0.5, 1e4):
+            d = router.route(embedding=centroids[c], cost_weight_override=lam)
+            assert d.cluster_id == c
+            assert router.get_best_model_for_cluster(c, lam) == d.selected_model
+    # Default λ is the router's own.
+    assert router.get_best_model_for_cluster(0) == router.get_best_model_for_cluster(0, 0.5)
+
+
+@pytest.mark.parametrize("bad", [-1, 6, 100, 1.0, "0", True, None])
+def test_get_best_model_for_cluster_rejects_bad_ids(router: Router, bad: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        router.get_best_model_for_cluster(bad)  # type: ignore[arg-type]
+    assert info.value.field == "cluster_id"
+    with pytest.raises(InvalidInputError):
+        router.get_best_model_for_cluster(0, -1.0)
+
+
+def test_get_best_model_accepts_numpy_ints(router: Router) -> None:
+    by_numpy = router.get_best_model_for_cluster(np.int64(2), 0)
+    assert by_numpy == router.get_best_model_for_cluster(2, 0)
+
+
+# Distribution and stats ---------------------------------------------------------------------
+
+
+def test_analyze_routing_distribution(router: Router, small_records) -> None:  # type: ignore[no-untyped-def]
+    prompts = small_records.prompts[:30] + PROMPTS
+    dist = router.analyze_routing_distribution(prompts)
+    assert sum(dist.values()) == len(prompts)
+    assert set(dist) <= set(router.models)
+    expected = Counter(d.selected_model for d in router.route_batch(prompts))
+    assert dist == dict(expected)
+    assert list(dist.values()) == sorted(dist.values(), reverse=True)
+    only = router.analyze_routing_distribution(prompts, available_models=CHEAP)
+    assert set(only) <= set(CHEAP) and sum(only.values()) == len(prompts)
+
+
+def test_stats_and_reset(router: Router) -> None:
+    for p in PROMPTS:
+        router.route(p)
+    router.route(PROMPTS[0])
+    router.route_batch(PROMPTS[:3])
+    s = router.stats
+    assert s.total == 9
+    assert s.cache_hits == 1
+    assert sum(s.by_model.values()) == 9
+    assert sum(s.by_cluster.values()) == 9
+    d = s.to_dict()
+    assert json.loads(json.dumps(d))["total"] == 9
+    assert all(isinstance(k, str) for k in d["by_cluster"])
+    s.by_model["tampered"] = 100  # a snapshot, not the live counters
+    assert "tampered" not in router.stats.by_model
+    router.reset_stats()
+    s = router.stats
+    assert (s.total, s.cache_hits, sum(s.by_model.values()), sum(s.by_cluster.values())) == (
+        0, 0, 0, 0)
+    assert router.route(PROMPTS[0]).cache_hit is True  # the cache survives a stats reset
+    assert router.stats.total == 1 and router.stats.cache_hits == 1
+
+
+# Threads ------------------------------------------------------------------------------------
+
+
+def test_thread_safety(router: Router) -> None:
+    n_threads, calls = 16, 25
+    shared = "One prompt that many threads route at the same moment."
+    prompts = [shared if t % 2 == 0 else f"{PROMPTS[t % 5]} (thread {t})"
+               for t in range(n_threads)]
+    barrier = threading.Barrier(n_threads)
+    results: dict[int, list[RoutingDecision]] = {}
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            barrier.wait()
+            results[t] = [router.route(prompts[t]) for _ in range(calls)]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    decisions = [d for t in range(n_threads) for d in results[t]]
+    stats = router.stats
+    assert stats.total == n_threads * calls == len(decisions)
+    assert stats.cache_hits == sum(d.cache_hit for d in decisions)
+    assert sum(stats.by_model.values()) == stats.total
+    assert sum(stats.by_cluster.values()) == stats.total
+    # The same prompt always gets the same decision.
+    for p in set(prompts):
+        mine = [d for t in range(n_threads) if prompts[t] == p for d in results[t]]
+        assert len({(d.selected_model, d.cluster_id, d.expected_error) for d in mine}) == 1
+    # cache_hit is exact: a thread's first call may miss, every later call is a hit; a key used
+    # by one thread misses exactly once; the shared key misses at least once.
+    for t in range(n_threads):
+        assert all(d.cache_hit for d in results[t][1:])
+        if prompts[t] != shared:
+            assert results[t][0].cache_hit is False
+    shared_misses = sum(not results[t][0].cache_hit for t in range(n_threads)
+                        if prompts[t] == shared)
+    assert 1 <= shared_misses <= n_threads // 2
+    assert stats.cache_hits == n_threads * calls - (n_threads // 2) - shared_misses
+    assert len({d.decision_id for d in decisions}) == len(decisions)
+
+
+# load_router ---------------------------------------------------------------------------------
+
+
+def test_load_router_with_soft_assignment(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    r = load_router(weights_path=tiny_weights_dir, embedder=fake_embedder,
+                    use_soft_assignment=True, cost_weight=0.2, warm=False)
+    assert r.cost_weight == 0.2
+    d = r.route(PROMPTS[0])
+    probs = d.cluster_probabilities
+    assert probs is not None and probs
+    assert all(isinstance(k, int) and 0 <= k < 6 for k in probs)
+    assert all(0 < v <= 1 for v in probs.values())
+    assert sum(probs.values()) <= 1.0 + 1e-3
+    assert max(probs, key=probs.__getitem__) == d.cluster_id
+    assert list(probs.values()) == sorted(probs.values(), reverse=True)
+    assert json.loads(json.dumps(d.to_dict()))["cluster_probabilities"] == {
+        str(k): v for k, v in probs.items()}
+    # Soft estimates mix the cluster estimates, so they differ from the hard ones in general.
+    hard = load_router(weights_path=tiny_weights_dir, embedder=fake_embedder, warm=False)
+    assert hard.route(PROMPTS[0]).cluster_probabilities is None
+
+
+def test_load_router_warm_and_verbose(
+    tiny_weights_dir: Path, fake_embedder, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+) -> None:
+    r = load_router(tiny_weights_dir, embedder=fake_embedder, verbose=True)
+    assert r.route(PROMPTS[0]).selected_model in r.models
+    out = capsys.readouterr().out
+    assert r.weights.weights_id in out and str(tiny_weights_dir) in out
+
+
+def test_load_router_soft_assignment_needs_a_cluster_policy(
+    small_records, fake_embedder, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    path = fit(small_records.subset(range(20)), policy="knn", split="test",
+               embedder=fake_embedder, k=3).save(tmp_path / "knn")
+    with pytest.raises(InvalidInputError) as info:
+        load_router(path, embedder=fake_embedder, use_soft_assignment=True, warm=False)
+    assert info.value.field == "use_soft_assignment"
+    r = load_router(path, embedder=fake_embedder, warm=False)
+    d = r.route(PROMPTS[1])
+    assert d.policy == "knn" and 0 <= d.cluster_id < 20
+    assert r.get_best_model_for_cluster(d.cluster_id, 0) in r.models
+
+
+# End to end with the real embedder (sparingly) ---------------------------------------------------
+
+
+def test_real_router_prompt_and_embedding_agree(real_router: Router, minilm) -> None:  # type: ignore[no-untyped-def]
+    prompt = "Which planet is known as the red planet? A) Venus B) Mars C) Jupiter D) Saturn"
+    d = real_router.route(prompt, cost_weight_override=0.25)
+    assert d.selected_model in real_router.models
+    assert d.usage.embedding_ms > 0 or d.cache_hit
+    vector = minilm.embed([prompt])[0]
+    e = real_router.route(embedding=vector, cost_weight_override=0.25)
+    assert e.usage.embedding_ms == 0.0
+    _same(d, e)
+    assert real_router.weights.embedder_id == "all-MiniLM-L6-v2/tail-64"
+
+
+def test_real_router_batch_matches_single(real_router: Router, small_records) -> None:  # type: ignore[no-untyped-def]
+    prompts = small_records.prompts[:3]
+    batch = real_router.route_batch(prompts, cost_weight_override=0.0)
+    for p, d in zip(prompts, batch, strict=True):
+        _same(d, real_router.route(p, cost_weight_override=0.0))

@@ -1,0 +1,337 @@
+"""Weights packages: round trip, atomic save, and a WeightsError naming the file for every fault."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import switchpoint
+from switchpoint.errors import WeightsError
+from switchpoint.policies import Inputs
+from switchpoint.training import add_model, fit, remove_model
+from switchpoint.weights import (
+    FORMAT_VERSION,
+    WeightsPackage,
+    bundled_policies,
+    default_weights_path,
+    load_weights,
+    save_weights,
+)
+
+
+@pytest.fixture
+def pkg_dir(tiny_weights_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny package that a test may corrupt."""
+    return Path(shutil.copytree(tiny_weights_dir, tmp_path / "pkg"))
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+
+
+def _write_manifest(root: Path, manifest: dict) -> None:
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def _queries(fake_embedder, small_records) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return fake_embedder.embed([*small_records.prompts[:10], "a prompt nobody has seen"])
+
+
+def test_round_trip_same_id_and_estimates(
+    tiny_package: WeightsPackage, tiny_weights_dir: Path, fake_embedder, small_records  # type: ignore[no-untyped-def]
+) -> None:
+    loaded = load_weights(tiny_weights_dir)
+    assert loaded.weights_id == tiny_package.weights_id
+    assert _manifest(tiny_weights_dir)["weights_id"] == loaded.weights_id
+    assert loaded.embedder_id == "fake/hash-384"
+    assert loaded.dimension == 384
+    assert loaded.models == tiny_package.models
+    assert loaded.path == tiny_weights_dir
+    assert loaded.policy.get_params() == tiny_package.policy.get_params()
+    assert loaded.provenance["n_records"] == 120
+    assert loaded.provenance["split"] == "test"
+    x = Inputs(embeddings=_queries(fake_embedder, small_records))
+    a, b = tiny_package.policy.estimate(x), loaded.policy.estimate(x)
+    np.testing.assert_array_equal(a.unit_ids, b.unit_ids)
+    np.testing.assert_allclose(b.error, a.error, atol=1e-7)
+    np.testing.assert_allclose(b.cost, a.cost, rtol=1e-12)
+    np.testing.assert_array_equal(b.support, a.support)
+    # Saving the loaded package again reproduces the same id.
+    assert load_weights(loaded.save(tiny_weights_dir.parent / "again")).weights_id == \
+        loaded.weights_id
+
+
+def test_manifest_lists_checksums_for_every_file(tiny_weights_dir: Path) -> None:
+    m = _manifest(tiny_weights_dir)
+    assert m["format"] == "switchpoint-weights"
+    assert m["format_version"] == FORMAT_VERSION
+    on_disk = {p.relative_to(tiny_weights_dir).as_posix()
+               for p in tiny_weights_dir.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert set(m["files"]) == on_disk
+    for rel, digest in m["files"].items():
+        assert hashlib.sha256((tiny_weights_dir / rel).read_bytes()).hexdigest() == digest
+    assert set(m["profiles"]) == set(m["models"])
+    assert m["profiles"]["meta/llama-2-70b-chat"] == "profiles/meta__llama-2-70b-chat.json"
+
+
+def test_weights_id_changes_when_the_policy_changes(tiny_weights_dir: Path) -> None:
+    package = load_weights(tiny_weights_dir)
+    original = package.weights_id
+    remove_model(package, "claude-v1")
+    assert package.weights_id != original
+    assert "claude-v1" not in package.models
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_dirs(
+    pkg_dir: Path, tmp_path: Path
+) -> None:
+    package = load_weights(pkg_dir)
+    remove_model(package, "claude-v2")
+    save_weights(package, pkg_dir)  # over an existing package
+    reloaded = load_weights(pkg_dir)
+    assert "claude-v2" not in reloaded.models
+    assert not (pkg_dir / "profiles" / "claude-v2.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_add_model_then_save_and_load(
+    pkg_dir: Path, small_records, fake_embedder  # type: ignore[no-untyped-def]
+) -> None:
+    package = load_weights(pkg_dir)
+    centroids = package.policy.centroids_.copy()
+    add_model(package, "gpt-4-clone", small_records.subset(range(30)), embedder=fake_embedder,
+              source_model="gpt-4-1106-preview")
+    package.save(pkg_dir)
+    reloaded = load_weights(pkg_dir)
+    assert reloaded.models[-1] == "gpt-4-clone"
+    np.testing.assert_array_equal(reloaded.policy.centroids_, centroids)
+    assert reloaded.provenance["added_models"][0]["model"] == "gpt-4-clone"
+    assert reloaded.provenance["added_models"][0]["n_records"] == 30
+    assert sum(reloaded.policy.table_.count[:, -1]) == 30
+
+
+# Every corruption: WeightsError naming the file --------------------------------------------
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-weights"
+    with pytest.raises(WeightsError) as info:
+        load_weights(missing)
+    assert info.value.path == missing
+    assert str(missing) in str(info.value)
+
+
+def test_path_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "weights.json"
+    f.write_text("{}")
+    with pytest.raises(WeightsError, match="not a directory"):
+        load_weights(f)
+
+
+def test_missing_manifest(pkg_dir: Path) -> None:
+    (pkg_dir / "manifest.json").unlink()
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir / "manifest.json") in str(info.value)
+    assert "missing" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["{not json", "", "\xff\xfe"])
+def test_manifest_not_json(pkg_dir: Path, text: str) -> None:
+    (pkg_dir / "manifest.json").write_text(text, encoding="latin-1")
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir / "manifest.json") in str(info.value)
+    assert "not valid JSON" in str(info.value)
+
+
+def test_manifest_of_another_format(pkg_dir: Path) -> None:
+    _write_manifest(pkg_dir, {"format": "something-else"})
+    with pytest.raises(WeightsError, match="not a switchpoint weights manifest") as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / "manifest.json"
+    _write_manifest(pkg_dir, [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(WeightsError, match=r"manifest\.json"):
+        load_weights(pkg_dir)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", None])
+def test_wrong_format_version(pkg_dir: Path, version: object) -> None:
+    m = _manifest(pkg_dir)
+    m["format_version"] = version
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir / "manifest.json") in str(info.value)
+    assert "format_version" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["embedder", "models", "arrays", "profiles", "policy"])
+def test_manifest_missing_field(pkg_dir: Path, field: str) -> None:
+    m = _manifest(pkg_dir)
+    del m[field]
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir / "manifest.json") in str(info.value)
+    assert field in str(info.value)
+
+
+def test_missing_profile_for_a_listed_model(pkg_dir: Path) -> None:
+    target = pkg_dir / "profiles" / "claude-v1.json"
+    target.unlink()
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == target
+    assert str(target) in str(info.value)
+    assert "'claude-v1'" in str(info.value)
+
+
+def test_model_listed_without_a_profile_entry(pkg_dir: Path) -> None:
+    m = _manifest(pkg_dir)
+    m["models"].append("ghost-model")
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir / "profiles" / "ghost-model.json") in str(info.value)
+    assert "'ghost-model'" in str(info.value)
+
+
+def test_checksum_mismatch_after_editing_a_profile(pkg_dir: Path) -> None:
+    target = pkg_dir / "profiles" / "gpt-4-1106-preview.json"
+    profile = json.loads(target.read_text())
+    profile["error"][0] = 0.123456  # a hand edit
+    target.write_text(json.dumps(profile, separators=(",", ":")))
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == target
+    assert str(target) in str(info.value)
+    assert "SHA-256" in str(info.value)
+
+
+def test_checksum_mismatch_in_an_array(pkg_dir: Path) -> None:
+    target = pkg_dir / "clusters" / "centroids.npy"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="SHA-256") as info:
+        load_weights(pkg_dir)
+    assert str(target) in str(info.value)
+
+
+def _replace_array(root: Path, rel: str, array: np.ndarray) -> None:
+    """Rewrite one .npy AND its checksum, so only later checks can trip."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    (root / rel).write_bytes(buf.getvalue())
+    m = _manifest(root)
+    m["files"][rel] = hashlib.sha256(buf.getvalue()).hexdigest()
+    _write_manifest(root, m)
+
+
+def test_centroids_of_wrong_dimension(pkg_dir: Path) -> None:
+    rel = "clusters/centroids.npy"
+    centroids = np.load(pkg_dir / rel)
+    _replace_array(pkg_dir, rel, centroids[:, :100].copy())
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    msg = str(info.value)
+    assert info.value.path == pkg_dir / rel
+    assert str(pkg_dir / rel) in msg
+    assert "dimension 384" in msg and "(6, 100)" in msg
+
+
+def test_centroids_count_not_matching_profiles(pkg_dir: Path) -> None:
+    rel = "clusters/centroids.npy"
+    _replace_array(pkg_dir, rel, np.load(pkg_dir / rel)[:4].copy())
+    with pytest.raises(WeightsError, match="cannot rebuild") as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir) in str(info.value)
+
+
+def test_npy_that_is_not_an_array(pkg_dir: Path) -> None:
+    rel = "clusters/parent.npy"
+    garbage = b"definitely not numpy"
+    (pkg_dir / rel).write_bytes(garbage)
+    m = _manifest(pkg_dir)
+    m["files"][rel] = hashlib.sha256(garbage).hexdigest()
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError, match=r"\.npy") as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir / rel) in str(info.value)
+
+
+@pytest.mark.parametrize("rel", ["clusters/centroids.npy", "clusters/parent.npy",
+                                 "clusters/coarse_centroids.npy"])
+def test_missing_npy(pkg_dir: Path, rel: str) -> None:
+    (pkg_dir / rel).unlink()
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel
+    assert str(pkg_dir / rel) in str(info.value)
+    assert "missing" in str(info.value)
+
+
+def test_profile_not_json_with_matching_checksum(pkg_dir: Path) -> None:
+    rel = "profiles/claude-v2.json"
+    bad = b"{oops"
+    (pkg_dir / rel).write_bytes(bad)
+    m = _manifest(pkg_dir)
+    m["files"][rel] = hashlib.sha256(bad).hexdigest()
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError, match="not valid JSON") as info:
+        load_weights(pkg_dir)
+    assert str(pkg_dir / rel) in str(info.value)
+
+
+# The bundled default -----------------------------------------------------------------------
+
+
+def test_default_weights_path_is_inside_the_package() -> None:
+    path = default_weights_path()
+    assert isinstance(path, Path)
+    assert path.name == "cluster"
+    assert path.parent.name == "_default_weights"
+    assert path.parent.parent.resolve() == Path(switchpoint.__file__).resolve().parent
+
+
+def test_every_policy_has_bundled_default_weights() -> None:
+    assert bundled_policies() == sorted(["cluster", "knn", "tiers", "tfidf", "fixed", "random"])
+    for policy in bundled_policies():
+        package = load_weights(None, policy=policy)
+        assert package.path == default_weights_path(policy)
+        assert package.policy.name == policy
+        assert package.embedder_id.startswith("all-MiniLM-L6-v2/")
+        assert "gpt-4-1106-preview" in package.models
+        assert package.provenance["split"] == "train"
+    assert load_weights(None).policy.name == "cluster"
+
+
+def test_unknown_bundled_policy_names_the_choices() -> None:
+    with pytest.raises(WeightsError, match="no bundled weights for policy 'nope'"):
+        load_weights(None, policy="nope")
+
+
+def test_fit_knn_package_round_trip(
+    small_records, fake_embedder, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    package = fit(small_records.subset(range(40)), policy="knn", split="test",
+                  embedder=fake_embedder, k=5)
+    path = package.save(tmp_path / "knn")
+    assert (path / "examples" / "examples.npy").is_file()
+    loaded = load_weights(path)
+    assert loaded.weights_id == package.weights_id
+    assert loaded.policy.get_params()["k"] == 5
+    x = Inputs(embeddings=fake_embedder.embed(small_records.prompts[50:55]))
+    np.testing.assert_allclose(loaded.policy.estimate(x).error,
+                               package.policy.estimate(x).error, atol=1e-6)
+    # The example matrix must match the embedder's dimension too.
+    _replace_array(path, "examples/examples.npy", np.ones((40, 10), np.float32))
+    with pytest.raises(WeightsError, match="dimension 384"):
+        load_weights(path)
