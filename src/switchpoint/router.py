@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint.catalog import Catalog, estimate_tokens
 from switchpoint.decision import (
     RoutingDecision,
     Usage,
@@ -104,6 +105,7 @@ class Router:
         self,
         weights: WeightsPackage,
         *,
+        catalog: Catalog | None = None,
         embedder: Embedder | None = None,
         cost_weight: float = 0.5,
         allowed_models: Sequence[str] | None = None,
@@ -120,10 +122,11 @@ class Router:
                 f"{weights.dimension}-d ({weights.embedder_id})")
         self.embedder = CachedEmbedder(inner, embedding_cache_size)
         self.cost_weight = check_cost_weight(cost_weight)
-        self.models: list[str] = list(self.policy.models_)
+        self.catalog = catalog or Catalog.from_profiles(self.policy.models_)
+        self.models: list[str] = self.catalog.names
+        self._map = _CardMap(self.catalog, self.policy)
         self.allowed_models = self._check_models(allowed_models, "allowed_models")
         self.cache = DecisionCache(cache_size, cache_ttl)
-        self._global_cost = np.array([self.policy.global_cost()[m] for m in self.models])
         self._stats = RoutingStats()
         self._stats_lock = threading.Lock()
 
@@ -169,7 +172,7 @@ class Router:
             vector = self.embedder.embed([text or ""])
             embedding_ms = (time.perf_counter() - t1) * 1e3
         inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
-        est = self.policy.estimate(inputs)
+        est = self._map.estimate(self.policy.estimate(inputs), inputs.texts)
         decision = self._decide(est, 0, mask, lam)
         total_ms = (time.perf_counter() - t0) * 1e3
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
@@ -202,7 +205,7 @@ class Router:
         n = len(inputs)
         if n == 0:
             return []
-        est = self.policy.estimate(inputs)
+        est = self._map.estimate(self.policy.estimate(inputs), inputs.texts)
         decisions: list[RoutingDecision] = []
         for lam in lams:
             for i in range(n):
@@ -253,10 +256,8 @@ class Router:
                 0 <= int(cluster_id) < n_units):
             raise InvalidInputError("cluster_id", f"must be an integer in [0, {n_units - 1}], "
                                                   f"got {cluster_id!r}")
-        scale = self._cost_scale(self._candidates(None))
-        best: str = self.policy.best_model_for_unit(  # type: ignore[attr-defined]
-            int(cluster_id), np.float64(scale), lam)
-        return best
+        est = self._map.estimate(self.policy.unit_estimate(int(cluster_id)), None)
+        return self._decide(est, 0, self._candidates(None), lam).selected_model
 
     def analyze_routing_distribution(
         self, prompts: Sequence[str], available_models: Sequence[str] | None = None
@@ -317,12 +318,9 @@ class Router:
                     f"{self.allowed_models}")
         return mask
 
-    def _cost_scale(self, mask: np.ndarray) -> float:
-        return float(np.max(self._global_cost[mask]))
-
     def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float) -> RoutingDecision:
         err, cost, support = est.error[row], est.cost[row], est.support[row]
-        scale = self._cost_scale(mask)
+        scale = self._map.cost_scale(mask)
         choice = choose(err, cost, mask, lam, scale, support)
         j = choice.index
         unit = int(est.unit_ids[row])
@@ -342,9 +340,14 @@ class Router:
             k = int(order[1])
             reasoning.append(f"Runner-up {names[k]} scores {choice.scores[k]:.4f} "
                              f"(margin {choice.scores[k] - choice.scores[j]:.4f}).")
-        evidence = [f"{support[j]:.0f} labelled examples behind {names[j]}'s estimate"]
-        if support[j] < 5:
-            evidence.append("sparse evidence: the estimate leans on the coarser prior")
+        prior = self._map.prior_note(j)
+        if prior:
+            reasoning.append(prior)
+            evidence = [f"no labelled examples for {names[j]}: routed by tier and price"]
+        else:
+            evidence = [f"{support[j]:.0f} labelled examples behind {names[j]}'s estimate"]
+            if support[j] < 5:
+                evidence.append("sparse evidence: the estimate leans on the coarser prior")
         evidence.extend(est.notes)
         return RoutingDecision(
             selected_model=names[j],
@@ -376,6 +379,97 @@ class Router:
                 self._stats.by_cluster[d.cluster_id] += 1
 
 
+# A prompt size used to price requests whose text is unknown (a supplied embedding) and to set
+# the λ scale when costs come from catalog prices.
+REFERENCE_INPUT_TOKENS = 500
+
+
+class _CardMap:
+    """Maps a policy's per-profile estimates onto catalog cards.
+
+    - A card with a learned profile takes that profile's expected error and support.
+    - A card without one takes its tier's prior: the mean global error of the profiled cards of
+      the same tier, or of all profiled cards; its support is 0 and decisions say so.
+    - Costs: when every card has prices, a request's cost is priced from its estimated tokens
+      (prompt characters / 4, plus ``expected_output_tokens``), scaled per profile by how much
+      that profile's measured cost on this prompt's unit differs from its global mean (so a
+      cluster of long answers stays dearer). Otherwise the profiles' measured costs are used
+      and every card must have a profile.
+    """
+
+    def __init__(self, catalog: Catalog, policy: Policy) -> None:
+        profiles = list(policy.models_)
+        self.catalog = catalog
+        self.index = np.array([profiles.index(catalog.profile_of(n))
+                               if catalog.profile_of(n) in profiles else -1
+                               for n in catalog.names])
+        self.priced = catalog.all_priced
+        missing = [n for n, i in zip(catalog.names, self.index, strict=True) if i < 0]
+        if missing and not self.priced:
+            raise InvalidInputError(
+                "models", f"{missing} have no learned profile in these weights and the catalog "
+                "lacks prices for some models; give every model input_per_mtok and "
+                f"output_per_mtok, or a profile among {profiles}")
+        g_err = policy.global_error()
+        g_cost = policy.global_cost()
+        self.global_cost = np.array([g_cost[profiles[i]] if i >= 0 else np.nan
+                                     for i in self.index])
+        # For a card without a profile: which profiled cards' estimates to average on each
+        # request (same tier if any, else all), so its prior follows the prompt's difficulty.
+        self.prior_sources: list[list[int]] = [[] for _ in catalog.names]
+        self.prior_basis: list[str | None] = [None] * len(catalog.names)
+        profiled = [(n, int(i)) for n, i in zip(catalog.names, self.index, strict=True) if i >= 0]
+        for j, name in enumerate(catalog.names):
+            if self.index[j] >= 0:
+                continue
+            tier = catalog[name].tier
+            same = [i for n, i in profiled if tier and catalog[n].tier == tier]
+            self.prior_sources[j] = same or [i for _, i in profiled]
+            self.prior_basis[j] = (
+                f"{name} has no learned profile yet: its expected error is the mean of the "
+                + (f"profiled models of tier {tier!r}" if same else "profiled models")
+                + " on this prompt, and its cost comes from its price.")
+        self.global_error_mean = float(np.mean(list(g_err.values()))) if g_err else 0.5
+        self.out_tokens = catalog.expected_output_tokens
+        self.reference_price = np.array([
+            catalog[n].price(REFERENCE_INPUT_TOKENS, self.out_tokens) for n in catalog.names])
+
+    def estimate(self, est: Estimates, texts: Sequence[str] | None) -> Estimates:
+        n = est.error.shape[0]
+        k = len(self.index)
+        has = self.index >= 0
+        src = np.where(has, self.index, 0)
+        error = est.error[:, src].copy()
+        for j, sources in enumerate(self.prior_sources):
+            if not has[j]:
+                error[:, j] = (est.error[:, sources].mean(axis=1) if sources
+                               else self.global_error_mean)
+        support = np.where(has, est.support[:, src], 0.0)
+        if self.priced:
+            tokens = np.array([estimate_tokens(t) for t in texts] if texts is not None
+                              else [REFERENCE_INPUT_TOKENS] * n, dtype=np.float64)
+            cards = self.catalog.cards
+            price = np.column_stack([
+                [c.price(t, self.out_tokens) for t in tokens] for c in cards
+            ]) if k else np.zeros((n, 0))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                relative = np.where(has, est.cost[:, src] / self.global_cost, 1.0)
+            relative = np.where(np.isfinite(relative), relative, 1.0)
+            cost = price * relative
+        else:
+            cost = est.cost[:, src]
+        return Estimates(models=list(self.catalog.names), error=error, cost=cost,
+                         support=support, unit_ids=est.unit_ids, unit_kind=est.unit_kind,
+                         unit_probabilities=est.unit_probabilities, notes=est.notes)
+
+    def cost_scale(self, mask: np.ndarray) -> float:
+        ref = self.reference_price if self.priced else self.global_cost
+        return float(np.max(ref[mask]))
+
+    def prior_note(self, j: int) -> str | None:
+        return self.prior_basis[j]
+
+
 def load_router(
     weights_path: str | Path | None = None,
     cost_weight: float = 0.5,
@@ -385,6 +479,7 @@ def load_router(
     verbose: bool = False,
     *,
     policy: str | None = None,
+    catalog: Catalog | None = None,
     cache_size: int = 10_000,
     cache_ttl: float = 3600.0,
     warm: bool = True,
@@ -402,7 +497,7 @@ def load_router(
             raise InvalidInputError("use_soft_assignment", f"the {package.policy.name!r} policy "
                                                            "has no soft assignment")
         package.policy.assignment = "soft"
-    router = Router(package, embedder=embedder, cost_weight=cost_weight,
+    router = Router(package, catalog=catalog, embedder=embedder, cost_weight=cost_weight,
                     allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl)
     if warm:
         threading.Thread(target=router.warm_up, name="switchpoint-warm-up", daemon=True).start()

@@ -173,9 +173,10 @@ def test_from_state_rejects_profile_of_wrong_length() -> None:
 
 def test_best_model_for_example_follows_the_rule() -> None:
     policy = _fit(k=3)
-    assert policy.best_model_for_unit(0, np.float64(0.02), 0.0) == "a"
-    assert policy.best_model_for_unit(7, np.float64(0.02), 0.0) == "b"
-    assert policy.best_model_for_unit(0, np.float64(0.02), 1000.0) == "b"  # cheapest
+    assert policy.models_[int(np.argmin(policy.unit_estimate(0).error[0]))] == "a"
+    assert policy.models_[int(np.argmin(policy.unit_estimate(7).error[0]))] == "b"
+    unit = policy.unit_estimate(0)
+    assert policy.models_[int(np.argmin(unit.cost[0]))] == "b"  # cheapest
 
 
 def test_unfitted_and_bad_parameters() -> None:

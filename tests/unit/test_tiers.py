@@ -186,8 +186,11 @@ def test_tier_profiles_separate_easy_and_hard_prompts() -> None:
     assert est.error[0, cheap] < 0.2
     assert est.error[1, cheap] > 0.6
     assert est.error[1, strong] < 0.2
-    assert policy.best_model_for_unit(0, np.array([10.0, 10.0]), 1.0) == "cheap"
-    assert policy.best_model_for_unit(int(est.unit_ids[1]), np.array([10.0, 10.0]), 0.0) == "strong"
+    cheap_unit = policy.unit_estimate(0)
+    strong_unit = policy.unit_estimate(int(est.unit_ids[1]))
+    assert cheap_unit.cost[0, policy.models_.index("cheap")] < cheap_unit.cost[
+        0, policy.models_.index("strong")]
+    assert policy.models_[int(np.argmin(strong_unit.error[0]))] == "strong"
 
 
 def test_shrinkage_toward_global_mean() -> None:

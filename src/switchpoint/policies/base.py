@@ -214,6 +214,23 @@ class Policy(ABC):
     def _global_cost_(self) -> Array:
         raise NotImplementedError
 
+    def global_error(self) -> dict[str, float]:
+        """Each model's mean error over everything it was labelled on."""
+        self._check_fitted()
+        return dict(zip(self.models_, (float(x) for x in self._global_error_()), strict=True))
+
+    def _global_error_(self) -> Array:
+        raise NotImplementedError
+
+    @property
+    @abstractmethod
+    def n_units(self) -> int:
+        """How many units (clusters, tiers, examples) the policy routes over."""
+
+    @abstractmethod
+    def unit_estimate(self, unit_id: int) -> Estimates:
+        """Expected error and cost on one unit (a cluster, a tier, an example) itself."""
+
     def describe_unit(self, unit_id: int) -> str:
         return f"{self.unit_kind} {unit_id}"
 
@@ -238,4 +255,36 @@ def check_training_arrays(scores: Array, costs: Array, models: list[str], n: int
         raise InvalidInputError(
             "records", f"model(s) {unlabelled} have no labels in these records; label at least "
             "one prompt for each model, or leave the model out",
+        )
+
+
+class TablePolicy(Policy):
+    """A policy whose units carry a :class:`ProfileTable` and shrunk per-unit estimates."""
+
+    table_: ProfileTable
+    error_: Array
+    cost_: Array
+    global_error_: Array
+    global_cost_: Array
+
+    def _global_error_(self) -> Array:
+        return np.asarray(self.global_error_)
+
+    def _global_cost_(self) -> Array:
+        return np.asarray(self.global_cost_)
+
+    @property
+    def n_units(self) -> int:
+        return self.table_.n_units
+
+    def unit_estimate(self, unit_id: int) -> Estimates:
+        self._check_fitted()
+        rows = slice(unit_id, unit_id + 1)
+        return Estimates(
+            models=list(self.models_),
+            error=self.error_[rows],
+            cost=self.cost_[rows],
+            support=self.table_.count[rows],
+            unit_ids=np.array([unit_id], dtype=np.int64),
+            unit_kind=self.unit_kind,
         )

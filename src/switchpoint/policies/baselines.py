@@ -75,17 +75,22 @@ class _GlobalMeans(Policy):
         policy.count_ = np.array([state.profiles[m]["count"][0] for m in policy.models_], float)
         return policy
 
+    def _global_error_(self) -> Array:
+        return np.asarray(self.error_)
+
+    @property
+    def n_units(self) -> int:
+        return 1
+
+    def unit_estimate(self, unit_id: int) -> Estimates:
+        return self.estimate(Inputs(texts=[""]))
+
     def _rows(self, n: int, error: Array) -> Estimates:
         return Estimates(
             models=list(self.models_), error=error,
             cost=np.tile(self.cost_, (n, 1)), support=np.tile(self.count_, (n, 1)),
             unit_ids=np.zeros(n, dtype=np.int64), unit_kind=self.unit_kind,
         )
-
-    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
-        est = self.estimate(Inputs(texts=[""], embeddings=None))
-        score = est.error[0] + cost_weight * est.cost[0] / cost_scale
-        return self.models_[int(np.lexsort((est.cost[0], score))[0])]
 
 
 class FixedPolicy(_GlobalMeans):

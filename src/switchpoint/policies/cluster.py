@@ -23,9 +23,9 @@ from switchpoint.policies.base import (
     Array,
     Estimates,
     Inputs,
-    Policy,
     PolicyState,
     ProfileTable,
+    TablePolicy,
     check_training_arrays,
 )
 from switchpoint.policies.kmeans import spherical_kmeans
@@ -39,7 +39,7 @@ def _softmax(logits: Array) -> Array:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class ClusterPolicy(Policy):
+class ClusterPolicy(TablePolicy):
     name = "cluster"
     requires = "embedding"
     unit_kind = "cluster"
@@ -149,10 +149,6 @@ class ClusterPolicy(Policy):
             unit_kind=self.unit_kind,
             unit_probabilities=weights if self.assignment == "soft" else None,
         )
-
-    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
-        score = self.error_[unit_id] + cost_weight * self.cost_[unit_id] / cost_scale
-        return self.models_[int(np.lexsort((self.cost_[unit_id], score))[0])]
 
     @property
     def n_units(self) -> int:

@@ -178,12 +178,13 @@ class KnnPolicy(Policy):
         policy.models_ = models
         return policy
 
-    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
-        inputs = Inputs(embeddings=self.examples_[unit_id : unit_id + 1])
-        est = self.estimate(inputs)
-        score = est.error[0] + cost_weight * est.cost[0] / cost_scale
-        return self.models_[int(np.lexsort((est.cost[0], score))[0])]
-
     @property
     def n_units(self) -> int:
         return int(self.examples_.shape[0])
+
+    def _global_error_(self) -> Array:
+        return self._global()[0]
+
+    def unit_estimate(self, unit_id: int) -> Estimates:
+        self._check_fitted()
+        return self.estimate(Inputs(embeddings=self.examples_[unit_id : unit_id + 1]))

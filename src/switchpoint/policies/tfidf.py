@@ -51,9 +51,9 @@ from switchpoint.policies.base import (
     Array,
     Estimates,
     Inputs,
-    Policy,
     PolicyState,
     ProfileTable,
+    TablePolicy,
     check_training_arrays,
     nan_mean,
 )
@@ -267,7 +267,7 @@ def _check_number(name: str, value: object, *, low: float, inclusive: bool) -> f
     return float(value)
 
 
-class TfidfPolicy(Policy):
+class TfidfPolicy(TablePolicy):
     """Route by learned difficulty tier, recognised from TF-IDF similarity to tier centroids."""
 
     name = "tfidf"
@@ -410,13 +410,6 @@ class TfidfPolicy(Policy):
 
     def describe_unit(self, unit_id: int) -> str:
         return f"tier {tier_names(self.n_tiers)[unit_id]!r}"
-
-    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
-        self._check_fitted()
-        score = self.error_[unit_id] + cost_weight * self.cost_[unit_id] / cost_scale
-        return self.models_[int(np.lexsort((self.cost_[unit_id], score))[0])]
-
-    # Models ----------------------------------------------------------------------------------
 
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
         self._check_fitted()

@@ -39,9 +39,9 @@ from switchpoint.policies.base import (
     Array,
     Estimates,
     Inputs,
-    Policy,
     PolicyState,
     ProfileTable,
+    TablePolicy,
     check_training_arrays,
 )
 
@@ -336,7 +336,7 @@ def _onehot(ids: list[int] | np.ndarray[Any, Any], n_units: int) -> Array:
     return out
 
 
-class TiersPolicy(Policy):
+class TiersPolicy(TablePolicy):
     """Route by rule-based complexity tier; per-tier model profiles shrunk to global means."""
 
     name = "tiers"
@@ -423,13 +423,6 @@ class TiersPolicy(Policy):
 
     def describe_unit(self, unit_id: int) -> str:
         return f"tier {TIER_NAMES[unit_id]!r}"
-
-    def best_model_for_unit(self, unit_id: int, cost_scale: Array, cost_weight: float) -> str:
-        self._check_fitted()
-        score = self.error_[unit_id] + cost_weight * self.cost_[unit_id] / cost_scale
-        return self.models_[int(np.lexsort((self.cost_[unit_id], score))[0])]
-
-    # Models ----------------------------------------------------------------------------------
 
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
         self._check_fitted()

@@ -1,0 +1,115 @@
+"""The model catalog: what each routable model is called, costs, can do, and which learned
+profile stands for it.
+
+A catalog decouples the names callers use (``good``, ``cheap``) from the profiles learned from
+routing records (``gpt-4-1106-preview``). A card without a learned profile is still routable: its
+expected error comes from its tier (the mean of the profiled models of that tier, or of all
+profiled models) until it has labels, and its decisions say so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from switchpoint.errors import InvalidInputError
+
+TIERS = ("trivial", "simple", "moderate", "complex", "expert")
+CAPABILITIES = ("tools", "vision", "code", "json", "streaming")
+# Tokens assumed for an answer when pricing a request before it is made (LLMRouter's convention).
+DEFAULT_OUTPUT_TOKENS = 200
+# Characters per token when estimating a prompt's tokens without its model's tokenizer.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    profile: str | None = None
+    provider: str = "openai"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    input_per_mtok: float | None = None
+    output_per_mtok: float | None = None
+    context_window: int | None = None
+    capabilities: tuple[str, ...] = ()
+    tier: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    upstream_model: str | None = None
+
+    @property
+    def priced(self) -> bool:
+        return self.input_per_mtok is not None and self.output_per_mtok is not None
+
+    def price(self, input_tokens: float, output_tokens: float) -> float:
+        """USD for a request of that size (0 if the card has no prices)."""
+        if not self.priced:
+            return 0.0
+        assert self.input_per_mtok is not None and self.output_per_mtok is not None
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+
+@dataclass
+class Catalog:
+    cards: list[ModelCard]
+    expected_output_tokens: int = DEFAULT_OUTPUT_TOKENS
+    _by_name: dict[str, ModelCard] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.cards]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InvalidInputError("models", f"duplicate model names in the catalog: {dupes}")
+        if not self.cards:
+            raise InvalidInputError("models", "the catalog is empty; list at least one model")
+        for card in self.cards:
+            for fb in card.fallbacks:
+                if fb not in names:
+                    raise InvalidInputError(
+                        f"models.{card.name}.fallbacks",
+                        f"names {fb!r}, which is not in the catalog")
+            if card.tier is not None and card.tier not in TIERS:
+                raise InvalidInputError(f"models.{card.name}.tier",
+                                        f"must be one of {TIERS}, got {card.tier!r}")
+            for price in (card.input_per_mtok, card.output_per_mtok):
+                if price is not None and (not math.isfinite(price) or price < 0):
+                    raise InvalidInputError(f"models.{card.name}", "prices must be >= 0")
+        self._by_name = {c.name: c for c in self.cards}
+
+    @classmethod
+    def from_profiles(cls, profiles: Iterable[str]) -> Catalog:
+        """A catalog with one card per learned profile, named after it (the library default)."""
+        return cls([ModelCard(name=p, profile=p) for p in profiles])
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.cards]
+
+    def __getitem__(self, name: str) -> ModelCard:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def get(self, name: str) -> ModelCard | None:
+        return self._by_name.get(name)
+
+    @property
+    def all_priced(self) -> bool:
+        return all(c.priced for c in self.cards)
+
+    def profile_of(self, name: str) -> str:
+        card = self._by_name[name]
+        return card.profile or card.name
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def cards_with(catalog: Catalog, names: Sequence[str], capability: str) -> list[str]:
+    return [n for n in names if catalog[n].has(capability)]
