@@ -106,8 +106,12 @@ def test_labelled_cluster_shrinks_toward_coarse_then_global(policy: ClusterPolic
     assert policy.global_cost() == pytest.approx({"good": 0.01, "bad": 0.001})
 
 
-def _add_new(policy: ClusterPolicy) -> ClusterPolicy:
-    """'new' is labelled only on groups 0 (always right) and 2 (always wrong)."""
+def _add_new(policy: ClusterPolicy, prior: str = "coarse") -> ClusterPolicy:
+    """'new' is labelled only on groups 0 (always right) and 2 (always wrong).
+
+    These hand-computed cases use the coarse-cluster prior for the added model; the
+    similarity prior (the default) has its own test below."""
+    policy.new_model_prior = prior  # type: ignore[assignment]
     x = np.vstack([_points(0, seed=3), _points(2, seed=3)])
     scores = np.concatenate([np.ones(PER_GROUP), np.zeros(PER_GROUP)])
     costs = np.full(2 * PER_GROUP, 0.003)
@@ -280,3 +284,31 @@ def test_make_policy_by_name() -> None:
         make_policy("nope")
     with pytest.raises(InvalidInputError, match="bad parameters"):
         make_policy("cluster", colour="red")
+
+
+def test_added_model_inherits_the_shape_of_a_model_it_resembles() -> None:
+    """A new model labelled on two clusters only, where it behaves like "good": on the clusters
+    it was never labelled on, its prior follows "good"'s errors rather than one flat mean."""
+    scores, costs = _labels()
+    policy = ClusterPolicy(n_clusters=4, n_coarse=2, prior_strength=S, similarity_ridge=0.1)
+    policy.fit(Inputs(embeddings=_embeddings()), scores, costs, ["good", "bad"])
+    good = policy.models_.index("good")
+    # Label the twin on groups 0 and 2 only, copying "good"'s outcomes there.
+    emb = np.vstack([_points(0, seed=7), _points(2, seed=7)])
+    twin = np.concatenate([scores[:PER_GROUP, good], scores[2 * PER_GROUP : 3 * PER_GROUP, good]])
+    policy.add_model("twin", Inputs(embeddings=emb), twin, np.full(len(twin), 0.5))
+    j = policy.models_.index("twin")
+    prior = policy.model_priors_["twin"]
+    unseen = [int(c) for c in np.flatnonzero(policy.table_.count[:, j] == 0)]
+    assert unseen, "the twin must have clusters without labels"
+    for c in unseen:
+        # its estimate there moves from the twin's flat global mean (0.5) toward good's
+        flat_gap = abs(0.5 - policy.error_[c, good])
+        assert abs(policy.error_[c, j] - policy.error_[c, good]) < 0.75 * flat_gap
+        assert policy.error_[c, j] == pytest.approx(prior[c])
+    # persisted with the weights
+    again = ClusterPolicy.from_state(policy.get_state())
+    assert np.allclose(again.model_priors_["twin"], prior)
+    assert np.allclose(again.error_, policy.error_, atol=1e-6)
+    policy.remove_model("twin")
+    assert "twin" not in policy.model_priors_

@@ -52,6 +52,8 @@ class ClusterPolicy(TablePolicy):
         assignment: Assignment = "hard",
         temperature: float = 0.05,
         random_state: int = 0,
+        similarity_ridge: float = 1.0,
+        new_model_prior: Literal["similarity", "coarse"] = "similarity",
     ) -> None:
         if n_clusters < 1 or n_coarse < 1:
             raise InvalidInputError("n_clusters", "n_clusters and n_coarse must be >= 1")
@@ -67,12 +69,19 @@ class ClusterPolicy(TablePolicy):
         self.assignment: Assignment = assignment
         self.temperature = temperature
         self.random_state = random_state
+        if similarity_ridge < 0:
+            raise InvalidInputError("similarity_ridge", "must be >= 0")
+        self.similarity_ridge = similarity_ridge
+        if new_model_prior not in ("similarity", "coarse"):
+            raise InvalidInputError("new_model_prior", "must be 'similarity' or 'coarse'")
+        self.new_model_prior: Literal["similarity", "coarse"] = new_model_prior
 
     def get_params(self) -> dict[str, Any]:
         return {
             "n_clusters": self.n_clusters, "n_coarse": self.n_coarse,
             "prior_strength": self.prior_strength, "assignment": self.assignment,
             "temperature": self.temperature, "random_state": self.random_state,
+            "similarity_ridge": self.similarity_ridge, "new_model_prior": self.new_model_prior,
         }
 
     # Fitting ---------------------------------------------------------------------------------
@@ -95,6 +104,7 @@ class ClusterPolicy(TablePolicy):
         onehot[np.arange(len(labels)), labels] = 1.0
         self.table_ = ProfileTable.from_assignments(onehot, scores, costs, list(models))
         self.models_ = list(models)
+        self.model_priors_: dict[str, Array] = {}
         self._refresh()
         return self
 
@@ -117,7 +127,11 @@ class ClusterPolicy(TablePolicy):
                              (coarse_count * c_err + s * g_err) / (coarse_count + s), g_err)
             c_cost = np.where(coarse_count + s > 0,
                               (coarse_count * c_cost + s * g_cost) / (coarse_count + s), g_cost)
-        self.error_, self.cost_ = table.shrunk(c_err[self.parent_], c_cost[self.parent_], s)
+        prior_err = c_err[self.parent_]
+        for name, prior in self.model_priors_.items():
+            if name in table.models:  # an added model: its own similarity-based prior
+                prior_err[:, table.models.index(name)] = prior
+        self.error_, self.cost_ = table.shrunk(prior_err, c_cost[self.parent_], s)
         self.global_error_, self.global_cost_ = g_err, g_cost
 
     def _global_cost_(self) -> Array:
@@ -167,6 +181,9 @@ class ClusterPolicy(TablePolicy):
         single = ProfileTable.from_assignments(
             onehot, scores.reshape(-1, 1), costs.reshape(-1, 1), [name]
         )
+        if self.new_model_prior == "similarity":
+            self.model_priors_ = {**self.model_priors_,
+                                  name: self._similarity_prior(ids, scores.reshape(-1))}
         self.table_ = self.table_.with_model(
             name, single.count[:, 0], single.error[:, 0], single.cost[:, 0]
         )
@@ -174,10 +191,29 @@ class ClusterPolicy(TablePolicy):
         self._refresh()
         return self
 
+    def _similarity_prior(self, ids: npt.NDArray[np.int64], scores: Array) -> Array:
+        """A new model's per-cluster error before its own labels: a ridge regression of its
+        observed errors on the known models' cluster errors where it was labelled. A model
+        that fails where gpt-4 fails inherits gpt-4's shape across the clusters it has not
+        been seen on, instead of one flat global mean (collaborative filtering, UniRoute's
+        "models as vectors" idea with a learned map)."""
+        seen = ~np.isnan(scores)
+        y = 1.0 - scores[seen]
+        known = self.error_[ids[seen]]  # (n_labelled, n_known_models)
+        if y.size < 2:
+            return np.full(self.n_units, float(y.mean()) if y.size else 0.5)
+        mean_x, mean_y = known.mean(axis=0), float(y.mean())
+        xc = known - mean_x
+        gram = xc.T @ xc + self.similarity_ridge * np.eye(known.shape[1])
+        w = np.linalg.solve(gram, xc.T @ (y - mean_y))
+        return np.clip(mean_y + (self.error_ - mean_x) @ w, 0.0, 1.0)
+
     def remove_model(self, name: str) -> Self:
         self._check_fitted()
         self.table_ = self.table_.without_model(name)
         self.models_ = [m for m in self.models_ if m != name]
+        self.model_priors_ = {k: v for k, v in self.model_priors_.items()
+                              if k != name}
         self._refresh()
         return self
 
@@ -193,8 +229,14 @@ class ClusterPolicy(TablePolicy):
                 "coarse_centroids": self.coarse_centroids_,
                 "parent": self.parent_,
             },
-            profiles=self.table_.to_profiles(),
+            profiles=self._profiles_with_priors(),
         )
+
+    def _profiles_with_priors(self) -> dict[str, dict[str, Any]]:
+        profiles = self.table_.to_profiles()
+        for name, prior in self.model_priors_.items():
+            profiles[name]["prior_error"] = [round(float(v), 8) for v in prior]
+        return profiles
 
     @classmethod
     def from_state(cls, state: PolicyState) -> Self:
@@ -210,5 +252,9 @@ class ClusterPolicy(TablePolicy):
                 f"{policy.centroids_.shape[0]}"
             )
         policy.models_ = models
+        policy.model_priors_ = {
+            m: np.asarray(state.profiles[m]["prior_error"], dtype=np.float64)
+            for m in models if "prior_error" in state.profiles[m]
+        }
         policy._refresh()
         return policy
