@@ -1,4 +1,4 @@
-"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info.
+"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
 nothing is written when a command fails.
@@ -286,6 +286,77 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--param cluster.n_clusters=25`` → ``{"cluster": {"n_clusters": 25}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        policy, dot, name = key.partition(".")
+        if not sep or not dot or not policy or not name:
+            _fail(f"--param: {item!r} must look like policy.name=value, "
+                  "e.g. cluster.n_clusters=25")
+        out.setdefault(policy, {}).update(_parse_params([f"{name}={raw}"]))
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from switchpoint.evaluation.harness import evaluate
+
+    if args.weights is not None and args.fit_split is not None:
+        _fail("eval: give either --weights DIR or --fit-split SPLIT, not both")
+    if args.weights is not None and (args.policy or args.param or args.embedder):
+        _fail("eval: --policy, --param and --embedder apply when fitting (--fit-split); "
+              "the weights already hold a fitted policy and name their embedder")
+    plot = None if args.plot is None else Path(args.plot)
+    if plot is not None:
+        from switchpoint.evaluation.plot import require_matplotlib
+
+        if plot.suffix.lower() != ".png":
+            _fail(f"--plot: {plot} must be a .png path")
+        try:
+            require_matplotlib()
+        except ImportError as exc:
+            _fail(f"--plot: {exc}")
+    params = _parse_policy_params(args.param or [])
+    weights = None
+    if args.weights is not None:
+        from switchpoint.weights import load_weights
+
+        weights = load_weights(args.weights)
+    report = evaluate(
+        args.records, policies=args.policy, weights=weights,
+        fit_split=None if weights is not None else (args.fit_split or "train"),
+        test_split=args.test_split, params=params or None, embedder=args.embedder,
+        progress=lambda m: print(m, file=sys.stderr))
+    if plot is not None:
+        from switchpoint.evaluation.plot import plot_curves
+
+        try:
+            plot_curves(report, plot)
+        except OSError as exc:
+            _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
+        print(f"wrote the cost-quality plot to {plot}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+    else:
+        print(report.format_table())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from switchpoint.config import load_settings
+
+    if not 0 <= args.port <= 65535:
+        _fail(f"--port: {args.port} is not a port number (0-65535)")
+    settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
+                             overrides={"weights": args.weights, "data_dir": args.data_dir,
+                                        "policy": args.policy})
+    from switchpoint.gateway.server import serve  # FastAPI and uvicorn load only here
+
+    return serve(settings, args.host, args.port, log_level=args.log_level,
+                 access_log=args.access_log)
+
+
 # Parser ----------------------------------------------------------------------------------------
 
 
@@ -342,6 +413,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="fit policies on one split and measure them on another "
+                                    "(AIQ, QNC, per-task breakdown, cost-quality plot)")
+    p.add_argument("records", help="routing records (JSONL) with a test split")
+    p.add_argument("--weights", help="evaluate this fitted weights package instead of fitting")
+    p.add_argument("--fit-split", help="fit on this split (default: train, unless --weights)")
+    p.add_argument("--test-split", default="test", help="measure on this split (default: test)")
+    p.add_argument("--policy", action="extend", nargs="+", metavar="NAME",
+                   help="policies to fit (repeatable; default: cluster knn)")
+    p.add_argument("--param", action="append", metavar="POLICY.NAME=VALUE",
+                   help="a policy parameter, e.g. cluster.n_clusters=25 (repeatable)")
+    p.add_argument("--embedder", help="embedder id for fitting, e.g. all-MiniLM-L6-v2/tail-64")
+    p.add_argument("--plot", metavar="PNG", help="write the cost-quality curves to this PNG")
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="serve the router over HTTP: POST /v1/route, /health, "
+                                     "/v1/models, /metrics, /v1/router/* (docs at /docs)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                                                       "127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.add_argument("--weights", help="weights package directory (default: the bundled one)")
+    p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
+                                    "(default: $SWITCHPOINT_CONFIG, if set)")
+    p.add_argument("--data-dir", help="where SQLite state lives (default: ./data or "
+                                      "$SWITCHPOINT_DATA_DIR)")
+    p.add_argument("--policy", help="bundled policy to load when no --weights is given "
+                                    "(default: cluster)")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

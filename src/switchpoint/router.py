@@ -474,7 +474,7 @@ def load_router(
     weights_path: str | Path | None = None,
     cost_weight: float = 0.5,
     allowed_models: Sequence[str] | None = None,
-    use_soft_assignment: bool = False,
+    use_soft_assignment: bool | None = None,
     embedder: Embedder | None = None,
     verbose: bool = False,
     *,
@@ -486,17 +486,19 @@ def load_router(
 ) -> Router:
     """Load a weights package (the bundled default when ``weights_path`` is None) into a Router.
 
-    ``policy`` picks which bundled default to load (``cluster``, ``knn``, ``tiers``, ``tfidf``,
-    ``fixed``, ``random``). Nothing is ever downloaded. With ``warm`` the embedding model loads
-    on a background thread, so this returns quickly and the first ``route`` waits only for what
-    is left.
+    ``use_soft_assignment``: None keeps the package's own setting (the bundled cluster weights
+    are soft: it routed better on a validation split of train for both record sets); True or
+    False forces it. ``policy`` picks which bundled default to load (``cluster``, ``knn``,
+    ``tiers``, ``tfidf``, ``fixed``, ``random``). Nothing is ever downloaded. With ``warm`` the
+    embedding model loads on a background thread, so this returns quickly and the first
+    ``route`` waits only for what is left.
     """
     package = load_weights(weights_path, policy=policy)
-    if use_soft_assignment:
+    if use_soft_assignment is not None:
         if not hasattr(package.policy, "assignment"):
             raise InvalidInputError("use_soft_assignment", f"the {package.policy.name!r} policy "
                                                            "has no soft assignment")
-        package.policy.assignment = "soft"
+        package.policy.assignment = "soft" if use_soft_assignment else "hard"
     router = Router(package, catalog=catalog, embedder=embedder, cost_weight=cost_weight,
                     allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl)
     if warm:

@@ -47,6 +47,7 @@ def _labels() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fit(**params: object) -> ClusterPolicy:
+    params.setdefault("assignment", "hard")  # the hand-computed cases below assume hard
     policy = ClusterPolicy(n_clusters=4, n_coarse=2, prior_strength=S, **params)  # type: ignore[arg-type]
     scores, costs = _labels()
     return policy.fit(Inputs(embeddings=_embeddings()), scores, costs, ["good", "bad"])
@@ -140,7 +141,7 @@ def test_cluster_without_labels_gets_exactly_its_coarse_prior(policy: ClusterPol
 
 
 def test_single_coarse_cluster_falls_back_to_global_mean() -> None:
-    policy = ClusterPolicy(n_clusters=4, n_coarse=1, prior_strength=S)
+    policy = ClusterPolicy(n_clusters=4, n_coarse=1, prior_strength=S, assignment="hard")
     scores, costs = _labels()
     policy.fit(Inputs(embeddings=_embeddings()), scores, costs, ["good", "bad"])
     _add_new(policy)
@@ -152,7 +153,7 @@ def test_single_coarse_cluster_falls_back_to_global_mean() -> None:
 
 
 def test_zero_prior_strength_uses_raw_means() -> None:
-    raw = ClusterPolicy(n_clusters=4, n_coarse=2, prior_strength=0.0).fit(
+    raw = ClusterPolicy(n_clusters=4, n_coarse=2, prior_strength=0.0, assignment="hard").fit(
         Inputs(embeddings=_embeddings()), *_labels(), ["good", "bad"])
     est = raw.estimate(Inputs(embeddings=_centres().astype(np.float32)))
     np.testing.assert_allclose(est.error[:, 0], [0, 0, 1, 1])
@@ -162,7 +163,7 @@ def test_zero_prior_strength_uses_raw_means() -> None:
 def test_zero_prior_strength_with_an_unlabelled_cluster_stays_finite() -> None:
     """With no prior strength a cluster without labels takes its coarse parent's mean; it must
     not turn into 0/0 = NaN (which, through the assignment matrix, poisoned every row)."""
-    policy = ClusterPolicy(n_clusters=4, n_coarse=2, prior_strength=0.0).fit(
+    policy = ClusterPolicy(n_clusters=4, n_coarse=2, prior_strength=0.0, assignment="hard").fit(
         Inputs(embeddings=_embeddings()), *_labels(), ["good", "bad"])
     _add_new(policy)
     est = policy.estimate(Inputs(embeddings=_centres().astype(np.float32)))

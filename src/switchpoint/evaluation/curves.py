@@ -41,7 +41,9 @@ def oracle_sweep(scores: Array, costs: Array, lambdas: Sequence[float] = DEFAULT
                  ) -> list[Point]:
     """The oracle's curve: per prompt, the true best ``(1 - score) + λ·cost`` choice."""
     scale = float(np.nanmax(np.nanmean(costs, axis=0)))
+    # An unlabelled model scores +inf at every λ (an infinite cost would make 0·inf = NaN at
+    # λ = 0 and the row's choice arbitrary), so it is never picked while any model is labelled.
     err = np.where(np.isnan(scores), np.inf, 1.0 - scores)
-    cst = np.where(np.isnan(costs), np.inf, costs)
+    cst = np.where(np.isnan(costs), 0.0, costs)
     return [routed_point(decide_all(err, cst, lam, scale), scores, costs)
             for lam in (*lambdas, 1e6)]

@@ -49,7 +49,7 @@ class ClusterPolicy(TablePolicy):
         n_clusters: int = 40,
         n_coarse: int = 6,
         prior_strength: float = 6.0,
-        assignment: Assignment = "hard",
+        assignment: Assignment = "soft",
         temperature: float = 0.05,
         random_state: int = 0,
         similarity_ridge: float = 1.0,

@@ -1,0 +1,317 @@
+"""HTTP routing throughput: switchpoint's service beside OpenTracy's Go engine, same prompts.
+
+Starts both servers on loopback, then a load generator in this script (asyncio, one keep-alive
+HTTP/1.1 connection per concurrent client) sends the same distinct prompts (real prompts from
+../shared/data, 6-16 words, never repeated, so no decision cache hit) to ``POST /v1/route`` at
+each concurrency, and prints requests/s and median/p99 latency side by side. switchpoint runs
+twice: with its default ``store.synchronous: full`` (every decision fsynced before the answer)
+and with ``normal`` (survives a crash of the process, not of the machine), which measures what
+durability costs. Also measures the SQLite store alone (commit per decision vs group commit).
+
+OpenTracy's engine is the Go binary inside its wheel (``opentracy/_bin``), launched as its own
+``GoEngine`` launches it: ``--host --port --weights <bundled weights-mmlu-v1>`` with
+``ONNXRUNTIME_LIB_PATH`` pointing at the bundled libonnxruntime. Create it with
+``scripts/setup-peers``.
+
+Usage: python benchmarks/service.py [--n 400] [--concurrency 1,16,64] [--peer-site DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from _common import DATASETS, ROOT
+
+from switchpoint.records import load_records
+
+PEER_SITE = ROOT / ".venv-peers" / "lib" / "python3.11" / "site-packages" / "opentracy"
+RUN_TIME_LIMIT_S = 120.0
+
+
+def pick_prompts(count: int) -> list[str]:
+    """Distinct real prompts: the first sentence of each record, 6-16 words."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for path in DATASETS.values():
+        for prompt in load_records(path).prompts:
+            first = " ".join(prompt.split()).split("?")[0].split(".")[0]
+            if 6 <= len(first.split()) <= 16 and first not in seen:
+                seen.add(first)
+                out.append(first)
+    if len(out) < count:
+        raise SystemExit(f"only {len(out)} distinct prompts; lower --n")
+    return out[:count]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Service:
+    name: str
+    base: str
+    proc: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{base}: the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base}: not healthy after {timeout} s")
+
+
+def start_switchpoint(data_dir: Path, synchronous: str) -> Service:
+    port = free_port()
+    env = {**os.environ, "SWITCHPOINT_STORE__SYNCHRONOUS": synchronous}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port), "--data-dir",
+         str(data_dir), "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_healthy(base, proc)
+    return Service(f"switchpoint (sync={synchronous})", base, proc)
+
+
+def start_opentracy(site: Path) -> Service | str:
+    binary = site / "_bin" / "opentracy-engine-linux-amd64"
+    weights = site / "_bundled_weights" / "weights-mmlu-v1"
+    if not binary.exists():
+        return f"not measured: {binary} missing (run scripts/setup-peers)"
+    libs = sorted((site / "_bin").glob("libonnxruntime.so*"))
+    env = {**os.environ, **({"ONNXRUNTIME_LIB_PATH": str(libs[0])} if libs else {})}
+    port = free_port()
+    proc = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port),
+                             "--weights", str(weights)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, proc)
+    except RuntimeError as exc:
+        proc.kill()
+        return f"failed: {exc}"
+    return Service("OpenTracy Go", base, proc)
+
+
+@dataclass
+class Run:
+    rps: float
+    median_ms: float
+    p99_ms: float
+    errors: int
+    sent: int
+    cpu_ms: float = 0.0  # the server's CPU time (all threads) per request
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(service: Service, prompts: Sequence[str], concurrency: int) -> Run:
+    before = cpu_seconds(service.proc.pid)
+    run = asyncio.run(load(service.base, prompts, concurrency))
+    run.cpu_ms = (cpu_seconds(service.proc.pid) - before) / max(1, run.sent) * 1e3
+    return run
+
+
+def health_cpu_ms(service: Service, n: int = 300) -> float:
+    """Server CPU per GET /health: what the HTTP stack costs without any routing."""
+    with httpx.Client(base_url=service.base) as client:
+        client.get("/health")
+        before = cpu_seconds(service.proc.pid)
+        for _ in range(n):
+            client.get("/health")
+    return (cpu_seconds(service.proc.pid) - before) / n * 1e3
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol to POST JSON and
+    read the answer. A load generator this thin keeps its own CPU use (which competes with the
+    servers on 2 cores) small and equal for both; httpx's pool slows down past ~16 connections."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            .encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            data = await self.reader.readexactly(int(headers["content-length"]))
+        else:  # chunked
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                parts.append(await self.reader.readexactly(size + 2))
+                if size == 0:
+                    break
+            data = b"".join(p[:-2] for p in parts)
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def load(base: str, prompts: Sequence[str], concurrency: int) -> Run:
+    """``concurrency`` clients, each sending one request at a time until the prompts run out."""
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(prompts)
+    host, port = base.removeprefix("http://").split(":")
+    deadline = time.monotonic() + RUN_TIME_LIMIT_S
+
+    async def client_loop() -> None:
+        nonlocal errors
+        conn = Connection(host, int(port))
+        try:
+            for prompt in queue:
+                if time.monotonic() > deadline:
+                    return
+                body = json.dumps({"prompt": prompt}).encode()
+                t0 = time.perf_counter()
+                status, data = await conn.post("/v1/route", body)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200 or b"selected_model" not in data:
+                    errors += 1
+        finally:
+            await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
+    return Run(len(latencies) / elapsed, statistics.median(latencies) * 1e3, p99 * 1e3, errors,
+               len(latencies))
+
+
+def store_cost(n: int = 300) -> dict[str, float]:
+    """Milliseconds per decision written: one at a time (a commit each) and 64 at a time."""
+    from switchpoint.store import DecisionRecord, SQLiteStore
+
+    def record() -> DecisionRecord:
+        return DecisionRecord(uuid.uuid4().hex, time.time(), "m", 1, 0.5, ["m", "n"], False,
+                              0.2, 3.0, "cluster", "w", 0.1, 0.2)
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        for sync in ("full", "normal"):
+            with SQLiteStore(Path(tmp) / f"{sync}.db", synchronous=sync) as store:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    store.append(record()).result()
+                out[f"{sync}_sequential_ms"] = (time.perf_counter() - t0) / n * 1e3
+                t0 = time.perf_counter()
+                for _ in range(n // 64 + 1):
+                    for f in [store.append(record()) for _ in range(64)]:
+                        f.result()
+                out[f"{sync}_grouped_ms"] = (time.perf_counter() - t0) / ((n // 64 + 1) * 64) * 1e3
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=400, help="requests per run")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--peer-site", default=str(PEER_SITE),
+                        help="the installed opentracy package directory")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    warm = 30
+    prompts = pick_prompts(warm + args.n * len(levels))
+    batches = [prompts[warm + i * args.n: warm + (i + 1) * args.n] for i in range(len(levels))]
+    services: list[Service] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        try:
+            for sync in ("full", "normal"):
+                services.append(start_switchpoint(Path(tmp) / sync, sync))
+            peer = start_opentracy(Path(args.peer_site))
+            if isinstance(peer, str):
+                notes.append(f"OpenTracy Go: {peer}")
+            else:
+                services.append(peer)
+            for s in services:  # both sides load their embedder and page in before timing
+                asyncio.run(load(s.base, [f"warm-up {p}" for p in prompts[:warm]], 4))
+            results: dict[tuple[str, int], Run] = {}
+            for level, batch in zip(levels, batches, strict=True):
+                order = services if level % 2 else list(reversed(services))
+                for s in order:
+                    results[(s.name, level)] = measured(s, batch, level)
+            health = {s.name: health_cpu_ms(s) for s in services}
+        finally:
+            for s in services:
+                s.stop()
+    print(f"POST /v1/route, {args.n} distinct prompts per run (6-16 words, ../shared/data), "
+          "loopback, keep-alive, same load generator")
+    header = f"{'concurrency':>11}" + "".join(f" | {s.name:>32}" for s in services)
+    print(header)
+    print(f"{'':>11}" + "".join(f" | {'req/s  median / p99 ms  CPU ms':>32}" for _ in services))
+    for level in levels:
+        row = f"{level:>11}"
+        for s in services:
+            r = results[(s.name, level)]
+            err = f" ({r.errors} errors)" if r.errors else ""
+            row += f" | {r.rps:5.0f} {r.median_ms:7.2f} / {r.p99_ms:7.2f} {r.cpu_ms:6.2f}{err}"
+        print(row)
+    print("CPU ms = the server's CPU time (all its threads) per request; GET /health: "
+          + ", ".join(f"{name} {ms:.2f} ms" for name, ms in health.items()))
+    for note in notes:
+        print(note)
+    cost = store_cost()
+    print("SQLite decision log alone: "
+          f"full {cost['full_sequential_ms']:.2f} ms per decision committed alone, "
+          f"{cost['full_grouped_ms']:.3f} ms in groups of 64; "
+          f"normal {cost['normal_sequential_ms']:.2f} / {cost['normal_grouped_ms']:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Plain-English reasons for pydantic validation errors, shared by the config and the HTTP API.
+
+``key_path(("models", 0, "input_per_mtok"))`` is ``models[0].input_per_mtok``; ``reason(err)``
+turns one pydantic error into ``must be >= 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+_SIMPLE = {
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "int_type": "must be an integer", "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "finite_number": "must be a finite number (not NaN or infinity)",
+    "string_type": "must be a string", "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false", "list_type": "must be a list",
+    "dict_type": "must be a mapping of keys to values",
+    "model_type": "must be a mapping of keys to values",
+    "string_too_short": "must not be empty", "too_short": "must not be empty",
+}
+# Reasons that say it all without the offending value.
+_NO_VALUE = ("too_short", "string_too_short", "finite_number")
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+           "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+
+
+def key_path(loc: Sequence[int | str], root: str = "config") -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or root
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def reason(err: Any, known: Sequence[str] = ()) -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) as a short reason."""
+    kind = str(err["type"])
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    got = "" if isinstance(value, (dict, list)) else f", got {_shown(value)}"
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        listed = f"; known keys here: {', '.join(known)}" if known else ""
+        return f"is not a known key (check its spelling){listed}"
+    if kind in _BOUNDS:
+        op, name = _BOUNDS[kind]
+        bound = ctx.get(name)
+        if isinstance(bound, float) and math.isfinite(bound) and bound.is_integer():
+            bound = int(bound)
+        return f"must be {op} {bound}{got}"
+    if kind in _SIMPLE:
+        return _SIMPLE[kind] + ("" if kind in _NO_VALUE else got)
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')}{got}"
+    if kind == "value_error" and "error" in ctx:
+        return str(ctx["error"])
+    msg = str(err.get("msg", "is not valid"))
+    return msg[:1].lower() + msg[1:] + got

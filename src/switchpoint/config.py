@@ -1,0 +1,348 @@
+"""The service configuration: a YAML file, overridable by ``SWITCHPOINT_*`` environment variables.
+
+::
+
+    models:                       # the catalog; omit it to route over the weights' own profiles
+      - {name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9100/v1",
+         api_key_env: GOOD_KEY, input_per_mtok: 10, output_per_mtok: 30,
+         context_window: 128000, capabilities: [tools, vision], fallbacks: [other]}
+      - {name: other, input_per_mtok: 0.5, output_per_mtok: 1.5, tier: simple}
+    policy: cluster               # which bundled default weights to load when `weights` is unset
+    policies: {mine: ./my-knn}    # extra weights a policy swap may name
+    cost_weight: 0.5              # the default λ
+    cache: {size: 10000, ttl_seconds: 3600}
+    weights: ./my-weights         # a weights package (default: the bundled one for `policy`)
+    data_dir: ./data              # SQLite state lives here
+    store: {synchronous: full}    # full: fsync per commit; normal: survives process crashes only
+    expected_output_tokens: 200
+    max_request_bytes: 1048576
+
+Precedence, lowest first: defaults, the file, environment variables, command-line flags.
+An environment variable is ``SWITCHPOINT_`` plus the key in upper case, ``__`` between nested
+keys (``SWITCHPOINT_COST_WEIGHT=0.2``, ``SWITCHPOINT_CACHE__SIZE=0``); its value is read as YAML,
+so numbers, booleans and lists work. Relative paths in the file are relative to the file.
+
+Every error names the key path and the reason, e.g. ``models[0].input_per_mtok: must be >= 0,
+got -1``, and is raised as :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from switchpoint._messages import key_path
+from switchpoint._messages import reason as describe
+from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, Catalog, ModelCard
+from switchpoint.errors import SwitchpointError
+
+ENV_PREFIX = "SWITCHPOINT_"
+DEFAULT_DATA_DIR = "./data"
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+DB_FILENAME = "switchpoint.db"
+
+Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
+Capability = Literal["tools", "vision", "code", "json", "streaming"]
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Keys whose values are paths, resolved against the config file's folder when given there.
+_PATH_KEYS = ("weights", "data_dir")
+# Keys whose environment values are taken as they are, not parsed as YAML.
+_PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous")
+
+
+class ConfigError(SwitchpointError, ValueError):
+    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ModelEntry(BaseModel):
+    """One routable model of the catalog (see :class:`switchpoint.catalog.ModelCard`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    profile: str | None = Field(None, min_length=1)
+    provider: str = Field("openai", min_length=1)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    input_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
+    output_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
+    context_window: int | None = Field(None, gt=0)
+    capabilities: list[Capability] = Field(default_factory=list)
+    tier: Tier | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    upstream_model: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"must be an environment variable name such as OPENAI_API_KEY, "
+                             f"got {value!r}")
+        return value
+
+    def card(self) -> ModelCard:
+        return ModelCard(
+            name=self.name, profile=self.profile, provider=self.provider, base_url=self.base_url,
+            api_key_env=self.api_key_env, input_per_mtok=self.input_per_mtok,
+            output_per_mtok=self.output_per_mtok, context_window=self.context_window,
+            capabilities=tuple(self.capabilities), tier=self.tier,
+            fallbacks=tuple(self.fallbacks), upstream_model=self.upstream_model,
+        )
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where settings came from, so a reload reads the same places again."""
+
+    path: Path | None
+    overrides: dict[str, Any]
+    environ: Mapping[str, str] | None  # None: the process environment at each load
+
+
+class CacheSettings(BaseModel):
+    """The decision cache (LRU + TTL): ``size: 0`` turns it off."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(10_000, ge=0)
+    ttl_seconds: float = Field(3600.0, ge=0, allow_inf_nan=False)
+
+
+class StoreSettings(BaseModel):
+    """The SQLite store in ``data_dir``. ``synchronous``: ``full`` fsyncs every commit (survives
+    power loss); ``normal`` survives a crash of the process but not of the machine, and is
+    cheaper per request (see benchmarks/RESULTS.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class Settings(BaseModel):
+    """Everything the service reads at start (and again on ``POST /v1/router/reload``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[ModelEntry] | None = None
+    policy: str = Field("cluster", min_length=1)
+    policies: dict[str, str] = Field(default_factory=dict)
+    cost_weight: float = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
+    cache: CacheSettings = CacheSettings()
+    weights: str | None = None
+    data_dir: str = DEFAULT_DATA_DIR
+    store: StoreSettings = StoreSettings()
+    expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0)
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+
+    _source: _Source | None = PrivateAttr(default=None)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(self.data_dir) / DB_FILENAME
+
+    def catalog(self) -> Catalog | None:
+        """The configured catalog, or None to route over the weights' own profiles."""
+        if self.models is None:
+            return None
+        return Catalog([m.card() for m in self.models], self.expected_output_tokens)
+
+    def policy_weights(self, name: str) -> str | None:
+        """Where the weights of policy ``name`` live (None: the bundled default)."""
+        return self.policies.get(name)
+
+    def reloaded(self) -> Settings:
+        """Read the same file, environment and flags again (for a live reload)."""
+        if self._source is None:
+            return self
+        source = self._source
+        return load_settings(source.path, overrides=source.overrides, environ=source.environ)
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from a YAML file (optional), the environment and ``overrides``.
+
+    ``overrides`` hold command-line values by top-level key (None values are ignored).
+    Raises :class:`ConfigError` naming the key path and the reason.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    file = None if path is None else Path(path)
+    if file is not None:
+        data = _read_yaml(file)
+        for key in _PATH_KEYS:
+            if isinstance(data.get(key), str):
+                data[key] = str(_resolve(file, data[key]))
+        if isinstance(data.get("policies"), dict):
+            data["policies"] = {k: str(_resolve(file, v)) if isinstance(v, str) else v
+                                for k, v in data["policies"].items()}
+        origin = {key: f"in {file}" for key in data}
+    for key, value, var in _env_values(env):
+        if "." in key:
+            top, sub = key.split(".", 1)
+            section = data.get(top)
+            data[top] = {**(section if isinstance(section, dict) else {}), sub: value}
+        else:
+            data[key] = value
+        origin[key] = f"from {var}"
+    clean = {k: v for k, v in (overrides or {}).items() if v is not None}
+    data.update(clean)
+    origin.update({k: "from the command line" for k in clean})
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, origin) from None
+    _check_catalog(settings)
+    _check_paths(settings)
+    settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ)
+    return settings
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise ConfigError("config", f"{file} not found; pass an existing YAML file to --config")
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("config", f"{file} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("config", f"{file} is not valid YAML{where}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("config", f"{file} must hold a mapping of keys (models:, policy:, "
+                                    f"...), not a {type(loaded).__name__}")
+    return loaded
+
+
+def _resolve(file: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else file.resolve().parent / p
+
+
+def _env_values(env: Mapping[str, str]) -> list[tuple[str, Any, str]]:
+    """(key path, parsed value, variable) for every ``SWITCHPOINT_*`` variable naming a key.
+
+    Other ``SWITCHPOINT_*`` variables (the benchmarks' own, say) are left alone.
+    """
+    out: list[tuple[str, Any, str]] = []
+    nested = {name: field.annotation for name, field in Settings.model_fields.items()
+              if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+    for var, raw in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        top, _, sub = var[len(ENV_PREFIX):].lower().partition("__")
+        if top not in Settings.model_fields:
+            continue
+        if sub:
+            model = nested.get(top)
+            if model is None or sub not in model.model_fields:
+                continue
+            key = f"{top}.{sub}"
+        else:
+            key = top
+        value: Any = raw
+        if key not in _PLAIN_STRINGS:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+        out.append((key, value, var))
+    return out
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    if loc[:1] == ("models",) and len(loc) > 2:
+        return list(ModelEntry.model_fields)
+    if loc[:1] == ("cache",) and len(loc) > 1:
+        return list(CacheSettings.model_fields)
+    if loc[:1] == ("store",) and len(loc) > 1:
+        return list(StoreSettings.model_fields)
+    return list(Settings.model_fields)
+
+
+def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = key_path(loc)
+    reason = describe(err, _known_keys(loc))
+    where = origin.get(str(loc[0])) if loc else None
+    nested = ".".join(str(p) for p in loc[:2]) if len(loc) > 1 else None
+    where = origin.get(nested or "", where)
+    if where and not where.startswith("in "):
+        reason += f" ({where})"
+    more = len(exc.errors()) - 1
+    if more:
+        reason += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(key, reason)
+
+
+def _check_catalog(settings: Settings) -> None:
+    if settings.models is None:
+        return
+    if not settings.models:
+        raise ConfigError("models", "is empty; list at least one model, or leave `models:` out "
+                                    "to route over the weights' own profiles")
+    names = [m.name for m in settings.models]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"models[{i}].name", f"{name!r} is defined twice (also "
+                                                   f"models[{names.index(name)}]); names must "
+                                                   "be unique")
+        if name == "auto":
+            raise ConfigError(f"models[{i}].name", "'auto' is reserved for the router itself; "
+                                                   "rename the model")
+    for i, entry in enumerate(settings.models):
+        for j, fb in enumerate(entry.fallbacks):
+            if fb not in names:
+                raise ConfigError(f"models[{i}].fallbacks[{j}]",
+                                  f"{fb!r} is not a model in the catalog; define it under "
+                                  f"models: or remove it (models: {', '.join(names)})")
+            if fb == entry.name:
+                raise ConfigError(f"models[{i}].fallbacks[{j}]",
+                                  f"{fb!r} cannot fall back to itself")
+
+
+def _check_paths(settings: Settings) -> None:
+    from switchpoint.weights import bundled_policies
+
+    for key, value in [("weights", settings.weights),
+                       *((f"policies.{k}", v) for k, v in settings.policies.items())]:
+        if value is not None and not (Path(value) / "manifest.json").is_file():
+            raise ConfigError(key, f"{value} is not a weights package (no manifest.json there); "
+                                   "give the folder `switchpoint fit --out` wrote")
+    if settings.weights is None and settings.policy not in settings.policies:
+        bundled = bundled_policies()
+        if settings.policy not in bundled:
+            raise ConfigError("policy", f"{settings.policy!r} has no bundled weights; choose one "
+                                        f"of {', '.join(bundled)} or add it under policies:")
+    data_dir = Path(settings.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError("data_dir", f"{data_dir} exists and is not a directory")

@@ -1,0 +1,118 @@
+"""The wire contract: pydantic models the handlers use and the OpenAPI schema is built from.
+
+``RouteRequest`` / ``RouteResponse`` are seed 2's ``POST /v1/route`` body and answer, key for key
+(the response adds only ``decision_id``, declared here, which names the decision in the log).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from switchpoint.decision import MAX_COST_WEIGHT
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class RouteRequest(BaseModel):
+    """Exactly one of ``prompt`` or ``embedding``; the other fields are optional."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"prompt": "Prove the square root of 2 is irrational.", "cost_weight": 0.5},
+        ]},
+    )
+
+    prompt: StrictStr | None = Field(
+        None, min_length=1, description="The user text. Required unless embedding is supplied.")
+    embedding: list[FiniteFloat] | None = Field(
+        None, description="A pre-computed vector (384-d all-MiniLM-L6-v2 for the default "
+                          "weights). Skips the embedder.")
+    available_models: list[StrictStr] | None = Field(
+        None, min_length=1,
+        description="Restrict candidates to this subset. If omitted, all registered models.")
+    cost_weight: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0,
+                                        le=MAX_COST_WEIGHT)] | None = Field(
+        None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.")
+
+
+class RouteUsage(BaseModel):
+    routing_ms: float = Field(description="Wall time spent in routing logic.")
+    embedding_ms: float = Field(description="Time spent embedding the prompt (0 if an embedding "
+                                            "was supplied or the decision was cached).")
+
+
+class RouteResponse(BaseModel):
+    selected_model: str = Field(description="The model that minimises error + λ·cost.")
+    cluster_id: int = Field(description="Which cluster (or tier, or unit) the prompt landed in.")
+    expected_error: float = Field(description="Predicted error rate of selected_model there.")
+    cost_adjusted_score: float = Field(description="The minimised score: error + λ·cost.")
+    all_scores: dict[str, float] = Field(description="Score of every candidate considered.")
+    cache_hit: bool = Field(description="Whether this call's decision came from the cache.")
+    usage: RouteUsage
+    decision_id: str = Field(description="Names this decision in the decision log.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="invalid_request, router_not_ready, invalid_config, "
+                                  "not_found, method_not_allowed or internal_error.")
+    message: str = Field(description="What is wrong and how to fix it.")
+    param: str | None = Field(None, description="The request field (or config key) at fault.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ready", "loading", "failed"]
+    ready: bool
+    weights_id: str | None
+    policy: str | None
+    models: list[str]
+    uptime_seconds: float
+    version: str
+    error: str | None = None
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class StatsResponse(BaseModel):
+    total: int = Field(description="Decisions logged, all time (the log survives restarts).")
+    cache_hits: int
+    by_model: dict[str, int]
+    by_policy: dict[str, int]
+    by_cluster: dict[str, int] = Field(description="Decisions per cluster under the live "
+                                                   "weights (ids of other weights differ).")
+    weights_id: str | None
+    policy: str | None
+
+
+class SwapResponse(BaseModel):
+    policy: str
+    weights_id: str
+    models: list[str]
+    previous_policy: str
+    previous_weights_id: str
+    load_ms: float
+    restart_required: list[str] = Field(
+        default_factory=list,
+        description="Changed settings that apply only after a restart (e.g. data_dir).")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "Malformed or invalid request."},
+    503: {"model": ErrorResponse, "description": "The router is still loading its weights."},
+}

@@ -1,0 +1,99 @@
+"""Provider adapters for the gateway: one upstream API dialect each, OpenAI wire format out.
+
+    pool = ClientPool()                      # one per app; ``await pool.aclose()`` on shutdown
+    providers = ProviderRegistry(pool)       # card.provider == "anthropic" → Messages API,
+    provider = providers.for_card(card)      # anything else → OpenAI-compatible
+    answer = await provider.complete(request, card, Timeouts())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from switchpoint.catalog import ModelCard
+from switchpoint.providers._http import ClientPool
+from switchpoint.providers.anthropic import AnthropicProvider
+from switchpoint.providers.base import (
+    AuthError,
+    BadRequest,
+    ConnectError,
+    ContentFiltered,
+    ContextLengthExceeded,
+    FirstTokenTimeout,
+    MalformedResponse,
+    MissingApiKey,
+    Provider,
+    ProviderError,
+    ProviderResponse,
+    RateLimited,
+    ReadTimeout,
+    ServerError,
+    StreamBroken,
+    Timeouts,
+    TokenUsage,
+    UnsupportedRequest,
+    is_content_chunk,
+    usage_of,
+)
+from switchpoint.providers.openai import OpenAIProvider
+from switchpoint.providers.sse import DONE, encode_chunk, encode_error, sse_body
+
+ANTHROPIC_PROVIDERS = frozenset({"anthropic"})
+
+
+class ProviderRegistry:
+    """Which adapter serves a card: by ``card.provider``; unknown names are OpenAI-compatible.
+
+    ``overrides`` maps provider names (or catalog model names, checked first) to adapters,
+    which is how tests and custom upstreams plug in.
+    """
+
+    def __init__(self, pool: ClientPool, *, env: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, Provider] | None = None) -> None:
+        self.pool = pool
+        self.openai: Provider = OpenAIProvider(pool, env=env)
+        self.anthropic: Provider = AnthropicProvider(pool, env=env)
+        self.overrides = dict(overrides or {})
+
+    def for_card(self, card: ModelCard) -> Provider:
+        if card.name in self.overrides:
+            return self.overrides[card.name]
+        if card.provider in self.overrides:
+            return self.overrides[card.provider]
+        if card.provider.lower() in ANTHROPIC_PROVIDERS:
+            return self.anthropic
+        return self.openai
+
+    __call__ = for_card
+
+
+__all__ = [
+    "DONE",
+    "AnthropicProvider",
+    "AuthError",
+    "BadRequest",
+    "ClientPool",
+    "ConnectError",
+    "ContentFiltered",
+    "ContextLengthExceeded",
+    "FirstTokenTimeout",
+    "MalformedResponse",
+    "MissingApiKey",
+    "OpenAIProvider",
+    "Provider",
+    "ProviderError",
+    "ProviderRegistry",
+    "ProviderResponse",
+    "RateLimited",
+    "ReadTimeout",
+    "ServerError",
+    "StreamBroken",
+    "Timeouts",
+    "TokenUsage",
+    "UnsupportedRequest",
+    "encode_chunk",
+    "encode_error",
+    "is_content_chunk",
+    "sse_body",
+    "usage_of",
+]

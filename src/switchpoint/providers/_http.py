@@ -1,0 +1,219 @@
+"""HTTP plumbing shared by the provider adapters: pooled clients, timeouts, error mapping, and
+the streaming loop that waits for the first content chunk before yielding anything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from switchpoint.providers.base import (
+    ConnectError,
+    FirstTokenTimeout,
+    MalformedResponse,
+    ProviderError,
+    ReadTimeout,
+    ServerError,
+    StreamBroken,
+    Timeouts,
+    classify_status,
+    decode_body,
+    is_content_chunk,
+)
+from switchpoint.providers.sse import SSEEvent, iter_sse
+
+
+class ClientPool:
+    """One pooled ``httpx.AsyncClient`` per base URL, shared by every provider that uses it.
+
+    Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
+    shutdown); clients are bound to the event loop that first used them. ``transport`` is for
+    tests (an ``httpx.MockTransport``, say).
+    """
+
+    def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
+                 keepalive_expiry_s: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._limits = httpx.Limits(max_connections=max_connections,
+                                    max_keepalive_connections=max_keepalive_connections,
+                                    keepalive_expiry=keepalive_expiry_s)
+        self._transport = transport
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def get(self, base_url: str) -> httpx.AsyncClient:
+        """The client for ``base_url`` (created on first use)."""
+        key = base_url.rstrip("/")
+        client = self._clients.get(key)
+        if client is None or client.is_closed:
+            client = httpx.AsyncClient(limits=self._limits, transport=self._transport,
+                                       follow_redirects=False, trust_env=False)
+            self._clients[key] = client
+        return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def httpx_timeout(timeouts: Timeouts) -> httpx.Timeout:
+    return httpx.Timeout(connect=timeouts.connect_s, read=timeouts.read_s,
+                         write=timeouts.write_s, pool=timeouts.pool_s)
+
+
+def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
+                        started: bool = False) -> ProviderError:
+    """The :class:`ProviderError` for an httpx exception.
+
+    ``started`` means response bytes had been received, so a failure now breaks a stream.
+    """
+    name = type(exc).__name__
+    if started:
+        return StreamBroken(f"the stream failed part-way ({name}: {exc or 'no detail'})",
+                            model=model)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ConnectError(f"connect timed out after {timeouts.connect_s:g}s", model=model)
+    if isinstance(exc, httpx.PoolTimeout):
+        return ConnectError(f"no pooled connection free within {timeouts.pool_s:g}s",
+                            model=model)
+    if isinstance(exc, httpx.ReadTimeout):
+        return ReadTimeout(f"no response within the read timeout of {timeouts.read_s:g}s",
+                           model=model)
+    if isinstance(exc, httpx.WriteTimeout):
+        return ReadTimeout(f"sending the request timed out after {timeouts.write_s:g}s",
+                           model=model)
+    if isinstance(exc, httpx.ConnectError):
+        return ConnectError(f"could not connect ({exc or name})", model=model)
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
+                        httpx.NetworkError)):
+        return ConnectError(f"the connection failed before a response ({name}: "
+                            f"{exc or 'no detail'})", model=model)
+    return ServerError(f"transport error ({name}: {exc or 'no detail'})", model=model)
+
+
+async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+                    headers: Mapping[str, str], timeouts: Timeouts,
+                    *, model: str) -> tuple[dict[str, Any], httpx.Response, float]:
+    """POST JSON and return the decoded 2xx body, the response and the latency in ms.
+
+    Raises the classified :class:`ProviderError` for transport failures, error statuses and a
+    2xx that is not a JSON object.
+    """
+    started = time.perf_counter()
+    request = client.build_request("POST", url, json=body, headers=dict(headers),
+                                   timeout=httpx_timeout(timeouts))
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise map_transport_error(exc, model=model, timeouts=timeouts) from exc
+    try:
+        raw = await response.aread()
+    except httpx.ReadTimeout as exc:
+        raise ReadTimeout(f"the answer's body stalled for {timeouts.read_s:g}s after its "
+                          f"headers", model=model, status=response.status_code) from exc
+    except httpx.HTTPError as exc:
+        raise MalformedResponse(f"the answer was cut off part-way ({type(exc).__name__})",
+                                model=model, status=response.status_code) from exc
+    finally:
+        await response.aclose()
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if response.status_code >= 400:
+        raise classify_status(response.status_code, decode_body(raw),
+                              response.headers, model=model)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedResponse(f"the {response.status_code} answer is not JSON",
+                                model=model, status=response.status_code,
+                                body=decode_body(raw)) from exc
+    if not isinstance(data, dict):
+        raise MalformedResponse("the answer is not a JSON object", model=model,
+                                status=response.status_code, body=data)
+    return data, response, latency_ms
+
+
+class ChunkDecoder(Protocol):
+    """Turns an upstream's SSE events into OpenAI chunks. ``done`` once its end marker came."""
+
+    done: bool
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        """The chunks for one event (may be none). Raises :class:`ProviderError` for errors."""
+        ...
+
+
+async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+                        headers: Mapping[str, str], timeouts: Timeouts,
+                        decoder: ChunkDecoder, *,
+                        model: str) -> AsyncGenerator[dict[str, Any], None]:
+    """POST a streamed request and yield its OpenAI chunks.
+
+    Nothing is yielded until a content chunk (or the end marker) has arrived; sending, the
+    headers and everything before that must fit in ``timeouts.first_token_s`` or
+    :class:`FirstTokenTimeout` is raised. Afterwards each read may take ``timeouts.read_s``.
+    The stream must end with the decoder's end marker, else :class:`StreamBroken`.
+    """
+    request = client.build_request("POST", url, json=body, headers=dict(headers),
+                                   timeout=httpx_timeout(timeouts))
+    response: httpx.Response | None = None
+    events: AsyncIterator[SSEEvent] | None = None
+    received = False
+    try:
+        pending: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeouts.first_token_s):
+                response = await client.send(request, stream=True)
+                if response.status_code >= 400:
+                    raw = await response.aread()
+                    raise classify_status(response.status_code, decode_body(raw),
+                                          response.headers, model=model)
+                received = True
+                events = iter_sse(response.aiter_lines())
+                while not decoder.done:
+                    event = await anext(events, None)
+                    if event is None:
+                        raise StreamBroken("the stream ended before any content", model=model)
+                    chunks = decoder.feed(event)
+                    pending.extend(chunks)
+                    if any(is_content_chunk(c) for c in chunks):
+                        break
+        except TimeoutError as exc:
+            raise FirstTokenTimeout(
+                f"no content within the first-token timeout of {timeouts.first_token_s:g}s",
+                model=model) from exc
+        except httpx.HTTPError as exc:
+            if received and isinstance(exc, httpx.ReadTimeout):
+                raise FirstTokenTimeout(
+                    f"the stream went silent for {timeouts.read_s:g}s before any content",
+                    model=model) from exc
+            raise map_transport_error(exc, model=model, timeouts=timeouts,
+                                      started=received) from exc
+        for chunk in pending:
+            yield chunk
+        if decoder.done:
+            return
+        assert events is not None
+        try:
+            async for event in events:
+                for chunk in decoder.feed(event):
+                    yield chunk
+                if decoder.done:
+                    return
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, model=model, timeouts=timeouts,
+                                      started=True) from exc
+        raise StreamBroken("the stream ended without its end marker ([DONE])", model=model)
+    finally:
+        if events is not None:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if response is not None:
+            await response.aclose()

@@ -1,0 +1,463 @@
+"""Failover (F19): retry a model with jittered backoff, then escalate along a candidate list.
+
+:func:`call_with_failover` walks an ordered list of catalog cards (a named model's
+:func:`fallback_chain`, or the router's ranking for ``model: "auto"``). Per model it makes up to
+``RetryPolicy.max_attempts_per_model`` attempts while the error is *retryable*, sleeping a
+full-jitter exponential backoff (``uniform(0, min(cap, base·2ⁿ))``) or exactly the upstream's
+``Retry-After`` when it sent one. A ``Retry-After`` longer than ``max_retry_after_s`` is not
+waited out: the model is left for the next one (and the health tracker keeps it closed for that
+long). An error that may *escalate* moves on to the next candidate; one that may not (a plain
+400, a content-filter refusal) stops at once with the upstream's answer. Candidates whose
+circuit breaker is open are skipped.
+
+Streams (``stream=True``) are *committed* only once the first content chunk has arrived: until
+then every failure (an error status, a reset, a first-token timeout, a cut or malformed stream)
+can retry or escalate, and nothing has been sent to the client. The returned
+:class:`FailoverStream` then yields that chunk and the rest; a failure after that is raised as
+:class:`~switchpoint.providers.base.StreamBroken` with ``after_first_byte=True`` and must end the
+client's stream with an error event (:func:`switchpoint.providers.sse.sse_body` does that).
+
+Every attempt, failed or not, is listed in ``attempts`` for the request log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.errors import SwitchpointError
+from switchpoint.health import BreakerState, HealthTracker
+from switchpoint.providers.base import (
+    ContextLengthExceeded,
+    FirstTokenTimeout,
+    Provider,
+    ProviderError,
+    ProviderResponse,
+    RateLimited,
+    ReadTimeout,
+    StreamBroken,
+    Timeouts,
+    TokenUsage,
+    is_content_chunk,
+    usage_of,
+)
+
+ProviderFor = Callable[[ModelCard], Provider]
+TimeoutsFor = Timeouts | Callable[[ModelCard], Timeouts]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Times in seconds."""
+
+    max_attempts_per_model: int = 2
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 4.0
+    max_retry_after_s: float = 10.0
+    max_total_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts_per_model < 1:
+            raise ValueError("max_attempts_per_model must be >= 1")
+        if self.backoff_base_s < 0 or self.backoff_cap_s < 0 or self.max_retry_after_s < 0:
+            raise ValueError("backoff and retry-after limits must be >= 0")
+        if self.max_total_s <= 0:
+            raise ValueError("max_total_s must be > 0")
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Full-jitter backoff before retry number ``retry`` (1 for the first retry)."""
+        return rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (retry - 1)))
+
+
+@dataclass
+class Attempt:
+    """One try of one model. ``outcome`` is ``"ok"``, an error kind, or ``"circuit_open"``."""
+
+    model: str
+    attempt: int
+    outcome: str
+    latency_ms: float = 0.0
+    waited_s: float = 0.0
+    status: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "attempt": self.attempt, "outcome": self.outcome,
+                "latency_ms": round(self.latency_ms, 2), "waited_s": round(self.waited_s, 3),
+                "status": self.status, "error": self.error}
+
+
+class FailoverError(SwitchpointError):
+    """No candidate answered. ``last_error`` is the error that ended the search (``None`` when
+    every candidate's circuit was open); ``status_code`` and :meth:`to_openai_error` are what
+    the gateway should answer with."""
+
+    def __init__(self, message: str, attempts: list[Attempt],
+                 last_error: ProviderError | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+    @property
+    def models_tried(self) -> list[str]:
+        return list(dict.fromkeys(a.model for a in self.attempts if a.outcome != "circuit_open"))
+
+    @property
+    def status_code(self) -> int:
+        err = self.last_error
+        tried = [a for a in self.attempts if a.outcome != "circuit_open"]
+        if err is None or not tried:
+            return 503
+        if _request_fault(err):
+            return err.status or 400  # the request's fault: the upstream's own 4xx
+        if all(a.outcome == RateLimited.kind for a in tried):
+            return 429
+        if all(a.outcome in (ReadTimeout.kind, FirstTokenTimeout.kind) for a in tried):
+            return 504
+        return 502
+
+    @property
+    def retry_after(self) -> float | None:
+        """For a 429: the upstream's ``Retry-After``, if it sent one."""
+        err = self.last_error
+        return err.retry_after if isinstance(err, RateLimited) else None
+
+    def to_openai_error(self) -> dict[str, Any]:
+        """An OpenAI error envelope; a non-escalating upstream 4xx passes through as sent."""
+        err = self.last_error
+        if err is not None and _request_fault(err) and isinstance(err.body, Mapping):
+            inner = err.body.get("error")
+            if isinstance(inner, Mapping):
+                return {"error": {"message": inner.get("message") or str(err),
+                                  "type": inner.get("type") or err.kind,
+                                  "param": inner.get("param"),
+                                  "code": inner.get("code") or err.kind}}
+        code = err.kind if err is not None else "no_healthy_model"
+        if self.status_code == 502:
+            code = "upstream_failed"
+        return {"error": {"message": str(self), "type": "upstream_error" if err else code,
+                          "param": None, "code": code}}
+
+
+def _request_fault(err: ProviderError) -> bool:
+    """Errors the client should see as the upstream's own 4xx, not as a gateway failure."""
+    return not err.escalate or isinstance(err, ContextLengthExceeded)
+
+
+@dataclass
+class FailoverResult:
+    """A non-streamed answer: the model that gave it, the OpenAI body, every attempt."""
+
+    model: str
+    card: ModelCard
+    response: ProviderResponse
+    attempts: list[Attempt]
+    upstream_model: str | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.response.body
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        return self.response.usage
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The answer's price from the catalog card and the upstream's usage (None: no usage)."""
+        usage = self.usage
+        return None if usage is None else self.card.price(usage.prompt_tokens,
+                                                          usage.completion_tokens)
+
+    @property
+    def models_tried(self) -> list[str]:
+        return list(dict.fromkeys(a.model for a in self.attempts if a.outcome != "circuit_open"))
+
+
+def wants_usage(request: Mapping[str, Any]) -> bool:
+    """Did the client ask for usage in its stream (``stream_options.include_usage``)?"""
+    options = request.get("stream_options")
+    return isinstance(options, Mapping) and bool(options.get("include_usage"))
+
+
+class FailoverStream:
+    """A stream committed to one model: its first content chunk has arrived, none has been
+    sent. Iterate it once; close it (``aclose``) if you stop early.
+
+    ``usage`` is filled from the upstream's final chunk (always requested upstream); that chunk
+    reaches the client only if the client asked for it with ``stream_options.include_usage``.
+    """
+
+    def __init__(self, card: ModelCard, chunks: AsyncIterator[dict[str, Any]],
+                 buffered: list[dict[str, Any]], ended: bool, attempts: list[Attempt],
+                 *, health: HealthTracker | None, client_wants_usage: bool,
+                 rewrite_model: bool, ttft_ms: float) -> None:
+        self.card = card
+        self.model = card.name
+        self.attempts = attempts
+        self.ttft_ms = ttft_ms
+        self.usage: TokenUsage | None = None
+        self.finish_reason: str | None = None
+        self.error: StreamBroken | None = None
+        self.completed = False
+        self._chunks = chunks
+        self._buffered = buffered
+        self._ended = ended
+        self._health = health
+        self._client_wants_usage = client_wants_usage
+        self._rewrite_model = rewrite_model
+        self._iterator: AsyncIterator[dict[str, Any]] | None = None
+        self._verdict = False
+
+    @property
+    def models_tried(self) -> list[str]:
+        return list(dict.fromkeys(a.model for a in self.attempts if a.outcome != "circuit_open"))
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The price so far from the usage in the final chunk (None until it has arrived)."""
+        usage = self.usage
+        return None if usage is None else self.card.price(usage.prompt_tokens,
+                                                          usage.completion_tokens)
+
+    def _prepare(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        usage = usage_of(chunk)
+        if usage is not None:
+            self.usage = usage
+        for choice in chunk.get("choices") or []:
+            if isinstance(choice, Mapping) and choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        if self._rewrite_model:
+            chunk["model"] = self.model
+        if "usage" in chunk and not self._client_wants_usage:
+            if not chunk.get("choices"):
+                return None
+            del chunk["usage"]
+        return chunk
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            for chunk in self._buffered:
+                prepared = self._prepare(chunk)
+                if prepared is not None:
+                    yield prepared
+            self._buffered = []
+            if not self._ended:
+                async for chunk in self._chunks:
+                    prepared = self._prepare(chunk)
+                    if prepared is not None:
+                        yield prepared
+        except ProviderError as exc:
+            self._verdict = True
+            broken = StreamBroken(f"the stream from {self.model} failed after the answer had "
+                                  f"started: {exc.message}", model=self.model,
+                                  status=exc.status, body=exc.body, after_first_byte=True)
+            self.error = broken
+            self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
+                                         StreamBroken.kind, status=exc.status, error=str(exc)))
+            if self._health is not None:
+                self._health.record_failure(self.model, StreamBroken.kind, detail=str(exc))
+            raise broken from exc
+        else:
+            self._verdict = True
+            self.completed = True
+            if self._health is not None:
+                self._health.record_success(self.model, self.ttft_ms)
+        finally:
+            if not self._verdict:
+                # The client went away mid-answer: the model was delivering, count it as fine.
+                self._verdict = True
+                if self._health is not None:
+                    self._health.record_success(self.model, self.ttft_ms)
+            await _aclose(self._chunks)
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
+
+    async def aclose(self) -> None:
+        """Stop early (or without reading) and release the upstream connection. Idempotent."""
+        if self._iterator is not None:
+            await _aclose(self._iterator)
+        await _aclose(self._chunks)
+        if not self._verdict:
+            self._verdict = True
+            if self._health is not None:
+                self._health.release(self.model)  # never read: no verdict on the model
+
+
+async def _aclose(iterator: object) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def fallback_chain(catalog: Catalog, name: str) -> list[ModelCard]:
+    """``name`` and then its ``fallbacks``, depth first, each model once."""
+    order: list[ModelCard] = []
+    seen: set[str] = set()
+
+    def visit(model: str) -> None:
+        if model in seen or model not in catalog:
+            return
+        seen.add(model)
+        card = catalog[model]
+        order.append(card)
+        for fallback in card.fallbacks:
+            visit(fallback)
+
+    visit(name)
+    return order
+
+
+async def _open_stream(provider: Provider, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> tuple[AsyncIterator[dict[str, Any]],
+                                                    list[dict[str, Any]], bool]:
+    """Start a stream and read up to its first content chunk (or its end)."""
+    chunks = provider.stream(request, card, timeouts)
+    buffered: list[dict[str, Any]] = []
+    ended = True
+    try:
+        async for chunk in chunks:
+            buffered.append(chunk)
+            if is_content_chunk(chunk):
+                ended = False
+                break
+    except BaseException:
+        await _aclose(chunks)
+        raise
+    return chunks, buffered, ended
+
+
+@overload
+async def call_with_failover(
+    request: Mapping[str, Any], candidates: Sequence[ModelCard], providers: ProviderFor, *,
+    stream: Literal[False] = False, policy: RetryPolicy | None = None,
+    timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
+    rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+) -> FailoverResult: ...
+
+
+@overload
+async def call_with_failover(
+    request: Mapping[str, Any], candidates: Sequence[ModelCard], providers: ProviderFor, *,
+    stream: Literal[True], policy: RetryPolicy | None = None,
+    timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
+    rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+) -> FailoverStream: ...
+
+
+async def call_with_failover(
+    request: Mapping[str, Any], candidates: Sequence[ModelCard], providers: ProviderFor, *,
+    stream: bool = False, policy: RetryPolicy | None = None,
+    timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
+    rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+) -> FailoverResult | FailoverStream:
+    """Answer ``request`` with the first of ``candidates`` that can, retrying and escalating.
+
+    ``providers`` gives the adapter for a card (a :class:`~switchpoint.providers.ProviderRegistry`
+    fits). ``timeouts`` is one :class:`Timeouts` or a function of the card. With
+    ``rewrite_model`` the answer's ``model`` field is the catalog name of the model that
+    answered. ``health`` (optional) is consulted before each model and told every outcome.
+    ``sleep``, ``rng`` and ``clock`` are injectable for tests.
+
+    Returns a :class:`FailoverResult` (or, with ``stream=True``, a committed
+    :class:`FailoverStream`); raises :class:`FailoverError` when no candidate answers.
+    """
+    if not candidates:
+        raise FailoverError("no candidate models to call", [], None)
+    policy = policy or RetryPolicy()
+    rng = rng or random.Random()
+    deadline = clock() + policy.max_total_s
+    attempts: list[Attempt] = []
+    last_error: ProviderError | None = None
+
+    def timeouts_for(card: ModelCard) -> Timeouts:
+        if timeouts is None:
+            return Timeouts()
+        return timeouts(card) if callable(timeouts) else timeouts
+
+    for card in candidates:
+        if health is not None and not health.allow(card.name):
+            attempts.append(Attempt(card.name, 0, "circuit_open",
+                                    error="circuit breaker open or Retry-After running"))
+            continue
+        provider = providers(card)
+        waited = 0.0
+        for number in range(1, policy.max_attempts_per_model + 1):
+            started = time.perf_counter()
+            try:
+                if stream:
+                    chunks, buffered, ended = await _open_stream(provider, request, card,
+                                                                 timeouts_for(card))
+                else:
+                    response = await provider.complete(request, card, timeouts_for(card))
+            except asyncio.CancelledError:
+                if health is not None:
+                    health.release(card.name)  # the client left: no verdict on the model
+                raise
+            except ProviderError as exc:
+                latency = (time.perf_counter() - started) * 1000.0
+                exc.model = exc.model or card.name
+                last_error = exc
+                attempts.append(Attempt(card.name, number, exc.kind, latency, waited,
+                                        exc.status, str(exc)))
+                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                if health is not None:
+                    if exc.counts_against_health:
+                        health.record_failure(card.name, exc.kind, detail=str(exc),
+                                              retry_after_s=retry_after)
+                    else:
+                        health.release(card.name)
+                if not exc.retryable and not exc.escalate:
+                    raise FailoverError(str(exc), attempts, exc) from exc
+                if not exc.retryable or number == policy.max_attempts_per_model:
+                    break
+                if retry_after is not None and retry_after > policy.max_retry_after_s:
+                    break
+                wait = (retry_after if retry_after is not None
+                        else policy.backoff(number, rng))
+                if clock() + wait > deadline:
+                    break
+                if health is not None and health.state(card.name) is not BreakerState.CLOSED:
+                    break
+                await sleep(wait)
+                waited = wait
+                continue
+            latency = (time.perf_counter() - started) * 1000.0
+            attempts.append(Attempt(card.name, number, "ok", latency, waited))
+            if stream:
+                return FailoverStream(card, chunks, buffered, ended, attempts, health=health,
+                                      client_wants_usage=wants_usage(request),
+                                      rewrite_model=rewrite_model, ttft_ms=latency)
+            if health is not None:
+                health.record_success(card.name, latency)
+            upstream_model = response.upstream_model
+            if rewrite_model:
+                response.body["model"] = card.name
+            return FailoverResult(card.name, card, response, attempts, upstream_model)
+        if last_error is not None and not last_error.escalate:
+            raise FailoverError(str(last_error), attempts, last_error) from last_error
+        if clock() >= deadline:
+            break
+    tried = list(dict.fromkeys(a.model for a in attempts if a.outcome != "circuit_open"))
+    if last_error is None:
+        message = ("every candidate's circuit breaker is open: "
+                   + ", ".join(c.name for c in candidates))
+    else:
+        message = (f"no model answered after {len(attempts)} attempt(s) on "
+                   f"{', '.join(tried)}; last error: {last_error}")
+    raise FailoverError(message, attempts, last_error)

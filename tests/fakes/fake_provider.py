@@ -1,0 +1,738 @@
+"""A fake LLM provider speaking both the OpenAI chat API and the Anthropic Messages API.
+
+Run it as its own process, on loopback only::
+
+    python -m tests.fakes.fake_provider --port 8999      # or --port 0: pick a free port
+    python tests/fakes/fake_provider.py --port 0
+
+It prints ``FAKE_PROVIDER_READY <port>`` once listening. From tests, use
+:class:`FakeProviderProcess` (a context manager that spawns it and waits for that line).
+
+Endpoints
+---------
+``POST /v1/chat/completions`` (also ``/chat/completions``)  OpenAI, plain and SSE
+``POST /v1/messages``                                        Anthropic, plain and SSE
+``POST /_script``    ``{"model": "m", "behaviours": ["429:retry_after=1", "ok"]}`` queues
+                     behaviours for requests to model ``m`` (the ``model`` the request names)
+``GET  /_requests``  every request received: path, lower-cased headers, JSON body, behaviour
+``POST /_reset``     clear the scripts and the request log
+
+Each request takes the next behaviour queued for its model, else one named in the last user
+message as ``[[fake:BEHAVIOUR]]``, else ``ok``. A behaviour is ``name`` or
+``name:key=value,key=value``:
+
+=================  ===========================================================================
+``ok``             a deterministic echo answer with realistic usage; a tool call when the
+                   request has tools and the last turn is not a tool result. ``delay=`` before
+                   the headers, ``chunk_delay=`` between stream chunks
+``429``            rate limited; ``retry_after=`` sets ``Retry-After`` (seconds),
+                   ``retry_after_ms=`` sets ``retry-after-ms``
+``500``, ``503``,  that status with the dialect's error body (any 4xx/5xx code works;
+``529``, ``401``   ``retry_after=`` adds ``Retry-After``)
+``reset``          reset the TCP connection (RST) without answering
+``hang``           send nothing for ``seconds=`` (default 10), then close
+``stall``          send the headers (and, streaming, the role chunk), then nothing for
+                   ``seconds=`` (default 10), then close
+``cut``            stream ``after=`` content chunks (default 2), then drop the connection
+                   mid-body; non-streamed, half the body and then drop
+``malformed``      stream ``after=`` chunks (default 1), then ``data: {not json``;
+                   non-streamed, a 200 whose body is not JSON
+``nodone``         a full stream that ends cleanly without ``[DONE]`` / ``message_stop``
+``sse_error``      stream ``after=`` chunks (default 1), then an error event
+``context_length`` 400 context length exceeded, in the dialect's shape
+``content_filter`` 400 content filter, in the dialect's shape
+=================  ===========================================================================
+
+The Anthropic endpoint validates what the real API insists on (``max_tokens``, alternating
+roles starting with ``user``, tool ids matching ``^[a-zA-Z0-9_-]+$``, every ``tool_result``
+answering a ``tool_use`` of the previous turn); the OpenAI endpoint checks that every ``tool``
+message answers a ``tool_calls`` id of an earlier assistant turn. Violations answer 400.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import re
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+READY = "FAKE_PROVIDER_READY"
+_ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
+_MAGIC = re.compile(r"\[\[fake:([^\]]+)\]\]")
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+           502: "Bad Gateway", 503: "Service Unavailable", 529: "Overloaded"}
+
+
+# --------------------------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------------------------
+
+
+class State:
+    def __init__(self) -> None:
+        self.queues: dict[str, deque[str]] = defaultdict(deque)
+        self.requests: list[dict[str, Any]] = []
+        self.counter = 0
+
+    def reset(self) -> None:
+        self.queues.clear()
+        self.requests.clear()
+
+
+STATE = State()
+
+
+def parse_behaviour(spec: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = spec.strip().partition(":")
+    params: dict[str, str] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key.strip()] = value.strip()
+    return name.strip(), params
+
+
+def _num(params: dict[str, str], key: str, default: float) -> float:
+    return float(params.get(key, default))
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP plumbing
+# --------------------------------------------------------------------------------------------
+
+
+class Request:
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+        self.method, self.path, self.headers, self.raw = method, path, headers, body
+        try:
+            self.json: Any = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+
+async def read_request(reader: asyncio.StreamReader) -> Request | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if ":" in line:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0") or 0)
+    body = await reader.readexactly(length) if length else b""
+    return Request(method, path.split("?", 1)[0], headers, body)
+
+
+def head_bytes(status: int, headers: dict[str, str]) -> bytes:
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def send_json(writer: asyncio.StreamWriter, status: int, body: Any,
+                    headers: dict[str, str] | None = None) -> None:
+    data = json.dumps(body).encode()
+    writer.write(head_bytes(status, {"content-type": "application/json",
+                                     "content-length": str(len(data)), **(headers or {})}))
+    writer.write(data)
+    await writer.drain()
+
+
+def reset_connection(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class ChunkedWriter:
+    """An SSE body in HTTP/1.1 chunked framing, so a clean end and a cut differ on the wire."""
+
+    def __init__(self, writer: asyncio.StreamWriter, delay: float = 0.0) -> None:
+        self.writer, self.delay = writer, delay
+
+    async def start(self) -> None:
+        self.writer.write(head_bytes(200, {"content-type": "text/event-stream",
+                                           "cache-control": "no-cache",
+                                           "transfer-encoding": "chunked"}))
+        await self.writer.drain()
+
+    async def raw(self, data: bytes) -> None:
+        self.writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        await self.writer.drain()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+
+    async def data(self, payload: Any, event: str | None = None) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        prefix = f"event: {event}\n" if event else ""
+        await self.raw(f"{prefix}data: {text}\n\n".encode())
+
+    async def end(self) -> None:
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic answers
+# --------------------------------------------------------------------------------------------
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, dict):
+                if part.get("type") == "text":
+                    out.append(str(part.get("text", "")))
+                elif part.get("type") == "tool_result":
+                    out.append(_text(part.get("content")))
+        return " ".join(out)
+    return ""
+
+
+def _chars(messages: list[Any]) -> int:
+    return sum(len(_text(m.get("content"))) for m in messages if isinstance(m, dict))
+
+
+class Answer:
+    """What the fake says: text or one tool call, plus usage."""
+
+    def __init__(self, model: str, messages: list[Any], tools: list[Any] | None,
+                 tool_choice: Any, last_is_tool_result: bool, system: str = "") -> None:
+        last_user = ""
+        for m in messages:
+            if isinstance(m, dict) and m.get("role") == "user":
+                last_user = _text(m.get("content"))
+        self.model = model
+        self.last_user = last_user
+        self.prompt_tokens = math.ceil((_chars(messages) + len(system)) / 4) + 4 * len(messages)
+        self.tool_name: str | None = None
+        self.tool_args = ""
+        if tools and tool_choice != "none" and not last_is_tool_result:
+            first = tools[0]
+            self.tool_name = (first.get("function") or {}).get("name") or first.get("name")
+            self.tool_args = json.dumps({"query": _MAGIC.sub("", last_user).strip()[:40]})
+        clean = _MAGIC.sub("", last_user).strip()
+        if last_is_tool_result:
+            self.text = f"Echo from {model}: tool said {clean[:60]}".strip()
+        else:
+            self.text = f"Echo from {model}: {clean[:200]}".strip()
+        digest = hashlib.sha1(f"{model}|{last_user}|{len(messages)}".encode()).hexdigest()
+        self.openai_call_id = "call_" + digest[:24]
+        self.anthropic_call_id = "toolu_01" + digest[:22]
+        self.words = [w + " " for w in self.text.split(" ")]
+        self.words[-1] = self.words[-1].rstrip()
+
+    @property
+    def completion_tokens(self) -> int:
+        return max(1, math.ceil(len(self.tool_args) / 4)) if self.tool_name else len(self.words)
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+    def arg_pieces(self) -> list[str]:
+        return [self.tool_args[i:i + 8] for i in range(0, len(self.tool_args), 8)]
+
+
+# --------------------------------------------------------------------------------------------
+# The OpenAI dialect
+# --------------------------------------------------------------------------------------------
+
+
+def openai_error(message: str, typ: str, code: str | None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": typ, "param": param, "code": code}}
+
+
+def openai_validate(body: dict[str, Any]) -> str | None:
+    seen_ids: set[str] = set()
+    for i, m in enumerate(body.get("messages") or []):
+        for call in m.get("tool_calls") or []:
+            seen_ids.add(call.get("id"))
+        if m.get("role") == "tool" and m.get("tool_call_id") not in seen_ids:
+            return (f"Invalid parameter: messages[{i}]: 'tool_call_id' "
+                    f"{m.get('tool_call_id')!r} does not answer any earlier 'tool_calls' id")
+    return None
+
+
+async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
+                       params: dict[str, str]) -> bool:
+    body = req.json or {}
+    model = str(body.get("model"))
+    stream = bool(body.get("stream"))
+    messages = body.get("messages") or []
+    problem = openai_validate(body)
+    if problem and name == "ok":
+        await send_json(writer, 400, openai_error(problem, "invalid_request_error", None,
+                                                  "messages"))
+        return True
+    if name == "context_length":
+        await send_json(writer, 400, openai_error(
+            "This model's maximum context length is 8192 tokens. However, your messages "
+            "resulted in 9000 tokens. Please reduce the length of the messages.",
+            "invalid_request_error", "context_length_exceeded", "messages"))
+        return True
+    if name == "content_filter":
+        await send_json(writer, 400, openai_error(
+            "The response was filtered due to the prompt triggering Azure OpenAI's content "
+            "management policy.", "invalid_request_error", "content_filter", "prompt"))
+        return True
+    if name.isdigit():
+        status = int(name)
+        headers = {}
+        if "retry_after" in params:
+            headers["retry-after"] = params["retry_after"]
+        if "retry_after_ms" in params:
+            headers["retry-after-ms"] = params["retry_after_ms"]
+        kinds = {429: ("rate_limit_exceeded", "requests"), 401: ("invalid_api_key", "auth")}
+        code, typ = kinds.get(status, ("server_error", "server_error"))
+        await send_json(writer, status, openai_error(f"fake {status}", typ, code), headers)
+        return True
+    last = messages[-1] if messages else {}
+    answer = Answer(model, messages, body.get("tools"), body.get("tool_choice"),
+                    isinstance(last, dict) and last.get("role") == "tool")
+    STATE.counter += 1
+    ident = f"chatcmpl-fake-{STATE.counter}"
+    created = int(time.time())
+    if not stream:
+        if name == "malformed":
+            data = b"{not json"
+            writer.write(head_bytes(200, {"content-type": "application/json",
+                                          "content-length": str(len(data))}) + data)
+            await writer.drain()
+            return True
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+        finish = "stop"
+        if answer.tool_name:
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": answer.openai_call_id, "type": "function",
+                "function": {"name": answer.tool_name, "arguments": answer.tool_args}}]}
+            finish = "tool_calls"
+        full = {"id": ident, "object": "chat.completion", "created": created, "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish,
+                             "logprobs": None}],
+                "usage": answer.usage()}
+        if name == "stall":
+            data = json.dumps(full).encode()
+            writer.write(head_bytes(200, {"content-type": "application/json",
+                                          "content-length": str(len(data))}))
+            await writer.drain()
+            await asyncio.sleep(_num(params, "seconds", 10))
+            return False
+        if name == "cut":
+            data = json.dumps(full).encode()
+            writer.write(head_bytes(200, {"content-type": "application/json",
+                                          "content-length": str(len(data))}))
+            writer.write(data[: len(data) // 2])
+            await writer.drain()
+            reset_connection(writer)
+            return False
+        await send_json(writer, 200, full)
+        return True
+
+    out = ChunkedWriter(writer, _num(params, "chunk_delay", 0))
+    await out.start()
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": ident, "object": "chat.completion.chunk", "created": created,
+                "model": model, "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
+                             "logprobs": None}]}
+
+    await out.data(chunk({"role": "assistant", "content": ""}))
+    if name == "stall":
+        await asyncio.sleep(_num(params, "seconds", 10))
+        return False
+    if answer.tool_name:
+        pieces = [chunk({"tool_calls": [{"index": 0, "id": answer.openai_call_id,
+                                         "type": "function",
+                                         "function": {"name": answer.tool_name,
+                                                      "arguments": ""}}]})]
+        pieces += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+                   for p in answer.arg_pieces()]
+        finish = "tool_calls"
+    else:
+        pieces = [chunk({"content": w}) for w in answer.words]
+        finish = "stop"
+    after = int(_num(params, "after", 2 if name == "cut" else 1))
+    for i, piece in enumerate(pieces):
+        if name in ("cut", "malformed", "sse_error") and i == after:
+            break
+        await out.data(piece)
+    if name == "cut":
+        reset_connection(writer)
+        return False
+    if name == "malformed":
+        await out.raw(b"data: {not json\n\n")
+        await out.end()
+        return True
+    if name == "sse_error":
+        await out.data(openai_error("The server had an error while processing your request.",
+                                    "server_error", "server_error"), event="error")
+        await out.end()
+        return True
+    await out.data(chunk({}, finish))
+    options = body.get("stream_options") or {}
+    if options.get("include_usage"):
+        final = chunk({})
+        final["choices"] = []
+        final["usage"] = answer.usage()
+        await out.data(final)
+    if name != "nodone":
+        await out.data("[DONE]")
+    await out.end()
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# The Anthropic dialect
+# --------------------------------------------------------------------------------------------
+
+
+def anthropic_error(typ: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": typ, "message": message}}
+
+
+def anthropic_validate(req: Request) -> str | None:
+    body = req.json
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    if not req.headers.get("anthropic-version"):
+        return "anthropic-version: header is required"
+    if not isinstance(body.get("max_tokens"), int):
+        return "max_tokens: Field required"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    if messages[0].get("role") != "user":
+        return "messages: first message must use the \"user\" role"
+    previous_tool_uses: set[str] = set()
+    for i, m in enumerate(messages):
+        if m.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        if i and messages[i - 1].get("role") == m.get("role"):
+            return "messages: roles must alternate between \"user\" and \"assistant\""
+        blocks = m.get("content") if isinstance(m.get("content"), list) else []
+        uses: set[str] = set()
+        for j, block in enumerate(blocks):
+            if block.get("type") == "tool_use":
+                if not _ID_OK.match(str(block.get("id"))):
+                    return f"messages.{i}.content.{j}.tool_use.id: String should match pattern"
+                uses.add(block["id"])
+            if (block.get("type") == "tool_result"
+                    and block.get("tool_use_id") not in previous_tool_uses):
+                return (f"messages.{i}.content.{j}: unexpected `tool_use_id` found in "
+                        f"`tool_result` blocks: {block.get('tool_use_id')}. Each "
+                        f"`tool_result` block must have a corresponding `tool_use` block "
+                        f"in the previous message.")
+        previous_tool_uses = uses
+    return None
+
+
+async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
+                          params: dict[str, str]) -> bool:
+    problem = anthropic_validate(req)
+    if problem and name == "ok":
+        await send_json(writer, 400, anthropic_error("invalid_request_error", problem))
+        return True
+    body = req.json or {}
+    model = str(body.get("model"))
+    stream = bool(body.get("stream"))
+    if name == "context_length":
+        await send_json(writer, 400, anthropic_error(
+            "invalid_request_error", "prompt is too long: 210000 tokens > 200000 maximum"))
+        return True
+    if name == "content_filter":
+        await send_json(writer, 400, anthropic_error(
+            "invalid_request_error", "Output blocked by content filtering policy"))
+        return True
+    if name.isdigit():
+        status = int(name)
+        headers = {"retry-after": params["retry_after"]} if "retry_after" in params else {}
+        kinds = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error",
+                 500: "api_error"}
+        await send_json(writer, status,
+                        anthropic_error(kinds.get(status, "api_error"), f"fake {status}"),
+                        headers)
+        return True
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    last_blocks = last.get("content") if isinstance(last.get("content"), list) else []
+    last_is_result = any(b.get("type") == "tool_result" for b in last_blocks)
+    answer = Answer(model, messages, body.get("tools"),
+                    (body.get("tool_choice") or {}).get("type"), last_is_result,
+                    str(body.get("system") or ""))
+    STATE.counter += 1
+    ident = f"msg_fake{STATE.counter:06d}"
+    usage = {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens}
+    if not stream:
+        if name == "malformed":
+            data = b"{not json"
+            writer.write(head_bytes(200, {"content-type": "application/json",
+                                          "content-length": str(len(data))}) + data)
+            await writer.drain()
+            return True
+        if answer.tool_name:
+            content = [{"type": "tool_use", "id": answer.anthropic_call_id,
+                        "name": answer.tool_name, "input": json.loads(answer.tool_args)}]
+            stop = "tool_use"
+        else:
+            content = [{"type": "text", "text": answer.text}]
+            stop = "end_turn"
+        await send_json(writer, 200, {"id": ident, "type": "message", "role": "assistant",
+                                      "model": model, "content": content, "stop_reason": stop,
+                                      "stop_sequence": None, "usage": usage})
+        return True
+
+    out = ChunkedWriter(writer, _num(params, "chunk_delay", 0))
+    await out.start()
+    await out.data({"type": "message_start", "message": {
+        "id": ident, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": 1}}},
+        event="message_start")
+    if name == "stall":
+        await asyncio.sleep(_num(params, "seconds", 10))
+        return False
+    events: list[tuple[str, dict[str, Any]]] = []
+    if answer.tool_name:
+        events.append(("content_block_start", {
+            "type": "content_block_start", "index": 0,
+            "content_block": {"type": "tool_use", "id": answer.anthropic_call_id,
+                              "name": answer.tool_name, "input": {}}}))
+        events += [("content_block_delta", {
+            "type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": p}})
+            for p in answer.arg_pieces()]
+        stop = "tool_use"
+    else:
+        events.append(("content_block_start", {"type": "content_block_start", "index": 0,
+                                               "content_block": {"type": "text", "text": ""}}))
+        events.append(("ping", {"type": "ping"}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": w}})
+                   for w in answer.words]
+        stop = "end_turn"
+    events.append(("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    events.append(("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": stop, "stop_sequence": None},
+                                     "usage": {"output_tokens": answer.completion_tokens}}))
+    after = int(_num(params, "after", 2 if name == "cut" else 1))
+    sent_content = 0
+    for event, payload in events:
+        if name in ("cut", "malformed", "sse_error") and sent_content == after:
+            break
+        await out.data(payload, event=event)
+        if event == "content_block_delta":
+            sent_content += 1
+    if name == "cut":
+        reset_connection(writer)
+        return False
+    if name == "malformed":
+        await out.raw(b"event: content_block_delta\ndata: {not json\n\n")
+        await out.end()
+        return True
+    if name == "sse_error":
+        await out.data(anthropic_error("overloaded_error", "Overloaded"), event="error")
+        await out.end()
+        return True
+    if name != "nodone":
+        await out.data({"type": "message_stop"}, event="message_stop")
+    await out.end()
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------------------------
+
+
+def choose_behaviour(body: Any) -> str:
+    model = str((body or {}).get("model"))
+    queue = STATE.queues.get(model)
+    if queue:
+        return queue.popleft()
+    for message in reversed((body or {}).get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            match = _MAGIC.search(_text(message.get("content")))
+            if match:
+                return match.group(1)
+            break
+    return "ok"
+
+
+async def dispatch(req: Request, writer: asyncio.StreamWriter) -> bool:
+    """Answer one request; False to close the connection afterwards."""
+    if req.path == "/_health":
+        await send_json(writer, 200, {"ok": True})
+        return True
+    if req.path == "/_reset" and req.method == "POST":
+        STATE.reset()
+        await send_json(writer, 200, {"ok": True})
+        return True
+    if req.path == "/_script" and req.method == "POST":
+        body = req.json or {}
+        scripts = body.get("scripts") or {body.get("model"): body.get("behaviours") or []}
+        for model, behaviours in scripts.items():
+            STATE.queues[str(model)].extend(behaviours)
+        await send_json(writer, 200, {"queued": {m: list(q) for m, q in STATE.queues.items()}})
+        return True
+    if req.path == "/_requests":
+        await send_json(writer, 200, STATE.requests)
+        return True
+    openai_paths = ("/v1/chat/completions", "/chat/completions")
+    if req.method == "POST" and req.path in (*openai_paths, "/v1/messages"):
+        spec = choose_behaviour(req.json)
+        STATE.requests.append({"path": req.path, "headers": req.headers, "body": req.json,
+                               "behaviour": spec, "at": time.time()})
+        name, params = parse_behaviour(spec)
+        if "delay" in params:
+            await asyncio.sleep(float(params["delay"]))
+        if name == "reset":
+            reset_connection(writer)
+            return False
+        if name == "hang":
+            await asyncio.sleep(_num(params, "seconds", 10))
+            return False
+        if req.path in openai_paths:
+            return await serve_openai(req, writer, name, params)
+        return await serve_anthropic(req, writer, name, params)
+    await send_json(writer, 404, {"error": {"message": f"no route {req.method} {req.path}"}})
+    return True
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            req = await read_request(reader)
+            if req is None or not await dispatch(req, writer):
+                break
+    except (ConnectionError, asyncio.IncompleteReadError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def serve(port: int) -> None:
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    bound = server.sockets[0].getsockname()[1]
+    print(f"{READY} {bound}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A scriptable fake LLM provider (loopback).")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.port))
+
+
+# --------------------------------------------------------------------------------------------
+# Driving it from tests
+# --------------------------------------------------------------------------------------------
+
+
+class FakeProviderProcess:
+    """Spawn the fake provider in its own process on a free loopback port; stop it on exit.
+
+    ``url`` is the server root; ``openai_base_url`` is ``url + "/v1"`` (what an OpenAI client
+    or a catalog ``base_url`` takes); Anthropic cards take ``url``.
+    """
+
+    def __init__(self, startup_timeout_s: float = 10.0) -> None:
+        self.startup_timeout_s = startup_timeout_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def start(self) -> FakeProviderProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            text=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if ready:
+                line = self.proc.stdout.readline()
+                if line.startswith(READY):
+                    self.port = int(line.split()[1])
+                    return self
+                if not line and self.proc.poll() is not None:
+                    break
+        self.stop()
+        raise RuntimeError("the fake provider did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> FakeProviderProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def script(self, model: str, *behaviours: str) -> None:
+        """Queue behaviours for the next requests to ``model``."""
+        self._call("POST", "/_script", {"model": model, "behaviours": list(behaviours)})
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request received since the last reset."""
+        result: list[dict[str, Any]] = self._call("GET", "/_requests")
+        return result
+
+    def reset(self) -> None:
+        self._call("POST", "/_reset", {})
+
+
+if __name__ == "__main__":
+    main()

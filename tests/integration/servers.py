@@ -1,0 +1,126 @@
+"""Real servers on loopback for the service tests: uvicorn in a thread, or `switchpoint serve`
+in a subprocess (for restarts and crashes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from switchpoint.gateway.service import Service
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(base: str, timeout: float = 60.0) -> dict[str, object]:
+    """Poll /health until it says ready; returns its body."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base}/health", timeout=2)
+            last = r.text
+            if r.status_code == 200:
+                body: dict[str, object] = r.json()
+                return body
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{base} not ready after {timeout} s (last: {last})")
+
+
+class ThreadServer:
+    """uvicorn serving ``app`` on a free loopback port, in a background thread."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def service(self) -> Service:
+        service = self.app.state.service
+        assert isinstance(service, Service)
+        return service
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@contextmanager
+def thread_server(app: FastAPI, ready: bool = True) -> Iterator[ThreadServer]:
+    server = ThreadServer(app).start()
+    try:
+        if ready:
+            wait_ready(server.base)
+        yield server
+    finally:
+        server.stop()
+
+
+class ProcessServer:
+    """`switchpoint serve` in a subprocess, as a user runs it."""
+
+    def __init__(self, *args: str | Path, data_dir: Path, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.argv = [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(self.port),
+                     "--data-dir", str(data_dir), "--log-level", "warning",
+                     *(str(a) for a in args)]
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> ProcessServer:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, object]:
+        return wait_ready(self.base, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing is flushed or closed."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.communicate(timeout=30)
+
+    def terminate(self) -> tuple[int, str]:
+        """SIGTERM: uvicorn's graceful shutdown. Returns (exit code, stderr)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, err
+
+    def wait_exit(self, timeout: float = 60.0) -> tuple[int, str]:
+        assert self.proc is not None
+        _, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err

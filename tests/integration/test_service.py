@@ -1,0 +1,390 @@
+"""The HTTP service on a real uvicorn server (loopback, bundled default weights, real embedder):
+seed 2's contract verbatim, every bad input the issue lists, the service routes, and the
+decision cache under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import ThreadServer, thread_server
+
+from switchpoint.config import load_settings
+from switchpoint.gateway import create_app
+from switchpoint.gateway.state import RouterFactory
+from switchpoint.weights import load_weights
+
+# One factory for every server in this module: the MiniLM session is loaded once.
+FACTORY = RouterFactory()
+SEED_KEYS = {"selected_model", "cluster_id", "expected_error", "cost_adjusted_score",
+             "all_scores", "cache_hit", "usage"}
+SEED_MODELS = ["gpt-4o-mini", "gpt-4o", "ministral-3b-latest"]
+# Seed 2's request bodies, byte for byte as its curl examples send them.
+SEED_PROVE = b"""{
+  "prompt": "Prove the square root of 2 is irrational.",
+  "cost_weight": 0.5,
+  "available_models": ["gpt-4o-mini", "gpt-4o", "ministral-3b-latest"]
+}"""
+SEED_CLASSIFY = b"""{
+    "prompt": "Classify this ticket: billing | technical | other",
+    "cost_weight": 0.7
+  }"""
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    data = tmp_path_factory.mktemp("data")
+    settings = load_settings(None, overrides={"data_dir": str(data)}, environ={})
+    with thread_server(create_app(settings, loader=FACTORY)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def seed_catalog_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    """A catalog with exactly seed 2's three model names, mapped to default-weights profiles."""
+    root = tmp_path_factory.mktemp("seedcat")
+    config = root / "switchpoint.yaml"
+    config.write_text("""
+models:
+  - {name: gpt-4o-mini, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.15, output_per_mtok: 0.6}
+  - {name: gpt-4o, profile: gpt-4-1106-preview, input_per_mtok: 2.5, output_per_mtok: 10}
+  - {name: ministral-3b-latest, profile: mistralai/mistral-7b-chat, provider: mistral,
+     input_per_mtok: 0.04, output_per_mtok: 0.04}
+data_dir: data
+""", encoding="utf-8")
+    settings = load_settings(config, environ={})
+    assert Path(settings.data_dir) == root / "data"
+    with thread_server(create_app(settings, loader=FACTORY)) as s:
+        yield s
+
+
+def post(server: ThreadServer, body: bytes | dict[str, object],
+         path: str = "/v1/route") -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(server.base + path, content=content, headers=JSON, timeout=30)
+
+
+def assert_invalid(r: httpx.Response, field: str) -> str:
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request"
+    assert err["param"] == field
+    assert err["message"].startswith(field), err["message"]
+    return str(err["message"])
+
+
+def unique(text: str) -> str:
+    return f"{text} [{uuid.uuid4().hex[:8]}]"
+
+
+# Seed 2, verbatim --------------------------------------------------------------------------------
+
+
+def test_seed_classify_example(server: ThreadServer) -> None:
+    r = post(server, SEED_CLASSIFY)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {*SEED_KEYS, "decision_id"}
+    assert isinstance(body["selected_model"], str)
+    assert isinstance(body["cluster_id"], int)
+    for key in ("expected_error", "cost_adjusted_score"):
+        assert isinstance(body[key], float)
+    assert isinstance(body["cache_hit"], bool)
+    assert set(body["usage"]) == {"routing_ms", "embedding_ms"}
+    assert body["cost_adjusted_score"] == pytest.approx(min(body["all_scores"].values()))
+    assert body["selected_model"] == min(body["all_scores"], key=body["all_scores"].get)
+    assert set(body["all_scores"]) == set(load_weights(None).models)
+
+
+def test_seed_classify_without_content_type_header(server: ThreadServer) -> None:
+    """`curl -d` without -H sends form encoding; the JSON body is still read."""
+    r = httpx.post(server.base + "/v1/route", content=SEED_CLASSIFY, timeout=30,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 200, r.text
+
+
+def test_seed_prove_example_with_default_weights_names_the_unknown_models(
+        server: ThreadServer) -> None:
+    """The default weights know none of seed 2's model names: 400 naming each of them."""
+    message = assert_invalid(post(server, SEED_PROVE), "available_models")
+    for name in SEED_MODELS:
+        assert repr(name) in message
+    assert "known models are" in message
+
+
+def test_seed_prove_example_with_a_catalog_of_those_models(
+        seed_catalog_server: ThreadServer) -> None:
+    r = post(seed_catalog_server, SEED_PROVE)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body["all_scores"]) == set(SEED_MODELS)
+    assert body["selected_model"] in SEED_MODELS
+    models = httpx.get(seed_catalog_server.base + "/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["auto", *SEED_MODELS]
+    assert models["data"][3]["owned_by"] == "mistral"
+
+
+def test_seed_embedding_example(server: ThreadServer) -> None:
+    vector = [((i * 37) % 101 - 50) / 100 for i in range(384)]
+    r = post(server, {"embedding": vector, "cost_weight": 0.5})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["embedding_ms"] == 0
+
+
+def test_cost_weight_overrides_lambda_and_available_models_restrict(server: ThreadServer) -> None:
+    prompt = unique("Write a haiku about the sea")
+    cheap = post(server, {"prompt": prompt, "cost_weight": 100}).json()
+    best = post(server, {"prompt": prompt, "cost_weight": 0}).json()
+    assert cheap["all_scores"] != best["all_scores"]
+    pair = ["claude-v2", "mistralai/mistral-7b-chat"]
+    only = post(server, {"prompt": prompt, "available_models": pair}).json()
+    assert set(only["all_scores"]) == set(pair)
+
+
+# Bad input: one test each, all 400 invalid_request naming the field ---------------------------
+
+
+def test_malformed_json(server: ThreadServer) -> None:
+    assert "not valid JSON" in assert_invalid(post(server, b'{"prompt": "hi",'), "body")
+
+
+def test_empty_body(server: ThreadServer) -> None:
+    assert "empty" in assert_invalid(post(server, b""), "body")
+
+
+def test_body_not_an_object(server: ThreadServer) -> None:
+    assert_invalid(post(server, b'["prompt", "hi"]'), "body")
+
+
+def test_prompt_of_wrong_type(server: ThreadServer) -> None:
+    assert "string" in assert_invalid(post(server, {"prompt": 42}), "prompt")
+
+
+def test_available_models_of_wrong_type(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"prompt": "hi", "available_models": "gpt-4-1106-preview"}),
+                   "available_models")
+
+
+def test_embedding_of_wrong_type(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"embedding": ["0.1"] * 384}), "embedding")
+
+
+def test_empty_prompt(server: ThreadServer) -> None:
+    assert "empty" in assert_invalid(post(server, {"prompt": ""}), "prompt")
+
+
+def test_whitespace_prompt(server: ThreadServer) -> None:
+    assert "empty" in assert_invalid(post(server, {"prompt": " \n\t "}), "prompt")
+
+
+def test_neither_prompt_nor_embedding(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"cost_weight": 0.5}), "prompt")
+
+
+def test_both_prompt_and_embedding(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"prompt": "hi", "embedding": [0.1] * 384}), "embedding")
+
+
+def test_ten_megabyte_prompt(server: ThreadServer) -> None:
+    r = post(server, {"prompt": "word " * (2 * 1024 * 1024)})
+    message = assert_invalid(r, "body")
+    assert "limit" in message and "prompt" in message
+
+
+def test_ten_megabyte_prompt_chunked(server: ThreadServer) -> None:
+    """No Content-Length: the limit is enforced while reading."""
+    chunk = b"x" * 65536
+
+    def body() -> Iterator[bytes]:
+        yield b'{"prompt": "'
+        for _ in range(160):
+            yield chunk
+        yield b'"}'
+
+    r = httpx.post(server.base + "/v1/route", content=body(), headers=JSON, timeout=30)
+    assert_invalid(r, "body")
+
+
+def test_embedding_of_wrong_length(server: ThreadServer) -> None:
+    message = assert_invalid(post(server, {"embedding": [0.1] * 383}), "embedding")
+    assert "383" in message and "384" in message
+
+
+def test_embedding_with_nan(server: ThreadServer) -> None:
+    content = ('{"embedding": [NaN' + ", 0.1" * 383 + "]}").encode()
+    assert "finite" in assert_invalid(post(server, content), "embedding")
+
+
+def test_embedding_with_infinity(server: ThreadServer) -> None:
+    content = ('{"embedding": [0.1, Infinity' + ", 0.1" * 382 + "]}").encode()
+    assert "finite" in assert_invalid(post(server, content), "embedding")
+
+
+def test_embedding_with_overflowing_number(server: ThreadServer) -> None:
+    content = ('{"embedding": [1e999' + ", 0.1" * 383 + "]}").encode()
+    assert_invalid(post(server, content), "embedding")
+
+
+def test_embedding_all_zeros(server: ThreadServer) -> None:
+    assert "zeros" in assert_invalid(post(server, {"embedding": [0.0] * 384}), "embedding")
+
+
+def test_unknown_model(server: ThreadServer) -> None:
+    message = assert_invalid(post(server, {"prompt": "hi", "available_models": ["gpt-9"]}),
+                             "available_models")
+    assert "'gpt-9'" in message
+
+
+def test_empty_available_models(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"prompt": "hi", "available_models": []}), "available_models")
+
+
+def test_negative_cost_weight(server: ThreadServer) -> None:
+    assert ">= 0" in assert_invalid(post(server, {"prompt": "hi", "cost_weight": -0.1}),
+                                    "cost_weight")
+
+
+def test_non_numeric_cost_weight(server: ThreadServer) -> None:
+    assert "number" in assert_invalid(post(server, {"prompt": "hi", "cost_weight": "cheap"}),
+                                      "cost_weight")
+
+
+def test_numeric_string_cost_weight(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"prompt": "hi", "cost_weight": "0.5"}), "cost_weight")
+
+
+def test_boolean_cost_weight(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"prompt": "hi", "cost_weight": True}), "cost_weight")
+
+
+def test_nan_cost_weight(server: ThreadServer) -> None:
+    assert_invalid(post(server, b'{"prompt": "hi", "cost_weight": NaN}'), "cost_weight")
+
+
+def test_huge_cost_weight(server: ThreadServer) -> None:
+    assert_invalid(post(server, {"prompt": "hi", "cost_weight": 1e300}), "cost_weight")
+
+
+def test_unknown_field(server: ThreadServer) -> None:
+    message = assert_invalid(post(server, {"prompt": "hi", "cost_wieght": 1}), "cost_wieght")
+    assert "cost_weight" in message  # lists the real fields
+
+
+def test_bad_input_changes_no_state(server: ThreadServer) -> None:
+    before = httpx.get(server.base + "/v1/router/stats").json()["total"]
+    for body in ({"prompt": ""}, {"prompt": "hi", "available_models": ["gpt-9"]}):
+        assert post(server, body).status_code == 400
+    assert httpx.get(server.base + "/v1/router/stats").json()["total"] == before
+
+
+# Service routes ----------------------------------------------------------------------------------
+
+
+def test_health(server: ThreadServer) -> None:
+    r = httpx.get(server.base + "/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ready"] is True and body["status"] == "ready"
+    assert body["weights_id"].startswith("cluster-")
+    assert body["models"] == load_weights(None).models
+    assert body["uptime_seconds"] > 0
+
+
+def test_models_openai_list(server: ThreadServer) -> None:
+    body = httpx.get(server.base + "/v1/models").json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert ids == ["auto", *load_weights(None).models]
+    for m in body["data"]:
+        assert m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"]
+
+
+def test_unknown_route_and_method_keep_the_error_shape(server: ThreadServer) -> None:
+    r = httpx.get(server.base + "/v1/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = httpx.get(server.base + "/v1/route")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_openapi_and_docs(server: ThreadServer) -> None:
+    spec = httpx.get(server.base + "/openapi.json").json()
+    for path in ("/v1/route", "/health", "/v1/models", "/metrics", "/v1/router/stats",
+                 "/v1/router/policy/{name}", "/v1/router/reload"):
+        assert path in spec["paths"]
+    route = spec["paths"]["/v1/route"]["post"]
+    schema = route["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["properties"]) == {"prompt", "embedding", "available_models",
+                                         "cost_weight"}
+    assert {"200", "400", "503"} <= set(route["responses"])
+    assert httpx.get(server.base + "/docs").status_code == 200
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics(server: ThreadServer) -> None:
+    post(server, {"prompt": unique("metrics probe")})
+    text = httpx.get(server.base + "/metrics").text
+    assert "# TYPE switchpoint_http_requests_total counter" in text
+    assert 'switchpoint_http_requests_total{route="/v1/route",method="POST",status="200"}' in text
+    assert "# TYPE switchpoint_http_request_duration_seconds histogram" in text
+    assert 'switchpoint_http_request_duration_seconds_bucket{route="/v1/route",le="+Inf"}' in text
+    assert _metric(text, "switchpoint_route_decisions_total") >= 1
+    assert "switchpoint_route_cache_hits_total" in text
+    assert _metric(text, "switchpoint_router_ready") == 1
+
+
+def test_stats_count_decisions_by_model_and_cluster(server: ThreadServer) -> None:
+    before = httpx.get(server.base + "/v1/router/stats").json()
+    decided = [post(server, {"prompt": unique(f"stats probe {i}")}).json() for i in range(3)]
+    after = httpx.get(server.base + "/v1/router/stats").json()
+    assert after["total"] == before["total"] + 3
+    for d in decided:
+        assert after["by_model"][d["selected_model"]] >= 1
+        assert after["by_cluster"][str(d["cluster_id"])] >= 1
+    assert sum(after["by_model"].values()) == after["total"]
+    assert after["policy"] == "cluster"
+
+
+# The decision cache under concurrency ------------------------------------------------------------
+
+
+def test_concurrent_identical_requests_report_cache_hits_truthfully(server: ThreadServer) -> None:
+    n = 32
+    body = {"prompt": unique("Summarise the causes of the French Revolution"),
+            "cost_weight": 0.25}
+    before = httpx.get(server.base + "/v1/router/stats").json()
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.base, timeout=60) as client:
+            return await asyncio.gather(*[client.post("/v1/route", json=body)
+                                          for _ in range(n)])
+
+    responses = asyncio.run(fire())
+    assert all(r.status_code == 200 for r in responses)
+    decided = [r.json() for r in responses]
+    hits = [d["cache_hit"] for d in decided]
+    assert hits.count(False) >= 1  # someone computed it
+    for d in decided:  # each call's flag is what happened to that call
+        computed = d["usage"]["embedding_ms"] > 0
+        assert d["cache_hit"] is not computed
+    assert len({d["selected_model"] for d in decided}) == 1
+    assert len({d["decision_id"] for d in decided}) == n
+    after = httpx.get(server.base + "/v1/router/stats").json()
+    assert after["total"] - before["total"] == n
+    assert after["cache_hits"] - before["cache_hits"] == hits.count(True)
+    again = post(server, body).json()
+    assert again["cache_hit"] is True and again["usage"]["embedding_ms"] == 0
+    assert math.isclose(again["cost_adjusted_score"], decided[0]["cost_adjusted_score"])

@@ -1,0 +1,234 @@
+"""The service over its life: 503 before the router is ready, policy swap, reload under load,
+bad config at start and at reload, and decisions that survive a restart and a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import ProcessServer, thread_server
+
+from switchpoint.config import Settings, load_settings
+from switchpoint.gateway import create_app
+from switchpoint.gateway.state import RouterFactory
+from switchpoint.router import Router
+
+FACTORY = RouterFactory()
+
+
+def settings_for(tmp_path: Path, **overrides: object) -> Settings:
+    return load_settings(None, overrides={"data_dir": str(tmp_path / "data"), **overrides},
+                         environ={})
+
+
+def route(base: str, prompt: str, **extra: object) -> httpx.Response:
+    return httpx.post(f"{base}/v1/route", json={"prompt": prompt, **extra}, timeout=60)
+
+
+# Before the router is ready ----------------------------------------------------------------------
+
+
+def test_port_opens_before_the_router_loads_and_answers_503(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def slow_loader(settings: Settings, policy: str | None) -> Router:
+        assert release.wait(60)
+        return FACTORY(settings, policy)
+
+    app = create_app(settings_for(tmp_path), loader=slow_loader)
+    with thread_server(app, ready=False) as server:
+        r = route(server.base, "Prove the square root of 2 is irrational.")
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "router_not_ready"
+        assert r.headers["retry-after"] == "1"
+        health = httpx.get(f"{server.base}/health")
+        assert health.status_code == 503
+        assert health.json()["ready"] is False and health.json()["status"] == "loading"
+        assert httpx.get(f"{server.base}/v1/models").status_code == 503
+        assert httpx.post(f"{server.base}/v1/router/reload").status_code == 503
+        # Bad input is still a 400, even while loading.
+        assert httpx.post(f"{server.base}/v1/route", content=b"{").status_code == 400
+        metrics = httpx.get(f"{server.base}/metrics").text
+        assert "switchpoint_router_ready 0" in metrics
+        release.set()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{server.base}/health").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert route(server.base, "Prove the square root of 2 is irrational.").status_code == 200
+
+
+def test_a_failed_load_is_reported(tmp_path: Path) -> None:
+    def broken(settings: Settings, policy: str | None) -> Router:
+        raise RuntimeError("disk on fire")
+
+    with thread_server(create_app(settings_for(tmp_path), loader=broken), ready=False) as server:
+        deadline = time.monotonic() + 10
+        while server.service.state.error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        health = httpx.get(f"{server.base}/health").json()
+        assert health["status"] == "failed" and "disk on fire" in health["error"]
+        r = route(server.base, "hello")
+        assert r.status_code == 503 and "disk on fire" in r.json()["error"]["message"]
+
+
+# Policy swap and reload --------------------------------------------------------------------------
+
+
+def test_policy_swap(tmp_path: Path) -> None:
+    with thread_server(create_app(settings_for(tmp_path), loader=FACTORY)) as server:
+        base = server.base
+        r = httpx.post(f"{base}/v1/router/policy/nonsense")
+        assert r.status_code == 400
+        message = r.json()["error"]["message"]
+        assert r.json()["error"]["param"] == "name"
+        for choice in ("cluster", "knn", "tiers", "tfidf"):
+            assert choice in message
+        r = httpx.post(f"{base}/v1/router/policy/tiers", timeout=60)
+        assert r.status_code == 200, r.text
+        swapped = r.json()
+        assert swapped["policy"] == "tiers" and swapped["previous_policy"] == "cluster"
+        assert swapped["weights_id"].startswith("tiers-")
+        health = httpx.get(f"{base}/health").json()
+        assert health["policy"] == "tiers" and health["weights_id"] == swapped["weights_id"]
+        assert route(base, "What is 2 + 2?").status_code == 200
+        # The tiers policy reads text: an embedding alone is refused, naming the field.
+        r = httpx.post(f"{base}/v1/route", json={"embedding": [0.1] * 384})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+        stats = httpx.get(f"{base}/v1/router/stats").json()
+        assert stats["by_policy"] == {"tiers": 1} and stats["policy"] == "tiers"
+        assert httpx.post(f"{base}/v1/router/policy/cluster", timeout=60).status_code == 200
+
+
+def test_reload_under_load_drops_no_request(tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("cost_weight: 0.5\ndata_dir: data\n", encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY)) as server:
+        base = server.base
+        stop = asyncio.Event()
+        statuses: list[int] = []
+
+        async def client_loop(worker: int) -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                i = 0
+                while not stop.is_set():
+                    r = await client.post("/v1/route",
+                                          json={"prompt": f"worker {worker} question {i}"})
+                    statuses.append(r.status_code)
+                    i += 1
+
+        async def admin() -> list[httpx.Response]:
+            answers = []
+            async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+                for step in range(4):
+                    await asyncio.sleep(0.15)
+                    if step == 2:
+                        answers.append(await client.post("/v1/router/policy/knn"))
+                    else:
+                        config.write_text(f"cost_weight: {step + 1}\ndata_dir: data\n",
+                                          encoding="utf-8")
+                        answers.append(await client.post("/v1/router/reload"))
+                await asyncio.sleep(0.15)
+            stop.set()
+            return answers
+
+        async def main() -> list[httpx.Response]:
+            tasks = [asyncio.create_task(client_loop(w)) for w in range(8)]
+            answers = await admin()
+            await asyncio.gather(*tasks)
+            return answers
+
+        answers = asyncio.run(main())
+        assert [a.status_code for a in answers] == [200, 200, 200, 200], [a.text for a in answers]
+        assert len(statuses) > 20 and set(statuses) == {200}
+        assert answers[-1].json()["policy"] == "cluster"  # a reload returns to the config's policy
+        assert server.service.state.settings.cost_weight == 4
+        last = server.service.store.decisions(limit=1)[0]
+        route(base, "a prompt after the last reload")
+        newest = server.service.store.decisions(limit=1)[0]
+        assert newest["id"] != last["id"] and newest["cost_weight"] == 4
+        stats = httpx.get(f"{base}/v1/router/stats").json()
+        assert stats["total"] == len(statuses) + 1
+
+
+def test_reload_with_a_bad_config_keeps_the_old_router(tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("cost_weight: 0.5\ndata_dir: data\n", encoding="utf-8")
+    with thread_server(create_app(load_settings(config, environ={}), loader=FACTORY)) as server:
+        before = httpx.get(f"{server.base}/health").json()["weights_id"]
+        config.write_text("cost_weight: -3\ndata_dir: data\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload")
+        assert r.status_code == 400
+        err = r.json()["error"]
+        assert err["code"] == "invalid_config" and err["param"] == "cost_weight"
+        assert err["message"] == "cost_weight: must be >= 0, got -3"
+        config.write_text("models:\n  - {name: x, profile: no-such-profile}\ndata_dir: data\n",
+                          encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "models[0].profile"
+        assert httpx.get(f"{server.base}/health").json()["weights_id"] == before
+        assert server.service.state.settings.cost_weight == 0.5
+        assert route(server.base, "still routing").status_code == 200
+
+
+# Whole processes: start-up errors, restart and crash ---------------------------------------------
+
+
+def test_invalid_config_fails_at_start_with_the_key_path(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("models:\n  - {name: good, input_per_mtok: -1, output_per_mtok: 1}\n",
+                      encoding="utf-8")
+    server = ProcessServer("--config", config, data_dir=tmp_path / "data").start()
+    code, err = server.wait_exit()
+    assert code == 2
+    assert "switchpoint: error: models[0].input_per_mtok: must be >= 0, got -1" in err
+    assert "Traceback" not in err
+
+
+def test_a_catalog_the_weights_cannot_serve_fails_at_start(tmp_path: Path) -> None:
+    """Found while loading (after the port opened): the server stops and exits 2."""
+    config = tmp_path / "bad.yaml"
+    config.write_text("models:\n  - {name: mystery, profile: no-such-profile}\n",
+                      encoding="utf-8")
+    server = ProcessServer("--config", config, data_dir=tmp_path / "data").start()
+    code, err = server.wait_exit()
+    assert code == 2, err
+    assert "switchpoint: error: models[0].profile: 'no-such-profile' is not a profile" in err
+
+
+def test_decisions_survive_a_crash_and_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = ProcessServer(data_dir=data).start()
+    try:
+        first.wait_ready()
+        decided = [route(first.base, f"Restart probe number {i}: name a prime above {i}")
+                   for i in range(5)]
+        assert all(r.status_code == 200 for r in decided)
+    finally:
+        first.kill()  # SIGKILL: no shutdown, nothing flushed
+    second = ProcessServer(data_dir=data).start()
+    try:
+        second.wait_ready()
+        stats = httpx.get(f"{second.base}/v1/router/stats").json()
+        assert stats["total"] == 5
+        models = [r.json()["selected_model"] for r in decided]
+        assert stats["by_model"] == {m: models.count(m) for m in set(models)}
+        assert route(second.base, "one more after the restart").status_code == 200
+        code, _ = second.terminate()
+        assert code in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+    finally:
+        if second.proc and second.proc.poll() is None:
+            second.kill()
+    with sqlite3.connect(data / "switchpoint.db") as db:
+        ids = {row[0] for row in db.execute("SELECT id FROM decisions")}
+        assert {r.json()["decision_id"] for r in decided} <= ids and len(ids) == 6
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM decisions")

@@ -1,0 +1,113 @@
+"""needs_of and filter_candidates: images, tools, token estimates, the last user turn."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from switchpoint.capabilities import (
+    IMAGE_TOKENS,
+    TOKENS_PER_MESSAGE,
+    Needs,
+    filter_candidates,
+    needs_of,
+)
+from switchpoint.catalog import Catalog, ModelCard
+
+BIG_IMAGE = "data:image/png;base64," + "A" * 400_000
+
+
+def test_plain_string_conversation() -> None:
+    req = {"messages": [{"role": "system", "content": "x" * 40},
+                        {"role": "user", "content": "y" * 80},
+                        {"role": "assistant", "content": "z" * 4},
+                        {"role": "user", "content": "What is 2+2?"}]}
+    n = needs_of(req)
+    assert n == Needs(vision=False, tools=False,
+                      prompt_tokens=math.ceil((40 + 80 + 4 + 12) / 4) + 4 * TOKENS_PER_MESSAGE,
+                      last_user_text="What is 2+2?")
+
+
+def test_list_content_images_and_last_user_text() -> None:
+    req = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "describe"},
+                                     {"type": "image_url", "image_url": {"url": BIG_IMAGE}}]},
+        {"role": "assistant", "content": "a cat"},
+        {"role": "user", "content": [{"type": "text", "text": "and"},
+                                     {"type": "text", "text": "its colour?"}]},
+    ]}
+    n = needs_of(req)
+    assert n.vision is True
+    assert n.last_user_text == "and\nits colour?"
+    # The image costs a fixed estimate, not its base64 length.
+    assert n.prompt_tokens < IMAGE_TOKENS + 100
+    assert n.prompt_tokens >= IMAGE_TOKENS
+
+
+@pytest.mark.parametrize("extra", [
+    {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+    {"functions": [{"name": "f"}]},
+])
+def test_tool_definitions_need_tools_and_count_as_tokens(extra: dict[str, object]) -> None:
+    base = {"messages": [{"role": "user", "content": "hi"}]}
+    plain = needs_of(base)
+    with_tools = needs_of({**base, **extra})
+    assert not plain.tools and with_tools.tools
+    assert with_tools.prompt_tokens > plain.prompt_tokens
+
+
+def test_tool_turns_in_the_history_need_tools() -> None:
+    req = {"messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]}
+    n = needs_of(req)
+    assert n.tools
+    assert n.last_user_text == "weather?"
+
+
+def test_answer_budget_is_reported() -> None:
+    assert needs_of({"messages": [], "max_tokens": 500}).output_tokens == 500
+    assert needs_of({"messages": [], "max_completion_tokens": 70}).output_tokens == 70
+    assert needs_of({"messages": []}).output_tokens == 0
+
+
+def test_odd_requests_do_not_crash() -> None:
+    for req in ({}, {"messages": "nope"}, {"messages": [None, 3, {"role": "user"}]}):
+        n = needs_of(req)
+        assert not n.vision and n.last_user_text == ""
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return Catalog([
+        ModelCard("plain", context_window=4_000),
+        ModelCard("tools", context_window=16_000, capabilities=("tools",)),
+        ModelCard("vision", context_window=128_000, capabilities=("tools", "vision")),
+        ModelCard("unknown-window", capabilities=("tools",)),
+    ])
+
+
+def test_filter_keeps_order_and_gives_reasons(catalog: Catalog) -> None:
+    n = Needs(vision=True, tools=True, prompt_tokens=10_000, last_user_text="")
+    allowed, excluded = filter_candidates(
+        catalog, ["plain", "tools", "vision", "unknown-window", "ghost"], n)
+    assert allowed == ["vision"]
+    assert set(excluded) == {"plain", "tools", "unknown-window", "ghost"}
+    assert any("vision" in r for r in excluded["plain"])
+    assert any("tools" in r for r in excluded["plain"])
+    assert any("context window of 4000" in r for r in excluded["plain"])
+    assert excluded["ghost"] == ["not in the catalog"]
+    assert len(excluded["tools"]) == 1 and "vision" in excluded["tools"][0]
+
+
+def test_context_check_includes_the_answer_budget(catalog: Catalog) -> None:
+    n = Needs(vision=False, tools=False, prompt_tokens=3_000, last_user_text="",
+              output_tokens=2_000)
+    allowed, excluded = filter_candidates(catalog, ["plain", "tools", "unknown-window"], n)
+    assert allowed == ["tools", "unknown-window"]
+    assert "2000 for the answer" in excluded["plain"][0]

@@ -1,0 +1,150 @@
+"""The service config: YAML, environment overrides, errors that name the key path, and the
+catalog it builds (including a model without a learned profile)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switchpoint.config import ConfigError, Settings, load_settings
+from switchpoint.gateway.state import RouterFactory
+
+CATALOG_EXAMPLE = """
+models:
+  - {name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9100/v1", api_key_env: GOOD_KEY, input_per_mtok: 10, output_per_mtok: 30, context_window: 128000, capabilities: [tools, vision], fallbacks: [other]}
+  - {name: other, provider: mistral, input_per_mtok: 0.2, output_per_mtok: 0.6, tier: simple, upstream_model: mistral-small-latest}
+"""  # noqa: E501  (the issue's example line, verbatim)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "switchpoint.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), environ=env or {})
+    return str(info.value)
+
+
+def test_defaults_without_a_file() -> None:
+    s = load_settings(None, environ={})
+    assert s.models is None and s.catalog() is None
+    assert s.policy == "cluster" and s.cost_weight == 0.5
+    assert s.cache.size == 10_000 and s.cache.ttl_seconds == 3600
+    assert s.db_path == Path("data") / "switchpoint.db"
+    assert s.store.synchronous == "full"
+
+
+def test_the_issue_catalog_example_loads_and_routes(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, CATALOG_EXAMPLE), environ={})
+    catalog = settings.catalog()
+    assert catalog is not None and catalog.names == ["good", "other"]
+    good = catalog["good"]
+    assert good.profile == "gpt-4-1106-preview" and good.api_key_env == "GOOD_KEY"
+    assert good.capabilities == ("tools", "vision") and good.fallbacks == ("other",)
+    assert good.context_window == 128000 and good.price(1e6, 0) == 10
+    assert catalog["other"].upstream_model == "mistral-small-latest"
+    router = RouterFactory()(settings)
+    assert router.models == ["good", "other"]
+    d = router.route(embedding=[0.05] * 384, cost_weight_override=0)
+    assert set(d.all_scores) == {"good", "other"}
+    cheap = router.route(embedding=[0.05] * 384, cost_weight_override=50)
+    assert cheap.selected_model == "other"
+    assert any("no learned profile" in line for line in cheap.reasoning)
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "cost_weight: 0.3\ncache: {size: 5, ttl_seconds: 9}\n")
+    s = load_settings(path, environ={
+        "SWITCHPOINT_COST_WEIGHT": "0.9", "SWITCHPOINT_CACHE__SIZE": "0",
+        "SWITCHPOINT_POLICY": "knn", "SWITCHPOINT_DATA_DIR": "/tmp/sp-state",
+        "SWITCHPOINT_STORE__SYNCHRONOUS": "normal",
+        "SWITCHPOINT_DATA": "not a config key", "SWITCHPOINT_CACHE__NOPE": "ignored"})
+    assert s.cost_weight == 0.9 and s.policy == "knn"
+    assert s.cache.size == 0 and s.cache.ttl_seconds == 9  # the rest of the section stays
+    assert s.data_dir == "/tmp/sp-state" and s.store.synchronous == "normal"
+
+
+def test_command_line_overrides_the_environment() -> None:
+    s = load_settings(None, overrides={"policy": "tiers", "weights": None},
+                      environ={"SWITCHPOINT_POLICY": "knn"})
+    assert s.policy == "tiers" and s.weights is None
+
+
+def test_relative_paths_in_the_file_are_relative_to_it(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "data_dir: state\n"), environ={})
+    assert Path(s.data_dir) == tmp_path / "state"
+
+
+def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
+    path = write(tmp_path, "cost_weight: 0.3\n")
+    s = load_settings(path)
+    path.write_text("cost_weight: 2\n", encoding="utf-8")
+    assert s.reloaded().cost_weight == 2
+    assert Settings().reloaded() == Settings()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("models:\n  - {name: good, input_per_mtok: -1}\n",
+     "models[0].input_per_mtok: must be >= 0, got -1"),
+    ("models:\n  - {name: a}\n  - {name: b, output_per_mtok: cheap}\n",
+     "models[1].output_per_mtok: must be a number, got 'cheap'"),
+    ("models:\n  - {name: a, capabilities: [telepathy]}\n",
+     "models[0].capabilities[0]: must be one of"),
+    ("models:\n  - {name: a, tier: godlike}\n", "models[0].tier: must be one of"),
+    ("models:\n  - {name: a, base_url: ftp://x}\n", "models[0].base_url: must start with http"),
+    ("models:\n  - {name: a, api_key_env: 'not a var'}\n", "models[0].api_key_env: must be"),
+    ("models:\n  - {name: a, context_window: 0}\n", "models[0].context_window: must be > 0"),
+    ("models:\n  - {profile: x}\n", "models[0].name: is required"),
+    ("models:\n  - {name: a, pricee: 1}\n", "models[0].pricee: is not a known key"),
+    ("models:\n  - {name: a}\n  - {name: a}\n", "models[1].name: 'a' is defined twice"),
+    ("models:\n  - {name: a, fallbacks: [b]}\n", "models[0].fallbacks[0]: 'b' is not a model"),
+    ("models:\n  - {name: auto}\n", "models[0].name: 'auto' is reserved"),
+    ("models: []\n", "models: is empty"),
+    ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
+    ("cost_weight: .nan\n", "cost_weight: must be a finite number"),
+    ("cache: {size: -1}\n", "cache.size: must be >= 0, got -1"),
+    ("cache: {ttl: 5}\n", "cache.ttl: is not a known key (check its spelling); known keys "
+                          "here: size, ttl_seconds"),
+    ("policy: nonsense\n", "policy: 'nonsense' has no bundled weights"),
+    ("weights: ./nowhere\n", "weights: "),
+    ("policies: {mine: ./nowhere}\n", "policies.mine: "),
+    ("max_request_bytes: 10\n", "max_request_bytes: must be >= 1024, got 10"),
+    ("store: {synchronous: sometimes}\n", "store.synchronous: must be one of"),
+    ("expected_output_tokens: many\n", "expected_output_tokens: must be an integer"),
+    ("cost_weigth: 1\n", "cost_weigth: is not a known key"),
+    ("- just\n- a list\n", "config: "),
+    ("models: [\n", "config: "),
+])
+def test_errors_name_the_key_path(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, text)
+
+
+def test_env_errors_say_which_variable(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "", {"SWITCHPOINT_CACHE__SIZE": "lots"})
+    assert message == "cache.size: must be an integer, got 'lots' (from SWITCHPOINT_CACHE__SIZE)"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "absent.yaml", environ={})
+
+
+def test_profile_missing_from_the_weights_without_prices_names_the_model() -> None:
+    settings = Settings.model_validate({"models": [
+        {"name": "a", "profile": "gpt-4-1106-preview"}, {"name": "b", "profile": "nope"}]})
+    with pytest.raises(ConfigError, match=r"models\[1\].profile: 'nope' is not a profile"):
+        RouterFactory()(settings)
+
+
+def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    settings = load_settings(write(tmp_path, block), environ={})
+    assert settings.catalog() is not None
+    router = RouterFactory()(settings)
+    assert router.models == ["gpt-4o", "gpt-4o-mini", "ministral-3b-latest"]
+    assert router.route(embedding=[0.05] * 384).selected_model in router.models

@@ -1,0 +1,233 @@
+"""HealthTracker: success rate, latency EWMA, recent errors, status and the circuit breaker."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from switchpoint.health import BreakerState, HealthConfig, HealthStatus, HealthTracker
+
+
+class Clock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def tracker(**overrides: object) -> tuple[HealthTracker, Clock]:
+    clock = Clock()
+    config = HealthConfig(**{"failure_threshold": 3, "cooldown_s": 30.0, "max_cooldown_s": 100.0,
+                             "min_samples": 5, "error_rate_threshold": 0.6,
+                             **overrides})  # type: ignore[arg-type]
+    return HealthTracker(config, clock=clock, wall_clock=lambda: 1.7e9 + clock.now), clock
+
+
+def test_latency_ewma_and_success_rate() -> None:
+    h, _ = tracker(ewma_alpha=0.2)
+    h.record_success("a", 100)
+    h.record_success("a", 200)
+    snap = h.snapshot()["models"]["a"]
+    assert snap["latency_ewma_ms"] == pytest.approx(0.2 * 200 + 0.8 * 100)
+    assert snap["success_rate"] == 1.0
+    h.record_failure("a", "server_error")
+    assert h.snapshot()["models"]["a"]["success_rate"] == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_status_healthy_degraded_down_by_success_rate() -> None:
+    h, _ = tracker(failure_threshold=100, error_rate_threshold=1.0,
+                   degraded_success_rate=0.9, down_success_rate=0.5)
+    for _ in range(9):
+        h.record_success("a", 10)
+    h.record_failure("a", "server_error")
+    assert h.status("a") is HealthStatus.HEALTHY          # 0.9 is not below 0.9
+    h.record_failure("a", "server_error")
+    assert h.status("a") is HealthStatus.DEGRADED         # 9/11
+    for _ in range(10):
+        h.record_failure("a", "server_error")
+    assert h.status("a") is HealthStatus.DOWN             # 9/21 < 0.5
+    assert h.state("a") is BreakerState.CLOSED            # breaker thresholds were set out of reach
+
+
+def test_too_few_samples_do_not_degrade() -> None:
+    h, _ = tracker(min_samples=5, failure_threshold=10, error_rate_threshold=1.0)
+    h.record_failure("a", "server_error")
+    assert h.status("a") is HealthStatus.HEALTHY
+
+
+def test_slow_model_is_degraded() -> None:
+    h, _ = tracker(degraded_latency_ms=500)
+    h.record_success("a", 2000)
+    assert h.status("a") is HealthStatus.DEGRADED
+    assert h.rank_penalty("a") == pytest.approx(0.1)
+
+
+def test_consecutive_failures_open_the_circuit_then_half_open_allows_one_probe() -> None:
+    h, clock = tracker()
+    for _ in range(2):
+        h.record_failure("a", "connect_error")
+    assert h.allow("a") and h.state("a") is BreakerState.CLOSED
+    h.record_failure("a", "connect_error")
+    assert h.state("a") is BreakerState.OPEN
+    assert not h.allow("a")
+    assert h.status("a") is HealthStatus.DOWN
+    clock.advance(29.9)
+    assert not h.allow("a")
+    clock.advance(0.1)
+    assert h.state("a") is BreakerState.HALF_OPEN
+    assert h.allow("a") is True        # the probe
+    assert h.allow("a") is False       # exactly one
+    assert h.status("a") is HealthStatus.DEGRADED
+    h.record_success("a", 50)
+    assert h.state("a") is BreakerState.CLOSED
+    assert h.allow("a") and h.allow("a")
+    assert h.status("a") is HealthStatus.HEALTHY
+
+
+def test_failed_probe_reopens_with_doubled_cooldown_capped() -> None:
+    h, clock = tracker(cooldown_s=30.0, max_cooldown_s=100.0)
+    for _ in range(3):
+        h.record_failure("a", "server_error")
+    expected = [60.0, 100.0, 100.0]  # 30 → 60 → 120 capped at 100
+    clock.advance(30)
+    for cooldown in expected:
+        assert h.allow("a")
+        h.record_failure("a", "server_error")
+        assert h.state("a") is BreakerState.OPEN
+        assert h.snapshot()["models"]["a"]["retry_in_s"] == pytest.approx(cooldown)
+        clock.advance(cooldown - 0.01)
+        assert not h.allow("a")
+        clock.advance(0.01)
+    assert h.allow("a")
+    h.record_success("a", 1)
+    # After closing, the next opening starts from the base cooldown again.
+    for _ in range(3):
+        h.record_failure("a", "server_error")
+    assert h.snapshot()["models"]["a"]["retry_in_s"] == pytest.approx(30.0)
+
+
+def test_error_rate_opens_the_circuit_without_consecutive_failures() -> None:
+    h, _ = tracker(failure_threshold=100, error_rate_threshold=0.5, min_samples=4)
+    for ok in (True, False, True, False, False):
+        if ok:
+            h.record_success("a", 1)
+        else:
+            h.record_failure("a", "server_error")
+    assert h.state("a") is BreakerState.OPEN  # 3 of 5 failed, never 3 in a row before
+
+
+def test_window_forgets_old_outcomes() -> None:
+    h, clock = tracker(window_s=60, failure_threshold=100, error_rate_threshold=1.0)
+    for _ in range(10):
+        h.record_failure("a", "server_error")
+    assert h.status("a") is HealthStatus.DOWN
+    clock.advance(61)
+    h.record_success("a", 1)
+    assert h.snapshot()["models"]["a"]["window_calls"] == 1
+    assert h.status("a") is HealthStatus.HEALTHY
+
+
+def test_window_is_bounded_by_count() -> None:
+    h, _ = tracker(window=4)
+    for _ in range(10):
+        h.record_success("a", 1)
+    assert h.snapshot()["models"]["a"]["window_calls"] == 4
+
+
+def test_recent_errors_are_bounded_newest_first_and_snapshot_is_json() -> None:
+    h, clock = tracker(recent_errors=3, failure_threshold=100, error_rate_threshold=1.0)
+    for i, kind in enumerate(["a1", "a2", "a3", "a4"]):
+        h.record_failure("m", kind, detail=f"detail {i}")
+        clock.advance(1)
+    snap = h.snapshot()
+    json.dumps(snap)
+    errors = snap["models"]["m"]["recent_errors"]
+    assert [e["kind"] for e in errors] == ["a4", "a3", "a2"]
+    assert errors[0]["age_s"] == pytest.approx(1.0)
+    assert errors[0]["at"] == pytest.approx(1.7e9 + 1003.0)
+    assert snap["models"]["m"]["failures"] == 4
+
+
+def test_retry_after_blocks_the_model_until_it_runs_out() -> None:
+    h, clock = tracker()
+    h.record_failure("a", "rate_limited", retry_after_s=5)
+    assert not h.allow("a")
+    assert h.status("a") is HealthStatus.DEGRADED
+    assert h.snapshot()["models"]["a"]["rate_limited_for_s"] == pytest.approx(5)
+    clock.advance(5)
+    assert h.allow("a")
+    assert h.status("a") is HealthStatus.HEALTHY
+
+
+def test_lost_probe_is_given_up_after_probe_timeout() -> None:
+    h, clock = tracker(probe_timeout_s=10)
+    for _ in range(3):
+        h.record_failure("a", "server_error")
+    clock.advance(30)
+    assert h.allow("a")
+    assert not h.allow("a")
+    clock.advance(10)
+    assert h.allow("a")  # the first probe never reported back
+
+
+def test_release_frees_the_probe_slot() -> None:
+    h, clock = tracker()
+    for _ in range(3):
+        h.record_failure("a", "server_error")
+    clock.advance(30)
+    assert h.allow("a")
+    h.release("a")
+    assert h.allow("a")
+
+
+def test_rank_penalty_and_order_prefer_healthy_models() -> None:
+    h, _ = tracker(degraded_latency_ms=100, degraded_penalty=0.2, down_penalty=5.0)
+    h.record_success("slow", 1000)
+    for _ in range(3):
+        h.record_failure("dead", "connect_error")
+    h.record_success("fine", 10)
+    assert h.rank_penalty("fine") == 0.0
+    assert h.rank_penalty("slow") == pytest.approx(0.2)
+    assert h.rank_penalty("dead") == pytest.approx(5.0)
+    assert h.order(["dead", "slow", "fine", "new"]) == ["fine", "new", "slow", "dead"]
+
+
+def test_known_models_appear_in_the_snapshot_before_any_call() -> None:
+    h = HealthTracker(models=["a", "b"])
+    snap = h.snapshot()["models"]
+    assert set(snap) == {"a", "b"}
+    assert snap["a"]["status"] == "healthy" and snap["a"]["success_rate"] is None
+
+
+def test_thread_safety_counts_every_call() -> None:
+    h = HealthTracker(HealthConfig(failure_threshold=10**9, error_rate_threshold=1.0))
+    def work(i: int) -> None:
+        for j in range(500):
+            if (i + j) % 2:
+                h.record_success("m", j)
+            else:
+                h.record_failure("m", "server_error")
+            h.allow("m")
+            h.snapshot()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    snap = h.snapshot()["models"]["m"]
+    assert snap["successes"] + snap["failures"] == 8 * 500
+
+
+@pytest.mark.parametrize("bad", [
+    {"window": 0}, {"ewma_alpha": 0}, {"degraded_success_rate": 1.5}, {"cooldown_s": 0},
+    {"max_cooldown_s": 1.0, "cooldown_s": 2.0}, {"failure_threshold": 0},
+])
+def test_bad_config_is_rejected(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        HealthConfig(**bad)  # type: ignore[arg-type]

@@ -1,0 +1,338 @@
+"""Provider pieces that need no network: error classification, request bodies, the Anthropic
+translation both ways, and SSE parsing/encoding."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from switchpoint.catalog import ModelCard
+from switchpoint.providers import (
+    AuthError,
+    BadRequest,
+    ConnectError,
+    ContentFiltered,
+    ContextLengthExceeded,
+    FirstTokenTimeout,
+    MalformedResponse,
+    MissingApiKey,
+    ProviderError,
+    RateLimited,
+    ReadTimeout,
+    ServerError,
+    StreamBroken,
+    Timeouts,
+    UnsupportedRequest,
+    is_content_chunk,
+)
+from switchpoint.providers.anthropic import (
+    AnthropicChunkDecoder,
+    anthropic_tool_id,
+    from_anthropic_response,
+    to_anthropic_request,
+)
+from switchpoint.providers.base import classify_status, parse_retry_after
+from switchpoint.providers.openai import api_key, upstream_body
+from switchpoint.providers.sse import SSEEvent, encode_error, iter_sse, sse_body
+
+pytestmark = pytest.mark.anyio
+
+CLAUDE = ModelCard("claude", provider="anthropic", upstream_model="claude-x-1")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# ---- the error table ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("error", "retryable", "escalate", "health"), [
+    (RateLimited("x"), True, True, True),
+    (ServerError("x"), True, True, True),
+    (ConnectError("x"), True, True, True),
+    (ReadTimeout("x"), True, True, True),
+    (FirstTokenTimeout("x"), True, True, True),
+    (MalformedResponse("x"), True, True, True),
+    (StreamBroken("x"), True, True, True),
+    (StreamBroken("x", after_first_byte=True), False, False, True),
+    (ContextLengthExceeded("x"), False, True, False),
+    (AuthError("x"), False, True, True),
+    (MissingApiKey("K"), False, True, True),
+    (ContentFiltered("x"), False, False, False),
+    (BadRequest("x", status=400), False, False, False),
+    (BadRequest("x", status=404), False, True, True),
+    (UnsupportedRequest("x"), False, True, False),
+])
+def test_each_error_says_what_to_do(error: ProviderError, retryable: bool, escalate: bool,
+                                    health: bool) -> None:
+    assert (error.retryable, error.escalate, error.counts_against_health) == (
+        retryable, escalate, health)
+    assert error.to_openai_error()["error"]["code"] == error.kind
+
+
+@pytest.mark.parametrize(("status", "body", "cls"), [
+    (429, {"error": {"message": "slow", "type": "requests"}}, RateLimited),
+    (500, {"error": {"message": "boom"}}, ServerError),
+    (503, "<html>down</html>", ServerError),
+    (529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+     ServerError),
+    (408, {}, ServerError),
+    (401, {"error": {"message": "bad key"}}, AuthError),
+    (403, {}, AuthError),
+    (400, {"error": {"code": "context_length_exceeded", "message": "too long"}},
+     ContextLengthExceeded),
+    (400, {"type": "error", "error": {"type": "invalid_request_error",
+                                      "message": "prompt is too long: 210000 tokens > 200000"}},
+     ContextLengthExceeded),
+    (400, {"error": {"code": "content_filter", "message": "filtered"}}, ContentFiltered),
+    (400, {"type": "error", "error": {"type": "invalid_request_error",
+                                      "message": "Output blocked by content filtering policy"}},
+     ContentFiltered),
+    (400, {"error": {"message": "temperature must be <= 2"}}, BadRequest),
+    (404, {"error": {"message": "model not found"}}, BadRequest),
+])
+def test_classify_status(status: int, body: object, cls: type[ProviderError]) -> None:
+    err = classify_status(status, body, {}, model="m")
+    assert type(err) is cls
+    assert err.status == status and err.body == body and err.model == "m"
+
+
+def test_503_with_retry_after_is_a_rate_limit() -> None:
+    err = classify_status(503, {}, {"Retry-After": "3"})
+    assert isinstance(err, RateLimited) and err.retry_after == 3.0 and err.status == 503
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"Retry-After": "0.5"}) == 0.5
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    when = email.utils.formatdate(1_000_010, usegmt=True)
+    assert parse_retry_after({"retry-after": when}, now=1_000_000) == pytest.approx(10)
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({"retry-after": "-1"}) is None
+    assert parse_retry_after({}) is None
+
+
+def test_timeouts_are_validated() -> None:
+    with pytest.raises(ValueError, match="first_token_s"):
+        Timeouts(first_token_s=0)
+
+
+# ---- OpenAI body and key ---------------------------------------------------------------
+
+def test_upstream_body_changes_only_model_and_streaming() -> None:
+    card = ModelCard("fast", upstream_model="vendor/fast-1")
+    req = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.3,
+           "response_format": {"type": "json_object"}, "tools": [], "x_custom": [1, 2]}
+    body = upstream_body(req, card, stream=False)
+    assert body == {**req, "model": "vendor/fast-1"}
+    assert req["model"] == "auto"  # not mutated
+    streamed = upstream_body({**req, "stream_options": {"other": 1}}, card, stream=True)
+    assert streamed["stream"] is True
+    assert streamed["stream_options"] == {"other": 1, "include_usage": True}
+    plain = upstream_body({**req, "stream": True, "stream_options": {}}, ModelCard("n"),
+                          stream=False)
+    assert plain["stream"] is False and "stream_options" not in plain and plain["model"] == "n"
+
+
+def test_api_key_from_the_named_env_var() -> None:
+    assert api_key(ModelCard("a"), {}) is None
+    assert api_key(ModelCard("a", api_key_env="K"), {"K": "sk-1"}) == "sk-1"
+    with pytest.raises(MissingApiKey, match="K_MISSING") as info:
+        api_key(ModelCard("a", api_key_env="K_MISSING"), {"K_MISSING": ""})
+    assert info.value.env_var == "K_MISSING" and info.value.model == "a"
+
+
+# ---- OpenAI → Anthropic ------------------------------------------------------------------
+
+def test_system_text_images_and_max_tokens() -> None:
+    req = {"model": "auto", "temperature": 1.7, "top_p": 0.9, "stop": "END", "user": "u1",
+           "response_format": {"type": "json_object"},
+           "messages": [
+               {"role": "system", "content": "Be brief."},
+               {"role": "developer", "content": [{"type": "text", "text": "No emoji."}]},
+               {"role": "user", "content": [
+                   {"type": "text", "text": "What is this?"},
+                   {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+                   {"type": "image_url", "image_url": {"url": "https://x.test/cat.jpg"}}]},
+           ]}
+    body = to_anthropic_request(req, CLAUDE, stream=True)
+    assert body["model"] == "claude-x-1"
+    assert body["system"] == "Be brief.\n\nNo emoji."
+    assert body["max_tokens"] == 4096 and body["stream"] is True
+    assert body["temperature"] == 1.0 and body["top_p"] == 0.9
+    assert body["stop_sequences"] == ["END"] and body["metadata"] == {"user_id": "u1"}
+    assert "response_format" not in body
+    assert body["messages"] == [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                     "data": "iVBOR"}},
+        {"type": "image", "source": {"type": "url", "url": "https://x.test/cat.jpg"}}]}]
+    assert to_anthropic_request({**req, "max_completion_tokens": 77}, CLAUDE,
+                                stream=False)["max_tokens"] == 77
+
+
+def test_tools_tool_choice_and_tool_ids_pass_through() -> None:
+    tools = [{"type": "function", "function": {
+        "name": "weather", "description": "Weather now",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    req = {"tools": tools, "tool_choice": "required", "parallel_tool_calls": False, "messages": [
+        {"role": "user", "content": "Paris and Rome?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "call_abc", "type": "function",
+             "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "functions.weather:1", "type": "function",
+             "function": {"name": "weather", "arguments": '{"city": "Rome"}'}}]},
+        {"role": "tool", "tool_call_id": "call_abc", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "functions.weather:1",
+         "content": [{"type": "text", "text": "rain"}]},
+        {"role": "user", "content": "thanks"},
+    ]}
+    body = to_anthropic_request(req, CLAUDE, stream=False)
+    assert body["tools"] == [{"name": "weather", "description": "Weather now",
+                              "input_schema": tools[0]["function"]["parameters"]}]
+    assert body["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    first, assistant, results = body["messages"]
+    assert first == {"role": "user", "content": [{"type": "text", "text": "Paris and Rome?"}]}
+    assert assistant["content"][0] == {"type": "text", "text": "Checking."}
+    sanitized = anthropic_tool_id("functions.weather:1")
+    assert sanitized != "functions.weather:1" and sanitized == anthropic_tool_id(
+        "functions.weather:1")
+    assert [b["id"] for b in assistant["content"][1:]] == ["call_abc", sanitized]
+    assert assistant["content"][1]["input"] == {"city": "Paris"}
+    # Both tool results and the next user text share one user turn, ids matching the uses.
+    assert results["role"] == "user"
+    assert [b.get("tool_use_id") for b in results["content"]] == ["call_abc", sanitized, None]
+    assert results["content"][1]["content"] == "rain"
+    assert results["content"][2] == {"type": "text", "text": "thanks"}
+
+
+@pytest.mark.parametrize(("choice", "expected"), [
+    ("auto", {"type": "auto"}), ("none", {"type": "none"}),
+    ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+])
+def test_tool_choice_forms(choice: object, expected: dict[str, Any]) -> None:
+    req = {"tool_choice": choice, "messages": [{"role": "user", "content": "x"}],
+           "tools": [{"type": "function", "function": {"name": "f"}}]}
+    assert to_anthropic_request(req, CLAUDE, stream=False)["tool_choice"] == expected
+
+
+@pytest.mark.parametrize("req", [
+    {"messages": []},
+    {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+    {"messages": [{"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{bad"}}]}]},
+    {"messages": [{"role": "tool", "content": "x"}]},
+    {"messages": [{"role": "critic", "content": "x"}]},
+])
+def test_untranslatable_requests_raise_unsupported(req: dict[str, Any]) -> None:
+    with pytest.raises(UnsupportedRequest):
+        to_anthropic_request(req, CLAUDE, stream=False)
+
+
+def test_anthropic_answer_to_openai_keeps_toolu_ids() -> None:
+    message = {"id": "msg_1", "model": "claude-x-1", "stop_reason": "tool_use",
+               "content": [{"type": "text", "text": "Let me look."},
+                           {"type": "tool_use", "id": "toolu_01ABC", "name": "weather",
+                            "input": {"city": "Paris"}}],
+               "usage": {"input_tokens": 10, "cache_read_input_tokens": 5, "output_tokens": 7}}
+    body = from_anthropic_response(message)
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Let me look."
+    assert choice["message"]["tool_calls"] == [{"id": "toolu_01ABC", "type": "function",
+                                                "function": {"name": "weather",
+                                                             "arguments": '{"city": "Paris"}'}}]
+    assert body["usage"]["prompt_tokens"] == 15 and body["usage"]["completion_tokens"] == 7
+    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 5}
+    with pytest.raises(MalformedResponse):
+        from_anthropic_response({"id": "x"})
+
+
+def _events(*pairs: tuple[str, dict[str, Any]]) -> list[SSEEvent]:
+    return [SSEEvent(json.dumps(p), e) for e, p in pairs]
+
+
+def test_anthropic_stream_events_become_openai_chunks() -> None:
+    d = AnthropicChunkDecoder("claude")
+    events = _events(
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_9", "model": "claude-x-1", "usage": {"input_tokens": 12,
+                                                            "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}}),
+        ("ping", {"type": "ping"}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "tool_use", "id": "toolu_7",
+                                                   "name": "f", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": '{"a"'}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                 "delta": {"type": "input_json_delta", "partial_json": ": 1}"}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                           "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}),
+    )
+    chunks = [c for e in events for c in d.feed(e)]
+    assert d.done
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert not is_content_chunk(chunks[0])
+    assert chunks[1]["choices"][0]["delta"] == {"content": "Hi"}
+    assert chunks[2]["choices"][0]["delta"]["tool_calls"][0]["id"] == "toolu_7"
+    args = "".join(c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                   for c in chunks[2:5])
+    assert json.loads(args) == {"a": 1}
+    assert chunks[5]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 9
+    assert chunks[-1]["usage"]["prompt_tokens"] == 12
+    assert all(c["id"] == "msg_9" and c["model"] == "claude-x-1" for c in chunks)
+
+
+def test_anthropic_stream_errors() -> None:
+    with pytest.raises(StreamBroken):
+        AnthropicChunkDecoder("c").feed(SSEEvent("{not json"))
+    overloaded = SSEEvent(json.dumps({"type": "error", "error": {
+        "type": "overloaded_error", "message": "Overloaded"}}), "error")
+    with pytest.raises(ServerError):
+        AnthropicChunkDecoder("c").feed(overloaded)
+
+
+# ---- SSE ------------------------------------------------------------------------------------
+
+async def _lines(*lines: str) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
+
+
+async def test_iter_sse_joins_data_skips_comments_and_flushes_at_eof() -> None:
+    events = [e async for e in iter_sse(_lines(
+        ": keep-alive", "event: delta", "data: {\"a\":", "data: 1}", "", "", "data: [DONE]"))]
+    assert events == [SSEEvent('{"a":\n1}', "delta"), SSEEvent("[DONE]")]
+
+
+async def test_sse_body_ends_with_done_or_an_error_event() -> None:
+    async def good() -> AsyncIterator[dict[str, Any]]:
+        yield {"x": 1}
+
+    async def bad() -> AsyncIterator[dict[str, Any]]:
+        yield {"x": 1}
+        raise StreamBroken("cut", after_first_byte=True)
+
+    async def buggy() -> AsyncIterator[dict[str, Any]]:
+        yield {"x": 1}
+        raise RuntimeError("bug")
+
+    ok = b"".join([b async for b in sse_body(good())])
+    assert ok == b'data: {"x":1}\n\ndata: [DONE]\n\n'
+    broken = b"".join([b async for b in sse_body(bad())])
+    assert broken.startswith(b'data: {"x":1}\n\nevent: error\ndata: {"error":')
+    assert b"[DONE]" not in broken and b"stream_broken" in broken
+    assert b"[DONE]" not in b"".join([b async for b in sse_body(buggy())])
+    assert encode_error({"message": "m"}) == b'event: error\ndata: {"error":{"message":"m"}}\n\n'

@@ -1,0 +1,345 @@
+"""call_with_failover's decisions with in-process scripted providers (no network, no sleeping):
+backoff, Retry-After, escalation, stopping, circuit breakers, commit-before-first-byte."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.health import HealthConfig, HealthTracker
+from switchpoint.providers import (
+    BadRequest,
+    ContentFiltered,
+    ContextLengthExceeded,
+    FirstTokenTimeout,
+    ProviderError,
+    ProviderResponse,
+    RateLimited,
+    ReadTimeout,
+    ServerError,
+    StreamBroken,
+    Timeouts,
+)
+from switchpoint.retry import FailoverError, RetryPolicy, call_with_failover, fallback_chain
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+Step = ProviderError | str  # an error to raise, or "ok", or "break-after-first"
+
+
+def chunk(model: str, content: str | None = None, finish: str | None = None,
+          usage: bool = False) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    c: dict[str, Any] = {"id": "c", "object": "chat.completion.chunk", "model": model,
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if usage:
+        c["choices"] = []
+        c["usage"] = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    return c
+
+
+class Scripted:
+    """A provider whose every call takes the next step of its model's script."""
+
+    def __init__(self, scripts: dict[str, list[Step]]) -> None:
+        self.scripts = {k: list(v) for k, v in scripts.items()}
+        self.calls: list[str] = []
+        self.closed = 0
+
+    def _next(self, card: ModelCard) -> Step:
+        self.calls.append(card.name)
+        script = self.scripts.get(card.name) or ["ok"]
+        return script.pop(0) if len(script) > 1 else script[0]
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        step = self._next(card)
+        if isinstance(step, ProviderError):
+            raise step
+        return ProviderResponse(
+            body={"model": f"upstream-{card.name}", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hi"},
+                 "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 3, "completion_tokens": 1}},
+            model=card.name)
+
+    async def stream(self, request: Mapping[str, Any], card: ModelCard,
+                     timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        step = self._next(card)
+        try:
+            yield chunk("up", "")  # role-only opening chunk: not content
+            if isinstance(step, ProviderError):
+                raise step
+            yield chunk("up", "Hel")
+            if step == "break-after-first":
+                raise StreamBroken("cut", model=card.name)
+            yield chunk("up", "lo")
+            yield chunk("up", None, "stop")
+            yield chunk("up", usage=True)
+        finally:
+            self.closed += 1
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+CARDS = [ModelCard("a"), ModelCard("b"), ModelCard("c")]
+REQ = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def run(provider: Scripted, *, stream: bool = False, cards: list[ModelCard] = CARDS,
+              **kw: Any) -> Any:
+    sleeps = kw.pop("sleeps", Sleeps())
+    return await call_with_failover({**REQ, **kw.pop("req", {})}, cards, lambda _: provider,
+                                    stream=stream, sleep=sleeps, rng=random.Random(7), **kw)
+
+
+async def test_success_first_try_reports_the_catalog_model() -> None:
+    p = Scripted({})
+    result = await run(p)
+    assert result.model == "a" and result.body["model"] == "a"
+    assert result.upstream_model == "upstream-a"
+    assert [a.outcome for a in result.attempts] == ["ok"]
+    assert result.usage.prompt_tokens == 3
+
+
+async def test_retry_then_success_on_the_same_model_with_jittered_backoff() -> None:
+    p = Scripted({"a": [ServerError("500"), ServerError("500"), "ok"]})
+    sleeps = Sleeps()
+    policy = RetryPolicy(max_attempts_per_model=3, backoff_base_s=0.5, backoff_cap_s=0.8)
+    result = await run(p, policy=policy, sleeps=sleeps)
+    assert result.model == "a" and p.calls == ["a", "a", "a"]
+    assert len(sleeps.calls) == 2
+    assert 0 <= sleeps.calls[0] <= 0.5 and 0 <= sleeps.calls[1] <= 0.8  # min(cap, base·2ⁿ)
+    assert [a.outcome for a in result.attempts] == ["server_error", "server_error", "ok"]
+    assert result.attempts[2].waited_s == sleeps.calls[1]
+
+
+async def test_retry_after_is_honoured_exactly() -> None:
+    p = Scripted({"a": [RateLimited("429", retry_after=1.5), "ok"]})
+    sleeps = Sleeps()
+    result = await run(p, sleeps=sleeps)
+    assert sleeps.calls == [1.5] and result.model == "a"
+
+
+async def test_long_retry_after_escalates_instead_of_waiting() -> None:
+    p = Scripted({"a": [RateLimited("429", retry_after=60)]})
+    sleeps = Sleeps()
+    health = HealthTracker()
+    result = await run(p, sleeps=sleeps, health=health,
+                       policy=RetryPolicy(max_retry_after_s=10))
+    assert sleeps.calls == [] and result.model == "b" and p.calls == ["a", "b"]
+    assert not health.allow("a")  # kept out for the Retry-After
+
+
+async def test_escalates_after_retries_are_spent() -> None:
+    p = Scripted({"a": [ServerError("500")], "b": [ReadTimeout("slow")]})
+    result = await run(p)
+    assert result.model == "c"
+    assert p.calls == ["a", "a", "b", "b", "c"]
+    assert result.models_tried == ["a", "b", "c"]
+
+
+async def test_context_length_escalates_without_retrying() -> None:
+    p = Scripted({"a": [ContextLengthExceeded("too long", status=400)]})
+    result = await run(p)
+    assert p.calls == ["a", "b"] and result.model == "b"
+
+
+@pytest.mark.parametrize("error", [
+    ContentFiltered("filtered", status=400, body={"error": {"message": "filtered by policy",
+                                                            "type": "invalid_request_error",
+                                                            "code": "content_filter"}}),
+    BadRequest("bad", status=422, body={"error": {"message": "bad temperature"}}),
+])
+async def test_request_errors_stop_at_once_with_the_upstream_answer(error: ProviderError) -> None:
+    p = Scripted({"a": [error]})
+    with pytest.raises(FailoverError) as info:
+        await run(p)
+    assert p.calls == ["a"]
+    assert info.value.status_code == error.status
+    body = info.value.to_openai_error()["error"]
+    assert body["message"] == error.body["error"]["message"]  # type: ignore[index]
+
+
+async def test_all_rate_limited_is_a_429_with_retry_after() -> None:
+    p = Scripted({n: [RateLimited("429", retry_after=30)] for n in "abc"})
+    with pytest.raises(FailoverError) as info:
+        await run(p)
+    assert info.value.status_code == 429 and info.value.retry_after == 30
+    assert info.value.models_tried == ["a", "b", "c"]
+
+
+async def test_all_timing_out_is_a_504_and_mixed_failures_a_502() -> None:
+    p = Scripted({n: [ReadTimeout("slow")] for n in "abc"})
+    with pytest.raises(FailoverError) as info:
+        await run(p)
+    assert info.value.status_code == 504
+    p = Scripted({"a": [ReadTimeout("slow")], "b": [ServerError("x")], "c": [ServerError("x")]})
+    with pytest.raises(FailoverError) as info:
+        await run(p)
+    assert info.value.status_code == 502
+    assert info.value.to_openai_error()["error"]["code"] == "upstream_failed"
+    assert len(info.value.attempts) == 6
+
+
+async def test_open_circuits_are_skipped_and_all_open_is_503() -> None:
+    health = HealthTracker(HealthConfig(failure_threshold=1))
+    health.record_failure("a", "server_error")
+    p = Scripted({})
+    result = await run(p, health=health)
+    assert result.model == "b" and p.calls == ["b"]
+    assert result.attempts[0].outcome == "circuit_open"
+    for name in "bc":
+        health.record_failure(name, "server_error")
+    with pytest.raises(FailoverError) as info:
+        await run(Scripted({}), health=health)
+    assert info.value.status_code == 503 and info.value.last_error is None
+
+
+async def test_a_failure_that_opens_the_circuit_stops_retrying_that_model() -> None:
+    health = HealthTracker(HealthConfig(failure_threshold=1))
+    p = Scripted({"a": [ServerError("x")]})
+    result = await run(p, health=health, policy=RetryPolicy(max_attempts_per_model=3))
+    assert p.calls == ["a", "b"] and result.model == "b"
+    assert health.snapshot()["models"]["b"]["successes"] == 1
+
+
+async def test_total_deadline_stops_retries() -> None:
+    p = Scripted({"a": [ServerError("x")], "b": [ServerError("x")]})
+    t = [0.0]
+
+    def clock() -> float:
+        t[0] += 1.0
+        return t[0]
+
+    with pytest.raises(FailoverError):
+        await run(p, clock=clock, policy=RetryPolicy(max_total_s=2.5, backoff_cap_s=0.1))
+    assert len(p.calls) < 5
+
+
+async def test_no_candidates() -> None:
+    with pytest.raises(FailoverError) as info:
+        await run(Scripted({}), cards=[])
+    assert info.value.status_code == 503
+
+
+def test_fallback_chain_is_depth_first_without_repeats() -> None:
+    catalog = Catalog([ModelCard("a", fallbacks=("b", "c")), ModelCard("b", fallbacks=("d", "a")),
+                       ModelCard("c", fallbacks=("d",)), ModelCard("d")])
+    assert [c.name for c in fallback_chain(catalog, "a")] == ["a", "b", "d", "c"]
+    assert fallback_chain(catalog, "ghost") == []
+
+
+# ---- streams -------------------------------------------------------------------------------
+
+async def test_stream_commits_after_the_first_content_chunk() -> None:
+    p = Scripted({"a": [FirstTokenTimeout("slow")], "b": ["ok"]})
+    stream = await run(p, stream=True, policy=RetryPolicy(max_attempts_per_model=1))
+    assert stream.model == "b" and p.calls == ["a", "b"]
+    chunks = [c async for c in stream]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "Hello"
+    assert all(c["model"] == "b" for c in chunks)
+    assert stream.completed and stream.finish_reason == "stop"
+    assert stream.usage is not None and stream.usage.total_tokens == 5
+    assert all(c["choices"] for c in chunks)  # the usage chunk was not asked for
+    assert p.closed == 2
+
+
+async def test_stream_usage_chunk_reaches_a_client_that_asked() -> None:
+    p = Scripted({})
+    stream = await run(p, stream=True, req={"stream_options": {"include_usage": True}})
+    chunks = [c async for c in stream]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 5
+
+
+async def test_stream_failure_after_the_first_byte_is_not_escalated() -> None:
+    health = HealthTracker()
+    p = Scripted({"a": ["break-after-first"]})
+    stream = await run(p, stream=True, health=health)
+    got = []
+    with pytest.raises(StreamBroken) as info:
+        async for c in stream:
+            got.append(c)
+    assert info.value.after_first_byte and not info.value.escalate
+    assert p.calls == ["a"]
+    assert len(got) == 2  # the opening chunk and "Hel"
+    assert stream.error is info.value and not stream.completed
+    assert [a.outcome for a in stream.attempts] == ["ok", "stream_broken"]
+    assert health.snapshot()["models"]["a"]["failures"] == 1
+
+
+async def test_stream_closed_early_releases_the_upstream() -> None:
+    p = Scripted({})
+    stream = await run(p, stream=True)
+    async for _ in stream:
+        break
+    await stream.aclose()
+    assert p.closed == 1
+
+
+async def test_cost_comes_from_catalog_prices_and_upstream_usage() -> None:
+    priced = [ModelCard("a", input_per_mtok=1.0, output_per_mtok=2.0)]
+    result = await run(Scripted({}), cards=priced)
+    assert result.cost_usd == pytest.approx((3 * 1.0 + 1 * 2.0) / 1e6)
+    stream = await run(Scripted({}), cards=priced, stream=True)
+    assert stream.cost_usd is None  # the usage chunk has not arrived yet
+    [c async for c in stream]
+    assert stream.cost_usd == pytest.approx((3 * 1.0 + 2 * 2.0) / 1e6)
+
+
+async def test_a_cancelled_call_frees_the_half_open_probe() -> None:
+    health = HealthTracker(HealthConfig(failure_threshold=1, cooldown_s=0.01))
+    health.record_failure("a", "server_error")
+    await asyncio.sleep(0.02)  # the circuit is half-open now
+
+    class Hanging(Scripted):
+        async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                           timeouts: Timeouts) -> ProviderResponse:
+            await asyncio.sleep(10)
+            raise AssertionError("unreachable")
+
+    task = asyncio.ensure_future(run(Hanging({}), health=health))
+    await asyncio.sleep(0.01)
+    assert not health.allow("a")  # the probe is out
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert health.allow("a")  # released
+
+
+async def test_context_too_long_for_every_candidate_is_the_upstream_400() -> None:
+    body = {"error": {"message": "maximum context length is 8192", "type": "invalid_request_error",
+                      "code": "context_length_exceeded", "param": "messages"}}
+    p = Scripted({n: [ContextLengthExceeded("too long", status=400, body=body)] for n in "abc"})
+    with pytest.raises(FailoverError) as info:
+        await run(p)
+    assert p.calls == ["a", "b", "c"]
+    assert info.value.status_code == 400
+    assert info.value.to_openai_error() == body
+
+
+async def test_a_stream_closed_before_reading_releases_upstream_and_probe() -> None:
+    p = Scripted({})
+    stream = await run(p, stream=True)
+    aiter(stream)  # an iterator that never started
+    await stream.aclose()
+    await stream.aclose()  # idempotent
+    assert p.closed == 1

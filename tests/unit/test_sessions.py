@@ -1,0 +1,254 @@
+"""Session pinning: hard/soft/fresh windows, every escape, re-homing, and the pin stores."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from switchpoint.capabilities import Needs
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.sessions import (
+    MemoryPinStore,
+    Pin,
+    PinState,
+    SessionPinner,
+    SQLitePinStore,
+    rehome_target,
+    session_id,
+)
+
+T0 = 1_700_000_000.0
+
+
+def needs(tokens: int = 100, vision: bool = False, tools: bool = False,
+          output: int = 0) -> Needs:
+    return Needs(vision=vision, tools=tools, prompt_tokens=tokens, last_user_text="hi",
+                 output_tokens=output)
+
+
+@pytest.fixture
+def catalog() -> Catalog:
+    return Catalog([
+        ModelCard("small", tier="moderate", context_window=8_000, input_per_mtok=0.1,
+                  output_per_mtok=0.2),
+        ModelCard("other-tier-16k", tier="simple", context_window=16_000, input_per_mtok=0.01,
+                  output_per_mtok=0.01),
+        ModelCard("same-tier-32k", tier="moderate", context_window=32_000, input_per_mtok=2.0,
+                  output_per_mtok=2.0),
+        ModelCard("same-tier-32k-cheap", tier="moderate", context_window=32_000,
+                  input_per_mtok=1.0, output_per_mtok=1.0),
+        ModelCard("same-tier-128k", tier="moderate", context_window=128_000,
+                  input_per_mtok=0.5, output_per_mtok=0.5, capabilities=("vision",)),
+        ModelCard("eyes", tier="moderate", context_window=8_000, capabilities=("vision",)),
+    ])
+
+
+def pinned(pinner: SessionPinner, model: str, at: float = T0) -> str:
+    pinner.record("s1", model, at)
+    return "s1"
+
+
+def test_state_values_are_exactly_the_seed_names() -> None:
+    assert {s.value for s in PinState} == {
+        "fresh", "hard", "soft", "rehomed_context", "evicted_vision", "evicted_missing_model",
+        "evicted_context", "evicted_post_failure"}
+
+
+def test_session_id_prefers_the_header_case_insensitively() -> None:
+    msgs = [{"role": "user", "content": "hello"}]
+    assert session_id({"X-Session-Id": " abc "}, msgs) == "abc"
+    assert session_id({"x-session-id": "abc"}, msgs) == "abc"
+
+
+def test_session_id_is_sha1_of_the_first_user_message_and_stable_as_it_grows() -> None:
+    first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    grown = [*first, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "more"}]
+    expected = hashlib.sha1(b"hello").hexdigest()
+    assert session_id({}, first) == expected
+    assert session_id({}, grown) == expected
+    assert session_id({"x-session-id": "  "}, first) == expected
+
+
+def test_session_id_of_list_content_and_of_no_user_message() -> None:
+    parts = [{"role": "user", "content": [{"type": "text", "text": "look"},
+                                          {"type": "image_url", "image_url": {"url": "u1"}}]}]
+    other = [{"role": "user", "content": [{"type": "text", "text": "look"},
+                                          {"type": "image_url", "image_url": {"url": "u2"}}]}]
+    assert session_id({}, parts) != session_id({}, other)
+    assert session_id({}, [{"role": "system", "content": "x"}]) is None
+
+
+def test_no_pin_is_fresh(catalog: Catalog) -> None:
+    d = SessionPinner().decide("nobody", catalog, needs(), T0)
+    assert d.state is PinState.FRESH and d.pinned_model is None and d.bonus == {}
+    assert SessionPinner().decide(None, catalog, needs(), T0).state is PinState.FRESH
+
+
+@pytest.mark.parametrize(("age", "state"), [
+    (0, PinState.HARD), (300, PinState.HARD), (300.5, PinState.SOFT), (1800, PinState.SOFT),
+    (1800.5, PinState.FRESH),
+])
+def test_windows(catalog: Catalog, age: float, state: PinState) -> None:
+    p = SessionPinner(hard_window_s=300, soft_window_s=1800, soft_bonus_weight=0.5)
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(), T0 + age)
+    assert d.state is state
+    assert d.previous_model == "small"
+    assert d.age_s == pytest.approx(age)
+    if state is PinState.HARD:
+        assert d.pinned_model == "small" and d.bypass_router and d.bonus == {}
+    elif state is PinState.SOFT:
+        assert d.pinned_model is None and not d.bypass_router
+        assert d.bonus == {"small": 0.5}
+    else:
+        assert d.pinned_model is None and d.bonus == {}
+
+
+def test_zero_soft_bonus_weight_disables_the_bonus(catalog: Catalog) -> None:
+    p = SessionPinner(soft_bonus_weight=0.0)
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(), T0 + 600)
+    assert d.state is PinState.SOFT and d.bonus == {}
+
+
+def test_model_removed_from_the_catalog(catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "retired-model")
+    d = p.decide(s, catalog, needs(), T0 + 10)
+    assert d.state is PinState.EVICTED_MISSING_MODEL and d.pinned_model is None
+
+
+def test_images_evict_a_pin_without_vision(catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "small")
+    assert p.decide(s, catalog, needs(vision=True), T0 + 10).state is PinState.EVICTED_VISION
+    p.record(s, "eyes", T0 + 20)
+    d = p.decide(s, catalog, needs(vision=True), T0 + 30)
+    assert d.state is PinState.HARD and d.pinned_model == "eyes"
+
+
+def test_failure_evicts_until_a_model_answers_again(catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "small")
+    p.evict_on_failure(s, now=T0 + 5)
+    d = p.decide(s, catalog, needs(), T0 + 10)
+    assert d.state is PinState.EVICTED_POST_FAILURE and d.pinned_model is None
+    assert d.previous_model == "small"
+    p.record(s, "same-tier-32k", T0 + 12)
+    d = p.decide(s, catalog, needs(), T0 + 20)
+    assert d.state is PinState.HARD and d.pinned_model == "same-tier-32k"
+    p.evict_on_failure("unknown-session")  # harmless
+    p.evict_on_failure(None)
+
+
+def test_context_overflow_in_the_hard_window_rehomes_same_tier_closest_cheapest(
+        catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(tokens=10_000), T0 + 10)
+    # other-tier-16k is closer, but the pinned tier wins; of the two 32k models, the cheaper.
+    assert d.state is PinState.REHOMED_CONTEXT
+    assert d.pinned_model == "same-tier-32k-cheap" and d.bypass_router
+
+
+def test_rehome_counts_the_answer_budget_and_respects_vision(catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "eyes")
+    d = p.decide(s, catalog, needs(tokens=7_000, output=2_000, vision=True), T0 + 10)
+    assert d.state is PinState.REHOMED_CONTEXT and d.pinned_model == "same-tier-128k"
+
+
+def test_rehome_falls_back_to_other_tiers_then_evicts(catalog: Catalog) -> None:
+    card = catalog["small"]
+    only_other = Catalog([card, catalog["other-tier-16k"]])
+    target = rehome_target(only_other, card, needs(tokens=10_000))
+    assert target is not None and target.name == "other-tier-16k"
+    p = SessionPinner()
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(tokens=500_000), T0 + 10)
+    assert d.state is PinState.EVICTED_CONTEXT and d.pinned_model is None
+
+
+def test_context_overflow_in_the_soft_window_evicts(catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(tokens=10_000), T0 + 600)
+    assert d.state is PinState.EVICTED_CONTEXT and d.bonus == {}
+
+
+def test_decide_changes_nothing(catalog: Catalog) -> None:
+    store = MemoryPinStore()
+    p = SessionPinner(store=store)
+    s = pinned(p, "small")
+    before = store.get(s)
+    for tokens in (10, 10_000, 10**6):
+        p.decide(s, catalog, needs(tokens=tokens, vision=True), T0 + 10)
+    assert store.get(s) == before
+
+
+def test_active_sessions_and_purge() -> None:
+    p = SessionPinner(soft_window_s=1800)
+    p.record("old", "a", T0)
+    p.record("new", "b", T0 + 2000)
+    p.record("failed", "c", T0 + 2000)
+    p.evict_on_failure("failed")
+    assert p.active_sessions(T0 + 2100) == 1
+    assert p.purge(T0 + 2100) == 1
+    assert p.store.get("old") is None and p.store.get("new") is not None
+
+
+def test_memory_store_drops_least_recently_used() -> None:
+    store = MemoryPinStore(max_entries=2)
+    store.put("a", Pin("m", 1))
+    store.put("b", Pin("m", 2))
+    store.put("a", Pin("m", 3))
+    store.put("c", Pin("m", 4))
+    assert store.get("b") is None and store.get("a") is not None and store.get("c") is not None
+
+
+def test_sqlite_store_survives_a_restart(tmp_path: Path, catalog: Catalog) -> None:
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path)
+    p = SessionPinner(store=store)
+    p.record("s1", "small", T0)
+    p.record("s2", "eyes", T0)
+    p.evict_on_failure("s2")
+    p.record("s1", "same-tier-32k", T0 + 1)  # an upsert
+    store.close()
+
+    reopened = SessionPinner(store=SQLitePinStore(path))
+    assert reopened.store.get("s1") == Pin("same-tier-32k", T0 + 1)
+    assert reopened.decide("s1", catalog, needs(), T0 + 10).state is PinState.HARD
+    assert reopened.decide("s2", catalog, needs(), T0 + 10).state is PinState.EVICTED_POST_FAILURE
+    assert reopened.active_sessions(T0 + 10) == 1
+    reopened.store.delete("s1")
+    assert reopened.store.get("s1") is None
+    assert reopened.purge(T0 + 5000) == 1
+
+
+def test_to_dict_is_loggable(catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(), T0 + 1).to_dict()
+    assert d["pin_state"] == "hard" and d["pinned_model"] == "small"
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"hard_window_s": -1}, {"hard_window_s": 100, "soft_window_s": 50},
+    {"soft_bonus_weight": -0.1},
+])
+def test_bad_windows_are_rejected(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        SessionPinner(**kwargs)  # type: ignore[arg-type]
+
+
+def test_needs_may_be_a_plain_mapping(catalog: Catalog) -> None:
+    p = SessionPinner()
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, {"vision": False, "tools": False, "prompt_tokens": 10_000},
+                 T0 + 10)
+    assert d.state is PinState.REHOMED_CONTEXT
+    assert p.decide(s, catalog, {"vision": True, "prompt_tokens": 10},
+                    T0 + 10).state is PinState.EVICTED_VISION

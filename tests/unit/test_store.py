@@ -1,0 +1,130 @@
+"""The SQLite decision log: append-only, committed before the future resolves, group commit
+under concurrency, stats that survive reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from pathlib import Path
+
+import pytest
+
+from switchpoint.store import DecisionRecord, SQLiteStore, StoreError
+
+
+def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
+           weights_id: str = "w1") -> DecisionRecord:
+    return DecisionRecord(
+        id=uuid.uuid4().hex, ts=time.time(), selected_model=model, cluster_id=cluster,
+        cost_weight=0.5, candidates=[model, "b"], cache_hit=cache_hit, routing_ms=0.2,
+        embedding_ms=3.0, policy="cluster", weights_id=weights_id, expected_error=0.1,
+        cost_adjusted_score=0.2)
+
+
+def test_append_commits_before_the_future_resolves(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        rec = record()
+        store.append(rec).result(timeout=10)
+        # Another connection sees it at once: it is committed, not merely queued.
+        with sqlite3.connect(path) as other:
+            row = other.execute("SELECT selected_model, candidates, cache_hit FROM decisions "
+                                "WHERE id = ?", (rec.id,)).fetchone()
+        assert row == ("a", '["a", "b"]', 0)
+        assert store.decisions(limit=5)[0]["id"] == rec.id
+        assert store.decisions(limit=5)[0]["candidates"] == ["a", "b"]
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_stats_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        for rec in (record("a", 1), record("a", 2, cache_hit=True), record("b", 1),
+                    record("c", 7, weights_id="w2")):
+            store.append(rec).result()
+    with SQLiteStore(path) as store:
+        stats = store.decision_stats("w1")
+    assert stats == {"total": 4, "cache_hits": 1, "by_model": {"a": 2, "b": 1, "c": 1},
+                     "by_policy": {"cluster": 4}, "by_cluster": {"1": 2, "2": 1}}
+
+
+def test_concurrent_appends_are_all_written(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "switchpoint.db", synchronous="normal").open()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            futures = [store.append(record(f"m{n}")) for _ in range(50)]
+            for f in futures:
+                f.result(timeout=30)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    assert not errors
+    with SQLiteStore(tmp_path / "switchpoint.db") as again:
+        stats = again.decision_stats()
+    assert stats["total"] == 400 and stats["by_model"] == {f"m{n}": 50 for n in range(8)}
+
+
+def test_close_writes_what_is_queued(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "switchpoint.db").open()
+    futures = [store.append(record()) for _ in range(100)]
+    store.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    with pytest.raises(StoreError, match="not open"):
+        store.append(record())
+
+
+def test_the_log_is_append_only(tmp_path: Path) -> None:
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        store.append(record()).result()
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE decisions SET selected_model = 'x'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM decisions")
+
+
+def test_a_failed_write_is_reported_on_its_future(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        rec = record()
+        store.append(rec).result()
+        with pytest.raises(StoreError, match="could not write"):
+            store.append(rec).result()  # the same id twice violates the primary key
+        store.append(record()).result()  # and the writer carries on
+
+
+def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    with pytest.raises(StoreError, match="data_dir"):
+        SQLiteStore(blocker / "switchpoint.db").open()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "switchpoint.db"
+    sqlite3.connect(path).execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        SQLiteStore(path).open()
+
+
+def test_one_bad_record_does_not_sink_its_batch(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        first = record()
+        store.append(first).result()
+        batch = [(rec, Future[None]()) for rec in (record(), first, record())]
+        store._commit(batch)  # what the writer does with records that arrived together
+        outcomes = [done.exception() for _, done in batch]
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], StoreError)
+        assert store.decision_stats()["total"] == 3
