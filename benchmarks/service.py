@@ -242,7 +242,7 @@ def store_cost(n: int = 300) -> dict[str, float]:
                               0.2, 3.0, "cluster", "w", 0.1, 0.2)
 
     out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="switchpoint-bench-") as tmp:
         for sync in ("full", "normal"):
             with SQLiteStore(Path(tmp) / f"{sync}.db", synchronous=sync) as store:
                 t0 = time.perf_counter()
@@ -270,7 +270,7 @@ def main() -> None:
     batches = [prompts[warm + i * args.n: warm + (i + 1) * args.n] for i in range(len(levels))]
     services: list[Service] = []
     notes: list[str] = []
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="switchpoint-bench-") as tmp:
         try:
             for sync in ("full", "normal"):
                 services.append(start_switchpoint(Path(tmp) / sync, sync))

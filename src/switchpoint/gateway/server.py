@@ -56,7 +56,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits when it cannot bind the port
-        store.close()
         raise ServeError(f"cannot serve on {host}:{port} (see the message above; is the port "
                          "in use? choose another with --port)") from exc
     finally:

@@ -137,7 +137,7 @@ class RouterState:
             with self._swap:
                 router = self.loader(self.settings, None)
                 self._live = Live.of(router, self.settings, None)
-        except Exception as exc:  # reported; the CLI then stops the server (cli.cmd_serve)
+        except Exception as exc:  # reported; `switchpoint serve` then stops (gateway.server)
             self.error = str(exc)
             self.failure = exc
             if self.on_load_error is not None:
