@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint.errors import InvalidInputError, NotFittedError
+from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
 
 Array = npt.NDArray[np.float64]
 Requirement = Literal["embedding", "text", "none"]
@@ -276,6 +276,51 @@ class TablePolicy(Policy):
     @property
     def n_units(self) -> int:
         return self.table_.n_units
+
+    @abstractmethod
+    def _refresh(self) -> None:
+        """Recompute the shrunk ``error_`` / ``cost_`` from ``table_`` (after any change)."""
+
+    @abstractmethod
+    def _unit_weights(self, inputs: Inputs) -> Array:
+        """How much each input row belongs to each unit: ``(n_rows, n_units)``."""
+
+    def _learn_prior(self, name: str, weights: Array, scores: Array) -> None:
+        """Hook for policies that give an added model a prior of its own (default: none)."""
+
+    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
+        self._check_fitted()
+        if name in self.models_:
+            raise InvalidInputError("name", f"model {name!r} is already known; remove it first")
+        col_scores = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+        col_costs = np.asarray(costs, dtype=np.float64).reshape(-1, 1)
+        if col_scores.size and np.all(np.isnan(col_scores)):
+            raise InvalidInputError("scores", f"model {name!r} has no labelled examples")
+        check_training_arrays(col_scores, col_costs, [name], len(inputs))
+        weights = self._unit_weights(inputs)
+        single = ProfileTable.from_assignments(weights, col_scores, col_costs, [name])
+        self._learn_prior(name, weights, col_scores[:, 0])  # sees the known models only
+        self.table_ = self.table_.with_model(
+            name, single.count[:, 0], single.error[:, 0], single.cost[:, 0]
+        )
+        self.models_ = [*self.models_, name]
+        self._refresh()
+        return self
+
+    def remove_model(self, name: str) -> Self:
+        self._check_fitted()
+        if name not in self.models_:
+            raise UnknownModelError("name", [name], self.models_)
+        if len(self.models_) == 1:
+            raise InvalidInputError("name", f"cannot remove {name!r}, the only model")
+        self.table_ = self.table_.without_model(name)
+        self.models_ = [m for m in self.models_ if m != name]
+        self._forget_prior(name)
+        self._refresh()
+        return self
+
+    def _forget_prior(self, name: str) -> None:
+        """Hook: drop whatever :meth:`_learn_prior` kept for a removed model."""
 
     def unit_estimate(self, unit_id: int) -> Estimates:
         self._check_fitted()

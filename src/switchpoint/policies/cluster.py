@@ -170,26 +170,24 @@ class ClusterPolicy(TablePolicy):
 
     # Models ----------------------------------------------------------------------------------
 
-    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
-        self._check_fitted()
+    def _unit_weights(self, inputs: Inputs) -> Array:
+        """An added model's labels go to each prompt's nearest cluster (hard), whatever the
+        routing assignment: a small labelled set should not be smeared across clusters."""
         inputs.require("embedding", self.name)
         assert inputs.embeddings is not None
-        check_training_arrays(scores.reshape(-1, 1), costs.reshape(-1, 1), [name], len(inputs))
         ids, _ = self.assign(inputs.embeddings)
         onehot = np.zeros((len(ids), self.n_units))
         onehot[np.arange(len(ids)), ids] = 1.0
-        single = ProfileTable.from_assignments(
-            onehot, scores.reshape(-1, 1), costs.reshape(-1, 1), [name]
-        )
+        return onehot
+
+    def _learn_prior(self, name: str, weights: Array, scores: Array) -> None:
         if self.new_model_prior == "similarity":
+            ids = np.argmax(weights, axis=1).astype(np.int64)
             self.model_priors_ = {**self.model_priors_,
-                                  name: self._similarity_prior(ids, scores.reshape(-1))}
-        self.table_ = self.table_.with_model(
-            name, single.count[:, 0], single.error[:, 0], single.cost[:, 0]
-        )
-        self.models_ = [*self.models_, name]
-        self._refresh()
-        return self
+                                  name: self._similarity_prior(ids, scores)}
+
+    def _forget_prior(self, name: str) -> None:
+        self.model_priors_ = {k: v for k, v in self.model_priors_.items() if k != name}
 
     def _similarity_prior(self, ids: npt.NDArray[np.int64], scores: Array) -> Array:
         """A new model's per-cluster error before its own labels: a ridge regression of its
@@ -207,15 +205,6 @@ class ClusterPolicy(TablePolicy):
         gram = xc.T @ xc + self.similarity_ridge * np.eye(known.shape[1])
         w = np.linalg.solve(gram, xc.T @ (y - mean_y))
         return np.clip(mean_y + (self.error_ - mean_x) @ w, 0.0, 1.0)
-
-    def remove_model(self, name: str) -> Self:
-        self._check_fitted()
-        self.table_ = self.table_.without_model(name)
-        self.models_ = [m for m in self.models_ if m != name]
-        self.model_priors_ = {k: v for k, v in self.model_priors_.items()
-                              if k != name}
-        self._refresh()
-        return self
 
     # Persistence -----------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint.errors import InvalidInputError, UnknownModelError
+from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -411,35 +411,8 @@ class TfidfPolicy(TablePolicy):
     def describe_unit(self, unit_id: int) -> str:
         return f"tier {tier_names(self.n_tiers)[unit_id]!r}"
 
-    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
-        self._check_fitted()
-        texts = self._texts(inputs)
-        if name in self.models_:
-            raise InvalidInputError("name", f"model {name!r} is already known; remove it first")
-        col_scores = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
-        col_costs = np.asarray(costs, dtype=np.float64).reshape(-1, 1)
-        check_training_arrays(col_scores, col_costs, [name], len(texts))
-        if np.all(np.isnan(col_scores)):
-            raise InvalidInputError("scores", f"model {name!r} has no labelled examples")
-        weights = self._distribution(self.vectorizer_.transform(texts))
-        single = ProfileTable.from_assignments(weights, col_scores, col_costs, [name])
-        self.table_ = self.table_.with_model(
-            name, single.count[:, 0], single.error[:, 0], single.cost[:, 0]
-        )
-        self.models_ = [*self.models_, name]
-        self._refresh()
-        return self
-
-    def remove_model(self, name: str) -> Self:
-        self._check_fitted()
-        if name not in self.models_:
-            raise UnknownModelError("name", [name], self.models_)
-        if len(self.models_) == 1:
-            raise InvalidInputError("name", f"cannot remove {name!r}, the only model")
-        self.table_ = self.table_.without_model(name)
-        self.models_ = [m for m in self.models_ if m != name]
-        self._refresh()
-        return self
+    def _unit_weights(self, inputs: Inputs) -> Array:
+        return self._distribution(self.vectorizer_.transform(self._texts(inputs)))
 
     # Persistence -----------------------------------------------------------------------------
 

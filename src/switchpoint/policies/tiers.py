@@ -34,7 +34,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from switchpoint.errors import InvalidInputError, UnknownModelError
+from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -424,35 +424,8 @@ class TiersPolicy(TablePolicy):
     def describe_unit(self, unit_id: int) -> str:
         return f"tier {TIER_NAMES[unit_id]!r}"
 
-    def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
-        self._check_fitted()
-        texts = self._texts(inputs)
-        if name in self.models_:
-            raise InvalidInputError("name", f"model {name!r} is already known; remove it first")
-        col_scores = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
-        col_costs = np.asarray(costs, dtype=np.float64).reshape(-1, 1)
-        check_training_arrays(col_scores, col_costs, [name], len(texts))
-        if np.all(np.isnan(col_scores)):
-            raise InvalidInputError("scores", f"model {name!r} has no labelled examples")
-        weights = _onehot([classify_tier(t).index for t in texts], self.n_units)
-        single = ProfileTable.from_assignments(weights, col_scores, col_costs, [name])
-        self.table_ = self.table_.with_model(
-            name, single.count[:, 0], single.error[:, 0], single.cost[:, 0]
-        )
-        self.models_ = [*self.models_, name]
-        self._refresh()
-        return self
-
-    def remove_model(self, name: str) -> Self:
-        self._check_fitted()
-        if name not in self.models_:
-            raise UnknownModelError("name", [name], self.models_)
-        if len(self.models_) == 1:
-            raise InvalidInputError("name", f"cannot remove {name!r}, the only model")
-        self.table_ = self.table_.without_model(name)
-        self.models_ = [m for m in self.models_ if m != name]
-        self._refresh()
-        return self
+    def _unit_weights(self, inputs: Inputs) -> Array:
+        return _onehot([classify_tier(t).index for t in self._texts(inputs)], self.n_units)
 
     # Persistence -----------------------------------------------------------------------------
 
