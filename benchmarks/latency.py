@@ -52,10 +52,12 @@ def quantiles(samples: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(ordered) * 1e3, "p99_ms": p99 * 1e3}
 
 
-def measure_switchpoint(short: list[str], long: list[str]) -> dict[str, object]:
+def measure_switchpoint(short: list[str], long: list[str], precision: str = "fp32"
+                        ) -> dict[str, object]:
     from switchpoint import load_router
+    from switchpoint.embedding import MiniLMEmbedder
 
-    router = load_router(warm=False)
+    router = load_router(warm=False, embedder=MiniLMEmbedder(precision=precision))  # type: ignore[arg-type]
     router.warm_up()
     router.route("warm-up prompt that is not in the benchmark set")
     out: dict[str, object] = {}
@@ -144,6 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     short, long = pick_prompts(args.n)
     ours = measure_switchpoint(short, long)
+    fast = measure_switchpoint(short, long, precision="int8")
     peer = measure_opentracy(args.peer_python, short, long)
     startup = import_and_load_seconds()
     print(f"prompts: {len(short)} short, {len(long)} long (distinct, from ../shared/data)")
@@ -162,6 +165,11 @@ def main() -> None:
             peer_txt, ratio_txt = peer, "-"
         print(f"{name:<8} {o['median_ms']:17.2f} / {o['p99_ms']:7.2f} {peer_txt:>28} "
               f"{ratio_txt:>15}")
+        f = fast[name]
+        assert isinstance(f, dict)
+        ratio_f = f"{f['median_ms'] / p['median_ms']:.2f}x" if isinstance(peer, dict) else "-"
+        print(f"{'  int8':<8} {f['median_ms']:17.2f} / {f['p99_ms']:7.2f} {'':>28} "
+              f"{ratio_f:>15}")
     cached = ours["cached"]
     assert isinstance(cached, dict)
     print(f"cached route: median {cached['median_ms'] * 1e3:.1f} µs, "

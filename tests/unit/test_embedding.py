@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,3 +321,31 @@ def test_embedder_from_id_errors(embedder_id: str, needle: str) -> None:
         embedder_from_id(embedder_id)
     assert info.value.field == "embedder"
     assert isinstance(info.value, ValueError)
+
+
+def test_int8_precision_builds_its_model_once_and_stays_close_to_fp32(tmp_path: Path) -> None:
+    from switchpoint.embedding.minilm import MiniLMEmbedder
+
+    texts = ["Prove the square root of 2 is irrational.", "Write a haiku about autumn rain.",
+             "def add(a, b): return a + b  # fix the bug"]
+    fast = MiniLMEmbedder(precision="int8", cache_dir=tmp_path)
+    vectors = fast.embed(texts)
+    built = list(tmp_path.glob("all-MiniLM-L6-v2-int8-*.onnx"))
+    assert len(built) == 1 and built[0].stat().st_size > 10_000_000
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    exact = MiniLMEmbedder().embed(texts)
+    cosine = (vectors * exact).sum(axis=1)
+    assert cosine.min() > 0.95
+    # A second embedder reuses the file rather than rebuilding it.
+    stamp = built[0].stat().st_mtime_ns
+    MiniLMEmbedder(precision="int8", cache_dir=tmp_path).embed(texts[:1])
+    assert built[0].stat().st_mtime_ns == stamp
+    assert fast.id == MiniLMEmbedder().id  # same vectors space: weights stay compatible
+
+
+def test_unknown_precision_is_refused() -> None:
+    from switchpoint.embedding.minilm import MiniLMEmbedder
+
+    with pytest.raises(ValueError, match="precision"):
+        MiniLMEmbedder(precision="fp16")  # type: ignore[arg-type]
