@@ -277,9 +277,20 @@ class TablePolicy(Policy):
     def n_units(self) -> int:
         return self.table_.n_units
 
-    @abstractmethod
+    prior_strength: float
+
     def _refresh(self) -> None:
-        """Recompute the shrunk ``error_`` / ``cost_`` from ``table_`` (after any change)."""
+        """Recompute the shrunk ``error_`` / ``cost_`` from ``table_`` (after fit, load, add,
+        remove). The default shrinks each unit toward the model's global mean; a unit without
+        labels (and ``prior_strength`` 0) reads the global mean rather than 0/0."""
+        table = self.table_
+        g_err, g_cost, _ = table.global_means()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            err, cst = table.shrunk(g_err, g_cost, self.prior_strength)
+        empty = table.count <= 0
+        self.error_ = np.where(empty, g_err, err)
+        self.cost_ = np.where(empty, g_cost, cst)
+        self.global_error_, self.global_cost_ = g_err, g_cost
 
     @abstractmethod
     def _unit_weights(self, inputs: Inputs) -> Array:

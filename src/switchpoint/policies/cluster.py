@@ -134,9 +134,6 @@ class ClusterPolicy(TablePolicy):
         self.error_, self.cost_ = table.shrunk(prior_err, c_cost[self.parent_], s)
         self.global_error_, self.global_cost_ = g_err, g_cost
 
-    def _global_cost_(self) -> Array:
-        return np.asarray(self.global_cost_)
-
     # Estimating ------------------------------------------------------------------------------
 
     def assign(self, embeddings: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], Array]:

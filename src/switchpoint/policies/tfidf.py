@@ -349,19 +349,6 @@ class TfidfPolicy(TablePolicy):
         self._refresh()
         return self
 
-    def _refresh(self) -> None:
-        table = self.table_
-        g_err, g_cost, _ = table.global_means()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err, cst = table.shrunk(g_err, g_cost, self.prior_strength)
-        empty = table.count <= 0
-        self.error_ = np.where(empty, g_err, err)
-        self.cost_ = np.where(empty, g_cost, cst)
-        self.global_error_, self.global_cost_ = g_err, g_cost
-
-    def _global_cost_(self) -> Array:
-        return np.asarray(self.global_cost_)
-
     # Estimating ------------------------------------------------------------------------------
 
     def _distribution(self, x: SparseRows) -> Array:

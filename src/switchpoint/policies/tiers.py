@@ -384,21 +384,6 @@ class TiersPolicy(TablePolicy):
         self._refresh()
         return self
 
-    def _refresh(self) -> None:
-        """Recompute the shrunk estimates from the raw table (after fit, load, add, remove)."""
-        table = self.table_
-        g_err, g_cost, _ = table.global_means()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            err, cst = table.shrunk(g_err, g_cost, self.prior_strength)
-        # With prior_strength 0 an empty tier would be 0/0: it reads the global mean instead.
-        empty = table.count <= 0
-        self.error_ = np.where(empty, g_err, err)
-        self.cost_ = np.where(empty, g_cost, cst)
-        self.global_error_, self.global_cost_ = g_err, g_cost
-
-    def _global_cost_(self) -> Array:
-        return np.asarray(self.global_cost_)
-
     # Estimating ------------------------------------------------------------------------------
 
     def estimate(self, inputs: Inputs) -> Estimates:
