@@ -16,6 +16,10 @@
     store: {synchronous: full}    # full: fsync per commit; normal: survives process crashes only
     expected_output_tokens: 200
     max_request_bytes: 1048576
+    gateway:                      # POST /v1/chat/completions: upstream calls, failover, health,
+      connect_timeout_s: 5        # session pins (see GatewaySettings for every key)
+      read_timeout_s: 60
+      first_token_timeout_s: 30
 
 Precedence, lowest first: defaults, the file, environment variables, command-line flags.
 An environment variable is ``SWITCHPOINT_`` plus the key in upper case, ``__`` between nested
@@ -36,7 +40,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
@@ -137,6 +149,55 @@ class StoreSettings(BaseModel):
     synchronous: Literal["full", "normal"] = "full"
 
 
+class GatewaySettings(BaseModel):
+    """The OpenAI-compatible gateway (``POST /v1/chat/completions``).
+
+    Timeouts (seconds) bound each upstream call: opening the connection, any silence while
+    waiting for bytes, and, for streams, the time to the first content chunk. Retries: up to
+    ``max_attempts_per_model`` tries per model with full-jitter backoff from
+    ``backoff_base_s`` (capped at ``backoff_cap_s``), or exactly the upstream's ``Retry-After``
+    when it is at most ``max_retry_after_s``; a whole request gives up after ``max_total_s``.
+    Health: a model's circuit opens after ``failure_threshold`` failures in a row (or an error
+    rate of ``error_rate_threshold`` over 5+ calls) for ``cooldown_s`` (doubling up to
+    ``max_cooldown_s`` while its probes fail); ``prefer_healthy`` ranks degraded and down
+    models last for ``auto``. Session pins: hard for ``pin_hard_window_s`` after a session's
+    last answer, then a score bonus of ``pin_soft_bonus`` until ``pin_soft_window_s``.
+    ``max_upstream_connections`` caps the connections to each upstream. A reload applies every
+    key at once but that one, which needs a restart.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    connect_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    read_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    first_token_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    max_attempts_per_model: int = Field(2, ge=1, le=10)
+    backoff_base_s: float = Field(0.25, ge=0, allow_inf_nan=False)
+    backoff_cap_s: float = Field(4.0, ge=0, allow_inf_nan=False)
+    max_retry_after_s: float = Field(10.0, ge=0, allow_inf_nan=False)
+    max_total_s: float = Field(120.0, gt=0, allow_inf_nan=False)
+    prefer_healthy: bool = True
+    failure_threshold: int = Field(5, ge=1)
+    error_rate_threshold: float = Field(0.5, ge=0, le=1)
+    cooldown_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    max_cooldown_s: float = Field(300.0, gt=0, allow_inf_nan=False)
+    degraded_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    pin_hard_window_s: float = Field(300.0, ge=0, allow_inf_nan=False)
+    pin_soft_window_s: float = Field(1800.0, ge=0, allow_inf_nan=False)
+    pin_soft_bonus: float = Field(0.5, ge=0, allow_inf_nan=False)
+    max_upstream_connections: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewaySettings:
+        if self.pin_soft_window_s < self.pin_hard_window_s:
+            raise ValueError(f"pin_soft_window_s ({self.pin_soft_window_s:g}) must be >= "
+                             f"pin_hard_window_s ({self.pin_hard_window_s:g})")
+        if self.max_cooldown_s < self.cooldown_s:
+            raise ValueError(f"max_cooldown_s ({self.max_cooldown_s:g}) must be >= cooldown_s "
+                             f"({self.cooldown_s:g})")
+        return self
+
+
 class Settings(BaseModel):
     """Everything the service reads at start (and again on ``POST /v1/router/reload``)."""
 
@@ -152,6 +213,7 @@ class Settings(BaseModel):
     store: StoreSettings = StoreSettings()
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0)
     max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    gateway: GatewaySettings = GatewaySettings()
 
     _source: _Source | None = PrivateAttr(default=None)
 
@@ -285,6 +347,8 @@ def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
         return list(CacheSettings.model_fields)
     if loc[:1] == ("store",) and len(loc) > 1:
         return list(StoreSettings.model_fields)
+    if loc[:1] == ("gateway",) and len(loc) > 1:
+        return list(GatewaySettings.model_fields)
     return list(Settings.model_fields)
 
 

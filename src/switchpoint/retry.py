@@ -8,7 +8,9 @@ full-jitter exponential backoff (``uniform(0, min(cap, base·2ⁿ))``) or exactl
 waited out: the model is left for the next one (and the health tracker keeps it closed for that
 long). An error that may *escalate* moves on to the next candidate; one that may not (a plain
 400, a content-filter refusal) stops at once with the upstream's answer. Candidates whose
-circuit breaker is open are skipped.
+circuit breaker is open are skipped, and after a context-length refusal so are the candidates
+whose ``context_window`` is no larger than the refusing model's (they would refuse too): the
+request escalates to a larger-context model.
 
 Streams (``stream=True``) are *committed* only once the first content chunk has arrived: until
 then every failure (an error status, a reset, a first-token timeout, a cut or malformed stream)
@@ -74,9 +76,14 @@ class RetryPolicy:
         return rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (retry - 1)))
 
 
+# Outcomes of candidates that were passed over without a call.
+SKIPPED = frozenset({"circuit_open", "context_too_small"})
+
+
 @dataclass
 class Attempt:
-    """One try of one model. ``outcome`` is ``"ok"``, an error kind, or ``"circuit_open"``."""
+    """One try of one model. ``outcome`` is ``"ok"``, an error kind, or (for a candidate passed
+    over without a call) ``"circuit_open"`` or ``"context_too_small"``."""
 
     model: str
     attempt: int
@@ -89,6 +96,10 @@ class Attempt:
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
+
+    @property
+    def skipped(self) -> bool:
+        return self.outcome in SKIPPED
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "attempt": self.attempt, "outcome": self.outcome,
@@ -109,12 +120,12 @@ class FailoverError(SwitchpointError):
 
     @property
     def models_tried(self) -> list[str]:
-        return list(dict.fromkeys(a.model for a in self.attempts if a.outcome != "circuit_open"))
+        return _tried(self.attempts)
 
     @property
     def status_code(self) -> int:
         err = self.last_error
-        tried = [a for a in self.attempts if a.outcome != "circuit_open"]
+        tried = [a for a in self.attempts if not a.skipped]
         if err is None or not tried:
             return 503
         if _request_fault(err):
@@ -146,6 +157,11 @@ class FailoverError(SwitchpointError):
             code = "upstream_failed"
         return {"error": {"message": str(self), "type": "upstream_error" if err else code,
                           "param": None, "code": code}}
+
+
+def _tried(attempts: Sequence[Attempt]) -> list[str]:
+    """The models actually called, in order, each once."""
+    return list(dict.fromkeys(a.model for a in attempts if not a.skipped))
 
 
 def _request_fault(err: ProviderError) -> bool:
@@ -180,7 +196,7 @@ class FailoverResult:
 
     @property
     def models_tried(self) -> list[str]:
-        return list(dict.fromkeys(a.model for a in self.attempts if a.outcome != "circuit_open"))
+        return _tried(self.attempts)
 
 
 def wants_usage(request: Mapping[str, Any]) -> bool:
@@ -206,6 +222,7 @@ class FailoverStream:
         self.attempts = attempts
         self.ttft_ms = ttft_ms
         self.usage: TokenUsage | None = None
+        self.upstream_model: str | None = None
         self.finish_reason: str | None = None
         self.error: StreamBroken | None = None
         self.completed = False
@@ -220,7 +237,7 @@ class FailoverStream:
 
     @property
     def models_tried(self) -> list[str]:
-        return list(dict.fromkeys(a.model for a in self.attempts if a.outcome != "circuit_open"))
+        return _tried(self.attempts)
 
     @property
     def cost_usd(self) -> float | None:
@@ -236,6 +253,8 @@ class FailoverStream:
         for choice in chunk.get("choices") or []:
             if isinstance(choice, Mapping) and choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
+        if self.upstream_model is None and isinstance(chunk.get("model"), str):
+            self.upstream_model = chunk["model"]
         if self._rewrite_model:
             chunk["model"] = self.model
         if "usage" in chunk and not self._client_wants_usage:
@@ -384,6 +403,8 @@ async def call_with_failover(
     deadline = clock() + policy.max_total_s
     attempts: list[Attempt] = []
     last_error: ProviderError | None = None
+    # After a context-length refusal: the refusing model's window; smaller ones are skipped.
+    context_floor: int | None = None
 
     def timeouts_for(card: ModelCard) -> Timeouts:
         if timeouts is None:
@@ -394,6 +415,12 @@ async def call_with_failover(
         if health is not None and not health.allow(card.name):
             attempts.append(Attempt(card.name, 0, "circuit_open",
                                     error="circuit breaker open or Retry-After running"))
+            continue
+        if (context_floor is not None and card.context_window is not None
+                and card.context_window <= context_floor):
+            attempts.append(Attempt(card.name, 0, "context_too_small",
+                                    error=f"context window {card.context_window} is no larger "
+                                          f"than the {context_floor} that was exceeded"))
             continue
         provider = providers(card)
         waited = 0.0
@@ -424,6 +451,8 @@ async def call_with_failover(
                         health.release(card.name)
                 if not exc.retryable and not exc.escalate:
                     raise FailoverError(str(exc), attempts, exc) from exc
+                if isinstance(exc, ContextLengthExceeded) and card.context_window is not None:
+                    context_floor = max(context_floor or 0, card.context_window)
                 if not exc.retryable or number == policy.max_attempts_per_model:
                     break
                 if retry_after is not None and retry_after > policy.max_retry_after_s:
@@ -453,7 +482,7 @@ async def call_with_failover(
             raise FailoverError(str(last_error), attempts, last_error) from last_error
         if clock() >= deadline:
             break
-    tried = list(dict.fromkeys(a.model for a in attempts if a.outcome != "circuit_open"))
+    tried = _tried(attempts)
     if last_error is None:
         message = ("every candidate's circuit breaker is open: "
                    + ", ".join(c.name for c in candidates))

@@ -4,6 +4,7 @@ Run it as its own process, on loopback only::
 
     python -m tests.fakes.fake_provider --port 8999      # or --port 0: pick a free port
     python tests/fakes/fake_provider.py --port 0
+    python tests/fakes/fake_provider.py --port 0 --lean  # benchmarks: keep no request log
 
 It prints ``FAKE_PROVIDER_READY <port>`` once listening. From tests, use
 :class:`FakeProviderProcess` (a context manager that spawns it and waits for that line).
@@ -87,6 +88,7 @@ class State:
         self.queues: dict[str, deque[str]] = defaultdict(deque)
         self.requests: list[dict[str, Any]] = []
         self.counter = 0
+        self.lean = False  # --lean: record no requests (a benchmark must not grow a list)
 
     def reset(self) -> None:
         self.queues.clear()
@@ -606,8 +608,9 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter) -> bool:
     openai_paths = ("/v1/chat/completions", "/chat/completions")
     if req.method == "POST" and req.path in (*openai_paths, "/v1/messages"):
         spec = choose_behaviour(req.json)
-        STATE.requests.append({"path": req.path, "headers": req.headers, "body": req.json,
-                               "behaviour": spec, "at": time.time()})
+        if not STATE.lean:
+            STATE.requests.append({"path": req.path, "headers": req.headers, "body": req.json,
+                                   "behaviour": spec, "at": time.time()})
         name, params = parse_behaviour(spec)
         if "delay" in params:
             await asyncio.sleep(float(params["delay"]))
@@ -648,7 +651,10 @@ async def serve(port: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A scriptable fake LLM provider (loopback).")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--lean", action="store_true",
+                        help="keep no log of requests (for benchmarks; /_requests stays empty)")
     args = parser.parse_args(argv)
+    STATE.lean = args.lean
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.port))
 
@@ -665,10 +671,12 @@ class FakeProviderProcess:
     or a catalog ``base_url`` takes); Anthropic cards take ``url``.
     """
 
-    def __init__(self, startup_timeout_s: float = 10.0) -> None:
+    def __init__(self, startup_timeout_s: float = 10.0, *, port: int = 0,
+                 lean: bool = False) -> None:
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
+        self.port = port
+        self.lean = lean
 
     @property
     def url(self) -> str:
@@ -680,7 +688,8 @@ class FakeProviderProcess:
 
     def start(self) -> FakeProviderProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", "0"],
+            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
+             *(["--lean"] if self.lean else [])],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
             text=True)
         assert self.proc.stdout is not None

@@ -148,3 +148,22 @@ def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:
     router = RouterFactory()(settings)
     assert router.models == ["gpt-4o", "gpt-4o-mini", "ministral-3b-latest"]
     assert router.route(embedding=[0.05] * 384).selected_model in router.models
+
+
+def test_gateway_settings_from_file_and_environment(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "gateway: {read_timeout_s: 2, pin_soft_bonus: 0}\n"),
+                             environ={"SWITCHPOINT_GATEWAY__FIRST_TOKEN_TIMEOUT_S": "0.5"})
+    g = settings.gateway
+    assert (g.read_timeout_s, g.pin_soft_bonus, g.first_token_timeout_s) == (2, 0, 0.5)
+    assert g.connect_timeout_s == 5 and g.prefer_healthy is True
+    assert load_settings(None, environ={}).gateway.max_attempts_per_model == 2
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("gateway: {read_timeout_s: 0}", "gateway.read_timeout_s: must be > 0"),
+    ("gateway: {retries: 3}", "gateway.retries: is not a known key"),
+    ("gateway: {pin_hard_window_s: 900, pin_soft_window_s: 60}",
+     "pin_soft_window_s (60) must be >= pin_hard_window_s (900)"),
+])
+def test_bad_gateway_settings_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in error_of(tmp_path, text)

@@ -336,6 +336,20 @@ async def test_context_too_long_for_every_candidate_is_the_upstream_400() -> Non
     assert info.value.to_openai_error() == body
 
 
+async def test_context_length_skips_candidates_no_larger_than_the_refusing_model() -> None:
+    cards = [ModelCard("a", context_window=8_000), ModelCard("b", context_window=8_000),
+             ModelCard("c", context_window=4_000), ModelCard("d"),
+             ModelCard("e", context_window=32_000)]
+    p = Scripted({"a": [ContextLengthExceeded("too long", status=400)],
+                  "d": [ContextLengthExceeded("too long", status=400)]})
+    result = await run(p, cards=cards)
+    assert p.calls == ["a", "d", "e"] and result.model == "e"
+    assert [x.outcome for x in result.attempts] == [
+        "context_length_exceeded", "context_too_small", "context_too_small",
+        "context_length_exceeded", "ok"]
+    assert result.models_tried == ["a", "d", "e"]
+
+
 async def test_a_stream_closed_before_reading_releases_upstream_and_probe() -> None:
     p = Scripted({})
     stream = await run(p, stream=True)

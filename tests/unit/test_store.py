@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint.store import DecisionRecord, SQLiteStore, StoreError
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore, StoreError
 
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
@@ -128,3 +128,62 @@ def test_one_bad_record_does_not_sink_its_batch(tmp_path: Path) -> None:
         assert outcomes[0] is None and outcomes[2] is None
         assert isinstance(outcomes[1], StoreError)
         assert store.decision_stats()["total"] == 3
+
+
+def request(status: str = "ok", model: str | None = "m", cost: float | None = 0.001,
+            tried: tuple[str, ...] = ("m",)) -> RequestRecord:
+    return RequestRecord(
+        id=uuid.uuid4().hex, ts=time.time(), requested_model="auto", status=status,
+        http_status=200 if status == "ok" else 502, pin_state="fresh", stream=False,
+        latency_ms=12.5, model=model, models_tried=list(tried),
+        attempts=[{"model": m, "outcome": "ok"} for m in tried], escalated=len(tried) > 1,
+        pin={"pin_state": "fresh"}, prompt_tokens=10, completion_tokens=5, cost_usd=cost,
+        reasoning=["because"], excluded={"x": ["no vision"]})
+
+
+def test_the_request_log_pages_newest_first_and_totals(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        records = [request(), request(tried=("a", "m")), request("error", None, None, ("a",)),
+                   request(model="n", tried=("n",))]
+        for rec in records:
+            store.append(rec).result()
+        page, cursor = store.requests(limit=3)
+        assert [e["id"] for e in page] == [r.id for r in records[::-1][:3]]
+        assert page[0]["models_tried"] == ["n"] and page[0]["excluded"] == {"x": ["no vision"]}
+        assert page[0]["stream"] is False and page[1]["escalated"] is False
+        last, end = store.requests(limit=3, cursor=cursor)
+        assert [e["id"] for e in last] == [records[0].id] and end is None
+        stats = store.request_stats()
+    assert stats["total"] == 4 and stats["ok"] == 3 and stats["errors"] == 1
+    assert stats["escalations"] == 1 and stats["cost_usd"] == pytest.approx(0.003)
+    assert stats["by_model"] == {"m": {"requests": 2, "cost_usd": 0.002},
+                                 "n": {"requests": 1, "cost_usd": 0.001}}
+    assert stats["prompt_tokens"] == 40 and stats["by_pin_state"] == {"fresh": 4}
+
+
+def test_the_request_log_is_append_only(tmp_path: Path) -> None:
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        store.append(request()).result()
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE requests SET status = 'x'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM requests")
+
+
+def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
+        tmp_path: Path) -> None:
+    path = tmp_path / "switchpoint.db"
+    from switchpoint.store.sqlite import _INSERT, _MIGRATIONS
+
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(f"BEGIN; {_MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
+    rec = record()
+    old.execute(_INSERT, rec.row())
+    old.close()
+    with SQLiteStore(path) as store:
+        assert store.decisions()[0]["id"] == rec.id
+        store.append(request()).result()
+        assert store.request_stats()["total"] == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2

@@ -73,13 +73,16 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 
 @router.get("/v1/router/stats", response_model=StatsResponse, tags=["admin"],
-            summary="Decisions by model, policy and cluster, from the decision log")
+            summary="Decisions by model, policy and cluster, and the gateway's requests, "
+                    "escalations, tokens and cost, from the logs")
 async def stats(request: Request) -> dict[str, Any]:
     service = get_service(request)
     live = service.state.peek()
     weights_id = live.weights_id if live else None
     counts = await run_in_threadpool(service.store.decision_stats, weights_id)
-    return {**counts, "weights_id": weights_id, "policy": live.policy if live else None}
+    requests = await run_in_threadpool(service.store.request_stats)
+    return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
+            "requests": requests}
 
 
 @router.post("/v1/router/policy/{name}", response_model=SwapResponse, tags=["admin"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,11 +18,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint.decision import RoutingDecision
+from switchpoint.gateway.accounting import decision_record
 from switchpoint.gateway.errors import ApiError, from_validation
 from switchpoint.gateway.schemas import ERROR_RESPONSES, RouteRequest, RouteResponse
 from switchpoint.gateway.service import get_service
-from switchpoint.gateway.state import Live
-from switchpoint.store import DecisionRecord, StoreError
+from switchpoint.store import StoreError
 
 log = logging.getLogger("switchpoint.gateway")
 router = APIRouter(tags=["routing"])
@@ -45,17 +44,6 @@ def parse_route_request(body: bytes) -> RouteRequest:
         raise ApiError.invalid("embedding", "embedding: give either a prompt or an embedding, "
                                             "not both")
     return request
-
-
-def _record(decision: RoutingDecision, live: Live) -> DecisionRecord:
-    return DecisionRecord(
-        id=decision.decision_id, ts=time.time(), selected_model=decision.selected_model,
-        cluster_id=decision.cluster_id, cost_weight=decision.cost_weight,
-        candidates=list(decision.all_scores), cache_hit=decision.cache_hit,
-        routing_ms=decision.usage.routing_ms, embedding_ms=decision.usage.embedding_ms,
-        policy=live.policy, weights_id=live.weights_id, expected_error=decision.expected_error,
-        cost_adjusted_score=decision.cost_adjusted_score,
-    )
 
 
 def response_body(decision: RoutingDecision) -> dict[str, Any]:
@@ -89,7 +77,7 @@ async def route(request: Request) -> JSONResponse:
         live.router.route, body.prompt, body.available_models, body.cost_weight,
         embedding=body.embedding)
     try:
-        await asyncio.wrap_future(service.store.append(_record(decision, live)))
+        await asyncio.wrap_future(service.store.append(decision_record(decision, live)))
     except StoreError as exc:  # the decision stands; the log and the metric say what was lost
         service.metrics.observe_store_error()
         log.error("decision %s not logged: %s", decision.decision_id, exc)

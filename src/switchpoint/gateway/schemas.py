@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from switchpoint.decision import MAX_COST_WEIGHT
 
@@ -89,6 +89,79 @@ class ModelList(BaseModel):
     data: list[ModelObject]
 
 
+class ChatMessage(BaseModel):
+    """One message. Only ``role`` is checked; every other key goes upstream untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: StrictStr = Field(description="system, developer, user, assistant or tool.")
+
+
+class ChatRequest(BaseModel):
+    """An OpenAI chat completion request. The gateway checks ``model``, ``messages`` and
+    ``stream``; every other field (temperature, tools, response_format, ...) is forwarded to
+    the model that answers exactly as sent."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [
+            {"model": "auto", "messages": [{"role": "user", "content": "Prove that the square "
+                                            "root of 2 is irrational."}]},
+        ]},
+    )
+
+    model: StrictStr = Field(min_length=1, description="'auto' to let the router choose, or a "
+                                                       "catalog model name (GET /v1/models).")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: StrictBool | None = Field(None, description="Answer as server-sent events.")
+
+
+class ChatErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None
+    param: str | None = None
+
+
+class ChatErrorResponse(BaseModel):
+    """The OpenAI error envelope (``code``, ``message`` and ``param`` as everywhere else, plus
+    OpenAI's ``type``)."""
+
+    error: ChatErrorDetail
+
+
+CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ChatErrorResponse, "description": "Malformed request, or no model in the "
+                                                     "catalog can serve it (the message says "
+                                                     "why for each); an upstream's own 4xx "
+                                                     "(content filter, context length) as sent."},
+    404: {"model": ChatErrorResponse, "description": "model_not_found: not 'auto' nor a "
+                                                     "catalog model."},
+    429: {"model": ChatErrorResponse, "description": "Every candidate was rate limited "
+                                                     "(Retry-After when the upstream sent one)."},
+    502: {"model": ChatErrorResponse, "description": "No candidate answered."},
+    503: {"model": ChatErrorResponse, "description": "Every candidate's circuit is open, or "
+                                                     "the router is still loading."},
+    504: {"model": ChatErrorResponse, "description": "Every candidate timed out."},
+}
+
+
+class RequestStats(BaseModel):
+    total: int = Field(description="Chat requests logged, all time.")
+    ok: int
+    errors: int = Field(description="Requests that did not end with a whole answer.")
+    escalations: int = Field(description="Requests answered (or failed) after more than one "
+                                         "model was tried.")
+    streams: int
+    by_status: dict[str, int]
+    by_model: dict[str, dict[str, float]] = Field(
+        description="Per answering model: requests and cost_usd.")
+    by_pin_state: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
 class StatsResponse(BaseModel):
     total: int = Field(description="Decisions logged, all time (the log survives restarts).")
     cache_hits: int
@@ -98,6 +171,15 @@ class StatsResponse(BaseModel):
                                                    "weights (ids of other weights differ).")
     weights_id: str | None
     policy: str | None
+    requests: RequestStats | None = Field(
+        None, description="The gateway's request log (POST /v1/chat/completions): counts, "
+                          "escalations, tokens and cost.")
+
+
+class RequestLogPage(BaseModel):
+    data: list[dict[str, Any]] = Field(description="Request log entries, newest first.")
+    next_cursor: int | None = Field(description="Pass as ?cursor= for the next (older) page; "
+                                                "null on the last page.")
 
 
 class SwapResponse(BaseModel):

@@ -1,4 +1,4 @@
-"""What the handlers share: the live router, the store and the metrics of one app."""
+"""What the handlers share: the live router, the store, the metrics and the gateway of one app."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from switchpoint.gateway.chat import Gateway
 from switchpoint.gateway.metrics import Metrics
 from switchpoint.gateway.state import RouterState
 from switchpoint.store import SQLiteStore
@@ -16,6 +17,7 @@ class Service:
     state: RouterState
     store: SQLiteStore
     metrics: Metrics
+    gateway: Gateway
 
 
 def get_service(request: Request) -> Service:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from switchpoint.providers._transport import PooledTransport
 from switchpoint.providers.base import (
     ConnectError,
     FirstTokenTimeout,
@@ -31,8 +32,10 @@ class ClientPool:
     """One pooled ``httpx.AsyncClient`` per base URL, shared by every provider that uses it.
 
     Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
-    shutdown); clients are bound to the event loop that first used them. ``transport`` is for
-    tests (an ``httpx.MockTransport``, say).
+    shutdown); clients are bound to the event loop that first used them. Each client runs on a
+    :class:`~switchpoint.providers._transport.PooledTransport` (lean keep-alive HTTP/1.1; see
+    there why not httpcore's pool); ``transport`` replaces it, for tests (an
+    ``httpx.MockTransport``, say).
     """
 
     def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
@@ -42,6 +45,9 @@ class ClientPool:
                                     max_keepalive_connections=max_keepalive_connections,
                                     keepalive_expiry=keepalive_expiry_s)
         self._transport = transport
+        self._max_connections = max_connections
+        self._max_keepalive = max_keepalive_connections
+        self._keepalive_expiry_s = keepalive_expiry_s
         self._clients: dict[str, httpx.AsyncClient] = {}
 
     def get(self, base_url: str) -> httpx.AsyncClient:
@@ -49,7 +55,11 @@ class ClientPool:
         key = base_url.rstrip("/")
         client = self._clients.get(key)
         if client is None or client.is_closed:
-            client = httpx.AsyncClient(limits=self._limits, transport=self._transport,
+            transport = self._transport or PooledTransport(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_keepalive,
+                keepalive_expiry_s=self._keepalive_expiry_s)
+            client = httpx.AsyncClient(limits=self._limits, transport=transport,
                                        follow_redirects=False, trust_env=False)
             self._clients[key] = client
         return client

@@ -1,7 +1,7 @@
-"""Persistent state: an append-only log of routing decisions (SQLite by default)."""
+"""Persistent state: append-only logs of routing decisions and of gateway requests (SQLite)."""
 
 from __future__ import annotations
 
-from switchpoint.store.sqlite import DecisionRecord, SQLiteStore, StoreError
+from switchpoint.store.sqlite import DecisionRecord, RequestRecord, SQLiteStore, StoreError
 
-__all__ = ["DecisionRecord", "SQLiteStore", "StoreError"]
+__all__ = ["DecisionRecord", "RequestRecord", "SQLiteStore", "StoreError"]

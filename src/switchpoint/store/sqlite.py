@@ -1,9 +1,10 @@
 """SQLite state in the data directory: WAL mode, one writer thread, group commit.
 
-Every routing decision is appended to the ``decisions`` table (triggers refuse UPDATE and
-DELETE). Writes go through a single writer thread: :meth:`SQLiteStore.append` queues a record
-and returns a future that resolves once the record is **committed** (``synchronous=FULL``, so
-committed means on disk), so a caller that waits for it before answering never acknowledges a
+Every routing decision is appended to the ``decisions`` table and every chat request the
+gateway answers (or fails) to the ``requests`` table; triggers refuse UPDATE and DELETE on both.
+Writes go through a single writer thread: :meth:`SQLiteStore.append` queues a record and returns
+a future that resolves once the record is **committed** (``synchronous=FULL``, so committed means
+on disk), so a caller that waits for it before answering never acknowledges a
 decision a crash could lose. Records that arrive while a commit is running are written together
 in the next transaction (group commit), which keeps the cost of durability per request low
 under concurrency. Reads open their own connection; WAL lets them run beside the writer.
@@ -15,15 +16,15 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from switchpoint.errors import SwitchpointError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 
@@ -50,13 +51,69 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
         BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
     """,
+    2: """
+    CREATE TABLE requests (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        ts REAL NOT NULL,
+        session_id TEXT,
+        requested_model TEXT NOT NULL,
+        routed_model TEXT,
+        model TEXT,
+        upstream_model TEXT,
+        models_tried TEXT NOT NULL,
+        attempts TEXT NOT NULL,
+        status TEXT NOT NULL,
+        http_status INTEGER NOT NULL,
+        error_kind TEXT,
+        error TEXT,
+        escalated INTEGER NOT NULL,
+        pin_state TEXT NOT NULL,
+        pin TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        ttft_ms REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cost_usd REAL,
+        cluster_id INTEGER,
+        expected_error REAL,
+        routing_ms REAL,
+        decision_id TEXT,
+        reasoning TEXT NOT NULL,
+        excluded TEXT NOT NULL
+    );
+    CREATE INDEX requests_ts ON requests (ts);
+    CREATE INDEX requests_session ON requests (session_id);
+    CREATE TRIGGER requests_no_update BEFORE UPDATE ON requests
+        BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+    CREATE TRIGGER requests_no_delete BEFORE DELETE ON requests
+        BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+    """,
 }
 
 _COLUMNS = ("id", "ts", "selected_model", "cluster_id", "cost_weight", "candidates", "cache_hit",
             "routing_ms", "embedding_ms", "policy", "weights_id", "expected_error",
             "cost_adjusted_score")
-_INSERT = (f"INSERT INTO decisions ({', '.join(_COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in _COLUMNS)})")
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    return (f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})")
+
+
+_INSERT = _insert("decisions", _COLUMNS)
+_REQUEST_COLUMNS = (
+    "id", "ts", "session_id", "requested_model", "routed_model", "model", "upstream_model",
+    "models_tried", "attempts", "status", "http_status", "error_kind", "error", "escalated",
+    "pin_state", "pin", "stream", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
+    "cost_usd", "cluster_id", "expected_error", "routing_ms", "decision_id", "reasoning",
+    "excluded")
+_JSON_COLUMNS = ("models_tried", "attempts", "pin", "reasoning", "excluded")
+_BOOL_COLUMNS = ("escalated", "stream")
+_INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS)
+# Most log entries one page of GET /v1/router/requests may hold.
+MAX_PAGE = 500
 
 
 class StoreError(SwitchpointError):
@@ -81,11 +138,72 @@ class DecisionRecord:
     expected_error: float
     cost_adjusted_score: float
 
+    insert: ClassVar[str] = _INSERT
+
     def row(self) -> tuple[Any, ...]:
         return (self.id, self.ts, self.selected_model, self.cluster_id, self.cost_weight,
                 json.dumps(list(self.candidates)), int(self.cache_hit), self.routing_ms,
                 self.embedding_ms, self.policy, self.weights_id, self.expected_error,
                 self.cost_adjusted_score)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One chat request through the gateway, as it is logged (see ``requests`` in the schema).
+
+    ``status`` is ``ok`` (a whole answer reached the client), ``error`` (no model answered, or
+    the request was refused), ``stream_broken`` (a stream failed after its first byte: the
+    client got an error event) or ``client_closed`` (the client left mid-answer).
+    ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error);
+    ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
+    out to its reasons.
+    """
+
+    id: str
+    ts: float
+    requested_model: str
+    status: str
+    http_status: int
+    pin_state: str
+    stream: bool
+    latency_ms: float
+    session_id: str | None = None
+    routed_model: str | None = None
+    model: str | None = None
+    upstream_model: str | None = None
+    models_tried: Sequence[str] = ()
+    attempts: Sequence[Mapping[str, Any]] = ()
+    error_kind: str | None = None
+    error: str | None = None
+    escalated: bool = False
+    pin: Mapping[str, Any] = field(default_factory=dict)
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+    cluster_id: int | None = None
+    expected_error: float | None = None
+    routing_ms: float | None = None
+    decision_id: str | None = None
+    reasoning: Sequence[str] = ()
+    excluded: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    insert: ClassVar[str] = _INSERT_REQUEST
+
+    def row(self) -> tuple[Any, ...]:
+        values = []
+        for column in _REQUEST_COLUMNS:
+            value = getattr(self, column)
+            if column in _JSON_COLUMNS:
+                value = json.dumps(value if isinstance(value, Mapping) else list(value),
+                                   separators=(",", ":"), default=str)
+            elif column in _BOOL_COLUMNS:
+                value = int(value)
+            values.append(value)
+        return tuple(values)
+
+
+Record = DecisionRecord | RequestRecord
 
 
 _STOP = object()
@@ -162,7 +280,7 @@ class SQLiteStore:
 
     # Writes ------------------------------------------------------------------------------------
 
-    def append(self, record: DecisionRecord) -> Future[None]:
+    def append(self, record: Record) -> Future[None]:
         """Queue ``record``; the future resolves when it is committed (or holds the error)."""
         if self._closed or self._writer is None:
             raise StoreError(f"{self.path}: the store is not open")
@@ -185,20 +303,25 @@ class SQLiteStore:
             if batch:
                 self._commit(batch)
 
-    def _commit(self, batch: list[tuple[DecisionRecord, Future[None]]]) -> None:
+    def _commit(self, batch: list[tuple[Record, Future[None]]]) -> None:
         assert self._conn is not None
+        by_table: dict[str, list[tuple[Any, ...]]] = {}
         try:
+            for record, _ in batch:
+                by_table.setdefault(record.insert, []).append(record.row())
             self._conn.execute("BEGIN")
-            self._conn.executemany(_INSERT, [record.row() for record, _ in batch])
+            for insert, rows in by_table.items():
+                self._conn.executemany(insert, rows)
             self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError, TypeError) as exc:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             if len(batch) > 1:  # one bad record must not sink the others: write them one by one
                 for item in batch:
                     self._commit([item])
                 return
-            error = StoreError(f"{self.path}: could not write decision {batch[0][0].id}: {exc}")
+            what = "decision" if isinstance(batch[0][0], DecisionRecord) else "request"
+            error = StoreError(f"{self.path}: could not write {what} {batch[0][0].id}: {exc}")
             batch[0][1].set_exception(error)
             return
         for _, done in batch:
@@ -247,3 +370,60 @@ class SQLiteStore:
             item["cache_hit"] = bool(item["cache_hit"])
             out.append(item)
         return out
+
+    # The request log -----------------------------------------------------------------------
+
+    def requests(self, limit: int = 50, cursor: int | None = None) -> tuple[
+            list[dict[str, Any]], int | None]:
+        """A page of the request log, newest first: (entries, next cursor or None).
+
+        ``cursor`` is the ``seq`` below which to continue (the previous page's next cursor);
+        entries appended meanwhile never shift a page, unlike an offset.
+        """
+        limit = max(1, min(int(limit), MAX_PAGE))
+        conn = self._read()
+        conn.row_factory = sqlite3.Row
+        try:
+            where, args = ("WHERE seq < ?", (cursor,)) if cursor is not None else ("", ())
+            rows = conn.execute(f"SELECT seq, {', '.join(_REQUEST_COLUMNS)} FROM requests "
+                                f"{where} ORDER BY seq DESC LIMIT ?",
+                                (*args, limit + 1)).fetchall()
+        finally:
+            conn.close()
+        more = len(rows) > limit
+        out = []
+        for row in rows[:limit]:
+            item = dict(row)
+            for column in _JSON_COLUMNS:
+                item[column] = json.loads(item[column])
+            for column in _BOOL_COLUMNS:
+                item[column] = bool(item[column])
+            out.append(item)
+        return out, (out[-1]["seq"] if more and out else None)
+
+    def request_stats(self) -> dict[str, Any]:
+        """Totals over the whole request log: counts by status, escalations, tokens, cost, and
+        requests and cost by answering model and by pin state."""
+        conn = self._read()
+        try:
+            total, escalations, prompt, completion, cost, streams = conn.execute(
+                "SELECT count(*), coalesce(sum(escalated), 0), coalesce(sum(prompt_tokens), 0), "
+                "coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0), "
+                "coalesce(sum(stream), 0) FROM requests").fetchone()
+            by_status = dict(conn.execute(
+                "SELECT status, count(*) FROM requests GROUP BY status "
+                "ORDER BY count(*) DESC, status").fetchall())
+            by_model = {m: {"requests": n, "cost_usd": round(c, 8)} for m, n, c in conn.execute(
+                "SELECT model, count(*), coalesce(sum(cost_usd), 0) FROM requests "
+                "WHERE model IS NOT NULL GROUP BY model ORDER BY count(*) DESC, model")}
+            by_pin = dict(conn.execute(
+                "SELECT pin_state, count(*) FROM requests GROUP BY pin_state "
+                "ORDER BY count(*) DESC, pin_state").fetchall())
+        finally:
+            conn.close()
+        return {"total": int(total), "ok": int(by_status.get("ok", 0)),
+                "errors": int(total) - int(by_status.get("ok", 0)),
+                "escalations": int(escalations), "streams": int(streams),
+                "by_status": by_status, "by_model": by_model, "by_pin_state": by_pin,
+                "prompt_tokens": int(prompt), "completion_tokens": int(completion),
+                "cost_usd": round(float(cost), 8)}

@@ -1,0 +1,381 @@
+"""Gateway overhead and throughput: switchpoint's ``POST /v1/chat/completions`` beside LiteLLM's
+proxy, both in front of the same fake provider, in one script.
+
+Starts, on loopback: the fake provider (``tests/fakes/fake_provider.py --lean``: an asyncio
+server that answers every request with a deterministic echo, plain or streamed, and keeps no
+log), switchpoint (``switchpoint serve --config``, a catalog of two models whose ``base_url`` is
+the fake, everything else default: the request log fsynced per commit, session pins, health)
+and LiteLLM's proxy (``.venv-peers/bin/litellm --config``, one ``openai/<name>`` model whose
+``api_base`` is the fake, a dummy key, no database, its defaults otherwise; the weak-master-key
+guard is turned off because, like switchpoint here, it runs without authentication).
+
+Then, with the same thin load generator (asyncio, one keep-alive HTTP/1.1 connection per
+client, shared with ``benchmarks/service.py``):
+
+- **overhead**: requests one at a time, interleaved (direct to the fake, through switchpoint,
+  through LiteLLM, round after round); the overhead at median and p99 is the gateway's
+  latency minus the direct latency at that percentile. Streams are timed to their last byte.
+- **throughput**: the most requests per second at concurrency 64 (each gateway alone).
+
+switchpoint is measured passing a named model through (``model: "bench"``) and routing
+(``model: "auto"``: the prompt is embedded with MiniLM, a few ms of CPU, before the call).
+Every prompt is a distinct real prompt from ../shared/data, so neither the decision cache nor
+session pins make ``auto`` cheaper than it is.
+
+Usage: python benchmarks/gateway.py [--n 300] [--rps-n 1500] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from _common import ROOT
+from service import Connection, cpu_seconds, free_port, pick_prompts
+
+sys.path.insert(0, str(ROOT))
+from tests.fakes.fake_provider import FakeProviderProcess
+
+PEER_BIN = ROOT / ".venv-peers" / "bin" / "litellm"
+RUN_TIME_LIMIT_S = 90.0
+TARGET_OVERHEAD_RATIO = 0.5  # ours at most half of LiteLLM's
+TARGET_RPS_RATIO = 2.0  # ours at least twice LiteLLM's
+
+
+@dataclass
+class Server:
+    name: str
+    base: str
+    proc: subprocess.Popen[bytes] | None
+    model: str
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def body(self, prompt: str, stream: bool) -> bytes:
+        payload: dict[str, object] = {"model": self.model,
+                                      "messages": [{"role": "user", "content": prompt}]}
+        if stream:
+            payload["stream"] = True
+        return json.dumps(payload).encode()
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url}: not up after {timeout} s")
+
+
+def start_switchpoint(tmp: Path, fake: FakeProviderProcess) -> Server:
+    config = tmp / "switchpoint.yaml"
+    config.write_text(f"""models:
+  - {{name: bench, profile: gpt-4-1106-preview, base_url: "{fake.openai_base_url}",
+     input_per_mtok: 10, output_per_mtok: 30, context_window: 128000}}
+  - {{name: bench-mini, profile: gpt-3.5-turbo-1106, base_url: "{fake.openai_base_url}",
+     input_per_mtok: 0.5, output_per_mtok: 1.5, context_window: 16000}}
+""", encoding="utf-8")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "switchpoint.cli", "serve", "--config", str(config), "--port",
+         str(port), "--data-dir", str(tmp / "data"), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_up(f"{base}/health", proc)
+    return Server("switchpoint", base, proc, "bench")
+
+
+def start_litellm(tmp: Path, fake: FakeProviderProcess) -> Server | str:
+    if not PEER_BIN.exists():
+        return f"not measured: {PEER_BIN} missing (run scripts/setup-peers)"
+    config = tmp / "litellm.yaml"
+    config.write_text(f"""model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench
+      api_base: {fake.openai_base_url}
+      api_key: sk-dummy
+litellm_settings:
+  telemetry: false
+""", encoding="utf-8")
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen([str(PEER_BIN), "--config", str(config), "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(f"{base}/health/liveliness", proc)
+    except RuntimeError as exc:
+        proc.kill()
+        return f"failed to start: {exc}"
+    return Server("LiteLLM", base, proc, "bench")
+
+
+def answered(data: bytes, stream: bool) -> bool:
+    if stream:
+        return data.rstrip().endswith(b"data: [DONE]") and b"Echo" in data
+    return b'"choices"' in data and b"Echo from" in data
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Latencies:
+    values: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+async def sequential(targets: Sequence[Server], prompts: dict[str, Sequence[str]],
+                     stream: bool) -> Latencies:
+    """One request at a time, interleaved across the targets, round after round."""
+    out = Latencies({t.name: [] for t in targets}, {t.name: 0 for t in targets})
+    conns = {t.name: Connection(*_host_port(t.base)) for t in targets}
+    rounds = min(len(p) for p in prompts.values())
+    try:
+        for i in range(rounds):
+            for t in targets:
+                body = t.body(prompts[t.name][i], stream)
+                t0 = time.perf_counter()
+                status, data = await conns[t.name].post("/v1/chat/completions", body)
+                out.values[t.name].append((time.perf_counter() - t0) * 1e3)
+                if status != 200 or not answered(data, stream):
+                    out.errors[t.name] += 1
+    finally:
+        for conn in conns.values():
+            await conn.close()
+    return out
+
+
+@dataclass
+class Throughput:
+    rps: float
+    median_ms: float
+    p99_ms: float
+    errors: int
+    sent: int
+    cpu_ms: float = 0.0
+
+
+async def load(target: Server, prompts: Sequence[str], concurrency: int,
+               stream: bool) -> Throughput:
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(prompts)
+    host, port = _host_port(target.base)
+    deadline = time.monotonic() + RUN_TIME_LIMIT_S
+
+    async def client() -> None:
+        nonlocal errors
+        conn = Connection(host, port)
+        try:
+            for prompt in queue:
+                if time.monotonic() > deadline:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    status, data = await conn.post("/v1/chat/completions",
+                                                   target.body(prompt, stream))
+                except (OSError, asyncio.IncompleteReadError):
+                    errors += 1
+                    await conn.close()
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                if status != 200 or not answered(data, stream):
+                    errors += 1
+        finally:
+            await conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    return Throughput(len(latencies) / elapsed, statistics.median(latencies) * 1e3,
+                      percentile(latencies, 0.99) * 1e3, errors, len(latencies))
+
+
+def measured_load(target: Server, prompts: Sequence[str], concurrency: int,
+                  stream: bool) -> Throughput:
+    pid = target.proc.pid if target.proc is not None else None
+    before = cpu_seconds(pid) if pid else 0.0
+    run = asyncio.run(load(target, prompts, concurrency, stream))
+    if pid:
+        run.cpu_ms = (cpu_seconds(pid) - before) / max(1, run.sent) * 1e3
+    return run
+
+
+def _host_port(base: str) -> tuple[str, int]:
+    host, port = base.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+class Prompts:
+    """Real prompts, never repeated: ``auto`` takes each distinct prompt once (so no decision
+    cache hit and no session pin); the other targets take numbered variants of them."""
+
+    def __init__(self, distinct: list[str]) -> None:
+        self.distinct = distinct
+        self.used = 0
+        self.counter = 0
+
+    def take(self, name: str, count: int) -> list[str]:
+        if name == "switchpoint auto":
+            if self.used + count > len(self.distinct):
+                raise SystemExit(f"only {len(self.distinct)} distinct prompts; lower --n or "
+                                 "--rps-n")
+            out = self.distinct[self.used:self.used + count]
+            self.used += count
+            return out
+        out = []
+        for _ in range(count):
+            base = self.distinct[self.counter % len(self.distinct)]
+            out.append(f"{base} (variant {self.counter})")
+            self.counter += 1
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="sequential requests per target")
+    parser.add_argument("--rps-n", type=int, default=1500, help="requests per throughput run")
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    warm = 40
+    seq_names = ["direct", "switchpoint", "switchpoint auto", "LiteLLM"]
+    load_runs = [("switchpoint", False), ("switchpoint", True), ("switchpoint auto", False),
+                 ("switchpoint auto", True), ("LiteLLM", False), ("LiteLLM", True),
+                 ("direct", False), ("direct", True)]
+    prompts = Prompts(pick_prompts(warm * 2 + args.n * 2 + args.rps_n * 2))
+    notes: list[str] = []
+    servers: list[Server] = []
+    fake = FakeProviderProcess(lean=True).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="switchpoint-gateway-bench-") as tmp:
+            ours = start_switchpoint(Path(tmp), fake)
+            servers.append(ours)
+            peer = start_litellm(Path(tmp), fake)
+            targets: dict[str, Server] = {
+                "direct": Server("direct", fake.url, None, "bench"),
+                "switchpoint": ours,
+                "switchpoint auto": Server("switchpoint auto", ours.base, ours.proc, "auto"),
+            }
+            if isinstance(peer, str):
+                notes.append(f"LiteLLM: {peer}")
+                seq_names.remove("LiteLLM")
+                load_runs = [r for r in load_runs if r[0] != "LiteLLM"]
+            else:
+                servers.append(peer)
+                targets["LiteLLM"] = peer
+            for stream in (False, True):  # warm every path up (imports, pools, MiniLM)
+                for name in seq_names:
+                    asyncio.run(load(targets[name], prompts.take(name, warm), 4, stream))
+            seq: dict[bool, Latencies] = {}
+            for stream in (False, True):
+                slices = {name: prompts.take(name, args.n) for name in seq_names}
+                seq[stream] = asyncio.run(sequential([targets[n] for n in seq_names],
+                                                     slices, stream))
+            rps: dict[tuple[str, bool], Throughput] = {}
+            for name, stream in load_runs:
+                rps[(name, stream)] = measured_load(targets[name], prompts.take(name, args.rps_n),
+                                                    args.concurrency, stream)
+    finally:
+        for s in servers:
+            s.stop()
+        fake.stop()
+    report(seq, rps, seq_names, args, notes)
+
+
+def report(seq: dict[bool, Latencies], rps: dict[tuple[str, bool], Throughput],
+           names: Sequence[str], args: argparse.Namespace, notes: list[str]) -> None:
+    gateways = [n for n in names if n != "direct"]
+    has_peer = "LiteLLM" in names
+    print(f"Gateway in front of the same fake provider (loopback, 2 cores, keep-alive, "
+          f"one load generator); {args.n} sequential requests per target, "
+          f"{args.rps_n} per throughput run at concurrency {args.concurrency}")
+    print()
+    print("Overhead = latency through the gateway - latency direct to the fake, "
+          "same percentile (ms)")
+    header = f"{'':<22}" + "".join(f"{n:>18}" for n in gateways)
+    if has_peer:
+        header += f"{'ours/LiteLLM':>14}{'target':>9}"
+    print(header)
+    rows: list[tuple[str, Callable[[list[float]], float], bool]] = [
+        ("median", statistics.median, False), ("p99", lambda v: percentile(v, 0.99), False),
+        ("median", statistics.median, True), ("p99", lambda v: percentile(v, 0.99), True)]
+    for label, stat, stream in rows:
+        lat = seq[stream]
+        direct = stat(lat.values["direct"])
+        over = {n: stat(lat.values[n]) - direct for n in gateways}
+        line = f"{('stream ' if stream else 'plain ') + label:<22}"
+        line += "".join(f"{over[n]:>18.2f}" for n in gateways)
+        if has_peer:
+            ratio = over["switchpoint"] / over["LiteLLM"] if over["LiteLLM"] else float("nan")
+            ok = "met" if ratio <= TARGET_OVERHEAD_RATIO else "NOT met"
+            line += f"{ratio:>13.2f}x{ok:>9}"
+        print(line)
+    print("direct to the fake: " + ", ".join(
+        f"{'stream' if s else 'plain'} median {statistics.median(seq[s].values['direct']):.2f} "
+        f"/ p99 {percentile(seq[s].values['direct'], 0.99):.2f} ms" for s in (False, True)))
+    errors = {f"{n} {'stream' if s else 'plain'}": seq[s].errors[n]
+              for s in (False, True) for n in names if seq[s].errors[n]}
+    if errors:
+        print(f"errors (sequential): {errors}")
+    print()
+    print(f"Throughput at concurrency {args.concurrency}: requests/s "
+          "(median / p99 latency ms, server CPU ms per request)")
+    header = f"{'':<22}" + "".join(f"{n:>30}" for n in [*gateways, "direct"])
+    if has_peer:
+        header += f"{'ours/LiteLLM':>14}{'target':>9}"
+    print(header)
+    for stream in (False, True):
+        line = f"{'stream' if stream else 'plain':<22}"
+        for n in [*gateways, "direct"]:
+            r = rps.get((n, stream))
+            cell = ("" if r is None else
+                    f"{r.rps:6.0f} ({r.median_ms:5.1f} / {r.p99_ms:6.1f}, {r.cpu_ms:4.2f})"
+                    + (f" {r.errors} err" if r.errors else ""))
+            line += f"{cell:>30}"
+        if has_peer:
+            ratio = rps[("switchpoint", stream)].rps / rps[("LiteLLM", stream)].rps
+            ok = "met" if ratio >= TARGET_RPS_RATIO else "NOT met"
+            line += f"{ratio:>13.2f}x{ok:>9}"
+        print(line)
+    print()
+    print("Targets: overhead at most 0.5x LiteLLM's (ratio of the named-model passthrough); "
+          "requests/s at least 2x LiteLLM's. 'switchpoint auto' adds routing (MiniLM) to each "
+          "request.")
+    for note in notes:
+        print(note)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""What the gateway writes to the request log for one chat request: who was tried and how each
+try ended, who answered, the pin state, latency and time to first token, tokens and cost.
+
+Tokens are the upstream's own count (``usage`` of the answer, or of a stream's final chunk,
+which the gateway always asks for); cost is those tokens at the answering model's catalog
+prices (``input_per_mtok``, ``output_per_mtok``), ``None`` when the upstream reported no usage.
+An ``auto`` request's routing decision is also appended to the decision log, as
+``POST /v1/route`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from switchpoint.decision import RoutingDecision
+from switchpoint.gateway.state import Live
+from switchpoint.providers import TokenUsage
+from switchpoint.retry import Attempt, FailoverError, FailoverResult, FailoverStream
+from switchpoint.store import DecisionRecord, RequestRecord
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.chat import Plan
+
+Records = list[DecisionRecord | RequestRecord]
+
+
+def decision_record(decision: RoutingDecision, live: Live) -> DecisionRecord:
+    return DecisionRecord(
+        id=decision.decision_id, ts=time.time(), selected_model=decision.selected_model,
+        cluster_id=decision.cluster_id, cost_weight=decision.cost_weight,
+        candidates=list(decision.all_scores), cache_hit=decision.cache_hit,
+        routing_ms=decision.usage.routing_ms, embedding_ms=decision.usage.embedding_ms,
+        policy=live.policy, weights_id=live.weights_id, expected_error=decision.expected_error,
+        cost_adjusted_score=decision.cost_adjusted_score,
+    )
+
+
+def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: list[Attempt],
+           models_tried: list[str], model: str | None = None,
+           upstream_model: str | None = None, usage: TokenUsage | None = None,
+           cost_usd: float | None = None, ttft_ms: float | None = None,
+           error_kind: str | None = None, error: str | None = None) -> Records:
+    d = plan.decision
+    request = RequestRecord(
+        id=plan.request_id, ts=plan.ts, session_id=plan.session,
+        requested_model=plan.requested, routed_model=plan.routed_model, model=model,
+        upstream_model=upstream_model, models_tried=models_tried,
+        attempts=[a.to_dict() for a in attempts], status=status, http_status=http_status,
+        error_kind=error_kind, error=error, escalated=len(models_tried) > 1,
+        pin_state=str(plan.pin.state), pin=plan.pin_info, stream=plan.stream,
+        latency_ms=round((time.perf_counter() - plan.started) * 1e3, 3),
+        ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        cost_usd=cost_usd,
+        cluster_id=d.cluster_id if d else None,
+        expected_error=d.expected_error if d else None,
+        routing_ms=round(plan.planning_ms, 3),
+        decision_id=d.decision_id if d else None,
+        reasoning=list(d.reasoning) if d else [],
+        excluded=plan.excluded)
+    return [decision_record(d, live), request] if d is not None else [request]
+
+
+def answered(plan: Plan, result: FailoverResult, live: Live) -> Records:
+    """A plain answer went out."""
+    return _entry(plan, live, status="ok", http_status=200, attempts=result.attempts,
+                  models_tried=result.models_tried, model=result.model,
+                  upstream_model=result.upstream_model, usage=result.usage,
+                  cost_usd=result.cost_usd)
+
+
+def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float) -> Records:
+    """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``,
+    the client got an error event) or abandoned by the client (``client_closed``)."""
+    if stream.completed:
+        status, kind, error = "ok", None, None
+    elif stream.error is not None:
+        status, kind, error = "stream_broken", stream.error.kind, str(stream.error)
+    else:
+        status, kind, error = "client_closed", None, "the client closed the stream"
+    return _entry(plan, live, status=status, http_status=200, attempts=stream.attempts,
+                  models_tried=stream.models_tried, model=stream.model,
+                  upstream_model=stream.upstream_model, usage=stream.usage,
+                  cost_usd=stream.cost_usd, ttft_ms=ttft_ms, error_kind=kind, error=error)
+
+
+def failed(plan: Plan, exc: FailoverError, live: Live) -> Records:
+    """No model answered (or the upstream refused the request itself)."""
+    last = exc.last_error
+    return _entry(plan, live, status="error", http_status=exc.status_code,
+                  attempts=exc.attempts, models_tried=exc.models_tried,
+                  error_kind=last.kind if last is not None else "no_healthy_model",
+                  error=str(exc))

@@ -1,0 +1,128 @@
+"""The gateway's test world: a fake provider process, a catalog pointing at it, a real
+switchpoint server, and the official ``openai`` client against it.
+
+The catalog holds the issue's ``good`` entry verbatim (the fake listens on 127.0.0.1:9100 when
+that port is free; otherwise the port in that one line is the fake's), its fallback ``other``
+served through the Anthropic Messages adapter, ``cheap`` (small context, no vision) and
+``fresh``, which has no learned profile and is routed by its tier and price.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+from servers import ThreadServer, thread_server
+
+from switchpoint.config import load_settings
+from switchpoint.gateway import create_app
+from switchpoint.gateway.state import RouterFactory
+from switchpoint.health import HealthTracker
+from tests.fakes.fake_provider import FakeProviderProcess
+
+ISSUE_PORT = 9100
+GOOD_LINE = ('  - {name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9100/v1", '
+             'api_key_env: GOOD_KEY, input_per_mtok: 10, output_per_mtok: 30, '
+             'context_window: 128000, capabilities: [tools, vision], fallbacks: [other]}')
+KEYS = {"GOOD_KEY": "sk-good-test", "OTHER_KEY": "sk-ant-other-test",
+        "CHEAP_KEY": "sk-cheap-test"}
+# Short enough that the whole gateway suite runs in well under a minute.
+GATEWAY = """gateway:
+  connect_timeout_s: 1
+  read_timeout_s: 0.5
+  first_token_timeout_s: 0.5
+  backoff_base_s: 0.01
+  backoff_cap_s: 0.02
+  max_retry_after_s: 2
+  max_total_s: 10
+"""
+# One factory for every gateway server of the session: MiniLM loads once.
+FACTORY = RouterFactory()
+
+
+def start_fake() -> FakeProviderProcess:
+    """The fake provider on the issue's port 9100 if it is free, else on any free port."""
+    try:
+        return FakeProviderProcess(port=ISSUE_PORT).start()
+    except RuntimeError:
+        return FakeProviderProcess().start()
+
+
+def config_text(fake: FakeProviderProcess, data_dir: str = "data") -> str:
+    good = GOOD_LINE.replace("127.0.0.1:9100", f"127.0.0.1:{fake.port}")
+    return f"""models:
+{good}
+  - {{name: other, provider: anthropic, profile: claude-v2, base_url: "{fake.url}",
+     api_key_env: OTHER_KEY, upstream_model: claude-fake-2, input_per_mtok: 8,
+     output_per_mtok: 24, context_window: 200000, capabilities: [tools, vision]}}
+  - {{name: cheap, profile: gpt-3.5-turbo-1106, base_url: "{fake.openai_base_url}",
+     api_key_env: CHEAP_KEY, input_per_mtok: 0.5, output_per_mtok: 1.5, context_window: 16000,
+     capabilities: [tools], fallbacks: [good]}}
+  - {{name: fresh, base_url: "{fake.openai_base_url}", input_per_mtok: 0.05,
+     output_per_mtok: 0.1, context_window: 8000, tier: simple}}
+data_dir: {data_dir}
+{GATEWAY}"""
+
+
+@contextmanager
+def gateway_server(fake: FakeProviderProcess, root: Path) -> Iterator[ThreadServer]:
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(fake), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+def fresh_health(server: ThreadServer) -> None:
+    """Forget every model's health (tests must not open each other's circuits)."""
+    gateway = server.service.gateway
+    gateway.health = HealthTracker(config=gateway.health.config)
+
+
+def client(server: ThreadServer, **kw: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything", max_retries=0,
+                         timeout=15, **kw)
+
+
+def async_client(server: ThreadServer) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{server.base}/v1", api_key="sk-anything",
+                              max_retries=0, timeout=15)
+
+
+def log_entry(server: ThreadServer, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The request log entry of ``request_id`` (a stream's is written as its body ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 50}).json()
+        for entry in page["data"]:
+            if entry["id"] == request_id:
+                return dict(entry)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"request {request_id} is not in the log")
+        time.sleep(0.02)
+
+
+def last_entry(server: ThreadServer, timeout: float = 5.0, after: int = 0) -> dict[str, Any]:
+    """The newest log entry with a ``seq`` above ``after``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 1}).json()["data"]
+        if data and data[0]["seq"] > after:
+            return dict(data[0])
+        if time.monotonic() > deadline:
+            raise AssertionError("no new request log entry")
+        time.sleep(0.02)
+
+
+def last_seq(server: ThreadServer) -> int:
+    data = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 1}).json()["data"]
+    return int(data[0]["seq"]) if data else 0
+
+
+def outcomes(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(a["model"], a["outcome"]) for a in entry["attempts"]]

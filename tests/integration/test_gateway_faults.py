@@ -1,0 +1,350 @@
+"""Every upstream fault the issue lists, through the gateway: for each, what the official
+``openai`` client sees (one clean answer from a retry or a fallback, or the right exception;
+after the first byte, an ``APIError`` and never a clean end) and what the request log records.
+
+The fake provider is scripted per upstream model: ``good`` (OpenAI-compatible, falls back to
+``other``) and ``claude-fake-2`` (``other``, the Anthropic Messages API). Each model is tried at
+most twice (``max_attempts_per_model`` 2); timeouts are 0.5 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_env import async_client, client, fresh_health, log_entry, outcomes
+from servers import ThreadServer
+
+from tests.fakes.fake_provider import FakeProviderProcess
+
+OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
+
+
+@pytest.fixture(autouse=True)
+def _clean(gw_fake: FakeProviderProcess, gw: ThreadServer) -> None:
+    gw_fake.reset()
+    fresh_health(gw)
+
+
+def user(text: str = "Tell me about failover") -> list[Any]:
+    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
+
+
+def plain(gw: ThreadServer, model: str = "good", **kw: Any) -> tuple[Any, dict[str, Any]]:
+    """A plain request: (the parsed completion, its request log entry)."""
+    raw = client(gw).chat.completions.with_raw_response.create(model=model, messages=user(),
+                                                               **kw)
+    return raw.parse(), log_entry(gw, raw.headers["x-switchpoint-request-id"])
+
+
+def streamed(gw: ThreadServer, model: str = "good") -> tuple[str, set[str], dict[str, Any]]:
+    """A streamed request read to its end: (text, chunk models, log entry)."""
+    with client(gw).chat.completions.with_streaming_response.create(
+            model=model, messages=user(), stream=True) as response:
+        request_id = response.headers["x-switchpoint-request-id"]
+        chunks = list(response.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return text, {c.model for c in chunks}, log_entry(gw, request_id)
+
+
+def broken_stream(gw: ThreadServer, model: str = "good") -> tuple[list[Any], openai.APIError,
+                                                                  dict[str, Any]]:
+    """A stream that must fail after its first byte: (chunks received, the error, log)."""
+    received: list[Any] = []
+    with client(gw).chat.completions.with_streaming_response.create(
+            model=model, messages=user(), stream=True) as response:
+        request_id = response.headers["x-switchpoint-request-id"]
+        with pytest.raises(openai.APIError) as info:
+            for chunk in response.parse():
+                received.append(chunk)
+    return received, info.value, log_entry(gw, request_id)
+
+
+def upstream_models(fake: FakeProviderProcess) -> list[str]:
+    return [r["body"]["model"] for r in fake.requests()]
+
+
+# Rate limits -----------------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_waits_exactly_and_retries_the_same_model(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "429:retry_after=0.4")
+    t0 = time.perf_counter()
+    completion, entry = plain(gw)
+    assert time.perf_counter() - t0 >= 0.4
+    assert completion.model == "good"
+    assert outcomes(entry) == [("good", "rate_limited"), ("good", "ok")]
+    assert entry["attempts"][1]["waited_s"] == pytest.approx(0.4)
+    assert entry["status"] == "ok" and entry["escalated"] is False
+
+
+def test_429_without_retry_after_backs_off_then_escalates(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "429", "429")
+    completion, entry = plain(gw)
+    assert completion.model == "other"
+    assert (completion.choices[0].message.content or "").startswith(f"Echo from {OTHER}")
+    assert outcomes(entry) == [("good", "rate_limited"), ("good", "rate_limited"),
+                               ("other", "ok")]
+    assert 0 <= entry["attempts"][1]["waited_s"] <= 0.02  # jittered backoff, capped
+    assert entry["models_tried"] == ["good", "other"] and entry["escalated"] is True
+
+
+def test_429_everywhere_is_a_rate_limit_error_with_retry_after(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # Retry-After 5 s is over max_retry_after_s (2 s): not waited out, each model is left.
+    gw_fake.script("good", "429:retry_after=5")
+    gw_fake.script(OTHER, "429:retry_after=5")
+    with pytest.raises(openai.RateLimitError) as info:
+        client(gw).chat.completions.create(model="good", messages=user())
+    assert info.value.response.headers["retry-after"] == "5"
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "error" and entry["http_status"] == 429
+    assert entry["error_kind"] == "rate_limited" and entry["model"] is None
+    assert outcomes(entry) == [("good", "rate_limited"), ("other", "rate_limited")]
+
+
+# Server errors and broken connections ----------------------------------------------------------
+
+
+def test_500_twice_escalates_to_the_fallback(gw: ThreadServer,
+                                             gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "500", "500")
+    completion, entry = plain(gw)
+    assert completion.model == "other"
+    assert outcomes(entry) == [("good", "server_error"), ("good", "server_error"),
+                               ("other", "ok")]
+    assert entry["attempts"][0]["status"] == 500
+    assert upstream_models(gw_fake) == ["good", "good", OTHER]
+
+
+def test_503_once_is_retried_on_the_same_model(gw: ThreadServer,
+                                               gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "503")
+    completion, entry = plain(gw)
+    assert completion.model == "good"
+    assert outcomes(entry) == [("good", "server_error"), ("good", "ok")]
+    assert entry["attempts"][0]["status"] == 503
+
+
+def test_500_everywhere_is_a_502(gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "500", "500")
+    gw_fake.script(OTHER, "503", "503")
+    with pytest.raises(openai.APIStatusError) as info:
+        client(gw).chat.completions.create(model="good", messages=user())
+    assert info.value.status_code == 502
+    assert info.value.code == "upstream_failed"
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "error" and entry["http_status"] == 502
+    assert entry["models_tried"] == ["good", "other"] and len(entry["attempts"]) == 4
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_connection_reset_escalates(gw: ThreadServer, gw_fake: FakeProviderProcess,
+                                    stream: bool) -> None:
+    gw_fake.script("good", "reset", "reset")
+    if stream:
+        text, models, entry = streamed(gw)
+        assert text.startswith(f"Echo from {OTHER}") and models == {"other"}
+    else:
+        completion, entry = plain(gw)
+        assert completion.model == "other"
+    assert outcomes(entry) == [("good", "connect_error"), ("good", "connect_error"),
+                               ("other", "ok")]
+    assert entry["status"] == "ok"
+
+
+# Timeouts ---------------------------------------------------------------------------------------
+
+
+def test_hang_before_headers_times_out_and_escalates(gw: ThreadServer,
+                                                     gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "hang:seconds=2", "hang:seconds=2")
+    t0 = time.perf_counter()
+    completion, entry = plain(gw)
+    assert time.perf_counter() - t0 < 1.9  # two 0.5 s read timeouts, not the 2 s hang
+    assert completion.model == "other"
+    assert outcomes(entry) == [("good", "read_timeout"), ("good", "read_timeout"),
+                               ("other", "ok")]
+
+
+def test_hang_before_headers_of_a_stream_is_a_first_token_timeout(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "hang:seconds=2", "hang:seconds=2")
+    text, models, entry = streamed(gw)
+    assert models == {"other"} and text.startswith(f"Echo from {OTHER}")
+    assert outcomes(entry) == [("good", "first_token_timeout"),
+                               ("good", "first_token_timeout"), ("other", "ok")]
+    assert entry["ttft_ms"] >= 1000  # two 0.5 s first-token timeouts came first
+
+
+def test_stall_before_the_first_token_escalates(gw: ThreadServer,
+                                                gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "stall:seconds=2", "stall:seconds=2")
+    text, models, entry = streamed(gw)
+    assert models == {"other"} and text.startswith(f"Echo from {OTHER}")
+    assert outcomes(entry) == [("good", "first_token_timeout"),
+                               ("good", "first_token_timeout"), ("other", "ok")]
+
+
+def test_a_stalled_plain_answer_times_out_and_escalates(gw: ThreadServer,
+                                                        gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "stall:seconds=2", "stall:seconds=2")
+    completion, entry = plain(gw)
+    assert completion.model == "other"
+    assert [o for _, o in outcomes(entry)] == ["read_timeout", "read_timeout", "ok"]
+
+
+def test_timeouts_everywhere_are_a_504(gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "hang:seconds=1", "hang:seconds=1")
+    gw_fake.script(OTHER, "hang:seconds=1", "hang:seconds=1")
+    with pytest.raises(openai.APIStatusError) as info:
+        client(gw).chat.completions.create(model="good", messages=user())
+    assert info.value.status_code == 504
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert entry["error_kind"] == "read_timeout" and entry["http_status"] == 504
+
+
+# Streams that break after the first byte ------------------------------------------------------
+
+
+@pytest.mark.parametrize("behaviour", ["cut:after=2", "malformed:after=2", "nodone"])
+def test_a_stream_broken_after_the_first_byte_raises_and_is_logged(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, behaviour: str) -> None:
+    gw_fake.script("good", behaviour)
+    received, error, entry = broken_stream(gw)
+    assert received, "part of the answer reached the client before the break"
+    assert "good" in error.message
+    assert upstream_models(gw_fake) == ["good"]  # no switch once the client has bytes
+    assert entry["status"] == "stream_broken" and entry["error_kind"] == "stream_broken"
+    assert entry["models_tried"] == ["good"] and entry["model"] == "good"
+    assert outcomes(entry) == [("good", "ok"), ("good", "stream_broken")]
+
+
+def test_a_missing_done_is_not_a_clean_end_even_when_all_text_arrived(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "nodone")
+    received, error, entry = broken_stream(gw)
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert text.startswith("Echo from good")
+    assert "[DONE]" in error.message or "end marker" in error.message
+    assert entry["status"] == "stream_broken"
+
+
+def test_a_cut_stream_raises_in_the_async_client(gw: ThreadServer,
+                                                 gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script(OTHER, "cut:after=3")
+
+    async def consume() -> list[Any]:
+        aclient = async_client(gw)
+        received = []
+        try:
+            stream = await aclient.chat.completions.create(model="other", messages=user(),
+                                                           stream=True)
+            async for chunk in stream:
+                received.append(chunk)
+        finally:
+            await aclient.close()
+        return received
+
+    with pytest.raises(openai.APIError):
+        asyncio.run(consume())
+
+
+def test_a_malformed_chunk_before_any_content_fails_over(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "malformed:after=0", "malformed:after=0")
+    text, models, entry = streamed(gw)
+    assert models == {"other"} and text.startswith(f"Echo from {OTHER}")
+    assert outcomes(entry) == [("good", "stream_broken"), ("good", "stream_broken"),
+                               ("other", "ok")]
+    assert entry["status"] == "ok"
+
+
+def test_a_malformed_plain_answer_is_retried(gw: ThreadServer,
+                                             gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "malformed")
+    completion, entry = plain(gw)
+    assert completion.model == "good"
+    assert outcomes(entry) == [("good", "malformed_response"), ("good", "ok")]
+
+
+# Refusals ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_context_length_escalates_to_a_larger_context_model(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    gw_fake.script("good", "context_length")  # good: 128k; its fallback other: 200k
+    if stream:
+        _, models, entry = streamed(gw)
+        assert models == {"other"}
+    else:
+        completion, entry = plain(gw)
+        assert completion.model == "other"
+    assert outcomes(entry) == [("good", "context_length_exceeded"), ("other", "ok")]
+    assert entry["attempts"][0]["status"] == 400
+
+
+def test_context_length_skips_models_that_are_no_larger(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # cheap (16k) → good (128k) → other (200k): good refuses too, then other answers.
+    gw_fake.script("cheap", "context_length")
+    gw_fake.script("good", "context_length")
+    completion, entry = plain(gw, model="cheap")
+    assert completion.model == "other"
+    assert outcomes(entry) == [("cheap", "context_length_exceeded"),
+                               ("good", "context_length_exceeded"), ("other", "ok")]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_content_filter_refusal_is_not_escalated(gw: ThreadServer,
+                                                   gw_fake: FakeProviderProcess,
+                                                   stream: bool) -> None:
+    gw_fake.script("good", "content_filter")
+    with pytest.raises(openai.BadRequestError) as info:
+        client(gw).chat.completions.create(model="good", messages=user(), stream=stream)
+    assert info.value.code == "content_filter"
+    assert "content" in info.value.message.lower()
+    assert upstream_models(gw_fake) == ["good"]
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "error" and entry["http_status"] == 400
+    assert entry["error_kind"] == "content_filter" and entry["models_tried"] == ["good"]
+
+
+def test_failover_for_auto_goes_to_the_next_best_model(gw: ThreadServer,
+                                                       gw_fake: FakeProviderProcess) -> None:
+    messages = user("Explain quantum tunnelling")  # the same text: the same ranking
+
+    def ask() -> tuple[Any, dict[str, Any]]:
+        headers = {"x-switchpoint-cost-weight": "0", "x-session-id": uuid.uuid4().hex}
+        raw = client(gw).chat.completions.with_raw_response.create(
+            model="auto", messages=messages, extra_headers=headers)
+        return raw.parse(), log_entry(gw, raw.headers["x-switchpoint-request-id"])
+
+    _, entry = ask()
+    first = entry["routed_model"]
+    upstream = {"good": "good", "other": OTHER, "cheap": "cheap", "fresh": "fresh"}
+    gw_fake.script(upstream[first], "500", "500")
+    completion, entry = ask()
+    assert entry["routed_model"] == first
+    assert entry["models_tried"][0] == first and completion.model != first
+    assert entry["escalated"] is True and entry["status"] == "ok"
+
+
+def test_a_client_that_leaves_mid_stream_is_logged_as_such(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "ok:chunk_delay=0.1")
+    with httpx.stream("POST", f"{gw.base}/v1/chat/completions", timeout=10, json={
+            "model": "good", "stream": True, "messages": user("a long answer please")}) as r:
+        request_id = r.headers["x-switchpoint-request-id"]
+        next(r.iter_bytes())  # the first event, then hang up
+    entry = log_entry(gw, request_id)
+    assert entry["status"] == "client_closed" and entry["model"] == "good"
+    assert gw.service.gateway.health.status("good") == "healthy"

@@ -1,0 +1,92 @@
+"""``switchpoint serve --config`` as a user runs it (a subprocess), with the issue's catalog:
+the openai client gets answers, and the request log and the session pins survive a graceful
+restart and a crash."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_env import KEYS, config_text
+from servers import ProcessServer
+
+from tests.fakes.fake_provider import FakeProviderProcess
+
+
+def openai_client(server: ProcessServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything", max_retries=0,
+                         timeout=15)
+
+
+def log(server: ProcessServer) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = httpx.get(f"{server.base}/v1/router/requests",
+                                           params={"limit": 100}).json()["data"]
+    return data
+
+
+def start(config: Path, data: Path) -> ProcessServer:
+    server = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
+    server.wait_ready()
+    return server
+
+
+def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProviderProcess,
+                                                            tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    data = tmp_path / "data"
+    session = {"x-session-id": f"restart-{uuid.uuid4().hex}"}
+    server = start(config, data)
+    try:
+        c = openai_client(server)
+        answer = c.chat.completions.create(model="auto", messages=[
+            {"role": "user", "content": "Name three prime numbers."}])
+        assert answer.model in {"good", "other", "cheap", "fresh"}
+        text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model="good", messages=[{"role": "user", "content": "Stream it"}], stream=True)
+            if ch.choices)
+        assert text.startswith("Echo from good: Stream it")
+        gw_fake.script("good", "content_filter")
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model="good", messages=[{"role": "user",
+                                                               "content": "filtered"}])
+        pinned = c.chat.completions.create(model="cheap", extra_headers=session, messages=[
+            {"role": "user", "content": "Remember me"}])
+        assert pinned.model == "cheap"
+        before = log(server)
+        assert [e["status"] for e in before] == ["ok", "error", "ok", "ok"]
+        code, err = server.terminate()
+        assert code in (0, -signal.SIGTERM), err  # uvicorn shuts down, then re-raises it
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+    server = start(config, data)
+    try:
+        assert log(server) == before  # every field of every entry, after a graceful restart
+        stats = httpx.get(f"{server.base}/v1/router/stats").json()["requests"]
+        assert stats["total"] == 4 and stats["ok"] == 3 and stats["errors"] == 1
+        # The pin survived too: price-first routing would pick `fresh`, the pin keeps `cheap`.
+        again = openai_client(server).chat.completions.with_raw_response.create(
+            model="auto", extra_headers={**session, "x-switchpoint-cost-weight": "1000"},
+            messages=[{"role": "user", "content": "Remember me"},
+                      {"role": "user", "content": "Still there?"}])
+        assert again.parse().model == "cheap" and again.headers["x-switchpoint-pin"] == "hard"
+        request_id = again.headers["x-switchpoint-request-id"]
+        server.kill()  # a crash: an answered request was already committed
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+    server = start(config, data)
+    try:
+        entries = log(server)
+        assert entries[0]["id"] == request_id and entries[0]["pin_state"] == "hard"
+        assert len(entries) == 5
+    finally:
+        server.terminate()

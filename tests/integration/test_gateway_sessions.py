@@ -1,0 +1,237 @@
+"""Conversations through the gateway: session pinning and its escapes (F21), tool-call ids that
+stay valid when the answering provider changes, and health-aware routing with the circuit
+breaker (F20)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_env import client, fresh_health, log_entry, outcomes
+from servers import ThreadServer
+
+from tests.fakes.fake_provider import FakeProviderProcess
+
+OTHER = "claude-fake-2"
+UPSTREAM = {"good": "good", "other": OTHER, "cheap": "cheap", "fresh": "fresh"}
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+QUALITY_FIRST = {"x-switchpoint-cost-weight": "0"}
+PRICE_FIRST = {"x-switchpoint-cost-weight": "1000"}  # `fresh`, the cheapest, wins
+TOOLS = [{"type": "function", "function": {
+    "name": "lookup", "description": "Look something up",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
+                   "required": ["query"]}}}]
+
+
+@pytest.fixture(autouse=True)
+def _clean(gw_fake: FakeProviderProcess, gw: ThreadServer) -> None:
+    gw_fake.reset()
+    fresh_health(gw)
+
+
+def ask(gw: ThreadServer, messages: list[Any], model: str = "auto",
+        headers: dict[str, str] | None = None, **kw: Any) -> tuple[Any, dict[str, Any]]:
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model=model, messages=messages, extra_headers=headers or {}, **kw)
+    entry = log_entry(gw, raw.headers["x-switchpoint-request-id"])
+    assert raw.headers["x-switchpoint-pin"] == entry["pin_state"]
+    return raw.parse(), entry
+
+
+def session() -> dict[str, str]:
+    return {"x-session-id": f"s-{uuid.uuid4().hex}"}
+
+
+def turn(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": text}
+
+
+# Session pinning --------------------------------------------------------------------------------
+
+
+def test_the_second_turn_stays_on_the_pinned_model(gw: ThreadServer) -> None:
+    sid = session()
+    first, entry = ask(gw, [turn("Prove Fermat's little theorem.")], headers={**sid,
+                                                                               **QUALITY_FIRST})
+    pinned = first.model
+    assert pinned != "fresh" and entry["pin_state"] == "fresh"
+    # Unpinned, the same price-first request goes to `fresh` ...
+    control, _ = ask(gw, [turn("And now in one line?")], headers={**session(), **PRICE_FIRST})
+    assert control.model == "fresh"
+    # ... but the session's second turn stays where its cache is warm (the router is skipped).
+    second, entry = ask(gw, [turn("Prove Fermat's little theorem."),
+                             {"role": "assistant", "content": first.choices[0].message.content},
+                             turn("And now in one line?")], headers={**sid, **PRICE_FIRST})
+    assert second.model == pinned
+    assert entry["pin_state"] == "hard" and entry["pin"]["pinned_model"] == pinned
+    assert entry["pin"]["previous_model"] == pinned and entry["pin"]["age_s"] >= 0
+    assert entry["session_id"] == sid["x-session-id"] and entry["decision_id"] is None
+
+
+def test_without_a_header_the_session_is_the_first_user_message(gw: ThreadServer) -> None:
+    opening = turn(f"Summarise the French revolution {uuid.uuid4().hex}")
+    first, entry = ask(gw, [opening], headers=QUALITY_FIRST)
+    second, entry2 = ask(gw, [{"role": "system", "content": "Be brief."}, opening,
+                              {"role": "assistant", "content": "..."}, turn("Shorter.")],
+                         headers=PRICE_FIRST)
+    assert second.model == first.model and entry2["pin_state"] == "hard"
+    assert entry2["session_id"] == entry["session_id"] and len(entry["session_id"]) == 40
+
+
+def test_an_image_escapes_a_pin_to_a_model_without_vision(gw: ThreadServer) -> None:
+    sid = session()
+    first, _ = ask(gw, [turn("Hello")], model="cheap", headers=sid)
+    assert first.model == "cheap"
+    second, entry = ask(gw, [turn("Hello"), {"role": "assistant", "content": "Hi"},
+                             {"role": "user", "content": [{"type": "text", "text": "And this?"},
+                                                          IMAGE]}], headers=sid)
+    assert entry["pin_state"] == "evicted_vision" and entry["pin"]["previous_model"] == "cheap"
+    assert second.model in {"good", "other"}
+
+
+def test_a_failing_pinned_model_hands_the_session_to_the_model_that_answered(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    sid = session()
+    first, _ = ask(gw, [turn("Plan a trip to Rome.")], headers={**sid, **QUALITY_FIRST})
+    pinned = first.model
+    gw_fake.script(UPSTREAM[pinned], "500", "500")
+    second, entry = ask(gw, [turn("Plan a trip to Rome."), turn("Make it cheaper.")],
+                        headers=sid)
+    assert entry["pin_state"] == "hard" and second.model != pinned
+    assert outcomes(entry)[:2] == [(pinned, "server_error"), (pinned, "server_error")]
+    third, entry = ask(gw, [turn("Plan a trip to Rome."), turn("And greener?")], headers=sid)
+    assert third.model == second.model and entry["pin"]["pinned_model"] == second.model
+
+
+def test_a_failed_request_evicts_the_pin(gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    sid = session()
+    ask(gw, [turn("Write a haiku.")], model="good", headers=sid)
+    gw_fake.script("good", "content_filter")
+    with pytest.raises(openai.BadRequestError):
+        client(gw).chat.completions.create(model="good", messages=[turn("Write another.")],
+                                           extra_headers=sid)
+    _, entry = ask(gw, [turn("Write a limerick instead.")], headers=sid)
+    assert entry["pin_state"] == "evicted_post_failure"
+    assert entry["pin"]["previous_model"] == "good"
+
+
+def test_a_conversation_that_outgrows_the_pinned_model_is_rehomed(gw: ThreadServer) -> None:
+    sid = session()
+    first, _ = ask(gw, [turn("Start a long document.")], model="fresh", headers=sid)
+    assert first.model == "fresh"  # context window 8000
+    long_turn = turn("word " * 10_000)  # ~12.5k tokens: over fresh's 8k, under cheap's 16k
+    second, entry = ask(gw, [turn("Start a long document."), long_turn], headers=sid)
+    assert entry["pin_state"] == "rehomed_context"
+    assert entry["pin"]["pinned_model"] == "cheap"  # the closest larger window
+    assert second.model == "cheap" and "fresh" in entry["excluded"]
+
+
+# Tool calls across providers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_call_ids_stay_valid_when_the_provider_changes(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    messages: list[Any] = [turn(f"What is the weather in Oslo? {uuid.uuid4().hex[:6]}")]
+    # Turn 1 on the OpenAI-compatible `good`: a tool call with an OpenAI id.
+    if stream:
+        chunks = list(client(gw).chat.completions.create(model="good", messages=messages,
+                                                         tools=TOOLS, stream=True))
+        deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+        call_id = next(tc.id for tc in deltas if tc.id)
+        name = next(tc.function.name for tc in deltas if tc.function and tc.function.name)
+        arguments = "".join(tc.function.arguments or "" for tc in deltas if tc.function)
+    else:
+        answer = client(gw).chat.completions.create(model="good", messages=messages,
+                                                    tools=TOOLS)
+        [call] = answer.choices[0].message.tool_calls or []
+        call_id, name, arguments = call.id, call.function.name, call.function.arguments
+    assert call_id.startswith("call_") and name == "lookup"
+    messages += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": name,
+                                                         "arguments": arguments}}]},
+                 {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 C"}]
+    # Turn 2: `good` fails, its fallback `other` is Claude: the ids must still pair up there.
+    gw_fake.script("good", "500", "500")
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model="good", messages=messages, tools=TOOLS, stream=stream)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    else:
+        text = raw.parse().choices[0].message.content or ""
+    assert raw.headers["x-switchpoint-model"] == "other"
+    assert text.startswith(f"Echo from {OTHER}: tool said")
+    sent = gw_fake.requests()[-1]
+    assert sent["path"] == "/v1/messages"
+    blocks = [b for m in sent["body"]["messages"] for b in m["content"]
+              if isinstance(m["content"], list)]
+    assert {b["id"] for b in blocks if b["type"] == "tool_use"} == {call_id}
+    assert {b["tool_use_id"] for b in blocks if b["type"] == "tool_result"} == {call_id}
+
+
+def test_an_anthropic_tool_call_id_is_valid_on_an_openai_model(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    messages: list[Any] = [turn(f"Find flights to Lima {uuid.uuid4().hex[:6]}")]
+    answer = client(gw).chat.completions.create(model="other", messages=messages, tools=TOOLS)
+    [call] = answer.choices[0].message.tool_calls or []
+    assert call.id.startswith("toolu_")
+    messages += [{"role": "assistant", "content": None,
+                  "tool_calls": [call.model_dump(exclude_none=True)]},
+                 {"role": "tool", "tool_call_id": call.id, "content": "3 flights"}]
+    follow = client(gw).chat.completions.create(model="good", messages=messages, tools=TOOLS)
+    assert (follow.choices[0].message.content or "").startswith("Echo from good: tool said")
+
+
+# Health ------------------------------------------------------------------------------------------
+
+
+def test_auto_skips_a_model_whose_circuit_is_open(gw: ThreadServer,
+                                                  gw_fake: FakeProviderProcess) -> None:
+    messages = [turn(f"Derive the quadratic formula {uuid.uuid4().hex[:6]}")]
+    _, entry = ask(gw, messages, headers={**session(), **QUALITY_FIRST})
+    best = entry["routed_model"]
+    health = gw.service.gateway.health
+    for _ in range(5):
+        health.record_failure(best, "server_error", detail="test")
+    snapshot = httpx.get(f"{gw.base}/v1/router/health").json()["models"][best]
+    assert snapshot["status"] == "down" and snapshot["circuit"] == "open"
+    assert snapshot["retry_in_s"] > 0 and snapshot["recent_errors"][0]["kind"] == "server_error"
+    gw_fake.reset()
+    answer, entry = ask(gw, messages, headers={**session(), **QUALITY_FIRST})
+    assert entry["routed_model"] == best  # the router still ranks it first ...
+    assert answer.model != best and best not in entry["models_tried"]  # ... health skips it
+    assert UPSTREAM[best] not in [r["body"]["model"] for r in gw_fake.requests()]
+
+
+def test_a_named_model_with_an_open_circuit_goes_to_its_fallback(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    for _ in range(3):
+        gw_fake.script("good", "500", "500")
+        answer, entry = ask(gw, [turn(f"ping {uuid.uuid4().hex}")], model="good")
+        assert answer.model == "other"
+    # The 5th failure in a row opened the circuit: the third request did not retry good.
+    assert outcomes(entry) == [("good", "server_error"), ("other", "ok")]
+    assert gw.service.gateway.health.state("good") == "open"
+    gw_fake.reset()
+    answer, entry = ask(gw, [turn(f"ping {uuid.uuid4().hex}")], model="good")
+    assert answer.model == "other"
+    assert outcomes(entry) == [("good", "circuit_open"), ("other", "ok")]
+    assert entry["models_tried"] == ["other"]
+    assert [r["body"]["model"] for r in gw_fake.requests()] == [OTHER]  # good never called
+    health = httpx.get(f"{gw.base}/v1/router/health").json()["models"]["good"]
+    assert health["failures"] == 5 and health["status"] == "down"
+    assert health["success_rate"] == 0.0
+
+
+def test_a_degraded_model_is_ranked_after_healthy_ones(gw: ThreadServer) -> None:
+    messages = [turn(f"Write a sonnet about rivers {uuid.uuid4().hex[:6]}")]
+    _, entry = ask(gw, messages, headers={**session(), **QUALITY_FIRST})
+    best = entry["routed_model"]
+    health = gw.service.gateway.health
+    health.record_failure(best, "rate_limited", retry_after_s=30)  # degraded, circuit closed
+    assert health.status(best) == "degraded"
+    answer, entry = ask(gw, messages, headers={**session(), **QUALITY_FIRST})
+    assert answer.model != best and entry["models_tried"][0] != best

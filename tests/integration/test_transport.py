@@ -1,0 +1,86 @@
+"""The lean HTTP/1.1 transport under the provider adapters, against the fake provider process:
+keep-alive reuse, a pool slot freed by a body closed early, and httpx's exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from switchpoint.providers._transport import PooledTransport
+from tests.fakes.fake_provider import FakeProviderProcess
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean(fake: FakeProviderProcess) -> None:
+    fake.reset()
+
+
+def test_connections_are_kept_alive_and_reused(fake: FakeProviderProcess) -> None:
+    async def run() -> tuple[int, list[str]]:
+        transport = PooledTransport(max_connections=4)
+        async with httpx.AsyncClient(transport=transport) as client:
+            texts = []
+            for _ in range(5):
+                r = await client.post(f"{fake.openai_base_url}/chat/completions", json=BODY)
+                texts.append(r.json()["choices"][0]["message"]["content"])
+            stream = {**BODY, "stream": True}
+            async with client.stream("POST", f"{fake.openai_base_url}/chat/completions",
+                                     json=stream) as r:
+                lines = [line async for line in r.aiter_lines() if line]
+            texts.append(lines[-1])
+            idle = sum(len(v) for v in transport._idle.values())
+        return idle, texts
+
+    idle, texts = asyncio.run(run())
+    assert idle == 1  # one connection served all six requests
+    assert texts[:5] == ["Echo from m: hello there"] * 5 and texts[5] == "data: [DONE]"
+
+
+def test_a_body_closed_early_frees_its_slot(fake: FakeProviderProcess) -> None:
+    async def run() -> int:
+        transport = PooledTransport(max_connections=1)
+        async with httpx.AsyncClient(transport=transport, timeout=2) as client:
+            fake.script("m", "ok:chunk_delay=0.05")
+            async with client.stream("POST", f"{fake.openai_base_url}/chat/completions",
+                                     json={**BODY, "stream": True}) as r:
+                async for _ in r.aiter_bytes():
+                    break  # leave mid-body: the connection is closed, not pooled
+            r2 = await client.post(f"{fake.openai_base_url}/chat/completions", json=BODY)
+            return r2.status_code
+
+    assert asyncio.run(run()) == 200
+
+
+@pytest.mark.parametrize(("behaviour", "error"), [
+    ("reset", httpx.RemoteProtocolError), ("hang:seconds=2", httpx.ReadTimeout),
+    ("cut", httpx.RemoteProtocolError)])
+def test_failures_are_httpx_exceptions(fake: FakeProviderProcess, behaviour: str,
+                                       error: type[Exception]) -> None:
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=PooledTransport(), timeout=0.5) as client:
+            fake.script("m", behaviour)
+            r = await client.post(f"{fake.openai_base_url}/chat/completions", json=BODY)
+            await r.aread()
+
+    with pytest.raises((error, httpx.ReadError)):
+        asyncio.run(run())
+
+
+def test_a_refused_connection_is_a_connect_error() -> None:
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=PooledTransport(), timeout=1) as client:
+            await client.post("http://127.0.0.1:9/v1/chat/completions", json=BODY)
+
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(run())
