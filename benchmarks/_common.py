@@ -24,9 +24,12 @@ DATASETS = {
 def cached_embeddings(dataset: str, prompts: list[str], embedder_id: str) -> np.ndarray:
     """Embed ``prompts`` with the embedder ``embedder_id`` once; later calls read the cache."""
     from switchpoint.embedding import embedder_from_id
+    from switchpoint.embedding.minilm_graph import BUILD_VERSION
 
     digest = hashlib.sha256("\x00".join(prompts).encode()).hexdigest()[:12]
-    path = CACHE / f"{dataset}-{embedder_id.replace('/', '_')}-{digest}.npy"
+    # The default MiniLM runs as the fused int8 network; its build version keys the cache too.
+    runtime = f"int8v{BUILD_VERSION}" if not embedder_id.startswith("st:") else "st"
+    path = CACHE / f"{dataset}-{embedder_id.replace('/', '_')}-{runtime}-{digest}.npy"
     if path.exists():
         return np.load(path)
     CACHE.mkdir(parents=True, exist_ok=True)

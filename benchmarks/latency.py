@@ -1,9 +1,10 @@
 """Routing latency: switchpoint's route() beside OpenTracy's Go engine, same prompts, same run.
 
 Prints, for short (~10 tokens) and long (~400 tokens) distinct prompts, the median and p99 of one
-``route()`` call, plus switchpoint's cached route, import + load time, route_batch throughput and
-resident memory. OpenTracy runs in its own interpreter (``--peer-python``, default
-``.venv-peers/bin/python``; create it with ``scripts/setup-peers``) so neither pollutes the other.
+``route()`` call on the default embedder (fused int8) and on the exact fp32 source graph, plus
+switchpoint's cached route, import + load time, route_batch throughput and resident memory.
+OpenTracy runs in its own interpreter (``--peer-python``, default ``.venv-peers/bin/python``;
+create it with ``scripts/setup-peers``) so neither pollutes the other.
 
 Usage: python benchmarks/latency.py [--n 200] [--peer-python PATH]
 """
@@ -52,7 +53,7 @@ def quantiles(samples: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(ordered) * 1e3, "p99_ms": p99 * 1e3}
 
 
-def measure_switchpoint(short: list[str], long: list[str], precision: str = "fp32"
+def measure_switchpoint(short: list[str], long: list[str], precision: str = "int8"
                         ) -> dict[str, object]:
     from switchpoint import load_router
     from switchpoint.embedding import MiniLMEmbedder
@@ -146,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     short, long = pick_prompts(args.n)
     ours = measure_switchpoint(short, long)
-    fast = measure_switchpoint(short, long, precision="int8")
+    exact = measure_switchpoint(short, long, precision="fp32")
     peer = measure_opentracy(args.peer_python, short, long)
     startup = import_and_load_seconds()
     print(f"prompts: {len(short)} short, {len(long)} long (distinct, from ../shared/data)")
@@ -165,10 +166,10 @@ def main() -> None:
             peer_txt, ratio_txt = peer, "-"
         print(f"{name:<8} {o['median_ms']:17.2f} / {o['p99_ms']:7.2f} {peer_txt:>28} "
               f"{ratio_txt:>15}")
-        f = fast[name]
+        f = exact[name]
         assert isinstance(f, dict)
         ratio_f = f"{f['median_ms'] / p['median_ms']:.2f}x" if isinstance(peer, dict) else "-"
-        print(f"{'  int8':<8} {f['median_ms']:17.2f} / {f['p99_ms']:7.2f} {'':>28} "
+        print(f"{'  fp32':<8} {f['median_ms']:17.2f} / {f['p99_ms']:7.2f} {'':>28} "
               f"{ratio_f:>15}")
     cached = ours["cached"]
     assert isinstance(cached, dict)

