@@ -124,6 +124,43 @@ def test_500_twice_escalates_to_the_fallback(gw: ThreadServer,
     assert upstream_models(gw_fake) == ["good", "good", OTHER]
 
 
+def metrics(gw: ThreadServer) -> dict[str, float]:
+    """``GET /metrics`` as ``{'name{labels}': value}``."""
+    text = httpx.get(f"{gw.base}/metrics").text
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_metrics_count_tries_escalations_tokens_and_cost_as_the_log_does(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    before = metrics(gw)
+    gw_fake.script("good", "500", "500")
+    completion, entry = plain(gw)
+    text, _, streamed_entry = streamed(gw)
+    after = metrics(gw)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    tries = "switchpoint_chat_upstream_attempts_total"
+    assert completion.model == "other" and text
+    assert delta(tries + '{model="good",outcome="server_error"}') == 2
+    assert delta(tries + '{model="other",outcome="ok"}') == 1
+    assert delta(tries + '{model="good",outcome="ok"}') == 1
+    assert delta("switchpoint_chat_escalations_total") == 1
+    assert delta('switchpoint_chat_requests_total{model="other",status="ok"}') == 1
+    assert delta('switchpoint_chat_requests_total{model="good",status="ok"}') == 1
+    for e in (entry, streamed_entry):
+        model = e["model"]
+        assert delta(f'switchpoint_chat_tokens_total{{model="{model}",kind="completion"}}') \
+            == e["completion_tokens"] > 0
+        assert delta(f'switchpoint_chat_cost_usd_total{{model="{model}"}}') \
+            == pytest.approx(e["cost_usd"], abs=1e-9)
+    assert delta("switchpoint_chat_time_to_first_token_seconds_count") == 1  # the stream
+    assert delta('switchpoint_http_requests_total{route="/v1/chat/completions",method="POST",'
+                 'status="200"}') == 2
+
+
 def test_503_once_is_retried_on_the_same_model(gw: ThreadServer,
                                                gw_fake: FakeProviderProcess) -> None:
     gw_fake.script("good", "503")

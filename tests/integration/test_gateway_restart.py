@@ -78,7 +78,13 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
                       {"role": "user", "content": "Still there?"}])
         assert again.parse().model == "cheap" and again.headers["x-switchpoint-pin"] == "hard"
         request_id = again.headers["x-switchpoint-request-id"]
-        server.kill()  # a crash: an answered request was already committed
+        raw = openai_client(server).chat.completions.with_raw_response.create(
+            model="good", messages=[{"role": "user", "content": "Stream, then crash"}],
+            stream=True)
+        streamed = "".join(ch.choices[0].delta.content or "" for ch in raw.parse() if ch.choices)
+        assert streamed.startswith("Echo from good: Stream, then crash")
+        stream_id = raw.headers["x-switchpoint-request-id"]
+        server.kill()  # a crash right after [DONE]: both answers were already committed
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
@@ -86,7 +92,9 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
     server = start(config, data)
     try:
         entries = log(server)
-        assert entries[0]["id"] == request_id and entries[0]["pin_state"] == "hard"
-        assert len(entries) == 5
+        assert entries[0]["id"] == stream_id and entries[0]["status"] == "ok"
+        assert entries[0]["model"] == "good" and entries[0]["stream"] is True
+        assert entries[1]["id"] == request_id and entries[1]["pin_state"] == "hard"
+        assert len(entries) == 6
     finally:
         server.terminate()

@@ -47,8 +47,9 @@ def create_app(
     API keys are read (default: the process environment, at each call)."""
     state = RouterState(settings, loader)
     store = store or SQLiteStore(settings.db_path, synchronous=settings.store.synchronous)
-    service = Service(state=state, store=store, metrics=Metrics(),
-                      gateway=Gateway(settings, env=provider_env))
+    metrics = Metrics()
+    service = Service(state=state, store=store, metrics=metrics,
+                      gateway=Gateway(settings, env=provider_env, metrics=metrics))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

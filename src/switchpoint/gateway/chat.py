@@ -42,10 +42,12 @@ from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway import accounting
 from switchpoint.gateway.errors import ApiError, from_validation
+from switchpoint.gateway.metrics import Metrics
 from switchpoint.gateway.schemas import ChatRequest
 from switchpoint.gateway.state import Live
 from switchpoint.health import HealthConfig, HealthTracker
 from switchpoint.providers import ClientPool, ProviderRegistry, Timeouts, sse_body
+from switchpoint.providers.sse import DONE
 from switchpoint.retry import (
     FailoverError,
     FailoverResult,
@@ -55,7 +57,7 @@ from switchpoint.retry import (
     fallback_chain,
 )
 from switchpoint.sessions import PinDecision, SessionPinner, SQLitePinStore, session_id
-from switchpoint.store import SQLiteStore, StoreError
+from switchpoint.store import RequestRecord, SQLiteStore, StoreError
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -158,12 +160,15 @@ def header_text(text: str, limit: int = 1000) -> str:
 class Gateway:
     """The parts of the gateway that live as long as the app.
 
-    ``env`` is where providers read API keys (default: the process environment, at call time).
+    ``env`` is where providers read API keys (default: the process environment, at call time);
+    ``metrics``, when given, counts every logged request (``GET /metrics``).
     Open it with :meth:`open` in the app's lifespan and :meth:`aclose` it on shutdown.
     """
 
-    def __init__(self, settings: Settings, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, *, env: Mapping[str, str] | None = None,
+                 metrics: Metrics | None = None) -> None:
         g = settings.gateway
+        self.metrics = metrics
         self.pool = ClientPool(max_connections=g.max_upstream_connections,
                                max_keepalive_connections=g.max_upstream_connections)
         self.registry = ProviderRegistry(self.pool, env=env)
@@ -328,24 +333,33 @@ class Gateway:
         headers["x-switchpoint-model"] = stream.model
         headers["cache-control"] = "no-cache"
 
+        def finish() -> accounting.Records:
+            if stream.error is not None:
+                self.pinner.evict_on_failure(plan.session)
+            return accounting.streamed(plan, stream, live, ttft_ms)
+
         async def body() -> AsyncIterator[bytes]:
+            logged = False
             try:
                 async for piece in sse_body(aiter(stream)):
+                    if piece is DONE or piece.startswith(b"event: error"):
+                        # The stream's last bytes wait for its log entry to be committed, so a
+                        # stream the client saw end is in the log, as a plain answer is.
+                        logged = True
+                        await self._write(store, finish(), wait=True)
                     yield piece
             finally:
-                if stream.error is not None:
-                    self.pinner.evict_on_failure(plan.session)
-                records = accounting.streamed(plan, stream, live, ttft_ms)
-                try:
-                    for record in records:  # not awaited: the body has ended or the client left
-                        store.append(record)
-                except StoreError as exc:
-                    log.error("request %s not logged: %s", plan.request_id, exc)
+                if not logged:  # the client left mid-answer: log it, nobody is waiting
+                    await self._write(store, finish(), wait=False)
 
         return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
     async def _write(self, store: SQLiteStore, records: accounting.Records, *,
                      wait: bool) -> None:
+        if self.metrics is not None:
+            for record in records:
+                if isinstance(record, RequestRecord):
+                    self.metrics.observe_chat(record)
         try:
             futures = [store.append(r) for r in records]
             if wait and futures:

@@ -10,6 +10,13 @@ Exposed on ``GET /metrics``:
 - ``switchpoint_http_request_duration_seconds{route}`` (histogram)
 - ``switchpoint_route_decisions_total{model}`` and ``switchpoint_route_cache_hits_total``
 - ``switchpoint_store_errors_total``, ``switchpoint_router_ready``, ``switchpoint_uptime_seconds``
+- the gateway (``POST /v1/chat/completions``), one observation per logged request:
+  ``switchpoint_chat_requests_total{model, status}`` (``model`` = the model that answered, or
+  ``none``), ``switchpoint_chat_upstream_attempts_total{model, outcome}`` (``ok`` or the error
+  kind of each try), ``switchpoint_chat_escalations_total`` (answered by another model than the
+  first tried), ``switchpoint_chat_tokens_total{model, kind}`` (``prompt`` / ``completion``, as
+  the upstream reported them), ``switchpoint_chat_cost_usd_total{model}`` and
+  ``switchpoint_chat_time_to_first_token_seconds`` (histogram, streams)
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ import bisect
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchpoint.store import RequestRecord
+
+_Family = Callable[[str, str, str], None]
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -44,6 +55,13 @@ class Metrics:
         self.decisions: Counter[str] = Counter()
         self.cache_hits = 0
         self.store_errors = 0
+        self.chat: Counter[tuple[str, str]] = Counter()
+        self.attempts: Counter[tuple[str, str]] = Counter()
+        self.escalations = 0
+        self.tokens: Counter[tuple[str, str]] = Counter()
+        self.cost: dict[str, float] = {}
+        self._ttft = [0] * (len(BUCKETS) + 1)
+        self._ttft_sum = 0.0
 
     @property
     def uptime(self) -> float:
@@ -64,6 +82,24 @@ class Metrics:
     def observe_store_error(self) -> None:
         with self._lock:
             self.store_errors += 1
+
+    def observe_chat(self, record: RequestRecord) -> None:
+        """Count one gateway request as the request log records it."""
+        model = record.model or "none"
+        with self._lock:
+            self.chat[(model, record.status)] += 1
+            for attempt in record.attempts:
+                self.attempts[(str(attempt["model"]), str(attempt["outcome"]))] += 1
+            self.escalations += int(record.escalated)
+            if record.prompt_tokens is not None:
+                self.tokens[(model, "prompt")] += record.prompt_tokens
+            if record.completion_tokens is not None:
+                self.tokens[(model, "completion")] += record.completion_tokens
+            if record.cost_usd is not None:
+                self.cost[model] = self.cost.get(model, 0.0) + record.cost_usd
+            if record.ttft_ms is not None:
+                self._ttft[bisect.bisect_left(BUCKETS, record.ttft_ms / 1e3)] += 1
+                self._ttft_sum += record.ttft_ms / 1e3
 
     def render(self, ready: bool) -> str:
         lines: list[str] = []
@@ -97,11 +133,45 @@ class Metrics:
             family("switchpoint_store_errors_total", "counter",
                    "Decisions that could not be written to the store.")
             lines.append(f"switchpoint_store_errors_total {self.store_errors}")
+            self._render_chat(lines, family)
         family("switchpoint_router_ready", "gauge", "1 once the router has loaded.")
         lines.append(f"switchpoint_router_ready {int(ready)}")
         family("switchpoint_uptime_seconds", "gauge", "Seconds since the app started.")
         lines.append(f"switchpoint_uptime_seconds {self.uptime:.3f}")
         return "\n".join(lines) + "\n"
+
+
+    def _render_chat(self, lines: list[str], family: _Family) -> None:
+        family("switchpoint_chat_requests_total", "counter",
+               "Gateway requests by answering model and logged status.")
+        for (model, status), n in sorted(self.chat.items()):
+            labels = _labels(model=model, status=status)
+            lines.append(f"switchpoint_chat_requests_total{labels} {n}")
+        family("switchpoint_chat_upstream_attempts_total", "counter",
+               "Upstream tries by model and outcome (ok or the error kind).")
+        for (model, outcome), n in sorted(self.attempts.items()):
+            lines.append("switchpoint_chat_upstream_attempts_total"
+                         f"{_labels(model=model, outcome=outcome)} {n}")
+        family("switchpoint_chat_escalations_total", "counter",
+               "Gateway requests that moved to another model after a failure.")
+        lines.append(f"switchpoint_chat_escalations_total {self.escalations}")
+        family("switchpoint_chat_tokens_total", "counter",
+               "Tokens the upstreams reported, by answering model and kind.")
+        for (model, kind), n in sorted(self.tokens.items()):
+            lines.append(f"switchpoint_chat_tokens_total{_labels(model=model, kind=kind)} {n}")
+        family("switchpoint_chat_cost_usd_total", "counter",
+               "Cost of answered requests in US dollars, from catalog prices.")
+        for model, usd in sorted(self.cost.items()):
+            lines.append(f"switchpoint_chat_cost_usd_total{_labels(model=model)} {usd:.9f}")
+        name = "switchpoint_chat_time_to_first_token_seconds"
+        family(name, "histogram", "Streams: time from request to the first content chunk.")
+        running = 0
+        for bound, n in zip((*BUCKETS, float("inf")), self._ttft, strict=True):
+            running += n
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f"{name}_bucket{_labels(le=le)} {running}")
+        lines.append(f"{name}_sum {self._ttft_sum:.6f}")
+        lines.append(f"{name}_count {running}")
 
 
 class MetricsMiddleware:
