@@ -40,9 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from _common import ROOT
-from service import Connection, cpu_seconds, free_port, pick_prompts
+from service import Connection, cpu_seconds, free_port, pick_prompts, wait_up
 
 sys.path.insert(0, str(ROOT))
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -76,20 +75,6 @@ class Server:
         if stream:
             payload["stream"] = True
         return json.dumps(payload).encode()
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url}: not up after {timeout} s")
 
 
 def start_switchpoint(tmp: Path, fake: FakeProviderProcess) -> Server:

@@ -79,18 +79,19 @@ class Service:
             self.proc.wait()
 
 
-def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def wait_up(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 180) -> None:
+    """Poll ``url`` until it answers 200; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{base}: the server exited with {proc.returncode}")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{base}: not healthy after {timeout} s")
+    raise RuntimeError(f"{url}: not up after {timeout} s")
 
 
 def start_switchpoint(data_dir: Path, synchronous: str) -> Service:
@@ -100,7 +101,7 @@ def start_switchpoint(data_dir: Path, synchronous: str) -> Service:
         [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port), "--data-dir",
          str(data_dir), "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    wait_healthy(base, proc)
+    wait_up(f"{base}/health", proc)
     return Service(f"switchpoint (sync={synchronous})", base, proc)
 
 
@@ -117,7 +118,7 @@ def start_opentracy(site: Path) -> Service | str:
                             stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(base, proc)
+        wait_up(f"{base}/health", proc)
     except RuntimeError as exc:
         proc.kill()
         return f"failed: {exc}"
