@@ -107,17 +107,6 @@ class Relay:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProviderProcess]:
-    with FakeProviderProcess() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean(fake: FakeProviderProcess) -> None:
-    fake.reset()
-
-
-@pytest.fixture(scope="module")
 def relay(fake: FakeProviderProcess) -> Iterator[Relay]:
     cards = [ModelCard("gpt-fast", base_url=fake.openai_base_url, api_key_env="FAKE_OPENAI_KEY",
                        upstream_model="fake-gpt-1"),

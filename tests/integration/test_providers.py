@@ -7,7 +7,7 @@ for the Anthropic adapter, plain and streamed, and then through ``call_with_fail
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -48,17 +48,6 @@ USER = [{"role": "user", "content": "hello there"}]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProviderProcess]:
-    with FakeProviderProcess() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean(fake: FakeProviderProcess) -> None:
-    fake.reset()
 
 
 @pytest.fixture

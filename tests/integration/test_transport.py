@@ -4,7 +4,6 @@ keep-alive reuse, a pool slot freed by a body closed early, and httpx's exceptio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,17 +12,6 @@ from switchpoint.providers._transport import PooledTransport
 from tests.fakes.fake_provider import FakeProviderProcess
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProviderProcess]:
-    with FakeProviderProcess() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _clean(fake: FakeProviderProcess) -> None:
-    fake.reset()
 
 
 def test_connections_are_kept_alive_and_reused(fake: FakeProviderProcess) -> None:
