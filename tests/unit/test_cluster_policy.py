@@ -278,6 +278,15 @@ def test_bad_parameters(params: dict[str, object]) -> None:
         ClusterPolicy(**params)  # type: ignore[arg-type]
 
 
+def test_added_prior_strength_is_validated_and_persisted() -> None:
+    with pytest.raises(InvalidInputError, match="added_prior_strength"):
+        ClusterPolicy(added_prior_strength=-1)
+    scores, costs = _labels()
+    policy = ClusterPolicy(n_clusters=4, n_coarse=2, added_prior_strength=5.0)
+    policy.fit(Inputs(embeddings=_embeddings()), scores, costs, ["good", "bad"])
+    assert ClusterPolicy.from_state(policy.get_state()).added_prior_strength == 5.0
+
+
 def test_make_policy_by_name() -> None:
     p = make_policy("cluster", n_clusters=3)
     assert isinstance(p, ClusterPolicy) and p.n_clusters == 3
@@ -307,6 +316,11 @@ def test_added_model_inherits_the_shape_of_a_model_it_resembles() -> None:
         flat_gap = abs(0.5 - policy.error_[c, good])
         assert abs(policy.error_[c, j] - policy.error_[c, good]) < 0.75 * flat_gap
         assert policy.error_[c, j] == pytest.approx(prior[c])
+    # where it was labelled: its own mean shrunk toward that prior, with the added-model strength
+    a = policy.added_prior_strength
+    for c in np.flatnonzero(policy.table_.count[:, j] > 0):
+        n, mean = policy.table_.count[c, j], policy.table_.error[c, j]
+        assert policy.error_[c, j] == pytest.approx((n * mean + a * prior[c]) / (n + a))
     # persisted with the weights
     again = ClusterPolicy.from_state(policy.get_state())
     assert np.allclose(again.model_priors_["twin"], prior)

@@ -113,8 +113,11 @@ class ProfileTable:
             cst = np.nansum(self.cost * self.count, axis=0) / total
         return err, cst, total
 
-    def shrunk(self, prior_error: Array, prior_cost: Array, strength: float) -> tuple[Array, Array]:
-        """``(n·mean + strength·prior) / (n + strength)``: few labels lean on the prior."""
+    def shrunk(
+        self, prior_error: Array, prior_cost: Array, strength: float | Array
+    ) -> tuple[Array, Array]:
+        """``(n·mean + strength·prior) / (n + strength)``: few labels lean on the prior.
+        ``strength`` is one number, or one per model."""
         n = self.count
         err = np.where(n > 0, self.error, 0.0)
         cst = np.where(n > 0, self.cost, 0.0)
