@@ -6,7 +6,12 @@ switchpoint's cached route, import + load time, route_batch throughput and resid
 OpenTracy runs in its own interpreter (``--peer-python``, default ``.venv-peers/bin/python``;
 create it with ``scripts/setup-peers``) so neither pollutes the other.
 
-Usage: python benchmarks/latency.py [--n 200] [--peer-python PATH]
+The machine is shared and its speed drifts over seconds, so the two routers are measured in
+alternating rounds (``--rounds``, default 5: ours, then OpenTracy, then ours again, ...); each
+figure is the median over rounds, and the ratio is the median of the per-round ratios with
+their range beside it.
+
+Usage: python benchmarks/latency.py [--n 200] [--rounds 5] [--peer-python PATH]
 """
 
 from __future__ import annotations
@@ -140,35 +145,64 @@ def measure_opentracy(python: str, short: list[str], long: list[str]) -> dict[st
     return result
 
 
+def median_of_rounds(rounds: list[dict[str, object]] | list[dict[str, object] | str]
+                     ) -> dict[str, object]:
+    """Each figure's median over the rounds (nested ``{"median_ms", "p99_ms"}`` dicts too)."""
+    first = rounds[0]
+    assert isinstance(first, dict)
+    out: dict[str, object] = {}
+    for key, value in first.items():
+        if isinstance(value, dict):
+            out[key] = {k: statistics.median(float(r[key][k]) for r in rounds)  # type: ignore[index]
+                        for k in value}
+        else:
+            out[key] = statistics.median(float(r[key]) for r in rounds)  # type: ignore[index, arg-type]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-peers" / "bin" / "python"))
     args = parser.parse_args()
     short, long = pick_prompts(args.n)
-    ours = measure_switchpoint(short, long)
+    our_rounds, peer_rounds = [], []
+    for _ in range(max(1, args.rounds)):
+        our_rounds.append(measure_switchpoint(short, long))
+        peer_rounds.append(measure_opentracy(args.peer_python, short, long))
+    ours = median_of_rounds(our_rounds)
+    peer = median_of_rounds(peer_rounds) if all(isinstance(p, dict) for p in peer_rounds) \
+        else peer_rounds[0]
     exact = measure_switchpoint(short, long, precision="fp32")
-    peer = measure_opentracy(args.peer_python, short, long)
     startup = import_and_load_seconds()
-    print(f"prompts: {len(short)} short, {len(long)} long (distinct, from ../shared/data)")
+    print(f"prompts: {len(short)} short, {len(long)} long (distinct, from ../shared/data); "
+          f"{len(our_rounds)} alternating rounds, medians over rounds")
     print(f"{'case':<8} {'switchpoint median/p99 ms':>27} {'OpenTracy Go median/p99 ms':>28} "
-          f"{'ratio (median)':>15}")
+          f"{'ratio (median)':>15}  per-round ratios")
     for name in ("short", "long"):
         o = ours[name]
         assert isinstance(o, dict)
+        rounds_txt = ""
+        peer_median: float | None = None
         if isinstance(peer, dict):
             p = peer[name]
             assert isinstance(p, dict)
-            ratio = o["median_ms"] / p["median_ms"]
+            ratios = sorted(
+                float(r[name]["median_ms"]) / float(q[name]["median_ms"])  # type: ignore[index]
+                for r, q in zip(our_rounds, peer_rounds, strict=True)
+            )
+            peer_median = float(p["median_ms"])
             peer_txt = f"{p['median_ms']:10.2f} / {p['p99_ms']:7.2f}"
-            ratio_txt = f"{ratio:.2f}x"
+            ratio_txt = f"{statistics.median(ratios):.2f}x"
+            rounds_txt = "  " + " ".join(f"{r:.2f}" for r in ratios)
         else:
             peer_txt, ratio_txt = peer, "-"
         print(f"{name:<8} {o['median_ms']:17.2f} / {o['p99_ms']:7.2f} {peer_txt:>28} "
-              f"{ratio_txt:>15}")
+              f"{ratio_txt:>15}{rounds_txt}")
         f = exact[name]
         assert isinstance(f, dict)
-        ratio_f = f"{f['median_ms'] / p['median_ms']:.2f}x" if isinstance(peer, dict) else "-"
+        ratio_f = f"{f['median_ms'] / peer_median:.2f}x" if peer_median else "-"
         print(f"{'  fp32':<8} {f['median_ms']:17.2f} / {f['p99_ms']:7.2f} {'':>28} "
               f"{ratio_f:>15}")
     cached = ours["cached"]
