@@ -28,6 +28,7 @@ from switchpoint.evaluation.metrics import (
     oracle_point,
     qnc,
     routed_point,
+    shortfall,
     single_model_points,
 )
 from switchpoint.policies import Estimates, Inputs
@@ -131,6 +132,7 @@ def test_learned_policies_beat_the_zero_router(report: EvaluationReport) -> None
         p = report.policy(name)
         assert p.aiq > report.zero_aiq, name
         assert p.qnc < 1.0, name
+        assert p.below_zero_share == 0.0 and p.below_zero_depth == 0.0, name
     fixed = report.policy("fixed")
     assert {(pt.cost, pt.quality) for pt in fixed.points} == {(0.01, 1.0)}
 
@@ -302,6 +304,10 @@ def test_to_dict_is_strict_json(report: EvaluationReport) -> None:
     assert len(d["policies"][0]["points"]) == len(DEFAULT_LAMBDAS)
     assert [t["task"] for t in d["tasks"]] == [NO_TASK, "arith", "proofs"]
     assert set(d["tasks"][0]["policies"]) == set(ALL_POLICIES)
+    fixed = d["policies"][ALL_POLICIES.index("fixed")]["below_zero_router"]
+    short = shortfall([Point(0.01, 1.0)], [Point(m.cost, m.quality) for m in report.models])
+    assert fixed == {"share_of_cost_range": pytest.approx(short.share),
+                     "largest_quality_gap": pytest.approx(short.depth)}
     # QNC "never" is null, not Infinity.
     random = d["policies"][ALL_POLICIES.index("random")]
     if math.isinf(report.policy("random").qnc):

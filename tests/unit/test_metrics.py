@@ -16,6 +16,7 @@ from switchpoint.evaluation.metrics import (
     oracle_point,
     qnc,
     routed_point,
+    shortfall,
     single_model_points,
     upper_hull,
 )
@@ -134,6 +135,30 @@ def test_qnc_when_cheapest_model_is_also_best() -> None:
     singles = [Point(1, 0.9), Point(3, 0.5)]
     assert qnc([], singles) == pytest.approx(1.0)
     assert qnc([Point(0.5, 0.95)], singles) == pytest.approx(0.5)
+
+
+# shortfall -----------------------------------------------------------------------------------
+
+
+def test_shortfall_none_for_the_zero_router_or_a_better_one() -> None:
+    for points in (SINGLES, [Point(2, 0.9)]):
+        s = shortfall(points, SINGLES)
+        assert s.share == 0.0 and s.depth == 0.0
+
+
+def test_shortfall_of_a_router_that_stops_short() -> None:
+    # Hull (1, .5) - (2, .8), flat .8 to cost 3; zero router .5 + .2·(c - 1): the router is
+    # ahead until the lines cross at c = 2.5, then behind by up to .9 - .8 = .1 at c = 3.
+    s = shortfall([Point(2, 0.8)], SINGLES)
+    assert s.share == pytest.approx(0.25)
+    assert s.depth == pytest.approx(0.1)
+
+
+def test_shortfall_with_nothing_but_the_cheapest_model() -> None:
+    # Flat .5 against the chord to (3, .9): behind over the whole range, by .4 at the end.
+    s = shortfall([], SINGLES)
+    assert s.share == pytest.approx(1.0)
+    assert s.depth == pytest.approx(0.4)
 
 
 # oracle / single models / routed points ------------------------------------------------------

@@ -44,6 +44,7 @@ from switchpoint.evaluation.metrics import (
     oracle_point,
     qnc,
     routed_point,
+    shortfall,
     single_model_points,
     upper_hull,
 )
@@ -110,6 +111,8 @@ class PolicyResult:
     points: list[SweepPoint]
     hull: list[Point]
     at_lambda: dict[float, Point]
+    below_zero_share: float = 0.0
+    below_zero_depth: float = 0.0
     fit_seconds: float | None = None
     estimate_seconds: float = 0.0
 
@@ -125,6 +128,8 @@ class PolicyResult:
             "best_quality_cost": self.best_quality_cost,
             "cost_to_match_best_single": _num(self.match_cost),
             "cost_scale": self.cost_scale,
+            "below_zero_router": {"share_of_cost_range": self.below_zero_share,
+                                  "largest_quality_gap": self.below_zero_depth},
             "at_cost_weight": {
                 _lam_key(lam): {"cost": p.cost, "quality": p.quality}
                 for lam, p in self.at_lambda.items()
@@ -270,22 +275,27 @@ def _format(r: EvaluationReport) -> list[str]:
         f"${hi * 1000:.3g} per 1k",
         "",
     ]
-    header = ["router", "AIQ", "gain", "QNC", "best q", "$/1k at best q", "$/1k to match best"]
+    header = ["router", "AIQ", "gain", "QNC", "best q", "$/1k at best q", "$/1k to match best",
+              "below zero"]
     rows = []
     for p in r.policies:
+        below = "-" if p.below_zero_share == 0 else (
+            f"{p.below_zero_share:.0%} by {p.below_zero_depth:.3f}")
         rows.append([p.name, _q(p.aiq), f"{p.gain:+.3f}", _qnc(p.qnc), _q(p.best_quality),
-                     _k(p.best_quality_cost), _k(p.match_cost)])
+                     _k(p.best_quality_cost), _k(p.match_cost), below])
     rows.append(["zero router (best model per budget)", _q(r.zero_aiq), "+0.000",
                  _qnc(r.zero_qnc), _q(best.quality), _k(best.cost),
-                 _k(r.zero_qnc * best.cost)])
+                 _k(r.zero_qnc * best.cost), "-"])
     rows.append(["oracle", _q(r.oracle_aiq), f"{r.oracle_aiq - r.zero_aiq:+.3f}",
                  _qnc(r.oracle_qnc), _q(r.oracle.quality), _k(r.oracle.cost),
-                 _k(r.oracle_qnc * best.cost)])
+                 _k(r.oracle_qnc * best.cost), "-"])
     out += _table(header, rows)
     out += ["", "AIQ: mean quality of the cost-quality hull over the single models' cost range; "
                 "gain: AIQ minus the zero router's;",
             "QNC: least cost, as a fraction of the best single model's, reaching its quality "
-            "(inf = never). Costs in $ per 1,000 prompts.", ""]
+            "(inf = never). Costs in $ per 1,000 prompts.",
+            "below zero: share of the cost range where the router's hull is under the zero "
+            "router's, and by how much quality at most (- = nowhere).", ""]
     out.append(f"single models on {r.test_split!r}:")
     out += _table(["model", "quality", "$/1k"],
                   [[m.name, _q(m.quality), _k(m.cost)]
@@ -570,11 +580,13 @@ class _TestContext:
             chosen[lam] = choose(lam)
             at[lam] = routed_point(chosen[lam], test.scores, test.costs)
         score = aiq(raw, singles)
+        short = shortfall(raw, singles)
         result = PolicyResult(
             name=name, params=params, source=source, aiq=score, qnc=q,
             gain=score - self.zero_aiq, best_quality=top.quality, best_quality_cost=top.cost,
             match_cost=q * self.best.cost, cost_scale=cost_scale, points=points,
-            hull=upper_hull([*raw, cheapest]), at_lambda=at, fit_seconds=fit_seconds,
+            hull=upper_hull([*raw, cheapest]), at_lambda=at, below_zero_share=short.share,
+            below_zero_depth=short.depth, fit_seconds=fit_seconds,
             estimate_seconds=estimate_seconds)
         self.choices.append((name, chosen))
         return result

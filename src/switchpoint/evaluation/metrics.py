@@ -12,6 +12,9 @@ joins the hull (this is what lets a router be compared at budgets below its own 
   of that model's cost; ``inf`` if it never does.
 - The zero router is the hull of the single models alone; the oracle picks, per prompt, the
   cheapest model with the best score.
+- Shortfall: where a router does worse than the zero router (the best single model, or mix of
+  two, for each budget): the share of the cost range over which its hull lies below the zero
+  router's, and the deepest dip. A router that is right to be unsure has none.
 """
 
 from __future__ import annotations
@@ -113,6 +116,35 @@ def qnc(router_points: Sequence[Point], single_points: Sequence[Point]) -> float
     if hull and hull[0].quality >= target:
         return hull[0].cost / best.cost
     return math.inf
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    share: float  # fraction of [c_min, c_max] where the router's hull < the zero router's
+    depth: float  # the largest quality gap there (0 if none)
+
+
+def shortfall(router_points: Sequence[Point], single_points: Sequence[Point]) -> Shortfall:
+    """Where the router's hull lies below the zero router's over the single models' cost range
+    (exact: both hulls are piecewise linear, so the gap is linear between their corners)."""
+    lo = min(p.cost for p in single_points)
+    hi = max(p.cost for p in single_points)
+    cheapest = min(single_points, key=lambda p: (p.cost, -p.quality))
+    ours = upper_hull([*router_points, cheapest])
+    zero = upper_hull(single_points)
+    if hi <= lo:
+        gap = hull_quality(ours, lo) - hull_quality(zero, lo)
+        return Shortfall(1.0 if gap < -1e-12 else 0.0, max(0.0, -gap))
+    xs = sorted({lo, hi, *(p.cost for p in [*ours, *zero] if lo < p.cost < hi)})
+    gaps = [hull_quality(ours, x) - hull_quality(zero, x) for x in xs]
+    below = 0.0
+    for (a, b), (ga, gb) in zip(itertools.pairwise(xs), itertools.pairwise(gaps), strict=True):
+        if ga < -1e-12 and gb < -1e-12:
+            below += b - a
+        elif ga < -1e-12 or gb < -1e-12:  # crosses zero once inside [a, b]
+            neg, pos = (ga, gb) if ga < gb else (gb, ga)
+            below += (b - a) * (-neg) / (pos - neg)
+    return Shortfall(below / (hi - lo), max(0.0, -min(gaps)))
 
 
 def oracle_point(scores: Array, costs: Array) -> Point:
