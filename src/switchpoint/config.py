@@ -16,6 +16,7 @@
     store: {synchronous: full}    # full: fsync per commit; normal: survives process crashes only
     expected_output_tokens: 200
     max_request_bytes: 1048576
+    admin_token_env: SWITCHPOINT_ADMIN_TOKEN  # optional: /v1/router/* then need this bearer token
     gateway:                      # POST /v1/chat/completions: upstream calls, failover, health,
       connect_timeout_s: 5        # session pins (see GatewaySettings for every key)
       read_timeout_s: 60
@@ -66,7 +67,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Keys whose values are paths, resolved against the config file's folder when given there.
 _PATH_KEYS = ("weights", "data_dir")
 # Keys whose environment values are taken as they are, not parsed as YAML.
-_PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous")
+_PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous", "admin_token_env")
 
 
 class ConfigError(SwitchpointError, ValueError):
@@ -213,9 +214,24 @@ class Settings(BaseModel):
     store: StoreSettings = StoreSettings()
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0)
     max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    admin_token_env: str | None = None
     gateway: GatewaySettings = GatewaySettings()
 
     _source: _Source | None = PrivateAttr(default=None)
+    _admin_token: str | None = PrivateAttr(default=None)
+
+    @field_validator("admin_token_env")
+    @classmethod
+    def _admin_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"must be an environment variable name such as "
+                             f"SWITCHPOINT_ADMIN_TOKEN, got {value!r}")
+        return value
+
+    @property
+    def admin_token(self) -> str | None:
+        """The bearer token the admin routes require (None: they are open)."""
+        return self._admin_token
 
     @property
     def db_path(self) -> Path:
@@ -280,6 +296,13 @@ def load_settings(
         raise _config_error(exc, origin) from None
     _check_catalog(settings)
     _check_paths(settings)
+    if settings.admin_token_env is not None:
+        token = env.get(settings.admin_token_env, "").strip()
+        if not token:
+            raise ConfigError("admin_token_env", f"${settings.admin_token_env} is not set or "
+                                                 "empty; export the admin token there, or drop "
+                                                 "admin_token_env to leave /v1/router/* open")
+        settings._admin_token = token
     settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ)
     return settings
 

@@ -25,6 +25,7 @@ Every attempt, failed or not, is listed in ``attempts`` for the request log.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -51,6 +52,8 @@ from switchpoint.providers.base import (
 
 ProviderFor = Callable[[ModelCard], Provider]
 TimeoutsFor = Timeouts | Callable[[ModelCard], Timeouts]
+
+log = logging.getLogger("switchpoint.gateway")
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,18 @@ class FailoverStream:
                                          StreamBroken.kind, status=exc.status, error=str(exc)))
             if self._health is not None:
                 self._health.record_failure(self.model, StreamBroken.kind, detail=str(exc))
+            raise broken from exc
+        except Exception as exc:
+            # Not the upstream's doing (a chunk our code could not handle, a bug): the client
+            # is told the stream failed, the log says so, the model's health is not charged.
+            self._verdict = True
+            log.exception("stream from %s failed inside the gateway", self.model)
+            broken = StreamBroken(f"the stream from {self.model} failed inside the gateway "
+                                  f"after the answer had started ({type(exc).__name__}: {exc})",
+                                  model=self.model, after_first_byte=True)
+            self.error = broken
+            self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
+                                         StreamBroken.kind, error=str(broken)))
             raise broken from exc
         else:
             self._verdict = True

@@ -182,6 +182,46 @@ def test_reload_with_a_bad_config_keeps_the_old_router(tmp_path: Path) -> None:
 # Whole processes: start-up errors, restart and crash ---------------------------------------------
 
 
+def test_admin_routes_need_the_token_when_one_is_configured(tmp_path: Path) -> None:
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path / "data"),
+                                              "admin_token_env": "SP_TEST_ADMIN"},
+                             environ={"SP_TEST_ADMIN": "s3cret"})
+    admin = [("GET", "/v1/router/stats"), ("GET", "/v1/router/requests"),
+             ("GET", "/v1/router/health"), ("POST", "/v1/router/policy/tiers"),
+             ("POST", "/v1/router/reload")]
+    with thread_server(create_app(settings, loader=FACTORY)) as server:
+        base = server.base
+        for method, path in admin:
+            for headers in ({}, {"Authorization": "Bearer wrong"},
+                            {"Authorization": "Basic s3cret"}):
+                r = httpx.request(method, f"{base}{path}", headers=headers, timeout=60)
+                assert r.status_code == 401, (method, path, headers, r.text)
+                err = r.json()["error"]
+                assert err["code"] == "unauthorized" and "SP_TEST_ADMIN" in err["message"]
+                assert r.headers["www-authenticate"] == "Bearer"
+        # refused calls changed nothing: still the cluster policy
+        assert httpx.get(f"{base}/health").json()["policy"] == "cluster"
+        good = {"Authorization": "Bearer s3cret"}
+        for method, path in admin:
+            r = httpx.request(method, f"{base}{path}", headers=good, timeout=60)
+            assert r.status_code == 200, (method, path, r.text)
+        assert httpx.get(f"{base}/health").json()["policy"] == "cluster"  # reload restored it
+        # the public routes stay open
+        assert route(base, "What is 2 + 2?").status_code == 200
+        assert httpx.get(f"{base}/v1/models").status_code == 200
+        assert httpx.get(f"{base}/metrics").status_code == 200
+
+
+def test_an_admin_token_variable_that_is_not_set_fails_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "admin.yaml"
+    config.write_text("admin_token_env: SP_TEST_NO_SUCH_TOKEN\n", encoding="utf-8")
+    server = ProcessServer("--config", config, data_dir=tmp_path / "data").start()
+    code, err = server.wait_exit()
+    assert code == 2
+    assert "admin_token_env: $SP_TEST_NO_SUCH_TOKEN is not set or empty" in err
+    assert "Traceback" not in err
+
+
 def test_invalid_config_fails_at_start_with_the_key_path(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("models:\n  - {name: good, input_per_mtok: -1, output_per_mtok: 1}\n",

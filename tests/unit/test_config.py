@@ -116,6 +116,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("store: {synchronous: sometimes}\n", "store.synchronous: must be one of"),
     ("expected_output_tokens: many\n", "expected_output_tokens: must be an integer"),
     ("cost_weigth: 1\n", "cost_weigth: is not a known key"),
+    ("admin_token_env: 'not a var'\n", "admin_token_env: must be an environment variable"),
+    ("admin_token_env: SP_UNSET_TOKEN\n", "admin_token_env: $SP_UNSET_TOKEN is not set"),
     ("- just\n- a list\n", "config: "),
     ("models: [\n", "config: "),
 ])
@@ -126,6 +128,14 @@ def test_errors_name_the_key_path(tmp_path: Path, text: str, expected: str) -> N
 def test_env_errors_say_which_variable(tmp_path: Path) -> None:
     message = error_of(tmp_path, "", {"SWITCHPOINT_CACHE__SIZE": "lots"})
     assert message == "cache.size: must be an integer, got 'lots' (from SWITCHPOINT_CACHE__SIZE)"
+
+
+def test_admin_token_is_read_from_the_named_variable() -> None:
+    assert load_settings(None, environ={}).admin_token is None
+    settings = load_settings(None, overrides={"admin_token_env": "SP_TOKEN"},
+                             environ={"SP_TOKEN": " t0ken\n"})
+    assert settings.admin_token == "t0ken" and settings.admin_token_env == "SP_TOKEN"
+    assert "t0ken" not in repr(settings)  # the secret stays out of reprs and logs
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ class Scripted:
             yield chunk("up", "Hel")
             if step == "break-after-first":
                 raise StreamBroken("cut", model=card.name)
+            if step == "bug-after-first":
+                raise KeyError("choices")  # not the upstream's doing: our own failure
             yield chunk("up", "lo")
             yield chunk("up", None, "stop")
             yield chunk("up", usage=True)
@@ -284,6 +286,25 @@ async def test_stream_failure_after_the_first_byte_is_not_escalated() -> None:
     assert stream.error is info.value and not stream.completed
     assert [a.outcome for a in stream.attempts] == ["ok", "stream_broken"]
     assert health.snapshot()["models"]["a"]["failures"] == 1
+
+
+async def test_an_unexpected_error_mid_stream_is_a_broken_stream_not_a_clean_end() -> None:
+    """Anything but a ProviderError after the first byte (a bug, a chunk we cannot handle)
+    still reaches the client as a failure and the log as one; the model is not charged."""
+    health = HealthTracker()
+    p = Scripted({"a": ["bug-after-first"]})
+    stream = await run(p, stream=True, health=health)
+    got = []
+    with pytest.raises(StreamBroken) as info:
+        async for c in stream:
+            got.append(c)
+    assert info.value.after_first_byte
+    assert "failed inside the gateway" in str(info.value) and "KeyError" in str(info.value)
+    assert len(got) == 2 and not stream.completed and stream.error is info.value
+    assert [a.outcome for a in stream.attempts] == ["ok", "stream_broken"]
+    model = health.snapshot()["models"]["a"]
+    assert model["failures"] == 0 and model["successes"] == 0
+    assert p.closed == 1
 
 
 async def test_stream_closed_early_releases_the_upstream() -> None:

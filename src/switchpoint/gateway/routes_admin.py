@@ -2,8 +2,9 @@
 
 ``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
 ``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
-alone. The admin routes (``/v1/router/...``) have no authentication: bind the service to
-loopback (the default) or put it behind a proxy that guards them.
+alone. The admin routes (``/v1/router/...``) need ``Authorization: Bearer <token>`` when the
+config names ``admin_token_env`` (see :mod:`switchpoint.gateway.auth`); without it they are open,
+so keep the default loopback bind or put a proxy in front.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from switchpoint._version import __version__
 from switchpoint.config import ConfigError
 from switchpoint.errors import InvalidInputError, WeightsError
+from switchpoint.gateway.auth import ADMIN
 from switchpoint.gateway.errors import ApiError
 from switchpoint.gateway.schemas import (
     ERROR_RESPONSES,
@@ -72,7 +74,7 @@ async def metrics(request: Request) -> PlainTextResponse:
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/v1/router/stats", response_model=StatsResponse, tags=["admin"],
+@router.get("/v1/router/stats", dependencies=ADMIN, response_model=StatsResponse, tags=["admin"],
             summary="Decisions by model, policy and cluster, and the gateway's requests, "
                     "escalations, tokens and cost, from the logs")
 async def stats(request: Request) -> dict[str, Any]:
@@ -85,7 +87,8 @@ async def stats(request: Request) -> dict[str, Any]:
             "requests": requests}
 
 
-@router.post("/v1/router/policy/{name}", response_model=SwapResponse, tags=["admin"],
+@router.post("/v1/router/policy/{name}", dependencies=ADMIN, response_model=SwapResponse,
+             tags=["admin"],
              responses=ERROR_RESPONSES,
              summary="Swap the routing policy at run time (requests in flight finish on the "
                      "old one)")
@@ -101,7 +104,7 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
     return _swapped(old, new, ms)
 
 
-@router.post("/v1/router/reload", response_model=SwapResponse, tags=["admin"],
+@router.post("/v1/router/reload", dependencies=ADMIN, response_model=SwapResponse, tags=["admin"],
              responses=ERROR_RESPONSES,
              summary="Re-read the config file and the weights, then swap them in without "
                      "dropping requests")

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from switchpoint.gateway.auth import ADMIN
 from switchpoint.gateway.chat import ChatError, parse_chat_request
 from switchpoint.gateway.errors import ApiError
 from switchpoint.gateway.schemas import (
@@ -91,7 +92,7 @@ async def chat_completions(request: Request) -> Response:
     return await gateway.forward(plan, service.store, live)
 
 
-@router.get("/v1/router/health", tags=["admin"],
+@router.get("/v1/router/health", dependencies=ADMIN, tags=["admin"],
             summary="Per-model health: status, circuit, success rate, latency, recent errors")
 async def health(request: Request) -> dict[str, Any]:
     service = get_service(request)
@@ -99,7 +100,8 @@ async def health(request: Request) -> dict[str, Any]:
     return service.gateway.health_snapshot(live.router.catalog if live else None)
 
 
-@router.get("/v1/router/requests", response_model=RequestLogPage, tags=["admin"],
+@router.get("/v1/router/requests", dependencies=ADMIN, response_model=RequestLogPage,
+            tags=["admin"],
             responses={400: ERROR_RESPONSES[400]},
             summary="The request log, newest first, a page at a time")
 async def requests(request: Request,
