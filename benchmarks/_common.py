@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmark scripts: where the records live, cached embeddings."""
+"""Shared helpers for the benchmark scripts: where the records live, cached embeddings,
+validation parts of a train split."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from switchpoint.records import RecordSet
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("SWITCHPOINT_DATA", ROOT.parent / "shared" / "data"))
@@ -40,3 +44,13 @@ def cached_embeddings(dataset: str, prompts: list[str], embedder_id: str) -> np.
           f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
     np.save(path, vectors)
     return vectors
+
+
+def validation_parts(train: RecordSet, parts: int = 5, seed: int = 200
+                     ) -> Iterator[tuple[RecordSet, RecordSet]]:
+    """Random 80/20 splits of a train split (fit on the four fifths, judge on the fifth), so
+    settings are chosen without reading the test split. Part ``i`` uses seed ``seed + i``."""
+    for part in range(parts):
+        perm = np.random.default_rng(seed + part).permutation(len(train))
+        cut = int(0.8 * len(perm))
+        yield train.subset(perm[:cut]), train.subset(perm[cut:])

@@ -12,7 +12,7 @@ Usage: python benchmarks/deference.py
 from __future__ import annotations
 
 import numpy as np
-from _common import DATASETS, cached_embeddings
+from _common import DATASETS, cached_embeddings, validation_parts
 
 from switchpoint.evaluation.curves import DEFAULT_LAMBDAS
 from switchpoint.evaluation.metrics import aiq, qnc, routed_point, single_model_points
@@ -40,10 +40,7 @@ def main() -> None:
         rs.embeddings = cached_embeddings(name, rs.prompts, EMBEDDER)
         train_all = rs.split("train")
         results: dict[float, list[tuple[float, float]]] = {d: [] for d in DELTAS}
-        for part in range(5):
-            perm = np.random.default_rng(200 + part).permutation(len(train_all))
-            cut = int(0.8 * len(perm))
-            train, held = train_all.subset(perm[:cut]), train_all.subset(perm[cut:])
+        for train, held in validation_parts(train_all):
             policy = ClusterPolicy().fit(Inputs(embeddings=train.embeddings), train.scores,
                                          train.costs, train.models)
             est = policy.estimate(Inputs(embeddings=held.embeddings))

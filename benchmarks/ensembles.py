@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import DATASETS, cached_embeddings
+from _common import DATASETS, cached_embeddings, validation_parts
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, qnc, single_model_points
@@ -61,10 +61,7 @@ def main() -> None:
         rs.embeddings = cached_embeddings(dataset, rs.prompts, EMBEDDER)
         train_all = rs.split("train")
         results: dict[str, list[tuple[float, float]]] = {label: [] for label in COMBOS}
-        for part in range(args.parts):
-            perm = np.random.default_rng(200 + part).permutation(len(train_all))
-            cut = int(0.8 * len(perm))
-            train, held = train_all.subset(perm[:cut]), train_all.subset(perm[cut:])
+        for train, held in validation_parts(train_all, args.parts):
             ests, scale = member_estimates(train, held)
             singles = single_model_points(held.scores, held.costs)
             for label, members in COMBOS.items():

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,7 +141,7 @@ class Latencies:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-async def sequential(targets: Sequence[Server], prompts: dict[str, Sequence[str]],
+async def sequential(targets: Sequence[Server], prompts: Mapping[str, Sequence[str]],
                      stream: bool) -> Latencies:
     """One request at a time, interleaved across the targets, round after round."""
     out = Latencies({t.name: [] for t in targets}, {t.name: 0 for t in targets})

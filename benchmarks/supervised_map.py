@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 import numpy as np
-from _common import DATASETS, cached_embeddings
+from _common import DATASETS, cached_embeddings, validation_parts
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, qnc, single_model_points
@@ -93,11 +93,7 @@ def main() -> None:
         rs = load_records(path)
         rs.embeddings = cached_embeddings(name, rs.prompts, EMBEDDER)
         train_all = rs.split("train")
-        parts = []
-        for part in range(5):
-            perm = np.random.default_rng(200 + part).permutation(len(train_all))
-            cut = int(0.8 * len(perm))
-            parts.append(scored(train_all.subset(perm[:cut]), train_all.subset(perm[cut:])))
+        parts = [scored(train, held) for train, held in validation_parts(train_all)]
         test = scored(train_all, rs.split("test"))
         for label in test:
             a = np.mean([p[label][0] for p in parts])

@@ -13,7 +13,7 @@ from _common import DATASETS, cached_embeddings
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, qnc, single_model_points
-from switchpoint.policies import ClusterPolicy, Inputs, KnnPolicy
+from switchpoint.policies import ClusterPolicy, Inputs, KnnPolicy, Policy
 from switchpoint.records import load_records
 
 SETTINGS = [
@@ -35,8 +35,9 @@ def main(settings: list[str]) -> None:
             train, test = rs.split("train"), rs.split("test")
             singles = single_model_points(test.scores, test.costs)
             # k-means depends on its seed: report the mean over five seeds.
-            candidates = {"cluster": [ClusterPolicy(random_state=s) for s in range(5)],
-                          "knn": [KnnPolicy()]}
+            candidates: dict[str, list[Policy]] = {
+                "cluster": [ClusterPolicy(random_state=s) for s in range(5)],
+                "knn": [KnnPolicy()]}
             for label, policies in candidates.items():
                 aiqs, qncs = [], []
                 for policy in policies:

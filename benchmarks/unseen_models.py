@@ -21,7 +21,7 @@ import functools
 from collections.abc import Callable
 
 import numpy as np
-from _common import DATASETS, cached_embeddings
+from _common import DATASETS, cached_embeddings, validation_parts
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, single_model_points
@@ -88,10 +88,7 @@ def report_validation(name: str, rs: RecordSet, labels: int, draws: int,
                       strengths: list[float]) -> None:
     train_all = rs.split("train")
     shares: dict[float, list[float]] = {s: [] for s in strengths}
-    for part in range(3):
-        perm = np.random.default_rng(100 + part).permutation(len(train_all))
-        cut = int(0.8 * len(perm))
-        train, held = train_all.subset(perm[:cut]), train_all.subset(perm[cut:])
+    for train, held in validation_parts(train_all, parts=3, seed=100):
         for s in strengths:
             make = functools.partial(ClusterPolicy, added_prior_strength=s)
             zero, full, per_fold = fold_results(make, train, held, labels, draws)

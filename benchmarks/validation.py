@@ -13,9 +13,11 @@ from _common import DATASETS, cached_embeddings
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, single_model_points
 from switchpoint.policies import ClusterPolicy, Inputs
+from switchpoint.policies.cluster import Assignment
 from switchpoint.records import load_records
 
-CANDIDATES = (("hard", 0.05), ("soft", 0.05), ("soft", 0.1))
+CANDIDATES: tuple[tuple[Assignment, float], ...] = (("hard", 0.05), ("soft", 0.05),
+                                                   ("soft", 0.1))
 
 
 def main() -> None:
@@ -39,8 +41,8 @@ def main() -> None:
                 scale = float(max(policy.global_cost().values()))
                 scores[(assignment, temperature)].append(
                     aiq(sweep(est, val.scores, val.costs, scale), singles))
-        for (assignment, temperature), values in scores.items():
-            print(f"{name:<18} {assignment:<10} {temperature:>11} {np.mean(values):15.4f}")
+        for (kind, temp), values in scores.items():
+            print(f"{name:<18} {kind:<10} {temp:>11} {np.mean(values):15.4f}")
 
 
 if __name__ == "__main__":

@@ -264,7 +264,8 @@ class Answer:
 # --------------------------------------------------------------------------------------------
 
 
-def openai_error(message: str, typ: str, code: str | None, param: str | None = None) -> dict:
+def openai_error(message: str, typ: str, code: str | None, param: str | None = None
+                 ) -> dict[str, Any]:
     return {"error": {"message": message, "type": typ, "param": param, "code": code}}
 
 
@@ -482,7 +483,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         return True
     messages = body.get("messages") or []
     last = messages[-1] if messages else {}
-    last_blocks = last.get("content") if isinstance(last.get("content"), list) else []
+    content = last.get("content")
+    last_blocks = content if isinstance(content, list) else []
     last_is_result = any(b.get("type") == "tool_result" for b in last_blocks)
     answer = Answer(model, messages, body.get("tools"),
                     (body.get("tool_choice") or {}).get("type"), last_is_result,
