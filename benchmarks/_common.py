@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from switchpoint.records import RecordSet
+from switchpoint.records import RecordSet, load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("SWITCHPOINT_DATA", ROOT.parent / "shared" / "data"))
 CACHE = Path(
     os.environ.get("SWITCHPOINT_BENCH_CACHE", Path.home() / ".cache" / "switchpoint-bench")
 )
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2/tail-64"
 DATASETS = {
     "routerbench-3task": DATA / "routerbench-3task.jsonl",
     "llmrouter-14task": DATA / "llmrouter-14task.jsonl",
@@ -44,6 +45,13 @@ def cached_embeddings(dataset: str, prompts: list[str], embedder_id: str) -> np.
           f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
     np.save(path, vectors)
     return vectors
+
+
+def embedded_records(dataset: str, embedder_id: str = DEFAULT_EMBEDDER) -> RecordSet:
+    """The records of ``DATASETS[dataset]`` with every prompt's (cached) embedding attached."""
+    records = load_records(DATASETS[dataset])
+    records.embeddings = cached_embeddings(dataset, records.prompts, embedder_id)
+    return records
 
 
 def validation_parts(train: RecordSet, parts: int = 5, seed: int = 200

@@ -12,14 +12,12 @@ Usage: python benchmarks/deference.py
 from __future__ import annotations
 
 import numpy as np
-from _common import DATASETS, cached_embeddings, validation_parts
+from _common import DATASETS, embedded_records, validation_parts
 
 from switchpoint.evaluation.curves import DEFAULT_LAMBDAS
 from switchpoint.evaluation.metrics import aiq, qnc, routed_point, single_model_points
 from switchpoint.policies import ClusterPolicy, Inputs
-from switchpoint.records import load_records
 
-EMBEDDER = "all-MiniLM-L6-v2/tail-64"
 DELTAS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
 
 
@@ -35,9 +33,8 @@ def decide(error: np.ndarray, cost: np.ndarray, global_error: np.ndarray,
 
 def main() -> None:
     print(f"{'records':<18} {'delta':>6} {'AIQ mean':>9} {'QNC median':>11}  (validation)")
-    for name, path in DATASETS.items():
-        rs = load_records(path)
-        rs.embeddings = cached_embeddings(name, rs.prompts, EMBEDDER)
+    for name in DATASETS:
+        rs = embedded_records(name)
         train_all = rs.split("train")
         results: dict[float, list[tuple[float, float]]] = {d: [] for d in DELTAS}
         for train, held in validation_parts(train_all):

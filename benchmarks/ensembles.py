@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _common import DATASETS, cached_embeddings, validation_parts
+from _common import DATASETS, embedded_records, validation_parts
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, qnc, single_model_points
 from switchpoint.policies import Estimates, Inputs, make_policy
-from switchpoint.records import RecordSet, load_records
+from switchpoint.records import RecordSet
 
-EMBEDDER = "all-MiniLM-L6-v2/tail-64"
 MEMBERS = ("cluster", "tfidf", "tiers", "knn")
 COMBOS: dict[str, tuple[str, ...]] = {
     "cluster (default)": ("cluster",),
@@ -56,9 +55,8 @@ def main() -> None:
     parser.add_argument("--parts", type=int, default=5)
     args = parser.parse_args()
     print(f"{'records':<18} {'members':<30} {'AIQ mean':>9} {'QNC median':>11}  AIQ per part")
-    for dataset, path in DATASETS.items():
-        rs = load_records(path)
-        rs.embeddings = cached_embeddings(dataset, rs.prompts, EMBEDDER)
+    for dataset in DATASETS:
+        rs = embedded_records(dataset)
         train_all = rs.split("train")
         results: dict[str, list[tuple[float, float]]] = {label: [] for label in COMBOS}
         for train, held in validation_parts(train_all, args.parts):

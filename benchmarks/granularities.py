@@ -10,14 +10,13 @@ Usage: python benchmarks/granularities.py   (about 5 minutes on 2 cores)
 from __future__ import annotations
 
 import numpy as np
-from _common import DATASETS, cached_embeddings, validation_parts
+from _common import DATASETS, embedded_records, validation_parts
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, qnc, single_model_points
 from switchpoint.policies import ClusterPolicy, Estimates, Inputs
-from switchpoint.records import RecordSet, load_records
+from switchpoint.records import RecordSet
 
-EMBEDDER = "all-MiniLM-L6-v2/tail-64"
 SIZES = (10, 20, 40, 80, 160)
 SEEDS = (0, 1, 2)
 
@@ -30,9 +29,8 @@ def estimate(policy: ClusterPolicy, held: RecordSet) -> tuple[np.ndarray, np.nda
 
 def main() -> None:
     print(f"{'records':<18} {'errors from':<32} {'AIQ mean':>9} {'QNC median':>11}  AIQ per part")
-    for name, path in DATASETS.items():
-        rs = load_records(path)
-        rs.embeddings = cached_embeddings(name, rs.prompts, EMBEDDER)
+    for name in DATASETS:
+        rs = embedded_records(name)
         results: dict[str, list[tuple[float, float]]] = {}
         for train, held in validation_parts(rs.split("train")):
             def fit(k: int = 40, seed: int = 0, part: RecordSet = train) -> ClusterPolicy:

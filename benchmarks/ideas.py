@@ -16,14 +16,12 @@ Usage: python benchmarks/ideas.py   (embeddings are cached by benchmarks/_common
 from __future__ import annotations
 
 import numpy as np
-from _common import DATASETS, cached_embeddings
+from _common import DATASETS, embedded_records
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import Point, aiq, qnc, single_model_points
 from switchpoint.policies import ClusterPolicy, Estimates, Inputs, KnnPolicy
-from switchpoint.records import RecordSet, load_records
-
-EMBEDDER = "all-MiniLM-L6-v2/tail-64"
+from switchpoint.records import RecordSet
 
 
 def logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 25) -> np.ndarray:
@@ -80,9 +78,8 @@ def score(error: np.ndarray, cost: np.ndarray, test: RecordSet, scale: float,
 
 def main() -> None:
     print(f"{'records':<18} {'idea':<44} {'AIQ':>6} {'QNC':>6}")
-    for name, path in DATASETS.items():
-        rs = load_records(path)
-        rs.embeddings = cached_embeddings(name, rs.prompts, EMBEDDER)
+    for name in DATASETS:
+        rs = embedded_records(name)
         train, test = rs.split("train"), rs.split("test")
         singles = single_model_points(test.scores, test.costs)
         tr_in, te_in = Inputs(embeddings=train.embeddings), Inputs(embeddings=test.embeddings)

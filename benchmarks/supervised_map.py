@@ -16,14 +16,12 @@ from __future__ import annotations
 from typing import Any, Self
 
 import numpy as np
-from _common import DATASETS, cached_embeddings, validation_parts
+from _common import DATASETS, embedded_records, validation_parts
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, qnc, single_model_points
 from switchpoint.policies import ClusterPolicy, Estimates, Inputs
-from switchpoint.records import RecordSet, load_records
-
-EMBEDDER = "all-MiniLM-L6-v2/tail-64"
+from switchpoint.records import RecordSet
 
 
 class SupervisedMapCluster(ClusterPolicy):
@@ -89,9 +87,8 @@ def scored(train: RecordSet, held: RecordSet) -> dict[str, tuple[float, float]]:
 
 def main() -> None:
     print(f"{'records':<18} {'policy':<18} {'validation AIQ / QNC':>21} {'test AIQ / QNC':>16}")
-    for name, path in DATASETS.items():
-        rs = load_records(path)
-        rs.embeddings = cached_embeddings(name, rs.prompts, EMBEDDER)
+    for name in DATASETS:
+        rs = embedded_records(name)
         train_all = rs.split("train")
         parts = [scored(train, held) for train, held in validation_parts(train_all)]
         test = scored(train_all, rs.split("test"))

@@ -21,14 +21,13 @@ import functools
 from collections.abc import Callable
 
 import numpy as np
-from _common import DATASETS, cached_embeddings, validation_parts
+from _common import DATASETS, embedded_records, validation_parts
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, single_model_points
 from switchpoint.policies import ClusterPolicy, Inputs, KnnPolicy, Policy
-from switchpoint.records import RecordSet, load_records
+from switchpoint.records import RecordSet
 
-EMBEDDER = "all-MiniLM-L6-v2/tail-64"
 MakePolicy = Callable[[], Policy]
 
 
@@ -111,9 +110,8 @@ def main() -> None:
     else:
         print(f"{'records':<18} {'policy':<8} {'fold':<5} {'zero':>6} {'full':>6} "
               f"{'added':>6} {'share of gain':>14}  (added: mean of {args.draws} label draws)")
-    for name, path in DATASETS.items():
-        rs = load_records(path)
-        rs.embeddings = cached_embeddings(name, rs.prompts, EMBEDDER)
+    for name in DATASETS:
+        rs = embedded_records(name)
         if args.validate:
             strengths = [float(x) for x in args.strengths.split(",")]
             report_validation(name, rs, args.labels, args.draws, strengths)
