@@ -70,6 +70,14 @@ _PATH_KEYS = ("weights", "data_dir")
 _PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous", "admin_token_env")
 
 
+def _env_var_name(value: str | None, example: str) -> str | None:
+    """Validator body for keys that name an environment variable (the value is read later)."""
+    if value is not None and not _ENV_NAME.match(value):
+        raise ValueError(f"must be an environment variable name such as {example}, "
+                         f"got {value!r}")
+    return value
+
+
 class ConfigError(SwitchpointError, ValueError):
     """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``."""
 
@@ -107,10 +115,7 @@ class ModelEntry(BaseModel):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"must be an environment variable name such as OPENAI_API_KEY, "
-                             f"got {value!r}")
-        return value
+        return _env_var_name(value, "OPENAI_API_KEY")
 
     def card(self) -> ModelCard:
         return ModelCard(
@@ -223,10 +228,7 @@ class Settings(BaseModel):
     @field_validator("admin_token_env")
     @classmethod
     def _admin_env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"must be an environment variable name such as "
-                             f"SWITCHPOINT_ADMIN_TOKEN, got {value!r}")
-        return value
+        return _env_var_name(value, "SWITCHPOINT_ADMIN_TOKEN")
 
     @property
     def admin_token(self) -> str | None:

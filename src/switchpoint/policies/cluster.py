@@ -139,8 +139,9 @@ class ClusterPolicy(TablePolicy):
         strength = np.full(len(table.models), s)
         for name, prior in self.model_priors_.items():
             if name in table.models:  # an added model: its own similarity-based prior
-                prior_err[:, table.models.index(name)] = prior
-                strength[table.models.index(name)] = self.added_prior_strength
+                j = table.models.index(name)
+                prior_err[:, j] = prior
+                strength[j] = self.added_prior_strength
         self.error_, self.cost_ = table.shrunk(prior_err, c_cost[self.parent_], strength)
         self.global_error_, self.global_cost_ = g_err, g_cost
 
