@@ -93,6 +93,12 @@ def small_records(small_lines: list[str]) -> RecordSet:
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, the service's event loop."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()
 

@@ -351,7 +351,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"weights": args.weights, "data_dir": args.data_dir,
                                         "policy": args.policy})
-    from switchpoint.gateway.server import serve  # FastAPI and uvicorn load only here
+    from switchpoint.server.runner import serve  # FastAPI and uvicorn load only here
 
     return serve(settings, args.host, args.port, log_level=args.log_level,
                  access_log=args.access_log)

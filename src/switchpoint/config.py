@@ -54,7 +54,7 @@ from pydantic import (
 from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
 from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, Catalog, ModelCard
-from switchpoint.errors import SwitchpointError
+from switchpoint.errors import ConfigError
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -76,15 +76,6 @@ def _env_var_name(value: str | None, example: str) -> str | None:
         raise ValueError(f"must be an environment variable name such as {example}, "
                          f"got {value!r}")
     return value
-
-
-class ConfigError(SwitchpointError, ValueError):
-    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 class ModelEntry(BaseModel):
@@ -229,6 +220,11 @@ class Settings(BaseModel):
     @classmethod
     def _admin_env_name(cls, value: str | None) -> str | None:
         return _env_var_name(value, "SWITCHPOINT_ADMIN_TOKEN")
+
+    @property
+    def source_path(self) -> Path | None:
+        """The config file these settings were read from (None: no file)."""
+        return self._source.path if self._source is not None else None
 
     @property
     def admin_token(self) -> str | None:

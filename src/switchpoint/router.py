@@ -37,6 +37,14 @@ from switchpoint.policies import Estimates, Inputs, Policy
 from switchpoint.weights import WeightsPackage, load_weights
 
 
+def check_route_input(prompt: object, embedding: object) -> None:
+    """A routing request names exactly one of a prompt and a pre-computed embedding."""
+    if prompt is None and embedding is None:
+        raise InvalidInputError("prompt", "give a prompt or an embedding (there is neither)")
+    if prompt is not None and embedding is not None:
+        raise InvalidInputError("embedding", "give either a prompt or an embedding, not both")
+
+
 @dataclass
 class RoutingStats:
     """Counters since the router was made (or since :meth:`Router.reset_stats`)."""
@@ -142,13 +150,11 @@ class Router:
     ) -> RoutingDecision:
         """Route one prompt, or one pre-computed embedding (then the embedder is skipped)."""
         t0 = time.perf_counter()
+        check_route_input(prompt, embedding)
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
         mask = self._candidates(available_models)
         if embedding is not None:
-            if prompt is not None:
-                raise InvalidInputError("embedding", "give either a prompt or an embedding, "
-                                                     "not both")
             if self.policy.requires == "text":
                 Inputs(embeddings=np.zeros((1, 1), np.float32)).require("text", self.policy.name)
             vector = check_embedding(embedding, self.weights.dimension)
@@ -324,11 +330,7 @@ class Router:
         choice = choose(err, cost, mask, lam, scale, support)
         j = choice.index
         unit = int(est.unit_ids[row])
-        probs = None
-        if est.unit_probabilities is not None:
-            p = est.unit_probabilities[row]
-            top = np.argsort(-p)[:5]
-            probs = {int(k): round(float(p[k]), 4) for k in top if p[k] >= 1e-4}
+        probs = self._unit_distribution(est, row, unit)
         names = self.models
         order = choice.order
         reasoning = [
@@ -355,8 +357,6 @@ class Router:
             expected_error=round(float(err[j]), 6),
             cost_adjusted_score=round(float(choice.scores[j]), 6),
             all_scores=scores_dict(names, choice.scores, order),
-            cache_hit=False,
-            usage=Usage(0.0, 0.0),
             expected_cost=float(cost[j]),
             cost_weight=lam,
             confidence=round(choice.confidence, 4),
@@ -370,6 +370,18 @@ class Router:
             expected_costs={names[int(i)]: float(cost[int(i)]) for i in order},
         )
 
+    def _unit_distribution(self, est: Estimates, row: int, unit: int) -> np.ndarray | None:
+        """The prompt's distribution over the policy's units (one-hot when assigned hard);
+        ``None`` when the policy has no small set of units (a neighbour per example)."""
+        if est.unit_probabilities is not None:
+            return np.array(est.unit_probabilities[row], dtype=np.float64)
+        n_units = int(getattr(self.policy, "n_units", 0))
+        if not 0 < n_units <= MAX_ONE_HOT_UNITS or not 0 <= unit < n_units:
+            return None
+        one_hot = np.zeros(n_units)
+        one_hot[unit] = 1.0
+        return one_hot
+
     def _count(self, decisions: list[RoutingDecision], cache_hits: int = 0) -> None:
         with self._stats_lock:
             self._stats.total += len(decisions)
@@ -379,6 +391,8 @@ class Router:
                 self._stats.by_cluster[d.cluster_id] += 1
 
 
+# Policies with more units than this (a neighbour per example) report no unit distribution.
+MAX_ONE_HOT_UNITS = 1024
 # A prompt size used to price requests whose text is unknown (a supplied embedding) and to set
 # the λ scale when costs come from catalog prices.
 REFERENCE_INPUT_TOKENS = 500

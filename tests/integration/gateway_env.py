@@ -20,9 +20,9 @@ import openai
 from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
-from switchpoint.gateway.state import RouterFactory
-from switchpoint.health import HealthTracker
+from switchpoint.gateway.health import HealthTracker
+from switchpoint.gateway.live import RouterFactory
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 
 ISSUE_PORT = 9100

@@ -26,7 +26,7 @@ from gateway_env import (
 from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 
 CATALOG = {"good", "other", "cheap", "fresh"}

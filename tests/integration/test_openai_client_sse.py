@@ -18,9 +18,10 @@ import openai
 import pytest
 
 from switchpoint.catalog import ModelCard
-from switchpoint.providers import ClientPool, ProviderRegistry, Timeouts
-from switchpoint.providers.sse import sse_body
-from switchpoint.retry import FailoverError, RetryPolicy, call_with_failover
+from switchpoint.errors import FailoverError
+from switchpoint.gateway.failover import RetryPolicy, call_with_failover
+from switchpoint.gateway.providers import ClientPool, ProviderRegistry, Timeouts
+from switchpoint.server.streaming import sse_body
 from tests.fakes.fake_provider import FakeProviderProcess, head_bytes, read_request
 
 ENV = {"FAKE_OPENAI_KEY": "sk-openai-test", "FAKE_ANTHROPIC_KEY": "sk-ant-test"}
@@ -64,7 +65,7 @@ class Relay:
                                                   policy=POLICY)  # type: ignore[call-overload]
             except FailoverError as exc:
                 data = json.dumps(exc.to_openai_error()).encode()
-                writer.write(head_bytes(exc.status_code, {
+                writer.write(head_bytes(exc.status, {
                     "content-type": "application/json", "content-length": str(len(data)),
                     "connection": "close"}) + data)
                 await writer.drain()

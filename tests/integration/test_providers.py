@@ -13,27 +13,30 @@ from typing import Any
 import pytest
 
 from switchpoint.catalog import ModelCard
-from switchpoint.health import HealthConfig, HealthTracker
-from switchpoint.providers import (
-    AnthropicProvider,
+from switchpoint.errors import (
     AuthError,
-    ClientPool,
     ConnectError,
     ContentFiltered,
     ContextLengthExceeded,
+    FailoverError,
     FirstTokenTimeout,
     MalformedResponse,
     MissingApiKey,
-    OpenAIProvider,
     ProviderError,
-    ProviderRegistry,
     RateLimited,
     ReadTimeout,
     ServerError,
     StreamBroken,
+)
+from switchpoint.gateway.failover import RetryPolicy, call_with_failover
+from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.providers import (
+    AnthropicProvider,
+    ClientPool,
+    OpenAIProvider,
+    ProviderRegistry,
     Timeouts,
 )
-from switchpoint.retry import FailoverError, RetryPolicy, call_with_failover
 from tests.fakes.fake_provider import FakeProviderProcess
 
 pytestmark = pytest.mark.anyio
@@ -43,11 +46,6 @@ FAST = Timeouts(connect_s=2.0, read_s=0.6, first_token_s=1.0)
 FIRST_TOKEN_FIRST = Timeouts(connect_s=2.0, read_s=3.0, first_token_s=0.5)
 QUICK_POLICY = RetryPolicy(max_attempts_per_model=2, backoff_base_s=0.01, backoff_cap_s=0.02)
 USER = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -575,7 +573,7 @@ async def test_failover_content_filter_stops_with_the_upstream_400(
     with pytest.raises(FailoverError) as info:
         await call_with_failover(req(), [gpt, gpt_big], registry, timeouts=FAST,
                                  policy=QUICK_POLICY)
-    assert info.value.status_code == 400
+    assert info.value.status == 400
     assert info.value.to_openai_error()["error"]["code"] == "content_filter"
     assert len(fake.requests()) == 1
 
@@ -588,7 +586,7 @@ async def test_failover_gives_up_with_every_attempt_listed(
     with pytest.raises(FailoverError) as info:
         await call_with_failover(req(), [gpt, claude], registry, timeouts=FAST,
                                  policy=QUICK_POLICY)
-    assert info.value.status_code == 502
+    assert info.value.status == 502
     assert [(a.model, a.outcome) for a in info.value.attempts] == [
         ("gpt-fast", "server_error"), ("gpt-fast", "connect_error"),
         ("claude", "server_error"), ("claude", "server_error")]

@@ -16,8 +16,8 @@ import pytest
 from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
-from switchpoint.gateway.state import RouterFactory
+from switchpoint.gateway.live import RouterFactory
+from switchpoint.server import create_app
 from switchpoint.weights import load_weights
 
 # One factory for every server in this module: the MiniLM session is loaded once.

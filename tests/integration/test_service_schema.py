@@ -22,13 +22,14 @@ from schemathesis.schemas import BaseSchema
 from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
+from switchpoint.server import create_app
 from switchpoint.weights import load_weights
 
 OPERATIONS = [
     ("POST", "/v1/route"),
     ("GET", "/health"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id}"),
     ("GET", "/metrics"),
     ("GET", "/v1/router/stats"),
     ("POST", "/v1/router/policy/{name}"),

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint.config import ConfigError, Settings, load_settings
-from switchpoint.gateway.state import RouterFactory
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import ConfigError
+from switchpoint.gateway.live import RouterFactory
 
 CATALOG_EXAMPLE = """
 models:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from switchpoint.catalog import ModelCard
-from switchpoint.providers import (
+from switchpoint.errors import (
     AuthError,
     BadRequest,
     ConnectError,
@@ -25,28 +25,22 @@ from switchpoint.providers import (
     ReadTimeout,
     ServerError,
     StreamBroken,
-    Timeouts,
     UnsupportedRequest,
-    is_content_chunk,
 )
-from switchpoint.providers.anthropic import (
+from switchpoint.gateway.providers import Timeouts, is_content_chunk
+from switchpoint.gateway.providers.anthropic import (
     AnthropicChunkDecoder,
     anthropic_tool_id,
     from_anthropic_response,
     to_anthropic_request,
 )
-from switchpoint.providers.base import classify_status, parse_retry_after
-from switchpoint.providers.openai import api_key, upstream_body
-from switchpoint.providers.sse import SSEEvent, encode_error, iter_sse, sse_body
+from switchpoint.gateway.providers.base import classify_status, parse_retry_after
+from switchpoint.gateway.providers.openai import api_key, upstream_body
+from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 
 pytestmark = pytest.mark.anyio
 
 CLAUDE = ModelCard("claude", provider="anthropic", upstream_model="claude-x-1")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 # ---- the error table ---------------------------------------------------------------------
@@ -315,24 +309,3 @@ async def test_iter_sse_joins_data_skips_comments_and_flushes_at_eof() -> None:
     events = [e async for e in iter_sse(_lines(
         ": keep-alive", "event: delta", "data: {\"a\":", "data: 1}", "", "", "data: [DONE]"))]
     assert events == [SSEEvent('{"a":\n1}', "delta"), SSEEvent("[DONE]")]
-
-
-async def test_sse_body_ends_with_done_or_an_error_event() -> None:
-    async def good() -> AsyncIterator[dict[str, Any]]:
-        yield {"x": 1}
-
-    async def bad() -> AsyncIterator[dict[str, Any]]:
-        yield {"x": 1}
-        raise StreamBroken("cut", after_first_byte=True)
-
-    async def buggy() -> AsyncIterator[dict[str, Any]]:
-        yield {"x": 1}
-        raise RuntimeError("bug")
-
-    ok = b"".join([b async for b in sse_body(good())])
-    assert ok == b'data: {"x":1}\n\ndata: [DONE]\n\n'
-    broken = b"".join([b async for b in sse_body(bad())])
-    assert broken.startswith(b'data: {"x":1}\n\nevent: error\ndata: {"error":')
-    assert b"[DONE]" not in broken and b"stream_broken" in broken
-    assert b"[DONE]" not in b"".join([b async for b in sse_body(buggy())])
-    assert encode_error({"message": "m"}) == b'event: error\ndata: {"error":{"message":"m"}}\n\n'

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore, StoreError
+from switchpoint.errors import StoreError
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,

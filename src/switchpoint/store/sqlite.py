@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from switchpoint.errors import SwitchpointError
+from switchpoint.errors import StoreError
 
 SCHEMA_VERSION = 2
 # Most records written in one transaction; more wait for the next one.
@@ -114,10 +114,6 @@ _BOOL_COLUMNS = ("escalated", "stream")
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS)
 # Most log entries one page of GET /v1/router/requests may hold.
 MAX_PAGE = 500
-
-
-class StoreError(SwitchpointError):
-    """The store cannot be opened or written (path, permissions, disk full, closed)."""
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchpoint.config import ConfigError, Settings
+from switchpoint.config import Settings
 from switchpoint.embedding import Embedder, embedder_from_id
-from switchpoint.gateway.errors import NotReadyError
+from switchpoint.errors import ConfigError, RouterNotReadyError
 from switchpoint.router import Router
 from switchpoint.weights import bundled_policies, load_weights
 
 log = logging.getLogger("switchpoint.gateway")
+SwapHook = Callable[["Live"], None]
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,20 @@ class RouterState:
         self._live: Live | None = None
         self._swap = threading.Lock()  # one load, swap or reload at a time
         self.on_load_error: Callable[[BaseException], None] | None = None
+        self._on_swap: list[SwapHook] = []
+
+    def on_swap(self, hook: SwapHook) -> None:
+        """Call ``hook(live)`` whenever a router goes live (the first load, a policy swap, a
+        reload), before any request sees it: settings derived from the config are rebuilt
+        there, once, not on every request."""
+        self._on_swap.append(hook)
+        if self._live is not None:
+            hook(self._live)
+
+    def _go_live(self, live: Live) -> None:
+        for hook in self._on_swap:
+            hook(live)
+        self._live = live
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -117,12 +132,17 @@ class RouterState:
         if live is None:
             waited = time.monotonic() - self.started
             if self.error is not None:
-                raise NotReadyError(f"the router failed to load: {self.error}")
-            raise NotReadyError(f"the router is still loading its weights ({waited:.1f} s so "
+                raise RouterNotReadyError(f"the router failed to load: {self.error}")
+            raise RouterNotReadyError(f"the router is still loading its weights ({waited:.1f} s so "
                                 "far); retry shortly, GET /health says when it is ready")
         return live
 
     # Loading and swapping ----------------------------------------------------------------------
+
+    def load(self) -> Live:
+        """Load the configured router now, on this thread (the in-process gateway's way)."""
+        self._initial_load(report=False)
+        return self.live()
 
     def start(self) -> threading.Thread:
         """Load the configured router on a background thread (the port is already open)."""
@@ -131,13 +151,17 @@ class RouterState:
         thread.start()
         return thread
 
-    def _initial_load(self) -> None:
+    def _initial_load(self, report: bool = True) -> None:
         t0 = time.perf_counter()
         try:
             with self._swap:
+                if self._live is not None:
+                    return
                 router = self.loader(self.settings, None)
-                self._live = Live.of(router, self.settings, None)
-        except Exception as exc:  # reported; `switchpoint serve` then stops (gateway.server)
+                self._go_live(Live.of(router, self.settings, None))
+        except Exception as exc:  # reported; `switchpoint serve` then stops
+            if not report:
+                raise
             self.error = str(exc)
             self.failure = exc
             if self.on_load_error is not None:
@@ -165,7 +189,7 @@ class RouterState:
             settings = settings_of(old.settings)
             router = self.loader(settings, policy)
             new = Live.of(router, settings, policy)
-            self._live = new
+            self._go_live(new)
             self.settings = settings
         return old, new, (time.perf_counter() - t0) * 1e3
 

@@ -11,8 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from switchpoint.providers._transport import PooledTransport
-from switchpoint.providers.base import (
+from switchpoint.errors import (
     ConnectError,
     FirstTokenTimeout,
     MalformedResponse,
@@ -20,12 +19,15 @@ from switchpoint.providers.base import (
     ReadTimeout,
     ServerError,
     StreamBroken,
+)
+from switchpoint.gateway.providers._transport import PooledTransport
+from switchpoint.gateway.providers.base import (
     Timeouts,
     classify_status,
     decode_body,
     is_content_chunk,
 )
-from switchpoint.providers.sse import SSEEvent, iter_sse
+from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 
 
 class ClientPool:
@@ -33,7 +35,7 @@ class ClientPool:
 
     Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
     shutdown); clients are bound to the event loop that first used them. Each client runs on a
-    :class:`~switchpoint.providers._transport.PooledTransport` (lean keep-alive HTTP/1.1; see
+    :class:`PooledTransport` (lean keep-alive HTTP/1.1; see
     there why not httpcore's pool); ``transport`` replaces it, for tests (an
     ``httpx.MockTransport``, say).
     """

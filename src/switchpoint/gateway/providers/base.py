@@ -4,34 +4,10 @@ A :class:`Provider` turns an OpenAI chat request into a call to one upstream mod
 :class:`~switchpoint.catalog.ModelCard`) and gives back an OpenAI ``chat.completion`` body, or a
 stream of OpenAI ``chat.completion.chunk`` dicts, whatever the upstream speaks.
 
-Every failure is a :class:`ProviderError` subclass that says what went wrong and what to do next:
-
-==========================  =========  ========  ============================================
-error                       retry      escalate  when
-==========================  =========  ========  ============================================
-:class:`RateLimited`        yes        yes       429 (``retry_after`` from ``Retry-After``)
-:class:`ServerError`        yes        yes       5xx, 529 overloaded, 408/409
-:class:`ConnectError`       yes        yes       refused, reset, DNS, connect timeout
-:class:`ReadTimeout`        yes        yes       no bytes for ``read_s``
-:class:`FirstTokenTimeout`  yes        yes       no content within ``first_token_s``
-:class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion
-:class:`StreamBroken`       yes*       yes*      cut, malformed chunk, no ``[DONE]``
-:class:`ContextLengthExceeded`  no     yes       the prompt does not fit this model
-:class:`AuthError`          no         yes       401/403, or the key's env var is unset
-:class:`ContentFiltered`    no         no        the upstream's content filter refused
-:class:`BadRequest`         no         404 only  any other 4xx: the request itself is wrong
-:class:`UnsupportedRequest` no         yes       the adapter cannot translate the request
-==========================  =========  ========  ============================================
-
-StreamBroken retries and escalates only while nothing has reached the client
-(``after_first_byte`` false).
-
-``retryable`` means "the same model may succeed if asked again"; ``escalate`` means "another
-model may succeed". ``counts_against_health`` is false for errors that are the request's fault.
+Every failure is a :class:`~switchpoint.errors.ProviderError` subclass that says what went wrong
+and whether to retry or escalate (the table is in :mod:`switchpoint.errors`).
 """
 
-# The error names say what happened (RateLimited, StreamBroken, ...), like httpx's ReadTimeout.
-# ruff: noqa: N818
 from __future__ import annotations
 
 import email.utils
@@ -40,10 +16,19 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from switchpoint.catalog import ModelCard
-from switchpoint.errors import SwitchpointError
+from switchpoint.errors import (
+    AuthError,
+    BadRequest,
+    ContentFiltered,
+    ContextLengthExceeded,
+    ProviderError,
+    RateLimited,
+    ServerError,
+    StreamBroken,
+)
 
 # Bytes of an upstream error body kept on the exception (enough for any JSON error envelope).
 MAX_ERROR_BODY = 16_384
@@ -146,206 +131,6 @@ class ProviderResponse:
     def upstream_model(self) -> str | None:
         value = self.body.get("model")
         return value if isinstance(value, str) else None
-
-
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
-
-
-class ProviderError(SwitchpointError):
-    """An upstream call failed. Subclasses say whether to retry or escalate.
-
-    ``model`` is the catalog name of the model that failed, ``status`` the upstream HTTP status
-    (if one arrived) and ``body`` the upstream's error body (parsed JSON when it was JSON,
-    otherwise the text, truncated).
-    """
-
-    kind: ClassVar[str] = "provider_error"
-    _retryable: ClassVar[bool] = False
-    _escalate: ClassVar[bool] = False
-    _counts_against_health: ClassVar[bool] = True
-
-    def __init__(self, message: str, *, model: str | None = None, status: int | None = None,
-                 body: object = None) -> None:
-        where = f"{model}: " if model else ""
-        super().__init__(f"{where}{message}")
-        self.message = message
-        self.model = model
-        self.status = status
-        self.body = body
-
-    @property
-    def retryable(self) -> bool:
-        """The same model may succeed if asked again."""
-        return self._retryable
-
-    @property
-    def escalate(self) -> bool:
-        """Another model may succeed."""
-        return self._escalate
-
-    @property
-    def counts_against_health(self) -> bool:
-        """The failure says something about the model's health (not about the request)."""
-        return self._counts_against_health
-
-    def to_openai_error(self) -> dict[str, Any]:
-        """The ``{"error": {...}}`` envelope a client of the gateway would see for this error."""
-        return {"error": {"message": str(self), "type": self.kind, "code": self.kind,
-                          "param": None}}
-
-
-class RateLimited(ProviderError):
-    """429: slow down. ``retry_after`` is the upstream's ``Retry-After`` in seconds, if sent."""
-
-    kind = "rate_limited"
-    _retryable = True
-    _escalate = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None,
-                 model: str | None = None, status: int | None = 429,
-                 body: object = None) -> None:
-        super().__init__(message, model=model, status=status, body=body)
-        self.retry_after = retry_after
-
-
-class ServerError(ProviderError):
-    """The upstream failed (5xx, overloaded, 408/409): the same request may work later."""
-
-    kind = "server_error"
-    _retryable = True
-    _escalate = True
-
-
-class ConnectError(ProviderError):
-    """No usable connection: refused, reset before any response, DNS, or connect timeout."""
-
-    kind = "connect_error"
-    _retryable = True
-    _escalate = True
-
-
-class ReadTimeout(ProviderError):
-    """The upstream went silent for longer than ``Timeouts.read_s``."""
-
-    kind = "read_timeout"
-    _retryable = True
-    _escalate = True
-
-
-class FirstTokenTimeout(ProviderError):
-    """A stream produced no content within ``Timeouts.first_token_s``."""
-
-    kind = "first_token_timeout"
-    _retryable = True
-    _escalate = True
-
-
-class MalformedResponse(ProviderError):
-    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...)."""
-
-    kind = "malformed_response"
-    _retryable = True
-    _escalate = True
-
-
-class StreamBroken(ProviderError):
-    """A stream failed part-way: cut, a malformed chunk, an error event, or no ``[DONE]``.
-
-    ``after_first_byte`` says whether some of the answer already reached the client; then
-    nothing can be retried or escalated and the client must be told the stream failed.
-    """
-
-    kind = "stream_broken"
-
-    def __init__(self, message: str, *, after_first_byte: bool = False,
-                 model: str | None = None, status: int | None = None,
-                 body: object = None) -> None:
-        super().__init__(message, model=model, status=status, body=body)
-        self.after_first_byte = after_first_byte
-
-    @property
-    def retryable(self) -> bool:
-        return not self.after_first_byte
-
-    @property
-    def escalate(self) -> bool:
-        return not self.after_first_byte
-
-
-class ContextLengthExceeded(ProviderError):
-    """The prompt (plus ``max_tokens``) does not fit this model; a larger one may take it."""
-
-    kind = "context_length_exceeded"
-    _escalate = True
-    _counts_against_health = False
-
-
-class AuthError(ProviderError):
-    """The upstream refused our credentials (401/403): another model's provider may not."""
-
-    kind = "auth_error"
-    _escalate = True
-
-
-class MissingApiKey(AuthError):
-    """The environment variable that should hold the model's API key is not set."""
-
-    kind = "missing_api_key"
-
-    def __init__(self, env_var: str, *, model: str | None = None) -> None:
-        super().__init__(
-            f"the API key environment variable {env_var} is not set; export {env_var}=<key> "
-            f"or remove api_key_env from the model's catalog entry if it needs no key",
-            model=model)
-        self.env_var = env_var
-
-
-class ContentFiltered(ProviderError):
-    """The upstream's content filter refused the request. Not escalated on purpose: routing
-    around a safety filter is a policy decision, not a failover."""
-
-    kind = "content_filter"
-    _counts_against_health = False
-
-
-class BadRequest(ProviderError):
-    """Any other 4xx: the request is wrong for this upstream. A 404 (the upstream does not
-    know the model) escalates; anything else would fail the same way elsewhere."""
-
-    kind = "bad_request"
-    _counts_against_health = False
-
-    def __init__(self, message: str, *, status: int = 400, body: object = None,
-                 model: str | None = None) -> None:
-        super().__init__(message, model=model, status=status, body=body)
-
-    @property
-    def escalate(self) -> bool:
-        return self.status == 404
-
-    @property
-    def counts_against_health(self) -> bool:
-        return self.status == 404
-
-
-class UnsupportedRequest(BadRequest):
-    """This provider's API cannot express the request (an adapter's translation failed);
-    another model's may, so it escalates, and it says nothing about the model's health."""
-
-    kind = "unsupported_request"
-
-    def __init__(self, message: str, *, model: str | None = None) -> None:
-        super().__init__(message, status=400, model=model)
-
-    @property
-    def escalate(self) -> bool:
-        return True
-
-    @property
-    def counts_against_health(self) -> bool:
-        return False
 
 
 # --------------------------------------------------------------------------------------------

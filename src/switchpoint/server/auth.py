@@ -12,15 +12,13 @@ import hmac
 
 from fastapi import Depends, Request
 
-from switchpoint.gateway.errors import ApiError
-from switchpoint.gateway.service import get_service
+from switchpoint.errors import AuthenticationError
+from switchpoint.server.context import get_service
 
 
 def require_admin(request: Request) -> None:
     """FastAPI dependency for the admin routes."""
-    state = get_service(request).state
-    live = state.peek()
-    settings = live.settings if live is not None else state.settings
+    settings = get_service(request).gateway.settings
     token = settings.admin_token
     if token is None:
         return
@@ -28,10 +26,9 @@ def require_admin(request: Request) -> None:
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
                                                           token.encode()):
         return
-    raise ApiError(401, "unauthorized",
-                   "this admin route needs the header `Authorization: Bearer <token>` with the "
-                   f"token in ${settings.admin_token_env}",
-                   "authorization", {"WWW-Authenticate": "Bearer"})
+    raise AuthenticationError("this admin route needs the header `Authorization: Bearer "
+                              f"<token>` with the token in ${settings.admin_token_env}",
+                              param="authorization")
 
 
 ADMIN = [Depends(require_admin)]

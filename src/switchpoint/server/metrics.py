@@ -29,9 +29,13 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchpoint.decision import RoutingDecision
 from switchpoint.store import RequestRecord
 
 _Family = Callable[[str, str, str], None]
+# HTTP methods counted by name; any other (a client may invent one) is counted as "other", so
+# no client can add series to the metrics.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -68,22 +72,24 @@ class Metrics:
         return time.monotonic() - self.started
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else "other"
         with self._lock:
             self.requests[(route, method, status)] += 1
             counts = self._buckets.setdefault(route, [0] * (len(BUCKETS) + 1))
             counts[bisect.bisect_left(BUCKETS, seconds)] += 1
             self._sums[route] = self._sums.get(route, 0.0) + seconds
 
-    def observe_decision(self, model: str, cache_hit: bool) -> None:
+    def on_decision(self, decision: RoutingDecision) -> None:
+        """Count one routing decision (the routing API's or the gateway's ``auto``)."""
         with self._lock:
-            self.decisions[model] += 1
-            self.cache_hits += int(cache_hit)
+            self.decisions[decision.selected_model] += 1
+            self.cache_hits += int(decision.cache_hit)
 
-    def observe_store_error(self) -> None:
+    def on_store_error(self) -> None:
         with self._lock:
             self.store_errors += 1
 
-    def observe_chat(self, record: RequestRecord) -> None:
+    def on_request(self, record: RequestRecord) -> None:
         """Count one gateway request as the request log records it."""
         model = record.model or "none"
         with self._lock:

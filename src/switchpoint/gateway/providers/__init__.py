@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from switchpoint.catalog import ModelCard
-from switchpoint.providers._http import ClientPool
-from switchpoint.providers.anthropic import AnthropicProvider
-from switchpoint.providers.base import (
+from switchpoint.errors import (
     AuthError,
     BadRequest,
     ConnectError,
@@ -22,21 +20,24 @@ from switchpoint.providers.base import (
     FirstTokenTimeout,
     MalformedResponse,
     MissingApiKey,
-    Provider,
     ProviderError,
-    ProviderResponse,
     RateLimited,
     ReadTimeout,
     ServerError,
     StreamBroken,
+    UnsupportedRequest,
+)
+from switchpoint.gateway.providers._http import ClientPool
+from switchpoint.gateway.providers.anthropic import AnthropicProvider
+from switchpoint.gateway.providers.base import (
+    Provider,
+    ProviderResponse,
     Timeouts,
     TokenUsage,
-    UnsupportedRequest,
     is_content_chunk,
     usage_of,
 )
-from switchpoint.providers.openai import OpenAIProvider
-from switchpoint.providers.sse import DONE, encode_chunk, encode_error, sse_body
+from switchpoint.gateway.providers.openai import OpenAIProvider
 
 ANTHROPIC_PROVIDERS = frozenset({"anthropic"})
 
@@ -68,7 +69,6 @@ class ProviderRegistry:
 
 
 __all__ = [
-    "DONE",
     "AnthropicProvider",
     "AuthError",
     "BadRequest",
@@ -91,9 +91,6 @@ __all__ = [
     "Timeouts",
     "TokenUsage",
     "UnsupportedRequest",
-    "encode_chunk",
-    "encode_error",
     "is_content_chunk",
-    "sse_body",
     "usage_of",
 ]

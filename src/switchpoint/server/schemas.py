@@ -1,6 +1,6 @@
 """The wire contract: pydantic models the handlers use and the OpenAPI schema is built from.
 
-``RouteRequest`` / ``RouteResponse`` are seed 2's ``POST /v1/route`` body and answer, key for key
+``RouteRequest`` / ``RouteResponse`` are the ``POST /v1/route`` body and answer, key for key
 (the response adds only ``decision_id``, declared here, which names the decision in the log).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from switchpoint.decision import MAX_COST_WEIGHT
 
@@ -33,9 +33,10 @@ class RouteRequest(BaseModel):
     available_models: list[StrictStr] | None = Field(
         None, min_length=1,
         description="Restrict candidates to this subset. If omitted, all registered models.")
-    cost_weight: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0,
-                                        le=MAX_COST_WEIGHT)] | None = Field(
-        None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.")
+    # The range is documented here and checked where every λ is, by the decision rule.
+    cost_weight: Annotated[float, Field(strict=True)] | None = Field(
+        None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.",
+        json_schema_extra={"minimum": 0, "maximum": MAX_COST_WEIGHT})
 
 
 class RouteUsage(BaseModel):
@@ -87,33 +88,6 @@ class ModelObject(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
-
-
-class ChatMessage(BaseModel):
-    """One message. Only ``role`` is checked; every other key goes upstream untouched."""
-
-    model_config = ConfigDict(extra="allow")
-
-    role: StrictStr = Field(description="system, developer, user, assistant or tool.")
-
-
-class ChatRequest(BaseModel):
-    """An OpenAI chat completion request. The gateway checks ``model``, ``messages`` and
-    ``stream``; every other field (temperature, tools, response_format, ...) is forwarded to
-    the model that answers exactly as sent."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={"examples": [
-            {"model": "auto", "messages": [{"role": "user", "content": "Prove that the square "
-                                            "root of 2 is irrational."}]},
-        ]},
-    )
-
-    model: StrictStr = Field(min_length=1, description="'auto' to let the router choose, or a "
-                                                       "catalog model name (GET /v1/models).")
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: StrictBool | None = Field(None, description="Answer as server-sent events.")
 
 
 class ChatErrorDetail(BaseModel):
@@ -198,3 +172,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Malformed or invalid request."},
     503: {"model": ErrorResponse, "description": "The router is still loading its weights."},
 }
+
+
+def inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references inlined (they would not resolve
+    inside the OpenAPI document, where the schema is embedded as is)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result

@@ -1,9 +1,10 @@
-"""Service routes: health, the model list, metrics, stats, policy swap and reload.
+"""Service routes: health, the model list, metrics; admin: stats, the request log, model health,
+policy swap and reload.
 
 ``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
 ``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
 alone. The admin routes (``/v1/router/...``) need ``Authorization: Bearer <token>`` when the
-config names ``admin_token_env`` (see :mod:`switchpoint.gateway.auth`); without it they are open,
+config names ``admin_token_env`` (see :mod:`switchpoint.server.auth`); without it they are open,
 so keep the default loopback bind or put a proxy in front.
 """
 
@@ -11,27 +12,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint._version import __version__
-from switchpoint.config import ConfigError
-from switchpoint.errors import InvalidInputError, WeightsError
-from switchpoint.gateway.auth import ADMIN
-from switchpoint.gateway.errors import ApiError
-from switchpoint.gateway.schemas import (
+from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundError
+from switchpoint.gateway.live import Live, policy_choices, restart_keys
+from switchpoint.gateway.parsing import AUTO_MODEL
+from switchpoint.server.auth import ADMIN
+from switchpoint.server.context import get_service
+from switchpoint.server.schemas import (
+    CHAT_ERROR_RESPONSES,
     ERROR_RESPONSES,
     HealthResponse,
     ModelList,
+    ModelObject,
+    RequestLogPage,
     StatsResponse,
     SwapResponse,
 )
-from switchpoint.gateway.service import get_service
-from switchpoint.gateway.state import Live, policy_choices, restart_keys
 
 router = APIRouter()
-AUTO_MODEL = "auto"
 
 
 @router.get("/health", response_model=HealthResponse, tags=["service"],
@@ -52,18 +54,34 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if live else 503)
 
 
-@router.get("/v1/models", response_model=ModelList, tags=["service"],
+@router.get("/v1/models", response_model=ModelList, tags=["gateway"],
             responses={503: ERROR_RESPONSES[503]},
             summary="The routable models, OpenAI list format, with 'auto' first")
 async def models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": _model_objects(get_service(request).state.live())}
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelObject, tags=["gateway"],
+            responses={404: CHAT_ERROR_RESPONSES[404], 503: ERROR_RESPONSES[503]},
+            summary="One routable model, OpenAI format")
+async def model(model_id: str, request: Request) -> dict[str, Any]:
     live = get_service(request).state.live()
+    for entry in _model_objects(live):
+        if entry["id"] == model_id:
+            return entry
+    raise ModelNotFoundError(f"model: {model_id[:200]!r} is not a model of this gateway; use "
+                             f"'auto' or one of {', '.join(live.router.catalog.names)}",
+                             param="model")
+
+
+def _model_objects(live: Live) -> list[dict[str, Any]]:
     created = int(live.loaded_at)
     data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "switchpoint"}]
     configured = live.settings.models is not None
     for card in live.router.catalog.cards:
         data.append({"id": card.name, "object": "model", "created": created,
                      "owned_by": card.provider if configured else "switchpoint"})
-    return {"object": "list", "data": data}
+    return data
 
 
 @router.get("/metrics", response_class=PlainTextResponse, tags=["service"],
@@ -81,8 +99,10 @@ async def stats(request: Request) -> dict[str, Any]:
     service = get_service(request)
     live = service.state.peek()
     weights_id = live.weights_id if live else None
-    counts = await run_in_threadpool(service.store.decision_stats, weights_id)
-    requests = await run_in_threadpool(service.store.request_stats)
+    store = service.store
+    assert store is not None
+    counts = await run_in_threadpool(store.decision_stats, weights_id)
+    requests = await run_in_threadpool(store.request_stats)
     return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
             "requests": requests}
 
@@ -97,7 +117,7 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
     live = state.live()
     choices = policy_choices(live.settings)
     if name not in choices:
-        raise ApiError.invalid("name", f"name: unknown policy {name!r}; choose one of "
+        raise InvalidInputError("name", f"unknown policy {name!r}; choose one of "
                                        f"{', '.join(choices)} (or add it under policies: in "
                                        "the config)")
     old, new, ms = await run_in_threadpool(_guarded, state.swap_policy, name)
@@ -116,15 +136,12 @@ async def reload(request: Request) -> dict[str, Any]:
 
 
 def _guarded(action: Any, *args: Any) -> tuple[Live, Live, float]:
-    """Run a swap; a bad config or bad weights is the caller's 400 and leaves the old router."""
+    """Run a swap; a bad config or bad weights is the caller's 400 ``invalid_config`` and
+    leaves the old router serving."""
     try:
         result: tuple[Live, Live, float] = action(*args)
-    except ConfigError as exc:
-        raise ApiError(400, "invalid_config", str(exc), exc.key) from None
-    except WeightsError as exc:
-        raise ApiError(400, "invalid_config", f"weights: {exc}", "weights") from None
-    except InvalidInputError as exc:
-        raise ApiError(400, "invalid_config", str(exc), exc.field) from None
+    except InvalidInputError as exc:  # e.g. a catalog the new weights cannot serve
+        raise ConfigError(exc.field, exc.reason) from None
     return result
 
 
@@ -132,3 +149,24 @@ def _swapped(old: Live, new: Live, ms: float) -> dict[str, Any]:
     return {"policy": new.policy, "weights_id": new.weights_id, "models": new.router.models,
             "previous_policy": old.policy, "previous_weights_id": old.weights_id,
             "load_ms": round(ms, 1), "restart_required": restart_keys(old.settings, new.settings)}
+
+
+@router.get("/v1/router/health", dependencies=ADMIN, tags=["admin"],
+            summary="Per-model health: status, circuit, success rate, latency, recent errors")
+async def model_health(request: Request) -> dict[str, Any]:
+    return get_service(request).gateway.health_snapshot()
+
+
+@router.get("/v1/router/requests", dependencies=ADMIN, response_model=RequestLogPage,
+            tags=["admin"],
+            responses={400: ERROR_RESPONSES[400]},
+            summary="The request log, newest first, a page at a time")
+async def requests(request: Request,
+                   limit: int = Query(50, ge=1, le=500, description="Entries per page."),
+                   cursor: int | None = Query(None, ge=0,
+                                              description="next_cursor of the previous page."),
+                   ) -> JSONResponse:
+    store = get_service(request).store
+    assert store is not None
+    entries, next_cursor = await run_in_threadpool(store.requests, limit, cursor)
+    return JSONResponse({"data": entries, "next_cursor": next_cursor})

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from switchpoint.gateway.errors import error_body
+from switchpoint.server.errors import ErrorAnswer, is_openai_path
 
 DRAIN_FACTOR = 64
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
@@ -48,7 +48,7 @@ class BodyLimitMiddleware:
                 chunks.append(chunk)
         if size > limit:
             await _drain(receive, more, limit * DRAIN_FACTOR)
-            await _reject(send, size, limit, declared is not None)
+            await _reject(send, size, limit, declared is not None, is_openai_path(scope["path"]))
             return
         body = b"".join(chunks)
         sent = False
@@ -83,12 +83,13 @@ async def _drain(receive: Receive, more: bool, cap: int) -> None:
         more = bool(message.get("more_body", False))
 
 
-async def _reject(send: Send, size: int, limit: int, exact: bool) -> None:
+async def _reject(send: Send, size: int, limit: int, exact: bool, openai: bool) -> None:
     amount = f"is {size} bytes, over" if exact else "is larger than"
     message = (f"body: the request body {amount} the limit of {limit} bytes "
                "(max_request_bytes in the config). A prompt or embedding that large cannot be "
                "routed: send the end of a long prompt (the router reads only its last part)")
-    payload = json.dumps(error_body("invalid_request", message, "body")).encode()
+    answer = ErrorAnswer(400, "invalid_request", message, "body")
+    payload = json.dumps(answer.openai() if openai else answer.body()).encode()
     await send({"type": "http.response.start", "status": 400, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
         (b"connection", b"close")]})

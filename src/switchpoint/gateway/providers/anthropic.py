@@ -27,18 +27,16 @@ from contextlib import aclosing
 from typing import Any
 
 from switchpoint.catalog import ModelCard
-from switchpoint.providers._http import ClientPool, post_json, stream_chunks
-from switchpoint.providers.base import (
-    MalformedResponse,
+from switchpoint.errors import MalformedResponse, StreamBroken, UnsupportedRequest
+from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
+from switchpoint.gateway.providers.base import (
     ProviderResponse,
-    StreamBroken,
     Timeouts,
-    UnsupportedRequest,
     classify_stream_error,
     is_content_chunk,
 )
-from switchpoint.providers.openai import api_key
-from switchpoint.providers.sse import SSEEvent
+from switchpoint.gateway.providers.openai import api_key
+from switchpoint.gateway.providers.sse import SSEEvent
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -228,7 +226,7 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
                          default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
     """The ``/v1/messages`` body for an OpenAI chat request.
 
-    Raises :class:`~switchpoint.providers.base.UnsupportedRequest` for what the Messages API
+    Raises :class:`~switchpoint.gateway.providers.base.UnsupportedRequest` for what the Messages API
     cannot express (audio parts, legacy ``function_call`` turns, malformed tool calls).
     """
     messages = request.get("messages")

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import uvicorn
 
 from switchpoint.config import Settings
-from switchpoint.errors import SwitchpointError
-from switchpoint.gateway.app import create_app
+from switchpoint.errors import ServeError, SwitchpointError
+from switchpoint.server.app import create_app
 from switchpoint.store import SQLiteStore
 
+log = logging.getLogger("switchpoint")
 
-class ServeError(SwitchpointError):
-    """The server could not start or its router could not load."""
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying where it serves only once the port is really open."""
+
+    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+        super().__init__(config)
+        self.announce = announce
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            log.info("%s", self.announce)
 
 
 def _configure_logging(level: str) -> None:
@@ -40,19 +52,18 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
     # A bad data_dir fails here, before the port opens.
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous).open()
     app = create_app(settings, store=store)
-    server = uvicorn.Server(uvicorn.Config(
+    announce = (f"switchpoint: serving http://{host}:{port} (docs at /docs); the router loads in "
+                "the background, GET /health says when it is ready; decisions are logged to "
+                f"{settings.db_path}")
+    server = _Server(uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=access_log,
-        lifespan="on", server_header=False))
+        lifespan="on", server_header=False), announce)
     state = app.state.service.state
 
     def stop(exc: BaseException) -> None:
         server.should_exit = True
 
     state.on_load_error = stop
-    logging.getLogger("switchpoint").info(
-        "switchpoint: serving http://%s:%d (docs at /docs); the router loads in the background,"
-        " GET /health says when it is ready; decisions are logged to %s", host, port,
-        settings.db_path)
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits when it cannot bind the port

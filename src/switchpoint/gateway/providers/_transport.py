@@ -11,7 +11,7 @@ It speaks just what LLM APIs need: one request per connection at a time, ``Conte
 chunked or read-to-close bodies, streamed to the caller as they arrive, TLS for ``https``.
 Timeouts come from the request (``connect``, ``read`` per read, ``write``, ``pool``) and every
 failure is raised as the httpx exception httpx's own transport would raise, so callers (and
-:func:`switchpoint.providers._http.map_transport_error`) cannot tell the difference.
+:func:`switchpoint.gateway.providers._http.map_transport_error`) cannot tell the difference.
 """
 
 from __future__ import annotations

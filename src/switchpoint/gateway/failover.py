@@ -1,4 +1,4 @@
-"""Failover (F19): retry a model with jittered backoff, then escalate along a candidate list.
+"""Failover: retry a model with jittered backoff, then escalate along a candidate list.
 
 :func:`call_with_failover` walks an ordered list of catalog cards (a named model's
 :func:`fallback_chain`, or the router's ranking for ``model: "auto"``). Per model it makes up to
@@ -16,10 +16,15 @@ Streams (``stream=True``) are *committed* only once the first content chunk has 
 then every failure (an error status, a reset, a first-token timeout, a cut or malformed stream)
 can retry or escalate, and nothing has been sent to the client. The returned
 :class:`FailoverStream` then yields that chunk and the rest; a failure after that is raised as
-:class:`~switchpoint.providers.base.StreamBroken` with ``after_first_byte=True`` and must end the
-client's stream with an error event (:func:`switchpoint.providers.sse.sse_body` does that).
+:class:`~switchpoint.errors.StreamBroken` with ``after_first_byte=True`` and must end the
+client's stream with an error event.
 
-Every attempt, failed or not, is listed in ``attempts`` for the request log.
+The whole request, streams included, gives up after ``RetryPolicy.max_total_s``: the deadline
+is enforced while an upstream is answering, not only between tries, so an upstream that trickles
+bytes cannot hold a request past it.
+
+Every attempt, failed or not, and every model passed over (with why) is listed in ``attempts``
+for the request log and for the error the client gets.
 """
 
 from __future__ import annotations
@@ -29,21 +34,23 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.errors import SwitchpointError
-from switchpoint.health import BreakerState, HealthTracker
-from switchpoint.providers.base import (
+from switchpoint.errors import (
     ContextLengthExceeded,
-    FirstTokenTimeout,
-    Provider,
+    FailoverError,
     ProviderError,
-    ProviderResponse,
     RateLimited,
     ReadTimeout,
     StreamBroken,
+)
+from switchpoint.gateway.health import BreakerState, HealthTracker
+from switchpoint.gateway.providers.base import (
+    Provider,
+    ProviderResponse,
     Timeouts,
     TokenUsage,
     is_content_chunk,
@@ -95,6 +102,7 @@ class Attempt:
     waited_s: float = 0.0
     status: int | None = None
     error: str | None = None
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -110,66 +118,47 @@ class Attempt:
                 "status": self.status, "error": self.error}
 
 
-class FailoverError(SwitchpointError):
-    """No candidate answered. ``last_error`` is the error that ended the search (``None`` when
-    every candidate's circuit was open); ``status_code`` and :meth:`to_openai_error` are what
-    the gateway should answer with."""
+def describe_attempts(attempts: Sequence[Attempt]) -> str:
+    """Every model tried or passed over and why, in order: ``a: server_error (HTTP 500) x2;
+    b: skipped, circuit open (retry in 12 s)``."""
+    parts: list[str] = []
+    by_model: dict[str, list[Attempt]] = {}
+    for a in attempts:
+        by_model.setdefault(a.model, []).append(a)
+    for model, tries in by_model.items():
+        reasons: list[str] = []
+        for a in tries:
+            if a.outcome == "circuit_open":
+                wait = (f" (retry in {a.retry_after_s:.0f} s)"
+                        if a.retry_after_s is not None else "")
+                reasons.append(f"skipped as unhealthy, circuit open{wait}")
+            elif a.skipped:
+                reasons.append(f"skipped, {a.error or a.outcome}")
+            elif a.ok:
+                reasons.append("ok")
+            else:
+                status = f" (HTTP {a.status})" if a.status is not None else ""
+                detail = _short(a.error)
+                reasons.append(f"{a.outcome}{status}{': ' + detail if detail else ''}")
+        counted: dict[str, int] = {}
+        for r in reasons:
+            counted[r] = counted.get(r, 0) + 1
+        parts.append(f"{model}: " + ", ".join(r if n == 1 else f"{r} x{n}"
+                                              for r, n in counted.items()))
+    return "; ".join(parts)
 
-    def __init__(self, message: str, attempts: list[Attempt],
-                 last_error: ProviderError | None) -> None:
-        super().__init__(message)
-        self.attempts = attempts
-        self.last_error = last_error
 
-    @property
-    def models_tried(self) -> list[str]:
-        return _tried(self.attempts)
-
-    @property
-    def status_code(self) -> int:
-        err = self.last_error
-        tried = [a for a in self.attempts if not a.skipped]
-        if err is None or not tried:
-            return 503
-        if _request_fault(err):
-            return err.status or 400  # the request's fault: the upstream's own 4xx
-        if all(a.outcome == RateLimited.kind for a in tried):
-            return 429
-        if all(a.outcome in (ReadTimeout.kind, FirstTokenTimeout.kind) for a in tried):
-            return 504
-        return 502
-
-    @property
-    def retry_after(self) -> float | None:
-        """For a 429: the upstream's ``Retry-After``, if it sent one."""
-        err = self.last_error
-        return err.retry_after if isinstance(err, RateLimited) else None
-
-    def to_openai_error(self) -> dict[str, Any]:
-        """An OpenAI error envelope; a non-escalating upstream 4xx passes through as sent."""
-        err = self.last_error
-        if err is not None and _request_fault(err) and isinstance(err.body, Mapping):
-            inner = err.body.get("error")
-            if isinstance(inner, Mapping):
-                return {"error": {"message": inner.get("message") or str(err),
-                                  "type": inner.get("type") or err.kind,
-                                  "param": inner.get("param"),
-                                  "code": inner.get("code") or err.kind}}
-        code = err.kind if err is not None else "no_healthy_model"
-        if self.status_code == 502:
-            code = "upstream_failed"
-        return {"error": {"message": str(self), "type": "upstream_error" if err else code,
-                          "param": None, "code": code}}
+def _short(error: str | None, limit: int = 160) -> str:
+    if not error:
+        return ""
+    # The attempt's error repeats the model name ("good: ..."); the summary already has it.
+    text = error.split(": ", 1)[1] if ": " in error[:80] else error
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _tried(attempts: Sequence[Attempt]) -> list[str]:
     """The models actually called, in order, each once."""
     return list(dict.fromkeys(a.model for a in attempts if not a.skipped))
-
-
-def _request_fault(err: ProviderError) -> bool:
-    """Errors the client should see as the upstream's own 4xx, not as a gateway failure."""
-    return not err.escalate or isinstance(err, ContextLengthExceeded)
 
 
 @dataclass
@@ -219,7 +208,8 @@ class FailoverStream:
     def __init__(self, card: ModelCard, chunks: AsyncIterator[dict[str, Any]],
                  buffered: list[dict[str, Any]], ended: bool, attempts: list[Attempt],
                  *, health: HealthTracker | None, client_wants_usage: bool,
-                 rewrite_model: bool, ttft_ms: float) -> None:
+                 rewrite_model: bool, ttft_ms: float, deadline: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.card = card
         self.model = card.name
         self.attempts = attempts
@@ -237,6 +227,8 @@ class FailoverStream:
         self._rewrite_model = rewrite_model
         self._iterator: AsyncIterator[dict[str, Any]] | None = None
         self._verdict = False
+        self._deadline = deadline
+        self._clock = clock
 
     @property
     def models_tried(self) -> list[str]:
@@ -274,7 +266,12 @@ class FailoverStream:
                     yield prepared
             self._buffered = []
             if not self._ended:
-                async for chunk in self._chunks:
+                upstream = aiter(self._chunks)
+                while True:
+                    try:
+                        chunk = await self._next(upstream)
+                    except StopAsyncIteration:
+                        break
                     prepared = self._prepare(chunk)
                     if prepared is not None:
                         yield prepared
@@ -313,6 +310,20 @@ class FailoverStream:
                 if self._health is not None:
                     self._health.record_success(self.model, self.ttft_ms)
             await _aclose(self._chunks)
+
+    async def _next(self, upstream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+        """The upstream's next chunk, within what is left of the request's deadline."""
+        if self._deadline is None:
+            return await anext(upstream)
+        remaining = self._deadline - self._clock()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                return await anext(upstream)
+        except TimeoutError:
+            raise ReadTimeout("the request's deadline (gateway.max_total_s) ran out while the "
+                              "answer was streaming", model=self.model) from None
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         if self._iterator is None:
@@ -380,6 +391,7 @@ async def call_with_failover(
     timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+    attempts: list[Attempt] | None = None,
 ) -> FailoverResult: ...
 
 
@@ -390,6 +402,7 @@ async def call_with_failover(
     timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+    attempts: list[Attempt] | None = None,
 ) -> FailoverStream: ...
 
 
@@ -399,14 +412,16 @@ async def call_with_failover(
     timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+    attempts: list[Attempt] | None = None,
 ) -> FailoverResult | FailoverStream:
     """Answer ``request`` with the first of ``candidates`` that can, retrying and escalating.
 
-    ``providers`` gives the adapter for a card (a :class:`~switchpoint.providers.ProviderRegistry`
+    ``providers`` gives the adapter for a card (a :class:`ProviderRegistry`
     fits). ``timeouts`` is one :class:`Timeouts` or a function of the card. With
     ``rewrite_model`` the answer's ``model`` field is the catalog name of the model that
     answered. ``health`` (optional) is consulted before each model and told every outcome.
-    ``sleep``, ``rng`` and ``clock`` are injectable for tests.
+    ``sleep``, ``rng`` and ``clock`` are injectable for tests. ``attempts``, when given, is the
+    list every try is appended to (so a caller that cancels the call still knows them).
 
     Returns a :class:`FailoverResult` (or, with ``stream=True``, a committed
     :class:`FailoverStream`); raises :class:`FailoverError` when no candidate answers.
@@ -416,7 +431,7 @@ async def call_with_failover(
     policy = policy or RetryPolicy()
     rng = rng or random.Random()
     deadline = clock() + policy.max_total_s
-    attempts: list[Attempt] = []
+    attempts = [] if attempts is None else attempts
     last_error: ProviderError | None = None
     # After a context-length refusal: the refusing model's window; smaller ones are skipped.
     context_floor: int | None = None
@@ -429,7 +444,8 @@ async def call_with_failover(
     for card in candidates:
         if health is not None and not health.allow(card.name):
             attempts.append(Attempt(card.name, 0, "circuit_open",
-                                    error="circuit breaker open or Retry-After running"))
+                                    error="circuit breaker open or Retry-After running",
+                                    retry_after_s=health.wait_s(card.name)))
             continue
         if (context_floor is not None and card.context_window is not None
                 and card.context_window <= context_floor):
@@ -441,12 +457,16 @@ async def call_with_failover(
         waited = 0.0
         for number in range(1, policy.max_attempts_per_model + 1):
             started = time.perf_counter()
+            remaining = deadline - clock()
             try:
-                if stream:
-                    chunks, buffered, ended = await _open_stream(provider, request, card,
-                                                                 timeouts_for(card))
-                else:
-                    response = await provider.complete(request, card, timeouts_for(card))
+                if remaining <= 0:
+                    raise _deadline_error(policy, card)
+                async with _within(remaining, policy, card):
+                    if stream:
+                        chunks, buffered, ended = await _open_stream(provider, request, card,
+                                                                     timeouts_for(card))
+                    else:
+                        response = await provider.complete(request, card, timeouts_for(card))
             except asyncio.CancelledError:
                 if health is not None:
                     health.release(card.name)  # the client left: no verdict on the model
@@ -465,7 +485,7 @@ async def call_with_failover(
                     else:
                         health.release(card.name)
                 if not exc.retryable and not exc.escalate:
-                    raise FailoverError(str(exc), attempts, exc) from exc
+                    raise FailoverError(_gave_up(attempts), attempts, exc) from exc
                 if isinstance(exc, ContextLengthExceeded) and card.context_window is not None:
                     context_floor = max(context_floor or 0, card.context_window)
                 if not exc.retryable or number == policy.max_attempts_per_model:
@@ -486,7 +506,8 @@ async def call_with_failover(
             if stream:
                 return FailoverStream(card, chunks, buffered, ended, attempts, health=health,
                                       client_wants_usage=wants_usage(request),
-                                      rewrite_model=rewrite_model, ttft_ms=latency)
+                                      rewrite_model=rewrite_model, ttft_ms=latency,
+                                      deadline=deadline, clock=clock)
             if health is not None:
                 health.record_success(card.name, latency)
             upstream_model = response.upstream_model
@@ -494,14 +515,37 @@ async def call_with_failover(
                 response.body["model"] = card.name
             return FailoverResult(card.name, card, response, attempts, upstream_model)
         if last_error is not None and not last_error.escalate:
-            raise FailoverError(str(last_error), attempts, last_error) from last_error
+            raise FailoverError(_gave_up(attempts), attempts, last_error) from last_error
         if clock() >= deadline:
             break
-    tried = _tried(attempts)
-    if last_error is None:
-        message = ("every candidate's circuit breaker is open: "
-                   + ", ".join(c.name for c in candidates))
+    raise FailoverError(_gave_up(attempts, candidates), attempts, last_error)
+
+
+def _gave_up(attempts: Sequence[Attempt], candidates: Sequence[ModelCard] = ()) -> str:
+    """The client's message when no model answered: every model tried or passed over, why."""
+    called = [a for a in attempts if not a.skipped]
+    listed = {a.model for a in attempts}
+    untried = [c.name for c in candidates if c.name not in listed]
+    if not called:
+        head = "no model could be called"
     else:
-        message = (f"no model answered after {len(attempts)} attempt(s) on "
-                   f"{', '.join(tried)}; last error: {last_error}")
-    raise FailoverError(message, attempts, last_error)
+        head = (f"no model answered ({len(called)} attempt(s) on "
+                f"{len(_tried(attempts))} model(s))")
+    tail = (f"; not tried before the deadline: {', '.join(untried)}" if untried else "")
+    return f"{head}: {describe_attempts(attempts)}{tail}"
+
+
+def _deadline_error(policy: RetryPolicy, card: ModelCard) -> ReadTimeout:
+    return ReadTimeout(f"the request's deadline of {policy.max_total_s:g}s "
+                       "(gateway.max_total_s) ran out", model=card.name)
+
+
+@asynccontextmanager
+async def _within(seconds: float, policy: RetryPolicy,
+                  card: ModelCard) -> AsyncIterator[None]:
+    """Bound one upstream call by what is left of the request's deadline."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise _deadline_error(policy, card) from None

@@ -1,4 +1,4 @@
-"""Session pinning (F21): keep a conversation on one model while its prompt cache is warm.
+"""Session pinning: keep a conversation on one model while its prompt cache is warm.
 
 Three windows, on the time since the session's last answered turn:
 
@@ -23,9 +23,10 @@ Escapes override the pin, and the decision says which one fired:
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
   the router chooses anyway, among the models the context filter lets through).
 
-Every request's log entry should carry ``PinDecision.state``. The session id is the client's
-``x-session-id`` header, else the SHA-1 of the first user message (so a conversation keeps its
-id as it grows). Pins live in a :class:`PinStore`: :class:`MemoryPinStore` by default,
+Every request's log entry should carry ``PinDecision.state``. A conversation is known by the
+client's ``x-session-id`` header, else by its first user message within the caller's scope (so
+a conversation keeps its key as it grows, and strangers never share one): see
+:func:`session_key`. Pins live in a :class:`PinStore`: :class:`MemoryPinStore` by default,
 :class:`SQLitePinStore` so pins survive a restart.
 """
 
@@ -42,10 +43,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from switchpoint.capabilities import Needs
 from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.capabilities import Needs
 
 SESSION_HEADER = "x-session-id"
+# The longest session id a client may send.
+MAX_SESSION_ID = 256
 
 
 class PinState(StrEnum):
@@ -231,19 +235,31 @@ def _first_user_text(messages: Sequence[object]) -> str | None:
     return None
 
 
-def session_id(headers: Mapping[str, str], messages: Sequence[object]) -> str | None:
-    """The client's ``x-session-id`` header, else the SHA-1 hex of the first user message.
+def session_key(explicit: str | None, messages: Sequence[object], *,
+                scope: str | None = None) -> str | None:
+    """The key a conversation's pin is stored under, or ``None`` (no pinning).
 
-    ``None`` when there is neither (no pinning). Header names are matched case-insensitively.
-    List content is hashed as canonical JSON, so images count toward the identity.
+    ``explicit`` is the client's own session id (the ``x-session-id`` header), at most
+    :data:`MAX_SESSION_ID` characters. Without one, the conversation is known by its first user
+    message, **within** ``scope`` (who is calling: a client key, else the client's address), so
+    two unrelated callers who open with the same message are never tied together. An explicit id
+    is scoped too, to the tenant when there is one. Keys are SHA-256 hex digests: a fixed 64
+    characters whatever the client sends, and nothing the client wrote is stored.
     """
-    for key, value in headers.items():
-        if key.lower() == SESSION_HEADER and value.strip():
-            return value.strip()
-    text = _first_user_text(messages)
-    if text is None:
-        return None
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+    if explicit is not None:
+        explicit = explicit.strip()
+        if len(explicit) > MAX_SESSION_ID:
+            raise InvalidInputError(SESSION_HEADER, f"is {len(explicit)} characters long; a "
+                                                    f"session id may have at most "
+                                                    f"{MAX_SESSION_ID}")
+    if explicit:
+        material = f"explicit\0{scope or ''}\0{explicit}"
+    else:
+        text = _first_user_text(messages)
+        if text is None:
+            return None
+        material = f"implicit\0{scope or ''}\0{text}"
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def rehome_target(catalog: Catalog, pinned: ModelCard, needs: Needs) -> ModelCard | None:
@@ -295,7 +311,7 @@ class SessionPinner:
                needs: Needs | Mapping[str, Any], now: float) -> PinDecision:
         """The pin decision for a request of ``session`` at ``now`` (seconds since the epoch).
 
-        ``needs`` is a :class:`~switchpoint.capabilities.Needs` or a mapping with ``vision``,
+        ``needs`` is a :class:`Needs` or a mapping with ``vision``,
         ``tools`` and ``prompt_tokens`` (and optionally ``output_tokens``). Pure: it reads the
         store and changes nothing.
         """

@@ -16,17 +16,15 @@ from contextlib import aclosing
 from typing import Any
 
 from switchpoint.catalog import ModelCard
-from switchpoint.providers._http import ClientPool, post_json, stream_chunks
-from switchpoint.providers.base import (
-    MalformedResponse,
-    MissingApiKey,
+from switchpoint.errors import MalformedResponse, MissingApiKey, StreamBroken
+from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
+from switchpoint.gateway.providers.base import (
     ProviderResponse,
-    StreamBroken,
     Timeouts,
     classify_stream_error,
     is_content_chunk,
 )
-from switchpoint.providers.sse import SSEEvent
+from switchpoint.gateway.providers.sse import SSEEvent
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 

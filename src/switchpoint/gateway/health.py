@@ -258,6 +258,19 @@ class HealthTracker:
             self._refresh(h, self.clock())
             return h.state
 
+    def wait_s(self, model: str) -> float | None:
+        """Seconds until :meth:`allow` may let a request through to ``model`` again (its
+        cooldown or its upstream's ``Retry-After``); ``None`` when it may now."""
+        with self._lock:
+            h = self._get(model)
+            now = self.clock()
+            self._refresh(h, now)
+            waits = [h.not_before - now]
+            if h.state is BreakerState.OPEN:
+                waits.append(h.opened_at + h.cooldown - now)
+            wait = max(waits)
+            return wait if wait > 0 else None
+
     def rank_penalty(self, model: str) -> float:
         """What to add to ``model``'s routing score (lower is better): 0 when healthy."""
         status = self.status(model)
