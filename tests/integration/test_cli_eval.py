@@ -1,8 +1,9 @@
 """``switchpoint eval``: fit on one split, measure on another, print a table or JSON, plot.
 
 These run the real CLI in-process on a small records file written to ``tmp_path``; policies that
-need embeddings use the real default embedder (a few dozen short prompts). One test runs the real
-RouterBench file end to end through the installed command (3,148 prompts embedded, 15-20 s).
+need embeddings use the real default embedder (a few dozen short prompts). One test runs the full
+RouterBench file end to end through the installed command (3,148 prompts embedded, 15-20 s); it
+needs the full record sets (the ``shared_data`` fixture) and is skipped without them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from switchpoint.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COSTS = {"big": 0.01, "mid": 0.002, "small": 0.0001}
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -174,13 +174,13 @@ def test_eval_plot_without_matplotlib_fails_before_any_work(
     assert not (tmp_path / "c.png").exists()
 
 
-def test_eval_real_routerbench_end_to_end(tmp_path: Path) -> None:
+def test_eval_real_routerbench_end_to_end(tmp_path: Path, shared_data: Path) -> None:
     """The real command on the real file, as a user runs it: it embeds 3,148 prompts with the
     default (fused int8) MiniLM, about 15-20 s on this 2-core machine."""
     plot = tmp_path / "x.png"
     exe = Path(sys.executable).with_name("switchpoint")
     t0 = time.perf_counter()
-    proc = subprocess.run([str(exe), "eval", str(SHARED_DATA / "routerbench-3task.jsonl"),
+    proc = subprocess.run([str(exe), "eval", str(shared_data / "routerbench-3task.jsonl"),
                            "--fit-split", "train", "--policy", "cluster", "--plot", str(plot)],
                           capture_output=True, text=True, cwd=tmp_path, check=False)
     elapsed = time.perf_counter() - t0

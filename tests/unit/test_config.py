@@ -157,7 +157,7 @@ def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, block), environ={})
     assert settings.catalog() is not None
     router = RouterFactory()(settings)
-    assert router.models == ["gpt-4o", "gpt-4o-mini", "ministral-3b-latest"]
+    assert router.models == ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "ministral-3b-latest"]
     assert router.route(embedding=[0.05] * 384).selected_model in router.models
 
 
