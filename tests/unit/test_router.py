@@ -119,7 +119,7 @@ def test_cache_hit_exact_per_call(router: Router) -> None:
     assert router.route(PROMPTS[2], available_models=CHEAP[::-1]).cache_hit is True  # a set
     assert router.route(PROMPTS[2] + " ").cache_hit is False  # another prompt
     stats = router.stats
-    assert stats.total == 8
+    assert stats.total_requests == 8
     assert stats.cache_hits == 4
     assert router.embedder.misses == 2  # the embedder saw two distinct texts
 
@@ -302,7 +302,7 @@ def test_route_batch_equals_individual_routes(
     for p, d in zip(PROMPTS, batch, strict=True):
         _same(d, single_router.route(p))
         assert d.cache_hit is False
-    assert batch_router.stats.total == len(PROMPTS)
+    assert batch_router.stats.total_requests == len(PROMPTS)
     # Embedded in one pass: the fake embedder saw one batch of all five prompts.
     calls_before = len(fake_embedder.calls)
     fresh = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
@@ -345,7 +345,7 @@ def test_route_batch_with_cost_weights(router: Router) -> None:
     for i in range(len(PROMPTS)):
         costs = [out[w_i * len(PROMPTS) + i].expected_cost for w_i in range(len(weights))]
         assert costs == sorted(costs, reverse=True)
-    assert router.stats.total == len(out)
+    assert router.stats.total_requests == len(out)
 
 
 # Per-cluster best model ----------------------------------------------------------------------
@@ -358,14 +358,19 @@ def test_get_best_model_for_cluster_matches_the_decision_rule(router: Router) ->
         err, cost = policy.error_[c], policy.cost_[c]
         quality_first = min(range(len(router.models)), key=lambda j: (err[j], cost[j]))
         cheapest = int(np.argmin(cost))
-        assert router.get_best_model_for_cluster(c, 0) == router.models[quality_first]
-        assert router.get_best_model_for_cluster(c, 1e4) == router.models[cheapest]
+        best = router.get_best_model_for_cluster
+        assert best(c, cost_weight_override=0) == router.models[quality_first]
+        assert best(c, cost_weight_override=1e4) == router.models[cheapest]
         for lam in (0.0, 0.5, 1e4):
             d = router.route(embedding=centroids[c], cost_weight_override=lam)
             assert d.cluster_id == c
-            assert router.get_best_model_for_cluster(c, lam) == d.selected_model
+            assert best(c, cost_weight_override=lam) == d.selected_model
     # Default λ is the router's own.
-    assert router.get_best_model_for_cluster(0) == router.get_best_model_for_cluster(0, 0.5)
+    assert router.get_best_model_for_cluster(0) == router.get_best_model_for_cluster(
+        0, cost_weight_override=0.5)
+    # Narrowed to one model, that model is the answer; in positional order as in other routers.
+    only = router.models[-1]
+    assert router.get_best_model_for_cluster(0, [only], 0.0) == only
 
 
 @pytest.mark.parametrize("bad", [-1, 6, 100, 1.0, "0", True, None])
@@ -374,12 +379,12 @@ def test_get_best_model_for_cluster_rejects_bad_ids(router: Router, bad: object)
         router.get_best_model_for_cluster(bad)  # type: ignore[arg-type]
     assert info.value.field == "cluster_id"
     with pytest.raises(InvalidInputError):
-        router.get_best_model_for_cluster(0, -1.0)
+        router.get_best_model_for_cluster(0, cost_weight_override=-1.0)
 
 
 def test_get_best_model_accepts_numpy_ints(router: Router) -> None:
-    by_numpy = router.get_best_model_for_cluster(np.int64(2), 0)
-    assert by_numpy == router.get_best_model_for_cluster(2, 0)
+    by_numpy = router.get_best_model_for_cluster(np.int64(2), cost_weight_override=0)
+    assert by_numpy == router.get_best_model_for_cluster(2, cost_weight_override=0)
 
 
 # Distribution and stats ---------------------------------------------------------------------
@@ -403,21 +408,22 @@ def test_stats_and_reset(router: Router) -> None:
     router.route(PROMPTS[0])
     router.route_batch(PROMPTS[:3])
     s = router.stats
-    assert s.total == 9
+    assert s.total_requests == 9
     assert s.cache_hits == 1
-    assert sum(s.by_model.values()) == 9
-    assert sum(s.by_cluster.values()) == 9
+    assert sum(s.model_selections.values()) == 9
+    assert sum(s.cluster_distributions.values()) == 9
+    assert 0 <= s.avg_expected_error <= 1 and s.avg_cost_score >= s.avg_expected_error
     d = s.to_dict()
-    assert json.loads(json.dumps(d))["total"] == 9
-    assert all(isinstance(k, str) for k in d["by_cluster"])
-    s.by_model["tampered"] = 100  # a snapshot, not the live counters
-    assert "tampered" not in router.stats.by_model
+    assert json.loads(json.dumps(d))["total_requests"] == 9
+    assert all(isinstance(k, str) for k in d["cluster_distributions"])
+    s.model_selections["tampered"] = 100  # a snapshot, not the live counters
+    assert "tampered" not in router.stats.model_selections
     router.reset_stats()
     s = router.stats
-    assert (s.total, s.cache_hits, sum(s.by_model.values()), sum(s.by_cluster.values())) == (
-        0, 0, 0, 0)
+    assert (s.total_requests, s.cache_hits, sum(s.model_selections.values()),
+            sum(s.cluster_distributions.values()), s.avg_expected_error) == (0, 0, 0, 0, 0.0)
     assert router.route(PROMPTS[0]).cache_hit is True  # the cache survives a stats reset
-    assert router.stats.total == 1 and router.stats.cache_hits == 1
+    assert router.stats.total_requests == 1 and router.stats.cache_hits == 1
 
 
 # Threads ------------------------------------------------------------------------------------
@@ -447,10 +453,10 @@ def test_thread_safety(router: Router) -> None:
     assert not errors
     decisions = [d for t in range(n_threads) for d in results[t]]
     stats = router.stats
-    assert stats.total == n_threads * calls == len(decisions)
+    assert stats.total_requests == n_threads * calls == len(decisions)
     assert stats.cache_hits == sum(d.cache_hit for d in decisions)
-    assert sum(stats.by_model.values()) == stats.total
-    assert sum(stats.by_cluster.values()) == stats.total
+    assert sum(stats.model_selections.values()) == stats.total_requests
+    assert sum(stats.cluster_distributions.values()) == stats.total_requests
     # The same prompt always gets the same decision.
     for p in set(prompts):
         mine = [d for t in range(n_threads) if prompts[t] == p for d in results[t]]
@@ -513,7 +519,7 @@ def test_load_router_soft_assignment_needs_a_cluster_policy(
     r = load_router(path, embedder=fake_embedder, warm=False)
     d = r.route(PROMPTS[1])
     assert d.policy == "knn" and 0 <= d.cluster_id < 20
-    assert r.get_best_model_for_cluster(d.cluster_id, 0) in r.models
+    assert r.get_best_model_for_cluster(d.cluster_id, cost_weight_override=0) in r.models
 
 
 # End to end with the real embedder (sparingly) ---------------------------------------------------
