@@ -101,6 +101,24 @@ def test_eval_defaults_fit_cluster_and_knn_on_train(
     assert d["policies"][0]["params"]["n_clusters"] == 2
 
 
+def test_eval_progress_goes_to_stderr_and_the_json_stays_whole(
+    records_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["eval", records_file, "--param", "cluster.n_clusters=2",
+                          "--param", "knn.k=3", "--json", "--progress"], capsys)
+    assert code == 0, err
+    assert [p["name"] for p in json.loads(out)["policies"]] == ["cluster", "knn"]
+    assert "embedding 24 prompts (12 train + 12 test) with all-MiniLM-L6-v2/tail-64\n" in err
+    assert "\r  [##############################] 24/24 100%" in err
+    assert "fitting 'cluster' on 12 train prompts... done (" in err
+    assert "fitting 'knn' on 12 train prompts... done (" in err
+    code, quiet_out, err = run(["eval", records_file, "--param", "cluster.n_clusters=2",
+                                "--param", "knn.k=3", "--json", "--quiet"], capsys)
+    assert code == 0 and err == ""
+    assert [p["aiq"] for p in json.loads(quiet_out)["policies"]] == [
+        p["aiq"] for p in json.loads(out)["policies"]]
+
+
 def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
     records = tmp_path / "rb.jsonl"

@@ -16,7 +16,7 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +205,11 @@ Record = DecisionRecord | RequestRecord
 _STOP = object()
 
 
+def _counts(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
+    """``{name: count}`` from ``SELECT name, count(*)`` rows: counts as ints, however stored."""
+    return {str(name): int(n) for name, n in rows}
+
+
 class SQLiteStore:
     """The append-only decision log in one SQLite file. ``open()`` before use, ``close()`` after.
 
@@ -336,13 +341,13 @@ class SQLiteStore:
         try:
             total, hits = conn.execute(
                 "SELECT count(*), coalesce(sum(cache_hit), 0) FROM decisions").fetchone()
-            by_model = dict(conn.execute(
+            by_model = _counts(conn.execute(
                 "SELECT selected_model, count(*) FROM decisions GROUP BY selected_model "
-                "ORDER BY count(*) DESC, selected_model").fetchall())
-            by_policy = dict(conn.execute(
+                "ORDER BY count(*) DESC, selected_model"))
+            by_policy = _counts(conn.execute(
                 "SELECT policy, count(*) FROM decisions GROUP BY policy "
-                "ORDER BY count(*) DESC, policy").fetchall())
-            by_cluster = {str(k): v for k, v in conn.execute(
+                "ORDER BY count(*) DESC, policy"))
+            by_cluster = {str(k): int(v) for k, v in conn.execute(
                 "SELECT cluster_id, count(*) FROM decisions WHERE weights_id = ? "
                 "GROUP BY cluster_id ORDER BY cluster_id", (weights_id or "",)).fetchall()}
         finally:
@@ -406,15 +411,18 @@ class SQLiteStore:
                 "SELECT count(*), coalesce(sum(escalated), 0), coalesce(sum(prompt_tokens), 0), "
                 "coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0), "
                 "coalesce(sum(stream), 0) FROM requests").fetchone()
-            by_status = dict(conn.execute(
+            by_status = _counts(conn.execute(
                 "SELECT status, count(*) FROM requests GROUP BY status "
-                "ORDER BY count(*) DESC, status").fetchall())
-            by_model = {m: {"requests": n, "cost_usd": round(c, 8)} for m, n, c in conn.execute(
+                "ORDER BY count(*) DESC, status"))
+            per_model = conn.execute(
                 "SELECT model, count(*), coalesce(sum(cost_usd), 0) FROM requests "
-                "WHERE model IS NOT NULL GROUP BY model ORDER BY count(*) DESC, model")}
-            by_pin = dict(conn.execute(
+                "WHERE model IS NOT NULL GROUP BY model ORDER BY count(*) DESC, model")
+            # A count is an int; a cost is a float even when no request had a price (SUM of 0).
+            by_model = {m: {"requests": int(n), "cost_usd": round(float(c), 8)}
+                        for m, n, c in per_model}
+            by_pin = _counts(conn.execute(
                 "SELECT pin_state, count(*) FROM requests GROUP BY pin_state "
-                "ORDER BY count(*) DESC, pin_state").fetchall())
+                "ORDER BY count(*) DESC, pin_state"))
         finally:
             conn.close()
         return {"total": int(total), "ok": int(by_status.get("ok", 0)),
