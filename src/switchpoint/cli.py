@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from switchpoint._progress import StderrProgress, stream_is_terminal
+from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import SwitchpointError
 
 EXIT_BAD_INPUT = 2
@@ -277,11 +278,8 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
         for lam in weights:
             for row in chunk:
                 d = results[(str(row["id"]), lam)]
-                done.append(json.dumps({
-                    "id": row["id"], "cost_weight": lam, "selected_model": d.selected_model,
-                    "cluster_id": d.cluster_id, "expected_error": d.expected_error,
-                    "cost_adjusted_score": d.cost_adjusted_score, "all_scores": d.all_scores,
-                }))
+                done.append(json.dumps({"id": row["id"], "cost_weight": lam,
+                                        **d.to_dict(ROUTE_FIELDS)}))
         if stream:
             sys.stdout.writelines(line + "\n" for line in done)
             sys.stdout.flush()

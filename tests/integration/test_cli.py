@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from switchpoint.cli import main
+from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.router import Router
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 from switchpoint.weights import load_weights
 
 PROMPT = "Which planet is closest to the sun? A) Venus B) Mercury C) Mars D) Earth"
-OUTPUT_FIELDS = {"id", "cost_weight", "selected_model", "cluster_id", "expected_error",
-                 "cost_adjusted_score", "all_scores"}
+# Each line is the routing answer (the same fields as POST /v1/route) with its id and λ.
+OUTPUT_FIELDS = {"id", "cost_weight", *ROUTE_FIELDS}
 CHEAP = "mistralai/mistral-7b-chat"
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from switchpoint.catalog import Catalog, ModelCard
@@ -49,7 +49,9 @@ class ChatCall:
     (a client key's id, else the client's address), which scopes conversations known only by
     their first message; ``tenant`` the caller's tenant, which scopes explicit session ids;
     ``cost_weight`` overrides λ for ``auto``; ``models`` narrows the models ``auto`` may choose
-    (the body's own ``models`` field does the same; both given, both apply).
+    (the body's own ``models`` field does the same; both given, both apply); ``decision`` is a
+    routing decision already made for this request (``auto`` then follows its ranking instead
+    of routing again).
     """
 
     body: dict[str, Any]
@@ -58,6 +60,7 @@ class ChatCall:
     tenant: str | None = None
     cost_weight: float | None = None
     models: Sequence[str] | None = None
+    decision: RoutingDecision | None = None
 
     @property
     def requested(self) -> str:
@@ -195,8 +198,12 @@ class Planner:
             rest = [n for n in allowed if n not in chain]
             order = chain + (health.order(rest) if health is not None else rest)
         else:
-            decision = await route(routing_text(plan.body, plan.needs), allowed,
-                                   plan.call.cost_weight)
+            decision = plan.call.decision
+            if decision is None:
+                decision = await route(routing_text(plan.body, plan.needs), allowed,
+                                       plan.call.cost_weight)
+            else:
+                decision = _within(decision, allowed)
             plan.decision = decision
             plan.routed_model = decision.selected_model
             order = rank_auto(decision.all_scores, bonus=plan.pin.bonus, health=health)
@@ -228,6 +235,19 @@ class Planner:
         if status is not HealthStatus.HEALTHY:
             plan.notes.append(f"{chosen} is {status} (GET /v1/router/health): ranked after "
                               f"{order[0]}.")
+
+
+def _within(decision: RoutingDecision, allowed: Sequence[str]) -> RoutingDecision:
+    """A decision made elsewhere, narrowed to the models that can serve this request."""
+    unknown = [m for m in decision.all_scores if m not in allowed]
+    if not unknown:
+        return decision
+    scores = {m: s for m, s in decision.all_scores.items() if m in allowed}
+    if not scores:
+        raise InvalidInputError("decision", f"none of the decision's models "
+                                            f"({', '.join(decision.all_scores)}) can serve this "
+                                            "request through this gateway")
+    return replace(decision, all_scores=scores)
 
 
 def routing_text(body: Mapping[str, Any], needs: Needs) -> str:

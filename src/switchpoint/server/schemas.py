@@ -120,6 +120,11 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+class ModelRequestStats(BaseModel):
+    requests: int
+    cost_usd: float
+
+
 class RequestStats(BaseModel):
     total: int = Field(description="Chat requests logged, all time.")
     ok: int
@@ -128,7 +133,7 @@ class RequestStats(BaseModel):
                                          "model was tried.")
     streams: int
     by_status: dict[str, int]
-    by_model: dict[str, dict[str, float]] = Field(
+    by_model: dict[str, ModelRequestStats] = Field(
         description="Per answering model: requests and cost_usd.")
     by_pin_state: dict[str, int]
     prompt_tokens: int
