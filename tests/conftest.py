@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -138,6 +139,27 @@ def tiny_weights_dir(
 ) -> Path:
     """A saved cluster package (fake embedder, 6 clusters). Copy it before changing it."""
     return tiny_package.save(tmp_path_factory.mktemp("tiny") / "weights")
+
+
+RouterFactory = Callable[..., Router]
+
+
+@pytest.fixture
+def make_router(tiny_weights_dir: Path, fake_embedder: FakeEmbedder) -> RouterFactory:
+    """Builds routers over the tiny fitted package with the fake embedder: ``make_router()``,
+    or with any :class:`Router` keyword (``cache_size=0``, ``allowed_models=[...]``, ...)."""
+
+    def build(**kwargs: Any) -> Router:
+        kwargs.setdefault("embedder", fake_embedder)
+        return Router(load_weights(tiny_weights_dir), **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def router(make_router: RouterFactory) -> Router:
+    """A router over the tiny fitted package (fake embedder, 6 clusters)."""
+    return make_router()
 
 
 @pytest.fixture(scope="session")

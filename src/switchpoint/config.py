@@ -136,6 +136,29 @@ class CacheSettings(BaseModel):
     ttl_seconds: float = Field(3600.0, ge=0, allow_inf_nan=False)
 
 
+class CorsSettings(BaseModel):
+    """Cross-origin requests from browsers: off (no CORS headers) unless ``allow_origins``
+    names the pages' origins (``["*"]`` for any; credentials are then never allowed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow_origins: list[str] = Field(default_factory=list, max_length=100)
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["authorization", "content-type", "x-session-id",
+                                 "x-switchpoint-cost-weight", "x-switchpoint-models"],
+        max_length=100)
+    max_age_s: int = Field(600, ge=0, le=86_400)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"{origin!r} is not an origin; write it as "
+                                 "scheme://host[:port], e.g. https://app.example.com, or '*'")
+        return value
+
+
 class StoreSettings(BaseModel):
     """The SQLite store in ``data_dir``. ``synchronous``: ``full`` fsyncs every commit (survives
     power loss); ``normal`` survives a crash of the process but not of the machine, and is
@@ -208,6 +231,7 @@ class Settings(BaseModel):
     weights: str | None = None
     data_dir: str = DEFAULT_DATA_DIR
     store: StoreSettings = StoreSettings()
+    cors: CorsSettings = CorsSettings()
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0)
     max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     admin_token_env: str | None = None

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_env import async_client, client, fresh_health, log_entry, outcomes
-from servers import ThreadServer
 
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import async_client, client, fresh_health, log_entry, outcomes
+from tests.integration.servers import ThreadServer
 
 OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
 

@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from servers import ProcessServer
 
 from switchpoint.config import load_settings
 from switchpoint.weights import load_weights
+from tests.integration.servers import ProcessServer
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -19,11 +19,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
 from schemathesis.schemas import BaseSchema
-from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from switchpoint.weights import load_weights
+from tests.integration.servers import ThreadServer, thread_server
 
 OPERATIONS = [
     ("POST", "/v1/route"),

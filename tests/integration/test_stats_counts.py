@@ -8,8 +8,9 @@ from __future__ import annotations
 import uuid
 
 import httpx
-from gateway_env import client, log_entry
-from servers import ThreadServer
+
+from tests.integration.gateway_env import client, log_entry
+from tests.integration.servers import ThreadServer
 
 
 def numbers(tree: object, path: str = "") -> list[tuple[str, object]]:

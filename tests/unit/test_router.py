@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
+from switchpoint.errors import (
+    InvalidInputError,
+    NoCandidatesError,
+    NoUpstreamError,
+    UnknownModelError,
+    WeightsError,
+)
 from switchpoint.router import Router, load_router
 from switchpoint.training import fit
-from switchpoint.weights import load_weights
+from tests.conftest import FakeEmbedder, RouterFactory
 
 PROMPTS = [
     "What is the capital of France?",
@@ -26,11 +32,6 @@ PROMPTS = [
     "Sam put the book on the shelf because it was heavy. What was heavy?",
 ]
 CHEAP = ["mistralai/mistral-7b-chat", "WizardLM/WizardLM-13B-V1.2"]
-
-
-@pytest.fixture
-def router(tiny_weights_dir: Path, fake_embedder) -> Router:  # type: ignore[no-untyped-def]
-    return Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
 
 
 def _scale(router: Router, candidates: list[str] | None = None) -> float:
@@ -124,18 +125,18 @@ def test_cache_hit_exact_per_call(router: Router) -> None:
     assert router.embedder.misses == 2  # the embedder saw two distinct texts
 
 
-def test_cache_disabled_and_expiry(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
-    off = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_size=0)
+def test_cache_disabled_and_expiry(make_router: RouterFactory) -> None:
+    off = make_router(cache_size=0)
     assert [off.route(PROMPTS[0]).cache_hit for _ in range(3)] == [False] * 3
-    short = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_ttl=0.05)
+    short = make_router(cache_ttl=0.05)
     assert short.route(PROMPTS[0]).cache_hit is False
     assert short.route(PROMPTS[0]).cache_hit is True
     time.sleep(0.1)
     assert short.route(PROMPTS[0]).cache_hit is False
 
 
-def test_cache_evicts_least_recently_used(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
-    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_size=2)
+def test_cache_evicts_least_recently_used(make_router: RouterFactory) -> None:
+    r = make_router(cache_size=2)
     r.route(PROMPTS[0])
     r.route(PROMPTS[1])
     r.route(PROMPTS[0])  # most recently used
@@ -199,9 +200,8 @@ def test_available_models_restricts(router: Router) -> None:
     assert single.confidence == 1.0
 
 
-def test_allowed_models_restricts(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
-    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder,
-               allowed_models=["claude-v1", "gpt-4-1106-preview"])
+def test_allowed_models_restricts(make_router: RouterFactory) -> None:
+    r = make_router(allowed_models=["claude-v1", "gpt-4-1106-preview"])
     for p in PROMPTS:
         d = r.route(p)
         assert set(d.all_scores) == {"claude-v1", "gpt-4-1106-preview"}
@@ -211,9 +211,9 @@ def test_allowed_models_restricts(tiny_weights_dir: Path, fake_embedder) -> None
     assert info.value.field == "available_models"
     assert r.check_candidates(None) == ["claude-v1", "gpt-4-1106-preview"]
     with pytest.raises(UnknownModelError, match="'nope'"):
-        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, allowed_models=["nope"])
+        make_router(allowed_models=["nope"])
     with pytest.raises(NoCandidatesError):
-        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, allowed_models=[])
+        make_router(allowed_models=[])
 
 
 def test_unknown_model_is_named(router: Router) -> None:
@@ -279,24 +279,23 @@ class _TenDims:
         return np.ones((len(texts), 10), np.float32) / np.sqrt(10)
 
 
-def test_bad_constructor_arguments(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+def test_bad_constructor_arguments(make_router: RouterFactory) -> None:
     with pytest.raises(InvalidInputError, match="384") as info:
-        Router(load_weights(tiny_weights_dir), embedder=_TenDims())
+        make_router(embedder=_TenDims())
     assert info.value.field == "embedder"
     with pytest.raises(InvalidInputError):
-        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cost_weight=-1)
-    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cost_weight=0)
+        make_router(cost_weight=-1)
+    r = make_router(cost_weight=0)
     assert r.route(PROMPTS[0]).cost_weight == 0.0
 
 
 # Batches ------------------------------------------------------------------------------------
 
 
-def test_route_batch_equals_individual_routes(
-    tiny_weights_dir: Path, fake_embedder  # type: ignore[no-untyped-def]
-) -> None:
-    batch_router = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
-    single_router = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+def test_route_batch_equals_individual_routes(make_router: RouterFactory,
+                                              fake_embedder: FakeEmbedder) -> None:
+    batch_router = make_router()
+    single_router = make_router()
     batch = batch_router.route_batch(PROMPTS, available_models=None)
     assert len(batch) == len(PROMPTS)
     for p, d in zip(PROMPTS, batch, strict=True):
@@ -305,7 +304,7 @@ def test_route_batch_equals_individual_routes(
     assert batch_router.stats.total_requests == len(PROMPTS)
     # Embedded in one pass: the fake embedder saw one batch of all five prompts.
     calls_before = len(fake_embedder.calls)
-    fresh = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+    fresh = make_router()
     fresh.route_batch(PROMPTS)
     assert fake_embedder.calls[calls_before:] == [PROMPTS]
     assert fresh.route_batch([]) == []
@@ -542,3 +541,44 @@ def test_real_router_batch_matches_single(real_router: Router, small_records) ->
     batch = real_router.route_batch(prompts, cost_weight_override=0.0)
     for p, d in zip(prompts, batch, strict=True):
         _same(d, real_router.route(p, cost_weight_override=0.0))
+
+
+# Parameters other UniRoute-style loaders take ----------------------------------------------
+
+
+def test_load_router_by_bundled_name() -> None:
+    default = load_router(weights_name="default", warm=False)
+    assert default.policy.name == "cluster"
+    assert load_router(weights_name="knn", warm=False).policy.name == "knn"
+    with pytest.raises(InvalidInputError, match="never downloads") as info:
+        load_router(weights_name="weights-mmlu-v1", warm=False)
+    assert info.value.field == "weights_name"
+
+
+def test_load_router_engines_all_mean_the_in_process_engine(tiny_weights_dir: Path,
+                                                            fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    for engine in ("auto", "python", "go"):
+        r = load_router(tiny_weights_dir, embedder=fake_embedder, engine=engine, warm=False,
+                        download_if_missing=False)
+        assert r.route(PROMPTS[0]).selected_model in r.models
+    with pytest.raises(InvalidInputError) as info:
+        load_router(tiny_weights_dir, embedder=fake_embedder, engine="rust", warm=False)
+    assert info.value.field == "engine"
+
+
+def test_load_router_embedding_model_names() -> None:
+    named = load_router(embedding_model="sentence-transformers/all-MiniLM-L6-v2", warm=False)
+    assert named.embedder.id == named.weights.embedder_id
+    with pytest.raises(InvalidInputError) as info:
+        load_router(embedding_model="text-embedding-3-small", warm=False)
+    assert info.value.field == "embedding_model"
+
+
+def test_a_missing_package_is_an_error_even_when_download_is_allowed(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not a directory"):
+        load_router(tmp_path / "absent", download_if_missing=True, warm=False)
+
+
+def test_route_and_execute_needs_a_gateway(router: Router) -> None:
+    with pytest.raises(NoUpstreamError, match=r"Gateway\.from_config"):
+        router.route_and_execute(PROMPTS[0])

@@ -1,4 +1,4 @@
-"""What a chat request needs from a model (F22), and which catalog models can give it.
+"""What a chat request needs from a model, and which catalog models can give it.
 
 :func:`needs_of` reads an OpenAI chat request: does it carry images, does it use tools (tool
 definitions, or tool calls and results already in the conversation), roughly how many tokens

@@ -395,6 +395,11 @@ class Gateway:
 
     # Admin views -------------------------------------------------------------------------------
 
+    def reset_health(self) -> None:
+        """Forget every model's health: circuits close, counts and errors start afresh."""
+        self.health = HealthTracker(config=self.health.config)
+        self.planner.health = self.health
+
     def health_snapshot(self) -> dict[str, Any]:
         """Every catalog model's health (and any model called since), with the breaker's
         thresholds."""

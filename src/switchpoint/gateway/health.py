@@ -1,4 +1,4 @@
-"""Provider health (F20): per-model success rate, latency, recent errors and a circuit breaker.
+"""Provider health: per-model success rate, latency, recent errors and a circuit breaker.
 
 Per model the tracker keeps the outcomes of the last ``window`` calls (dropping those older than
 ``window_s``), an exponentially weighted moving average of latency, and the last few errors. From

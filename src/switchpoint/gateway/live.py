@@ -209,6 +209,8 @@ def restart_keys(old: Settings, new: Settings) -> list[str]:
         changed.append("data_dir")
     if old.store != new.store:
         changed.append("store")
+    if old.cors != new.cors:
+        changed.append("cors")
     if old.gateway.max_upstream_connections != new.gateway.max_upstream_connections:
         changed.append("gateway.max_upstream_connections")
     return changed

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from switchpoint._version import __version__
 from switchpoint.config import Settings
@@ -25,6 +26,11 @@ from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware
 from switchpoint.server.routes import admin, chat, route
 from switchpoint.store import SQLiteStore
+
+# The answer headers a browser page may read (with CORS on).
+EXPOSED_HEADERS = ["x-switchpoint-model", "x-switchpoint-routed-model", "x-switchpoint-cost",
+                   "x-switchpoint-request-id", "x-switchpoint-decision-id", "x-switchpoint-pin",
+                   "x-switchpoint-reasoning", "retry-after"]
 
 DESCRIPTION = """Routes each LLM request to the model minimising expected error + λ·cost.
 
@@ -68,5 +74,10 @@ def create_app(
     app.include_router(admin.router)
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes)
+    cors = settings.cors
+    if cors.allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,
+                           allow_methods=["GET", "POST"], allow_headers=cors.allow_headers,
+                           expose_headers=EXPOSED_HEADERS, max_age=cors.max_age_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
     return app

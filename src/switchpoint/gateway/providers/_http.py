@@ -34,7 +34,9 @@ class ClientPool:
     """One pooled ``httpx.AsyncClient`` per base URL, shared by every provider that uses it.
 
     Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
-    shutdown); clients are bound to the event loop that first used them. Each client runs on a
+    shutdown). Connections belong to an event loop, so each loop that uses the pool gets its
+    own clients (the in-process gateway's sync methods run on a loop of their own). Each client
+    runs on a
     :class:`PooledTransport` (lean keep-alive HTTP/1.1; see
     there why not httpcore's pool); ``transport`` replaces it, for tests (an
     ``httpx.MockTransport``, say).
@@ -50,12 +52,15 @@ class ClientPool:
         self._max_connections = max_connections
         self._max_keepalive = max_keepalive_connections
         self._keepalive_expiry_s = keepalive_expiry_s
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop,
+                                                   httpx.AsyncClient]] = {}
 
     def get(self, base_url: str) -> httpx.AsyncClient:
-        """The client for ``base_url`` (created on first use)."""
-        key = base_url.rstrip("/")
-        client = self._clients.get(key)
+        """The client for ``base_url`` on the running event loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        key = (id(loop), base_url.rstrip("/"))
+        entry = self._clients.get(key)
+        client = entry[1] if entry is not None and entry[0] is loop else None
         if client is None or client.is_closed:
             transport = self._transport or PooledTransport(
                 max_connections=self._max_connections,
@@ -63,16 +68,21 @@ class ClientPool:
                 keepalive_expiry_s=self._keepalive_expiry_s)
             client = httpx.AsyncClient(limits=self._limits, transport=transport,
                                        follow_redirects=False, trust_env=False)
-            self._clients[key] = client
+            self._clients[key] = (loop, client)
         return client
 
     def __len__(self) -> int:
         return len(self._clients)
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        """Close the clients of the running loop; forget those of loops that are closed."""
+        loop = asyncio.get_running_loop()
+        mine = [k for k, (owner, _) in self._clients.items() if owner is loop]
+        for key in mine:
+            _, client = self._clients.pop(key)
             await client.aclose()
+        for key in [k for k, (owner, _) in self._clients.items() if owner.is_closed()]:
+            del self._clients[key]
 
 
 def httpx_timeout(timeouts: Timeouts) -> httpx.Timeout:
