@@ -495,10 +495,10 @@ def load_router(
     """
     package = load_weights(weights_path, policy=policy)
     if use_soft_assignment is not None:
-        if not hasattr(package.policy, "assignment"):
-            raise InvalidInputError("use_soft_assignment", f"the {package.policy.name!r} policy "
-                                                           "has no soft assignment")
-        package.policy.assignment = "soft" if use_soft_assignment else "hard"
+        try:
+            package.policy.set_params(assignment="soft" if use_soft_assignment else "hard")
+        except InvalidInputError as exc:
+            raise InvalidInputError("use_soft_assignment", exc.reason) from None
     router = Router(package, catalog=catalog, embedder=embedder, cost_weight=cost_weight,
                     allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl)
     if warm:
