@@ -55,7 +55,13 @@ class Inputs:
 
 @dataclass
 class Estimates:
-    """Per-row, per-model predictions: ``error[i, j]`` for model ``models[j]`` on row ``i``."""
+    """Per-row, per-model predictions: ``error[i, j]`` for model ``models[j]`` on row ``i``.
+
+    ``support`` counts the labelled examples behind each estimate; ``stderr`` (when the policy
+    knows it) is the estimate's standard error, from the evidence behind it, and ``pessimism``
+    is how many standard errors beyond the best-evidenced candidate's the decision rule charges
+    (see :mod:`switchpoint.decision`).
+    """
 
     models: list[str]
     error: Array
@@ -65,6 +71,8 @@ class Estimates:
     unit_kind: str
     unit_probabilities: Array | None = None
     notes: list[str] = field(default_factory=list)
+    stderr: Array | None = None
+    pessimism: float = 0.0
 
 
 @dataclass
