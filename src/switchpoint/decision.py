@@ -5,7 +5,16 @@
 ``cost_scale`` is the global mean cost of the most expensive candidate, so normalised costs lie
 in about ``[0, 1]`` whatever the pool: λ = 0 picks for quality alone, λ = 1 means "paying for the
 priciest model is worth one whole unit of error", and the same λ means the same trade-off for any
-set of models. Ties go to the cheaper model.
+set of models. Ties (scores within :data:`TIE_TOLERANCE`) go to the cheaper model, then to the
+earlier one.
+
+When estimates carry their standard errors, ``pessimism`` κ adds
+``κ · (stderr(m) − least stderr among the candidates)`` to each score: a model whose estimate
+rests on little evidence (an added model, a sparse cluster) has to look better by a margin to be
+chosen, while models backed by equal evidence are compared exactly as before.
+
+:func:`decide` is the rule, vectorised over rows; the router (:func:`choose`, one row) and the
+evaluation harness both call it, so they choose identically.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
 MAX_COST_WEIGHT = 1e4
+#: Scores closer than this are tied; a tie goes to the cheaper candidate.
+TIE_TOLERANCE = 1e-9
 
 
 def check_cost_weight(value: object, field: str = "cost_weight") -> float:
@@ -141,6 +152,55 @@ class Choice:
     confidence: float
 
 
+def decision_scores(
+    error: Array,
+    cost: Array,
+    candidates: npt.NDArray[np.bool_],
+    cost_weight: float,
+    cost_scale: float,
+    *,
+    stderr: Array | None = None,
+    pessimism: float = 0.0,
+) -> Array:
+    """Every model's ``error + λ·cost/cost_scale`` (plus the pessimism term); same shape as
+    ``error``. ``candidates`` (one row, or one per row) bounds the least stderr."""
+    scale = cost_scale if cost_scale > 0 else 1.0
+    scores = error + cost_weight * cost / scale
+    if stderr is not None and pessimism > 0:
+        mask = np.broadcast_to(candidates, np.shape(error))
+        least = np.min(np.where(mask, stderr, np.inf), axis=-1, keepdims=True)
+        least = np.where(np.isfinite(least), least, 0.0)
+        scores = scores + pessimism * np.maximum(stderr - least, 0.0)
+    return np.asarray(scores, dtype=np.float64)
+
+
+def decide(
+    error: Array,
+    cost: Array,
+    candidates: npt.NDArray[np.bool_],
+    cost_weight: float,
+    cost_scale: float,
+    *,
+    stderr: Array | None = None,
+    pessimism: float = 0.0,
+) -> npt.NDArray[np.int64]:
+    """The decision rule over rows: for each row of ``(n, m)`` estimates, the candidate with the
+    lowest score; scores within :data:`TIE_TOLERANCE` of the lowest are tied and go to the
+    cheaper model, then to the lower index. ``candidates`` is ``(m,)`` or ``(n, m)``."""
+    error = np.atleast_2d(error)
+    cost = np.atleast_2d(cost)
+    mask = np.broadcast_to(np.atleast_2d(candidates), error.shape)
+    if not mask.any(axis=1).all():
+        raise InvalidInputError("available_models", "no candidate model is left to choose from")
+    scores = decision_scores(error, cost, mask, cost_weight, cost_scale,
+                             stderr=None if stderr is None else np.atleast_2d(stderr),
+                             pessimism=pessimism)
+    masked = np.where(mask, scores, np.inf)
+    best = masked.min(axis=1, keepdims=True)
+    tied = mask & (masked <= best + TIE_TOLERANCE)
+    return np.argmin(np.where(tied, cost, np.inf), axis=1).astype(np.int64)
+
+
 def choose(
     error: Array,
     cost: Array,
@@ -148,16 +208,22 @@ def choose(
     cost_weight: float,
     cost_scale: float,
     support: Array | None = None,
+    *,
+    stderr: Array | None = None,
+    pessimism: float = 0.0,
 ) -> Choice:
-    """Pick the candidate with the lowest ``error + λ·cost/cost_scale`` (ties: cheaper first)."""
+    """One row of :func:`decide`, with every candidate's score and the candidates in order (the
+    chosen one first, then by score, ties to the cheaper)."""
     if not candidates.any():
         raise InvalidInputError("available_models", "no candidate model is left to choose from")
-    scale = cost_scale if cost_scale > 0 else 1.0
-    scores = error + cost_weight * cost / scale
+    best = int(decide(error, cost, candidates, cost_weight, cost_scale, stderr=stderr,
+                      pessimism=pessimism)[0])
+    scores = decision_scores(error, cost, candidates, cost_weight, cost_scale, stderr=stderr,
+                             pessimism=pessimism)
     masked = np.where(candidates, scores, np.inf)
-    order = np.lexsort((cost, masked))
+    order = np.lexsort((np.arange(len(cost)), cost, masked))
     order = order[candidates[order]]
-    best = int(order[0])
+    order = np.concatenate([[best], order[order != best]]).astype(np.intp)
     return Choice(best, scores, order, _confidence(scores, error, support, order))
 
 

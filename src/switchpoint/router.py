@@ -392,8 +392,10 @@ class Router:
 
     def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float) -> RoutingDecision:
         err, cost, support = est.error[row], est.cost[row], est.support[row]
+        stderr = None if est.stderr is None else est.stderr[row]
         scale = self._map.cost_scale(mask)
-        choice = choose(err, cost, mask, lam, scale, support)
+        choice = choose(err, cost, mask, lam, scale, support, stderr=stderr,
+                        pessimism=est.pessimism)
         j = choice.index
         unit = int(est.unit_ids[row])
         probs = self._unit_distribution(est, row, unit)
@@ -408,6 +410,11 @@ class Router:
             k = int(order[1])
             reasoning.append(f"Runner-up {names[k]} scores {choice.scores[k]:.4f} "
                              f"(margin {choice.scores[k] - choice.scores[j]:.4f}).")
+        thin = _evidence_charges(choice.scores, err, cost, lam, scale, order)
+        if thin:
+            reasoning.append("Thin evidence is charged (pessimism "
+                             f"{est.pessimism:g} × extra standard error): " + ", ".join(
+                                 f"{names[i]} +{c:.4f}" for i, c in thin) + ".")
         prior = self._map.prior_note(j)
         if prior:
             reasoning.append(prior)
@@ -456,6 +463,16 @@ class Router:
 
 # Policies with more units than this (a neighbour per example) report no unit distribution.
 MAX_ONE_HOT_UNITS = 1024
+
+
+def _evidence_charges(scores: np.ndarray, err: np.ndarray, cost: np.ndarray, lam: float,
+                      scale: float, order: np.ndarray) -> list[tuple[int, float]]:
+    """The candidates (best first, at most three) whose score carries a pessimism charge."""
+    plain = err + lam * cost / (scale if scale > 0 else 1.0)
+    extra = scores - plain
+    return [(int(i), float(extra[i])) for i in order if extra[i] > 5e-5][:3]
+
+
 # A prompt size used to price requests whose text is unknown (a supplied embedding) and to set
 # the λ scale when costs come from catalog prices.
 REFERENCE_INPUT_TOKENS = 500
@@ -522,6 +539,12 @@ class _CardMap:
                 error[:, j] = (est.error[:, sources].mean(axis=1) if sources
                                else self.global_error_mean)
         support = np.where(has, est.support[:, src], 0.0)
+        stderr = None
+        if est.stderr is not None:
+            stderr = est.stderr[:, src].copy()
+            for j, sources in enumerate(self.prior_sources):
+                if not has[j] and sources:  # a tier prior: as uncertain as what it averages
+                    stderr[:, j] = est.stderr[:, sources].mean(axis=1)
         if self.priced:
             tokens = np.array([estimate_tokens(t) for t in texts] if texts is not None
                               else [REFERENCE_INPUT_TOKENS] * n, dtype=np.float64)
@@ -537,7 +560,8 @@ class _CardMap:
             cost = est.cost[:, src]
         return Estimates(models=list(self.catalog.names), error=error, cost=cost,
                          support=support, unit_ids=est.unit_ids, unit_kind=est.unit_kind,
-                         unit_probabilities=est.unit_probabilities, notes=est.notes)
+                         unit_probabilities=est.unit_probabilities, notes=est.notes,
+                         stderr=stderr, pessimism=est.pessimism)
 
     def cost_scale(self, mask: np.ndarray) -> float:
         ref = self.reference_price if self.priced else self.global_cost
@@ -603,10 +627,10 @@ def load_router(
         policy = policy or named
     package = load_weights(weights_path, policy=policy)
     if use_soft_assignment is not None:
-        if not hasattr(package.policy, "assignment"):
-            raise InvalidInputError("use_soft_assignment", f"the {package.policy.name!r} policy "
-                                                           "has no soft assignment")
-        package.policy.assignment = "soft" if use_soft_assignment else "hard"
+        try:
+            package.policy.set_params(assignment="soft" if use_soft_assignment else "hard")
+        except InvalidInputError as exc:
+            raise InvalidInputError("use_soft_assignment", exc.reason) from None
     if embedder is None and embedding_model is not None:
         embedder = _embedder_named(embedding_model, package)
     router = Router(package, catalog=catalog, embedder=embedder, cost_weight=cost_weight,

@@ -274,13 +274,19 @@ def test_unfitted_and_bad_inputs() -> None:
      {"temperature": 0}],
 )
 def test_bad_parameters(params: dict[str, object]) -> None:
+    policy = ClusterPolicy(**params)  # type: ignore[arg-type]  # stored, not checked, as in sklearn
+    with pytest.raises(InvalidInputError) as info:
+        policy.fit(Inputs(embeddings=_embeddings()), *_labels(), ["good", "bad"])
+    assert info.value.field == next(iter(params))
     with pytest.raises(InvalidInputError):
-        ClusterPolicy(**params)  # type: ignore[arg-type]
+        ClusterPolicy().set_params(**params)
+    with pytest.raises(InvalidInputError):
+        make_policy("cluster", **params)
 
 
 def test_added_prior_strength_is_validated_and_persisted() -> None:
     with pytest.raises(InvalidInputError, match="added_prior_strength"):
-        ClusterPolicy(added_prior_strength=-1)
+        ClusterPolicy().set_params(added_prior_strength=-1)
     scores, costs = _labels()
     policy = ClusterPolicy(n_clusters=4, n_coarse=2, added_prior_strength=5.0)
     policy.fit(Inputs(embeddings=_embeddings()), scores, costs, ["good", "bad"])

@@ -228,7 +228,10 @@ def test_not_fitted() -> None:
 )
 def test_constructor_validates(param: str, value: float) -> None:
     with pytest.raises(InvalidInputError) as info:
-        TfidfPolicy(**{param: value})  # type: ignore[arg-type]
+        TfidfPolicy(**{param: value}).validate_params()  # type: ignore[arg-type]
+    assert info.value.field == param
+    with pytest.raises(InvalidInputError) as info:
+        TfidfPolicy().set_params(**{param: value})
     assert info.value.field == param
 
 

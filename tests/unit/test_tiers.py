@@ -287,8 +287,9 @@ def test_not_fitted() -> None:
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_constructor_validates_prior_strength(bad: float) -> None:
+    texts, scores, costs = _training_set()
     with pytest.raises(InvalidInputError) as info:
-        TiersPolicy(prior_strength=bad)
+        TiersPolicy(prior_strength=bad).fit(Inputs(texts=texts), scores, costs, list(MODELS))
     assert info.value.field == "prior_strength"
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint.decision import decide
 from switchpoint.evaluation.metrics import Point, routed_point
 from switchpoint.policies import Estimates
 
@@ -16,13 +17,15 @@ DEFAULT_LAMBDAS: tuple[float, ...] = (0.0, *[float(x) for x in np.logspace(-3, 3
 
 
 def decide_all(
-    error: Array, cost: Array, cost_weight: float, cost_scale: float
+    error: Array, cost: Array, cost_weight: float, cost_scale: float,
+    candidates: npt.NDArray[np.bool_] | None = None, *, stderr: Array | None = None,
+    pessimism: float = 0.0,
 ) -> npt.NDArray[np.int64]:
-    """Vectorised decision rule: per row, the lowest ``error + λ·cost/scale``; ties to cheaper."""
-    score = error + cost_weight * cost / (cost_scale if cost_scale > 0 else 1.0)
-    best = score.min(axis=1, keepdims=True)
-    tied = score <= best + 1e-12
-    return np.argmin(np.where(tied, cost, np.inf), axis=1).astype(np.int64)
+    """The router's decision rule (:func:`switchpoint.decision.decide`) over every row; all
+    models are candidates unless ``candidates`` says otherwise."""
+    mask = np.ones(np.shape(error)[-1], dtype=bool) if candidates is None else candidates
+    return decide(error, cost, mask, cost_weight, cost_scale, stderr=stderr,
+                  pessimism=pessimism)
 
 
 def sweep(
@@ -33,7 +36,8 @@ def sweep(
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
 ) -> list[Point]:
     """One ``(mean cost, mean quality)`` point per λ, measured with the true labels."""
-    return [routed_point(decide_all(est.error, est.cost, lam, cost_scale), scores, costs)
+    return [routed_point(decide_all(est.error, est.cost, lam, cost_scale, stderr=est.stderr,
+                                    pessimism=est.pessimism), scores, costs)
             for lam in lambdas]
 
 

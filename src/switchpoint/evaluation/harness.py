@@ -7,9 +7,9 @@ the same way for every policy:
    fitted :class:`~switchpoint.weights.WeightsPackage`). The prompts of the fit and test splits
    are embedded **once**, and the same vectors serve every policy and the test split.
 2. Estimate every test prompt once per policy and decide it at every λ of the sweep with the
-   vectorised decision rule (:func:`~switchpoint.evaluation.curves.decide_all`), costs divided
-   by the largest global mean cost among the candidate models, exactly as
-   :class:`~switchpoint.router.Router` does.
+   router's own decision rule (:func:`switchpoint.decision.decide`, vectorised; ties to the
+   cheaper model), costs divided by the largest global mean cost among the candidate models,
+   exactly as :class:`~switchpoint.router.Router` does.
 3. Measure each λ's ``(mean cost, mean quality)`` with the true labels and summarise the curve:
    AIQ, QNC, the best quality reached, the cost of matching the best single model; beside them
    the zero router (the hull of the single models), every single model, and the oracle.
@@ -35,10 +35,10 @@ import numpy.typing as npt
 
 from switchpoint import training
 from switchpoint._progress import ProgressFn, step
-from switchpoint.decision import check_cost_weight
+from switchpoint.decision import check_cost_weight, decide
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError
-from switchpoint.evaluation.curves import DEFAULT_LAMBDAS, decide_all, oracle_sweep
+from switchpoint.evaluation.curves import DEFAULT_LAMBDAS, oracle_sweep
 from switchpoint.evaluation.metrics import (
     Point,
     aiq,
@@ -551,16 +551,11 @@ class _TestContext:
         t0 = time.perf_counter()
         est = policy.estimate(Inputs(texts=list(test.prompts), embeddings=test.embeddings))
         est_s = time.perf_counter() - t0
-        cols = [est.models.index(m) for m in test.models]
-        error = np.asarray(est.error, dtype=np.float64)[:, cols]
-        cost = np.asarray(est.cost, dtype=np.float64)[:, cols]
-        g_cost = policy.global_cost()
-        scale = float(max(g_cost[m] for m in test.models))
-        # Never pick a model the prompt has no label for (the oracle is held to the same).
-        error = np.where(np.isnan(test.scores), np.inf, error)
+        scale = _cost_scale(policy, test.models)
         return self.score_choices(
-            name, _rule(error, cost, scale), params=params, source=source,
-            cost_scale=scale, fit_seconds=fit_seconds, estimate_seconds=est_s)
+            name, _estimates_rule(est, test.models, scale, _labelled(test)),
+            params=params, source=source, cost_scale=scale, fit_seconds=fit_seconds,
+            estimate_seconds=est_s)
 
     def score_choices(
         self, name: str, choose: Callable[[float], npt.NDArray[np.int64]], *,
@@ -626,8 +621,41 @@ class _TestContext:
             lambdas=self.lambdas, embed_seconds=embed_seconds, notes=notes)
 
 
-def _rule(error: Array, cost: Array, scale: float) -> Callable[[float], npt.NDArray[np.int64]]:
-    return lambda lam: decide_all(error, cost, lam, scale)
+def _labelled(test: RecordSet) -> npt.NDArray[np.bool_]:
+    """The candidates of each test prompt: a model the prompt has no label for is never picked
+    (the oracle is held to the same)."""
+    return np.asarray(~np.isnan(test.scores))
+
+
+def _cost_scale(policy: Policy, models: Sequence[str]) -> float:
+    """The λ scale, as the Router sets it: the largest global mean cost among ``models``."""
+    g_cost = policy.global_cost()
+    return float(max(g_cost[m] for m in models))
+
+
+def _estimates_rule(
+    est: Estimates, models: Sequence[str], cost_scale: float, candidates: npt.NDArray[np.bool_]
+) -> Callable[[float], npt.NDArray[np.int64]]:
+    """The router's own decision rule (:func:`switchpoint.decision.decide`) on ``est``'s
+    columns for ``models``, at any λ: indices into ``models``."""
+    cols = [est.models.index(m) for m in models]
+    error = np.asarray(est.error, dtype=np.float64)[:, cols]
+    cost = np.asarray(est.cost, dtype=np.float64)[:, cols]
+    stderr = None if est.stderr is None else np.asarray(est.stderr, dtype=np.float64)[:, cols]
+    return lambda lam: decide(error, cost, candidates, lam, cost_scale, stderr=stderr,
+                              pessimism=est.pessimism)
+
+
+def route_choices(
+    policy: Policy, inputs: Inputs, models: Sequence[str], candidates: npt.NDArray[np.bool_],
+    lambdas: Sequence[float],
+) -> dict[float, npt.NDArray[np.int64]]:
+    """What the harness chooses for every row of ``inputs`` at each λ: indices into ``models``
+    (a subset or reordering of the policy's models; ``candidates`` is ``(len(models),)`` or one
+    row per input)."""
+    rule = _estimates_rule(policy.estimate(inputs), models, _cost_scale(policy, models),
+                           candidates)
+    return {float(lam): rule(float(lam)) for lam in lambdas}
 
 
 def score_estimates(
@@ -645,10 +673,7 @@ def score_estimates(
     ctx = _TestContext(test, _check_lambdas(lambdas, "lambdas"), TASK_LAMBDAS)
     out: dict[str, PolicyResult] = {}
     for label, est in named.items():
-        cols = [est.models.index(m) for m in test.models]
-        error = np.where(np.isnan(test.scores), np.inf, np.asarray(est.error)[:, cols])
-        cost = np.asarray(est.cost, dtype=np.float64)[:, cols]
         out[label] = ctx.score_choices(
-            label, _rule(error, cost, cost_scale), params={}, source="estimates",
-            cost_scale=cost_scale, fit_seconds=None, estimate_seconds=0.0)
+            label, _estimates_rule(est, test.models, cost_scale, _labelled(test)), params={},
+            source="estimates", cost_scale=cost_scale, fit_seconds=None, estimate_seconds=0.0)
     return out

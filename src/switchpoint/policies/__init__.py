@@ -56,10 +56,15 @@ def make_policy(name: str, **params: Any) -> Policy:
     """A new, unfitted policy by registered name, e.g. ``make_policy("knn", k=10)``."""
     cls = policy_class(name)
     try:
-        return cls(**params)
+        policy = cls(**params)
     except TypeError as exc:
         raise InvalidInputError("policy", f"bad parameters for {name!r}: {exc}") from None
+    policy.validate_params()
+    return policy
 
 
 def policy_from_state(state: PolicyState) -> Policy:
-    return policy_class(state.name).from_state(state)
+    """Rebuild a fitted policy from its saved state (its parameters are validated first)."""
+    cls = policy_class(state.name)
+    cls(**state.params).validate_params()
+    return cls.from_state(state)

@@ -1,7 +1,10 @@
 """What every routing policy is: an estimator from inputs to per-model expected error and cost.
 
 A policy is shaped like a scikit-learn estimator: hyper-parameters in the constructor, ``fit``
-returns ``self``, learned state in attributes ending in ``_``, nothing happens at import.
+returns ``self``, learned state in attributes ending in ``_``, nothing happens at import. The
+constructor only stores its arguments: ``get_params`` and ``set_params`` are derived from its
+signature, and the values are checked by ``validate_params`` (called by ``fit``, ``set_params``
+and when a policy is rebuilt from a weights package).
 
 Every learned policy here works the same way underneath: it maps an input to a distribution over
 *units* (clusters, tiers, neighbouring examples) and reads each model's measured error and cost on
@@ -12,6 +15,9 @@ labelled examples stand behind every number.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
@@ -49,7 +55,13 @@ class Inputs:
 
 @dataclass
 class Estimates:
-    """Per-row, per-model predictions: ``error[i, j]`` for model ``models[j]`` on row ``i``."""
+    """Per-row, per-model predictions: ``error[i, j]`` for model ``models[j]`` on row ``i``.
+
+    ``support`` counts the labelled examples behind each estimate; ``stderr`` (when the policy
+    knows it) is the estimate's standard error, from the evidence behind it, and ``pessimism``
+    is how many standard errors beyond the best-evidenced candidate's the decision rule charges
+    (see :mod:`switchpoint.decision`).
+    """
 
     models: list[str]
     error: Array
@@ -59,6 +71,8 @@ class Estimates:
     unit_kind: str
     unit_probabilities: Array | None = None
     notes: list[str] = field(default_factory=list)
+    stderr: Array | None = None
+    pessimism: float = 0.0
 
 
 @dataclass
@@ -200,8 +214,45 @@ class Policy(ABC):
     @abstractmethod
     def from_state(cls, state: PolicyState) -> Self: ...
 
-    @abstractmethod
-    def get_params(self) -> dict[str, Any]: ...
+    # Parameters, the scikit-learn way -------------------------------------------------------------
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters and their current values."""
+        return {name: getattr(self, name) for name in param_names(type(self))}
+
+    def set_params(self, **params: Any) -> Self:
+        """Change parameters by name; they are validated, and nothing changes if one is bad.
+
+        A fitted policy keeps what it learned: parameters that only shape estimates (e.g. the
+        cluster policy's ``assignment`` or ``prior_strength``) apply at once, parameters that
+        shape fitting (e.g. ``n_clusters``) at the next ``fit``.
+        """
+        known = param_names(type(self))
+        unknown = [name for name in params if name not in known]
+        if unknown:
+            raise InvalidInputError(
+                unknown[0], f"the {self.name!r} policy has no parameter(s) "
+                f"{', '.join(map(repr, unknown))}; its parameters are {list(known)}")
+        before = self.get_params()
+        for name, value in params.items():
+            setattr(self, name, value)
+        try:
+            self.validate_params()
+        except InvalidInputError:
+            for name, value in before.items():
+                setattr(self, name, value)
+            raise
+        if params and hasattr(self, "models_"):
+            self._params_changed(set(params))
+        return self
+
+    def validate_params(self) -> None:
+        """Raise :class:`InvalidInputError` naming the first bad parameter (default: none)."""
+        return None
+
+    def _params_changed(self, names: set[str]) -> None:
+        """Hook: a fitted policy's parameters changed (e.g. recompute shrunk estimates)."""
+        return None
 
     # Shared helpers ---------------------------------------------------------------------------
 
@@ -240,6 +291,40 @@ class Policy(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+@functools.cache
+def param_names(cls: type[Policy]) -> tuple[str, ...]:
+    """The names of ``cls``'s constructor parameters, read once from its signature."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(p.name for p in inspect.signature(cls.__init__).parameters.values()
+                 if p.name != "self" and p.kind in kinds)
+
+
+def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool = True) -> float:
+    """``value`` as a float, if it is a finite real number ``>= low`` (``> low`` if not
+    ``inclusive``); otherwise an :class:`InvalidInputError` naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInputError(name, f"must be a finite number; got {value!r}")
+    if value < low or (not inclusive and value == low):
+        raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low:g}; got {value}")
+    return float(value)
+
+
+def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
+    """``value`` if it is an integer in ``[low, high]``; otherwise an :class:`InvalidInputError`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(name, f"must be an integer; got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise InvalidInputError(name, f"must be {bound}; got {value}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInputError(name, f"must be one of {list(choices)}; got {value!r}")
+    return str(value)
 
 
 def check_training_arrays(scores: Array, costs: Array, models: list[str], n: int) -> None:
@@ -281,6 +366,9 @@ class TablePolicy(Policy):
         return self.table_.n_units
 
     prior_strength: float
+
+    def _params_changed(self, names: set[str]) -> None:
+        self._refresh()
 
     def _refresh(self) -> None:
         """Recompute the shrunk ``error_`` / ``cost_`` from ``table_`` (after fit, load, add,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from switchpoint.policies.base import (
     Inputs,
     Policy,
     PolicyState,
+    check_int,
     check_training_arrays,
     nan_mean,
 )
@@ -101,20 +102,54 @@ class FixedPolicy(_GlobalMeans):
     def __init__(self, model: str | None = None) -> None:
         self.model = model
 
-    def get_params(self) -> dict[str, Any]:
-        return {"model": self.model}
+    def validate_params(self) -> None:
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise InvalidInputError("model", f"must be a model name or None; got {self.model!r}")
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        self.validate_params()
         super().fit(inputs, scores, costs, models)
-        if self.model is None:  # default: the best single model on the training data
-            self.model = self.models_[int(np.nanargmin(self.error_))]
+        self._choose_model()
+        return self
+
+    def _choose_model(self) -> None:
+        """``model_``: the named model, or by default the best single model it was fitted on."""
+        if self.model is None:
+            self.model_ = self.models_[int(np.nanargmin(self.error_))]
         elif self.model not in self.models_:
             raise InvalidInputError("model", f"{self.model!r} is not among {self.models_}")
-        return self
+        else:
+            self.model_ = self.model
+
+    def _params_changed(self, names: set[str]) -> None:
+        self._choose_model()
+
+    def get_state(self) -> PolicyState:
+        state = super().get_state()
+        state.meta["model"] = self.model_
+        return state
+
+    @classmethod
+    def from_state(cls, state: PolicyState) -> Self:
+        policy = super().from_state(state)
+        chosen = state.meta.get("model")
+        if chosen is None or policy.model is not None:
+            policy._choose_model()
+        elif chosen not in policy.models_:
+            raise ValueError(f"the fixed model {chosen!r} has no profile")
+        else:
+            policy.model_ = str(chosen)
+        return policy
+
+    def remove_model(self, name: str) -> Self:
+        if name == getattr(self, "model_", None):
+            raise InvalidInputError("name", f"{name!r} is the fixed policy's model; fit the "
+                                            "policy with another model first")
+        return super().remove_model(name)
 
     def estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
-        error = self.error_ + np.where(np.array(self.models_) == self.model, 0.0, _FIXED_PENALTY)
+        error = self.error_ + np.where(np.array(self.models_) == self.model_, 0.0, _FIXED_PENALTY)
         return self._rows(len(inputs), np.tile(error, (len(inputs), 1)))
 
 
@@ -125,13 +160,27 @@ class RandomPolicy(_GlobalMeans):
 
     def __init__(self, random_state: int = 0) -> None:
         self.random_state = random_state
-        self._rng = np.random.default_rng(random_state)
 
-    def get_params(self) -> dict[str, Any]:
-        return {"random_state": self.random_state}
+    def validate_params(self) -> None:
+        check_int("random_state", self.random_state, low=0)
+
+    def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        self.validate_params()
+        super().fit(inputs, scores, costs, models)
+        self.rng_ = np.random.default_rng(self.random_state)
+        return self
+
+    @classmethod
+    def from_state(cls, state: PolicyState) -> Self:
+        policy = super().from_state(state)
+        policy.rng_ = np.random.default_rng(policy.random_state)
+        return policy
+
+    def _params_changed(self, names: set[str]) -> None:
+        self.rng_ = np.random.default_rng(self.random_state)
 
     def estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
         n = len(inputs)
-        noise = self._rng.random((n, len(self.models_))) * _FIXED_PENALTY
+        noise = self.rng_.random((n, len(self.models_))) * _FIXED_PENALTY
         return self._rows(n, noise)

@@ -21,7 +21,6 @@ from typing import Any, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
     Estimates,
@@ -29,6 +28,9 @@ from switchpoint.policies.base import (
     PolicyState,
     ProfileTable,
     TablePolicy,
+    check_choice,
+    check_int,
+    check_number,
     check_training_arrays,
 )
 from switchpoint.policies.kmeans import spherical_kmeans
@@ -59,42 +61,31 @@ class ClusterPolicy(TablePolicy):
         new_model_prior: Literal["similarity", "coarse"] = "similarity",
         added_prior_strength: float = 48.0,
     ) -> None:
-        if n_clusters < 1 or n_coarse < 1:
-            raise InvalidInputError("n_clusters", "n_clusters and n_coarse must be >= 1")
-        if prior_strength < 0:
-            raise InvalidInputError("prior_strength", "must be >= 0")
-        if assignment not in ("hard", "soft"):
-            raise InvalidInputError("assignment", "must be 'hard' or 'soft'")
-        if temperature <= 0:
-            raise InvalidInputError("temperature", "must be > 0")
         self.n_clusters = n_clusters
         self.n_coarse = n_coarse
         self.prior_strength = prior_strength
-        self.assignment: Assignment = assignment
+        self.assignment = assignment
         self.temperature = temperature
         self.random_state = random_state
-        if similarity_ridge < 0:
-            raise InvalidInputError("similarity_ridge", "must be >= 0")
         self.similarity_ridge = similarity_ridge
-        if new_model_prior not in ("similarity", "coarse"):
-            raise InvalidInputError("new_model_prior", "must be 'similarity' or 'coarse'")
-        self.new_model_prior: Literal["similarity", "coarse"] = new_model_prior
-        if added_prior_strength < 0:
-            raise InvalidInputError("added_prior_strength", "must be >= 0")
+        self.new_model_prior = new_model_prior
         self.added_prior_strength = added_prior_strength
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "n_clusters": self.n_clusters, "n_coarse": self.n_coarse,
-            "prior_strength": self.prior_strength, "assignment": self.assignment,
-            "temperature": self.temperature, "random_state": self.random_state,
-            "similarity_ridge": self.similarity_ridge, "new_model_prior": self.new_model_prior,
-            "added_prior_strength": self.added_prior_strength,
-        }
+    def validate_params(self) -> None:
+        check_int("n_clusters", self.n_clusters, low=1)
+        check_int("n_coarse", self.n_coarse, low=1)
+        check_number("prior_strength", self.prior_strength)
+        check_choice("assignment", self.assignment, ("hard", "soft"))
+        check_number("temperature", self.temperature, inclusive=False)
+        check_int("random_state", self.random_state, low=0)
+        check_number("similarity_ridge", self.similarity_ridge)
+        check_choice("new_model_prior", self.new_model_prior, ("similarity", "coarse"))
+        check_number("added_prior_strength", self.added_prior_strength)
 
     # Fitting ---------------------------------------------------------------------------------
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        self.validate_params()
         inputs.require("embedding", self.name)
         assert inputs.embeddings is not None
         check_training_arrays(scores, costs, models, len(inputs))

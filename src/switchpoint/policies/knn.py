@@ -13,13 +13,14 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
     Estimates,
     Inputs,
     Policy,
     PolicyState,
+    check_int,
+    check_number,
     check_training_arrays,
     nan_mean,
 )
@@ -31,20 +32,17 @@ class KnnPolicy(Policy):
     unit_kind = "example"
 
     def __init__(self, k: int = 25, prior_strength: float = 2.0, sharpness: float = 10.0) -> None:
-        if k < 1:
-            raise InvalidInputError("k", "must be >= 1")
-        if prior_strength < 0:
-            raise InvalidInputError("prior_strength", "must be >= 0")
-        if sharpness < 0:
-            raise InvalidInputError("sharpness", "must be >= 0")
         self.k = k
         self.prior_strength = prior_strength
         self.sharpness = sharpness
 
-    def get_params(self) -> dict[str, Any]:
-        return {"k": self.k, "prior_strength": self.prior_strength, "sharpness": self.sharpness}
+    def validate_params(self) -> None:
+        check_int("k", self.k, low=1)
+        check_number("prior_strength", self.prior_strength)
+        check_number("sharpness", self.sharpness)
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        self.validate_params()
         inputs.require("embedding", self.name)
         assert inputs.embeddings is not None
         check_training_arrays(scores, costs, models, len(inputs))

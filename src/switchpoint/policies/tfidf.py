@@ -36,7 +36,6 @@ different things; the tier only captures how hard a prompt is overall.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -54,6 +53,8 @@ from switchpoint.policies.base import (
     PolicyState,
     ProfileTable,
     TablePolicy,
+    check_int,
+    check_number,
     check_training_arrays,
     nan_mean,
 )
@@ -78,14 +79,6 @@ _TOKEN_RE = re.compile(
     r"|==|!=|<=|>=|=>|->|::|&&|\|\||\+=|-="   # operators
     r"|</|/>|\(\)|\[\]|[{};=#$@<>]"          # brackets and sigils
 )
-
-
-def _check_int(name: str, value: object, *, low: int, high: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInputError(name, f"must be an integer; got {value!r}")
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise InvalidInputError(name, f"must be {bounds}; got {value}")
 
 
 def tokenize(text: str) -> list[str]:
@@ -155,8 +148,8 @@ class TfidfVectorizer:
     def __init__(
         self, max_features: int = 20000, min_df: int = 2, sublinear_tf: bool = True
     ) -> None:
-        _check_int("max_features", max_features, low=1)
-        _check_int("min_df", min_df, low=1)
+        check_int("max_features", max_features, low=1)
+        check_int("min_df", min_df, low=1)
         self.max_features = max_features
         self.min_df = min_df
         self.sublinear_tf = sublinear_tf
@@ -259,14 +252,6 @@ def _softmax_masked(logits: Array, active: npt.NDArray[np.bool_]) -> Array:
     return out
 
 
-def _check_number(name: str, value: object, *, low: float, inclusive: bool) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidInputError(name, f"must be a finite number; got {value!r}")
-    if value < low or (not inclusive and value == low):
-        raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low}; got {value}")
-    return float(value)
-
-
 class TfidfPolicy(TablePolicy):
     """Route by learned difficulty tier, recognised from TF-IDF similarity to tier centroids."""
 
@@ -282,23 +267,18 @@ class TfidfPolicy(TablePolicy):
         max_features: int = 20000,
         min_df: int = 2,
     ) -> None:
-        _check_int("n_tiers", n_tiers, low=2, high=50)
-        self.temperature = _check_number("temperature", temperature, low=0.0, inclusive=False)
-        self.prior_strength = _check_number(
-            "prior_strength", prior_strength, low=0.0, inclusive=True
-        )
-        _check_int("max_features", max_features, low=1)
-        _check_int("min_df", min_df, low=1)
         self.n_tiers = n_tiers
+        self.temperature = temperature
+        self.prior_strength = prior_strength
         self.max_features = max_features
         self.min_df = min_df
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "n_tiers": self.n_tiers, "temperature": self.temperature,
-            "prior_strength": self.prior_strength, "max_features": self.max_features,
-            "min_df": self.min_df,
-        }
+    def validate_params(self) -> None:
+        check_int("n_tiers", self.n_tiers, low=2, high=50)
+        check_number("temperature", self.temperature, low=0.0, inclusive=False)
+        check_number("prior_strength", self.prior_strength, low=0.0)
+        check_int("max_features", self.max_features, low=1)
+        check_int("min_df", self.min_df, low=1)
 
     @property
     def n_units(self) -> int:
@@ -312,6 +292,7 @@ class TfidfPolicy(TablePolicy):
     # Fitting ---------------------------------------------------------------------------------
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        self.validate_params()
         texts = self._texts(inputs)
         check_training_arrays(scores, costs, models, len(texts))
         scores = np.asarray(scores, dtype=np.float64)

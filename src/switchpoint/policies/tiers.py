@@ -42,6 +42,7 @@ from switchpoint.policies.base import (
     PolicyState,
     ProfileTable,
     TablePolicy,
+    check_number,
     check_training_arrays,
 )
 
@@ -344,16 +345,10 @@ class TiersPolicy(TablePolicy):
     unit_kind = "tier"
 
     def __init__(self, prior_strength: float = 10.0) -> None:
-        if not isinstance(prior_strength, int | float) or isinstance(prior_strength, bool):
-            raise InvalidInputError("prior_strength", "must be a number")
-        if not math.isfinite(prior_strength) or prior_strength < 0:
-            raise InvalidInputError(
-                "prior_strength", f"must be finite and >= 0; got {prior_strength}"
-            )
-        self.prior_strength = float(prior_strength)
+        self.prior_strength = prior_strength
 
-    def get_params(self) -> dict[str, Any]:
-        return {"prior_strength": self.prior_strength}
+    def validate_params(self) -> None:
+        check_number("prior_strength", self.prior_strength)
 
     @property
     def n_units(self) -> int:
@@ -367,6 +362,7 @@ class TiersPolicy(TablePolicy):
         return inputs.texts
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
+        self.validate_params()
         texts = self._texts(inputs)
         check_training_arrays(scores, costs, models, len(texts))
         unlabelled = [m for j, m in enumerate(models) if np.all(np.isnan(scores[:, j]))]
