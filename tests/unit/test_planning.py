@@ -153,3 +153,10 @@ async def test_a_decision_made_elsewhere_is_followed_not_recomputed() -> None:
     made = RoutingDecision("c", 0.5, 0.5, {"c": 0.5, "a": 0.6, "b": 0.7}, 0)
     plan = await planner().plan(ChatCall(body(), decision=made), catalog(), route)
     assert route.calls == [] and [c.name for c in plan.cards] == ["c", "a", "b"]
+
+
+async def test_an_exact_call_plans_the_named_model_alone() -> None:
+    plan = await planner().plan(ChatCall(body("a"), exact=True), catalog(), FakeRoute())
+    assert [c.name for c in plan.cards] == ["a"]
+    with pytest.raises(InvalidInputError):
+        await planner().plan(ChatCall(body(), exact=True), catalog(), FakeRoute())

@@ -324,63 +324,64 @@ class Gateway:
     async def acomplete(self, messages: Sequence[Mapping[str, Any]] | None = None,
                         model: str = AUTO_MODEL, *, session_id: str | None = None,
                         cost_weight: float | None = None, models: Sequence[str] | None = None,
-                        decision: RoutingDecision | None = None,
+                        decision: RoutingDecision | None = None, exact: bool = False,
                         **params: Any) -> ChatCompletion:
         """A chat completion, as ``openai``'s ``chat.completions.create`` would return it.
 
         ``params`` are the other OpenAI fields (temperature, tools, max_tokens, ...), forwarded
         as given. ``session_id`` pins a conversation; ``cost_weight`` overrides λ for
         ``auto``; ``models`` narrows the models ``auto`` may choose; ``decision`` (a routing
-        decision already made) makes ``auto`` follow its ranking. Raises
+        decision already made) makes ``auto`` follow its ranking; ``exact`` asks the named model
+        alone (retried, but never replaced by a fallback). Raises
         :class:`~switchpoint.errors.GatewayError` subclasses (and ``InvalidInputError``).
         """
         if params.get("stream"):
             raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
         params.pop("stream", None)
         result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
-                                            decision, params, stream=False))
+                                            decision, params, stream=False, exact=exact))
         assert isinstance(result, ChatCompletion)
         return result
 
     async def astream(self, messages: Sequence[Mapping[str, Any]] | None = None,
                       model: str = AUTO_MODEL, *, session_id: str | None = None,
                       cost_weight: float | None = None, models: Sequence[str] | None = None,
-                      decision: RoutingDecision | None = None,
+                      decision: RoutingDecision | None = None, exact: bool = False,
                       **params: Any) -> ChatStream:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
         params.pop("stream", None)
         result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
-                                            decision, params, stream=True))
+                                            decision, params, stream=True, exact=exact))
         assert isinstance(result, ChatStream)
         return result
 
     def complete(self, messages: Sequence[Mapping[str, Any]] | None = None,
                  model: str = AUTO_MODEL, *, session_id: str | None = None,
                  cost_weight: float | None = None, models: Sequence[str] | None = None,
-                 decision: RoutingDecision | None = None,
+                 decision: RoutingDecision | None = None, exact: bool = False,
                  **params: Any) -> ChatCompletion:
         """:meth:`acomplete` from synchronous code."""
         return self._run(self.acomplete(messages, model, session_id=session_id,
                                         cost_weight=cost_weight, models=models,
-                                        decision=decision, **params))
+                                        decision=decision, exact=exact, **params))
 
     def stream(self, messages: Sequence[Mapping[str, Any]] | None = None,
                model: str = AUTO_MODEL, *, session_id: str | None = None,
                cost_weight: float | None = None, models: Sequence[str] | None = None,
-               decision: RoutingDecision | None = None,
+               decision: RoutingDecision | None = None, exact: bool = False,
                **params: Any) -> SyncChatStream:
         """:meth:`astream` from synchronous code: iterate the chunks with ``for``."""
         stream = self._run(self.astream(messages, model, session_id=session_id,
                                         cost_weight=cost_weight, models=models,
-                                        decision=decision, **params))
+                                        decision=decision, exact=exact, **params))
         assert self._sync is not None
         return SyncChatStream(stream, self._sync)
 
     def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
               session_id: str | None, cost_weight: float | None,
               models: Sequence[str] | None, decision: RoutingDecision | None,
-              params: dict[str, Any], *, stream: bool) -> ChatCall:
+              params: dict[str, Any], *, stream: bool, exact: bool = False) -> ChatCall:
         if messages is None:
             messages = params.pop("messages", None)
         body: dict[str, Any] = {"model": model, "messages": _as_list(messages), **params}
@@ -390,7 +391,7 @@ class Gateway:
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         return ChatCall(body=body, session_id=session_id, caller="in-process",
-                        cost_weight=cost_weight, decision=decision,
+                        cost_weight=cost_weight, decision=decision, exact=exact,
                         models=list(models) if models is not None else None)
 
     # Admin views -------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ class ChatCall:
     ``cost_weight`` overrides λ for ``auto``; ``models`` narrows the models ``auto`` may choose
     (the body's own ``models`` field does the same; both given, both apply); ``decision`` is a
     routing decision already made for this request (``auto`` then follows its ranking instead
-    of routing again).
+    of routing again); ``exact`` asks for the named model alone, without its fallbacks (an
+    answer from that model or an error: what labelling and comparisons need).
     """
 
     body: dict[str, Any]
@@ -61,6 +62,7 @@ class ChatCall:
     cost_weight: float | None = None
     models: Sequence[str] | None = None
     decision: RoutingDecision | None = None
+    exact: bool = False
 
     @property
     def requested(self) -> str:
@@ -154,6 +156,8 @@ class Planner:
         """
         started = time.perf_counter() if started is None else started
         requested = call.requested
+        if call.exact and requested == AUTO_MODEL:
+            raise InvalidInputError("model", "an exact call names a catalog model, not 'auto'")
         if requested != AUTO_MODEL and requested not in catalog:
             raise ModelNotFoundError(
                 f"model: {requested!r} is not a model of this gateway; use 'auto' or one of "
@@ -166,7 +170,8 @@ class Planner:
                     body=upstream_body(call.body), needs=needs, session=session,
                     pin=self.pinner.decide(session, catalog, needs, now))
         if requested != AUTO_MODEL:
-            chain = [c.name for c in fallback_chain(catalog, requested)]
+            chain = ([requested] if call.exact
+                     else [c.name for c in fallback_chain(catalog, requested)])
             allowed, plan.excluded = filter_candidates(catalog, chain, needs)
             if not allowed:
                 raise _nothing_fits(plan.excluded, f"model {requested!r} and its fallbacks")
