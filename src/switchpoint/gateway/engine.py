@@ -40,11 +40,11 @@ from typing import Any, Protocol, TypeVar
 import anyio.to_thread
 import numpy as np
 
+import switchpoint.gateway.accounting as accounting
 from switchpoint.catalog import Catalog
 from switchpoint.config import GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import FailoverError, InvalidInputError, NoUpstreamError, StoreError
-from switchpoint.gateway import accounting
 from switchpoint.gateway.failover import (
     Attempt,
     FailoverResult,

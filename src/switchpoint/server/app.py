@@ -20,8 +20,8 @@ from switchpoint._version import __version__
 from switchpoint.config import Settings
 from switchpoint.gateway.engine import Gateway
 from switchpoint.gateway.live import Loader
-from switchpoint.server import errors
 from switchpoint.server.context import Service
+from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware
 from switchpoint.server.routes import admin, chat, route
@@ -68,7 +68,7 @@ def create_app(
     app = FastAPI(title="switchpoint", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan)
     app.state.service = service
-    errors.install(app)
+    install_error_handlers(app)
     app.include_router(route.router)
     app.include_router(chat.router)
     app.include_router(admin.router)
