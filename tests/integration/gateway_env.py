@@ -81,7 +81,7 @@ def gateway_server(fake: FakeProviderProcess, root: Path) -> Iterator[ThreadServ
 def fresh_health(server: ThreadServer) -> None:
     """Forget every model's health (tests must not open each other's circuits)."""
     gateway = server.service.gateway
-    gateway.health = HealthTracker(config=gateway.health.config)
+    gateway.health = gateway.planner.health = HealthTracker(config=gateway.health.config)
 
 
 def client(server: ThreadServer, **kw: Any) -> openai.OpenAI:
