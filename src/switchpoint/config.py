@@ -55,6 +55,7 @@ from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
 from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, Catalog, ModelCard
 from switchpoint.errors import ConfigError
+from switchpoint.known_providers import OPENAI_COMPATIBLE, check_provider, infer_provider
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -79,15 +80,21 @@ def _env_var_name(value: str | None, example: str) -> str | None:
 
 
 class ModelEntry(BaseModel):
-    """One routable model of the catalog (see :class:`switchpoint.catalog.ModelCard`)."""
+    """One routable model of the catalog (see :class:`switchpoint.catalog.ModelCard`).
+
+    ``provider`` is a name of :data:`~switchpoint.known_providers.KNOWN_PROVIDERS` (omitted:
+    ``openai``, or with a ``base_url`` the provider it belongs to, else ``openai-compatible``);
+    the provider gives the defaults of ``base_url``, ``api_key_env`` and ``stream_usage``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     profile: str | None = Field(None, min_length=1)
-    provider: str = Field("openai", min_length=1)
+    provider: str = Field("openai", min_length=1)  # omitted: inferred from base_url
     base_url: str | None = None
     api_key_env: str | None = None
+    stream_usage: bool | None = None
     input_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
     output_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
     context_window: int | None = Field(None, gt=0)
@@ -95,6 +102,20 @@ class ModelEntry(BaseModel):
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list)
     upstream_model: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("provider") is None:
+            base_url = data.get("base_url")
+            data = {**data, "provider": infer_provider(base_url if isinstance(base_url, str)
+                                                       else None)}
+        return data
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        return check_provider(value)
 
     @field_validator("base_url")
     @classmethod
@@ -115,6 +136,7 @@ class ModelEntry(BaseModel):
             output_per_mtok=self.output_per_mtok, context_window=self.context_window,
             capabilities=tuple(self.capabilities), tier=self.tier,
             fallbacks=tuple(self.fallbacks), upstream_model=self.upstream_model,
+            stream_usage=self.stream_usage,
         )
 
 
@@ -429,6 +451,11 @@ def _check_catalog(settings: Settings) -> None:
             raise ConfigError(f"models[{i}].name", "'auto' is reserved for the router itself; "
                                                    "rename the model")
     for i, entry in enumerate(settings.models):
+        if entry.provider == OPENAI_COMPATIBLE and entry.base_url is None:
+            raise ConfigError(f"models[{i}].base_url",
+                              f"is required for provider {OPENAI_COMPATIBLE} (model "
+                              f"{entry.name!r}): give the server's URL, e.g. "
+                              "http://localhost:8080/v1, or name a known provider")
         for j, fb in enumerate(entry.fallbacks):
             if fb not in names:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",

@@ -15,7 +15,7 @@ to fix it::
     │   ├── AuthenticationError           a missing or wrong token (401)
     │   ├── ModelNotFoundError            neither ``auto`` nor a catalog model
     │   ├── NoCapableModelError           no catalog model can serve the request
-    │   ├── NoUpstreamError               no model has an upstream to call
+    │   ├── NoUpstreamError               no models configured: nowhere to send chat
     │   ├── RouterNotReadyError           the weights are still loading
     │   └── FailoverError                 no candidate answered; every try is listed
     └── ProviderError                     one upstream call failed (failover decides what next)
@@ -50,7 +50,7 @@ error                       retry      escalate  when
 :class:`FirstTokenTimeout`  yes        yes       no content within ``first_token_s``
 :class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion
 :class:`ResponseTooLarge`   no         yes       an answer or SSE line over its size limit
-:class:`StreamBroken`       yes*       yes*      cut, malformed chunk, no end marker
+:class:`StreamBroken`       yes*       yes*      cut, malformed chunk, ended unfinished
 :class:`ContextLengthExceeded`  no     yes       the prompt does not fit this model
 :class:`AuthError`          no         yes       401/403, or the key's env var is unset
 :class:`ContentFiltered`    no         no        the upstream's content filter refused
@@ -61,7 +61,7 @@ error                       retry      escalate  when
 StreamBroken retries and escalates only while nothing has reached the client
 (``after_first_byte`` false). ``retryable`` means "the same model may succeed if asked again";
 ``escalate`` means "another model may succeed"; ``counts_against_health`` is false for errors
-that are the request's fault.
+that are the request's fault, and for :class:`MissingApiKey` (nothing was sent upstream).
 """
 
 # The error names say what happened (RateLimited, StreamBroken, ...), like httpx's ReadTimeout.
@@ -157,10 +157,12 @@ class StoreError(SwitchpointError):
 class GatewayError(SwitchpointError):
     """The service refused a request or could not answer it. ``status`` and ``code`` are what
     a client of the HTTP service receives; ``param`` names the request field at fault, if any;
-    ``retry_after`` (seconds) says when trying again may work."""
+    ``retry_after`` (seconds) says when trying again may work; ``permanent`` that trying again
+    cannot, until the configuration changes (clients are told not to retry)."""
 
     status: int = 500
     code: str = "gateway_error"
+    permanent: bool = False
 
     def __init__(self, message: str, *, param: str | None = None,
                  retry_after: float | None = None) -> None:
@@ -199,10 +201,11 @@ class NoCapableModelError(GatewayError):
 
 
 class NoUpstreamError(GatewayError):
-    """No model of the catalog says where to send a chat request."""
+    """The gateway has no models configured, so nowhere to send a chat request."""
 
     status = 503
     code = "no_upstream_configured"
+    permanent = True
 
 
 class RouterNotReadyError(GatewayError):
@@ -228,6 +231,9 @@ class FailoverError(GatewayError):
         self.attempts = attempts
         self.last_error = last_error
         self.status, self.code = self._classify()
+        # Every model lacked its key: asking again cannot help until the keys are exported.
+        self.permanent = bool(attempts) and all(a.outcome == MissingApiKey.kind
+                                                for a in attempts)
         if isinstance(last_error, RateLimited) and self.status == 429:
             self.retry_after = last_error.retry_after
         elif self.status == 503:
@@ -385,7 +391,8 @@ class ResponseTooLarge(ProviderError):
 
 
 class StreamBroken(ProviderError):
-    """A stream failed part-way: cut, a malformed chunk, an error event, or no end marker.
+    """A stream failed part-way: cut, a malformed chunk, an error event, or an end before the
+    answer finished (neither the end marker nor a ``finish_reason``).
 
     ``after_first_byte`` says whether some of the answer already reached the client; then
     nothing can be retried or escalated and the client must be told the stream failed.
@@ -424,14 +431,16 @@ class AuthError(ProviderError):
 
 
 class MissingApiKey(AuthError):
-    """The environment variable that should hold the model's API key is not set."""
+    """The environment variable that should hold the model's API key is not set. Nothing was
+    sent upstream: the configuration is at fault, not the model's health."""
 
     kind = "missing_api_key"
+    _counts_against_health = False
 
     def __init__(self, env_var: str, *, model: str | None = None) -> None:
         super().__init__(
-            f"the API key environment variable {env_var} is not set; export {env_var}=<key> "
-            f"or remove api_key_env from the model's catalog entry if it needs no key",
+            f"the API key variable {env_var} is not set; export {env_var}=<key> or point the "
+            "model's api_key_env at the variable that holds it",
             model=model)
         self.env_var = env_var
 

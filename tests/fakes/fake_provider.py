@@ -38,7 +38,12 @@ message as ``[[fake:BEHAVIOUR]]``, else ``ok``. A behaviour is ``name`` or
                    mid-body; non-streamed, half the body and then drop
 ``malformed``      stream ``after=`` chunks (default 1), then ``data: {not json``;
                    non-streamed, a 200 whose body is not JSON
-``nodone``         a full stream that ends cleanly without ``[DONE]`` / ``message_stop``
+``nodone``         a full stream, finish reason included, that ends cleanly without
+                   ``[DONE]`` / ``message_stop`` (some real upstreams do)
+``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
+                   finish reason, no end marker (an answer cut short)
+``reject_stream_options``  OpenAI dialect: a request carrying ``stream_options`` is refused
+                   with Mistral's 422 ``extra_forbidden`` naming the field; without it, ``ok``
 ``sse_error``      stream ``after=`` chunks (default 1), then an error event
 ``context_length`` 400 context length exceeded, in the dialect's shape
 ``content_filter`` 400 content filter, in the dialect's shape
@@ -286,6 +291,14 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     model = str(body.get("model"))
     stream = bool(body.get("stream"))
     messages = body.get("messages") or []
+    if name == "reject_stream_options":
+        if "stream_options" in body:
+            await send_json(writer, 422, {"object": "error", "message": {"detail": [{
+                "type": "extra_forbidden", "loc": ["body", "stream_options", "include_usage"],
+                "msg": "Extra inputs are not permitted", "input": True}]},
+                "type": "invalid_request_error", "param": None, "code": None})
+            return True
+        name = "ok"
     problem = openai_validate(body)
     if problem and name == "ok":
         await send_json(writer, 400, openai_error(problem, "invalid_request_error", None,
@@ -382,9 +395,12 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         finish = "stop"
     after = int(_num(params, "after", 2 if name == "cut" else 1))
     for i, piece in enumerate(pieces):
-        if name in ("cut", "malformed", "sse_error") and i == after:
+        if name in ("cut", "malformed", "sse_error", "nofinish") and i == after:
             break
         await out.data(piece)
+    if name == "nofinish":
+        await out.end()
+        return True
     if name == "cut":
         reset_connection(writer)
         return False
@@ -547,11 +563,14 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     after = int(_num(params, "after", 2 if name == "cut" else 1))
     sent_content = 0
     for event, payload in events:
-        if name in ("cut", "malformed", "sse_error") and sent_content == after:
+        if name in ("cut", "malformed", "sse_error", "nofinish") and sent_content == after:
             break
         await out.data(payload, event=event)
         if event == "content_block_delta":
             sent_content += 1
+    if name == "nofinish":
+        await out.end()
+        return True
     if name == "cut":
         reset_connection(writer)
         return False

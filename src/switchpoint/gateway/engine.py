@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -59,6 +60,7 @@ from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore
+from switchpoint.known_providers import api_key_env_of
 from switchpoint.router import check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 
@@ -102,6 +104,8 @@ class Gateway:
         self.pool = ClientPool(max_connections=g.max_upstream_connections,
                                max_keepalive_connections=g.max_upstream_connections)
         self.providers = ProviderRegistry(self.pool, env=env, overrides=providers)
+        self._env = env
+        self._warned: set[str] = set()
         self.health = HealthTracker(config=health_config(g))
         self.pinner = SessionPinner(g.pin_hard_window_s, g.pin_soft_window_s, g.pin_soft_bonus)
         self.planner = Planner(self.health, self.pinner, prefer_healthy=g.prefer_healthy)
@@ -151,8 +155,11 @@ class Gateway:
 
     def start(self, *, background: bool = False) -> None:
         """Open the state and load the router: now (the default), or on a background thread
-        (the server's way: its port opens at once and ``/health`` says when it is ready)."""
+        (the server's way: its port opens at once and ``/health`` says when it is ready).
+        What would make chat requests fail (no models, an unset key variable) is logged as a
+        warning, once."""
         self.open()
+        self._warn_misconfigured(self.state.settings)
         if background:
             self.state.start()
         else:
@@ -194,6 +201,7 @@ class Gateway:
     def _take_up(self, live: Live) -> None:
         """A router went live: rebuild what derives from its gateway settings, once."""
         live.router.gateway = self  # so its route_and_execute calls models through us
+        self._warn_misconfigured(live.settings)
         g = live.settings.gateway
         if g == self._applied:
             return
@@ -419,6 +427,14 @@ class Gateway:
 
     # Internals ---------------------------------------------------------------------------------
 
+    def _warn_misconfigured(self, settings: Settings) -> None:
+        env = os.environ if self._env is None else self._env
+        skip = set(self.providers.overrides)
+        for key, message in misconfigurations(settings, env, skip=skip):
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("%s", message)
+
     async def _write(self, entry: accounting.Entry, *, wait: bool) -> None:
         if self.observer is not None:
             self.observer.on_request(entry.request)
@@ -504,11 +520,36 @@ def _update(info: CallInfo, final: CallInfo) -> None:
 def _no_upstream_message(settings: Settings) -> str:
     where = (f"the config file {settings.source_path}" if settings.source_path
              else "a config file (switchpoint serve --config switchpoint.yaml)")
-    return ("no model of the catalog has an upstream to call, so chat requests cannot be "
-            f"answered (POST /v1/route still routes). Add models with a provider and its key to "
-            f"{where}, e.g.\n  models:\n    - {{name: gpt-4o-mini, provider: openai, "
-            "api_key_env: OPENAI_API_KEY, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.15, "
-            "output_per_mtok: 0.6}")
+    return ("this gateway has no models configured (no `models:` in its config), so it has no "
+            "upstream to send chat requests to; POST /v1/route still routes. List the models "
+            f"to call, with their provider, under `models:` in {where}, e.g. `models: [{{name: "
+            "gpt-4o-mini, provider: openai, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.15, "
+            "output_per_mtok: 0.6}]` with OPENAI_API_KEY exported")
+
+
+def misconfigurations(settings: Settings, env: Mapping[str, str], *,
+                      skip: Collection[str] = ()) -> list[tuple[str, str]]:
+    """What will make chat requests fail with these settings, as (key, message) pairs: no
+    ``models:`` at all, or a model whose key variable is unset (models and providers in
+    ``skip`` have adapters of their own and are not checked)."""
+    if settings.models is None:
+        return [("no-models", "chat is off: no `models:` are configured, so POST "
+                              "/v1/chat/completions answers 503 no_upstream_configured until "
+                              "the config lists the models to call (POST /v1/route still "
+                              "routes over the bundled profiles)")]
+    catalog = settings.catalog()
+    assert catalog is not None
+    found: list[tuple[str, str]] = []
+    for card in catalog.cards:
+        var = api_key_env_of(card)
+        if var is None or env.get(var) or card.name in skip or card.provider in skip:
+            continue
+        origin = ("" if card.api_key_env else
+                  f" (provider {card.provider}'s default; name another with api_key_env)")
+        found.append((f"key\0{card.name}\0{var}",
+                      f"model {card.name}: its API key variable {var}{origin} is not set; "
+                      f"calls to it fail with missing_api_key until you export {var}"))
+    return found
 
 
 def timeouts_of(g: GatewaySettings) -> Timeouts:

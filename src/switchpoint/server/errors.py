@@ -82,9 +82,9 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     """The error answer for an exception switchpoint raised on purpose (else a 500)."""
     if isinstance(exc, FailoverError):
         return ErrorAnswer(exc.status, exc.code, exc.message, None,
-                           _retry_after(exc.retry_after), exc.to_openai_error())
+                           _gateway_headers(exc) or None, exc.to_openai_error())
     if isinstance(exc, GatewayError):
-        headers = dict(_retry_after(exc.retry_after) or {})
+        headers = _gateway_headers(exc)
         if exc.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return ErrorAnswer(exc.status, exc.code, exc.message, exc.param, headers or None)
@@ -97,6 +97,15 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     kind = type(exc).__name__
     return ErrorAnswer(500, "internal_error", f"{kind}: the server failed on this request; "
                                               "see its log")
+
+
+def _gateway_headers(exc: GatewayError) -> dict[str, str]:
+    """``Retry-After`` when waiting may help; ``x-should-retry: false`` (which the official
+    openai clients obey) when no retry can help until the configuration changes."""
+    headers = dict(_retry_after(exc.retry_after) or {})
+    if exc.permanent:
+        headers["x-should-retry"] = "false"
+    return headers
 
 
 def _retry_after(seconds: float | None) -> dict[str, str] | None:

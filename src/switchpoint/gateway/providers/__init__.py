@@ -1,8 +1,9 @@
 """Provider adapters for the gateway: one upstream API dialect each, OpenAI wire format out.
 
     pool = ClientPool()                      # one per app; ``await pool.aclose()`` on shutdown
-    providers = ProviderRegistry(pool)       # card.provider == "anthropic" → Messages API,
-    provider = providers.for_card(card)      # anything else → OpenAI-compatible
+    providers = ProviderRegistry(pool)       # by the wire format of card.provider (see
+    provider = providers.for_card(card)      # switchpoint.known_providers): Messages API or
+                                             # OpenAI-compatible
     answer = await provider.complete(request, card, Timeouts())
 """
 
@@ -38,12 +39,13 @@ from switchpoint.gateway.providers.base import (
     usage_of,
 )
 from switchpoint.gateway.providers.openai import OpenAIProvider
-
-ANTHROPIC_PROVIDERS = frozenset({"anthropic"})
+from switchpoint.known_providers import spec_of
 
 
 class ProviderRegistry:
-    """Which adapter serves a card: by ``card.provider``; unknown names are OpenAI-compatible.
+    """Which adapter serves a card: the one for its provider's wire format in
+    :data:`~switchpoint.known_providers.KNOWN_PROVIDERS` (a name not there, possible for cards
+    built in code, is OpenAI-compatible).
 
     ``overrides`` maps provider names (or catalog model names, checked first) to adapters,
     which is how tests and custom upstreams plug in.
@@ -61,7 +63,7 @@ class ProviderRegistry:
             return self.overrides[card.name]
         if card.provider in self.overrides:
             return self.overrides[card.provider]
-        if card.provider.lower() in ANTHROPIC_PROVIDERS:
+        if spec_of(card).wire == "anthropic":
             return self.anthropic
         return self.openai
 

@@ -161,6 +161,28 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     return data, response, latency_ms
 
 
+class _Finished:
+    """Which choices of a stream have their ``finish_reason``."""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+        self.done: set[int] = set()
+
+    def note(self, chunk: Mapping[str, Any]) -> None:
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, Mapping):
+                index = choice.get("index", 0)
+                index = index if isinstance(index, int) else 0
+                self.open.add(index)
+                if choice.get("finish_reason"):
+                    self.done.add(index)
+
+    @property
+    def all(self) -> bool:
+        return bool(self.open) and self.open <= self.done
+
+
 class ChunkDecoder(Protocol):
     """Turns an upstream's SSE events into OpenAI chunks. ``done`` once its end marker came."""
 
@@ -180,13 +202,16 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     Nothing is yielded until a content chunk (or the end marker) has arrived; sending, the
     headers and everything before that must fit in ``timeouts.first_token_s`` or
     :class:`FirstTokenTimeout` is raised. Afterwards each read may take ``timeouts.read_s``.
-    The stream must end with the decoder's end marker, else :class:`StreamBroken`.
+    The stream is complete at the decoder's end marker, or at a clean end of the body once
+    every choice has its ``finish_reason`` (some upstreams never send ``[DONE]``; the final
+    usage chunk may then be missing); any other end is :class:`StreamBroken`.
     """
     request = client.build_request("POST", url, json=body, headers=dict(headers),
                                    timeout=httpx_timeout(timeouts))
     response: httpx.Response | None = None
     events: AsyncIterator[SSEEvent] | None = None
     received = False
+    finished = _Finished()
     try:
         pending: list[dict[str, Any]] = []
         try:
@@ -218,6 +243,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
             raise map_transport_error(exc, model=model, timeouts=timeouts,
                                       started=received) from exc
         for chunk in pending:
+            finished.note(chunk)
             yield chunk
         if decoder.done:
             return
@@ -225,13 +251,17 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
         try:
             async for event in events:
                 for chunk in decoder.feed(event):
+                    finished.note(chunk)
                     yield chunk
                 if decoder.done:
                     return
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, model=model, timeouts=timeouts,
                                       started=True) from exc
-        raise StreamBroken("the stream ended without its end marker ([DONE])", model=model)
+        if finished.all:
+            return  # a clean end after the last finish_reason: the answer is whole
+        raise StreamBroken("the stream ended before the answer finished (no finish_reason, "
+                           "no end marker)", model=model)
     finally:
         if events is not None:
             aclose = getattr(events, "aclose", None)

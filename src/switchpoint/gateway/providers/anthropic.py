@@ -35,7 +35,7 @@ from switchpoint.gateway.providers.base import (
     classify_stream_error,
     is_content_chunk,
 )
-from switchpoint.gateway.providers.openai import api_key
+from switchpoint.gateway.providers.openai import api_key, target_url
 from switchpoint.gateway.providers.sse import SSEEvent
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -420,7 +420,7 @@ class AnthropicProvider:
             raise
 
     def _target(self, card: ModelCard, *, stream: bool) -> tuple[str, str, dict[str, str]]:
-        base = (card.base_url or self.default_base_url).rstrip("/")
+        base = target_url(card, self.default_base_url)
         url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
         headers = {"content-type": "application/json", "anthropic-version": self.version,
                    "accept": "text/event-stream" if stream else "application/json"}

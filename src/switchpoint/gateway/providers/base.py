@@ -283,7 +283,8 @@ class Provider(Protocol):
 
         The iterator yields nothing until the first content chunk has arrived (so a
         :class:`FirstTokenTimeout` or an early failure surfaces before anything is yielded),
-        ends only after the upstream's end marker, and raises :class:`StreamBroken` otherwise.
+        ends after the upstream's end marker (or a clean end once every choice has finished),
+        and raises :class:`StreamBroken` otherwise.
         The final chunk carries ``usage`` when the upstream reports it. Close it with
         ``aclose()`` (or :func:`contextlib.aclosing`) when abandoning it early.
         """
