@@ -1,7 +1,9 @@
-"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve.
+"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
+label.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
-nothing is written when a command fails.
+nothing is written when a command fails. ``label`` exits with status 1 when some prompts could
+not be labelled (running it again retries them).
 
 Results go to stdout (or ``--output``), so they pipe cleanly; progress and notes go to stderr:
 bars on a terminal (``--progress`` forces them), one line per stage otherwise, nothing with
@@ -448,6 +450,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  access_log=args.access_log)
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from switchpoint.labelling import Judge, label
+
+    config = args.config or os.environ.get("SWITCHPOINT_CONFIG") or None
+    if config is None:
+        _fail("label: give --config FILE (or set $SWITCHPOINT_CONFIG): the catalog that says "
+              "where each model is served and what it costs")
+    if args.rubric is not None and args.judge is None:
+        _fail("--rubric: give --judge MODEL too; the rubric is what the judge grades by")
+    judge: Judge | str | None = args.judge
+    if args.rubric is not None:
+        try:
+            judge = Judge(args.judge, rubric=Path(args.rubric).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"--rubric: cannot read {args.rubric}: {getattr(exc, 'strerror', None) or exc}")
+        except ValueError as exc:  # an empty rubric
+            _fail(f"--rubric: {args.rubric} {getattr(exc, 'reason', exc)}")
+    with _feedback(args) as feedback:
+        try:
+            report = label(args.prompts, _parse_models(args.models) or [], args.out,
+                           judge=judge, config=config, concurrency=args.concurrency,
+                           max_tokens=args.max_tokens, resume=not args.restart,
+                           progress=feedback, notes=feedback.note)
+        except KeyboardInterrupt:
+            feedback.note(f"interrupted: what was finished is kept in {args.out}; run the same "
+                          "command again to resume")
+            raise
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.complete else 1
+
+
 # Parser ----------------------------------------------------------------------------------------
 
 
@@ -553,6 +586,35 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("label", parents=[feedback],
+                       help="label your own models: call them on prompts, score the answers "
+                            "(a judge model, or reference answers) and write routing records")
+    p.add_argument("prompts", help='JSONL of {"prompt", "id"?, "task"?, "split"?, '
+                                   '"reference"?} lines, or plain text with one prompt a line')
+    p.add_argument("--models", required=True, metavar="A,B,...",
+                   help="comma-separated catalog models to label")
+    p.add_argument("--judge", metavar="MODEL",
+                   help="the catalog model that scores answers (needed unless every prompt "
+                        "has a reference; it may be one of --models)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="routing records to write (JSONL), one line per prompt as soon as it "
+                        "is labelled")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML config with the catalog: where each model is served, its key "
+                        "and prices (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--concurrency", type=int, default=4, metavar="N",
+                   help="upstream calls at once (default: 4)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="max_tokens for each model's answer")
+    p.add_argument("--rubric", metavar="FILE", help="the judge's grading criteria (text); the "
+                                                    "reply format is fixed and added to it")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", default=True,
+                       help="keep what an interrupted run wrote to --out (the default)")
+    group.add_argument("--restart", action="store_true",
+                       help="start over: discard --out and its journal")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_label)
     return parser
 
 

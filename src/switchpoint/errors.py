@@ -8,6 +8,9 @@ to fix it::
     ├── ConfigError (ValueError)          a configuration value; ``key`` is its path
     ├── WeightsError                      a weights package is missing, corrupt or mismatched
     ├── RecordsError (ValueError)         a line of a routing-records file cannot be used
+    ├── LabellingError (ValueError)       labelling cannot start or go on (a prompt line, a
+    │                                     model without prices or usage, another run's output)
+    ├── JudgeReplyError (ValueError)      a judge's reply is not a score in [0, 1]
     ├── NotFittedError                    a policy was asked to estimate before ``fit``
     ├── ServeError                        the server could not start, or its router not load
     ├── StoreError                        a log or state file cannot be opened or written
@@ -137,6 +140,29 @@ class RecordsError(SwitchpointError, ValueError):
         super().__init__(f"{where}: {message}")
         self.source = source
         self.line = line
+
+
+class LabellingError(SwitchpointError, ValueError):
+    """Labelling cannot start or go on: a bad line of the prompts file (``source``, ``line``),
+    a model the catalog cannot price, an upstream that reports no token usage, an output file
+    left by a different run."""
+
+    def __init__(self, message: str, *, source: object = None, line: int | None = None) -> None:
+        where = "" if source is None else (f"{source}: " if line is None
+                                           else f"{source}, line {line}: ")
+        super().__init__(where + message)
+        self.source = source
+        self.line = line
+        self.reason = message
+
+
+class JudgeReplyError(SwitchpointError, ValueError):
+    """A judge's reply is not a score: ``reason`` says why, ``reply`` is what it said."""
+
+    def __init__(self, reason: str, reply: str) -> None:
+        super().__init__(f"the judge's reply is not a score: {reason}")
+        self.reason = reason
+        self.reply = reply
 
 
 class NotFittedError(SwitchpointError):
