@@ -1,4 +1,5 @@
-"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve.
+"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve, keys,
+report.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
 nothing is written when a command fails.
@@ -445,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
+
+    from switchpoint.governance.cli import add_commands
+
+    add_commands(sub)  # keys, report
     return parser
 
 

@@ -176,15 +176,18 @@ def test_the_request_log_is_append_only(tmp_path: Path) -> None:
 def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         tmp_path: Path) -> None:
     path = tmp_path / "switchpoint.db"
-    from switchpoint.store.sqlite import _INSERT, _MIGRATIONS
+    from switchpoint.store.sqlite import _COLUMNS, _MIGRATIONS, SCHEMA_VERSION
 
     old = sqlite3.connect(path, isolation_level=None)
     old.executescript(f"BEGIN; {_MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
     rec = record()
-    old.execute(_INSERT, rec.row())
+    v1 = _COLUMNS[:13]  # the columns of version 1
+    old.execute(f"INSERT INTO decisions ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
+                rec.row()[:13])
     old.close()
     with SQLiteStore(path) as store:
         assert store.decisions()[0]["id"] == rec.id
+        assert store.decisions()[0]["tenant"] is None
         store.append(request()).result()
         assert store.request_stats()["total"] == 1
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

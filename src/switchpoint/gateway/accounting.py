@@ -11,7 +11,7 @@ request's is. The same facts go back to the caller as a :class:`CallInfo`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import FailoverError
@@ -21,8 +21,9 @@ from switchpoint.gateway.planning import Plan
 from switchpoint.gateway.providers import TokenUsage
 from switchpoint.gateway.results import CallInfo
 from switchpoint.store import DecisionRecord, RequestRecord
+from switchpoint.store.sqlite import Record
 
-Records = list[DecisionRecord | RequestRecord]
+Records = list[Record]
 
 
 @dataclass
@@ -39,14 +40,17 @@ class Entry:
         return record
 
 
-def decision_record(decision: RoutingDecision, live: Live) -> DecisionRecord:
+def decision_record(decision: RoutingDecision, live: Live, *, key_id: str | None = None,
+                    tenant: str | None = None) -> DecisionRecord:
     return DecisionRecord(
         id=decision.decision_id, ts=time.time(), selected_model=decision.selected_model,
         cluster_id=decision.cluster_id, cost_weight=decision.cost_weight,
         candidates=list(decision.all_scores), cache_hit=decision.cache_hit,
         routing_ms=decision.usage.routing_ms, embedding_ms=decision.usage.embedding_ms,
         policy=live.policy, weights_id=live.weights_id, expected_error=decision.expected_error,
-        cost_adjusted_score=decision.cost_adjusted_score,
+        cost_adjusted_score=decision.cost_adjusted_score, key_id=key_id, tenant=tenant,
+        expected_errors=decision.expected_errors or None,
+        expected_costs=decision.expected_costs or None, governance=decision.governed,
     )
 
 
@@ -56,7 +60,8 @@ def info_of(plan: Plan) -> CallInfo:
                     routed_model=plan.routed_model, decision=plan.decision,
                     pin_state=str(plan.pin.state), pin=plan.pin_info,
                     reasoning=plan.reasoning, excluded=plan.excluded,
-                    planning_ms=round(plan.planning_ms, 3))
+                    planning_ms=round(plan.planning_ms, 3), key_id=plan.call.key_id,
+                    tenant=plan.call.tenant)
 
 
 def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: list[Attempt],
@@ -84,7 +89,8 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
         routing_ms=round(plan.planning_ms, 3),
         decision_id=d.decision_id if d else None,
         reasoning=reasoning,
-        excluded=plan.excluded)
+        excluded=plan.excluded,
+        key_id=plan.call.key_id, tenant=plan.call.tenant)
     info = info_of(plan)
     info.model = model
     info.upstream_model = upstream_model
@@ -96,7 +102,9 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
     info.prompt_tokens = request.prompt_tokens
     info.completion_tokens = request.completion_tokens
     info.cost_usd = cost_usd
-    records: Records = [decision_record(d, live), request] if d is not None else [request]
+    records: Records = ([decision_record(d, live, key_id=plan.call.key_id,
+                                         tenant=plan.call.tenant), request]
+                        if d is not None else [request])
     return Entry(records, info)
 
 
@@ -136,6 +144,16 @@ def failed(plan: Plan, exc: FailoverError, live: Live) -> Entry:
                   attempts=exc.attempts, models_tried=exc.models_tried,
                   error_kind=last.kind if last is not None else "no_healthy_model",
                   error=str(exc))
+
+
+def with_ledger(entry: Entry, rows: Records, charged_usd: float | None) -> Entry:
+    """``entry`` with the spend ledger's rows for the request (written before its log record,
+    in the same commit) and the amount its budgets were charged."""
+    if not rows:
+        return entry
+    request = replace(entry.request, charged_usd=charged_usd)
+    entry.info.charged_usd = charged_usd
+    return Entry([*entry.records[:-1], *rows, request], entry.info)
 
 
 def abandoned(plan: Plan, live: Live, attempts: list[Attempt]) -> Entry:

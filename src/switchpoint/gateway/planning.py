@@ -49,7 +49,8 @@ class ChatCall:
     (a client key's id, else the client's address), which scopes conversations known only by
     their first message; ``tenant`` the caller's tenant, which scopes explicit session ids;
     ``cost_weight`` overrides λ for ``auto``; ``models`` narrows the models ``auto`` may choose
-    (the body's own ``models`` field does the same; both given, both apply).
+    (the body's own ``models`` field does the same; both given, both apply); ``key_id`` the
+    client key the caller authenticated with (its limits and budgets apply).
     """
 
     body: dict[str, Any]
@@ -58,6 +59,7 @@ class ChatCall:
     tenant: str | None = None
     cost_weight: float | None = None
     models: Sequence[str] | None = None
+    key_id: str | None = None
 
     @property
     def requested(self) -> str:
@@ -86,6 +88,7 @@ class Plan:
     excluded: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     planning_ms: float = 0.0
+    ticket: Any = None  # the budget reservation, once admitted (see switchpoint.governance)
 
     @property
     def stream(self) -> bool:
@@ -200,6 +203,10 @@ class Planner:
             plan.decision = decision
             plan.routed_model = decision.selected_model
             order = rank_auto(decision.all_scores, bonus=plan.pin.bonus, health=health)
+            if decision.escalation_changed_model and decision.selected_model in order:
+                # A confidence-gated escalation chose the model itself: it leads.
+                order.remove(decision.selected_model)
+                order.insert(0, decision.selected_model)
             self._note_unhealthy(plan, order)
         plan.cards = [catalog[n] for n in order]
 

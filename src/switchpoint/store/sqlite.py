@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from switchpoint.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 
@@ -90,11 +90,48 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER requests_no_delete BEFORE DELETE ON requests
         BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
     """,
+    # Who asked (client key id, tenant), what budgets were charged, what governance decided;
+    # the spend ledger (see switchpoint.governance.ledger).
+    3: """
+    ALTER TABLE requests ADD COLUMN key_id TEXT;
+    ALTER TABLE requests ADD COLUMN tenant TEXT;
+    ALTER TABLE requests ADD COLUMN charged_usd REAL;
+    CREATE INDEX requests_tenant ON requests (tenant, ts);
+    CREATE INDEX requests_decision ON requests (decision_id);
+    ALTER TABLE decisions ADD COLUMN key_id TEXT;
+    ALTER TABLE decisions ADD COLUMN tenant TEXT;
+    ALTER TABLE decisions ADD COLUMN expected_errors TEXT;
+    ALTER TABLE decisions ADD COLUMN expected_costs TEXT;
+    ALTER TABLE decisions ADD COLUMN governance TEXT;
+    CREATE TABLE spend (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        reservation_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        request_id TEXT,
+        key_id TEXT,
+        tenant TEXT,
+        model TEXT,
+        provider TEXT,
+        amount_usd REAL NOT NULL,
+        tokens INTEGER,
+        holds TEXT,
+        expires_at REAL
+    );
+    CREATE INDEX spend_kind_ts ON spend (kind, ts);
+    CREATE INDEX spend_reservation ON spend (reservation_id);
+    CREATE TRIGGER spend_no_update BEFORE UPDATE ON spend
+        BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
+    CREATE TRIGGER spend_no_delete BEFORE DELETE ON spend
+        BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
+    """,
 }
 
 _COLUMNS = ("id", "ts", "selected_model", "cluster_id", "cost_weight", "candidates", "cache_hit",
             "routing_ms", "embedding_ms", "policy", "weights_id", "expected_error",
-            "cost_adjusted_score")
+            "cost_adjusted_score", "key_id", "tenant", "expected_errors", "expected_costs",
+            "governance")
+_DECISION_JSON = ("candidates", "expected_errors", "expected_costs", "governance")
 
 
 def _insert(table: str, columns: Sequence[str]) -> str:
@@ -108,7 +145,7 @@ _REQUEST_COLUMNS = (
     "models_tried", "attempts", "status", "http_status", "error_kind", "error", "escalated",
     "pin_state", "pin", "stream", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
     "cost_usd", "cluster_id", "expected_error", "routing_ms", "decision_id", "reasoning",
-    "excluded")
+    "excluded", "key_id", "tenant", "charged_usd")
 _JSON_COLUMNS = ("models_tried", "attempts", "pin", "reasoning", "excluded")
 _BOOL_COLUMNS = ("escalated", "stream")
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS)
@@ -118,7 +155,13 @@ MAX_PAGE = 500
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """One routing decision as it is logged."""
+    """One routing decision as it is logged.
+
+    ``expected_errors`` / ``expected_costs`` are every candidate's estimates (numbers only, no
+    prompt text): enough to re-route the logged traffic offline at another λ or over another
+    pool. ``governance`` holds what governance did (SLA breaches and adjustments, the model
+    before them, escalation, budget pressure); ``key_id`` and ``tenant`` say who asked.
+    """
 
     id: str
     ts: float
@@ -133,6 +176,11 @@ class DecisionRecord:
     weights_id: str
     expected_error: float
     cost_adjusted_score: float
+    key_id: str | None = None
+    tenant: str | None = None
+    expected_errors: Mapping[str, float] | None = None
+    expected_costs: Mapping[str, float] | None = None
+    governance: Mapping[str, Any] | None = None
 
     insert: ClassVar[str] = _INSERT
 
@@ -140,7 +188,13 @@ class DecisionRecord:
         return (self.id, self.ts, self.selected_model, self.cluster_id, self.cost_weight,
                 json.dumps(list(self.candidates)), int(self.cache_hit), self.routing_ms,
                 self.embedding_ms, self.policy, self.weights_id, self.expected_error,
-                self.cost_adjusted_score)
+                self.cost_adjusted_score, self.key_id, self.tenant,
+                _json_or_none(self.expected_errors), _json_or_none(self.expected_costs),
+                _json_or_none(self.governance))
+
+
+def _json_or_none(value: Mapping[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(dict(value), separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -152,7 +206,9 @@ class RequestRecord:
     client got an error event) or ``client_closed`` (the client left mid-answer).
     ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error);
     ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
-    out to its reasons.
+    out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
+    ``charged_usd`` is what the request's budgets were charged when it settled (its cost from
+    usage, or its reservation when the usage is unknown; None when no budget ledger runs).
     """
 
     id: str
@@ -183,6 +239,9 @@ class RequestRecord:
     decision_id: str | None = None
     reasoning: Sequence[str] = ()
     excluded: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    key_id: str | None = None
+    tenant: str | None = None
+    charged_usd: float | None = None
 
     insert: ClassVar[str] = _INSERT_REQUEST
 
@@ -199,7 +258,15 @@ class RequestRecord:
         return tuple(values)
 
 
-Record = DecisionRecord | RequestRecord
+class Record(Protocol):
+    """Anything the writer appends: its INSERT statement and its row."""
+
+    insert: ClassVar[str]
+
+    @property
+    def id(self) -> str: ...
+
+    def row(self) -> tuple[Any, ...]: ...
 
 
 _STOP = object()
@@ -316,7 +383,8 @@ class SQLiteStore:
                 for item in batch:
                     self._commit([item])
                 return
-            what = "decision" if isinstance(batch[0][0], DecisionRecord) else "request"
+            what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
+                type(batch[0][0]), "ledger entry")
             error = StoreError(f"{self.path}: could not write {what} {batch[0][0].id}: {exc}")
             batch[0][1].set_exception(error)
             return
@@ -362,7 +430,9 @@ class SQLiteStore:
         out = []
         for row in rows:
             item = dict(row)
-            item["candidates"] = json.loads(item["candidates"])
+            for column in _DECISION_JSON:
+                if item[column] is not None:
+                    item[column] = json.loads(item[column])
             item["cache_hit"] = bool(item["cache_hit"])
             out.append(item)
         return out
