@@ -73,8 +73,9 @@ from switchpoint.governance.settings import EscalationSettings, SLASettings
 
 log = logging.getLogger("switchpoint.governance")
 
-TOKENS_PER_MESSAGE = 8
-BASE_PROMPT_TOKENS = 16
+# Chat templates add a few tokens per message (role markers) and a few to prime the answer.
+TOKENS_PER_MESSAGE = 6
+BASE_PROMPT_TOKENS = 8
 # λ used when the SLA's hourly budget is breached and auto_escalate_on_breach is on.
 SLA_BUDGET_COST_WEIGHT = 10.0
 AUTO = "auto"

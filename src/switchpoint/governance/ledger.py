@@ -266,14 +266,15 @@ class Ledger:
             self._expire(now)
             spent = self._spent_now(account, budget.period, now)
             held = self._held.get(account, 0.0)
-            resets = self._bounds.get(budget.period, (0.0, period_end(budget.period, now)))[1]
+            self._bucket(budget.period, now)
+            start, resets = self._bounds[budget.period]
         return {"account": account, "budget": str(budget), "limit_usd": budget.limit_usd,
                 "period": budget.period, "spent_usd": round(spent, 10),
                 "held_usd": round(held, 10),
                 "remaining_usd": round(max(0.0, budget.limit_usd - spent - held), 10),
                 "used_fraction": round((spent + held) / budget.limit_usd, 6)
                 if budget.limit_usd > 0 else (1.0 if spent + held > 0 else 0.0),
-                "period_start": period_start(budget.period, now), "resets_at": resets}
+                "period_start": start, "resets_at": resets}
 
     def open_tickets(self) -> int:
         with self._lock:
@@ -382,6 +383,7 @@ class Ledger:
         if spent + held + amount <= limit * (1 + _EPS) + 1e-12:
             return None
         who = describe_account(account)
+        self._bucket(budget.period, now)
         resets = self._bounds[budget.period][1]
 
         if amount > limit * (1 + _EPS) + 1e-12:

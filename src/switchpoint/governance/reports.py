@@ -487,8 +487,10 @@ class Reports:
             out.append(self._suggestion(
                 best, f"Set cost_weight to {best['cost_weight']:g} (logged traffic ran at "
                       f"λ {current:g}): auto would pick {_mix(best['models'])}", "cost_weight"))
+        # Buying quality: a λ whose answers are better by more than the tolerance for at most
+        # 10% more spend (one that also saves money is the suggestion above already).
         better = [w for w in sweep if (w["quality_delta"] or 0.0) > max_quality_loss
-                  and w["spend_delta_pct"] <= 0.10]
+                  and 0 <= w["spend_delta_pct"] <= 0.10]
         if better:
             best = max(better, key=lambda w: w["quality_delta"] or 0.0)
             out.append(self._suggestion(
