@@ -290,3 +290,34 @@ def test_rate_limits_refuse_with_retry_after(tmp_path: Path) -> None:
     assert info.value.code == "rate_limit_exceeded" and 59 <= (info.value.retry_after or 0) <= 60
     with pytest.raises(RateLimitExceededError):
         gov.precheck(gov.policy(s, "acme", None))
+
+
+def test_only_long_running_reservations_reach_disk(tmp_path: Path) -> None:
+    """A request that ends within half a second writes one row, its settlement; one still
+    running after that has its reservation written, so a crash leaves it holding until its
+    deadline."""
+    from switchpoint.governance.ledger import load_state
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    store = SQLiteStore(s.db_path).open()
+    gov = Governor(s, store=store, clock=lambda: now[0])
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    quick, _, _ = admit(gov, s, "acme", dict(body))
+    slow, _, _ = admit(gov, s, "acme", dict(body))
+    rows, charged = gov.settle(quick, request_id="q", card=CARDS[2], cost_usd=1e-6, tokens=5)
+    assert [r.kind for r in rows] == ["settle"] and charged == 1e-6
+    for row in rows:
+        store.append(row)
+    now[0] += 0.6
+    gov.flush()
+    assert slow.persisted and not quick.persisted
+    store.close()  # a crash: the slow request never settles
+    spent, live, stale = load_state(s.db_path, now[0])
+    assert spent["tenant:acme"]["day"] == pytest.approx(1e-6)
+    assert [r[0] for r in live] == [slow.id] and not stale
+    assert live[0][3] == {"tenant:acme": slow.worst_usd}
+    spent, live, stale = load_state(s.db_path, slow.expires_at + 1)
+    assert not live and [r[0] for r in stale] == [slow.id]

@@ -309,11 +309,13 @@ class Gateway:
         policy = self._policy(settings, call.tenant, call.key_id)
         if policy is not None:
             self.governor.check_model(policy, call.requested, catalog)
-            call = replace(call, models=(self.governor.narrow(policy, catalog, call.models)
-                                         if call.requested == AUTO_MODEL else call.models),
-                           cost_weight=(call.cost_weight if call.cost_weight is not None
-                                        else policy.cost_weight))
-            self.governor.precheck(policy)
+            if call.requested == AUTO_MODEL:
+                # Narrowed to what the caller may use; refused early when its RPM window is
+                # full (routing costs CPU; a named model is admitted right away anyway).
+                call = replace(call, models=self.governor.narrow(policy, catalog, call.models),
+                               cost_weight=(call.cost_weight if call.cost_weight is not None
+                                            else policy.cost_weight))
+                self.governor.precheck(policy)
 
         async def base(text: str, allowed: list[str],
                        cost_weight: float | None) -> RoutingDecision:
@@ -357,20 +359,21 @@ class Gateway:
                 attempts=attempts)
         except FailoverError as exc:
             self.pinner.evict_on_failure(plan.session)
-            entry = self._settled(plan, accounting.failed(plan, exc, live), None, None, None)
+            entry = accounting.failed(plan, exc, live, self._settle(plan, None, None, None))
             exc.info = entry.info
             await self._write(entry, wait=True)
             raise
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected): nobody waits for the log entry.
             # The upstream's usage is unknown: the budgets are charged the reservation.
-            entry = accounting.abandoned(plan, live, attempts)
+            settlement = None
             if plan.ticket is not None:
                 called = [a.model for a in attempts if not a.skipped]
                 name = called[-1] if called else (plan.cards[0].name if plan.cards else None)
                 card = next((c for c in plan.cards if c.name == name), None)
-                entry = self._settled(plan, entry, card, plan.ticket.worst_usd, None)
-            await self._write(entry, wait=False)
+                settlement = self._settle(plan, card, plan.ticket.worst_usd, None)
+            await self._write(accounting.abandoned(plan, live, attempts, settlement),
+                              wait=False)
             raise
         except BaseException:
             self._release(plan)
@@ -379,8 +382,9 @@ class Gateway:
             return self._committed(plan, live, result)
         assert isinstance(result, FailoverResult)
         self.pinner.record(plan.session, result.model, time.time())
-        entry = self._settled(plan, accounting.answered(plan, result, live), result.card,
-                              result.cost_usd, result.usage)
+        entry = accounting.answered(plan, result, live,
+                                    self._settle(plan, result.card, result.cost_usd,
+                                                 result.usage))
         body = result.body
         if entry.info.cost_usd is not None and isinstance(body.get("usage"), dict):
             body["usage"]["cost"] = round(entry.info.cost_usd, 10)
@@ -399,22 +403,23 @@ class Gateway:
         async def finish(s: FailoverStream, wait: bool) -> None:
             if s.error is not None:
                 self.pinner.evict_on_failure(plan.session)
-            entry = self._settled(plan, accounting.streamed(plan, s, live, ttft_ms), s.card,
-                                  s.cost_usd, s.usage)
+            entry = accounting.streamed(plan, s, live, ttft_ms,
+                                        self._settle(plan, s.card, s.cost_usd, s.usage))
             _update(info, entry.info)
             await self._write(entry, wait=wait)
 
         return ChatStream(stream, info, finish, price_usage=True)
 
-    def _settled(self, plan: Plan, entry: accounting.Entry, card: Any, cost_usd: float | None,
-                 usage: Any) -> accounting.Entry:
-        """``entry`` with the request's budget reservation settled (``card`` None: released)."""
+    def _settle(self, plan: Plan, card: Any, cost_usd: float | None,
+                usage: Any) -> accounting.Settlement | None:
+        """Settle the request's budget reservation (``card`` None: release it): the ledger rows
+        for its log entry and the amount charged; None when it holds no reservation."""
         if plan.ticket is None:
-            return entry
+            return None
         tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
         rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
                                              card=card, cost_usd=cost_usd, tokens=tokens)
-        return accounting.with_ledger(entry, list(rows), charged)
+        return list(rows), charged
 
     def _release(self, plan: Plan) -> None:
         """Release a reservation whose request ended some unforeseen way (no log entry)."""
@@ -572,7 +577,9 @@ class Gateway:
         if self.store is None:
             return
         try:
-            futures = [self.store.append(r) for r in entry.records]
+            # One commit for the entry: every record but the last waits for the last one.
+            last = len(entry.records) - 1
+            futures = [self.store.append(r, lazy=i < last) for i, r in enumerate(entry.records)]
             if wait and futures:
                 await asyncio.wrap_future(futures[-1])  # one writer, in order: the last is last
         except StoreError as exc:

@@ -34,7 +34,9 @@ its reservation.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -55,6 +57,7 @@ from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, p
 from switchpoint.governance.keys import KeyRecord, KeyStore
 from switchpoint.governance.ledger import (
     EXPIRY_GRACE_S,
+    PERSIST_AFTER_S,
     TOTAL,
     Blocked,
     Ledger,
@@ -187,6 +190,10 @@ class Governor:
         self.clock = clock
         self._policies: dict[tuple[int, str | None, KeyRecord | None], Policy] = {}
         self._opened = False
+        # Reservations not yet on disk, oldest first (written once their request runs long).
+        self._unwritten: deque[tuple[Ticket, LedgerRecord]] = deque()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -210,11 +217,37 @@ class Governor:
                 log.warning("%d budget reservation(s) from a previous run are still open; they "
                             "hold their amount until their request deadline, then expire",
                             len(live))
+            self._stop.clear()
+            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                             name="switchpoint-ledger-flush")
+            self._flusher.start()
         self._opened = True
 
     def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+            self._flusher = None
+        self.flush(everything=True)
         self.keys.close()
         self._opened = False
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(PERSIST_AFTER_S / 2):
+            self.flush()
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Write the reservations whose requests have run :data:`PERSIST_AFTER_S` (all still
+        open ones with ``everything``); forget those already settled."""
+        now = self.clock()
+        while self._unwritten:
+            ticket, record = self._unwritten[0]
+            if not ticket.closed and not everything and now - ticket.ts < PERSIST_AFTER_S:
+                break
+            self._unwritten.popleft()
+            if not ticket.closed:
+                ticket.persisted = True
+                self._append(record)
 
     # Who ---------------------------------------------------------------------------------------
 
@@ -272,7 +305,7 @@ class Governor:
 
     def policy(self, settings: Settings, tenant: str | None, key_id: str | None) -> Policy:
         """What governs a caller (cached per config and key version)."""
-        record = self.keys.get(key_id) if key_id is not None else None
+        record = self.keys.cached(key_id) if key_id is not None else None
         cache_key = (id(settings), tenant, record)
         cached = self._policies.get(cache_key)
         if cached is not None:
@@ -622,10 +655,11 @@ class Governor:
             notes.append(f"Budget: {culprit.name} left out of the candidates: its worst case "
                          f"${worst[culprit.name]:.6f} does not fit ({result.message}).")
             kept = [c for c in kept if c is not culprit]
-        self._append(LedgerRecord(ts=result.ts, reservation_id=result.id, kind="reserve",
-                                  amount_usd=result.worst_usd, key_id=key_id, tenant=tenant,
-                                  tokens=tokens, holds=result.holds,
-                                  expires_at=result.expires_at))
+        if self.store is not None:
+            self._unwritten.append((result, LedgerRecord(
+                ts=result.ts, reservation_id=result.id, kind="reserve",
+                amount_usd=result.worst_usd, key_id=key_id, tenant=tenant, tokens=tokens,
+                holds=result.holds, expires_at=result.expires_at)))
         self._write_expired()
         return result, kept
 
@@ -655,6 +689,8 @@ class Governor:
         now = self.clock()
         if card is None:
             self.ledger.release(ticket, tokens=0)
+            if not ticket.persisted:
+                return [], None
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
                                  request_id=request_id, key_id=ticket.key_id,
                                  tenant=ticket.tenant)], None
@@ -673,10 +709,13 @@ class Governor:
     # Internals ---------------------------------------------------------------------------------
 
     def _append(self, record: LedgerRecord) -> None:
+        """Write a ledger row nobody waits for (it shares the next commit: no fsync of its
+        own; a crash may lose the last :data:`~switchpoint.store.sqlite.LAZY_WAIT_S` of them,
+        which then free their hold at once on restart)."""
         if self.store is None:
             return
         try:
-            self.store.append(record)
+            self.store.append(record, lazy=True)
         except StoreError as exc:
             log.error("ledger entry %s not written: %s", record.id, exc)
 
@@ -684,6 +723,8 @@ class Governor:
         for ticket in self.ledger.take_expired():
             log.warning("budget reservation %s expired (its request never settled); released",
                         ticket.id)
+            if not ticket.persisted:
+                continue
             self._append(LedgerRecord(ts=self.clock(), reservation_id=ticket.id, kind="expire",
                                       key_id=ticket.key_id, tenant=ticket.tenant,
                                       expires_at=ticket.expires_at))

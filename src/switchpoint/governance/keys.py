@@ -335,6 +335,12 @@ class KeyStore:
                 self._cache[key_id] = record
             return record
 
+    def cached(self, key_id: str) -> KeyRecord | None:
+        """``key_id``'s record as last looked up (by :meth:`verify` in the same request, say),
+        without asking the file whether it changed since; :meth:`get` when not cached."""
+        record = self._cache.get(key_id)
+        return record if record is not None else self.get(key_id)
+
     def verify(self, key: str) -> KeyRecord:
         """The record of a presented key, or :class:`InvalidKeyError` (malformed or unknown),
         :class:`KeyRevokedError` or :class:`KeyExpiredError`."""

@@ -14,13 +14,16 @@ Accounts are named ``all``, ``key:<id>``, ``tenant:<name>``, ``model:<name>`` an
 ``provider:<name>``; spend is kept per account and calendar period (UTC; see
 :mod:`~switchpoint.governance.budgets`).
 
-Durability: every reservation, settlement, release and expiry is a row of the ``spend`` table
-in the request log's SQLite file, appended by the log's writer; a settlement is committed in the
-same transaction as the request's log entry, so the ledger never disagrees with the log. On
+Durability: settlements, and the reservations of requests still running after
+:data:`PERSIST_AFTER_S` (with their releases and expiries), are rows of the ``spend`` table in
+the request log's SQLite file, appended by the log's writer; a settlement is committed in the
+same transaction as the request's log entry, so the ledger never disagrees with the log. (A
+request that ends sooner writes one row, its settlement: most requests cost one extra row.) On
 start the ledger is rebuilt from those rows. A reservation still open when the process died (its
 request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
-released and recorded as ``expire``: a crash never leaks budget for longer than that.
+released and recorded as ``expire``: a crash never leaks budget for longer than that. (The
+requests of the last half second before a crash hold nothing after it.)
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute): RPM counts requests; TPM reserves the request's worst-case tokens and settles them to
@@ -31,10 +34,10 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +55,10 @@ from switchpoint.governance.budgets import (
 TOTAL = "all"
 WINDOW_S = 60.0
 EXPIRY_GRACE_S = 30.0
+# A reservation is written to disk once its request has run this long (see the governor).
+PERSIST_AFTER_S = 0.5
+# How far back a restart looks for reservations that may still be open.
+LOOKBACK_S = 86400.0
 # Relative slack when comparing money, so a budget that covers exactly N requests admits N.
 _EPS = 1e-9
 
@@ -59,7 +66,7 @@ _SPEND_COLUMNS = ("ts", "reservation_id", "kind", "request_id", "key_id", "tenan
                   "provider", "amount_usd", "tokens", "holds", "expires_at")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LedgerRecord:
     """One row of the ``spend`` table: ``reserve``, ``settle``, ``release`` or ``expire``."""
 
@@ -141,6 +148,7 @@ class Ticket:
     rate_entries: list[tuple[str, list[float]]] = field(default_factory=list)
     closed: bool = False
     charged_usd: float | None = None
+    persisted: bool = False  # its reserve row was written
 
     @property
     def worst_usd(self) -> float:
@@ -219,10 +227,11 @@ class Ledger:
             return 0.0
         return entry[1]
 
-    def _charge(self, account: str, amount: float, now: float) -> None:
+    def _charge(self, account: str, amount: float, now: float,
+                starts: Mapping[str, float] | None = None) -> None:
         buckets = self._spent.setdefault(account, {})
         for period in PERIODS:
-            start = self._bucket(period, now)
+            start = starts[period] if starts is not None else self._bucket(period, now)
             entry = buckets.get(period)
             if entry is None or entry[0] != start:
                 buckets[period] = [start, amount]
@@ -300,7 +309,7 @@ class Ledger:
                     blocked = self._check_budget(account, budget, amount, now)
                     if blocked is not None:
                         return blocked
-            ticket = Ticket(id=uuid.uuid4().hex, ts=now, expires_at=now + ttl_s,
+            ticket = Ticket(id=os.urandom(12).hex(), ts=now, expires_at=now + ttl_s,
                             holds=dict(holds), worst_by_model=dict(worst_by_model),
                             tokens=tokens, key_id=key_id, tenant=tenant)
             for account, amount in holds.items():
@@ -413,8 +422,9 @@ class Ledger:
         with self._lock:
             now = self.clock()
             was_open = self._close(ticket)
+            starts = {period: self._bucket(period, now) for period in PERIODS}
             for account in accounts:
-                self._charge(account, charged_usd, now)
+                self._charge(account, charged_usd, now, starts)
             if tokens is not None:
                 for account, entry in ticket.rate_entries:
                     delta = float(tokens) - entry[1]
@@ -503,10 +513,16 @@ def load_state(db_path: str | Path, now: float | None = None
                 for account in settle_accounts(key_id, tenant, model, provider):
                     by_period = spent.setdefault(account, {})
                     by_period[period] = by_period.get(period, 0.0) + float(amount or 0.0)
-        open_rows = conn.execute(
-            "SELECT r.reservation_id, r.ts, r.expires_at, r.holds FROM spend r "
-            "WHERE r.kind = 'reserve' AND NOT EXISTS (SELECT 1 FROM spend c WHERE "
-            "c.reservation_id = r.reservation_id AND c.kind != 'reserve')").fetchall()
+        # Reservations older than a day are long past any request deadline: only recent ones
+        # can still hold budget (or need their expiry recorded).
+        since = now - LOOKBACK_S
+        reserved = conn.execute(
+            "SELECT reservation_id, ts, expires_at, holds FROM spend "
+            "WHERE ts >= ? AND kind = 'reserve'", (since,)).fetchall()
+        closed = {rid for (rid,) in conn.execute(
+            "SELECT reservation_id FROM spend WHERE ts >= ? AND kind != 'reserve'",
+            (since,))}
+        open_rows = [row for row in reserved if row[0] not in closed]
     finally:
         conn.close()
     live: list[tuple[str, float, float, dict[str, float]]] = []

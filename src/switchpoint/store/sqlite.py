@@ -16,6 +16,7 @@ import json
 import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from switchpoint.errors import StoreError
 SCHEMA_VERSION = 3
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
+# How long a batch of lazy records waits for a record that needs its commit, to share it.
+LAZY_WAIT_S = 0.05
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -118,8 +121,7 @@ _MIGRATIONS: dict[int, str] = {
         holds TEXT,
         expires_at REAL
     );
-    CREATE INDEX spend_kind_ts ON spend (kind, ts);
-    CREATE INDEX spend_reservation ON spend (reservation_id);
+    CREATE INDEX spend_ts ON spend (ts);
     CREATE TRIGGER spend_no_update BEFORE UPDATE ON spend
         BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
     CREATE TRIGGER spend_no_delete BEFORE DELETE ON spend
@@ -285,6 +287,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lazy: deque[tuple[Record, Future[None]]] = deque()
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -343,18 +346,35 @@ class SQLiteStore:
 
     # Writes ------------------------------------------------------------------------------------
 
-    def append(self, record: Record) -> Future[None]:
-        """Queue ``record``; the future resolves when it is committed (or holds the error)."""
+    def append(self, record: Record, *, lazy: bool = False) -> Future[None]:
+        """Queue ``record``; the future resolves when it is committed (or holds the error).
+
+        A ``lazy`` record (a budget reservation, or any record of a log entry but its last)
+        neither wakes the writer nor starts a commit of its own: it is written with the next
+        record that does, or within :data:`LAZY_WAIT_S`, so it costs no extra fsync and no
+        extra thread switch. Records are committed in the order they were appended."""
         if self._closed or self._writer is None:
             raise StoreError(f"{self.path}: the store is not open")
         done: Future[None] = Future()
-        self._queue.put((record, done))
+        if lazy:
+            self._lazy.append((record, done))
+        else:
+            self._queue.put((record, done))
         return done
 
     def _write_loop(self) -> None:
         stop = False
         while not stop:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=LAZY_WAIT_S if self._lazy else None)
+            except queue.Empty:
+                first = None
+            # Lazy records appended before the item just taken come first (append order).
+            batch: list[Any] = []
+            while self._lazy and len(batch) < MAX_BATCH:
+                batch.append(self._lazy.popleft())
+            if first is not None:
+                batch.append(first)
             while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -363,6 +383,8 @@ class SQLiteStore:
             if any(item is _STOP for item in batch):
                 stop = True
                 batch = [item for item in batch if item is not _STOP]
+                while self._lazy:
+                    batch.append(self._lazy.popleft())
             if batch:
                 self._commit(batch)
 
