@@ -4,6 +4,8 @@ named and nothing half-made, and changes seen by a running gateway."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -85,6 +87,15 @@ def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str
     assert "Traceback" not in err
     keys = config.parent / "data" / "keys.db"
     assert not keys.exists() or KeyStore(keys).list() == []
+
+
+def test_the_installed_command(config: Path) -> None:
+    """A fresh interpreter (import order as a user gets it)."""
+    done = subprocess.run([sys.executable, "-m", "switchpoint.cli", "keys", "create",
+                           "--tenant", "acme", "--config", str(config), "--json"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tenant"] == "acme"
 
 
 def test_unknown_key_ids(config: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -58,7 +58,8 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "x-switchpoint-model (who answered), x-switchpoint-routed-model, "
                 "x-switchpoint-cluster, x-switchpoint-expected-error, x-switchpoint-cost, "
                 "x-switchpoint-routing-ms, x-switchpoint-pin, x-switchpoint-request-id, "
-                "x-switchpoint-decision-id. Send x-session-id to pin a conversation; "
+                "x-switchpoint-decision-id, x-switchpoint-charged (what the caller's budgets "
+                "were charged). Send x-session-id to pin a conversation; "
                 "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
                 "narrows the models 'auto' may choose.",
 )
@@ -154,6 +155,9 @@ def info_headers(info: CallInfo | None) -> dict[str, str]:
         out["x-switchpoint-model"] = info.model
     if info.cost_usd is not None:
         out["x-switchpoint-cost"] = f"{info.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
+    if info.charged_usd is not None:
+        out["x-switchpoint-charged"] = (f"{info.charged_usd:.10f}".rstrip("0").rstrip(".")
+                                        or "0")
     d = info.decision
     if d is not None:
         out["x-switchpoint-decision-id"] = d.decision_id
