@@ -321,3 +321,16 @@ def test_only_long_running_reservations_reach_disk(tmp_path: Path) -> None:
     assert live[0][3] == {"tenant:acme": slow.worst_usd}
     spent, live, stale = load_state(s.db_path, slow.expires_at + 1)
     assert not live and [r[0] for r in stale] == [slow.id]
+
+
+def test_a_tpm_limit_alone_caps_the_output_too(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"tpm": 10_000}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    ticket, _, notes = admit(gov, s, "acme", body)
+    assert body["max_tokens"] == 4096 and "a tokens-per-minute limit applies" in notes[0]
+    assert ticket.tokens == BASE_PROMPT_TOKENS + TOKENS_PER_MESSAGE + 2 + 4096
+    rpm_only = settings(tmp_path, tenants={"acme": {"rpm": 5}})
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    admit(Governor(rpm_only), rpm_only, "acme", body)
+    assert "max_tokens" not in body  # no budget, no TPM: nothing to bound

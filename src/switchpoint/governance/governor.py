@@ -614,21 +614,23 @@ class Governor:
                 own[provider_account(card.provider)] = tuple(
                     parse_budgets(provider_budgets[card.provider]))
             per_card[card.name] = own
+        limits = policy.limits if policy is not None else ()
         budgeted = bool(shared) or any(per_card.values())
+        counted = budgeted or any(limit.tpm for limit in limits)
         cap = output_cap(body)
         if cap is None:
-            if budgeted:
+            if counted:
                 cap = g.max_output_tokens
                 body[g.output_cap_field] = cap
+                what = "a budget" if budgeted else "a tokens-per-minute limit"
                 notes.append(f"{g.output_cap_field} set to {cap} (governance.max_output_tokens):"
-                             " a budget applies and the request named no output cap.")
+                             f" {what} applies and the request named no output cap.")
             else:
                 cap = max((c.context_window or g.max_output_tokens for c in cards),
                           default=g.max_output_tokens)
         prompt = prompt_bound(body, g.image_tokens)
         worst = {c.name: worst_cost(c, prompt, cap) for c in cards}
         tokens = prompt + cap
-        limits = policy.limits if policy is not None else ()
         ttl = settings.gateway.max_total_s + EXPIRY_GRACE_S
         budgets: dict[str, tuple[Budget, ...]] = dict(shared)
         for own in per_card.values():
