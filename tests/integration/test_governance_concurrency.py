@@ -213,3 +213,25 @@ def wait_entry(server: ThreadServer, request_id: str) -> dict[str, Any]:
                 return row
         time.sleep(0.05)
     raise AssertionError(f"{request_id} not logged")
+
+
+def test_a_plain_request_whose_client_leaves_is_charged_its_reservation(
+        server: ThreadServer) -> None:
+    issued = make_key(server, budget="1/day")
+    slow = {"model": "cheap", "max_tokens": 32, "messages": [
+        {"role": "user", "content": f"slow {uuid.uuid4().hex[:8]} [[fake:ok:delay=1.5]]"}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base}/v1/chat/completions", json=slow, timeout=0.5,
+                   headers={"authorization": f"Bearer {issued['key']}"})
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, Any]] = []
+    while not rows and time.monotonic() < deadline:
+        rows = key_rows(server, issued["id"])
+        time.sleep(0.05)
+    assert len(rows) == 1 and rows[0]["status"] == "client_closed"
+    card = server.service.gateway.settings.catalog()["cheap"]  # type: ignore[index]
+    assert rows[0]["charged_usd"] == pytest.approx(worst_cost(card, prompt_bound(slow, 2000),
+                                                              32))
+    status = key_status(server, issued["id"])
+    assert status["spent_usd"] == pytest.approx(rows[0]["charged_usd"])
+    assert status["held_usd"] == 0

@@ -365,13 +365,14 @@ class Gateway:
             raise
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected): nobody waits for the log entry.
-            # The upstream's usage is unknown: the budgets are charged the reservation.
+            # The upstream's usage is unknown: the budgets are charged the worst case of the
+            # model that was being called.
             settlement = None
             if plan.ticket is not None:
                 called = [a.model for a in attempts if not a.skipped]
                 name = called[-1] if called else (plan.cards[0].name if plan.cards else None)
                 card = next((c for c in plan.cards if c.name == name), None)
-                settlement = self._settle(plan, card, plan.ticket.worst_usd, None)
+                settlement = self._settle(plan, card, None, None)
             await self._write(accounting.abandoned(plan, live, attempts, settlement),
                               wait=False)
             raise
