@@ -98,10 +98,11 @@ class Server:
 
 
 def start_switchpoint(tmp: Path, fake: FakeProviderProcess, *, governed: bool = False,
-                      name: str = "switchpoint") -> Server:
+                      name: str = "switchpoint", synchronous: str = "full") -> Server:
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "switchpoint.yaml"
-    config.write_text(f"""models:
+    config.write_text(f"""store: {{synchronous: {synchronous}}}
+models:
   - {{name: bench, profile: gpt-4-1106-preview, base_url: "{fake.openai_base_url}",
      input_per_mtok: 10, output_per_mtok: 30, context_window: 128000}}
   - {{name: bench-mini, profile: gpt-3.5-turbo-1106, base_url: "{fake.openai_base_url}",
@@ -172,14 +173,18 @@ class Latencies:
 
 
 async def sequential(targets: Sequence[Server], prompts: Mapping[str, Sequence[str]],
-                     stream: bool) -> Latencies:
-    """One request at a time, interleaved across the targets, round after round."""
+                     stream: bool, alternate: bool = False) -> Latencies:
+    """One request at a time, interleaved across the targets, round after round (with
+    ``alternate``, every other round takes the targets after the first in reverse order, so
+    neither of two compared servers always goes first)."""
     out = Latencies({t.name: [] for t in targets}, {t.name: 0 for t in targets})
     conns = {t.name: Connection(*_host_port(t.base)) for t in targets}
     rounds = min(len(p) for p in prompts.values())
     try:
         for i in range(rounds):
-            for t in targets:
+            order = ([targets[0], *reversed(targets[1:])] if alternate and i % 2
+                     else list(targets))
+            for t in order:
                 body = t.body(prompts[t.name][i], stream)
                 t0 = time.perf_counter()
                 status, data = await conns[t.name].post("/v1/chat/completions", body,
@@ -286,6 +291,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--governance", action="store_true",
                         help="measure what keys, budgets and rate limits add instead")
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
+                        help="the servers' store.synchronous (--governance; default full)")
     args = parser.parse_args()
     if args.governance:
         governance_main(args)
@@ -407,10 +414,11 @@ def governance_main(args: argparse.Namespace) -> None:
     fake = FakeProviderProcess(lean=True).start()
     try:
         with tempfile.TemporaryDirectory(prefix="switchpoint-governance-bench-") as tmp:
-            plain = start_switchpoint(Path(tmp) / "plain", fake)
+            plain = start_switchpoint(Path(tmp) / "plain", fake, synchronous=args.synchronous)
             servers.append(plain)
             governed = start_switchpoint(Path(tmp) / "governed", fake, governed=True,
-                                         name="switchpoint governed")
+                                         name="switchpoint governed",
+                                         synchronous=args.synchronous)
             servers.append(governed)
             targets = {"direct": Server("direct", fake.url, None, "bench"),
                        "switchpoint": plain, "switchpoint governed": governed}
@@ -421,7 +429,7 @@ def governance_main(args: argparse.Namespace) -> None:
             for stream in (False, True):
                 slices = {name: prompts.take(name, args.n) for name in names}
                 seq[stream] = asyncio.run(sequential([targets[n] for n in names], slices,
-                                                     stream))
+                                                     stream, alternate=True))
             rps = {(name, stream): measured_load(targets[name], prompts.take(name, args.rps_n),
                                                  args.concurrency, stream)
                    for name in names[1:] for stream in (False, True)}
@@ -430,8 +438,9 @@ def governance_main(args: argparse.Namespace) -> None:
             s.stop()
         fake.stop()
     print(f"Keys, budgets and rate limits on vs off: {args.n} sequential requests per target "
-          f"(interleaved direct / plain / governed), model 'bench' passed through; "
-          f"{args.rps_n} per throughput run at concurrency {args.concurrency}")
+          f"(interleaved: direct, then plain and governed in alternating order), model 'bench' "
+          f"passed through, store.synchronous {args.synchronous}; {args.rps_n} per throughput "
+          f"run at concurrency {args.concurrency}")
     print()
     print(f"{'':<16}{'plain overhead':>16}{'governed overhead':>19}{'added':>9}"
           f"{'paired median':>15}{'target':>9}")

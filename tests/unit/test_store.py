@@ -191,3 +191,26 @@ def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         store.append(request()).result()
         assert store.request_stats()["total"] == 1
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_lazy_records_share_the_next_commit_or_land_soon(tmp_path: Path) -> None:
+    from switchpoint.store.sqlite import LAZY_WAIT_S
+
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        lazy = record()
+        store.append_lazy(lazy)
+        last = request()
+        store.append(last).result()
+        # Committed with the record appended after it, in the same transaction.
+        assert store.decisions()[0]["id"] == lazy.id
+        alone = record()
+        store.append_lazy(alone)
+        deadline = time.monotonic() + 10 * LAZY_WAIT_S + 1
+        while store.decisions()[0]["id"] != alone.id:
+            assert time.monotonic() < deadline, "a lazy record alone was never written"
+            time.sleep(0.01)
+        final = record()
+        store.append_lazy(final)
+    with SQLiteStore(path) as store:  # closing writes what is still queued
+        assert store.decisions()[0]["id"] == final.id

@@ -579,10 +579,12 @@ class Gateway:
             return
         try:
             # One commit for the entry: every record but the last waits for the last one.
-            last = len(entry.records) - 1
-            futures = [self.store.append(r, lazy=i < last) for i, r in enumerate(entry.records)]
-            if wait and futures:
-                await asyncio.wrap_future(futures[-1])  # one writer, in order: the last is last
+            *first, last = entry.records
+            for record in first:
+                self.store.append_lazy(record)
+            done = self.store.append(last)
+            if wait:
+                await asyncio.wrap_future(done)
         except StoreError as exc:
             if self.observer is not None:
                 self.observer.on_store_error()

@@ -717,7 +717,7 @@ class Governor:
         if self.store is None:
             return
         try:
-            self.store.append(record, lazy=True)
+            self.store.append_lazy(record)
         except StoreError as exc:
             log.error("ledger entry %s not written: %s", record.id, exc)
 

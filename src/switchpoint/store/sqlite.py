@@ -13,6 +13,7 @@ under concurrency. Reads open their own connection; WAL lets them run beside the
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -25,10 +26,11 @@ from typing import Any, ClassVar, Protocol
 
 from switchpoint.errors import StoreError
 
+log = logging.getLogger("switchpoint.store")
 SCHEMA_VERSION = 3
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
-# How long a batch of lazy records waits for a record that needs its commit, to share it.
+# How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
 LAZY_WAIT_S = 0.05
 
 _MIGRATIONS: dict[int, str] = {
@@ -287,7 +289,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._lazy: deque[tuple[Record, Future[None]]] = deque()
+        self._lazy: deque[tuple[Record, None]] = deque()
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -346,21 +348,23 @@ class SQLiteStore:
 
     # Writes ------------------------------------------------------------------------------------
 
-    def append(self, record: Record, *, lazy: bool = False) -> Future[None]:
-        """Queue ``record``; the future resolves when it is committed (or holds the error).
-
-        A ``lazy`` record (a budget reservation, or any record of a log entry but its last)
-        neither wakes the writer nor starts a commit of its own: it is written with the next
-        record that does, or within :data:`LAZY_WAIT_S`, so it costs no extra fsync and no
-        extra thread switch. Records are committed in the order they were appended."""
+    def append(self, record: Record) -> Future[None]:
+        """Queue ``record``; the future resolves when it is committed (or holds the error)."""
         if self._closed or self._writer is None:
             raise StoreError(f"{self.path}: the store is not open")
         done: Future[None] = Future()
-        if lazy:
-            self._lazy.append((record, done))
-        else:
-            self._queue.put((record, done))
+        self._queue.put((record, done))
         return done
+
+    def append_lazy(self, record: Record) -> None:
+        """Queue ``record`` without waking the writer: it is committed with the next record
+        appended by :meth:`append` (in append order), or within :data:`LAZY_WAIT_S`, so it
+        costs no commit, fsync or thread switch of its own. For records nobody waits for (a
+        budget reservation, any record of a log entry but its last); a failure to write one is
+        logged."""
+        if self._closed or self._writer is None:
+            raise StoreError(f"{self.path}: the store is not open")
+        self._lazy.append((record, None))
 
     def _write_loop(self) -> None:
         stop = False
@@ -388,7 +392,7 @@ class SQLiteStore:
             if batch:
                 self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Record, Future[None]]]) -> None:
+    def _commit(self, batch: list[tuple[Record, Future[None] | None]]) -> None:
         assert self._conn is not None
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         try:
@@ -408,10 +412,14 @@ class SQLiteStore:
             what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
                 type(batch[0][0]), "ledger entry")
             error = StoreError(f"{self.path}: could not write {what} {batch[0][0].id}: {exc}")
-            batch[0][1].set_exception(error)
+            if batch[0][1] is not None:
+                batch[0][1].set_exception(error)
+            else:
+                log.error("%s", error)
             return
         for _, done in batch:
-            done.set_result(None)
+            if done is not None:
+                done.set_result(None)
 
     # Reads -------------------------------------------------------------------------------------
 
