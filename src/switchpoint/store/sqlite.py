@@ -370,7 +370,8 @@ class SQLiteStore:
         stop = False
         while not stop:
             try:
-                first = self._queue.get(timeout=LAZY_WAIT_S if self._lazy else None)
+                # Wakes every LAZY_WAIT_S while idle: lazy records never signal.
+                first = self._queue.get(timeout=LAZY_WAIT_S)
             except queue.Empty:
                 first = None
             # Lazy records appended before the item just taken come first (append order).
