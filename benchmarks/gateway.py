@@ -456,9 +456,9 @@ def governance_main(args: argparse.Namespace) -> None:
                                       lat.values["switchpoint"], strict=True))
             verdict = ("met" if paired <= TARGET_GOVERNANCE_MS else "NOT met") \
                 if label == "median" else ""
+            shown = f"{paired:.3f}" if label == "median" else ""
             print(f"{('stream ' if stream else 'plain ') + label:<16}{off:>16.3f}{on:>19.3f}"
-                  f"{on - off:>9.3f}{paired if label == 'median' else float('nan'):>15.3f}"
-                  f"{verdict:>9}")
+                  f"{on - off:>9.3f}{shown:>15}{verdict:>9}")
     errors = {f"{n} {'stream' if s else 'plain'}": seq[s].errors[n]
               for s in (False, True) for n in names if seq[s].errors[n]}
     if errors:
