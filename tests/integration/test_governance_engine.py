@@ -127,3 +127,28 @@ def test_named_models_drop_fallbacks_the_key_may_not_use(gateway_of: Any,
     assert info.value.info.models_tried == ["cheap"]  # never good
     assert any("left out of the fallbacks: good" in r for r in info.value.info.reasoning)
     gw_fake.reset()
+
+
+def test_a_reload_applies_new_tenants_and_budgets(gw_fake: FakeProviderProcess,
+                                                  tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "switchpoint.yaml"
+    base = {"models": catalog(gw_fake), "data_dir": str(tmp_path / "data"), "auth": "keys"}
+    config.write_text(yaml.safe_dump({**base, "tenants": {"acme": {}, "beta": {}}}))
+    gw = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    try:
+        acme = gw.governor.keys.create(KeySpec(tenant="acme")).key
+        beta = gw.governor.keys.create(KeySpec(tenant="beta")).key
+        gw.complete(messages("before"), model="cheap", key=acme, max_tokens=5)
+        config.write_text(yaml.safe_dump({**base, "tenants": {
+            "acme": {"budgets": ["0.0000001/day"]}}}))
+        gw.state.reload()
+        from switchpoint.errors import BudgetExceededError
+
+        with pytest.raises(BudgetExceededError, match="tenant acme"):
+            gw.complete(messages("after"), model="cheap", key=acme, max_tokens=5)
+        with pytest.raises(PermissionDeniedError, match="tenant 'beta' is not in the conf"):
+            gw.complete(messages("after"), model="cheap", key=beta)
+    finally:
+        gw.close()

@@ -425,10 +425,7 @@ class Gateway:
     def _release(self, plan: Plan) -> None:
         """Release a reservation whose request ended some unforeseen way (no log entry)."""
         if plan.ticket is not None and not plan.ticket.closed:
-            rows, _ = self.governor.settle(plan.ticket, request_id=plan.request_id, card=None,
-                                           cost_usd=None, tokens=None)
-            for row in rows:
-                self.governor._append(row)
+            self.governor.release(plan.ticket, request_id=plan.request_id)
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""

@@ -188,7 +188,8 @@ class Governor:
         self.store = store
         self.health = health
         self.clock = clock
-        self._policies: dict[tuple[int, str | None, KeyRecord | None], Policy] = {}
+        self._policies: dict[tuple[int, str | None, KeyRecord | None],
+                             tuple[Settings, Policy]] = {}
         self._opened = False
         # Reservations not yet on disk, oldest first (written once their request runs long).
         self._unwritten: deque[tuple[Ticket, LedgerRecord]] = deque()
@@ -308,8 +309,8 @@ class Governor:
         record = self.keys.cached(key_id) if key_id is not None else None
         cache_key = (id(settings), tenant, record)
         cached = self._policies.get(cache_key)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] is settings:  # (an id may be reused)
+            return cached[1]
         t = settings.tenants.get(tenant) if tenant is not None else None
         if tenant is not None and t is None:
             self._tenant_settings(settings, tenant, key_id)
@@ -346,7 +347,7 @@ class Governor:
                         sla_account=tenant_account(tenant) if own_sla and tenant else TOTAL)
         if len(self._policies) > 4096:
             self._policies.clear()
-        self._policies[cache_key] = policy
+        self._policies[cache_key] = (settings, policy)
         return policy
 
     # Shaping -----------------------------------------------------------------------------------
@@ -707,6 +708,13 @@ class Governor:
                              amount_usd=charged, request_id=request_id, key_id=ticket.key_id,
                              tenant=ticket.tenant, model=card.name, provider=card.provider,
                              tokens=tokens)], charged
+
+    def release(self, ticket: Ticket, *, request_id: str) -> None:
+        """Release a reservation whose request ended with no log entry to carry the row."""
+        rows, _ = self.settle(ticket, request_id=request_id, card=None, cost_usd=None,
+                              tokens=None)
+        for row in rows:
+            self._append(row)
 
     # Internals ---------------------------------------------------------------------------------
 
