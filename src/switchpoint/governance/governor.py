@@ -697,8 +697,13 @@ class Governor:
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
                                  request_id=request_id, key_id=ticket.key_id,
                                  tenant=ticket.tenant)], None
-        charged = cost_usd if cost_usd is not None else ticket.worst_by_model.get(
-            card.name, ticket.worst_usd)
+        worst = ticket.worst_by_model.get(card.name, ticket.worst_usd)
+        charged = cost_usd if cost_usd is not None else worst
+        if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
+            log.warning("request %s cost $%.6f on %s, more than the $%.6f reserved for it: its "
+                        "budgets may run over (more image tokens than governance.image_tokens, "
+                        "or an upstream that ignores the output cap?)", request_id, charged,
+                        card.name, worst)
         accounts = settle_accounts(ticket.key_id, ticket.tenant, card.name, card.provider)
         if not self.ledger.settle(ticket, charged_usd=charged, accounts=accounts,
                                   tokens=tokens):
