@@ -22,7 +22,17 @@ switchpoint is measured passing a named model through (``model: "bench"``) and r
 Every prompt is a distinct real prompt from ../shared/data, so neither the decision cache nor
 session pins make ``auto`` cheaper than it is.
 
+With ``--governance`` it measures instead what client keys, budgets and rate limits add: two
+switchpoint servers with the same catalog, one plain and one with ``auth: keys``, a tenant with
+budgets and limits and a key with its own (all far above what the run spends, so every request
+is admitted and the whole path runs: the key lookup and hash, the tenant's policy, the RPM/TPM
+windows, the reservation, its settlement and the ledger rows in the log's commit), requests
+interleaved one at a time (direct, plain, governed), round after round; the figure is the
+governed server's overhead minus the plain one's at the median (target: at most 0.3 ms), and
+each server's throughput and CPU per request at concurrency 64.
+
 Usage: python benchmarks/gateway.py [--n 300] [--rps-n 1500] [--concurrency 64]
+       python benchmarks/gateway.py --governance [--n 1000] [--rps-n 1500]
 """
 
 from __future__ import annotations
@@ -50,6 +60,15 @@ PEER_BIN = ROOT / ".venv-peers" / "bin" / "litellm"
 RUN_TIME_LIMIT_S = 90.0
 TARGET_OVERHEAD_RATIO = 0.5  # ours at most half of LiteLLM's
 TARGET_RPS_RATIO = 2.0  # ours at least twice LiteLLM's
+TARGET_GOVERNANCE_MS = 0.3  # keys, budgets and rate limits: at most this much at the median
+GOVERNANCE = """auth: keys
+tenants:
+  bench:
+    models: [bench, bench-mini, auto]
+    budgets: [1000000/month, 100000/day]
+    rpm: 1000000
+    tpm: 1000000000
+"""
 
 
 @dataclass
@@ -58,6 +77,7 @@ class Server:
     base: str
     proc: subprocess.Popen[bytes] | None
     model: str
+    headers: str = ""  # extra request header lines (CRLF-terminated), e.g. the client key
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -77,14 +97,25 @@ class Server:
         return json.dumps(payload).encode()
 
 
-def start_switchpoint(tmp: Path, fake: FakeProviderProcess) -> Server:
+def start_switchpoint(tmp: Path, fake: FakeProviderProcess, *, governed: bool = False,
+                      name: str = "switchpoint", synchronous: str = "full") -> Server:
+    tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "switchpoint.yaml"
-    config.write_text(f"""models:
+    config.write_text(f"""store: {{synchronous: {synchronous}}}
+models:
   - {{name: bench, profile: gpt-4-1106-preview, base_url: "{fake.openai_base_url}",
      input_per_mtok: 10, output_per_mtok: 30, context_window: 128000}}
   - {{name: bench-mini, profile: gpt-3.5-turbo-1106, base_url: "{fake.openai_base_url}",
      input_per_mtok: 0.5, output_per_mtok: 1.5, context_window: 16000}}
-""", encoding="utf-8")
+""" + (GOVERNANCE if governed else ""), encoding="utf-8")
+    headers = ""
+    if governed:
+        from switchpoint.governance.keys import KeySpec, KeyStore
+
+        with KeyStore.in_dir(tmp / "data") as store:
+            key = store.create(KeySpec(tenant="bench", budgets=("1000000/day",), rpm=1_000_000,
+                                       tpm=1_000_000_000)).key
+        headers = f"Authorization: Bearer {key}\r\n"
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "switchpoint.cli", "serve", "--config", str(config), "--port",
@@ -92,7 +123,7 @@ def start_switchpoint(tmp: Path, fake: FakeProviderProcess) -> Server:
         stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_up(f"{base}/health", proc)
-    return Server("switchpoint", base, proc, "bench")
+    return Server(name, base, proc, "bench", headers)
 
 
 def start_litellm(tmp: Path, fake: FakeProviderProcess) -> Server | str:
@@ -142,17 +173,22 @@ class Latencies:
 
 
 async def sequential(targets: Sequence[Server], prompts: Mapping[str, Sequence[str]],
-                     stream: bool) -> Latencies:
-    """One request at a time, interleaved across the targets, round after round."""
+                     stream: bool, alternate: bool = False) -> Latencies:
+    """One request at a time, interleaved across the targets, round after round (with
+    ``alternate``, every other round takes the targets after the first in reverse order, so
+    neither of two compared servers always goes first)."""
     out = Latencies({t.name: [] for t in targets}, {t.name: 0 for t in targets})
     conns = {t.name: Connection(*_host_port(t.base)) for t in targets}
     rounds = min(len(p) for p in prompts.values())
     try:
         for i in range(rounds):
-            for t in targets:
+            order = ([targets[0], *reversed(targets[1:])] if alternate and i % 2
+                     else list(targets))
+            for t in order:
                 body = t.body(prompts[t.name][i], stream)
                 t0 = time.perf_counter()
-                status, data = await conns[t.name].post("/v1/chat/completions", body)
+                status, data = await conns[t.name].post("/v1/chat/completions", body,
+                                                        t.headers)
                 out.values[t.name].append((time.perf_counter() - t0) * 1e3)
                 if status != 200 or not answered(data, stream):
                     out.errors[t.name] += 1
@@ -190,7 +226,7 @@ async def load(target: Server, prompts: Sequence[str], concurrency: int,
                 t0 = time.perf_counter()
                 try:
                     status, data = await conn.post("/v1/chat/completions",
-                                                   target.body(prompt, stream))
+                                                   target.body(prompt, stream), target.headers)
                 except (OSError, asyncio.IncompleteReadError):
                     errors += 1
                     await conn.close()
@@ -253,7 +289,14 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="sequential requests per target")
     parser.add_argument("--rps-n", type=int, default=1500, help="requests per throughput run")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--governance", action="store_true",
+                        help="measure what keys, budgets and rate limits add instead")
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
+                        help="the servers' store.synchronous (--governance; default full)")
     args = parser.parse_args()
+    if args.governance:
+        governance_main(args)
+        return
     warm = 40
     seq_names = ["direct", "switchpoint", "switchpoint auto", "LiteLLM"]
     load_runs = [("switchpoint", False), ("switchpoint", True), ("switchpoint auto", False),
@@ -360,6 +403,80 @@ def report(seq: dict[bool, Latencies], rps: dict[tuple[str, bool], Throughput],
           "request.")
     for note in notes:
         print(note)
+
+
+def governance_main(args: argparse.Namespace) -> None:
+    """Plain against governed switchpoint, same catalog, interleaved one request at a time."""
+    warm = 60
+    names = ["direct", "switchpoint", "switchpoint governed"]
+    prompts = Prompts(pick_prompts(10))
+    servers: list[Server] = []
+    fake = FakeProviderProcess(lean=True).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="switchpoint-governance-bench-") as tmp:
+            plain = start_switchpoint(Path(tmp) / "plain", fake, synchronous=args.synchronous)
+            servers.append(plain)
+            governed = start_switchpoint(Path(tmp) / "governed", fake, governed=True,
+                                         name="switchpoint governed",
+                                         synchronous=args.synchronous)
+            servers.append(governed)
+            targets = {"direct": Server("direct", fake.url, None, "bench"),
+                       "switchpoint": plain, "switchpoint governed": governed}
+            for stream in (False, True):
+                for name in names:
+                    asyncio.run(load(targets[name], prompts.take(name, warm), 4, stream))
+            seq: dict[bool, Latencies] = {}
+            for stream in (False, True):
+                slices = {name: prompts.take(name, args.n) for name in names}
+                seq[stream] = asyncio.run(sequential([targets[n] for n in names], slices,
+                                                     stream, alternate=True))
+            rps = {(name, stream): measured_load(targets[name], prompts.take(name, args.rps_n),
+                                                 args.concurrency, stream)
+                   for name in names[1:] for stream in (False, True)}
+    finally:
+        for s in servers:
+            s.stop()
+        fake.stop()
+    print(f"Keys, budgets and rate limits on vs off: {args.n} sequential requests per target "
+          f"(interleaved: direct, then plain and governed in alternating order), model 'bench' "
+          f"passed through, store.synchronous {args.synchronous}; {args.rps_n} per throughput "
+          f"run at concurrency {args.concurrency}")
+    print()
+    print(f"{'':<16}{'plain overhead':>16}{'governed overhead':>19}{'added':>9}"
+          f"{'paired median':>15}{'target':>9}")
+    for stream in (False, True):
+        lat = seq[stream]
+        for label, stat in (("median", statistics.median),
+                            ("p99", lambda v: percentile(v, 0.99))):
+            direct = stat(lat.values["direct"])
+            off = stat(lat.values["switchpoint"]) - direct
+            on = stat(lat.values["switchpoint governed"]) - direct
+            paired = statistics.median(
+                g - p for g, p in zip(lat.values["switchpoint governed"],
+                                      lat.values["switchpoint"], strict=True))
+            verdict = ("met" if paired <= TARGET_GOVERNANCE_MS else "NOT met") \
+                if label == "median" else ""
+            shown = f"{paired:.3f}" if label == "median" else ""
+            print(f"{('stream ' if stream else 'plain ') + label:<16}{off:>16.3f}{on:>19.3f}"
+                  f"{on - off:>9.3f}{shown:>15}{verdict:>9}")
+    errors = {f"{n} {'stream' if s else 'plain'}": seq[s].errors[n]
+              for s in (False, True) for n in names if seq[s].errors[n]}
+    if errors:
+        print(f"errors (sequential): {errors}")
+    print()
+    print(f"Throughput at concurrency {args.concurrency}: requests/s (median / p99 ms, server "
+          "CPU ms per request)")
+    for stream in (False, True):
+        cells = []
+        for name in names[1:]:
+            r = rps[(name, stream)]
+            cells.append(f"{name}: {r.rps:.0f} ({r.median_ms:.1f} / {r.p99_ms:.1f}, "
+                         f"{r.cpu_ms:.2f})" + (f" {r.errors} err" if r.errors else ""))
+        print(f"{'stream' if stream else 'plain':<8}" + "   ".join(cells))
+    print()
+    print(f"Target: keys + budgets + rate limits add at most {TARGET_GOVERNANCE_MS} ms at the "
+          "median ('paired median': the median over rounds of governed minus plain latency, "
+          "which cancels the drift of a shared machine).")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,17 @@ from typing import TYPE_CHECKING, Any
 from switchpoint._version import __version__
 from switchpoint.decision import RoutingDecision, Usage
 from switchpoint.errors import (
+    AuthenticationError,
+    BudgetExceededError,
     ConfigError,
     FailoverError,
     GatewayError,
     InvalidInputError,
     NoCandidatesError,
     NotFittedError,
+    PermissionDeniedError,
     ProviderError,
+    RateLimitExceededError,
     RecordsError,
     SwitchpointError,
     UnknownModelError,
@@ -48,6 +52,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AuthenticationError",
+    "BudgetExceededError",
     "ConfigError",
     "FailoverError",
     "Gateway",
@@ -55,7 +61,9 @@ __all__ = [
     "InvalidInputError",
     "NoCandidatesError",
     "NotFittedError",
+    "PermissionDeniedError",
     "ProviderError",
+    "RateLimitExceededError",
     "RecordSet",
     "RecordsError",
     "Router",

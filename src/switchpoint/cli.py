@@ -1,5 +1,5 @@
 """The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
-label.
+label, keys, report.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
 nothing is written when a command fails. ``label`` exits with status 1 when some prompts could
@@ -615,6 +615,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start over: discard --out and its journal")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_label)
+
+    from switchpoint.governance.cli import add_commands
+
+    add_commands(sub)  # keys, report
     return parser
 
 

@@ -17,6 +17,9 @@
     expected_output_tokens: 200
     max_request_bytes: 1048576
     admin_token_env: SWITCHPOINT_ADMIN_TOKEN  # optional: /v1/router/* then need this bearer token
+    auth: keys                    # optional: client keys (switchpoint keys create) on the gateway
+    tenants: {acme: {budgets: [100/month], models: [cheap, auto]}}   # see governance.settings:
+    budgets: {models: {good: 50/day}}                 # budgets, SLAs, escalation
     gateway:                      # POST /v1/chat/completions: upstream calls, failover, health,
       connect_timeout_s: 5        # session pins (see GatewaySettings for every key)
       read_timeout_s: 60
@@ -55,6 +58,14 @@ from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
 from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, Catalog, ModelCard
 from switchpoint.errors import ConfigError
+from switchpoint.governance.settings import (
+    BudgetSettings,
+    EscalationSettings,
+    GovernanceSettings,
+    SLASettings,
+    TenantSettings,
+    check_tenant_names,
+)
 from switchpoint.known_providers import OPENAI_COMPATIBLE, check_provider, infer_provider
 
 ENV_PREFIX = "SWITCHPOINT_"
@@ -68,7 +79,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Keys whose values are paths, resolved against the config file's folder when given there.
 _PATH_KEYS = ("weights", "data_dir")
 # Keys whose environment values are taken as they are, not parsed as YAML.
-_PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous", "admin_token_env")
+_PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous", "admin_token_env", "auth")
 
 
 def _env_var_name(value: str | None, example: str) -> str | None:
@@ -258,6 +269,13 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     admin_token_env: str | None = None
     gateway: GatewaySettings = GatewaySettings()
+    auth: Literal["none", "keys"] = "none"
+    allow_unauthenticated: bool = False
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+    budgets: BudgetSettings = BudgetSettings()
+    sla: SLASettings | None = None
+    escalation: EscalationSettings = EscalationSettings()
+    governance: GovernanceSettings = GovernanceSettings()
 
     _source: _Source | None = PrivateAttr(default=None)
     _admin_token: str | None = PrivateAttr(default=None)
@@ -266,6 +284,11 @@ class Settings(BaseModel):
     @classmethod
     def _admin_env_name(cls, value: str | None) -> str | None:
         return _env_var_name(value, "SWITCHPOINT_ADMIN_TOKEN")
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
+        return check_tenant_names(value)
 
     @property
     def source_path(self) -> Path | None:
@@ -339,6 +362,7 @@ def load_settings(
     except ValidationError as exc:
         raise _config_error(exc, origin) from None
     _check_catalog(settings)
+    _check_governance(settings)
     _check_paths(settings)
     if settings.admin_token_env is not None:
         token = env.get(settings.admin_token_env, "").strip()
@@ -416,6 +440,15 @@ def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
         return list(StoreSettings.model_fields)
     if loc[:1] == ("gateway",) and len(loc) > 1:
         return list(GatewaySettings.model_fields)
+    sections: dict[str, type[BaseModel]] = {
+        "budgets": BudgetSettings, "sla": SLASettings, "escalation": EscalationSettings,
+        "governance": GovernanceSettings}
+    if loc[:1] and str(loc[0]) in sections and len(loc) > 1:
+        return list(sections[str(loc[0])].model_fields)
+    if loc[:1] == ("tenants",) and len(loc) > 2:
+        if len(loc) > 3 and loc[2] in ("sla", "escalation"):
+            return list((SLASettings if loc[2] == "sla" else EscalationSettings).model_fields)
+        return list(TenantSettings.model_fields)
     return list(Settings.model_fields)
 
 
@@ -464,6 +497,51 @@ def _check_catalog(settings: Settings) -> None:
             if fb == entry.name:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",
                                   f"{fb!r} cannot fall back to itself")
+
+
+def _check_governance(settings: Settings) -> None:
+    """Names the governance keys use must exist: tenants' and escalation models, budgeted
+    models and providers (when there is a catalog to check them against)."""
+    if settings.models is None:
+        return
+    names = [m.name for m in settings.models]
+    providers = sorted({m.provider for m in settings.models})
+
+    def model(key: str, name: str | None, allow_auto: bool = False) -> None:
+        if name is None or name in names or (allow_auto and name == "auto"):
+            return
+        extra = " or 'auto'" if allow_auto else ""
+        raise ConfigError(key, f"{name!r} is not a model in the catalog; use one of "
+                               f"{', '.join(names)}{extra}")
+
+    escalations = [("escalation", settings.escalation)]
+    for tenant, t in settings.tenants.items():
+        for i, name in enumerate(t.models or []):
+            model(f"tenants.{tenant}.models[{i}]", name, allow_auto=True)
+        if t.escalation is not None:
+            escalations.append((f"tenants.{tenant}.escalation", t.escalation))
+    for key, e in escalations:
+        model(f"{key}.escalation_model", e.escalation_model)
+        if e.prefer_provider is not None and e.prefer_provider not in providers:
+            raise ConfigError(f"{key}.prefer_provider", f"no catalog model has the provider "
+                                                        f"{e.prefer_provider!r} (providers: "
+                                                        f"{', '.join(providers)})")
+        if e.min_tier is not None:
+            from switchpoint.catalog import TIERS
+
+            floor = TIERS.index(e.min_tier)
+            if not any(m.tier is not None and TIERS.index(m.tier) >= floor
+                       for m in settings.models):
+                raise ConfigError(f"{key}.min_tier", f"no catalog model has a tier of "
+                                                     f"{e.min_tier!r} or above; give models a "
+                                                     "tier: or lower min_tier")
+    for name in settings.budgets.models:
+        model(f"budgets.models.{name}", name)
+    for name in settings.budgets.providers:
+        if name not in providers:
+            raise ConfigError(f"budgets.providers.{name}", f"no catalog model has the provider "
+                                                           f"{name!r} (providers: "
+                                                           f"{', '.join(providers)})")
 
 
 def _check_paths(settings: Settings) -> None:

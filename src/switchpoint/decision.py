@@ -59,6 +59,10 @@ class Usage:
 # ``switchpoint route --input``.
 ROUTE_FIELDS = ("selected_model", "cluster_id", "expected_error", "cost_adjusted_score",
                 "all_scores", "cache_hit", "usage", "decision_id")
+# Added to a routing answer when keys, tenants, budgets, an SLA or escalation are configured.
+GOVERNANCE_FIELDS = ("cost_weight", "confidence", "escalated", "original_confidence",
+                     "escalation_reason", "sla_compliant", "sla_breaches", "sla_adjustments",
+                     "budget_pressure")
 
 
 @dataclass
@@ -70,6 +74,14 @@ class RoutingDecision:
     else has a default. ``cluster_probabilities`` is the distribution over the policy's
     clusters (one-hot under hard assignment; ``None`` for policies with no small set of
     units); ``reasoning`` is a list of sentences (a single string is taken as one).
+
+    The last fields say what governance did (all default to "nothing"): ``escalated`` when a
+    low confidence changed the model (``always``) or asks to (``ask``), with the confidence
+    before it and why; ``sla_compliant`` / ``sla_breaches`` / ``sla_adjustments`` for the
+    service levels in force (breaches are what the first choice broke, adjustments what was
+    done about it, compliance is the final choice's); ``budget_pressure`` when a budget nearing
+    its limit raised λ (the fraction used, the budget, λ before and after); ``original_model``
+    the model chosen before an SLA adjustment or an escalation replaced it ('' if none did).
     """
 
     selected_model: str
@@ -91,6 +103,37 @@ class RoutingDecision:
     expected_errors: dict[str, float] = field(default_factory=dict)
     expected_costs: dict[str, float] = field(default_factory=dict)
     decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    escalated: bool = False
+    original_confidence: float = 0.0
+    escalation_reason: str = ""
+    sla_compliant: bool = True
+    sla_breaches: list[str] = field(default_factory=list)
+    sla_adjustments: list[str] = field(default_factory=list)
+    budget_pressure: dict[str, Any] | None = None
+    original_model: str = ""
+
+    @property
+    def escalation_changed_model(self) -> bool:
+        """An escalation replaced the model the scores would pick (strategy ``always``)."""
+        if not self.escalated or not self.all_scores:
+            return False
+        best = min(self.all_scores, key=lambda m: self.all_scores[m])
+        return self.selected_model != best and (
+            self.all_scores.get(self.selected_model, math.inf) > self.all_scores[best])
+
+    @property
+    def governed(self) -> dict[str, Any] | None:
+        """What governance did to this decision (None: nothing), as logged."""
+        if not (self.escalated or self.escalation_reason or self.sla_breaches
+                or self.sla_adjustments or not self.sla_compliant or self.budget_pressure
+                or self.original_model):
+            return None
+        return {"escalated": self.escalated, "original_confidence": self.original_confidence,
+                "escalation_reason": self.escalation_reason,
+                "sla_compliant": self.sla_compliant, "sla_breaches": list(self.sla_breaches),
+                "sla_adjustments": list(self.sla_adjustments),
+                "budget_pressure": self.budget_pressure,
+                "original_model": self.original_model or None}
 
     def __post_init__(self) -> None:
         if isinstance(self.reasoning, str):
@@ -120,6 +163,11 @@ class RoutingDecision:
     def explain(self) -> str:
         """A plain-English account: model, basis, reasoning, cost, evidence, alternatives."""
         lines = [f"Model selected: {self.selected_model} (confidence: {self.confidence:.0%})"]
+        if self.escalated:
+            lines.append(f"[Escalated from original confidence {self.original_confidence:.0%}: "
+                         f"{self.escalation_reason}]")
+        elif self.escalation_reason:
+            lines.append(f"[Low confidence, logged only: {self.escalation_reason}]")
         lines.append(f"Basis: {self.basis or self.policy}")
         lines.append("Reasoning: " + " ".join(self.reasoning))
         lines.append(
@@ -141,6 +189,17 @@ class RoutingDecision:
                 f"{ratio:.2g}x cost)"
             )
         lines.append("Alternatives considered: " + (", ".join(alternatives) or "none"))
+        if self.budget_pressure:
+            b = self.budget_pressure
+            lines.append(f"Budget: {b.get('budget')} is {b.get('fraction_used', 0):.0%} used; λ "
+                         f"raised from {b.get('base_cost_weight', 0):g} to "
+                         f"{b.get('cost_weight', 0):g}")
+        if self.sla_breaches or self.sla_adjustments or not self.sla_compliant:
+            lines.append("SLA: " + ("compliant" if self.sla_compliant else "not compliant")
+                         + (f"; breaches: {', '.join(self.sla_breaches)}"
+                            if self.sla_breaches else "")
+                         + (f"; adjustments: {', '.join(self.sla_adjustments)}"
+                            if self.sla_adjustments else ""))
         return "\n".join(lines)
 
 

@@ -16,6 +16,12 @@ to fix it::
     ├── StoreError                        a log or state file cannot be opened or written
     ├── GatewayError                      the service refused a request or could not answer it
     │   ├── AuthenticationError           a missing or wrong token (401)
+    │   │   ├── InvalidKeyError               a malformed or unknown client key
+    │   │   ├── KeyRevokedError               a revoked client key
+    │   │   └── KeyExpiredError               an expired client key
+    │   ├── PermissionDeniedError         the key may not do this (a model it may not use) (403)
+    │   ├── BudgetExceededError           a budget cannot cover the request (429)
+    │   ├── RateLimitExceededError        a key's or tenant's RPM / TPM is used up (429)
     │   ├── ModelNotFoundError            neither ``auto`` nor a catalog model
     │   ├── NoCapableModelError           no catalog model can serve the request
     │   ├── NoUpstreamError               no models configured: nowhere to send chat
@@ -205,6 +211,53 @@ class AuthenticationError(GatewayError):
 
     status = 401
     code = "unauthorized"
+
+
+class InvalidKeyError(AuthenticationError):
+    """A client key that is malformed or that this gateway never issued."""
+
+    code = "invalid_api_key"
+
+
+class KeyRevokedError(AuthenticationError):
+    """A client key that was revoked (or replaced by a rotation whose grace period ended)."""
+
+    code = "key_revoked"
+
+
+class KeyExpiredError(AuthenticationError):
+    """A client key past its expiry date."""
+
+    code = "key_expired"
+
+
+class PermissionDeniedError(GatewayError):
+    """The caller is known but may not do this: a model its key or tenant may not use, or a
+    tenant the configuration no longer has."""
+
+    status = 403
+    code = "permission_denied"
+
+
+class BudgetExceededError(GatewayError):
+    """A budget (of the key, its tenant, a model, a provider or the whole gateway) cannot cover
+    the request's worst-case cost. ``retry_after`` is the time until the budget resets (or a
+    second, when in-flight reservations hold the room and may free it); ``budget`` names it."""
+
+    status = 429
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, budget: str, retry_after: float | None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.budget = budget
+
+
+class RateLimitExceededError(GatewayError):
+    """A key's (or tenant's) requests-per-minute or tokens-per-minute limit is used up;
+    ``retry_after`` says when the window has room again."""
+
+    status = 429
+    code = "rate_limit_exceeded"
 
 
 class ModelNotFoundError(GatewayError):

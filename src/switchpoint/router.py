@@ -372,6 +372,11 @@ class Router:
             raise NoCandidatesError(field_name, "is empty; list at least one model or omit it")
         return names
 
+    def cost_scale(self, models: Sequence[str] | None = None) -> float:
+        """The cost that λ = 1 weighs as one unit of error among ``models`` (default: every
+        allowed model): the reference price of the dearest of them (see :mod:`decision`)."""
+        return self._map.cost_scale(self._candidates(models))
+
     def check_candidates(self, available: Sequence[str] | None) -> list[str]:
         """Validate a candidate list; returns the models that remain allowed."""
         mask = self._candidates(available)

@@ -37,10 +37,25 @@ OPERATIONS = [
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/router/health"),
     ("GET", "/v1/router/requests"),
+    ("POST", "/v1/router/keys"),
+    ("GET", "/v1/router/keys"),
+    ("GET", "/v1/router/keys/{key_id}"),
+    ("POST", "/v1/router/keys/{key_id}/revoke"),
+    ("DELETE", "/v1/router/keys/{key_id}"),
+    ("POST", "/v1/router/keys/{key_id}/rotate"),
+    ("GET", "/v1/router/tenants"),
+    ("GET", "/v1/router/budgets"),
+    ("GET", "/v1/router/budget/alert"),
+    ("GET", "/v1/router/report/cost"),
+    ("GET", "/v1/router/report/savings"),
+    ("GET", "/v1/router/report/sla"),
+    ("GET", "/v1/router/report/forecast"),
+    ("GET", "/v1/router/report/suggest"),
 ]
 # Operations with an input the schema constrains; no request to the others is schema-invalid
 # (any string is a valid policy name in the schema; unknown ones are 400s).
-WITH_INPUT = {"/v1/route", "/v1/chat/completions", "/v1/router/requests"}
+WITH_INPUT = {"/v1/route", "/v1/chat/completions", "/v1/router/requests", "/v1/router/keys",
+              "/v1/router/report/forecast", "/v1/router/report/sla"}
 CASES = [(m, p, mode) for m, p in OPERATIONS
          for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
          if mode is GenerationMode.POSITIVE or p in WITH_INPUT]

@@ -176,18 +176,21 @@ def test_the_request_log_is_append_only(tmp_path: Path) -> None:
 def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         tmp_path: Path) -> None:
     path = tmp_path / "switchpoint.db"
-    from switchpoint.store.sqlite import _INSERT, _MIGRATIONS
+    from switchpoint.store.sqlite import _COLUMNS, _MIGRATIONS, SCHEMA_VERSION
 
     old = sqlite3.connect(path, isolation_level=None)
     old.executescript(f"BEGIN; {_MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
     rec = record()
-    old.execute(_INSERT, rec.row())
+    v1 = _COLUMNS[:13]  # the columns of version 1
+    old.execute(f"INSERT INTO decisions ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
+                rec.row()[:13])
     old.close()
     with SQLiteStore(path) as store:
         assert store.decisions()[0]["id"] == rec.id
+        assert store.decisions()[0]["tenant"] is None
         store.append(request()).result()
         assert store.request_stats()["total"] == 1
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def _numbers(tree: object, path: str = "") -> list[tuple[str, object]]:
@@ -212,3 +215,26 @@ def test_stats_counts_are_ints_and_costs_floats(tmp_path: Path) -> None:
     assert all(type(v) is float for _, v in costs), costs
     assert requests["by_model"]["free"] == {"requests": 1, "cost_usd": 0.0}
     assert requests["by_model"]["m"]["requests"] == 2 and requests["escalations"] == 1
+
+
+def test_lazy_records_share_the_next_commit_or_land_soon(tmp_path: Path) -> None:
+    from switchpoint.store.sqlite import LAZY_WAIT_S
+
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        lazy = record()
+        store.append_lazy(lazy)
+        last = request()
+        store.append(last).result()
+        # Committed with the record appended after it, in the same transaction.
+        assert store.decisions()[0]["id"] == lazy.id
+        alone = record()
+        store.append_lazy(alone)
+        deadline = time.monotonic() + 10 * LAZY_WAIT_S + 1
+        while store.decisions()[0]["id"] != alone.id:
+            assert time.monotonic() < deadline, "a lazy record alone was never written"
+            time.sleep(0.01)
+        final = record()
+        store.append_lazy(final)
+    with SQLiteStore(path) as store:  # closing writes what is still queued
+        assert store.decisions()[0]["id"] == final.id

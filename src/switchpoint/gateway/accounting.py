@@ -21,8 +21,11 @@ from switchpoint.gateway.planning import Plan
 from switchpoint.gateway.providers import TokenUsage
 from switchpoint.gateway.results import CallInfo
 from switchpoint.store import DecisionRecord, RequestRecord
+from switchpoint.store.sqlite import Record
 
-Records = list[DecisionRecord | RequestRecord]
+Records = list[Record]
+# A request's spend-ledger rows and the amount its budgets were charged (see the governor).
+Settlement = tuple[Records, "float | None"]
 
 
 @dataclass
@@ -39,14 +42,17 @@ class Entry:
         return record
 
 
-def decision_record(decision: RoutingDecision, live: Live) -> DecisionRecord:
+def decision_record(decision: RoutingDecision, live: Live, *, key_id: str | None = None,
+                    tenant: str | None = None) -> DecisionRecord:
     return DecisionRecord(
         id=decision.decision_id, ts=time.time(), selected_model=decision.selected_model,
         cluster_id=decision.cluster_id, cost_weight=decision.cost_weight,
         candidates=list(decision.all_scores), cache_hit=decision.cache_hit,
         routing_ms=decision.usage.routing_ms, embedding_ms=decision.usage.embedding_ms,
         policy=live.policy, weights_id=live.weights_id, expected_error=decision.expected_error,
-        cost_adjusted_score=decision.cost_adjusted_score,
+        cost_adjusted_score=decision.cost_adjusted_score, key_id=key_id, tenant=tenant,
+        expected_errors=decision.expected_errors or None,
+        expected_costs=decision.expected_costs or None, governance=decision.governed,
     )
 
 
@@ -56,14 +62,16 @@ def info_of(plan: Plan) -> CallInfo:
                     routed_model=plan.routed_model, decision=plan.decision,
                     pin_state=str(plan.pin.state), pin=plan.pin_info,
                     reasoning=plan.reasoning, excluded=plan.excluded,
-                    planning_ms=round(plan.planning_ms, 3))
+                    planning_ms=round(plan.planning_ms, 3), key_id=plan.call.key_id,
+                    tenant=plan.call.tenant)
 
 
 def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: list[Attempt],
            models_tried: list[str], model: str | None = None,
            upstream_model: str | None = None, usage: TokenUsage | None = None,
            cost_usd: float | None = None, ttft_ms: float | None = None,
-           error_kind: str | None = None, error: str | None = None) -> Entry:
+           error_kind: str | None = None, error: str | None = None,
+           ledger: Settlement | None = None) -> Entry:
     d = plan.decision
     tried = [a.to_dict() for a in attempts]
     reasoning = plan.reasoning + _skipped_notes(attempts)
@@ -84,7 +92,9 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
         routing_ms=round(plan.planning_ms, 3),
         decision_id=d.decision_id if d else None,
         reasoning=reasoning,
-        excluded=plan.excluded)
+        excluded=plan.excluded,
+        key_id=plan.call.key_id, tenant=plan.call.tenant,
+        charged_usd=ledger[1] if ledger is not None else None)
     info = info_of(plan)
     info.model = model
     info.upstream_model = upstream_model
@@ -96,7 +106,12 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
     info.prompt_tokens = request.prompt_tokens
     info.completion_tokens = request.completion_tokens
     info.cost_usd = cost_usd
-    records: Records = [decision_record(d, live), request] if d is not None else [request]
+    info.charged_usd = request.charged_usd
+    records: Records = ([decision_record(d, live, key_id=plan.call.key_id,
+                                         tenant=plan.call.tenant)] if d is not None else [])
+    if ledger is not None:
+        records.extend(ledger[0])  # in the same commit as the request, before it
+    records.append(request)
     return Entry(records, info)
 
 
@@ -106,15 +121,17 @@ def _skipped_notes(attempts: list[Attempt]) -> list[str]:
             if a.outcome == "circuit_open"]
 
 
-def answered(plan: Plan, result: FailoverResult, live: Live) -> Entry:
+def answered(plan: Plan, result: FailoverResult, live: Live,
+             ledger: Settlement | None = None) -> Entry:
     """A plain answer went out."""
     return _entry(plan, live, status="ok", http_status=200, attempts=result.attempts,
                   models_tried=result.models_tried, model=result.model,
                   upstream_model=result.upstream_model, usage=result.usage,
-                  cost_usd=result.cost_usd)
+                  cost_usd=result.cost_usd, ledger=ledger)
 
 
-def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float) -> Entry:
+def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
+             ledger: Settlement | None = None) -> Entry:
     """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``,
     the client got an error event) or abandoned by the client (``client_closed``)."""
     if stream.completed:
@@ -126,21 +143,25 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float) -> 
     return _entry(plan, live, status=status, http_status=200, attempts=stream.attempts,
                   models_tried=stream.models_tried, model=stream.model,
                   upstream_model=stream.upstream_model, usage=stream.usage,
-                  cost_usd=stream.cost_usd, ttft_ms=ttft_ms, error_kind=kind, error=error)
+                  cost_usd=stream.cost_usd, ttft_ms=ttft_ms, error_kind=kind, error=error,
+                  ledger=ledger)
 
 
-def failed(plan: Plan, exc: FailoverError, live: Live) -> Entry:
+def failed(plan: Plan, exc: FailoverError, live: Live,
+           ledger: Settlement | None = None) -> Entry:
     """No model answered (or the upstream refused the request itself)."""
     last = exc.last_error
     return _entry(plan, live, status="error", http_status=exc.status,
                   attempts=exc.attempts, models_tried=exc.models_tried,
                   error_kind=last.kind if last is not None else "no_healthy_model",
-                  error=str(exc))
+                  error=str(exc), ledger=ledger)
 
 
-def abandoned(plan: Plan, live: Live, attempts: list[Attempt]) -> Entry:
+def abandoned(plan: Plan, live: Live, attempts: list[Attempt],
+              ledger: Settlement | None = None) -> Entry:
     """The client left before a plain answer was ready: the upstream call was cancelled."""
     tried = list(dict.fromkeys(a.model for a in attempts if not a.skipped))
     return _entry(plan, live, status="client_closed", http_status=499, attempts=attempts,
                   models_tried=tried, error_kind="client_closed",
-                  error="the client closed the connection before the answer was ready")
+                  error="the client closed the connection before the answer was ready",
+                  ledger=ledger)

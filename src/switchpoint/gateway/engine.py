@@ -22,8 +22,11 @@ renders what comes back. Python code is the other::
             ...
 
 Both doors take the same path through the same objects, so failover, health, pinning and the
-log behave identically. Async code uses :meth:`Gateway.acomplete` / :meth:`Gateway.astream`;
-the sync methods run them on a private event loop thread.
+log behave identically. Keys, tenants, budgets, rate limits, SLAs and escalation are the
+:class:`~switchpoint.governance.governor.Governor`'s: the HTTP door resolves a bearer key to
+its principal; the in-process door takes ``key=`` or ``tenant=``. Async code uses
+:meth:`Gateway.acomplete` / :meth:`Gateway.astream`; the sync methods run them on a private
+event loop thread.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import threading
 import time
 from collections.abc import Collection, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -45,7 +49,13 @@ import switchpoint.gateway.accounting as accounting
 from switchpoint.catalog import Catalog
 from switchpoint.config import GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
-from switchpoint.errors import FailoverError, InvalidInputError, NoUpstreamError, StoreError
+from switchpoint.errors import (
+    FailoverError,
+    GatewayError,
+    InvalidInputError,
+    NoUpstreamError,
+    StoreError,
+)
 from switchpoint.gateway.failover import (
     Attempt,
     FailoverResult,
@@ -60,6 +70,8 @@ from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore
+from switchpoint.governance.governor import Governor, Policy, Principal
+from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
 from switchpoint.router import check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
@@ -115,6 +127,7 @@ class Gateway:
         self._pins: SQLitePinStore | None = None
         self._opened = False
         self._sync: _LoopThread | None = None
+        self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.state.on_swap(self._take_up)
 
     @classmethod
@@ -151,6 +164,7 @@ class Gateway:
         path.mkdir(parents=True, exist_ok=True)
         self._pins = SQLitePinStore(path / PINS_FILENAME)
         self.pinner.store = self._pins
+        self.governor.open()
         self._opened = True
 
     def start(self, *, background: bool = False) -> None:
@@ -179,6 +193,7 @@ class Gateway:
         self._close_state()
 
     def _close_state(self) -> None:
+        self.governor.close()
         if self._pins is not None:
             self._pins.close()
             self._pins = None
@@ -224,20 +239,48 @@ class Gateway:
     async def aroute(self, prompt: str | None = None,
                      available_models: Sequence[str] | None = None,
                      cost_weight: float | None = None, *,
-                     embedding: Sequence[float] | np.ndarray | None = None) -> RoutingDecision:
+                     embedding: Sequence[float] | np.ndarray | None = None,
+                     key: str | None = None, tenant: str | None = None,
+                     principal: Principal | None = None) -> RoutingDecision:
         """Route one prompt (or embedding) with the live router and log the decision; the
-        decision is returned once its log entry is committed."""
+        decision is returned once its log entry is committed. ``key`` (a client key) or
+        ``tenant`` routes as that caller: its allowed models, λ, budget curve, SLA and
+        escalation apply (``principal``: the HTTP door's already authenticated caller)."""
         check_route_input(prompt, embedding)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         live = self.state.live()
-        decision: RoutingDecision = await anyio.to_thread.run_sync(
-            lambda: live.router.route(prompt, available_models, cost_weight,
-                                      embedding=embedding))
+        settings = live.settings
+        if principal is None:
+            principal = self.governor.principal(settings, key=key, tenant=tenant)
+        who = principal or Principal()
+        policy = self._policy(settings, who.tenant, who.key_id)
+
+        async def base(_text: str, allowed: list[str] | None,
+                       lam: float | None) -> RoutingDecision:
+            decision: RoutingDecision = await anyio.to_thread.run_sync(
+                lambda: live.router.route(prompt, allowed, lam, embedding=embedding))
+            return decision
+
+        if policy is None:
+            decision = await base("", list(available_models) if available_models is not None
+                                  else None, cost_weight)
+        else:
+            catalog = live.router.catalog
+            self.governor.check_model(policy, "auto", catalog)
+            if available_models is not None:
+                live.router.check_candidates(available_models)  # unknown names: a clear 400
+            allowed = self.governor.narrow(policy, catalog, available_models)
+            self.governor.count_route(policy)
+            decision = await self.governor.route(
+                base, "", allowed if allowed is not None else list(catalog.names),
+                cost_weight if cost_weight is not None else policy.cost_weight,
+                policy=policy, catalog=catalog, default_cost_weight=live.router.cost_weight)
         if self.store is not None:
             try:
                 await asyncio.wrap_future(
-                    self.store.append(accounting.decision_record(decision, live)))
+                    self.store.append(accounting.decision_record(
+                        decision, live, key_id=who.key_id, tenant=who.tenant)))
             except StoreError as exc:  # the decision stands; the log and the metric say so
                 if self.observer is not None:
                     self.observer.on_store_error()
@@ -248,10 +291,18 @@ class Gateway:
 
     def route(self, prompt: str | None = None, available_models: Sequence[str] | None = None,
               cost_weight: float | None = None, *,
-              embedding: Sequence[float] | np.ndarray | None = None) -> RoutingDecision:
+              embedding: Sequence[float] | np.ndarray | None = None, key: str | None = None,
+              tenant: str | None = None) -> RoutingDecision:
         """:meth:`aroute` from synchronous code."""
         return self._run(self.aroute(prompt, available_models, cost_weight,
-                                     embedding=embedding))
+                                     embedding=embedding, key=key, tenant=tenant))
+
+    def _policy(self, settings: Settings, tenant: str | None,
+                key_id: str | None) -> Policy | None:
+        """What governs a caller, or None when nothing governs anyone (the fast path)."""
+        if tenant is None and key_id is None and not Governor.governs(settings):
+            return None
+        return self.governor.policy(settings, tenant, key_id)
 
     # The chat door -----------------------------------------------------------------------------
 
@@ -261,18 +312,48 @@ class Gateway:
         started = time.perf_counter() if started is None else started
         live = self.state.live()
         catalog = live.router.catalog
-        if live.settings.models is None:
-            raise NoUpstreamError(_no_upstream_message(live.settings))
+        settings = live.settings
+        if settings.models is None:
+            raise NoUpstreamError(_no_upstream_message(settings))
+        policy = self._policy(settings, call.tenant, call.key_id)
+        if policy is not None:
+            self.governor.check_model(policy, call.requested, catalog)
+            if call.requested == AUTO_MODEL:
+                # Narrowed to what the caller may use; refused early when its RPM window is
+                # full (routing costs CPU; a named model is admitted right away anyway).
+                call = replace(call, models=self.governor.narrow(policy, catalog, call.models),
+                               cost_weight=(call.cost_weight if call.cost_weight is not None
+                                            else policy.cost_weight))
+                self.governor.precheck(policy)
+
+        async def base(text: str, allowed: list[str],
+                       cost_weight: float | None) -> RoutingDecision:
+            decision: RoutingDecision = await anyio.to_thread.run_sync(
+                live.router.route, text, allowed, cost_weight)
+            return decision
 
         async def route(text: str, allowed: list[str],
                         cost_weight: float | None) -> RoutingDecision:
-            decision: RoutingDecision = await anyio.to_thread.run_sync(
-                live.router.route, text, allowed, cost_weight)
+            if policy is None:
+                decision = await base(text, allowed, cost_weight)
+            else:
+                decision = await self.governor.route(
+                    base, text, allowed, cost_weight, policy=policy, catalog=catalog,
+                    default_cost_weight=live.router.cost_weight)
             if self.observer is not None:
                 self.observer.on_decision(decision)
             return decision
 
         plan = await self.planner.plan(call, catalog, route, started=started)
+        if policy is not None and Governor.active(settings):
+            try:
+                plan.ticket, plan.cards = self.governor.admit(
+                    settings, policy, plan.cards, plan.body, key_id=call.key_id,
+                    tenant=call.tenant, notes=plan.notes,
+                    require_first=call.requested != AUTO_MODEL)
+            except GatewayError as exc:
+                exc.info = accounting.info_of(plan)
+                raise
         return plan, live
 
     async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
@@ -287,19 +368,33 @@ class Gateway:
                 attempts=attempts)
         except FailoverError as exc:
             self.pinner.evict_on_failure(plan.session)
-            entry = accounting.failed(plan, exc, live)
+            entry = accounting.failed(plan, exc, live, self._settle(plan, None, None, None))
             exc.info = entry.info
             await self._write(entry, wait=True)
             raise
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected): nobody waits for the log entry.
-            await self._write(accounting.abandoned(plan, live, attempts), wait=False)
+            # The upstream's usage is unknown: the budgets are charged the worst case of the
+            # model that was being called.
+            settlement = None
+            if plan.ticket is not None:
+                called = [a.model for a in attempts if not a.skipped]
+                name = called[-1] if called else (plan.cards[0].name if plan.cards else None)
+                card = next((c for c in plan.cards if c.name == name), None)
+                settlement = self._settle(plan, card, None, None)
+            await self._write(accounting.abandoned(plan, live, attempts, settlement),
+                              wait=False)
+            raise
+        except BaseException:
+            self._release(plan)
             raise
         if isinstance(result, FailoverStream):
             return self._committed(plan, live, result)
         assert isinstance(result, FailoverResult)
         self.pinner.record(plan.session, result.model, time.time())
-        entry = accounting.answered(plan, result, live)
+        entry = accounting.answered(plan, result, live,
+                                    self._settle(plan, result.card, result.cost_usd,
+                                                 result.usage))
         body = result.body
         if entry.info.cost_usd is not None and isinstance(body.get("usage"), dict):
             body["usage"]["cost"] = round(entry.info.cost_usd, 10)
@@ -318,11 +413,28 @@ class Gateway:
         async def finish(s: FailoverStream, wait: bool) -> None:
             if s.error is not None:
                 self.pinner.evict_on_failure(plan.session)
-            entry = accounting.streamed(plan, s, live, ttft_ms)
+            entry = accounting.streamed(plan, s, live, ttft_ms,
+                                        self._settle(plan, s.card, s.cost_usd, s.usage))
             _update(info, entry.info)
             await self._write(entry, wait=wait)
 
         return ChatStream(stream, info, finish, price_usage=True)
+
+    def _settle(self, plan: Plan, card: Any, cost_usd: float | None,
+                usage: Any) -> accounting.Settlement | None:
+        """Settle the request's budget reservation (``card`` None: release it): the ledger rows
+        for its log entry and the amount charged; None when it holds no reservation."""
+        if plan.ticket is None:
+            return None
+        tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
+        rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
+                                             card=card, cost_usd=cost_usd, tokens=tokens)
+        return list(rows), charged
+
+    def _release(self, plan: Plan) -> None:
+        """Release a reservation whose request ended some unforeseen way (no log entry)."""
+        if plan.ticket is not None and not plan.ticket.closed:
+            self.governor.release(plan.ticket, request_id=plan.request_id)
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""
@@ -333,6 +445,7 @@ class Gateway:
                         model: str = AUTO_MODEL, *, session_id: str | None = None,
                         cost_weight: float | None = None, models: Sequence[str] | None = None,
                         decision: RoutingDecision | None = None, exact: bool = False,
+                        key: str | None = None, tenant: str | None = None,
                         **params: Any) -> ChatCompletion:
         """A chat completion, as ``openai``'s ``chat.completions.create`` would return it.
 
@@ -340,14 +453,17 @@ class Gateway:
         as given. ``session_id`` pins a conversation; ``cost_weight`` overrides λ for
         ``auto``; ``models`` narrows the models ``auto`` may choose; ``decision`` (a routing
         decision already made) makes ``auto`` follow its ranking; ``exact`` asks the named model
-        alone (retried, but never replaced by a fallback). Raises
-        :class:`~switchpoint.errors.GatewayError` subclasses (and ``InvalidInputError``).
+        alone (retried, but never replaced by a fallback). ``key`` (a client key, verified) or
+        ``tenant`` (trusted) makes the call as that caller: its models, budgets, limits, SLA
+        and escalation apply. Raises :class:`~switchpoint.errors.GatewayError` subclasses (and
+        ``InvalidInputError``).
         """
         if params.get("stream"):
             raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
         params.pop("stream", None)
         result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
-                                            decision, params, stream=False, exact=exact))
+                                            decision, params, stream=False, exact=exact,
+                                            key=key, tenant=tenant))
         assert isinstance(result, ChatCompletion)
         return result
 
@@ -355,12 +471,14 @@ class Gateway:
                       model: str = AUTO_MODEL, *, session_id: str | None = None,
                       cost_weight: float | None = None, models: Sequence[str] | None = None,
                       decision: RoutingDecision | None = None, exact: bool = False,
+                      key: str | None = None, tenant: str | None = None,
                       **params: Any) -> ChatStream:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
         params.pop("stream", None)
         result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
-                                            decision, params, stream=True, exact=exact))
+                                            decision, params, stream=True, exact=exact,
+                                            key=key, tenant=tenant))
         assert isinstance(result, ChatStream)
         return result
 
@@ -368,28 +486,33 @@ class Gateway:
                  model: str = AUTO_MODEL, *, session_id: str | None = None,
                  cost_weight: float | None = None, models: Sequence[str] | None = None,
                  decision: RoutingDecision | None = None, exact: bool = False,
+                 key: str | None = None, tenant: str | None = None,
                  **params: Any) -> ChatCompletion:
         """:meth:`acomplete` from synchronous code."""
         return self._run(self.acomplete(messages, model, session_id=session_id,
                                         cost_weight=cost_weight, models=models,
-                                        decision=decision, exact=exact, **params))
+                                        decision=decision, exact=exact, key=key,
+                                        tenant=tenant, **params))
 
     def stream(self, messages: Sequence[Mapping[str, Any]] | None = None,
                model: str = AUTO_MODEL, *, session_id: str | None = None,
                cost_weight: float | None = None, models: Sequence[str] | None = None,
                decision: RoutingDecision | None = None, exact: bool = False,
+               key: str | None = None, tenant: str | None = None,
                **params: Any) -> SyncChatStream:
         """:meth:`astream` from synchronous code: iterate the chunks with ``for``."""
         stream = self._run(self.astream(messages, model, session_id=session_id,
                                         cost_weight=cost_weight, models=models,
-                                        decision=decision, exact=exact, **params))
+                                        decision=decision, exact=exact, key=key,
+                                        tenant=tenant, **params))
         assert self._sync is not None
         return SyncChatStream(stream, self._sync)
 
     def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
               session_id: str | None, cost_weight: float | None,
               models: Sequence[str] | None, decision: RoutingDecision | None,
-              params: dict[str, Any], *, stream: bool, exact: bool = False) -> ChatCall:
+              params: dict[str, Any], *, stream: bool, exact: bool = False,
+              key: str | None = None, tenant: str | None = None) -> ChatCall:
         if messages is None:
             messages = params.pop("messages", None)
         body: dict[str, Any] = {"model": model, "messages": _as_list(messages), **params}
@@ -398,8 +521,10 @@ class Gateway:
         check_chat_body(body)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
-        return ChatCall(body=body, session_id=session_id, caller="in-process",
-                        cost_weight=cost_weight, decision=decision, exact=exact,
+        who = self.governor.principal(self.settings, key=key, tenant=tenant) or Principal()
+        return ChatCall(body=body, session_id=session_id, caller=who.key_id or "in-process",
+                        tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
+                        decision=decision, exact=exact,
                         models=list(models) if models is not None else None)
 
     # Admin views -------------------------------------------------------------------------------
@@ -425,6 +550,51 @@ class Gateway:
         snapshot["prefer_healthy"] = self.planner.prefer_healthy
         return snapshot
 
+    # Governance reports -----------------------------------------------------------------------
+
+    @property
+    def reports(self) -> Reports:
+        """Cost, SLA and budget reports over this gateway's log (see
+        :class:`~switchpoint.governance.reports.Reports`)."""
+        live = self.state.peek()
+        path = self.store.path if self.store is not None else self.settings.db_path
+        return Reports(path, self.settings, ledger=self.governor.ledger,
+                       keys=self.governor.keys,
+                       cost_scale=(live.router.cost_scale if live is not None else None))
+
+    def cost_report(self, period: str = "day", **kwargs: Any) -> dict[str, Any]:
+        """Requests and cost of the last day / week / month by model, tenant and key, with the
+        savings against the strongest model (see :meth:`Reports.cost_report`)."""
+        return self.reports.cost_report(period, **kwargs)
+
+    def savings_estimate(self, comparison_model: str | None = None,
+                         period: str = "month", **kwargs: Any) -> dict[str, Any]:
+        """What the logged requests would have cost on ``comparison_model``."""
+        return self.reports.savings_estimate(comparison_model, period, **kwargs)
+
+    def forecast_cost(self, requests_per_hour: float, avg_input_tokens: float,
+                      avg_output_tokens: float, **kwargs: Any) -> dict[str, Any]:
+        """Projected spend of a traffic assumption over the logged routing mix."""
+        return self.reports.forecast_cost(requests_per_hour, avg_input_tokens,
+                                          avg_output_tokens, **kwargs)
+
+    def get_cost_optimizations(self, estimate_tokens: tuple[int, int] | None = None,
+                               **kwargs: Any) -> list[dict[str, Any]]:
+        """Suggestions from re-routing the logged traffic offline at other λ and pools."""
+        return self.reports.get_cost_optimizations(estimate_tokens, **kwargs)
+
+    def get_sla_report(self, since_hours: float = 1.0, **kwargs: Any) -> dict[str, Any]:
+        """SLA compliance of the last ``since_hours`` of requests."""
+        return self.reports.get_sla_report(since_hours, **kwargs)
+
+    def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
+        """ok / warning / critical, the hour's spend and its projection, every budget."""
+        return self.reports.check_budget_alert(tenant)
+
+    def budget_status(self) -> list[dict[str, Any]]:
+        """Every configured budget: limit, spent, held by requests in flight, resets."""
+        return self.governor.budget_status(self.settings)
+
     # Internals ---------------------------------------------------------------------------------
 
     def _warn_misconfigured(self, settings: Settings) -> None:
@@ -441,9 +611,13 @@ class Gateway:
         if self.store is None:
             return
         try:
-            futures = [self.store.append(r) for r in entry.records]
-            if wait and futures:
-                await asyncio.wrap_future(futures[-1])  # one writer, in order: the last is last
+            # One commit for the entry: every record but the last waits for the last one.
+            *first, last = entry.records
+            for record in first:
+                self.store.append_lazy(record)
+            done = self.store.append(last)
+            if wait:
+                await asyncio.wrap_future(done)
         except StoreError as exc:
             if self.observer is not None:
                 self.observer.on_store_error()
@@ -513,7 +687,7 @@ def _as_list(messages: object) -> list[Any]:
 def _update(info: CallInfo, final: CallInfo) -> None:
     """Copy what a stream's end taught into the info its caller holds."""
     for name in ("upstream_model", "reasoning", "attempts", "models_tried", "latency_ms",
-                 "prompt_tokens", "completion_tokens", "cost_usd"):
+                 "prompt_tokens", "completion_tokens", "cost_usd", "charged_usd"):
         setattr(info, name, getattr(final, name))
 
 

@@ -271,6 +271,13 @@ class HealthTracker:
             wait = max(waits)
             return wait if wait > 0 else None
 
+    def latency_ms(self, model: str) -> float | None:
+        """``model``'s recent latency (an exponentially weighted mean; time to first token for
+        streams), or None before its first success."""
+        with self._lock:
+            h = self._models.get(model)
+            return None if h is None else h.latency_ewma_ms
+
     def rank_penalty(self, model: str) -> float:
         """What to add to ``model``'s routing score (lower is better): 0 when healthy."""
         status = self.status(model)

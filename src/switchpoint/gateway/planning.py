@@ -53,6 +53,8 @@ class ChatCall:
     routing decision already made for this request (``auto`` then follows its ranking instead
     of routing again); ``exact`` asks for the named model alone, without its fallbacks (an
     answer from that model or an error: what labelling and comparisons need).
+    ``key_id`` is the client key the caller authenticated with (its limits and budgets
+    apply).
     """
 
     body: dict[str, Any]
@@ -63,6 +65,7 @@ class ChatCall:
     models: Sequence[str] | None = None
     decision: RoutingDecision | None = None
     exact: bool = False
+    key_id: str | None = None
 
     @property
     def requested(self) -> str:
@@ -91,6 +94,7 @@ class Plan:
     excluded: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     planning_ms: float = 0.0
+    ticket: Any = None  # the budget reservation, once admitted (see switchpoint.governance)
 
     @property
     def stream(self) -> bool:
@@ -212,6 +216,10 @@ class Planner:
             plan.decision = decision
             plan.routed_model = decision.selected_model
             order = rank_auto(decision.all_scores, bonus=plan.pin.bonus, health=health)
+            if decision.escalation_changed_model and decision.selected_model in order:
+                # A confidence-gated escalation chose the model itself: it leads.
+                order.remove(decision.selected_model)
+                order.insert(0, decision.selected_model)
             self._note_unhealthy(plan, order)
         plan.cards = [catalog[n] for n in order]
 

@@ -78,6 +78,9 @@ class CallInfo:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: float | None = None
+    key_id: str | None = None
+    tenant: str | None = None
+    charged_usd: float | None = None  # what the request's budgets were charged
 
     @property
     def decision_id(self) -> str | None:

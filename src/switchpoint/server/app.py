@@ -1,7 +1,8 @@
 """The app factory: ``create_app(settings) -> FastAPI``, a thin shell over one gateway engine.
 
 Routes live in ``routes/`` (``route``: the routing API; ``chat``: the OpenAI-compatible
-gateway; ``admin``: health, models, metrics, stats, logs, policy swap, reload). They share one
+gateway; ``admin``: health, models, metrics, stats, logs, policy swap, reload; ``governance``:
+client keys, budgets and cost / SLA reports). They share one
 :class:`~switchpoint.gateway.engine.Gateway` (the live router, the request log, the upstream
 client pool, health and session pins) and the app's :class:`~switchpoint.server.metrics.Metrics`.
 Creating the app does no I/O: the store and the pins open, and the router starts loading on a
@@ -24,7 +25,7 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware
-from switchpoint.server.routes import admin, chat, route
+from switchpoint.server.routes import admin, chat, governance, route
 from switchpoint.store import SQLiteStore
 
 # The answer headers a browser page may read (with CORS on).
@@ -72,6 +73,7 @@ def create_app(
     app.include_router(route.router)
     app.include_router(chat.router)
     app.include_router(admin.router)
+    app.include_router(governance.router)
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes)
     cors = settings.cors

@@ -1,9 +1,14 @@
-"""The admin routes' guard: ``Authorization: Bearer <token>`` when ``admin_token_env`` is set.
+"""The guards: the admin token for ``/v1/router/*``, client keys for the gateway's routes.
 
-With no ``admin_token_env`` in the config the ``/v1/router/*`` routes stay open (the service
-binds to loopback by default). With it, the token is read from that environment variable at
-start (and again on reload) and every admin call must carry it; a missing or wrong token is a
+Admin: with no ``admin_token_env`` in the config the ``/v1/router/*`` routes stay open (the
+service binds to loopback by default). With it, the token is read from that environment variable
+at start (and again on reload) and every admin call must carry it; a missing or wrong token is a
 401 ``unauthorized`` in the usual error shape, compared in constant time.
+
+Clients: with ``auth: keys`` in the config, ``/v1/chat/completions``, ``/v1/route`` and
+``/v1/models`` need ``Authorization: Bearer sp-...`` (a key from ``switchpoint keys create``):
+:func:`client_principal` resolves it to the caller's key id and tenant, or answers 401
+(``invalid_api_key``, ``key_revoked``, ``key_expired``) or 403.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hmac
 from fastapi import Depends, Request
 
 from switchpoint.errors import AuthenticationError
+from switchpoint.governance.governor import Governor, Principal
 from switchpoint.server.context import get_service
 
 
@@ -33,3 +39,16 @@ def require_admin(request: Request) -> None:
 
 ADMIN = [Depends(require_admin)]
 """``dependencies=ADMIN`` on a route guards it."""
+
+
+def client_principal(request: Request) -> Principal | None:
+    """Who calls a gateway route: None when client keys are off, else the key's principal
+    (raises :class:`AuthenticationError` for a missing, malformed, unknown, revoked or expired
+    key)."""
+    gateway = get_service(request).gateway
+    settings = gateway.settings
+    if not Governor.keys_required(settings):
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
+                                         settings)

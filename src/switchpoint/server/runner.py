@@ -16,6 +16,7 @@ import uvicorn
 
 from switchpoint.config import Settings
 from switchpoint.errors import ServeError, SwitchpointError
+from switchpoint.governance.settings import check_bind
 from switchpoint.server.app import create_app
 from switchpoint.store import SQLiteStore
 
@@ -47,7 +48,10 @@ def _configure_logging(level: str) -> None:
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
           log_level: str = "info", access_log: bool = False) -> int:
-    """Serve until interrupted. Raises :class:`ServeError` if the router cannot load."""
+    """Serve until interrupted. Raises :class:`ServeError` if the router cannot load, or if
+    ``host`` is not loopback and the config leaves the service open (see
+    :func:`~switchpoint.governance.settings.exposure_problem`)."""
+    check_bind(settings, host)
     _configure_logging(log_level)
     # A bad data_dir fails here, before the port opens.
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous).open()

@@ -54,6 +54,30 @@ class RouteResponse(BaseModel):
     cache_hit: bool = Field(description="Whether this call's decision came from the cache.")
     usage: RouteUsage
     decision_id: str = Field(description="Names this decision in the decision log.")
+    # Present when keys, tenants, budgets, an SLA or escalation are configured:
+    cost_weight: float | None = Field(None, description="The λ the decision was made with "
+                                                        "(after any budget or SLA "
+                                                        "adjustment).")
+    confidence: float | None = Field(None, description="Chance the selected model really "
+                                                       "scores below the runner-up.")
+    escalated: bool | None = Field(None, description="A low confidence changed the model "
+                                                     "(strategy 'always') or asks to "
+                                                     "(strategy 'ask').")
+    original_confidence: float | None = Field(None, description="The confidence before the "
+                                                                "escalation.")
+    escalation_reason: str | None = Field(None, description="Why escalation triggered ('' "
+                                                            "when it did not).")
+    sla_compliant: bool | None = Field(None, description="Whether the decision meets every "
+                                                         "SLA in force.")
+    sla_breaches: list[str] | None = Field(None, description="SLA constraints the first "
+                                                             "choice broke: latency_exceeded, "
+                                                             "budget_exceeded, "
+                                                             "quality_below_minimum.")
+    sla_adjustments: list[str] | None = Field(None, description="What routing did about "
+                                                                "them.")
+    budget_pressure: dict[str, Any] | None = Field(
+        None, description="When a budget nearing its limit raised λ: fraction_used, budget, "
+                          "base_cost_weight, cost_weight.")
 
 
 class ErrorDetail(BaseModel):

@@ -13,20 +13,25 @@ under concurrency. Reads open their own connection; WAL lets them run beside the
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from switchpoint.errors import StoreError
 
-SCHEMA_VERSION = 2
+log = logging.getLogger("switchpoint.store")
+SCHEMA_VERSION = 3
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
+# How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
+LAZY_WAIT_S = 0.05
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -90,11 +95,47 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER requests_no_delete BEFORE DELETE ON requests
         BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
     """,
+    # Who asked (client key id, tenant), what budgets were charged, what governance decided;
+    # the spend ledger (see switchpoint.governance.ledger).
+    3: """
+    ALTER TABLE requests ADD COLUMN key_id TEXT;
+    ALTER TABLE requests ADD COLUMN tenant TEXT;
+    ALTER TABLE requests ADD COLUMN charged_usd REAL;
+    CREATE INDEX requests_tenant ON requests (tenant, ts);
+    CREATE INDEX requests_decision ON requests (decision_id);
+    ALTER TABLE decisions ADD COLUMN key_id TEXT;
+    ALTER TABLE decisions ADD COLUMN tenant TEXT;
+    ALTER TABLE decisions ADD COLUMN expected_errors TEXT;
+    ALTER TABLE decisions ADD COLUMN expected_costs TEXT;
+    ALTER TABLE decisions ADD COLUMN governance TEXT;
+    CREATE TABLE spend (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        reservation_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        request_id TEXT,
+        key_id TEXT,
+        tenant TEXT,
+        model TEXT,
+        provider TEXT,
+        amount_usd REAL NOT NULL,
+        tokens INTEGER,
+        holds TEXT,
+        expires_at REAL
+    );
+    CREATE INDEX spend_ts ON spend (ts);
+    CREATE TRIGGER spend_no_update BEFORE UPDATE ON spend
+        BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
+    CREATE TRIGGER spend_no_delete BEFORE DELETE ON spend
+        BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
+    """,
 }
 
 _COLUMNS = ("id", "ts", "selected_model", "cluster_id", "cost_weight", "candidates", "cache_hit",
             "routing_ms", "embedding_ms", "policy", "weights_id", "expected_error",
-            "cost_adjusted_score")
+            "cost_adjusted_score", "key_id", "tenant", "expected_errors", "expected_costs",
+            "governance")
+_DECISION_JSON = ("candidates", "expected_errors", "expected_costs", "governance")
 
 
 def _insert(table: str, columns: Sequence[str]) -> str:
@@ -108,7 +149,7 @@ _REQUEST_COLUMNS = (
     "models_tried", "attempts", "status", "http_status", "error_kind", "error", "escalated",
     "pin_state", "pin", "stream", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
     "cost_usd", "cluster_id", "expected_error", "routing_ms", "decision_id", "reasoning",
-    "excluded")
+    "excluded", "key_id", "tenant", "charged_usd")
 _JSON_COLUMNS = ("models_tried", "attempts", "pin", "reasoning", "excluded")
 _BOOL_COLUMNS = ("escalated", "stream")
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS)
@@ -118,7 +159,13 @@ MAX_PAGE = 500
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """One routing decision as it is logged."""
+    """One routing decision as it is logged.
+
+    ``expected_errors`` / ``expected_costs`` are every candidate's estimates (numbers only, no
+    prompt text): enough to re-route the logged traffic offline at another λ or over another
+    pool. ``governance`` holds what governance did (SLA breaches and adjustments, the model
+    before them, escalation, budget pressure); ``key_id`` and ``tenant`` say who asked.
+    """
 
     id: str
     ts: float
@@ -133,6 +180,11 @@ class DecisionRecord:
     weights_id: str
     expected_error: float
     cost_adjusted_score: float
+    key_id: str | None = None
+    tenant: str | None = None
+    expected_errors: Mapping[str, float] | None = None
+    expected_costs: Mapping[str, float] | None = None
+    governance: Mapping[str, Any] | None = None
 
     insert: ClassVar[str] = _INSERT
 
@@ -140,7 +192,13 @@ class DecisionRecord:
         return (self.id, self.ts, self.selected_model, self.cluster_id, self.cost_weight,
                 json.dumps(list(self.candidates)), int(self.cache_hit), self.routing_ms,
                 self.embedding_ms, self.policy, self.weights_id, self.expected_error,
-                self.cost_adjusted_score)
+                self.cost_adjusted_score, self.key_id, self.tenant,
+                _json_or_none(self.expected_errors), _json_or_none(self.expected_costs),
+                _json_or_none(self.governance))
+
+
+def _json_or_none(value: Mapping[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(dict(value), separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -152,7 +210,9 @@ class RequestRecord:
     client got an error event) or ``client_closed`` (the client left mid-answer).
     ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error);
     ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
-    out to its reasons.
+    out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
+    ``charged_usd`` is what the request's budgets were charged when it settled (its cost from
+    usage, or its reservation when the usage is unknown; None when no budget ledger runs).
     """
 
     id: str
@@ -183,6 +243,9 @@ class RequestRecord:
     decision_id: str | None = None
     reasoning: Sequence[str] = ()
     excluded: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    key_id: str | None = None
+    tenant: str | None = None
+    charged_usd: float | None = None
 
     insert: ClassVar[str] = _INSERT_REQUEST
 
@@ -199,7 +262,15 @@ class RequestRecord:
         return tuple(values)
 
 
-Record = DecisionRecord | RequestRecord
+class Record(Protocol):
+    """Anything the writer appends: its INSERT statement and its row."""
+
+    insert: ClassVar[str]
+
+    @property
+    def id(self) -> str: ...
+
+    def row(self) -> tuple[Any, ...]: ...
 
 
 _STOP = object()
@@ -223,6 +294,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lazy: deque[tuple[Record, None]] = deque()
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -289,10 +361,30 @@ class SQLiteStore:
         self._queue.put((record, done))
         return done
 
+    def append_lazy(self, record: Record) -> None:
+        """Queue ``record`` without waking the writer: it is committed with the next record
+        appended by :meth:`append` (in append order), or within :data:`LAZY_WAIT_S`, so it
+        costs no commit, fsync or thread switch of its own. For records nobody waits for (a
+        budget reservation, any record of a log entry but its last); a failure to write one is
+        logged."""
+        if self._closed or self._writer is None:
+            raise StoreError(f"{self.path}: the store is not open")
+        self._lazy.append((record, None))
+
     def _write_loop(self) -> None:
         stop = False
         while not stop:
-            batch = [self._queue.get()]
+            try:
+                # Wakes every LAZY_WAIT_S while idle: lazy records never signal.
+                first = self._queue.get(timeout=LAZY_WAIT_S)
+            except queue.Empty:
+                first = None
+            # Lazy records appended before the item just taken come first (append order).
+            batch: list[Any] = []
+            while self._lazy and len(batch) < MAX_BATCH:
+                batch.append(self._lazy.popleft())
+            if first is not None:
+                batch.append(first)
             while len(batch) < MAX_BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -301,10 +393,12 @@ class SQLiteStore:
             if any(item is _STOP for item in batch):
                 stop = True
                 batch = [item for item in batch if item is not _STOP]
+                while self._lazy:
+                    batch.append(self._lazy.popleft())
             if batch:
                 self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Record, Future[None]]]) -> None:
+    def _commit(self, batch: list[tuple[Record, Future[None] | None]]) -> None:
         assert self._conn is not None
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         try:
@@ -321,12 +415,17 @@ class SQLiteStore:
                 for item in batch:
                     self._commit([item])
                 return
-            what = "decision" if isinstance(batch[0][0], DecisionRecord) else "request"
+            what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
+                type(batch[0][0]), "ledger entry")
             error = StoreError(f"{self.path}: could not write {what} {batch[0][0].id}: {exc}")
-            batch[0][1].set_exception(error)
+            if batch[0][1] is not None:
+                batch[0][1].set_exception(error)
+            else:
+                log.error("%s", error)
             return
         for _, done in batch:
-            done.set_result(None)
+            if done is not None:
+                done.set_result(None)
 
     # Reads -------------------------------------------------------------------------------------
 
@@ -367,7 +466,9 @@ class SQLiteStore:
         out = []
         for row in rows:
             item = dict(row)
-            item["candidates"] = json.loads(item["candidates"])
+            for column in _DECISION_JSON:
+                if item[column] is not None:
+                    item[column] = json.loads(item[column])
             item["cache_hit"] = bool(item["cache_hit"])
             out.append(item)
         return out

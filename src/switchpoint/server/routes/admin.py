@@ -20,7 +20,8 @@ from switchpoint._version import __version__
 from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundError
 from switchpoint.gateway.live import Live, policy_choices, restart_keys
 from switchpoint.gateway.parsing import AUTO_MODEL
-from switchpoint.server.auth import ADMIN
+from switchpoint.governance.governor import Principal
+from switchpoint.server.auth import ADMIN, client_principal
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
@@ -58,15 +59,18 @@ async def health(request: Request) -> JSONResponse:
             responses={503: ERROR_RESPONSES[503]},
             summary="The routable models, OpenAI list format, with 'auto' first")
 async def models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": _model_objects(get_service(request).state.live())}
+    principal = client_principal(request)
+    return {"object": "list", "data": _model_objects(get_service(request).state.live(),
+                                                     _allowed(request, principal))}
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelObject, tags=["gateway"],
             responses={404: CHAT_ERROR_RESPONSES[404], 503: ERROR_RESPONSES[503]},
             summary="One routable model, OpenAI format")
 async def model(model_id: str, request: Request) -> dict[str, Any]:
+    principal = client_principal(request)
     live = get_service(request).state.live()
-    for entry in _model_objects(live):
+    for entry in _model_objects(live, _allowed(request, principal)):
         if entry["id"] == model_id:
             return entry
     raise ModelNotFoundError(f"model: {model_id[:200]!r} is not a model of this gateway; use "
@@ -74,11 +78,26 @@ async def model(model_id: str, request: Request) -> dict[str, Any]:
                              param="model")
 
 
-def _model_objects(live: Live) -> list[dict[str, Any]]:
+def _allowed(request: Request, principal: Principal | None) -> frozenset[str] | None:
+    """The model names a client key may use (None: every one)."""
+    if principal is None or (principal.tenant is None and principal.key_id is None):
+        return None
+    gateway = get_service(request).gateway
+    policy = gateway.governor.policy(gateway.settings, principal.tenant, principal.key_id)
+    return None if policy.models is None else frozenset(policy.models)
+
+
+def _model_objects(live: Live, allowed: frozenset[str] | None = None) -> list[dict[str, Any]]:
     created = int(live.loaded_at)
-    data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "switchpoint"}]
+    data = []
+    if allowed is None or AUTO_MODEL in allowed:
+        data.append({"id": AUTO_MODEL, "object": "model", "created": created,
+                     "owned_by": "switchpoint"})
     configured = live.settings.models is not None
+    listed = allowed is not None and any(m != AUTO_MODEL for m in allowed)
     for card in live.router.catalog.cards:
+        if listed and allowed is not None and card.name not in allowed:
+            continue
         data.append({"id": card.name, "object": "model", "created": created,
                      "owned_by": card.provider if configured else "switchpoint"})
     return data

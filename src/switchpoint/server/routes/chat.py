@@ -22,6 +22,8 @@ from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
 from switchpoint.gateway.parsing import ChatRequest, parse_chat_body
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
+from switchpoint.governance.governor import Principal
+from switchpoint.server.auth import client_principal
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import answer_for
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
@@ -56,7 +58,8 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "x-switchpoint-model (who answered), x-switchpoint-routed-model, "
                 "x-switchpoint-cluster, x-switchpoint-expected-error, x-switchpoint-cost, "
                 "x-switchpoint-routing-ms, x-switchpoint-pin, x-switchpoint-request-id, "
-                "x-switchpoint-decision-id. Send x-session-id to pin a conversation; "
+                "x-switchpoint-decision-id, x-switchpoint-charged (what the caller's budgets "
+                "were charged). Send x-session-id to pin a conversation; "
                 "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
                 "narrows the models 'auto' may choose.",
 )
@@ -64,7 +67,8 @@ async def chat_completions(request: Request) -> Response:
     started = time.perf_counter()
     gateway = get_service(request).gateway
     try:
-        call = chat_call(parse_chat_body(await request.body()), request)
+        principal = client_principal(request)
+        call = chat_call(parse_chat_body(await request.body()), request, principal)
         plan, live = await gateway.plan(call, started=started)
         result = await _unless_disconnected(request, gateway.execute(plan, live))
     except SwitchpointError as exc:
@@ -77,14 +81,18 @@ async def chat_completions(request: Request) -> Response:
     return _stream_response(result)
 
 
-def chat_call(body: dict[str, Any], request: Request) -> ChatCall:
-    """The plain values of one HTTP chat request."""
+def chat_call(body: dict[str, Any], request: Request,
+              principal: Principal | None = None) -> ChatCall:
+    """The plain values of one HTTP chat request (``principal``: the client key's caller)."""
     headers = request.headers
     models = headers.get(MODELS_HEADER)
+    host = request.client.host if request.client is not None else None
     return ChatCall(
         body=body,
         session_id=headers.get(SESSION_HEADER),
-        caller=request.client.host if request.client is not None else None,
+        caller=principal.key_id if principal is not None and principal.key_id else host,
+        tenant=principal.tenant if principal is not None else None,
+        key_id=principal.key_id if principal is not None else None,
         cost_weight=_cost_weight(headers.get(COST_WEIGHT_HEADER)),
         models=None if models is None else [m.strip() for m in models.split(",")
                                             if m.strip()][:64])
@@ -147,6 +155,9 @@ def info_headers(info: CallInfo | None) -> dict[str, str]:
         out["x-switchpoint-model"] = info.model
     if info.cost_usd is not None:
         out["x-switchpoint-cost"] = f"{info.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
+    if info.charged_usd is not None:
+        out["x-switchpoint-charged"] = (f"{info.charged_usd:.10f}".rstrip("0").rstrip(".")
+                                        or "0")
     d = info.decision
     if d is not None:
         out["x-switchpoint-decision-id"] = d.decision_id

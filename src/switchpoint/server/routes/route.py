@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from switchpoint._messages import invalid_from_validation
-from switchpoint.decision import ROUTE_FIELDS
+from switchpoint.decision import GOVERNANCE_FIELDS, ROUTE_FIELDS
+from switchpoint.governance.governor import Governor
+from switchpoint.server.auth import client_principal
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ERROR_RESPONSES, RouteRequest, RouteResponse
 
@@ -38,10 +40,17 @@ def parse_route_request(body: bytes) -> RouteRequest:
     openapi_extra=_REQUEST_BODY,
     summary="Pick the model for a prompt (or a pre-computed embedding)",
     description="Returns the model the router would pick, with every candidate's score. No "
-                "provider call is made. The decision is logged (see /v1/router/stats).",
+                "provider call is made. The decision is logged (see /v1/router/stats). With "
+                "client keys (auth: keys) it needs Authorization: Bearer sp-...; with "
+                "governance configured the answer adds the SLA, escalation and budget "
+                "fields.",
 )
 async def route(request: Request) -> JSONResponse:
+    principal = client_principal(request)
     body = parse_route_request(await request.body())
     decision = await get_service(request).gateway.aroute(
-        body.prompt, body.available_models, body.cost_weight, embedding=body.embedding)
-    return JSONResponse(decision.to_dict(ROUTE_FIELDS))
+        body.prompt, body.available_models, body.cost_weight, embedding=body.embedding,
+        principal=principal)
+    governed = Governor.governs(get_service(request).gateway.settings)
+    return JSONResponse(decision.to_dict(ROUTE_FIELDS + GOVERNANCE_FIELDS if governed
+                                         else ROUTE_FIELDS))

@@ -1,0 +1,84 @@
+"""Governance: client keys, tenants, budgets, rate limits, SLAs, escalation, and cost reports.
+
+::
+
+    from switchpoint.governance import KeySpec, KeyStore, Reports
+    from switchpoint.config import load_settings
+
+    settings = load_settings("switchpoint.yaml")
+    with KeyStore.in_dir(settings.data_dir) as keys:
+        issued = keys.create(KeySpec(tenant="acme", budgets=["50/month"], rpm=60)
+                             .checked(list(settings.tenants), None))
+        print(issued.key)                         # shown once; stored as its SHA-256
+
+    reports = Reports.from_settings(settings)
+    reports.cost_report("week"); reports.get_sla_report(since_hours=24)
+    reports.forecast_cost(1000, 500, 200); reports.get_cost_optimizations()
+    reports.check_budget_alert()
+
+A running :class:`~switchpoint.Gateway` has the same reports as methods (``cost_report``,
+``savings_estimate``, ``forecast_cost``, ``get_cost_optimizations``, ``get_sla_report``,
+``check_budget_alert``, ``budget_status``) and its :class:`Governor` as ``gateway.governor``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from switchpoint.governance.budgets import Budget, parse_budget, parse_budgets
+from switchpoint.governance.settings import (
+    BudgetSettings,
+    EscalationSettings,
+    GovernanceSettings,
+    SLASettings,
+    TenantSettings,
+    exposure_problem,
+    is_protected,
+)
+
+if TYPE_CHECKING:
+    from switchpoint.governance.governor import Governor, Policy, Principal
+    from switchpoint.governance.keys import IssuedKey, KeyRecord, KeySpec, KeyStore
+    from switchpoint.governance.ledger import Ledger
+    from switchpoint.governance.reports import Reports
+
+# The settings are read by the config itself; the rest imports the config, so it loads on use.
+_LAZY = {"Governor": "governor", "Policy": "governor", "Principal": "governor",
+         "IssuedKey": "keys", "KeyRecord": "keys", "KeySpec": "keys", "KeyStore": "keys",
+         "Ledger": "ledger", "Reports": "reports"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'switchpoint.governance' has no attribute {name!r}")
+    return getattr(import_module(f"switchpoint.governance.{module}"), name)
+
+
+SLAConfig = SLASettings
+"""The SLA's settings under the name other routers use (``max_latency_ms``,
+``budget_per_hour_usd``, ``min_quality_score``, ``auto_escalate_on_breach``)."""
+
+__all__ = [
+    "Budget",
+    "BudgetSettings",
+    "EscalationSettings",
+    "GovernanceSettings",
+    "Governor",
+    "IssuedKey",
+    "KeyRecord",
+    "KeySpec",
+    "KeyStore",
+    "Ledger",
+    "Policy",
+    "Principal",
+    "Reports",
+    "SLAConfig",
+    "SLASettings",
+    "TenantSettings",
+    "exposure_problem",
+    "is_protected",
+    "parse_budget",
+    "parse_budgets",
+]

@@ -1,0 +1,156 @@
+"""Budgets: ``AMOUNT/PERIOD`` in US dollars, over calendar periods in UTC, and the λ curve.
+
+A budget string is ``50/month``, ``2.5/day``, ``$10/hour`` or ``100/week`` (USD). Periods are
+calendar periods in UTC and reset at their boundary: an hour at the top of the hour, a day at
+00:00 UTC, a week on Monday 00:00 UTC, a month on the 1st at 00:00 UTC. A budget of 0 refuses
+every request that could cost anything.
+
+The λ curve maps the fraction of a budget used (settled spend plus in-flight reservations,
+over the limit) to the least cost weight ``auto`` routes with: piecewise linear between its
+points, flat before the first and after the last. ``[[0.5, 0], [0.8, 1], [1.0, 5]]`` (the
+default) leaves λ alone until half the budget is gone, then raises it to 1 at 80% and to 5 at
+the limit; a caller's or tenant's larger λ is never lowered.
+"""
+
+from __future__ import annotations
+
+import calendar
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+PERIODS = ("hour", "day", "week", "month")
+DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 5.0))
+_BUDGET = re.compile(r"^\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
+                     r"(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*$", re.IGNORECASE)
+MAX_BUDGET_USD = 1e9
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``limit_usd`` per calendar ``period`` (UTC)."""
+
+    limit_usd: float
+    period: str
+
+    def __str__(self) -> str:
+        return f"{self.limit_usd:g}/{self.period}"
+
+
+@lru_cache(maxsize=1024)
+def parse_budget(text: str) -> Budget:
+    """``"50/month"`` → ``Budget(50.0, "month")``. Raises ``ValueError`` saying what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError(f"must be a string such as '50/month', got {text!r}")
+    match = _BUDGET.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a budget; write AMOUNT/PERIOD in US dollars, e.g. "
+                         f"'50/month' or '2.5/day' (periods: {', '.join(PERIODS)})")
+    amount = float(match["amount"])
+    period = match["period"].lower()
+    if period not in PERIODS:
+        raise ValueError(f"{text!r}: {period!r} is not a budget period; use one of "
+                         f"{', '.join(PERIODS)} (calendar periods in UTC)")
+    if not math.isfinite(amount) or amount < 0:
+        raise ValueError(f"{text!r}: the amount must be >= 0 US dollars")
+    if amount > MAX_BUDGET_USD:
+        raise ValueError(f"{text!r}: the amount must be at most {MAX_BUDGET_USD:g} US dollars")
+    return Budget(amount, period)
+
+
+def parse_budgets(items: str | Sequence[str] | None) -> list[Budget]:
+    """One budget string or a list of them; one budget per period at most."""
+    if items is None:
+        return []
+    listed = [items] if isinstance(items, str) else list(items)
+    budgets = [parse_budget(item) for item in listed]
+    periods = [b.period for b in budgets]
+    for period in PERIODS:
+        if periods.count(period) > 1:
+            raise ValueError(f"two budgets per {period} ({', '.join(map(str, budgets))}); give "
+                             "at most one per period")
+    return budgets
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def period_start(period: str, ts: float) -> float:
+    """The start (epoch seconds) of the calendar ``period`` holding ``ts``."""
+    t = _utc(ts)
+    if period == "hour":
+        start = t.replace(minute=0, second=0, microsecond=0)
+    elif period == "day":
+        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif period == "week":
+        start = (t - timedelta(days=t.weekday())).replace(hour=0, minute=0, second=0,
+                                                          microsecond=0)
+    elif period == "month":
+        start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    else:
+        raise ValueError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
+    return start.timestamp()
+
+
+def period_end(period: str, ts: float) -> float:
+    """When the calendar ``period`` holding ``ts`` ends (its budgets reset)."""
+    start = _utc(period_start(period, ts))
+    if period == "hour":
+        end = start + timedelta(hours=1)
+    elif period == "day":
+        end = start + timedelta(days=1)
+    elif period == "week":
+        end = start + timedelta(days=7)
+    else:
+        days = calendar.monthrange(start.year, start.month)[1]
+        end = start + timedelta(days=days)
+    return end.timestamp()
+
+
+def check_curve(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float], ...]:
+    """A λ curve as ``((fraction, λ), ...)``, fractions strictly increasing, all >= 0."""
+    out: list[tuple[float, float]] = []
+    for i, point in enumerate(points):
+        if len(point) != 2:
+            raise ValueError(f"point {i} must be [fraction_of_budget_used, cost_weight], "
+                             f"got {list(point)!r}")
+        fraction, lam = float(point[0]), float(point[1])
+        if not (math.isfinite(fraction) and math.isfinite(lam)) or fraction < 0 or lam < 0:
+            raise ValueError(f"point {i} ({fraction:g}, {lam:g}) must hold finite numbers >= 0")
+        if out and fraction <= out[-1][0]:
+            raise ValueError(f"the fractions must increase (point {i}: {fraction:g} after "
+                             f"{out[-1][0]:g})")
+        out.append((fraction, lam))
+    return tuple(out)
+
+
+def curve_value(curve: Sequence[tuple[float, float]], fraction: float) -> float:
+    """The curve's λ at ``fraction`` (linear between points, flat outside them; 0 if empty)."""
+    if not curve:
+        return 0.0
+    if fraction <= curve[0][0]:
+        return curve[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+        if fraction <= x1:
+            return y0 + (y1 - y0) * (fraction - x0) / (x1 - x0)
+    return curve[-1][1]
+
+
+def describe_seconds(seconds: float) -> str:
+    """``3725`` → ``1 h 2 min``: how long until a reset, for messages."""
+    whole = max(0, math.ceil(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"

@@ -1,0 +1,382 @@
+"""``switchpoint keys ...`` and ``switchpoint report ...``: client keys and cost / SLA reports.
+
+Both read the config (``--config``, else ``$SWITCHPOINT_CONFIG``) for the data directory, the
+tenants, the catalog's prices and the SLAs, and work on the files in ``data_dir`` directly, so
+they work with or without a running service (a running service sees key changes at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from switchpoint.errors import ConfigError, InvalidInputError
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from switchpoint.config import load_settings
+
+    path = args.config or os.environ.get("SWITCHPOINT_CONFIG") or None
+    overrides = {"data_dir": args.data_dir}
+    try:
+        return load_settings(path, overrides=overrides)
+    except ConfigError as exc:
+        if exc.key != "admin_token_env":
+            raise
+        # The admin token guards the HTTP admin routes; these commands work on the files and
+        # never use it, so a shell without it exported may still run them.
+        environ = {**os.environ, _admin_env(path): "unused-by-the-cli"}
+        return load_settings(path, overrides=overrides, environ=environ)
+
+
+def _admin_env(path: str | None) -> str:
+    """The variable the config names in ``admin_token_env``."""
+    name = os.environ.get("SWITCHPOINT_ADMIN_TOKEN_ENV")
+    if name:
+        return name
+    if path is not None:
+        import yaml
+
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if isinstance(data, dict) and isinstance(data.get("admin_token_env"), str):
+            return str(data["admin_token_env"])
+    return "SWITCHPOINT_ADMIN_TOKEN"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _usd(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.6f}"
+
+
+# keys ------------------------------------------------------------------------------------------
+
+
+def _store(settings: Any) -> Any:
+    from switchpoint.governance.keys import KeyStore
+
+    return KeyStore.in_dir(settings.data_dir)
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from switchpoint.governance.keys import KeySpec
+
+    settings = _settings(args)
+    budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
+    cost_weight = None
+    if args.cost_weight is not None:
+        try:
+            cost_weight = float(args.cost_weight)
+        except ValueError:
+            raise InvalidInputError("cost_weight", f"{args.cost_weight!r} is not a "
+                                                   "number") from None
+    catalog = [m.name for m in settings.models] if settings.models is not None else None
+    spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
+                   tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
+                   expires=args.expires).checked(list(settings.tenants), catalog)
+    with _store(settings) as store:
+        issued = store.create(spec)
+    if args.json:
+        _print_json(issued.to_dict())
+        return 0
+    r = issued.record
+    print(issued.key)
+    print(f"key id {r.id}, tenant {r.tenant}"
+          + (f", budgets {', '.join(r.budgets)}" if r.budgets else "")
+          + (f", rpm {r.rpm}" if r.rpm else "") + (f", tpm {r.tpm}" if r.tpm else "")
+          + (f", models {', '.join(r.models)}" if r.models else "")
+          + (f", expires {_when(r.expires_at)} UTC" if r.expires_at else ""),
+          file=sys.stderr)
+    print("the key is shown this once; only its hash is stored", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _store(settings) as store:
+        records = store.list(args.tenant, include_revoked=args.all)
+    if args.json:
+        _print_json([r.to_dict() for r in records])
+        return 0
+    if not records:
+        print("no keys" + (f" for tenant {args.tenant}" if args.tenant else ""))
+        return 0
+    rows = [[r.id, r.tenant, r.name or "", r.status(), ", ".join(r.budgets) or "-",
+             r.rpm or "-", r.tpm or "-", ", ".join(r.models) if r.models else "(tenant's)",
+             _when(r.created_at), _when(r.expires_at)] for r in records]
+    print(_table(["id", "tenant", "name", "status", "budgets", "rpm", "tpm", "models",
+                  "created (UTC)", "expires (UTC)"], rows))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _store(settings) as store:
+        record = store.revoke(args.id)
+    if args.json:
+        _print_json(record.to_dict())
+    else:
+        print(f"revoked key {record.id} (tenant {record.tenant})")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from switchpoint.governance.keys import duration_s
+
+    settings = _settings(args)
+    grace = duration_s(args.grace) if args.grace else 0.0
+    with _store(settings) as store:
+        issued = store.rotate(args.id, grace)
+    if args.json:
+        _print_json(issued.to_dict())
+        return 0
+    print(issued.key)
+    print(f"key {issued.record.id} has a new secret; the old one "
+          + (f"works until {_when(issued.record.previous_valid_until)} UTC" if grace
+             else "no longer works"), file=sys.stderr)
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    from switchpoint.governance.reports import Reports
+
+    settings = _settings(args)
+    with _store(settings) as store:
+        record = store.find(args.id)
+    reports = Reports.from_settings(settings)
+    from switchpoint.governance.budgets import parse_budgets
+    from switchpoint.governance.ledger import key_account
+
+    statuses = [reports.ledger.status(key_account(record.id), b)
+                for b in parse_budgets(list(record.budgets))]
+    out = {**record.to_dict(), "budget_status": statuses}
+    if args.json:
+        _print_json(out)
+        return 0
+    for name in ("id", "tenant", "name", "status", "rpm", "tpm", "models", "cost_weight"):
+        print(f"{name:<12} {out[name] if out[name] is not None else '-'}")
+    print(f"{'created':<12} {_when(record.created_at)} UTC")
+    print(f"{'expires':<12} {_when(record.expires_at)}")
+    for s in statuses:
+        print(f"budget       {s['budget']}: spent {_usd(s['spent_usd'])}, held "
+              f"{_usd(s['held_usd'])}, {s['used_fraction']:.1%} used, resets "
+              f"{_when(s['resets_at'])} UTC")
+    return 0
+
+
+# report ----------------------------------------------------------------------------------------
+
+
+def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
+    from switchpoint.governance.reports import Reports
+
+    settings = _settings(args)
+    catalog = settings.catalog()
+    if routing and (catalog is None or not catalog.all_priced):
+        from switchpoint.router import load_router
+
+        router = load_router(settings.weights, catalog=catalog, policy=settings.policy,
+                             warm=False, cost_weight=settings.cost_weight)
+        return Reports.from_settings(settings, catalog=router.catalog,
+                                     cost_scale=router.cost_scale)
+    return Reports.from_settings(settings)
+
+
+def cmd_report_cost(args: argparse.Namespace) -> int:
+    report = _reports(args).cost_report(args.period, tenant=args.tenant,
+                                        comparison_model=args.comparison_model)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"Cost over the last {args.period} ({_when(report['since'])} to "
+          f"{_when(report['until'])} UTC): {report['requests']} requests, "
+          f"{report['answered']} answered, {_usd(report['total_cost_usd'])} "
+          f"(avg {_usd(report['avg_cost_per_request_usd'])} per answered request)")
+    for title, key in (("model", "by_model"), ("tenant", "by_tenant"), ("key", "by_key")):
+        table = report[key]
+        if not table:
+            continue
+        print()
+        rows = [[name, v["requests"], _usd(v["cost_usd"])] for name, v in table.items()]
+        print(_table([f"by {title}", "requests", "cost"], rows))
+    s = report["savings"]
+    if s["comparison_model"]:
+        print()
+        print(f"Against {s['comparison_model']} ({s['basis']}) on the same tokens: "
+              f"{_usd(s['comparison_cost_usd'])}; routing saved {_usd(s['savings_usd'])} "
+              f"({s['savings_pct']:.1%}) over {s['requests']} priced requests")
+    return 0
+
+
+def cmd_report_sla(args: argparse.Namespace) -> int:
+    report = _reports(args).get_sla_report(args.since_hours, tenant=args.tenant)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"SLA over the last {args.since_hours:g} h: {report['total_requests']} requests, "
+          f"compliance {report['compliance_rate']:.1%}")
+    b = report["breaches"]
+    print(f"breaches: latency {b['latency']}, cost {b['cost']}, quality {b['quality']}; "
+          f"adjustments {report['adjustments_made']} (saved {_usd(report['cost_savings_usd'])})")
+    latency = report["avg_latency_ms"]
+    print(f"average latency {latency:.1f} ms" if latency is not None else "no requests")
+    if report["budget_utilization"] is not None:
+        print(f"hourly budget used: {report['budget_utilization']:.1%}")
+    if report["sla"] is None:
+        print("(no SLA configured: add sla: to the config)")
+    return 0
+
+
+def cmd_report_forecast(args: argparse.Namespace) -> int:
+    report = _reports(args).forecast_cost(args.requests_per_hour, args.avg_input_tokens,
+                                          args.avg_output_tokens, tenant=args.tenant)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"{args.requests_per_hour:g} requests/hour of {args.avg_input_tokens:g} in / "
+          f"{args.avg_output_tokens:g} out tokens, mix from the {report['mix_basis']}:")
+    print(f"hourly {_usd(report['hourly_cost_usd'])}, daily {_usd(report['daily_cost_usd'])}, "
+          f"monthly (30 d) {_usd(report['monthly_cost_usd'])}")
+    print()
+    rows = [[m, f"{v['requests_pct']:.1%}", _usd(v["cost_per_request_usd"]),
+             _usd(v["hourly_cost_usd"])] for m, v in report["breakdown_by_model"].items()]
+    print(_table(["model", "share", "per request", "per hour"], rows))
+    print()
+    print(f"tip: {report['optimization_tip']}")
+    return 0
+
+
+def cmd_report_suggest(args: argparse.Namespace) -> int:
+    items = _reports(args, routing=True).get_cost_optimizations(period=args.period,
+                                                                 tenant=args.tenant)
+    if args.json:
+        _print_json(items)
+        return 0
+    if not items:
+        print(f"no suggestion: either no auto traffic was logged in the last {args.period}, or "
+              "no other λ or pool saves money without losing expected quality")
+        return 0
+    for i, item in enumerate(items, start=1):
+        print(f"{i}. {item['suggestion']}")
+        print(f"   saves about {_usd(item['estimated_savings_usd_per_day'])}/day; "
+              f"{item['tradeoff']}")
+    return 0
+
+
+def cmd_report_alert(args: argparse.Namespace) -> int:
+    report = _reports(args).check_budget_alert(args.tenant)
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"status: {report['status'].upper()}")
+    budget = report["budget_usd"]
+    print(f"this hour: {_usd(report['hourly_spend_usd'])} spent, projected "
+          f"{_usd(report['projected_hourly_usd'])}"
+          + (f" against {_usd(budget)} per hour" if budget is not None else ""))
+    if report["budgets"]:
+        print()
+        rows = [[b["account"], b["budget"], _usd(b["spent_usd"]), _usd(b["held_usd"]),
+                 f"{b['utilization']:.1%}", _usd(b["projected_usd"]), b["status"],
+                 b["resets_in"]] for b in report["budgets"]]
+        print(_table(["account", "budget", "spent", "held", "used", "projected", "status",
+                      "resets in"], rows))
+    print()
+    print(report["recommendation"])
+    return 0
+
+
+# Parser ----------------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
+    p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=func)
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``keys`` and ``report`` on the main parser's subcommands."""
+    keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate")
+    ks = keys.add_subparsers(dest="keys_command", required=True)
+    p = ks.add_parser("create", help="make a key for a tenant (printed once)")
+    p.add_argument("--tenant", required=True, help="a tenant of the config's tenants:")
+    p.add_argument("--name", help="a label for the key")
+    p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
+                   help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
+    p.add_argument("--rpm", type=int, help="requests per minute")
+    p.add_argument("--tpm", type=int, help="tokens per minute")
+    p.add_argument("--models", help="comma-separated models the key may use ('auto': routing)")
+    p.add_argument("--cost-weight", help="the key's default λ")
+    p.add_argument("--expires", help="ISO date (2027-01-31), date-time, or duration (30d)")
+    _common(p, cmd_keys_create)
+    p = ks.add_parser("list", help="list keys (never a secret)")
+    p.add_argument("--tenant")
+    p.add_argument("--all", action="store_true", default=True, help=argparse.SUPPRESS)
+    p.add_argument("--active", dest="all", action="store_false", help="hide revoked keys")
+    _common(p, cmd_keys_list)
+    p = ks.add_parser("show", help="one key and its budgets' state")
+    p.add_argument("id")
+    _common(p, cmd_keys_show)
+    p = ks.add_parser("revoke", help="revoke a key at once")
+    p.add_argument("id")
+    _common(p, cmd_keys_revoke)
+    p = ks.add_parser("rotate", help="a new secret for a key (same id, budgets and limits)")
+    p.add_argument("id")
+    p.add_argument("--grace", help="how long the old secret keeps working, e.g. 1h (default 0)")
+    _common(p, cmd_keys_rotate)
+
+    report = sub.add_parser("report", help="cost, SLA, forecast, suggestions, budget alert "
+                                           "from the request log")
+    rs = report.add_subparsers(dest="report_command", required=True)
+    p = rs.add_parser("cost", help="requests and cost by model, tenant and key; savings")
+    p.add_argument("--period", choices=["day", "week", "month"], default="day")
+    p.add_argument("--tenant")
+    p.add_argument("--comparison-model", help="default: the strongest model of the pool")
+    _common(p, cmd_report_cost)
+    p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
+    p.add_argument("--since-hours", type=float, default=1.0)
+    p.add_argument("--tenant")
+    _common(p, cmd_report_sla)
+    p = rs.add_parser("forecast", help="projected spend over the logged routing mix")
+    p.add_argument("--requests-per-hour", type=float, required=True)
+    p.add_argument("--avg-input-tokens", type=float, required=True)
+    p.add_argument("--avg-output-tokens", type=float, required=True)
+    p.add_argument("--tenant")
+    _common(p, cmd_report_forecast)
+    p = rs.add_parser("suggest", help="cost optimisations from re-routing the logged traffic")
+    p.add_argument("--period", choices=["day", "week", "month"], default="week")
+    p.add_argument("--tenant")
+    _common(p, cmd_report_suggest)
+    p = rs.add_parser("alert", help="budget alert: ok / warning / critical")
+    p.add_argument("--tenant")
+    _common(p, cmd_report_alert)

@@ -1,0 +1,790 @@
+"""The governor: who is calling, what they may use, what they may spend, and how ``auto`` bends.
+
+The engine asks it, per request:
+
+1. :meth:`Governor.authenticate` (the HTTP door, when ``auth: keys``): a bearer key becomes a
+   :class:`Principal` (key id, tenant); the in-process door may name a key or a tenant itself.
+2. :meth:`Governor.shape`: the key's and tenant's allowed models narrow the request (403 for a
+   model it may not use), and their default λ applies unless the caller gave one.
+3. :meth:`Governor.route` wraps ``auto``'s routing: the escalation constraints (``min_tier``,
+   ``capability``, ``prefer_provider``) narrow the candidates; λ rises along the tenant's budget
+   curve as its budgets fill; the SLA is checked and, on a breach, routing adjusts; a low
+   confidence escalates. The decision says all of it (fields and reasoning).
+4. :meth:`Governor.admit`: rate limits and budgets, by reservation of the worst case (429
+   ``rate_limit_exceeded`` / ``budget_exceeded`` with ``Retry-After`` otherwise).
+5. :meth:`Governor.settle` / :meth:`Governor.release` when the request ends.
+
+The worst case of a request on one model is ``prompt bound × input price + output cap ×
+output price``. The prompt bound counts every byte of the prompt's text as a token (a
+byte-level BPE token covers at least one byte), plus :data:`TOKENS_PER_MESSAGE` per message,
+``governance.image_tokens`` per image and the bytes of the tools' JSON, capped by the model's
+context window. The output cap is the request's ``max_tokens`` / ``max_completion_tokens``;
+a budgeted request that names none gets ``governance.max_output_tokens`` set (and says so),
+so the upstream cannot write past what was reserved. Failover may move a request to a pricier
+model, so the key's, tenant's and gateway's budgets hold the worst case over every candidate
+(those that cannot fit are dropped from the candidates first, and the request says so); each
+candidate model's and provider's own budgets hold that model's worst case.
+
+Settlement charges the cost from the upstream's usage (plain answers as they arrive, streams
+as they end); when the usage is unknown (a client that left before the end, an upstream that
+sent none) it charges the answering model's worst case. A request that got no answer releases
+its reservation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from switchpoint.catalog import TIERS, Catalog, ModelCard
+from switchpoint.config import Settings
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    InvalidInputError,
+    NoCapableModelError,
+    PermissionDeniedError,
+    RateLimitExceededError,
+    StoreError,
+)
+from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, parse_budgets
+from switchpoint.governance.keys import KeyRecord, KeyStore
+from switchpoint.governance.ledger import (
+    EXPIRY_GRACE_S,
+    PERSIST_AFTER_S,
+    TOTAL,
+    Blocked,
+    Ledger,
+    LedgerRecord,
+    Limits,
+    Ticket,
+    describe_account,
+    key_account,
+    load_state,
+    model_account,
+    provider_account,
+    settle_accounts,
+    tenant_account,
+)
+from switchpoint.governance.settings import EscalationSettings, SLASettings
+
+log = logging.getLogger("switchpoint.governance")
+
+# Chat templates add a few tokens per message (role markers) and a few to prime the answer.
+TOKENS_PER_MESSAGE = 6
+BASE_PROMPT_TOKENS = 8
+# λ used when the SLA's hourly budget is breached and auto_escalate_on_breach is on.
+SLA_BUDGET_COST_WEIGHT = 10.0
+AUTO = "auto"
+
+RouteFn = Callable[[str, list[str], float | None], Awaitable[RoutingDecision]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a client key's id and its tenant (either may be None in-process)."""
+
+    key_id: str | None = None
+    tenant: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything that governs one caller, resolved from the config and its key."""
+
+    tenant: str | None
+    key: KeyRecord | None
+    models: tuple[str, ...] | None  # allowed names ('auto' included when routing is)
+    cost_weight: float | None
+    budgets: Mapping[str, tuple[Budget, ...]]  # the key's, tenant's and gateway's
+    limits: tuple[Limits, ...]
+    curve: tuple[tuple[float, float], ...]
+    sla: SLASettings | None
+    escalation: EscalationSettings
+    sla_account: str = TOTAL  # whose hourly spend the SLA's budget_per_hour_usd watches
+
+    @property
+    def budgeted(self) -> bool:
+        return any(self.budgets.values())
+
+
+def prompt_bound(body: Mapping[str, Any], image_tokens: int) -> int:
+    """An upper bound on the prompt tokens of ``body`` (see the module docstring)."""
+    total = BASE_PROMPT_TOKENS
+    for message in body.get("messages") or ():
+        total += TOKENS_PER_MESSAGE
+        if not isinstance(message, Mapping):
+            continue
+        for key, value in message.items():
+            if key == "content":
+                total += _content_bytes(value, image_tokens)
+            elif key != "role":
+                total += _bytes(value)
+    for key in ("tools", "functions", "response_format", "tool_choice"):
+        if key in body:
+            total += _bytes(body[key])
+    return total
+
+
+def _bytes(value: object) -> int:
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "replace"))
+    import json
+
+    return len(json.dumps(value, default=str).encode("utf-8", "replace"))
+
+
+def _content_bytes(content: object, image_tokens: int) -> int:
+    if isinstance(content, str) or not isinstance(content, list):
+        return _bytes(content) if content is not None else 0
+    total = 0
+    for part in content:
+        if isinstance(part, Mapping):
+            kind = part.get("type")
+            if kind == "text":
+                total += _bytes(part.get("text") or "")
+            elif kind in ("image_url", "image", "input_image"):
+                total += image_tokens
+            else:
+                total += _bytes(part)
+        else:
+            total += _bytes(part)
+    return total
+
+
+def output_cap(body: Mapping[str, Any]) -> int | None:
+    """The request's own output cap, if it names a usable one."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def worst_cost(card: ModelCard, prompt_tokens: int, output_tokens: int) -> float:
+    """The worst case of one request on ``card`` (USD; 0 for an unpriced model)."""
+    if card.context_window is not None:
+        prompt_tokens = min(prompt_tokens, card.context_window)
+        output_tokens = min(output_tokens, card.context_window)
+    return card.price(prompt_tokens, output_tokens)
+
+
+class Governor:
+    """Keys, tenants, budgets, rate limits, SLAs and escalation for one gateway."""
+
+    def __init__(self, settings: Settings, *, store: Any = None,
+                 health: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``store`` is the request log (its ``spend`` table holds the ledger; None: in memory
+        only); ``health`` returns the health tracker whose latencies the SLA reads."""
+        self.keys = KeyStore.in_dir(settings.data_dir)
+        self.ledger = Ledger(clock)
+        self.store = store
+        self.health = health
+        self.clock = clock
+        self._policies: dict[tuple[int, str | None, KeyRecord | None],
+                             tuple[Settings, Policy]] = {}
+        self._opened = False
+        # Reservations not yet on disk, oldest first (written once their request runs long).
+        self._unwritten: deque[tuple[Ticket, LedgerRecord]] = deque()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Rebuild the ledger from the spend table (the key store opens on first use).
+        Idempotent."""
+        if self._opened:
+            return
+        if self.store is not None:
+            now = self.clock()
+            spent, live, stale = load_state(self.store.path, now)
+            self.ledger.restore(spent, live)
+            if stale:
+                log.warning("%d budget reservation(s) from a previous run were still open past "
+                            "their request deadline (the process stopped mid-request); "
+                            "released them", len(stale))
+                for rid, expired_at in stale:
+                    self._append(LedgerRecord(ts=now, reservation_id=rid, kind="expire",
+                                              expires_at=expired_at))
+            if live:
+                log.warning("%d budget reservation(s) from a previous run are still open; they "
+                            "hold their amount until their request deadline, then expire",
+                            len(live))
+            self._stop.clear()
+            self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                             name="switchpoint-ledger-flush")
+            self._flusher.start()
+        self._opened = True
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+            self._flusher = None
+        self.flush(everything=True)
+        self.keys.close()
+        self._opened = False
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(PERSIST_AFTER_S / 2):
+            self.flush()
+
+    def flush(self, *, everything: bool = False) -> None:
+        """Write the reservations whose requests have run :data:`PERSIST_AFTER_S` (all still
+        open ones with ``everything``); forget those already settled."""
+        now = self.clock()
+        while self._unwritten:
+            ticket, record = self._unwritten[0]
+            if not ticket.closed and not everything and now - ticket.ts < PERSIST_AFTER_S:
+                break
+            self._unwritten.popleft()
+            if not ticket.closed:
+                ticket.persisted = True
+                self._append(record)
+
+    # Who ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def keys_required(settings: Settings) -> bool:
+        return settings.auth == "keys"
+
+    @staticmethod
+    def active(settings: Settings) -> bool:
+        """Whether any budget, limit or SLA needs the ledger (nothing runs otherwise)."""
+        return _flags(settings)[0]
+
+    @staticmethod
+    def governs(settings: Settings) -> bool:
+        """Whether anything governs requests at all (else the engine skips the governor)."""
+        return _flags(settings)[1]
+
+    def authenticate(self, token: str | None, settings: Settings) -> Principal:
+        """The principal of a presented key (raises the matching 401/403 otherwise)."""
+        if token is None or not token.strip():
+            raise AuthenticationError("this gateway needs a client key: send the header "
+                                      "`Authorization: Bearer sp-...` (an openai client's "
+                                      "api_key); `switchpoint keys create` makes one",
+                                      param="authorization")
+        record = self.keys.verify(token.strip())
+        self._tenant_settings(settings, record.tenant, record.id)
+        return Principal(record.id, record.tenant)
+
+    def principal(self, settings: Settings, *, key: str | None = None,
+                  tenant: str | None = None) -> Principal | None:
+        """The in-process door's caller: a key (verified like a bearer key), a tenant (trusted:
+        the code runs with the gateway), both (they must agree) or neither."""
+        if key is None and tenant is None:
+            return None
+        if key is not None:
+            who = self.authenticate(key, settings)
+            if tenant is not None and tenant != who.tenant:
+                raise InvalidInputError("tenant", f"the key belongs to tenant {who.tenant!r}, "
+                                                  f"not {tenant!r}")
+            return who
+        assert tenant is not None
+        self._tenant_settings(settings, tenant, None)
+        return Principal(None, tenant)
+
+    def _tenant_settings(self, settings: Settings, tenant: str, key_id: str | None) -> Any:
+        t = settings.tenants.get(tenant)
+        if t is None:
+            whose = f"key {key_id}'s tenant" if key_id else "tenant"
+            raise PermissionDeniedError(f"{whose} {tenant!r} is not in the configuration "
+                                        f"(tenants: {', '.join(settings.tenants) or 'none'})",
+                                        param="tenant")
+        return t
+
+    # Policy ------------------------------------------------------------------------------------
+
+    def policy(self, settings: Settings, tenant: str | None, key_id: str | None) -> Policy:
+        """What governs a caller (cached per config and key version)."""
+        record = self.keys.cached(key_id) if key_id is not None else None
+        cache_key = (id(settings), tenant, record)
+        cached = self._policies.get(cache_key)
+        if cached is not None and cached[0] is settings:  # (an id may be reused)
+            return cached[1]
+        t = settings.tenants.get(tenant) if tenant is not None else None
+        if tenant is not None and t is None:
+            self._tenant_settings(settings, tenant, key_id)
+        models: tuple[str, ...] | None = None
+        for listed in (t.models if t is not None else None,
+                       record.models if record is not None else None):
+            if listed is None:
+                continue
+            models = tuple(listed) if models is None else tuple(m for m in models
+                                                                if m in listed)
+        budgets: dict[str, tuple[Budget, ...]] = {}
+        limits: list[Limits] = []
+        if record is not None:
+            budgets[key_account(record.id)] = tuple(parse_budgets(list(record.budgets)))
+            if record.rpm or record.tpm:
+                limits.append(Limits(key_account(record.id), record.rpm, record.tpm))
+        if t is not None and tenant is not None:
+            budgets[tenant_account(tenant)] = tuple(parse_budgets(t.budgets))
+            if t.rpm or t.tpm:
+                limits.append(Limits(tenant_account(tenant), t.rpm, t.tpm))
+        total = tuple(parse_budgets(settings.budgets.total))
+        if total:
+            budgets[TOTAL] = total
+        cost_weight = (record.cost_weight if record is not None and record.cost_weight
+                       is not None else (t.cost_weight if t is not None else None))
+        curve = DEFAULT_CURVE if t is None or t.curve is None else t.curve
+        own_sla = t is not None and t.sla is not None and tenant is not None
+        policy = Policy(tenant=tenant, key=record, models=models, cost_weight=cost_weight,
+                        budgets={a: b for a, b in budgets.items() if b},
+                        limits=tuple(limits), curve=curve,
+                        sla=(t.sla if t is not None and t.sla is not None else settings.sla),
+                        escalation=(t.escalation if t is not None and t.escalation is not None
+                                    else settings.escalation),
+                        sla_account=tenant_account(tenant) if own_sla and tenant else TOTAL)
+        if len(self._policies) > 4096:
+            self._policies.clear()
+        self._policies[cache_key] = (settings, policy)
+        return policy
+
+    # Shaping -----------------------------------------------------------------------------------
+
+    def allowed_names(self, policy: Policy, catalog: Catalog) -> list[str] | None:
+        """The catalog models ``auto`` may choose for this caller (None: all)."""
+        if policy.models is None:
+            return None
+        listed = [m for m in policy.models if m != AUTO and m in catalog]
+        if not listed and not any(m != AUTO for m in policy.models):
+            return None  # only 'auto' listed: routing among the whole catalog
+        return listed
+
+    def check_model(self, policy: Policy, requested: str, catalog: Catalog) -> None:
+        """403 unless the caller may use ``requested``."""
+        if policy.models is None:
+            return
+        if requested == AUTO:
+            if AUTO not in policy.models:
+                raise PermissionDeniedError(
+                    f"model: this key may not use 'auto' (routing); it may use "
+                    f"{', '.join(policy.models)}", param="model")
+            names = self.allowed_names(policy, catalog)
+            if names is not None and not names:
+                raise PermissionDeniedError(
+                    "model: none of the models this key may use is in the catalog any more "
+                    f"({', '.join(policy.models)}); ask the operator", param="model")
+            return
+        if requested not in policy.models:
+            raise PermissionDeniedError(
+                f"model: this key may not use {requested!r}; it may use "
+                f"{', '.join(policy.models)}", param="model")
+
+    def narrow(self, policy: Policy, catalog: Catalog,
+               candidates: Sequence[str] | None) -> list[str] | None:
+        """``candidates`` (a caller's list, None for all) narrowed to what the caller may use.
+        Names the catalog does not know are kept so the planner reports them."""
+        allowed = self.allowed_names(policy, catalog)
+        if allowed is None:
+            return None if candidates is None else list(candidates)
+        if candidates is None:
+            return list(allowed)
+        keep = [m for m in candidates if m in allowed or m not in catalog]
+        if not [m for m in keep if m in catalog]:
+            raise PermissionDeniedError(
+                f"models: none of {', '.join(candidates)} may be used with this key; it may "
+                f"use {', '.join(allowed)}", param="models")
+        return keep
+
+    # Routing -----------------------------------------------------------------------------------
+
+    async def route(self, route: RouteFn, text: str, allowed: list[str],
+                    cost_weight: float | None, *, policy: Policy, catalog: Catalog,
+                    default_cost_weight: float) -> RoutingDecision:
+        """Route ``text`` among ``allowed`` under ``policy``: constraints, the budget curve,
+        the SLA and confidence-gated escalation (see the module docstring)."""
+        notes: list[str] = []
+        candidates = self._constrained(allowed, policy.escalation, catalog, notes)
+        base = default_cost_weight if cost_weight is None else cost_weight
+        lam, pressure = self._pressured(policy, base, notes)
+        decision = await route(text, candidates, lam)
+        original = ""
+        breaches: list[str] = []
+        adjustments: list[str] = []
+        sla = policy.sla
+        if sla is not None:
+            breaches = self._breaches(decision, sla, policy)
+            if breaches and sla.auto_escalate_on_breach:
+                pool, new_lam = self._adjusted(decision, sla, breaches, adjustments, policy)
+                if adjustments:
+                    adjusted = await route(text, pool, new_lam)
+                    if adjusted.selected_model != decision.selected_model:
+                        original = decision.selected_model
+                    notes.append(f"SLA breach ({', '.join(breaches)}): "
+                                 f"{'; '.join(a.replace('_', ' ') for a in adjustments)}; "
+                                 f"now {adjusted.selected_model}.")
+                    decision = adjusted
+            elif breaches:
+                notes.append(f"SLA breach ({', '.join(breaches)}); auto_escalate_on_breach is "
+                             "off, so the choice stands.")
+        decision = self._escalate(decision, policy.escalation, notes)
+        if decision.escalation_changed_model and not original:
+            original = decision.original_model
+        compliant = sla is None or not self._breaches(decision, sla, policy)
+        return replace(decision, reasoning=[*decision.reasoning, *notes],
+                       sla_compliant=compliant, sla_breaches=breaches,
+                       sla_adjustments=adjustments, budget_pressure=pressure,
+                       original_model=original or decision.original_model)
+
+    def _constrained(self, allowed: list[str], esc: EscalationSettings, catalog: Catalog,
+                     notes: list[str]) -> list[str]:
+        names = [m for m in allowed if m in catalog]
+        if esc.min_tier is not None:
+            floor = TIERS.index(esc.min_tier)
+            names = [m for m in names if catalog[m].tier is not None
+                     and TIERS.index(catalog[m].tier or "trivial") >= floor]
+            if not names:
+                raise NoCapableModelError(
+                    f"messages: none of {', '.join(allowed)} has a tier of {esc.min_tier!r} or "
+                    "above (escalation.min_tier)", {m: ["below min_tier"] for m in allowed})
+        if esc.capability is not None:
+            names = [m for m in names if catalog[m].has(esc.capability)]
+            if not names:
+                raise NoCapableModelError(
+                    f"messages: none of {', '.join(allowed)} lists the capability "
+                    f"{esc.capability!r} (escalation.capability)",
+                    {m: [f"lacks {esc.capability}"] for m in allowed})
+        if esc.prefer_provider is not None:
+            preferred = [m for m in names if catalog[m].provider == esc.prefer_provider]
+            if preferred and len(preferred) < len(names):
+                notes.append(f"Preferred provider {esc.prefer_provider}: routed among "
+                             f"{', '.join(preferred)}.")
+                names = preferred
+        return names
+
+    def _pressured(self, policy: Policy, base: float, notes: list[str]
+                   ) -> tuple[float, dict[str, Any] | None]:
+        if not policy.curve or not policy.budgeted:
+            return base, None
+        used = self.ledger.used_fraction(policy.budgets)
+        if used is None:
+            return base, None
+        fraction, account, budget = used
+        floor = curve_value(policy.curve, fraction)
+        if floor <= base:
+            return base, None
+        lam = round(floor, 6)
+        label = f"{describe_account(account)} ${budget.limit_usd:g}/{budget.period}"
+        notes.append(f"Budget: {label} is {fraction:.0%} used; λ raised from {base:g} to "
+                     f"{lam:g} to favour cheaper models.")
+        return lam, {"fraction_used": round(fraction, 6), "budget": label,
+                     "base_cost_weight": base, "cost_weight": lam}
+
+    def _hour_spend(self, policy: Policy) -> float:
+        account = policy.sla_account
+        return self.ledger.spent(account, "hour") + self.ledger.held(account)
+
+    def _latency(self, model: str) -> float | None:
+        tracker = self.health() if self.health is not None else None
+        if tracker is None:
+            return None
+        value: float | None = tracker.latency_ms(model)
+        return value
+
+    def _breaches(self, decision: RoutingDecision, sla: SLASettings,
+                  policy: Policy) -> list[str]:
+        out = []
+        model = decision.selected_model
+        if sla.max_latency_ms is not None:
+            latency = self._latency(model)
+            if latency is not None and latency > sla.max_latency_ms:
+                out.append("latency_exceeded")
+        hourly = sla.budget_per_hour_usd
+        if hourly is not None and self._hour_spend(policy) + decision.expected_cost > hourly:
+            out.append("budget_exceeded")
+        floor = sla.min_quality_score
+        if floor is not None and 1.0 - decision.expected_error < floor:
+            out.append("quality_below_minimum")
+        return out
+
+    def _adjusted(self, decision: RoutingDecision, sla: SLASettings, breaches: list[str],
+                  adjustments: list[str], policy: Policy) -> tuple[list[str], float]:
+        pool = list(decision.all_scores)
+        lam = decision.cost_weight
+        errors = decision.expected_errors
+        if "quality_below_minimum" in breaches and sla.min_quality_score is not None:
+            floor = sla.min_quality_score
+            good = [m for m in pool if 1.0 - errors.get(m, 1.0) >= floor]
+            if good:
+                pool = good
+                adjustments.append("routed_to_higher_quality_model_due_to_quality_sla")
+        if "latency_exceeded" in breaches and sla.max_latency_ms is not None:
+            limit = sla.max_latency_ms
+            fast = [m for m in pool if (self._latency(m) or 0.0) <= limit]
+            if fast:
+                pool = fast
+                adjustments.append("routed_to_faster_model_due_to_latency_sla")
+        if "budget_exceeded" in breaches:
+            lam = max(lam, SLA_BUDGET_COST_WEIGHT)
+            adjustments.append("routed_to_cheaper_model_due_to_budget_sla")
+        return pool, lam
+
+    def _escalate(self, decision: RoutingDecision, esc: EscalationSettings,
+                  notes: list[str]) -> RoutingDecision:
+        threshold = esc.low_confidence_threshold
+        if threshold <= 0 or decision.confidence >= threshold:
+            return decision
+        selected = decision.selected_model
+        errors = decision.expected_errors
+        target = esc.escalation_model or (min(errors, key=lambda m: errors[m]) if errors
+                                          else selected)
+        reason = (f"Low confidence {decision.confidence:.2f} below threshold {threshold:.2f}. "
+                  f"Original model: {selected}")
+        conf = decision.confidence
+        if esc.strategy == "log_only":
+            log.info("low-confidence decision %s: %s", decision.decision_id, reason)
+            notes.append(f"{reason}; logged only (escalation strategy log_only).")
+            return replace(decision, escalation_reason=reason, original_confidence=conf)
+        if esc.strategy == "ask":
+            notes.append(f"{reason}; suggested escalation to {target} (strategy ask: the model "
+                         "is kept, the caller decides).")
+            return replace(decision, escalated=True, original_confidence=conf,
+                           escalation_reason=f"{reason}; suggested escalation: {target}")
+        if target == selected:
+            notes.append(f"{reason}; it is already the escalation model.")
+            return replace(decision, escalation_reason=f"{reason}; already the escalation "
+                                                       "model", original_confidence=conf)
+        if target not in decision.all_scores:
+            notes.append(f"{reason}; the escalation model {target} cannot serve this request "
+                         "(not among its candidates), so the choice stands.")
+            return replace(decision, escalation_reason=f"{reason}; escalation model {target} "
+                                                       "is not among the candidates",
+                           original_confidence=conf)
+        notes.append(f"{reason}; escalated to {target}.")
+        return replace(
+            decision, selected_model=target,
+            expected_error=errors.get(target, decision.expected_error),
+            cost_adjusted_score=decision.all_scores[target],
+            expected_cost=decision.expected_costs.get(target, decision.expected_cost),
+            fallback_models=[m for m in decision.all_scores if m != target],
+            escalated=True, original_confidence=conf, escalation_reason=reason,
+            original_model=selected)
+
+    # Admission ---------------------------------------------------------------------------------
+
+    def precheck(self, policy: Policy) -> None:
+        """Refuse early (before routing) when an RPM window is already full."""
+        if policy.limits:
+            blocked = self.ledger.check_rate(policy.limits)
+            if blocked is not None:
+                raise _refusal(blocked)
+
+    def count_route(self, policy: Policy) -> None:
+        """A routing request counts against the caller's RPM (nothing to reserve)."""
+        if policy.limits:
+            blocked = self.ledger.count_request(policy.limits)
+            if blocked is not None:
+                raise _refusal(blocked)
+
+    def admit(self, settings: Settings, policy: Policy | None, cards: list[ModelCard],
+              body: dict[str, Any], *, key_id: str | None, tenant: str | None,
+              notes: list[str], require_first: bool) -> tuple[Ticket, list[ModelCard]]:
+        """Reserve the request's worst case and its tokens; returns the open ticket and the
+        candidates that fit (those that cannot are dropped with a note). Raises
+        :class:`BudgetExceededError` or :class:`RateLimitExceededError`."""
+        g = settings.governance
+        model_budgets = settings.budgets.models
+        provider_budgets = settings.budgets.providers
+        shared = dict(policy.budgets) if policy is not None else (
+            {TOTAL: tuple(parse_budgets(settings.budgets.total))}
+            if settings.budgets.total else {})
+        if policy is not None and policy.models is not None:
+            allowed = [c for c in cards if c.name in policy.models]
+            dropped = [c.name for c in cards if c.name not in policy.models]
+            if dropped:
+                notes.append(f"Not allowed for this key, left out of the fallbacks: "
+                             f"{', '.join(dropped)}.")
+            cards = allowed
+        per_card: dict[str, dict[str, tuple[Budget, ...]]] = {}
+        for card in cards:
+            own: dict[str, tuple[Budget, ...]] = {}
+            if card.name in model_budgets:
+                own[model_account(card.name)] = tuple(parse_budgets(model_budgets[card.name]))
+            if card.provider in provider_budgets:
+                own[provider_account(card.provider)] = tuple(
+                    parse_budgets(provider_budgets[card.provider]))
+            per_card[card.name] = own
+        limits = policy.limits if policy is not None else ()
+        budgeted = bool(shared) or any(per_card.values())
+        counted = budgeted or any(limit.tpm for limit in limits)
+        cap = output_cap(body)
+        if cap is None:
+            if counted:
+                cap = g.max_output_tokens
+                body[g.output_cap_field] = cap
+                what = "a budget" if budgeted else "a tokens-per-minute limit"
+                notes.append(f"{g.output_cap_field} set to {cap} (governance.max_output_tokens):"
+                             f" {what} applies and the request named no output cap.")
+            else:
+                cap = max((c.context_window or g.max_output_tokens for c in cards),
+                          default=g.max_output_tokens)
+        prompt = prompt_bound(body, g.image_tokens)
+        worst = {c.name: worst_cost(c, prompt, cap) for c in cards}
+        tokens = prompt + cap
+        ttl = settings.gateway.max_total_s + EXPIRY_GRACE_S
+        budgets: dict[str, tuple[Budget, ...]] = dict(shared)
+        for own in per_card.values():
+            budgets.update(own)
+        kept = list(cards)
+        while True:
+            holds: dict[str, float] = {}
+            for account in shared:
+                holds[account] = max((worst[c.name] for c in kept), default=0.0)
+            for card in kept:
+                for account in per_card[card.name]:
+                    holds[account] = max(holds.get(account, 0.0), worst[card.name])
+            result = self.ledger.reserve(holds=holds, budgets=budgets,
+                                         worst_by_model={c.name: worst[c.name] for c in kept},
+                                         tokens=tokens, limits=limits, ttl_s=ttl,
+                                         key_id=key_id, tenant=tenant)
+            if isinstance(result, Ticket):
+                break
+            if result.kind != "budget" or len(kept) <= 1:
+                raise _refusal(result)
+            culprit = self._culprit(result, kept, worst, per_card, require_first)
+            if culprit is None:
+                raise _refusal(result)
+            notes.append(f"Budget: {culprit.name} left out of the candidates: its worst case "
+                         f"${worst[culprit.name]:.6f} does not fit ({result.message}).")
+            kept = [c for c in kept if c is not culprit]
+        if self.store is not None:
+            self._unwritten.append((result, LedgerRecord(
+                ts=result.ts, reservation_id=result.id, kind="reserve",
+                amount_usd=result.worst_usd, key_id=key_id, tenant=tenant, tokens=tokens,
+                holds=result.holds, expires_at=result.expires_at)))
+        self._write_expired()
+        return result, kept
+
+    @staticmethod
+    def _culprit(blocked: Blocked, kept: list[ModelCard], worst: Mapping[str, float],
+                 per_card: Mapping[str, Mapping[str, Any]],
+                 require_first: bool) -> ModelCard | None:
+        """The candidate to drop so the rest may fit: the one the blocking model or provider
+        budget is about, else the dearest; never the first when the caller named it."""
+        movable = kept[1:] if require_first else kept
+        if blocked.account.startswith(("model:", "provider:")):
+            pool = [c for c in movable if blocked.account in per_card[c.name]]
+        else:
+            pool = movable
+        if not pool:
+            return None
+        return max(pool, key=lambda c: worst[c.name])
+
+    def settle(self, ticket: Ticket | None, *, request_id: str, card: ModelCard | None,
+               cost_usd: float | None, tokens: int | None) -> tuple[list[LedgerRecord],
+                                                                     float | None]:
+        """Close a reservation: charge the answer's cost (or, unknown, the answering model's
+        worst case) or, with no answer (``card`` None), release it. Returns the ledger rows to
+        log with the request and the amount charged."""
+        if ticket is None:
+            return [], None
+        now = self.clock()
+        if card is None:
+            self.ledger.release(ticket, tokens=0)
+            if not ticket.persisted:
+                return [], None
+            return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
+                                 request_id=request_id, key_id=ticket.key_id,
+                                 tenant=ticket.tenant)], None
+        worst = ticket.worst_by_model.get(card.name, ticket.worst_usd)
+        charged = cost_usd if cost_usd is not None else worst
+        if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
+            log.warning("request %s cost $%.6f on %s, more than the $%.6f reserved for it: its "
+                        "budgets may run over (more image tokens than governance.image_tokens, "
+                        "or an upstream that ignores the output cap?)", request_id, charged,
+                        card.name, worst)
+        accounts = settle_accounts(ticket.key_id, ticket.tenant, card.name, card.provider)
+        if not self.ledger.settle(ticket, charged_usd=charged, accounts=accounts,
+                                  tokens=tokens):
+            log.warning("request %s settled after its reservation had expired; charged %.6f "
+                        "USD anyway", request_id, charged)
+        return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="settle",
+                             amount_usd=charged, request_id=request_id, key_id=ticket.key_id,
+                             tenant=ticket.tenant, model=card.name, provider=card.provider,
+                             tokens=tokens)], charged
+
+    def release(self, ticket: Ticket, *, request_id: str) -> None:
+        """Release a reservation whose request ended with no log entry to carry the row."""
+        rows, _ = self.settle(ticket, request_id=request_id, card=None, cost_usd=None,
+                              tokens=None)
+        for row in rows:
+            self._append(row)
+
+    # Internals ---------------------------------------------------------------------------------
+
+    def _append(self, record: LedgerRecord) -> None:
+        """Write a ledger row nobody waits for (it shares the next commit: no fsync of its
+        own; a crash may lose the last :data:`~switchpoint.store.sqlite.LAZY_WAIT_S` of them,
+        which then free their hold at once on restart)."""
+        if self.store is None:
+            return
+        try:
+            self.store.append_lazy(record)
+        except StoreError as exc:
+            log.error("ledger entry %s not written: %s", record.id, exc)
+
+    def _write_expired(self) -> None:
+        for ticket in self.ledger.take_expired():
+            log.warning("budget reservation %s expired (its request never settled); released",
+                        ticket.id)
+            if not ticket.persisted:
+                continue
+            self._append(LedgerRecord(ts=self.clock(), reservation_id=ticket.id, kind="expire",
+                                      key_id=ticket.key_id, tenant=ticket.tenant,
+                                      expires_at=ticket.expires_at))
+
+    def budget_status(self, settings: Settings) -> list[dict[str, Any]]:
+        """Every configured budget's state: the gateway's, each tenant's, each key's, each
+        model's and provider's."""
+        out = []
+        entries: list[tuple[str, str]] = [(TOTAL, b) for b in settings.budgets.total]
+        for tenant, t in settings.tenants.items():
+            entries += [(tenant_account(tenant), b) for b in t.budgets]
+        for record in self.keys.list(include_revoked=False):
+            entries += [(key_account(record.id), b) for b in record.budgets]
+        for model, listed in settings.budgets.models.items():
+            entries += [(model_account(model), b) for b in listed]
+        for provider, listed in settings.budgets.providers.items():
+            entries += [(provider_account(provider), b) for b in listed]
+        for account, text in entries:
+            out.append(self.ledger.status(account, parse_budgets([text])[0]))
+        return out
+
+
+_FLAGS: dict[int, tuple[Settings, tuple[bool, bool]]] = {}
+_NO_ESCALATION = EscalationSettings()
+
+
+def _flags(settings: Settings) -> tuple[bool, bool]:
+    """(the ledger is needed, anything governs) for ``settings``, computed once per object."""
+    cached = _FLAGS.get(id(settings))
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    active = (settings.auth == "keys" or bool(settings.tenants) or settings.budgets.any
+              or settings.sla is not None)
+    flags = (active, active or settings.escalation != _NO_ESCALATION)
+    if len(_FLAGS) > 64:
+        _FLAGS.clear()
+    _FLAGS[id(settings)] = (settings, flags)
+    return flags
+
+
+def _refusal(blocked: Blocked) -> BudgetExceededError | RateLimitExceededError:
+    if blocked.kind == "budget":
+        label = (f"{describe_account(blocked.account)} {blocked.budget}"
+                 if blocked.budget is not None else describe_account(blocked.account))
+        return BudgetExceededError(f"budget exceeded: {blocked.message}", budget=label,
+                                   retry_after=blocked.retry_after)
+    return RateLimitExceededError(f"rate limit exceeded: {blocked.message}",
+                                  retry_after=blocked.retry_after)

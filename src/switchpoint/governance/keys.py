@@ -1,0 +1,476 @@
+"""Client keys ("virtual keys"): made at run time, shown once, stored hashed, revocable, expiring.
+
+A key looks like ``sp-3f9a1c0b7e_<43 random characters>``: the ``sp-`` prefix, a 10-character
+id that is not secret (it names the key in logs, reports and the admin API) and 256 random bits.
+Only the SHA-256 of the whole key is stored; a presented key is looked up by its id and its hash
+compared in constant time. Each key belongs to a tenant of the config and may narrow what the
+tenant allows: its own budgets, RPM/TPM limits, models and default λ.
+
+Rotation gives the key a new secret under the same id (so its spend, limits and log history
+carry on); the old secret keeps working for ``grace_s`` seconds (0: not at all). Revocation is
+immediate and final.
+
+Keys live in ``keys.db`` in ``data_dir`` (SQLite, file mode 0600), apart from the request log:
+the CLI edits it while the service runs, and the service notices each change (SQLite's
+``data_version``) before its next lookup, without polling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from switchpoint.errors import (
+    InvalidInputError,
+    InvalidKeyError,
+    KeyExpiredError,
+    KeyRevokedError,
+    StoreError,
+)
+from switchpoint.governance.budgets import parse_budgets
+
+KEYS_FILENAME = "keys.db"
+PREFIX = "sp-"
+ID_CHARS = 10
+_KEY = re.compile(r"^sp-([0-9a-f]{10})_([A-Za-z0-9_-]{43})$")
+_ID = re.compile(r"^[0-9a-f]{10}$")
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    name TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    rotated_at REAL,
+    previous_hash TEXT,
+    previous_valid_until REAL,
+    budgets TEXT NOT NULL,
+    rpm INTEGER,
+    tpm INTEGER,
+    models TEXT,
+    cost_weight REAL
+);
+CREATE INDEX keys_tenant ON keys (tenant);
+"""
+_COLUMNS = ("id", "hash", "tenant", "name", "created_at", "expires_at", "revoked_at",
+            "rotated_at", "previous_hash", "previous_valid_until", "budgets", "rpm", "tpm",
+            "models", "cost_weight")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_id_of(key: str) -> str:
+    """The id of a well-formed key; :class:`InvalidKeyError` for anything else."""
+    match = _KEY.match(key)
+    if match is None:
+        raise InvalidKeyError("the key is malformed: switchpoint keys look like "
+                              "sp-<10 hex characters>_<43 characters>, as printed once by "
+                              "`switchpoint keys create`", param="authorization")
+    return match.group(1)
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh (key id, key)."""
+    key_id = secrets.token_hex(ID_CHARS // 2)
+    return key_id, f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def parse_expiry(value: str | float | None, now: float | None = None) -> float | None:
+    """When a key expires: an ISO date (``2027-01-31``, midnight UTC starting that day), an ISO
+    date-time (UTC unless it names a zone), a duration from now (``30d``, ``12h``, ``90m``,
+    ``2w``) or epoch seconds. Must lie in the future."""
+    if value is None:
+        return None
+    now = time.time() if now is None else now
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ts = float(value)
+    elif isinstance(value, str):
+        relative = _RELATIVE.match(value)
+        if relative is not None:
+            ts = now + float(relative.group(1)) * _UNITS[relative.group(2)]
+        else:
+            try:
+                parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            except ValueError:
+                raise InvalidInputError("expires", f"{value!r} is not a date; give an ISO date "
+                                                   "(2027-01-31), a date-time "
+                                                   "(2027-01-31T12:00:00Z) or a duration "
+                                                   "(30d, 12h)") from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            ts = parsed.timestamp()
+    else:
+        raise InvalidInputError("expires", f"must be a date or a duration, got {value!r}")
+    if ts <= now:
+        raise InvalidInputError("expires", f"{value!r} is not in the future")
+    return ts
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A key as stored (never its secret)."""
+
+    id: str
+    hash: str
+    tenant: str
+    created_at: float
+    name: str | None = None
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    rotated_at: float | None = None
+    previous_hash: str | None = None
+    previous_valid_until: float | None = None
+    budgets: tuple[str, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    models: tuple[str, ...] | None = None
+    cost_weight: float | None = None
+
+    def status(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        return "active"
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the admin API and ``keys list`` show: everything but the hashes."""
+        return {"id": self.id, "tenant": self.tenant, "name": self.name,
+                "status": self.status(), "created_at": self.created_at,
+                "expires_at": self.expires_at, "revoked_at": self.revoked_at,
+                "rotated_at": self.rotated_at,
+                "previous_valid_until": self.previous_valid_until,
+                "budgets": list(self.budgets), "rpm": self.rpm, "tpm": self.tpm,
+                "models": None if self.models is None else list(self.models),
+                "cost_weight": self.cost_weight}
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> KeyRecord:
+        d = dict(zip(_COLUMNS, row, strict=True))
+        d["budgets"] = tuple(json.loads(d["budgets"]))
+        d["models"] = None if d["models"] is None else tuple(json.loads(d["models"]))
+        return cls(**d)
+
+    def row(self) -> tuple[Any, ...]:
+        d = {name: getattr(self, name) for name in _COLUMNS}
+        d["budgets"] = json.dumps(list(self.budgets))
+        d["models"] = None if self.models is None else json.dumps(list(self.models))
+        return tuple(d[name] for name in _COLUMNS)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key just made or rotated: ``key`` is the secret, shown this once."""
+
+    key: str
+    record: KeyRecord
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, **self.record.to_dict()}
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What a new key may do (each field narrows its tenant's)."""
+
+    tenant: str
+    name: str | None = None
+    budgets: Sequence[str] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    models: Sequence[str] | None = None
+    cost_weight: float | None = None
+    expires: str | float | None = None
+
+    def checked(self, tenants: Sequence[str] | None,
+                catalog: Sequence[str] | None) -> KeySpec:
+        """This spec once every field checks out (an :class:`InvalidInputError` naming the
+        field otherwise). ``tenants`` are the configured tenant names; ``catalog`` the model
+        names, when known."""
+        if not isinstance(self.tenant, str) or not self.tenant:
+            raise InvalidInputError("tenant", "is required: the tenant the key belongs to")
+        if tenants is not None and self.tenant not in tenants:
+            known = ", ".join(sorted(tenants)) or "none: add tenants: to the config"
+            raise InvalidInputError("tenant", f"unknown tenant {self.tenant!r}; tenants are "
+                                              f"defined under tenants: in the config "
+                                              f"(configured: {known})")
+        if self.name is not None and (not isinstance(self.name, str) or len(self.name) > 200):
+            raise InvalidInputError("name", "must be a string of at most 200 characters")
+        try:
+            budgets = [str(b) for b in parse_budgets(list(self.budgets))]
+        except ValueError as exc:
+            raise InvalidInputError("budget", str(exc)) from None
+        for field_name in ("rpm", "tpm"):
+            value = getattr(self, field_name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise InvalidInputError(field_name, f"must be a whole number >= 1, got "
+                                                    f"{value!r}")
+        models = None
+        if self.models is not None:
+            models = [str(m).strip() for m in self.models if str(m).strip()]
+            if not models:
+                raise InvalidInputError("models", "is empty; list model names (and 'auto') or "
+                                                  "leave it out to allow the tenant's")
+            if catalog is not None:
+                unknown = [m for m in models if m != "auto" and m not in catalog]
+                if unknown:
+                    raise InvalidInputError("models", f"not in the catalog: "
+                                                      f"{', '.join(unknown)}; use "
+                                                      f"{', '.join(catalog)} or 'auto'")
+        if self.cost_weight is not None:
+            from switchpoint.decision import check_cost_weight
+
+            check_cost_weight(self.cost_weight, "cost_weight")
+        parse_expiry(self.expires)
+        return KeySpec(tenant=self.tenant, name=self.name, budgets=tuple(budgets),
+                       rpm=self.rpm, tpm=self.tpm,
+                       models=None if models is None else tuple(dict.fromkeys(models)),
+                       cost_weight=None if self.cost_weight is None
+                       else float(self.cost_weight),
+                       expires=self.expires)
+
+
+@dataclass
+class KeyStore:
+    """The keys of one data directory. Opens on first use (or ``open()``); ``close()`` after.
+    Thread-safe."""
+
+    path: Path
+    clock: Any = time.time
+    _conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _cache: dict[str, KeyRecord] = field(default_factory=dict, init=False, repr=False)
+    _version: int = field(default=-1, init=False, repr=False)
+
+    @classmethod
+    def in_dir(cls, data_dir: str | Path) -> KeyStore:
+        return cls(Path(data_dir) / KEYS_FILENAME)
+
+    def open(self) -> KeyStore:
+        if self._conn is not None:
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version} is newer than this "
+                                            f"switchpoint's {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:
+                conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
+                                   "COMMIT;")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot open the key store ({exc}); check that "
+                             "data_dir is a writable directory") from None
+        self._conn = conn
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            self._cache.clear()
+
+    def __enter__(self) -> KeyStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _db(self) -> sqlite3.Connection:
+        """The connection (opened on first use: a gateway without keys makes no file)."""
+        if self._conn is None:
+            self.open()
+        assert self._conn is not None
+        return self._conn
+
+    # Lookups (the hot path) --------------------------------------------------------------------
+
+    def _fresh(self, conn: sqlite3.Connection) -> None:
+        """Forget cached keys if another connection (the CLI) changed the file."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        with self._lock:
+            conn = self._db()
+            self._fresh(conn)
+            record = self._cache.get(key_id)
+            if record is None:
+                row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?",
+                                   (key_id,)).fetchone()
+                if row is None:
+                    return None
+                record = KeyRecord.from_row(row)
+                self._cache[key_id] = record
+            return record
+
+    def cached(self, key_id: str) -> KeyRecord | None:
+        """``key_id``'s record as last looked up (by :meth:`verify` in the same request, say),
+        without asking the file whether it changed since; :meth:`get` when not cached."""
+        record = self._cache.get(key_id)
+        return record if record is not None else self.get(key_id)
+
+    def verify(self, key: str) -> KeyRecord:
+        """The record of a presented key, or :class:`InvalidKeyError` (malformed or unknown),
+        :class:`KeyRevokedError` or :class:`KeyExpiredError`."""
+        key_id = key_id_of(key)
+        record = self.get(key_id)
+        digest = hash_key(key)
+        if record is None:
+            hmac.compare_digest(digest, digest)  # the same work as a known id
+            raise InvalidKeyError(f"unknown key {PREFIX}{key_id}_...: it was never issued by "
+                                  "this gateway (or its data_dir was replaced)",
+                                  param="authorization")
+        now = self.clock()
+        current = hmac.compare_digest(digest, record.hash)
+        previous = (record.previous_hash is not None
+                    and hmac.compare_digest(digest, record.previous_hash))
+        if not current and not previous:
+            raise InvalidKeyError(f"wrong secret for key {key_id}; check the key you were "
+                                  "given (a rotated key's old secret stops working when its "
+                                  "grace period ends)", param="authorization")
+        if record.revoked_at is not None:
+            raise KeyRevokedError(f"key {key_id} was revoked at {_iso(record.revoked_at)}; ask "
+                                  "for a new key", param="authorization")
+        if record.expires_at is not None and record.expires_at <= now:
+            raise KeyExpiredError(f"key {key_id} expired at {_iso(record.expires_at)}; ask for "
+                                  "a new key", param="authorization")
+        if previous and not current and (record.previous_valid_until is None
+                                         or record.previous_valid_until <= now):
+            raise KeyRevokedError(f"key {key_id} was rotated at {_iso(record.rotated_at)} and "
+                                  "this secret's grace period is over; use the new key",
+                                  param="authorization")
+        return record
+
+    # Changes -----------------------------------------------------------------------------------
+
+    def create(self, spec: KeySpec) -> IssuedKey:
+        """Make a key (``spec`` already checked, see :meth:`KeySpec.checked`)."""
+        now = self.clock()
+        expires_at = parse_expiry(spec.expires, now)
+        key_id, key = new_key()
+        record = KeyRecord(id=key_id, hash=hash_key(key), tenant=spec.tenant, name=spec.name,
+                           created_at=now, expires_at=expires_at,
+                           budgets=tuple(spec.budgets), rpm=spec.rpm, tpm=spec.tpm,
+                           models=None if spec.models is None else tuple(spec.models),
+                           cost_weight=spec.cost_weight)
+        with self._lock:
+            conn = self._db()
+            try:
+                conn.execute(f"INSERT INTO keys ({', '.join(_COLUMNS)}) VALUES "
+                             f"({', '.join('?' for _ in _COLUMNS)})", record.row())
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: could not store the new key: {exc}") from None
+            self._cache[key_id] = record
+        return IssuedKey(key, record)
+
+    def list(self, tenant: str | None = None, *, include_revoked: bool = True
+             ) -> list[KeyRecord]:
+        with self._lock:
+            conn = self._db()
+            where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
+            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
+                                "ORDER BY created_at, id", args).fetchall()
+        records = [KeyRecord.from_row(r) for r in rows]
+        return [r for r in records if include_revoked or r.revoked_at is None]
+
+    def _require(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
+        if not isinstance(key_id, str) or not _ID.match(key_id):
+            raise InvalidInputError("id", f"{key_id!r} is not a key id (10 hex characters, as "
+                                          "`switchpoint keys list` shows)")
+        row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?",
+                           (key_id,)).fetchone()
+        if row is None:
+            raise InvalidInputError("id", f"no key has the id {key_id!r} (switchpoint keys "
+                                          "list shows them)")
+        return KeyRecord.from_row(row)
+
+    def find(self, key_id: str) -> KeyRecord:
+        """The record of ``key_id`` (:class:`InvalidInputError` for an unknown or malformed
+        id)."""
+        with self._lock:
+            return self._require(self._db(), key_id)
+
+    def revoke(self, key_id: str) -> KeyRecord:
+        """Revoke a key at once (revoking a revoked key changes nothing)."""
+        with self._lock:
+            conn = self._db()
+            record = self._require(conn, key_id)
+            if record.revoked_at is None:
+                conn.execute("UPDATE keys SET revoked_at = ? WHERE id = ?",
+                             (self.clock(), key_id))
+            self._cache.pop(key_id, None)
+            return KeyRecord.from_row(conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
+
+    def rotate(self, key_id: str, grace_s: float = 0.0) -> IssuedKey:
+        """A new secret for the key; the old one works for ``grace_s`` more seconds."""
+        if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
+                0 <= grace_s <= 30 * 86400):
+            raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
+                                               f"{30 * 86400}, got {grace_s!r}")
+        with self._lock:
+            conn = self._db()
+            record = self._require(conn, key_id)
+            now = self.clock()
+            if record.status(now) != "active":
+                raise InvalidInputError("id", f"key {key_id} is {record.status(now)}; make a "
+                                              "new key instead")
+            _, fresh = new_key()
+            key = f"{PREFIX}{key_id}_{fresh.split('_', 1)[1]}"
+            conn.execute("UPDATE keys SET hash = ?, previous_hash = ?, previous_valid_until = ?, "
+                         "rotated_at = ? WHERE id = ?",
+                         (hash_key(key), record.hash, now + float(grace_s), now, key_id))
+            self._cache.pop(key_id, None)
+            updated = KeyRecord.from_row(conn.execute(
+                f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
+        return IssuedKey(key, updated)
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "an unknown time"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def duration_s(text: str) -> float:
+    """``"1h"`` → 3600.0 (for ``--grace``)."""
+    match = _RELATIVE.match(text)
+    if match is None:
+        try:
+            return float(text)
+        except ValueError:
+            raise InvalidInputError("grace", f"{text!r} is not a duration; give seconds or "
+                                             "e.g. 90m, 1h, 2d") from None
+    return float(match.group(1)) * _UNITS[match.group(2)]

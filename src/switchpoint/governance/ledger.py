@@ -1,0 +1,551 @@
+"""The spend ledger: budgets enforced by reservation, and RPM / TPM windows.
+
+Before a request is forwarded its worst-case cost is *reserved* on every account a budget
+watches (the key, its tenant, the whole gateway; the candidate models and their providers, each
+its own worst case), all or nothing, under one lock: the reservation is refused if any budget's
+settled spend in its current period plus what in-flight requests hold plus this request's worst
+case would pass the limit. When the request ends the reservation is *settled* to what it really
+cost (charged to the answering model and provider and to the key, tenant and total) or
+*released* (no answer, nothing charged). So settled spend never passes a limit, whatever the
+concurrency, as long as the worst case bounds the real cost (see the governor for how it is
+computed).
+
+Accounts are named ``all``, ``key:<id>``, ``tenant:<name>``, ``model:<name>`` and
+``provider:<name>``; spend is kept per account and calendar period (UTC; see
+:mod:`~switchpoint.governance.budgets`).
+
+Durability: settlements, and the reservations of requests still running after
+:data:`PERSIST_AFTER_S` (with their releases and expiries), are rows of the ``spend`` table in
+the request log's SQLite file, appended by the log's writer; a settlement is committed in the
+same transaction as the request's log entry, so the ledger never disagrees with the log. (A
+request that ends sooner writes one row, its settlement: most requests cost one extra row.) On
+start the ledger is rebuilt from those rows. A reservation still open when the process died (its
+request has no log entry and no known cost) keeps holding its amount until its request's
+deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
+released and recorded as ``expire``: a crash never leaks budget for longer than that. (The
+requests of the last half second before a crash hold nothing after it.)
+
+Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
+minute): RPM counts requests; TPM reserves the request's worst-case tokens and settles them to
+the tokens the upstream reported.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from switchpoint.governance.budgets import (
+    PERIODS,
+    Budget,
+    describe_seconds,
+    period_end,
+    period_start,
+)
+
+TOTAL = "all"
+WINDOW_S = 60.0
+EXPIRY_GRACE_S = 30.0
+# A reservation is written to disk once its request has run this long (see the governor).
+PERSIST_AFTER_S = 0.5
+# How far back a restart looks for reservations that may still be open.
+LOOKBACK_S = 86400.0
+# Relative slack when comparing money, so a budget that covers exactly N requests admits N.
+_EPS = 1e-9
+
+_SPEND_COLUMNS = ("ts", "reservation_id", "kind", "request_id", "key_id", "tenant", "model",
+                  "provider", "amount_usd", "tokens", "holds", "expires_at")
+
+
+@dataclass(slots=True)
+class LedgerRecord:
+    """One row of the ``spend`` table: ``reserve``, ``settle``, ``release`` or ``expire``."""
+
+    ts: float
+    reservation_id: str
+    kind: str
+    amount_usd: float = 0.0
+    request_id: str | None = None
+    key_id: str | None = None
+    tenant: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    tokens: int | None = None
+    holds: Mapping[str, float] | None = None
+    expires_at: float | None = None
+
+    insert: ClassVar[str] = (f"INSERT INTO spend ({', '.join(_SPEND_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' for _ in _SPEND_COLUMNS)})")
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind} {self.reservation_id}"
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.ts, self.reservation_id, self.kind, self.request_id, self.key_id,
+                self.tenant, self.model, self.provider, self.amount_usd, self.tokens,
+                None if self.holds is None else json.dumps(dict(self.holds)),
+                self.expires_at)
+
+
+def key_account(key_id: str) -> str:
+    return f"key:{key_id}"
+
+
+def tenant_account(tenant: str) -> str:
+    return f"tenant:{tenant}"
+
+
+def model_account(model: str) -> str:
+    return f"model:{model}"
+
+
+def provider_account(provider: str) -> str:
+    return f"provider:{provider}"
+
+
+def describe_account(account: str) -> str:
+    """``tenant:acme`` → ``tenant acme``; ``all`` → ``the gateway``."""
+    if account == TOTAL:
+        return "the gateway"
+    kind, _, name = account.partition(":")
+    return f"{kind} {name}"
+
+
+@dataclass
+class Blocked:
+    """Why a reservation was refused."""
+
+    kind: str  # "budget", "rpm", "tpm"
+    account: str
+    message: str
+    retry_after: float | None
+    budget: Budget | None = None
+
+
+@dataclass
+class Ticket:
+    """An open reservation: what it holds, on which accounts, until when."""
+
+    id: str
+    ts: float
+    expires_at: float
+    holds: dict[str, float]
+    worst_by_model: dict[str, float]
+    tokens: int
+    key_id: str | None = None
+    tenant: str | None = None
+    # TPM window entries: (account, [ts, tokens, still in the window]).
+    rate_entries: list[tuple[str, list[float]]] = field(default_factory=list)
+    closed: bool = False
+    charged_usd: float | None = None
+    persisted: bool = False  # its reserve row was written
+
+    @property
+    def worst_usd(self) -> float:
+        return max(self.worst_by_model.values(), default=0.0)
+
+    def __lt__(self, other: Ticket) -> bool:
+        return self.expires_at < other.expires_at
+
+
+class _Window:
+    """A sliding 60-second window of amounts (1 per request, or tokens)."""
+
+    __slots__ = ("entries", "total")
+
+    def __init__(self) -> None:
+        self.entries: deque[list[float]] = deque()
+        self.total = 0.0
+
+    def prune(self, now: float) -> None:
+        while self.entries and self.entries[0][0] <= now - WINDOW_S:
+            entry = self.entries.popleft()
+            self.total -= entry[1]
+            entry[2] = 0.0
+        if not self.entries:
+            self.total = 0.0
+
+    def retry_after(self, now: float, needed: float, limit: float) -> float:
+        """Seconds until ``needed`` more fits under ``limit`` (as entries age out)."""
+        excess = self.total + needed - limit
+        for ts, amount, _ in self.entries:
+            excess -= amount
+            if excess <= 0:
+                return max(0.0, ts + WINDOW_S - now)
+        return WINDOW_S
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One account's rate limits."""
+
+    account: str
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+class Ledger:
+    """Spend per account and period, in-flight reservations, and the rate windows."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._spent: dict[str, dict[str, list[float]]] = {}
+        self._held: dict[str, float] = {}
+        self._open: dict[str, Ticket] = {}
+        self._expiring: list[Ticket] = []
+        self._bounds: dict[str, tuple[float, float]] = {}
+        self._rpm: dict[str, _Window] = {}
+        self._tpm: dict[str, _Window] = {}
+        self.expired: list[Ticket] = []
+
+    # Periods -----------------------------------------------------------------------------------
+
+    def _bucket(self, period: str, now: float) -> float:
+        bounds = self._bounds.get(period)
+        if bounds is None or not bounds[0] <= now < bounds[1]:
+            bounds = (period_start(period, now), period_end(period, now))
+            self._bounds[period] = bounds
+        return bounds[0]
+
+    def _spent_now(self, account: str, period: str, now: float) -> float:
+        buckets = self._spent.get(account)
+        if buckets is None:
+            return 0.0
+        entry = buckets.get(period)
+        if entry is None or entry[0] != self._bucket(period, now):
+            return 0.0
+        return entry[1]
+
+    def _charge(self, account: str, amount: float, now: float,
+                starts: Mapping[str, float] | None = None) -> None:
+        buckets = self._spent.setdefault(account, {})
+        for period in PERIODS:
+            start = starts[period] if starts is not None else self._bucket(period, now)
+            entry = buckets.get(period)
+            if entry is None or entry[0] != start:
+                buckets[period] = [start, amount]
+            else:
+                entry[1] += amount
+
+    # Reading -----------------------------------------------------------------------------------
+
+    def spent(self, account: str, period: str, now: float | None = None) -> float:
+        """Settled spend of ``account`` in the current ``period``."""
+        with self._lock:
+            return self._spent_now(account, period, self.clock() if now is None else now)
+
+    def held(self, account: str) -> float:
+        """What in-flight requests hold on ``account``."""
+        with self._lock:
+            self._expire(self.clock())
+            return self._held.get(account, 0.0)
+
+    def used_fraction(self, budgets: Mapping[str, Sequence[Budget]]) -> tuple[float, str, Budget
+                                                                              ] | None:
+        """The most used budget among ``budgets`` (spent plus held over its limit):
+        (fraction, account, budget), or None when there is none."""
+        now = self.clock()
+        best: tuple[float, str, Budget] | None = None
+        with self._lock:
+            for account, listed in budgets.items():
+                for budget in listed:
+                    used = self._spent_now(account, budget.period, now) + self._held.get(
+                        account, 0.0)
+                    fraction = used / budget.limit_usd if budget.limit_usd > 0 else (
+                        1.0 if used > 0 or budget.limit_usd == 0 else 0.0)
+                    if best is None or fraction > best[0]:
+                        best = (fraction, account, budget)
+        return best
+
+    def status(self, account: str, budget: Budget) -> dict[str, Any]:
+        """One budget's state, JSON-ready."""
+        now = self.clock()
+        with self._lock:
+            self._expire(now)
+            spent = self._spent_now(account, budget.period, now)
+            held = self._held.get(account, 0.0)
+            self._bucket(budget.period, now)
+            start, resets = self._bounds[budget.period]
+        return {"account": account, "budget": str(budget), "limit_usd": budget.limit_usd,
+                "period": budget.period, "spent_usd": round(spent, 10),
+                "held_usd": round(held, 10),
+                "remaining_usd": round(max(0.0, budget.limit_usd - spent - held), 10),
+                "used_fraction": round((spent + held) / budget.limit_usd, 6)
+                if budget.limit_usd > 0 else (1.0 if spent + held > 0 else 0.0),
+                "period_start": start, "resets_at": resets}
+
+    def open_tickets(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    # Admission ---------------------------------------------------------------------------------
+
+    def reserve(self, *, holds: Mapping[str, float], budgets: Mapping[str, Sequence[Budget]],
+                worst_by_model: Mapping[str, float], tokens: int, limits: Sequence[Limits],
+                ttl_s: float, key_id: str | None = None, tenant: str | None = None
+                ) -> Ticket | Blocked:
+        """Reserve ``holds`` (USD per account) and one request of ``tokens`` on every rate
+        window of ``limits``, all or nothing. Returns the open :class:`Ticket`, or why not."""
+        with self._lock:
+            now = self.clock()
+            self._expire(now)
+            for limit in limits:
+                blocked = self._check_rate(limit, tokens, now)
+                if blocked is not None:
+                    return blocked
+            for account, amount in holds.items():
+                for budget in budgets.get(account, ()):
+                    blocked = self._check_budget(account, budget, amount, now)
+                    if blocked is not None:
+                        return blocked
+            ticket = Ticket(id=os.urandom(12).hex(), ts=now, expires_at=now + ttl_s,
+                            holds=dict(holds), worst_by_model=dict(worst_by_model),
+                            tokens=tokens, key_id=key_id, tenant=tenant)
+            for account, amount in holds.items():
+                self._held[account] = self._held.get(account, 0.0) + amount
+            for limit in limits:
+                if limit.rpm is not None:
+                    window = self._rpm.setdefault(limit.account, _Window())
+                    window.entries.append([now, 1.0, 1.0])
+                    window.total += 1.0
+                if limit.tpm is not None:
+                    window = self._tpm.setdefault(limit.account, _Window())
+                    entry = [now, float(tokens), 1.0]
+                    window.entries.append(entry)
+                    window.total += tokens
+                    ticket.rate_entries.append((limit.account, entry))
+            self._open[ticket.id] = ticket
+            heapq.heappush(self._expiring, ticket)
+            return ticket
+
+    def check_rate(self, limits: Sequence[Limits]) -> Blocked | None:
+        """Whether one more request would pass the RPM windows now (nothing is reserved): a
+        cheap early refusal before a request is routed."""
+        with self._lock:
+            now = self.clock()
+            for limit in limits:
+                blocked = self._check_rate(Limits(limit.account, limit.rpm, None), 0, now)
+                if blocked is not None:
+                    return blocked
+        return None
+
+    def count_request(self, limits: Sequence[Limits]) -> Blocked | None:
+        """Count one request on the RPM windows of ``limits`` (a routing request: nothing to
+        reserve), or say why not."""
+        with self._lock:
+            now = self.clock()
+            rpm_only = [Limits(lim.account, lim.rpm, None) for lim in limits]
+            for limit in rpm_only:
+                blocked = self._check_rate(limit, 0, now)
+                if blocked is not None:
+                    return blocked
+            for limit in rpm_only:
+                if limit.rpm is not None:
+                    window = self._rpm.setdefault(limit.account, _Window())
+                    window.entries.append([now, 1.0, 1.0])
+                    window.total += 1.0
+        return None
+
+    def _check_rate(self, limit: Limits, tokens: int, now: float) -> Blocked | None:
+        who = describe_account(limit.account)
+        if limit.rpm is not None:
+            window = self._rpm.setdefault(limit.account, _Window())
+            window.prune(now)
+            if window.total + 1 > limit.rpm:
+                wait = window.retry_after(now, 1, limit.rpm)
+                return Blocked("rpm", limit.account,
+                               f"{who} has made its {limit.rpm} requests of the last minute "
+                               f"(rpm limit); retry in {max(1, round(wait))} s", wait)
+        if limit.tpm is not None:
+            window = self._tpm.setdefault(limit.account, _Window())
+            window.prune(now)
+            if tokens > limit.tpm:
+                return Blocked("tpm", limit.account,
+                               f"this request may use up to {tokens} tokens (prompt bound plus "
+                               f"the output cap), more than {who}'s limit of {limit.tpm} tokens "
+                               "per minute; send a smaller max_tokens or a shorter prompt",
+                               None)
+            if window.total + tokens > limit.tpm:
+                wait = window.retry_after(now, tokens, limit.tpm)
+                return Blocked("tpm", limit.account,
+                               f"{who} has used {window.total:.0f} of its {limit.tpm} tokens "
+                               f"per minute and this request may use up to {tokens}; retry in "
+                               f"{max(1, round(wait))} s", wait)
+        return None
+
+    def _check_budget(self, account: str, budget: Budget, amount: float,
+                      now: float) -> Blocked | None:
+        spent = self._spent_now(account, budget.period, now)
+        held = self._held.get(account, 0.0)
+        limit = budget.limit_usd
+        if spent + held + amount <= limit * (1 + _EPS) + 1e-12:
+            return None
+        who = describe_account(account)
+        self._bucket(budget.period, now)
+        resets = self._bounds[budget.period][1]
+
+        if amount > limit * (1 + _EPS) + 1e-12:
+            return Blocked("budget", account,
+                           f"this request may cost up to ${amount:.6f} (its worst case), more "
+                           f"than {who}'s whole budget of ${limit:g}/{budget.period}; send a "
+                           "smaller max_tokens or a shorter prompt", None, budget)
+        if spent + amount > limit * (1 + _EPS) + 1e-12:
+            wait = resets - now
+            return Blocked("budget", account,
+                           f"{who} has spent ${spent:.6f} of its ${limit:g}/{budget.period} "
+                           f"budget and this request may cost up to ${amount:.6f}; the budget "
+                           f"resets in {describe_seconds(wait)} (periods are calendar periods "
+                           "in UTC)", wait, budget)
+        return Blocked("budget", account,
+                       f"{who} has spent ${spent:.6f} of its ${limit:g}/{budget.period} budget "
+                       f"and requests in flight hold ${held:.6f} more; this request may cost "
+                       f"up to ${amount:.6f}; retry once they finish", 1.0, budget)
+
+    # Closing -----------------------------------------------------------------------------------
+
+    def settle(self, ticket: Ticket, *, charged_usd: float, accounts: Iterable[str],
+               tokens: int | None) -> bool:
+        """Charge ``charged_usd`` to ``accounts`` and release the ticket's holds; settle its
+        TPM entries to ``tokens`` (None: keep the reservation). False if it was already
+        closed (expired), in which case the charge is still booked."""
+        with self._lock:
+            now = self.clock()
+            was_open = self._close(ticket)
+            starts = {period: self._bucket(period, now) for period in PERIODS}
+            for account in accounts:
+                self._charge(account, charged_usd, now, starts)
+            if tokens is not None:
+                for account, entry in ticket.rate_entries:
+                    delta = float(tokens) - entry[1]
+                    entry[1] = float(tokens)
+                    if entry[2]:  # still counted in its window
+                        self._tpm[account].total += delta
+            ticket.charged_usd = charged_usd
+            return was_open
+
+    def release(self, ticket: Ticket, *, tokens: int | None = 0) -> bool:
+        """Release the ticket's holds, charging nothing (and its TPM entries to ``tokens``)."""
+        return self.settle(ticket, charged_usd=0.0, accounts=(), tokens=tokens)
+
+    def _close(self, ticket: Ticket) -> bool:
+        if ticket.closed:
+            return False
+        ticket.closed = True
+        self._open.pop(ticket.id, None)
+        for account, amount in ticket.holds.items():
+            left = self._held.get(account, 0.0) - amount
+            if left <= 1e-15:
+                self._held.pop(account, None)
+            else:
+                self._held[account] = left
+        return True
+
+    def _expire(self, now: float) -> None:
+        while self._expiring and self._expiring[0].expires_at <= now:
+            ticket = heapq.heappop(self._expiring)
+            if not ticket.closed:
+                self._close(ticket)
+                self.expired.append(ticket)
+
+    def take_expired(self) -> list[Ticket]:
+        """Tickets that expired since the last call (for the ``expire`` rows)."""
+        with self._lock:
+            self._expire(self.clock())
+            out, self.expired = self.expired, []
+            return out
+
+    # Restoring ---------------------------------------------------------------------------------
+
+    def restore(self, spent: Mapping[str, Mapping[str, float]],
+                outstanding: Iterable[tuple[str, float, float, Mapping[str, float]]]) -> None:
+        """Load what the ``spend`` table says: settled spend in each current period by account,
+        and the reservations still open (id, made at, expires at, holds)."""
+        with self._lock:
+            now = self.clock()
+            for account, by_period in spent.items():
+                buckets = self._spent.setdefault(account, {})
+                for period, amount in by_period.items():
+                    buckets[period] = [self._bucket(period, now), float(amount)]
+            for rid, ts, expires_at, holds in outstanding:
+                ticket = Ticket(id=rid, ts=ts, expires_at=expires_at, holds=dict(holds),
+                                worst_by_model={}, tokens=0)
+                for account, amount in holds.items():
+                    self._held[account] = self._held.get(account, 0.0) + amount
+                self._open[rid] = ticket
+                heapq.heappush(self._expiring, ticket)
+
+
+def load_state(db_path: str | Path, now: float | None = None
+               ) -> tuple[dict[str, dict[str, float]],
+                          list[tuple[str, float, float, dict[str, float]]],
+                          list[tuple[str, float]]]:
+    """What the ``spend`` table of ``db_path`` says: (settled spend by account and current
+    period, reservations still open and not yet expired, reservations open but past their
+    expiry as (id, expired at))."""
+    now = time.time() if now is None else now
+    path = Path(db_path)
+    if not path.exists():
+        return {}, [], []
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "spend" not in tables:
+            return {}, [], []
+        spent: dict[str, dict[str, float]] = {}
+        for period in PERIODS:
+            start = period_start(period, now)
+            rows = conn.execute(
+                "SELECT key_id, tenant, model, provider, sum(amount_usd) FROM spend "
+                "WHERE kind = 'settle' AND ts >= ? GROUP BY key_id, tenant, model, provider",
+                (start,)).fetchall()
+            for key_id, tenant, model, provider, amount in rows:
+                for account in settle_accounts(key_id, tenant, model, provider):
+                    by_period = spent.setdefault(account, {})
+                    by_period[period] = by_period.get(period, 0.0) + float(amount or 0.0)
+        # Reservations older than a day are long past any request deadline: only recent ones
+        # can still hold budget (or need their expiry recorded).
+        since = now - LOOKBACK_S
+        reserved = conn.execute(
+            "SELECT reservation_id, ts, expires_at, holds FROM spend "
+            "WHERE ts >= ? AND kind = 'reserve'", (since,)).fetchall()
+        closed = {rid for (rid,) in conn.execute(
+            "SELECT reservation_id FROM spend WHERE ts >= ? AND kind != 'reserve'",
+            (since,))}
+        open_rows = [row for row in reserved if row[0] not in closed]
+    finally:
+        conn.close()
+    live: list[tuple[str, float, float, dict[str, float]]] = []
+    stale: list[tuple[str, float]] = []
+    for rid, ts, expires_at, holds in open_rows:
+        expiry = float(expires_at if expires_at is not None else ts)
+        if expiry > now:
+            live.append((rid, float(ts), expiry, json.loads(holds or "{}")))
+        else:
+            stale.append((rid, expiry))
+    return spent, live, stale
+
+
+def settle_accounts(key_id: str | None, tenant: str | None, model: str | None,
+                    provider: str | None) -> list[str]:
+    """The accounts one settled request is charged to."""
+    accounts = [TOTAL]
+    if key_id:
+        accounts.append(key_account(key_id))
+    if tenant:
+        accounts.append(tenant_account(tenant))
+    if model:
+        accounts.append(model_account(model))
+    if provider:
+        accounts.append(provider_account(provider))
+    return accounts

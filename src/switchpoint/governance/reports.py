@@ -1,0 +1,738 @@
+"""Cost governance from the real request log: cost reports, savings, forecasts, suggestions, the
+SLA report and budget alerts.
+
+Everything here reads the SQLite log the gateway writes (``requests``, ``decisions`` and the
+``spend`` ledger), so the figures are what happened, not estimates, except where a figure is a
+what-if and says so:
+
+- :meth:`Reports.cost_report` sums the upstream-reported cost (tokens at catalog prices) of the
+  requests of the last day (24 h), week (7 d) or month (30 d), by model, tenant and key.
+- :meth:`Reports.savings_estimate` prices the same requests' tokens at a comparison model
+  (default: the strongest model of the pool: the lowest mean expected error over the logged
+  decisions, else the dearest).
+- :meth:`Reports.forecast_cost` projects a traffic assumption over the routing mix logged in
+  the last week.
+- :meth:`Reports.get_cost_optimizations` re-routes the logged traffic offline at other λ and
+  over pools without each model, and reports the spend and expected-quality deltas. It needs no
+  prompts: every ``auto`` decision logs each candidate's expected error and cost (numbers only,
+  a few per model; no text, no embedding), and each request its token counts. A what-if answer
+  is priced on the request's real tokens; its quality is the router's expected quality
+  (1 - expected error) of the model it would have picked.
+- :meth:`Reports.get_sla_report` and :meth:`Reports.check_budget_alert` measure the SLAs and
+  budgets of the configuration in force against the log and the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.config import Settings
+from switchpoint.errors import InvalidInputError
+from switchpoint.governance.budgets import (
+    Budget,
+    describe_seconds,
+    parse_budgets,
+    period_end,
+    period_start,
+)
+from switchpoint.governance.keys import KeyStore
+from switchpoint.governance.ledger import (
+    TOTAL,
+    Ledger,
+    describe_account,
+    key_account,
+    load_state,
+    model_account,
+    provider_account,
+    tenant_account,
+)
+from switchpoint.governance.settings import SLASettings
+
+REPORT_PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
+SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+# A what-if whose expected quality falls by at most this much counts as "no real loss".
+QUALITY_TOLERANCE = 0.01
+NONE = "(none)"
+# The reference prompt the router prices a request at to set the λ scale (see router.py).
+REFERENCE_INPUT_TOKENS = 500
+
+
+@dataclass
+class _Row:
+    """One answered request with what re-routing it needs."""
+
+    model: str
+    selected: str | None
+    tenant: str | None
+    key_id: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: float | None
+    errors: dict[str, float]
+    costs: dict[str, float]
+    cost_weight: float | None
+
+
+def _period_seconds(period: str) -> float:
+    if period not in REPORT_PERIODS:
+        raise InvalidInputError("period", f"{period!r} is not a report period; use one of "
+                                          f"{', '.join(REPORT_PERIODS)}")
+    return REPORT_PERIODS[period]
+
+
+def _number(value: object, name: str, *, integer: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(name, f"must be a number >= 0, got {value!r}")
+    x = float(value)
+    if not math.isfinite(x) or x < 0:
+        raise InvalidInputError(name, f"must be a finite number >= 0, got {value!r}")
+    if integer and not x.is_integer():
+        raise InvalidInputError(name, f"must be a whole number of tokens, got {value!r}")
+    return x
+
+
+def _r(x: float, digits: int = 10) -> float:
+    return round(float(x), digits)
+
+
+class Reports:
+    """Reports over one data directory's log, for one configuration.
+
+    ``db_path`` is the request log (``switchpoint.db``); ``settings`` gives the catalog (prices),
+    tenants, budgets and SLAs; ``ledger`` the live spend ledger (a gateway's; default: rebuilt
+    from the log); ``keys`` the key store (for keys' budgets); ``cost_scale`` the router's λ
+    scale for a pool (default: from catalog prices, as the router computes it).
+    """
+
+    def __init__(self, db_path: str | Path, settings: Settings, *,
+                 catalog: Catalog | None = None, ledger: Ledger | None = None,
+                 keys: KeyStore | None = None,
+                 cost_scale: Callable[[Sequence[str]], float] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db_path = Path(db_path)
+        self.settings = settings
+        self.catalog = catalog if catalog is not None else settings.catalog()
+        self._ledger = ledger
+        self.keys = keys
+        self._cost_scale = cost_scale
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Reports:
+        return cls(settings.db_path, settings, keys=KeyStore.in_dir(settings.data_dir),
+                   **kwargs)
+
+    # Plumbing ----------------------------------------------------------------------------------
+
+    def _read(self) -> sqlite3.Connection | None:
+        if not self.db_path.exists():
+            return None
+        return sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True)
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._read()
+        if conn is None:
+            return []
+        try:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "requests" not in tables:
+                return []
+            return list(conn.execute(sql, args).fetchall())
+        finally:
+            conn.close()
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            ledger = Ledger(self.clock)
+            spent, live, _ = load_state(self.db_path, self.clock())
+            ledger.restore(spent, live)
+            self._ledger = ledger
+        return self._ledger
+
+    def card(self, name: str) -> ModelCard | None:
+        return self.catalog.get(name) if self.catalog is not None else None
+
+    def _price(self, model: str, prompt: int | None, completion: int | None) -> float | None:
+        card = self.card(model)
+        if card is None or not card.priced or prompt is None or completion is None:
+            return None
+        return card.price(prompt, completion)
+
+    def cost_scale(self, pool: Sequence[str]) -> float:
+        if self._cost_scale is not None:
+            return float(self._cost_scale(pool))
+        if self.catalog is None or not all(self.catalog.get(m) is not None
+                                           and self.catalog[m].priced for m in pool):
+            raise InvalidInputError("models", "the catalog lacks prices for some models; "
+                                              "what-if routing needs every model's price")
+        out = self.catalog.expected_output_tokens
+        return max(self.catalog[m].price(REFERENCE_INPUT_TOKENS, out) for m in pool)
+
+    def _window(self, period: str, until: float | None) -> tuple[float, float]:
+        end = self.clock() if until is None else float(until)
+        return end - _period_seconds(period), end
+
+    # Cost --------------------------------------------------------------------------------------
+
+    def _requests(self, since: float, until: float, tenant: str | None = None
+                  ) -> list[tuple[Any, ...]]:
+        where = "ts >= ? AND ts < ?" + (" AND tenant = ?" if tenant is not None else "")
+        args: list[Any] = [since, until] + ([tenant] if tenant is not None else [])
+        return self._query(
+            "SELECT model, tenant, key_id, prompt_tokens, completion_tokens, cost_usd, "
+            f"charged_usd, status, latency_ms, decision_id, ts FROM requests WHERE {where}",
+            args)
+
+    def cost_report(self, period: str = "day", *, until: float | None = None,
+                    tenant: str | None = None,
+                    comparison_model: str | None = None) -> dict[str, Any]:
+        """Requests and cost over the last ``period`` (day, week, month: 24 h, 7 d, 30 d) by
+        answering model, tenant and key, with the savings against ``comparison_model``."""
+        since, end = self._window(period, until)
+        rows = self._requests(since, end, tenant)
+        by_model: dict[str, dict[str, Any]] = {}
+        by_tenant: dict[str, dict[str, Any]] = {}
+        by_key: dict[str, dict[str, Any]] = {}
+        total = charged = 0.0
+        answered = prompt = completion = 0
+        for model, row_tenant, key_id, pt, ct, cost, charge, *_ in rows:
+            cost = float(cost or 0.0)
+            total += cost
+            charged += float(charge or 0.0)
+            prompt += int(pt or 0)
+            completion += int(ct or 0)
+            for table, name in ((by_tenant, row_tenant or NONE), (by_key, key_id or NONE)):
+                entry = table.setdefault(name, {"requests": 0, "cost_usd": 0.0})
+                entry["requests"] += 1
+                entry["cost_usd"] += cost
+            if model is not None:
+                answered += 1
+                entry = by_model.setdefault(model, {"requests": 0, "cost_usd": 0.0,
+                                                    "prompt_tokens": 0, "completion_tokens": 0})
+                entry["requests"] += 1
+                entry["cost_usd"] += cost
+                entry["prompt_tokens"] += int(pt or 0)
+                entry["completion_tokens"] += int(ct or 0)
+        for table in (by_model, by_tenant, by_key):
+            for entry in table.values():
+                entry["cost_usd"] = _r(entry["cost_usd"])
+        report: dict[str, Any] = {
+            "period": period, "since": since, "until": end, "tenant": tenant,
+            "requests": len(rows), "answered": answered, "total_cost_usd": _r(total),
+            "charged_usd": _r(charged), "prompt_tokens": prompt, "completion_tokens": completion,
+            "avg_cost_per_request_usd": _r(total / answered) if answered else 0.0,
+            "by_model": _sorted(by_model), "by_tenant": _sorted(by_tenant),
+            "by_key": _sorted(by_key)}
+        report["savings"] = self._savings(rows, comparison_model, since, end)
+        return report
+
+    def savings_estimate(self, comparison_model: str | None = None, period: str = "month", *,
+                         until: float | None = None,
+                         tenant: str | None = None) -> dict[str, Any]:
+        """What the last ``period``'s answered requests would have cost on
+        ``comparison_model`` (priced on the same tokens), against what they cost."""
+        since, end = self._window(period, until)
+        return self._savings(self._requests(since, end, tenant), comparison_model, since, end)
+
+    def strongest_model(self, since: float | None = None,
+                        until: float | None = None) -> tuple[str | None, str]:
+        """(model, why): the lowest mean expected error over the logged decisions, else the
+        dearest catalog model."""
+        args: list[Any] = []
+        where = "expected_errors IS NOT NULL"
+        if since is not None and until is not None:
+            where += " AND ts >= ? AND ts < ?"
+            args = [since, until]
+        rows = self._query(f"SELECT expected_errors FROM decisions WHERE {where}", args)
+        sums: dict[str, list[float]] = {}
+        for (raw,) in rows:
+            for model, err in json.loads(raw).items():
+                sums.setdefault(model, []).append(float(err))
+        if sums and self.catalog is not None:
+            seen = max(len(v) for v in sums.values())
+            full = {m: statistics.fmean(v) for m, v in sums.items()
+                    if len(v) == seen and m in self.catalog}
+            if full:
+                best = min(full, key=lambda m: (full[m], m))
+                return best, (f"lowest mean expected error ({full[best]:.3f}) over "
+                              f"{seen} logged decisions")
+        if self.catalog is not None and self.catalog.all_priced:
+            out = self.catalog.expected_output_tokens
+            dearest = max(self.catalog.cards,
+                          key=lambda c: c.price(REFERENCE_INPUT_TOKENS, out))
+            return dearest.name, "the dearest model of the catalog (no decisions logged)"
+        return None, "no decisions logged and the catalog is not priced"
+
+    def _savings(self, rows: Sequence[tuple[Any, ...]], comparison: str | None,
+                 since: float, until: float) -> dict[str, Any]:
+        basis = "given"
+        if comparison is None:
+            comparison, basis = self.strongest_model(since, until)
+        elif self.card(comparison) is None:
+            names = ", ".join(self.catalog.names) if self.catalog is not None else "none"
+            raise InvalidInputError("comparison_model", f"{comparison!r} is not a catalog "
+                                                        f"model ({names})")
+        out: dict[str, Any] = {"comparison_model": comparison, "basis": basis,
+                               "requests": 0, "unpriced_requests": 0, "actual_cost_usd": 0.0,
+                               "comparison_cost_usd": 0.0, "savings_usd": 0.0,
+                               "savings_pct": 0.0}
+        if comparison is None:
+            return out
+        actual = compared = 0.0
+        for model, _tenant, _key, pt, ct, cost, *_ in rows:
+            if model is None:
+                continue
+            priced = self._price(comparison, pt, ct)
+            if priced is None or cost is None:
+                out["unpriced_requests"] += 1
+                continue
+            out["requests"] += 1
+            actual += float(cost)
+            compared += priced
+        out["actual_cost_usd"] = _r(actual)
+        out["comparison_cost_usd"] = _r(compared)
+        out["savings_usd"] = _r(compared - actual)
+        out["savings_pct"] = round((compared - actual) / compared, 6) if compared else 0.0
+        return out
+
+    # Forecast ----------------------------------------------------------------------------------
+
+    def routing_mix(self, period: str = "week", *, until: float | None = None,
+                    tenant: str | None = None) -> tuple[dict[str, float], str]:
+        """Share of requests by answering model over the last ``period`` (else by the
+        decisions' selected model): (mix, basis)."""
+        since, end = self._window(period, until)
+        counts: dict[str, int] = {}
+        for model, *_ in self._requests(since, end, tenant):
+            if model is not None:
+                counts[model] = counts.get(model, 0) + 1
+        basis = f"answered requests of the last {period}"
+        if not counts:
+            where = "ts >= ? AND ts < ?" + (" AND tenant = ?" if tenant else "")
+            args = [since, end] + ([tenant] if tenant else [])
+            for (model,) in self._query(f"SELECT selected_model FROM decisions WHERE {where}",
+                                        args):
+                counts[model] = counts.get(model, 0) + 1
+            basis = f"routing decisions of the last {period}"
+        total = sum(counts.values())
+        return {m: n / total for m, n in sorted(counts.items(), key=lambda kv: -kv[1])}, basis
+
+    def forecast_cost(self, requests_per_hour: float, avg_input_tokens: float,
+                      avg_output_tokens: float, *, period: str = "week",
+                      until: float | None = None, tenant: str | None = None) -> dict[str, Any]:
+        """Projected spend of ``requests_per_hour`` requests of that size, split over the
+        models as the logged routing mix splits them."""
+        rph = _number(requests_per_hour, "requests_per_hour")
+        tin = _number(avg_input_tokens, "avg_input_tokens")
+        tout = _number(avg_output_tokens, "avg_output_tokens")
+        mix, basis = self.routing_mix(period, until=until, tenant=tenant)
+        if not mix:
+            raise InvalidInputError("routing_mix", f"nothing was logged in the last {period}: "
+                                                   "the routing mix is unknown; forecast once "
+                                                   "the gateway has served traffic")
+        breakdown: dict[str, dict[str, float]] = {}
+        hourly = 0.0
+        for model, share in mix.items():
+            card = self.card(model)
+            per = card.price(tin, tout) if card is not None else 0.0
+            cost = rph * share * per
+            hourly += cost
+            breakdown[model] = {"requests_pct": round(share, 6),
+                                "cost_per_request_usd": _r(per),
+                                "hourly_cost_usd": _r(cost)}
+        forecast: dict[str, Any] = {
+            "requests_per_hour": rph, "avg_input_tokens": tin, "avg_output_tokens": tout,
+            "mix_basis": basis, "hourly_cost_usd": _r(hourly),
+            "daily_cost_usd": _r(hourly * 24), "monthly_cost_usd": _r(hourly * 24 * 30),
+            "breakdown_by_model": breakdown}
+        forecast["optimization_tip"] = self._forecast_tip(breakdown, hourly, rph, tin, tout)
+        return forecast
+
+    def _forecast_tip(self, breakdown: Mapping[str, Mapping[str, float]], hourly: float,
+                      rph: float, tin: float, tout: float) -> str:
+        """Where the projected money goes, and what moving a tenth of it would save."""
+        if hourly <= 0 or not breakdown:
+            return "nothing to save: the projected spend is zero"
+        top = max(breakdown, key=lambda m: breakdown[m]["hourly_cost_usd"])
+        share = breakdown[top]["hourly_cost_usd"] / hourly
+        priced = [c for c in self.catalog.cards if c.priced] if self.catalog is not None else []
+        cheapest = min(priced, key=lambda c: c.price(tin, tout), default=None)
+        top_card = self.card(top)
+        if cheapest is None or top_card is None or cheapest.name == top:
+            return (f"{top} carries {share:.0%} of the projected spend and is already the "
+                    "cheapest model for requests of this size")
+        delta = top_card.price(tin, tout) - cheapest.price(tin, tout)
+        per_day = rph * 24 * breakdown[top]["requests_pct"] * 0.10 * delta
+        return (f"{top} carries {share:.0%} of the projected spend; routing 10% of its "
+                f"requests to {cheapest.name} would save about ${per_day:.2f}/day (see "
+                "get_cost_optimizations for what a higher cost_weight saves and costs in "
+                "expected quality)")
+
+    # What-if routing ---------------------------------------------------------------------------
+
+    def _routed_rows(self, since: float, until: float, tenant: str | None) -> list[_Row]:
+        where = ("r.ts >= ? AND r.ts < ? AND r.model IS NOT NULL AND d.expected_errors IS NOT "
+                 "NULL AND d.expected_costs IS NOT NULL")
+        args: list[Any] = [since, until]
+        if tenant is not None:
+            where += " AND r.tenant = ?"
+            args.append(tenant)
+        rows = self._query(
+            "SELECT r.model, d.selected_model, r.tenant, r.key_id, r.prompt_tokens, "
+            "r.completion_tokens, r.cost_usd, d.expected_errors, d.expected_costs, "
+            f"d.cost_weight FROM requests r JOIN decisions d ON d.id = r.decision_id "
+            f"WHERE {where}", args)
+        return [_Row(model, selected, t, k, pt, ct, cost, json.loads(errs), json.loads(costs),
+                     lam) for model, selected, t, k, pt, ct, cost, errs, costs, lam in rows]
+
+    def _pick(self, row: _Row, pool: Sequence[str] | None, lam: float,
+              scales: dict[tuple[str, ...], float]) -> str | None:
+        names = [m for m in row.errors if pool is None or m in pool]
+        if not names:
+            return None
+        key = tuple(sorted(names))
+        scale = scales.get(key)
+        if scale is None:
+            scale = self.cost_scale(list(key)) or 1.0
+            scales[key] = scale
+        return min(names, key=lambda m: (row.errors[m] + lam * row.costs.get(m, 0.0) / scale,
+                                         row.costs.get(m, 0.0)))
+
+    def _spend_of(self, row: _Row, model: str, tokens: tuple[int, int] | None) -> float:
+        pt, ct = tokens if tokens is not None else (row.prompt_tokens, row.completion_tokens)
+        priced = self._price(model, pt, ct)
+        return priced if priced is not None else float(row.costs.get(model, 0.0))
+
+    def what_if(self, *, cost_weight: float | None = None, without: Sequence[str] = (),
+                period: str = "week", until: float | None = None, tenant: str | None = None,
+                estimate_tokens: tuple[int, int] | None = None) -> dict[str, Any]:
+        """The logged ``auto`` traffic of the last ``period`` re-routed at ``cost_weight``
+        (None: each decision's own λ) over the pool without ``without``: spend and expected
+        quality, against what happened. Priced on each request's real tokens (or on
+        ``estimate_tokens`` = (input, output) for every request)."""
+        since, end = self._window(period, until)
+        rows = self._routed_rows(since, end, tenant)
+        return self._what_if(rows, cost_weight, without, estimate_tokens, since, end)
+
+    def _what_if(self, rows: Sequence[_Row], cost_weight: float | None,
+                 without: Sequence[str], tokens: tuple[int, int] | None, since: float,
+                 until: float) -> dict[str, Any]:
+        scales: dict[tuple[str, ...], float] = {}
+        actual_spend = alt_spend = actual_quality = alt_quality = 0.0
+        counted = unservable = 0
+        picks: dict[str, int] = {}
+        for row in rows:
+            pool = [m for m in row.errors if m not in without]
+            lam = cost_weight if cost_weight is not None else float(row.cost_weight or 0.0)
+            pick = self._pick(row, pool, lam, scales)
+            if pick is None:
+                unservable += 1
+                continue
+            counted += 1
+            picks[pick] = picks.get(pick, 0) + 1
+            base = (float(row.cost_usd) if row.cost_usd is not None and tokens is None
+                    else self._spend_of(row, row.model, tokens))
+            actual_spend += base
+            alt_spend += self._spend_of(row, pick, tokens)
+            actual_quality += 1.0 - row.errors.get(row.model, row.errors.get(
+                row.selected or "", 0.0))
+            alt_quality += 1.0 - row.errors[pick]
+        days = max(until - since, 1.0) / 86400.0
+        return {
+            "cost_weight": cost_weight, "without": list(without), "requests": counted,
+            "unservable_requests": unservable, "since": since, "until": until,
+            "actual_spend_usd": _r(actual_spend), "spend_usd": _r(alt_spend),
+            "spend_delta_usd": _r(alt_spend - actual_spend),
+            "spend_delta_pct": round((alt_spend - actual_spend) / actual_spend, 6)
+            if actual_spend else 0.0,
+            "spend_delta_usd_per_day": _r((alt_spend - actual_spend) / days),
+            "actual_expected_quality": round(actual_quality / counted, 6) if counted else None,
+            "expected_quality": round(alt_quality / counted, 6) if counted else None,
+            "quality_delta": round((alt_quality - actual_quality) / counted, 6)
+            if counted else None,
+            "models": dict(sorted(picks.items(), key=lambda kv: -kv[1]))}
+
+    def get_cost_optimizations(self, estimate_tokens: tuple[int, int] | None = None, *,
+                               period: str = "week", until: float | None = None,
+                               tenant: str | None = None,
+                               max_quality_loss: float = QUALITY_TOLERANCE
+                               ) -> list[dict[str, Any]]:
+        """Suggestions computed from the log: the λ that saves the most while losing at most
+        ``max_quality_loss`` expected quality, a λ that buys quality cheaply, and models whose
+        removal from the pool saves money at no real loss. Each item: ``suggestion``,
+        ``estimated_savings_usd_per_day``, ``tradeoff`` and the what-if figures behind it."""
+        since, end = self._window(period, until)
+        rows = self._routed_rows(since, end, tenant)
+        if not rows:
+            return []
+        lams = [float(r.cost_weight or 0.0) for r in rows]
+        current = statistics.median(lams)
+        out: list[dict[str, Any]] = []
+        sweep = [self._what_if(rows, lam, (), estimate_tokens, since, end) for lam in SWEEP]
+        cheaper = [w for w in sweep if w["spend_delta_usd"] < 0
+                   and (w["quality_delta"] or 0.0) >= -max_quality_loss]
+        if cheaper:
+            best = min(cheaper, key=lambda w: w["spend_delta_usd"])
+            out.append(self._suggestion(
+                best, f"Set cost_weight to {best['cost_weight']:g} (logged traffic ran at "
+                      f"λ {current:g}): auto would pick {_mix(best['models'])}", "cost_weight"))
+        # Buying quality: a λ whose answers are better by more than the tolerance for at most
+        # 10% more spend (one that also saves money is the suggestion above already).
+        better = [w for w in sweep if (w["quality_delta"] or 0.0) > max_quality_loss
+                  and 0 <= w["spend_delta_pct"] <= 0.10]
+        if better:
+            best = max(better, key=lambda w: w["quality_delta"] or 0.0)
+            out.append(self._suggestion(
+                best, f"Lower cost_weight to {best['cost_weight']:g}: expected quality "
+                      f"+{best['quality_delta']:.3f} for {best['spend_delta_pct']:+.1%} spend",
+                "cost_weight"))
+        pool = sorted({m for r in rows for m in r.errors})
+        if len(pool) > 1:
+            for model in pool:
+                w = self._what_if(rows, None, [model], estimate_tokens, since, end)
+                if (w["requests"] and w["spend_delta_usd"] < 0
+                        and (w["quality_delta"] or 0.0) >= -max_quality_loss):
+                    out.append(self._suggestion(
+                        w, f"Remove {model} from the pool auto chooses from (or from the "
+                           f"tenants' models): its requests would go to "
+                           f"{_mix(w['models'])}", "pool"))
+        out.sort(key=lambda item: -item["estimated_savings_usd_per_day"])
+        return out
+
+    @staticmethod
+    def _suggestion(w: Mapping[str, Any], text: str, kind: str) -> dict[str, Any]:
+        quality = w["quality_delta"] or 0.0
+        tradeoff = (f"expected quality {quality:+.3f} (from {w['actual_expected_quality']:.3f} "
+                    f"to {w['expected_quality']:.3f}); spend {w['spend_delta_pct']:+.1%} over "
+                    f"{w['requests']} logged requests")
+        return {"suggestion": text, "kind": kind,
+                "estimated_savings_usd_per_day": _r(-w["spend_delta_usd_per_day"]),
+                "tradeoff": tradeoff, "what_if": dict(w)}
+
+    # SLA ---------------------------------------------------------------------------------------
+
+    def sla_for(self, tenant: str | None) -> SLASettings | None:
+        t = self.settings.tenants.get(tenant) if tenant is not None else None
+        if t is not None and t.sla is not None:
+            return t.sla
+        return self.settings.sla
+
+    def get_sla_report(self, since_hours: float = 1.0, *, tenant: str | None = None,
+                       until: float | None = None) -> dict[str, Any]:
+        """SLA compliance of the chat requests of the last ``since_hours``, measured against
+        the SLA in force for each request's tenant (its own, else the default)."""
+        hours = _number(since_hours, "since_hours")
+        if hours <= 0:
+            raise InvalidInputError("since_hours", "must be > 0")
+        end = self.clock() if until is None else float(until)
+        since = end - hours * 3600.0
+        where = "r.ts >= ? AND r.ts < ?" + (" AND r.tenant = ?" if tenant is not None else "")
+        args: list[Any] = [since, end] + ([tenant] if tenant is not None else [])
+        rows = self._query(
+            "SELECT r.tenant, r.latency_ms, r.model, r.prompt_tokens, r.completion_tokens, "
+            f"d.governance FROM requests r LEFT JOIN decisions d ON d.id = r.decision_id "
+            f"WHERE {where}", args)
+        breaches = {"latency": 0, "cost": 0, "quality": 0}
+        compliant = adjusted = 0
+        savings = 0.0
+        latencies: list[float] = []
+        for row_tenant, latency, model, pt, ct, raw in rows:
+            sla = self.sla_for(row_tenant)
+            governance = json.loads(raw) if raw else {}
+            ok = bool(governance.get("sla_compliant", True))
+            listed = governance.get("sla_breaches") or []
+            latencies.append(float(latency))
+            if sla is not None and sla.max_latency_ms is not None and latency > sla.max_latency_ms:
+                breaches["latency"] += 1
+                ok = False
+            if "budget_exceeded" in listed:
+                breaches["cost"] += 1
+            if "quality_below_minimum" in listed:
+                breaches["quality"] += 1
+            adjustments = governance.get("sla_adjustments") or []
+            if adjustments:
+                adjusted += 1
+                original = governance.get("original_model")
+                if ("routed_to_cheaper_model_due_to_budget_sla" in adjustments and original
+                        and model):
+                    before = self._price(original, pt, ct)
+                    after = self._price(model, pt, ct)
+                    if before is not None and after is not None:
+                        savings += before - after
+            compliant += ok
+        sla = self.sla_for(tenant)
+        hourly = None
+        if sla is not None and sla.budget_per_hour_usd:
+            spent = sum(float(c or 0.0) for (c,) in self._query(
+                "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?"
+                + (" AND tenant = ?" if tenant is not None else ""),
+                [end - 3600.0, end] + ([tenant] if tenant is not None else [])))
+            hourly = round(spent / sla.budget_per_hour_usd, 6)
+        total = len(rows)
+        return {"since": since, "until": end, "tenant": tenant,
+                "sla": sla.model_dump() if sla is not None else None,
+                "total_requests": total,
+                "compliance_rate": round(compliant / total, 6) if total else 1.0,
+                "breaches": breaches, "adjustments_made": adjusted,
+                "cost_savings_usd": _r(savings),
+                "avg_latency_ms": round(statistics.fmean(latencies), 3) if latencies else None,
+                "budget_utilization": hourly}
+
+    # Budgets -----------------------------------------------------------------------------------
+
+    def budgets(self) -> list[tuple[str, Budget]]:
+        """Every configured budget: (account, budget)."""
+        s = self.settings
+        out: list[tuple[str, Budget]] = [(TOTAL, b) for b in parse_budgets(s.budgets.total)]
+        for tenant, t in s.tenants.items():
+            out += [(tenant_account(tenant), b) for b in parse_budgets(t.budgets)]
+        if self.keys is not None and self.keys.path.exists():
+            for record in self.keys.list(include_revoked=False):
+                out += [(key_account(record.id), b) for b in parse_budgets(list(record.budgets))]
+        for model, listed in s.budgets.models.items():
+            out += [(model_account(model), b) for b in parse_budgets(listed)]
+        for provider, listed in s.budgets.providers.items():
+            out += [(provider_account(provider), b) for b in parse_budgets(listed)]
+        return out
+
+    def _recent_spend(self, account: str, since: float, until: float) -> float:
+        """Settled spend of ``account`` between ``since`` and ``until``, from the ledger rows."""
+        column, _, name = account.partition(":")
+        where = "kind = 'settle' AND ts >= ? AND ts < ?"
+        args: list[Any] = [since, until]
+        if account != TOTAL:
+            where += f" AND {_ACCOUNT_COLUMNS[column]} = ?"
+            args.append(name)
+        conn = self._read()
+        if conn is None:
+            return 0.0
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "spend" not in tables:
+                return 0.0
+            (total,) = conn.execute(f"SELECT coalesce(sum(amount_usd), 0) FROM spend WHERE "
+                                    f"{where}", args).fetchone()
+        finally:
+            conn.close()
+        return float(total)
+
+    def budget_alert(self, account: str, budget: Budget) -> dict[str, Any]:
+        """One budget: spent, held, utilization, projected spend at the period's end, status."""
+        now = self.clock()
+        status = self.ledger.status(account, budget)
+        start, end = period_start(budget.period, now), period_end(budget.period, now)
+        elapsed = max(now - start, 1.0)
+        window = min(elapsed, (end - start) / 4)
+        rate = self._recent_spend(account, now - window, now + 1e-6) / window
+        used = status["spent_usd"] + status["held_usd"]
+        projected = status["spent_usd"] + rate * max(end - now, 0.0)
+        limit = budget.limit_usd
+        utilization = used / limit if limit > 0 else (1.0 if used > 0 else 0.0)
+        threshold = self.settings.governance.warning_threshold
+        level = ("critical" if utilization >= 1.0 else
+                 "warning" if utilization >= threshold or projected >= limit else "ok")
+        return {**status, "utilization": round(utilization, 6),
+                "projected_usd": _r(projected), "status": level,
+                "resets_in": describe_seconds(end - now)}
+
+    def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
+        """The hour's spend against the SLA's ``budget_per_hour_usd`` (the tenant's SLA, else
+        the default), every configured budget's state, the worst status of them all (ok /
+        warning / critical) and a recommendation computed from the log."""
+        now = self.clock()
+        sla = self.sla_for(tenant)
+        own = tenant is not None and self.sla_for(tenant) is not self.settings.sla
+        account = tenant_account(tenant) if tenant is not None and own else TOTAL
+        hour_start, hour_end = period_start("hour", now), period_end("hour", now)
+        spent = self._recent_spend(account, hour_start, now + 1e-6)
+        if spent == 0.0 and not self._has_ledger():
+            spent = sum(float(c or 0.0) for (c,) in self._query(
+                "SELECT cost_usd FROM requests WHERE ts >= ? AND ts <= ?"
+                + (" AND tenant = ?" if tenant is not None else ""),
+                [hour_start, now] + ([tenant] if tenant is not None else [])))
+        window = min(max(now - hour_start, 1.0), 900.0)
+        rate = self._recent_spend(account, now - window, now + 1e-6) / window
+        projected = spent + rate * (hour_end - now)
+        budget = sla.budget_per_hour_usd if sla is not None else None
+        threshold = self.settings.governance.warning_threshold
+        levels = {"ok": 0, "warning": 1, "critical": 2}
+        utilization = None
+        hourly_status = "ok"
+        if budget is not None:
+            utilization = spent / budget if budget > 0 else (1.0 if spent > 0 else 0.0)
+            hourly_status = ("critical" if utilization >= 1.0 else
+                             "warning" if utilization >= threshold or projected >= budget
+                             else "ok")
+        budgets = [self.budget_alert(a, b) for a, b in self.budgets()
+                   if tenant is None or a in (tenant_account(tenant), TOTAL)
+                   or (a.startswith("key:") and self._key_tenant(a) == tenant)]
+        worst = max([hourly_status, *(b["status"] for b in budgets)], key=levels.__getitem__)
+        return {"status": worst, "tenant": tenant, "hourly_spend_usd": _r(spent),
+                "budget_usd": budget,
+                "utilization": round(utilization, 6) if utilization is not None else None,
+                "projected_hourly_usd": _r(projected), "hourly_status": hourly_status,
+                "budgets": budgets,
+                "recommendation": self._recommend(worst, budgets, budget, spent, projected,
+                                                  tenant)}
+
+    def _has_ledger(self) -> bool:
+        return bool(self._query("SELECT name FROM sqlite_master WHERE name = 'spend'"))
+
+    def _key_tenant(self, account: str) -> str | None:
+        if self.keys is None:
+            return None
+        record = self.keys.get(account.partition(":")[2])
+        return record.tenant if record is not None else None
+
+    def _recommend(self, worst: str, budgets: Sequence[Mapping[str, Any]],
+                   hourly_budget: float | None, spent: float, projected: float,
+                   tenant: str | None) -> str:
+        if worst == "ok":
+            return "spend is within every budget; nothing to do"
+        over = [b for b in budgets if b["status"] == "critical"]
+        if over:
+            b = over[0]
+            return (f"{describe_account(b['account'])} has used {b['utilization']:.0%} of its "
+                    f"${b['limit_usd']:g}/{b['period']} budget: requests that do not fit are "
+                    f"refused (429 budget_exceeded) until it resets in {b['resets_in']}; raise "
+                    "the budget or lower the traffic")
+        try:
+            suggestions = self.get_cost_optimizations(period="day", tenant=tenant)
+        except InvalidInputError:
+            suggestions = []
+        lever = next((s for s in suggestions if s["kind"] == "cost_weight"), None)
+        if lever is not None:
+            return (f"spend is nearing a budget (projected ${projected:.4f} this hour"
+                    + (f" against ${hourly_budget:g}" if hourly_budget is not None else "")
+                    + f"); {lever['suggestion'][0].lower()}{lever['suggestion'][1:]}, which "
+                    f"would have saved ${lever['estimated_savings_usd_per_day']:.4f}/day over "
+                    f"the last day ({lever['tradeoff']})")
+        return (f"spend is nearing a budget (projected ${projected:.4f} this hour"
+                + (f" against ${hourly_budget:g}" if hourly_budget is not None else "")
+                + "); the tenants' budget curves raise λ as budgets fill; lower the traffic or "
+                  "raise the budget")
+
+
+_ACCOUNT_COLUMNS = {"key": "key_id", "tenant": "tenant", "model": "model",
+                    "provider": "provider"}
+
+
+def _sorted(table: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    return {k: dict(v) for k, v in sorted(table.items(),
+                                          key=lambda kv: (-kv[1]["cost_usd"], kv[0]))}
+
+
+def _mix(models: Mapping[str, int]) -> str:
+    total = sum(models.values()) or 1
+    return ", ".join(f"{m} {n / total:.0%}" for m, n in models.items())

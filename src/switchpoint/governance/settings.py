@@ -1,0 +1,222 @@
+"""The configuration of keys, tenants, budgets, SLAs and escalation (keys of the YAML file)::
+
+    auth: keys                      # none (default) | keys: /v1/chat/completions, /v1/route and
+                                    # /v1/models need `Authorization: Bearer sp-...`
+    allow_unauthenticated: false    # true: serve a non-loopback address without keys anyway
+    tenants:                        # who keys belong to (keys are made at run time, tenants here)
+      acme:
+        models: [cheap, good, auto] # what its keys may use ("auto": routing among the others)
+        cost_weight: 0.3            # its default λ
+        budgets: [100/month, 10/day]
+        rpm: 600                    # requests per minute, all its keys together
+        tpm: 200000                 # tokens per minute (worst case reserved, actual settled)
+        budget_curve: [[0.5, 0], [0.8, 1], [1.0, 5]]   # fraction of budget used -> least λ
+        sla: {max_latency_ms: 3000, min_quality_score: 0.7}
+        escalation: {low_confidence_threshold: 0.6, escalation_model: good}
+    budgets:                        # budgets that are not a tenant's or a key's
+      total: 1000/month             # the whole gateway
+      models: {good: 50/day}
+      providers: {anthropic: 300/month}
+    sla:                            # the default SLA (a tenant's own replaces it)
+      max_latency_ms: 5000
+      budget_per_hour_usd: 5
+      min_quality_score: 0.6
+      auto_escalate_on_breach: true
+    escalation:                     # the default confidence-gated escalation and constraints
+      low_confidence_threshold: 0.0 # 0 = never escalate
+      escalation_model: null        # null: the strongest model the request may use
+      strategy: always              # always | log_only | ask
+      min_tier: null                # auto only routes to models of this tier or above
+      capability: null              # auto only routes to models with this capability
+      prefer_provider: null         # auto routes among this provider's models when it has any
+    governance:
+      max_output_tokens: 4096       # the output cap set on budgeted requests that name none
+      image_tokens: 2000            # prompt tokens reserved per image
+      warning_threshold: 0.8        # budget alerts warn from this fraction used
+
+:func:`exposure_problem` says whether a configuration is safe to serve beyond loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from switchpoint.governance.budgets import check_curve, parse_budgets
+
+if TYPE_CHECKING:
+    from switchpoint.config import Settings
+
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
+Capability = Literal["tools", "vision", "code", "json", "streaming"]
+Strategy = Literal["always", "log_only", "ask"]
+
+
+def _budget_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    listed = [value] if isinstance(value, str) else value
+    if not isinstance(listed, list):
+        raise ValueError("must be a budget such as '50/month' or a list of them")
+    parse_budgets(listed)
+    return [str(v) for v in listed]
+
+
+class SLASettings(BaseModel):
+    """Service levels ``auto`` routes for; each decision reports compliance, breaches and
+    adjustments. With ``auto_escalate_on_breach`` a breach re-routes: among models fast enough
+    (their recent latency), good enough (expected quality = 1 - expected error), and, when the
+    hour's spend is over ``budget_per_hour_usd``, at a higher λ."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    budget_per_hour_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
+    min_quality_score: float | None = Field(None, ge=0, le=1)
+    auto_escalate_on_breach: bool = True
+
+
+class EscalationSettings(BaseModel):
+    """Confidence-gated escalation and the constraints ``auto`` routes under."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low_confidence_threshold: float = Field(0.0, ge=0, le=1)
+    escalation_model: str | None = Field(None, min_length=1)
+    strategy: Strategy = "always"
+    min_tier: Tier | None = None
+    capability: Capability | None = None
+    prefer_provider: str | None = Field(None, min_length=1)
+
+
+class TenantSettings(BaseModel):
+    """One tenant: what its keys may use, its default λ, budgets, limits and service levels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[str] | None = Field(None, min_length=1)
+    cost_weight: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
+    budgets: list[str] = Field(default_factory=list)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    budget_curve: list[list[float]] | None = None
+    sla: SLASettings | None = None
+    escalation: EscalationSettings | None = None
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, value: Any) -> list[str]:
+        return _budget_list(value)
+
+    @field_validator("budget_curve")
+    @classmethod
+    def _curve(cls, value: list[list[float]] | None) -> list[list[float]] | None:
+        if value is not None:
+            check_curve(value)
+        return value
+
+    @property
+    def curve(self) -> tuple[tuple[float, float], ...] | None:
+        """The λ curve (None: the default curve; empty: none)."""
+        return None if self.budget_curve is None else check_curve(self.budget_curve)
+
+
+class BudgetSettings(BaseModel):
+    """Budgets that belong to no tenant or key: the whole gateway's, a model's, a provider's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total: list[str] = Field(default_factory=list)
+    models: dict[str, list[str]] = Field(default_factory=dict)
+    providers: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("total", mode="before")
+    @classmethod
+    def _total(cls, value: Any) -> list[str]:
+        return _budget_list(value)
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _each(cls, value: Any) -> dict[str, list[str]]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("must map names to budgets, e.g. {good: 50/day}")
+        out = {}
+        for name, budgets in value.items():
+            try:
+                out[str(name)] = _budget_list(budgets)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return out
+
+    @property
+    def any(self) -> bool:
+        return bool(self.total or self.models or self.providers)
+
+
+class GovernanceSettings(BaseModel):
+    """Knobs of reservations and alerts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_output_tokens: int = Field(4096, ge=1)
+    output_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    image_tokens: int = Field(2000, ge=0)
+    warning_threshold: float = Field(0.8, gt=0, le=1)
+
+
+def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
+    """The config's tenants, once every name is usable."""
+    for name in tenants:
+        if not TENANT_NAME.match(name):
+            raise ValueError(f"tenant name {name!r} must be 1-64 letters, digits, '_', '.' or "
+                             "'-', starting with a letter or digit")
+    return tenants
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (what the server binds to) is reachable from this machine only."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(settings: Settings) -> str | None:
+    """Why serving ``settings`` beyond loopback would leave it open, or None when it is
+    protected: client keys on (``auth: keys``) with an admin token for the admin routes (where
+    keys are made), or an explicit ``allow_unauthenticated: true``."""
+    if settings.allow_unauthenticated:
+        return None
+    if settings.auth != "keys":
+        return ("chat completions and routing would be open to anyone who can reach it; set "
+                "`auth: keys` and make client keys (switchpoint keys create), or set "
+                "`allow_unauthenticated: true` if something in front of it authenticates")
+    if settings.admin_token is None:
+        return ("the admin routes (/v1/router/*, where client keys are made) would be open; set "
+                "admin_token_env to the environment variable holding an admin token")
+    return None
+
+
+def is_protected(settings: Settings) -> bool:
+    """Whether the service of ``settings`` may listen beyond loopback (see
+    :func:`exposure_problem`)."""
+    return exposure_problem(settings) is None
+
+
+def check_bind(settings: Settings, host: str) -> None:
+    """Refuse to serve an open configuration on a non-loopback address."""
+    from switchpoint.errors import ServeError
+
+    if is_loopback(host):
+        return
+    problem = exposure_problem(settings)
+    if problem is not None:
+        raise ServeError(f"refusing to listen on {host}, a non-loopback address: {problem}")

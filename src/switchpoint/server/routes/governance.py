@@ -1,0 +1,222 @@
+"""Admin routes for keys, budgets and reports (``/v1/router/...``, guarded like the others).
+
+Keys: ``POST /v1/router/keys`` makes one (the answer holds the key, shown this once),
+``GET /v1/router/keys`` lists them (never a secret), ``GET /v1/router/keys/{id}`` shows one with
+its budgets' state, ``POST /v1/router/keys/{id}/revoke`` (or ``DELETE``) revokes it,
+``POST /v1/router/keys/{id}/rotate`` gives it a new secret. ``GET /v1/router/tenants`` and
+``GET /v1/router/budgets`` show the configured tenants and every budget's state;
+``GET /v1/router/budget/alert`` the budget alert. Reports: ``GET /v1/router/report/cost``,
+``/report/savings``, ``/report/sla``, ``/report/forecast`` and ``/report/suggest``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
+
+from switchpoint.governance.keys import KeySpec
+from switchpoint.governance.ledger import key_account
+from switchpoint.server.auth import ADMIN
+from switchpoint.server.context import get_service
+from switchpoint.server.schemas import ERROR_RESPONSES
+
+router = APIRouter(tags=["admin"], dependencies=ADMIN)
+
+_JSON: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSON answer.", "content": {"application/json": {}}},
+    **ERROR_RESPONSES}
+_CREATED: dict[int | str, dict[str, Any]] = {
+    201: {"description": "The new key: `key` is the secret, shown this once.",
+          "content": {"application/json": {}}},
+    **ERROR_RESPONSES}
+
+
+class KeyCreate(BaseModel):
+    """A new client key: its tenant (from the config's ``tenants:``) and what narrows it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"tenant": "acme", "budget": ["50/month"], "rpm": 60, "models": ["cheap", "auto"]}]})
+
+    tenant: StrictStr = Field(min_length=1, max_length=64)
+    name: StrictStr | None = Field(None, max_length=200)
+    budget: StrictStr | list[StrictStr] | None = Field(
+        None, description="AMOUNT/PERIOD in USD, e.g. '50/month' (hour, day, week, month).")
+    rpm: StrictInt | None = Field(None, ge=1)
+    tpm: StrictInt | None = Field(None, ge=1)
+    models: list[StrictStr] | None = Field(None, min_length=1, max_length=256,
+                                           description="Models the key may use; 'auto' "
+                                                       "allows routing among them.")
+    cost_weight: StrictFloat | StrictInt | None = Field(None, description="The key's "
+                                                                          "default λ.")
+    expires: StrictStr | StrictFloat | StrictInt | None = Field(
+        None, description="ISO date or date-time (UTC), a duration such as 30d, or epoch "
+                          "seconds.")
+
+
+class KeyRotate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grace_seconds: StrictFloat | StrictInt = Field(
+        0, ge=0, le=30 * 86400, description="How long the old secret keeps working.")
+
+
+def _spec(body: KeyCreate) -> KeySpec:
+    budgets = [body.budget] if isinstance(body.budget, str) else list(body.budget or [])
+    return KeySpec(tenant=body.tenant, name=body.name, budgets=budgets, rpm=body.rpm,
+                   tpm=body.tpm, models=body.models, cost_weight=body.cost_weight,
+                   expires=body.expires)
+
+
+@router.post("/v1/router/keys", status_code=201, responses=_CREATED,
+             summary="Make a client key for a tenant (shown once, stored hashed)")
+async def create_key(body: KeyCreate, request: Request) -> JSONResponse:
+    gateway = get_service(request).gateway
+    settings = gateway.settings
+    catalog = [m.name for m in settings.models] if settings.models is not None else None
+    spec = _spec(body).checked(list(settings.tenants), catalog)
+    issued = await run_in_threadpool(gateway.governor.keys.create, spec)
+    return JSONResponse(issued.to_dict(), status_code=201)
+
+
+@router.get("/v1/router/keys", responses=_JSON, summary="The client keys (never a secret)")
+async def list_keys(request: Request,
+                    tenant: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
+    keys = get_service(request).gateway.governor.keys
+    records = await run_in_threadpool(keys.list, tenant)
+    return JSONResponse({"data": [r.to_dict() for r in records]})
+
+
+def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
+    from switchpoint.governance.budgets import parse_budgets
+
+    ledger = get_service(request).gateway.governor.ledger
+    out: dict[str, Any] = record.to_dict()
+    out["budget_status"] = [ledger.status(key_account(record.id), b)
+                            for b in parse_budgets(list(record.budgets))]
+    return out
+
+
+@router.get("/v1/router/keys/{key_id}", responses=_JSON,
+            summary="One client key and its budgets' state")
+async def show_key(key_id: str, request: Request) -> JSONResponse:
+    keys = get_service(request).gateway.governor.keys
+    record = await run_in_threadpool(keys.find, key_id)
+    return JSONResponse(_with_budgets(request, record))
+
+
+@router.post("/v1/router/keys/{key_id}/revoke", responses=_JSON,
+             summary="Revoke a client key at once")
+async def revoke_key(key_id: str, request: Request) -> JSONResponse:
+    keys = get_service(request).gateway.governor.keys
+    record = await run_in_threadpool(keys.revoke, key_id)
+    return JSONResponse(record.to_dict())
+
+
+@router.delete("/v1/router/keys/{key_id}", responses=_JSON,
+               summary="Revoke a client key at once (the record stays, for the logs)")
+async def delete_key(key_id: str, request: Request) -> JSONResponse:
+    return await revoke_key(key_id, request)
+
+
+@router.post("/v1/router/keys/{key_id}/rotate", responses=_JSON,
+             summary="A new secret for a key (same id, budgets and limits); the old one "
+                     "works for grace_seconds")
+async def rotate_key(key_id: str, request: Request,
+                     body: KeyRotate | None = None) -> JSONResponse:
+    keys = get_service(request).gateway.governor.keys
+    grace = float(body.grace_seconds) if body is not None else 0.0
+    issued = await run_in_threadpool(keys.rotate, key_id, grace)
+    return JSONResponse(issued.to_dict())
+
+
+@router.get("/v1/router/tenants", responses=_JSON,
+            summary="The configured tenants and their budgets' state")
+async def tenants(request: Request) -> JSONResponse:
+    gateway = get_service(request).gateway
+    settings = gateway.settings
+    budgets = await run_in_threadpool(gateway.budget_status)
+    out = {}
+    for name, t in settings.tenants.items():
+        account = f"tenant:{name}"
+        out[name] = {**t.model_dump(), "budget_status": [b for b in budgets
+                                                         if b["account"] == account]}
+    return JSONResponse({"data": out})
+
+
+@router.get("/v1/router/budgets", responses=_JSON,
+            summary="Every budget: limit, spent, held by requests in flight, reset time")
+async def budgets(request: Request) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse({"data": await run_in_threadpool(gateway.budget_status)})
+
+
+@router.get("/v1/router/budget/alert", responses=_JSON,
+            summary="Budget alert: ok / warning / critical, projected spend, recommendation")
+async def budget_alert(request: Request,
+                       tenant: Annotated[str | None, Query(max_length=64)] = None
+                       ) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(gateway.check_budget_alert, tenant))
+
+
+Period = Annotated[str, Query(pattern="^(day|week|month)$")]
+
+
+@router.get("/v1/router/report/cost", responses=_JSON,
+            summary="Requests and cost by model, tenant and key, with savings against a "
+                    "comparison model")
+async def cost_report(request: Request, period: Period = "day",
+                      tenant: Annotated[str | None, Query(max_length=64)] = None,
+                      comparison_model: Annotated[str | None, Query(max_length=256)] = None
+                      ) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(
+        lambda: gateway.cost_report(period, tenant=tenant, comparison_model=comparison_model)))
+
+
+@router.get("/v1/router/report/savings", responses=_JSON,
+            summary="What the logged requests would have cost on a comparison model")
+async def savings(request: Request, period: Period = "month",
+                  comparison_model: Annotated[str | None, Query(max_length=256)] = None,
+                  tenant: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(
+        lambda: gateway.savings_estimate(comparison_model, period, tenant=tenant)))
+
+
+@router.get("/v1/router/report/sla", responses=_JSON,
+            summary="SLA compliance, breaches and adjustments over the last hours")
+async def sla_report(request: Request,
+                     since_hours: Annotated[float, Query(gt=0, le=24 * 366)] = 1.0,
+                     tenant: Annotated[str | None, Query(max_length=64)] = None
+                     ) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(
+        lambda: gateway.get_sla_report(since_hours, tenant=tenant)))
+
+
+@router.get("/v1/router/report/forecast", responses=_JSON,
+            summary="Projected spend of a traffic assumption over the logged routing mix")
+async def forecast(request: Request,
+                   requests_per_hour: Annotated[float, Query(ge=0, le=1e9)],
+                   avg_input_tokens: Annotated[float, Query(ge=0, le=1e8)],
+                   avg_output_tokens: Annotated[float, Query(ge=0, le=1e8)],
+                   tenant: Annotated[str | None, Query(max_length=64)] = None
+                   ) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(
+        lambda: gateway.forecast_cost(requests_per_hour, avg_input_tokens, avg_output_tokens,
+                                      tenant=tenant)))
+
+
+@router.get("/v1/router/report/suggest", responses=_JSON,
+            summary="Cost optimisations computed by re-routing the logged traffic offline")
+async def suggest(request: Request, period: Period = "week",
+                  tenant: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse({"data": await run_in_threadpool(
+        lambda: gateway.get_cost_optimizations(period=period, tenant=tenant))})

@@ -1,0 +1,157 @@
+"""``switchpoint keys`` and ``switchpoint report``, in-process: JSON and readable tables, bad input
+named and nothing half-made, and changes seen by a running gateway."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from switchpoint.cli import main
+from switchpoint.errors import KeyRevokedError
+from switchpoint.governance.keys import KeyStore
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+
+CONFIG = """models:
+  - {name: big, input_per_mtok: 10, output_per_mtok: 30}
+  - {name: small, input_per_mtok: 0.2, output_per_mtok: 0.6}
+data_dir: data
+admin_token_env: SP_CLI_TEST_ADMIN_UNSET
+tenants:
+  acme: {budgets: [1/day], models: [big, small, auto]}
+sla: {max_latency_ms: 1000, budget_per_hour_usd: 1}
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "switchpoint.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keys_create_list_show_rotate_revoke(config: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--budget", "50/month",
+                          "--budget", "5/day", "--rpm", "60", "--models", "small,auto",
+                          "--cost-weight", "0.3", "--expires", "30d", "--name", "ci",
+                          "--config", config, "--json"], capsys)
+    assert code == 0, err
+    issued = json.loads(out)
+    assert {"key", "id", "tenant"} <= set(issued) and issued["tenant"] == "acme"
+    assert issued["budgets"] == ["50/month", "5/day"] and issued["models"] == ["small", "auto"]
+    store = KeyStore(config.parent / "data" / "keys.db").open()  # a running gateway's view
+    assert store.verify(issued["key"]).id == issued["id"]
+    code, out, _ = run(["keys", "list", "--config", config], capsys)
+    assert code == 0 and issued["id"] in out and "50/month, 5/day" in out and "active" in out
+    assert issued["key"] not in out
+    code, out, _ = run(["keys", "show", issued["id"], "--config", config], capsys)
+    assert code == 0 and "budget       50/month: spent $0.000000" in out
+    code, out, err = run(["keys", "rotate", issued["id"], "--grace", "1h", "--config", config],
+                         capsys)
+    assert code == 0 and out.strip().startswith(f"sp-{issued['id']}_")
+    assert "the old one works until" in err
+    new_key = out.strip()
+    code, out, _ = run(["keys", "revoke", issued["id"], "--config", config], capsys)
+    assert code == 0 and f"revoked key {issued['id']}" in out
+    with pytest.raises(KeyRevokedError):
+        store.verify(new_key)
+    store.close()
+    code, out, _ = run(["keys", "list", "--active", "--config", config, "--json"], capsys)
+    assert json.loads(out) == []
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--tenant", "nobody"], "unknown tenant 'nobody'"),
+    (["--tenant", "acme", "--budget", "50/fortnight"], "'fortnight' is not a budget period"),
+    (["--tenant", "acme", "--budget=-50/month"], "must be >= 0"),
+    (["--tenant", "acme", "--models", "gpt-9"], "not in the catalog: gpt-9"),
+    (["--tenant", "acme", "--rpm", "0"], "rpm: must be a whole number >= 1"),
+    (["--tenant", "acme", "--cost-weight", "cheap"], "cost_weight: 'cheap' is not a number"),
+    (["--tenant", "acme", "--expires", "2001-01-01"], "is not in the future"),
+])
+def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str], needle: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["keys", "create", *argv, "--config", config], capsys)
+    assert code == 2 and err.startswith("switchpoint: error:") and needle in err, err
+    assert "Traceback" not in err
+    keys = config.parent / "data" / "keys.db"
+    assert not keys.exists() or KeyStore(keys).list() == []
+
+
+def test_the_installed_command(config: Path) -> None:
+    """A fresh interpreter (import order as a user gets it)."""
+    done = subprocess.run([sys.executable, "-m", "switchpoint.cli", "keys", "create",
+                           "--tenant", "acme", "--config", str(config), "--json"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tenant"] == "acme"
+
+
+def test_unknown_key_ids(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["keys", "revoke", "0123456789", "--config", config], capsys)
+    assert code == 2 and "no key has the id '0123456789'" in err
+    code, _, err = run(["keys", "rotate", "nope", "--config", config], capsys)
+    assert code == 2 and "is not a key id" in err
+
+
+def seed(config: Path) -> None:
+    now = time.time()
+    errors = {"big": 0.1, "small": 0.4}
+    costs = {"big": 0.011, "small": 0.00022}
+    with SQLiteStore(config.parent / "data" / "switchpoint.db") as store:
+        for i, (model, lam) in enumerate([("big", 0.0), ("small", 5.0), ("big", 0.0)]):
+            store.append(DecisionRecord(
+                id=f"d{i}", ts=now - 60, selected_model=model, cluster_id=0, cost_weight=lam,
+                candidates=list(errors), cache_hit=False, routing_ms=1, embedding_ms=1,
+                policy="cluster", weights_id="w", expected_error=errors[model],
+                cost_adjusted_score=0, tenant="acme", expected_errors=errors,
+                expected_costs=costs)).result()
+            store.append(RequestRecord(
+                id=f"r{i}", ts=now - 60, requested_model="auto", status="ok", http_status=200,
+                pin_state="fresh", stream=False, latency_ms=100.0 * (i + 1), model=model,
+                prompt_tokens=1000, completion_tokens=1000,
+                cost_usd=(1000 * (10 if model == "big" else 0.2)
+                          + 1000 * (30 if model == "big" else 0.6)) / 1e6,
+                decision_id=f"d{i}", tenant="acme", key_id="k1")).result()
+
+
+def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(config)
+    big, small = 0.04, 0.0008
+    code, out, _ = run(["report", "cost", "--config", config, "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert report["total_cost_usd"] == pytest.approx(2 * big + small)
+    assert report["by_model"]["big"]["requests"] == 2
+    assert report["savings"]["comparison_model"] == "big"
+    assert report["savings"]["savings_usd"] == pytest.approx(3 * big - (2 * big + small))
+    code, out, _ = run(["report", "cost", "--config", config], capsys)
+    assert code == 0 and "by model" in out and "$0.080000" in out and "routing saved" in out
+    code, out, _ = run(["report", "sla", "--since-hours", "1", "--config", config], capsys)
+    assert code == 0 and "3 requests, compliance 100.0%" in out
+    code, out, _ = run(["report", "forecast", "--requests-per-hour", "100",
+                        "--avg-input-tokens", "1000", "--avg-output-tokens", "1000",
+                        "--config", config, "--json"], capsys)
+    forecast = json.loads(out)
+    assert forecast["hourly_cost_usd"] == pytest.approx(100 * (2 / 3 * big + 1 / 3 * small))
+    # Uniform λ sends all three to big (below 0.306: +0.1 quality, +49% spend) or all to small
+    # (-0.2 quality); neither pool change helps: nothing to suggest within 0.01 of quality.
+    code, out, _ = run(["report", "suggest", "--config", config], capsys)
+    assert code == 0 and out.startswith("no suggestion")
+    code, out, _ = run(["report", "alert", "--config", config], capsys)
+    assert code == 0 and out.startswith("status: ") and "tenant:acme" in out
+    code, _, err = run(["report", "forecast", "--requests-per-hour", "-1",
+                        "--avg-input-tokens", "1", "--avg-output-tokens", "1",
+                        "--config", config], capsys)
+    assert code == 2 and "requests_per_hour" in err

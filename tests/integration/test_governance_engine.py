@@ -1,0 +1,154 @@
+"""Governance through the in-process door: a key or a tenant on ``complete``/``route``, the
+budget curve and confidence-gated escalation steering real requests, and what the decision log
+keeps for reports (per-model estimates, governance, who asked)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_env import FACTORY, KEYS
+
+from switchpoint import Gateway
+from switchpoint.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
+from switchpoint.governance.keys import KeySpec
+from switchpoint.governance.ledger import tenant_account
+from tests.fakes.fake_provider import FakeProviderProcess
+
+
+def catalog(fake: FakeProviderProcess) -> list[dict[str, Any]]:
+    return [
+        {"name": "good", "profile": "gpt-4-1106-preview", "base_url": fake.openai_base_url,
+         "input_per_mtok": 10, "output_per_mtok": 30, "context_window": 128000},
+        {"name": "cheap", "profile": "gpt-3.5-turbo-1106", "base_url": fake.openai_base_url,
+         "input_per_mtok": 0.5, "output_per_mtok": 1.5, "context_window": 16000}]
+
+
+def messages(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
+
+
+@pytest.fixture
+def gateway_of(gw_fake: FakeProviderProcess, tmp_path: Path) -> Iterator[Any]:
+    made: list[Gateway] = []
+
+    def make(**config: Any) -> Gateway:
+        settings = {"models": catalog(gw_fake), "data_dir": str(tmp_path / f"d{len(made)}"),
+                    "gateway": {"max_attempts_per_model": 1}, **config}
+        gateway = Gateway.from_config(settings, loader=FACTORY, env=KEYS)
+        made.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in made:
+        gateway.close()
+
+
+def test_in_process_key_and_tenant(gateway_of: Any) -> None:
+    gw = gateway_of(tenants={"acme": {"models": ["cheap", "auto"], "budgets": ["1/day"]}})
+    key = gw.governor.keys.create(KeySpec(tenant="acme").checked(["acme"], None)).key
+    reply = gw.complete(messages("hello"), key=key, max_tokens=20)
+    info = reply.switchpoint
+    assert info.model == "cheap" and info.key_id == key[3:13] and info.tenant == "acme"
+    assert info.charged_usd == pytest.approx(info.cost_usd)
+    assert gw.complete(messages("hi"), tenant="acme").switchpoint.tenant == "acme"
+    with pytest.raises(PermissionDeniedError, match="may not use 'good'"):
+        gw.complete(messages("x"), model="good", tenant="acme")
+    with pytest.raises(AuthenticationError):
+        gw.complete(messages("x"), key="sp-0123456789_" + "a" * 43)
+    with pytest.raises(InvalidInputError, match="belongs to tenant 'acme'"):
+        gw.complete(messages("x"), key=key, tenant="other")
+    with pytest.raises(PermissionDeniedError, match="tenant 'other' is not in the config"):
+        gw.complete(messages("x"), tenant="other")
+    decision = gw.route("What is 2+2?", key=key)
+    assert decision.selected_model == "cheap" and list(decision.all_scores) == ["cheap"]
+    assert gw.store is not None
+    logged = gw.store.decisions(1)[0]
+    assert logged["key_id"] == key[3:13] and logged["tenant"] == "acme"
+    assert set(logged["expected_errors"]) == {"cheap"}
+    assert gw.budget_status()[0]["spent_usd"] > 0
+
+
+def test_the_budget_curve_steers_auto_to_cheaper_models(gateway_of: Any) -> None:
+    gw = gateway_of(cost_weight=0.0, tenants={"acme": {"budgets": ["1/day"]}})
+    quality_first = gw.complete(messages("Prove that there are infinitely many primes."),
+                                tenant="acme", max_tokens=20)
+    assert quality_first.switchpoint.model == "good"
+    gw.governor.ledger._charge(tenant_account("acme"), 0.95, gw.governor.clock())
+    pressed = gw.complete(messages("Prove that there are infinitely many primes."),
+                          tenant="acme", max_tokens=20)
+    d = pressed.switchpoint.decision
+    assert d is not None and d.budget_pressure is not None
+    assert d.budget_pressure["fraction_used"] >= 0.95 and d.cost_weight >= 1.0
+    assert pressed.switchpoint.model == "cheap"
+    assert any("λ raised from 0 to" in r for r in pressed.switchpoint.reasoning)
+    assert gw.store is not None
+    governance = gw.store.decisions(1)[0]["governance"]
+    assert governance["budget_pressure"]["budget"] == "tenant acme $1/day"
+
+
+def test_escalation_leads_with_the_escalation_model(gateway_of: Any) -> None:
+    # At λ 0.5 the router picks cheap for this prompt, with a confidence near 0.9.
+    hello = [{"role": "user", "content": "Hello there [abc]"}]
+    gw = gateway_of(cost_weight=0.5, escalation={"low_confidence_threshold": 0.99,
+                                                 "escalation_model": "good"})
+    reply = gw.complete(hello, max_tokens=20)
+    d = reply.switchpoint.decision
+    assert d is not None and d.escalated and d.selected_model == "good"
+    assert reply.switchpoint.model == "good"  # the planner put it first
+    assert d.original_model == "cheap" and "Original model: cheap" in d.escalation_reason
+    assert "[Escalated from original confidence" in d.explain()
+    ask = gateway_of(cost_weight=0.5, escalation={"low_confidence_threshold": 0.99,
+                                                  "escalation_model": "good",
+                                                  "strategy": "ask"})
+    reply = ask.complete(hello, max_tokens=20)
+    d = reply.switchpoint.decision
+    assert d is not None and d.escalated and reply.switchpoint.model == "cheap"
+    assert "suggested escalation: good" in d.escalation_reason
+
+
+def test_named_models_drop_fallbacks_the_key_may_not_use(gateway_of: Any,
+                                                         gw_fake: FakeProviderProcess) -> None:
+    models = catalog(gw_fake)
+    models[1]["fallbacks"] = ["good"]
+    gw = gateway_of(models=models, tenants={"acme": {"models": ["cheap"]}})
+    gw_fake.script("cheap", "500")
+    from switchpoint.errors import FailoverError
+
+    with pytest.raises(FailoverError) as info:
+        gw.complete(messages("x"), model="cheap", tenant="acme")
+    assert info.value.info.models_tried == ["cheap"]  # never good
+    assert any("left out of the fallbacks: good" in r for r in info.value.info.reasoning)
+    gw_fake.reset()
+
+
+def test_a_reload_applies_new_tenants_and_budgets(gw_fake: FakeProviderProcess,
+                                                  tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "switchpoint.yaml"
+    base = {"models": catalog(gw_fake), "data_dir": str(tmp_path / "data"), "auth": "keys"}
+    config.write_text(yaml.safe_dump({**base, "tenants": {"acme": {}, "beta": {}}}))
+    gw = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    try:
+        acme = gw.governor.keys.create(KeySpec(tenant="acme")).key
+        beta = gw.governor.keys.create(KeySpec(tenant="beta")).key
+        gw.complete(messages("before"), model="cheap", key=acme, max_tokens=5)
+        config.write_text(yaml.safe_dump({**base, "tenants": {
+            "acme": {"budgets": ["0.0000001/day"]}}}))
+        gw.state.reload()
+        from switchpoint.errors import BudgetExceededError
+
+        with pytest.raises(BudgetExceededError, match="tenant acme"):
+            gw.complete(messages("after"), model="cheap", key=acme, max_tokens=5)
+        with pytest.raises(PermissionDeniedError, match="tenant 'beta' is not in the conf"):
+            gw.complete(messages("after"), model="cheap", key=beta)
+    finally:
+        gw.close()

@@ -1,0 +1,278 @@
+"""Client keys, tenants, budgets and rate limits through a real server and the official
+``openai`` client: answers with a key; a wrong, revoked or expired key, a forbidden model, an
+exhausted budget and a full rate window each raise the matching typed ``openai`` error; the log
+says who asked; the admin API makes, lists, rotates and revokes keys; the reports answer."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from gateway_env import FACTORY, KEYS, config_text
+from servers import ThreadServer, thread_server
+
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+
+ADMIN_TOKEN = "admin-secret-token"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+GOVERNANCE = """auth: keys
+admin_token_env: SP_TEST_ADMIN
+tenants:
+  acme:
+    models: [cheap, good, fresh, auto]
+    cost_weight: 0.4
+    budgets: [50/month]
+  tight:
+    models: [cheap]
+  limited:
+    rpm: 2
+sla:
+  max_latency_ms: 60000
+"""
+
+
+@pytest.fixture(scope="module")
+def gov(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[ThreadServer]:
+    root = tmp_path_factory.mktemp("governance")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+def new_key(server: ThreadServer, **body: Any) -> dict[str, Any]:
+    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme", **body},
+                   headers=ADMIN, timeout=10)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def client(server: ThreadServer, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0, timeout=15)
+
+
+def user(text: str) -> list[Any]:
+    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
+
+
+def admin_log(server: ThreadServer, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 5
+    while True:
+        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 50},
+                         headers=ADMIN).json()
+        for entry in page["data"]:
+            if entry["id"] == request_id:
+                return dict(entry)
+        assert time.monotonic() < deadline, f"{request_id} not logged"
+        time.sleep(0.02)
+
+
+def test_the_openai_client_with_a_key_gets_answers(gov: ThreadServer) -> None:
+    issued = new_key(gov, name="ci", budget="5/day", rpm=100)
+    assert issued["key"].startswith(f"sp-{issued['id']}_") and issued["tenant"] == "acme"
+    raw = client(gov, issued["key"]).chat.completions.with_raw_response.create(
+        model="auto", messages=user("What is the capital of France?"), max_tokens=64)
+    answer = raw.parse()
+    assert answer.choices[0].message.content.startswith("Echo from")
+    entry = admin_log(gov, raw.headers["x-switchpoint-request-id"])
+    assert entry["key_id"] == issued["id"] and entry["tenant"] == "acme"
+    assert entry["charged_usd"] == pytest.approx(entry["cost_usd"])
+    stream = client(gov, issued["key"]).chat.completions.create(
+        model="cheap", messages=user("Stream please"), stream=True)
+    assert "Echo from cheap" in "".join(c.choices[0].delta.content or "" for c in stream
+                                        if c.choices)
+    decision = httpx.post(f"{gov.base}/v1/route", json={"prompt": "Hello"},
+                          headers={"authorization": f"Bearer {issued['key']}"}).json()
+    assert decision["cost_weight"] == 0.4  # the tenant's λ
+    assert decision["sla_compliant"] is True and decision["escalated"] is False
+    assert decision["selected_model"] in ("cheap", "good", "fresh")
+
+
+def test_a_wrong_missing_or_malformed_key_is_an_authentication_error(
+        gov: ThreadServer) -> None:
+    issued = new_key(gov)
+    wrong = issued["key"][:-2] + ("AA" if not issued["key"].endswith("AA") else "BB")
+    for key, code in [(wrong, "invalid_api_key"), ("sk-not-ours", "invalid_api_key"),
+                      ("sp-0123456789_" + "x" * 43, "invalid_api_key")]:
+        with pytest.raises(openai.AuthenticationError) as info:
+            client(gov, key).chat.completions.create(model="auto", messages=user("hi"))
+        assert info.value.code == code, info.value
+    r = httpx.post(f"{gov.base}/v1/chat/completions",
+                   json={"model": "auto", "messages": user("hi")})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["error"]["type"] == "authentication_error"
+    assert "Authorization: Bearer sp-" in r.json()["error"]["message"]
+    r = httpx.post(f"{gov.base}/v1/route", json={"prompt": "hi"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    assert httpx.get(f"{gov.base}/v1/models").status_code == 401
+    assert httpx.get(f"{gov.base}/health").status_code == 200  # probes stay open
+
+
+def test_revoked_and_expired_keys(gov: ThreadServer) -> None:
+    revoked = new_key(gov)
+    client(gov, revoked["key"]).chat.completions.create(model="cheap", messages=user("ok"))
+    r = httpx.post(f"{gov.base}/v1/router/keys/{revoked['id']}/revoke", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "revoked"
+    with pytest.raises(openai.AuthenticationError) as info:
+        client(gov, revoked["key"]).chat.completions.create(model="cheap", messages=user("x"))
+    assert info.value.code == "key_revoked"
+    expiring = new_key(gov, expires="1s")
+    time.sleep(1.1)
+    with pytest.raises(openai.AuthenticationError) as info:
+        client(gov, expiring["key"]).chat.completions.create(model="cheap",
+                                                             messages=user("x"))
+    assert info.value.code == "key_expired" and "expired at" in info.value.message
+
+
+def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) -> None:
+    narrow = new_key(gov, models=["cheap"])
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client(gov, narrow["key"]).chat.completions.create(model="good", messages=user("x"))
+    assert info.value.status_code == 403 and "may not use 'good'" in info.value.message
+    with pytest.raises(openai.PermissionDeniedError, match="may not use 'auto'"):
+        client(gov, narrow["key"]).chat.completions.create(model="auto", messages=user("x"))
+    listed = client(gov, narrow["key"]).models.list()
+    assert [m.id for m in listed.data] == ["cheap"]
+    full = new_key(gov)
+    assert {m.id for m in client(gov, full["key"]).models.list().data} == {
+        "auto", "cheap", "good", "fresh"}  # the tenant's models
+
+
+def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
+        gov: ThreadServer) -> None:
+    issued = new_key(gov, budget="0.0001/day")
+    c = client(gov, issued["key"])
+    answered = 0
+    with pytest.raises(openai.RateLimitError) as info:
+        for _ in range(20):
+            c.chat.completions.create(model="cheap", messages=user("spend"), max_tokens=5)
+            answered += 1
+    err = info.value
+    assert err.code == "budget_exceeded" and err.status_code == 429
+    assert answered >= 1
+    assert "budget exceeded" in err.message and f"key {issued['id']}" in err.message
+    retry = int(err.response.headers["retry-after"])
+    assert 1 <= retry <= 86400
+    shown = httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN).json()
+    status = shown["budget_status"][0]
+    assert status["spent_usd"] <= status["limit_usd"] and status["held_usd"] == 0
+
+
+def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
+    issued = new_key(gov, rpm=2)
+    c = client(gov, issued["key"])
+    for _ in range(2):
+        c.chat.completions.create(model="cheap", messages=user("fast"))
+    with pytest.raises(openai.RateLimitError) as info:
+        c.chat.completions.create(model="cheap", messages=user("fast"))
+    assert info.value.code == "rate_limit_exceeded"
+    assert 1 <= int(info.value.response.headers["retry-after"]) <= 60
+    r = httpx.post(f"{gov.base}/v1/route", json={"prompt": "hi"},
+                   headers={"authorization": f"Bearer {issued['key']}"})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -> None:
+    assert httpx.post(f"{gov.base}/v1/router/keys", json={"tenant": "acme"}
+                      ).status_code == 401  # admin token needed
+    issued = new_key(gov, name="rotating", budget=["1/day", "10/month"], tpm=50000)
+    listed = httpx.get(f"{gov.base}/v1/router/keys", params={"tenant": "acme"},
+                       headers=ADMIN).json()["data"]
+    mine = next(k for k in listed if k["id"] == issued["id"])
+    assert mine["budgets"] == ["1/day", "10/month"] and "key" not in mine
+    assert all("hash" not in k and "key" not in k for k in listed)
+    rotated = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate",
+                         json={"grace_seconds": 30}, headers=ADMIN).json()
+    assert rotated["id"] == issued["id"] and rotated["key"] != issued["key"]
+    client(gov, rotated["key"]).chat.completions.create(model="cheap", messages=user("new"))
+    client(gov, issued["key"]).chat.completions.create(model="cheap", messages=user("old"))
+    r = httpx.delete(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN)
+    assert r.json()["status"] == "revoked"
+    with pytest.raises(openai.AuthenticationError):
+        client(gov, rotated["key"]).chat.completions.create(model="cheap", messages=user("x"))
+
+
+@pytest.mark.parametrize(("body", "param", "needle"), [
+    ({"tenant": "nobody"}, "tenant", "unknown tenant 'nobody'"),
+    ({"tenant": "acme", "budget": "50/fortnight"}, "budget", "'fortnight' is not a budget"),
+    ({"tenant": "acme", "budget": "-5/day"}, "budget", ">= 0"),
+    ({"tenant": "acme", "models": ["gpt-9"]}, "models", "not in the catalog: gpt-9"),
+    ({"tenant": "acme", "rpm": 0}, "rpm", ">= 1"),
+    ({"tenant": "acme", "expires": "yesterday"}, "expires", "is not a date"),
+    ({"tenant": "acme", "colour": "red"}, "colour", "not a field"),
+])
+def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: dict[str, Any],
+                                                      param: str, needle: str) -> None:
+    before = len(httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN).json()["data"])
+    r = httpx.post(f"{gov.base}/v1/router/keys", json=body, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and needle in r.json()["error"]["message"]
+    assert len(httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN).json()["data"]) == before
+    r = httpx.post(f"{gov.base}/v1/router/keys/not-an-id/revoke", headers=ADMIN)
+    assert r.status_code == 400 and "is not a key id" in r.json()["error"]["message"]
+
+
+def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:
+    issued = new_key(gov, budget="3/day")
+    c = client(gov, issued["key"])
+    for _ in range(3):
+        c.chat.completions.create(model="cheap", messages=user("report me"))
+    cost = httpx.get(f"{gov.base}/v1/router/report/cost", params={"period": "day"},
+                     headers=ADMIN).json()
+    mine = cost["by_key"][issued["id"]]
+    assert mine["requests"] == 3 and mine["cost_usd"] > 0
+    assert cost["by_tenant"]["acme"]["requests"] >= 3
+    assert cost["savings"]["comparison_model"] in ("good", "other")
+    budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
+    key_budget = next(b for b in budgets if b["account"] == f"key:{issued['id']}")
+    assert key_budget["spent_usd"] == pytest.approx(mine["cost_usd"])
+    alert = httpx.get(f"{gov.base}/v1/router/budget/alert", headers=ADMIN).json()
+    assert alert["status"] in ("ok", "warning", "critical") and alert["recommendation"]
+    sla = httpx.get(f"{gov.base}/v1/router/report/sla", params={"since_hours": 1},
+                    headers=ADMIN).json()
+    assert sla["total_requests"] >= 3 and sla["breaches"]["latency"] == 0
+    forecast = httpx.get(f"{gov.base}/v1/router/report/forecast",
+                         params={"requests_per_hour": 100, "avg_input_tokens": 500,
+                                 "avg_output_tokens": 200}, headers=ADMIN).json()
+    assert forecast["hourly_cost_usd"] > 0 and "cheap" in forecast["breakdown_by_model"]
+    suggest = httpx.get(f"{gov.base}/v1/router/report/suggest", headers=ADMIN)
+    assert suggest.status_code == 200 and isinstance(suggest.json()["data"], list)
+    tenants = httpx.get(f"{gov.base}/v1/router/tenants", headers=ADMIN).json()["data"]
+    assert tenants["acme"]["budget_status"][0]["budget"] == "50/month"
+    bad = httpx.get(f"{gov.base}/v1/router/report/cost", params={"period": "fortnight"},
+                    headers=ADMIN)
+    assert bad.status_code == 400
+
+
+def test_an_open_config_refuses_a_public_address(tmp_path: Path) -> None:
+    from switchpoint.errors import ServeError
+    from switchpoint.governance.settings import check_bind, is_protected
+    from switchpoint.server.runner import serve
+
+    open_settings = load_settings(overrides={"data_dir": str(tmp_path)}, environ={})
+    with pytest.raises(ServeError, match=r"refusing to listen on 0\.0\.0\.0"):
+        serve(open_settings, "0.0.0.0", 0)
+    check_bind(open_settings, "127.0.0.1")
+    check_bind(open_settings, "::1")
+    keys_only = load_settings(overrides={"data_dir": str(tmp_path), "auth": "keys"},
+                              environ={})
+    with pytest.raises(ServeError, match="admin routes"):
+        check_bind(keys_only, "10.0.0.5")
+    protected = load_settings(overrides={"data_dir": str(tmp_path), "auth": "keys",
+                                         "admin_token_env": "T"}, environ={"T": "x"})
+    assert is_protected(protected)
+    check_bind(protected, "0.0.0.0")
+    explicit = load_settings(overrides={"data_dir": str(tmp_path),
+                                        "allow_unauthenticated": True}, environ={})
+    check_bind(explicit, "0.0.0.0")

@@ -1,0 +1,253 @@
+"""Budget strings, calendar periods, the λ curve, and client keys (format, hashing, lifecycle)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from switchpoint.config import load_settings
+from switchpoint.errors import (
+    ConfigError,
+    InvalidInputError,
+    InvalidKeyError,
+    KeyExpiredError,
+    KeyRevokedError,
+)
+from switchpoint.governance.budgets import (
+    Budget,
+    curve_value,
+    parse_budget,
+    parse_budgets,
+    period_end,
+    period_start,
+)
+from switchpoint.governance.keys import KeySpec, KeyStore, hash_key, key_id_of, parse_expiry
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(("text", "budget"), [
+    ("50/month", Budget(50.0, "month")), ("2.5/day", Budget(2.5, "day")),
+    ("$10 / hour", Budget(10.0, "hour")), ("100 USD/week", Budget(100.0, "week")),
+    ("0/day", Budget(0.0, "day")), ("1e-3/Day", Budget(0.001, "day")),
+])
+def test_budget_strings(text: str, budget: Budget) -> None:
+    assert parse_budget(text) == budget
+    assert str(parse_budget(str(budget))) == str(budget)
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("50/fortnight", "'fortnight' is not a budget period; use one of hour, day, week, month"),
+    ("-5/day", "must be >= 0"),
+    ("fifty/month", "write AMOUNT/PERIOD"),
+    ("50", "write AMOUNT/PERIOD"),
+    ("1e12/day", "at most"),
+])
+def test_bad_budget_strings_say_what_is_wrong(text: str, needle: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_budget(text)
+    assert needle in str(info.value)
+
+
+def test_one_budget_per_period() -> None:
+    assert parse_budgets("5/day") == [Budget(5.0, "day")]
+    with pytest.raises(ValueError, match="two budgets per day"):
+        parse_budgets(["5/day", "7/day"])
+
+
+def test_calendar_periods_in_utc() -> None:
+    t = ts("2026-03-18T13:45:10")  # a Wednesday
+    assert period_start("hour", t) == ts("2026-03-18T13:00:00")
+    assert period_end("hour", t) == ts("2026-03-18T14:00:00")
+    assert period_start("day", t) == ts("2026-03-18T00:00:00")
+    assert period_end("day", t) == ts("2026-03-19T00:00:00")
+    assert period_start("week", t) == ts("2026-03-16T00:00:00")  # Monday
+    assert period_end("week", t) == ts("2026-03-23T00:00:00")
+    assert period_start("month", t) == ts("2026-03-01T00:00:00")
+    assert period_end("month", t) == ts("2026-04-01T00:00:00")
+    assert period_end("month", ts("2028-02-10T00:00:00")) == ts("2028-03-01T00:00:00")
+    assert period_end("month", ts("2026-12-31T23:59:59")) == ts("2027-01-01T00:00:00")
+
+
+def test_the_lambda_curve_is_piecewise_linear_and_flat_outside() -> None:
+    curve = ((0.5, 0.0), (0.8, 1.0), (1.0, 5.0))
+    assert curve_value(curve, 0.0) == 0.0
+    assert curve_value(curve, 0.5) == 0.0
+    assert curve_value(curve, 0.65) == pytest.approx(0.5)
+    assert curve_value(curve, 0.8) == pytest.approx(1.0)
+    assert curve_value(curve, 0.9) == pytest.approx(3.0)
+    assert curve_value(curve, 3.0) == 5.0
+    assert curve_value((), 0.9) == 0.0
+
+
+@pytest.mark.parametrize(("overrides", "key", "needle"), [
+    ({"tenants": {"acme": {"budgets": "50/fortnight"}}}, "tenants.acme.budgets",
+     "'fortnight' is not a budget period"),
+    ({"tenants": {"acme": {"budgets": ["-1/day"]}}}, "tenants.acme.budgets", ">= 0"),
+    ({"tenants": {"acme": {"rpm": 0}}}, "tenants.acme.rpm", "must be >= 1"),
+    ({"tenants": {"a b": {}}}, "tenants", "tenant name 'a b'"),
+    ({"tenants": {"acme": {"budget_curve": [[0.8, 1], [0.5, 2]]}}},
+     "tenants.acme.budget_curve", "must increase"),
+    ({"tenants": {"acme": {"sla": {"min_quality": 1}}}}, "tenants.acme.sla.min_quality",
+     "known keys here: max_latency_ms"),
+    ({"escalation": {"strategy": "sometimes"}}, "escalation.strategy", "must be one of"),
+    ({"budgets": {"total": "5/eon"}}, "budgets.total", "'eon' is not a budget period"),
+    ({"auth": "tokens"}, "auth", "must be one of 'none' or 'keys'"),
+    ({"models": [{"name": "a", "input_per_mtok": 1, "output_per_mtok": 1}],
+      "tenants": {"acme": {"models": ["b"]}}}, "tenants.acme.models[0]",
+     "'b' is not a model in the catalog"),
+    ({"models": [{"name": "a", "input_per_mtok": 1, "output_per_mtok": 1}],
+      "escalation": {"escalation_model": "zz"}}, "escalation.escalation_model",
+     "'zz' is not a model"),
+    ({"models": [{"name": "a", "input_per_mtok": 1, "output_per_mtok": 1}],
+      "budgets": {"providers": {"acme-ai": "1/day"}}}, "budgets.providers.acme-ai",
+     "no catalog model has the provider"),
+])
+def test_governance_config_errors_name_the_key(overrides: dict[str, object], key: str,
+                                               needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides=overrides, environ={})
+    assert info.value.key == key, info.value
+    assert needle in str(info.value)
+
+
+# Keys ----------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec(**kw: object) -> KeySpec:
+    return KeySpec(**{"tenant": "acme", **kw}).checked(["acme", "beta"], ["good", "cheap"])  # type: ignore[arg-type]
+
+
+def test_a_key_is_shown_once_and_stored_as_its_hash(tmp_path: Path) -> None:
+    with KeyStore(tmp_path / "keys.db") as store:
+        issued = store.create(spec(budgets=["5/day"], rpm=10, models=["cheap", "auto"]))
+        key, record = issued.key, issued.record
+        assert key.startswith(f"sp-{record.id}_") and len(key) == 3 + 10 + 1 + 43
+        assert key_id_of(key) == record.id
+        assert store.verify(key) == record
+        assert record.models == ("cheap", "auto") and record.budgets == ("5/day",)
+    raw = (tmp_path / "keys.db").read_bytes()
+    assert key.encode() not in raw and key.split("_", 1)[1].encode() not in raw
+    assert hash_key(key).encode() in raw
+    assert (tmp_path / "keys.db").stat().st_mode & 0o077 == 0  # owner only
+
+
+@pytest.mark.parametrize("bad", ["", "sk-abc", "sp-123", "sp-XXXXXXXXXX_" + "a" * 43,
+                                 "sp-0123456789_" + "a" * 42, "Bearer sp-0123456789_" + "a" * 43])
+def test_malformed_keys(tmp_path: Path, bad: str) -> None:
+    with KeyStore(tmp_path / "keys.db") as store, pytest.raises(InvalidKeyError,
+                                                                 match="malformed"):
+        store.verify(bad)
+
+
+def test_unknown_and_wrong_secret_keys(tmp_path: Path) -> None:
+    with KeyStore(tmp_path / "keys.db") as store:
+        key = store.create(spec()).key
+        with pytest.raises(InvalidKeyError, match="unknown key"):
+            store.verify("sp-0123456789_" + "a" * 43)
+        wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+        with pytest.raises(InvalidKeyError, match="wrong secret"):
+            store.verify(wrong)
+
+
+def test_revoked_and_expired_keys(tmp_path: Path) -> None:
+    clock = Clock()
+    store = KeyStore(tmp_path / "keys.db", clock=clock)
+    with store:
+        soon = store.create(KeySpec(tenant="acme", expires="1h"))
+        assert soon.record.expires_at == pytest.approx(clock.now + 3600, abs=5)
+        store.verify(soon.key)
+        clock.now += 3601
+        with pytest.raises(KeyExpiredError, match="expired at"):
+            store.verify(soon.key)
+        kept = store.create(KeySpec(tenant="acme"))
+        store.revoke(kept.record.id)
+        with pytest.raises(KeyRevokedError, match="was revoked"):
+            store.verify(kept.key)
+        assert store.revoke(kept.record.id).status() == "revoked"  # idempotent
+
+
+def test_rotation_keeps_the_id_and_honours_the_grace_period(tmp_path: Path) -> None:
+    clock = Clock()
+    with KeyStore(tmp_path / "keys.db", clock=clock) as store:
+        old = store.create(spec(budgets=["5/day"]))
+        new = store.rotate(old.record.id, grace_s=60)
+        assert new.record.id == old.record.id and new.key != old.key
+        assert new.record.budgets == ("5/day",)
+        assert store.verify(new.key).id == old.record.id
+        assert store.verify(old.key).id == old.record.id  # within the grace period
+        clock.now += 61
+        with pytest.raises(KeyRevokedError, match="grace period is over"):
+            store.verify(old.key)
+        newer = store.rotate(old.record.id)  # no grace: the old secret stops at once
+        with pytest.raises(KeyRevokedError):
+            store.verify(new.key)
+        store.verify(newer.key)
+
+
+def test_a_change_made_elsewhere_is_seen_at_the_next_lookup(tmp_path: Path) -> None:
+    """The CLI revokes a key while the service has it cached."""
+    service = KeyStore(tmp_path / "keys.db").open()
+    cli = KeyStore(tmp_path / "keys.db").open()
+    try:
+        key = cli.create(spec()).key
+        service.verify(key)  # cached now
+        cli.revoke(key_id_of(key))
+        with pytest.raises(KeyRevokedError):
+            service.verify(key)
+    finally:
+        service.close()
+        cli.close()
+
+
+@pytest.mark.parametrize(("kw", "field", "needle"), [
+    ({"tenant": "nobody"}, "tenant", "unknown tenant 'nobody'"),
+    ({"budgets": ["50/fortnight"]}, "budget", "'fortnight' is not a budget period"),
+    ({"budgets": ["-3/day"]}, "budget", ">= 0"),
+    ({"rpm": 0}, "rpm", "whole number >= 1"),
+    ({"tpm": -5}, "tpm", "whole number >= 1"),
+    ({"models": ["gpt-9"]}, "models", "not in the catalog: gpt-9"),
+    ({"models": []}, "models", "is empty"),
+    ({"cost_weight": -1}, "cost_weight", ">= 0"),
+    ({"expires": "2001-01-01"}, "expires", "not in the future"),
+    ({"expires": "next tuesday"}, "expires", "is not a date"),
+])
+def test_bad_key_specs_create_nothing(tmp_path: Path, kw: dict[str, object], field: str,
+                                      needle: str) -> None:
+    with KeyStore(tmp_path / "keys.db") as store:
+        with pytest.raises(InvalidInputError) as info:
+            store.create(spec(**kw))
+        assert info.value.field == field and needle in str(info.value)
+        assert store.list() == []
+
+
+def test_expiry_forms() -> None:
+    now = ts("2026-05-01T12:00:00")
+    assert parse_expiry("2027-01-31", now) == ts("2027-01-31T00:00:00")
+    assert parse_expiry("2027-01-31T06:30:00Z", now) == ts("2027-01-31T06:30:00")
+    assert parse_expiry("30d", now) == now + 30 * 86400
+    assert parse_expiry("90m", now) == now + 5400
+    assert parse_expiry(None, now) is None
+
+
+def test_ids_are_checked_before_lookup(tmp_path: Path) -> None:
+    with KeyStore(tmp_path / "keys.db") as store:
+        with pytest.raises(InvalidInputError, match="is not a key id"):
+            store.revoke("x' OR 1=1 --")
+        with pytest.raises(InvalidInputError, match="no key has the id"):
+            store.rotate("0123456789")
+    assert sqlite3.connect(tmp_path / "keys.db").execute("SELECT count(*) FROM keys"
+                                                         ).fetchone()[0] == 0

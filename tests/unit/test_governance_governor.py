@@ -1,0 +1,336 @@
+"""The governor's routing rules (budget curve, SLA breaches and adjustments, confidence-gated
+escalation, constraints) and its admission (worst case, trimming, output cap), on a scripted
+router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.config import Settings, load_settings
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import (
+    BudgetExceededError,
+    NoCapableModelError,
+    PermissionDeniedError,
+    RateLimitExceededError,
+)
+from switchpoint.governance.governor import (
+    BASE_PROMPT_TOKENS,
+    TOKENS_PER_MESSAGE,
+    Governor,
+    prompt_bound,
+    worst_cost,
+)
+from switchpoint.governance.ledger import TOTAL, tenant_account
+
+pytestmark = pytest.mark.anyio
+
+# expected error, expected cost (USD) per model; the scale is the dearest model's cost.
+ERRORS = {"big": 0.10, "mid": 0.25, "small": 0.45}
+COSTS = {"big": 0.010, "mid": 0.002, "small": 0.0002}
+CARDS = [ModelCard("big", provider="openai", input_per_mtok=10, output_per_mtok=30,
+                   tier="expert", capabilities=("tools",), context_window=100_000),
+         ModelCard("mid", provider="anthropic", input_per_mtok=2, output_per_mtok=6,
+                   tier="complex", capabilities=("tools",)),
+         ModelCard("small", provider="openai", input_per_mtok=0.2, output_per_mtok=0.6,
+                   tier="simple")]
+CATALOG = Catalog(CARDS)
+
+
+def scripted(confidence: float = 0.9) -> tuple[Any, list[tuple[list[str], float]]]:
+    calls: list[tuple[list[str], float]] = []
+
+    async def route(text: str, allowed: list[str], lam: float | None) -> RoutingDecision:
+        lam = 0.5 if lam is None else lam
+        calls.append((list(allowed), lam))
+        scale = max(COSTS[m] for m in allowed)
+        scores = {m: round(ERRORS[m] + lam * COSTS[m] / scale, 6) for m in allowed}
+        best = min(scores, key=lambda m: scores[m])
+        return RoutingDecision(best, ERRORS[best], scores[best],
+                               dict(sorted(scores.items(), key=lambda kv: kv[1])), 0,
+                               reasoning=["scripted"], cost_weight=lam, confidence=confidence,
+                               expected_cost=COSTS[best],
+                               expected_errors={m: ERRORS[m] for m in allowed},
+                               expected_costs={m: COSTS[m] for m in allowed})
+    return route, calls
+
+
+def settings(tmp_path: Path, **extra: Any) -> Settings:
+    models = [{"name": c.name, "provider": c.provider, "input_per_mtok": c.input_per_mtok,
+               "output_per_mtok": c.output_per_mtok, "tier": c.tier,
+               "capabilities": list(c.capabilities), "context_window": c.context_window}
+              for c in CARDS]
+    return load_settings(overrides={"models": models, "data_dir": str(tmp_path), **extra},
+                         environ={})
+
+
+async def route_with(gov: Governor, s: Settings, tenant: str | None = "acme",
+                     confidence: float = 0.9, cost_weight: float | None = None
+                     ) -> tuple[RoutingDecision, list[tuple[list[str], float]]]:
+    route, calls = scripted(confidence)
+    policy = gov.policy(s, tenant, None)
+    decision = await gov.route(route, "text", list(CATALOG.names), cost_weight,
+                               policy=policy, catalog=CATALOG,
+                               default_cost_weight=s.cost_weight)
+    return decision, calls
+
+
+async def test_nothing_configured_changes_nothing(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    assert not Governor.governs(s)
+    d, calls = await route_with(Governor(s), s, tenant=None)
+    assert d.selected_model == "mid" and len(calls) == 1
+    assert d.sla_compliant and not d.sla_breaches and not d.escalated
+    assert d.budget_pressure is None and d.governed is None
+
+
+async def test_lambda_rises_along_the_curve_as_the_budget_fills(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["1/day"],
+                                             "budget_curve": [[0.5, 0], [0.9, 4]]}})
+    gov = Governor(s)
+    d, _ = await route_with(gov, s)
+    assert d.budget_pressure is None and d.cost_weight == 0.5
+    gov.ledger._charge(tenant_account("acme"), 0.8, gov.clock())
+    d, calls = await route_with(gov, s)
+    assert calls[0][1] == pytest.approx(3.0)  # 0.8 used: 4 × (0.8 - 0.5) / 0.4
+    assert d.selected_model == "small"
+    assert d.budget_pressure == {"fraction_used": 0.8, "budget": "tenant acme $1/day",
+                                 "base_cost_weight": 0.5, "cost_weight": 3.0}
+    assert any("λ raised from 0.5 to 3" in r for r in d.reasoning)
+    assert "Budget: tenant acme $1/day is 80% used" in d.explain()
+    d, calls = await route_with(gov, s, cost_weight=6.0)  # a larger caller λ is kept
+    assert calls[0][1] == 6.0 and d.budget_pressure is None
+
+
+async def test_quality_sla_breach_reroutes_among_good_enough_models(tmp_path: Path) -> None:
+    s = settings(tmp_path, sla={"min_quality_score": 0.8}, cost_weight=5.0)
+    gov = Governor(s)
+    d, calls = await route_with(gov, s, tenant=None)
+    assert calls[0][0] == ["big", "mid", "small"] and calls[1][0] == ["big"]
+    assert d.selected_model == "big" and d.original_model == "small"
+    assert d.sla_breaches == ["quality_below_minimum"]
+    assert d.sla_adjustments == ["routed_to_higher_quality_model_due_to_quality_sla"]
+    assert d.sla_compliant
+    assert "SLA: compliant; breaches: quality_below_minimum" in d.explain()
+
+
+async def test_breach_without_auto_escalation_stands(tmp_path: Path) -> None:
+    s = settings(tmp_path, cost_weight=5.0, sla={"min_quality_score": 0.8,
+                                                 "auto_escalate_on_breach": False})
+    d, calls = await route_with(Governor(s), s, tenant=None)
+    assert len(calls) == 1 and d.selected_model == "small"
+    assert d.sla_breaches == ["quality_below_minimum"] and not d.sla_adjustments
+    assert not d.sla_compliant
+
+
+async def test_hourly_budget_sla_routes_cheaper(tmp_path: Path) -> None:
+    s = settings(tmp_path, sla={"budget_per_hour_usd": 1.0}, cost_weight=0.0)
+    gov = Governor(s)
+    d, _ = await route_with(gov, s, tenant=None)
+    assert d.selected_model == "big" and d.sla_compliant
+    gov.ledger._charge(TOTAL, 0.999, gov.clock())
+    d, calls = await route_with(gov, s, tenant=None)
+    assert calls[1][1] == 10.0
+    assert d.sla_breaches == ["budget_exceeded"]
+    assert d.sla_adjustments == ["routed_to_cheaper_model_due_to_budget_sla"]
+    assert d.selected_model == "small" and d.original_model == "big"
+    assert d.sla_compliant  # 0.999 + small's 0.0002 fits the hour's 1.0
+    gov.ledger._charge(TOTAL, 0.5, gov.clock())
+    d, _ = await route_with(gov, s, tenant=None)
+    assert d.selected_model == "small" and not d.sla_compliant  # over, whatever is chosen
+
+
+async def test_latency_sla_uses_recent_latency(tmp_path: Path) -> None:
+    class Health:
+        def latency_ms(self, model: str) -> float | None:
+            return {"mid": 900.0, "big": 100.0}.get(model)
+
+    s = settings(tmp_path, sla={"max_latency_ms": 500})
+    gov = Governor(s, health=Health)
+    d, calls = await route_with(gov, s, tenant=None)
+    assert d.sla_breaches == ["latency_exceeded"]
+    assert sorted(calls[1][0]) == ["big", "small"]  # small has no latency yet: kept
+    assert d.selected_model != "mid" and d.sla_compliant
+
+
+@pytest.mark.parametrize(("strategy", "model", "escalated"),
+                         [("always", "big", True), ("ask", "mid", True),
+                          ("log_only", "mid", False)])
+async def test_confidence_gated_escalation(tmp_path: Path, strategy: str, model: str,
+                                           escalated: bool) -> None:
+    s = settings(tmp_path, escalation={"low_confidence_threshold": 0.6,
+                                       "escalation_model": "big", "strategy": strategy})
+    d, _ = await route_with(Governor(s), s, tenant=None, confidence=0.4)
+    assert d.selected_model == model and d.escalated is escalated
+    assert d.original_confidence == 0.4
+    assert d.escalation_reason.startswith("Low confidence 0.40 below threshold 0.60. "
+                                          "Original model: mid")
+    assert d.escalation_changed_model is (strategy == "always")
+    if strategy == "always":
+        assert d.expected_error == ERRORS["big"] and d.fallback_models == ["mid", "small"]
+        assert "[Escalated from original confidence 40%" in d.explain()
+    d, _ = await route_with(Governor(s), s, tenant=None, confidence=0.7)
+    assert d.selected_model == "mid" and not d.escalated and not d.escalation_reason
+
+
+async def test_escalation_defaults_to_the_strongest_allowed_model(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"models": ["mid", "small", "auto"]}},
+                 escalation={"low_confidence_threshold": 0.6})
+    gov = Governor(s)
+    route, _ = scripted(0.3)
+    policy = gov.policy(s, "acme", None)
+    allowed = gov.narrow(policy, CATALOG, None)
+    assert allowed == ["mid", "small"]
+    d = await gov.route(route, "t", allowed, 5.0, policy=policy, catalog=CATALOG,
+                        default_cost_weight=0.5)
+    assert d.selected_model == "mid" and d.original_model == "small" and d.escalated
+
+
+async def test_constraints_narrow_auto(tmp_path: Path) -> None:
+    s = settings(tmp_path, escalation={"min_tier": "complex"})
+    d, calls = await route_with(Governor(s), s, tenant=None)
+    assert calls[0][0] == ["big", "mid"]
+    s = settings(tmp_path, escalation={"prefer_provider": "anthropic"})
+    d, calls = await route_with(Governor(s), s, tenant=None)
+    assert calls[0][0] == ["mid"] and any("Preferred provider" in r for r in d.reasoning)
+    s = settings(tmp_path, escalation={"capability": "vision"})
+    with pytest.raises(NoCapableModelError, match="capability 'vision'"):
+        await route_with(Governor(s), s, tenant=None)
+
+
+def test_permissions(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"models": ["mid", "small"]},
+                                    "beta": {"models": ["auto"]}})
+    gov = Governor(s)
+    acme = gov.policy(s, "acme", None)
+    gov.check_model(acme, "mid", CATALOG)
+    with pytest.raises(PermissionDeniedError, match="may not use 'big'"):
+        gov.check_model(acme, "big", CATALOG)
+    with pytest.raises(PermissionDeniedError, match="may not use 'auto'"):
+        gov.check_model(acme, "auto", CATALOG)
+    beta = gov.policy(s, "beta", None)
+    gov.check_model(beta, "auto", CATALOG)
+    assert gov.narrow(beta, CATALOG, None) is None  # only 'auto': the whole catalog
+    with pytest.raises(PermissionDeniedError, match="tenant 'gamma' is not in the config"):
+        gov.principal(s, tenant="gamma")
+
+
+def test_prompt_bound_counts_bytes_images_and_tools() -> None:
+    body = {"messages": [{"role": "user", "content": "héllo"},  # 6 bytes
+                         {"role": "user", "content": [
+                             {"type": "text", "text": "abc"},
+                             {"type": "image_url", "image_url": {"url": "data:..."}}]}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]}
+    tools = len('[{"type": "function", "function": {"name": "f"}}]')
+    assert prompt_bound(body, 100) == BASE_PROMPT_TOKENS + 2 * TOKENS_PER_MESSAGE + 6 + 3 \
+        + 100 + tools
+    assert worst_cost(CARDS[0], 10**6, 10**6) == pytest.approx((100_000 * 10 + 100_000 * 30)
+                                                               / 1e6)
+
+
+def admit(gov: Governor, s: Settings, tenant: str | None, body: dict[str, Any],
+          cards: list[ModelCard] | None = None, require_first: bool = False
+          ) -> tuple[Any, list[str], list[str]]:
+    notes: list[str] = []
+    policy = gov.policy(s, tenant, None)
+    ticket, kept = gov.admit(s, policy, list(cards or CARDS), body, key_id=None,
+                             tenant=tenant, notes=notes, require_first=require_first)
+    return ticket, [c.name for c in kept], notes
+
+
+def test_admission_sets_an_output_cap_and_reserves_the_worst_case(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    ticket, kept, notes = admit(gov, s, "acme", body)
+    assert body["max_tokens"] == 4096 and "max_tokens set to 4096" in notes[0]
+    prompt = BASE_PROMPT_TOKENS + TOKENS_PER_MESSAGE + 2
+    assert ticket.worst_by_model["big"] == pytest.approx((prompt * 10 + 4096 * 30) / 1e6)
+    assert ticket.holds == {"tenant:acme": ticket.worst_by_model["big"]}
+    assert kept == ["big", "mid", "small"] and ticket.tokens == prompt + 4096
+
+
+def test_candidates_that_cannot_fit_are_dropped_not_the_request(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["0.01/day"]}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 1000,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    ticket, kept, notes = admit(gov, s, "acme", body)  # big's worst case is 0.03
+    assert kept == ["mid", "small"] and "big left out of the candidates" in notes[0]
+    assert ticket.holds["tenant:acme"] == ticket.worst_by_model["mid"]
+    with pytest.raises(BudgetExceededError) as info:  # a named model is not swapped
+        admit(gov, s, "acme", dict(body), require_first=True)
+    assert info.value.code == "budget_exceeded" and info.value.status == 429
+    assert "tenant acme" in info.value.budget
+
+
+def test_model_and_provider_budgets(tmp_path: Path) -> None:
+    s = settings(tmp_path, budgets={"models": {"mid": "0.001/day"},
+                                    "providers": {"openai": "1/day"}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 1000,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    ticket, kept, notes = admit(gov, s, None, body)
+    assert kept == ["big", "small"] and "mid left out" in notes[0]
+    assert set(ticket.holds) == {"provider:openai"}
+    assert ticket.holds["provider:openai"] == ticket.worst_by_model["big"]
+
+
+def test_rate_limits_refuse_with_retry_after(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"rpm": 1}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    admit(gov, s, "acme", dict(body))
+    with pytest.raises(RateLimitExceededError) as info:
+        admit(gov, s, "acme", dict(body))
+    assert info.value.code == "rate_limit_exceeded" and 59 <= (info.value.retry_after or 0) <= 60
+    with pytest.raises(RateLimitExceededError):
+        gov.precheck(gov.policy(s, "acme", None))
+
+
+def test_only_long_running_reservations_reach_disk(tmp_path: Path) -> None:
+    """A request that ends within half a second writes one row, its settlement; one still
+    running after that has its reservation written, so a crash leaves it holding until its
+    deadline."""
+    from switchpoint.governance.ledger import load_state
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    store = SQLiteStore(s.db_path).open()
+    gov = Governor(s, store=store, clock=lambda: now[0])
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    quick, _, _ = admit(gov, s, "acme", dict(body))
+    slow, _, _ = admit(gov, s, "acme", dict(body))
+    rows, charged = gov.settle(quick, request_id="q", card=CARDS[2], cost_usd=1e-6, tokens=5)
+    assert [r.kind for r in rows] == ["settle"] and charged == 1e-6
+    for row in rows:
+        store.append(row)
+    now[0] += 0.6
+    gov.flush()
+    assert slow.persisted and not quick.persisted
+    store.close()  # a crash: the slow request never settles
+    spent, live, stale = load_state(s.db_path, now[0])
+    assert spent["tenant:acme"]["day"] == pytest.approx(1e-6)
+    assert [r[0] for r in live] == [slow.id] and not stale
+    assert live[0][3] == {"tenant:acme": slow.worst_usd}
+    spent, live, stale = load_state(s.db_path, slow.expires_at + 1)
+    assert not live and [r[0] for r in stale] == [slow.id]
+
+
+def test_a_tpm_limit_alone_caps_the_output_too(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"tpm": 10_000}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    ticket, _, notes = admit(gov, s, "acme", body)
+    assert body["max_tokens"] == 4096 and "a tokens-per-minute limit applies" in notes[0]
+    assert ticket.tokens == BASE_PROMPT_TOKENS + TOKENS_PER_MESSAGE + 2 + 4096
+    rpm_only = settings(tmp_path, tenants={"acme": {"rpm": 5}})
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    admit(Governor(rpm_only), rpm_only, "acme", body)
+    assert "max_tokens" not in body  # no budget, no TPM: nothing to bound

@@ -1,0 +1,195 @@
+"""The spend ledger: reservations all or nothing, settlement, release, expiry, rate windows,
+concurrency, and rebuilding from the ``spend`` table after a restart or a crash."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from switchpoint.governance.budgets import Budget, period_end
+from switchpoint.governance.ledger import (
+    TOTAL,
+    Blocked,
+    Ledger,
+    LedgerRecord,
+    Limits,
+    Ticket,
+    load_state,
+    settle_accounts,
+)
+from switchpoint.store import SQLiteStore
+
+T0 = 1_800_001_800.0  # 2027-01-15T08:30:00Z
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reserve(ledger: Ledger, amount: float, budgets: dict[str, list[Budget]], *,
+            accounts: tuple[str, ...] = ("tenant:a",), tokens: int = 10,
+            limits: tuple[Limits, ...] = (), ttl: float = 60.0) -> Ticket | Blocked:
+    return ledger.reserve(holds={a: amount for a in accounts}, budgets=budgets,
+                          worst_by_model={"m": amount}, tokens=tokens, limits=limits,
+                          ttl_s=ttl)
+
+
+def test_exactly_n_reservations_fit_a_budget_of_n_times_the_amount() -> None:
+    ledger = Ledger(Clock())
+    budgets = {"tenant:a": [Budget(0.3, "day")]}
+    tickets = [reserve(ledger, 0.1, budgets) for _ in range(4)]
+    assert [isinstance(t, Ticket) for t in tickets] == [True, True, True, False]
+    blocked = tickets[3]
+    assert isinstance(blocked, Blocked) and blocked.kind == "budget"
+    assert "requests in flight hold" in blocked.message and blocked.retry_after == 1.0
+    assert ledger.held("tenant:a") == pytest.approx(0.3)
+
+
+def test_settling_charges_the_real_cost_and_frees_the_rest() -> None:
+    clock = Clock()
+    ledger = Ledger(clock)
+    budgets = {"tenant:a": [Budget(0.3, "day")]}
+    first = reserve(ledger, 0.2, budgets)
+    assert isinstance(first, Ticket)
+    assert isinstance(reserve(ledger, 0.2, budgets), Blocked)
+    ledger.settle(first, charged_usd=0.05, accounts=["tenant:a", TOTAL], tokens=None)
+    assert ledger.spent("tenant:a", "day") == pytest.approx(0.05)
+    assert ledger.spent(TOTAL, "month") == pytest.approx(0.05)
+    assert ledger.held("tenant:a") == 0.0
+    second = reserve(ledger, 0.25, budgets)
+    assert isinstance(second, Ticket)
+    ledger.release(second)
+    assert ledger.spent("tenant:a", "day") == pytest.approx(0.05)
+    spent_out = reserve(ledger, 0.26, budgets)
+    assert isinstance(spent_out, Blocked)
+    assert "resets in" in spent_out.message
+    assert spent_out.retry_after == pytest.approx(period_end("day", T0) - T0)
+
+
+def test_a_request_dearer_than_the_whole_budget_is_told_so() -> None:
+    blocked = reserve(Ledger(Clock()), 2.0, {"tenant:a": [Budget(1.0, "day")]})
+    assert isinstance(blocked, Blocked) and blocked.retry_after is None
+    assert "more than tenant a's whole budget" in blocked.message
+
+
+def test_reservations_are_all_or_nothing() -> None:
+    ledger = Ledger(Clock())
+    budgets = {"tenant:a": [Budget(1.0, "day")], "key:k": [Budget(0.1, "day")]}
+    blocked = reserve(ledger, 0.2, budgets, accounts=("tenant:a", "key:k"))
+    assert isinstance(blocked, Blocked) and blocked.account == "key:k"
+    assert ledger.held("tenant:a") == 0.0 and ledger.open_tickets() == 0
+
+
+def test_periods_reset_at_their_calendar_boundary() -> None:
+    clock = Clock()
+    ledger = Ledger(clock)
+    budgets = {"tenant:a": [Budget(0.1, "hour"), Budget(0.15, "day")]}
+    t = reserve(ledger, 0.1, budgets)
+    assert isinstance(t, Ticket)
+    ledger.settle(t, charged_usd=0.1, accounts=["tenant:a"], tokens=None)
+    assert isinstance(reserve(ledger, 0.01, budgets), Blocked)  # the hour is spent
+    clock.now = period_end("hour", T0) + 1
+    t = reserve(ledger, 0.05, budgets)
+    assert isinstance(t, Ticket)  # new hour; the day still has 0.05
+    ledger.settle(t, charged_usd=0.05, accounts=["tenant:a"], tokens=None)
+    assert isinstance(reserve(ledger, 0.01, budgets), Blocked)  # the day is spent
+    clock.now = period_end("day", T0) + 1
+    assert isinstance(reserve(ledger, 0.1, budgets), Ticket)
+
+
+def test_rpm_and_tpm_windows() -> None:
+    clock = Clock()
+    ledger = Ledger(clock)
+    limits = (Limits("key:k", rpm=2, tpm=100),)
+    a = reserve(ledger, 0.0, {}, tokens=60, limits=limits)
+    assert isinstance(a, Ticket)
+    tpm = reserve(ledger, 0.0, {}, tokens=60, limits=limits)
+    assert isinstance(tpm, Blocked) and tpm.kind == "tpm"
+    ledger.settle(a, charged_usd=0.0, accounts=[], tokens=20)  # used 20 of the 60 reserved
+    b = reserve(ledger, 0.0, {}, tokens=60, limits=limits)
+    assert isinstance(b, Ticket)
+    clock.now += 10
+    rpm = reserve(ledger, 0.0, {}, tokens=1, limits=limits)
+    assert isinstance(rpm, Blocked) and rpm.kind == "rpm"
+    assert rpm.retry_after == pytest.approx(50.0)
+    assert isinstance(ledger.check_rate(limits), Blocked)
+    clock.now += 50.01
+    assert ledger.check_rate(limits) is None
+    too_big = reserve(ledger, 0.0, {}, tokens=500, limits=limits)
+    assert isinstance(too_big, Blocked) and too_big.retry_after is None
+
+
+def test_expired_reservations_release_their_hold() -> None:
+    clock = Clock()
+    ledger = Ledger(clock)
+    budgets = {"tenant:a": [Budget(0.1, "day")]}
+    t = reserve(ledger, 0.1, budgets, ttl=30)
+    assert isinstance(t, Ticket)
+    clock.now += 31
+    assert isinstance(reserve(ledger, 0.1, budgets), Ticket)
+    assert [x.id for x in ledger.take_expired()] == [t.id]
+    # A late settlement is still booked (the money was spent), once.
+    assert ledger.settle(t, charged_usd=0.01, accounts=["tenant:a"], tokens=None) is False
+    assert ledger.spent("tenant:a", "day") == pytest.approx(0.01)
+
+
+def test_no_overspend_under_thread_concurrency() -> None:
+    ledger = Ledger()
+    budgets = {"tenant:a": [Budget(1.0, "day")]}
+    admitted: list[Ticket] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(50):
+            t = reserve(ledger, 0.013, budgets)
+            if isinstance(t, Ticket):
+                ledger.settle(t, charged_usd=0.01, accounts=["tenant:a"], tokens=None)
+                with lock:
+                    admitted.append(t)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    spent = ledger.spent("tenant:a", "day")
+    assert spent <= 1.0 + 1e-9
+    assert spent == pytest.approx(0.01 * len(admitted))
+    assert len(admitted) == 99  # 99 × 0.01 + 0.013 > 1.0 > 98 × 0.01 + 0.013
+
+
+def test_the_ledger_is_rebuilt_from_the_spend_table(tmp_path: Path) -> None:
+    db = tmp_path / "switchpoint.db"
+    now = T0
+    with SQLiteStore(db) as store:
+        for rid, kind, amount in [("r1", "reserve", 0.5), ("r1", "settle", 0.2),
+                                  ("r2", "reserve", 0.4), ("r2", "release", 0.0),
+                                  ("r3", "reserve", 0.3),   # open, still within its deadline
+                                  ("r4", "reserve", 0.7)]:  # open, past its deadline
+            expires = now + (100 if rid == "r3" else -5)
+            holds = {"tenant:a": amount} if kind == "reserve" else None
+            store.append(LedgerRecord(ts=now - 10, reservation_id=rid, kind=kind,
+                                      amount_usd=amount, tenant="a", key_id="k1",
+                                      model="m" if kind == "settle" else None,
+                                      provider="openai" if kind == "settle" else None,
+                                      holds=holds, expires_at=expires)).result()
+        store.append(LedgerRecord(ts=now - 40 * 86400, reservation_id="old", kind="settle",
+                                  amount_usd=9.0, tenant="a")).result()
+    spent, live, stale = load_state(db, now)
+    assert spent["tenant:a"] == {"hour": 0.2, "day": 0.2, "week": 0.2, "month": 0.2}
+    assert spent["key:k1"]["day"] == 0.2 and spent["model:m"]["day"] == 0.2
+    assert spent["provider:openai"]["month"] == 0.2 and spent[TOTAL]["day"] == 0.2
+    assert [(r[0], r[3]) for r in live] == [("r3", {"tenant:a": 0.3})]
+    assert [r[0] for r in stale] == ["r4"]
+    ledger = Ledger(Clock(now))
+    ledger.restore(spent, live)
+    assert ledger.spent("tenant:a", "day") == pytest.approx(0.2)
+    assert ledger.held("tenant:a") == pytest.approx(0.3)
+    assert settle_accounts("k1", "a", "m", "openai") == [TOTAL, "key:k1", "tenant:a",
+                                                        "model:m", "provider:openai"]

@@ -1,0 +1,227 @@
+"""Reports from a seeded log, every figure recomputed here by hand from the seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import InvalidInputError
+from switchpoint.governance.ledger import LedgerRecord
+from switchpoint.governance.reports import Reports
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+
+T0 = 1_800_001_800.0  # 2027-01-15T08:30:00Z
+HOUR, DAY = 3600.0, 86400.0
+PRICES = {"big": (10.0, 30.0), "mid": (2.0, 6.0), "small": (0.2, 0.6)}
+ERR = {"big": 0.10, "mid": 0.25, "small": 0.45}
+# The router's per-request cost estimates (the reference request: 500 in, 200 out).
+EST = {m: (500 * i + 200 * o) / 1e6 for m, (i, o) in PRICES.items()}
+
+
+def price(model: str, pt: int, ct: int) -> float:
+    i, o = PRICES[model]
+    return (pt * i + ct * o) / 1e6
+
+
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()],
+        "tenants": {"acme": {"budgets": ["0.04/day"]},
+                    "beta": {"budgets": ["0.0005/day"], "sla": {"max_latency_ms": 100}}},
+        "sla": {"max_latency_ms": 1000, "budget_per_hour_usd": 0.1}}, environ={})
+
+
+# (id, seconds before T0, model, tenant, key, prompt, completion, latency, decision λ, governance)
+REQUESTS: list[tuple[Any, ...]] = [
+    ("r1", 600, "big", "acme", "k1", 1000, 500, 500.0, 0.0, None),
+    ("r2", 2 * HOUR, "mid", "acme", "k1", 2000, 1000, 1500.0, 0.5,
+     {"sla_compliant": True, "sla_breaches": ["budget_exceeded"],
+      "sla_adjustments": ["routed_to_cheaper_model_due_to_budget_sla"],
+      "original_model": "big"}),
+    ("r3", 3 * HOUR, "small", "beta", "k2", 1000, 1000, 200.0, 5.0,
+     {"sla_compliant": False, "sla_breaches": ["quality_below_minimum"],
+      "sla_adjustments": []}),
+    ("r4", 1000, "mid", None, None, 500, 100, 50.0, None, None),    # a named model: no decision
+    ("r5", 4 * HOUR, None, "acme", "k1", None, None, 3000.0, None, None),  # failed
+    ("r6", 8 * DAY, "big", "acme", "k1", 1000, 1000, 400.0, None, None),  # last month only
+]
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Reports:
+    s = settings(tmp_path)
+    with SQLiteStore(s.db_path) as store:
+        for rid, ago, model, tenant, key, pt, ct, latency, lam, gov in REQUESTS:
+            ts = T0 - ago
+            decision_id = None
+            if lam is not None:
+                decision_id = f"d{rid}"
+                store.append(DecisionRecord(
+                    id=decision_id, ts=ts, selected_model=model, cluster_id=0,
+                    cost_weight=lam, candidates=list(ERR), cache_hit=False, routing_ms=1.0,
+                    embedding_ms=1.0, policy="cluster", weights_id="w",
+                    expected_error=ERR[model], cost_adjusted_score=0.0, key_id=key,
+                    tenant=tenant, expected_errors=ERR, expected_costs=EST,
+                    governance=gov)).result()
+            cost = price(model, pt, ct) if model else None
+            store.append(RequestRecord(
+                id=rid, ts=ts, requested_model="auto" if lam is not None else "mid",
+                status="ok" if model else "error", http_status=200 if model else 502,
+                pin_state="fresh", stream=False, latency_ms=latency, model=model,
+                prompt_tokens=pt, completion_tokens=ct, cost_usd=cost, decision_id=decision_id,
+                key_id=key, tenant=tenant, charged_usd=cost)).result()
+            if model:
+                store.append(LedgerRecord(ts=ts, reservation_id=f"t{rid}", kind="settle",
+                                          amount_usd=cost or 0.0, request_id=rid, key_id=key,
+                                          tenant=tenant, model=model,
+                                          provider="openai")).result()
+    return Reports.from_settings(s, clock=lambda: T0)
+
+
+def test_cost_report_by_model_tenant_and_key(reports: Reports) -> None:
+    r1, r2, r3, r4 = (price("big", 1000, 500), price("mid", 2000, 1000),
+                      price("small", 1000, 1000), price("mid", 500, 100))
+    assert (r1, r2, r3, r4) == pytest.approx((0.025, 0.01, 0.0008, 0.0016))
+    day = reports.cost_report("day")
+    assert (day["requests"], day["answered"]) == (5, 4)
+    assert day["total_cost_usd"] == pytest.approx(r1 + r2 + r3 + r4)
+    assert day["avg_cost_per_request_usd"] == pytest.approx((r1 + r2 + r3 + r4) / 4)
+    assert day["prompt_tokens"] == 4500 and day["completion_tokens"] == 2600
+    assert day["by_model"] == {
+        "big": {"requests": 1, "cost_usd": pytest.approx(r1), "prompt_tokens": 1000,
+                "completion_tokens": 500},
+        "mid": {"requests": 2, "cost_usd": pytest.approx(r2 + r4), "prompt_tokens": 2500,
+                "completion_tokens": 1100},
+        "small": {"requests": 1, "cost_usd": pytest.approx(r3), "prompt_tokens": 1000,
+                  "completion_tokens": 1000}}
+    assert list(day["by_model"]) == ["big", "mid", "small"]  # dearest first
+    assert day["by_tenant"] == {"acme": {"requests": 3, "cost_usd": pytest.approx(r1 + r2)},
+                                "(none)": {"requests": 1, "cost_usd": pytest.approx(r4)},
+                                "beta": {"requests": 1, "cost_usd": pytest.approx(r3)}}
+    assert day["by_key"]["k1"] == {"requests": 3, "cost_usd": pytest.approx(r1 + r2)}
+    month = reports.cost_report("month")
+    assert month["requests"] == 6
+    assert month["total_cost_usd"] == pytest.approx(r1 + r2 + r3 + r4 + price("big", 1000, 1000))
+    assert reports.cost_report("week", tenant="beta")["total_cost_usd"] == pytest.approx(r3)
+    with pytest.raises(InvalidInputError, match="'fortnight' is not a report period"):
+        reports.cost_report("fortnight")
+
+
+def test_savings_against_the_strongest_model_on_the_same_tokens(reports: Reports) -> None:
+    s = reports.cost_report("day")["savings"]
+    assert s["comparison_model"] == "big" and "lowest mean expected error" in s["basis"]
+    compared = (price("big", 1000, 500) + price("big", 2000, 1000) + price("big", 1000, 1000)
+                + price("big", 500, 100))
+    actual = 0.025 + 0.01 + 0.0008 + 0.0016
+    assert s["requests"] == 4
+    assert s["comparison_cost_usd"] == pytest.approx(compared)
+    assert s["savings_usd"] == pytest.approx(compared - actual)
+    assert s["savings_pct"] == pytest.approx((compared - actual) / compared, abs=1e-6)
+    mid = reports.savings_estimate("mid", "day")
+    assert mid["comparison_cost_usd"] == pytest.approx(
+        price("mid", 1000, 500) + price("mid", 2000, 1000) + price("mid", 1000, 1000)
+        + price("mid", 500, 100))
+    with pytest.raises(InvalidInputError, match="'gpt-9' is not a catalog model"):
+        reports.savings_estimate("gpt-9")
+
+
+def test_forecast_over_the_logged_mix(reports: Reports) -> None:
+    f = reports.forecast_cost(1000, 500, 200)
+    assert f["mix_basis"] == "answered requests of the last week"
+    shares = {"big": 0.25, "mid": 0.5, "small": 0.25}
+    hourly = sum(1000 * shares[m] * price(m, 500, 200) for m in shares)
+    assert hourly == pytest.approx(3.905)
+    assert f["hourly_cost_usd"] == pytest.approx(hourly)
+    assert f["daily_cost_usd"] == pytest.approx(hourly * 24)
+    assert f["monthly_cost_usd"] == pytest.approx(hourly * 24 * 30)
+    assert f["breakdown_by_model"]["mid"] == {
+        "requests_pct": 0.5, "cost_per_request_usd": pytest.approx(0.0022),
+        "hourly_cost_usd": pytest.approx(1.1)}
+    saving = 1000 * 24 * 0.25 * 0.10 * (price("big", 500, 200) - price("small", 500, 200))
+    assert f"${saving:.2f}/day" in f["optimization_tip"]
+    assert f["optimization_tip"].startswith("big carries 70% of the projected spend")
+    with pytest.raises(InvalidInputError, match="requests_per_hour"):
+        reports.forecast_cost(-1, 500, 200)
+
+
+def test_what_if_re_routes_the_logged_decisions(reports: Reports) -> None:
+    tokens = {"r1": (1000, 500), "r2": (2000, 1000), "r3": (1000, 1000)}
+    actual = price("big", 1000, 500) + price("mid", 2000, 1000) + price("small", 1000, 1000)
+    quality = (0.9 + 0.75 + 0.55) / 3
+    everyone_big = reports.what_if(cost_weight=0.0)
+    assert everyone_big["requests"] == 3 and everyone_big["models"] == {"big": 3}
+    assert everyone_big["actual_spend_usd"] == pytest.approx(actual)
+    assert everyone_big["spend_usd"] == pytest.approx(sum(price("big", *t)
+                                                          for t in tokens.values()))
+    assert everyone_big["quality_delta"] == pytest.approx(0.9 - quality, abs=1e-6)
+    # Uniform λ: big below 0.1875, mid up to 1.111, small above (scale = big's 0.011).
+    assert reports.what_if(cost_weight=0.5)["models"] == {"mid": 3}
+    cheap = reports.what_if(cost_weight=5.0)
+    assert cheap["models"] == {"small": 3}
+    assert cheap["spend_usd"] == pytest.approx(sum(price("small", *t) for t in tokens.values()))
+    # Without big, each decision keeps its own λ but the scale becomes mid's 0.0022:
+    # r1 (λ 0) mid; r2 (λ 0.5: mid 0.75, small 0.5) small; r3 small.
+    no_big = reports.what_if(without=["big"])
+    assert no_big["models"] == {"small": 2, "mid": 1}
+    assert no_big["spend_usd"] == pytest.approx(price("mid", 1000, 500)
+                                                + price("small", 2000, 1000)
+                                                + price("small", 1000, 1000))
+
+
+def test_suggestions_are_computed_from_the_log(reports: Reports) -> None:
+    items = reports.get_cost_optimizations()
+    assert len(items) == 1
+    item = items[0]
+    assert item["kind"] == "cost_weight" and item["what_if"]["cost_weight"] == 0.2
+    assert item["suggestion"].startswith("Set cost_weight to 0.2")
+    actual = 0.025 + 0.01 + 0.0008
+    everyone_mid = price("mid", 1000, 500) + price("mid", 2000, 1000) + price("mid", 1000, 1000)
+    assert item["estimated_savings_usd_per_day"] == pytest.approx((actual - everyone_mid) / 7)
+    assert item["what_if"]["quality_delta"] == pytest.approx(0.75 - (0.9 + 0.75 + 0.55) / 3,
+                                                             abs=1e-6)
+    assert "expected quality +0.017" in item["tradeoff"]
+    # Accepting a larger quality loss makes everyone-small (λ >= 1.5) the cheapest.
+    loose = reports.get_cost_optimizations(max_quality_loss=0.5)
+    assert loose[0]["what_if"]["models"] == {"small": 3}
+
+
+def test_sla_report(reports: Reports) -> None:
+    r = reports.get_sla_report(24)
+    # Latency: r2 (1500 > 1000), r3 (200 > beta's own 100), r5 (3000 > 1000).
+    assert r["total_requests"] == 5
+    assert r["breaches"] == {"latency": 3, "cost": 1, "quality": 1}
+    assert r["compliance_rate"] == pytest.approx(2 / 5)  # r1 and r4
+    assert r["adjustments_made"] == 1
+    assert r["cost_savings_usd"] == pytest.approx(price("big", 2000, 1000)
+                                                  - price("mid", 2000, 1000))
+    assert r["avg_latency_ms"] == pytest.approx((500 + 1500 + 200 + 50 + 3000) / 5)
+    assert r["budget_utilization"] == pytest.approx((0.025 + 0.0016) / 0.1)  # r1, r4
+    one = reports.get_sla_report(1)
+    assert one["total_requests"] == 2 and one["compliance_rate"] == 1.0
+    with pytest.raises(InvalidInputError, match="since_hours"):
+        reports.get_sla_report(0)
+
+
+def test_budget_alert(reports: Reports) -> None:
+    alert = reports.check_budget_alert()
+    # This hour (08:00 to 08:30): r1 at 08:20 and r4 at 08:13 settled 0.0266; the last 15
+    # minutes (r1 only) run at 0.025 per 900 s, with 1800 s of the hour to go.
+    assert alert["hourly_spend_usd"] == pytest.approx(0.0266)
+    assert alert["projected_hourly_usd"] == pytest.approx(0.0266 + 0.025 / 900 * 1800)
+    assert alert["utilization"] == pytest.approx(0.266) and alert["hourly_status"] == "ok"
+    budgets = {b["account"]: b for b in alert["budgets"]}
+    acme, beta = budgets["tenant:acme"], budgets["tenant:beta"]
+    assert acme["spent_usd"] == pytest.approx(0.035) and acme["status"] == "warning"
+    assert acme["utilization"] == pytest.approx(0.035 / 0.04)
+    assert beta["spent_usd"] == pytest.approx(0.0008) and beta["status"] == "critical"
+    assert alert["status"] == "critical"
+    assert "tenant beta has used 160% of its $0.0005/day budget" in alert["recommendation"]
+    acme_only = reports.check_budget_alert("acme")
+    assert [b["account"] for b in acme_only["budgets"]] == ["tenant:acme"]
+    assert acme_only["status"] == "warning"
+    assert "spend is nearing a budget" in acme_only["recommendation"]
