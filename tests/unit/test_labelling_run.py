@@ -103,7 +103,7 @@ def settings_for(tmp_path: Path, **changes: Any) -> Settings:
 
 def gateway_for(tmp_path: Path, upstream: Upstream) -> Gateway:
     gateway = Gateway(settings_for(tmp_path), loader=FACTORY, store=False, env={},
-                      providers={"openai": upstream})
+                      providers={"openai-compatible": upstream})
     gateway.start()
     return gateway
 
@@ -305,7 +305,7 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     up = Upstream()
     prompts = [{"prompt": "Question 0?"}, "Question 1?"]
     with Gateway(settings_for(tmp_path), loader=FACTORY, store=False, env={},
-                 providers={"openai": up}) as gateway:
+                 providers={"openai-compatible": up}) as gateway:
         gateway.start()
         report = label(prompts, "a,b", tmp_path / "records.jsonl",
                        judge=Judge("judge", params={"temperature": 0}), gateway=gateway)

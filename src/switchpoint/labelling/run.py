@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import switchpoint.labelling.journal as jr
 from switchpoint._progress import ProgressFn
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
@@ -32,7 +33,6 @@ from switchpoint.errors import (
     JudgeReplyError,
     LabellingError,
 )
-from switchpoint.labelling import journal as jr
 from switchpoint.labelling.judge import Judge, unreadable_message
 from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
 from switchpoint.labelling.reference import reference_score
