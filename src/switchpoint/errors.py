@@ -61,3 +61,15 @@ class RecordsError(SwitchpointError, ValueError):
 
 class NotFittedError(SwitchpointError):
     """A policy was asked to estimate before ``fit`` was called."""
+
+
+class DecisionNotFoundError(SwitchpointError, LookupError):
+    """An outcome names a decision this router does not remember (never made here, made for
+    another tenant, or too old: only the most recent decisions are kept)."""
+
+    def __init__(self, decision_id: str, capacity: int) -> None:
+        super().__init__(
+            f"decision_id: no decision {decision_id!r} is remembered for this tenant; outcomes "
+            f"can be reported for the last {capacity} decisions a router made, with the "
+            "decision_id it returned (and the same tenant)")
+        self.decision_id = decision_id

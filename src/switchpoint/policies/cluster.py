@@ -16,6 +16,7 @@ on all of a model's labels is worth more than a handful of labels in one cluster
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -60,6 +61,7 @@ class ClusterPolicy(TablePolicy):
         similarity_ridge: float = 1.0,
         new_model_prior: Literal["similarity", "coarse"] = "similarity",
         added_prior_strength: float = 48.0,
+        pessimism: float = 0.0,
     ) -> None:
         self.n_clusters = n_clusters
         self.n_coarse = n_coarse
@@ -70,6 +72,7 @@ class ClusterPolicy(TablePolicy):
         self.similarity_ridge = similarity_ridge
         self.new_model_prior = new_model_prior
         self.added_prior_strength = added_prior_strength
+        self.pessimism = pessimism
 
     def validate_params(self) -> None:
         check_int("n_clusters", self.n_clusters, low=1)
@@ -81,6 +84,7 @@ class ClusterPolicy(TablePolicy):
         check_number("similarity_ridge", self.similarity_ridge)
         check_choice("new_model_prior", self.new_model_prior, ("similarity", "coarse"))
         check_number("added_prior_strength", self.added_prior_strength)
+        check_number("pessimism", self.pessimism)
 
     # Fitting ---------------------------------------------------------------------------------
 
@@ -111,9 +115,11 @@ class ClusterPolicy(TablePolicy):
         """Recompute the shrunk estimates from the raw table (after fit, load, add, remove)."""
         table = self.table_
         g_err, g_cost, _ = table.global_means()
-        n_coarse = int(self.parent_.max()) + 1
+        parent = self.parent_
+        rooted = parent >= 0
+        n_coarse = int(parent.max()) + 1 if rooted.any() else 0
         up = np.zeros((table.n_units, n_coarse))
-        up[np.arange(table.n_units), self.parent_] = 1.0
+        up[np.flatnonzero(rooted), parent[rooted]] = 1.0
         coarse_count = up.T @ table.count
         with np.errstate(invalid="ignore", divide="ignore"):
             c_err = (up.T @ np.nan_to_num(table.error * table.count)) / coarse_count
@@ -126,15 +132,49 @@ class ClusterPolicy(TablePolicy):
                              (coarse_count * c_err + s * g_err) / (coarse_count + s), g_err)
             c_cost = np.where(coarse_count + s > 0,
                               (coarse_count * c_cost + s * g_cost) / (coarse_count + s), g_cost)
-        prior_err = c_err[self.parent_]
+        safe = np.where(rooted, parent, 0)
+        prior_err = np.where(rooted[:, None], c_err[safe] if n_coarse else 0.0,
+                             self._difficulty_prior(table, g_err))
+        prior_cost = np.where(rooted[:, None], c_cost[safe] if n_coarse else 0.0, g_cost)
         strength = np.full(len(table.models), s)
         for name, prior in self.model_priors_.items():
             if name in table.models:  # an added model: its own similarity-based prior
                 j = table.models.index(name)
-                prior_err[:, j] = prior
+                prior_err[: len(prior), j] = prior
                 strength[j] = self.added_prior_strength
-        self.error_, self.cost_ = table.shrunk(prior_err, c_cost[self.parent_], strength)
+        self.error_, self.cost_ = table.shrunk(prior_err, prior_cost, strength)
+        # An added model's stronger pull toward its own prior steadies its mean; it is not
+        # evidence, so every model's prior counts as `prior_strength` labels in the variance.
+        self.variance_ = table.variance(s)
         self.global_error_, self.global_cost_ = g_err, g_cost
+
+    def _difficulty_prior(self, table: ProfileTable, g_err: Array) -> Array:
+        """The prior of a cluster without a coarse parent (one grown from outcomes): each
+        model's global error shifted by how much harder than usual the cluster has been for
+        the models measured on it, ``δ = Σ n·(mean − global) / (Σ n + s)``. One model failing
+        there moves every model's prior, which is what lets a cluster learned from bandit
+        outcomes (one model's result per prompt) compare models it has barely seen."""
+        n = np.where(table.count > 0, table.count, 0.0)
+        gap = np.where(n > 0, np.nan_to_num(table.error) - g_err[None, :], 0.0)
+        delta = (n * gap).sum(axis=1) / (n.sum(axis=1) + self.prior_strength + 1e-12)
+        return np.asarray(np.clip(g_err[None, :] + delta[:, None], 0.0, 1.0))
+
+    def with_clusters(self, centroids: npt.NDArray[np.float32]) -> Self:
+        """A copy with ``centroids`` appended as new clusters without labels and without a
+        coarse parent (their prior is the difficulty-shifted global one); ``self`` is kept."""
+        self._check_fitted()
+        extra = np.asarray(centroids, dtype=np.float32).reshape(-1, self.centroids_.shape[1])
+        k = extra.shape[0]
+        grown = copy.copy(self)
+        grown.centroids_ = np.vstack([self.centroids_, extra])
+        grown.parent_ = np.concatenate([self.parent_, np.full(k, -1, dtype=np.int64)])
+        t = self.table_
+        m = len(t.models)
+        grown.table_ = ProfileTable(t.models, np.vstack([t.count, np.zeros((k, m))]),
+                                    np.vstack([t.error, np.full((k, m), np.nan)]),
+                                    np.vstack([t.cost, np.full((k, m), np.nan)]))
+        grown._refresh()
+        return grown
 
     # Estimating ------------------------------------------------------------------------------
 
@@ -161,6 +201,8 @@ class ClusterPolicy(TablePolicy):
             unit_ids=ids,
             unit_kind=self.unit_kind,
             unit_probabilities=weights if self.assignment == "soft" else None,
+            stderr=np.sqrt(weights @ self.variance_),
+            pessimism=float(self.pessimism),
         )
 
     @property
@@ -232,6 +274,11 @@ class ClusterPolicy(TablePolicy):
         policy.centroids_ = state.arrays["centroids"].astype(np.float32)
         policy.coarse_centroids_ = state.arrays["coarse_centroids"].astype(np.float32)
         policy.parent_ = state.arrays["parent"].astype(np.int64)
+        if policy.parent_.shape != (policy.centroids_.shape[0],) or (
+                policy.parent_.max(initial=-1) >= policy.coarse_centroids_.shape[0]):
+            raise ValueError(f"parent holds {policy.parent_.shape} entries for "
+                             f"{policy.centroids_.shape[0]} clusters and "
+                             f"{policy.coarse_centroids_.shape[0]} coarse clusters")
         models = list(state.profiles)
         policy.table_ = ProfileTable.from_profiles(models, state.profiles)
         if policy.table_.n_units != policy.centroids_.shape[0]:
