@@ -12,6 +12,19 @@ clusters (no re-clustering). Its prior is a ridge map from the known models' clu
 its own (``new_model_prior="similarity"``), and its sparse per-cluster means are shrunk toward
 that prior with ``added_prior_strength`` (48, chosen on validation parts of train: a prior fitted
 on all of a model's labels is worth more than a handful of labels in one cluster).
+
+Every estimate carries its standard error, ``sqrt(σ²/(n + s) + σ²/N)`` (σ² the pooled variance of
+one label, ``n`` the cluster's labels for the model, ``s`` = ``prior_strength``, ``N`` the model's
+labels overall). An added model's stronger pull toward its prior steadies its mean but is not
+evidence, so its standard errors stay large until it has labels. The decision rule charges
+``pessimism`` (1, chosen on validation parts of train) times the standard error beyond the
+best-evidenced candidate's: models backed by equal evidence compare exactly as before, while a
+model known from 200 labels must look better by a margin to be chosen (without it, adding such
+a model could make the router worse than it was without the model).
+
+Outcome feedback (:mod:`switchpoint.learning`) can grow the policy: clusters opened for
+unfamiliar prompts have no coarse parent (``parent`` -1); their prior is each model's global error
+shifted by how much harder than usual the cluster has been for the models tried on it.
 """
 
 from __future__ import annotations
@@ -61,7 +74,7 @@ class ClusterPolicy(TablePolicy):
         similarity_ridge: float = 1.0,
         new_model_prior: Literal["similarity", "coarse"] = "similarity",
         added_prior_strength: float = 48.0,
-        pessimism: float = 0.0,
+        pessimism: float = 1.0,
     ) -> None:
         self.n_clusters = n_clusters
         self.n_coarse = n_coarse
