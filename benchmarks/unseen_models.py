@@ -17,6 +17,7 @@ way: three random 80/20 parts of the train split, the same folds and draws, meas
 held-out fifth of train for each setting; the test split is not read.
 
 Usage: python benchmarks/unseen_models.py [--labels 200] [--draws 4] [--one-at-a-time]
+                                          [--pessimism 0,1]
        python benchmarks/unseen_models.py --validate [--strengths 48] [--pessimism 0,0.5,1,2]
 """
 
@@ -105,22 +106,27 @@ def share(added: float, zero: float, full: float) -> float:
     return (added - zero) / (full - zero)
 
 
-def report_test(name: str, rs: RecordSet, labels: int, draws: int, one_at_a_time: bool) -> None:
+def report_test(name: str, rs: RecordSet, labels: int, draws: int, one_at_a_time: bool,
+                pessimism: list[float]) -> None:
     train, test = rs.split("train"), rs.split("test")
-    makers: dict[str, MakePolicy] = {"cluster": ClusterPolicy, "knn": KnnPolicy}
-    for label, make in makers.items():
-        zero, full, folds = fold_results(make, train, test, labels, draws, [{}], one_at_a_time)
+    runs: list[tuple[str, MakePolicy, Setting]] = [
+        (f"cluster k={p:g}" if len(pessimism) > 1 else "cluster", ClusterPolicy,
+         {"pessimism": p}) for p in pessimism]
+    runs.append(("knn", KnnPolicy, {}))
+    for label, make, setting in runs:
+        zero, full, folds = fold_results(make, train, test, labels, draws, [setting],
+                                         one_at_a_time)
         shares = []
         for index, fold in enumerate(folds[0]):
             added = float(np.mean(fold.added))
             shares.append(share(added, zero, full[0]))
             what = fold.held[0] if one_at_a_time else str(index)
-            print(f"{name:<18} {label:<8} {what:<34} {zero:6.3f} {full[0]:6.3f} "
+            print(f"{name:<18} {label:<11} {what:<34} {zero:6.3f} {full[0]:6.3f} "
                   f"{fold.without:8.4f} {added:8.4f} {fold.worst_gap:+10.4f} {shares[-1]:7.0%}",
                   flush=True)
         gaps = [f.worst_gap for f in folds[0]]
         mean_gap = float(np.mean([np.mean(f.added) - f.without for f in folds[0]]))
-        print(f"{name:<18} {label:<8} {'mean':<34} {'':>6} {'':>6} {'':>8} "
+        print(f"{name:<18} {label:<11} {'mean':<34} {'':>6} {'':>6} {'':>8} "
               f"{mean_gap:+8.4f} {min(gaps):+10.4f} {np.mean(shares):7.0%}")
 
 
@@ -149,7 +155,9 @@ def main() -> None:
     parser.add_argument("--one-at-a-time", action="store_true")
     parser.add_argument("--validate", action="store_true")
     parser.add_argument("--strengths", default="48")
-    parser.add_argument("--pessimism", default="0,0.5,1,2")
+    parser.add_argument("--pessimism", default=None,
+                        help="cluster pessimism values (validation default 0,0.5,1,2; test: "
+                             "the policy default 1, or e.g. 0,1 to print both)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     args = parser.parse_args()
     if args.validate:
@@ -158,7 +166,7 @@ def main() -> None:
               "  (on a held-out fifth of train)")
     else:
         what = "model added" if args.one_at_a_time else "fold"
-        print(f"{'records':<18} {'policy':<8} {what:<34} {'zero':>6} {'full':>6} "
+        print(f"{'records':<18} {'policy':<11} {what:<34} {'zero':>6} {'full':>6} "
               f"{'without':>8} {'with':>8} {'worst draw':>10} {'share':>7}  (with: mean of "
               f"{args.draws} label draws; worst draw: its AIQ minus without)")
     for name in args.datasets.split(","):
@@ -166,10 +174,11 @@ def main() -> None:
         if args.validate:
             settings = [{"added_prior_strength": float(s), "pessimism": float(p)}
                         for s, p in itertools.product(args.strengths.split(","),
-                                                      args.pessimism.split(","))]
+                                                      (args.pessimism or "0,0.5,1,2").split(","))]
             report_validation(name, rs, args.labels, args.draws, settings, args.one_at_a_time)
         else:
-            report_test(name, rs, args.labels, args.draws, args.one_at_a_time)
+            report_test(name, rs, args.labels, args.draws, args.one_at_a_time,
+                        [float(p) for p in (args.pessimism or "1").split(",")])
 
 
 if __name__ == "__main__":

@@ -233,12 +233,25 @@ def test_cluster_overlay_opens_a_cluster_for_unfamiliar_prompts(package, fake_em
     assert int(est.unit_ids[0]) == base.n_units
     strong, runner, cheap = est.error[0]
     assert cheap < strong
-    # Runner was never tried there: its prior is its global error shifted by the cluster's
-    # difficulty (strong failing more than cheap succeeding: harder than usual).
-    assert runner == pytest.approx(float(np.clip(
-        posterior.global_error_[1] + (12 * (1 - base.global_error_[0]) + 12 * (
-            0 - base.global_error_[2])) / (24 + base.prior_strength), 0, 1)), abs=0.03)
+    # Runner was never tried there: it starts from what the fitted clusters estimate at the
+    # new cluster's centre, shifted up because the cluster proved harder than that for strong
+    # (failing) more than easier for cheap.
+    centre = posterior.centroids_[-1:]
+    anchor = base.estimate(Inputs(embeddings=centre)).error[0]
+    assert runner > anchor[1] + 0.02
     assert base.n_units == 2  # the fitted policy is untouched
+
+
+def test_a_grown_cluster_without_outcomes_routes_as_the_fitted_clusters_do(package) -> None:  # type: ignore[no-untyped-def]
+    base = package.policy
+    rng = np.random.default_rng(0)
+    centre = rng.standard_normal((1, 384)).astype(np.float32)
+    centre /= np.linalg.norm(centre)
+    grown = base.with_clusters(centre)
+    assert grown.n_units == base.n_units + 1 and grown.parent_[-1] == -1
+    np.testing.assert_allclose(grown.error_[-1], base.estimate(Inputs(embeddings=centre)).error[0],
+                               atol=1e-6)
+    np.testing.assert_allclose(grown.error_[:-1], base.error_)
 
 
 def test_knn_overlay_adds_the_prompt_as_a_neighbour(fake_embedder) -> None:  # type: ignore[no-untyped-def]

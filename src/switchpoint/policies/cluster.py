@@ -146,8 +146,7 @@ class ClusterPolicy(TablePolicy):
             c_cost = np.where(coarse_count + s > 0,
                               (coarse_count * c_cost + s * g_cost) / (coarse_count + s), g_cost)
         safe = np.where(rooted, parent, 0)
-        prior_err = np.where(rooted[:, None], c_err[safe] if n_coarse else 0.0,
-                             self._difficulty_prior(table, g_err))
+        prior_err = c_err[safe] if n_coarse else np.tile(g_err, (table.n_units, 1))
         prior_cost = np.where(rooted[:, None], c_cost[safe] if n_coarse else 0.0, g_cost)
         strength = np.full(len(table.models), s)
         for name, prior in self.model_priors_.items():
@@ -156,21 +155,42 @@ class ClusterPolicy(TablePolicy):
                 prior_err[: len(prior), j] = prior
                 strength[j] = self.added_prior_strength
         self.error_, self.cost_ = table.shrunk(prior_err, prior_cost, strength)
+        if not rooted.all():  # clusters grown from outcomes: anchored on the fitted ones
+            grown = ~rooted
+            anchor = self._anchor(grown)
+            sub = ProfileTable(table.models, table.count[grown], table.error[grown],
+                               table.cost[grown])
+            err, _ = sub.shrunk(self._difficulty_prior(sub, anchor), prior_cost[grown],
+                                strength)
+            self.error_ = self.error_.copy()
+            self.error_[grown] = err
         # An added model's stronger pull toward its own prior steadies its mean; it is not
         # evidence, so every model's prior counts as `prior_strength` labels in the variance.
         self.variance_ = table.variance(s)
         self.global_error_, self.global_cost_ = g_err, g_cost
 
-    def _difficulty_prior(self, table: ProfileTable, g_err: Array) -> Array:
-        """The prior of a cluster without a coarse parent (one grown from outcomes): each
-        model's global error shifted by how much harder than usual the cluster has been for
-        the models measured on it, ``δ = Σ n·(mean − global) / (Σ n + s)``. One model failing
-        there moves every model's prior, which is what lets a cluster learned from bandit
-        outcomes (one model's result per prompt) compare models it has barely seen."""
+    def _anchor(self, grown: npt.NDArray[np.bool_]) -> Array:
+        """What the fitted clusters alone estimate at each grown cluster's centre (their own
+        assignment of the centre): a grown cluster starts where routing stood before it."""
+        fitted = ~grown
+        sims = self.centroids_[grown].astype(np.float64) @ self.centroids_[fitted].T
+        if self.assignment == "soft":
+            weights = _softmax(sims / self.temperature)
+        else:
+            weights = np.zeros(sims.shape)
+            weights[np.arange(len(sims)), np.argmax(sims, axis=1)] = 1.0
+        return np.asarray(weights @ self.error_[fitted])
+
+    def _difficulty_prior(self, table: ProfileTable, anchor: Array) -> Array:
+        """The prior of clusters grown from outcomes: the fitted clusters' estimate at their
+        centre, shifted by how much harder than that the cluster has been for the models
+        measured on it, ``δ = Σ n·(mean − anchor) / (Σ n + s)``. One model failing there moves
+        every model's prior, which is what lets a cluster learned from bandit outcomes (one
+        model's result per prompt) compare models it has barely seen."""
         n = np.where(table.count > 0, table.count, 0.0)
-        gap = np.where(n > 0, np.nan_to_num(table.error) - g_err[None, :], 0.0)
+        gap = np.where(n > 0, np.nan_to_num(table.error) - anchor, 0.0)
         delta = (n * gap).sum(axis=1) / (n.sum(axis=1) + self.prior_strength + 1e-12)
-        return np.asarray(np.clip(g_err[None, :] + delta[:, None], 0.0, 1.0))
+        return np.asarray(np.clip(anchor + delta[:, None], 0.0, 1.0))
 
     def with_clusters(self, centroids: npt.NDArray[np.float32]) -> Self:
         """A copy with ``centroids`` appended as new clusters without labels and without a
