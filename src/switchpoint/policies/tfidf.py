@@ -1,4 +1,4 @@
-"""Learned TF-IDF tiers (seed 3, v2): difficulty tiers learned from the labels, matched by words.
+"""Learned TF-IDF tiers: difficulty tiers learned from the labels, matched by words.
 
 Training:
 

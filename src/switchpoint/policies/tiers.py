@@ -1,4 +1,4 @@
-"""Rule-based complexity tiers (seed 3, v1): prompt length, keywords, code and structure.
+"""Rule-based complexity tiers: prompt length, keywords, code and structure.
 
 Every prompt is put in one of five tiers, ``trivial`` < ``simple`` < ``moderate`` < ``complex`` <
 ``expert``. The starting point is the prompt's length in characters (``<= 50`` trivial, up to 200
