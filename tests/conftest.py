@@ -1,18 +1,25 @@
 """Shared fixtures: real routing records, a fast fake embedder and fitted weights packages.
 
-Records are read from ``../shared/data`` (never copied into the repository). Most tests use the
-deterministic :class:`FakeEmbedder` so they never load ONNX; a few end-to-end tests use the real
-default embedder through the session-scoped ``real_router`` / ``real_weights_dir`` fixtures,
-which are fitted once per session.
+Records come from ``tests/data/routerbench-sample.jsonl``, a verbatim sample of the public
+RouterBench records committed beside the tests (see ``tests/data/README.md``), so a bare clone
+runs every test but the few that need the full record sets. Those ask for the ``shared_data``
+fixture: it finds the full files in ``$SWITCHPOINT_DATA``, else in ``../shared/data`` beside the
+repository, and skips the test with a one-line reason when they are absent.
+
+Most tests use the deterministic :class:`FakeEmbedder` so they never load ONNX; a few end-to-end
+tests use the real default embedder through the session-scoped ``real_router`` /
+``real_weights_dir`` fixtures, which are fitted once per session.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,11 +30,14 @@ from switchpoint.router import Router
 from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ROUTERBENCH = SHARED_DATA / "routerbench-3task.jsonl"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# A verbatim sample of routerbench-3task.jsonl; its first lines are that file's first lines.
+SAMPLE = REPO_ROOT / "tests" / "data" / "routerbench-sample.jsonl"
 N_SMALL_RECORDS = 120
-# The first lines of routerbench-3task.jsonl all belong to the test split.
+# The sample's first 120 lines are all ARC-Challenge prompts of the test split.
 SMALL_SPLIT = "test"
+# The full record sets, which only the tests asking for ``shared_data`` read.
+SHARED_FILES = ("routerbench-3task.jsonl", "llmrouter-14task.jsonl")
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -76,20 +86,39 @@ class FakeEmbedder:
         return out
 
 
-def _small_lines() -> list[str]:
-    with ROUTERBENCH.open(encoding="utf-8") as fh:
-        return list(islice(fh, N_SMALL_RECORDS))
+def shared_data_dir() -> Path:
+    """Where the full record sets live: ``$SWITCHPOINT_DATA``, else ``../shared/data``."""
+    configured = os.environ.get("SWITCHPOINT_DATA")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The directory holding the full record sets; skips the test (saying why) without them."""
+    directory = shared_data_dir()
+    missing = [name for name in SHARED_FILES if not (directory / name).is_file()]
+    if missing:
+        pytest.skip(f"needs the full routing records ({', '.join(missing)}), not in {directory}; "
+                    "set SWITCHPOINT_DATA to their folder")
+    return directory
 
 
 @pytest.fixture(scope="session")
 def small_lines() -> list[str]:
-    """The raw first lines of routerbench-3task.jsonl."""
-    return _small_lines()
+    """The raw first 120 lines of the committed RouterBench sample (all split 'test')."""
+    with SAMPLE.open(encoding="utf-8") as fh:
+        return list(islice(fh, N_SMALL_RECORDS))
 
 
 @pytest.fixture(scope="session")
 def small_records(small_lines: list[str]) -> RecordSet:
-    return parse_records(small_lines, source=ROUTERBENCH)
+    return parse_records(small_lines, source=SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Async tests (``pytest.mark.anyio``) run on asyncio, the service's event loop."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -110,6 +139,27 @@ def tiny_weights_dir(
 ) -> Path:
     """A saved cluster package (fake embedder, 6 clusters). Copy it before changing it."""
     return tiny_package.save(tmp_path_factory.mktemp("tiny") / "weights")
+
+
+RouterFactory = Callable[..., Router]
+
+
+@pytest.fixture
+def make_router(tiny_weights_dir: Path, fake_embedder: FakeEmbedder) -> RouterFactory:
+    """Builds routers over the tiny fitted package with the fake embedder: ``make_router()``,
+    or with any :class:`Router` keyword (``cache_size=0``, ``allowed_models=[...]``, ...)."""
+
+    def build(**kwargs: Any) -> Router:
+        kwargs.setdefault("embedder", fake_embedder)
+        return Router(load_weights(tiny_weights_dir), **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def router(make_router: RouterFactory) -> Router:
+    """A router over the tiny fitted package (fake embedder, 6 clusters)."""
+    return make_router()
 
 
 @pytest.fixture(scope="session")

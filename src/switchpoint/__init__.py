@@ -6,14 +6,24 @@ The public API, and nothing else::
     router = load_router()                      # the bundled default weights, offline
     decision = router.route("Prove the square root of 2 is irrational.")
     print(decision.selected_model, decision.explain())
+
+    from switchpoint import Gateway             # route, call the model, fail over, log
+    gateway = Gateway.from_config("switchpoint.yaml")
+    reply = gateway.complete([{"role": "user", "content": "Hi"}])
 """
+
+from typing import TYPE_CHECKING, Any
 
 from switchpoint._version import __version__
 from switchpoint.decision import RoutingDecision, Usage
 from switchpoint.errors import (
+    ConfigError,
+    FailoverError,
+    GatewayError,
     InvalidInputError,
     NoCandidatesError,
     NotFittedError,
+    ProviderError,
     RecordsError,
     SwitchpointError,
     UnknownModelError,
@@ -24,10 +34,28 @@ from switchpoint.router import Router, RoutingStats, load_router
 from switchpoint.training import add_model, fit, remove_model
 from switchpoint.weights import WeightsPackage, load_weights, save_weights
 
+if TYPE_CHECKING:
+    from switchpoint.gateway import Gateway
+
+
+def __getattr__(name: str) -> Any:
+    # The gateway (and its HTTP client) is imported on first use, so routing alone stays light.
+    if name == "Gateway":
+        from switchpoint.gateway import Gateway
+
+        return Gateway
+    raise AttributeError(f"module 'switchpoint' has no attribute {name!r}")
+
+
 __all__ = [
+    "ConfigError",
+    "FailoverError",
+    "Gateway",
+    "GatewayError",
     "InvalidInputError",
     "NoCandidatesError",
     "NotFittedError",
+    "ProviderError",
     "RecordSet",
     "RecordsError",
     "Router",

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from switchpoint.errors import InvalidInputError
+
 _SIMPLE = {
     "float_type": "must be a number", "float_parsing": "must be a number",
     "int_type": "must be an integer", "int_parsing": "must be an integer",
@@ -64,3 +66,37 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         return str(ctx["error"])
     msg = str(err.get("msg", "is not valid"))
     return msg[:1].lower() + msg[1:] + got
+
+
+def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
+                            root: str = "body") -> InvalidInputError:
+    """The first pydantic error of a request body as an :class:`InvalidInputError` naming the
+    field (``field`` is the top-level field at fault, or ``root``)."""
+    err = errors[0]
+    raw_loc = tuple(err["loc"])
+    loc = raw_loc[1:] if raw_loc[:1] == ("body",) else raw_loc
+    kind = err["type"]
+    if kind == "json_invalid":
+        detail = (err.get("ctx") or {}).get("error", "")
+        if "EOF while parsing a value at line 1 column 0" in detail:
+            return InvalidInputError(root, 'is empty; send a JSON object such as '
+                                           '{"prompt": "..."}')
+        return InvalidInputError(root, f"is not valid JSON ({detail})")
+    whole = not loc or all(isinstance(p, int) for p in loc)
+    if whole and kind in ("model_type", "model_attributes_type", "dict_type", "missing"):
+        return InvalidInputError(root, f"must be a JSON object with the fields "
+                                       f"{', '.join(fields)}")
+    param = str(loc[0]) if loc else root
+    path = key_path(loc, root)
+    if kind == "extra_forbidden":
+        return _at(param, path, f"is not a field of this request; the fields are "
+                                f"{', '.join(fields)}")
+    return _at(param, path, reason(err))
+
+
+def _at(param: str, path: str, message: str) -> InvalidInputError:
+    """An error for ``param`` whose message starts with the full ``path`` (``a[0].b: ...``)."""
+    error = InvalidInputError(param, message)
+    if path != param:
+        error.args = (f"{path}: {message}",)
+    return error

@@ -37,6 +37,7 @@ class ModelCard:
     tier: str | None = None
     fallbacks: tuple[str, ...] = ()
     upstream_model: str | None = None
+    stream_usage: bool | None = None  # None: the provider's default (see known_providers)
 
     @property
     def priced(self) -> bool:

@@ -1,7 +1,13 @@
-"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve.
+"""The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
+label.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
-nothing is written when a command fails.
+nothing is written when a command fails. ``label`` exits with status 1 when some prompts could
+not be labelled (running it again retries them).
+
+Results go to stdout (or ``--output``), so they pipe cleanly; progress and notes go to stderr:
+bars on a terminal (``--progress`` forces them), one line per stage otherwise, nothing with
+``--quiet``. ``route`` reads its prompt from stdin when none is given and stdin is a pipe.
 """
 
 from __future__ import annotations
@@ -12,14 +18,18 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from switchpoint._progress import StderrProgress, stream_is_terminal
+from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import SwitchpointError
 
 EXIT_BAD_INPUT = 2
-PROGRESS_CHUNK = 256
+# Prompts routed between two progress reports (and two writes when decisions stream to a pipe).
+PROGRESS_CHUNK = 64
 
 
 class CliError(Exception):
@@ -62,27 +72,14 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-class _Progress:
-    """A one-line progress bar on stderr, shown only on a terminal."""
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
-        self.total = total
-        self.done = 0
-        self.stream = stream
-        self.enabled = stream.isatty() and total > 0
 
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.enabled:
-            width = 30
-            filled = int(width * self.done / self.total)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] "
-                              f"{self.done}/{self.total} prompts")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
+def _feedback(args: argparse.Namespace) -> StderrProgress:
+    """Progress and notes on stderr: bars on a terminal (or with --progress), none with --quiet."""
+    return StderrProgress(bars=True if getattr(args, "progress", False) else None,
+                          quiet=getattr(args, "quiet", False))
 
 
 def _atomic_write(path: Path, write: Callable[[TextIO], None]) -> None:
@@ -100,28 +97,61 @@ def _atomic_write(path: Path, write: Callable[[TextIO], None]) -> None:
 # Commands --------------------------------------------------------------------------------------
 
 
+NO_PROMPT = ("route: give a PROMPT: as an argument (switchpoint route \"Summarise this\"), on "
+             "stdin (echo \"Summarise this\" | switchpoint route), or many at once with "
+             "--input prompts.jsonl (--input - reads them from stdin)")
+
+
+def _prompt_from_stdin() -> str:
+    """The prompt piped on stdin, when no PROMPT argument is given."""
+    stdin = sys.stdin
+    if stdin is None or stream_is_terminal(stdin):
+        _fail(NO_PROMPT)
+    try:
+        text = stdin.read()
+    except UnicodeDecodeError:
+        _fail("route: the prompt on stdin is not UTF-8 text")
+    except (OSError, ValueError):  # stdin closed or not readable
+        _fail(NO_PROMPT)
+    if not text.strip():
+        _fail("route: stdin was empty; pipe the prompt in (echo \"Summarise this\" | "
+              "switchpoint route) or give it as an argument")
+    return text.rstrip("\r\n")
+
+
 def cmd_route(args: argparse.Namespace) -> int:
+    from switchpoint.decision import check_cost_weight
+    from switchpoint.embedding import check_prompt, warm_up
     from switchpoint.router import load_router
 
-    if args.input is None and args.prompt is None:
-        _fail("route: give a PROMPT, or --input prompts.jsonl --output decisions.jsonl")
     if args.input is not None and args.prompt is not None:
         _fail("route: give either a PROMPT or --input, not both")
-    if args.input is not None and args.output is None:
-        _fail("route: --input needs --output decisions.jsonl")
+    if args.input is None and args.output is not None:
+        _fail("route: --output applies to --input; give --input prompts.jsonl")
     models = _parse_models(args.models)
     weights = None if args.cost_weights is None else [
         _parse_float(v, "--cost-weights") for v in args.cost_weights.split(",") if v.strip()]
     if weights is not None and not weights:
         _fail("--cost-weights: give a comma-separated list such as 0,0.1,1,10")
-    lam = None if args.cost_weight is None else _parse_float(args.cost_weight, "--cost-weight")
+    lam = None if args.cost_weight is None else check_cost_weight(
+        _parse_float(args.cost_weight, "--cost-weight"), "--cost-weight")
+    for w in weights or []:
+        check_cost_weight(w, "--cost-weights")
     if args.input is not None:
-        rows = _read_route_input(Path(args.input))
+        rows = _read_route_input(args.input)
         router = load_router(args.weights, warm=False)
-        return _route_file(router, rows, Path(args.output), models,
-                           weights or [lam if lam is not None else router.cost_weight])
+        output = None if args.output in (None, "-") else Path(args.output)
+        with _feedback(args) as feedback:
+            return _route_file(router, rows, output, models,
+                               weights or [lam if lam is not None else router.cost_weight],
+                               feedback)
+    prompt = check_prompt(args.prompt if args.prompt is not None else _prompt_from_stdin())
     router = load_router(args.weights, warm=False)
-    decision = router.route(args.prompt, available_models=models, cost_weight_override=lam)
+    router.check_candidates(models)
+    if router.policy.requires == "embedding":
+        with _feedback(args) as feedback:  # the one-time embedder build, if it is due
+            warm_up(router.embedder, feedback)
+    decision = router.route(prompt, available_models=models, cost_weight_override=lam)
     if args.json:
         out = decision.to_dict()
         if args.explain:
@@ -134,38 +164,80 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_route_input(path: Path) -> list[dict[str, Any]]:
+@contextmanager
+def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
+    """(the name errors use, the lines) of ``--input``: a file, or ``-`` for stdin."""
+    if source == "-":
+        stdin = sys.stdin
+        if stdin is None or stream_is_terminal(stdin):
+            _fail("--input -: stdin is a terminal; pipe the prompts in, e.g. "
+                  "cat prompts.jsonl | switchpoint route --input -")
+        yield "stdin", stdin
+        return
+    path = Path(source)
     if not path.is_file():
         _fail(f"--input: {path} not found")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
     with path.open(encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                _fail(f"{path}, line {number}: not valid JSON ({exc.msg})")
-            if not isinstance(obj, dict) or "id" not in obj:
-                _fail(f"{path}, line {number}: each line must be an object with an 'id'")
-            has_p, has_e = "prompt" in obj, "embedding" in obj
-            if has_p == has_e:
-                _fail(f"{path}, line {number}: give exactly one of 'prompt' or 'embedding'")
-            rid = str(obj["id"])
-            if rid in seen:
-                _fail(f"{path}, line {number}: duplicate id {rid!r}")
-            seen.add(rid)
-            obj["_line"] = number
-            rows.append(obj)
+        yield str(path), fh
+
+
+def _read_route_input(source: str) -> list[dict[str, Any]]:
+    """The rows of ``--input``: JSONL objects when the first line is one, else one prompt a line.
+
+    JSONL rows are ``{"id", "prompt"}`` or ``{"id", "embedding"}``; a plain prompt's id is its
+    line number.
+    """
+    rows: list[dict[str, Any]] = []
+    name = "stdin" if source == "-" else source
+    try:
+        with _input_lines(source) as (name, lines):
+            rows = _parse_route_lines(name, lines)
+    except UnicodeDecodeError:
+        _fail(f"--input: {name} is not UTF-8 text")
+    except OSError as exc:
+        _fail(f"--input: cannot read {name}: {exc.strerror or exc}")
     if not rows:
-        _fail(f"--input: {path} has no lines to route")
+        _fail(f"--input: {name} has no lines to route")
     return rows
 
 
-def _route_file(router: Any, rows: list[dict[str, Any]], output: Path,
-                models: list[str] | None, weights: list[float]) -> int:
-    from switchpoint.embedding import check_embedding, check_prompt
+def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
+    """``--input`` lines as rows; ``name`` (the file, or stdin) is what errors point at."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    jsonl: bool | None = None
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        if jsonl is None:
+            jsonl = raw.lstrip().startswith("{")
+        if not jsonl:
+            rows.append({"id": number, "prompt": raw.rstrip("\r\n"), "_line": number})
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            _fail(f"{name}, line {number}: not valid JSON ({exc.msg}); a file whose first "
+                  "line is a JSON object is read as JSONL")
+        if not isinstance(obj, dict) or "id" not in obj:
+            _fail(f"{name}, line {number}: each line must be an object with an 'id'")
+        has_p, has_e = "prompt" in obj, "embedding" in obj
+        if has_p == has_e:
+            _fail(f"{name}, line {number}: give exactly one of 'prompt' or 'embedding'")
+        rid = str(obj["id"])
+        if rid in seen:
+            _fail(f"{name}, line {number}: duplicate id {rid!r}")
+        seen.add(rid)
+        obj["_line"] = number
+        rows.append(obj)
+    return rows
+
+
+def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
+                models: list[str] | None, weights: list[float],
+                feedback: StderrProgress) -> int:
+    """Route ``rows`` at every λ in ``weights``; JSONL to ``output`` (atomically) or stdout."""
+    from switchpoint.embedding import check_embedding, check_prompt, warm_up
     from switchpoint.errors import InvalidInputError
 
     # Validate everything before routing anything, so a bad line writes nothing.
@@ -178,8 +250,14 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path,
         except InvalidInputError as exc:
             _fail(f"line {row['_line']} (id {row['id']!r}): {exc}")
     router.check_candidates(models)
-    progress = _Progress(len(rows))
+    if router.policy.requires == "embedding" and any("prompt" in row for row in rows):
+        warm_up(router.embedder, feedback)  # the one-time embedder build, if it is due
+    # Decisions stream to a pipe as they are made; a file (or a terminal) gets them at the end.
+    stream = output is None and not stream_is_terminal(sys.stdout)
     lines: list[str] = []
+    stage = f"routing {_count(len(rows), 'prompt')}" + (
+        f" at {len(weights)} cost weights" if len(weights) > 1 else "")
+    feedback(stage, 0, len(rows))
     for start in range(0, len(rows), PROGRESS_CHUNK):
         chunk = rows[start : start + PROGRESS_CHUNK]
         groups: dict[str, list[dict[str, Any]]] = {"prompt": [], "embedding": []}
@@ -198,19 +276,26 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path,
             for w_i, lam in enumerate(weights):
                 for r_i, row in enumerate(items):
                     results[(str(row["id"]), lam)] = decided[w_i * len(items) + r_i]
+        done: list[str] = []
         for lam in weights:
             for row in chunk:
                 d = results[(str(row["id"]), lam)]
-                lines.append(json.dumps({
-                    "id": row["id"], "cost_weight": lam, "selected_model": d.selected_model,
-                    "cluster_id": d.cluster_id, "expected_error": d.expected_error,
-                    "cost_adjusted_score": d.cost_adjusted_score, "all_scores": d.all_scores,
-                }))
-        progress.advance(len(chunk))
-    progress.close()
-    _atomic_write(output, lambda fh: fh.writelines(line + "\n" for line in lines))
-    print(f"wrote {len(lines)} decisions ({len(rows)} prompts x {len(weights)} cost weights) "
-          f"to {output}", file=sys.stderr)
+                done.append(json.dumps({"id": row["id"], "cost_weight": lam,
+                                        **d.to_dict(ROUTE_FIELDS)}))
+        if stream:
+            sys.stdout.writelines(line + "\n" for line in done)
+            sys.stdout.flush()
+        else:
+            lines.extend(done)
+        feedback(stage, start + len(chunk), len(rows))
+    count = len(rows) * len(weights)
+    if output is not None:
+        _atomic_write(output, lambda fh: fh.writelines(line + "\n" for line in lines))
+    elif not stream:
+        sys.stdout.writelines(line + "\n" for line in lines)
+        sys.stdout.flush()
+    feedback.note(f"wrote {_count(count, 'decision')} ({_count(len(rows), 'prompt')} x "
+                  f"{_count(len(weights), 'cost weight')}) to {output or 'stdout'}")
     return 0
 
 
@@ -223,23 +308,30 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.k is not None:
         params["k"] = args.k
     out = Path(args.out)
-    package = fit(args.records, policy=args.policy, split=args.split,
-                  embedder=args.embedder, progress=lambda m: print(m, file=sys.stderr), **params)
-    package.save(out)
-    print(f"wrote {package.weights_id} ({package.policy.name}, {len(package.models)} models) "
-          f"to {out}", file=sys.stderr)
+    with _feedback(args) as feedback:
+        package = fit(args.records, policy=args.policy, split=args.split,
+                      embedder=args.embedder, progress=feedback, **params)
+        package.save(out)
+        feedback.note(f"wrote {package.weights_id} ({package.policy.name}, "
+                      f"{len(package.models)} models) to {out}")
     return 0
 
 
 def cmd_add_model(args: argparse.Namespace) -> int:
+    from switchpoint.embedding import embedder_from_id, warm_up
     from switchpoint.training import add_model
     from switchpoint.weights import load_weights
 
     package = load_weights(args.weights)
-    add_model(package, args.name, args.records, source_model=args.label)
-    out = Path(args.out or args.weights)
-    package.save(out)
-    print(f"added {args.name!r}; wrote {package.weights_id} to {out}", file=sys.stderr)
+    with _feedback(args) as feedback:
+        embedder = None
+        if package.policy.requires == "embedding":
+            embedder = embedder_from_id(package.embedder_id)
+            warm_up(embedder, feedback)  # the one-time embedder build, if it is due
+        add_model(package, args.name, args.records, source_model=args.label, embedder=embedder)
+        out = Path(args.out or args.weights)
+        package.save(out)
+        feedback.note(f"added {args.name!r}; wrote {package.weights_id} to {out}")
     return 0
 
 
@@ -251,7 +343,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
     remove_model(package, args.name)
     out = Path(args.out or args.weights)
     package.save(out)
-    print(f"removed {args.name!r}; wrote {package.weights_id} to {out}", file=sys.stderr)
+    _feedback(args).note(f"removed {args.name!r}; wrote {package.weights_id} to {out}")
     return 0
 
 
@@ -323,19 +415,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from switchpoint.weights import load_weights
 
         weights = load_weights(args.weights)
-    report = evaluate(
-        args.records, policies=args.policy, weights=weights,
-        fit_split=None if weights is not None else (args.fit_split or "train"),
-        test_split=args.test_split, params=params or None, embedder=args.embedder,
-        progress=lambda m: print(m, file=sys.stderr))
-    if plot is not None:
-        from switchpoint.evaluation.plot import plot_curves
+    with _feedback(args) as feedback:
+        report = evaluate(
+            args.records, policies=args.policy, weights=weights,
+            fit_split=None if weights is not None else (args.fit_split or "train"),
+            test_split=args.test_split, params=params or None, embedder=args.embedder,
+            progress=feedback)
+        if plot is not None:
+            from switchpoint.evaluation.plot import plot_curves
 
-        try:
-            plot_curves(report, plot)
-        except OSError as exc:
-            _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
-        print(f"wrote the cost-quality plot to {plot}", file=sys.stderr)
+            try:
+                plot_curves(report, plot)
+            except OSError as exc:
+                _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
+            feedback.note(f"wrote the cost-quality plot to {plot}")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:
@@ -351,10 +444,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"weights": args.weights, "data_dir": args.data_dir,
                                         "policy": args.policy})
-    from switchpoint.gateway.server import serve  # FastAPI and uvicorn load only here
+    from switchpoint.server.runner import serve  # FastAPI and uvicorn load only here
 
     return serve(settings, args.host, args.port, log_level=args.log_level,
                  access_log=args.access_log)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from switchpoint.labelling import Judge, label
+
+    config = args.config or os.environ.get("SWITCHPOINT_CONFIG") or None
+    if config is None:
+        _fail("label: give --config FILE (or set $SWITCHPOINT_CONFIG): the catalog that says "
+              "where each model is served and what it costs")
+    if args.rubric is not None and args.judge is None:
+        _fail("--rubric: give --judge MODEL too; the rubric is what the judge grades by")
+    judge: Judge | str | None = args.judge
+    if args.rubric is not None:
+        try:
+            judge = Judge(args.judge, rubric=Path(args.rubric).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            _fail(f"--rubric: cannot read {args.rubric}: {getattr(exc, 'strerror', None) or exc}")
+        except ValueError as exc:  # an empty rubric
+            _fail(f"--rubric: {args.rubric} {getattr(exc, 'reason', exc)}")
+    with _feedback(args) as feedback:
+        try:
+            report = label(args.prompts, _parse_models(args.models) or [], args.out,
+                           judge=judge, config=config, concurrency=args.concurrency,
+                           max_tokens=args.max_tokens, resume=not args.restart,
+                           progress=feedback, notes=feedback.note)
+        except KeyboardInterrupt:
+            feedback.note(f"interrupted: what was finished is kept in {args.out}; run the same "
+                          "command again to resume")
+            raise
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0 if report.complete else 1
 
 
 # Parser ----------------------------------------------------------------------------------------
@@ -369,20 +493,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"switchpoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    # Feedback on stderr for the commands that work for a while; stdout stays the result alone.
+    feedback = argparse.ArgumentParser(add_help=False)
+    group = feedback.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="print nothing on stderr but errors (no progress, no notes)")
+    group.add_argument("--progress", action="store_true",
+                       help="draw progress bars on stderr even when it is not a terminal "
+                            "(default: only on a terminal)")
 
-    p = sub.add_parser("route", help="route one prompt, or a JSONL file of prompts")
-    p.add_argument("prompt", nargs="?", help="the prompt to route")
+    p = sub.add_parser("route", parents=[feedback],
+                       help="route one prompt (argument or stdin), or a file of prompts")
+    p.add_argument("prompt", nargs="?",
+                   help="the prompt to route (default: read it from stdin when piped)")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
     p.add_argument("--cost-weight", help="λ for this call (0 = quality first)")
     p.add_argument("--cost-weights", help="comma-separated λ sweep for --input, e.g. 0,0.1,1")
     p.add_argument("--models", help="comma-separated models allowed for this call")
     p.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     p.add_argument("--explain", action="store_true", help="print the plain-English explanation")
-    p.add_argument("--input", help='JSONL of {"id", "prompt"} or {"id", "embedding"} lines')
-    p.add_argument("--output", help="where to write one decision per id and cost weight")
+    p.add_argument("--input", metavar="FILE",
+                   help='JSONL of {"id", "prompt"} or {"id", "embedding"} lines, or plain text '
+                        "with one prompt a line (id = line number); - reads stdin")
+    p.add_argument("--output", metavar="FILE",
+                   help="write one JSONL decision per id and cost weight here (default: stdout)")
     p.set_defaults(func=cmd_route)
 
-    p = sub.add_parser("fit", help="fit a weights package from routing records")
+    p = sub.add_parser("fit", parents=[feedback],
+                       help="fit a weights package from routing records")
     p.add_argument("records", help="routing records (JSONL)")
     p.add_argument("--out", required=True, help="directory to write the weights package to")
     p.add_argument("--split", help="use only records of this split (default: train if present)")
@@ -395,7 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any other policy parameter (repeatable)")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("add-model", help="teach the weights a new model from labelled records")
+    p = sub.add_parser("add-model", parents=[feedback],
+                       help="teach the weights a new model from labelled records")
     p.add_argument("name", help="the new model's name")
     p.add_argument("records", help="routing records that label the model")
     p.add_argument("--weights", required=True, help="weights package to extend")
@@ -403,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="the model's name inside the records, if different")
     p.set_defaults(func=cmd_add_model)
 
-    p = sub.add_parser("remove-model", help="remove a model from a weights package")
+    p = sub.add_parser("remove-model", parents=[feedback],
+                       help="remove a model from a weights package")
     p.add_argument("name")
     p.add_argument("--weights", required=True)
     p.add_argument("--out", help="write here instead of updating --weights in place")
@@ -414,8 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("eval", help="fit policies on one split and measure them on another "
-                                    "(AIQ, QNC, per-task breakdown, cost-quality plot)")
+    p = sub.add_parser("eval", parents=[feedback],
+                       help="fit policies on one split and measure them on another "
+                            "(AIQ, QNC, per-task breakdown, cost-quality plot)")
     p.add_argument("records", help="routing records (JSONL) with a test split")
     p.add_argument("--weights", help="evaluate this fitted weights package instead of fitting")
     p.add_argument("--fit-split", help="fit on this split (default: train, unless --weights)")
@@ -445,6 +586,35 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("label", parents=[feedback],
+                       help="label your own models: call them on prompts, score the answers "
+                            "(a judge model, or reference answers) and write routing records")
+    p.add_argument("prompts", help='JSONL of {"prompt", "id"?, "task"?, "split"?, '
+                                   '"reference"?} lines, or plain text with one prompt a line')
+    p.add_argument("--models", required=True, metavar="A,B,...",
+                   help="comma-separated catalog models to label")
+    p.add_argument("--judge", metavar="MODEL",
+                   help="the catalog model that scores answers (needed unless every prompt "
+                        "has a reference; it may be one of --models)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="routing records to write (JSONL), one line per prompt as soon as it "
+                        "is labelled")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML config with the catalog: where each model is served, its key "
+                        "and prices (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--concurrency", type=int, default=4, metavar="N",
+                   help="upstream calls at once (default: 4)")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="max_tokens for each model's answer")
+    p.add_argument("--rubric", metavar="FILE", help="the judge's grading criteria (text); the "
+                                                    "reply format is fixed and added to it")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", default=True,
+                       help="keep what an interrupted run wrote to --out (the default)")
+    group.add_argument("--restart", action="store_true",
+                       help="start over: discard --out and its journal")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_label)
     return parser
 
 

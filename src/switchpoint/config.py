@@ -54,7 +54,8 @@ from pydantic import (
 from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
 from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, Catalog, ModelCard
-from switchpoint.errors import SwitchpointError
+from switchpoint.errors import ConfigError
+from switchpoint.known_providers import OPENAI_COMPATIBLE, check_provider, infer_provider
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -78,25 +79,22 @@ def _env_var_name(value: str | None, example: str) -> str | None:
     return value
 
 
-class ConfigError(SwitchpointError, ValueError):
-    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
-
-
 class ModelEntry(BaseModel):
-    """One routable model of the catalog (see :class:`switchpoint.catalog.ModelCard`)."""
+    """One routable model of the catalog (see :class:`switchpoint.catalog.ModelCard`).
+
+    ``provider`` is a name of :data:`~switchpoint.known_providers.KNOWN_PROVIDERS` (omitted:
+    ``openai``, or with a ``base_url`` the provider it belongs to, else ``openai-compatible``);
+    the provider gives the defaults of ``base_url``, ``api_key_env`` and ``stream_usage``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     profile: str | None = Field(None, min_length=1)
-    provider: str = Field("openai", min_length=1)
+    provider: str = Field("openai", min_length=1)  # omitted: inferred from base_url
     base_url: str | None = None
     api_key_env: str | None = None
+    stream_usage: bool | None = None
     input_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
     output_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
     context_window: int | None = Field(None, gt=0)
@@ -104,6 +102,20 @@ class ModelEntry(BaseModel):
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list)
     upstream_model: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_provider(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("provider") is None:
+            base_url = data.get("base_url")
+            data = {**data, "provider": infer_provider(base_url if isinstance(base_url, str)
+                                                       else None)}
+        return data
+
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        return check_provider(value)
 
     @field_validator("base_url")
     @classmethod
@@ -124,6 +136,7 @@ class ModelEntry(BaseModel):
             output_per_mtok=self.output_per_mtok, context_window=self.context_window,
             capabilities=tuple(self.capabilities), tier=self.tier,
             fallbacks=tuple(self.fallbacks), upstream_model=self.upstream_model,
+            stream_usage=self.stream_usage,
         )
 
 
@@ -143,6 +156,29 @@ class CacheSettings(BaseModel):
 
     size: int = Field(10_000, ge=0)
     ttl_seconds: float = Field(3600.0, ge=0, allow_inf_nan=False)
+
+
+class CorsSettings(BaseModel):
+    """Cross-origin requests from browsers: off (no CORS headers) unless ``allow_origins``
+    names the pages' origins (``["*"]`` for any; credentials are then never allowed)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow_origins: list[str] = Field(default_factory=list, max_length=100)
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["authorization", "content-type", "x-session-id",
+                                 "x-switchpoint-cost-weight", "x-switchpoint-models"],
+        max_length=100)
+    max_age_s: int = Field(600, ge=0, le=86_400)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(f"{origin!r} is not an origin; write it as "
+                                 "scheme://host[:port], e.g. https://app.example.com, or '*'")
+        return value
 
 
 class StoreSettings(BaseModel):
@@ -217,6 +253,7 @@ class Settings(BaseModel):
     weights: str | None = None
     data_dir: str = DEFAULT_DATA_DIR
     store: StoreSettings = StoreSettings()
+    cors: CorsSettings = CorsSettings()
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0)
     max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     admin_token_env: str | None = None
@@ -229,6 +266,11 @@ class Settings(BaseModel):
     @classmethod
     def _admin_env_name(cls, value: str | None) -> str | None:
         return _env_var_name(value, "SWITCHPOINT_ADMIN_TOKEN")
+
+    @property
+    def source_path(self) -> Path | None:
+        """The config file these settings were read from (None: no file)."""
+        return self._source.path if self._source is not None else None
 
     @property
     def admin_token(self) -> str | None:
@@ -409,6 +451,11 @@ def _check_catalog(settings: Settings) -> None:
             raise ConfigError(f"models[{i}].name", "'auto' is reserved for the router itself; "
                                                    "rename the model")
     for i, entry in enumerate(settings.models):
+        if entry.provider == OPENAI_COMPATIBLE and entry.base_url is None:
+            raise ConfigError(f"models[{i}].base_url",
+                              f"is required for provider {OPENAI_COMPATIBLE} (model "
+                              f"{entry.name!r}): give the server's URL, e.g. "
+                              "http://localhost:8080/v1, or name a known provider")
         for j, fb in enumerate(entry.fallbacks):
             if fb not in names:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",

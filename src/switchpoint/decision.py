@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -51,27 +51,40 @@ def check_cost_weight(value: object, field: str = "cost_weight") -> float:
 
 @dataclass
 class Usage:
-    routing_ms: float
-    embedding_ms: float
+    routing_ms: float = 0.0
+    embedding_ms: float = 0.0
+
+
+# The fields of a routing answer: the body of ``POST /v1/route`` and each line of
+# ``switchpoint route --input``.
+ROUTE_FIELDS = ("selected_model", "cluster_id", "expected_error", "cost_adjusted_score",
+                "all_scores", "cache_hit", "usage", "decision_id")
 
 
 @dataclass
 class RoutingDecision:
-    """One routing decision. ``all_scores`` holds every candidate's ``error + λ·cost``."""
+    """One routing decision. ``all_scores`` holds every candidate's ``error + λ·cost``.
+
+    The first seven fields can be given positionally in the order other UniRoute-style routers
+    use (model, error, score, scores, cluster, cluster distribution, reasoning); everything
+    else has a default. ``cluster_probabilities`` is the distribution over the policy's
+    clusters (one-hot under hard assignment; ``None`` for policies with no small set of
+    units); ``reasoning`` is a list of sentences (a single string is taken as one).
+    """
 
     selected_model: str
-    cluster_id: int
     expected_error: float
     cost_adjusted_score: float
     all_scores: dict[str, float]
-    cache_hit: bool
-    usage: Usage
+    cluster_id: int
+    cluster_probabilities: npt.NDArray[np.float64] | None = None
+    reasoning: list[str] = field(default_factory=list)
+    cache_hit: bool = False
+    usage: Usage = field(default_factory=Usage)
     expected_cost: float = 0.0
     cost_weight: float = 0.0
     confidence: float = 0.0
     fallback_models: list[str] = field(default_factory=list)
-    cluster_probabilities: dict[int, float] | None = None
-    reasoning: list[str] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     policy: str = ""
     basis: str = ""
@@ -79,12 +92,29 @@ class RoutingDecision:
     expected_costs: dict[str, float] = field(default_factory=dict)
     decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.cluster_probabilities is not None:
-            out["cluster_probabilities"] = {
-                str(k): v for k, v in self.cluster_probabilities.items()
-            }
+    def __post_init__(self) -> None:
+        if isinstance(self.reasoning, str):
+            self.reasoning = [self.reasoning]
+        if self.cluster_probabilities is not None and not isinstance(
+                self.cluster_probabilities, np.ndarray):
+            self.cluster_probabilities = np.asarray(self.cluster_probabilities,
+                                                    dtype=np.float64)
+
+    def to_dict(self, fields: Sequence[str] | None = None) -> dict[str, Any]:
+        """The decision as JSON-ready values: every field, or just ``fields`` (e.g.
+        :data:`ROUTE_FIELDS`, the routing answer). The one serialiser of a decision."""
+        out: dict[str, Any] = {}
+        for name in fields or _FIELD_NAMES:
+            value = getattr(self, name)
+            if name == "usage":
+                value = {"routing_ms": value.routing_ms, "embedding_ms": value.embedding_ms}
+            elif name == "cluster_probabilities":
+                value = None if value is None else [round(float(p), 6) for p in value]
+            elif isinstance(value, dict):
+                value = dict(value)
+            elif isinstance(value, list):
+                value = list(value)
+            out[name] = value
         return out
 
     def explain(self) -> str:
@@ -220,3 +250,6 @@ def scores_dict(
     models: Sequence[str], scores: Array, order: npt.NDArray[np.intp]
 ) -> dict[str, float]:
     return {models[j]: round(float(scores[j]), 6) for j in order}
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(RoutingDecision))

@@ -1,14 +1,90 @@
-"""Every error switchpoint raises on purpose. Each message says what is wrong and how to fix it.
+"""Every error switchpoint raises on purpose, in one tree. Each message says what is wrong and how
+to fix it::
 
-All of them derive from :class:`SwitchpointError`; the input errors also derive from
-``ValueError`` so plain ``except ValueError`` code keeps working.
+    SwitchpointError
+    ├── InvalidInputError (ValueError)    a bad argument or request field; ``field`` names it
+    │   ├── UnknownModelError             a model name the weights or the catalog do not know
+    │   └── NoCandidatesError             the filters left no model to choose from
+    ├── ConfigError (ValueError)          a configuration value; ``key`` is its path
+    ├── WeightsError                      a weights package is missing, corrupt or mismatched
+    ├── RecordsError (ValueError)         a line of a routing-records file cannot be used
+    ├── LabellingError (ValueError)       labelling cannot start or go on (a prompt line, a
+    │                                     model without prices or usage, another run's output)
+    ├── JudgeReplyError (ValueError)      a judge's reply is not a score in [0, 1]
+    ├── NotFittedError                    a policy was asked to estimate before ``fit``
+    ├── DecisionNotFoundError (LookupError)  an outcome for a decision not (or no longer)
+    │                                     remembered, or remembered for another tenant
+    ├── ServeError                        the server could not start, or its router not load
+    ├── StoreError                        a log or state file cannot be opened or written
+    ├── GatewayError                      the service refused a request or could not answer it
+    │   ├── AuthenticationError           a missing or wrong token (401)
+    │   ├── ModelNotFoundError            neither ``auto`` nor a catalog model
+    │   ├── NoCapableModelError           no catalog model can serve the request
+    │   ├── NoUpstreamError               no models configured: nowhere to send chat
+    │   ├── RouterNotReadyError           the weights are still loading
+    │   └── FailoverError                 no candidate answered; every try is listed
+    └── ProviderError                     one upstream call failed (failover decides what next)
+        ├── RateLimited                   429 (``retry_after`` from ``Retry-After``)
+        ├── ServerError                   5xx, 529 overloaded, 408/409
+        ├── ConnectError                  refused, reset, DNS, connect timeout
+        ├── ReadTimeout                   silence longer than the read timeout
+        ├── FirstTokenTimeout             a stream without content in time
+        ├── MalformedResponse             a 2xx that is not a chat completion
+        ├── ResponseTooLarge              an answer or an SSE line over its size limit
+        ├── StreamBroken                  a stream cut, malformed or ended early
+        ├── ContextLengthExceeded         the prompt does not fit this model
+        ├── AuthError                     401/403
+        │   └── MissingApiKey             the key's environment variable is unset
+        ├── ContentFiltered               the upstream's content filter refused
+        └── BadRequest                    any other 4xx
+            └── UnsupportedRequest        the adapter cannot express the request
+
+The input errors also derive from ``ValueError``, so plain ``except ValueError`` code keeps
+working. A :class:`GatewayError` carries ``status`` and ``code``, the answer a client of the
+HTTP gateway gets for it (the server renders them; nothing here knows HTTP).
+
+What a :class:`ProviderError` means for failover:
+
+==========================  =========  ========  ============================================
+error                       retry      escalate  when
+==========================  =========  ========  ============================================
+:class:`RateLimited`        yes        yes       429 (``retry_after`` from ``Retry-After``)
+:class:`ServerError`        yes        yes       5xx, 529 overloaded, 408/409
+:class:`ConnectError`       yes        yes       refused, reset, DNS, connect timeout
+:class:`ReadTimeout`        yes        yes       no bytes for ``read_s``
+:class:`FirstTokenTimeout`  yes        yes       no content within ``first_token_s``
+:class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion
+:class:`ResponseTooLarge`   no         yes       an answer or SSE line over its size limit
+:class:`StreamBroken`       yes*       yes*      cut, malformed chunk, ended unfinished
+:class:`ContextLengthExceeded`  no     yes       the prompt does not fit this model
+:class:`AuthError`          no         yes       401/403, or the key's env var is unset
+:class:`ContentFiltered`    no         no        the upstream's content filter refused
+:class:`BadRequest`         no         404 only  any other 4xx: the request itself is wrong
+:class:`UnsupportedRequest` no         yes       the adapter cannot translate the request
+==========================  =========  ========  ============================================
+
+StreamBroken retries and escalates only while nothing has reached the client
+(``after_first_byte`` false). ``retryable`` means "the same model may succeed if asked again";
+``escalate`` means "another model may succeed"; ``counts_against_health`` is false for errors
+that are the request's fault, and for :class:`MissingApiKey` (nothing was sent upstream).
 """
 
+# The error names say what happened (RateLimited, StreamBroken, ...), like httpx's ReadTimeout.
+# ruff: noqa: N818
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.failover import Attempt
 
 
 class SwitchpointError(Exception):
     """Base class of every error switchpoint raises on purpose."""
+
+
+# Core ------------------------------------------------------------------------------------------
 
 
 class InvalidInputError(SwitchpointError, ValueError):
@@ -41,6 +117,15 @@ class NoCandidatesError(InvalidInputError):
     """The filters left no model to choose from."""
 
 
+class ConfigError(SwitchpointError, ValueError):
+    """A configuration value that cannot be used. ``key`` is its path, e.g. ``cache.size``."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
 class WeightsError(SwitchpointError):
     """A weights package is missing, incomplete, corrupt or does not fit the embedder."""
 
@@ -59,6 +144,29 @@ class RecordsError(SwitchpointError, ValueError):
         self.line = line
 
 
+class LabellingError(SwitchpointError, ValueError):
+    """Labelling cannot start or go on: a bad line of the prompts file (``source``, ``line``),
+    a model the catalog cannot price, an upstream that reports no token usage, an output file
+    left by a different run."""
+
+    def __init__(self, message: str, *, source: object = None, line: int | None = None) -> None:
+        where = "" if source is None else (f"{source}: " if line is None
+                                           else f"{source}, line {line}: ")
+        super().__init__(where + message)
+        self.source = source
+        self.line = line
+        self.reason = message
+
+
+class JudgeReplyError(SwitchpointError, ValueError):
+    """A judge's reply is not a score: ``reason`` says why, ``reply`` is what it said."""
+
+    def __init__(self, reason: str, reply: str) -> None:
+        super().__init__(f"the judge's reply is not a score: {reason}")
+        self.reason = reason
+        self.reply = reply
+
+
 class NotFittedError(SwitchpointError):
     """A policy was asked to estimate before ``fit`` was called."""
 
@@ -73,3 +181,351 @@ class DecisionNotFoundError(SwitchpointError, LookupError):
             f"can be reported for the last {capacity} decisions a router made, with the "
             "decision_id it returned (and the same tenant)")
         self.decision_id = decision_id
+
+
+class ServeError(SwitchpointError):
+    """The server could not start or its router could not load."""
+
+
+class StoreError(SwitchpointError):
+    """The store cannot be opened or written (path, permissions, disk full, closed)."""
+
+
+# The gateway -----------------------------------------------------------------------------------
+
+
+class GatewayError(SwitchpointError):
+    """The service refused a request or could not answer it. ``status`` and ``code`` are what
+    a client of the HTTP service receives; ``param`` names the request field at fault, if any;
+    ``retry_after`` (seconds) says when trying again may work; ``permanent`` that trying again
+    cannot, until the configuration changes (clients are told not to retry)."""
+
+    status: int = 500
+    code: str = "gateway_error"
+    permanent: bool = False
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        # How far the request got (a CallInfo), when it got as far as planning.
+        self.info: Any = None
+
+
+class AuthenticationError(GatewayError):
+    """The request lacks the bearer token it needs, or carries a wrong one."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class ModelNotFoundError(GatewayError):
+    """The request named a model that is neither ``auto`` nor in the catalog."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class NoCapableModelError(GatewayError):
+    """No catalog model can serve the request (vision, tools, context window...);
+    ``excluded`` maps each model to why it was left out."""
+
+    status = 400
+    code = "no_capable_model"
+
+    def __init__(self, message: str, excluded: Mapping[str, Sequence[str]]) -> None:
+        super().__init__(message, param="messages")
+        self.excluded = {k: list(v) for k, v in excluded.items()}
+
+
+class NoUpstreamError(GatewayError):
+    """The gateway has no models configured, so nowhere to send a chat request."""
+
+    status = 503
+    code = "no_upstream_configured"
+    permanent = True
+
+
+class RouterNotReadyError(GatewayError):
+    """The router is still loading its weights (or failed to)."""
+
+    status = 503
+    code = "router_not_ready"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=1.0)
+
+
+class FailoverError(GatewayError):
+    """No candidate answered. ``attempts`` lists every try and every model passed over, with
+    why; ``last_error`` is the error that ended the search (``None`` when no model was called,
+    e.g. every circuit was open). ``status`` and ``code`` follow from them: the upstream's own
+    4xx when the request itself was refused, 429 when every try was rate limited, 504 when every
+    try timed out, 503 when no model could be called, else 502."""
+
+    def __init__(self, message: str, attempts: list[Attempt],
+                 last_error: ProviderError | None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+        self.status, self.code = self._classify()
+        # Every model lacked its key: asking again cannot help until the keys are exported.
+        self.permanent = bool(attempts) and all(a.outcome == MissingApiKey.kind
+                                                for a in attempts)
+        if isinstance(last_error, RateLimited) and self.status == 429:
+            self.retry_after = last_error.retry_after
+        elif self.status == 503:
+            self.retry_after = retry_after_of(attempts)
+
+    @property
+    def models_tried(self) -> list[str]:
+        """The models actually called, in order, each once."""
+        return list(dict.fromkeys(a.model for a in self.attempts if not a.skipped))
+
+    @property
+    def request_fault(self) -> bool:
+        """The upstream refused the request itself: the client sees the upstream's own 4xx."""
+        err = self.last_error
+        return err is not None and (not err.escalate or isinstance(err, ContextLengthExceeded))
+
+    def _classify(self) -> tuple[int, str]:
+        err = self.last_error
+        tried = [a for a in self.attempts if not a.skipped]
+        if err is None or not tried:
+            return 503, "no_healthy_model"
+        if self.request_fault:
+            return err.status or 400, err.kind
+        if all(a.outcome == RateLimited.kind for a in tried):
+            return 429, RateLimited.kind
+        if all(a.outcome in (ReadTimeout.kind, FirstTokenTimeout.kind) for a in tried):
+            return 504, "upstream_timeout"
+        return 502, "upstream_failed"
+
+    def to_openai_error(self) -> dict[str, Any]:
+        """OpenAI's error envelope; a non-escalating upstream 4xx passes through as sent."""
+        err = self.last_error
+        if err is not None and self.request_fault and isinstance(err.body, Mapping):
+            inner = err.body.get("error")
+            if isinstance(inner, Mapping):
+                return {"error": {"message": str(inner.get("message") or err),
+                                  "type": str(inner.get("type") or err.kind),
+                                  "param": inner.get("param"),
+                                  "code": str(inner.get("code") or err.kind)}}
+        return {"error": {"message": self.message,
+                          "type": "upstream_error" if err is not None else self.code,
+                          "param": None, "code": self.code}}
+
+
+def retry_after_of(attempts: Sequence[Attempt]) -> float | None:
+    """The shortest wait, among the models passed over, until one may be tried again."""
+    waits = [a.retry_after_s for a in attempts if a.retry_after_s is not None]
+    return min(waits) if waits else None
+
+
+class ProviderError(SwitchpointError):
+    """An upstream call failed. Subclasses say whether to retry or escalate.
+
+    ``model`` is the catalog name of the model that failed, ``status`` the upstream HTTP status
+    (if one arrived) and ``body`` the upstream's error body (parsed JSON when it was JSON,
+    otherwise the text, truncated and with secrets redacted).
+    """
+
+    kind: ClassVar[str] = "provider_error"
+    _retryable: ClassVar[bool] = False
+    _escalate: ClassVar[bool] = False
+    _counts_against_health: ClassVar[bool] = True
+
+    def __init__(self, message: str, *, model: str | None = None, status: int | None = None,
+                 body: object = None) -> None:
+        where = f"{model}: " if model else ""
+        super().__init__(f"{where}{message}")
+        self.message = message
+        self.model = model
+        self.status = status
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        """The same model may succeed if asked again."""
+        return self._retryable
+
+    @property
+    def escalate(self) -> bool:
+        """Another model may succeed."""
+        return self._escalate
+
+    @property
+    def counts_against_health(self) -> bool:
+        """The failure says something about the model's health (not about the request)."""
+        return self._counts_against_health
+
+    def to_openai_error(self) -> dict[str, Any]:
+        """The ``{"error": {...}}`` envelope a client of the gateway would see for this error."""
+        return {"error": {"message": str(self), "type": self.kind, "code": self.kind,
+                          "param": None}}
+
+
+class RateLimited(ProviderError):
+    """429: slow down. ``retry_after`` is the upstream's ``Retry-After`` in seconds, if sent."""
+
+    kind = "rate_limited"
+    _retryable = True
+    _escalate = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 model: str | None = None, status: int | None = 429,
+                 body: object = None) -> None:
+        super().__init__(message, model=model, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class ServerError(ProviderError):
+    """The upstream failed (5xx, overloaded, 408/409): the same request may work later."""
+
+    kind = "server_error"
+    _retryable = True
+    _escalate = True
+
+
+class ConnectError(ProviderError):
+    """No usable connection: refused, reset before any response, DNS, or connect timeout."""
+
+    kind = "connect_error"
+    _retryable = True
+    _escalate = True
+
+
+class ReadTimeout(ProviderError):
+    """The upstream went silent for longer than ``Timeouts.read_s`` (or the request's whole
+    deadline ran out while it was still answering)."""
+
+    kind = "read_timeout"
+    _retryable = True
+    _escalate = True
+
+
+class FirstTokenTimeout(ProviderError):
+    """A stream produced no content within ``Timeouts.first_token_s``."""
+
+    kind = "first_token_timeout"
+    _retryable = True
+    _escalate = True
+
+
+class MalformedResponse(ProviderError):
+    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...)."""
+
+    kind = "malformed_response"
+    _retryable = True
+    _escalate = True
+
+
+class ResponseTooLarge(ProviderError):
+    """An upstream answer (or one line of its stream) is larger than the configured limit.
+    The same model would send it again; another model may answer within the limit."""
+
+    kind = "response_too_large"
+    _escalate = True
+
+
+class StreamBroken(ProviderError):
+    """A stream failed part-way: cut, a malformed chunk, an error event, or an end before the
+    answer finished (neither the end marker nor a ``finish_reason``).
+
+    ``after_first_byte`` says whether some of the answer already reached the client; then
+    nothing can be retried or escalated and the client must be told the stream failed.
+    """
+
+    kind = "stream_broken"
+
+    def __init__(self, message: str, *, after_first_byte: bool = False,
+                 model: str | None = None, status: int | None = None,
+                 body: object = None) -> None:
+        super().__init__(message, model=model, status=status, body=body)
+        self.after_first_byte = after_first_byte
+
+    @property
+    def retryable(self) -> bool:
+        return not self.after_first_byte
+
+    @property
+    def escalate(self) -> bool:
+        return not self.after_first_byte
+
+
+class ContextLengthExceeded(ProviderError):
+    """The prompt (plus ``max_tokens``) does not fit this model; a larger one may take it."""
+
+    kind = "context_length_exceeded"
+    _escalate = True
+    _counts_against_health = False
+
+
+class AuthError(ProviderError):
+    """The upstream refused our credentials (401/403): another model's provider may not."""
+
+    kind = "auth_error"
+    _escalate = True
+
+
+class MissingApiKey(AuthError):
+    """The environment variable that should hold the model's API key is not set. Nothing was
+    sent upstream: the configuration is at fault, not the model's health."""
+
+    kind = "missing_api_key"
+    _counts_against_health = False
+
+    def __init__(self, env_var: str, *, model: str | None = None) -> None:
+        super().__init__(
+            f"the API key variable {env_var} is not set; export {env_var}=<key> or point the "
+            "model's api_key_env at the variable that holds it",
+            model=model)
+        self.env_var = env_var
+
+
+class ContentFiltered(ProviderError):
+    """The upstream's content filter refused the request. Not escalated on purpose: routing
+    around a safety filter is a policy decision, not a failover."""
+
+    kind = "content_filter"
+    _counts_against_health = False
+
+
+class BadRequest(ProviderError):
+    """Any other 4xx: the request is wrong for this upstream. A 404 (the upstream does not
+    know the model) escalates; anything else would fail the same way elsewhere."""
+
+    kind = "bad_request"
+    _counts_against_health = False
+
+    def __init__(self, message: str, *, status: int = 400, body: object = None,
+                 model: str | None = None) -> None:
+        super().__init__(message, model=model, status=status, body=body)
+
+    @property
+    def escalate(self) -> bool:
+        return self.status == 404
+
+    @property
+    def counts_against_health(self) -> bool:
+        return self.status == 404
+
+
+class UnsupportedRequest(BadRequest):
+    """This provider's API cannot express the request (an adapter's translation failed);
+    another model's may, so it escalates, and it says nothing about the model's health."""
+
+    kind = "unsupported_request"
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message, status=400, model=model)
+
+    @property
+    def escalate(self) -> bool:
+        return True
+
+    @property
+    def counts_against_health(self) -> bool:
+        return False

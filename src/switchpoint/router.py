@@ -10,10 +10,10 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from switchpoint.decision import (
     scores_dict,
 )
 from switchpoint.embedding import (
+    MODEL_NAME,
     CachedEmbedder,
     Embedder,
     check_embedding,
@@ -37,24 +38,59 @@ from switchpoint.learning.events import FeedbackLog, check_tenant
 from switchpoint.learning.learner import Learner, LearningSettings, OutcomeResult
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.policies import Estimates, Inputs, Policy
-from switchpoint.weights import WeightsPackage, load_weights
+
+if TYPE_CHECKING:
+    from switchpoint.gateway import ChatCompletion, Gateway
+
+from switchpoint.weights import DEFAULT_POLICY, WeightsPackage, bundled_policies, load_weights
+
+
+def check_route_input(prompt: object, embedding: object) -> None:
+    """A routing request names exactly one of a prompt and a pre-computed embedding."""
+    if prompt is None and embedding is None:
+        raise InvalidInputError("prompt", "give a prompt or an embedding (there is neither)")
+    if prompt is not None and embedding is not None:
+        raise InvalidInputError("embedding", "give either a prompt or an embedding, not both")
 
 
 @dataclass
 class RoutingStats:
-    """Counters since the router was made (or since :meth:`Router.reset_stats`)."""
+    """Counters since the router was made (or since :meth:`Router.reset_stats`).
 
-    total: int = 0
+    ``avg_expected_error`` and ``avg_cost_score`` are means over every decision counted.
+    """
+
+    total_requests: int = 0
     cache_hits: int = 0
-    by_model: Counter[str] = field(default_factory=Counter)
-    by_cluster: Counter[int] = field(default_factory=Counter)
+    model_selections: Counter[str] = field(default_factory=Counter)
+    cluster_distributions: Counter[int] = field(default_factory=Counter)
+    avg_expected_error: float = 0.0
+    avg_cost_score: float = 0.0
+
+    def update(self, decision: RoutingDecision, cache_hit: bool = False) -> None:
+        """Count one decision."""
+        self.total_requests += 1
+        self.cache_hits += int(cache_hit)
+        self.model_selections[decision.selected_model] += 1
+        self.cluster_distributions[decision.cluster_id] += 1
+        n = self.total_requests
+        self.avg_expected_error += (decision.expected_error - self.avg_expected_error) / n
+        self.avg_cost_score += (decision.cost_adjusted_score - self.avg_cost_score) / n
+
+    def copy(self) -> RoutingStats:
+        return RoutingStats(self.total_requests, self.cache_hits, Counter(self.model_selections),
+                            Counter(self.cluster_distributions), self.avg_expected_error,
+                            self.avg_cost_score)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "total": self.total,
+            "total_requests": self.total_requests,
             "cache_hits": self.cache_hits,
-            "by_model": dict(self.by_model),
-            "by_cluster": {str(k): v for k, v in sorted(self.by_cluster.items())},
+            "model_selections": dict(self.model_selections),
+            "cluster_distributions": {str(k): v
+                                      for k, v in sorted(self.cluster_distributions.items())},
+            "avg_expected_error": round(self.avg_expected_error, 6),
+            "avg_cost_score": round(self.avg_cost_score, 6),
         }
 
 
@@ -134,6 +170,8 @@ class Router:
         self.cache = DecisionCache(cache_size, cache_ttl)
         self.learner = Learner(self.policy, learning, log=feedback_log,
                                resolve=self._learnable_profile)
+        # The gateway this router serves in, if any (it sets this): see route_and_execute.
+        self.gateway: Gateway | None = None
         self._stats = RoutingStats()
         self._stats_lock = threading.Lock()
 
@@ -153,15 +191,13 @@ class Router:
         ``tenant`` routes with what that tenant's outcomes taught (None: the deployment's own);
         the decision is remembered for :meth:`report_outcome`."""
         t0 = time.perf_counter()
+        check_route_input(prompt, embedding)
         tenant_key = check_tenant(tenant)
         policy, revision = self.learner.policy_for(tenant_key)
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
         mask = self._candidates(available_models)
         if embedding is not None:
-            if prompt is not None:
-                raise InvalidInputError("embedding", "give either a prompt or an embedding, "
-                                                     "not both")
             if self.policy.requires == "text":
                 Inputs(embeddings=np.zeros((1, 1), np.float32)).require("text", self.policy.name)
             vector = check_embedding(embedding, self.weights.dimension)
@@ -178,7 +214,7 @@ class Router:
             decision = replace(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
                 routing_ms=round((time.perf_counter() - t0) * 1e3, 4), embedding_ms=0.0))
             decision = self._serve(decision, mask, source_id=cached.decision_id)
-            self._count([decision], cache_hits=1)
+            self._count([decision], cache_hit=True)
             return decision
         embedding_ms = 0.0
         if vector is None and self.policy.requires == "embedding":
@@ -295,16 +331,53 @@ class Router:
         """The λ scale of a candidate set: the mean cost of its priciest model."""
         return self._map.cost_scale(self._candidates(available_models))
 
-    def get_best_model_for_cluster(self, cluster_id: int, cost_weight: float | None = None) -> str:
-        """The model that minimises ``error + λ·cost`` on one cluster (or tier / example)."""
-        lam = self.cost_weight if cost_weight is None else check_cost_weight(cost_weight)
+    def get_best_model_for_cluster(self, cluster_id: int,
+                                   available_models: Sequence[str] | None = None,
+                                   cost_weight_override: float | None = None) -> str:
+        """The model that minimises ``error + λ·cost`` on one cluster (or tier / example),
+        among ``available_models`` (default: every allowed model), at ``cost_weight_override``
+        (default: the router's λ)."""
+        lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
+            cost_weight_override, "cost_weight_override")
         n_units = int(getattr(self.policy, "n_units", 1))
         if isinstance(cluster_id, bool) or not isinstance(cluster_id, (int, np.integer)) or not (
                 0 <= int(cluster_id) < n_units):
             raise InvalidInputError("cluster_id", f"must be an integer in [0, {n_units - 1}], "
                                                   f"got {cluster_id!r}")
         est = self._map.estimate(self.policy.unit_estimate(int(cluster_id)), None)
-        return self._decide(est, 0, self._candidates(None), lam).selected_model
+        return self._decide(est, 0, self._candidates(available_models), lam).selected_model
+
+    def route_and_execute(
+        self,
+        prompt: str,
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        gateway: Gateway | None = None,
+        available_models: Sequence[str] | None = None,
+        cost_weight_override: float | None = None,
+        **kwargs: Any,
+    ) -> ChatCompletion:
+        """Route ``prompt``, then answer ``messages`` (default: ``prompt`` as one user turn)
+        with the chosen model through a :class:`~switchpoint.gateway.Gateway`: retried, failed
+        over to the next-best candidates, pinned and logged as the HTTP gateway does.
+
+        ``gateway`` defaults to the one this router serves in (a router loaded by a gateway
+        knows it); a router loaded alone has no upstreams, so pass one
+        (``Gateway.from_config("switchpoint.yaml")``). ``kwargs`` are OpenAI parameters
+        (temperature, max_tokens, ...). Returns the OpenAI-shaped answer; its
+        ``switchpoint.decision`` is this router's decision.
+        """
+        from switchpoint.errors import NoUpstreamError
+
+        gateway = gateway or self.gateway
+        if gateway is None:
+            raise NoUpstreamError(
+                "this router has no gateway to call models through; build one with "
+                "Gateway.from_config('switchpoint.yaml') (its `models:` say where each model "
+                "lives) and pass gateway=, or use gateway.router")
+        decision = self.route(prompt, available_models, cost_weight_override)
+        turns = messages if messages is not None else [{"role": "user", "content": prompt}]
+        return gateway.complete(turns, decision=decision, **kwargs)
 
     def analyze_routing_distribution(
         self, prompts: Sequence[str], available_models: Sequence[str] | None = None
@@ -316,8 +389,7 @@ class Router:
     @property
     def stats(self) -> RoutingStats:
         with self._stats_lock:
-            return RoutingStats(self._stats.total, self._stats.cache_hits,
-                                Counter(self._stats.by_model), Counter(self._stats.by_cluster))
+            return self._stats.copy()
 
     def reset_stats(self) -> None:
         """Zero the routing counters."""
@@ -421,11 +493,7 @@ class Router:
                         pessimism=est.pessimism)
         j = choice.index
         unit = int(est.unit_ids[row])
-        probs = None
-        if est.unit_probabilities is not None:
-            p = est.unit_probabilities[row]
-            top = np.argsort(-p)[:5]
-            probs = {int(k): round(float(p[k]), 4) for k in top if p[k] >= 1e-4}
+        probs = self._unit_distribution(est, row, unit)
         names = self.models
         order = choice.order
         reasoning = [
@@ -457,8 +525,6 @@ class Router:
             expected_error=round(float(err[j]), 6),
             cost_adjusted_score=round(float(choice.scores[j]), 6),
             all_scores=scores_dict(names, choice.scores, order),
-            cache_hit=False,
-            usage=Usage(0.0, 0.0),
             expected_cost=float(cost[j]),
             cost_weight=lam,
             confidence=round(choice.confidence, 4),
@@ -472,13 +538,26 @@ class Router:
             expected_costs={names[int(i)]: float(cost[int(i)]) for i in order},
         )
 
-    def _count(self, decisions: list[RoutingDecision], cache_hits: int = 0) -> None:
+    def _unit_distribution(self, est: Estimates, row: int, unit: int) -> np.ndarray | None:
+        """The prompt's distribution over the policy's units (one-hot when assigned hard);
+        ``None`` when the policy has no small set of units (a neighbour per example)."""
+        if est.unit_probabilities is not None:
+            return np.array(est.unit_probabilities[row], dtype=np.float64)
+        n_units = int(getattr(self.policy, "n_units", 0))
+        if not 0 < n_units <= MAX_ONE_HOT_UNITS or not 0 <= unit < n_units:
+            return None
+        one_hot = np.zeros(n_units)
+        one_hot[unit] = 1.0
+        return one_hot
+
+    def _count(self, decisions: list[RoutingDecision], cache_hit: bool = False) -> None:
         with self._stats_lock:
-            self._stats.total += len(decisions)
-            self._stats.cache_hits += cache_hits
             for d in decisions:
-                self._stats.by_model[d.selected_model] += 1
-                self._stats.by_cluster[d.cluster_id] += 1
+                self._stats.update(d, cache_hit)
+
+
+# Policies with more units than this (a neighbour per example) report no unit distribution.
+MAX_ONE_HOT_UNITS = 1024
 
 
 def _evidence_charges(scores: np.ndarray, err: np.ndarray, cost: np.ndarray, lam: float,
@@ -595,6 +674,10 @@ def load_router(
     embedder: Embedder | None = None,
     verbose: bool = False,
     *,
+    weights_name: str | None = None,
+    embedding_model: str | None = None,
+    engine: str = "auto",
+    download_if_missing: bool = True,
     policy: str | None = None,
     catalog: Catalog | None = None,
     cache_size: int = 10_000,
@@ -609,13 +692,42 @@ def load_router(
     ``tiers``, ``tfidf``, ``fixed``, ``random``). Nothing is ever downloaded. With ``warm`` the
     embedding model loads on a background thread, so this returns quickly and the first
     ``route`` waits only for what is left.
+
+    Parameters other UniRoute-style loaders take, with their meaning here:
+
+    - ``weights_name``: a bundled package by name: ``"default"`` (the bundled cluster
+      weights) or a bundled policy's name, as ``policy``; with ``weights_path`` it is ignored.
+    - ``embedding_model``: the model prompts are embedded with. ``"all-MiniLM-L6-v2"`` (or
+      ``"sentence-transformers/all-MiniLM-L6-v2"``) is the bundled ONNX default, set up as the
+      weights expect; ``"st:<path>"`` a sentence-transformers model (``pip install
+      'switchpoint[st]'``). ``embedder`` (an object) wins over it.
+    - ``engine``: ``"auto"``, ``"python"`` and ``"go"`` all mean switchpoint's one in-process
+      engine (ONNX Runtime, no subprocess); anything else is an error.
+    - ``download_if_missing``: accepted for compatibility; switchpoint never downloads, so a
+      missing package is an error either way (the message says how to make one).
     """
+    if engine not in ENGINES:
+        raise InvalidInputError("engine", f"unknown engine {engine!r}; use one of "
+                                          f"{', '.join(ENGINES)} (all run switchpoint's "
+                                          "in-process ONNX engine)")
+    if weights_name is not None and weights_path is None:
+        if not isinstance(weights_name, str):
+            raise InvalidInputError("weights_name", "must be a bundled package name")
+        named = DEFAULT_POLICY if weights_name == "default" else weights_name
+        if named not in bundled_policies():
+            raise InvalidInputError(
+                "weights_name", f"no bundled weights named {weights_name!r}; bundled: default, "
+                f"{', '.join(bundled_policies())} (switchpoint never downloads weights: pass "
+                "weights_path for your own, made with `switchpoint fit`)")
+        policy = policy or named
     package = load_weights(weights_path, policy=policy)
     if use_soft_assignment is not None:
         try:
             package.policy.set_params(assignment="soft" if use_soft_assignment else "hard")
         except InvalidInputError as exc:
             raise InvalidInputError("use_soft_assignment", exc.reason) from None
+    if embedder is None and embedding_model is not None:
+        embedder = _embedder_named(embedding_model, package)
     router = Router(package, catalog=catalog, embedder=embedder, cost_weight=cost_weight,
                     allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl)
     if warm:
@@ -624,3 +736,22 @@ def load_router(
         print(f"switchpoint: loaded {package.weights_id} ({package.policy.name} policy, "
               f"{len(router.models)} models) from {package.path}")
     return router
+
+
+# What ``load_router(engine=...)`` accepts: every name means the one in-process engine.
+ENGINES = ("auto", "python", "go")
+_DEFAULT_MODEL_NAMES = frozenset({MODEL_NAME, f"sentence-transformers/{MODEL_NAME}"})
+
+
+def _embedder_named(name: str, package: WeightsPackage) -> Embedder:
+    """The embedder ``load_router(embedding_model=name)`` asks for."""
+    if name in _DEFAULT_MODEL_NAMES:
+        if not package.embedder_id.startswith(MODEL_NAME):
+            raise InvalidInputError("embedding_model", f"these weights were fitted with "
+                                                       f"{package.embedder_id!r}, not {name!r}")
+        return embedder_from_id(package.embedder_id)
+    if name.startswith("st:"):
+        return embedder_from_id(name)
+    raise InvalidInputError(
+        "embedding_model", f"unknown embedding model {name!r}; use {MODEL_NAME!r} (the bundled "
+        "ONNX default) or 'st:<sentence-transformers model path>'")

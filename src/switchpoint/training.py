@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
-from switchpoint.embedding import Embedder, embedder_from_id
+from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
 from switchpoint.policies import Inputs, make_policy
 from switchpoint.records import RecordSet, load_records
@@ -19,7 +19,8 @@ from switchpoint.weights import WeightsPackage
 DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-64"
 
 
-def _inputs(records: RecordSet, embedder: Embedder | None, requires: str) -> Inputs:
+def _inputs(records: RecordSet, embedder: Embedder | None, requires: str,
+            progress: ProgressFn | None = None) -> Inputs:
     texts = list(records.prompts)
     if requires == "text":
         return Inputs(texts=texts)
@@ -28,7 +29,7 @@ def _inputs(records: RecordSet, embedder: Embedder | None, requires: str) -> Inp
     if requires == "none":
         return Inputs(texts=texts)
     assert embedder is not None
-    return Inputs(texts=texts, embeddings=embedder.embed(texts))
+    return Inputs(texts=texts, embeddings=embed_in_steps(embedder, texts, progress))
 
 
 def select_split(records: RecordSet, split: str | None) -> RecordSet:
@@ -46,12 +47,14 @@ def fit(
     *,
     split: str | None = None,
     embedder: Embedder | str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
     **params: Any,
 ) -> WeightsPackage:
     """Fit a policy on routing records and return the weights package (not yet saved).
 
     Without ``split``, records that carry a ``split`` field are limited to ``train``.
+    ``progress(stage, done, total)`` hears about the embedding (per batch of prompts) and the
+    fitting (one step); see :mod:`switchpoint._progress`.
     """
     source = str(records) if isinstance(records, (str, Path)) else "records"
     data = load_records(records) if isinstance(records, (str, Path)) else records
@@ -61,12 +64,10 @@ def fit(
         embedder_from_id(embedder or DEFAULT_EMBEDDER_ID)
         if embedder is None or isinstance(embedder, str) else embedder
     )
-    if progress:
-        progress(f"embedding {len(data)} prompts with {emb.id}")
-    inputs = _inputs(data, emb, model.requires)
-    if progress:
-        progress(f"fitting the {policy!r} policy on {len(data)} records, {len(data.models)} models")
-    model.fit(inputs, data.scores, data.costs, list(data.models))
+    inputs = _inputs(data, emb, model.requires, progress)
+    with step(progress, f"fitting the {policy!r} policy on {len(data)} records, "
+                        f"{len(data.models)} models"):
+        model.fit(inputs, data.scores, data.costs, list(data.models))
     provenance = {
         "records": source,
         "n_records": len(data),

@@ -14,18 +14,22 @@ Endpoints
 ``POST /v1/chat/completions`` (also ``/chat/completions``)  OpenAI, plain and SSE
 ``POST /v1/messages``                                        Anthropic, plain and SSE
 ``POST /_script``    ``{"model": "m", "behaviours": ["429:retry_after=1", "ok"]}`` queues
-                     behaviours for requests to model ``m`` (the ``model`` the request names)
+                     behaviours for requests to model ``m`` (the ``model`` the request names);
+                     ``{"model": "m", "default": "say:text=0.5"}`` sets what ``m`` does once
+                     its queue is empty (``"default": null`` forgets it)
 ``GET  /_requests``  every request received: path, lower-cased headers, JSON body, behaviour
 ``POST /_reset``     clear the scripts and the request log
 
 Each request takes the next behaviour queued for its model, else one named in the last user
-message as ``[[fake:BEHAVIOUR]]``, else ``ok``. A behaviour is ``name`` or
+message as ``[[fake:BEHAVIOUR]]``, else its model's default, else ``ok``. A behaviour is ``name`` or
 ``name:key=value,key=value``:
 
 =================  ===========================================================================
 ``ok``             a deterministic echo answer with realistic usage; a tool call when the
                    request has tools and the last turn is not a tool result. ``delay=`` before
                    the headers, ``chunk_delay=`` between stream chunks
+``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
+                   echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
 ``429``            rate limited; ``retry_after=`` sets ``Retry-After`` (seconds),
                    ``retry_after_ms=`` sets ``retry-after-ms``
 ``500``, ``503``,  that status with the dialect's error body (any 4xx/5xx code works;
@@ -38,7 +42,12 @@ message as ``[[fake:BEHAVIOUR]]``, else ``ok``. A behaviour is ``name`` or
                    mid-body; non-streamed, half the body and then drop
 ``malformed``      stream ``after=`` chunks (default 1), then ``data: {not json``;
                    non-streamed, a 200 whose body is not JSON
-``nodone``         a full stream that ends cleanly without ``[DONE]`` / ``message_stop``
+``nodone``         a full stream, finish reason included, that ends cleanly without
+                   ``[DONE]`` / ``message_stop`` (some real upstreams do)
+``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
+                   finish reason, no end marker (an answer cut short)
+``reject_stream_options``  OpenAI dialect: a request carrying ``stream_options`` is refused
+                   with Mistral's 422 ``extra_forbidden`` naming the field; without it, ``ok``
 ``sse_error``      stream ``after=`` chunks (default 1), then an error event
 ``context_length`` 400 context length exceeded, in the dialect's shape
 ``content_filter`` 400 content filter, in the dialect's shape
@@ -65,6 +74,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections import defaultdict, deque
 from pathlib import Path
@@ -86,12 +96,14 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
 class State:
     def __init__(self) -> None:
         self.queues: dict[str, deque[str]] = defaultdict(deque)
+        self.defaults: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
         self.counter = 0
         self.lean = False  # --lean: record no requests (a benchmark must not grow a list)
 
     def reset(self) -> None:
         self.queues.clear()
+        self.defaults.clear()
         self.requests.clear()
 
 
@@ -243,6 +255,15 @@ class Answer:
         digest = hashlib.sha1(f"{model}|{last_user}|{len(messages)}".encode()).hexdigest()
         self.openai_call_id = "call_" + digest[:24]
         self.anthropic_call_id = "toolu_01" + digest[:22]
+        self._split_words()
+
+    def say(self, text: str) -> None:
+        """Answer ``text`` instead of the echo (the ``say`` behaviour)."""
+        self.tool_name = None
+        self.text = text
+        self._split_words()
+
+    def _split_words(self) -> None:
         self.words = [w + " " for w in self.text.split(" ")]
         self.words[-1] = self.words[-1].rstrip()
 
@@ -286,6 +307,14 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     model = str(body.get("model"))
     stream = bool(body.get("stream"))
     messages = body.get("messages") or []
+    if name == "reject_stream_options":
+        if "stream_options" in body:
+            await send_json(writer, 422, {"object": "error", "message": {"detail": [{
+                "type": "extra_forbidden", "loc": ["body", "stream_options", "include_usage"],
+                "msg": "Extra inputs are not permitted", "input": True}]},
+                "type": "invalid_request_error", "param": None, "code": None})
+            return True
+        name = "ok"
     problem = openai_validate(body)
     if problem and name == "ok":
         await send_json(writer, 400, openai_error(problem, "invalid_request_error", None,
@@ -316,6 +345,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     last = messages[-1] if messages else {}
     answer = Answer(model, messages, body.get("tools"), body.get("tool_choice"),
                     isinstance(last, dict) and last.get("role") == "tool")
+    if name == "say":
+        answer.say(urllib.parse.unquote(params.get("text", "")))
     STATE.counter += 1
     ident = f"chatcmpl-fake-{STATE.counter}"
     created = int(time.time())
@@ -382,9 +413,12 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         finish = "stop"
     after = int(_num(params, "after", 2 if name == "cut" else 1))
     for i, piece in enumerate(pieces):
-        if name in ("cut", "malformed", "sse_error") and i == after:
+        if name in ("cut", "malformed", "sse_error", "nofinish") and i == after:
             break
         await out.data(piece)
+    if name == "nofinish":
+        await out.end()
+        return True
     if name == "cut":
         reset_connection(writer)
         return False
@@ -489,6 +523,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     answer = Answer(model, messages, body.get("tools"),
                     (body.get("tool_choice") or {}).get("type"), last_is_result,
                     str(body.get("system") or ""))
+    if name == "say":
+        answer.say(urllib.parse.unquote(params.get("text", "")))
     STATE.counter += 1
     ident = f"msg_fake{STATE.counter:06d}"
     usage = {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens}
@@ -547,11 +583,14 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     after = int(_num(params, "after", 2 if name == "cut" else 1))
     sent_content = 0
     for event, payload in events:
-        if name in ("cut", "malformed", "sse_error") and sent_content == after:
+        if name in ("cut", "malformed", "sse_error", "nofinish") and sent_content == after:
             break
         await out.data(payload, event=event)
         if event == "content_block_delta":
             sent_content += 1
+    if name == "nofinish":
+        await out.end()
+        return True
     if name == "cut":
         reset_connection(writer)
         return False
@@ -585,7 +624,7 @@ def choose_behaviour(body: Any) -> str:
             if match:
                 return match.group(1)
             break
-    return "ok"
+    return STATE.defaults.get(model, "ok")
 
 
 async def dispatch(req: Request, writer: asyncio.StreamWriter) -> bool:
@@ -599,6 +638,11 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter) -> bool:
         return True
     if req.path == "/_script" and req.method == "POST":
         body = req.json or {}
+        if "default" in body:
+            if body["default"] is None:
+                STATE.defaults.pop(str(body.get("model")), None)
+            else:
+                STATE.defaults[str(body.get("model"))] = str(body["default"])
         scripts = body.get("scripts") or {body.get("model"): body.get("behaviours") or []}
         for model, behaviours in scripts.items():
             STATE.queues[str(model)].extend(behaviours)
@@ -735,6 +779,11 @@ class FakeProviderProcess:
     def script(self, model: str, *behaviours: str) -> None:
         """Queue behaviours for the next requests to ``model``."""
         self._call("POST", "/_script", {"model": model, "behaviours": list(behaviours)})
+
+    def default(self, model: str, behaviour: str | None) -> None:
+        """What ``model`` does once its queue is empty (``None``: the usual ``ok``)."""
+        self._call("POST", "/_script", {"model": model, "behaviours": [],
+                                        "default": behaviour})
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request received since the last reset."""

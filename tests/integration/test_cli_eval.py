@@ -1,8 +1,9 @@
 """``switchpoint eval``: fit on one split, measure on another, print a table or JSON, plot.
 
 These run the real CLI in-process on a small records file written to ``tmp_path``; policies that
-need embeddings use the real default embedder (a few dozen short prompts). One test runs the real
-RouterBench file end to end through the installed command (3,148 prompts embedded, 15-20 s).
+need embeddings use the real default embedder (a few dozen short prompts). One test runs the full
+RouterBench file end to end through the installed command (3,148 prompts embedded, 15-20 s); it
+needs the full record sets (the ``shared_data`` fixture) and is skipped without them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from switchpoint.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COSTS = {"big": 0.01, "mid": 0.002, "small": 0.0001}
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -101,6 +101,24 @@ def test_eval_defaults_fit_cluster_and_knn_on_train(
     assert d["policies"][0]["params"]["n_clusters"] == 2
 
 
+def test_eval_progress_goes_to_stderr_and_the_json_stays_whole(
+    records_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["eval", records_file, "--param", "cluster.n_clusters=2",
+                          "--param", "knn.k=3", "--json", "--progress"], capsys)
+    assert code == 0, err
+    assert [p["name"] for p in json.loads(out)["policies"]] == ["cluster", "knn"]
+    assert "embedding 24 prompts (12 train + 12 test) with all-MiniLM-L6-v2/tail-64\n" in err
+    assert "\r  [##############################] 24/24 100%" in err
+    assert "fitting 'cluster' on 12 train prompts... done (" in err
+    assert "fitting 'knn' on 12 train prompts... done (" in err
+    code, quiet_out, err = run(["eval", records_file, "--param", "cluster.n_clusters=2",
+                                "--param", "knn.k=3", "--json", "--quiet"], capsys)
+    assert code == 0 and err == ""
+    assert [p["aiq"] for p in json.loads(quiet_out)["policies"]] == [
+        p["aiq"] for p in json.loads(out)["policies"]]
+
+
 def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: Path,
                       capsys: pytest.CaptureFixture[str]) -> None:
     records = tmp_path / "rb.jsonl"
@@ -174,13 +192,13 @@ def test_eval_plot_without_matplotlib_fails_before_any_work(
     assert not (tmp_path / "c.png").exists()
 
 
-def test_eval_real_routerbench_end_to_end(tmp_path: Path) -> None:
+def test_eval_real_routerbench_end_to_end(tmp_path: Path, shared_data: Path) -> None:
     """The real command on the real file, as a user runs it: it embeds 3,148 prompts with the
     default (fused int8) MiniLM, about 15-20 s on this 2-core machine."""
     plot = tmp_path / "x.png"
     exe = Path(sys.executable).with_name("switchpoint")
     t0 = time.perf_counter()
-    proc = subprocess.run([str(exe), "eval", str(SHARED_DATA / "routerbench-3task.jsonl"),
+    proc = subprocess.run([str(exe), "eval", str(shared_data / "routerbench-3task.jsonl"),
                            "--fit-split", "train", "--policy", "cluster", "--plot", str(plot)],
                           capture_output=True, text=True, cwd=tmp_path, check=False)
     elapsed = time.perf_counter() - t0

@@ -14,7 +14,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_env import (
+
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import (
     FACTORY,
     KEYS,
     async_client,
@@ -23,11 +27,7 @@ from gateway_env import (
     fresh_health,
     log_entry,
 )
-from servers import ThreadServer, thread_server
-
-from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
-from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import ThreadServer, thread_server
 
 CATALOG = {"good", "other", "cheap", "fresh"}
 PRICES = {"good": (10, 30), "other": (8, 24), "cheap": (0.5, 1.5), "fresh": (0.05, 0.1)}

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_env import async_client, client, fresh_health, log_entry, outcomes
-from servers import ThreadServer
 
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import async_client, client, fresh_health, log_entry, outcomes
+from tests.integration.servers import ThreadServer
 
 OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
 
@@ -251,7 +251,7 @@ def test_timeouts_everywhere_are_a_504(gw: ThreadServer, gw_fake: FakeProviderPr
 # Streams that break after the first byte ------------------------------------------------------
 
 
-@pytest.mark.parametrize("behaviour", ["cut:after=2", "malformed:after=2", "nodone"])
+@pytest.mark.parametrize("behaviour", ["cut:after=2", "malformed:after=2", "nofinish:after=2"])
 def test_a_stream_broken_after_the_first_byte_raises_and_is_logged(
         gw: ThreadServer, gw_fake: FakeProviderProcess, behaviour: str) -> None:
     gw_fake.script("good", behaviour)
@@ -264,14 +264,23 @@ def test_a_stream_broken_after_the_first_byte_raises_and_is_logged(
     assert outcomes(entry) == [("good", "ok"), ("good", "stream_broken")]
 
 
-def test_a_missing_done_is_not_a_clean_end_even_when_all_text_arrived(
+def test_a_stream_cut_short_with_a_clean_end_is_not_a_clean_end_for_the_client(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
-    gw_fake.script("good", "nodone")
+    gw_fake.script("good", "nofinish:after=2")
     received, error, entry = broken_stream(gw)
     text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
-    assert text.startswith("Echo from good")
-    assert "[DONE]" in error.message or "end marker" in error.message
+    assert text == "Echo from "
+    assert "before the answer finished" in error.message
     assert entry["status"] == "stream_broken"
+
+
+def test_a_stream_that_ends_after_its_finish_reason_without_done_is_complete(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "nodone")
+    text, models, entry = streamed(gw)
+    assert text.startswith("Echo from good: Tell me about failover") and models == {"good"}
+    assert entry["status"] == "ok" and outcomes(entry) == [("good", "ok")]
+    assert entry["completion_tokens"] > 0  # the usage chunk came before the missing [DONE]
 
 
 def test_a_cut_stream_raises_in_the_async_client(gw: ThreadServer,

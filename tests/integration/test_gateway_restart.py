@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_env import KEYS, config_text
-from servers import ProcessServer
 
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import KEYS, config_text
+from tests.integration.servers import ProcessServer
 
 
 def openai_client(server: ProcessServer) -> openai.OpenAI:

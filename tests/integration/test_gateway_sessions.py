@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_env import client, fresh_health, log_entry, outcomes
-from servers import ThreadServer
 
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import client, fresh_health, log_entry, outcomes
+from tests.integration.servers import ThreadServer
 
 OTHER = "claude-fake-2"
 UPSTREAM = {"good": "good", "other": OTHER, "cheap": "cheap", "fresh": "fresh"}
@@ -68,7 +68,9 @@ def test_the_second_turn_stays_on_the_pinned_model(gw: ThreadServer) -> None:
     assert second.model == pinned
     assert entry["pin_state"] == "hard" and entry["pin"]["pinned_model"] == pinned
     assert entry["pin"]["previous_model"] == pinned and entry["pin"]["age_s"] >= 0
-    assert entry["session_id"] == sid["x-session-id"] and entry["decision_id"] is None
+    # The log keeps the session's key (a hash), never the id the client sent.
+    assert entry["session_id"] != sid["x-session-id"] and len(entry["session_id"]) == 64
+    assert entry["decision_id"] is None
 
 
 def test_without_a_header_the_session_is_the_first_user_message(gw: ThreadServer) -> None:
@@ -78,7 +80,7 @@ def test_without_a_header_the_session_is_the_first_user_message(gw: ThreadServer
                               {"role": "assistant", "content": "..."}, turn("Shorter.")],
                          headers=PRICE_FIRST)
     assert second.model == first.model and entry2["pin_state"] == "hard"
-    assert entry2["session_id"] == entry["session_id"] and len(entry["session_id"]) == 40
+    assert entry2["session_id"] == entry["session_id"] and len(entry["session_id"]) == 64
 
 
 def test_an_image_escapes_a_pin_to_a_model_without_vision(gw: ThreadServer) -> None:

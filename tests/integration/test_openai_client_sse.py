@@ -18,9 +18,10 @@ import openai
 import pytest
 
 from switchpoint.catalog import ModelCard
-from switchpoint.providers import ClientPool, ProviderRegistry, Timeouts
-from switchpoint.providers.sse import sse_body
-from switchpoint.retry import FailoverError, RetryPolicy, call_with_failover
+from switchpoint.errors import FailoverError
+from switchpoint.gateway.failover import RetryPolicy, call_with_failover
+from switchpoint.gateway.providers import ClientPool, ProviderRegistry, Timeouts
+from switchpoint.server.streaming import sse_body
 from tests.fakes.fake_provider import FakeProviderProcess, head_bytes, read_request
 
 ENV = {"FAKE_OPENAI_KEY": "sk-openai-test", "FAKE_ANTHROPIC_KEY": "sk-ant-test"}
@@ -64,7 +65,7 @@ class Relay:
                                                   policy=POLICY)  # type: ignore[call-overload]
             except FailoverError as exc:
                 data = json.dumps(exc.to_openai_error()).encode()
-                writer.write(head_bytes(exc.status_code, {
+                writer.write(head_bytes(exc.status, {
                     "content-type": "application/json", "content-length": str(len(data)),
                     "connection": "close"}) + data)
                 await writer.drain()
@@ -143,7 +144,7 @@ def test_plain_answer_names_the_model_that_answered(fake: FakeProviderProcess,
     assert completion.choices[0].message.content == "Echo from fake-claude-1: hello there"
 
 
-@pytest.mark.parametrize("behaviour", ["cut:after=2", "nodone", "malformed:after=2",
+@pytest.mark.parametrize("behaviour", ["cut:after=2", "nofinish:after=2", "malformed:after=2",
                                        "sse_error:after=2"])
 def test_a_stream_broken_after_the_first_byte_raises_in_the_sync_client(
         fake: FakeProviderProcess, relay: Relay, behaviour: str) -> None:
@@ -179,8 +180,8 @@ def test_a_stream_broken_after_the_first_byte_raises_in_the_async_client(
 
 def test_without_the_error_event_the_client_would_see_a_clean_end(
         fake: FakeProviderProcess) -> None:
-    """Why the error event matters: a stream that just stops before [DONE] looks finished."""
-    fake.script("fake-gpt-1", "nodone")
+    """Why the error event matters: a stream that just stops, unfinished, looks finished."""
+    fake.script("fake-gpt-1", "nofinish:after=2")
     stream = client(fake.openai_base_url).chat.completions.create(
         model="fake-gpt-1", messages=MESSAGES, stream=True)
     assert len(list(stream)) > 0  # no exception: a truncated answer would pass as complete

@@ -6,6 +6,7 @@ for the Anthropic adapter, plain and streamed, and then through ``call_with_fail
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,27 +14,30 @@ from typing import Any
 import pytest
 
 from switchpoint.catalog import ModelCard
-from switchpoint.health import HealthConfig, HealthTracker
-from switchpoint.providers import (
-    AnthropicProvider,
+from switchpoint.errors import (
     AuthError,
-    ClientPool,
     ConnectError,
     ContentFiltered,
     ContextLengthExceeded,
+    FailoverError,
     FirstTokenTimeout,
     MalformedResponse,
     MissingApiKey,
-    OpenAIProvider,
     ProviderError,
-    ProviderRegistry,
     RateLimited,
     ReadTimeout,
     ServerError,
     StreamBroken,
+)
+from switchpoint.gateway.failover import RetryPolicy, call_with_failover
+from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.providers import (
+    AnthropicProvider,
+    ClientPool,
+    OpenAIProvider,
+    ProviderRegistry,
     Timeouts,
 )
-from switchpoint.retry import FailoverError, RetryPolicy, call_with_failover
 from tests.fakes.fake_provider import FakeProviderProcess
 
 pytestmark = pytest.mark.anyio
@@ -43,11 +47,6 @@ FAST = Timeouts(connect_s=2.0, read_s=0.6, first_token_s=1.0)
 FIRST_TOKEN_FIRST = Timeouts(connect_s=2.0, read_s=3.0, first_token_s=0.5)
 QUICK_POLICY = RetryPolicy(max_attempts_per_model=2, backoff_base_s=0.01, backoff_cap_s=0.02)
 USER = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -294,13 +293,46 @@ async def test_openai_malformed_chunk(fake: FakeProviderProcess,
         await openai_provider.complete(req(), gpt, FAST)
 
 
-async def test_openai_stream_without_done(fake: FakeProviderProcess,
-                                          openai_provider: OpenAIProvider,
-                                          gpt: ModelCard) -> None:
+async def test_openai_stream_ending_after_its_finish_reason_is_complete_without_done(
+        fake: FakeProviderProcess, openai_provider: OpenAIProvider, gpt: ModelCard) -> None:
     fake.script("fake-gpt-1", "nodone")
+    got = await collect(openai_provider.stream(req(), gpt, FAST))
+    assert text_of(got) == "Echo from fake-gpt-1: hello there"
+    assert got[-1]["choices"] == [] and got[-1]["usage"]["completion_tokens"] > 0
+
+
+async def test_openai_stream_ending_before_its_finish_reason_is_broken(
+        fake: FakeProviderProcess, openai_provider: OpenAIProvider, gpt: ModelCard) -> None:
+    fake.script("fake-gpt-1", "nofinish:after=2")
     got, error = await collect_until_error(openai_provider.stream(req(), gpt, FAST))
-    assert isinstance(error, StreamBroken) and "[DONE]" in str(error)
-    assert text_of(got) == "Echo from fake-gpt-1: hello there"  # all of it, yet not a success
+    assert isinstance(error, StreamBroken) and "before the answer finished" in str(error)
+    assert text_of(got) == "Echo from "  # a clean end of the body, yet the answer was cut
+
+
+async def test_a_model_refusing_stream_options_is_asked_again_without_and_remembered(
+        fake: FakeProviderProcess, openai_provider: OpenAIProvider, gpt: ModelCard) -> None:
+    fake.script("fake-gpt-1", *["reject_stream_options"] * 3)
+    got = await collect(openai_provider.stream(req(), gpt, FAST))
+    assert text_of(got) == "Echo from fake-gpt-1: hello there"
+    assert "gpt-fast" in openai_provider.no_stream_usage
+    got = await collect(openai_provider.stream(req(), gpt, FAST))  # remembered: one request
+    assert text_of(got) == "Echo from fake-gpt-1: hello there"
+    bodies = [r["body"] for r in fake.requests()]
+    assert ["stream_options" in b for b in bodies] == [True, False, False]
+    assert all(b["stream"] is True for b in bodies)
+    # Plain answers never carry the field.
+    assert (await openai_provider.complete(req(), gpt, FAST)).body["choices"]
+    assert "stream_options" not in fake.requests()[-1]["body"]
+
+
+async def test_stream_options_is_left_out_for_a_model_that_does_not_take_it(
+        fake: FakeProviderProcess, openai_provider: OpenAIProvider, gpt: ModelCard) -> None:
+    card = dataclasses.replace(gpt, stream_usage=False)
+    fake.script("fake-gpt-1", "reject_stream_options")
+    got = await collect(openai_provider.stream(req(stream_options={"include_usage": True}),
+                                               card, FAST))
+    assert text_of(got) == "Echo from fake-gpt-1: hello there"
+    assert ["stream_options" in r["body"] for r in fake.requests()] == [False]
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -460,7 +492,7 @@ async def test_anthropic_stall_before_the_first_token(
 @pytest.mark.parametrize(("behaviour", "text"), [
     ("cut:after=2", "Echo from "),
     ("malformed:after=1", "Echo "),
-    ("nodone", "Echo from fake-claude-1: hello there"),
+    ("nofinish:after=2", "Echo from "),
     ("sse_error:after=1", "Echo "),
 ])
 async def test_anthropic_stream_breaks_after_content(
@@ -470,6 +502,15 @@ async def test_anthropic_stream_breaks_after_content(
     got, error = await collect_until_error(anthropic_provider.stream(req(), claude, FAST))
     assert isinstance(error, StreamBroken)
     assert text_of(got) == text
+
+
+async def test_anthropic_stream_ending_after_its_stop_reason_is_complete_without_message_stop(
+        fake: FakeProviderProcess, anthropic_provider: AnthropicProvider,
+        claude: ModelCard) -> None:
+    fake.script("fake-claude-1", "nodone")
+    got = await collect(anthropic_provider.stream(req(), claude, FAST))
+    assert text_of(got) == "Echo from fake-claude-1: hello there"
+    assert got[-1]["choices"][0]["finish_reason"] == "stop"
 
 
 async def test_anthropic_overloaded_event_before_content_is_retryable(
@@ -541,7 +582,7 @@ async def test_failover_stream_escalates_on_early_breakage(
     assert text_of(await collect(stream)) == "Echo from gpt-big: hello there"
 
 
-@pytest.mark.parametrize("behaviour", ["cut:after=2", "malformed:after=2", "nodone",
+@pytest.mark.parametrize("behaviour", ["cut:after=2", "malformed:after=2", "nofinish:after=2",
                                        "sse_error:after=2"])
 async def test_failover_stream_never_switches_after_the_first_byte(
         fake: FakeProviderProcess, registry: ProviderRegistry, gpt: ModelCard,
@@ -575,7 +616,7 @@ async def test_failover_content_filter_stops_with_the_upstream_400(
     with pytest.raises(FailoverError) as info:
         await call_with_failover(req(), [gpt, gpt_big], registry, timeouts=FAST,
                                  policy=QUICK_POLICY)
-    assert info.value.status_code == 400
+    assert info.value.status == 400
     assert info.value.to_openai_error()["error"]["code"] == "content_filter"
     assert len(fake.requests()) == 1
 
@@ -588,7 +629,7 @@ async def test_failover_gives_up_with_every_attempt_listed(
     with pytest.raises(FailoverError) as info:
         await call_with_failover(req(), [gpt, claude], registry, timeouts=FAST,
                                  policy=QUICK_POLICY)
-    assert info.value.status_code == 502
+    assert info.value.status == 502
     assert [(a.model, a.outcome) for a in info.value.attempts] == [
         ("gpt-fast", "server_error"), ("gpt-fast", "connect_error"),
         ("claude", "server_error"), ("claude", "server_error")]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
-from switchpoint.gateway.state import RouterFactory
+from switchpoint.gateway.live import RouterFactory
+from switchpoint.server import create_app
 from switchpoint.weights import load_weights
+from tests.integration.servers import ThreadServer, thread_server
 
 # One factory for every server in this module: the MiniLM session is loaded once.
 FACTORY = RouterFactory()

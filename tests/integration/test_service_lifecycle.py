@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servers import ProcessServer, thread_server
 
 from switchpoint.config import Settings, load_settings
-from switchpoint.gateway import create_app
-from switchpoint.gateway.state import RouterFactory
+from switchpoint.gateway.live import RouterFactory
 from switchpoint.router import Router
+from switchpoint.server import create_app
+from tests.integration.servers import ProcessServer, thread_server
 
 FACTORY = RouterFactory()
 

@@ -19,16 +19,17 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation import GenerationMode
 from schemathesis.schemas import BaseSchema
-from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
-from switchpoint.gateway import create_app
+from switchpoint.server import create_app
 from switchpoint.weights import load_weights
+from tests.integration.servers import ThreadServer, thread_server
 
 OPERATIONS = [
     ("POST", "/v1/route"),
     ("GET", "/health"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id}"),
     ("GET", "/metrics"),
     ("GET", "/v1/router/stats"),
     ("POST", "/v1/router/policy/{name}"),

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from switchpoint.providers._transport import PooledTransport
+from switchpoint.gateway.providers._transport import PooledTransport
 from tests.fakes.fake_provider import FakeProviderProcess
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}

@@ -6,14 +6,14 @@ import math
 
 import pytest
 
-from switchpoint.capabilities import (
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.gateway.capabilities import (
     IMAGE_TOKENS,
     TOKENS_PER_MESSAGE,
     Needs,
     filter_candidates,
     needs_of,
 )
-from switchpoint.catalog import Catalog, ModelCard
 
 BIG_IMAGE = "data:image/png;base64," + "A" * 400_000
 

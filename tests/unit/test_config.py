@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint.config import ConfigError, Settings, load_settings
-from switchpoint.gateway.state import RouterFactory
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import ConfigError
+from switchpoint.gateway.live import RouterFactory
 
 CATALOG_EXAMPLE = """
 models:
@@ -156,7 +157,7 @@ def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, block), environ={})
     assert settings.catalog() is not None
     router = RouterFactory()(settings)
-    assert router.models == ["gpt-4o", "gpt-4o-mini", "ministral-3b-latest"]
+    assert router.models == ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "ministral-3b-latest"]
     assert router.route(embedding=[0.05] * 384).selected_model in router.models
 
 
@@ -177,3 +178,48 @@ def test_gateway_settings_from_file_and_environment(tmp_path: Path) -> None:
 ])
 def test_bad_gateway_settings_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in error_of(tmp_path, text)
+
+
+# Providers: a fixed set of names, each with its URL, key variable and stream usage ------------
+
+
+def test_an_unknown_provider_is_an_error_naming_the_known_ones(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "models:\n  - {name: m, provider: mistrall}\n")
+    assert message.startswith("models[0].provider: 'mistrall' is not a known provider")
+    assert "did you mean 'mistral'" in message
+    for name in ("openai", "anthropic", "groq", "ollama", "openai-compatible"):
+        assert name in message
+
+
+def test_openai_compatible_needs_a_base_url(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "models:\n  - {name: a, base_url: 'http://x:1/v1'}\n"
+                                 "  - {name: local, provider: openai-compatible}\n")
+    assert message.startswith("models[1].base_url: is required for provider openai-compatible")
+
+
+def test_the_provider_gives_the_url_key_and_stream_usage_a_model_leaves_out(
+        tmp_path: Path) -> None:
+    from switchpoint.known_providers import api_key_env_of, base_url_of, stream_usage_of
+
+    settings = load_settings(write(tmp_path, """models:
+  - {name: gpt, input_per_mtok: 1, output_per_mtok: 2}
+  - {name: mini, provider: Mistral, input_per_mtok: 1, output_per_mtok: 2}
+  - {name: llama, provider: groq, stream_usage: false, input_per_mtok: 1, output_per_mtok: 2}
+  - {name: here, provider: ollama, input_per_mtok: 0, output_per_mtok: 0}
+  - {name: proxy, base_url: "http://10.0.0.9:8080/v1", input_per_mtok: 1, output_per_mtok: 2}
+  - {name: ds, base_url: "https://api.deepseek.com/", input_per_mtok: 1, output_per_mtok: 2}
+  - {name: claude, provider: anthropic, input_per_mtok: 1, output_per_mtok: 2}
+"""), environ={})
+    catalog = settings.catalog()
+    assert catalog is not None
+    got = {c.name: (c.provider, base_url_of(c), api_key_env_of(c), stream_usage_of(c))
+           for c in catalog.cards}
+    assert got == {
+        "gpt": ("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", True),
+        "mini": ("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY", False),
+        "llama": ("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY", False),
+        "here": ("ollama", "http://localhost:11434/v1", None, True),
+        "proxy": ("openai-compatible", "http://10.0.0.9:8080/v1", None, True),
+        "ds": ("deepseek", "https://api.deepseek.com/", "DEEPSEEK_API_KEY", True),
+        "claude": ("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", False),
+    }

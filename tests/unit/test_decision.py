@@ -9,6 +9,7 @@ import pytest
 
 from switchpoint.decision import (
     MAX_COST_WEIGHT,
+    ROUTE_FIELDS,
     RoutingDecision,
     Usage,
     check_cost_weight,
@@ -128,7 +129,7 @@ def _decision(**overrides: object) -> RoutingDecision:
         "cost_adjusted_score": 0.25, "all_scores": {"small": 0.25, "big": 0.4},
         "cache_hit": False, "usage": Usage(routing_ms=0.5, embedding_ms=3.0),
         "expected_cost": 0.0001, "cost_weight": 0.5, "confidence": 0.8,
-        "fallback_models": ["big"], "cluster_probabilities": {3: 0.75, 1: 0.25},
+        "fallback_models": ["big"], "cluster_probabilities": [0.0, 0.25, 0.0, 0.75],
         "reasoning": ["Cluster 3 of the 'cluster' policy.", "small has the lowest score."],
         "evidence": ["40 labelled examples behind small's estimate"],
         "policy": "cluster", "basis": "cluster policy, cluster 3",
@@ -145,14 +146,29 @@ def test_to_dict_is_json_serialisable() -> None:
     round_trip = json.loads(json.dumps(out))
     assert round_trip["selected_model"] == "small"
     assert round_trip["usage"] == {"routing_ms": 0.5, "embedding_ms": 3.0}
-    assert round_trip["cluster_probabilities"] == {"3": 0.75, "1": 0.25}
+    assert round_trip["cluster_probabilities"] == [0.0, 0.25, 0.0, 0.75]
     assert round_trip["all_scores"] == {"small": 0.25, "big": 0.4}
     assert round_trip["fallback_models"] == ["big"]
     for key in ("selected_model", "cluster_id", "expected_error", "cost_adjusted_score",
                 "all_scores", "cache_hit", "usage", "confidence", "reasoning", "decision_id"):
         assert key in round_trip
-    assert d.cluster_probabilities == {3: 0.75, 1: 0.25}  # the decision itself is unchanged
+    assert isinstance(d.cluster_probabilities, np.ndarray)  # the decision keeps its array
     assert _decision(cluster_probabilities=None).to_dict()["cluster_probabilities"] is None
+
+
+def test_a_decision_is_built_from_its_public_fields_in_the_usual_order() -> None:
+    d = RoutingDecision("small", 0.2, 0.25, {"small": 0.25, "big": 0.4}, 3,
+                        np.array([0.1, 0.0, 0.0, 0.9]), "one sentence of reasoning")
+    assert d.selected_model == "small" and d.cluster_id == 3 and d.expected_error == 0.2
+    assert d.reasoning == ["one sentence of reasoning"]
+    assert d.cache_hit is False and d.usage == Usage(0.0, 0.0) and d.decision_id
+    assert RoutingDecision("m", 0.1, 0.1, {"m": 0.1}, 0).cluster_probabilities is None
+
+
+def test_to_dict_of_chosen_fields_is_the_routing_answer() -> None:
+    out = _decision().to_dict(ROUTE_FIELDS)
+    assert list(out) == list(ROUTE_FIELDS)
+    assert out["usage"] == {"routing_ms": 0.5, "embedding_ms": 3.0}
 
 
 def test_decision_ids_are_unique() -> None:

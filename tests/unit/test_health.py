@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from switchpoint.health import BreakerState, HealthConfig, HealthStatus, HealthTracker
+from switchpoint.gateway.health import BreakerState, HealthConfig, HealthStatus, HealthTracker
 
 
 class Clock:

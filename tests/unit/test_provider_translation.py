@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from switchpoint.catalog import ModelCard
-from switchpoint.providers import (
+from switchpoint.errors import (
     AuthError,
     BadRequest,
     ConnectError,
@@ -25,28 +25,22 @@ from switchpoint.providers import (
     ReadTimeout,
     ServerError,
     StreamBroken,
-    Timeouts,
     UnsupportedRequest,
-    is_content_chunk,
 )
-from switchpoint.providers.anthropic import (
+from switchpoint.gateway.providers import Timeouts, is_content_chunk
+from switchpoint.gateway.providers.anthropic import (
     AnthropicChunkDecoder,
     anthropic_tool_id,
     from_anthropic_response,
     to_anthropic_request,
 )
-from switchpoint.providers.base import classify_status, parse_retry_after
-from switchpoint.providers.openai import api_key, upstream_body
-from switchpoint.providers.sse import SSEEvent, encode_error, iter_sse, sse_body
+from switchpoint.gateway.providers.base import classify_status, parse_retry_after
+from switchpoint.gateway.providers.openai import api_key, rejects_stream_options, upstream_body
+from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 
 pytestmark = pytest.mark.anyio
 
 CLAUDE = ModelCard("claude", provider="anthropic", upstream_model="claude-x-1")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 # ---- the error table ---------------------------------------------------------------------
@@ -62,7 +56,7 @@ def anyio_backend() -> str:
     (StreamBroken("x", after_first_byte=True), False, False, True),
     (ContextLengthExceeded("x"), False, True, False),
     (AuthError("x"), False, True, True),
-    (MissingApiKey("K"), False, True, True),
+    (MissingApiKey("K"), False, True, False),  # nothing was sent: not the model's health
     (ContentFiltered("x"), False, False, False),
     (BadRequest("x", status=400), False, False, False),
     (BadRequest("x", status=404), False, True, True),
@@ -138,14 +132,47 @@ def test_upstream_body_changes_only_model_and_streaming() -> None:
     plain = upstream_body({**req, "stream": True, "stream_options": {}}, ModelCard("n"),
                           stream=False)
     assert plain["stream"] is False and "stream_options" not in plain and plain["model"] == "n"
+    # A model that does not accept stream_options gets none, not even the client's own.
+    bare = upstream_body({**req, "stream_options": {"include_usage": True}}, card, stream=True,
+                         stream_usage=False)
+    assert bare["stream"] is True and "stream_options" not in bare
 
 
 def test_api_key_from_the_named_env_var() -> None:
-    assert api_key(ModelCard("a"), {}) is None
     assert api_key(ModelCard("a", api_key_env="K"), {"K": "sk-1"}) == "sk-1"
     with pytest.raises(MissingApiKey, match="K_MISSING") as info:
         api_key(ModelCard("a", api_key_env="K_MISSING"), {"K_MISSING": ""})
     assert info.value.env_var == "K_MISSING" and info.value.model == "a"
+    assert "export K_MISSING=<key>" in str(info.value)
+
+
+def test_api_key_defaults_to_the_providers_variable_at_the_providers_url() -> None:
+    assert api_key(ModelCard("a"), {"OPENAI_API_KEY": "sk-o"}) == "sk-o"
+    with pytest.raises(MissingApiKey, match="MISTRAL_API_KEY"):
+        api_key(ModelCard("m", provider="mistral"), {})
+    at_home = ModelCard("m", provider="mistral", base_url="https://api.mistral.ai/v1/")
+    assert api_key(at_home, {"MISTRAL_API_KEY": "k"}) == "k"
+    # A URL of the model's own (a proxy, a local server) gets no key unless one is named ...
+    assert api_key(ModelCard("p", base_url="http://127.0.0.1:9/v1"), {"OPENAI_API_KEY": "x"}) \
+        is None
+    # ... and local servers need none.
+    assert api_key(ModelCard("l", provider="ollama"), {}) is None
+    assert api_key(ModelCard("v", provider="vllm", api_key_env="VLLM_KEY"), {"VLLM_KEY": "t"}) \
+        == "t"
+
+
+def test_rejecting_stream_options_is_recognised_from_the_error_body() -> None:
+    mistral = {"object": "error", "message": {"detail": [{
+        "type": "extra_forbidden", "loc": ["body", "stream_options", "include_usage"],
+        "msg": "Extra inputs are not permitted"}]}, "type": "invalid_request_error"}
+    openai_style = {"error": {"message": "Unrecognized request argument supplied: "
+                                         "stream_options", "type": "invalid_request_error"}}
+    for status, body in ((422, mistral), (400, openai_style)):
+        error = classify_status(status, body, {})
+        assert isinstance(error, BadRequest) and rejects_stream_options(error)
+    other = classify_status(400, {"error": {"message": "temperature must be <= 2"}}, {})
+    assert isinstance(other, BadRequest) and not rejects_stream_options(other)
+    assert not rejects_stream_options(BadRequest("stream_options", status=404))
 
 
 # ---- OpenAI → Anthropic ------------------------------------------------------------------
@@ -315,24 +342,3 @@ async def test_iter_sse_joins_data_skips_comments_and_flushes_at_eof() -> None:
     events = [e async for e in iter_sse(_lines(
         ": keep-alive", "event: delta", "data: {\"a\":", "data: 1}", "", "", "data: [DONE]"))]
     assert events == [SSEEvent('{"a":\n1}', "delta"), SSEEvent("[DONE]")]
-
-
-async def test_sse_body_ends_with_done_or_an_error_event() -> None:
-    async def good() -> AsyncIterator[dict[str, Any]]:
-        yield {"x": 1}
-
-    async def bad() -> AsyncIterator[dict[str, Any]]:
-        yield {"x": 1}
-        raise StreamBroken("cut", after_first_byte=True)
-
-    async def buggy() -> AsyncIterator[dict[str, Any]]:
-        yield {"x": 1}
-        raise RuntimeError("bug")
-
-    ok = b"".join([b async for b in sse_body(good())])
-    assert ok == b'data: {"x":1}\n\ndata: [DONE]\n\n'
-    broken = b"".join([b async for b in sse_body(bad())])
-    assert broken.startswith(b'data: {"x":1}\n\nevent: error\ndata: {"error":')
-    assert b"[DONE]" not in broken and b"stream_broken" in broken
-    assert b"[DONE]" not in b"".join([b async for b in sse_body(buggy())])
-    assert encode_error({"message": "m"}) == b'event: error\ndata: {"error":{"message":"m"}}\n\n'

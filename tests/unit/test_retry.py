@@ -11,28 +11,23 @@ from typing import Any
 import pytest
 
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.health import HealthConfig, HealthTracker
-from switchpoint.providers import (
+from switchpoint.errors import (
     BadRequest,
     ContentFiltered,
     ContextLengthExceeded,
+    FailoverError,
     FirstTokenTimeout,
     ProviderError,
-    ProviderResponse,
     RateLimited,
     ReadTimeout,
     ServerError,
     StreamBroken,
-    Timeouts,
 )
-from switchpoint.retry import FailoverError, RetryPolicy, call_with_failover, fallback_chain
+from switchpoint.gateway.failover import RetryPolicy, call_with_failover, fallback_chain
+from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.providers import ProviderResponse, Timeouts
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 Step = ProviderError | str  # an error to raise, or "ok", or "break-after-first"
@@ -175,7 +170,7 @@ async def test_request_errors_stop_at_once_with_the_upstream_answer(error: Provi
     with pytest.raises(FailoverError) as info:
         await run(p)
     assert p.calls == ["a"]
-    assert info.value.status_code == error.status
+    assert info.value.status == error.status
     body = info.value.to_openai_error()["error"]
     assert body["message"] == error.body["error"]["message"]  # type: ignore[index]
 
@@ -184,7 +179,7 @@ async def test_all_rate_limited_is_a_429_with_retry_after() -> None:
     p = Scripted({n: [RateLimited("429", retry_after=30)] for n in "abc"})
     with pytest.raises(FailoverError) as info:
         await run(p)
-    assert info.value.status_code == 429 and info.value.retry_after == 30
+    assert info.value.status == 429 and info.value.retry_after == 30
     assert info.value.models_tried == ["a", "b", "c"]
 
 
@@ -192,11 +187,11 @@ async def test_all_timing_out_is_a_504_and_mixed_failures_a_502() -> None:
     p = Scripted({n: [ReadTimeout("slow")] for n in "abc"})
     with pytest.raises(FailoverError) as info:
         await run(p)
-    assert info.value.status_code == 504
+    assert info.value.status == 504
     p = Scripted({"a": [ReadTimeout("slow")], "b": [ServerError("x")], "c": [ServerError("x")]})
     with pytest.raises(FailoverError) as info:
         await run(p)
-    assert info.value.status_code == 502
+    assert info.value.status == 502
     assert info.value.to_openai_error()["error"]["code"] == "upstream_failed"
     assert len(info.value.attempts) == 6
 
@@ -212,7 +207,7 @@ async def test_open_circuits_are_skipped_and_all_open_is_503() -> None:
         health.record_failure(name, "server_error")
     with pytest.raises(FailoverError) as info:
         await run(Scripted({}), health=health)
-    assert info.value.status_code == 503 and info.value.last_error is None
+    assert info.value.status == 503 and info.value.last_error is None
 
 
 async def test_a_failure_that_opens_the_circuit_stops_retrying_that_model() -> None:
@@ -239,7 +234,7 @@ async def test_total_deadline_stops_retries() -> None:
 async def test_no_candidates() -> None:
     with pytest.raises(FailoverError) as info:
         await run(Scripted({}), cards=[])
-    assert info.value.status_code == 503
+    assert info.value.status == 503
 
 
 def test_fallback_chain_is_depth_first_without_repeats() -> None:
@@ -353,7 +348,7 @@ async def test_context_too_long_for_every_candidate_is_the_upstream_400() -> Non
     with pytest.raises(FailoverError) as info:
         await run(p)
     assert p.calls == ["a", "b", "c"]
-    assert info.value.status_code == 400
+    assert info.value.status == 400
     assert info.value.to_openai_error() == body
 
 

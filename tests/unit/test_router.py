@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
+from switchpoint.errors import (
+    InvalidInputError,
+    NoCandidatesError,
+    NoUpstreamError,
+    UnknownModelError,
+    WeightsError,
+)
 from switchpoint.router import Router, load_router
 from switchpoint.training import fit
-from switchpoint.weights import load_weights
+from tests.conftest import FakeEmbedder, RouterFactory
 
 PROMPTS = [
     "What is the capital of France?",
@@ -26,11 +32,6 @@ PROMPTS = [
     "Sam put the book on the shelf because it was heavy. What was heavy?",
 ]
 CHEAP = ["mistralai/mistral-7b-chat", "WizardLM/WizardLM-13B-V1.2"]
-
-
-@pytest.fixture
-def router(tiny_weights_dir: Path, fake_embedder) -> Router:  # type: ignore[no-untyped-def]
-    return Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
 
 
 def _scale(router: Router, candidates: list[str] | None = None) -> float:
@@ -78,7 +79,8 @@ def test_route_returns_a_full_decision(router: Router) -> None:
     assert d.cache_hit is False
     assert d.usage.routing_ms >= 0 and d.usage.embedding_ms >= 0
     assert 0.0 <= d.confidence <= 1.0
-    assert d.cluster_probabilities  # soft assignment is the cluster policy's default
+    assert d.cluster_probabilities is not None  # soft: the cluster policy's default
+    assert np.count_nonzero(d.cluster_probabilities) > 1
     assert d.reasoning and d.evidence
     assert d.policy == "cluster"
     assert d.basis == f"cluster policy, cluster {d.cluster_id}"
@@ -118,23 +120,23 @@ def test_cache_hit_exact_per_call(router: Router) -> None:
     assert router.route(PROMPTS[2], available_models=CHEAP[::-1]).cache_hit is True  # a set
     assert router.route(PROMPTS[2] + " ").cache_hit is False  # another prompt
     stats = router.stats
-    assert stats.total == 8
+    assert stats.total_requests == 8
     assert stats.cache_hits == 4
     assert router.embedder.misses == 2  # the embedder saw two distinct texts
 
 
-def test_cache_disabled_and_expiry(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
-    off = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_size=0)
+def test_cache_disabled_and_expiry(make_router: RouterFactory) -> None:
+    off = make_router(cache_size=0)
     assert [off.route(PROMPTS[0]).cache_hit for _ in range(3)] == [False] * 3
-    short = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_ttl=0.05)
+    short = make_router(cache_ttl=0.05)
     assert short.route(PROMPTS[0]).cache_hit is False
     assert short.route(PROMPTS[0]).cache_hit is True
     time.sleep(0.1)
     assert short.route(PROMPTS[0]).cache_hit is False
 
 
-def test_cache_evicts_least_recently_used(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
-    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cache_size=2)
+def test_cache_evicts_least_recently_used(make_router: RouterFactory) -> None:
+    r = make_router(cache_size=2)
     r.route(PROMPTS[0])
     r.route(PROMPTS[1])
     r.route(PROMPTS[0])  # most recently used
@@ -198,9 +200,8 @@ def test_available_models_restricts(router: Router) -> None:
     assert single.confidence == 1.0
 
 
-def test_allowed_models_restricts(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
-    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder,
-               allowed_models=["claude-v1", "gpt-4-1106-preview"])
+def test_allowed_models_restricts(make_router: RouterFactory) -> None:
+    r = make_router(allowed_models=["claude-v1", "gpt-4-1106-preview"])
     for p in PROMPTS:
         d = r.route(p)
         assert set(d.all_scores) == {"claude-v1", "gpt-4-1106-preview"}
@@ -210,9 +211,9 @@ def test_allowed_models_restricts(tiny_weights_dir: Path, fake_embedder) -> None
     assert info.value.field == "available_models"
     assert r.check_candidates(None) == ["claude-v1", "gpt-4-1106-preview"]
     with pytest.raises(UnknownModelError, match="'nope'"):
-        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, allowed_models=["nope"])
+        make_router(allowed_models=["nope"])
     with pytest.raises(NoCandidatesError):
-        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, allowed_models=[])
+        make_router(allowed_models=[])
 
 
 def test_unknown_model_is_named(router: Router) -> None:
@@ -278,33 +279,32 @@ class _TenDims:
         return np.ones((len(texts), 10), np.float32) / np.sqrt(10)
 
 
-def test_bad_constructor_arguments(tiny_weights_dir: Path, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+def test_bad_constructor_arguments(make_router: RouterFactory) -> None:
     with pytest.raises(InvalidInputError, match="384") as info:
-        Router(load_weights(tiny_weights_dir), embedder=_TenDims())
+        make_router(embedder=_TenDims())
     assert info.value.field == "embedder"
     with pytest.raises(InvalidInputError):
-        Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cost_weight=-1)
-    r = Router(load_weights(tiny_weights_dir), embedder=fake_embedder, cost_weight=0)
+        make_router(cost_weight=-1)
+    r = make_router(cost_weight=0)
     assert r.route(PROMPTS[0]).cost_weight == 0.0
 
 
 # Batches ------------------------------------------------------------------------------------
 
 
-def test_route_batch_equals_individual_routes(
-    tiny_weights_dir: Path, fake_embedder  # type: ignore[no-untyped-def]
-) -> None:
-    batch_router = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
-    single_router = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+def test_route_batch_equals_individual_routes(make_router: RouterFactory,
+                                              fake_embedder: FakeEmbedder) -> None:
+    batch_router = make_router()
+    single_router = make_router()
     batch = batch_router.route_batch(PROMPTS, available_models=None)
     assert len(batch) == len(PROMPTS)
     for p, d in zip(PROMPTS, batch, strict=True):
         _same(d, single_router.route(p))
         assert d.cache_hit is False
-    assert batch_router.stats.total == len(PROMPTS)
+    assert batch_router.stats.total_requests == len(PROMPTS)
     # Embedded in one pass: the fake embedder saw one batch of all five prompts.
     calls_before = len(fake_embedder.calls)
-    fresh = Router(load_weights(tiny_weights_dir), embedder=fake_embedder)
+    fresh = make_router()
     fresh.route_batch(PROMPTS)
     assert fake_embedder.calls[calls_before:] == [PROMPTS]
     assert fresh.route_batch([]) == []
@@ -344,7 +344,7 @@ def test_route_batch_with_cost_weights(router: Router) -> None:
     for i in range(len(PROMPTS)):
         costs = [out[w_i * len(PROMPTS) + i].expected_cost for w_i in range(len(weights))]
         assert costs == sorted(costs, reverse=True)
-    assert router.stats.total == len(out)
+    assert router.stats.total_requests == len(out)
 
 
 # Per-cluster best model ----------------------------------------------------------------------
@@ -357,14 +357,19 @@ def test_get_best_model_for_cluster_matches_the_decision_rule(router: Router) ->
         err, cost = policy.error_[c], policy.cost_[c]
         quality_first = min(range(len(router.models)), key=lambda j: (err[j], cost[j]))
         cheapest = int(np.argmin(cost))
-        assert router.get_best_model_for_cluster(c, 0) == router.models[quality_first]
-        assert router.get_best_model_for_cluster(c, 1e4) == router.models[cheapest]
+        best = router.get_best_model_for_cluster
+        assert best(c, cost_weight_override=0) == router.models[quality_first]
+        assert best(c, cost_weight_override=1e4) == router.models[cheapest]
         for lam in (0.0, 0.5, 1e4):
             d = router.route(embedding=centroids[c], cost_weight_override=lam)
             assert d.cluster_id == c
-            assert router.get_best_model_for_cluster(c, lam) == d.selected_model
+            assert best(c, cost_weight_override=lam) == d.selected_model
     # Default λ is the router's own.
-    assert router.get_best_model_for_cluster(0) == router.get_best_model_for_cluster(0, 0.5)
+    assert router.get_best_model_for_cluster(0) == router.get_best_model_for_cluster(
+        0, cost_weight_override=0.5)
+    # Narrowed to one model, that model is the answer; in positional order as in other routers.
+    only = router.models[-1]
+    assert router.get_best_model_for_cluster(0, [only], 0.0) == only
 
 
 @pytest.mark.parametrize("bad", [-1, 6, 100, 1.0, "0", True, None])
@@ -373,12 +378,12 @@ def test_get_best_model_for_cluster_rejects_bad_ids(router: Router, bad: object)
         router.get_best_model_for_cluster(bad)  # type: ignore[arg-type]
     assert info.value.field == "cluster_id"
     with pytest.raises(InvalidInputError):
-        router.get_best_model_for_cluster(0, -1.0)
+        router.get_best_model_for_cluster(0, cost_weight_override=-1.0)
 
 
 def test_get_best_model_accepts_numpy_ints(router: Router) -> None:
-    by_numpy = router.get_best_model_for_cluster(np.int64(2), 0)
-    assert by_numpy == router.get_best_model_for_cluster(2, 0)
+    by_numpy = router.get_best_model_for_cluster(np.int64(2), cost_weight_override=0)
+    assert by_numpy == router.get_best_model_for_cluster(2, cost_weight_override=0)
 
 
 # Distribution and stats ---------------------------------------------------------------------
@@ -402,21 +407,22 @@ def test_stats_and_reset(router: Router) -> None:
     router.route(PROMPTS[0])
     router.route_batch(PROMPTS[:3])
     s = router.stats
-    assert s.total == 9
+    assert s.total_requests == 9
     assert s.cache_hits == 1
-    assert sum(s.by_model.values()) == 9
-    assert sum(s.by_cluster.values()) == 9
+    assert sum(s.model_selections.values()) == 9
+    assert sum(s.cluster_distributions.values()) == 9
+    assert 0 <= s.avg_expected_error <= 1 and s.avg_cost_score >= s.avg_expected_error
     d = s.to_dict()
-    assert json.loads(json.dumps(d))["total"] == 9
-    assert all(isinstance(k, str) for k in d["by_cluster"])
-    s.by_model["tampered"] = 100  # a snapshot, not the live counters
-    assert "tampered" not in router.stats.by_model
+    assert json.loads(json.dumps(d))["total_requests"] == 9
+    assert all(isinstance(k, str) for k in d["cluster_distributions"])
+    s.model_selections["tampered"] = 100  # a snapshot, not the live counters
+    assert "tampered" not in router.stats.model_selections
     router.reset_stats()
     s = router.stats
-    assert (s.total, s.cache_hits, sum(s.by_model.values()), sum(s.by_cluster.values())) == (
-        0, 0, 0, 0)
+    assert (s.total_requests, s.cache_hits, sum(s.model_selections.values()),
+            sum(s.cluster_distributions.values()), s.avg_expected_error) == (0, 0, 0, 0, 0.0)
     assert router.route(PROMPTS[0]).cache_hit is True  # the cache survives a stats reset
-    assert router.stats.total == 1 and router.stats.cache_hits == 1
+    assert router.stats.total_requests == 1 and router.stats.cache_hits == 1
 
 
 # Threads ------------------------------------------------------------------------------------
@@ -446,10 +452,10 @@ def test_thread_safety(router: Router) -> None:
     assert not errors
     decisions = [d for t in range(n_threads) for d in results[t]]
     stats = router.stats
-    assert stats.total == n_threads * calls == len(decisions)
+    assert stats.total_requests == n_threads * calls == len(decisions)
     assert stats.cache_hits == sum(d.cache_hit for d in decisions)
-    assert sum(stats.by_model.values()) == stats.total
-    assert sum(stats.by_cluster.values()) == stats.total
+    assert sum(stats.model_selections.values()) == stats.total_requests
+    assert sum(stats.cluster_distributions.values()) == stats.total_requests
     # The same prompt always gets the same decision.
     for p in set(prompts):
         mine = [d for t in range(n_threads) if prompts[t] == p for d in results[t]]
@@ -476,18 +482,18 @@ def test_load_router_with_soft_assignment(tiny_weights_dir: Path, fake_embedder)
     assert r.cost_weight == 0.2
     d = r.route(PROMPTS[0])
     probs = d.cluster_probabilities
-    assert probs is not None and probs
-    assert all(isinstance(k, int) and 0 <= k < 6 for k in probs)
-    assert all(0 < v <= 1 for v in probs.values())
-    assert sum(probs.values()) <= 1.0 + 1e-3
-    assert max(probs, key=probs.__getitem__) == d.cluster_id
-    assert list(probs.values()) == sorted(probs.values(), reverse=True)
-    assert json.loads(json.dumps(d.to_dict()))["cluster_probabilities"] == {
-        str(k): v for k, v in probs.items()}
+    assert probs is not None and probs.shape == (6,)  # a distribution over every cluster
+    assert np.all(probs >= 0) and abs(probs.sum() - 1.0) < 1e-6
+    assert int(np.argmax(probs)) == d.cluster_id
+    assert json.loads(json.dumps(d.to_dict()))["cluster_probabilities"] == pytest.approx(
+        probs.tolist(), abs=1e-6)
     # Soft estimates mix the cluster estimates, so they differ from the hard ones in general.
     hard = load_router(weights_path=tiny_weights_dir, embedder=fake_embedder, warm=False,
                        use_soft_assignment=False)
-    assert hard.route(PROMPTS[0]).cluster_probabilities is None
+    one_hot = hard.route(PROMPTS[0])
+    assert one_hot.cluster_probabilities is not None
+    assert one_hot.cluster_probabilities.tolist() == [
+        1.0 if k == one_hot.cluster_id else 0.0 for k in range(6)]
     kept = load_router(weights_path=tiny_weights_dir, embedder=fake_embedder, warm=False)
     assert kept.policy.assignment == "soft"  # None keeps the package's own setting
 
@@ -512,7 +518,7 @@ def test_load_router_soft_assignment_needs_a_cluster_policy(
     r = load_router(path, embedder=fake_embedder, warm=False)
     d = r.route(PROMPTS[1])
     assert d.policy == "knn" and 0 <= d.cluster_id < 20
-    assert r.get_best_model_for_cluster(d.cluster_id, 0) in r.models
+    assert r.get_best_model_for_cluster(d.cluster_id, cost_weight_override=0) in r.models
 
 
 # End to end with the real embedder (sparingly) ---------------------------------------------------
@@ -535,3 +541,44 @@ def test_real_router_batch_matches_single(real_router: Router, small_records) ->
     batch = real_router.route_batch(prompts, cost_weight_override=0.0)
     for p, d in zip(prompts, batch, strict=True):
         _same(d, real_router.route(p, cost_weight_override=0.0))
+
+
+# Parameters other UniRoute-style loaders take ----------------------------------------------
+
+
+def test_load_router_by_bundled_name() -> None:
+    default = load_router(weights_name="default", warm=False)
+    assert default.policy.name == "cluster"
+    assert load_router(weights_name="knn", warm=False).policy.name == "knn"
+    with pytest.raises(InvalidInputError, match="never downloads") as info:
+        load_router(weights_name="weights-mmlu-v1", warm=False)
+    assert info.value.field == "weights_name"
+
+
+def test_load_router_engines_all_mean_the_in_process_engine(tiny_weights_dir: Path,
+                                                            fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    for engine in ("auto", "python", "go"):
+        r = load_router(tiny_weights_dir, embedder=fake_embedder, engine=engine, warm=False,
+                        download_if_missing=False)
+        assert r.route(PROMPTS[0]).selected_model in r.models
+    with pytest.raises(InvalidInputError) as info:
+        load_router(tiny_weights_dir, embedder=fake_embedder, engine="rust", warm=False)
+    assert info.value.field == "engine"
+
+
+def test_load_router_embedding_model_names() -> None:
+    named = load_router(embedding_model="sentence-transformers/all-MiniLM-L6-v2", warm=False)
+    assert named.embedder.id == named.weights.embedder_id
+    with pytest.raises(InvalidInputError) as info:
+        load_router(embedding_model="text-embedding-3-small", warm=False)
+    assert info.value.field == "embedding_model"
+
+
+def test_a_missing_package_is_an_error_even_when_download_is_allowed(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="not a directory"):
+        load_router(tmp_path / "absent", download_if_missing=True, warm=False)
+
+
+def test_route_and_execute_needs_a_gateway(router: Router) -> None:
+    with pytest.raises(NoUpstreamError, match=r"Gateway\.from_config"):
+        router.route_and_execute(PROMPTS[0])

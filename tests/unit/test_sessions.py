@@ -7,16 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint.capabilities import Needs
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.sessions import (
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.capabilities import Needs
+from switchpoint.gateway.sessions import (
+    MAX_SESSION_ID,
     MemoryPinStore,
     Pin,
     PinState,
     SessionPinner,
     SQLitePinStore,
     rehome_target,
-    session_id,
+    session_key,
 )
 
 T0 = 1_700_000_000.0
@@ -56,28 +58,38 @@ def test_state_values_are_exactly_the_seed_names() -> None:
         "evicted_context", "evicted_post_failure"}
 
 
-def test_session_id_prefers_the_header_case_insensitively() -> None:
+def test_an_explicit_session_id_is_hashed_and_scoped_to_the_tenant() -> None:
     msgs = [{"role": "user", "content": "hello"}]
-    assert session_id({"X-Session-Id": " abc "}, msgs) == "abc"
-    assert session_id({"x-session-id": "abc"}, msgs) == "abc"
+    key = session_key(" abc ", msgs)
+    assert key == session_key("abc", [{"role": "user", "content": "other"}])
+    assert key is not None and len(key) == 64 and "abc" not in key
+    assert session_key("abc", msgs, scope="team-a") != session_key("abc", msgs, scope="team-b")
 
 
-def test_session_id_is_sha1_of_the_first_user_message_and_stable_as_it_grows() -> None:
+def test_an_oversized_session_id_is_refused() -> None:
+    assert session_key("x" * MAX_SESSION_ID, []) is not None
+    with pytest.raises(InvalidInputError, match="at most 256"):
+        session_key("x" * (MAX_SESSION_ID + 1), [])
+
+
+def test_the_implicit_key_is_the_first_user_message_within_the_caller_scope() -> None:
     first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
     grown = [*first, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "more"}]
-    expected = hashlib.sha1(b"hello").hexdigest()
-    assert session_id({}, first) == expected
-    assert session_id({}, grown) == expected
-    assert session_id({"x-session-id": "  "}, first) == expected
+    key = session_key(None, first, scope="10.0.0.1")
+    assert key == session_key(None, grown, scope="10.0.0.1")
+    assert key == session_key("  ", first, scope="10.0.0.1")
+    # Two unrelated callers opening with the same message are not one conversation.
+    assert key != session_key(None, first, scope="10.0.0.2")
+    assert key != hashlib.sha1(b"hello").hexdigest()
 
 
-def test_session_id_of_list_content_and_of_no_user_message() -> None:
+def test_the_implicit_key_of_list_content_and_of_no_user_message() -> None:
     parts = [{"role": "user", "content": [{"type": "text", "text": "look"},
                                           {"type": "image_url", "image_url": {"url": "u1"}}]}]
     other = [{"role": "user", "content": [{"type": "text", "text": "look"},
                                           {"type": "image_url", "image_url": {"url": "u2"}}]}]
-    assert session_id({}, parts) != session_id({}, other)
-    assert session_id({}, [{"role": "system", "content": "x"}]) is None
+    assert session_key(None, parts) != session_key(None, other)
+    assert session_key(None, [{"role": "system", "content": "x"}]) is None
 
 
 def test_no_pin_is_fresh(catalog: Catalog) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore, StoreError
+from switchpoint.errors import StoreError
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
@@ -187,3 +188,27 @@ def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         store.append(request()).result()
         assert store.request_stats()["total"] == 1
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def _numbers(tree: object, path: str = "") -> list[tuple[str, object]]:
+    """Every number in a nested stats dict, with its path (``by_model.m.requests``)."""
+    if isinstance(tree, dict):
+        return [n for k, v in tree.items() for n in _numbers(v, f"{path}.{k}".lstrip("."))]
+    return [(path, tree)] if isinstance(tree, (int, float)) else []
+
+
+def test_stats_counts_are_ints_and_costs_floats(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        for rec in (record("a", 1), record("a", 2, cache_hit=True)):
+            store.append(rec).result()
+        for rec in (request(), request(tried=("a", "m")), request(model="free", cost=None),
+                    request("error", None, None, ("a",))):
+            store.append(rec).result()
+        decisions, requests = store.decision_stats("w1"), store.request_stats()
+    numbers = _numbers(decisions) + _numbers(requests)
+    costs = [(p, v) for p, v in numbers if p.endswith("cost_usd")]
+    counts = [(p, v) for p, v in numbers if not p.endswith("cost_usd")]
+    assert counts and all(type(v) is int for _, v in counts), counts
+    assert all(type(v) is float for _, v in costs), costs
+    assert requests["by_model"]["free"] == {"requests": 1, "cost_usd": 0.0}
+    assert requests["by_model"]["m"]["requests"] == 2 and requests["escalations"] == 1

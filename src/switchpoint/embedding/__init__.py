@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from switchpoint.embedding.base import Embedder, check_embedding, check_prompt, l2_normalise
+from switchpoint.embedding.base import (
+    Embedder,
+    check_embedding,
+    check_prompt,
+    embed_in_steps,
+    l2_normalise,
+    warm_up,
+)
 from switchpoint.embedding.cache import CachedEmbedder
 from switchpoint.embedding.minilm import MODEL_NAME, TRUNCATIONS, MiniLMEmbedder
 from switchpoint.errors import InvalidInputError
@@ -15,8 +22,10 @@ __all__ = [
     "MiniLMEmbedder",
     "check_embedding",
     "check_prompt",
+    "embed_in_steps",
     "embedder_from_id",
     "l2_normalise",
+    "warm_up",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._progress import ProgressFn
 from switchpoint.errors import InvalidInputError
 
 Matrix = npt.NDArray[np.float32]
@@ -83,3 +85,42 @@ def l2_normalise(matrix: npt.NDArray[np.floating]) -> Matrix:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return (matrix / norms).astype(np.float32)
+
+
+#: Prompts embedded between two progress reports: 0.2-1 s of work, so a bar moves smoothly.
+EMBED_STEP = 64
+
+
+def warm_up(embedder: object, progress: ProgressFn | None = None) -> None:
+    """Load ``embedder`` now, if it has a ``warm_up``; one that accepts ``progress`` reports a
+    one-time build (the int8 network) through it."""
+    warm = getattr(embedder, "warm_up", None)
+    if not callable(warm):
+        return
+    try:
+        takes_progress = "progress" in inspect.signature(warm).parameters
+    except (TypeError, ValueError):  # a builtin or C extension without a signature
+        takes_progress = False
+    if takes_progress and progress is not None:
+        warm(progress=progress)
+    else:
+        warm()
+
+
+def embed_in_steps(embedder: Embedder, texts: Sequence[str], progress: ProgressFn | None = None,
+                   stage: str | None = None, step: int = EMBED_STEP) -> Matrix:
+    """``embedder.embed(texts)``, ``step`` texts at a time, reporting each step to ``progress``
+    as ``stage`` (default: ``embedding N prompts with <embedder id>``)."""
+    if progress is None:
+        return embedder.embed(texts)
+    warm_up(embedder, progress)
+    label = stage or f"embedding {len(texts)} prompts with {embedder.id}"
+    total = len(texts)
+    progress(label, 0, total)
+    if total == 0:
+        return embedder.embed(texts)
+    parts = []
+    for start in range(0, total, step):
+        parts.append(np.asarray(embedder.embed(texts[start : start + step]), dtype=np.float32))
+        progress(label, min(start + step, total), total)
+    return np.concatenate(parts, axis=0)

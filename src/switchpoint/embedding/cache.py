@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from switchpoint.embedding.base import Embedder, Matrix
+from switchpoint._progress import ProgressFn
+from switchpoint.embedding.base import Embedder, Matrix, warm_up
 
 
 class CachedEmbedder:
@@ -33,10 +34,8 @@ class CachedEmbedder:
     def dimension(self) -> int:
         return self.inner.dimension
 
-    def warm_up(self) -> None:
-        warm = getattr(self.inner, "warm_up", None)
-        if callable(warm):
-            warm()
+    def warm_up(self, progress: ProgressFn | None = None) -> None:
+        warm_up(self.inner, progress)
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         keys = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).digest() for t in texts]

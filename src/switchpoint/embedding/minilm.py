@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from switchpoint._progress import ProgressFn
 from switchpoint.embedding.base import Matrix
 
 Truncation = Literal["head", "tail", "head_tail"]
@@ -83,11 +84,15 @@ class MiniLMEmbedder:
     def dimension(self) -> int:
         return DIMENSION
 
-    def warm_up(self) -> None:
-        """Create the tokenizer and the ONNX session now rather than on the first prompt."""
-        self._ensure_loaded()
+    def warm_up(self, progress: ProgressFn | None = None) -> None:
+        """Create the tokenizer and the ONNX session now rather than on the first prompt.
 
-    def _ensure_loaded(self) -> None:
+        The first time on a machine this builds the int8 network (about 4 s), reported to
+        ``progress`` as one step.
+        """
+        self._ensure_loaded(progress)
+
+    def _ensure_loaded(self, progress: ProgressFn | None = None) -> None:
         if self._session is not None:
             return
         with self._lock:
@@ -113,7 +118,7 @@ class MiniLMEmbedder:
             if self.precision == "int8":
                 from switchpoint.embedding.minilm_graph import int8_model
 
-                model = int8_model(model, self.cache_dir)
+                model = int8_model(model, self.cache_dir, progress)
             session = ort.InferenceSession(str(model), options,
                                            providers=["CPUExecutionProvider"])
             self._tokenizer = tokenizer

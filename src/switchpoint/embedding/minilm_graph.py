@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint._progress import ProgressFn, step
+
 #: Bumped whenever the graph or the quantisation changes, so stale cached files are not reused.
 BUILD_VERSION = 2
 _LAYERS, _HEADS, _EPSILON = 6, 12, 1e-12
@@ -39,8 +41,16 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "switchpoint"
 
 
-def int8_model(source: Path, cache_dir: Path | None = None) -> Path:
-    """The fused int8 network built from ``source``, from the cache or built now (a few seconds)."""
+#: How a build is reported to a progress callback (one uncounted step).
+BUILD_STAGE = "building the int8 embedder, once per machine (about 4 s)"
+
+
+def int8_model(source: Path, cache_dir: Path | None = None,
+               progress: ProgressFn | None = None) -> Path:
+    """The fused int8 network built from ``source``, from the cache or built now (a few seconds).
+
+    A build is reported to ``progress`` as the one step :data:`BUILD_STAGE`; a cache hit is not.
+    """
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     target = (cache_dir or default_cache_dir()) / (
         f"all-MiniLM-L6-v2-fused-int8-v{BUILD_VERSION}-{digest}.onnx")
@@ -53,9 +63,10 @@ def int8_model(source: Path, cache_dir: Path | None = None) -> Path:
         folder = Path(tempfile.mkdtemp())
         target = folder / target.name
     try:
-        build_fused_model(source, folder / "fused.onnx")
-        _quantize(folder / "fused.onnx", folder / "int8.onnx")
-        os.replace(folder / "int8.onnx", target)
+        with step(progress, BUILD_STAGE):
+            build_fused_model(source, folder / "fused.onnx")
+            _quantize(folder / "fused.onnx", folder / "int8.onnx")
+            os.replace(folder / "int8.onnx", target)
     finally:
         (folder / "fused.onnx").unlink(missing_ok=True)
         if folder != target.parent:

@@ -34,8 +34,9 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint import training
+from switchpoint._progress import ProgressFn, step
 from switchpoint.decision import check_cost_weight, decide
-from switchpoint.embedding import Embedder, embedder_from_id
+from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError
 from switchpoint.evaluation.curves import DEFAULT_LAMBDAS, oracle_sweep
 from switchpoint.evaluation.metrics import (
@@ -386,7 +387,7 @@ def evaluate(
     params: dict[str, dict[str, Any]] | None = None,
     task_lambdas: Sequence[float] = TASK_LAMBDAS,
     name: str | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> EvaluationReport:
     """Fit ``policies`` on ``fit_split`` (or take ``weights``) and evaluate on ``test_split``.
 
@@ -395,8 +396,9 @@ def evaluate(
     constructor parameters by policy name, e.g. ``{"cluster": {"n_clusters": 25}}``.
     ``embedder`` defaults to the library's default for fitting and to the weights' own for
     ``weights``. Nothing is fitted or embedded until every argument has been checked.
+    ``progress(stage, done, total)`` hears about the embedding and each fit (see
+    :mod:`switchpoint._progress`).
     """
-    say = progress or (lambda _msg: None)
     lams = _check_lambdas(lambdas, "lambdas")
     t_lams = _check_lambdas(task_lambdas, "task_lambdas")
     if weights is not None and fit_split is not None:
@@ -479,10 +481,11 @@ def evaluate(
     embed_seconds = 0.0
     if "embedding" in requires and data.embeddings is None:
         assert emb is not None
-        say(f"embedding {len(data)} prompts ({len(fit_rows)} {fit_split or ''} + "
-            f"{len(test_rows)} {test_split}) with {emb.id}".replace("  ", " "))
+        stage = (f"embedding {len(data)} prompts ({len(fit_rows)} {fit_split or ''} + "
+                 f"{len(test_rows)} {test_split}) with {emb.id}".replace("  ", " "))
         t0 = time.perf_counter()
-        data.embeddings = np.asarray(emb.embed(list(data.prompts)), dtype=np.float32)
+        data.embeddings = np.asarray(embed_in_steps(emb, list(data.prompts), progress, stage),
+                                     dtype=np.float32)
         embed_seconds = time.perf_counter() - t0
 
     test = data.split(test_split)
@@ -512,10 +515,10 @@ def evaluate(
     else:
         assert train is not None
         for pname in names:
-            say(f"fitting {pname!r} on {len(train)} {fit_split} prompts")
             t0 = time.perf_counter()
-            package = training.fit(train, policy=pname, split=fit_split, embedder=emb,
-                                   **params.get(pname, {}))
+            with step(progress, f"fitting {pname!r} on {len(train)} {fit_split} prompts"):
+                package = training.fit(train, policy=pname, split=fit_split, embedder=emb,
+                                       **params.get(pname, {}))
             fit_s = time.perf_counter() - t0
             results.append(ctx.score(pname, package.policy, package.policy.get_params(),
                                      f"fitted on {fit_split!r}", fit_s))

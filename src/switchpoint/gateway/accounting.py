@@ -4,25 +4,39 @@ try ended, who answered, the pin state, latency and time to first token, tokens 
 Tokens are the upstream's own count (``usage`` of the answer, or of a stream's final chunk,
 which the gateway always asks for); cost is those tokens at the answering model's catalog
 prices (``input_per_mtok``, ``output_per_mtok``), ``None`` when the upstream reported no usage.
-An ``auto`` request's routing decision is also appended to the decision log, as
-``POST /v1/route`` does.
+An ``auto`` request's routing decision is also appended to the decision log, as a routing
+request's is. The same facts go back to the caller as a :class:`CallInfo`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from switchpoint.decision import RoutingDecision
-from switchpoint.gateway.state import Live
-from switchpoint.providers import TokenUsage
-from switchpoint.retry import Attempt, FailoverError, FailoverResult, FailoverStream
+from switchpoint.errors import FailoverError
+from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
+from switchpoint.gateway.live import Live
+from switchpoint.gateway.planning import Plan
+from switchpoint.gateway.providers import TokenUsage
+from switchpoint.gateway.results import CallInfo
 from switchpoint.store import DecisionRecord, RequestRecord
 
-if TYPE_CHECKING:
-    from switchpoint.gateway.chat import Plan
-
 Records = list[DecisionRecord | RequestRecord]
+
+
+@dataclass
+class Entry:
+    """One request's log records, and what the caller is told about it."""
+
+    records: Records
+    info: CallInfo
+
+    @property
+    def request(self) -> RequestRecord:
+        record = self.records[-1]
+        assert isinstance(record, RequestRecord)
+        return record
 
 
 def decision_record(decision: RoutingDecision, live: Live) -> DecisionRecord:
@@ -36,21 +50,32 @@ def decision_record(decision: RoutingDecision, live: Live) -> DecisionRecord:
     )
 
 
+def info_of(plan: Plan) -> CallInfo:
+    """What is known once the request is planned (before any upstream call)."""
+    return CallInfo(request_id=plan.request_id, requested_model=plan.requested,
+                    routed_model=plan.routed_model, decision=plan.decision,
+                    pin_state=str(plan.pin.state), pin=plan.pin_info,
+                    reasoning=plan.reasoning, excluded=plan.excluded,
+                    planning_ms=round(plan.planning_ms, 3))
+
+
 def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: list[Attempt],
            models_tried: list[str], model: str | None = None,
            upstream_model: str | None = None, usage: TokenUsage | None = None,
            cost_usd: float | None = None, ttft_ms: float | None = None,
-           error_kind: str | None = None, error: str | None = None) -> Records:
+           error_kind: str | None = None, error: str | None = None) -> Entry:
     d = plan.decision
+    tried = [a.to_dict() for a in attempts]
+    reasoning = plan.reasoning + _skipped_notes(attempts)
+    latency_ms = round((time.perf_counter() - plan.started) * 1e3, 3)
+    ttft = None if ttft_ms is None else round(ttft_ms, 3)
     request = RequestRecord(
         id=plan.request_id, ts=plan.ts, session_id=plan.session,
         requested_model=plan.requested, routed_model=plan.routed_model, model=model,
-        upstream_model=upstream_model, models_tried=models_tried,
-        attempts=[a.to_dict() for a in attempts], status=status, http_status=http_status,
-        error_kind=error_kind, error=error, escalated=len(models_tried) > 1,
-        pin_state=str(plan.pin.state), pin=plan.pin_info, stream=plan.stream,
-        latency_ms=round((time.perf_counter() - plan.started) * 1e3, 3),
-        ttft_ms=None if ttft_ms is None else round(ttft_ms, 3),
+        upstream_model=upstream_model, models_tried=models_tried, attempts=tried,
+        status=status, http_status=http_status, error_kind=error_kind, error=error,
+        escalated=len(models_tried) > 1, pin_state=str(plan.pin.state), pin=plan.pin_info,
+        stream=plan.stream, latency_ms=latency_ms, ttft_ms=ttft,
         prompt_tokens=usage.prompt_tokens if usage else None,
         completion_tokens=usage.completion_tokens if usage else None,
         cost_usd=cost_usd,
@@ -58,12 +83,30 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
         expected_error=d.expected_error if d else None,
         routing_ms=round(plan.planning_ms, 3),
         decision_id=d.decision_id if d else None,
-        reasoning=list(d.reasoning) if d else [],
+        reasoning=reasoning,
         excluded=plan.excluded)
-    return [decision_record(d, live), request] if d is not None else [request]
+    info = info_of(plan)
+    info.model = model
+    info.upstream_model = upstream_model
+    info.reasoning = reasoning
+    info.attempts = tried
+    info.models_tried = list(models_tried)
+    info.latency_ms = latency_ms
+    info.ttft_ms = ttft
+    info.prompt_tokens = request.prompt_tokens
+    info.completion_tokens = request.completion_tokens
+    info.cost_usd = cost_usd
+    records: Records = [decision_record(d, live), request] if d is not None else [request]
+    return Entry(records, info)
 
 
-def answered(plan: Plan, result: FailoverResult, live: Live) -> Records:
+def _skipped_notes(attempts: list[Attempt]) -> list[str]:
+    """Models failover passed over as unhealthy, said in plain words for the log."""
+    return [f"{a.model} was skipped as unhealthy (circuit open)." for a in attempts
+            if a.outcome == "circuit_open"]
+
+
+def answered(plan: Plan, result: FailoverResult, live: Live) -> Entry:
     """A plain answer went out."""
     return _entry(plan, live, status="ok", http_status=200, attempts=result.attempts,
                   models_tried=result.models_tried, model=result.model,
@@ -71,7 +114,7 @@ def answered(plan: Plan, result: FailoverResult, live: Live) -> Records:
                   cost_usd=result.cost_usd)
 
 
-def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float) -> Records:
+def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float) -> Entry:
     """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``,
     the client got an error event) or abandoned by the client (``client_closed``)."""
     if stream.completed:
@@ -86,10 +129,18 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float) -> 
                   cost_usd=stream.cost_usd, ttft_ms=ttft_ms, error_kind=kind, error=error)
 
 
-def failed(plan: Plan, exc: FailoverError, live: Live) -> Records:
+def failed(plan: Plan, exc: FailoverError, live: Live) -> Entry:
     """No model answered (or the upstream refused the request itself)."""
     last = exc.last_error
-    return _entry(plan, live, status="error", http_status=exc.status_code,
+    return _entry(plan, live, status="error", http_status=exc.status,
                   attempts=exc.attempts, models_tried=exc.models_tried,
                   error_kind=last.kind if last is not None else "no_healthy_model",
                   error=str(exc))
+
+
+def abandoned(plan: Plan, live: Live, attempts: list[Attempt]) -> Entry:
+    """The client left before a plain answer was ready: the upstream call was cancelled."""
+    tried = list(dict.fromkeys(a.model for a in attempts if not a.skipped))
+    return _entry(plan, live, status="client_closed", http_status=499, attempts=attempts,
+                  models_tried=tried, error_kind="client_closed",
+                  error="the client closed the connection before the answer was ready")

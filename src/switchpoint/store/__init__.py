@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from switchpoint.store.sqlite import DecisionRecord, RequestRecord, SQLiteStore, StoreError
+from switchpoint.store.sqlite import DecisionRecord, RequestRecord, SQLiteStore
 
-__all__ = ["DecisionRecord", "RequestRecord", "SQLiteStore", "StoreError"]
+__all__ = ["DecisionRecord", "RequestRecord", "SQLiteStore"]

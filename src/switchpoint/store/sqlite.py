@@ -16,13 +16,13 @@ import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from switchpoint.errors import SwitchpointError
+from switchpoint.errors import StoreError
 
 SCHEMA_VERSION = 2
 # Most records written in one transaction; more wait for the next one.
@@ -116,10 +116,6 @@ _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS)
 MAX_PAGE = 500
 
 
-class StoreError(SwitchpointError):
-    """The store cannot be opened or written (path, permissions, disk full, closed)."""
-
-
 @dataclass(frozen=True)
 class DecisionRecord:
     """One routing decision as it is logged."""
@@ -207,6 +203,11 @@ Record = DecisionRecord | RequestRecord
 
 
 _STOP = object()
+
+
+def _counts(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
+    """``{name: count}`` from ``SELECT name, count(*)`` rows: counts as ints, however stored."""
+    return {str(name): int(n) for name, n in rows}
 
 
 class SQLiteStore:
@@ -340,13 +341,13 @@ class SQLiteStore:
         try:
             total, hits = conn.execute(
                 "SELECT count(*), coalesce(sum(cache_hit), 0) FROM decisions").fetchone()
-            by_model = dict(conn.execute(
+            by_model = _counts(conn.execute(
                 "SELECT selected_model, count(*) FROM decisions GROUP BY selected_model "
-                "ORDER BY count(*) DESC, selected_model").fetchall())
-            by_policy = dict(conn.execute(
+                "ORDER BY count(*) DESC, selected_model"))
+            by_policy = _counts(conn.execute(
                 "SELECT policy, count(*) FROM decisions GROUP BY policy "
-                "ORDER BY count(*) DESC, policy").fetchall())
-            by_cluster = {str(k): v for k, v in conn.execute(
+                "ORDER BY count(*) DESC, policy"))
+            by_cluster = {str(k): int(v) for k, v in conn.execute(
                 "SELECT cluster_id, count(*) FROM decisions WHERE weights_id = ? "
                 "GROUP BY cluster_id ORDER BY cluster_id", (weights_id or "",)).fetchall()}
         finally:
@@ -410,15 +411,18 @@ class SQLiteStore:
                 "SELECT count(*), coalesce(sum(escalated), 0), coalesce(sum(prompt_tokens), 0), "
                 "coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0), "
                 "coalesce(sum(stream), 0) FROM requests").fetchone()
-            by_status = dict(conn.execute(
+            by_status = _counts(conn.execute(
                 "SELECT status, count(*) FROM requests GROUP BY status "
-                "ORDER BY count(*) DESC, status").fetchall())
-            by_model = {m: {"requests": n, "cost_usd": round(c, 8)} for m, n, c in conn.execute(
+                "ORDER BY count(*) DESC, status"))
+            per_model = conn.execute(
                 "SELECT model, count(*), coalesce(sum(cost_usd), 0) FROM requests "
-                "WHERE model IS NOT NULL GROUP BY model ORDER BY count(*) DESC, model")}
-            by_pin = dict(conn.execute(
+                "WHERE model IS NOT NULL GROUP BY model ORDER BY count(*) DESC, model")
+            # A count is an int; a cost is a float even when no request had a price (SUM of 0).
+            by_model = {m: {"requests": int(n), "cost_usd": round(float(c), 8)}
+                        for m, n, c in per_model}
+            by_pin = _counts(conn.execute(
                 "SELECT pin_state, count(*) FROM requests GROUP BY pin_state "
-                "ORDER BY count(*) DESC, pin_state").fetchall())
+                "ORDER BY count(*) DESC, pin_state"))
         finally:
             conn.close()
         return {"total": int(total), "ok": int(by_status.get("ok", 0)),

@@ -1,0 +1,150 @@
+"""What a chat request needs from a model, and which catalog models can give it.
+
+:func:`needs_of` reads an OpenAI chat request: does it carry images, does it use tools (tool
+definitions, or tool calls and results already in the conversation), roughly how many tokens
+will the prompt be, how many does it reserve for the answer, and what did the user say last
+(the text routing looks at).
+
+:func:`filter_candidates` keeps the models that can serve those needs and says why each of the
+others cannot. Capabilities are opt-in: a card serves images only if it lists ``"vision"`` and
+tool calls only if it lists ``"tools"``. A card without a ``context_window`` is assumed to fit.
+
+Token estimates use the catalog's convention (about four characters a token) over every
+message's text, tool calls, and the tool definitions; each image counts as
+:data:`IMAGE_TOKENS`, since its base64 length says nothing about its token cost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from switchpoint.catalog import CHARS_PER_TOKEN, Catalog
+
+# Tokens charged per image part (about one high-detail 1024² image on OpenAI's and Anthropic's
+# pricing); only the estimate for context checks uses it.
+IMAGE_TOKENS = 1_000
+# Per-message overhead (role markers and separators), as in OpenAI's token-counting guide.
+TOKENS_PER_MESSAGE = 4
+IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a request needs. ``output_tokens`` is the answer budget it asked for (0 if none)."""
+
+    vision: bool
+    tools: bool
+    prompt_tokens: int
+    last_user_text: str
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens the model's context window must hold: the prompt plus the answer budget."""
+        return self.prompt_tokens + self.output_tokens
+
+
+def _parts(content: object) -> list[object]:
+    if content is None:
+        return []
+    if isinstance(content, list):
+        return content
+    return [content]
+
+
+def _text_chars_and_images(content: object) -> tuple[int, int, list[str]]:
+    """(characters of text, number of images, the text pieces) in a message's content."""
+    chars, images, texts = 0, 0, []
+    for part in _parts(content):
+        if isinstance(part, str):
+            chars += len(part)
+            texts.append(part)
+        elif isinstance(part, Mapping):
+            kind = part.get("type")
+            if kind in IMAGE_PART_TYPES:
+                images += 1
+            elif kind == "text" or "text" in part:
+                text = str(part.get("text") or "")
+                chars += len(text)
+                texts.append(text)
+            else:
+                # Audio, files, ...: count what they carry, excluding binary payloads.
+                chars += len(json.dumps({k: v for k, v in part.items()
+                                         if k not in ("input_audio", "file")}, default=str))
+    return chars, images, texts
+
+
+def _message_text(content: object) -> str:
+    return "\n".join(_text_chars_and_images(content)[2])
+
+
+def needs_of(request: Mapping[str, Any]) -> Needs:
+    """The needs of an OpenAI chat request (``messages`` may hold string or list content)."""
+    messages = request.get("messages")
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        messages = []
+    vision = False
+    tools = bool(request.get("tools") or request.get("functions"))
+    chars = 0
+    images = 0
+    last_user = ""
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        n_chars, n_images, texts = _text_chars_and_images(message.get("content"))
+        chars += n_chars
+        images += n_images
+        vision = vision or n_images > 0
+        if message.get("role") == "user":
+            last_user = "\n".join(texts)
+        calls = message.get("tool_calls")
+        if calls or message.get("function_call") or message.get("role") in ("tool", "function"):
+            tools = True
+        if calls:
+            chars += len(json.dumps(calls, default=str))
+        if message.get("function_call"):
+            chars += len(json.dumps(message["function_call"], default=str))
+    for key in ("tools", "functions"):
+        if request.get(key):
+            chars += len(json.dumps(request[key], default=str))
+    prompt_tokens = (math.ceil(chars / CHARS_PER_TOKEN) + images * IMAGE_TOKENS
+                     + TOKENS_PER_MESSAGE * len(messages))
+    budget = request.get("max_completion_tokens") or request.get("max_tokens") or 0
+    output_tokens = budget if isinstance(budget, int) and budget > 0 else 0
+    return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
+                 last_user_text=last_user, output_tokens=output_tokens)
+
+
+def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
+    """Why ``name`` cannot serve ``needs`` (empty when it can)."""
+    card = catalog.get(name)
+    if card is None:
+        return ["not in the catalog"]
+    reasons = []
+    if needs.vision and not card.has("vision"):
+        reasons.append("the request has images and the model does not list 'vision'")
+    if needs.tools and not card.has("tools"):
+        reasons.append("the request uses tools and the model does not list 'tools'")
+    if card.context_window is not None and needs.total_tokens > card.context_window:
+        what = (f"~{needs.prompt_tokens} prompt tokens + {needs.output_tokens} for the answer"
+                if needs.output_tokens else f"~{needs.prompt_tokens} prompt tokens")
+        reasons.append(f"{what} exceed its context window of {card.context_window}")
+    return reasons
+
+
+def filter_candidates(catalog: Catalog, names: Sequence[str],
+                      needs: Needs) -> tuple[list[str], dict[str, list[str]]]:
+    """(the names that can serve ``needs``, in order; the others with their reasons)."""
+    allowed: list[str] = []
+    excluded: dict[str, list[str]] = {}
+    for name in names:
+        reasons = exclusion_reasons(catalog, name, needs)
+        if reasons:
+            excluded[name] = reasons
+        else:
+            allowed.append(name)
+    return allowed, excluded

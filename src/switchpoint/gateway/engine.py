@@ -1,0 +1,573 @@
+"""The gateway engine: route, call, fail over, pin and log, behind two doors.
+
+::
+
+    ChatCall ─► Planner.plan ─► call_with_failover ─► ChatCompletion / ChatStream
+                (candidates,     (retries, Retry-After,   (the OpenAI body + CallInfo;
+                 pins, health)    escalation, circuit       logged before it is returned,
+                                  breakers, deadline)       a stream as it ends)
+
+:class:`Gateway` owns what lives as long as the service: the live router (loaded and swapped by
+:class:`~switchpoint.gateway.live.RouterState`), the upstream client pool and provider
+adapters, the health tracker, the session pins and the request log. The HTTP server
+(:mod:`switchpoint.server`) is one door: it turns requests into :class:`ChatCall` values and
+renders what comes back. Python code is the other::
+
+    from switchpoint import Gateway
+
+    with Gateway.from_config("switchpoint.yaml") as gateway:
+        reply = gateway.complete([{"role": "user", "content": "Hi"}])    # model="auto"
+        print(reply.choices[0].message.content, reply.switchpoint.model)
+        for chunk in gateway.stream([{"role": "user", "content": "Hi"}]):
+            ...
+
+Both doors take the same path through the same objects, so failover, health, pinning and the
+log behave identically. Async code uses :meth:`Gateway.acomplete` / :meth:`Gateway.astream`;
+the sync methods run them on a private event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Collection, Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import anyio.to_thread
+import numpy as np
+
+import switchpoint.gateway.accounting as accounting
+from switchpoint.catalog import Catalog
+from switchpoint.config import GatewaySettings, Settings, load_settings
+from switchpoint.decision import RoutingDecision, check_cost_weight
+from switchpoint.errors import FailoverError, InvalidInputError, NoUpstreamError, StoreError
+from switchpoint.gateway.failover import (
+    Attempt,
+    FailoverResult,
+    FailoverStream,
+    RetryPolicy,
+    call_with_failover,
+)
+from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.live import Live, Loader, RouterState
+from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
+from switchpoint.gateway.planning import ChatCall, Plan, Planner
+from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
+from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
+from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore
+from switchpoint.known_providers import api_key_env_of
+from switchpoint.router import check_route_input
+from switchpoint.store import RequestRecord, SQLiteStore
+
+log = logging.getLogger("switchpoint.gateway")
+
+PINS_FILENAME = "sessions.db"
+T = TypeVar("T")
+
+
+class Observer(Protocol):
+    """Told what the gateway did (the server's Prometheus metrics are one)."""
+
+    def on_request(self, record: RequestRecord) -> None: ...
+
+    def on_decision(self, decision: RoutingDecision) -> None: ...
+
+    def on_store_error(self) -> None: ...
+
+
+class Gateway:
+    """The gateway engine. Build it with :meth:`from_config` (or from :class:`Settings`), then
+    :meth:`start` it (``from_config`` does) and :meth:`close` it when done (``with`` does).
+
+    ``loader`` builds routers from settings (default: the configured or bundled weights);
+    ``store`` is the request and decision log (default: SQLite in ``data_dir``; ``False``
+    keeps no log); ``env`` is where providers read API keys (default: the process environment,
+    at each call); ``providers`` maps provider or model names to adapters of your own;
+    ``observer`` is told every logged request and routing decision.
+    """
+
+    def __init__(self, settings: Settings, *, loader: Loader | None = None,
+                 store: SQLiteStore | bool | None = None, env: Mapping[str, str] | None = None,
+                 providers: Mapping[str, Provider] | None = None,
+                 observer: Observer | None = None) -> None:
+        g = settings.gateway
+        self.state = RouterState(settings, loader)
+        if store is None or store is True:
+            store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous)
+        self.store: SQLiteStore | None = store or None
+        self.observer = observer
+        self.pool = ClientPool(max_connections=g.max_upstream_connections,
+                               max_keepalive_connections=g.max_upstream_connections)
+        self.providers = ProviderRegistry(self.pool, env=env, overrides=providers)
+        self._env = env
+        self._warned: set[str] = set()
+        self.health = HealthTracker(config=health_config(g))
+        self.pinner = SessionPinner(g.pin_hard_window_s, g.pin_soft_window_s, g.pin_soft_bonus)
+        self.planner = Planner(self.health, self.pinner, prefer_healthy=g.prefer_healthy)
+        self.timeouts = timeouts_of(g)
+        self.retry = retry_policy(g)
+        self._applied = g
+        self._pins: SQLitePinStore | None = None
+        self._opened = False
+        self._sync: _LoopThread | None = None
+        self.state.on_swap(self._take_up)
+
+    @classmethod
+    def from_config(cls, config: str | Path | Mapping[str, Any] | Settings | None = None, *,
+                    start: bool = True, **kwargs: Any) -> Gateway:
+        """A gateway from a YAML config file, a mapping of the same keys, or :class:`Settings`
+        (``None``: the defaults and ``SWITCHPOINT_*`` variables). With ``start`` (the default)
+        its router is loaded before this returns. ``kwargs`` go to the constructor."""
+        if isinstance(config, Settings):
+            settings = config
+        elif isinstance(config, Mapping):
+            settings = load_settings(overrides=dict(config))
+        else:
+            settings = load_settings(config)
+        gateway = cls(settings, **kwargs)
+        if start:
+            gateway.start()
+        return gateway
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        live = self.state.peek()
+        return live.settings if live is not None else self.state.settings
+
+    def open(self) -> None:
+        """Open the request log and the session pins (in ``data_dir``). Idempotent."""
+        if self._opened:
+            return
+        if self.store is not None:
+            self.store.open()
+        path = Path(self.state.settings.data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        self._pins = SQLitePinStore(path / PINS_FILENAME)
+        self.pinner.store = self._pins
+        self._opened = True
+
+    def start(self, *, background: bool = False) -> None:
+        """Open the state and load the router: now (the default), or on a background thread
+        (the server's way: its port opens at once and ``/health`` says when it is ready).
+        What would make chat requests fail (no models, an unset key variable) is logged as a
+        warning, once."""
+        self.open()
+        self._warn_misconfigured(self.state.settings)
+        if background:
+            self.state.start()
+        else:
+            self.state.load()
+
+    async def aclose(self) -> None:
+        """Close the upstream connections, the pins and the log."""
+        await self.pool.aclose()
+        self._close_state()
+
+    def close(self) -> None:
+        """:meth:`aclose` from synchronous code."""
+        if self._sync is not None:
+            self._sync.run(self.pool.aclose())
+            self._sync.stop()
+            self._sync = None
+        self._close_state()
+
+    def _close_state(self) -> None:
+        if self._pins is not None:
+            self._pins.close()
+            self._pins = None
+        if self.store is not None and self._opened:
+            self.store.close()
+        self._opened = False
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _take_up(self, live: Live) -> None:
+        """A router went live: rebuild what derives from its gateway settings, once."""
+        live.router.gateway = self  # so its route_and_execute calls models through us
+        self._warn_misconfigured(live.settings)
+        g = live.settings.gateway
+        if g == self._applied:
+            return
+        self.timeouts = timeouts_of(g)
+        self.retry = retry_policy(g)
+        self.health.config = health_config(g)
+        self.pinner.hard_window_s = g.pin_hard_window_s
+        self.pinner.soft_window_s = g.pin_soft_window_s
+        self.pinner.soft_bonus_weight = g.pin_soft_bonus
+        self.planner.prefer_healthy = g.prefer_healthy
+        self._applied = g
+
+    @property
+    def router(self) -> Any:
+        """The live :class:`~switchpoint.router.Router` (raises while it is still loading)."""
+        return self.state.live().router
+
+    # The routing door --------------------------------------------------------------------------
+
+    async def aroute(self, prompt: str | None = None,
+                     available_models: Sequence[str] | None = None,
+                     cost_weight: float | None = None, *,
+                     embedding: Sequence[float] | np.ndarray | None = None) -> RoutingDecision:
+        """Route one prompt (or embedding) with the live router and log the decision; the
+        decision is returned once its log entry is committed."""
+        check_route_input(prompt, embedding)
+        if cost_weight is not None:
+            cost_weight = check_cost_weight(cost_weight, "cost_weight")
+        live = self.state.live()
+        decision: RoutingDecision = await anyio.to_thread.run_sync(
+            lambda: live.router.route(prompt, available_models, cost_weight,
+                                      embedding=embedding))
+        if self.store is not None:
+            try:
+                await asyncio.wrap_future(
+                    self.store.append(accounting.decision_record(decision, live)))
+            except StoreError as exc:  # the decision stands; the log and the metric say so
+                if self.observer is not None:
+                    self.observer.on_store_error()
+                log.error("decision %s not logged: %s", decision.decision_id, exc)
+        if self.observer is not None:
+            self.observer.on_decision(decision)
+        return decision
+
+    def route(self, prompt: str | None = None, available_models: Sequence[str] | None = None,
+              cost_weight: float | None = None, *,
+              embedding: Sequence[float] | np.ndarray | None = None) -> RoutingDecision:
+        """:meth:`aroute` from synchronous code."""
+        return self._run(self.aroute(prompt, available_models, cost_weight,
+                                     embedding=embedding))
+
+    # The chat door -----------------------------------------------------------------------------
+
+    async def plan(self, call: ChatCall, *, started: float | None = None) -> tuple[Plan, Live]:
+        """Who may answer ``call``, in which order (see :class:`Planner`), with the live
+        router it was planned on."""
+        started = time.perf_counter() if started is None else started
+        live = self.state.live()
+        catalog = live.router.catalog
+        if live.settings.models is None:
+            raise NoUpstreamError(_no_upstream_message(live.settings))
+
+        async def route(text: str, allowed: list[str],
+                        cost_weight: float | None) -> RoutingDecision:
+            decision: RoutingDecision = await anyio.to_thread.run_sync(
+                live.router.route, text, allowed, cost_weight)
+            if self.observer is not None:
+                self.observer.on_decision(decision)
+            return decision
+
+        plan = await self.planner.plan(call, catalog, route, started=started)
+        return plan, live
+
+    async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
+        """Call the plan's candidates. Returns the answer (logged), or a committed stream (logged
+        as it ends). Raises :class:`~switchpoint.errors.FailoverError` (logged) when no model
+        answers; its ``info`` says what was tried."""
+        attempts: list[Attempt] = []
+        try:
+            result = await call_with_failover(
+                plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
+                policy=self.retry, timeouts=self.timeouts, health=self.health,
+                attempts=attempts)
+        except FailoverError as exc:
+            self.pinner.evict_on_failure(plan.session)
+            entry = accounting.failed(plan, exc, live)
+            exc.info = entry.info
+            await self._write(entry, wait=True)
+            raise
+        except asyncio.CancelledError:
+            # The caller left (an HTTP client disconnected): nobody waits for the log entry.
+            await self._write(accounting.abandoned(plan, live, attempts), wait=False)
+            raise
+        if isinstance(result, FailoverStream):
+            return self._committed(plan, live, result)
+        assert isinstance(result, FailoverResult)
+        self.pinner.record(plan.session, result.model, time.time())
+        entry = accounting.answered(plan, result, live)
+        body = result.body
+        if entry.info.cost_usd is not None and isinstance(body.get("usage"), dict):
+            body["usage"]["cost"] = round(entry.info.cost_usd, 10)
+        await self._write(entry, wait=True)
+        return ChatCompletion(body, entry.info)
+
+    def _committed(self, plan: Plan, live: Live, stream: FailoverStream) -> ChatStream:
+        """A stream whose first content chunk is in hand; nothing has reached the client."""
+        ttft_ms = (time.perf_counter() - plan.started) * 1e3
+        self.pinner.record(plan.session, stream.model, time.time())
+        info = accounting.info_of(plan)
+        info.model = stream.model
+        info.models_tried = stream.models_tried
+        info.ttft_ms = round(ttft_ms, 3)
+
+        async def finish(s: FailoverStream, wait: bool) -> None:
+            if s.error is not None:
+                self.pinner.evict_on_failure(plan.session)
+            entry = accounting.streamed(plan, s, live, ttft_ms)
+            _update(info, entry.info)
+            await self._write(entry, wait=wait)
+
+        return ChatStream(stream, info, finish, price_usage=True)
+
+    async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
+        """Plan and execute one chat request (the HTTP door's path)."""
+        plan, live = await self.plan(call)
+        return await self.execute(plan, live)
+
+    async def acomplete(self, messages: Sequence[Mapping[str, Any]] | None = None,
+                        model: str = AUTO_MODEL, *, session_id: str | None = None,
+                        cost_weight: float | None = None, models: Sequence[str] | None = None,
+                        decision: RoutingDecision | None = None, exact: bool = False,
+                        **params: Any) -> ChatCompletion:
+        """A chat completion, as ``openai``'s ``chat.completions.create`` would return it.
+
+        ``params`` are the other OpenAI fields (temperature, tools, max_tokens, ...), forwarded
+        as given. ``session_id`` pins a conversation; ``cost_weight`` overrides λ for
+        ``auto``; ``models`` narrows the models ``auto`` may choose; ``decision`` (a routing
+        decision already made) makes ``auto`` follow its ranking; ``exact`` asks the named model
+        alone (retried, but never replaced by a fallback). Raises
+        :class:`~switchpoint.errors.GatewayError` subclasses (and ``InvalidInputError``).
+        """
+        if params.get("stream"):
+            raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
+        params.pop("stream", None)
+        result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
+                                            decision, params, stream=False, exact=exact))
+        assert isinstance(result, ChatCompletion)
+        return result
+
+    async def astream(self, messages: Sequence[Mapping[str, Any]] | None = None,
+                      model: str = AUTO_MODEL, *, session_id: str | None = None,
+                      cost_weight: float | None = None, models: Sequence[str] | None = None,
+                      decision: RoutingDecision | None = None, exact: bool = False,
+                      **params: Any) -> ChatStream:
+        """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
+        Failover happens before this returns (the stream is committed to one model)."""
+        params.pop("stream", None)
+        result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
+                                            decision, params, stream=True, exact=exact))
+        assert isinstance(result, ChatStream)
+        return result
+
+    def complete(self, messages: Sequence[Mapping[str, Any]] | None = None,
+                 model: str = AUTO_MODEL, *, session_id: str | None = None,
+                 cost_weight: float | None = None, models: Sequence[str] | None = None,
+                 decision: RoutingDecision | None = None, exact: bool = False,
+                 **params: Any) -> ChatCompletion:
+        """:meth:`acomplete` from synchronous code."""
+        return self._run(self.acomplete(messages, model, session_id=session_id,
+                                        cost_weight=cost_weight, models=models,
+                                        decision=decision, exact=exact, **params))
+
+    def stream(self, messages: Sequence[Mapping[str, Any]] | None = None,
+               model: str = AUTO_MODEL, *, session_id: str | None = None,
+               cost_weight: float | None = None, models: Sequence[str] | None = None,
+               decision: RoutingDecision | None = None, exact: bool = False,
+               **params: Any) -> SyncChatStream:
+        """:meth:`astream` from synchronous code: iterate the chunks with ``for``."""
+        stream = self._run(self.astream(messages, model, session_id=session_id,
+                                        cost_weight=cost_weight, models=models,
+                                        decision=decision, exact=exact, **params))
+        assert self._sync is not None
+        return SyncChatStream(stream, self._sync)
+
+    def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
+              session_id: str | None, cost_weight: float | None,
+              models: Sequence[str] | None, decision: RoutingDecision | None,
+              params: dict[str, Any], *, stream: bool, exact: bool = False) -> ChatCall:
+        if messages is None:
+            messages = params.pop("messages", None)
+        body: dict[str, Any] = {"model": model, "messages": _as_list(messages), **params}
+        if stream:
+            body["stream"] = True
+        check_chat_body(body)
+        if cost_weight is not None:
+            cost_weight = check_cost_weight(cost_weight, "cost_weight")
+        return ChatCall(body=body, session_id=session_id, caller="in-process",
+                        cost_weight=cost_weight, decision=decision, exact=exact,
+                        models=list(models) if models is not None else None)
+
+    # Admin views -------------------------------------------------------------------------------
+
+    def reset_health(self) -> None:
+        """Forget every model's health: circuits close, counts and errors start afresh."""
+        self.health = HealthTracker(config=self.health.config)
+        self.planner.health = self.health
+
+    def health_snapshot(self) -> dict[str, Any]:
+        """Every catalog model's health (and any model called since), with the breaker's
+        thresholds."""
+        live = self.state.peek()
+        catalog: Catalog | None = live.router.catalog if live is not None else None
+        for name in catalog.names if catalog is not None else ():
+            self.health.status(name)  # lists models never called yet as healthy
+        snapshot = self.health.snapshot()
+        config = self.health.config
+        snapshot["breaker"] = {"failure_threshold": config.failure_threshold,
+                               "error_rate_threshold": config.error_rate_threshold,
+                               "cooldown_s": config.cooldown_s,
+                               "max_cooldown_s": config.max_cooldown_s}
+        snapshot["prefer_healthy"] = self.planner.prefer_healthy
+        return snapshot
+
+    # Internals ---------------------------------------------------------------------------------
+
+    def _warn_misconfigured(self, settings: Settings) -> None:
+        env = os.environ if self._env is None else self._env
+        skip = set(self.providers.overrides)
+        for key, message in misconfigurations(settings, env, skip=skip):
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("%s", message)
+
+    async def _write(self, entry: accounting.Entry, *, wait: bool) -> None:
+        if self.observer is not None:
+            self.observer.on_request(entry.request)
+        if self.store is None:
+            return
+        try:
+            futures = [self.store.append(r) for r in entry.records]
+            if wait and futures:
+                await asyncio.wrap_future(futures[-1])  # one writer, in order: the last is last
+        except StoreError as exc:
+            if self.observer is not None:
+                self.observer.on_store_error()
+            log.error("request %s not logged: %s", entry.request.id, exc)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._sync is None:
+            self._sync = _LoopThread()
+        return self._sync.run(coro)
+
+
+class SyncChatStream:
+    """A :class:`ChatStream` read from synchronous code (``for chunk in stream``)."""
+
+    def __init__(self, stream: ChatStream, loop: _LoopThread) -> None:
+        self._stream = stream
+        self._loop = loop
+        self.switchpoint = stream.switchpoint
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        try:
+            return self._loop.run(self._stream.__anext__())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Stop reading early and release the upstream."""
+        self._loop.run(self._stream.aclose())
+
+    def __enter__(self) -> SyncChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, for the synchronous methods."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever,
+                                       name="switchpoint-gateway", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+
+def _as_list(messages: object) -> list[Any]:
+    if messages is None:
+        raise InvalidInputError("messages", "is required: a list of {role, content} messages")
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidInputError("messages", "must be a list of {role, content} messages")
+    return [dict(m) if isinstance(m, Mapping) else m for m in messages]
+
+
+def _update(info: CallInfo, final: CallInfo) -> None:
+    """Copy what a stream's end taught into the info its caller holds."""
+    for name in ("upstream_model", "reasoning", "attempts", "models_tried", "latency_ms",
+                 "prompt_tokens", "completion_tokens", "cost_usd"):
+        setattr(info, name, getattr(final, name))
+
+
+def _no_upstream_message(settings: Settings) -> str:
+    where = (f"the config file {settings.source_path}" if settings.source_path
+             else "a config file (switchpoint serve --config switchpoint.yaml)")
+    return ("this gateway has no models configured (no `models:` in its config), so it has no "
+            "upstream to send chat requests to; POST /v1/route still routes. List the models "
+            f"to call, with their provider, under `models:` in {where}, e.g. `models: [{{name: "
+            "gpt-4o-mini, provider: openai, profile: gpt-3.5-turbo-1106, input_per_mtok: 0.15, "
+            "output_per_mtok: 0.6}]` with OPENAI_API_KEY exported")
+
+
+def misconfigurations(settings: Settings, env: Mapping[str, str], *,
+                      skip: Collection[str] = ()) -> list[tuple[str, str]]:
+    """What will make chat requests fail with these settings, as (key, message) pairs: no
+    ``models:`` at all, or a model whose key variable is unset (models and providers in
+    ``skip`` have adapters of their own and are not checked)."""
+    if settings.models is None:
+        return [("no-models", "chat is off: no `models:` are configured, so POST "
+                              "/v1/chat/completions answers 503 no_upstream_configured until "
+                              "the config lists the models to call (POST /v1/route still "
+                              "routes over the bundled profiles)")]
+    catalog = settings.catalog()
+    assert catalog is not None
+    found: list[tuple[str, str]] = []
+    for card in catalog.cards:
+        var = api_key_env_of(card)
+        if var is None or env.get(var) or card.name in skip or card.provider in skip:
+            continue
+        origin = ("" if card.api_key_env else
+                  f" (provider {card.provider}'s default; name another with api_key_env)")
+        found.append((f"key\0{card.name}\0{var}",
+                      f"model {card.name}: its API key variable {var}{origin} is not set; "
+                      f"calls to it fail with missing_api_key until you export {var}"))
+    return found
+
+
+def timeouts_of(g: GatewaySettings) -> Timeouts:
+    return Timeouts(connect_s=g.connect_timeout_s, read_s=g.read_timeout_s,
+                    first_token_s=g.first_token_timeout_s)
+
+
+def retry_policy(g: GatewaySettings) -> RetryPolicy:
+    return RetryPolicy(max_attempts_per_model=g.max_attempts_per_model,
+                       backoff_base_s=g.backoff_base_s, backoff_cap_s=g.backoff_cap_s,
+                       max_retry_after_s=g.max_retry_after_s, max_total_s=g.max_total_s)
+
+
+def health_config(g: GatewaySettings) -> HealthConfig:
+    return HealthConfig(failure_threshold=g.failure_threshold,
+                        error_rate_threshold=g.error_rate_threshold, cooldown_s=g.cooldown_s,
+                        max_cooldown_s=g.max_cooldown_s,
+                        degraded_latency_ms=g.degraded_latency_ms)
+
+
+__all__ = ["Gateway", "Observer", "SyncChatStream"]

@@ -1,0 +1,551 @@
+"""Failover: retry a model with jittered backoff, then escalate along a candidate list.
+
+:func:`call_with_failover` walks an ordered list of catalog cards (a named model's
+:func:`fallback_chain`, or the router's ranking for ``model: "auto"``). Per model it makes up to
+``RetryPolicy.max_attempts_per_model`` attempts while the error is *retryable*, sleeping a
+full-jitter exponential backoff (``uniform(0, min(cap, base·2ⁿ))``) or exactly the upstream's
+``Retry-After`` when it sent one. A ``Retry-After`` longer than ``max_retry_after_s`` is not
+waited out: the model is left for the next one (and the health tracker keeps it closed for that
+long). An error that may *escalate* moves on to the next candidate; one that may not (a plain
+400, a content-filter refusal) stops at once with the upstream's answer. Candidates whose
+circuit breaker is open are skipped, and after a context-length refusal so are the candidates
+whose ``context_window`` is no larger than the refusing model's (they would refuse too): the
+request escalates to a larger-context model.
+
+Streams (``stream=True``) are *committed* only once the first content chunk has arrived: until
+then every failure (an error status, a reset, a first-token timeout, a cut or malformed stream)
+can retry or escalate, and nothing has been sent to the client. The returned
+:class:`FailoverStream` then yields that chunk and the rest; a failure after that is raised as
+:class:`~switchpoint.errors.StreamBroken` with ``after_first_byte=True`` and must end the
+client's stream with an error event.
+
+The whole request, streams included, gives up after ``RetryPolicy.max_total_s``: the deadline
+is enforced while an upstream is answering, not only between tries, so an upstream that trickles
+bytes cannot hold a request past it.
+
+Every attempt, failed or not, and every model passed over (with why) is listed in ``attempts``
+for the request log and for the error the client gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, overload
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.errors import (
+    ContextLengthExceeded,
+    FailoverError,
+    ProviderError,
+    RateLimited,
+    ReadTimeout,
+    StreamBroken,
+)
+from switchpoint.gateway.health import BreakerState, HealthTracker
+from switchpoint.gateway.providers.base import (
+    Provider,
+    ProviderResponse,
+    Timeouts,
+    TokenUsage,
+    is_content_chunk,
+    usage_of,
+)
+
+ProviderFor = Callable[[ModelCard], Provider]
+TimeoutsFor = Timeouts | Callable[[ModelCard], Timeouts]
+
+log = logging.getLogger("switchpoint.gateway")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Times in seconds."""
+
+    max_attempts_per_model: int = 2
+    backoff_base_s: float = 0.25
+    backoff_cap_s: float = 4.0
+    max_retry_after_s: float = 10.0
+    max_total_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts_per_model < 1:
+            raise ValueError("max_attempts_per_model must be >= 1")
+        if self.backoff_base_s < 0 or self.backoff_cap_s < 0 or self.max_retry_after_s < 0:
+            raise ValueError("backoff and retry-after limits must be >= 0")
+        if self.max_total_s <= 0:
+            raise ValueError("max_total_s must be > 0")
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Full-jitter backoff before retry number ``retry`` (1 for the first retry)."""
+        return rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (retry - 1)))
+
+
+# Outcomes of candidates that were passed over without a call.
+SKIPPED = frozenset({"circuit_open", "context_too_small"})
+
+
+@dataclass
+class Attempt:
+    """One try of one model. ``outcome`` is ``"ok"``, an error kind, or (for a candidate passed
+    over without a call) ``"circuit_open"`` or ``"context_too_small"``."""
+
+    model: str
+    attempt: int
+    outcome: str
+    latency_ms: float = 0.0
+    waited_s: float = 0.0
+    status: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def skipped(self) -> bool:
+        return self.outcome in SKIPPED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "attempt": self.attempt, "outcome": self.outcome,
+                "latency_ms": round(self.latency_ms, 2), "waited_s": round(self.waited_s, 3),
+                "status": self.status, "error": self.error}
+
+
+def describe_attempts(attempts: Sequence[Attempt]) -> str:
+    """Every model tried or passed over and why, in order: ``a: server_error (HTTP 500) x2;
+    b: skipped, circuit open (retry in 12 s)``."""
+    parts: list[str] = []
+    by_model: dict[str, list[Attempt]] = {}
+    for a in attempts:
+        by_model.setdefault(a.model, []).append(a)
+    for model, tries in by_model.items():
+        reasons: list[str] = []
+        for a in tries:
+            if a.outcome == "circuit_open":
+                wait = (f" (retry in {a.retry_after_s:.0f} s)"
+                        if a.retry_after_s is not None else "")
+                reasons.append(f"skipped as unhealthy, circuit open{wait}")
+            elif a.skipped:
+                reasons.append(f"skipped, {a.error or a.outcome}")
+            elif a.ok:
+                reasons.append("ok")
+            else:
+                status = f" (HTTP {a.status})" if a.status is not None else ""
+                detail = _short(a.error)
+                reasons.append(f"{a.outcome}{status}{': ' + detail if detail else ''}")
+        counted: dict[str, int] = {}
+        for r in reasons:
+            counted[r] = counted.get(r, 0) + 1
+        parts.append(f"{model}: " + ", ".join(r if n == 1 else f"{r} x{n}"
+                                              for r, n in counted.items()))
+    return "; ".join(parts)
+
+
+def _short(error: str | None, limit: int = 160) -> str:
+    if not error:
+        return ""
+    # The attempt's error repeats the model name ("good: ..."); the summary already has it.
+    text = error.split(": ", 1)[1] if ": " in error[:80] else error
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _tried(attempts: Sequence[Attempt]) -> list[str]:
+    """The models actually called, in order, each once."""
+    return list(dict.fromkeys(a.model for a in attempts if not a.skipped))
+
+
+@dataclass
+class FailoverResult:
+    """A non-streamed answer: the model that gave it, the OpenAI body, every attempt."""
+
+    model: str
+    card: ModelCard
+    response: ProviderResponse
+    attempts: list[Attempt]
+    upstream_model: str | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.response.body
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        return self.response.usage
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The answer's price from the catalog card and the upstream's usage (None: no usage)."""
+        usage = self.usage
+        return None if usage is None else self.card.price(usage.prompt_tokens,
+                                                          usage.completion_tokens)
+
+    @property
+    def models_tried(self) -> list[str]:
+        return _tried(self.attempts)
+
+
+def wants_usage(request: Mapping[str, Any]) -> bool:
+    """Did the client ask for usage in its stream (``stream_options.include_usage``)?"""
+    options = request.get("stream_options")
+    return isinstance(options, Mapping) and bool(options.get("include_usage"))
+
+
+class FailoverStream:
+    """A stream committed to one model: its first content chunk has arrived, none has been
+    sent. Iterate it once; close it (``aclose``) if you stop early.
+
+    ``usage`` is filled from the upstream's final chunk (always requested upstream); that chunk
+    reaches the client only if the client asked for it with ``stream_options.include_usage``.
+    """
+
+    def __init__(self, card: ModelCard, chunks: AsyncIterator[dict[str, Any]],
+                 buffered: list[dict[str, Any]], ended: bool, attempts: list[Attempt],
+                 *, health: HealthTracker | None, client_wants_usage: bool,
+                 rewrite_model: bool, ttft_ms: float, deadline: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.card = card
+        self.model = card.name
+        self.attempts = attempts
+        self.ttft_ms = ttft_ms
+        self.usage: TokenUsage | None = None
+        self.upstream_model: str | None = None
+        self.finish_reason: str | None = None
+        self.error: StreamBroken | None = None
+        self.completed = False
+        self._chunks = chunks
+        self._buffered = buffered
+        self._ended = ended
+        self._health = health
+        self._client_wants_usage = client_wants_usage
+        self._rewrite_model = rewrite_model
+        self._iterator: AsyncIterator[dict[str, Any]] | None = None
+        self._verdict = False
+        self._deadline = deadline
+        self._clock = clock
+
+    @property
+    def models_tried(self) -> list[str]:
+        return _tried(self.attempts)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The price so far from the usage in the final chunk (None until it has arrived)."""
+        usage = self.usage
+        return None if usage is None else self.card.price(usage.prompt_tokens,
+                                                          usage.completion_tokens)
+
+    def _prepare(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        usage = usage_of(chunk)
+        if usage is not None:
+            self.usage = usage
+        for choice in chunk.get("choices") or []:
+            if isinstance(choice, Mapping) and choice.get("finish_reason"):
+                self.finish_reason = str(choice["finish_reason"])
+        if self.upstream_model is None and isinstance(chunk.get("model"), str):
+            self.upstream_model = chunk["model"]
+        if self._rewrite_model:
+            chunk["model"] = self.model
+        if "usage" in chunk and not self._client_wants_usage:
+            if not chunk.get("choices"):
+                return None
+            del chunk["usage"]
+        return chunk
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            for chunk in self._buffered:
+                prepared = self._prepare(chunk)
+                if prepared is not None:
+                    yield prepared
+            self._buffered = []
+            if not self._ended:
+                upstream = aiter(self._chunks)
+                while True:
+                    try:
+                        chunk = await self._next(upstream)
+                    except StopAsyncIteration:
+                        break
+                    prepared = self._prepare(chunk)
+                    if prepared is not None:
+                        yield prepared
+        except ProviderError as exc:
+            self._verdict = True
+            broken = StreamBroken(f"the stream from {self.model} failed after the answer had "
+                                  f"started: {exc.message}", model=self.model,
+                                  status=exc.status, body=exc.body, after_first_byte=True)
+            self.error = broken
+            self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
+                                         StreamBroken.kind, status=exc.status, error=str(exc)))
+            if self._health is not None:
+                self._health.record_failure(self.model, StreamBroken.kind, detail=str(exc))
+            raise broken from exc
+        except Exception as exc:
+            # Not the upstream's doing (a chunk our code could not handle, a bug): the client
+            # is told the stream failed, the log says so, the model's health is not charged.
+            self._verdict = True
+            log.exception("stream from %s failed inside the gateway", self.model)
+            broken = StreamBroken(f"the stream from {self.model} failed inside the gateway "
+                                  f"after the answer had started ({type(exc).__name__}: {exc})",
+                                  model=self.model, after_first_byte=True)
+            self.error = broken
+            self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
+                                         StreamBroken.kind, error=str(broken)))
+            raise broken from exc
+        else:
+            self._verdict = True
+            self.completed = True
+            if self._health is not None:
+                self._health.record_success(self.model, self.ttft_ms)
+        finally:
+            if not self._verdict:
+                # The client went away mid-answer: the model was delivering, count it as fine.
+                self._verdict = True
+                if self._health is not None:
+                    self._health.record_success(self.model, self.ttft_ms)
+            await _aclose(self._chunks)
+
+    async def _next(self, upstream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+        """The upstream's next chunk, within what is left of the request's deadline."""
+        if self._deadline is None:
+            return await anext(upstream)
+        remaining = self._deadline - self._clock()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                return await anext(upstream)
+        except TimeoutError:
+            raise ReadTimeout("the request's deadline (gateway.max_total_s) ran out while the "
+                              "answer was streaming", model=self.model) from None
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
+
+    async def aclose(self) -> None:
+        """Stop early (or without reading) and release the upstream connection. Idempotent."""
+        if self._iterator is not None:
+            await _aclose(self._iterator)
+        await _aclose(self._chunks)
+        if not self._verdict:
+            self._verdict = True
+            if self._health is not None:
+                self._health.release(self.model)  # never read: no verdict on the model
+
+
+async def _aclose(iterator: object) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def fallback_chain(catalog: Catalog, name: str) -> list[ModelCard]:
+    """``name`` and then its ``fallbacks``, depth first, each model once."""
+    order: list[ModelCard] = []
+    seen: set[str] = set()
+
+    def visit(model: str) -> None:
+        if model in seen or model not in catalog:
+            return
+        seen.add(model)
+        card = catalog[model]
+        order.append(card)
+        for fallback in card.fallbacks:
+            visit(fallback)
+
+    visit(name)
+    return order
+
+
+async def _open_stream(provider: Provider, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> tuple[AsyncIterator[dict[str, Any]],
+                                                    list[dict[str, Any]], bool]:
+    """Start a stream and read up to its first content chunk (or its end)."""
+    chunks = provider.stream(request, card, timeouts)
+    buffered: list[dict[str, Any]] = []
+    ended = True
+    try:
+        async for chunk in chunks:
+            buffered.append(chunk)
+            if is_content_chunk(chunk):
+                ended = False
+                break
+    except BaseException:
+        await _aclose(chunks)
+        raise
+    return chunks, buffered, ended
+
+
+@overload
+async def call_with_failover(
+    request: Mapping[str, Any], candidates: Sequence[ModelCard], providers: ProviderFor, *,
+    stream: Literal[False] = False, policy: RetryPolicy | None = None,
+    timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
+    rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+    attempts: list[Attempt] | None = None,
+) -> FailoverResult: ...
+
+
+@overload
+async def call_with_failover(
+    request: Mapping[str, Any], candidates: Sequence[ModelCard], providers: ProviderFor, *,
+    stream: Literal[True], policy: RetryPolicy | None = None,
+    timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
+    rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+    attempts: list[Attempt] | None = None,
+) -> FailoverStream: ...
+
+
+async def call_with_failover(
+    request: Mapping[str, Any], candidates: Sequence[ModelCard], providers: ProviderFor, *,
+    stream: bool = False, policy: RetryPolicy | None = None,
+    timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
+    rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
+    attempts: list[Attempt] | None = None,
+) -> FailoverResult | FailoverStream:
+    """Answer ``request`` with the first of ``candidates`` that can, retrying and escalating.
+
+    ``providers`` gives the adapter for a card (a :class:`ProviderRegistry`
+    fits). ``timeouts`` is one :class:`Timeouts` or a function of the card. With
+    ``rewrite_model`` the answer's ``model`` field is the catalog name of the model that
+    answered. ``health`` (optional) is consulted before each model and told every outcome.
+    ``sleep``, ``rng`` and ``clock`` are injectable for tests. ``attempts``, when given, is the
+    list every try is appended to (so a caller that cancels the call still knows them).
+
+    Returns a :class:`FailoverResult` (or, with ``stream=True``, a committed
+    :class:`FailoverStream`); raises :class:`FailoverError` when no candidate answers.
+    """
+    if not candidates:
+        raise FailoverError("no candidate models to call", [], None)
+    policy = policy or RetryPolicy()
+    rng = rng or random.Random()
+    deadline = clock() + policy.max_total_s
+    attempts = [] if attempts is None else attempts
+    last_error: ProviderError | None = None
+    # After a context-length refusal: the refusing model's window; smaller ones are skipped.
+    context_floor: int | None = None
+
+    def timeouts_for(card: ModelCard) -> Timeouts:
+        if timeouts is None:
+            return Timeouts()
+        return timeouts(card) if callable(timeouts) else timeouts
+
+    for card in candidates:
+        if health is not None and not health.allow(card.name):
+            attempts.append(Attempt(card.name, 0, "circuit_open",
+                                    error="circuit breaker open or Retry-After running",
+                                    retry_after_s=health.wait_s(card.name)))
+            continue
+        if (context_floor is not None and card.context_window is not None
+                and card.context_window <= context_floor):
+            attempts.append(Attempt(card.name, 0, "context_too_small",
+                                    error=f"context window {card.context_window} is no larger "
+                                          f"than the {context_floor} that was exceeded"))
+            continue
+        provider = providers(card)
+        waited = 0.0
+        for number in range(1, policy.max_attempts_per_model + 1):
+            started = time.perf_counter()
+            remaining = deadline - clock()
+            try:
+                if remaining <= 0:
+                    raise _deadline_error(policy, card)
+                async with _within(remaining, policy, card):
+                    if stream:
+                        chunks, buffered, ended = await _open_stream(provider, request, card,
+                                                                     timeouts_for(card))
+                    else:
+                        response = await provider.complete(request, card, timeouts_for(card))
+            except asyncio.CancelledError:
+                if health is not None:
+                    health.release(card.name)  # the client left: no verdict on the model
+                raise
+            except ProviderError as exc:
+                latency = (time.perf_counter() - started) * 1000.0
+                exc.model = exc.model or card.name
+                last_error = exc
+                attempts.append(Attempt(card.name, number, exc.kind, latency, waited,
+                                        exc.status, str(exc)))
+                retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                if health is not None:
+                    if exc.counts_against_health:
+                        health.record_failure(card.name, exc.kind, detail=str(exc),
+                                              retry_after_s=retry_after)
+                    else:
+                        health.release(card.name)
+                if not exc.retryable and not exc.escalate:
+                    raise FailoverError(_gave_up(attempts), attempts, exc) from exc
+                if isinstance(exc, ContextLengthExceeded) and card.context_window is not None:
+                    context_floor = max(context_floor or 0, card.context_window)
+                if not exc.retryable or number == policy.max_attempts_per_model:
+                    break
+                if retry_after is not None and retry_after > policy.max_retry_after_s:
+                    break
+                wait = (retry_after if retry_after is not None
+                        else policy.backoff(number, rng))
+                if clock() + wait > deadline:
+                    break
+                if health is not None and health.state(card.name) is not BreakerState.CLOSED:
+                    break
+                await sleep(wait)
+                waited = wait
+                continue
+            latency = (time.perf_counter() - started) * 1000.0
+            attempts.append(Attempt(card.name, number, "ok", latency, waited))
+            if stream:
+                return FailoverStream(card, chunks, buffered, ended, attempts, health=health,
+                                      client_wants_usage=wants_usage(request),
+                                      rewrite_model=rewrite_model, ttft_ms=latency,
+                                      deadline=deadline, clock=clock)
+            if health is not None:
+                health.record_success(card.name, latency)
+            upstream_model = response.upstream_model
+            if rewrite_model:
+                response.body["model"] = card.name
+            return FailoverResult(card.name, card, response, attempts, upstream_model)
+        if last_error is not None and not last_error.escalate:
+            raise FailoverError(_gave_up(attempts), attempts, last_error) from last_error
+        if clock() >= deadline:
+            break
+    raise FailoverError(_gave_up(attempts, candidates), attempts, last_error)
+
+
+def _gave_up(attempts: Sequence[Attempt], candidates: Sequence[ModelCard] = ()) -> str:
+    """The client's message when no model answered: every model tried or passed over, why."""
+    called = [a for a in attempts if not a.skipped]
+    listed = {a.model for a in attempts}
+    untried = [c.name for c in candidates if c.name not in listed]
+    if not called:
+        head = "no model could be called"
+    else:
+        head = (f"no model answered ({len(called)} attempt(s) on "
+                f"{len(_tried(attempts))} model(s))")
+    tail = (f"; not tried before the deadline: {', '.join(untried)}" if untried else "")
+    return f"{head}: {describe_attempts(attempts)}{tail}"
+
+
+def _deadline_error(policy: RetryPolicy, card: ModelCard) -> ReadTimeout:
+    return ReadTimeout(f"the request's deadline of {policy.max_total_s:g}s "
+                       "(gateway.max_total_s) ran out", model=card.name)
+
+
+@asynccontextmanager
+async def _within(seconds: float, policy: RetryPolicy,
+                  card: ModelCard) -> AsyncIterator[None]:
+    """Bound one upstream call by what is left of the request's deadline."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise _deadline_error(policy, card) from None

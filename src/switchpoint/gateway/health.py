@@ -1,0 +1,321 @@
+"""Provider health: per-model success rate, latency, recent errors and a circuit breaker.
+
+Per model the tracker keeps the outcomes of the last ``window`` calls (dropping those older than
+``window_s``), an exponentially weighted moving average of latency, and the last few errors. From
+those it derives a status:
+
+- **down** — the circuit is open (or the success rate is under ``down_success_rate``);
+- **degraded** — half-open (being probed), a success rate under ``degraded_success_rate``,
+  latency over ``degraded_latency_ms``, or a ``Retry-After`` still running;
+- **healthy** — otherwise.
+
+The circuit breaker: *closed* until ``failure_threshold`` consecutive failures, or an error
+rate of at least ``error_rate_threshold`` over at least ``min_samples`` calls; then *open* for
+``cooldown_s``; then *half-open*, where :meth:`HealthTracker.allow` lets exactly one probe
+through. The probe's success closes the circuit (and starts a fresh window); its failure opens
+it again for twice as long as last time, up to ``max_cooldown_s``. A probe that never reports
+back is given up on after ``probe_timeout_s``, so one lost request cannot wedge a model.
+
+Routing prefers healthy models through :meth:`HealthTracker.rank_penalty` (added to a score
+where lower is better) or :meth:`HealthTracker.order` (stable: healthy, degraded, down).
+
+Everything goes through one lock and never awaits, so the tracker is safe to share between
+threads and between tasks of one event loop. Time comes from injectable clocks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Thresholds of the tracker. Rates are fractions in [0, 1]; times are seconds."""
+
+    window: int = 50
+    window_s: float = 300.0
+    ewma_alpha: float = 0.2
+    recent_errors: int = 20
+    min_samples: int = 5
+    degraded_success_rate: float = 0.9
+    down_success_rate: float = 0.5
+    degraded_latency_ms: float | None = None
+    failure_threshold: int = 5
+    error_rate_threshold: float = 0.5
+    cooldown_s: float = 30.0
+    max_cooldown_s: float = 300.0
+    probe_timeout_s: float = 60.0
+    degraded_penalty: float = 0.1
+    down_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.recent_errors < 1 or self.min_samples < 1:
+            raise ValueError("window, recent_errors and min_samples must be >= 1")
+        if self.failure_threshold < 1:
+            raise ValueError("failure_threshold must be >= 1")
+        if not 0 < self.ewma_alpha <= 1:
+            raise ValueError("ewma_alpha must be in (0, 1]")
+        for name in ("degraded_success_rate", "down_success_rate", "error_rate_threshold"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
+        for name in ("window_s", "cooldown_s", "max_cooldown_s", "probe_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.max_cooldown_s < self.cooldown_s:
+            raise ValueError("max_cooldown_s must be >= cooldown_s")
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    kind: str
+    at: float     # the tracker's clock (monotonic by default)
+    wall: float   # seconds since the epoch, for display
+    detail: str = ""
+
+
+@dataclass
+class _ModelHealth:
+    outcomes: deque[tuple[float, bool]]
+    errors: deque[ErrorEvent]
+    latency_ewma_ms: float | None = None
+    successes: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    state: BreakerState = BreakerState.CLOSED
+    opened_at: float = 0.0
+    cooldown: float = 0.0
+    reopens: int = 0
+    probe_started: float | None = None
+    not_before: float = 0.0
+    last_success_wall: float | None = None
+
+
+@dataclass
+class HealthTracker:
+    """Health of every model the gateway calls. See the module docstring for the rules."""
+
+    config: HealthConfig = field(default_factory=HealthConfig)
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    models: Iterable[str] = ()
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[str, _ModelHealth] = {}
+        for name in self.models:
+            self._get(name)
+
+    # ---- internals (call with the lock held) ----------------------------------------------
+
+    def _get(self, model: str) -> _ModelHealth:
+        health = self._models.get(model)
+        if health is None:
+            health = _ModelHealth(outcomes=deque(maxlen=self.config.window),
+                                  errors=deque(maxlen=self.config.recent_errors))
+            self._models[model] = health
+        return health
+
+    def _window(self, h: _ModelHealth, now: float) -> list[bool]:
+        cutoff = now - self.config.window_s
+        while h.outcomes and h.outcomes[0][0] < cutoff:
+            h.outcomes.popleft()
+        return [ok for _, ok in h.outcomes]
+
+    def _refresh(self, h: _ModelHealth, now: float) -> None:
+        """Move an open circuit whose cooldown has run out to half-open."""
+        if h.state is BreakerState.OPEN and now >= h.opened_at + h.cooldown:
+            h.state = BreakerState.HALF_OPEN
+            h.probe_started = None
+
+    def _open(self, h: _ModelHealth, now: float) -> None:
+        if h.state is BreakerState.HALF_OPEN:
+            h.reopens += 1
+        else:
+            h.reopens = 0
+        h.state = BreakerState.OPEN
+        h.opened_at = now
+        h.cooldown = min(self.config.cooldown_s * 2 ** h.reopens, self.config.max_cooldown_s)
+        h.probe_started = None
+
+    def _status(self, h: _ModelHealth, now: float) -> HealthStatus:
+        self._refresh(h, now)
+        if h.state is BreakerState.OPEN:
+            return HealthStatus.DOWN
+        window = self._window(h, now)
+        rate = sum(window) / len(window) if window else 1.0
+        enough = len(window) >= self.config.min_samples
+        if h.state is BreakerState.CLOSED and enough and rate < self.config.down_success_rate:
+            return HealthStatus.DOWN
+        slow = (self.config.degraded_latency_ms is not None and h.latency_ewma_ms is not None
+                and h.latency_ewma_ms > self.config.degraded_latency_ms)
+        if (h.state is BreakerState.HALF_OPEN or slow or now < h.not_before
+                or (enough and rate < self.config.degraded_success_rate)):
+            return HealthStatus.DEGRADED
+        return HealthStatus.HEALTHY
+
+    # ---- the API ------------------------------------------------------------------------------
+
+    def allow(self, model: str) -> bool:
+        """May a request go to ``model`` now? In half-open, true for exactly one probe."""
+        with self._lock:
+            h = self._get(model)
+            now = self.clock()
+            self._refresh(h, now)
+            if now < h.not_before:
+                return False
+            if h.state is BreakerState.CLOSED:
+                return True
+            if h.state is BreakerState.OPEN:
+                return False
+            stale = (h.probe_started is not None
+                     and now - h.probe_started >= self.config.probe_timeout_s)
+            if h.probe_started is None or stale:
+                h.probe_started = now
+                return True
+            return False
+
+    def record_success(self, model: str, latency_ms: float) -> None:
+        """A call to ``model`` succeeded after ``latency_ms``."""
+        with self._lock:
+            h = self._get(model)
+            now = self.clock()
+            self._refresh(h, now)
+            h.successes += 1
+            h.consecutive_failures = 0
+            h.last_success_wall = self.wall_clock()
+            a = self.config.ewma_alpha
+            latency = max(0.0, float(latency_ms))
+            h.latency_ewma_ms = (latency if h.latency_ewma_ms is None
+                                 else a * latency + (1 - a) * h.latency_ewma_ms)
+            if h.state is not BreakerState.CLOSED:
+                # The probe (or a straggler) came back fine: close and start a fresh window.
+                h.state = BreakerState.CLOSED
+                h.reopens = 0
+                h.probe_started = None
+                h.outcomes.clear()
+            h.outcomes.append((now, True))
+
+    def record_failure(self, model: str, kind: str, *, detail: str = "",
+                       retry_after_s: float | None = None) -> None:
+        """A call to ``model`` failed with an error of ``kind`` (e.g. ``"rate_limited"``).
+
+        ``retry_after_s`` (an upstream's ``Retry-After``) keeps :meth:`allow` false for that
+        long, whatever the circuit says.
+        """
+        with self._lock:
+            h = self._get(model)
+            now = self.clock()
+            self._refresh(h, now)
+            h.failures += 1
+            h.consecutive_failures += 1
+            h.outcomes.append((now, False))
+            h.errors.append(ErrorEvent(kind, now, self.wall_clock(), detail[:300]))
+            if retry_after_s is not None and retry_after_s > 0:
+                h.not_before = max(h.not_before, now + retry_after_s)
+            if h.state is BreakerState.HALF_OPEN:
+                self._open(h, now)
+            elif h.state is BreakerState.CLOSED:
+                window = self._window(h, now)
+                error_rate = 1 - sum(window) / len(window)
+                if (h.consecutive_failures >= self.config.failure_threshold
+                        or (len(window) >= self.config.min_samples
+                            and error_rate >= self.config.error_rate_threshold)):
+                    self._open(h, now)
+
+    def release(self, model: str) -> None:
+        """A request that :meth:`allow` let through ended with no verdict (the client left):
+        free the half-open probe slot without counting anything."""
+        with self._lock:
+            h = self._get(model)
+            if h.state is BreakerState.HALF_OPEN:
+                h.probe_started = None
+
+    def status(self, model: str) -> HealthStatus:
+        with self._lock:
+            return self._status(self._get(model), self.clock())
+
+    def state(self, model: str) -> BreakerState:
+        with self._lock:
+            h = self._get(model)
+            self._refresh(h, self.clock())
+            return h.state
+
+    def wait_s(self, model: str) -> float | None:
+        """Seconds until :meth:`allow` may let a request through to ``model`` again (its
+        cooldown or its upstream's ``Retry-After``); ``None`` when it may now."""
+        with self._lock:
+            h = self._get(model)
+            now = self.clock()
+            self._refresh(h, now)
+            waits = [h.not_before - now]
+            if h.state is BreakerState.OPEN:
+                waits.append(h.opened_at + h.cooldown - now)
+            wait = max(waits)
+            return wait if wait > 0 else None
+
+    def rank_penalty(self, model: str) -> float:
+        """What to add to ``model``'s routing score (lower is better): 0 when healthy."""
+        status = self.status(model)
+        if status is HealthStatus.DOWN:
+            return self.config.down_penalty
+        if status is HealthStatus.DEGRADED:
+            return self.config.degraded_penalty
+        return 0.0
+
+    def order(self, models: Sequence[str]) -> list[str]:
+        """``models`` reordered healthy first, then degraded, then down (stable otherwise)."""
+        rank = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.DOWN: 2}
+        statuses = {m: self.status(m) for m in models}
+        return sorted(models, key=lambda m: rank[statuses[m]])
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every model's health, JSON-able (the body of ``GET /v1/router/health``)."""
+        with self._lock:
+            now = self.clock()
+            wall = self.wall_clock()
+            models: dict[str, Any] = {}
+            for name in sorted(self._models):
+                h = self._models[name]
+                status = self._status(h, now)
+                window = self._window(h, now)
+                retry_in = (h.opened_at + h.cooldown - now
+                            if h.state is BreakerState.OPEN else None)
+                models[name] = {
+                    "status": str(status),
+                    "circuit": str(h.state),
+                    "success_rate": round(sum(window) / len(window), 4) if window else None,
+                    "window_calls": len(window),
+                    "latency_ewma_ms": (round(h.latency_ewma_ms, 2)
+                                        if h.latency_ewma_ms is not None else None),
+                    "successes": h.successes,
+                    "failures": h.failures,
+                    "consecutive_failures": h.consecutive_failures,
+                    "retry_in_s": round(max(0.0, retry_in), 3) if retry_in is not None else None,
+                    "rate_limited_for_s": (round(h.not_before - now, 3)
+                                           if now < h.not_before else None),
+                    "last_success_at": h.last_success_wall,
+                    "recent_errors": [
+                        {"kind": e.kind, "at": e.wall, "age_s": round(now - e.at, 3),
+                         "detail": e.detail}
+                        for e in reversed(h.errors)
+                    ],
+                }
+            return {"generated_at": wall, "models": models}

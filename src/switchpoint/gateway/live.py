@@ -1,0 +1,216 @@
+"""The live router, loaded in the background and swapped whole.
+
+A request takes one :class:`Live` snapshot at its start and uses it to the end, so a policy swap
+or a reload (which builds the new router off to the side, warms it, then replaces the snapshot
+in one assignment) never touches a request in flight and never drops one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from switchpoint.config import Settings
+from switchpoint.embedding import Embedder, embedder_from_id
+from switchpoint.errors import ConfigError, RouterNotReadyError
+from switchpoint.router import Router
+from switchpoint.weights import bundled_policies, load_weights
+
+log = logging.getLogger("switchpoint.gateway")
+SwapHook = Callable[["Live"], None]
+
+
+@dataclass(frozen=True)
+class Live:
+    """One loaded router and what it was loaded from."""
+
+    router: Router
+    settings: Settings
+    policy: str
+    weights_id: str
+    loaded_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, router: Router, settings: Settings, policy: str | None) -> Live:
+        """Snapshot ``router``; the weights id (a hash of every array) is computed once here."""
+        return cls(router, settings, _policy_name(settings, router, policy),
+                   router.weights.weights_id)
+
+
+class RouterFactory:
+    """Builds a warmed :class:`Router` from settings; keeps embedders warm across swaps.
+
+    ``policy=None`` loads the configured weights: ``weights`` if set, else ``policies[policy]``,
+    else the bundled default for ``policy``. A policy name loads ``policies[name]`` or the
+    bundled default of that name.
+    """
+
+    def __init__(self) -> None:
+        self._embedders: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, settings: Settings, policy: str | None = None) -> Router:
+        if policy is None and settings.weights is not None:
+            path: str | None = settings.weights
+        else:
+            path = settings.policy_weights(policy or settings.policy)
+        package = load_weights(path, policy=None if path else (policy or settings.policy))
+        catalog = settings.catalog()
+        if catalog is not None and not catalog.all_priced:
+            for i, entry in enumerate(settings.models or []):
+                profile = entry.profile or entry.name
+                if profile not in package.models:
+                    raise ConfigError(
+                        f"models[{i}].profile",
+                        f"{profile!r} is not a profile of the weights {package.weights_id} "
+                        f"({', '.join(package.models)}); name one of them, or give every "
+                        "model input_per_mtok and output_per_mtok so a model without a "
+                        "profile is routed by tier and price")
+        with self._lock:
+            embedder = self._embedders.get(package.embedder_id)
+            if embedder is None:
+                embedder = embedder_from_id(package.embedder_id)
+                self._embedders[package.embedder_id] = embedder
+        router = Router(package, catalog=catalog, embedder=embedder,
+                        cost_weight=settings.cost_weight, cache_size=settings.cache.size,
+                        cache_ttl=settings.cache.ttl_seconds)
+        router.warm_up()
+        return router
+
+
+def policy_choices(settings: Settings) -> list[str]:
+    """Policies a swap may name: the bundled defaults and the config's ``policies:``."""
+    return sorted(set(bundled_policies()) | set(settings.policies))
+
+
+Loader = Callable[[Settings, str | None], Router]
+
+
+class RouterState:
+    """Holds the live router behind an atomic swap; loads the first one on a thread."""
+
+    def __init__(self, settings: Settings, loader: Loader | None = None) -> None:
+        self.settings = settings
+        self.loader: Loader = loader or RouterFactory()
+        self.started = time.monotonic()
+        self.error: str | None = None
+        self.failure: Exception | None = None
+        self._live: Live | None = None
+        self._swap = threading.Lock()  # one load, swap or reload at a time
+        self.on_load_error: Callable[[BaseException], None] | None = None
+        self._on_swap: list[SwapHook] = []
+
+    def on_swap(self, hook: SwapHook) -> None:
+        """Call ``hook(live)`` whenever a router goes live (the first load, a policy swap, a
+        reload), before any request sees it: settings derived from the config are rebuilt
+        there, once, not on every request."""
+        self._on_swap.append(hook)
+        if self._live is not None:
+            hook(self._live)
+
+    def _go_live(self, live: Live) -> None:
+        for hook in self._on_swap:
+            hook(live)
+        self._live = live
+
+    # Reading -----------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._live is not None
+
+    def peek(self) -> Live | None:
+        return self._live
+
+    def live(self) -> Live:
+        """The current snapshot, or :class:`NotReadyError` (503) while the first load runs."""
+        live = self._live
+        if live is None:
+            waited = time.monotonic() - self.started
+            if self.error is not None:
+                raise RouterNotReadyError(f"the router failed to load: {self.error}")
+            raise RouterNotReadyError(f"the router is still loading its weights ({waited:.1f} s so "
+                                "far); retry shortly, GET /health says when it is ready")
+        return live
+
+    # Loading and swapping ----------------------------------------------------------------------
+
+    def load(self) -> Live:
+        """Load the configured router now, on this thread (the in-process gateway's way)."""
+        self._initial_load(report=False)
+        return self.live()
+
+    def start(self) -> threading.Thread:
+        """Load the configured router on a background thread (the port is already open)."""
+        thread = threading.Thread(target=self._initial_load, name="switchpoint-load",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _initial_load(self, report: bool = True) -> None:
+        t0 = time.perf_counter()
+        try:
+            with self._swap:
+                if self._live is not None:
+                    return
+                router = self.loader(self.settings, None)
+                self._go_live(Live.of(router, self.settings, None))
+        except Exception as exc:  # reported; `switchpoint serve` then stops
+            if not report:
+                raise
+            self.error = str(exc)
+            self.failure = exc
+            if self.on_load_error is not None:
+                self.on_load_error(exc)
+            else:
+                log.error("the router failed to load: %s", exc)
+            return
+        log.info("router ready: %s (%s policy, %d models) in %.2f s", router.weights.weights_id,
+                 router.policy.name, len(router.models), time.perf_counter() - t0)
+
+    def swap_policy(self, name: str) -> tuple[Live, Live, float]:
+        """Load policy ``name`` and make it live. Returns (old, new, milliseconds)."""
+        return self._replace(lambda s: s, name)
+
+    def reload(self) -> tuple[Live, Live, float]:
+        """Re-read the config file and the weights, then make the result live."""
+        return self._replace(lambda s: s.reloaded(), None)
+
+    def _replace(self, settings_of: Callable[[Settings], Settings],
+                 policy: str | None) -> tuple[Live, Live, float]:
+        self.live()  # 503 at once if the first load is still running
+        with self._swap:
+            old = self.live()
+            t0 = time.perf_counter()
+            settings = settings_of(old.settings)
+            router = self.loader(settings, policy)
+            new = Live.of(router, settings, policy)
+            self._go_live(new)
+            self.settings = settings
+        return old, new, (time.perf_counter() - t0) * 1e3
+
+
+def _policy_name(settings: Settings, router: Router, policy: str | None) -> str:
+    """The name a policy is known by: the one asked for, the configured one, or (for an
+    explicit weights package) the package's own policy."""
+    if policy is not None:
+        return policy
+    return router.policy.name if settings.weights is not None else settings.policy
+
+
+def restart_keys(old: Settings, new: Settings) -> list[str]:
+    """Settings that changed but take effect only after a restart."""
+    changed = []
+    if Path(old.data_dir) != Path(new.data_dir):
+        changed.append("data_dir")
+    if old.store != new.store:
+        changed.append("store")
+    if old.cors != new.cors:
+        changed.append("cors")
+    if old.gateway.max_upstream_connections != new.gateway.max_upstream_connections:
+        changed.append("gateway.max_upstream_connections")
+    return changed

@@ -1,0 +1,184 @@
+"""A chat request body, checked: strict JSON in, a plain dict out, or an error naming the field.
+
+The body is read as strictly as a routing request: numbers must be finite (no ``NaN``,
+``Infinity`` or ``1e999``), nesting is bounded, strings must be valid Unicode (no lone
+surrogates), and ``model``, ``messages``, ``stream`` and the gateway's own ``models`` field are
+checked by :class:`ChatRequest`. Every other field (temperature, tools, response_format, ...)
+goes upstream exactly as sent, so the dict returned is the body as the client wrote it, minus
+the gateway's own fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+
+from switchpoint._messages import invalid_from_validation
+from switchpoint.errors import InvalidInputError
+
+AUTO_MODEL = "auto"
+# How deep a body may nest. OpenAI bodies reach about 6 levels (messages → content → parts →
+# image_url); tool schemas go deeper, rarely past 20.
+MAX_DEPTH = 64
+# How many models a request may name in ``models``.
+MAX_MODELS = 64
+# Fields of the body that are the gateway's, not the upstream's: removed before forwarding.
+GATEWAY_FIELDS = ("models",)
+# A \uD800-\uDFFF escape: the only way JSON text can carry a surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+class ChatMessage(BaseModel):
+    """One message. Only ``role`` is checked; every other key goes upstream untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: StrictStr = Field(description="system, developer, user, assistant or tool.")
+
+
+class ChatRequest(BaseModel):
+    """An OpenAI chat completion request. The gateway checks ``model``, ``messages``, ``stream``
+    and ``models``; every other field (temperature, tools, response_format, ...) is forwarded to
+    the model that answers exactly as sent."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [
+            {"model": "auto", "messages": [{"role": "user", "content": "Prove that the square "
+                                            "root of 2 is irrational."}]},
+        ]},
+    )
+
+    model: StrictStr = Field(min_length=1, max_length=256,
+                             description="'auto' to let the router choose, or a catalog model "
+                                         "name (GET /v1/models).")
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: StrictBool | None = Field(None, description="Answer as server-sent events.")
+    models: list[StrictStr] | None = Field(
+        None, min_length=1, max_length=MAX_MODELS,
+        description="With model 'auto': the catalog models the router may choose among (the "
+                    "header x-switchpoint-models does the same). Not forwarded upstream.")
+
+
+_FIELDS = list(ChatRequest.model_fields)
+
+
+def parse_chat_body(raw: bytes) -> dict[str, Any]:
+    """The request body (a dict) from its bytes, once it checks out.
+
+    Raises :class:`~switchpoint.errors.InvalidInputError` naming the field for anything else:
+    an empty body, invalid JSON or UTF-8, a non-finite number, nesting deeper than
+    :data:`MAX_DEPTH`, a lone surrogate, a missing or mistyped ``model`` / ``messages``.
+    """
+    if not raw.strip():
+        raise InvalidInputError("body", 'is empty; send a JSON object such as {"model": "auto", '
+                                        '"messages": [{"role": "user", "content": "..."}]}')
+    try:
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float,
+                          parse_int=_finite_int)
+    except _NonFiniteError as exc:
+        raise InvalidInputError("body", f"holds the number {exc.text}, which is not finite; "
+                                        "send finite numbers only") from None
+    except RecursionError:
+        raise InvalidInputError("body", f"nests deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError("body", f"is not valid UTF-8 ({exc.reason} at byte "
+                                        f"{exc.start})") from None
+    except ValueError as exc:
+        raise InvalidInputError("body", f"is not valid JSON ({exc})") from None
+    # Only a body with more brackets than MAX_DEPTH can nest too deeply, and only one with a
+    # surrogate escape can hold a lone surrogate: most bodies skip the walk.
+    surrogates = bool(_SURROGATE_ESCAPE.search(raw))
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
+    return check_chat_body(data, walk=deep or surrogates, surrogates=surrogates)
+
+
+def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
+                    ) -> dict[str, Any]:
+    """Check a body given as Python values (the in-process door's way in); see
+    :func:`parse_chat_body`. ``walk=False`` skips the walk over every value (depth, finite
+    numbers, lone surrogates when ``surrogates``) for a caller that knows it cannot fail."""
+    if not isinstance(data, dict):
+        raise InvalidInputError("body", f"must be a JSON object with the fields "
+                                        f"{', '.join(_FIELDS)}")
+    if walk:
+        _check_values(data, surrogates)
+    try:
+        ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_from_validation(list(exc.errors()), _FIELDS) from None
+    return data
+
+
+def upstream_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` without the gateway's own fields: what goes to the model."""
+    if not any(k in body for k in GATEWAY_FIELDS):
+        return dict(body)
+    return {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+
+
+class _NonFiniteError(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _no_constant(text: str) -> Any:
+    raise _NonFiniteError(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFiniteError(text)
+    return value
+
+
+def _finite_int(text: str) -> int:
+    if len(text) > 4300:  # Python's own limit on int() of a decimal string
+        raise _NonFiniteError(text[:20] + "...")
+    return int(text)
+
+
+def _check_values(data: object, surrogates: bool) -> None:
+    """Depth, finite floats (for Python-built bodies) and, if asked, lone surrogates."""
+    stack: list[tuple[object, int, str]] = [(data, 1, "body")]
+    while stack:
+        node, depth, path = stack.pop()
+        if isinstance(node, dict):
+            if depth > MAX_DEPTH:
+                raise InvalidInputError(_top(path), f"nests deeper than {MAX_DEPTH} levels")
+            for key, value in node.items():
+                if surrogates and isinstance(key, str):
+                    _check_text(key, path)
+                stack.append((value, depth + 1, f"{path}.{key}" if path != "body" else key))
+        elif isinstance(node, list):
+            if depth > MAX_DEPTH:
+                raise InvalidInputError(_top(path), f"nests deeper than {MAX_DEPTH} levels")
+            stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(node))
+        elif isinstance(node, str):
+            if surrogates:
+                _check_text(node, path)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise InvalidInputError(_top(path), f"{path}: is {node}, not a finite number")
+
+
+def _check_text(text: str, path: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(_top(path), f"{path}: holds a lone surrogate (an unpaired "
+                                            "\\ud800-\\udfff escape), which is not valid "
+                                            "Unicode") from None
+
+
+def _top(path: str) -> str:
+    """The top-level field of a path such as ``messages[0].content``."""
+    return re.split(r"[.\[]", path, maxsplit=1)[0] or "body"

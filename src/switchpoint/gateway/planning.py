@@ -1,0 +1,278 @@
+"""Who may answer one chat request, and in which order.
+
+::
+
+    ChatCall ─► model check ─► needs, session, pin ─► candidates ───────────────────► Plan
+                (404 unknown)                         named: the model, then its fallbacks
+                                                      auto: the router's ranking − pin bonus
+                                                        + health penalty; a hard pin first
+                                                      then the capability filter and the
+                                                      healthy-first order
+
+:class:`ChatCall` holds the plain values of one request (the checked body, the session id, who is
+calling, λ, a candidate list); :class:`Planner` turns it into a :class:`Plan`. The ranking rule
+itself, :func:`rank_auto`, is a pure function. Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    NoCapableModelError,
+    UnknownModelError,
+)
+from switchpoint.gateway.capabilities import Needs, filter_candidates, needs_of
+from switchpoint.gateway.failover import fallback_chain
+from switchpoint.gateway.health import HealthStatus, HealthTracker
+from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
+from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
+
+# Routes one text among some models at some λ (the live router's ``route``, run off the loop).
+RouteFn = Callable[[str, list[str], float | None], Awaitable[RoutingDecision]]
+
+
+@dataclass(frozen=True)
+class ChatCall:
+    """One chat request, as plain values.
+
+    ``body`` is the checked request body (see :mod:`switchpoint.gateway.parsing`);
+    ``session_id`` the client's own conversation id, if it sent one; ``caller`` who is calling
+    (a client key's id, else the client's address), which scopes conversations known only by
+    their first message; ``tenant`` the caller's tenant, which scopes explicit session ids;
+    ``cost_weight`` overrides λ for ``auto``; ``models`` narrows the models ``auto`` may choose
+    (the body's own ``models`` field does the same; both given, both apply); ``decision`` is a
+    routing decision already made for this request (``auto`` then follows its ranking instead
+    of routing again); ``exact`` asks for the named model alone, without its fallbacks (an
+    answer from that model or an error: what labelling and comparisons need).
+    """
+
+    body: dict[str, Any]
+    session_id: str | None = None
+    caller: str | None = None
+    tenant: str | None = None
+    cost_weight: float | None = None
+    models: Sequence[str] | None = None
+    decision: RoutingDecision | None = None
+    exact: bool = False
+
+    @property
+    def requested(self) -> str:
+        return str(self.body["model"])
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+@dataclass
+class Plan:
+    """Who may answer one request, in which order, and why."""
+
+    request_id: str
+    started: float  # perf_counter at the start of the request
+    ts: float
+    call: ChatCall
+    body: dict[str, Any]  # what goes upstream
+    needs: Needs
+    session: str | None
+    pin: PinDecision
+    cards: list[ModelCard] = field(default_factory=list)
+    routed_model: str | None = None
+    decision: RoutingDecision | None = None
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    planning_ms: float = 0.0
+
+    @property
+    def stream(self) -> bool:
+        return self.call.stream
+
+    @property
+    def requested(self) -> str:
+        return self.call.requested
+
+    @property
+    def pin_info(self) -> dict[str, Any]:
+        info = self.pin.to_dict()
+        notes = [n for n in self.notes if n.startswith("pinned model")]
+        if notes:
+            info["note"] = notes[0]
+        return info
+
+    @property
+    def reasoning(self) -> list[str]:
+        """The router's reasoning (for ``auto``), then what the gateway did about it."""
+        return [*(self.decision.reasoning if self.decision else []), *self.notes]
+
+
+def rank_auto(scores: Mapping[str, float], *, bonus: Mapping[str, float] | None = None,
+              health: HealthTracker | None = None) -> list[str]:
+    """``auto``'s order: each model's routing score (lower is better) minus its session pin
+    bonus, plus its health penalty when ``health`` is given; ties keep the router's order.
+    Then, with ``health``, healthy models first, degraded next, down last."""
+    bonus = bonus or {}
+    position = {m: i for i, m in enumerate(scores)}
+
+    def adjusted(model: str) -> tuple[float, int]:
+        score = scores[model] - bonus.get(model, 0.0)
+        if health is not None:
+            score += health.rank_penalty(model)
+        return score, position[model]
+
+    order = sorted(scores, key=adjusted)
+    return health.order(order) if health is not None else order
+
+
+class Planner:
+    """Plans requests against the live catalog with the gateway's health and session pins.
+
+    ``prefer_healthy`` ranks degraded and down models last for ``auto`` (a named model keeps its
+    fallback order: the client chose it).
+    """
+
+    def __init__(self, health: HealthTracker, pinner: SessionPinner, *,
+                 prefer_healthy: bool = True) -> None:
+        self.health = health
+        self.pinner = pinner
+        self.prefer_healthy = prefer_healthy
+
+    async def plan(self, call: ChatCall, catalog: Catalog, route: RouteFn, *,
+                   started: float | None = None) -> Plan:
+        """The candidates for ``call``, best first.
+
+        Raises :class:`~switchpoint.errors.ModelNotFoundError` for an unknown model,
+        :class:`~switchpoint.errors.NoCapableModelError` when no catalog model can serve the
+        request, and :class:`~switchpoint.errors.InvalidInputError` for a bad candidate list or
+        session id.
+        """
+        started = time.perf_counter() if started is None else started
+        requested = call.requested
+        if call.exact and requested == AUTO_MODEL:
+            raise InvalidInputError("model", "an exact call names a catalog model, not 'auto'")
+        if requested != AUTO_MODEL and requested not in catalog:
+            raise ModelNotFoundError(
+                f"model: {requested!r} is not a model of this gateway; use 'auto' or one of "
+                f"{', '.join(catalog.names)} (GET /v1/models)", param="model")
+        now = time.time()
+        needs = needs_of(call.body)
+        scope = call.tenant if call.session_id else call.caller
+        session = session_key(call.session_id, call.body["messages"], scope=scope)
+        plan = Plan(request_id=uuid.uuid4().hex, started=started, ts=now, call=call,
+                    body=upstream_body(call.body), needs=needs, session=session,
+                    pin=self.pinner.decide(session, catalog, needs, now))
+        if requested != AUTO_MODEL:
+            chain = ([requested] if call.exact
+                     else [c.name for c in fallback_chain(catalog, requested)])
+            allowed, plan.excluded = filter_candidates(catalog, chain, needs)
+            if not allowed:
+                raise _nothing_fits(plan.excluded, f"model {requested!r} and its fallbacks")
+            plan.routed_model = requested
+            plan.cards = [catalog[n] for n in allowed]
+        else:
+            await self._plan_auto(plan, catalog, route)
+        plan.planning_ms = (time.perf_counter() - started) * 1e3
+        return plan
+
+    async def _plan_auto(self, plan: Plan, catalog: Catalog, route: RouteFn) -> None:
+        names = self._candidates(plan.call, catalog)
+        allowed, plan.excluded = filter_candidates(catalog, names, plan.needs)
+        if not allowed:
+            what = "any catalog model" if len(names) == len(catalog.names) else ", ".join(names)
+            raise _nothing_fits(plan.excluded, what)
+        health = self.health if self.prefer_healthy else None
+        pinned = plan.pin.pinned_model
+        if pinned is not None and pinned not in allowed:
+            reasons = "; ".join(plan.excluded.get(pinned, ["it is not among the candidates"]))
+            plan.notes.append(f"pinned model {pinned} cannot serve this request ({reasons}); "
+                              "routed")
+            pinned = None
+        if pinned is not None:
+            # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and
+            # then the other models follow, healthy first, in case it fails.
+            plan.routed_model = pinned
+            chain = [c.name for c in fallback_chain(catalog, pinned) if c.name in allowed]
+            rest = [n for n in allowed if n not in chain]
+            order = chain + (health.order(rest) if health is not None else rest)
+        else:
+            decision = plan.call.decision
+            if decision is None:
+                decision = await route(routing_text(plan.body, plan.needs), allowed,
+                                       plan.call.cost_weight)
+            else:
+                decision = _within(decision, allowed)
+            plan.decision = decision
+            plan.routed_model = decision.selected_model
+            order = rank_auto(decision.all_scores, bonus=plan.pin.bonus, health=health)
+            self._note_unhealthy(plan, order)
+        plan.cards = [catalog[n] for n in order]
+
+    def _candidates(self, call: ChatCall, catalog: Catalog) -> list[str]:
+        """The catalog, narrowed by the call's candidate list and the body's ``models``."""
+        names = list(catalog.names)
+        for field_name, listed in (("x-switchpoint-models", call.models),
+                                   ("models", call.body.get("models"))):
+            if listed is None:
+                continue
+            unknown = [m for m in listed if m not in catalog]
+            if unknown:
+                raise UnknownModelError(field_name, unknown, catalog.names)
+            keep = set(listed)
+            names = [n for n in names if n in keep]
+            if not names:
+                raise InvalidInputError(field_name, "leaves no model to choose from (the "
+                                                    "candidate lists do not overlap)")
+        return names
+
+    def _note_unhealthy(self, plan: Plan, order: list[str]) -> None:
+        chosen = plan.routed_model
+        if chosen is None or not order or order[0] == chosen or not self.prefer_healthy:
+            return
+        status = self.health.status(chosen)
+        if status is not HealthStatus.HEALTHY:
+            plan.notes.append(f"{chosen} is {status} (GET /v1/router/health): ranked after "
+                              f"{order[0]}.")
+
+
+def _within(decision: RoutingDecision, allowed: Sequence[str]) -> RoutingDecision:
+    """A decision made elsewhere, narrowed to the models that can serve this request."""
+    unknown = [m for m in decision.all_scores if m not in allowed]
+    if not unknown:
+        return decision
+    scores = {m: s for m, s in decision.all_scores.items() if m in allowed}
+    if not scores:
+        raise InvalidInputError("decision", f"none of the decision's models "
+                                            f"({', '.join(decision.all_scores)}) can serve this "
+                                            "request through this gateway")
+    return replace(decision, all_scores=scores)
+
+
+def routing_text(body: Mapping[str, Any], needs: Needs) -> str:
+    """What ``auto`` routes on: the last user turn; else all the conversation's text."""
+    text = needs.last_user_text.strip()
+    if text:
+        return text
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text")) for p in content
+                         if isinstance(p, Mapping) and p.get("text"))
+    return "\n".join(parts).strip() or "(no text: an image or tool turn)"
+
+
+def _nothing_fits(excluded: Mapping[str, Sequence[str]], what: str) -> NoCapableModelError:
+    reasons = "; ".join(f"{m}: {', '.join(r)}" for m, r in excluded.items())
+    return NoCapableModelError(
+        f"messages: {what} cannot serve this request ({reasons}); add a model with the "
+        "capability or context window it needs to the catalog", excluded)

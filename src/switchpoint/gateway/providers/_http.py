@@ -1,0 +1,271 @@
+"""HTTP plumbing shared by the provider adapters: pooled clients, timeouts, error mapping, and
+the streaming loop that waits for the first content chunk before yielding anything."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from switchpoint.errors import (
+    ConnectError,
+    FirstTokenTimeout,
+    MalformedResponse,
+    ProviderError,
+    ReadTimeout,
+    ServerError,
+    StreamBroken,
+)
+from switchpoint.gateway.providers._transport import PooledTransport
+from switchpoint.gateway.providers.base import (
+    Timeouts,
+    classify_status,
+    decode_body,
+    is_content_chunk,
+)
+from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
+
+
+class ClientPool:
+    """One pooled ``httpx.AsyncClient`` per base URL, shared by every provider that uses it.
+
+    Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
+    shutdown). Connections belong to an event loop, so each loop that uses the pool gets its
+    own clients (the in-process gateway's sync methods run on a loop of their own). Each client
+    runs on a
+    :class:`PooledTransport` (lean keep-alive HTTP/1.1; see
+    there why not httpcore's pool); ``transport`` replaces it, for tests (an
+    ``httpx.MockTransport``, say).
+    """
+
+    def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
+                 keepalive_expiry_s: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._limits = httpx.Limits(max_connections=max_connections,
+                                    max_keepalive_connections=max_keepalive_connections,
+                                    keepalive_expiry=keepalive_expiry_s)
+        self._transport = transport
+        self._max_connections = max_connections
+        self._max_keepalive = max_keepalive_connections
+        self._keepalive_expiry_s = keepalive_expiry_s
+        self._clients: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop,
+                                                   httpx.AsyncClient]] = {}
+
+    def get(self, base_url: str) -> httpx.AsyncClient:
+        """The client for ``base_url`` on the running event loop (created on first use)."""
+        loop = asyncio.get_running_loop()
+        key = (id(loop), base_url.rstrip("/"))
+        entry = self._clients.get(key)
+        client = entry[1] if entry is not None and entry[0] is loop else None
+        if client is None or client.is_closed:
+            transport = self._transport or PooledTransport(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_keepalive,
+                keepalive_expiry_s=self._keepalive_expiry_s)
+            client = httpx.AsyncClient(limits=self._limits, transport=transport,
+                                       follow_redirects=False, trust_env=False)
+            self._clients[key] = (loop, client)
+        return client
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def aclose(self) -> None:
+        """Close the clients of the running loop; forget those of loops that are closed."""
+        loop = asyncio.get_running_loop()
+        mine = [k for k, (owner, _) in self._clients.items() if owner is loop]
+        for key in mine:
+            _, client = self._clients.pop(key)
+            await client.aclose()
+        for key in [k for k, (owner, _) in self._clients.items() if owner.is_closed()]:
+            del self._clients[key]
+
+
+def httpx_timeout(timeouts: Timeouts) -> httpx.Timeout:
+    return httpx.Timeout(connect=timeouts.connect_s, read=timeouts.read_s,
+                         write=timeouts.write_s, pool=timeouts.pool_s)
+
+
+def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
+                        started: bool = False) -> ProviderError:
+    """The :class:`ProviderError` for an httpx exception.
+
+    ``started`` means response bytes had been received, so a failure now breaks a stream.
+    """
+    name = type(exc).__name__
+    if started:
+        return StreamBroken(f"the stream failed part-way ({name}: {exc or 'no detail'})",
+                            model=model)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ConnectError(f"connect timed out after {timeouts.connect_s:g}s", model=model)
+    if isinstance(exc, httpx.PoolTimeout):
+        return ConnectError(f"no pooled connection free within {timeouts.pool_s:g}s",
+                            model=model)
+    if isinstance(exc, httpx.ReadTimeout):
+        return ReadTimeout(f"no response within the read timeout of {timeouts.read_s:g}s",
+                           model=model)
+    if isinstance(exc, httpx.WriteTimeout):
+        return ReadTimeout(f"sending the request timed out after {timeouts.write_s:g}s",
+                           model=model)
+    if isinstance(exc, httpx.ConnectError):
+        return ConnectError(f"could not connect ({exc or name})", model=model)
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
+                        httpx.NetworkError)):
+        return ConnectError(f"the connection failed before a response ({name}: "
+                            f"{exc or 'no detail'})", model=model)
+    return ServerError(f"transport error ({name}: {exc or 'no detail'})", model=model)
+
+
+async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+                    headers: Mapping[str, str], timeouts: Timeouts,
+                    *, model: str) -> tuple[dict[str, Any], httpx.Response, float]:
+    """POST JSON and return the decoded 2xx body, the response and the latency in ms.
+
+    Raises the classified :class:`ProviderError` for transport failures, error statuses and a
+    2xx that is not a JSON object.
+    """
+    started = time.perf_counter()
+    request = client.build_request("POST", url, json=body, headers=dict(headers),
+                                   timeout=httpx_timeout(timeouts))
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise map_transport_error(exc, model=model, timeouts=timeouts) from exc
+    try:
+        raw = await response.aread()
+    except httpx.ReadTimeout as exc:
+        raise ReadTimeout(f"the answer's body stalled for {timeouts.read_s:g}s after its "
+                          f"headers", model=model, status=response.status_code) from exc
+    except httpx.HTTPError as exc:
+        raise MalformedResponse(f"the answer was cut off part-way ({type(exc).__name__})",
+                                model=model, status=response.status_code) from exc
+    finally:
+        await response.aclose()
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    if response.status_code >= 400:
+        raise classify_status(response.status_code, decode_body(raw),
+                              response.headers, model=model)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedResponse(f"the {response.status_code} answer is not JSON",
+                                model=model, status=response.status_code,
+                                body=decode_body(raw)) from exc
+    if not isinstance(data, dict):
+        raise MalformedResponse("the answer is not a JSON object", model=model,
+                                status=response.status_code, body=data)
+    return data, response, latency_ms
+
+
+class _Finished:
+    """Which choices of a stream have their ``finish_reason``."""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+        self.done: set[int] = set()
+
+    def note(self, chunk: Mapping[str, Any]) -> None:
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, Mapping):
+                index = choice.get("index", 0)
+                index = index if isinstance(index, int) else 0
+                self.open.add(index)
+                if choice.get("finish_reason"):
+                    self.done.add(index)
+
+    @property
+    def all(self) -> bool:
+        return bool(self.open) and self.open <= self.done
+
+
+class ChunkDecoder(Protocol):
+    """Turns an upstream's SSE events into OpenAI chunks. ``done`` once its end marker came."""
+
+    done: bool
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        """The chunks for one event (may be none). Raises :class:`ProviderError` for errors."""
+        ...
+
+
+async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+                        headers: Mapping[str, str], timeouts: Timeouts,
+                        decoder: ChunkDecoder, *,
+                        model: str) -> AsyncGenerator[dict[str, Any], None]:
+    """POST a streamed request and yield its OpenAI chunks.
+
+    Nothing is yielded until a content chunk (or the end marker) has arrived; sending, the
+    headers and everything before that must fit in ``timeouts.first_token_s`` or
+    :class:`FirstTokenTimeout` is raised. Afterwards each read may take ``timeouts.read_s``.
+    The stream is complete at the decoder's end marker, or at a clean end of the body once
+    every choice has its ``finish_reason`` (some upstreams never send ``[DONE]``; the final
+    usage chunk may then be missing); any other end is :class:`StreamBroken`.
+    """
+    request = client.build_request("POST", url, json=body, headers=dict(headers),
+                                   timeout=httpx_timeout(timeouts))
+    response: httpx.Response | None = None
+    events: AsyncIterator[SSEEvent] | None = None
+    received = False
+    finished = _Finished()
+    try:
+        pending: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(timeouts.first_token_s):
+                response = await client.send(request, stream=True)
+                if response.status_code >= 400:
+                    raw = await response.aread()
+                    raise classify_status(response.status_code, decode_body(raw),
+                                          response.headers, model=model)
+                received = True
+                events = iter_sse(response.aiter_lines())
+                while not decoder.done:
+                    event = await anext(events, None)
+                    if event is None:
+                        raise StreamBroken("the stream ended before any content", model=model)
+                    chunks = decoder.feed(event)
+                    pending.extend(chunks)
+                    if any(is_content_chunk(c) for c in chunks):
+                        break
+        except TimeoutError as exc:
+            raise FirstTokenTimeout(
+                f"no content within the first-token timeout of {timeouts.first_token_s:g}s",
+                model=model) from exc
+        except httpx.HTTPError as exc:
+            if received and isinstance(exc, httpx.ReadTimeout):
+                raise FirstTokenTimeout(
+                    f"the stream went silent for {timeouts.read_s:g}s before any content",
+                    model=model) from exc
+            raise map_transport_error(exc, model=model, timeouts=timeouts,
+                                      started=received) from exc
+        for chunk in pending:
+            finished.note(chunk)
+            yield chunk
+        if decoder.done:
+            return
+        assert events is not None
+        try:
+            async for event in events:
+                for chunk in decoder.feed(event):
+                    finished.note(chunk)
+                    yield chunk
+                if decoder.done:
+                    return
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, model=model, timeouts=timeouts,
+                                      started=True) from exc
+        if finished.all:
+            return  # a clean end after the last finish_reason: the answer is whole
+        raise StreamBroken("the stream ended before the answer finished (no finish_reason, "
+                           "no end marker)", model=model)
+    finally:
+        if events is not None:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if response is not None:
+            await response.aclose()

@@ -1,0 +1,322 @@
+"""A lean HTTP/1.1 transport for httpx: pooled keep-alive connections on asyncio streams.
+
+Why not httpx's default (httpcore): its pool re-checks every pooled connection (a ``poll``
+system call and a ``getpeername`` each) whenever a request starts or ends, so with the 64+
+connections a busy gateway keeps to one upstream, the pool's bookkeeping cost more CPU than the
+rest of the request put together (``benchmarks/gateway.py``). This transport keeps idle
+connections in a LIFO list per origin and decides whether one is still usable from the state
+asyncio already tracks (closing, EOF seen, error seen), without a system call.
+
+It speaks just what LLM APIs need: one request per connection at a time, ``Content-Length``,
+chunked or read-to-close bodies, streamed to the caller as they arrive, TLS for ``https``.
+Timeouts come from the request (``connect``, ``read`` per read, ``write``, ``pool``) and every
+failure is raised as the httpx exception httpx's own transport would raise, so callers (and
+:func:`switchpoint.gateway.providers._http.map_transport_error`) cannot tell the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+_Origin = tuple[str, str, int]
+MAX_HEAD_BYTES = 65_536
+READ_SIZE = 65_536
+
+
+class _Connection:
+    __slots__ = ("idle_since", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def usable(self) -> bool:
+        """Still open, as far as the event loop knows (no system call)."""
+        return not (self.writer.is_closing() or self.reader.at_eof()
+                    or self.reader.exception() is not None)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _timeout(request: httpx.Request, name: str) -> float | None:
+    value = (request.extensions.get("timeout") or {}).get(name)
+    return float(value) if value is not None else None
+
+
+class PooledTransport(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` per origin, at most
+    ``max_keepalive_connections`` of them kept idle for up to ``keepalive_expiry_s``."""
+
+    def __init__(self, *, max_connections: int = 100, max_keepalive_connections: int = 20,
+                 keepalive_expiry_s: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.max_connections = max_connections
+        self.max_keepalive = max_keepalive_connections
+        self.keepalive_expiry_s = keepalive_expiry_s
+        self._ssl = ssl_context
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._slots: dict[_Origin, asyncio.Semaphore] = {}
+        self._closed = False
+
+    # Connections -------------------------------------------------------------------------------
+
+    def _checkout(self, origin: _Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if conn.usable() and now - conn.idle_since < self.keepalive_expiry_s:
+                return conn
+            conn.close()
+        return None
+
+    def _checkin(self, origin: _Origin, conn: _Connection) -> None:
+        idle = self._idle.setdefault(origin, [])
+        if self._closed or len(idle) >= self.max_keepalive or not conn.usable():
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    async def _connect(self, request: httpx.Request, origin: _Origin) -> _Connection:
+        scheme, host, port = origin
+        context: ssl.SSLContext | None = None
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            context = self._ssl
+        try:
+            async with asyncio.timeout(_timeout(request, "connect")):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=context, server_hostname=host if context else None,
+                    limit=MAX_HEAD_BYTES)
+        except TimeoutError:
+            raise httpx.ConnectTimeout("timed out connecting", request=request) from None
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        return _Connection(reader, writer)
+
+    # Requests ----------------------------------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        url = request.url
+        scheme = url.scheme
+        port = url.port or (443 if scheme == "https" else 80)
+        origin = (scheme, url.host, port)
+        slots = self._slots.get(origin)
+        if slots is None:
+            slots = self._slots[origin] = asyncio.Semaphore(self.max_connections)
+        try:
+            async with asyncio.timeout(_timeout(request, "pool")):
+                await slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no connection free in the pool", request=request) from None
+        conn: _Connection | None = None
+        try:
+            conn = self._checkout(origin) or await self._connect(request, origin)
+            body = await request.aread()
+            head = self._head(request, body)
+            try:
+                async with asyncio.timeout(_timeout(request, "write")):
+                    conn.writer.write(head + body if len(body) < 65_536 else head)
+                    if len(body) >= 65_536:
+                        conn.writer.write(body)
+                    await conn.writer.drain()
+            except TimeoutError:
+                raise httpx.WriteTimeout("timed out sending the request",
+                                         request=request) from None
+            except OSError as exc:
+                raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+            status, reason, headers, framing = await self._read_head(request, conn)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            slots.release()
+            raise
+        keep = framing != "close" and not any(
+            k.lower() == b"connection" and v.lower() == b"close" for k, v in headers)
+        stream = _Body(self, origin, conn, slots, request, framing, keep)
+        return httpx.Response(status, headers=headers, stream=stream,
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+    @staticmethod
+    def _head(request: httpx.Request, body: bytes) -> bytes:
+        target = request.url.raw_path or b"/"
+        lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
+        has_length = False
+        for name, value in request.headers.raw:
+            lower = name.lower()
+            if lower == b"content-length":
+                has_length = True
+            if lower == b"transfer-encoding":
+                continue  # the body is always sent whole, with its length
+            lines.append(name + b": " + value)
+        if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
+            lines.append(b"Content-Length: " + str(len(body)).encode())
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+    async def _read_head(self, request: httpx.Request, conn: _Connection) -> tuple[
+            int, bytes, list[tuple[bytes, bytes]], Any]:
+        try:
+            async with asyncio.timeout(_timeout(request, "read")):
+                while True:
+                    raw = await conn.reader.readuntil(b"\r\n\r\n")
+                    status, reason, headers = _parse_head(raw, request)
+                    if not 100 <= status < 200 or status == 101:
+                        break  # skip interim 1xx answers
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out waiting for the response",
+                                    request=request) from None
+        except asyncio.IncompleteReadError:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
+                                            request=request) from None
+        except asyncio.LimitOverrunError:
+            raise httpx.RemoteProtocolError("the response head is too large",
+                                            request=request) from None
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        framing: Any
+        if request.method == "HEAD" or status in (204, 304):
+            framing = 0
+        else:
+            framing = "close"
+            for name, value in headers:
+                lower = name.lower()
+                if lower == b"transfer-encoding" and b"chunked" in value.lower():
+                    framing = "chunked"
+                    break
+                if lower == b"content-length":
+                    try:
+                        framing = int(value)
+                    except ValueError:
+                        raise httpx.RemoteProtocolError("invalid Content-Length",
+                                                        request=request) from None
+        return status, reason, headers, framing
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+
+def _parse_head(raw: bytes, request: httpx.Request) -> tuple[int, bytes, list[tuple[bytes,
+                                                                                     bytes]]]:
+    lines = raw[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise httpx.RemoteProtocolError(f"not an HTTP/1.1 response: {lines[0][:80]!r}",
+                                        request=request)
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise httpx.RemoteProtocolError(f"bad status line: {lines[0][:80]!r}",
+                                        request=request) from None
+    headers = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+    return status, parts[2] if len(parts) > 2 else b"", headers
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body read as it arrives; the connection goes back to the pool once the body
+    has been read to its end, and is closed if the reader stops early."""
+
+    def __init__(self, transport: PooledTransport, origin: _Origin, conn: _Connection,
+                 slots: asyncio.Semaphore, request: httpx.Request, framing: Any,
+                 keep: bool) -> None:
+        self._transport = transport
+        self._origin = origin
+        self._conn: _Connection | None = conn
+        self._slots = slots
+        self._request = request
+        self._framing = framing
+        self._keep = keep
+        self._read_s = _timeout(request, "read")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            return
+        request = self._request
+        reader = conn.reader
+        try:
+            if self._framing == "chunked":
+                while True:
+                    line = await self._read(reader.readuntil(b"\r\n"))
+                    try:
+                        size = int(line.split(b";", 1)[0].strip(), 16)
+                    except ValueError:
+                        raise httpx.RemoteProtocolError("malformed chunk size",
+                                                        request=request) from None
+                    if size == 0:
+                        while await self._read(reader.readuntil(b"\r\n")) != b"\r\n":
+                            pass  # trailers
+                        break
+                    data = await self._read(reader.readexactly(size + 2))
+                    yield data[:-2]
+            elif self._framing == "close":
+                self._keep = False
+                while True:
+                    data = await self._read(reader.read(READ_SIZE))
+                    if not data:
+                        break
+                    yield data
+            else:
+                remaining = int(self._framing)
+                while remaining > 0:
+                    data = await self._read(reader.read(min(READ_SIZE, remaining)))
+                    if not data:
+                        raise httpx.RemoteProtocolError(
+                            "peer closed connection without sending complete message body",
+                            request=request)
+                    remaining -= len(data)
+                    yield data
+        except BaseException:
+            self._finish(reusable=False)
+            raise
+        self._finish(reusable=self._keep)
+
+    async def _read(self, awaitable: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._read_s):
+                return await awaitable
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out reading the response",
+                                    request=self._request) from None
+        except asyncio.IncompleteReadError:
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body",
+                request=self._request) from None
+        except asyncio.LimitOverrunError:
+            raise httpx.RemoteProtocolError("a chunk header is too large",
+                                            request=self._request) from None
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__,
+                                  request=self._request) from exc
+
+    def _finish(self, *, reusable: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if reusable:
+            self._transport._checkin(self._origin, conn)
+        else:
+            conn.close()
+        self._slots.release()
+
+    async def aclose(self) -> None:
+        self._finish(reusable=False)  # a no-op once the body was read to its end

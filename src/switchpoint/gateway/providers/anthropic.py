@@ -1,0 +1,454 @@
+"""The Anthropic Messages API (``POST /v1/messages``) behind the OpenAI chat wire format.
+
+Requests are translated OpenAI → Anthropic (system prompt, text and image parts, tools,
+``tool_choice``, tool calls and tool results, ``max_tokens``), answers and stream events back
+to OpenAI ``chat.completion`` / ``chat.completion.chunk``.
+
+Tool-call ids stay valid across providers: an id is sent to Anthropic unchanged when it fits
+Anthropic's ``^[a-zA-Z0-9_-]+$`` (OpenAI's ``call_...`` ids do), otherwise as a deterministic
+sanitised form, the same for the ``tool_use`` and its ``tool_result``; Anthropic's own
+``toolu_...`` ids come back to the client unchanged as OpenAI ``tool_calls[].id``. So a
+conversation can move between an OpenAI-compatible model and Claude in either direction.
+
+OpenAI-only request fields with no Messages equivalent (``response_format``, ``n``,
+``presence_penalty``, ``logprobs``, ``seed``, ...) are dropped; ``temperature`` is clamped to
+Anthropic's [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any
+
+from switchpoint.catalog import ModelCard
+from switchpoint.errors import MalformedResponse, StreamBroken, UnsupportedRequest
+from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
+from switchpoint.gateway.providers.base import (
+    ProviderResponse,
+    Timeouts,
+    classify_stream_error,
+    is_content_chunk,
+)
+from switchpoint.gateway.providers.openai import api_key, target_url
+from switchpoint.gateway.providers.sse import SSEEvent
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+# max_tokens is required by the Messages API; used when the request sets none.
+DEFAULT_MAX_TOKENS = 4096
+
+_ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
+_DATA_URL = re.compile(r"^data:(?P<media>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
+
+STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
+                "max_tokens": "length", "model_context_window_exceeded": "length",
+                "tool_use": "tool_calls", "refusal": "content_filter"}
+
+
+def anthropic_tool_id(openai_id: str) -> str:
+    """The id Anthropic accepts for an OpenAI tool-call id (unchanged when already valid)."""
+    if _ID_OK.match(openai_id):
+        return openai_id
+    digest = hashlib.sha1(openai_id.encode("utf-8")).hexdigest()[:10]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', openai_id)[:48]}_{digest}"
+
+
+def _bad(message: str) -> UnsupportedRequest:
+    return UnsupportedRequest(f"cannot translate the request for the Anthropic API: {message}")
+
+
+def _text_of(content: object, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type") == "text":
+                texts.append(str(part.get("text", "")))
+            elif isinstance(part, str):
+                texts.append(part)
+            else:
+                raise _bad(f"{where} may hold only text parts")
+        return "\n".join(texts)
+    raise _bad(f"{where} content must be a string or a list of parts")
+
+
+def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str) or not url:
+        raise _bad("an image_url part has no url")
+    match = _DATA_URL.match(url)
+    if match:
+        return {"type": "image", "source": {"type": "base64", "media_type": match["media"],
+                                            "data": match["data"]}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _content_blocks(content: object, where: str) -> list[dict[str, Any]]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _bad(f"{where} content must be a string or a list of parts")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, str):
+            blocks.append({"type": "text", "text": part})
+            continue
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "text":
+            assert isinstance(part, Mapping)
+            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        elif kind == "image_url":
+            assert isinstance(part, Mapping)
+            blocks.append(_image_block(part))
+        else:
+            raise _bad(f"{where} has a content part of type {kind!r}, which the Anthropic "
+                       f"adapter does not support (text and image_url are)")
+    return blocks
+
+
+def _tool_use_block(call: object, where: str) -> dict[str, Any]:
+    if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
+        raise _bad(f"{where} is not a function tool call")
+    fn = call["function"]
+    call_id = call.get("id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad(f"{where} has no id")
+    raw_args = fn.get("arguments") or "{}"
+    try:
+        args = json.loads(raw_args) if isinstance(raw_args, str) else raw_args
+    except ValueError as exc:
+        raise _bad(f"{where}.function.arguments is not JSON: {str(raw_args)[:100]!r}") from exc
+    if not isinstance(args, Mapping):
+        raise _bad(f"{where}.function.arguments must be a JSON object")
+    return {"type": "tool_use", "id": anthropic_tool_id(call_id), "name": str(fn.get("name")),
+            "input": dict(args)}
+
+
+def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dict[str, Any]]]:
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, Mapping):
+            raise _bad(f"{where} is not an object")
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = _text_of(content, where)
+            if text:
+                system.append(text)
+        elif role == "user":
+            add("user", _content_blocks(content, where))
+        elif role == "assistant":
+            blocks = _content_blocks(content, where)
+            for j, call in enumerate(message.get("tool_calls") or []):
+                blocks.append(_tool_use_block(call, f"{where}.tool_calls[{j}]"))
+            if message.get("function_call"):
+                raise _bad(f"{where} uses the legacy function_call; send tool_calls instead")
+            add("assistant", blocks)
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise _bad(f"{where} (role tool) has no tool_call_id")
+            result: dict[str, Any] = {"type": "tool_result",
+                                      "tool_use_id": anthropic_tool_id(call_id),
+                                      "content": _text_of(content, where)}
+            add("user", [result])
+        else:
+            raise _bad(f"{where} has role {role!r} (system, developer, user, assistant and "
+                       f"tool are supported)")
+    return system, out
+
+
+def _translate_tools(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    tools = request.get("tools")
+    if not tools:
+        return None
+    out = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, Mapping) else None
+        if not isinstance(fn, Mapping) or not fn.get("name"):
+            raise _bad(f"tools[{i}] is not a function tool with a name")
+        entry: dict[str, Any] = {
+            "name": fn["name"],
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if fn.get("description"):
+            entry["description"] = fn["description"]
+        out.append(entry)
+    return out
+
+
+def _translate_tool_choice(request: Mapping[str, Any]) -> dict[str, Any] | None:
+    choice = request.get("tool_choice")
+    out: dict[str, Any] | None
+    if choice is None:
+        out = None
+    elif choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "none":
+        out = {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
+        out = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        raise _bad(f"tool_choice {choice!r} is not auto, none, required or a function")
+    if request.get("parallel_tool_calls") is False and request.get("tools"):
+        out = out or {"type": "auto"}
+        if out["type"] != "none":
+            out["disable_parallel_tool_use"] = True
+    return out
+
+
+def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream: bool,
+                         default_max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, Any]:
+    """The ``/v1/messages`` body for an OpenAI chat request.
+
+    Raises :class:`~switchpoint.gateway.providers.base.UnsupportedRequest` for what the Messages API
+    cannot express (audio parts, legacy ``function_call`` turns, malformed tool calls).
+    """
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty list")
+    system, translated = _translate_messages(messages)
+    max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+    body: dict[str, Any] = {
+        "model": card.upstream_model or card.name,
+        "messages": translated,
+        "max_tokens": int(max_tokens) if max_tokens else default_max_tokens,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    if stream:
+        body["stream"] = True
+    temperature = request.get("temperature")
+    if isinstance(temperature, (int, float)):
+        body["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    if isinstance(request.get("top_p"), (int, float)):
+        body["top_p"] = request["top_p"]
+    stop = request.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    tools = _translate_tools(request)
+    if tools:
+        body["tools"] = tools
+    tool_choice = _translate_tool_choice(request)
+    if tool_choice is not None and tools:
+        body["tool_choice"] = tool_choice
+    if isinstance(request.get("user"), str):
+        body["metadata"] = {"user_id": request["user"]}
+    return body
+
+
+def _usage(usage: object, output_tokens: int | None = None) -> dict[str, Any] | None:
+    if not isinstance(usage, Mapping):
+        return None
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return value if isinstance(value, int) else 0
+
+    cached = count("cache_read_input_tokens")
+    prompt = count("input_tokens") + count("cache_creation_input_tokens") + cached
+    completion = count("output_tokens") if output_tokens is None else output_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+def from_anthropic_response(message: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` for a Messages API answer."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        raise MalformedResponse("the Anthropic answer has no content list", body=message)
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in content:
+        if not isinstance(block, Mapping):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            tool_calls.append({"id": block.get("id"), "type": "function",
+                               "function": {"name": block.get("name"),
+                                            "arguments": json.dumps(block.get("input") or {})}})
+    reply: dict[str, Any] = {"role": "assistant",
+                             "content": "".join(texts) if texts or not tool_calls else None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    stop = message.get("stop_reason")
+    body: dict[str, Any] = {
+        "id": message.get("id") or "msg",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": message.get("model"),
+        "choices": [{"index": 0, "message": reply,
+                     "finish_reason": STOP_REASONS.get(str(stop), "stop")}],
+    }
+    usage = _usage(message.get("usage"))
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
+class AnthropicChunkDecoder:
+    """Messages API stream events → OpenAI chunks; ``message_stop`` ends the stream."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.done = False
+        self._id = "msg"
+        self._upstream_model: str | None = None
+        self._created = int(time.time())
+        self._tool_index: dict[int, int] = {}
+        self._input_usage: dict[str, Any] = {}
+        self._output_tokens = 0
+        self._content_seen = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                "model": self._upstream_model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
+        try:
+            data = json.loads(event.data)
+        except ValueError as exc:
+            raise StreamBroken(f"the upstream sent a malformed event: {event.data[:200]!r}",
+                               model=self.model) from exc
+        if not isinstance(data, dict):
+            raise StreamBroken("the upstream sent an event that is not an object",
+                               model=self.model)
+        kind = data.get("type") or event.event
+        if kind == "error" or event.event == "error":
+            raise classify_stream_error(data, model=self.model,
+                                        after_first_byte=self._content_seen)
+        chunks = self._translate(kind, data)
+        self._content_seen = self._content_seen or any(is_content_chunk(c) for c in chunks)
+        return chunks
+
+    def _translate(self, kind: object, data: dict[str, Any]) -> list[dict[str, Any]]:
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._id = str(message.get("id") or self._id)
+            self._upstream_model = message.get("model")
+            self._input_usage = dict(message.get("usage") or {})
+            self._output_tokens = int(self._input_usage.get("output_tokens") or 0)
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = len(self._tool_index)
+                self._tool_index[int(data.get("index", 0))] = index
+                return [self._chunk({"tool_calls": [{
+                    "index": index, "id": block.get("id"), "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""}}]})]
+            if block.get("type") == "text" and block.get("text"):
+                return [self._chunk({"content": block["text"]})]
+            return []
+        if kind == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta":
+                return [self._chunk({"content": delta.get("text", "")})]
+            if delta.get("type") == "input_json_delta":
+                index = self._tool_index.get(int(data.get("index", 0)), 0)
+                return [self._chunk({"tool_calls": [{
+                    "index": index, "function": {"arguments": delta.get("partial_json", "")}}]})]
+            return []  # thinking and signature deltas are not part of the OpenAI format
+        if kind == "message_delta":
+            usage = data.get("usage") or {}
+            if isinstance(usage.get("output_tokens"), int):
+                self._output_tokens = usage["output_tokens"]
+            for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+                if isinstance(usage.get(key), int):
+                    self._input_usage[key] = usage[key]
+            stop = (data.get("delta") or {}).get("stop_reason")
+            if stop:
+                return [self._chunk({}, STOP_REASONS.get(str(stop), "stop"))]
+            return []
+        if kind == "message_stop":
+            self.done = True
+            chunk = self._chunk({})
+            chunk["choices"] = []
+            chunk["usage"] = _usage(self._input_usage, self._output_tokens)
+            return [chunk]
+        return []  # ping, content_block_stop and future event types
+
+
+class AnthropicProvider:
+    """The Messages API adapter. ``env`` defaults to ``os.environ`` (read at call time)."""
+
+    def __init__(self, pool: ClientPool, *, env: Mapping[str, str] | None = None,
+                 default_base_url: str = DEFAULT_BASE_URL,
+                 default_max_tokens: int = DEFAULT_MAX_TOKENS,
+                 version: str = ANTHROPIC_VERSION) -> None:
+        self.pool = pool
+        self._env = env
+        self.default_base_url = default_base_url
+        self.default_max_tokens = default_max_tokens
+        self.version = version
+
+    def _body(self, request: Mapping[str, Any], card: ModelCard, *,
+              stream: bool) -> dict[str, Any]:
+        try:
+            return to_anthropic_request(request, card, stream=stream,
+                                        default_max_tokens=self.default_max_tokens)
+        except UnsupportedRequest as exc:
+            exc.model = card.name
+            raise
+
+    def _target(self, card: ModelCard, *, stream: bool) -> tuple[str, str, dict[str, str]]:
+        base = target_url(card, self.default_base_url)
+        url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        headers = {"content-type": "application/json", "anthropic-version": self.version,
+                   "accept": "text/event-stream" if stream else "application/json"}
+        key = api_key(card, os.environ if self._env is None else self._env)
+        if key is not None:
+            headers["x-api-key"] = key
+        return base, url, headers
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        body = self._body(request, card, stream=False)
+        base, url, headers = self._target(card, stream=False)
+        data, response, latency_ms = await post_json(self.pool.get(base), url, body, headers,
+                                                     timeouts, model=card.name)
+        try:
+            answer = from_anthropic_response(data)
+        except MalformedResponse as exc:
+            exc.model, exc.status = card.name, response.status_code
+            raise
+        return ProviderResponse(body=answer, model=card.name, status=response.status_code,
+                                headers=dict(response.headers), latency_ms=latency_ms)
+
+    async def stream(self, request: Mapping[str, Any], card: ModelCard,
+                     timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        body = self._body(request, card, stream=True)
+        base, url, headers = self._target(card, stream=True)
+        chunks = stream_chunks(self.pool.get(base), url, body, headers, timeouts,
+                               AnthropicChunkDecoder(card.name), model=card.name)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk

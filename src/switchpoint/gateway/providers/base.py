@@ -1,0 +1,291 @@
+"""What every provider adapter promises, and the errors it may raise.
+
+A :class:`Provider` turns an OpenAI chat request into a call to one upstream model (a
+:class:`~switchpoint.catalog.ModelCard`) and gives back an OpenAI ``chat.completion`` body, or a
+stream of OpenAI ``chat.completion.chunk`` dicts, whatever the upstream speaks.
+
+Every failure is a :class:`~switchpoint.errors.ProviderError` subclass that says what went wrong
+and whether to retry or escalate (the table is in :mod:`switchpoint.errors`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from switchpoint.catalog import ModelCard
+from switchpoint.errors import (
+    AuthError,
+    BadRequest,
+    ContentFiltered,
+    ContextLengthExceeded,
+    ProviderError,
+    RateLimited,
+    ServerError,
+    StreamBroken,
+)
+
+# Bytes of an upstream error body kept on the exception (enough for any JSON error envelope).
+MAX_ERROR_BODY = 16_384
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one upstream call may take, in seconds.
+
+    ``connect_s`` bounds opening the TCP/TLS connection; ``read_s`` bounds any silence while
+    waiting for headers or the next bytes; ``first_token_s`` bounds, for streams, the time from
+    sending the request to the first chunk that carries content (text, a tool call or a
+    finish reason). ``write_s`` and ``pool_s`` bound sending the body and waiting for a pooled
+    connection.
+    """
+
+    connect_s: float = 5.0
+    read_s: float = 60.0
+    first_token_s: float = 30.0
+    write_s: float = 10.0
+    pool_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_s", "read_s", "first_token_s", "write_s", "pool_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"Timeouts.{name} must be a finite number > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token counts reported by the upstream (OpenAI names)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+    @classmethod
+    def from_openai(cls, usage: object) -> TokenUsage | None:
+        """Read an OpenAI ``usage`` object; ``None`` if it is missing or not one."""
+        if not isinstance(usage, Mapping):
+            return None
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or not isinstance(completion, int):
+            return None
+        return cls(prompt, completion)
+
+
+def usage_of(chunk: Mapping[str, Any]) -> TokenUsage | None:
+    """The usage a chunk or response body carries, if any (the final chunk of a stream)."""
+    return TokenUsage.from_openai(chunk.get("usage"))
+
+
+def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
+    """True when a chunk carries something the client will see as an answer.
+
+    A role-only opening chunk (``{"role": "assistant", "content": ""}``) is not content; text,
+    a refusal, a tool call or a finish reason is.
+    """
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, Mapping):
+            continue
+        if choice.get("finish_reason"):
+            return True
+        delta = choice.get("delta")
+        if isinstance(delta, Mapping) and (
+            delta.get("content") or delta.get("tool_calls") or delta.get("refusal")
+            or delta.get("function_call")
+        ):
+            return True
+    return False
+
+
+@dataclass
+class ProviderResponse:
+    """A finished, non-streamed answer in OpenAI ``chat.completion`` shape."""
+
+    body: dict[str, Any]
+    model: str
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    latency_ms: float = 0.0
+
+    @property
+    def usage(self) -> TokenUsage | None:
+        return usage_of(self.body)
+
+    @property
+    def upstream_model(self) -> str | None:
+        value = self.body.get("model")
+        return value if isinstance(value, str) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Classifying upstream failures
+# --------------------------------------------------------------------------------------------
+
+_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context length",
+                    "context window", "prompt is too long", "too many tokens",
+                    "string_above_max_length", "reduce the length")
+_FILTER_MARKERS = ("content_filter", "content_policy", "content management policy",
+                   "content filtering policy", "responsibleaipolicyviolation", "safety system")
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or an HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def decode_body(raw: bytes) -> object:
+    """An upstream body as JSON when it is JSON, else as (truncated) text."""
+    raw = raw[:MAX_ERROR_BODY]
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return raw.decode("utf-8", "replace")
+
+
+def _error_fields(body: object) -> tuple[str, str]:
+    """(code/type text, message) from an OpenAI or Anthropic error envelope, lower-cased."""
+    if isinstance(body, Mapping):
+        err = body.get("error", body)
+        if isinstance(err, Mapping):
+            code = " ".join(str(err.get(k) or "") for k in ("code", "type", "param"))
+            message = str(err.get("message") or "")
+            inner = err.get("innererror")
+            if isinstance(inner, Mapping):
+                code += " " + str(inner.get("code") or "")
+            return code.lower(), message.lower()
+        if isinstance(err, str):
+            return "", err.lower()
+        return "", json.dumps(body).lower()
+    return "", str(body).lower()
+
+
+def error_message(body: object, default: str) -> str:
+    """The upstream's own message, for humans, or ``default``."""
+    if isinstance(body, Mapping):
+        err = body.get("error", body)
+        if isinstance(err, Mapping) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str) and err:
+            return err
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500]
+    return default
+
+
+def classify_status(status: int, body: object, headers: Mapping[str, str], *,
+                    model: str | None = None) -> ProviderError:
+    """The :class:`ProviderError` for an upstream HTTP error status and body."""
+    code, message = _error_fields(body)
+    text = f"{code} {message}"
+    human = error_message(body, f"HTTP {status}")
+    if status == 429:
+        return RateLimited(f"rate limited (429): {human}",
+                           retry_after=parse_retry_after(headers), model=model, body=body)
+    if status in (401, 403):
+        return AuthError(f"the upstream refused the credentials ({status}): {human}",
+                         model=model, status=status, body=body)
+    if 400 <= status < 500 and status not in (408, 409):
+        if any(marker in text for marker in _CONTEXT_MARKERS):
+            return ContextLengthExceeded(f"context length exceeded ({status}): {human}",
+                                         model=model, status=status, body=body)
+        if any(marker in text for marker in _FILTER_MARKERS):
+            return ContentFiltered(f"blocked by the upstream's content filter ({status}): "
+                                   f"{human}", model=model, status=status, body=body)
+        return BadRequest(f"the upstream rejected the request ({status}): {human}",
+                          status=status, body=body, model=model)
+    retry_after = parse_retry_after(headers)
+    error = ServerError(f"upstream error ({status}): {human}", model=model, status=status,
+                        body=body)
+    if retry_after is not None:
+        # A 503 with Retry-After is a rate limit in all but name.
+        return RateLimited(f"upstream unavailable ({status}): {human}", retry_after=retry_after,
+                           model=model, status=status, body=body)
+    return error
+
+
+def classify_stream_error(payload: Mapping[str, Any], *, model: str | None = None,
+                          after_first_byte: bool = False) -> ProviderError:
+    """The error for an in-stream error event (``{"error": {...}}``) from an upstream.
+
+    Before the first content chunk, overload and rate-limit events classify like their HTTP
+    statuses so they can be retried; anything else is a broken stream.
+    """
+    code, message = _error_fields(payload)
+    human = error_message(payload, "the upstream sent an error event")
+    if not after_first_byte:
+        if "rate_limit" in code:
+            return RateLimited(f"rate limited mid-stream: {human}", model=model, body=payload)
+        if "overloaded" in code or "api_error" in code or "server_error" in code:
+            return ServerError(f"upstream error mid-stream: {human}", model=model,
+                               body=payload)
+        if any(marker in f"{code} {message}" for marker in _CONTEXT_MARKERS):
+            return ContextLengthExceeded(f"context length exceeded: {human}", model=model,
+                                         body=payload)
+    return StreamBroken(f"the upstream sent an error event: {human}", model=model,
+                        body=payload, after_first_byte=after_first_byte)
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One upstream API dialect. Implementations must not mutate ``request``."""
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        """Send a non-streamed request; the answer as an OpenAI ``chat.completion``."""
+        ...
+
+    def stream(self, request: Mapping[str, Any], card: ModelCard,
+               timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        """Send a streamed request; OpenAI ``chat.completion.chunk`` dicts.
+
+        The iterator yields nothing until the first content chunk has arrived (so a
+        :class:`FirstTokenTimeout` or an early failure surfaces before anything is yielded),
+        ends after the upstream's end marker (or a clean end once every choice has finished),
+        and raises :class:`StreamBroken` otherwise.
+        The final chunk carries ``usage`` when the upstream reports it. Close it with
+        ``aclose()`` (or :func:`contextlib.aclosing`) when abandoning it early.
+        """
+        ...

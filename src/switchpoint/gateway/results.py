@@ -1,0 +1,170 @@
+"""What the gateway hands back: OpenAI-shaped answers, and how each was reached.
+
+:class:`ChatCompletion` and :class:`ChatCompletionChunk` are the upstream's answer as a plain
+``dict`` (exactly what the HTTP gateway serialises) with attribute access on top, so
+``reply.choices[0].message.content`` reads as it does with the ``openai`` client.
+``reply.switchpoint`` is a :class:`CallInfo`: who answered, who was routed to, why, the pin,
+every attempt, tokens and cost. :class:`ChatStream` is an async iterator of chunks that writes
+the request log entry as the stream ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import StreamBroken
+from switchpoint.gateway.failover import FailoverStream
+
+
+class OpenAIObject(dict[str, Any]):
+    """A ``dict`` whose keys also read as attributes, recursively (``obj.choices[0].text``).
+
+    A missing key reads as ``None`` through an attribute (as optional fields do in the
+    ``openai`` client's models) and raises ``KeyError`` through ``[]``.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _wrap(self.get(name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-``dict`` copy (JSON-ready)."""
+        return dict(self)
+
+
+class _List(list[Any]):
+    __slots__ = ()
+
+    def __getitem__(self, index: Any) -> Any:
+        return _wrap(super().__getitem__(index))
+
+    def __iter__(self) -> Any:
+        return (_wrap(v) for v in super().__iter__())
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict) and not isinstance(value, OpenAIObject):
+        return OpenAIObject(value)
+    if isinstance(value, list) and not isinstance(value, _List):
+        return _List(value)
+    return value
+
+
+@dataclass
+class CallInfo:
+    """How one chat request was answered (the ``x-switchpoint-*`` headers say the same)."""
+
+    request_id: str
+    requested_model: str
+    routed_model: str | None
+    model: str | None = None
+    upstream_model: str | None = None
+    decision: RoutingDecision | None = None
+    pin_state: str = "fresh"
+    pin: dict[str, Any] = field(default_factory=dict)
+    reasoning: list[str] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    models_tried: list[str] = field(default_factory=list)
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+    planning_ms: float = 0.0
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = None
+
+    @property
+    def decision_id(self) -> str | None:
+        return self.decision.decision_id if self.decision is not None else None
+
+    @property
+    def escalated(self) -> bool:
+        return len(self.models_tried) > 1
+
+
+class ChatCompletion(OpenAIObject):
+    """An OpenAI ``chat.completion``; ``switchpoint`` says how it was reached."""
+
+    __slots__ = ("switchpoint",)
+
+    def __init__(self, body: dict[str, Any], info: CallInfo) -> None:
+        super().__init__(body)
+        self.switchpoint = info
+
+
+class ChatCompletionChunk(OpenAIObject):
+    """One OpenAI ``chat.completion.chunk``."""
+
+    __slots__ = ()
+
+
+# Writes the stream's log entry: (stream, wait for the commit?) -> awaitable.
+StreamLogger = Callable[[FailoverStream, bool], Awaitable[None]]
+
+
+class ChatStream:
+    """A committed stream: iterate it (``async for chunk in stream``) once.
+
+    The first content chunk has already arrived from the answering model. The iterator ends
+    after the upstream's last chunk, once the request log entry is committed; if the stream
+    breaks after it started it raises :class:`~switchpoint.errors.StreamBroken` (logged as
+    well). Stop early with :meth:`aclose`: the request is logged as closed by the client.
+    ``switchpoint`` (a :class:`CallInfo`) is filled in as the stream goes: tokens and cost once
+    the final chunk has arrived.
+    """
+
+    def __init__(self, stream: FailoverStream, info: CallInfo, log: StreamLogger,
+                 price_usage: bool) -> None:
+        self.switchpoint = info
+        self._stream = stream
+        self._log = log
+        self._price_usage = price_usage
+        self._iterator: AsyncIterator[ChatCompletionChunk] | None = None
+        self._logged = False
+
+    @property
+    def model(self) -> str:
+        return self._stream.model
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        return self._iterator
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self.__aiter__().__anext__()
+
+    async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
+        stream = self._stream
+        try:
+            async for chunk in stream:
+                if self._price_usage and isinstance(chunk.get("usage"), dict):
+                    cost = stream.cost_usd
+                    if cost is not None:
+                        chunk["usage"]["cost"] = round(cost, 10)
+                yield ChatCompletionChunk(chunk)
+        except StreamBroken:
+            await self._finish(wait=True)
+            raise
+        await self._finish(wait=True)
+
+    async def _finish(self, *, wait: bool) -> None:
+        if self._logged:
+            return
+        self._logged = True
+        await self._log(self._stream, wait)
+
+    async def aclose(self) -> None:
+        """Stop reading (the client left): release the upstream and log what happened."""
+        if self._iterator is not None:
+            aclose = getattr(self._iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        await self._stream.aclose()
+        await self._finish(wait=False)

@@ -1,0 +1,374 @@
+"""Session pinning: keep a conversation on one model while its prompt cache is warm.
+
+Three windows, on the time since the session's last answered turn:
+
+=========  ==============================  ===============================================
+state      age                             what the gateway does
+=========  ==============================  ===============================================
+``hard``   ``<= hard_window_s`` (300 s)    skip the router; send to the pinned model
+``soft``   ``<= soft_window_s`` (1800 s)   route normally, but subtract ``bonus[model]``
+                                           from the pinned model's score (its warm cache)
+``fresh``  older, or no pin                route normally
+=========  ==============================  ===============================================
+
+Escapes override the pin, and the decision says which one fired:
+
+- ``evicted_missing_model`` — the pinned model has left the catalog;
+- ``evicted_vision`` — the request has images and the pinned model lacks ``vision``;
+- ``evicted_post_failure`` — the pinned model failed last time
+  (:meth:`SessionPinner.evict_on_failure`);
+- ``rehomed_context`` — in the hard window the conversation outgrew the pinned model's context
+  window: it moves to the closest larger-context model that fits (same tier first, then the
+  smallest sufficient window, then the lowest price) and is hard-pinned there;
+- ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
+  the router chooses anyway, among the models the context filter lets through).
+
+Every request's log entry should carry ``PinDecision.state``. A conversation is known by the
+client's ``x-session-id`` header, else by its first user message within the caller's scope (so
+a conversation keeps its key as it grows, and strangers never share one): see
+:func:`session_key`. Pins live in a :class:`PinStore`: :class:`MemoryPinStore` by default,
+:class:`SQLitePinStore` so pins survive a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.capabilities import Needs
+
+SESSION_HEADER = "x-session-id"
+# The longest session id a client may send.
+MAX_SESSION_ID = 256
+
+
+class PinState(StrEnum):
+    FRESH = "fresh"
+    HARD = "hard"
+    SOFT = "soft"
+    REHOMED_CONTEXT = "rehomed_context"
+    EVICTED_VISION = "evicted_vision"
+    EVICTED_MISSING_MODEL = "evicted_missing_model"
+    EVICTED_CONTEXT = "evicted_context"
+    EVICTED_POST_FAILURE = "evicted_post_failure"
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A session's pin: the model that last answered it, and when (seconds since the epoch).
+
+    ``failed`` marks a pin evicted because that model failed; it is kept only so the next
+    decision can say so.
+    """
+
+    model: str
+    last_used: float
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class PinDecision:
+    """What the pin says for one request.
+
+    ``pinned_model`` is set for ``hard`` and ``rehomed_context``: send there and skip the
+    router. ``bonus`` (``soft`` only) maps a model to what to subtract from its routing score.
+    """
+
+    state: PinState
+    pinned_model: str | None = None
+    bonus: dict[str, float] = field(default_factory=dict)
+    previous_model: str | None = None
+    age_s: float | None = None
+
+    @property
+    def bypass_router(self) -> bool:
+        return self.pinned_model is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pin_state": str(self.state), "pinned_model": self.pinned_model,
+                "bonus": dict(self.bonus), "previous_model": self.previous_model,
+                "age_s": self.age_s}
+
+
+class PinStore(Protocol):
+    """Where pins live. Implementations must be safe to call from several threads."""
+
+    def get(self, session_id: str) -> Pin | None: ...
+
+    def put(self, session_id: str, pin: Pin) -> None: ...
+
+    def delete(self, session_id: str) -> None: ...
+
+    def purge(self, older_than: float) -> int:
+        """Drop pins last used before ``older_than``; how many were dropped."""
+        ...
+
+    def count(self, since: float) -> int:
+        """Pins used at or after ``since`` (the active sessions)."""
+        ...
+
+
+class MemoryPinStore:
+    """Pins in a dict, least recently used dropped past ``max_entries``. Lost on restart."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = max_entries
+        self._pins: OrderedDict[str, Pin] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str) -> Pin | None:
+        with self._lock:
+            return self._pins.get(session_id)
+
+    def put(self, session_id: str, pin: Pin) -> None:
+        with self._lock:
+            self._pins[session_id] = pin
+            self._pins.move_to_end(session_id)
+            while len(self._pins) > self.max_entries:
+                self._pins.popitem(last=False)
+
+    def delete(self, session_id: str) -> None:
+        with self._lock:
+            self._pins.pop(session_id, None)
+
+    def purge(self, older_than: float) -> int:
+        with self._lock:
+            stale = [k for k, p in self._pins.items() if p.last_used < older_than]
+            for key in stale:
+                del self._pins[key]
+            return len(stale)
+
+    def count(self, since: float) -> int:
+        with self._lock:
+            return sum(1 for p in self._pins.values() if p.last_used >= since and not p.failed)
+
+
+class SQLitePinStore:
+    """Pins in a SQLite table (``session_pins``), so they survive restarts.
+
+    One connection guarded by a lock; WAL mode so readers in other processes are not blocked.
+    ``path`` may be ``":memory:"``. ``synchronous`` is SQLite's setting: ``NORMAL`` (default)
+    survives a crash of the process and skips the fsync per write; a pin lost to a power cut
+    only costs one cache-cold turn. ``FULL`` fsyncs every write.
+    """
+
+    SCHEMA = """
+        CREATE TABLE IF NOT EXISTS session_pins (
+            session_id TEXT PRIMARY KEY,
+            model      TEXT NOT NULL,
+            last_used  REAL NOT NULL,
+            failed     INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX IF NOT EXISTS session_pins_last_used ON session_pins(last_used);
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, got "
+                             f"{synchronous!r}")
+        self.path = str(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if self.path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(self.SCHEMA)
+
+    def get(self, session_id: str) -> Pin | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT model, last_used, failed FROM session_pins WHERE session_id = ?",
+                (session_id,)).fetchone()
+        return None if row is None else Pin(row[0], float(row[1]), bool(row[2]))
+
+    def put(self, session_id: str, pin: Pin) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO session_pins (session_id, model, last_used, failed) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+                "model = excluded.model, last_used = excluded.last_used, "
+                "failed = excluded.failed",
+                (session_id, pin.model, pin.last_used, int(pin.failed)))
+
+    def delete(self, session_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM session_pins WHERE session_id = ?", (session_id,))
+
+    def purge(self, older_than: float) -> int:
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM session_pins WHERE last_used < ?",
+                                      (older_than,))
+            return cursor.rowcount
+
+    def count(self, since: float) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM session_pins WHERE last_used >= ? AND failed = 0",
+                (since,)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _first_user_text(messages: Sequence[object]) -> str | None:
+    for message in messages:
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return None
+
+
+def session_key(explicit: str | None, messages: Sequence[object], *,
+                scope: str | None = None) -> str | None:
+    """The key a conversation's pin is stored under, or ``None`` (no pinning).
+
+    ``explicit`` is the client's own session id (the ``x-session-id`` header), at most
+    :data:`MAX_SESSION_ID` characters. Without one, the conversation is known by its first user
+    message, **within** ``scope`` (who is calling: a client key, else the client's address), so
+    two unrelated callers who open with the same message are never tied together. An explicit id
+    is scoped too, to the tenant when there is one. Keys are SHA-256 hex digests: a fixed 64
+    characters whatever the client sends, and nothing the client wrote is stored.
+    """
+    if explicit is not None:
+        explicit = explicit.strip()
+        if len(explicit) > MAX_SESSION_ID:
+            raise InvalidInputError(SESSION_HEADER, f"is {len(explicit)} characters long; a "
+                                                    f"session id may have at most "
+                                                    f"{MAX_SESSION_ID}")
+    if explicit:
+        material = f"explicit\0{scope or ''}\0{explicit}"
+    else:
+        text = _first_user_text(messages)
+        if text is None:
+            return None
+        material = f"implicit\0{scope or ''}\0{text}"
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def rehome_target(catalog: Catalog, pinned: ModelCard, needs: Needs) -> ModelCard | None:
+    """The closest model with a larger context window that fits ``needs``.
+
+    Order: the pinned model's tier first, then the smallest sufficient window, then the
+    lowest price (unpriced last), then the name. Models lacking a capability the request
+    needs (vision, tools) are skipped.
+    """
+    if pinned.context_window is None:
+        return None
+    fits = [
+        c for c in catalog.cards
+        if c.name != pinned.name and c.context_window is not None
+        and c.context_window > pinned.context_window
+        and c.context_window >= needs.total_tokens
+        and (not needs.vision or c.has("vision")) and (not needs.tools or c.has("tools"))
+    ]
+    if not fits:
+        return None
+
+    def key(c: ModelCard) -> tuple[bool, int, bool, float, str]:
+        price = c.price(1_000_000, 1_000_000)  # input + output price per million tokens
+        assert c.context_window is not None
+        return (c.tier != pinned.tier, c.context_window, not c.priced, price, c.name)
+
+    return min(fits, key=key)
+
+
+class SessionPinner:
+    """Decides, per request, what a session's pin says, and remembers who answered.
+
+    ``soft_bonus_weight`` is the score credit (in routing-score units, where lower is better)
+    given to the pinned model in the soft window; 0 disables the bonus.
+    """
+
+    def __init__(self, hard_window_s: float = 300.0, soft_window_s: float = 1800.0,
+                 soft_bonus_weight: float = 0.5, store: PinStore | None = None) -> None:
+        if hard_window_s < 0 or soft_window_s < hard_window_s:
+            raise ValueError("windows must satisfy 0 <= hard_window_s <= soft_window_s")
+        if soft_bonus_weight < 0:
+            raise ValueError("soft_bonus_weight must be >= 0")
+        self.hard_window_s = hard_window_s
+        self.soft_window_s = soft_window_s
+        self.soft_bonus_weight = soft_bonus_weight
+        self.store: PinStore = store if store is not None else MemoryPinStore()
+
+    def decide(self, session: str | None, catalog: Catalog,
+               needs: Needs | Mapping[str, Any], now: float) -> PinDecision:
+        """The pin decision for a request of ``session`` at ``now`` (seconds since the epoch).
+
+        ``needs`` is a :class:`Needs` or a mapping with ``vision``,
+        ``tools`` and ``prompt_tokens`` (and optionally ``output_tokens``). Pure: it reads the
+        store and changes nothing.
+        """
+        if not isinstance(needs, Needs):
+            needs = Needs(vision=bool(needs.get("vision")), tools=bool(needs.get("tools")),
+                          prompt_tokens=int(needs.get("prompt_tokens") or 0),
+                          last_user_text=str(needs.get("last_user_text") or ""),
+                          output_tokens=int(needs.get("output_tokens") or 0))
+        pin = self.store.get(session) if session else None
+        if pin is None:
+            return PinDecision(PinState.FRESH)
+        age = max(0.0, now - pin.last_used)
+
+        def decision(state: PinState, pinned: str | None = None,
+                     bonus: dict[str, float] | None = None) -> PinDecision:
+            return PinDecision(state, pinned_model=pinned, bonus=bonus or {},
+                               previous_model=pin.model, age_s=round(age, 3))
+
+        if age > self.soft_window_s:
+            return decision(PinState.FRESH)
+        card = catalog.get(pin.model)
+        if card is None:
+            return decision(PinState.EVICTED_MISSING_MODEL)
+        if needs.vision and not card.has("vision"):
+            return decision(PinState.EVICTED_VISION)
+        if pin.failed:
+            return decision(PinState.EVICTED_POST_FAILURE)
+        hard = age <= self.hard_window_s
+        if card.context_window is not None and needs.total_tokens > card.context_window:
+            target = rehome_target(catalog, card, needs) if hard else None
+            if target is None:
+                return decision(PinState.EVICTED_CONTEXT)
+            return decision(PinState.REHOMED_CONTEXT, pinned=target.name)
+        if hard:
+            return decision(PinState.HARD, pinned=card.name)
+        bonus = {card.name: self.soft_bonus_weight} if self.soft_bonus_weight > 0 else {}
+        return decision(PinState.SOFT, bonus=bonus)
+
+    def record(self, session: str | None, model: str, now: float) -> None:
+        """``model`` answered ``session`` at ``now``: (re)start its windows on that model."""
+        if session:
+            self.store.put(session, Pin(model, now))
+
+    def evict_on_failure(self, session: str | None, now: float | None = None) -> None:
+        """The pinned model failed: drop the pin (the next decision says
+        ``evicted_post_failure``) until some model answers the session again."""
+        if not session:
+            return
+        pin = self.store.get(session)
+        if pin is not None:
+            self.store.put(session, Pin(pin.model, pin.last_used if now is None else now,
+                                        failed=True))
+
+    def active_sessions(self, now: float) -> int:
+        """Sessions with a pin inside the soft window."""
+        return self.store.count(now - self.soft_window_s)
+
+    def purge(self, now: float) -> int:
+        """Forget pins older than the soft window; how many were dropped."""
+        return self.store.purge(now - self.soft_window_s)

@@ -1,0 +1,338 @@
+"""What makes labelling resumable: the output, appended one record at a time, and a side journal
+of every answer scored so far.
+
+* ``OUT`` (the routing records) gets one line per prompt, written as soon as every model's
+  answer to it is scored; so it is always a valid records file, whatever stops the run.
+* ``OUT.journal`` gets one line per scored answer (prompt × model) and per failure, after a
+  header line that says which models, judge, rubric and ``max_tokens`` the run uses. A prompt
+  whose answers are partly scored when the run stops keeps them: a rerun asks only the models
+  still missing (failed answers are asked again). The journal is removed once every prompt is in
+  ``OUT``.
+
+Every line goes out in one ``write`` followed by ``fsync``. A line left half-written by a crash
+or a kill (no newline at the end of the file) is dropped on the next run, with a note; a last
+line that is whole but lacks its newline is kept. :func:`inspect` reads both files without
+changing them (so bad input changes nothing); :meth:`Resume.apply` then makes the repairs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from switchpoint.errors import LabellingError, RecordsError
+from switchpoint.labelling.prompts import LabelPrompt
+from switchpoint.records import parse_records
+
+JOURNAL_SUFFIX = ".journal"
+JOURNAL_FORMAT = 1
+RESTART_HINT = "write to another --out, or pass --restart to start over (discarding it)"
+
+
+def journal_path(out: Path) -> Path:
+    return out.with_name(out.name + JOURNAL_SUFFIX)
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """What a resumed run must share with the run it resumes: the models, the judge and its
+    rubric, ``max_tokens`` (answers given under other settings are not comparable)."""
+
+    models: tuple[str, ...]
+    judge: str | None = None
+    rubric: str | None = None
+    max_tokens: int | None = None
+
+    def header(self) -> dict[str, Any]:
+        return {"labelling_journal": JOURNAL_FORMAT, "models": sorted(self.models),
+                "judge": self.judge, "rubric": self.rubric, "max_tokens": self.max_tokens}
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's scored answer to one prompt. ``by``: ``judge`` or ``reference``."""
+
+    id: str
+    model: str
+    digest: str
+    score: float
+    cost_usd: float
+    by: str
+    judge_cost_usd: float = 0.0
+
+    def to_line(self) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "digest": self.digest, "score": self.score,
+                "cost_usd": self.cost_usd, "by": self.by, "judge_cost_usd": self.judge_cost_usd}
+
+
+def failure_line(prompt: LabelPrompt, model: str, stage: str, message: str) -> dict[str, Any]:
+    return {"id": prompt.id, "model": model, "digest": prompt.digest, "failed": stage,
+            "error": message}
+
+
+def record_line(prompt: LabelPrompt, scored: Mapping[str, Scored],
+                models: Sequence[str]) -> dict[str, Any]:
+    """The routing record of a prompt whose every model is scored."""
+    record: dict[str, Any] = {"id": prompt.id, "prompt": prompt.prompt}
+    if prompt.task is not None:
+        record["task"] = prompt.task
+    if prompt.split is not None:
+        record["split"] = prompt.split
+    record["scores"] = {m: scored[m].score for m in models}
+    record["costs"] = {m: scored[m].cost_usd for m in models}
+    return record
+
+
+@dataclass
+class _Repair:
+    path: Path
+    size: int  # keep this many bytes
+    newline: bool = False  # then add a newline
+
+
+@dataclass
+class Resume:
+    """What an earlier run left: ``done``, the ids already in the output; ``scored``, the
+    answers the journal holds for the other prompts; ``notes`` for the person running it."""
+
+    out: Path
+    key: RunKey
+    done: set[str] = field(default_factory=set)
+    scored: dict[tuple[str, str], Scored] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    journal_has_header: bool = False
+    _repairs: list[_Repair] = field(default_factory=list)
+
+    @property
+    def journal(self) -> Path:
+        return journal_path(self.out)
+
+    def apply(self) -> None:
+        """Make the repairs :func:`inspect` found (drop half-written lines)."""
+        for repair in self._repairs:
+            try:
+                with repair.path.open("r+b") as fh:
+                    fh.truncate(repair.size)
+                    if repair.newline:
+                        fh.seek(0, os.SEEK_END)
+                        fh.write(b"\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise LabellingError(f"cannot repair it: {exc.strerror or exc}",
+                                     source=repair.path) from None
+        self._repairs.clear()
+
+
+def fresh(out: Path, key: RunKey) -> Resume:
+    """A run that starts over: nothing is kept."""
+    return Resume(out=out, key=key)
+
+
+def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
+    """What to resume from ``out`` and its journal, for these prompts and settings; reads
+    only. Raises :class:`~switchpoint.errors.LabellingError` when the files belong to another
+    run (other models, ids or settings)."""
+    resume = Resume(out=out, key=key)
+    by_id = {p.id: p for p in prompts}
+    lines = _complete_lines(out, resume, "that prompt will be labelled again")
+    if lines:
+        _read_output(out, lines, by_id, key, resume)
+    journal = journal_path(out)
+    lines = _complete_lines(journal, resume, "that answer will be asked for again")
+    if lines:
+        _read_journal(journal, lines, by_id, key, resume)
+    return resume
+
+
+def _complete_lines(path: Path, resume: Resume, lost: str) -> list[str]:
+    """The file's whole lines; a half-written last line is scheduled to be dropped."""
+    if not path.exists():
+        return []
+    if not path.is_file():
+        raise LabellingError("exists and is not a file; give --out a file path", source=path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LabellingError(f"cannot read it: {exc.strerror or exc}", source=path) from None
+    if not data:
+        return []
+    cut = data.rfind(b"\n") + 1
+    tail = data[cut:]
+    if tail:
+        if _whole_object(tail):  # whole, only its newline is missing (an editor's doing)
+            resume._repairs.append(_Repair(path, len(data), newline=True))
+            data += b"\n"
+        else:
+            resume._repairs.append(_Repair(path, cut))
+            number = data.count(b"\n") + 1
+            resume.notes.append(f"{path}: dropped the half-written last line (line {number}) "
+                                f"left by an interrupted run; {lost}")
+            data = data[:cut]
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise LabellingError(f"is not UTF-8 text, so it is not a file this command wrote; "
+                             f"{RESTART_HINT}", source=path) from None
+
+
+def _whole_object(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def _read_output(out: Path, lines: list[str], by_id: Mapping[str, LabelPrompt], key: RunKey,
+                 resume: Resume) -> None:
+    if not any(line.strip() for line in lines):
+        return
+    try:
+        records = parse_records(lines, source=out)
+    except RecordsError as exc:
+        raise LabellingError(f"{exc}; it is not a records file this command can add to: "
+                             f"{RESTART_HINT}") from None
+    wanted = set(key.models)
+    for i, rid in enumerate(records.ids):
+        prompt = by_id.get(rid)
+        if prompt is None:
+            raise LabellingError(f"holds a record with id {rid!r}, which is not in the prompts "
+                                 f"file; it is another run's output: {RESTART_HINT}", source=out)
+        if records.prompts[i] != prompt.prompt:
+            raise LabellingError(f"the record {rid!r} has another prompt than line "
+                                 f"{prompt.line} of the prompts file; {RESTART_HINT}",
+                                 source=out)
+        labelled = {m for j, m in enumerate(records.models)
+                    if not math.isnan(records.scores[i, j])}
+        if labelled != wanted:
+            raise LabellingError(
+                f"the record {rid!r} labels {', '.join(sorted(labelled))}, not the models "
+                f"asked for ({', '.join(key.models)}); {RESTART_HINT} (add-model takes one "
+                "model's labels from a file of their own)", source=out)
+        resume.done.add(rid)
+
+
+def _read_journal(journal: Path, lines: list[str], by_id: Mapping[str, LabelPrompt],
+                  key: RunKey, resume: Resume) -> None:
+    entries: list[tuple[int, dict[str, Any]]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise LabellingError(f"line {number} is not a JSON object, so this is not a "
+                                 f"journal this command wrote; {RESTART_HINT}", source=journal)
+        entries.append((number, obj))
+    if not entries:
+        return
+    number, header = entries[0]
+    if header.get("labelling_journal") != JOURNAL_FORMAT:
+        raise LabellingError(f"line {number} is not a labelling journal's header; "
+                             f"{RESTART_HINT}", source=journal)
+    _check_header(journal, header, key)
+    resume.journal_has_header = True
+    stale = 0
+    for number, obj in entries[1:]:
+        if "failed" in obj:
+            continue  # a failed answer is asked for again
+        scored = _scored(journal, number, obj, key)
+        prompt = by_id.get(scored.id)
+        if prompt is None or prompt.digest != scored.digest:
+            stale += 1  # a prompt removed or changed since: labelled again if still there
+            continue
+        if scored.id not in resume.done:
+            resume.scored[(scored.id, scored.model)] = scored
+    if resume.scored:
+        resume.notes.append(f"{journal}: {len(resume.scored)} scored answers kept from an "
+                            "interrupted run")
+    if stale:
+        resume.notes.append(f"{journal}: {stale} scored answers are for prompts no longer in "
+                            "the prompts file (or changed since); ignored")
+
+
+def _check_header(journal: Path, header: Mapping[str, Any], key: RunKey) -> None:
+    expected = key.header()
+    flags = {"models": "--models", "judge": "--judge", "rubric": "--rubric",
+             "max_tokens": "--max-tokens"}
+    differ = []
+    for name, flag in flags.items():
+        was, now = header.get(name), expected[name]
+        if was == now or (name == "rubric" and (was is None or now is None)):
+            continue  # a judge added or dropped is said once, under --judge
+        if name == "rubric":
+            differ.append("--rubric (another rubric then)")
+        else:
+            differ.append(f"{flag} {_shown(was)} then, {_shown(now)} now")
+    if differ:
+        raise LabellingError(
+            "was written by a run with other settings: " + "; ".join(differ) + ". Rerun with "
+            f"that run's settings to resume it, or {RESTART_HINT}", source=journal)
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "(none)"
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Scored:
+    def bad(what: str) -> LabellingError:
+        return LabellingError(f"line {number}: {what}; this is not a journal this command "
+                              f"wrote: {RESTART_HINT}", source=journal)
+
+    for name in ("id", "model", "digest", "by"):
+        if not isinstance(obj.get(name), str):
+            raise bad(f"{name!r} is missing or not a string")
+    if obj["model"] not in key.models:
+        raise bad(f"model {obj['model']!r} is not one of --models")
+    numbers = {}
+    for name, hi in (("score", 1.0), ("cost_usd", math.inf), ("judge_cost_usd", math.inf)):
+        value = obj.get(name, 0.0 if name == "judge_cost_usd" else None)
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not 0.0 <= value <= hi):
+            raise bad(f"{name!r} is missing or out of range")
+        numbers[name] = float(value)
+    return Scored(id=obj["id"], model=obj["model"], digest=obj["digest"],
+                  score=numbers["score"], cost_usd=numbers["cost_usd"], by=obj["by"],
+                  judge_cost_usd=numbers["judge_cost_usd"])
+
+
+class LineWriter:
+    """Appends JSON lines to a file: each in one ``write``, then ``fsync``, so a crash leaves
+    at most one half-written last line (which the next run drops)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LabellingError(f"cannot open it for writing: {exc.strerror or exc}",
+                                 source=path) from None
+
+    def append(self, obj: Mapping[str, Any]) -> None:
+        if self._fd is None:
+            raise LabellingError("is closed", source=self.path)
+        data = (json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise LabellingError(f"cannot write it: {exc.strerror or exc}",
+                                 source=self.path) from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

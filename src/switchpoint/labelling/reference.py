@@ -1,0 +1,112 @@
+"""Scoring an answer against a reference answer: 1.0 when it matches, else 0.0. No model is
+called.
+
+The answer's *final answer* is looked for where models put it, in this order: the last
+``\\boxed{...}``, the rest of the line after the last ``####``, the rest of the line after the
+last ``answer:`` / ``answer is`` (any case, e.g. ``Final answer: 42``), the last non-empty line,
+and the whole answer.
+
+* **Numeric references** (a JSON number, or a string such as ``42``, ``-3.5``, ``1,234``,
+  ``$12``, ``50%`` or ``3/4``): the answer's number is the first number of the first marked
+  place (``\\boxed``, ``####``, ``answer:``) that holds one, else the last number anywhere in
+  the answer; it must equal the reference to a relative tolerance of 1e-6. Thousands
+  separators, ``$`` and ``%`` are ignored (``50%`` matches ``50``, not ``0.5``).
+* **Text references**: one of those places must equal the reference once both are normalised:
+  Unicode NFKC, case folded, punctuation and markdown marks removed, the articles *a*, *an*,
+  *the* dropped, runs of whitespace made one space. ``Paris`` matches ``The answer is Paris.``
+  and ``**paris**``, but not ``Paris, France`` (an extra word is a different answer); so ask the
+  model, in the prompt, to end with its short answer (``Answer: B``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from fractions import Fraction
+
+# A number as written in answers: an optional sign, digits with optional thousands separators,
+# an optional decimal part, an optional /denominator; not the tail of a word or version (x2, v1.5).
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+                     r"(?:\s*/\s*\d+(?!\.\d))?")
+_BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
+_HASHES = re.compile(r"####([^\n]*)")
+_MARKER = re.compile(r"\banswer\s*(?::|is\b)([^\n]*)", re.IGNORECASE)
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+RELATIVE_TOLERANCE = 1e-6
+
+
+def reference_score(answer: str | None, reference: str | float) -> float:
+    """1.0 when ``answer`` matches ``reference`` (see the module's rules), else 0.0."""
+    text = answer or ""
+    if not text.strip():
+        return 0.0
+    expected = parse_number(reference)
+    if expected is not None:
+        got = answer_number(text)
+        return 1.0 if got is not None and _close(got, expected) else 0.0
+    target = normalise(str(reference))
+    return 1.0 if target and any(normalise(p) == target for p in final_answer_places(text)) \
+        else 0.0
+
+
+def parse_number(value: str | float) -> float | None:
+    """The reference as a number (``1,234``, ``$12``, ``50%``, ``3/4``), or ``None`` when it is
+    not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    text = value.strip().replace("$", "").removesuffix("%").strip()
+    match = _NUMBER.fullmatch(text)
+    return _to_float(match.group(0)) if match else None
+
+
+def answer_number(answer: str) -> float | None:
+    """The answer's final number: the first number in its most specific final-answer place
+    (``\\boxed{}``, ``####``, ``answer:``), else its last number anywhere; ``None`` if none."""
+    for place in _marked_places(answer):
+        found = _NUMBER.findall(place)
+        if found:
+            return _to_float(found[0])
+    everywhere = _NUMBER.findall(answer)
+    return _to_float(everywhere[-1]) if everywhere else None
+
+
+def final_answer_places(answer: str) -> list[str]:
+    """Where the answer's final answer may be, most specific first: the marked places, the last
+    non-empty line, the whole answer."""
+    lines = [line for line in answer.splitlines() if line.strip()]
+    return [*_marked_places(answer), *lines[-1:], answer]
+
+
+def normalise(text: str) -> str:
+    """Text as compared with a text reference: NFKC, case folded, punctuation and symbols
+    (markdown marks included) removed, articles dropped, single spaces."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = "".join(c for c in text if not unicodedata.category(c).startswith(("P", "S")))
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _marked_places(answer: str) -> list[str]:
+    places = []
+    for pattern in (_BOXED, _HASHES, _MARKER):
+        found = pattern.findall(answer)
+        if found:
+            places.append(found[-1])
+    return places
+
+
+def _to_float(token: str) -> float | None:
+    token = token.replace(",", "").replace(" ", "")
+    try:
+        if "/" in token:
+            num, den = token.split("/")
+            return float(Fraction(num) / Fraction(den))
+        return float(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE, abs_tol=RELATIVE_TOLERANCE)

@@ -1,0 +1,543 @@
+"""Labelling: call each model on each prompt through the gateway, score every answer (a judge,
+or the prompt's reference answer) and write routing records with the answers' real costs.
+
+::
+
+    prompts ─► checks (every line, every model, prices, keys, an earlier run's files)
+            ─► workers (at most ``concurrency`` upstream calls at once)
+                 model (exact call: that model or a failure) ─► reference_score | Judge
+            ─► OUT.journal (each scored answer)  ─► OUT (each prompt, once every model is scored)
+
+Nothing is called before every check has passed. Costs are the upstream's token usage at the
+catalog's prices (the gateway's ``CallInfo.cost_usd``); the judge's cost is counted apart and is
+not in the records. A failed call (after the gateway's retries) or an unreadable judge is a
+labelling failure: that prompt gets no record this run and is retried on the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from switchpoint._progress import ProgressFn
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import (
+    ConfigError,
+    GatewayError,
+    InvalidInputError,
+    JudgeReplyError,
+    LabellingError,
+)
+from switchpoint.labelling import journal as jr
+from switchpoint.labelling.judge import Judge, unreadable_message
+from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
+from switchpoint.labelling.reference import reference_score
+
+if TYPE_CHECKING:
+    from switchpoint.gateway import Gateway
+    from switchpoint.gateway.results import ChatCompletion
+
+NoteFn = Callable[[str], None]
+DEFAULT_CONCURRENCY = 4
+MAX_CONCURRENCY = 256
+# Failures the summary spells out one by one (the journal holds them all).
+SHOWN_FAILURES = 5
+
+PromptsArg = str | Path | Sequence[LabelPrompt | Mapping[str, Any] | str]
+ConfigArg = str | Path | Mapping[str, Any] | Settings | None
+
+
+@dataclass(frozen=True)
+class LabelFailure:
+    """One answer that could not be scored: ``stage`` is ``answer`` (the model's call failed)
+    or ``judge`` (the judge's call failed, or its replies could not be read)."""
+
+    id: str
+    model: str
+    stage: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "model": self.model, "stage": self.stage,
+                "message": self.message}
+
+
+@dataclass
+class LabelReport:
+    """What one labelling run did. Costs are USD; ``answers_cost_usd`` is what the records'
+    ``costs`` add up to for this run's calls, ``judge_cost_usd`` the judge's, apart."""
+
+    out: Path
+    prompts: int
+    models: list[str]
+    judge: str | None
+    already_labelled: int = 0
+    labelled: int = 0
+    answer_calls: int = 0
+    judge_calls: int = 0
+    judge_reminders: int = 0
+    by_reference: int = 0
+    reused: int = 0
+    answers_cost_usd: float = 0.0
+    judge_cost_usd: float = 0.0
+    failures: list[LabelFailure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    score_sums: dict[str, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def total_cost_usd(self) -> float:
+        return self.answers_cost_usd + self.judge_cost_usd
+
+    @property
+    def remaining(self) -> int:
+        """Prompts still without a record (their answers failed this run)."""
+        return self.prompts - self.already_labelled - self.labelled
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+    @property
+    def mean_scores(self) -> dict[str, float]:
+        """Each model's mean score over the records written this run."""
+        if not self.labelled:
+            return {}
+        return {m: round(self.score_sums.get(m, 0.0) / self.labelled, 4) for m in self.models}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "prompts": self.prompts, "models": self.models,
+                "judge": self.judge, "already_labelled": self.already_labelled,
+                "labelled": self.labelled, "remaining": self.remaining,
+                "answer_calls": self.answer_calls, "judge_calls": self.judge_calls,
+                "judge_reminders": self.judge_reminders, "by_reference": self.by_reference,
+                "reused_answers": self.reused, "mean_scores": self.mean_scores,
+                "cost_usd": {"answers": round(self.answers_cost_usd, 10),
+                             "judge": round(self.judge_cost_usd, 10),
+                             "total": round(self.total_cost_usd, 10)},
+                "failures": [f.to_dict() for f in self.failures]}
+
+    def summary(self) -> str:
+        """A few lines for a person: what was labelled, the calls, failures and cost."""
+        judge = f" (judge: {self.judge})" if self.judge else ""
+        lines = [f"labelled {self.labelled} of {_count(self.prompts, 'prompt')} with "
+                 f"{', '.join(self.models)}{judge} into {self.out}"
+                 + (f"; {self.already_labelled} were already there"
+                    if self.already_labelled else "")]
+        calls = f"calls: {self.answer_calls} answers"
+        if self.by_reference:
+            calls += f" ({self.by_reference} scored by reference)"
+        if self.judge:
+            calls += f", {self.judge_calls} to the judge"
+            if self.judge_reminders:
+                calls += f" ({self.judge_reminders} with a format reminder)"
+        if self.reused:
+            calls += f"; {self.reused} answers reused from an interrupted run"
+        lines.append(calls)
+        if self.mean_scores:
+            lines.append("mean score: " + ", ".join(f"{m} {s:.3f}"
+                                                    for m, s in self.mean_scores.items()))
+        lines.append(f"cost: ${self.answers_cost_usd:.6f} answers + ${self.judge_cost_usd:.6f} "
+                     f"judge = ${self.total_cost_usd:.6f}")
+        if self.failures:
+            lines.append(f"failures: {len(self.failures)}")
+            lines += [f"  {f.id} / {f.model} ({f.stage}): {f.message}"
+                      for f in self.failures[:SHOWN_FAILURES]]
+            if len(self.failures) > SHOWN_FAILURES:
+                lines.append(f"  ... and {len(self.failures) - SHOWN_FAILURES} more, in "
+                             f"{jr.journal_path(self.out)}")
+        if self.remaining:
+            lines.append(f"{_count(self.remaining, 'prompt')} not labelled yet: run the same "
+                         "command again to retry (answers already scored are kept)")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything checked, before anything is called."""
+
+    prompts: list[LabelPrompt]
+    models: list[str]
+    judge: Judge | None
+    settings: Settings
+    params: dict[str, Any]
+    concurrency: int
+    key: jr.RunKey
+    idle_judge: str | None = None  # given, but every prompt has a reference
+
+
+def label(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
+          judge: Judge | str | None = None, config: ConfigArg = None,
+          gateway: Gateway | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+          max_tokens: int | None = None, resume: bool = True,
+          env: Mapping[str, str] | None = None, progress: ProgressFn | None = None,
+          notes: NoteFn | None = None) -> LabelReport:
+    """:func:`alabel` from synchronous code (not from inside a running event loop)."""
+    run = alabel(prompts, models, out, judge=judge, config=config, gateway=gateway,
+                 concurrency=concurrency, max_tokens=max_tokens, resume=resume, env=env,
+                 progress=progress, notes=notes)
+    if gateway is not None:
+        return gateway._run(run)  # on the loop its sync methods use
+    return asyncio.run(run)
+
+
+async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
+                 judge: Judge | str | None = None, config: ConfigArg = None,
+                 gateway: Gateway | None = None, concurrency: int = DEFAULT_CONCURRENCY,
+                 max_tokens: int | None = None, resume: bool = True,
+                 env: Mapping[str, str] | None = None, progress: ProgressFn | None = None,
+                 notes: NoteFn | None = None) -> LabelReport:
+    """Label ``prompts`` with ``models`` into the routing records file ``out``.
+
+    ``prompts``: a prompts file (see :mod:`switchpoint.labelling.prompts`) or the prompts
+    themselves. ``models``: catalog models to label, each called exactly (retried, never
+    replaced by a fallback). ``judge``: the catalog model (or :class:`Judge`) that scores
+    answers to prompts without a ``reference``. The catalog and the gateway settings come
+    from ``gateway`` (one you own) or ``config`` (a file, a mapping or :class:`Settings`; a
+    gateway is then built and closed here, reading API keys from ``env``, default the process
+    environment). ``concurrency``: upstream calls at once. ``max_tokens``: passed to each
+    model. ``resume``: keep what an earlier run of the same command wrote to ``out`` (else
+    start over). ``progress(stage, done, total)`` hears about each scored answer; ``notes``
+    gets remarks (what is resumed, a dropped half-written line).
+
+    Raises :class:`~switchpoint.errors.LabellingError`, ``ConfigError`` or
+    ``InvalidInputError`` before calling anything when the input cannot be used, and
+    ``LabellingError`` mid-run when an upstream reports no token usage (what was finished
+    stays in ``out``). Failed answers do not raise: they are in the report.
+    """
+    if gateway is not None and config is not None:
+        raise InvalidInputError("config", "give either a gateway or a config, not both")
+    settings = gateway.settings if gateway is not None else _settings(config)
+    plan = _check(prompts, models, judge, settings, concurrency, max_tokens,
+                  keys=env if env is not None else os.environ if gateway is None else None)
+    path = Path(out)
+    state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
+    own = gateway is None
+    if gateway is None:
+        from switchpoint.gateway import Gateway
+
+        gateway = Gateway(settings, env=env)
+        gateway.start()
+    try:
+        return await _Run(plan, gateway, state, progress, notes).go(restart=not resume)
+    finally:
+        if own:
+            await gateway.aclose()
+
+
+def _settings(config: ConfigArg) -> Settings:
+    if isinstance(config, Settings):
+        return config
+    if isinstance(config, Mapping):
+        return load_settings(overrides=dict(config))
+    return load_settings(config)
+
+
+# Checks ----------------------------------------------------------------------------------------
+
+
+def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None,
+           settings: Settings, concurrency: int, max_tokens: int | None,
+           keys: Mapping[str, str] | None) -> _Plan:
+    items = (read_prompts(prompts) if isinstance(prompts, (str, Path))
+             else as_prompts(prompts))
+    names = _model_names(models)
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) \
+            or not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise InvalidInputError("concurrency", f"must be an integer from 1 to "
+                                               f"{MAX_CONCURRENCY}, got {concurrency!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool)
+                                   or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise InvalidInputError("max_tokens", f"must be an integer >= 1, got {max_tokens!r}")
+    unjudged = [p for p in items if p.reference is None]
+    the_judge = Judge(judge) if isinstance(judge, str) else judge
+    if unjudged and the_judge is None:
+        lines = ", ".join(str(p.line) for p in unjudged[:5])
+        more = f" (and {len(unjudged) - 5} more)" if len(unjudged) > 5 else ""
+        which = (f"the prompt of line {lines} has" if len(unjudged) == 1
+                 else f"the prompts of lines {lines}{more} have")
+        raise LabellingError(f"{which} no 'reference', so a judge must score the answers: "
+                             "give --judge MODEL (a catalog model; it may be one of --models)")
+    idle = None
+    if not unjudged and the_judge is not None:
+        idle, the_judge = the_judge.model, None  # every answer is scored by its reference
+    _check_catalog(settings, names, the_judge.model if the_judge else None, keys)
+    params = {"max_tokens": max_tokens} if max_tokens is not None else {}
+    key = jr.RunKey(models=tuple(names), judge=the_judge.model if the_judge else None,
+                    rubric=the_judge.rubric_id if the_judge else None, max_tokens=max_tokens)
+    return _Plan(items, names, the_judge, settings, params, concurrency, key, idle)
+
+
+def _model_names(models: Sequence[str]) -> list[str]:
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+    names = list(models)
+    if not names:
+        raise InvalidInputError("models", "give at least one catalog model to label")
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError("models", f"{name!r} is not a model name")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidInputError("models", f"{', '.join(map(repr, repeated))} is listed twice")
+    return names
+
+
+def _check_catalog(settings: Settings, models: list[str], judge: str | None,
+                   keys: Mapping[str, str] | None) -> None:
+    """Every model (and the judge) is a catalog model with prices, and its key is set."""
+    where = (f"the config file {settings.source_path}" if settings.source_path
+             else "the config (--config FILE)")
+    if settings.models is None:
+        raise ConfigError("models", f"{where} has no catalog (models:), so there is no model to "
+                                    "call; list the models to label there, each with where it "
+                                    "is served and its prices, e.g.\n  models:\n    - {name: "
+                                    "my-model, base_url: \"http://127.0.0.1:8000/v1\", "
+                                    "api_key_env: MY_KEY, input_per_mtok: 0.2, "
+                                    "output_per_mtok: 0.6}")
+    index = {m.name: i for i, m in enumerate(settings.models)}
+    catalog = ", ".join(index)
+    for role, names in (("models", models), ("judge", [judge] if judge else [])):
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise InvalidInputError(role, f"{', '.join(map(repr, unknown))} is not in the "
+                                          f"catalog of {where} (it has {catalog}); labelling "
+                                          "calls catalog models only")
+    for name in dict.fromkeys([*models, *([judge] if judge else [])]):
+        i = index[name]
+        entry = settings.models[i]
+        what = "the judge's" if name == judge and name not in models else "its answers'"
+        missing = [k for k in ("input_per_mtok", "output_per_mtok") if getattr(entry, k) is None]
+        if missing:
+            raise ConfigError(f"models[{i}].{missing[0]}",
+                              f"{name!r} has no {' or '.join(missing)}, so {what} cost is "
+                              f"unknown; add both prices (USD per million tokens; 0 for a free "
+                              f"model) to it in {where}")
+        if keys is not None and entry.api_key_env and not keys.get(entry.api_key_env):
+            raise ConfigError(f"models[{i}].api_key_env",
+                              f"${entry.api_key_env} (the API key of {name!r}) is not set; "
+                              "export it before labelling")
+
+
+# The run ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Unit:
+    prompt: LabelPrompt
+    model: str
+
+
+class _Run:
+    def __init__(self, plan: _Plan, gateway: Gateway, state: jr.Resume,
+                 progress: ProgressFn | None, notes: NoteFn | None) -> None:
+        self.plan = plan
+        self.gateway = gateway
+        self.state = state
+        self.progress = progress
+        self.notes = notes
+        self.report = LabelReport(out=state.out, prompts=len(plan.prompts),
+                                  models=list(plan.models),
+                                  judge=plan.judge.model if plan.judge else None)
+        self.scored: dict[str, dict[str, jr.Scored]] = {}
+        self.missing: dict[str, int] = {}
+        self.done = 0
+        self.total = 0
+        self.stage = ""
+        self.records: jr.LineWriter | None = None
+        self.journal: jr.LineWriter | None = None
+
+    def note(self, text: str) -> None:
+        self.report.notes.append(text)
+        if self.notes is not None:
+            self.notes(text)
+
+    async def go(self, *, restart: bool) -> LabelReport:
+        plan, state, report = self.plan, self.state, self.report
+        if restart:
+            for path in (state.out, state.journal):
+                path.unlink(missing_ok=True)
+        state.apply()
+        for text in state.notes:
+            self.note(text)
+        if plan.idle_judge is not None:
+            self.note(f"every prompt has a reference, so the judge {plan.idle_judge!r} is not "
+                      "called")
+        todo = [p for p in plan.prompts if p.id not in state.done]
+        report.already_labelled = len(plan.prompts) - len(todo)
+        if not todo:
+            self.note(f"all {len(plan.prompts)} prompts are already labelled in {state.out} "
+                      "(--restart labels them again)")
+            state.journal.unlink(missing_ok=True)
+            return report
+        if report.already_labelled:
+            self.note(f"{report.already_labelled} of {len(plan.prompts)} prompts are already "
+                      f"labelled in {state.out}; labelling the other {len(todo)}")
+        self.records = jr.LineWriter(state.out)
+        self.journal = jr.LineWriter(state.journal)
+        try:
+            if not state.journal_has_header:
+                self.journal.append(plan.key.header())
+            units = self._units(todo)
+            await self._work(units)
+        finally:
+            self.records.close()
+            self.journal.close()
+        if report.complete:
+            state.journal.unlink(missing_ok=True)
+        return report
+
+    def _units(self, todo: list[LabelPrompt]) -> list[_Unit]:
+        """The answers to ask for; prompts already scored for every model are written now."""
+        units = []
+        for prompt in todo:
+            scored = {m: self.state.scored[(prompt.id, m)] for m in self.plan.models
+                      if (prompt.id, m) in self.state.scored}
+            self.report.reused += len(scored)
+            self.scored[prompt.id] = scored
+            self.missing[prompt.id] = len(self.plan.models) - len(scored)
+            if not self.missing[prompt.id]:
+                self._write_record(prompt)
+            units += [_Unit(prompt, m) for m in self.plan.models if m not in scored]
+        return units
+
+    async def _work(self, units: list[_Unit]) -> None:
+        if not units:
+            return
+        self.total = len(units)
+        n = len({u.prompt.id for u in units})
+        judge = f", judged by {self.plan.judge.model}" if self.plan.judge else ""
+        self.stage = (f"labelling {_count(n, 'prompt')} with "
+                      f"{_count(len(self.plan.models), 'model')} "
+                      f"({_count(self.total, 'answer')}{judge})")
+        if self.progress is not None:
+            self.progress(self.stage, 0, self.total)
+        queue: asyncio.Queue[_Unit] = asyncio.Queue()
+        for unit in units:
+            queue.put_nowait(unit)
+        workers = [asyncio.create_task(self._worker(queue))
+                   for _ in range(min(self.plan.concurrency, len(units)))]
+        try:
+            done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self, queue: asyncio.Queue[_Unit]) -> None:
+        while True:
+            try:
+                unit = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await self._label(unit)
+            self.done += 1
+            if self.progress is not None:
+                self.progress(self.stage, self.done, self.total)
+
+    async def _label(self, unit: _Unit) -> None:
+        prompt, model = unit.prompt, unit.model
+        try:
+            reply = await self.gateway.acomplete([{"role": "user", "content": prompt.prompt}],
+                                                 model=model, exact=True, **self.plan.params)
+        except GatewayError as exc:
+            self._fail(unit, "answer", _message(exc))
+            return
+        cost = self._cost(reply, model, "its answers")
+        self.report.answer_calls += 1
+        self.report.answers_cost_usd += cost
+        answer = _content(reply)
+        if prompt.reference is not None:
+            self.report.by_reference += 1
+            self._scored(unit, reference_score(answer, prompt.reference), cost, "reference", 0.0)
+            return
+        judge = self.plan.judge
+        assert judge is not None
+        errors: list[JudgeReplyError] = []
+        judge_cost = 0.0
+        messages = judge.messages(prompt.prompt, answer)
+        for attempt in range(2):
+            if attempt:
+                self.report.judge_reminders += 1
+                messages = judge.retry_messages(prompt.prompt, answer, errors[-1])
+            try:
+                verdict = await self.gateway.acomplete(messages, model=judge.model, exact=True,
+                                                       **dict(judge.params))
+            except GatewayError as exc:
+                self._fail(unit, "judge", _message(exc))
+                return
+            spent = self._cost(verdict, judge.model, "the judge's calls")
+            self.report.judge_calls += 1
+            self.report.judge_cost_usd += spent
+            judge_cost += spent
+            try:
+                score = judge.parse(_content(verdict))
+            except JudgeReplyError as exc:
+                errors.append(exc)
+                continue
+            self._scored(unit, score, cost, "judge", judge_cost)
+            return
+        self._fail(unit, "judge", unreadable_message(errors))
+
+    def _cost(self, reply: ChatCompletion, model: str, what: str) -> float:
+        cost = reply.switchpoint.cost_usd
+        if cost is None:
+            raise LabellingError(
+                f"{model!r} answered without token usage, so {what} cost is unknown and no "
+                "record can be written; switchpoint prices each answer from the upstream's "
+                "usage (prompt_tokens, completion_tokens) at the catalog's prices, so point "
+                "this model's base_url in the catalog at an endpoint that returns usage with "
+                f"each answer. What was finished is kept in {self.state.out}; rerun to resume")
+        return float(cost)
+
+    def _scored(self, unit: _Unit, score: float, cost: float, by: str,
+                judge_cost: float) -> None:
+        scored = jr.Scored(id=unit.prompt.id, model=unit.model, digest=unit.prompt.digest,
+                           score=score, cost_usd=cost, by=by, judge_cost_usd=judge_cost)
+        assert self.journal is not None
+        self.journal.append(scored.to_line())
+        self.scored[unit.prompt.id][unit.model] = scored
+        self.missing[unit.prompt.id] -= 1
+        if not self.missing[unit.prompt.id]:
+            self._write_record(unit.prompt)
+
+    def _fail(self, unit: _Unit, stage: str, message: str) -> None:
+        assert self.journal is not None
+        self.journal.append(jr.failure_line(unit.prompt, unit.model, stage, message))
+        self.report.failures.append(LabelFailure(unit.prompt.id, unit.model, stage, message))
+
+    def _write_record(self, prompt: LabelPrompt) -> None:
+        assert self.records is not None
+        scored = self.scored[prompt.id]
+        self.records.append(jr.record_line(prompt, scored, self.plan.models))
+        self.report.labelled += 1
+        for model, item in scored.items():
+            self.report.score_sums[model] = self.report.score_sums.get(model, 0.0) + item.score
+
+
+def _content(reply: ChatCompletion) -> str:
+    """The answer's text ("" when the model gave none)."""
+    try:
+        content = reply["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return ""
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _message(exc: GatewayError) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,83 @@
+"""The app factory: ``create_app(settings) -> FastAPI``, a thin shell over one gateway engine.
+
+Routes live in ``routes/`` (``route``: the routing API; ``chat``: the OpenAI-compatible
+gateway; ``admin``: health, models, metrics, stats, logs, policy swap, reload). They share one
+:class:`~switchpoint.gateway.engine.Gateway` (the live router, the request log, the upstream
+client pool, health and session pins) and the app's :class:`~switchpoint.server.metrics.Metrics`.
+Creating the app does no I/O: the store and the pins open, and the router starts loading on a
+thread, when the server starts; the upstream connections close when it stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from switchpoint._version import __version__
+from switchpoint.config import Settings
+from switchpoint.gateway.engine import Gateway
+from switchpoint.gateway.live import Loader
+from switchpoint.server.context import Service
+from switchpoint.server.errors import install as install_error_handlers
+from switchpoint.server.metrics import Metrics, MetricsMiddleware
+from switchpoint.server.middleware import BodyLimitMiddleware
+from switchpoint.server.routes import admin, chat, route
+from switchpoint.store import SQLiteStore
+
+# The answer headers a browser page may read (with CORS on).
+EXPOSED_HEADERS = ["x-switchpoint-model", "x-switchpoint-routed-model", "x-switchpoint-cost",
+                   "x-switchpoint-request-id", "x-switchpoint-decision-id", "x-switchpoint-pin",
+                   "x-switchpoint-reasoning", "retry-after"]
+
+DESCRIPTION = """Routes each LLM request to the model minimising expected error + λ·cost.
+
+`POST /v1/route` returns a routing decision (no provider call). `POST /v1/chat/completions` is
+an OpenAI-compatible gateway: it routes (`model: "auto"`) or passes through (a catalog name),
+forwards to the model's provider, retries and fails over, and logs every request. Errors have
+the shape `{"error": {"code", "message", "param"}}` (the gateway's routes use OpenAI's
+envelope, which adds `type`): 400 `invalid_request` for a malformed body, 503
+`router_not_ready` while the weights load.
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    loader: Loader | None = None,
+    store: SQLiteStore | None = None,
+    provider_env: Mapping[str, str] | None = None,
+) -> FastAPI:
+    """Build the ASGI app. ``loader`` builds routers (default: the bundled/configured weights);
+    ``store`` defaults to SQLite in ``settings.data_dir``; ``provider_env`` is where upstream
+    API keys are read (default: the process environment, at each call)."""
+    metrics = Metrics()
+    gateway = Gateway(settings, loader=loader, store=store, env=provider_env, observer=metrics)
+    service = Service(gateway=gateway, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway.start(background=True)
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+
+    app = FastAPI(title="switchpoint", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.service = service
+    install_error_handlers(app)
+    app.include_router(route.router)
+    app.include_router(chat.router)
+    app.include_router(admin.router)
+    app.add_middleware(BodyLimitMiddleware,
+                       limit=lambda: gateway.settings.max_request_bytes)
+    cors = settings.cors
+    if cors.allow_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,
+                           allow_methods=["GET", "POST"], allow_headers=cors.allow_headers,
+                           expose_headers=EXPOSED_HEADERS, max_age=cors.max_age_s)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    return app

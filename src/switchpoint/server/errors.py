@@ -1,0 +1,171 @@
+"""Every error answer of the HTTP service is rendered here, in one of two shapes.
+
+- The routing and admin routes: ``{"error": {"code", "message", "param"}}``.
+- The OpenAI-compatible gateway (``/v1/chat/completions``, ``/v1/models`` and any other ``/v1/``
+  path that is not ``/v1/route`` or ``/v1/router/...``): OpenAI's ``{"error": {"message",
+  "type", "param", "code"}}``, as a JSON body or, once a stream has started, as an SSE
+  ``error`` event.
+
+Bad input is a 400 ``invalid_request`` naming the field (FastAPI's 422 is replaced); the
+gateway's own errors carry their status and code (404 ``model_not_found``, 503
+``router_not_ready`` with ``Retry-After``, ...); anything unexpected is a 500
+``internal_error`` in the same shape, logged with its traceback, never a bare error page.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from switchpoint._messages import invalid_from_validation
+from switchpoint.errors import (
+    ConfigError,
+    FailoverError,
+    GatewayError,
+    InvalidInputError,
+    ProviderError,
+    SwitchpointError,
+    WeightsError,
+)
+
+log = logging.getLogger("switchpoint.server")
+
+# OpenAI's error ``type`` for a status (what its own API sends).
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                 403: "permission_error", 404: "invalid_request_error",
+                 405: "invalid_request_error", 409: "invalid_request_error",
+                 429: "rate_limit_error", 503: "service_unavailable"}
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """One error answer, before it is given a shape."""
+
+    status: int
+    code: str
+    message: str
+    param: str | None = None
+    headers: Mapping[str, str] | None = None
+    openai_body: dict[str, Any] | None = None  # an upstream's own envelope, passed through
+
+    def body(self) -> dict[str, Any]:
+        """``{"error": {"code", "message", "param"}}``."""
+        return {"error": {"code": self.code, "message": self.message, "param": self.param}}
+
+    def openai(self) -> dict[str, Any]:
+        """OpenAI's ``{"error": {"message", "type", "param", "code"}}``."""
+        if self.openai_body is not None:
+            return self.openai_body
+        kind = _OPENAI_TYPES.get(self.status, "api_error" if self.status >= 500
+                                 else "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param,
+                          "code": self.code}}
+
+    def response(self, *, openai: bool = False,
+                 headers: Mapping[str, str] | None = None) -> JSONResponse:
+        merged = {**(self.headers or {}), **(headers or {})}
+        return JSONResponse(self.openai() if openai else self.body(), status_code=self.status,
+                            headers=merged or None)
+
+
+def answer_for(exc: BaseException) -> ErrorAnswer:
+    """The error answer for an exception switchpoint raised on purpose (else a 500)."""
+    if isinstance(exc, FailoverError):
+        return ErrorAnswer(exc.status, exc.code, exc.message, None,
+                           _gateway_headers(exc) or None, exc.to_openai_error())
+    if isinstance(exc, GatewayError):
+        headers = _gateway_headers(exc)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return ErrorAnswer(exc.status, exc.code, exc.message, exc.param, headers or None)
+    if isinstance(exc, InvalidInputError):
+        return ErrorAnswer(400, "invalid_request", str(exc), exc.field)
+    if isinstance(exc, ConfigError):
+        return ErrorAnswer(400, "invalid_config", str(exc), exc.key)
+    if isinstance(exc, WeightsError):
+        return ErrorAnswer(400, "invalid_config", f"weights: {exc}", "weights")
+    kind = type(exc).__name__
+    return ErrorAnswer(500, "internal_error", f"{kind}: the server failed on this request; "
+                                              "see its log")
+
+
+def _gateway_headers(exc: GatewayError) -> dict[str, str]:
+    """``Retry-After`` when waiting may help; ``x-should-retry: false`` (which the official
+    openai clients obey) when no retry can help until the configuration changes."""
+    headers = dict(_retry_after(exc.retry_after) or {})
+    if exc.permanent:
+        headers["x-should-retry"] = "false"
+    return headers
+
+
+def _retry_after(seconds: float | None) -> dict[str, str] | None:
+    if seconds is None:
+        return None
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def sse_error(error: ProviderError | BaseException) -> bytes:
+    """An SSE ``error`` event the ``openai`` clients raise on (``openai.APIError``)."""
+    if isinstance(error, ProviderError):
+        payload = error.to_openai_error()
+    else:
+        payload = {"error": {"message": f"the stream failed: {type(error).__name__}",
+                             "type": "stream_broken", "code": "stream_broken", "param": None}}
+    return b"event: error\ndata: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def is_openai_path(path: str) -> bool:
+    """Paths answered in OpenAI's error shape: the gateway's, not routing's or admin's."""
+    return (path.startswith("/v1/") and not path.startswith("/v1/router")
+            and path != "/v1/route")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error its shape."""
+
+    def render(request: Request, answer: ErrorAnswer) -> JSONResponse:
+        return answer.response(openai=is_openai_path(request.url.path))
+
+    async def switchpoint_error(request: Request, exc: Exception) -> JSONResponse:
+        answer = answer_for(exc)
+        if answer.status >= 500 and not isinstance(exc, GatewayError):
+            log.exception("unexpected error on %s %s", request.method, request.url.path,
+                          exc_info=exc)
+        return render(request, answer)
+
+    async def request_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, (RequestValidationError, ValidationError))
+        return render(request, answer_for(invalid_from_validation(list(exc.errors()), [],
+                                                                  "request")))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(exc.status_code, "invalid_request" if exc.status_code < 500
+                         else "internal_error")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        if exc.status_code == 404:
+            message += "; see GET /docs for the routes"
+        answer = ErrorAnswer(exc.status_code, code, message, None,
+                             getattr(exc, "headers", None))
+        return render(request, answer)
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path,
+                      exc_info=exc)
+        return render(request, answer_for(exc))
+
+    app.add_exception_handler(SwitchpointError, switchpoint_error)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

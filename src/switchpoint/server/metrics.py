@@ -1,0 +1,209 @@
+"""Prometheus metrics, written in the text exposition format (version 0.0.4) by hand.
+
+Why not ``prometheus_client``: the service needs a handful of counters and one histogram family,
+each owned by one app (several apps can run in one process, as the tests do), and the client's
+default global registry would make them process-wide. Forty lines do it without a dependency.
+
+Exposed on ``GET /metrics``:
+
+- ``switchpoint_http_requests_total{route, method, status}``
+- ``switchpoint_http_request_duration_seconds{route}`` (histogram)
+- ``switchpoint_route_decisions_total{model}`` and ``switchpoint_route_cache_hits_total``
+- ``switchpoint_store_errors_total``, ``switchpoint_router_ready``, ``switchpoint_uptime_seconds``
+- the gateway (``POST /v1/chat/completions``), one observation per logged request:
+  ``switchpoint_chat_requests_total{model, status}`` (``model`` = the model that answered, or
+  ``none``), ``switchpoint_chat_upstream_attempts_total{model, outcome}`` (``ok`` or the error
+  kind of each try), ``switchpoint_chat_escalations_total`` (answered by another model than the
+  first tried), ``switchpoint_chat_tokens_total{model, kind}`` (``prompt`` / ``completion``, as
+  the upstream reported them), ``switchpoint_chat_cost_usd_total{model}`` and
+  ``switchpoint_chat_time_to_first_token_seconds`` (histogram, streams)
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from switchpoint.decision import RoutingDecision
+from switchpoint.store import RequestRecord
+
+_Family = Callable[[str, str, str], None]
+# HTTP methods counted by name; any other (a client may invent one) is counted as "other", so
+# no client can add series to the metrics.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+class Metrics:
+    """Thread-safe counters and latency histograms for one app."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self._buckets: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+        self.decisions: Counter[str] = Counter()
+        self.cache_hits = 0
+        self.store_errors = 0
+        self.chat: Counter[tuple[str, str]] = Counter()
+        self.attempts: Counter[tuple[str, str]] = Counter()
+        self.escalations = 0
+        self.tokens: Counter[tuple[str, str]] = Counter()
+        self.cost: dict[str, float] = {}
+        self._ttft = [0] * (len(BUCKETS) + 1)
+        self._ttft_sum = 0.0
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else "other"
+        with self._lock:
+            self.requests[(route, method, status)] += 1
+            counts = self._buckets.setdefault(route, [0] * (len(BUCKETS) + 1))
+            counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+            self._sums[route] = self._sums.get(route, 0.0) + seconds
+
+    def on_decision(self, decision: RoutingDecision) -> None:
+        """Count one routing decision (the routing API's or the gateway's ``auto``)."""
+        with self._lock:
+            self.decisions[decision.selected_model] += 1
+            self.cache_hits += int(decision.cache_hit)
+
+    def on_store_error(self) -> None:
+        with self._lock:
+            self.store_errors += 1
+
+    def on_request(self, record: RequestRecord) -> None:
+        """Count one gateway request as the request log records it."""
+        model = record.model or "none"
+        with self._lock:
+            self.chat[(model, record.status)] += 1
+            for attempt in record.attempts:
+                self.attempts[(str(attempt["model"]), str(attempt["outcome"]))] += 1
+            self.escalations += int(record.escalated)
+            if record.prompt_tokens is not None:
+                self.tokens[(model, "prompt")] += record.prompt_tokens
+            if record.completion_tokens is not None:
+                self.tokens[(model, "completion")] += record.completion_tokens
+            if record.cost_usd is not None:
+                self.cost[model] = self.cost.get(model, 0.0) + record.cost_usd
+            if record.ttft_ms is not None:
+                self._ttft[bisect.bisect_left(BUCKETS, record.ttft_ms / 1e3)] += 1
+                self._ttft_sum += record.ttft_ms / 1e3
+
+    def render(self, ready: bool) -> str:
+        lines: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+
+        with self._lock:
+            family("switchpoint_http_requests_total", "counter", "HTTP requests answered.")
+            for (route, method, status), n in sorted(self.requests.items()):
+                lines.append(f"switchpoint_http_requests_total"
+                             f"{_labels(route=route, method=method, status=str(status))} {n}")
+            name = "switchpoint_http_request_duration_seconds"
+            family(name, "histogram", "Time from request to the end of the response.")
+            for route, counts in sorted(self._buckets.items()):
+                running = 0
+                for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+                    running += n
+                    le = "+Inf" if bound == float("inf") else repr(bound)
+                    lines.append(f"{name}_bucket{_labels(route=route, le=le)} {running}")
+                lines.append(f"{name}_sum{_labels(route=route)} {self._sums[route]:.6f}")
+                lines.append(f"{name}_count{_labels(route=route)} {running}")
+            family("switchpoint_route_decisions_total", "counter",
+                   "Routing decisions by selected model.")
+            for model, n in sorted(self.decisions.items()):
+                lines.append(f"switchpoint_route_decisions_total{_labels(model=model)} {n}")
+            family("switchpoint_route_cache_hits_total", "counter",
+                   "Routing decisions served from the decision cache.")
+            lines.append(f"switchpoint_route_cache_hits_total {self.cache_hits}")
+            family("switchpoint_store_errors_total", "counter",
+                   "Decisions that could not be written to the store.")
+            lines.append(f"switchpoint_store_errors_total {self.store_errors}")
+            self._render_chat(lines, family)
+        family("switchpoint_router_ready", "gauge", "1 once the router has loaded.")
+        lines.append(f"switchpoint_router_ready {int(ready)}")
+        family("switchpoint_uptime_seconds", "gauge", "Seconds since the app started.")
+        lines.append(f"switchpoint_uptime_seconds {self.uptime:.3f}")
+        return "\n".join(lines) + "\n"
+
+
+    def _render_chat(self, lines: list[str], family: _Family) -> None:
+        family("switchpoint_chat_requests_total", "counter",
+               "Gateway requests by answering model and logged status.")
+        for (model, status), n in sorted(self.chat.items()):
+            labels = _labels(model=model, status=status)
+            lines.append(f"switchpoint_chat_requests_total{labels} {n}")
+        family("switchpoint_chat_upstream_attempts_total", "counter",
+               "Upstream tries by model and outcome (ok or the error kind).")
+        for (model, outcome), n in sorted(self.attempts.items()):
+            lines.append("switchpoint_chat_upstream_attempts_total"
+                         f"{_labels(model=model, outcome=outcome)} {n}")
+        family("switchpoint_chat_escalations_total", "counter",
+               "Gateway requests that moved to another model after a failure.")
+        lines.append(f"switchpoint_chat_escalations_total {self.escalations}")
+        family("switchpoint_chat_tokens_total", "counter",
+               "Tokens the upstreams reported, by answering model and kind.")
+        for (model, kind), n in sorted(self.tokens.items()):
+            lines.append(f"switchpoint_chat_tokens_total{_labels(model=model, kind=kind)} {n}")
+        family("switchpoint_chat_cost_usd_total", "counter",
+               "Cost of answered requests in US dollars, from catalog prices.")
+        for model, usd in sorted(self.cost.items()):
+            lines.append(f"switchpoint_chat_cost_usd_total{_labels(model=model)} {usd:.9f}")
+        name = "switchpoint_chat_time_to_first_token_seconds"
+        family(name, "histogram", "Streams: time from request to the first content chunk.")
+        running = 0
+        for bound, n in zip((*BUCKETS, float("inf")), self._ttft, strict=True):
+            running += n
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            lines.append(f"{name}_bucket{_labels(le=le)} {running}")
+        lines.append(f"{name}_sum {self._ttft_sum:.6f}")
+        lines.append(f"{name}_count {running}")
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by route template (not raw path) and times it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe_request(path, scope["method"], status,
+                                         time.perf_counter() - t0)

@@ -1,0 +1,96 @@
+"""The request body limit: a body over ``max_request_bytes`` is a 400 ``invalid_request``.
+
+The body is read here, whole, before the app sees it (and replayed to it), so the limit holds
+for chunked bodies as well as declared lengths. An oversized body is read to its end (up to
+:data:`DRAIN_FACTOR` times the limit) before the answer goes out, so the client, which is still
+sending, receives the 400 instead of a reset connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from switchpoint.server.errors import ErrorAnswer, is_openai_path
+
+DRAIN_FACTOR = 64
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        declared = _content_length(scope)
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        if declared is not None and declared > limit:
+            size = declared
+        else:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                more = bool(message.get("more_body", False))
+                if size > limit:
+                    break
+                chunks.append(chunk)
+        if size > limit:
+            await _drain(receive, more, limit * DRAIN_FACTOR)
+            await _reject(send, size, limit, declared is not None, is_openai_path(scope["path"]))
+            return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _drain(receive: Receive, more: bool, cap: int) -> None:
+    read = 0
+    while more and read <= cap:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        more = bool(message.get("more_body", False))
+
+
+async def _reject(send: Send, size: int, limit: int, exact: bool, openai: bool) -> None:
+    amount = f"is {size} bytes, over" if exact else "is larger than"
+    message = (f"body: the request body {amount} the limit of {limit} bytes "
+               "(max_request_bytes in the config). A prompt or embedding that large cannot be "
+               "routed: send the end of a long prompt (the router reads only its last part)")
+    answer = ErrorAnswer(400, "invalid_request", message, "body")
+    payload = json.dumps(answer.openai() if openai else answer.body()).encode()
+    await send({"type": "http.response.start", "status": 400, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": payload})

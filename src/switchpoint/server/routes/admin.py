@@ -1,0 +1,172 @@
+"""Service routes: health, the model list, metrics; admin: stats, the request log, model health,
+policy swap and reload.
+
+``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
+``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
+alone. The admin routes (``/v1/router/...``) need ``Authorization: Bearer <token>`` when the
+config names ``admin_token_env`` (see :mod:`switchpoint.server.auth`); without it they are open,
+so keep the default loopback bind or put a proxy in front.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from switchpoint._version import __version__
+from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundError
+from switchpoint.gateway.live import Live, policy_choices, restart_keys
+from switchpoint.gateway.parsing import AUTO_MODEL
+from switchpoint.server.auth import ADMIN
+from switchpoint.server.context import get_service
+from switchpoint.server.schemas import (
+    CHAT_ERROR_RESPONSES,
+    ERROR_RESPONSES,
+    HealthResponse,
+    ModelList,
+    ModelObject,
+    RequestLogPage,
+    StatsResponse,
+    SwapResponse,
+)
+
+router = APIRouter()
+
+
+@router.get("/health", response_model=HealthResponse, tags=["service"],
+            responses={503: {"model": HealthResponse, "description": "Not ready yet."}},
+            summary="Readiness: 200 when the router is loaded, 503 before")
+async def health(request: Request) -> JSONResponse:
+    state = get_service(request).state
+    live = state.peek()
+    status = "ready" if live else ("failed" if state.error else "loading")
+    body = HealthResponse(
+        status=status, ready=live is not None,
+        weights_id=live.weights_id if live else None,
+        policy=live.policy if live else None,
+        models=live.router.models if live else [],
+        uptime_seconds=round(get_service(request).metrics.uptime, 3),
+        version=__version__, error=state.error,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if live else 503)
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["gateway"],
+            responses={503: ERROR_RESPONSES[503]},
+            summary="The routable models, OpenAI list format, with 'auto' first")
+async def models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": _model_objects(get_service(request).state.live())}
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelObject, tags=["gateway"],
+            responses={404: CHAT_ERROR_RESPONSES[404], 503: ERROR_RESPONSES[503]},
+            summary="One routable model, OpenAI format")
+async def model(model_id: str, request: Request) -> dict[str, Any]:
+    live = get_service(request).state.live()
+    for entry in _model_objects(live):
+        if entry["id"] == model_id:
+            return entry
+    raise ModelNotFoundError(f"model: {model_id[:200]!r} is not a model of this gateway; use "
+                             f"'auto' or one of {', '.join(live.router.catalog.names)}",
+                             param="model")
+
+
+def _model_objects(live: Live) -> list[dict[str, Any]]:
+    created = int(live.loaded_at)
+    data = [{"id": AUTO_MODEL, "object": "model", "created": created, "owned_by": "switchpoint"}]
+    configured = live.settings.models is not None
+    for card in live.router.catalog.cards:
+        data.append({"id": card.name, "object": "model", "created": created,
+                     "owned_by": card.provider if configured else "switchpoint"})
+    return data
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["service"],
+            summary="Prometheus metrics (text exposition format)")
+async def metrics(request: Request) -> PlainTextResponse:
+    service = get_service(request)
+    return PlainTextResponse(service.metrics.render(service.state.ready),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/router/stats", dependencies=ADMIN, response_model=StatsResponse, tags=["admin"],
+            summary="Decisions by model, policy and cluster, and the gateway's requests, "
+                    "escalations, tokens and cost, from the logs")
+async def stats(request: Request) -> dict[str, Any]:
+    service = get_service(request)
+    live = service.state.peek()
+    weights_id = live.weights_id if live else None
+    store = service.store
+    assert store is not None
+    counts = await run_in_threadpool(store.decision_stats, weights_id)
+    requests = await run_in_threadpool(store.request_stats)
+    return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
+            "requests": requests}
+
+
+@router.post("/v1/router/policy/{name}", dependencies=ADMIN, response_model=SwapResponse,
+             tags=["admin"],
+             responses=ERROR_RESPONSES,
+             summary="Swap the routing policy at run time (requests in flight finish on the "
+                     "old one)")
+async def swap_policy(name: str, request: Request) -> dict[str, Any]:
+    state = get_service(request).state
+    live = state.live()
+    choices = policy_choices(live.settings)
+    if name not in choices:
+        raise InvalidInputError("name", f"unknown policy {name!r}; choose one of "
+                                       f"{', '.join(choices)} (or add it under policies: in "
+                                       "the config)")
+    old, new, ms = await run_in_threadpool(_guarded, state.swap_policy, name)
+    return _swapped(old, new, ms)
+
+
+@router.post("/v1/router/reload", dependencies=ADMIN, response_model=SwapResponse, tags=["admin"],
+             responses=ERROR_RESPONSES,
+             summary="Re-read the config file and the weights, then swap them in without "
+                     "dropping requests")
+async def reload(request: Request) -> dict[str, Any]:
+    state = get_service(request).state
+    state.live()
+    old, new, ms = await run_in_threadpool(_guarded, state.reload)
+    return _swapped(old, new, ms)
+
+
+def _guarded(action: Any, *args: Any) -> tuple[Live, Live, float]:
+    """Run a swap; a bad config or bad weights is the caller's 400 ``invalid_config`` and
+    leaves the old router serving."""
+    try:
+        result: tuple[Live, Live, float] = action(*args)
+    except InvalidInputError as exc:  # e.g. a catalog the new weights cannot serve
+        raise ConfigError(exc.field, exc.reason) from None
+    return result
+
+
+def _swapped(old: Live, new: Live, ms: float) -> dict[str, Any]:
+    return {"policy": new.policy, "weights_id": new.weights_id, "models": new.router.models,
+            "previous_policy": old.policy, "previous_weights_id": old.weights_id,
+            "load_ms": round(ms, 1), "restart_required": restart_keys(old.settings, new.settings)}
+
+
+@router.get("/v1/router/health", dependencies=ADMIN, tags=["admin"],
+            summary="Per-model health: status, circuit, success rate, latency, recent errors")
+async def model_health(request: Request) -> dict[str, Any]:
+    return get_service(request).gateway.health_snapshot()
+
+
+@router.get("/v1/router/requests", dependencies=ADMIN, response_model=RequestLogPage,
+            tags=["admin"],
+            responses={400: ERROR_RESPONSES[400]},
+            summary="The request log, newest first, a page at a time")
+async def requests(request: Request,
+                   limit: int = Query(50, ge=1, le=500, description="Entries per page."),
+                   cursor: int | None = Query(None, ge=0,
+                                              description="next_cursor of the previous page."),
+                   ) -> JSONResponse:
+    store = get_service(request).store
+    assert store is not None
+    entries, next_cursor = await run_in_threadpool(store.requests, limit, cursor)
+    return JSONResponse({"data": entries, "next_cursor": next_cursor})

@@ -1,0 +1,163 @@
+"""``POST /v1/chat/completions``: the OpenAI-compatible gateway's HTTP door.
+
+Point any OpenAI client at ``http://HOST:PORT/v1``: ``model: "auto"`` lets the router choose
+among the catalog, a catalog name goes to that model (then its ``fallbacks``). This module only
+translates: headers and body in (:class:`~switchpoint.gateway.planning.ChatCall`), the
+engine's answer out (JSON, or server-sent events), with the ``x-switchpoint-*`` headers saying
+how it was chosen. Errors use OpenAI's envelope (:mod:`switchpoint.server.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from switchpoint.decision import check_cost_weight
+from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
+from switchpoint.gateway.parsing import ChatRequest, parse_chat_body
+from switchpoint.gateway.planning import ChatCall
+from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
+from switchpoint.server.context import get_service
+from switchpoint.server.errors import answer_for
+from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
+from switchpoint.server.streaming import sse_body
+
+router = APIRouter()
+
+SESSION_HEADER = "x-session-id"
+COST_WEIGHT_HEADER = "x-switchpoint-cost-weight"
+MODELS_HEADER = "x-switchpoint-models"
+# Characters of the router's reasoning that HTTP headers (latin-1) cannot carry.
+_ASCII = str.maketrans({"λ": "lambda", "×": "x", "·": "*", "−": "-", "≤": "<=", "≥": ">=",
+                        "—": "-", "–": "-", "’": "'"})
+
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": inlined(ChatRequest.model_json_schema())}}}}
+_ANSWER: dict[int | str, dict[str, Any]] = {200: {
+    "description": "An OpenAI chat.completion, or with stream: true a text/event-stream of "
+                   "chat.completion.chunk events ending in data: [DONE] (or, if the stream "
+                   "breaks after it started, in an error event, never a clean end).",
+    "content": {"application/json": {}, "text/event-stream": {}}}}
+
+
+@router.post(
+    "/v1/chat/completions",
+    tags=["gateway"],
+    responses={**_ANSWER, **CHAT_ERROR_RESPONSES},
+    openapi_extra=_REQUEST_BODY,
+    summary="OpenAI chat completions: route (model 'auto') or pass through, with failover",
+    description="Forwards the request to the chosen model, retrying and escalating along the "
+                "fallbacks before the first byte reaches the client. Headers: "
+                "x-switchpoint-model (who answered), x-switchpoint-routed-model, "
+                "x-switchpoint-cluster, x-switchpoint-expected-error, x-switchpoint-cost, "
+                "x-switchpoint-routing-ms, x-switchpoint-pin, x-switchpoint-request-id, "
+                "x-switchpoint-decision-id. Send x-session-id to pin a conversation; "
+                "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
+                "narrows the models 'auto' may choose.",
+)
+async def chat_completions(request: Request) -> Response:
+    started = time.perf_counter()
+    gateway = get_service(request).gateway
+    try:
+        call = chat_call(parse_chat_body(await request.body()), request)
+        plan, live = await gateway.plan(call, started=started)
+        result = await _unless_disconnected(request, gateway.execute(plan, live))
+    except SwitchpointError as exc:
+        info = exc.info if isinstance(exc, GatewayError) else None
+        return answer_for(exc).response(openai=True, headers=info_headers(info))
+    if result is None:  # the client left; the engine logged it as client_closed
+        return Response(status_code=499)
+    if isinstance(result, ChatCompletion):
+        return JSONResponse(dict(result), headers=info_headers(result.switchpoint))
+    return _stream_response(result)
+
+
+def chat_call(body: dict[str, Any], request: Request) -> ChatCall:
+    """The plain values of one HTTP chat request."""
+    headers = request.headers
+    models = headers.get(MODELS_HEADER)
+    return ChatCall(
+        body=body,
+        session_id=headers.get(SESSION_HEADER),
+        caller=request.client.host if request.client is not None else None,
+        cost_weight=_cost_weight(headers.get(COST_WEIGHT_HEADER)),
+        models=None if models is None else [m.strip() for m in models.split(",")
+                                            if m.strip()][:64])
+
+
+def _cost_weight(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInputError(COST_WEIGHT_HEADER,
+                                f"must be a number >= 0, got {raw[:40]!r}") from None
+    # Checked here, before planning, so a pinned session (which skips the router) is refused
+    # the same bad value as any other request.
+    return check_cost_weight(value, COST_WEIGHT_HEADER)
+
+
+async def _unless_disconnected(request: Request,
+                               work: Any) -> ChatCompletion | ChatStream | None:
+    """Run ``work``; if the client disconnects first, cancel it (the upstream call with it)."""
+    task: asyncio.Task[ChatCompletion | ChatStream] = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, SwitchpointError):
+        await task
+    return None
+
+
+async def _disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _stream_response(stream: ChatStream) -> StreamingResponse:
+    headers = info_headers(stream.switchpoint)
+    headers["cache-control"] = "no-cache"
+    return StreamingResponse(sse_body(stream), media_type="text/event-stream",
+                             headers=headers)
+
+
+def info_headers(info: CallInfo | None) -> dict[str, str]:
+    """The ``x-switchpoint-*`` headers for what the engine says about a request."""
+    if info is None:
+        return {}
+    out = {"x-switchpoint-request-id": info.request_id,
+           "x-switchpoint-routing-ms": f"{info.planning_ms:.3f}",
+           "x-switchpoint-pin": info.pin_state}
+    if info.routed_model is not None:
+        out["x-switchpoint-routed-model"] = info.routed_model
+    if info.model is not None:
+        out["x-switchpoint-model"] = info.model
+    if info.cost_usd is not None:
+        out["x-switchpoint-cost"] = f"{info.cost_usd:.10f}".rstrip("0").rstrip(".") or "0"
+    d = info.decision
+    if d is not None:
+        out["x-switchpoint-decision-id"] = d.decision_id
+        out["x-switchpoint-cluster"] = str(d.cluster_id)
+        out["x-switchpoint-expected-error"] = f"{d.expected_error:.6f}"
+    if info.reasoning:
+        out["x-switchpoint-reasoning"] = header_text(" ".join(info.reasoning))
+    return out
+
+
+def header_text(text: str, limit: int = 1000) -> str:
+    """``text`` as a header value: ASCII, one line, at most ``limit`` characters."""
+    text = " ".join(text.translate(_ASCII).split())
+    return text.encode("ascii", "replace").decode("ascii")[:limit]

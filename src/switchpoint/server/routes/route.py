@@ -1,0 +1,47 @@
+"""``POST /v1/route``: the routing decision for a prompt, no provider call.
+
+The body is validated by :class:`RouteRequest` (any malformed body is a 400 naming the field);
+the engine routes on a worker thread (embedding is CPU work that must not hold the event loop)
+and answers once the decision's log entry is committed, so an acknowledged decision survives a
+crash.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from switchpoint._messages import invalid_from_validation
+from switchpoint.decision import ROUTE_FIELDS
+from switchpoint.server.context import get_service
+from switchpoint.server.schemas import ERROR_RESPONSES, RouteRequest, RouteResponse
+
+router = APIRouter(tags=["routing"])
+_FIELDS = list(RouteRequest.model_fields)
+_REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": RouteRequest.model_json_schema()}}}}
+
+
+def parse_route_request(body: bytes) -> RouteRequest:
+    """Validate a ``/v1/route`` body (JSON whatever the Content-Type says)."""
+    try:
+        return RouteRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid_from_validation(list(exc.errors()), _FIELDS) from None
+
+
+@router.post(
+    "/v1/route",
+    response_model=RouteResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_REQUEST_BODY,
+    summary="Pick the model for a prompt (or a pre-computed embedding)",
+    description="Returns the model the router would pick, with every candidate's score. No "
+                "provider call is made. The decision is logged (see /v1/router/stats).",
+)
+async def route(request: Request) -> JSONResponse:
+    body = parse_route_request(await request.body())
+    decision = await get_service(request).gateway.aroute(
+        body.prompt, body.available_models, body.cost_weight, embedding=body.embedding)
+    return JSONResponse(decision.to_dict(ROUTE_FIELDS))

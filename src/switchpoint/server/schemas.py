@@ -1,0 +1,198 @@
+"""The wire contract: pydantic models the handlers use and the OpenAPI schema is built from.
+
+``RouteRequest`` / ``RouteResponse`` are the ``POST /v1/route`` body and answer, key for key
+(the response adds only ``decision_id``, declared here, which names the decision in the log).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from switchpoint.decision import MAX_COST_WEIGHT
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+class RouteRequest(BaseModel):
+    """Exactly one of ``prompt`` or ``embedding``; the other fields are optional."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"prompt": "Prove the square root of 2 is irrational.", "cost_weight": 0.5},
+        ]},
+    )
+
+    prompt: StrictStr | None = Field(
+        None, min_length=1, description="The user text. Required unless embedding is supplied.")
+    embedding: list[FiniteFloat] | None = Field(
+        None, description="A pre-computed vector (384-d all-MiniLM-L6-v2 for the default "
+                          "weights). Skips the embedder.")
+    available_models: list[StrictStr] | None = Field(
+        None, min_length=1,
+        description="Restrict candidates to this subset. If omitted, all registered models.")
+    # The range is documented here and checked where every λ is, by the decision rule.
+    cost_weight: Annotated[float, Field(strict=True)] | None = Field(
+        None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.",
+        json_schema_extra={"minimum": 0, "maximum": MAX_COST_WEIGHT})
+
+
+class RouteUsage(BaseModel):
+    routing_ms: float = Field(description="Wall time spent in routing logic.")
+    embedding_ms: float = Field(description="Time spent embedding the prompt (0 if an embedding "
+                                            "was supplied or the decision was cached).")
+
+
+class RouteResponse(BaseModel):
+    selected_model: str = Field(description="The model that minimises error + λ·cost.")
+    cluster_id: int = Field(description="Which cluster (or tier, or unit) the prompt landed in.")
+    expected_error: float = Field(description="Predicted error rate of selected_model there.")
+    cost_adjusted_score: float = Field(description="The minimised score: error + λ·cost.")
+    all_scores: dict[str, float] = Field(description="Score of every candidate considered.")
+    cache_hit: bool = Field(description="Whether this call's decision came from the cache.")
+    usage: RouteUsage
+    decision_id: str = Field(description="Names this decision in the decision log.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="invalid_request, router_not_ready, invalid_config, "
+                                  "not_found, method_not_allowed or internal_error.")
+    message: str = Field(description="What is wrong and how to fix it.")
+    param: str | None = Field(None, description="The request field (or config key) at fault.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ready", "loading", "failed"]
+    ready: bool
+    weights_id: str | None
+    policy: str | None
+    models: list[str]
+    uptime_seconds: float
+    version: str
+    error: str | None = None
+
+
+class ModelObject(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelObject]
+
+
+class ChatErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None
+    param: str | None = None
+
+
+class ChatErrorResponse(BaseModel):
+    """The OpenAI error envelope (``code``, ``message`` and ``param`` as everywhere else, plus
+    OpenAI's ``type``)."""
+
+    error: ChatErrorDetail
+
+
+CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ChatErrorResponse, "description": "Malformed request, or no model in the "
+                                                     "catalog can serve it (the message says "
+                                                     "why for each); an upstream's own 4xx "
+                                                     "(content filter, context length) as sent."},
+    404: {"model": ChatErrorResponse, "description": "model_not_found: not 'auto' nor a "
+                                                     "catalog model."},
+    429: {"model": ChatErrorResponse, "description": "Every candidate was rate limited "
+                                                     "(Retry-After when the upstream sent one)."},
+    502: {"model": ChatErrorResponse, "description": "No candidate answered."},
+    503: {"model": ChatErrorResponse, "description": "Every candidate's circuit is open, or "
+                                                     "the router is still loading."},
+    504: {"model": ChatErrorResponse, "description": "Every candidate timed out."},
+}
+
+
+class ModelRequestStats(BaseModel):
+    requests: int
+    cost_usd: float
+
+
+class RequestStats(BaseModel):
+    total: int = Field(description="Chat requests logged, all time.")
+    ok: int
+    errors: int = Field(description="Requests that did not end with a whole answer.")
+    escalations: int = Field(description="Requests answered (or failed) after more than one "
+                                         "model was tried.")
+    streams: int
+    by_status: dict[str, int]
+    by_model: dict[str, ModelRequestStats] = Field(
+        description="Per answering model: requests and cost_usd.")
+    by_pin_state: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+class StatsResponse(BaseModel):
+    total: int = Field(description="Decisions logged, all time (the log survives restarts).")
+    cache_hits: int
+    by_model: dict[str, int]
+    by_policy: dict[str, int]
+    by_cluster: dict[str, int] = Field(description="Decisions per cluster under the live "
+                                                   "weights (ids of other weights differ).")
+    weights_id: str | None
+    policy: str | None
+    requests: RequestStats | None = Field(
+        None, description="The gateway's request log (POST /v1/chat/completions): counts, "
+                          "escalations, tokens and cost.")
+
+
+class RequestLogPage(BaseModel):
+    data: list[dict[str, Any]] = Field(description="Request log entries, newest first.")
+    next_cursor: int | None = Field(description="Pass as ?cursor= for the next (older) page; "
+                                                "null on the last page.")
+
+
+class SwapResponse(BaseModel):
+    policy: str
+    weights_id: str
+    models: list[str]
+    previous_policy: str
+    previous_weights_id: str
+    load_ms: float
+    restart_required: list[str] = Field(
+        default_factory=list,
+        description="Changed settings that apply only after a restart (e.g. data_dir).")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "Malformed or invalid request."},
+    503: {"model": ErrorResponse, "description": "The router is still loading its weights."},
+}
+
+
+def inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references inlined (they would not resolve
+    inside the OpenAPI document, where the schema is embedded as is)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    result: dict[str, Any] = walk(schema)
+    return result

@@ -1,0 +1,193 @@
+"""The gateway's two doors take the same path: one fault matrix, run through the HTTP gateway
+(the official ``openai`` client against a real server) and through ``switchpoint.Gateway`` in
+process, must give the same answers, the same tries in the same order and the same errors.
+
+Both gateways use the same config (tests/integration/gateway_env.py) and the same fake provider.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from switchpoint import Gateway
+from switchpoint.errors import FailoverError, StreamBroken
+from switchpoint.gateway import ChatCompletion
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import (
+    FACTORY,
+    KEYS,
+    client,
+    config_text,
+    fresh_health,
+    log_entry,
+)
+from tests.integration.servers import ThreadServer
+
+OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    scripts: dict[str, tuple[str, ...]]
+    stream: bool = False
+    model: str | None = "other"  # who answers; None: the request fails
+    tries: tuple[tuple[str, str], ...] = ()
+    status: int | None = None  # the error status when it fails
+    broken: bool = False  # a stream that fails after its first byte
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CASES = [
+    Case("ok", {}, model="good", tries=(("good", "ok"),)),
+    Case("500 twice escalates", {"good": ("500", "500")},
+         tries=(("good", "server_error"), ("good", "server_error"), ("other", "ok"))),
+    Case("a reset is retried", {"good": ("reset",)}, model="good",
+         tries=(("good", "connect_error"), ("good", "ok"))),
+    Case("429 everywhere", {"good": ("429", "429"), OTHER: ("429", "429")}, model=None,
+         status=429, tries=(("good", "rate_limited"),) * 2 + (("other", "rate_limited"),) * 2),
+    Case("content filter stops", {"good": ("content_filter",)}, model=None, status=400,
+         tries=(("good", "content_filter"),)),
+    Case("context length goes larger", {"good": ("context_length",)},
+         tries=(("good", "context_length_exceeded"), ("other", "ok"))),
+    Case("stream: 503 then the fallback", {"good": ("503", "503")}, stream=True,
+         tries=(("good", "server_error"), ("good", "server_error"), ("other", "ok"))),
+    Case("stream: cut after the first byte", {"good": ("cut",)}, stream=True, model="good",
+         broken=True, tries=(("good", "ok"), ("good", "stream_broken"))),
+]
+
+
+@pytest.fixture(scope="module")
+def local(gw_fake: FakeProviderProcess,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    root: Path = tmp_path_factory.mktemp("in-process")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        yield gateway
+
+
+def messages() -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Tell me about failover [{uuid.uuid4().hex[:8]}]"}]
+
+
+@dataclass
+class Outcome:
+    model: str | None
+    tries: tuple[tuple[str, str], ...]
+    status: int | None = None
+    broken: bool = False
+    text: str = ""
+
+
+def through_http(gw: ThreadServer, case: Case) -> Outcome:
+    api = client(gw)
+    try:
+        if not case.stream:
+            raw = api.chat.completions.with_raw_response.create(model="good",
+                                                                messages=messages())
+            entry = log_entry(gw, raw.headers["x-switchpoint-request-id"])
+            reply = raw.parse()
+            return Outcome(reply.model, _tries(entry), text=reply.choices[0].message.content)
+        text, broken = "", False
+        with api.chat.completions.with_streaming_response.create(
+                model="good", messages=messages(), stream=True) as response:
+            request_id = response.headers["x-switchpoint-request-id"]
+            try:
+                for chunk in response.parse():
+                    text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+            except openai.APIError:
+                broken = True
+        entry = log_entry(gw, request_id)
+        return Outcome(entry["model"], _tries(entry), broken=broken, text=text)
+    except openai.APIStatusError as exc:
+        entry = log_entry(gw, exc.response.headers["x-switchpoint-request-id"])
+        return Outcome(None, _tries(entry), status=exc.status_code)
+
+
+def through_python(gateway: Gateway, case: Case) -> Outcome:
+    try:
+        if not case.stream:
+            reply = gateway.complete(messages(), model="good")
+            assert isinstance(reply, ChatCompletion)
+            info = reply.switchpoint
+            return Outcome(reply.model, _tries(info.attempts),
+                           text=reply.choices[0].message.content)
+        text, broken = "", False
+        stream = gateway.stream(messages(), model="good")
+        try:
+            for chunk in stream:
+                text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        except StreamBroken:
+            broken = True
+        info = stream.switchpoint
+        return Outcome(info.model, _tries(info.attempts), broken=broken, text=text)
+    except FailoverError as exc:
+        return Outcome(None, _tries(exc.info.attempts), status=exc.status)
+
+
+def _tries(source: dict[str, Any] | list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    attempts = source["attempts"] if isinstance(source, dict) else source
+    return tuple((a["model"], a["outcome"]) for a in attempts)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_both_doors_fail_over_the_same_way(case: Case, gw: ThreadServer, local: Gateway,
+                                           gw_fake: FakeProviderProcess) -> None:
+    results: dict[str, Outcome] = {}
+    for door in ("http", "python"):
+        gw_fake.reset()
+        fresh_health(gw)
+        local.reset_health()
+        for model, behaviours in case.scripts.items():
+            gw_fake.script(model, *behaviours)
+        results[door] = (through_http(gw, case) if door == "http"
+                         else through_python(local, case))
+    http, python = results["http"], results["python"]
+    assert http.model == python.model == case.model
+    assert http.tries == python.tries == case.tries
+    assert http.status == python.status == case.status
+    assert http.broken == python.broken == case.broken
+    if case.model is not None and not case.broken:
+        assert http.text and python.text  # a whole answer through either door
+
+
+def test_the_in_process_door_logs_like_the_server(local: Gateway) -> None:
+    reply = local.complete(messages(), model="auto", cost_weight=0.0, session_id="doors-1")
+    info = reply.switchpoint
+    assert info.decision is not None and info.routed_model == info.decision.selected_model
+    assert reply.usage.cost == pytest.approx(info.cost_usd) and info.cost_usd > 0
+    store = local.store
+    assert store is not None
+    entries, _ = store.requests(20, None)
+    entry = next(e for e in entries if e["id"] == info.request_id)
+    assert entry["status"] == "ok" and entry["model"] == reply.model
+    assert entry["decision_id"] == info.decision_id
+    # The same session stays pinned, in process as over HTTP.
+    again = local.complete(messages(), model="auto", cost_weight=10.0, session_id="doors-1")
+    assert again.model == reply.model and again.switchpoint.pin_state == "hard"
+
+
+@pytest.mark.anyio
+async def test_the_async_door_streams(local: Gateway) -> None:
+    stream = await local.astream(messages(), model="good")
+    chunks = [chunk async for chunk in stream]
+    assert chunks and all(c.model == "good" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert stream.switchpoint.model == "good" and stream.switchpoint.latency_ms is not None
+
+
+def test_route_and_execute_answers_with_the_routers_choice(local: Gateway) -> None:
+    router = local.router
+    reply = router.route_and_execute("Prove that the square root of 2 is irrational.",
+                                     cost_weight_override=0.0)
+    decision = reply.switchpoint.decision
+    assert decision is not None and reply.model == decision.selected_model
+    assert reply.choices[0].message.content

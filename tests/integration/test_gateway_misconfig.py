@@ -1,0 +1,307 @@
+"""Misconfigurations fail loudly and the gateway explains itself: no upstream configured, an
+unset key variable, a refused connection and an open circuit, each named in the one error the
+official ``openai`` client raises; stream usage asked only where a model takes it; and
+conversations without ``x-session-id`` never shared between two clients."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+import pytest
+from gateway_env import FACTORY, client, fresh_health, log_entry
+from servers import ProcessServer, ThreadServer, free_port, thread_server
+
+from switchpoint.config import load_settings
+from switchpoint.errors import FailoverError
+from switchpoint.gateway import Gateway
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+
+PROMPT = "Name three prime numbers above one hundred."
+
+
+def user(text: str = PROMPT) -> list[Any]:
+    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
+
+
+def message_of(error: openai.APIStatusError) -> str:
+    """The message the gateway sent (``error.message`` adds the status and the whole body)."""
+    body = error.body
+    assert isinstance(body, dict)
+    return str(body["message"])
+
+
+@contextmanager
+def gateway_warnings() -> Iterator[list[str]]:
+    """The warnings the gateway engine logs meanwhile (whatever its logger's propagation)."""
+    got: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record.getMessage())
+
+    logger = logging.getLogger("switchpoint.gateway")
+    handler, level = Collect(logging.WARNING), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield got
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def counting_client(base: str, **kw: Any) -> tuple[openai.OpenAI, list[str]]:
+    """The official client with its default retries, and the list of requests it sends."""
+    sent: list[str] = []
+    http = httpx2.Client(event_hooks={"request": [lambda r: sent.append(str(r.url))]})
+    return openai.OpenAI(base_url=f"{base}/v1", api_key="sk-anything", http_client=http,
+                         timeout=15, **kw), sent
+
+
+# No upstream configured ---------------------------------------------------------------------------
+
+
+def test_serve_without_a_config_says_chat_is_off_and_answers_at_once(tmp_path: Path) -> None:
+    server = ProcessServer(data_dir=tmp_path / "data",
+                           env={"SWITCHPOINT_CONFIG": "", "OPENAI_API_KEY": ""}).start()
+    try:
+        server.wait_ready()
+        oai, sent = counting_client(server.base)  # max_retries=2, the client's default
+        t0 = time.perf_counter()
+        with pytest.raises(openai.InternalServerError) as info:
+            oai.chat.completions.create(model="auto", messages=user())
+        assert time.perf_counter() - t0 < 5
+        assert len(sent) == 1  # x-should-retry: false, so no retries, and no upstream call
+        error = info.value
+        assert error.status_code == 503 and error.code == "no_upstream_configured"
+        assert error.response.headers["x-should-retry"] == "false"
+        message = message_of(error)
+        assert message.startswith("this gateway has no models configured")
+        assert "`models:`" in message and "switchpoint serve --config" in message
+        with pytest.raises(openai.InternalServerError) as streamed:
+            oai.chat.completions.create(model="auto", messages=user(), stream=True)
+        assert streamed.value.code == "no_upstream_configured" and len(sent) == 2
+        # Routing still works.
+        routed = httpx.post(f"{server.base}/v1/route", json={"prompt": PROMPT}, timeout=30)
+        assert routed.status_code == 200
+    finally:
+        _, err = server.terminate()
+    assert err.count("chat is off: no `models:` are configured") == 1
+    assert "503 no_upstream_configured" in err
+
+
+# Key variables: warned once at start, named in the error -----------------------------------------
+
+
+def catalog_config(fake: FakeProviderProcess, closed_port: int, data: Path) -> str:
+    return f"""models:
+  - {{name: nokey, profile: gpt-4-1106-preview, base_url: "{fake.openai_base_url}",
+     api_key_env: SP_TEST_UNSET_KEY, input_per_mtok: 10, output_per_mtok: 30,
+     fallbacks: [refused, tripped]}}
+  - {{name: refused, profile: gpt-3.5-turbo-1106, base_url: "http://127.0.0.1:{closed_port}/v1",
+     input_per_mtok: 0.5, output_per_mtok: 1.5}}
+  - {{name: tripped, profile: claude-v2, base_url: "{fake.openai_base_url}",
+     input_per_mtok: 8, output_per_mtok: 24}}
+  - {{name: ok, profile: mistralai/mistral-7b-chat, base_url: "{fake.openai_base_url}",
+     input_per_mtok: 0.1, output_per_mtok: 0.1}}
+  - {{name: nokey2, profile: gpt-4-1106-preview, base_url: "{fake.openai_base_url}",
+     api_key_env: SP_TEST_UNSET_KEY_2, input_per_mtok: 10, output_per_mtok: 30}}
+data_dir: {data}
+gateway:
+  connect_timeout_s: 1
+  read_timeout_s: 1
+  first_token_timeout_s: 1
+  backoff_base_s: 0.01
+  backoff_cap_s: 0.02
+  failure_threshold: 1
+  cooldown_s: 120
+  max_cooldown_s: 120
+"""
+
+
+@pytest.fixture(scope="module")
+def mis_fake() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def mis(mis_fake: FakeProviderProcess,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    root = tmp_path_factory.mktemp("misconfig")
+    config = root / "switchpoint.yaml"
+    config.write_text(catalog_config(mis_fake, free_port(), root / "data"), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env={})) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(request: pytest.FixtureRequest) -> None:
+    if "mis" in request.fixturenames:
+        fresh_health(request.getfixturevalue("mis"))
+        request.getfixturevalue("mis_fake").reset()
+
+
+def trip(server: ThreadServer, fake: FakeProviderProcess) -> None:
+    """Open ``tripped``'s circuit the honest way: it fails once (failure_threshold 1)."""
+    fake.script("tripped", "500")
+    with pytest.raises(openai.APIStatusError):
+        client(server).chat.completions.create(model="tripped", messages=user())
+    assert server.service.gateway.health.state("tripped") == "open"
+
+
+def test_one_error_names_every_model_tried_and_why(mis: ThreadServer,
+                                                   mis_fake: FakeProviderProcess) -> None:
+    trip(mis, mis_fake)
+    mis_fake.reset()
+    oai, _ = counting_client(mis.base, max_retries=0)
+    with pytest.raises(openai.InternalServerError) as info:
+        oai.chat.completions.create(model="nokey", messages=user())
+    error = info.value
+    assert error.status_code == 502 and error.code == "upstream_failed"
+    message = message_of(error)
+    assert message.startswith("no model answered")
+    assert "nokey: missing_api_key: the API key variable SP_TEST_UNSET_KEY is not set" in message
+    assert "refused: connect_error" in message and "could not connect" in message
+    assert "tripped: skipped as unhealthy, circuit open (retry in" in message
+    assert mis_fake.requests() == []  # nothing reached an upstream
+    headers = error.response.headers
+    assert "x-should-retry" not in headers  # the circuit and the refusal may pass
+    assert "tripped was skipped as unhealthy (circuit open)" in headers["x-switchpoint-reasoning"]
+    entry = log_entry(mis, headers["x-switchpoint-request-id"])
+    assert entry["status"] == "error" and entry["http_status"] == 502
+    assert [(a["model"], a["outcome"]) for a in entry["attempts"]] == [
+        ("nokey", "missing_api_key"), ("refused", "connect_error"),  # its circuit opens too
+        ("tripped", "circuit_open")]
+    assert "tripped was skipped as unhealthy (circuit open)." in entry["reasoning"]
+    assert entry["error"] == message
+    # A missing key is the configuration's fault, not the model's health.
+    assert mis.service.gateway.health.state("nokey") == "closed"
+
+
+def test_when_every_model_lacks_its_key_clients_are_told_not_to_retry(
+        mis: ThreadServer) -> None:
+    oai, sent = counting_client(mis.base)  # the default 2 retries
+    with pytest.raises(openai.InternalServerError) as info:
+        oai.chat.completions.create(model="nokey2", messages=user())
+    assert len(sent) == 1
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert "SP_TEST_UNSET_KEY_2 is not set; export SP_TEST_UNSET_KEY_2=<key>" in \
+        message_of(info.value)
+
+
+def test_auto_says_when_the_routed_model_is_ranked_after_a_healthy_one(
+        mis: ThreadServer, mis_fake: FakeProviderProcess) -> None:
+    def headers() -> dict[str, str]:  # a new session each time: no pin skips the router
+        return {"x-switchpoint-cost-weight": "0", "x-switchpoint-models": "ok,tripped",
+                "x-session-id": uuid.uuid4().hex}
+
+    messages = user("Prove that there are infinitely many primes")
+    raw = client(mis).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, extra_headers=headers())
+    routed = raw.headers["x-switchpoint-routed-model"]
+    gateway = mis.service.gateway
+    gateway.health.record_failure(routed, "server_error", detail="test")
+    assert gateway.health.state(routed) == "open"
+    raw = client(mis).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, extra_headers=headers())
+    other = ({"ok", "tripped"} - {routed}).pop()
+    assert raw.headers["x-switchpoint-model"] == other
+    reasoning = raw.headers["x-switchpoint-reasoning"]
+    assert f"{routed} is down (GET /v1/router/health): ranked after {other}." in reasoning
+    entry = log_entry(mis, raw.headers["x-switchpoint-request-id"])
+    assert f"{routed} is down (GET /v1/router/health): ranked after {other}." in \
+        entry["reasoning"]
+
+
+def test_the_engine_warns_once_about_each_unset_key_variable(
+        tmp_path: Path, mis_fake: FakeProviderProcess) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(catalog_config(mis_fake, free_port(), tmp_path / "data"),
+                      encoding="utf-8")
+    with gateway_warnings() as warnings, \
+            Gateway.from_config(config, loader=FACTORY, env={}, store=False) as gateway:
+        assert warnings == [
+            "model nokey: its API key variable SP_TEST_UNSET_KEY is not set; calls to it fail "
+            "with missing_api_key until you export SP_TEST_UNSET_KEY",
+            "model nokey2: its API key variable SP_TEST_UNSET_KEY_2 is not set; calls to it "
+            "fail with missing_api_key until you export SP_TEST_UNSET_KEY_2"]
+        for _ in range(2):
+            with pytest.raises(FailoverError, match="SP_TEST_UNSET_KEY_2 is not set"):
+                gateway.complete(user(), model="nokey2")
+        assert gateway.complete(user(), model="ok").choices[0].message.content
+        gateway.state.reload()  # a reload with the same catalog says nothing new
+        assert len(warnings) == 2  # not per request, not per reload
+
+
+def test_a_providers_default_key_variable_is_named_in_the_warning(tmp_path: Path) -> None:
+    settings = {"models": [{"name": "mini", "provider": "mistral",
+                            "profile": "mistralai/mistral-7b-chat"},
+                           {"name": "local", "provider": "ollama", "profile": "claude-v2"}],
+                "data_dir": str(tmp_path / "data")}
+    with gateway_warnings() as warnings, \
+            Gateway.from_config(settings, loader=FACTORY, env={}, store=False):
+        pass
+    assert warnings == [
+        "model mini: its API key variable MISTRAL_API_KEY (provider mistral's default; name "
+        "another with api_key_env) is not set; calls to it fail with missing_api_key until you "
+        "export MISTRAL_API_KEY"]  # ollama is local: no key
+
+
+# Stream usage only where the model takes it -------------------------------------------------------
+
+
+def test_a_model_refusing_stream_options_still_streams_through_the_gateway(
+        mis: ThreadServer, mis_fake: FakeProviderProcess) -> None:
+    messages = user("Count to three [[fake:reject_stream_options]]")
+    for _ in range(2):
+        stream = client(mis).chat.completions.create(
+            model="ok", messages=messages, stream=True, stream_options={"include_usage": True})
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        assert text.startswith("Echo from ok: Count to three")
+    bodies = [r["body"] for r in mis_fake.requests()]
+    assert ["stream_options" in b for b in bodies] == [True, False, False]  # retried, then known
+    assert mis.service.gateway.health.state("ok") == "closed"
+
+
+# Implicit sessions are scoped to the client ------------------------------------------------------
+
+
+def from_address(gw: ThreadServer, address: str) -> openai.OpenAI:
+    http = httpx2.Client(transport=httpx2.HTTPTransport(local_address=address))
+    return openai.OpenAI(base_url=f"{gw.base}/v1", api_key="k", max_retries=0, timeout=15,
+                         http_client=http)
+
+
+def test_the_same_first_message_from_two_clients_is_two_conversations(
+        gw: ThreadServer) -> None:
+    opening = {"role": "user", "content": f"Explain tides to a child {uuid.uuid4().hex}"}
+    quality_first = {"x-switchpoint-cost-weight": "0"}
+
+    def ask(oai: openai.OpenAI, messages: list[Any]) -> dict[str, Any]:
+        raw = oai.chat.completions.with_raw_response.create(model="auto", messages=messages,
+                                                            extra_headers=quality_first)
+        return log_entry(gw, raw.headers["x-switchpoint-request-id"])
+
+    alice, bob = from_address(gw, "127.0.0.1"), from_address(gw, "127.0.0.2")
+    first = ask(alice, [opening])
+    assert first["pin_state"] == "fresh"
+    # Bob opens with the very same message: not Alice's conversation, so not pinned.
+    stranger = ask(bob, [opening])
+    assert stranger["pin_state"] == "fresh" and stranger["session_id"] != first["session_id"]
+    # Alice's second turn is her conversation: hard-pinned to the model that answered her.
+    again = ask(alice, [opening, {"role": "assistant", "content": "..."},
+                        {"role": "user", "content": "Shorter."}])
+    assert again["pin_state"] == "hard" and again["session_id"] == first["session_id"]
+    assert again["model"] == first["model"]

@@ -1,0 +1,280 @@
+"""``switchpoint label`` against the fake provider (a real upstream process on loopback): the
+records it writes feed ``add-model`` and ``fit``; a run killed mid-way (Ctrl-C, then SIGKILL)
+resumes to a complete output without duplicates; bad input exits 2 having called nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.catalog import ModelCard
+from switchpoint.cli import main
+from switchpoint.labelling.journal import journal_path
+from switchpoint.records import load_records
+from switchpoint.store import SQLiteStore
+from switchpoint.weights import load_weights
+from tests.fakes.fake_provider import Answer, FakeProviderProcess
+
+PRICES = {"a": (1.0, 2.0), "b": (3.0, 15.0), "judge": (0.5, 0.5)}
+JUDGE_SAYS = 'say:text={"score": 0.7}'
+
+
+def config(fake: FakeProviderProcess, root: Path) -> Path:
+    path = root / "switchpoint.yaml"
+    path.write_text(f"""models:
+  - {{name: a, base_url: "{fake.openai_base_url}", input_per_mtok: 1, output_per_mtok: 2}}
+  - {{name: b, provider: anthropic, base_url: "{fake.url}", api_key_env: B_KEY,
+     input_per_mtok: 3, output_per_mtok: 15}}
+  - {{name: judge, base_url: "{fake.openai_base_url}", input_per_mtok: 0.5,
+     output_per_mtok: 0.5}}
+data_dir: {root / "data"}
+gateway: {{backoff_base_s: 0.01, backoff_cap_s: 0.02, read_timeout_s: 5}}
+""", encoding="utf-8")
+    return path
+
+
+def write_prompts(path: Path, n: int, **extra: Any) -> Path:
+    lines = [json.dumps({"id": f"q{i}", "prompt": f"Short science question {i}: why is the sky "
+                                                   f"blue at hour {i}?", **extra})
+             for i in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run(argv: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def records_of(path: Path) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    ids = [r["id"] for r in lines]
+    assert len(ids) == len(set(ids)), f"duplicate records: {ids}"
+    return {r["id"]: r for r in lines}
+
+
+def expected_cost(model: str, prompt: str) -> float:
+    """What the fake charges for an answer to ``prompt`` (its usage) at the catalog's prices."""
+    usage = Answer(model, [{"role": "user", "content": prompt}], None, None, False).usage()
+    inp, outp = PRICES[model]
+    return ModelCard(name=model, input_per_mtok=inp, output_per_mtok=outp).price(
+        usage["prompt_tokens"], usage["completion_tokens"])
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B_KEY", "sk-ant-test")
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+
+
+def test_label_then_add_model_and_fit_take_the_records(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path, real_weights_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fake.default("judge", JUDGE_SAYS)
+    fake.script("judge", 'say:text={"score": 0.2}', "say:text=0.9")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 8, split="train")
+    with prompts.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"id": "math", "prompt": "What is 6 times 7? Say 42",
+                             "reference": "42", "split": "train"}) + "\n")
+    out = tmp_path / "records.jsonl"
+    code, stdout, err = run(["label", prompts, "--models", "a,b", "--judge", "judge",
+                             "--out", out, "--config", config(fake, tmp_path),
+                             "--concurrency", "3", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["labelled"] == 9 and summary["remaining"] == 0
+    assert summary["answer_calls"] == 18 and summary["judge_calls"] == 16
+    assert summary["by_reference"] == 2
+    records = records_of(out)
+    assert records["math"]["scores"] == {"a": 1.0, "b": 1.0}  # the echo ends with 42
+    judged = [s for r in records.values() if r["id"] != "math" for s in r["scores"].values()]
+    assert sorted(judged) == sorted([0.2, 0.9] + [0.7] * 14)
+    for record in records.values():  # real token costs: the upstream's usage × catalog prices
+        for model in ("a", "b"):
+            assert record["costs"][model] == pytest.approx(
+                expected_cost(model, record["prompt"]), rel=1e-9)
+    answers = sum(sum(r["costs"].values()) for r in records.values())
+    assert summary["cost_usd"]["answers"] == pytest.approx(answers)
+    assert summary["cost_usd"]["judge"] > 0
+    assert summary["cost_usd"]["total"] == pytest.approx(answers + summary["cost_usd"]["judge"])
+    assert "labelling 9 prompts with 2 models (18 answers, judged by judge)" in err
+    # Every call went through the gateway, exactly to the model named, and is in its log.
+    store = SQLiteStore(tmp_path / "data" / "switchpoint.db").open()
+    try:
+        entries, _ = store.requests(limit=100)
+    finally:
+        store.close()
+    assert len(entries) == 18 + 16
+    assert all(e["models_tried"] == [e["requested_model"]] for e in entries)
+    assert {e["requested_model"] for e in entries} == {"a", "b", "judge"}
+
+    # add-model: teach the fitted weights model "a" from these records.
+    weights = Path(shutil.copytree(real_weights_dir, tmp_path / "weights"))
+    code, _, err = run(["add-model", "a", out, "--weights", weights], capsys)
+    assert code == 0, err
+    package = load_weights(weights)
+    assert "a" in package.models
+    assert package.provenance["added_models"][-1]["n_records"] == 9
+    mean_cost = sum(r["costs"]["a"] for r in records.values()) / 9
+    assert package.policy.global_cost()["a"] == pytest.approx(mean_cost)
+    code, stdout, err = run(["route", "Why is the sky blue?", "--weights", weights, "--json",
+                             "--models", f"a,{package.models[0]}"], capsys)
+    assert code == 0, err
+    assert "a" in json.loads(stdout)["all_scores"]
+    # fit: weights of the team's own models from the records alone.
+    code, _, err = run(["fit", out, "--out", tmp_path / "mine", "--policy", "cluster",
+                        "--n-clusters", "2"], capsys)
+    assert code == 0, err
+    assert load_weights(tmp_path / "mine").models == ["a", "b"]
+    assert load_records(out).models == ["a", "b"]
+
+
+def test_failures_exit_1_and_the_rerun_retries_them(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fake.default("judge", JUDGE_SAYS)
+    fake.script("judge", "say:text=It is a good answer.", "say:text=8/10")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+            "--config", config(fake, tmp_path), "--concurrency", "1"]
+    code, stdout, err = run(argv, capsys)
+    assert code == 1, err
+    assert "failures: 1" in stdout and "q0 / a (judge)" in stdout
+    assert "'It is a good answer.'" in stdout and "'8/10'" in stdout
+    assert "1 prompt not labelled yet: run the same command again" in stdout
+    assert set(records_of(out)) == {"q1"}
+    before = len(fake.requests())
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert [r["body"]["model"] for r in fake.requests()[before:]] == ["a", "judge"]
+    assert set(records_of(out)) == {"q0", "q1"} and not journal_path(out).exists()
+    assert "1 of 2 prompts are already labelled" in err
+
+
+def _spawn(argv: list[Any], cwd: Path) -> subprocess.Popen[str]:
+    exe = Path(sys.executable).parent / "switchpoint"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "switchpoint.cli"]
+    env = {**os.environ, "B_KEY": "sk-ant-test"}
+    env.pop("SWITCHPOINT_CONFIG", None)
+    return subprocess.Popen([*cmd, *map(str, argv)], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen[str],
+                    timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text(encoding="utf-8").count("\n") >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError(f"{path} never reached {n} lines")
+
+
+def test_a_killed_run_resumes_to_a_complete_output_without_duplicates(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    for model in ("a", "b"):
+        fake.default(model, "ok:delay=0.15")
+    fake.default("judge", JUDGE_SAYS)
+    n = 16
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a,b", "--judge", "judge", "--out", out,
+            "--config", config(fake, tmp_path), "--concurrency", "2"]
+
+    # Ctrl-C: the run stops cleanly and says how to resume.
+    proc = _spawn(argv, tmp_path)
+    _wait_for_lines(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted: what was finished is kept" in err and "Traceback" not in err
+    first = records_of(out)
+    assert 2 <= len(first) < n
+
+    # A crash mid-write leaves half a line; SIGKILL another run mid-way.
+    with out.open("a", encoding="utf-8") as fh:
+        fh.write('{"id": "q9", "prompt": "Short sci')
+    proc = _spawn(argv, tmp_path)
+    _wait_for_lines(out, len(first) + 2, proc)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert "dropped the half-written last line" in err
+    second = records_of(out) if out.read_text().endswith("\n") else None
+    assert second is None or len(second) < n
+
+    # The last run finishes the job, asking only for prompts not yet in the output.
+    done_before = {line.split('"id": "')[1].split('"')[0]
+                   for line in out.read_text(encoding="utf-8").splitlines(keepends=True)
+                   if line.endswith("\n")}
+    seen = len(fake.requests())
+    proc = _spawn(argv, tmp_path)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    records = records_of(out)
+    assert set(records) == {f"q{i}" for i in range(n)}
+    assert all(set(r["scores"]) == {"a", "b"} for r in records.values())
+    asked = [r["body"]["messages"][-1]["content"] for r in fake.requests()[seen:]
+             if r["body"]["model"] in ("a", "b")]
+    for rid in done_before:
+        assert records[rid]["prompt"] not in asked, f"{rid} was asked for again"
+    assert not journal_path(out).exists()
+    assert load_records(out).models == ["a", "b"]
+    assert "labelled" in stdout and "16 prompts" in stdout
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--models", "a,zeta", "--judge", "judge"], "'zeta' is not in the catalog of the config"),
+    (["--models", "a", "--judge", "nobody"], "judge: 'nobody' is not in the catalog"),
+    (["--models", "a"], "have no 'reference', so a judge must score the answers"),
+    (["--models", "a", "--rubric", "rubric.txt"], "--rubric: give --judge MODEL too"),
+    (["--models", "a", "--judge", "judge", "--rubric", "missing.txt"],
+     "--rubric: cannot read missing.txt"),
+    (["--models", "a", "--judge", "judge", "--rubric", "empty.txt"],
+     "--rubric: empty.txt is empty; give the grading criteria"),
+    (["--models", "a", "--judge", ""], "judge: must be a catalog model's name"),
+    (["--models", "a", "--judge", "judge", "--concurrency", "0"], "concurrency: must be"),
+    (["--models", "a", "--judge", "judge", "--bad-line"], "line 2: field 'prompt' must be"),
+    (["--models", "a", "--judge", "judge", "--no-key"], "$B_KEY (the API key of 'b') is not"),
+    (["--models", "a", "--judge", "judge", "--no-config"], "label: give --config FILE"),
+])
+def test_bad_input_exits_2_before_calling_anything(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        argv: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    if "--bad-line" in argv:
+        argv.remove("--bad-line")
+        prompts.write_text('{"prompt": "fine"}\n{"prompt": ""}\n', encoding="utf-8")
+    models = "a,b"
+    if "--no-key" in argv:
+        argv.remove("--no-key")
+        monkeypatch.delenv("B_KEY")
+        argv[argv.index("--models") + 1] = models
+    cfg: list[Any] = ["--config", config(fake, tmp_path)]
+    if "--no-config" in argv:
+        argv.remove("--no-config")
+        cfg = []
+    (tmp_path / "rubric.txt").write_text("Grade strictly.", encoding="utf-8")
+    (tmp_path / "empty.txt").write_text(" \n", encoding="utf-8")
+    out = tmp_path / "records.jsonl"
+    code, _, err = run(["label", prompts, "--out", out, *cfg, *argv], capsys)
+    assert code == 2
+    assert err.startswith("switchpoint: error:") and "Traceback" not in err
+    assert message in err, err
+    assert fake.requests() == []
+    assert not out.exists() and not (tmp_path / "data").exists()

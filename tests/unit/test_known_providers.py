@@ -1,0 +1,93 @@
+"""The provider table decides where a model's requests go, with which key and which adapter:
+a model that names a provider and no ``base_url`` reaches that provider, never OpenAI."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from switchpoint.catalog import ModelCard
+from switchpoint.errors import MissingApiKey, UnsupportedRequest
+from switchpoint.gateway.providers import ClientPool, ProviderRegistry, Timeouts
+from switchpoint.gateway.providers.anthropic import AnthropicProvider
+from switchpoint.known_providers import (
+    KNOWN_PROVIDERS,
+    OPENAI_COMPATIBLE,
+    check_provider,
+    infer_provider,
+)
+
+pytestmark = pytest.mark.anyio
+
+REQUEST = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+OPENAI_ANSWER = {"id": "c", "object": "chat.completion", "model": "m", "choices": [
+    {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+ANTHROPIC_ANSWER = {"id": "msg", "type": "message", "role": "assistant", "model": "m",
+                    "content": [{"type": "text", "text": "ok"}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 1, "output_tokens": 1}}
+
+
+def recording_registry(env: dict[str, str]) -> tuple[ProviderRegistry, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = ANTHROPIC_ANSWER if request.url.path.endswith("/messages") else OPENAI_ANSWER
+        return httpx.Response(200, json=body)
+
+    pool = ClientPool(transport=httpx.MockTransport(answer))
+    return ProviderRegistry(pool, env=env), seen
+
+
+@pytest.mark.parametrize("name", [n for n in KNOWN_PROVIDERS if n != OPENAI_COMPATIBLE])
+async def test_a_model_naming_a_provider_goes_to_that_providers_url_with_its_key(
+        name: str) -> None:
+    spec = KNOWN_PROVIDERS[name]
+    env = {spec.api_key_env: f"key-of-{name}"} if spec.api_key_env else {}
+    registry, seen = recording_registry(env)
+    card = ModelCard(f"{name}-model", provider=name)
+    provider = registry.for_card(card)
+    assert isinstance(provider, AnthropicProvider) == (spec.wire == "anthropic")
+    answer = await provider.complete(REQUEST, card, Timeouts())
+    assert answer.body["choices"][0]["message"]["content"] == "ok"
+    (request,) = seen
+    assert spec.base_url is not None
+    endpoint = "/v1/messages" if spec.wire == "anthropic" else "/chat/completions"
+    assert str(request.url) == spec.base_url.rstrip("/") + endpoint
+    assert json.loads(request.content)["model"] == f"{name}-model"
+    sent_key = request.headers.get("x-api-key") or request.headers.get("authorization")
+    if spec.api_key_env is None:
+        assert sent_key is None  # a local server: no key
+    else:
+        assert sent_key in (f"key-of-{name}", f"Bearer key-of-{name}")
+
+
+async def test_a_providers_key_is_required_at_its_url_and_never_sent_elsewhere() -> None:
+    registry, seen = recording_registry({"GROQ_API_KEY": "gsk"})
+    with pytest.raises(MissingApiKey, match="MISTRAL_API_KEY"):
+        await registry.for_card(ModelCard("m", provider="mistral")).complete(
+            REQUEST, ModelCard("m", provider="mistral"), Timeouts())
+    assert seen == []
+    proxy = ModelCard("g", provider="groq", base_url="http://127.0.0.1:9/v1")
+    await registry.for_card(proxy).complete(REQUEST, proxy, Timeouts())
+    assert "authorization" not in seen[0].headers  # a URL of the model's own: no implied key
+
+
+async def test_a_model_without_any_url_fails_loudly_instead_of_going_to_openai() -> None:
+    registry, seen = recording_registry({})
+    card = ModelCard("local", provider=OPENAI_COMPATIBLE)
+    with pytest.raises(UnsupportedRequest, match="no base_url"):
+        await registry.for_card(card).complete(REQUEST, card, Timeouts())
+    assert seen == []
+
+
+def test_provider_names_and_inference() -> None:
+    assert check_provider(" Groq ") == "groq"
+    with pytest.raises(ValueError, match="did you mean 'openrouter'"):
+        check_provider("open-router")
+    assert infer_provider(None) == "openai"
+    assert infer_provider("https://openrouter.ai/api/v1/") == "openrouter"
+    assert infer_provider("http://localhost:11434/v1") == "ollama"
+    assert infer_provider("http://127.0.0.1:9100/v1") == OPENAI_COMPATIBLE

@@ -1,0 +1,362 @@
+"""Labelling's pure parts: the judge's strict reply parser, reference scoring, the prompts file,
+and what a rerun resumes from (the output and its journal), all without calling anything."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from switchpoint.errors import JudgeReplyError, LabellingError
+from switchpoint.labelling import (
+    CONTRACT,
+    DEFAULT_RUBRIC,
+    Judge,
+    LabelPrompt,
+    parse_judge_reply,
+    parse_prompts,
+    read_prompts,
+    reference_score,
+)
+from switchpoint.labelling import journal as jr
+from switchpoint.labelling.reference import answer_number, normalise, parse_number
+from switchpoint.records import load_records
+
+# The judge's replies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("reply", "score"), [
+    ('{"score": 0.8}', 0.8),
+    ('{"score":1}', 1.0),
+    ('{"score": 0}', 0.0),
+    ('  {"score": 0.25}\n', 0.25),
+    ('{"score": 0.7, "reason": "right, but terse"}', 0.7),
+    ('{"reason": "fine", "score": 5e-1}', 0.5),
+    ('```json\n{"score": 0.9}\n```', 0.9),
+    ('```\n{"score": 0.4}\n```', 0.4),
+    ("0.8", 0.8),
+    ("1", 1.0),
+    ("1.0", 1.0),
+    (".5", 0.5),
+    ("0\n", 0.0),
+])
+def test_the_judge_protocol_accepts_a_score_object_or_a_bare_number(reply: str,
+                                                                     score: float) -> None:
+    assert parse_judge_reply(reply) == score
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (None, "no text"),
+    ("", "empty"),
+    ("   \n ", "empty"),
+    ("Score: 0.8", "neither a JSON object"),
+    ("80%", "neither a JSON object"),
+    ("4/5", "neither a JSON object"),
+    ("0,8", "neither a JSON object"),
+    ("zero point eight", "neither a JSON object"),
+    ("1e-1", "neither a JSON object"),
+    ("0.8 0.9", "neither a JSON object"),
+    ("8", "outside [0, 1]"),
+    ("1.2", "outside [0, 1]"),
+    ("-0.1", "outside [0, 1]"),
+    ('{"score": 8}', "outside [0, 1]"),
+    ('{"score": -0.5}', "outside [0, 1]"),
+    ('{"score": "0.8"}', "not a number"),
+    ('{"score": true}', "not a number"),
+    ('{"score": null}', "not a number"),
+    ('{"score": [0.8]}', "not a number"),
+    ('{"score": {"value": 0.8}}', "not a number"),
+    ('{"score": NaN}', "not a finite number"),
+    ('{"score": Infinity}', "not a finite number"),
+    ('{"Score": 0.8}', "no 'score' key"),
+    ('{"rating": 0.8}', "no 'score' key"),
+    ("{}", "no 'score' key"),
+    ('{"score": 0.8', "not valid JSON"),
+    ("{score: 0.8}", "not valid JSON"),
+    ('{"score": 0.8, "score": 0.2}', "repeats 'score'"),
+    ('{"score": 0.8}\n{"score": 0.1}', "text after the JSON object"),
+    ('{"score": 0.8} I am confident.', "text after the JSON object"),
+    ("[0.8]", "neither a JSON object"),
+    ("The answer is correct.\n0.9", "text besides the score"),
+    ('Reasoning first.\n{"score": 0.9}', "text besides the score"),
+    ("0.8\nThe answer is mostly right.", "text besides the score"),
+    ('```json\n{"score": 0.9}\n```\nHope this helps', "text besides the score"),
+])
+def test_anything_else_is_refused_with_a_reason_never_guessed(reply: str | None,
+                                                               reason: str) -> None:
+    with pytest.raises(JudgeReplyError) as info:
+        parse_judge_reply(reply)
+    assert reason in info.value.reason
+    assert info.value.reply == (reply or "")
+
+
+def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why() -> None:
+    custom = Judge("grader", rubric="Grade SQL answers: 1 only if the query runs and is right.")
+    system, user = custom.messages("List the users.", "SELECT * FROM users;")
+    assert system["role"] == "system"
+    assert system["content"].startswith("Grade SQL answers")
+    assert system["content"].endswith(CONTRACT)
+    assert "List the users." in user["content"] and "SELECT * FROM users;" in user["content"]
+    assert Judge("grader").messages("q", "a")[0]["content"].startswith(DEFAULT_RUBRIC)
+    with pytest.raises(JudgeReplyError) as info:
+        parse_judge_reply("8/10")
+    retry = custom.retry_messages("List the users.", "SELECT * FROM users;", info.value)
+    assert retry[:2] == [system, user]
+    assert retry[2] == {"role": "assistant", "content": "8/10"}
+    assert retry[3]["role"] == "user"
+    assert info.value.reason in retry[3]["content"] and '{"score": S}' in retry[3]["content"]
+    assert custom.rubric_id != Judge("grader").rubric_id
+    with pytest.raises(ValueError, match="rubric: is empty"):
+        Judge("grader", rubric="  ")
+
+
+# Reference answers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("answer", "reference", "score"), [
+    # Numbers: the marked final answer, else the last number; separators, $ and % ignored.
+    ("Natalia sold 48 + 24 = 72 clips.\n#### 72", "72", 1.0),
+    ("She has 18 dollars left.", 18, 1.0),
+    ("The answer is $1,234.", "1234", 1.0),
+    ("So the total is 1234.0", "$1,234", 1.0),
+    ("Final answer: -3", "-3", 1.0),
+    ("5 - 8 = -3", -3, 1.0),
+    ("Half of it: 0.75", "3/4", 1.0),
+    ("3/4 of the cake", 0.75, 1.0),
+    ("\\boxed{42}, then 7 more steps", "42", 1.0),
+    ("Answer: 12 apples (3 boxes of 4)", "12", 1.0),
+    ("the rate is 50%", "50%", 1.0),
+    ("It weighs 18kg", "18", 1.0),
+    ("It is 71.9", "72", 0.0),
+    ("#### 73", "72", 0.0),
+    ("Answer: 12 apples, not 13", "13", 0.0),
+    ("I do not know.", "72", 0.0),
+    ("version v1.5 of it", "1.5", 0.0),
+    # Text: normalised equality of the whole answer or one of its final-answer places.
+    ("Paris", "paris", 1.0),
+    ("The answer is Paris.", "Paris", 1.0),
+    ("**Paris**", "Paris", 1.0),
+    ("Answer: (B)", "B", 1.0),
+    ("Let me think.\nB", "b", 1.0),
+    ("The U.S.A.", "USA", 1.0),
+    ("Ｐａｒｉｓ", "Paris", 1.0),
+    ("Paris, France", "Paris", 0.0),
+    ("B) Mercury", "B", 0.0),
+    ("Not Paris.", "Paris", 0.0),
+    ("", "Paris", 0.0),
+])
+def test_reference_scoring(answer: str, reference: str | float, score: float) -> None:
+    assert reference_score(answer, reference) == score
+
+
+def test_reference_helpers() -> None:
+    assert parse_number("1,234.5") == 1234.5
+    assert parse_number("3/4") == 0.75
+    assert parse_number("Paris") is None
+    assert parse_number("1984 (the novel)") is None  # text: compared as text
+    assert parse_number(math.inf) is None
+    assert answer_number("no digits here") is None
+    assert normalise("  The  **Quick**, brown fox! ") == "quick brown fox"
+    assert reference_score(None, "x") == 0.0
+
+
+# The prompts file ------------------------------------------------------------------------------
+
+
+def test_plain_text_is_one_prompt_per_line_with_an_id_from_its_text() -> None:
+    items = parse_prompts(["What is 2+2?\n", "\n", "Name a prime.\r\n"])
+    assert [p.prompt for p in items] == ["What is 2+2?", "Name a prime."]
+    assert [p.line for p in items] == [1, 3]
+    assert items[0].id.startswith("p-") and items[0].id != items[1].id
+    assert parse_prompts(["Name a prime.\n"])[0].id == items[1].id  # stable across reruns
+
+
+def test_jsonl_fields() -> None:
+    items = parse_prompts([
+        json.dumps({"id": 7, "prompt": "Sum 2 and 3", "task": "math", "split": "train",
+                    "reference": 5}),
+        json.dumps({"prompt": "Capital of France?", "reference": "Paris", "source": "x"}),
+        json.dumps({"prompt": "Rows", "scores": {"a": 1}, "costs": {"a": 0}}),  # a records line
+    ])
+    assert items[0] == LabelPrompt(id="7", prompt="Sum 2 and 3", task="math", split="train",
+                                   reference=5.0, line=1)
+    assert items[1].reference == "Paris" and items[1].task is None
+    assert items[2].reference is None
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (['{"prompt": "a"}', "plain text"], "line 2: not valid JSON"),
+    (['{"id": "x"}'], "line 1: missing field 'prompt'"),
+    (['{"prompt": ""}'], "line 1: field 'prompt' must be a non-empty string"),
+    (['{"prompt": 3}'], "line 1: field 'prompt' must be a non-empty string"),
+    (['{"prompt": "a", "id": true}'], "line 1: field 'id' must be"),
+    (['{"prompt": "a", "task": 3}'], "line 1: field 'task' must be a non-empty string"),
+    (['{"prompt": "a", "split": ""}'], "line 1: field 'split' must be a non-empty string"),
+    (['{"prompt": "a", "reference": true}'], "line 1: field 'reference' must be a string"),
+    (['{"prompt": "a", "reference": ""}'], "line 1: field 'reference' is empty"),
+    (['{"prompt": "a", "reference": [1]}'], "line 1: field 'reference' must be a string"),
+    (['{"prompt": "a", "reference": NaN}'], "line 1: field 'reference' must be a finite"),
+    (['{"prompt": "a", "refrence": "b"}'], "line 1: unknown field 'refrence'; did you mean "
+                                           "'reference'?"),
+    (['{"prompt": "a", "id": "x"}', '{"prompt": "b", "id": "x"}'],
+     "line 2: repeats id 'x' of line 1"),
+    (['{"prompt": "same"}', '{"prompt": "same"}'], "line 2: repeats the prompt of line 1"),
+    (["same\n", "other\n", "same\n"], "line 3: repeats the prompt of line 1"),
+    (['{"prompt": "a"}', '["a list"]'], "line 2: each line must be a JSON object"),
+    (["", "  "], "no prompts found"),
+])
+def test_bad_lines_are_named(lines: list[str], message: str) -> None:
+    with pytest.raises(LabellingError) as info:
+        parse_prompts(lines, source="prompts")
+    assert str(info.value).startswith("prompts")
+    assert message in str(info.value)
+
+
+def test_read_prompts_checks_the_file(tmp_path: Path) -> None:
+    with pytest.raises(LabellingError, match="file not found"):
+        read_prompts(tmp_path / "missing.jsonl")
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9?\n".encode("latin-1"))
+    with pytest.raises(LabellingError, match="not UTF-8"):
+        read_prompts(latin)
+
+
+# Resuming --------------------------------------------------------------------------------------
+
+KEY = jr.RunKey(models=("a", "b"), judge="j", rubric="r1", max_tokens=None)
+
+
+def _prompts(n: int = 3) -> list[LabelPrompt]:
+    return [LabelPrompt(id=f"p{i}", prompt=f"Prompt {i}?", line=i + 1) for i in range(n)]
+
+
+def _record(i: int, models: tuple[str, ...] = ("a", "b")) -> str:
+    return json.dumps({"id": f"p{i}", "prompt": f"Prompt {i}?",
+                       "scores": {m: 0.5 for m in models}, "costs": {m: 0.001 for m in models}})
+
+
+def _scored(i: int, model: str, score: float = 0.7) -> str:
+    prompt = _prompts(i + 1)[i]
+    return json.dumps(jr.Scored(id=prompt.id, model=model, digest=prompt.digest, score=score,
+                                cost_usd=0.002, by="judge", judge_cost_usd=0.0001).to_line())
+
+
+def test_nothing_to_resume(tmp_path: Path) -> None:
+    state = jr.inspect(tmp_path / "out.jsonl", _prompts(), KEY)
+    assert state.done == set() and state.scored == {} and state.notes == []
+    state.apply()
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_half_written_last_line_is_dropped_with_a_note_and_only_then(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    before = (_record(0) + "\n" + _record(1)[:30]).encode()
+    out.write_bytes(before)
+    state = jr.inspect(out, _prompts(), KEY)
+    assert state.done == {"p0"}
+    assert out.read_bytes() == before  # inspecting changes nothing
+    assert any("dropped the half-written last line (line 2)" in n for n in state.notes)
+    state.apply()
+    assert out.read_text() == _record(0) + "\n"
+    assert load_records(out).ids == ["p0"]
+
+
+def test_a_whole_last_line_without_its_newline_is_kept(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(_record(0) + "\n" + _record(1))
+    state = jr.inspect(out, _prompts(), KEY)
+    assert state.done == {"p0", "p1"} and state.notes == []
+    state.apply()
+    assert out.read_text() == _record(0) + "\n" + _record(1) + "\n"
+
+
+def test_the_journal_keeps_scored_answers_of_unfinished_prompts(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(_record(0) + "\n")
+    failed = json.dumps(jr.failure_line(_prompts()[2], "a", "judge", "unreadable"))
+    journal = jr.journal_path(out)
+    journal.write_text("\n".join([json.dumps(KEY.header()), _scored(0, "a"), _scored(0, "b"),
+                                  _scored(1, "a", 0.25), failed, _scored(2, "b")[:20]]))
+    state = jr.inspect(out, _prompts(), KEY)
+    assert state.done == {"p0"}
+    assert set(state.scored) == {("p1", "a")}  # p0 is done; p2/a failed; p2/b half-written
+    assert state.scored[("p1", "a")].score == 0.25
+    assert state.journal_has_header
+    assert any("half-written" in n and "journal" in n for n in state.notes)
+
+
+def test_journal_answers_for_a_changed_prompt_are_not_reused(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n" + _scored(1, "a") + "\n")
+    changed = [_prompts()[0], LabelPrompt(id="p1", prompt="Another prompt", line=2)]
+    state = jr.inspect(out, changed, KEY)
+    assert state.scored == {}
+    assert any("no longer in the prompts file (or changed since)" in n for n in state.notes)
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    (jr.RunKey(models=("a", "c"), judge="j", rubric="r1"), "--models a,b then, a,c now"),
+    (jr.RunKey(models=("a", "b"), judge="k", rubric="r1"), "--judge j then, k now"),
+    (jr.RunKey(models=("a", "b"), judge="j", rubric="r2"), "--rubric (another rubric then)"),
+    (jr.RunKey(models=("a", "b"), judge="j", rubric="r1", max_tokens=64),
+     "--max-tokens (none) then, 64 now"),
+])
+def test_a_journal_of_other_settings_is_refused(tmp_path: Path, key: jr.RunKey,
+                                                message: str) -> None:
+    out = tmp_path / "out.jsonl"
+    jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n")
+    with pytest.raises(LabellingError, match="other settings") as info:
+        jr.inspect(out, _prompts(), key)
+    assert message in str(info.value) and "--restart" in str(info.value)
+
+
+def test_the_same_models_in_another_order_resume(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n" + _scored(1, "a") + "\n")
+    again = jr.RunKey(models=("b", "a"), judge="j", rubric="r1")
+    assert set(jr.inspect(out, _prompts(), again).scored) == {("p1", "a")}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (_record(7) + "\n", "id 'p7', which is not in the prompts file"),
+    (_record(0, ("a",)) + "\n", "labels a, not the models asked for (a, b)"),
+    (_record(0, ("a", "b", "c")) + "\n", "labels a, b, c, not the models asked for"),
+    (_record(0).replace("Prompt 0?", "Other") + "\n", "another prompt than line 1"),
+    ("not json\n" + _record(0) + "\n", "line 1: not valid JSON"),
+    (_record(0) + "\n" + _record(0) + "\n", "duplicate id 'p0'"),
+])
+def test_an_output_that_is_not_this_runs_is_refused(tmp_path: Path, content: str,
+                                                    message: str) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(content)
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert message in str(info.value) and "--restart" in str(info.value)
+    assert out.read_text() == content
+
+
+def test_a_journal_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    journal = jr.journal_path(out)
+    journal.write_text('{"id": "p0"}\n')
+    with pytest.raises(LabellingError, match="not a labelling journal's header"):
+        jr.inspect(out, _prompts(), KEY)
+    journal.write_text(json.dumps(KEY.header()) + '\n{"id": "p0", "model": "a"}\n')
+    with pytest.raises(LabellingError, match="line 2: 'digest' is missing"):
+        jr.inspect(out, _prompts(), KEY)
+    journal.write_text(json.dumps(KEY.header()) + "\n" + _scored(0, "z") + "\n")
+    with pytest.raises(LabellingError, match="model 'z' is not one of --models"):
+        jr.inspect(out, _prompts(), KEY)
+
+
+def test_lines_are_appended_whole(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "out.jsonl"
+    writer = jr.LineWriter(path)
+    writer.append({"a": "é"})
+    writer.append({"b": 2})
+    writer.close()
+    assert path.read_text(encoding="utf-8") == '{"a": "é"}\n{"b": 2}\n'
+    with pytest.raises(LabellingError, match="is closed"):
+        writer.append({"c": 3})

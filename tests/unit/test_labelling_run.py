@@ -1,0 +1,382 @@
+"""A labelling run through the in-process gateway, its upstream an in-process adapter: the
+judge's reminder and failures, reference scoring, costs, bounded concurrency, progress, resuming
+what a failed or stopped run left, and every check made before anything is called."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.catalog import ModelCard
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import (
+    ConfigError,
+    InvalidInputError,
+    LabellingError,
+    ServerError,
+    SwitchpointError,
+)
+from switchpoint.gateway import Gateway
+from switchpoint.gateway.live import RouterFactory
+from switchpoint.gateway.providers import ProviderResponse, Timeouts
+from switchpoint.labelling import CONTRACT, Judge, alabel, label
+from switchpoint.labelling.journal import journal_path
+from switchpoint.records import load_records
+
+pytestmark = pytest.mark.anyio
+
+FACTORY = RouterFactory()  # one router build for the module's gateways
+PRICES = {"a": (1.0, 2.0), "b": (3.0, 4.0), "judge": (0.5, 0.5)}
+GATEWAY = {"max_attempts_per_model": 1, "backoff_base_s": 0, "backoff_cap_s": 0,
+           "failure_threshold": 1000, "error_rate_threshold": 1.0}
+
+
+class Upstream:
+    """Answers as models do: ``answer of MODEL: PROMPT`` (or ``answers[(model, prompt)]``); the
+    judge says the next of ``judge_script``, else ``judge_default``. Usage: 10 prompt tokens per
+    message, 5 completion tokens (``usage=False`` or ``no_usage(model, prompt)``: none)."""
+
+    def __init__(self, *, judge_default: str = '{"score": 0.6}', delay: float = 0.0) -> None:
+        self.judge_script: deque[str] = deque()
+        self.judge_default = judge_default
+        self.answers: dict[tuple[str, str], str] = {}
+        self.fail: Callable[[str, str], bool] = lambda model, prompt: False
+        self.no_usage: Callable[[str, str], bool] = lambda model, prompt: False
+        self.delay = delay
+        self.calls: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    def prompts_called(self, model: str) -> list[str]:
+        return [m[-1]["content"] for name, m, _ in self.calls if name == model]
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        model, messages = card.name, list(request["messages"])
+        self.calls.append((model, messages, dict(request)))
+        prompt = messages[-1]["content"]
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        if self.fail(model, prompt):
+            raise ServerError("upstream exploded", model=model, status=500)
+        if model == "judge":
+            text = self.judge_script.popleft() if self.judge_script else self.judge_default
+        else:
+            text = self.answers.get((model, prompt), f"answer of {model}: {prompt}")
+        body: dict[str, Any] = {
+            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}]}
+        if not self.no_usage(model, prompt):
+            body["usage"] = {"prompt_tokens": 10 * len(messages), "completion_tokens": 5,
+                             "total_tokens": 10 * len(messages) + 5}
+        return ProviderResponse(body=body, model=model)
+
+    def stream(self, request: Mapping[str, Any], card: ModelCard,
+               timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        raise NotImplementedError
+
+
+def cost(model: str, messages: int = 1) -> float:
+    inp, outp = PRICES[model]
+    return (10 * messages * inp + 5 * outp) / 1e6
+
+
+def settings_for(tmp_path: Path, **changes: Any) -> Settings:
+    models = [{"name": n, "base_url": "http://127.0.0.1:9/v1", "input_per_mtok": i,
+               "output_per_mtok": o} for n, (i, o) in PRICES.items()]
+    data: dict[str, Any] = {"models": models, "data_dir": str(tmp_path / "data"),
+                            "gateway": GATEWAY}
+    data.update(changes)
+    return load_settings(overrides=data, environ={})
+
+
+def gateway_for(tmp_path: Path, upstream: Upstream) -> Gateway:
+    gateway = Gateway(settings_for(tmp_path), loader=FACTORY, store=False, env={},
+                      providers={"openai": upstream})
+    gateway.start()
+    return gateway
+
+
+def write_prompts(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def rows(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"id": f"p{i}", "prompt": f"Question {i}?", **extra} for i in range(n)]
+
+
+def records_of(path: Path) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len({r["id"] for r in lines}) == len(lines), "duplicate records"
+    return {r["id"]: r for r in lines}
+
+
+# A whole run -----------------------------------------------------------------------------------
+
+
+async def test_labels_by_judge_and_by_reference_with_real_costs(tmp_path: Path) -> None:
+    up = Upstream()
+    up.answers[("b", "Capital of France?")] = "The answer is Paris."
+    prompts = write_prompts(tmp_path / "prompts.jsonl", [
+        {"id": "open", "prompt": "Write a haiku about rain.", "task": "poetry",
+         "split": "train"},
+        {"id": "open2", "prompt": "Explain recursion briefly.", "split": "test"},
+        {"id": "num", "prompt": "What is 6 times 7? 42", "reference": 42},
+        {"id": "text", "prompt": "Capital of France?", "reference": "Paris"},
+    ])
+    out = tmp_path / "out" / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    records = records_of(out)
+    assert set(records) == {"open", "open2", "num", "text"}
+    assert records["open"]["scores"] == {"a": 0.6, "b": 0.6}
+    assert records["open"]["task"] == "poetry" and records["open"]["split"] == "train"
+    assert "task" not in records["num"] and "split" not in records["num"]
+    assert records["num"]["scores"] == {"a": 1.0, "b": 1.0}
+    assert records["text"]["scores"] == {"a": 0.0, "b": 1.0}
+    for record in records.values():  # the upstream's usage at the catalog's prices
+        assert record["costs"] == {"a": pytest.approx(cost("a")), "b": pytest.approx(cost("b"))}
+    loaded = load_records(out)  # the routing-records format, as fit and add-model read it
+    assert loaded.models == ["a", "b"] and len(loaded) == 4
+    # Every call was exact: the models and the judge, nothing else; no judge for references.
+    assert sorted(up.prompts_called("a")) == sorted(
+        ["Write a haiku about rain.", "Explain recursion briefly.", "What is 6 times 7? 42",
+         "Capital of France?"])
+    judge_calls = [m for name, m, _ in up.calls if name == "judge"]
+    assert len(judge_calls) == 4
+    assert all(m[0]["content"].endswith(CONTRACT) for m in judge_calls)
+    assert {m[1]["content"] for m in judge_calls} >= {
+        "[Request]\nWrite a haiku about rain.\n\n[Answer to grade]\nanswer of a: Write a haiku "
+        "about rain."}
+    # The judge's cost is counted apart, not in the records.
+    assert report.answer_calls == 8 and report.judge_calls == 4 and report.by_reference == 4
+    assert report.answers_cost_usd == pytest.approx(4 * (cost("a") + cost("b")))
+    assert report.judge_cost_usd == pytest.approx(4 * cost("judge", messages=2))
+    assert report.total_cost_usd == pytest.approx(report.answers_cost_usd
+                                                  + report.judge_cost_usd)
+    assert report.complete and report.labelled == 4 and not report.failures
+    assert report.mean_scores == {"a": pytest.approx(0.55), "b": pytest.approx(0.8)}
+    assert not journal_path(out).exists()  # done: the journal goes
+    text = report.summary()
+    assert "labelled 4 of 4 prompts with a, b (judge: judge)" in text
+    assert "4 scored by reference" in text and "4 to the judge" in text
+    assert json.loads(json.dumps(report.to_dict()))["cost_usd"]["judge"] > 0
+
+
+async def test_an_unreadable_judge_is_reminded_once_then_a_failure_that_a_rerun_retries(
+        tmp_path: Path) -> None:
+    up = Upstream()
+    # concurrency 1: units go p0/a, p0/b, p1/a, p1/b.
+    up.judge_script.extend(["I would say 0.8", '{"score": 0.9}', "8/10", "Score: eight"])
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(2))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway,
+                              concurrency=1)
+        judge_calls = [m for name, m, _ in up.calls if name == "judge"]
+        assert len(judge_calls) == 6 and report.judge_calls == 6
+        reminder = judge_calls[1]
+        assert reminder[2] == {"role": "assistant", "content": "I would say 0.8"}
+        assert "neither a JSON object" in reminder[3]["content"]
+        assert report.judge_reminders == 2
+        [failure] = report.failures
+        assert (failure.id, failure.model, failure.stage) == ("p0", "b", "judge")
+        assert "'8/10'" in failure.message and "'Score: eight'" in failure.message
+        assert not report.complete and report.remaining == 1
+        assert set(records_of(out)) == {"p1"}
+        assert "1 prompt not labelled yet: run the same command again" in report.summary()
+        journal = journal_path(out).read_text().splitlines()
+        assert json.loads(journal[0])["judge"] == "judge"
+        assert any(json.loads(line).get("failed") == "judge" for line in journal)
+
+        # The rerun asks only for what failed: p0/b, and the judge for it.
+        up.calls.clear()
+        again = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert [(name, m[-1]["content"]) for name, m, _ in up.calls] == [
+        ("b", "Question 0?"),
+        ("judge", "[Request]\nQuestion 0?\n\n[Answer to grade]\nanswer of b: Question 0?")]
+    assert again.reused == 1 and again.labelled == 1 and again.already_labelled == 1
+    assert again.complete
+    assert records_of(out)["p0"]["scores"] == {"a": 0.9, "b": 0.6}
+    assert not journal_path(out).exists()
+
+
+async def test_a_failed_answer_is_a_failure_not_a_score(tmp_path: Path) -> None:
+    up = Upstream()
+    up.fail = lambda model, prompt: model == "b" and prompt == "Question 1?"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        [failure] = report.failures
+        assert (failure.id, failure.model, failure.stage) == ("p1", "b", "answer")
+        assert "upstream exploded" in failure.message
+        assert set(records_of(out)) == {"p0", "p2"}
+        up.fail = lambda model, prompt: False
+        up.calls.clear()
+        again = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert [name for name, _, _ in up.calls] == ["b", "judge"]
+    assert again.complete and set(records_of(out)) == {"p0", "p1", "p2"}
+
+
+async def test_concurrency_is_bounded_and_progress_counts_every_answer(tmp_path: Path) -> None:
+    up = Upstream(delay=0.02)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(8))
+    out = tmp_path / "records.jsonl"
+    seen: list[tuple[str, int, int]] = []
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway,
+                              concurrency=3, progress=lambda *a: seen.append(a))
+    finally:
+        await gateway.aclose()
+    assert up.max_in_flight == 3
+    assert report.complete and len(records_of(out)) == 8
+    assert seen[0][1:] == (0, 16) and seen[-1][1:] == (16, 16)
+    assert [d for _, d, _ in seen] == list(range(17))
+    assert seen[0][0] == "labelling 8 prompts with 2 models (16 answers, judged by judge)"
+
+
+async def test_an_upstream_without_usage_stops_the_run_keeping_what_was_finished(
+        tmp_path: Path) -> None:
+    up = Upstream()
+    up.no_usage = lambda model, prompt: model == "b" and prompt == "Question 1?"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        with pytest.raises(LabellingError) as info:
+            await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway,
+                         concurrency=1)
+    finally:
+        await gateway.aclose()
+    message = str(info.value)
+    assert "'b' answered without token usage" in message
+    assert "base_url" in message and "rerun to resume" in message
+    assert set(records_of(out)) == {"p0"}
+    journal = [json.loads(line) for line in journal_path(out).read_text().splitlines()]
+    assert ("p1", "a") in {(e.get("id"), e.get("model")) for e in journal}
+
+
+async def test_resume_restart_and_an_all_reference_run_without_a_judge(tmp_path: Path) -> None:
+    up = Upstream()
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3, reference="Question"))
+    out = tmp_path / "records.jsonl"
+    noted: list[str] = []
+    gateway = gateway_for(tmp_path, up)
+    try:
+        first = await alabel(prompts, ["a"], out, gateway=gateway)
+        assert first.complete and first.judge is None and first.judge_calls == 0
+        assert len(up.calls) == 3
+        again = await alabel(prompts, ["a"], out, gateway=gateway, notes=noted.append)
+        assert len(up.calls) == 3  # nothing left to do
+        assert again.already_labelled == 3 and again.labelled == 0
+        assert noted == [f"all 3 prompts are already labelled in {out} (--restart labels them "
+                         "again)"]
+        restarted = await alabel(prompts, ["a"], out, gateway=gateway, resume=False)
+    finally:
+        await gateway.aclose()
+    assert len(up.calls) == 6 and restarted.labelled == 3
+    assert len(records_of(out)) == 3
+
+
+def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
+    up = Upstream()
+    prompts = [{"prompt": "Question 0?"}, "Question 1?"]
+    with Gateway(settings_for(tmp_path), loader=FACTORY, store=False, env={},
+                 providers={"openai": up}) as gateway:
+        gateway.start()
+        report = label(prompts, "a,b", tmp_path / "records.jsonl",
+                       judge=Judge("judge", params={"temperature": 0}), gateway=gateway)
+        assert report.complete and report.labelled == 2
+        assert all(req.get("temperature") == 0 for name, _, req in up.calls
+                   if name == "judge")
+        # Every prompt with a reference: the judge given is not called, and that is said.
+        up.calls.clear()
+        notes: list[str] = []
+        label([{"prompt": "Say 4", "reference": 4}], ["a"], tmp_path / "ref.jsonl",
+              judge="judge", gateway=gateway, notes=notes.append)
+    assert [name for name, _, _ in up.calls] == ["a"]
+    assert notes == ["every prompt has a reference, so the judge 'judge' is not called"]
+
+
+# Checks before anything is called ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (dict(models=["a", "zeta"]), InvalidInputError,
+     "models: 'zeta' is not in the catalog of the config (--config FILE) (it has a, b, judge)"),
+    (dict(judge="nobody"), InvalidInputError, "judge: 'nobody' is not in the catalog"),
+    (dict(judge=None), LabellingError, "the prompts of lines 1, 2 have no 'reference', so a "
+                                       "judge must score the answers: give --judge MODEL"),
+    (dict(models=["a", "a"]), InvalidInputError, "models: 'a' is listed twice"),
+    (dict(models=[]), InvalidInputError, "give at least one catalog model"),
+    (dict(concurrency=0), InvalidInputError, "concurrency: must be an integer from 1 to 256"),
+    (dict(max_tokens=0), InvalidInputError, "max_tokens: must be an integer >= 1"),
+    (dict(prompts="missing.jsonl"), LabellingError, "file not found"),
+    (dict(prompts=[{"prompt": "ok"}, {"prompt": ""}]), LabellingError,
+     "prompts, line 2: field 'prompt' must be a non-empty string"),
+    (dict(settings=dict(models=[{"name": "a", "profile": "claude-v2"},
+                                {"name": "judge", "input_per_mtok": 1, "output_per_mtok": 1}])),
+     ConfigError, "models[0].input_per_mtok: 'a' has no input_per_mtok or output_per_mtok, so "
+                  "its answers' cost is unknown; add both prices"),
+    (dict(models=["b"], settings=dict(models=[
+        {"name": "b", "input_per_mtok": 1, "output_per_mtok": 1},
+        {"name": "judge", "input_per_mtok": 1, "profile": "claude-v2"}])),
+     ConfigError, "models[1].output_per_mtok: 'judge' has no output_per_mtok, so the judge's"),
+    (dict(settings=dict(models=None)), ConfigError, "has no catalog (models:)"),
+    (dict(settings=dict(models=[
+        {"name": "a", "input_per_mtok": 1, "output_per_mtok": 1, "api_key_env": "A_KEY"},
+        {"name": "judge", "input_per_mtok": 1, "output_per_mtok": 1}])),
+     ConfigError, "models[0].api_key_env: $A_KEY (the API key of 'a') is not set"),
+])
+async def test_bad_input_is_refused_before_anything_is_called(
+        tmp_path: Path, call: dict[str, Any], error: type[SwitchpointError],
+        message: str) -> None:
+    prompts = call.pop("prompts", None)
+    if prompts is None:
+        prompts = write_prompts(tmp_path / "prompts.jsonl", rows(2))
+    elif isinstance(prompts, str):
+        prompts = tmp_path / prompts
+    changes = call.pop("settings", {})
+    settings = settings_for(tmp_path, **changes)
+    out = tmp_path / "records.jsonl"
+    kwargs: dict[str, Any] = {"models": ["a"], "judge": "judge", **call}
+    with pytest.raises(error) as info:
+        await alabel(prompts, kwargs.pop("models"), out, config=settings, env={}, **kwargs)
+    assert message in str(info.value)
+    assert not out.exists() and not journal_path(out).exists()
+    assert not (tmp_path / "data").exists()  # no gateway was even built
+
+
+async def test_a_gateway_and_a_config_together_are_refused(tmp_path: Path) -> None:
+    up = Upstream()
+    gateway = gateway_for(tmp_path, up)
+    try:
+        with pytest.raises(InvalidInputError, match="either a gateway or a config"):
+            await alabel(["q"], ["a"], tmp_path / "o.jsonl", judge="judge", gateway=gateway,
+                         config=settings_for(tmp_path))
+    finally:
+        await gateway.aclose()
+    assert up.calls == []

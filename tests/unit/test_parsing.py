@@ -1,0 +1,66 @@
+"""Chat bodies are read as strictly as routing requests: bad input is a 400 naming the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.parsing import MAX_DEPTH, check_chat_body, parse_chat_body, upstream_body
+
+GOOD = {"model": "auto", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.2}
+
+
+def test_a_good_body_comes_back_as_sent() -> None:
+    assert parse_chat_body(json.dumps(GOOD).encode()) == GOOD
+
+
+@pytest.mark.parametrize("raw, field, needle", [
+    (b"", "body", "is empty"),
+    (b"{not json", "body", "not valid JSON"),
+    (b"{\"model\": \"\xff\"}", "body", "UTF-8"),
+    (b'{"model": "auto", "messages": [], "temperature": NaN}', "body", "NaN"),
+    (b'{"model": "auto", "messages": [], "temperature": Infinity}', "body", "Infinity"),
+    (b'{"model": "auto", "messages": [], "temperature": 1e999}', "body", "1e999"),
+    (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', "model", "string"),
+    (b'{"model": "auto", "messages": []}', "messages", "empty"),
+    (b'{"model": "auto", "messages": [{"content": "x"}]}', "messages", "required"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "stream": "yes"}', "stream",
+     "true or false"),
+    (b'[1, 2]', "body", "JSON object"),
+])
+def test_bad_bodies_name_their_field(raw: bytes, field: str, needle: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        parse_chat_body(raw)
+    assert info.value.field == field and needle in str(info.value)
+
+
+def test_deep_nesting_is_refused_before_it_can_hurt() -> None:
+    for depth in (MAX_DEPTH + 1, 990, 5000):
+        raw = ('{"model": "auto", "messages": [{"role": "user", "content": "x"}], "x": '
+               + "[" * depth + "]" * depth + "}").encode()
+        with pytest.raises(InvalidInputError, match="deeper"):
+            parse_chat_body(raw)
+
+
+def test_lone_surrogates_are_refused_and_pairs_accepted() -> None:
+    lone = b'{"model": "auto", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    with pytest.raises(InvalidInputError, match="surrogate") as info:
+        parse_chat_body(lone)
+    assert info.value.field == "messages"
+    pair = b'{"model": "auto", "messages": [{"role": "user", "content": "\\ud83d\\ude00"}]}'
+    assert parse_chat_body(pair)["messages"][0]["content"] == "\N{GRINNING FACE}"
+
+
+def test_python_built_bodies_get_the_same_checks() -> None:
+    with pytest.raises(InvalidInputError, match="not a finite number"):
+        check_chat_body({**GOOD, "temperature": float("nan")})
+    with pytest.raises(InvalidInputError) as info:
+        check_chat_body({**GOOD, "models": []})
+    assert info.value.field == "models"
+
+
+def test_the_gateways_own_fields_never_go_upstream() -> None:
+    body = {**GOOD, "models": ["a", "b"]}
+    assert upstream_body(body) == GOOD and body["models"] == ["a", "b"]

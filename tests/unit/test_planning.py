@@ -1,0 +1,162 @@
+"""Planning who answers a chat request, without HTTP: the ranking rule (pin bonus, health
+penalty), named and auto plans, candidate lists, capability filters and the notes it leaves."""
+
+from __future__ import annotations
+
+import pytest
+
+from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    NoCapableModelError,
+    UnknownModelError,
+)
+from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.planning import ChatCall, Planner, rank_auto
+from switchpoint.gateway.sessions import SessionPinner
+
+pytestmark = pytest.mark.anyio
+
+SCORES = {"a": 0.30, "b": 0.35, "c": 0.50}
+
+
+def tracker() -> HealthTracker:
+    return HealthTracker(config=HealthConfig(failure_threshold=2, cooldown_s=60))
+
+
+def test_rank_auto_keeps_the_routers_order_without_bonus_or_health() -> None:
+    assert rank_auto(SCORES) == ["a", "b", "c"]
+
+
+def test_a_pin_bonus_lifts_a_model_by_exactly_its_amount() -> None:
+    assert rank_auto(SCORES, bonus={"b": 0.04}) == ["a", "b", "c"]  # 0.31 > 0.30
+    assert rank_auto(SCORES, bonus={"b": 0.06}) == ["b", "a", "c"]  # 0.29 < 0.30
+    # A tie (c: 0.50 - 0.20 = a's 0.30) keeps the router's order between the two.
+    assert rank_auto(SCORES, bonus={"c": 0.2}) == ["a", "c", "b"]
+
+
+def test_health_ranks_degraded_and_down_models_last() -> None:
+    health = tracker()
+    assert rank_auto(SCORES, health=health) == ["a", "b", "c"]
+    health.record_failure("a", "server_error")
+    health.record_failure("a", "server_error")  # two in a row: a's circuit opens, a is down
+    assert rank_auto(SCORES, health=health) == ["b", "c", "a"]
+    # A pin bonus does not lift a down model above healthy ones.
+    assert rank_auto(SCORES, bonus={"a": 1.0}, health=health)[-1] == "a"
+
+
+def catalog() -> Catalog:
+    return Catalog([
+        ModelCard("a", profile="a", base_url="http://x/v1", input_per_mtok=1, output_per_mtok=2,
+                  context_window=8_000, fallbacks=("b",)),
+        ModelCard("b", profile="b", base_url="http://x/v1", input_per_mtok=1, output_per_mtok=2,
+                  context_window=32_000, capabilities=("vision",)),
+        ModelCard("c", profile="c", base_url="http://x/v1", input_per_mtok=1, output_per_mtok=2,
+                  context_window=128_000, capabilities=("tools",)),
+    ])
+
+
+def body(model: str = "auto", **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "hello there"}], **extra}
+
+
+class FakeRoute:
+    """Stands in for the live router: scores the allowed models in a fixed order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str], float | None]] = []
+
+    async def __call__(self, text: str, allowed: list[str],
+                       cost_weight: float | None) -> RoutingDecision:
+        self.calls.append((text, allowed, cost_weight))
+        scores = {m: SCORES[m] for m in allowed}
+        best = min(scores, key=scores.__getitem__)
+        return RoutingDecision(best, scores[best], scores[best], scores, 0,
+                               reasoning=["fixed scores"])
+
+
+def planner(health: HealthTracker | None = None) -> Planner:
+    return Planner(health or tracker(), SessionPinner())
+
+
+async def test_a_named_model_plans_its_fallback_chain_without_routing() -> None:
+    route = FakeRoute()
+    plan = await planner().plan(ChatCall(body("a")), catalog(), route)
+    assert [c.name for c in plan.cards] == ["a", "b"] and plan.routed_model == "a"
+    assert plan.decision is None and route.calls == []
+
+
+async def test_auto_routes_on_the_last_user_turn_among_capable_models() -> None:
+    route = FakeRoute()
+    tools = body(tools=[{"type": "function", "function": {"name": "f"}}])
+    plan = await planner().plan(ChatCall(tools, cost_weight=0.7), catalog(), route)
+    assert route.calls == [("hello there", ["c"], 0.7)]
+    assert [c.name for c in plan.cards] == ["c"] and plan.excluded.keys() == {"a", "b"}
+
+
+async def test_auto_narrowed_by_the_candidate_lists() -> None:
+    route = FakeRoute()
+    plan = await planner().plan(ChatCall(body(models=["b", "c"]), models=["c", "a"]),
+                                catalog(), route)
+    assert route.calls[0][1] == ["c"] and [c.name for c in plan.cards] == ["c"]
+    assert "models" not in plan.body  # the gateway's own field never goes upstream
+    with pytest.raises(UnknownModelError) as unknown:
+        await planner().plan(ChatCall(body(models=["zz"])), catalog(), route)
+    assert unknown.value.field == "models"
+    with pytest.raises(InvalidInputError, match="leaves no model"):
+        await planner().plan(ChatCall(body(models=["a"]), models=["b"]), catalog(), route)
+
+
+async def test_unknown_models_and_impossible_requests_are_refused() -> None:
+    with pytest.raises(ModelNotFoundError) as missing:
+        await planner().plan(ChatCall(body("nope")), catalog(), FakeRoute())
+    assert missing.value.status == 404 and missing.value.param == "model"
+    image = {"model": "a", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:x"}}]}]}
+    plan = await planner().plan(ChatCall(image), catalog(), FakeRoute())
+    assert [c.name for c in plan.cards] == ["b"]  # a lacks vision; its fallback has it
+    with pytest.raises(NoCapableModelError) as none:
+        await planner().plan(ChatCall({**image, "model": "c"}), catalog(), FakeRoute())
+    assert "vision" in str(none.value) and none.value.excluded == {
+        "c": ["the request has images and the model does not list 'vision'"]}
+
+
+async def test_an_unhealthy_choice_is_ranked_last_and_said_so() -> None:
+    health = tracker()
+    health.record_failure("a", "server_error")
+    health.record_failure("a", "server_error")
+    plan = await planner(health).plan(ChatCall(body()), catalog(), FakeRoute())
+    assert plan.routed_model == "a" and [c.name for c in plan.cards] == ["b", "c", "a"]
+    assert any("a is down" in note for note in plan.reasoning)
+
+
+async def test_a_hard_pin_skips_the_router_and_a_soft_pin_adds_its_bonus() -> None:
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600, soft_bonus_weight=0.06)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts)
+    hard = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    assert hard.pin.state == "hard" and hard.cards[0].name == "b" and len(route.calls) == 1
+    pins.record(first.session, "b", first.ts - 120)  # past the hard window: soft
+    soft = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    assert soft.pin.state == "soft" and [c.name for c in soft.cards][:2] == ["b", "a"]
+    # Another caller's conversation with the same first message is not pinned.
+    other = await plan_of.plan(ChatCall(body(), caller="10.0.0.9"), catalog(), route)
+    assert other.pin.state == "fresh"
+
+
+async def test_a_decision_made_elsewhere_is_followed_not_recomputed() -> None:
+    route = FakeRoute()
+    made = RoutingDecision("c", 0.5, 0.5, {"c": 0.5, "a": 0.6, "b": 0.7}, 0)
+    plan = await planner().plan(ChatCall(body(), decision=made), catalog(), route)
+    assert route.calls == [] and [c.name for c in plan.cards] == ["c", "a", "b"]
+
+
+async def test_an_exact_call_plans_the_named_model_alone() -> None:
+    plan = await planner().plan(ChatCall(body("a"), exact=True), catalog(), FakeRoute())
+    assert [c.name for c in plan.cards] == ["a"]
+    with pytest.raises(InvalidInputError):
+        await planner().plan(ChatCall(body(), exact=True), catalog(), FakeRoute())
