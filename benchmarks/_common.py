@@ -1,5 +1,5 @@
 """Shared helpers for the benchmark scripts: where the records live, cached embeddings,
-validation parts of a train split."""
+validation parts of a train split, test AIQ with the router's decision rule."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from switchpoint.evaluation.curves import DEFAULT_LAMBDAS
+from switchpoint.evaluation.harness import route_choices
+from switchpoint.evaluation.metrics import aiq, routed_point, single_model_points
+from switchpoint.policies import Inputs, Policy
 from switchpoint.records import RecordSet, load_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,3 +66,18 @@ def validation_parts(train: RecordSet, parts: int = 5, seed: int = 200
         perm = np.random.default_rng(seed + part).permutation(len(train))
         cut = int(0.8 * len(perm))
         yield train.subset(perm[:cut]), train.subset(perm[cut:])
+
+
+def routed_aiq(policy: Policy, test: RecordSet, lambdas: Sequence[float] = DEFAULT_LAMBDAS
+               ) -> float:
+    """Test AIQ of ``policy`` with the router's own decision rule (the harness's
+    ``route_choices``), routing among the policy's models that ``test`` labels. The AIQ range
+    is always the single models of *all* of ``test``'s models, so a router that knows fewer
+    models is measured on the same scale as one that knows more."""
+    models = [m for m in test.models if m in policy.models_]
+    cols = [test.models.index(m) for m in models]
+    scores, costs = test.scores[:, cols], test.costs[:, cols]
+    choices = route_choices(policy, Inputs(texts=list(test.prompts), embeddings=test.embeddings),
+                            models, ~np.isnan(scores), lambdas)
+    points = [routed_point(choices[float(lam)], scores, costs) for lam in lambdas]
+    return aiq(points, single_model_points(test.scores, test.costs))

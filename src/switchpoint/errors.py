@@ -12,6 +12,8 @@ to fix it::
     │                                     model without prices or usage, another run's output)
     ├── JudgeReplyError (ValueError)      a judge's reply is not a score in [0, 1]
     ├── NotFittedError                    a policy was asked to estimate before ``fit``
+    ├── DecisionNotFoundError (LookupError)  an outcome for a decision not (or no longer)
+    │                                     remembered, or remembered for another tenant
     ├── ServeError                        the server could not start, or its router not load
     ├── StoreError                        a log or state file cannot be opened or written
     ├── GatewayError                      the service refused a request or could not answer it
@@ -173,6 +175,18 @@ class JudgeReplyError(SwitchpointError, ValueError):
 
 class NotFittedError(SwitchpointError):
     """A policy was asked to estimate before ``fit`` was called."""
+
+
+class DecisionNotFoundError(SwitchpointError, LookupError):
+    """An outcome names a decision this router does not remember (never made here, made for
+    another tenant, or too old: only the most recent decisions are kept)."""
+
+    def __init__(self, decision_id: str, capacity: int) -> None:
+        super().__init__(
+            f"decision_id: no decision {decision_id!r} is remembered for this tenant; outcomes "
+            f"can be reported for the last {capacity} decisions a router made, with the "
+            "decision_id it returned (and the same tenant)")
+        self.decision_id = decision_id
 
 
 class ServeError(SwitchpointError):

@@ -34,6 +34,9 @@ from switchpoint.embedding import (
     embedder_from_id,
 )
 from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
+from switchpoint.learning.events import FeedbackLog, check_tenant
+from switchpoint.learning.learner import Learner, LearningSettings, OutcomeResult
+from switchpoint.learning.memory import PendingDecision
 from switchpoint.policies import Estimates, Inputs, Policy
 
 if TYPE_CHECKING:
@@ -148,6 +151,8 @@ class Router:
         cache_size: int = 10_000,
         cache_ttl: float = 3600.0,
         embedding_cache_size: int = 4096,
+        learning: LearningSettings | None = None,
+        feedback_log: FeedbackLog | None = None,
     ) -> None:
         self.weights = weights
         self.policy: Policy = weights.policy
@@ -163,6 +168,8 @@ class Router:
         self._map = _CardMap(self.catalog, self.policy)
         self.allowed_models = self._check_models(allowed_models, "allowed_models")
         self.cache = DecisionCache(cache_size, cache_ttl)
+        self.learner = Learner(self.policy, learning, log=feedback_log,
+                               resolve=self._learnable_profile)
         # The gateway this router serves in, if any (it sets this): see route_and_execute.
         self.gateway: Gateway | None = None
         self._stats = RoutingStats()
@@ -177,10 +184,16 @@ class Router:
         cost_weight_override: float | None = None,
         *,
         embedding: Sequence[float] | np.ndarray | None = None,
+        tenant: str | None = None,
     ) -> RoutingDecision:
-        """Route one prompt, or one pre-computed embedding (then the embedder is skipped)."""
+        """Route one prompt, or one pre-computed embedding (then the embedder is skipped).
+
+        ``tenant`` routes with what that tenant's outcomes taught (None: the deployment's own);
+        the decision is remembered for :meth:`report_outcome`."""
         t0 = time.perf_counter()
         check_route_input(prompt, embedding)
+        tenant_key = check_tenant(tenant)
+        policy, revision = self.learner.policy_for(tenant_key)
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
         mask = self._candidates(available_models)
@@ -189,17 +202,18 @@ class Router:
                 Inputs(embeddings=np.zeros((1, 1), np.float32)).require("text", self.policy.name)
             vector = check_embedding(embedding, self.weights.dimension)
             key: tuple[Any, ...] = ("e", hashlib.sha256(vector.tobytes()).digest(), lam,
-                                    mask.tobytes())
+                                    mask.tobytes(), tenant_key, revision)
             text = None
         else:
             text = check_prompt(prompt)
             key = ("p", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), lam,
-                   mask.tobytes())
+                   mask.tobytes(), tenant_key, revision)
             vector = None
         cached = self.cache.get(key)
         if cached is not None:
             decision = replace(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
                 routing_ms=round((time.perf_counter() - t0) * 1e3, 4), embedding_ms=0.0))
+            decision = self._serve(decision, mask, source_id=cached.decision_id)
             self._count([decision], cache_hit=True)
             return decision
         embedding_ms = 0.0
@@ -208,12 +222,14 @@ class Router:
             vector = self.embedder.embed([text or ""])
             embedding_ms = (time.perf_counter() - t1) * 1e3
         inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
-        est = self._map.estimate(self.policy.estimate(inputs), inputs.texts)
+        est = self._map.estimate(policy.estimate(inputs), inputs.texts)
         decision = self._decide(est, 0, mask, lam)
         total_ms = (time.perf_counter() - t0) * 1e3
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
                                embedding_ms=round(embedding_ms, 4))
         self.cache.put(key, decision)
+        self._remember(decision, tenant_key, mask, est, 0, vector)
+        decision = self._serve(decision, mask, source_id=decision.decision_id)
         self._count([decision])
         return decision
 
@@ -225,6 +241,7 @@ class Router:
         *,
         embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
         cost_weights: Sequence[float] | None = None,
+        tenant: str | None = None,
     ) -> list[RoutingDecision]:
         """Route many prompts, embedding them in one pass.
 
@@ -232,6 +249,8 @@ class Router:
         is row-major: all prompts for the first λ, then all for the second, and so on.
         """
         t0 = time.perf_counter()
+        tenant_key = check_tenant(tenant)
+        policy, _ = self.learner.policy_for(tenant_key)
         lams = [self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")]
         if cost_weights is not None:
@@ -241,11 +260,13 @@ class Router:
         n = len(inputs)
         if n == 0:
             return []
-        est = self._map.estimate(self.policy.estimate(inputs), inputs.texts)
+        est = self._map.estimate(policy.estimate(inputs), inputs.texts)
         decisions: list[RoutingDecision] = []
         for lam in lams:
             for i in range(n):
-                decisions.append(self._decide(est, i, mask, lam))
+                d = self._decide(est, i, mask, lam)
+                self._remember(d, tenant_key, mask, est, i, inputs.embeddings)
+                decisions.append(self._serve(d, mask, source_id=d.decision_id))
         per_ms = ((time.perf_counter() - t0) * 1e3 - embedding_ms) / max(1, len(decisions))
         per_emb = embedding_ms / n
         for d in decisions:
@@ -283,6 +304,32 @@ class Router:
             vectors = self.embedder.embed(texts)
             ms = (time.perf_counter() - t1) * 1e3
         return Inputs(texts=texts, embeddings=vectors), ms
+
+    def report_outcome(
+        self,
+        decision_id: str,
+        quality_score: float | None = None,
+        success: bool | None = None,
+        *,
+        model: str | None = None,
+        tenant: str | None = None,
+    ) -> OutcomeResult:
+        """Learn how a decision went: a quality in ``[0, 1]`` or a success flag (exactly one).
+
+        ``model`` is the model that answered (default: the one the decision chose); ``tenant``,
+        if given, must be the tenant the decision was routed for. The outcome updates that
+        tenant's posterior (the weights themselves change only through an explicit export); a
+        second outcome for the same decision replaces the first (``replaced`` says so). An
+        unknown or forgotten ``decision_id`` raises :class:`DecisionNotFoundError`.
+        """
+        if model is not None:
+            self._check_models([model], "model")
+        return self.learner.report(decision_id, quality_score, success, model=model,
+                                   tenant=tenant)
+
+    def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
+        """The λ scale of a candidate set: the mean cost of its priciest model."""
+        return self._map.cost_scale(self._candidates(available_models))
 
     def get_best_model_for_cluster(self, cluster_id: int,
                                    available_models: Sequence[str] | None = None,
@@ -355,6 +402,54 @@ class Router:
             self.embedder.warm_up()
 
     # Internals ---------------------------------------------------------------------------------
+
+    def _learnable_profile(self, model: str) -> str:
+        """The learned profile an outcome for catalog model ``model`` updates."""
+        profile = self.catalog.profile_of(model) if model in self.models else model
+        if profile not in self.policy.models_:
+            raise InvalidInputError(
+                "model", f"{model!r} has no learned profile in these weights, so its outcomes "
+                "cannot be learned yet; label it with `switchpoint add-model` first")
+        return profile
+
+    def _remember(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
+                  est: Estimates, row: int, vectors: np.ndarray | None) -> None:
+        """Keep what an outcome for ``decision`` needs: its vector or units, its candidates."""
+        if not self.learner.memory.capacity:
+            return
+        if est.unit_probabilities is not None:
+            p = est.unit_probabilities[row]
+            top = np.flatnonzero(p >= 1e-4)
+            units = tuple((int(u), float(p[u])) for u in top)
+        else:
+            units = ((int(est.unit_ids[row]), 1.0),)
+        self.learner.remember(PendingDecision(
+            decision_id=decision.decision_id, tenant=tenant, chosen=decision.selected_model,
+            candidates=tuple(m for m, keep in zip(self.models, mask, strict=True) if keep),
+            embedding=None if vectors is None else vectors[row],
+            units=units, expected_cost=decision.expected_cost))
+
+    def _serve(self, decision: RoutingDecision, mask: np.ndarray,
+               source_id: str) -> RoutingDecision:
+        """The decision as served: now and then explored to another candidate (never when the
+        caller named one model), remembered under its own id."""
+        candidates = [m for m, keep in zip(self.models, mask, strict=True) if keep]
+        explored = self.learner.explorer.pick(candidates, decision.selected_model)
+        if explored is not None:
+            greedy = decision.selected_model
+            rest = [m for m in decision.all_scores if m != explored]
+            decision = replace(
+                decision, selected_model=explored, decision_id=uuid.uuid4().hex,
+                expected_error=decision.expected_errors[explored],
+                cost_adjusted_score=decision.all_scores[explored],
+                expected_cost=decision.expected_costs[explored], fallback_models=rest,
+                reasoning=[*decision.reasoning, f"Exploring: sent to {explored} instead of "
+                           f"{greedy} (a {self.learner.explorer.rate:.0%} share of decisions "
+                           "explores, so outcomes also teach about other models)."])
+        if decision.decision_id != source_id:
+            self.learner.memory.alias(decision.decision_id, source_id, decision.selected_model,
+                                      decision.expected_cost)
+        return decision
 
     def _check_models(self, names: Sequence[str] | None, field_name: str) -> list[str] | None:
         if names is None:

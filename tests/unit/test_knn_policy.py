@@ -153,7 +153,8 @@ def test_state_round_trip_gives_identical_estimates() -> None:
     profiles = json.loads(json.dumps(state.profiles))
     clone = KnnPolicy.from_state(PolicyState(state.name, dict(state.params), dict(state.arrays),
                                              profiles))
-    assert clone.get_params() == {"k": 4, "prior_strength": 1.5, "sharpness": 8.0}
+    assert clone.get_params() == {"k": 4, "prior_strength": 1.5, "sharpness": 8.0,
+                                  "pessimism": 0.0}
     assert clone.models_ == ["a", "b", "new"]
     q = _unit_rows(np.random.default_rng(4).standard_normal((7, DIM)))
     a, b = policy.estimate(Inputs(embeddings=q)), clone.estimate(Inputs(embeddings=q))

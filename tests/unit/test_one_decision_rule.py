@@ -12,6 +12,7 @@ from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage
 
 LAMBDAS = (0.0, 0.05, 0.3, 1.0, 4.0, 50.0)
+ADDED = "zero-one-ai/Yi-34B-Chat"
 
 
 def _vectors(records: RecordSet, fake_embedder) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -74,3 +75,36 @@ def test_ties_go_to_the_cheaper_model_in_both() -> None:
     # The same numbers through the router's one-row rule.
     for i in range(5):
         assert decide(est.error[i], est.cost[i], np.ones(3, dtype=bool), 0.0, 2.0)[0] == 1
+
+
+def test_pessimism_is_applied_identically(
+    small_records: RecordSet, fake_embedder  # type: ignore[no-untyped-def]
+) -> None:
+    """A package with a model added from a handful of labels (so the standard errors differ
+    between models), with and without a pessimism charge: the router and the harness agree
+    either way, and the charge does move choices away from the thinly evidenced model."""
+    vectors = _vectors(small_records, fake_embedder)
+    keep = [m for m in small_records.models if m != ADDED]
+    j = small_records.models.index(ADDED)
+    cols = [small_records.models.index(m) for m in keep]
+    rows = np.arange(0, 120, 6)
+    added_share = {}
+    for pessimism in (0.0, 2.0):
+        policy = ClusterPolicy(n_clusters=6, pessimism=pessimism)
+        policy.fit(Inputs(embeddings=vectors[:120]), small_records.scores[:, cols],
+                   small_records.costs[:, cols], keep)
+        policy.add_model(ADDED, Inputs(embeddings=vectors[rows]),
+                         small_records.scores[rows, j], small_records.costs[rows, j])
+        router = Router(WeightsPackage(policy=policy, embedder_id=fake_embedder.id,
+                                       dimension=fake_embedder.dimension),
+                        embedder=fake_embedder, cache_size=0)
+        models = router.models
+        harness = route_choices(policy, Inputs(embeddings=vectors), models,
+                                np.ones(len(models), dtype=bool), LAMBDAS)
+        batch = router.route_batch(embeddings=vectors, cost_weights=LAMBDAS)
+        n = len(vectors)
+        for k, lam in enumerate(LAMBDAS):
+            assert [d.selected_model for d in batch[k * n:(k + 1) * n]] == [
+                models[i] for i in harness[lam]]
+        added_share[pessimism] = np.mean([d.selected_model == ADDED for d in batch])
+    assert added_share[2.0] < added_share[0.0]

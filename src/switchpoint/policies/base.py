@@ -15,6 +15,7 @@ labelled examples stand behind every number.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import math
@@ -142,6 +143,25 @@ class ProfileTable:
                 np.where(denom > 0, (n * err + strength * prior_error) / denom, prior_error),
                 np.where(denom > 0, (n * cst + strength * prior_cost) / denom, prior_cost),
             )
+
+    def label_variance(self) -> float:
+        """The pooled within-unit variance of one label's error: ``Σ n·e(1−e) / Σ n`` (exact for
+        0/1 scores, an upper bound for graded ones); 0.25, the most a 0/1 label can vary, when
+        the table is empty."""
+        n = np.where(self.count > 0, self.count, 0.0)
+        e = np.nan_to_num(self.error)
+        total = float(n.sum())
+        return float((n * e * (1.0 - e)).sum() / total) if total > 0 else 0.25
+
+    def variance(self, prior_evidence: float | Array) -> Array:
+        """Each cell's variance of its expected error: ``σ²/(n + s) + σ²/N``, where σ² is
+        :meth:`label_variance`, ``n`` the unit's labels for the model, ``s`` the labels' worth
+        of the prior it is shrunk toward, and ``N`` the model's labels overall (how well its
+        global level is known). Cells backed by equal evidence get equal variances."""
+        var = self.label_variance()
+        n = np.where(self.count > 0, self.count, 0.0)
+        total = np.maximum(n.sum(axis=0), 1.0)
+        return np.asarray(var / np.maximum(n + prior_evidence, 1.0) + var / total)
 
     def with_model(self, name: str, count: Array, error: Array, cost: Array) -> ProfileTable:
         models = [*self.models, name]
@@ -352,6 +372,7 @@ class TablePolicy(Policy):
     table_: ProfileTable
     error_: Array
     cost_: Array
+    variance_: Array
     global_error_: Array
     global_cost_: Array
 
@@ -381,7 +402,36 @@ class TablePolicy(Policy):
         empty = table.count <= 0
         self.error_ = np.where(empty, g_err, err)
         self.cost_ = np.where(empty, g_cost, cst)
+        self.variance_ = table.variance(self.prior_strength)
         self.global_error_, self.global_cost_ = g_err, g_cost
+
+    def with_evidence(self, count: Array, error_sum: Array) -> Self:
+        """A copy whose profile tables also count ``count[u, j]`` more labels of model ``j`` on
+        unit ``u``, with summed error ``error_sum[u, j]``: the posterior after that evidence,
+        shrunk exactly as fitted tables are. The fitted tables are the prior, with their own
+        label counts as its strength. Costs are not re-estimated (outcomes carry quality only):
+        the copy keeps this policy's expected costs, and its standard errors: the pessimism
+        charge guards against thin evidence *in the weights* (an added model, a sparse unit),
+        while outcomes move the expected errors. ``self`` is not changed."""
+        self._check_fitted()
+        table = self.table_
+        if count.shape != table.count.shape or error_sum.shape != table.count.shape:
+            raise InvalidInputError("evidence", f"must be {table.count.shape} arrays (units x "
+                                                f"models); got {count.shape}, {error_sum.shape}")
+        n = np.where(table.count > 0, table.count, 0.0)
+        total = n + count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            error = np.where(total > 0, (n * np.nan_to_num(table.error) + error_sum) / total,
+                             np.nan)
+        # A unit only outcomes reached has no measured cost: the model's mean cost stands in.
+        cost = np.where(n > 0, table.cost, self.global_cost_[None, :])
+        posterior = copy.copy(self)
+        posterior.table_ = ProfileTable(table.models, total, error,
+                                        np.where(total > 0, cost, np.nan))
+        posterior._refresh()
+        posterior.cost_, posterior.global_cost_ = self.cost_, self.global_cost_
+        posterior.variance_ = self.variance_
+        return posterior
 
     @abstractmethod
     def _unit_weights(self, inputs: Inputs) -> Array:
@@ -434,4 +484,6 @@ class TablePolicy(Policy):
             support=self.table_.count[rows],
             unit_ids=np.array([unit_id], dtype=np.int64),
             unit_kind=self.unit_kind,
+            stderr=np.sqrt(self.variance_[rows]),
+            pessimism=float(getattr(self, "pessimism", 0.0)),
         )

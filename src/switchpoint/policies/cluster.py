@@ -12,10 +12,24 @@ clusters (no re-clustering). Its prior is a ridge map from the known models' clu
 its own (``new_model_prior="similarity"``), and its sparse per-cluster means are shrunk toward
 that prior with ``added_prior_strength`` (48, chosen on validation parts of train: a prior fitted
 on all of a model's labels is worth more than a handful of labels in one cluster).
+
+Every estimate carries its standard error, ``sqrt(σ²/(n + s) + σ²/N)`` (σ² the pooled variance of
+one label, ``n`` the cluster's labels for the model, ``s`` = ``prior_strength``, ``N`` the model's
+labels overall). An added model's stronger pull toward its prior steadies its mean but is not
+evidence, so its standard errors stay large until it has labels. The decision rule charges
+``pessimism`` (1, chosen on validation parts of train) times the standard error beyond the
+best-evidenced candidate's: models backed by equal evidence compare exactly as before, while a
+model known from 200 labels must look better by a margin to be chosen (without it, adding such
+a model could make the router worse than it was without the model).
+
+Outcome feedback (:mod:`switchpoint.learning`) can grow the policy: clusters opened for
+unfamiliar prompts have no coarse parent (``parent`` -1); their prior is each model's global error
+shifted by how much harder than usual the cluster has been for the models tried on it.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal, Self
 
 import numpy as np
@@ -60,6 +74,7 @@ class ClusterPolicy(TablePolicy):
         similarity_ridge: float = 1.0,
         new_model_prior: Literal["similarity", "coarse"] = "similarity",
         added_prior_strength: float = 48.0,
+        pessimism: float = 1.0,
     ) -> None:
         self.n_clusters = n_clusters
         self.n_coarse = n_coarse
@@ -70,6 +85,7 @@ class ClusterPolicy(TablePolicy):
         self.similarity_ridge = similarity_ridge
         self.new_model_prior = new_model_prior
         self.added_prior_strength = added_prior_strength
+        self.pessimism = pessimism
 
     def validate_params(self) -> None:
         check_int("n_clusters", self.n_clusters, low=1)
@@ -81,6 +97,7 @@ class ClusterPolicy(TablePolicy):
         check_number("similarity_ridge", self.similarity_ridge)
         check_choice("new_model_prior", self.new_model_prior, ("similarity", "coarse"))
         check_number("added_prior_strength", self.added_prior_strength)
+        check_number("pessimism", self.pessimism)
 
     # Fitting ---------------------------------------------------------------------------------
 
@@ -111,9 +128,11 @@ class ClusterPolicy(TablePolicy):
         """Recompute the shrunk estimates from the raw table (after fit, load, add, remove)."""
         table = self.table_
         g_err, g_cost, _ = table.global_means()
-        n_coarse = int(self.parent_.max()) + 1
+        parent = self.parent_
+        rooted = parent >= 0
+        n_coarse = int(parent.max()) + 1 if rooted.any() else 0
         up = np.zeros((table.n_units, n_coarse))
-        up[np.arange(table.n_units), self.parent_] = 1.0
+        up[np.flatnonzero(rooted), parent[rooted]] = 1.0
         coarse_count = up.T @ table.count
         with np.errstate(invalid="ignore", divide="ignore"):
             c_err = (up.T @ np.nan_to_num(table.error * table.count)) / coarse_count
@@ -126,15 +145,69 @@ class ClusterPolicy(TablePolicy):
                              (coarse_count * c_err + s * g_err) / (coarse_count + s), g_err)
             c_cost = np.where(coarse_count + s > 0,
                               (coarse_count * c_cost + s * g_cost) / (coarse_count + s), g_cost)
-        prior_err = c_err[self.parent_]
+        safe = np.where(rooted, parent, 0)
+        prior_err = c_err[safe] if n_coarse else np.tile(g_err, (table.n_units, 1))
+        prior_cost = np.where(rooted[:, None], c_cost[safe] if n_coarse else 0.0, g_cost)
         strength = np.full(len(table.models), s)
         for name, prior in self.model_priors_.items():
             if name in table.models:  # an added model: its own similarity-based prior
                 j = table.models.index(name)
-                prior_err[:, j] = prior
+                prior_err[: len(prior), j] = prior
                 strength[j] = self.added_prior_strength
-        self.error_, self.cost_ = table.shrunk(prior_err, c_cost[self.parent_], strength)
+        self.error_, self.cost_ = table.shrunk(prior_err, prior_cost, strength)
+        if not rooted.all():  # clusters grown from outcomes: anchored on the fitted ones
+            grown = ~rooted
+            anchor = self._anchor(grown)
+            sub = ProfileTable(table.models, table.count[grown], table.error[grown],
+                               table.cost[grown])
+            err, _ = sub.shrunk(self._difficulty_prior(sub, anchor), prior_cost[grown],
+                                strength)
+            self.error_ = self.error_.copy()
+            self.error_[grown] = err
+        # An added model's stronger pull toward its own prior steadies its mean; it is not
+        # evidence, so every model's prior counts as `prior_strength` labels in the variance.
+        self.variance_ = table.variance(s)
         self.global_error_, self.global_cost_ = g_err, g_cost
+
+    def _anchor(self, grown: npt.NDArray[np.bool_]) -> Array:
+        """What the fitted clusters alone estimate at each grown cluster's centre (their own
+        assignment of the centre): a grown cluster starts where routing stood before it."""
+        fitted = ~grown
+        sims = self.centroids_[grown].astype(np.float64) @ self.centroids_[fitted].T
+        if self.assignment == "soft":
+            weights = _softmax(sims / self.temperature)
+        else:
+            weights = np.zeros(sims.shape)
+            weights[np.arange(len(sims)), np.argmax(sims, axis=1)] = 1.0
+        return np.asarray(weights @ self.error_[fitted])
+
+    def _difficulty_prior(self, table: ProfileTable, anchor: Array) -> Array:
+        """The prior of clusters grown from outcomes: the fitted clusters' estimate at their
+        centre, shifted by how much harder than that the cluster has been for the models
+        measured on it, ``δ = Σ n·(mean − anchor) / (Σ n + s)``. One model failing there moves
+        every model's prior, which is what lets a cluster learned from bandit outcomes (one
+        model's result per prompt) compare models it has barely seen."""
+        n = np.where(table.count > 0, table.count, 0.0)
+        gap = np.where(n > 0, np.nan_to_num(table.error) - anchor, 0.0)
+        delta = (n * gap).sum(axis=1) / (n.sum(axis=1) + self.prior_strength + 1e-12)
+        return np.asarray(np.clip(anchor + delta[:, None], 0.0, 1.0))
+
+    def with_clusters(self, centroids: npt.NDArray[np.float32]) -> Self:
+        """A copy with ``centroids`` appended as new clusters without labels and without a
+        coarse parent (their prior is the difficulty-shifted global one); ``self`` is kept."""
+        self._check_fitted()
+        extra = np.asarray(centroids, dtype=np.float32).reshape(-1, self.centroids_.shape[1])
+        k = extra.shape[0]
+        grown = copy.copy(self)
+        grown.centroids_ = np.vstack([self.centroids_, extra])
+        grown.parent_ = np.concatenate([self.parent_, np.full(k, -1, dtype=np.int64)])
+        t = self.table_
+        m = len(t.models)
+        grown.table_ = ProfileTable(t.models, np.vstack([t.count, np.zeros((k, m))]),
+                                    np.vstack([t.error, np.full((k, m), np.nan)]),
+                                    np.vstack([t.cost, np.full((k, m), np.nan)]))
+        grown._refresh()
+        return grown
 
     # Estimating ------------------------------------------------------------------------------
 
@@ -161,6 +234,8 @@ class ClusterPolicy(TablePolicy):
             unit_ids=ids,
             unit_kind=self.unit_kind,
             unit_probabilities=weights if self.assignment == "soft" else None,
+            stderr=np.sqrt(weights @ self.variance_),
+            pessimism=float(self.pessimism),
         )
 
     @property
@@ -232,6 +307,11 @@ class ClusterPolicy(TablePolicy):
         policy.centroids_ = state.arrays["centroids"].astype(np.float32)
         policy.coarse_centroids_ = state.arrays["coarse_centroids"].astype(np.float32)
         policy.parent_ = state.arrays["parent"].astype(np.int64)
+        if policy.parent_.shape != (policy.centroids_.shape[0],) or (
+                policy.parent_.max(initial=-1) >= policy.coarse_centroids_.shape[0]):
+            raise ValueError(f"parent holds {policy.parent_.shape} entries for "
+                             f"{policy.centroids_.shape[0]} clusters and "
+                             f"{policy.coarse_centroids_.shape[0]} coarse clusters")
         models = list(state.profiles)
         policy.table_ = ProfileTable.from_profiles(models, state.profiles)
         if policy.table_.n_units != policy.centroids_.shape[0]:

@@ -31,15 +31,20 @@ class KnnPolicy(Policy):
     requires = "embedding"
     unit_kind = "example"
 
-    def __init__(self, k: int = 25, prior_strength: float = 2.0, sharpness: float = 10.0) -> None:
+    def __init__(
+        self, k: int = 25, prior_strength: float = 2.0, sharpness: float = 10.0,
+        pessimism: float = 0.0,
+    ) -> None:
         self.k = k
         self.prior_strength = prior_strength
         self.sharpness = sharpness
+        self.pessimism = pessimism
 
     def validate_params(self) -> None:
         check_int("k", self.k, low=1)
         check_number("prior_strength", self.prior_strength)
         check_number("sharpness", self.sharpness)
+        check_number("pessimism", self.pessimism)
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
         self.validate_params()
@@ -99,7 +104,19 @@ class KnnPolicy(Policy):
         return Estimates(
             models=list(self.models_), error=error, cost=cost, support=support,
             unit_ids=nearest, unit_kind=self.unit_kind,
+            stderr=self._stderr(support), pessimism=float(self.pessimism),
         )
+
+    def _stderr(self, mass: Array) -> Array:
+        """``sqrt(σ²/(m + s) + σ²/N)``: ``m`` the neighbours' similarity mass behind the
+        estimate, ``s`` the prior's pseudo-examples, ``N`` the model's labelled examples and
+        σ² the pooled variance of one label around its model's mean."""
+        labelled = ~np.isnan(self.error_)
+        total = labelled.sum(axis=0).astype(np.float64)
+        mean = nan_mean(self.error_)
+        var = float(np.sum(total * mean * (1.0 - mean)) / max(total.sum(), 1.0)) or 0.25
+        return np.sqrt(var / np.maximum(mass + self.prior_strength, 1.0)
+                       + var / np.maximum(total, 1.0))
 
     def _shrink(
         self, w: Array, e: Array, c: Array, g_err: float, g_cost: float

@@ -1,0 +1,272 @@
+"""Online learning from outcomes: a router fitted on a tenth of train learns from live traffic.
+
+Protocol, per record set:
+
+1. Fit the cluster policy on the first 10% of the train split in file order (the static-10%
+   router). The train split is stored task by task, so that tenth holds only the first task(s):
+   the rest of the stream brings traffic the router has never seen.
+2. Replay the remaining 90% of train, in order, as live traffic through the library:
+   ``Router.route(embedding=..)`` at the router's default λ (0.5), then
+   ``Router.report_outcome(decision_id, quality)`` with the quality of the model *served* only
+   (bandit feedback: the other models' labels are never read). Exploration: 30% of decisions go
+   to a uniformly drawn other candidate (``LearningSettings(exploration=0.2, seed=..)``).
+3. Every 500 events, AIQ on the test split of the learned router (the deployment's posterior,
+   decided with the harness's rule, as ``switchpoint eval`` would).
+
+Printed beside it, from the same run: the static-10% router and the full-information fit on
+100% of train (every model's label on every prompt; the mean over k-means seeds 0-2, since one
+seed alone moves llmrouter's test AIQ by 0.01). "Closed" is the share of the gap between them
+that the online router has closed at the end of the stream.
+
+Two tenants (``--tenants``): train is split by task mix (each task has a home tenant, which
+gets 80% of the task's prompts; the other tenant the rest), the stream is reported per tenant,
+and each tenant's test prompts (llmrouter's test split has no task labels: a prompt takes the
+task of its nearest train prompt) are routed by: the static global router; the global router
+learned from all traffic pooled; the tenant's own overlay; its overlay plus its
+nearest-neighbour memory.
+
+``--validate`` runs the same protocol with a random fifth of train held out as the evaluation
+set instead of test (how the settings above were chosen; the test split is not read).
+
+Usage: python benchmarks/online.py [--seeds 3] [--tenants] [--validate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from _common import DATASETS, DEFAULT_EMBEDDER, embedded_records, routed_aiq
+
+from switchpoint.decision import decide
+from switchpoint.evaluation.curves import DEFAULT_LAMBDAS
+from switchpoint.evaluation.metrics import aiq, routed_point, single_model_points
+from switchpoint.learning import LearningSettings
+from switchpoint.learning.tenant_memory import TenantKnnMemory
+from switchpoint.learning.tenant_router import TenantRouter
+from switchpoint.policies import ClusterPolicy, Inputs, Policy
+from switchpoint.records import RecordSet
+from switchpoint.router import Router
+from switchpoint.weights import WeightsPackage
+
+CHECKPOINT = 500
+EXPLORATION = 0.3
+LIVE_COST_WEIGHT = 0.5
+
+
+class _NoEmbedder:
+    """The stream arrives as vectors; nothing is embedded."""
+
+    id = DEFAULT_EMBEDDER
+    dimension = 384
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise RuntimeError("the benchmark routes pre-computed vectors only")
+
+
+def fit_cluster(rs: RecordSet) -> ClusterPolicy:
+    return ClusterPolicy().fit(Inputs(embeddings=rs.embeddings), rs.scores, rs.costs, rs.models)
+
+
+SETTINGS: dict[str, float] = {"exploration": EXPLORATION, "novelty_threshold": 0.4}
+
+
+def make_router(policy: Policy, seed: int) -> Router:
+    package = WeightsPackage(policy=policy, embedder_id=DEFAULT_EMBEDDER, dimension=384)
+    return Router(package, embedder=_NoEmbedder(), cost_weight=LIVE_COST_WEIGHT, cache_size=0,
+                  learning=LearningSettings(seed=seed, exploration=SETTINGS["exploration"],
+                                            novelty_threshold=SETTINGS["novelty_threshold"]))
+
+
+def stream(router: Router, live: RecordSet, tenants: Sequence[str | None] | None = None,
+           on_checkpoint: Callable[[int], None] | None = None) -> None:
+    """Route every prompt of ``live`` in order and report the served model's quality."""
+    assert live.embeddings is not None
+    for i in range(len(live)):
+        tenant = None if tenants is None else tenants[i]
+        d = router.route(embedding=live.embeddings[i], tenant=tenant)
+        quality = float(live.scores[i, live.models.index(d.selected_model)])
+        router.report_outcome(d.decision_id, quality)
+        if on_checkpoint and ((i + 1) % CHECKPOINT == 0 or i + 1 == len(live)):
+            on_checkpoint(i + 1)
+
+
+def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int) -> None:
+    n_fit = len(train) // 10
+    first, live = train.subset(np.arange(n_fit)), train.subset(np.arange(n_fit, len(train)))
+    static_policy = fit_cluster(first)
+    static = routed_aiq(static_policy, test)
+    fulls = [routed_aiq(ClusterPolicy(random_state=seed).fit(
+        Inputs(embeddings=train.embeddings), train.scores, train.costs, train.models), test)
+        for seed in range(3)]
+    full = float(np.mean(fulls))
+    print(f"\n{name}: static-10% fitted on {n_fit} prompts ({', '.join(dict.fromkeys(first.tasks))}"
+          f"), stream of {len(live)}; test {len(test)} prompts")
+    print(f"{'events':>7} {'static-10%':>10} " + " ".join(f"{'seed ' + str(s):>8}"
+                                                         for s in range(seeds))
+          + f" {'mean':>8} {'full 100%':>9}")
+    curves: dict[int, dict[int, float]] = {}
+    t0 = time.perf_counter()
+    for seed in range(seeds):
+        router = make_router(static_policy, seed)
+        curve: dict[int, float] = {}
+
+        def checkpoint(events: int, r: Router = router, c: dict[int, float] = curve) -> None:
+            c[events] = routed_aiq(r.learner.policy_for("default")[0], test)
+
+        stream(router, live, on_checkpoint=checkpoint)
+        curves[seed] = curve
+    for events in curves[0]:
+        values = [curves[s][events] for s in range(seeds)]
+        print(f"{events:>7} {static:10.4f} " + " ".join(f"{v:8.4f}" for v in values)
+              + f" {np.mean(values):8.4f} {full:9.4f}")
+    ends = [curves[s][max(curves[s])] for s in range(seeds)]
+    worst = min(v - static for s in range(seeds) for v in curves[s].values())
+    gap = full - static
+    closed = [(e - static) / gap for e in ends] if abs(gap) > 1e-9 else []
+    print(f"full 100% by k-means seed: {', '.join(f'{f:.4f}' for f in fulls)} (their mean "
+          f"is the 'full' column); online at the end: {np.mean(ends):.4f} (seeds: "
+          + ", ".join(f"{e:.4f}" for e in ends) + ")")
+    print(f"closed at the end: mean {np.mean(closed):.0%} (seeds: "
+          + ", ".join(f"{c:.0%}" for c in closed) + f"); gap full - static {gap:+.4f}; "
+          f"lowest checkpoint minus static {worst:+.4f}; "
+          f"{(time.perf_counter() - t0) / seeds:.0f} s per run")
+
+
+# Two tenants ------------------------------------------------------------------------------------
+
+
+def tenant_of_tasks(tasks: Sequence[str], seed: int = 0) -> np.ndarray:
+    """Each task's home tenant alternates over the sorted tasks; a prompt goes to its task's
+    home tenant with probability 0.8."""
+    order = sorted(set(tasks))
+    home = np.array([order.index(t) % 2 for t in tasks])
+    flip = np.random.default_rng(seed).random(len(tasks)) >= 0.8
+    return np.where(flip, 1 - home, home)
+
+
+def tenant_aiq(choices: Callable[[float], np.ndarray], sub: RecordSet,
+               singles: list) -> float:  # type: ignore[type-arg]
+    points = [routed_point(choices(lam), sub.scores, sub.costs) for lam in DEFAULT_LAMBDAS]
+    return aiq(points, singles)
+
+
+def policy_choices(policy: Policy, sub: RecordSet) -> Callable[[float], np.ndarray]:
+    est = policy.estimate(Inputs(embeddings=sub.embeddings))
+    cols = [est.models.index(m) for m in sub.models]
+    scale = float(max(policy.global_cost()[m] for m in sub.models))
+    err, cost = est.error[:, cols], est.cost[:, cols]
+    se = None if est.stderr is None else est.stderr[:, cols]
+    every = np.ones(len(sub.models), dtype=bool)
+    return lambda lam: decide(err, cost, every, lam, scale, stderr=se, pessimism=est.pessimism)
+
+
+def memory_choices(tr: TenantRouter, tenant: str, sub: RecordSet
+                   ) -> Callable[[float], np.ndarray]:
+    """The tenant router's choices: its memory where it answers, else its learned router."""
+    assert sub.embeddings is not None
+    vectors = sub.embeddings
+    policy = tr.router.learner.policy_for(tenant)[0]
+    routed = policy_choices(policy, sub)
+    est = policy.estimate(Inputs(embeddings=sub.embeddings))
+    cols = [est.models.index(m) for m in sub.models]
+    scale = tr.router.cost_scale()
+    costs = est.cost[:, cols] / scale
+
+    def choose(lam: float) -> np.ndarray:
+        base = routed(lam)
+        out = base.copy()
+        for i in range(len(sub)):
+            norm = dict(zip(sub.models, costs[i], strict=True))
+            choice = tr.memory.suggest(tenant, vectors[i], sub.models, norm,
+                                       sub.models[base[i]], cost_weight=lam)
+            if choice.model is not None:
+                out[i] = sub.models.index(choice.model)
+        return out
+
+    return choose
+
+
+def tenant_run(name: str, train: RecordSet, test: RecordSet) -> None:
+    n_fit = len(train) // 10
+    first, live = train.subset(np.arange(n_fit)), train.subset(np.arange(n_fit, len(train)))
+    static_policy = fit_cluster(first)
+    owners = tenant_of_tasks(train.tasks)[n_fit:]
+    names = ["tenant-a", "tenant-b"]
+    if all(test.tasks):
+        test_tasks = list(test.tasks)
+    else:  # no task labels: the task of the nearest train prompt
+        assert test.embeddings is not None and train.embeddings is not None
+        nearest = np.argmax(test.embeddings @ train.embeddings.T, axis=1)
+        test_tasks = [train.tasks[i] for i in nearest]
+    order = sorted(set(train.tasks))
+    test_home = np.array([order.index(t) % 2 for t in test_tasks])
+    test_owner = np.where(np.random.default_rng(1).random(len(test)) >= 0.8, 1 - test_home,
+                          test_home)
+    pooled = make_router(static_policy, seed=0)
+    stream(pooled, live)
+    per_tenant = TenantRouter(make_router(static_policy, seed=0), TenantKnnMemory())
+    stream(per_tenant.router, live, tenants=[names[o] for o in owners])
+    print(f"\n{name}: two tenants by task mix (stream: {np.bincount(owners).tolist()} events, "
+          f"test: {np.bincount(test_owner).tolist()} prompts)")
+    print(f"{'tenant':<9} {'static global':>13} {'global learned (pooled)':>23} "
+          f"{'own overlay':>11} {'overlay + memory':>16} {'memory answers':>14}")
+    for t, tenant in enumerate(names):
+        sub = test.subset(np.flatnonzero(test_owner == t))
+        singles = single_model_points(sub.scores, sub.costs)
+        row = [
+            tenant_aiq(policy_choices(static_policy, sub), sub, singles),
+            tenant_aiq(policy_choices(pooled.learner.policy_for("default")[0], sub), sub,
+                       singles),
+            tenant_aiq(policy_choices(per_tenant.router.learner.policy_for(tenant)[0], sub),
+                       sub, singles),
+            tenant_aiq(memory_choices(per_tenant, tenant, sub), sub, singles),
+        ]
+        answered = _memory_share(per_tenant, tenant, sub)
+        print(f"{tenant:<9} {row[0]:13.4f} {row[1]:23.4f} {row[2]:11.4f} {row[3]:16.4f} "
+              f"{answered:14.0%}")
+
+
+def _memory_share(tr: TenantRouter, tenant: str, sub: RecordSet) -> float:
+    """Share of the tenant's test prompts the memory answers at the live λ."""
+    assert sub.embeddings is not None
+    policy = tr.router.learner.policy_for(tenant)[0]
+    est = policy.estimate(Inputs(embeddings=sub.embeddings))
+    costs = est.cost / tr.router.cost_scale()
+    answered = 0
+    for i in range(len(sub)):
+        norm = dict(zip(est.models, costs[i], strict=True))
+        incumbent = est.models[int(np.argmin(est.error[i] + LIVE_COST_WEIGHT * costs[i]))]
+        choice = tr.memory.suggest(tenant, sub.embeddings[i], est.models, norm, incumbent,
+                                   cost_weight=LIVE_COST_WEIGHT)
+        answered += choice.model is not None
+    return answered / max(len(sub), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="exploration seeds")
+    parser.add_argument("--tenants", action="store_true", help="also the two-tenant run")
+    parser.add_argument("--validate", action="store_true",
+                        help="evaluate on a held-out fifth of train instead of test")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--exploration", type=float, default=EXPLORATION)
+    parser.add_argument("--novelty", type=float, default=0.4)
+    args = parser.parse_args()
+    SETTINGS.update(exploration=args.exploration, novelty_threshold=args.novelty)
+    for name in args.datasets.split(","):
+        rs = embedded_records(name)
+        train, test = rs.split("train"), rs.split("test")
+        if args.validate:
+            keep = np.random.default_rng(7).random(len(train)) < 0.8
+            train, test = train.subset(np.flatnonzero(keep)), train.subset(
+                np.flatnonzero(~keep))
+        online_run(name, train, test, args.seeds)
+        if args.tenants:
+            tenant_run(name, train, test)
+
+
+if __name__ == "__main__":
+    main()

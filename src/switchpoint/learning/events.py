@@ -1,0 +1,149 @@
+"""Feedback events: the one record learning state is rebuilt from.
+
+Every outcome a router learns from becomes a :class:`FeedbackEvent` holding everything needed to
+apply it again: which decision, tenant and model, the quality, the prompt's vector (or, for
+policies that read text, the units it fell in), the evidence weight and a timestamp. Learning
+state is a deterministic fold over events in order, so a service appends events to its store
+and replays them on restart or reload; a :class:`FeedbackLog` is that store's protocol, and
+:class:`InMemoryFeedbackLog` the in-process one.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError
+
+#: The deployment's own tenant: what ``tenant=None`` means everywhere.
+DEFAULT_TENANT = "default"
+MAX_TENANT_LENGTH = 200
+
+
+def check_tenant(tenant: object, field_name: str = "tenant") -> str:
+    """``None`` → the default tenant; otherwise a non-empty name of at most 200 characters."""
+    if tenant is None:
+        return DEFAULT_TENANT
+    if not isinstance(tenant, str) or not tenant.strip():
+        raise InvalidInputError(field_name, f"must be a non-empty tenant name or None (the "
+                                            f"deployment's own), got {tenant!r}")
+    if len(tenant) > MAX_TENANT_LENGTH:
+        raise InvalidInputError(field_name, f"is {len(tenant)} characters; at most "
+                                            f"{MAX_TENANT_LENGTH}")
+    return tenant
+
+
+def check_quality(quality_score: object, success: object) -> float:
+    """Exactly one of a quality score in ``[0, 1]`` or a success flag, as a quality."""
+    if (quality_score is None) == (success is None):
+        raise InvalidInputError("quality_score", "give exactly one of quality_score (0..1) or "
+                                                 "success (True/False)")
+    if success is not None:
+        if not isinstance(success, bool):
+            raise InvalidInputError("success", f"must be True or False, got {success!r}")
+        return 1.0 if success else 0.0
+    if isinstance(quality_score, bool) or not isinstance(quality_score, int | float):
+        raise InvalidInputError("quality_score", f"must be a number in [0, 1], got "
+                                                 f"{quality_score!r}")
+    q = float(quality_score)
+    if math.isnan(q):
+        raise InvalidInputError("quality_score", "is NaN; give a number in [0, 1]")
+    if not 0.0 <= q <= 1.0:
+        raise InvalidInputError("quality_score", f"is {q}; it must be in [0, 1] (1 = best)")
+    return q
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One outcome of one decision, self-contained for replay.
+
+    ``embedding`` is the prompt's vector (what embedding policies learn from); ``units`` the
+    routing units and their weights the decision used (what text policies learn from).
+    ``weight`` scales the evidence (1 = one labelled prompt). A later event with the same
+    ``decision_id`` and tenant replaces an earlier one.
+    """
+
+    decision_id: str
+    model: str
+    quality: float
+    tenant: str = DEFAULT_TENANT
+    embedding: tuple[float, ...] | None = None
+    units: tuple[tuple[int, float], ...] | None = None
+    chosen: str | None = None
+    cost: float | None = None
+    weight: float = 1.0
+    timestamp: float = field(default_factory=time.time)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def vector(self) -> npt.NDArray[np.float32] | None:
+        """The embedding as a ``(1, d)`` float32 row (exactly the vector that was routed)."""
+        if self.embedding is None:
+            return None
+        return np.asarray(self.embedding, dtype=np.float32).reshape(1, -1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` reads it back exactly (floats round-trip)."""
+        return {
+            "event_id": self.event_id, "decision_id": self.decision_id, "tenant": self.tenant,
+            "model": self.model, "quality": self.quality, "chosen": self.chosen,
+            "cost": self.cost, "weight": self.weight, "timestamp": self.timestamp,
+            "embedding": None if self.embedding is None else list(self.embedding),
+            "units": None if self.units is None else [list(u) for u in self.units],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeedbackEvent:
+        try:
+            embedding = data.get("embedding")
+            units = data.get("units")
+            return cls(
+                decision_id=str(data["decision_id"]), model=str(data["model"]),
+                quality=float(data["quality"]), tenant=str(data.get("tenant", DEFAULT_TENANT)),
+                embedding=None if embedding is None else tuple(float(x) for x in embedding),
+                units=None if units is None else tuple((int(u), float(w)) for u, w in units),
+                chosen=data.get("chosen"),
+                cost=None if data.get("cost") is None else float(data["cost"]),
+                weight=float(data.get("weight", 1.0)), timestamp=float(data["timestamp"]),
+                event_id=str(data["event_id"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError("event", f"is not a feedback event ({exc!r}); it needs "
+                                             "decision_id, model, quality, timestamp and "
+                                             "event_id") from None
+
+
+class FeedbackLog(Protocol):
+    """Where feedback events are kept so learning state can be rebuilt: append in order,
+    replay in the same order (all tenants, or one)."""
+
+    def append(self, event: FeedbackEvent) -> None: ...
+
+    def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]: ...
+
+
+class InMemoryFeedbackLog:
+    """A :class:`FeedbackLog` in a list (thread-safe). A service uses its durable store."""
+
+    def __init__(self, events: Iterable[FeedbackEvent] = ()) -> None:
+        self._events: list[FeedbackEvent] = list(events)
+        self._lock = threading.Lock()
+
+    def append(self, event: FeedbackEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
+        with self._lock:
+            events = list(self._events)
+        return iter([e for e in events if tenant is None or e.tenant == tenant])
+
+    def __len__(self) -> int:
+        return len(self._events)

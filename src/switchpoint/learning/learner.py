@@ -1,0 +1,171 @@
+"""The learner a router carries: remembered decisions, per-tenant overlays, the feedback log.
+
+``Router.route`` asks the learner which policy to estimate with for a tenant (the fitted one, or
+its posterior after that tenant's outcomes) and remembers each decision; ``Router.report_outcome``
+hands an outcome to :meth:`Learner.report`, which turns it into a
+:class:`~switchpoint.learning.events.FeedbackEvent`, applies it to the tenant's overlay only
+(tenants never see each other's outcomes), appends it to the log and tells subscribers (e.g. a
+tenant memory). :meth:`Learner.replay` rebuilds the same state from logged events.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from switchpoint.errors import DecisionNotFoundError, InvalidInputError, UnknownModelError
+from switchpoint.learning.events import (
+    FeedbackEvent,
+    FeedbackLog,
+    check_quality,
+    check_tenant,
+)
+from switchpoint.learning.exploration import Explorer
+from switchpoint.learning.memory import DecisionMemory, PendingDecision
+from switchpoint.learning.overlay import Overlay, make_overlay
+from switchpoint.policies import Policy
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """How a router learns from outcomes.
+
+    ``memory_size``: decisions remembered for outcomes (0 turns learning off). ``exploration``:
+    fraction of decisions sent to another candidate (0 by default; see
+    :mod:`~switchpoint.learning.exploration`), drawn with ``seed``. ``novelty_threshold`` and
+    ``max_new_clusters``: when the cluster policy opens a new cluster for an unfamiliar prompt
+    (see :class:`~switchpoint.learning.overlay.ClusterOverlay`).
+    """
+
+    memory_size: int = 10_000
+    exploration: float = 0.0
+    seed: int | None = None
+    novelty_threshold: float = 0.4
+    max_new_clusters: int | None = None
+
+
+@dataclass(frozen=True)
+class OutcomeResult:
+    """What an outcome did: the event learned from, and whether it replaced an earlier one."""
+
+    decision_id: str
+    tenant: str
+    model: str
+    quality: float
+    replaced: bool
+    previous_quality: float | None
+    event: FeedbackEvent
+
+    def to_dict(self) -> dict[str, object]:
+        return {"decision_id": self.decision_id, "tenant": self.tenant, "model": self.model,
+                "quality": self.quality, "replaced": self.replaced,
+                "previous_quality": self.previous_quality, "event_id": self.event.event_id}
+
+
+class Learner:
+    """Learning state of one router (thread-safe; see the module docstring)."""
+
+    def __init__(self, policy: Policy, settings: LearningSettings | None = None, *,
+                 log: FeedbackLog | None = None,
+                 resolve: Callable[[str], str] | None = None) -> None:
+        self.base = policy
+        self._resolve = resolve or self._check_profile
+        self.settings = settings or LearningSettings()
+        self.memory = DecisionMemory(self.settings.memory_size)
+        self.explorer = Explorer(self.settings.exploration, self.settings.seed)
+        self.log = log
+        self._overlays: dict[str, Overlay] = {}
+        self._revisions: dict[str, int] = {}
+        self._subscribers: list[Callable[[FeedbackEvent], object]] = []
+        self._lock = threading.RLock()
+
+    # Routing side -----------------------------------------------------------------------------
+
+    def policy_for(self, tenant: str) -> tuple[Policy, int]:
+        """The policy to estimate with for ``tenant`` and its revision (which changes with
+        every outcome the tenant reports, so cached decisions go stale)."""
+        with self._lock:
+            overlay = self._overlays.get(tenant)
+            if overlay is None:
+                return self.base, 0
+            return overlay.posterior(), self._revisions[tenant]
+
+    def remember(self, entry: PendingDecision) -> None:
+        self.memory.remember(entry)
+
+    # Outcome side ------------------------------------------------------------------------------
+
+    def report(self, decision_id: str, quality_score: float | None = None,
+               success: bool | None = None, *, model: str | None = None,
+               tenant: str | None = None) -> OutcomeResult:
+        """Learn how a remembered decision went (see ``Router.report_outcome``)."""
+        if not isinstance(decision_id, str) or not decision_id:
+            raise InvalidInputError("decision_id", "must be the decision_id a route returned")
+        quality = check_quality(quality_score, success)
+        entry = self.memory.get(decision_id)
+        if entry is None or (tenant is not None and check_tenant(tenant) != entry.tenant):
+            raise DecisionNotFoundError(decision_id, self.memory.capacity)
+        served = entry.chosen if model is None else model
+        profile = self._resolve(served)
+        event = FeedbackEvent(
+            decision_id=decision_id, model=profile, quality=quality, tenant=entry.tenant,
+            embedding=None if entry.embedding is None else tuple(
+                float(v) for v in entry.embedding.reshape(-1)),
+            units=entry.units, chosen=entry.chosen,
+            cost=entry.expected_cost if served == entry.chosen else None)
+        with self._lock:
+            previous = self.apply(event)
+            if self.log is not None:
+                self.log.append(event)
+        return OutcomeResult(decision_id, entry.tenant, served, quality, previous is not None,
+                             previous, event)
+
+    def apply(self, event: FeedbackEvent) -> float | None:
+        """Apply one event to its tenant's overlay (created on first use) and tell the
+        subscribers; returns the quality it replaced, if any. Deterministic."""
+        with self._lock:
+            overlay = self._overlays.get(event.tenant)
+            if overlay is None:
+                overlay = make_overlay(self.base,
+                                       novelty_threshold=self.settings.novelty_threshold,
+                                       max_new_clusters=self.settings.max_new_clusters)
+            previous = overlay.apply(event)
+            self._overlays[event.tenant] = overlay
+            self._revisions[event.tenant] = self._revisions.get(event.tenant, 0) + 1
+            for callback in self._subscribers:
+                callback(event)
+            return previous
+
+    def replay(self, events: Iterable[FeedbackEvent]) -> int:
+        """Rebuild learning state from logged events, in order; returns how many. The events
+        are not appended to the log again."""
+        count = 0
+        for event in events:
+            self.apply(event)
+            count += 1
+        return count
+
+    def _check_profile(self, model: str) -> str:
+        if model not in self.base.models_:
+            raise UnknownModelError("model", [model], list(self.base.models_))
+        return model
+
+    def subscribe(self, callback: Callable[[FeedbackEvent], object]) -> None:
+        """Call ``callback(event)`` for every event applied from now on (and replayed)."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+    # Inspection --------------------------------------------------------------------------------
+
+    def tenants(self) -> list[str]:
+        with self._lock:
+            return sorted(self._overlays)
+
+    def overlay(self, tenant: str | None = None) -> Overlay | None:
+        with self._lock:
+            return self._overlays.get(check_tenant(tenant))
+
+    def n_events(self, tenant: str | None = None) -> int:
+        overlay = self.overlay(tenant)
+        return 0 if overlay is None else overlay.n_events

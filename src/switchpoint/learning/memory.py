@@ -1,0 +1,84 @@
+"""The decisions a router still remembers, so an outcome reported later can be learned from."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class PendingDecision:
+    """What learning needs from one decision: the prompt's vector (or its routing units), the
+    candidates, the model chosen, the tenant it was routed for."""
+
+    decision_id: str
+    tenant: str
+    chosen: str
+    candidates: tuple[str, ...]
+    embedding: npt.NDArray[np.float32] | None = None
+    units: tuple[tuple[int, float], ...] | None = None
+    expected_cost: float | None = None
+    created: float = field(default_factory=time.time)
+
+
+class DecisionMemory:
+    """A bounded map ``decision_id → PendingDecision``; the oldest entries go first. Thread-safe.
+
+    An entry is kept at most ``capacity`` decisions; an outcome for a decision that has left
+    (or never was here) is reported as not found.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be an integer >= 0, got {capacity!r}")
+        self.capacity = capacity
+        self._entries: OrderedDict[str, PendingDecision] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, entry: PendingDecision) -> None:
+        if not self.capacity:
+            return
+        with self._lock:
+            self._entries[entry.decision_id] = entry
+            self._entries.move_to_end(entry.decision_id)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def alias(self, decision_id: str, source_id: str, chosen: str | None = None,
+              expected_cost: float | None = None) -> bool:
+        """Remember ``decision_id`` as a copy of ``source_id`` (a cached decision served again,
+        or one sent to ``chosen`` instead); refreshes the source too. False if it is gone."""
+        with self._lock:
+            source = self._entries.get(source_id)
+            if source is None:
+                return False
+            self._entries.move_to_end(source_id)
+        moved = chosen is not None and chosen != source.chosen
+        self.remember(replace(source, decision_id=decision_id,
+                              chosen=chosen if moved and chosen else source.chosen,
+                              expected_cost=expected_cost if moved else source.expected_cost,
+                              created=time.time()))
+        return True
+
+    def get(self, decision_id: str) -> PendingDecision | None:
+        with self._lock:
+            return self._entries.get(decision_id)
+
+    def set_chosen(self, decision_id: str, model: str, expected_cost: float | None) -> bool:
+        """Record that another model served the decision (e.g. a tenant memory overrode the
+        router's choice). False if the decision is not remembered."""
+        with self._lock:
+            entry = self._entries.get(decision_id)
+            if entry is None:
+                return False
+            self._entries[decision_id] = replace(entry, chosen=model,
+                                                 expected_cost=expected_cost)
+            return True
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,265 @@
+"""Overlays: outcome evidence on top of a fitted policy, applied one event at a time.
+
+An overlay never changes the policy it starts from (the weights package): it keeps the evidence
+of the outcomes applied to it and builds, when asked, the *posterior* policy — the fitted one
+updated by that evidence. Applying the same events in the same order gives the same posterior,
+so an overlay can always be rebuilt from a :class:`~switchpoint.learning.events.FeedbackLog`.
+
+- :class:`TableOverlay` (tiers, tfidf; the base of the cluster overlay): each outcome is one
+  more label of its model on the units the prompt fell in, by the weights the decision used. The
+  fitted tables are the prior, with their label counts as its strength.
+- :class:`ClusterOverlay`: the same on clusters, assigned from the prompt's vector with the
+  policy's own (soft) assignment; a prompt unlike every cluster (cosine to the nearest below
+  ``novelty_threshold``) opens a new cluster, and later prompts nearest to it move its centre
+  (an online mean). New clusters have no coarse parent: their prior is every model's global error
+  shifted by how hard the cluster has been for the models tried there.
+- :class:`KnnOverlay`: each outcome is one more labelled neighbour (for its model only).
+
+A later outcome for the same decision replaces the earlier one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError, UnknownModelError
+from switchpoint.learning.events import FeedbackEvent
+from switchpoint.policies import ClusterPolicy, KnnPolicy, Policy
+from switchpoint.policies.base import Array, TablePolicy
+
+#: How many decisions' outcomes an overlay remembers, to replace one reported again.
+REPLACEABLE_OUTCOMES = 100_000
+#: Soft-assignment weights below this are dropped from an outcome's evidence.
+MIN_UNIT_WEIGHT = 1e-4
+
+
+class Overlay(Protocol):
+    """Outcome evidence over one fitted policy."""
+
+    @property
+    def n_events(self) -> int: ...
+
+    def apply(self, event: FeedbackEvent) -> float | None:
+        """Learn from ``event``; returns the quality it replaced (a repeat for the same
+        decision), else None."""
+
+    def posterior(self) -> Policy:
+        """The fitted policy updated by every outcome applied so far."""
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    model: int
+    units: npt.NDArray[np.int64]
+    weights: Array
+    error: float
+    quality: float
+    weight: float
+
+
+class TableOverlay:
+    """Outcomes as extra labels in a table policy's units (see the module docstring)."""
+
+    def __init__(self, base: TablePolicy) -> None:
+        base._check_fitted()
+        self.base = base
+        self.models = list(base.models_)
+        self._count = np.zeros(base.table_.count.shape)
+        self._error = np.zeros(base.table_.count.shape)
+        self._seen: OrderedDict[str, _Evidence] = OrderedDict()
+        self._events = 0
+        self._cached: Policy | None = base
+
+    @property
+    def n_events(self) -> int:
+        return self._events
+
+    def apply(self, event: FeedbackEvent) -> float | None:
+        if event.model not in self.models:
+            raise UnknownModelError("model", [event.model], self.models)
+        j = self.models.index(event.model)
+        previous = self._seen.pop(event.decision_id, None)
+        if previous is not None:
+            self._add(previous, -1.0)
+            units, weights = previous.units, previous.weights  # the same prompt: same units
+        else:
+            units, weights = self._units(event)
+        evidence = _Evidence(j, units, weights, 1.0 - event.quality, event.quality,
+                             event.weight)
+        self._add(evidence, 1.0)
+        self._seen[event.decision_id] = evidence
+        while len(self._seen) > REPLACEABLE_OUTCOMES:
+            self._seen.popitem(last=False)
+        self._events += 1
+        self._cached = None
+        return None if previous is None else previous.quality
+
+    def posterior(self) -> Policy:
+        if self._cached is None:
+            self._cached = self._build()
+        return self._cached
+
+    def evidence(self) -> tuple[Array, Array]:
+        """The outcome evidence so far: label counts and summed errors per (unit, model)."""
+        return self._count.copy(), self._error.copy()
+
+    # Internals --------------------------------------------------------------------------------
+
+    def _build(self) -> Policy:
+        return self.base.with_evidence(self._count, self._error)
+
+    def _add(self, e: _Evidence, sign: float) -> None:
+        self._count[e.units, e.model] += sign * e.weight * e.weights
+        self._error[e.units, e.model] += sign * e.weight * e.weights * e.error
+        # Subtracting what was added leaves rounding dust; a cell back at zero is exactly zero.
+        cells = (e.units, np.full(len(e.units), e.model))
+        dust = np.abs(self._count[cells]) < 1e-9
+        self._count[cells] = np.where(dust, 0.0, self._count[cells])
+        self._error[cells] = np.where(dust, 0.0, self._error[cells])
+
+    def _units(self, event: FeedbackEvent) -> tuple[npt.NDArray[np.int64], Array]:
+        if not event.units:
+            raise InvalidInputError(
+                "event", f"the {self.base.name!r} policy learns from the units a decision used, "
+                "and this event names none; record decisions with the router that made them")
+        units = np.array([u for u, _ in event.units], dtype=np.int64)
+        weights = np.array([w for _, w in event.units], dtype=np.float64)
+        n_units = len(self._count)
+        if units.min() < 0 or units.max() >= n_units:
+            raise InvalidInputError("event", f"names units outside 0..{n_units - 1}")
+        return units, weights
+
+
+class ClusterOverlay(TableOverlay):
+    """Outcomes on clusters, with new clusters for prompts unlike any (module docstring)."""
+
+    base: ClusterPolicy
+
+    def __init__(self, base: ClusterPolicy, *, novelty_threshold: float = 0.4,
+                 max_new_clusters: int | None = None) -> None:
+        super().__init__(base)
+        if not -1.0 <= novelty_threshold <= 1.0:
+            raise InvalidInputError("novelty_threshold", f"must be a cosine in [-1, 1], got "
+                                                         f"{novelty_threshold}")
+        self.novelty_threshold = float(novelty_threshold)
+        self.max_new_clusters = (2 * base.n_units if max_new_clusters is None
+                                 else int(max_new_clusters))
+        if self.max_new_clusters < 0:
+            raise InvalidInputError("max_new_clusters", "must be >= 0")
+        self._sums: list[npt.NDArray[np.float64]] = []  # member sums of the new clusters
+        self._structure: ClusterPolicy = base
+
+    @property
+    def n_new_clusters(self) -> int:
+        return len(self._sums)
+
+    def new_centroids(self) -> npt.NDArray[np.float32]:
+        if not self._sums:
+            return np.zeros((0, self.base.centroids_.shape[1]), dtype=np.float32)
+        sums = np.array(self._sums)
+        norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        return (sums / norms).astype(np.float32)
+
+    def _units(self, event: FeedbackEvent) -> tuple[npt.NDArray[np.int64], Array]:
+        x = event.vector()
+        if x is None:
+            return super()._units(event)
+        if x.shape[1] != self.base.centroids_.shape[1]:
+            raise InvalidInputError("event", f"holds a {x.shape[1]}-d vector; the clusters are "
+                                             f"{self.base.centroids_.shape[1]}-d")
+        sims = (x @ self._structure.centroids_.T)[0]
+        nearest = int(np.argmax(sims))
+        n_base = self.base.n_units
+        if sims[nearest] < self.novelty_threshold and len(self._sums) < self.max_new_clusters:
+            self._sums.append(x[0].astype(np.float64))
+            self._count = np.vstack([self._count, np.zeros((1, len(self.models)))])
+            self._error = np.vstack([self._error, np.zeros((1, len(self.models)))])
+            self._restructure()
+        elif nearest >= n_base:
+            self._sums[nearest - n_base] = self._sums[nearest - n_base] + x[0]
+            self._restructure()
+        _, weights = self._structure.assign(x)
+        units = np.flatnonzero(weights[0] >= MIN_UNIT_WEIGHT).astype(np.int64)
+        return units, weights[0, units]
+
+    def _restructure(self) -> None:
+        self._structure = self.base.with_clusters(self.new_centroids())
+
+    def _build(self) -> Policy:
+        return self._structure.with_evidence(self._count, self._error)
+
+
+class KnnOverlay:
+    """Outcomes as extra labelled neighbours (for the reported model only)."""
+
+    def __init__(self, base: KnnPolicy, *, max_examples: int = 100_000) -> None:
+        base._check_fitted()
+        self.base = base
+        self.models = list(base.models_)
+        self.max_examples = int(max_examples)
+        self._rows: OrderedDict[str, tuple[npt.NDArray[np.float32], int, float, float]] = (
+            OrderedDict())
+        self._events = 0
+        self._cached: Policy | None = base
+        self._mean_cost = base.global_cost()
+
+    @property
+    def n_events(self) -> int:
+        return self._events
+
+    def apply(self, event: FeedbackEvent) -> float | None:
+        if event.model not in self.models:
+            raise UnknownModelError("model", [event.model], self.models)
+        x = event.vector()
+        if x is None:
+            raise InvalidInputError("event", "the 'knn' policy learns from the prompt's vector, "
+                                             "and this event has none")
+        previous = self._rows.pop(event.decision_id, None)
+        cost = event.cost if event.cost is not None else float(self._mean_cost[event.model])
+        self._rows[event.decision_id] = (x[0], self.models.index(event.model),
+                                         1.0 - event.quality, cost)
+        while len(self._rows) > self.max_examples:
+            self._rows.popitem(last=False)
+        self._events += 1
+        self._cached = None
+        return None if previous is None else 1.0 - previous[2]
+
+    def posterior(self) -> Policy:
+        if self._cached is None:
+            self._cached = self._build()
+        return self._cached
+
+    def _build(self) -> Policy:
+        if not self._rows:
+            return self.base
+        rows = list(self._rows.values())
+        m = len(self.models)
+        error = np.full((len(rows), m), np.nan)
+        cost = np.full((len(rows), m), np.nan)
+        for i, (_, j, e, c) in enumerate(rows):
+            error[i, j], cost[i, j] = e, c
+        posterior = copy.copy(self.base)
+        posterior.examples_ = np.vstack([self.base.examples_, np.array([r[0] for r in rows])])
+        posterior.error_ = np.vstack([self.base.error_, error])
+        posterior.cost_ = np.vstack([self.base.cost_, cost])
+        return posterior
+
+
+def make_overlay(policy: Policy, *, novelty_threshold: float = 0.4,
+                 max_new_clusters: int | None = None) -> Overlay:
+    """The overlay that learns outcomes for ``policy``'s kind."""
+    if isinstance(policy, ClusterPolicy):
+        return ClusterOverlay(policy, novelty_threshold=novelty_threshold,
+                              max_new_clusters=max_new_clusters)
+    if isinstance(policy, TablePolicy):
+        return TableOverlay(policy)
+    if isinstance(policy, KnnPolicy):
+        return KnnOverlay(policy)
+    raise InvalidInputError("policy", f"the {policy.name!r} policy does not learn from outcomes; "
+                                      "use the cluster, knn, tiers or tfidf policy")

@@ -1,0 +1,238 @@
+"""A per-tenant nearest-neighbour memory of outcomes, consulted before the learned router.
+
+Each tenant keeps its own vectors: every outcome it reports is one record (prompt vector, model,
+quality). For a new request the memory finds the tenant's ``k`` most similar records (cosine at
+least ``min_similarity``) and scores each candidate model that has records among them::
+
+    score(m) = mean quality of m on the neighbours − α · normalised cost(m) − switch penalty
+
+where the switch penalty applies to every model but the one the global learned router chose (so
+the memory overrides the router only when the tenant's own evidence is clearly better) and the
+cost is normalised as the router normalises it for λ. ``α`` is the tenant's own cost weight, or
+the request's λ when the tenant sets none.
+
+The memory answers only when it should; otherwise the request falls back to the **global learned
+router** (never simply to a requested model), and the answer says which fallback and why:
+
+- ``cold_start``: the tenant has fewer than ``min_records`` outcomes;
+- ``sparse_neighbourhood``: fewer than ``min_neighbours`` records are similar enough;
+- ``low_confidence``: fewer than two candidates have neighbours, or the chance that the winner
+  really beats the runner-up (normal approximation on the neighbours' qualities) is below
+  ``confidence_floor``;
+- ``tool_request``: the request uses tools, which past outcomes do not speak for.
+
+Tenants are isolated: a tenant's records are only ever read for that tenant. Each tenant holds at
+most ``max_records`` records; past that the oldest go first. A second outcome for the same
+decision replaces the first.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.errors import InvalidInputError
+from switchpoint.learning.events import FeedbackEvent, check_tenant
+from switchpoint.policies.base import check_int, check_number
+
+
+class Fallback(StrEnum):
+    """Why the memory left a request to the global learned router."""
+
+    COLD_START = "cold_start"
+    SPARSE_NEIGHBOURHOOD = "sparse_neighbourhood"
+    LOW_CONFIDENCE = "low_confidence"
+    TOOL_REQUEST = "tool_request"
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """One tenant's memory settings (see the module docstring)."""
+
+    k: int = 20
+    min_neighbours: int = 5
+    min_similarity: float = 0.5
+    alpha: float | None = None
+    switch_penalty: float = 0.02
+    confidence_floor: float = 0.8
+    min_records: int = 20
+    max_records: int = 5000
+
+    def validate(self) -> TenantSettings:
+        check_int("k", self.k, low=1)
+        check_int("min_neighbours", self.min_neighbours, low=1)
+        check_number("min_similarity", self.min_similarity, low=-1.0)
+        if self.alpha is not None:
+            check_number("alpha", self.alpha)
+        check_number("switch_penalty", self.switch_penalty)
+        check_number("confidence_floor", self.confidence_floor)
+        check_int("min_records", self.min_records, low=0)
+        check_int("max_records", self.max_records, low=1)
+        if self.min_neighbours > self.k:
+            raise InvalidInputError("min_neighbours", f"is {self.min_neighbours}, more than k "
+                                                      f"= {self.k} neighbours can provide")
+        return self
+
+
+@dataclass(frozen=True)
+class MemoryChoice:
+    """The memory's answer for one request: a model, or the fallback and why."""
+
+    model: str | None
+    fallback: Fallback | None
+    reason: str
+    scores: dict[str, float] = field(default_factory=dict)
+    neighbours: int = 0
+    confidence: float = 0.0
+
+
+class _TenantRecords:
+    """One tenant's records in a ring: vectors, model ids, qualities, decision ids."""
+
+    def __init__(self, capacity: int, dimension: int) -> None:
+        self.vectors = np.zeros((capacity, dimension), dtype=np.float32)
+        self.model = np.zeros(capacity, dtype=np.int64)
+        self.quality = np.zeros(capacity)
+        self.slots: OrderedDict[str, int] = OrderedDict()  # decision id -> slot, oldest first
+        self.free = list(range(capacity - 1, -1, -1))
+
+    def put(self, decision_id: str, vector: npt.NDArray[np.float32], model: int,
+            quality: float) -> float | None:
+        previous = None
+        slot = self.slots.pop(decision_id, None)
+        if slot is not None:
+            previous = float(self.quality[slot])
+        elif self.free:
+            slot = self.free.pop()
+        else:
+            _, slot = self.slots.popitem(last=False)  # evict the oldest
+        self.vectors[slot], self.model[slot], self.quality[slot] = vector, model, quality
+        self.slots[decision_id] = slot
+        return previous
+
+    def used(self) -> npt.NDArray[np.int64]:
+        return np.fromiter(self.slots.values(), dtype=np.int64, count=len(self.slots))
+
+
+class TenantKnnMemory:
+    """Per-tenant outcome memory (see the module docstring). Thread-safe."""
+
+    def __init__(self, settings: TenantSettings | None = None,
+                 tenants: Mapping[str, TenantSettings] | None = None) -> None:
+        self.default = (settings or TenantSettings()).validate()
+        self._settings = {check_tenant(t): s.validate() for t, s in (tenants or {}).items()}
+        self._records: dict[str, _TenantRecords] = {}
+        self._models: dict[str, int] = {}
+        self._names: list[str] = []
+        self._lock = threading.Lock()
+
+    def settings_for(self, tenant: str | None) -> TenantSettings:
+        return self._settings.get(check_tenant(tenant), self.default)
+
+    def configure(self, tenant: str, settings: TenantSettings) -> None:
+        """Set one tenant's settings; ``max_records`` applies from the tenant's first outcome,
+        so set it before."""
+        with self._lock:
+            self._settings[check_tenant(tenant)] = settings.validate()
+
+    def size(self, tenant: str | None) -> int:
+        records = self._records.get(check_tenant(tenant))
+        return 0 if records is None else len(records.slots)
+
+    def apply(self, event: FeedbackEvent) -> float | None:
+        """Remember one outcome for its tenant; returns the quality it replaced, if any."""
+        x = event.vector()
+        if x is None:
+            raise InvalidInputError("event", "the tenant memory needs the prompt's vector")
+        with self._lock:
+            records = self._records.get(event.tenant)
+            if records is None:
+                capacity = self.settings_for(event.tenant).max_records
+                records = _TenantRecords(capacity, x.shape[1])
+                self._records[event.tenant] = records
+            if event.model not in self._models:
+                self._models[event.model] = len(self._names)
+                self._names.append(event.model)
+            return records.put(event.decision_id, x[0], self._models[event.model],
+                               event.quality)
+
+    def suggest(
+        self,
+        tenant: str | None,
+        embedding: npt.NDArray[np.float32],
+        candidates: Sequence[str],
+        normalised_costs: Mapping[str, float],
+        incumbent: str,
+        *,
+        cost_weight: float,
+        tools: bool = False,
+    ) -> MemoryChoice:
+        """Score ``candidates`` for one request from the tenant's own neighbours, or say why
+        the global router (whose choice is ``incumbent``) should decide instead."""
+        name = check_tenant(tenant)
+        settings = self.settings_for(name)
+        if tools:
+            return MemoryChoice(None, Fallback.TOOL_REQUEST, "the request uses tools; past "
+                                "outcomes do not say which model handles them")
+        with self._lock:
+            records = self._records.get(name)
+            n = 0 if records is None else len(records.slots)
+            if records is None or n < max(settings.min_records, 1):
+                return MemoryChoice(None, Fallback.COLD_START, f"{n} outcome(s) remembered for "
+                                    f"this tenant; the memory answers from "
+                                    f"{max(settings.min_records, 1)}")
+            slots = records.used()
+            vectors = records.vectors[slots]
+            model_ids = records.model[slots]
+            qualities = records.quality[slots]
+            names = list(self._names)
+        sims = vectors @ np.asarray(embedding, dtype=np.float32).reshape(-1)
+        order = np.argsort(-sims, kind="stable")[: settings.k]
+        near = order[sims[order] >= settings.min_similarity]
+        if len(near) < settings.min_neighbours:
+            return MemoryChoice(None, Fallback.SPARSE_NEIGHBOURHOOD, f"{len(near)} remembered "
+                                f"prompt(s) are at least {settings.min_similarity:g} similar; "
+                                f"the memory needs {settings.min_neighbours}", neighbours=len(near))
+        alpha = settings.alpha if settings.alpha is not None else cost_weight
+        stats: dict[str, tuple[float, int]] = {}
+        for model in candidates:
+            if model not in names:
+                continue
+            mine = qualities[near][model_ids[near] == names.index(model)]
+            if len(mine):
+                stats[model] = (float(mine.mean()), len(mine))
+        scores = {m: q - alpha * normalised_costs[m]
+                  - (0.0 if m == incumbent else settings.switch_penalty)
+                  for m, (q, _) in stats.items()}
+        if len(scores) < 2:
+            return MemoryChoice(None, Fallback.LOW_CONFIDENCE, "fewer than two candidates have "
+                                "outcomes among the neighbours, so the memory cannot compare",
+                                scores, len(near))
+        ranked = sorted(scores, key=lambda m: (-scores[m], normalised_costs[m]))
+        best, second = ranked[0], ranked[1]
+        confidence = _beats(scores[best] - scores[second], stats[best], stats[second])
+        if confidence < settings.confidence_floor:
+            return MemoryChoice(None, Fallback.LOW_CONFIDENCE, f"{best} leads {second} by "
+                                f"{scores[best] - scores[second]:.3f} on {len(near)} neighbours: "
+                                f"confidence {confidence:.2f} is below the floor "
+                                f"{settings.confidence_floor:g}", scores, len(near), confidence)
+        return MemoryChoice(best, None, f"{best} scores best on {len(near)} similar outcomes of "
+                            f"this tenant (confidence {confidence:.2f})", scores, len(near),
+                            confidence)
+
+
+
+def _beats(margin: float, a: tuple[float, int], b: tuple[float, int]) -> float:
+    """P(the winner really leads), a normal approximation on the neighbours' mean qualities."""
+    var = 0.0
+    for q, n in (a, b):
+        p = min(max(q, 0.05), 0.95)
+        var += p * (1.0 - p) / n
+    return 0.5 * (1.0 + math.erf(margin / math.sqrt(2.0 * var)))

@@ -1,0 +1,318 @@
+"""Learning from outcomes: report_outcome, overlays, tenants, exploration, replay, export."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from switchpoint.errors import (
+    DecisionNotFoundError,
+    InvalidInputError,
+    UnknownModelError,
+)
+from switchpoint.learning import (
+    ClusterOverlay,
+    FeedbackEvent,
+    InMemoryFeedbackLog,
+    KnnOverlay,
+    LearningSettings,
+)
+from switchpoint.learning.export import export_weights
+from switchpoint.policies import ClusterPolicy, Inputs
+from switchpoint.records import RecordSet
+from switchpoint.router import Router
+from switchpoint.training import fit
+from switchpoint.weights import WeightsPackage, load_weights
+from tests.fakes.two_kinds import math_prompt, two_kinds_package
+
+
+@pytest.fixture
+def package(fake_embedder) -> WeightsPackage:  # type: ignore[no-untyped-def]
+    return two_kinds_package(fake_embedder)
+
+
+def _router(package: WeightsPackage, fake_embedder, **kw) -> Router:  # type: ignore[no-untyped-def]
+    return Router(package, embedder=fake_embedder, cost_weight=0.1, **kw)
+
+
+def _math_error(router: Router, tenant: str | None = None) -> float:
+    return router.route(math_prompt(9999), tenant=tenant,
+                        cost_weight_override=0).expected_errors["strong"]
+
+
+# report_outcome: what it accepts -----------------------------------------------------------
+
+
+def test_report_outcome_returns_what_it_learned(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    d = router.route(math_prompt(1))
+    result = router.report_outcome(d.decision_id, quality_score=0.25)
+    assert (result.decision_id, result.tenant, result.model) == (d.decision_id, "default",
+                                                                  "strong")
+    assert result.quality == 0.25 and not result.replaced and result.previous_quality is None
+    assert result.event.embedding is not None and len(result.event.embedding) == 384
+    assert json.loads(json.dumps(result.to_dict()))["replaced"] is False
+    assert router.report_outcome(router.route(math_prompt(2)).decision_id,
+                                 success=True).quality == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"quality_score": math.nan}, "quality_score"), ({"quality_score": 1.5}, "quality_score"),
+     ({"quality_score": -0.1}, "quality_score"), ({"quality_score": True}, "quality_score"),
+     ({"quality_score": "0.5"}, "quality_score"), ({}, "quality_score"),
+     ({"quality_score": 0.5, "success": True}, "quality_score"), ({"success": 1}, "success")],
+)
+def test_report_outcome_rejects_bad_quality(package, fake_embedder, kwargs, field) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    d = router.route(math_prompt(1))
+    with pytest.raises(InvalidInputError) as info:
+        router.report_outcome(d.decision_id, **kwargs)
+    assert info.value.field == field
+    assert router.learner.n_events() == 0  # nothing learned from a bad report
+
+
+def test_unknown_decisions_wrong_tenant_and_unknown_models(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    with pytest.raises(DecisionNotFoundError, match="no decision 'nope'"):
+        router.report_outcome("nope", 1.0)
+    d = router.route(math_prompt(1), tenant="acme")
+    with pytest.raises(DecisionNotFoundError):  # another tenant cannot report on it
+        router.report_outcome(d.decision_id, 1.0, tenant="globex")
+    with pytest.raises(UnknownModelError):
+        router.report_outcome(d.decision_id, 1.0, model="gpt-99")
+    assert router.report_outcome(d.decision_id, 1.0, tenant="acme").tenant == "acme"
+
+
+def test_memory_is_bounded(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder, learning=LearningSettings(memory_size=3),
+                     cache_size=0)
+    ids = [router.route(math_prompt(i)).decision_id for i in range(5)]
+    with pytest.raises(DecisionNotFoundError, match="last 3 decisions"):
+        router.report_outcome(ids[0], 1.0)
+    assert router.report_outcome(ids[-1], 1.0).decision_id == ids[-1]
+
+
+def test_a_repeat_replaces_the_earlier_score(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    twice = _router(package, fake_embedder)
+    once = _router(package, fake_embedder)
+    for i in range(20):
+        a, b = twice.route(math_prompt(i)), once.route(math_prompt(i))
+        twice.report_outcome(a.decision_id, 1.0)
+        second = twice.report_outcome(a.decision_id, 0.0)
+        assert second.replaced and second.previous_quality == 1.0
+        once.report_outcome(b.decision_id, 0.0)
+    assert _math_error(twice) == pytest.approx(_math_error(once), abs=1e-9)
+
+
+def test_a_cached_decision_can_be_reported_too(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    first = router.route(math_prompt(1))
+    hit = router.route(math_prompt(1))
+    assert hit.cache_hit and hit.decision_id != first.decision_id
+    assert router.report_outcome(hit.decision_id, 0.0).model == "strong"
+    # Learning changes the tenant's revision, so the next route is estimated afresh.
+    assert not router.route(math_prompt(1)).cache_hit
+
+
+def test_outcomes_for_another_model_than_the_chosen_one(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    before = router.route(math_prompt(0), cost_weight_override=0).expected_errors["cheap"]
+    for i in range(30):
+        d = router.route(math_prompt(i))
+        assert router.report_outcome(d.decision_id, 1.0, model="cheap").model == "cheap"
+    after = router.route(math_prompt(0), cost_weight_override=0).expected_errors["cheap"]
+    assert after < before - 0.05
+
+
+# Tenants -------------------------------------------------------------------------------------
+
+
+def test_tenants_are_isolated(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    base = _math_error(router)
+    for i in range(40):
+        d = router.route(math_prompt(i), tenant="acme")
+        router.report_outcome(d.decision_id, 0.0)
+    assert _math_error(router, "acme") > base + 0.05
+    assert _math_error(router) == pytest.approx(base)  # the deployment's own: untouched
+    assert _math_error(router, "globex") == pytest.approx(base)
+    assert router.learner.tenants() == ["acme"]
+    assert router.learner.n_events("acme") == 40 and router.learner.n_events() == 0
+    with pytest.raises(InvalidInputError):
+        router.route(math_prompt(1), tenant="")
+
+
+# Exploration ---------------------------------------------------------------------------------
+
+
+def test_exploration_is_seeded_and_respects_a_named_model(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    def picks(rate: float, seed: int) -> list[str]:
+        r = _router(package, fake_embedder, learning=LearningSettings(exploration=rate,
+                                                                      seed=seed))
+        return [r.route(math_prompt(i)).selected_model for i in range(200)]
+
+    assert picks(0.0, 1) == ["strong"] * 200  # off by default
+    explored = picks(0.3, 7)
+    assert explored == picks(0.3, 7)  # reproducible
+    share = sum(m != "strong" for m in explored) / 200
+    assert 0.2 < share < 0.4
+    assert set(explored) == {"strong", "runner", "cheap"}
+    r = _router(package, fake_embedder, learning=LearningSettings(exploration=1.0, seed=0))
+    d = r.route(math_prompt(1))
+    assert d.selected_model != "strong" and "Exploring" in d.reasoning[-1]
+    assert r.report_outcome(d.decision_id, 1.0).model == d.selected_model
+    for i in range(20):  # one named model: never explored away from it
+        assert r.route(math_prompt(i), available_models=["strong"]).selected_model == "strong"
+    with pytest.raises(InvalidInputError) as info:
+        _router(package, fake_embedder, learning=LearningSettings(exploration=1.5))
+    assert info.value.field == "exploration"
+
+
+# Events, replay, the log ---------------------------------------------------------------------
+
+
+def test_events_round_trip_and_the_log_replays_by_tenant(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    log = InMemoryFeedbackLog()
+    router = _router(package, fake_embedder, feedback_log=log)
+    for i, tenant in enumerate(["a", "b", "a"]):
+        router.report_outcome(router.route(math_prompt(i), tenant=tenant).decision_id, 0.5)
+    events = list(log.replay())
+    assert [e.tenant for e in events] == ["a", "b", "a"]
+    assert [e.tenant for e in log.replay("a")] == ["a", "a"]
+    back = FeedbackEvent.from_dict(json.loads(json.dumps(events[0].to_dict())))
+    assert back == events[0]
+    with pytest.raises(InvalidInputError, match="not a feedback event"):
+        FeedbackEvent.from_dict({"model": "x"})
+
+
+def test_replay_in_order_gives_the_same_posterior(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    log = InMemoryFeedbackLog()
+    router = _router(package, fake_embedder, feedback_log=log)
+    rng = np.random.default_rng(3)
+    for i in range(60):
+        prompt = math_prompt(i) if i % 2 else f"an entirely new topic number {i} about ships"
+        d = router.route(prompt, tenant=["x", "y"][i % 2])
+        router.report_outcome(d.decision_id, float(rng.random()))
+    rebuilt = _router(package, fake_embedder)
+    assert rebuilt.learner.replay(log.replay()) == 60
+    probe = Inputs(embeddings=fake_embedder.embed([math_prompt(500), "new topic about ships"]))
+    for tenant in ("x", "y"):
+        a = router.learner.policy_for(tenant)[0].estimate(probe)
+        b = rebuilt.learner.policy_for(tenant)[0].estimate(probe)
+        np.testing.assert_array_equal(a.error, b.error)
+        np.testing.assert_array_equal(a.unit_probabilities, b.unit_probabilities)
+
+
+# Overlays ------------------------------------------------------------------------------------
+
+
+def _event(vector: np.ndarray, model: str, quality: float, did: str) -> FeedbackEvent:
+    return FeedbackEvent(decision_id=did, model=model, quality=quality,
+                         embedding=tuple(float(v) for v in vector))
+
+
+def test_cluster_overlay_opens_a_cluster_for_unfamiliar_prompts(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    base = package.policy
+    assert isinstance(base, ClusterPolicy)
+    overlay = ClusterOverlay(base, novelty_threshold=0.4, max_new_clusters=1)
+    ships = fake_embedder.embed([f"sail the galleon across stormy seas voyage {i}"
+                                 for i in range(12)])
+    assert float((ships @ base.centroids_.T).max()) < 0.4
+    for i, v in enumerate(ships):
+        overlay.apply(_event(v, "strong", 0.0, f"s{i}"))
+        overlay.apply(_event(v, "cheap", 1.0, f"c{i}"))
+    assert overlay.n_new_clusters == 1  # then the cap: later ones join it
+    posterior = overlay.posterior()
+    assert posterior.n_units == base.n_units + 1
+    est = posterior.estimate(Inputs(embeddings=ships[:1]))
+    assert int(est.unit_ids[0]) == base.n_units
+    strong, runner, cheap = est.error[0]
+    assert cheap < strong
+    # Runner was never tried there: it starts from what the fitted clusters estimate at the
+    # new cluster's centre, shifted up because the cluster proved harder than that for strong
+    # (failing) more than easier for cheap.
+    centre = posterior.centroids_[-1:]
+    anchor = base.estimate(Inputs(embeddings=centre)).error[0]
+    assert runner > anchor[1] + 0.02
+    assert base.n_units == 2  # the fitted policy is untouched
+
+
+def test_a_grown_cluster_without_outcomes_routes_as_the_fitted_clusters_do(package) -> None:  # type: ignore[no-untyped-def]
+    base = package.policy
+    rng = np.random.default_rng(0)
+    centre = rng.standard_normal((1, 384)).astype(np.float32)
+    centre /= np.linalg.norm(centre)
+    grown = base.with_clusters(centre)
+    assert grown.n_units == base.n_units + 1 and grown.parent_[-1] == -1
+    np.testing.assert_allclose(grown.error_[-1], base.estimate(Inputs(embeddings=centre)).error[0],
+                               atol=1e-6)
+    np.testing.assert_allclose(grown.error_[:-1], base.error_)
+
+
+def test_knn_overlay_adds_the_prompt_as_a_neighbour(fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    package = two_kinds_package(fake_embedder, policy="knn")
+    overlay = KnnOverlay(package.policy)  # type: ignore[arg-type]
+    x = fake_embedder.embed([math_prompt(1)])
+    before = package.policy.estimate(Inputs(embeddings=x)).error[0, 2]
+    for i in range(15):
+        overlay.apply(_event(fake_embedder.embed([math_prompt(100 + i)])[0], "cheap", 1.0,
+                             f"d{i}"))
+    after = overlay.posterior().estimate(Inputs(embeddings=x))
+    assert after.error[0, 2] < before - 0.1
+    assert overlay.posterior().n_units == package.policy.n_units + 15
+    assert overlay.apply(_event(fake_embedder.embed([math_prompt(100)])[0], "cheap", 0.0,
+                                "d0")) == 1.0  # replaced
+    assert overlay.posterior().n_units == package.policy.n_units + 15
+
+
+def test_text_policies_learn_from_the_units_their_decisions_used(
+    small_records: RecordSet, fake_embedder  # type: ignore[no-untyped-def]
+) -> None:
+    package = fit(small_records, policy="tiers", split="test", embedder=fake_embedder)
+    router = Router(package, embedder=fake_embedder, cost_weight=0.0)
+    prompt = "What is the capital of France?"
+    before = router.route(prompt)
+    for i in range(40):
+        d = router.route(f"{prompt} ({i})")
+        router.report_outcome(d.decision_id, 0.0, model=before.selected_model)
+    after = router.route(prompt)
+    assert after.expected_errors[before.selected_model] > before.expected_errors[
+        before.selected_model] + 0.05
+
+
+def test_fixed_policy_does_not_learn(small_records: RecordSet, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    package = fit(small_records, policy="fixed", split="test", embedder=fake_embedder)
+    router = Router(package, embedder=fake_embedder)
+    d = router.route("hello")
+    with pytest.raises(InvalidInputError, match="does not learn from outcomes"):
+        router.report_outcome(d.decision_id, 1.0)
+
+
+# Export --------------------------------------------------------------------------------------
+
+
+def test_export_folds_the_overlay_into_new_weights(package, fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    with pytest.raises(InvalidInputError, match="nothing to fold"):
+        export_weights(router, tmp_path / "none")
+    for i in range(60):
+        d = router.route(math_prompt(i))
+        router.report_outcome(d.decision_id, 0.0, model="strong")
+    for i in range(5):
+        router.report_outcome(router.route(f"ships and sails on the sea {i}").decision_id, 1.0)
+    learned = _math_error(router)
+    exported = export_weights(router, tmp_path / "learned")
+    assert exported.path == tmp_path / "learned"
+    loaded = load_weights(tmp_path / "learned")
+    fresh = _router(loaded, fake_embedder)
+    assert _math_error(fresh) == pytest.approx(learned, abs=0.01)
+    assert fresh.route(math_prompt(1)).selected_model == router.route(
+        math_prompt(1)).selected_model
+    assert loaded.provenance["learned"][0]["events"] == 65
+    assert loaded.policy.n_units == package.policy.n_units + router.learner.overlay().n_new_clusters  # type: ignore[union-attr]
+    assert package.policy.n_units == 2  # the router's own weights are unchanged
