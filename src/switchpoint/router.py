@@ -328,7 +328,8 @@ class Router:
                                    tenant=tenant)
 
     def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
-        """The λ scale of a candidate set: the mean cost of its priciest model."""
+        """The cost that λ = 1 weighs as one unit of error among ``available_models`` (default:
+        every allowed model): the reference cost of the dearest of them (see :mod:`decision`)."""
         return self._map.cost_scale(self._candidates(available_models))
 
     def get_best_model_for_cluster(self, cluster_id: int,
@@ -466,11 +467,6 @@ class Router:
         if not names:
             raise NoCandidatesError(field_name, "is empty; list at least one model or omit it")
         return names
-
-    def cost_scale(self, models: Sequence[str] | None = None) -> float:
-        """The cost that λ = 1 weighs as one unit of error among ``models`` (default: every
-        allowed model): the reference price of the dearest of them (see :mod:`decision`)."""
-        return self._map.cost_scale(self._candidates(models))
 
     def check_candidates(self, available: Sequence[str] | None) -> list[str]:
         """Validate a candidate list; returns the models that remain allowed."""
