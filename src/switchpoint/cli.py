@@ -1,5 +1,5 @@
 """The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
-label, keys, report.
+label, keys, report, feedback, learn.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
 nothing is written when a command fails. ``label`` exits with status 1 when some prompts could
@@ -619,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     from switchpoint.governance.cli import add_commands
 
     add_commands(sub)  # keys, report
+    from switchpoint.learning.cli import add_commands as add_learning_commands
+
+    add_learning_commands(sub)  # feedback, learn
     return parser
 
 

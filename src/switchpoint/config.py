@@ -20,6 +20,8 @@
     auth: keys                    # optional: client keys (switchpoint keys create) on the gateway
     tenants: {acme: {budgets: [100/month], models: [cheap, auto]}}   # see governance.settings:
     budgets: {models: {good: 50/day}}                 # budgets, SLAs, escalation
+    learning: {exploration: 0.05}                     # see learning.config: feedback, tenants'
+    experiments: {cheaper: {arms: {a: {}, b: {cost_weight: 2}}}}   # memory, experiments
     gateway:                      # POST /v1/chat/completions: upstream calls, failover, health,
       connect_timeout_s: 5        # session pins (see GatewaySettings for every key)
       read_timeout_s: 60
@@ -67,6 +69,13 @@ from switchpoint.governance.settings import (
     check_tenant_names,
 )
 from switchpoint.known_providers import OPENAI_COMPATIBLE, check_provider, infer_provider
+from switchpoint.learning.config import (
+    ArmConfig,
+    ExperimentConfig,
+    LearningConfig,
+    MemoryConfig,
+    check_experiment_names,
+)
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -276,6 +285,8 @@ class Settings(BaseModel):
     sla: SLASettings | None = None
     escalation: EscalationSettings = EscalationSettings()
     governance: GovernanceSettings = GovernanceSettings()
+    learning: LearningConfig = LearningConfig()
+    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
 
     _source: _Source | None = PrivateAttr(default=None)
     _admin_token: str | None = PrivateAttr(default=None)
@@ -289,6 +300,12 @@ class Settings(BaseModel):
     @classmethod
     def _tenant_names(cls, value: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
         return check_tenant_names(value)
+
+    @field_validator("experiments")
+    @classmethod
+    def _experiment_names(cls, value: dict[str, ExperimentConfig]
+                          ) -> dict[str, ExperimentConfig]:
+        return check_experiment_names(value)
 
     @property
     def source_path(self) -> Path | None:
@@ -364,6 +381,7 @@ def load_settings(
     _check_catalog(settings)
     _check_governance(settings)
     _check_paths(settings)
+    _check_experiments(settings)
     if settings.admin_token_env is not None:
         token = env.get(settings.admin_token_env, "").strip()
         if not token:
@@ -440,14 +458,22 @@ def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
         return list(StoreSettings.model_fields)
     if loc[:1] == ("gateway",) and len(loc) > 1:
         return list(GatewaySettings.model_fields)
+    if loc[:1] == ("learning",) and len(loc) > 2 and loc[1] == "memory":
+        return list(MemoryConfig.model_fields)
+    if loc[:1] == ("experiments",) and len(loc) > 2:
+        if len(loc) > 4 and loc[2] == "arms":
+            return list(ArmConfig.model_fields)
+        return list(ExperimentConfig.model_fields)
     sections: dict[str, type[BaseModel]] = {
         "budgets": BudgetSettings, "sla": SLASettings, "escalation": EscalationSettings,
-        "governance": GovernanceSettings}
+        "governance": GovernanceSettings, "learning": LearningConfig}
     if loc[:1] and str(loc[0]) in sections and len(loc) > 1:
         return list(sections[str(loc[0])].model_fields)
     if loc[:1] == ("tenants",) and len(loc) > 2:
         if len(loc) > 3 and loc[2] in ("sla", "escalation"):
             return list((SLASettings if loc[2] == "sla" else EscalationSettings).model_fields)
+        if len(loc) > 3 and loc[2] == "memory":
+            return list(MemoryConfig.model_fields)
         return list(TenantSettings.model_fields)
     return list(Settings.model_fields)
 
@@ -542,6 +568,34 @@ def _check_governance(settings: Settings) -> None:
             raise ConfigError(f"budgets.providers.{name}", f"no catalog model has the provider "
                                                            f"{name!r} (providers: "
                                                            f"{', '.join(providers)})")
+
+
+def _check_experiments(settings: Settings) -> None:
+    """What the experiments name must exist: their tenants, their arms' policies and models."""
+    from switchpoint.learning.events import DEFAULT_TENANT
+    from switchpoint.weights import bundled_policies
+
+    policies = set(bundled_policies()) | set(settings.policies)
+    names = None if settings.models is None else [m.name for m in settings.models]
+    tenants = [*settings.tenants, DEFAULT_TENANT]
+    for name, experiment in settings.experiments.items():
+        for i, tenant in enumerate(experiment.tenants or []):
+            if tenant not in tenants:
+                raise ConfigError(f"experiments.{name}.tenants[{i}]",
+                                  f"{tenant!r} is not a tenant of this config; use one of "
+                                  f"{', '.join(tenants)} ({DEFAULT_TENANT!r}: requests without "
+                                  "a tenant)")
+        for arm_name, arm in experiment.arms.items():
+            key = f"experiments.{name}.arms.{arm_name}"
+            if arm.policy is not None and arm.policy not in policies:
+                raise ConfigError(f"{key}.policy", f"{arm.policy!r} is neither a bundled "
+                                                   f"policy nor under policies:; use one of "
+                                                   f"{', '.join(sorted(policies))}")
+            for j, model in enumerate(arm.models or []):
+                if names is not None and model not in names:
+                    raise ConfigError(f"{key}.models[{j}]", f"{model!r} is not a model in the "
+                                                            f"catalog; use one of "
+                                                            f"{', '.join(names)}")
 
 
 def _check_paths(settings: Settings) -> None:

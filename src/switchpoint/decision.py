@@ -63,6 +63,10 @@ ROUTE_FIELDS = ("selected_model", "cluster_id", "expected_error", "cost_adjusted
 GOVERNANCE_FIELDS = ("cost_weight", "confidence", "escalated", "original_confidence",
                      "escalation_reason", "sla_compliant", "sla_breaches", "sla_adjustments",
                      "budget_pressure")
+# Added when a tenant memory, an experiment or exploration is configured: who chose the model
+# (``router``, ``memory`` or ``exploration``), why a tenant memory left it to the router, and the
+# experiment and arm the request was assigned to.
+LEARNING_FIELDS = ("source", "memory_fallback", "experiment", "arm")
 
 
 @dataclass
@@ -82,6 +86,14 @@ class RoutingDecision:
     done about it, compliance is the final choice's); ``budget_pressure`` when a budget nearing
     its limit raised λ (the fraction used, the budget, λ before and after); ``original_model``
     the model chosen before an SLA adjustment or an escalation replaced it ('' if none did).
+
+    What learning did: ``source`` says who chose ``selected_model``: ``router`` (the scores,
+    with what the tenant's outcomes taught), ``memory`` (the tenant's nearest-neighbour memory
+    of its own outcomes) or ``exploration`` (a share of decisions sent to another candidate so
+    outcomes teach about it); ``memory_fallback`` why a tenant memory left the choice to the
+    router (``cold_start``, ``sparse_neighbourhood``, ``low_confidence``, ``tool_request``; ''
+    when it chose, or when the tenant has none); ``experiment`` and ``arm`` the experiment the
+    request was assigned to ('' when none).
     """
 
     selected_model: str
@@ -111,15 +123,25 @@ class RoutingDecision:
     sla_adjustments: list[str] = field(default_factory=list)
     budget_pressure: dict[str, Any] | None = None
     original_model: str = ""
+    source: str = "router"
+    memory_fallback: str = ""
+    experiment: str = ""
+    arm: str = ""
 
     @property
-    def escalation_changed_model(self) -> bool:
-        """An escalation replaced the model the scores would pick (strategy ``always``)."""
-        if not self.escalated or not self.all_scores:
+    def overrides_scores(self) -> bool:
+        """The selected model is not the one the scores rank first: an escalation, exploration
+        or a tenant's memory chose it deliberately (the gateway tries it first)."""
+        if not self.all_scores:
             return False
         best = min(self.all_scores, key=lambda m: self.all_scores[m])
         return self.selected_model != best and (
             self.all_scores.get(self.selected_model, math.inf) > self.all_scores[best])
+
+    @property
+    def escalation_changed_model(self) -> bool:
+        """An escalation replaced the model the scores would pick (strategy ``always``)."""
+        return self.escalated and self.overrides_scores
 
     @property
     def governed(self) -> dict[str, Any] | None:

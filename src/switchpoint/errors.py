@@ -25,6 +25,10 @@ to fix it::
     │   ├── BudgetExceededError           a budget cannot cover the request (429)
     │   ├── RateLimitExceededError        a key's or tenant's RPM / TPM is used up (429)
     │   ├── ModelNotFoundError            neither ``auto`` nor a catalog model
+    │   ├── NotFoundError                 a compare or an experiment this service does not
+    │   │                                 hold (for the caller's tenant) (404)
+    │   ├── ConflictError                 the request cannot be done in the current state,
+    │   │                                 e.g. promoting an experiment with no winner (409)
     │   ├── NoCapableModelError           no catalog model can serve the request
     │   ├── NoUpstreamError               no models configured: nowhere to send chat
     │   ├── RouterNotReadyError           the weights are still loading
@@ -279,6 +283,22 @@ class ModelNotFoundError(GatewayError):
 
     status = 404
     code = "model_not_found"
+
+
+class NotFoundError(GatewayError):
+    """A compare id, an experiment or another named thing this service does not hold (or holds
+    for another tenant: the answer is the same, so nothing leaks)."""
+
+    status = 404
+    code = "not_found"
+
+
+class ConflictError(GatewayError):
+    """The request is well formed but cannot be done now (e.g. promoting the winner of an
+    experiment that has none yet)."""
+
+    status = 409
+    code = "conflict"
 
 
 class NoCapableModelError(GatewayError):

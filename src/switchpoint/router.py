@@ -444,6 +444,7 @@ class Router:
                 expected_error=decision.expected_errors[explored],
                 cost_adjusted_score=decision.all_scores[explored],
                 expected_cost=decision.expected_costs[explored], fallback_models=rest,
+                source="exploration",
                 reasoning=[*decision.reasoning, f"Exploring: sent to {explored} instead of "
                            f"{greedy} (a {self.learner.explorer.rate:.0%} share of decisions "
                            "explores, so outcomes also teach about other models)."])

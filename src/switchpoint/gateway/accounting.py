@@ -53,6 +53,8 @@ def decision_record(decision: RoutingDecision, live: Live, *, key_id: str | None
         cost_adjusted_score=decision.cost_adjusted_score, key_id=key_id, tenant=tenant,
         expected_errors=decision.expected_errors or None,
         expected_costs=decision.expected_costs or None, governance=decision.governed,
+        source=decision.source, memory_fallback=decision.memory_fallback or None,
+        experiment=decision.experiment or None, arm=decision.arm or None,
     )
 
 

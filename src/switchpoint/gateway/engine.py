@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Collection, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -56,6 +57,7 @@ from switchpoint.errors import (
     NoUpstreamError,
     StoreError,
 )
+from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.failover import (
     Attempt,
     FailoverResult,
@@ -64,15 +66,17 @@ from switchpoint.gateway.failover import (
     call_with_failover,
 )
 from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.learning import Assignment, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
-from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore
+from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore, session_key
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
+from switchpoint.learning.events import check_tenant
 from switchpoint.router import check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 
@@ -128,6 +132,7 @@ class Gateway:
         self._opened = False
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
+        self.learning = GatewayLearning(self.state, self.store)
         self.state.on_swap(self._take_up)
 
     @classmethod
@@ -165,6 +170,7 @@ class Gateway:
         self._pins = SQLitePinStore(path / PINS_FILENAME)
         self.pinner.store = self._pins
         self.governor.open()
+        self.learning.open()
         self._opened = True
 
     def start(self, *, background: bool = False) -> None:
@@ -255,11 +261,15 @@ class Gateway:
             principal = self.governor.principal(settings, key=key, tenant=tenant)
         who = principal or Principal()
         policy = self._policy(settings, who.tenant, who.key_id)
+        assignment = self._assign(live, who.tenant, uuid.uuid4().hex)
+        if cost_weight is None and assignment is not None:
+            cost_weight = assignment.config.cost_weight
 
         async def base(_text: str, allowed: list[str] | None,
                        lam: float | None) -> RoutingDecision:
             decision: RoutingDecision = await anyio.to_thread.run_sync(
-                lambda: live.router.route(prompt, allowed, lam, embedding=embedding))
+                lambda: self._decide(live, prompt, allowed, lam, tenant=who.tenant,
+                                     assignment=assignment, embedding=embedding))
             return decision
 
         if policy is None:
@@ -276,6 +286,7 @@ class Gateway:
                 base, "", allowed if allowed is not None else list(catalog.names),
                 cost_weight if cost_weight is not None else policy.cost_weight,
                 policy=policy, catalog=catalog, default_cost_weight=live.router.cost_weight)
+        self.learning.keep_pending(live, decision)
         if self.store is not None:
             try:
                 await asyncio.wrap_future(
@@ -297,6 +308,25 @@ class Gateway:
         return self._run(self.aroute(prompt, available_models, cost_weight,
                                      embedding=embedding, key=key, tenant=tenant))
 
+    @staticmethod
+    def _assign(live: Live, tenant: str | None, unit: str) -> Assignment | None:
+        """The experiment arm of a request of ``tenant`` whose session (or request) is
+        ``unit``, if an experiment takes it."""
+        if live.learning is None or not live.settings.experiments:
+            return None
+        return live.learning.experiments.assign(check_tenant(tenant), unit)
+
+    @staticmethod
+    def _decide(live: Live, text: str | None, allowed: Sequence[str] | None,
+                lam: float | None, *, tenant: str | None, tools: bool = False,
+                assignment: Assignment | None = None,
+                embedding: Sequence[float] | np.ndarray | None = None) -> RoutingDecision:
+        """One routing decision on the snapshot ``live`` (on a worker thread)."""
+        if live.learning is None:
+            return live.router.route(text, allowed, lam, embedding=embedding, tenant=tenant)
+        return live.learning.decide(text, allowed, lam, tenant=tenant, tools=tools,
+                                    assignment=assignment, embedding=embedding)
+
     def _policy(self, settings: Settings, tenant: str | None,
                 key_id: str | None) -> Policy | None:
         """What governs a caller, or None when nothing governs anyone (the fast path)."""
@@ -315,6 +345,13 @@ class Gateway:
         settings = live.settings
         if settings.models is None:
             raise NoUpstreamError(_no_upstream_message(settings))
+        assignment = None
+        if call.requested == AUTO_MODEL and call.decision is None and settings.experiments:
+            scope = call.tenant if call.session_id else call.caller
+            unit = session_key(call.session_id, call.body["messages"], scope=scope)
+            assignment = self._assign(live, call.tenant, unit or uuid.uuid4().hex)
+            if assignment is not None and call.cost_weight is None:
+                call = replace(call, cost_weight=assignment.config.cost_weight)
         policy = self._policy(settings, call.tenant, call.key_id)
         if policy is not None:
             self.governor.check_model(policy, call.requested, catalog)
@@ -326,10 +363,13 @@ class Gateway:
                                             else policy.cost_weight))
                 self.governor.precheck(policy)
 
+        tools = needs_of(call.body).tools if call.requested == AUTO_MODEL else False
+
         async def base(text: str, allowed: list[str],
                        cost_weight: float | None) -> RoutingDecision:
             decision: RoutingDecision = await anyio.to_thread.run_sync(
-                live.router.route, text, allowed, cost_weight)
+                lambda: self._decide(live, text, allowed, cost_weight, tenant=call.tenant,
+                                     tools=tools, assignment=assignment))
             return decision
 
         async def route(text: str, allowed: list[str],
@@ -340,6 +380,7 @@ class Gateway:
                 decision = await self.governor.route(
                     base, text, allowed, cost_weight, policy=policy, catalog=catalog,
                     default_cost_weight=live.router.cost_weight)
+            self.learning.keep_pending(live, decision)
             if self.observer is not None:
                 self.observer.on_decision(decision)
             return decision
@@ -526,6 +567,202 @@ class Gateway:
                         tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
                         decision=decision, exact=exact,
                         models=list(models) if models is not None else None)
+
+    # Learning from outcomes ---------------------------------------------------------------------
+
+    async def areport_outcome(self, decision_id: str, quality_score: float | None = None,
+                              success: bool | None = None, *, model: str | None = None,
+                              comment: str | None = None, key: str | None = None,
+                              tenant: str | None = None,
+                              principal: Principal | None = None) -> FeedbackResult:
+        """Learn how one answer went: a quality in [0, 1] or a success flag (exactly one).
+
+        ``decision_id`` is what the answer carried (``x-switchpoint-decision-id``,
+        ``reply.switchpoint.decision_id``): a routing decision's id teaches routing (the
+        tenant's learned router and its memory); a request id of a request that named its model
+        records a quality observation of that model. ``model`` is the model the feedback is
+        about (default: the one that answered). ``key`` or ``tenant`` scopes it to that
+        caller's decisions (another tenant's id is not found); neither: any decision (trusted
+        code). Returns once the outcome is committed to the feedback log; a repeat replaces
+        the earlier outcome (``outcome.replaced``). Raises
+        :class:`~switchpoint.errors.DecisionNotFoundError` for an unknown id and
+        :class:`~switchpoint.errors.InvalidInputError` for a bad score, changing nothing."""
+        if principal is None:
+            principal = self.governor.principal(self.settings, key=key, tenant=tenant)
+        who = principal or Principal()
+        result: FeedbackResult = await anyio.to_thread.run_sync(
+            lambda: self.learning.report(decision_id, quality_score, success, model=model,
+                                         tenant=who.tenant if principal is not None else None,
+                                         key_id=who.key_id, comment=comment))
+        for commit in result.commits:
+            await asyncio.wrap_future(commit)
+        return result
+
+    def report_outcome(self, decision_id: str, quality_score: float | None = None,
+                       success: bool | None = None, *, model: str | None = None,
+                       comment: str | None = None, key: str | None = None,
+                       tenant: str | None = None) -> FeedbackResult:
+        """:meth:`areport_outcome` from synchronous code."""
+        return self._run(self.areport_outcome(decision_id, quality_score, success, model=model,
+                                              comment=comment, key=key, tenant=tenant))
+
+    async def acompare(self, messages: Sequence[Mapping[str, Any]] | None = None,
+                       models: Sequence[str] | None = None, *, prompt: str | None = None,
+                       blind: bool = True, key: str | None = None, tenant: str | None = None,
+                       principal: Principal | None = None, **params: Any) -> dict[str, Any]:
+        """Ask up to six models the same thing at once (exact calls: no fallbacks, each logged
+        and governed as a chat request) and return their answers under blind labels A, B, ...
+        with a ``compare_id`` that :meth:`ascore` teaches from. ``prompt`` is a one-turn
+        shortcut for ``messages``; ``models`` default to those the caller may use (when there
+        are at most six); ``params`` are OpenAI fields (max_tokens, temperature, ...)."""
+        from switchpoint.gateway.learning import MAX_COMPARE_MODELS, shuffled_labels
+        from switchpoint.gateway.planning import routing_text
+
+        if (prompt is None) == (messages is None):
+            raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
+        if prompt is not None:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise InvalidInputError("prompt", "must be a non-empty string")
+            messages = [{"role": "user", "content": prompt}]
+        if params.get("stream"):
+            raise InvalidInputError("stream", "a comparison returns whole answers; leave "
+                                              "stream out")
+        params.pop("stream", None)
+        live = self.state.live()
+        settings = live.settings
+        if settings.models is None:
+            raise NoUpstreamError(_no_upstream_message(settings))
+        if principal is None:
+            principal = self.governor.principal(settings, key=key, tenant=tenant)
+        who = principal or Principal()
+        catalog = live.router.catalog
+        policy = self._policy(settings, who.tenant, who.key_id)
+        if models is None:
+            allowed = (self.governor.allowed_names(policy, catalog) if policy is not None
+                       else None) or list(catalog.names)
+            if len(allowed) > MAX_COMPARE_MODELS:
+                raise InvalidInputError("models", f"name the 2 to {MAX_COMPARE_MODELS} models "
+                                                  f"to compare (of {', '.join(allowed)})")
+            models = allowed
+        if isinstance(models, str) or not isinstance(models, Sequence) or not all(
+                isinstance(m, str) for m in models):
+            raise InvalidInputError("models", "must be a list of model names")
+        names = list(models)
+        if not 2 <= len(names) <= MAX_COMPARE_MODELS or len(set(names)) != len(names):
+            raise InvalidInputError("models", f"give 2 to {MAX_COMPARE_MODELS} different "
+                                              f"models, got {names[:10]}")
+        unknown = [m for m in names if m not in catalog]
+        if unknown:
+            from switchpoint.errors import UnknownModelError
+
+            raise UnknownModelError("models", unknown, catalog.names)
+        if policy is not None:
+            for name in names:
+                self.governor.check_model(policy, name, catalog)
+        body: dict[str, Any] = {"model": names[0], "messages": _as_list(messages), **params}
+        check_chat_body(body)
+        text = routing_text(body, needs_of(body))
+        calls = [self.chat(ChatCall(body={**body, "model": name}, caller=who.key_id or "compare",
+                                    tenant=who.tenant, key_id=who.key_id, exact=True))
+                 for name in names]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        if all(isinstance(r, Exception) for r in results):
+            first = results[0]
+            assert isinstance(first, Exception)
+            raise first
+        labels = shuffled_labels(names)
+        by_model = dict(zip(names, results, strict=True))
+        answered = [m for m, r in by_model.items() if isinstance(r, ChatCompletion)]
+        compare = await anyio.to_thread.run_sync(
+            lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels,
+                                              answered, text))
+        answers = []
+        for label, name in labels.items():
+            result = by_model[name]
+            answer: dict[str, Any] = {"label": label, "model": None if blind else name}
+            if isinstance(result, ChatCompletion):
+                choice = (result.get("choices") or [{}])[0]
+                message = choice.get("message") or {}
+                info = result.switchpoint
+                answer.update(content=message.get("content"),
+                              finish_reason=choice.get("finish_reason"),
+                              request_id=info.request_id, latency_ms=info.latency_ms,
+                              cost_usd=info.cost_usd, error=None)
+            else:
+                error = result if isinstance(result, Exception) else None
+                answer.update(content=None, finish_reason=None, request_id=None,
+                              latency_ms=None, cost_usd=None,
+                              error={"code": getattr(error, "code", type(error).__name__),
+                                     "message": str(error)})
+            answers.append(answer)
+        return {"compare_id": compare.compare_id, "tenant": compare.tenant,
+                "expires_at": compare.expires, "blind": blind, "answers": answers}
+
+    def compare(self, messages: Sequence[Mapping[str, Any]] | None = None,
+                models: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`acompare` from synchronous code."""
+        return self._run(self.acompare(messages, models, **kwargs))
+
+    async def ascore(self, compare_id: str, scores: Mapping[str, float], *,
+                     key: str | None = None, tenant: str | None = None,
+                     principal: Principal | None = None) -> dict[str, Any]:
+        """Teach a comparison's scores ``{label or model: quality in [0, 1]}`` (ties and
+        partial scores allowed; a repeat replaces what it names). The comparison must be the
+        caller's tenant's. Returns once every outcome is committed, with the models revealed
+        and the tenant's memory status."""
+        if principal is None:
+            principal = self.governor.principal(self.settings, key=key, tenant=tenant)
+        who = principal or Principal()
+        name = check_tenant(who.tenant)
+        compare, learned, commits = await anyio.to_thread.run_sync(
+            lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id))
+        for commit in commits:
+            await asyncio.wrap_future(commit)
+        live = self.state.live()
+        memory = live.learning.memory_status(name) if live.learning is not None else {}
+        return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
+                "memory": memory}
+
+    def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
+              ) -> dict[str, Any]:
+        """:meth:`ascore` from synchronous code."""
+        return self._run(self.ascore(compare_id, scores, **kwargs))
+
+    def learning_status(self, tenants: Sequence[str] | None = None) -> dict[str, Any]:
+        """What each tenant has taught: its memory (examples, per-model coverage, still cold
+        or not), the outcomes its learned router holds and the quality feedback says each model
+        has. ``tenants``: these (None: every tenant with a memory, outcomes or config)."""
+        live = self.state.live()
+        learning = live.learning
+        router = live.router
+        names = list(tenants) if tenants is not None else sorted(
+            set(learning.tenants() if learning is not None else []) | set(live.settings.tenants))
+        reader = self.learning.reader
+        quality = reader.quality_by_model() if reader is not None else {}
+        out = {}
+        for name in names:
+            out[name] = {
+                "memory": (learning.memory_status(name) if learning is not None
+                           else {"enabled": False}),
+                "learned_router": {"events": router.learner.n_events(name)},
+                "feedback": quality.get(name, {})}
+        settings = live.settings.learning
+        return {"tenants": out, "exploration": settings.exploration,
+                "memory_size": settings.memory_size,
+                "experiments": sorted(live.settings.experiments),
+                "replayed": learning.replayed if learning is not None else 0}
+
+    def experiment_report(self, name: str) -> dict[str, Any]:
+        """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality
+        with its 95% interval, mean cost, and the winner once the evidence is there."""
+        return self.learning.report_experiment(self.settings, name)
+
+    def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
+        """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
+        return self.learning.promote(self.settings, name, arm)
 
     # Admin views -------------------------------------------------------------------------------
 

@@ -3,6 +3,12 @@
 A request takes one :class:`Live` snapshot at its start and uses it to the end, so a policy swap
 or a reload (which builds the new router off to the side, warms it, then replaces the snapshot
 in one assignment) never touches a request in flight and never drops one.
+
+Learning goes along: :attr:`RouterState.prepare` (the gateway's) gives a new snapshot what it
+learns with (its feedback log, its experiment arms' routers, its tenants' memories) off to the
+side; then, under :attr:`RouterState.guard`, the swap hooks replay the feedback log into it and
+it goes live. Feedback is applied under the same guard, so none is lost between the replay and
+the swap.
 """
 
 from __future__ import annotations
@@ -13,12 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from switchpoint.config import Settings
 from switchpoint.embedding import Embedder, embedder_from_id
 from switchpoint.errors import ConfigError, RouterNotReadyError
+from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
 from switchpoint.weights import bundled_policies, load_weights
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.learning import LiveLearning
 
 log = logging.getLogger("switchpoint.gateway")
 SwapHook = Callable[["Live"], None]
@@ -26,13 +37,15 @@ SwapHook = Callable[["Live"], None]
 
 @dataclass(frozen=True)
 class Live:
-    """One loaded router and what it was loaded from."""
+    """One loaded router and what it was loaded from; ``learning`` is what it learns with
+    (set by the gateway before it goes live)."""
 
     router: Router
     settings: Settings
     policy: str
     weights_id: str
     loaded_at: float = field(default_factory=time.time)
+    learning: LiveLearning | None = None
 
     @classmethod
     def of(cls, router: Router, settings: Settings, policy: str | None) -> Live:
@@ -77,9 +90,17 @@ class RouterFactory:
                 self._embedders[package.embedder_id] = embedder
         router = Router(package, catalog=catalog, embedder=embedder,
                         cost_weight=settings.cost_weight, cache_size=settings.cache.size,
-                        cache_ttl=settings.cache.ttl_seconds)
+                        cache_ttl=settings.cache.ttl_seconds,
+                        learning=learning_settings(settings))
         router.warm_up()
         return router
+
+
+def learning_settings(settings: Settings) -> LearningSettings:
+    """The library's learning settings for the service's ``learning:`` section."""
+    learning = settings.learning
+    return LearningSettings(memory_size=learning.memory_size, exploration=learning.exploration,
+                            seed=learning.seed)
 
 
 def policy_choices(settings: Settings) -> list[str]:
@@ -88,6 +109,8 @@ def policy_choices(settings: Settings) -> list[str]:
 
 
 Loader = Callable[[Settings, str | None], Router]
+# Readies a snapshot before it goes live (given the one it replaces, if any).
+Prepare = Callable[["Live", "Live | None"], "Live"]
 
 
 class RouterState:
@@ -103,6 +126,10 @@ class RouterState:
         self._swap = threading.Lock()  # one load, swap or reload at a time
         self.on_load_error: Callable[[BaseException], None] | None = None
         self._on_swap: list[SwapHook] = []
+        self.prepare: Prepare | None = None
+        # Held while a new snapshot is hooked up and goes live (and by whoever must not run
+        # between the two, e.g. feedback, which must reach the snapshot that serves next).
+        self.guard = threading.RLock()
 
     def on_swap(self, hook: SwapHook) -> None:
         """Call ``hook(live)`` whenever a router goes live (the first load, a policy swap, a
@@ -112,10 +139,14 @@ class RouterState:
         if self._live is not None:
             hook(self._live)
 
-    def _go_live(self, live: Live) -> None:
-        for hook in self._on_swap:
-            hook(live)
-        self._live = live
+    def _go_live(self, live: Live) -> Live:
+        if self.prepare is not None:
+            live = self.prepare(live, self._live)
+        with self.guard:
+            for hook in self._on_swap:
+                hook(live)
+            self._live = live
+        return live
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -188,8 +219,7 @@ class RouterState:
             t0 = time.perf_counter()
             settings = settings_of(old.settings)
             router = self.loader(settings, policy)
-            new = Live.of(router, settings, policy)
-            self._go_live(new)
+            new = self._go_live(Live.of(router, settings, policy))
             self.settings = settings
         return old, new, (time.perf_counter() - t0) * 1e3
 

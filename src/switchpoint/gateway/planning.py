@@ -216,8 +216,9 @@ class Planner:
             plan.decision = decision
             plan.routed_model = decision.selected_model
             order = rank_auto(decision.all_scores, bonus=plan.pin.bonus, health=health)
-            if decision.escalation_changed_model and decision.selected_model in order:
-                # A confidence-gated escalation chose the model itself: it leads.
+            if decision.overrides_scores and decision.selected_model in order:
+                # Escalation, exploration or the tenant's memory chose the model itself: it
+                # leads.
                 order.remove(decision.selected_model)
                 order.insert(0, decision.selected_model)
             self._note_unhealthy(plan, order)

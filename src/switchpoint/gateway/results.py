@@ -83,8 +83,10 @@ class CallInfo:
     charged_usd: float | None = None  # what the request's budgets were charged
 
     @property
-    def decision_id(self) -> str | None:
-        return self.decision.decision_id if self.decision is not None else None
+    def decision_id(self) -> str:
+        """The id feedback names this answer by: the routing decision's, or (a named model, a
+        hard-pinned session: nothing was routed) the request's own id."""
+        return self.decision.decision_id if self.decision is not None else self.request_id
 
     @property
     def escalated(self) -> bool:

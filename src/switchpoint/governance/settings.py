@@ -13,6 +13,7 @@
         budget_curve: [[0.5, 0], [0.8, 1], [1.0, 5]]   # fraction of budget used -> least λ
         sla: {max_latency_ms: 3000, min_quality_score: 0.7}
         escalation: {low_confidence_threshold: 0.6, escalation_model: good}
+        memory: {k: 20, min_records: 20}  # its own memory of outcomes (see learning.config)
     budgets:                        # budgets that are not a tenant's or a key's
       total: 1000/month             # the whole gateway
       models: {good: 50/day}
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from switchpoint.governance.budgets import check_curve, parse_budgets
+from switchpoint.learning.config import MemoryConfig
 
 if TYPE_CHECKING:
     from switchpoint.config import Settings
@@ -94,7 +96,8 @@ class EscalationSettings(BaseModel):
 
 
 class TenantSettings(BaseModel):
-    """One tenant: what its keys may use, its default λ, budgets, limits and service levels."""
+    """One tenant: what its keys may use, its default λ, budgets, limits and service levels,
+    and its memory of its own outcomes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -106,6 +109,7 @@ class TenantSettings(BaseModel):
     budget_curve: list[list[float]] | None = None
     sla: SLASettings | None = None
     escalation: EscalationSettings | None = None
+    memory: MemoryConfig | None = None
 
     @field_validator("budgets", mode="before")
     @classmethod

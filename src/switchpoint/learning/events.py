@@ -68,7 +68,9 @@ class FeedbackEvent:
     ``embedding`` is the prompt's vector (what embedding policies learn from); ``units`` the
     routing units and their weights the decision used (what text policies learn from).
     ``weight`` scales the evidence (1 = one labelled prompt). A later event with the same
-    ``decision_id`` and tenant replaces an earlier one.
+    ``decision_id`` and tenant replaces an earlier one. ``model`` is the learned profile the
+    outcome teaches; ``served`` the catalog model that answered, when that name differs (a
+    gateway's catalog maps its own names onto profiles).
     """
 
     decision_id: str
@@ -82,6 +84,12 @@ class FeedbackEvent:
     weight: float = 1.0
     timestamp: float = field(default_factory=time.time)
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    served: str | None = None
+
+    @property
+    def served_model(self) -> str:
+        """The catalog model that answered (the profile's own name when none was given)."""
+        return self.served or self.model
 
     def vector(self) -> npt.NDArray[np.float32] | None:
         """The embedding as a ``(1, d)`` float32 row (exactly the vector that was routed)."""
@@ -97,6 +105,7 @@ class FeedbackEvent:
             "cost": self.cost, "weight": self.weight, "timestamp": self.timestamp,
             "embedding": None if self.embedding is None else list(self.embedding),
             "units": None if self.units is None else [list(u) for u in self.units],
+            "served": self.served,
         }
 
     @classmethod
@@ -113,6 +122,7 @@ class FeedbackEvent:
                 cost=None if data.get("cost") is None else float(data["cost"]),
                 weight=float(data.get("weight", 1.0)), timestamp=float(data["timestamp"]),
                 event_id=str(data["event_id"]),
+                served=None if data.get("served") is None else str(data["served"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError("event", f"is not a feedback event ({exc!r}); it needs "

@@ -80,6 +80,17 @@ class Learner:
         self._subscribers: list[Callable[[FeedbackEvent], object]] = []
         self._lock = threading.RLock()
 
+    def configure(self, settings: LearningSettings) -> None:
+        """Apply new settings: the decision memory and the explorer are rebuilt (remembered
+        decisions are kept, up to the new ``memory_size``); overlays stay as they are."""
+        with self._lock:
+            memory = DecisionMemory(settings.memory_size)
+            for entry in self.memory.entries():
+                memory.remember(entry)
+            self.settings = settings
+            self.memory = memory
+            self.explorer = Explorer(settings.exploration, settings.seed)
+
     # Routing side -----------------------------------------------------------------------------
 
     def policy_for(self, tenant: str) -> tuple[Policy, int]:
@@ -113,7 +124,8 @@ class Learner:
             embedding=None if entry.embedding is None else tuple(
                 float(v) for v in entry.embedding.reshape(-1)),
             units=entry.units, chosen=entry.chosen,
-            cost=entry.expected_cost if served == entry.chosen else None)
+            cost=entry.expected_cost if served == entry.chosen else None,
+            served=served if served != profile else None)
         with self._lock:
             previous = self.apply(event)
             if self.log is not None:

@@ -80,5 +80,10 @@ class DecisionMemory:
                                                  expected_cost=expected_cost)
             return True
 
+    def entries(self) -> list[PendingDecision]:
+        """Every remembered decision, oldest first."""
+        with self._lock:
+            return list(self._entries.values())
+
     def __len__(self) -> int:
         return len(self._entries)

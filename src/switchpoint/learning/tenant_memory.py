@@ -146,6 +146,16 @@ class TenantKnnMemory:
         records = self._records.get(check_tenant(tenant))
         return 0 if records is None else len(records.slots)
 
+    def coverage(self, tenant: str | None) -> dict[str, int]:
+        """How many of the tenant's records each model has (models with none are left out)."""
+        with self._lock:
+            records = self._records.get(check_tenant(tenant))
+            if records is None or not records.slots:
+                return {}
+            ids, counts = np.unique(records.model[records.used()], return_counts=True)
+            names = list(self._names)
+        return {names[int(i)]: int(n) for i, n in zip(ids, counts, strict=True)}
+
     def apply(self, event: FeedbackEvent) -> float | None:
         """Remember one outcome for its tenant; returns the quality it replaced, if any."""
         x = event.vector()

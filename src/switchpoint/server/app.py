@@ -2,7 +2,8 @@
 
 Routes live in ``routes/`` (``route``: the routing API; ``chat``: the OpenAI-compatible
 gateway; ``admin``: health, models, metrics, stats, logs, policy swap, reload; ``governance``:
-client keys, budgets and cost / SLA reports). They share one
+client keys, budgets and cost / SLA reports; ``learning``: feedback, preference comparisons,
+tenants' learning status, experiments). They share one
 :class:`~switchpoint.gateway.engine.Gateway` (the live router, the request log, the upstream
 client pool, health and session pins) and the app's :class:`~switchpoint.server.metrics.Metrics`.
 Creating the app does no I/O: the store and the pins open, and the router starts loading on a
@@ -25,13 +26,15 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware
-from switchpoint.server.routes import admin, chat, governance, route
+from switchpoint.server.routes import admin, chat, governance, learning, route
 from switchpoint.store import SQLiteStore
 
 # The answer headers a browser page may read (with CORS on).
 EXPOSED_HEADERS = ["x-switchpoint-model", "x-switchpoint-routed-model", "x-switchpoint-cost",
                    "x-switchpoint-request-id", "x-switchpoint-decision-id", "x-switchpoint-pin",
-                   "x-switchpoint-reasoning", "retry-after"]
+                   "x-switchpoint-reasoning", "x-switchpoint-source",
+                   "x-switchpoint-memory-fallback", "x-switchpoint-experiment",
+                   "x-switchpoint-arm", "retry-after"]
 
 DESCRIPTION = """Routes each LLM request to the model minimising expected error + λ·cost.
 
@@ -74,6 +77,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(admin.router)
     app.include_router(governance.router)
+    app.include_router(learning.router)
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes)
     cors = settings.cors

@@ -8,7 +8,8 @@
 
 Bad input is a 400 ``invalid_request`` naming the field (FastAPI's 422 is replaced); the
 gateway's own errors carry their status and code (404 ``model_not_found``, 503
-``router_not_ready`` with ``Retry-After``, ...); anything unexpected is a 500
+``router_not_ready`` with ``Retry-After``, ...); an outcome for a decision that is not
+remembered (for the caller's tenant) is a 404 ``decision_not_found``; anything unexpected is a 500
 ``internal_error`` in the same shape, logged with its traceback, never a bare error page.
 """
 
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import (
     ConfigError,
+    DecisionNotFoundError,
     FailoverError,
     GatewayError,
     InvalidInputError,
@@ -90,6 +92,8 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
         return ErrorAnswer(exc.status, exc.code, exc.message, exc.param, headers or None)
     if isinstance(exc, InvalidInputError):
         return ErrorAnswer(400, "invalid_request", str(exc), exc.field)
+    if isinstance(exc, DecisionNotFoundError):
+        return ErrorAnswer(404, "decision_not_found", str(exc), "decision_id")
     if isinstance(exc, ConfigError):
         return ErrorAnswer(400, "invalid_config", str(exc), exc.key)
     if isinstance(exc, WeightsError):

@@ -78,6 +78,18 @@ class RouteResponse(BaseModel):
     budget_pressure: dict[str, Any] | None = Field(
         None, description="When a budget nearing its limit raised λ: fraction_used, budget, "
                           "base_cost_weight, cost_weight.")
+    # Present when a tenant memory, an experiment or exploration is configured:
+    source: Literal["router", "memory", "exploration"] | None = Field(
+        None, description="Who chose selected_model: the learned router, the tenant's memory "
+                          "of its own outcomes, or exploration.")
+    memory_fallback: str | None = Field(None, description="Why the tenant's memory left the "
+                                                          "choice to the router: cold_start, "
+                                                          "sparse_neighbourhood, "
+                                                          "low_confidence, tool_request ('' "
+                                                          "when it chose or there is none).")
+    experiment: str | None = Field(None, description="The experiment the request was "
+                                                     "assigned to ('' when none).")
+    arm: str | None = Field(None, description="Its arm ('' when none).")
 
 
 class ErrorDetail(BaseModel):

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -129,12 +129,70 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER spend_no_delete BEFORE DELETE ON spend
         BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
     """,
+    # Learning from outcomes (see switchpoint.store.learning): the feedback log (append-only,
+    # replayed on every start and reload), the decisions still open to feedback (bounded to
+    # the learning memory), who chose each decision and its experiment arm, promotions.
+    4: """
+    CREATE TABLE feedback (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        decision_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        served TEXT,
+        quality REAL NOT NULL,
+        weight REAL NOT NULL,
+        chosen TEXT,
+        cost REAL,
+        embedding BLOB,
+        units TEXT,
+        weights_id TEXT,
+        key_id TEXT,
+        comment TEXT
+    );
+    CREATE INDEX feedback_decision ON feedback (decision_id, tenant);
+    CREATE INDEX feedback_tenant ON feedback (tenant, seq);
+    CREATE TRIGGER feedback_no_update BEFORE UPDATE ON feedback
+        BEGIN SELECT RAISE(ABORT, 'the feedback log is append-only'); END;
+    CREATE TRIGGER feedback_no_delete BEFORE DELETE ON feedback
+        BEGIN SELECT RAISE(ABORT, 'the feedback log is append-only'); END;
+    CREATE TABLE pending (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        decision_id TEXT NOT NULL UNIQUE,
+        ts REAL NOT NULL,
+        tenant TEXT NOT NULL,
+        chosen TEXT NOT NULL,
+        candidates TEXT NOT NULL,
+        embedding BLOB,
+        units TEXT,
+        expected_cost REAL,
+        weights_id TEXT NOT NULL
+    );
+    ALTER TABLE decisions ADD COLUMN source TEXT;
+    ALTER TABLE decisions ADD COLUMN memory_fallback TEXT;
+    ALTER TABLE decisions ADD COLUMN experiment TEXT;
+    ALTER TABLE decisions ADD COLUMN arm TEXT;
+    CREATE INDEX decisions_experiment ON decisions (experiment, arm);
+    CREATE TABLE promotions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        experiment TEXT NOT NULL,
+        arm TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE TRIGGER promotions_no_update BEFORE UPDATE ON promotions
+        BEGIN SELECT RAISE(ABORT, 'promotions are append-only'); END;
+    CREATE TRIGGER promotions_no_delete BEFORE DELETE ON promotions
+        BEGIN SELECT RAISE(ABORT, 'promotions are append-only'); END;
+    """,
 }
 
 _COLUMNS = ("id", "ts", "selected_model", "cluster_id", "cost_weight", "candidates", "cache_hit",
             "routing_ms", "embedding_ms", "policy", "weights_id", "expected_error",
             "cost_adjusted_score", "key_id", "tenant", "expected_errors", "expected_costs",
-            "governance")
+            "governance", "source", "memory_fallback", "experiment", "arm")
 _DECISION_JSON = ("candidates", "expected_errors", "expected_costs", "governance")
 
 
@@ -165,6 +223,8 @@ class DecisionRecord:
     prompt text): enough to re-route the logged traffic offline at another λ or over another
     pool. ``governance`` holds what governance did (SLA breaches and adjustments, the model
     before them, escalation, budget pressure); ``key_id`` and ``tenant`` say who asked.
+    ``source`` says who chose the model (router, memory, exploration), ``memory_fallback`` why
+    a tenant's memory left it to the router, ``experiment`` / ``arm`` the experiment arm.
     """
 
     id: str
@@ -185,6 +245,10 @@ class DecisionRecord:
     expected_errors: Mapping[str, float] | None = None
     expected_costs: Mapping[str, float] | None = None
     governance: Mapping[str, Any] | None = None
+    source: str | None = None
+    memory_fallback: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
 
     insert: ClassVar[str] = _INSERT
 
@@ -194,7 +258,8 @@ class DecisionRecord:
                 self.embedding_ms, self.policy, self.weights_id, self.expected_error,
                 self.cost_adjusted_score, self.key_id, self.tenant,
                 _json_or_none(self.expected_errors), _json_or_none(self.expected_costs),
-                _json_or_none(self.governance))
+                _json_or_none(self.governance), self.source, self.memory_fallback,
+                self.experiment, self.arm)
 
 
 def _json_or_none(value: Mapping[str, Any] | None) -> str | None:
@@ -416,7 +481,7 @@ class SQLiteStore:
                     self._commit([item])
                 return
             what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
-                type(batch[0][0]), "ledger entry")
+                type(batch[0][0]), getattr(batch[0][0], "what", "ledger entry"))
             error = StoreError(f"{self.path}: could not write {what} {batch[0][0].id}: {exc}")
             if batch[0][1] is not None:
                 batch[0][1].set_exception(error)

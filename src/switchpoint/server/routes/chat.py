@@ -58,7 +58,11 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "x-switchpoint-model (who answered), x-switchpoint-routed-model, "
                 "x-switchpoint-cluster, x-switchpoint-expected-error, x-switchpoint-cost, "
                 "x-switchpoint-routing-ms, x-switchpoint-pin, x-switchpoint-request-id, "
-                "x-switchpoint-decision-id, x-switchpoint-charged (what the caller's budgets "
+                "x-switchpoint-decision-id (what POST /v1/feedback names: the routing "
+                "decision's id, or for a named model the request id), x-switchpoint-source "
+                "and x-switchpoint-memory-fallback (who chose the model: the tenant's memory, "
+                "exploration, or the router and why), x-switchpoint-experiment and "
+                "x-switchpoint-arm, x-switchpoint-charged (what the caller's budgets "
                 "were charged). Send x-session-id to pin a conversation; "
                 "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
                 "narrows the models 'auto' may choose.",
@@ -158,11 +162,17 @@ def info_headers(info: CallInfo | None) -> dict[str, str]:
     if info.charged_usd is not None:
         out["x-switchpoint-charged"] = (f"{info.charged_usd:.10f}".rstrip("0").rstrip(".")
                                         or "0")
+    out["x-switchpoint-decision-id"] = info.decision_id
     d = info.decision
     if d is not None:
-        out["x-switchpoint-decision-id"] = d.decision_id
         out["x-switchpoint-cluster"] = str(d.cluster_id)
         out["x-switchpoint-expected-error"] = f"{d.expected_error:.6f}"
+        out["x-switchpoint-source"] = d.source
+        if d.memory_fallback:
+            out["x-switchpoint-memory-fallback"] = d.memory_fallback
+        if d.experiment:
+            out["x-switchpoint-experiment"] = header_text(d.experiment, 100)
+            out["x-switchpoint-arm"] = header_text(d.arm, 100)
     if info.reasoning:
         out["x-switchpoint-reasoning"] = header_text(" ".join(info.reasoning))
     return out

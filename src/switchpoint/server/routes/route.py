@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from switchpoint._messages import invalid_from_validation
-from switchpoint.decision import GOVERNANCE_FIELDS, ROUTE_FIELDS
+from switchpoint.decision import GOVERNANCE_FIELDS, LEARNING_FIELDS, ROUTE_FIELDS
 from switchpoint.governance.governor import Governor
 from switchpoint.server.auth import client_principal
 from switchpoint.server.context import get_service
@@ -43,7 +43,9 @@ def parse_route_request(body: bytes) -> RouteRequest:
                 "provider call is made. The decision is logged (see /v1/router/stats). With "
                 "client keys (auth: keys) it needs Authorization: Bearer sp-...; with "
                 "governance configured the answer adds the SLA, escalation and budget "
-                "fields.",
+                "fields; with a tenant memory, an experiment or exploration configured, "
+                "source, memory_fallback, experiment and arm. POST /v1/feedback with its "
+                "decision_id teaches the router.",
 )
 async def route(request: Request) -> JSONResponse:
     principal = client_principal(request)
@@ -51,6 +53,11 @@ async def route(request: Request) -> JSONResponse:
     decision = await get_service(request).gateway.aroute(
         body.prompt, body.available_models, body.cost_weight, embedding=body.embedding,
         principal=principal)
-    governed = Governor.governs(get_service(request).gateway.settings)
-    return JSONResponse(decision.to_dict(ROUTE_FIELDS + GOVERNANCE_FIELDS if governed
-                                         else ROUTE_FIELDS))
+    gateway = get_service(request).gateway
+    fields: tuple[str, ...] = ROUTE_FIELDS
+    if Governor.governs(gateway.settings):
+        fields += GOVERNANCE_FIELDS
+    learning = gateway.state.live().learning
+    if learning is not None and learning.configured:
+        fields += LEARNING_FIELDS
+    return JSONResponse(decision.to_dict(fields))

@@ -1,0 +1,971 @@
+"""Learning from outcomes in the gateway: feedback, tenants' memories, preference comparisons,
+experiments and exploration.
+
+::
+
+    feedback ─► the live router's learner (its tenant's overlay) ─► the feedback log (SQLite)
+             └► the other routers of the snapshot (experiment arms) and the tenant's memory
+
+    start / reload / policy swap ─► new snapshot ─► replay the whole log ─► live
+
+- **Decisions.** Every answer names a decision id: an ``auto`` request's routing decision, or
+  (a named model, a hard-pinned session: nothing was routed) the request id. Feedback on a
+  routing decision teaches routing (the tenant's overlay of the learned router, and its memory);
+  feedback on a request id is kept as a quality observation of the model that answered (per
+  tenant and model), which cannot teach routing: no prompt vector was computed for it.
+- **Persistence.** The feedback log is the ``feedback`` table (append-only); every snapshot
+  replays it before it goes live, under :attr:`RouterState.guard`, and feedback is applied
+  under the same guard, so a lesson reaches the snapshot that serves next whatever the timing.
+  What learning needs from each recent decision is kept in the ``pending`` table (the last
+  ``learning.memory_size`` of them), so a decision made before a restart or a reload still
+  accepts feedback. See :mod:`switchpoint.store.learning`.
+- **Tenants' memories.** A tenant with ``memory:`` in its config (``learning.memory`` for the
+  deployment's own traffic) keeps a
+  :class:`~switchpoint.learning.tenant_memory.TenantKnnMemory` of its own outcomes; ``auto``
+  consults it after the learned router and follows it when its evidence is strong, else falls
+  back to the learned router and says why (decision ``source`` and ``memory_fallback``).
+- **Preferences.** :class:`Compares` holds blind-labelled comparisons waiting for scores
+  (bounded, expiring); a score teaches as feedback does (one outcome per scored model).
+- **Experiments.** :class:`Experiments` assigns ``auto`` requests to arms by a hash of the
+  session (or of the request), so a conversation stays in its arm; :func:`experiment_report`
+  says how each arm does and names a winner once the evidence is there.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+import math
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from switchpoint.config import Settings
+from switchpoint.decision import RoutingDecision
+from switchpoint.errors import (
+    ConflictError,
+    DecisionNotFoundError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    SwitchpointError,
+)
+from switchpoint.learning.config import ArmConfig
+from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent, check_quality, check_tenant
+from switchpoint.learning.learner import OutcomeResult
+from switchpoint.learning.memory import PendingDecision
+from switchpoint.learning.tenant_memory import TenantKnnMemory
+from switchpoint.router import Router
+from switchpoint.store import SQLiteStore
+from switchpoint.store.learning import (
+    LearningReader,
+    LoggedFeedback,
+    PendingPrune,
+    PendingRecord,
+    PromotionRecord,
+    feedback_record,
+)
+
+log = logging.getLogger("switchpoint.gateway")
+
+#: Longest feedback comment kept (characters).
+MAX_COMMENT = 2000
+#: Longest decision id accepted (ids are 32 hex characters; this leaves room for others').
+MAX_DECISION_ID = 200
+#: Models one comparison may fan out to.
+MAX_COMPARE_MODELS = 6
+#: Pending decisions written between two prunes of the table.
+PRUNE_EVERY = 256
+LABELS = "ABCDEF"
+
+
+# The feedback log ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Note:
+    """What a feedback event is recorded with (set around a report; see :class:`RouterLog`)."""
+
+    kind: str = "decision"
+    key_id: str | None = None
+    comment: str | None = None
+    commits: list[Future[None]] = field(default_factory=list)
+
+
+_NOTE: contextvars.ContextVar[_Note | None] = contextvars.ContextVar("switchpoint_feedback_note",
+                                                                     default=None)
+
+
+class ServiceFeedbackLog:
+    """The service's feedback log: the store's ``feedback`` table (a list when the gateway keeps
+    no store, so nothing survives the process). Appends are queued on the store's writer;
+    :meth:`flush` waits until every one is committed (a replay reads what is on disk)."""
+
+    def __init__(self, store: SQLiteStore | None) -> None:
+        self.store = store
+        self.reader = LearningReader(store.path) if store is not None else None
+        self._memory: list[LoggedFeedback] = []
+        self._outstanding: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
+               key_id: str | None = None, comment: str | None = None) -> Future[None]:
+        record = feedback_record(event, kind, weights_id=weights_id, key_id=key_id,
+                                 comment=comment)
+        if self.store is None:
+            with self._lock:
+                self._memory.append(LoggedFeedback(len(self._memory) + 1, event, kind,
+                                                   weights_id))
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        future = self.store.append(record)
+        with self._lock:
+            self._outstanding.add(future)
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, future: Future[None]) -> None:
+        with self._lock:
+            self._outstanding.discard(future)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every appended event is committed (or failed)."""
+        with self._lock:
+            outstanding = list(self._outstanding)
+        if outstanding:
+            wait_futures(outstanding, timeout=timeout)
+
+    def replay(self, tenant: str | None = None) -> Iterator[LoggedFeedback]:
+        """Every logged event in order (of one tenant, if given)."""
+        if self.reader is None:
+            with self._lock:
+                rows = list(self._memory)
+            return iter([r for r in rows if tenant is None or r.event.tenant == tenant])
+        return self.reader.feedback(tenant)
+
+    def latest_quality(self, decision_id: str, tenant: str) -> float | None:
+        if self.reader is None:
+            with self._lock:
+                for row in reversed(self._memory):
+                    if row.event.decision_id == decision_id and row.event.tenant == tenant:
+                        return row.event.quality
+            return None
+        return self.reader.latest_quality(decision_id, tenant)
+
+
+class RouterLog:
+    """One router's :class:`~switchpoint.learning.events.FeedbackLog`: the service's log,
+    recording the router's weights with each event (and, around a gateway report, the kind,
+    the caller's key and the comment)."""
+
+    def __init__(self, log: ServiceFeedbackLog, router: Router) -> None:
+        self.log = log
+        self.weights_id = router.weights.weights_id
+
+    def append(self, event: FeedbackEvent) -> None:
+        note = _NOTE.get() or _Note()
+        future = self.log.append(event, note.kind, weights_id=self.weights_id,
+                                 key_id=note.key_id, comment=note.comment)
+        note.commits.append(future)
+
+    def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
+        return (row.event for row in self.log.replay(tenant) if row.kind != "model")
+
+
+# Experiments ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The experiment arm one request was assigned to."""
+
+    experiment: str
+    arm: str
+    config: ArmConfig
+
+
+def _unit_interval(*parts: str) -> float:
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+class Experiments:
+    """The configured experiments, with the arms promoted at run time."""
+
+    def __init__(self, settings: Settings, promoted: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.promoted = dict(promoted)
+
+    def assign(self, tenant: str, unit: str) -> Assignment | None:
+        """The arm for a request of ``tenant`` whose session (or request) is ``unit``: the
+        first enabled experiment whose scope holds the tenant, by a hash of the unit (so the
+        same session always lands in the same arm); a promoted experiment sends everyone to
+        its winner."""
+        for name, experiment in self.settings.experiments.items():
+            if not experiment.enabled:
+                continue
+            if experiment.tenants is not None and tenant not in experiment.tenants:
+                continue
+            promoted = self.promoted.get(name)
+            if promoted in experiment.arms:
+                assert promoted is not None
+                return Assignment(name, promoted, experiment.arms[promoted])
+            total = sum(a.weight for a in experiment.arms.values())
+            point = _unit_interval(name, unit) * total
+            chosen = list(experiment.arms)[-1]
+            for arm, config in experiment.arms.items():
+                if point < config.weight:
+                    chosen = arm
+                    break
+                point -= config.weight
+            return Assignment(name, chosen, experiment.arms[chosen])
+        return None
+
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_Z975 = 1.959964
+
+
+def t_quantile(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (a table to 30, then
+    the Cornish-Fisher expansion, accurate to 1e-4)."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """The Wilson score 95% interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    z = _Z975
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
+    """(mean, low, high, method) of the scores: a Wilson interval when every score is 0 or 1
+    (a success rate), else a t-interval on the mean score (clipped to [0, 1])."""
+    n = len(qualities)
+    if n == 0:
+        return None, None, None, "none"
+    mean = float(np.mean(qualities))
+    if all(q in (0.0, 1.0) for q in qualities):
+        low, high = wilson(int(sum(qualities)), n)
+        return mean, low, high, "wilson"
+    if n < 2:
+        return mean, None, None, "t"
+    half = t_quantile(n - 1) * float(np.std(qualities, ddof=1)) / math.sqrt(n)
+    return mean, max(0.0, mean - half), min(1.0, mean + half), "t"
+
+
+WINNER_RULE = ("an arm wins when every arm has at least min_n scored decisions and the 95% "
+               "interval of its mean quality lies entirely above every other arm's interval "
+               "(no overlap); cost is reported, not weighed")
+
+
+def experiment_report(name: str, settings: Settings, reader: LearningReader | None,
+                      promoted: Mapping[str, str]) -> dict[str, Any]:
+    """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost;
+    and the winner, once the evidence is there (see :data:`WINNER_RULE`)."""
+    experiment = settings.experiments.get(name)
+    if experiment is None:
+        raise NotFoundError(f"experiment: no experiment {name[:100]!r} is configured; "
+                            f"configured: {', '.join(settings.experiments) or 'none'}",
+                            param="name")
+    rows = reader.experiment(name) if reader is not None else {}
+    arms: list[dict[str, Any]] = []
+    for arm, config in experiment.arms.items():
+        row = rows.get(arm, {})
+        qualities = row.get("qualities", [])
+        mean, low, high, method = interval(qualities)
+        arms.append({
+            "arm": arm, "weight": config.weight, "policy": config.policy,
+            "cost_weight": config.cost_weight, "models": config.models,
+            "decisions": int(row.get("decisions", 0)), "n": len(qualities),
+            "mean_quality": None if mean is None else round(mean, 6),
+            "interval": None if low is None or high is None else [round(low, 6),
+                                                                  round(high, 6)],
+            "interval_method": method,
+            "mean_cost_usd": row.get("mean_cost_usd")})
+    winner = None
+    enough = all(a["n"] >= experiment.min_n and a["interval"] is not None for a in arms)
+    if enough:
+        best = max(arms, key=lambda a: a["mean_quality"])
+        if all(best["interval"][0] > a["interval"][1] for a in arms if a is not best):
+            winner = best["arm"]
+    return {"experiment": name, "enabled": experiment.enabled,
+            "tenants": experiment.tenants, "min_n": experiment.min_n, "arms": arms,
+            "winner": winner, "rule": WINNER_RULE, "promoted": promoted.get(name),
+            "intervals": "95%: Wilson for success rates (every score 0 or 1), Student's t "
+                         "for mean scores"}
+
+
+# Preference comparisons ----------------------------------------------------------------------
+
+
+@dataclass
+class Compare:
+    """One comparison waiting for its scores."""
+
+    compare_id: str
+    tenant: str
+    labels: dict[str, str]  # label -> model
+    answered: frozenset[str]
+    embedding: npt.NDArray[np.float32]
+    units: tuple[tuple[int, float], ...] | None
+    weights_id: str
+    created: float
+    expires: float
+
+    def model_of(self, key: str) -> str | None:
+        if key in self.labels:
+            return self.labels[key]
+        return key if key in self.labels.values() else None
+
+
+class Compares:
+    """Comparisons waiting for scores: at most ``capacity`` (the oldest go first), each for
+    ``ttl_s`` seconds. Thread-safe."""
+
+    def __init__(self, capacity: int = 1000, ttl_s: float = 3600.0) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._items: OrderedDict[str, Compare] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, compare: Compare) -> None:
+        with self._lock:
+            self._expire(time.time())
+            self._items[compare.compare_id] = compare
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+    def get(self, compare_id: object, tenant: str) -> Compare:
+        """The comparison, if it exists for ``tenant`` and has not expired (else 404)."""
+        with self._lock:
+            self._expire(time.time())
+            found = self._items.get(compare_id) if isinstance(compare_id, str) else None
+        if found is None or found.tenant != tenant:
+            raise NotFoundError(f"compare_id: no open comparison {str(compare_id)[:100]!r} for "
+                                f"this tenant (comparisons wait {self.ttl_s:g} s for their "
+                                "scores); run POST /v1/router/preferences/compare again",
+                                param="compare_id")
+        return found
+
+    def _expire(self, now: float) -> None:
+        while self._items:
+            oldest = next(iter(self._items.values()))
+            if oldest.expires > now:
+                return
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# One snapshot's learning ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one event did: the quality it replaced, and whether the routers learned it."""
+
+    previous: float | None
+    routers: int
+    memory: bool
+
+
+class LiveLearning:
+    """What one live snapshot learns with: its router, its experiment arms' routers (one per
+    policy an arm names), its tenants' memories, the experiments."""
+
+    def __init__(self, router: Router, settings: Settings, arms: Mapping[str, Router],
+                 experiments: Experiments) -> None:
+        self.router = router
+        self.settings = settings
+        self.arm_routers = dict(arms)
+        self.experiments = experiments
+        configs = {name: t.memory.library() for name, t in settings.tenants.items()
+                   if t.memory is not None}
+        if settings.learning.memory is not None:
+            configs[DEFAULT_TENANT] = settings.learning.memory.library()
+        self.memory_tenants = frozenset(configs)
+        self.memory = TenantKnnMemory(tenants=configs)
+        self.replayed = 0
+        self.skipped = 0
+
+    @property
+    def configured(self) -> bool:
+        """Whether anything here changes decisions (memories, experiments, exploration): the
+        routing answer then carries the learning fields."""
+        return bool(self.memory_tenants or self.settings.experiments
+                    or self.settings.learning.exploration)
+
+    def routers(self) -> list[Router]:
+        out = [self.router]
+        for router in self.arm_routers.values():
+            if all(router is not r for r in out):
+                out.append(router)
+        return out
+
+    def router_for(self, assignment: Assignment | None) -> Router:
+        if assignment is None or assignment.config.policy is None:
+            return self.router
+        return self.arm_routers.get(assignment.config.policy, self.router)
+
+    # Deciding --------------------------------------------------------------------------------
+
+    def decide(self, text: str | None, allowed: Sequence[str] | None, cost_weight: float | None,
+               *, tenant: str | None, tools: bool = False,
+               assignment: Assignment | None = None,
+               embedding: Sequence[float] | npt.NDArray[np.float32] | None = None
+               ) -> RoutingDecision:
+        """Route one request: the (arm's) learned router for the tenant, then the tenant's
+        memory if it has one. Runs on a worker thread (embedding is CPU work)."""
+        name = check_tenant(tenant)
+        router = self.router_for(assignment)
+        notes: list[str] = []
+        if assignment is not None:
+            notes.append(_arm_note(assignment))
+            arm_models = assignment.config.models
+            if arm_models:
+                narrowed = [m for m in (allowed if allowed is not None else arm_models)
+                            if m in arm_models]
+                if narrowed:
+                    allowed = narrowed
+                else:
+                    notes.append("None of the arm's models may serve this request; its other "
+                                 "settings apply.")
+        decision = router.route(text, allowed, cost_weight, embedding=embedding, tenant=name)
+        if assignment is not None:
+            decision = replace(decision, experiment=assignment.experiment, arm=assignment.arm,
+                               reasoning=[*decision.reasoning, *notes])
+        if name in self.memory_tenants:
+            decision = self._consult_memory(router, decision, name, text, embedding, tools)
+        return decision
+
+    def _consult_memory(self, router: Router, decision: RoutingDecision, tenant: str,
+                        text: str | None, embedding: Any, tools: bool) -> RoutingDecision:
+        if decision.source == "exploration":
+            return replace(decision, reasoning=[
+                *decision.reasoning, "Tenant memory not consulted: this decision explores."])
+        if embedding is not None:
+            vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        else:
+            vector = router.embedder.embed([text or ""])[0]  # cached: routing embedded it
+        candidates = list(decision.all_scores)
+        scale = router.cost_scale(candidates) or 1.0
+        costs = {m: decision.expected_costs.get(m, 0.0) / scale for m in candidates}
+        choice = self.memory.suggest(tenant, vector, candidates, costs, decision.selected_model,
+                                     cost_weight=decision.cost_weight, tools=tools)
+        if choice.model is None:
+            assert choice.fallback is not None
+            return replace(decision, source="router", memory_fallback=str(choice.fallback),
+                           reasoning=[*decision.reasoning,
+                                      f"Tenant memory fell back to the learned router "
+                                      f"({choice.fallback}): {choice.reason}."])
+        chosen = choice.model
+        note = f"Tenant memory: {choice.reason}."
+        if chosen == decision.selected_model:
+            return replace(decision, source="memory", memory_fallback="",
+                           reasoning=[*decision.reasoning, note])
+        router.learner.memory.set_chosen(decision.decision_id, chosen,
+                                         decision.expected_costs.get(chosen))
+        rest = [m for m in decision.all_scores if m != chosen]
+        return replace(
+            decision, selected_model=chosen, source="memory", memory_fallback="",
+            expected_error=decision.expected_errors.get(chosen, decision.expected_error),
+            cost_adjusted_score=decision.all_scores[chosen],
+            expected_cost=decision.expected_costs.get(chosen, decision.expected_cost),
+            fallback_models=rest,
+            reasoning=[*decision.reasoning, f"{note} It overrides the learned router's "
+                                            f"{decision.selected_model}."])
+
+    def pending(self, decision: RoutingDecision) -> PendingRecord | None:
+        """What feedback on ``decision`` will need, to keep in the store."""
+        for router in self.routers():
+            entry = router.learner.memory.get(decision.decision_id)
+            if entry is not None:
+                return PendingRecord(entry, router.weights.weights_id)
+        return None
+
+    def outcome_inputs(self, text: str, tenant: str
+                       ) -> tuple[npt.NDArray[np.float32], tuple[tuple[int, float], ...] | None]:
+        """The prompt's vector and the units of the learned router it falls in (what an
+        outcome for it teaches with), computed as routing would."""
+        router = self.router
+        vector = router.embedder.embed([text])
+        policy, _ = router.learner.policy_for(tenant)
+        inputs, _ = router.prepare([text], vector if router.policy.requires == "embedding"
+                                   else None)
+        try:
+            est = policy.estimate(inputs)
+        except SwitchpointError:
+            return vector[0], None
+        if est.unit_probabilities is not None:
+            p = est.unit_probabilities[0]
+            units = tuple((int(u), float(p[u])) for u in np.flatnonzero(p >= 1e-4))
+        else:
+            units = ((int(est.unit_ids[0]), 1.0),)
+        return vector[0], units
+
+    # Learning --------------------------------------------------------------------------------
+
+    def learn(self, event: FeedbackEvent, weights_id: str | None, *,
+              skip: Router | None = None) -> Applied:
+        """Apply one event to every router of the snapshot (but ``skip``, which already has it)
+        and to its tenant's memory. An event made under other weights is applied by its
+        vector alone (its units belong to those weights); a router that cannot learn it (a
+        model it has no profile for, a policy that learns from units it lacks) passes."""
+        previous: float | None = None
+        routers = 0
+        for router in self.routers():
+            if router is skip:
+                routers += 1
+                continue
+            own = event if weights_id == router.weights.weights_id else replace(event,
+                                                                                 units=None)
+            try:
+                before = router.learner.apply(own)
+            except SwitchpointError:
+                continue
+            routers += 1
+            if previous is None:
+                previous = before
+        remembered = False
+        if event.tenant in self.memory_tenants and event.embedding is not None and (
+                len(event.embedding) == self.router.weights.dimension):
+            before = self.memory.apply(replace(event, model=event.served_model))
+            remembered = True
+            if previous is None:
+                previous = before
+        return Applied(previous, routers, remembered)
+
+    def replay(self, rows: Iterator[LoggedFeedback]) -> None:
+        """Rebuild the learning state from the log, in order (quality observations of named
+        models teach no router and are passed over)."""
+        for row in rows:
+            if row.kind == "model":
+                continue
+            applied = self.learn(row.event, row.weights_id)
+            if applied.routers or applied.memory:
+                self.replayed += 1
+            else:
+                self.skipped += 1
+
+    # Inspection ------------------------------------------------------------------------------
+
+    def tenants(self) -> list[str]:
+        names = set(self.memory_tenants) | set(self.router.learner.tenants())
+        return sorted(names)
+
+    def memory_status(self, tenant: str) -> dict[str, Any]:
+        if tenant not in self.memory_tenants:
+            return {"enabled": False}
+        settings = self.memory.settings_for(tenant)
+        examples = self.memory.size(tenant)
+        warm_at = max(settings.min_records, 1)
+        return {"enabled": True, "examples": examples, "cold": examples < warm_at,
+                "warm_at": warm_at, "progress": round(min(1.0, examples / warm_at), 4),
+                "models": self.memory.coverage(tenant),
+                "settings": {"k": settings.k, "min_neighbours": settings.min_neighbours,
+                             "min_similarity": settings.min_similarity,
+                             "alpha": settings.alpha, "switch_penalty": settings.switch_penalty,
+                             "confidence_floor": settings.confidence_floor,
+                             "min_records": settings.min_records,
+                             "max_records": settings.max_records}}
+
+
+def _arm_note(assignment: Assignment) -> str:
+    config = assignment.config
+    parts = [f"policy {config.policy}" if config.policy else "",
+             f"λ {config.cost_weight:g}" if config.cost_weight is not None else "",
+             f"models {', '.join(config.models)}" if config.models else ""]
+    what = ", ".join(p for p in parts if p) or "the configured routing"
+    return f"Experiment {assignment.experiment!r}, arm {assignment.arm!r} ({what})."
+
+
+# The gateway's learning ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What one piece of feedback did. ``kind``: ``decision`` (on a routing decision: it
+    teaches routing) or ``model`` (on a request that named its model: a quality observation of
+    that model only)."""
+
+    outcome: OutcomeResult
+    kind: str
+    teaches_routing: bool
+    note: str = ""
+    commits: tuple[Future[None], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.outcome.to_dict()
+        out.update(kind=self.kind, teaches_routing=self.teaches_routing)
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def check_decision_id(decision_id: object) -> str:
+    if not isinstance(decision_id, str) or not decision_id.strip():
+        raise InvalidInputError("decision_id", "must be the decision id an answer carried "
+                                               "(x-switchpoint-decision-id, or decision_id)")
+    if len(decision_id) > MAX_DECISION_ID:
+        raise InvalidInputError("decision_id", f"is {len(decision_id)} characters; decision "
+                                               f"ids have at most {MAX_DECISION_ID}")
+    return decision_id
+
+
+def check_comment(comment: object) -> str | None:
+    if comment is None:
+        return None
+    if not isinstance(comment, str):
+        raise InvalidInputError("comment", "must be a string")
+    if len(comment) > MAX_COMMENT:
+        raise InvalidInputError("comment", f"is {len(comment)} characters; at most "
+                                           f"{MAX_COMMENT}")
+    return comment
+
+
+def learnable(router: Router, model: str) -> bool:
+    """Whether outcomes of catalog model ``model`` can teach ``router`` (it has a profile)."""
+    return model in router.models and router.catalog.profile_of(model) in router.policy.models_
+
+
+class GatewayLearning:
+    """The gateway's side of learning, across snapshots: the feedback log, pending decisions,
+    comparisons, promotions. It readies every snapshot before it goes live
+    (:meth:`prepare`, then the replay under the state's guard)."""
+
+    def __init__(self, state: Any, store: SQLiteStore | None) -> None:
+        from switchpoint.gateway.live import RouterState
+
+        assert isinstance(state, RouterState)
+        self.state = state
+        self.store = store
+        self.log = ServiceFeedbackLog(store)
+        settings = state.settings.learning
+        self.compares = Compares(settings.max_compares, settings.compare_ttl_s)
+        self.promoted: dict[str, str] = {}
+        self._pending_writes = 0
+        self._counter_lock = threading.Lock()
+        state.prepare = self.prepare
+        state.on_swap(self._replay)
+
+    @property
+    def reader(self) -> LearningReader | None:
+        return self.log.reader
+
+    def open(self) -> None:
+        """Read what was promoted (the store is open)."""
+        if self.reader is not None:
+            self.promoted = {name: arm for name, (arm, _, _) in
+                             self.reader.promotions().items()}
+
+    # Snapshots -------------------------------------------------------------------------------
+
+    def prepare(self, live: Any, old: Any) -> Any:
+        """Give a new snapshot its learning: the service's settings and log on its router,
+        a router for each policy an experiment arm names, its tenants' memories."""
+        from switchpoint.gateway.live import learning_settings
+
+        settings: Settings = live.settings
+        wanted = learning_settings(settings)
+        arms: dict[str, Router] = {}
+        for experiment in settings.experiments.values():
+            for arm in experiment.arms.values():
+                policy = arm.policy
+                if policy is None or policy == live.policy or policy in arms:
+                    continue
+                arms[policy] = self.state.loader(settings, policy)
+        for router in [live.router, *arms.values()]:
+            if router.learner.settings != wanted:
+                router.learner.configure(wanted)
+            router.learner.log = RouterLog(self.log, router)
+        self.compares.capacity = settings.learning.max_compares
+        self.compares.ttl_s = settings.learning.compare_ttl_s
+        learning = LiveLearning(live.router, settings, arms, Experiments(settings, self.promoted))
+        return replace(live, learning=learning)
+
+    def _replay(self, live: Any) -> None:
+        """Replay the whole feedback log into the snapshot (under the state's guard, right
+        before it goes live)."""
+        learning: LiveLearning | None = live.learning
+        if learning is None:
+            return
+        t0 = time.perf_counter()
+        self.log.flush()
+        learning.replay(self.log.replay())
+        if learning.replayed or learning.skipped:
+            log.info("replayed %d feedback event(s) (%d passed over) in %.2f s",
+                     learning.replayed, learning.skipped, time.perf_counter() - t0)
+
+    # Pending decisions -----------------------------------------------------------------------
+
+    def keep_pending(self, live: Any, decision: RoutingDecision) -> None:
+        """Keep what feedback on ``decision`` needs in the store (lazily: it shares the commit
+        of the decision's log entry), pruning the table to the learning memory now and then."""
+        learning: LiveLearning | None = live.learning
+        if self.store is None or learning is None:
+            return
+        capacity = learning.settings.learning.memory_size
+        if not capacity:
+            return
+        record = learning.pending(decision)
+        if record is None:
+            return
+        try:
+            self.store.append_lazy(record)
+            with self._counter_lock:
+                self._pending_writes += 1
+                prune = self._pending_writes % PRUNE_EVERY == 0
+            if prune:
+                self.store.append_lazy(PendingPrune(capacity))
+        except StoreError as exc:
+            log.error("decision %s not kept for feedback: %s", decision.decision_id, exc)
+
+    def _find(self, learning: LiveLearning, decision_id: str
+              ) -> tuple[Router, PendingDecision] | None:
+        """The router that remembers ``decision_id`` (restoring it from the store when the
+        router in memory does not: a restart or a reload since)."""
+        for router in learning.routers():
+            entry = router.learner.memory.get(decision_id)
+            if entry is not None:
+                return router, entry
+        if self.reader is None:
+            return None
+        found = self.reader.pending(decision_id)
+        if found is None:
+            return None
+        entry, weights_id = found
+        for router in learning.routers():
+            if router.weights.weights_id == weights_id:
+                break
+        else:
+            router = learning.router
+            usable = (entry.embedding is not None and router.policy.requires == "embedding"
+                      and entry.embedding.shape[-1] == router.weights.dimension)
+            if not usable:
+                return None
+            entry = replace(entry, units=None)
+        if not router.learner.memory.capacity:
+            return None
+        router.learner.remember(entry)
+        return router, entry
+
+    # Feedback --------------------------------------------------------------------------------
+
+    def report(self, decision_id: object, quality_score: object = None,
+               success: object = None, *, model: object = None, tenant: str | None = None,
+               key_id: str | None = None, comment: object = None) -> FeedbackResult:
+        """Learn how one decision (or one named-model request) went; see the module docstring.
+        ``tenant`` scopes the lookup (None: any tenant, for trusted code). Runs on a worker
+        thread, under the state's guard, on the snapshot live then; the commits it returns are
+        waited for by the caller. Everything is checked before anything is learned."""
+        decision_id = check_decision_id(decision_id)
+        quality = check_quality(quality_score, success)
+        comment = check_comment(comment)
+        scope = None if tenant is None else check_tenant(tenant)
+        if model is not None and not isinstance(model, str):
+            raise InvalidInputError("model", "must be a model name (a string)")
+        note = _Note(kind="decision", key_id=key_id, comment=comment)
+        token = _NOTE.set(note)
+        try:
+            with self.state.guard:
+                live = self.state.live()
+                learning: LiveLearning | None = live.learning
+                router = live.router
+                if model is not None and model not in router.models:
+                    raise InvalidInputError("model", f"{model[:100]!r} is not a model of this "
+                                                     f"gateway; use one of "
+                                                     f"{', '.join(router.models)}")
+                found = self._find(learning, decision_id) if learning is not None else None
+                if found is not None and (scope is None or found[1].tenant == scope):
+                    owner, entry = found
+                    served = model if isinstance(model, str) else (
+                        self._answered_by(decision_id) or entry.chosen)
+                    if learnable(owner, served):
+                        outcome = owner.report_outcome(decision_id, quality, model=served,
+                                                       tenant=entry.tenant)
+                        assert learning is not None
+                        learning.learn(outcome.event, owner.weights.weights_id, skip=owner)
+                        return FeedbackResult(outcome, "decision", True,
+                                              commits=tuple(note.commits))
+                    return self._observe(decision_id, served, quality, entry.tenant, note,
+                                         f"{served} has no learned profile in these weights, "
+                                         "so this outcome is kept as a quality observation "
+                                         "of it and does not teach routing")
+                request = self.reader.request(decision_id) if self.reader is not None else None
+                routed = None if request is None else request["decision_id"]
+                if routed and routed != decision_id and learning is not None and self._find(
+                        learning, routed) is not None:
+                    # The request id of a routed request: the feedback is its decision's.
+                    _NOTE.reset(token)
+                    token = _NOTE.set(_Note())
+                    return self.report(routed, quality_score, success, model=model,
+                                       tenant=tenant, key_id=key_id, comment=comment)
+                owner_tenant = None if request is None else (request["tenant"] or
+                                                             DEFAULT_TENANT)
+                if request is None or (scope is not None and owner_tenant != scope):
+                    capacity = router.learner.memory.capacity
+                    raise DecisionNotFoundError(decision_id, capacity)
+                served = model if isinstance(model, str) else request["model"]
+                if served is None:
+                    raise InvalidInputError("model", "this request got no answer from any "
+                                                     "model; name the model the feedback is "
+                                                     "about")
+                assert owner_tenant is not None
+                return self._observe(decision_id, str(served), quality, owner_tenant, note,
+                                     "a request that named its model (or followed a session "
+                                     "pin) was not routed, so this outcome is kept as a "
+                                     "quality observation of the model and does not teach "
+                                     "routing")
+        finally:
+            _NOTE.reset(token)
+
+    def _answered_by(self, decision_id: str) -> str | None:
+        return self.reader.answered_by(decision_id) if self.reader is not None else None
+
+    def _observe(self, decision_id: str, model: str, quality: float, tenant: str, note: _Note,
+                 why: str) -> FeedbackResult:
+        previous = self.log.latest_quality(decision_id, tenant)
+        event = FeedbackEvent(decision_id=decision_id, model=model, quality=quality,
+                              tenant=tenant, served=None)
+        future = self.log.append(event, "model", weights_id=None, key_id=note.key_id,
+                                 comment=note.comment)
+        outcome = OutcomeResult(decision_id, tenant, model, quality, previous is not None,
+                                previous, event)
+        return FeedbackResult(outcome, "model", False, why, (future,))
+
+    # Preferences -----------------------------------------------------------------------------
+
+    def new_compare(self, live: Any, tenant: str, labels: dict[str, str],
+                    answered: Sequence[str], text: str) -> Compare:
+        """Keep a comparison for its scores, with what they will teach by (the prompt's vector
+        and units, computed now: the prompt itself is not kept)."""
+        learning: LiveLearning = live.learning
+        vector, units = learning.outcome_inputs(text, tenant)
+        now = time.time()
+        compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
+                          answered=frozenset(answered), embedding=vector, units=units,
+                          weights_id=live.router.weights.weights_id, created=now,
+                          expires=now + self.compares.ttl_s)
+        self.compares.put(compare)
+        return compare
+
+    def score(self, compare_id: object, scores: object, *, tenant: str,
+              key_id: str | None = None) -> tuple[Compare, list[dict[str, Any]],
+                                                  list[Future[None]]]:
+        """Teach the scores of one comparison (checked whole before anything is learned): one
+        outcome per scored model, to the learned router (the tenant's overlay) and the
+        tenant's memory, logged as ``preference`` feedback. A repeat replaces the scores it
+        names."""
+        compare = self.compares.get(compare_id, tenant)
+        if not isinstance(scores, Mapping) or not scores:
+            raise InvalidInputError("scores", "give at least one score: {label or model: "
+                                              "quality in [0, 1]}")
+        chosen: dict[str, tuple[str, float]] = {}
+        for key, value in scores.items():
+            model = compare.model_of(key) if isinstance(key, str) else None
+            if model is None:
+                raise InvalidInputError(f"scores.{str(key)[:50]}", f"is neither a label nor a "
+                                        f"model of this comparison ({', '.join(compare.labels)})")
+            try:
+                quality = check_quality(value, None)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"scores.{key}", exc.reason.replace(
+                    "quality_score", "score")) from None
+            if model not in compare.answered:
+                raise InvalidInputError(f"scores.{key}", f"{key} did not answer (its call "
+                                                         "failed), so it cannot be scored")
+            if model in chosen:
+                raise InvalidInputError(f"scores.{key}", f"scores {model} twice (as "
+                                                         f"{chosen[model][0]} too)")
+            chosen[model] = (key, quality)
+        label_of = {m: label for label, m in compare.labels.items()}
+        out: list[dict[str, Any]] = []
+        commits: list[Future[None]] = []
+        with self.state.guard:
+            learning: LiveLearning | None = self.state.live().learning
+            assert learning is not None
+            router = learning.router
+            for model, (_, quality) in chosen.items():
+                profile = router.catalog.profile_of(model) if learnable(router, model) else model
+                event = FeedbackEvent(
+                    decision_id=f"{compare.compare_id}:{model}", model=profile, quality=quality,
+                    tenant=tenant,
+                    embedding=tuple(float(v) for v in compare.embedding.reshape(-1)),
+                    units=compare.units, served=model if model != profile else None)
+                applied = learning.learn(event, compare.weights_id)
+                commits.append(self.log.append(event, "preference",
+                                               weights_id=compare.weights_id, key_id=key_id))
+                out.append({"label": label_of[model], "model": model, "quality": quality,
+                            "replaced": applied.previous is not None,
+                            "previous_quality": applied.previous,
+                            "teaches_routing": applied.routers > 0,
+                            "teaches_memory": applied.memory})
+        return compare, out, commits
+
+    # Experiments -----------------------------------------------------------------------------
+
+    def report_experiment(self, settings: Settings, name: str) -> dict[str, Any]:
+        return experiment_report(name, settings, self.reader, self.promoted)
+
+    def promote(self, settings: Settings, name: str, arm: str | None) -> dict[str, Any]:
+        """Send all of the experiment's traffic to ``arm`` (default: its winner; 409 while
+        there is none). Kept in the store, so it survives restarts; the config still names the
+        arms, so make it permanent there."""
+        report = self.report_experiment(settings, name)
+        experiment = settings.experiments[name]
+        if arm is None:
+            arm = report["winner"]
+            if arm is None:
+                raise ConflictError(f"experiment {name!r} has no winner yet ({WINNER_RULE}); "
+                                    "name an arm to promote it anyway", param="arm")
+            reason = "winner"
+        else:
+            if arm not in experiment.arms:
+                raise InvalidInputError("arm", f"{arm[:64]!r} is not an arm of {name!r} "
+                                               f"({', '.join(experiment.arms)})")
+            reason = "winner" if arm == report["winner"] else "chosen"
+        if self.store is not None:
+            self.store.append(PromotionRecord(time.time(), name, arm, reason)).result(
+                timeout=30)
+        with self.state.guard:
+            self.promoted[name] = arm
+            current = self.state.peek()
+            if current is not None and current.learning is not None:
+                current.learning.experiments.promoted[name] = arm
+        return {**self.report_experiment(settings, name), "promoted": arm,
+                "promotion": reason}
+
+
+def shuffled_labels(models: Sequence[str]) -> dict[str, str]:
+    """Blind labels A, B, ... for ``models`` in a random order."""
+    order = list(models)
+    random.SystemRandom().shuffle(order)
+    return {LABELS[i]: m for i, m in enumerate(order)}

@@ -1,0 +1,171 @@
+"""``switchpoint feedback`` and ``switchpoint learn``: outcomes from the command line, and the
+explicit step that folds them into new shared weights.
+
+``feedback`` reports how one answer went. With ``--url`` it posts to a running service
+(``POST /v1/feedback``, with ``--api-key`` or ``$SWITCHPOINT_API_KEY`` when the service uses
+client keys), which learns at once. Without it, it works on the state in ``data_dir`` (the
+config's, or ``--data-dir``): it loads the router as the service would, replays the feedback
+log, learns the outcome and appends it to the log; a service running on that ``data_dir``
+learns it at its next reload (``POST /v1/router/reload``) or restart.
+
+``learn --export DIR`` writes a new weights package: the configured weights with one tenant's
+outcomes (``--tenant``, default the deployment's own) folded in. The service's weights never
+change by themselves; point ``weights:`` at the new package (and reload) to adopt it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from switchpoint.errors import InvalidInputError
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from switchpoint.governance.cli import _settings as governance_settings
+
+    return governance_settings(args)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
+    given = [args.score is not None, args.success, args.failure]
+    if sum(given) != 1:
+        raise InvalidInputError("score", "give exactly one of --score X (0..1), --success or "
+                                         "--failure")
+    if args.score is not None:
+        try:
+            return float(args.score), None
+        except ValueError:
+            raise InvalidInputError("score", f"{args.score!r} is not a number in [0, 1]"
+                                    ) from None
+    return None, bool(args.success)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    score, success = _quality(args)
+    if args.url is not None:
+        return _feedback_over_http(args, score, success)
+    from switchpoint.gateway import Gateway
+
+    settings = _settings(args)
+    with Gateway.from_config(settings) as gateway:
+        result = gateway.report_outcome(args.decision_id, score, success, model=args.model,
+                                        comment=args.comment, tenant=args.tenant)
+    out = result.to_dict()
+    if args.json:
+        _print_json(out)
+        return 0
+    what = "replaced an earlier outcome" if out["replaced"] else "learned"
+    print(f"{what}: {out['model']} scored {out['quality']:g} for decision "
+          f"{out['decision_id']} (tenant {out['tenant']}, {out['kind']})")
+    if out.get("note"):
+        print(out["note"], file=sys.stderr)
+    print(f"kept in {settings.db_path}; a service running on it learns it at its next reload "
+          "or restart", file=sys.stderr)
+    return 0
+
+
+def _feedback_over_http(args: argparse.Namespace, score: float | None,
+                        success: bool | None) -> int:
+    import httpx
+
+    from switchpoint.errors import ServeError
+
+    body: dict[str, Any] = {"decision_id": args.decision_id}
+    if score is not None:
+        body["score"] = score
+    else:
+        body["success"] = success
+    if args.model is not None:
+        body["model"] = args.model
+    if args.comment is not None:
+        body["comment"] = args.comment
+    if args.tenant is not None:
+        raise InvalidInputError("tenant", "--tenant applies without --url; over HTTP the "
+                                          "client key (--api-key) says whose decision it is")
+    key = args.api_key or os.environ.get("SWITCHPOINT_API_KEY")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    url = args.url.rstrip("/") + "/v1/feedback"
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise ServeError(f"--url: cannot reach {url} ({exc})") from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": {"message": response.text[:500]}}
+    if response.status_code != 200:
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise ServeError(f"{url} answered {response.status_code}: "
+                         f"{error.get('message', answer)}")
+    if args.json:
+        _print_json(answer)
+    else:
+        what = "replaced an earlier outcome" if answer.get("replaced") else "learned"
+        print(f"{what}: {answer.get('model')} scored {answer.get('quality')} for decision "
+              f"{answer.get('decision_id')} (tenant {answer.get('tenant')})")
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from switchpoint.gateway import Gateway
+    from switchpoint.learning.export import export_weights
+
+    settings = _settings(args)
+    with Gateway.from_config(settings) as gateway:
+        if args.tenant is not None and args.tenant not in gateway.settings.tenants and (
+                args.tenant != "default"):
+            raise InvalidInputError("tenant", f"{args.tenant!r} is not a tenant of the config "
+                                              f"({', '.join(gateway.settings.tenants) or 'none'}"
+                                              "; 'default': the deployment's own)")
+        package = export_weights(gateway.router, args.export, tenant=args.tenant)
+    learned = package.provenance.get("learned", [{}])[-1]
+    if args.json:
+        _print_json({"weights_id": package.weights_id, "path": str(package.path), **learned})
+        return 0
+    print(package.weights_id)
+    print(f"wrote {package.path}: {learned.get('events')} outcome(s) of tenant "
+          f"{learned.get('tenant')} folded into {learned.get('from_weights')}; set weights: "
+          f"{package.path} in the config (then reload) to route with them", file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``feedback`` and ``learn`` on the main parser's subcommands."""
+    p = sub.add_parser("feedback", help="report how an answer went (by its decision id): to a "
+                                        "running service (--url) or to the state in data_dir")
+    p.add_argument("decision_id", help="the x-switchpoint-decision-id the answer carried")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--score", help="quality of the answer, 0 (worst) to 1 (best)")
+    group.add_argument("--success", action="store_true", help="the answer did the job")
+    group.add_argument("--failure", action="store_true", help="the answer failed")
+    p.add_argument("--model", help="the model the feedback is about (default: the one that "
+                                   "answered)")
+    p.add_argument("--comment", help="a note kept with the outcome")
+    p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
+    p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
+                                 "once); without it the state in data_dir is updated and a "
+                                 "service on it learns at its next reload")
+    p.add_argument("--api-key", help="client key for --url (default: $SWITCHPOINT_API_KEY)")
+    p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("learn", help="fold what the service learned from outcomes into a new "
+                                     "weights package")
+    p.add_argument("--export", required=True, metavar="DIR",
+                   help="directory to write the new weights package to")
+    p.add_argument("--tenant", help="whose outcomes to fold in (default: the deployment's "
+                                    "own, 'default')")
+    p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
+    p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_learn)

@@ -1,0 +1,130 @@
+"""How the service learns from outcomes (keys of the YAML file)::
+
+    learning:
+      memory_size: 10000        # decisions remembered for feedback (also kept in data_dir, so
+                                # a restart keeps them answerable)
+      exploration: 0.0          # share of `auto` decisions sent to another candidate (off)
+      seed: null                # exploration's random seed
+      memory: {}                # the deployment's own tenant (requests without one) keeps a
+                                # nearest-neighbour memory of its outcomes; omit: none
+      compare_ttl_s: 3600       # how long a preference comparison waits for its scores
+      max_compares: 1000        # comparisons waiting at once (the oldest go first)
+    tenants:
+      acme:
+        memory:                 # this tenant's memory of its own outcomes (omit: none)
+          k: 20                 # neighbours consulted
+          min_neighbours: 5     # fewer similar outcomes: the learned router decides
+          min_similarity: 0.5   # cosine a neighbour needs
+          alpha: null           # cost weight of the memory's score (null: the request's λ)
+          switch_penalty: 0.02  # what overriding the learned router must win by
+          confidence_floor: 0.8 # chance the winner really leads, below which it does not
+          min_records: 20       # outcomes before the memory answers at all (cold start)
+          max_records: 5000     # outcomes kept; past that the oldest go first
+    experiments:
+      cheaper:
+        tenants: [acme]         # who takes part (omit: every caller; `default` is the
+                                # deployment's own traffic)
+        min_n: 30               # scored decisions each arm needs before a winner is named
+        arms:                   # name: {weight, policy, cost_weight, models}
+          control: {}           # the configured routing
+          thrifty: {cost_weight: 2.0}
+          knn: {policy: knn, models: [cheap, good]}
+
+An arm's ``weight`` is its share of the traffic (relative; 1 by default); ``policy`` routes
+with another policy (bundled or under ``policies:``), ``cost_weight`` sets λ (a caller's own
+``x-switchpoint-cost-weight`` still wins) and ``models`` narrows the candidates.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME.match(value):
+        raise ValueError(f"{what} {value!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                         "starting with a letter or digit")
+    return value
+
+
+class MemoryConfig(BaseModel):
+    """A tenant's nearest-neighbour memory of its own outcomes (see
+    :mod:`switchpoint.learning.tenant_memory`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(20, ge=1, le=1000)
+    min_neighbours: int = Field(5, ge=1)
+    min_similarity: float = Field(0.5, ge=-1, le=1)
+    alpha: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
+    switch_penalty: float = Field(0.02, ge=0, le=1)
+    confidence_floor: float = Field(0.8, ge=0, le=1)
+    min_records: int = Field(20, ge=0)
+    max_records: int = Field(5000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MemoryConfig:
+        if self.min_neighbours > self.k:
+            raise ValueError(f"min_neighbours ({self.min_neighbours}) must be <= k ({self.k})")
+        return self
+
+    def library(self) -> MemorySettings:
+        return MemorySettings(k=self.k, min_neighbours=self.min_neighbours,
+                              min_similarity=self.min_similarity, alpha=self.alpha,
+                              switch_penalty=self.switch_penalty,
+                              confidence_floor=self.confidence_floor,
+                              min_records=self.min_records, max_records=self.max_records)
+
+
+class LearningConfig(BaseModel):
+    """The ``learning:`` section (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    memory_size: int = Field(10_000, ge=0, le=10_000_000)
+    exploration: float = Field(0.0, ge=0, le=1)
+    seed: int | None = None
+    memory: MemoryConfig | None = None
+    compare_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, allow_inf_nan=False)
+    max_compares: int = Field(1000, ge=1, le=100_000)
+
+
+class ArmConfig(BaseModel):
+    """One arm of an experiment: what routing it uses, and its share of the traffic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
+    policy: str | None = Field(None, min_length=1)
+    cost_weight: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
+    models: list[str] | None = Field(None, min_length=1)
+
+
+class ExperimentConfig(BaseModel):
+    """A named experiment: arms, who takes part, and how much evidence names a winner."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arms: dict[str, ArmConfig] = Field(min_length=2, max_length=16)
+    tenants: list[str] | None = Field(None, min_length=1)
+    min_n: int = Field(30, ge=2, le=1_000_000)
+    enabled: bool = True
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, value: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
+        for name in value:
+            _check_name(name, "arm name")
+        return value
+
+
+def check_experiment_names(value: dict[str, ExperimentConfig]) -> dict[str, ExperimentConfig]:
+    for name in value:
+        _check_name(name, "experiment name")
+    return value

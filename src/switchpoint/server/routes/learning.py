@@ -1,0 +1,238 @@
+"""Learning from outcomes over HTTP: feedback, preference comparisons, status, experiments.
+
+- ``POST /v1/feedback``: how an answer went, by the decision id it carried. A gateway route:
+  with ``auth: keys`` it needs the caller's client key, and a key only reaches its own tenant's
+  decisions (another tenant's id is a 404, the same as an unknown one).
+- ``POST /v1/router/preferences/compare``, ``POST /v1/router/preferences/score`` and
+  ``GET /v1/router/status``: per-tenant operations. The caller's tenant is its client key's
+  (``auth: keys``), else the deployment's own (``default``); the admin token (when the config
+  names ``admin_token_env``) may act for any tenant by naming it (``tenant``), and sees every
+  tenant's status. Without an admin token configured these routes are as open as the other
+  ``/v1/router/*`` routes.
+- ``GET /v1/router/experiments``, ``GET /v1/router/experiments/{name}`` and
+  ``POST /v1/router/experiments/{name}/promote``: admin routes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from switchpoint._messages import invalid_from_validation
+from switchpoint.errors import PermissionDeniedError
+from switchpoint.gateway.learning import MAX_COMMENT, MAX_COMPARE_MODELS, MAX_DECISION_ID
+from switchpoint.governance.governor import Principal
+from switchpoint.learning.events import DEFAULT_TENANT
+from switchpoint.server.auth import ADMIN, client_principal
+from switchpoint.server.context import get_service
+from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, ERROR_RESPONSES, FiniteFloat
+
+router = APIRouter()
+
+Quality = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
+TenantName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class FeedbackRequest(BaseModel):
+    """How one answer went: ``score`` in [0, 1] or ``success`` (exactly one)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"decision_id": "3f2a...", "score": 0.8},
+        {"decision_id": "3f2a...", "success": False, "comment": "wrong unit in the answer"}]})
+
+    decision_id: StrictStr = Field(min_length=1, max_length=MAX_DECISION_ID, description=(
+        "The x-switchpoint-decision-id the answer carried (POST /v1/route: decision_id)."))
+    score: Quality | None = Field(None, description="Quality of the answer, 0 (worst) to 1.")
+    success: StrictBool | None = Field(None, description="Whether the answer did the job.")
+    model: StrictStr | None = Field(None, min_length=1, max_length=256, description=(
+        "The model the feedback is about (default: the one that answered)."))
+    comment: StrictStr | None = Field(None, max_length=MAX_COMMENT)
+
+
+class CompareRequest(BaseModel):
+    """One prompt (or conversation) for several models at once."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"prompt": "Summarise the attached contract in three bullet points.",
+         "models": ["cheap", "good"]}]})
+
+    prompt: StrictStr | None = Field(None, min_length=1)
+    messages: list[dict[str, Any]] | None = Field(None, min_length=1)
+    models: list[StrictStr] | None = Field(None, min_length=2, max_length=MAX_COMPARE_MODELS,
+                                           description="2 to 6 catalog models (default: the "
+                                                       "ones the caller may use, if at most "
+                                                       "six).")
+    blind: StrictBool = Field(True, description="Hide which model wrote which answer until "
+                                                "they are scored.")
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: FiniteFloat | None = Field(None, ge=0, le=2)
+    tenant: TenantName | None = Field(None, description="Act for this tenant (admin token).")
+
+
+class ScoreRequest(BaseModel):
+    """Scores for a comparison's answers, by label (or model): ties and partial scores are
+    fine; a repeat replaces the scores it names."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"compare_id": "9c1e...", "scores": {"A": 0.9, "B": 0.4}}]})
+
+    compare_id: StrictStr = Field(min_length=1, max_length=200)
+    scores: dict[StrictStr, Quality] = Field(min_length=1, max_length=MAX_COMPARE_MODELS)
+    tenant: TenantName | None = Field(None, description="Act for this tenant (admin token).")
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arm: StrictStr | None = Field(None, min_length=1, max_length=64, description=(
+        "The arm to promote (default: the winner; 409 while there is none)."))
+
+
+def _parse(model: type[BaseModel], raw: bytes) -> Any:
+    try:
+        return model.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        raise invalid_from_validation(list(exc.errors()), list(model.model_fields)) from None
+
+
+def _is_admin(request: Request) -> bool:
+    """Whether the caller holds the admin token (or no admin token is configured, which leaves
+    the /v1/router/* routes open)."""
+    token = get_service(request).gateway.settings.admin_token
+    if token is None:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode())
+
+
+def tenant_caller(request: Request, named: str | None) -> tuple[Principal | None, bool]:
+    """Who a per-tenant operation acts for, and whether the caller is an admin. The admin
+    token (a client key is then not needed) may name any configured tenant; a client key acts
+    for its own; without keys the deployment's own tenant."""
+    gateway = get_service(request).gateway
+    settings = gateway.settings
+    keys = settings.auth == "keys"
+    explicit_admin = settings.admin_token is not None and _is_admin(request)
+    if explicit_admin or (not keys and _is_admin(request)):
+        if named is None or named == DEFAULT_TENANT:
+            return None, True
+        return gateway.governor.principal(settings, tenant=named), True
+    principal = client_principal(request)
+    mine = principal.tenant if principal is not None else DEFAULT_TENANT
+    if named is not None and named != mine:
+        raise PermissionDeniedError("tenant: acting for another tenant needs the admin token; "
+                                    "leave tenant out to act for your own", param="tenant")
+    return principal, False
+
+
+@router.post("/v1/feedback", tags=["learning"],
+             responses={200: {"description": "What the outcome did.",
+                              "content": {"application/json": {}}}, **CHAT_ERROR_RESPONSES},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": FeedbackRequest.model_json_schema()}}}},
+             summary="Report how an answer went (teaches routing for the caller's tenant)",
+             description="decision_id is what the answer carried. For a routed (auto) answer "
+                         "the outcome teaches the tenant's learned router and its memory; for "
+                         "a request that named its model it is a quality observation of that "
+                         "model (kind: model, teaches_routing: false). A repeat replaces the "
+                         "earlier outcome (replaced: true). 404 decision_not_found for an "
+                         "unknown, forgotten or other tenant's id.")
+async def feedback(request: Request) -> JSONResponse:
+    principal = client_principal(request)
+    body: FeedbackRequest = _parse(FeedbackRequest, await request.body())
+    gateway = get_service(request).gateway
+    result = await gateway.areport_outcome(body.decision_id, body.score, body.success,
+                                           model=body.model, comment=body.comment,
+                                           principal=principal)
+    return JSONResponse(result.to_dict())
+
+
+@router.post("/v1/router/preferences/compare", tags=["learning"],
+             responses={200: {"description": "Blind-labelled answers and the compare id.",
+                              "content": {"application/json": {}}}, **ERROR_RESPONSES},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": CompareRequest.model_json_schema()}}}},
+             summary="Ask 2-6 models the same prompt at once; answers come back blind-labelled")
+async def compare(request: Request) -> JSONResponse:
+    body: CompareRequest = _parse(CompareRequest, await request.body())
+    principal, _ = tenant_caller(request, body.tenant)
+    params: dict[str, Any] = {}
+    if body.max_tokens is not None:
+        params["max_tokens"] = body.max_tokens
+    if body.temperature is not None:
+        params["temperature"] = body.temperature
+    gateway = get_service(request).gateway
+    result = await gateway.acompare(body.messages, body.models, prompt=body.prompt,
+                                    blind=body.blind, principal=principal, **params)
+    return JSONResponse(result)
+
+
+@router.post("/v1/router/preferences/score", tags=["learning"],
+             responses={200: {"description": "What the scores taught, models revealed.",
+                              "content": {"application/json": {}}}, **ERROR_RESPONSES},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": ScoreRequest.model_json_schema()}}}},
+             summary="Score a comparison's answers (0..1 each); teaches the tenant's memory")
+async def score(request: Request) -> JSONResponse:
+    body: ScoreRequest = _parse(ScoreRequest, await request.body())
+    principal, _ = tenant_caller(request, body.tenant)
+    gateway = get_service(request).gateway
+    return JSONResponse(await gateway.ascore(body.compare_id, body.scores,
+                                             principal=principal))
+
+
+@router.get("/v1/router/status", tags=["learning"],
+            responses={200: {"description": "Per tenant: memory, outcomes, model quality.",
+                             "content": {"application/json": {}}}, **ERROR_RESPONSES},
+            summary="What each tenant has taught: memory examples, per-model coverage, cold "
+                    "or warm, outcomes, feedback per model")
+async def status(request: Request,
+                 tenant: Annotated[str | None, Query(min_length=1, max_length=64)] = None
+                 ) -> JSONResponse:
+    principal, admin = tenant_caller(request, tenant if tenant is not None else None)
+    gateway = get_service(request).gateway
+    if admin and tenant is None:
+        names = None
+    else:
+        names = [principal.tenant if principal is not None and principal.tenant
+                 else DEFAULT_TENANT]
+    return JSONResponse(await run_in_threadpool(gateway.learning_status, names))
+
+
+@router.get("/v1/router/experiments", tags=["learning"], dependencies=ADMIN,
+            responses={200: {"description": "Every experiment's report.",
+                             "content": {"application/json": {}}}, **ERROR_RESPONSES},
+            summary="The configured experiments and how their arms do")
+async def experiments(request: Request) -> JSONResponse:
+    gateway = get_service(request).gateway
+    names = list(gateway.settings.experiments)
+    reports = [await run_in_threadpool(gateway.experiment_report, n) for n in names]
+    return JSONResponse({"data": reports})
+
+
+@router.get("/v1/router/experiments/{name}", tags=["learning"], dependencies=ADMIN,
+            responses={200: {"description": "Per arm: n, mean quality and 95% interval, mean "
+                                            "cost; the winner once there is one.",
+                             "content": {"application/json": {}}},
+                       404: ERROR_RESPONSES[400], **ERROR_RESPONSES},
+            summary="How each arm of an experiment does, and its winner")
+async def experiment(name: str, request: Request) -> JSONResponse:
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(gateway.experiment_report, name))
+
+
+@router.post("/v1/router/experiments/{name}/promote", tags=["learning"], dependencies=ADMIN,
+             responses={200: {"description": "The experiment's report, with its promoted arm.",
+                              "content": {"application/json": {}}}, **ERROR_RESPONSES},
+             summary="Send all of an experiment's traffic to its winner (or a named arm)")
+async def promote(name: str, request: Request) -> JSONResponse:
+    raw = await request.body()
+    body = _parse(PromoteRequest, raw) if raw.strip() else PromoteRequest()
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(gateway.promote, name, body.arm))

@@ -1,0 +1,329 @@
+"""What learning from outcomes keeps in the SQLite store (tables of schema version 4).
+
+- ``feedback``: the feedback log, append-only. One row per outcome: a
+  :class:`~switchpoint.learning.events.FeedbackEvent` (its prompt vector as float32 bytes, so it
+  replays exactly) with its ``kind`` (``decision``: feedback on a routing decision;
+  ``preference``: a score given to a compared answer; ``model``: feedback on a request that
+  named its model, which tracks that model's quality but cannot teach routing), the weights it
+  was learned under, the caller's key and an optional comment. Replayed in order on every
+  start and reload.
+- ``pending``: what learning needs from each recent routing decision (the prompt's vector as
+  float16, the units it fell in, the candidates, the model chosen), so feedback for a decision
+  made before a restart still teaches. Bounded: only the last ``learning.memory_size`` rows are
+  kept (older ones are pruned as new ones arrive).
+- ``promotions``: experiments whose winning arm was promoted (append-only; the last one wins).
+
+Writes go through the store's writer (:meth:`SQLiteStore.append` / ``append_lazy``); reads
+open their own read-only connection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from switchpoint.learning.events import FeedbackEvent
+from switchpoint.learning.memory import PendingDecision
+
+FEEDBACK_KINDS = ("decision", "preference", "model")
+_FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model", "served",
+                     "quality", "weight", "chosen", "cost", "embedding", "units", "weights_id",
+                     "key_id", "comment")
+_PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
+                    "expected_cost", "weights_id")
+
+
+def _units_json(units: tuple[tuple[int, float], ...] | None) -> str | None:
+    return None if units is None else json.dumps([[u, w] for u, w in units])
+
+
+def _units_of(raw: str | None) -> tuple[tuple[int, float], ...] | None:
+    return None if raw is None else tuple((int(u), float(w)) for u, w in json.loads(raw))
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """One row of the feedback log."""
+
+    event: FeedbackEvent
+    kind: str
+    weights_id: str | None = None
+    key_id: str | None = None
+    comment: str | None = None
+
+    insert: ClassVar[str] = (f"INSERT INTO feedback ({', '.join(_FEEDBACK_COLUMNS)}) VALUES "
+                             f"({', '.join('?' for _ in _FEEDBACK_COLUMNS)})")
+    what: ClassVar[str] = "feedback event"
+
+    @property
+    def id(self) -> str:
+        return self.event.event_id
+
+    def row(self) -> tuple[Any, ...]:
+        e = self.event
+        vector = None if e.embedding is None else np.asarray(e.embedding,
+                                                              dtype=np.float32).tobytes()
+        return (e.event_id, e.timestamp, self.kind, e.tenant, e.decision_id, e.model, e.served,
+                e.quality, e.weight, e.chosen, e.cost, vector, _units_json(e.units),
+                self.weights_id, self.key_id, self.comment)
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """One decision still open to feedback (its vector kept as float16: half the bytes, and
+    cosine to the original above 0.9999)."""
+
+    entry: PendingDecision
+    weights_id: str
+
+    insert: ClassVar[str] = (f"INSERT OR REPLACE INTO pending ({', '.join(_PENDING_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' for _ in _PENDING_COLUMNS)})")
+    what: ClassVar[str] = "pending decision"
+
+    @property
+    def id(self) -> str:
+        return self.entry.decision_id
+
+    def row(self) -> tuple[Any, ...]:
+        e = self.entry
+        vector = None if e.embedding is None else np.asarray(
+            e.embedding, dtype=np.float32).reshape(-1).astype(np.float16).tobytes()
+        return (e.decision_id, e.created, e.tenant, e.chosen, json.dumps(list(e.candidates)),
+                vector, _units_json(e.units), e.expected_cost, self.weights_id)
+
+
+@dataclass(frozen=True)
+class PendingPrune:
+    """Keeps only the newest ``keep`` pending decisions (written like a record, by the writer,
+    in the same transaction as the records around it)."""
+
+    keep: int
+
+    insert: ClassVar[str] = ("DELETE FROM pending WHERE seq <= "
+                             "(SELECT coalesce(max(seq), 0) FROM pending) - ?")
+    what: ClassVar[str] = "pending prune"
+
+    @property
+    def id(self) -> str:
+        return f"prune-{self.keep}"
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.keep,)
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    """An experiment's arm promoted to all of its traffic."""
+
+    ts: float
+    experiment: str
+    arm: str
+    reason: str
+
+    insert: ClassVar[str] = ("INSERT INTO promotions (ts, experiment, arm, reason) "
+                             "VALUES (?, ?, ?, ?)")
+    what: ClassVar[str] = "promotion"
+
+    @property
+    def id(self) -> str:
+        return f"{self.experiment}:{self.arm}"
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.ts, self.experiment, self.arm, self.reason)
+
+
+@dataclass(frozen=True)
+class LoggedFeedback:
+    """A feedback row read back: the event and what it was recorded with."""
+
+    seq: int
+    event: FeedbackEvent
+    kind: str
+    weights_id: str | None
+
+
+class LearningReader:
+    """Reads the learning tables of one store file (each call opens a read-only connection)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                               check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def feedback(self, tenant: str | None = None, after: int = 0,
+                 batch: int = 2000) -> Iterator[LoggedFeedback]:
+        """Every feedback row in log order (of one tenant, if given), read in batches."""
+        where = "seq > ?" + (" AND tenant = ?" if tenant is not None else "")
+        last = after
+        while True:
+            conn = self._connect()
+            try:
+                rows = conn.execute(
+                    f"SELECT seq, {', '.join(_FEEDBACK_COLUMNS)} FROM feedback WHERE {where} "
+                    "ORDER BY seq LIMIT ?",
+                    (last, *((tenant,) if tenant is not None else ()), batch)).fetchall()
+            finally:
+                conn.close()
+            for row in rows:
+                yield _logged(row)
+            if len(rows) < batch:
+                return
+            last = int(rows[-1][0])
+
+    def pending(self, decision_id: str) -> tuple[PendingDecision, str] | None:
+        """A decision still open to feedback, with the weights it was made under."""
+        conn = self._connect()
+        try:
+            row = conn.execute(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "
+                               "WHERE decision_id = ?", (decision_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id) = row
+        embedding = None if vector is None else np.frombuffer(
+            vector, dtype=np.float16).astype(np.float32)
+        entry = PendingDecision(decision_id=did, tenant=tenant, chosen=chosen,
+                                candidates=tuple(json.loads(candidates)), embedding=embedding,
+                                units=_units_of(units), expected_cost=cost, created=ts)
+        return entry, str(weights_id)
+
+    def request(self, request_id: str) -> dict[str, Any] | None:
+        """A logged gateway request: who answered it, for whom, under which decision."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT id, model, requested_model, tenant, key_id, decision_id, "
+                               "status, cost_usd FROM requests WHERE id = ?",
+                               (request_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        keys = ("id", "model", "requested_model", "tenant", "key_id", "decision_id", "status",
+                "cost_usd")
+        return dict(zip(keys, row, strict=True))
+
+    def answered_by(self, decision_id: str) -> str | None:
+        """The model that answered the (last) request a routing decision led to."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT model FROM requests WHERE decision_id = ? AND model IS "
+                               "NOT NULL ORDER BY seq DESC LIMIT 1", (decision_id,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else str(row[0])
+
+    def decision_arm(self, decision_id: str) -> tuple[str, str] | None:
+        """The experiment and arm a logged decision was assigned to, if any."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT experiment, arm FROM decisions WHERE id = ?",
+                               (decision_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is None or row[0] is None:
+            return None
+        return str(row[0]), str(row[1])
+
+    def latest_quality(self, decision_id: str, tenant: str) -> float | None:
+        """The quality last reported for ``decision_id`` (a repeat replaces it)."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "
+                               "ORDER BY seq DESC LIMIT 1", (decision_id, tenant)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else float(row[0])
+
+    def quality_by_model(self, tenant: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{tenant: {model: {n, mean_quality}}}`` over the latest outcome of each decision
+        (``model``: the catalog model that answered)."""
+        where = "" if tenant is None else "WHERE tenant = ?"
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                "SELECT tenant, coalesce(served, model), count(*), avg(quality) FROM feedback f "
+                "JOIN (SELECT max(seq) AS seq FROM feedback "
+                f"{where} GROUP BY decision_id, tenant, coalesce(served, model)) latest "
+                "USING (seq) GROUP BY tenant, coalesce(served, model) "
+                "ORDER BY tenant, coalesce(served, model)",
+                (() if tenant is None else (tenant,))).fetchall()
+        finally:
+            conn.close()
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for t, model, n, mean in rows:
+            out.setdefault(str(t), {})[str(model)] = {"n": int(n),
+                                                       "mean_quality": round(float(mean), 6)}
+        return out
+
+    def experiment(self, name: str) -> dict[str, dict[str, Any]]:
+        """Per arm of experiment ``name``: decisions, their mean cost (what the answer cost
+        when the gateway answered it, else the decision's expected cost) and the latest
+        quality reported for each scored decision."""
+        conn = self._connect()
+        try:
+            decided = conn.execute(
+                "SELECT d.arm, count(*), avg(coalesce(r.cost_usd, "
+                "json_extract(d.expected_costs, '$.\"' || d.selected_model || '\"'))) "
+                "FROM decisions d LEFT JOIN requests r ON r.decision_id = d.id "
+                "WHERE d.experiment = ? GROUP BY d.arm", (name,)).fetchall()
+            scored = conn.execute(
+                "SELECT d.arm, f.quality FROM feedback f "
+                "JOIN (SELECT max(seq) AS seq FROM feedback GROUP BY decision_id, tenant) latest "
+                "USING (seq) JOIN decisions d ON d.id = f.decision_id "
+                "WHERE d.experiment = ? ORDER BY f.seq", (name,)).fetchall()
+        finally:
+            conn.close()
+        out: dict[str, dict[str, Any]] = {}
+        for arm, n, cost in decided:
+            out[str(arm)] = {"decisions": int(n),
+                             "mean_cost_usd": None if cost is None or math.isnan(cost)
+                             else float(cost), "qualities": []}
+        for arm, quality in scored:
+            out.setdefault(str(arm), {"decisions": 0, "mean_cost_usd": None,
+                                      "qualities": []})["qualities"].append(float(quality))
+        return out
+
+    def promotions(self) -> dict[str, tuple[str, float, str]]:
+        """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT experiment, arm, ts, reason FROM promotions "
+                                "ORDER BY seq").fetchall()
+        finally:
+            conn.close()
+        return {str(e): (str(a), float(ts), str(r)) for e, a, ts, r in rows}
+
+
+def _logged(row: tuple[Any, ...]) -> LoggedFeedback:
+    (seq, event_id, ts, kind, tenant, decision_id, model, served, quality, weight, chosen, cost,
+     vector, units, weights_id, _key_id, _comment) = row
+    embedding = None if vector is None else tuple(
+        float(v) for v in np.frombuffer(vector, dtype=np.float32))
+    event = FeedbackEvent(decision_id=decision_id, model=model, quality=float(quality),
+                          tenant=tenant, embedding=embedding, units=_units_of(units),
+                          chosen=chosen, cost=cost, weight=float(weight), timestamp=float(ts),
+                          event_id=event_id, served=served)
+    return LoggedFeedback(int(seq), event, str(kind), weights_id)
+
+
+def feedback_record(event: FeedbackEvent, kind: str, *, weights_id: str | None,
+                    key_id: str | None = None, comment: str | None = None) -> FeedbackRecord:
+    if kind not in FEEDBACK_KINDS:
+        raise ValueError(f"kind must be one of {FEEDBACK_KINDS}, got {kind!r}")
+    return FeedbackRecord(event, kind, weights_id, key_id, comment)
+
+
+__all__ = ["FEEDBACK_KINDS", "FeedbackRecord", "LearningReader", "LoggedFeedback",
+           "PendingPrune", "PendingRecord", "PromotionRecord", "feedback_record"]

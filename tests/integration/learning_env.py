@@ -1,0 +1,114 @@
+"""The learning tests' world: the two-kinds weights (fake embedder) behind a real gateway whose
+catalog points at the fake provider, so feedback, memories, comparisons and experiments run
+over HTTP in a few seconds.
+
+Math prompts: ``strong`` is right 90% of the time, ``runner`` 75%, ``cheap`` 20%; poems: all
+90% (see tests/fakes/two_kinds.py). Prices 10 / 5 / 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from switchpoint.config import Settings, load_settings
+from switchpoint.gateway.live import learning_settings
+from switchpoint.router import Router
+from switchpoint.server import create_app
+from switchpoint.weights import WeightsPackage
+from tests.conftest import FakeEmbedder
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import two_kinds_package
+from tests.integration.servers import ThreadServer, thread_server
+
+EMBEDDER = FakeEmbedder()
+_PACKAGES: dict[str, WeightsPackage] = {}
+KEYS = {"FAKE_KEY": "sk-fake"}
+
+
+def package(policy: str = "cluster") -> WeightsPackage:
+    """The two-kinds weights of ``policy`` (cluster or knn), fitted once per session."""
+    if policy not in _PACKAGES:
+        _PACKAGES[policy] = two_kinds_package(EMBEDDER, policy)
+    return _PACKAGES[policy]
+
+
+def loader(settings: Settings, policy: str | None) -> Router:
+    """Builds routers as the service's factory does, over the two-kinds weights."""
+    name = "knn" if policy == "knn" else "cluster"
+    return Router(package(name), catalog=settings.catalog(), embedder=EMBEDDER,
+                  cost_weight=settings.cost_weight, learning=learning_settings(settings))
+
+
+def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "") -> str:
+    base = fake.openai_base_url
+    return f"""models:
+  - {{name: strong, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 10,
+     output_per_mtok: 10, capabilities: [tools]}}
+  - {{name: runner, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 5,
+     output_per_mtok: 5, capabilities: [tools]}}
+  - {{name: cheap, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 1,
+     output_per_mtok: 1, capabilities: [tools]}}
+cost_weight: 0.1
+data_dir: {data_dir}
+gateway:
+  connect_timeout_s: 1
+  read_timeout_s: 2
+  backoff_base_s: 0.01
+  backoff_cap_s: 0.02
+  max_total_s: 10
+  pin_hard_window_s: 0
+  pin_soft_window_s: 0
+{extra}"""
+
+
+def settings_for(fake: FakeProviderProcess, root: Path, extra: str = "",
+                 environ: dict[str, str] | None = None) -> Settings:
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(fake, root / "data", extra), encoding="utf-8")
+    return load_settings(config, environ=environ or {})
+
+
+@contextmanager
+def learning_server(fake: FakeProviderProcess, root: Path, extra: str = "",
+                    environ: dict[str, str] | None = None) -> Iterator[ThreadServer]:
+    settings = settings_for(fake, root, extra, environ)
+    with thread_server(create_app(settings, loader=loader, provider_env=KEYS)) as server:
+        yield server
+
+
+def chat(server: ThreadServer, prompt: str, *, key: str = "sk-anything",
+         model: str = "auto", session: str | None = None,
+         **kwargs: Any) -> tuple[httpx.Headers, Any]:
+    """One chat request through the official client: (headers, completion)."""
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0,
+                           timeout=15)
+    extra = {"x-session-id": session} if session is not None else None
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": prompt}], extra_headers=extra,
+        **kwargs)
+    return raw.headers, raw.parse()
+
+
+def feedback(server: ThreadServer, decision_id: str, key: str | None = None,
+             **body: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{server.base}/v1/feedback", json={"decision_id": decision_id, **body},
+                      headers=headers, timeout=15)
+
+
+def get(server: ThreadServer, path: str, key: str | None = None,
+        **params: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.get(f"{server.base}{path}", params=params, headers=headers, timeout=15)
+
+
+def post(server: ThreadServer, path: str, body: Any = None, key: str | None = None
+         ) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{server.base}{path}", json=body, headers=headers, timeout=30)

@@ -1,0 +1,182 @@
+"""Feedback through the service: decision ids on every answer, POST /v1/feedback, the lesson
+moving ``auto`` and surviving a restart and a reload; named-model feedback; bad input; tenant
+scoping with client keys; the in-process door."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchpoint.errors import DecisionNotFoundError, InvalidInputError
+from switchpoint.gateway import Gateway
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt, poem_prompt
+from tests.integration.learning_env import (
+    KEYS,
+    chat,
+    feedback,
+    get,
+    learning_server,
+    loader,
+    post,
+    settings_for,
+)
+
+
+def _status(server, tenant: str = "default") -> dict:  # type: ignore[no-untyped-def]
+    body = get(server, "/v1/router/status", tenant=tenant).json()
+    return dict(body["tenants"][tenant])
+
+
+def test_sixty_zeros_move_auto_to_the_runner_up_and_the_lesson_survives_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        headers, _ = chat(server, math_prompt(5000))
+        assert headers["x-switchpoint-model"] == "strong"
+        assert headers["x-switchpoint-source"] == "router"
+        poem_before = chat(server, poem_prompt(5000))[0]["x-switchpoint-model"]
+        taken = 60
+        for n in range(60):
+            headers, _ = chat(server, math_prompt(1000 + n))
+            if headers["x-switchpoint-model"] != "strong":
+                taken = n
+                break
+            r = feedback(server, headers["x-switchpoint-decision-id"], score=0)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["model"], body["quality"], body["replaced"]) == ("strong", 0.0, False)
+            assert body["kind"] == "decision" and body["teaches_routing"] is True
+        assert 10 < taken < 60  # 150 labels outweigh a few failures, not sixty
+        after = chat(server, math_prompt(5002))[0]
+        assert after["x-switchpoint-model"] == "runner"
+        assert chat(server, poem_prompt(5002))[0]["x-switchpoint-model"] == poem_before
+        assert _status(server)["learned_router"]["events"] == taken
+        quality = _status(server)["feedback"]["strong"]
+        assert quality == {"n": taken, "mean_quality": 0.0}
+    # A graceful restart on the same data_dir: the log is replayed before the router serves.
+    with learning_server(fake, tmp_path) as server:
+        assert _status(server)["learned_router"]["events"] == taken
+        assert chat(server, math_prompt(5003))[0]["x-switchpoint-model"] == "runner"
+        assert chat(server, poem_prompt(5003))[0]["x-switchpoint-model"] == poem_before
+
+
+def test_a_decision_made_before_a_restart_or_reload_still_takes_feedback(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        scored = chat(server, math_prompt(1))[0]["x-switchpoint-decision-id"]
+        assert feedback(server, scored, score=0.25).json()["replaced"] is False
+        later = chat(server, math_prompt(2))[0]["x-switchpoint-decision-id"]
+        routed = post(server, "/v1/route", {"prompt": math_prompt(3)}).json()["decision_id"]
+    with learning_server(fake, tmp_path) as server:
+        again = feedback(server, scored, score=0.75).json()
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.25)
+        first = feedback(server, later, success=True).json()
+        assert (first["replaced"], first["quality"], first["model"]) == (False, 1.0, "strong")
+        assert feedback(server, routed, score=0.5).json()["model"] == "strong"
+        assert _status(server)["learned_router"]["events"] == 4  # a repeat counts again
+        assert post(server, "/v1/router/reload").status_code == 200
+        assert _status(server)["learned_router"]["events"] == 4
+        third = feedback(server, scored, score=1).json()
+        assert (third["replaced"], third["previous_quality"]) == (True, 0.75)
+
+
+def test_named_model_answers_carry_their_request_id_for_quality_feedback(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        headers, _ = chat(server, math_prompt(7), model="cheap")
+        assert headers["x-switchpoint-decision-id"] == headers["x-switchpoint-request-id"]
+        body = feedback(server, headers["x-switchpoint-decision-id"], score=0.3).json()
+        assert body["kind"] == "model" and body["teaches_routing"] is False
+        assert (body["model"], body["quality"], body["replaced"]) == ("cheap", 0.3, False)
+        assert "does not teach routing" in body["note"]
+        assert _status(server)["learned_router"]["events"] == 0
+        assert _status(server)["feedback"]["cheap"] == {"n": 1, "mean_quality": 0.3}
+        repeat = feedback(server, headers["x-switchpoint-request-id"], score=0.6).json()
+        assert (repeat["replaced"], repeat["previous_quality"]) == (True, 0.3)
+        # The request id of a routed request names its decision.
+        auto, _ = chat(server, math_prompt(8))
+        by_request = feedback(server, auto["x-switchpoint-request-id"], score=0.9).json()
+        assert by_request["decision_id"] == auto["x-switchpoint-decision-id"]
+        assert by_request["kind"] == "decision"
+
+
+def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        decision = chat(server, math_prompt(11))[0]["x-switchpoint-decision-id"]
+        cases = [({"score": 1.5}, "score"), ({"score": -0.1}, "score"),
+                 ({"score": "0.5"}, "score"), ({"score": True}, "score"),
+                 ({"success": "yes"}, "success"), ({"score": 0.5, "success": True},
+                                                   "quality_score"),
+                 ({}, "quality_score"), ({"score": 0.5, "comment": "x" * 2001}, "comment"),
+                 ({"score": 0.5, "model": "gpt-99"}, "model"),
+                 ({"score": 0.5, "extra": 1}, "extra")]
+        for body, field in cases:
+            r = feedback(server, decision, **body)
+            assert r.status_code == 400, (body, r.text)
+            assert r.json()["error"]["param"] == field, (body, r.json())
+        raw = httpx.post(f"{server.base}/v1/feedback", timeout=10, headers={
+            "content-type": "application/json"},
+            content=b'{"decision_id": "%s", "score": NaN}' % decision.encode())
+        assert raw.status_code == 400 and raw.json()["error"]["param"] == "score"
+        assert "finite" in raw.json()["error"]["message"]
+        missing = feedback(server, "0" * 32, score=0.5)
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "decision_not_found"
+        assert _status(server)["learned_router"]["events"] == 0
+        assert _status(server)["feedback"] == {}
+        ok = feedback(server, decision, score=0.5, comment="fine").json()
+        assert ok["replaced"] is False  # nothing before it was learned
+
+
+def test_with_client_keys_a_key_scores_only_its_tenants_decisions(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    extra = "auth: keys\ntenants: {acme: {}, globex: {}}\n"
+    with learning_server(fake, tmp_path, extra) as server:
+        keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
+                for t in ("acme", "globex")}
+        acme = chat(server, math_prompt(21), key=keys["acme"])[0]["x-switchpoint-decision-id"]
+        assert feedback(server, acme, score=0.5).status_code == 401
+        leak = feedback(server, acme, key=keys["globex"], score=0.0)
+        assert leak.status_code == 404
+        unknown = feedback(server, "f" * 32, key=keys["globex"], score=0.0)
+        assert leak.json()["error"]["code"] == unknown.json()["error"]["code"]
+        assert leak.json()["error"]["code"] == "decision_not_found"
+        assert "acme" not in leak.text
+        assert "acme" not in get(server, "/v1/router/status", key=keys["globex"]).text
+        body = feedback(server, acme, key=keys["acme"], score=0.0).json()
+        assert (body["tenant"], body["replaced"]) == ("acme", False)
+        acme_status = get(server, "/v1/router/status", key=keys["acme"]).json()
+        assert list(acme_status["tenants"]) == ["acme"]
+        assert acme_status["tenants"]["acme"]["learned_router"]["events"] == 1
+        globex_status = get(server, "/v1/router/status", key=keys["globex"]).json()
+        assert globex_status["tenants"]["globex"]["learned_router"]["events"] == 0
+
+
+def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
+                                                 tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path, "tenants: {acme: {}}\n")
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        reply = gateway.complete([{"role": "user", "content": math_prompt(31)}], tenant="acme")
+        decision_id = reply.switchpoint.decision_id
+        assert reply.switchpoint.decision is not None
+        with pytest.raises(DecisionNotFoundError):
+            gateway.report_outcome("nope", 0.5)
+        with pytest.raises(InvalidInputError) as bad:
+            gateway.report_outcome(decision_id, math.nan)
+        assert bad.value.field == "quality_score"
+        result = gateway.report_outcome(decision_id, success=False, tenant="acme",
+                                        comment="wrong")
+        assert (result.outcome.tenant, result.outcome.quality, result.kind) == (
+            "acme", 0.0, "decision")
+        assert gateway.router.learner.n_events("acme") == 1
+        assert gateway.router.learner.n_events("default") == 0
+        named = gateway.complete([{"role": "user", "content": "hi"}], model="cheap",
+                                 exact=True)
+        assert named.switchpoint.decision_id == named.switchpoint.request_id
+        observed = gateway.report_outcome(named.switchpoint.decision_id, 0.9)
+        assert (observed.kind, observed.outcome.model) == ("model", "cheap")
