@@ -69,6 +69,7 @@ gateway:
 
 def settings_for(fake: FakeProviderProcess, root: Path, extra: str = "",
                  environ: dict[str, str] | None = None) -> Settings:
+    root.mkdir(parents=True, exist_ok=True)
     config = root / "switchpoint.yaml"
     config.write_text(config_text(fake, root / "data", extra), encoding="utf-8")
     return load_settings(config, environ=environ or {})

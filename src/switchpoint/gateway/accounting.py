@@ -44,12 +44,15 @@ class Entry:
 
 def decision_record(decision: RoutingDecision, live: Live, *, key_id: str | None = None,
                     tenant: str | None = None) -> DecisionRecord:
+    policy, weights_id = live.policy, live.weights_id
+    if decision.arm and live.learning is not None:  # an experiment arm's router may have decided
+        policy, weights_id = live.learning.logged_as(decision, policy, weights_id)
     return DecisionRecord(
         id=decision.decision_id, ts=time.time(), selected_model=decision.selected_model,
         cluster_id=decision.cluster_id, cost_weight=decision.cost_weight,
         candidates=list(decision.all_scores), cache_hit=decision.cache_hit,
         routing_ms=decision.usage.routing_ms, embedding_ms=decision.usage.embedding_ms,
-        policy=live.policy, weights_id=live.weights_id, expected_error=decision.expected_error,
+        policy=policy, weights_id=weights_id, expected_error=decision.expected_error,
         cost_adjusted_score=decision.cost_adjusted_score, key_id=key_id, tenant=tenant,
         expected_errors=decision.expected_errors or None,
         expected_costs=decision.expected_costs or None, governance=decision.governed,

@@ -503,6 +503,16 @@ class LiveLearning:
             reasoning=[*decision.reasoning, f"{note} It overrides the learned router's "
                                             f"{decision.selected_model}."])
 
+    def logged_as(self, decision: RoutingDecision, policy: str, weights_id: str
+                  ) -> tuple[str, str]:
+        """The policy and weights a decision is logged under: an experiment arm's router's,
+        when one decided it."""
+        for name, router in self.arm_routers.items():
+            if router is not self.router and router.learner.memory.get(
+                    decision.decision_id) is not None:
+                return name, router.weights.weights_id
+        return policy, weights_id
+
     def pending(self, decision: RoutingDecision) -> PendingRecord | None:
         """What feedback on ``decision`` will need, to keep in the store."""
         for router in self.routers():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -41,10 +42,13 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
                                          "--failure")
     if args.score is not None:
         try:
-            return float(args.score), None
+            score = float(args.score)
         except ValueError:
-            raise InvalidInputError("score", f"{args.score!r} is not a number in [0, 1]"
-                                    ) from None
+            score = math.nan
+        if not 0.0 <= score <= 1.0:  # NaN fails too
+            raise InvalidInputError("--score", f"{args.score!r} is not a number in [0, 1] "
+                                               "(1 = best)")
+        return score, None
     return None, bool(args.success)
 
 

@@ -1,0 +1,68 @@
+"""``switchpoint feedback`` (on the state in data_dir, and against a running service with
+--url) and ``switchpoint learn --export`` (a new weights package with the outcomes folded
+in)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from switchpoint.cli import main
+from switchpoint.config import load_settings
+from switchpoint.gateway import Gateway
+from switchpoint.server import create_app
+from switchpoint.weights import load_weights
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.servers import thread_server
+
+PROMPT = "Prove that the square root of 2 is irrational, step by step."
+
+
+def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        decision = gateway.route(PROMPT, ["good", "cheap"])
+    capsys.readouterr()
+
+    # Bad input: exit 2, a message naming what is wrong, nothing written.
+    assert main(["feedback", decision.decision_id, "--score", "1.5", "--config",
+                 str(config)]) == 2
+    assert "--score: '1.5' is not a number in [0, 1]" in capsys.readouterr().err
+    assert main(["feedback", "0" * 32, "--success", "--config", str(config)]) == 2
+    assert "no decision" in capsys.readouterr().err
+    assert main(["feedback", decision.decision_id, "--config", str(config)]) == 2
+    assert "exactly one of --score" in capsys.readouterr().err
+    assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
+    assert "reported no outcomes" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()
+
+    assert main(["feedback", decision.decision_id, "--score", "0", "--comment", "wrong",
+                 "--config", str(config), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["model"], out["quality"], out["replaced"], out["kind"]) == (
+        decision.selected_model, 0.0, False, "decision")
+
+    export = tmp_path / "learned"
+    assert main(["learn", "--export", str(export), "--config", str(config), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    package = load_weights(export)
+    assert package.weights_id == result["weights_id"]
+    (learned,) = package.provenance["learned"]
+    assert (learned["tenant"], learned["events"]) == ("default", 1)
+
+    # A running service on the same data_dir replayed the CLI's outcome; --url teaches it.
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        assert main(["feedback", decision.decision_id, "--score", "0.5", "--url",
+                     server.base, "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert (answer["replaced"], answer["previous_quality"]) == (True, 0.0)
+        assert main(["feedback", "f" * 32, "--score", "0.5", "--url", server.base]) == 2
+        assert "404" in capsys.readouterr().err

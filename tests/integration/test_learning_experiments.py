@@ -1,0 +1,128 @@
+"""Experiments and exploration through the service: sessions stay in their arm, decisions and
+their log rows carry the experiment and arm, the report gives per-arm n, mean quality with a
+95% interval and mean cost, names a winner by its stated rule, and promotion sends everyone to
+it; exploration sends auto decisions to another candidate, never a named model's."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt
+from tests.integration.learning_env import chat, feedback, get, learning_server, post
+
+EXPERIMENT = """experiments:
+  thrift:
+    min_n: 8
+    arms:
+      control: {}
+      thrifty: {cost_weight: 5}
+      neighbours: {policy: knn, weight: 0.5}
+"""
+
+
+def test_an_experiment_assigns_sessions_reports_arms_names_a_winner_and_promotes_it(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        arms: dict[str, str] = {}
+        decisions: dict[str, list[str]] = {}
+        for s in range(48):
+            headers, _ = chat(server, math_prompt(s), session=f"session-{s}")
+            assert headers["x-switchpoint-experiment"] == "thrift"
+            arm = headers["x-switchpoint-arm"]
+            arms[f"session-{s}"] = arm
+            decisions.setdefault(arm, []).append(headers["x-switchpoint-decision-id"])
+            if arm == "thrifty":
+                assert headers["x-switchpoint-model"] == "cheap"  # λ 5 on the priciest
+            elif arm == "control":
+                assert headers["x-switchpoint-model"] == "strong"
+        assert set(decisions) == {"control", "thrifty", "neighbours"}
+        for s in (0, 1, 2, 3):  # a session stays in its arm, turn after turn
+            again, _ = chat(server, math_prompt(100 + s), session=f"session-{s}")
+            assert again["x-switchpoint-arm"] == arms[f"session-{s}"]
+
+        report = get(server, "/v1/router/experiments/thrift").json()
+        assert report["winner"] is None
+        assert {a["arm"]: a["n"] for a in report["arms"]} == {"control": 0, "thrifty": 0,
+                                                              "neighbours": 0}
+        refused = post(server, "/v1/router/experiments/thrift/promote", {})
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "conflict"
+
+        quality = {"control": True, "thrifty": False, "neighbours": False}
+        for arm, ids in decisions.items():
+            for decision_id in ids:
+                r = feedback(server, decision_id, success=quality[arm])
+                assert r.status_code == 200, r.text
+        report = get(server, "/v1/router/experiments/thrift").json()
+        by_arm = {a["arm"]: a for a in report["arms"]}
+        for arm, ids in decisions.items():
+            assert by_arm[arm]["n"] == len(ids)
+            assert by_arm[arm]["decisions"] >= len(ids)
+            assert by_arm[arm]["interval_method"] == "wilson"
+        control, thrifty = by_arm["control"], by_arm["thrifty"]
+        assert control["mean_quality"] == 1.0 and thrifty["mean_quality"] == 0.0
+        low, high = control["interval"]
+        assert 0.6 < low < 1.0 and high == 1.0
+        assert thrifty["mean_cost_usd"] < control["mean_cost_usd"]
+        assert report["winner"] == "control" and "min_n" in report["rule"]
+
+        promoted = post(server, "/v1/router/experiments/thrift/promote", {}).json()
+        assert (promoted["promoted"], promoted["promotion"]) == ("control", "winner")
+        after = Counter(chat(server, math_prompt(200 + s), session=f"new-{s}")[0][
+            "x-switchpoint-arm"] for s in range(12))
+        assert after == Counter({"control": 12})
+        listed = get(server, "/v1/router/experiments").json()["data"]
+        assert [e["experiment"] for e in listed] == ["thrift"]
+
+        # The decision log says which arm (and which arm's policy) decided.
+        rows = server.service.store.decisions(200)
+        logged = {r["id"]: r for r in rows}
+        for decision_id in decisions["neighbours"]:
+            assert logged[decision_id]["arm"] == "neighbours"
+            assert logged[decision_id]["policy"] == "knn"
+        for decision_id in decisions["control"]:
+            assert (logged[decision_id]["experiment"], logged[decision_id]["policy"]) == (
+                "thrift", "cluster")
+    # The promotion is kept in the store: it survives a restart.
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        assert get(server, "/v1/router/experiments/thrift").json()["promoted"] == "control"
+        assert chat(server, math_prompt(300), session="later")[0][
+            "x-switchpoint-arm"] == "control"
+        missing = get(server, "/v1/router/experiments/nope")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        bad = post(server, "/v1/router/experiments/thrift/promote", {"arm": "nope"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "arm"
+
+
+def test_the_route_answer_carries_the_learning_fields(fake: FakeProviderProcess,
+                                                      tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        body = post(server, "/v1/route", {"prompt": math_prompt(1)}).json()
+        assert body["experiment"] == "thrift" and body["arm"] in ("control", "thrifty",
+                                                                  "neighbours")
+        assert body["source"] == "router" and body["memory_fallback"] == ""
+    with learning_server(fake, tmp_path / "plain") as server:
+        body = post(server, "/v1/route", {"prompt": math_prompt(1)}).json()
+        assert "source" not in body and "experiment" not in body
+
+
+def test_exploration_sends_auto_elsewhere_but_never_a_named_model(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    extra = "learning: {exploration: 1.0, seed: 7}\n"
+    with learning_server(fake, tmp_path, extra) as server:
+        for i in range(6):
+            headers, _ = chat(server, math_prompt(40 + i))
+            assert headers["x-switchpoint-source"] == "exploration"
+            assert headers["x-switchpoint-model"] == headers["x-switchpoint-routed-model"]
+            assert headers["x-switchpoint-model"] != "strong"  # the greedy choice
+            assert "Exploring" in headers["x-switchpoint-reasoning"]
+            body = feedback(server, headers["x-switchpoint-decision-id"], score=0.5).json()
+            assert body["model"] == headers["x-switchpoint-model"]
+        for model in ("strong", "cheap"):
+            named, _ = chat(server, math_prompt(60), model=model)
+            assert named["x-switchpoint-model"] == model
+            assert "x-switchpoint-source" not in named
+        one = post(server, "/v1/route", {"prompt": math_prompt(61),
+                                         "available_models": ["runner"]}).json()
+        assert (one["selected_model"], one["source"]) == ("runner", "router")

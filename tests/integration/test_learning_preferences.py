@@ -1,0 +1,211 @@
+"""Preference collection and tenants' memories through the service: compare fans one prompt
+out to several models at once (exact calls, each logged), score teaches the tenant, status
+shows it warm, and then that tenant's ``auto`` follows what it was taught while another
+tenant's does not."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt
+from tests.integration.learning_env import chat, get, learning_server, post
+from tests.integration.servers import ThreadServer
+
+TENANTS = """auth: keys
+tenants:
+  acme: {memory: {k: 10, min_neighbours: 3, min_records: 8, confidence_floor: 0.6}}
+  globex: {memory: {k: 10, min_neighbours: 3, min_records: 8}}
+  initech: {}
+"""
+
+
+@pytest.fixture
+def server(fake: FakeProviderProcess, tmp_path: Path):  # type: ignore[no-untyped-def]
+    with learning_server(fake, tmp_path, TENANTS) as server:
+        yield server
+
+
+def _keys(server: ThreadServer) -> dict[str, str]:
+    return {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
+            for t in ("acme", "globex", "initech")}
+
+
+def _memory(server: ThreadServer, key: str) -> dict:  # type: ignore[type-arg]
+    tenants = get(server, "/v1/router/status", key=key).json()["tenants"]
+    (only,) = tenants.values()
+    return dict(only["memory"])
+
+
+def test_a_cold_tenant_taught_through_compare_and_score_routes_as_taught(
+        server: ThreadServer, fake: FakeProviderProcess) -> None:
+    keys = _keys(server)
+    cold = chat(server, math_prompt(900), key=keys["acme"])[0]
+    assert cold["x-switchpoint-model"] == "strong"
+    assert (cold["x-switchpoint-source"], cold["x-switchpoint-memory-fallback"]) == (
+        "router", "cold_start")
+    memory = _memory(server, keys["acme"])
+    assert (memory["enabled"], memory["examples"], memory["cold"]) == (True, 0, True)
+
+    fake.reset()
+    for i in range(4):
+        compared = post(server, "/v1/router/preferences/compare",
+                        {"prompt": math_prompt(100 + i), "models": ["strong", "cheap"]},
+                        key=keys["acme"])
+        assert compared.status_code == 200, compared.text
+        body = compared.json()
+        assert body["blind"] is True and body["tenant"] == "acme"
+        assert [a["label"] for a in body["answers"]] == ["A", "B"]
+        assert all(a["model"] is None and a["content"] and a["error"] is None
+                   for a in body["answers"])
+        scored = post(server, "/v1/router/preferences/score",
+                      {"compare_id": body["compare_id"], "scores": {"cheap": 1, "strong": 0}},
+                      key=keys["acme"])
+        assert scored.status_code == 200, scored.text
+        revealed = {s["label"]: s["model"] for s in scored.json()["scores"]}
+        assert sorted(revealed.values()) == ["cheap", "strong"]
+        assert all(s["teaches_routing"] and s["teaches_memory"]
+                   for s in scored.json()["scores"])
+    # Each comparison made one exact call per model, logged as the tenant's requests.
+    sent = [r["body"]["model"] for r in fake.requests()]
+    assert sorted(sent) == ["cheap"] * 4 + ["strong"] * 4
+    log = get(server, "/v1/router/requests", limit=8).json()["data"]
+    assert {(e["tenant"], e["requested_model"]) for e in log} == {("acme", "strong"),
+                                                                  ("acme", "cheap")}
+
+    memory = _memory(server, keys["acme"])
+    assert (memory["examples"], memory["cold"], memory["progress"]) == (8, False, 1.0)
+    assert memory["models"] == {"cheap": 4, "strong": 4}
+    taught = chat(server, math_prompt(901), key=keys["acme"])[0]
+    assert taught["x-switchpoint-model"] == "cheap"
+    assert taught["x-switchpoint-source"] == "memory"
+    assert "x-switchpoint-memory-fallback" not in taught
+    assert "Tenant memory" in taught["x-switchpoint-reasoning"]
+    # Strict isolation: the other tenants learned nothing and still get the router's choice.
+    other = chat(server, math_prompt(901), key=keys["globex"])[0]
+    assert other["x-switchpoint-model"] == "strong"
+    assert other["x-switchpoint-memory-fallback"] == "cold_start"
+    plain = chat(server, math_prompt(902), key=keys["initech"])[0]
+    assert (plain["x-switchpoint-model"], plain["x-switchpoint-source"]) == ("strong",
+                                                                              "router")
+    assert "x-switchpoint-memory-fallback" not in plain
+    assert _memory(server, keys["globex"])["examples"] == 0
+    assert _memory(server, keys["initech"]) == {"enabled": False}
+    # A tool request falls back to the learned router, and says so.
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {}}}}]
+    tooled = chat(server, math_prompt(903), key=keys["acme"], tools=tools)[0]
+    assert tooled["x-switchpoint-memory-fallback"] == "tool_request"
+
+
+def test_the_comparison_runs_the_models_concurrently(server: ThreadServer,
+                                                     fake: FakeProviderProcess) -> None:
+    keys = _keys(server)
+    for model in ("strong", "runner", "cheap"):
+        fake.default(model, "ok:delay=0.8")
+    try:
+        t0 = time.monotonic()
+        r = post(server, "/v1/router/preferences/compare",
+                 {"prompt": "Write a haiku about rivers.", "models": ["strong", "runner",
+                                                                     "cheap"],
+                  "blind": False}, key=keys["globex"])
+        elapsed = time.monotonic() - t0
+    finally:
+        for model in ("strong", "runner", "cheap"):
+            fake.default(model, None)
+    assert r.status_code == 200, r.text
+    assert elapsed < 2.0  # three 0.8 s answers one after the other would take 2.4 s
+    assert sorted(a["model"] for a in r.json()["answers"]) == ["cheap", "runner", "strong"]
+
+
+def test_scores_by_label_ties_partial_and_a_repeat_replaces(server: ThreadServer) -> None:
+    keys = _keys(server)
+    body = post(server, "/v1/router/preferences/compare",
+                {"messages": [{"role": "user", "content": math_prompt(300)}],
+                 "models": ["strong", "runner", "cheap"], "blind": False},
+                key=keys["acme"]).json()
+    label = {a["model"]: a["label"] for a in body["answers"]}
+    first = post(server, "/v1/router/preferences/score",
+                 {"compare_id": body["compare_id"],
+                  "scores": {label["strong"]: 0.5, label["runner"]: 0.5}},
+                 key=keys["acme"]).json()
+    assert {s["model"]: s["quality"] for s in first["scores"]} == {"strong": 0.5,
+                                                                   "runner": 0.5}
+    assert first["memory"]["models"] == {"runner": 1, "strong": 1}
+    again = post(server, "/v1/router/preferences/score",
+                 {"compare_id": body["compare_id"], "scores": {"strong": 0.9}},
+                 key=keys["acme"]).json()
+    (only,) = again["scores"]
+    assert (only["replaced"], only["previous_quality"], only["quality"]) == (True, 0.5, 0.9)
+    assert again["memory"]["examples"] == 2
+
+
+def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
+        server: ThreadServer) -> None:
+    keys = _keys(server)
+    acme = keys["acme"]
+    bad_compares = [
+        ({"prompt": "hi", "models": ["strong"]}, "models"),
+        ({"prompt": "hi", "models": ["strong", "strong"]}, "models"),
+        ({"prompt": "hi", "models": ["strong", "gpt-99"]}, "models"),
+        ({"prompt": "hi", "models": ["a", "b", "c", "d", "e", "f", "g"]}, "models"),
+        ({"models": ["strong", "cheap"]}, "prompt"),
+        ({"prompt": "", "models": ["strong", "cheap"]}, "prompt"),
+        ({"prompt": "hi", "models": ["strong", "cheap"], "stream": True}, "stream"),
+        ({"prompt": "hi", "models": ["strong", "cheap"], "tenant": "globex"}, "tenant"),
+    ]
+    for body, field in bad_compares:
+        r = post(server, "/v1/router/preferences/compare", body, key=acme)
+        assert r.status_code in (400, 403), (body, r.text)
+        assert r.json()["error"]["param"] == field, (body, r.json())
+    compare = post(server, "/v1/router/preferences/compare",
+                   {"prompt": math_prompt(400), "models": ["strong", "cheap"]},
+                   key=acme).json()
+    cid = compare["compare_id"]
+    bad_scores = [
+        ({"compare_id": cid, "scores": {"A": 1.5}}, "scores", 400),
+        ({"compare_id": cid, "scores": {"A": -1}}, "scores", 400),
+        ({"compare_id": cid, "scores": {"A": "high"}}, "scores", 400),
+        ({"compare_id": cid, "scores": {}}, "scores", 400),
+        ({"compare_id": cid, "scores": {"Z": 0.5}}, "scores.Z", 400),
+        ({"compare_id": cid, "scores": {"runner": 0.5}}, "scores.runner", 400),
+        ({"compare_id": cid, "scores": {"A": 0.5, "B": 0.2, "strong": 0.1}}, None, 400),
+        ({"compare_id": "nope", "scores": {"A": 0.5}}, "compare_id", 404),
+        ({"compare_id": cid, "scores": {"A": 0.5}, "tenant": "globex"}, "tenant", 403),
+    ]
+    for body, field, status in bad_scores:
+        r = post(server, "/v1/router/preferences/score", body, key=acme)
+        assert r.status_code == status, (body, r.text)
+        if field is not None:
+            assert r.json()["error"]["param"] == field, (body, r.json())
+    # Another tenant's compare id is not found, exactly like an unknown one.
+    theirs = post(server, "/v1/router/preferences/score",
+                  {"compare_id": cid, "scores": {"A": 0.5}}, key=keys["globex"])
+    assert theirs.status_code == 404 and theirs.json()["error"]["param"] == "compare_id"
+    assert _memory(server, acme)["examples"] == 0
+    assert _memory(server, keys["globex"])["examples"] == 0
+    status = get(server, "/v1/router/status", key=acme).json()["tenants"]["acme"]
+    assert status["learned_router"]["events"] == 0
+
+
+def test_the_admin_token_acts_for_any_tenant(fake: FakeProviderProcess,
+                                             tmp_path: Path) -> None:
+    extra = TENANTS + "admin_token_env: ADMIN_TOKEN\n"
+    with learning_server(fake, tmp_path, extra, environ={"ADMIN_TOKEN": "root"}) as server:
+        admin = "root"
+        everyone = get(server, "/v1/router/status", key=admin).json()["tenants"]
+        assert {"acme", "globex", "initech"} <= set(everyone)
+        compare = post(server, "/v1/router/preferences/compare",
+                       {"prompt": math_prompt(500), "models": ["strong", "cheap"],
+                        "tenant": "globex"}, key=admin).json()
+        assert compare["tenant"] == "globex"
+        scored = post(server, "/v1/router/preferences/score",
+                      {"compare_id": compare["compare_id"], "scores": {"cheap": 1},
+                       "tenant": "globex"}, key=admin)
+        assert scored.json()["memory"]["examples"] == 1
+        assert get(server, "/v1/router/status", key="wrong").status_code == 401
+        unknown = get(server, "/v1/router/status", key=admin, tenant="nobody")
+        assert unknown.status_code == 403
