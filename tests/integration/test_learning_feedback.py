@@ -180,3 +180,27 @@ def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
         assert named.switchpoint.decision_id == named.switchpoint.request_id
         observed = gateway.report_outcome(named.switchpoint.decision_id, 0.9)
         assert (observed.kind, observed.outcome.model) == ("model", "cheap")
+
+
+def test_decisions_open_to_feedback_are_bounded_by_the_learning_memory(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    import sqlite3
+
+    from switchpoint.gateway.learning import PRUNE_EVERY
+
+    extra = "learning: {memory_size: 10}\nstore: {synchronous: normal}\n"
+    settings = settings_for(fake, tmp_path, extra)
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        ids = [gateway.route(math_prompt(i)).decision_id for i in range(PRUNE_EVERY + 20)]
+    conn = sqlite3.connect(settings.db_path)
+    try:
+        kept = conn.execute("SELECT count(*) FROM pending").fetchone()[0]
+    finally:
+        conn.close()
+    assert 10 <= kept <= 10 + 20  # pruned to the memory at the last prune, plus what came since
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        assert gateway.report_outcome(ids[-1], 0.5).outcome.replaced is False
+        with pytest.raises(DecisionNotFoundError):
+            gateway.report_outcome(ids[0], 0.5)

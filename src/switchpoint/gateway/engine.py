@@ -662,7 +662,9 @@ class Gateway:
         body: dict[str, Any] = {"model": names[0], "messages": _as_list(messages), **params}
         check_chat_body(body)
         text = routing_text(body, needs_of(body))
-        calls = [self.chat(ChatCall(body={**body, "model": name}, caller=who.key_id or "compare",
+        # A caller of its own, so the comparison's answers pin no conversation of the caller's.
+        caller = f"compare:{uuid.uuid4().hex}"
+        calls = [self.chat(ChatCall(body={**body, "model": name}, caller=caller,
                                     tenant=who.tenant, key_id=who.key_id, exact=True))
                  for name in names]
         results = await asyncio.gather(*calls, return_exceptions=True)

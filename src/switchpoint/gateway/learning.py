@@ -261,7 +261,9 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
@@ -364,10 +366,11 @@ class Compares:
 
     def get(self, compare_id: object, tenant: str) -> Compare:
         """The comparison, if it exists for ``tenant`` and has not expired (else 404)."""
+        now = time.time()
         with self._lock:
-            self._expire(time.time())
+            self._expire(now)
             found = self._items.get(compare_id) if isinstance(compare_id, str) else None
-        if found is None or found.tenant != tenant:
+        if found is None or found.tenant != tenant or found.expires <= now:
             raise NotFoundError(f"compare_id: no open comparison {str(compare_id)[:100]!r} for "
                                 f"this tenant (comparisons wait {self.ttl_s:g} s for their "
                                 "scores); run POST /v1/router/preferences/compare again",

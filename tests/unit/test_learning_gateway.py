@@ -1,0 +1,230 @@
+"""The gateway's learning parts on their own: intervals and the winner rule, experiment
+assignment, comparisons waiting for scores, the feedback rows and pending decisions in the
+store, a tenant memory's cap, the learning config."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from switchpoint.config import load_settings
+from switchpoint.errors import ConfigError, NotFoundError
+from switchpoint.gateway.learning import (
+    Compare,
+    Compares,
+    Experiments,
+    LiveLearning,
+    experiment_report,
+    interval,
+    t_quantile,
+    wilson,
+)
+from switchpoint.learning.events import FeedbackEvent
+from switchpoint.learning.memory import PendingDecision
+from switchpoint.router import Router
+from switchpoint.store import SQLiteStore
+from switchpoint.store.learning import (
+    LearningReader,
+    PendingPrune,
+    PendingRecord,
+    PromotionRecord,
+    feedback_record,
+)
+from tests.fakes.two_kinds import math_prompt, two_kinds_package
+
+EXPERIMENT = {"experiments": {"x": {"min_n": 3, "arms": {
+    "a": {"weight": 3}, "b": {"weight": 1, "cost_weight": 2}}}}}
+
+
+def test_t_quantiles_and_wilson_intervals_match_their_tables() -> None:
+    assert t_quantile(1) == 12.706 and t_quantile(30) == 2.042
+    assert t_quantile(40) == pytest.approx(2.021, abs=1e-3)
+    assert t_quantile(120) == pytest.approx(1.980, abs=1e-3)
+    assert t_quantile(10**6) == pytest.approx(1.95996, abs=1e-4)
+    low, high = wilson(8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)  # the textbook values
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+
+
+def test_intervals_say_which_method_they_use() -> None:
+    assert interval([]) == (None, None, None, "none")
+    mean, low, high, method = interval([1.0, 0.0, 1.0, 1.0])
+    assert (mean, method) == (0.75, "wilson")
+    assert (low, high) == wilson(3, 4)
+    mean, low, high, method = interval([0.5, 0.7, 0.9])
+    assert method == "t" and mean == pytest.approx(0.7)
+    half = 4.303 * 0.2 / math.sqrt(3)
+    assert low == pytest.approx(0.7 - half) and high == pytest.approx(min(1.0, 0.7 + half))
+    assert interval([0.4])[3] == "t" and interval([0.4])[1] is None
+
+
+def test_assignment_is_deterministic_weighted_and_follows_a_promotion() -> None:
+    settings = load_settings(overrides=EXPERIMENT)
+    experiments = Experiments(settings, {})
+    first = [experiments.assign("default", f"s{i}") for i in range(4000)]
+    again = [experiments.assign("default", f"s{i}") for i in range(4000)]
+    assert [a.arm if a else None for a in first] == [a.arm if a else None for a in again]
+    counts = Counter(a.arm for a in first if a is not None)
+    assert 0.72 < counts["a"] / 4000 < 0.78  # weights 3 : 1
+    assert Experiments(settings, {"x": "b"}).assign("default", "s1").arm == "b"  # type: ignore[union-attr]
+    scoped = load_settings(overrides={"tenants": {"acme": {}}, "experiments": {"x": {
+        "tenants": ["acme"], "arms": {"a": {}, "b": {}}}}})
+    assert Experiments(scoped, {}).assign("default", "s1") is None
+    assert Experiments(scoped, {}).assign("acme", "s1") is not None
+
+
+def test_the_winner_needs_min_n_each_and_intervals_that_do_not_overlap(tmp_path: Path) -> None:
+    settings = load_settings(overrides=EXPERIMENT)
+    store = SQLiteStore(tmp_path / "s.db").open()
+    from switchpoint.store import DecisionRecord
+
+    def decide(i: int, arm: str, quality: float) -> None:
+        decision = DecisionRecord(id=f"d{arm}{i}", ts=time.time(), selected_model="m",
+                                  cluster_id=0, cost_weight=0.5, candidates=["m"],
+                                  cache_hit=False, routing_ms=0, embedding_ms=0, policy="p",
+                                  weights_id="w", expected_error=0.1, cost_adjusted_score=0.1,
+                                  expected_costs={"m": 0.01 if arm == "a" else 0.002},
+                                  experiment="x", arm=arm)
+        store.append(decision).result()
+        event = FeedbackEvent(decision_id=decision.id, model="m", quality=quality)
+        store.append(feedback_record(event, "decision", weights_id="w")).result()
+
+    reader = LearningReader(store.path)
+    for i in range(2):
+        decide(i, "a", 1.0)
+        decide(i, "b", 0.0)
+    report = experiment_report("x", settings, reader, {})
+    assert report["winner"] is None  # two each: below min_n
+    decide(2, "a", 1.0)
+    decide(2, "b", 0.0)
+    report = experiment_report("x", settings, reader, {})
+    arms = {a["arm"]: a for a in report["arms"]}
+    assert (arms["a"]["n"], arms["b"]["n"]) == (3, 3)
+    assert arms["a"]["mean_cost_usd"] == pytest.approx(0.01)
+    assert arms["a"]["interval"][0] < arms["b"]["interval"][1]
+    assert report["winner"] is None  # enough of each, but the intervals still overlap
+    for i in range(3, 6):
+        decide(i, "a", 1.0)
+        decide(i, "b", 0.0)
+    report = experiment_report("x", settings, reader, {})
+    assert report["winner"] == "a"
+    # A repeat replaces: the latest quality of each decision counts once.
+    for decision_id in ("db0", "db1"):
+        store.append(feedback_record(FeedbackEvent(decision_id=decision_id, model="m",
+                                                   quality=1.0),
+                                     "decision", weights_id="w")).result()
+    arms = {a["arm"]: a for a in experiment_report("x", settings, reader, {})["arms"]}
+    assert arms["b"]["n"] == 6 and arms["b"]["mean_quality"] == pytest.approx(2 / 6)
+    with pytest.raises(NotFoundError):
+        experiment_report("nope", settings, reader, {})
+    store.append(PromotionRecord(time.time(), "x", "a", "winner")).result()
+    assert reader.promotions()["x"][0] == "a"
+    store.close()
+
+
+def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db").open()
+    vector = np.random.default_rng(0).standard_normal(384).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    event = FeedbackEvent(decision_id="d1", model="strong", quality=0.25, tenant="acme",
+                          embedding=tuple(float(v) for v in vector), units=((1, 0.75), (3, 0.25)),
+                          chosen="strong", cost=0.001, served="big")
+    store.append(feedback_record(event, "decision", weights_id="w1", key_id="k",
+                                 comment="late")).result()
+    (row,) = LearningReader(store.path).feedback()
+    assert row.event == event and (row.kind, row.weights_id) == ("decision", "w1")
+    conn = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM feedback")
+    finally:
+        conn.close()
+
+    for i in range(20):
+        entry = PendingDecision(decision_id=f"p{i}", tenant="default", chosen="cheap",
+                                candidates=("cheap", "strong"), embedding=vector,
+                                units=((0, 1.0),), expected_cost=0.002)
+        store.append(PendingRecord(entry, "w1")).result()
+    store.append(PendingPrune(5)).result()
+    reader = LearningReader(store.path)
+    assert reader.pending("p14") is None and reader.pending("p15") is not None
+    kept, weights_id = reader.pending("p19")  # type: ignore[misc]
+    assert weights_id == "w1" and kept.candidates == ("cheap", "strong")
+    assert kept.embedding is not None and float(kept.embedding @ vector) > 0.9999
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("SELECT count(*) FROM pending").fetchone()[0] == 5
+    finally:
+        conn.close()
+    store.close()
+
+
+def test_comparisons_expire_are_bounded_and_belong_to_one_tenant() -> None:
+    def compare(cid: str, tenant: str = "acme", ttl: float = 60.0) -> Compare:
+        now = time.time()
+        return Compare(cid, tenant, {"A": "x", "B": "y"}, frozenset({"x", "y"}),
+                       np.zeros(4, np.float32), None, "w", now, now + ttl)
+
+    compares = Compares(capacity=2, ttl_s=60)
+    compares.put(compare("c1"))
+    assert compares.get("c1", "acme").model_of("A") == "x"
+    assert compares.get("c1", "acme").model_of("y") == "y"
+    with pytest.raises(NotFoundError):
+        compares.get("c1", "globex")
+    compares.put(compare("c2"))
+    compares.put(compare("c3"))
+    with pytest.raises(NotFoundError):
+        compares.get("c1", "acme")  # the oldest went first
+    compares.put(compare("old", ttl=-1))
+    with pytest.raises(NotFoundError):
+        compares.get("old", "acme")
+    assert len(compares) == 2
+
+
+def test_a_tenants_memory_holds_at_most_its_cap_oldest_out(fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    settings = load_settings(overrides={"tenants": {"acme": {"memory": {
+        "k": 3, "min_neighbours": 1, "max_records": 3}}}})
+    router = Router(two_kinds_package(fake_embedder), embedder=fake_embedder)
+    learning = LiveLearning(router, settings, {}, Experiments(settings, {}))
+    for i in range(5):
+        vector = fake_embedder.embed([math_prompt(i)])[0]
+        applied = learning.learn(FeedbackEvent(
+            decision_id=f"d{i}", model="cheap", quality=1.0, tenant="acme",
+            embedding=tuple(float(v) for v in vector)), router.weights.weights_id)
+        assert applied.memory and applied.routers == 1
+    status = learning.memory_status("acme")
+    assert (status["examples"], status["models"]) == (3, {"cheap": 3})
+    other = learning.learn(FeedbackEvent(decision_id="g", model="cheap", quality=1.0,
+                                         tenant="globex", embedding=tuple(
+                                             float(v) for v in vector)),
+                           router.weights.weights_id)
+    assert not other.memory and learning.memory_status("globex") == {"enabled": False}
+
+
+def test_the_learning_config_names_what_is_wrong() -> None:
+    with pytest.raises(ConfigError) as bad:
+        load_settings(overrides={"experiments": {"x": {"arms": {"a": {}}}}})
+    assert bad.value.key == "experiments.x.arms"
+    with pytest.raises(ConfigError) as bad:
+        load_settings(overrides={"experiments": {"x": {"tenants": ["nobody"],
+                                                       "arms": {"a": {}, "b": {}}}}})
+    assert bad.value.key == "experiments.x.tenants[0]"
+    with pytest.raises(ConfigError) as bad:
+        load_settings(overrides={"models": [{"name": "m", "input_per_mtok": 1,
+                                             "output_per_mtok": 1}],
+                                 "experiments": {"x": {"arms": {"a": {"models": ["z"]},
+                                                                "b": {}}}}})
+    assert bad.value.key == "experiments.x.arms.a.models[0]"
+    with pytest.raises(ConfigError) as bad:
+        load_settings(overrides={"tenants": {"acme": {"memory": {"k": 2,
+                                                                 "min_neighbours": 5}}}})
+    assert bad.value.key == "tenants.acme.memory"
+    with pytest.raises(ConfigError) as bad:
+        load_settings(overrides={"learning": {"exploration": 1.5}})
+    assert bad.value.key == "learning.exploration"
