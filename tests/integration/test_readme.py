@@ -57,6 +57,8 @@ EXPECTED_OUTPUT = [
     ("/health", '"ready":true'),
     ('"cost_weight": 0.7', '"selected_model"'),
     ("tmp/vector.json", '"embedding_ms":0.0'),
+    ("--success --url", "replaced an earlier outcome"),
+    ("switchpoint learn --export tmp/learned-weights", "'events': 2"),
 ]
 
 

@@ -51,16 +51,28 @@ OPERATIONS = [
     ("GET", "/v1/router/report/sla"),
     ("GET", "/v1/router/report/forecast"),
     ("GET", "/v1/router/report/suggest"),
+    ("POST", "/v1/feedback"),
+    ("POST", "/v1/router/preferences/compare"),
+    ("POST", "/v1/router/preferences/score"),
+    ("GET", "/v1/router/status"),
+    ("GET", "/v1/router/experiments"),
+    ("GET", "/v1/router/experiments/{name}"),
+    ("POST", "/v1/router/experiments/{name}/promote"),
 ]
 # Operations with an input the schema constrains; no request to the others is schema-invalid
 # (any string is a valid policy name in the schema; unknown ones are 400s).
 WITH_INPUT = {"/v1/route", "/v1/chat/completions", "/v1/router/requests", "/v1/router/keys",
-              "/v1/router/report/forecast", "/v1/router/report/sla"}
+              "/v1/router/report/forecast", "/v1/router/report/sla", "/v1/feedback",
+              "/v1/router/preferences/compare", "/v1/router/preferences/score",
+              "/v1/router/status"}
 CASES = [(m, p, mode) for m, p in OPERATIONS
          for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
          if mode is GenerationMode.POSITIVE or p in WITH_INPUT]
 EXAMPLES = {"/v1/route": 100, "/v1/router/policy/{name}": 10, "/v1/router/reload": 3,
-            "/v1/chat/completions": 30, "/v1/router/requests": 20}
+            "/v1/chat/completions": 30, "/v1/router/requests": 20, "/v1/feedback": 30,
+            "/v1/router/preferences/compare": 20, "/v1/router/preferences/score": 20}
+# Routes whose valid requests reach the (unreachable) upstreams: a documented 502/503/504.
+UPSTREAM = {"/v1/chat/completions", "/v1/router/preferences/compare"}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +108,7 @@ def test_no_server_error_and_responses_match_the_schema(
     strategy = api_schema[path][method].as_strategy(generation_mode=mode)
 
     excluded = [schemathesis.checks.positive_data_acceptance]
-    if path == "/v1/chat/completions":
+    if path in UPSTREAM:
         # No upstream is reachable here, so a valid request is a documented 502/503 (an
         # upstream failure, not the gateway's); a 500 would still fail below.
         excluded.append(schemathesis.checks.not_a_server_error)

@@ -30,9 +30,28 @@ from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, client_principal
 from switchpoint.server.context import get_service
-from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, ERROR_RESPONSES, FiniteFloat
+from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat
 
 router = APIRouter()
+
+_WHY = {400: "Malformed or invalid request (the param names the field).",
+        401: "A client key (auth: keys) or the admin token is missing or wrong.",
+        403: "The caller may not act for that tenant or use that model.",
+        404: "Not found (for this tenant): an unknown, expired or other tenant's id.",
+        409: "Not possible now: the experiment has no winner yet.",
+        429: "A budget or rate limit refused a comparison's calls.",
+        502: "No compared model answered.",
+        503: "The router is still loading.",
+        504: "Every compared model timed out."}
+
+
+def _responses(ok: str, *codes: int, openai: bool = False) -> dict[int | str, dict[str, Any]]:
+    model = ChatErrorResponse if openai else ErrorResponse
+    out: dict[int | str, dict[str, Any]] = {
+        200: {"description": ok, "content": {"application/json": {}}}}
+    for code in codes:
+        out[code] = {"model": model, "description": _WHY[code]}
+    return out
 
 Quality = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
 TenantName = Annotated[str, Field(min_length=1, max_length=64)]
@@ -132,8 +151,7 @@ def tenant_caller(request: Request, named: str | None) -> tuple[Principal | None
 
 
 @router.post("/v1/feedback", tags=["learning"],
-             responses={200: {"description": "What the outcome did.",
-                              "content": {"application/json": {}}}, **CHAT_ERROR_RESPONSES},
+             responses=_responses("What the outcome did.", 400, 401, 404, 503, openai=True),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": FeedbackRequest.model_json_schema()}}}},
              summary="Report how an answer went (teaches routing for the caller's tenant)",
@@ -154,8 +172,8 @@ async def feedback(request: Request) -> JSONResponse:
 
 
 @router.post("/v1/router/preferences/compare", tags=["learning"],
-             responses={200: {"description": "Blind-labelled answers and the compare id.",
-                              "content": {"application/json": {}}}, **ERROR_RESPONSES},
+             responses=_responses("Blind-labelled answers and the compare id.", 400, 401,
+                                  403, 404, 429, 502, 503, 504),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": CompareRequest.model_json_schema()}}}},
              summary="Ask 2-6 models the same prompt at once; answers come back blind-labelled")
@@ -174,8 +192,8 @@ async def compare(request: Request) -> JSONResponse:
 
 
 @router.post("/v1/router/preferences/score", tags=["learning"],
-             responses={200: {"description": "What the scores taught, models revealed.",
-                              "content": {"application/json": {}}}, **ERROR_RESPONSES},
+             responses=_responses("What the scores taught, models revealed.", 400, 401, 403,
+                                  404, 503),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ScoreRequest.model_json_schema()}}}},
              summary="Score a comparison's answers (0..1 each); teaches the tenant's memory")
@@ -188,8 +206,8 @@ async def score(request: Request) -> JSONResponse:
 
 
 @router.get("/v1/router/status", tags=["learning"],
-            responses={200: {"description": "Per tenant: memory, outcomes, model quality.",
-                             "content": {"application/json": {}}}, **ERROR_RESPONSES},
+            responses=_responses("Per tenant: memory, outcomes, model quality.", 400, 401,
+                                 403, 503),
             summary="What each tenant has taught: memory examples, per-model coverage, cold "
                     "or warm, outcomes, feedback per model")
 async def status(request: Request,
@@ -206,8 +224,7 @@ async def status(request: Request,
 
 
 @router.get("/v1/router/experiments", tags=["learning"], dependencies=ADMIN,
-            responses={200: {"description": "Every experiment's report.",
-                             "content": {"application/json": {}}}, **ERROR_RESPONSES},
+            responses=_responses("Every experiment's report.", 401, 503),
             summary="The configured experiments and how their arms do")
 async def experiments(request: Request) -> JSONResponse:
     gateway = get_service(request).gateway
@@ -217,10 +234,8 @@ async def experiments(request: Request) -> JSONResponse:
 
 
 @router.get("/v1/router/experiments/{name}", tags=["learning"], dependencies=ADMIN,
-            responses={200: {"description": "Per arm: n, mean quality and 95% interval, mean "
-                                            "cost; the winner once there is one.",
-                             "content": {"application/json": {}}},
-                       404: ERROR_RESPONSES[400], **ERROR_RESPONSES},
+            responses=_responses("Per arm: n, mean quality and 95% interval, mean cost; the "
+                                 "winner once there is one.", 401, 404, 503),
             summary="How each arm of an experiment does, and its winner")
 async def experiment(name: str, request: Request) -> JSONResponse:
     gateway = get_service(request).gateway
@@ -228,8 +243,8 @@ async def experiment(name: str, request: Request) -> JSONResponse:
 
 
 @router.post("/v1/router/experiments/{name}/promote", tags=["learning"], dependencies=ADMIN,
-             responses={200: {"description": "The experiment's report, with its promoted arm.",
-                              "content": {"application/json": {}}}, **ERROR_RESPONSES},
+             responses=_responses("The experiment's report, with its promoted arm.", 400,
+                                  401, 404, 409, 503),
              summary="Send all of an experiment's traffic to its winner (or a named arm)")
 async def promote(name: str, request: Request) -> JSONResponse:
     raw = await request.body()
