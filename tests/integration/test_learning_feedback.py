@@ -204,3 +204,22 @@ def test_decisions_open_to_feedback_are_bounded_by_the_learning_memory(
         assert gateway.report_outcome(ids[-1], 0.5).outcome.replaced is False
         with pytest.raises(DecisionNotFoundError):
             gateway.report_outcome(ids[0], 0.5)
+
+
+def test_a_policy_swap_replays_the_log_into_the_new_policy(fake: FakeProviderProcess,
+                                                          tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        ids = [chat(server, math_prompt(600 + i))[0]["x-switchpoint-decision-id"]
+               for i in range(3)]
+        for decision_id in ids[:2]:
+            assert feedback(server, decision_id, score=0.0).status_code == 200
+        swapped = post(server, "/v1/router/policy/knn")
+        assert swapped.status_code == 200 and swapped.json()["policy"] == "knn"
+        assert _status(server)["learned_router"]["events"] == 2  # replayed by their vectors
+        # A decision the cluster router made before the swap still teaches the knn router.
+        late = feedback(server, ids[2], score=0.0).json()
+        assert (late["kind"], late["teaches_routing"], late["replaced"]) == ("decision", True,
+                                                                             False)
+        again = feedback(server, ids[0], score=1.0).json()
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
+        assert _status(server)["learned_router"]["events"] == 4

@@ -22,7 +22,11 @@ renders what comes back. Python code is the other::
             ...
 
 Both doors take the same path through the same objects, so failover, health, pinning and the
-log behave identically. Keys, tenants, budgets, rate limits, SLAs and escalation are the
+log behave identically. Learning from outcomes (:mod:`switchpoint.gateway.learning`) is shared
+too: :meth:`Gateway.report_outcome` / ``POST /v1/feedback`` teach the live router (and the
+tenant's memory) and append to the feedback log every new router replays;
+:meth:`Gateway.compare` / :meth:`Gateway.score` collect preferences; experiments and
+exploration shape ``auto``. Keys, tenants, budgets, rate limits, SLAs and escalation are the
 :class:`~switchpoint.governance.governor.Governor`'s: the HTTP door resolves a bearer key to
 its principal; the in-process door takes ``key=`` or ``tenant=``. Async code uses
 :meth:`Gateway.acomplete` / :meth:`Gateway.astream`; the sync methods run them on a private

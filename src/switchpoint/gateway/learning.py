@@ -61,6 +61,7 @@ from switchpoint.errors import (
     StoreError,
     SwitchpointError,
 )
+from switchpoint.gateway.live import Live, RouterState, learning_settings
 from switchpoint.learning.config import ArmConfig
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent, check_quality, check_tenant
 from switchpoint.learning.learner import OutcomeResult
@@ -674,10 +675,7 @@ class GatewayLearning:
     comparisons, promotions. It readies every snapshot before it goes live
     (:meth:`prepare`, then the replay under the state's guard)."""
 
-    def __init__(self, state: Any, store: SQLiteStore | None) -> None:
-        from switchpoint.gateway.live import RouterState
-
-        assert isinstance(state, RouterState)
+    def __init__(self, state: RouterState, store: SQLiteStore | None) -> None:
         self.state = state
         self.store = store
         self.log = ServiceFeedbackLog(store)
@@ -701,12 +699,10 @@ class GatewayLearning:
 
     # Snapshots -------------------------------------------------------------------------------
 
-    def prepare(self, live: Any, old: Any) -> Any:
+    def prepare(self, live: Live, old: Live | None) -> Live:
         """Give a new snapshot its learning: the service's settings and log on its router,
         a router for each policy an experiment arm names, its tenants' memories."""
-        from switchpoint.gateway.live import learning_settings
-
-        settings: Settings = live.settings
+        settings = live.settings
         wanted = learning_settings(settings)
         arms: dict[str, Router] = {}
         for experiment in settings.experiments.values():
@@ -724,7 +720,7 @@ class GatewayLearning:
         learning = LiveLearning(live.router, settings, arms, Experiments(settings, self.promoted))
         return replace(live, learning=learning)
 
-    def _replay(self, live: Any) -> None:
+    def _replay(self, live: Live) -> None:
         """Replay the whole feedback log into the snapshot (under the state's guard, right
         before it goes live)."""
         learning: LiveLearning | None = live.learning
@@ -739,7 +735,7 @@ class GatewayLearning:
 
     # Pending decisions -----------------------------------------------------------------------
 
-    def keep_pending(self, live: Any, decision: RoutingDecision) -> None:
+    def keep_pending(self, live: Live, decision: RoutingDecision) -> None:
         """Keep what feedback on ``decision`` needs in the store (lazily: it shares the commit
         of the decision's log entry), pruning the table to the learning memory now and then."""
         learning: LiveLearning | None = live.learning
@@ -876,11 +872,12 @@ class GatewayLearning:
 
     # Preferences -----------------------------------------------------------------------------
 
-    def new_compare(self, live: Any, tenant: str, labels: dict[str, str],
+    def new_compare(self, live: Live, tenant: str, labels: dict[str, str],
                     answered: Sequence[str], text: str) -> Compare:
         """Keep a comparison for its scores, with what they will teach by (the prompt's vector
         and units, computed now: the prompt itself is not kept)."""
-        learning: LiveLearning = live.learning
+        learning = live.learning
+        assert learning is not None
         vector, units = learning.outcome_inputs(text, tenant)
         now = time.time()
         compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
