@@ -367,7 +367,10 @@ class Gateway:
                                             else policy.cost_weight))
                 self.governor.precheck(policy)
 
-        tools = needs_of(call.body).tools if call.requested == AUTO_MODEL else False
+        # Whether the request uses tools matters only to a tenant's memory (it falls back).
+        tools = (call.requested == AUTO_MODEL and live.learning is not None
+                 and check_tenant(call.tenant) in live.learning.memory_tenants
+                 and needs_of(call.body).tools)
 
         async def base(text: str, allowed: list[str],
                        cost_weight: float | None) -> RoutingDecision:

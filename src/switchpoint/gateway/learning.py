@@ -475,6 +475,10 @@ class LiveLearning:
         if decision.source == "exploration":
             return replace(decision, reasoning=[
                 *decision.reasoning, "Tenant memory not consulted: this decision explores."])
+        if router.weights.dimension != self.router.weights.dimension:
+            return replace(decision, reasoning=[
+                *decision.reasoning, "Tenant memory not consulted: this arm's router embeds "
+                                     "prompts differently from the memory's."])
         if embedding is not None:
             vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
         else:
