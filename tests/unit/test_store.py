@@ -176,7 +176,7 @@ def test_the_request_log_is_append_only(tmp_path: Path) -> None:
 def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         tmp_path: Path) -> None:
     path = tmp_path / "switchpoint.db"
-    from switchpoint.store.sqlite import _INSERT, _MIGRATIONS
+    from switchpoint.store.sqlite import _INSERT, _MIGRATIONS, SCHEMA_VERSION
 
     old = sqlite3.connect(path, isolation_level=None)
     old.executescript(f"BEGIN; {_MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
@@ -187,4 +187,4 @@ def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
         assert store.decisions()[0]["id"] == rec.id
         store.append(request()).result()
         assert store.request_stats()["total"] == 1
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

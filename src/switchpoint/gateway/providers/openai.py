@@ -25,6 +25,7 @@ from switchpoint.gateway.providers.base import (
     is_content_chunk,
 )
 from switchpoint.gateway.providers.sse import SSEEvent
+from switchpoint.gateway.redact import redact, remember
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -39,6 +40,7 @@ def api_key(card: ModelCard, env: Mapping[str, str]) -> str | None:
     key = env.get(card.api_key_env)
     if not key:
         raise MissingApiKey(card.api_key_env, model=card.name)
+    remember(key)  # never quoted back from an upstream's answer
     return key
 
 
@@ -74,11 +76,11 @@ class OpenAIChunkDecoder:
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise StreamBroken(f"the upstream sent a malformed chunk: {data[:200]!r}",
+            raise StreamBroken(f"the upstream sent a malformed chunk: {redact(data[:200])!r}",
                                model=self.model) from exc
         if not isinstance(chunk, dict):
-            raise StreamBroken(f"the upstream sent a chunk that is not an object: {data[:200]!r}",
-                               model=self.model)
+            raise StreamBroken("the upstream sent a chunk that is not an object: "
+                               f"{redact(data[:200])!r}", model=self.model)
         if event.event == "error" or chunk.get("error"):
             raise classify_stream_error(chunk, model=self.model,
                                         after_first_byte=self._content_seen)
