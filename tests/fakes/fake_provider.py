@@ -19,7 +19,8 @@ Endpoints
 ``POST /_reset``     clear the scripts and the request log
 
 Each request takes the next behaviour queued for its model, else one named in the last user
-message as ``[[fake:BEHAVIOUR]]``, else ``ok``. A behaviour is ``name`` or
+message as ``[[fake:BEHAVIOUR]]`` (``[[fake:once:BEHAVIOUR]]``: only the first time that message
+is seen, ``ok`` after), else ``ok``. A behaviour is ``name`` or
 ``name:key=value,key=value``:
 
 =================  ===========================================================================
@@ -78,7 +79,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,7 @@ class State:
         self.requests: list[dict[str, Any]] = []
         self.counter = 0
         self.lean = False  # --lean: record no requests (a benchmark must not grow a list)
+        self.once_seen: OrderedDict[str, None] = OrderedDict()
 
     def reset(self) -> None:
         self.queues.clear()
@@ -593,11 +595,27 @@ def choose_behaviour(body: Any) -> str:
         return queue.popleft()
     for message in reversed((body or {}).get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
-            match = _MAGIC.search(_text(message.get("content")))
+            text = _text(message.get("content"))
+            match = _MAGIC.search(text)
             if match:
-                return match.group(1)
+                spec = match.group(1)
+                if spec.startswith("once:"):
+                    return _once(text, spec[len("once:"):])
+                return spec
             break
     return "ok"
+
+
+def _once(text: str, spec: str) -> str:
+    """``spec`` the first time this message is seen, ``ok`` after (a retry or another model
+    then succeeds)."""
+    key = hashlib.sha1(text.encode()).hexdigest()
+    if key in STATE.once_seen:
+        return "ok"
+    STATE.once_seen[key] = None
+    while len(STATE.once_seen) > 10_000:
+        STATE.once_seen.popitem(last=False)
+    return spec
 
 
 MB = 1 << 20

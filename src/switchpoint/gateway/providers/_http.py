@@ -200,9 +200,10 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
         # An unended line, or one ending in \r (maybe half of \r\n), waits for more bytes.
         pending = lines.pop() if not last.endswith(b"\n") else b""
         for line in lines:
-            if len(line) > limit + 2:
+            line = line.rstrip(b"\r\n")
+            if len(line) > limit:
                 raise _line_too_large(limit, model)
-            yield line.rstrip(b"\r\n").decode("utf-8", "replace")
+            yield line.decode("utf-8", "replace")
         if len(pending) > limit:
             raise _line_too_large(limit, model)
     if pending:
