@@ -428,15 +428,15 @@ class Gateway:
         now = time.monotonic()
         purge = now >= self._next_pin_purge
         days = settings.store.retention_days
-        prune = days is not None and self.store is not None and now >= self._next_prune
-        if not (purge or prune):
+        trim = days is not None and self.store is not None and now >= self._next_prune
+        if not (purge or trim):
             return
         if purge:
             self._next_pin_purge = now + settings.gateway.pin_purge_interval_s
-        if prune:
+        if trim:
             self._next_prune = now + PRUNE_INTERVAL_S
         self._maintenance = asyncio.get_running_loop().run_in_executor(
-            None, self._housekeeping, purge, days if prune else None)
+            None, self._housekeeping, purge, days if trim else None)
 
     def _housekeeping(self, purge: bool, retention_days: float | None) -> None:
         try:

@@ -23,6 +23,12 @@ server:
 
 What is closed, evicted or refused is counted in :class:`ConnectionStats` (``GET /metrics``),
 not logged one line per connection.
+
+What uvicorn offers is used where it fits: ``timeout_keep_alive`` (the same keep-alive
+timeout), ``h11_max_incomplete_event_size`` (the head limit while a head is incomplete) and
+``backlog``. Its ``limit_concurrency`` is not: it counts idle connections too and answers 503
+to every request once they reach the limit, so a few hundred silent sockets would lock out
+``/health`` instead of being pushed out.
 """
 
 from __future__ import annotations
@@ -154,11 +160,11 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self._update()
+        self._update(received=bool(data))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._update()
+        self._update(received=False)
 
     def send_400_response(self, msg: str) -> None:
         self._cancel_timers()
@@ -176,15 +182,17 @@ class GuardedH11Protocol(H11Protocol):
 
     # Phases ------------------------------------------------------------------------------------
 
-    def _update(self) -> None:
-        """Work out the connection's phase after h11 has seen new bytes or an answer ended."""
+    def _update(self, *, received: bool) -> None:
+        """Work out the connection's phase after h11 has seen new bytes (``received``) or an
+        answer ended."""
         if self.transport is None or self.transport.is_closing():
             return
         state = self.conn.their_state
         if state is h11.IDLE:
-            # Bytes of the next request are buffered (or the previous answer just ended).
-            waiting = bool(self.conn.trailing_data[0])
-            self._enter(_HEAD if waiting or self._phase == _HEAD else _IDLE)
+            # Waiting for a request: bytes of it have come (now, earlier, or pipelined behind
+            # the answer that just ended), or none yet. Bytes are only copied in the last case.
+            waiting = received or self._phase == _HEAD or bool(self.conn.trailing_data[0])
+            self._enter(_HEAD if waiting else _IDLE)
         elif state is h11.SEND_BODY:
             self._enter(_BODY)
         else:
@@ -215,7 +223,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing() or phase != self._phase:
             return
         self._registry.stats.timed_out[phase] += 1
-        if phase == _IDLE or (phase == _HEAD and not self.conn.trailing_data[0]):
+        answered = self.cycle is not None and self.cycle.response_started
+        if (phase == _IDLE or (phase == _HEAD and not self.conn.trailing_data[0])
+                or (phase == _BODY and answered)):  # (the app answered without the body)
             self._close_quietly()
             return
         limits = self._registry.limits
