@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -110,6 +111,13 @@ def start_opentracy(site: Path) -> Service | str:
     weights = site / "_bundled_weights" / "weights-mmlu-v1"
     if not binary.exists():
         return f"not measured: {binary} missing (run scripts/setup-peers)"
+    # The wheel ships the embedder's files beside the binary; its Python API copies them into
+    # the weights folder on first start, which launching the binary directly must do too.
+    onnx = weights / "onnx"
+    for name in ("model.onnx", "vocab.txt"):
+        if not (onnx / name).exists() and (site / "_onnx" / name).exists():
+            onnx.mkdir(exist_ok=True)
+            shutil.copy2(site / "_onnx" / name, onnx / name)
     libs = sorted((site / "_bin").glob("libonnxruntime.so*"))
     env = {**os.environ, **({"ONNXRUNTIME_LIB_PATH": str(libs[0])} if libs else {})}
     port = free_port()

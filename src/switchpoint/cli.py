@@ -1,5 +1,5 @@
 """The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
-label, keys, report, feedback, learn.
+label, keys, report, prune, feedback, learn.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
 nothing is written when a command fails. ``label`` exits with status 1 when some prompts could
@@ -447,7 +447,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from switchpoint.server.runner import serve  # FastAPI and uvicorn load only here
 
     return serve(settings, args.host, args.port, log_level=args.log_level,
-                 access_log=args.access_log)
+                 access_log=args.access_log, allow_unauthenticated=args.allow_unauthenticated)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from switchpoint.config import load_settings
+    from switchpoint.store.retention import cutoff_for, prune
+
+    settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
+                             overrides={"data_dir": args.data_dir})
+    days = settings.store.retention_days if args.older_than is None else _parse_float(
+        args.older_than, "--older-than")
+    if days is None:
+        _fail("prune: give --older-than DAYS, or set store.retention_days in the config")
+    if days <= 0:
+        _fail(f"--older-than: {args.older_than!r} must be a number of days > 0")
+    report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
+    verb = "would delete" if report.dry_run else "deleted"
+    counts = ", ".join(f"{n} {table}" for table, n in report.deleted.items())
+    print(f"{verb} {counts} older than {days:g} days from {settings.db_path}; "
+          f"{report.bytes_before} -> {report.bytes_after} bytes"
+          + ("" if report.dry_run else f" (vacuum: {report.vacuum})"), file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -585,6 +608,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument("--allow-unauthenticated", action="store_true",
+                   help="serve on a non-loopback address without an admin token (e.g. behind "
+                        "an authenticating proxy)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("label", parents=[feedback],
@@ -615,6 +641,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start over: discard --out and its journal")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("prune", help="delete log entries older than the retention and give "
+                                     "the disk space back")
+    p.add_argument("--config", help="YAML config: its data_dir and store.retention_days "
+                                    "(default: $SWITCHPOINT_CONFIG, if set)")
+    p.add_argument("--data-dir", help="where SQLite state lives (overrides the config)")
+    p.add_argument("--older-than", metavar="DAYS",
+                   help="delete entries older than this many days (default: "
+                        "store.retention_days)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be deleted")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_prune)
 
     from switchpoint.governance.cli import add_commands
 

@@ -22,6 +22,9 @@
     budgets: {models: {good: 50/day}}                 # budgets, SLAs, escalation
     learning: {exploration: 0.05}                     # see learning.config: feedback, tenants'
     experiments: {cheaper: {arms: {a: {}, b: {cost_weight: 2}}}}   # memory, experiments
+    server:                       # the HTTP server's own limits (see ServerSettings)
+      max_connections: 1000
+      header_timeout_s: 10
     gateway:                      # POST /v1/chat/completions: upstream calls, failover, health,
       connect_timeout_s: 5        # session pins (see GatewaySettings for every key)
       read_timeout_s: 60
@@ -81,6 +84,8 @@ ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 DB_FILENAME = "switchpoint.db"
+# The shortest admin token accepted: anything shorter is guessable.
+MIN_ADMIN_TOKEN = 16
 
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
@@ -204,11 +209,39 @@ class CorsSettings(BaseModel):
 class StoreSettings(BaseModel):
     """The SQLite store in ``data_dir``. ``synchronous``: ``full`` fsyncs every commit (survives
     power loss); ``normal`` survives a crash of the process but not of the machine, and is
-    cheaper per request (see benchmarks/RESULTS.md)."""
+    cheaper per request (see benchmarks/RESULTS.md). ``retention_days``: log entries older than
+    this are deleted (by the service, hourly, and by ``switchpoint prune``); unset, the logs are
+    kept forever and grow with the traffic (``GET /health`` shows their size)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     synchronous: Literal["full", "normal"] = "full"
+    retention_days: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class ServerSettings(BaseModel):
+    """The HTTP server's own limits (``switchpoint serve``), so no client can exhaust it.
+
+    ``max_connections`` bounds the open client connections: past it, the connection idle the
+    longest (between requests, or still sending its request) is closed to make room, and when
+    every connection is busy the newcomer gets a 503; it is also lowered to fit the process's
+    open-file limit. A request's head (request line and headers) must arrive within
+    ``header_timeout_s`` of its first byte (of the connection, for a first request) and be at
+    most ``max_header_bytes`` (else 431); its body must arrive within ``body_timeout_s`` of the
+    head (else 408). An idle keep-alive connection is closed after ``keep_alive_timeout_s``; a
+    client that reads none of its answer for ``write_timeout_s`` is disconnected. ``backlog``
+    is the listen queue. Every key needs a restart.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_connections: int = Field(1000, ge=1)
+    header_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+    body_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    keep_alive_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    write_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    max_header_bytes: int = Field(16_384, ge=1024, le=1 << 20)
+    backlog: int = Field(128, ge=1, le=65_535)
 
 
 class GatewaySettings(BaseModel):
@@ -225,7 +258,10 @@ class GatewaySettings(BaseModel):
     models last for ``auto``. Session pins: hard for ``pin_hard_window_s`` after a session's
     last answer, then a score bonus of ``pin_soft_bonus`` until ``pin_soft_window_s``.
     ``max_upstream_connections`` caps the connections to each upstream. A reload applies every
-    key at once but that one, which needs a restart.
+    key at once but that one, which needs a restart. An upstream answer larger than
+    ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is
+    refused as ``response_too_large`` (the next model is tried) before it can fill memory.
+    Expired session pins are purged every ``pin_purge_interval_s``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -248,6 +284,11 @@ class GatewaySettings(BaseModel):
     pin_soft_window_s: float = Field(1800.0, ge=0, allow_inf_nan=False)
     pin_soft_bonus: float = Field(0.5, ge=0, allow_inf_nan=False)
     max_upstream_connections: int = Field(256, ge=1)
+    # 32 MiB: a long answer is ~0.5 MB of JSON, and logprobs multiply it by ~50 at most.
+    max_response_bytes: int = Field(32 << 20, ge=1024)
+    # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
+    max_sse_line_bytes: int = Field(1 << 20, ge=1024)
+    pin_purge_interval_s: float = Field(60.0, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:
@@ -277,6 +318,7 @@ class Settings(BaseModel):
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0)
     max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     admin_token_env: str | None = None
+    server: ServerSettings = ServerSettings()
     gateway: GatewaySettings = GatewaySettings()
     auth: Literal["none", "keys"] = "none"
     allow_unauthenticated: bool = False
@@ -388,6 +430,11 @@ def load_settings(
             raise ConfigError("admin_token_env", f"${settings.admin_token_env} is not set or "
                                                  "empty; export the admin token there, or drop "
                                                  "admin_token_env to leave /v1/router/* open")
+        if len(token) < MIN_ADMIN_TOKEN:
+            raise ConfigError("admin_token_env", f"${settings.admin_token_env} holds a token of "
+                                                 f"{len(token)} characters; use at least "
+                                                 f"{MIN_ADMIN_TOKEN} (e.g. the output of "
+                                                 "`openssl rand -hex 24`)")
         settings._admin_token = token
     settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ)
     return settings
@@ -475,6 +522,8 @@ def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
         if len(loc) > 3 and loc[2] == "memory":
             return list(MemoryConfig.model_fields)
         return list(TenantSettings.model_fields)
+    if loc[:1] == ("server",) and len(loc) > 1:
+        return list(ServerSettings.model_fields)
     return list(Settings.model_fields)
 
 

@@ -21,7 +21,8 @@ Endpoints
 ``POST /_reset``     clear the scripts and the request log
 
 Each request takes the next behaviour queued for its model, else one named in the last user
-message as ``[[fake:BEHAVIOUR]]``, else its model's default, else ``ok``. A behaviour is ``name`` or
+message as ``[[fake:BEHAVIOUR]]`` (``[[fake:once:BEHAVIOUR]]``: only the first time that message
+is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``name`` or
 ``name:key=value,key=value``:
 
 =================  ===========================================================================
@@ -51,6 +52,18 @@ message as ``[[fake:BEHAVIOUR]]``, else its model's default, else ``ok``. A beha
 ``sse_error``      stream ``after=`` chunks (default 1), then an error event
 ``context_length`` 400 context length exceeded, in the dialect's shape
 ``content_filter`` 400 content filter, in the dialect's shape
+``huge``           a 200 answer of ``mb=`` megabytes (default 200), generated as it is sent:
+                   chunked, or with ``length=1`` a declared Content-Length; streaming, one
+                   chunk and then that many bytes of content chunks
+``huge_line``      streaming: the role chunk, then one ``data:`` line of ``mb=`` megabytes
+                   (default 100) that never ends
+``trickle``        the headers, then the answer one byte every ``every=`` seconds (0.5);
+                   streaming, the first content chunk at once, then the rest so
+``echo_auth``      an error ``status=`` (401) whose message quotes the request's
+                   ``Authorization`` and ``x-api-key`` headers verbatim (``text=1``: as plain
+                   text, not JSON; ``pad=N``: N more characters of message)
+``hold``           send nothing for ``seconds=`` (default 10), noting in the request log
+                   (``closed_at``) when the client closes the connection
 =================  ===========================================================================
 
 The Anthropic endpoint validates what the real API insists on (``max_tokens``, alternating
@@ -76,7 +89,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +113,7 @@ class State:
         self.requests: list[dict[str, Any]] = []
         self.counter = 0
         self.lean = False  # --lean: record no requests (a benchmark must not grow a list)
+        self.once_seen: OrderedDict[str, None] = OrderedDict()
 
     def reset(self) -> None:
         self.queues.clear()
@@ -620,14 +634,160 @@ def choose_behaviour(body: Any) -> str:
         return queue.popleft()
     for message in reversed((body or {}).get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
-            match = _MAGIC.search(_text(message.get("content")))
+            text = _text(message.get("content"))
+            match = _MAGIC.search(text)
             if match:
-                return match.group(1)
+                spec = match.group(1)
+                if spec.startswith("once:"):
+                    return _once(text, spec[len("once:"):])
+                return spec
             break
     return STATE.defaults.get(model, "ok")
 
 
-async def dispatch(req: Request, writer: asyncio.StreamWriter) -> bool:
+def _once(text: str, spec: str) -> str:
+    """``spec`` the first time this message is seen, ``ok`` after (a retry or another model
+    then succeeds)."""
+    key = hashlib.sha1(text.encode()).hexdigest()
+    if key in STATE.once_seen:
+        return "ok"
+    STATE.once_seen[key] = None
+    while len(STATE.once_seen) > 10_000:
+        STATE.once_seen.popitem(last=False)
+    return spec
+
+
+MB = 1 << 20
+
+
+async def serve_huge(req: Request, writer: asyncio.StreamWriter, params: dict[str, str],
+                     stream: bool) -> bool:
+    """``mb`` megabytes of answer, made as they are sent (the fake holds 64 KB at a time)."""
+    total = int(_num(params, "mb", 200) * MB)
+    piece = b"x" * 65_536
+    if stream:
+        out = ChunkedWriter(writer)
+        await out.start()
+        sent = 0
+        while sent < total:
+            data = ('data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":'
+                    '[{"index":0,"delta":{"content":"' + "y" * 60_000 + '"},'
+                    '"finish_reason":null}]}\n\n').encode()
+            await out.raw(data)
+            sent += len(data)
+        await out.data("[DONE]")
+        await out.end()
+        return True
+    head = b'{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,' \
+           b'"message":{"role":"assistant","content":"'
+    tail = b'"},"finish_reason":"stop"}]}'
+    body_len = len(head) + total + len(tail)
+    if params.get("length"):
+        writer.write(head_bytes(200, {"content-type": "application/json",
+                                      "content-length": str(body_len)}) + head)
+        sent = 0
+        while sent < total:
+            writer.write(piece[: total - sent])
+            sent += len(piece)
+            await writer.drain()
+        writer.write(tail)
+        await writer.drain()
+        return True
+    out = ChunkedWriter(writer)
+    writer.write(head_bytes(200, {"content-type": "application/json",
+                                  "transfer-encoding": "chunked"}))
+    await out.raw(head)
+    sent = 0
+    while sent < total:
+        await out.raw(piece[: total - sent])
+        sent += len(piece)
+    await out.raw(tail)
+    await out.end()
+    return True
+
+
+async def serve_huge_line(writer: asyncio.StreamWriter, params: dict[str, str]) -> bool:
+    total = int(_num(params, "mb", 100) * MB)
+    out = ChunkedWriter(writer)
+    await out.start()
+    await out.data({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                 "finish_reason": None}]})
+    await out.raw(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"')
+    sent = 0
+    piece = b"z" * 65_536
+    while sent < total:
+        await out.raw(piece)
+        sent += len(piece)
+    return False
+
+
+async def serve_trickle(req: Request, writer: asyncio.StreamWriter, params: dict[str, str],
+                        stream: bool) -> bool:
+    """The headers at once, then the answer a byte at a time: never silent for long, slow."""
+    every = _num(params, "every", 0.5)
+    model = str((req.json or {}).get("model"))
+    if stream:
+        chunk = {"id": "c", "object": "chat.completion.chunk", "model": model,
+                 "choices": [{"index": 0, "delta": {"content": "slow answer"},
+                              "finish_reason": None}]}
+        text = f"data: {json.dumps(chunk)}\n\n" * 50 + "data: [DONE]\n\n"
+        # The first chunk at once (the stream is committed), the rest a byte at a time.
+        writer.write(head_bytes(200, {"content-type": "text/event-stream"})
+                     + f"data: {json.dumps(chunk)}\n\n".encode())
+        body = text.encode()
+    else:
+        body = json.dumps({"id": "x", "object": "chat.completion", "model": model,
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant",
+                                                    "content": "slow " * 100}}]}).encode()
+        writer.write(head_bytes(200, {"content-type": "application/json",
+                                      "content-length": str(len(body))}))
+    await writer.drain()
+    for i in range(len(body)):
+        writer.write(body[i:i + 1])
+        await writer.drain()
+        await asyncio.sleep(every)
+    return not stream
+
+
+async def serve_echo_auth(req: Request, writer: asyncio.StreamWriter,
+                          params: dict[str, str]) -> bool:
+    status = int(_num(params, "status", 401))
+    auth = req.headers.get("authorization", "")
+    key = req.headers.get("x-api-key", "")
+    message = (f"Invalid credentials in request: Authorization: {auth}; x-api-key: {key}; "
+               f"headers were {json.dumps(req.headers)}" + "." * int(_num(params, "pad", 0)))
+    if params.get("text"):
+        data = message.encode()
+        writer.write(head_bytes(status, {"content-type": "text/plain",
+                                         "content-length": str(len(data))}) + data)
+        await writer.drain()
+        return True
+    await send_json(writer, status, {"error": {"message": message, "type": "invalid_request",
+                                               "code": "invalid_api_key", "param": None,
+                                               "echo": {"authorization": auth,
+                                                        "x-api-key": key}}})
+    return True
+
+
+async def serve_hold(reader: asyncio.StreamReader | None, params: dict[str, str],
+                     entry: dict[str, Any]) -> bool:
+    """Answer nothing; note when the client closes the connection."""
+    seconds = _num(params, "seconds", 10)
+    if reader is None:
+        await asyncio.sleep(seconds)
+        return False
+    with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+        async with asyncio.timeout(seconds):
+            while await reader.read(65_536):
+                pass
+            entry["closed_at"] = time.time()
+    return False
+
+
+async def dispatch(req: Request, writer: asyncio.StreamWriter,
+                   reader: asyncio.StreamReader | None = None) -> bool:
     """Answer one request; False to close the connection afterwards."""
     if req.path == "/_health":
         await send_json(writer, 200, {"ok": True})
@@ -654,9 +814,10 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter) -> bool:
     openai_paths = ("/v1/chat/completions", "/chat/completions")
     if req.method == "POST" and req.path in (*openai_paths, "/v1/messages"):
         spec = choose_behaviour(req.json)
+        entry = {"path": req.path, "headers": req.headers, "body": req.json,
+                 "behaviour": spec, "at": time.time()}
         if not STATE.lean:
-            STATE.requests.append({"path": req.path, "headers": req.headers, "body": req.json,
-                                   "behaviour": spec, "at": time.time()})
+            STATE.requests.append(entry)
         name, params = parse_behaviour(spec)
         if "delay" in params:
             await asyncio.sleep(float(params["delay"]))
@@ -666,6 +827,17 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter) -> bool:
         if name == "hang":
             await asyncio.sleep(_num(params, "seconds", 10))
             return False
+        if name == "hold":
+            return await serve_hold(reader, params, entry)
+        if name == "echo_auth":
+            return await serve_echo_auth(req, writer, params)
+        stream = bool((req.json or {}).get("stream"))
+        if name == "huge":
+            return await serve_huge(req, writer, params, stream)
+        if name == "huge_line":
+            return await serve_huge_line(writer, params)
+        if name == "trickle":
+            return await serve_trickle(req, writer, params, stream)
         if req.path in openai_paths:
             return await serve_openai(req, writer, name, params)
         return await serve_anthropic(req, writer, name, params)
@@ -677,7 +849,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     try:
         while True:
             req = await read_request(reader)
-            if req is None or not await dispatch(req, writer):
+            if req is None or not await dispatch(req, writer, reader):
                 break
     except (ConnectionError, asyncio.IncompleteReadError, OSError):
         pass

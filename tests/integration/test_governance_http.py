@@ -257,22 +257,25 @@ def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:
 
 def test_an_open_config_refuses_a_public_address(tmp_path: Path) -> None:
     from switchpoint.errors import ServeError
-    from switchpoint.governance.settings import check_bind, is_protected
+    from switchpoint.server.exposure import exposure_problem
     from switchpoint.server.runner import serve
 
     open_settings = load_settings(overrides={"data_dir": str(tmp_path)}, environ={})
-    with pytest.raises(ServeError, match=r"refusing to listen on 0\.0\.0\.0"):
+    with pytest.raises(ServeError, match=r"refusing to serve on '0\.0\.0\.0'"):
         serve(open_settings, "0.0.0.0", 0)
-    check_bind(open_settings, "127.0.0.1")
-    check_bind(open_settings, "::1")
+    assert exposure_problem(open_settings, "127.0.0.1") is None
+    assert exposure_problem(open_settings, "::1") is None
     keys_only = load_settings(overrides={"data_dir": str(tmp_path), "auth": "keys"},
                               environ={})
-    with pytest.raises(ServeError, match="admin routes"):
-        check_bind(keys_only, "10.0.0.5")
+    problem = exposure_problem(keys_only, "10.0.0.5")
+    assert problem is not None and "admin routes" in problem and "auth: keys" not in problem
+    token_only = load_settings(overrides={"data_dir": str(tmp_path),
+                                          "admin_token_env": "T"}, environ={"T": "x" * 16})
+    problem = exposure_problem(token_only, "10.0.0.5")
+    assert problem is not None and "auth: keys" in problem
     protected = load_settings(overrides={"data_dir": str(tmp_path), "auth": "keys",
-                                         "admin_token_env": "T"}, environ={"T": "x"})
-    assert is_protected(protected)
-    check_bind(protected, "0.0.0.0")
+                                         "admin_token_env": "T"}, environ={"T": "x" * 16})
+    assert exposure_problem(protected, "0.0.0.0") is None
     explicit = load_settings(overrides={"data_dir": str(tmp_path),
                                         "allow_unauthenticated": True}, environ={})
-    check_bind(explicit, "0.0.0.0")
+    assert exposure_problem(explicit, "0.0.0.0") is None

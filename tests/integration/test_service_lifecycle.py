@@ -185,7 +185,7 @@ def test_reload_with_a_bad_config_keeps_the_old_router(tmp_path: Path) -> None:
 def test_admin_routes_need_the_token_when_one_is_configured(tmp_path: Path) -> None:
     settings = load_settings(None, overrides={"data_dir": str(tmp_path / "data"),
                                               "admin_token_env": "SP_TEST_ADMIN"},
-                             environ={"SP_TEST_ADMIN": "s3cret"})
+                             environ={"SP_TEST_ADMIN": "s3cret-admin-token-42"})
     admin = [("GET", "/v1/router/stats"), ("GET", "/v1/router/requests"),
              ("GET", "/v1/router/health"), ("POST", "/v1/router/policy/tiers"),
              ("POST", "/v1/router/reload")]
@@ -193,7 +193,7 @@ def test_admin_routes_need_the_token_when_one_is_configured(tmp_path: Path) -> N
         base = server.base
         for method, path in admin:
             for headers in ({}, {"Authorization": "Bearer wrong"},
-                            {"Authorization": "Basic s3cret"}):
+                            {"Authorization": "Basic s3cret-admin-token-42"}):
                 r = httpx.request(method, f"{base}{path}", headers=headers, timeout=60)
                 assert r.status_code == 401, (method, path, headers, r.text)
                 err = r.json()["error"]
@@ -201,7 +201,7 @@ def test_admin_routes_need_the_token_when_one_is_configured(tmp_path: Path) -> N
                 assert r.headers["www-authenticate"] == "Bearer"
         # refused calls changed nothing: still the cluster policy
         assert httpx.get(f"{base}/health").json()["policy"] == "cluster"
-        good = {"Authorization": "Bearer s3cret"}
+        good = {"Authorization": "Bearer s3cret-admin-token-42"}
         for method, path in admin:
             r = httpx.request(method, f"{base}{path}", headers=good, timeout=60)
             assert r.status_code == 200, (method, path, r.text)

@@ -20,9 +20,9 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b"", "body", "is empty"),
     (b"{not json", "body", "not valid JSON"),
     (b"{\"model\": \"\xff\"}", "body", "UTF-8"),
-    (b'{"model": "auto", "messages": [], "temperature": NaN}', "body", "NaN"),
-    (b'{"model": "auto", "messages": [], "temperature": Infinity}', "body", "Infinity"),
-    (b'{"model": "auto", "messages": [], "temperature": 1e999}', "body", "1e999"),
+    (b'{"model": "auto", "messages": [], "temperature": NaN}', "temperature", "nan"),
+    (b'{"model": "auto", "messages": [], "temperature": Infinity}', "temperature", "inf"),
+    (b'{"model": "auto", "messages": [], "temperature": 1e999}', "temperature", "inf"),
     (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', "model", "string"),
     (b'{"model": "auto", "messages": []}', "messages", "empty"),
     (b'{"model": "auto", "messages": [{"content": "x"}]}', "messages", "required"),
@@ -33,7 +33,7 @@ def test_a_good_body_comes_back_as_sent() -> None:
 def test_bad_bodies_name_their_field(raw: bytes, field: str, needle: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         parse_chat_body(raw)
-    assert info.value.field == field and needle in str(info.value)
+    assert info.value.field == field and needle.lower() in str(info.value).lower()
 
 
 def test_deep_nesting_is_refused_before_it_can_hurt() -> None:

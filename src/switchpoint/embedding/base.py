@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import numbers
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -66,10 +65,13 @@ def check_embedding(value: object, dimension: int, field: str = "embedding") -> 
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
         raise InvalidInputError(field, f"value at index {bad} is not finite (NaN or infinity)")
-    norm = float(np.linalg.norm(arr))
-    if norm == 0.0 or not math.isfinite(norm):
+    # Scaled by the largest magnitude first, so huge values (1e308) cannot overflow the norm
+    # and tiny ones (1e-300) cannot underflow it: only a vector of zeros has no direction.
+    scale = float(np.max(np.abs(arr)))
+    if scale == 0.0:
         raise InvalidInputError(field, "is all zeros; it has no direction to route on")
-    return (arr / norm).astype(np.float32).reshape(1, dimension)
+    scaled = arr / scale
+    return (scaled / np.linalg.norm(scaled)).astype(np.float32).reshape(1, dimension)
 
 
 def check_prompt(value: object, field: str = "prompt") -> str:

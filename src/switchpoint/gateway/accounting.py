@@ -6,6 +6,10 @@ which the gateway always asks for); cost is those tokens at the answering model'
 prices (``input_per_mtok``, ``output_per_mtok``), ``None`` when the upstream reported no usage.
 An ``auto`` request's routing decision is also appended to the decision log, as a routing
 request's is. The same facts go back to the caller as a :class:`CallInfo`.
+
+Error text is stored redacted (:mod:`switchpoint.gateway.redact`) and bounded: at most
+:data:`MAX_ATTEMPT_ERROR` characters per try and :data:`MAX_ERROR` for the request, so an
+upstream's verbose errors cannot grow the log faster than the traffic does.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
 from switchpoint.gateway.planning import Plan
 from switchpoint.gateway.providers import TokenUsage
+from switchpoint.gateway.redact import clip, redact
 from switchpoint.gateway.results import CallInfo
 from switchpoint.store import DecisionRecord, RequestRecord
 from switchpoint.store.sqlite import Record
@@ -26,6 +31,9 @@ from switchpoint.store.sqlite import Record
 Records = list[Record]
 # A request's spend-ledger rows and the amount its budgets were charged (see the governor).
 Settlement = tuple[Records, "float | None"]
+# Characters of error text kept per attempt, and for a whole request.
+MAX_ATTEMPT_ERROR = 2_048
+MAX_ERROR = 4_096
 
 
 @dataclass
@@ -79,6 +87,11 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
            ledger: Settlement | None = None) -> Entry:
     d = plan.decision
     tried = [a.to_dict() for a in attempts]
+    for attempt in tried:
+        if attempt["error"]:
+            attempt["error"] = clip(redact(attempt["error"]), MAX_ATTEMPT_ERROR)
+    if error is not None:
+        error = clip(redact(error), MAX_ERROR)
     reasoning = plan.reasoning + _skipped_notes(attempts)
     latency_ms = round((time.perf_counter() - plan.started) * 1e3, 3)
     ttft = None if ttft_ms is None else round(ttft_ms, 3)

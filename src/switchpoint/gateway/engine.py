@@ -75,6 +75,7 @@ from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
+from switchpoint.gateway.redact import remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore, session_key
 from switchpoint.governance.governor import Governor, Policy, Principal
@@ -83,10 +84,15 @@ from switchpoint.known_providers import api_key_env_of
 from switchpoint.learning.events import check_tenant
 from switchpoint.router import check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
+from switchpoint.store.retention import cutoff_for, prune
 
 log = logging.getLogger("switchpoint.gateway")
 
 PINS_FILENAME = "sessions.db"
+# With store.retention_days: how often the logs are pruned, and the most rows deleted per table
+# each time (a backlog is worked off over several runs).
+PRUNE_INTERVAL_S = 3600.0
+PRUNE_MAX_ROWS = 50_000
 T = TypeVar("T")
 
 
@@ -137,6 +143,10 @@ class Gateway:
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.learning = GatewayLearning(self.state, self.store)
+        self._maintenance: asyncio.Future[None] | None = None
+        self._next_pin_purge = 0.0
+        self._next_prune = 0.0
+        remember(settings.admin_token)
         self.state.on_swap(self._take_up)
 
     @classmethod
@@ -192,12 +202,14 @@ class Gateway:
     async def aclose(self) -> None:
         """Close the upstream connections, the pins and the log."""
         await self.pool.aclose()
+        await self._maintenance_done()
         self._close_state()
 
     def close(self) -> None:
         """:meth:`aclose` from synchronous code."""
         if self._sync is not None:
             self._sync.run(self.pool.aclose())
+            self._sync.run(self._maintenance_done())
             self._sync.stop()
             self._sync = None
         self._close_state()
@@ -227,6 +239,7 @@ class Gateway:
         """A router went live: rebuild what derives from its gateway settings, once."""
         live.router.gateway = self  # so its route_and_execute calls models through us
         self._warn_misconfigured(live.settings)
+        remember(live.settings.admin_token)
         g = live.settings.gateway
         if g == self._applied:
             return
@@ -260,6 +273,7 @@ class Gateway:
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         live = self.state.live()
+        self._maintain()
         settings = live.settings
         if principal is None:
             principal = self.governor.principal(settings, key=key, tenant=tenant)
@@ -345,6 +359,7 @@ class Gateway:
         router it was planned on."""
         started = time.perf_counter() if started is None else started
         live = self.state.live()
+        self._maintain()
         catalog = live.router.catalog
         settings = live.settings
         if settings.models is None:
@@ -841,6 +856,49 @@ class Gateway:
         """Every configured budget: limit, spent, held by requests in flight, resets."""
         return self.governor.budget_status(self.settings)
 
+    # Housekeeping ------------------------------------------------------------------------------
+
+    def _maintain(self) -> None:
+        """Purge expired session pins (every ``gateway.pin_purge_interval_s``) and, with
+        ``store.retention_days``, prune the logs (hourly), on a worker thread: a request only
+        checks the clock. One run at a time; each run's work is bounded."""
+        if self._maintenance is not None and not self._maintenance.done():
+            return
+        settings = self.settings
+        now = time.monotonic()
+        purge = now >= self._next_pin_purge
+        days = settings.store.retention_days
+        trim = days is not None and self.store is not None and now >= self._next_prune
+        if not (purge or trim):
+            return
+        if purge:
+            self._next_pin_purge = now + settings.gateway.pin_purge_interval_s
+        if trim:
+            self._next_prune = now + PRUNE_INTERVAL_S
+        self._maintenance = asyncio.get_running_loop().run_in_executor(
+            None, self._housekeeping, purge, days if trim else None)
+
+    def _housekeeping(self, purge: bool, retention_days: float | None) -> None:
+        try:
+            if purge:
+                dropped = self.pinner.purge(time.time())
+                if dropped:
+                    log.debug("purged %d expired session pins", dropped)
+            if retention_days is not None and self.store is not None:
+                report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
+                               max_rows=PRUNE_MAX_ROWS, full_vacuum=False)
+                if any(report.deleted.values()):
+                    log.info("pruned log entries older than %g days: %s", retention_days,
+                             report.deleted)
+        except Exception as exc:  # housekeeping must never take a request down
+            log.warning("housekeeping failed (it runs again later): %s: %s",
+                        type(exc).__name__, exc)
+
+    async def _maintenance_done(self) -> None:
+        future, self._maintenance = self._maintenance, None
+        if future is not None:
+            await future
+
     # Internals ---------------------------------------------------------------------------------
 
     def _warn_misconfigured(self, settings: Settings) -> None:
@@ -974,7 +1032,9 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
 
 def timeouts_of(g: GatewaySettings) -> Timeouts:
     return Timeouts(connect_s=g.connect_timeout_s, read_s=g.read_timeout_s,
-                    first_token_s=g.first_token_timeout_s)
+                    first_token_s=g.first_token_timeout_s,
+                    max_response_bytes=g.max_response_bytes,
+                    max_sse_line_bytes=g.max_sse_line_bytes)
 
 
 def retry_policy(g: GatewaySettings) -> RetryPolicy:

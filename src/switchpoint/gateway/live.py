@@ -237,10 +237,12 @@ def restart_keys(old: Settings, new: Settings) -> list[str]:
     changed = []
     if Path(old.data_dir) != Path(new.data_dir):
         changed.append("data_dir")
-    if old.store != new.store:
-        changed.append("store")
+    if old.store.synchronous != new.store.synchronous:  # retention applies at once
+        changed.append("store.synchronous")
     if old.cors != new.cors:
         changed.append("cors")
     if old.gateway.max_upstream_connections != new.gateway.max_upstream_connections:
         changed.append("gateway.max_upstream_connections")
+    if old.server != new.server:
+        changed.append("server")
     return changed

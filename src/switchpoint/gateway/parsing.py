@@ -82,6 +82,7 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float,
                           parse_int=_finite_int)
     except _NonFiniteError as exc:
+        _name_the_field(raw)  # raises naming the field, when it can
         raise InvalidInputError("body", f"holds the number {exc.text}, which is not finite; "
                                         "send finite numbers only") from None
     except RecursionError:
@@ -145,6 +146,16 @@ def _finite_int(text: str) -> int:
     return int(text)
 
 
+def _name_the_field(raw: bytes) -> None:
+    """For a body holding a non-finite number: parse it leniently (``NaN`` and ``1e999``
+    become floats) and raise the error naming the field that holds one."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return
+    _check_values(data, surrogates=False)
+
+
 def _check_values(data: object, surrogates: bool) -> None:
     """Depth, finite floats (for Python-built bodies) and, if asked, lone surrogates."""
     stack: list[tuple[object, int, str]] = [(data, 1, "body")]
@@ -165,7 +176,8 @@ def _check_values(data: object, surrogates: bool) -> None:
             if surrogates:
                 _check_text(node, path)
         elif isinstance(node, float) and not math.isfinite(node):
-            raise InvalidInputError(_top(path), f"{path}: is {node}, not a finite number")
+            raise InvalidInputError(_top(path), f"{_at(path)}is {node}, not a finite number; "
+                                                "send finite numbers only")
 
 
 def _check_text(text: str, path: str) -> None:
@@ -174,9 +186,14 @@ def _check_text(text: str, path: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInputError(_top(path), f"{path}: holds a lone surrogate (an unpaired "
+        raise InvalidInputError(_top(path), f"{_at(path)}holds a lone surrogate (an unpaired "
                                             "\\ud800-\\udfff escape), which is not valid "
                                             "Unicode") from None
+
+
+def _at(path: str) -> str:
+    """``path: `` when it is deeper than its top-level field (which the error names anyway)."""
+    return "" if path == _top(path) else f"{path}: "
 
 
 def _top(path: str) -> str:

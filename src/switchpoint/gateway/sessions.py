@@ -50,6 +50,8 @@ from switchpoint.gateway.capabilities import Needs
 SESSION_HEADER = "x-session-id"
 # The longest session id a client may send.
 MAX_SESSION_ID = 256
+# Pins deleted per statement when purging.
+PURGE_BATCH = 5_000
 
 
 class PinState(StrEnum):
@@ -208,10 +210,18 @@ class SQLitePinStore:
             self._db.execute("DELETE FROM session_pins WHERE session_id = ?", (session_id,))
 
     def purge(self, older_than: float) -> int:
-        with self._lock:
-            cursor = self._db.execute("DELETE FROM session_pins WHERE last_used < ?",
-                                      (older_than,))
-            return cursor.rowcount
+        """Drop pins last used before ``older_than``, a batch per lock hold, so requests
+        reading and writing pins meanwhile wait for one batch at most."""
+        total = 0
+        while True:
+            with self._lock:
+                n = self._db.execute(
+                    "DELETE FROM session_pins WHERE session_id IN (SELECT session_id FROM "
+                    "session_pins WHERE last_used < ? LIMIT ?)",
+                    (older_than, PURGE_BATCH)).rowcount
+            total += n
+            if n < PURGE_BATCH:
+                return total
 
     def count(self, since: float) -> int:
         with self._lock:

@@ -33,8 +33,6 @@ from switchpoint.governance.settings import (
     GovernanceSettings,
     SLASettings,
     TenantSettings,
-    exposure_problem,
-    is_protected,
 )
 
 if TYPE_CHECKING:
@@ -77,8 +75,6 @@ __all__ = [
     "SLAConfig",
     "SLASettings",
     "TenantSettings",
-    "exposure_problem",
-    "is_protected",
     "parse_budget",
     "parse_budgets",
 ]

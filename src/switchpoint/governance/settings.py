@@ -40,7 +40,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,7 +49,7 @@ from switchpoint.governance.budgets import check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig
 
 if TYPE_CHECKING:
-    from switchpoint.config import Settings
+    pass
 
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
@@ -181,46 +180,3 @@ def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSe
             raise ValueError(f"tenant name {name!r} must be 1-64 letters, digits, '_', '.' or "
                              "'-', starting with a letter or digit")
     return tenants
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (what the server binds to) is reachable from this machine only."""
-    if host in ("localhost", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_problem(settings: Settings) -> str | None:
-    """Why serving ``settings`` beyond loopback would leave it open, or None when it is
-    protected: client keys on (``auth: keys``) with an admin token for the admin routes (where
-    keys are made), or an explicit ``allow_unauthenticated: true``."""
-    if settings.allow_unauthenticated:
-        return None
-    if settings.auth != "keys":
-        return ("chat completions and routing would be open to anyone who can reach it; set "
-                "`auth: keys` and make client keys (switchpoint keys create), or set "
-                "`allow_unauthenticated: true` if something in front of it authenticates")
-    if settings.admin_token is None:
-        return ("the admin routes (/v1/router/*, where client keys are made) would be open; set "
-                "admin_token_env to the environment variable holding an admin token")
-    return None
-
-
-def is_protected(settings: Settings) -> bool:
-    """Whether the service of ``settings`` may listen beyond loopback (see
-    :func:`exposure_problem`)."""
-    return exposure_problem(settings) is None
-
-
-def check_bind(settings: Settings, host: str) -> None:
-    """Refuse to serve an open configuration on a non-loopback address."""
-    from switchpoint.errors import ServeError
-
-    if is_loopback(host):
-        return
-    problem = exposure_problem(settings)
-    if problem is not None:
-        raise ServeError(f"refusing to listen on {host}, a non-loopback address: {problem}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -57,7 +58,17 @@ def create_app(
     """Build the ASGI app. ``loader`` builds routers (default: the bundled/configured weights);
     ``store`` defaults to SQLite in ``settings.data_dir``; ``provider_env`` is where upstream
     API keys are read (default: the process environment, at each call)."""
-    metrics = Metrics()
+    cached: list[Any] = [None, frozenset()]  # [the live router seen last, its names]
+
+    def model_names() -> frozenset[str]:
+        """The live catalog's model names: the only values a metric's ``model`` label takes."""
+        live = gateway.state.peek()
+        if live is not cached[0]:
+            cached[:] = [live, frozenset(live.router.catalog.names) if live else frozenset()]
+        names: frozenset[str] = cached[1]
+        return names
+
+    metrics = Metrics(models=model_names)
     gateway = Gateway(settings, loader=loader, store=store, env=provider_env, observer=metrics)
     service = Service(gateway=gateway, metrics=metrics)
 

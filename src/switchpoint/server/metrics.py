@@ -17,19 +17,32 @@ Exposed on ``GET /metrics``:
   first tried), ``switchpoint_chat_tokens_total{model, kind}`` (``prompt`` / ``completion``, as
   the upstream reported them), ``switchpoint_chat_cost_usd_total{model}`` and
   ``switchpoint_chat_time_to_first_token_seconds`` (histogram, streams)
+- the connection guard (``switchpoint serve``): ``switchpoint_http_connections_open``,
+  ``switchpoint_http_connections_evicted_total``, ``..._refused_total``,
+  ``switchpoint_http_connection_timeouts_total{phase}``,
+  ``switchpoint_http_headers_too_large_total``
+
+No client can add series: every label takes a value from a fixed set. ``route`` is a route
+template of the app (or ``unmatched``), ``method`` a standard method (or ``other``), ``status`` a
+standard HTTP status (or its class, ``4xx``), ``model`` a catalog model (or ``other``; ``none``
+when no model answered), ``outcome`` ``ok``, a skip reason or an error kind of
+:mod:`switchpoint.errors` (or ``other``).
 """
 
 from __future__ import annotations
 
 import bisect
+import http
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchpoint import errors
 from switchpoint.decision import RoutingDecision
+from switchpoint.server.protocol import ConnectionStats
 from switchpoint.store import RequestRecord
 
 _Family = Callable[[str, str, str], None]
@@ -37,6 +50,19 @@ _Family = Callable[[str, str, str], None]
 # no client can add series to the metrics.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+KNOWN_STATUSES = frozenset(int(s) for s in http.HTTPStatus)
+# Upstream attempt outcomes: "ok", the skip reasons, and every error kind switchpoint defines.
+KNOWN_OUTCOMES = frozenset({"ok", "circuit_open", "context_too_small", "client_closed",
+                            *(getattr(cls, "kind", "") for cls in vars(errors).values()
+                              if isinstance(cls, type)
+                              and issubclass(cls, errors.ProviderError))})
+
+
+def status_label(status: int) -> str:
+    """A standard status as itself; anything else as its class (``4xx``), or ``other``."""
+    if status in KNOWN_STATUSES:
+        return str(status)
+    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
 
 
 def _escape(value: str) -> str:
@@ -48,12 +74,19 @@ def _labels(**labels: str) -> str:
 
 
 class Metrics:
-    """Thread-safe counters and latency histograms for one app."""
+    """Thread-safe counters and latency histograms for one app.
 
-    def __init__(self) -> None:
+    ``models`` returns the model names a ``model`` label may take (the live catalog's); any
+    other is counted as ``other``. ``connections`` is the connection guard's counts, when the
+    app runs under ``switchpoint serve``.
+    """
+
+    def __init__(self, models: Callable[[], Collection[str]] | None = None) -> None:
         self._lock = threading.Lock()
         self.started = time.monotonic()
-        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.models = models
+        self.connections: ConnectionStats | None = None
+        self.requests: Counter[tuple[str, str, str]] = Counter()
         self._buckets: dict[str, list[int]] = {}
         self._sums: dict[str, float] = {}
         self.decisions: Counter[str] = Counter()
@@ -74,15 +107,16 @@ class Metrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in KNOWN_METHODS else "other"
         with self._lock:
-            self.requests[(route, method, status)] += 1
+            self.requests[(route, method, status_label(status))] += 1
             counts = self._buckets.setdefault(route, [0] * (len(BUCKETS) + 1))
             counts[bisect.bisect_left(BUCKETS, seconds)] += 1
             self._sums[route] = self._sums.get(route, 0.0) + seconds
 
     def on_decision(self, decision: RoutingDecision) -> None:
         """Count one routing decision (the routing API's or the gateway's ``auto``)."""
+        model = self._model(decision.selected_model)
         with self._lock:
-            self.decisions[decision.selected_model] += 1
+            self.decisions[model] += 1
             self.cache_hits += int(decision.cache_hit)
 
     def on_store_error(self) -> None:
@@ -91,11 +125,13 @@ class Metrics:
 
     def on_request(self, record: RequestRecord) -> None:
         """Count one gateway request as the request log records it."""
-        model = record.model or "none"
+        model = "none" if record.model is None else self._model(record.model)
+        tries = [(self._model(str(a["model"])), _outcome(str(a["outcome"])))
+                 for a in record.attempts]
         with self._lock:
             self.chat[(model, record.status)] += 1
-            for attempt in record.attempts:
-                self.attempts[(str(attempt["model"]), str(attempt["outcome"]))] += 1
+            for key in tries:
+                self.attempts[key] += 1
             self.escalations += int(record.escalated)
             if record.prompt_tokens is not None:
                 self.tokens[(model, "prompt")] += record.prompt_tokens
@@ -106,6 +142,11 @@ class Metrics:
             if record.ttft_ms is not None:
                 self._ttft[bisect.bisect_left(BUCKETS, record.ttft_ms / 1e3)] += 1
                 self._ttft_sum += record.ttft_ms / 1e3
+
+    def _model(self, name: str) -> str:
+        if self.models is None:
+            return name
+        return name if name in self.models() else "other"
 
     def render(self, ready: bool) -> str:
         lines: list[str] = []
@@ -118,7 +159,7 @@ class Metrics:
             family("switchpoint_http_requests_total", "counter", "HTTP requests answered.")
             for (route, method, status), n in sorted(self.requests.items()):
                 lines.append(f"switchpoint_http_requests_total"
-                             f"{_labels(route=route, method=method, status=str(status))} {n}")
+                             f"{_labels(route=route, method=method, status=status)} {n}")
             name = "switchpoint_http_request_duration_seconds"
             family(name, "histogram", "Time from request to the end of the response.")
             for route, counts in sorted(self._buckets.items()):
@@ -140,6 +181,8 @@ class Metrics:
                    "Decisions that could not be written to the store.")
             lines.append(f"switchpoint_store_errors_total {self.store_errors}")
             self._render_chat(lines, family)
+        if self.connections is not None:
+            self._render_connections(lines, family, self.connections)
         family("switchpoint_router_ready", "gauge", "1 once the router has loaded.")
         lines.append(f"switchpoint_router_ready {int(ready)}")
         family("switchpoint_uptime_seconds", "gauge", "Seconds since the app started.")
@@ -178,6 +221,30 @@ class Metrics:
             lines.append(f"{name}_bucket{_labels(le=le)} {running}")
         lines.append(f"{name}_sum {self._ttft_sum:.6f}")
         lines.append(f"{name}_count {running}")
+
+
+    @staticmethod
+    def _render_connections(lines: list[str], family: _Family,
+                            stats: ConnectionStats) -> None:
+        family("switchpoint_http_connections_open", "gauge", "Client connections open.")
+        lines.append(f"switchpoint_http_connections_open {stats.open}")
+        family("switchpoint_http_connections_evicted_total", "counter",
+               "Idle connections closed to make room (server.max_connections).")
+        lines.append(f"switchpoint_http_connections_evicted_total {stats.evicted}")
+        family("switchpoint_http_connections_refused_total", "counter",
+               "Connections answered 503: every slot busy.")
+        lines.append(f"switchpoint_http_connections_refused_total {stats.refused}")
+        family("switchpoint_http_connection_timeouts_total", "counter",
+               "Connections closed by a deadline: idle (keep-alive), head, body, write.")
+        for phase, n in sorted(stats.timed_out.items()):
+            lines.append(f"switchpoint_http_connection_timeouts_total{_labels(phase=phase)} {n}")
+        family("switchpoint_http_headers_too_large_total", "counter",
+               "Requests refused 431: head over server.max_header_bytes.")
+        lines.append(f"switchpoint_http_headers_too_large_total {stats.too_large}")
+
+
+def _outcome(outcome: str) -> str:
+    return outcome if outcome in KNOWN_OUTCOMES else "other"
 
 
 class MetricsMiddleware:

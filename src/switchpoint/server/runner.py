@@ -4,23 +4,34 @@ The port opens at once; the router loads on a background thread (``/v1/route`` a
 ``router_not_ready`` until then). If loading fails (a corrupt weights package, a catalog model
 whose profile is missing and unpriced) the server stops and the error is raised here, so the
 command exits with the reason.
+
+The server runs uvicorn's h11 protocol under the connection guard of
+:mod:`switchpoint.server.protocol` (the ``server:`` limits of the config), with repeated log
+messages rate-limited (:mod:`switchpoint.server.logs`). Before it binds, it applies the
+exposure rule of :mod:`switchpoint.server.exposure`.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 from typing import Any
 
 import uvicorn
 
-from switchpoint.config import Settings
+from switchpoint.config import ServerSettings, Settings
 from switchpoint.errors import ServeError, SwitchpointError
-from switchpoint.governance.settings import check_bind
+from switchpoint.server import logs
 from switchpoint.server.app import create_app
+from switchpoint.server.exposure import exposure_problem
+from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
 from switchpoint.store import SQLiteStore
 
 log = logging.getLogger("switchpoint")
+# File descriptors kept for everything but client and upstream connections: the SQLite files,
+# the log, the listening socket, the event loop, the embedder.
+RESERVED_FDS = 64
 
 
 class _Server(uvicorn.Server):
@@ -36,7 +47,7 @@ class _Server(uvicorn.Server):
             log.info("%s", self.announce)
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str) -> logging.Handler:
     logger = logging.getLogger("switchpoint")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -44,24 +55,67 @@ def _configure_logging(level: str) -> None:
         logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
+    return logger.handlers[0]
+
+
+def connection_budget(server: ServerSettings) -> tuple[int, str | None]:
+    """``server.max_connections``, lowered if the open-file limit cannot hold that many client
+    connections (each may hold an upstream connection too, and a burst of ``backlog`` sockets
+    is accepted before any can be closed). The soft limit is first raised to the hard one.
+    Returns the number and, when it was lowered, a warning that says so."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return server.max_connections, None
+    fits = max(16, (soft - RESERVED_FDS - 2 * server.backlog) // 2)
+    if server.max_connections <= fits:
+        return server.max_connections, None
+    return fits, (f"server.max_connections lowered from {server.max_connections} to {fits} to "
+                  f"fit the open-file limit of {soft} (client and upstream connections share "
+                  "it); raise the limit (ulimit -n) to allow more")
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
-          log_level: str = "info", access_log: bool = False) -> int:
+          log_level: str = "info", access_log: bool = False,
+          allow_unauthenticated: bool = False) -> int:
     """Serve until interrupted. Raises :class:`ServeError` if the router cannot load, or if
-    ``host`` is not loopback and the config leaves the service open (see
-    :func:`~switchpoint.governance.settings.exposure_problem`)."""
-    check_bind(settings, host)
-    _configure_logging(log_level)
+    ``host`` would expose open admin routes (see :mod:`switchpoint.server.exposure`)."""
+    problem = exposure_problem(settings, host, allow_unauthenticated=allow_unauthenticated)
+    if problem is not None:
+        raise ServeError(problem)
+    handler = _configure_logging(log_level)
     # A bad data_dir fails here, before the port opens.
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous).open()
     app = create_app(settings, store=store)
+    limits = settings.server
+    max_connections, warning = connection_budget(limits)
+    stats = ConnectionStats()
+    app.state.service.metrics.connections = stats
+    protocol = guarded_protocol(ConnectionLimits(
+        max_connections=max_connections, header_timeout_s=limits.header_timeout_s,
+        body_timeout_s=limits.body_timeout_s, keep_alive_timeout_s=limits.keep_alive_timeout_s,
+        write_timeout_s=limits.write_timeout_s, max_header_bytes=limits.max_header_bytes),
+        stats)
     announce = (f"switchpoint: serving http://{host}:{port} (docs at /docs); the router loads in "
                 "the background, GET /health says when it is ready; decisions are logged to "
                 f"{settings.db_path}")
-    server = _Server(uvicorn.Config(
+    config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=access_log,
-        lifespan="on", server_header=False), announce)
+        lifespan="on", server_header=False, http=protocol, backlog=limits.backlog,
+        timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=limits.max_header_bytes)
+    # uvicorn configures its loggers in Config(); the filter goes on after that.
+    logs.install(logs.RateLimitFilter(), [handler])
+    if warning is not None:
+        log.warning("%s", warning)
+    server = _Server(config, announce)
     state = app.state.service.state
 
     def stop(exc: BaseException) -> None:

@@ -103,6 +103,14 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class DiskUsage(BaseModel):
+    data_dir: str
+    db_bytes: int = Field(description="Bytes of the SQLite files (logs, pins) in data_dir.")
+    free_bytes: int | None = Field(description="Bytes free on data_dir's file system.")
+    retention_days: float | None = Field(
+        description="Log entries older than this are deleted (null: kept forever).")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ready", "loading", "failed"]
     ready: bool
@@ -112,6 +120,7 @@ class HealthResponse(BaseModel):
     uptime_seconds: float
     version: str
     error: str | None = None
+    disk: DiskUsage | None = None
 
 
 class ModelObject(BaseModel):

@@ -1,7 +1,10 @@
 """SQLite state in the data directory: WAL mode, one writer thread, group commit.
 
 Every routing decision is appended to the ``decisions`` table and every chat request the
-gateway answers (or fails) to the ``requests`` table; triggers refuse UPDATE and DELETE on both.
+gateway answers (or fails) to the ``requests`` table; triggers refuse UPDATE on both, and
+DELETE of any row but those older than a retention cutoff recorded in the (itself append-only)
+``prunes`` table (see :mod:`switchpoint.store.retention`): rows leave only by age, oldest first,
+and a row that is kept is never changed.
 Writes go through a single writer thread: :meth:`SQLiteStore.append` queues a record and returns
 a future that resolves once the record is **committed** (``synchronous=FULL``, so committed means
 on disk), so a caller that waits for it before answering never acknowledges a
@@ -27,7 +30,7 @@ from typing import Any, ClassVar, Protocol
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -129,10 +132,33 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER spend_no_delete BEFORE DELETE ON spend
         BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
     """,
+    # Retention: what a prune may delete (rows older than its cutoff, never retained ones).
+    4: """
+    CREATE TABLE prunes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        cutoff REAL NOT NULL
+    );
+    CREATE TRIGGER prunes_no_update BEFORE UPDATE ON prunes
+        BEGIN SELECT RAISE(ABORT, 'prunes are append-only'); END;
+    CREATE TRIGGER prunes_no_delete BEFORE DELETE ON prunes
+        BEGIN SELECT RAISE(ABORT, 'prunes are append-only'); END;
+    CREATE TRIGGER prunes_not_ahead BEFORE INSERT ON prunes
+        WHEN NEW.cutoff > CAST(strftime('%s', 'now') AS REAL)
+        BEGIN SELECT RAISE(ABORT, 'a retention cutoff cannot be in the future'); END;
+    DROP TRIGGER decisions_no_delete;
+    CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+        WHEN OLD.ts >= coalesce((SELECT max(cutoff) FROM prunes), 0)
+        BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
+    DROP TRIGGER requests_no_delete;
+    CREATE TRIGGER requests_no_delete BEFORE DELETE ON requests
+        WHEN OLD.ts >= coalesce((SELECT max(cutoff) FROM prunes), 0)
+        BEGIN SELECT RAISE(ABORT, 'requests are append-only'); END;
+    """,
     # Learning from outcomes (see switchpoint.store.learning): the feedback log (append-only,
     # replayed on every start and reload), the decisions still open to feedback (bounded to
     # the learning memory), who chose each decision and its experiment arm, promotions.
-    4: """
+    5: """
     CREATE TABLE feedback (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id TEXT NOT NULL UNIQUE,
@@ -188,6 +214,8 @@ _MIGRATIONS: dict[int, str] = {
         BEGIN SELECT RAISE(ABORT, 'promotions are append-only'); END;
     """,
 }
+# The tables retention prunes, oldest rows first.
+LOG_TABLES = ("decisions", "requests")
 
 _COLUMNS = ("id", "ts", "selected_model", "cluster_id", "cost_weight", "candidates", "cache_hit",
             "routing_ms", "embedding_ms", "policy", "weights_id", "expected_error",
@@ -373,6 +401,9 @@ class SQLiteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # A new file frees the pages of pruned rows back to the disk on demand (it must be
+            # set before the first table exists).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=5000")
@@ -423,6 +454,9 @@ class SQLiteStore:
         if self._closed or self._writer is None:
             raise StoreError(f"{self.path}: the store is not open")
         done: Future[None] = Future()
+        # Queued means it will be written: a caller that stops waiting (a client that left)
+        # cannot cancel it, and the writer can always resolve it.
+        done.set_running_or_notify_cancel()
         self._queue.put((record, done))
         return done
 
@@ -461,7 +495,13 @@ class SQLiteStore:
                 while self._lazy:
                     batch.append(self._lazy.popleft())
             if batch:
-                self._commit(batch)
+                try:
+                    self._commit(batch)
+                except Exception as exc:  # the writer must outlive any one batch
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(StoreError(f"{self.path}: the write failed "
+                                                          f"({type(exc).__name__}: {exc})"))
 
     def _commit(self, batch: list[tuple[Record, Future[None] | None]]) -> None:
         assert self._conn is not None

@@ -1,5 +1,10 @@
 """HTTP plumbing shared by the provider adapters: pooled clients, timeouts, error mapping, and
-the streaming loop that waits for the first content chunk before yielding anything."""
+the streaming loop that waits for the first content chunk before yielding anything.
+
+What an upstream sends is bounded before it is held: an answer by ``max_response_bytes`` (an
+error body by :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY`, the rest unread), a
+stream line by ``max_sse_line_bytes`` (:func:`bounded_lines`); and the credentials a request
+carried are redacted from whatever the upstream said about it."""
 
 from __future__ import annotations
 
@@ -17,17 +22,20 @@ from switchpoint.errors import (
     MalformedResponse,
     ProviderError,
     ReadTimeout,
+    ResponseTooLarge,
     ServerError,
     StreamBroken,
 )
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import (
+    MAX_ERROR_BODY,
     Timeouts,
     classify_status,
     decode_body,
     is_content_chunk,
 )
 from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
+from switchpoint.gateway.redact import header_secrets, redact, redact_value
 
 
 class ClientPool:
@@ -97,8 +105,9 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
     ``started`` means response bytes had been received, so a failure now breaks a stream.
     """
     name = type(exc).__name__
+    detail = redact(str(exc))  # a protocol error may quote what the upstream sent
     if started:
-        return StreamBroken(f"the stream failed part-way ({name}: {exc or 'no detail'})",
+        return StreamBroken(f"the stream failed part-way ({name}: {detail or 'no detail'})",
                             model=model)
     if isinstance(exc, httpx.ConnectTimeout):
         return ConnectError(f"connect timed out after {timeouts.connect_s:g}s", model=model)
@@ -112,12 +121,12 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
         return ReadTimeout(f"sending the request timed out after {timeouts.write_s:g}s",
                            model=model)
     if isinstance(exc, httpx.ConnectError):
-        return ConnectError(f"could not connect ({exc or name})", model=model)
+        return ConnectError(f"could not connect ({detail or name})", model=model)
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
                         httpx.NetworkError)):
         return ConnectError(f"the connection failed before a response ({name}: "
-                            f"{exc or 'no detail'})", model=model)
-    return ServerError(f"transport error ({name}: {exc or 'no detail'})", model=model)
+                            f"{detail or 'no detail'})", model=model)
+    return ServerError(f"transport error ({name}: {detail or 'no detail'})", model=model)
 
 
 async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
@@ -129,14 +138,17 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     2xx that is not a JSON object.
     """
     started = time.perf_counter()
+    secrets = header_secrets(headers)
     request = client.build_request("POST", url, json=body, headers=dict(headers),
                                    timeout=httpx_timeout(timeouts))
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise map_transport_error(exc, model=model, timeouts=timeouts) from exc
+    failed = response.status_code >= 400
     try:
-        raw = await response.aread()
+        raw = await read_capped(response, MAX_ERROR_BODY if failed else
+                                timeouts.max_response_bytes, model=model, truncate=failed)
     except httpx.ReadTimeout as exc:
         raise ReadTimeout(f"the answer's body stalled for {timeouts.read_s:g}s after its "
                           f"headers", model=model, status=response.status_code) from exc
@@ -146,18 +158,18 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     finally:
         await response.aclose()
     latency_ms = (time.perf_counter() - started) * 1000.0
-    if response.status_code >= 400:
-        raise classify_status(response.status_code, decode_body(raw),
+    if failed:
+        raise classify_status(response.status_code, decode_body(raw, secrets),
                               response.headers, model=model)
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise MalformedResponse(f"the {response.status_code} answer is not JSON",
                                 model=model, status=response.status_code,
-                                body=decode_body(raw)) from exc
+                                body=decode_body(raw, secrets)) from exc
     if not isinstance(data, dict):
         raise MalformedResponse("the answer is not a JSON object", model=model,
-                                status=response.status_code, body=data)
+                                status=response.status_code, body=redact_value(data, secrets))
     return data, response, latency_ms
 
 
@@ -183,6 +195,58 @@ class _Finished:
         return bool(self.open) and self.open <= self.done
 
 
+async def read_capped(response: httpx.Response, limit: int, *, model: str,
+                      truncate: bool = False) -> bytes:
+    """The response body, at most ``limit`` bytes: with ``truncate`` the first ``limit`` bytes
+    (the rest is not read), else :class:`ResponseTooLarge` past it (before reading any of it
+    when the declared length is already over)."""
+    declared = response.headers.get("content-length", "")
+    if not truncate and declared.isdigit() and int(declared) > limit:
+        raise ResponseTooLarge(f"the answer is {int(declared)} bytes, over the limit of {limit} "
+                               "(gateway.max_response_bytes)", model=model,
+                               status=response.status_code)
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            if truncate:
+                del body[limit:]
+                break
+            raise ResponseTooLarge(f"the answer is over the limit of {limit} bytes "
+                                   "(gateway.max_response_bytes)", model=model,
+                                   status=response.status_code)
+    return bytes(body)
+
+
+async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
+                        model: str) -> AsyncIterator[str]:
+    """The lines of an event-stream body (``\n``, ``\r\n`` or ``\r`` ended, ends stripped),
+    none longer than ``limit`` bytes: a longer one raises :class:`ResponseTooLarge` once
+    ``limit`` bytes of it are buffered, whatever the upstream sends after."""
+    pending = b""
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        lines = (pending + chunk).splitlines(keepends=True)
+        last = lines[-1]
+        # An unended line, or one ending in \r (maybe half of \r\n), waits for more bytes.
+        pending = lines.pop() if not last.endswith(b"\n") else b""
+        for line in lines:
+            line = line.rstrip(b"\r\n")
+            if len(line) > limit:
+                raise _line_too_large(limit, model)
+            yield line.decode("utf-8", "replace")
+        if len(pending) > limit:
+            raise _line_too_large(limit, model)
+    if pending:
+        yield pending.rstrip(b"\r\n").decode("utf-8", "replace")
+
+
+def _line_too_large(limit: int, model: str) -> ResponseTooLarge:
+    return ResponseTooLarge(f"a line of the stream is over the limit of {limit} bytes "
+                            "(gateway.max_sse_line_bytes)", model=model)
+
+
 class ChunkDecoder(Protocol):
     """Turns an upstream's SSE events into OpenAI chunks. ``done`` once its end marker came."""
 
@@ -206,6 +270,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     every choice has its ``finish_reason`` (some upstreams never send ``[DONE]``; the final
     usage chunk may then be missing); any other end is :class:`StreamBroken`.
     """
+    secrets = header_secrets(headers)
     request = client.build_request("POST", url, json=body, headers=dict(headers),
                                    timeout=httpx_timeout(timeouts))
     response: httpx.Response | None = None
@@ -218,11 +283,14 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
             async with asyncio.timeout(timeouts.first_token_s):
                 response = await client.send(request, stream=True)
                 if response.status_code >= 400:
-                    raw = await response.aread()
-                    raise classify_status(response.status_code, decode_body(raw),
+                    raw = await read_capped(response, MAX_ERROR_BODY, model=model,
+                                            truncate=True)
+                    raise classify_status(response.status_code, decode_body(raw, secrets),
                                           response.headers, model=model)
                 received = True
-                events = iter_sse(response.aiter_lines())
+                limit = timeouts.max_sse_line_bytes
+                events = iter_sse(bounded_lines(response.aiter_bytes(), limit, model=model),
+                                  max_event_chars=limit)
                 while not decoder.done:
                     event = await anext(events, None)
                     if event is None:

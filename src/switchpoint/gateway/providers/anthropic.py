@@ -37,6 +37,7 @@ from switchpoint.gateway.providers.base import (
 )
 from switchpoint.gateway.providers.openai import api_key, target_url
 from switchpoint.gateway.providers.sse import SSEEvent
+from switchpoint.gateway.redact import redact
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -336,8 +337,8 @@ class AnthropicChunkDecoder:
         try:
             data = json.loads(event.data)
         except ValueError as exc:
-            raise StreamBroken(f"the upstream sent a malformed event: {event.data[:200]!r}",
-                               model=self.model) from exc
+            raise StreamBroken("the upstream sent a malformed event: "
+                               f"{redact(event.data[:200])!r}", model=self.model) from exc
         if not isinstance(data, dict):
             raise StreamBroken("the upstream sent an event that is not an object",
                                model=self.model)

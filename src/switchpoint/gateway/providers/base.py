@@ -14,7 +14,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,9 +29,12 @@ from switchpoint.errors import (
     ServerError,
     StreamBroken,
 )
+from switchpoint.gateway.redact import redact, redact_value
 
 # Bytes of an upstream error body kept on the exception (enough for any JSON error envelope).
 MAX_ERROR_BODY = 16_384
+# Characters of the upstream's own error message quoted in a ProviderError's message.
+MAX_ERROR_MESSAGE = 500
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class Timeouts:
     waiting for headers or the next bytes; ``first_token_s`` bounds, for streams, the time from
     sending the request to the first chunk that carries content (text, a tool call or a
     finish reason). ``write_s`` and ``pool_s`` bound sending the body and waiting for a pooled
-    connection.
+    connection. The sizes bound what one call may hold in memory: a whole answer
+    (``max_response_bytes``) and one line of a stream (``max_sse_line_bytes``); past them the
+    call fails with :class:`~switchpoint.errors.ResponseTooLarge`.
     """
 
     connect_s: float = 5.0
@@ -50,12 +55,18 @@ class Timeouts:
     first_token_s: float = 30.0
     write_s: float = 10.0
     pool_s: float = 10.0
+    max_response_bytes: int = 32 << 20
+    max_sse_line_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         for name in ("connect_s", "read_s", "first_token_s", "write_s", "pool_s"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"Timeouts.{name} must be a finite number > 0, got {value!r}")
+        for name in ("max_response_bytes", "max_sse_line_bytes"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value > 0):
+                raise ValueError(f"Timeouts.{name} must be an integer > 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -171,13 +182,16 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def decode_body(raw: bytes) -> object:
-    """An upstream body as JSON when it is JSON, else as (truncated) text."""
+def decode_body(raw: bytes, secrets: Sequence[str] = ()) -> object:
+    """An upstream body as JSON when it is JSON, else as (truncated) text, with secrets
+    redacted (``secrets``: the credentials the request carried; see
+    :mod:`switchpoint.gateway.redact`)."""
     raw = raw[:MAX_ERROR_BODY]
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return raw.decode("utf-8", "replace")
+        body: object = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = raw.decode("utf-8", "replace")
+    return redact_value(body, secrets)
 
 
 def _error_fields(body: object) -> tuple[str, str]:
@@ -198,21 +212,25 @@ def _error_fields(body: object) -> tuple[str, str]:
 
 
 def error_message(body: object, default: str) -> str:
-    """The upstream's own message, for humans, or ``default``."""
+    """The upstream's own message, for humans (redacted, at most
+    :data:`MAX_ERROR_MESSAGE` characters), or ``default``."""
+    text = default
     if isinstance(body, Mapping):
         err = body.get("error", body)
         if isinstance(err, Mapping) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str) and err:
-            return err
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:500]
-    return default
+            text = str(err["message"])
+        elif isinstance(err, str) and err:
+            text = err
+    elif isinstance(body, str) and body.strip():
+        text = body.strip()
+    return redact(text[:MAX_ERROR_MESSAGE])
 
 
 def classify_status(status: int, body: object, headers: Mapping[str, str], *,
                     model: str | None = None) -> ProviderError:
-    """The :class:`ProviderError` for an upstream HTTP error status and body."""
+    """The :class:`ProviderError` for an upstream HTTP error status and body (secrets in the
+    body are redacted, if :func:`decode_body` has not already)."""
+    body = redact_value(body)
     code, message = _error_fields(body)
     text = f"{code} {message}"
     human = error_message(body, f"HTTP {status}")
@@ -246,8 +264,10 @@ def classify_stream_error(payload: Mapping[str, Any], *, model: str | None = Non
     """The error for an in-stream error event (``{"error": {...}}``) from an upstream.
 
     Before the first content chunk, overload and rate-limit events classify like their HTTP
-    statuses so they can be retried; anything else is a broken stream.
+    statuses so they can be retried; anything else is a broken stream. Secrets in the payload
+    are redacted.
     """
+    payload = redact_value(payload)
     code, message = _error_fields(payload)
     human = error_message(payload, "the upstream sent an error event")
     if not after_first_byte:

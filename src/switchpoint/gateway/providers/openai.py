@@ -38,6 +38,7 @@ from switchpoint.gateway.providers.base import (
     is_content_chunk,
 )
 from switchpoint.gateway.providers.sse import SSEEvent
+from switchpoint.gateway.redact import redact, remember
 from switchpoint.known_providers import (
     KNOWN_PROVIDERS,
     api_key_env_of,
@@ -62,6 +63,7 @@ def api_key(card: ModelCard, env: Mapping[str, str]) -> str | None:
     key = env.get(var)
     if not key:
         raise MissingApiKey(var, model=card.name)
+    remember(key)  # never quoted back from an upstream's answer
     return key
 
 
@@ -125,11 +127,11 @@ class OpenAIChunkDecoder:
         try:
             chunk = json.loads(data)
         except ValueError as exc:
-            raise StreamBroken(f"the upstream sent a malformed chunk: {data[:200]!r}",
+            raise StreamBroken(f"the upstream sent a malformed chunk: {redact(data[:200])!r}",
                                model=self.model) from exc
         if not isinstance(chunk, dict):
-            raise StreamBroken(f"the upstream sent a chunk that is not an object: {data[:200]!r}",
-                               model=self.model)
+            raise StreamBroken("the upstream sent a chunk that is not an object: "
+                               f"{redact(data[:200])!r}", model=self.model)
         if event.event == "error" or chunk.get("error"):
             raise classify_stream_error(chunk, model=self.model,
                                         after_first_byte=self._content_seen)

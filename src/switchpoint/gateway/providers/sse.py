@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from switchpoint.errors import ResponseTooLarge
+
 
 @dataclass(frozen=True)
 class SSEEvent:
@@ -19,22 +21,31 @@ class SSEEvent:
     event: str | None = None
 
 
-async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
-    """Events from the lines of an event-stream body (line endings already stripped)."""
+async def iter_sse(lines: AsyncIterator[str],
+                   max_event_chars: int | None = None) -> AsyncIterator[SSEEvent]:
+    """Events from the lines of an event-stream body (line endings already stripped). An
+    event whose ``data:`` lines add up to more than ``max_event_chars`` raises
+    :class:`~switchpoint.errors.ResponseTooLarge`."""
     data: list[str] = []
+    size = 0
     event: str | None = None
     async for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
             if data:
                 yield SSEEvent("\n".join(data), event)
-            data, event = [], None
+            data, event, size = [], None, 0
             continue
         if line.startswith(":"):
             continue
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
+            size += len(value) + 1
+            if max_event_chars is not None and size > max_event_chars:
+                raise ResponseTooLarge(f"an event of the stream is over the limit of "
+                                       f"{max_event_chars} characters "
+                                       "(gateway.max_sse_line_bytes)")
             data.append(value)
         elif name == "event":
             event = value

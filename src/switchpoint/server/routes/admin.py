@@ -3,7 +3,8 @@ policy swap and reload.
 
 ``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
 ``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
-alone. The admin routes (``/v1/router/...``) need ``Authorization: Bearer <token>`` when the
+alone; ``disk`` says how many bytes the SQLite files in ``data_dir`` take and how many are free
+there. The admin routes (``/v1/router/...``) need ``Authorization: Bearer <token>`` when the
 config names ``admin_token_env`` (see :mod:`switchpoint.server.auth`); without it they are open,
 so keep the default loopback bind or put a proxy in front.
 """
@@ -26,6 +27,7 @@ from switchpoint.server.context import get_service
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
     ERROR_RESPONSES,
+    DiskUsage,
     HealthResponse,
     ModelList,
     ModelObject,
@@ -33,6 +35,7 @@ from switchpoint.server.schemas import (
     StatsResponse,
     SwapResponse,
 )
+from switchpoint.store.retention import disk_usage
 
 router = APIRouter()
 
@@ -41,16 +44,20 @@ router = APIRouter()
             responses={503: {"model": HealthResponse, "description": "Not ready yet."}},
             summary="Readiness: 200 when the router is loaded, 503 before")
 async def health(request: Request) -> JSONResponse:
-    state = get_service(request).state
+    service = get_service(request)
+    state = service.state
     live = state.peek()
     status = "ready" if live else ("failed" if state.error else "loading")
+    settings = service.gateway.settings
     body = HealthResponse(
         status=status, ready=live is not None,
         weights_id=live.weights_id if live else None,
         policy=live.policy if live else None,
         models=live.router.models if live else [],
-        uptime_seconds=round(get_service(request).metrics.uptime, 3),
+        uptime_seconds=round(service.metrics.uptime, 3),
         version=__version__, error=state.error,
+        disk=DiskUsage(**disk_usage(settings.data_dir),
+                       retention_days=settings.store.retention_days),
     )
     return JSONResponse(body.model_dump(), status_code=200 if live else 503)
 

@@ -1,0 +1,142 @@
+"""Secrets out of upstream text: nothing an upstream says reaches a client, the log or the store
+with a key in it.
+
+An upstream's error body may quote the request it refused, ``Authorization`` header included.
+Every upstream text that enters switchpoint (error bodies and messages, malformed chunks,
+protocol errors) goes through :func:`redact` first, where the provider errors are built
+(:mod:`switchpoint.gateway.providers.base`), so a :class:`~switchpoint.errors.ProviderError`'s
+message and body are clean wherever they travel. It replaces:
+
+- every secret switchpoint knows: the API keys it sent (each key is remembered when a provider
+  reads it from the variable the catalog names, see :func:`remember`) and the admin token;
+- anything shaped like a credential: ``Bearer``/``Basic`` tokens, ``sk-...`` keys (OpenAI,
+  Anthropic's ``sk-ant-...``, project keys), other vendors' key prefixes, and the value after
+  ``x-api-key``, ``api_key``, ``authorization``, ``token``, ``secret`` or ``password``.
+
+Redaction is for text that is not the answer: a completed answer's content goes to the client
+untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "[REDACTED]"
+# Known secrets shorter than this are not searched for (they would match ordinary words).
+MIN_SECRET = 8
+# The most secrets remembered (a key rotated many times: the oldest are forgotten first).
+MAX_SECRETS = 256
+# How deep a JSON body is walked (an error body nests a few levels).
+MAX_DEPTH = 32
+
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # Authorization schemes: keep the scheme, drop the credential.
+    (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=:-]{8,}"), r"\1\2" + MASK),
+    # Key-shaped strings: OpenAI/Anthropic/OpenRouter/DeepSeek style and other vendors'.
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"), "sk-" + MASK),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK),
+    (re.compile(r"\b(?:gsk|xai|hf|ghp|gho|glpat|r8|pplx|csk|fw)[-_][A-Za-z0-9_-]{16,}"), MASK),
+    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), MASK),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+"), MASK),  # JWT
+    # name: value / "name": "value" / name=value, for names that hold credentials.
+    (re.compile(r"""(?ix)
+        ( (?:x-)?api[-_]?key | authorization | access[-_]?token | refresh[-_]?token
+          | client[-_]?secret | secret[-_]?key | secret | password | passwd )
+        ( \\?["']? \s* [:=] \s* \\?["']? )
+        (?! \[REDACTED\] | (?:bearer|basic|token)\s )
+        ( [^\s"'\\,;}&]{4,} )"""), r"\1\2" + MASK),
+]
+
+
+class _Secrets:
+    """The secret values switchpoint has handled, most recent last."""
+
+    def __init__(self) -> None:
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[str | None]) -> None:
+        with self._lock:
+            changed = False
+            for value in values:
+                value = (value or "").strip()
+                if len(value) < MIN_SECRET:
+                    continue
+                if value in self._values:
+                    self._values.move_to_end(value)
+                    continue
+                self._values[value] = None
+                changed = True
+                while len(self._values) > MAX_SECRETS:
+                    self._values.popitem(last=False)
+            if changed:
+                # Longest first, so a key that contains another is masked whole.
+                ordered = sorted(self._values, key=len, reverse=True)
+                self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def pattern(self) -> re.Pattern[str] | None:
+        return self._pattern
+
+
+_SECRETS = _Secrets()
+
+
+def remember(*values: str | None) -> None:
+    """Redact these values from now on (an API key as it is read, the admin token)."""
+    _SECRETS.add(values)
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every known secret, every value in ``extra`` and anything shaped like a
+    credential replaced by ``[REDACTED]``."""
+    if not text:
+        return text
+    for value in extra:
+        if value and len(value) >= MIN_SECRET and value in text:
+            text = text.replace(value, MASK)
+    known = _SECRETS.pattern()
+    if known is not None:
+        text = known.sub(MASK, text)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_value(value: Any, extra: Iterable[str] = (), _depth: int = 0) -> Any:
+    """A JSON-like value (an upstream's parsed error body) with every string redacted."""
+    if isinstance(value, str):
+        return redact(value, extra)
+    if _depth >= MAX_DEPTH:
+        return MASK if isinstance(value, (dict, list)) else value
+    if isinstance(value, dict):
+        return {(redact(k, extra) if isinstance(k, str) else k):
+                redact_value(v, extra, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_value(v, extra, _depth + 1) for v in value]
+    return value
+
+
+def header_secrets(headers: Any) -> list[str]:
+    """The credentials in outgoing request headers (``authorization``, ``x-api-key``,
+    ``api-key``), so the answer to that request can be scrubbed of them."""
+    out: list[str] = []
+    for name, value in dict(headers).items():
+        lowered = str(name).lower()
+        if lowered in ("authorization", "proxy-authorization"):
+            out.append(str(value).split(" ", 1)[-1].strip())
+        elif lowered in ("x-api-key", "api-key", "x-goog-api-key"):
+            out.append(str(value).strip())
+    return [v for v in out if len(v) >= MIN_SECRET]
+
+
+def clip(text: str | None, limit: int) -> str | None:
+    """``text`` cut to ``limit`` characters (with a note of how much was cut)."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters not kept]"

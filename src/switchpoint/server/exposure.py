@@ -1,0 +1,52 @@
+"""Who can reach the service: the rule ``switchpoint serve`` applies before it binds.
+
+On a loopback address (``127.0.0.1``, ``::1``, ``localhost``) only this machine can connect, so
+anything goes. On any other address (``0.0.0.0``, ``::``, a LAN IP, a host name) every route must
+need a credential: the chat and routing routes a client key (``auth: keys``), the admin routes
+(``/v1/router/*``: the request log, keys, policy swap, reload) a bearer token
+(``admin_token_env``), unless the operator opts out explicitly (``allow_unauthenticated: true``
+in the config, or ``--allow-unauthenticated``), e.g. behind a proxy that authenticates.
+:func:`exposure_problem` is the whole rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from switchpoint.config import Settings
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` reaches only this machine (an address in 127.0.0.0/8 or ``::1``, or
+    ``localhost``). The wildcard addresses (``0.0.0.0``, ``::``, ``""``) are not."""
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def exposure_problem(settings: Settings, host: str, *,
+                     allow_unauthenticated: bool = False) -> str | None:
+    """Why serving ``settings`` on ``host`` would leave routes open to the network (a message
+    that says how to fix it), or None when it may."""
+    if is_loopback(host) or allow_unauthenticated or settings.allow_unauthenticated:
+        return None
+    open_parts = []
+    if settings.auth != "keys":
+        open_parts.append("chat completions and routing would be open to anyone who can reach "
+                          "it (set `auth: keys` and make client keys with `switchpoint keys "
+                          "create`)")
+    if settings.admin_token is None:
+        open_parts.append("the admin routes (the request log, client keys, policy swap, "
+                          "reload) would be open (set admin_token_env in the config and export "
+                          "a token of 16+ characters in that variable)")
+    if not open_parts:
+        return None
+    return (f"refusing to serve on {host!r}: " + "; and ".join(open_parts) + ". Or serve on "
+            "127.0.0.1 behind a proxy, or accept the risk with --allow-unauthenticated "
+            "(allow_unauthenticated: true in the config)")

@@ -1,0 +1,289 @@
+"""The HTTP/1.1 connection guard: uvicorn's h11 protocol with the limits uvicorn lacks.
+
+uvicorn bounds nothing a client controls before its app runs: a connection that sends nothing,
+or its request a byte at a time, is kept forever (its keep-alive timer only runs between
+requests and is reset by every byte), and every accepted socket is kept however many there are.
+:func:`guarded_protocol` builds a protocol class (``uvicorn.Config(http=...)``) that adds, per
+server:
+
+- **a connection cap** (``max_connections``): a connection past the cap closes the one that has
+  been idle the longest (waiting between requests, or still sending its request head), the way
+  nginx frees keep-alive connections when it runs out; when every connection is busy with a
+  request, the newcomer is answered 503 and closed. So a flood of silent sockets cannot lock
+  out ``GET /health`` or anyone else: each new connection pushes the oldest silent one out.
+- **a deadline per phase** of a connection, armed when the phase starts and never extended by
+  the bytes that trickle in: the request head must arrive whole within ``header_timeout_s`` (of
+  the connection's start, or of the first byte of a later request), the body within
+  ``body_timeout_s`` of the head (else a 408 and the connection closes), an idle keep-alive
+  connection lasts ``keep_alive_timeout_s``, and a client that reads none of its answer for
+  ``write_timeout_s`` is cut off. While the app handles a request no deadline of this layer
+  applies (the gateway's own, ``gateway.max_total_s``, does).
+- **a head size limit** (``max_header_bytes``, request line plus headers): a longer head is a
+  431, whether it trickles in or arrives in one packet.
+
+What is closed, evicted or refused is counted in :class:`ConnectionStats` (``GET /metrics``),
+not logged one line per connection.
+
+What uvicorn offers is used where it fits: ``timeout_keep_alive`` (the same keep-alive
+timeout), ``h11_max_incomplete_event_size`` (the head limit while a head is incomplete) and
+``backlog``. Its ``limit_concurrency`` is not: it counts idle connections too and answers 503
+to every request once they reach the limit, so a few hundred silent sockets would lock out
+``/health`` instead of being pushed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+_IDLE = "idle"  # between requests (keep-alive)
+_HEAD = "head"  # reading a request's line and headers
+_BODY = "body"  # reading a request's body
+_BUSY = "busy"  # the app is answering
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client connection may hold (see ``server:`` in the config)."""
+
+    max_connections: int = 1000
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
+    write_timeout_s: float = 60.0
+    max_header_bytes: int = 16_384
+
+
+@dataclass
+class ConnectionStats:
+    """Counts of what the guard did, for the metrics."""
+
+    open: int = 0
+    evicted: int = 0  # idle connections closed to make room for a new one
+    refused: int = 0  # new connections answered 503: every slot busy
+    timed_out: dict[str, int] = field(default_factory=lambda: {_IDLE: 0, _HEAD: 0, _BODY: 0,
+                                                               "write": 0})
+    too_large: int = 0  # request heads over max_header_bytes (431)
+
+
+class _Registry:
+    """The open connections of one server; the evictable ones (idle or reading a head) in the
+    order they became so, oldest first."""
+
+    def __init__(self, limits: ConnectionLimits, stats: ConnectionStats) -> None:
+        self.limits = limits
+        self.stats = stats
+        self.evictable: dict[GuardedH11Protocol, None] = {}
+
+
+def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message, "param": None}}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+class _Connection(h11.Connection):
+    """h11's connection, refusing a request head over ``max_head`` bytes even when it arrives
+    whole (h11 itself only bounds a head that is still incomplete)."""
+
+    def __init__(self, max_head: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self.max_head = max_head
+        self.error_status: int | None = None
+
+    def next_event(self) -> Any:
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.error_status = exc.error_status_hint
+            raise
+        if type(event) is h11.Request:
+            size = len(event.method) + len(event.target) + 12 + sum(
+                len(name) + len(value) + 4 for name, value in event.headers)
+            if size > self.max_head:
+                self.error_status = 431
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+        return event
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a connection cap, phase deadlines and a head size limit.
+    Use :func:`guarded_protocol` to make one for a server."""
+
+    _registry: _Registry
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = self._registry.limits
+        self.conn = _Connection(limits.max_header_bytes)
+        self._phase: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    # Connections -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        registry = self._registry
+        stats = registry.stats
+        if stats.open >= registry.limits.max_connections:
+            victim = next(iter(registry.evictable), None)
+            if victim is None:
+                stats.refused += 1
+                transport.write(_raw_error(503, "Service Unavailable", "too_many_connections",
+                                           "the server is at its connection limit "
+                                           "(server.max_connections); try again shortly"))
+                transport.close()
+                return
+            stats.evicted += 1
+            victim._close_quietly()
+        stats.open += 1
+        self._counted = True
+        # A new connection must send its first request head within header_timeout_s.
+        self._enter(_HEAD)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        registry = self._registry
+        registry.evictable.pop(self, None)
+        if self._counted:
+            self._counted = False
+            registry.stats.open -= 1
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._update(received=bool(data))
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._update(received=False)
+
+    def send_400_response(self, msg: str) -> None:
+        self._cancel_timers()
+        if self.conn.error_status == 431:  # type: ignore[attr-defined]
+            self._registry.stats.too_large += 1
+            limit = self._registry.limits.max_header_bytes
+            self.transport.write(_raw_error(
+                431, "Request Header Fields Too Large", "headers_too_large",
+                f"the request line and headers exceed {limit} bytes "
+                "(server.max_header_bytes); send smaller headers"))
+        else:
+            self.transport.write(_raw_error(400, "Bad Request", "invalid_request",
+                                            f"not a valid HTTP/1.1 request: {msg}"))
+        self.transport.close()
+
+    # Phases ------------------------------------------------------------------------------------
+
+    def _update(self, *, received: bool) -> None:
+        """Work out the connection's phase after h11 has seen new bytes (``received``) or an
+        answer ended."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            # Waiting for a request: bytes of it have come (now, earlier, or pipelined behind
+            # the answer that just ended), or none yet. Bytes are only copied in the last case.
+            waiting = received or self._phase == _HEAD or bool(self.conn.trailing_data[0])
+            self._enter(_HEAD if waiting else _IDLE)
+        elif state is h11.SEND_BODY:
+            self._enter(_BODY)
+        else:
+            self._enter(_BUSY)
+
+    def _enter(self, phase: str) -> None:
+        """Start ``phase`` and its deadline; staying in a phase keeps its deadline."""
+        if phase == self._phase:
+            return
+        self._phase = phase
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        limits = self._registry.limits
+        evictable = self._registry.evictable
+        if phase in (_IDLE, _HEAD):
+            if self not in evictable:
+                evictable[self] = None
+        else:
+            evictable.pop(self, None)
+        seconds = {_IDLE: limits.keep_alive_timeout_s, _HEAD: limits.header_timeout_s,
+                   _BODY: limits.body_timeout_s}.get(phase)
+        if seconds is not None:
+            self._timer = self.loop.call_later(seconds, self._expired, phase)
+
+    def _expired(self, phase: str) -> None:
+        self._timer = None
+        if self.transport.is_closing() or phase != self._phase:
+            return
+        self._registry.stats.timed_out[phase] += 1
+        answered = self.cycle is not None and self.cycle.response_started
+        if (phase == _IDLE or (phase == _HEAD and not self.conn.trailing_data[0])
+                or (phase == _BODY and answered)):  # (the app answered without the body)
+            self._close_quietly()
+            return
+        limits = self._registry.limits
+        if phase == _HEAD:
+            message = (f"the request head did not arrive within {limits.header_timeout_s:g} s "
+                       "(server.header_timeout_s)")
+        else:
+            message = (f"the request body did not arrive within {limits.body_timeout_s:g} s "
+                       "(server.body_timeout_s)")
+            cycle = self.cycle
+            if cycle is not None:  # the app stops waiting for the body and answers nothing
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self.transport.write(_raw_error(408, "Request Timeout", "request_timeout", message))
+        self.transport.close()
+
+    def _close_quietly(self) -> None:
+        self._cancel_timers()
+        self._registry.evictable.pop(self, None)
+        if not self.transport.is_closing():
+            if self.conn.our_state not in (h11.ERROR, h11.CLOSED):
+                with contextlib.suppress(h11.LocalProtocolError):
+                    self.conn.send(h11.ConnectionClosed())
+            self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._write_timer = None
+
+    # A client that stops reading ------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self._registry.limits.write_timeout_s,
+                                                     self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_stalled(self) -> None:
+        self._write_timer = None
+        self._registry.stats.timed_out["write"] += 1
+        if self.cycle is not None:
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        self.flow.resume_writing()  # release the app's pending send; it sees the disconnect
+        self.transport.abort()
+
+
+def guarded_protocol(limits: ConnectionLimits,
+                     stats: ConnectionStats | None = None) -> type[GuardedH11Protocol]:
+    """A protocol class for one server (``uvicorn.Config(http=...)``): its connections share
+    ``limits`` and report to ``stats``."""
+    registry = _Registry(limits, stats if stats is not None else ConnectionStats())
+    return type("SwitchpointH11Protocol", (GuardedH11Protocol,), {"_registry": registry})

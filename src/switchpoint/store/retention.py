@@ -1,0 +1,152 @@
+"""Retention for the logs: delete entries older than a cutoff, give the space back, and say how
+much disk the data directory takes.
+
+:func:`prune` is what ``switchpoint prune`` runs, and what the service runs hourly when the
+config sets ``store.retention_days``. It first appends the cutoff to the ``prunes`` table (the
+triggers then allow deleting rows older than it, and only those), deletes in short batches (so a
+service writing at the same time waits milliseconds, not the whole prune), then returns the
+freed pages to the file system: ``PRAGMA incremental_vacuum`` on a store created with
+incremental auto-vacuum (every store this version creates), a full ``VACUUM`` on an older one
+when ``full_vacuum`` allows it (it rewrites the file and holds the write lock meanwhile), and
+a WAL checkpoint that truncates the ``-wal`` file. Rows that are kept are never changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from switchpoint.errors import StoreError
+from switchpoint.store.sqlite import LOG_TABLES, SQLiteStore
+
+SECONDS_PER_DAY = 86_400.0
+# Rows deleted per transaction.
+BATCH = 2_000
+# The files of the data directory counted as its databases.
+_DB_SUFFIXES = (".db", ".db-wal", ".db-shm")
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What a prune did (or, with ``dry_run``, would do)."""
+
+    cutoff: float
+    deleted: dict[str, int]
+    bytes_before: int
+    bytes_after: int
+    dry_run: bool
+    complete: bool  # False: it stopped at max_rows with older rows left
+    vacuum: str  # "incremental", "full", "none" (the file keeps its free pages) or "dry-run"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cutoff": self.cutoff, "deleted": dict(self.deleted),
+                "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
+                "dry_run": self.dry_run, "complete": self.complete, "vacuum": self.vacuum}
+
+
+def cutoff_for(days: float, now: float | None = None) -> float:
+    """The timestamp ``days`` before ``now``."""
+    if not days > 0:
+        raise ValueError(f"the retention must be a number of days > 0, got {days!r}")
+    return (time.time() if now is None else now) - days * SECONDS_PER_DAY
+
+
+def db_bytes(path: Path) -> int:
+    """The size of a SQLite database with its ``-wal`` and ``-shm`` files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
+
+
+def disk_usage(data_dir: str | Path) -> dict[str, Any]:
+    """Bytes taken by the databases in ``data_dir`` and bytes free on its file system."""
+    folder = Path(data_dir)
+    used = 0
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(_DB_SUFFIXES) and entry.is_file():
+                    used += entry.stat().st_size
+        free: int | None = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    return {"data_dir": str(folder), "db_bytes": used, "free_bytes": free}
+
+
+def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
+          max_rows: int | None = None, full_vacuum: bool = True,
+          upgrade: bool = True) -> PruneReport:
+    """Delete the log entries of the store at ``path`` older than ``cutoff`` (seconds since the
+    epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
+    up to date (a running service has done it). Raises :class:`StoreError`."""
+    file = Path(path)
+    if not file.is_file():
+        raise StoreError(f"{file}: no store there (check --config / data_dir)")
+    if upgrade:
+        SQLiteStore(file).open().close()
+    before = db_bytes(file)
+    try:
+        conn = sqlite3.connect(file, isolation_level=None, timeout=30)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{file}: cannot open the store ({exc})") from None
+    try:
+        conn.execute("PRAGMA busy_timeout=30000")
+        if dry_run:
+            deleted = {t: int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?",
+                                           (cutoff,)).fetchone()[0]) for t in LOG_TABLES}
+            return PruneReport(cutoff, deleted, before, before, True, True, "dry-run")
+        conn.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)", (time.time(), cutoff))
+        deleted = {}
+        complete = True
+        for table in LOG_TABLES:
+            deleted[table] = _delete_older(conn, table, cutoff, max_rows)
+            if max_rows is not None and deleted[table] >= max_rows:
+                complete = False
+        vacuum = _vacuum(conn, full_vacuum) if any(deleted.values()) else "none"
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:
+        raise StoreError(f"{file}: the prune failed ({exc}); entries deleted before the "
+                         "failure stay deleted, the rest are untouched") from None
+    finally:
+        conn.close()
+    return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum)
+
+
+def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
+                  max_rows: int | None) -> int:
+    total = 0
+    while max_rows is None or total < max_rows:
+        size = BATCH if max_rows is None else min(BATCH, max_rows - total)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            n = conn.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                             "WHERE ts < ? ORDER BY ts LIMIT ?)", (cutoff, size)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        total += n
+        if n < size:
+            break
+    return total
+
+
+def _vacuum(conn: sqlite3.Connection, full: bool) -> str:
+    mode = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+    if mode == 2:  # incremental
+        # It frees one page per step of the statement: executescript steps it to the end.
+        conn.executescript("PRAGMA incremental_vacuum;")
+        return "incremental"
+    if not full:
+        return "none"
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # VACUUM converts the file, once
+    conn.execute("VACUUM")
+    return "full"

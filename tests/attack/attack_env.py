@@ -1,0 +1,123 @@
+"""The attack suite's world (the fixtures are in conftest.py): the fake upstream, and one
+`switchpoint serve` process under attack, as a user runs it (the guarded protocol, the
+rate-limited log), with an open-file limit of 1024 and low limits in its config so each attack
+finishes in seconds.
+
+The server's catalog: ``alpha`` (falls back to ``beta``), ``beta``, ``gamma`` (Anthropic
+dialect, a key that does not look like a key) and ``solo`` (no fallback). Every key is
+"secret": the leak tests look for them everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.fake_provider import FakeProviderProcess
+
+ADMIN_TOKEN = "attack-admin-token-0123456789"
+KEYS = {"ALPHA_KEY": "sk-alpha-secret-0123456789abcdef",
+        "BETA_KEY": "sk-beta-secret-0123456789abcdef",
+        "GAMMA_KEY": "gamma-plain-secret-value-42",
+        "SOLO_KEY": "solo-plain-secret-value-77",
+        "SP_ATTACK_ADMIN": ADMIN_TOKEN}
+SECRETS = tuple(KEYS.values())
+NOFILE = 1024
+LIMITS = {"max_connections": 100, "header_timeout_s": 1.0, "body_timeout_s": 1.0,
+          "keep_alive_timeout_s": 1.5, "write_timeout_s": 2.0, "max_header_bytes": 8192}
+MAX_TOTAL_S = 2.0
+PIN_HARD_S = 1.0
+PIN_SOFT_S = 1.2
+
+
+def config_text(fake: FakeProviderProcess, data_dir: Path) -> str:
+    openai = fake.openai_base_url
+    limits = "\n".join(f"  {k}: {v}" for k, v in LIMITS.items())
+    return f"""models:
+  - {{name: alpha, base_url: "{openai}", api_key_env: ALPHA_KEY, input_per_mtok: 1,
+     output_per_mtok: 2, tier: simple, fallbacks: [beta]}}
+  - {{name: beta, base_url: "{openai}", api_key_env: BETA_KEY, input_per_mtok: 1,
+     output_per_mtok: 2, tier: simple}}
+  - {{name: gamma, provider: anthropic, base_url: "{fake.url}", api_key_env: GAMMA_KEY,
+     input_per_mtok: 3, output_per_mtok: 6, tier: moderate}}
+  - {{name: solo, base_url: "{openai}", api_key_env: SOLO_KEY, input_per_mtok: 1,
+     output_per_mtok: 2, tier: simple}}
+data_dir: {data_dir}
+admin_token_env: SP_ATTACK_ADMIN
+server:
+{limits}
+gateway:
+  connect_timeout_s: 1
+  read_timeout_s: 2
+  first_token_timeout_s: 2
+  max_total_s: {MAX_TOTAL_S}
+  max_attempts_per_model: 1
+  backoff_base_s: 0.01
+  backoff_cap_s: 0.02
+  max_retry_after_s: 1
+  pin_hard_window_s: {PIN_HARD_S}
+  pin_soft_window_s: {PIN_SOFT_S}
+  pin_purge_interval_s: 0.3
+  failure_threshold: 1000       # attacks fail upstreams on purpose: no circuit opens for that,
+  error_rate_threshold: 1.0     # only an upstream's Retry-After keeps a model out
+"""
+
+
+@dataclass
+class Attacked:
+    """The server under attack: its base URL, process, stderr file and data dir."""
+
+    base: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    data_dir: Path
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def status(self, field: str) -> int:
+        """A figure of /proc/<pid>/status in kB (VmRSS, VmHWM)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def open_files(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def requests(self, limit: int = 50) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.base}/v1/router/requests", params={"limit": limit},
+                      headers=self.admin, timeout=10)
+        r.raise_for_status()
+        data: list[dict[str, Any]] = r.json()["data"]
+        return data
+
+    def entry(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for entry in self.requests():
+                if entry["id"] == request_id:
+                    return entry
+            if time.monotonic() > deadline:
+                raise AssertionError(f"request {request_id} is not in the log")
+            time.sleep(0.05)
+
+
+def limit_files() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+
+
+def chat_body(text: str = "hello", model: str = "alpha", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}

@@ -1,0 +1,55 @@
+"""Fixtures of the attack suite: the fake upstream and the server under attack (one of each
+for the whole session; see attack_env.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from attack_env import KEYS, Attacked, config_text, limit_files
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "integration"))
+
+from servers import free_port, wait_ready
+
+from tests.fakes.fake_provider import FakeProviderProcess
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeProviderProcess]:
+    with FakeProviderProcess() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def attacked(fake: FakeProviderProcess,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
+    root = tmp_path_factory.mktemp("attacked")
+    config = root / "switchpoint.yaml"
+    data_dir = root / "data"
+    config.write_text(config_text(fake, data_dir), encoding="utf-8")
+    port = free_port()
+    log_path = root / "serve.log"
+    env = {**os.environ, **KEYS}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port),
+             "--config", str(config), "--log-level", "info"],
+            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            preexec_fn=limit_files)
+    server = Attacked(f"http://127.0.0.1:{port}", port, proc, log_path, data_dir)
+    try:
+        wait_ready(server.base, timeout=90)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+

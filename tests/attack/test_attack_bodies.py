@@ -1,0 +1,156 @@
+"""Small hostile bodies: non-finite numbers, deep nesting, lone surrogates, and a few hundred
+random and mutated bodies. Every one is a 4xx naming what is wrong (never a 500), on a
+connection that stays usable, with nothing logged as a server failure.
+
+Before: ``NaN``, ``Infinity`` and ``1e999`` in a chat body, nesting past ~990 levels and lone
+surrogates were 500s with tracebacks in the log.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+from attack_env import Attacked
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+VALID = b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}'
+
+
+def exchange(sock: socket.socket, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    """One request on a kept-alive socket: (status, body)."""
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65_536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(rest) < length:
+        rest += sock.recv(65_536)
+    assert b"connection: close" not in head.lower()
+    return int(head.split(b" ")[1]), rest
+
+
+@pytest.mark.parametrize(("body", "field", "words"), [
+    (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], '
+     b'"temperature": NaN}', "temperature", "not a finite number"),
+    (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], '
+     b'"top_p": -Infinity}', "top_p", "not a finite number"),
+    (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi", "w": 1e999}]}',
+     "messages", "messages[0].w: is inf"),
+    (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], "x": '
+     + b"[" * 5000 + b"]" * 5000 + b"}", "body", "nests deeper"),
+    (b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}], "x": '
+     + b"[" * 100 + b"]" * 100 + b"}", "x", "nests deeper"),
+    (b'{"model": "alpha", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+     "messages", "lone surrogate"),
+    (b'{"model": "alpha", "messages": [{"role": "user", "\\udfff": "hi"}]}',
+     "messages", "lone surrogate"),
+    (b'{"model": "alpha", "messages": [{"role": "user", "content": "\xff\xfe"}]}',
+     "body", "not valid UTF-8"),
+])
+def test_a_hostile_chat_body_is_a_400_naming_the_field(attacked: Attacked, body: bytes,
+                                                         field: str, words: str) -> None:
+    with socket.create_connection(("127.0.0.1", attacked.port), timeout=10) as sock:
+        status, answer = exchange(sock, "POST", "/v1/chat/completions", body)
+        error = json.loads(answer)["error"]
+        assert status == 400, answer
+        assert error["code"] == "invalid_request" and error["param"] == field
+        assert words in error["message"]
+        # The connection is still good.
+        status, _ = exchange(sock, "POST", "/v1/chat/completions", VALID)
+        assert status == 200
+
+
+def test_the_same_on_the_routing_api(attacked: Attacked) -> None:
+    for body in (b'{"prompt": "hi", "cost_weight": NaN}', b'{"prompt": "hi", "x": '
+                 + b"[" * 5000 + b"]" * 5000 + b"}", b'{"prompt": "\\ud800"}',
+                 b'{"embedding": [' + b",".join([b"1e999"] * 384) + b"]}"):
+        r = httpx.post(f"{attacked.base}/v1/route", content=body, timeout=10)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_request"
+
+
+# Fuzzing ---------------------------------------------------------------------------------------
+
+JSON_TEXT = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=20) | st.sampled_from(["NaN", "Infinity", "1e999", "\\ud800"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["model", "messages", "role", "content", "stream", "models",
+                         "temperature", "tools", "n", "x"]) | st.text(max_size=8),
+        inner, max_size=4),
+    max_leaves=20)
+
+
+def render(value: object) -> bytes:
+    """JSON text, with the placeholder strings written as bare tokens (NaN, 1e999, \\ud800)."""
+    text = json.dumps(value)
+    for token in ("NaN", "Infinity", "1e999"):
+        text = text.replace(f'"{token}"', token)
+    return text.replace('"\\\\ud800"', '"\\ud800"').encode()
+
+
+MUTATIONS = st.lists(st.tuples(st.integers(0, len(VALID) - 1),
+                               st.sampled_from(["delete", "insert", "flip", "truncate"]),
+                               st.binary(min_size=1, max_size=3)), min_size=1, max_size=4)
+
+
+def mutate(edits: list[tuple[int, str, bytes]]) -> bytes:
+    body = bytearray(VALID)
+    for where, how, data in edits:
+        where = min(where, max(len(body) - 1, 0))
+        if how == "delete":
+            del body[where:where + len(data)]
+        elif how == "insert":
+            body[where:where] = data
+        elif how == "flip" and body:
+            body[where] ^= data[0] or 1
+        else:
+            del body[where:]
+    return bytes(body)
+
+
+def assert_no_server_failure(client: httpx.Client, body: bytes) -> None:
+    for path in ("/v1/chat/completions", "/v1/route"):
+        r = client.post(path, content=body)
+        assert r.status_code < 500 or r.status_code in (502, 503, 504), (path, body, r.text)
+        assert "error" in r.json() or r.status_code == 200
+
+
+FUZZ = settings(max_examples=100, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+@FUZZ
+@given(value=JSON_TEXT)
+def test_random_json_never_fails_the_server(attacked: Attacked, value: object) -> None:
+    with httpx.Client(base_url=attacked.base, timeout=10) as client:
+        assert_no_server_failure(client, render(value))
+        if isinstance(value, dict):  # the same inside an otherwise valid request
+            body = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}],
+                    "extra": value}
+            assert_no_server_failure(client, render(body))
+
+
+@FUZZ
+@given(edits=MUTATIONS)
+def test_mutated_bodies_never_fail_the_server(attacked: Attacked,
+                                             edits: list[tuple[int, str, bytes]]) -> None:
+    with httpx.Client(base_url=attacked.base, timeout=10) as client:
+        assert_no_server_failure(client, mutate(edits))
+
+
+def test_nothing_was_logged_as_a_server_failure(attacked: Attacked) -> None:
+    log = attacked.log_text()
+    assert "Traceback" not in log and "unexpected error" not in log
+    metrics = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    assert 'status="500"' not in metrics

@@ -1,0 +1,221 @@
+"""Connection exhaustion, slowloris, slow bodies, idle keep-alives, huge heads, clients that
+stop reading: real sockets against `switchpoint serve` (open-file limit 1024,
+``server.max_connections: 100``, header/body timeouts 1 s, keep-alive 2 s, heads <= 8 KB).
+
+Before the guard, 1,100 silent sockets took every file descriptor: ``/health`` went unanswered
+for 20 s and asyncio logged ``socket.accept() out of system resource`` with a traceback
+thousands of times a second (96 MB of log in 30 s); 2,000 slowloris connections were all held
+for 30-40 s.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+
+import httpx
+from attack_env import LIMITS, NOFILE, Attacked
+
+
+def connect(port: int, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """The server closed (or reset) this socket; what it sent before is read and dropped."""
+    while True:
+        try:
+            if not sock.recv(65_536, socket.MSG_DONTWAIT):
+                return True
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+def readable(sock: socket.socket, seconds: float) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
+
+
+def wait_closed(socks: list[socket.socket], seconds: float) -> list[socket.socket]:
+    """Wait up to ``seconds`` for the server to close ``socks``; the ones still open."""
+    deadline = time.monotonic() + seconds
+    open_ = list(socks)
+    while open_ and time.monotonic() < deadline:
+        open_ = [s for s in open_ if not closed_by_peer(s)]
+        time.sleep(0.05)
+    return open_
+
+
+def health_seconds(attacked: Attacked) -> float:
+    started = time.monotonic()
+    r = httpx.get(f"{attacked.base}/health", timeout=5)
+    assert r.status_code == 200, r.text
+    return time.monotonic() - started
+
+
+def metric(attacked: Attacked, name: str) -> float:
+    text = httpx.get(f"{attacked.base}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_more_silent_sockets_than_file_descriptors_leave_health_answerable(
+        attacked: Attacked) -> None:
+    log_before = attacked.log_path.stat().st_size
+    socks = [connect(attacked.port) for _ in range(NOFILE + 76)]  # 1,100 silent sockets
+    try:
+        # /health answers at once: each new connection pushed the oldest silent one out.
+        assert health_seconds(attacked) < 1.5
+        assert attacked.open_files() < LIMITS["max_connections"] + 100
+        # The silent ones are all closed within the header timeout.
+        still_open = wait_closed(socks, LIMITS["header_timeout_s"] + 1.5)
+        assert not still_open, f"{len(still_open)} silent sockets still open"
+    finally:
+        for s in socks:
+            s.close()
+    # Each was pushed out by a newer one or timed out (before the first request head).
+    evicted = metric(attacked, "switchpoint_http_connections_evicted_total")
+    timed_out = metric(attacked, 'switchpoint_http_connection_timeouts_total{phase="head"}')
+    assert evicted > 0 and evicted + timed_out >= len(socks)
+    # No accept errors, no per-connection lines: the log barely grew.
+    log = attacked.log_text()
+    assert "out of system resource" not in log
+    assert attacked.log_path.stat().st_size - log_before < 4096
+
+
+def test_slowloris_connections_are_closed_by_the_header_deadline(attacked: Attacked) -> None:
+    n = 500
+    started = time.monotonic()
+    socks = [connect(attacked.port) for _ in range(n)]
+    for s in socks:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    open_ = list(socks)
+    answered_408 = 0
+    health_worst = 0.0
+    deadline = time.monotonic() + LIMITS["header_timeout_s"] + 3
+    while open_ and time.monotonic() < deadline:
+        still = []
+        for s in open_:
+            try:
+                s.send(b"X-a: b\r\n")  # a header line every round: never silent, never done
+                still.append(s)
+            except OSError:
+                continue
+        open_ = [s for s in still if not closed_by_peer(s)]
+        health_worst = max(health_worst, health_seconds(attacked))
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    for s in socks:
+        s.close()
+    assert not open_, f"{len(open_)} of {n} slowloris connections still open after {elapsed:.1f}s"
+    assert health_worst < 1.5
+    # The ones not evicted to make room were told why: 408 with the error shape.
+    probe = connect(attacked.port)
+    probe.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-slow: ")
+    probe.settimeout(LIMITS["header_timeout_s"] + 2)
+    answer = probe.recv(4096)
+    probe.close()
+    answered_408 += answer.startswith(b"HTTP/1.1 408")
+    assert answered_408 and b'"code": "request_timeout"' in answer
+    assert metric(attacked, 'switchpoint_http_connection_timeouts_total{phase="head"}') > 0
+
+
+def test_a_body_sent_a_byte_at_a_time_gets_a_408(attacked: Attacked) -> None:
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{\"prompt\": \"")
+    started = time.monotonic()
+    answer = b""
+    try:
+        while time.monotonic() - started < LIMITS["body_timeout_s"] + 3:
+            if readable(sock, 0.2):
+                answer = sock.recv(4096)
+                break
+            try:
+                sock.send(b"a")
+            except OSError:
+                break
+    finally:
+        sock.close()
+    elapsed = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert LIMITS["body_timeout_s"] - 0.2 < elapsed < LIMITS["body_timeout_s"] + 1.5
+    assert "Traceback" not in attacked.log_text()
+
+
+def test_an_idle_keep_alive_connection_is_closed(attacked: Attacked) -> None:
+    sock = connect(attacked.port)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = sock.recv(65_536)
+    assert head.startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    still_open = wait_closed([sock], LIMITS["keep_alive_timeout_s"] + 2)
+    elapsed = time.monotonic() - started
+    sock.close()
+    assert not still_open
+    assert elapsed < LIMITS["keep_alive_timeout_s"] + 1
+
+
+def test_a_head_over_the_limit_is_a_431_whole_or_trickled(attacked: Attacked) -> None:
+    # A 60 KB session id in one packet (it used to be accepted and stored forever).
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                 b"x-session-id: " + b"s" * 60_000 + b"\r\n\r\n{}")
+    answer = sock.recv(65_536)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    assert b"server.max_header_bytes" in answer
+    # The same, arriving in small pieces: refused once the limit is passed, not at the end.
+    sock = connect(attacked.port)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    answer = b""
+    for _ in range(40):
+        try:
+            sock.sendall(b"X-filler: " + b"f" * 500 + b"\r\n")
+        except OSError:
+            break
+        if readable(sock, 0.01):
+            answer = sock.recv(65_536)
+            break
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+    # The server is fine.
+    assert health_seconds(attacked) < 1.0
+
+
+def test_a_client_that_stops_reading_is_cut_off(attacked: Attacked) -> None:
+    sock = connect(attacked.port, rcvbuf=4096)
+    body = (b'{"model": "beta", "stream": true, "messages": [{"role": "user", '
+            b'"content": "[[fake:huge:mb=40]]"}]}')
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(0.3)
+    assert sock.recv(1024).startswith(b"HTTP/1.1 200")  # the stream started; now read nothing
+    started = time.monotonic()
+    cut = False
+    while time.monotonic() - started < LIMITS["write_timeout_s"] + 6 and not cut:
+        time.sleep(0.5)
+        # Peek, without draining what is queued: a reset shows as an error.
+        try:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        except OSError:
+            cut = True
+        cut = cut or metric(attacked,
+                            'switchpoint_http_connection_timeouts_total{phase="write"}') > 0
+    sock.close()
+    assert cut, "the server kept writing to a client that reads nothing"
+    assert health_seconds(attacked) < 1.0

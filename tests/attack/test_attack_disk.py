@@ -1,0 +1,173 @@
+"""What a client sends cannot fill the disk: session ids are bounded and hashed, expired pins
+are purged, the logs have a retention (``store.retention_days``, ``switchpoint prune``) that
+keeps the append-only guarantee for what it keeps, and ``/health`` says how much disk the data
+takes.
+
+Before: a 60 KB ``x-session-id`` was accepted and kept forever; pins were never purged; the
+logs grew without bound and nothing said how big they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from attack_env import PIN_SOFT_S, Attacked, chat_body
+
+from switchpoint.cli import main
+from switchpoint.config import load_settings
+from switchpoint.gateway.engine import PINS_FILENAME, Gateway
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+from switchpoint.store.retention import db_bytes
+
+DAY = 86_400.0
+
+
+def pins(attacked: Attacked) -> list[tuple[str, ...]]:
+    with sqlite3.connect(attacked.data_dir / PINS_FILENAME) as db:
+        return db.execute("SELECT session_id FROM session_pins").fetchall()
+
+
+def test_session_ids_are_bounded_and_stored_hashed(attacked: Attacked) -> None:
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "beta"),
+                   headers={"x-session-id": "s" * 300}, timeout=10)
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "x-session-id"
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "beta"),
+                   headers={"x-session-id": "s" * 60_000}, timeout=10)
+    assert r.status_code == 431  # over server.max_header_bytes: refused before the app
+    raw = "conversation-" + "q" * 200
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "beta"),
+                   headers={"x-session-id": raw}, timeout=10)
+    assert r.status_code == 200
+    entry = attacked.entry(r.headers["x-switchpoint-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{64}", entry["session_id"])
+    stored = b"".join(p.read_bytes() for p in attacked.data_dir.iterdir() if p.is_file())
+    assert raw.encode() not in stored
+
+
+def test_expired_pins_are_purged(attacked: Attacked) -> None:
+    with httpx.Client(base_url=attacked.base, timeout=10) as client:
+        for i in range(40):
+            r = client.post("/v1/chat/completions", json=chat_body("hi", "beta"),
+                            headers={"x-session-id": f"purge-me-{i}"})
+            assert r.status_code == 200
+        assert len(pins(attacked)) >= 20  # (the first may expire while the last are sent)
+        time.sleep(PIN_SOFT_S + 0.4)
+        # Requests drive the purge (off the request path); the expired pins go.
+        deadline = time.monotonic() + 5
+        while len(pins(attacked)) > 1 and time.monotonic() < deadline:
+            client.post("/v1/chat/completions", json=chat_body("hi", "beta"))
+            time.sleep(0.2)
+    assert len(pins(attacked)) <= 1
+
+
+def test_health_reports_the_disk(attacked: Attacked) -> None:
+    disk = httpx.get(f"{attacked.base}/health", timeout=10).json()["disk"]
+    assert disk["data_dir"] == str(attacked.data_dir)
+    expected = sum(p.stat().st_size for p in attacked.data_dir.iterdir()
+                   if p.name.endswith((".db", ".db-wal", ".db-shm")))
+    assert disk["db_bytes"] > 0 and abs(disk["db_bytes"] - expected) < 1 << 20
+    assert disk["free_bytes"] > 0 and disk["retention_days"] is None
+
+
+# Retention ---------------------------------------------------------------------------------------
+
+
+def fill(path: Path, n_old: int, n_new: int, age_days: float) -> list[str]:
+    """``n_old`` decisions and requests ``age_days`` old and ``n_new`` of today; the new ids."""
+    now = time.time()
+    new_ids = []
+    with SQLiteStore(path, synchronous="normal") as store:
+        futures = []
+        for i in range(n_old + n_new):
+            ts = now - age_days * DAY if i < n_old else now - 60
+            rid = uuid.uuid4().hex
+            if i >= n_old:
+                new_ids.append(rid)
+            futures.append(store.append(DecisionRecord(
+                id=rid, ts=ts, selected_model="m", cluster_id=1, cost_weight=0.5,
+                candidates=["m"] * 20, cache_hit=False, routing_ms=1.0, embedding_ms=1.0,
+                policy="cluster", weights_id="w", expected_error=0.1,
+                cost_adjusted_score=0.2)))
+            futures.append(store.append(RequestRecord(
+                id=rid, ts=ts, requested_model="auto", status="error", http_status=502,
+                pin_state="fresh", stream=False, latency_ms=1.0, error="e" * 600,
+                reasoning=["r" * 200])))
+        for f in futures:
+            f.result(timeout=60)
+    return new_ids
+
+
+def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as db:
+        return {t: db.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
+                for t in ("decisions", "requests")}
+
+
+def test_prune_deletes_only_old_entries_and_the_file_shrinks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    db = data / "switchpoint.db"
+    new_ids = fill(db, n_old=6000, n_new=50, age_days=40)
+    kept_before = {t: [r for r in v if r[0] in new_ids or r[1] in new_ids]
+                   for t, v in rows(db).items()}
+    # A dry run counts and changes nothing.
+    assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--dry-run",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["deleted"] == {"decisions": 6000, "requests": 6000} and report["dry_run"]
+    assert len(rows(db)["requests"]) == 6050
+    size_before = db_bytes(db)
+    assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["deleted"] == {"decisions": 6000, "requests": 6000}
+    assert report["vacuum"] == "incremental"
+    after = rows(db)
+    assert after == kept_before  # what is kept is byte for byte what was there
+    assert db_bytes(db) < size_before / 4
+    # What is kept stays append-only: no update, no delete, not even by a later prune's cutoff
+    # in the future.
+    conn = sqlite3.connect(db)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("DELETE FROM requests")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE decisions SET selected_model = 'x'")
+    with pytest.raises(sqlite3.DatabaseError, match="in the future"):
+        conn.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)",
+                     (time.time(), time.time() + DAY))
+    assert conn.execute("SELECT count(*) FROM prunes").fetchone()[0] == 1
+    conn.close()
+
+
+def test_prune_needs_a_retention(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fill(tmp_path / "switchpoint.db", 1, 1, 40)
+    assert main(["prune", "--data-dir", str(tmp_path)]) == 2
+    assert "--older-than DAYS, or set store.retention_days" in capsys.readouterr().err
+    assert main(["prune", "--data-dir", str(tmp_path), "--older-than", "-3"]) == 2
+
+
+def test_the_service_applies_retention_days(tmp_path: Path) -> None:
+    db = tmp_path / "switchpoint.db"
+    new_ids = fill(db, n_old=300, n_new=5, age_days=10)
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
+                                              "store": {"retention_days": 7}}, environ={})
+    gateway = Gateway(settings, store=SQLiteStore(db))
+    gateway.open()
+
+    async def housekeeping() -> None:
+        gateway._maintain()  # what every request does: due at start, hourly after
+        await gateway._maintenance_done()
+
+    asyncio.run(housekeeping())
+    gateway.close()
+    kept = rows(db)
+    assert sorted(r[1] for r in kept["requests"]) == sorted(new_ids)
+    assert sorted(r[0] for r in kept["decisions"]) == sorted(new_ids)

@@ -1,0 +1,76 @@
+"""Upstream errors that echo the caller's credentials: nothing reaches the client, the request
+log, the health view, the SQLite files or the server's log with a key in it.
+
+Before: an upstream's 400 quoting ``Authorization: Bearer sk-...`` went to the client verbatim,
+into the request log's ``error`` column and into ``/v1/router/health``'s recent errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from attack_env import KEYS, SECRETS, Attacked, chat_body
+
+from tests.fakes.fake_provider import FakeProviderProcess
+
+UPSTREAM_KEYS = [KEYS[k] for k in ("ALPHA_KEY", "BETA_KEY", "GAMMA_KEY")]
+
+
+def leaked(text: str) -> list[str]:
+    return [s for s in SECRETS if s in text]
+
+
+def files_text(folder: Path) -> str:
+    return "".join(p.read_bytes().decode("latin-1") for p in folder.iterdir() if p.is_file())
+
+
+@pytest.mark.parametrize(("model", "behaviour", "status"), [
+    ("alpha", "echo_auth:status=400", 400),          # a plain 4xx: the upstream's own envelope
+    ("alpha", "echo_auth:status=500", 502),          # escalates to beta, which echoes too
+    ("gamma", "echo_auth:status=400", 400),          # Anthropic: x-api-key, not a bearer token
+    ("alpha", "echo_auth:status=401,text=1", 502),   # a plain-text body
+])
+def test_an_upstream_echoing_the_key_leaks_it_nowhere(
+        attacked: Attacked, fake: FakeProviderProcess, model: str, behaviour: str,
+        status: int) -> None:
+    fake.reset()
+    for stream in (False, True):
+        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
+                       json=chat_body(f"[[fake:{behaviour}]] hi", model, stream=stream))
+        assert r.status_code == status, r.text
+        assert not leaked(r.text) and not leaked(str(r.headers)), r.text
+        assert "[REDACTED]" in r.text or status == 502
+    # The fake did receive, and echo, the real keys.
+    sent = [q["headers"].get("authorization", "") + q["headers"].get("x-api-key", "")
+            for q in fake.requests()]
+    assert any(k in s for s in sent for k in UPSTREAM_KEYS)
+    log = httpx.get(f"{attacked.base}/v1/router/requests", params={"limit": 20},
+                    headers=attacked.admin, timeout=10).text
+    health = httpx.get(f"{attacked.base}/v1/router/health", headers=attacked.admin,
+                       timeout=10).text
+    assert "[REDACTED]" in log + health
+    assert not leaked(log) and not leaked(health)
+
+
+def test_the_stored_files_and_the_server_log_hold_no_key(attacked: Attacked) -> None:
+    # After the echoes above (and whatever else ran): the database files and stderr are clean.
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
+                   json=chat_body("[[fake:echo_auth:status=400]] once more", "alpha"))
+    assert r.status_code == 400
+    stored = files_text(attacked.data_dir)
+    assert "requests" in stored  # the files were read
+    assert not [k for k in UPSTREAM_KEYS if k in stored]
+    assert not leaked(attacked.log_text())
+
+
+def test_error_text_is_capped(attacked: Attacked) -> None:
+    # Upstream error messages of 12 KB, on each of the two models tried.
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
+                   json=chat_body("[[fake:echo_auth:status=500,pad=12000]]", "alpha"))
+    assert r.status_code == 502 and len(r.text) < 4096
+    entry = attacked.entry(r.headers["x-switchpoint-request-id"])
+    assert [a["model"] for a in entry["attempts"]] == ["alpha", "beta"]
+    assert len(entry["error"]) <= 4096 + 64
+    assert all(len(a["error"]) <= 2048 + 64 for a in entry["attempts"])

@@ -1,0 +1,70 @@
+"""Huge upstream answers cannot take the gateway's memory: a 200 MB answer and a 100 MB stream
+line are cut off at the defaults (``gateway.max_response_bytes`` 32 MiB,
+``max_sse_line_bytes`` 1 MiB) as ``response_too_large``, the request fails over to the next
+model, and the server's peak RSS grows by well under 100 MB.
+
+Before: a 200 MB answer took the gateway to 974 MB RSS, a 100 MB SSE line to 560 MB.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from attack_env import Attacked, chat_body
+
+from tests.fakes.fake_provider import FakeProviderProcess
+
+MB = 1024  # kB
+
+
+def warm(attacked: Attacked) -> None:
+    for stream in (False, True):
+        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
+                       json=chat_body("warm up", "beta", stream=stream))
+        assert r.status_code == 200
+
+
+@pytest.mark.parametrize("behaviour", ["huge:mb=200", "huge:mb=200,length=1"])
+def test_a_200_mb_answer_fails_over_and_memory_stays_flat(
+        attacked: Attacked, fake: FakeProviderProcess, behaviour: str) -> None:
+    warm(attacked)
+    peak_before = attacked.status("VmHWM")
+    fake.script("alpha", behaviour)
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("big one", "alpha"),
+                   timeout=60)
+    growth = attacked.status("VmHWM") - peak_before
+    assert r.status_code == 200, r.text
+    assert r.headers["x-switchpoint-model"] == "beta"
+    entry = attacked.entry(r.headers["x-switchpoint-request-id"])
+    assert [(a["model"], a["outcome"]) for a in entry["attempts"]] == [
+        ("alpha", "response_too_large"), ("beta", "ok")]
+    assert "gateway.max_response_bytes" in entry["attempts"][0]["error"]
+    assert growth < 100 * MB, f"peak RSS grew by {growth / MB:.0f} MB"
+
+
+def test_a_100_mb_stream_line_fails_over_and_memory_stays_flat(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    warm(attacked)
+    peak_before = attacked.status("VmHWM")
+    fake.script("alpha", "huge_line:mb=100")
+    with httpx.stream("POST", f"{attacked.base}/v1/chat/completions", timeout=60,
+                      json=chat_body("long line", "alpha", stream=True)) as r:
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    growth = attacked.status("VmHWM") - peak_before
+    assert r.status_code == 200 and r.headers["x-switchpoint-model"] == "beta"
+    assert events[-1] == "data: [DONE]"
+    assert json.loads(events[0][6:])["model"] == "beta"
+    entry = attacked.entry(r.headers["x-switchpoint-request-id"])
+    assert entry["attempts"][0]["outcome"] == "response_too_large"
+    assert "gateway.max_sse_line_bytes" in entry["attempts"][0]["error"]
+    assert growth < 100 * MB, f"peak RSS grew by {growth / MB:.0f} MB"
+
+
+def test_every_model_too_large_is_a_clean_502(attacked: Attacked) -> None:
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=60,
+                   json=chat_body("[[fake:huge:mb=40]] both", "alpha"))
+    assert r.status_code == 502
+    error = r.json()["error"]
+    assert error["code"] == "upstream_failed" and "response_too_large" in error["message"]

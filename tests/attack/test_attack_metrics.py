@@ -1,0 +1,67 @@
+"""No client can add series to ``/metrics``: 10,000 requests with invented methods, paths,
+models and statuses leave it the size it was.
+
+Before: 100k requests with invented HTTP methods made 100k series.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import httpx
+from attack_env import Attacked, chat_body
+
+
+def pipelined(port: int, requests: list[bytes]) -> int:
+    """Send ``requests`` down one connection, 500 at a time; how many answers came back."""
+    answered = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        for start in range(0, len(requests), 500):
+            batch = requests[start:start + 500]
+            sock.sendall(b"".join(batch))
+            tail = b""  # the last bytes of the previous read: a status line may straddle two
+            got = 0
+            while got < len(batch):
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    return answered + got
+                got += (tail + chunk).count(b"HTTP/1.1 ")
+                tail = chunk[-8:]
+            answered += got
+    return answered
+
+
+def series(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def test_invented_methods_and_paths_add_no_series(attacked: Attacked) -> None:
+    before = series(httpx.get(f"{attacked.base}/metrics", timeout=10).text)
+    methods = [f"XM{i} /health HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(10_000)]
+    assert pipelined(attacked.port, methods) == 10_000
+    paths = [f"GET /invented/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(1000)]
+    assert pipelined(attacked.port, paths) == 1000
+    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    after = series(text)
+    assert "XM1" not in text and "/invented" not in text
+    assert ('switchpoint_http_requests_total{route="/health",method="other",status="405"} '
+            in text)
+    assert 'route="unmatched",method="GET",status="404"' in text
+    # A handful of new series (other/405, unmatched/404 and their latency buckets), not 11,000.
+    assert len(after) - len(before) < 40
+    assert len(text) < 64_000
+
+
+def test_model_labels_are_catalog_names(attacked: Attacked) -> None:
+    for i in range(50):  # unknown models are refused before anything is counted by model
+        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
+                       json=chat_body("hi", f"invented-{i}"))
+        assert r.status_code == 404
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
+                   json=chat_body("hi", "beta"))
+    assert r.status_code == 200
+    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    assert "invented-" not in text
+    models = set(re.findall(r'model="([^"]*)"', text))
+    assert models <= {"alpha", "beta", "gamma", "solo", "none", "other"}, models

@@ -1,0 +1,147 @@
+"""The smaller findings: Retry-After on a circuit-open 503, λ checked on pinned sessions, huge
+embeddings, the gateway's decisions in the metrics, short admin tokens, the exposure rule, the
+file-descriptor budget and the log's rate limit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import resource
+from pathlib import Path
+
+import httpx
+import pytest
+from attack_env import Attacked, chat_body
+
+from switchpoint.cli import main
+from switchpoint.config import ServerSettings, load_settings
+from switchpoint.errors import ConfigError
+from switchpoint.server import runner
+from switchpoint.server.exposure import exposure_problem, is_loopback
+from switchpoint.server.logs import RateLimitFilter
+from tests.fakes.fake_provider import FakeProviderProcess
+
+
+def test_a_circuit_open_503_says_when_to_retry(attacked: Attacked,
+                                               fake: FakeProviderProcess) -> None:
+    # solo's upstream asks for 30 s: longer than max_retry_after_s, so it is not waited out.
+    fake.script("solo", "429:retry_after=30")
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "solo"),
+                   timeout=10)
+    assert r.status_code == 429 and r.headers["retry-after"] == "30"
+    # Inside that window the model is not called: a 503 that carries the wait.
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "solo"),
+                   timeout=10)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "no_healthy_model"
+    assert 25 <= int(r.headers["retry-after"]) <= 30
+    assert "circuit open" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("bad", ["NaN", "nan", "inf", "-1", "1e999", "lots"])
+def test_a_bad_cost_weight_is_refused_on_a_pinned_session_too(attacked: Attacked,
+                                                              bad: str) -> None:
+    session = {"x-session-id": f"pinned-{bad}"}
+    url = f"{attacked.base}/v1/chat/completions"
+    assert httpx.post(url, json=chat_body("hi", "auto"), headers=session,
+                      timeout=10).status_code == 200
+    pinned = httpx.post(url, json=chat_body("again", "auto"), headers=session, timeout=10)
+    assert pinned.headers["x-switchpoint-pin"] == "hard"  # the router would be skipped
+    r = httpx.post(url, json=chat_body("again", "auto"), timeout=10,
+                   headers={**session, "x-switchpoint-cost-weight": bad})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "x-switchpoint-cost-weight"
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 1e-320])
+def test_huge_and_tiny_embeddings_have_a_direction(attacked: Attacked, value: float) -> None:
+    r = httpx.post(f"{attacked.base}/v1/route", json={"embedding": [value] * 384}, timeout=10)
+    assert r.status_code == 200, r.text
+    zeros = httpx.post(f"{attacked.base}/v1/route", json={"embedding": [0.0] * 384},
+                       timeout=10)
+    assert zeros.status_code == 400 and "all zeros" in zeros.json()["error"]["message"]
+
+
+def decisions_total(attacked: Attacked) -> float:
+    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(r"^switchpoint_route_decisions_total\{.*\} (\S+)$",
+                                            text, re.M))
+
+
+def test_the_gateways_auto_decisions_are_counted(attacked: Attacked) -> None:
+    before = decisions_total(attacked)
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("route me", "auto"),
+                   timeout=10)
+    assert r.status_code == 200 and "x-switchpoint-decision-id" in r.headers
+    assert decisions_total(attacked) == before + 1
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("named", "beta"),
+                   timeout=10)
+    assert decisions_total(attacked) == before + 1  # a named model is not a decision
+
+
+def test_a_short_admin_token_is_refused_at_load() -> None:
+    with pytest.raises(ConfigError, match="at least 16") as info:
+        load_settings(None, overrides={"admin_token_env": "SP_T"},
+                      environ={"SP_T": "short-token"})
+    assert info.value.key == "admin_token_env" and "short-token" not in str(info.value)
+    assert load_settings(None, overrides={"admin_token_env": "SP_T"},
+                         environ={"SP_T": "x" * 16}).admin_token == "x" * 16
+
+
+# Binding beyond loopback ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("0.0.0.0", False), ("::", False), ("", False),
+    ("192.168.1.10", False), ("10.0.0.5", False), ("example.com", False)])
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_serve_refuses_a_public_bind_without_an_admin_token(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for host in ("0.0.0.0", "::", "192.168.1.10"):
+        assert main(["serve", "--host", host, "--port", "0", "--data-dir",
+                     str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert f"refusing to serve on {host!r}" in err
+        assert "admin_token_env" in err and "--allow-unauthenticated" in err
+    plain = load_settings(None, environ={})
+    assert exposure_problem(plain, "127.0.0.1") is None
+    assert exposure_problem(plain, "0.0.0.0", allow_unauthenticated=True) is None
+    opted_out = load_settings(None, overrides={"allow_unauthenticated": True}, environ={})
+    assert exposure_problem(opted_out, "0.0.0.0") is None
+    with_token = load_settings(None, overrides={"admin_token_env": "SP_T", "auth": "keys"},
+                               environ={"SP_T": "x" * 20})
+    assert exposure_problem(with_token, "0.0.0.0") is None
+
+
+# The server's own budget and log ---------------------------------------------------------------
+
+
+def test_max_connections_fits_the_open_file_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 1024))
+    n, warning = runner.connection_budget(ServerSettings(max_connections=1000, backlog=128))
+    assert n == (1024 - runner.RESERVED_FDS - 256) // 2
+    assert warning is not None and "ulimit -n" in warning
+    assert runner.connection_budget(ServerSettings(max_connections=100)) == (100, None)
+
+
+def test_the_log_filter_passes_a_burst_then_counts() -> None:
+    now = [0.0]
+    limiter = RateLimitFilter(burst=3, interval=10, clock=lambda: now[0])
+    log = logging.getLogger("switchpoint.test.flood")
+    records = [log.makeRecord(log.name, logging.ERROR, __file__, 1,
+                              "socket.accept() out of system resource\nsocket: fd=%d", (i,),
+                              None) for i in range(1000)]
+    passed = [r for r in records if limiter.filter(r)]
+    assert len(passed) == 3 and "more like this are not logged" in passed[-1].getMessage()
+    now[0] = 11.0
+    late = log.makeRecord(log.name, logging.ERROR, __file__, 1, "socket.accept() out of "
+                          "system resource\nsocket: fd=%d", (5,), None)
+    assert limiter.filter(late)
+    assert "[997 more like this were not logged" in late.getMessage().splitlines()[0]
+    other = log.makeRecord(log.name, logging.ERROR, __file__, 1, "another message", None,
+                           None)
+    assert limiter.filter(other)

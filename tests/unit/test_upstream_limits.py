@@ -1,0 +1,132 @@
+"""What an upstream sends, bounded and scrubbed: stream lines and events, answer sizes, and the
+redaction of credentials from upstream text."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from switchpoint.errors import ProviderError, ResponseTooLarge
+from switchpoint.gateway.providers import ClientPool, Timeouts
+from switchpoint.gateway.providers._http import bounded_lines, post_json
+from switchpoint.gateway.providers.base import classify_status, decode_body
+from switchpoint.gateway.providers.sse import iter_sse
+from switchpoint.gateway.redact import MASK, header_secrets, redact, remember
+
+
+async def chunks_of(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+def lines(*parts: bytes, limit: int = 100) -> list[str]:
+    async def collect() -> list[str]:
+        return [line async for line in bounded_lines(chunks_of(*parts), limit, model="m")]
+
+    return asyncio.run(collect())
+
+
+def test_lines_split_anywhere_and_every_line_ending_counts() -> None:
+    assert lines(b"data: a\r", b"\ndata: b\n\nda", b"ta: c\rdata: d") == [
+        "data: a", "data: b", "", "data: c", "data: d"]
+    assert lines(b"caf\xc3", b"\xa9\n") == ["café"]  # a character split across reads
+
+
+@pytest.mark.parametrize("parts", [(b"x" * 101 + b"\n",), (b"x" * 60, b"x" * 60),
+                                   tuple(b"y" * 10 for _ in range(50))])
+def test_a_line_over_the_limit_is_too_large(parts: tuple[bytes, ...]) -> None:
+    with pytest.raises(ResponseTooLarge, match="max_sse_line_bytes"):
+        lines(*parts)
+
+
+def test_an_event_of_many_lines_over_the_limit_is_too_large() -> None:
+    async def events() -> None:
+        source = bounded_lines(chunks_of(*(b"data: " + b"z" * 50 + b"\n"
+                                           for _ in range(100))), 100, model="m")
+        async for _ in iter_sse(source, max_event_chars=1000):
+            pass
+
+    with pytest.raises(ResponseTooLarge):
+        asyncio.run(events())
+
+
+def answer(body: bytes, status: int = 200, length: bool = True) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        async def stream() -> AsyncIterator[bytes]:
+            for i in range(0, len(body), 4096):
+                yield body[i:i + 4096]
+
+        headers = {"content-length": str(len(body))} if length else {}
+        return httpx.Response(status, headers=headers, content=stream())
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("length", [True, False])
+def test_an_answer_over_max_response_bytes_is_refused(length: bool) -> None:
+    pool = ClientPool(transport=answer(b'{"choices": ["' + b"x" * 50_000 + b'"]}',
+                                       length=length))
+    timeouts = Timeouts(max_response_bytes=10_000)
+
+    async def call() -> None:
+        try:
+            await post_json(pool.get("http://up"), "http://up/x", {}, {}, timeouts, model="m")
+        finally:
+            await pool.aclose()
+
+    with pytest.raises(ResponseTooLarge, match="max_response_bytes") as info:
+        asyncio.run(call())
+    assert info.value.escalate and not info.value.retryable
+
+
+def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
+    key = "plain-key-without-a-prefix"
+    body = (b'{"error": {"message": "bad key ' + key.encode() + b' ' + b"." * 100_000
+            + b'"}}')
+    pool = ClientPool(transport=answer(body, status=401))
+
+    async def call() -> None:
+        try:
+            await post_json(pool.get("http://up"), "http://up/x", {}, {"x-api-key": key},
+                            Timeouts(), model="m")
+        finally:
+            await pool.aclose()
+
+    with pytest.raises(ProviderError) as info:
+        asyncio.run(call())
+    assert info.value.kind == "auth_error"
+    assert key not in str(info.value) and key not in repr(info.value.body)
+    assert len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize(("text", "gone"), [
+    ("Authorization: Bearer abcdefgh12345678 rejected", "abcdefgh12345678"),
+    ('{"x-api-key": "k3y-v4lue-0000"}', "k3y-v4lue-0000"),
+    ("Incorrect API key provided: sk-proj-AbC123xyz987", "AbC123xyz987"),
+    ("key sk-ant-api03-QQQQQQQQQQQQ invalid", "QQQQQQQQQQQQ"),
+    ("password=hunter2hunter2&user=x", "hunter2hunter2"),
+    ("aws AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
+])
+def test_credential_shapes_are_redacted(text: str, gone: str) -> None:
+    cleaned = redact(text)
+    assert gone not in cleaned and MASK in cleaned
+
+
+def test_known_secrets_and_sent_headers_are_redacted_everywhere_in_a_body() -> None:
+    remember("remembered-secret-value")
+    body = decode_body(b'{"error": {"message": "remembered-secret-value and hdr-secret-1234",'
+                       b' "nested": ["hdr-secret-1234"]}}', ["hdr-secret-1234"])
+    assert "secret" not in str(body).replace("[REDACTED]", "")
+    error = classify_status(400, {"error": {"message": "Bearer zzzzzzzzzzzz"}}, {})
+    assert "zzzzzzzzzzzz" not in str(error) and "zzzzzzzzzzzz" not in str(error.body)
+    assert header_secrets({"Authorization": "Bearer tok-123456789", "x-api-key": "abc",
+                           "accept": "json"}) == ["tok-123456789"]
+
+
+def test_ordinary_text_is_left_alone() -> None:
+    for text in ("This model's maximum context length is 8192 tokens.", "token expired",
+                 "the sk- prefix", "rate limited: retry in 3 s"):
+        assert redact(text) == text
