@@ -194,8 +194,8 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
 def test_the_admin_token_acts_for_any_tenant(fake: FakeProviderProcess,
                                              tmp_path: Path) -> None:
     extra = TENANTS + "admin_token_env: ADMIN_TOKEN\n"
-    with learning_server(fake, tmp_path, extra, environ={"ADMIN_TOKEN": "root"}) as server:
-        admin = "root"
+    with learning_server(fake, tmp_path, extra, environ={"ADMIN_TOKEN": "r" * 32}) as server:
+        admin = "r" * 32
         everyone = get(server, "/v1/router/status", key=admin).json()["tenants"]
         assert {"acme", "globex", "initech"} <= set(everyone)
         compare = post(server, "/v1/router/preferences/compare",
