@@ -5,6 +5,7 @@ This is the one path every request takes, whether it comes from Python, the CLI 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 import time
@@ -174,6 +175,12 @@ class Router:
         self.gateway: Gateway | None = None
         self._stats = RoutingStats()
         self._stats_lock = threading.Lock()
+
+    @functools.cached_property
+    def weights_id(self) -> str:
+        """The id of the weights this router was built from (a hash of every array, computed
+        once: the service logs it with every decision and outcome)."""
+        return self.weights.weights_id
 
     # Public API --------------------------------------------------------------------------------
 

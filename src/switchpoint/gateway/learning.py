@@ -173,7 +173,7 @@ class RouterLog:
 
     def __init__(self, log: ServiceFeedbackLog, router: Router) -> None:
         self.log = log
-        self.weights_id = router.weights.weights_id
+        self.weights_id = router.weights_id
 
     def append(self, event: FeedbackEvent) -> None:
         note = _NOTE.get() or _Note()
@@ -518,7 +518,7 @@ class LiveLearning:
         for name, router in self.arm_routers.items():
             if router is not self.router and router.learner.memory.get(
                     decision.decision_id) is not None:
-                return name, router.weights.weights_id
+                return name, router.weights_id
         return policy, weights_id
 
     def pending(self, decision: RoutingDecision) -> PendingRecord | None:
@@ -526,7 +526,7 @@ class LiveLearning:
         for router in self.routers():
             entry = router.learner.memory.get(decision.decision_id)
             if entry is not None:
-                return PendingRecord(entry, router.weights.weights_id)
+                return PendingRecord(entry, router.weights_id)
         return None
 
     def outcome_inputs(self, text: str, tenant: str
@@ -563,7 +563,7 @@ class LiveLearning:
             if router is skip:
                 routers += 1
                 continue
-            own = event if weights_id == router.weights.weights_id else replace(event,
+            own = event if weights_id == router.weights_id else replace(event,
                                                                                  units=None)
             try:
                 before = router.learner.apply(own)
@@ -776,7 +776,7 @@ class GatewayLearning:
             return None
         entry, weights_id = found
         for router in learning.routers():
-            if router.weights.weights_id == weights_id:
+            if router.weights_id == weights_id:
                 break
         else:
             router = learning.router
@@ -825,7 +825,7 @@ class GatewayLearning:
                         outcome = owner.report_outcome(decision_id, quality, model=served,
                                                        tenant=entry.tenant)
                         assert learning is not None
-                        learning.learn(outcome.event, owner.weights.weights_id, skip=owner)
+                        learning.learn(outcome.event, owner.weights_id, skip=owner)
                         return FeedbackResult(outcome, "decision", True,
                                               commits=tuple(note.commits))
                     return self._observe(decision_id, served, quality, entry.tenant, note,
@@ -886,7 +886,7 @@ class GatewayLearning:
         now = time.time()
         compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
                           answered=frozenset(answered), embedding=vector, units=units,
-                          weights_id=live.router.weights.weights_id, created=now,
+                          weights_id=live.router.weights_id, created=now,
                           expires=now + self.compares.ttl_s)
         self.compares.put(compare)
         return compare

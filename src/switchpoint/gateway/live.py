@@ -51,7 +51,7 @@ class Live:
     def of(cls, router: Router, settings: Settings, policy: str | None) -> Live:
         """Snapshot ``router``; the weights id (a hash of every array) is computed once here."""
         return cls(router, settings, _policy_name(settings, router, policy),
-                   router.weights.weights_id)
+                   router.weights_id)
 
 
 class RouterFactory:
@@ -200,7 +200,7 @@ class RouterState:
             else:
                 log.error("the router failed to load: %s", exc)
             return
-        log.info("router ready: %s (%s policy, %d models) in %.2f s", router.weights.weights_id,
+        log.info("router ready: %s (%s policy, %d models) in %.2f s", router.weights_id,
                  router.policy.name, len(router.models), time.perf_counter() - t0)
 
     def swap_policy(self, name: str) -> tuple[Live, Live, float]:

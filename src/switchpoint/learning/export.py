@@ -28,7 +28,7 @@ def learned_package(router: Router, *, tenant: str | None = None) -> WeightsPack
     policy, _ = router.learner.policy_for(name)
     provenance = copy.deepcopy(router.weights.provenance)
     provenance.setdefault("learned", []).append({
-        "tenant": name, "events": events, "from_weights": router.weights.weights_id,
+        "tenant": name, "events": events, "from_weights": router.weights_id,
         "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
     return WeightsPackage(policy=copy.deepcopy(policy), embedder_id=router.weights.embedder_id,
                           dimension=router.weights.dimension, provenance=provenance)
