@@ -9,7 +9,8 @@ Protocol, per record set:
    ``Router.route(embedding=..)`` at the router's default λ (0.5), then
    ``Router.report_outcome(decision_id, quality)`` with the quality of the model *served* only
    (bandit feedback: the other models' labels are never read). Exploration: 30% of decisions go
-   to a uniformly drawn other candidate (``LearningSettings(exploration=0.2, seed=..)``).
+   to the other candidate with the least evidence behind its estimate for the prompt
+   (``LearningSettings(exploration=0.3, seed=..)``).
 3. Every 500 events, AIQ on the test split of the learned router (the deployment's posterior,
    decided with the harness's rule, as ``switchpoint eval`` would).
 

@@ -96,17 +96,19 @@ class RoutingStats:
 
 
 class DecisionCache:
-    """LRU + TTL cache of decisions keyed on (input, λ, candidate set). Thread-safe."""
+    """LRU + TTL cache of decisions keyed on (input, λ, candidate set), each with the evidence
+    behind every model's estimate (what exploration aims with). Thread-safe."""
 
     def __init__(self, size: int = 10_000, ttl_seconds: float = 3600.0) -> None:
         if size < 0 or ttl_seconds < 0:
             raise ValueError("cache size and ttl must be >= 0")
         self.size = size
         self.ttl = ttl_seconds
-        self._entries: OrderedDict[tuple[Any, ...], tuple[float, RoutingDecision]] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[float, RoutingDecision, np.ndarray]] = (
+            OrderedDict())
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> RoutingDecision | None:
+    def get(self, key: tuple[Any, ...]) -> tuple[RoutingDecision, np.ndarray] | None:
         if not self.size:
             return None
         now = time.monotonic()
@@ -114,18 +116,18 @@ class DecisionCache:
             hit = self._entries.get(key)
             if hit is None:
                 return None
-            stamp, decision = hit
+            stamp, decision, support = hit
             if self.ttl and now - stamp > self.ttl:
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
-            return decision
+            return decision, support
 
-    def put(self, key: tuple[Any, ...], decision: RoutingDecision) -> None:
+    def put(self, key: tuple[Any, ...], decision: RoutingDecision, support: np.ndarray) -> None:
         if not self.size:
             return
         with self._lock:
-            self._entries[key] = (time.monotonic(), decision)
+            self._entries[key] = (time.monotonic(), decision, support)
             self._entries.move_to_end(key)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -216,11 +218,12 @@ class Router:
             key = ("p", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), lam,
                    mask.tobytes(), tenant_key, revision)
             vector = None
-        cached = self.cache.get(key)
-        if cached is not None:
+        hit = self.cache.get(key)
+        if hit is not None:
+            cached, support = hit
             decision = replace(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
                 routing_ms=round((time.perf_counter() - t0) * 1e3, 4), embedding_ms=0.0))
-            decision = self._serve(decision, mask, source_id=cached.decision_id)
+            decision = self._serve(decision, mask, support, source_id=cached.decision_id)
             self._count([decision], cache_hit=True)
             return decision
         embedding_ms = 0.0
@@ -234,9 +237,9 @@ class Router:
         total_ms = (time.perf_counter() - t0) * 1e3
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
                                embedding_ms=round(embedding_ms, 4))
-        self.cache.put(key, decision)
+        self.cache.put(key, decision, est.support[0])
         self._remember(decision, tenant_key, mask, est, 0, vector)
-        decision = self._serve(decision, mask, source_id=decision.decision_id)
+        decision = self._serve(decision, mask, est.support[0], source_id=decision.decision_id)
         self._count([decision])
         return decision
 
@@ -273,7 +276,7 @@ class Router:
             for i in range(n):
                 d = self._decide(est, i, mask, lam)
                 self._remember(d, tenant_key, mask, est, i, inputs.embeddings)
-                decisions.append(self._serve(d, mask, source_id=d.decision_id))
+                decisions.append(self._serve(d, mask, est.support[i], source_id=d.decision_id))
         per_ms = ((time.perf_counter() - t0) * 1e3 - embedding_ms) / max(1, len(decisions))
         per_emb = embedding_ms / n
         for d in decisions:
@@ -437,12 +440,14 @@ class Router:
             embedding=None if vectors is None else vectors[row],
             units=units, expected_cost=decision.expected_cost))
 
-    def _serve(self, decision: RoutingDecision, mask: np.ndarray,
+    def _serve(self, decision: RoutingDecision, mask: np.ndarray, support: np.ndarray,
                source_id: str) -> RoutingDecision:
-        """The decision as served: now and then explored to another candidate (never when the
-        caller named one model), remembered under its own id."""
+        """The decision as served: now and then explored to the candidate whose estimate has
+        the least evidence behind it (never when the caller named one model), remembered under
+        its own id."""
         candidates = [m for m, keep in zip(self.models, mask, strict=True) if keep]
-        explored = self.learner.explorer.pick(candidates, decision.selected_model)
+        evidence = [float(v) for v, keep in zip(support, mask, strict=True) if keep]
+        explored = self.learner.explorer.pick(candidates, decision.selected_model, evidence)
         if explored is not None:
             greedy = decision.selected_model
             rest = [m for m in decision.all_scores if m != explored]
@@ -453,8 +458,9 @@ class Router:
                 expected_cost=decision.expected_costs[explored], fallback_models=rest,
                 source="exploration",
                 reasoning=[*decision.reasoning, f"Exploring: sent to {explored} instead of "
-                           f"{greedy} (a {self.learner.explorer.rate:.0%} share of decisions "
-                           "explores, so outcomes also teach about other models)."])
+                           f"{greedy}, the candidate with the least evidence here (a "
+                           f"{self.learner.explorer.rate:.0%} share of decisions explores, so "
+                           "outcomes also teach about other models)."])
         if decision.decision_id != source_id:
             self.learner.memory.alias(decision.decision_id, source_id, decision.selected_model,
                                       decision.expected_cost)

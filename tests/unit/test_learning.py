@@ -21,6 +21,7 @@ from switchpoint.learning import (
     KnnOverlay,
     LearningSettings,
 )
+from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.export import export_weights
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
@@ -173,6 +174,27 @@ def test_exploration_is_seeded_and_respects_a_named_model(package, fake_embedder
     assert info.value.field == "exploration"
 
 
+
+def test_exploration_aims_at_the_least_evidenced_candidate(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    explorer = Explorer(1.0, seed=3)
+    models = ["strong", "runner", "cheap"]
+    picks = {explorer.pick(models, "strong", [50.0, 9.0, 2.0]) for _ in range(50)}
+    assert picks == {"cheap"}  # the least-known other candidate, not a uniform draw
+    ties = {explorer.pick(models, "strong", [50.0, 2.0, 2.0]) for _ in range(50)}
+    assert ties == {"runner", "cheap"}  # ties drawn at random
+    with pytest.raises(ValueError, match="evidence has 2 entries for 3 candidates"):
+        explorer.pick(models, "strong", [1.0, 2.0])
+    # Through the router: outcomes for the explored model raise its evidence on those prompts,
+    # so exploration moves on to the next least-known one.
+    r = _router(package, fake_embedder, learning=LearningSettings(exploration=1.0, seed=0))
+    counts = {"runner": 0, "cheap": 0}
+    for i in range(40):
+        d = r.route(math_prompt(i))
+        counts[d.selected_model] += 1
+        r.report_outcome(d.decision_id, 0.5)
+    assert min(counts.values()) >= 15, counts  # balanced, not left to chance
+
+
 # Events, replay, the log ---------------------------------------------------------------------
 
 
@@ -221,7 +243,7 @@ def test_cluster_overlay_opens_a_cluster_for_unfamiliar_prompts(package, fake_em
     assert isinstance(base, ClusterPolicy)
     overlay = ClusterOverlay(base, novelty_threshold=0.4, max_new_clusters=1)
     ships = fake_embedder.embed([f"sail the galleon across stormy seas voyage {i}"
-                                 for i in range(12)])
+                                 for i in range(40)])
     assert float((ships @ base.centroids_.T).max()) < 0.4
     for i, v in enumerate(ships):
         overlay.apply(_event(v, "strong", 0.0, f"s{i}"))

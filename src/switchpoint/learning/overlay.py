@@ -11,8 +11,8 @@ so an overlay can always be rebuilt from a :class:`~switchpoint.learning.events.
 - :class:`ClusterOverlay`: the same on clusters, assigned from the prompt's vector with the
   policy's own (soft) assignment; a prompt unlike every cluster (cosine to the nearest below
   ``novelty_threshold``) opens a new cluster, and later prompts nearest to it move its centre
-  (an online mean). New clusters have no coarse parent: their prior is every model's global error
-  shifted by how hard the cluster has been for the models tried there.
+  (an online mean). New clusters have no coarse parent: their prior is the fitted clusters'
+  estimate at their centre, shifted by how hard the cluster has been for the models tried there.
 - :class:`KnnOverlay`: each outcome is one more labelled neighbour (for its model only).
 
 A later outcome for the same decision replaces the earlier one.

@@ -23,8 +23,9 @@ model known from 200 labels must look better by a margin to be chosen (without i
 a model could make the router worse than it was without the model).
 
 Outcome feedback (:mod:`switchpoint.learning`) can grow the policy: clusters opened for
-unfamiliar prompts have no coarse parent (``parent`` -1); their prior is each model's global error
-shifted by how much harder than usual the cluster has been for the models tried on it.
+unfamiliar prompts have no coarse parent (``parent`` -1); their prior is the fitted clusters'
+estimate at their centre, shifted by how much harder than that the cluster has been for the
+models tried on it, and it weighs ``GROWN_PRIOR_STRENGTH`` labels against each model's outcomes.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ from switchpoint.policies.base import (
 from switchpoint.policies.kmeans import spherical_kmeans
 
 Assignment = Literal["hard", "soft"]
+
+#: How many labels' worth a grown cluster's prior (the fitted clusters' estimate at its centre,
+#: shifted by the cluster's difficulty) weighs against the outcomes of each model there. Set
+#: on validation parts of train (``benchmarks/online.py --validate``): at the fitted clusters'
+#: 6, one lucky or unlucky outcome of a model in a young cluster could reorder the models for
+#: a whole new kind of traffic and drop the learning router below the one that does not learn;
+#: 24 kept every checkpoint at or above it while closing as much of the gap.
+GROWN_PRIOR_STRENGTH = 24.0
 
 
 def _softmax(logits: Array) -> Array:
@@ -161,7 +170,7 @@ class ClusterPolicy(TablePolicy):
             sub = ProfileTable(table.models, table.count[grown], table.error[grown],
                                table.cost[grown])
             err, _ = sub.shrunk(self._difficulty_prior(sub, anchor), prior_cost[grown],
-                                strength)
+                                GROWN_PRIOR_STRENGTH)
             self.error_ = self.error_.copy()
             self.error_[grown] = err
         # An added model's stronger pull toward its own prior steadies its mean; it is not
@@ -194,7 +203,7 @@ class ClusterPolicy(TablePolicy):
 
     def with_clusters(self, centroids: npt.NDArray[np.float32]) -> Self:
         """A copy with ``centroids`` appended as new clusters without labels and without a
-        coarse parent (their prior is the difficulty-shifted global one); ``self`` is kept."""
+        coarse parent (their prior is the anchored, difficulty-shifted one); ``self`` is kept."""
         self._check_fitted()
         extra = np.asarray(centroids, dtype=np.float32).reshape(-1, self.centroids_.shape[1])
         k = extra.shape[0]
