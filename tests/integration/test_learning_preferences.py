@@ -209,3 +209,31 @@ def test_the_admin_token_acts_for_any_tenant(fake: FakeProviderProcess,
         assert get(server, "/v1/router/status", key="wrong").status_code == 401
         unknown = get(server, "/v1/router/status", key=admin, tenant="nobody")
         assert unknown.status_code == 403
+
+
+def test_a_comparison_made_before_a_restart_still_takes_its_scores(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    prompt = "compare me across a restart: " + math_prompt(321)
+    with learning_server(fake, tmp_path, TENANTS) as server:
+        keys = _keys(server)
+        compared = post(server, "/v1/router/preferences/compare",
+                        {"prompt": prompt, "models": ["strong", "cheap"]}, key=keys["acme"])
+        assert compared.status_code == 200, compared.text
+        compare_id = compared.json()["compare_id"]
+        before = _memory(server, keys["acme"])["examples"]
+    with learning_server(fake, tmp_path, TENANTS) as server:
+        # Another tenant cannot see it after the restart either.
+        other = post(server, "/v1/router/preferences/score",
+                     {"compare_id": compare_id, "scores": {"A": 1}}, key=keys["globex"])
+        assert other.status_code == 404 and "compare_id" in other.text
+        scored = post(server, "/v1/router/preferences/score",
+                      {"compare_id": compare_id, "scores": {"A": 1, "B": 0.5}},
+                      key=keys["acme"])
+        assert scored.status_code == 200, scored.text
+        assert all(s["teaches_routing"] and s["teaches_memory"]
+                   for s in scored.json()["scores"])
+        assert _memory(server, keys["acme"])["examples"] == before + 2
+    # What the store keeps of a comparison: labels, models and the prompt's vector, not its text.
+    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*.db*"))
+    assert compare_id.encode() in stored
+    assert b"compare me across a restart" not in stored

@@ -264,6 +264,30 @@ def test_cluster_overlay_opens_a_cluster_for_unfamiliar_prompts(package, fake_em
     assert base.n_units == 2  # the fitted policy is untouched
 
 
+def test_a_grown_clusters_prior_rescales_the_gaps_its_outcomes_show(package) -> None:  # type: ignore[no-untyped-def]
+    """Outcomes showing the strong model ahead by more than the anchor says widen every gap,
+    so an unmeasured model's prior moves with the shared shift only."""
+    from switchpoint.policies.base import ProfileTable
+
+    base = package.policy
+    anchor = np.array([[0.2, 0.4, 0.6]])
+    count = np.array([[200.0, 0.0, 200.0]])
+    table = ProfileTable(["strong", "runner", "cheap"], count,
+                         np.array([[0.0, np.nan, 1.0]]), np.full((1, 3), 0.001))
+    prior = base._difficulty_prior(table, anchor)[0]
+    # Weighted ridge fit of the gaps (-0.2, +0.4) on the anchor's spread (-0.2, +0.2):
+    # δ = 40 / (400 + 6), β = 24 / (16 + 24). A shift alone (β = 0) would leave strong above
+    # its anchor; the widened gap puts it below.
+    delta, beta = 40 / 406, 24 / 40
+    np.testing.assert_allclose(prior, [0.2 + delta - 0.2 * beta, 0.4 + delta,
+                                       0.6 + delta + 0.2 * beta])
+    assert prior[0] < anchor[0, 0] < anchor[0, 0] + delta
+    # No outcomes: the anchor itself.
+    empty = ProfileTable(["strong", "runner", "cheap"], np.zeros((1, 3)),
+                         np.full((1, 3), np.nan), np.full((1, 3), np.nan))
+    np.testing.assert_allclose(base._difficulty_prior(empty, anchor), anchor)
+
+
 def test_a_grown_cluster_without_outcomes_routes_as_the_fitted_clusters_do(package) -> None:  # type: ignore[no-untyped-def]
     base = package.policy
     rng = np.random.default_rng(0)

@@ -30,6 +30,7 @@ from switchpoint.learning.memory import PendingDecision
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
+    ComparePrune,
     LearningReader,
     PendingPrune,
     PendingRecord,
@@ -185,6 +186,34 @@ def test_comparisons_expire_are_bounded_and_belong_to_one_tenant() -> None:
     with pytest.raises(NotFoundError):
         compares.get("old", "acme")
     assert len(compares) == 2
+
+
+
+def test_stored_comparisons_read_back_whole_and_are_pruned(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "switchpoint.db").open()
+    now = time.time()
+    vector = np.linspace(-1, 1, 8).astype(np.float32)
+    for i in range(6):
+        store.append(Compare(f"c{i}", "acme", {"A": "x", "B": "y"}, frozenset({"x"}), vector,
+                             ((0, 0.75), (3, 0.25)), "w1", now, now + 60)).result()
+    store.append(Compare("gone", "acme", {"A": "x"}, frozenset({"x"}), vector, None, "w1",
+                         now - 90, now - 30)).result()
+    reader = LearningReader(store.path)
+    back = reader.compare("c2")
+    assert back is not None and back.labels == {"A": "x", "B": "y"}
+    assert back.answered == frozenset({"x"}) and back.units == ((0, 0.75), (3, 0.25))
+    np.testing.assert_array_equal(back.embedding, vector)  # float32: exact
+    # A store-backed Compares finds what a restart took out of memory, for its tenant only.
+    compares = Compares(capacity=3, ttl_s=60, lookup=reader.compare)
+    assert compares.get("c2", "acme").model_of("B") == "y"
+    with pytest.raises(NotFoundError):
+        compares.get("c2", "globex")
+    with pytest.raises(NotFoundError):
+        compares.get("gone", "acme")  # expired, even though still stored
+    store.append(ComparePrune(3, now)).result()
+    assert reader.compare("gone") is None  # expired rows go
+    assert [reader.compare(f"c{i}") is not None for i in range(6)] == [False] * 4 + [True] * 2
+    store.close()
 
 
 def test_a_tenants_memory_holds_at_most_its_cap_oldest_out(fake_embedder) -> None:  # type: ignore[no-untyped-def]

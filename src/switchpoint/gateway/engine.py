@@ -700,9 +700,11 @@ class Gateway:
         labels = shuffled_labels(names)
         by_model = dict(zip(names, results, strict=True))
         answered = [m for m, r in by_model.items() if isinstance(r, ChatCompletion)]
-        compare = await anyio.to_thread.run_sync(
+        compare, commit = await anyio.to_thread.run_sync(
             lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels,
                                               answered, text))
+        if commit is not None:  # kept before its id is handed out: a restart cannot lose it
+            await asyncio.wrap_future(commit)
         answers = []
         for label, name in labels.items():
             result = by_model[name]

@@ -25,7 +25,9 @@ experiments and exploration.
   consults it after the learned router and follows it when its evidence is strong, else falls
   back to the learned router and says why (decision ``source`` and ``memory_fallback``).
 - **Preferences.** :class:`Compares` holds blind-labelled comparisons waiting for scores
-  (bounded, expiring); a score teaches as feedback does (one outcome per scored model).
+  (bounded, expiring, kept in the ``compares`` table too, so a score sent after a restart
+  still finds its comparison); a score teaches as feedback does (one outcome per scored
+  model).
 - **Experiments.** :class:`Experiments` assigns ``auto`` requests to arms by a hash of the
   session (or of the request), so a conversation stays in its arm; :func:`experiment_report`
   says how each arm does and names a winner once the evidence is there.
@@ -42,7 +44,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
@@ -70,6 +72,8 @@ from switchpoint.learning.tenant_memory import TenantKnnMemory
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
+    ComparePrune,
+    CompareRecord,
     LearningReader,
     LoggedFeedback,
     PendingPrune,
@@ -328,33 +332,20 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
 # Preference comparisons ----------------------------------------------------------------------
 
 
-@dataclass
-class Compare:
-    """One comparison waiting for its scores."""
-
-    compare_id: str
-    tenant: str
-    labels: dict[str, str]  # label -> model
-    answered: frozenset[str]
-    embedding: npt.NDArray[np.float32]
-    units: tuple[tuple[int, float], ...] | None
-    weights_id: str
-    created: float
-    expires: float
-
-    def model_of(self, key: str) -> str | None:
-        if key in self.labels:
-            return self.labels[key]
-        return key if key in self.labels.values() else None
+#: A comparison waiting for its scores (kept in memory, and in the store when there is one).
+Compare = CompareRecord
 
 
 class Compares:
     """Comparisons waiting for scores: at most ``capacity`` (the oldest go first), each for
-    ``ttl_s`` seconds. Thread-safe."""
+    ``ttl_s`` seconds. One not in memory (a restart since) is looked up with ``lookup`` (the
+    store). Thread-safe."""
 
-    def __init__(self, capacity: int = 1000, ttl_s: float = 3600.0) -> None:
+    def __init__(self, capacity: int = 1000, ttl_s: float = 3600.0,
+                 lookup: Callable[[str], Compare | None] | None = None) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
+        self.lookup = lookup
         self._items: OrderedDict[str, Compare] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -371,6 +362,9 @@ class Compares:
         with self._lock:
             self._expire(now)
             found = self._items.get(compare_id) if isinstance(compare_id, str) else None
+        if (found is None and self.lookup is not None and isinstance(compare_id, str)
+                and 0 < len(compare_id) <= MAX_DECISION_ID):
+            found = self.lookup(compare_id)
         if found is None or found.tenant != tenant or found.expires <= now:
             raise NotFoundError(f"compare_id: no open comparison {str(compare_id)[:100]!r} for "
                                 f"this tenant (comparisons wait {self.ttl_s:g} s for their "
@@ -684,9 +678,11 @@ class GatewayLearning:
         self.store = store
         self.log = ServiceFeedbackLog(store)
         settings = state.settings.learning
-        self.compares = Compares(settings.max_compares, settings.compare_ttl_s)
+        self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
+                                 lookup=self._stored_compare)
         self.promoted: dict[str, str] = {}
         self._pending_writes = 0
+        self._compare_writes = 0
         self._counter_lock = threading.Lock()
         state.prepare = self.prepare
         state.on_swap(self._replay)
@@ -877,9 +873,10 @@ class GatewayLearning:
     # Preferences -----------------------------------------------------------------------------
 
     def new_compare(self, live: Live, tenant: str, labels: dict[str, str],
-                    answered: Sequence[str], text: str) -> Compare:
+                    answered: Sequence[str], text: str) -> tuple[Compare, Future[None] | None]:
         """Keep a comparison for its scores, with what they will teach by (the prompt's vector
-        and units, computed now: the prompt itself is not kept)."""
+        and units, computed now: the prompt itself is not kept), in memory and in the store;
+        returns it with the store's commit to wait for (None without a store)."""
         learning = live.learning
         assert learning is not None
         vector, units = learning.outcome_inputs(text, tenant)
@@ -889,7 +886,23 @@ class GatewayLearning:
                           weights_id=live.router.weights_id, created=now,
                           expires=now + self.compares.ttl_s)
         self.compares.put(compare)
-        return compare
+        if self.store is None:
+            return compare, None
+        with self._counter_lock:
+            self._compare_writes += 1
+            prune = self._compare_writes % PRUNE_EVERY == 0
+        if prune:
+            self.store.append_lazy(ComparePrune(self.compares.capacity, now))
+        return compare, self.store.append(compare)
+
+    def _stored_compare(self, compare_id: str) -> Compare | None:
+        """A comparison made before a restart, from the store."""
+        if self.reader is None:
+            return None
+        found = self.reader.compare(compare_id)
+        if found is not None:
+            self.compares.put(found)
+        return found
 
     def score(self, compare_id: object, scores: object, *, tenant: str,
               key_id: str | None = None) -> tuple[Compare, list[dict[str, Any]],

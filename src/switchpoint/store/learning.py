@@ -1,4 +1,4 @@
-"""What learning from outcomes keeps in the SQLite store (tables of schema version 4).
+"""What learning from outcomes keeps in the SQLite store.
 
 - ``feedback``: the feedback log, append-only. One row per outcome: a
   :class:`~switchpoint.learning.events.FeedbackEvent` (its prompt vector as float32 bytes, so it
@@ -12,6 +12,10 @@
   made before a restart still teaches. Bounded: only the last ``learning.memory_size`` rows are
   kept (older ones are pruned as new ones arrive).
 - ``promotions``: experiments whose winning arm was promoted (append-only; the last one wins).
+- ``compares``: preference comparisons waiting for their scores (the blind labels, the models
+  that answered, the prompt's vector as float32 and its units; never the prompt or the answers),
+  so scores sent after a restart still teach. Bounded like ``pending``; expired ones are
+  refused on read and pruned with it.
 
 Writes go through the store's writer (:meth:`SQLiteStore.append` / ``append_lazy``); reads
 open their own read-only connection.
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
@@ -38,6 +43,8 @@ _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model",
                      "key_id", "comment")
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
                     "expected_cost", "weights_id")
+_COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
+                    "units", "weights_id")
 
 
 def _units_json(units: tuple[tuple[int, float], ...] | None) -> str | None:
@@ -116,6 +123,61 @@ class PendingPrune:
 
     def row(self) -> tuple[Any, ...]:
         return (self.keep,)
+
+
+@dataclass(frozen=True)
+class CompareRecord:
+    """A preference comparison waiting for its scores: ``labels`` maps each blind label to its
+    model; ``answered`` are the models whose call succeeded."""
+
+    compare_id: str
+    tenant: str
+    labels: dict[str, str]
+    answered: frozenset[str]
+    embedding: npt.NDArray[np.float32]
+    units: tuple[tuple[int, float], ...] | None
+    weights_id: str
+    created: float
+    expires: float
+
+    insert: ClassVar[str] = (f"INSERT OR REPLACE INTO compares ({', '.join(_COMPARE_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' for _ in _COMPARE_COLUMNS)})")
+    what: ClassVar[str] = "comparison"
+
+    @property
+    def id(self) -> str:
+        return self.compare_id
+
+    def row(self) -> tuple[Any, ...]:
+        vector = np.asarray(self.embedding, dtype=np.float32).reshape(-1).tobytes()
+        return (self.compare_id, self.created, self.expires, self.tenant,
+                json.dumps(self.labels), json.dumps(sorted(self.answered)), vector,
+                _units_json(self.units), self.weights_id)
+
+    def model_of(self, key: str) -> str | None:
+        """The model a score's key names: a blind label, or the model itself."""
+        if key in self.labels:
+            return self.labels[key]
+        return key if key in self.labels.values() else None
+
+
+@dataclass(frozen=True)
+class ComparePrune:
+    """Keeps only the newest ``keep`` comparisons and drops those expired by ``now``."""
+
+    keep: int
+    now: float
+
+    insert: ClassVar[str] = ("DELETE FROM compares WHERE expires <= ? OR seq <= "
+                             "(SELECT coalesce(max(seq), 0) FROM compares) - ?")
+    what: ClassVar[str] = "comparison prune"
+
+    @property
+    def id(self) -> str:
+        return f"prune-compares-{self.keep}"
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.now, self.keep)
 
 
 @dataclass(frozen=True)
@@ -198,6 +260,23 @@ class LearningReader:
                                 candidates=tuple(json.loads(candidates)), embedding=embedding,
                                 units=_units_of(units), expected_cost=cost, created=ts)
         return entry, str(weights_id)
+
+    def compare(self, compare_id: str) -> CompareRecord | None:
+        """A comparison still waiting for scores (expired or not: the caller decides)."""
+        conn = self._connect()
+        try:
+            row = conn.execute(f"SELECT {', '.join(_COMPARE_COLUMNS)} FROM compares "
+                               "WHERE compare_id = ?", (compare_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        (cid, ts, expires, tenant, labels, answered, vector, units, weights_id) = row
+        return CompareRecord(compare_id=cid, tenant=tenant, labels=dict(json.loads(labels)),
+                             answered=frozenset(json.loads(answered)),
+                             embedding=np.frombuffer(vector, dtype=np.float32).copy(),
+                             units=_units_of(units), weights_id=str(weights_id), created=ts,
+                             expires=expires)
 
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged gateway request: who answered it, for whom, under which decision."""

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -212,6 +212,22 @@ _MIGRATIONS: dict[int, str] = {
         BEGIN SELECT RAISE(ABORT, 'promotions are append-only'); END;
     CREATE TRIGGER promotions_no_delete BEFORE DELETE ON promotions
         BEGIN SELECT RAISE(ABORT, 'promotions are append-only'); END;
+    """,
+    # Preference comparisons waiting for their scores (bounded, expiring), so a score sent
+    # after a restart still teaches.
+    6: """
+    CREATE TABLE compares (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        compare_id TEXT NOT NULL UNIQUE,
+        ts REAL NOT NULL,
+        expires REAL NOT NULL,
+        tenant TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        answered TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        units TEXT,
+        weights_id TEXT NOT NULL
+    );
     """,
 }
 # The tables retention prunes, oldest rows first.
