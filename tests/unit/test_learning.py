@@ -264,6 +264,26 @@ def test_cluster_overlay_opens_a_cluster_for_unfamiliar_prompts(package, fake_em
     assert base.n_units == 2  # the fitted policy is untouched
 
 
+def test_outcomes_in_grown_clusters_rebuild_the_posterior_only_when_asked(
+        package, fake_embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Replaying a long log must not rebuild the cluster tables once per event."""
+    base = package.policy
+    overlay = ClusterOverlay(base, novelty_threshold=0.4, max_new_clusters=2)
+    rebuilt = []
+    original = ClusterPolicy.with_clusters
+    monkeypatch.setattr(ClusterPolicy, "with_clusters",
+                        lambda self, c: rebuilt.append(len(c)) or original(self, c))
+    ships = fake_embedder.embed([f"sail the galleon across stormy seas voyage {i}"
+                                 for i in range(30)])
+    for i, v in enumerate(ships):
+        overlay.apply(_event(v, "cheap" if i % 2 else "strong", 1.0, f"e{i}"))
+    assert overlay.n_new_clusters >= 1 and rebuilt == []
+    posterior = overlay.posterior()
+    assert rebuilt == [overlay.n_new_clusters]
+    assert posterior.n_units == base.n_units + overlay.n_new_clusters
+    np.testing.assert_array_equal(posterior.centroids_, overlay._centroids)
+
+
 def test_a_grown_clusters_prior_rescales_the_gaps_its_outcomes_show(package) -> None:  # type: ignore[no-untyped-def]
     """Outcomes showing the strong model ahead by more than the anchor says widen every gap,
     so an unmeasured model's prior moves with the shared shift only."""

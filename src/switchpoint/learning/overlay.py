@@ -153,7 +153,9 @@ class ClusterOverlay(TableOverlay):
         if self.max_new_clusters < 0:
             raise InvalidInputError("max_new_clusters", "must be >= 0")
         self._sums: list[npt.NDArray[np.float64]] = []  # member sums of the new clusters
-        self._structure: ClusterPolicy = base
+        # Every centre, fitted then grown: what outcomes are assigned over. The posterior's
+        # tables are rebuilt from it only when asked for (a replay asks once, at the end).
+        self._centroids: npt.NDArray[np.float32] = base.centroids_
 
     @property
     def n_new_clusters(self) -> int:
@@ -162,9 +164,7 @@ class ClusterOverlay(TableOverlay):
     def new_centroids(self) -> npt.NDArray[np.float32]:
         if not self._sums:
             return np.zeros((0, self.base.centroids_.shape[1]), dtype=np.float32)
-        sums = np.array(self._sums)
-        norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-        return (sums / norms).astype(np.float32)
+        return _normalised(np.array(self._sums))
 
     def _units(self, event: FeedbackEvent) -> tuple[npt.NDArray[np.int64], Array]:
         x = event.vector()
@@ -173,26 +173,31 @@ class ClusterOverlay(TableOverlay):
         if x.shape[1] != self.base.centroids_.shape[1]:
             raise InvalidInputError("event", f"holds a {x.shape[1]}-d vector; the clusters are "
                                              f"{self.base.centroids_.shape[1]}-d")
-        sims = (x @ self._structure.centroids_.T)[0]
+        sims = (x @ self._centroids.T)[0]
         nearest = int(np.argmax(sims))
         n_base = self.base.n_units
         if sims[nearest] < self.novelty_threshold and len(self._sums) < self.max_new_clusters:
             self._sums.append(x[0].astype(np.float64))
             self._count = np.vstack([self._count, np.zeros((1, len(self.models)))])
             self._error = np.vstack([self._error, np.zeros((1, len(self.models)))])
-            self._restructure()
+            self._centroids = np.vstack([self._centroids, _normalised(self._sums[-1][None])])
         elif nearest >= n_base:
-            self._sums[nearest - n_base] = self._sums[nearest - n_base] + x[0]
-            self._restructure()
-        _, weights = self._structure.assign(x)
+            grown = self._sums[nearest - n_base] + x[0]
+            self._sums[nearest - n_base] = grown
+            self._centroids[nearest] = _normalised(grown[None])[0]  # our own copy (vstack)
+        _, weights = self.base.assign(x, self._centroids)
         units = np.flatnonzero(weights[0] >= MIN_UNIT_WEIGHT).astype(np.int64)
         return units, weights[0, units]
 
-    def _restructure(self) -> None:
-        self._structure = self.base.with_clusters(self.new_centroids())
-
     def _build(self) -> Policy:
-        return self._structure.with_evidence(self._count, self._error)
+        structure = self.base.with_clusters(self.new_centroids()) if self._sums else self.base
+        return structure.with_evidence(self._count, self._error)
+
+
+def _normalised(sums: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """Cluster centres from their members' summed vectors: unit length, float32."""
+    norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return (sums / norms).astype(np.float32)
 
 
 class KnnOverlay:

@@ -240,9 +240,13 @@ class ClusterPolicy(TablePolicy):
 
     # Estimating ------------------------------------------------------------------------------
 
-    def assign(self, embeddings: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int64], Array]:
-        """Cluster ids and the cluster weight matrix for each row."""
-        sims = embeddings.astype(np.float32) @ self.centroids_.T
+    def assign(self, embeddings: npt.NDArray[np.float32],
+               centroids: npt.NDArray[np.float32] | None = None
+               ) -> tuple[npt.NDArray[np.int64], Array]:
+        """Cluster ids and the cluster weight matrix for each row (over ``centroids``, the
+        policy's own by default: an overlay growing clusters assigns over its own)."""
+        centres = self.centroids_ if centroids is None else centroids
+        sims = embeddings.astype(np.float32) @ centres.T
         ids = np.argmax(sims, axis=1).astype(np.int64)
         if self.assignment == "soft":
             return ids, _softmax(sims.astype(np.float64) / self.temperature)
