@@ -26,6 +26,7 @@ from typing import Any, NoReturn, TextIO
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import SwitchpointError
+from switchpoint.prompt_files import prompt_lines
 
 EXIT_BAD_INPUT = 2
 # Prompts routed between two progress reports (and two writes when decisions stream to a pipe).
@@ -205,12 +206,7 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
     """``--input`` lines as rows; ``name`` (the file, or stdin) is what errors point at."""
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    jsonl: bool | None = None
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        if jsonl is None:
-            jsonl = raw.lstrip().startswith("{")
+    for number, raw, jsonl in prompt_lines(lines):
         if not jsonl:
             rows.append({"id": number, "prompt": raw.rstrip("\r\n"), "_line": number})
             continue

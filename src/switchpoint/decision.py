@@ -276,6 +276,12 @@ def decide(
     scores = decision_scores(error, cost, mask, cost_weight, cost_scale,
                              stderr=None if stderr is None else np.atleast_2d(stderr),
                              pessimism=pessimism)
+    return _lowest(scores, cost, mask)
+
+
+def _lowest(scores: Array, cost: Array, mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Per row, the candidate with the lowest score; ties go to the cheaper, then the lower
+    index (``(n, m)`` arrays)."""
     masked = np.where(mask, scores, np.inf)
     best = masked.min(axis=1, keepdims=True)
     tied = mask & (masked <= best + TIE_TOLERANCE)
@@ -297,10 +303,10 @@ def choose(
     chosen one first, then by score, ties to the cheaper)."""
     if not candidates.any():
         raise InvalidInputError("available_models", "no candidate model is left to choose from")
-    best = int(decide(error, cost, candidates, cost_weight, cost_scale, stderr=stderr,
-                      pessimism=pessimism)[0])
     scores = decision_scores(error, cost, candidates, cost_weight, cost_scale, stderr=stderr,
                              pessimism=pessimism)
+    best = int(_lowest(np.atleast_2d(scores), np.atleast_2d(cost),
+                       np.atleast_2d(candidates))[0])
     masked = np.where(candidates, scores, np.inf)
     order = np.lexsort((np.arange(len(cost)), cost, masked))
     order = order[candidates[order]]

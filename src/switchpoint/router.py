@@ -446,8 +446,8 @@ class Router:
         the least evidence behind it (never when the caller named one model), remembered under
         its own id."""
         candidates = [m for m, keep in zip(self.models, mask, strict=True) if keep]
-        evidence = [float(v) for v, keep in zip(support, mask, strict=True) if keep]
-        explored = self.learner.explorer.pick(candidates, decision.selected_model, evidence)
+        explored = self.learner.explorer.pick(candidates, decision.selected_model,
+                                              support[mask])
         if explored is not None:
             greedy = decision.selected_model
             rest = [m for m in decision.all_scores if m != explored]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint.errors import LabellingError
+from switchpoint.prompt_files import prompt_lines
 
 FIELDS = ("prompt", "id", "task", "split", "reference")
 
@@ -56,12 +57,7 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
     else one prompt per line). Blank lines are skipped."""
     out: list[LabelPrompt] = []
     seen: dict[str, int] = {}
-    jsonl: bool | None = None
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        if jsonl is None:
-            jsonl = raw.lstrip().startswith("{")
+    for number, raw, jsonl in prompt_lines(lines):
         if jsonl:
             item, named = _from_json(raw, source, number)
         else:

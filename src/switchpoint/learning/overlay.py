@@ -63,16 +63,14 @@ class _Evidence:
     weight: float
 
 
-class TableOverlay:
-    """Outcomes as extra labels in a table policy's units (see the module docstring)."""
+class _OverlayBase:
+    """What every overlay shares: the fitted policy, its models, the count of outcomes applied
+    and the posterior, built when first asked for after an outcome."""
 
-    def __init__(self, base: TablePolicy) -> None:
+    def __init__(self, base: Policy) -> None:
         base._check_fitted()
         self.base = base
         self.models = list(base.models_)
-        self._count = np.zeros(base.table_.count.shape)
-        self._error = np.zeros(base.table_.count.shape)
-        self._seen: OrderedDict[str, _Evidence] = OrderedDict()
         self._events = 0
         self._cached: Policy | None = base
 
@@ -80,10 +78,37 @@ class TableOverlay:
     def n_events(self) -> int:
         return self._events
 
-    def apply(self, event: FeedbackEvent) -> float | None:
+    def posterior(self) -> Policy:
+        if self._cached is None:
+            self._cached = self._build()
+        return self._cached
+
+    def _build(self) -> Policy:
+        raise NotImplementedError
+
+    def _model_index(self, event: FeedbackEvent) -> int:
         if event.model not in self.models:
             raise UnknownModelError("model", [event.model], self.models)
-        j = self.models.index(event.model)
+        return self.models.index(event.model)
+
+    def _applied(self) -> None:
+        self._events += 1
+        self._cached = None
+
+
+class TableOverlay(_OverlayBase):
+    """Outcomes as extra labels in a table policy's units (see the module docstring)."""
+
+    base: TablePolicy
+
+    def __init__(self, base: TablePolicy) -> None:
+        super().__init__(base)
+        self._count = np.zeros(base.table_.count.shape)
+        self._error = np.zeros(base.table_.count.shape)
+        self._seen: OrderedDict[str, _Evidence] = OrderedDict()
+
+    def apply(self, event: FeedbackEvent) -> float | None:
+        j = self._model_index(event)
         previous = self._seen.pop(event.decision_id, None)
         if previous is not None:
             self._add(previous, -1.0)
@@ -96,14 +121,8 @@ class TableOverlay:
         self._seen[event.decision_id] = evidence
         while len(self._seen) > REPLACEABLE_OUTCOMES:
             self._seen.popitem(last=False)
-        self._events += 1
-        self._cached = None
+        self._applied()
         return None if previous is None else previous.quality
-
-    def posterior(self) -> Policy:
-        if self._cached is None:
-            self._cached = self._build()
-        return self._cached
 
     def evidence(self) -> tuple[Array, Array]:
         """The outcome evidence so far: label counts and summed errors per (unit, model)."""
@@ -200,45 +219,31 @@ def _normalised(sums: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     return (sums / norms).astype(np.float32)
 
 
-class KnnOverlay:
+class KnnOverlay(_OverlayBase):
     """Outcomes as extra labelled neighbours (for the reported model only)."""
 
+    base: KnnPolicy
+
     def __init__(self, base: KnnPolicy, *, max_examples: int = 100_000) -> None:
-        base._check_fitted()
-        self.base = base
-        self.models = list(base.models_)
+        super().__init__(base)
         self.max_examples = int(max_examples)
         self._rows: OrderedDict[str, tuple[npt.NDArray[np.float32], int, float, float]] = (
             OrderedDict())
-        self._events = 0
-        self._cached: Policy | None = base
         self._mean_cost = base.global_cost()
 
-    @property
-    def n_events(self) -> int:
-        return self._events
-
     def apply(self, event: FeedbackEvent) -> float | None:
-        if event.model not in self.models:
-            raise UnknownModelError("model", [event.model], self.models)
+        j = self._model_index(event)
         x = event.vector()
         if x is None:
             raise InvalidInputError("event", "the 'knn' policy learns from the prompt's vector, "
                                              "and this event has none")
         previous = self._rows.pop(event.decision_id, None)
         cost = event.cost if event.cost is not None else float(self._mean_cost[event.model])
-        self._rows[event.decision_id] = (x[0], self.models.index(event.model),
-                                         1.0 - event.quality, cost)
+        self._rows[event.decision_id] = (x[0], j, 1.0 - event.quality, cost)
         while len(self._rows) > self.max_examples:
             self._rows.popitem(last=False)
-        self._events += 1
-        self._cached = None
+        self._applied()
         return None if previous is None else 1.0 - previous[2]
-
-    def posterior(self) -> Policy:
-        if self._cached is None:
-            self._cached = self._build()
-        return self._cached
 
     def _build(self) -> Policy:
         if not self._rows:
