@@ -120,8 +120,14 @@ def test_a_budget_that_covers_n_requests_admits_at_most_n(server: ThreadServer,
     assert all(r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
                and int(r.headers["retry-after"]) >= 1 for r in refused)
     rows = key_rows(server, issued["id"])
-    assert len(rows) == len(ok)  # refused requests reach no upstream and no log
-    settled = sum(r["charged_usd"] for r in rows)
+    answered = [r for r in rows if r["status"] != "refused"]
+    assert len(answered) == len(ok)
+    # Refused requests reach no upstream: logged as refused, charged nothing.
+    refusals = [r for r in rows if r["status"] == "refused"]
+    assert len(refusals) == len(refused)
+    assert all(r["error_kind"] == "budget_exceeded" and r["charged_usd"] is None
+               and r["models_tried"] == [] for r in refusals)
+    settled = sum(r["charged_usd"] for r in answered)
     assert settled == pytest.approx(len(ok) * cost)
     status = key_status(server, issued["id"])
     assert status["spent_usd"] == pytest.approx(settled, abs=1e-12)
@@ -149,7 +155,7 @@ def test_a_budget_that_covers_n_worst_cases_admits_n_at_once(server: ThreadServe
     # costs less than its worst case), never past the budget.
     assert len(ok) >= N
     status = key_status(server, issued["id"])
-    settled = sum(r["charged_usd"] for r in key_rows(server, issued["id"]))
+    settled = sum(r["charged_usd"] or 0.0 for r in key_rows(server, issued["id"]))
     assert status["spent_usd"] == pytest.approx(settled, abs=1e-12)
     assert status["spent_usd"] <= budget
 

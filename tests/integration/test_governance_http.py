@@ -140,6 +140,11 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     with pytest.raises(openai.PermissionDeniedError) as info:
         client(gov, narrow["key"]).chat.completions.create(model="good", messages=user("x"))
     assert info.value.status_code == 403 and "may not use 'good'" in info.value.message
+    entry = admin_log(gov, info.value.response.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "refused" and entry["http_status"] == 403
+    assert entry["error_kind"] == "permission_denied" and entry["key_id"] == narrow["id"]
+    assert entry["requested_model"] == "good" and entry["model"] is None
+    assert entry["models_tried"] == [] and entry["tenant"] == "acme"
     with pytest.raises(openai.PermissionDeniedError, match="may not use 'auto'"):
         client(gov, narrow["key"]).chat.completions.create(model="auto", messages=user("x"))
     listed = client(gov, narrow["key"]).models.list()
@@ -167,6 +172,32 @@ def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
     shown = httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN).json()
     status = shown["budget_status"][0]
     assert status["spent_usd"] <= status["limit_usd"] and status["held_usd"] == 0
+    # The refusal is in the request log (who asked, why), charged nothing, and has no
+    # answer to give feedback on.
+    request_id = err.response.headers["x-switchpoint-request-id"]
+    entry = admin_log(gov, request_id)
+    assert entry["status"] == "refused" and entry["http_status"] == 429
+    assert entry["error_kind"] == "budget_exceeded" and entry["key_id"] == issued["id"]
+    assert "budget exceeded" in entry["error"] and entry["charged_usd"] is None
+    feedback = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": request_id,
+                                                           "score": 1.0},
+                          headers={"authorization": f"Bearer {issued['key']}"})
+    assert feedback.status_code == 400, feedback.text
+    assert "refused (budget_exceeded)" in feedback.json()["error"]["message"]
+    narrow = new_key(gov, budget="0.0000001/day", models=["cheap", "auto"])
+    with pytest.raises(openai.RateLimitError) as info:  # routed, then refused
+        client(gov, narrow["key"]).chat.completions.create(
+            model="auto", messages=user("spend"), max_tokens=5)
+    headers = info.value.response.headers
+    entry = admin_log(gov, headers["x-switchpoint-request-id"])
+    assert entry["status"] == "refused" and entry["error_kind"] == "budget_exceeded"
+    assert entry["decision_id"] == headers.get("x-switchpoint-decision-id")
+    for named in (None, "cheap"):  # nothing answered: nothing to score, whoever is named
+        body = {"decision_id": headers["x-switchpoint-decision-id"], "score": 0.0,
+                **({"model": named} if named else {})}
+        feedback = httpx.post(f"{gov.base}/v1/feedback", json=body,
+                              headers={"authorization": f"Bearer {narrow['key']}"})
+        assert feedback.status_code == 400 and "refused" in feedback.text, feedback.text
 
 
 def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
@@ -178,6 +209,11 @@ def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
         c.chat.completions.create(model="cheap", messages=user("fast"))
     assert info.value.code == "rate_limit_exceeded"
     assert 1 <= int(info.value.response.headers["retry-after"]) <= 60
+    entry = admin_log(gov, info.value.response.headers["x-switchpoint-request-id"])
+    assert (entry["status"], entry["error_kind"]) == ("refused", "rate_limit_exceeded")
+    stats = httpx.get(f"{gov.base}/v1/router/stats", headers=ADMIN).json()["requests"]
+    assert stats["refused"] >= 1 and stats["by_status"]["refused"] == stats["refused"]
+    assert stats["ok"] + stats["refused"] + stats["errors"] == stats["total"]
     r = httpx.post(f"{gov.base}/v1/route", json={"prompt": "hi"},
                    headers={"authorization": f"Bearer {issued['key']}"})
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"

@@ -130,6 +130,22 @@ def test_savings_against_the_strongest_model_on_the_same_tokens(reports: Reports
         reports.savings_estimate("gpt-9")
 
 
+def test_decisions_narrowed_to_a_few_models_do_not_pick_the_comparison(
+        reports: Reports, tmp_path: Path) -> None:
+    """Requests narrowed to one model (a key limited to it, x-switchpoint-models) weighed only
+    it: the strongest model is still judged on the decisions that weighed them all."""
+    with SQLiteStore(settings(tmp_path).db_path) as store:
+        for i in range(3):
+            store.append(DecisionRecord(
+                id=f"narrow{i}", ts=T0 - 60, selected_model="small", cluster_id=0,
+                cost_weight=0.5, candidates=["small"], cache_hit=False, routing_ms=1.0,
+                embedding_ms=1.0, policy="cluster", weights_id="w", expected_error=0.45,
+                cost_adjusted_score=0.0, expected_errors={"small": 0.45},
+                expected_costs={"small": EST["small"]})).result()
+    model, why = reports.strongest_model()
+    assert model == "big" and "over 3 logged decisions" in why
+
+
 def test_forecast_over_the_logged_mix(reports: Reports) -> None:
     f = reports.forecast_cost(1000, 500, 200)
     assert f["mix_basis"] == "answered requests of the last week"

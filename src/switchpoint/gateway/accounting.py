@@ -15,13 +15,14 @@ upstream's verbose errors cannot grow the log faster than the traffic does.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import FailoverError
+from switchpoint.errors import FailoverError, GatewayError
 from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
-from switchpoint.gateway.planning import Plan
+from switchpoint.gateway.planning import ChatCall, Plan
 from switchpoint.gateway.providers import TokenUsage
 from switchpoint.gateway.redact import clip, redact
 from switchpoint.gateway.results import CallInfo
@@ -173,6 +174,33 @@ def failed(plan: Plan, exc: FailoverError, live: Live,
                   attempts=exc.attempts, models_tried=exc.models_tried,
                   error_kind=last.kind if last is not None else "no_healthy_model",
                   error=str(exc), ledger=ledger)
+
+
+def refused(call: ChatCall, exc: GatewayError, live: Live, started: float) -> Entry:
+    """The governance refused the request before any model was called (a model its key may
+    not use, a budget, a rate limit). ``exc.info`` is set when the request was planned by
+    then (it carries the request id and the routing decision the caller is told); otherwise a
+    request id is made here, and set on ``exc`` so the caller is told it too."""
+    info = exc.info if isinstance(exc.info, CallInfo) else CallInfo(
+        request_id=uuid.uuid4().hex, requested_model=call.requested, routed_model=None,
+        pin_state="none", key_id=call.key_id, tenant=call.tenant)
+    latency_ms = round((time.perf_counter() - started) * 1e3, 3)
+    info.latency_ms = latency_ms
+    exc.info = info
+    d = info.decision
+    request = RequestRecord(
+        id=info.request_id, ts=time.time(), session_id=call.session_id,
+        requested_model=call.requested, routed_model=info.routed_model, status="refused",
+        http_status=exc.status, error_kind=exc.code, error=clip(redact(str(exc)), MAX_ERROR),
+        pin_state=info.pin_state, pin=info.pin, stream=call.stream, latency_ms=latency_ms,
+        cluster_id=d.cluster_id if d else None,
+        expected_error=d.expected_error if d else None,
+        routing_ms=round(info.planning_ms, 3) if d else None,
+        decision_id=d.decision_id if d else None, reasoning=list(info.reasoning),
+        excluded=info.excluded, key_id=call.key_id, tenant=call.tenant)
+    records: Records = ([decision_record(d, live, key_id=call.key_id, tenant=call.tenant)]
+                        if d is not None else [])
+    return Entry([*records, request], info)
 
 
 def abandoned(plan: Plan, live: Live, attempts: list[Attempt],

@@ -55,10 +55,13 @@ from switchpoint.catalog import Catalog
 from switchpoint.config import GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
+    BudgetExceededError,
     FailoverError,
     GatewayError,
     InvalidInputError,
     NoUpstreamError,
+    PermissionDeniedError,
+    RateLimitExceededError,
     StoreError,
 )
 from switchpoint.gateway.capabilities import needs_of
@@ -87,6 +90,9 @@ from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
 
 log = logging.getLogger("switchpoint.gateway")
+
+# What the governance refuses a chat request with: logged, unlike malformed input.
+_REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError)
 
 PINS_FILENAME = "sessions.db"
 # With store.retention_days: how often the logs are pruned, and the most rows deleted per table
@@ -356,9 +362,17 @@ class Gateway:
 
     async def plan(self, call: ChatCall, *, started: float | None = None) -> tuple[Plan, Live]:
         """Who may answer ``call``, in which order (see :class:`Planner`), with the live
-        router it was planned on."""
+        router it was planned on. A request the governance refuses (a model its key may not
+        use, a budget or rate limit) is logged as ``refused`` before the error is raised."""
         started = time.perf_counter() if started is None else started
         live = self.state.live()
+        try:
+            return await self._plan(call, live, started)
+        except _REFUSALS as exc:
+            await self._write(accounting.refused(call, exc, live, started), wait=True)
+            raise
+
+    async def _plan(self, call: ChatCall, live: Live, started: float) -> tuple[Plan, Live]:
         self._maintain()
         catalog = live.router.catalog
         settings = live.settings

@@ -255,10 +255,15 @@ class Reports:
             where += " AND ts >= ? AND ts < ?"
             args = [since, until]
         rows = self._query(f"SELECT expected_errors FROM decisions WHERE {where}", args)
+        decided = [json.loads(raw) for (raw,) in rows]
+        # Compared on the same prompts: the decisions that weighed the most models (a request
+        # narrowed to a few models says nothing of the others).
+        widest = max((len(d) for d in decided), default=0)
         sums: dict[str, list[float]] = {}
-        for (raw,) in rows:
-            for model, err in json.loads(raw).items():
-                sums.setdefault(model, []).append(float(err))
+        for errors in decided:
+            if len(errors) == widest:
+                for model, err in errors.items():
+                    sums.setdefault(model, []).append(float(err))
         if sums and self.catalog is not None:
             seen = max(len(v) for v in sums.values())
             full = {m: statistics.fmean(v) for m, v in sums.items()

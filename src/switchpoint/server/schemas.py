@@ -173,7 +173,11 @@ class ModelRequestStats(BaseModel):
 class RequestStats(BaseModel):
     total: int = Field(description="Chat requests logged, all time.")
     ok: int
-    errors: int = Field(description="Requests that did not end with a whole answer.")
+    refused: int = Field(description="Requests the governance refused before any model was "
+                                     "called (a model the key may not use, a budget, a rate "
+                                     "limit).")
+    errors: int = Field(description="Requests that did not end with a whole answer, other than "
+                                    "refusals.")
     escalations: int = Field(description="Requests answered (or failed) after more than one "
                                          "model was tried.")
     streams: int

@@ -283,14 +283,14 @@ class LearningReader:
         conn = self._connect()
         try:
             row = conn.execute("SELECT id, model, requested_model, tenant, key_id, decision_id, "
-                               "status, cost_usd FROM requests WHERE id = ?",
+                               "status, cost_usd, error_kind FROM requests WHERE id = ?",
                                (request_id,)).fetchone()
         finally:
             conn.close()
         if row is None:
             return None
         keys = ("id", "model", "requested_model", "tenant", "key_id", "decision_id", "status",
-                "cost_usd")
+                "cost_usd", "error_kind")
         return dict(zip(keys, row, strict=True))
 
     def answered_by(self, decision_id: str) -> str | None:
@@ -299,6 +299,18 @@ class LearningReader:
         try:
             row = conn.execute("SELECT model FROM requests WHERE decision_id = ? AND model IS "
                                "NOT NULL ORDER BY seq DESC LIMIT 1", (decision_id,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else str(row[0])
+
+    def refusal(self, decision_id: str) -> str | None:
+        """Why the governance refused the request a routing decision was made for (its error
+        kind), or None when it was not refused."""
+        conn = self._connect()
+        try:
+            row = conn.execute("SELECT error_kind FROM requests WHERE decision_id = ? AND "
+                               "status = 'refused' ORDER BY seq DESC LIMIT 1",
+                               (decision_id,)).fetchone()
         finally:
             conn.close()
         return None if row is None else str(row[0])

@@ -315,8 +315,10 @@ class RequestRecord:
     """One chat request through the gateway, as it is logged (see ``requests`` in the schema).
 
     ``status`` is ``ok`` (a whole answer reached the client), ``error`` (no model answered, or
-    the request was refused), ``stream_broken`` (a stream failed after its first byte: the
-    client got an error event) or ``client_closed`` (the client left mid-answer).
+    the upstream refused the request itself), ``refused`` (the governance refused it before
+    any model was called: a model the key may not use, a budget, a rate limit),
+    ``stream_broken`` (a stream failed after its first byte: the client got an error event) or
+    ``client_closed`` (the client left mid-answer).
     ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error);
     ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
     out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
@@ -625,7 +627,8 @@ class SQLiteStore:
         return out, (out[-1]["seq"] if more and out else None)
 
     def request_stats(self) -> dict[str, Any]:
-        """Totals over the whole request log: counts by status, escalations, tokens, cost, and
+        """Totals over the whole request log: counts by status (``errors`` are the requests
+        neither answered nor refused by the governance), escalations, tokens, cost, and
         requests and cost by answering model and by pin state."""
         conn = self._read()
         try:
@@ -647,8 +650,9 @@ class SQLiteStore:
                 "ORDER BY count(*) DESC, pin_state"))
         finally:
             conn.close()
-        return {"total": int(total), "ok": int(by_status.get("ok", 0)),
-                "errors": int(total) - int(by_status.get("ok", 0)),
+        ok, refused = int(by_status.get("ok", 0)), int(by_status.get("refused", 0))
+        return {"total": int(total), "ok": ok, "refused": refused,
+                "errors": int(total) - ok - refused,
                 "escalations": int(escalations), "streams": int(streams),
                 "by_status": by_status, "by_model": by_model, "by_pin_state": by_pin,
                 "prompt_tokens": int(prompt), "completion_tokens": int(completion),
