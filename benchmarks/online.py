@@ -13,6 +13,8 @@ Protocol, per record set:
    (``LearningSettings(exploration=0.3, seed=..)``).
 3. Every 500 events, AIQ on the test split of the learned router (the deployment's posterior,
    decided with the harness's rule, as ``switchpoint eval`` would).
+4. What the stream's own traffic got while the router learned and explored (mean quality, cost
+   and their score at the live λ), beside what the static router would have served it.
 
 Printed beside it, from the same run: the static-10% router and the full-information fit on
 100% of train (every model's label on every prompt; the mean over k-means seeds 0-2, since one
@@ -82,16 +84,28 @@ def make_router(policy: Policy, seed: int) -> Router:
 
 
 def stream(router: Router, live: RecordSet, tenants: Sequence[str | None] | None = None,
-           on_checkpoint: Callable[[int], None] | None = None) -> None:
-    """Route every prompt of ``live`` in order and report the served model's quality."""
+           on_checkpoint: Callable[[int], None] | None = None) -> np.ndarray:
+    """Route every prompt of ``live`` in order and report the served model's quality; returns
+    the index of the model served for each prompt."""
     assert live.embeddings is not None
+    served = np.empty(len(live), dtype=np.int64)
     for i in range(len(live)):
         tenant = None if tenants is None else tenants[i]
         d = router.route(embedding=live.embeddings[i], tenant=tenant)
-        quality = float(live.scores[i, live.models.index(d.selected_model)])
-        router.report_outcome(d.decision_id, quality)
+        served[i] = live.models.index(d.selected_model)
+        router.report_outcome(d.decision_id, float(live.scores[i, served[i]]))
         if on_checkpoint and ((i + 1) % CHECKPOINT == 0 or i + 1 == len(live)):
             on_checkpoint(i + 1)
+    return served
+
+
+def traffic(live: RecordSet, served: np.ndarray, scale: float) -> tuple[float, float, float]:
+    """What the stream's own traffic got: mean quality, mean cost and their score at the live
+    λ (quality − λ·cost/scale, the router's own trade-off)."""
+    rows = np.arange(len(live))
+    quality = float(np.nanmean(live.scores[rows, served]))
+    cost = float(np.nanmean(live.costs[rows, served]))
+    return quality, cost, quality - LIVE_COST_WEIGHT * cost / scale
 
 
 def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int) -> None:
@@ -109,6 +123,8 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int) -> None
                                                          for s in range(seeds))
           + f" {'mean':>8} {'full 100%':>9}")
     curves: dict[int, dict[int, float]] = {}
+    served: list[tuple[float, float, float]] = []
+    scale = float(max(static_policy.global_cost()[m] for m in live.models))
     t0 = time.perf_counter()
     for seed in range(seeds):
         router = make_router(static_policy, seed)
@@ -117,7 +133,7 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int) -> None
         def checkpoint(events: int, r: Router = router, c: dict[int, float] = curve) -> None:
             c[events] = routed_aiq(r.learner.policy_for("default")[0], test)
 
-        stream(router, live, on_checkpoint=checkpoint)
+        served.append(traffic(live, stream(router, live, on_checkpoint=checkpoint), scale))
         curves[seed] = curve
     for events in curves[0]:
         values = [curves[s][events] for s in range(seeds)]
@@ -136,6 +152,12 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int) -> None
           f"lowest checkpoint minus static {worst:+.4f} (any seed), {mean_worst:+.4f} (the "
           f"mean over seeds); "
           f"{(time.perf_counter() - t0) / seeds:.0f} s per run")
+    fixed = traffic(live, policy_choices(static_policy, live)(LIVE_COST_WEIGHT), scale)
+    q, c, score = np.mean(served, axis=0)
+    print(f"the stream's own traffic at λ {LIVE_COST_WEIGHT}: learning router (exploring "
+          f"{SETTINGS['exploration']:.0%}) quality {q:.4f}, cost {c * 1e3:.4f} m$/prompt, score "
+          f"{score:+.4f}; the static router on the same prompts {fixed[0]:.4f}, "
+          f"{fixed[1] * 1e3:.4f} m$/prompt, score {fixed[2]:+.4f}")
 
 
 # Two tenants ------------------------------------------------------------------------------------
