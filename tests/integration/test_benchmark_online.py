@@ -1,0 +1,44 @@
+"""The online-learning benchmark runs end to end on the in-repo sample of RouterBench records
+(the real files are not needed): it prints its checkpoint table, the share of the gap closed,
+the lowest checkpoint against the static router, the traffic line and the two-tenant table,
+with every figure in range."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "tests" / "data" / "routerbench-sample.jsonl"
+
+
+def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "routerbench-3task.jsonl").symlink_to(SAMPLE)
+    env = {**os.environ, "SWITCHPOINT_DATA": str(data),
+           "SWITCHPOINT_BENCH_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run(
+        [sys.executable, "online.py", "--seeds", "2", "--kmeans-seeds", "2", "--datasets",
+         "routerbench-3task", "--tenants"],
+        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    assert "2 exploration seeds on each of 2 k-means seeds" in out
+    rows = re.findall(r"^\s+(\d+)\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+"
+                      r"(0\.\d{4})$", out, re.MULTILINE)
+    assert rows, out  # events, static, two k-means seeds, mean, full
+    events, static, *online, mean, full = rows[-1]
+    assert int(events) == 171  # the stream is the 90% of train after the first tenth
+    assert abs(float(mean) - (float(online[0]) + float(online[1])) / 2) <= 1e-4
+    assert float(full) > float(static)  # the full fit beats a fit on 19 prompts
+    assert re.search(r"closed at the end: -?\d+% of the gap full - static \+0\.\d{4}", out)
+    assert re.search(r"lowest checkpoint minus the static router it learned from: [-+]0\.\d{4} "
+                     r"\(any run\), [-+]0\.\d{4} \(the mean over runs\)", out)
+    traffic = re.search(r"learning router \(exploring 30%\) quality (0\.\d+), .* static router "
+                        r"on the same prompts (0\.\d+),", out)
+    assert traffic, out
+    assert "two tenants by task mix" in out and "tenant-a" in out and "tenant-b" in out
