@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,86 @@ def test_sqlite_store_survives_a_restart(tmp_path: Path, catalog: Catalog) -> No
     reopened.store.delete("s1")
     assert reopened.store.get("s1") is None
     assert reopened.purge(T0 + 5000) == 1
+
+
+def traced(store: SQLitePinStore) -> list[tuple[str, str]]:
+    """(thread name, statement) of every statement the store's connection runs from now."""
+    seen: list[tuple[str, str]] = []
+    store._db.set_trace_callback(
+        lambda sql: seen.append((threading.current_thread().name, sql.split()[0].upper())))
+    return seen
+
+
+def test_sqlite_store_writes_behind_the_caller(tmp_path: Path) -> None:
+    """A put returns before any statement runs; the writer thread commits it; another
+    connection sees it once flushed."""
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path)
+    seen = traced(store)
+    store.put("s1", Pin("small", T0))
+    store.put("s1", Pin("big", T0 + 1))  # coalesced with the first if still pending
+    store.delete("s2")
+    assert store.get("s1") == Pin("big", T0 + 1)  # from memory
+    store.flush()
+    callers = {name for name, _ in seen}
+    assert callers == {"switchpoint-pins"}, seen  # nothing ran on the caller's thread
+    assert {"INSERT", "DELETE", "COMMIT"} <= {sql for _, sql in seen}
+    with sqlite3.connect(path) as other:
+        rows = other.execute("SELECT session_id, model, last_used FROM session_pins").fetchall()
+    assert rows == [("s1", "big", T0 + 1)]
+    store.close()
+
+
+def test_sqlite_store_reads_a_session_once(tmp_path: Path) -> None:
+    store = SQLitePinStore(tmp_path / "pins.db")
+    seen = traced(store)
+    assert store.get("new") is None
+    assert store.get("new") is None  # known to have no pin: not read again
+    store.put("new", Pin("small", T0))
+    assert store.get("new") == Pin("small", T0)
+    store.flush()
+    assert [sql for _, sql in seen].count("SELECT") == 1
+    store.close()
+
+
+def test_sqlite_store_memory_is_bounded_and_the_table_answers_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path, cache_entries=2)
+    for i in range(5):
+        store.put(f"s{i}", Pin("small", T0 + i))
+    assert len(store._known) == 2
+    assert store.get("s0") == Pin("small", T0)  # pending or written: never lost
+    store.flush()
+    assert [store.get(f"s{i}") for i in range(5)] == [Pin("small", T0 + i) for i in range(5)]
+    assert len(store._known) == 2
+    assert store.count(T0 + 3) == 2 and store.purge(T0 + 3) == 3
+    assert store.get("s0") is None and store.get("s4") == Pin("small", T0 + 4)
+    store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        store.put("late", Pin("small", T0))
+
+
+def test_sqlite_store_under_concurrent_writers(tmp_path: Path) -> None:
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path, cache_entries=50)
+
+    def work(t: int) -> None:
+        for i in range(300):
+            store.put(f"t{t}-{i % 40}", Pin(f"m{t}", T0 + i))
+            store.get(f"t{(t + 1) % 4}-{i % 40}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    store.close()
+    reopened = SQLitePinStore(path)
+    for t in range(4):
+        for k in range(40):  # the last write of each key won
+            last = max(i for i in range(300) if i % 40 == k)
+            assert reopened.get(f"t{t}-{k}") == Pin(f"m{t}", T0 + last)
+    reopened.close()
 
 
 def test_to_dict_is_loggable(catalog: Catalog) -> None:

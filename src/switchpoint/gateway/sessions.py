@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -46,6 +47,8 @@ from typing import Any, Protocol
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs
+
+log = logging.getLogger("switchpoint.gateway")
 
 SESSION_HEADER = "x-session-id"
 # The longest session id a client may send.
@@ -158,12 +161,20 @@ class MemoryPinStore:
 
 
 class SQLitePinStore:
-    """Pins in a SQLite table (``session_pins``), so they survive restarts.
+    """Pins in a SQLite table (``session_pins``), so they survive restarts, written behind.
 
-    One connection guarded by a lock; WAL mode so readers in other processes are not blocked.
-    ``path`` may be ``":memory:"``. ``synchronous`` is SQLite's setting: ``NORMAL`` (default)
-    survives a crash of the process and skips the fsync per write; a pin lost to a power cut
-    only costs one cache-cold turn. ``FULL`` fsyncs every write.
+    Every request reads and writes its session's pin, on the event loop. So the store keeps
+    the pins it has seen in memory (the ``cache_entries`` most recently used; a pin known to be
+    absent is remembered too), answers from there, and hands each change to a writer thread
+    that commits them in batches. Only a session the store has not seen yet costs a read of
+    the table. One process owns the file (it owns its ``data_dir``), so the memory is never
+    stale. A change reaches the table within a commit's time. :meth:`close` (a graceful stop)
+    writes every pending change, and a crash loses at most the changes of that instant:
+    a pin is a hint, and a lost one costs one cache-cold turn.
+
+    WAL mode, so readers in other processes are not blocked. ``path`` may be ``":memory:"``.
+    ``synchronous`` is SQLite's setting: ``NORMAL`` (default) survives a crash of the process
+    and skips the fsync per commit. ``FULL`` fsyncs every commit.
     """
 
     SCHEMA = """
@@ -175,64 +186,163 @@ class SQLitePinStore:
         );
         CREATE INDEX IF NOT EXISTS session_pins_last_used ON session_pins(last_used);
     """
+    #: Changes waiting for the writer past which a change waits for it (a stalled disk).
+    MAX_PENDING = 100_000
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
+                 cache_entries: int = 100_000) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, got "
                              f"{synchronous!r}")
+        if cache_entries < 1:
+            raise ValueError("cache_entries must be >= 1")
         self.path = str(path)
-        self._lock = threading.Lock()
+        self.cache_entries = cache_entries
+        self._db_lock = threading.Lock()  # the connection: the writer, misses, purge, count
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(self.SCHEMA)
+        # What the store knows (None: known to have no pin), most recently used last; and
+        # the changes the writer has not committed yet. Both under `_changed`'s lock.
+        self._known: OrderedDict[str, Pin | None] = OrderedDict()
+        self._pending: dict[str, Pin | None] = {}
+        self._writing: dict[str, Pin | None] = {}  # the batch being committed
+        self._changed = threading.Condition()
+        self._queued = 0  # changes handed to the writer so far
+        self._written = 0  # of those, committed (or given up on) so far
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name="switchpoint-pins",
+                                        daemon=True)
+        self._writer.start()
 
     def get(self, session_id: str) -> Pin | None:
-        with self._lock:
+        with self._changed:
+            if session_id in self._known:
+                self._known.move_to_end(session_id)
+                return self._known[session_id]
+            for unwritten in (self._pending, self._writing):  # forgotten, not yet written
+                if session_id in unwritten:
+                    return unwritten[session_id]
+        with self._db_lock:
             row = self._db.execute(
                 "SELECT model, last_used, failed FROM session_pins WHERE session_id = ?",
                 (session_id,)).fetchone()
-        return None if row is None else Pin(row[0], float(row[1]), bool(row[2]))
+        pin = None if row is None else Pin(row[0], float(row[1]), bool(row[2]))
+        with self._changed:
+            if session_id in self._known:  # changed (or read) meanwhile
+                return self._known[session_id]
+            self._remember(session_id, pin)
+        return pin
 
     def put(self, session_id: str, pin: Pin) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO session_pins (session_id, model, last_used, failed) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
-                "model = excluded.model, last_used = excluded.last_used, "
-                "failed = excluded.failed",
-                (session_id, pin.model, pin.last_used, int(pin.failed)))
+        self._change(session_id, pin)
 
     def delete(self, session_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM session_pins WHERE session_id = ?", (session_id,))
+        self._change(session_id, None)
+
+    def flush(self) -> None:
+        """Wait until every change made so far is committed."""
+        with self._changed:
+            target = self._queued
+            while self._written < target and self._writer.is_alive():
+                self._changed.wait(0.5)
 
     def purge(self, older_than: float) -> int:
         """Drop pins last used before ``older_than``, a batch per lock hold, so requests
         reading and writing pins meanwhile wait for one batch at most."""
+        self.flush()
         total = 0
         while True:
-            with self._lock:
+            with self._db_lock:
                 n = self._db.execute(
                     "DELETE FROM session_pins WHERE session_id IN (SELECT session_id FROM "
                     "session_pins WHERE last_used < ? LIMIT ?)",
                     (older_than, PURGE_BATCH)).rowcount
             total += n
             if n < PURGE_BATCH:
-                return total
+                break
+        with self._changed:
+            stale = [k for k, p in self._known.items() if p is not None
+                     and p.last_used < older_than and k not in self._pending]
+            for key in stale:
+                del self._known[key]
+        return total
 
     def count(self, since: float) -> int:
-        with self._lock:
+        self.flush()
+        with self._db_lock:
             row = self._db.execute(
                 "SELECT COUNT(*) FROM session_pins WHERE last_used >= ? AND failed = 0",
                 (since,)).fetchone()
         return int(row[0])
 
     def close(self) -> None:
-        with self._lock:
+        """Write every pending change, stop the writer and close the file."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._writer.join()
+        with self._db_lock:
             self._db.close()
+
+    # Internals ---------------------------------------------------------------------------------
+
+    def _remember(self, session_id: str, pin: Pin | None) -> None:
+        self._known[session_id] = pin
+        self._known.move_to_end(session_id)
+        while len(self._known) > self.cache_entries:
+            self._known.popitem(last=False)
+
+    def _change(self, session_id: str, pin: Pin | None) -> None:
+        with self._changed:
+            if self._closing:
+                raise RuntimeError("the session pin store is closed")
+            while len(self._pending) >= self.MAX_PENDING and self._writer.is_alive():
+                self._changed.wait(0.5)
+            self._remember(session_id, pin)
+            self._pending[session_id] = pin
+            self._queued += 1
+            self._changed.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._pending and not self._closing:
+                    self._changed.wait()
+                if not self._pending:  # closing, nothing left
+                    return
+                batch, self._pending = self._pending, {}
+                self._writing = batch
+                upto = self._queued
+                self._changed.notify_all()  # room again for writers held back
+            puts = [(k, p.model, p.last_used, int(p.failed)) for k, p in batch.items()
+                    if p is not None]
+            deletes = [(k,) for k, p in batch.items() if p is None]
+            try:
+                with self._db_lock:
+                    self._db.execute("BEGIN")
+                    try:
+                        self._db.executemany(
+                            "INSERT INTO session_pins (session_id, model, last_used, failed) "
+                            "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+                            "model = excluded.model, last_used = excluded.last_used, "
+                            "failed = excluded.failed", puts)
+                        self._db.executemany("DELETE FROM session_pins WHERE session_id = ?",
+                                             deletes)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as exc:  # the pins stay in memory; only persistence is lost
+                log.error("%d session pin change(s) not written to %s: %s", len(batch),
+                          self.path, exc)
+            with self._changed:
+                self._written = upto
+                self._writing = {}
+                self._changed.notify_all()
 
 
 def _first_user_text(messages: Sequence[object]) -> str | None:
