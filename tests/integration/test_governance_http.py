@@ -5,6 +5,7 @@ says who asked; the admin API makes, lists, rotates and revokes keys; the report
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -142,11 +143,15 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     assert info.value.status_code == 403 and "may not use 'good'" in info.value.message
     entry = admin_log(gov, info.value.response.headers["x-switchpoint-request-id"])
     assert entry["status"] == "refused" and entry["http_status"] == 403
+    assert re.fullmatch(r"[0-9a-f]{64}", entry["session_id"])  # a hash, as for answers
     assert entry["error_kind"] == "permission_denied" and entry["key_id"] == narrow["id"]
     assert entry["requested_model"] == "good" and entry["model"] is None
     assert entry["models_tried"] == [] and entry["tenant"] == "acme"
-    with pytest.raises(openai.PermissionDeniedError, match="may not use 'auto'"):
-        client(gov, narrow["key"]).chat.completions.create(model="auto", messages=user("x"))
+    with pytest.raises(openai.PermissionDeniedError, match="may not use 'auto'") as info:
+        client(gov, narrow["key"]).chat.completions.create(
+            model="auto", messages=user("x"), extra_headers={"x-session-id": "secret-conv-7"})
+    entry = admin_log(gov, info.value.response.headers["x-switchpoint-request-id"])
+    assert re.fullmatch(r"[0-9a-f]{64}", entry["session_id"])  # the client's id is not kept
     listed = client(gov, narrow["key"]).models.list()
     assert [m.id for m in listed.data] == ["cheap"]
     full = new_key(gov)

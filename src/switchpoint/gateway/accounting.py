@@ -22,7 +22,7 @@ from switchpoint.decision import RoutingDecision
 from switchpoint.errors import FailoverError, GatewayError
 from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
-from switchpoint.gateway.planning import ChatCall, Plan
+from switchpoint.gateway.planning import ChatCall, Plan, call_session
 from switchpoint.gateway.providers import TokenUsage
 from switchpoint.gateway.redact import clip, redact
 from switchpoint.gateway.results import CallInfo
@@ -189,7 +189,7 @@ def refused(call: ChatCall, exc: GatewayError, live: Live, started: float) -> En
     exc.info = info
     d = info.decision
     request = RequestRecord(
-        id=info.request_id, ts=time.time(), session_id=call.session_id,
+        id=info.request_id, ts=time.time(), session_id=call_session(call),
         requested_model=call.requested, routed_model=info.routed_model, status="refused",
         http_status=exc.status, error_kind=exc.code, error=clip(redact(str(exc)), MAX_ERROR),
         pin_state=info.pin_state, pin=info.pin, stream=call.stream, latency_ms=latency_ms,

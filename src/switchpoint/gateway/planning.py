@@ -76,6 +76,13 @@ class ChatCall:
         return bool(self.body.get("stream"))
 
 
+def call_session(call: ChatCall) -> str | None:
+    """The key of the conversation ``call`` belongs to (see :func:`session_key`): its
+    ``x-session-id`` within its tenant, else its first user message within its caller."""
+    scope = call.tenant if call.session_id else call.caller
+    return session_key(call.session_id, call.body["messages"], scope=scope)
+
+
 @dataclass
 class Plan:
     """Who may answer one request, in which order, and why."""
@@ -168,8 +175,7 @@ class Planner:
                 f"{', '.join(catalog.names)} (GET /v1/models)", param="model")
         now = time.time()
         needs = needs_of(call.body)
-        scope = call.tenant if call.session_id else call.caller
-        session = session_key(call.session_id, call.body["messages"], scope=scope)
+        session = call_session(call)
         plan = Plan(request_id=uuid.uuid4().hex, started=started, ts=now, call=call,
                     body=upstream_body(call.body), needs=needs, session=session,
                     pin=self.pinner.decide(session, catalog, needs, now))
