@@ -106,6 +106,12 @@ def stream(router: Router, live: RecordSet, tenants: Sequence[str | None] | None
     return served
 
 
+def cost_scale(policy: Policy, models: Sequence[str]) -> float:
+    """What λ = 1 weighs as one unit of error: the dearest model's mean cost (the router's rule
+    without catalog prices)."""
+    return float(max(policy.global_cost()[m] for m in models))
+
+
 def traffic(live: RecordSet, served: np.ndarray, scale: float) -> tuple[float, float, float]:
     """What the stream's own traffic got: mean quality, mean cost and their score at the live
     λ (quality − λ·cost/scale, the router's own trade-off)."""
@@ -133,7 +139,7 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     # curves[k][seed][events]: test AIQ of the router learning on k-means seed k's static fit.
     curves: list[list[dict[int, float]]] = []
     served: list[tuple[float, float, float]] = []
-    scale = float(max(statics[0].global_cost()[m] for m in live.models))
+    scale = cost_scale(statics[0], live.models)
     t0 = time.perf_counter()
     for policy in statics:
         runs: list[dict[int, float]] = []
@@ -200,7 +206,7 @@ def tenant_aiq(choices: Callable[[float], np.ndarray], sub: RecordSet,
 def policy_choices(policy: Policy, sub: RecordSet) -> Callable[[float], np.ndarray]:
     est = policy.estimate(Inputs(embeddings=sub.embeddings))
     cols = [est.models.index(m) for m in sub.models]
-    scale = float(max(policy.global_cost()[m] for m in sub.models))
+    scale = cost_scale(policy, sub.models)
     err, cost = est.error[:, cols], est.cost[:, cols]
     se = None if est.stderr is None else est.stderr[:, cols]
     every = np.ones(len(sub.models), dtype=bool)

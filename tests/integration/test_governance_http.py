@@ -203,6 +203,12 @@ def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
         feedback = httpx.post(f"{gov.base}/v1/feedback", json=body,
                               headers={"authorization": f"Bearer {narrow['key']}"})
         assert feedback.status_code == 400 and "refused" in feedback.text, feedback.text
+    stranger = new_key(gov, tenant="tight")  # another tenant: not even told it was refused
+    feedback = httpx.post(f"{gov.base}/v1/feedback",
+                          json={"decision_id": headers["x-switchpoint-decision-id"],
+                                "score": 0.0},
+                          headers={"authorization": f"Bearer {stranger['key']}"})
+    assert feedback.status_code == 404 and "refused" not in feedback.text, feedback.text
 
 
 def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:

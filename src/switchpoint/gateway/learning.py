@@ -663,12 +663,6 @@ def check_comment(comment: object) -> str | None:
     return comment
 
 
-def _refused(decision_id: str, kind: str | None) -> InvalidInputError:
-    return InvalidInputError("decision_id", f"{decision_id} names a request the governance "
-                                            f"refused ({kind}) before any model answered it: "
-                                            "there is no answer to score")
-
-
 def learnable(router: Router, model: str) -> bool:
     """Whether outcomes of catalog model ``model`` can teach ``router`` (it has a profile)."""
     return model in router.models and router.catalog.profile_of(model) in router.policy.models_
@@ -807,6 +801,7 @@ class GatewayLearning:
         scope = None if tenant is None else check_tenant(tenant)
         if model is not None and not isinstance(model, str):
             raise InvalidInputError("model", "must be a model name (a string)")
+        self._check_not_refused(decision_id, scope)
         note = _Note(kind="decision", key_id=key_id, comment=comment)
         token = _NOTE.set(note)
         try:
@@ -821,10 +816,8 @@ class GatewayLearning:
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
-                    answered = self._answered_by(decision_id)
-                    if answered is None:
-                        self._check_not_refused(decision_id)
-                    served = model if isinstance(model, str) else (answered or entry.chosen)
+                    served = model if isinstance(model, str) else (
+                        self._answered_by(decision_id) or entry.chosen)
                     if learnable(owner, served):
                         outcome = owner.report_outcome(decision_id, quality, model=served,
                                                        tenant=entry.tenant)
@@ -850,8 +843,6 @@ class GatewayLearning:
                 if request is None or (scope is not None and owner_tenant != scope):
                     capacity = router.learner.memory.capacity
                     raise DecisionNotFoundError(decision_id, capacity)
-                if request["status"] == "refused":
-                    raise _refused(decision_id, request["error_kind"])
                 served = model if isinstance(model, str) else request["model"]
                 if served is None:
                     raise InvalidInputError("model", "this request got no answer from any "
@@ -866,10 +857,14 @@ class GatewayLearning:
         finally:
             _NOTE.reset(token)
 
-    def _check_not_refused(self, decision_id: str) -> None:
-        kind = self.reader.refusal(decision_id) if self.reader is not None else None
+    def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
+        """A request the governance refused got no answer: there is nothing to score."""
+        kind = self.reader.refusal(answer_id, tenant) if self.reader is not None else None
         if kind is not None:
-            raise _refused(decision_id, kind)
+            raise InvalidInputError("decision_id", f"{answer_id} names a request the "
+                                                   f"governance refused ({kind}) before any "
+                                                   "model answered it: there is no answer to "
+                                                   "score")
 
     def _answered_by(self, decision_id: str) -> str | None:
         return self.reader.answered_by(decision_id) if self.reader is not None else None

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint.learning.events import FeedbackEvent
+from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
 
 FEEDBACK_KINDS = ("decision", "preference", "model")
@@ -223,20 +223,32 @@ class LearningReader:
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
+    def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The first row ``sql`` reads, or None."""
+        conn = self._connect()
+        try:
+            row: tuple[Any, ...] | None = conn.execute(sql, args).fetchone()
+        finally:
+            conn.close()
+        return row
+
+    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Every row ``sql`` reads."""
+        conn = self._connect()
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+
     def feedback(self, tenant: str | None = None, after: int = 0,
                  batch: int = 2000) -> Iterator[LoggedFeedback]:
         """Every feedback row in log order (of one tenant, if given), read in batches."""
         where = "seq > ?" + (" AND tenant = ?" if tenant is not None else "")
         last = after
         while True:
-            conn = self._connect()
-            try:
-                rows = conn.execute(
-                    f"SELECT seq, {', '.join(_FEEDBACK_COLUMNS)} FROM feedback WHERE {where} "
-                    "ORDER BY seq LIMIT ?",
-                    (last, *((tenant,) if tenant is not None else ()), batch)).fetchall()
-            finally:
-                conn.close()
+            rows = self._all(
+                f"SELECT seq, {', '.join(_FEEDBACK_COLUMNS)} FROM feedback WHERE {where} "
+                "ORDER BY seq LIMIT ?", (last, *((tenant,) if tenant is not None else ()), batch))
             for row in rows:
                 yield _logged(row)
             if len(rows) < batch:
@@ -245,12 +257,8 @@ class LearningReader:
 
     def pending(self, decision_id: str) -> tuple[PendingDecision, str] | None:
         """A decision still open to feedback, with the weights it was made under."""
-        conn = self._connect()
-        try:
-            row = conn.execute(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "
-                               "WHERE decision_id = ?", (decision_id,)).fetchone()
-        finally:
-            conn.close()
+        row = self._one(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "
+                        "WHERE decision_id = ?", (decision_id,))
         if row is None:
             return None
         (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id) = row
@@ -263,12 +271,8 @@ class LearningReader:
 
     def compare(self, compare_id: str) -> CompareRecord | None:
         """A comparison still waiting for scores (expired or not: the caller decides)."""
-        conn = self._connect()
-        try:
-            row = conn.execute(f"SELECT {', '.join(_COMPARE_COLUMNS)} FROM compares "
-                               "WHERE compare_id = ?", (compare_id,)).fetchone()
-        finally:
-            conn.close()
+        row = self._one(f"SELECT {', '.join(_COMPARE_COLUMNS)} FROM compares "
+                        "WHERE compare_id = ?", (compare_id,))
         if row is None:
             return None
         (cid, ts, expires, tenant, labels, answered, vector, units, weights_id) = row
@@ -280,78 +284,53 @@ class LearningReader:
 
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged gateway request: who answered it, for whom, under which decision."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT id, model, requested_model, tenant, key_id, decision_id, "
-                               "status, cost_usd, error_kind FROM requests WHERE id = ?",
-                               (request_id,)).fetchone()
-        finally:
-            conn.close()
+        row = self._one("SELECT id, model, requested_model, tenant, key_id, decision_id, "
+                        "status, cost_usd FROM requests WHERE id = ?", (request_id,))
         if row is None:
             return None
         keys = ("id", "model", "requested_model", "tenant", "key_id", "decision_id", "status",
-                "cost_usd", "error_kind")
+                "cost_usd")
         return dict(zip(keys, row, strict=True))
 
     def answered_by(self, decision_id: str) -> str | None:
         """The model that answered the (last) request a routing decision led to."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT model FROM requests WHERE decision_id = ? AND model IS "
-                               "NOT NULL ORDER BY seq DESC LIMIT 1", (decision_id,)).fetchone()
-        finally:
-            conn.close()
+        row = self._one("SELECT model FROM requests WHERE decision_id = ? AND model IS "
+                        "NOT NULL ORDER BY seq DESC LIMIT 1", (decision_id,))
         return None if row is None else str(row[0])
 
-    def refusal(self, decision_id: str) -> str | None:
-        """Why the governance refused the request a routing decision was made for (its error
-        kind), or None when it was not refused."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT error_kind FROM requests WHERE decision_id = ? AND "
-                               "status = 'refused' ORDER BY seq DESC LIMIT 1",
-                               (decision_id,)).fetchone()
-        finally:
-            conn.close()
+    def refusal(self, answer_id: str, tenant: str | None = None) -> str | None:
+        """Why the governance refused the request ``answer_id`` names (its request id, or the
+        routing decision made for it) of ``tenant`` (None: any): its error kind, or None when
+        no such request was refused."""
+        row = self._one("SELECT error_kind FROM requests WHERE (id = ? OR decision_id = ?) "
+                        "AND status = 'refused' AND (? IS NULL OR coalesce(tenant, ?) = ?) "
+                        "LIMIT 1", (answer_id, answer_id, tenant, DEFAULT_TENANT, tenant))
         return None if row is None else str(row[0])
 
     def decision_arm(self, decision_id: str) -> tuple[str, str] | None:
         """The experiment and arm a logged decision was assigned to, if any."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT experiment, arm FROM decisions WHERE id = ?",
-                               (decision_id,)).fetchone()
-        finally:
-            conn.close()
+        row = self._one("SELECT experiment, arm FROM decisions WHERE id = ?", (decision_id,))
         if row is None or row[0] is None:
             return None
         return str(row[0]), str(row[1])
 
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         """The quality last reported for ``decision_id`` (a repeat replaces it)."""
-        conn = self._connect()
-        try:
-            row = conn.execute("SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "
-                               "ORDER BY seq DESC LIMIT 1", (decision_id, tenant)).fetchone()
-        finally:
-            conn.close()
+        row = self._one("SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "
+                        "ORDER BY seq DESC LIMIT 1", (decision_id, tenant))
         return None if row is None else float(row[0])
 
     def quality_by_model(self, tenant: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         """``{tenant: {model: {n, mean_quality}}}`` over the latest outcome of each decision
         (``model``: the catalog model that answered)."""
         where = "" if tenant is None else "WHERE tenant = ?"
-        conn = self._connect()
-        try:
-            rows = conn.execute(
-                "SELECT tenant, coalesce(served, model), count(*), avg(quality) FROM feedback f "
-                "JOIN (SELECT max(seq) AS seq FROM feedback "
-                f"{where} GROUP BY decision_id, tenant, coalesce(served, model)) latest "
-                "USING (seq) GROUP BY tenant, coalesce(served, model) "
-                "ORDER BY tenant, coalesce(served, model)",
-                (() if tenant is None else (tenant,))).fetchall()
-        finally:
-            conn.close()
+        rows = self._all(
+            "SELECT tenant, coalesce(served, model), count(*), avg(quality) FROM feedback f "
+            "JOIN (SELECT max(seq) AS seq FROM feedback "
+            f"{where} GROUP BY decision_id, tenant, coalesce(served, model)) latest "
+            "USING (seq) GROUP BY tenant, coalesce(served, model) "
+            "ORDER BY tenant, coalesce(served, model)",
+            (() if tenant is None else (tenant,)))
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for t, model, n, mean in rows:
             out.setdefault(str(t), {})[str(model)] = {"n": int(n),
@@ -388,12 +367,7 @@ class LearningReader:
 
     def promotions(self) -> dict[str, tuple[str, float, str]]:
         """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""
-        conn = self._connect()
-        try:
-            rows = conn.execute("SELECT experiment, arm, ts, reason FROM promotions "
-                                "ORDER BY seq").fetchall()
-        finally:
-            conn.close()
+        rows = self._all("SELECT experiment, arm, ts, reason FROM promotions ORDER BY seq")
         return {str(e): (str(a), float(ts), str(r)) for e, a, ts, r in rows}
 
 
