@@ -68,16 +68,24 @@ def validation_parts(train: RecordSet, parts: int = 5, seed: int = 200
         yield train.subset(perm[:cut]), train.subset(perm[cut:])
 
 
-def routed_aiq(policy: Policy, test: RecordSet, lambdas: Sequence[float] = DEFAULT_LAMBDAS
-               ) -> float:
-    """Test AIQ of ``policy`` with the router's own decision rule (the harness's
-    ``route_choices``), routing among the policy's models that ``test`` labels. The AIQ range
-    is always the single models of *all* of ``test``'s models, so a router that knows fewer
-    models is measured on the same scale as one that knows more."""
+def routed_choices(policy: Policy, test: RecordSet, lambdas: Sequence[float] = DEFAULT_LAMBDAS
+                   ) -> tuple[dict[float, np.ndarray], np.ndarray, np.ndarray]:
+    """What ``policy`` chooses for every prompt of ``test`` at each λ with the router's own
+    decision rule (the harness's ``route_choices``), among the policy's models that ``test``
+    labels; with the scores and costs of those models (the columns the choices index)."""
     models = [m for m in test.models if m in policy.models_]
     cols = [test.models.index(m) for m in models]
     scores, costs = test.scores[:, cols], test.costs[:, cols]
     choices = route_choices(policy, Inputs(texts=list(test.prompts), embeddings=test.embeddings),
                             models, ~np.isnan(scores), lambdas)
+    return choices, scores, costs
+
+
+def routed_aiq(policy: Policy, test: RecordSet, lambdas: Sequence[float] = DEFAULT_LAMBDAS
+               ) -> float:
+    """Test AIQ of ``policy`` with the router's own decision rule (see :func:`routed_choices`).
+    The AIQ range is always the single models of *all* of ``test``'s models, so a router that
+    knows fewer models is measured on the same scale as one that knows more."""
+    choices, scores, costs = routed_choices(policy, test, lambdas)
     points = [routed_point(choices[float(lam)], scores, costs) for lam in lambdas]
     return aiq(points, single_model_points(test.scores, test.costs))

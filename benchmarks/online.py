@@ -25,12 +25,16 @@ compared with the static router it started from.
 Printed beside it, from the same run: the static-10% routers (their mean) and the
 full-information fit on 100% of train (every model's label on every prompt; the mean over
 k-means seeds 0-2). "Closed" is the share of the gap between them that the online routers
-have closed, on average, at the end of the stream.
+have closed, on average, at the end of the stream. Then where a router's AIQ is lost: the AIQ
+its choices within each task would reach if every task's prompts were spent on at the rate
+best for the whole set (see ``allocated_aiq``), beside its routed AIQ. The gap between the two
+is what its error estimates' scale across tasks costs: whether an upgrade to a dearer model on
+one task's prompts is weighed on the same scale as on another's.
 
 Two tenants (``--tenants``): train is split by task mix (each task has a home tenant, which
 gets 80% of the task's prompts; the other tenant the rest), the stream is reported per tenant,
-and each tenant's test prompts (llmrouter's test split has no task labels: a prompt takes the
-task of its nearest train prompt) are routed by: the static global router; the global router
+and each tenant's test prompts (a test prompt without a task label takes the task of its nearest
+train prompt) are routed by: the static global router; the global router
 learned from all traffic pooled; the tenant's own overlay; its overlay plus its
 nearest-neighbour memory.
 
@@ -43,15 +47,23 @@ Usage: python benchmarks/online.py [--seeds 3] [--kmeans-seeds 3] [--tenants] [-
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from _common import DATASETS, DEFAULT_EMBEDDER, embedded_records, routed_aiq
+from _common import DATASETS, DEFAULT_EMBEDDER, embedded_records, routed_aiq, routed_choices
 
 from switchpoint.decision import decide
 from switchpoint.evaluation.curves import DEFAULT_LAMBDAS
-from switchpoint.evaluation.metrics import aiq, routed_point, single_model_points
+from switchpoint.evaluation.metrics import (
+    Point,
+    aiq,
+    area_mean,
+    routed_point,
+    single_model_points,
+    upper_hull,
+)
 from switchpoint.learning import LearningSettings
 from switchpoint.learning.tenant_memory import TenantKnnMemory
 from switchpoint.learning.tenant_router import TenantRouter
@@ -121,6 +133,43 @@ def traffic(live: RecordSet, served: np.ndarray, scale: float) -> tuple[float, f
     return quality, cost, quality - LIVE_COST_WEIGHT * cost / scale
 
 
+def test_tasks(train: RecordSet, test: RecordSet) -> list[str]:
+    """Each test prompt's task (llmrouter's test split has no task labels: a prompt takes the
+    task of its nearest train prompt)."""
+    if all(test.tasks):
+        return list(test.tasks)
+    assert test.embeddings is not None and train.embeddings is not None
+    nearest = np.argmax(test.embeddings @ train.embeddings.T, axis=1)
+    return [train.tasks[i] for i in nearest]
+
+
+def allocated_aiq(policy: Policy, test: RecordSet, tasks: Sequence[str]) -> float:
+    """Test AIQ if every task's prompts were routed at the rate best for the whole set: each
+    task's own frontier (its routed points over every λ), the frontiers' segments spent in
+    order of quality bought per dollar. Beside the routed AIQ it splits what a router loses
+    into its choices within each task and how it weighs an upgrade to a dearer model on one
+    task's prompts against another's (whether its errors are on one scale across tasks)."""
+    choices, scores, costs = routed_choices(policy, test)
+    labels = np.asarray(tasks)
+    start = Point(0.0, 0.0)
+    segments: list[tuple[float, float, float]] = []  # (slope, Δcost, Δquality), weighted
+    for task in dict.fromkeys(tasks):
+        rows = np.flatnonzero(labels == task)
+        share = len(rows) / len(test)
+        hull = upper_hull([routed_point(c[rows], scores[rows], costs[rows])
+                           for c in choices.values()])
+        start = Point(start.cost + share * hull[0].cost, start.quality + share * hull[0].quality)
+        segments += [((b.quality - a.quality) / (b.cost - a.cost), share * (b.cost - a.cost),
+                      share * (b.quality - a.quality)) for a, b in itertools.pairwise(hull)]
+    frontier = [start]
+    for _, dc, dq in sorted(segments, key=lambda s: -s[0]):
+        frontier.append(Point(frontier[-1].cost + dc, frontier[-1].quality + dq))
+    singles = single_model_points(test.scores, test.costs)
+    cheapest = min(singles, key=lambda p: (p.cost, -p.quality))
+    return area_mean(upper_hull([*frontier, cheapest]), min(p.cost for p in singles),
+                     max(p.cost for p in singles))
+
+
 def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
                kmeans_seeds: int = 3) -> None:
     n_fit = len(train) // 10
@@ -128,8 +177,11 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     statics = [fit_cluster(first, k) for k in range(kmeans_seeds)]
     static_aiq = [routed_aiq(p, test) for p in statics]
     static = float(np.mean(static_aiq))
-    fulls = [routed_aiq(fit_cluster(train, k), test) for k in range(3)]
+    full_policies = [fit_cluster(train, k) for k in range(3)]
+    fulls = [routed_aiq(p, test) for p in full_policies]
     full = float(np.mean(fulls))
+    tasks = test_tasks(train, test)
+    allocated: list[float] = []  # each learning router's, at the end of the stream
     print(f"\n{name}: static-10% fitted on {n_fit} prompts ({', '.join(dict.fromkeys(first.tasks))}"
           f"), stream of {len(live)}; test {len(test)} prompts; {seeds} exploration seeds on "
           f"each of {kmeans_seeds} k-means seeds")
@@ -152,6 +204,7 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
 
             served.append(traffic(live, stream(router, live, on_checkpoint=checkpoint), scale))
             runs.append(curve)
+            allocated.append(allocated_aiq(router.learner.policy_for("default")[0], test, tasks))
         curves.append(runs)
     checkpoints = list(curves[0][0])
     for events in checkpoints:
@@ -176,6 +229,12 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
           + f"); lowest checkpoint minus the static router it learned from: {worst:+.4f} (any "
           f"run), {mean_worst:+.4f} (the mean over runs); "
           f"{(time.perf_counter() - t0) / (seeds * kmeans_seeds):.0f} s per run")
+    static_allocated = np.mean([allocated_aiq(p, test, tasks) for p in statics])
+    full_allocated = np.mean([allocated_aiq(p, test, tasks) for p in full_policies])
+    print(f"each task's prompts spent at the best rate for the whole set (the routers' choices "
+          f"within each task alone; routed AIQ in brackets): static-10% {static_allocated:.4f} "
+          f"({static:.4f}), online at the end {np.mean(allocated):.4f} ({np.mean(ends):.4f}), "
+          f"full 100% {full_allocated:.4f} ({full:.4f})")
     fixed = np.mean([traffic(live, policy_choices(p, live)(LIVE_COST_WEIGHT), scale)
                      for p in statics], axis=0)
     q, c, score = np.mean(served, axis=0)
@@ -245,14 +304,8 @@ def tenant_run(name: str, train: RecordSet, test: RecordSet) -> None:
     static_policy = fit_cluster(first)
     owners = tenant_of_tasks(train.tasks)[n_fit:]
     names = ["tenant-a", "tenant-b"]
-    if all(test.tasks):
-        test_tasks = list(test.tasks)
-    else:  # no task labels: the task of the nearest train prompt
-        assert test.embeddings is not None and train.embeddings is not None
-        nearest = np.argmax(test.embeddings @ train.embeddings.T, axis=1)
-        test_tasks = [train.tasks[i] for i in nearest]
     order = sorted(set(train.tasks))
-    test_home = np.array([order.index(t) % 2 for t in test_tasks])
+    test_home = np.array([order.index(t) % 2 for t in test_tasks(train, test)])
     test_owner = np.where(np.random.default_rng(1).random(len(test)) >= 0.8, 1 - test_home,
                           test_home)
     pooled = make_router(static_policy, seed=0)

@@ -1,7 +1,7 @@
 """The online-learning benchmark runs end to end on the in-repo sample of RouterBench records
 (the real files are not needed): it prints its checkpoint table, the share of the gap closed,
-the lowest checkpoint against the static router, the traffic line and the two-tenant table,
-with every figure in range."""
+the lowest checkpoint against the static router, the within-task figures, the traffic line
+and the two-tenant table, with every figure in range."""
 
 from __future__ import annotations
 
@@ -41,4 +41,13 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
     traffic = re.search(r"learning router \(exploring 30%\) quality (0\.\d+), .* static router "
                         r"on the same prompts (0\.\d+),", out)
     assert traffic, out
+    # Spending each task at the best rate for the whole set can only do better than one λ for
+    # all: every router's within-task figure is at least its routed AIQ (in brackets).
+    within = re.search(r"static-10% (0\.\d{4}) \((0\.\d{4})\), online at the end (0\.\d{4}) "
+                       r"\((0\.\d{4})\), full 100% (0\.\d{4}) \((0\.\d{4})\)", out)
+    assert within, out
+    figures = [float(v) for v in within.groups()]
+    for allocated, routed in zip(figures[::2], figures[1::2], strict=True):
+        assert allocated >= routed - 1e-4, out
+    assert abs(figures[1] - float(static)) <= 1e-4 and abs(figures[5] - float(full)) <= 1e-4
     assert "two tenants by task mix" in out and "tenant-a" in out and "tenant-b" in out
