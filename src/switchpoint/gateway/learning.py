@@ -955,7 +955,7 @@ class GatewayLearning:
                 event = FeedbackEvent(
                     decision_id=f"{compare.compare_id}:{model}", model=profile, quality=quality,
                     tenant=tenant,
-                    embedding=tuple(float(v) for v in compare.embedding.reshape(-1)),
+                    embedding=tuple(compare.embedding.reshape(-1).tolist()),
                     units=compare.units, served=model if model != profile else None)
                 applied = learning.learn(event, compare.weights_id)
                 commits.append(self.log.append(event, "preference",

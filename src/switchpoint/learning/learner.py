@@ -122,7 +122,7 @@ class Learner:
         event = FeedbackEvent(
             decision_id=decision_id, model=profile, quality=quality, tenant=entry.tenant,
             embedding=None if entry.embedding is None else tuple(
-                float(v) for v in entry.embedding.reshape(-1)),
+                entry.embedding.reshape(-1).tolist()),
             units=entry.units, chosen=entry.chosen,
             cost=entry.expected_cost if served == entry.chosen else None,
             served=served if served != profile else None)

@@ -374,8 +374,7 @@ class LearningReader:
 def _logged(row: tuple[Any, ...]) -> LoggedFeedback:
     (seq, event_id, ts, kind, tenant, decision_id, model, served, quality, weight, chosen, cost,
      vector, units, weights_id, _key_id, _comment) = row
-    embedding = None if vector is None else tuple(
-        float(v) for v in np.frombuffer(vector, dtype=np.float32))
+    embedding = None if vector is None else tuple(np.frombuffer(vector, dtype=np.float32).tolist())
     event = FeedbackEvent(decision_id=decision_id, model=model, quality=float(quality),
                           tenant=tenant, embedding=embedding, units=_units_of(units),
                           chosen=chosen, cost=cost, weight=float(weight), timestamp=float(ts),
