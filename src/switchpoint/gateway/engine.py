@@ -221,6 +221,8 @@ class Gateway:
         self._close_state()
 
     def _close_state(self) -> None:
+        if self._opened:
+            self.learning.close()  # a checkpoint of what was learned, while the store is open
         self.governor.close()
         if self._pins is not None:
             self._pins.close()
@@ -793,7 +795,8 @@ class Gateway:
         return {"tenants": out, "exploration": settings.exploration,
                 "memory_size": settings.memory_size,
                 "experiments": sorted(live.settings.experiments),
-                "replayed": learning.replayed if learning is not None else 0}
+                "replayed": learning.replayed if learning is not None else 0,
+                "from_checkpoint": learning.restored if learning is not None else 0}
 
     def experiment_report(self, name: str) -> dict[str, Any]:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality

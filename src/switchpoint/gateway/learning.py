@@ -6,7 +6,8 @@ experiments and exploration.
     feedback ─► the live router's learner (its tenant's overlay) ─► the feedback log (SQLite)
              └► the other routers of the snapshot (experiment arms) and the tenant's memory
 
-    start / reload / policy swap ─► new snapshot ─► replay the whole log ─► live
+    start / reload / policy swap ─► new snapshot ─► the learning checkpoint, if it fits
+                                 ─► replay the log after it (all of it, without one) ─► live
 
 - **Decisions.** Every answer names a decision id: an ``auto`` request's routing decision, or
   (a named model, a hard-pinned session: nothing was routed) the request id. Feedback on a
@@ -19,6 +20,12 @@ experiments and exploration.
   What learning needs from each recent decision is kept in the ``pending`` table (the last
   ``learning.memory_size`` of them), so a decision made before a restart or a reload still
   accepts feedback. See :mod:`switchpoint.store.learning`.
+- **Checkpoints.** What the live snapshot has learned is saved beside the store
+  (:data:`CHECKPOINT_FILENAME`, :mod:`switchpoint.learning.checkpoint`) every
+  :data:`CHECKPOINT_EVERY` events, after a replay of :data:`CHECKPOINT_AFTER_REPLAY` or more,
+  and at a graceful stop, with the log position it holds, so a start replays only what
+  follows. One that does not fit (other weights or settings, a replaced log, a damaged file)
+  is passed over with a warning: the log is the record, the checkpoint only saves time.
 - **Tenants' memories.** A tenant with ``memory:`` in its config (``learning.memory`` for the
   deployment's own traffic) keeps a
   :class:`~switchpoint.learning.tenant_memory.TenantKnnMemory` of its own outcomes; ``auto``
@@ -37,9 +44,11 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import json
 import logging
 import math
 import random
+import sqlite3
 import threading
 import time
 import uuid
@@ -47,7 +56,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,6 +74,13 @@ from switchpoint.errors import (
     SwitchpointError,
 )
 from switchpoint.gateway.live import Live, RouterState, learning_settings
+from switchpoint.learning.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    State,
+    read_checkpoint,
+    write_checkpoint,
+)
 from switchpoint.learning.config import ArmConfig
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent, check_quality, check_tenant
 from switchpoint.learning.learner import OutcomeResult
@@ -112,6 +129,14 @@ _NOTE: contextvars.ContextVar[_Note | None] = contextvars.ContextVar("switchpoin
                                                                      default=None)
 
 
+#: The learning checkpoint's file, beside the store's in ``data_dir``.
+CHECKPOINT_FILENAME = "learning.checkpoint"
+#: Events learned while live between two checkpoints.
+CHECKPOINT_EVERY = 5000
+#: Events replayed at a start or reload past which the state is checkpointed at once.
+CHECKPOINT_AFTER_REPLAY = 1000
+
+
 class ServiceFeedbackLog:
     """The service's feedback log: the store's ``feedback`` table (a list when the gateway keeps
     no store, so nothing survives the process). Appends are queued on the store's writer;
@@ -152,13 +177,15 @@ class ServiceFeedbackLog:
         if outstanding:
             wait_futures(outstanding, timeout=timeout)
 
-    def replay(self, tenant: str | None = None) -> Iterator[LoggedFeedback]:
-        """Every logged event in order (of one tenant, if given)."""
+    def replay(self, tenant: str | None = None, after: int = 0) -> Iterator[LoggedFeedback]:
+        """Every logged event in order (of one tenant, if given), after log position
+        ``after``."""
         if self.reader is None:
             with self._lock:
                 rows = list(self._memory)
-            return iter([r for r in rows if tenant is None or r.event.tenant == tenant])
-        return self.reader.feedback(tenant)
+            return iter([r for r in rows if r.seq > after
+                         and (tenant is None or r.event.tenant == tenant)])
+        return self.reader.feedback(tenant, after=after)
 
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         if self.reader is None:
@@ -411,8 +438,11 @@ class LiveLearning:
             configs[DEFAULT_TENANT] = settings.learning.memory.library()
         self.memory_tenants = frozenset(configs)
         self.memory = TenantKnnMemory(tenants=configs)
-        self.replayed = 0
+        self.replayed = 0  # events taken up from the log as this snapshot went live
         self.skipped = 0
+        self.restored = 0  # of them, how many came from a checkpoint
+        self.events = 0  # events learned in all (taken up, then live)
+        self.checkpointed = 0  # of them, how many the newest checkpoint holds
 
     @property
     def configured(self) -> bool:
@@ -573,6 +603,8 @@ class LiveLearning:
             remembered = True
             if previous is None:
                 previous = before
+        if routers or remembered:
+            self.events += 1
         return Applied(previous, routers, remembered)
 
     def replay(self, rows: Iterator[LoggedFeedback]) -> None:
@@ -586,6 +618,50 @@ class LiveLearning:
                 self.replayed += 1
             else:
                 self.skipped += 1
+
+    # Checkpoints -----------------------------------------------------------------------------
+
+    def checkpoint_key(self) -> str:
+        """What this state's fold depends on besides the events: each router's weights and
+        overlay settings, each memory's settings (see :mod:`switchpoint.learning.checkpoint`)."""
+        parts = {"routers": [[r.weights_id, r.learner.settings.novelty_threshold,
+                              r.learner.settings.max_new_clusters] for r in self.routers()],
+                 "memory": {t: asdict(self.memory.settings_for(t))
+                            for t in sorted(self.memory_tenants)},
+                 "dimension": self.router.weights.dimension}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def state(self) -> State:
+        """Everything learned: every router's learner and the tenants' memories."""
+        state = State({"events": self.events, "skipped": self.skipped,
+                       "routers": [r.weights_id for r in self.routers()]})
+        for i, router in enumerate(self.routers()):
+            state.put(f"router{i}", router.learner.state())
+        state.put("memory", self.memory.state())
+        return state
+
+    def restore(self, state: State) -> None:
+        """Take up a :meth:`state` saved under the same :meth:`checkpoint_key` (a fresh
+        snapshot: nothing learned yet). If it does not fit, :class:`CheckpointError`, and
+        nothing is learned."""
+        routers = self.routers()
+        events, skipped = state.meta.get("events"), state.meta.get("skipped")
+        if state.meta.get("routers") != [r.weights_id for r in routers] or not (
+                isinstance(events, int) and isinstance(skipped, int)):
+            raise CheckpointError("made for other routers")
+        try:
+            for i, router in enumerate(routers):
+                router.learner.restore(state.part(f"router{i}"))
+            self.memory.restore(state.part("memory"), self.router.weights.dimension)
+        except CheckpointError:
+            empty = State({"tenants": [], "revisions": []})
+            for router in routers:
+                router.learner.restore(empty)
+            self.memory.restore(State({"models": [], "tenants": [], "capacity": [], "ids": []}),
+                                self.router.weights.dimension)
+            raise
+        self.events = self.replayed = self.restored = self.checkpointed = events
+        self.skipped = skipped
 
     # Inspection ------------------------------------------------------------------------------
 
@@ -686,6 +762,10 @@ class GatewayLearning:
         self._counter_lock = threading.Lock()
         state.prepare = self.prepare
         state.on_swap(self._replay)
+        self.checkpoint_path = (None if store is None
+                                else Path(store.path).with_name(CHECKPOINT_FILENAME))
+        self._checkpointing: threading.Thread | None = None
+        self._checkpoint_lock = threading.Lock()
 
     @property
     def reader(self) -> LearningReader | None:
@@ -721,17 +801,100 @@ class GatewayLearning:
         return replace(live, learning=learning)
 
     def _replay(self, live: Live) -> None:
-        """Replay the whole feedback log into the snapshot (under the state's guard, right
-        before it goes live)."""
+        """Take up the feedback log into the snapshot (under the state's guard, right before
+        it goes live): the learning checkpoint if it fits, then every event after it; else
+        the whole log."""
         learning: LiveLearning | None = live.learning
         if learning is None:
             return
         t0 = time.perf_counter()
         self.log.flush()
-        learning.replay(self.log.replay())
+        after = self._restore(learning)
+        learning.replay(self.log.replay(after=after))
         if learning.replayed or learning.skipped:
-            log.info("replayed %d feedback event(s) (%d passed over) in %.2f s",
-                     learning.replayed, learning.skipped, time.perf_counter() - t0)
+            log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
+                     "replayed after it; %d passed over) in %.2f s", learning.replayed,
+                     learning.restored, learning.replayed - learning.restored,
+                     learning.skipped, time.perf_counter() - t0)
+        self._checkpoint_when_due(learning, CHECKPOINT_AFTER_REPLAY)
+
+    # Checkpoints -----------------------------------------------------------------------------
+
+    def _restore(self, learning: LiveLearning) -> int:
+        """Restore ``learning`` from the checkpoint in ``data_dir`` if it fits; returns the log
+        position it holds (0: none, replay everything)."""
+        if self.checkpoint_path is None or self.reader is None:
+            return 0
+        try:
+            checkpoint = read_checkpoint(self.checkpoint_path, learning.checkpoint_key())
+            if self.reader.event_id_at(checkpoint.seq) != checkpoint.event_id:
+                raise CheckpointError("the feedback log does not hold the event it ends at "
+                                      "(the log was replaced)")
+            learning.restore(checkpoint.state)
+        except CheckpointError as exc:
+            if self.checkpoint_path.exists():
+                log.warning("learning checkpoint not used: %s; replaying the whole feedback "
+                            "log", exc)
+            return 0
+        return checkpoint.seq
+
+    def _checkpoint_when_due(self, learning: LiveLearning, due: int | None = None) -> None:
+        """Checkpoint on a thread of its own once ``due`` events (default
+        :data:`CHECKPOINT_EVERY`) were learned since the last (called under the state's guard,
+        which the checkpoint waits for)."""
+        due = CHECKPOINT_EVERY if due is None else due
+        if (self.checkpoint_path is None or learning.events - learning.checkpointed < due
+                or (self._checkpointing is not None and self._checkpointing.is_alive())):
+            return
+        self._checkpointing = threading.Thread(target=self._checkpoint_quietly,
+                                               name="switchpoint-checkpoint", daemon=True)
+        self._checkpointing.start()
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self.checkpoint()
+        except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
+            log.error("learning checkpoint not written: %s (the feedback log still holds "
+                      "everything; a start replays more of it)", exc)
+
+    def checkpoint(self) -> Path | None:
+        """Save what the live snapshot has learned to ``data_dir`` now, with the log position
+        it holds, so the next start or reload replays only what follows; returns the file
+        (None: no store, or nothing learned). Everything learned is in the feedback log too:
+        a checkpoint only saves replaying it."""
+        if self.checkpoint_path is None or self.reader is None:
+            return None
+        with self._checkpoint_lock:
+            with self.state.guard:
+                live = self.state.peek()
+                learning: LiveLearning | None = None if live is None else live.learning
+                if learning is None or learning.events == learning.checkpointed:
+                    return None
+                self.log.flush()
+                last = self.reader.last_feedback()
+                if last is None:
+                    return None
+                checkpoint = Checkpoint(learning.checkpoint_key(), last[0], last[1],
+                                        learning.state())
+                events = learning.events
+            t0 = time.perf_counter()
+            size = write_checkpoint(self.checkpoint_path, checkpoint)
+            learning.checkpointed = events
+            log.info("learning checkpoint: %d event(s) up to log position %d, %.1f MB in "
+                     "%.2f s", events, checkpoint.seq, size / 1e6, time.perf_counter() - t0)
+            return self.checkpoint_path
+
+    def close(self) -> None:
+        """Checkpoint what was learned since the last checkpoint (a graceful stop), after any
+        checkpoint already under way."""
+        running = self._checkpointing
+        if running is not None:
+            running.join()
+        try:
+            self.checkpoint()
+        except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
+            log.error("learning checkpoint not written at stop: %s (the next start replays "
+                      "the feedback log instead)", exc)
 
     # Pending decisions -----------------------------------------------------------------------
 
@@ -823,6 +986,7 @@ class GatewayLearning:
                                                        tenant=entry.tenant)
                         assert learning is not None
                         learning.learn(outcome.event, owner.weights_id, skip=owner)
+                        self._checkpoint_when_due(learning)
                         return FeedbackResult(outcome, "decision", True,
                                               commits=tuple(note.commits))
                     return self._observe(decision_id, served, quality, entry.tenant, note,
@@ -965,6 +1129,7 @@ class GatewayLearning:
                             "previous_quality": applied.previous,
                             "teaches_routing": applied.routers > 0,
                             "teaches_memory": applied.memory})
+            self._checkpoint_when_due(learning)
         return compare, out, commits
 
     # Experiments -----------------------------------------------------------------------------

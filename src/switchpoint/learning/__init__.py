@@ -8,6 +8,8 @@
   remembered decisions, one overlay per tenant, exploration, the log.
 - :mod:`~switchpoint.learning.tenant_memory`: a per-tenant nearest-neighbour memory of outcomes
   that can override the learned router where a tenant's own evidence is strong.
+- :mod:`~switchpoint.learning.checkpoint`: learning state saved whole, so a start replays only
+  the events after it.
 - :mod:`~switchpoint.learning.export`: fold a tenant's overlay into a new weights package.
 """
 

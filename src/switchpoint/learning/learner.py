@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError, UnknownModelError
+from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import (
     FeedbackEvent,
     FeedbackLog,
@@ -157,6 +158,35 @@ class Learner:
             self.apply(event)
             count += 1
         return count
+
+    def state(self) -> State:
+        """Every tenant's overlay and revision, as a checkpoint part (see
+        :mod:`~switchpoint.learning.checkpoint`)."""
+        with self._lock:
+            tenants = sorted(self._overlays)
+            state = State({"tenants": tenants,
+                           "revisions": [self._revisions[t] for t in tenants]})
+            for i, tenant in enumerate(tenants):
+                state.put(f"overlay{i}", self._overlays[tenant].state())
+            return state
+
+    def restore(self, state: State) -> None:
+        """Take up a :meth:`state` saved by a learner over the same policy and settings, in
+        place of whatever this one has learned (nothing changes if it does not fit)."""
+        tenants, revisions = state.meta.get("tenants"), state.meta.get("revisions")
+        if (not isinstance(tenants, list) or not isinstance(revisions, list)
+                or len(tenants) != len(revisions)
+                or not all(isinstance(r, int) for r in revisions)):
+            raise CheckpointError("the learner's tenants are missing")
+        overlays: dict[str, Overlay] = {}
+        for i, tenant in enumerate(tenants):
+            overlay = make_overlay(self.base, novelty_threshold=self.settings.novelty_threshold,
+                                   max_new_clusters=self.settings.max_new_clusters)
+            overlay.restore(state.part(f"overlay{i}"))
+            overlays[str(tenant)] = overlay
+        with self._lock:
+            self._overlays = overlays
+            self._revisions = {str(t): int(r) for t, r in zip(tenants, revisions, strict=True)}
 
     def _check_profile(self, model: str) -> str:
         if model not in self.base.models_:

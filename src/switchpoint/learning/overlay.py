@@ -15,7 +15,10 @@ so an overlay can always be rebuilt from a :class:`~switchpoint.learning.events.
   estimate at their centre, shifted by how hard the cluster has been for the models tried there.
 - :class:`KnnOverlay`: each outcome is one more labelled neighbour (for its model only).
 
-A later outcome for the same decision replaces the earlier one.
+A later outcome for the same decision replaces the earlier one. An overlay's :meth:`state` is
+what it has applied (a :mod:`~switchpoint.learning.checkpoint` part); a fresh overlay over the
+same fitted policy that takes it up (:meth:`restore`) is the same as one that applied the
+events.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint.errors import InvalidInputError, UnknownModelError
+from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.policies import ClusterPolicy, KnnPolicy, Policy
 from switchpoint.policies.base import Array, TablePolicy
@@ -51,6 +55,13 @@ class Overlay(Protocol):
 
     def posterior(self) -> Policy:
         """The fitted policy updated by every outcome applied so far."""
+
+    def state(self) -> State:
+        """Everything applied so far, as a checkpoint part (copies)."""
+
+    def restore(self, state: State) -> None:
+        """Take up a :meth:`state` of an overlay over the same fitted policy, as if its events
+        had been applied to this fresh one (:class:`CheckpointError` if it does not fit)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,7 @@ class TableOverlay(_OverlayBase):
     """Outcomes as extra labels in a table policy's units (see the module docstring)."""
 
     base: TablePolicy
+    _kind = "table"
 
     def __init__(self, base: TablePolicy) -> None:
         super().__init__(base)
@@ -128,6 +140,55 @@ class TableOverlay(_OverlayBase):
         """The outcome evidence so far: label counts and summed errors per (unit, model)."""
         return self._count.copy(), self._error.copy()
 
+    def state(self) -> State:
+        seen = list(self._seen.values())
+        return State({"kind": self._kind, "events": self._events, "seen": list(self._seen)}, {
+            "count": self._count.copy(), "error": self._error.copy(),
+            "seen_model": np.array([e.model for e in seen], dtype=np.int64),
+            "seen_error": np.array([e.error for e in seen], dtype=np.float64),
+            "seen_quality": np.array([e.quality for e in seen], dtype=np.float64),
+            "seen_weight": np.array([e.weight for e in seen], dtype=np.float64),
+            "seen_length": np.array([len(e.units) for e in seen], dtype=np.int64),
+            # Unit ids fit 32 bits (a quarter of the file is these): read back as int64.
+            "seen_units": np.concatenate([e.units for e in seen]
+                                         or [np.zeros(0, np.int64)]).astype(np.int32),
+            "seen_weights": np.concatenate([e.weights for e in seen] or [np.zeros(0)]),
+        })
+
+    def restore(self, state: State) -> None:
+        if state.meta.get("kind") != self._kind:
+            raise CheckpointError(f"a {state.meta.get('kind')!r} overlay's state cannot restore "
+                                  f"a {self._kind!r} overlay")
+        rows = self._restore_units(state)
+        m = len(self.models)
+        count = state.array("count", dtype=np.float64, shape=(rows, m))
+        error = state.array("error", dtype=np.float64, shape=(rows, m))
+        ids = state.meta.get("seen")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise CheckpointError("the overlay's remembered decisions are not a list of ids")
+        n = len(ids)
+        model = state.array("seen_model", dtype=np.int64, shape=(n,))
+        err = state.array("seen_error", dtype=np.float64, shape=(n,))
+        quality = state.array("seen_quality", dtype=np.float64, shape=(n,))
+        weight = state.array("seen_weight", dtype=np.float64, shape=(n,))
+        length = state.array("seen_length", dtype=np.int64, shape=(n,))
+        total = int(length.sum()) if n else 0
+        units = state.array("seen_units", dtype=np.int64, shape=(total,))
+        weights = state.array("seen_weights", dtype=np.float64, shape=(total,))
+        if n and (length.min() < 0 or model.min() < 0 or model.max() >= m):
+            raise CheckpointError("the overlay's remembered decisions name unknown models")
+        if total and (units.min() < 0 or units.max() >= rows):
+            raise CheckpointError("the overlay's remembered decisions name unknown units")
+        ends = np.cumsum(length)
+        self._seen = OrderedDict(
+            (ids[i], _Evidence(int(model[i]), units[ends[i] - length[i]:ends[i]].astype(np.int64),
+                               weights[ends[i] - length[i]:ends[i]].copy(), float(err[i]),
+                               float(quality[i]), float(weight[i])))
+            for i in range(n))
+        self._count, self._error = count.copy(), error.copy()
+        self._events = _events_of(state)
+        self._cached = None
+
     # Internals --------------------------------------------------------------------------------
 
     def _build(self) -> Policy:
@@ -141,6 +202,10 @@ class TableOverlay(_OverlayBase):
         dust = np.abs(self._count[cells]) < 1e-9
         self._count[cells] = np.where(dust, 0.0, self._count[cells])
         self._error[cells] = np.where(dust, 0.0, self._error[cells])
+
+    def _restore_units(self, state: State) -> int:
+        """Take up the units a state added (none for a table) and return how many there are."""
+        return int(self.base.table_.count.shape[0])
 
     def _units(self, event: FeedbackEvent) -> tuple[npt.NDArray[np.int64], Array]:
         if not event.units:
@@ -159,6 +224,7 @@ class ClusterOverlay(TableOverlay):
     """Outcomes on clusters, with new clusters for prompts unlike any (module docstring)."""
 
     base: ClusterPolicy
+    _kind = "cluster"
 
     def __init__(self, base: ClusterPolicy, *, novelty_threshold: float = 0.4,
                  max_new_clusters: int | None = None) -> None:
@@ -179,6 +245,25 @@ class ClusterOverlay(TableOverlay):
     @property
     def n_new_clusters(self) -> int:
         return len(self._sums)
+
+    def state(self) -> State:
+        state = super().state()
+        d = self.base.centroids_.shape[1]
+        state.arrays["sums"] = (np.array(self._sums) if self._sums
+                                else np.zeros((0, d), dtype=np.float64))
+        state.arrays["centroids"] = self._centroids.copy()
+        return state
+
+    def _restore_units(self, state: State) -> int:
+        n_base, d = self.base.centroids_.shape
+        sums = state.array("sums", dtype=np.float64, shape=(None, d))
+        if len(sums) > self.max_new_clusters:
+            raise CheckpointError(f"the state grew {len(sums)} clusters; this overlay opens at "
+                                  f"most {self.max_new_clusters}")
+        centroids = state.array("centroids", dtype=np.float32, shape=(n_base + len(sums), d))
+        self._sums = [row.copy() for row in sums]
+        self._centroids = centroids.copy()
+        return n_base + len(sums)
 
     def new_centroids(self) -> npt.NDArray[np.float32]:
         if not self._sums:
@@ -245,6 +330,36 @@ class KnnOverlay(_OverlayBase):
         self._applied()
         return None if previous is None else 1.0 - previous[2]
 
+    def state(self) -> State:
+        rows = list(self._rows.values())
+        d = self.base.examples_.shape[1]
+        return State({"kind": "knn", "events": self._events, "seen": list(self._rows)}, {
+            "vectors": (np.array([r[0] for r in rows], dtype=np.float32) if rows
+                        else np.zeros((0, d), dtype=np.float32)),
+            "model": np.array([r[1] for r in rows], dtype=np.int64),
+            "error": np.array([r[2] for r in rows], dtype=np.float64),
+            "cost": np.array([r[3] for r in rows], dtype=np.float64),
+        })
+
+    def restore(self, state: State) -> None:
+        if state.meta.get("kind") != "knn":
+            raise CheckpointError(f"a {state.meta.get('kind')!r} overlay's state cannot restore "
+                                  "a 'knn' overlay")
+        ids = state.meta.get("seen")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise CheckpointError("the overlay's examples are not a list of decision ids")
+        n, d = len(ids), self.base.examples_.shape[1]
+        vectors = state.array("vectors", dtype=np.float32, shape=(n, d))
+        model = state.array("model", dtype=np.int64, shape=(n,))
+        error = state.array("error", dtype=np.float64, shape=(n,))
+        cost = state.array("cost", dtype=np.float64, shape=(n,))
+        if n and (model.min() < 0 or model.max() >= len(self.models)):
+            raise CheckpointError("the overlay's examples name unknown models")
+        self._rows = OrderedDict((ids[i], (vectors[i].copy(), int(model[i]), float(error[i]),
+                                           float(cost[i]))) for i in range(n))
+        self._events = _events_of(state)
+        self._cached = None
+
     def _build(self) -> Policy:
         if not self._rows:
             return self.base
@@ -259,6 +374,13 @@ class KnnOverlay(_OverlayBase):
         posterior.error_ = np.vstack([self.base.error_, error])
         posterior.cost_ = np.vstack([self.base.cost_, cost])
         return posterior
+
+
+def _events_of(state: State) -> int:
+    events = state.meta.get("events")
+    if not isinstance(events, int) or events < 0:
+        raise CheckpointError("the overlay's count of events is missing")
+    return events
 
 
 def make_overlay(policy: Policy, *, novelty_threshold: float = 0.4,

@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint.errors import InvalidInputError
+from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import FeedbackEvent, check_tenant
 from switchpoint.policies.base import check_int, check_number
 
@@ -172,6 +173,65 @@ class TenantKnnMemory:
                 self._names.append(event.model)
             return records.put(event.decision_id, x[0], self._models[event.model],
                                event.quality)
+
+    def state(self) -> State:
+        """Every tenant's records, as a checkpoint part (see
+        :mod:`~switchpoint.learning.checkpoint`)."""
+        with self._lock:
+            tenants = sorted(self._records)
+            state = State({"models": list(self._names), "tenants": tenants,
+                           "capacity": [len(self._records[t].quality) for t in tenants],
+                           "ids": [list(self._records[t].slots) for t in tenants]})
+            for i, tenant in enumerate(tenants):
+                records = self._records[tenant]
+                slots = records.used()
+                state.arrays.update({
+                    f"{i}.slots": slots, f"{i}.free": np.array(records.free, dtype=np.int64),
+                    f"{i}.vectors": records.vectors[slots].copy(),
+                    f"{i}.model": records.model[slots].copy(),
+                    f"{i}.quality": records.quality[slots].copy()})
+            return state
+
+    def restore(self, state: State, dimension: int) -> None:
+        """Take up a :meth:`state` saved by a memory with the same tenants' settings, in place
+        of what this one holds (nothing changes if it does not fit); ``dimension``: the prompt
+        vectors' length."""
+        meta = state.meta
+        names, tenants = meta.get("models"), meta.get("tenants")
+        capacities, ids = meta.get("capacity"), meta.get("ids")
+        if not (isinstance(names, list) and isinstance(tenants, list)
+                and isinstance(capacities, list) and isinstance(ids, list)
+                and len(tenants) == len(capacities) == len(ids)):
+            raise CheckpointError("the memory's tenants are missing")
+        restored: dict[str, _TenantRecords] = {}
+        for i, tenant in enumerate(tenants):
+            capacity = self.settings_for(str(tenant)).max_records
+            if capacities[i] != capacity:
+                raise CheckpointError(f"tenant {tenant!r} kept {capacities[i]} records; its "
+                                      f"memory now keeps {capacity}")
+            n = len(ids[i])
+            slots = state.array(f"{i}.slots", dtype=np.int64, shape=(n,))
+            free = state.array(f"{i}.free", dtype=np.int64, shape=(capacity - n,))
+            model = state.array(f"{i}.model", dtype=np.int64, shape=(n,))
+            taken = np.concatenate([slots, free])
+            if len(np.unique(taken)) != capacity or (capacity and (
+                    taken.min() < 0 or taken.max() >= capacity)):
+                raise CheckpointError(f"tenant {tenant!r}'s record slots do not add up")
+            if n and (model.min() < 0 or model.max() >= len(names)):
+                raise CheckpointError(f"tenant {tenant!r}'s records name unknown models")
+            records = _TenantRecords(capacity, dimension)
+            records.vectors[slots] = state.array(f"{i}.vectors", dtype=np.float32,
+                                                 shape=(n, dimension))
+            records.model[slots] = model
+            records.quality[slots] = state.array(f"{i}.quality", dtype=np.float64, shape=(n,))
+            records.slots = OrderedDict(zip((str(d) for d in ids[i]), (int(s) for s in slots),
+                                            strict=True))
+            records.free = [int(s) for s in free]
+            restored[str(tenant)] = records
+        with self._lock:
+            self._records = restored
+            self._names = [str(m) for m in names]
+            self._models = {m: j for j, m in enumerate(self._names)}
 
     def suggest(
         self,

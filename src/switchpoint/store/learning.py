@@ -255,6 +255,16 @@ class LearningReader:
                 return
             last = int(rows[-1][0])
 
+    def event_id_at(self, seq: int) -> str | None:
+        """The id of the event at log position ``seq`` (None: no such row)."""
+        row = self._one("SELECT event_id FROM feedback WHERE seq = ?", (seq,))
+        return None if row is None else str(row[0])
+
+    def last_feedback(self) -> tuple[int, str] | None:
+        """The log position and event id of the newest feedback row (None: the log is empty)."""
+        row = self._one("SELECT seq, event_id FROM feedback ORDER BY seq DESC LIMIT 1", ())
+        return None if row is None else (int(row[0]), str(row[1]))
+
     def pending(self, decision_id: str) -> tuple[PendingDecision, str] | None:
         """A decision still open to feedback, with the weights it was made under."""
         row = self._one(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "

@@ -1,0 +1,142 @@
+"""Checkpoints: learning state saved whole, so a start replays only the feedback after it.
+
+Learning state is a deterministic fold over the feedback log; replaying a long log on every
+start and reload costs time in proportion to everything ever learned. A checkpoint is that
+fold's result at one point of the log: each component (overlays, learners, tenant memories)
+turns its state into a :class:`State` (JSON-ready facts and named arrays) and back, and
+:func:`write_checkpoint` / :func:`read_checkpoint` keep one in a file.
+
+A checkpoint names the log position it holds (``seq``, and the id of the event there, so a
+log replaced under it is noticed) and a ``key``: whatever the fold depends on besides the events
+(the weights, the learning settings). A checkpoint whose key or log position does not match is
+not used, and the log is replayed from the start, exactly as without one.
+
+The file is a NumPy ``.npz`` archive read without pickle (no code runs from it), written to a
+temporary file, synced, then renamed over the old one: a crash leaves the old checkpoint or the
+new one, never half of either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
+FORMAT = 1
+_META = "__meta__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit what restores it (the caller replays the log instead)."""
+
+
+@dataclass
+class State:
+    """One component's learning state: JSON-ready ``meta`` and named ``arrays`` (copies,
+    never views of live state). Components nest their parts' states under a name."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def put(self, name: str, part: State) -> None:
+        """Nest ``part`` under ``name``."""
+        if "/" in name:
+            raise ValueError(f"a part's name cannot hold '/': {name!r}")
+        self.meta[name] = part.meta
+        for key, value in part.arrays.items():
+            self.arrays[f"{name}/{key}"] = value
+
+    def part(self, name: str) -> State:
+        """The state nested under ``name``."""
+        meta = self.meta.get(name)
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"the checkpoint holds no part {name!r}")
+        prefix = f"{name}/"
+        return State(meta, {k[len(prefix):]: v for k, v in self.arrays.items()
+                            if k.startswith(prefix)})
+
+    def array(self, name: str, *, dtype: Any = None, shape: tuple[int | None, ...] | None = None
+              ) -> np.ndarray:
+        """The array ``name``, checked against ``dtype`` (its kind) and ``shape`` (None: any
+        length on that axis)."""
+        if name not in self.arrays:
+            raise CheckpointError(f"the checkpoint holds no array {name!r}")
+        value = self.arrays[name]
+        if dtype is not None and value.dtype.kind != np.dtype(dtype).kind:
+            raise CheckpointError(f"array {name!r} is {value.dtype}, expected {np.dtype(dtype)}")
+        if shape is not None and (value.ndim != len(shape) or any(
+                want is not None and got != want for got, want in zip(value.shape, shape,
+                                                                      strict=True))):
+            raise CheckpointError(f"array {name!r} has shape {value.shape}, expected "
+                                  f"{tuple('any' if s is None else s for s in shape)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A saved state at log position ``seq`` (the event there: ``event_id``)."""
+
+    key: str
+    seq: int
+    event_id: str
+    state: State
+
+
+def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
+    """Write ``checkpoint`` to ``path`` atomically; returns the file's size in bytes."""
+    path = Path(path)
+    meta = {"format": FORMAT, "key": checkpoint.key, "seq": checkpoint.seq,
+            "event_id": checkpoint.event_id, "state": checkpoint.state.meta}
+    encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
+    arrays = {_META: encoded, **{f"a/{k}": v for k, v in checkpoint.state.arrays.items()}}
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a crash mid-write
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, allow_pickle=False, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
+    """The checkpoint in ``path`` if it was written for ``key`` in this format; otherwise
+    :class:`CheckpointError` saying why (a missing file included)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path.name}: no checkpoint yet")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            raw = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path.name}: unreadable ({exc})") from None
+    if _META not in raw:
+        raise CheckpointError(f"{path.name}: not a switchpoint checkpoint")
+    try:
+        meta = json.loads(raw[_META].tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path.name}: its description is corrupt ({exc})") from None
+    if not isinstance(meta, Mapping) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name}: written in another format")
+    if meta.get("key") != key:
+        raise CheckpointError(f"{path.name}: made with other weights or learning settings")
+    seq, event_id, state = meta.get("seq"), meta.get("event_id"), meta.get("state")
+    if not isinstance(seq, int) or not isinstance(event_id, str) or not isinstance(state, dict):
+        raise CheckpointError(f"{path.name}: its description is incomplete")
+    arrays = {k[2:]: v for k, v in raw.items() if k.startswith("a/")}
+    return Checkpoint(key, seq, event_id, State(state, arrays))
+
+
+__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "State", "read_checkpoint",
+           "write_checkpoint"]

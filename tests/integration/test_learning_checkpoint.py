@@ -1,0 +1,190 @@
+"""The learning checkpoint: ``switchpoint serve`` as a user runs it (a subprocess, bundled
+weights, the real MiniLM embedder). A graceful stop saves what was learned; the next start takes
+it up and replays only the feedback after it, after ``kill -9`` too; a checkpoint made for other
+settings, or a damaged one, is passed over with a warning and the whole log is replayed. Every
+start serves the same lesson."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchpoint.gateway import Gateway
+from switchpoint.gateway import learning as gateway_learning
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt, poem_prompt
+from tests.integration.gateway_env import KEYS, config_text
+from tests.integration.learning_env import loader, settings_for
+from tests.integration.servers import ProcessServer
+
+PROMPT = "Prove that the square root of 2 is irrational, step by step."
+TOPICS = ["Prove that there are infinitely many primes.", "Write a haiku about autumn rain.",
+          "Summarise the causes of the French revolution.", "Sort a list in Python.",
+          "Explain how vaccines train the immune system.", "Translate 'good morning' to Spanish."]
+
+
+def _config(tmp_path: Path, fake: FakeProviderProcess, data: Path, k: int) -> Path:
+    config = tmp_path / "switchpoint.yaml"
+    memory = f"learning: {{memory: {{k: {k}, min_neighbours: 1, min_records: 2}}}}\n"
+    config.write_text(config_text(fake, str(data)) + memory, encoding="utf-8")
+    return config
+
+
+def _start(config: Path, data: Path) -> ProcessServer:
+    server = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
+    server.wait_ready()
+    return server
+
+
+def _route(server: ProcessServer, prompt: str, cost_weight: float | None = None) -> Any:
+    # Among the models with a learned profile (``fresh`` has none: its outcomes are quality
+    # observations only, which no checkpoint holds).
+    body: dict[str, Any] = {"prompt": prompt, "available_models": ["good", "cheap", "other"]}
+    if cost_weight is not None:
+        body["cost_weight"] = cost_weight
+    r = httpx.post(f"{server.base}/v1/route", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _feedback(server: ProcessServer, decision_id: str, score: float) -> dict[str, Any]:
+    r = httpx.post(f"{server.base}/v1/feedback", json={"decision_id": decision_id,
+                                                       "score": score}, timeout=30)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _status(server: ProcessServer) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{server.base}/v1/router/status", timeout=30).json()
+    return body
+
+
+def _lesson(server: ProcessServer) -> tuple[dict[str, float], dict[str, Any]]:
+    """What routing has learned (every model's score for a probe) and the memory's status."""
+    scores: dict[str, float] = _route(server, PROMPT, cost_weight=0)["all_scores"]
+    return scores, _status(server)["tenants"]["default"]["memory"]
+
+
+def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = _config(tmp_path, gw_fake, data, k=5)
+    checkpoint = data / "learning.checkpoint"
+    server = _start(config, data)
+    try:
+        decisions = [_route(server, t)["decision_id"] for t in TOPICS]
+        for i, decision in enumerate(decisions):
+            _feedback(server, decision, [0.0, 1.0, 0.3][i % 3])
+        learned = _lesson(server)
+        assert learned[1]["examples"] == len(TOPICS)
+        assert not checkpoint.exists()  # far fewer events than a checkpoint while live waits for
+        code, err = server.terminate()
+        assert code in (0, -signal.SIGTERM), err  # uvicorn shuts down, then re-raises it
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    assert checkpoint.exists()  # the graceful stop saved what was learned
+
+    server = _start(config, data)
+    try:
+        status = _status(server)
+        assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS))
+        assert _lesson(server) == learned
+        again = _feedback(server, decisions[0], 0.9)  # a checkpointed decision, scored again
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
+        _feedback(server, _route(server, "Name three noble gases.")["decision_id"], 0.6)
+        after = _lesson(server)
+        server.kill()  # a crash: no checkpoint of the two events since the start
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+    server = _start(config, data)
+    try:
+        status = _status(server)
+        assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS) + 2)
+        assert _lesson(server) == after
+        code, err = server.terminate()
+        assert code in (0, -signal.SIGTERM) and "checkpoint not used" not in err, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+    # Other memory settings: the checkpoint no longer fits, and the whole log is replayed.
+    config = _config(tmp_path, gw_fake, data, k=6)
+    server = _start(config, data)
+    try:
+        status = _status(server)
+        assert (status["from_checkpoint"], status["replayed"]) == (0, len(TOPICS) + 2)
+        scores, memory = _lesson(server)
+        assert scores == after[0] and memory["examples"] == after[1]["examples"]
+        code, err = server.terminate()
+        assert "learning checkpoint not used" in err and "other weights or learning settings" in err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+    # A damaged checkpoint: passed over with a warning, the whole log replayed.
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    server = _start(config, data)
+    try:
+        status = _status(server)
+        assert (status["from_checkpoint"], status["replayed"]) == (0, len(TOPICS) + 2)
+        assert _lesson(server)[0] == after[0]
+        _, err = server.terminate()
+        assert "learning checkpoint not used" in err and "unreadable" in err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
+def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process (the library's door, fast weights): a checkpoint every few events while live,
+    taken up by a reload and by the next start, which serve what the live gateway learned."""
+    monkeypatch.setattr(gateway_learning, "CHECKPOINT_EVERY", 10)
+    settings = settings_for(fake, tmp_path)
+    path = Path(settings.data_dir) / gateway_learning.CHECKPOINT_FILENAME
+
+    def probe(gateway: Gateway) -> dict[str, float]:
+        return gateway.route(math_prompt(999), cost_weight=0).expected_errors
+
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        for i in range(25):
+            decision = gateway.route(math_prompt(i) if i % 2 else poem_prompt(i))
+            gateway.report_outcome(decision.decision_id, float(i % 3 == 0))
+            running = gateway.learning._checkpointing
+            if running is not None:
+                running.join(timeout=30)  # each checkpoint done before the next is due
+        assert path.exists()
+        saved = gateway.learning_status()
+        assert saved["from_checkpoint"] == 0  # nothing to take up at the start
+        learned = probe(gateway)
+        _, live, _ = gateway.state.reload()
+        assert live.learning is not None
+        assert live.learning.restored == 20 and live.learning.replayed == 25
+        assert probe(gateway) == learned
+    # The graceful stop checkpointed all 25; the next start replays nothing.
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        status = gateway.learning_status()
+        assert (status["from_checkpoint"], status["replayed"]) == (25, 25)
+        assert probe(gateway) == learned
+    # Without a checkpoint, a start that replays a long log checkpoints at once.
+    path.unlink()
+    monkeypatch.setattr(gateway_learning, "CHECKPOINT_AFTER_REPLAY", 20)
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        status = gateway.learning_status()
+        assert (status["from_checkpoint"], status["replayed"]) == (0, 25)
+        running = gateway.learning._checkpointing
+        assert running is not None
+        running.join(timeout=30)
+        assert path.exists()
+        assert probe(gateway) == learned

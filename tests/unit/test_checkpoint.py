@@ -1,0 +1,175 @@
+"""Learning checkpoints: a learner or tenant memory restored from a checkpoint file is the one
+that applied the events (same posterior now, and after more events), and a checkpoint that does
+not fit is refused whole, leaving the learner as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from switchpoint.learning import FeedbackEvent, Learner, LearningSettings
+from switchpoint.learning.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    State,
+    read_checkpoint,
+    write_checkpoint,
+)
+from switchpoint.learning.tenant_memory import TenantKnnMemory, TenantSettings
+from switchpoint.policies import Inputs, Policy
+from switchpoint.records import RecordSet
+from switchpoint.training import fit
+from tests.fakes.two_kinds import math_prompt, two_kinds_package
+
+
+def _prompts(i: int) -> str:
+    kinds = [math_prompt(i), f"an entirely new topic number {i} about ships",
+             f"poems about the moon and stars, verse {i}", f"sail the galleon voyage {i}"]
+    return kinds[i % len(kinds)]
+
+
+def _events(fake_embedder, policy: Policy, n: int, seed: int, start: int = 0,  # type: ignore[no-untyped-def]
+            units: bool = False) -> list[FeedbackEvent]:
+    """Outcomes over two tenants, with repeats (later ones replace earlier ones)."""
+    rng = np.random.default_rng(seed)
+    models = list(policy.models_)
+    out = []
+    for i in range(start, start + n):
+        did = f"d{i if i % 7 else i - 3}"  # every seventh repeats an earlier decision
+        text = _prompts(i)
+        inputs = Inputs(texts=[text], embeddings=fake_embedder.embed([text]))
+        unit_list = None
+        if units:
+            est = policy.estimate(inputs)
+            probs = est.unit_probabilities
+            unit_list = (((int(est.unit_ids[0]), 1.0),) if probs is None else
+                         tuple((int(u), float(w)) for u, w in enumerate(probs[0]) if w > 1e-4))
+        out.append(FeedbackEvent(
+            decision_id=did, model=models[int(rng.integers(len(models)))],
+            quality=float(rng.random()), tenant=["a", "b"][i % 2], units=unit_list,
+            embedding=None if units else tuple(inputs.embeddings[0].tolist())))  # type: ignore[index]
+    return out
+
+
+def _same_posteriors(one: Learner, other: Learner, probe: Inputs) -> None:
+    assert one.tenants() == other.tenants()
+    for tenant in one.tenants():
+        a, ra = one.policy_for(tenant)
+        b, rb = other.policy_for(tenant)
+        assert ra == rb
+        ea, eb = a.estimate(probe), b.estimate(probe)
+        np.testing.assert_array_equal(ea.error, eb.error)
+        np.testing.assert_array_equal(ea.cost, eb.cost)
+        assert a.n_units == b.n_units
+
+
+def _round_trip(learner: Learner, tmp_path: Path) -> State:
+    path = tmp_path / "learning.checkpoint"
+    write_checkpoint(path, Checkpoint("k", 41, "e41", learner.state()))
+    loaded = read_checkpoint(path, "k")
+    assert (loaded.seq, loaded.event_id) == (41, "e41")
+    return loaded.state
+
+
+@pytest.mark.parametrize("policy", ["cluster", "knn"])
+def test_a_restored_learner_is_the_one_that_applied_the_events(
+        policy: str, fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    package = two_kinds_package(fake_embedder, policy=policy)
+    settings = LearningSettings(novelty_threshold=0.4, max_new_clusters=3)
+    learned = Learner(package.policy, settings)
+    learned.replay(_events(fake_embedder, package.policy, 80, seed=1))
+    if policy == "cluster":
+        overlay = learned.overlay("a")
+        assert overlay is not None and overlay.n_new_clusters > 0  # type: ignore[attr-defined]
+    restored = Learner(package.policy, settings)
+    restored.restore(_round_trip(learned, tmp_path))
+    probe = Inputs(embeddings=fake_embedder.embed([_prompts(i) for i in range(900, 908)]))
+    _same_posteriors(learned, restored, probe)
+    # ...and stays the same as both learn more, repeats of checkpointed decisions included.
+    more = _events(fake_embedder, package.policy, 40, seed=2, start=70)
+    assert [learned.apply(e) for e in more] == [restored.apply(e) for e in more]
+    _same_posteriors(learned, restored, probe)
+
+
+def test_a_text_policy_learner_round_trips_its_units(
+        small_records: RecordSet, fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    package = fit(small_records, policy="tiers", split="test", embedder=fake_embedder)
+    learned = Learner(package.policy)
+    learned.replay(_events(fake_embedder, package.policy, 50, seed=3, units=True))
+    restored = Learner(package.policy)
+    restored.restore(_round_trip(learned, tmp_path))
+    probe = Inputs(texts=[_prompts(i) for i in range(5)])
+    _same_posteriors(learned, restored, probe)
+    more = _events(fake_embedder, package.policy, 20, seed=4, start=45, units=True)
+    assert [learned.apply(e) for e in more] == [restored.apply(e) for e in more]
+    _same_posteriors(learned, restored, probe)
+
+
+def test_a_restored_memory_keeps_its_records_and_their_order(fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = TenantSettings(k=5, min_neighbours=1, min_similarity=-1.0, min_records=1,
+                              max_records=12, switch_penalty=0.0, confidence_floor=0.0)
+    memory = TenantKnnMemory(settings)
+    package = two_kinds_package(fake_embedder)
+    events = _events(fake_embedder, package.policy, 40, seed=5)  # past the cap: evictions
+    for e in events:
+        memory.apply(e)
+    path = tmp_path / "memory.checkpoint"
+    write_checkpoint(path, Checkpoint("k", 1, "e", memory.state()))
+    restored = TenantKnnMemory(settings)
+    restored.restore(read_checkpoint(path, "k").state, dimension=fake_embedder.dimension)
+    for tenant in ("a", "b"):
+        assert restored.size(tenant) == memory.size(tenant) == 12
+        assert restored.coverage(tenant) == memory.coverage(tenant)
+    more = _events(fake_embedder, package.policy, 30, seed=6, start=35)
+    assert [memory.apply(e) for e in more] == [restored.apply(e) for e in more]
+    models = list(package.policy.models_)
+    costs = {m: 0.1 * i for i, m in enumerate(models)}
+    for i in range(6):
+        x = fake_embedder.embed([_prompts(i)])[0]
+        assert (memory.suggest("a", x, models, costs, models[0], cost_weight=0.5)
+                == restored.suggest("a", x, models, costs, models[0], cost_weight=0.5))
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_whole(fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    package = two_kinds_package(fake_embedder)
+    learned = Learner(package.policy)
+    learned.replay(_events(fake_embedder, package.policy, 30, seed=7))
+    path = tmp_path / "learning.checkpoint"
+    write_checkpoint(path, Checkpoint("weights-1", 30, "e30", learned.state()))
+    with pytest.raises(CheckpointError, match="other weights or learning settings"):
+        read_checkpoint(path, "weights-2")
+    with pytest.raises(CheckpointError, match="no checkpoint yet"):
+        read_checkpoint(tmp_path / "absent", "weights-1")
+    (tmp_path / "garbage").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        read_checkpoint(tmp_path / "garbage", "weights-1")
+    # A state of another policy's overlay (knn into cluster) changes nothing.
+    target = Learner(package.policy)
+    target.replay(_events(fake_embedder, package.policy, 5, seed=8))
+    before = target.policy_for("a")[0].estimate(Inputs(embeddings=fake_embedder.embed(["x"])))
+    knn = two_kinds_package(fake_embedder, policy="knn")
+    other = Learner(knn.policy)
+    other.replay(_events(fake_embedder, knn.policy, 10, seed=9))
+    with pytest.raises(CheckpointError, match="'knn' overlay's state cannot restore"):
+        target.restore(other.state())
+    after = target.policy_for("a")[0].estimate(Inputs(embeddings=fake_embedder.embed(["x"])))
+    np.testing.assert_array_equal(before.error, after.error)
+    # A tampered array shape is named.
+    state = learned.state()
+    state.arrays["overlay0/count"] = state.arrays["overlay0/count"][:1]
+    with pytest.raises(CheckpointError, match="array 'count' has shape"):
+        Learner(package.policy).restore(state)
+
+
+def test_writing_replaces_the_file_whole_and_clears_a_crashed_write(tmp_path: Path) -> None:
+    path = tmp_path / "learning.checkpoint"
+    crashed = tmp_path / ".learning.checkpoint.4242.tmp"  # a write cut short by kill -9
+    crashed.write_bytes(b"half a checkpoint")
+    write_checkpoint(path, Checkpoint("k", 1, "e1", State({"n": 1}, {"x": np.arange(3)})))
+    write_checkpoint(path, Checkpoint("k", 2, "e2", State({"n": 2}, {"x": np.arange(5)})))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learning.checkpoint"]
+    loaded = read_checkpoint(path, "k")
+    assert (loaded.seq, loaded.state.meta, list(loaded.state.arrays["x"])) == (
+        2, {"n": 2}, [0, 1, 2, 3, 4])
