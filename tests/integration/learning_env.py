@@ -24,7 +24,8 @@ from switchpoint.weights import WeightsPackage
 from tests.conftest import FakeEmbedder
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import two_kinds_package
-from tests.integration.servers import ThreadServer, thread_server
+from tests.integration.gateway_env import KEYS as GATEWAY_KEYS
+from tests.integration.servers import ProcessServer, ThreadServer, thread_server
 
 EMBEDDER = FakeEmbedder()
 _PACKAGES: dict[str, WeightsPackage] = {}
@@ -96,11 +97,28 @@ def chat(server: ThreadServer, prompt: str, *, key: str = "sk-anything",
     return raw.headers, raw.parse()
 
 
-def feedback(server: ThreadServer, decision_id: str, key: str | None = None,
+def feedback(server: ThreadServer | ProcessServer, decision_id: str, key: str | None = None,
              **body: Any) -> httpx.Response:
     headers = {"authorization": f"Bearer {key}"} if key else {}
     return httpx.post(f"{server.base}/v1/feedback", json={"decision_id": decision_id, **body},
                       headers=headers, timeout=15)
+
+
+def scored(server: ThreadServer | ProcessServer, decision_id: str, score: float
+           ) -> dict[str, Any]:
+    """``POST /v1/feedback`` with a score, which must be taken: its answer."""
+    r = feedback(server, decision_id, score=score)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def serve(config: Path, data: Path) -> ProcessServer:
+    """``switchpoint serve --config`` in a subprocess on ``data``, ready (the gateway config's
+    provider keys set)."""
+    server = ProcessServer("--config", config, data_dir=data, env=GATEWAY_KEYS).start()
+    server.wait_ready()
+    return server
 
 
 def get(server: ThreadServer, path: str, key: str | None = None,

@@ -17,8 +17,8 @@ from switchpoint.gateway import Gateway
 from switchpoint.gateway import learning as gateway_learning
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt, poem_prompt
-from tests.integration.gateway_env import KEYS, config_text
-from tests.integration.learning_env import loader, settings_for
+from tests.integration.gateway_env import config_text
+from tests.integration.learning_env import KEYS, loader, scored, serve, settings_for
 from tests.integration.servers import ProcessServer
 
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
@@ -34,11 +34,6 @@ def _config(tmp_path: Path, fake: FakeProviderProcess, data: Path, k: int) -> Pa
     return config
 
 
-def _start(config: Path, data: Path) -> ProcessServer:
-    server = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
-    server.wait_ready()
-    return server
-
 
 def _route(server: ProcessServer, prompt: str, cost_weight: float | None = None) -> Any:
     # Among the models with a learned profile (``fresh`` has none: its outcomes are quality
@@ -50,13 +45,6 @@ def _route(server: ProcessServer, prompt: str, cost_weight: float | None = None)
     assert r.status_code == 200, r.text
     return r.json()
 
-
-def _feedback(server: ProcessServer, decision_id: str, score: float) -> dict[str, Any]:
-    r = httpx.post(f"{server.base}/v1/feedback", json={"decision_id": decision_id,
-                                                       "score": score}, timeout=30)
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 def _status(server: ProcessServer) -> dict[str, Any]:
@@ -75,11 +63,11 @@ def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
     data = tmp_path / "data"
     config = _config(tmp_path, gw_fake, data, k=5)
     checkpoint = data / "learning.checkpoint"
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         decisions = [_route(server, t)["decision_id"] for t in TOPICS]
         for i, decision in enumerate(decisions):
-            _feedback(server, decision, [0.0, 1.0, 0.3][i % 3])
+            scored(server, decision, [0.0, 1.0, 0.3][i % 3])
         learned = _lesson(server)
         assert learned[1]["examples"] == len(TOPICS)
         assert not checkpoint.exists()  # far fewer events than a checkpoint while live waits for
@@ -90,21 +78,21 @@ def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
             server.kill()
     assert checkpoint.exists()  # the graceful stop saved what was learned
 
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS))
         assert _lesson(server) == learned
-        again = _feedback(server, decisions[0], 0.9)  # a checkpointed decision, scored again
+        again = scored(server, decisions[0], 0.9)  # a checkpointed decision, scored again
         assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
-        _feedback(server, _route(server, "Name three noble gases.")["decision_id"], 0.6)
+        scored(server, _route(server, "Name three noble gases.")["decision_id"], 0.6)
         after = _lesson(server)
         server.kill()  # a crash: no checkpoint of the two events since the start
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
 
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS) + 2)
@@ -117,7 +105,7 @@ def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
 
     # Other memory settings: the checkpoint no longer fits, and the whole log is replayed.
     config = _config(tmp_path, gw_fake, data, k=6)
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (0, len(TOPICS) + 2)
@@ -131,7 +119,7 @@ def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
 
     # A damaged checkpoint: passed over with a warning, the whole log replayed.
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (0, len(TOPICS) + 2)

@@ -11,16 +11,12 @@ import httpx
 import openai
 
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import KEYS, config_text
+from tests.integration.gateway_env import config_text
+from tests.integration.learning_env import scored, serve
 from tests.integration.servers import ProcessServer
 
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
 
-
-def _start(config: Path, data: Path) -> ProcessServer:
-    server = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
-    server.wait_ready()
-    return server
 
 
 def _chat(server: ProcessServer, prompt: str, model: str = "auto") -> Any:
@@ -32,13 +28,6 @@ def _chat(server: ProcessServer, prompt: str, model: str = "auto") -> Any:
         model=model, messages=[{"role": "user", "content": prompt}],
         extra_headers={"x-switchpoint-models": "good,cheap,other"}).headers
 
-
-def _feedback(server: ProcessServer, decision_id: str, score: float) -> dict[str, Any]:
-    r = httpx.post(f"{server.base}/v1/feedback", json={"decision_id": decision_id,
-                                                       "score": score}, timeout=30)
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 def _events(server: ProcessServer) -> int:
@@ -58,38 +47,38 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
     data = tmp_path / "data"
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         before = _scores(server)
         routed = _chat(server, PROMPT)
-        scored, model = routed["x-switchpoint-decision-id"], routed["x-switchpoint-model"]
-        assert _feedback(server, scored, 0.0)["kind"] == "decision"
+        decision, model = routed["x-switchpoint-decision-id"], routed["x-switchpoint-model"]
+        assert scored(server, decision, 0.0)["kind"] == "decision"
         learned = _scores(server)
         assert learned[model] > before[model]  # quality 0 raised the model's expected error
         unscored = _chat(server, "What is the capital of France?")["x-switchpoint-decision-id"]
         named = _chat(server, "Say hello.", model="cheap")["x-switchpoint-decision-id"]
-        assert _feedback(server, named, 0.4)["kind"] == "model"
+        assert scored(server, named, 0.4)["kind"] == "model"
         server.kill()  # a crash right after the acknowledgements
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
 
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         assert _events(server) == 1
         assert _scores(server) == learned  # the same lesson, replayed exactly
-        again = _feedback(server, scored, 1.0)
+        again = scored(server, decision, 1.0)
         assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
-        first = _feedback(server, unscored, 0.5)  # decided before the crash, scored after
+        first = scored(server, unscored, 0.5)  # decided before the crash, scored after
         assert (first["replaced"], first["kind"]) == (False, "decision")
-        repeat = _feedback(server, named, 0.6)
+        repeat = scored(server, named, 0.6)
         assert (repeat["replaced"], repeat["previous_quality"]) == (True, 0.4)
         relearned = _scores(server)
         reload = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
         assert reload.status_code == 200, reload.text
         assert _events(server) == 3
         assert _scores(server) == relearned
-        third = _feedback(server, scored, 0.25)
+        third = scored(server, decision, 0.25)
         assert (third["replaced"], third["previous_quality"]) == (True, 1.0)
         final = _scores(server)
         server.kill()
@@ -97,7 +86,7 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
 
-    server = _start(config, data)
+    server = serve(config, data)
     try:
         assert _events(server) == 4
         assert _scores(server) == final
