@@ -31,8 +31,8 @@ import numpy as np
 from _common import DATASETS, embedded_records
 
 from switchpoint.gateway import Gateway
-from switchpoint.gateway.learning import CHECKPOINT_FILENAME
 from switchpoint.learning import FeedbackEvent
+from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
 from switchpoint.policies import Inputs
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import feedback_record

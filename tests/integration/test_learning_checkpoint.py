@@ -15,6 +15,7 @@ import pytest
 
 from switchpoint.gateway import Gateway
 from switchpoint.gateway import learning as gateway_learning
+from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt, poem_prompt
 from tests.integration.gateway_env import config_text
@@ -137,7 +138,7 @@ def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
     taken up by a reload and by the next start, which serve what the live gateway learned."""
     monkeypatch.setattr(gateway_learning, "CHECKPOINT_EVERY", 10)
     settings = settings_for(fake, tmp_path)
-    path = Path(settings.data_dir) / gateway_learning.CHECKPOINT_FILENAME
+    path = Path(settings.data_dir) / CHECKPOINT_FILENAME
 
     def probe(gateway: Gateway) -> dict[str, float]:
         return gateway.route(math_prompt(999), cost_weight=0).expected_errors

@@ -11,6 +11,7 @@ import pytest
 
 from switchpoint.learning import FeedbackEvent, Learner, LearningSettings
 from switchpoint.learning.checkpoint import (
+    CHECKPOINT_FILENAME,
     Checkpoint,
     CheckpointError,
     State,
@@ -20,6 +21,7 @@ from switchpoint.learning.checkpoint import (
 from switchpoint.learning.tenant_memory import TenantKnnMemory, TenantSettings
 from switchpoint.policies import Inputs, Policy
 from switchpoint.records import RecordSet
+from switchpoint.store.retention import disk_usage
 from switchpoint.training import fit
 from tests.fakes.two_kinds import math_prompt, two_kinds_package
 
@@ -173,3 +175,11 @@ def test_writing_replaces_the_file_whole_and_clears_a_crashed_write(tmp_path: Pa
     loaded = read_checkpoint(path, "k")
     assert (loaded.seq, loaded.state.meta, list(loaded.state.arrays["x"])) == (
         2, {"n": 2}, [0, 1, 2, 3, 4])
+
+
+def test_the_disk_figure_counts_the_checkpoint_with_the_databases(tmp_path: Path) -> None:
+    (tmp_path / "switchpoint.db").write_bytes(b"x" * 100)
+    (tmp_path / "notes.txt").write_bytes(b"y" * 1000)  # not state
+    size = write_checkpoint(tmp_path / CHECKPOINT_FILENAME,
+                            Checkpoint("k", 1, "e1", State({}, {"x": np.zeros(50)})))
+    assert disk_usage(tmp_path)["db_bytes"] == 100 + size

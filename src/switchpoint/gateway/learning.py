@@ -21,7 +21,7 @@ experiments and exploration.
   ``learning.memory_size`` of them), so a decision made before a restart or a reload still
   accepts feedback. See :mod:`switchpoint.store.learning`.
 - **Checkpoints.** What the live snapshot has learned is saved beside the store
-  (:data:`CHECKPOINT_FILENAME`, :mod:`switchpoint.learning.checkpoint`) every
+  (``learning.checkpoint``; see :mod:`switchpoint.learning.checkpoint`) every
   :data:`CHECKPOINT_EVERY` events, after a replay of :data:`CHECKPOINT_AFTER_REPLAY` or more,
   and at a graceful stop, with the log position it holds, so a start replays only what
   follows. One that does not fit (other weights or settings, a replaced log, a damaged file)
@@ -75,6 +75,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.live import Live, RouterState, learning_settings
 from switchpoint.learning.checkpoint import (
+    CHECKPOINT_FILENAME,
     Checkpoint,
     CheckpointError,
     State,
@@ -129,8 +130,6 @@ _NOTE: contextvars.ContextVar[_Note | None] = contextvars.ContextVar("switchpoin
                                                                      default=None)
 
 
-#: The learning checkpoint's file, beside the store's in ``data_dir``.
-CHECKPOINT_FILENAME = "learning.checkpoint"
 #: Events learned while live between two checkpoints.
 CHECKPOINT_EVERY = 5000
 #: Events replayed at a start or reload past which the state is checkpointed at once.

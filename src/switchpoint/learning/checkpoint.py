@@ -30,6 +30,8 @@ import numpy as np
 
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
 FORMAT = 1
+#: A service's checkpoint file, beside its store's database in ``data_dir``.
+CHECKPOINT_FILENAME = "learning.checkpoint"
 _META = "__meta__"
 
 
@@ -138,5 +140,5 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
     return Checkpoint(key, seq, event_id, State(state, arrays))
 
 
-__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "State", "read_checkpoint",
-           "write_checkpoint"]
+__all__ = ["CHECKPOINT_FILENAME", "FORMAT", "Checkpoint", "CheckpointError", "State",
+           "read_checkpoint", "write_checkpoint"]

@@ -105,7 +105,8 @@ class ErrorResponse(BaseModel):
 
 class DiskUsage(BaseModel):
     data_dir: str
-    db_bytes: int = Field(description="Bytes of the SQLite files (logs, pins) in data_dir.")
+    db_bytes: int = Field(description="Bytes of the state files in data_dir: the SQLite files "
+                                      "(logs, pins) and the learning checkpoint.")
     free_bytes: int | None = Field(description="Bytes free on data_dir's file system.")
     retention_days: float | None = Field(
         description="Log entries older than this are deleted (null: kept forever).")

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint.errors import StoreError
+from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
 from switchpoint.store.sqlite import LOG_TABLES, SQLiteStore
 
 SECONDS_PER_DAY = 86_400.0
 # Rows deleted per transaction.
 BATCH = 2_000
-# The files of the data directory counted as its databases.
+# The files of the data directory counted as its state: the databases, the learning checkpoint.
 _DB_SUFFIXES = (".db", ".db-wal", ".db-shm")
+_STATE_FILES = frozenset({CHECKPOINT_FILENAME})
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,15 @@ def db_bytes(path: Path) -> int:
 
 
 def disk_usage(data_dir: str | Path) -> dict[str, Any]:
-    """Bytes taken by the databases in ``data_dir`` and bytes free on its file system."""
+    """Bytes taken by the state in ``data_dir`` (the databases and the learning checkpoint)
+    and bytes free on its file system."""
     folder = Path(data_dir)
     used = 0
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.name.endswith(_DB_SUFFIXES) and entry.is_file():
+                if (entry.name.endswith(_DB_SUFFIXES) or entry.name in _STATE_FILES) and (
+                        entry.is_file()):
                     used += entry.stat().st_size
         free: int | None = shutil.disk_usage(folder).free
     except OSError:
