@@ -8,7 +8,7 @@ Math prompts: ``strong`` is right 90% of the time, ``runner`` 75%, ``cheap`` 20%
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ def learning_server(fake: FakeProviderProcess, root: Path, extra: str = "",
 
 def chat(server: ThreadServer, prompt: str, *, key: str = "sk-anything",
          model: str = "auto", session: str | None = None,
-         **kwargs: Any) -> tuple[httpx.Headers, Any]:
+         **kwargs: Any) -> tuple[Mapping[str, str], Any]:
     """One chat request through the official client: (headers, completion)."""
     client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0,
                            timeout=15)
