@@ -14,7 +14,7 @@ import numpy as np
 
 from switchpoint.evaluation.curves import DEFAULT_LAMBDAS
 from switchpoint.evaluation.harness import route_choices
-from switchpoint.evaluation.metrics import aiq, routed_point, single_model_points
+from switchpoint.evaluation.metrics import Point, aiq, routed_point, single_model_points
 from switchpoint.policies import Inputs, Policy
 from switchpoint.records import RecordSet, load_records
 
@@ -79,6 +79,36 @@ def routed_choices(policy: Policy, test: RecordSet, lambdas: Sequence[float] = D
     choices = route_choices(policy, Inputs(texts=list(test.prompts), embeddings=test.embeddings),
                             models, ~np.isnan(scores), lambdas)
     return choices, scores, costs
+
+
+def paired_aiq_interval(a: Policy, b: Policy, test: RecordSet, resamples: int = 1000,
+                        seed: int = 0, lambdas: Sequence[float] = DEFAULT_LAMBDAS
+                        ) -> tuple[float, float]:
+    """The 95% interval of ``routed_aiq(a) - routed_aiq(b)`` over test sets drawn from
+    ``test``'s prompts with replacement, the same draw for both routers (a paired bootstrap):
+    how large a difference between two routers this test set's sampling alone can make."""
+    choices_a, scores, costs = routed_choices(a, test, lambdas)
+    choices_b, scores_b, _ = routed_choices(b, test, lambdas)
+    if scores_b.shape != scores.shape:
+        raise ValueError("the two routers know different models of the test set")
+    rows = np.arange(len(test))
+    # Per λ and prompt, the quality and cost of the model each router chose.
+    q_a = np.array([scores[rows, choices_a[float(lam)]] for lam in lambdas])
+    c_a = np.array([costs[rows, choices_a[float(lam)]] for lam in lambdas])
+    q_b = np.array([scores[rows, choices_b[float(lam)]] for lam in lambdas])
+    c_b = np.array([costs[rows, choices_b[float(lam)]] for lam in lambdas])
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        idx = rng.integers(len(test), size=len(test))
+        singles = single_model_points(test.scores[idx], test.costs[idx])
+        points_a = [Point(float(c), float(q)) for c, q in
+                    zip(c_a[:, idx].mean(axis=1), q_a[:, idx].mean(axis=1), strict=True)]
+        points_b = [Point(float(c), float(q)) for c, q in
+                    zip(c_b[:, idx].mean(axis=1), q_b[:, idx].mean(axis=1), strict=True)]
+        diffs.append(aiq(points_a, singles) - aiq(points_b, singles))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def routed_aiq(policy: Policy, test: RecordSet, lambdas: Sequence[float] = DEFAULT_LAMBDAS

@@ -25,11 +25,14 @@ compared with the static router it started from.
 Printed beside it, from the same run: the static-10% routers (their mean) and the
 full-information fit on 100% of train (every model's label on every prompt; the mean over
 k-means seeds 0-2). "Closed" is the share of the gap between them that the online routers
-have closed, on average, at the end of the stream. Then where a router's AIQ is lost: the AIQ
-its choices within each task would reach if every task's prompts were spent on at the rate
-best for the whole set (see ``allocated_aiq``), beside its routed AIQ. The gap between the two
-is what its error estimates' scale across tasks costs: whether an upgrade to a dearer model on
-one task's prompts is weighed on the same scale as on another's.
+have closed, on average, at the end of the stream. The lowest checkpoint of any run against
+its static router comes with the 95% interval of that difference over test sets resampled from
+the test prompts (a paired bootstrap): how much of it the test set's sampling alone could make.
+Then where a router's AIQ is lost: the AIQ its choices within each task would reach if every
+task's prompts were spent on at the rate best for the whole set (see ``allocated_aiq``),
+beside its routed AIQ. The gap between the two is what its error estimates' scale across tasks
+costs: whether an upgrade to a dearer model on one task's prompts is weighed on the same scale
+as on another's.
 
 Two tenants (``--tenants``): train is split by task mix (each task has a home tenant, which
 gets 80% of the task's prompts; the other tenant the rest), the stream is reported per tenant,
@@ -52,7 +55,14 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from _common import DATASETS, DEFAULT_EMBEDDER, embedded_records, routed_aiq, routed_choices
+from _common import (
+    DATASETS,
+    DEFAULT_EMBEDDER,
+    embedded_records,
+    paired_aiq_interval,
+    routed_aiq,
+    routed_choices,
+)
 
 from switchpoint.decision import decide
 from switchpoint.evaluation.curves import DEFAULT_LAMBDAS
@@ -192,15 +202,22 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     curves: list[list[dict[int, float]]] = []
     served: list[tuple[float, float, float]] = []
     scale = cost_scale(statics[0], live.models)
+    # The lowest checkpoint of any run against its static router: (difference, learned
+    # policy, k-means seed, exploration seed, events).
+    lowest: list[tuple[float, Policy, int, int, int]] = []
     t0 = time.perf_counter()
-    for policy in statics:
+    for k, policy in enumerate(statics):
         runs: list[dict[int, float]] = []
         for seed in range(seeds):
             router = make_router(policy, seed)
             curve: dict[int, float] = {}
 
-            def checkpoint(events: int, r: Router = router, c: dict[int, float] = curve) -> None:
-                c[events] = routed_aiq(r.learner.policy_for("default")[0], test)
+            def checkpoint(events: int, r: Router = router, c: dict[int, float] = curve,
+                           k: int = k, seed: int = seed) -> None:
+                learned = r.learner.policy_for("default")[0]
+                c[events] = routed_aiq(learned, test)
+                if not lowest or c[events] - static_aiq[k] < lowest[0][0]:
+                    lowest[:] = [(c[events] - static_aiq[k], learned, k, seed, events)]
 
             served.append(traffic(live, stream(router, live, on_checkpoint=checkpoint), scale))
             runs.append(curve)
@@ -214,8 +231,8 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     end = checkpoints[-1]
     ends = [run[end] for runs in curves for run in runs]
     # Each learning router against the static router it started from.
-    worst = min(v - static_aiq[k] for k, runs in enumerate(curves) for run in runs
-                for v in run.values())
+    worst, worst_policy, worst_k, worst_seed, worst_events = lowest[0]
+    low, high = paired_aiq_interval(worst_policy, statics[worst_k], test)
     mean_worst = min(float(np.mean([run[e] - static_aiq[k] for k, runs in enumerate(curves)
                                     for run in runs])) for e in checkpoints)
     gap = full - static
@@ -229,6 +246,10 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
           + f"); lowest checkpoint minus the static router it learned from: {worst:+.4f} (any "
           f"run), {mean_worst:+.4f} (the mean over runs); "
           f"{(time.perf_counter() - t0) / (seeds * kmeans_seeds):.0f} s per run")
+    print(f"the lowest checkpoint of any run (k-means seed {worst_k}, exploration seed "
+          f"{worst_seed}, {worst_events} events), {worst:+.4f}, against what this test set's "
+          f"sampling alone makes of the same two routers: 95% interval [{low:+.4f}, {high:+.4f}] "
+          f"(paired bootstrap over the test prompts)")
     static_allocated = np.mean([allocated_aiq(p, test, tasks) for p in statics])
     full_allocated = np.mean([allocated_aiq(p, test, tasks) for p in full_policies])
     print(f"each task's prompts spent at the best rate for the whole set (the routers' choices "

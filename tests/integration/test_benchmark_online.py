@@ -1,7 +1,7 @@
 """The online-learning benchmark runs end to end on the in-repo sample of RouterBench records
 (the real files are not needed): it prints its checkpoint table, the share of the gap closed,
-the lowest checkpoint against the static router, the within-task figures, the traffic line
-and the two-tenant table, with every figure in range."""
+the lowest checkpoint against the static router (with its bootstrap interval), the
+within-task figures, the traffic line and the two-tenant table, with every figure in range."""
 
 from __future__ import annotations
 
@@ -38,6 +38,13 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
     assert re.search(r"closed at the end: -?\d+% of the gap full - static \+0\.\d{4}", out)
     assert re.search(r"lowest checkpoint minus the static router it learned from: [-+]0\.\d{4} "
                      r"\(any run\), [-+]0\.\d{4} \(the mean over runs\)", out)
+    # The lowest single checkpoint comes with what the test set's sampling alone makes of it.
+    lowest = re.search(r"the lowest checkpoint of any run \(k-means seed [01], exploration seed "
+                       r"[01], \d+ events\), ([-+]0\.\d{4}), .* 95% interval \[([-+]0\.\d{4}), "
+                       r"([-+]0\.\d{4})\]", out)
+    assert lowest, out
+    low, high = float(lowest.group(2)), float(lowest.group(3))
+    assert low <= high
     traffic = re.search(r"learning router \(exploring 30%\) quality (0\.\d+), .* static router "
                         r"on the same prompts (0\.\d+),", out)
     assert traffic, out
