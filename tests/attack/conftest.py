@@ -9,13 +9,10 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from attack_env import KEYS, Attacked, config_text, limit_files
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "integration"))
-
-from servers import free_port, wait_ready
-
+from tests.attack.attack_env import KEYS, Attacked, config_text, limit_files
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import free_port, wait_ready
 
 
 @pytest.fixture(scope="session")

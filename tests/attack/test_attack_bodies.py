@@ -13,9 +13,10 @@ import socket
 
 import httpx
 import pytest
-from attack_env import Attacked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.attack.attack_env import Attacked
 
 VALID = b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}'
 

@@ -15,7 +15,8 @@ import socket
 import time
 
 import httpx
-from attack_env import LIMITS, NOFILE, Attacked
+
+from tests.attack.attack_env import LIMITS, NOFILE, Attacked
 
 
 def connect(port: int, rcvbuf: int | None = None) -> socket.socket:

@@ -14,9 +14,9 @@ import uuid
 from pathlib import Path
 
 import httpx
-from attack_env import MAX_TOTAL_S, Attacked, chat_body
 
 from switchpoint.store import DecisionRecord, SQLiteStore
+from tests.attack.attack_env import MAX_TOTAL_S, Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
 
 

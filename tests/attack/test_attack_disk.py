@@ -16,16 +16,17 @@ import sqlite3
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from attack_env import PIN_SOFT_S, Attacked, chat_body
 
 from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.gateway.engine import PINS_FILENAME, Gateway
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 from switchpoint.store.retention import db_bytes
+from tests.attack.attack_env import PIN_SOFT_S, Attacked, chat_body
 
 DAY = 86_400.0
 
@@ -106,7 +107,7 @@ def fill(path: Path, n_old: int, n_new: int, age_days: float) -> list[str]:
     return new_ids
 
 
-def rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+def rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     with sqlite3.connect(path) as db:
         return {t: db.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()
                 for t in ("decisions", "requests")}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from attack_env import KEYS, SECRETS, Attacked, chat_body
 
+from tests.attack.attack_env import KEYS, SECRETS, Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
 
 UPSTREAM_KEYS = [KEYS[k] for k in ("ALPHA_KEY", "BETA_KEY", "GAMMA_KEY")]

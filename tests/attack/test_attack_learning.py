@@ -9,9 +9,10 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from attack_env import Attacked
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.attack.attack_env import Attacked
 
 SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40))

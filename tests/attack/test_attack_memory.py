@@ -12,8 +12,8 @@ import json
 
 import httpx
 import pytest
-from attack_env import Attacked, chat_body
 
+from tests.attack.attack_env import Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
 
 MB = 1024  # kB

@@ -10,7 +10,8 @@ import re
 import socket
 
 import httpx
-from attack_env import Attacked, chat_body
+
+from tests.attack.attack_env import Attacked, chat_body
 
 
 def pipelined(port: int, requests: list[bytes]) -> int:

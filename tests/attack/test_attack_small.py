@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from attack_env import Attacked, chat_body
 
 from switchpoint.cli import main
 from switchpoint.config import ServerSettings, load_settings
@@ -19,6 +18,7 @@ from switchpoint.errors import ConfigError
 from switchpoint.server import runner
 from switchpoint.server.exposure import exposure_problem, is_loopback
 from switchpoint.server.logs import RateLimitFilter
+from tests.attack.attack_env import Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
 
 
@@ -142,6 +142,7 @@ def test_the_log_filter_passes_a_burst_then_counts() -> None:
                           "system resource\nsocket: fd=%d", (5,), None)
     assert limiter.filter(late)
     assert "[997 more like this were not logged" in late.getMessage().splitlines()[0]
-    other = log.makeRecord(log.name, logging.ERROR, __file__, 1, "another message", None,
-                           None)
+    # logging takes None for no args; typeshed's stub allows only a tuple or a mapping
+    other = log.makeRecord(log.name, logging.ERROR, __file__, 1, "another message",
+                           None, None)  # type: ignore[arg-type]
     assert limiter.filter(other)

@@ -14,12 +14,16 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from switchpoint.cli import main
 from switchpoint.decision import ROUTE_FIELDS
+from switchpoint.embedding import MiniLMEmbedder
+from switchpoint.policies import ClusterPolicy
 from switchpoint.router import Router
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 from switchpoint.weights import load_weights
@@ -30,7 +34,7 @@ OUTPUT_FIELDS = {"id", "cost_weight", *ROUTE_FIELDS}
 CHEAP = "mistralai/mistral-7b-chat"
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def run(argv: Sequence[str | Path], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
@@ -134,7 +138,7 @@ def test_route_models_and_cost_weight(
 
 
 def test_route_file_with_prompts_and_embeddings(
-    real_weights_dir: Path, real_router: Router, minilm, tmp_path: Path,  # type: ignore[no-untyped-def]
+    real_weights_dir: Path, real_router: Router, minilm: MiniLMEmbedder, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     prompts = {"p1": PROMPT, "p2": "Write a Python function that sorts a list of tuples."}
@@ -587,7 +591,7 @@ def test_add_and_remove_model(
     weights_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = load_weights(weights_copy)
-    centroids = before.policy.centroids_.copy()
+    centroids = cast(ClusterPolicy, before.policy).centroids_.copy()
     labels = tmp_path / "labels.jsonl"
     labels.write_text("\n".join(
         json.dumps({"id": f"n{i}", "prompt": f"Short science question {i}?",
@@ -599,7 +603,7 @@ def test_add_and_remove_model(
     assert code == 0, err
     after = load_weights(weights_copy)
     assert after.models == [*before.models, "super"]
-    assert (after.policy.centroids_ == centroids).all()  # no re-clustering
+    assert (cast(ClusterPolicy, after.policy).centroids_ == centroids).all()  # no re-clustering
     assert after.provenance["added_models"][-1]["n_records"] == 4
     assert after.policy.global_cost()["super"] == pytest.approx(0.00002)
     assert after.weights_id != before.weights_id

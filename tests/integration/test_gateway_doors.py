@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from switchpoint import Gateway
 from switchpoint.errors import FailoverError, StreamBroken
@@ -74,7 +75,7 @@ def local(gw_fake: FakeProviderProcess,
         yield gateway
 
 
-def messages() -> list[dict[str, str]]:
+def messages() -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": f"Tell me about failover [{uuid.uuid4().hex[:8]}]"}]
 
 
@@ -84,7 +85,7 @@ class Outcome:
     tries: tuple[tuple[str, str], ...]
     status: int | None = None
     broken: bool = False
-    text: str = ""
+    text: str | None = ""
 
 
 def through_http(gw: ThreadServer, case: Case) -> Outcome:
@@ -163,6 +164,7 @@ def test_the_in_process_door_logs_like_the_server(local: Gateway) -> None:
     reply = local.complete(messages(), model="auto", cost_weight=0.0, session_id="doors-1")
     info = reply.switchpoint
     assert info.decision is not None and info.routed_model == info.decision.selected_model
+    assert info.cost_usd is not None
     assert reply.usage.cost == pytest.approx(info.cost_usd) and info.cost_usd > 0
     store = local.store
     assert store is not None

@@ -17,14 +17,14 @@ import httpx
 import httpx2
 import openai
 import pytest
-from gateway_env import FACTORY, client, fresh_health, log_entry
-from servers import ProcessServer, ThreadServer, free_port, thread_server
 
 from switchpoint.config import load_settings
 from switchpoint.errors import FailoverError
 from switchpoint.gateway import Gateway
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, client, fresh_health, log_entry
+from tests.integration.servers import ProcessServer, ThreadServer, free_port, thread_server
 
 PROMPT = "Name three prime numbers above one hundred."
 

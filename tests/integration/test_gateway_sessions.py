@@ -5,11 +5,19 @@ breaker (F20)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import openai
 import pytest
+from openai import Stream
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionToolUnionParam,
+    ChatCompletionUserMessageParam,
+)
 
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import client, fresh_health, log_entry, outcomes
@@ -20,7 +28,7 @@ UPSTREAM = {"good": "good", "other": OTHER, "cheap": "cheap", "fresh": "fresh"}
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
 QUALITY_FIRST = {"x-switchpoint-cost-weight": "0"}
 PRICE_FIRST = {"x-switchpoint-cost-weight": "1000"}  # `fresh`, the cheapest, wins
-TOOLS = [{"type": "function", "function": {
+TOOLS: list[ChatCompletionToolUnionParam] = [{"type": "function", "function": {
     "name": "lookup", "description": "Look something up",
     "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
                    "required": ["query"]}}}]
@@ -45,7 +53,7 @@ def session() -> dict[str, str]:
     return {"x-session-id": f"s-{uuid.uuid4().hex}"}
 
 
-def turn(text: str) -> dict[str, Any]:
+def turn(text: str) -> ChatCompletionUserMessageParam:
     return {"role": "user", "content": text}
 
 
@@ -149,7 +157,8 @@ def test_tool_call_ids_stay_valid_when_the_provider_changes(
     else:
         answer = client(gw).chat.completions.create(model="good", messages=messages,
                                                     tools=TOOLS)
-        [call] = answer.choices[0].message.tool_calls or []
+        [tool_call] = answer.choices[0].message.tool_calls or []
+        call = cast(ChatCompletionMessageFunctionToolCall, tool_call)  # TOOLS are functions
         call_id, name, arguments = call.id, call.function.name, call.function.arguments
     assert call_id.startswith("call_") and name == "lookup"
     messages += [{"role": "assistant", "content": None, "tool_calls": [
@@ -161,9 +170,10 @@ def test_tool_call_ids_stay_valid_when_the_provider_changes(
     raw = client(gw).chat.completions.with_raw_response.create(
         model="good", messages=messages, tools=TOOLS, stream=stream)
     if stream:
-        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        text = "".join(c.choices[0].delta.content or ""
+                       for c in cast(Stream[ChatCompletionChunk], raw.parse()) if c.choices)
     else:
-        text = raw.parse().choices[0].message.content or ""
+        text = cast(ChatCompletion, raw.parse()).choices[0].message.content or ""
     assert raw.headers["x-switchpoint-model"] == "other"
     assert text.startswith(f"Echo from {OTHER}: tool said")
     sent = gw_fake.requests()[-1]

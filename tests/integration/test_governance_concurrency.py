@@ -14,13 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_env import FACTORY, KEYS, config_text
-from servers import ThreadServer, thread_server
 
 from switchpoint.config import Settings, load_settings
 from switchpoint.governance.governor import prompt_bound, worst_cost
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.servers import ThreadServer, thread_server
 
 N = 10
 CONCURRENCY = 64

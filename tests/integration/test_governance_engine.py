@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_env import FACTORY, KEYS
 
 from switchpoint import Gateway
 from switchpoint.errors import (
@@ -21,6 +20,7 @@ from switchpoint.errors import (
 from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import tenant_account
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS
 
 
 def catalog(fake: FakeProviderProcess) -> list[dict[str, Any]]:

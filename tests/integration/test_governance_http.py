@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from gateway_env import FACTORY, KEYS, config_text
-from servers import ThreadServer, thread_server
 
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -85,6 +85,7 @@ def test_the_openai_client_with_a_key_gets_answers(gov: ThreadServer) -> None:
     raw = client(gov, issued["key"]).chat.completions.with_raw_response.create(
         model="auto", messages=user("What is the capital of France?"), max_tokens=64)
     answer = raw.parse()
+    assert answer.choices[0].message.content is not None
     assert answer.choices[0].message.content.startswith("Echo from")
     entry = admin_log(gov, raw.headers["x-switchpoint-request-id"])
     assert entry["key_id"] == issued["id"] and entry["tenant"] == "acme"

@@ -76,6 +76,7 @@ def test_an_experiment_assigns_sessions_reports_arms_names_a_winner_and_promotes
         assert [e["experiment"] for e in listed] == ["thrift"]
 
         # The decision log says which arm (and which arm's policy) decided.
+        assert server.service.store is not None
         rows = server.service.store.decisions(200)
         logged = {r["id"]: r for r in rows}
         for decision_id in decisions["neighbours"]:

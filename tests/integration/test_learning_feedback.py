@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,9 +25,10 @@ from tests.integration.learning_env import (
     post,
     settings_for,
 )
+from tests.integration.servers import ThreadServer
 
 
-def _status(server, tenant: str = "default") -> dict:  # type: ignore[no-untyped-def]
+def _status(server: ThreadServer, tenant: str = "default") -> dict[str, Any]:
     body = get(server, "/v1/router/status", tenant=tenant).json()
     return dict(body["tenants"][tenant])
 
@@ -107,6 +109,7 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:
         decision = chat(server, math_prompt(11))[0]["x-switchpoint-decision-id"]
+        cases: list[tuple[dict[str, Any], str]]
         cases = [({"score": 1.5}, "score"), ({"score": -0.1}, "score"),
                  ({"score": "0.5"}, "score"), ({"score": True}, "score"),
                  ({"success": "yes"}, "success"), ({"score": 0.5, "success": True},

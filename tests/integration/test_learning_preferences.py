@@ -157,6 +157,7 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         ({"prompt": "hi", "models": ["strong", "cheap"], "stream": True}, "stream"),
         ({"prompt": "hi", "models": ["strong", "cheap"], "tenant": "globex"}, "tenant"),
     ]
+    field: str | None
     for body, field in bad_compares:
         r = post(server, "/v1/router/preferences/compare", body, key=acme)
         assert r.status_code in (400, 403), (body, r.text)

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
@@ -31,7 +32,9 @@ def _clean(gw_fake: FakeProviderProcess, gw: ThreadServer) -> None:
     fresh_health(gw)
 
 
-def ask(text: str = "Prove that there are infinitely many primes.") -> list[dict[str, str]]:
+def ask(
+    text: str = "Prove that there are infinitely many primes.",
+) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import pytest
@@ -86,11 +86,11 @@ def anthropic_provider(pool: ClientPool) -> AnthropicProvider:
     return AnthropicProvider(pool, env=ENV)
 
 
-async def collect(stream: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+async def collect(stream: AsyncIterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c async for c in stream]
 
 
-async def collect_until_error(stream: AsyncIterator[dict[str, Any]],
+async def collect_until_error(stream: AsyncIterable[dict[str, Any]],
                               ) -> tuple[list[dict[str, Any]], ProviderError]:
     got: list[dict[str, Any]] = []
     with pytest.raises(ProviderError) as info:

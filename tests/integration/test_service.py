@@ -8,7 +8,7 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -65,7 +65,7 @@ data_dir: data
         yield s
 
 
-def post(server: ThreadServer, body: bytes | dict[str, object],
+def post(server: ThreadServer, body: bytes | Mapping[str, object],
          path: str = "/v1/route") -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(server.base + path, content=content, headers=JSON, timeout=30)

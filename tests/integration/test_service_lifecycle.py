@@ -151,6 +151,7 @@ def test_reload_under_load_drops_no_request(tmp_path: Path) -> None:
         assert len(statuses) > 20 and set(statuses) == {200}
         assert answers[-1].json()["policy"] == "cluster"  # a reload returns to the config's policy
         assert server.service.state.settings.cost_weight == 4
+        assert server.service.store is not None
         last = server.service.store.decisions(limit=1)[0]
         route(base, "a prompt after the last reload")
         newest = server.service.store.decisions(limit=1)[0]

@@ -4,6 +4,7 @@ the path's error shape, read to its end first; a body within it reaches the app 
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def call(path: str, chunks: list[bytes], limit: int,
-               declared: int | None = None) -> tuple[list[dict[str, Any]], list[bytes]]:
+               declared: int | None = None) -> tuple[list[MutableMapping[str, Any]], list[bytes]]:
     seen: list[bytes] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -29,9 +30,9 @@ async def call(path: str, chunks: list[bytes], limit: int,
     async def receive() -> dict[str, Any]:
         return queue.pop(0) if queue else {"type": "http.disconnect"}
 
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     headers = [] if declared is None else [(b"content-length", str(declared).encode())]

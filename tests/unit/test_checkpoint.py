@@ -23,6 +23,7 @@ from switchpoint.policies import Inputs, Policy
 from switchpoint.records import RecordSet
 from switchpoint.store.retention import disk_usage
 from switchpoint.training import fit
+from tests.conftest import FakeEmbedder
 from tests.fakes.two_kinds import math_prompt, two_kinds_package
 
 
@@ -77,7 +78,7 @@ def _round_trip(learner: Learner, tmp_path: Path) -> State:
 
 @pytest.mark.parametrize("policy", ["cluster", "knn"])
 def test_a_restored_learner_is_the_one_that_applied_the_events(
-        policy: str, fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        policy: str, fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
     package = two_kinds_package(fake_embedder, policy=policy)
     settings = LearningSettings(novelty_threshold=0.4, max_new_clusters=3)
     learned = Learner(package.policy, settings)
@@ -96,7 +97,7 @@ def test_a_restored_learner_is_the_one_that_applied_the_events(
 
 
 def test_a_text_policy_learner_round_trips_its_units(
-        small_records: RecordSet, fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        small_records: RecordSet, fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
     package = fit(small_records, policy="tiers", split="test", embedder=fake_embedder)
     learned = Learner(package.policy)
     learned.replay(_events(fake_embedder, package.policy, 50, seed=3, units=True))

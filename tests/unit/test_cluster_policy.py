@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -317,6 +318,7 @@ def test_added_model_inherits_the_shape_of_a_model_it_resembles() -> None:
     prior = policy.model_priors_["twin"]
     unseen = [int(c) for c in np.flatnonzero(policy.table_.count[:, j] == 0)]
     assert unseen, "the twin must have clusters without labels"
+    c: int | np.integer[Any]
     for c in unseen:
         # its estimate there moves from the twin's flat global mean (0.5) toward good's
         flat_gap = abs(0.5 - policy.error_[c, good])

@@ -158,7 +158,8 @@ def test_to_dict_is_json_serialisable() -> None:
 
 def test_a_decision_is_built_from_its_public_fields_in_the_usual_order() -> None:
     d = RoutingDecision("small", 0.2, 0.25, {"small": 0.25, "big": 0.4}, 3,
-                        np.array([0.1, 0.0, 0.0, 0.9]), "one sentence of reasoning")
+                        np.array([0.1, 0.0, 0.0, 0.9]),
+                        "one sentence of reasoning")  # type: ignore[arg-type]  # a str is taken as one
     assert d.selected_model == "small" and d.cluster_id == 3 and d.expected_error == 0.2
     assert d.reasoning == ["one sentence of reasoning"]
     assert d.cache_hit is False and d.usage == Usage(0.0, 0.0) and d.decision_id

@@ -187,5 +187,5 @@ def test_unfitted_and_bad_parameters() -> None:
         _fit().estimate(Inputs(texts=["text only"]))
     for params in ({"k": 0}, {"prior_strength": -0.5}, {"sharpness": -1}):
         with pytest.raises(InvalidInputError):
-            KnnPolicy(**params).fit(  # type: ignore[arg-type]
+            KnnPolicy(**params).fit(
                 Inputs(embeddings=_examples()), *_labels(), ["a", "b"])

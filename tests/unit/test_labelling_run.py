@@ -303,7 +303,7 @@ async def test_resume_restart_and_an_all_reference_run_without_a_judge(tmp_path:
 
 def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     up = Upstream()
-    prompts = [{"prompt": "Question 0?"}, "Question 1?"]
+    prompts: list[Mapping[str, Any] | str] = [{"prompt": "Question 0?"}, "Question 1?"]
     with Gateway(settings_for(tmp_path), loader=FACTORY, store=False, env={},
                  providers={"openai-compatible": up}) as gateway:
         gateway.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from switchpoint.records import RecordSet
 from switchpoint.router import Router
 from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
+from tests.conftest import FakeEmbedder
 from tests.fakes.two_kinds import math_prompt, two_kinds_package
 
 
@@ -258,21 +260,24 @@ def test_cluster_overlay_opens_a_cluster_for_unfamiliar_prompts(package, fake_em
     # Runner was never tried there: it starts from what the fitted clusters estimate at the
     # new cluster's centre, shifted up because the cluster proved harder than that for strong
     # (failing) more than easier for cheap.
-    centre = posterior.centroids_[-1:]
+    centre = cast(ClusterPolicy, posterior).centroids_[-1:]
     anchor = base.estimate(Inputs(embeddings=centre)).error[0]
     assert runner > anchor[1] + 0.02
     assert base.n_units == 2  # the fitted policy is untouched
 
 
 def test_outcomes_in_grown_clusters_rebuild_the_posterior_only_when_asked(
-        package, fake_embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+        package: WeightsPackage, fake_embedder: FakeEmbedder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Replaying a long log must not rebuild the cluster tables once per event."""
-    base = package.policy
+    base = cast(ClusterPolicy, package.policy)
     overlay = ClusterOverlay(base, novelty_threshold=0.4, max_new_clusters=2)
     rebuilt = []
     original = ClusterPolicy.with_clusters
     monkeypatch.setattr(ClusterPolicy, "with_clusters",
-                        lambda self, c: rebuilt.append(len(c)) or original(self, c))
+                        # append's None makes ``or`` go on to the original
+                        lambda self, c: rebuilt.append(len(c))  # type: ignore[func-returns-value]
+                        or original(self, c))
     ships = fake_embedder.embed([f"sail the galleon across stormy seas voyage {i}"
                                  for i in range(30)])
     for i, v in enumerate(ships):
@@ -281,7 +286,7 @@ def test_outcomes_in_grown_clusters_rebuild_the_posterior_only_when_asked(
     posterior = overlay.posterior()
     assert rebuilt == [overlay.n_new_clusters]
     assert posterior.n_units == base.n_units + overlay.n_new_clusters
-    np.testing.assert_array_equal(posterior.centroids_, overlay._centroids)
+    np.testing.assert_array_equal(cast(ClusterPolicy, posterior).centroids_, overlay._centroids)
 
 
 def test_a_grown_clusters_prior_rescales_the_gaps_its_outcomes_show(package) -> None:  # type: ignore[no-untyped-def]
@@ -337,7 +342,7 @@ def test_knn_overlay_adds_the_prompt_as_a_neighbour(fake_embedder) -> None:  # t
 
 
 def test_text_policies_learn_from_the_units_their_decisions_used(
-    small_records: RecordSet, fake_embedder  # type: ignore[no-untyped-def]
+    small_records: RecordSet, fake_embedder: FakeEmbedder
 ) -> None:
     package = fit(small_records, policy="tiers", split="test", embedder=fake_embedder)
     router = Router(package, embedder=fake_embedder, cost_weight=0.0)

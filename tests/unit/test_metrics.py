@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import pytest
@@ -205,6 +206,11 @@ def test_decide_all_ties_to_cheaper_and_trades_off() -> None:
     assert tie.tolist() == [1]
 
 
+def approx(expected: float) -> float:
+    """``pytest.approx``, typed as the float it stands in for in a ``Point``."""
+    return cast(float, pytest.approx(expected))
+
+
 def test_sweep_traces_from_quality_to_cheapness() -> None:
     scores = np.array([[1.0, 0.0], [1.0, 1.0]])
     costs = np.array([[1.0, 0.1], [1.0, 0.1]])
@@ -213,8 +219,8 @@ def test_sweep_traces_from_quality_to_cheapness() -> None:
                     unit_ids=np.zeros(2, np.int64), unit_kind="cluster")
     pts = sweep(est, scores, costs, cost_scale=1.0, lambdas=[0.0, 1000.0])
     # λ = 0: row 0 big, row 1 tie -> small. λ huge: small everywhere.
-    assert pts[0] == Point(pytest.approx(0.55), pytest.approx(1.0))
-    assert pts[1] == Point(pytest.approx(0.1), pytest.approx(0.5))
+    assert pts[0] == Point(approx(0.55), approx(1.0))
+    assert pts[1] == Point(approx(0.1), approx(0.5))
     oracle = oracle_sweep(scores, costs, lambdas=[0.0])
-    assert oracle[0] == Point(pytest.approx(0.55), pytest.approx(1.0))
-    assert oracle[-1] == Point(pytest.approx(0.1), pytest.approx(0.5))  # the 1e6 end
+    assert oracle[0] == Point(approx(0.55), approx(1.0))
+    assert oracle[-1] == Point(approx(0.1), approx(0.5))  # the 1e6 end

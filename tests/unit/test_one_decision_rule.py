@@ -10,6 +10,7 @@ from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
 from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage
+from tests.conftest import FakeEmbedder
 
 LAMBDAS = (0.0, 0.05, 0.3, 1.0, 4.0, 50.0)
 ADDED = "zero-one-ai/Yi-34B-Chat"
@@ -21,7 +22,7 @@ def _vectors(records: RecordSet, fake_embedder) -> np.ndarray:  # type: ignore[n
 
 
 def test_router_and_harness_choose_the_same_models(
-    tiny_package: WeightsPackage, small_records: RecordSet, fake_embedder  # type: ignore[no-untyped-def]
+    tiny_package: WeightsPackage, small_records: RecordSet, fake_embedder: FakeEmbedder
 ) -> None:
     router = Router(tiny_package, embedder=fake_embedder, cache_size=0)
     vectors = _vectors(small_records, fake_embedder)
@@ -43,7 +44,7 @@ def test_router_and_harness_choose_the_same_models(
 
 
 def test_same_choices_within_a_candidate_subset(
-    tiny_package: WeightsPackage, small_records: RecordSet, fake_embedder  # type: ignore[no-untyped-def]
+    tiny_package: WeightsPackage, small_records: RecordSet, fake_embedder: FakeEmbedder
 ) -> None:
     router = Router(tiny_package, embedder=fake_embedder, cache_size=0)
     subset = ["claude-v2", "mistralai/mixtral-8x7b-chat", "meta/llama-2-70b-chat"]
@@ -78,7 +79,7 @@ def test_ties_go_to_the_cheaper_model_in_both() -> None:
 
 
 def test_pessimism_is_applied_identically(
-    small_records: RecordSet, fake_embedder  # type: ignore[no-untyped-def]
+    small_records: RecordSet, fake_embedder: FakeEmbedder
 ) -> None:
     """A package with a model added from a handful of labels (so the standard errors differ
     between models), with and without a pessimism charge: the router and the harness agree

@@ -13,6 +13,7 @@ from switchpoint.policies import POLICIES, ClusterPolicy, Inputs, KnnPolicy, pol
 from switchpoint.policies.base import param_names
 from switchpoint.router import load_router
 from switchpoint.weights import WeightsPackage, load_weights
+from tests.conftest import FakeEmbedder
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -89,7 +90,7 @@ def test_set_params_on_a_fitted_policy_takes_effect(tiny_package: WeightsPackage
 
 
 def test_load_router_goes_through_set_params(tiny_package: WeightsPackage, tmp_path: Path,
-                                             fake_embedder) -> None:  # type: ignore[no-untyped-def]
+                                             fake_embedder: FakeEmbedder) -> None:
     path = tiny_package.save(tmp_path / "w")
     router = load_router(path, embedder=fake_embedder, use_soft_assignment=False, warm=False)
     assert router.policy.get_params()["assignment"] == "hard"

@@ -140,5 +140,6 @@ def test_the_int8_build_is_reported_once(tmp_path: Path, monkeypatch: pytest.Mon
     assert built.read_bytes() == b"int8"
     assert calls == [(minilm_graph.BUILD_STAGE, 0, 1), (minilm_graph.BUILD_STAGE, 1, 1)]
     assert minilm_graph.BUILD_STAGE == "building the int8 embedder, once per machine (about 4 s)"
-    assert minilm_graph.int8_model(source, tmp_path / "cache", calls.append) == built  # cached
+    assert minilm_graph.int8_model(source, tmp_path / "cache",
+                                   lambda *c: calls.append(c)) == built  # cached
     assert len(calls) == 2

@@ -205,7 +205,7 @@ def test_system_text_images_and_max_tokens() -> None:
 
 
 def test_tools_tool_choice_and_tool_ids_pass_through() -> None:
-    tools = [{"type": "function", "function": {
+    tools: list[dict[str, Any]] = [{"type": "function", "function": {
         "name": "weather", "description": "Weather now",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
     req = {"tools": tools, "tool_choice": "required", "parallel_tool_calls": False, "messages": [

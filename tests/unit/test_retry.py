@@ -103,8 +103,10 @@ REQ = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 async def run(provider: Scripted, *, stream: bool = False, cards: list[ModelCard] = CARDS,
               **kw: Any) -> Any:
     sleeps = kw.pop("sleeps", Sleeps())
-    return await call_with_failover({**REQ, **kw.pop("req", {})}, cards, lambda _: provider,
-                                    stream=stream, sleep=sleeps, rng=random.Random(7), **kw)
+    # stream is a plain bool here, which neither overload takes; run returns Any either way
+    return await call_with_failover(  # type: ignore[call-overload]
+        {**REQ, **kw.pop("req", {})}, cards, lambda _: provider,
+        stream=stream, sleep=sleeps, rng=random.Random(7), **kw)
 
 
 async def test_success_first_try_reports_the_catalog_model() -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from switchpoint.errors import (
     UnknownModelError,
     WeightsError,
 )
+from switchpoint.policies import ClusterPolicy
+from switchpoint.records import RecordSet
 from switchpoint.router import Router, load_router
 from switchpoint.training import fit
 from tests.conftest import FakeEmbedder, RouterFactory
@@ -351,7 +354,7 @@ def test_route_batch_with_cost_weights(router: Router) -> None:
 
 
 def test_get_best_model_for_cluster_matches_the_decision_rule(router: Router) -> None:
-    policy = router.policy
+    policy = cast(ClusterPolicy, router.policy)
     centroids = policy.centroids_
     for c in range(policy.n_units):
         err, cost = policy.error_[c], policy.cost_[c]
@@ -382,7 +385,9 @@ def test_get_best_model_for_cluster_rejects_bad_ids(router: Router, bad: object)
 
 
 def test_get_best_model_accepts_numpy_ints(router: Router) -> None:
-    by_numpy = router.get_best_model_for_cluster(np.int64(2), cost_weight_override=0)
+    # typed int, and numpy ints are accepted too
+    by_numpy = router.get_best_model_for_cluster(np.int64(2),  # type: ignore[arg-type]
+                                                 cost_weight_override=0)
     assert by_numpy == router.get_best_model_for_cluster(2, cost_weight_override=0)
 
 
@@ -495,11 +500,12 @@ def test_load_router_with_soft_assignment(tiny_weights_dir: Path, fake_embedder)
     assert one_hot.cluster_probabilities.tolist() == [
         1.0 if k == one_hot.cluster_id else 0.0 for k in range(6)]
     kept = load_router(weights_path=tiny_weights_dir, embedder=fake_embedder, warm=False)
-    assert kept.policy.assignment == "soft"  # None keeps the package's own setting
+    # None keeps the package's own setting
+    assert cast(ClusterPolicy, kept.policy).assignment == "soft"
 
 
 def test_load_router_warm_and_verbose(
-    tiny_weights_dir: Path, fake_embedder, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+    tiny_weights_dir: Path, fake_embedder: FakeEmbedder, capsys: pytest.CaptureFixture[str]
 ) -> None:
     r = load_router(tiny_weights_dir, embedder=fake_embedder, verbose=True)
     assert r.route(PROMPTS[0]).selected_model in r.models
@@ -508,7 +514,7 @@ def test_load_router_warm_and_verbose(
 
 
 def test_load_router_soft_assignment_needs_a_cluster_policy(
-    small_records, fake_embedder, tmp_path: Path  # type: ignore[no-untyped-def]
+    small_records: RecordSet, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> None:
     path = fit(small_records.subset(range(20)), policy="knn", split="test",
                embedder=fake_embedder, k=3).save(tmp_path / "knn")
@@ -556,7 +562,7 @@ def test_load_router_by_bundled_name() -> None:
 
 
 def test_load_router_engines_all_mean_the_in_process_engine(tiny_weights_dir: Path,
-                                                            fake_embedder) -> None:  # type: ignore[no-untyped-def]
+                                                            fake_embedder: FakeEmbedder) -> None:
     for engine in ("auto", "python", "go"):
         r = load_router(tiny_weights_dir, embedder=fake_embedder, engine=engine, warm=False,
                         download_if_missing=False)

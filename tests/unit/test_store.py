@@ -9,11 +9,13 @@ import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from switchpoint.errors import StoreError
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+from switchpoint.store.sqlite import Record
 
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
@@ -124,7 +126,8 @@ def test_one_bad_record_does_not_sink_its_batch(tmp_path: Path) -> None:
         first = record()
         store.append(first).result()
         batch = [(rec, Future[None]()) for rec in (record(), first, record())]
-        store._commit(batch)  # what the writer does with records that arrived together
+        # what the writer does with records that arrived together
+        store._commit(cast("list[tuple[Record, Future[None] | None]]", batch))
         outcomes = [done.exception() for _, done in batch]
         assert outcomes[0] is None and outcomes[2] is None
         assert isinstance(outcomes[1], StoreError)
@@ -202,6 +205,7 @@ def _numbers(tree: object, path: str = "") -> list[tuple[str, object]]:
 
 def test_stats_counts_are_ints_and_costs_floats(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        rec: DecisionRecord | RequestRecord
         for rec in (record("a", 1), record("a", 2, cache_hit=True)):
             store.append(rec).result()
         for rec in (request(), request(tried=("a", "m")), request(model="free", cost=None),

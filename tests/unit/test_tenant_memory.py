@@ -7,7 +7,12 @@ import pytest
 
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning import FeedbackEvent, InMemoryFeedbackLog
-from switchpoint.learning.tenant_memory import Fallback, TenantKnnMemory, TenantSettings
+from switchpoint.learning.tenant_memory import (
+    Fallback,
+    MemoryChoice,
+    TenantKnnMemory,
+    TenantSettings,
+)
 from switchpoint.learning.tenant_router import TenantRouter
 from switchpoint.router import Router
 from tests.fakes.two_kinds import math_prompt, two_kinds_package
@@ -39,7 +44,7 @@ def _memory(**settings: object) -> TenantKnnMemory:
 
 
 def _suggest(memory: TenantKnnMemory, tenant: str = "t", incumbent: str = "a",
-             cost_weight: float = 0.0, tools: bool = False, centre: int = 0):  # type: ignore[no-untyped-def]
+             cost_weight: float = 0.0, tools: bool = False, centre: int = 0) -> MemoryChoice:
     return memory.suggest(tenant, _near(999, centre), ["a", "b", "c"], COSTS, incumbent,
                           cost_weight=cost_weight, tools=tools)
 

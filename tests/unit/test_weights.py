@@ -7,13 +7,15 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 
 import switchpoint
 from switchpoint.errors import WeightsError
-from switchpoint.policies import Inputs
+from switchpoint.policies import ClusterPolicy, Inputs
+from switchpoint.records import RecordSet
 from switchpoint.training import add_model, fit, remove_model
 from switchpoint.weights import (
     FORMAT_VERSION,
@@ -23,6 +25,7 @@ from switchpoint.weights import (
     load_weights,
     save_weights,
 )
+from tests.conftest import FakeEmbedder
 
 
 @pytest.fixture
@@ -31,11 +34,11 @@ def pkg_dir(tiny_weights_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_weights_dir, tmp_path / "pkg"))
 
 
-def _manifest(root: Path) -> dict:
+def _manifest(root: Path) -> dict[str, Any]:
     return json.loads((root / "manifest.json").read_text(encoding="utf-8"))
 
 
-def _write_manifest(root: Path, manifest: dict) -> None:
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
@@ -44,7 +47,8 @@ def _queries(fake_embedder, small_records) -> np.ndarray:  # type: ignore[no-unt
 
 
 def test_round_trip_same_id_and_estimates(
-    tiny_package: WeightsPackage, tiny_weights_dir: Path, fake_embedder, small_records  # type: ignore[no-untyped-def]
+    tiny_package: WeightsPackage, tiny_weights_dir: Path, fake_embedder: FakeEmbedder,
+    small_records: RecordSet,
 ) -> None:
     loaded = load_weights(tiny_weights_dir)
     assert loaded.weights_id == tiny_package.weights_id
@@ -101,19 +105,20 @@ def test_save_replaces_atomically_and_leaves_no_temp_dirs(
 
 
 def test_add_model_then_save_and_load(
-    pkg_dir: Path, small_records, fake_embedder  # type: ignore[no-untyped-def]
+    pkg_dir: Path, small_records: RecordSet, fake_embedder: FakeEmbedder
 ) -> None:
     package = load_weights(pkg_dir)
-    centroids = package.policy.centroids_.copy()
+    centroids = cast(ClusterPolicy, package.policy).centroids_.copy()
     add_model(package, "gpt-4-clone", small_records.subset(range(30)), embedder=fake_embedder,
               source_model="gpt-4-1106-preview")
     package.save(pkg_dir)
     reloaded = load_weights(pkg_dir)
+    reloaded_policy = cast(ClusterPolicy, reloaded.policy)
     assert reloaded.models[-1] == "gpt-4-clone"
-    np.testing.assert_array_equal(reloaded.policy.centroids_, centroids)
+    np.testing.assert_array_equal(reloaded_policy.centroids_, centroids)
     assert reloaded.provenance["added_models"][0]["model"] == "gpt-4-clone"
     assert reloaded.provenance["added_models"][0]["n_records"] == 30
-    assert sum(reloaded.policy.table_.count[:, -1]) == 30
+    assert sum(reloaded_policy.table_.count[:, -1]) == 30
 
 
 # Every corruption: WeightsError naming the file --------------------------------------------
@@ -319,7 +324,7 @@ def test_unknown_bundled_policy_names_the_choices() -> None:
 
 
 def test_fit_knn_package_round_trip(
-    small_records, fake_embedder, tmp_path: Path  # type: ignore[no-untyped-def]
+    small_records: RecordSet, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> None:
     package = fit(small_records.subset(range(40)), policy="knn", split="test",
                   embedder=fake_embedder, k=5)
