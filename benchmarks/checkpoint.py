@@ -12,6 +12,9 @@ runs) is timed:
 3. with the checkpoint and ``--tail`` events logged after it: the checkpoint is read and only
    the tail replayed.
 
+It also prints how long feedback waited for each checkpoint's snapshot (what the service logs):
+the arrays are built and written after it, while feedback goes on.
+
 Each start is run ``--repeats`` times (median reported). Both starts must end in the same
 learned state: the script checks that the posterior's estimates for a probe set are identical.
 
@@ -71,6 +74,21 @@ def fill(data: Path, n: int, start: int, weights_id: str, models: list[str]) -> 
         store.close()
 
 
+class SnapshotWaits(logging.Handler):
+    """How long feedback waited for each checkpoint's snapshot (the service logs it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.ms: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if record.getMessage().startswith("learning checkpoint:") and isinstance(args, tuple):
+            waited = args[-1]  # the last: milliseconds waited
+            assert isinstance(waited, float)
+            self.ms.append(waited)
+
+
 def timed_start(data: Path, probe: Inputs) -> tuple[float, dict[str, int], np.ndarray, float]:
     """Seconds to start, the learning status's counts, the probe's estimates, and the
     seconds the graceful stop took (it writes the checkpoint)."""
@@ -92,6 +110,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     logging.getLogger("switchpoint").setLevel(logging.ERROR)  # "chat is off": no models here
+    waits = SnapshotWaits()
+    gateway_log = logging.getLogger("switchpoint.gateway")
+    gateway_log.setLevel(logging.INFO)
+    gateway_log.propagate = False  # its records reach only the handler counting the waits
+    gateway_log.addHandler(waits)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -133,6 +156,8 @@ def main() -> None:
         db = (data / "switchpoint.db").stat().st_size
         print(f"feedback log: {db / 1e6:.0f} MB on disk; checkpoint: {size / 1e6:.1f} MB, "
               f"written at the graceful stop in {statistics.median(stops):.2f} s (median)")
+        print(f"feedback waits for a checkpoint's snapshot only, not for the writing: "
+              f"{statistics.median(waits.ms):.0f} ms (median of {len(waits.ms)} checkpoints)")
         print(f"{'start (median of ' + str(args.repeats) + ')':<44} {'seconds':>8}")
         print(f"{'whole log replayed (' + str(args.events) + ' events)':<44} "
               f"{statistics.median(full):8.2f}")

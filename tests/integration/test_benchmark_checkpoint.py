@@ -28,3 +28,5 @@ def test_the_checkpoint_benchmark_times_both_starts(tmp_path: Path) -> None:
     assert float(full.group(1)) > 0 and float(taken.group(1)) > 0
     assert re.search(r"checkpoint: \d+\.\d MB, written at the graceful stop", out)
     assert "the learned state is identical" in out
+    assert re.search(r"feedback waits for a checkpoint's snapshot only, not for the writing: "
+                     r"\d+ ms \(median of \d+ checkpoints\)", out)

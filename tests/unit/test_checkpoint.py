@@ -96,6 +96,28 @@ def test_a_restored_learner_is_the_one_that_applied_the_events(
     _same_posteriors(learned, restored, probe)
 
 
+@pytest.mark.parametrize("policy", ["cluster", "knn"])
+def test_a_state_holds_what_was_learned_when_it_was_taken(
+        policy: str, fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    """A service takes a checkpoint's state while feedback waits and writes it after, while
+    feedback goes on: what is learned in between, replaced decisions included, stays out."""
+    package = two_kinds_package(fake_embedder, policy=policy)
+    settings = LearningSettings(novelty_threshold=0.4, max_new_clusters=3)
+    first = _events(fake_embedder, package.policy, 80, seed=1)
+    learned = Learner(package.policy, settings)
+    learned.replay(first)
+    state = learned.state()
+    learned.replay(_events(fake_embedder, package.policy, 40, seed=2, start=70))
+    path = tmp_path / CHECKPOINT_FILENAME
+    write_checkpoint(path, Checkpoint("k", 80, "e80", state))
+    then = Learner(package.policy, settings)
+    then.replay(first)
+    restored = Learner(package.policy, settings)
+    restored.restore(read_checkpoint(path, "k").state)
+    probe = Inputs(embeddings=fake_embedder.embed([_prompts(i) for i in range(900, 908)]))
+    _same_posteriors(then, restored, probe)
+
+
 def test_a_text_policy_learner_round_trips_its_units(
         small_records: RecordSet, fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
     package = fit(small_records, policy="tiers", split="test", embedder=fake_embedder)
@@ -161,7 +183,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_whole(fake_embedder, tmp_path
     np.testing.assert_array_equal(before.error, after.error)
     # A tampered array shape is named.
     state = learned.state()
-    state.arrays["overlay0/count"] = state.arrays["overlay0/count"][:1]
+    state.arrays["overlay0/count"] = state.array("overlay0/count")[:1]
     with pytest.raises(CheckpointError, match="array 'count' has shape"):
         Learner(package.policy).restore(state)
 
@@ -174,7 +196,7 @@ def test_writing_replaces_the_file_whole_and_clears_a_crashed_write(tmp_path: Pa
     write_checkpoint(path, Checkpoint("k", 2, "e2", State({"n": 2}, {"x": np.arange(5)})))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["learning.checkpoint"]
     loaded = read_checkpoint(path, "k")
-    assert (loaded.seq, loaded.state.meta, list(loaded.state.arrays["x"])) == (
+    assert (loaded.seq, loaded.state.meta, list(loaded.state.array("x"))) == (
         2, {"n": 2}, [0, 1, 2, 3, 4])
 
 

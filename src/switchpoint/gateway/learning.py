@@ -864,7 +864,8 @@ class GatewayLearning:
         if self.checkpoint_path is None or self.reader is None:
             return None
         with self._checkpoint_lock:
-            with self.state.guard:
+            with self.state.guard:  # feedback waits for the snapshot, not for the writing
+                snapshot_start = time.perf_counter()
                 live = self.state.peek()
                 learning: LiveLearning | None = None if live is None else live.learning
                 if learning is None or learning.events == learning.checkpointed:
@@ -876,11 +877,13 @@ class GatewayLearning:
                 checkpoint = Checkpoint(learning.checkpoint_key(), last[0], last[1],
                                         learning.state())
                 events = learning.events
-            t0 = time.perf_counter()
+                t0 = time.perf_counter()
+                waited = t0 - snapshot_start
             size = write_checkpoint(self.checkpoint_path, checkpoint)
             learning.checkpointed = events
             log.info("learning checkpoint: %d event(s) up to log position %d, %.1f MB in "
-                     "%.2f s", events, checkpoint.seq, size / 1e6, time.perf_counter() - t0)
+                     "%.2f s (feedback waited %.0f ms for its snapshot)", events,
+                     checkpoint.seq, size / 1e6, time.perf_counter() - t0, waited * 1e3)
             return self.checkpoint_path
 
     def close(self) -> None:

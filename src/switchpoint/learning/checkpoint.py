@@ -4,7 +4,10 @@ Learning state is a deterministic fold over the feedback log; replaying a long l
 start and reload costs time in proportion to everything ever learned. A checkpoint is that
 fold's result at one point of the log: each component (overlays, learners, tenant memories)
 turns its state into a :class:`State` (JSON-ready facts and named arrays) and back, and
-:func:`write_checkpoint` / :func:`read_checkpoint` keep one in a file.
+:func:`write_checkpoint` / :func:`read_checkpoint` keep one in a file. A component may hand over
+an array as a function that builds it from a snapshot it took (of records it never changes):
+the snapshot is what must be taken while feedback waits, and the building happens when the
+checkpoint is written, while feedback goes on.
 
 A checkpoint names the log position it holds (``seq``, and the id of the event there, so a
 log replaced under it is noticed) and a ``key``: whatever the fold depends on besides the events
@@ -21,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +42,18 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit what restores it (the caller replays the log instead)."""
 
 
+#: An array of a state, or a function that builds it (see the module docstring).
+ArrayOrBuild = np.ndarray | Callable[[], np.ndarray]
+
+
 @dataclass
 class State:
     """One component's learning state: JSON-ready ``meta`` and named ``arrays`` (copies,
-    never views of live state). Components nest their parts' states under a name."""
+    never views of live state, or functions building them from a snapshot). Components nest
+    their parts' states under a name."""
 
     meta: dict[str, Any] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, ArrayOrBuild] = field(default_factory=dict)
 
     def put(self, name: str, part: State) -> None:
         """Nest ``part`` under ``name``."""
@@ -71,6 +79,8 @@ class State:
         if name not in self.arrays:
             raise CheckpointError(f"the checkpoint holds no array {name!r}")
         value = self.arrays[name]
+        if callable(value):
+            value = self.arrays[name] = value()
         if dtype is not None and value.dtype.kind != np.dtype(dtype).kind:
             raise CheckpointError(f"array {name!r} is {value.dtype}, expected {np.dtype(dtype)}")
         if shape is not None and (value.ndim != len(shape) or any(
@@ -79,6 +89,10 @@ class State:
             raise CheckpointError(f"array {name!r} has shape {value.shape}, expected "
                                   f"{tuple('any' if s is None else s for s in shape)}")
         return value
+
+    def built(self) -> dict[str, np.ndarray]:
+        """Every array, those handed over as functions built now."""
+        return {name: self.array(name) for name in list(self.arrays)}
 
 
 @dataclass(frozen=True)
@@ -97,7 +111,7 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
     meta = {"format": FORMAT, "key": checkpoint.key, "seq": checkpoint.seq,
             "event_id": checkpoint.event_id, "state": checkpoint.state.meta}
     encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
-    arrays = {_META: encoded, **{f"a/{k}": v for k, v in checkpoint.state.arrays.items()}}
+    arrays = {_META: encoded, **{f"a/{k}": v for k, v in checkpoint.state.built().items()}}
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a crash mid-write
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -140,5 +154,6 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
     return Checkpoint(key, seq, event_id, State(state, arrays))
 
 
-__all__ = ["CHECKPOINT_FILENAME", "FORMAT", "Checkpoint", "CheckpointError", "State",
+__all__ = ["CHECKPOINT_FILENAME", "FORMAT", "ArrayOrBuild", "Checkpoint", "CheckpointError",
+           "State",
            "read_checkpoint", "write_checkpoint"]

@@ -141,18 +141,20 @@ class TableOverlay(_OverlayBase):
         return self._count.copy(), self._error.copy()
 
     def state(self) -> State:
+        # The remembered evidence is never changed once made, so its arrays are built from
+        # this snapshot when the checkpoint is written (see checkpoint's module docstring).
         seen = list(self._seen.values())
         return State({"kind": self._kind, "events": self._events, "seen": list(self._seen)}, {
             "count": self._count.copy(), "error": self._error.copy(),
-            "seen_model": np.array([e.model for e in seen], dtype=np.int64),
-            "seen_error": np.array([e.error for e in seen], dtype=np.float64),
-            "seen_quality": np.array([e.quality for e in seen], dtype=np.float64),
-            "seen_weight": np.array([e.weight for e in seen], dtype=np.float64),
-            "seen_length": np.array([len(e.units) for e in seen], dtype=np.int64),
+            "seen_model": lambda: np.array([e.model for e in seen], dtype=np.int64),
+            "seen_error": lambda: np.array([e.error for e in seen], dtype=np.float64),
+            "seen_quality": lambda: np.array([e.quality for e in seen], dtype=np.float64),
+            "seen_weight": lambda: np.array([e.weight for e in seen], dtype=np.float64),
+            "seen_length": lambda: np.array([len(e.units) for e in seen], dtype=np.int64),
             # Unit ids fit 32 bits (a quarter of the file is these): read back as int64.
-            "seen_units": np.concatenate([e.units for e in seen]
-                                         or [np.zeros(0, np.int64)]).astype(np.int32),
-            "seen_weights": np.concatenate([e.weights for e in seen] or [np.zeros(0)]),
+            "seen_units": lambda: np.concatenate([e.units for e in seen]
+                                                 or [np.zeros(0, np.int64)]).astype(np.int32),
+            "seen_weights": lambda: np.concatenate([e.weights for e in seen] or [np.zeros(0)]),
         })
 
     def restore(self, state: State) -> None:
@@ -331,14 +333,16 @@ class KnnOverlay(_OverlayBase):
         return None if previous is None else 1.0 - previous[2]
 
     def state(self) -> State:
+        # Rows are never changed once made: their arrays are built from this snapshot when the
+        # checkpoint is written (see checkpoint's module docstring).
         rows = list(self._rows.values())
         d = self.base.examples_.shape[1]
         return State({"kind": "knn", "events": self._events, "seen": list(self._rows)}, {
-            "vectors": (np.array([r[0] for r in rows], dtype=np.float32) if rows
-                        else np.zeros((0, d), dtype=np.float32)),
-            "model": np.array([r[1] for r in rows], dtype=np.int64),
-            "error": np.array([r[2] for r in rows], dtype=np.float64),
-            "cost": np.array([r[3] for r in rows], dtype=np.float64),
+            "vectors": lambda: (np.array([r[0] for r in rows], dtype=np.float32) if rows
+                                else np.zeros((0, d), dtype=np.float32)),
+            "model": lambda: np.array([r[1] for r in rows], dtype=np.int64),
+            "error": lambda: np.array([r[2] for r in rows], dtype=np.float64),
+            "cost": lambda: np.array([r[3] for r in rows], dtype=np.float64),
         })
 
     def restore(self, state: State) -> None:
