@@ -155,5 +155,4 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
 
 
 __all__ = ["CHECKPOINT_FILENAME", "FORMAT", "ArrayOrBuild", "Checkpoint", "CheckpointError",
-           "State",
-           "read_checkpoint", "write_checkpoint"]
+           "State", "read_checkpoint", "write_checkpoint"]
