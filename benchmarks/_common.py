@@ -87,26 +87,27 @@ def paired_aiq_interval(a: Policy, b: Policy, test: RecordSet, resamples: int = 
     """The 95% interval of ``routed_aiq(a) - routed_aiq(b)`` over test sets drawn from
     ``test``'s prompts with replacement, the same draw for both routers (a paired bootstrap):
     how large a difference between two routers this test set's sampling alone can make."""
-    choices_a, scores, costs = routed_choices(a, test, lambdas)
-    choices_b, scores_b, _ = routed_choices(b, test, lambdas)
-    if scores_b.shape != scores.shape:
-        raise ValueError("the two routers know different models of the test set")
     rows = np.arange(len(test))
-    # Per λ and prompt, the quality and cost of the model each router chose.
-    q_a = np.array([scores[rows, choices_a[float(lam)]] for lam in lambdas])
-    c_a = np.array([costs[rows, choices_a[float(lam)]] for lam in lambdas])
-    q_b = np.array([scores[rows, choices_b[float(lam)]] for lam in lambdas])
-    c_b = np.array([costs[rows, choices_b[float(lam)]] for lam in lambdas])
+
+    def chosen(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
+        """Per λ and prompt, the cost and quality of the model ``policy`` chose."""
+        choices, scores, costs = routed_choices(policy, test, lambdas)
+        picks = [choices[float(lam)] for lam in lambdas]
+        return (np.array([costs[rows, c] for c in picks]),
+                np.array([scores[rows, c] for c in picks]))
+
+    def points(cost: np.ndarray, quality: np.ndarray, idx: np.ndarray) -> list[Point]:
+        return [Point(float(c), float(q)) for c, q in
+                zip(cost[:, idx].mean(axis=1), quality[:, idx].mean(axis=1), strict=True)]
+
+    (cost_a, quality_a), (cost_b, quality_b) = chosen(a), chosen(b)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(resamples):
         idx = rng.integers(len(test), size=len(test))
         singles = single_model_points(test.scores[idx], test.costs[idx])
-        points_a = [Point(float(c), float(q)) for c, q in
-                    zip(c_a[:, idx].mean(axis=1), q_a[:, idx].mean(axis=1), strict=True)]
-        points_b = [Point(float(c), float(q)) for c, q in
-                    zip(c_b[:, idx].mean(axis=1), q_b[:, idx].mean(axis=1), strict=True)]
-        diffs.append(aiq(points_a, singles) - aiq(points_b, singles))
+        diffs.append(aiq(points(cost_a, quality_a, idx), singles)
+                     - aiq(points(cost_b, quality_b, idx), singles))
     low, high = np.percentile(diffs, [2.5, 97.5])
     return float(low), float(high)
 
