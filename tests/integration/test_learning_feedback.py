@@ -113,14 +113,16 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
         cases = [({"score": 1.5}, "score"), ({"score": -0.1}, "score"),
                  ({"score": "0.5"}, "score"), ({"score": True}, "score"),
                  ({"success": "yes"}, "success"), ({"score": 0.5, "success": True},
-                                                   "quality_score"),
-                 ({}, "quality_score"), ({"score": 0.5, "comment": "x" * 2001}, "comment"),
+                                                   "score"),
+                 ({}, "score"), ({"score": 0.5, "comment": "x" * 2001}, "comment"),
                  ({"score": 0.5, "model": "gpt-99"}, "model"),
                  ({"score": 0.5, "extra": 1}, "extra")]
         for body, field in cases:
             r = feedback(server, decision, **body)
             assert r.status_code == 400, (body, r.text)
             assert r.json()["error"]["param"] == field, (body, r.json())
+        neither = feedback(server, decision).json()["error"]["message"]
+        assert "score" in neither and "success" in neither and "quality_score" not in neither
         raw = httpx.post(f"{server.base}/v1/feedback", timeout=10, headers={
             "content-type": "application/json"},
             content=b'{"decision_id": "%s", "score": NaN}' % decision.encode())

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint._messages import invalid_from_validation
-from switchpoint.errors import PermissionDeniedError
+from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.learning import MAX_COMMENT, MAX_COMPARE_MODELS, MAX_DECISION_ID
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
@@ -165,9 +165,15 @@ async def feedback(request: Request) -> JSONResponse:
     principal = client_principal(request)
     body: FeedbackRequest = _parse(FeedbackRequest, await request.body())
     gateway = get_service(request).gateway
-    result = await gateway.areport_outcome(body.decision_id, body.score, body.success,
-                                           model=body.model, comment=body.comment,
-                                           principal=principal)
+    try:
+        result = await gateway.areport_outcome(body.decision_id, body.score, body.success,
+                                               model=body.model, comment=body.comment,
+                                               principal=principal)
+    except InvalidInputError as exc:
+        if exc.field != "quality_score":
+            raise
+        # The library's argument is quality_score; this request's field is score.
+        raise InvalidInputError("score", exc.reason.replace("quality_score", "score")) from None
     return JSONResponse(result.to_dict())
 
 
