@@ -71,10 +71,11 @@ def post(server: ThreadServer, body: bytes | Mapping[str, object],
     return httpx.post(server.base + path, content=content, headers=JSON, timeout=30)
 
 
-def assert_invalid(r: httpx.Response, field: str) -> str:
-    assert r.status_code == 400, r.text
+def assert_invalid(r: httpx.Response, field: str, status: int = 400,
+                   code: str = "invalid_request") -> str:
+    assert r.status_code == status, r.text
     err = r.json()["error"]
-    assert err["code"] == "invalid_request"
+    assert err["code"] == code
     assert err["param"] == field
     assert err["message"].startswith(field), err["message"]
     return str(err["message"])
@@ -194,7 +195,7 @@ def test_both_prompt_and_embedding(server: ThreadServer) -> None:
 
 def test_ten_megabyte_prompt(server: ThreadServer) -> None:
     r = post(server, {"prompt": "word " * (2 * 1024 * 1024)})
-    message = assert_invalid(r, "body")
+    message = assert_invalid(r, "body", 413, "request_too_large")
     assert "limit" in message and "prompt" in message
 
 
@@ -209,7 +210,7 @@ def test_ten_megabyte_prompt_chunked(server: ThreadServer) -> None:
         yield b'"}'
 
     r = httpx.post(server.base + "/v1/route", content=body(), headers=JSON, timeout=30)
-    assert_invalid(r, "body")
+    assert_invalid(r, "body", 413, "request_too_large")
 
 
 def test_embedding_of_wrong_length(server: ThreadServer) -> None:

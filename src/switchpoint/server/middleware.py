@@ -1,9 +1,9 @@
-"""The request body limit: a body over ``max_request_bytes`` is a 400 ``invalid_request``.
+"""The request body limit: a body over ``max_request_bytes`` is a 413 ``request_too_large``.
 
 The body is read here, whole, before the app sees it (and replayed to it), so the limit holds
 for chunked bodies as well as declared lengths. An oversized body is read to its end (up to
 :data:`DRAIN_FACTOR` times the limit) before the answer goes out, so the client, which is still
-sending, receives the 400 instead of a reset connection.
+sending, receives the 413 instead of a reset connection.
 """
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ async def _reject(send: Send, size: int, limit: int, exact: bool, openai: bool) 
     message = (f"body: the request body {amount} the limit of {limit} bytes "
                "(max_request_bytes in the config). A prompt or embedding that large cannot be "
                "routed: send the end of a long prompt (the router reads only its last part)")
-    answer = ErrorAnswer(400, "invalid_request", message, "body")
+    answer = ErrorAnswer(413, "request_too_large", message, "body")
     payload = json.dumps(answer.openai() if openai else answer.body()).encode()
-    await send({"type": "http.response.start", "status": 400, "headers": [
+    await send({"type": "http.response.start", "status": answer.status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
         (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": payload})
