@@ -7,8 +7,10 @@ Protocol, per record set:
    the rest of the stream brings traffic the router has never seen.
 2. Replay the remaining 90% of train, in order, as live traffic through the library:
    ``Router.route(embedding=..)`` at the router's default λ (0.5), then
-   ``Router.report_outcome(decision_id, quality)`` with the quality of the model *served* only
-   (bandit feedback: the other models' labels are never read). Exploration: 30% of decisions go
+   ``Router.report_outcome(decision_id, quality, cost=cost)`` with the quality of the model
+   *served* only (bandit feedback: the other models' labels are never read) and what its answer
+   cost, as a gateway measures for every answer it serves (``--quality-only`` leaves the cost
+   out, so only the weights' costs are known). Exploration: 30% of decisions go
    to the other candidate with the least evidence behind its estimate for the prompt
    (``LearningSettings(exploration=0.3, seed=..)``).
 3. Every 500 events, AIQ on the test split of the learned router (the deployment's posterior,
@@ -45,6 +47,7 @@ nearest-neighbour memory.
 set instead of test (how the settings above were chosen; the test split is not read).
 
 Usage: python benchmarks/online.py [--seeds 3] [--kmeans-seeds 3] [--tenants] [--validate]
+       [--quality-only]
 """
 
 from __future__ import annotations
@@ -103,6 +106,8 @@ def fit_cluster(rs: RecordSet, kmeans_seed: int = 0) -> ClusterPolicy:
 
 
 SETTINGS: dict[str, float] = {"exploration": EXPLORATION, "novelty_threshold": 0.4}
+#: Whether outcomes say what the served answer cost (``--quality-only``: they do not).
+REVEAL_COST = {"cost": True}
 
 
 def make_router(policy: Policy, seed: int) -> Router:
@@ -114,15 +119,18 @@ def make_router(policy: Policy, seed: int) -> Router:
 
 def stream(router: Router, live: RecordSet, tenants: Sequence[str | None] | None = None,
            on_checkpoint: Callable[[int], None] | None = None) -> np.ndarray:
-    """Route every prompt of ``live`` in order and report the served model's quality; returns
-    the index of the model served for each prompt."""
+    """Route every prompt of ``live`` in order and report the served model's quality (and what
+    its answer cost, unless ``--quality-only``); returns the index of the model served for
+    each prompt."""
     assert live.embeddings is not None
     served = np.empty(len(live), dtype=np.int64)
     for i in range(len(live)):
         tenant = None if tenants is None else tenants[i]
         d = router.route(embedding=live.embeddings[i], tenant=tenant)
         served[i] = live.models.index(d.selected_model)
-        router.report_outcome(d.decision_id, float(live.scores[i, served[i]]))
+        cost = float(live.costs[i, served[i]]) if REVEAL_COST["cost"] else None
+        router.report_outcome(d.decision_id, float(live.scores[i, served[i]]),
+                              cost=cost if cost is not None and np.isfinite(cost) else None)
         if on_checkpoint and ((i + 1) % CHECKPOINT == 0 or i + 1 == len(live)):
             on_checkpoint(i + 1)
     return served
@@ -194,7 +202,8 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     allocated: list[float] = []  # each learning router's, at the end of the stream
     print(f"\n{name}: static-10% fitted on {n_fit} prompts ({', '.join(dict.fromkeys(first.tasks))}"
           f"), stream of {len(live)}; test {len(test)} prompts; {seeds} exploration seeds on "
-          f"each of {kmeans_seeds} k-means seeds")
+          f"each of {kmeans_seeds} k-means seeds; outcomes give the served model's quality"
+          + (" and its answer's cost" if REVEAL_COST["cost"] else " only"))
     print(f"{'events':>7} {'static-10%':>10} " + " ".join(f"{'k-means ' + str(k):>10}"
                                                          for k in range(kmeans_seeds))
           + f" {'mean':>8} {'full 100%':>9}")
@@ -381,8 +390,11 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--exploration", type=float, default=EXPLORATION)
     parser.add_argument("--novelty", type=float, default=0.4)
+    parser.add_argument("--quality-only", action="store_true",
+                        help="outcomes give the served model's quality only, not its cost")
     args = parser.parse_args()
     SETTINGS.update(exploration=args.exploration, novelty_threshold=args.novelty)
+    REVEAL_COST["cost"] = not args.quality_only
     for name in args.datasets.split(","):
         rs = embedded_records(name)
         train, test = rs.split("train"), rs.split("test")

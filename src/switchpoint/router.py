@@ -323,19 +323,34 @@ class Router:
         *,
         model: str | None = None,
         tenant: str | None = None,
+        cost: float | None = None,
     ) -> OutcomeResult:
         """Learn how a decision went: a quality in ``[0, 1]`` or a success flag (exactly one).
 
         ``model`` is the model that answered (default: the one the decision chose); ``tenant``,
-        if given, must be the tenant the decision was routed for. The outcome updates that
-        tenant's posterior (the weights themselves change only through an explicit export); a
-        second outcome for the same decision replaces the first (``replaced`` says so). An
+        if given, must be the tenant the decision was routed for. ``cost``, if known, is what
+        the answer cost, in the weights' cost units (USD per request for the bundled weights):
+        it teaches that model's cost on the prompt's units, as its quality teaches its error
+        (a router whose catalog prices requests takes its costs from those prices, and refuses
+        it). The outcome updates that tenant's posterior (the weights themselves change only
+        through an explicit export); a second outcome for the same decision replaces the first
+        (``replaced`` says so), keeping the cost reported before unless it gives one. An
         unknown or forgotten ``decision_id`` raises :class:`DecisionNotFoundError`.
         """
         if model is not None:
             self._check_models([model], "model")
+        if cost is not None and not self.learns_costs:
+            raise InvalidInputError("cost", "this router prices requests from its catalog "
+                                            "(input_per_mtok, output_per_mtok), so a measured "
+                                            "cost would not teach it; leave cost out")
         return self.learner.report(decision_id, quality_score, success, model=model,
-                                   tenant=tenant)
+                                   tenant=tenant, cost=cost)
+
+    @property
+    def learns_costs(self) -> bool:
+        """Whether outcomes' measured costs teach this router: its costs come from the weights,
+        not from catalog prices."""
+        return not self._map.priced
 
     def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
         """The cost that λ = 1 weighs as one unit of error among ``available_models`` (default:

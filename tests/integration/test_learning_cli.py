@@ -40,6 +40,9 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     assert "no decision" in capsys.readouterr().err
     assert main(["feedback", decision.decision_id, "--config", str(config)]) == 2
     assert "exactly one of --score" in capsys.readouterr().err
+    assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "-1",
+                 "--config", str(config)]) == 2
+    assert "--cost: '-1' is not a cost" in capsys.readouterr().err
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
     assert "reported no outcomes" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
@@ -66,3 +69,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         assert (answer["replaced"], answer["previous_quality"]) == (True, 0.0)
         assert main(["feedback", "f" * 32, "--score", "0.5", "--url", server.base]) == 2
         assert "404" in capsys.readouterr().err
+        # This catalog prices requests, so the service measures costs itself.
+        assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "0.01",
+                     "--url", server.base]) == 2
+        assert "400" in capsys.readouterr().err

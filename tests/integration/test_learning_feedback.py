@@ -5,12 +5,14 @@ scoping with client keys; the in-process door."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from switchpoint.config import Settings, load_settings
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.gateway import Gateway
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -228,3 +230,48 @@ def test_a_policy_swap_replays_the_log_into_the_new_policy(fake: FakeProviderPro
         again = feedback(server, ids[0], score=1.0).json()
         assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
         assert _status(server)["learned_router"]["events"] == 4
+
+
+def test_a_measured_cost_is_refused_where_the_catalog_prices_requests(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        decision = chat(server, math_prompt(12))[0]["x-switchpoint-decision-id"]
+        for cost, words in ((0.01, "prices requests"), (-1, ">= 0"),
+                            ("0.1", "number")):
+            r = feedback(server, decision, score=0.5, cost=cost)
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["param"] == "cost" and words in r.json()["error"]["message"]
+        assert _status(server)["learned_router"]["events"] == 0
+
+
+def _unpriced(fake: FakeProviderProcess, root: Path) -> Settings:
+    settings_for(fake, root)
+    text = re.sub(r"input_per_mtok: \d+,\s*output_per_mtok: \d+, ", "",
+                  (root / "switchpoint.yaml").read_text(encoding="utf-8"))
+    assert "per_mtok" not in text
+    (root / "switchpoint.yaml").write_text(text, encoding="utf-8")
+    settings = load_settings(root / "switchpoint.yaml", environ={})
+    catalog = settings.catalog()
+    assert catalog is not None and not catalog.all_priced
+    return settings
+
+
+def test_without_prices_a_measured_cost_teaches_and_survives_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    settings = _unpriced(fake, tmp_path)
+
+    def strong_cost(gateway: Gateway) -> float:
+        return gateway.route(math_prompt(999), cost_weight=0).expected_costs["strong"]
+
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        before = strong_cost(gateway)
+        for i in range(20):
+            d = gateway.route(math_prompt(i), cost_weight=0)
+            assert d.selected_model == "strong"
+            gateway.report_outcome(d.decision_id, 0.9, cost=20 * before)
+        learned = strong_cost(gateway)
+        assert learned > 3 * before
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:  # replayed from the log
+        gateway.start()
+        assert strong_cost(gateway) == pytest.approx(learned, rel=1e-9)

@@ -35,7 +35,8 @@ def _prompts(i: int) -> str:
 
 def _events(fake_embedder, policy: Policy, n: int, seed: int, start: int = 0,  # type: ignore[no-untyped-def]
             units: bool = False) -> list[FeedbackEvent]:
-    """Outcomes over two tenants, with repeats (later ones replace earlier ones)."""
+    """Outcomes over two tenants, with repeats (later ones replace earlier ones); two in three
+    say what their answer cost."""
     rng = np.random.default_rng(seed)
     models = list(policy.models_)
     out = []
@@ -52,7 +53,8 @@ def _events(fake_embedder, policy: Policy, n: int, seed: int, start: int = 0,  #
         out.append(FeedbackEvent(
             decision_id=did, model=models[int(rng.integers(len(models)))],
             quality=float(rng.random()), tenant=["a", "b"][i % 2], units=unit_list,
-            embedding=None if units else tuple(inputs.embeddings[0].tolist())))  # type: ignore[index]
+            embedding=None if units else tuple(inputs.embeddings[0].tolist()),  # type: ignore[index]
+            measured_cost=float(rng.random()) / 100 if i % 3 else None))
     return out
 
 

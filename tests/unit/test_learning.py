@@ -10,6 +10,7 @@ from typing import cast
 import numpy as np
 import pytest
 
+from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
@@ -132,6 +133,91 @@ def test_outcomes_for_another_model_than_the_chosen_one(package, fake_embedder) 
     assert after < before - 0.05
 
 
+# Measured costs ------------------------------------------------------------------------------
+
+
+def _math_cost(router: Router, model: str = "strong") -> float:
+    return router.route(math_prompt(9999), cost_weight_override=0).expected_costs[model]
+
+
+def test_measured_costs_teach_what_a_model_costs_on_a_kind_of_prompt(package, fake_embedder,  # type: ignore[no-untyped-def]
+                                                                     tmp_path: Path) -> None:
+    router = _router(package, fake_embedder)
+    quality_only = _router(package, fake_embedder)
+    before = _math_cost(router)
+    dear = 10 * before
+    for i in range(30):
+        d = router.route(math_prompt(i))
+        router.report_outcome(d.decision_id, 0.8, model="strong", cost=dear)
+        e = quality_only.route(math_prompt(i))
+        quality_only.report_outcome(e.decision_id, 0.8, model="strong")
+    after = _math_cost(router)
+    assert before * 2 < after < dear  # moved most of the way, the fitted labels still count
+    assert _math_cost(quality_only) == before  # a quality alone says nothing of the cost
+    assert _math_cost(router, "cheap") == _math_cost(quality_only, "cheap")  # only its model
+    assert _math_error(router) == _math_error(quality_only)  # the cost teaches no error
+    # An export keeps it: the measured costs are the units' costs in the new weights.
+    export_weights(router, tmp_path / "learned")
+    assert _math_cost(_router(load_weights(tmp_path / "learned"), fake_embedder)) > before * 2
+
+
+@pytest.mark.parametrize("cost", [-0.01, math.nan, math.inf, "0.1", True])
+def test_a_bad_cost_is_refused_and_teaches_nothing(package, fake_embedder, cost) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    d = router.route(math_prompt(1))
+    with pytest.raises(InvalidInputError) as info:
+        router.report_outcome(d.decision_id, 0.5, cost=cost)
+    assert info.value.field == "cost"
+    assert router.learner.n_events() == 0
+
+
+def test_a_router_that_prices_from_its_catalog_refuses_a_measured_cost(
+        package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
+    catalog = Catalog([ModelCard("cheap", profile="cheap", input_per_mtok=0.1,
+                                 output_per_mtok=0.2),
+                       ModelCard("strong", profile="strong", input_per_mtok=5,
+                                 output_per_mtok=15)])
+    router = _router(package, fake_embedder, catalog=catalog)
+    d = router.route(math_prompt(1))
+    with pytest.raises(InvalidInputError, match="prices requests from its catalog") as info:
+        router.report_outcome(d.decision_id, 0.5, cost=0.01)
+    assert info.value.field == "cost" and router.learner.n_events() == 0
+    assert router.report_outcome(d.decision_id, 0.5).quality == 0.5
+
+
+def test_a_repeat_without_a_cost_keeps_the_cost_reported_before(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    twice = _router(package, fake_embedder)
+    once = _router(package, fake_embedder)
+    dear = 10 * _math_cost(once)
+    for i in range(10):
+        a, b = twice.route(math_prompt(i)), once.route(math_prompt(i))
+        twice.report_outcome(a.decision_id, 1.0, model="strong", cost=dear)
+        assert twice.report_outcome(a.decision_id, 0.0, model="strong").event.measured_cost \
+            is None
+        once.report_outcome(b.decision_id, 0.0, model="strong", cost=dear)
+    assert _math_cost(twice) == pytest.approx(_math_cost(once), rel=1e-12)
+    assert _math_error(twice) == pytest.approx(_math_error(once), abs=1e-9)
+    # About another model, the earlier answer's cost is not that model's.
+    c = twice.route(math_prompt(50))
+    twice.report_outcome(c.decision_id, 1.0, model="strong", cost=dear)
+    twice.report_outcome(c.decision_id, 1.0, model="cheap")
+    d = once.route(math_prompt(50))
+    once.report_outcome(d.decision_id, 1.0, model="cheap")
+    assert _math_cost(twice, "cheap") == _math_cost(once, "cheap")
+    assert _math_cost(twice) == pytest.approx(_math_cost(once), rel=1e-12)
+
+
+def test_the_knn_overlay_takes_a_neighbours_measured_cost(fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    package = two_kinds_package(fake_embedder, policy="knn")
+    overlay = KnnOverlay(package.policy)  # type: ignore[arg-type]
+    vector = fake_embedder.embed([math_prompt(1)])[0]
+    event = _event(vector, "strong", 0.9, "k1")
+    overlay.apply(FeedbackEvent(**{**event.__dict__, "cost": 0.5, "measured_cost": 2.0}))
+    overlay.apply(FeedbackEvent(**{**event.__dict__, "cost": 0.5, "quality": 0.1}))  # repeat
+    posterior = overlay.posterior()
+    assert posterior.cost_[-1, package.policy.models_.index("strong")] == 2.0  # type: ignore[attr-defined]
+
+
 # Tenants -------------------------------------------------------------------------------------
 
 
@@ -210,6 +296,8 @@ def test_events_round_trip_and_the_log_replays_by_tenant(package, fake_embedder)
     assert [e.tenant for e in log.replay("a")] == ["a", "a"]
     back = FeedbackEvent.from_dict(json.loads(json.dumps(events[0].to_dict())))
     assert back == events[0]
+    costed = FeedbackEvent(**{**events[0].__dict__, "measured_cost": 0.0125})
+    assert FeedbackEvent.from_dict(json.loads(json.dumps(costed.to_dict()))) == costed
     with pytest.raises(InvalidInputError, match="not a feedback event"):
         FeedbackEvent.from_dict({"model": "x"})
 

@@ -135,11 +135,12 @@ def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path
     vector /= np.linalg.norm(vector)
     event = FeedbackEvent(decision_id="d1", model="strong", quality=0.25, tenant="acme",
                           embedding=tuple(float(v) for v in vector), units=((1, 0.75), (3, 0.25)),
-                          chosen="strong", cost=0.001, served="big")
+                          chosen="strong", cost=0.001, served="big", measured_cost=0.0042)
     store.append(feedback_record(event, "decision", weights_id="w1", key_id="k",
                                  comment="late")).result()
     (row,) = LearningReader(store.path).feedback()
     assert row.event == event and (row.kind, row.weights_id) == ("decision", "w1")
+    assert row.event.measured_cost == 0.0042
     conn = sqlite3.connect(store.path, isolation_level=None)
     try:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):

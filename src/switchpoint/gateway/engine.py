@@ -611,7 +611,7 @@ class Gateway:
     async def areport_outcome(self, decision_id: str, quality_score: float | None = None,
                               success: bool | None = None, *, model: str | None = None,
                               comment: str | None = None, key: str | None = None,
-                              tenant: str | None = None,
+                              tenant: str | None = None, cost: float | None = None,
                               principal: Principal | None = None) -> FeedbackResult:
         """Learn how one answer went: a quality in [0, 1] or a success flag (exactly one).
 
@@ -619,7 +619,10 @@ class Gateway:
         ``reply.switchpoint.decision_id``): a routing decision's id teaches routing (the
         tenant's learned router and its memory); a request id of a request that named its model
         records a quality observation of that model. ``model`` is the model the feedback is
-        about (default: the one that answered). ``key`` or ``tenant`` scopes it to that
+        about (default: the one that answered); ``cost`` what the answer cost, if the caller
+        knows it and the catalog has no prices (it then teaches the model's cost on this kind of
+        prompt; with prices the gateway knows the cost and refuses it). ``key`` or ``tenant``
+        scopes it to that
         caller's decisions (another tenant's id is not found); neither: any decision (trusted
         code). Returns once the outcome is committed to the feedback log; a repeat replaces
         the earlier outcome (``outcome.replaced``). Raises
@@ -631,7 +634,7 @@ class Gateway:
         result: FeedbackResult = await anyio.to_thread.run_sync(
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
-                                         key_id=who.key_id, comment=comment))
+                                         key_id=who.key_id, comment=comment, cost=cost))
         for commit in result.commits:
             await asyncio.wrap_future(commit)
         return result
@@ -639,10 +642,11 @@ class Gateway:
     def report_outcome(self, decision_id: str, quality_score: float | None = None,
                        success: bool | None = None, *, model: str | None = None,
                        comment: str | None = None, key: str | None = None,
-                       tenant: str | None = None) -> FeedbackResult:
+                       tenant: str | None = None, cost: float | None = None) -> FeedbackResult:
         """:meth:`areport_outcome` from synchronous code."""
         return self._run(self.areport_outcome(decision_id, quality_score, success, model=model,
-                                              comment=comment, key=key, tenant=tenant))
+                                              comment=comment, key=key, tenant=tenant,
+                                              cost=cost))
 
     async def acompare(self, messages: Sequence[Mapping[str, Any]] | None = None,
                        models: Sequence[str] | None = None, *, prompt: str | None = None,

@@ -83,7 +83,13 @@ from switchpoint.learning.checkpoint import (
     write_checkpoint,
 )
 from switchpoint.learning.config import ArmConfig
-from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent, check_quality, check_tenant
+from switchpoint.learning.events import (
+    DEFAULT_TENANT,
+    FeedbackEvent,
+    check_cost,
+    check_quality,
+    check_tenant,
+)
 from switchpoint.learning.learner import OutcomeResult
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.learning.tenant_memory import TenantKnnMemory
@@ -955,13 +961,16 @@ class GatewayLearning:
 
     def report(self, decision_id: object, quality_score: object = None,
                success: object = None, *, model: object = None, tenant: str | None = None,
-               key_id: str | None = None, comment: object = None) -> FeedbackResult:
+               key_id: str | None = None, comment: object = None,
+               cost: object = None) -> FeedbackResult:
         """Learn how one decision (or one named-model request) went; see the module docstring.
-        ``tenant`` scopes the lookup (None: any tenant, for trusted code). Runs on a worker
+        ``tenant`` scopes the lookup (None: any tenant, for trusted code); ``cost`` is what the
+        answer cost, if the caller knows it (see ``Router.report_outcome``). Runs on a worker
         thread, under the state's guard, on the snapshot live then; the commits it returns are
         waited for by the caller. Everything is checked before anything is learned."""
         decision_id = check_decision_id(decision_id)
         quality = check_quality(quality_score, success)
+        measured = check_cost(cost)
         comment = check_comment(comment)
         scope = None if tenant is None else check_tenant(tenant)
         if model is not None and not isinstance(model, str):
@@ -974,6 +983,11 @@ class GatewayLearning:
                 live = self.state.live()
                 learning: LiveLearning | None = live.learning
                 router = live.router
+                if measured is not None and not router.learns_costs:
+                    raise InvalidInputError("cost", "this gateway prices requests from its "
+                                                    "catalog (input_per_mtok, output_per_mtok) "
+                                                    "and measures each answer's cost itself; "
+                                                    "leave cost out")
                 if model is not None and model not in router.models:
                     raise InvalidInputError("model", f"{model[:100]!r} is not a model of this "
                                                      f"gateway; use one of "
@@ -985,13 +999,14 @@ class GatewayLearning:
                         self._answered_by(decision_id) or entry.chosen)
                     if learnable(owner, served):
                         outcome = owner.report_outcome(decision_id, quality, model=served,
-                                                       tenant=entry.tenant)
+                                                       tenant=entry.tenant, cost=measured)
                         assert learning is not None
                         learning.learn(outcome.event, owner.weights_id, skip=owner)
                         self._checkpoint_when_due(learning)
                         return FeedbackResult(outcome, "decision", True,
                                               commits=tuple(note.commits))
-                    return self._observe(decision_id, served, quality, entry.tenant, note,
+                    return self._observe(decision_id, served, quality, measured,
+                                         entry.tenant, note,
                                          f"{served} has no learned profile in these weights, "
                                          "so this outcome is kept as a quality observation "
                                          "of it and does not teach routing")
@@ -1003,7 +1018,8 @@ class GatewayLearning:
                     _NOTE.reset(token)
                     token = _NOTE.set(_Note())
                     return self.report(routed, quality_score, success, model=model,
-                                       tenant=tenant, key_id=key_id, comment=comment)
+                                       tenant=tenant, key_id=key_id, comment=comment,
+                                       cost=cost)
                 owner_tenant = None if request is None else (request["tenant"] or
                                                              DEFAULT_TENANT)
                 if request is None or (scope is not None and owner_tenant != scope):
@@ -1015,7 +1031,8 @@ class GatewayLearning:
                                                      "model; name the model the feedback is "
                                                      "about")
                 assert owner_tenant is not None
-                return self._observe(decision_id, str(served), quality, owner_tenant, note,
+                return self._observe(decision_id, str(served), quality, measured,
+                                     owner_tenant, note,
                                      "a request that named its model (or followed a session "
                                      "pin) was not routed, so this outcome is kept as a "
                                      "quality observation of the model and does not teach "
@@ -1035,11 +1052,11 @@ class GatewayLearning:
     def _answered_by(self, decision_id: str) -> str | None:
         return self.reader.answered_by(decision_id) if self.reader is not None else None
 
-    def _observe(self, decision_id: str, model: str, quality: float, tenant: str, note: _Note,
-                 why: str) -> FeedbackResult:
+    def _observe(self, decision_id: str, model: str, quality: float, cost: float | None,
+                 tenant: str, note: _Note, why: str) -> FeedbackResult:
         previous = self.log.latest_quality(decision_id, tenant)
         event = FeedbackEvent(decision_id=decision_id, model=model, quality=quality,
-                              tenant=tenant, served=None)
+                              tenant=tenant, served=None, measured_cost=cost)
         future = self.log.append(event, "model", weights_id=None, key_id=note.key_id,
                                  comment=note.comment)
         outcome = OutcomeResult(decision_id, tenant, model, quality, previous is not None,

@@ -52,6 +52,19 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
     return None, bool(args.success)
 
 
+def _cost(args: argparse.Namespace) -> float | None:
+    if args.cost is None:
+        return None
+    try:
+        cost = float(args.cost)
+    except ValueError:
+        cost = math.nan
+    if not math.isfinite(cost) or cost < 0:
+        raise InvalidInputError("--cost", f"{args.cost!r} is not a cost: give what the answer "
+                                          "cost, a number >= 0 (USD)")
+    return cost
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     if args.url is not None:
@@ -61,7 +74,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with Gateway.from_config(settings) as gateway:
         result = gateway.report_outcome(args.decision_id, score, success, model=args.model,
-                                        comment=args.comment, tenant=args.tenant)
+                                        comment=args.comment, tenant=args.tenant,
+                                        cost=_cost(args))
     out = result.to_dict()
     if args.json:
         _print_json(out)
@@ -91,6 +105,9 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         body["model"] = args.model
     if args.comment is not None:
         body["comment"] = args.comment
+    cost = _cost(args)
+    if cost is not None:
+        body["cost"] = cost
     if args.tenant is not None:
         raise InvalidInputError("tenant", "--tenant applies without --url; over HTTP the "
                                           "client key (--api-key) says whose decision it is")
@@ -153,6 +170,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--model", help="the model the feedback is about (default: the one that "
                                    "answered)")
     p.add_argument("--comment", help="a note kept with the outcome")
+    p.add_argument("--cost", help="what the answer cost (USD), if you know it and the catalog "
+                                  "has no prices: teaches the model's cost on this kind of "
+                                  "prompt")
     p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "

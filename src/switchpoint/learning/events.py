@@ -61,6 +61,20 @@ def check_quality(quality_score: object, success: object) -> float:
     return q
 
 
+def check_cost(cost: object) -> float | None:
+    """What an answer cost, if reported: a finite number >= 0 (or None)."""
+    if cost is None:
+        return None
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        raise InvalidInputError("cost", f"must be a number >= 0 (what the answer cost), got "
+                                        f"{cost!r}")
+    value = float(cost)
+    if not math.isfinite(value) or value < 0.0:
+        raise InvalidInputError("cost", f"is {value}; give what the answer cost, a finite "
+                                        "number >= 0 in the weights' cost units")
+    return value
+
+
 @dataclass(frozen=True)
 class FeedbackEvent:
     """One outcome of one decision, self-contained for replay.
@@ -70,7 +84,9 @@ class FeedbackEvent:
     ``weight`` scales the evidence (1 = one labelled prompt). A later event with the same
     ``decision_id`` and tenant replaces an earlier one. ``model`` is the learned profile the
     outcome teaches; ``served`` the catalog model that answered, when that name differs (a
-    gateway's catalog maps its own names onto profiles).
+    gateway's catalog maps its own names onto profiles). ``cost`` is the decision's expected
+    cost of the model it chose; ``measured_cost``, when the caller reported it, what the answer
+    really cost (in the weights' cost units), which teaches the cost of the prompt's units.
     """
 
     decision_id: str
@@ -85,6 +101,7 @@ class FeedbackEvent:
     timestamp: float = field(default_factory=time.time)
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     served: str | None = None
+    measured_cost: float | None = None
 
     @property
     def served_model(self) -> str:
@@ -105,7 +122,7 @@ class FeedbackEvent:
             "cost": self.cost, "weight": self.weight, "timestamp": self.timestamp,
             "embedding": None if self.embedding is None else list(self.embedding),
             "units": None if self.units is None else [list(u) for u in self.units],
-            "served": self.served,
+            "served": self.served, "measured_cost": self.measured_cost,
         }
 
     @classmethod
@@ -123,6 +140,8 @@ class FeedbackEvent:
                 weight=float(data.get("weight", 1.0)), timestamp=float(data["timestamp"]),
                 event_id=str(data["event_id"]),
                 served=None if data.get("served") is None else str(data["served"]),
+                measured_cost=(None if data.get("measured_cost") is None
+                               else float(data["measured_cost"])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError("event", f"is not a feedback event ({exc!r}); it needs "

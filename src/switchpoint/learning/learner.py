@@ -19,6 +19,7 @@ from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import (
     FeedbackEvent,
     FeedbackLog,
+    check_cost,
     check_quality,
     check_tenant,
 )
@@ -110,11 +111,12 @@ class Learner:
 
     def report(self, decision_id: str, quality_score: float | None = None,
                success: bool | None = None, *, model: str | None = None,
-               tenant: str | None = None) -> OutcomeResult:
+               tenant: str | None = None, cost: float | None = None) -> OutcomeResult:
         """Learn how a remembered decision went (see ``Router.report_outcome``)."""
         if not isinstance(decision_id, str) or not decision_id:
             raise InvalidInputError("decision_id", "must be the decision_id a route returned")
         quality = check_quality(quality_score, success)
+        measured = check_cost(cost)
         entry = self.memory.get(decision_id)
         if entry is None or (tenant is not None and check_tenant(tenant) != entry.tenant):
             raise DecisionNotFoundError(decision_id, self.memory.capacity)
@@ -126,7 +128,7 @@ class Learner:
                 entry.embedding.reshape(-1).tolist()),
             units=entry.units, chosen=entry.chosen,
             cost=entry.expected_cost if served == entry.chosen else None,
-            served=served if served != profile else None)
+            served=served if served != profile else None, measured_cost=measured)
         with self._lock:
             previous = self.apply(event)
             if self.log is not None:

@@ -7,13 +7,16 @@ so an overlay can always be rebuilt from a :class:`~switchpoint.learning.events.
 
 - :class:`TableOverlay` (tiers, tfidf; the base of the cluster overlay): each outcome is one
   more label of its model on the units the prompt fell in, by the weights the decision used. The
-  fitted tables are the prior, with their label counts as its strength.
+  fitted tables are the prior, with their label counts as its strength. An outcome that says
+  what the answer cost (``measured_cost``) teaches that model's cost on those units the same
+  way (see :meth:`~switchpoint.policies.base.TablePolicy.with_evidence`).
 - :class:`ClusterOverlay`: the same on clusters, assigned from the prompt's vector with the
   policy's own (soft) assignment; a prompt unlike every cluster (cosine to the nearest below
   ``novelty_threshold``) opens a new cluster, and later prompts nearest to it move its centre
   (an online mean). New clusters have no coarse parent: their prior is the fitted clusters'
   estimate at their centre, shifted by how hard the cluster has been for the models tried there.
-- :class:`KnnOverlay`: each outcome is one more labelled neighbour (for its model only).
+- :class:`KnnOverlay`: each outcome is one more labelled neighbour (for its model only), at
+  its measured cost if it has one, else the decision's expected cost.
 
 A later outcome for the same decision replaces the earlier one. An overlay's :meth:`state` is
 what it has applied (a :mod:`~switchpoint.learning.checkpoint` part); a fresh overlay over the
@@ -72,6 +75,7 @@ class _Evidence:
     error: float
     quality: float
     weight: float
+    cost: float | None = None  # what the answer cost, when reported
 
 
 class _OverlayBase:
@@ -117,6 +121,8 @@ class TableOverlay(_OverlayBase):
         super().__init__(base)
         self._count = np.zeros(base.table_.count.shape)
         self._error = np.zeros(base.table_.count.shape)
+        self._cost_count = np.zeros(base.table_.count.shape)
+        self._cost_sum = np.zeros(base.table_.count.shape)
         self._seen: OrderedDict[str, _Evidence] = OrderedDict()
 
     def apply(self, event: FeedbackEvent) -> float | None:
@@ -127,8 +133,11 @@ class TableOverlay(_OverlayBase):
             units, weights = previous.units, previous.weights  # the same prompt: same units
         else:
             units, weights = self._units(event)
+        # A repeat about the same model without a cost keeps the one reported before.
+        cost = event.measured_cost if event.measured_cost is not None else (
+            previous.cost if previous is not None and previous.model == j else None)
         evidence = _Evidence(j, units, weights, 1.0 - event.quality, event.quality,
-                             event.weight)
+                             event.weight, cost)
         self._add(evidence, 1.0)
         self._seen[event.decision_id] = evidence
         while len(self._seen) > REPLACEABLE_OUTCOMES:
@@ -136,20 +145,19 @@ class TableOverlay(_OverlayBase):
         self._applied()
         return None if previous is None else previous.quality
 
-    def evidence(self) -> tuple[Array, Array]:
-        """The outcome evidence so far: label counts and summed errors per (unit, model)."""
-        return self._count.copy(), self._error.copy()
-
     def state(self) -> State:
         # The remembered evidence is never changed once made, so its arrays are built from
         # this snapshot when the checkpoint is written (see checkpoint's module docstring).
         seen = list(self._seen.values())
         return State({"kind": self._kind, "events": self._events, "seen": list(self._seen)}, {
             "count": self._count.copy(), "error": self._error.copy(),
+            "cost_count": self._cost_count.copy(), "cost_sum": self._cost_sum.copy(),
             "seen_model": lambda: np.array([e.model for e in seen], dtype=np.int64),
             "seen_error": lambda: np.array([e.error for e in seen], dtype=np.float64),
             "seen_quality": lambda: np.array([e.quality for e in seen], dtype=np.float64),
             "seen_weight": lambda: np.array([e.weight for e in seen], dtype=np.float64),
+            "seen_cost": lambda: np.array([np.nan if e.cost is None else e.cost for e in seen],
+                                          dtype=np.float64),
             "seen_length": lambda: np.array([len(e.units) for e in seen], dtype=np.int64),
             # Unit ids fit 32 bits (a quarter of the file is these): read back as int64.
             "seen_units": lambda: np.concatenate([e.units for e in seen]
@@ -165,6 +173,8 @@ class TableOverlay(_OverlayBase):
         m = len(self.models)
         count = state.array("count", dtype=np.float64, shape=(rows, m))
         error = state.array("error", dtype=np.float64, shape=(rows, m))
+        cost_count = state.array("cost_count", dtype=np.float64, shape=(rows, m))
+        cost_sum = state.array("cost_sum", dtype=np.float64, shape=(rows, m))
         ids = state.meta.get("seen")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise CheckpointError("the overlay's remembered decisions are not a list of ids")
@@ -173,6 +183,7 @@ class TableOverlay(_OverlayBase):
         err = state.array("seen_error", dtype=np.float64, shape=(n,))
         quality = state.array("seen_quality", dtype=np.float64, shape=(n,))
         weight = state.array("seen_weight", dtype=np.float64, shape=(n,))
+        cost = state.array("seen_cost", dtype=np.float64, shape=(n,))
         length = state.array("seen_length", dtype=np.int64, shape=(n,))
         total = int(length.sum()) if n else 0
         units = state.array("seen_units", dtype=np.int64, shape=(total,))
@@ -185,25 +196,26 @@ class TableOverlay(_OverlayBase):
         self._seen = OrderedDict(
             (ids[i], _Evidence(int(model[i]), units[ends[i] - length[i]:ends[i]].astype(np.int64),
                                weights[ends[i] - length[i]:ends[i]].copy(), float(err[i]),
-                               float(quality[i]), float(weight[i])))
+                               float(quality[i]), float(weight[i]),
+                               None if np.isnan(cost[i]) else float(cost[i])))
             for i in range(n))
         self._count, self._error = count.copy(), error.copy()
+        self._cost_count, self._cost_sum = cost_count.copy(), cost_sum.copy()
         self._events = _events_of(state)
         self._cached = None
 
     # Internals --------------------------------------------------------------------------------
 
     def _build(self) -> Policy:
-        return self.base.with_evidence(self._count, self._error)
+        return self.base.with_evidence(self._count, self._error, self._cost_count,
+                                       self._cost_sum)
 
     def _add(self, e: _Evidence, sign: float) -> None:
-        self._count[e.units, e.model] += sign * e.weight * e.weights
-        self._error[e.units, e.model] += sign * e.weight * e.weights * e.error
-        # Subtracting what was added leaves rounding dust; a cell back at zero is exactly zero.
         cells = (e.units, np.full(len(e.units), e.model))
-        dust = np.abs(self._count[cells]) < 1e-9
-        self._count[cells] = np.where(dust, 0.0, self._count[cells])
-        self._error[cells] = np.where(dust, 0.0, self._error[cells])
+        _add_cells(self._count, self._error, cells, sign * e.weight * e.weights, e.error)
+        if e.cost is not None:
+            _add_cells(self._cost_count, self._cost_sum, cells, sign * e.weight * e.weights,
+                       e.cost)
 
     def _restore_units(self, state: State) -> int:
         """Take up the units a state added (none for a table) and return how many there are."""
@@ -284,8 +296,11 @@ class ClusterOverlay(TableOverlay):
         n_base = self.base.n_units
         if sims[nearest] < self.novelty_threshold and len(self._sums) < self.max_new_clusters:
             self._sums.append(x[0].astype(np.float64))
-            self._count = np.vstack([self._count, np.zeros((1, len(self.models)))])
-            self._error = np.vstack([self._error, np.zeros((1, len(self.models)))])
+            row = np.zeros((1, len(self.models)))
+            self._count = np.vstack([self._count, row])
+            self._error = np.vstack([self._error, row])
+            self._cost_count = np.vstack([self._cost_count, row])
+            self._cost_sum = np.vstack([self._cost_sum, row])
             self._centroids = np.vstack([self._centroids, _normalised(self._sums[-1][None])])
         elif nearest >= n_base:
             grown = self._sums[nearest - n_base] + x[0]
@@ -297,7 +312,19 @@ class ClusterOverlay(TableOverlay):
 
     def _build(self) -> Policy:
         structure = self.base.with_clusters(self.new_centroids()) if self._sums else self.base
-        return structure.with_evidence(self._count, self._error)
+        return structure.with_evidence(self._count, self._error, self._cost_count,
+                                       self._cost_sum)
+
+
+def _add_cells(count: Array, total: Array, cells: tuple[npt.NDArray[np.int64], ...],
+               weight: Array, value: float) -> None:
+    """Add (or, with negative weights, take back) ``value`` at ``cells`` by ``weight``.
+    Taking back what was added leaves rounding dust; a cell back at zero is exactly zero."""
+    count[cells] += weight
+    total[cells] += weight * value
+    dust = np.abs(count[cells]) < 1e-9
+    count[cells] = np.where(dust, 0.0, count[cells])
+    total[cells] = np.where(dust, 0.0, total[cells])
 
 
 def _normalised(sums: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
@@ -325,7 +352,10 @@ class KnnOverlay(_OverlayBase):
             raise InvalidInputError("event", "the 'knn' policy learns from the prompt's vector, "
                                              "and this event has none")
         previous = self._rows.pop(event.decision_id, None)
-        cost = event.cost if event.cost is not None else float(self._mean_cost[event.model])
+        # A repeat about the same model without a measured cost keeps the cost it had.
+        kept = previous[3] if previous is not None and previous[1] == j else None
+        cost = next((c for c in (event.measured_cost, kept, event.cost) if c is not None),
+                    float(self._mean_cost[event.model]))
         self._rows[event.decision_id] = (x[0], j, 1.0 - event.quality, cost)
         while len(self._rows) > self.max_examples:
             self._rows.popitem(last=False)

@@ -31,6 +31,11 @@ from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelEr
 Array = npt.NDArray[np.float64]
 Requirement = Literal["embedding", "text", "none"]
 
+#: How many answers a unit's expected cost counts as, beyond its labels, against measured
+#: costs (:meth:`TablePolicy.with_evidence`): one, so a unit's cost follows what its answers
+#: really cost after a few of them.
+COST_PRIOR_STRENGTH = 1.0
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -405,19 +410,28 @@ class TablePolicy(Policy):
         self.variance_ = table.variance(self.prior_strength)
         self.global_error_, self.global_cost_ = g_err, g_cost
 
-    def with_evidence(self, count: Array, error_sum: Array) -> Self:
+    def with_evidence(self, count: Array, error_sum: Array, cost_count: Array | None = None,
+                      cost_sum: Array | None = None) -> Self:
         """A copy whose profile tables also count ``count[u, j]`` more labels of model ``j`` on
         unit ``u``, with summed error ``error_sum[u, j]``: the posterior after that evidence,
         shrunk exactly as fitted tables are. The fitted tables are the prior, with their own
-        label counts as its strength. Costs are not re-estimated (outcomes carry quality only):
-        the copy keeps this policy's expected costs, and its standard errors: the pessimism
-        charge guards against thin evidence *in the weights* (an added model, a sparse unit),
-        while outcomes move the expected errors. ``self`` is not changed."""
+        label counts as its strength. The copy keeps this policy's standard errors: the
+        pessimism charge guards against thin evidence *in the weights* (an added model, a sparse
+        unit), while outcomes move the expected errors.
+
+        Costs move only with measured costs (``cost_count`` answers summing to ``cost_sum``):
+        a unit's expected cost is then the mean of its labels' costs, the measured ones and
+        :data:`COST_PRIOR_STRENGTH` more at the expected cost before (a unit only outcomes
+        reached starts from the model's mean cost). Without them the copy keeps this policy's
+        expected costs. ``self`` is not changed."""
         self._check_fitted()
         table = self.table_
-        if count.shape != table.count.shape or error_sum.shape != table.count.shape:
+        shapes = [a.shape for a in (count, error_sum, cost_count, cost_sum) if a is not None]
+        if (cost_count is None) != (cost_sum is None) or any(
+                shape != table.count.shape for shape in shapes):
             raise InvalidInputError("evidence", f"must be {table.count.shape} arrays (units x "
-                                                f"models); got {count.shape}, {error_sum.shape}")
+                                                f"models, cost count and sum together); got "
+                                                f"{', '.join(str(sh) for sh in shapes)}")
         n = np.where(table.count > 0, table.count, 0.0)
         total = n + count
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -425,11 +439,20 @@ class TablePolicy(Policy):
                              np.nan)
         # A unit only outcomes reached has no measured cost: the model's mean cost stands in.
         cost = np.where(n > 0, table.cost, self.global_cost_[None, :])
+        measured = None
+        if cost_count is not None and cost_sum is not None and (cost_count > 0).any():
+            measured = cost_count > 0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cost = np.where(measured, (n * cost + cost_sum) / (n + cost_count), cost)
         posterior = copy.copy(self)
         posterior.table_ = ProfileTable(table.models, total, error,
                                         np.where(total > 0, cost, np.nan))
         posterior._refresh()
         posterior.cost_, posterior.global_cost_ = self.cost_, self.global_cost_
+        if measured is not None and cost_count is not None and cost_sum is not None:
+            weight = n + COST_PRIOR_STRENGTH
+            posterior.cost_ = np.where(measured, (weight * self.cost_ + cost_sum)
+                                       / (weight + cost_count), self.cost_)
         posterior.variance_ = self.variance_
         return posterior
 

@@ -40,7 +40,7 @@ from switchpoint.learning.memory import PendingDecision
 FEEDBACK_KINDS = ("decision", "preference", "model")
 _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model", "served",
                      "quality", "weight", "chosen", "cost", "embedding", "units", "weights_id",
-                     "key_id", "comment")
+                     "key_id", "comment", "measured_cost")
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
                     "expected_cost", "weights_id")
 _COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
@@ -79,7 +79,7 @@ class FeedbackRecord:
                                                               dtype=np.float32).tobytes()
         return (e.event_id, e.timestamp, self.kind, e.tenant, e.decision_id, e.model, e.served,
                 e.quality, e.weight, e.chosen, e.cost, vector, _units_json(e.units),
-                self.weights_id, self.key_id, self.comment)
+                self.weights_id, self.key_id, self.comment, e.measured_cost)
 
 
 @dataclass(frozen=True)
@@ -383,12 +383,13 @@ class LearningReader:
 
 def _logged(row: tuple[Any, ...]) -> LoggedFeedback:
     (seq, event_id, ts, kind, tenant, decision_id, model, served, quality, weight, chosen, cost,
-     vector, units, weights_id, _key_id, _comment) = row
+     vector, units, weights_id, _key_id, _comment, measured_cost) = row
     embedding = None if vector is None else tuple(np.frombuffer(vector, dtype=np.float32).tolist())
     event = FeedbackEvent(decision_id=decision_id, model=model, quality=float(quality),
                           tenant=tenant, embedding=embedding, units=_units_of(units),
                           chosen=chosen, cost=cost, weight=float(weight), timestamp=float(ts),
-                          event_id=event_id, served=served)
+                          event_id=event_id, served=served,
+                          measured_cost=None if measured_cost is None else float(measured_cost))
     return LoggedFeedback(int(seq), event, str(kind), weights_id)
 
 

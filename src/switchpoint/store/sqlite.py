@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -228,6 +228,10 @@ _MIGRATIONS: dict[int, str] = {
         units TEXT,
         weights_id TEXT NOT NULL
     );
+    """,
+    # What an answer really cost, when its feedback said so (teaches the units' costs).
+    7: """
+    ALTER TABLE feedback ADD COLUMN measured_cost REAL;
     """,
 }
 # The tables retention prunes, oldest rows first.

@@ -71,6 +71,10 @@ class FeedbackRequest(BaseModel):
     model: StrictStr | None = Field(None, min_length=1, max_length=256, description=(
         "The model the feedback is about (default: the one that answered)."))
     comment: StrictStr | None = Field(None, max_length=MAX_COMMENT)
+    cost: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)] | None = Field(
+        None, description="What the answer cost (the weights' units: USD per request), if you "
+                          "know it: teaches the model's cost on this kind of prompt. Refused "
+                          "when the catalog prices requests (the gateway measures it then).")
 
 
 class CompareRequest(BaseModel):
@@ -168,7 +172,7 @@ async def feedback(request: Request) -> JSONResponse:
     try:
         result = await gateway.areport_outcome(body.decision_id, body.score, body.success,
                                                model=body.model, comment=body.comment,
-                                               principal=principal)
+                                               cost=body.cost, principal=principal)
     except InvalidInputError as exc:
         if exc.field != "quality_score":
             raise
