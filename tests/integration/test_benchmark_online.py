@@ -27,7 +27,8 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
         cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "2 exploration seeds on each of 2 k-means seeds" in out
+    assert ("2 exploration seeds on each of 2 k-means seeds; outcomes give the served model's "
+            "quality and its answer's cost") in out
     rows = re.findall(r"^\s+(\d+)\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+"
                       r"(0\.\d{4})$", out, re.MULTILINE)
     assert rows, out  # events, static, two k-means seeds, mean, full
@@ -58,3 +59,18 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
         assert allocated >= routed - 1e-4, out
     assert abs(figures[1] - float(static)) <= 1e-4 and abs(figures[5] - float(full)) <= 1e-4
     assert "two tenants by task mix" in out and "tenant-a" in out and "tenant-b" in out
+
+
+def test_with_quality_only_the_outcomes_do_not_say_what_answers_cost(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "routerbench-3task.jsonl").symlink_to(SAMPLE)
+    env = {**os.environ, "SWITCHPOINT_DATA": str(data),
+           "SWITCHPOINT_BENCH_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run(
+        [sys.executable, "online.py", "--seeds", "1", "--kmeans-seeds", "1", "--datasets",
+         "routerbench-3task", "--quality-only"],
+        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "outcomes give the served model's quality only" in run.stdout
+    assert re.search(r"closed at the end: -?\d+% of the gap", run.stdout), run.stdout
