@@ -622,10 +622,9 @@ class Gateway:
         about (default: the one that answered); ``cost`` what the answer cost, if the caller
         knows it and the catalog has no prices (it then teaches the model's cost on this kind of
         prompt; with prices the gateway knows the cost and refuses it). ``key`` or ``tenant``
-        scopes it to that
-        caller's decisions (another tenant's id is not found); neither: any decision (trusted
-        code). Returns once the outcome is committed to the feedback log; a repeat replaces
-        the earlier outcome (``outcome.replaced``). Raises
+        scopes it to that caller's decisions (another tenant's id is not found); neither: any
+        decision (trusted code). Returns once the outcome is committed to the feedback log; a
+        repeat replaces the earlier outcome (``outcome.replaced``). Raises
         :class:`~switchpoint.errors.DecisionNotFoundError` for an unknown id and
         :class:`~switchpoint.errors.InvalidInputError` for a bad score, changing nothing."""
         if principal is None:
