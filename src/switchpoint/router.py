@@ -35,7 +35,7 @@ from switchpoint.embedding import (
     embedder_from_id,
 )
 from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
-from switchpoint.learning.events import FeedbackLog, check_tenant
+from switchpoint.learning.events import FeedbackLog, check_cost, check_tenant
 from switchpoint.learning.learner import Learner, LearningSettings, OutcomeResult
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.policies import Estimates, Inputs, Policy
@@ -339,18 +339,20 @@ class Router:
         """
         if model is not None:
             self._check_models([model], "model")
-        if cost is not None and not self.learns_costs:
-            raise InvalidInputError("cost", "this router prices requests from its catalog "
-                                            "(input_per_mtok, output_per_mtok), so a measured "
-                                            "cost would not teach it; leave cost out")
         return self.learner.report(decision_id, quality_score, success, model=model,
-                                   tenant=tenant, cost=cost)
+                                   tenant=tenant, cost=self.check_cost(cost))
 
-    @property
-    def learns_costs(self) -> bool:
-        """Whether outcomes' measured costs teach this router: its costs come from the weights,
-        not from catalog prices."""
-        return not self._map.priced
+    def check_cost(self, cost: object) -> float | None:
+        """A measured cost this router can learn from (None: none given). It must be a finite
+        number >= 0, and the router's costs must come from its weights: a router whose catalog
+        prices requests routes on those prices and refuses one."""
+        measured = check_cost(cost)
+        if measured is not None and self._map.priced:
+            raise InvalidInputError("cost", "this router prices requests from its catalog "
+                                            "(input_per_mtok, output_per_mtok) and routes on "
+                                            "those prices, so a measured cost would not teach "
+                                            "it; leave cost out")
+        return measured
 
     def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
         """The cost that λ = 1 weighs as one unit of error among ``available_models`` (default:

@@ -86,7 +86,6 @@ from switchpoint.learning.config import ArmConfig
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
     FeedbackEvent,
-    check_cost,
     check_quality,
     check_tenant,
 )
@@ -970,7 +969,6 @@ class GatewayLearning:
         waited for by the caller. Everything is checked before anything is learned."""
         decision_id = check_decision_id(decision_id)
         quality = check_quality(quality_score, success)
-        measured = check_cost(cost)
         comment = check_comment(comment)
         scope = None if tenant is None else check_tenant(tenant)
         if model is not None and not isinstance(model, str):
@@ -983,11 +981,7 @@ class GatewayLearning:
                 live = self.state.live()
                 learning: LiveLearning | None = live.learning
                 router = live.router
-                if measured is not None and not router.learns_costs:
-                    raise InvalidInputError("cost", "this gateway prices requests from its "
-                                                    "catalog (input_per_mtok, output_per_mtok) "
-                                                    "and measures each answer's cost itself; "
-                                                    "leave cost out")
+                measured = router.check_cost(cost)
                 if model is not None and model not in router.models:
                     raise InvalidInputError("model", f"{model[:100]!r} is not a model of this "
                                                      f"gateway; use one of "
