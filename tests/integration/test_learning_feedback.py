@@ -125,6 +125,7 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
             assert r.json()["error"]["param"] == field, (body, r.json())
         neither = feedback(server, decision).json()["error"]["message"]
         assert "score" in neither and "success" in neither and "quality_score" not in neither
+        assert "true/false" in neither  # JSON's words, not Python's
         raw = httpx.post(f"{server.base}/v1/feedback", timeout=10, headers={
             "content-type": "application/json"},
             content=b'{"decision_id": "%s", "score": NaN}' % decision.encode())

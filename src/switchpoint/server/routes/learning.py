@@ -176,8 +176,10 @@ async def feedback(request: Request) -> JSONResponse:
     except InvalidInputError as exc:
         if exc.field != "quality_score":
             raise
-        # The library's argument is quality_score; this request's field is score.
-        raise InvalidInputError("score", exc.reason.replace("quality_score", "score")) from None
+        # The library's argument is quality_score (a Python bool); this request's are score
+        # and JSON's true/false.
+        reason = exc.reason.replace("quality_score", "score").replace("True/False", "true/false")
+        raise InvalidInputError("score", reason) from None
     return JSONResponse(result.to_dict())
 
 
