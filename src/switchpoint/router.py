@@ -238,7 +238,7 @@ class Router:
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
                                embedding_ms=round(embedding_ms, 4))
         self.cache.put(key, decision, est.support[0])
-        self._remember(decision, tenant_key, mask, est, 0, vector)
+        self._remember(decision, tenant_key, mask, est, 0, vector, text)
         decision = self._serve(decision, mask, est.support[0], source_id=decision.decision_id)
         self._count([decision])
         return decision
@@ -275,7 +275,8 @@ class Router:
         for lam in lams:
             for i in range(n):
                 d = self._decide(est, i, mask, lam)
-                self._remember(d, tenant_key, mask, est, i, inputs.embeddings)
+                self._remember(d, tenant_key, mask, est, i, inputs.embeddings,
+                               None if inputs.texts is None else inputs.texts[i])
                 decisions.append(self._serve(d, mask, est.support[i], source_id=d.decision_id))
         per_ms = ((time.perf_counter() - t0) * 1e3 - embedding_ms) / max(1, len(decisions))
         per_emb = embedding_ms / n
@@ -329,30 +330,27 @@ class Router:
 
         ``model`` is the model that answered (default: the one the decision chose); ``tenant``,
         if given, must be the tenant the decision was routed for. ``cost``, if known, is what
-        the answer cost, in the weights' cost units (USD per request for the bundled weights):
-        it teaches that model's cost on the prompt's units, as its quality teaches its error
-        (a router whose catalog prices requests takes its costs from those prices, and refuses
-        it). The outcome updates that tenant's posterior (the weights themselves change only
-        through an explicit export); a second outcome for the same decision replaces the first
-        (``replaced`` says so), keeping the cost reported before unless it gives one. An
-        unknown or forgotten ``decision_id`` raises :class:`DecisionNotFoundError`.
+        the answer cost, and it teaches that model's cost on the prompt's units, as its quality
+        teaches its error. Without catalog prices it is in the weights' cost units (USD per
+        request for the bundled weights). With them it is in the catalog's currency (USD), and
+        what it teaches is how much dearer or cheaper than its flat price (the prompt's tokens
+        as the decision priced them, and ``expected_output_tokens``) that model's answers run
+        on such prompts: the factor the router prices those prompts by. The outcome updates
+        that tenant's posterior (the weights themselves change only through an explicit
+        export); a second outcome for the same decision replaces the first (``replaced`` says
+        so), keeping the cost reported before unless it gives one. An unknown or forgotten
+        ``decision_id`` raises :class:`DecisionNotFoundError`.
         """
         if model is not None:
             self._check_models([model], "model")
-        return self.learner.report(decision_id, quality_score, success, model=model,
-                                   tenant=tenant, cost=self.check_cost(cost))
-
-    def check_cost(self, cost: object) -> float | None:
-        """A measured cost this router can learn from (None: none given). It must be a finite
-        number >= 0, and the router's costs must come from its weights: a router whose catalog
-        prices requests routes on those prices and refuses one."""
         measured = check_cost(cost)
         if measured is not None and self._map.priced:
-            raise InvalidInputError("cost", "this router prices requests from its catalog "
-                                            "(input_per_mtok, output_per_mtok) and routes on "
-                                            "those prices, so a measured cost would not teach "
-                                            "it; leave cost out")
-        return measured
+            entry = self.learner.memory.get(decision_id) if isinstance(decision_id, str) else None
+            if entry is not None:  # (an unknown decision is refused by the learner)
+                measured = self._map.weights_cost(model or entry.chosen, measured,
+                                                  entry.prompt_tokens)
+        return self.learner.report(decision_id, quality_score, success, model=model,
+                                   tenant=tenant, cost=measured)
 
     def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
         """The cost that λ = 1 weighs as one unit of error among ``available_models`` (default:
@@ -441,8 +439,10 @@ class Router:
         return profile
 
     def _remember(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
-                  est: Estimates, row: int, vectors: np.ndarray | None) -> None:
-        """Keep what an outcome for ``decision`` needs: its vector or units, its candidates."""
+                  est: Estimates, row: int, vectors: np.ndarray | None,
+                  text: str | None) -> None:
+        """Keep what an outcome for ``decision`` needs: its vector or units, its candidates,
+        and (catalog prices) the prompt's tokens as they were priced."""
         if not self.learner.memory.capacity:
             return
         if est.unit_probabilities is not None:
@@ -455,7 +455,8 @@ class Router:
             decision_id=decision.decision_id, tenant=tenant, chosen=decision.selected_model,
             candidates=tuple(m for m, keep in zip(self.models, mask, strict=True) if keep),
             embedding=None if vectors is None else vectors[row],
-            units=units, expected_cost=decision.expected_cost))
+            units=units, expected_cost=decision.expected_cost,
+            prompt_tokens=self._map.prompt_tokens(text) if self._map.priced else None))
 
     def _serve(self, decision: RoutingDecision, mask: np.ndarray, support: np.ndarray,
                source_id: str) -> RoutingDecision:
@@ -673,7 +674,7 @@ class _CardMap:
                 if not has[j] and sources:  # a tier prior: as uncertain as what it averages
                     stderr[:, j] = est.stderr[:, sources].mean(axis=1)
         if self.priced:
-            tokens = np.array([estimate_tokens(t) for t in texts] if texts is not None
+            tokens = np.array([self.prompt_tokens(t) for t in texts] if texts is not None
                               else [REFERENCE_INPUT_TOKENS] * n, dtype=np.float64)
             cards = self.catalog.cards
             price = np.column_stack([
@@ -689,6 +690,25 @@ class _CardMap:
                          support=support, unit_ids=est.unit_ids, unit_kind=est.unit_kind,
                          unit_probabilities=est.unit_probabilities, notes=est.notes,
                          stderr=stderr, pessimism=est.pessimism)
+
+    @staticmethod
+    def prompt_tokens(text: str | None) -> int:
+        """The prompt's tokens as prices are estimated from (the reference size without a
+        text)."""
+        return REFERENCE_INPUT_TOKENS if text is None else estimate_tokens(text)
+
+    def weights_cost(self, name: str, dollars: float, tokens: int | None) -> float | None:
+        """A measured cost of card ``name``'s answer, in its profile's cost units: how many
+        times its flat price (``tokens`` in, the expected output) the answer cost, times the
+        profile's mean cost. The router prices a prompt as ``flat price × unit cost / mean
+        cost``, so learning this teaches that factor. None for a card without a profile or a
+        price."""
+        j = self.catalog.names.index(name)
+        flat = self.catalog[name].price(REFERENCE_INPUT_TOKENS if tokens is None else tokens,
+                                        self.out_tokens)
+        if self.index[j] < 0 or not flat > 0 or not np.isfinite(self.global_cost[j]):
+            return None
+        return float(dollars * self.global_cost[j] / flat)
 
     def cost_scale(self, mask: np.ndarray) -> float:
         ref = self.reference_price if self.priced else self.global_cost

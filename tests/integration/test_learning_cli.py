@@ -69,7 +69,8 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         assert (answer["replaced"], answer["previous_quality"]) == (True, 0.0)
         assert main(["feedback", "f" * 32, "--score", "0.5", "--url", server.base]) == 2
         assert "404" in capsys.readouterr().err
-        # This catalog prices requests, so the service measures costs itself.
+        # A cost given in USD is taken as the answer's cost.
         assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "0.01",
-                     "--url", server.base]) == 2
-        assert "400" in capsys.readouterr().err
+                     "--url", server.base, "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert (answer["cost"], answer["cost_from"]) == (0.01, "feedback")

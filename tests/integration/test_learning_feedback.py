@@ -233,16 +233,58 @@ def test_a_policy_swap_replays_the_log_into_the_new_policy(fake: FakeProviderPro
         assert _status(server)["learned_router"]["events"] == 4
 
 
-def test_a_measured_cost_is_refused_where_the_catalog_prices_requests(
+def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accounting(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:
-        decision = chat(server, math_prompt(12))[0]["x-switchpoint-decision-id"]
-        for cost, words in ((0.01, "prices requests"), (-1, ">= 0"),
-                            ("0.1", "number")):
+        headers, completion = chat(server, math_prompt(12))
+        decision = headers["x-switchpoint-decision-id"]
+        priced = completion.to_dict()["usage"]["cost"]
+        assert priced > 0
+        for cost, words in ((-1, ">= 0"), ("0.1", "number"), (True, "number")):
             r = feedback(server, decision, score=0.5, cost=cost)
             assert r.status_code == 400, r.text
             assert r.json()["error"]["param"] == "cost" and words in r.json()["error"]["message"]
         assert _status(server)["learned_router"]["events"] == 0
+        taken = feedback(server, decision, score=0.5).json()
+        assert (taken["cost_from"], taken["teaches_routing"]) == ("answer", True)
+        assert taken["cost"] == pytest.approx(priced, rel=1e-6)
+        # A cost the caller gives is taken instead, in USD.
+        other = chat(server, math_prompt(13))[0]["x-switchpoint-decision-id"]
+        given = feedback(server, other, score=0.5, cost=0.02).json()
+        assert (given["cost"], given["cost_from"]) == (0.02, "feedback")
+        assert _status(server)["learned_router"]["events"] == 2
+
+
+def test_with_prices_the_answers_costs_teach_and_survive_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path)
+
+    def strong_cost(gateway: Gateway) -> float:
+        return gateway.route(math_prompt(999), cost_weight=0).expected_costs["strong"]
+
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        before = strong_cost(gateway)
+        for i in range(20):
+            answer = gateway.complete([{"role": "user", "content": math_prompt(i)}],
+                                      cost_weight=0)
+            assert answer.switchpoint.model == "strong"
+            result = gateway.report_outcome(answer.switchpoint.decision_id, 0.9)
+            assert result.cost_from == "answer"
+            assert result.cost == pytest.approx(answer.switchpoint.cost_usd, rel=1e-9)
+        learned = strong_cost(gateway)
+        # The fake's short echoes cost far less than the flat price (expected output tokens),
+        # so the strong model's price on such prompts falls, weighed against its labels there.
+        assert learned < 0.95 * before
+        late = gateway.complete([{"role": "user", "content": math_prompt(50)}], cost_weight=0)
+        measured = result.outcome.event.measured_cost
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:  # replayed from the log
+        gateway.start()
+        assert strong_cost(gateway) == pytest.approx(learned, rel=1e-9)
+        # A decision made before the restart: its answer's cost and priced tokens were kept.
+        result = gateway.report_outcome(late.switchpoint.decision_id, 0.9)
+        assert (result.cost, result.cost_from) == (late.switchpoint.cost_usd, "answer")
+        assert result.outcome.event.measured_cost == pytest.approx(measured, rel=0.2)
 
 
 def _unpriced(fake: FakeProviderProcess, root: Path) -> Settings:

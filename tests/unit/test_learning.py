@@ -10,7 +10,7 @@ from typing import cast
 import numpy as np
 import pytest
 
-from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.catalog import Catalog, ModelCard, estimate_tokens
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
@@ -171,18 +171,40 @@ def test_a_bad_cost_is_refused_and_teaches_nothing(package, fake_embedder, cost)
     assert router.learner.n_events() == 0
 
 
-def test_a_router_that_prices_from_its_catalog_refuses_a_measured_cost(
+def test_a_priced_router_learns_how_much_dearer_than_its_flat_price_answers_run(
         package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
-    catalog = Catalog([ModelCard("cheap", profile="cheap", input_per_mtok=0.1,
-                                 output_per_mtok=0.2),
-                       ModelCard("strong", profile="strong", input_per_mtok=5,
-                                 output_per_mtok=15)])
-    router = _router(package, fake_embedder, catalog=catalog)
-    d = router.route(math_prompt(1))
-    with pytest.raises(InvalidInputError, match="prices requests from its catalog") as info:
-        router.report_outcome(d.decision_id, 0.5, cost=0.01)
-    assert info.value.field == "cost" and router.learner.n_events() == 0
-    assert router.report_outcome(d.decision_id, 0.5).quality == 0.5
+    def catalog() -> Catalog:
+        return Catalog([ModelCard("cheap", profile="cheap", input_per_mtok=0.1,
+                                  output_per_mtok=0.2),
+                        ModelCard("strong", profile="strong", input_per_mtok=5,
+                                  output_per_mtok=15)])
+    router = _router(package, fake_embedder, catalog=catalog())
+    quality_only = _router(package, fake_embedder, catalog=catalog())
+    before = _math_cost(router)
+    card = router.catalog["strong"]
+    for i in range(30):
+        prompt = math_prompt(i)
+        d, e = router.route(prompt), quality_only.route(prompt)
+        flat = card.price(estimate_tokens(prompt), router.catalog.expected_output_tokens)
+        outcome = router.report_outcome(d.decision_id, 0.8, model="strong", cost=4 * flat)
+        quality_only.report_outcome(e.decision_id, 0.8, model="strong")
+        # Kept in the weights' units: four times the profile's mean cost (its flat price's
+        # share), whatever the catalog charges.
+        mean = router.policy.global_cost()["strong"]
+        assert outcome.event.measured_cost == pytest.approx(4 * mean, rel=1e-9)
+    after = _math_cost(router)
+    four_times = 4 * card.price(estimate_tokens(math_prompt(9999)),
+                                router.catalog.expected_output_tokens)
+    # Toward four times its flat price, weighed against the 150 labels the weights hold there.
+    assert 1.3 * before < after < four_times
+    assert _math_cost(quality_only) == before
+    assert _math_cost(router, "cheap") == _math_cost(quality_only, "cheap")
+    assert _math_error(router) == _math_error(quality_only)
+    # A bad cost is refused and changes nothing.
+    d = router.route(math_prompt(100))
+    with pytest.raises(InvalidInputError) as info:
+        router.report_outcome(d.decision_id, 0.5, cost=-1)
+    assert info.value.field == "cost" and _math_cost(router) == after
 
 
 def test_a_repeat_without_a_cost_keeps_the_cost_reported_before(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]

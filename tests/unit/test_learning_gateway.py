@@ -151,13 +151,15 @@ def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path
     for i in range(20):
         entry = PendingDecision(decision_id=f"p{i}", tenant="default", chosen="cheap",
                                 candidates=("cheap", "strong"), embedding=vector,
-                                units=((0, 1.0),), expected_cost=0.002)
+                                units=((0, 1.0),), expected_cost=0.002,
+                                prompt_tokens=None if i % 2 else 40 + i)
         store.append(PendingRecord(entry, "w1")).result()
     store.append(PendingPrune(5)).result()
     reader = LearningReader(store.path)
     assert reader.pending("p14") is None and reader.pending("p15") is not None
     kept, weights_id = reader.pending("p19")  # type: ignore[misc]
     assert weights_id == "w1" and kept.candidates == ("cheap", "strong")
+    assert kept.prompt_tokens is None and reader.pending("p18")[0].prompt_tokens == 58  # type: ignore[index]
     assert kept.embedding is not None and float(kept.embedding @ vector) > 0.9999
     conn = sqlite3.connect(store.path)
     try:

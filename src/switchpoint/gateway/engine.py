@@ -619,9 +619,11 @@ class Gateway:
         ``reply.switchpoint.decision_id``): a routing decision's id teaches routing (the
         tenant's learned router and its memory); a request id of a request that named its model
         records a quality observation of that model. ``model`` is the model the feedback is
-        about (default: the one that answered); ``cost`` what the answer cost, if the caller
-        knows it and the catalog has no prices (it then teaches the model's cost on this kind of
-        prompt; with prices the gateway knows the cost and refuses it). ``key`` or ``tenant``
+        about (default: the one that answered); ``cost`` what the answer cost, which teaches
+        that model's cost on this kind of prompt. With catalog prices it is in USD and may be
+        left out: the gateway then takes what its own accounting priced the answer at
+        (``cost_from`` says which); without them it is in the weights' cost units, and only
+        the caller knows it (see ``Router.report_outcome``). ``key`` or ``tenant``
         scopes it to that caller's decisions (another tenant's id is not found); neither: any
         decision (trusted code). Returns once the outcome is committed to the feedback log; a
         repeat replaces the earlier outcome (``outcome.replaced``). Raises

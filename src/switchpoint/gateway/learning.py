@@ -86,6 +86,7 @@ from switchpoint.learning.config import ArmConfig
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
     FeedbackEvent,
+    check_cost,
     check_quality,
     check_tenant,
 )
@@ -713,10 +714,13 @@ class FeedbackResult:
     teaches_routing: bool
     note: str = ""
     commits: tuple[Future[None], ...] = ()
+    cost: float | None = None  # what the answer cost, as the feedback said or as it was priced
+    cost_from: str | None = None  # "feedback" or "answer" (the gateway's own accounting)
 
     def to_dict(self) -> dict[str, Any]:
         out = self.outcome.to_dict()
-        out.update(kind=self.kind, teaches_routing=self.teaches_routing)
+        out.update(kind=self.kind, teaches_routing=self.teaches_routing, cost=self.cost,
+                   cost_from=self.cost_from)
         if self.note:
             out["note"] = self.note
         return out
@@ -981,7 +985,8 @@ class GatewayLearning:
                 live = self.state.live()
                 learning: LiveLearning | None = live.learning
                 router = live.router
-                measured = router.check_cost(cost)
+                measured = check_cost(cost)
+                cost_from = None if measured is None else "feedback"
                 if model is not None and model not in router.models:
                     raise InvalidInputError("model", f"{model[:100]!r} is not a model of this "
                                                      f"gateway; use one of "
@@ -989,8 +994,13 @@ class GatewayLearning:
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
+                    answer = self._answer(decision_id)
                     served = model if isinstance(model, str) else (
-                        self._answered_by(decision_id) or entry.chosen)
+                        answer[0] if answer is not None else entry.chosen)
+                    if (measured is None and answer is not None and answer[0] == served
+                            and answer[1] is not None and owner.catalog.all_priced):
+                        # What the gateway's own accounting priced the answer at.
+                        measured, cost_from = answer[1], "answer"
                     if learnable(owner, served):
                         outcome = owner.report_outcome(decision_id, quality, model=served,
                                                        tenant=entry.tenant, cost=measured)
@@ -998,12 +1008,13 @@ class GatewayLearning:
                         learning.learn(outcome.event, owner.weights_id, skip=owner)
                         self._checkpoint_when_due(learning)
                         return FeedbackResult(outcome, "decision", True,
-                                              commits=tuple(note.commits))
+                                              commits=tuple(note.commits), cost=measured,
+                                              cost_from=cost_from)
                     return self._observe(decision_id, served, quality, measured,
                                          entry.tenant, note,
                                          f"{served} has no learned profile in these weights, "
                                          "so this outcome is kept as a quality observation "
-                                         "of it and does not teach routing")
+                                         "of it and does not teach routing", cost_from)
                 request = self.reader.request(decision_id) if self.reader is not None else None
                 routed = None if request is None else request["decision_id"]
                 if routed and routed != decision_id and learning is not None and self._find(
@@ -1030,7 +1041,7 @@ class GatewayLearning:
                                      "a request that named its model (or followed a session "
                                      "pin) was not routed, so this outcome is kept as a "
                                      "quality observation of the model and does not teach "
-                                     "routing")
+                                     "routing", cost_from)
         finally:
             _NOTE.reset(token)
 
@@ -1043,11 +1054,12 @@ class GatewayLearning:
                                                    "model answered it: there is no answer to "
                                                    "score")
 
-    def _answered_by(self, decision_id: str) -> str | None:
-        return self.reader.answered_by(decision_id) if self.reader is not None else None
+    def _answer(self, decision_id: str) -> tuple[str, float | None] | None:
+        """The model that answered a decision's request, and what its answer cost."""
+        return self.reader.answer(decision_id) if self.reader is not None else None
 
     def _observe(self, decision_id: str, model: str, quality: float, cost: float | None,
-                 tenant: str, note: _Note, why: str) -> FeedbackResult:
+                 tenant: str, note: _Note, why: str, cost_from: str | None) -> FeedbackResult:
         previous = self.log.latest_quality(decision_id, tenant)
         event = FeedbackEvent(decision_id=decision_id, model=model, quality=quality,
                               tenant=tenant, served=None, measured_cost=cost)
@@ -1055,7 +1067,7 @@ class GatewayLearning:
                                  comment=note.comment)
         outcome = OutcomeResult(decision_id, tenant, model, quality, previous is not None,
                                 previous, event)
-        return FeedbackResult(outcome, "model", False, why, (future,))
+        return FeedbackResult(outcome, "model", False, why, (future,), cost, cost_from)
 
     # Preferences -----------------------------------------------------------------------------
 

@@ -170,9 +170,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--model", help="the model the feedback is about (default: the one that "
                                    "answered)")
     p.add_argument("--comment", help="a note kept with the outcome")
-    p.add_argument("--cost", help="what the answer cost (USD), if you know it and the catalog "
-                                  "has no prices: teaches the model's cost on this kind of "
-                                  "prompt")
+    p.add_argument("--cost", help="what the answer cost (USD): teaches the model's cost on "
+                                  "this kind of prompt (with catalog prices the gateway's own "
+                                  "accounting of the answer is used when left out)")
     p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "

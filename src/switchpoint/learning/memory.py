@@ -14,7 +14,9 @@ import numpy.typing as npt
 @dataclass(frozen=True)
 class PendingDecision:
     """What learning needs from one decision: the prompt's vector (or its routing units), the
-    candidates, the model chosen, the tenant it was routed for."""
+    candidates, the model chosen, the tenant it was routed for, and (a router whose catalog
+    prices requests) the prompt's tokens as it priced them, so a measured cost can be read
+    against the price it was estimated from."""
 
     decision_id: str
     tenant: str
@@ -24,6 +26,7 @@ class PendingDecision:
     units: tuple[tuple[int, float], ...] | None = None
     expected_cost: float | None = None
     created: float = field(default_factory=time.time)
+    prompt_tokens: int | None = None
 
 
 class DecisionMemory:

@@ -42,7 +42,7 @@ _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model",
                      "quality", "weight", "chosen", "cost", "embedding", "units", "weights_id",
                      "key_id", "comment", "measured_cost")
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
-                    "expected_cost", "weights_id")
+                    "expected_cost", "weights_id", "prompt_tokens")
 _COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
                     "units", "weights_id")
 
@@ -103,7 +103,7 @@ class PendingRecord:
         vector = None if e.embedding is None else np.asarray(
             e.embedding, dtype=np.float32).reshape(-1).astype(np.float16).tobytes()
         return (e.decision_id, e.created, e.tenant, e.chosen, json.dumps(list(e.candidates)),
-                vector, _units_json(e.units), e.expected_cost, self.weights_id)
+                vector, _units_json(e.units), e.expected_cost, self.weights_id, e.prompt_tokens)
 
 
 @dataclass(frozen=True)
@@ -271,12 +271,13 @@ class LearningReader:
                         "WHERE decision_id = ?", (decision_id,))
         if row is None:
             return None
-        (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id) = row
+        (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id, tokens) = row
         embedding = None if vector is None else np.frombuffer(
             vector, dtype=np.float16).astype(np.float32)
         entry = PendingDecision(decision_id=did, tenant=tenant, chosen=chosen,
                                 candidates=tuple(json.loads(candidates)), embedding=embedding,
-                                units=_units_of(units), expected_cost=cost, created=ts)
+                                units=_units_of(units), expected_cost=cost, created=ts,
+                                prompt_tokens=None if tokens is None else int(tokens))
         return entry, str(weights_id)
 
     def compare(self, compare_id: str) -> CompareRecord | None:
@@ -302,11 +303,12 @@ class LearningReader:
                 "cost_usd")
         return dict(zip(keys, row, strict=True))
 
-    def answered_by(self, decision_id: str) -> str | None:
-        """The model that answered the (last) request a routing decision led to."""
-        row = self._one("SELECT model FROM requests WHERE decision_id = ? AND model IS "
-                        "NOT NULL ORDER BY seq DESC LIMIT 1", (decision_id,))
-        return None if row is None else str(row[0])
+    def answer(self, decision_id: str) -> tuple[str, float | None] | None:
+        """The model that answered the (last) request a routing decision led to, and what its
+        answer cost (None when it was not priced)."""
+        row = self._one("SELECT model, cost_usd FROM requests WHERE decision_id = ? AND model "
+                        "IS NOT NULL ORDER BY seq DESC LIMIT 1", (decision_id,))
+        return None if row is None else (str(row[0]), None if row[1] is None else float(row[1]))
 
     def refusal(self, answer_id: str, tenant: str | None = None) -> str | None:
         """Why the governance refused the request ``answer_id`` names (its request id, or the

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -232,6 +232,11 @@ _MIGRATIONS: dict[int, str] = {
     # What an answer really cost, when its feedback said so (teaches the units' costs).
     7: """
     ALTER TABLE feedback ADD COLUMN measured_cost REAL;
+    """,
+    # The prompt's tokens as a priced catalog estimated them, so a measured cost reported later
+    # is read against the price the decision was made on.
+    8: """
+    ALTER TABLE pending ADD COLUMN prompt_tokens INTEGER;
     """,
 }
 # The tables retention prunes, oldest rows first.
