@@ -24,12 +24,15 @@ learns from each of them. One k-means seed alone moves the static-10% router's t
 learning looks worse than it is, and against an unlucky one, better. Each learning router is
 compared with the static router it started from.
 
-Printed beside it, from the same run: the static-10% routers (their mean) and the
-full-information fit on 100% of train (every model's label on every prompt; the mean over
-k-means seeds 0-2). "Closed" is the share of the gap between them that the online routers
-have closed, on average, at the end of the stream. The lowest checkpoint of any run against
-its static router comes with the 95% interval of that difference over test sets resampled from
-the test prompts (a paired bootstrap): how much of it the test set's sampling alone could make.
+Printed beside it, from the same run: the static-10% routers (their mean), "all labels" (the
+same overlay fed every model's label on the events so far: what the traffic teaches with full
+information, so a dip the learning routers share with it is the traffic's, not the bandit
+feedback's) and the full-information fit on 100% of train (every model's label on every
+prompt; the mean over k-means seeds 0-2). "Closed" is the share of the gap between them that
+the online routers have closed, on average, at the end of the stream. The lowest checkpoint of
+any run against its static router comes with the 95% interval of that difference over test sets
+resampled from the test prompts (a paired bootstrap): how much of it the test set's sampling
+alone could make.
 Then where a router's AIQ is lost: the AIQ its choices within each task would reach if every
 task's prompts were spent on at the rate best for the whole set (see ``allocated_aiq``),
 beside its routed AIQ. The gap between the two is what its error estimates' scale across tasks
@@ -78,6 +81,8 @@ from switchpoint.evaluation.metrics import (
     upper_hull,
 )
 from switchpoint.learning import LearningSettings
+from switchpoint.learning.events import FeedbackEvent
+from switchpoint.learning.overlay import ClusterOverlay
 from switchpoint.learning.tenant_memory import TenantKnnMemory
 from switchpoint.learning.tenant_router import TenantRouter
 from switchpoint.policies import ClusterPolicy, Inputs, Policy
@@ -134,6 +139,28 @@ def stream(router: Router, live: RecordSet, tenants: Sequence[str | None] | None
         if on_checkpoint and ((i + 1) % CHECKPOINT == 0 or i + 1 == len(live)):
             on_checkpoint(i + 1)
     return served
+
+
+def labelled_curve(policy: ClusterPolicy, live: RecordSet, test: RecordSet) -> dict[int, float]:
+    """Test AIQ at each checkpoint of the same overlay fed *every* model's label (and cost) on
+    the events so far: what the same traffic teaches with full information. Beside a learning
+    router's curve it splits a dip into what the traffic itself says (this curve dips too) and
+    what learning from one model's outcome per prompt adds to it."""
+    assert live.embeddings is not None
+    overlay = ClusterOverlay(policy, novelty_threshold=SETTINGS["novelty_threshold"])
+    curve: dict[int, float] = {}
+    for i in range(len(live)):
+        vector = tuple(float(v) for v in live.embeddings[i])
+        for j, model in enumerate(live.models):
+            quality, cost = live.scores[i, j], live.costs[i, j]
+            if np.isfinite(quality):
+                overlay.apply(FeedbackEvent(
+                    decision_id=f"{i}/{j}", model=model, quality=float(quality),
+                    embedding=vector, measured_cost=float(cost)
+                    if REVEAL_COST["cost"] and np.isfinite(cost) else None))
+        if (i + 1) % CHECKPOINT == 0 or i + 1 == len(live):
+            curve[i + 1] = routed_aiq(overlay.posterior(), test)
+    return curve
 
 
 def cost_scale(policy: Policy, models: Sequence[str]) -> float:
@@ -206,7 +233,7 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
           + (" and its answer's cost" if REVEAL_COST["cost"] else " only"))
     print(f"{'events':>7} {'static-10%':>10} " + " ".join(f"{'k-means ' + str(k):>10}"
                                                          for k in range(kmeans_seeds))
-          + f" {'mean':>8} {'full 100%':>9}")
+          + f" {'mean':>8} {'all labels':>10} {'full 100%':>9}")
     # curves[k][seed][events]: test AIQ of the router learning on k-means seed k's static fit.
     curves: list[list[dict[int, float]]] = []
     served: list[tuple[float, float, float]] = []
@@ -233,10 +260,12 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
             allocated.append(allocated_aiq(router.learner.policy_for("default")[0], test, tasks))
         curves.append(runs)
     checkpoints = list(curves[0][0])
+    labelled = [labelled_curve(p, live, test) for p in statics]
     for events in checkpoints:
         per_k = [float(np.mean([run[events] for run in runs])) for runs in curves]
         print(f"{events:>7} {static:10.4f} " + " ".join(f"{v:10.4f}" for v in per_k)
-              + f" {np.mean(per_k):8.4f} {full:9.4f}")
+              + f" {np.mean(per_k):8.4f} {np.mean([c[events] for c in labelled]):10.4f}"
+              f" {full:9.4f}")
     end = checkpoints[-1]
     ends = [run[end] for runs in curves for run in runs]
     # Each learning router against the static router it started from.
@@ -258,7 +287,8 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     print(f"the lowest checkpoint of any run (k-means seed {worst_k}, exploration seed "
           f"{worst_seed}, {worst_events} events), {worst:+.4f}, against what this test set's "
           f"sampling alone makes of the same two routers: 95% interval [{low:+.4f}, {high:+.4f}] "
-          f"(paired bootstrap over the test prompts)")
+          f"(paired bootstrap over the test prompts); the same events with every model's "
+          f"label: {labelled[worst_k][worst_events] - static_aiq[worst_k]:+.4f}")
     static_allocated = np.mean([allocated_aiq(p, test, tasks) for p in statics])
     full_allocated = np.mean([allocated_aiq(p, test, tasks) for p in full_policies])
     print(f"each task's prompts spent at the best rate for the whole set (the routers' choices "

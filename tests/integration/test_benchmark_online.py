@@ -34,12 +34,14 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
     assert ("2 exploration seeds on each of 2 k-means seeds; outcomes give the served model's "
             "quality and its answer's cost") in out
     rows = re.findall(r"^\s+(\d+)\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+"
-                      r"(0\.\d{4})$", out, re.MULTILINE)
-    assert rows, out  # events, static, two k-means seeds, mean, full
-    events, static, *online, mean, full = rows[-1]
+                      r"(0\.\d{4})\s+(0\.\d{4})$", out, re.MULTILINE)
+    assert rows, out  # events, static, two k-means seeds, mean, all labels, full
+    events, static, *online, mean, labelled, full = rows[-1]
     assert int(events) == 171  # the stream is the 90% of train after the first tenth
     assert abs(float(mean) - (float(online[0]) + float(online[1])) / 2) <= 1e-4
     assert float(full) > float(static)  # the full fit beats a fit on 19 prompts
+    # Every model's label on the whole stream teaches more than one model's outcome per prompt.
+    assert float(labelled) > float(static)
     assert re.search(r"closed at the end: -?\d+% of the gap full - static \+0\.\d{4}", out)
     assert re.search(r"lowest checkpoint minus the static router it learned from: [-+]0\.\d{4} "
                      r"\(any run\), [-+]0\.\d{4} \(the mean over runs\)", out)
@@ -48,6 +50,8 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
                        r"[01], \d+ events\), ([-+]0\.\d{4}), .* 95% interval \[([-+]0\.\d{4}), "
                        r"([-+]0\.\d{4})\]", out)
     assert lowest, out
+    assert re.search(r"95% interval .*; the same events with every model's label: [-+]0\.\d{4}",
+                     out)
     low, high = float(lowest.group(2)), float(lowest.group(3))
     assert low <= high
     traffic = re.search(r"learning router \(exploring 30%\) quality (0\.\d+), .* static router "
