@@ -347,10 +347,25 @@ class Router:
         if measured is not None and self._map.priced:
             entry = self.learner.memory.get(decision_id) if isinstance(decision_id, str) else None
             if entry is not None:  # (an unknown decision is refused by the learner)
-                measured = self._map.weights_cost(model or entry.chosen, measured,
-                                                  entry.prompt_tokens)
+                measured = self.learnable_cost(model or entry.chosen, measured,
+                                               entry.prompt_tokens)
         return self.learner.report(decision_id, quality_score, success, model=model,
                                    tenant=tenant, cost=measured)
+
+    def learnable_cost(self, model: str, cost: float, prompt_tokens: int | None) -> float | None:
+        """What catalog model ``model``'s answer costing ``cost`` teaches, in the weights' cost
+        units. Without catalog prices ``cost`` already is in them. With prices it is USD, read
+        against the flat price of a prompt of ``prompt_tokens`` (as the router estimated them;
+        None: a reference size): an answer that cost twice that teaches twice the profile's
+        mean cost. None when ``model`` has no profile or no price to read it against."""
+        if not self._map.priced:
+            return cost
+        return self._map.weights_cost(model, cost, prompt_tokens)
+
+    def prompt_tokens(self, text: str | None) -> int:
+        """A prompt's tokens as this router prices requests (a reference size without a
+        text)."""
+        return self._map.prompt_tokens(text)
 
     def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
         """The cost that λ = 1 weighs as one unit of error among ``available_models`` (default:

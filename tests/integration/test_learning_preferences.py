@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from switchpoint.store.learning import LearningReader
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import chat, get, learning_server, post
@@ -234,6 +235,14 @@ def test_a_comparison_made_before_a_restart_still_takes_its_scores(
         assert all(s["teaches_routing"] and s["teaches_memory"]
                    for s in scored.json()["scores"])
         assert _memory(server, keys["acme"])["examples"] == before + 2
+    # The catalog priced both answers: the scores taught what each cost, too (in the weights'
+    # units, so the dear model's answer counts as dearer).
+    (db,) = tmp_path.rglob("switchpoint.db")
+    taught = {r.event.model: r.event.measured_cost for r in LearningReader(db).feedback()
+              if r.kind == "preference"}
+    assert set(taught) == {"strong", "cheap"}
+    assert taught["strong"] is not None and taught["cheap"] is not None
+    assert taught["strong"] > taught["cheap"] > 0
     # What the store keeps of a comparison: labels, models and the prompt's vector, not its text.
     stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*.db*"))
     assert compare_id.encode() in stored

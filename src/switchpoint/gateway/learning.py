@@ -1072,18 +1072,29 @@ class GatewayLearning:
     # Preferences -----------------------------------------------------------------------------
 
     def new_compare(self, live: Live, tenant: str, labels: dict[str, str],
-                    answered: Sequence[str], text: str) -> tuple[Compare, Future[None] | None]:
+                    answered: Sequence[str], text: str,
+                    costs: Mapping[str, float | None] | None = None
+                    ) -> tuple[Compare, Future[None] | None]:
         """Keep a comparison for its scores, with what they will teach by (the prompt's vector
-        and units, computed now: the prompt itself is not kept), in memory and in the store;
-        returns it with the store's commit to wait for (None without a store)."""
+        and units, computed now: the prompt itself is not kept; what each answer cost, where the
+        catalog priced it, in the weights' units), in memory and in the store; returns it with
+        the store's commit to wait for (None without a store)."""
         learning = live.learning
         assert learning is not None
         vector, units = learning.outcome_inputs(text, tenant)
+        router = live.router
+        learnable: dict[str, float] = {}
+        if router.catalog.all_priced:
+            tokens = router.prompt_tokens(text)
+            for model, usd in (costs or {}).items():
+                value = None if usd is None else router.learnable_cost(model, usd, tokens)
+                if value is not None and model in answered:
+                    learnable[model] = value
         now = time.time()
         compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
                           answered=frozenset(answered), embedding=vector, units=units,
-                          weights_id=live.router.weights_id, created=now,
-                          expires=now + self.compares.ttl_s)
+                          weights_id=router.weights_id, created=now,
+                          expires=now + self.compares.ttl_s, costs=learnable)
         self.compares.put(compare)
         if self.store is None:
             return compare, None
@@ -1145,7 +1156,8 @@ class GatewayLearning:
                     decision_id=f"{compare.compare_id}:{model}", model=profile, quality=quality,
                     tenant=tenant,
                     embedding=tuple(compare.embedding.reshape(-1).tolist()),
-                    units=compare.units, served=model if model != profile else None)
+                    units=compare.units, served=model if model != profile else None,
+                    measured_cost=compare.costs.get(model))
                 applied = learning.learn(event, compare.weights_id)
                 commits.append(self.log.append(event, "preference",
                                                weights_id=compare.weights_id, key_id=key_id))

@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,7 +44,7 @@ _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model",
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
                     "expected_cost", "weights_id", "prompt_tokens")
 _COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
-                    "units", "weights_id")
+                    "units", "weights_id", "costs")
 
 
 def _units_json(units: tuple[tuple[int, float], ...] | None) -> str | None:
@@ -128,7 +128,8 @@ class PendingPrune:
 @dataclass(frozen=True)
 class CompareRecord:
     """A preference comparison waiting for its scores: ``labels`` maps each blind label to its
-    model; ``answered`` are the models whose call succeeded."""
+    model; ``answered`` are the models whose call succeeded; ``costs`` what each answer cost,
+    in the weights' cost units, where the catalog priced it (a score teaches it too)."""
 
     compare_id: str
     tenant: str
@@ -139,6 +140,7 @@ class CompareRecord:
     weights_id: str
     created: float
     expires: float
+    costs: Mapping[str, float] = field(default_factory=dict)
 
     insert: ClassVar[str] = (f"INSERT OR REPLACE INTO compares ({', '.join(_COMPARE_COLUMNS)}) "
                              f"VALUES ({', '.join('?' for _ in _COMPARE_COLUMNS)})")
@@ -152,7 +154,7 @@ class CompareRecord:
         vector = np.asarray(self.embedding, dtype=np.float32).reshape(-1).tobytes()
         return (self.compare_id, self.created, self.expires, self.tenant,
                 json.dumps(self.labels), json.dumps(sorted(self.answered)), vector,
-                _units_json(self.units), self.weights_id)
+                _units_json(self.units), self.weights_id, json.dumps(dict(self.costs)))
 
     def model_of(self, key: str) -> str | None:
         """The model a score's key names: a blind label, or the model itself."""
@@ -286,12 +288,13 @@ class LearningReader:
                         "WHERE compare_id = ?", (compare_id,))
         if row is None:
             return None
-        (cid, ts, expires, tenant, labels, answered, vector, units, weights_id) = row
+        (cid, ts, expires, tenant, labels, answered, vector, units, weights_id, costs) = row
         return CompareRecord(compare_id=cid, tenant=tenant, labels=dict(json.loads(labels)),
                              answered=frozenset(json.loads(answered)),
                              embedding=np.frombuffer(vector, dtype=np.float32).copy(),
                              units=_units_of(units), weights_id=str(weights_id), created=ts,
-                             expires=expires)
+                             expires=expires,
+                             costs={str(m): float(c) for m, c in json.loads(costs or "{}").items()})
 
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged gateway request: who answered it, for whom, under which decision."""

@@ -234,9 +234,10 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE feedback ADD COLUMN measured_cost REAL;
     """,
     # The prompt's tokens as a priced catalog estimated them, so a measured cost reported later
-    # is read against the price the decision was made on.
+    # is read against the price the decision was made on; what each compared answer cost.
     8: """
     ALTER TABLE pending ADD COLUMN prompt_tokens INTEGER;
+    ALTER TABLE compares ADD COLUMN costs TEXT;
     """,
 }
 # The tables retention prunes, oldest rows first.
