@@ -37,6 +37,9 @@ def key_path(loc: Sequence[int | str], root: str = "config") -> str:
 
 
 def _shown(value: object) -> str:
+    # As the JSON body or YAML config wrote it: true / false / null, not Python's spelling.
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

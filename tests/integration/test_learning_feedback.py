@@ -253,6 +253,11 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         given = feedback(server, other, score=0.5, cost=0.02).json()
         assert (given["cost"], given["cost_from"]) == (0.02, "feedback")
         assert _status(server)["learned_router"]["events"] == 2
+        # A repeat without a cost keeps the one taken with the first outcome, given or priced.
+        again = feedback(server, other, score=0.7).json()
+        assert (again["replaced"], again["cost"], again["cost_from"]) == (True, None, None)
+        r = feedback(server, other, score=0.7, cost=True)
+        assert r.status_code == 400 and "got true" in r.json()["error"]["message"]
 
 
 def test_with_prices_the_answers_costs_teach_and_survive_a_restart(

@@ -998,8 +998,11 @@ class GatewayLearning:
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None else entry.chosen)
                     if (measured is None and answer is not None and answer[0] == served
-                            and answer[1] is not None and owner.catalog.all_priced):
-                        # What the gateway's own accounting priced the answer at.
+                            and answer[1] is not None and owner.catalog.all_priced
+                            and self.log.latest_quality(decision_id, entry.tenant) is None):
+                        # What the gateway's own accounting priced the answer at, with the
+                        # first outcome (a repeat keeps the cost taken before, or a cost the
+                        # caller gave then).
                         measured, cost_from = answer[1], "answer"
                     if learnable(owner, served):
                         outcome = owner.report_outcome(decision_id, quality, model=served,
