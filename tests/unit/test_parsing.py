@@ -26,6 +26,10 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}', "model", "string"),
     (b'{"model": "auto", "messages": []}', "messages", "empty"),
     (b'{"model": "auto", "messages": [{"content": "x"}]}', "messages", "required"),
+    (b'{"model": "auto", "messages": [{"role": "bogus", "content": "x"}]}', "messages",
+     "messages[0].role: must be one of 'system', 'developer', 'user', 'assistant', 'tool' or "
+     "'function', got 'bogus'"),
+    (b'{"model": "auto", "messages": [{"role": 3, "content": "x"}]}', "messages", "role"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "stream": "yes"}', "stream",
      "true or false"),
     (b'[1, 2]', "body", "JSON object"),

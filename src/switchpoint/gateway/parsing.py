@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
@@ -34,11 +34,13 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class ChatMessage(BaseModel):
-    """One message. Only ``role`` is checked; every other key goes upstream untouched."""
+    """One message. Only ``role`` is checked (one of OpenAI's, so a typo is refused here, not
+    after a paid call upstream); every other key goes upstream untouched."""
 
     model_config = ConfigDict(extra="allow")
 
-    role: StrictStr = Field(description="system, developer, user, assistant or tool.")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"] = Field(
+        description="system, developer, user, assistant, tool (or the older function).")
 
 
 class ChatRequest(BaseModel):
