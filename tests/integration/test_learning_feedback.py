@@ -260,12 +260,14 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         assert r.status_code == 400 and "got true" in r.json()["error"]["message"]
 
 
+def strong_cost(gateway: Gateway) -> float:
+    """What the gateway expects the strong model's answer to a math prompt to cost."""
+    return gateway.route(math_prompt(999), cost_weight=0).expected_costs["strong"]
+
+
 def test_with_prices_the_answers_costs_teach_and_survive_a_restart(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     settings = settings_for(fake, tmp_path)
-
-    def strong_cost(gateway: Gateway) -> float:
-        return gateway.route(math_prompt(999), cost_weight=0).expected_costs["strong"]
 
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
@@ -307,9 +309,6 @@ def _unpriced(fake: FakeProviderProcess, root: Path) -> Settings:
 def test_without_prices_a_measured_cost_teaches_and_survives_a_restart(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     settings = _unpriced(fake, tmp_path)
-
-    def strong_cost(gateway: Gateway) -> float:
-        return gateway.route(math_prompt(999), cost_weight=0).expected_costs["strong"]
 
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
