@@ -357,7 +357,9 @@ class Router:
         units. Without catalog prices ``cost`` already is in them. With prices it is USD, read
         against the flat price of a prompt of ``prompt_tokens`` (as the router estimated them;
         None: a reference size): an answer that cost twice that teaches twice the profile's
-        mean cost. None when ``model`` has no profile or no price to read it against."""
+        mean cost. None when ``model`` has no profile or no price to read it against;
+        :class:`InvalidInputError` when ``cost`` is beyond any answer's (over
+        ``MAX_PRICE_RATIO`` times that flat price)."""
         if not self._map.priced:
             return cost
         return self._map.weights_cost(model, cost, prompt_tokens)
@@ -619,6 +621,9 @@ def _evidence_charges(scores: np.ndarray, err: np.ndarray, cost: np.ndarray, lam
 # A prompt size used to price requests whose text is unknown (a supplied embedding) and to set
 # the λ scale when costs come from catalog prices.
 REFERENCE_INPUT_TOKENS = 500
+# How many times its flat price (the prompt's tokens and the expected output) an answer may be
+# said to have cost: a 200-token estimate against a 100,000-token answer is 500.
+MAX_PRICE_RATIO = 1000.0
 
 
 class _CardMap:
@@ -723,6 +728,12 @@ class _CardMap:
                                         self.out_tokens)
         if self.index[j] < 0 or not flat > 0 or not np.isfinite(self.global_cost[j]):
             return None
+        if dollars > MAX_PRICE_RATIO * flat:
+            raise InvalidInputError(
+                "cost", f"{dollars:g} USD is over {MAX_PRICE_RATIO:g} times what {name}'s "
+                f"prices make of this prompt ({flat:.3g} USD with "
+                f"{self.out_tokens} output tokens); check the cost, or the catalog's prices "
+                "and expected_output_tokens")
         return float(dollars * self.global_cost[j] / flat)
 
     def cost_scale(self, mask: np.ndarray) -> float:

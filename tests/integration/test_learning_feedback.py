@@ -240,7 +240,8 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         decision = headers["x-switchpoint-decision-id"]
         priced = completion.to_dict()["usage"]["cost"]
         assert priced > 0
-        for cost, words in ((-1, ">= 0"), ("0.1", "number"), (True, "number")):
+        for cost, words in ((-1, ">= 0"), ("0.1", "number"), (True, "number"),
+                            (1e308, "<= 1000")):
             r = feedback(server, decision, score=0.5, cost=cost)
             assert r.status_code == 400, r.text
             assert r.json()["error"]["param"] == "cost" and words in r.json()["error"]["message"]

@@ -161,7 +161,7 @@ def test_measured_costs_teach_what_a_model_costs_on_a_kind_of_prompt(package, fa
     assert _math_cost(_router(load_weights(tmp_path / "learned"), fake_embedder)) > before * 2
 
 
-@pytest.mark.parametrize("cost", [-0.01, math.nan, math.inf, "0.1", True])
+@pytest.mark.parametrize("cost", [-0.01, math.nan, math.inf, "0.1", True, 1e308, 1000.5])
 def test_a_bad_cost_is_refused_and_teaches_nothing(package, fake_embedder, cost) -> None:  # type: ignore[no-untyped-def]
     router = _router(package, fake_embedder)
     d = router.route(math_prompt(1))
@@ -200,11 +200,14 @@ def test_a_priced_router_learns_how_much_dearer_than_its_flat_price_answers_run(
     assert _math_cost(quality_only) == before
     assert _math_cost(router, "cheap") == _math_cost(quality_only, "cheap")
     assert _math_error(router) == _math_error(quality_only)
-    # A bad cost is refused and changes nothing.
+    # A bad cost is refused and changes nothing; so is one far beyond the model's prices for
+    # the prompt (a mistake of units or of the catalog).
     d = router.route(math_prompt(100))
-    with pytest.raises(InvalidInputError) as info:
-        router.report_outcome(d.decision_id, 0.5, cost=-1)
-    assert info.value.field == "cost" and _math_cost(router) == after
+    for bad, words in ((-1, ">= 0"), (5000 * four_times, "times what strong's prices make")):
+        with pytest.raises(InvalidInputError, match=words) as info:
+            router.report_outcome(d.decision_id, 0.5, model="strong", cost=bad)
+        assert info.value.field == "cost" and _math_cost(router) == after
+    assert router.learner.n_events() == 30
 
 
 def test_a_repeat_without_a_cost_keeps_the_cost_reported_before(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]

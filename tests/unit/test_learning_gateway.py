@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import load_settings
 from switchpoint.errors import ConfigError, NotFoundError
 from switchpoint.gateway.learning import (
@@ -22,6 +23,7 @@ from switchpoint.gateway.learning import (
     LiveLearning,
     experiment_report,
     interval,
+    plausible_answer_cost,
     t_quantile,
     wilson,
 )
@@ -37,6 +39,7 @@ from switchpoint.store.learning import (
     PromotionRecord,
     feedback_record,
 )
+from tests.conftest import FakeEmbedder
 from tests.fakes.two_kinds import math_prompt, two_kinds_package
 
 EXPERIMENT = {"experiments": {"x": {"min_n": 3, "arms": {
@@ -260,3 +263,17 @@ def test_the_learning_config_names_what_is_wrong() -> None:
     with pytest.raises(ConfigError) as bad:
         load_settings(overrides={"learning": {"exploration": 1.5}})
     assert bad.value.key == "learning.exploration"
+
+
+def test_an_answer_priced_far_beyond_its_models_prices_does_not_teach_its_cost(
+        fake_embedder: FakeEmbedder, caplog: pytest.LogCaptureFixture) -> None:
+    catalog = Catalog([ModelCard("cheap", profile="cheap", input_per_mtok=1, output_per_mtok=1),
+                       ModelCard("strong", profile="strong", input_per_mtok=10,
+                                 output_per_mtok=10)])
+    router = Router(two_kinds_package(fake_embedder), embedder=fake_embedder, catalog=catalog)
+    entry = PendingDecision("d", "default", "strong", ("cheap", "strong"), prompt_tokens=100)
+    flat = catalog["strong"].price(100, catalog.expected_output_tokens)
+    assert plausible_answer_cost(router, "strong", 3 * flat, entry)
+    assert plausible_answer_cost(router, "strong", 900 * flat, entry)
+    assert not plausible_answer_cost(router, "strong", 1100 * flat, entry)
+    assert "was not learned as its cost" in caplog.text

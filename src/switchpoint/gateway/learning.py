@@ -726,6 +726,19 @@ class FeedbackResult:
         return out
 
 
+def plausible_answer_cost(router: Router, model: str, cost: float, entry: PendingDecision) -> bool:
+    """Whether the gateway's own accounting of an answer can teach its cost (one far beyond
+    the model's prices for the prompt is left out, not refused: the caller did not give it)."""
+    try:
+        check_cost(cost)
+        router.learnable_cost(model, cost, entry.prompt_tokens)
+    except InvalidInputError:
+        log.warning("an answer of %s priced at %.6g USD was not learned as its cost: beyond "
+                    "what its catalog prices make of the prompt", model, cost)
+        return False
+    return True
+
+
 def check_decision_id(decision_id: object) -> str:
     if not isinstance(decision_id, str) or not decision_id.strip():
         raise InvalidInputError("decision_id", "must be the decision id an answer carried "
@@ -999,7 +1012,8 @@ class GatewayLearning:
                         answer[0] if answer is not None else entry.chosen)
                     if (measured is None and answer is not None and answer[0] == served
                             and answer[1] is not None and owner.catalog.all_priced
-                            and self.log.latest_quality(decision_id, entry.tenant) is None):
+                            and self.log.latest_quality(decision_id, entry.tenant) is None
+                            and plausible_answer_cost(owner, served, answer[1], entry)):
                         # What the gateway's own accounting priced the answer at, with the
                         # first outcome (a repeat keeps the cost taken before, or a cost the
                         # caller gave then).

@@ -61,8 +61,14 @@ def check_quality(quality_score: object, success: object) -> float:
     return q
 
 
+#: The most one answer may be reported to have cost (USD, or the weights' units): far beyond
+#: any single call, so only a mistake is refused, and no sum of costs can overflow.
+MAX_ANSWER_COST = 1000.0
+
+
 def check_cost(cost: object) -> float | None:
-    """What an answer cost, if reported: a finite number >= 0 (or None)."""
+    """What an answer cost, if reported: a finite number in ``[0, MAX_ANSWER_COST]`` (or
+    None)."""
     if cost is None:
         return None
     if isinstance(cost, bool) or not isinstance(cost, int | float):
@@ -72,6 +78,9 @@ def check_cost(cost: object) -> float | None:
     if not math.isfinite(value) or value < 0.0:
         raise InvalidInputError("cost", f"is {value}; give what the answer cost, a finite "
                                         "number >= 0 in the weights' cost units")
+    if value > MAX_ANSWER_COST:
+        raise InvalidInputError("cost", f"is {value:g}; one answer costs at most "
+                                        f"{MAX_ANSWER_COST:g} (USD): check the units")
     return value
 
 

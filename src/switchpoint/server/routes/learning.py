@@ -27,7 +27,7 @@ from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.learning import MAX_COMMENT, MAX_COMPARE_MODELS, MAX_DECISION_ID
 from switchpoint.governance.governor import Principal
-from switchpoint.learning.events import DEFAULT_TENANT
+from switchpoint.learning.events import DEFAULT_TENANT, MAX_ANSWER_COST
 from switchpoint.server.auth import ADMIN, client_principal
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat
@@ -71,10 +71,11 @@ class FeedbackRequest(BaseModel):
     model: StrictStr | None = Field(None, min_length=1, max_length=256, description=(
         "The model the feedback is about (default: the one that answered)."))
     comment: StrictStr | None = Field(None, max_length=MAX_COMMENT)
-    cost: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)] | None = Field(
-        None, description="What the answer cost (the weights' units: USD per request), if you "
-                          "know it: teaches the model's cost on this kind of prompt. Refused "
-                          "when the catalog prices requests (the gateway measures it then).")
+    cost: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0,
+                                 le=MAX_ANSWER_COST)] | None = Field(
+        None, description="What the answer cost (USD): teaches the model's cost on this kind of "
+                          "prompt. With catalog prices it may be left out: the gateway's own "
+                          "accounting of the answer is used (cost_from says which).")
 
 
 class CompareRequest(BaseModel):
