@@ -74,3 +74,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
                      "--url", server.base, "--json"]) == 0
         answer = json.loads(capsys.readouterr().out)
         assert (answer["cost"], answer["cost_from"]) == (0.01, "feedback")
+        assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "0.02",
+                     "--url", server.base]) == 0
+        assert "replaced an earlier outcome" in (said := capsys.readouterr().out)
+        assert "at 0.02 USD (as given)" in said

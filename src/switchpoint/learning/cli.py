@@ -65,6 +65,15 @@ def _cost(args: argparse.Namespace) -> float | None:
     return cost
 
 
+def _cost_words(answer: dict[str, Any]) -> str:
+    """`` at 0.0004 USD (the answer's own cost)``: the cost an outcome taught, if any."""
+    cost = answer.get("cost")
+    if not isinstance(cost, int | float):
+        return ""
+    source = {"answer": "as the gateway priced the answer", "feedback": "as given"}
+    return f" at {cost:.6g} USD ({source.get(str(answer.get('cost_from')), 'as given')})"
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     score, success = _quality(args)
     if args.url is not None:
@@ -81,7 +90,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         _print_json(out)
         return 0
     what = "replaced an earlier outcome" if out["replaced"] else "learned"
-    print(f"{what}: {out['model']} scored {out['quality']:g} for decision "
+    print(f"{what}: {out['model']} scored {out['quality']:g}{_cost_words(out)} for decision "
           f"{out['decision_id']} (tenant {out['tenant']}, {out['kind']})")
     if out.get("note"):
         print(out["note"], file=sys.stderr)
@@ -130,8 +139,9 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         _print_json(answer)
     else:
         what = "replaced an earlier outcome" if answer.get("replaced") else "learned"
-        print(f"{what}: {answer.get('model')} scored {answer.get('quality')} for decision "
-              f"{answer.get('decision_id')} (tenant {answer.get('tenant')})")
+        print(f"{what}: {answer.get('model')} scored {answer.get('quality')}"
+              f"{_cost_words(answer)} for decision {answer.get('decision_id')} (tenant "
+              f"{answer.get('tenant')})")
     return 0
 
 
