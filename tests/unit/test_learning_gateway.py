@@ -21,9 +21,9 @@ from switchpoint.gateway.learning import (
     Compares,
     Experiments,
     LiveLearning,
+    answer_cost,
     experiment_report,
     interval,
-    plausible_answer_cost,
     t_quantile,
     wilson,
 )
@@ -271,9 +271,11 @@ def test_an_answer_priced_far_beyond_its_models_prices_does_not_teach_its_cost(
                        ModelCard("strong", profile="strong", input_per_mtok=10,
                                  output_per_mtok=10)])
     router = Router(two_kinds_package(fake_embedder), embedder=fake_embedder, catalog=catalog)
-    entry = PendingDecision("d", "default", "strong", ("cheap", "strong"), prompt_tokens=100)
     flat = catalog["strong"].price(100, catalog.expected_output_tokens)
-    assert plausible_answer_cost(router, "strong", 3 * flat, entry)
-    assert plausible_answer_cost(router, "strong", 900 * flat, entry)
-    assert not plausible_answer_cost(router, "strong", 1100 * flat, entry)
+    mean = router.policy.global_cost()["strong"]
+    assert answer_cost(router, "strong", 3 * flat, 100) == pytest.approx(3 * mean)
+    assert answer_cost(router, "strong", 900 * flat, 100) == pytest.approx(900 * mean)
+    assert "not learned" not in caplog.text
+    assert answer_cost(router, "strong", 1100 * flat, 100) is None
     assert "was not learned as its cost" in caplog.text
+    assert answer_cost(router, "strong", 5000.0, 100) is None  # over any answer's cost

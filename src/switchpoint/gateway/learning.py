@@ -726,17 +726,18 @@ class FeedbackResult:
         return out
 
 
-def plausible_answer_cost(router: Router, model: str, cost: float, entry: PendingDecision) -> bool:
-    """Whether the gateway's own accounting of an answer can teach its cost (one far beyond
-    the model's prices for the prompt is left out, not refused: the caller did not give it)."""
+def answer_cost(router: Router, model: str, cost: float, prompt_tokens: int | None
+                ) -> float | None:
+    """What the gateway's own accounting of an answer (``cost`` USD) teaches, in the weights'
+    units (see ``Router.learnable_cost``); None when it teaches nothing. One far beyond the
+    model's prices for the prompt is left out with a warning, not refused: the caller did
+    not give it."""
     try:
-        check_cost(cost)
-        router.learnable_cost(model, cost, entry.prompt_tokens)
+        return router.learnable_cost(model, check_cost(cost) or 0.0, prompt_tokens)
     except InvalidInputError:
         log.warning("an answer of %s priced at %.6g USD was not learned as its cost: beyond "
                     "what its catalog prices make of the prompt", model, cost)
-        return False
-    return True
+        return None
 
 
 def check_decision_id(decision_id: object) -> str:
@@ -1013,7 +1014,8 @@ class GatewayLearning:
                     if (measured is None and answer is not None and answer[0] == served
                             and answer[1] is not None and owner.catalog.all_priced
                             and self.log.latest_quality(decision_id, entry.tenant) is None
-                            and plausible_answer_cost(owner, served, answer[1], entry)):
+                            and answer_cost(owner, served, answer[1], entry.prompt_tokens)
+                            is not None):
                         # What the gateway's own accounting priced the answer at, with the
                         # first outcome (a repeat keeps the cost taken before, or a cost the
                         # caller gave then).
@@ -1104,7 +1106,7 @@ class GatewayLearning:
         if router.catalog.all_priced:
             tokens = router.prompt_tokens(text)
             for model, usd in (costs or {}).items():
-                value = None if usd is None else router.learnable_cost(model, usd, tokens)
+                value = None if usd is None else answer_cost(router, model, usd, tokens)
                 if value is not None and model in answered:
                     learnable[model] = value
         now = time.time()
