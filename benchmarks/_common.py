@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -82,11 +83,18 @@ def routed_choices(policy: Policy, test: RecordSet, lambdas: Sequence[float] = D
 
 
 def paired_aiq_interval(a: Policy, b: Policy, test: RecordSet, resamples: int = 1000,
-                        seed: int = 0, lambdas: Sequence[float] = DEFAULT_LAMBDAS
-                        ) -> tuple[float, float]:
+                        seed: int = 0, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+                        comparisons: int = 1) -> tuple[float, float]:
     """The 95% interval of ``routed_aiq(a) - routed_aiq(b)`` over test sets drawn from
     ``test``'s prompts with replacement, the same draw for both routers (a paired bootstrap):
-    how large a difference between two routers this test set's sampling alone can make."""
+    how large a difference between two routers this test set's sampling alone can make.
+
+    ``comparisons`` > 1: the pair is one of that many compared (the lowest of many runs and
+    checkpoints, say), and the interval is family-wise, Bonferroni's: each comparison at
+    ``1 - 0.05 / comparisons``, from the resampled differences' mean and spread (a normal
+    interval: a thousand resamples cannot place such a far percentile)."""
+    if comparisons < 1:
+        raise ValueError(f"comparisons must be >= 1, got {comparisons}")
     rows = np.arange(len(test))
 
     def chosen(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
@@ -108,8 +116,12 @@ def paired_aiq_interval(a: Policy, b: Policy, test: RecordSet, resamples: int = 
         singles = single_model_points(test.scores[idx], test.costs[idx])
         diffs.append(aiq(points(cost_a, quality_a, idx), singles)
                      - aiq(points(cost_b, quality_b, idx), singles))
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return float(low), float(high)
+    if comparisons == 1:
+        low, high = np.percentile(diffs, [2.5, 97.5])
+        return float(low), float(high)
+    z = NormalDist().inv_cdf(1.0 - 0.025 / comparisons)
+    centre, spread = float(np.mean(diffs)), float(np.std(diffs, ddof=1))
+    return centre - z * spread, centre + z * spread
 
 
 def routed_aiq(policy: Policy, test: RecordSet, lambdas: Sequence[float] = DEFAULT_LAMBDAS

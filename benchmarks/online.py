@@ -32,7 +32,9 @@ prompt; the mean over k-means seeds 0-2). "Closed" is the share of the gap betwe
 the online routers have closed, on average, at the end of the stream. The lowest checkpoint of
 any run against its static router comes with the 95% interval of that difference over test sets
 resampled from the test prompts (a paired bootstrap): how much of it the test set's sampling
-alone could make.
+alone could make. As the lowest of every run's every checkpoint it is also given the
+family-wise interval over all of them (Bonferroni): with many runs, some fall outside their
+own 95% interval by chance.
 Then where a router's AIQ is lost: the AIQ its choices within each task would reach if every
 task's prompts were spent on at the rate best for the whole set (see ``allocated_aiq``),
 beside its routed AIQ. The gap between the two is what its error estimates' scale across tasks
@@ -271,6 +273,10 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     # Each learning router against the static router it started from.
     worst, worst_policy, worst_k, worst_seed, worst_events = lowest[0]
     low, high = paired_aiq_interval(worst_policy, statics[worst_k], test)
+    # It is the lowest of every run's every checkpoint: judged as one of that many.
+    family = len(checkpoints) * sum(len(runs) for runs in curves)
+    family_low, family_high = paired_aiq_interval(worst_policy, statics[worst_k], test,
+                                                  comparisons=family)
     mean_worst = min(float(np.mean([run[e] - static_aiq[k] for k, runs in enumerate(curves)
                                     for run in runs])) for e in checkpoints)
     gap = full - static
@@ -287,8 +293,10 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
     print(f"the lowest checkpoint of any run (k-means seed {worst_k}, exploration seed "
           f"{worst_seed}, {worst_events} events), {worst:+.4f}, against what this test set's "
           f"sampling alone makes of the same two routers: 95% interval [{low:+.4f}, {high:+.4f}] "
-          f"(paired bootstrap over the test prompts); the same events with every model's "
-          f"label: {labelled[worst_k][worst_events] - static_aiq[worst_k]:+.4f}")
+          f"(paired bootstrap over the test prompts); as the lowest of {family} run "
+          f"checkpoints, family-wise (Bonferroni): [{family_low:+.4f}, {family_high:+.4f}]; the "
+          f"same events with every model's label: "
+          f"{labelled[worst_k][worst_events] - static_aiq[worst_k]:+.4f}")
     static_allocated = np.mean([allocated_aiq(p, test, tasks) for p in statics])
     full_allocated = np.mean([allocated_aiq(p, test, tasks) for p in full_policies])
     print(f"each task's prompts spent at the best rate for the whole set (the routers' choices "

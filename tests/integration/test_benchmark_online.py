@@ -50,8 +50,12 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
                        r"[01], \d+ events\), ([-+]0\.\d{4}), .* 95% interval \[([-+]0\.\d{4}), "
                        r"([-+]0\.\d{4})\]", out)
     assert lowest, out
-    assert re.search(r"95% interval .*; the same events with every model's label: [-+]0\.\d{4}",
-                     out)
+    family = re.search(r"as the lowest of (\d+) run checkpoints, family-wise \(Bonferroni\): "
+                       r"\[([-+]0\.\d{4}), ([-+]0\.\d{4})\]; the same events with every "
+                       r"model's label: [-+]0\.\d{4}", out)
+    assert family, out
+    assert int(family.group(1)) == 4  # 2 x 2 runs, one checkpoint each
+    assert float(family.group(2)) <= float(lowest.group(2))  # wider than the run's own
     low, high = float(lowest.group(2)), float(lowest.group(3))
     assert low <= high
     traffic = re.search(r"learning router \(exploring 30%\) quality (0\.\d+), .* static router "

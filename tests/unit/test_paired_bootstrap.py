@@ -47,3 +47,10 @@ def test_the_interval_holds_the_measured_difference(common: ModuleType) -> None:
     assert low <= measured <= high
     # The same seed draws the same test sets.
     assert common.paired_aiq_interval(a, b, test, resamples=400, seed=3) == (low, high)
+    # One of 288 comparisons: a family-wise interval, wider, around the same difference.
+    wide_low, wide_high = common.paired_aiq_interval(a, b, test, resamples=400, seed=3,
+                                                     comparisons=288)
+    assert wide_low < low and high < wide_high
+    assert common.paired_aiq_interval(a, a, test, resamples=50, comparisons=288) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="comparisons"):
+        common.paired_aiq_interval(a, b, test, comparisons=0)
