@@ -720,12 +720,11 @@ class Gateway:
             raise first
         labels = shuffled_labels(names)
         by_model = dict(zip(names, results, strict=True))
-        answered = [m for m, r in by_model.items() if isinstance(r, ChatCompletion)]
+        costs = {m: r.switchpoint.cost_usd for m, r in by_model.items()
+                 if isinstance(r, ChatCompletion)}  # the models that answered
         compare, commit = await anyio.to_thread.run_sync(
-            lambda: self.learning.new_compare(
-                live, check_tenant(who.tenant), labels, answered, text,
-                {m: r.switchpoint.cost_usd for m, r in by_model.items()
-                 if isinstance(r, ChatCompletion)}))
+            lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels, costs,
+                                              text))
         if commit is not None:  # kept before its id is handed out: a restart cannot lose it
             await asyncio.wrap_future(commit)
         answers = []

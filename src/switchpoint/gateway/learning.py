@@ -726,12 +726,15 @@ class FeedbackResult:
         return out
 
 
-def answer_cost(router: Router, model: str, cost: float, prompt_tokens: int | None
+def answer_cost(router: Router, model: str, cost: float | None, prompt_tokens: int | None
                 ) -> float | None:
-    """What the gateway's own accounting of an answer (``cost`` USD) teaches, in the weights'
-    units (see ``Router.learnable_cost``); None when it teaches nothing. One far beyond the
-    model's prices for the prompt is left out with a warning, not refused: the caller did
-    not give it."""
+    """What the gateway's own accounting of an answer (``cost`` USD, None: not priced)
+    teaches, in the weights' units (see ``Router.learnable_cost``); None when it teaches
+    nothing. Only a router whose catalog prices every model learns from it: without prices
+    there is no flat price to read it against. One far beyond the model's prices for the
+    prompt is left out with a warning, not refused: the caller did not give it."""
+    if cost is None or not router.catalog.all_priced:
+        return None
     try:
         return router.learnable_cost(model, check_cost(cost) or 0.0, prompt_tokens)
     except InvalidInputError:
@@ -1012,10 +1015,9 @@ class GatewayLearning:
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None else entry.chosen)
                     if (measured is None and answer is not None and answer[0] == served
-                            and answer[1] is not None and owner.catalog.all_priced
-                            and self.log.latest_quality(decision_id, entry.tenant) is None
                             and answer_cost(owner, served, answer[1], entry.prompt_tokens)
-                            is not None):
+                            is not None
+                            and self.log.latest_quality(decision_id, entry.tenant) is None):
                         # What the gateway's own accounting priced the answer at, with the
                         # first outcome (a repeat keeps the cost taken before, or a cost the
                         # caller gave then).
@@ -1091,29 +1093,25 @@ class GatewayLearning:
     # Preferences -----------------------------------------------------------------------------
 
     def new_compare(self, live: Live, tenant: str, labels: dict[str, str],
-                    answered: Sequence[str], text: str,
-                    costs: Mapping[str, float | None] | None = None
+                    answers: Mapping[str, float | None], text: str
                     ) -> tuple[Compare, Future[None] | None]:
         """Keep a comparison for its scores, with what they will teach by (the prompt's vector
-        and units, computed now: the prompt itself is not kept; what each answer cost, where the
-        catalog priced it, in the weights' units), in memory and in the store; returns it with
-        the store's commit to wait for (None without a store)."""
+        and units, computed now: the prompt itself is not kept; ``answers``, the models that
+        answered, with what each answer cost where the catalog priced it, kept in the weights'
+        units), in memory and in the store; returns it with the store's commit to wait for
+        (None without a store)."""
         learning = live.learning
         assert learning is not None
         vector, units = learning.outcome_inputs(text, tenant)
         router = live.router
-        learnable: dict[str, float] = {}
-        if router.catalog.all_priced:
-            tokens = router.prompt_tokens(text)
-            for model, usd in (costs or {}).items():
-                value = None if usd is None else answer_cost(router, model, usd, tokens)
-                if value is not None and model in answered:
-                    learnable[model] = value
+        tokens = router.prompt_tokens(text)
+        costs = {model: value for model, usd in answers.items()
+                 if (value := answer_cost(router, model, usd, tokens)) is not None}
         now = time.time()
         compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
-                          answered=frozenset(answered), embedding=vector, units=units,
+                          answered=frozenset(answers), embedding=vector, units=units,
                           weights_id=router.weights_id, created=now,
-                          expires=now + self.compares.ttl_s, costs=learnable)
+                          expires=now + self.compares.ttl_s, costs=costs)
         self.compares.put(compare)
         if self.store is None:
             return compare, None

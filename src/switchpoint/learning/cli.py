@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from switchpoint.errors import InvalidInputError
+from switchpoint.learning.events import MAX_ANSWER_COST, check_cost
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -56,13 +57,11 @@ def _cost(args: argparse.Namespace) -> float | None:
     if args.cost is None:
         return None
     try:
-        cost = float(args.cost)
-    except ValueError:
-        cost = math.nan
-    if not math.isfinite(cost) or cost < 0:
+        return check_cost(float(args.cost))
+    except (ValueError, InvalidInputError):
         raise InvalidInputError("--cost", f"{args.cost!r} is not a cost: give what the answer "
-                                          "cost, a number >= 0 (USD)")
-    return cost
+                                          f"cost, a number from 0 to {MAX_ANSWER_COST:g} "
+                                          "(USD)") from None
 
 
 def _cost_words(answer: dict[str, Any]) -> str:

@@ -77,7 +77,7 @@ def check_cost(cost: object) -> float | None:
     value = float(cost)
     if not math.isfinite(value) or value < 0.0:
         raise InvalidInputError("cost", f"is {value}; give what the answer cost, a finite "
-                                        "number >= 0 in the weights' cost units")
+                                        "number >= 0")
     if value > MAX_ANSWER_COST:
         raise InvalidInputError("cost", f"is {value:g}; one answer costs at most "
                                         f"{MAX_ANSWER_COST:g} (USD): check the units")
@@ -94,8 +94,9 @@ class FeedbackEvent:
     ``decision_id`` and tenant replaces an earlier one. ``model`` is the learned profile the
     outcome teaches; ``served`` the catalog model that answered, when that name differs (a
     gateway's catalog maps its own names onto profiles). ``cost`` is the decision's expected
-    cost of the model it chose; ``measured_cost``, when the caller reported it, what the answer
-    really cost (in the weights' cost units), which teaches the cost of the prompt's units.
+    cost of the model it chose; ``measured_cost``, when known (reported by the caller, or the
+    gateway's own accounting of the answer), what the answer really cost, in the weights' cost
+    units (see ``Router.learnable_cost``), which teaches the cost of the prompt's units.
     """
 
     decision_id: str
