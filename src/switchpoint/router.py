@@ -364,6 +364,23 @@ class Router:
             return cost
         return self._map.weights_cost(model, cost, prompt_tokens)
 
+    def rebased_cost(self, profile: str, cost: float, source: Router | None) -> float | None:
+        """A cost that ``source`` learned for ``profile`` (in its weights' cost units), in
+        this router's. Without catalog prices the weights' units are the same (USD per
+        request), so it is ``cost``. With prices both routers read the same USD against the
+        same flat price, each times its profile's mean cost, so it scales by the ratio of
+        those means. None when that cannot be known: ``source`` is not loaded (weights since
+        replaced), or either lacks the profile."""
+        if not self._map.priced:
+            return cost
+        if source is None:
+            return None
+        mine = self.policy.global_cost().get(profile)
+        theirs = source.policy.global_cost().get(profile)
+        if mine is None or theirs is None or not theirs > 0 or not np.isfinite(mine):
+            return None
+        return float(cost * mine / theirs)
+
     def prompt_tokens(self, text: str | None) -> int:
         """A prompt's tokens as this router prices requests (a reference size without a
         text)."""

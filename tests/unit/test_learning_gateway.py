@@ -29,6 +29,7 @@ from switchpoint.gateway.learning import (
 )
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
+from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
@@ -39,8 +40,9 @@ from switchpoint.store.learning import (
     PromotionRecord,
     feedback_record,
 )
+from switchpoint.weights import WeightsPackage
 from tests.conftest import FakeEmbedder
-from tests.fakes.two_kinds import math_prompt, two_kinds_package
+from tests.fakes.two_kinds import MODELS, labels, math_prompt, two_kinds_package
 
 EXPERIMENT = {"experiments": {"x": {"min_n": 3, "arms": {
     "a": {"weight": 3}, "b": {"weight": 1, "cost_weight": 2}}}}}
@@ -279,3 +281,48 @@ def test_an_answer_priced_far_beyond_its_models_prices_does_not_teach_its_cost(
     assert answer_cost(router, "strong", 1100 * flat, 100) is None
     assert "was not learned as its cost" in caplog.text
     assert answer_cost(router, "strong", 5000.0, 100) is None  # over any answer's cost
+
+
+def _dearer_package(embedder: FakeEmbedder, factor: float) -> WeightsPackage:
+    """The two kinds' weights with every cost ``factor`` times as high (other cost units)."""
+    prompts, scores, costs = labels()
+    policy = ClusterPolicy(n_clusters=2, n_coarse=1)
+    policy.fit(Inputs(embeddings=embedder.embed(prompts)), scores, factor * costs, MODELS)
+    return WeightsPackage(policy=policy, embedder_id=embedder.id, dimension=embedder.dimension)
+
+
+def _priced() -> Catalog:
+    return Catalog([ModelCard(m, profile=m, input_per_mtok=p, output_per_mtok=p)
+                    for m, p in zip(MODELS, (10.0, 5.0, 1.0), strict=True)])
+
+
+@pytest.mark.parametrize("priced", [True, False])
+def test_an_arm_on_other_weights_learns_a_measured_cost_in_its_own_units(
+        fake_embedder: FakeEmbedder, priced: bool) -> None:
+    settings = load_settings()
+    catalog = _priced() if priced else None
+    live = Router(two_kinds_package(fake_embedder), embedder=fake_embedder, catalog=catalog)
+    arm = Router(_dearer_package(fake_embedder, 10.0), embedder=fake_embedder,
+                 catalog=_priced() if priced else None)
+    direct = Router(_dearer_package(fake_embedder, 10.0), embedder=fake_embedder,
+                    catalog=_priced() if priced else None)
+    learning = LiveLearning(live, settings, {"other": arm}, Experiments(settings, {}))
+    prompt = math_prompt(3)
+    usd = 0.004
+    d, e = live.route(prompt), direct.route(prompt)
+    outcome = live.report_outcome(d.decision_id, 0.9, model="strong", cost=usd)
+    applied = learning.learn(outcome.event, live.weights_id, skip=live)
+    assert applied.routers == 2
+    direct.report_outcome(e.decision_id, 0.9, model="strong", cost=usd)
+
+    def cost(router: Router) -> float:
+        return router.route(math_prompt(9999), cost_weight_override=0).expected_costs["strong"]
+    # The arm learns the same answer's cost as a router on its weights told it directly.
+    assert cost(arm) == pytest.approx(cost(direct), rel=1e-9)
+    if priced:  # (same catalog: both price the prompt alike)
+        assert cost(arm) == pytest.approx(cost(live), rel=1e-9)
+    # An event logged under weights no longer loaded: with prices its cost's units are
+    # unknown, so it teaches the error alone; without, the units are USD per request.
+    rebased = arm.rebased_cost("strong", 1.0, None)
+    assert rebased is None if priced else rebased == 1.0
+    assert arm.rebased_cost("strong", 1.0, live) == pytest.approx(10.0 if priced else 1.0)

@@ -584,16 +584,19 @@ class LiveLearning:
               skip: Router | None = None) -> Applied:
         """Apply one event to every router of the snapshot (but ``skip``, which already has it)
         and to its tenant's memory. An event made under other weights is applied by its
-        vector alone (its units belong to those weights); a router that cannot learn it (a
+        vector alone (its units belong to those weights), its measured cost rebased to the
+        router's cost units (see ``Router.rebased_cost``); a router that cannot learn it (a
         model it has no profile for, a policy that learns from units it lacks) passes."""
         previous: float | None = None
         routers = 0
+        source = next((r for r in self.routers() if r.weights_id == weights_id), None)
         for router in self.routers():
             if router is skip:
                 routers += 1
                 continue
-            own = event if weights_id == router.weights_id else replace(event,
-                                                                                 units=None)
+            own = event if weights_id == router.weights_id else replace(
+                event, units=None, measured_cost=None if event.measured_cost is None
+                else router.rebased_cost(event.model, event.measured_cost, source))
             try:
                 before = router.learner.apply(own)
             except SwitchpointError:
