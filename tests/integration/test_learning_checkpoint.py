@@ -177,3 +177,46 @@ def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
         running.join(timeout=30)
         assert path.exists()
         assert probe(gateway) == learned
+
+
+def test_feedback_written_by_another_process_is_never_left_out_of_a_checkpoint(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A service and an offline ``switchpoint feedback`` (another Gateway) on one data_dir: a
+    checkpoint holds the log's rows only when the process writing it learned every one of
+    them, so the next start learns everything either of them accepted."""
+    settings = settings_for(fake, tmp_path)
+    path = Path(settings.data_dir) / CHECKPOINT_FILENAME
+
+    def probe(gateway: Gateway) -> dict[str, float]:
+        return gateway.route(math_prompt(999), cost_weight=0).expected_errors
+
+    service = Gateway(settings, loader=loader, env=KEYS)
+    service.start()
+    try:
+        decisions = [service.route(math_prompt(i)).decision_id for i in range(4)]
+        service.report_outcome(decisions[0], 0.0)
+        with Gateway(settings, loader=loader, env=KEYS) as offline:  # its own checkpoint:
+            offline.start()  # it learned the service's row, then its own: the whole log
+            offline.report_outcome(decisions[1], 0.0)
+        assert path.exists()
+        written = path.stat().st_mtime_ns
+        with Gateway(settings, loader=loader, env=KEYS) as offline:
+            offline.start()
+            service.report_outcome(decisions[2], 0.0)  # while the offline one is open
+            offline.report_outcome(decisions[3], 0.0)
+        assert path.stat().st_mtime_ns == written  # it missed the service's row: no checkpoint
+        learned_here = service.learning_status()["tenants"]["default"]["learned_router"]
+        assert learned_here["events"] == 2  # the offline rows are learned at the next reload
+    finally:
+        service.close()  # missed two rows of the offline runs: no checkpoint either
+    assert path.stat().st_mtime_ns == written
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        status = restarted.learning_status()
+        assert (status["from_checkpoint"], status["replayed"]) == (2, 4)
+        learned = probe(restarted)
+    path.unlink()
+    with Gateway(settings, loader=loader, env=KEYS) as whole:
+        whole.start()
+        assert whole.learning_status()["replayed"] == 4
+        assert probe(whole) == learned

@@ -153,11 +153,16 @@ class ServiceFeedbackLog:
         self._memory: list[LoggedFeedback] = []
         self._outstanding: set[Future[None]] = set()
         self._lock = threading.Lock()
+        #: Rows this process appended (the rest of the log was written by other processes,
+        #: such as an offline ``switchpoint feedback`` on the same data_dir).
+        self.appended = 0
 
     def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
                key_id: str | None = None, comment: str | None = None) -> Future[None]:
         record = feedback_record(event, kind, weights_id=weights_id, key_id=key_id,
                                  comment=comment)
+        with self._lock:
+            self.appended += 1
         if self.store is None:
             with self._lock:
                 self._memory.append(LoggedFeedback(len(self._memory) + 1, event, kind,
@@ -448,6 +453,12 @@ class LiveLearning:
         self.restored = 0  # of them, how many came from a checkpoint
         self.events = 0  # events learned in all (taken up, then live)
         self.checkpointed = 0  # of them, how many the newest checkpoint holds
+        self.tried = 0  # events learned when a checkpoint was last tried
+        # The log position up to which this state is the fold of every row, and the log's own
+        # appends counted then: rows past it are this process's own, or it has not learned
+        # them (see ``GatewayLearning.checkpoint``).
+        self.covered = 0
+        self.own_at_cover = 0
 
     @property
     def configured(self) -> bool:
@@ -838,7 +849,15 @@ class GatewayLearning:
         t0 = time.perf_counter()
         self.log.flush()
         after = self._restore(learning)
-        learning.replay(self.log.replay(after=after))
+        last = [after]
+
+        def rows() -> Iterator[LoggedFeedback]:
+            for row in self.log.replay(after=after):
+                last[0] = row.seq
+                yield row
+
+        learning.replay(rows())
+        learning.covered, learning.own_at_cover = last[0], self.log.appended
         if learning.replayed or learning.skipped:
             log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
                      "replayed after it; %d passed over) in %.2f s", learning.replayed,
@@ -871,7 +890,7 @@ class GatewayLearning:
         :data:`CHECKPOINT_EVERY`) were learned since the last (called under the state's guard,
         which the checkpoint waits for)."""
         due = CHECKPOINT_EVERY if due is None else due
-        if (self.checkpoint_path is None or learning.events - learning.checkpointed < due
+        if (self.checkpoint_path is None or learning.events - learning.tried < due
                 or (self._checkpointing is not None and self._checkpointing.is_alive())):
             return
         self._checkpointing = threading.Thread(target=self._checkpoint_quietly,
@@ -899,10 +918,21 @@ class GatewayLearning:
                 learning: LiveLearning | None = None if live is None else live.learning
                 if learning is None or learning.events == learning.checkpointed:
                     return None
+                learning.tried = learning.events
                 self.log.flush()
                 last = self.reader.last_feedback()
                 if last is None:
                     return None
+                own = self.log.appended - learning.own_at_cover
+                foreign = self.reader.feedback_count(after=learning.covered) - own
+                if foreign:
+                    log.info("learning checkpoint not written: %d feedback row(s) after log "
+                             "position %d were written by another process (such as an "
+                             "offline `switchpoint feedback`) and are not learned here yet; "
+                             "the next reload or restart learns them", foreign,
+                             learning.covered)
+                    return None
+                learning.covered, learning.own_at_cover = last[0], self.log.appended
                 checkpoint = Checkpoint(learning.checkpoint_key(), last[0], last[1],
                                         learning.state())
                 events = learning.events

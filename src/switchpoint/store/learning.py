@@ -262,6 +262,11 @@ class LearningReader:
         row = self._one("SELECT event_id FROM feedback WHERE seq = ?", (seq,))
         return None if row is None else str(row[0])
 
+    def feedback_count(self, after: int = 0) -> int:
+        """How many feedback rows the log holds after log position ``after``."""
+        row = self._one("SELECT COUNT(*) FROM feedback WHERE seq > ?", (after,))
+        return 0 if row is None else int(row[0])
+
     def last_feedback(self) -> tuple[int, str] | None:
         """The log position and event id of the newest feedback row (None: the log is empty)."""
         row = self._one("SELECT seq, event_id FROM feedback ORDER BY seq DESC LIMIT 1", ())
