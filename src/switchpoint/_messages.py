@@ -52,6 +52,12 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
     got = "" if isinstance(value, (dict, list)) else f", got {_shown(value)}"
     if kind == "missing":
         return "is required"
+    least = ctx.get("min_length")
+    if kind in ("too_short", "string_too_short") and isinstance(least, int) and least > 1:
+        what = "characters" if kind == "string_too_short" else "items"
+        had = ctx.get("actual_length")
+        return f"must have at least {least} {what}" + (
+            f", got {had}" if isinstance(had, int) else "")
     if kind == "extra_forbidden":
         listed = f"; known keys here: {', '.join(known)}" if known else ""
         return f"is not a known key (check its spelling){listed}"
@@ -82,8 +88,8 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     if kind == "json_invalid":
         detail = (err.get("ctx") or {}).get("error", "")
         if "EOF while parsing a value at line 1 column 0" in detail:
-            return InvalidInputError(root, 'is empty; send a JSON object such as '
-                                           '{"prompt": "..."}')
+            return InvalidInputError(root, "is empty; send a JSON object with the fields "
+                                           f"{', '.join(fields)}")
         return InvalidInputError(root, f"is not valid JSON ({detail})")
     whole = not loc or all(isinstance(p, int) for p in loc)
     if whole and kind in ("model_type", "model_attributes_type", "dict_type", "missing"):

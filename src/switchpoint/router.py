@@ -743,7 +743,7 @@ class _CardMap:
         j = self.catalog.names.index(name)
         flat = self.catalog[name].price(REFERENCE_INPUT_TOKENS if tokens is None else tokens,
                                         self.out_tokens)
-        if self.index[j] < 0 or not flat > 0 or not np.isfinite(self.global_cost[j]):
+        if not flat > 0:
             return None
         if dollars > MAX_PRICE_RATIO * flat:
             raise InvalidInputError(
@@ -751,6 +751,8 @@ class _CardMap:
                 f"prices make of this prompt ({flat:.3g} USD with "
                 f"{self.out_tokens} output tokens); check the cost, or the catalog's prices "
                 "and expected_output_tokens")
+        if self.index[j] < 0 or not np.isfinite(self.global_cost[j]):
+            return None
         return float(dollars * self.global_cost[j] / flat)
 
     def cost_scale(self, mask: np.ndarray) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,13 @@ def test_with_client_keys_a_key_scores_only_its_tenants_decisions(
     with learning_server(fake, tmp_path, extra) as server:
         keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
                 for t in ("acme", "globex")}
-        acme = chat(server, math_prompt(21), key=keys["acme"])[0]["x-switchpoint-decision-id"]
+        acme_headers = chat(server, math_prompt(21), key=keys["acme"])[0]
+        acme = acme_headers["x-switchpoint-decision-id"]
+        # Its request id too: the 404 names what the caller sent, not the decision behind it.
+        by_request = feedback(server, acme_headers["x-switchpoint-request-id"],
+                              key=keys["globex"], score=0.0)
+        assert by_request.status_code == 404 and acme not in by_request.text
+        assert acme_headers["x-switchpoint-request-id"] in by_request.text
         assert feedback(server, acme, score=0.5).status_code == 401
         leak = feedback(server, acme, key=keys["globex"], score=0.0)
         assert leak.status_code == 404
@@ -256,7 +263,9 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         assert _status(server)["learned_router"]["events"] == 2
         # A repeat without a cost keeps the one taken with the first outcome, given or priced.
         again = feedback(server, other, score=0.7).json()
-        assert (again["replaced"], again["cost"], again["cost_from"]) == (True, None, None)
+        assert (again["replaced"], again["cost"], again["cost_from"]) == (True, None, "kept")
+        priced_again = feedback(server, decision, score=0.1).json()
+        assert (priced_again["cost"], priced_again["cost_from"]) == (None, "kept")
         r = feedback(server, other, score=0.7, cost=True)
         assert r.status_code == 400 and "got true" in r.json()["error"]["message"]
 
@@ -323,3 +332,48 @@ def test_without_prices_a_measured_cost_teaches_and_survives_a_restart(
     with Gateway(settings, loader=loader, env=KEYS) as gateway:  # replayed from the log
         gateway.start()
         assert strong_cost(gateway) == pytest.approx(learned, rel=1e-9)
+
+
+def test_feedback_on_an_auto_request_no_model_answered_is_refused_unless_it_names_one(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        r = httpx.post(f"{server.base}/v1/chat/completions", timeout=30, json={
+            "model": "auto", "messages": [{"role": "user",
+                                           "content": math_prompt(31) + " [[fake:500]]"}]})
+        assert r.status_code == 502, r.text
+        decision = r.headers["x-switchpoint-decision-id"]
+        refused = feedback(server, decision, score=0.0)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
+        assert "no answer from any model" in refused.json()["error"]["message"]
+        assert _status(server)["learned_router"]["events"] == 0
+        named = feedback(server, decision, score=0.0, model="cheap").json()
+        assert (named["model"], named["kind"]) == ("cheap", "decision")
+
+
+def test_named_model_feedback_checks_its_cost_and_keeps_the_order_of_its_scores(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        request = chat(server, math_prompt(32), model="cheap")[0]["x-switchpoint-request-id"]
+        r = feedback(server, request, score=0.5, cost=999)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "cost", r.text
+        assert "times what cheap's prices make" in r.json()["error"]["message"]
+        assert _status(server)["feedback"] == {}
+        # Scores sent at once each replace exactly one earlier score.
+        scores = [round(0.05 * i, 2) for i in range(12)]
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda q: feedback(server, request, score=q).json(),
+                                    scores))
+        previous = [a["previous_quality"] for a in answers]
+        assert previous.count(None) == 1
+        replaced = [p for p in previous if p is not None]
+        assert len(set(replaced)) == len(replaced) == 11
+
+
+def test_status_counts_each_decisions_latest_outcome_once(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        decision = chat(server, math_prompt(33))[0]["x-switchpoint-decision-id"]
+        feedback(server, decision, score=1.0, model="strong")
+        again = feedback(server, decision, score=0.0, model="cheap").json()
+        assert (again["replaced"], again["previous_quality"]) == (True, 1.0)
+        assert _status(server)["feedback"] == {"cheap": {"n": 1, "mean_quality": 0.0}}

@@ -10,11 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
 from switchpoint.store.learning import LearningReader
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
-from tests.integration.learning_env import chat, get, learning_server, post
-from tests.integration.servers import ThreadServer
+from tests.integration.learning_env import (
+    KEYS,
+    chat,
+    config_text,
+    get,
+    learning_server,
+    loader,
+    post,
+)
+from tests.integration.servers import ThreadServer, thread_server
 
 TENANTS = """auth: keys
 tenants:
@@ -247,3 +257,72 @@ def test_a_comparison_made_before_a_restart_still_takes_its_scores(
     stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*.db*"))
     assert compare_id.encode() in stored
     assert b"compare me across a restart" not in stored
+
+
+def test_when_no_compared_model_answers_one_error_names_each_and_why(
+        server: ThreadServer, fake: FakeProviderProcess) -> None:
+    acme = _keys(server)["acme"]
+    fake.default("strong", "500")
+    fake.default("cheap", "hang:seconds=3")
+    answers = [post(server, "/v1/router/preferences/compare",
+                    {"prompt": math_prompt(600), "models": models}, key=acme)
+               for models in (["strong", "cheap"], ["cheap", "strong"])]
+    assert [a.status_code for a in answers] == [502, 502], [a.text for a in answers]
+    for answer in answers:
+        message = answer.json()["error"]["message"]
+        assert "none of the compared models answered" in message
+        assert "strong: " in message and "cheap: " in message
+        assert "server_error" in message and "read_timeout" in message
+
+
+def test_a_blind_answer_that_failed_does_not_name_its_model(
+        server: ThreadServer, fake: FakeProviderProcess) -> None:
+    acme = _keys(server)["acme"]
+    fake.default("strong", "500")
+    compared = post(server, "/v1/router/preferences/compare",
+                    {"prompt": math_prompt(601), "models": ["strong", "cheap"]}, key=acme)
+    assert compared.status_code == 200, compared.text
+    (failed,) = [a for a in compared.json()["answers"] if a["error"] is not None]
+    assert failed["model"] is None
+    assert "strong" not in str(failed)
+    assert "server_error" in failed["error"]["message"]
+
+
+def test_only_the_newest_max_compares_comparisons_take_scores(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, "learning: {max_compares: 2}\n") as server:
+        ids = [post(server, "/v1/router/preferences/compare",
+                    {"prompt": math_prompt(610 + i), "models": ["strong", "cheap"]}
+                    ).json()["compare_id"] for i in range(4)]
+        scored = [post(server, "/v1/router/preferences/score",
+                       {"compare_id": cid, "scores": {"A": 1}}).status_code for cid in ids]
+        assert scored == [404, 404, 200, 200]
+
+
+def test_a_score_key_that_is_both_a_label_and_another_model_is_refused(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # Models named like the blind labels: "A" as a key could mean either.
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(fake, data).replace(
+        "{name: strong,", "{name: B, profile: strong,").replace(
+        "{name: cheap,", "{name: A, profile: cheap,"), encoding="utf-8")
+    app = create_app(load_settings(config), loader=loader, provider_env=KEYS)
+    with thread_server(app) as server:
+        seen = set()
+        for i in range(40):
+            compare = post(server, "/v1/router/preferences/compare",
+                           {"prompt": math_prompt(620 + i), "models": ["A", "B"],
+                            "blind": False}).json()
+            crossed = compare["answers"][0]["label"] != compare["answers"][0]["model"]
+            r = post(server, "/v1/router/preferences/score",
+                     {"compare_id": compare["compare_id"], "scores": {"A": 1.0}})
+            if crossed:
+                assert r.status_code == 400 and r.json()["error"]["param"] == "scores.A"
+                assert "both a label and the name of another model" in r.text
+            else:
+                assert r.status_code == 200 and r.json()["scores"][0]["model"] == "A"
+            seen.add(crossed)
+            if seen == {True, False}:
+                break
+        assert seen == {True, False}

@@ -59,3 +59,12 @@ async def test_a_declared_length_over_the_limit_is_refused_in_openais_shape() ->
     assert seen == [] and sent[0]["status"] == 413
     error = json.loads(sent[1]["body"])["error"]
     assert error["type"] == "invalid_request_error" and "is 10 bytes" in error["message"]
+
+
+async def test_the_advice_for_an_oversized_body_fits_its_endpoint() -> None:
+    sent, _ = await call("/v1/route", [b"x" * 10], limit=4, declared=10)
+    assert "send the end of a long prompt" in json.loads(sent[1]["body"])["error"]["message"]
+    sent, _ = await call("/v1/feedback", [b"x" * 10], limit=4, declared=10)
+    message = json.loads(sent[1]["body"])["error"]["message"]
+    assert sent[0]["status"] == 413 and "Send a smaller body" in message
+    assert "prompt" not in message

@@ -223,3 +223,24 @@ def test_the_provider_gives_the_url_key_and_stream_usage_a_model_leaves_out(
         "ds": ("deepseek", "https://api.deepseek.com/", "DEEPSEEK_API_KEY", True),
         "claude": ("anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY", False),
     }
+
+
+@pytest.mark.parametrize("text, key", [
+    ("experiments:\n  e1:\n    arms:\n      a: {cost_weight: 1}\n      b: {}\n"
+     "      b: {cost_weight: 3}\n", "'b'"),
+    ("tenants:\n  acme: {cost_weight: 1}\n  acme: {cost_weight: 2}\n", "'acme'"),
+    ("cost_weight: 0.5\ncost_weight: 2\n", "'cost_weight'"),
+])
+def test_a_key_written_twice_is_refused_naming_it_and_its_line(tmp_path: Path, text: str,
+                                                               key: str) -> None:
+    path = tmp_path / "switchpoint.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert f"the key {key} is written twice" in str(info.value) and "at line" in str(info.value)
+
+
+def test_a_list_too_short_says_how_many_it_needs() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"experiments": {"e1": {"arms": {"a": {}}}}})
+    assert "must have at least 2 items, got 1" in str(info.value)

@@ -71,6 +71,8 @@ from switchpoint.gateway.failover import (
     FailoverStream,
     RetryPolicy,
     call_with_failover,
+    none_answered,
+    outcomes_of,
 )
 from switchpoint.gateway.health import HealthConfig, HealthTracker
 from switchpoint.gateway.learning import Assignment, FeedbackResult, GatewayLearning
@@ -715,9 +717,7 @@ class Gateway:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result
         if all(isinstance(r, Exception) for r in results):
-            first = results[0]
-            assert isinstance(first, Exception)
-            raise first
+            raise none_answered(names, [r for r in results if isinstance(r, Exception)])
         labels = shuffled_labels(names)
         by_model = dict(zip(names, results, strict=True))
         costs = {m: r.switchpoint.cost_usd for m, r in by_model.items()
@@ -740,11 +740,13 @@ class Gateway:
                               request_id=info.request_id, latency_ms=info.latency_ms,
                               cost_usd=info.cost_usd, error=None)
             else:
-                error = result if isinstance(result, Exception) else None
+                error = result if isinstance(result, Exception) else RuntimeError(result)
                 answer.update(content=None, finish_reason=None, request_id=None,
                               latency_ms=None, cost_usd=None,
                               error={"code": getattr(error, "code", type(error).__name__),
-                                     "message": str(error)})
+                                     # blind: not naming the model behind the label
+                                     "message": f"no answer: {outcomes_of(error)}" if blind
+                                     else str(error)})
             answers.append(answer)
         return {"compare_id": compare.compare_id, "tenant": compare.tenant,
                 "expires_at": compare.expires, "blind": blind, "answers": answers}

@@ -535,6 +535,33 @@ def _gave_up(attempts: Sequence[Attempt], candidates: Sequence[ModelCard] = ()) 
     return f"{head}: {describe_attempts(attempts)}{tail}"
 
 
+def none_answered(names: Sequence[str], errors: Sequence[Exception]) -> Exception:
+    """The error of a fan-out (a comparison) none of whose models ``names`` answered
+    (``errors``, aligned): one :class:`FailoverError` naming every model and why, classified
+    over all of their attempts (so it does not depend on their order). When they are not all
+    upstream failures (a refusal before any call, the same for every model) the first."""
+    failed = [e for e in errors if isinstance(e, FailoverError)]
+    if len(failed) != len(errors):
+        return errors[0]
+    parts = "; ".join(f"{name}: {e.message}" for name, e in zip(names, failed, strict=True))
+    # The upstream's own refusal of the request decides the answer only if every model's did.
+    faults = [e.last_error for e in failed if e.request_fault]
+    others = [e.last_error for e in failed if not e.request_fault and e.last_error is not None]
+    last = (faults[-1] if faults and not others else others[-1] if others else None)
+    merged = FailoverError(f"none of the compared models answered: {parts}",
+                           [a for e in failed for a in e.attempts], last)
+    merged.info = failed[0].info
+    return merged
+
+
+def outcomes_of(error: Exception) -> str:
+    """Why a model did not answer, without naming it (for a blind comparison): the outcome of
+    each of its attempts, or the error's code."""
+    if isinstance(error, FailoverError) and error.attempts:
+        return ", ".join(dict.fromkeys(a.outcome for a in error.attempts))
+    return str(getattr(error, "code", type(error).__name__))
+
+
 def _deadline_error(policy: RetryPolicy, card: ModelCard) -> ReadTimeout:
     return ReadTimeout(f"the request's deadline of {policy.max_total_s:g}s "
                        "(gateway.max_total_s) ran out", model=card.name)

@@ -136,6 +136,8 @@ _NOTE: contextvars.ContextVar[_Note | None] = contextvars.ContextVar("switchpoin
                                                                      default=None)
 
 
+NO_ANSWER = ("this request got no answer from any model, so there is no answer to score; "
+             "name the model the feedback is about")
 #: Events learned while live between two checkpoints.
 CHECKPOINT_EVERY = 5000
 #: Events replayed at a start or reload past which the state is checkpointed at once.
@@ -729,7 +731,9 @@ class FeedbackResult:
     note: str = ""
     commits: tuple[Future[None], ...] = ()
     cost: float | None = None  # what the answer cost, as the feedback said or as it was priced
-    cost_from: str | None = None  # "feedback" or "answer" (the gateway's own accounting)
+    # "feedback", "answer" (the gateway's own accounting) or "kept" (a repeat without a cost
+    # keeps the one taken before)
+    cost_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = self.outcome.to_dict()
@@ -1045,8 +1049,11 @@ class GatewayLearning:
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
                     answer = self._answer(decision_id)
+                    if model is None and answer is not None and answer[0] is None:
+                        raise InvalidInputError("model", NO_ANSWER)
                     served = model if isinstance(model, str) else (
-                        answer[0] if answer is not None else entry.chosen)
+                        answer[0] if answer is not None and answer[0] is not None
+                        else entry.chosen)
                     if (measured is None and answer is not None and answer[0] == served
                             and answer_cost(owner, served, answer[1], entry.prompt_tokens)
                             is not None
@@ -1056,6 +1063,9 @@ class GatewayLearning:
                         # caller gave then).
                         measured, cost_from = answer[1], "answer"
                     if learnable(owner, served):
+                        if measured is None and self._kept_cost(decision_id, entry.tenant,
+                                                                served):
+                            cost_from = "kept"
                         outcome = owner.report_outcome(decision_id, quality, model=served,
                                                        tenant=entry.tenant, cost=measured)
                         assert learning is not None
@@ -1068,9 +1078,15 @@ class GatewayLearning:
                                          entry.tenant, note,
                                          f"{served} has no learned profile in these weights, "
                                          "so this outcome is kept as a quality observation "
-                                         "of it and does not teach routing", cost_from)
+                                         "of it and does not teach routing", cost_from,
+                                         router, entry.prompt_tokens)
                 request = self.reader.request(decision_id) if self.reader is not None else None
                 routed = None if request is None else request["decision_id"]
+                owner_tenant = None if request is None else (request["tenant"] or
+                                                             DEFAULT_TENANT)
+                if request is None or (scope is not None and owner_tenant != scope):
+                    capacity = router.learner.memory.capacity
+                    raise DecisionNotFoundError(decision_id, capacity)
                 if routed and routed != decision_id and learning is not None and self._find(
                         learning, routed) is not None:
                     # The request id of a routed request: the feedback is its decision's.
@@ -1079,23 +1095,18 @@ class GatewayLearning:
                     return self.report(routed, quality_score, success, model=model,
                                        tenant=tenant, key_id=key_id, comment=comment,
                                        cost=cost)
-                owner_tenant = None if request is None else (request["tenant"] or
-                                                             DEFAULT_TENANT)
-                if request is None or (scope is not None and owner_tenant != scope):
-                    capacity = router.learner.memory.capacity
-                    raise DecisionNotFoundError(decision_id, capacity)
                 served = model if isinstance(model, str) else request["model"]
                 if served is None:
-                    raise InvalidInputError("model", "this request got no answer from any "
-                                                     "model; name the model the feedback is "
-                                                     "about")
+                    raise InvalidInputError("model", NO_ANSWER)
                 assert owner_tenant is not None
+                tokens = request["prompt_tokens"]
                 return self._observe(decision_id, str(served), quality, measured,
                                      owner_tenant, note,
                                      "a request that named its model (or followed a session "
                                      "pin) was not routed, so this outcome is kept as a "
                                      "quality observation of the model and does not teach "
-                                     "routing", cost_from)
+                                     "routing", cost_from, router,
+                                     None if tokens is None else int(tokens))
         finally:
             _NOTE.reset(token)
 
@@ -1108,12 +1119,23 @@ class GatewayLearning:
                                                    "model answered it: there is no answer to "
                                                    "score")
 
-    def _answer(self, decision_id: str) -> tuple[str, float | None] | None:
-        """The model that answered a decision's request, and what its answer cost."""
+    def _answer(self, decision_id: str) -> tuple[str | None, float | None] | None:
+        """The model that answered a decision's request, and what its answer cost (see
+        ``LearningReader.answer``)."""
         return self.reader.answer(decision_id) if self.reader is not None else None
 
+    def _kept_cost(self, decision_id: str, tenant: str, model: str) -> bool:
+        """Whether an outcome about ``model`` without a cost keeps one given before."""
+        self.log.flush()
+        return self.reader is not None and self.reader.kept_cost(decision_id, tenant,
+                                                                 model) is not None
+
     def _observe(self, decision_id: str, model: str, quality: float, cost: float | None,
-                 tenant: str, note: _Note, why: str, cost_from: str | None) -> FeedbackResult:
+                 tenant: str, note: _Note, why: str, cost_from: str | None, router: Router,
+                 prompt_tokens: int | None) -> FeedbackResult:
+        if cost is not None and model in router.models:
+            router.learnable_cost(model, cost, prompt_tokens)  # refuses one beyond its prices
+        self.log.flush()  # the previous outcome, even one a moment ago
         previous = self.log.latest_quality(decision_id, tenant)
         event = FeedbackEvent(decision_id=decision_id, model=model, quality=quality,
                               tenant=tenant, served=None, measured_cost=cost)
@@ -1156,10 +1178,11 @@ class GatewayLearning:
         return compare, self.store.append(compare)
 
     def _stored_compare(self, compare_id: str) -> Compare | None:
-        """A comparison made before a restart, from the store."""
+        """A comparison made before a restart, from the store (if it is still among the
+        newest ``max_compares``)."""
         if self.reader is None:
             return None
-        found = self.reader.compare(compare_id)
+        found = self.reader.compare(compare_id, newest=self.compares.capacity)
         if found is not None:
             self.compares.put(found)
         return found
@@ -1178,6 +1201,11 @@ class GatewayLearning:
         chosen: dict[str, tuple[str, float]] = {}
         for key, value in scores.items():
             model = compare.model_of(key) if isinstance(key, str) else None
+            if model is not None and model != key and key in compare.labels.values():
+                raise InvalidInputError(f"scores.{key}", f"is both a label and the name of "
+                                        f"another model of this comparison; score by label "
+                                        f"only (label {key!r} is {model}, model {key} is "
+                                        f"label {compare.label_of(key)!r})")
             if model is None:
                 raise InvalidInputError(f"scores.{str(key)[:50]}", f"is neither a label nor a "
                                         f"model of this comparison ({', '.join(compare.labels)})")

@@ -17,6 +17,9 @@ from switchpoint.server.errors import ErrorAnswer, is_openai_path
 
 DRAIN_FACTOR = 64
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+# Where a body is mostly a prompt (the advice for an oversized one differs).
+_PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
+                           "/v1/router/preferences/compare"})
 
 
 class BodyLimitMiddleware:
@@ -48,7 +51,7 @@ class BodyLimitMiddleware:
                 chunks.append(chunk)
         if size > limit:
             await _drain(receive, more, limit * DRAIN_FACTOR)
-            await _reject(send, size, limit, declared is not None, is_openai_path(scope["path"]))
+            await _reject(send, size, limit, declared is not None, scope["path"])
             return
         body = b"".join(chunks)
         sent = False
@@ -83,11 +86,14 @@ async def _drain(receive: Receive, more: bool, cap: int) -> None:
         more = bool(message.get("more_body", False))
 
 
-async def _reject(send: Send, size: int, limit: int, exact: bool, openai: bool) -> None:
+async def _reject(send: Send, size: int, limit: int, exact: bool, path: str) -> None:
     amount = f"is {size} bytes, over" if exact else "is larger than"
     message = (f"body: the request body {amount} the limit of {limit} bytes "
-               "(max_request_bytes in the config). A prompt or embedding that large cannot be "
-               "routed: send the end of a long prompt (the router reads only its last part)")
+               "(max_request_bytes in the config). ")
+    message += ("A prompt or embedding that large cannot be routed: send the end of a long "
+                "prompt (the router reads only its last part)" if path in _PROMPT_PATHS
+                else "Send a smaller body")
+    openai = is_openai_path(path)
     answer = ErrorAnswer(413, "request_too_large", message, "body")
     payload = json.dumps(answer.openai() if openai else answer.body()).encode()
     await send({"type": "http.response.start", "status": answer.status, "headers": [

@@ -156,6 +156,10 @@ class CompareRecord:
                 json.dumps(self.labels), json.dumps(sorted(self.answered)), vector,
                 _units_json(self.units), self.weights_id, json.dumps(dict(self.costs)))
 
+    def label_of(self, model: str) -> str | None:
+        """The blind label ``model`` answered under."""
+        return next((label for label, m in self.labels.items() if m == model), None)
+
     def model_of(self, key: str) -> str | None:
         """The model a score's key names: a blind label, or the model itself."""
         if key in self.labels:
@@ -287,10 +291,13 @@ class LearningReader:
                                 prompt_tokens=None if tokens is None else int(tokens))
         return entry, str(weights_id)
 
-    def compare(self, compare_id: str) -> CompareRecord | None:
-        """A comparison still waiting for scores (expired or not: the caller decides)."""
+    def compare(self, compare_id: str, newest: int | None = None) -> CompareRecord | None:
+        """A comparison still waiting for scores (expired or not: the caller decides); with
+        ``newest``, only if it is among the ``newest`` comparisons made."""
         row = self._one(f"SELECT {', '.join(_COMPARE_COLUMNS)} FROM compares "
-                        "WHERE compare_id = ?", (compare_id,))
+                        "WHERE compare_id = ? AND (? IS NULL OR (SELECT count(*) FROM compares "
+                        "later WHERE later.seq > compares.seq) < ?)",
+                        (compare_id, newest, newest))
         if row is None:
             return None
         (cid, ts, expires, tenant, labels, answered, vector, units, weights_id, costs) = row
@@ -304,19 +311,26 @@ class LearningReader:
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged gateway request: who answered it, for whom, under which decision."""
         row = self._one("SELECT id, model, requested_model, tenant, key_id, decision_id, "
-                        "status, cost_usd FROM requests WHERE id = ?", (request_id,))
+                        "status, cost_usd, prompt_tokens FROM requests WHERE id = ?",
+                        (request_id,))
         if row is None:
             return None
         keys = ("id", "model", "requested_model", "tenant", "key_id", "decision_id", "status",
-                "cost_usd")
+                "cost_usd", "prompt_tokens")
         return dict(zip(keys, row, strict=True))
 
-    def answer(self, decision_id: str) -> tuple[str, float | None] | None:
-        """The model that answered the (last) request a routing decision led to, and what its
-        answer cost (None when it was not priced)."""
-        row = self._one("SELECT model, cost_usd FROM requests WHERE decision_id = ? AND model "
-                        "IS NOT NULL ORDER BY seq DESC LIMIT 1", (decision_id,))
-        return None if row is None else (str(row[0]), None if row[1] is None else float(row[1]))
+    def answer(self, decision_id: str) -> tuple[str | None, float | None] | None:
+        """The model that answered the (last answered) request a routing decision led to, and
+        what its answer cost (None when it was not priced); ``(None, None)`` when its requests
+        got no answer from any model; None when no gateway request was made for it (a
+        decision of the routing API)."""
+        row = self._one("SELECT model, cost_usd FROM requests WHERE decision_id = ? "
+                        "ORDER BY model IS NOT NULL DESC, seq DESC LIMIT 1", (decision_id,))
+        if row is None:
+            return None
+        if row[0] is None:
+            return None, None
+        return str(row[0]), None if row[1] is None else float(row[1])
 
     def refusal(self, answer_id: str, tenant: str | None = None) -> str | None:
         """Why the governance refused the request ``answer_id`` names (its request id, or the
@@ -334,6 +348,20 @@ class LearningReader:
             return None
         return str(row[0]), str(row[1])
 
+    def kept_cost(self, decision_id: str, tenant: str, model: str) -> float | None:
+        """The measured cost a new outcome about ``model`` without one keeps: the last one
+        given since the decision's outcomes were last about another model (in the weights'
+        units)."""
+        rows = self._all("SELECT coalesce(served, model), measured_cost FROM feedback "
+                         "WHERE decision_id = ? AND tenant = ? ORDER BY seq DESC LIMIT 1000",
+                         (decision_id, tenant))
+        for about, cost in rows:
+            if about != model:
+                return None
+            if cost is not None:
+                return float(cost)
+        return None
+
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         """The quality last reported for ``decision_id`` (a repeat replaces it)."""
         row = self._one("SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "
@@ -347,7 +375,7 @@ class LearningReader:
         rows = self._all(
             "SELECT tenant, coalesce(served, model), count(*), avg(quality) FROM feedback f "
             "JOIN (SELECT max(seq) AS seq FROM feedback "
-            f"{where} GROUP BY decision_id, tenant, coalesce(served, model)) latest "
+            f"{where} GROUP BY decision_id, tenant) latest "
             "USING (seq) GROUP BY tenant, coalesce(served, model) "
             "ORDER BY tenant, coalesce(served, model)",
             (() if tenant is None else (tenant,)))
