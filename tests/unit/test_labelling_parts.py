@@ -136,6 +136,8 @@ def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why()
     ("Answer: 12 apples, not 13", "13", 0.0),
     ("I do not know.", "72", 0.0),
     ("version v1.5 of it", "1.5", 0.0),
+    ("Answer: " + "1" * 400 + "/3", "5", 0.0),
+    ("Answer: " + "1" * 400, 1e300, 0.0),
     # Text: normalised equality of the whole answer or one of its final-answer places.
     ("Paris", "paris", 1.0),
     ("The answer is Paris.", "Paris", 1.0),
@@ -159,6 +161,8 @@ def test_reference_helpers() -> None:
     assert parse_number("Paris") is None
     assert parse_number("1984 (the novel)") is None  # text: compared as text
     assert parse_number(math.inf) is None
+    assert parse_number(10**400) is None
+    assert answer_number("Answer: " + "1" * 400 + "/3") is None  # not a float: no number
     assert answer_number("no digits here") is None
     assert normalise("  The  **Quick**, brown fox! ") == "quick brown fox"
     assert reference_score(None, "x") == 0.0
