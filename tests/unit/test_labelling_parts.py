@@ -204,6 +204,16 @@ def test_jsonl_fields() -> None:
     (['{"prompt": "a", "reference": ""}'], "line 1: field 'reference' is empty"),
     (['{"prompt": "a", "reference": [1]}'], "line 1: field 'reference' must be a string"),
     (['{"prompt": "a", "reference": NaN}'], "line 1: field 'reference' must be a finite"),
+    (['{"prompt": "a", "reference": 1' + "0" * 400 + "}"],
+     "line 1: field 'reference' must be a finite number"),
+    (['{"prompt": "a", "id": 1' + "0" * 5000 + "}"],
+     "line 1: not valid JSON (a number of 5001 digits is too long to read)"),
+    ([json.dumps({"prompt": "hello \ud800 world"})], "line 1: field 'prompt' holds a lone "
+                                                     "surrogate"),
+    ([json.dumps({"prompt": "a", "id": "x\udc80"})], "line 1: field 'id' holds a lone "
+                                                     "surrogate"),
+    ([json.dumps({"prompt": "a", "task": "\udc80"})], "line 1: field 'task' holds a lone"),
+    ([json.dumps({"prompt": "a", "reference": "\udc80"})], "line 1: field 'reference' holds"),
     (['{"prompt": "a", "refrence": "b"}'], "line 1: unknown field 'refrence'; did you mean "
                                            "'reference'?"),
     (['{"prompt": "a", "id": "x"}', '{"prompt": "b", "id": "x"}'],

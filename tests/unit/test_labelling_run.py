@@ -337,6 +337,10 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(prompts="missing.jsonl"), LabellingError, "file not found"),
     (dict(prompts=[{"prompt": "ok"}, {"prompt": ""}]), LabellingError,
      "prompts, line 2: field 'prompt' must be a non-empty string"),
+    (dict(prompts=[{"prompt": "ok"}, {"prompt": "hello \ud800 world"}]), LabellingError,
+     "prompts, line 2: field 'prompt' holds a lone surrogate"),
+    (dict(prompts=[{"prompt": "ok", "reference": 10**400}]), LabellingError,
+     "prompts, line 1: field 'reference' must be a finite number"),
     (dict(settings=dict(models=[{"name": "a", "profile": "claude-v2"},
                                 {"name": "judge", "input_per_mtok": 1, "output_per_mtok": 1}])),
      ConfigError, "models[0].input_per_mtok: 'a' has no input_per_mtok or output_per_mtok, so "
