@@ -533,6 +533,10 @@ def test_fit_knn_and_cluster(
         pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt=" "),
                      ["line 3", "prompt"], id="empty-prompt"),
         pytest.param("not json", ["line 3", "not valid JSON"], id="non-json"),
+        pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt="hi \ud800"),
+                     ["line 3", "lone surrogate"], id="lone-surrogate"),
+        pytest.param(_record(99, "test", {"big": 10**400, "mid": 0, "small": 0}),
+                     ["line 3", "scores['big'] is a number of 401 digits"], id="huge-score"),
     ],
 )
 def test_fit_bad_records_exit_2_and_write_nothing(
@@ -567,6 +571,22 @@ def test_fit_bad_arguments_exit_2(
     out = tmp_path / "weights"
     code, _, err = run(["fit", records_file, "--out", out, *extra], capsys)
     assert_bad_input(code, err, *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "add-model"])
+def test_records_that_are_not_utf8_exit_2_naming_the_file(
+    command: str, weights_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes((_record(0, "test", {"big": 1, "mid": 0, "small": 0}, prompt="Caf\xe9?")
+                      .replace("\\u00e9", "\xe9") + "\n").encode("latin-1"))
+    out = tmp_path / "out"
+    argv: list[str | Path] = (
+        ["fit", path, "--out", out, "--split", "test"] if command == "fit"
+        else ["add-model", "new", path, "--weights", weights_copy, "--label", "big", "--out", out])
+    code, _, err = run(argv, capsys)
+    assert_bad_input(code, err, f"{path}: is not UTF-8 text")
     assert not out.exists()
 
 
