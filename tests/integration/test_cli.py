@@ -368,6 +368,17 @@ def test_route_file_without_output_writes_jsonl_to_stdout(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
 
 
+def test_route_file_starting_with_a_byte_order_mark_is_still_jsonl(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("\ufeff" + json.dumps({"id": "a", "prompt": PROMPT}) + "\n",
+                   encoding="utf-8")
+    code, out, err = run(["route", "--input", src, "--weights", real_weights_dir], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["a"]
+
+
 # progress and feedback ------------------------------------------------------------------------
 
 BAR_END = re.compile(r"\r  \[#{30}\] (\d+)/\1 100%")

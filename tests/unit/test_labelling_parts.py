@@ -239,6 +239,16 @@ def test_read_prompts_checks_the_file(tmp_path: Path) -> None:
         read_prompts(latin)
 
 
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\ufeff" + json.dumps({"id": "q1", "prompt": "Sum 2 and 3"}) + "\n",
+                    encoding="utf-8")
+    assert read_prompts(path) == [LabelPrompt(id="q1", prompt="Sum 2 and 3", line=1)]
+    text = tmp_path / "prompts.txt"
+    text.write_text("\ufeffWhat is 2+2?\n", encoding="utf-8")
+    assert [p.prompt for p in read_prompts(text)] == ["What is 2+2?"]
+
+
 # Resuming --------------------------------------------------------------------------------------
 
 KEY = jr.RunKey(models=("a", "b"), judge="j", rubric="r1", max_tokens=None)
