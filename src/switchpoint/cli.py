@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from switchpoint._json import loads
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import SwitchpointError
@@ -211,7 +212,7 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
             rows.append({"id": number, "prompt": raw.rstrip("\r\n"), "_line": number})
             continue
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except json.JSONDecodeError as exc:
             _fail(f"{name}, line {number}: not valid JSON ({exc.msg}); a file whose first "
                   "line is a JSON object is read as JSONL")

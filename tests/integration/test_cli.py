@@ -221,6 +221,8 @@ GOOD_LINE = json.dumps({"id": "ok", "prompt": "hello"})
     ("lines", "extra", "needles"),
     [
         pytest.param([GOOD_LINE, "{not json"], [], ["line 2", "not valid JSON"], id="non-json"),
+        pytest.param([GOOD_LINE, '{"id": 1' + "0" * 5000 + ', "prompt": "p"}'], [],
+                     ["line 2", "a number of 5001 digits is too long to read"], id="huge-id"),
         pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.1, 0.2, 0.3]})], [],
                      ["line 2", "'e'", "has 3 values", "384"], id="short-embedding"),
         pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.0] * 384})], [],
