@@ -240,6 +240,26 @@ async def test_a_failed_answer_is_a_failure_not_a_score(tmp_path: Path) -> None:
     assert again.complete and set(records_of(out)) == {"p0", "p1", "p2"}
 
 
+async def test_an_answer_that_is_not_unicode_text_is_a_failure_and_the_run_goes_on(
+        tmp_path: Path) -> None:
+    up = Upstream()
+    up.answers[("b", "Question 1?")] = "bad \udc80 answer"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway,
+                              concurrency=1)
+    finally:
+        await gateway.aclose()
+    [failure] = report.failures
+    assert (failure.id, failure.model, failure.stage) == ("p1", "b", "answer")
+    assert "lone surrogate" in failure.message and "judge" in failure.message
+    assert set(records_of(out)) == {"p0", "p2"}
+    assert report.answer_calls == 6 and report.judge_calls == 5  # the answer was paid for
+    assert all("\udc80" not in m[-1]["content"] for name, m, _ in up.calls if name == "judge")
+
+
 async def test_concurrency_is_bounded_and_progress_counts_every_answer(tmp_path: Path) -> None:
     up = Upstream(delay=0.02)
     prompts = write_prompts(tmp_path / "prompts.jsonl", rows(8))

@@ -10,8 +10,9 @@ or the prompt's reference answer) and write routing records with the answers' re
 
 Nothing is called before every check has passed. Costs are the upstream's token usage at the
 catalog's prices (the gateway's ``CallInfo.cost_usd``); the judge's cost is counted apart and is
-not in the records. A failed call (after the gateway's retries) or an unreadable judge is a
-labelling failure: that prompt gets no record this run and is retried on the next one.
+not in the records. A failed call (after the gateway's retries), an answer that is not Unicode
+text (it cannot be sent to the judge) or an unreadable judge is a labelling failure: that
+prompt gets no record this run and is retried on the next one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._progress import ProgressFn
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
@@ -53,8 +55,9 @@ ConfigArg = str | Path | Mapping[str, Any] | Settings | None
 
 @dataclass(frozen=True)
 class LabelFailure:
-    """One answer that could not be scored: ``stage`` is ``answer`` (the model's call failed)
-    or ``judge`` (the judge's call failed, or its replies could not be read)."""
+    """One answer that could not be scored: ``stage`` is ``answer`` (the model's call failed,
+    or its answer is not Unicode text) or ``judge`` (the judge's call failed, or its replies
+    could not be read)."""
 
     id: str
     model: str
@@ -460,6 +463,10 @@ class _Run:
             return
         judge = self.plan.judge
         assert judge is not None
+        if lone_surrogate(answer):
+            self._fail(unit, "answer", f"the answer {LONE_SURROGATE}, so it cannot be sent to "
+                                       "the judge")
+            return
         errors: list[JudgeReplyError] = []
         judge_cost = 0.0
         messages = judge.messages(prompt.prompt, answer)
