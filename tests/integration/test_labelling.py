@@ -236,6 +236,21 @@ def test_a_killed_run_resumes_to_a_complete_output_without_duplicates(
     assert "labelled" in stdout and "16 prompts" in stdout
 
 
+def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my important notes", encoding="utf-8")  # one line, no newline
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out", notes,
+                        "--config", config(fake, tmp_path)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"switchpoint: error: {notes}, line 1: not valid JSON" in err and "--restart" in err
+    assert "dropped" not in err
+    assert notes.read_text(encoding="utf-8") == "my important notes"
+    assert fake.requests() == []
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--models", "a,zeta", "--judge", "judge"], "'zeta' is not in the catalog of the config"),
     (["--models", "a", "--judge", "nobody"], "judge: 'nobody' is not in the catalog"),

@@ -289,6 +289,29 @@ def test_a_half_written_last_line_is_dropped_with_a_note_and_only_then(tmp_path:
     assert load_records(out).ids == ["p0"]
 
 
+@pytest.mark.parametrize("content", ["my important notes", "\n\nmy important notes",
+                                     _record(0)[:30]])
+def test_a_lone_unfinished_line_is_not_taken_for_a_half_written_record(
+        tmp_path: Path, content: str) -> None:
+    out = tmp_path / "notes.txt"
+    out.write_text(content)
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert "not valid JSON" in str(info.value) and "--restart" in str(info.value)
+    assert out.read_text() == content
+
+
+def test_a_lone_half_written_record_is_dropped_when_the_runs_journal_is_there(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(_record(0)[:30])
+    jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n")
+    state = jr.inspect(out, _prompts(), KEY)
+    assert any("dropped the half-written last line (line 1)" in n for n in state.notes)
+    state.apply()
+    assert out.read_text() == ""
+
+
 def test_a_whole_last_line_without_its_newline_is_kept(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text(_record(0) + "\n" + _record(1))

@@ -10,8 +10,11 @@ of every answer scored so far.
   ``OUT``.
 
 Every line goes out in one ``write`` followed by ``fsync``. A line left half-written by a crash
-or a kill (no newline at the end of the file) is dropped on the next run, with a note; a last
-line that is whole but lacks its newline is kept. :func:`inspect` reads both files without
+or a kill (no newline at the end of the file) is dropped on the next run, with a note, when the
+file is demonstrably this command's: whole lines before it (which are then checked as its
+lines), or, for ``OUT``, its journal beside it. Otherwise it is read as a line like any other,
+so a file of someone else's is refused, never cut. A last line that is whole but lacks its
+newline is kept. :func:`inspect` reads both files without
 changing them (so bad input changes nothing); :meth:`Resume.apply` then makes the repairs.
 """
 
@@ -140,18 +143,21 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     run (other models, ids or settings)."""
     resume = Resume(out=out, key=key)
     by_id = {p.id: p for p in prompts}
-    lines = _complete_lines(out, resume, "that prompt will be labelled again")
+    journal = journal_path(out)
+    lines = _complete_lines(out, resume, "that prompt will be labelled again",
+                            ours=journal.exists())
     if lines:
         _read_output(out, lines, by_id, key, resume)
-    journal = journal_path(out)
     lines = _complete_lines(journal, resume, "that answer will be asked for again")
     if lines:
         _read_journal(journal, lines, by_id, key, resume)
     return resume
 
 
-def _complete_lines(path: Path, resume: Resume, lost: str) -> list[str]:
-    """The file's whole lines; a half-written last line is scheduled to be dropped."""
+def _complete_lines(path: Path, resume: Resume, lost: str, *, ours: bool = False) -> list[str]:
+    """The file's whole lines; a half-written last line is scheduled to be dropped when whole
+    lines come before it or the file is known to be this command's (``ours``), else kept as a
+    line (for the caller to refuse)."""
     if not path.exists():
         return []
     if not path.is_file():
@@ -168,7 +174,7 @@ def _complete_lines(path: Path, resume: Resume, lost: str) -> list[str]:
         if _whole_object(tail):  # whole, only its newline is missing (an editor's doing)
             resume._repairs.append(_Repair(path, len(data), newline=True))
             data += b"\n"
-        else:
+        elif ours or data[:cut].strip():
             resume._repairs.append(_Repair(path, cut))
             number = data.count(b"\n") + 1
             resume.notes.append(f"{path}: dropped the half-written last line (line {number}) "
