@@ -398,6 +398,14 @@ def test_a_journal_that_is_not_one_is_refused(tmp_path: Path) -> None:
     journal.write_text(json.dumps(KEY.header()) + "\n" + _scored(0, "z") + "\n")
     with pytest.raises(LabellingError, match="model 'z' is not one of --models"):
         jr.inspect(out, _prompts(), KEY)
+    huge = json.loads(_scored(0, "a"))
+    huge["cost_usd"] = 10**400
+    journal.write_text(json.dumps(KEY.header()) + "\n" + json.dumps(huge) + "\n")
+    with pytest.raises(LabellingError, match="line 2: 'cost_usd' is missing or out of range"):
+        jr.inspect(out, _prompts(), KEY)
+    journal.write_text(json.dumps(KEY.header()) + '\n{"id": 1' + "0" * 5000 + "}\n")
+    with pytest.raises(LabellingError, match="line 2 is not a JSON object"):
+        jr.inspect(out, _prompts(), KEY)
 
 
 def test_lines_are_appended_whole(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from switchpoint._json import as_float, loads
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
 from switchpoint.records import parse_records
@@ -230,7 +231,7 @@ def _read_journal(journal: Path, lines: list[str], by_id: Mapping[str, LabelProm
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads(line)
         except json.JSONDecodeError:
             obj = None
         if not isinstance(obj, dict):
@@ -302,10 +303,11 @@ def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> 
     numbers = {}
     for name, hi in (("score", 1.0), ("cost_usd", math.inf), ("judge_cost_usd", math.inf)):
         value = obj.get(name, 0.0 if name == "judge_cost_usd" else None)
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not 0.0 <= value <= hi):
+        x = (math.nan if isinstance(value, bool) or not isinstance(value, (int, float))
+             else as_float(value))
+        if not 0.0 <= x <= hi or math.isinf(x):
             raise bad(f"{name!r} is missing or out of range")
-        numbers[name] = float(value)
+        numbers[name] = x
     return Scored(id=obj["id"], model=obj["model"], digest=obj["digest"],
                   score=numbers["score"], cost_usd=numbers["cost_usd"], by=obj["by"],
                   judge_cost_usd=numbers["judge_cost_usd"])
