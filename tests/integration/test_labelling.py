@@ -249,6 +249,11 @@ def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
     assert "dropped" not in err
     assert notes.read_text(encoding="utf-8") == "my important notes"
     assert fake.requests() == []
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out",
+                        notes / "out.jsonl", "--config", config(fake, tmp_path)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"its parent {notes} is not a directory" in err
+    assert fake.requests() == []
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -417,3 +417,14 @@ def test_lines_are_appended_whole(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == '{"a": "é"}\n{"b": 2}\n'
     with pytest.raises(LabellingError, match="is closed"):
         writer.append({"c": 3})
+
+
+@pytest.mark.parametrize("under", ["out.jsonl", "deeper/out.jsonl"])
+def test_a_file_where_a_directory_should_be_is_named(tmp_path: Path, under: str) -> None:
+    taken = tmp_path / "rec.jsonl"
+    taken.write_text("x\n")
+    with pytest.raises(LabellingError) as info:
+        jr.LineWriter(taken / under)
+    where = "its parent" if under == "out.jsonl" else "its path goes through"
+    assert f"cannot open it for writing: {where} {taken} is not a directory" in str(info.value)
+    assert taken.read_text() == "x\n"

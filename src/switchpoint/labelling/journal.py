@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from switchpoint._files import write_problem
 from switchpoint._json import as_float, loads
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
@@ -313,18 +314,24 @@ def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> 
                   judge_cost_usd=numbers["judge_cost_usd"])
 
 
+def open_for_writing(path: Path, flags: int, *, source: Path | None = None) -> int:
+    """``os.open`` of ``path``, created (with its parent directories) if need be; else
+    :class:`~switchpoint.errors.LabellingError` naming ``source`` (default ``path``) and why."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LabellingError(f"cannot open it for writing: {write_problem(path, exc)}",
+                             source=source or path) from None
+
+
 class LineWriter:
     """Appends JSON lines to a file: each in one ``write``, then ``fsync``, so a crash leaves
     at most one half-written last line (which the next run drops)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise LabellingError(f"cannot open it for writing: {exc.strerror or exc}",
-                                 source=path) from None
+        self._fd: int | None = open_for_writing(path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, obj: Mapping[str, Any]) -> None:
         if self._fd is None:
