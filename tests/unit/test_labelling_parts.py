@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from switchpoint.labelling import (
     reference_score,
 )
 from switchpoint.labelling import journal as jr
+from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.reference import answer_number, normalise, parse_number
 from switchpoint.records import load_records
 
@@ -428,3 +430,19 @@ def test_a_file_where_a_directory_should_be_is_named(tmp_path: Path, under: str)
     where = "its parent" if under == "out.jsonl" else "its path goes through"
     assert f"cannot open it for writing: {where} {taken} is not a directory" in str(info.value)
     assert taken.read_text() == "x\n"
+
+
+def test_one_run_at_a_time_holds_the_outputs_lock(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with OutputLock(out):
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(LabellingError) as info:
+            OutputLock(out).acquire()
+        assert str(info.value) == (f"another label run is writing {out} (pid {os.getpid()}); "
+                                   "wait for it to finish, or write to another --out")
+    assert not lock_path(out).exists()  # released and removed
+    with OutputLock(out):
+        pass
+    lock_path(out).write_text("4242\n")  # left by a run that crashed: not held by anyone
+    with OutputLock(out):
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"

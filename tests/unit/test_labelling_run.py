@@ -27,6 +27,7 @@ from switchpoint.gateway.live import RouterFactory
 from switchpoint.gateway.providers import ProviderResponse, Timeouts
 from switchpoint.labelling import CONTRACT, Judge, alabel, label
 from switchpoint.labelling.journal import journal_path
+from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.records import load_records
 
 pytestmark = pytest.mark.anyio
@@ -392,6 +393,24 @@ async def test_bad_input_is_refused_before_anything_is_called(
     assert message in str(info.value)
     assert not out.exists() and not journal_path(out).exists()
     assert not (tmp_path / "data").exists()  # no gateway was even built
+
+
+async def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(
+        tmp_path: Path) -> None:
+    up = Upstream()
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(2))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        with OutputLock(out):  # as another process's run holds it
+            with pytest.raises(LabellingError, match="another label run is writing"):
+                await alabel(prompts, ["a"], out, judge="judge", gateway=gateway)
+            assert up.calls == [] and not out.exists()
+        report = await alabel(prompts, ["a"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert report.complete and set(records_of(out)) == {"p0", "p1"}
+    assert not lock_path(out).exists()
 
 
 async def test_a_gateway_and_a_config_together_are_refused(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from switchpoint.errors import (
     LabellingError,
 )
 from switchpoint.labelling.judge import Judge, unreadable_message
+from switchpoint.labelling.lock import OutputLock
 from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
 from switchpoint.labelling.reference import reference_score
 
@@ -207,9 +208,10 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     gets remarks (what is resumed, a dropped half-written line).
 
     Raises :class:`~switchpoint.errors.LabellingError`, ``ConfigError`` or
-    ``InvalidInputError`` before calling anything when the input cannot be used, and
-    ``LabellingError`` mid-run when an upstream reports no token usage (what was finished
-    stays in ``out``). Failed answers do not raise: they are in the report.
+    ``InvalidInputError`` before calling anything when the input cannot be used or another run
+    is writing ``out`` (see :mod:`~switchpoint.labelling.lock`), and ``LabellingError`` mid-run
+    when an upstream reports no token usage (what was finished stays in ``out``). Failed
+    answers do not raise: they are in the report.
     """
     if gateway is not None and config is not None:
         raise InvalidInputError("config", "give either a gateway or a config, not both")
@@ -217,18 +219,19 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     plan = _check(prompts, models, judge, settings, concurrency, max_tokens,
                   keys=env if env is not None else os.environ if gateway is None else None)
     path = Path(out)
-    state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
-    own = gateway is None
-    if gateway is None:
-        from switchpoint.gateway import Gateway
+    with OutputLock(path):
+        state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
+        own = gateway is None
+        if gateway is None:
+            from switchpoint.gateway import Gateway
 
-        gateway = Gateway(settings, env=env)
-        gateway.start()
-    try:
-        return await _Run(plan, gateway, state, progress, notes).go(restart=not resume)
-    finally:
-        if own:
-            await gateway.aclose()
+            gateway = Gateway(settings, env=env)
+            gateway.start()
+        try:
+            return await _Run(plan, gateway, state, progress, notes).go(restart=not resume)
+        finally:
+            if own:
+                await gateway.aclose()
 
 
 def _settings(config: ConfigArg) -> Settings:
