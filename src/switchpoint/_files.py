@@ -11,7 +11,8 @@ def write_problem(path: Path, exc: OSError) -> str:
     system's reason."""
     for folder in reversed(path.parents):
         if folder.exists() and not folder.is_dir():
-            where = "its parent" if folder == path.parent else "its path goes through"
-            return f"{where} {folder} is not a directory"
+            if folder == path.parent:
+                return f"its parent {folder} is not a directory"
+            return f"its path goes through {folder}, which is not a directory"
     return exc.strerror or str(exc)
 

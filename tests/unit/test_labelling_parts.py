@@ -427,8 +427,9 @@ def test_a_file_where_a_directory_should_be_is_named(tmp_path: Path, under: str)
     taken.write_text("x\n")
     with pytest.raises(LabellingError) as info:
         jr.LineWriter(taken / under)
-    where = "its parent" if under == "out.jsonl" else "its path goes through"
-    assert f"cannot open it for writing: {where} {taken} is not a directory" in str(info.value)
+    reason = (f"its parent {taken} is not a directory" if under == "out.jsonl"
+              else f"its path goes through {taken}, which is not a directory")
+    assert f"cannot open it for writing: {reason}" in str(info.value)
     assert taken.read_text() == "x\n"
 
 
