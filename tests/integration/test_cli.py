@@ -603,6 +603,38 @@ def test_records_that_are_not_utf8_exit_2_naming_the_file(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("out", "needles"), [
+    ("project", ["project: holds other files and no weights package",
+                 "choose a new or empty directory"]),
+    ("records.jsonl", ["records.jsonl: is a file, not a weights package"]),
+    ("records.jsonl/w", ["cannot write a weights package there: its parent",
+                         "records.jsonl is not a directory"]),
+    (".", ["names no directory of its own"]),
+])
+def test_fit_and_add_model_write_weights_only_where_it_is_safe(
+    records_file: Path, weights_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], out: str, needles: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "main.py").write_text("print('mine')\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, _, err = run(["fit", records_file, "--out", out, "--split", "test"], capsys)
+    assert_bad_input(code, err, *needles)
+    code, _, err = run(["add-model", "new", records_file, "--weights", weights_copy,
+                        "--label", "big", "--out", out], capsys)
+    assert_bad_input(code, err, *needles)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_fit_into_a_place_that_takes_no_files_exits_2(
+    records_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["fit", records_file, "--out", "/proc/w", "--split", "test"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "switchpoint: error: /proc/w: cannot write a weights package there" in err
+
+
 def test_fit_missing_records_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["fit", tmp_path / "none.jsonl", "--out", tmp_path / "w"], capsys)
     assert_bad_input(code, err, "none.jsonl", "not found")
