@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from switchpoint._json import loads
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import SwitchpointError
@@ -211,7 +212,7 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
             rows.append({"id": number, "prompt": raw.rstrip("\r\n"), "_line": number})
             continue
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except json.JSONDecodeError as exc:
             _fail(f"{name}, line {number}: not valid JSON ({exc.msg}); a file whose first "
                   "line is a JSON object is read as JSONL")
@@ -297,13 +298,14 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
 
 def cmd_fit(args: argparse.Namespace) -> int:
     from switchpoint.training import fit
+    from switchpoint.weights import check_weights_target
 
     params = _parse_params(args.param or [])
     if args.n_clusters is not None:
         params["n_clusters"] = args.n_clusters
     if args.k is not None:
         params["k"] = args.k
-    out = Path(args.out)
+    out = check_weights_target(args.out)  # before the work, not after it
     with _feedback(args) as feedback:
         package = fit(args.records, policy=args.policy, split=args.split,
                       embedder=args.embedder, progress=feedback, **params)
@@ -316,16 +318,16 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_add_model(args: argparse.Namespace) -> int:
     from switchpoint.embedding import embedder_from_id, warm_up
     from switchpoint.training import add_model
-    from switchpoint.weights import load_weights
+    from switchpoint.weights import check_weights_target, load_weights
 
     package = load_weights(args.weights)
+    out = check_weights_target(args.out or args.weights)
     with _feedback(args) as feedback:
         embedder = None
         if package.policy.requires == "embedding":
             embedder = embedder_from_id(package.embedder_id)
             warm_up(embedder, feedback)  # the one-time embedder build, if it is due
         add_model(package, args.name, args.records, source_model=args.label, embedder=embedder)
-        out = Path(args.out or args.weights)
         package.save(out)
         feedback.note(f"added {args.name!r}; wrote {package.weights_id} to {out}")
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -81,10 +82,12 @@ class RecordSet:
 def _number(value: Any, source: object, line: int, where: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RecordsError(source, line, f"{where} must be a number, got {value!r}")
-    x = float(value)
+    x = as_float(value)
     if not math.isfinite(x) or x < lo or x > hi:
         bounds = f"[{lo}, {hi}]" if math.isfinite(hi) else f">= {lo}"
-        raise RecordsError(source, line, f"{where} is {value!r}; it must be finite and {bounds}")
+        shown = (f"a number of {len(str(abs(value)))} digits"
+                 if isinstance(value, int) and not math.isfinite(x) else repr(value))
+        raise RecordsError(source, line, f"{where} is {shown}; it must be finite and {bounds}")
     return x
 
 
@@ -97,7 +100,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = loads(raw)
         except json.JSONDecodeError as exc:
             raise RecordsError(source, number, f"not valid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
@@ -108,6 +111,8 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         prompt = obj["prompt"]
         if not isinstance(prompt, str) or not prompt.strip():
             raise RecordsError(source, number, "field 'prompt' must be a non-empty string")
+        if lone_surrogate(prompt):
+            raise RecordsError(source, number, f"field 'prompt' {LONE_SURROGATE}; fix its text")
         rid = obj.get("id", f"line-{number}")
         if not isinstance(rid, (str, int)):
             raise RecordsError(source, number, "field 'id' must be a string")
@@ -165,5 +170,11 @@ def load_records(path: str | Path) -> RecordSet:
     p = Path(path)
     if not p.is_file():
         raise RecordsError(p, None, "file not found; pass a JSONL file of routing records")
-    with p.open(encoding="utf-8") as fh:
-        return parse_records(fh, source=p)
+    try:
+        with p.open(encoding="utf-8") as fh:
+            return parse_records(fh, source=p)
+    except UnicodeDecodeError:
+        raise RecordsError(p, None, "is not UTF-8 text; save the records as UTF-8 JSON "
+                                    "lines") from None
+    except OSError as exc:
+        raise RecordsError(p, None, f"cannot read it: {exc.strerror or exc}") from None

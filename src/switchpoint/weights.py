@@ -10,7 +10,9 @@
 Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension or a model
 without a profile raises :class:`~switchpoint.errors.WeightsError` naming the file and the fix.
 Packages are written to a temporary sibling directory and renamed into place, so a crash never
-leaves half a package behind.
+leaves half a package behind. Saving replaces only what is safe to replace: an earlier weights
+package or an empty directory (:func:`check_weights_target`), never a file or a directory of
+other things.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint._files import path_problem, write_problem
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -78,12 +81,55 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_weights(package: WeightsPackage, path: str | Path) -> Path:
-    """Write ``package`` to the directory ``path`` (replacing it atomically if it exists)."""
+def check_weights_target(path: str | Path) -> Path:
+    """``path`` if :func:`save_weights` may write a package there: a new path, an empty
+    directory or a weights package (which it replaces). Anything else (a file, a directory of
+    other things, ``.``) raises :class:`~switchpoint.errors.WeightsError` naming it."""
     target = Path(path)
+    if target.name in ("", ".", ".."):
+        raise WeightsError(target, "names no directory of its own; give the weights a "
+                                   "directory name, e.g. ./weights")
+    if not target.exists():
+        problem = path_problem(target)
+        if problem is not None:
+            raise _unwritable(target, problem)
+        return target
+    if not target.is_dir():
+        raise WeightsError(target, f"is a file, not a weights package; {_CHOOSE}")
+    if _is_package(target):
+        return target
+    try:
+        empty = next(target.iterdir(), None) is None
+    except OSError as exc:
+        raise WeightsError(target, f"cannot read it: {exc.strerror or exc}") from None
+    if not empty:
+        raise WeightsError(target, "holds other files and no weights package (manifest.json "
+                                   f"of format {FORMAT!r}); {_CHOOSE}")
+    return target
+
+
+_CHOOSE = ("choose a new or empty directory for the weights (saving replaces only an earlier "
+           "weights package)")
+
+
+def _is_package(root: Path) -> bool:
+    try:
+        manifest = json.loads((root / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def save_weights(package: WeightsPackage, path: str | Path) -> Path:
+    """Write ``package`` to the directory ``path``: a new or empty directory, or an earlier
+    weights package, which it replaces atomically (see :func:`check_weights_target`)."""
+    target = check_weights_target(path)
     state = package.policy.get_state()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise _unwritable(target, write_problem(target, exc)) from None
     try:
         files: dict[str, str] = {}
         array_dir = _ARRAY_DIRS.get(state.name, "policy")
@@ -122,15 +168,27 @@ def save_weights(package: WeightsPackage, path: str | Path) -> Path:
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)
-            tmp.rename(target)
+            try:
+                tmp.rename(target)
+            except OSError:
+                old.rename(target)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _unwritable(target, write_problem(target, exc)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     package.path = target
     return target
+
+
+def _unwritable(target: Path, reason: str) -> WeightsError:
+    return WeightsError(target, f"cannot write a weights package there: {reason}; choose a "
+                                "directory you can write to")
 
 
 def _write(path: Path, data: bytes) -> None:

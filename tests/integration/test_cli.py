@@ -221,6 +221,8 @@ GOOD_LINE = json.dumps({"id": "ok", "prompt": "hello"})
     ("lines", "extra", "needles"),
     [
         pytest.param([GOOD_LINE, "{not json"], [], ["line 2", "not valid JSON"], id="non-json"),
+        pytest.param([GOOD_LINE, '{"id": 1' + "0" * 5000 + ', "prompt": "p"}'], [],
+                     ["line 2", "a number of 5001 digits is too long to read"], id="huge-id"),
         pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.1, 0.2, 0.3]})], [],
                      ["line 2", "'e'", "has 3 values", "384"], id="short-embedding"),
         pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.0] * 384})], [],
@@ -366,6 +368,17 @@ def test_route_file_without_output_writes_jsonl_to_stdout(
     assert [json.loads(line)["selected_model"] for line in again.splitlines()] == [
         r["selected_model"] for r in rows]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
+
+
+def test_route_file_starting_with_a_byte_order_mark_is_still_jsonl(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("\ufeff" + json.dumps({"id": "a", "prompt": PROMPT}) + "\n",
+                   encoding="utf-8")
+    code, out, err = run(["route", "--input", src, "--weights", real_weights_dir], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["a"]
 
 
 # progress and feedback ------------------------------------------------------------------------
@@ -533,6 +546,10 @@ def test_fit_knn_and_cluster(
         pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt=" "),
                      ["line 3", "prompt"], id="empty-prompt"),
         pytest.param("not json", ["line 3", "not valid JSON"], id="non-json"),
+        pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt="hi \ud800"),
+                     ["line 3", "lone surrogate"], id="lone-surrogate"),
+        pytest.param(_record(99, "test", {"big": 10**400, "mid": 0, "small": 0}),
+                     ["line 3", "scores['big'] is a number of 401 digits"], id="huge-score"),
     ],
 )
 def test_fit_bad_records_exit_2_and_write_nothing(
@@ -568,6 +585,54 @@ def test_fit_bad_arguments_exit_2(
     code, _, err = run(["fit", records_file, "--out", out, *extra], capsys)
     assert_bad_input(code, err, *needles)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "add-model"])
+def test_records_that_are_not_utf8_exit_2_naming_the_file(
+    command: str, weights_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "latin.jsonl"
+    path.write_bytes((_record(0, "test", {"big": 1, "mid": 0, "small": 0}, prompt="Caf\xe9?")
+                      .replace("\\u00e9", "\xe9") + "\n").encode("latin-1"))
+    out = tmp_path / "out"
+    argv: list[str | Path] = (
+        ["fit", path, "--out", out, "--split", "test"] if command == "fit"
+        else ["add-model", "new", path, "--weights", weights_copy, "--label", "big", "--out", out])
+    code, _, err = run(argv, capsys)
+    assert_bad_input(code, err, f"{path}: is not UTF-8 text")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("out", "needles"), [
+    ("project", ["project: holds other files and no weights package",
+                 "choose a new or empty directory"]),
+    ("records.jsonl", ["records.jsonl: is a file, not a weights package"]),
+    ("records.jsonl/w", ["cannot write a weights package there: its parent",
+                         "records.jsonl is not a directory"]),
+    (".", ["names no directory of its own"]),
+])
+def test_fit_and_add_model_write_weights_only_where_it_is_safe(
+    records_file: Path, weights_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], out: str, needles: list[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "main.py").write_text("print('mine')\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, _, err = run(["fit", records_file, "--out", out, "--split", "test"], capsys)
+    assert_bad_input(code, err, *needles)
+    code, _, err = run(["add-model", "new", records_file, "--weights", weights_copy,
+                        "--label", "big", "--out", out], capsys)
+    assert_bad_input(code, err, *needles)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_fit_into_a_place_that_takes_no_files_exits_2(
+    records_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["fit", records_file, "--out", "/proc/w", "--split", "test"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "switchpoint: error: /proc/w: cannot write a weights package there" in err
 
 
 def test_fit_missing_records_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

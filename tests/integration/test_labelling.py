@@ -19,6 +19,7 @@ import pytest
 from switchpoint.catalog import ModelCard
 from switchpoint.cli import main
 from switchpoint.labelling.journal import journal_path
+from switchpoint.labelling.lock import lock_path
 from switchpoint.records import load_records
 from switchpoint.store import SQLiteStore
 from switchpoint.weights import load_weights
@@ -234,6 +235,48 @@ def test_a_killed_run_resumes_to_a_complete_output_without_duplicates(
     assert not journal_path(out).exists()
     assert load_records(out).models == ["a", "b"]
     assert "labelled" in stdout and "16 prompts" in stdout
+
+
+def test_a_second_run_of_the_same_command_refuses_while_the_first_writes(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    fake.default("a", "ok:delay=0.15")
+    fake.default("judge", JUDGE_SAYS)
+    n = 8
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+            "--config", config(fake, tmp_path), "--concurrency", "1"]
+    proc = _spawn(argv, tmp_path)
+    _wait_for_lines(out, 1, proc)
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"another label run is writing {out} (pid {proc.pid})" in err
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(records_of(out)) == n  # each prompt once
+    assert len(fake.requests()) == 2 * n  # each answer and each judgement paid for once
+    assert not lock_path(out).exists()
+
+
+def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my important notes", encoding="utf-8")  # one line, no newline
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out", notes,
+                        "--config", config(fake, tmp_path)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"switchpoint: error: {notes}, line 1: not valid JSON" in err and "--restart" in err
+    assert "dropped" not in err
+    assert notes.read_text(encoding="utf-8") == "my important notes"
+    assert fake.requests() == []
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out",
+                        notes / "out.jsonl", "--config", config(fake, tmp_path)], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"its parent {notes} is not a directory" in err
+    assert fake.requests() == []
 
 
 @pytest.mark.parametrize(("argv", "message"), [

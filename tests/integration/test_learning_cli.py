@@ -60,6 +60,17 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     assert package.weights_id == result["weights_id"]
     (learned,) = package.provenance["learned"]
     assert (learned["tenant"], learned["events"]) == ("default", 1)
+    # Only an earlier package is replaced: never the state in data_dir, nor the config file.
+    db = tmp_path / "data" / "switchpoint.db"
+    kept = {p: p.read_bytes() for p in (db, config)}
+    for target in (tmp_path / "data", config):
+        assert main(["learn", "--export", str(target), "--config", str(config)]) == 2
+        assert f"{target}: " in (err := capsys.readouterr().err) and "Traceback" not in err
+        assert "choose a new or empty directory" in err
+    assert {p: p.read_bytes() for p in (db, config)} == kept
+    assert main(["learn", "--export", str(export), "--config", str(config)]) == 0
+    assert load_weights(export).weights_id == result["weights_id"]
+    capsys.readouterr()
 
     # A running service on the same data_dir replayed the CLI's outcome; --url teaches it.
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from switchpoint.labelling import (
     reference_score,
 )
 from switchpoint.labelling import journal as jr
+from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.reference import answer_number, normalise, parse_number
 from switchpoint.records import load_records
 
@@ -70,6 +72,8 @@ def test_the_judge_protocol_accepts_a_score_object_or_a_bare_number(reply: str,
     ('{"score": {"value": 0.8}}', "not a number"),
     ('{"score": NaN}', "not a finite number"),
     ('{"score": Infinity}', "not a finite number"),
+    ('{"score": 1' + "0" * 400 + "}", "a number of 401 digits, is outside [0, 1]"),
+    ('{"score": 1' + "0" * 5000 + "}", "a number of 5001 digits is too long to read"),
     ('{"Score": 0.8}', "no 'score' key"),
     ('{"rating": 0.8}', "no 'score' key"),
     ("{}", "no 'score' key"),
@@ -134,6 +138,8 @@ def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why()
     ("Answer: 12 apples, not 13", "13", 0.0),
     ("I do not know.", "72", 0.0),
     ("version v1.5 of it", "1.5", 0.0),
+    ("Answer: " + "1" * 400 + "/3", "5", 0.0),
+    ("Answer: " + "1" * 400, 1e300, 0.0),
     # Text: normalised equality of the whole answer or one of its final-answer places.
     ("Paris", "paris", 1.0),
     ("The answer is Paris.", "Paris", 1.0),
@@ -157,6 +163,8 @@ def test_reference_helpers() -> None:
     assert parse_number("Paris") is None
     assert parse_number("1984 (the novel)") is None  # text: compared as text
     assert parse_number(math.inf) is None
+    assert parse_number(10**400) is None
+    assert answer_number("Answer: " + "1" * 400 + "/3") is None  # not a float: no number
     assert answer_number("no digits here") is None
     assert normalise("  The  **Quick**, brown fox! ") == "quick brown fox"
     assert reference_score(None, "x") == 0.0
@@ -198,6 +206,16 @@ def test_jsonl_fields() -> None:
     (['{"prompt": "a", "reference": ""}'], "line 1: field 'reference' is empty"),
     (['{"prompt": "a", "reference": [1]}'], "line 1: field 'reference' must be a string"),
     (['{"prompt": "a", "reference": NaN}'], "line 1: field 'reference' must be a finite"),
+    (['{"prompt": "a", "reference": 1' + "0" * 400 + "}"],
+     "line 1: field 'reference' must be a finite number"),
+    (['{"prompt": "a", "id": 1' + "0" * 5000 + "}"],
+     "line 1: not valid JSON (a number of 5001 digits is too long to read)"),
+    ([json.dumps({"prompt": "hello \ud800 world"})], "line 1: field 'prompt' holds a lone "
+                                                     "surrogate"),
+    ([json.dumps({"prompt": "a", "id": "x\udc80"})], "line 1: field 'id' holds a lone "
+                                                     "surrogate"),
+    ([json.dumps({"prompt": "a", "task": "\udc80"})], "line 1: field 'task' holds a lone"),
+    ([json.dumps({"prompt": "a", "reference": "\udc80"})], "line 1: field 'reference' holds"),
     (['{"prompt": "a", "refrence": "b"}'], "line 1: unknown field 'refrence'; did you mean "
                                            "'reference'?"),
     (['{"prompt": "a", "id": "x"}', '{"prompt": "b", "id": "x"}'],
@@ -221,6 +239,16 @@ def test_read_prompts_checks_the_file(tmp_path: Path) -> None:
     latin.write_bytes("caf\xe9?\n".encode("latin-1"))
     with pytest.raises(LabellingError, match="not UTF-8"):
         read_prompts(latin)
+
+
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\ufeff" + json.dumps({"id": "q1", "prompt": "Sum 2 and 3"}) + "\n",
+                    encoding="utf-8")
+    assert read_prompts(path) == [LabelPrompt(id="q1", prompt="Sum 2 and 3", line=1)]
+    text = tmp_path / "prompts.txt"
+    text.write_text("\ufeffWhat is 2+2?\n", encoding="utf-8")
+    assert [p.prompt for p in read_prompts(text)] == ["What is 2+2?"]
 
 
 # Resuming --------------------------------------------------------------------------------------
@@ -261,6 +289,29 @@ def test_a_half_written_last_line_is_dropped_with_a_note_and_only_then(tmp_path:
     state.apply()
     assert out.read_text() == _record(0) + "\n"
     assert load_records(out).ids == ["p0"]
+
+
+@pytest.mark.parametrize("content", ["my important notes", "\n\nmy important notes",
+                                     _record(0)[:30]])
+def test_a_lone_unfinished_line_is_not_taken_for_a_half_written_record(
+        tmp_path: Path, content: str) -> None:
+    out = tmp_path / "notes.txt"
+    out.write_text(content)
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert "not valid JSON" in str(info.value) and "--restart" in str(info.value)
+    assert out.read_text() == content
+
+
+def test_a_lone_half_written_record_is_dropped_when_the_runs_journal_is_there(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(_record(0)[:30])
+    jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n")
+    state = jr.inspect(out, _prompts(), KEY)
+    assert any("dropped the half-written last line (line 1)" in n for n in state.notes)
+    state.apply()
+    assert out.read_text() == ""
 
 
 def test_a_whole_last_line_without_its_newline_is_kept(tmp_path: Path) -> None:
@@ -349,6 +400,14 @@ def test_a_journal_that_is_not_one_is_refused(tmp_path: Path) -> None:
     journal.write_text(json.dumps(KEY.header()) + "\n" + _scored(0, "z") + "\n")
     with pytest.raises(LabellingError, match="model 'z' is not one of --models"):
         jr.inspect(out, _prompts(), KEY)
+    huge = json.loads(_scored(0, "a"))
+    huge["cost_usd"] = 10**400
+    journal.write_text(json.dumps(KEY.header()) + "\n" + json.dumps(huge) + "\n")
+    with pytest.raises(LabellingError, match="line 2: 'cost_usd' is missing or out of range"):
+        jr.inspect(out, _prompts(), KEY)
+    journal.write_text(json.dumps(KEY.header()) + '\n{"id": 1' + "0" * 5000 + "}\n")
+    with pytest.raises(LabellingError, match="line 2 is not a JSON object"):
+        jr.inspect(out, _prompts(), KEY)
 
 
 def test_lines_are_appended_whole(tmp_path: Path) -> None:
@@ -360,3 +419,31 @@ def test_lines_are_appended_whole(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == '{"a": "é"}\n{"b": 2}\n'
     with pytest.raises(LabellingError, match="is closed"):
         writer.append({"c": 3})
+
+
+@pytest.mark.parametrize("under", ["out.jsonl", "deeper/out.jsonl"])
+def test_a_file_where_a_directory_should_be_is_named(tmp_path: Path, under: str) -> None:
+    taken = tmp_path / "rec.jsonl"
+    taken.write_text("x\n")
+    with pytest.raises(LabellingError) as info:
+        jr.LineWriter(taken / under)
+    reason = (f"its parent {taken} is not a directory" if under == "out.jsonl"
+              else f"its path goes through {taken}, which is not a directory")
+    assert f"cannot open it for writing: {reason}" in str(info.value)
+    assert taken.read_text() == "x\n"
+
+
+def test_one_run_at_a_time_holds_the_outputs_lock(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    with OutputLock(out):
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(LabellingError) as info:
+            OutputLock(out).acquire()
+        assert str(info.value) == (f"another label run is writing {out} (pid {os.getpid()}); "
+                                   "wait for it to finish, or write to another --out")
+    assert not lock_path(out).exists()  # released and removed
+    with OutputLock(out):
+        pass
+    lock_path(out).write_text("4242\n")  # left by a run that crashed: not held by anyone
+    with OutputLock(out):
+        assert lock_path(out).read_text() == f"{os.getpid()}\n"

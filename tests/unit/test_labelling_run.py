@@ -27,6 +27,7 @@ from switchpoint.gateway.live import RouterFactory
 from switchpoint.gateway.providers import ProviderResponse, Timeouts
 from switchpoint.labelling import CONTRACT, Judge, alabel, label
 from switchpoint.labelling.journal import journal_path
+from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.records import load_records
 
 pytestmark = pytest.mark.anyio
@@ -240,6 +241,26 @@ async def test_a_failed_answer_is_a_failure_not_a_score(tmp_path: Path) -> None:
     assert again.complete and set(records_of(out)) == {"p0", "p1", "p2"}
 
 
+async def test_an_answer_that_is_not_unicode_text_is_a_failure_and_the_run_goes_on(
+        tmp_path: Path) -> None:
+    up = Upstream()
+    up.answers[("b", "Question 1?")] = "bad \udc80 answer"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        report = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway,
+                              concurrency=1)
+    finally:
+        await gateway.aclose()
+    [failure] = report.failures
+    assert (failure.id, failure.model, failure.stage) == ("p1", "b", "answer")
+    assert "lone surrogate" in failure.message and "judge" in failure.message
+    assert set(records_of(out)) == {"p0", "p2"}
+    assert report.answer_calls == 6 and report.judge_calls == 5  # the answer was paid for
+    assert all("\udc80" not in m[-1]["content"] for name, m, _ in up.calls if name == "judge")
+
+
 async def test_concurrency_is_bounded_and_progress_counts_every_answer(tmp_path: Path) -> None:
     up = Upstream(delay=0.02)
     prompts = write_prompts(tmp_path / "prompts.jsonl", rows(8))
@@ -337,6 +358,10 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(prompts="missing.jsonl"), LabellingError, "file not found"),
     (dict(prompts=[{"prompt": "ok"}, {"prompt": ""}]), LabellingError,
      "prompts, line 2: field 'prompt' must be a non-empty string"),
+    (dict(prompts=[{"prompt": "ok"}, {"prompt": "hello \ud800 world"}]), LabellingError,
+     "prompts, line 2: field 'prompt' holds a lone surrogate"),
+    (dict(prompts=[{"prompt": "ok", "reference": 10**400}]), LabellingError,
+     "prompts, line 1: field 'reference' must be a finite number"),
     (dict(settings=dict(models=[{"name": "a", "profile": "claude-v2"},
                                 {"name": "judge", "input_per_mtok": 1, "output_per_mtok": 1}])),
      ConfigError, "models[0].input_per_mtok: 'a' has no input_per_mtok or output_per_mtok, so "
@@ -368,6 +393,24 @@ async def test_bad_input_is_refused_before_anything_is_called(
     assert message in str(info.value)
     assert not out.exists() and not journal_path(out).exists()
     assert not (tmp_path / "data").exists()  # no gateway was even built
+
+
+async def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(
+        tmp_path: Path) -> None:
+    up = Upstream()
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(2))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        with OutputLock(out):  # as another process's run holds it
+            with pytest.raises(LabellingError, match="another label run is writing"):
+                await alabel(prompts, ["a"], out, judge="judge", gateway=gateway)
+            assert up.calls == [] and not out.exists()
+        report = await alabel(prompts, ["a"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert report.complete and set(records_of(out)) == {"p0", "p1"}
+    assert not lock_path(out).exists()
 
 
 async def test_a_gateway_and_a_config_together_are_refused(tmp_path: Path) -> None:

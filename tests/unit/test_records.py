@@ -91,6 +91,15 @@ BAD_LINES = [
     pytest.param(_line(costs=[1, 0]), "costs", id="costs-not-object"),
     pytest.param(_line(split=3), "split", id="split-not-string"),
     pytest.param(_line(id=["x"]), "id", id="id-not-string"),
+    pytest.param(_line(scores={"a": 10**400, "b": 0}),
+                 "scores['a'] is a number of 401 digits; it must be finite", id="huge-score"),
+    pytest.param(_line(costs={"a": 10**400, "b": 0}),
+                 "costs['a'] is a number of 401 digits; it must be finite", id="huge-cost"),
+    pytest.param(GOOD.replace('"r1"', "1" + "0" * 5000),
+                 "not valid JSON (a number of 5001 digits is too long to read)",
+                 id="id-too-long"),
+    pytest.param(_line(prompt="hello \ud800"), "field 'prompt' holds a lone surrogate",
+                 id="lone-surrogate"),
 ]
 
 
@@ -141,6 +150,15 @@ def test_load_records_missing_file(tmp_path: Path) -> None:
 def test_load_records_directory_is_not_a_file(tmp_path: Path) -> None:
     with pytest.raises(RecordsError, match="not found"):
         load_records(tmp_path)
+
+
+def test_load_records_of_another_encoding_names_the_file(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes((GOOD + "\n" + GOOD.replace("r1", "r2").replace("?", "? caf\xe9")
+                       + "\n").encode("latin-1"))
+    with pytest.raises(RecordsError) as info:
+        load_records(latin)
+    assert str(info.value).startswith(f"{latin}: is not UTF-8 text")
 
 
 def test_load_records_reads_file_and_names_it_in_errors(tmp_path: Path) -> None:

@@ -104,6 +104,65 @@ def test_save_replaces_atomically_and_leaves_no_temp_dirs(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
 
+def test_save_writes_into_a_new_or_empty_directory(pkg_dir: Path, tmp_path: Path) -> None:
+    package = load_weights(pkg_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_weights(save_weights(package, empty)).weights_id == package.weights_id
+    new = tmp_path / "new" / "deeper"
+    assert load_weights(save_weights(package, new)).weights_id == package.weights_id
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file()}
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (lambda p: p.write_text("keep me\n"), "is a file, not a weights package"),
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("keep me\n")),
+     "holds other files and no weights package"),
+    (lambda p: (p.mkdir(), (p / "switchpoint.db").write_bytes(b"SQLite format 3\0")),
+     "holds other files and no weights package"),
+    (lambda p: (p.mkdir(), (p / "manifest.json").write_text('{"name": "my web app"}')),
+     "holds other files and no weights package"),
+])
+def test_save_never_replaces_what_is_not_a_weights_package(
+        pkg_dir: Path, tmp_path: Path, make: Any, reason: str) -> None:
+    target = tmp_path / "taken"
+    make(target)
+    before = target.read_bytes() if target.is_file() else _tree(target)
+    with pytest.raises(WeightsError) as info:
+        save_weights(load_weights(pkg_dir), target)
+    assert str(info.value).startswith(f"{target}: ")
+    assert reason in str(info.value) and "choose a new or empty directory" in str(info.value)
+    assert (target.read_bytes() if target.is_file() else _tree(target)) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "taken"]
+
+
+@pytest.mark.parametrize(("where", "reason"), [
+    ("file/w", "its parent {tmp}/file is not a directory"),
+    ("file/sub/w", "its path goes through {tmp}/file, which is not a directory"),
+    ("/proc/w", "cannot write a weights package there"),
+    (".", "names no directory of its own"),
+    ("..", "names no directory of its own"),
+])
+def test_a_place_weights_cannot_be_written_is_a_weights_error(
+        pkg_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str,
+        reason: str) -> None:
+    (tmp_path / "file").write_text("records\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    target = where if where.startswith(("/", ".")) else tmp_path / where
+    with pytest.raises(WeightsError) as info:
+        save_weights(load_weights(pkg_dir), target)
+    assert reason.format(tmp=tmp_path) in str(info.value)
+    assert (tmp_path / "file").read_text() == "records\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "pkg", "work"]
+    assert list(work.iterdir()) == []
+
+
 def test_add_model_then_save_and_load(
     pkg_dir: Path, small_records: RecordSet, fake_embedder: FakeEmbedder
 ) -> None:

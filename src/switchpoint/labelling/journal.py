@@ -10,8 +10,11 @@ of every answer scored so far.
   ``OUT``.
 
 Every line goes out in one ``write`` followed by ``fsync``. A line left half-written by a crash
-or a kill (no newline at the end of the file) is dropped on the next run, with a note; a last
-line that is whole but lacks its newline is kept. :func:`inspect` reads both files without
+or a kill (no newline at the end of the file) is dropped on the next run, with a note, when the
+file is demonstrably this command's: whole lines before it (which are then checked as its
+lines), or, for ``OUT``, its journal beside it. Otherwise it is read as a line like any other,
+so a file of someone else's is refused, never cut. A last line that is whole but lacks its
+newline is kept. :func:`inspect` reads both files without
 changing them (so bad input changes nothing); :meth:`Resume.apply` then makes the repairs.
 """
 
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from switchpoint._files import write_problem
+from switchpoint._json import as_float, loads
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
 from switchpoint.records import parse_records
@@ -140,18 +145,21 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     run (other models, ids or settings)."""
     resume = Resume(out=out, key=key)
     by_id = {p.id: p for p in prompts}
-    lines = _complete_lines(out, resume, "that prompt will be labelled again")
+    journal = journal_path(out)
+    lines = _complete_lines(out, resume, "that prompt will be labelled again",
+                            ours=journal.exists())
     if lines:
         _read_output(out, lines, by_id, key, resume)
-    journal = journal_path(out)
     lines = _complete_lines(journal, resume, "that answer will be asked for again")
     if lines:
         _read_journal(journal, lines, by_id, key, resume)
     return resume
 
 
-def _complete_lines(path: Path, resume: Resume, lost: str) -> list[str]:
-    """The file's whole lines; a half-written last line is scheduled to be dropped."""
+def _complete_lines(path: Path, resume: Resume, lost: str, *, ours: bool = False) -> list[str]:
+    """The file's whole lines; a half-written last line is scheduled to be dropped when whole
+    lines come before it or the file is known to be this command's (``ours``), else kept as a
+    line (for the caller to refuse)."""
     if not path.exists():
         return []
     if not path.is_file():
@@ -168,7 +176,7 @@ def _complete_lines(path: Path, resume: Resume, lost: str) -> list[str]:
         if _whole_object(tail):  # whole, only its newline is missing (an editor's doing)
             resume._repairs.append(_Repair(path, len(data), newline=True))
             data += b"\n"
-        else:
+        elif ours or data[:cut].strip():
             resume._repairs.append(_Repair(path, cut))
             number = data.count(b"\n") + 1
             resume.notes.append(f"{path}: dropped the half-written last line (line {number}) "
@@ -224,7 +232,7 @@ def _read_journal(journal: Path, lines: list[str], by_id: Mapping[str, LabelProm
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = loads(line)
         except json.JSONDecodeError:
             obj = None
         if not isinstance(obj, dict):
@@ -296,13 +304,25 @@ def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> 
     numbers = {}
     for name, hi in (("score", 1.0), ("cost_usd", math.inf), ("judge_cost_usd", math.inf)):
         value = obj.get(name, 0.0 if name == "judge_cost_usd" else None)
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
-                or not 0.0 <= value <= hi):
+        x = (math.nan if isinstance(value, bool) or not isinstance(value, (int, float))
+             else as_float(value))
+        if not 0.0 <= x <= hi or math.isinf(x):
             raise bad(f"{name!r} is missing or out of range")
-        numbers[name] = float(value)
+        numbers[name] = x
     return Scored(id=obj["id"], model=obj["model"], digest=obj["digest"],
                   score=numbers["score"], cost_usd=numbers["cost_usd"], by=obj["by"],
                   judge_cost_usd=numbers["judge_cost_usd"])
+
+
+def open_for_writing(path: Path, flags: int, *, source: Path | None = None) -> int:
+    """``os.open`` of ``path``, created (with its parent directories) if need be; else
+    :class:`~switchpoint.errors.LabellingError` naming ``source`` (default ``path``) and why."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LabellingError(f"cannot open it for writing: {write_problem(path, exc)}",
+                             source=source or path) from None
 
 
 class LineWriter:
@@ -311,12 +331,7 @@ class LineWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise LabellingError(f"cannot open it for writing: {exc.strerror or exc}",
-                                 source=path) from None
+        self._fd: int | None = open_for_writing(path, os.O_WRONLY | os.O_APPEND)
 
     def append(self, obj: Mapping[str, Any]) -> None:
         if self._fd is None:

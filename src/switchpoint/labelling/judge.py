@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchpoint._json import as_float, loads
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
 DEFAULT_RUBRIC = """\
@@ -80,7 +81,7 @@ def _from_object(text: str, reply: str) -> float:
         return dict(pairs)
 
     try:
-        obj = json.loads(text, object_pairs_hook=no_duplicates)
+        obj = loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
         what = ("has text after the JSON object" if exc.msg == "Extra data"
                 else f"is not valid JSON ({exc.msg})")
@@ -91,7 +92,11 @@ def _from_object(text: str, reply: str) -> float:
     value = obj["score"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise JudgeReplyError(f"'score' is {json.dumps(value)[:40]}, not a number", reply)
-    return _in_range(float(value), json.dumps(value), reply)
+    number = as_float(value)
+    if isinstance(value, int) and not math.isfinite(number):
+        raise JudgeReplyError(f"the score, a number of {len(str(abs(value)))} digits, is "
+                              "outside [0, 1]", reply)
+    return _in_range(number, json.dumps(value), reply)
 
 
 def _in_range(value: float, shown: str, reply: str) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
 from switchpoint.errors import LabellingError
 from switchpoint.prompt_files import prompt_lines
 
@@ -116,7 +117,7 @@ def _from_json(raw: str, source: object, number: int) -> tuple[LabelPrompt, bool
         return LabellingError(message, source=source, line=number)
 
     try:
-        obj = json.loads(raw)
+        obj = loads(raw)
     except json.JSONDecodeError as exc:
         raise bad(f"not valid JSON ({exc.msg}); a file whose first line is a JSON object is "
                   "read as JSONL, one object per line") from None
@@ -127,6 +128,9 @@ def _from_json(raw: str, source: object, number: int) -> tuple[LabelPrompt, bool
             close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.75)
             if close:  # other fields are ignored, but a misspelt one would silently not apply
                 raise bad(f"unknown field {key!r}; did you mean {close[0]!r}?")
+    for key in FIELDS:
+        if isinstance(obj.get(key), str) and lone_surrogate(obj[key]):
+            raise bad(f"field {key!r} {LONE_SURROGATE}; fix the line's text")
     prompt = obj.get("prompt")
     if "prompt" not in obj:
         raise bad("missing field 'prompt'")
@@ -158,6 +162,7 @@ def _reference(obj: Mapping[str, Any], bad: Any) -> str | float | None:
         if not value.strip():
             raise bad("field 'reference' is empty; leave it out to have a judge score answers")
         return value
-    if not math.isfinite(value):
+    number = as_float(value)
+    if not math.isfinite(number):
         raise bad("field 'reference' must be a finite number")
-    return float(value)
+    return number

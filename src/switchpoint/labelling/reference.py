@@ -25,6 +25,8 @@ import re
 import unicodedata
 from fractions import Fraction
 
+from switchpoint._json import as_float
+
 # A number as written in answers: an optional sign, digits with optional thousands separators,
 # an optional decimal part, an optional /denominator; not the tail of a word or version (x2, v1.5).
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
@@ -56,7 +58,8 @@ def parse_number(value: str | float) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+        number = as_float(value)
+        return number if math.isfinite(number) else None
     text = value.strip().replace("$", "").removesuffix("%").strip()
     match = _NUMBER.fullmatch(text)
     return _to_float(match.group(0)) if match else None
@@ -98,14 +101,18 @@ def _marked_places(answer: str) -> list[str]:
 
 
 def _to_float(token: str) -> float | None:
+    """The token's value, or ``None`` when it has none a float can hold (``1/0``, or too large
+    a number)."""
     token = token.replace(",", "").replace(" ", "")
     try:
         if "/" in token:
             num, den = token.split("/")
-            return float(Fraction(num) / Fraction(den))
-        return float(token)
-    except (ValueError, ZeroDivisionError):
+            value = float(Fraction(num) / Fraction(den))
+        else:
+            value = float(token)
+    except (ValueError, ZeroDivisionError, OverflowError):
         return None
+    return value if math.isfinite(value) else None
 
 
 def _close(a: float, b: float) -> bool:

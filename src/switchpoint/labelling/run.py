@@ -10,8 +10,9 @@ or the prompt's reference answer) and write routing records with the answers' re
 
 Nothing is called before every check has passed. Costs are the upstream's token usage at the
 catalog's prices (the gateway's ``CallInfo.cost_usd``); the judge's cost is counted apart and is
-not in the records. A failed call (after the gateway's retries) or an unreadable judge is a
-labelling failure: that prompt gets no record this run and is retried on the next one.
+not in the records. A failed call (after the gateway's retries), an answer that is not Unicode
+text (it cannot be sent to the judge) or an unreadable judge is a labelling failure: that
+prompt gets no record this run and is retried on the next one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._progress import ProgressFn
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
@@ -34,6 +36,7 @@ from switchpoint.errors import (
     LabellingError,
 )
 from switchpoint.labelling.judge import Judge, unreadable_message
+from switchpoint.labelling.lock import OutputLock
 from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
 from switchpoint.labelling.reference import reference_score
 
@@ -53,8 +56,9 @@ ConfigArg = str | Path | Mapping[str, Any] | Settings | None
 
 @dataclass(frozen=True)
 class LabelFailure:
-    """One answer that could not be scored: ``stage`` is ``answer`` (the model's call failed)
-    or ``judge`` (the judge's call failed, or its replies could not be read)."""
+    """One answer that could not be scored: ``stage`` is ``answer`` (the model's call failed,
+    or its answer is not Unicode text) or ``judge`` (the judge's call failed, or its replies
+    could not be read)."""
 
     id: str
     model: str
@@ -204,9 +208,10 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     gets remarks (what is resumed, a dropped half-written line).
 
     Raises :class:`~switchpoint.errors.LabellingError`, ``ConfigError`` or
-    ``InvalidInputError`` before calling anything when the input cannot be used, and
-    ``LabellingError`` mid-run when an upstream reports no token usage (what was finished
-    stays in ``out``). Failed answers do not raise: they are in the report.
+    ``InvalidInputError`` before calling anything when the input cannot be used or another run
+    is writing ``out`` (see :mod:`~switchpoint.labelling.lock`), and ``LabellingError`` mid-run
+    when an upstream reports no token usage (what was finished stays in ``out``). Failed
+    answers do not raise: they are in the report.
     """
     if gateway is not None and config is not None:
         raise InvalidInputError("config", "give either a gateway or a config, not both")
@@ -214,18 +219,19 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     plan = _check(prompts, models, judge, settings, concurrency, max_tokens,
                   keys=env if env is not None else os.environ if gateway is None else None)
     path = Path(out)
-    state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
-    own = gateway is None
-    if gateway is None:
-        from switchpoint.gateway import Gateway
+    with OutputLock(path):
+        state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
+        own = gateway is None
+        if gateway is None:
+            from switchpoint.gateway import Gateway
 
-        gateway = Gateway(settings, env=env)
-        gateway.start()
-    try:
-        return await _Run(plan, gateway, state, progress, notes).go(restart=not resume)
-    finally:
-        if own:
-            await gateway.aclose()
+            gateway = Gateway(settings, env=env)
+            gateway.start()
+        try:
+            return await _Run(plan, gateway, state, progress, notes).go(restart=not resume)
+        finally:
+            if own:
+                await gateway.aclose()
 
 
 def _settings(config: ConfigArg) -> Settings:
@@ -460,6 +466,10 @@ class _Run:
             return
         judge = self.plan.judge
         assert judge is not None
+        if lone_surrogate(answer):
+            self._fail(unit, "answer", f"the answer {LONE_SURROGATE}, so it cannot be sent to "
+                                       "the judge")
+            return
         errors: list[JudgeReplyError] = []
         judge_cost = 0.0
         messages = judge.messages(prompt.prompt, answer)

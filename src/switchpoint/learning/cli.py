@@ -147,7 +147,9 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
 def cmd_learn(args: argparse.Namespace) -> int:
     from switchpoint.gateway import Gateway
     from switchpoint.learning.export import export_weights
+    from switchpoint.weights import check_weights_target
 
+    check_weights_target(args.export)  # before the state in data_dir is opened
     settings = _settings(args)
     with Gateway.from_config(settings) as gateway:
         if args.tenant is not None and args.tenant not in gateway.settings.tenants and (

@@ -1,0 +1,46 @@
+"""What JSON text can carry that Python's ``json`` reads but the rest of switchpoint cannot use:
+an integer too long to convert (more than 4300 digits), an integer too large for a float, and a
+lone surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is not Unicode text). Readers
+of users' files go through these, so each becomes an error naming the line, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+LONE_SURROGATE = ("holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not "
+                  "valid Unicode text")
+
+
+def loads(text: str | bytes, **kwargs: Any) -> Any:
+    """:func:`json.loads`, where an integer too long to convert raises
+    :class:`json.JSONDecodeError` (its ``msg`` says so), like any other unreadable JSON."""
+    def parse_int(digits: str) -> int:
+        try:
+            return int(digits)
+        except ValueError:
+            raise json.JSONDecodeError(f"a number of {len(digits.lstrip('-'))} digits is too "
+                                       "long to read", digits, 0) from None
+
+    return json.loads(text, parse_int=parse_int, **kwargs)
+
+
+def as_float(value: int | float) -> float:
+    """``value`` as a float; an integer too large for one is infinite (so a finiteness check
+    refuses it)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (it cannot be encoded as UTF-8)."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
