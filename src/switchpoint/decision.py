@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._numbers import real_number
 from switchpoint.errors import InvalidInputError
 
 Array = npt.NDArray[np.float64]
@@ -37,9 +38,9 @@ TIE_TOLERANCE = 1e-9
 
 
 def check_cost_weight(value: object, field: str = "cost_weight") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    x = real_number(value)
+    if x is None:
         raise InvalidInputError(field, f"must be a number >= 0, got {value!r}")
-    x = float(value)
     if math.isnan(x):
         raise InvalidInputError(field, "is NaN; use a number >= 0 (0 = quality first)")
     if x < 0:

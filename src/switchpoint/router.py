@@ -219,6 +219,9 @@ class Router:
                    mask.tobytes(), tenant_key, revision)
             vector = None
         hit = self.cache.get(key)
+        if hit is not None and self.learner.memory.capacity and self.learner.memory.get(
+                hit[0].decision_id) is None:
+            hit = None  # its decision is forgotten: one served from it could take no feedback
         if hit is not None:
             cached, support = hit
             decision = replace(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(

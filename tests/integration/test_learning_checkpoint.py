@@ -13,13 +13,25 @@ from typing import Any
 import httpx
 import pytest
 
+from switchpoint.config import Settings
 from switchpoint.gateway import Gateway
 from switchpoint.gateway import learning as gateway_learning
+from switchpoint.gateway.live import learning_settings
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
+from switchpoint.learning.export import export_weights
+from switchpoint.router import Router
+from switchpoint.weights import load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt, poem_prompt
 from tests.integration.gateway_env import config_text
-from tests.integration.learning_env import KEYS, loader, scored, serve, settings_for
+from tests.integration.learning_env import (
+    EMBEDDER,
+    KEYS,
+    loader,
+    scored,
+    serve,
+    settings_for,
+)
 from tests.integration.servers import ProcessServer
 
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
@@ -220,3 +232,52 @@ def test_feedback_written_by_another_process_is_never_left_out_of_a_checkpoint(
         whole.start()
         assert whole.learning_status()["replayed"] == 4
         assert probe(whole) == learned
+
+
+def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Serve the exported weights on the data_dir they were learned on: the outcomes they
+    hold are not replayed on top of them again; outcomes after the export still teach."""
+    settings = settings_for(fake, tmp_path)
+    exported = tmp_path / "learned"
+
+    def probe(gateway: Gateway) -> dict[str, float]:
+        return gateway.route(math_prompt(999), cost_weight=0).expected_errors
+
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        for i in range(20):
+            decision = gateway.route(math_prompt(i))
+            gateway.report_outcome(decision.decision_id, 0.0)
+            gateway.report_outcome(decision.decision_id, 0.0)  # a repeat: one outcome
+        package = export_weights(gateway.router, exported,
+                                 through=gateway.learning.log_position())
+        taught = probe(gateway)
+    (learned,) = package.provenance["learned"]
+    assert (learned["outcomes"], learned["events"]) == (20, 40)
+
+    def exported_loader(settings: Settings, policy: str | None) -> Router:
+        return Router(load_weights(exported), catalog=settings.catalog(), embedder=EMBEDDER,
+                      cost_weight=settings.cost_weight, learning=learning_settings(settings))
+
+    with Gateway(settings, loader=exported_loader, env=KEYS) as gateway:
+        gateway.start()
+        assert probe(gateway) == pytest.approx(taught, abs=1e-9)  # not twice
+        assert gateway.router.learner.n_events() == 0
+        assert gateway.learning_status()["replayed"] == 40  # taken up: in the weights
+        decision = gateway.route(math_prompt(50))
+        gateway.report_outcome(decision.decision_id, 0.0)
+        after = probe(gateway)
+        assert after != taught  # a new outcome still teaches
+    with Gateway(settings, loader=exported_loader, env=KEYS) as gateway:  # and survives
+        gateway.start()
+        assert probe(gateway) == pytest.approx(after, abs=1e-9)
+    # Another data_dir's log is not mistaken for this one: all of it teaches.
+    other = settings_for(fake, tmp_path / "other")
+    with Gateway(other, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        decision = gateway.route(math_prompt(7))
+        gateway.report_outcome(decision.decision_id, 1.0)
+    with Gateway(other, loader=exported_loader, env=KEYS) as gateway:
+        gateway.start()
+        assert gateway.router.learner.n_events() == 1

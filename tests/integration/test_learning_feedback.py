@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from switchpoint.config import Settings, load_settings
-from switchpoint.errors import DecisionNotFoundError, InvalidInputError
+from switchpoint.errors import DecisionNotFoundError, InvalidInputError, StoreError
 from switchpoint.gateway import Gateway
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt, poem_prompt
@@ -195,6 +195,14 @@ def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
         assert named.switchpoint.decision_id == named.switchpoint.request_id
         observed = gateway.report_outcome(named.switchpoint.decision_id, 0.9)
         assert (observed.kind, observed.outcome.model) == ("model", "cheap")
+        # What cannot be kept is refused before anything is learned.
+        with pytest.raises(InvalidInputError) as bad:
+            gateway.report_outcome(decision_id, 0.5, tenant="acme", comment="bad \ud800")
+        assert bad.value.field == "comment" and "lone surrogate" in str(bad.value)
+        assert gateway.router.learner.n_events("acme") == 1
+    with pytest.raises(StoreError, match="the gateway is closed"):
+        gateway.report_outcome(decision_id, 1.0, tenant="acme")
+    assert gateway.router.learner.n_events("acme") == 1
 
 
 def test_decisions_open_to_feedback_are_bounded_by_the_learning_memory(

@@ -500,3 +500,58 @@ def test_export_folds_the_overlay_into_new_weights(package, fake_embedder, tmp_p
     assert loaded.provenance["learned"][0]["events"] == 65
     assert loaded.policy.n_units == package.policy.n_units + router.learner.overlay().n_new_clusters  # type: ignore[union-attr]
     assert package.policy.n_units == 2  # the router's own weights are unchanged
+
+
+# What the library takes, and what it refuses without learning anything -----------------------
+
+
+def test_numpy_numbers_are_numbers_and_huge_ones_are_refused(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    d = router.route(math_prompt(1), cost_weight_override=np.float32(0.5))
+    assert router.report_outcome(d.decision_id, np.float32(0.25), cost=np.int64(3)).quality \
+        == 0.25
+    assert router.report_outcome(d.decision_id, success=np.bool_(True)).quality == 1.0
+    events = router.learner.n_events()
+    for kwargs, field in (({"quality_score": 10**400}, "quality_score"),
+                          ({"quality_score": 0.5, "cost": 10**400}, "cost"),
+                          ({"quality_score": np.bool_(True)}, "quality_score")):
+        with pytest.raises(InvalidInputError) as info:
+            router.report_outcome(d.decision_id, **kwargs)
+        assert info.value.field == field
+    with pytest.raises(InvalidInputError) as info:
+        router.route(math_prompt(1), cost_weight_override=10**400)
+    assert info.value.field == "cost_weight_override"
+    assert router.learner.n_events() == events
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"seed": "abc"}, "seed"), ({"seed": -1}, "seed"), ({"memory_size": 1.5}, "memory_size"),
+    ({"memory_size": -1}, "memory_size"), ({"max_new_clusters": "x"}, "max_new_clusters"),
+    ({"exploration": 2}, "exploration"), ({"novelty_threshold": "high"}, "novelty_threshold"),
+])
+def test_learning_settings_name_what_is_wrong(kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        LearningSettings(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_a_decision_served_from_the_cache_always_takes_feedback(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder, learning=LearningSettings(memory_size=3))
+    router.route(math_prompt(1))
+    for i in range(3):  # the first decision leaves the memory; its cache entry stays
+        router.route(math_prompt(100 + i))
+    again = router.route(math_prompt(1))
+    assert not again.cache_hit  # decided afresh, so remembered
+    served = router.route(math_prompt(1))  # a cache hit on a decision still remembered
+    assert served.cache_hit
+    assert router.report_outcome(again.decision_id, 1.0).quality == 1.0
+    assert router.report_outcome(served.decision_id, 0.0).replaced is False
+
+
+def test_an_export_counts_outcomes_not_repeats(package, fake_embedder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    d = router.route(math_prompt(1))
+    for q in (0.1, 0.2, 0.3):
+        router.report_outcome(d.decision_id, q)
+    learned = export_weights(router, tmp_path / "w").provenance["learned"][-1]
+    assert (learned["outcomes"], learned["events"]) == (1, 3)

@@ -265,6 +265,9 @@ def test_the_learning_config_names_what_is_wrong() -> None:
     with pytest.raises(ConfigError) as bad:
         load_settings(overrides={"learning": {"exploration": 1.5}})
     assert bad.value.key == "learning.exploration"
+    with pytest.raises(ConfigError) as bad:
+        load_settings(overrides={"learning": {"seed": -1}})
+    assert bad.value.key == "learning.seed"
 
 
 def test_an_answer_priced_far_beyond_its_models_prices_does_not_teach_its_cost(

@@ -262,7 +262,7 @@ def test_bad_lambda_rejected_and_state_unchanged(router: Router, lam: object) ->
     assert _state(router) == before
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", None, 42])
+@pytest.mark.parametrize("prompt", ["", "   ", None, 42, "lone \ud800 surrogate"])
 def test_bad_prompt_rejected_and_state_unchanged(router: Router, prompt: object) -> None:
     before = _state(router)
     with pytest.raises(InvalidInputError) as info:

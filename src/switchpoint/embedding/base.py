@@ -10,6 +10,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._progress import ProgressFn
 from switchpoint.errors import InvalidInputError
 
@@ -75,11 +76,14 @@ def check_embedding(value: object, dimension: int, field: str = "embedding") -> 
 
 
 def check_prompt(value: object, field: str = "prompt") -> str:
-    """Validate one prompt: a non-empty string with some non-whitespace text."""
+    """Validate one prompt: a non-empty string with some non-whitespace text, all of it
+    Unicode (no lone surrogate)."""
     if not isinstance(value, str):
         raise InvalidInputError(field, f"must be a string, got {type(value).__name__}")
     if not value.strip():
         raise InvalidInputError(field, "is empty; give the text to route")
+    if lone_surrogate(value):
+        raise InvalidInputError(field, LONE_SURROGATE)
     return value
 
 

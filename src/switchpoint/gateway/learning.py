@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -461,6 +462,9 @@ class LiveLearning:
         # them (see ``GatewayLearning.checkpoint``).
         self.covered = 0
         self.own_at_cover = 0
+        # Per router (by id) and tenant: the log position through which that router's weights
+        # already hold the tenant's outcomes (exported from this log), so a replay skips them.
+        self.folded: dict[tuple[int, str], int] = {}
 
     @property
     def configured(self) -> bool:
@@ -594,7 +598,7 @@ class LiveLearning:
     # Learning --------------------------------------------------------------------------------
 
     def learn(self, event: FeedbackEvent, weights_id: str | None, *,
-              skip: Router | None = None) -> Applied:
+              skip: Router | None = None, seq: int | None = None) -> Applied:
         """Apply one event to every router of the snapshot (but ``skip``, which already has it)
         and to its tenant's memory. An event made under other weights is applied by its
         vector alone (its units belong to those weights), its measured cost rebased to the
@@ -604,7 +608,8 @@ class LiveLearning:
         routers = 0
         source = next((r for r in self.routers() if r.weights_id == weights_id), None)
         for router in self.routers():
-            if router is skip:
+            if router is skip or (seq is not None and seq <= self.folded.get(
+                    (id(router), event.tenant), 0)):  # (its weights hold it already)
                 routers += 1
                 continue
             own = event if weights_id == router.weights_id else replace(
@@ -634,7 +639,7 @@ class LiveLearning:
         for row in rows:
             if row.kind == "model":
                 continue
-            applied = self.learn(row.event, row.weights_id)
+            applied = self.learn(row.event, row.weights_id, seq=row.seq)
             if applied.routers or applied.memory:
                 self.replayed += 1
             else:
@@ -779,6 +784,8 @@ def check_comment(comment: object) -> str | None:
     if len(comment) > MAX_COMMENT:
         raise InvalidInputError("comment", f"is {len(comment)} characters; at most "
                                            f"{MAX_COMMENT}")
+    if lone_surrogate(comment):
+        raise InvalidInputError("comment", LONE_SURROGATE)
     return comment
 
 
@@ -853,6 +860,7 @@ class GatewayLearning:
         t0 = time.perf_counter()
         self.log.flush()
         after = self._restore(learning)
+        learning.folded = self._folded(learning)
         last = [after]
 
         def rows() -> Iterator[LoggedFeedback]:
@@ -868,6 +876,60 @@ class GatewayLearning:
                      learning.restored, learning.replayed - learning.restored,
                      learning.skipped, time.perf_counter() - t0)
         self._checkpoint_when_due(learning, CHECKPOINT_AFTER_REPLAY)
+
+    def _folded(self, learning: LiveLearning) -> dict[tuple[int, str], int]:
+        """Where each router's weights already hold outcomes of this log: weights exported by
+        ``switchpoint learn --export`` name the log position they folded in (and the event
+        there, so another data_dir's log is not mistaken for this one)."""
+        folded: dict[tuple[int, str], int] = {}
+        if self.reader is None:
+            return folded
+        for router in learning.routers():
+            for entry in router.weights.provenance.get("learned", []):
+                if not isinstance(entry, Mapping):
+                    continue
+                seq, event_id, tenant = (entry.get("through_seq"), entry.get("through_event"),
+                                         entry.get("tenant"))
+                if not (isinstance(seq, int) and isinstance(event_id, str)
+                        and isinstance(tenant, str)):
+                    continue
+                if self.reader.event_id_at(seq) == event_id:
+                    key = (id(router), tenant)
+                    folded[key] = max(folded.get(key, 0), seq)
+        return folded
+
+    def log_position(self) -> tuple[int, str] | None:
+        """The feedback log position the live snapshot has learned every row up to, with the
+        event there (None: no store, an empty log, or rows another process wrote that this
+        one has not learned)."""
+        with self.state.guard:
+            live = self.state.peek()
+            learning: LiveLearning | None = None if live is None else live.learning
+            if learning is None:
+                return None
+            return self._learned_through(learning, "the log position is not known")
+
+    def _learned_through(self, learning: LiveLearning, what: str) -> tuple[int, str] | None:
+        """The newest row of the feedback log, with its event id, if ``learning`` has learned
+        every row up to it: those it took up at its start and this process's own appends
+        since, but no row another process (an offline ``switchpoint feedback``) wrote
+        meanwhile. Called under the state's guard."""
+        if self.reader is None:
+            return None
+        self.log.flush()
+        last = self.reader.last_feedback()
+        if last is None:
+            return None
+        own = self.log.appended - learning.own_at_cover
+        foreign = self.reader.feedback_count(after=learning.covered) - own
+        if foreign:
+            log.info("%s: %d feedback row(s) after log position %d were written by another "
+                     "process (such as an offline `switchpoint feedback`) and are not learned "
+                     "here yet; the next reload or restart learns them", what, foreign,
+                     learning.covered)
+            return None
+        learning.covered, learning.own_at_cover = last[0], self.log.appended
+        return last
 
     # Checkpoints -----------------------------------------------------------------------------
 
@@ -923,20 +985,9 @@ class GatewayLearning:
                 if learning is None or learning.events == learning.checkpointed:
                     return None
                 learning.tried = learning.events
-                self.log.flush()
-                last = self.reader.last_feedback()
+                last = self._learned_through(learning, "learning checkpoint not written")
                 if last is None:
                     return None
-                own = self.log.appended - learning.own_at_cover
-                foreign = self.reader.feedback_count(after=learning.covered) - own
-                if foreign:
-                    log.info("learning checkpoint not written: %d feedback row(s) after log "
-                             "position %d were written by another process (such as an "
-                             "offline `switchpoint feedback`) and are not learned here yet; "
-                             "the next reload or restart learns them", foreign,
-                             learning.covered)
-                    return None
-                learning.covered, learning.own_at_cover = last[0], self.log.appended
                 checkpoint = Checkpoint(learning.checkpoint_key(), last[0], last[1],
                                         learning.state())
                 events = learning.events
@@ -1025,6 +1076,7 @@ class GatewayLearning:
         answer cost, if the caller knows it (see ``Router.report_outcome``). Runs on a worker
         thread, under the state's guard, on the snapshot live then; the commits it returns are
         waited for by the caller. Everything is checked before anything is learned."""
+        self._check_open()
         decision_id = check_decision_id(decision_id)
         quality = check_quality(quality_score, success)
         comment = check_comment(comment)
@@ -1110,6 +1162,12 @@ class GatewayLearning:
         finally:
             _NOTE.reset(token)
 
+    def _check_open(self) -> None:
+        """Outcomes are learned only where they are kept: not once the store is closed."""
+        if self.store is not None and not self.store.is_open:
+            raise StoreError(f"{self.store.path}: the gateway is closed, so nothing can be "
+                             "learned or kept; start it again (Gateway.start) to give feedback")
+
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
         """A request the governance refused got no answer: there is nothing to score."""
         kind = self.reader.refusal(answer_id, tenant) if self.reader is not None else None
@@ -1194,6 +1252,7 @@ class GatewayLearning:
         outcome per scored model, to the learned router (the tenant's overlay) and the
         tenant's memory, logged as ``preference`` feedback. A repeat replaces the scores it
         names."""
+        self._check_open()
         compare = self.compares.get(compare_id, tenant)
         if not isinstance(scores, Mapping) or not scores:
             raise InvalidInputError("scores", "give at least one score: {label or model: "

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError
 
@@ -183,14 +184,8 @@ def _check_values(data: object, surrogates: bool) -> None:
 
 
 def _check_text(text: str, path: str) -> None:
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidInputError(_top(path), f"{_at(path)}holds a lone surrogate (an unpaired "
-                                            "\\ud800-\\udfff escape), which is not valid "
-                                            "Unicode") from None
+    if lone_surrogate(text):
+        raise InvalidInputError(_top(path), f"{_at(path)}{LONE_SURROGATE}")
 
 
 def _at(path: str) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
-FORMAT = 1
+FORMAT = 2
 #: A service's checkpoint file, beside its store's database in ``data_dir``.
 CHECKPOINT_FILENAME = "learning.checkpoint"
 _META = "__meta__"

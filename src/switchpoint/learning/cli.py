@@ -157,15 +157,17 @@ def cmd_learn(args: argparse.Namespace) -> int:
             raise InvalidInputError("tenant", f"{args.tenant!r} is not a tenant of the config "
                                               f"({', '.join(gateway.settings.tenants) or 'none'}"
                                               "; 'default': the deployment's own)")
-        package = export_weights(gateway.router, args.export, tenant=args.tenant)
+        package = export_weights(gateway.router, args.export, tenant=args.tenant,
+                                 through=gateway.learning.log_position())
     learned = package.provenance.get("learned", [{}])[-1]
     if args.json:
         _print_json({"weights_id": package.weights_id, "path": str(package.path), **learned})
         return 0
     print(package.weights_id)
-    print(f"wrote {package.path}: {learned.get('events')} outcome(s) of tenant "
+    print(f"wrote {package.path}: {learned.get('outcomes')} outcome(s) of tenant "
           f"{learned.get('tenant')} folded into {learned.get('from_weights')}; set weights: "
-          f"{package.path} in the config (then reload) to route with them", file=sys.stderr)
+          f"{package.path} in the config (then reload) to route with them (a service on the "
+          "same data_dir does not learn those outcomes again)", file=sys.stderr)
     return 0
 
 

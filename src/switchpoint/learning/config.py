@@ -89,7 +89,7 @@ class LearningConfig(BaseModel):
 
     memory_size: int = Field(10_000, ge=0, le=10_000_000)
     exploration: float = Field(0.0, ge=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0)
     memory: MemoryConfig | None = None
     compare_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, allow_inf_nan=False)
     max_compares: int = Field(1000, ge=1, le=100_000)

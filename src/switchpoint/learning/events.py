@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._numbers import boolean, real_number
 from switchpoint.errors import InvalidInputError
 
 #: The deployment's own tenant: what ``tenant=None`` means everywhere.
@@ -47,13 +48,14 @@ def check_quality(quality_score: object, success: object) -> float:
         raise InvalidInputError("quality_score", "give exactly one of quality_score (0..1) or "
                                                  "success (True/False)")
     if success is not None:
-        if not isinstance(success, bool):
+        flag = boolean(success)
+        if flag is None:
             raise InvalidInputError("success", f"must be True or False, got {success!r}")
-        return 1.0 if success else 0.0
-    if isinstance(quality_score, bool) or not isinstance(quality_score, int | float):
+        return 1.0 if flag else 0.0
+    q = real_number(quality_score)
+    if q is None:
         raise InvalidInputError("quality_score", f"must be a number in [0, 1], got "
                                                  f"{quality_score!r}")
-    q = float(quality_score)
     if math.isnan(q):
         raise InvalidInputError("quality_score", "is NaN; give a number in [0, 1]")
     if not 0.0 <= q <= 1.0:
@@ -71,10 +73,10 @@ def check_cost(cost: object) -> float | None:
     None)."""
     if cost is None:
         return None
-    if isinstance(cost, bool) or not isinstance(cost, int | float):
+    value = real_number(cost)
+    if value is None:
         raise InvalidInputError("cost", f"must be a number >= 0 (what the answer cost), got "
                                         f"{cost!r}")
-    value = float(cost)
     if not math.isfinite(value) or value < 0.0:
         raise InvalidInputError("cost", f"is {value}; give what the answer cost, a finite "
                                         "number >= 0")

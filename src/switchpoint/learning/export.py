@@ -18,25 +18,33 @@ from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage
 
 
-def learned_package(router: Router, *, tenant: str | None = None) -> WeightsPackage:
-    """The router's weights with ``tenant``'s outcomes folded in (None: the deployment's own)."""
+def learned_package(router: Router, *, tenant: str | None = None,
+                    through: tuple[int, str] | None = None) -> WeightsPackage:
+    """The router's weights with ``tenant``'s outcomes folded in (None: the deployment's own).
+    ``through``: the feedback log position (and the event there) those outcomes were read up
+    to, recorded so that a service replaying that log over the new weights does not count them
+    twice."""
     name = check_tenant(tenant)
-    events = router.learner.n_events(name)
-    if not events:
+    outcomes = router.learner.n_outcomes(name)
+    if not outcomes:
         raise InvalidInputError("tenant", f"tenant {name!r} has reported no outcomes; there is "
                                           "nothing to fold into the weights")
     policy, _ = router.learner.policy_for(name)
     provenance = copy.deepcopy(router.weights.provenance)
-    provenance.setdefault("learned", []).append({
-        "tenant": name, "events": events, "from_weights": router.weights_id,
-        "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    learned: dict[str, object] = {
+        "tenant": name, "outcomes": outcomes, "events": router.learner.n_events(name),
+        "from_weights": router.weights_id,
+        "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    if through is not None:
+        learned.update(through_seq=through[0], through_event=through[1])
+    provenance.setdefault("learned", []).append(learned)
     return WeightsPackage(policy=copy.deepcopy(policy), embedder_id=router.weights.embedder_id,
                           dimension=router.weights.dimension, provenance=provenance)
 
 
-def export_weights(router: Router, path: str | Path, *, tenant: str | None = None
-                   ) -> WeightsPackage:
+def export_weights(router: Router, path: str | Path, *, tenant: str | None = None,
+                   through: tuple[int, str] | None = None) -> WeightsPackage:
     """Write :func:`learned_package` to ``path`` and return it (with its ``path`` set)."""
-    package = learned_package(router, tenant=tenant)
+    package = learned_package(router, tenant=tenant, through=through)
     package.path = package.save(path)
     return package

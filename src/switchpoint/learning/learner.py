@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from switchpoint._numbers import real_number
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError, UnknownModelError
 from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import (
@@ -45,6 +46,25 @@ class LearningSettings:
     seed: int | None = None
     novelty_threshold: float = 0.4
     max_new_clusters: int | None = None
+
+    def __post_init__(self) -> None:
+        def whole(name: str, value: object, *, none: bool = False) -> None:
+            if value is None and none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInputError(name, f"must be a whole number >= 0, got {value!r}")
+
+        whole("memory_size", self.memory_size)
+        whole("seed", self.seed, none=True)
+        whole("max_new_clusters", self.max_new_clusters, none=True)
+        rate = real_number(self.exploration)
+        if rate is None or not 0.0 <= rate <= 1.0:
+            raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got "
+                                                   f"{self.exploration!r}")
+        novelty = real_number(self.novelty_threshold)
+        if novelty is None or not -1.0 <= novelty <= 1.0:
+            raise InvalidInputError("novelty_threshold", f"must be a cosine in [-1, 1], got "
+                                                         f"{self.novelty_threshold!r}")
 
 
 @dataclass(frozen=True)
@@ -211,5 +231,11 @@ class Learner:
             return self._overlays.get(check_tenant(tenant))
 
     def n_events(self, tenant: str | None = None) -> int:
+        """Events ``tenant``'s overlay applied (repeats included)."""
         overlay = self.overlay(tenant)
         return 0 if overlay is None else overlay.n_events
+
+    def n_outcomes(self, tenant: str | None = None) -> int:
+        """Outcomes ``tenant``'s overlay holds (a repeat replaces its decision's outcome)."""
+        overlay = self.overlay(tenant)
+        return 0 if overlay is None else overlay.n_outcomes

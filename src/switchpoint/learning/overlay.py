@@ -52,6 +52,9 @@ class Overlay(Protocol):
     @property
     def n_events(self) -> int: ...
 
+    @property
+    def n_outcomes(self) -> int: ...
+
     def apply(self, event: FeedbackEvent) -> float | None:
         """Learn from ``event``; returns the quality it replaced (a repeat for the same
         decision), else None."""
@@ -87,11 +90,17 @@ class _OverlayBase:
         self.base = base
         self.models = list(base.models_)
         self._events = 0
+        self._replaced = 0
         self._cached: Policy | None = base
 
     @property
     def n_events(self) -> int:
         return self._events
+
+    @property
+    def n_outcomes(self) -> int:
+        """Outcomes held: the events applied less those a later one replaced."""
+        return self._events - self._replaced
 
     def posterior(self) -> Policy:
         if self._cached is None:
@@ -106,9 +115,19 @@ class _OverlayBase:
             raise UnknownModelError("model", [event.model], self.models)
         return self.models.index(event.model)
 
-    def _applied(self) -> None:
+    def _applied(self, replaced: bool) -> None:
         self._events += 1
+        self._replaced += replaced
         self._cached = None
+
+    def _counts(self) -> dict[str, int]:
+        return {"events": self._events, "replaced": self._replaced}
+
+    def _restore_counts(self, state: State) -> None:
+        counts = [state.meta.get(k) for k in ("events", "replaced")]
+        if not all(isinstance(c, int) and c >= 0 for c in counts):
+            raise CheckpointError("the overlay's counts of events are missing")
+        self._events, self._replaced = int(counts[0] or 0), int(counts[1] or 0)
 
 
 class TableOverlay(_OverlayBase):
@@ -142,14 +161,14 @@ class TableOverlay(_OverlayBase):
         self._seen[event.decision_id] = evidence
         while len(self._seen) > REPLACEABLE_OUTCOMES:
             self._seen.popitem(last=False)
-        self._applied()
+        self._applied(previous is not None)
         return None if previous is None else previous.quality
 
     def state(self) -> State:
         # The remembered evidence is never changed once made, so its arrays are built from
         # this snapshot when the checkpoint is written (see checkpoint's module docstring).
         seen = list(self._seen.values())
-        return State({"kind": self._kind, "events": self._events, "seen": list(self._seen)}, {
+        return State({"kind": self._kind, **self._counts(), "seen": list(self._seen)}, {
             "count": self._count.copy(), "error": self._error.copy(),
             "cost_count": self._cost_count.copy(), "cost_sum": self._cost_sum.copy(),
             "seen_model": lambda: np.array([e.model for e in seen], dtype=np.int64),
@@ -201,7 +220,7 @@ class TableOverlay(_OverlayBase):
             for i in range(n))
         self._count, self._error = count.copy(), error.copy()
         self._cost_count, self._cost_sum = cost_count.copy(), cost_sum.copy()
-        self._events = _events_of(state)
+        self._restore_counts(state)
         self._cached = None
 
     # Internals --------------------------------------------------------------------------------
@@ -359,7 +378,7 @@ class KnnOverlay(_OverlayBase):
         self._rows[event.decision_id] = (x[0], j, 1.0 - event.quality, cost)
         while len(self._rows) > self.max_examples:
             self._rows.popitem(last=False)
-        self._applied()
+        self._applied(previous is not None)
         return None if previous is None else 1.0 - previous[2]
 
     def state(self) -> State:
@@ -367,7 +386,7 @@ class KnnOverlay(_OverlayBase):
         # checkpoint is written (see checkpoint's module docstring).
         rows = list(self._rows.values())
         d = self.base.examples_.shape[1]
-        return State({"kind": "knn", "events": self._events, "seen": list(self._rows)}, {
+        return State({"kind": "knn", **self._counts(), "seen": list(self._rows)}, {
             "vectors": lambda: (np.array([r[0] for r in rows], dtype=np.float32) if rows
                                 else np.zeros((0, d), dtype=np.float32)),
             "model": lambda: np.array([r[1] for r in rows], dtype=np.int64),
@@ -391,7 +410,7 @@ class KnnOverlay(_OverlayBase):
             raise CheckpointError("the overlay's examples name unknown models")
         self._rows = OrderedDict((ids[i], (vectors[i].copy(), int(model[i]), float(error[i]),
                                            float(cost[i]))) for i in range(n))
-        self._events = _events_of(state)
+        self._restore_counts(state)
         self._cached = None
 
     def _build(self) -> Policy:
@@ -408,13 +427,6 @@ class KnnOverlay(_OverlayBase):
         posterior.error_ = np.vstack([self.base.error_, error])
         posterior.cost_ = np.vstack([self.base.cost_, cost])
         return posterior
-
-
-def _events_of(state: State) -> int:
-    events = state.meta.get("events")
-    if not isinstance(events, int) or events < 0:
-        raise CheckpointError("the overlay's count of events is missing")
-    return events
 
 
 def make_overlay(policy: Policy, *, novelty_threshold: float = 0.4,

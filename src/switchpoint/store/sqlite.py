@@ -446,6 +446,11 @@ class SQLiteStore:
         self._writer.start()
         return self
 
+    @property
+    def is_open(self) -> bool:
+        """Whether appends are taken (opened, not closed)."""
+        return self._writer is not None and not self._closed
+
     def close(self) -> None:
         """Write what is queued, then stop the writer and close the file."""
         if self._writer is None:

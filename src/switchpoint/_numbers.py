@@ -1,0 +1,26 @@
+"""What the library takes as a number from Python callers: ``int`` and ``float`` and NumPy's
+scalars (``np.float32(0.5)``, ``np.int64(1)``), never a boolean (``True`` is not a score). An
+integer too large for a float is infinite, so range checks refuse it with their own message
+instead of an ``OverflowError``."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+
+def real_number(value: object) -> float | None:
+    """``value`` as a float, or None when it is not a real number (or is a boolean)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond a float's range
+        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
+
+
+def boolean(value: object) -> bool | None:
+    """``value`` as a bool when it is one (Python's or NumPy's), else None."""
+    return bool(value) if isinstance(value, bool | np.bool_) else None
