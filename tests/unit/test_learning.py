@@ -507,10 +507,12 @@ def test_export_folds_the_overlay_into_new_weights(package, fake_embedder, tmp_p
 
 def test_numpy_numbers_are_numbers_and_huge_ones_are_refused(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     router = _router(package, fake_embedder)
-    d = router.route(math_prompt(1), cost_weight_override=np.float32(0.5))
-    assert router.report_outcome(d.decision_id, np.float32(0.25), cost=np.int64(3)).quality \
-        == 0.25
-    assert router.report_outcome(d.decision_id, success=np.bool_(True)).quality == 1.0
+    # (NumPy scalars are not the annotated types, but callers pass them.)
+    d = router.route(math_prompt(1), cost_weight_override=np.float32(0.5))  # type: ignore[arg-type]
+    assert router.report_outcome(d.decision_id, np.float32(0.25),  # type: ignore[arg-type]
+                                 cost=np.int64(3)).quality == 0.25  # type: ignore[arg-type]
+    assert router.report_outcome(d.decision_id,
+                                 success=np.bool_(True)).quality == 1.0  # type: ignore[arg-type]
     events = router.learner.n_events()
     for kwargs, field in (({"quality_score": 10**400}, "quality_score"),
                           ({"quality_score": 0.5, "cost": 10**400}, "cost"),
