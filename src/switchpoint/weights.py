@@ -23,7 +23,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -127,7 +127,10 @@ def save_weights(package: WeightsPackage, path: str | Path) -> Path:
     state = package.policy.get_state()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        # (mkdir, not mkdtemp: the package gets the usual permissions, not owner-only ones,
+        # so a service running as another user can read it)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+        tmp.mkdir()
     except OSError as exc:
         raise _unwritable(target, write_problem(target, exc)) from None
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any, cast
@@ -111,6 +112,12 @@ def test_save_writes_into_a_new_or_empty_directory(pkg_dir: Path, tmp_path: Path
     assert load_weights(save_weights(package, empty)).weights_id == package.weights_id
     new = tmp_path / "new" / "deeper"
     assert load_weights(save_weights(package, new)).weights_id == package.weights_id
+    # The usual permissions (the process's umask), not owner-only ones: another user (a
+    # service account) can read the package.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert new.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert not [p for p in new.parent.iterdir() if p.name.startswith(".")]  # nothing left
 
 
 def _tree(root: Path) -> dict[str, bytes]:
