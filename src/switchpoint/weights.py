@@ -103,8 +103,9 @@ def check_weights_target(path: str | Path) -> Path:
     except OSError as exc:
         raise WeightsError(target, f"cannot read it: {exc.strerror or exc}") from None
     if not empty:
-        raise WeightsError(target, "holds other files and no weights package (manifest.json "
-                                   f"of format {FORMAT!r}); {_CHOOSE}")
+        raise WeightsError(target, "holds other files than a weights package's own (its "
+                                   f"manifest.json of format {FORMAT!r} and the files it "
+                                   f"lists); {_CHOOSE}")
     return target
 
 
@@ -113,11 +114,21 @@ _CHOOSE = ("choose a new or empty directory for the weights (saving replaces onl
 
 
 def _is_package(root: Path) -> bool:
+    """Whether ``root`` holds a weights package and nothing else (replacing it loses nothing
+    of anyone's)."""
     try:
         manifest = json.loads((root / "manifest.json").read_bytes())
     except (OSError, ValueError):
         return False
-    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return False
+    files = manifest.get("files")
+    own = {"manifest.json", *(files if isinstance(files, dict) else {})}
+    try:
+        return all((p.is_dir() and not p.is_symlink()) or p.relative_to(root).as_posix() in own
+                   for p in root.rglob("*"))
+    except OSError:
+        return False
 
 
 def save_weights(package: WeightsPackage, path: str | Path) -> Path:

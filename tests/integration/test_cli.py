@@ -604,7 +604,7 @@ def test_records_that_are_not_utf8_exit_2_naming_the_file(
 
 
 @pytest.mark.parametrize(("out", "needles"), [
-    ("project", ["project: holds other files and no weights package",
+    ("project", ["project: holds other files than a weights package",
                  "choose a new or empty directory"]),
     ("records.jsonl", ["records.jsonl: is a file, not a weights package"]),
     ("records.jsonl/w", ["cannot write a weights package there: its parent",

@@ -257,6 +257,16 @@ def test_a_second_run_of_the_same_command_refuses_while_the_first_writes(
     assert len(records_of(out)) == n  # each prompt once
     assert len(fake.requests()) == 2 * n  # each answer and each judgement paid for once
     assert not lock_path(out).exists()
+    # The same file through another name (a symbolic link): still one run at a time.
+    other, link = tmp_path / "other.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(other)
+    first = _spawn([a if a != out else other for a in argv], tmp_path)
+    _wait_for_lines(other, 1, first)
+    code, _, err = run([a if a != out else link for a in argv], capsys)
+    assert code == 2 and f"another label run is writing {link} (pid {first.pid})" in err
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert len(records_of(other)) == n
 
 
 def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from switchpoint.config import Settings
+from switchpoint.errors import StoreError
 from switchpoint.gateway import Gateway
 from switchpoint.gateway import learning as gateway_learning
 from switchpoint.gateway.live import learning_settings
@@ -281,3 +282,53 @@ def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
     with Gateway(other, loader=exported_loader, env=KEYS) as gateway:
         gateway.start()
         assert gateway.router.learner.n_events() == 1
+
+
+def test_an_outcome_the_log_failed_to_keep_is_never_checkpointed(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for(fake, tmp_path)
+    path = Path(settings.data_dir) / CHECKPOINT_FILENAME
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        first, second = (gateway.route(math_prompt(i)).decision_id for i in range(2))
+        gateway.report_outcome(first, 0.0)
+        store = gateway.learning.store
+        assert store is not None
+        real = store.append
+
+        def refuse(record: Any) -> Any:
+            raise StoreError("the disk is full")
+
+        monkeypatch.setattr(store, "append", refuse)
+        with pytest.raises(StoreError):
+            gateway.report_outcome(second, 0.0)
+        monkeypatch.setattr(store, "append", real)
+        assert gateway.learning.checkpoint() is None  # what it learned is not the log's
+    assert not path.exists()
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        assert gateway.learning_status()["replayed"] == 1  # the log as it is
+
+
+def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway_learning, "CHECKPOINT_EVERY", 5)
+    settings = settings_for(fake, tmp_path)
+    path = Path(settings.data_dir) / CHECKPOINT_FILENAME
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        for i in range(6):
+            decision = gateway.route(math_prompt(i))
+            gateway.report_outcome(decision.decision_id, 0.5)
+            running = gateway.learning._checkpointing
+            if running is not None:
+                running.join(timeout=30)
+    written = path.stat().st_mtime_ns
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        assert gateway.learning_status()["from_checkpoint"] == 6
+        decision = gateway.route(math_prompt(50))
+        gateway.report_outcome(decision.decision_id, 0.5)
+        running = gateway.learning._checkpointing
+        assert running is None or not running.is_alive() or running.join(timeout=30) is None
+        assert path.stat().st_mtime_ns == written  # one event after the start: not due yet

@@ -385,3 +385,25 @@ def test_status_counts_each_decisions_latest_outcome_once(
         again = feedback(server, decision, score=0.0, model="cheap").json()
         assert (again["replaced"], again["previous_quality"]) == (True, 1.0)
         assert _status(server)["feedback"] == {"cheap": {"n": 1, "mean_quality": 0.0}}
+
+
+def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answers(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    prompt = math_prompt(34) + " [[fake:ok:chunk_delay=0.2]]"
+    with learning_server(fake, tmp_path) as server:
+        routed = post(server, "/v1/route", {"prompt": prompt}).json()["selected_model"]
+        fake.script(routed, *["500"] * 6)
+        body = {"model": "auto", "stream": True,
+                "messages": [{"role": "user", "content": prompt}]}
+        with httpx.stream("POST", f"{server.base}/v1/chat/completions", json=body,
+                          timeout=30) as response:
+            assert response.status_code == 200
+            answering = response.headers["x-switchpoint-model"]
+            assert answering != routed
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))  # under way
+            during = feedback(server, response.headers["x-switchpoint-decision-id"],
+                              score=0.0).json()
+            assert during["model"] == answering, during
+            assert [line for line in lines if line.startswith("data: [DONE]")]
+        assert routed not in _status(server)["feedback"]

@@ -244,3 +244,15 @@ def test_a_list_too_short_says_how_many_it_needs() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(overrides={"experiments": {"e1": {"arms": {"a": {}}}}})
     assert "must have at least 2 items, got 1" in str(info.value)
+
+
+def test_yaml_merge_keys_still_work_and_a_complex_key_is_a_config_error(tmp_path: Path) -> None:
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("models:\n  - &d {name: a, input_per_mtok: 1, output_per_mtok: 1}\n"
+                      "  - {<<: *d, name: b}\n", encoding="utf-8")
+    settings = load_settings(merged)
+    assert settings.models is not None and [m.name for m in settings.models] == ["a", "b"]
+    complex_key = tmp_path / "complex.yaml"
+    complex_key.write_text("? [x]\n: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_settings(complex_key)

@@ -447,3 +447,19 @@ def test_one_run_at_a_time_holds_the_outputs_lock(tmp_path: Path) -> None:
     lock_path(out).write_text("4242\n")  # left by a run that crashed: not held by anyone
     with OutputLock(out):
         assert lock_path(out).read_text() == f"{os.getpid()}\n"
+
+
+def test_a_lock_path_holding_someone_elses_file_is_never_emptied(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    mine = lock_path(out)
+    mine.write_text("my notes, not a lock\n")
+    with pytest.raises(LabellingError, match="is not a label run's lock file"):
+        OutputLock(out).acquire()
+    assert mine.read_text() == "my notes, not a lock\n"
+    mine.unlink()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep\n")
+    mine.symlink_to(precious)  # planted: must not be followed
+    with pytest.raises(LabellingError, match="symbolic link"):
+        OutputLock(out).acquire()
+    assert precious.read_text() == "keep\n"

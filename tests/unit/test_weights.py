@@ -128,11 +128,15 @@ def _tree(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(("make", "reason"), [
     (lambda p: p.write_text("keep me\n"), "is a file, not a weights package"),
     (lambda p: (p.mkdir(), (p / "notes.txt").write_text("keep me\n")),
-     "holds other files and no weights package"),
+     "holds other files than a weights package"),
     (lambda p: (p.mkdir(), (p / "switchpoint.db").write_bytes(b"SQLite format 3\0")),
-     "holds other files and no weights package"),
+     "holds other files than a weights package"),
     (lambda p: (p.mkdir(), (p / "manifest.json").write_text('{"name": "my web app"}')),
-     "holds other files and no weights package"),
+     "holds other files than a weights package"),
+    # A package's manifest beside someone's own files: the files would go with it.
+    (lambda p: (p.mkdir(), (p / "manifest.json").write_text('{"format": "switchpoint-weights"}'),
+                (p / "src").mkdir(), (p / "src" / "main.py").write_text("print(1)\n")),
+     "holds other files than a weights package"),
 ])
 def test_save_never_replaces_what_is_not_a_weights_package(
         pkg_dir: Path, tmp_path: Path, make: Any, reason: str) -> None:

@@ -486,6 +486,7 @@ class Gateway:
         """A stream whose first content chunk is in hand; nothing has reached the client."""
         ttft_ms = (time.perf_counter() - plan.started) * 1e3
         self.pinner.record(plan.session, stream.model, time.time())
+        self.learning.answered_by(live, plan.decision, stream.model)
         info = accounting.info_of(plan)
         info.model = stream.model
         info.models_tried = stream.models_tried

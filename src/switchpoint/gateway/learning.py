@@ -156,39 +156,55 @@ class ServiceFeedbackLog:
         self._memory: list[LoggedFeedback] = []
         self._outstanding: set[Future[None]] = set()
         self._lock = threading.Lock()
-        #: Rows this process appended (the rest of the log was written by other processes,
-        #: such as an offline ``switchpoint feedback`` on the same data_dir).
-        self.appended = 0
+        #: Rows this process's appends committed, and appends that failed (the rest of the
+        #: log was written by other processes, such as an offline ``switchpoint feedback`` on
+        #: the same data_dir). Exact once :meth:`flush` returns.
+        self.committed = 0
+        self.failed = 0
 
     def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
                key_id: str | None = None, comment: str | None = None) -> Future[None]:
         record = feedback_record(event, kind, weights_id=weights_id, key_id=key_id,
                                  comment=comment)
-        with self._lock:
-            self.appended += 1
         if self.store is None:
             with self._lock:
                 self._memory.append(LoggedFeedback(len(self._memory) + 1, event, kind,
                                                    weights_id))
+                self.committed += 1
             done: Future[None] = Future()
             done.set_result(None)
             return done
-        future = self.store.append(record)
+        try:
+            future = self.store.append(record)
+        except StoreError:
+            with self._lock:
+                self.failed += 1
+            raise
         with self._lock:
             self._outstanding.add(future)
         future.add_done_callback(self._settled)
         return future
 
     def _settled(self, future: Future[None]) -> None:
+        """Count a finished append once (its callback, or :meth:`flush`, whichever is first)."""
         with self._lock:
+            if future not in self._outstanding:
+                return
             self._outstanding.discard(future)
+            if future.exception() is None:
+                self.committed += 1
+            else:
+                self.failed += 1
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every appended event is committed (or failed)."""
+        """Wait until every appended event is committed (or failed), and count it."""
         with self._lock:
             outstanding = list(self._outstanding)
         if outstanding:
             wait_futures(outstanding, timeout=timeout)
+            for future in outstanding:
+                if future.done():
+                    self._settled(future)
 
     def replay(self, tenant: str | None = None, after: int = 0) -> Iterator[LoggedFeedback]:
         """Every logged event in order (of one tenant, if given), after log position
@@ -457,11 +473,12 @@ class LiveLearning:
         self.events = 0  # events learned in all (taken up, then live)
         self.checkpointed = 0  # of them, how many the newest checkpoint holds
         self.tried = 0  # events learned when a checkpoint was last tried
-        # The log position up to which this state is the fold of every row, and the log's own
-        # appends counted then: rows past it are this process's own, or it has not learned
-        # them (see ``GatewayLearning.checkpoint``).
+        # The log position up to which this state is the fold of every row, and this
+        # process's committed appends counted then: rows past it are its own, or it has not
+        # learned them (see ``GatewayLearning._learned_through``).
         self.covered = 0
         self.own_at_cover = 0
+        self.failed_at_cover = 0  # the log's failed appends counted then
         # Per router (by id) and tenant: the log position through which that router's weights
         # already hold the tenant's outcomes (exported from this log), so a replay skips them.
         self.folded: dict[tuple[int, str], int] = {}
@@ -603,7 +620,9 @@ class LiveLearning:
         and to its tenant's memory. An event made under other weights is applied by its
         vector alone (its units belong to those weights), its measured cost rebased to the
         router's cost units (see ``Router.rebased_cost``); a router that cannot learn it (a
-        model it has no profile for, a policy that learns from units it lacks) passes."""
+        model it has no profile for, a policy that learns from units it lacks) passes, and so
+        does one whose weights already hold it (a replayed row at log position ``seq`` that
+        an export folded in: see ``folded``)."""
         previous: float | None = None
         routers = 0
         source = next((r for r in self.routers() if r.weights_id == weights_id), None)
@@ -686,7 +705,7 @@ class LiveLearning:
             self.memory.restore(State({"models": [], "tenants": [], "capacity": [], "ids": []}),
                                 self.router.weights.dimension)
             raise
-        self.events = self.replayed = self.restored = self.checkpointed = events
+        self.events = self.replayed = self.restored = self.checkpointed = self.tried = events
         self.skipped = skipped
 
     # Inspection ------------------------------------------------------------------------------
@@ -869,7 +888,8 @@ class GatewayLearning:
                 yield row
 
         learning.replay(rows())
-        learning.covered, learning.own_at_cover = last[0], self.log.appended
+        learning.covered, learning.own_at_cover = last[0], self.log.committed
+        learning.failed_at_cover = self.log.failed
         if learning.replayed or learning.skipped:
             log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
                      "replayed after it; %d passed over) in %.2f s", learning.replayed,
@@ -920,7 +940,12 @@ class GatewayLearning:
         last = self.reader.last_feedback()
         if last is None:
             return None
-        own = self.log.appended - learning.own_at_cover
+        if self.log.failed != learning.failed_at_cover:
+            log.info("%s: an outcome learned here was not written to the feedback log (see "
+                     "the error then), so what is learned is not the log's; the next reload "
+                     "or restart learns the log as it is", what)
+            return None
+        own = self.log.committed - learning.own_at_cover
         foreign = self.reader.feedback_count(after=learning.covered) - own
         if foreign:
             log.info("%s: %d feedback row(s) after log position %d were written by another "
@@ -928,7 +953,7 @@ class GatewayLearning:
                      "here yet; the next reload or restart learns them", what, foreign,
                      learning.covered)
             return None
-        learning.covered, learning.own_at_cover = last[0], self.log.appended
+        learning.covered, learning.own_at_cover = last[0], self.log.committed
         return last
 
     # Checkpoints -----------------------------------------------------------------------------
@@ -1036,6 +1061,17 @@ class GatewayLearning:
         except StoreError as exc:
             log.error("decision %s not kept for feedback: %s", decision.decision_id, exc)
 
+    def answered_by(self, live: Live, decision: RoutingDecision | None, model: str) -> None:
+        """``model`` answers ``decision``'s request (a stream that failed over, known when it
+        commits, while its log entry is written only when it ends): feedback sent meanwhile
+        teaches the model that answered, not the one routed to."""
+        learning: LiveLearning | None = live.learning
+        if decision is None or learning is None or model == decision.selected_model:
+            return
+        for router in learning.routers():
+            router.learner.memory.set_chosen(decision.decision_id, model,
+                                             decision.expected_costs.get(model))
+
     def _find(self, learning: LiveLearning, decision_id: str
               ) -> tuple[Router, PendingDecision] | None:
         """The router that remembers ``decision_id`` (restoring it from the store when the
@@ -1100,6 +1136,7 @@ class GatewayLearning:
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
+                    self.log.flush()  # the outcomes before this one, even a moment ago
                     answer = self._answer(decision_id)
                     if model is None and answer is not None and answer[0] is None:
                         raise InvalidInputError("model", NO_ANSWER)
@@ -1183,8 +1220,8 @@ class GatewayLearning:
         return self.reader.answer(decision_id) if self.reader is not None else None
 
     def _kept_cost(self, decision_id: str, tenant: str, model: str) -> bool:
-        """Whether an outcome about ``model`` without a cost keeps one given before."""
-        self.log.flush()
+        """Whether an outcome about ``model`` without a cost keeps one given before (the log
+        flushed)."""
         return self.reader is not None and self.reader.kept_cost(decision_id, tenant,
                                                                  model) is not None
 
@@ -1260,11 +1297,6 @@ class GatewayLearning:
         chosen: dict[str, tuple[str, float]] = {}
         for key, value in scores.items():
             model = compare.model_of(key) if isinstance(key, str) else None
-            if model is not None and model != key and key in compare.labels.values():
-                raise InvalidInputError(f"scores.{key}", f"is both a label and the name of "
-                                        f"another model of this comparison; score by label "
-                                        f"only (label {key!r} is {model}, model {key} is "
-                                        f"label {compare.label_of(key)!r})")
             if model is None:
                 raise InvalidInputError(f"scores.{str(key)[:50]}", f"is neither a label nor a "
                                         f"model of this comparison ({', '.join(compare.labels)})")
@@ -1341,7 +1373,12 @@ class GatewayLearning:
 
 
 def shuffled_labels(models: Sequence[str]) -> dict[str, str]:
-    """Blind labels A, B, ... for ``models`` in a random order."""
+    """Blind labels A, B, ... for ``models`` in a random order; ``answer-A``, ... when a
+    model's own name is a label, so that a score's key never names one thing as a label and
+    another as a model (which would also give away who wrote what)."""
     order = list(models)
     random.SystemRandom().shuffle(order)
-    return {LABELS[i]: m for i, m in enumerate(order)}
+    prefix = ""
+    while set(models) & {prefix + label for label in LABELS[:len(order)]}:
+        prefix += "answer-"
+    return {prefix + LABELS[i]: m for i, m in enumerate(order)}

@@ -150,7 +150,8 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
                             ours=journal.exists())
     if lines:
         _read_output(out, lines, by_id, key, resume)
-    lines = _complete_lines(journal, resume, "that answer will be asked for again")
+    # (the journal's name is this command's own: a half-written first line is its header)
+    lines = _complete_lines(journal, resume, "that answer will be asked for again", ours=True)
     if lines:
         _read_journal(journal, lines, by_id, key, resume)
     return resume

@@ -21,7 +21,10 @@ LOCK_SUFFIX = ".lock"
 
 
 def lock_path(out: Path) -> Path:
-    return out.with_name(out.name + LOCK_SUFFIX)
+    """Beside the file ``out`` names, whatever names it (a symbolic link, a relative path):
+    two runs writing one file through different names still exclude each other."""
+    real = out.resolve()
+    return real.with_name(real.name + LOCK_SUFFIX)
 
 
 class OutputLock:
@@ -44,7 +47,10 @@ class OutputLock:
         """Take the lock, or :class:`~switchpoint.errors.LabellingError` when another process
         holds it."""
         while True:
-            fd = open_for_writing(self.path, os.O_RDWR, source=self.out)
+            if self.path.is_symlink():  # never follow one planted here
+                raise LabellingError(f"{self.path} is a symbolic link, not a label run's lock "
+                                     "file; remove it", source=self.out)
+            fd = open_for_writing(self.path, os.O_RDWR | os.O_NOFOLLOW, source=self.out)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -61,6 +67,10 @@ class OutputLock:
             if _still_there(fd, self.path):
                 break
             os.close(fd)  # the run that held it removed it as we opened it: lock a new one
+        if not _a_lock_file(fd):
+            os.close(fd)
+            raise LabellingError(f"{self.path} exists and is not a label run's lock file (it "
+                                 "holds other text); move it away", source=self.out)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -68,7 +78,8 @@ class OutputLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        self.path.unlink(missing_ok=True)  # while still held: no one can lock a file going away
+        if _still_there(self._fd, self.path):  # while still held: no one can lock it meanwhile
+            self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
 
@@ -80,6 +91,13 @@ def _holder(fd: int) -> str:
     except (OSError, UnicodeDecodeError):
         return ""
     return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def _a_lock_file(fd: int) -> bool:
+    """Whether the file ``fd`` has open is empty or holds only a pid line (a lock file a run
+    left, crashing), so emptying it loses nothing of anyone's."""
+    head = os.pread(fd, 64, 0)
+    return not head.strip() or (len(head) < 64 and head.strip().isdigit())
 
 
 def _still_there(fd: int, path: Path) -> bool:

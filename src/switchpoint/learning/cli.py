@@ -164,10 +164,15 @@ def cmd_learn(args: argparse.Namespace) -> int:
         _print_json({"weights_id": package.weights_id, "path": str(package.path), **learned})
         return 0
     print(package.weights_id)
+    twice = ("a service on the same data_dir does not learn those outcomes again"
+             if "through_seq" in learned else
+             "but the feedback log changed while it was read, so a service on the same "
+             "data_dir would learn those outcomes again: export again, or serve the new "
+             "weights on a fresh data_dir")
     print(f"wrote {package.path}: {learned.get('outcomes')} outcome(s) of tenant "
           f"{learned.get('tenant')} folded into {learned.get('from_weights')}; set weights: "
-          f"{package.path} in the config (then reload) to route with them (a service on the "
-          "same data_dir does not learn those outcomes again)", file=sys.stderr)
+          f"{package.path} in the config (then reload) to route with them ({twice})",
+          file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,7 @@ tenant memory). :meth:`Learner.replay` rebuilds the same state from logged event
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class LearningSettings:
         def whole(name: str, value: object, *, none: bool = False) -> None:
             if value is None and none:
                 return
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise InvalidInputError(name, f"must be a whole number >= 0, got {value!r}")
 
         whole("memory_size", self.memory_size)

@@ -99,7 +99,8 @@ class _OverlayBase:
 
     @property
     def n_outcomes(self) -> int:
-        """Outcomes held: the events applied less those a later one replaced."""
+        """Outcomes learned: the events applied less those a later one replaced (the knn
+        overlay's oldest examples past its cap are counted, though no longer held)."""
         return self._events - self._replaced
 
     def posterior(self) -> Policy:

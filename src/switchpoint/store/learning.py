@@ -156,10 +156,6 @@ class CompareRecord:
                 json.dumps(self.labels), json.dumps(sorted(self.answered)), vector,
                 _units_json(self.units), self.weights_id, json.dumps(dict(self.costs)))
 
-    def label_of(self, model: str) -> str | None:
-        """The blind label ``model`` answered under."""
-        return next((label for label, m in self.labels.items() if m == model), None)
-
     def model_of(self, key: str) -> str | None:
         """The model a score's key names: a blind label, or the model itself."""
         if key in self.labels:
