@@ -317,3 +317,17 @@ def test_models_named_like_blind_labels_get_other_labels(
         scored = post(server, "/v1/router/preferences/score",
                       {"compare_id": compare["compare_id"], "scores": {"A": 1.0}})
         assert scored.status_code == 200 and scored.json()["scores"][0]["model"] == "A"
+
+
+def test_a_compared_answers_request_id_takes_no_feedback(server: ThreadServer) -> None:
+    acme = _keys(server)["acme"]
+    compare = post(server, "/v1/router/preferences/compare",
+                   {"prompt": math_prompt(630), "models": ["strong", "cheap"]}, key=acme).json()
+    for answer in compare["answers"]:
+        r = post(server, "/v1/feedback", {"decision_id": answer["request_id"], "score": 0.1},
+                 key=acme)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "decision_id", r.text
+        assert "preferences/score" in r.text
+        assert "strong" not in r.text and "cheap" not in r.text  # still blind
+    status = get(server, "/v1/router/status", key=acme).json()["tenants"]["acme"]
+    assert status["feedback"] == {}

@@ -113,7 +113,7 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
         reasoning=reasoning,
         excluded=plan.excluded,
         key_id=plan.call.key_id, tenant=plan.call.tenant,
-        charged_usd=ledger[1] if ledger is not None else None)
+        charged_usd=ledger[1] if ledger is not None else None, purpose=plan.call.purpose)
     info = info_of(plan)
     info.model = model
     info.upstream_model = upstream_model
@@ -197,7 +197,7 @@ def refused(call: ChatCall, exc: GatewayError, live: Live, started: float) -> En
         expected_error=d.expected_error if d else None,
         routing_ms=round(info.planning_ms, 3) if d else None,
         decision_id=d.decision_id if d else None, reasoning=list(info.reasoning),
-        excluded=info.excluded, key_id=call.key_id, tenant=call.tenant)
+        excluded=info.excluded, key_id=call.key_id, tenant=call.tenant, purpose=call.purpose)
     records: Records = ([decision_record(d, live, key_id=call.key_id, tenant=call.tenant)]
                         if d is not None else [])
     return Entry([*records, request], info)

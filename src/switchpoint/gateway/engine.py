@@ -711,7 +711,8 @@ class Gateway:
         # A caller of its own, so the comparison's answers pin no conversation of the caller's.
         caller = f"compare:{uuid.uuid4().hex}"
         calls = [self.chat(ChatCall(body={**body, "model": name}, caller=caller,
-                                    tenant=who.tenant, key_id=who.key_id, exact=True))
+                                    tenant=who.tenant, key_id=who.key_id, exact=True,
+                                    purpose="compare"))
                  for name in names]
         results = await asyncio.gather(*calls, return_exceptions=True)
         for result in results:

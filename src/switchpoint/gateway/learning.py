@@ -1176,6 +1176,11 @@ class GatewayLearning:
                 if request is None or (scope is not None and owner_tenant != scope):
                     capacity = router.learner.memory.capacity
                     raise DecisionNotFoundError(decision_id, capacity)
+                if request["purpose"] == "compare":
+                    raise InvalidInputError("decision_id", "names one answer of a preference "
+                                            "comparison: score it with POST /v1/router/"
+                                            "preferences/score (by its compare_id), not as "
+                                            "feedback")
                 if routed and routed != decision_id and learning is not None and self._find(
                         learning, routed) is not None:
                     # The request id of a routed request: the feedback is its decision's.

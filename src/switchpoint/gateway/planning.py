@@ -54,7 +54,8 @@ class ChatCall:
     of routing again); ``exact`` asks for the named model alone, without its fallbacks (an
     answer from that model or an error: what labelling and comparisons need).
     ``key_id`` is the client key the caller authenticated with (its limits and budgets
-    apply).
+    apply). ``purpose``: ``compare`` for one answer of a preference comparison (logged so;
+    feedback cannot name it).
     """
 
     body: dict[str, Any]
@@ -66,6 +67,7 @@ class ChatCall:
     decision: RoutingDecision | None = None
     exact: bool = False
     key_id: str | None = None
+    purpose: str | None = None
 
     @property
     def requested(self) -> str:

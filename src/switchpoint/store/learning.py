@@ -307,12 +307,12 @@ class LearningReader:
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged gateway request: who answered it, for whom, under which decision."""
         row = self._one("SELECT id, model, requested_model, tenant, key_id, decision_id, "
-                        "status, cost_usd, prompt_tokens FROM requests WHERE id = ?",
+                        "status, cost_usd, prompt_tokens, purpose FROM requests WHERE id = ?",
                         (request_id,))
         if row is None:
             return None
         keys = ("id", "model", "requested_model", "tenant", "key_id", "decision_id", "status",
-                "cost_usd", "prompt_tokens")
+                "cost_usd", "prompt_tokens", "purpose")
         return dict(zip(keys, row, strict=True))
 
     def answer(self, decision_id: str) -> tuple[str | None, float | None] | None:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -239,6 +239,11 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE pending ADD COLUMN prompt_tokens INTEGER;
     ALTER TABLE compares ADD COLUMN costs TEXT;
     """,
+    # Why a request was made when not for a client's own conversation ("compare": one answer
+    # of a preference comparison, scored through the comparison, never as feedback).
+    9: """
+    ALTER TABLE requests ADD COLUMN purpose TEXT;
+    """,
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
@@ -261,7 +266,7 @@ _REQUEST_COLUMNS = (
     "models_tried", "attempts", "status", "http_status", "error_kind", "error", "escalated",
     "pin_state", "pin", "stream", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
     "cost_usd", "cluster_id", "expected_error", "routing_ms", "decision_id", "reasoning",
-    "excluded", "key_id", "tenant", "charged_usd")
+    "excluded", "key_id", "tenant", "charged_usd", "purpose")
 _JSON_COLUMNS = ("models_tried", "attempts", "pin", "reasoning", "excluded")
 _BOOL_COLUMNS = ("escalated", "stream")
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS)
@@ -334,6 +339,7 @@ class RequestRecord:
     out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
     ``charged_usd`` is what the request's budgets were charged when it settled (its cost from
     usage, or its reservation when the usage is unknown; None when no budget ledger runs).
+    ``purpose`` is ``compare`` for one answer of a preference comparison, else None.
     """
 
     id: str
@@ -367,6 +373,7 @@ class RequestRecord:
     key_id: str | None = None
     tenant: str | None = None
     charged_usd: float | None = None
+    purpose: str | None = None
 
     insert: ClassVar[str] = _INSERT_REQUEST
 
