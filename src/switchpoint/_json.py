@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, SupportsFloat
 
 LONE_SURROGATE = ("holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not "
                   "valid Unicode text")
@@ -26,13 +26,22 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
     return json.loads(text, parse_int=parse_int, **kwargs)
 
 
-def as_float(value: int | float) -> float:
+def as_float(value: SupportsFloat) -> float:
     """``value`` as a float; an integer too large for one is infinite (so a finiteness check
     refuses it)."""
     try:
         return float(value)
     except OverflowError:
-        return math.inf if value > 0 else -math.inf
+        return -math.inf if str(value).lstrip().startswith("-") else math.inf
+
+
+def shown_number(value: object) -> str:
+    """``value`` as an error message shows it: an integer too large for a float by its
+    length (not its thousands of digits), anything else as written."""
+    if isinstance(value, int) and not isinstance(value, bool) and not math.isfinite(
+            as_float(value)):
+        return f"a number of {len(str(abs(value)))} digits"
+    return repr(value)
 
 
 def lone_surrogate(text: str) -> bool:

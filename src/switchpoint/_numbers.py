@@ -5,20 +5,18 @@ instead of an ``OverflowError``."""
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
+
+from switchpoint._json import as_float
 
 
 def real_number(value: object) -> float | None:
     """``value`` as a float, or None when it is not a real number (or is a boolean)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         return None
-    try:
-        return float(value)
-    except OverflowError:  # an int beyond a float's range
-        return math.inf if value > 0 else -math.inf  # type: ignore[operator]
+    return as_float(value)
 
 
 def boolean(value: object) -> bool | None:

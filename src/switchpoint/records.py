@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
+from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate, shown_number
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -85,9 +85,8 @@ def _number(value: Any, source: object, line: int, where: str, lo: float, hi: fl
     x = as_float(value)
     if not math.isfinite(x) or x < lo or x > hi:
         bounds = f"[{lo}, {hi}]" if math.isfinite(hi) else f">= {lo}"
-        shown = (f"a number of {len(str(abs(value)))} digits"
-                 if isinstance(value, int) and not math.isfinite(x) else repr(value))
-        raise RecordsError(source, line, f"{where} is {shown}; it must be finite and {bounds}")
+        raise RecordsError(source, line, f"{where} is {shown_number(value)}; it must be finite "
+                                         f"and {bounds}")
     return x
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from switchpoint._json import as_float, loads
+from switchpoint._json import as_float, loads, shown_number
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
 DEFAULT_RUBRIC = """\
@@ -94,8 +94,7 @@ def _from_object(text: str, reply: str) -> float:
         raise JudgeReplyError(f"'score' is {json.dumps(value)[:40]}, not a number", reply)
     number = as_float(value)
     if isinstance(value, int) and not math.isfinite(number):
-        raise JudgeReplyError(f"the score, a number of {len(str(abs(value)))} digits, is "
-                              "outside [0, 1]", reply)
+        raise JudgeReplyError(f"the score, {shown_number(value)}, is outside [0, 1]", reply)
     return _in_range(number, json.dumps(value), reply)
 
 
