@@ -274,6 +274,15 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         assert (again["replaced"], again["cost"], again["cost_from"]) == (True, None, "kept")
         priced_again = feedback(server, decision, score=0.1).json()
         assert (priced_again["cost"], priced_again["cost_from"]) == (None, "kept")
+        # About another model first: the answer's cost is still taken when it comes to it.
+        third = chat(server, math_prompt(14))
+        answered_by = third[1].model
+        other_model = next(m for m in ("strong", "cheap") if m != answered_by)
+        about_other = feedback(server, third[0]["x-switchpoint-decision-id"], score=0.5,
+                               model=other_model).json()
+        assert about_other["cost_from"] is None  # no answer of that model to price
+        back = feedback(server, third[0]["x-switchpoint-decision-id"], score=0.6).json()
+        assert (back["model"], back["cost_from"]) == (answered_by, "answer")
         r = feedback(server, other, score=0.7, cost=True)
         assert r.status_code == 400 and "got true" in r.json()["error"]["message"]
 

@@ -1143,17 +1143,17 @@ class GatewayLearning:
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None and answer[0] is not None
                         else entry.chosen)
-                    if (measured is None and answer is not None and answer[0] == served
+                    kept = measured is None and self._kept_cost(decision_id, entry.tenant,
+                                                                served)
+                    if (measured is None and not kept and answer is not None
+                            and answer[0] == served
                             and answer_cost(owner, served, answer[1], entry.prompt_tokens)
-                            is not None
-                            and self.log.latest_quality(decision_id, entry.tenant) is None):
-                        # What the gateway's own accounting priced the answer at, with the
-                        # first outcome (a repeat keeps the cost taken before, or a cost the
-                        # caller gave then).
+                            is not None):
+                        # What the gateway's own accounting priced the answer at, unless an
+                        # earlier outcome about that model gave its cost (a repeat keeps it).
                         measured, cost_from = answer[1], "answer"
                     if learnable(owner, served):
-                        if measured is None and self._kept_cost(decision_id, entry.tenant,
-                                                                served):
+                        if kept:
                             cost_from = "kept"
                         outcome = owner.report_outcome(decision_id, quality, model=served,
                                                        tenant=entry.tenant, cost=measured)
