@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from urllib.parse import unquote
+
+import httpx
 
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
@@ -127,3 +130,22 @@ def test_exploration_sends_auto_elsewhere_but_never_a_named_model(
         one = post(server, "/v1/route", {"prompt": math_prompt(61),
                                          "available_models": ["runner"]}).json()
         assert (one["selected_model"], one["source"]) == ("runner", "router")
+
+
+def test_an_arms_reasoning_says_when_the_request_overrode_its_cost_weight(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        for s in range(40):
+            session = f"override-{s}"
+            headers, _ = chat(server, math_prompt(s), session=session)
+            if headers["x-switchpoint-arm"] == "thrifty":
+                break
+        else:
+            raise AssertionError("no session landed in the thrifty arm")
+        assert "overridden" not in unquote(headers["x-switchpoint-reasoning"])
+        r = httpx.post(f"{server.base}/v1/chat/completions", timeout=15, headers={
+            "x-session-id": session, "x-switchpoint-cost-weight": "0"}, json={
+            "model": "auto", "messages": [{"role": "user", "content": math_prompt(s)}]})
+        assert r.headers["x-switchpoint-arm"] == "thrifty"
+        reasoning = unquote(r.headers["x-switchpoint-reasoning"])
+        assert "arm 'thrifty' (lambda 5, overridden by the request's lambda 0)" in reasoning

@@ -515,7 +515,7 @@ class LiveLearning:
         router = self.router_for(assignment)
         notes: list[str] = []
         if assignment is not None:
-            notes.append(_arm_note(assignment))
+            notes.append(_arm_note(assignment, cost_weight))
             arm_models = assignment.config.models
             if arm_models:
                 narrowed = [m for m in (allowed if allowed is not None else arm_models)
@@ -731,10 +731,13 @@ class LiveLearning:
                              "max_records": settings.max_records}}
 
 
-def _arm_note(assignment: Assignment) -> str:
+def _arm_note(assignment: Assignment, used: float | None) -> str:
+    """What the arm sets, as it applied (``used``: the λ the request was routed at)."""
     config = assignment.config
-    parts = [f"policy {config.policy}" if config.policy else "",
-             f"λ {config.cost_weight:g}" if config.cost_weight is not None else "",
+    lam = "" if config.cost_weight is None else f"λ {config.cost_weight:g}" + (
+        f", overridden by the request's λ {used:g}"
+        if used is not None and used != config.cost_weight else "")
+    parts = [f"policy {config.policy}" if config.policy else "", lam,
              f"models {', '.join(config.models)}" if config.models else ""]
     what = ", ".join(p for p in parts if p) or "the configured routing"
     return f"Experiment {assignment.experiment!r}, arm {assignment.arm!r} ({what})."
