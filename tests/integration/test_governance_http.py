@@ -158,6 +158,17 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     full = new_key(gov)
     assert {m.id for m in client(gov, full["key"]).models.list().data} == {
         "auto", "cheap", "good", "fresh"}  # the tenant's models
+    # A key of 'auto' alone routes among its tenant's models, never beyond them.
+    routing = client(gov, new_key(gov, models=["auto"])["key"])
+    answer = routing.chat.completions.with_raw_response.create(model="auto",
+                                                                 messages=user("prove it"))
+    assert answer.headers["x-switchpoint-model"] in ("cheap", "good", "fresh")
+    with pytest.raises(openai.PermissionDeniedError, match="may not use 'cheap'"):
+        routing.chat.completions.create(model="cheap", messages=user("x"))
+    assert {m.id for m in routing.models.list().data} == {"auto", "cheap", "good", "fresh"}
+    chosen = httpx.post(f"{gov.base}/v1/route", json={"prompt": "prove it", "cost_weight": 0},
+                        headers={"authorization": f"Bearer {routing.api_key}"}).json()
+    assert set(chosen["all_scores"]) == {"cheap", "good", "fresh"}
 
 
 def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(

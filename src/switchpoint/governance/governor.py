@@ -101,6 +101,9 @@ class Policy:
     tenant: str | None
     key: KeyRecord | None
     models: tuple[str, ...] | None  # allowed names ('auto' included when routing is)
+    # The catalog models 'auto' may choose: what every list that names models allows (a list
+    # of 'auto' alone restricts nothing here); None: all
+    pool: tuple[str, ...] | None
     cost_weight: float | None
     budgets: Mapping[str, tuple[Budget, ...]]  # the key's, tenant's and gateway's
     limits: tuple[Limits, ...]
@@ -315,12 +318,16 @@ class Governor:
         if tenant is not None and t is None:
             self._tenant_settings(settings, tenant, key_id)
         models: tuple[str, ...] | None = None
+        pool: tuple[str, ...] | None = None
         for listed in (t.models if t is not None else None,
                        record.models if record is not None else None):
             if listed is None:
                 continue
             models = tuple(listed) if models is None else tuple(m for m in models
                                                                 if m in listed)
+            named = [m for m in listed if m != AUTO]
+            if named:
+                pool = tuple(named) if pool is None else tuple(m for m in pool if m in named)
         budgets: dict[str, tuple[Budget, ...]] = {}
         limits: list[Limits] = []
         if record is not None:
@@ -338,7 +345,8 @@ class Governor:
                        is not None else (t.cost_weight if t is not None else None))
         curve = DEFAULT_CURVE if t is None or t.curve is None else t.curve
         own_sla = t is not None and t.sla is not None and tenant is not None
-        policy = Policy(tenant=tenant, key=record, models=models, cost_weight=cost_weight,
+        policy = Policy(tenant=tenant, key=record, models=models, pool=pool,
+                        cost_weight=cost_weight,
                         budgets={a: b for a, b in budgets.items() if b},
                         limits=tuple(limits), curve=curve,
                         sla=(t.sla if t is not None and t.sla is not None else settings.sla),
@@ -354,12 +362,9 @@ class Governor:
 
     def allowed_names(self, policy: Policy, catalog: Catalog) -> list[str] | None:
         """The catalog models ``auto`` may choose for this caller (None: all)."""
-        if policy.models is None:
-            return None
-        listed = [m for m in policy.models if m != AUTO and m in catalog]
-        if not listed and not any(m != AUTO for m in policy.models):
-            return None  # only 'auto' listed: routing among the whole catalog
-        return listed
+        if policy.pool is None:
+            return None  # no list names a model ('auto' alone: routing among the catalog)
+        return [m for m in policy.pool if m in catalog]
 
     def check_model(self, policy: Policy, requested: str, catalog: Catalog) -> None:
         """403 unless the caller may use ``requested``."""
@@ -599,9 +604,9 @@ class Governor:
         shared = dict(policy.budgets) if policy is not None else (
             {TOTAL: tuple(parse_budgets(settings.budgets.total))}
             if settings.budgets.total else {})
-        if policy is not None and policy.models is not None:
-            allowed = [c for c in cards if c.name in policy.models]
-            dropped = [c.name for c in cards if c.name not in policy.models]
+        if policy is not None and policy.pool is not None:
+            allowed = [c for c in cards if c.name in policy.pool]
+            dropped = [c.name for c in cards if c.name not in policy.pool]
             if dropped:
                 notes.append(f"Not allowed for this key, left out of the fallbacks: "
                              f"{', '.join(dropped)}.")

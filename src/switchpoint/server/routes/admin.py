@@ -91,7 +91,9 @@ def _allowed(request: Request, principal: Principal | None) -> frozenset[str] | 
         return None
     gateway = get_service(request).gateway
     policy = gateway.governor.policy(gateway.settings, principal.tenant, principal.key_id)
-    return None if policy.models is None else frozenset(policy.models)
+    if policy.models is None:
+        return None
+    return frozenset(policy.models) | frozenset(policy.pool or ())  # what 'auto' reaches too
 
 
 def _model_objects(live: Live, allowed: frozenset[str] | None = None) -> list[dict[str, Any]]:
