@@ -240,6 +240,13 @@ def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
     r = httpx.post(f"{gov.base}/v1/route", json={"prompt": "hi"},
                    headers={"authorization": f"Bearer {issued['key']}"})
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+    # Feedback and scores count too: each is a row of the feedback log.
+    for path, body in (("/v1/feedback", {"decision_id": "0" * 32, "score": 0.5}),
+                       ("/v1/router/preferences/score", {"compare_id": "0" * 32,
+                                                         "scores": {"A": 1}})):
+        r = httpx.post(f"{gov.base}{path}", json=body,
+                       headers={"authorization": f"Bearer {issued['key']}"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -> None:

@@ -355,6 +355,13 @@ class Gateway:
         return live.learning.decide(text, allowed, lam, tenant=tenant, tools=tools,
                                     assignment=assignment, embedding=embedding)
 
+    def _count_request(self, who: Principal) -> None:
+        """Feedback and scores count against the caller's request rate like routing does (each
+        one is a row in the feedback log)."""
+        policy = self._policy(self.settings, who.tenant, who.key_id)
+        if policy is not None:
+            self.governor.count_route(policy)
+
     def _policy(self, settings: Settings, tenant: str | None,
                 key_id: str | None) -> Policy | None:
         """What governs a caller, or None when nothing governs anyone (the fast path)."""
@@ -635,6 +642,7 @@ class Gateway:
         if principal is None:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
+        self._count_request(who)
         result: FeedbackResult = await anyio.to_thread.run_sync(
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
@@ -769,6 +777,7 @@ class Gateway:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
         name = check_tenant(who.tenant)
+        self._count_request(who)
         compare, learned, commits = await anyio.to_thread.run_sync(
             lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id))
         for commit in commits:

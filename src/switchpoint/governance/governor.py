@@ -586,7 +586,8 @@ class Governor:
                 raise _refusal(blocked)
 
     def count_route(self, policy: Policy) -> None:
-        """A routing request counts against the caller's RPM (nothing to reserve)."""
+        """A request that calls no model (routing, feedback, a score) counts against the
+        caller's RPM (nothing to reserve)."""
         if policy.limits:
             blocked = self.ledger.count_request(policy.limits)
             if blocked is not None:
