@@ -169,6 +169,18 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     chosen = httpx.post(f"{gov.base}/v1/route", json={"prompt": "prove it", "cost_weight": 0},
                         headers={"authorization": f"Bearer {routing.api_key}"}).json()
     assert set(chosen["all_scores"]) == {"cheap", "good", "fresh"}
+    # Feedback may name a model the key reaches (by name or through 'auto'), no other.
+    decision = answer.headers["x-switchpoint-decision-id"]
+    about = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": decision, "score": 1,
+                                                         "model": "cheap"},
+                       headers={"authorization": f"Bearer {routing.api_key}"})
+    assert about.status_code == 200, about.text
+    named = client(gov, narrow["key"]).chat.completions.with_raw_response.create(
+        model="cheap", messages=user("x"))
+    other = httpx.post(f"{gov.base}/v1/feedback", json={
+        "decision_id": named.headers["x-switchpoint-request-id"], "score": 1, "model": "good"},
+        headers={"authorization": f"Bearer {narrow['key']}"})
+    assert other.status_code == 403 and "may not use 'good'" in other.text
 
 
 def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(

@@ -362,6 +362,17 @@ class Gateway:
         if policy is not None:
             self.governor.count_route(policy)
 
+    def _check_reachable(self, who: Principal, model: str) -> None:
+        """403 unless the caller may use ``model``, by name or through ``auto`` (feedback
+        about a model cannot teach a tenant about one its key may not use)."""
+        policy = self._policy(self.settings, who.tenant, who.key_id)
+        if policy is None or policy.models is None or model in policy.models:
+            return
+        pool = self.governor.allowed_names(policy, self.state.live().router.catalog)
+        if AUTO_MODEL in policy.models and (pool is None or model in pool):
+            return
+        self.governor.check_model(policy, model, self.state.live().router.catalog)
+
     def _policy(self, settings: Settings, tenant: str | None,
                 key_id: str | None) -> Policy | None:
         """What governs a caller, or None when nothing governs anyone (the fast path)."""
@@ -643,6 +654,8 @@ class Gateway:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
         self._count_request(who)
+        if isinstance(model, str):
+            self._check_reachable(who, model)
         result: FeedbackResult = await anyio.to_thread.run_sync(
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
