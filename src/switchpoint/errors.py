@@ -331,6 +331,18 @@ class RouterNotReadyError(GatewayError):
         super().__init__(message, retry_after=1.0)
 
 
+class StorageUnavailableError(GatewayError):
+    """The store cannot take writes now (its disk is full, or another process holds its
+    lock): what must be kept first (feedback, a comparison) is refused, and nothing is
+    learned."""
+
+    status = 503
+    code = "storage_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=5.0)
+
+
 class FailoverError(GatewayError):
     """No candidate answered. ``attempts`` lists every try and every model passed over, with
     why; ``last_error`` is the error that ended the search (``None`` when no model was called,

@@ -416,3 +416,21 @@ def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answer
             assert during["model"] == answering, during
             assert [line for line in lines if line.startswith("data: [DONE]")]
         assert routed not in _status(server)["feedback"]
+
+
+def test_while_the_store_refuses_writes_feedback_is_a_503_and_nothing_is_learned(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        decision = chat(server, math_prompt(35))[0]["x-switchpoint-decision-id"]
+        store = server.service.gateway.learning.store
+        assert store is not None
+        store.failing = "database or disk is full"  # as the writer records a refused commit
+        refused = feedback(server, decision, score=0.0)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "storage_unavailable"
+        assert "database or disk is full" in refused.text and "free space" in refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        assert _status(server)["learned_router"]["events"] == 0
+        store.failing = None  # space again
+        taken = feedback(server, decision, score=0.0).json()
+        assert taken["replaced"] is False and _status(server)["learned_router"]["events"] == 1

@@ -245,6 +245,17 @@ def test_a_catalog_the_weights_cannot_serve_fails_at_start(tmp_path: Path) -> No
     assert "switchpoint: error: models[0].profile: 'no-such-profile' is not a profile" in err
 
 
+def test_state_in_data_dir_that_will_not_open_stops_the_start_with_one_clear_line(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sessions.db").mkdir(parents=True)  # in the way of the session pins' file
+    server = ProcessServer(data_dir=data).start()
+    code, err = server.wait_exit()
+    assert code == 2, err
+    assert "sessions.db: cannot open the session pins" in err and "Traceback" not in err
+    assert "port" not in err.splitlines()[-1]
+
+
 def test_decisions_survive_a_crash_and_a_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = ProcessServer(data_dir=data).start()

@@ -242,3 +242,32 @@ def test_lazy_records_share_the_next_commit_or_land_soon(tmp_path: Path) -> None
         store.append_lazy(final)
     with SQLiteStore(path) as store:  # closing writes what is still queued
         assert store.decisions()[0]["id"] == final.id
+
+
+class _FullDisk:
+    """A connection whose inserts the database refuses while ``full`` (as a full disk does)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn, self.full = conn, True
+
+    def executemany(self, sql: str, rows: object) -> object:
+        if self.full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+def test_the_store_says_while_the_database_refuses_its_writes(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        assert store._conn is not None
+        disk = _FullDisk(store._conn)
+        store._conn = disk  # type: ignore[assignment]
+        with pytest.raises(StoreError, match="database or disk is full"):
+            store.append(record()).result(timeout=10)
+        assert store.failing == "database or disk is full"
+        disk.full = False
+        store.append(record()).result(timeout=10)
+        assert store.failing is None
+        store._conn = disk.conn

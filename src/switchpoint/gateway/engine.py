@@ -62,6 +62,7 @@ from switchpoint.errors import (
     NoUpstreamError,
     PermissionDeniedError,
     RateLimitExceededError,
+    StorageUnavailableError,
     StoreError,
 )
 from switchpoint.gateway.capabilities import needs_of
@@ -660,8 +661,7 @@ class Gateway:
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
                                          key_id=who.key_id, comment=comment, cost=cost))
-        for commit in result.commits:
-            await asyncio.wrap_future(commit)
+        await _kept(result.commits, "the feedback")
         return result
 
     def report_outcome(self, decision_id: str, quality_score: float | None = None,
@@ -749,7 +749,7 @@ class Gateway:
             lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels, costs,
                                               text))
         if commit is not None:  # kept before its id is handed out: a restart cannot lose it
-            await asyncio.wrap_future(commit)
+            await _kept([commit], "the comparison")
         answers = []
         for label, name in labels.items():
             result = by_model[name]
@@ -793,8 +793,7 @@ class Gateway:
         self._count_request(who)
         compare, learned, commits = await anyio.to_thread.run_sync(
             lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id))
-        for commit in commits:
-            await asyncio.wrap_future(commit)
+        await _kept(commits, "the scores")
         live = self.state.live()
         memory = live.learning.memory_status(name) if live.learning is not None else {}
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
@@ -1102,3 +1101,15 @@ def health_config(g: GatewaySettings) -> HealthConfig:
 
 
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
+
+
+async def _kept(commits: Sequence[Future[None]], what: str) -> None:
+    """Wait until ``commits`` are in the store; a write the store refused (a full disk, a lock
+    held too long) is a 503 saying so, not an internal error."""
+    for commit in commits:
+        try:
+            await asyncio.wrap_future(commit)
+        except StoreError as exc:
+            raise StorageUnavailableError(f"{what} could not be kept ({exc}); free space in "
+                                          "data_dir, or stop what holds its lock, then try "
+                                          "again") from None

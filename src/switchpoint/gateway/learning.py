@@ -71,6 +71,7 @@ from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
     NotFoundError,
+    StorageUnavailableError,
     StoreError,
     SwitchpointError,
 )
@@ -1208,10 +1209,17 @@ class GatewayLearning:
             _NOTE.reset(token)
 
     def _check_open(self) -> None:
-        """Outcomes are learned only where they are kept: not once the store is closed."""
-        if self.store is not None and not self.store.is_open:
+        """Outcomes are learned only where they are kept: not once the store is closed, nor
+        while its last write failed (a full disk, a lock held too long)."""
+        if self.store is None:
+            return
+        if not self.store.is_open:
             raise StoreError(f"{self.store.path}: the gateway is closed, so nothing can be "
                              "learned or kept; start it again (Gateway.start) to give feedback")
+        if self.store.failing is not None:
+            raise StorageUnavailableError(
+                f"the store cannot keep feedback now ({self.store.failing}: free space in "
+                "data_dir, or stop what holds its lock); nothing was learned, try again")
 
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
         """A request the governance refused got no answer: there is nothing to score."""

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.gateway.capabilities import Needs
 
 log = logging.getLogger("switchpoint.gateway")
@@ -199,12 +199,17 @@ class SQLitePinStore:
         self.path = str(path)
         self.cache_entries = cache_entries
         self._db_lock = threading.Lock()  # the connection: the writer, misses, purge, count
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(self.SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                       isolation_level=None)
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(self.SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the session pins ({exc}); check that "
+                             "data_dir is writable and its disk has space") from None
         # What the store knows (None: known to have no pin), most recently used last; and
         # the changes the writer has not committed yet. Both under `_changed`'s lock.
         self._known: OrderedDict[str, Pin | None] = OrderedDict()

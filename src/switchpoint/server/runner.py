@@ -123,6 +123,9 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
 
     state.on_load_error = stop
     try:
+        # The state in data_dir opens here, so what stops it (a full disk, a file in the way)
+        # is one clear error, not a traceback from the server's startup.
+        app.state.service.gateway.open()
         server.run()
     except SystemExit as exc:  # uvicorn exits when it cannot bind the port
         raise ServeError(f"cannot serve on {host}:{port} (see the message above; is the port "

@@ -426,6 +426,9 @@ class SQLiteStore:
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        #: Why the last commit failed when the database itself refused it (a full disk, a
+        #: lock held too long), until one succeeds; None while writes go through.
+        self.failing: str | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -554,6 +557,8 @@ class SQLiteStore:
                 self._conn.executemany(insert, rows)
             self._conn.execute("COMMIT")
         except (sqlite3.Error, ValueError, TypeError) as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                self.failing = str(exc)
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             if len(batch) > 1:  # one bad record must not sink the others: write them one by one
@@ -568,6 +573,7 @@ class SQLiteStore:
             else:
                 log.error("%s", error)
             return
+        self.failing = None
         for _, done in batch:
             if done is not None:
                 done.set_result(None)
