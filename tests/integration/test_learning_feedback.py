@@ -431,6 +431,11 @@ def test_while_the_store_refuses_writes_feedback_is_a_503_and_nothing_is_learned
         assert "database or disk is full" in refused.text and "free space" in refused.text
         assert int(refused.headers["retry-after"]) >= 1
         assert _status(server)["learned_router"]["events"] == 0
+        calls = len(fake.requests())
+        compared = post(server, "/v1/router/preferences/compare",
+                        {"prompt": math_prompt(36), "models": ["strong", "cheap"]})
+        assert compared.status_code == 503, compared.text
+        assert len(fake.requests()) == calls  # no answer paid for that could not be kept
         store.failing = None  # space again
         taken = feedback(server, decision, score=0.0).json()
         assert taken["replaced"] is False and _status(server)["learned_router"]["events"] == 1

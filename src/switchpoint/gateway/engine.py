@@ -695,6 +695,7 @@ class Gateway:
             raise InvalidInputError("stream", "a comparison returns whole answers; leave "
                                               "stream out")
         params.pop("stream", None)
+        self.learning.check_writable()  # before paying for answers it could not keep
         live = self.state.live()
         settings = live.settings
         if settings.models is None:

@@ -1116,7 +1116,7 @@ class GatewayLearning:
         answer cost, if the caller knows it (see ``Router.report_outcome``). Runs on a worker
         thread, under the state's guard, on the snapshot live then; the commits it returns are
         waited for by the caller. Everything is checked before anything is learned."""
-        self._check_open()
+        self.check_writable()
         decision_id = check_decision_id(decision_id)
         quality = check_quality(quality_score, success)
         comment = check_comment(comment)
@@ -1208,7 +1208,7 @@ class GatewayLearning:
         finally:
             _NOTE.reset(token)
 
-    def _check_open(self) -> None:
+    def check_writable(self) -> None:
         """Outcomes are learned only where they are kept: not once the store is closed, nor
         while its last write failed (a full disk, a lock held too long)."""
         if self.store is None:
@@ -1305,7 +1305,7 @@ class GatewayLearning:
         outcome per scored model, to the learned router (the tenant's overlay) and the
         tenant's memory, logged as ``preference`` feedback. A repeat replaces the scores it
         names."""
-        self._check_open()
+        self.check_writable()
         compare = self.compares.get(compare_id, tenant)
         if not isinstance(scores, Mapping) or not scores:
             raise InvalidInputError("scores", "give at least one score: {label or model: "
