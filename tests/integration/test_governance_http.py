@@ -286,6 +286,8 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
     ({"tenant": "acme", "budget": "50/fortnight"}, "budget", "'fortnight' is not a budget"),
     ({"tenant": "acme", "budget": "-5/day"}, "budget", ">= 0"),
     ({"tenant": "acme", "models": ["gpt-9"]}, "models", "not in the catalog: gpt-9"),
+    ({"tenant": "tight", "models": ["good", "auto"]}, "models",
+     "none of good, auto is among the models tenant 'tight' may use (cheap)"),
     ({"tenant": "acme", "rpm": 0}, "rpm", ">= 1"),
     ({"tenant": "acme", "expires": "yesterday"}, "expires", "is not a date"),
     ({"tenant": "acme", "colour": "red"}, "colour", "not a field"),

@@ -34,6 +34,12 @@ def _settings(args: argparse.Namespace) -> Any:
         return load_settings(path, overrides=overrides, environ=environ)
 
 
+def _tenant_models(settings: Any, tenant: object) -> list[str] | None:
+    """The models ``tenant`` may use, when its config lists them."""
+    t = settings.tenants.get(tenant) if isinstance(tenant, str) else None
+    return None if t is None or t.models is None else list(t.models)
+
+
 def _admin_env(path: str | None) -> str:
     """The variable the config names in ``admin_token_env``."""
     name = os.environ.get("SWITCHPOINT_ADMIN_TOKEN_ENV")
@@ -102,7 +108,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     catalog = [m.name for m in settings.models] if settings.models is not None else None
     spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
                    tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
-                   expires=args.expires).checked(list(settings.tenants), catalog)
+                   expires=args.expires).checked(
+        list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     with _store(settings) as store:
         issued = store.create(spec)
     if args.json:

@@ -203,10 +203,12 @@ class KeySpec:
     expires: str | float | None = None
 
     def checked(self, tenants: Sequence[str] | None,
-                catalog: Sequence[str] | None) -> KeySpec:
+                catalog: Sequence[str] | None, *,
+                tenant_models: Sequence[str] | None = None) -> KeySpec:
         """This spec once every field checks out (an :class:`InvalidInputError` naming the
         field otherwise). ``tenants`` are the configured tenant names; ``catalog`` the model
-        names, when known."""
+        names, when known; ``tenant_models`` the models the key's tenant may use, when it
+        lists them (a key narrows them: one that shares none could do nothing)."""
         if not isinstance(self.tenant, str) or not self.tenant:
             raise InvalidInputError("tenant", "is required: the tenant the key belongs to")
         if tenants is not None and self.tenant not in tenants:
@@ -238,6 +240,11 @@ class KeySpec:
                     raise InvalidInputError("models", f"not in the catalog: "
                                                       f"{', '.join(unknown)}; use "
                                                       f"{', '.join(catalog)} or 'auto'")
+            if tenant_models is not None and not [m for m in models if m in tenant_models]:
+                raise InvalidInputError("models", f"none of {', '.join(models)} is among the "
+                                                  f"models tenant {self.tenant!r} may use "
+                                                  f"({', '.join(tenant_models)}); a key "
+                                                  "narrows its tenant's models")
         if self.cost_weight is not None:
             from switchpoint.decision import check_cost_weight
 

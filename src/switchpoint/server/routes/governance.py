@@ -77,7 +77,9 @@ async def create_key(body: KeyCreate, request: Request) -> JSONResponse:
     gateway = get_service(request).gateway
     settings = gateway.settings
     catalog = [m.name for m in settings.models] if settings.models is not None else None
-    spec = _spec(body).checked(list(settings.tenants), catalog)
+    tenant = settings.tenants.get(body.tenant) if isinstance(body.tenant, str) else None
+    spec = _spec(body).checked(list(settings.tenants), catalog,
+                               tenant_models=tenant.models if tenant is not None else None)
     issued = await run_in_threadpool(gateway.governor.keys.create, spec)
     return JSONResponse(issued.to_dict(), status_code=201)
 
