@@ -356,23 +356,16 @@ class Gateway:
         return live.learning.decide(text, allowed, lam, tenant=tenant, tools=tools,
                                     assignment=assignment, embedding=embedding)
 
-    def _count_request(self, who: Principal) -> None:
+    def _govern_learning(self, who: Principal, model: object = None) -> None:
         """Feedback and scores count against the caller's request rate like routing does (each
-        one is a row in the feedback log)."""
+        is a row of the feedback log), and feedback may name only a model the caller reaches
+        (it cannot teach a tenant about one its key may not use)."""
         policy = self._policy(self.settings, who.tenant, who.key_id)
-        if policy is not None:
-            self.governor.count_route(policy)
-
-    def _check_reachable(self, who: Principal, model: str) -> None:
-        """403 unless the caller may use ``model``, by name or through ``auto`` (feedback
-        about a model cannot teach a tenant about one its key may not use)."""
-        policy = self._policy(self.settings, who.tenant, who.key_id)
-        if policy is None or policy.models is None or model in policy.models:
+        if policy is None:
             return
-        pool = self.governor.allowed_names(policy, self.state.live().router.catalog)
-        if AUTO_MODEL in policy.models and (pool is None or model in pool):
-            return
-        self.governor.check_model(policy, model, self.state.live().router.catalog)
+        self.governor.count_route(policy)
+        if isinstance(model, str):
+            self.governor.check_reachable(policy, model, self.state.live().router.catalog)
 
     def _policy(self, settings: Settings, tenant: str | None,
                 key_id: str | None) -> Policy | None:
@@ -654,9 +647,7 @@ class Gateway:
         if principal is None:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
-        self._count_request(who)
-        if isinstance(model, str):
-            self._check_reachable(who, model)
+        self._govern_learning(who, model)
         result: FeedbackResult = await anyio.to_thread.run_sync(
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
@@ -791,7 +782,7 @@ class Gateway:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
         name = check_tenant(who.tenant)
-        self._count_request(who)
+        self._govern_learning(who)
         compare, learned, commits = await anyio.to_thread.run_sync(
             lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id))
         await _kept(commits, "the scores")

@@ -386,6 +386,15 @@ class Governor:
                 f"model: this key may not use {requested!r}; it may use "
                 f"{', '.join(policy.models)}", param="model")
 
+    def check_reachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
+        """403 unless the caller may use ``model``, by name or through ``auto``."""
+        if policy.models is None or model in policy.models:
+            return
+        pool = self.allowed_names(policy, catalog)
+        if AUTO in policy.models and (pool is None or model in pool):
+            return
+        self.check_model(policy, model, catalog)
+
     def narrow(self, policy: Policy, catalog: Catalog,
                candidates: Sequence[str] | None) -> list[str] | None:
         """``candidates`` (a caller's list, None for all) narrowed to what the caller may use.
