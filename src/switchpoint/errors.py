@@ -339,8 +339,8 @@ class StorageUnavailableError(GatewayError):
     status = 503
     code = "storage_unavailable"
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retry_after=5.0)
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=5.0 if retry_after is None else retry_after)
 
 
 class FailoverError(GatewayError):

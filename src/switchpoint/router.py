@@ -341,8 +341,10 @@ class Router:
         on such prompts: the factor the router prices those prompts by. The outcome updates
         that tenant's posterior (the weights themselves change only through an explicit
         export); a second outcome for the same decision replaces the first (``replaced`` says
-        so), keeping the cost reported before unless it gives one. An unknown or forgotten
-        ``decision_id`` raises :class:`DecisionNotFoundError`.
+        so), keeping the cost reported before unless it gives one. With a ``feedback_log`` the
+        outcome is appended to it first, and learned only once the log keeps it (an error the
+        log raises leaves nothing learned). An unknown or forgotten ``decision_id`` raises
+        :class:`DecisionNotFoundError`.
         """
         if model is not None:
             self._check_models([model], "model")

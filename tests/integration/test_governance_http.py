@@ -183,6 +183,43 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     assert other.status_code == 403 and "may not use 'good'" in other.text
 
 
+def _named(message: str) -> set[str]:
+    """The models an error lists (after "known models are:" or "use one of")."""
+    found = re.search(r"(?:known models are:|use one of) ([\w, -]+)", message)
+    assert found is not None, message
+    return {m.strip() for m in found.group(1).split(",")}
+
+
+def test_errors_to_a_limited_key_name_only_the_models_it_may_use(gov: ThreadServer) -> None:
+    # acme may use cheap, good and fresh; the catalog also holds "other".
+    headers = {"authorization": f"Bearer {new_key(gov, models=['auto'])['key']}"}
+    base = {"model": "auto", "messages": user("x")}
+    errors = [
+        httpx.post(f"{gov.base}/v1/chat/completions", json={**base, "models": ["nope"]},
+                   headers=headers),
+        httpx.post(f"{gov.base}/v1/chat/completions", json=base,
+                   headers={**headers, "x-switchpoint-models": "cheap,nope"}),
+        httpx.post(f"{gov.base}/v1/route", json={"prompt": "x", "available_models": ["nope"]},
+                   headers=headers),
+        httpx.post(f"{gov.base}/v1/router/preferences/compare",
+                   json={"prompt": "x", "models": ["cheap", "nope"]}, headers=headers),
+    ]
+    for r in errors:
+        assert r.status_code == 400 and "'nope'" in r.text, r.text
+        assert _named(r.json()["error"]["message"]) == {"cheap", "good", "fresh"}, r.text
+    shown = httpx.get(f"{gov.base}/v1/models/other", headers=headers)
+    assert shown.status_code == 404
+    message = shown.json()["error"]["message"]
+    assert "is not a model this key may use" in message
+    assert _named(message) == {"auto", "cheap", "good", "fresh"}
+    # Without a key's limits every catalog model may be named.
+    limited = new_key(gov, tenant="limited")["key"]
+    everyone = httpx.post(f"{gov.base}/v1/route",
+                          json={"prompt": "x", "available_models": ["nope"]},
+                          headers={"authorization": f"Bearer {limited}"})
+    assert _named(everyone.json()["error"]["message"]) == {"cheap", "good", "fresh", "other"}
+
+
 def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
         gov: ThreadServer) -> None:
     issued = new_key(gov, budget="0.0001/day")

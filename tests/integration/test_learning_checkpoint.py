@@ -7,6 +7,9 @@ start serves the same lesson."""
 from __future__ import annotations
 
 import signal
+import threading
+import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import httpx
 import pytest
 
 from switchpoint.config import Settings
-from switchpoint.errors import StoreError
+from switchpoint.errors import StorageUnavailableError, StoreError
 from switchpoint.gateway import Gateway
 from switchpoint.gateway import learning as gateway_learning
 from switchpoint.gateway.live import learning_settings
@@ -284,14 +287,15 @@ def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
         assert gateway.router.learner.n_events() == 1
 
 
-def test_an_outcome_the_log_failed_to_keep_is_never_checkpointed(
+def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_checkpoints(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gateway_learning, "KEEP_WAIT_S", 0.2)
     settings = settings_for(fake, tmp_path)
     path = Path(settings.data_dir) / CHECKPOINT_FILENAME
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
-        first, second = (gateway.route(math_prompt(i)).decision_id for i in range(2))
-        gateway.report_outcome(first, 0.0)
+        ids = [gateway.route(math_prompt(i)).decision_id for i in range(4)]
+        gateway.report_outcome(ids[0], 0.0)
         store = gateway.learning.store
         assert store is not None
         real = store.append
@@ -301,13 +305,28 @@ def test_an_outcome_the_log_failed_to_keep_is_never_checkpointed(
 
         monkeypatch.setattr(store, "append", refuse)
         with pytest.raises(StoreError):
-            gateway.report_outcome(second, 0.0)
+            gateway.report_outcome(ids[1], 0.0)
         monkeypatch.setattr(store, "append", real)
-        assert gateway.learning.checkpoint() is None  # what it learned is not the log's
-    assert not path.exists()
+        assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 1
+        assert gateway.learning.checkpoint() == path  # what it learned is the log's
+
+        def slow(record: Any) -> Future[None]:
+            """Committed, but confirmed only after the feedback stopped waiting."""
+            written, late = real(record), Future[None]()
+            threading.Timer(0.5, lambda: late.set_result(written.result())).start()
+            return late
+
+        monkeypatch.setattr(store, "append", slow)
+        with pytest.raises(StorageUnavailableError, match="did not answer within"):
+            gateway.report_outcome(ids[2], 0.0)
+        monkeypatch.setattr(store, "append", real)
+        time.sleep(0.6)  # it is in the log after all, not learned here
+        gateway.report_outcome(ids[3], 0.0)
+        assert gateway.learning.checkpoint() is None
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
-        assert gateway.learning_status()["replayed"] == 1  # the log as it is
+        status = gateway.learning_status()
+        assert (status["from_checkpoint"], status["replayed"]) == (1, 3)  # the log as it is
 
 
 def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(

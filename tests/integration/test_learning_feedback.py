@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from switchpoint.config import Settings, load_settings
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError, StoreError
 from switchpoint.gateway import Gateway
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.full_disk import FULL, full_disk
 from tests.fakes.two_kinds import math_prompt, poem_prompt
 from tests.integration.learning_env import (
     KEYS,
@@ -418,24 +421,42 @@ def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answer
         assert routed not in _status(server)["feedback"]
 
 
-def test_while_the_store_refuses_writes_feedback_is_a_503_and_nothing_is_learned(
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_an_outcome_the_store_refuses_is_not_learned_and_nothing_routed_meanwhile_is_lost(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:
         decision = chat(server, math_prompt(35))[0]["x-switchpoint-decision-id"]
         store = server.service.gateway.learning.store
         assert store is not None
-        store.failing = "database or disk is full"  # as the writer records a refused commit
-        refused = feedback(server, decision, score=0.0)
-        assert refused.status_code == 503, refused.text
-        assert refused.json()["error"]["code"] == "storage_unavailable"
-        assert "database or disk is full" in refused.text and "free space" in refused.text
-        assert int(refused.headers["retry-after"]) >= 1
-        assert _status(server)["learned_router"]["events"] == 0
-        calls = len(fake.requests())
-        compared = post(server, "/v1/router/preferences/compare",
-                        {"prompt": math_prompt(36), "models": ["strong", "cheap"]})
-        assert compared.status_code == 503, compared.text
-        assert len(fake.requests()) == calls  # no answer paid for that could not be kept
-        store.failing = None  # space again
+        with full_disk(store) as disk:
+            refused = feedback(server, decision, score=0.0)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "storage_unavailable"
+            assert FULL in refused.text and "free space" in refused.text
+            assert int(refused.headers["retry-after"]) >= 1
+            assert _status(server)["learned_router"]["events"] == 0  # refused: not learned
+            again = feedback(server, decision, score=0.0)  # turned away at once meanwhile
+            assert again.status_code == 503 and FULL in again.text
+            calls = len(fake.requests())
+            compared = post(server, "/v1/router/preferences/compare",
+                            {"prompt": math_prompt(36), "models": ["strong", "cheap"]})
+            assert compared.status_code == 503, compared.text
+            assert len(fake.requests()) == calls  # no answer paid for that could not be kept
+            # Routed and answered while nothing can be written: its records wait.
+            meanwhile = chat(server, math_prompt(37))[0]["x-switchpoint-decision-id"]
+            disk.full = False  # space again
+            chat(server, math_prompt(38))  # a write goes through; what waited follows it
+            _until(lambda: store.failing is None and not store._retry, "writes resumed")
         taken = feedback(server, decision, score=0.0).json()
         assert taken["replaced"] is False and _status(server)["learned_router"]["events"] == 1
+    with learning_server(fake, tmp_path) as server:  # a restart: the log and the pending rows
+        assert _status(server)["learned_router"]["events"] == 1
+        later = feedback(server, meanwhile, score=1.0)
+        assert later.status_code == 200, later.text
+        assert _status(server)["learned_router"]["events"] == 2

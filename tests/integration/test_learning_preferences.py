@@ -14,6 +14,7 @@ from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from switchpoint.store.learning import LearningReader
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.full_disk import full_disk
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import (
     KEYS,
@@ -299,6 +300,25 @@ def test_only_the_newest_max_compares_comparisons_take_scores(
         assert scored == [404, 404, 200, 200]
 
 
+def test_the_cap_on_waiting_comparisons_is_each_tenants(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, TENANTS + "learning: {max_compares: 2}\n") as server:
+        keys = _keys(server)
+
+        def compare(tenant: str, i: int) -> str:
+            body = {"prompt": math_prompt(650 + i), "models": ["strong", "cheap"]}
+            answer = post(server, "/v1/router/preferences/compare", body, key=keys[tenant])
+            return str(answer.json()["compare_id"])
+
+        acme = [compare("acme", i) for i in range(2)]
+        for i in range(3):  # another tenant's comparisons push none of acme's out
+            compare("globex", 10 + i)
+        scored = [post(server, "/v1/router/preferences/score",
+                       {"compare_id": cid, "scores": {"A": 1}}, key=keys["acme"]).status_code
+                  for cid in acme]
+        assert scored == [200, 200]
+
+
 def test_models_named_like_blind_labels_get_other_labels(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     # Models named "A" and "B": a score's key must never mean one as a label and the other
@@ -331,3 +351,28 @@ def test_a_compared_answers_request_id_takes_no_feedback(server: ThreadServer) -
         assert "strong" not in r.text and "cheap" not in r.text  # still blind
     status = get(server, "/v1/router/status", key=acme).json()["tenants"]["acme"]
     assert status["feedback"] == {}
+
+
+def test_scores_the_store_refuses_part_way_say_which_were_kept_and_a_repeat_completes_them(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        compare = post(server, "/v1/router/preferences/compare",
+                       {"prompt": math_prompt(640), "models": ["strong", "cheap"]}).json()
+        store = server.service.gateway.learning.store
+        assert store is not None
+        time.sleep(0.3)  # the comparison's log entries are written
+        body = {"compare_id": compare["compare_id"], "scores": {"A": 1.0, "B": 0.0}}
+        with full_disk(store, room=1):  # A's score is written, then the disk is full
+            refused = post(server, "/v1/router/preferences/score", body)
+            assert refused.status_code == 503, refused.text
+            assert "the score of B (after A, kept and learned) could not be kept" in refused.text
+            status = get(server, "/v1/router/status").json()["tenants"]["default"]
+            assert status["learned_router"]["events"] == 1
+        chat(server, math_prompt(641))  # a write goes through
+        deadline = time.monotonic() + 15
+        while store.failing is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        again = post(server, "/v1/router/preferences/score", body)
+        assert again.status_code == 200, again.text
+        assert [s["replaced"] for s in again.json()["scores"]] == [True, False]

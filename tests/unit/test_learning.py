@@ -557,3 +557,27 @@ def test_an_export_counts_outcomes_not_repeats(package, fake_embedder, tmp_path:
         router.report_outcome(d.decision_id, q)
     learned = export_weights(router, tmp_path / "w").provenance["learned"][-1]
     assert (learned["outcomes"], learned["events"]) == (1, 3)
+
+
+class _RefusingLog(InMemoryFeedbackLog):
+    """A feedback log that cannot keep anything while ``refusing``."""
+
+    refusing = True
+
+    def append(self, event: FeedbackEvent) -> None:
+        if self.refusing:
+            raise OSError("No space left on device")
+        super().append(event)
+
+
+def test_an_outcome_its_log_cannot_keep_is_not_learned(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    log = _RefusingLog()
+    router = _router(package, fake_embedder, feedback_log=log)
+    decision = router.route(math_prompt(1), tenant="a")
+    before = _math_error(router, "a")
+    with pytest.raises(OSError, match="No space"):
+        router.report_outcome(decision.decision_id, 0.0)
+    assert router.learner.n_events("a") == 0 and _math_error(router, "a") == before
+    log.refusing = False
+    taken = router.report_outcome(decision.decision_id, 0.0)
+    assert taken.replaced is False and len(log) == 1 and router.learner.n_events("a") == 1

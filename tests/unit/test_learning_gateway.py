@@ -194,6 +194,11 @@ def test_comparisons_expire_are_bounded_and_belong_to_one_tenant() -> None:
     with pytest.raises(NotFoundError):
         compares.get("old", "acme")
     assert len(compares) == 2
+    # The cap is each tenant's: another tenant's comparisons push none of acme's out.
+    for i in range(5):
+        compares.put(compare(f"g{i}", "globex"))
+    assert compares.get("c3", "acme") and compares.get("g4", "globex")
+    assert len(compares) == 4
 
 
 
@@ -218,9 +223,15 @@ def test_stored_comparisons_read_back_whole_and_are_pruned(tmp_path: Path) -> No
         compares.get("c2", "globex")
     with pytest.raises(NotFoundError):
         compares.get("gone", "acme")  # expired, even though still stored
+    for i in range(4):  # another tenant's, made later
+        store.append(Compare(f"g{i}", "globex", {"A": "x"}, frozenset({"x"}), vector, None,
+                             "w1", now, now + 60)).result()
+    assert reader.compare("c5", newest=3) is not None  # among acme's newest three
+    assert reader.compare("c2", newest=3) is None and reader.compare("g0", newest=3) is None
     store.append(ComparePrune(3, now)).result()
     assert reader.compare("gone") is None  # expired rows go
     assert [reader.compare(f"c{i}") is not None for i in range(6)] == [False] * 4 + [True] * 2
+    assert [reader.compare(f"g{i}") is not None for i in range(4)] == [False] + [True] * 3
     store.close()
 
 

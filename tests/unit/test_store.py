@@ -16,6 +16,7 @@ import pytest
 from switchpoint.errors import StoreError
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 from switchpoint.store.sqlite import Record
+from tests.fakes.full_disk import FULL, full_disk
 
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
@@ -244,30 +245,44 @@ def test_lazy_records_share_the_next_commit_or_land_soon(tmp_path: Path) -> None
         assert store.decisions()[0]["id"] == final.id
 
 
-class _FullDisk:
-    """A connection whose inserts the database refuses while ``full`` (as a full disk does)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn, self.full = conn, True
-
-    def executemany(self, sql: str, rows: object) -> object:
-        if self.full:
-            raise sqlite3.OperationalError("database or disk is full")
-        return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.conn, name)
-
-
 def test_the_store_says_while_the_database_refuses_its_writes(tmp_path: Path) -> None:
-    with SQLiteStore(tmp_path / "s.db") as store:
-        assert store._conn is not None
-        disk = _FullDisk(store._conn)
-        store._conn = disk  # type: ignore[assignment]
-        with pytest.raises(StoreError, match="database or disk is full"):
+    with SQLiteStore(tmp_path / "s.db") as store, full_disk(store) as disk:
+        with pytest.raises(StoreError, match=FULL):
             store.append(record()).result(timeout=10)
-        assert store.failing == "database or disk is full"
+        assert store.failing == FULL
+        refusing = store.refusing()
+        assert refusing is not None and refusing[0] == FULL and 0 < refusing[1] <= 5
         disk.full = False
         store.append(record()).result(timeout=10)
-        assert store.failing is None
-        store._conn = disk.conn
+        assert store.failing is None and store.refusing() is None
+
+
+def test_records_nobody_waits_for_are_written_once_the_database_takes_writes_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.db"
+    with SQLiteStore(path) as store:
+        with full_disk(store) as disk:
+            lazy = [record() for _ in range(3)]
+            for r in lazy:
+                store.append_lazy(r)
+            with pytest.raises(StoreError, match=FULL):  # the commit they rode on is refused
+                store.append(record()).result(timeout=10)
+            disk.full = False
+            kept = record()
+            store.append(kept).result(timeout=10)  # a write goes through: they follow it
+            deadline = time.monotonic() + 10
+            while len(store.decisions()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert {d["id"] for d in store.decisions()} == {kept.id, *(r.id for r in lazy)}
+        # Past the refusing window the database is tried again even with nothing else to write.
+        monkeypatch.setattr("switchpoint.store.sqlite.REFUSING_S", 0.2)
+        with full_disk(store) as disk:
+            late = record()
+            store.append_lazy(late)
+            time.sleep(0.3)  # refused at least once
+            assert late.id not in {d["id"] for d in store.decisions()}
+            disk.full = False
+            deadline = time.monotonic() + 10
+            while late.id not in {d["id"] for d in store.decisions()}:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)

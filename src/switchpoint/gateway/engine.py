@@ -59,11 +59,12 @@ from switchpoint.errors import (
     FailoverError,
     GatewayError,
     InvalidInputError,
+    ModelNotFoundError,
     NoUpstreamError,
     PermissionDeniedError,
     RateLimitExceededError,
-    StorageUnavailableError,
     StoreError,
+    UnknownModelError,
 )
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.failover import (
@@ -76,7 +77,7 @@ from switchpoint.gateway.failover import (
     outcomes_of,
 )
 from switchpoint.gateway.health import HealthConfig, HealthTracker
-from switchpoint.gateway.learning import Assignment, FeedbackResult, GatewayLearning
+from switchpoint.gateway.learning import Assignment, FeedbackResult, GatewayLearning, not_kept
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
@@ -308,7 +309,10 @@ class Gateway:
             catalog = live.router.catalog
             self.governor.check_model(policy, "auto", catalog)
             if available_models is not None:
-                live.router.check_candidates(available_models)  # unknown names: a clear 400
+                try:
+                    live.router.check_candidates(available_models)  # unknown names: a 400
+                except UnknownModelError as exc:
+                    raise self.governor.unknown_model(policy, catalog, exc, "auto") from None
             allowed = self.governor.narrow(policy, catalog, available_models)
             self.governor.count_route(policy)
             decision = await self.governor.route(
@@ -437,7 +441,10 @@ class Gateway:
                 self.observer.on_decision(decision)
             return decision
 
-        plan = await self.planner.plan(call, catalog, route, started=started)
+        try:
+            plan = await self.planner.plan(call, catalog, route, started=started)
+        except (UnknownModelError, ModelNotFoundError) as exc:
+            raise self.governor.unknown_model(policy, catalog, exc, call.requested) from None
         if policy is not None and Governor.active(settings):
             try:
                 plan.ticket, plan.cards = self.governor.admit(
@@ -686,7 +693,7 @@ class Gateway:
             raise InvalidInputError("stream", "a comparison returns whole answers; leave "
                                               "stream out")
         params.pop("stream", None)
-        self.learning.check_writable()  # before paying for answers it could not keep
+        self.learning.check_writable("the comparison")  # before paying for answers
         live = self.state.live()
         settings = live.settings
         if settings.models is None:
@@ -712,9 +719,8 @@ class Gateway:
                                               f"models, got {names[:10]}")
         unknown = [m for m in names if m not in catalog]
         if unknown:
-            from switchpoint.errors import UnknownModelError
-
-            raise UnknownModelError("models", unknown, catalog.names)
+            raise self.governor.unknown_model(
+                policy, catalog, UnknownModelError("models", unknown, catalog.names), "auto")
         if policy is not None:
             for name in names:
                 self.governor.check_model(policy, name, catalog)
@@ -1102,6 +1108,4 @@ async def _kept(commits: Sequence[Future[None]], what: str) -> None:
         try:
             await asyncio.wrap_future(commit)
         except StoreError as exc:
-            raise StorageUnavailableError(f"{what} could not be kept ({exc}); free space in "
-                                          "data_dir, or stop what holds its lock, then try "
-                                          "again") from None
+            raise not_kept(what, exc) from None

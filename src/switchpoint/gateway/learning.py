@@ -3,8 +3,9 @@ experiments and exploration.
 
 ::
 
-    feedback ─► the live router's learner (its tenant's overlay) ─► the feedback log (SQLite)
-             └► the other routers of the snapshot (experiment arms) and the tenant's memory
+    feedback ─► the feedback log (SQLite) ─► once committed: the live router's learner (its
+                                             tenant's overlay), the other routers of the snapshot
+                                             (experiment arms) and the tenant's memory
 
     start / reload / policy swap ─► new snapshot ─► the learning checkpoint, if it fits
                                  ─► replay the log after it (all of it, without one) ─► live
@@ -55,6 +56,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -144,12 +146,25 @@ NO_ANSWER = ("this request got no answer from any model, so there is no answer t
 CHECKPOINT_EVERY = 5000
 #: Events replayed at a start or reload past which the state is checkpointed at once.
 CHECKPOINT_AFTER_REPLAY = 1000
+#: How long an outcome waits for the store to keep it (seconds); past that it is refused and
+#: not learned.
+KEEP_WAIT_S = 30.0
+
+
+def not_kept(what: str, reason: object, retry_after: float | None = None
+             ) -> StorageUnavailableError:
+    """The 503 for something the store could not keep (a full disk, a lock held too long)."""
+    return StorageUnavailableError(f"{what} could not be kept ({reason}); free space in "
+                                   "data_dir, or stop what holds its lock, then try again "
+                                   "(nothing of it was learned; a repeat replaces whatever "
+                                   "was)", retry_after=retry_after)
 
 
 class ServiceFeedbackLog:
     """The service's feedback log: the store's ``feedback`` table (a list when the gateway keeps
     no store, so nothing survives the process). Appends are queued on the store's writer;
-    :meth:`flush` waits until every one is committed (a replay reads what is on disk)."""
+    :meth:`flush` waits until every one is committed (a replay reads what is on disk), and
+    :meth:`keep` until one is: outcomes are learned only once kept."""
 
     def __init__(self, store: SQLiteStore | None) -> None:
         self.store = store
@@ -157,11 +172,13 @@ class ServiceFeedbackLog:
         self._memory: list[LoggedFeedback] = []
         self._outstanding: set[Future[None]] = set()
         self._lock = threading.Lock()
-        #: Rows this process's appends committed, and appends that failed (the rest of the
-        #: log was written by other processes, such as an offline ``switchpoint feedback`` on
-        #: the same data_dir). Exact once :meth:`flush` returns.
+        #: Rows this process's appends committed (the rest of the log was written by other
+        #: processes, such as an offline ``switchpoint feedback`` on the same data_dir). Exact
+        #: once :meth:`flush` returns.
         self.committed = 0
-        self.failed = 0
+        #: Appends :meth:`keep` stopped waiting for: the store may still write them, and they
+        #: were not learned, so this process's learning may lack rows of the log.
+        self.abandoned = 0
 
     def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
                key_id: str | None = None, comment: str | None = None) -> Future[None]:
@@ -175,12 +192,7 @@ class ServiceFeedbackLog:
             done: Future[None] = Future()
             done.set_result(None)
             return done
-        try:
-            future = self.store.append(record)
-        except StoreError:
-            with self._lock:
-                self.failed += 1
-            raise
+        future = self.store.append(record)
         with self._lock:
             self._outstanding.add(future)
         future.add_done_callback(self._settled)
@@ -194,8 +206,18 @@ class ServiceFeedbackLog:
             self._outstanding.discard(future)
             if future.exception() is None:
                 self.committed += 1
-            else:
-                self.failed += 1
+
+    def keep(self, future: Future[None], what: str = "the feedback") -> None:
+        """Wait until one appended event is committed; :class:`StorageUnavailableError` when
+        the store refused it or did not answer within :data:`KEEP_WAIT_S`."""
+        try:
+            future.result(timeout=KEEP_WAIT_S)
+        except FutureTimeoutError:
+            with self._lock:
+                self.abandoned += 1
+            raise not_kept(what, f"the store did not answer within {KEEP_WAIT_S:.0f} s") from None
+        except StoreError as exc:
+            raise not_kept(what, exc) from None
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every appended event is committed (or failed), and count it."""
@@ -230,7 +252,7 @@ class ServiceFeedbackLog:
 class RouterLog:
     """One router's :class:`~switchpoint.learning.events.FeedbackLog`: the service's log,
     recording the router's weights with each event (and, around a gateway report, the kind,
-    the caller's key and the comment)."""
+    the caller's key and the comment). An append returns once the event is committed."""
 
     def __init__(self, log: ServiceFeedbackLog, router: Router) -> None:
         self.log = log
@@ -241,6 +263,7 @@ class RouterLog:
         future = self.log.append(event, note.kind, weights_id=self.weights_id,
                                  key_id=note.key_id, comment=note.comment)
         note.commits.append(future)
+        self.log.keep(future)
 
     def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
         return (row.event for row in self.log.replay(tenant) if row.kind != "model")
@@ -394,31 +417,34 @@ Compare = CompareRecord
 
 
 class Compares:
-    """Comparisons waiting for scores: at most ``capacity`` (the oldest go first), each for
-    ``ttl_s`` seconds. One not in memory (a restart since) is looked up with ``lookup`` (the
-    store). Thread-safe."""
+    """Comparisons waiting for scores: at most ``capacity`` per tenant (its oldest go first),
+    each for ``ttl_s`` seconds. One not in memory (a restart since) is looked up with
+    ``lookup`` (the store). Thread-safe."""
 
     def __init__(self, capacity: int = 1000, ttl_s: float = 3600.0,
                  lookup: Callable[[str], Compare | None] | None = None) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self.lookup = lookup
-        self._items: OrderedDict[str, Compare] = OrderedDict()
+        self._tenants: dict[str, OrderedDict[str, Compare]] = {}  # each oldest first
         self._lock = threading.Lock()
 
     def put(self, compare: Compare) -> None:
         with self._lock:
             self._expire(time.time())
-            self._items[compare.compare_id] = compare
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            items = self._tenants.setdefault(compare.tenant, OrderedDict())
+            items[compare.compare_id] = compare
+            while len(items) > self.capacity:
+                items.popitem(last=False)
 
     def get(self, compare_id: object, tenant: str) -> Compare:
         """The comparison, if it exists for ``tenant`` and has not expired (else 404)."""
         now = time.time()
         with self._lock:
             self._expire(now)
-            found = self._items.get(compare_id) if isinstance(compare_id, str) else None
+            items = self._tenants.get(tenant)
+            found = (items.get(compare_id) if items is not None and isinstance(compare_id, str)
+                     else None)
         if (found is None and self.lookup is not None and isinstance(compare_id, str)
                 and 0 < len(compare_id) <= MAX_DECISION_ID):
             found = self.lookup(compare_id)
@@ -430,14 +456,15 @@ class Compares:
         return found
 
     def _expire(self, now: float) -> None:
-        while self._items:
-            oldest = next(iter(self._items.values()))
-            if oldest.expires > now:
-                return
-            self._items.popitem(last=False)
+        for tenant, items in list(self._tenants.items()):
+            while items and next(iter(items.values())).expires <= now:
+                items.popitem(last=False)
+            if not items:
+                del self._tenants[tenant]
 
     def __len__(self) -> int:
-        return len(self._items)
+        with self._lock:
+            return sum(len(items) for items in self._tenants.values())
 
 
 # One snapshot's learning ---------------------------------------------------------------------
@@ -479,7 +506,7 @@ class LiveLearning:
         # learned them (see ``GatewayLearning._learned_through``).
         self.covered = 0
         self.own_at_cover = 0
-        self.failed_at_cover = 0  # the log's failed appends counted then
+        self.abandoned_at_cover = 0  # appends the log stopped waiting for, counted then
         # Per router (by id) and tenant: the log position through which that router's weights
         # already hold the tenant's outcomes (exported from this log), so a replay skips them.
         self.folded: dict[tuple[int, str], int] = {}
@@ -893,7 +920,7 @@ class GatewayLearning:
 
         learning.replay(rows())
         learning.covered, learning.own_at_cover = last[0], self.log.committed
-        learning.failed_at_cover = self.log.failed
+        learning.abandoned_at_cover = self.log.abandoned
         if learning.replayed or learning.skipped:
             log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
                      "replayed after it; %d passed over) in %.2f s", learning.replayed,
@@ -944,10 +971,10 @@ class GatewayLearning:
         last = self.reader.last_feedback()
         if last is None:
             return None
-        if self.log.failed != learning.failed_at_cover:
-            log.info("%s: an outcome learned here was not written to the feedback log (see "
-                     "the error then), so what is learned is not the log's; the next reload "
-                     "or restart learns the log as it is", what)
+        if self.log.abandoned != learning.abandoned_at_cover:
+            log.info("%s: the store did not answer in time for an outcome, which was not "
+                     "learned here but may be in the feedback log; the next reload or restart "
+                     "learns the log as it is", what)
             return None
         own = self.log.committed - learning.own_at_cover
         foreign = self.reader.feedback_count(after=learning.covered) - own
@@ -1116,7 +1143,7 @@ class GatewayLearning:
         answer cost, if the caller knows it (see ``Router.report_outcome``). Runs on a worker
         thread, under the state's guard, on the snapshot live then; the commits it returns are
         waited for by the caller. Everything is checked before anything is learned."""
-        self.check_writable()
+        self.check_writable("the feedback")
         decision_id = check_decision_id(decision_id)
         quality = check_quality(quality_score, success)
         comment = check_comment(comment)
@@ -1208,18 +1235,20 @@ class GatewayLearning:
         finally:
             _NOTE.reset(token)
 
-    def check_writable(self) -> None:
-        """Outcomes are learned only where they are kept: not once the store is closed, nor
-        while its last write failed (a full disk, a lock held too long)."""
+    def check_writable(self, what: str) -> None:
+        """Turn away at once what must be kept (feedback, a comparison) where it cannot be:
+        once the store is closed, and for a few seconds after the database refused a write (a
+        full disk, a lock held too long), until a write goes through; after that the next
+        write tries the database again."""
         if self.store is None:
             return
         if not self.store.is_open:
             raise StoreError(f"{self.store.path}: the gateway is closed, so nothing can be "
                              "learned or kept; start it again (Gateway.start) to give feedback")
-        if self.store.failing is not None:
-            raise StorageUnavailableError(
-                f"the store cannot keep feedback now ({self.store.failing}: free space in "
-                "data_dir, or stop what holds its lock); nothing was learned, try again")
+        refusing = self.store.refusing()
+        if refusing is not None:
+            reason, left = refusing
+            raise not_kept(what, reason, retry_after=left)
 
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
         """A request the governance refused got no answer: there is nothing to score."""
@@ -1303,9 +1332,9 @@ class GatewayLearning:
                                                   list[Future[None]]]:
         """Teach the scores of one comparison (checked whole before anything is learned): one
         outcome per scored model, to the learned router (the tenant's overlay) and the
-        tenant's memory, logged as ``preference`` feedback. A repeat replaces the scores it
-        names."""
-        self.check_writable()
+        tenant's memory, logged as ``preference`` feedback, each learned once the log keeps
+        it. A repeat replaces the scores it names."""
+        self.check_writable("the scores")
         compare = self.compares.get(compare_id, tenant)
         if not isinstance(scores, Mapping) or not scores:
             raise InvalidInputError("scores", "give at least one score: {label or model: "
@@ -1343,9 +1372,13 @@ class GatewayLearning:
                     embedding=tuple(compare.embedding.reshape(-1).tolist()),
                     units=compare.units, served=model if model != profile else None,
                     measured_cost=compare.costs.get(model))
+                commit = self.log.append(event, "preference", weights_id=compare.weights_id,
+                                         key_id=key_id)
+                commits.append(commit)
+                kept = [str(o["label"]) for o in out]
+                self.log.keep(commit, f"the score of {label_of[model]}" + (
+                    f" (after {', '.join(kept)}, kept and learned)" if kept else ""))
                 applied = learning.learn(event, compare.weights_id)
-                commits.append(self.log.append(event, "preference",
-                                               weights_id=compare.weights_id, key_id=key_id))
                 out.append({"label": label_of[model], "model": model, "quality": quality,
                             "replaced": applied.previous is not None,
                             "previous_quality": applied.previous,

@@ -48,10 +48,12 @@ from switchpoint.errors import (
     AuthenticationError,
     BudgetExceededError,
     InvalidInputError,
+    ModelNotFoundError,
     NoCapableModelError,
     PermissionDeniedError,
     RateLimitExceededError,
     StoreError,
+    UnknownModelError,
 )
 from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, parse_budgets
 from switchpoint.governance.keys import KeyRecord, KeyStore
@@ -365,6 +367,29 @@ class Governor:
         if policy.pool is None:
             return None  # no list names a model ('auto' alone: routing among the catalog)
         return [m for m in policy.pool if m in catalog]
+
+    def visible(self, policy: Policy | None, catalog: Catalog) -> list[str]:
+        """The catalog models a caller may use, by name or through ``auto``: all that an
+        error may name to it (a key limited to some models is not told of the others)."""
+        if policy is None or policy.models is None:
+            return list(catalog.names)
+        pool = self.allowed_names(policy, catalog)
+        reach = set(policy.models) | set(catalog.names if pool is None else pool)
+        return [m for m in catalog.names if m in reach]
+
+    def unknown_model(self, policy: Policy | None, catalog: Catalog,
+                      exc: UnknownModelError | ModelNotFoundError, requested: str
+                      ) -> UnknownModelError | ModelNotFoundError:
+        """``exc`` (names the catalog does not know; ``requested``: the model the request
+        named) as the caller may see it: naming only the models it may use."""
+        if policy is None or policy.models is None:
+            return exc
+        shown = self.visible(policy, catalog)
+        if isinstance(exc, UnknownModelError):
+            return UnknownModelError(exc.field, exc.names, shown)
+        return ModelNotFoundError(f"model: {requested[:200]!r} is not in this gateway's "
+                                  f"catalog; this key may use {', '.join(shown) or 'none'}",
+                                  param="model")
 
     def check_model(self, policy: Policy, requested: str, catalog: Catalog) -> None:
         """403 unless the caller may use ``requested``."""

@@ -8,7 +8,7 @@
       memory: {}                # the deployment's own tenant (requests without one) keeps a
                                 # nearest-neighbour memory of its outcomes; omit: none
       compare_ttl_s: 3600       # how long a preference comparison waits for its scores
-      max_compares: 1000        # comparisons waiting at once (the oldest go first)
+      max_compares: 1000        # comparisons waiting per tenant (its oldest go first)
     tenants:
       acme:
         memory:                 # this tenant's memory of its own outcomes (omit: none)

@@ -163,7 +163,8 @@ class FeedbackEvent:
 
 class FeedbackLog(Protocol):
     """Where feedback events are kept so learning state can be rebuilt: append in order,
-    replay in the same order (all tenants, or one)."""
+    replay in the same order (all tenants, or one). ``append`` returns once the event is kept
+    and raises if it cannot be: the event is then not learned."""
 
     def append(self, event: FeedbackEvent) -> None: ...
 

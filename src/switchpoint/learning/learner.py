@@ -3,9 +3,10 @@
 ``Router.route`` asks the learner which policy to estimate with for a tenant (the fitted one, or
 its posterior after that tenant's outcomes) and remembers each decision; ``Router.report_outcome``
 hands an outcome to :meth:`Learner.report`, which turns it into a
-:class:`~switchpoint.learning.events.FeedbackEvent`, applies it to the tenant's overlay only
-(tenants never see each other's outcomes), appends it to the log and tells subscribers (e.g. a
-tenant memory). :meth:`Learner.replay` rebuilds the same state from logged events.
+:class:`~switchpoint.learning.events.FeedbackEvent`, appends it to the log (an outcome the log
+cannot keep is not learned), then applies it to the tenant's overlay only (tenants never see
+each other's outcomes) and tells subscribers (e.g. a tenant memory). :meth:`Learner.replay`
+rebuilds the same state from logged events.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class Learner:
         self._revisions: dict[str, int] = {}
         self._subscribers: list[Callable[[FeedbackEvent], object]] = []
         self._lock = threading.RLock()
+        # Outcomes are logged and learned one at a time, in one order, while routing (which
+        # takes only ``_lock``) goes on during a log write.
+        self._reporting = threading.Lock()
 
     def configure(self, settings: LearningSettings) -> None:
         """Apply new settings: the decision memory and the explorer are rebuilt (remembered
@@ -150,10 +154,10 @@ class Learner:
             units=entry.units, chosen=entry.chosen,
             cost=entry.expected_cost if served == entry.chosen else None,
             served=served if served != profile else None, measured_cost=measured)
-        with self._lock:
-            previous = self.apply(event)
+        with self._reporting:
             if self.log is not None:
-                self.log.append(event)
+                self.log.append(event)  # kept first: what the log refuses is not learned
+            previous = self.apply(event)
         return OutcomeResult(decision_id, entry.tenant, served, quality, previous is not None,
                              previous, event)
 

@@ -165,13 +165,15 @@ class CompareRecord:
 
 @dataclass(frozen=True)
 class ComparePrune:
-    """Keeps only the newest ``keep`` comparisons and drops those expired by ``now``."""
+    """Keeps only each tenant's newest ``keep`` comparisons and drops those expired by
+    ``now``."""
 
     keep: int
     now: float
 
-    insert: ClassVar[str] = ("DELETE FROM compares WHERE expires <= ? OR seq <= "
-                             "(SELECT coalesce(max(seq), 0) FROM compares) - ?")
+    insert: ClassVar[str] = ("DELETE FROM compares WHERE expires <= ? OR (SELECT count(*) FROM "
+                             "compares later WHERE later.tenant = compares.tenant AND "
+                             "later.seq > compares.seq) >= ?")
     what: ClassVar[str] = "comparison prune"
 
     @property
@@ -289,10 +291,11 @@ class LearningReader:
 
     def compare(self, compare_id: str, newest: int | None = None) -> CompareRecord | None:
         """A comparison still waiting for scores (expired or not: the caller decides); with
-        ``newest``, only if it is among the ``newest`` comparisons made."""
+        ``newest``, only if it is among the ``newest`` comparisons its tenant made."""
         row = self._one(f"SELECT {', '.join(_COMPARE_COLUMNS)} FROM compares "
                         "WHERE compare_id = ? AND (? IS NULL OR (SELECT count(*) FROM compares "
-                        "later WHERE later.seq > compares.seq) < ?)",
+                        "later WHERE later.tenant = compares.tenant AND "
+                        "later.seq > compares.seq) < ?)",
                         (compare_id, newest, newest))
         if row is None:
             return None

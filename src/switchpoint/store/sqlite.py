@@ -20,6 +20,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
@@ -30,11 +31,18 @@ from typing import Any, ClassVar, Protocol
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
 LAZY_WAIT_S = 0.05
+#: After the database refuses a write (a full disk, a lock held too long), how long the store
+#: is taken to be refusing still (seconds): what must be kept is turned away at once meanwhile,
+#: and tried again after.
+REFUSING_S = 5.0
+#: Records nobody waits for (see ``append_lazy``) that the database refused wait to be tried
+#: again, up to this many (past it the oldest is dropped, and logged).
+MAX_RETRIED = 10_000
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -244,6 +252,10 @@ _MIGRATIONS: dict[int, str] = {
     9: """
     ALTER TABLE requests ADD COLUMN purpose TEXT;
     """,
+    # Comparisons are capped per tenant: each tenant's newest, in order.
+    10: """
+    CREATE INDEX compares_by_tenant ON compares (tenant, seq);
+    """,
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
@@ -423,12 +435,15 @@ class SQLiteStore:
         self.synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lazy: deque[tuple[Record, None]] = deque()
+        # Lazy records the database refused, oldest first, to be tried again.
+        self._retry: deque[Record] = deque(maxlen=MAX_RETRIED)
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         #: Why the last commit failed when the database itself refused it (a full disk, a
         #: lock held too long), until one succeeds; None while writes go through.
         self.failing: str | None = None
+        self._failed_at = 0.0
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -455,6 +470,13 @@ class SQLiteStore:
                                         daemon=True)
         self._writer.start()
         return self
+
+    def refusing(self) -> tuple[str, float] | None:
+        """Why the database refused a write less than :data:`REFUSING_S` ago (and the seconds
+        left of that), while no write has gone through since; None otherwise."""
+        failing = self.failing
+        left = REFUSING_S - (time.monotonic() - self._failed_at)
+        return None if failing is None or left <= 0 else (failing, left)
 
     @property
     def is_open(self) -> bool:
@@ -507,8 +529,8 @@ class SQLiteStore:
         """Queue ``record`` without waking the writer: it is committed with the next record
         appended by :meth:`append` (in append order), or within :data:`LAZY_WAIT_S`, so it
         costs no commit, fsync or thread switch of its own. For records nobody waits for (a
-        budget reservation, any record of a log entry but its last); a failure to write one is
-        logged."""
+        budget reservation, any record of a log entry but its last). One the database refuses
+        (a full disk) is tried again once it takes writes; one it cannot take is logged."""
         if self._closed or self._writer is None:
             raise StoreError(f"{self.path}: the store is not open")
         self._lazy.append((record, None))
@@ -542,41 +564,82 @@ class SQLiteStore:
                     self._commit(batch)
                 except Exception as exc:  # the writer must outlive any one batch
                     for _, done in batch:
-                        if not done.done():
+                        if done is not None and not done.done():
                             done.set_exception(StoreError(f"{self.path}: the write failed "
                                                           f"({type(exc).__name__}: {exc})"))
+            if self._retry and (stop or self.refusing() is None):
+                self._commit_retried()
+        if self._retry:
+            log.error("%s: %d record(s) were not written: the database refused them until "
+                      "the store closed", self.path, len(self._retry))
 
-    def _commit(self, batch: list[tuple[Record, Future[None] | None]]) -> None:
+    def _transaction(self, records: Sequence[Record]) -> None:
+        """Insert ``records`` in one transaction (rolled back if it fails, then raised)."""
         assert self._conn is not None
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         try:
-            for record, _ in batch:
+            for record in records:
                 by_table.setdefault(record.insert, []).append(record.row())
             self._conn.execute("BEGIN")
             for insert, rows in by_table.items():
                 self._conn.executemany(insert, rows)
             self._conn.execute("COMMIT")
         except (sqlite3.Error, ValueError, TypeError) as exc:
-            if isinstance(exc, sqlite3.OperationalError):
-                self.failing = str(exc)
+            if isinstance(exc, sqlite3.OperationalError):  # the database refused the write
+                self.failing, self._failed_at = str(exc), time.monotonic()
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
+            raise
+        if self.failing is not None:
+            log.warning("%s: writes go through again", self.path)
+        self.failing = None
+
+    def _commit(self, batch: list[tuple[Record, Future[None] | None]]) -> None:
+        """Commit ``batch`` in one transaction, or one by one if that fails. A lazy record
+        the database itself refused (a full disk, a lock held too long) waits to be tried
+        again (see :meth:`_commit_retried`)."""
+        try:
+            self._transaction([record for record, _ in batch])
+        except (sqlite3.Error, ValueError, TypeError) as exc:
             if len(batch) > 1:  # one bad record must not sink the others: write them one by one
                 for item in batch:
                     self._commit([item])
                 return
+            record, done = batch[0]
             what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
-                type(batch[0][0]), getattr(batch[0][0], "what", "ledger entry"))
-            error = StoreError(f"{self.path}: could not write {what} {batch[0][0].id}: {exc}")
-            if batch[0][1] is not None:
-                batch[0][1].set_exception(error)
+                type(record), getattr(record, "what", "ledger entry"))
+            error = StoreError(f"{self.path}: could not write {what} {record.id}: {exc}")
+            if done is not None:
+                done.set_exception(error)
+            elif isinstance(exc, sqlite3.OperationalError):
+                self._keep_for_retry(record)
             else:
                 log.error("%s", error)
             return
-        self.failing = None
         for _, done in batch:
             if done is not None:
                 done.set_result(None)
+
+    def _keep_for_retry(self, record: Record) -> None:
+        if len(self._retry) == self._retry.maxlen:
+            log.error("%s: record %s is not written: more than %d records wait for the "
+                      "database to take writes again", self.path, self._retry[0].id,
+                      MAX_RETRIED)
+        self._retry.append(record)
+
+    def _commit_retried(self) -> None:
+        """Write the lazy records refused writes left, oldest first, in batches, once a
+        write went through or :data:`REFUSING_S` passed (then one batch tries the database
+        again: refused, it goes back to wait)."""
+        while self._retry:
+            part = [self._retry.popleft() for _ in range(min(MAX_BATCH, len(self._retry)))]
+            try:
+                self._transaction(part)
+            except sqlite3.OperationalError:
+                self._retry.extendleft(reversed(part))  # (room: the writer alone adds)
+                return
+            except (sqlite3.Error, ValueError, TypeError):
+                self._commit([(record, None) for record in part])
 
     # Reads -------------------------------------------------------------------------------------
 

@@ -77,12 +77,14 @@ async def models(request: Request) -> dict[str, Any]:
 async def model(model_id: str, request: Request) -> dict[str, Any]:
     principal = client_principal(request)
     live = get_service(request).state.live()
-    for entry in _model_objects(live, _allowed(request, principal)):
+    allowed = _allowed(request, principal)
+    entries = _model_objects(live, allowed)
+    for entry in entries:
         if entry["id"] == model_id:
             return entry
-    raise ModelNotFoundError(f"model: {model_id[:200]!r} is not a model of this gateway; use "
-                             f"'auto' or one of {', '.join(live.router.catalog.names)}",
-                             param="model")
+    whose = "of this gateway" if allowed is None else "this key may use"
+    raise ModelNotFoundError(f"model: {model_id[:200]!r} is not a model {whose}; use one of "
+                             f"{', '.join(e['id'] for e in entries)}", param="model")
 
 
 def _allowed(request: Request, principal: Principal | None) -> frozenset[str] | None:
@@ -93,7 +95,8 @@ def _allowed(request: Request, principal: Principal | None) -> frozenset[str] | 
     policy = gateway.governor.policy(gateway.settings, principal.tenant, principal.key_id)
     if policy.models is None:
         return None
-    return frozenset(policy.models) | frozenset(policy.pool or ())  # what 'auto' reaches too
+    catalog = get_service(request).state.live().router.catalog
+    return frozenset(policy.models) | frozenset(gateway.governor.visible(policy, catalog))
 
 
 def _model_objects(live: Live, allowed: frozenset[str] | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,43 @@
+"""A store whose database refuses writes, as it does on a full disk: its writer's connection
+swapped for one whose inserts raise SQLite's own error while the disk is full."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from switchpoint.store import SQLiteStore
+
+FULL = "database or disk is full"
+
+
+class FullDisk:
+    """A connection whose inserts the database refuses while ``full`` (after ``room`` more
+    inserts go through, if given), as a full disk does."""
+
+    def __init__(self, conn: sqlite3.Connection, room: int = 0) -> None:
+        self.conn, self.full, self.room = conn, True, room
+
+    def executemany(self, sql: str, rows: object) -> object:
+        if self.full and self.room <= 0:
+            raise sqlite3.OperationalError(FULL)
+        self.room -= 1
+        return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+@contextmanager
+def full_disk(store: SQLiteStore, room: int = 0) -> Iterator[FullDisk]:
+    """Make ``store``'s database refuse writes (after ``room`` inserts) until the block ends
+    or ``disk.full`` is set to False; its connection is given back after."""
+    assert store._conn is not None
+    disk = FullDisk(store._conn, room)
+    store._conn = disk  # type: ignore[assignment]
+    try:
+        yield disk
+    finally:
+        disk.full = False
+        store._conn = disk.conn
