@@ -399,6 +399,28 @@ def test_status_counts_each_decisions_latest_outcome_once(
         assert _status(server)["feedback"] == {"cheap": {"n": 1, "mean_quality": 0.0}}
 
 
+def test_a_streams_request_id_takes_feedback_while_the_stream_is_under_way(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        for model, prompt in (("auto", math_prompt(40)), ("cheap", math_prompt(41))):
+            body = {"model": model, "stream": True, "messages": [
+                {"role": "user", "content": prompt + " [[fake:ok:chunk_delay=0.2]]"}]}
+            with httpx.stream("POST", f"{server.base}/v1/chat/completions", json=body,
+                              timeout=30) as response:
+                assert response.status_code == 200
+                lines = response.iter_lines()
+                assert next(line for line in lines if line.startswith("data:"))  # under way
+                during = feedback(server, response.headers["x-switchpoint-request-id"],
+                                  score=0.25)
+                assert during.status_code == 200, during.text
+                answer = during.json()
+                assert answer["model"] == response.headers["x-switchpoint-model"]
+                assert answer["kind"] == ("decision" if model == "auto" else "model")
+                assert [line for line in lines if line.startswith("data: [DONE]")]
+            after = feedback(server, response.headers["x-switchpoint-request-id"], score=0.5)
+            assert (after.json()["replaced"], after.json()["previous_quality"]) == (True, 0.25)
+
+
 def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answers(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     prompt = math_prompt(34) + " [[fake:ok:chunk_delay=0.2]]"

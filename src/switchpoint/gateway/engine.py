@@ -506,6 +506,8 @@ class Gateway:
         ttft_ms = (time.perf_counter() - plan.started) * 1e3
         self.pinner.record(plan.session, stream.model, time.time())
         self.learning.answered_by(live, plan.decision, stream.model)
+        self.learning.stream_started(plan.request_id, plan.decision, plan.call.tenant,
+                                     stream.model)
         info = accounting.info_of(plan)
         info.model = stream.model
         info.models_tried = stream.models_tried
@@ -517,7 +519,10 @@ class Gateway:
             entry = accounting.streamed(plan, s, live, ttft_ms,
                                         self._settle(plan, s.card, s.cost_usd, s.usage))
             _update(info, entry.info)
-            await self._write(entry, wait=wait)
+            try:
+                await self._write(entry, wait=wait)
+            finally:
+                self.learning.stream_ended(plan.request_id)
 
         return ChatStream(stream, info, finish, price_usage=True)
 

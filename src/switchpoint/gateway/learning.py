@@ -118,6 +118,8 @@ MAX_COMMENT = 2000
 MAX_DECISION_ID = 200
 #: Models one comparison may fan out to.
 MAX_COMPARE_MODELS = 6
+#: Streams under way whose request ids take feedback before they end (the oldest go past it).
+MAX_STREAMS = 10_000
 #: Pending decisions written between two prunes of the table.
 PRUNE_EVERY = 256
 LABELS = "ABCDEF"
@@ -860,6 +862,9 @@ class GatewayLearning:
         self._pending_writes = 0
         self._compare_writes = 0
         self._counter_lock = threading.Lock()
+        # Streams under way, by request id: what feedback on that id needs until the stream
+        # ends and its log entry is written (oldest first, at most MAX_STREAMS).
+        self._streams: OrderedDict[str, dict[str, Any]] = OrderedDict()
         state.prepare = self.prepare
         state.on_swap(self._replay)
         self.checkpoint_path = (None if store is None
@@ -1103,6 +1108,32 @@ class GatewayLearning:
             router.learner.memory.set_chosen(decision.decision_id, model,
                                              decision.expected_costs.get(model))
 
+    def stream_started(self, request_id: str, decision: RoutingDecision | None,
+                       tenant: str | None, model: str) -> None:
+        """A stream is under way, answered by ``model``: feedback on its request id is taken
+        before its log entry is written, when it ends (see :meth:`stream_ended`)."""
+        with self._counter_lock:
+            self._streams[request_id] = {
+                "decision_id": None if decision is None else decision.decision_id,
+                "tenant": tenant or DEFAULT_TENANT, "model": model, "purpose": None,
+                "prompt_tokens": None}
+            while len(self._streams) > MAX_STREAMS:
+                self._streams.popitem(last=False)
+
+    def stream_ended(self, request_id: str) -> None:
+        """The stream's log entry is written: feedback on its id reads it from the store."""
+        with self._counter_lock:
+            self._streams.pop(request_id, None)
+
+    def _request(self, request_id: str) -> dict[str, Any] | None:
+        """A logged gateway request (see ``LearningReader.request``), or a stream still
+        under way."""
+        with self._counter_lock:
+            streaming = self._streams.get(request_id)
+        if streaming is not None:
+            return dict(streaming)
+        return self.reader.request(request_id) if self.reader is not None else None
+
     def _find(self, learning: LiveLearning, decision_id: str
               ) -> tuple[Router, PendingDecision] | None:
         """The router that remembers ``decision_id`` (restoring it from the store when the
@@ -1200,7 +1231,7 @@ class GatewayLearning:
                                          "so this outcome is kept as a quality observation "
                                          "of it and does not teach routing", cost_from,
                                          router, entry.prompt_tokens)
-                request = self.reader.request(decision_id) if self.reader is not None else None
+                request = self._request(decision_id)
                 routed = None if request is None else request["decision_id"]
                 owner_tenant = None if request is None else (request["tenant"] or
                                                              DEFAULT_TENANT)
