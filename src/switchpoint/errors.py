@@ -198,7 +198,12 @@ class ServeError(SwitchpointError):
 
 
 class StoreError(SwitchpointError):
-    """The store cannot be opened or written (path, permissions, disk full, closed)."""
+    """The store cannot be opened or written (path, permissions, disk full, closed).
+    ``reason`` is the database's own words, without the store's path (for a client)."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 # The gateway -----------------------------------------------------------------------------------

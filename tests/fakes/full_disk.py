@@ -14,14 +14,20 @@ FULL = "database or disk is full"
 
 class FullDisk:
     """A connection whose inserts the database refuses while ``full`` (after ``room`` more
-    inserts go through, if given), as a full disk does."""
+    inserts go through, if given; only statements starting with ``only``, if given), as a full
+    disk does."""
 
-    def __init__(self, conn: sqlite3.Connection, room: int = 0) -> None:
-        self.conn, self.full, self.room = conn, True, room
+    def __init__(self, conn: sqlite3.Connection, room: int = 0, only: str = "") -> None:
+        self.conn, self.full, self.room, self.only = conn, True, room, only
 
     def executemany(self, sql: str, rows: object) -> object:
+        if not sql.startswith(self.only):
+            return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
         if self.full and self.room <= 0:
-            raise sqlite3.OperationalError(FULL)
+            error = sqlite3.OperationalError(FULL)
+            error.sqlite_errorcode = sqlite3.SQLITE_FULL
+            error.sqlite_errorname = "SQLITE_FULL"
+            raise error
         self.room -= 1
         return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
 
@@ -30,11 +36,12 @@ class FullDisk:
 
 
 @contextmanager
-def full_disk(store: SQLiteStore, room: int = 0) -> Iterator[FullDisk]:
-    """Make ``store``'s database refuse writes (after ``room`` inserts) until the block ends
-    or ``disk.full`` is set to False; its connection is given back after."""
+def full_disk(store: SQLiteStore, room: int = 0, only: str = "") -> Iterator[FullDisk]:
+    """Make ``store``'s database refuse writes (after ``room`` inserts; only statements
+    starting with ``only``) until the block ends or ``disk.full`` is set to False; its
+    connection is given back after."""
     assert store._conn is not None
-    disk = FullDisk(store._conn, room)
+    disk = FullDisk(store._conn, room, only)
     store._conn = disk  # type: ignore[assignment]
     try:
         yield disk

@@ -310,6 +310,20 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_c
         assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 1
         assert gateway.learning.checkpoint() == path  # what it learned is the log's
 
+        def failing_late(record: Any) -> Future[None]:
+            """Refused, but only after the feedback stopped waiting."""
+            late = Future[None]()
+            threading.Timer(0.5, lambda: late.set_exception(StoreError("disk full"))).start()
+            return late
+
+        monkeypatch.setattr(store, "append", failing_late)
+        with pytest.raises(StorageUnavailableError, match="may still be kept"):
+            gateway.report_outcome(ids[1], 0.0)
+        time.sleep(0.6)  # refused after all: the log and what is learned still agree
+        monkeypatch.setattr(store, "append", real)
+        gateway.report_outcome(ids[1], 0.0)
+        assert gateway.learning.checkpoint() == path
+
         def slow(record: Any) -> Future[None]:
             """Committed, but confirmed only after the feedback stopped waiting."""
             written, late = real(record), Future[None]()
@@ -326,7 +340,7 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_c
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
         status = gateway.learning_status()
-        assert (status["from_checkpoint"], status["replayed"]) == (1, 3)  # the log as it is
+        assert (status["from_checkpoint"], status["replayed"]) == (2, 4)  # the log as it is
 
 
 def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(

@@ -471,10 +471,18 @@ def test_an_outcome_the_store_refuses_is_not_learned_and_nothing_routed_meanwhil
             assert compared.status_code == 503, compared.text
             assert len(fake.requests()) == calls  # no answer paid for that could not be kept
             # Routed and answered while nothing can be written: its records wait.
-            meanwhile = chat(server, math_prompt(37))[0]["x-switchpoint-decision-id"]
+            answered = chat(server, math_prompt(37))[0]
+            meanwhile = answered["x-switchpoint-decision-id"]
+            routed = post(server, "/v1/route", {"prompt": math_prompt(39)}).json()
             disk.full = False  # space again
             chat(server, math_prompt(38))  # a write goes through; what waited follows it
-            _until(lambda: store.failing is None and not store._retry, "writes resumed")
+        reader = server.service.gateway.learning.reader
+        assert reader is not None
+        request_id = answered["x-switchpoint-request-id"]
+        _until(lambda: reader.request(request_id) is not None and routed["decision_id"] in {
+            d["id"] for d in store.decisions(limit=1000)}, "the outage's log entries written")
+        assert (reader.request(request_id) or {})["decision_id"] == meanwhile
+        _until(lambda: store.failing is None and store.refusing() is None, "writes resumed")
         taken = feedback(server, decision, score=0.0).json()
         assert taken["replaced"] is False and _status(server)["learned_router"]["events"] == 1
     with learning_server(fake, tmp_path) as server:  # a restart: the log and the pending rows

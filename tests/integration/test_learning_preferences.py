@@ -360,9 +360,9 @@ def test_scores_the_store_refuses_part_way_say_which_were_kept_and_a_repeat_comp
                        {"prompt": math_prompt(640), "models": ["strong", "cheap"]}).json()
         store = server.service.gateway.learning.store
         assert store is not None
-        time.sleep(0.3)  # the comparison's log entries are written
         body = {"compare_id": compare["compare_id"], "scores": {"A": 1.0, "B": 0.0}}
-        with full_disk(store, room=1):  # A's score is written, then the disk is full
+        # A's score is written, then the disk is full (for the feedback log's rows)
+        with full_disk(store, room=1, only="INSERT INTO feedback"):
             refused = post(server, "/v1/router/preferences/score", body)
             assert refused.status_code == 503, refused.text
             assert "the score of B (after A, kept and learned) could not be kept" in refused.text

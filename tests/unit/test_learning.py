@@ -471,10 +471,12 @@ def test_text_policies_learn_from_the_units_their_decisions_used(
 
 def test_fixed_policy_does_not_learn(small_records: RecordSet, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     package = fit(small_records, policy="fixed", split="test", embedder=fake_embedder)
-    router = Router(package, embedder=fake_embedder)
+    log = InMemoryFeedbackLog()
+    router = Router(package, embedder=fake_embedder, feedback_log=log)
     d = router.route("hello")
     with pytest.raises(InvalidInputError, match="does not learn from outcomes"):
         router.report_outcome(d.decision_id, 1.0)
+    assert len(log) == 0  # what cannot be learned is not logged either
 
 
 # Export --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from switchpoint.gateway.sessions import (
     rehome_target,
     session_key,
 )
+from tests.fakes.full_disk import FULL, FullDisk
 
 T0 = 1_700_000_000.0
 
@@ -346,3 +348,33 @@ def test_needs_may_be_a_plain_mapping(catalog: Catalog) -> None:
     assert d.state is PinState.REHOMED_CONTEXT
     assert p.decide(s, catalog, {"vision": True, "prompt_tokens": 10},
                     T0 + 10).state is PinState.EVICTED_VISION
+
+
+def test_pin_changes_the_database_refuses_are_written_once_it_takes_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    monkeypatch.setattr("switchpoint.gateway.sessions.UNWRITTEN_RETRY_S", 0.1)
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path)
+    disk = FullDisk(store._db)
+    store._db = disk  # type: ignore[assignment]
+
+    def stored() -> list[tuple[str, str]]:
+        with sqlite3.connect(path) as other:
+            return other.execute("SELECT session_id, model FROM session_pins "
+                                 "ORDER BY session_id").fetchall()
+
+    store.put("s1", Pin("small", T0))
+    store.put("s2", Pin("big", T0))
+    store.flush()  # given up on for now: flush does not wait out the outage
+    assert stored() == [] and store.get("s1") == Pin("small", T0)
+    assert FULL in caplog.text and "cannot rollback" not in caplog.text
+    store.put("s2", Pin("small", T0 + 1))  # a newer change wins over the refused one
+    store.flush()
+    disk.full = False
+    deadline = time.monotonic() + 10
+    while stored() != [("s1", "small"), ("s2", "small")]:  # on the timer, no change needed
+        assert time.monotonic() < deadline, stored()
+        time.sleep(0.05)
+    store._db = disk.conn
+    store.close()

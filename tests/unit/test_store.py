@@ -8,8 +8,9 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, ClassVar, cast
 
 import pytest
 
@@ -126,10 +127,10 @@ def test_one_bad_record_does_not_sink_its_batch(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "switchpoint.db") as store:
         first = record()
         store.append(first).result()
-        batch = [(rec, Future[None]()) for rec in (record(), first, record())]
+        batch = [(rec, Future[None](), True) for rec in (record(), first, record())]
         # what the writer does with records that arrived together
-        store._commit(cast("list[tuple[Record, Future[None] | None]]", batch))
-        outcomes = [done.exception() for _, done in batch]
+        store._commit(cast("list[tuple[Record, Future[None] | None, bool]]", batch))
+        outcomes = [done.exception() for _, done, _ in batch]
         assert outcomes[0] is None and outcomes[2] is None
         assert isinstance(outcomes[1], StoreError)
         assert store.decision_stats()["total"] == 3
@@ -274,6 +275,22 @@ def test_records_nobody_waits_for_are_written_once_the_database_takes_writes_aga
             while len(store.decisions()) < 4 and time.monotonic() < deadline:
                 time.sleep(0.02)
         assert {d["id"] for d in store.decisions()} == {kept.id, *(r.id for r in lazy)}
+        # A record appended to keep trying: its appender hears of the refusal, and it is
+        # written later all the same; a plain one is not.
+        with full_disk(store) as disk:
+            late, never = record(), record()
+            with pytest.raises(StoreError, match="kept: it is written once") as info:
+                store.append(late, keep_trying=True).result(timeout=10)
+            assert info.value.reason == FULL and str(tmp_path) in str(info.value)
+            with pytest.raises(StoreError, match=FULL):
+                store.append(never).result(timeout=10)
+            disk.full = False
+            store.append(record()).result(timeout=10)
+            deadline = time.monotonic() + 10
+            while late.id not in {d["id"] for d in store.decisions()}:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert never.id not in {d["id"] for d in store.decisions()}
         # Past the refusing window the database is tried again even with nothing else to write.
         monkeypatch.setattr("switchpoint.store.sqlite.REFUSING_S", 0.2)
         with full_disk(store) as disk:
@@ -286,3 +303,23 @@ def test_records_nobody_waits_for_are_written_once_the_database_takes_writes_aga
             while late.id not in {d["id"] for d in store.decisions()}:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+
+
+@dataclass(frozen=True)
+class _BadStatement:
+    """A record whose statement names a column the table lacks (SQLite's plain error)."""
+
+    id: str = "bad"
+    insert: ClassVar[str] = "INSERT INTO decisions (no_such_column) VALUES (?)"
+
+    def row(self) -> tuple[Any, ...]:
+        return (1,)
+
+
+def test_a_record_the_database_cannot_take_is_not_tried_again(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        store.append_lazy(_BadStatement())
+        good = record()
+        store.append(good).result(timeout=10)  # its batch mate is written
+        assert store.failing is None and store.refusing() is None and not store._retry
+        assert [d["id"] for d in store.decisions()] == [good.id]

@@ -77,7 +77,13 @@ from switchpoint.gateway.failover import (
     outcomes_of,
 )
 from switchpoint.gateway.health import HealthConfig, HealthTracker
-from switchpoint.gateway.learning import Assignment, FeedbackResult, GatewayLearning, not_kept
+from switchpoint.gateway.learning import (
+    NOTHING_LEARNED,
+    Assignment,
+    FeedbackResult,
+    GatewayLearning,
+    not_kept,
+)
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
@@ -324,7 +330,8 @@ class Gateway:
             try:
                 await asyncio.wrap_future(
                     self.store.append(accounting.decision_record(
-                        decision, live, key_id=who.key_id, tenant=who.tenant)))
+                        decision, live, key_id=who.key_id, tenant=who.tenant),
+                        keep_trying=True))
             except StoreError as exc:  # the decision stands; the log and the metric say so
                 if self.observer is not None:
                     self.observer.on_store_error()
@@ -698,7 +705,7 @@ class Gateway:
             raise InvalidInputError("stream", "a comparison returns whole answers; leave "
                                               "stream out")
         params.pop("stream", None)
-        self.learning.check_writable("the comparison")  # before paying for answers
+        self.learning.check_writable("the comparison", "no model was called")  # before paying
         live = self.state.live()
         settings = live.settings
         if settings.models is None:
@@ -752,7 +759,7 @@ class Gateway:
             lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels, costs,
                                               text))
         if commit is not None:  # kept before its id is handed out: a restart cannot lose it
-            await _kept([commit], "the comparison")
+            await _kept([commit], "the comparison", "its answers were not kept: run it again")
         answers = []
         for label, name in labels.items():
             result = by_model[name]
@@ -972,7 +979,7 @@ class Gateway:
             *first, last = entry.records
             for record in first:
                 self.store.append_lazy(record)
-            done = self.store.append(last)
+            done = self.store.append(last, keep_trying=True)
             if wait:
                 await asyncio.wrap_future(done)
         except StoreError as exc:
@@ -1106,11 +1113,12 @@ def health_config(g: GatewaySettings) -> HealthConfig:
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
 
 
-async def _kept(commits: Sequence[Future[None]], what: str) -> None:
+async def _kept(commits: Sequence[Future[None]], what: str, then: str = NOTHING_LEARNED
+                ) -> None:
     """Wait until ``commits`` are in the store; a write the store refused (a full disk, a lock
     held too long) is a 503 saying so, not an internal error."""
     for commit in commits:
         try:
             await asyncio.wrap_future(commit)
         except StoreError as exc:
-            raise not_kept(what, exc) from None
+            raise not_kept(what, exc, then=then) from None

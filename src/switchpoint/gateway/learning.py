@@ -153,13 +153,20 @@ CHECKPOINT_AFTER_REPLAY = 1000
 KEEP_WAIT_S = 30.0
 
 
-def not_kept(what: str, reason: object, retry_after: float | None = None
-             ) -> StorageUnavailableError:
-    """The 503 for something the store could not keep (a full disk, a lock held too long)."""
+#: What a refused outcome left behind, as its 503 says.
+NOTHING_LEARNED = "nothing of it was learned; sending it again replaces whatever was"
+
+
+def not_kept(what: str, reason: object, *, then: str = NOTHING_LEARNED,
+             retry_after: float | None = None) -> StorageUnavailableError:
+    """The 503 for something the store could not keep (a full disk, a lock held too long),
+    saying what that left behind (``then``); a :class:`StoreError` is told by the database's
+    words alone (not the store's path)."""
+    if isinstance(reason, StoreError):
+        reason = reason.reason
     return StorageUnavailableError(f"{what} could not be kept ({reason}); free space in "
-                                   "data_dir, or stop what holds its lock, then try again "
-                                   "(nothing of it was learned; a repeat replaces whatever "
-                                   "was)", retry_after=retry_after)
+                                   f"data_dir, or stop what holds its lock, then try again "
+                                   f"({then})", retry_after=retry_after)
 
 
 class ServiceFeedbackLog:
@@ -178,9 +185,6 @@ class ServiceFeedbackLog:
         #: processes, such as an offline ``switchpoint feedback`` on the same data_dir). Exact
         #: once :meth:`flush` returns.
         self.committed = 0
-        #: Appends :meth:`keep` stopped waiting for: the store may still write them, and they
-        #: were not learned, so this process's learning may lack rows of the log.
-        self.abandoned = 0
 
     def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
                key_id: str | None = None, comment: str | None = None) -> Future[None]:
@@ -215,9 +219,15 @@ class ServiceFeedbackLog:
         try:
             future.result(timeout=KEEP_WAIT_S)
         except FutureTimeoutError:
+            # Not learned, but the store may write it yet: not counted as this process's own,
+            # such a row is one it has not learned (like another process's) until a reload.
             with self._lock:
-                self.abandoned += 1
-            raise not_kept(what, f"the store did not answer within {KEEP_WAIT_S:.0f} s") from None
+                self._outstanding.discard(future)
+            raise StorageUnavailableError(
+                f"{what} was not confirmed kept: the store did not answer within "
+                f"{KEEP_WAIT_S:.0f} s (a lock held too long, a slow disk). It was not learned "
+                "now, but may still be kept, and then learned at the next reload or restart; "
+                "sending it again replaces it") from None
         except StoreError as exc:
             raise not_kept(what, exc) from None
 
@@ -508,7 +518,6 @@ class LiveLearning:
         # learned them (see ``GatewayLearning._learned_through``).
         self.covered = 0
         self.own_at_cover = 0
-        self.abandoned_at_cover = 0  # appends the log stopped waiting for, counted then
         # Per router (by id) and tenant: the log position through which that router's weights
         # already hold the tenant's outcomes (exported from this log), so a replay skips them.
         self.folded: dict[tuple[int, str], int] = {}
@@ -925,7 +934,6 @@ class GatewayLearning:
 
         learning.replay(rows())
         learning.covered, learning.own_at_cover = last[0], self.log.committed
-        learning.abandoned_at_cover = self.log.abandoned
         if learning.replayed or learning.skipped:
             log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
                      "replayed after it; %d passed over) in %.2f s", learning.replayed,
@@ -976,18 +984,13 @@ class GatewayLearning:
         last = self.reader.last_feedback()
         if last is None:
             return None
-        if self.log.abandoned != learning.abandoned_at_cover:
-            log.info("%s: the store did not answer in time for an outcome, which was not "
-                     "learned here but may be in the feedback log; the next reload or restart "
-                     "learns the log as it is", what)
-            return None
         own = self.log.committed - learning.own_at_cover
         foreign = self.reader.feedback_count(after=learning.covered) - own
         if foreign:
             log.info("%s: %d feedback row(s) after log position %d were written by another "
-                     "process (such as an offline `switchpoint feedback`) and are not learned "
-                     "here yet; the next reload or restart learns them", what, foreign,
-                     learning.covered)
+                     "process (such as an offline `switchpoint feedback`), or kept after this "
+                     "one stopped waiting for them, and are not learned here yet; the next "
+                     "reload or restart learns them", what, foreign, learning.covered)
             return None
         learning.covered, learning.own_at_cover = last[0], self.log.committed
         return last
@@ -1266,7 +1269,7 @@ class GatewayLearning:
         finally:
             _NOTE.reset(token)
 
-    def check_writable(self, what: str) -> None:
+    def check_writable(self, what: str, then: str = NOTHING_LEARNED) -> None:
         """Turn away at once what must be kept (feedback, a comparison) where it cannot be:
         once the store is closed, and for a few seconds after the database refused a write (a
         full disk, a lock held too long), until a write goes through; after that the next
@@ -1279,7 +1282,7 @@ class GatewayLearning:
         refusing = self.store.refusing()
         if refusing is not None:
             reason, left = refusing
-            raise not_kept(what, reason, retry_after=left)
+            raise not_kept(what, reason, then=then, retry_after=left)
 
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
         """A request the governance refused got no answer: there is nothing to score."""

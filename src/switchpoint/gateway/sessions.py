@@ -47,6 +47,7 @@ from typing import Any, Protocol
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.gateway.capabilities import Needs
+from switchpoint.store.sqlite import refused as database_refused
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -55,6 +56,10 @@ SESSION_HEADER = "x-session-id"
 MAX_SESSION_ID = 256
 # Pins deleted per statement when purging.
 PURGE_BATCH = 5_000
+#: Pin changes the database refused (a full disk) kept to be written later, and how often
+#: they are tried again while no other change comes (seconds).
+MAX_UNWRITTEN = 100_000
+UNWRITTEN_RETRY_S = 5.0
 
 
 class PinState(StrEnum):
@@ -215,6 +220,9 @@ class SQLitePinStore:
         self._known: OrderedDict[str, Pin | None] = OrderedDict()
         self._pending: dict[str, Pin | None] = {}
         self._writing: dict[str, Pin | None] = {}  # the batch being committed
+        # Changes the database refused (a full disk), oldest first: written with the next
+        # batch, or tried again every UNWRITTEN_RETRY_S (at most MAX_UNWRITTEN are kept).
+        self._unwritten: OrderedDict[str, Pin | None] = OrderedDict()
         self._changed = threading.Condition()
         self._queued = 0  # changes handed to the writer so far
         self._written = 0  # of those, committed (or given up on) so far
@@ -228,7 +236,8 @@ class SQLitePinStore:
             if session_id in self._known:
                 self._known.move_to_end(session_id)
                 return self._known[session_id]
-            for unwritten in (self._pending, self._writing):  # forgotten, not yet written
+            # Forgotten, not yet written (the newest change first).
+            for unwritten in (self._pending, self._writing, self._unwritten):
                 if session_id in unwritten:
                     return unwritten[session_id]
         with self._db_lock:
@@ -316,39 +325,55 @@ class SQLitePinStore:
         while True:
             with self._changed:
                 while not self._pending and not self._closing:
-                    self._changed.wait()
-                if not self._pending:  # closing, nothing left
+                    if not self._changed.wait(UNWRITTEN_RETRY_S if self._unwritten else None):
+                        break  # time to try the refused changes again
+                if not self._pending and not self._unwritten:  # closing, nothing left
                     return
-                batch, self._pending = self._pending, {}
+                batch = {**self._unwritten, **self._pending}  # a newer change wins
+                self._unwritten, self._pending = OrderedDict(), {}
                 self._writing = batch
                 upto = self._queued
+                closing = self._closing
                 self._changed.notify_all()  # room again for writers held back
-            puts = [(k, p.model, p.last_used, int(p.failed)) for k, p in batch.items()
-                    if p is not None]
-            deletes = [(k,) for k, p in batch.items() if p is None]
             try:
-                with self._db_lock:
-                    self._db.execute("BEGIN")
-                    try:
-                        self._db.executemany(
-                            "INSERT INTO session_pins (session_id, model, last_used, failed) "
-                            "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
-                            "model = excluded.model, last_used = excluded.last_used, "
-                            "failed = excluded.failed", puts)
-                        self._db.executemany("DELETE FROM session_pins WHERE session_id = ?",
-                                             deletes)
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        self._db.execute("ROLLBACK")
-                        raise
-            except sqlite3.Error as exc:  # the pins stay in memory; only persistence is lost
-                log.error("%d session pin change(s) not written to %s: %s", len(batch),
-                          self.path, exc)
+                self._commit(batch)
+            except sqlite3.Error as exc:  # the pins stay in memory; only persistence waits
+                refused = database_refused(exc) and not closing
+                with self._changed:
+                    if refused:  # written later: with the next batch, or on a timer
+                        for key, pin in batch.items():
+                            if key not in self._pending:
+                                self._unwritten[key] = pin
+                        while len(self._unwritten) > MAX_UNWRITTEN:
+                            self._unwritten.popitem(last=False)
+                log.error("%d session pin change(s) not written to %s: %s%s", len(batch),
+                          self.path, exc, " (tried again once it takes writes)" if refused
+                          else "")
             with self._changed:
                 self._written = upto
                 self._writing = {}
                 self._changed.notify_all()
+                if closing and not self._pending:
+                    return
 
+    def _commit(self, batch: dict[str, Pin | None]) -> None:
+        puts = [(k, p.model, p.last_used, int(p.failed)) for k, p in batch.items()
+                if p is not None]
+        deletes = [(k,) for k, p in batch.items() if p is None]
+        with self._db_lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO session_pins (session_id, model, last_used, failed) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
+                    "model = excluded.model, last_used = excluded.last_used, "
+                    "failed = excluded.failed", puts)
+                self._db.executemany("DELETE FROM session_pins WHERE session_id = ?", deletes)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # (a failed COMMIT may have rolled back already)
+                    self._db.execute("ROLLBACK")
+                raise
 
 def _first_user_text(messages: Sequence[object]) -> str | None:
     for message in messages:

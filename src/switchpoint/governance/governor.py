@@ -371,11 +371,9 @@ class Governor:
     def visible(self, policy: Policy | None, catalog: Catalog) -> list[str]:
         """The catalog models a caller may use, by name or through ``auto``: all that an
         error may name to it (a key limited to some models is not told of the others)."""
-        if policy is None or policy.models is None:
+        if policy is None:
             return list(catalog.names)
-        pool = self.allowed_names(policy, catalog)
-        reach = set(policy.models) | set(catalog.names if pool is None else pool)
-        return [m for m in catalog.names if m in reach]
+        return [m for m in catalog.names if self.reaches(policy, m, catalog)]
 
     def unknown_model(self, policy: Policy | None, catalog: Catalog,
                       exc: UnknownModelError | ModelNotFoundError, requested: str
@@ -411,14 +409,17 @@ class Governor:
                 f"model: this key may not use {requested!r}; it may use "
                 f"{', '.join(policy.models)}", param="model")
 
+    def reaches(self, policy: Policy, model: str, catalog: Catalog) -> bool:
+        """Whether the caller may use ``model``, by name or through ``auto``."""
+        if policy.models is None or model in policy.models:
+            return True
+        pool = self.allowed_names(policy, catalog)
+        return AUTO in policy.models and (pool is None or model in pool)
+
     def check_reachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
         """403 unless the caller may use ``model``, by name or through ``auto``."""
-        if policy.models is None or model in policy.models:
-            return
-        pool = self.allowed_names(policy, catalog)
-        if AUTO in policy.models and (pool is None or model in pool):
-            return
-        self.check_model(policy, model, catalog)
+        if not self.reaches(policy, model, catalog):
+            self.check_model(policy, model, catalog)
 
     def narrow(self, policy: Policy, catalog: Catalog,
                candidates: Sequence[str] | None) -> list[str] | None:

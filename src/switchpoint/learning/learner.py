@@ -155,21 +155,26 @@ class Learner:
             cost=entry.expected_cost if served == entry.chosen else None,
             served=served if served != profile else None, measured_cost=measured)
         with self._reporting:
+            with self._lock:
+                overlay = self._overlays.get(entry.tenant)
+            fresh = None
+            if overlay is None:
+                overlay = fresh = self._new_overlay()
+            overlay.check(event)
             if self.log is not None:
                 self.log.append(event)  # kept first: what the log refuses is not learned
-            previous = self.apply(event)
+            previous = self.apply(event, fresh=fresh)
         return OutcomeResult(decision_id, entry.tenant, served, quality, previous is not None,
                              previous, event)
 
-    def apply(self, event: FeedbackEvent) -> float | None:
-        """Apply one event to its tenant's overlay (created on first use) and tell the
-        subscribers; returns the quality it replaced, if any. Deterministic."""
+    def apply(self, event: FeedbackEvent, *, fresh: Overlay | None = None) -> float | None:
+        """Apply one event to its tenant's overlay (created on first use: ``fresh``, if
+        given) and tell the subscribers; returns the quality it replaced, if any.
+        Deterministic."""
         with self._lock:
             overlay = self._overlays.get(event.tenant)
             if overlay is None:
-                overlay = make_overlay(self.base,
-                                       novelty_threshold=self.settings.novelty_threshold,
-                                       max_new_clusters=self.settings.max_new_clusters)
+                overlay = fresh if fresh is not None else self._new_overlay()
             previous = overlay.apply(event)
             self._overlays[event.tenant] = overlay
             self._revisions[event.tenant] = self._revisions.get(event.tenant, 0) + 1
@@ -207,13 +212,16 @@ class Learner:
             raise CheckpointError("the learner's tenants are missing")
         overlays: dict[str, Overlay] = {}
         for i, tenant in enumerate(tenants):
-            overlay = make_overlay(self.base, novelty_threshold=self.settings.novelty_threshold,
-                                   max_new_clusters=self.settings.max_new_clusters)
+            overlay = self._new_overlay()
             overlay.restore(state.part(f"overlay{i}"))
             overlays[str(tenant)] = overlay
         with self._lock:
             self._overlays = overlays
             self._revisions = {str(t): int(r) for t, r in zip(tenants, revisions, strict=True)}
+
+    def _new_overlay(self) -> Overlay:
+        return make_overlay(self.base, novelty_threshold=self.settings.novelty_threshold,
+                            max_new_clusters=self.settings.max_new_clusters)
 
     def _check_profile(self, model: str) -> str:
         if model not in self.base.models_:

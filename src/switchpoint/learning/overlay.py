@@ -55,6 +55,10 @@ class Overlay(Protocol):
     @property
     def n_outcomes(self) -> int: ...
 
+    def check(self, event: FeedbackEvent) -> None:
+        """Raise what :meth:`apply` would raise for ``event``, changing nothing (so that an
+        event is logged only if it can be learned)."""
+
     def apply(self, event: FeedbackEvent) -> float | None:
         """Learn from ``event``; returns the quality it replaced (a repeat for the same
         decision), else None."""
@@ -111,6 +115,9 @@ class _OverlayBase:
     def _build(self) -> Policy:
         raise NotImplementedError
 
+    def check(self, event: FeedbackEvent) -> None:
+        self._model_index(event)
+
     def _model_index(self, event: FeedbackEvent) -> int:
         if event.model not in self.models:
             raise UnknownModelError("model", [event.model], self.models)
@@ -145,7 +152,16 @@ class TableOverlay(_OverlayBase):
         self._cost_sum = np.zeros(base.table_.count.shape)
         self._seen: OrderedDict[str, _Evidence] = OrderedDict()
 
+    def check(self, event: FeedbackEvent) -> None:
+        self._model_index(event)
+        if event.decision_id not in self._seen:  # (a repeat reuses its units)
+            self._check_units(event)
+
+    def _check_units(self, event: FeedbackEvent) -> None:
+        self._units(event)
+
     def apply(self, event: FeedbackEvent) -> float | None:
+        self.check(event)
         j = self._model_index(event)
         previous = self._seen.pop(event.decision_id, None)
         if previous is not None:
@@ -304,13 +320,18 @@ class ClusterOverlay(TableOverlay):
             return np.zeros((0, self.base.centroids_.shape[1]), dtype=np.float32)
         return _normalised(np.array(self._sums))
 
+    def _check_units(self, event: FeedbackEvent) -> None:
+        x = event.vector()
+        if x is None:
+            super()._units(event)
+        elif x.shape[1] != self.base.centroids_.shape[1]:
+            raise InvalidInputError("event", f"holds a {x.shape[1]}-d vector; the clusters are "
+                                             f"{self.base.centroids_.shape[1]}-d")
+
     def _units(self, event: FeedbackEvent) -> tuple[npt.NDArray[np.int64], Array]:
         x = event.vector()
         if x is None:
             return super()._units(event)
-        if x.shape[1] != self.base.centroids_.shape[1]:
-            raise InvalidInputError("event", f"holds a {x.shape[1]}-d vector; the clusters are "
-                                             f"{self.base.centroids_.shape[1]}-d")
         sims = (x @ self._centroids.T)[0]
         nearest = int(np.argmax(sims))
         n_base = self.base.n_units
@@ -365,12 +386,21 @@ class KnnOverlay(_OverlayBase):
             OrderedDict())
         self._mean_cost = base.global_cost()
 
-    def apply(self, event: FeedbackEvent) -> float | None:
-        j = self._model_index(event)
+    def check(self, event: FeedbackEvent) -> None:
+        self._model_index(event)
         x = event.vector()
         if x is None:
             raise InvalidInputError("event", "the 'knn' policy learns from the prompt's vector, "
                                              "and this event has none")
+        if x.shape[1] != self.base.examples_.shape[1]:
+            raise InvalidInputError("event", f"holds a {x.shape[1]}-d vector; the examples "
+                                             f"are {self.base.examples_.shape[1]}-d")
+
+    def apply(self, event: FeedbackEvent) -> float | None:
+        self.check(event)
+        j = self._model_index(event)
+        x = event.vector()
+        assert x is not None
         previous = self._rows.pop(event.decision_id, None)
         # A repeat about the same model without a measured cost keeps the cost it had.
         kept = previous[3] if previous is not None and previous[1] == j else None

@@ -178,7 +178,9 @@ class Metrics:
                    "Routing decisions served from the decision cache.")
             lines.append(f"switchpoint_route_cache_hits_total {self.cache_hits}")
             family("switchpoint_store_errors_total", "counter",
-                   "Decisions that could not be written to the store.")
+                   "Log entries (decisions, requests) the store refused when they were "
+                   "made; those it refused for a full disk or a held lock are written once "
+                   "it takes writes again.")
             lines.append(f"switchpoint_store_errors_total {self.store_errors}")
             self._render_chat(lines, family)
         if self.connections is not None:

@@ -171,9 +171,10 @@ class ComparePrune:
     keep: int
     now: float
 
-    insert: ClassVar[str] = ("DELETE FROM compares WHERE expires <= ? OR (SELECT count(*) FROM "
-                             "compares later WHERE later.tenant = compares.tenant AND "
-                             "later.seq > compares.seq) >= ?")
+    # (each tenant's rows ranked newest first in one pass, not counted row by row)
+    insert: ClassVar[str] = ("DELETE FROM compares WHERE expires <= ? OR seq IN (SELECT seq "
+                             "FROM (SELECT seq, row_number() OVER (PARTITION BY tenant ORDER "
+                             "BY seq DESC) AS newer FROM compares) WHERE newer > ?)")
     what: ClassVar[str] = "comparison prune"
 
     @property

@@ -43,6 +43,19 @@ REFUSING_S = 5.0
 #: Records nobody waits for (see ``append_lazy``) that the database refused wait to be tried
 #: again, up to this many (past it the oldest is dropped, and logged).
 MAX_RETRIED = 10_000
+# SQLite's primary result codes for a database that cannot take a write now, whatever is
+# written: a full disk, a lock held too long, an I/O error, a read-only file.
+_REFUSALS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY,
+                       sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
+                       sqlite3.SQLITE_PROTOCOL})
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing writes (see ``_REFUSALS``), not a bad record
+    or statement."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and isinstance(code, int) and (
+        code & 0xFF) in _REFUSALS
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -414,6 +427,9 @@ class Record(Protocol):
 
 
 _STOP = object()
+# What the writer takes: a record, the future its appender waits on (None: nobody waits), and
+# whether a refused write of it is tried again later.
+_Item = tuple[Record, "Future[None] | None", bool]
 
 
 def _counts(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
@@ -434,9 +450,10 @@ class SQLiteStore:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._lazy: deque[tuple[Record, None]] = deque()
+        self._lazy: deque[_Item] = deque()
         # Lazy records the database refused, oldest first, to be tried again.
         self._retry: deque[Record] = deque(maxlen=MAX_RETRIED)
+        self._dropped = 0  # of them, how many went past MAX_RETRIED
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -463,7 +480,7 @@ class SQLiteStore:
             self._migrate(conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the SQLite store ({exc}); check that "
-                             "data_dir is a writable directory") from None
+                             "data_dir is a writable directory with free space") from None
         self._conn = conn
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="switchpoint-store-writer",
@@ -514,15 +531,18 @@ class SQLiteStore:
 
     # Writes ------------------------------------------------------------------------------------
 
-    def append(self, record: Record) -> Future[None]:
-        """Queue ``record``; the future resolves when it is committed (or holds the error)."""
+    def append(self, record: Record, *, keep_trying: bool = False) -> Future[None]:
+        """Queue ``record``; the future resolves when it is committed (or holds the error).
+        With ``keep_trying``, a record the database refuses (a full disk) is also kept to be
+        written once it takes writes again, as lazy records are (for a log entry: written
+        late rather than never; not for what must be learned only if kept now)."""
         if self._closed or self._writer is None:
             raise StoreError(f"{self.path}: the store is not open")
         done: Future[None] = Future()
         # Queued means it will be written: a caller that stops waiting (a client that left)
         # cannot cancel it, and the writer can always resolve it.
         done.set_running_or_notify_cancel()
-        self._queue.put((record, done))
+        self._queue.put((record, done, keep_trying))
         return done
 
     def append_lazy(self, record: Record) -> None:
@@ -533,7 +553,7 @@ class SQLiteStore:
         (a full disk) is tried again once it takes writes; one it cannot take is logged."""
         if self._closed or self._writer is None:
             raise StoreError(f"{self.path}: the store is not open")
-        self._lazy.append((record, None))
+        self._lazy.append((record, None, True))
 
     def _write_loop(self) -> None:
         stop = False
@@ -559,16 +579,17 @@ class SQLiteStore:
                 batch = [item for item in batch if item is not _STOP]
                 while self._lazy:
                     batch.append(self._lazy.popleft())
-            if batch:
-                try:
+            try:
+                if batch:
                     self._commit(batch)
-                except Exception as exc:  # the writer must outlive any one batch
-                    for _, done in batch:
-                        if done is not None and not done.done():
-                            done.set_exception(StoreError(f"{self.path}: the write failed "
-                                                          f"({type(exc).__name__}: {exc})"))
-            if self._retry and (stop or self.refusing() is None):
-                self._commit_retried()
+                if self._retry and (stop or self.refusing() is None):
+                    self._commit_retried()
+            except Exception as exc:  # the writer must outlive any one batch
+                log.exception("%s: the writer failed a batch", self.path)
+                for _, done, _ in batch:
+                    if done is not None and not done.done():
+                        done.set_exception(StoreError(f"{self.path}: the write failed "
+                                                      f"({type(exc).__name__}: {exc})"))
         if self._retry:
             log.error("%s: %d record(s) were not written: the database refused them until "
                       "the store closed", self.path, len(self._retry))
@@ -585,7 +606,7 @@ class SQLiteStore:
                 self._conn.executemany(insert, rows)
             self._conn.execute("COMMIT")
         except (sqlite3.Error, ValueError, TypeError) as exc:
-            if isinstance(exc, sqlite3.OperationalError):  # the database refused the write
+            if refused(exc):
                 self.failing, self._failed_at = str(exc), time.monotonic()
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
@@ -594,37 +615,42 @@ class SQLiteStore:
             log.warning("%s: writes go through again", self.path)
         self.failing = None
 
-    def _commit(self, batch: list[tuple[Record, Future[None] | None]]) -> None:
+    def _commit(self, batch: list[_Item]) -> None:
         """Commit ``batch`` in one transaction, or one by one if that fails. A lazy record
-        the database itself refused (a full disk, a lock held too long) waits to be tried
-        again (see :meth:`_commit_retried`)."""
+        (or one appended to keep trying) that the database itself refused (a full disk, a
+        lock held too long) waits to be tried again (see :meth:`_commit_retried`)."""
         try:
-            self._transaction([record for record, _ in batch])
+            self._transaction([record for record, _, _ in batch])
         except (sqlite3.Error, ValueError, TypeError) as exc:
             if len(batch) > 1:  # one bad record must not sink the others: write them one by one
                 for item in batch:
                     self._commit([item])
                 return
-            record, done = batch[0]
+            record, done, keep = batch[0]
             what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
                 type(record), getattr(record, "what", "ledger entry"))
-            error = StoreError(f"{self.path}: could not write {what} {record.id}: {exc}")
+            kept = keep and refused(exc)
+            if kept:
+                self._keep_for_retry(record)
+            error = StoreError(f"{self.path}: could not write {what} {record.id}: {exc}"
+                               + (" (kept: it is written once the database takes writes again)"
+                                  if kept else ""), reason=str(exc))
             if done is not None:
                 done.set_exception(error)
-            elif isinstance(exc, sqlite3.OperationalError):
-                self._keep_for_retry(record)
-            else:
+            elif not kept:
                 log.error("%s", error)
             return
-        for _, done in batch:
+        for _, done, _ in batch:
             if done is not None:
                 done.set_result(None)
 
     def _keep_for_retry(self, record: Record) -> None:
         if len(self._retry) == self._retry.maxlen:
-            log.error("%s: record %s is not written: more than %d records wait for the "
-                      "database to take writes again", self.path, self._retry[0].id,
-                      MAX_RETRIED)
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.error("%s: %d record(s) not written so far (the oldest of more than %d "
+                          "that wait for the database to take writes again)", self.path,
+                          self._dropped, MAX_RETRIED)
         self._retry.append(record)
 
     def _commit_retried(self) -> None:
@@ -635,11 +661,11 @@ class SQLiteStore:
             part = [self._retry.popleft() for _ in range(min(MAX_BATCH, len(self._retry)))]
             try:
                 self._transaction(part)
-            except sqlite3.OperationalError:
-                self._retry.extendleft(reversed(part))  # (room: the writer alone adds)
-                return
-            except (sqlite3.Error, ValueError, TypeError):
-                self._commit([(record, None) for record in part])
+            except (sqlite3.Error, ValueError, TypeError) as exc:
+                if refused(exc):  # still refusing: they wait (room: the writer alone adds)
+                    self._retry.extendleft(reversed(part))
+                    return
+                self._commit([(record, None, True) for record in part])
 
     # Reads -------------------------------------------------------------------------------------
 
