@@ -3,8 +3,8 @@ profile stands for it.
 
 A catalog decouples the names callers use (``good``, ``cheap``) from the profiles learned from
 routing records (``gpt-4-1106-preview``). A card without a learned profile is still routable: its
-expected error comes from its tier (the mean of the profiled models of that tier, or of all
-profiled models) until it has labels, and its decisions say so.
+expected error comes from its tier (the mean of the profiled models of that tier; when none
+shares it, the weakest profiled model's) until it has labels, and its decisions say so.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TextIO
 from switchpoint._json import loads
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
-from switchpoint.errors import SwitchpointError
+from switchpoint.errors import InvalidInputError, SwitchpointError
 from switchpoint.prompt_files import prompt_lines
 
 EXIT_BAD_INPUT = 2
@@ -149,7 +149,10 @@ def cmd_route(args: argparse.Namespace) -> int:
                                feedback)
     prompt = check_prompt(args.prompt if args.prompt is not None else _prompt_from_stdin())
     router = load_router(args.weights, warm=False)
-    router.check_candidates(models)
+    try:
+        router.check_candidates(models)
+    except InvalidInputError as exc:
+        _fail(f"--models: {exc.reason}")
     if router.policy.requires == "embedding":
         with _feedback(args) as feedback:  # the one-time embedder build, if it is due
             warm_up(router.embedder, feedback)

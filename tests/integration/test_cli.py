@@ -132,6 +132,10 @@ def test_route_models_and_cost_weight(
     d = json.loads(out)
     assert d["cost_weight"] == 10000
     assert d["selected_model"] == min(d["expected_costs"], key=d["expected_costs"].__getitem__)
+    # An unknown model is named by the flag that gave it.
+    code, _, err = run(["route", PROMPT, "--weights", real_weights_dir, "--models", "nope"],
+                       capsys)
+    assert_bad_input(code, err, "--models: unknown model(s) 'nope'", "claude-v2")
 
 
 # route: a file ----------------------------------------------------------------------------------

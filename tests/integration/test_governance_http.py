@@ -234,7 +234,7 @@ def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
     assert answered >= 1
     assert "budget exceeded" in err.message and f"key {issued['id']}" in err.message
     retry = int(err.response.headers["retry-after"])
-    assert 1 <= retry <= 86400
+    assert 1 <= retry <= 86400 and err.response.headers.get("x-should-retry") != "false"
     shown = httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN).json()
     status = shown["budget_status"][0]
     assert status["spent_usd"] <= status["limit_usd"] and status["held_usd"] == 0
@@ -255,6 +255,9 @@ def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
         client(gov, narrow["key"]).chat.completions.create(
             model="auto", messages=user("spend"), max_tokens=5)
     headers = info.value.response.headers
+    # Larger than the whole budget: waiting cannot help, so clients are told not to retry.
+    assert "whole budget" in info.value.message and "retry-after" not in headers
+    assert headers["x-should-retry"] == "false"
     entry = admin_log(gov, headers["x-switchpoint-request-id"])
     assert entry["status"] == "refused" and entry["error_kind"] == "budget_exceeded"
     assert entry["decision_id"] == headers.get("x-switchpoint-decision-id")

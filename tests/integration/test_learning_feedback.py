@@ -397,6 +397,7 @@ def test_status_counts_each_decisions_latest_outcome_once(
         again = feedback(server, decision, score=0.0, model="cheap").json()
         assert (again["replaced"], again["previous_quality"]) == (True, 1.0)
         assert _status(server)["feedback"] == {"cheap": {"n": 1, "mean_quality": 0.0}}
+        assert _status(server)["learned_router"] == {"events": 2, "outcomes": 1}
 
 
 def test_a_streams_request_id_takes_feedback_while_the_stream_is_under_way(
@@ -490,3 +491,16 @@ def test_an_outcome_the_store_refuses_is_not_learned_and_nothing_routed_meanwhil
         later = feedback(server, meanwhile, score=1.0)
         assert later.status_code == 200, later.text
         assert _status(server)["learned_router"]["events"] == 2
+
+
+def test_status_shows_a_tenant_whose_feedback_is_only_quality_observations(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        request = chat(server, math_prompt(50), model="cheap")[0]["x-switchpoint-request-id"]
+        taken = feedback(server, request, score=0.5).json()
+        assert taken["kind"] == "model"
+        assert _status(server)["feedback"] == {"cheap": {"n": 1, "mean_quality": 0.5}}
+        again = feedback(server, request, score=1.0).json()
+        assert again["replaced"] is True
+        learned = _status(server)["learned_router"]
+        assert learned == {"events": 0, "outcomes": 0}

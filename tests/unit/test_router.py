@@ -13,6 +13,7 @@ from typing import cast
 import numpy as np
 import pytest
 
+from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     InvalidInputError,
@@ -26,6 +27,7 @@ from switchpoint.records import RecordSet
 from switchpoint.router import Router, load_router
 from switchpoint.training import fit
 from tests.conftest import FakeEmbedder, RouterFactory
+from tests.fakes.two_kinds import math_prompt, two_kinds_package
 
 PROMPTS = [
     "What is the capital of France?",
@@ -588,3 +590,28 @@ def test_a_missing_package_is_an_error_even_when_download_is_allowed(tmp_path: P
 def test_route_and_execute_needs_a_gateway(router: Router) -> None:
     with pytest.raises(NoUpstreamError, match=r"Gateway\.from_config"):
         router.route_and_execute(PROMPTS[0])
+
+
+def test_a_model_without_a_profile_is_not_trusted_over_the_measured_ones(
+        fake_embedder: FakeEmbedder) -> None:
+    """Its expected error is the mean of its tier's profiled models, or, with none of its tier,
+    the weakest profiled model's on that prompt: it does not win on price alone."""
+    package = two_kinds_package(fake_embedder)
+
+    def card(name: str, profile: str | None, tier: str | None = None) -> ModelCard:
+        return ModelCard(name, profile=profile, input_per_mtok=1, output_per_mtok=1, tier=tier)
+
+    profiled = [card("strong", "strong", "complex"), card("runner", "runner", "complex"),
+                card("cheap", "cheap", "simple")]
+    catalog = Catalog([*profiled, ModelCard("tiny", input_per_mtok=0.01,
+                                            output_per_mtok=0.01, tier="trivial"),
+                       ModelCard("peer", input_per_mtok=0.01, output_per_mtok=0.01,
+                                 tier="complex")])
+    router = Router(package, embedder=fake_embedder, catalog=catalog, cost_weight=0.5)
+    d = router.route(math_prompt(1), cost_weight_override=0.5)
+    errors = d.expected_errors
+    assert errors["tiny"] == max(errors[m] for m in ("strong", "runner", "cheap"))
+    assert errors["peer"] == pytest.approx((errors["strong"] + errors["runner"]) / 2, abs=1e-6)
+    assert d.selected_model != "tiny"  # (the unprofiled model of a profiled tier may win)
+    alone = router.route(math_prompt(1), available_models=["tiny"])
+    assert "that of the weakest profiled model" in " ".join(alone.reasoning)

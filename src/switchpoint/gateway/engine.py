@@ -817,20 +817,23 @@ class Gateway:
     def learning_status(self, tenants: Sequence[str] | None = None) -> dict[str, Any]:
         """What each tenant has taught: its memory (examples, per-model coverage, still cold
         or not), the outcomes its learned router holds and the quality feedback says each model
-        has. ``tenants``: these (None: every tenant with a memory, outcomes or config)."""
+        has. ``tenants``: these (None: every tenant with a memory, outcomes, feedback or
+        config)."""
         live = self.state.live()
         learning = live.learning
         router = live.router
-        names = list(tenants) if tenants is not None else sorted(
-            set(learning.tenants() if learning is not None else []) | set(live.settings.tenants))
         reader = self.learning.reader
         quality = reader.quality_by_model() if reader is not None else {}
+        names = list(tenants) if tenants is not None else sorted(
+            set(learning.tenants() if learning is not None else []) | set(live.settings.tenants)
+            | set(quality))
         out = {}
         for name in names:
             out[name] = {
                 "memory": (learning.memory_status(name) if learning is not None
                            else {"enabled": False}),
-                "learned_router": {"events": router.learner.n_events(name)},
+                "learned_router": {"events": router.learner.n_events(name),
+                                   "outcomes": router.learner.n_outcomes(name)},
                 "feedback": quality.get(name, {})}
         settings = live.settings.learning
         return {"tenants": out, "exploration": settings.exploration,

@@ -822,10 +822,16 @@ def _flags(settings: Settings) -> tuple[bool, bool]:
 
 
 def _refusal(blocked: Blocked) -> BudgetExceededError | RateLimitExceededError:
+    """The 429 for ``blocked``; one that waiting cannot fix (a request larger than a whole
+    budget or TPM limit, no ``retry_after``) is permanent: clients are told not to retry."""
+    error: BudgetExceededError | RateLimitExceededError
     if blocked.kind == "budget":
         label = (f"{describe_account(blocked.account)} {blocked.budget}"
                  if blocked.budget is not None else describe_account(blocked.account))
-        return BudgetExceededError(f"budget exceeded: {blocked.message}", budget=label,
-                                   retry_after=blocked.retry_after)
-    return RateLimitExceededError(f"rate limit exceeded: {blocked.message}",
-                                  retry_after=blocked.retry_after)
+        error = BudgetExceededError(f"budget exceeded: {blocked.message}", budget=label,
+                                    retry_after=blocked.retry_after)
+    else:
+        error = RateLimitExceededError(f"rate limit exceeded: {blocked.message}",
+                                       retry_after=blocked.retry_after)
+    error.permanent = blocked.retry_after is None
+    return error
