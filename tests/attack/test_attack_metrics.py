@@ -52,6 +52,10 @@ def test_invented_methods_and_paths_add_no_series(attacked: Attacked) -> None:
     # A handful of new series (other/405, unmatched/404 and their latency buckets), not 11,000.
     assert len(after) - len(before) < 40
     assert len(text) < 64_000
+    # The app's own fixed routes (the API schema) are counted under their path.
+    assert httpx.get(f"{attacked.base}/openapi.json", timeout=10).status_code == 200
+    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    assert 'route="/openapi.json",method="GET",status="200"' in text
 
 
 def test_model_labels_are_catalog_names(attacked: Attacked) -> None:

@@ -23,7 +23,7 @@ PROMPT = "Prove that the square root of 2 is irrational, step by step."
 
 def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         gw_fake: FakeProviderProcess, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
     settings = load_settings(config, environ={})
@@ -52,6 +52,8 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     out = json.loads(capsys.readouterr().out)
     assert (out["model"], out["quality"], out["replaced"], out["kind"]) == (
         decision.selected_model, 0.0, False, "decision")
+    # It serves no chat: no warning about what would make chat requests fail (unset keys).
+    assert "is not set; calls to it fail" not in caplog.text
 
     export = tmp_path / "learned"
     assert main(["learn", "--export", str(export), "--config", str(config), "--json"]) == 0

@@ -130,13 +130,15 @@ class Gateway:
     ``store`` is the request and decision log (default: SQLite in ``data_dir``; ``False``
     keeps no log); ``env`` is where providers read API keys (default: the process environment,
     at each call); ``providers`` maps provider or model names to adapters of your own;
-    ``observer`` is told every logged request and routing decision.
+    ``observer`` is told every logged request and routing decision; ``serves_chat=False``
+    (a tool that only learns or reports, such as an offline ``switchpoint feedback``) skips
+    the warnings about what would make chat requests fail.
     """
 
     def __init__(self, settings: Settings, *, loader: Loader | None = None,
                  store: SQLiteStore | bool | None = None, env: Mapping[str, str] | None = None,
                  providers: Mapping[str, Provider] | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, serves_chat: bool = True) -> None:
         g = settings.gateway
         self.state = RouterState(settings, loader)
         if store is None or store is True:
@@ -148,6 +150,7 @@ class Gateway:
         self.providers = ProviderRegistry(self.pool, env=env, overrides=providers)
         self._env = env
         self._warned: set[str] = set()
+        self._serves_chat = serves_chat
         self.health = HealthTracker(config=health_config(g))
         self.pinner = SessionPinner(g.pin_hard_window_s, g.pin_soft_window_s, g.pin_soft_bonus)
         self.planner = Planner(self.health, self.pinner, prefer_healthy=g.prefer_healthy)
@@ -965,6 +968,8 @@ class Gateway:
     # Internals ---------------------------------------------------------------------------------
 
     def _warn_misconfigured(self, settings: Settings) -> None:
+        if not self._serves_chat:
+            return
         env = os.environ if self._env is None else self._env
         skip = set(self.providers.overrides)
         for key, message in misconfigurations(settings, env, skip=skip):

@@ -80,7 +80,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from switchpoint.gateway import Gateway
 
     settings = _settings(args)
-    with Gateway.from_config(settings) as gateway:
+    with Gateway.from_config(settings, serves_chat=False) as gateway:
         result = gateway.report_outcome(args.decision_id, score, success, model=args.model,
                                         comment=args.comment, tenant=args.tenant,
                                         cost=_cost(args))
@@ -151,7 +151,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     check_weights_target(args.export)  # before the state in data_dir is opened
     settings = _settings(args)
-    with Gateway.from_config(settings) as gateway:
+    with Gateway.from_config(settings, serves_chat=False) as gateway:
         if args.tenant is not None and args.tenant not in gateway.settings.tenants and (
                 args.tenant != "default"):
             raise InvalidInputError("tenant", f"{args.tenant!r} is not a tenant of the config "

@@ -273,6 +273,16 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = getattr(route, "path", None) or self._fixed_path(scope)
             self.metrics.observe_request(path, scope["method"], status,
                                          time.perf_counter() - t0)
+
+    def _fixed_path(self, scope: Scope) -> str:
+        """A request the app's own routes (the docs, the schema) answered without naming the
+        route in the scope: its path when it is one of the app's fixed paths, else
+        ``unmatched`` (a label never holds a raw path a client made up)."""
+        app = scope.get("app")
+        fixed = {getattr(r, "path", None) for r in getattr(app, "routes", ())
+                 if "{" not in str(getattr(r, "path", "{"))}
+        path = scope.get("path")
+        return path if isinstance(path, str) and path in fixed else "unmatched"
