@@ -20,16 +20,26 @@ class FullDisk:
     def __init__(self, conn: sqlite3.Connection, room: int = 0, only: str = "") -> None:
         self.conn, self.full, self.room, self.only = conn, True, room, only
 
+    def execute(self, sql: str, *args: object) -> object:
+        if (self.full and self.room <= 0 and sql.startswith(self.only)
+                and sql.lstrip().upper().startswith(("INSERT", "UPDATE"))):
+            raise self._refusal()
+        return self.conn.execute(sql, *args)  # type: ignore[arg-type]
+
     def executemany(self, sql: str, rows: object) -> object:
         if not sql.startswith(self.only):
             return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
         if self.full and self.room <= 0:
-            error = sqlite3.OperationalError(FULL)
-            error.sqlite_errorcode = sqlite3.SQLITE_FULL
-            error.sqlite_errorname = "SQLITE_FULL"
-            raise error
+            raise self._refusal()
         self.room -= 1
         return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _refusal() -> sqlite3.OperationalError:
+        error = sqlite3.OperationalError(FULL)
+        error.sqlite_errorcode = sqlite3.SQLITE_FULL
+        error.sqlite_errorname = "SQLITE_FULL"
+        return error
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.conn, name)

@@ -19,6 +19,7 @@ import pytest
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.full_disk import FULL, FullDisk
 from tests.integration.gateway_env import FACTORY, KEYS, config_text
 from tests.integration.servers import ThreadServer, thread_server
 
@@ -184,30 +185,45 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
 
 
 def _named(message: str) -> set[str]:
-    """The models an error lists (after "known models are:" or "use one of")."""
-    found = re.search(r"(?:known models are:|use one of) ([\w, -]+)", message)
+    """The models an error lists (after "known models are:", "use one of", "it may use" or
+    "choose among")."""
+    found = re.search(r"(?:known models are:|use one of|it may use|choose among) ([\w, -]+)",
+                      message)
     assert found is not None, message
     return {m.strip() for m in found.group(1).split(",")}
 
 
 def test_errors_to_a_limited_key_name_only_the_models_it_may_use(gov: ThreadServer) -> None:
     # acme may use cheap, good and fresh; the catalog also holds "other".
-    headers = {"authorization": f"Bearer {new_key(gov, models=['auto'])['key']}"}
+    routing = {"authorization": f"Bearer {new_key(gov, models=['auto'])['key']}"}
+    naming = {"authorization": f"Bearer {new_key(gov, models=['cheap', 'good'])['key']}"}
     base = {"model": "auto", "messages": user("x")}
-    errors = [
-        httpx.post(f"{gov.base}/v1/chat/completions", json={**base, "models": ["nope"]},
-                   headers=headers),
-        httpx.post(f"{gov.base}/v1/chat/completions", json=base,
-                   headers={**headers, "x-switchpoint-models": "cheap,nope"}),
-        httpx.post(f"{gov.base}/v1/route", json={"prompt": "x", "available_models": ["nope"]},
-                   headers=headers),
-        httpx.post(f"{gov.base}/v1/router/preferences/compare",
-                   json={"prompt": "x", "models": ["cheap", "nope"]}, headers=headers),
-    ]
-    for r in errors:
-        assert r.status_code == 400 and "'nope'" in r.text, r.text
-        assert _named(r.json()["error"]["message"]) == {"cheap", "good", "fresh"}, r.text
-    shown = httpx.get(f"{gov.base}/v1/models/other", headers=headers)
+    answers: dict[str, list[str]] = {}
+    for name in ("nope", "other"):  # unknown, and not the tenant's: told apart by nothing
+        errors = [
+            httpx.post(f"{gov.base}/v1/chat/completions", json={**base, "models": [name]},
+                       headers=routing),
+            httpx.post(f"{gov.base}/v1/chat/completions", json=base,
+                       headers={**routing, "x-switchpoint-models": f"cheap,{name}"}),
+            httpx.post(f"{gov.base}/v1/route", json={"prompt": "x",
+                                                     "available_models": [name]},
+                       headers=routing),
+            httpx.post(f"{gov.base}/v1/router/preferences/compare",
+                       json={"prompt": "x", "models": ["cheap", name]}, headers=naming),
+            httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": "0" * 32, "score": 1,
+                                                         "model": name}, headers=naming),
+        ]
+        for r in errors:
+            assert r.status_code == 403 and f"'{name}'" in r.text, r.text
+            listed = _named(r.json()["error"]["message"])
+            assert listed in ({"cheap", "good", "fresh"}, {"cheap", "good"}), r.text
+        answers[name] = [r.text.replace(name, "NAME") for r in errors]
+    assert answers["nope"] == answers["other"]
+    auto = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": "0" * 32, "score": 1,
+                                                        "model": "auto"}, headers=routing)
+    assert auto.status_code == 400 and _named(auto.json()["error"]["message"]) == {
+        "cheap", "good", "fresh"}, auto.text
+    shown = httpx.get(f"{gov.base}/v1/models/other", headers=routing)
     assert shown.status_code == 404
     message = shown.json()["error"]["message"]
     assert "is not a model this key may use" in message
@@ -217,7 +233,51 @@ def test_errors_to_a_limited_key_name_only_the_models_it_may_use(gov: ThreadServ
     everyone = httpx.post(f"{gov.base}/v1/route",
                           json={"prompt": "x", "available_models": ["nope"]},
                           headers={"authorization": f"Bearer {limited}"})
+    assert everyone.status_code == 400
     assert _named(everyone.json()["error"]["message"]) == {"cheap", "good", "fresh", "other"}
+
+
+def test_a_narrowed_key_cannot_teach_its_tenant_about_a_model_it_may_not_use(
+        gov: ThreadServer) -> None:
+    wide = new_key(gov)["key"]
+    narrow = {"authorization": f"Bearer {new_key(gov, models=['cheap', 'auto'])['key']}"}
+    answered = client(gov, wide).chat.completions.with_raw_response.create(
+        model="good", messages=user("x"))
+    refused = httpx.post(f"{gov.base}/v1/feedback", headers=narrow, json={
+        "decision_id": answered.headers["x-switchpoint-request-id"], "score": 0.0})
+    assert refused.status_code == 403 and "good" not in refused.json()["error"]["message"]
+    assert "may not use" in refused.text, refused.text
+    compare = httpx.post(f"{gov.base}/v1/router/preferences/compare",
+                         headers={"authorization": f"Bearer {wide}"},
+                         json={"prompt": "x", "models": ["cheap", "good"]}).json()
+    scored = {}
+    for answer in compare["answers"]:
+        r = httpx.post(f"{gov.base}/v1/router/preferences/score", headers=narrow, json={
+            "compare_id": compare["compare_id"], "scores": {answer["label"]: 1.0}})
+        scored[answer["label"]] = r.status_code
+        if r.status_code == 403:  # the blind label's model is not named
+            assert "good" not in r.json()["error"]["message"]
+    assert sorted(scored.values()) == [200, 403]
+
+
+def test_key_changes_the_disk_refuses_are_503s_that_name_no_path(gov: ThreadServer) -> None:
+    issued = new_key(gov)
+    keys = gov.service.gateway.governor.keys
+    real = keys._db()
+    keys._conn = FullDisk(real)  # type: ignore[assignment]
+    try:
+        for path, body in (("/v1/router/keys", {"tenant": "acme"}),
+                           (f"/v1/router/keys/{issued['id']}/rotate", {}),
+                           (f"/v1/router/keys/{issued['id']}/revoke", {})):
+            r = httpx.post(f"{gov.base}{path}", json=body, headers=ADMIN, timeout=10)
+            assert r.status_code == 503, (path, r.text)
+            error = r.json()["error"]
+            assert error["code"] == "storage_unavailable" and FULL in error["message"]
+            assert "/" not in error["message"].split("(")[1].split(")")[0]  # no path
+            assert r.headers["retry-after"] == "5"
+    finally:
+        keys._conn = real
+    assert client(gov, issued["key"]).models.list().data  # nothing changed: the key works
 
 
 def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(

@@ -376,3 +376,29 @@ def test_scores_the_store_refuses_part_way_say_which_were_kept_and_a_repeat_comp
         again = post(server, "/v1/router/preferences/score", body)
         assert again.status_code == 200, again.text
         assert [s["replaced"] for s in again.json()["scores"]] == [True, False]
+
+
+def test_a_client_keys_status_shows_its_tenants_experiments_and_the_models_it_may_use(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    scoped = TENANTS + ("experiments: {x: {tenants: [acme], arms: {a: {weight: 1}, "
+                        "b: {weight: 1}}}}\n")
+    with learning_server(fake, tmp_path, scoped) as server:
+        keys = _keys(server)
+        narrow = post(server, "/v1/router/keys", {"tenant": "acme",
+                                                  "models": ["cheap", "auto"]}).json()["key"]
+        for model in ("strong", "cheap"):  # the tenant learns about both
+            decision = chat(server, math_prompt(660), key=keys["acme"])[0][
+                "x-switchpoint-decision-id"]
+            taught = post(server, "/v1/feedback", {"decision_id": decision, "score": 0.5,
+                                                   "model": model}, key=keys["acme"])
+            assert taught.status_code == 200, taught.text
+        wide = get(server, "/v1/router/status", key=keys["acme"]).json()
+        assert wide["experiments"] == ["x"] and "replayed" not in wide
+        assert set(wide["tenants"]["acme"]["feedback"]) == {"strong", "cheap"}
+        limited = get(server, "/v1/router/status", key=narrow).json()
+        assert set(limited["tenants"]["acme"]["feedback"]) == {"cheap"}
+        assert set(limited["tenants"]["acme"]["memory"]["models"]) <= {"cheap"}
+        other = get(server, "/v1/router/status", key=keys["globex"]).json()
+        assert other["experiments"] == [] and list(other["tenants"]) == ["globex"]
+        trusted = server.service.gateway.learning_status()  # (the deployment's own view)
+        assert "replayed" in trusted and trusted["experiments"] == ["x"]

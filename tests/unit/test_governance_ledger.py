@@ -193,3 +193,17 @@ def test_the_ledger_is_rebuilt_from_the_spend_table(tmp_path: Path) -> None:
     assert ledger.held("tenant:a") == pytest.approx(0.3)
     assert settle_accounts("k1", "a", "m", "openai") == [TOTAL, "key:k1", "tenant:a",
                                                         "model:m", "provider:openai"]
+
+
+def test_a_budget_shared_with_other_callers_does_not_tell_what_they_spent() -> None:
+    ledger = Ledger(Clock())
+    budgets = {TOTAL: [Budget(0.3, "day")], "tenant:a": [Budget(0.3, "day")]}
+    spent = reserve(ledger, 0.2, budgets, accounts=(TOTAL,))
+    assert isinstance(spent, Ticket)
+    ledger.settle(spent, charged_usd=0.2, accounts=[TOTAL, "tenant:a"], tokens=None)
+    shared = reserve(ledger, 0.2, budgets, accounts=(TOTAL,))
+    assert isinstance(shared, Blocked) and "resets in" in shared.message
+    assert "0.2" not in shared.message.split("may cost")[0]  # no spend figure
+    assert "the gateway's $0.3/day budget has no room left" in shared.message
+    own = reserve(ledger, 0.2, budgets, accounts=("tenant:a",))
+    assert isinstance(own, Blocked) and "tenant a has spent $0.200000" in own.message

@@ -199,6 +199,10 @@ def test_comparisons_expire_are_bounded_and_belong_to_one_tenant() -> None:
         compares.put(compare(f"g{i}", "globex"))
     assert compares.get("c3", "acme") and compares.get("g4", "globex")
     assert len(compares) == 4
+    compares.resize(1, 60)  # a reload lowering the cap: each tenant keeps its newest
+    assert len(compares) == 2 and compares.get("g4", "globex")
+    with pytest.raises(NotFoundError):
+        compares.get("g3", "globex")
 
 
 

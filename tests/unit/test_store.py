@@ -16,6 +16,7 @@ import pytest
 
 from switchpoint.errors import StoreError
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+from switchpoint.store.learning import PendingPrune
 from switchpoint.store.sqlite import Record
 from tests.fakes.full_disk import FULL, full_disk
 
@@ -323,3 +324,15 @@ def test_a_record_the_database_cannot_take_is_not_tried_again(tmp_path: Path) ->
         store.append(good).result(timeout=10)  # its batch mate is written
         assert store.failing is None and store.refusing() is None and not store._retry
         assert [d["id"] for d in store.decisions()] == [good.id]
+
+
+def test_a_prune_that_goes_through_on_a_full_disk_does_not_say_writes_resumed(
+        tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store, full_disk(store, only="INSERT") as disk:
+        with pytest.raises(StoreError, match=FULL):  # (deletes need no space)
+            store.append(record()).result(timeout=10)
+        store.append(PendingPrune(10)).result(timeout=10)
+        assert store.failing == FULL
+        disk.full = False
+        store.append(record()).result(timeout=10)
+        assert store.failing is None

@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Collection, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -94,7 +94,7 @@ from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore, session_
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
-from switchpoint.learning.events import check_tenant
+from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.router import check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
@@ -317,6 +317,8 @@ class Gateway:
         else:
             catalog = live.router.catalog
             self.governor.check_model(policy, "auto", catalog)
+            self.governor.check_candidates(policy, catalog, "available_models",
+                                           available_models)
             if available_models is not None:
                 try:
                     live.router.check_candidates(available_models)  # unknown names: a 400
@@ -370,16 +372,26 @@ class Gateway:
         return live.learning.decide(text, allowed, lam, tenant=tenant, tools=tools,
                                     assignment=assignment, embedding=embedding)
 
-    def _govern_learning(self, who: Principal, model: object = None) -> None:
+    def _govern_learning(self, who: Principal, model: object = None
+                         ) -> Callable[[str], None] | None:
         """Feedback and scores count against the caller's request rate like routing does (each
-        is a row of the feedback log), and feedback may name only a model the caller reaches
-        (it cannot teach a tenant about one its key may not use)."""
+        is a row of the feedback log), and may be about only a model the caller reaches (it
+        cannot teach a tenant about one its key may not use): a named ``model`` is checked
+        now; the check returned (None: anyone may teach anything) is for the model the
+        feedback turns out to be about."""
         policy = self._policy(self.settings, who.tenant, who.key_id)
         if policy is None:
-            return
+            return None
         self.governor.count_route(policy)
+        catalog = self.state.live().router.catalog
         if isinstance(model, str):
-            self.governor.check_reachable(policy, model, self.state.live().router.catalog)
+            self.governor.check_reachable(policy, model, catalog)
+            if model not in catalog:  # ('auto': reached, but no model to score)
+                raise self.governor.unknown_model(
+                    policy, catalog, UnknownModelError("model", [model], catalog.names), model)
+        if policy.models is None:
+            return None
+        return lambda name: self.governor.check_teachable(policy, name, catalog)
 
     def _policy(self, settings: Settings, tenant: str | None,
                 key_id: str | None) -> Policy | None:
@@ -419,6 +431,9 @@ class Gateway:
         if policy is not None:
             self.governor.check_model(policy, call.requested, catalog)
             if call.requested == AUTO_MODEL:
+                for field_name, listed in (("x-switchpoint-models", call.models),
+                                           ("models", call.body.get("models"))):
+                    self.governor.check_candidates(policy, catalog, field_name, listed)
                 # Narrowed to what the caller may use; refused early when its RPM window is
                 # full (routing costs CPU; a named model is admitted right away anyway).
                 call = replace(call, models=self.governor.narrow(policy, catalog, call.models),
@@ -669,11 +684,12 @@ class Gateway:
         if principal is None:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
-        self._govern_learning(who, model)
+        teachable = self._govern_learning(who, model)
         result: FeedbackResult = await anyio.to_thread.run_sync(
             lambda: self.learning.report(decision_id, quality_score, success, model=model,
                                          tenant=who.tenant if principal is not None else None,
-                                         key_id=who.key_id, comment=comment, cost=cost))
+                                         key_id=who.key_id, comment=comment, cost=cost,
+                                         teachable=teachable))
         await _kept(result.commits, "the feedback")
         return result
 
@@ -718,9 +734,13 @@ class Gateway:
         who = principal or Principal()
         catalog = live.router.catalog
         policy = self._policy(settings, who.tenant, who.key_id)
-        if models is None:
-            allowed = (self.governor.allowed_names(policy, catalog) if policy is not None
-                       else None) or list(catalog.names)
+        if models is None:  # the models the caller may name (a comparison calls each by name)
+            allowed = ([m for m in catalog.names if policy.models is None or m in policy.models]
+                       if policy is not None else list(catalog.names))
+            if len(allowed) < 2:
+                raise InvalidInputError("models", "name the 2 to "
+                                        f"{MAX_COMPARE_MODELS} models to compare: this key may "
+                                        f"name {len(allowed)} model(s) of the catalog")
             if len(allowed) > MAX_COMPARE_MODELS:
                 raise InvalidInputError("models", f"name the 2 to {MAX_COMPARE_MODELS} models "
                                                   f"to compare (of {', '.join(allowed)})")
@@ -732,13 +752,12 @@ class Gateway:
         if not 2 <= len(names) <= MAX_COMPARE_MODELS or len(set(names)) != len(names):
             raise InvalidInputError("models", f"give 2 to {MAX_COMPARE_MODELS} different "
                                               f"models, got {names[:10]}")
+        if policy is not None:  # (before the catalog: a name a key may not use is a 403,
+            for name in names:  # known or not)
+                self.governor.check_model(policy, name, catalog)
         unknown = [m for m in names if m not in catalog]
         if unknown:
-            raise self.governor.unknown_model(
-                policy, catalog, UnknownModelError("models", unknown, catalog.names), "auto")
-        if policy is not None:
-            for name in names:
-                self.governor.check_model(policy, name, catalog)
+            raise UnknownModelError("models", unknown, catalog.names)
         body: dict[str, Any] = {"model": names[0], "messages": _as_list(messages), **params}
         check_chat_body(body)
         text = routing_text(body, needs_of(body))
@@ -803,9 +822,10 @@ class Gateway:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
         name = check_tenant(who.tenant)
-        self._govern_learning(who)
+        teachable = self._govern_learning(who)
         compare, learned, commits = await anyio.to_thread.run_sync(
-            lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id))
+            lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id,
+                                        teachable=teachable))
         await _kept(commits, "the scores")
         live = self.state.live()
         memory = live.learning.memory_status(name) if live.learning is not None else {}
@@ -817,11 +837,13 @@ class Gateway:
         """:meth:`ascore` from synchronous code."""
         return self._run(self.ascore(compare_id, scores, **kwargs))
 
-    def learning_status(self, tenants: Sequence[str] | None = None) -> dict[str, Any]:
+    def learning_status(self, tenants: Sequence[str] | None = None, *,
+                        caller: Principal | None = None) -> dict[str, Any]:
         """What each tenant has taught: its memory (examples, per-model coverage, still cold
         or not), the outcomes its learned router holds and the quality feedback says each model
         has. ``tenants``: these (None: every tenant with a memory, outcomes, feedback or
-        config)."""
+        config). ``caller``: a client's key, which sees only its tenant's experiments and the
+        models it may use, and not the deployment's replay counts."""
         live = self.state.live()
         learning = live.learning
         router = live.router
@@ -830,20 +852,37 @@ class Gateway:
         names = list(tenants) if tenants is not None else sorted(
             set(learning.tenants() if learning is not None else []) | set(live.settings.tenants)
             | set(quality))
+        policy = (None if caller is None
+                  else self._policy(live.settings, caller.tenant, caller.key_id))
+        shown = (None if policy is None or policy.models is None
+                 else set(self.governor.visible(policy, router.catalog)))
+
+        def seen(by_model: dict[str, Any]) -> dict[str, Any]:
+            return by_model if shown is None else {m: v for m, v in by_model.items()
+                                                   if m in shown}
+
         out = {}
         for name in names:
+            memory: dict[str, Any] = (learning.memory_status(name) if learning is not None
+                                      else {"enabled": False})
+            if "models" in memory:
+                memory["models"] = seen(memory["models"])
             out[name] = {
-                "memory": (learning.memory_status(name) if learning is not None
-                           else {"enabled": False}),
+                "memory": memory,
                 "learned_router": {"events": router.learner.n_events(name),
                                    "outcomes": router.learner.n_outcomes(name)},
-                "feedback": quality.get(name, {})}
+                "feedback": seen(quality.get(name, {}))}
         settings = live.settings.learning
-        return {"tenants": out, "exploration": settings.exploration,
-                "memory_size": settings.memory_size,
-                "experiments": sorted(live.settings.experiments),
-                "replayed": learning.replayed if learning is not None else 0,
-                "from_checkpoint": learning.restored if learning is not None else 0}
+        experiments = sorted(
+            n for n, e in live.settings.experiments.items()
+            if caller is None or not e.tenants or (caller.tenant or DEFAULT_TENANT) in e.tenants)
+        status: dict[str, Any] = {"tenants": out, "exploration": settings.exploration,
+                                  "memory_size": settings.memory_size,
+                                  "experiments": experiments}
+        if caller is None:
+            status.update(replayed=learning.replayed if learning is not None else 0,
+                          from_checkpoint=learning.restored if learning is not None else 0)
+        return status
 
     def experiment_report(self, name: str) -> dict[str, Any]:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality

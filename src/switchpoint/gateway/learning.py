@@ -73,6 +73,7 @@ from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     StorageUnavailableError,
     StoreError,
     SwitchpointError,
@@ -448,6 +449,14 @@ class Compares:
             items[compare.compare_id] = compare
             while len(items) > self.capacity:
                 items.popitem(last=False)
+
+    def resize(self, capacity: int, ttl_s: float) -> None:
+        """New limits (a reload): each tenant keeps its newest ``capacity`` at once."""
+        with self._lock:
+            self.capacity, self.ttl_s = capacity, ttl_s
+            for items in self._tenants.values():
+                while len(items) > capacity:
+                    items.popitem(last=False)
 
     def get(self, compare_id: object, tenant: str) -> Compare:
         """The comparison, if it exists for ``tenant`` and has not expired (else 404)."""
@@ -909,8 +918,7 @@ class GatewayLearning:
             if router.learner.settings != wanted:
                 router.learner.configure(wanted)
             router.learner.log = RouterLog(self.log, router)
-        self.compares.capacity = settings.learning.max_compares
-        self.compares.ttl_s = settings.learning.compare_ttl_s
+        self.compares.resize(settings.learning.max_compares, settings.learning.compare_ttl_s)
         learning = LiveLearning(live.router, settings, arms, Experiments(settings, self.promoted))
         return replace(live, learning=learning)
 
@@ -1171,10 +1179,12 @@ class GatewayLearning:
     def report(self, decision_id: object, quality_score: object = None,
                success: object = None, *, model: object = None, tenant: str | None = None,
                key_id: str | None = None, comment: object = None,
-               cost: object = None) -> FeedbackResult:
+               cost: object = None, teachable: Callable[[str], None] | None = None
+               ) -> FeedbackResult:
         """Learn how one decision (or one named-model request) went; see the module docstring.
         ``tenant`` scopes the lookup (None: any tenant, for trusted code); ``cost`` is what the
-        answer cost, if the caller knows it (see ``Router.report_outcome``). Runs on a worker
+        answer cost, if the caller knows it (see ``Router.report_outcome``); ``teachable``
+        refuses a model the caller may not teach about (its key's limits). Runs on a worker
         thread, under the state's guard, on the snapshot live then; the commits it returns are
         waited for by the caller. Everything is checked before anything is learned."""
         self.check_writable("the feedback")
@@ -1208,6 +1218,8 @@ class GatewayLearning:
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None and answer[0] is not None
                         else entry.chosen)
+                    if teachable is not None:
+                        teachable(served)
                     kept = measured is None and self._kept_cost(decision_id, entry.tenant,
                                                                 served)
                     if (measured is None and not kept and answer is not None
@@ -1253,10 +1265,12 @@ class GatewayLearning:
                     token = _NOTE.set(_Note())
                     return self.report(routed, quality_score, success, model=model,
                                        tenant=tenant, key_id=key_id, comment=comment,
-                                       cost=cost)
+                                       cost=cost, teachable=teachable)
                 served = model if isinstance(model, str) else request["model"]
                 if served is None:
                     raise InvalidInputError("model", NO_ANSWER)
+                if teachable is not None:
+                    teachable(str(served))
                 assert owner_tenant is not None
                 tokens = request["prompt_tokens"]
                 return self._observe(decision_id, str(served), quality, measured,
@@ -1362,12 +1376,13 @@ class GatewayLearning:
         return found
 
     def score(self, compare_id: object, scores: object, *, tenant: str,
-              key_id: str | None = None) -> tuple[Compare, list[dict[str, Any]],
-                                                  list[Future[None]]]:
-        """Teach the scores of one comparison (checked whole before anything is learned): one
-        outcome per scored model, to the learned router (the tenant's overlay) and the
-        tenant's memory, logged as ``preference`` feedback, each learned once the log keeps
-        it. A repeat replaces the scores it names."""
+              key_id: str | None = None, teachable: Callable[[str], None] | None = None
+              ) -> tuple[Compare, list[dict[str, Any]], list[Future[None]]]:
+        """Teach the scores of one comparison (checked whole before anything is learned;
+        ``teachable`` refuses a model the caller may not teach about): one outcome per scored
+        model, to the learned router (the tenant's overlay) and the tenant's memory, logged
+        as ``preference`` feedback, each learned once the log keeps it. A repeat replaces the
+        scores it names."""
         self.check_writable("the scores")
         compare = self.compares.get(compare_id, tenant)
         if not isinstance(scores, Mapping) or not scores:
@@ -1390,6 +1405,12 @@ class GatewayLearning:
             if model in chosen:
                 raise InvalidInputError(f"scores.{key}", f"scores {model} twice (as "
                                                          f"{chosen[model][0]} too)")
+            if teachable is not None:
+                try:
+                    teachable(model)
+                except PermissionDeniedError as exc:
+                    raise PermissionDeniedError(f"scores.{key}: {exc.message}",
+                                                param=f"scores.{key}") from None
             chosen[model] = (key, quality)
         label_of = {m: label for label, m in compare.labels.items()}
         out: list[dict[str, Any]] = []

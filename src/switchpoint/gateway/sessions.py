@@ -346,9 +346,12 @@ class SQLitePinStore:
                                 self._unwritten[key] = pin
                         while len(self._unwritten) > MAX_UNWRITTEN:
                             self._unwritten.popitem(last=False)
-                log.error("%d session pin change(s) not written to %s: %s%s", len(batch),
-                          self.path, exc, " (tried again once it takes writes)" if refused
-                          else "")
+                if refused:
+                    log.error("%d session pin change(s) not written to %s yet: %s (tried "
+                              "again once it takes writes)", len(batch), self.path, exc)
+                else:
+                    log.error("%d session pin change(s) lost: %s refused them (%s)",
+                              len(batch), self.path, exc)
             with self._changed:
                 self._written = upto
                 self._writing = {}

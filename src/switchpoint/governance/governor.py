@@ -414,12 +414,38 @@ class Governor:
         if policy.models is None or model in policy.models:
             return True
         pool = self.allowed_names(policy, catalog)
-        return AUTO in policy.models and (pool is None or model in pool)
+        return AUTO in policy.models and (model in catalog if pool is None else model in pool)
 
     def check_reachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
         """403 unless the caller may use ``model``, by name or through ``auto``."""
         if not self.reaches(policy, model, catalog):
             self.check_model(policy, model, catalog)
+
+    def check_candidates(self, policy: Policy, catalog: Catalog, field: str,
+                         names: object) -> None:
+        """403 when a caller's list of candidates for ``auto`` (``field``) names a model
+        ``auto`` may not choose for it: an unknown name and a forbidden one alike, so that a
+        key limited to some models cannot tell which other names exist. (A key whose
+        ``auto`` reaches the whole catalog is told of unknown names as anyone is.)"""
+        pool = self.allowed_names(policy, catalog)
+        if pool is None or not isinstance(names, Sequence) or isinstance(names, str):
+            return
+        bad = [n for n in names if n not in pool]
+        if bad:
+            shown = ", ".join(repr(str(n)[:100]) for n in bad[:10])
+            raise PermissionDeniedError(
+                f"{field}: this key's routing may not choose {shown}; it may choose among "
+                f"{', '.join(pool) or 'none'}", param=field)
+
+    def check_teachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
+        """403 unless the caller may teach its tenant about ``model``'s answers: one it
+        reaches. The message does not name ``model`` (the caller did not: it answered a
+        request of another key of the tenant, or it is behind a blind label)."""
+        if not self.reaches(policy, model, catalog):
+            raise PermissionDeniedError(
+                "this is about an answer of a model this key may not use, so it cannot teach "
+                f"it; it may use {', '.join(self.visible(policy, catalog)) or 'none'}",
+                param="model")
 
     def narrow(self, policy: Policy, catalog: Catalog,
                candidates: Sequence[str] | None) -> list[str] | None:

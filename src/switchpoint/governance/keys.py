@@ -398,9 +398,18 @@ class KeyStore:
                 conn.execute(f"INSERT INTO keys ({', '.join(_COLUMNS)}) VALUES "
                              f"({', '.join('?' for _ in _COLUMNS)})", record.row())
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: could not store the new key: {exc}") from None
+                raise StoreError(f"{self.path}: could not store the new key: {exc}",
+                                 reason=str(exc)) from None
             self._cache[key_id] = record
         return IssuedKey(key, record)
+
+    def _write(self, conn: sqlite3.Connection, what: str, sql: str,
+               args: tuple[object, ...]) -> None:
+        """One change, or :class:`StoreError` saying the database refused it (a full disk)."""
+        try:
+            conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: could not {what}: {exc}", reason=str(exc)) from None
 
     def list(self, tenant: str | None = None, *, include_revoked: bool = True
              ) -> list[KeyRecord]:
@@ -435,8 +444,8 @@ class KeyStore:
             conn = self._db()
             record = self._require(conn, key_id)
             if record.revoked_at is None:
-                conn.execute("UPDATE keys SET revoked_at = ? WHERE id = ?",
-                             (self.clock(), key_id))
+                self._write(conn, "revoke the key", "UPDATE keys SET revoked_at = ? WHERE id = ?",
+                            (self.clock(), key_id))
             self._cache.pop(key_id, None)
             return KeyRecord.from_row(conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
@@ -456,9 +465,9 @@ class KeyStore:
                                               "new key instead")
             _, fresh = new_key()
             key = f"{PREFIX}{key_id}_{fresh.split('_', 1)[1]}"
-            conn.execute("UPDATE keys SET hash = ?, previous_hash = ?, previous_valid_until = ?, "
-                         "rotated_at = ? WHERE id = ?",
-                         (hash_key(key), record.hash, now + float(grace_s), now, key_id))
+            self._write(conn, "rotate the key", "UPDATE keys SET hash = ?, previous_hash = ?, "
+                        "previous_valid_until = ?, rotated_at = ? WHERE id = ?",
+                        (hash_key(key), record.hash, now + float(grace_s), now, key_id))
             self._cache.pop(key_id, None)
             updated = KeyRecord.from_row(conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())

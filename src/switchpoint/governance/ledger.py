@@ -400,17 +400,25 @@ class Ledger:
                            f"this request may cost up to ${amount:.6f} (its worst case), more "
                            f"than {who}'s whole budget of ${limit:g}/{budget.period}; send a "
                            "smaller max_tokens or a shorter prompt", None, budget)
+        # A budget shared with other callers (the gateway's, a model's, a provider's) says
+        # nothing of what they spent.
+        shared = not account.startswith(("key:", "tenant:"))
         if spent + amount > limit * (1 + _EPS) + 1e-12:
             wait = resets - now
+            used = (f"{who}'s ${limit:g}/{budget.period} budget has no room left for it"
+                    if shared else f"{who} has spent ${spent:.6f} of its "
+                                   f"${limit:g}/{budget.period} budget")
             return Blocked("budget", account,
-                           f"{who} has spent ${spent:.6f} of its ${limit:g}/{budget.period} "
-                           f"budget and this request may cost up to ${amount:.6f}; the budget "
+                           f"{used} and this request may cost up to ${amount:.6f}; the budget "
                            f"resets in {describe_seconds(wait)} (periods are calendar periods "
                            "in UTC)", wait, budget)
+        used = (f"{who}'s ${limit:g}/{budget.period} budget is held by requests in flight"
+                if shared else f"{who} has spent ${spent:.6f} of its ${limit:g}/"
+                               f"{budget.period} budget and requests in flight hold "
+                               f"${held:.6f} more")
         return Blocked("budget", account,
-                       f"{who} has spent ${spent:.6f} of its ${limit:g}/{budget.period} budget "
-                       f"and requests in flight hold ${held:.6f} more; this request may cost "
-                       f"up to ${amount:.6f}; retry once they finish", 1.0, budget)
+                       f"{used}; this request may cost up to ${amount:.6f}; retry once they "
+                       "finish", 1.0, budget)
 
     # Closing -----------------------------------------------------------------------------------
 

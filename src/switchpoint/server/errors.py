@@ -36,6 +36,7 @@ from switchpoint.errors import (
     GatewayError,
     InvalidInputError,
     ProviderError,
+    StoreError,
     SwitchpointError,
     WeightsError,
 )
@@ -98,6 +99,11 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
         return ErrorAnswer(400, "invalid_config", str(exc), exc.key)
     if isinstance(exc, WeightsError):
         return ErrorAnswer(400, "invalid_config", f"weights: {exc}", "weights")
+    if isinstance(exc, StoreError):  # (told by the database's words: no path of the server's)
+        reason = exc.reason if exc.reason != str(exc) else "its storage failed"
+        return ErrorAnswer(503, "storage_unavailable", f"the service could not keep this "
+                           f"({reason}); free space in data_dir, or stop what holds its lock, "
+                           "then try again", None, {"Retry-After": "5"})
     kind = type(exc).__name__
     return ErrorAnswer(500, "internal_error", f"{kind}: the server failed on this request; "
                                               "see its log")
@@ -142,7 +148,9 @@ def install(app: FastAPI) -> None:
 
     async def switchpoint_error(request: Request, exc: Exception) -> JSONResponse:
         answer = answer_for(exc)
-        if answer.status >= 500 and not isinstance(exc, GatewayError):
+        if isinstance(exc, StoreError):
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        elif answer.status >= 500 and not isinstance(exc, GatewayError):
             log.exception("unexpected error on %s %s", request.method, request.url.path,
                           exc_info=exc)
         return render(request, answer)

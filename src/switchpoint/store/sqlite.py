@@ -611,9 +611,15 @@ class SQLiteStore:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
-        if self.failing is not None:
-            log.warning("%s: writes go through again", self.path)
-        self.failing = None
+        # Only rows stored say the database takes writes again (a prune that deletes nothing
+        # needs no space, and goes through on a full disk).
+        if any(record.insert.lstrip()[:6].upper() == "INSERT" for record in records):
+            if self.failing is not None:
+                dropped = (f"; {self._dropped} record(s) that waited were dropped meanwhile "
+                           f"(more than {MAX_RETRIED} waited)" if self._dropped else "")
+                log.warning("%s: writes go through again%s", self.path, dropped)
+                self._dropped = 0
+            self.failing = None
 
     def _commit(self, batch: list[_Item]) -> None:
         """Commit ``batch`` in one transaction, or one by one if that fails. A lazy record

@@ -233,7 +233,9 @@ async def status(request: Request,
     else:
         names = [principal.tenant if principal is not None and principal.tenant
                  else DEFAULT_TENANT]
-    return JSONResponse(await run_in_threadpool(gateway.learning_status, names))
+    caller = None if admin else principal
+    return JSONResponse(await run_in_threadpool(
+        lambda: gateway.learning_status(names, caller=caller)))
 
 
 @router.get("/v1/router/experiments", tags=["learning"], dependencies=ADMIN,
