@@ -260,7 +260,7 @@ def test_candidates_that_cannot_fit_are_dropped_not_the_request(tmp_path: Path) 
     body: dict[str, Any] = {"model": "auto", "max_tokens": 1000,
                             "messages": [{"role": "user", "content": "hi"}]}
     ticket, kept, notes = admit(gov, s, "acme", body)  # big's worst case is 0.03
-    assert kept == ["mid", "small"] and "big left out of the candidates" in notes[0]
+    assert kept == ["mid", "small"] and notes[0].startswith("Budget: big (worst case")
     assert ticket.holds["tenant:acme"] == ticket.worst_by_model["mid"]
     with pytest.raises(BudgetExceededError) as info:  # a named model is not swapped
         admit(gov, s, "acme", dict(body), require_first=True)
@@ -275,7 +275,7 @@ def test_model_and_provider_budgets(tmp_path: Path) -> None:
     body: dict[str, Any] = {"model": "auto", "max_tokens": 1000,
                             "messages": [{"role": "user", "content": "hi"}]}
     ticket, kept, notes = admit(gov, s, None, body)
-    assert kept == ["big", "small"] and "mid left out" in notes[0]
+    assert kept == ["big", "small"] and notes[0].startswith("Budget: mid (worst case")
     assert set(ticket.holds) == {"provider:openai"}
     assert ticket.holds["provider:openai"] == ticket.worst_by_model["big"]
 

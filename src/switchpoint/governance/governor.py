@@ -722,8 +722,9 @@ class Governor:
             culprit = self._culprit(result, kept, worst, per_card, require_first)
             if culprit is None:
                 raise _refusal(result)
-            notes.append(f"Budget: {culprit.name} left out of the candidates: its worst case "
-                         f"${worst[culprit.name]:.6f} does not fit ({result.message}).")
+            notes.append(f"Budget: {culprit.name} (worst case ${worst[culprit.name]:.6f}) left "
+                         f"out of the candidates, since with every candidate kept the request "
+                         f"does not fit: {result.message}.")
             kept = [c for c in kept if c is not culprit]
         if self.store is not None:
             self._unwritten.append((result, LedgerRecord(
