@@ -654,8 +654,8 @@ class _CardMap:
     - A card with a learned profile takes that profile's expected error and support.
     - A card without one takes its tier's prior on each prompt: the mean error of the profiled
       cards of the same tier or, when none shares its tier, the error of the weakest profiled
-      card (an unmeasured model is not taken to be better than every measured one); its
-      support is 0 and decisions say so.
+      card (the highest mean error; a model nothing vouches for is not taken to be better
+      than every measured one); its support is 0 and decisions say so.
     - Costs: when every card has prices, a request's cost is priced from its estimated tokens
       (prompt characters / 4, plus ``expected_output_tokens``), scaled per profile by how much
       that profile's measured cost on this prompt's unit differs from its global mean (so a
@@ -681,9 +681,9 @@ class _CardMap:
         self.global_cost = np.array([g_cost[profiles[i]] if i >= 0 else np.nan
                                      for i in self.index])
         # For a card without a profile: which profiled cards' estimates to average on each
-        # request (same tier if any, else all), so its prior follows the prompt's difficulty.
+        # request (its tier's if any, else the weakest card's), so its prior follows the
+        # prompt's difficulty.
         self.prior_sources: list[list[int]] = [[] for _ in catalog.names]
-        self.prior_worst = np.zeros(len(catalog.names), dtype=bool)  # else their mean
         self.prior_basis: list[str | None] = [None] * len(catalog.names)
         profiled = [(n, int(i)) for n, i in zip(catalog.names, self.index, strict=True) if i >= 0]
         for j, name in enumerate(catalog.names):
@@ -691,12 +691,13 @@ class _CardMap:
                 continue
             tier = catalog[name].tier
             same = [i for n, i in profiled if tier and catalog[n].tier == tier]
-            self.prior_sources[j] = same or [i for _, i in profiled]
-            self.prior_worst[j] = not same
+            weakest = max(profiled, key=lambda p: g_err.get(profiles[p[1]], 0.0), default=None)
+            self.prior_sources[j] = same or ([weakest[1]] if weakest is not None else [])
             self.prior_basis[j] = (
                 f"{name} has no learned profile yet: its expected error is "
                 + (f"the mean of the profiled models of tier {tier!r}" if same else
-                   "that of the weakest profiled model (none shares its tier)")
+                   f"that of the weakest profiled model, {weakest[0] if weakest else 'none'} "
+                   "(none shares its tier)")
                 + " on this prompt, and its cost comes from its price; label it "
                 "(switchpoint label, add-model) to route it on its own measurements.")
         self.global_error_mean = float(np.mean(list(g_err.values()))) if g_err else 0.5
@@ -711,11 +712,9 @@ class _CardMap:
         src = np.where(has, self.index, 0)
         error = est.error[:, src].copy()
         for j, sources in enumerate(self.prior_sources):
-            if not has[j] and not sources:
-                error[:, j] = self.global_error_mean
-            elif not has[j]:
-                prior = est.error[:, sources]
-                error[:, j] = prior.max(axis=1) if self.prior_worst[j] else prior.mean(axis=1)
+            if not has[j]:
+                error[:, j] = (est.error[:, sources].mean(axis=1) if sources
+                               else self.global_error_mean)
         support = np.where(has, est.support[:, src], 0.0)
         stderr = None
         if est.stderr is not None:

@@ -402,3 +402,33 @@ def test_a_client_keys_status_shows_its_tenants_experiments_and_the_models_it_ma
         assert other["experiments"] == [] and list(other["tenants"]) == ["globex"]
         trusted = server.service.gateway.learning_status()  # (the deployment's own view)
         assert "replayed" in trusted and trusted["experiments"] == ["x"]
+
+
+def test_a_limited_key_learns_nothing_of_other_models_through_comparisons(
+        server: ThreadServer) -> None:
+    keys = _keys(server)
+    pair = post(server, "/v1/router/keys", {"tenant": "acme", "models": [
+        "cheap", "runner", "auto"]}).json()["key"]
+    routing = post(server, "/v1/router/keys", {"tenant": "acme",
+                                                "models": ["auto"]}).json()["key"]
+    wide = post(server, "/v1/router/preferences/compare",
+                {"prompt": math_prompt(670), "models": ["strong", "cheap"]},
+                key=keys["acme"]).json()
+    assert post(server, "/v1/router/preferences/score", {
+        "compare_id": wide["compare_id"], "scores": {"A": 1.0, "B": 0.5}},
+        key=keys["acme"]).status_code == 200
+    # Naming a hidden model of another key's comparison is told apart from no name at all.
+    answers = [post(server, "/v1/router/preferences/score", {
+        "compare_id": wide["compare_id"], "scores": {name: 0.9}}, key=pair)
+        for name in ("strong", "nonexistent")]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert answers[0].text.replace("strong", "X") == answers[1].text.replace("nonexistent", "X")
+    own = post(server, "/v1/router/preferences/compare",
+               {"prompt": math_prompt(671), "models": ["cheap", "runner"]}, key=pair).json()
+    scored = post(server, "/v1/router/preferences/score", {
+        "compare_id": own["compare_id"], "scores": {"A": 1.0}}, key=pair).json()
+    assert set(scored["memory"]["models"]) <= {"cheap", "runner"}  # no "strong"
+    # A key that may only route names no model to compare.
+    refused = post(server, "/v1/router/preferences/compare", {"prompt": math_prompt(672)},
+                   key=routing)
+    assert refused.status_code == 403 and "may name 0 model(s)" in refused.text

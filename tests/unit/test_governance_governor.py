@@ -334,3 +334,14 @@ def test_a_tpm_limit_alone_caps_the_output_too(tmp_path: Path) -> None:
     body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
     admit(Governor(rpm_only), rpm_only, "acme", body)
     assert "max_tokens" not in body  # no budget, no TPM: nothing to bound
+
+
+def test_a_refusal_that_waiting_cannot_fix_tells_clients_not_to_retry() -> None:
+    from switchpoint.governance.governor import _refusal
+    from switchpoint.governance.ledger import Blocked
+
+    for kind in ("tpm", "budget"):
+        never = _refusal(Blocked(kind, "key:k", "larger than the whole limit", None))
+        later = _refusal(Blocked(kind, "key:k", "the window is full", 3.0))
+        assert never.permanent and never.retry_after is None
+        assert not later.permanent and later.retry_after == 3.0

@@ -382,13 +382,15 @@ class Gateway:
         policy = self._policy(self.settings, who.tenant, who.key_id)
         if policy is None:
             return None
-        self.governor.count_route(policy)
         catalog = self.state.live().router.catalog
         if isinstance(model, str):
+            unknown = UnknownModelError("model", [model], catalog.names)
+            if model not in catalog and self.governor.allowed_names(policy, catalog) is None:
+                raise unknown  # (a caller whose routing reaches the whole catalog)
             self.governor.check_reachable(policy, model, catalog)
             if model not in catalog:  # ('auto': reached, but no model to score)
-                raise self.governor.unknown_model(
-                    policy, catalog, UnknownModelError("model", [model], catalog.names), model)
+                raise self.governor.unknown_model(policy, catalog, unknown, model)
+        self.governor.count_route(policy)  # (what is refused above costs no request)
         if policy.models is None:
             return None
         return lambda name: self.governor.check_teachable(policy, name, catalog)
@@ -735,12 +737,13 @@ class Gateway:
         catalog = live.router.catalog
         policy = self._policy(settings, who.tenant, who.key_id)
         if models is None:  # the models the caller may name (a comparison calls each by name)
-            allowed = ([m for m in catalog.names if policy.models is None or m in policy.models]
-                       if policy is not None else list(catalog.names))
-            if len(allowed) < 2:
-                raise InvalidInputError("models", "name the 2 to "
-                                        f"{MAX_COMPARE_MODELS} models to compare: this key may "
-                                        f"name {len(allowed)} model(s) of the catalog")
+            allowed = (self.governor.nameable(policy, catalog) if policy is not None
+                       else list(catalog.names))
+            if len(allowed) < 2 and policy is not None and policy.models is not None:
+                raise PermissionDeniedError(
+                    "models: a comparison calls each model by name, and this key may name "
+                    f"{len(allowed)} model(s) ({', '.join(allowed) or 'none'}); compare with a "
+                    "key that may name at least two", param="models")
             if len(allowed) > MAX_COMPARE_MODELS:
                 raise InvalidInputError("models", f"name the 2 to {MAX_COMPARE_MODELS} models "
                                                   f"to compare (of {', '.join(allowed)})")
@@ -757,7 +760,8 @@ class Gateway:
                 self.governor.check_model(policy, name, catalog)
         unknown = [m for m in names if m not in catalog]
         if unknown:
-            raise UnknownModelError("models", unknown, catalog.names)
+            raise self.governor.unknown_model(
+                policy, catalog, UnknownModelError("models", unknown, catalog.names), "auto")
         body: dict[str, Any] = {"model": names[0], "messages": _as_list(messages), **params}
         check_chat_body(body)
         text = routing_text(body, needs_of(body))
@@ -828,9 +832,9 @@ class Gateway:
                                         teachable=teachable))
         await _kept(commits, "the scores")
         live = self.state.live()
-        memory = live.learning.memory_status(name) if live.learning is not None else {}
+        caller = principal if principal is not None and principal.key_id is not None else None
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
-                "memory": memory}
+                "memory": self._memory_status(live, name, caller)}
 
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
               ) -> dict[str, Any]:
@@ -852,26 +856,14 @@ class Gateway:
         names = list(tenants) if tenants is not None else sorted(
             set(learning.tenants() if learning is not None else []) | set(live.settings.tenants)
             | set(quality))
-        policy = (None if caller is None
-                  else self._policy(live.settings, caller.tenant, caller.key_id))
-        shown = (None if policy is None or policy.models is None
-                 else set(self.governor.visible(policy, router.catalog)))
-
-        def seen(by_model: dict[str, Any]) -> dict[str, Any]:
-            return by_model if shown is None else {m: v for m, v in by_model.items()
-                                                   if m in shown}
-
+        shown = self._shown_models(live, caller)
         out = {}
         for name in names:
-            memory: dict[str, Any] = (learning.memory_status(name) if learning is not None
-                                      else {"enabled": False})
-            if "models" in memory:
-                memory["models"] = seen(memory["models"])
             out[name] = {
-                "memory": memory,
+                "memory": self._memory_status(live, name, caller),
                 "learned_router": {"events": router.learner.n_events(name),
                                    "outcomes": router.learner.n_outcomes(name)},
-                "feedback": seen(quality.get(name, {}))}
+                "feedback": _only(quality.get(name, {}), shown)}
         settings = live.settings.learning
         experiments = sorted(
             n for n, e in live.settings.experiments.items()
@@ -883,6 +875,25 @@ class Gateway:
             status.update(replayed=learning.replayed if learning is not None else 0,
                           from_checkpoint=learning.restored if learning is not None else 0)
         return status
+
+    def _shown_models(self, live: Live, caller: Principal | None) -> set[str] | None:
+        """The models a client's key may be told about (None: every one)."""
+        policy = (None if caller is None
+                  else self._policy(live.settings, caller.tenant, caller.key_id))
+        if policy is None or policy.models is None:
+            return None
+        return set(self.governor.visible(policy, live.router.catalog))
+
+    def _memory_status(self, live: Live, tenant: str, caller: Principal | None
+                       ) -> dict[str, Any]:
+        """A tenant's memory status, its per-model coverage only of the models ``caller``
+        (a client's key) may be told about."""
+        if live.learning is None:
+            return {"enabled": False}
+        memory = live.learning.memory_status(tenant)
+        if "models" in memory:
+            memory["models"] = _only(memory["models"], self._shown_models(live, caller))
+        return memory
 
     def experiment_report(self, name: str) -> dict[str, Any]:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality
@@ -1158,6 +1169,11 @@ def health_config(g: GatewaySettings) -> HealthConfig:
 
 
 __all__ = ["Gateway", "Observer", "SyncChatStream"]
+
+
+def _only(by_model: dict[str, Any], shown: set[str] | None) -> dict[str, Any]:
+    """``by_model`` narrowed to the models in ``shown`` (None: all)."""
+    return by_model if shown is None else {m: v for m, v in by_model.items() if m in shown}
 
 
 async def _kept(commits: Sequence[Future[None]], what: str, then: str = NOTHING_LEARNED

@@ -1391,6 +1391,11 @@ class GatewayLearning:
         chosen: dict[str, tuple[str, float]] = {}
         for key, value in scores.items():
             model = compare.model_of(key) if isinstance(key, str) else None
+            if model is not None and key == model and teachable is not None:
+                try:  # a model named that the caller may not use: as if unknown (blindness)
+                    teachable(model)
+                except PermissionDeniedError:
+                    model = None
             if model is None:
                 raise InvalidInputError(f"scores.{str(key)[:50]}", f"is neither a label nor a "
                                         f"model of this comparison ({', '.join(compare.labels)})")

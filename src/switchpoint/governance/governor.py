@@ -4,8 +4,10 @@ The engine asks it, per request:
 
 1. :meth:`Governor.authenticate` (the HTTP door, when ``auth: keys``): a bearer key becomes a
    :class:`Principal` (key id, tenant); the in-process door may name a key or a tenant itself.
-2. :meth:`Governor.shape`: the key's and tenant's allowed models narrow the request (403 for a
-   model it may not use), and their default λ applies unless the caller gave one.
+2. :meth:`Governor.check_model` and :meth:`Governor.check_candidates`: a model, or a
+   candidate for ``auto``, outside what the key and its tenant may use is a 403 (naming only
+   what they may use, whether the name exists or not); :meth:`Governor.narrow` gives ``auto``
+   the models it may choose, and their default λ applies unless the caller gave one.
 3. :meth:`Governor.route` wraps ``auto``'s routing: the escalation constraints (``min_tier``,
    ``capability``, ``prefer_provider``) narrow the candidates; λ rises along the tenant's budget
    curve as its budgets fill; the SLA is checked and, on a breach, routing adjusts; a low
@@ -368,6 +370,10 @@ class Governor:
             return None  # no list names a model ('auto' alone: routing among the catalog)
         return [m for m in policy.pool if m in catalog]
 
+    def nameable(self, policy: Policy, catalog: Catalog) -> list[str]:
+        """The catalog models the caller may ask for by name."""
+        return [m for m in catalog.names if policy.models is None or m in policy.models]
+
     def visible(self, policy: Policy | None, catalog: Catalog) -> list[str]:
         """The catalog models a caller may use, by name or through ``auto``: all that an
         error may name to it (a key limited to some models is not told of the others)."""
@@ -449,19 +455,12 @@ class Governor:
 
     def narrow(self, policy: Policy, catalog: Catalog,
                candidates: Sequence[str] | None) -> list[str] | None:
-        """``candidates`` (a caller's list, None for all) narrowed to what the caller may use.
-        Names the catalog does not know are kept so the planner reports them."""
+        """What ``auto`` may choose for the caller: ``candidates`` (a caller's list, already
+        passed by :meth:`check_candidates`; None: every model it may use)."""
         allowed = self.allowed_names(policy, catalog)
-        if allowed is None:
-            return None if candidates is None else list(candidates)
-        if candidates is None:
-            return list(allowed)
-        keep = [m for m in candidates if m in allowed or m not in catalog]
-        if not [m for m in keep if m in catalog]:
-            raise PermissionDeniedError(
-                f"models: none of {', '.join(candidates)} may be used with this key; it may "
-                f"use {', '.join(allowed)}", param="models")
-        return keep
+        if candidates is not None:
+            return list(candidates)
+        return None if allowed is None else list(allowed)
 
     # Routing -----------------------------------------------------------------------------------
 

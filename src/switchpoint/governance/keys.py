@@ -393,13 +393,9 @@ class KeyStore:
                            models=None if spec.models is None else tuple(spec.models),
                            cost_weight=spec.cost_weight)
         with self._lock:
-            conn = self._db()
-            try:
-                conn.execute(f"INSERT INTO keys ({', '.join(_COLUMNS)}) VALUES "
-                             f"({', '.join('?' for _ in _COLUMNS)})", record.row())
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: could not store the new key: {exc}",
-                                 reason=str(exc)) from None
+            self._write(self._db(), "store the new key",
+                        f"INSERT INTO keys ({', '.join(_COLUMNS)}) VALUES "
+                        f"({', '.join('?' for _ in _COLUMNS)})", record.row())
             self._cache[key_id] = record
         return IssuedKey(key, record)
 

@@ -105,6 +105,12 @@ def tenant_account(tenant: str) -> str:
     return f"tenant:{tenant}"
 
 
+def is_callers_own(account: str) -> bool:
+    """Whether ``account`` is one caller's own (a key's, a tenant's), not shared with others
+    (the gateway's total, a model's, a provider's)."""
+    return account.startswith((key_account(""), tenant_account("")))
+
+
 def model_account(model: str) -> str:
     return f"model:{model}"
 
@@ -402,7 +408,7 @@ class Ledger:
                            "smaller max_tokens or a shorter prompt", None, budget)
         # A budget shared with other callers (the gateway's, a model's, a provider's) says
         # nothing of what they spent.
-        shared = not account.startswith(("key:", "tenant:"))
+        shared = not is_callers_own(account)
         if spent + amount > limit * (1 + _EPS) + 1e-12:
             wait = resets - now
             used = (f"{who}'s ${limit:g}/{budget.period} budget has no room left for it"

@@ -102,8 +102,9 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
     if isinstance(exc, StoreError):  # (told by the database's words: no path of the server's)
         reason = exc.reason if exc.reason != str(exc) else "its storage failed"
         return ErrorAnswer(503, "storage_unavailable", f"the service could not keep this "
-                           f"({reason}); free space in data_dir, or stop what holds its lock, "
-                           "then try again", None, {"Retry-After": "5"})
+                           f"({reason}); try again shortly (when data_dir's disk is full or "
+                           "another process holds its database's lock, free space or stop "
+                           "that process first)", None, {"Retry-After": "5"})
     kind = type(exc).__name__
     return ErrorAnswer(500, "internal_error", f"{kind}: the server failed on this request; "
                                               "see its log")
