@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,14 @@ def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
         assert gateway.router.learner.n_events() == 1
 
 
+def _settled_late(settle: Callable[[Future[None]], None]) -> Future[None]:
+    """A store's answer given by ``settle`` half a second from now (after feedback stopped
+    waiting for it)."""
+    late = Future[None]()
+    threading.Timer(0.5, settle, args=(late,)).start()
+    return late
+
+
 def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_checkpoints(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gateway_learning, "KEEP_WAIT_S", 0.2)
@@ -312,9 +321,7 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_c
 
         def failing_late(record: Any) -> Future[None]:
             """Refused, but only after the feedback stopped waiting."""
-            late = Future[None]()
-            threading.Timer(0.5, lambda: late.set_exception(StoreError("disk full"))).start()
-            return late
+            return _settled_late(lambda late: late.set_exception(StoreError("disk full")))
 
         monkeypatch.setattr(store, "append", failing_late)
         with pytest.raises(StorageUnavailableError, match="may still be kept"):
@@ -326,9 +333,8 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_c
 
         def slow(record: Any) -> Future[None]:
             """Committed, but confirmed only after the feedback stopped waiting."""
-            written, late = real(record), Future[None]()
-            threading.Timer(0.5, lambda: late.set_result(written.result())).start()
-            return late
+            written = real(record)
+            return _settled_late(lambda late: late.set_result(written.result()))
 
         monkeypatch.setattr(store, "append", slow)
         with pytest.raises(StorageUnavailableError, match="did not answer within"):

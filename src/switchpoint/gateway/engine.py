@@ -834,7 +834,7 @@ class Gateway:
         live = self.state.live()
         caller = principal if principal is not None and principal.key_id is not None else None
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
-                "memory": self._memory_status(live, name, caller)}
+                "memory": self._memory_status(live, name, self._shown_models(live, caller))}
 
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any
               ) -> dict[str, Any]:
@@ -860,7 +860,7 @@ class Gateway:
         out = {}
         for name in names:
             out[name] = {
-                "memory": self._memory_status(live, name, caller),
+                "memory": self._memory_status(live, name, shown),
                 "learned_router": {"events": router.learner.n_events(name),
                                    "outcomes": router.learner.n_outcomes(name)},
                 "feedback": _only(quality.get(name, {}), shown)}
@@ -884,15 +884,15 @@ class Gateway:
             return None
         return set(self.governor.visible(policy, live.router.catalog))
 
-    def _memory_status(self, live: Live, tenant: str, caller: Principal | None
-                       ) -> dict[str, Any]:
-        """A tenant's memory status, its per-model coverage only of the models ``caller``
-        (a client's key) may be told about."""
+    @staticmethod
+    def _memory_status(live: Live, tenant: str, shown: set[str] | None) -> dict[str, Any]:
+        """A tenant's memory status, its per-model coverage only of the models in ``shown``
+        (what a client's key may be told about; None: all)."""
         if live.learning is None:
             return {"enabled": False}
         memory = live.learning.memory_status(tenant)
         if "models" in memory:
-            memory["models"] = _only(memory["models"], self._shown_models(live, caller))
+            memory["models"] = _only(memory["models"], shown)
         return memory
 
     def experiment_report(self, name: str) -> dict[str, Any]:

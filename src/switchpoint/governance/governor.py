@@ -379,7 +379,8 @@ class Governor:
         error may name to it (a key limited to some models is not told of the others)."""
         if policy is None:
             return list(catalog.names)
-        return [m for m in catalog.names if self.reaches(policy, m, catalog)]
+        pool = self.allowed_names(policy, catalog)
+        return [m for m in catalog.names if _reaches(policy, m, catalog, pool)]
 
     def unknown_model(self, policy: Policy | None, catalog: Catalog,
                       exc: UnknownModelError | ModelNotFoundError, requested: str
@@ -417,10 +418,7 @@ class Governor:
 
     def reaches(self, policy: Policy, model: str, catalog: Catalog) -> bool:
         """Whether the caller may use ``model``, by name or through ``auto``."""
-        if policy.models is None or model in policy.models:
-            return True
-        pool = self.allowed_names(policy, catalog)
-        return AUTO in policy.models and (model in catalog if pool is None else model in pool)
+        return _reaches(policy, model, catalog, self.allowed_names(policy, catalog))
 
     def check_reachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
         """403 unless the caller may use ``model``, by name or through ``auto``."""
@@ -845,6 +843,14 @@ def _flags(settings: Settings) -> tuple[bool, bool]:
         _FLAGS.clear()
     _FLAGS[id(settings)] = (settings, flags)
     return flags
+
+
+def _reaches(policy: Policy, model: str, catalog: Catalog, pool: list[str] | None) -> bool:
+    """Whether ``policy`` lets its caller use ``model``, by name or through ``auto`` (which
+    chooses among ``pool``; None: the whole catalog)."""
+    if policy.models is None or model in policy.models:
+        return True
+    return AUTO in policy.models and (model in catalog if pool is None else model in pool)
 
 
 def _refusal(blocked: Blocked) -> BudgetExceededError | RateLimitExceededError:

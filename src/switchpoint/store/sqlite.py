@@ -613,12 +613,12 @@ class SQLiteStore:
             raise
         # Only rows stored say the database takes writes again (a prune that deletes nothing
         # needs no space, and goes through on a full disk).
-        if any(record.insert.lstrip()[:6].upper() == "INSERT" for record in records):
-            if self.failing is not None:
-                dropped = (f"; {self._dropped} record(s) that waited were dropped meanwhile "
-                           f"(more than {MAX_RETRIED} waited)" if self._dropped else "")
-                log.warning("%s: writes go through again%s", self.path, dropped)
-                self._dropped = 0
+        if self.failing is not None and any(
+                record.insert.lstrip()[:6].upper() == "INSERT" for record in records):
+            dropped = (f"; {self._dropped} record(s) that waited were dropped meanwhile "
+                       f"(more than {MAX_RETRIED} waited)" if self._dropped else "")
+            log.warning("%s: writes go through again%s", self.path, dropped)
+            self._dropped = 0
             self.failing = None
 
     def _commit(self, batch: list[_Item]) -> None:
