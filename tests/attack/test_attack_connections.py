@@ -64,7 +64,7 @@ def health_seconds(attacked: Attacked) -> float:
 
 
 def metric(attacked: Attacked, name: str) -> float:
-    text = httpx.get(f"{attacked.base}/metrics", timeout=5).text
+    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=5).text
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])

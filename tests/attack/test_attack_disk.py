@@ -70,8 +70,9 @@ def test_expired_pins_are_purged(attacked: Attacked) -> None:
     assert len(pins(attacked)) <= 1
 
 
-def test_health_reports_the_disk(attacked: Attacked) -> None:
-    disk = httpx.get(f"{attacked.base}/health", timeout=10).json()["disk"]
+def test_health_reports_the_disk_to_the_operator(attacked: Attacked) -> None:
+    assert "disk" not in httpx.get(f"{attacked.base}/health", timeout=10).json()
+    disk = httpx.get(f"{attacked.base}/health", headers=attacked.admin, timeout=10).json()["disk"]
     assert disk["data_dir"] == str(attacked.data_dir)
     expected = sum(p.stat().st_size for p in attacked.data_dir.iterdir()
                    if p.name.endswith((".db", ".db-wal", ".db-shm")))

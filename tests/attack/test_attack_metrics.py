@@ -38,12 +38,12 @@ def series(text: str) -> list[str]:
 
 
 def test_invented_methods_and_paths_add_no_series(attacked: Attacked) -> None:
-    before = series(httpx.get(f"{attacked.base}/metrics", timeout=10).text)
+    before = series(httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text)
     methods = [f"XM{i} /health HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(10_000)]
     assert pipelined(attacked.port, methods) == 10_000
     paths = [f"GET /invented/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(1000)]
     assert pipelined(attacked.port, paths) == 1000
-    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text
     after = series(text)
     assert "XM1" not in text and "/invented" not in text
     assert ('switchpoint_http_requests_total{route="/health",method="other",status="405"} '
@@ -54,7 +54,7 @@ def test_invented_methods_and_paths_add_no_series(attacked: Attacked) -> None:
     assert len(text) < 64_000
     # The app's own fixed routes (the API schema) are counted under their path.
     assert httpx.get(f"{attacked.base}/openapi.json", timeout=10).status_code == 200
-    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text
     assert 'route="/openapi.json",method="GET",status="200"' in text
 
 
@@ -66,7 +66,7 @@ def test_model_labels_are_catalog_names(attacked: Attacked) -> None:
     r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
                    json=chat_body("hi", "beta"))
     assert r.status_code == 200
-    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text
     assert "invented-" not in text
     models = set(re.findall(r'model="([^"]*)"', text))
     assert models <= {"alpha", "beta", "gamma", "solo", "none", "other"}, models

@@ -63,7 +63,7 @@ def test_huge_and_tiny_embeddings_have_a_direction(attacked: Attacked, value: fl
 
 
 def decisions_total(attacked: Attacked) -> float:
-    text = httpx.get(f"{attacked.base}/metrics", timeout=10).text
+    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text
     return sum(float(v) for v in re.findall(r"^switchpoint_route_decisions_total\{.*\} (\S+)$",
                                             text, re.M))
 

@@ -200,17 +200,31 @@ def test_admin_routes_need_the_token_when_one_is_configured(tmp_path: Path) -> N
                 err = r.json()["error"]
                 assert err["code"] == "unauthorized" and "SP_TEST_ADMIN" in err["message"]
                 assert r.headers["www-authenticate"] == "Bearer"
-        # refused calls changed nothing: still the cluster policy
-        assert httpx.get(f"{base}/health").json()["policy"] == "cluster"
         good = {"Authorization": "Bearer s3cret-admin-token-42"}
+        # refused calls changed nothing: still the cluster policy
+        assert httpx.get(f"{base}/health", headers=good).json()["policy"] == "cluster"
         for method, path in admin:
             r = httpx.request(method, f"{base}{path}", headers=good, timeout=60)
             assert r.status_code == 200, (method, path, r.text)
-        assert httpx.get(f"{base}/health").json()["policy"] == "cluster"  # reload restored it
+        # reload restored it
+        assert httpx.get(f"{base}/health", headers=good).json()["policy"] == "cluster"
         # the public routes stay open
         assert route(base, "What is 2 + 2?").status_code == 200
         assert httpx.get(f"{base}/v1/models").status_code == 200
-        assert httpx.get(f"{base}/metrics").status_code == 200
+        # the metrics name every model and its traffic: the operator's, like the admin routes
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = httpx.get(f"{base}/metrics", headers=headers)
+            assert r.status_code == 401 and "SP_TEST_ADMIN" in r.json()["error"]["message"]
+        r = httpx.get(f"{base}/metrics", headers=good)
+        assert r.status_code == 200 and "switchpoint_router_ready 1" in r.text
+        # a probe sees readiness; the weights, models, disk and data_dir only with the token
+        public = httpx.get(f"{base}/health")
+        assert public.status_code == 200
+        assert set(public.json()) == {"status", "ready", "uptime_seconds", "version"}
+        assert public.json()["ready"] is True and str(tmp_path) not in public.text
+        full = httpx.get(f"{base}/health", headers=good).json()
+        assert full["policy"] == "cluster" and full["models"] and full["weights_id"]
+        assert full["disk"]["data_dir"] == str(tmp_path / "data")
 
 
 def test_an_admin_token_variable_that_is_not_set_fails_at_start(tmp_path: Path) -> None:

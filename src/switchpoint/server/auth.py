@@ -1,9 +1,12 @@
-"""The guards: the admin token for ``/v1/router/*``, client keys for the gateway's routes.
+"""The guards: the admin token for ``/v1/router/*`` and ``/metrics``, client keys for the
+gateway's routes.
 
-Admin: with no ``admin_token_env`` in the config the ``/v1/router/*`` routes stay open (the
-service binds to loopback by default). With it, the token is read from that environment variable
-at start (and again on reload) and every admin call must carry it; a missing or wrong token is a
-401 ``unauthorized`` in the usual error shape, compared in constant time.
+Admin: with no ``admin_token_env`` in the config the ``/v1/router/*`` routes and ``/metrics``
+stay open (the service binds to loopback by default). With it, the token is read from that
+environment variable at start (and again on reload) and every admin call must carry it; a
+missing or wrong token is a 401 ``unauthorized`` in the usual error shape, compared in constant
+time. ``/health`` stays open for probes, but without the token it says only whether the router
+is ready (:func:`is_admin`).
 
 Clients: with ``auth: keys`` in the config, ``/v1/chat/completions``, ``/v1/route`` and
 ``/v1/models`` need ``Authorization: Bearer sp-...`` (a key from ``switchpoint keys create``):
@@ -22,16 +25,22 @@ from switchpoint.governance.governor import Governor, Principal
 from switchpoint.server.context import get_service
 
 
-def require_admin(request: Request) -> None:
-    """FastAPI dependency for the admin routes."""
-    settings = get_service(request).gateway.settings
-    token = settings.admin_token
+def is_admin(request: Request) -> bool:
+    """The request may see what the admin routes show: no admin token is configured, or it
+    carries the right one."""
+    token = get_service(request).gateway.settings.admin_token
     if token is None:
-        return
+        return True
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                          token.encode()):
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode())
+
+
+def require_admin(request: Request) -> None:
+    """FastAPI dependency for the admin routes (and ``/metrics``)."""
+    if is_admin(request):
         return
+    settings = get_service(request).gateway.settings
     raise AuthenticationError("this admin route needs the header `Authorization: Bearer "
                               f"<token>` with the token in ${settings.admin_token_env}",
                               param="authorization")

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -113,15 +113,20 @@ class DiskUsage(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """Readiness. With an admin token configured, the fields after ``version`` are shown only
+    to a caller that carries it."""
     status: Literal["ready", "loading", "failed"]
     ready: bool
-    weights_id: str | None
-    policy: str | None
-    models: list[str]
     uptime_seconds: float
     version: str
+    weights_id: str | None = None
+    policy: str | None = None
+    models: list[str] | None = None
     error: str | None = None
     disk: DiskUsage | None = None
+
+    READINESS: ClassVar[tuple[str, ...]] = ("status", "ready", "uptime_seconds", "version")
+    """The fields anyone may see."""
 
 
 class ModelObject(BaseModel):

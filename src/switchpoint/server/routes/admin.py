@@ -4,9 +4,11 @@ policy swap and reload.
 ``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
 ``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
 alone; ``disk`` says how many bytes the SQLite files in ``data_dir`` take and how many are free
-there. The admin routes (``/v1/router/...``) need ``Authorization: Bearer <token>`` when the
-config names ``admin_token_env`` (see :mod:`switchpoint.server.auth`); without it they are open,
-so keep the default loopback bind or put a proxy in front.
+there. The admin routes (``/v1/router/...``) and ``/metrics`` need ``Authorization: Bearer
+<token>`` when the config names ``admin_token_env`` (see :mod:`switchpoint.server.auth`);
+without it they are open, so keep the default loopback bind or put a proxy in front. With a
+token, ``/health`` stays open but shows the weights, policy, models, load error and disk only to
+a caller that carries it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundErro
 from switchpoint.gateway.live import Live, policy_choices, restart_keys
 from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.governance.governor import Principal
-from switchpoint.server.auth import ADMIN, client_principal
+from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
@@ -48,17 +50,18 @@ async def health(request: Request) -> JSONResponse:
     state = service.state
     live = state.peek()
     status = "ready" if live else ("failed" if state.error else "loading")
+    body = HealthResponse(status=status, ready=live is not None,
+                          uptime_seconds=round(service.metrics.uptime, 3), version=__version__)
+    if not is_admin(request):  # readiness only: the rest is for the operator
+        return JSONResponse(body.model_dump(include=set(HealthResponse.READINESS)),
+                            status_code=200 if live else 503)
     settings = service.gateway.settings
-    body = HealthResponse(
-        status=status, ready=live is not None,
-        weights_id=live.weights_id if live else None,
-        policy=live.policy if live else None,
-        models=live.router.models if live else [],
-        uptime_seconds=round(service.metrics.uptime, 3),
-        version=__version__, error=state.error,
-        disk=DiskUsage(**disk_usage(settings.data_dir),
-                       retention_days=settings.store.retention_days),
-    )
+    body.weights_id = live.weights_id if live else None
+    body.policy = live.policy if live else None
+    body.models = live.router.models if live else []
+    body.error = state.error
+    body.disk = DiskUsage(**disk_usage(settings.data_dir),
+                          retention_days=settings.store.retention_days)
     return JSONResponse(body.model_dump(), status_code=200 if live else 503)
 
 
@@ -115,7 +118,7 @@ def _model_objects(live: Live, allowed: frozenset[str] | None = None) -> list[di
     return data
 
 
-@router.get("/metrics", response_class=PlainTextResponse, tags=["service"],
+@router.get("/metrics", dependencies=ADMIN, response_class=PlainTextResponse, tags=["service"],
             summary="Prometheus metrics (text exposition format)")
 async def metrics(request: Request) -> PlainTextResponse:
     service = get_service(request)
