@@ -655,7 +655,10 @@ class _CardMap:
     - A card without one takes its tier's prior on each prompt: the mean error of the profiled
       cards of the same tier or, when none shares its tier, the error of the weakest profiled
       card (the highest mean error; a model nothing vouches for is not taken to be better
-      than every measured one); its support is 0 and decisions say so.
+      than every measured one); its support is 0 and decisions say so. Without a tier its
+      standard error is also widened by how much the profiled models disagree on the prompt,
+      so, under a pessimistic policy, it takes the prompts every measured model gets right
+      (where a new model most likely does too) but not, on price alone, the ones they split on.
     - Costs: when every card has prices, a request's cost is priced from its estimated tokens
       (prompt characters / 4, plus ``expected_output_tokens``), scaled per profile by how much
       that profile's measured cost on this prompt's unit differs from its global mean (so a
@@ -685,6 +688,7 @@ class _CardMap:
         # prompt's difficulty.
         self.prior_sources: list[list[int]] = [[] for _ in catalog.names]
         self.prior_basis: list[str | None] = [None] * len(catalog.names)
+        self.untiered = np.zeros(len(catalog.names), dtype=bool)  # a weakest-model prior
         profiled = [(n, int(i)) for n, i in zip(catalog.names, self.index, strict=True) if i >= 0]
         for j, name in enumerate(catalog.names):
             if self.index[j] >= 0:
@@ -693,13 +697,15 @@ class _CardMap:
             same = [i for n, i in profiled if tier and catalog[n].tier == tier]
             weakest = max(profiled, key=lambda p: g_err.get(profiles[p[1]], 0.0), default=None)
             self.prior_sources[j] = same or ([weakest[1]] if weakest is not None else [])
+            self.untiered[j] = not same
             self.prior_basis[j] = (
                 f"{name} has no learned profile yet: its expected error is "
                 + (f"the mean of the profiled models of tier {tier!r}" if same else
                    f"that of the weakest profiled model, {weakest[0] if weakest else 'none'} "
-                   "(none shares its tier)")
+                   "(none shares its tier), as uncertain as the profiled models disagree")
                 + " on this prompt, and its cost comes from its price; label it "
                 "(switchpoint label, add-model) to route it on its own measurements.")
+        self.profiled = np.unique(self.index[self.index >= 0])
         self.global_error_mean = float(np.mean(list(g_err.values()))) if g_err else 0.5
         self.out_tokens = catalog.expected_output_tokens
         self.reference_price = np.array([
@@ -719,9 +725,13 @@ class _CardMap:
         stderr = None
         if est.stderr is not None:
             stderr = est.stderr[:, src].copy()
+            spread = (est.error[:, self.profiled].std(axis=1) if self.untiered.any()
+                      else None)
             for j, sources in enumerate(self.prior_sources):
                 if not has[j] and sources:  # a tier prior: as uncertain as what it averages
                     stderr[:, j] = est.stderr[:, sources].mean(axis=1)
+                    if self.untiered[j] and spread is not None:  # and where it sits among them
+                        stderr[:, j] = np.hypot(stderr[:, j], spread)
         if self.priced:
             tokens = np.array([self.prompt_tokens(t) for t in texts] if texts is not None
                               else [REFERENCE_INPUT_TOKENS] * n, dtype=np.float64)

@@ -27,7 +27,7 @@ from switchpoint.records import RecordSet
 from switchpoint.router import Router, load_router
 from switchpoint.training import fit
 from tests.conftest import FakeEmbedder, RouterFactory
-from tests.fakes.two_kinds import math_prompt, two_kinds_package
+from tests.fakes.two_kinds import math_prompt, poem_prompt, two_kinds_package
 
 PROMPTS = [
     "What is the capital of France?",
@@ -616,3 +616,25 @@ def test_a_model_without_a_profile_is_not_trusted_over_the_measured_ones(
     assert d.selected_model != "tiny"  # (the unprofiled model of a profiled tier may win)
     alone = router.route(math_prompt(1), available_models=["tiny"])
     assert f"that of the weakest profiled model, {weakest}" in " ".join(alone.reasoning)
+
+
+def test_a_model_without_a_profile_or_tier_takes_only_prompts_the_measured_ones_agree_on(
+        fake_embedder: FakeEmbedder) -> None:
+    """With only the weakest profiled model beside it, an unprofiled cheaper one ties its error;
+    its uncertainty (as wide as the profiled models disagree on the prompt) decides: on math
+    (errors 0.1 / 0.25 / 0.8) the measured model keeps the prompt, on poems (every model 0.1)
+    the cheaper unknown takes it."""
+    package = two_kinds_package(fake_embedder)
+    catalog = Catalog([ModelCard("strong", profile="strong", input_per_mtok=10, output_per_mtok=10),
+                       ModelCard("runner", profile="runner", input_per_mtok=5, output_per_mtok=5),
+                       ModelCard("cheap", profile="cheap", input_per_mtok=1, output_per_mtok=1),
+                       ModelCard("tiny", input_per_mtok=0.01, output_per_mtok=0.01)])
+    router = Router(package, embedder=fake_embedder, catalog=catalog, cost_weight=0.5)
+    assert package.policy.global_error()["cheap"] == max(package.policy.global_error().values())
+    pair = ["cheap", "tiny"]
+    for i in range(5):
+        on_math = router.route(math_prompt(i), available_models=pair)
+        assert on_math.expected_errors["tiny"] == on_math.expected_errors["cheap"]
+        assert on_math.selected_model == "cheap", on_math.all_scores
+        assert router.route(poem_prompt(i), available_models=pair).selected_model == "tiny"
+    assert router.route(poem_prompt(0)).selected_model == "tiny"  # the easy prompts go to it
