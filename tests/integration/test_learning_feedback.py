@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -420,6 +421,54 @@ def test_a_streams_request_id_takes_feedback_while_the_stream_is_under_way(
                 assert [line for line in lines if line.startswith("data: [DONE]")]
             after = feedback(server, response.headers["x-switchpoint-request-id"], score=0.5)
             assert (after.json()["replaced"], after.json()["previous_quality"]) == (True, 0.25)
+
+
+class _Stall:
+    """A record whose row waits for ``go``: the store's writer stops there, so what is
+    appended after it waits for its commit."""
+
+    insert = "UPDATE decisions SET seq = seq WHERE 0 = ?"
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    @property
+    def id(self) -> str:
+        return "stall"
+
+    def row(self) -> tuple[Any, ...]:
+        self.go.wait(15)
+        return (1,)
+
+
+def test_a_stream_whose_client_left_takes_feedback_until_its_entry_is_written(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        store = server.service.gateway.store
+        assert store is not None
+        body = {"model": "auto", "stream": True, "messages": [
+            {"role": "user", "content": math_prompt(42) + " [[fake:ok:chunk_delay=0.2]]"}]}
+        stall = _Stall()
+        store.append(stall)  # the entry written when the client leaves waits behind it
+        try:
+            with httpx.stream("POST", f"{server.base}/v1/chat/completions", json=body,
+                              timeout=30) as response:
+                assert response.status_code == 200
+                request_id = response.headers["x-switchpoint-request-id"]
+                assert next(line for line in response.iter_lines() if line.startswith("data:"))
+            # The client left: the entry is written without anyone waiting for it.
+            time.sleep(1.0)  # past the next chunk: the server has seen the client go
+            with ThreadPoolExecutor(1) as pool:
+                during = pool.submit(feedback, server, request_id, score=0.0)
+                time.sleep(0.3)
+                stall.go.set()
+                answer = during.result(timeout=20)
+        finally:
+            stall.go.set()
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == response.headers["x-switchpoint-model"]
+        after = feedback(server, request_id, score=1.0)  # from the store, once written
+        assert (after.json()["replaced"], after.json()["previous_quality"]) == (True, 0.0)
 
 
 def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answers(

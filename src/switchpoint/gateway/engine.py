@@ -546,10 +546,16 @@ class Gateway:
             entry = accounting.streamed(plan, s, live, ttft_ms,
                                         self._settle(plan, s.card, s.cost_usd, s.usage))
             _update(info, entry.info)
+            written = None
             try:
-                await self._write(entry, wait=wait)
+                written = await self._write(entry, wait=wait)
             finally:
-                self.learning.stream_ended(plan.request_id)
+                # Feedback on the stream's id reads the store once its entry is there.
+                if written is None:
+                    self.learning.stream_ended(plan.request_id)
+                else:
+                    written.add_done_callback(
+                        lambda _: self.learning.stream_ended(plan.request_id))
 
         return ChatStream(stream, info, finish, price_usage=True)
 
@@ -1027,11 +1033,14 @@ class Gateway:
                 self._warned.add(key)
                 log.warning("%s", message)
 
-    async def _write(self, entry: accounting.Entry, *, wait: bool) -> None:
+    async def _write(self, entry: accounting.Entry, *, wait: bool
+                     ) -> Future[Any] | None:
+        """Log ``entry`` (waiting for its commit when ``wait``); the commit's future, or None
+        when nothing is left to wait for (no store, written, or refused)."""
         if self.observer is not None:
             self.observer.on_request(entry.request)
         if self.store is None:
-            return
+            return None
         try:
             # One commit for the entry: every record but the last waits for the last one.
             *first, last = entry.records
@@ -1040,10 +1049,13 @@ class Gateway:
             done = self.store.append(last, keep_trying=True)
             if wait:
                 await asyncio.wrap_future(done)
+                return None
+            return done
         except StoreError as exc:
             if self.observer is not None:
                 self.observer.on_store_error()
             log.error("request %s not logged: %s", entry.request.id, exc)
+            return None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._sync is None:
