@@ -180,6 +180,50 @@ def test_reload_with_a_bad_config_keeps_the_old_router(tmp_path: Path) -> None:
         assert route(server.base, "still routing").status_code == 200
 
 
+def test_a_reload_keeps_what_needs_a_restart_as_it_runs_and_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("data_dir: data\n", encoding="utf-8")
+    with thread_server(create_app(load_settings(config, environ={}), loader=FACTORY)) as server:
+        config.write_text("data_dir: elsewhere\ncost_weight: 0.7\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload")
+        assert r.status_code == 200 and r.json()["restart_required"] == ["data_dir"]
+        # the new cost weight is in effect; the data_dir in use is still the one opened
+        assert server.service.state.settings.cost_weight == 0.7
+        assert httpx.get(f"{server.base}/health").json()["disk"]["data_dir"] == str(
+            tmp_path / "data")
+        assert not (tmp_path / "elsewhere").exists()
+        config.write_text("data_dir: data\n", encoding="utf-8")  # back as it runs
+        r = httpx.post(f"{server.base}/v1/router/reload")
+        assert r.status_code == 200 and r.json()["restart_required"] == []
+
+
+def test_a_reload_that_would_open_a_public_bind_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("auth: keys\nadmin_token_env: SP_RELOAD_ADMIN\n", encoding="utf-8")
+    token = "reload-admin-token-0123456789"
+    admin = {"Authorization": f"Bearer {token}"}
+    server = ProcessServer("--config", config, "--host", "0.0.0.0", data_dir=tmp_path / "data",
+                           env={"SP_RELOAD_ADMIN": token}).start()
+    try:
+        server.wait_ready()
+        for protected in ("cost_weight: 0.6\n", "auth: keys\ncost_weight: 0.6\n"):
+            config.write_text(protected, encoding="utf-8")
+            r = httpx.post(f"{server.base}/v1/router/reload", headers=admin, timeout=60)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["code"] == "invalid_config" and err["param"] == "auth"
+            assert "refusing to reload" in err["message"] and "0.0.0.0" in err["message"]
+            # still behind its credentials
+            assert httpx.post(f"{server.base}/v1/route", json={"prompt": "hi"}).status_code == 401
+            assert httpx.get(f"{server.base}/v1/router/stats").status_code == 401
+        config.write_text("auth: keys\nadmin_token_env: SP_RELOAD_ADMIN\ncost_weight: 0.6\n",
+                          encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", headers=admin, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        server.terminate()
+
+
 # Whole processes: start-up errors, restart and crash ---------------------------------------------
 
 

@@ -254,6 +254,20 @@ def test_admission_sets_an_output_cap_and_reserves_the_worst_case(tmp_path: Path
     assert kept == ["big", "mid", "small"] and ticket.tokens == prompt + 4096
 
 
+def test_a_request_for_several_answers_holds_the_output_cap_for_each(tmp_path: Path) -> None:
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    gov = Governor(s)
+    prompt = BASE_PROMPT_TOKENS + TOKENS_PER_MESSAGE + 2
+    for n, answers in ((100, 100), (1, 1), (0, 1), (True, 1), (2.5, 1)):
+        body: dict[str, Any] = {"model": "auto", "n": n, "max_tokens": 1000,
+                                "messages": [{"role": "user", "content": "hi"}]}
+        ticket, _, _ = admit(gov, s, "acme", body)
+        assert ticket.worst_by_model["big"] == pytest.approx(
+            (prompt * 10 + 1000 * answers * 30) / 1e6), n  # the prompt is billed once
+        assert ticket.tokens == prompt + 1000 * answers
+        gov.release(ticket, request_id=f"r{n}")
+
+
 def test_candidates_that_cannot_fit_are_dropped_not_the_request(tmp_path: Path) -> None:
     s = settings(tmp_path, tenants={"acme": {"budgets": ["0.01/day"]}})
     gov = Governor(s)

@@ -27,6 +27,7 @@ from switchpoint.gateway.learning import (
     t_quantile,
     wilson,
 )
+from switchpoint.gateway.live import RouterFactory
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.policies import ClusterPolicy, Inputs
@@ -283,6 +284,24 @@ def test_the_learning_config_names_what_is_wrong() -> None:
     with pytest.raises(ConfigError) as bad:
         load_settings(overrides={"learning": {"seed": -1}})
     assert bad.value.key == "learning.seed"
+
+
+def test_an_arm_narrowing_to_models_the_weights_lack_is_refused_without_a_catalog(
+        fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    package = two_kinds_package(fake_embedder)
+    package.save(tmp_path / "w")
+    experiments = {"x": {"arms": {"a": {"models": ["cheap", "zzz"]}, "b": {}}}}
+    settings = load_settings(overrides={"weights": str(tmp_path / "w"),
+                                        "experiments": experiments})
+    factory = RouterFactory()
+    factory._embedders[package.embedder_id] = fake_embedder
+    with pytest.raises(ConfigError) as bad:
+        factory(settings)
+    assert bad.value.key == "experiments.x.arms.a.models[1]"
+    assert "'zzz'" in str(bad.value) and "cheap" in str(bad.value)
+    experiments["x"]["arms"]["a"]["models"] = ["cheap"]
+    assert factory(load_settings(overrides={"weights": str(tmp_path / "w"),
+                                            "experiments": experiments})).models == MODELS
 
 
 def test_an_answer_priced_far_beyond_its_models_prices_does_not_teach_its_cost(

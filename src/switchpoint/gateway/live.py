@@ -13,6 +13,7 @@ the swap.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -46,6 +47,8 @@ class Live:
     weights_id: str
     loaded_at: float = field(default_factory=time.time)
     learning: LiveLearning | None = None
+    # Settings the config file changed that keep their running value until a restart.
+    restart_required: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, router: Router, settings: Settings, policy: str | None) -> Live:
@@ -83,6 +86,8 @@ class RouterFactory:
                         f"({', '.join(package.models)}); name one of them, or give every "
                         "model input_per_mtok and output_per_mtok so a model without a "
                         "profile is routed by tier and price")
+        if catalog is None:
+            _check_arm_models(settings, package.models, package.weights_id)
         with self._lock:
             embedder = self._embedders.get(package.embedder_id)
             if embedder is None:
@@ -94,6 +99,22 @@ class RouterFactory:
                         learning=learning_settings(settings))
         router.warm_up()
         return router
+
+
+def _check_arm_models(settings: Settings, models: list[str], weights_id: str) -> None:
+    """Without a catalog the routable models are the weights' own: an experiment arm that
+    narrows to others (and routes with these weights) could never route."""
+    for name, experiment in settings.experiments.items():
+        for arm_name, arm in experiment.arms.items():
+            if arm.policy is not None:
+                continue  # routes with its own policy's weights
+            for j, model in enumerate(arm.models or []):
+                if model not in models:
+                    raise ConfigError(
+                        f"experiments.{name}.arms.{arm_name}.models[{j}]",
+                        f"{model!r} is not a model of the weights {weights_id} (there is no "
+                        f"catalog, so those are the models routed); use one of "
+                        f"{', '.join(models)}")
 
 
 def learning_settings(settings: Settings) -> LearningSettings:
@@ -127,6 +148,9 @@ class RouterState:
         self.on_load_error: Callable[[BaseException], None] | None = None
         self._on_swap: list[SwapHook] = []
         self.prepare: Prepare | None = None
+        # Checks re-read settings before anything loads (the server's: that they keep every
+        # route behind a credential on the address it is bound to); raises ConfigError.
+        self.vet: Callable[[Settings], None] | None = None
         # Held while a new snapshot is hooked up and goes live (and by whoever must not run
         # between the two, e.g. feedback, which must reach the snapshot that serves next).
         self.guard = threading.RLock()
@@ -217,9 +241,14 @@ class RouterState:
         with self._swap:
             old = self.live()
             t0 = time.perf_counter()
-            settings = settings_of(old.settings)
+            read = settings_of(old.settings)
+            if self.vet is not None:
+                self.vet(read)
+            settings = running(read, old.settings)
             router = self.loader(settings, policy)
-            new = self._go_live(Live.of(router, settings, policy))
+            new = self._go_live(dataclasses.replace(
+                Live.of(router, settings, policy),
+                restart_required=tuple(restart_keys(old.settings, read))))
             self.settings = settings
         return old, new, (time.perf_counter() - t0) * 1e3
 
@@ -230,6 +259,16 @@ def _policy_name(settings: Settings, router: Router, policy: str | None) -> str:
     if policy is not None:
         return policy
     return router.policy.name if settings.weights is not None else settings.policy
+
+
+def running(read: Settings, current: Settings) -> Settings:
+    """``read`` with the settings that take effect only after a restart (see
+    :func:`restart_keys`) kept at ``current``'s values, the ones in effect."""
+    return read.model_copy(update={
+        "data_dir": current.data_dir, "cors": current.cors, "server": current.server,
+        "store": read.store.model_copy(update={"synchronous": current.store.synchronous}),
+        "gateway": read.gateway.model_copy(update={
+            "max_upstream_connections": current.gateway.max_upstream_connections})})
 
 
 def restart_keys(old: Settings, new: Settings) -> list[str]:

@@ -174,12 +174,21 @@ def output_cap(body: Mapping[str, Any]) -> int | None:
     return None
 
 
-def worst_cost(card: ModelCard, prompt_tokens: int, output_tokens: int) -> float:
-    """The worst case of one request on ``card`` (USD; 0 for an unpriced model)."""
+def choices(body: Mapping[str, Any]) -> int:
+    """How many answers the request asks for (``n``; 1 unless it names a whole number above
+    1): each may write up to the output cap, and the upstream bills every one."""
+    value = body.get("n")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 1 else 1
+
+
+def worst_cost(card: ModelCard, prompt_tokens: int, output_tokens: int,
+               answers: int = 1) -> float:
+    """The worst case of one request on ``card`` (USD; 0 for an unpriced model): the prompt
+    once, and up to ``output_tokens`` for each of its ``answers``."""
     if card.context_window is not None:
         prompt_tokens = min(prompt_tokens, card.context_window)
         output_tokens = min(output_tokens, card.context_window)
-    return card.price(prompt_tokens, output_tokens)
+    return card.price(prompt_tokens, output_tokens * answers)
 
 
 class Governor:
@@ -694,8 +703,9 @@ class Governor:
                 cap = max((c.context_window or g.max_output_tokens for c in cards),
                           default=g.max_output_tokens)
         prompt = prompt_bound(body, g.image_tokens)
-        worst = {c.name: worst_cost(c, prompt, cap) for c in cards}
-        tokens = prompt + cap
+        answers = choices(body)
+        worst = {c.name: worst_cost(c, prompt, cap, answers) for c in cards}
+        tokens = prompt + cap * answers
         ttl = settings.gateway.max_total_s + EXPIRY_GRACE_S
         budgets: dict[str, tuple[Budget, ...]] = dict(shared)
         for own in per_card.values():

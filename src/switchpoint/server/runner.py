@@ -21,7 +21,7 @@ from typing import Any
 import uvicorn
 
 from switchpoint.config import ServerSettings, Settings
-from switchpoint.errors import ServeError, SwitchpointError
+from switchpoint.errors import ConfigError, ServeError, SwitchpointError
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
 from switchpoint.server.exposure import exposure_problem
@@ -122,6 +122,14 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
         server.should_exit = True
 
     state.on_load_error = stop
+
+    def vet(read: Settings) -> None:  # a reload must not open what serve refused to
+        problem = exposure_problem(read, host, allow_unauthenticated=allow_unauthenticated)
+        if problem is not None:
+            raise ConfigError("auth", problem.replace("refusing to serve", "refusing to reload "
+                                                      "a config that would serve"))
+
+    state.vet = vet
     try:
         # The state in data_dir opens here, so what stops it (a full disk, a file in the way)
         # is one clear error, not a traceback from the server's startup.

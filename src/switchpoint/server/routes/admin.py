@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from switchpoint._version import __version__
 from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundError
-from switchpoint.gateway.live import Live, policy_choices, restart_keys
+from switchpoint.gateway.live import Live, policy_choices
 from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
@@ -182,7 +182,7 @@ def _guarded(action: Any, *args: Any) -> tuple[Live, Live, float]:
 def _swapped(old: Live, new: Live, ms: float) -> dict[str, Any]:
     return {"policy": new.policy, "weights_id": new.weights_id, "models": new.router.models,
             "previous_policy": old.policy, "previous_weights_id": old.weights_id,
-            "load_ms": round(ms, 1), "restart_required": restart_keys(old.settings, new.settings)}
+            "load_ms": round(ms, 1), "restart_required": list(new.restart_required)}
 
 
 @router.get("/v1/router/health", dependencies=ADMIN, tags=["admin"],
