@@ -68,3 +68,23 @@ def test_every_model_too_large_is_a_clean_502(attacked: Attacked) -> None:
     assert r.status_code == 502
     error = r.json()["error"]
     assert error["code"] == "upstream_failed" and "response_too_large" in error["message"]
+
+
+def test_a_stream_past_the_answer_limit_is_cut_there(attacked: Attacked,
+                                                      fake: FakeProviderProcess) -> None:
+    fake.script("alpha", "huge:mb=40")
+    received = 0
+    with httpx.stream("POST", f"{attacked.base}/v1/chat/completions", timeout=60,
+                      json=chat_body("endless", "alpha", stream=True)) as r:
+        assert r.status_code == 200 and r.headers["x-switchpoint-model"] == "alpha"
+        lines = []
+        for line in r.iter_lines():
+            received += len(line)
+            if line.startswith("data: ") and '"error"' in line:
+                lines.append(line)
+    assert received < 40 * MB * 1024  # cut short of the 40 MB the upstream sent
+    error = json.loads(lines[-1][6:])["error"]
+    assert error["code"] == "stream_broken" and "gateway.max_response_bytes" in error["message"]
+    entry = attacked.entry(r.headers["x-switchpoint-request-id"])
+    assert entry["attempts"][-1]["outcome"] == "stream_broken"  # after the answer began
+    assert "gateway.max_response_bytes" in entry["attempts"][-1]["error"]

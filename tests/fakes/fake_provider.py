@@ -31,6 +31,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    the headers, ``chunk_delay=`` between stream chunks
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
+``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any integers,
+                   negative or beyond 64 bits included: an upstream that misreports)
 ``429``            rate limited; ``retry_after=`` sets ``Retry-After`` (seconds),
                    ``retry_after_ms=`` sets ``retry-after-ms``
 ``500``, ``503``,  that status with the dialect's error body (any 4xx/5xx code works;
@@ -267,6 +269,7 @@ class Answer:
         else:
             self.text = f"Echo from {model}: {clean[:200]}".strip()
         digest = hashlib.sha1(f"{model}|{last_user}|{len(messages)}".encode()).hexdigest()
+        self.reported_completion: int | None = None  # the ``usage`` behaviour's
         self.openai_call_id = "call_" + digest[:24]
         self.anthropic_call_id = "toolu_01" + digest[:22]
         self._split_words()
@@ -281,8 +284,15 @@ class Answer:
         self.words = [w + " " for w in self.text.split(" ")]
         self.words[-1] = self.words[-1].rstrip()
 
+    def misreport(self, params: dict[str, str]) -> None:
+        """Report ``prompt=`` and ``completion=`` tokens (the ``usage`` behaviour)."""
+        self.prompt_tokens = int(params.get("prompt", self.prompt_tokens))
+        self.reported_completion = int(params.get("completion", self.completion_tokens))
+
     @property
     def completion_tokens(self) -> int:
+        if self.reported_completion is not None:
+            return self.reported_completion
         return max(1, math.ceil(len(self.tool_args) / 4)) if self.tool_name else len(self.words)
 
     def usage(self) -> dict[str, int]:
@@ -361,6 +371,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                     isinstance(last, dict) and last.get("role") == "tool")
     if name == "say":
         answer.say(urllib.parse.unquote(params.get("text", "")))
+    if name == "usage":
+        answer.misreport(params)
     STATE.counter += 1
     ident = f"chatcmpl-fake-{STATE.counter}"
     created = int(time.time())
@@ -539,6 +551,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
                     str(body.get("system") or ""))
     if name == "say":
         answer.say(urllib.parse.unquote(params.get("text", "")))
+    if name == "usage":
+        answer.misreport(params)
     STATE.counter += 1
     ident = f"msg_fake{STATE.counter:06d}"
     usage = {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens}

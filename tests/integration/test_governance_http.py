@@ -403,6 +403,52 @@ def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: d
     assert r.status_code == 400 and "is not a key id" in r.json()["error"]["message"]
 
 
+def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadServer) -> None:
+    issued = new_key(gov, budget="3/day")
+    c = client(gov, issued["key"])
+    charged = []
+    for prompt, completion, stream in ((-10**9, -10**9, False), (10**30, 5, False),
+                                       (9_000_000, 9_000_000, False), (-10**9, -10**9, True),
+                                       (1, 5, False)):
+        # numbers of one width: every prompt the same size, so the same worst case held
+        text = f"misreport [[fake:usage:prompt={prompt:032d},completion={completion:032d}]]"
+        if stream:
+            chunks = list(c.chat.completions.create(
+                model="cheap", messages=user(text), max_tokens=50, stream=True,
+                stream_options={"include_usage": True}))
+            request_id = chunks[0].id if not chunks[0].choices else None
+            entry = admin_log(gov, _last_request(gov, issued["id"]))
+            assert request_id is None or entry["id"]
+        else:
+            raw = c.chat.completions.with_raw_response.create(
+                model="cheap", messages=user(text), max_tokens=50)
+            entry = admin_log(gov, raw.headers["x-switchpoint-request-id"])
+            assert float(raw.headers["x-switchpoint-charged"]) == entry["charged_usd"]
+        charged.append(entry["charged_usd"])
+    # Never negative, never past the hold: each misreport is the same worst case; the last
+    # answer's believable usage is charged as reported.
+    *misreported, believed = charged
+    assert min(misreported) > 0 and max(misreported) == pytest.approx(min(misreported))
+    assert 0 < believed < min(misreported), charged
+    # The store took every entry, and takes the next one (no transaction left open).
+    c.chat.completions.create(model="cheap", messages=user("after"), max_tokens=50)
+    budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
+    spent = next(b for b in budgets if b["account"] == f"key:{issued['id']}")["spent_usd"]
+    assert sum(charged) < spent < sum(charged) + min(misreported)
+
+
+def _last_request(server: ThreadServer, key_id: str) -> str:
+    deadline = time.monotonic() + 5
+    while True:
+        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 5},
+                         headers=ADMIN).json()
+        mine = [e for e in page["data"] if e["key_id"] == key_id and e["charged_usd"]]
+        if mine:
+            return str(mine[0]["id"])
+        assert time.monotonic() < deadline, "no request logged"
+        time.sleep(0.02)
+
+
 def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:
     issued = new_key(gov, budget="3/day")
     c = client(gov, issued["key"])

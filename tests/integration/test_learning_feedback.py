@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -427,7 +427,7 @@ class _Stall:
     """A record whose row waits for ``go``: the store's writer stops there, so what is
     appended after it waits for its commit."""
 
-    insert = "UPDATE decisions SET seq = seq WHERE 0 = ?"
+    insert: ClassVar[str] = "UPDATE decisions SET seq = seq WHERE 0 = ?"
 
     def __init__(self) -> None:
         self.go = threading.Event()

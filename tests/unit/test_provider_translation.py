@@ -34,7 +34,12 @@ from switchpoint.gateway.providers.anthropic import (
     from_anthropic_response,
     to_anthropic_request,
 )
-from switchpoint.gateway.providers.base import classify_status, parse_retry_after
+from switchpoint.gateway.providers.base import (
+    MAX_REPORTED_TOKENS,
+    TokenUsage,
+    classify_status,
+    parse_retry_after,
+)
 from switchpoint.gateway.providers.openai import api_key, rejects_stream_options, upstream_body
 from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 
@@ -260,6 +265,28 @@ def test_tool_choice_forms(choice: object, expected: dict[str, Any]) -> None:
 def test_untranslatable_requests_raise_unsupported(req: dict[str, Any]) -> None:
     with pytest.raises(UnsupportedRequest):
         to_anthropic_request(req, CLAUDE, stream=False)
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": -5, "completion_tokens": 3}, {"prompt_tokens": 2**64, "completion_tokens": 3},
+    {"prompt_tokens": True, "completion_tokens": 3}, {"prompt_tokens": 2.0, "completion_tokens": 3},
+    {"prompt_tokens": 5, "completion_tokens": MAX_REPORTED_TOKENS + 1}, {"prompt_tokens": 5}])
+def test_usage_that_cannot_be_true_is_not_believed(usage: dict[str, object]) -> None:
+    assert TokenUsage.from_openai(usage) is None  # the answer is charged its worst case
+    assert TokenUsage.from_openai({"prompt_tokens": 5, "completion_tokens": 0}) == TokenUsage(5, 0)
+
+
+@pytest.mark.parametrize("usage", [
+    {"input_tokens": -5, "output_tokens": 3}, {"input_tokens": 5, "output_tokens": 2**64},
+    {"input_tokens": 5, "output_tokens": 3, "cache_read_input_tokens": 1.5},
+    # a sum that looks fine is still not believed
+    {"input_tokens": 10**30, "cache_read_input_tokens": -10**30, "output_tokens": 3}])
+def test_anthropic_usage_that_cannot_be_true_is_not_believed(usage: dict[str, object]) -> None:
+    message = {"id": "msg_1", "model": "claude-x-1", "stop_reason": "end_turn",
+               "content": [{"type": "text", "text": "hi"}], "usage": usage}
+    assert TokenUsage.from_openai(from_anthropic_response(message).get("usage")) is None
+    message["usage"] = {"input_tokens": 5, "output_tokens": 3, "cache_read_input_tokens": None}
+    assert TokenUsage.from_openai(from_anthropic_response(message)["usage"]) == TokenUsage(5, 3)
 
 
 def test_anthropic_answer_to_openai_keeps_toolu_ids() -> None:

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -135,6 +135,16 @@ def test_one_bad_record_does_not_sink_its_batch(tmp_path: Path) -> None:
         assert outcomes[0] is None and outcomes[2] is None
         assert isinstance(outcomes[1], StoreError)
         assert store.decision_stats()["total"] == 3
+
+
+def test_a_value_the_database_cannot_hold_fails_its_record_alone(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        huge = replace(request(), prompt_tokens=2**64)  # beyond SQLite's 64-bit integers
+        done = [store.append(rec) for rec in (request(), huge, request())]
+        assert isinstance(done[1].exception(timeout=5), StoreError)
+        assert done[0].result(timeout=5) is None and done[2].result(timeout=5) is None
+        store.append(request()).result(timeout=5)  # no transaction left open behind it
+        assert store.request_stats()["total"] == 3
 
 
 def request(status: str = "ok", model: str | None = "m", cost: float | None = 0.001,

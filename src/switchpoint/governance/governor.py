@@ -775,10 +775,13 @@ class Governor:
         worst = ticket.worst_by_model.get(card.name, ticket.worst_usd)
         charged = cost_usd if cost_usd is not None else worst
         if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
-            log.warning("request %s cost $%.6f on %s, more than the $%.6f reserved for it: its "
-                        "budgets may run over (more image tokens than governance.image_tokens, "
-                        "or an upstream that ignores the output cap?)", request_id, charged,
-                        card.name, worst)
+            # What the upstream reported is past what the request could use (its prompt's
+            # bytes and images, its output cap): a budget is never charged past its hold.
+            log.warning("request %s: %s reported usage costing $%.6f, more than the $%.6f "
+                        "worst case held for it; charged the worst case (more image tokens "
+                        "than governance.image_tokens, or an upstream that ignores the output "
+                        "cap or misreports its usage?)", request_id, card.name, charged, worst)
+            charged = worst
         accounts = settle_accounts(ticket.key_id, ticket.tenant, card.name, card.provider)
         if not self.ledger.settle(ticket, charged_usd=charged, accounts=accounts,
                                   tokens=tokens):

@@ -426,6 +426,10 @@ class Record(Protocol):
     def row(self) -> tuple[Any, ...]: ...
 
 
+#: What writing a record can raise: the database's errors, and a value it cannot hold (a
+#: wrong type, an int beyond 64 bits).
+WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
+
 _STOP = object()
 # What the writer takes: a record, the future its appender waits on (None: nobody waits), and
 # whether a refused write of it is tried again later.
@@ -605,7 +609,7 @@ class SQLiteStore:
             for insert, rows in by_table.items():
                 self._conn.executemany(insert, rows)
             self._conn.execute("COMMIT")
-        except (sqlite3.Error, ValueError, TypeError) as exc:
+        except Exception as exc:  # whatever failed, the next transaction starts clean
             if refused(exc):
                 self.failing, self._failed_at = str(exc), time.monotonic()
             if self._conn.in_transaction:
@@ -627,7 +631,7 @@ class SQLiteStore:
         lock held too long) waits to be tried again (see :meth:`_commit_retried`)."""
         try:
             self._transaction([record for record, _, _ in batch])
-        except (sqlite3.Error, ValueError, TypeError) as exc:
+        except WRITE_ERRORS as exc:
             if len(batch) > 1:  # one bad record must not sink the others: write them one by one
                 for item in batch:
                     self._commit([item])
@@ -667,7 +671,7 @@ class SQLiteStore:
             part = [self._retry.popleft() for _ in range(min(MAX_BATCH, len(self._retry)))]
             try:
                 self._transaction(part)
-            except (sqlite3.Error, ValueError, TypeError) as exc:
+            except WRITE_ERRORS as exc:
                 if refused(exc):  # still refusing: they wait (room: the writer alone adds)
                     self._retry.extendleft(reversed(part))
                     return

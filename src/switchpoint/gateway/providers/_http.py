@@ -219,14 +219,20 @@ async def read_capped(response: httpx.Response, limit: int, *, model: str,
 
 
 async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
-                        model: str) -> AsyncIterator[str]:
+                        model: str, total: int | None = None) -> AsyncIterator[str]:
     """The lines of an event-stream body (``\n``, ``\r\n`` or ``\r`` ended, ends stripped),
     none longer than ``limit`` bytes: a longer one raises :class:`ResponseTooLarge` once
-    ``limit`` bytes of it are buffered, whatever the upstream sends after."""
+    ``limit`` bytes of it are buffered, whatever the upstream sends after; so does a body
+    past ``total`` bytes in all."""
     pending = b""
+    received = 0
     async for chunk in chunks:
         if not chunk:
             continue
+        received += len(chunk)
+        if total is not None and received > total:
+            raise ResponseTooLarge(f"the stream is over the limit of {total} bytes "
+                                   "(gateway.max_response_bytes)", model=model)
         lines = (pending + chunk).splitlines(keepends=True)
         last = lines[-1]
         # An unended line, or one ending in \r (maybe half of \r\n), waits for more bytes.
@@ -289,7 +295,8 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                                           response.headers, model=model)
                 received = True
                 limit = timeouts.max_sse_line_bytes
-                events = iter_sse(bounded_lines(response.aiter_bytes(), limit, model=model),
+                events = iter_sse(bounded_lines(response.aiter_bytes(), limit, model=model,
+                                                total=timeouts.max_response_bytes),
                                   max_event_chars=limit)
                 while not decoder.done:
                     event = await anext(events, None)

@@ -34,6 +34,7 @@ from switchpoint.gateway.providers.base import (
     Timeouts,
     classify_stream_error,
     is_content_chunk,
+    is_token_count,
 )
 from switchpoint.gateway.providers.openai import api_key, target_url
 from switchpoint.gateway.providers.sse import SSEEvent
@@ -267,13 +268,14 @@ def _usage(usage: object, output_tokens: int | None = None) -> dict[str, Any] | 
     if not isinstance(usage, Mapping):
         return None
 
-    def count(key: str) -> int:
-        value = usage.get(key)
-        return value if isinstance(value, int) else 0
-
-    cached = count("cache_read_input_tokens")
-    prompt = count("input_tokens") + count("cache_creation_input_tokens") + cached
-    completion = count("output_tokens") if output_tokens is None else output_tokens
+    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+            *(("output_tokens",) if output_tokens is None else ()))
+    counts = {key: usage.get(key) or 0 for key in keys}
+    if not all(is_token_count(value) for value in (*counts.values(), output_tokens or 0)):
+        return None  # not believed: the answer is charged its worst case
+    cached = counts["cache_read_input_tokens"]
+    prompt = counts["input_tokens"] + counts["cache_creation_input_tokens"] + cached
+    completion = counts["output_tokens"] if output_tokens is None else output_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached}}

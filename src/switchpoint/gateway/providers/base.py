@@ -45,9 +45,9 @@ class Timeouts:
     waiting for headers or the next bytes; ``first_token_s`` bounds, for streams, the time from
     sending the request to the first chunk that carries content (text, a tool call or a
     finish reason). ``write_s`` and ``pool_s`` bound sending the body and waiting for a pooled
-    connection. The sizes bound what one call may hold in memory: a whole answer
-    (``max_response_bytes``) and one line of a stream (``max_sse_line_bytes``); past them the
-    call fails with :class:`~switchpoint.errors.ResponseTooLarge`.
+    connection. The sizes bound what one call may hold or relay: a whole answer, streamed or
+    not (``max_response_bytes``), and one line of a stream (``max_sse_line_bytes``); past them
+    the call fails with :class:`~switchpoint.errors.ResponseTooLarge`.
     """
 
     connect_s: float = 5.0
@@ -87,13 +87,26 @@ class TokenUsage:
 
     @classmethod
     def from_openai(cls, usage: object) -> TokenUsage | None:
-        """Read an OpenAI ``usage`` object; ``None`` if it is missing or not one."""
+        """Read an OpenAI ``usage`` object; ``None`` if it is missing or not one: counts that
+        are not whole numbers from 0 to :data:`MAX_REPORTED_TOKENS` are an upstream's error,
+        and an answer whose usage is unknown is charged its worst case."""
         if not isinstance(usage, Mapping):
             return None
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if not isinstance(prompt, int) or not isinstance(completion, int):
+        if not (is_token_count(prompt) and is_token_count(completion)):
             return None
+        assert isinstance(prompt, int) and isinstance(completion, int)
         return cls(prompt, completion)
+
+
+#: The most tokens an upstream may report for one side of one answer (beyond any context
+#: window): a larger, negative or fractional count is not believed.
+MAX_REPORTED_TOKENS = 10_000_000
+
+
+def is_token_count(value: object) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and 0 <= value <= MAX_REPORTED_TOKENS)
 
 
 def usage_of(chunk: Mapping[str, Any]) -> TokenUsage | None:
