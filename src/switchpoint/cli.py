@@ -27,7 +27,7 @@ from switchpoint._json import loads
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
-from switchpoint.prompt_files import prompt_lines
+from switchpoint.prompt_files import PromptFileError, bounded_lines, prompt_lines
 
 EXIT_BAD_INPUT = 2
 # Prompts routed between two progress reports (and two writes when decisions stream to a pipe).
@@ -177,13 +177,13 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
         if stdin is None or stream_is_terminal(stdin):
             _fail("--input -: stdin is a terminal; pipe the prompts in, e.g. "
                   "cat prompts.jsonl | switchpoint route --input -")
-        yield "stdin", stdin
+        yield "stdin", bounded_lines(stdin)
         return
     path = Path(source)
     if not path.is_file():
         _fail(f"--input: {path} not found")
     with path.open(encoding="utf-8") as fh:
-        yield str(path), fh
+        yield str(path), bounded_lines(fh)
 
 
 def _read_route_input(source: str) -> list[dict[str, Any]]:
@@ -199,6 +199,8 @@ def _read_route_input(source: str) -> list[dict[str, Any]]:
             rows = _parse_route_lines(name, lines)
     except UnicodeDecodeError:
         _fail(f"--input: {name} is not UTF-8 text")
+    except PromptFileError as exc:
+        _fail(f"--input: {name} {exc}")
     except OSError as exc:
         _fail(f"--input: cannot read {name}: {exc.strerror or exc}")
     if not rows:

@@ -20,9 +20,12 @@ from typing import cast
 
 import pytest
 
+from switchpoint import prompt_files
 from switchpoint.cli import main
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.embedding import MiniLMEmbedder
+from switchpoint.errors import LabellingError
+from switchpoint.labelling.prompts import parse_prompts
 from switchpoint.policies import ClusterPolicy
 from switchpoint.router import Router
 from switchpoint.training import DEFAULT_EMBEDDER_ID
@@ -262,6 +265,30 @@ def test_route_file_bad_input_writes_nothing(
     assert_bad_input(code, err, *needles)
     assert not dst.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no temp file left
+
+
+def test_a_prompt_file_past_its_bounds_is_refused_before_it_is_held(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(prompt_files, "MAX_PROMPT_LINES", 3)
+    monkeypatch.setattr(prompt_files, "MAX_LINE_CHARS", 40)
+    src = tmp_path / "in.txt"
+    dst = tmp_path / "out.jsonl"
+    src.write_text("one\ntwo\n\nthree\nfour\n", encoding="utf-8")
+    code, _, err = run(["route", "--input", src, "--output", dst], capsys)
+    assert_bad_input(code, err, "over 3 prompts (line 5)", "split it")
+    src.write_text("short\n" + "x" * 100 + "\n", encoding="utf-8")
+    code, _, err = run(["route", "--input", src, "--output", dst], capsys)
+    assert_bad_input(code, err, "line 2 is over 40 characters")
+    assert not dst.exists()
+    src.write_text("one\ntwo\n", encoding="utf-8")  # within them it routes
+    code, _, _ = run(["route", "--input", src, "--output", dst, "--weights",
+                      real_weights_dir], capsys)
+    assert code == 0 and len(dst.read_text(encoding="utf-8").splitlines()) == 2
+    with pytest.raises(LabellingError) as info:
+        parse_prompts(prompt_files.bounded_lines(io.StringIO("a\n" + "y" * 50 + "\n")))
+    assert info.value.line == 2 and "over 40 characters" in str(info.value)
 
 
 def test_route_file_argument_errors(

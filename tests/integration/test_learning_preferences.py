@@ -289,6 +289,21 @@ def test_a_blind_answer_that_failed_does_not_name_its_model(
     assert "server_error" in failed["error"]["message"]
 
 
+def test_a_blind_answer_shows_no_cost_that_prices_would_name_its_model(
+        server: ThreadServer) -> None:
+    acme = _keys(server)["acme"]
+    for blind in (True, False):
+        compared = post(server, "/v1/router/preferences/compare",
+                        {"prompt": math_prompt(602), "models": ["strong", "cheap"],
+                         "blind": blind}, key=acme)
+        assert compared.status_code == 200, compared.text
+        costs = [a["cost_usd"] for a in compared.json()["answers"]]
+        if blind:
+            assert costs == [None, None]
+        else:
+            assert all(isinstance(c, float) and c > 0 for c in costs), costs
+
+
 def test_only_the_newest_max_compares_comparisons_take_scores(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path, "learning: {max_compares: 2}\n") as server:

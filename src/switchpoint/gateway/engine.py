@@ -803,7 +803,8 @@ class Gateway:
                 answer.update(content=message.get("content"),
                               finish_reason=choice.get("finish_reason"),
                               request_id=info.request_id, latency_ms=info.latency_ms,
-                              cost_usd=info.cost_usd, error=None)
+                              # blind: a cost and the catalog's prices would name the model
+                              cost_usd=None if blind else info.cost_usd, error=None)
             else:
                 error = result if isinstance(result, Exception) else RuntimeError(result)
                 answer.update(content=None, finish_reason=None, request_id=None,

@@ -21,7 +21,7 @@ from typing import Any
 
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
 from switchpoint.errors import LabellingError
-from switchpoint.prompt_files import prompt_lines
+from switchpoint.prompt_files import PromptFileError, bounded_lines, prompt_lines
 
 FIELDS = ("prompt", "id", "task", "split", "reference")
 
@@ -58,7 +58,11 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
     else one prompt per line). Blank lines are skipped."""
     out: list[LabelPrompt] = []
     seen: dict[str, int] = {}
-    for number, raw, jsonl in prompt_lines(lines):
+    try:
+        numbered = list(prompt_lines(lines))
+    except PromptFileError as exc:
+        raise LabellingError(str(exc), source=source, line=exc.line) from None
+    for number, raw, jsonl in numbered:
         if jsonl:
             item, named = _from_json(raw, source, number)
         else:
@@ -85,7 +89,7 @@ def read_prompts(path: str | Path) -> list[LabelPrompt]:
                              "a text file with one prompt per line", source=p)
     try:
         with p.open(encoding="utf-8") as fh:
-            return parse_prompts(fh, source=p)
+            return parse_prompts(bounded_lines(fh), source=p)
     except UnicodeDecodeError:
         raise LabellingError("is not UTF-8 text", source=p) from None
 
