@@ -90,7 +90,8 @@ def test_an_experiment_assigns_sessions_reports_arms_names_a_winner_and_promotes
                 "thrift", "cluster")
     # The promotion is kept in the store: it survives a restart.
     with learning_server(fake, tmp_path, EXPERIMENT) as server:
-        assert get(server, "/v1/router/experiments/thrift").json()["promoted"] == "control"
+        kept = get(server, "/v1/router/experiments/thrift").json()
+        assert (kept["promoted"], kept["promotion"]) == ("control", "winner")
         assert chat(server, math_prompt(300), session="later")[0][
             "x-switchpoint-arm"] == "control"
         missing = get(server, "/v1/router/experiments/nope")

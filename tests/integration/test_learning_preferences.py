@@ -221,7 +221,8 @@ def test_the_admin_token_acts_for_any_tenant(fake: FakeProviderProcess,
         assert scored.json()["memory"]["examples"] == 1
         assert get(server, "/v1/router/status", key="wrong").status_code == 401
         unknown = get(server, "/v1/router/status", key=admin, tenant="nobody")
-        assert unknown.status_code == 403
+        assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "tenant"
+        assert "'nobody' is not in the configuration" in unknown.text
 
 
 def test_a_comparison_made_before_a_restart_still_takes_its_scores(
@@ -447,3 +448,8 @@ def test_a_limited_key_learns_nothing_of_other_models_through_comparisons(
     refused = post(server, "/v1/router/preferences/compare", {"prompt": math_prompt(672)},
                    key=routing)
     assert refused.status_code == 403 and "may name 0 model(s)" in refused.text
+    # A model outside the key's is a 403 naming the field the caller filled in.
+    outside = post(server, "/v1/router/preferences/compare",
+                   {"prompt": math_prompt(673), "models": ["cheap", "strong"]}, key=pair)
+    assert outside.status_code == 403 and outside.json()["error"]["param"] == "models"
+    assert outside.json()["error"]["message"].startswith("models: this key may not use 'strong'")

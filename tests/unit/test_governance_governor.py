@@ -15,6 +15,7 @@ from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     BudgetExceededError,
     NoCapableModelError,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitExceededError,
 )
@@ -215,7 +216,7 @@ def test_permissions(tmp_path: Path) -> None:
     beta = gov.policy(s, "beta", None)
     gov.check_model(beta, "auto", CATALOG)
     assert gov.narrow(beta, CATALOG, None) is None  # only 'auto': the whole catalog
-    with pytest.raises(PermissionDeniedError, match="tenant 'gamma' is not in the config"):
+    with pytest.raises(NotFoundError, match="tenant: 'gamma' is not in the config"):
         gov.principal(s, tenant="gamma")
 
 

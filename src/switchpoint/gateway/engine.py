@@ -763,7 +763,7 @@ class Gateway:
                                               f"models, got {names[:10]}")
         if policy is not None:  # (before the catalog: a name a key may not use is a 403,
             for name in names:  # known or not)
-                self.governor.check_model(policy, name, catalog)
+                self.governor.check_model(policy, name, catalog, field="models")
         unknown = [m for m in names if m not in catalog]
         if unknown:
             raise self.governor.unknown_model(

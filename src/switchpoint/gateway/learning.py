@@ -386,7 +386,7 @@ WINNER_RULE = ("an arm wins when every arm has at least min_n scored decisions a
 
 
 def experiment_report(name: str, settings: Settings, reader: LearningReader | None,
-                      promoted: Mapping[str, str]) -> dict[str, Any]:
+                      promoted: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
     """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost;
     and the winner, once the evidence is there (see :data:`WINNER_RULE`)."""
     experiment = settings.experiments.get(name)
@@ -408,7 +408,8 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
             "interval": None if low is None or high is None else [round(low, 6),
                                                                   round(high, 6)],
             "interval_method": method,
-            "mean_cost_usd": row.get("mean_cost_usd")})
+            "mean_cost_usd": None if row.get("mean_cost_usd") is None
+            else round(row["mean_cost_usd"], 10)})
     winner = None
     enough = all(a["n"] >= experiment.min_n and a["interval"] is not None for a in arms)
     if enough:
@@ -417,7 +418,9 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
             winner = best["arm"]
     return {"experiment": name, "enabled": experiment.enabled,
             "tenants": experiment.tenants, "min_n": experiment.min_n, "arms": arms,
-            "winner": winner, "rule": WINNER_RULE, "promoted": promoted.get(name),
+            "winner": winner, "rule": WINNER_RULE,
+            "promoted": promoted[name][0] if name in promoted else None,
+            "promotion": promoted[name][1] if name in promoted else None,
             "intervals": "95%: Wilson for success rates (every score 0 or 1), Student's t "
                          "for mean scores"}
 
@@ -876,7 +879,7 @@ class GatewayLearning:
         settings = state.settings.learning
         self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
                                  lookup=self._stored_compare)
-        self.promoted: dict[str, str] = {}
+        self.promoted: dict[str, tuple[str, str]] = {}  # experiment: (arm, why)
         self._pending_writes = 0
         self._compare_writes = 0
         self._counter_lock = threading.Lock()
@@ -897,7 +900,7 @@ class GatewayLearning:
     def open(self) -> None:
         """Read what was promoted (the store is open)."""
         if self.reader is not None:
-            self.promoted = {name: arm for name, (arm, _, _) in
+            self.promoted = {name: (arm, reason) for name, (arm, _, reason) in
                              self.reader.promotions().items()}
 
     # Snapshots -------------------------------------------------------------------------------
@@ -919,7 +922,8 @@ class GatewayLearning:
                 router.learner.configure(wanted)
             router.learner.log = RouterLog(self.log, router)
         self.compares.resize(settings.learning.max_compares, settings.learning.compare_ttl_s)
-        learning = LiveLearning(live.router, settings, arms, Experiments(settings, self.promoted))
+        learning = LiveLearning(live.router, settings, arms, Experiments(
+            settings, {name: arm for name, (arm, _) in self.promoted.items()}))
         return replace(live, learning=learning)
 
     def _replay(self, live: Live) -> None:
@@ -1473,12 +1477,11 @@ class GatewayLearning:
             self.store.append(PromotionRecord(time.time(), name, arm, reason)).result(
                 timeout=30)
         with self.state.guard:
-            self.promoted[name] = arm
+            self.promoted[name] = (arm, reason)
             current = self.state.peek()
             if current is not None and current.learning is not None:
                 current.learning.experiments.promoted[name] = arm
-        return {**self.report_experiment(settings, name), "promoted": arm,
-                "promotion": reason}
+        return self.report_experiment(settings, name)
 
 
 def shuffled_labels(models: Sequence[str]) -> dict[str, str]:

@@ -52,6 +52,7 @@ from switchpoint.errors import (
     InvalidInputError,
     ModelNotFoundError,
     NoCapableModelError,
+    NotFoundError,
     PermissionDeniedError,
     RateLimitExceededError,
     StoreError,
@@ -312,10 +313,12 @@ class Governor:
     def _tenant_settings(self, settings: Settings, tenant: str, key_id: str | None) -> Any:
         t = settings.tenants.get(tenant)
         if t is None:
-            whose = f"key {key_id}'s tenant" if key_id else "tenant"
-            raise PermissionDeniedError(f"{whose} {tenant!r} is not in the configuration "
-                                        f"(tenants: {', '.join(settings.tenants) or 'none'})",
-                                        param="tenant")
+            known = f"(tenants: {', '.join(settings.tenants) or 'none'})"
+            if key_id is None:  # a tenant named by the caller: there is no such tenant
+                raise NotFoundError(f"tenant: {tenant[:100]!r} is not in the configuration "
+                                    f"{known}", param="tenant")
+            raise PermissionDeniedError(f"key {key_id}'s tenant {tenant!r} is not in the "
+                                        f"configuration {known}", param="tenant")
         return t
 
     # Policy ------------------------------------------------------------------------------------
@@ -405,25 +408,26 @@ class Governor:
                                   f"catalog; this key may use {', '.join(shown) or 'none'}",
                                   param="model")
 
-    def check_model(self, policy: Policy, requested: str, catalog: Catalog) -> None:
-        """403 unless the caller may use ``requested``."""
+    def check_model(self, policy: Policy, requested: str, catalog: Catalog, *,
+                    field: str = "model") -> None:
+        """403 unless the caller may use ``requested`` (named by the request's ``field``)."""
         if policy.models is None:
             return
         if requested == AUTO:
             if AUTO not in policy.models:
                 raise PermissionDeniedError(
-                    f"model: this key may not use 'auto' (routing); it may use "
-                    f"{', '.join(policy.models)}", param="model")
+                    f"{field}: this key may not use 'auto' (routing); it may use "
+                    f"{', '.join(policy.models)}", param=field)
             names = self.allowed_names(policy, catalog)
             if names is not None and not names:
                 raise PermissionDeniedError(
-                    "model: none of the models this key may use is in the catalog any more "
-                    f"({', '.join(policy.models)}); ask the operator", param="model")
+                    f"{field}: none of the models this key may use is in the catalog any more "
+                    f"({', '.join(policy.models)}); ask the operator", param=field)
             return
         if requested not in policy.models:
             raise PermissionDeniedError(
-                f"model: this key may not use {requested!r}; it may use "
-                f"{', '.join(policy.models)}", param="model")
+                f"{field}: this key may not use {str(requested)[:100]!r}; it may use "
+                f"{', '.join(policy.models)}", param=field)
 
     def reaches(self, policy: Policy, model: str, catalog: Catalog) -> bool:
         """Whether the caller may use ``model``, by name or through ``auto``."""

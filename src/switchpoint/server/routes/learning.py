@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -28,7 +27,7 @@ from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.learning import MAX_COMMENT, MAX_COMPARE_MODELS, MAX_DECISION_ID
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT, MAX_ANSWER_COST
-from switchpoint.server.auth import ADMIN, client_principal
+from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat
 
@@ -124,17 +123,6 @@ def _parse(model: type[BaseModel], raw: bytes) -> Any:
         raise invalid_from_validation(list(exc.errors()), list(model.model_fields)) from None
 
 
-def _is_admin(request: Request) -> bool:
-    """Whether the caller holds the admin token (or no admin token is configured, which leaves
-    the /v1/router/* routes open)."""
-    token = get_service(request).gateway.settings.admin_token
-    if token is None:
-        return True
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                              token.encode())
-
-
 def tenant_caller(request: Request, named: str | None) -> tuple[Principal | None, bool]:
     """Who a per-tenant operation acts for, and whether the caller is an admin. The admin
     token (a client key is then not needed) may name any configured tenant; a client key acts
@@ -142,8 +130,8 @@ def tenant_caller(request: Request, named: str | None) -> tuple[Principal | None
     gateway = get_service(request).gateway
     settings = gateway.settings
     keys = settings.auth == "keys"
-    explicit_admin = settings.admin_token is not None and _is_admin(request)
-    if explicit_admin or (not keys and _is_admin(request)):
+    explicit_admin = settings.admin_token is not None and is_admin(request)
+    if explicit_admin or (not keys and is_admin(request)):
         if named is None or named == DEFAULT_TENANT:
             return None, True
         return gateway.governor.principal(settings, tenant=named), True
