@@ -6,6 +6,7 @@ start serves the same lesson."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -240,7 +241,7 @@ def test_feedback_written_by_another_process_is_never_left_out_of_a_checkpoint(
 
 
 def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Serve the exported weights on the data_dir they were learned on: the outcomes they
     hold are not replayed on top of them again; outcomes after the export still teach."""
     settings = settings_for(fake, tmp_path)
@@ -265,9 +266,11 @@ def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
         return Router(load_weights(exported), catalog=settings.catalog(), embedder=EMBEDDER,
                       cost_weight=settings.cost_weight, learning=learning_settings(settings))
 
+    caplog.set_level(logging.INFO, logger="switchpoint")
     with Gateway(settings, loader=exported_loader, env=KEYS) as gateway:
         gateway.start()
         assert probe(gateway) == pytest.approx(taught, abs=1e-9)  # not twice
+        assert "40 replayed after it, of which 40 the weights held already" in caplog.text
         assert gateway.router.learner.n_events() == 0
         assert gateway.learning_status()["replayed"] == 40  # taken up: in the weights
         decision = gateway.route(math_prompt(50))

@@ -501,6 +501,7 @@ class Applied:
     previous: float | None
     routers: int
     memory: bool
+    in_weights: int = 0  # of ``routers``: those whose weights held it already (an export)
 
 
 class LiveLearning:
@@ -521,6 +522,7 @@ class LiveLearning:
         self.memory = TenantKnnMemory(tenants=configs)
         self.replayed = 0  # events taken up from the log as this snapshot went live
         self.skipped = 0
+        self.in_weights = 0  # of those replayed since start: held by the weights already
         self.restored = 0  # of them, how many came from a checkpoint
         self.events = 0  # events learned in all (taken up, then live)
         self.checkpointed = 0  # of them, how many the newest checkpoint holds
@@ -675,12 +677,15 @@ class LiveLearning:
         does one whose weights already hold it (a replayed row at log position ``seq`` that
         an export folded in: see ``folded``)."""
         previous: float | None = None
-        routers = 0
+        routers = in_weights = 0
         source = next((r for r in self.routers() if r.weights_id == weights_id), None)
         for router in self.routers():
-            if router is skip or (seq is not None and seq <= self.folded.get(
-                    (id(router), event.tenant), 0)):  # (its weights hold it already)
+            if router is skip:
                 routers += 1
+                continue
+            if seq is not None and seq <= self.folded.get((id(router), event.tenant), 0):
+                routers += 1  # its weights hold it already
+                in_weights += 1
                 continue
             own = event if weights_id == router.weights_id else replace(
                 event, units=None, measured_cost=None if event.measured_cost is None
@@ -701,7 +706,7 @@ class LiveLearning:
                 previous = before
         if routers or remembered:
             self.events += 1
-        return Applied(previous, routers, remembered)
+        return Applied(previous, routers, remembered, in_weights)
 
     def replay(self, rows: Iterator[LoggedFeedback]) -> None:
         """Rebuild the learning state from the log, in order (quality observations of named
@@ -712,6 +717,8 @@ class LiveLearning:
             applied = self.learn(row.event, row.weights_id, seq=row.seq)
             if applied.routers or applied.memory:
                 self.replayed += 1
+                if applied.in_weights == applied.routers and not applied.memory:
+                    self.in_weights += 1
             else:
                 self.skipped += 1
 
@@ -948,8 +955,10 @@ class GatewayLearning:
         learning.covered, learning.own_at_cover = last[0], self.log.committed
         if learning.replayed or learning.skipped:
             log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
-                     "replayed after it; %d passed over) in %.2f s", learning.replayed,
-                     learning.restored, learning.replayed - learning.restored,
+                     "replayed after it, of which %d the weights held already, exported from "
+                     "this log; %d passed over, learnable by none of the routers) in %.2f s",
+                     learning.replayed, learning.restored,
+                     learning.replayed - learning.restored, learning.in_weights,
                      learning.skipped, time.perf_counter() - t0)
         self._checkpoint_when_due(learning, CHECKPOINT_AFTER_REPLAY)
 

@@ -129,7 +129,8 @@ class LabelReport:
         judge = f" (judge: {self.judge})" if self.judge else ""
         lines = [f"labelled {self.labelled} of {_count(self.prompts, 'prompt')} with "
                  f"{', '.join(self.models)}{judge} into {self.out}"
-                 + (f"; {self.already_labelled} were already there"
+                 + (f"; {self.already_labelled} "
+                    f"{'was' if self.already_labelled == 1 else 'were'} already there"
                     if self.already_labelled else "")]
         calls = f"calls: {self.answer_calls} answers"
         if self.by_reference:
@@ -139,7 +140,7 @@ class LabelReport:
             if self.judge_reminders:
                 calls += f" ({self.judge_reminders} with a format reminder)"
         if self.reused:
-            calls += f"; {self.reused} answers reused from an interrupted run"
+            calls += f"; {_count(self.reused, 'answer')} reused from an interrupted run"
         lines.append(calls)
         if self.mean_scores:
             lines.append("mean score: " + ", ".join(f"{m} {s:.3f}"
