@@ -15,6 +15,7 @@ from switchpoint import Gateway
 from switchpoint.errors import (
     AuthenticationError,
     InvalidInputError,
+    NotFoundError,
     PermissionDeniedError,
 )
 from switchpoint.governance.keys import KeySpec
@@ -65,7 +66,7 @@ def test_in_process_key_and_tenant(gateway_of: Any) -> None:
         gw.complete(messages("x"), key="sp-0123456789_" + "a" * 43)
     with pytest.raises(InvalidInputError, match="belongs to tenant 'acme'"):
         gw.complete(messages("x"), key=key, tenant="other")
-    with pytest.raises(PermissionDeniedError, match="tenant 'other' is not in the config"):
+    with pytest.raises(NotFoundError, match="tenant: 'other' is not in the config"):
         gw.complete(messages("x"), tenant="other")
     decision = gw.route("What is 2+2?", key=key)
     assert decision.selected_model == "cheap" and list(decision.all_scores) == ["cheap"]

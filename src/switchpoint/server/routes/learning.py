@@ -36,7 +36,8 @@ router = APIRouter()
 _WHY = {400: "Malformed or invalid request (the param names the field).",
         401: "A client key (auth: keys) or the admin token is missing or wrong.",
         403: "The caller may not act for that tenant or use that model.",
-        404: "Not found (for this tenant): an unknown, expired or other tenant's id.",
+        404: "Not found (for this tenant): an unknown, expired or other tenant's id, or a "
+             "tenant the configuration does not name.",
         409: "Not possible now: the experiment has no winner yet.",
         429: "A budget or rate limit refused a comparison's calls.",
         502: "No compared model answered.",
@@ -208,7 +209,7 @@ async def score(request: Request) -> JSONResponse:
 
 @router.get("/v1/router/status", tags=["learning"],
             responses=_responses("Per tenant: memory, outcomes, model quality.", 400, 401,
-                                 403, 503),
+                                 403, 404, 503),
             summary="What each tenant has taught: memory examples, per-model coverage, cold "
                     "or warm, outcomes, feedback per model")
 async def status(request: Request,
