@@ -95,10 +95,13 @@ def test_a_decision_made_before_a_restart_or_reload_still_takes_feedback(
 def test_named_model_answers_carry_their_request_id_for_quality_feedback(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:
-        headers, _ = chat(server, math_prompt(7), model="cheap")
+        headers, completion = chat(server, math_prompt(7), model="cheap")
         assert headers["x-switchpoint-decision-id"] == headers["x-switchpoint-request-id"]
         body = feedback(server, headers["x-switchpoint-decision-id"], score=0.3).json()
         assert body["kind"] == "model" and body["teaches_routing"] is False
+        # what the gateway priced the answer at is kept with the observation
+        assert body["cost_from"] == "answer"
+        assert body["cost"] == pytest.approx(completion.to_dict()["usage"]["cost"], rel=1e-6)
         assert (body["model"], body["quality"], body["replaced"]) == ("cheap", 0.3, False)
         assert "does not teach routing" in body["note"]
         assert _status(server)["learned_router"]["events"] == 0

@@ -1286,6 +1286,11 @@ class GatewayLearning:
                     teachable(str(served))
                 assert owner_tenant is not None
                 tokens = request["prompt_tokens"]
+                answered = request.get("cost_usd")  # (None: a stream still under way)
+                if (measured is None and answered is not None and served == request["model"]
+                        and answer_cost(router, str(served), answered, tokens) is not None):
+                    # What the gateway's own accounting priced the answer at.
+                    measured, cost_from = float(answered), "answer"
                 return self._observe(decision_id, str(served), quality, measured,
                                      owner_tenant, note,
                                      "a request that named its model (or followed a session "
