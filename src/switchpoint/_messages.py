@@ -82,24 +82,23 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     """The first pydantic error of a request body as an :class:`InvalidInputError` naming the
     field (``field`` is the top-level field at fault, or ``root``)."""
     err = errors[0]
+    listed = f" with the fields {', '.join(fields)}" if fields else ""
     raw_loc = tuple(err["loc"])
     loc = raw_loc[1:] if raw_loc[:1] == ("body",) else raw_loc
     kind = err["type"]
     if kind == "json_invalid":
         detail = (err.get("ctx") or {}).get("error", "")
         if "EOF while parsing a value at line 1 column 0" in detail:
-            return InvalidInputError(root, "is empty; send a JSON object with the fields "
-                                           f"{', '.join(fields)}")
+            return InvalidInputError(root, f"is empty; send a JSON object{listed}")
         return InvalidInputError(root, f"is not valid JSON ({detail})")
     whole = not loc or all(isinstance(p, int) for p in loc)
     if whole and kind in ("model_type", "model_attributes_type", "dict_type", "missing"):
-        return InvalidInputError(root, f"must be a JSON object with the fields "
-                                       f"{', '.join(fields)}")
+        return InvalidInputError(root, f"must be a JSON object{listed}")
     param = str(loc[0]) if loc else root
     path = key_path(loc, root)
     if kind == "extra_forbidden":
-        return _at(param, path, f"is not a field of this request; the fields are "
-                                f"{', '.join(fields)}")
+        known = f"; the fields are {', '.join(fields)}" if fields else ""
+        return _at(param, path, f"is not a field of this request{known}")
     return _at(param, path, reason(err))
 
 

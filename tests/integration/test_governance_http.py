@@ -390,7 +390,8 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
      "none of good, auto is among the models tenant 'tight' may use (cheap)"),
     ({"tenant": "acme", "rpm": 0}, "rpm", ">= 1"),
     ({"tenant": "acme", "expires": "yesterday"}, "expires", "is not a date"),
-    ({"tenant": "acme", "colour": "red"}, "colour", "not a field"),
+    ({"tenant": "acme", "colour": "red"}, "colour",
+     "not a field of this request; the fields are tenant, name, budget, rpm, tpm, models"),
 ])
 def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: dict[str, Any],
                                                       param: str, needle: str) -> None:
@@ -447,6 +448,14 @@ def _last_request(server: ThreadServer, key_id: str) -> str:
             return str(mine[0]["id"])
         assert time.monotonic() < deadline, "no request logged"
         time.sleep(0.02)
+
+
+def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) -> None:
+    issued = new_key(gov)
+    r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate", json={"grace": 30},
+                   headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "grace"
+    assert r.json()["error"]["message"].endswith("the fields are grace_seconds")
 
 
 def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:

@@ -20,12 +20,12 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from switchpoint._messages import invalid_from_validation
@@ -135,6 +135,17 @@ def sse_error(error: ProviderError | BaseException) -> bytes:
     return b"event: error\ndata: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
+def body_fields(request: Request) -> list[str]:
+    """The fields of the JSON body the request's route takes (its pydantic model's), so an
+    unknown field's error can list the known ones; empty when the route takes no model."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    annotation = getattr(getattr(field, "field_info", None), "annotation", None)
+    for kind in (annotation, *get_args(annotation)):  # KeyRotate | None: the model in it
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return list(kind.model_fields)
+    return []
+
+
 def is_openai_path(path: str) -> bool:
     """Paths answered in OpenAI's error shape: the gateway's, not routing's or admin's."""
     return (path.startswith("/v1/") and not path.startswith("/v1/router")
@@ -158,8 +169,8 @@ def install(app: FastAPI) -> None:
 
     async def request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, (RequestValidationError, ValidationError))
-        return render(request, answer_for(invalid_from_validation(list(exc.errors()), [],
-                                                                  "request")))
+        return render(request, answer_for(invalid_from_validation(
+            list(exc.errors()), body_fields(request), "request")))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
