@@ -90,6 +90,8 @@ MIN_ADMIN_TOKEN = 16
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A long run of letters and digits with no '_' (unless all capitals) is a token, not a name.
+_SECRET_LIKE = re.compile(r"^(?=.*[0-9])[A-Za-z0-9]{16,}$")
 # Keys whose values are paths, resolved against the config file's folder when given there.
 _PATH_KEYS = ("weights", "data_dir")
 # Keys whose environment values are taken as they are, not parsed as YAML.
@@ -98,9 +100,21 @@ _PLAIN_STRINGS = ("policy", "weights", "data_dir", "store.synchronous", "admin_t
 
 def _env_var_name(value: str | None, example: str) -> str | None:
     """Validator body for keys that name an environment variable (the value is read later)."""
-    if value is not None and not _ENV_NAME.match(value):
-        raise ValueError(f"must be an environment variable name such as {example}, "
-                         f"got {value!r}")
+    if value is None:
+        return value
+    # Never repeated: what stands here by mistake is often the secret itself.
+    must = (f"must be the name of the environment variable that holds the secret, such as "
+            f"{example}")
+    if not _ENV_NAME.match(value):
+        bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c == "_"))),
+                   value[:1])
+        raise ValueError(f"{must}: letters, digits and '_', not starting with a digit (the "
+                         f"value given, not shown in case it is the secret itself, has "
+                         f"{len(value)} characters and holds {bad!r})")
+    if _SECRET_LIKE.match(value) and not value.isupper():
+        raise ValueError(f"{must}; the value given ({len(value)} letters and digits, not "
+                         "shown) looks like a secret itself: export it in a variable and "
+                         "name the variable here")
     return value
 
 

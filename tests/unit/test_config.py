@@ -117,13 +117,28 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("store: {synchronous: sometimes}\n", "store.synchronous: must be one of"),
     ("expected_output_tokens: many\n", "expected_output_tokens: must be an integer"),
     ("cost_weigth: 1\n", "cost_weigth: is not a known key"),
-    ("admin_token_env: 'not a var'\n", "admin_token_env: must be an environment variable"),
+    ("admin_token_env: 'not a var'\n", "admin_token_env: must be the name of the environment"),
     ("admin_token_env: SP_UNSET_TOKEN\n", "admin_token_env: $SP_UNSET_TOKEN is not set"),
     ("- just\n- a list\n", "config: "),
     ("models: [\n", "config: "),
 ])
 def test_errors_name_the_key_path(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in error_of(tmp_path, text)
+
+
+@pytest.mark.parametrize("text", [
+    "models:\n  - {name: a, api_key_env: sk-proj-Abc123def456ghi789jkl}\n",
+    "admin_token_env: 3f9a1c0b7e5d2a4c6e8f0a1b3c5d7e9f\n",
+    "admin_token_env: 'correct horse battery staple'\n",
+    "admin_token_env: a3f9c0b7e5d2a4c6e8f0a1b3c5d7e9f1\n",
+    "models:\n  - {name: a, api_key_env: Zk3q9XbT0pLmN4vR7sW2yH}\n",
+])
+def test_a_secret_pasted_where_a_variable_name_goes_is_not_repeated(tmp_path: Path,
+                                                                    text: str) -> None:
+    secret = text.split(": ")[-1].strip("}'\n")
+    message = error_of(tmp_path, text)
+    assert "must be the name of the environment variable" in message
+    assert secret not in message and secret[:12] not in message
 
 
 def test_env_errors_say_which_variable(tmp_path: Path) -> None:
