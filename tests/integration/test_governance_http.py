@@ -450,6 +450,23 @@ def _last_request(server: ThreadServer, key_id: str) -> str:
         time.sleep(0.02)
 
 
+def test_a_whole_key_where_its_id_goes_is_never_repeated(gov: ThreadServer) -> None:
+    issued = new_key(gov)
+    key, secret = issued["key"], issued["key"].split("_", 1)[1]
+    base = f"{gov.base}/v1/router/keys/{key}"
+    for method, url in [("GET", base), ("DELETE", base), ("POST", f"{base}/revoke"),
+                        ("POST", f"{base}/rotate")]:
+        r = httpx.request(method, url, headers=ADMIN)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "id", r.text
+        assert secret not in r.text and "a whole client key" in r.text
+        assert issued["id"] in r.text  # the id it meant
+    r = httpx.get(f"{gov.base}/v1/router/key/{key}", headers=ADMIN)  # no such route
+    assert r.status_code == 404 and secret not in r.text
+    r = httpx.get(f"{gov.base}/v1/router/keys/sk-proj-{secret}", headers=ADMIN)
+    assert r.status_code == 400 and secret not in r.text
+    assert httpx.get(base.replace(key, issued["id"]), headers=ADMIN).json()["status"] == "active"
+
+
 def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) -> None:
     issued = new_key(gov)
     r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate", json={"grace": 30},

@@ -109,6 +109,7 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
     ("key sk-ant-api03-QQQQQQQQQQQQ invalid", "QQQQQQQQQQQQ"),
     ("password=hunter2hunter2&user=x", "hunter2hunter2"),
     ("aws AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
+    ("GET /v1/router/keys/sp-3f9a1c0b7e_" + "Q" * 43, "Q" * 43),
 ])
 def test_credential_shapes_are_redacted(text: str, gone: str) -> None:
     cleaned = redact(text)

@@ -10,7 +10,8 @@ message and body are clean wherever they travel. It replaces:
 - every secret switchpoint knows: the API keys it sent (each key is remembered when a provider
   reads it from the variable the catalog names, see :func:`remember`) and the admin token;
 - anything shaped like a credential: ``Bearer``/``Basic`` tokens, ``sk-...`` keys (OpenAI,
-  Anthropic's ``sk-ant-...``, project keys), other vendors' key prefixes, and the value after
+  Anthropic's ``sk-ant-...``, project keys), switchpoint's own client keys (``sp-<id>_...``:
+  the id, which is not secret, stays), other vendors' key prefixes, and the value after
   ``x-api-key``, ``api_key``, ``authorization``, ``token``, ``secret`` or ``password``.
 
 Redaction is for text that is not the answer: a completed answer's content goes to the client
@@ -38,6 +39,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=:-]{8,}"), r"\1\2" + MASK),
     # Key-shaped strings: OpenAI/Anthropic/OpenRouter/DeepSeek style and other vendors'.
     (re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"), "sk-" + MASK),
+    (re.compile(r"\b(sp-[0-9a-f]{10}_)[A-Za-z0-9_-]{8,}"), r"\1" + MASK),  # switchpoint's keys
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
     (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK),
     (re.compile(r"\b(?:gsk|xai|hf|ghp|gho|glpat|r8|pplx|csk|fw)[-_][A-Za-z0-9_-]{16,}"), MASK),

@@ -419,8 +419,7 @@ class KeyStore:
 
     def _require(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
         if not isinstance(key_id, str) or not _ID.match(key_id):
-            raise InvalidInputError("id", f"{key_id!r} is not a key id (10 hex characters, as "
-                                          "`switchpoint keys list` shows)")
+            raise InvalidInputError("id", _not_an_id(key_id))
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?",
                            (key_id,)).fetchone()
         if row is None:
@@ -468,6 +467,23 @@ class KeyStore:
             updated = KeyRecord.from_row(conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
         return IssuedKey(key, updated)
+
+
+def _not_an_id(value: object) -> str:
+    """Why ``value`` is not a key id, never repeating a secret: a whole key pasted where its id
+    goes is named by its id alone, anything else is shown redacted and cut short."""
+    from switchpoint.gateway.redact import redact
+
+    how = "10 hex characters, as `switchpoint keys list` shows"
+    if isinstance(value, str):
+        whole = _KEY.match(value.strip())
+        if whole is not None:
+            return (f"is a whole client key (its secret included), not its id; use its id, "
+                    f"{whole.group(1)} ({how})")
+    shown = redact(repr(value))
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{shown} is not a key id ({how})"
 
 
 def _iso(ts: float | None) -> str:

@@ -40,6 +40,7 @@ from switchpoint.errors import (
     SwitchpointError,
     WeightsError,
 )
+from switchpoint.gateway.redact import redact
 
 log = logging.getLogger("switchpoint.server")
 
@@ -177,7 +178,10 @@ def install(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "invalid_request" if exc.status_code < 500
                          else "internal_error")
-        message = f"{request.method} {request.url.path}: {exc.detail}"
+        path = redact(request.url.path)  # a key pasted into the path stays out of the answer
+        if len(path) > 200:
+            path = path[:197] + "..."
+        message = f"{request.method} {path}: {exc.detail}"
         if exc.status_code == 404:
             message += "; see GET /docs for the routes"
         answer = ErrorAnswer(exc.status_code, code, message, None,
