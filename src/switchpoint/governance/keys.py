@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import secrets
@@ -40,6 +41,7 @@ from switchpoint.errors import (
     StoreError,
 )
 from switchpoint.governance.budgets import parse_budgets
+from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
@@ -48,6 +50,8 @@ _KEY = re.compile(r"^sp-([0-9a-f]{10})_([A-Za-z0-9_-]{43})$")
 _ID = re.compile(r"^[0-9a-f]{10}$")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
+MAX_EXPIRY = 253_402_300_799.0
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE keys (
@@ -102,7 +106,7 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
         return None
     now = time.time() if now is None else now
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        ts = float(value)
+        ts = float(value) if -MAX_EXPIRY <= value <= MAX_EXPIRY else math.inf
     elif isinstance(value, str):
         relative = _RELATIVE.match(value)
         if relative is not None:
@@ -111,18 +115,28 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             try:
                 parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
-                raise InvalidInputError("expires", f"{value!r} is not a date; give an ISO date "
-                                                   "(2027-01-31), a date-time "
+                raise InvalidInputError("expires", f"{_clipped(value)} is not a date; give "
+                                                   "an ISO date (2027-01-31), a date-time "
                                                    "(2027-01-31T12:00:00Z) or a duration "
                                                    "(30d, 12h)") from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             ts = parsed.timestamp()
     else:
-        raise InvalidInputError("expires", f"must be a date or a duration, got {value!r}")
+        raise InvalidInputError("expires", f"must be a date or a duration, got "
+                                           f"{_clipped(value)}")
+    if not math.isfinite(ts) or ts > MAX_EXPIRY:
+        raise InvalidInputError("expires", f"{_clipped(value)} is too far off; a key expires "
+                                           "by 9999-12-31 at the latest (leave expires out for "
+                                           "a key that never does)")
     if ts <= now:
-        raise InvalidInputError("expires", f"{value!r} is not in the future")
+        raise InvalidInputError("expires", f"{_clipped(value)} is not in the future")
     return ts
+
+
+def _clipped(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -222,12 +236,13 @@ class KeySpec:
             budgets = [str(b) for b in parse_budgets(list(self.budgets))]
         except ValueError as exc:
             raise InvalidInputError("budget", str(exc)) from None
-        for field_name in ("rpm", "tpm"):
+        for field_name, most in (("rpm", MAX_RPM), ("tpm", MAX_TPM)):
             value = getattr(self, field_name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise InvalidInputError(field_name, f"must be a whole number >= 1, got "
-                                                    f"{value!r}")
+                                      or not 1 <= value <= most):
+                shown = repr(value) if len(repr(value)) <= 30 else f"{repr(value)[:27]}..."
+                raise InvalidInputError(field_name, f"must be a whole number from 1 to "
+                                                    f"{most:_}, got {shown}")
         models = None
         if self.models is not None:
             models = [str(m).strip() for m in self.models if str(m).strip()]

@@ -8,8 +8,9 @@
         models: [cheap, good, auto] # what its keys may use ("auto": routing among the others)
         cost_weight: 0.3            # its default λ
         budgets: [100/month, 10/day]
-        rpm: 600                    # requests per minute, all its keys together
-        tpm: 200000                 # tokens per minute (worst case reserved, actual settled)
+        rpm: 600                    # requests per minute, all its keys together (<= 10 million)
+        tpm: 200000                 # tokens per minute (worst case reserved, actual settled;
+                                    # <= 10 billion)
         budget_curve: [[0.5, 0], [0.8, 1], [1.0, 5]]   # fraction of budget used -> least λ
         sla: {max_latency_ms: 3000, min_quality_score: 0.7}
         escalation: {low_confidence_threshold: 0.6, escalation_model: good}
@@ -52,6 +53,10 @@ if TYPE_CHECKING:
     pass
 
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The largest rate limits a tenant or key may set: far beyond any one gateway's traffic, and
+# well inside the 64-bit integers the key store keeps them as.
+MAX_RPM = 10_000_000
+MAX_TPM = 10_000_000_000
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
 Strategy = Literal["always", "log_only", "ask"]
@@ -103,8 +108,8 @@ class TenantSettings(BaseModel):
     models: list[str] | None = Field(None, min_length=1)
     cost_weight: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
     budgets: list[str] = Field(default_factory=list)
-    rpm: int | None = Field(None, ge=1)
-    tpm: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1, le=MAX_RPM)
+    tpm: int | None = Field(None, ge=1, le=MAX_TPM)
     budget_curve: list[list[float]] | None = None
     sla: SLASettings | None = None
     escalation: EscalationSettings | None = None

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import key_account
+from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ERROR_RESPONSES
@@ -45,8 +46,8 @@ class KeyCreate(BaseModel):
     name: StrictStr | None = Field(None, max_length=200)
     budget: StrictStr | list[StrictStr] | None = Field(
         None, description="AMOUNT/PERIOD in USD, e.g. '50/month' (hour, day, week, month).")
-    rpm: StrictInt | None = Field(None, ge=1)
-    tpm: StrictInt | None = Field(None, ge=1)
+    rpm: StrictInt | None = Field(None, ge=1, le=MAX_RPM)
+    tpm: StrictInt | None = Field(None, ge=1, le=MAX_TPM)
     models: list[StrictStr] | None = Field(None, min_length=1, max_length=256,
                                            description="Models the key may use; 'auto' "
                                                        "allows routing among them.")
