@@ -385,6 +385,7 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
     ({"tenant": "nobody"}, "tenant", "unknown tenant 'nobody'"),
     ({"tenant": "acme", "budget": "50/fortnight"}, "budget", "'fortnight' is not a budget"),
     ({"tenant": "acme", "budget": "-5/day"}, "budget", ">= 0"),
+    ({"tenant": "acme", "budget": ["1/day"] * 5000}, "budget", "5000 budgets given"),
     ({"tenant": "acme", "models": ["gpt-9"]}, "models", "not in the catalog: gpt-9"),
     ({"tenant": "tight", "models": ["good", "auto"]}, "models",
      "none of good, auto is among the models tenant 'tight' may use (cheap)"),

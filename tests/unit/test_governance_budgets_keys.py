@@ -60,6 +60,22 @@ def test_one_budget_per_period() -> None:
         parse_budgets(["5/day", "7/day"])
 
 
+@pytest.mark.parametrize(("items", "needle"), [
+    (["1/day"] * 50_000, "50000 budgets given; give at most 4, one per period"),
+    (["x" * 100_000], "is not a budget"),
+    (["1/" + "y" * 100_000], "is not a budget period"),
+    ([{"amount": 5}], "must be a string such as '50/month'"),
+])
+def test_a_long_budget_list_is_refused_in_a_short_message(items: list[object],
+                                                          needle: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_budgets(items)  # type: ignore[arg-type]
+    assert needle in str(info.value) and len(str(info.value)) < 300
+    with pytest.raises(ConfigError) as config:
+        load_settings(overrides={"tenants": {"acme": {"budgets": items}}}, environ={})
+    assert needle in str(config.value) and len(str(config.value)) < 400
+
+
 def test_calendar_periods_in_utc() -> None:
     t = ts("2026-03-18T13:45:10")  # a Wednesday
     assert period_start("hour", t) == ts("2026-03-18T13:00:00")

@@ -41,32 +41,46 @@ class Budget:
         return f"{self.limit_usd:g}/{self.period}"
 
 
-@lru_cache(maxsize=1024)
 def parse_budget(text: str) -> Budget:
     """``"50/month"`` → ``Budget(50.0, "month")``. Raises ``ValueError`` saying what is wrong."""
     if not isinstance(text, str):
-        raise ValueError(f"must be a string such as '50/month', got {text!r}")
+        raise ValueError(f"must be a string such as '50/month', got {_shown(text)}")
+    return _parse_text(text)
+
+
+@lru_cache(maxsize=1024)
+def _parse_text(text: str) -> Budget:
     match = _BUDGET.match(text)
     if match is None:
-        raise ValueError(f"{text!r} is not a budget; write AMOUNT/PERIOD in US dollars, e.g. "
-                         f"'50/month' or '2.5/day' (periods: {', '.join(PERIODS)})")
+        raise ValueError(f"{_shown(text)} is not a budget; write AMOUNT/PERIOD in US dollars, "
+                         f"e.g. '50/month' or '2.5/day' (periods: {', '.join(PERIODS)})")
     amount = float(match["amount"])
     period = match["period"].lower()
     if period not in PERIODS:
-        raise ValueError(f"{text!r}: {period!r} is not a budget period; use one of "
+        raise ValueError(f"{_shown(text)}: {_shown(period)} is not a budget period; use one of "
                          f"{', '.join(PERIODS)} (calendar periods in UTC)")
     if not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"{text!r}: the amount must be >= 0 US dollars")
+        raise ValueError(f"{_shown(text)}: the amount must be >= 0 US dollars")
     if amount > MAX_BUDGET_USD:
-        raise ValueError(f"{text!r}: the amount must be at most {MAX_BUDGET_USD:g} US dollars")
+        raise ValueError(f"{_shown(text)}: the amount must be at most {MAX_BUDGET_USD:g} US "
+                         "dollars")
     return Budget(amount, period)
 
 
+def _shown(value: object) -> str:
+    """``value`` as an error message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_budgets(items: str | Sequence[str] | None) -> list[Budget]:
-    """One budget string or a list of them; one budget per period at most."""
+    """One budget string or a list of them; one budget per period at most (so at most four)."""
     if items is None:
         return []
     listed = [items] if isinstance(items, str) else list(items)
+    if len(listed) > len(PERIODS):
+        raise ValueError(f"{len(listed)} budgets given; give at most {len(PERIODS)}, one per "
+                         f"period ({', '.join(PERIODS)})")
     budgets = [parse_budget(item) for item in listed]
     periods = [b.period for b in budgets]
     for period in PERIODS:
