@@ -4,6 +4,7 @@ named and nothing half-made, and changes seen by a running gateway."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +81,8 @@ def test_keys_create_list_show_rotate_revoke(config: Path,
     (["--tenant", "acme", "--rpm", "0"], "rpm: must be a whole number from 1 to"),
     (["--tenant", "acme", "--cost-weight", "cheap"], "cost_weight: 'cheap' is not a number"),
     (["--tenant", "acme", "--expires", "2001-01-01"], "is not in the future"),
+    (["--tenant", "acme", "--name", "ci\nacme  active"], "name: holds U+000A (character 3)"),
+    (["--tenant", "acme", "--name", "safe\u202etxt.exe"], "name: holds U+202E"),
 ])
 def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str], needle: str,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,6 +91,18 @@ def test_bad_key_input_is_named_and_creates_nothing(config: Path, argv: list[str
     assert "Traceback" not in err
     keys = config.parent / "data" / "keys.db"
     assert not keys.exists() or KeyStore(keys).list() == []
+
+
+def test_a_name_stored_with_control_characters_is_listed_escaped(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["keys", "create", "--tenant", "acme", "--name", "plain", "--config",
+                        config, "--json"], capsys)
+    key_id = json.loads(out)["id"]
+    with sqlite3.connect(config.parent / "data" / "keys.db") as db:  # as an older one wrote it
+        db.execute("UPDATE keys SET name = ? WHERE id = ?", ("a\x1b[2Jb\u202ec", key_id))
+    for argv in (["keys", "list"], ["keys", "show", key_id]):
+        code, out, _ = run([*argv, "--config", config], capsys)
+        assert code == 0 and "a\\u001b[2Jb\\u202ec" in out and "\x1b" not in out
 
 
 def test_the_installed_command(config: Path) -> None:

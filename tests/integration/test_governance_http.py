@@ -395,6 +395,9 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
     ({"tenant": "acme", "expires": 10**30}, "expires", "too far off"),
     ({"tenant": "acme", "expires": "99999999w"}, "expires", "too far off"),
     ({"tenant": "acme", "expires": "yesterday"}, "expires", "is not a date"),
+    ({"tenant": "acme", "name": "ok\u0000"}, "name", "holds U+0000 (character 3)"),
+    ({"tenant": "acme", "name": "a\u202eb"}, "name", "holds U+202E"),
+    ({"tenant": "acme", "name": "a\u2028b"}, "name", "holds U+2028"),
     ({"tenant": "acme", "colour": "red"}, "colour",
      "not a field of this request; the fields are tenant, name, budget, rpm, tpm, models"),
 ])

@@ -27,6 +27,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,6 +233,13 @@ class KeySpec:
                                               f"(configured: {known})")
         if self.name is not None and (not isinstance(self.name, str) or len(self.name) > 200):
             raise InvalidInputError("name", "must be a string of at most 200 characters")
+        hidden = None if self.name is None else unprintable(self.name)
+        if hidden is not None:
+            raise InvalidInputError("name", f"holds U+{ord(hidden[1]):04X} (character "
+                                            f"{hidden[0] + 1}): a name is shown in `switchpoint "
+                                            "keys list` and logs, so control characters "
+                                            "(newline, NUL, ...) and invisible or "
+                                            "direction-changing ones are refused")
         try:
             budgets = [str(b) for b in parse_budgets(list(self.budgets))]
         except ValueError as exc:
@@ -482,6 +490,16 @@ class KeyStore:
             updated = KeyRecord.from_row(conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
         return IssuedKey(key, updated)
+
+
+def unprintable(text: str) -> tuple[int, str] | None:
+    """The first character of ``text`` a terminal would not show as itself (a control
+    character, a line or paragraph separator, or a format character such as a bidirectional
+    override or a zero-width space), with its index; None when there is none."""
+    for i, char in enumerate(text):
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            return i, char
+    return None
 
 
 def _not_an_id(value: object) -> str:
