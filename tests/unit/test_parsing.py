@@ -33,11 +33,34 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b'{"model": "auto", "messages": [{"role": "user"}], "stream": "yes"}', "stream",
      "true or false"),
     (b'[1, 2]', "body", "JSON object"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": -1}', "max_tokens",
+     "max_tokens: must be >= 1, got -1"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": 0}', "max_tokens",
+     ">= 1"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": 1.5}', "max_tokens",
+     "must be an integer, got 1.5"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": "100"}', "max_tokens",
+     "must be an integer"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": true}', "max_tokens",
+     "must be an integer"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": 1e30}', "max_tokens",
+     "must be an integer"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_tokens": 9223372036854775808}',
+     "max_tokens", "must be <= 100000000"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_completion_tokens": -5}',
+     "max_completion_tokens", ">= 1, got -5"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "max_completion_tokens": 2.5}',
+     "max_completion_tokens", "must be an integer"),
 ])
 def test_bad_bodies_name_their_field(raw: bytes, field: str, needle: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         parse_chat_body(raw)
     assert info.value.field == field and needle.lower() in str(info.value).lower()
+
+
+def test_output_caps_and_null_go_upstream_as_sent() -> None:
+    for cap in ({"max_tokens": 1}, {"max_tokens": None}, {"max_completion_tokens": 4096}):
+        assert parse_chat_body(json.dumps({**GOOD, **cap}).encode()) == {**GOOD, **cap}
 
 
 def test_deep_nesting_is_refused_before_it_can_hurt() -> None:

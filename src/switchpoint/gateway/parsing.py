@@ -2,10 +2,11 @@
 
 The body is read as strictly as a routing request: numbers must be finite (no ``NaN``,
 ``Infinity`` or ``1e999``), nesting is bounded, strings must be valid Unicode (no lone
-surrogates), and ``model``, ``messages``, ``stream`` and the gateway's own ``models`` field are
-checked by :class:`ChatRequest`. Every other field (temperature, tools, response_format, ...)
-goes upstream exactly as sent, so the dict returned is the body as the client wrote it, minus
-the gateway's own fields.
+surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tokens``,
+``max_completion_tokens``: whole numbers from 1, as OpenAI requires) and the gateway's own
+``models`` field are checked by :class:`ChatRequest`. Every other field (temperature, tools,
+response_format, ...) goes upstream exactly as sent, so the dict returned is the body as the
+client wrote it, minus the gateway's own fields.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import invalid_from_validation
@@ -28,6 +37,9 @@ AUTO_MODEL = "auto"
 MAX_DEPTH = 64
 # How many models a request may name in ``models``.
 MAX_MODELS = 64
+# The largest output cap (max_tokens, max_completion_tokens) a request may name: far beyond any
+# model's, so only a mistake is refused.
+MAX_OUTPUT_TOKENS = 100_000_000
 # Fields of the body that are the gateway's, not the upstream's: removed before forwarding.
 GATEWAY_FIELDS = ("models",)
 # A \uD800-\uDFFF escape: the only way JSON text can carry a surrogate.
@@ -45,9 +57,9 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(BaseModel):
-    """An OpenAI chat completion request. The gateway checks ``model``, ``messages``, ``stream``
-    and ``models``; every other field (temperature, tools, response_format, ...) is forwarded to
-    the model that answers exactly as sent."""
+    """An OpenAI chat completion request. The gateway checks ``model``, ``messages``, ``stream``,
+    the output caps and ``models``; every other field (temperature, tools, response_format,
+    ...) is forwarded to the model that answers exactly as sent."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -66,6 +78,12 @@ class ChatRequest(BaseModel):
         None, min_length=1, max_length=MAX_MODELS,
         description="With model 'auto': the catalog models the router may choose among (the "
                     "header x-switchpoint-models does the same). Not forwarded upstream.")
+    max_tokens: StrictInt | None = Field(
+        None, ge=1, le=MAX_OUTPUT_TOKENS,
+        description="The most tokens the answer may have (its cost is reserved against "
+                    "budgets at this size).")
+    max_completion_tokens: StrictInt | None = Field(
+        None, ge=1, le=MAX_OUTPUT_TOKENS, description="OpenAI's newer name for max_tokens.")
 
 
 _FIELDS = list(ChatRequest.model_fields)
