@@ -16,6 +16,7 @@ _SIMPLE = {
     "float_type": "must be a number", "float_parsing": "must be a number",
     "int_type": "must be an integer", "int_parsing": "must be an integer",
     "int_from_float": "must be a whole number",
+    "int_parsing_size": "is too large for an integer",
     "finite_number": "must be a finite number (not NaN or infinity)",
     "string_type": "must be a string", "bool_type": "must be true or false",
     "bool_parsing": "must be true or false", "list_type": "must be a list",

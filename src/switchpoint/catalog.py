@@ -19,6 +19,9 @@ TIERS = ("trivial", "simple", "moderate", "complex", "expert")
 CAPABILITIES = ("tools", "vision", "code", "json", "streaming")
 # Tokens assumed for an answer when pricing a request before it is made (LLMRouter's convention).
 DEFAULT_OUTPUT_TOKENS = 200
+# The most tokens a context window or an output cap may be (100 million): far past any model's,
+# so only a mistake (1e14, 2**63) is refused.
+MAX_TOKENS = 100_000_000
 # Characters per token when estimating a prompt's tokens without its model's tokenizer.
 CHARS_PER_TOKEN = 4
 

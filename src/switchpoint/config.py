@@ -10,12 +10,12 @@
     policy: cluster               # which bundled default weights to load when `weights` is unset
     policies: {mine: ./my-knn}    # extra weights a policy swap may name
     cost_weight: 0.5              # the default λ
-    cache: {size: 10000, ttl_seconds: 3600}
+    cache: {size: 10000, ttl_seconds: 3600}   # at most 10 million entries, a year
     weights: ./my-weights         # a weights package (default: the bundled one for `policy`)
     data_dir: ./data              # SQLite state lives here
     store: {synchronous: full}    # full: fsync per commit; normal: survives process crashes only
     expected_output_tokens: 200
-    max_request_bytes: 1048576
+    max_request_bytes: 1048576    # at most 1 GiB
     admin_token_env: SWITCHPOINT_ADMIN_TOKEN  # optional: /v1/router/* then need this bearer token
     auth: keys                    # optional: client keys (switchpoint keys create) on the gateway
     tenants: {acme: {budgets: [100/month], models: [cheap, auto]}}   # see governance.settings:
@@ -61,7 +61,7 @@ from pydantic import (
 
 from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
-from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, Catalog, ModelCard
+from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, MAX_TOKENS, Catalog, ModelCard
 from switchpoint.errors import ConfigError
 from switchpoint.governance.settings import (
     BudgetSettings,
@@ -84,6 +84,9 @@ ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 DB_FILENAME = "switchpoint.db"
+# The most bytes a request, an upstream answer or one of its stream lines may be set to take
+# (1 GiB): far past any real need, so only a mistake (1e14) is refused.
+MAX_BYTES = 1 << 30
 # The shortest admin token accepted: anything shorter is guessable.
 MIN_ADMIN_TOKEN = 16
 
@@ -136,7 +139,7 @@ class ModelEntry(BaseModel):
     stream_usage: bool | None = None
     input_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
     output_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
-    context_window: int | None = Field(None, gt=0)
+    context_window: int | None = Field(None, gt=0, le=MAX_TOKENS)
     capabilities: list[Capability] = Field(default_factory=list)
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list)
@@ -193,8 +196,8 @@ class CacheSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: int = Field(10_000, ge=0)
-    ttl_seconds: float = Field(3600.0, ge=0, allow_inf_nan=False)
+    size: int = Field(10_000, ge=0, le=10_000_000)
+    ttl_seconds: float = Field(3600.0, ge=0, le=366 * 86_400, allow_inf_nan=False)
 
 
 class CorsSettings(BaseModel):
@@ -230,7 +233,7 @@ class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     synchronous: Literal["full", "normal"] = "full"
-    retention_days: float | None = Field(None, gt=0, allow_inf_nan=False)
+    retention_days: float | None = Field(None, gt=0, le=36_525, allow_inf_nan=False)
 
 
 class ServerSettings(BaseModel):
@@ -249,7 +252,7 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_connections: int = Field(1000, ge=1)
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
     header_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
     body_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     keep_alive_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
@@ -289,7 +292,7 @@ class GatewaySettings(BaseModel):
     max_retry_after_s: float = Field(10.0, ge=0, allow_inf_nan=False)
     max_total_s: float = Field(120.0, gt=0, allow_inf_nan=False)
     prefer_healthy: bool = True
-    failure_threshold: int = Field(5, ge=1)
+    failure_threshold: int = Field(5, ge=1, le=1000)
     error_rate_threshold: float = Field(0.5, ge=0, le=1)
     cooldown_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     max_cooldown_s: float = Field(300.0, gt=0, allow_inf_nan=False)
@@ -297,11 +300,11 @@ class GatewaySettings(BaseModel):
     pin_hard_window_s: float = Field(300.0, ge=0, allow_inf_nan=False)
     pin_soft_window_s: float = Field(1800.0, ge=0, allow_inf_nan=False)
     pin_soft_bonus: float = Field(0.5, ge=0, allow_inf_nan=False)
-    max_upstream_connections: int = Field(256, ge=1)
+    max_upstream_connections: int = Field(256, ge=1, le=100_000)
     # 32 MiB: a long answer is ~0.5 MB of JSON, and logprobs multiply it by ~50 at most.
-    max_response_bytes: int = Field(32 << 20, ge=1024)
+    max_response_bytes: int = Field(32 << 20, ge=1024, le=MAX_BYTES)
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
-    max_sse_line_bytes: int = Field(1 << 20, ge=1024)
+    max_sse_line_bytes: int = Field(1 << 20, ge=1024, le=MAX_BYTES)
     pin_purge_interval_s: float = Field(60.0, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
@@ -329,8 +332,8 @@ class Settings(BaseModel):
     data_dir: str = DEFAULT_DATA_DIR
     store: StoreSettings = StoreSettings()
     cors: CorsSettings = CorsSettings()
-    expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0)
-    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024)
+    expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0, le=MAX_TOKENS)
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024, le=MAX_BYTES)
     admin_token_env: str | None = None
     server: ServerSettings = ServerSettings()
     gateway: GatewaySettings = GatewaySettings()

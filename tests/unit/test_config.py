@@ -108,6 +108,23 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
     ("cost_weight: .nan\n", "cost_weight: must be a finite number"),
     ("cache: {size: -1}\n", "cache.size: must be >= 0, got -1"),
+    ("cache: {size: 100000000000000000000}\n", "cache.size: must be <= 10000000, got 1000"),
+    ("cache: {size: 1.0e+20}\n", "cache.size: is too large for an integer, got 1e+20"),
+    ("cache: {ttl_seconds: 1.0e+20}\n", "cache.ttl_seconds: must be <= 31622400"),
+    ("max_request_bytes: 1.0e+14\n", "max_request_bytes: must be <= 1073741824, got 1"),
+    ("max_request_bytes: 100000000000000\n", "max_request_bytes: must be <= 1073741824"),
+    ("expected_output_tokens: 9223372036854775808\n", "must be <= 100000000"),
+    ("models:\n  - {name: a, context_window: 10000000000}\n",
+     "models[0].context_window: must be <= 100000000"),
+    ("server: {max_connections: 1000000000000}\n", "server.max_connections: must be <= 1000000"),
+    ("gateway: {max_response_bytes: 100000000000000}\n", "max_response_bytes: must be <= "),
+    ("gateway: {max_sse_line_bytes: 100000000000000}\n", "max_sse_line_bytes: must be <= "),
+    ("gateway: {max_upstream_connections: 1000000000}\n", "must be <= 100000"),
+    ("gateway: {failure_threshold: 1000000000}\n", "gateway.failure_threshold: must be <= 1000"),
+    ("store: {retention_days: 1.0e+300}\n", "store.retention_days: must be <= 36525"),
+    ("governance: {max_output_tokens: 10000000000}\n", "max_output_tokens: must be <="),
+    ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1000000"),
+    ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9223372036854775807"),
     ("cache: {ttl: 5}\n", "cache.ttl: is not a known key (check its spelling); known keys "
                           "here: size, ttl_seconds"),
     ("policy: nonsense\n", "policy: 'nonsense' has no bundled weights"),
@@ -139,6 +156,13 @@ def test_a_secret_pasted_where_a_variable_name_goes_is_not_repeated(tmp_path: Pa
     message = error_of(tmp_path, text)
     assert "must be the name of the environment variable" in message
     assert secret not in message and secret[:12] not in message
+
+
+def test_a_reload_refuses_an_unbounded_value_too(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "cache: {size: 10}\n"), environ={})
+    write(tmp_path, "cache: {size: 10}\nmax_request_bytes: 100000000000000\n")
+    with pytest.raises(ConfigError, match="max_request_bytes: must be <= 1073741824"):
+        settings.reloaded()
 
 
 def test_env_errors_say_which_variable(tmp_path: Path) -> None:

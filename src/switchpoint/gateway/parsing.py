@@ -29,6 +29,7 @@ from pydantic import (
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import invalid_from_validation
+from switchpoint.catalog import MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 
 AUTO_MODEL = "auto"
@@ -37,9 +38,6 @@ AUTO_MODEL = "auto"
 MAX_DEPTH = 64
 # How many models a request may name in ``models``.
 MAX_MODELS = 64
-# The largest output cap (max_tokens, max_completion_tokens) a request may name: far beyond any
-# model's, so only a mistake is refused.
-MAX_OUTPUT_TOKENS = 100_000_000
 # Fields of the body that are the gateway's, not the upstream's: removed before forwarding.
 GATEWAY_FIELDS = ("models",)
 # A \uD800-\uDFFF escape: the only way JSON text can carry a surrogate.
@@ -79,11 +77,11 @@ class ChatRequest(BaseModel):
         description="With model 'auto': the catalog models the router may choose among (the "
                     "header x-switchpoint-models does the same). Not forwarded upstream.")
     max_tokens: StrictInt | None = Field(
-        None, ge=1, le=MAX_OUTPUT_TOKENS,
+        None, ge=1, le=MAX_TOKENS,
         description="The most tokens the answer may have (its cost is reserved against "
                     "budgets at this size).")
     max_completion_tokens: StrictInt | None = Field(
-        None, ge=1, le=MAX_OUTPUT_TOKENS, description="OpenAI's newer name for max_tokens.")
+        None, ge=1, le=MAX_TOKENS, description="OpenAI's newer name for max_tokens.")
 
 
 _FIELDS = list(ChatRequest.model_fields)

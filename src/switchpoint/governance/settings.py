@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from switchpoint.catalog import MAX_TOKENS
 from switchpoint.governance.budgets import check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig
 
@@ -172,9 +173,9 @@ class GovernanceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_output_tokens: int = Field(4096, ge=1)
+    max_output_tokens: int = Field(4096, ge=1, le=MAX_TOKENS)
     output_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
-    image_tokens: int = Field(2000, ge=0)
+    image_tokens: int = Field(2000, ge=0, le=1_000_000)
     warning_threshold: float = Field(0.8, gt=0, le=1)
 
 
