@@ -91,3 +91,19 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
                      "--url", server.base]) == 0
         assert "replaced an earlier outcome" in (said := capsys.readouterr().out)
         assert "at 0.02 USD (as given)" in said
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--score", "0.5", "--cost", "inf"], "--cost: 'inf' is not a cost"),
+    (["--score", "0.5", "--comment", "x" * 100_000], "comment: is 100000 characters"),
+    (["--success", "--tenant", " "], "--tenant: must be a non-empty tenant name"),
+    (["--success"], "does not exist, so it holds no decision"),
+])
+def test_offline_feedback_refused_creates_no_data_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+        needle: str) -> None:
+    data_dir = tmp_path / "new" / "dir"
+    assert main(["feedback", "abc", *argv, "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "new").exists()

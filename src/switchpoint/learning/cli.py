@@ -6,7 +6,9 @@ explicit step that folds them into new shared weights.
 client keys), which learns at once. Without it, it works on the state in ``data_dir`` (the
 config's, or ``--data-dir``): it loads the router as the service would, replays the feedback
 log, learns the outcome and appends it to the log; a service running on that ``data_dir``
-learns it at its next reload (``POST /v1/router/reload``) or restart.
+learns it at its next reload (``POST /v1/router/reload``) or restart. Every argument is
+checked first, and a ``data_dir`` that does not exist is an error, so a refused command creates
+no file.
 
 ``learn --export DIR`` writes a new weights package: the configured weights with one tenant's
 outcomes (``--tenant``, default the deployment's own) folded in. The service's weights never
@@ -20,10 +22,11 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from switchpoint.errors import InvalidInputError
-from switchpoint.learning.events import MAX_ANSWER_COST, check_cost
+from switchpoint.learning.events import MAX_ANSWER_COST, check_cost, check_tenant
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -78,12 +81,24 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.url is not None:
         return _feedback_over_http(args, score, success)
     from switchpoint.gateway import Gateway
+    from switchpoint.gateway.learning import check_comment, check_decision_id
 
+    # Every argument is checked before the state is opened: a refused command writes nothing.
+    cost = _cost(args)
+    check_decision_id(args.decision_id)
+    check_comment(args.comment)
+    if args.tenant is not None:
+        check_tenant(args.tenant, "--tenant")
     settings = _settings(args)
+    data_dir = Path(settings.data_dir)
+    if not data_dir.is_dir():
+        raise InvalidInputError("--data-dir" if args.data_dir else "data_dir",
+                                f"{data_dir} does not exist, so it holds no decision to give "
+                                "feedback on; point it at the data_dir of the service that "
+                                "made the decision (or give --url to reach that service)")
     with Gateway.from_config(settings, serves_chat=False) as gateway:
         result = gateway.report_outcome(args.decision_id, score, success, model=args.model,
-                                        comment=args.comment, tenant=args.tenant,
-                                        cost=_cost(args))
+                                        comment=args.comment, tenant=args.tenant, cost=cost)
     out = result.to_dict()
     if args.json:
         _print_json(out)
