@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
 def path_problem(path: Path) -> str | None:
     """Why ``path`` cannot be created, when a file stands where a directory of its path should
-    be (the system says only "File exists" or "Not a directory"); else ``None``."""
-    for folder in reversed(path.parents):
-        if folder.exists() and not folder.is_dir():
+    be (the system says only "File exists" or "Not a directory"), when a part of it cannot be
+    looked at, or when a part yet to be made has a name longer than the file system allows;
+    else ``None``."""
+    found = Path(path.anchor or ".")
+    for folder in [*reversed(path.parents), path]:
+        try:
+            folder.stat()
+        except FileNotFoundError:
+            if len(os.fsencode(folder.name)) > _name_max(found):
+                return (f"the name {folder.name[:20]}... ({len(folder.name)} characters) is "
+                        f"longer than the file system allows ({_name_max(found)} bytes)")
+            continue
+        except OSError as exc:  # a name too long, a loop of links, no permission
+            return f"its path goes through {folder}, which cannot be used ({exc.strerror})"
+        if folder == path:
+            break
+        if not folder.is_dir():
             if folder == path.parent:
                 return f"its parent {folder} is not a directory"
             return f"its path goes through {folder}, which is not a directory"
+        found = folder
     return None
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` takes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def write_problem(path: Path, exc: OSError) -> str:

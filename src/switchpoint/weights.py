@@ -89,7 +89,11 @@ def check_weights_target(path: str | Path) -> Path:
     if target.name in ("", ".", ".."):
         raise WeightsError(target, "names no directory of its own; give the weights a "
                                    "directory name, e.g. ./weights")
-    if not target.exists():
+    try:
+        exists = target.exists()
+    except OSError as exc:  # a name too long for the file system, say
+        raise _unwritable(target, exc.strerror or str(exc)) from None
+    if not exists:
         problem = path_problem(target)
         if problem is not None:
             raise _unwritable(target, problem)

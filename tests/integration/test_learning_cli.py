@@ -107,3 +107,12 @@ def test_offline_feedback_refused_creates_no_data_dir(
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err, err
     assert not (tmp_path / "new").exists()
+
+
+def test_learn_to_a_name_too_long_is_a_clean_error(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / ("w" * 300)
+    assert main(["learn", "--export", str(target), "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "File name too long" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

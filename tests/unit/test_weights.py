@@ -410,3 +410,13 @@ def test_fit_knn_package_round_trip(
     _replace_array(path, "examples/examples.npy", np.ones((40, 10), np.float32))
     with pytest.raises(WeightsError, match="dimension 384"):
         load_weights(path)
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "x" * 300 + "/sub", "ok/" + "y" * 300])
+def test_a_name_too_long_for_the_file_system_is_a_weights_error(tmp_path: Path,
+                                                                name: str) -> None:
+    from switchpoint.weights import check_weights_target
+
+    with pytest.raises(WeightsError, match="cannot write a weights package there"):
+        check_weights_target(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
