@@ -1,7 +1,9 @@
-"""Why a file or directory cannot be written, in words a person can act on."""
+"""Why a file or directory cannot be written, in words a person can act on; and state files
+made for the owner alone (they hold prompts' vectors, feedback comments and key hashes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -44,3 +46,19 @@ def write_problem(path: Path, exc: OSError) -> str:
     """Why writing ``path`` failed with ``exc``: :func:`path_problem`, else the system's
     reason."""
     return path_problem(path) or exc.strerror or str(exc)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory, made (with its parents) readable by its owner alone (0700) when
+    it does not exist yet; an existing one keeps its mode."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """``path``, created empty and readable by its owner alone (0600) when it does not exist
+    yet, so a database opened on it afterwards (and SQLite's -wal and -shm files, which take
+    its mode) is private; an existing file keeps its mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    return path

@@ -98,3 +98,23 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
         assert len(entries) == 6
     finally:
         server.terminate()
+
+
+def test_the_state_switchpoint_makes_is_its_owners_alone(gw_fake: FakeProviderProcess,
+                                                         tmp_path: Path) -> None:
+    from switchpoint.config import load_settings
+    from switchpoint.gateway import Gateway
+    from tests.integration.gateway_env import FACTORY
+
+    config = tmp_path / "switchpoint.yaml"
+    data = tmp_path / "made" / "data"
+    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
+    with Gateway(load_settings(config, environ={}), loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        gateway.route("What is 2 + 2?")
+        gateway.governor.keys.list()  # opens keys.db
+        assert data.stat().st_mode & 0o777 == 0o700
+        made = sorted(p.name for p in data.iterdir() if p.suffix == ".db")
+        assert {"switchpoint.db", "sessions.db", "keys.db"} <= set(made)
+        assert {p.name: p.stat().st_mode & 0o777 for p in data.iterdir()} == {
+            p.name: 0o600 for p in data.iterdir()}

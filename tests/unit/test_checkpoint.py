@@ -208,3 +208,12 @@ def test_the_disk_figure_counts_the_checkpoint_with_the_databases(tmp_path: Path
     size = write_checkpoint(tmp_path / CHECKPOINT_FILENAME,
                             Checkpoint("k", 1, "e1", State({}, {"x": np.zeros(50)})))
     assert disk_usage(tmp_path)["db_bytes"] == 100 + size
+
+
+def test_the_checkpoint_is_readable_by_its_owner_alone(fake_embedder: FakeEmbedder,
+                                                        tmp_path: Path) -> None:
+    package = two_kinds_package(fake_embedder)
+    learner = Learner(package.policy, LearningSettings())
+    path = tmp_path / "learning.checkpoint"
+    write_checkpoint(path, Checkpoint("k", 1, "e1", learner.state()))
+    assert path.stat().st_mode & 0o777 == 0o600

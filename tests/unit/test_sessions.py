@@ -378,3 +378,11 @@ def test_pin_changes_the_database_refuses_are_written_once_it_takes_writes(
         time.sleep(0.05)
     store._db = disk.conn
     store.close()
+
+
+def test_the_pins_file_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    store = SQLitePinStore(tmp_path / "sessions.db")
+    try:
+        assert (tmp_path / "sessions.db").stat().st_mode & 0o777 == 0o600
+    finally:
+        store.close()

@@ -44,6 +44,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from switchpoint._files import private_file
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.gateway.capabilities import Needs
@@ -205,6 +206,8 @@ class SQLitePinStore:
         self.cache_entries = cache_entries
         self._db_lock = threading.Lock()  # the connection: the writer, misses, purge, count
         try:
+            if self.path != ":memory:":
+                private_file(Path(self.path))
             self._db = sqlite3.connect(self.path, check_same_thread=False,
                                        isolation_level=None)
             if self.path != ":memory:":
@@ -212,7 +215,7 @@ class SQLitePinStore:
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(self.SCHEMA)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the session pins ({exc}); check that "
                              "data_dir is writable and its disk has space") from None
         # What the store knows (None: known to have no pin), most recently used last; and

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import re
 import secrets
 import sqlite3
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from switchpoint._files import private_dir, private_file
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -301,10 +301,7 @@ class KeyStore:
         if self._conn is not None:
             return self
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-                os.close(fd)
+            private_file(private_dir(self.path.parent) / self.path.name)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
