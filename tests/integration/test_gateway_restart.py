@@ -118,3 +118,19 @@ def test_the_state_switchpoint_makes_is_its_owners_alone(gw_fake: FakeProviderPr
         assert {"switchpoint.db", "sessions.db", "keys.db"} <= set(made)
         assert {p.name: p.stat().st_mode & 0o777 for p in data.iterdir()} == {
             p.name: 0o600 for p in data.iterdir()}
+
+
+def test_serve_makes_its_state_its_owners_alone(gw_fake: FakeProviderProcess,
+                                                tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    data = tmp_path / "fresh" / "data"
+    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
+    server = start(config, data)  # serve opens the request log before anything else
+    try:
+        openai_client(server).chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hi"}])
+        assert data.stat().st_mode & 0o777 == 0o700
+        modes = {p.name: p.stat().st_mode & 0o777 for p in data.iterdir()}
+        assert "switchpoint.db" in modes and set(modes.values()) == {0o600}, modes
+    finally:
+        server.terminate()

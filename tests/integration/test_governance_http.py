@@ -539,3 +539,8 @@ def test_an_open_config_refuses_a_public_address(tmp_path: Path) -> None:
     explicit = load_settings(overrides={"data_dir": str(tmp_path),
                                         "allow_unauthenticated": True}, environ={})
     assert exposure_problem(explicit, "0.0.0.0") is None
+
+
+def test_a_cursor_past_64_bits_is_a_400(gov: ThreadServer) -> None:
+    r = httpx.get(f"{gov.base}/v1/router/requests", params={"cursor": 2**63}, headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "cursor"

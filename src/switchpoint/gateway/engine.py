@@ -51,7 +51,7 @@ import anyio.to_thread
 import numpy as np
 
 import switchpoint.gateway.accounting as accounting
-from switchpoint._files import private_dir, private_file
+from switchpoint._files import private_dir
 from switchpoint.catalog import Catalog
 from switchpoint.config import GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
@@ -200,8 +200,6 @@ class Gateway:
         path = Path(self.state.settings.data_dir)
         try:  # the state is its owner's alone: data_dir 0700 when made here, its files 0600
             private_dir(path)
-            if self.store is not None:
-                private_file(Path(self.store.path))
         except OSError as exc:
             raise StoreError(f"{path}: cannot create the state there ({exc}); check that "
                              "data_dir is a writable directory with free space") from None

@@ -170,8 +170,12 @@ def install(app: FastAPI) -> None:
 
     async def request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, (RequestValidationError, ValidationError))
+        errors = list(exc.errors())
+        if isinstance(exc, RequestValidationError):  # a query or path parameter is named as is
+            errors = [{**e, "loc": tuple(e["loc"])[1:]}
+                      if tuple(e["loc"])[:1] in (("query",), ("path",)) else e for e in errors]
         return render(request, answer_for(invalid_from_validation(
-            list(exc.errors()), body_fields(request), "request")))
+            errors, body_fields(request), "request")))
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
@@ -473,7 +474,9 @@ class SQLiteStore:
         if self._writer is not None:
             return self
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Its owner's alone (it holds prompts' vectors and feedback comments): a new file
+            # is 0600 (SQLite's -wal and -shm take its mode), a new data_dir 0700.
+            private_file(private_dir(self.path.parent) / self.path.name)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             # A new file frees the pages of pruned rows back to the disk on demand (it must be
             # set before the first table exists).

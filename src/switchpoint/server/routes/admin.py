@@ -197,7 +197,7 @@ async def model_health(request: Request) -> dict[str, Any]:
             summary="The request log, newest first, a page at a time")
 async def requests(request: Request,
                    limit: int = Query(50, ge=1, le=500, description="Entries per page."),
-                   cursor: int | None = Query(None, ge=0,
+                   cursor: int | None = Query(None, ge=0, le=2**63 - 1,
                                               description="next_cursor of the previous page."),
                    ) -> JSONResponse:
     store = get_service(request).store
