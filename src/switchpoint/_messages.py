@@ -1,7 +1,7 @@
 """Plain-English reasons for pydantic validation errors, shared by the config and the HTTP API.
 
 ``key_path(("models", 0, "input_per_mtok"))`` is ``models[0].input_per_mtok``; ``reason(err)``
-turns one pydantic error into ``must be >= 0, got -1``.
+turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` is ``3 prompts``.
 """
 
 from __future__ import annotations
@@ -109,3 +109,8 @@ def _at(param: str, path: str, message: str) -> InvalidInputError:
     if path != param:
         error.args = (f"{path}: {message}",)
     return error
+
+
+def plural(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1 (``1 prompt``, ``3 prompts``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

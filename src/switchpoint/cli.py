@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from switchpoint._json import loads
+from switchpoint._messages import plural
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -73,9 +74,6 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
             params[key.replace("-", "_")] = raw
     return params
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _feedback(args: argparse.Namespace) -> StderrProgress:
@@ -257,7 +255,7 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
     # Decisions stream to a pipe as they are made; a file (or a terminal) gets them at the end.
     stream = output is None and not stream_is_terminal(sys.stdout)
     lines: list[str] = []
-    stage = f"routing {_count(len(rows), 'prompt')}" + (
+    stage = f"routing {plural(len(rows), 'prompt')}" + (
         f" at {len(weights)} cost weights" if len(weights) > 1 else "")
     feedback(stage, 0, len(rows))
     for start in range(0, len(rows), PROGRESS_CHUNK):
@@ -296,8 +294,8 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
     elif not stream:
         sys.stdout.writelines(line + "\n" for line in lines)
         sys.stdout.flush()
-    feedback.note(f"wrote {_count(count, 'decision')} ({_count(len(rows), 'prompt')} x "
-                  f"{_count(len(weights), 'cost weight')}) to {output or 'stdout'}")
+    feedback.note(f"wrote {plural(count, 'decision')} ({plural(len(rows), 'prompt')} x "
+                  f"{plural(len(weights), 'cost weight')}) to {output or 'stdout'}")
     return 0
 
 

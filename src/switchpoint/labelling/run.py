@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._messages import plural
 from switchpoint._progress import ProgressFn
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import (
@@ -127,7 +128,7 @@ class LabelReport:
     def summary(self) -> str:
         """A few lines for a person: what was labelled, the calls, failures and cost."""
         judge = f" (judge: {self.judge})" if self.judge else ""
-        lines = [f"labelled {self.labelled} of {_count(self.prompts, 'prompt')} with "
+        lines = [f"labelled {self.labelled} of {plural(self.prompts, 'prompt')} with "
                  f"{', '.join(self.models)}{judge} into {self.out}"
                  + (f"; {self.already_labelled} "
                     f"{'was' if self.already_labelled == 1 else 'were'} already there"
@@ -140,7 +141,7 @@ class LabelReport:
             if self.judge_reminders:
                 calls += f" ({self.judge_reminders} with a format reminder)"
         if self.reused:
-            calls += f"; {_count(self.reused, 'answer')} reused from an interrupted run"
+            calls += f"; {plural(self.reused, 'answer')} reused from an interrupted run"
         lines.append(calls)
         if self.mean_scores:
             lines.append("mean score: " + ", ".join(f"{m} {s:.3f}"
@@ -155,7 +156,7 @@ class LabelReport:
                 lines.append(f"  ... and {len(self.failures) - SHOWN_FAILURES} more, in "
                              f"{jr.journal_path(self.out)}")
         if self.remaining:
-            lines.append(f"{_count(self.remaining, 'prompt')} not labelled yet: run the same "
+            lines.append(f"{plural(self.remaining, 'prompt')} not labelled yet: run the same "
                          "command again to retry (answers already scored are kept)")
         return "\n".join(lines)
 
@@ -417,9 +418,9 @@ class _Run:
         self.total = len(units)
         n = len({u.prompt.id for u in units})
         judge = f", judged by {self.plan.judge.model}" if self.plan.judge else ""
-        self.stage = (f"labelling {_count(n, 'prompt')} with "
-                      f"{_count(len(self.plan.models), 'model')} "
-                      f"({_count(self.total, 'answer')}{judge})")
+        self.stage = (f"labelling {plural(n, 'prompt')} with "
+                      f"{plural(len(self.plan.models), 'model')} "
+                      f"({plural(self.total, 'answer')}{judge})")
         if self.progress is not None:
             self.progress(self.stage, 0, self.total)
         queue: asyncio.Queue[_Unit] = asyncio.Queue()
@@ -545,9 +546,6 @@ def _content(reply: ChatCompletion) -> str:
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
     return ""
 
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _message(exc: GatewayError) -> str:
