@@ -90,6 +90,9 @@ MAX_BYTES = 1 << 30
 # The shortest admin token accepted: anything shorter is guessable.
 MIN_ADMIN_TOKEN = 16
 
+# The longest a configured wait (a timeout, a backoff, a cooldown) and a session pin may be.
+MAX_WAIT_S = 86_400.0
+MAX_PIN_S = 366 * 86_400.0
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -253,10 +256,10 @@ class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_connections: int = Field(1000, ge=1, le=1_000_000)
-    header_timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False)
-    body_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
-    keep_alive_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
-    write_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    header_timeout_s: float = Field(10.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    body_timeout_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    keep_alive_timeout_s: float = Field(5.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    write_timeout_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_header_bytes: int = Field(16_384, ge=1024, le=1 << 20)
     backlog: int = Field(128, ge=1, le=65_535)
 
@@ -283,29 +286,29 @@ class GatewaySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    connect_timeout_s: float = Field(5.0, gt=0, allow_inf_nan=False)
-    read_timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
-    first_token_timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    connect_timeout_s: float = Field(5.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    read_timeout_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    first_token_timeout_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_attempts_per_model: int = Field(2, ge=1, le=10)
-    backoff_base_s: float = Field(0.25, ge=0, allow_inf_nan=False)
-    backoff_cap_s: float = Field(4.0, ge=0, allow_inf_nan=False)
-    max_retry_after_s: float = Field(10.0, ge=0, allow_inf_nan=False)
-    max_total_s: float = Field(120.0, gt=0, allow_inf_nan=False)
+    backoff_base_s: float = Field(0.25, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    backoff_cap_s: float = Field(4.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_retry_after_s: float = Field(10.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_total_s: float = Field(120.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     prefer_healthy: bool = True
     failure_threshold: int = Field(5, ge=1, le=1000)
     error_rate_threshold: float = Field(0.5, ge=0, le=1)
-    cooldown_s: float = Field(30.0, gt=0, allow_inf_nan=False)
-    max_cooldown_s: float = Field(300.0, gt=0, allow_inf_nan=False)
+    cooldown_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_cooldown_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     degraded_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
-    pin_hard_window_s: float = Field(300.0, ge=0, allow_inf_nan=False)
-    pin_soft_window_s: float = Field(1800.0, ge=0, allow_inf_nan=False)
+    pin_hard_window_s: float = Field(300.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
+    pin_soft_window_s: float = Field(1800.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
     pin_soft_bonus: float = Field(0.5, ge=0, allow_inf_nan=False)
     max_upstream_connections: int = Field(256, ge=1, le=100_000)
     # 32 MiB: a long answer is ~0.5 MB of JSON, and logprobs multiply it by ~50 at most.
     max_response_bytes: int = Field(32 << 20, ge=1024, le=MAX_BYTES)
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
     max_sse_line_bytes: int = Field(1 << 20, ge=1024, le=MAX_BYTES)
-    pin_purge_interval_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    pin_purge_interval_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:

@@ -398,6 +398,9 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
     ({"tenant": "acme", "name": "ok\u0000"}, "name", "holds U+0000 (character 3)"),
     ({"tenant": "acme", "name": "a\u202eb"}, "name", "holds U+202E"),
     ({"tenant": "acme", "name": "a\u2028b"}, "name", "holds U+2028"),
+    ({"tenant": "acme", "name": "a\u3164b"}, "name", "holds U+3164"),  # a Hangul filler
+    ({"tenant": "acme", "name": "a\ufe0fb"}, "name", "holds U+FE0F"),  # a variation selector
+    ({"tenant": "acme", "name": "a\ue000b"}, "name", "holds U+E000"),  # private use
     ({"tenant": "acme", "colour": "red"}, "colour",
      "not a field of this request; the fields are tenant, name, budget, rpm, tpm, models"),
 ])
@@ -413,7 +416,7 @@ def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: d
 
 
 def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadServer) -> None:
-    issued = new_key(gov, budget="3/day")
+    issued = new_key(gov, budget="3/day", tpm=100_000)
     c = client(gov, issued["key"])
     charged = []
     for prompt, completion, stream in ((-10**9, -10**9, False), (10**30, 5, False),
@@ -433,13 +436,16 @@ def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadSer
                 model="cheap", messages=user(text), max_tokens=50)
             entry = admin_log(gov, raw.headers["x-switchpoint-request-id"])
             assert float(raw.headers["x-switchpoint-charged"]) == entry["charged_usd"]
+        # what the log (and the reports) say it cost is never past what was charged
+        assert entry["cost_usd"] is None or entry["cost_usd"] <= entry["charged_usd"]
         charged.append(entry["charged_usd"])
     # Never negative, never past the hold: each misreport is the same worst case; the last
     # answer's believable usage is charged as reported.
     *misreported, believed = charged
     assert min(misreported) > 0 and max(misreported) == pytest.approx(min(misreported))
     assert 0 < believed < min(misreported), charged
-    # The store took every entry, and takes the next one (no transaction left open).
+    # The store took every entry, and takes the next one (no transaction left open); 18M
+    # reported tokens did not fill the key's 100,000 tokens a minute either.
     c.chat.completions.create(model="cheap", messages=user("after"), max_tokens=50)
     budgets = httpx.get(f"{gov.base}/v1/router/budgets", headers=ADMIN).json()["data"]
     spent = next(b for b in budgets if b["account"] == f"key:{issued['id']}")["spent_usd"]

@@ -302,6 +302,16 @@ def test_an_arm_narrowing_to_models_the_weights_lack_is_refused_without_a_catalo
     experiments["x"]["arms"]["a"]["models"] = ["cheap"]
     assert factory(load_settings(overrides={"weights": str(tmp_path / "w"),
                                             "experiments": experiments})).models == MODELS
+    # An arm with a policy of its own is checked against that policy's weights, when they load.
+    package.save(tmp_path / "alt")
+    arm = {"a": {}, "b": {"policy": "alt", "models": ["cheap", "zzz"]}}
+    with_policy = load_settings(overrides={"weights": str(tmp_path / "w"),
+                                           "policies": {"alt": str(tmp_path / "alt")},
+                                           "experiments": {"x": {"arms": arm}}})
+    assert factory(with_policy).models == MODELS  # the live weights: not its arm
+    with pytest.raises(ConfigError) as bad:
+        factory(with_policy, "alt")
+    assert bad.value.key == "experiments.x.arms.b.models[1]"
 
 
 def test_an_answer_priced_far_beyond_its_models_prices_does_not_teach_its_cost(

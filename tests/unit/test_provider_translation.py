@@ -39,6 +39,7 @@ from switchpoint.gateway.providers.base import (
     TokenUsage,
     classify_status,
     parse_retry_after,
+    upstream_json,
 )
 from switchpoint.gateway.providers.openai import api_key, rejects_stream_options, upstream_body
 from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
@@ -280,7 +281,10 @@ def test_usage_that_cannot_be_true_is_not_believed(usage: dict[str, object]) -> 
     {"input_tokens": -5, "output_tokens": 3}, {"input_tokens": 5, "output_tokens": 2**64},
     {"input_tokens": 5, "output_tokens": 3, "cache_read_input_tokens": 1.5},
     # a sum that looks fine is still not believed
-    {"input_tokens": 10**30, "cache_read_input_tokens": -10**30, "output_tokens": 3}])
+    {"input_tokens": 10**30, "cache_read_input_tokens": -10**30, "output_tokens": 3},
+    # missing or falsy counts are not zero tokens
+    {}, {"input_tokens": False, "output_tokens": False}, {"input_tokens": 0.0, "output_tokens": 0},
+    {"input_tokens": 5}, {"input_tokens": None, "output_tokens": 3}])
 def test_anthropic_usage_that_cannot_be_true_is_not_believed(usage: dict[str, object]) -> None:
     message = {"id": "msg_1", "model": "claude-x-1", "stop_reason": "end_turn",
                "content": [{"type": "text", "text": "hi"}], "usage": usage}
@@ -310,6 +314,44 @@ def test_anthropic_answer_to_openai_keeps_toolu_ids() -> None:
 
 def _events(*pairs: tuple[str, dict[str, Any]]) -> list[SSEEvent]:
     return [SSEEvent(json.dumps(p), e) for e, p in pairs]
+
+
+@pytest.mark.parametrize(("start", "delta"), [
+    ({}, {}), ({"input_tokens": 5, "output_tokens": 2.7}, {}),
+    ({"input_tokens": 5}, {"output_tokens": -1}), ("str", {"output_tokens": 3})])
+def test_an_anthropic_stream_whose_usage_cannot_be_true_reports_none(
+        start: object, delta: object) -> None:
+    d = AnthropicChunkDecoder("claude")
+    chunks = [c for e in _events(
+        ("message_start", {"type": "message_start", "message": {"id": "m", "usage": start}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                           "usage": delta}),
+        ("message_stop", {"type": "message_stop"})) for c in d.feed(e)]
+    assert chunks[-1]["usage"] is None  # charged its worst case
+
+
+@pytest.mark.parametrize("message", [
+    {"id": "m", "usage": {"input_tokens": 5, "output_tokens": 1}, "content": "x"},
+    {"id": ["not", "a", "string"], "model": 3, "usage": [1, 2]}])
+def test_an_anthropic_event_that_does_not_read_as_the_api_is_a_broken_stream(
+        message: object) -> None:
+    d = AnthropicChunkDecoder("claude")
+    event = SSEEvent(json.dumps({"type": "content_block_start", "index": "zero",
+                                 "content_block": {"type": "tool_use"}}), "content_block_start")
+    d.feed(SSEEvent(json.dumps({"type": "message_start", "message": message}),
+                    "message_start"))
+    with pytest.raises(StreamBroken, match="does not read as the Messages API"):
+        d.feed(event)
+
+
+@pytest.mark.parametrize("text", ['{"usage": {"prompt_tokens": NaN}}', '{"a": Infinity}',
+                                  '{"a": -Infinity}', '{"a": 1e400}'])
+def test_upstream_json_refuses_numbers_an_answer_cannot_relay(text: str) -> None:
+    with pytest.raises(ValueError):
+        upstream_json(text)
+    assert upstream_json('{"a": 1.5e300, "b": -2}') == {"a": 1.5e300, "b": -2}
 
 
 def test_anthropic_stream_events_become_openai_chunks() -> None:

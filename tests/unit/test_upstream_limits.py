@@ -110,6 +110,9 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
     ("password=hunter2hunter2&user=x", "hunter2hunter2"),
     ("aws AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
     ("GET /v1/router/keys/sp-3f9a1c0b7e_" + "Q" * 43, "Q" * 43),
+    # glued to what stands before it (a pasted key after an id, or a stray letter)
+    ("id: 'xsp-3f9a1c0b7e_" + "R" * 43 + "' is not a key id", "R" * 12),
+    ("3f9a1c0b7esp-3f9a1c0b7e_" + "S" * 43, "S" * 12),
 ])
 def test_credential_shapes_are_redacted(text: str, gone: str) -> None:
     cleaned = redact(text)

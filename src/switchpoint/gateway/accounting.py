@@ -96,6 +96,10 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
     reasoning = plan.reasoning + _skipped_notes(attempts)
     latency_ms = round((time.perf_counter() - plan.started) * 1e3, 3)
     ttft = None if ttft_ms is None else round(ttft_ms, 3)
+    if ledger is not None and ledger[1] is not None and cost_usd is not None:
+        # Usage priced past the budget's hold is not believed (the charge is the hold): the
+        # log, the reports and the client's usage.cost say what was charged.
+        cost_usd = min(cost_usd, ledger[1])
     request = RequestRecord(
         id=plan.request_id, ts=plan.ts, session_id=plan.session,
         requested_model=plan.requested, routed_model=plan.routed_model, model=model,

@@ -86,8 +86,11 @@ class RouterFactory:
                         f"({', '.join(package.models)}); name one of them, or give every "
                         "model input_per_mtok and output_per_mtok so a model without a "
                         "profile is routed by tier and price")
-        if catalog is None:
-            _check_arm_models(settings, package.models, package.weights_id)
+        if catalog is None:  # an arm routes with these weights: the live ones, or its policy's
+            name = policy if policy is not None else (
+                package.policy.name if settings.weights is not None else settings.policy)
+            routed_here: set[str | None] = {name} if policy is not None else {None, name}
+            _check_arm_models(settings, package.models, package.weights_id, routed_here)
         with self._lock:
             embedder = self._embedders.get(package.embedder_id)
             if embedder is None:
@@ -101,13 +104,15 @@ class RouterFactory:
         return router
 
 
-def _check_arm_models(settings: Settings, models: list[str], weights_id: str) -> None:
+def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
+                      policies: set[str | None]) -> None:
     """Without a catalog the routable models are the weights' own: an experiment arm that
-    narrows to others (and routes with these weights) could never route."""
+    routes with these weights (its ``policy`` is among ``policies``; None: the live one) and
+    narrows to other models could never route."""
     for name, experiment in settings.experiments.items():
         for arm_name, arm in experiment.arms.items():
-            if arm.policy is not None:
-                continue  # routes with its own policy's weights
+            if arm.policy not in policies:
+                continue
             for j, model in enumerate(arm.models or []):
                 if model not in models:
                     raise ConfigError(

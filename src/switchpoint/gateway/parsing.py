@@ -3,10 +3,10 @@
 The body is read as strictly as a routing request: numbers must be finite (no ``NaN``,
 ``Infinity`` or ``1e999``), nesting is bounded, strings must be valid Unicode (no lone
 surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tokens``,
-``max_completion_tokens``: whole numbers from 1, as OpenAI requires) and the gateway's own
-``models`` field are checked by :class:`ChatRequest`. Every other field (temperature, tools,
-response_format, ...) goes upstream exactly as sent, so the dict returned is the body as the
-client wrote it, minus the gateway's own fields.
+``max_completion_tokens``: whole numbers from 1, as OpenAI requires), ``n`` (1 to 128) and the
+gateway's own ``models`` field are checked by :class:`ChatRequest`. Every other field
+(temperature, tools, response_format, ...) goes upstream exactly as sent, so the dict returned
+is the body as the client wrote it, minus the gateway's own fields.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ AUTO_MODEL = "auto"
 MAX_DEPTH = 64
 # How many models a request may name in ``models``.
 MAX_MODELS = 64
+# The most answers one request may ask for (``n``), as OpenAI allows.
+MAX_CHOICES = 128
 # Fields of the body that are the gateway's, not the upstream's: removed before forwarding.
 GATEWAY_FIELDS = ("models",)
 # A \uD800-\uDFFF escape: the only way JSON text can carry a surrogate.
@@ -82,6 +84,10 @@ class ChatRequest(BaseModel):
                     "budgets at this size).")
     max_completion_tokens: StrictInt | None = Field(
         None, ge=1, le=MAX_TOKENS, description="OpenAI's newer name for max_tokens.")
+    n: StrictInt | None = Field(
+        None, ge=1, le=MAX_CHOICES,
+        description="How many answers to write (each is held against budgets at the output "
+                    "cap, and billed).")
 
 
 _FIELDS = list(ChatRequest.model_fields)

@@ -39,7 +39,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=:-]{8,}"), r"\1\2" + MASK),
     # Key-shaped strings: OpenAI/Anthropic/OpenRouter/DeepSeek style and other vendors'.
     (re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"), "sk-" + MASK),
-    (re.compile(r"\b(sp-[0-9a-f]{10}_)[A-Za-z0-9_-]{8,}"), r"\1" + MASK),  # switchpoint's keys
+    # switchpoint's keys, wherever they stand (their shape is exact, so glued to other text too)
+    (re.compile(r"(sp-[0-9a-f]{10}_)[A-Za-z0-9_-]{8,}"), r"\1" + MASK),
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
     (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK),
     (re.compile(r"\b(?:gsk|xai|hf|ghp|gho|glpat|r8|pplx|csk|fw)[-_][A-Za-z0-9_-]{16,}"), MASK),

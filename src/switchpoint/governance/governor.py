@@ -786,6 +786,8 @@ class Governor:
                         "than governance.image_tokens, or an upstream that ignores the output "
                         "cap or misreports its usage?)", request_id, card.name, charged, worst)
             charged = worst
+        if tokens is not None and ticket.tokens:
+            tokens = min(tokens, ticket.tokens)  # likewise a rate window: never past the hold
         accounts = settle_accounts(ticket.key_id, ticket.tenant, card.name, card.provider)
         if not self.ledger.settle(ticket, charged_usd=charged, accounts=accounts,
                                   tokens=tokens):

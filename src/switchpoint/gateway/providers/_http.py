@@ -9,7 +9,6 @@ carried are redacted from whatever the upstream said about it."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -33,6 +32,7 @@ from switchpoint.gateway.providers.base import (
     classify_status,
     decode_body,
     is_content_chunk,
+    upstream_json,
 )
 from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 from switchpoint.gateway.redact import header_secrets, redact, redact_value
@@ -162,7 +162,7 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
         raise classify_status(response.status_code, decode_body(raw, secrets),
                               response.headers, model=model)
     try:
-        data = json.loads(raw)
+        data = upstream_json(raw)
     except (ValueError, RecursionError) as exc:
         raise MalformedResponse(f"the {response.status_code} answer is not JSON",
                                 model=model, status=response.status_code,

@@ -264,21 +264,30 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
     return body
 
 
-def _usage(usage: object, output_tokens: int | None = None) -> dict[str, Any] | None:
-    if not isinstance(usage, Mapping):
+def _usage(usage: object) -> dict[str, Any] | None:
+    """The OpenAI usage of a Messages API ``usage``; None (not believed: the answer is charged
+    its worst case) unless ``input_tokens`` and ``output_tokens`` are there and every count is
+    a whole number from 0 to ``MAX_REPORTED_TOKENS`` (the cache counts may be left out)."""
+    if not isinstance(usage, Mapping) or not all(k in usage for k in _REQUIRED_USAGE):
         return None
-
-    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-            *(("output_tokens",) if output_tokens is None else ()))
-    counts = {key: usage.get(key) or 0 for key in keys}
-    if not all(is_token_count(value) for value in (*counts.values(), output_tokens or 0)):
-        return None  # not believed: the answer is charged its worst case
+    counts: dict[str, int] = {}
+    for key in (*_REQUIRED_USAGE, *_CACHE_USAGE):
+        value = usage.get(key)
+        if value is None and key in _CACHE_USAGE:
+            value = 0
+        if not is_token_count(value):
+            return None
+        counts[key] = value
     cached = counts["cache_read_input_tokens"]
     prompt = counts["input_tokens"] + counts["cache_creation_input_tokens"] + cached
-    completion = counts["output_tokens"] if output_tokens is None else output_tokens
+    completion = counts["output_tokens"]
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+_REQUIRED_USAGE = ("input_tokens", "output_tokens")
+_CACHE_USAGE = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def from_anthropic_response(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -326,8 +335,8 @@ class AnthropicChunkDecoder:
         self._upstream_model: str | None = None
         self._created = int(time.time())
         self._tool_index: dict[int, int] = {}
-        self._input_usage: dict[str, Any] = {}
-        self._output_tokens = 0
+        # The usage counts as reported so far: message_start's, then message_delta's over them.
+        self._usage: dict[str, Any] = {}
         self._content_seen = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -348,7 +357,12 @@ class AnthropicChunkDecoder:
         if kind == "error" or event.event == "error":
             raise classify_stream_error(data, model=self.model,
                                         after_first_byte=self._content_seen)
-        chunks = self._translate(kind, data)
+        try:
+            chunks = self._translate(kind, data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StreamBroken(f"the upstream sent a {str(kind)[:40]!r} event that does not "
+                               f"read as the Messages API's: {redact(event.data[:200])!r}",
+                               model=self.model) from exc
         self._content_seen = self._content_seen or any(is_content_chunk(c) for c in chunks)
         return chunks
 
@@ -357,8 +371,8 @@ class AnthropicChunkDecoder:
             message = data.get("message") or {}
             self._id = str(message.get("id") or self._id)
             self._upstream_model = message.get("model")
-            self._input_usage = dict(message.get("usage") or {})
-            self._output_tokens = int(self._input_usage.get("output_tokens") or 0)
+            usage = message.get("usage")
+            self._usage = dict(usage) if isinstance(usage, Mapping) else {}
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "content_block_start":
             block = data.get("content_block") or {}
@@ -381,12 +395,9 @@ class AnthropicChunkDecoder:
                     "index": index, "function": {"arguments": delta.get("partial_json", "")}}]})]
             return []  # thinking and signature deltas are not part of the OpenAI format
         if kind == "message_delta":
-            usage = data.get("usage") or {}
-            if isinstance(usage.get("output_tokens"), int):
-                self._output_tokens = usage["output_tokens"]
-            for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
-                if isinstance(usage.get(key), int):
-                    self._input_usage[key] = usage[key]
+            usage = data.get("usage")
+            if isinstance(usage, Mapping):
+                self._usage.update(usage)
             stop = (data.get("delta") or {}).get("stop_reason")
             if stop:
                 return [self._chunk({}, STOP_REASONS.get(str(stop), "stop"))]
@@ -395,7 +406,7 @@ class AnthropicChunkDecoder:
             self.done = True
             chunk = self._chunk({})
             chunk["choices"] = []
-            chunk["usage"] = _usage(self._input_usage, self._output_tokens)
+            chunk["usage"] = _usage(self._usage)
             return [chunk]
         return []  # ping, content_block_stop and future event types
 

@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
@@ -95,7 +95,6 @@ class TokenUsage:
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not (is_token_count(prompt) and is_token_count(completion)):
             return None
-        assert isinstance(prompt, int) and isinstance(completion, int)
         return cls(prompt, completion)
 
 
@@ -104,7 +103,7 @@ class TokenUsage:
 MAX_REPORTED_TOKENS = 10_000_000
 
 
-def is_token_count(value: object) -> bool:
+def is_token_count(value: object) -> TypeGuard[int]:
     return (isinstance(value, int) and not isinstance(value, bool)
             and 0 <= value <= MAX_REPORTED_TOKENS)
 
@@ -195,13 +194,29 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def upstream_json(text: str | bytes) -> Any:
+    """An upstream's JSON, strictly: ``NaN``, ``Infinity`` and numbers beyond a float (which
+    Python's reader takes, but an answer relayed to a client cannot hold) raise ValueError, as
+    any other unreadable JSON does."""
+    def constant(name: str) -> float:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite(digits: str) -> float:
+        value = float(digits)
+        if not math.isfinite(value):
+            raise ValueError(f"{digits[:40]} is beyond a floating-point number")
+        return value
+
+    return json.loads(text, parse_constant=constant, parse_float=finite)
+
+
 def decode_body(raw: bytes, secrets: Sequence[str] = ()) -> object:
     """An upstream body as JSON when it is JSON, else as (truncated) text, with secrets
     redacted (``secrets``: the credentials the request carried; see
     :mod:`switchpoint.gateway.redact`)."""
     raw = raw[:MAX_ERROR_BODY]
     try:
-        body: object = json.loads(raw)
+        body: object = upstream_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         body = raw.decode("utf-8", "replace")
     return redact_value(body, secrets)

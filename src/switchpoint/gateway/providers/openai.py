@@ -36,6 +36,7 @@ from switchpoint.gateway.providers.base import (
     Timeouts,
     classify_stream_error,
     is_content_chunk,
+    upstream_json,
 )
 from switchpoint.gateway.providers.sse import SSEEvent
 from switchpoint.gateway.redact import redact, remember
@@ -125,8 +126,8 @@ class OpenAIChunkDecoder:
             self.done = True
             return []
         try:
-            chunk = json.loads(data)
-        except ValueError as exc:
+            chunk = upstream_json(data)
+        except (ValueError, RecursionError) as exc:
             raise StreamBroken(f"the upstream sent a malformed chunk: {redact(data[:200])!r}",
                                model=self.model) from exc
         if not isinstance(chunk, dict):
