@@ -3,9 +3,11 @@ made for the owner alone (they hold prompts' vectors, feedback comments and key 
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 from pathlib import Path
+
+log = logging.getLogger("switchpoint")
 
 
 def path_problem(path: Path) -> str | None:
@@ -58,7 +60,14 @@ def private_dir(path: Path) -> Path:
 def private_file(path: Path) -> Path:
     """``path``, created empty and readable by its owner alone (0600) when it does not exist
     yet, so a database opened on it afterwards (and SQLite's -wal and -shm files, which take
-    its mode) is private; an existing file keeps its mode."""
-    with contextlib.suppress(FileExistsError):
+    its mode) is private; an existing file keeps its mode, with a warning when others may read
+    it (one made before switchpoint made its files private, or by hand)."""
+    try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("%s can be read by other users (mode %o): it holds prompts' vectors, "
+                        "feedback comments or key hashes; make it private with chmod 600",
+                        path, mode)
     return path

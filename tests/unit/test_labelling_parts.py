@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,14 @@ def test_bad_lines_are_named(lines: list[str], message: str) -> None:
 def test_read_prompts_checks_the_file(tmp_path: Path) -> None:
     with pytest.raises(LabellingError, match="file not found"):
         read_prompts(tmp_path / "missing.jsonl")
+    with pytest.raises(LabellingError, match="is a directory"):
+        read_prompts(tmp_path)
+    fifo = tmp_path / "pipe"  # a pipe reads as a file does (/dev/stdin fed by one, say)
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=("one prompt\n",))
+    writer.start()
+    assert [p.prompt for p in read_prompts(fifo)] == ["one prompt"]
+    writer.join()
     latin = tmp_path / "latin.txt"
     latin.write_bytes("caf\xe9?\n".encode("latin-1"))
     with pytest.raises(LabellingError, match="not UTF-8"):

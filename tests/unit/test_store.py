@@ -346,3 +346,20 @@ def test_a_prune_that_goes_through_on_a_full_disk_does_not_say_writes_resumed(
         disk.full = False
         store.append(record()).result(timeout=10)
         assert store.failing is None
+
+
+def test_a_store_file_others_may_read_is_kept_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path):
+        pass
+    assert path.stat().st_mode & 0o777 == 0o600  # made private
+    caplog.clear()
+    with SQLiteStore(path):
+        pass
+    assert "read by other users" not in caplog.text
+    path.chmod(0o644)  # one made before, or by hand
+    with SQLiteStore(path):
+        pass
+    assert path.stat().st_mode & 0o777 == 0o644  # its mode is the owner's to choose
+    assert "can be read by other users (mode 644)" in caplog.text and "chmod 600" in caplog.text

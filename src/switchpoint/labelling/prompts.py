@@ -84,9 +84,10 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
 def read_prompts(path: str | Path) -> list[LabelPrompt]:
     """Read and check a prompts file (see :func:`parse_prompts`)."""
     p = Path(path)
-    if not p.is_file():
-        raise LabellingError("file not found; give a JSONL file of {\"prompt\": ...} lines or "
-                             "a text file with one prompt per line", source=p)
+    if not p.exists() or p.is_dir():  # (a pipe, such as /dev/stdin, reads as a file does)
+        raise LabellingError(("is a directory" if p.is_dir() else "file not found")
+                             + "; give a JSONL file of {\"prompt\": ...} lines or a text file "
+                             "with one prompt per line", source=p)
     try:
         with p.open(encoding="utf-8") as fh:
             return parse_prompts(bounded_lines(fh), source=p)
