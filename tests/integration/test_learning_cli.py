@@ -109,6 +109,15 @@ def test_offline_feedback_refused_creates_no_data_dir(
     assert not (tmp_path / "new").exists()
 
 
+def test_learn_from_a_data_dir_that_does_not_exist_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["learn", "--export", str(tmp_path / "w"), "--data-dir",
+                 str(tmp_path / "new" / "dir")]) == 2
+    err = capsys.readouterr().err
+    assert "--data-dir:" in err and "does not exist, so it holds no outcomes" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_learn_to_a_name_too_long_is_a_clean_error(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / ("w" * 300)

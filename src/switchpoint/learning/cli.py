@@ -23,10 +23,13 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import MAX_ANSWER_COST, check_cost, check_tenant
+
+if TYPE_CHECKING:
+    from switchpoint.config import Settings
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -90,12 +93,9 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.tenant is not None:
         check_tenant(args.tenant, "--tenant")
     settings = _settings(args)
-    data_dir = Path(settings.data_dir)
-    if not data_dir.is_dir():
-        raise InvalidInputError("--data-dir" if args.data_dir else "data_dir",
-                                f"{data_dir} does not exist, so it holds no decision to give "
-                                "feedback on; point it at the data_dir of the service that "
-                                "made the decision (or give --url to reach that service)")
+    _existing_state(args, settings, "no decision to give feedback on; point it at the data_dir "
+                                    "of the service that made the decision (or give --url to "
+                                    "reach that service)")
     with Gateway.from_config(settings, serves_chat=False) as gateway:
         result = gateway.report_outcome(args.decision_id, score, success, model=args.model,
                                         comment=args.comment, tenant=args.tenant, cost=cost)
@@ -159,6 +159,15 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
     return 0
 
 
+def _existing_state(args: argparse.Namespace, settings: Settings, holds_none: str) -> None:
+    """A ``data_dir`` that does not exist is a mistake (a typo, say), not a place to make an
+    empty state: the command says so and creates nothing."""
+    data_dir = Path(settings.data_dir)
+    if not data_dir.is_dir():
+        raise InvalidInputError("--data-dir" if args.data_dir else "data_dir",
+                                f"{data_dir} does not exist, so it holds {holds_none}")
+
+
 def cmd_learn(args: argparse.Namespace) -> int:
     from switchpoint.gateway import Gateway
     from switchpoint.learning.export import export_weights
@@ -166,6 +175,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     check_weights_target(args.export)  # before the state in data_dir is opened
     settings = _settings(args)
+    _existing_state(args, settings, "no outcomes to fold into the weights; point it at the "
+                                    "data_dir of the service that learned them")
     with Gateway.from_config(settings, serves_chat=False) as gateway:
         if args.tenant is not None and args.tenant not in gateway.settings.tenants and (
                 args.tenant != "default"):
