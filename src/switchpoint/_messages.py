@@ -59,6 +59,12 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
         had = ctx.get("actual_length")
         return f"must have at least {least} {what}" + (
             f", got {had}" if isinstance(had, int) else "")
+    most = ctx.get("max_length")
+    if kind in ("too_long", "string_too_long") and isinstance(most, int):
+        what = "characters" if kind == "string_too_long" else "items"
+        had = ctx.get("actual_length")
+        return f"must have at most {most} {what}" + (
+            f", got {had}" if isinstance(had, int) else "")
     if kind == "extra_forbidden":
         listed = f"; known keys here: {', '.join(known)}" if known else ""
         return f"is not a known key (check its spelling){listed}"

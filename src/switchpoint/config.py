@@ -296,7 +296,7 @@ class GatewaySettings(BaseModel):
     max_total_s: float = Field(120.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     prefer_healthy: bool = True
     failure_threshold: int = Field(5, ge=1, le=1000)
-    error_rate_threshold: float = Field(0.5, ge=0, le=1)
+    error_rate_threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     cooldown_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_cooldown_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     degraded_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)

@@ -174,6 +174,11 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         r = post(server, "/v1/router/preferences/compare", body, key=acme)
         assert r.status_code in (400, 403), (body, r.text)
         assert r.json()["error"]["param"] == field, (body, r.json())
+    # Too few or too many models read alike.
+    assert post(server, "/v1/router/preferences/compare", bad_compares[0][0], key=acme).json()[
+        "error"]["message"] == "models: must have at least 2 items, got 1"
+    assert post(server, "/v1/router/preferences/compare", bad_compares[3][0], key=acme).json()[
+        "error"]["message"] == "models: must have at most 6 items, got 7"
     compare = post(server, "/v1/router/preferences/compare",
                    {"prompt": math_prompt(400), "models": ["strong", "cheap"]},
                    key=acme).json()

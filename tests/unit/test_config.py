@@ -107,6 +107,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("models: []\n", "models: is empty"),
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
     ("cost_weight: .nan\n", "cost_weight: must be a finite number"),
+    ("learning: {exploration: .nan}\n", "learning.exploration: must be a finite number"),
+    ("gateway: {error_rate_threshold: .nan}\n", "error_rate_threshold: must be a finite number"),
     ("cache: {size: -1}\n", "cache.size: must be >= 0, got -1"),
     ("cache: {size: 100000000000000000000}\n", "cache.size: must be <= 10000000, got 1000"),
     ("cache: {size: 1.0e+20}\n", "cache.size: is too large for an integer, got 1e+20"),

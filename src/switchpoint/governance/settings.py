@@ -83,7 +83,7 @@ class SLASettings(BaseModel):
 
     max_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
     budget_per_hour_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
-    min_quality_score: float | None = Field(None, ge=0, le=1)
+    min_quality_score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     auto_escalate_on_breach: bool = True
 
 
@@ -92,7 +92,7 @@ class EscalationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    low_confidence_threshold: float = Field(0.0, ge=0, le=1)
+    low_confidence_threshold: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     escalation_model: str | None = Field(None, min_length=1)
     strategy: Strategy = "always"
     min_tier: Tier | None = None
@@ -176,7 +176,7 @@ class GovernanceSettings(BaseModel):
     max_output_tokens: int = Field(4096, ge=1, le=MAX_TOKENS)
     output_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     image_tokens: int = Field(2000, ge=0, le=1_000_000)
-    warning_threshold: float = Field(0.8, gt=0, le=1)
+    warning_threshold: float = Field(0.8, gt=0, le=1, allow_inf_nan=False)
 
 
 def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:

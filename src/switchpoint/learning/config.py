@@ -61,10 +61,10 @@ class MemoryConfig(BaseModel):
 
     k: int = Field(20, ge=1, le=1000)
     min_neighbours: int = Field(5, ge=1, le=1000)
-    min_similarity: float = Field(0.5, ge=-1, le=1)
+    min_similarity: float = Field(0.5, ge=-1, le=1, allow_inf_nan=False)
     alpha: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
-    switch_penalty: float = Field(0.02, ge=0, le=1)
-    confidence_floor: float = Field(0.8, ge=0, le=1)
+    switch_penalty: float = Field(0.02, ge=0, le=1, allow_inf_nan=False)
+    confidence_floor: float = Field(0.8, ge=0, le=1, allow_inf_nan=False)
     min_records: int = Field(20, ge=0, le=1_000_000)
     max_records: int = Field(5000, ge=1, le=1_000_000)
 
@@ -88,7 +88,7 @@ class LearningConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     memory_size: int = Field(10_000, ge=0, le=10_000_000)
-    exploration: float = Field(0.0, ge=0, le=1)
+    exploration: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     memory: MemoryConfig | None = None
     compare_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, allow_inf_nan=False)
