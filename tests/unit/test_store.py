@@ -3,6 +3,7 @@ under concurrency, stats that survive reopening."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -363,3 +364,35 @@ def test_a_store_file_others_may_read_is_kept_with_a_warning(
         pass
     assert path.stat().st_mode & 0o777 == 0o644  # its mode is the owner's to choose
     assert "can be read by other users (mode 644)" in caplog.text and "chmod 600" in caplog.text
+
+
+def test_records_still_refused_at_close_are_kept_beside_the_database_and_written_at_open(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path).open()
+    waiting = [record() for _ in range(3)]
+    logged = request()
+    with full_disk(store):
+        for r in waiting:
+            store.append_lazy(r)
+        with pytest.raises(StoreError, match="kept: it is written once"):
+            store.append(logged, keep_trying=True).result(timeout=10)
+        store.close()  # the disk is still full: they cannot be written before it stops
+    spill = store.spill_path
+    assert spill.exists() and spill.stat().st_mode & 0o777 == 0o600
+    assert "will be written when it opens again" in caplog.text
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM decisions").fetchone()[0] == 0
+    # A line that is not a log row, and a row twice (a store that closed mid-way), are passed
+    # over.
+    first = spill.read_text(encoding="utf-8").splitlines()[0]
+    with spill.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"insert": "INSERT INTO keys (id) VALUES (?)", "row": ["x"]}) + "\n")
+        fh.write(first + "\n")
+    with SQLiteStore(path) as reopened:
+        assert {d["id"] for d in reopened.decisions()} == {r.id for r in waiting}
+        assert [e["id"] for e in reopened.requests(limit=5)[0]] == [logged.id]
+    assert not spill.exists() and "wrote 4 record(s) kept at the last close (2 passed over)" \
+        in caplog.text
+    with SQLiteStore(path) as again:  # nothing is written twice
+        assert len(again.decisions()) == 3

@@ -15,8 +15,10 @@ under concurrency. Reads open their own connection; WAL lets them run beside the
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -431,6 +433,27 @@ class Record(Protocol):
 #: wrong type, an int beyond 64 bits).
 WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
 
+# The tables whose rows the writer keeps trying (and, at close, keeps in the spill file).
+_SPILLABLE = ("decisions", "requests", "spend")
+
+
+def _spillable(insert: str) -> bool:
+    """Whether ``insert`` adds a row to one of :data:`_SPILLABLE`'s tables, and nothing else."""
+    words = insert.split(None, 3)
+    return (len(words) == 4 and words[0].upper() == "INSERT" and words[1].upper() == "INTO"
+            and words[2] in _SPILLABLE and ";" not in insert)
+
+
+def _to_json(value: Any) -> Any:
+    return {"b64": base64.b64encode(value).decode("ascii")} if isinstance(value, bytes) else value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return base64.b64decode(value["b64"])
+    return value
+
+
 _STOP = object()
 # What the writer takes: a record, the future its appender waits on (None: nobody waits), and
 # whether a refused write of it is tried again later.
@@ -485,6 +508,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=5000")
             self._migrate(conn)
+            self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open the SQLite store ({exc}); check that "
                              "data_dir is a writable directory with free space") from None
@@ -598,8 +622,7 @@ class SQLiteStore:
                         done.set_exception(StoreError(f"{self.path}: the write failed "
                                                       f"({type(exc).__name__}: {exc})"))
         if self._retry:
-            log.error("%s: %d record(s) were not written: the database refused them until "
-                      "the store closed", self.path, len(self._retry))
+            self._spill()
 
     def _transaction(self, records: Sequence[Record]) -> None:
         """Insert ``records`` in one transaction (rolled back if it fails, then raised)."""
@@ -656,6 +679,65 @@ class SQLiteStore:
         for _, done, _ in batch:
             if done is not None:
                 done.set_result(None)
+
+    @property
+    def spill_path(self) -> Path:
+        """Where records the database still refused when the store closed wait for it to open
+        again (beside the database)."""
+        return self.path.with_name(self.path.name + ".unwritten.jsonl")
+
+    def _spill(self) -> None:
+        """At close: keep the records still waiting for the database in :attr:`spill_path`
+        (one JSON line each: its INSERT and its row), written at the next :meth:`open`; if the
+        disk takes that. Only the log's tables: what the writer retries."""
+        kept = [record for record in self._retry if _spillable(record.insert)]
+        try:
+            lines = "".join(json.dumps({"insert": r.insert, "row": [_to_json(v) for v in r.row()]},
+                                       separators=(",", ":")) + "\n" for r in kept)
+            with private_file(self.spill_path).open("a", encoding="utf-8") as fh:
+                fh.write(lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except (OSError, TypeError, ValueError) as exc:
+            log.error("%s: %d record(s) were not written: the database refused them until the "
+                      "store closed, and they could not be kept in %s either (%s)", self.path,
+                      len(self._retry), self.spill_path, exc)
+            return
+        log.warning("%s: %d record(s) the database refused until the store closed are kept in "
+                    "%s and will be written when it opens again", self.path, len(kept),
+                    self.spill_path)
+
+    def _take_up_spilled(self, conn: sqlite3.Connection) -> None:
+        """At open: write what :meth:`_spill` kept (a row already there is passed over), then
+        remove the file; if the database refuses them, they wait for the next open."""
+        path = self.spill_path
+        if not path.exists():
+            return
+        written = passed = 0
+        try:
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip()]
+            conn.execute("BEGIN")
+            for item in rows:
+                insert = item["insert"]
+                if not (isinstance(insert, str) and _spillable(insert)):
+                    passed += 1
+                    continue
+                try:
+                    conn.execute(insert, [_from_json(v) for v in item["row"]])
+                    written += 1
+                except sqlite3.IntegrityError:  # written before (a store closed mid-way)
+                    passed += 1
+            conn.execute("COMMIT")
+            path.unlink()
+        except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.error("%s: the records kept in %s at the last close were not written (%s); "
+                      "they wait there for the next start", self.path, path, exc)
+            return
+        log.warning("%s: wrote %d record(s) kept at the last close (%d passed over)", self.path,
+                    written, passed)
 
     def _keep_for_retry(self, record: Record) -> None:
         if len(self._retry) == self._retry.maxlen:
