@@ -556,3 +556,21 @@ def test_status_shows_a_tenant_whose_feedback_is_only_quality_observations(
         assert again["replaced"] is True
         learned = _status(server)["learned_router"]
         assert learned == {"events": 0, "outcomes": 0}
+
+
+def test_a_decision_the_disk_refused_until_a_stop_takes_feedback_after_the_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path)
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    store = gateway.learning.store
+    assert store is not None
+    with full_disk(store):
+        decision = gateway.route(math_prompt(77))  # logged to be written later
+        gateway.close()  # still refused: kept beside the database at the stop
+    assert store.spill_path.exists()
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        result = restarted.report_outcome(decision.decision_id, 0.0)
+        assert result.outcome.model == decision.selected_model
+    assert not store.spill_path.exists()

@@ -433,15 +433,18 @@ class Record(Protocol):
 #: wrong type, an int beyond 64 bits).
 WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
 
-# The tables whose rows the writer keeps trying (and, at close, keeps in the spill file).
-_SPILLABLE = ("decisions", "requests", "spend")
+# The tables whose rows the writer keeps trying (and, at close, keeps in the spill file): the
+# logs, the budgets' ledger and the decisions awaiting feedback.
+_SPILLABLE = ("decisions", "requests", "spend", "pending")
 
 
 def _spillable(insert: str) -> bool:
     """Whether ``insert`` adds a row to one of :data:`_SPILLABLE`'s tables, and nothing else."""
-    words = insert.split(None, 3)
-    return (len(words) == 4 and words[0].upper() == "INSERT" and words[1].upper() == "INTO"
-            and words[2] in _SPILLABLE and ";" not in insert)
+    words = insert.split(None, 5)
+    head = [w.upper() for w in words[:4]]
+    table = (words[2] if head[:2] == ["INSERT", "INTO"] and len(words) > 2 else
+             words[4] if head == ["INSERT", "OR", "REPLACE", "INTO"] and len(words) > 4 else None)
+    return table in _SPILLABLE and ";" not in insert
 
 
 def _to_json(value: Any) -> Any:
