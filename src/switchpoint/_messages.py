@@ -37,12 +37,22 @@ def key_path(loc: Sequence[int | str], root: str = "config") -> str:
     return out or root
 
 
+def cut(text: str, limit: int = 60) -> str:
+    """``text`` as an error message quotes it: at most ``limit`` characters, ``...`` ending
+    one cut short."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """``value``'s repr, cut short (see :func:`cut`)."""
+    return cut(repr(value), limit)
+
+
 def _shown(value: object) -> str:
     # As the JSON body or YAML config wrote it: true / false / null, not Python's spelling.
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return quoted(value)
 
 
 def reason(err: Any, known: Sequence[str] = ()) -> str:

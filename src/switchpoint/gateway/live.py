@@ -19,8 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from switchpoint.config import Settings
 from switchpoint.embedding import Embedder, embedder_from_id
@@ -266,27 +265,33 @@ def _policy_name(settings: Settings, router: Router, policy: str | None) -> str:
     return router.policy.name if settings.weights is not None else settings.policy
 
 
-def running(read: Settings, current: Settings) -> Settings:
-    """``read`` with the settings that take effect only after a restart (see
-    :func:`restart_keys`) kept at ``current``'s values, the ones in effect."""
-    return read.model_copy(update={
-        "data_dir": current.data_dir, "cors": current.cors, "server": current.server,
-        "store": read.store.model_copy(update={"synchronous": current.store.synchronous}),
-        "gateway": read.gateway.model_copy(update={
-            "max_upstream_connections": current.gateway.max_upstream_connections})})
+#: Settings that take effect only after a restart (store retention, by contrast, applies at
+#: once): a reload reports them when the file changed them, and keeps them as they run.
+RESTART_ONLY = ("data_dir", "store.synchronous", "cors", "gateway.max_upstream_connections",
+                "server")
 
 
 def restart_keys(old: Settings, new: Settings) -> list[str]:
-    """Settings that changed but take effect only after a restart."""
-    changed = []
-    if Path(old.data_dir) != Path(new.data_dir):
-        changed.append("data_dir")
-    if old.store.synchronous != new.store.synchronous:  # retention applies at once
-        changed.append("store.synchronous")
-    if old.cors != new.cors:
-        changed.append("cors")
-    if old.gateway.max_upstream_connections != new.gateway.max_upstream_connections:
-        changed.append("gateway.max_upstream_connections")
-    if old.server != new.server:
-        changed.append("server")
-    return changed
+    """The settings of :data:`RESTART_ONLY` that differ between ``old`` and ``new``."""
+    return [name for name in RESTART_ONLY if _value(old, name) != _value(new, name)]
+
+
+def running(read: Settings, current: Settings) -> Settings:
+    """``read`` with the settings of :data:`RESTART_ONLY` kept at ``current``'s values, the
+    ones in effect."""
+    for name in RESTART_ONLY:
+        read = _replaced(read, name.split("."), _value(current, name))
+    return read
+
+
+def _value(settings: Any, name: str) -> Any:
+    for part in name.split("."):
+        settings = getattr(settings, part)
+    return settings
+
+
+def _replaced(model: Any, path: list[str], value: Any) -> Any:
+    """A copy of ``model`` with the field at ``path`` set to ``value``."""
+    head, *rest = path
+    return model.model_copy(update={
+        head: _replaced(getattr(model, head), rest, value) if rest else value})

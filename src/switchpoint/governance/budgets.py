@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
+from switchpoint._messages import quoted
+
 PERIODS = ("hour", "day", "week", "month")
 DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 5.0))
 _BUDGET = re.compile(r"^\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
@@ -44,7 +46,7 @@ class Budget:
 def parse_budget(text: str) -> Budget:
     """``"50/month"`` → ``Budget(50.0, "month")``. Raises ``ValueError`` saying what is wrong."""
     if not isinstance(text, str):
-        raise ValueError(f"must be a string such as '50/month', got {_shown(text)}")
+        raise ValueError(f"must be a string such as '50/month', got {quoted(text)}")
     return _parse_text(text)
 
 
@@ -52,25 +54,19 @@ def parse_budget(text: str) -> Budget:
 def _parse_text(text: str) -> Budget:
     match = _BUDGET.match(text)
     if match is None:
-        raise ValueError(f"{_shown(text)} is not a budget; write AMOUNT/PERIOD in US dollars, "
+        raise ValueError(f"{quoted(text)} is not a budget; write AMOUNT/PERIOD in US dollars, "
                          f"e.g. '50/month' or '2.5/day' (periods: {', '.join(PERIODS)})")
     amount = float(match["amount"])
     period = match["period"].lower()
     if period not in PERIODS:
-        raise ValueError(f"{_shown(text)}: {_shown(period)} is not a budget period; use one of "
+        raise ValueError(f"{quoted(text)}: {quoted(period)} is not a budget period; use one of "
                          f"{', '.join(PERIODS)} (calendar periods in UTC)")
     if not math.isfinite(amount) or amount < 0:
-        raise ValueError(f"{_shown(text)}: the amount must be >= 0 US dollars")
+        raise ValueError(f"{quoted(text)}: the amount must be >= 0 US dollars")
     if amount > MAX_BUDGET_USD:
-        raise ValueError(f"{_shown(text)}: the amount must be at most {MAX_BUDGET_USD:g} US "
+        raise ValueError(f"{quoted(text)}: the amount must be at most {MAX_BUDGET_USD:g} US "
                          "dollars")
     return Budget(amount, period)
-
-
-def _shown(value: object) -> str:
-    """``value`` as an error message quotes it: its repr, cut short."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_budgets(items: str | Sequence[str] | None) -> list[Budget]:

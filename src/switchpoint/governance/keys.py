@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import private_dir, private_file
+from switchpoint._messages import cut, quoted
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -116,7 +117,7 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             try:
                 parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
-                raise InvalidInputError("expires", f"{_clipped(value)} is not a date; give "
+                raise InvalidInputError("expires", f"{quoted(value, 40)} is not a date; give "
                                                    "an ISO date (2027-01-31), a date-time "
                                                    "(2027-01-31T12:00:00Z) or a duration "
                                                    "(30d, 12h)") from None
@@ -125,19 +126,14 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             ts = parsed.timestamp()
     else:
         raise InvalidInputError("expires", f"must be a date or a duration, got "
-                                           f"{_clipped(value)}")
+                                           f"{quoted(value, 40)}")
     if not math.isfinite(ts) or ts > MAX_EXPIRY:
-        raise InvalidInputError("expires", f"{_clipped(value)} is too far off; a key expires "
+        raise InvalidInputError("expires", f"{quoted(value, 40)} is too far off; a key expires "
                                            "by 9999-12-31 at the latest (leave expires out for "
                                            "a key that never does)")
     if ts <= now:
-        raise InvalidInputError("expires", f"{_clipped(value)} is not in the future")
+        raise InvalidInputError("expires", f"{quoted(value, 40)} is not in the future")
     return ts
-
-
-def _clipped(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -248,9 +244,8 @@ class KeySpec:
             value = getattr(self, field_name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or not 1 <= value <= most):
-                shown = repr(value) if len(repr(value)) <= 30 else f"{repr(value)[:27]}..."
                 raise InvalidInputError(field_name, f"must be a whole number from 1 to "
-                                                    f"{most:_}, got {shown}")
+                                                    f"{most:_}, got {quoted(value, 30)}")
         models = None
         if self.models is not None:
             models = [str(m).strip() for m in self.models if str(m).strip()]
@@ -522,10 +517,7 @@ def _not_an_id(value: object) -> str:
         if whole is not None:
             return (f"is a whole client key (its secret included), not its id; use its id, "
                     f"{whole.group(1)} ({how})")
-    shown = redact(repr(value))
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{shown} is not a key id ({how})"
+    return f"{cut(redact(repr(value)))} is not a key id ({how})"
 
 
 def _iso(ts: float | None) -> str:

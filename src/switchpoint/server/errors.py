@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from switchpoint._messages import invalid_from_validation
+from switchpoint._messages import cut, invalid_from_validation
 from switchpoint.errors import (
     ConfigError,
     DecisionNotFoundError,
@@ -182,9 +182,7 @@ def install(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "invalid_request" if exc.status_code < 500
                          else "internal_error")
-        path = redact(request.url.path)  # a key pasted into the path stays out of the answer
-        if len(path) > 200:
-            path = path[:197] + "..."
+        path = cut(redact(request.url.path), 200)  # a key pasted there stays out of it
         message = f"{request.method} {path}: {exc.detail}"
         if exc.status_code == 404:
             message += "; see GET /docs for the routes"

@@ -35,6 +35,7 @@ from switchpoint.gateway.providers.base import (
     classify_stream_error,
     is_content_chunk,
     is_token_count,
+    upstream_json,
 )
 from switchpoint.gateway.providers.openai import api_key, target_url
 from switchpoint.gateway.providers.sse import SSEEvent
@@ -346,8 +347,8 @@ class AnthropicChunkDecoder:
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         try:
-            data = json.loads(event.data)
-        except ValueError as exc:
+            data = upstream_json(event.data)
+        except (ValueError, RecursionError) as exc:
             raise StreamBroken("the upstream sent a malformed event: "
                                f"{redact(event.data[:200])!r}", model=self.model) from exc
         if not isinstance(data, dict):
