@@ -150,3 +150,19 @@ def test_an_arms_reasoning_says_when_the_request_overrode_its_cost_weight(
         assert r.headers["x-switchpoint-arm"] == "thrifty"
         reasoning = unquote(r.headers["x-switchpoint-reasoning"])
         assert "arm 'thrifty' (lambda 5, overridden by the request's lambda 0)" in reasoning
+
+
+def test_a_disabled_experiment_takes_no_traffic_and_no_promotion(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    disabled = EXPERIMENT.replace("    min_n: 8\n", "    min_n: 8\n    enabled: false\n")
+    with learning_server(fake, tmp_path, disabled) as server:
+        headers, _ = chat(server, math_prompt(1), session="s")
+        assert "x-switchpoint-experiment" not in headers
+        refused = post(server, "/v1/router/experiments/thrift/promote", {"arm": "control"})
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "conflict" and "disabled" in error["message"]
+        report = get(server, "/v1/router/experiments/thrift").json()
+        assert report["promoted"] is None
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:  # enabled again: nothing kept
+        assert get(server, "/v1/router/experiments/thrift").json()["promoted"] is None

@@ -1476,6 +1476,10 @@ class GatewayLearning:
         arms, so make it permanent there."""
         report = self.report_experiment(settings, name)
         experiment = settings.experiments[name]
+        if not experiment.enabled:
+            raise ConflictError(f"experiment {name!r} is disabled (enabled: false), so it "
+                                "takes no traffic to promote an arm for; enable it in the "
+                                "config and reload, then promote", param="name")
         if arm is None:
             arm = report["winner"]
             if arm is None:
