@@ -38,7 +38,9 @@ from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownMode
 from switchpoint.learning.events import FeedbackLog, check_cost, check_tenant
 from switchpoint.learning.learner import Learner, LearningSettings, OutcomeResult
 from switchpoint.learning.memory import PendingDecision
+from switchpoint.learning.overlay import CardEvidence
 from switchpoint.policies import Estimates, Inputs, Policy
+from switchpoint.policies.base import TablePolicy
 
 if TYPE_CHECKING:
     from switchpoint.gateway import ChatCompletion, Gateway
@@ -171,8 +173,11 @@ class Router:
         self._map = _CardMap(self.catalog, self.policy)
         self.allowed_models = self._check_models(allowed_models, "allowed_models")
         self.cache = DecisionCache(cache_size, cache_ttl)
+        # A table policy also learns the outcomes of catalog models it has no profile for.
+        cards = self._map.unprofiled() if isinstance(self.policy, TablePolicy) else []
         self.learner = Learner(self.policy, learning, log=feedback_log,
-                               resolve=self._learnable_profile)
+                               resolve=self._learnable_profile,
+                               cards=[c for c in cards if c not in self.policy.models_])
         # The gateway this router serves in, if any (it sets this): see route_and_execute.
         self.gateway: Gateway | None = None
         self._stats = RoutingStats()
@@ -202,7 +207,7 @@ class Router:
         t0 = time.perf_counter()
         check_route_input(prompt, embedding)
         tenant_key = check_tenant(tenant)
-        policy, revision = self.learner.policy_for(tenant_key)
+        policy, revision, cards = self.learner.view(tenant_key)
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
         mask = self._candidates(available_models)
@@ -235,7 +240,7 @@ class Router:
             vector = self.embedder.embed([text or ""])
             embedding_ms = (time.perf_counter() - t1) * 1e3
         inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
-        est = self._map.estimate(policy.estimate(inputs), inputs.texts)
+        est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards)
         decision = self._decide(est, 0, mask, lam)
         total_ms = (time.perf_counter() - t0) * 1e3
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
@@ -263,7 +268,7 @@ class Router:
         """
         t0 = time.perf_counter()
         tenant_key = check_tenant(tenant)
-        policy, _ = self.learner.policy_for(tenant_key)
+        policy, _, cards = self.learner.view(tenant_key)
         lams = [self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")]
         if cost_weights is not None:
@@ -273,7 +278,7 @@ class Router:
         n = len(inputs)
         if n == 0:
             return []
-        est = self._map.estimate(policy.estimate(inputs), inputs.texts)
+        est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards)
         decisions: list[RoutingDecision] = []
         for lam in lams:
             for i in range(n):
@@ -468,13 +473,23 @@ class Router:
 
     # Internals ---------------------------------------------------------------------------------
 
-    def _learnable_profile(self, model: str) -> str:
-        """The learned profile an outcome for catalog model ``model`` updates."""
+    def outcome_profile(self, model: str) -> str | None:
+        """What an outcome of catalog model ``model`` teaches: its learned profile, or, for a
+        model without one, the model itself (a table policy moves its tier prior by its
+        outcomes). None when its outcomes cannot be learned."""
         profile = self.catalog.profile_of(model) if model in self.models else model
-        if profile not in self.policy.models_:
+        if profile in self.policy.models_:
+            return profile
+        return model if model in self.learner.cards else None
+
+    def _learnable_profile(self, model: str) -> str:
+        """:meth:`outcome_profile`, refusing a model whose outcomes cannot be learned."""
+        profile = self.outcome_profile(model)
+        if profile is None:
             raise InvalidInputError(
-                "model", f"{model!r} has no learned profile in these weights, so its outcomes "
-                "cannot be learned yet; label it with `switchpoint add-model` first")
+                "model", f"{model!r} has no learned profile in these weights, and the "
+                f"{self.policy.name!r} policy learns only its profiled models' outcomes; "
+                "label it with `switchpoint add-model` first")
         return profile
 
     def _remember(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
@@ -585,7 +600,9 @@ class Router:
         prior = self._map.prior_note(j)
         if prior:
             reasoning.append(prior)
-            evidence = [f"no labelled examples for {names[j]}: routed by tier and price"]
+            evidence = [f"no labelled examples for {names[j]}: routed by tier and price" + (
+                f", the tier's estimate moved by {support[j]:.3g} outcomes of it here"
+                if support[j] > 0 else "")]
         else:
             evidence = [f"{support[j]:.0f} labelled examples behind {names[j]}'s estimate"]
             if support[j] < 5:
@@ -646,6 +663,11 @@ REFERENCE_INPUT_TOKENS = 500
 # How many times its flat price (the prompt's tokens and the expected output) an answer may be
 # said to have cost: a 200-token estimate against a 100,000-token answer is 500.
 MAX_PRICE_RATIO = 1000.0
+# A model without a profile learns from its outcomes as a normal mean does: each outcome is
+# one draw of variance at most 0.25 (an error in [0, 1]), and its tier prior counts as at most
+# this many of them (as many as its own uncertainty says, if fewer).
+CARD_PRIOR_OUTCOMES = 10.0
+OUTCOME_VARIANCE = 0.25
 
 
 class _CardMap:
@@ -659,6 +681,12 @@ class _CardMap:
       standard error is also widened by how much the profiled models disagree on the prompt,
       so, under a pessimistic policy, it takes the prompts every measured model gets right
       (where a new model most likely does too) but not, on price alone, the ones they split on.
+      Its outcomes (:class:`~switchpoint.learning.overlay.CardEvidence`, on the prompt's units
+      by the same weights as a profile's) move that prior as a normal mean: with ``n`` of them
+      averaging error ``ē`` and the prior's variance ``v0`` (its standard error squared, at
+      least ``OUTCOME_VARIANCE / CARD_PRIOR_OUTCOMES``), the estimate is
+      ``(e0/v0 + n·ē/0.25) / (1/v0 + n/0.25)`` and its standard error
+      ``(1/v0 + n/0.25)^-1/2``; its support is ``n``.
     - Costs: when every card has prices, a request's cost is priced from its estimated tokens
       (prompt characters / 4, plus ``expected_output_tokens``), scaled per profile by how much
       that profile's measured cost on this prompt's unit differs from its global mean (so a
@@ -711,7 +739,12 @@ class _CardMap:
         self.reference_price = np.array([
             catalog[n].price(REFERENCE_INPUT_TOKENS, self.out_tokens) for n in catalog.names])
 
-    def estimate(self, est: Estimates, texts: Sequence[str] | None) -> Estimates:
+    def unprofiled(self) -> list[str]:
+        """The catalog models without a learned profile."""
+        return [n for n, i in zip(self.catalog.names, self.index, strict=True) if i < 0]
+
+    def estimate(self, est: Estimates, texts: Sequence[str] | None,
+                 outcomes: CardEvidence | None = None) -> Estimates:
         n = est.error.shape[0]
         k = len(self.index)
         has = self.index >= 0
@@ -732,6 +765,8 @@ class _CardMap:
                     stderr[:, j] = est.stderr[:, sources].mean(axis=1)
                     if self.untiered[j] and spread is not None:  # and where it sits among them
                         stderr[:, j] = np.hypot(stderr[:, j], spread)
+        if outcomes is not None:
+            self._learn_cards(est, outcomes, error, support, stderr)
         if self.priced:
             tokens = np.array([self.prompt_tokens(t) for t in texts] if texts is not None
                               else [REFERENCE_INPUT_TOKENS] * n, dtype=np.float64)
@@ -749,6 +784,33 @@ class _CardMap:
                          support=support, unit_ids=est.unit_ids, unit_kind=est.unit_kind,
                          unit_probabilities=est.unit_probabilities, notes=est.notes,
                          stderr=stderr, pessimism=est.pessimism)
+
+    def _learn_cards(self, est: Estimates, cards: CardEvidence, error: np.ndarray,
+                     support: np.ndarray, stderr: np.ndarray | None) -> None:
+        """Move the priors of the models without a profile by their outcomes on each prompt's
+        units (in place; see the class docstring)."""
+        if est.unit_probabilities is not None:
+            weights = est.unit_probabilities
+        else:
+            weights = np.zeros((len(est.unit_ids), cards.count.shape[0]))
+            inside = est.unit_ids < cards.count.shape[0]
+            weights[np.flatnonzero(inside), est.unit_ids[inside]] = 1.0
+        units = min(weights.shape[1], cards.count.shape[0])
+        count = weights[:, :units] @ cards.count[:units]
+        errors = weights[:, :units] @ cards.error[:units]
+        floor = OUTCOME_VARIANCE / CARD_PRIOR_OUTCOMES
+        for c, name in enumerate(cards.names):
+            j = self.catalog.names.index(name) if name in self.catalog.names else -1
+            if j < 0 or self.index[j] >= 0 or not count[:, c].any():
+                continue
+            prior_var = (np.maximum(stderr[:, j] ** 2, floor) if stderr is not None
+                         else np.full(len(count), floor))
+            precision = 1.0 / prior_var + count[:, c] / OUTCOME_VARIANCE
+            error[:, j] = np.clip((error[:, j] / prior_var + errors[:, c] / OUTCOME_VARIANCE)
+                                  / precision, 0.0, 1.0)
+            support[:, j] = count[:, c]
+            if stderr is not None:
+                stderr[:, j] = 1.0 / np.sqrt(precision)
 
     @staticmethod
     def prompt_tokens(text: str | None) -> int:

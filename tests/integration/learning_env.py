@@ -46,8 +46,12 @@ def loader(settings: Settings, policy: str | None) -> Router:
                   cost_weight=settings.cost_weight, learning=learning_settings(settings))
 
 
-def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "") -> str:
+def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "",
+                more_models: str = "") -> str:
+    """The config; ``more_models`` adds entries to its model list (``{base}`` is the fake
+    provider's URL)."""
     base = fake.openai_base_url
+    more = more_models.replace("{base}", base)
     return f"""models:
   - {{name: strong, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 10,
      output_per_mtok: 10, capabilities: [tools]}}
@@ -55,7 +59,7 @@ def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "") -> s
      output_per_mtok: 5, capabilities: [tools]}}
   - {{name: cheap, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 1,
      output_per_mtok: 1, capabilities: [tools]}}
-cost_weight: 0.1
+{more}cost_weight: 0.1
 data_dir: {data_dir}
 gateway:
   connect_timeout_s: 1
@@ -69,17 +73,18 @@ gateway:
 
 
 def settings_for(fake: FakeProviderProcess, root: Path, extra: str = "",
-                 environ: dict[str, str] | None = None) -> Settings:
+                 environ: dict[str, str] | None = None, more_models: str = "") -> Settings:
     root.mkdir(parents=True, exist_ok=True)
     config = root / "switchpoint.yaml"
-    config.write_text(config_text(fake, root / "data", extra), encoding="utf-8")
+    config.write_text(config_text(fake, root / "data", extra, more_models), encoding="utf-8")
     return load_settings(config, environ=environ or {})
 
 
 @contextmanager
 def learning_server(fake: FakeProviderProcess, root: Path, extra: str = "",
-                    environ: dict[str, str] | None = None) -> Iterator[ThreadServer]:
-    settings = settings_for(fake, root, extra, environ)
+                    environ: dict[str, str] | None = None, more_models: str = ""
+                    ) -> Iterator[ThreadServer]:
+    settings = settings_for(fake, root, extra, environ, more_models)
     with thread_server(create_app(settings, loader=loader, provider_env=KEYS)) as server:
         yield server
 

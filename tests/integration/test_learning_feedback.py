@@ -72,6 +72,39 @@ def test_sixty_zeros_move_auto_to_the_runner_up_and_the_lesson_survives_a_restar
         assert chat(server, poem_prompt(5003))[0]["x-switchpoint-model"] == poem_before
 
 
+FRESH = """  - {name: fresh, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 0.1,
+     output_per_mtok: 0.1}
+"""
+
+
+def test_outcomes_of_a_model_without_a_profile_teach_its_routing_across_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``fresh`` has no profile: priced below the others, it takes the poems (every measured
+    model gets them right) but not math. Its failures on poems move them to a measured model,
+    and the lesson is replayed after a restart."""
+    with learning_server(fake, tmp_path, more_models=FRESH) as server:
+        assert chat(server, math_prompt(5000))[0]["x-switchpoint-model"] == "strong"
+        first = chat(server, poem_prompt(5000))[0]
+        assert first["x-switchpoint-model"] == "fresh"
+        taken = 60
+        for n in range(60):
+            headers, _ = chat(server, poem_prompt(1000 + n))
+            if headers["x-switchpoint-model"] != "fresh":
+                taken = n
+                break
+            body = feedback(server, headers["x-switchpoint-decision-id"], score=0).json()
+            assert (body["model"], body["kind"], body["teaches_routing"]) == (
+                "fresh", "decision", True), body
+        assert 0 < taken < 60
+        moved = chat(server, poem_prompt(5001))[0]
+        assert moved["x-switchpoint-model"] != "fresh"
+        assert chat(server, math_prompt(5001))[0]["x-switchpoint-model"] == "strong"
+        assert _status(server)["learned_router"]["events"] == taken
+    with learning_server(fake, tmp_path, more_models=FRESH) as server:
+        assert _status(server)["learned_router"]["events"] == taken
+        assert chat(server, poem_prompt(5002))[0]["x-switchpoint-model"] != "fresh"
+
+
 def test_a_decision_made_before_a_restart_or_reload_still_takes_feedback(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:

@@ -31,7 +31,7 @@ from switchpoint.router import Router
 from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
 from tests.conftest import FakeEmbedder
-from tests.fakes.two_kinds import math_prompt, two_kinds_package
+from tests.fakes.two_kinds import math_prompt, poem_prompt, two_kinds_package
 
 
 @pytest.fixture
@@ -583,3 +583,90 @@ def test_an_outcome_its_log_cannot_keep_is_not_learned(package, fake_embedder) -
     log.refusing = False
     taken = router.report_outcome(decision.decision_id, 0.0)
     assert taken.replaced is False and len(log) == 1 and router.learner.n_events("a") == 1
+
+
+# Models without a profile --------------------------------------------------------------------
+
+
+def _with_newcomers(package: WeightsPackage, fake_embedder: FakeEmbedder, **kw: object
+                    ) -> Router:
+    """The two kinds' models priced, with ``peer`` (of strong's tier) and ``tiny`` (no tier)
+    that the weights have no profile for."""
+    catalog = Catalog([
+        ModelCard("strong", profile="strong", input_per_mtok=10, output_per_mtok=10,
+                  tier="complex"),
+        ModelCard("runner", profile="runner", input_per_mtok=5, output_per_mtok=5,
+                  tier="complex"),
+        ModelCard("cheap", profile="cheap", input_per_mtok=1, output_per_mtok=1, tier="simple"),
+        ModelCard("peer", input_per_mtok=0.5, output_per_mtok=0.5, tier="complex"),
+        ModelCard("tiny", input_per_mtok=0.01, output_per_mtok=0.01)])
+    return Router(package, embedder=fake_embedder, catalog=catalog, cost_weight=0.5,
+                  **kw)  # type: ignore[arg-type]
+
+
+def _teach(router: Router, model: str, quality: float, n: int, tenant: str | None = None,
+           offset: int = 0) -> None:
+    for i in range(n):
+        d = router.route(math_prompt(offset + i), tenant=tenant)
+        router.report_outcome(d.decision_id, quality, model=model, tenant=tenant)
+
+
+def test_outcomes_of_a_model_without_a_profile_move_its_tier_prior(
+        package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
+    """Sixty failures of the unprofiled model that wins math on price move math to a measured
+    model; sixty successes of the untiered one that loses it win it back, for that tenant
+    only, on that kind of prompt only, and a replay of the log gives the same estimates."""
+    log = InMemoryFeedbackLog()
+    router = _with_newcomers(package, fake_embedder, feedback_log=log)
+    before = router.route(math_prompt(900), tenant="a")
+    poem_before = router.route(poem_prompt(900), tenant="a").expected_errors
+    assert before.selected_model == "peer" and "no labelled examples for peer" in (
+        before.evidence[0])
+    _teach(router, "peer", 0.0, 60, tenant="a")
+    after = router.route(math_prompt(900), tenant="a")
+    assert after.selected_model != "peer", after.all_scores
+    assert after.expected_errors["peer"] > before.expected_errors["peer"] + 0.3
+    assert router.route(math_prompt(900), tenant="b").selected_model == "peer"  # isolated
+    poem_after = router.route(poem_prompt(900), tenant="a").expected_errors
+    assert poem_after["peer"] == pytest.approx(poem_before["peer"], abs=0.05)
+
+    pair = ["cheap", "tiny"]
+    assert router.route(math_prompt(901), available_models=pair,
+                        tenant="a").selected_model == "cheap"
+    _teach(router, "tiny", 1.0, 60, tenant="a", offset=200)
+    won = router.route(math_prompt(901), available_models=pair, tenant="a")
+    assert won.selected_model == "tiny", won.all_scores
+    assert "moved by" in won.evidence[0]
+
+    rebuilt = _with_newcomers(package, fake_embedder)
+    assert rebuilt.learner.replay(log.replay()) == 120
+    again = rebuilt.route(math_prompt(901), available_models=pair, tenant="a")
+    assert again.expected_errors == won.expected_errors
+    restored = _with_newcomers(package, fake_embedder)
+    restored.learner.restore(router.learner.state())
+    assert restored.route(math_prompt(901), available_models=pair,
+                          tenant="a").expected_errors == won.expected_errors
+
+
+def test_the_tier_prior_of_a_model_without_a_profile_counts_as_at_most_ten_outcomes(
+        package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
+    """``peer``'s prior (strong's and runner's mean, both well measured) is more certain than
+    ten outcomes could be, so it counts as ten: one failure moves it a tenth of the way (in
+    precision: 4 against 40) toward an error of 1, and a second as far again."""
+    router = _with_newcomers(package, fake_embedder)
+    e0 = router.route(math_prompt(901)).expected_errors["peer"]
+    _teach(router, "peer", 0.0, 1)
+    e1 = router.route(math_prompt(901)).expected_errors["peer"]
+    assert e1 == pytest.approx((40 * e0 + 4) / 44, abs=0.01)
+    _teach(router, "peer", 0.0, 1, offset=50)
+    assert router.route(math_prompt(901)).expected_errors["peer"] == pytest.approx(
+        (40 * e0 + 8) / 48, abs=0.01)
+
+
+def test_a_model_without_a_profile_learns_nothing_under_a_policy_without_units(
+        fake_embedder: FakeEmbedder) -> None:
+    knn = _with_newcomers(two_kinds_package(fake_embedder, "knn"), fake_embedder)
+    d = knn.route(math_prompt(1))
+    with pytest.raises(InvalidInputError, match="learns only its profiled models") as info:
+        knn.report_outcome(d.decision_id, 0.0, model="tiny")
+    assert info.value.field == "model" and knn.learner.n_outcomes("default") == 0

@@ -683,8 +683,9 @@ class LiveLearning:
             if router is skip:
                 routers += 1
                 continue
-            if seq is not None and seq <= self.folded.get((id(router), event.tenant), 0):
-                routers += 1  # its weights hold it already
+            if (seq is not None and seq <= self.folded.get((id(router), event.tenant), 0)
+                    and event.model in router.policy.models_):
+                routers += 1  # its weights hold it already (not a model without a profile's)
                 in_weights += 1
                 continue
             own = event if weights_id == router.weights_id else replace(
@@ -870,8 +871,9 @@ def check_comment(comment: object) -> str | None:
 
 
 def learnable(router: Router, model: str) -> bool:
-    """Whether outcomes of catalog model ``model`` can teach ``router`` (it has a profile)."""
-    return model in router.models and router.catalog.profile_of(model) in router.policy.models_
+    """Whether outcomes of catalog model ``model`` can teach ``router`` (it has a profile, or
+    the router's policy learns the outcomes of models without one)."""
+    return model in router.models and router.outcome_profile(model) is not None
 
 
 class GatewayLearning:
@@ -1443,7 +1445,8 @@ class GatewayLearning:
             assert learning is not None
             router = learning.router
             for model, (_, quality) in chosen.items():
-                profile = router.catalog.profile_of(model) if learnable(router, model) else model
+                profile = (router.outcome_profile(model) or model) if model in router.models \
+                    else model
                 event = FeedbackEvent(
                     decision_id=f"{compare.compare_id}:{model}", model=profile, quality=quality,
                     tenant=tenant,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from switchpoint._numbers import real_number
@@ -28,7 +28,7 @@ from switchpoint.learning.events import (
 )
 from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.memory import DecisionMemory, PendingDecision
-from switchpoint.learning.overlay import Overlay, make_overlay
+from switchpoint.learning.overlay import CardEvidence, Overlay, make_overlay
 from switchpoint.policies import Policy
 
 
@@ -92,9 +92,11 @@ class Learner:
 
     def __init__(self, policy: Policy, settings: LearningSettings | None = None, *,
                  log: FeedbackLog | None = None,
-                 resolve: Callable[[str], str] | None = None) -> None:
+                 resolve: Callable[[str], str] | None = None,
+                 cards: Sequence[str] = ()) -> None:
         self.base = policy
         self._resolve = resolve or self._check_profile
+        self.cards = tuple(cards)  # models without a profile whose outcomes are learned too
         self.settings = settings or LearningSettings()
         self.memory = DecisionMemory(self.settings.memory_size)
         self.explorer = Explorer(self.settings.exploration, self.settings.seed)
@@ -123,11 +125,17 @@ class Learner:
     def policy_for(self, tenant: str) -> tuple[Policy, int]:
         """The policy to estimate with for ``tenant`` and its revision (which changes with
         every outcome the tenant reports, so cached decisions go stale)."""
+        policy, revision, _ = self.view(tenant)
+        return policy, revision
+
+    def view(self, tenant: str) -> tuple[Policy, int, CardEvidence | None]:
+        """:meth:`policy_for`, with the outcomes of models without a profile learned from the
+        same events (None: none)."""
         with self._lock:
             overlay = self._overlays.get(tenant)
             if overlay is None:
-                return self.base, 0
-            return overlay.posterior(), self._revisions[tenant]
+                return self.base, 0, None
+            return overlay.posterior(), self._revisions[tenant], overlay.card_evidence()
 
     def remember(self, entry: PendingDecision) -> None:
         self.memory.remember(entry)
@@ -221,7 +229,7 @@ class Learner:
 
     def _new_overlay(self) -> Overlay:
         return make_overlay(self.base, novelty_threshold=self.settings.novelty_threshold,
-                            max_new_clusters=self.settings.max_new_clusters)
+                            max_new_clusters=self.settings.max_new_clusters, cards=self.cards)
 
     def _check_profile(self, model: str) -> str:
         if model not in self.base.models_:

@@ -9,7 +9,10 @@ so an overlay can always be rebuilt from a :class:`~switchpoint.learning.events.
   more label of its model on the units the prompt fell in, by the weights the decision used. The
   fitted tables are the prior, with their label counts as its strength. An outcome that says
   what the answer cost (``measured_cost``) teaches that model's cost on those units the same
-  way (see :meth:`~switchpoint.policies.base.TablePolicy.with_evidence`).
+  way (see :meth:`~switchpoint.policies.base.TablePolicy.with_evidence`). Outcomes of the
+  catalog models the weights have no profile for (``cards``) are kept on the same units, apart
+  from the posterior: :meth:`~TableOverlay.card_evidence` gives them to the router, which
+  moves such a model's tier prior by them.
 - :class:`ClusterOverlay`: the same on clusters, assigned from the prompt's vector with the
   policy's own (soft) assignment; a prompt unlike every cluster (cosine to the nearest below
   ``novelty_threshold``) opens a new cluster, and later prompts nearest to it move its centre
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,12 +70,27 @@ class Overlay(Protocol):
     def posterior(self) -> Policy:
         """The fitted policy updated by every outcome applied so far."""
 
+    def card_evidence(self) -> CardEvidence | None:
+        """The outcomes of models without a profile so far, on the posterior's units (None:
+        none)."""
+
     def state(self) -> State:
         """Everything applied so far, as a checkpoint part (copies)."""
 
     def restore(self, state: State) -> None:
         """Take up a :meth:`state` of an overlay over the same fitted policy, as if its events
         had been applied to this fresh one (:class:`CheckpointError` if it does not fit)."""
+
+
+@dataclass(frozen=True)
+class CardEvidence:
+    """Outcomes of models without a learned profile, per unit of the posterior: ``count[u, c]``
+    outcomes (soft-assignment weights summed) of ``names[c]`` on unit ``u``, with summed error
+    ``error[u, c]``. A snapshot: later outcomes do not change it."""
+
+    names: tuple[str, ...]
+    count: Array
+    error: Array
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,9 @@ class _OverlayBase:
             self._cached = self._build()
         return self._cached
 
+    def card_evidence(self) -> CardEvidence | None:
+        return None
+
     def _build(self) -> Policy:
         raise NotImplementedError
 
@@ -144,13 +166,25 @@ class TableOverlay(_OverlayBase):
     base: TablePolicy
     _kind = "table"
 
-    def __init__(self, base: TablePolicy) -> None:
+    def __init__(self, base: TablePolicy, *, cards: Sequence[str] = ()) -> None:
         super().__init__(base)
-        self._count = np.zeros(base.table_.count.shape)
-        self._error = np.zeros(base.table_.count.shape)
-        self._cost_count = np.zeros(base.table_.count.shape)
-        self._cost_sum = np.zeros(base.table_.count.shape)
+        clash = sorted(set(cards) & set(self.models))
+        if clash or len(set(cards)) != len(cards):
+            raise InvalidInputError("cards", f"must be distinct models without a profile; "
+                                             f"{clash or list(cards)} repeat a name")
+        self.cards = tuple(cards)
+        self.models = [*self.models, *self.cards]  # a card's evidence: the columns after
+        shape = (base.table_.count.shape[0], len(self.models))
+        self._count = np.zeros(shape)
+        self._error = np.zeros(shape)
+        self._cost_count = np.zeros(shape)
+        self._cost_sum = np.zeros(shape)
         self._seen: OrderedDict[str, _Evidence] = OrderedDict()
+        self._cards_cached: CardEvidence | None = None
+
+    def card_evidence(self) -> CardEvidence | None:
+        self.posterior()  # built together, from the same outcomes
+        return self._cards_cached
 
     def check(self, event: FeedbackEvent) -> None:
         self._model_index(event)
@@ -185,7 +219,8 @@ class TableOverlay(_OverlayBase):
         # The remembered evidence is never changed once made, so its arrays are built from
         # this snapshot when the checkpoint is written (see checkpoint's module docstring).
         seen = list(self._seen.values())
-        return State({"kind": self._kind, **self._counts(), "seen": list(self._seen)}, {
+        return State({"kind": self._kind, **self._counts(), "seen": list(self._seen),
+                      "cards": list(self.cards)}, {
             "count": self._count.copy(), "error": self._error.copy(),
             "cost_count": self._cost_count.copy(), "cost_sum": self._cost_sum.copy(),
             "seen_model": lambda: np.array([e.model for e in seen], dtype=np.int64),
@@ -205,6 +240,10 @@ class TableOverlay(_OverlayBase):
         if state.meta.get("kind") != self._kind:
             raise CheckpointError(f"a {state.meta.get('kind')!r} overlay's state cannot restore "
                                   f"a {self._kind!r} overlay")
+        if state.meta.get("cards", []) != list(self.cards):
+            raise CheckpointError(f"the state learned the models without a profile "
+                                  f"{state.meta.get('cards', [])}; this overlay's are "
+                                  f"{list(self.cards)}")
         rows = self._restore_units(state)
         m = len(self.models)
         count = state.array("count", dtype=np.float64, shape=(rows, m))
@@ -243,8 +282,17 @@ class TableOverlay(_OverlayBase):
     # Internals --------------------------------------------------------------------------------
 
     def _build(self) -> Policy:
-        return self.base.with_evidence(self._count, self._error, self._cost_count,
-                                       self._cost_sum)
+        return self._with_evidence(self.base)
+
+    def _with_evidence(self, structure: TablePolicy) -> Policy:
+        """``structure`` (the fitted policy, with any grown units) updated by the profiled
+        models' evidence; the cards' evidence is snapshotted beside it."""
+        m = len(self.base.models_)
+        self._cards_cached = (CardEvidence(self.cards, self._count[:, m:].copy(),
+                                           self._error[:, m:].copy())
+                              if self.cards and self._count[:, m:].any() else None)
+        return structure.with_evidence(self._count[:, :m], self._error[:, :m],
+                                       self._cost_count[:, :m], self._cost_sum[:, :m])
 
     def _add(self, e: _Evidence, sign: float) -> None:
         cells = (e.units, np.full(len(e.units), e.model))
@@ -277,8 +325,8 @@ class ClusterOverlay(TableOverlay):
     _kind = "cluster"
 
     def __init__(self, base: ClusterPolicy, *, novelty_threshold: float = 0.4,
-                 max_new_clusters: int | None = None) -> None:
-        super().__init__(base)
+                 max_new_clusters: int | None = None, cards: Sequence[str] = ()) -> None:
+        super().__init__(base, cards=cards)
         if not -1.0 <= novelty_threshold <= 1.0:
             raise InvalidInputError("novelty_threshold", f"must be a cosine in [-1, 1], got "
                                                          f"{novelty_threshold}")
@@ -352,9 +400,8 @@ class ClusterOverlay(TableOverlay):
         return units, weights[0, units]
 
     def _build(self) -> Policy:
-        structure = self.base.with_clusters(self.new_centroids()) if self._sums else self.base
-        return structure.with_evidence(self._count, self._error, self._cost_count,
-                                       self._cost_sum)
+        return self._with_evidence(self.base.with_clusters(self.new_centroids())
+                                   if self._sums else self.base)
 
 
 def _add_cells(count: Array, total: Array, cells: tuple[npt.NDArray[np.int64], ...],
@@ -461,13 +508,14 @@ class KnnOverlay(_OverlayBase):
 
 
 def make_overlay(policy: Policy, *, novelty_threshold: float = 0.4,
-                 max_new_clusters: int | None = None) -> Overlay:
-    """The overlay that learns outcomes for ``policy``'s kind."""
+                 max_new_clusters: int | None = None, cards: Sequence[str] = ()) -> Overlay:
+    """The overlay that learns outcomes for ``policy``'s kind (and, for a table policy, of the
+    ``cards``: models without a profile in it)."""
     if isinstance(policy, ClusterPolicy):
         return ClusterOverlay(policy, novelty_threshold=novelty_threshold,
-                              max_new_clusters=max_new_clusters)
+                              max_new_clusters=max_new_clusters, cards=cards)
     if isinstance(policy, TablePolicy):
-        return TableOverlay(policy)
+        return TableOverlay(policy, cards=cards)
     if isinstance(policy, KnnPolicy):
         return KnnOverlay(policy)
     raise InvalidInputError("policy", f"the {policy.name!r} policy does not learn from outcomes; "
