@@ -82,12 +82,31 @@ def routed_choices(policy: Policy, test: RecordSet, lambdas: Sequence[float] = D
     return choices, scores, costs
 
 
+def policy_choices(policy: Policy, test: RecordSet,
+                   lambdas: Sequence[float] = DEFAULT_LAMBDAS) -> np.ndarray:
+    """``(len(lambdas), len(test))``: the test column of the model ``policy`` chooses for each
+    prompt at each λ (see :func:`routed_choices`)."""
+    choices, _, _ = routed_choices(policy, test, lambdas)
+    cols = np.array([test.models.index(m) for m in test.models if m in policy.models_])
+    return np.array([cols[choices[float(lam)]] for lam in lambdas])
+
+
 def paired_aiq_interval(a: Policy, b: Policy, test: RecordSet, resamples: int = 1000,
                         seed: int = 0, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
                         comparisons: int = 1) -> tuple[float, float]:
     """The 95% interval of ``routed_aiq(a) - routed_aiq(b)`` over test sets drawn from
-    ``test``'s prompts with replacement, the same draw for both routers (a paired bootstrap):
-    how large a difference between two routers this test set's sampling alone can make.
+    ``test``'s prompts with replacement (see :func:`choice_interval`)."""
+    return choice_interval(policy_choices(a, test, lambdas), policy_choices(b, test, lambdas),
+                           test, resamples, seed, comparisons)
+
+
+def choice_interval(a: np.ndarray, b: np.ndarray, test: RecordSet, resamples: int = 1000,
+                    seed: int = 0, comparisons: int = 1) -> tuple[float, float]:
+    """The 95% interval of the AIQ of choices ``a`` minus that of ``b`` (each
+    ``(n_lambdas, len(test))`` test columns, as :func:`policy_choices` gives) over test sets
+    drawn from ``test``'s prompts with replacement, the same draw for both (a paired
+    bootstrap): how large a difference between two routers this test set's sampling alone
+    can make.
 
     ``comparisons`` > 1: the pair is one of that many compared (the lowest of many runs and
     checkpoints, say), and the interval is family-wise, Bonferroni's: each comparison at
@@ -97,18 +116,12 @@ def paired_aiq_interval(a: Policy, b: Policy, test: RecordSet, resamples: int = 
         raise ValueError(f"comparisons must be >= 1, got {comparisons}")
     rows = np.arange(len(test))
 
-    def chosen(policy: Policy) -> tuple[np.ndarray, np.ndarray]:
-        """Per λ and prompt, the cost and quality of the model ``policy`` chose."""
-        choices, scores, costs = routed_choices(policy, test, lambdas)
-        picks = [choices[float(lam)] for lam in lambdas]
-        return (np.array([costs[rows, c] for c in picks]),
-                np.array([scores[rows, c] for c in picks]))
-
     def points(cost: np.ndarray, quality: np.ndarray, idx: np.ndarray) -> list[Point]:
         return [Point(float(c), float(q)) for c, q in
                 zip(cost[:, idx].mean(axis=1), quality[:, idx].mean(axis=1), strict=True)]
 
-    (cost_a, quality_a), (cost_b, quality_b) = chosen(a), chosen(b)
+    cost_a, quality_a = test.costs[rows, a], test.scores[rows, a]
+    cost_b, quality_b = test.costs[rows, b], test.scores[rows, b]
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(resamples):

@@ -268,7 +268,6 @@ class Router:
         """
         t0 = time.perf_counter()
         tenant_key = check_tenant(tenant)
-        policy, _, cards = self.learner.view(tenant_key)
         lams = [self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")]
         if cost_weights is not None:
@@ -278,7 +277,7 @@ class Router:
         n = len(inputs)
         if n == 0:
             return []
-        est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards)
+        est = self._estimates(inputs, tenant_key)
         decisions: list[RoutingDecision] = []
         for lam in lams:
             for i in range(n):
@@ -292,6 +291,24 @@ class Router:
             d.usage = Usage(routing_ms=round(per_ms, 4), embedding_ms=round(per_emb, 4))
         self._count(decisions)
         return decisions
+
+    def estimates(
+        self,
+        prompts: Sequence[str] | None = None,
+        *,
+        embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
+        tenant: str | None = None,
+    ) -> Estimates:
+        """What routing decides from, for a batch of prompts (or embeddings): each catalog
+        model's expected error, cost, support and standard error (columns in :attr:`models`),
+        with what ``tenant``'s outcomes taught. For analysis and evaluation; nothing is
+        remembered or counted."""
+        inputs, _ = self.prepare(prompts, embeddings)
+        return self._estimates(inputs, check_tenant(tenant))
+
+    def _estimates(self, inputs: Inputs, tenant: str) -> Estimates:
+        policy, _, cards = self.learner.view(tenant)
+        return self._map.estimate(policy.estimate(inputs), inputs.texts, cards)
 
     def prepare(
         self,

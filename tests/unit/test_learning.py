@@ -670,3 +670,19 @@ def test_a_model_without_a_profile_learns_nothing_under_a_policy_without_units(
     with pytest.raises(InvalidInputError, match="learns only its profiled models") as info:
         knn.report_outcome(d.decision_id, 0.0, model="tiny")
     assert info.value.field == "model" and knn.learner.n_outcomes("default") == 0
+
+
+def test_estimates_are_what_routing_decides_from_and_remember_nothing(
+        package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
+    router = _with_newcomers(package, fake_embedder)
+    _teach(router, "tiny", 1.0, 5, tenant="a")
+    prompts = [math_prompt(950), poem_prompt(950)]
+    remembered = len(router.learner.memory)
+    est = router.estimates(prompts, tenant="a")
+    assert est.models == router.models and len(router.learner.memory) == remembered
+    for row, prompt in enumerate(prompts):
+        d = router.route(prompt, tenant="a")
+        for j, model in enumerate(router.models):
+            assert d.expected_errors[model] == pytest.approx(est.error[row, j], abs=1e-6)
+    assert router.estimates(prompts).error[0, router.models.index("tiny")] != pytest.approx(
+        est.error[0, router.models.index("tiny")])  # the deployment's own learned nothing
