@@ -342,3 +342,32 @@ def test_decisions_survive_a_crash_and_a_restart(tmp_path: Path) -> None:
         assert {r.json()["decision_id"] for r in decided} <= ids and len(ids) == 6
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             db.execute("DELETE FROM decisions")
+
+
+def test_a_second_service_on_the_same_data_dir_is_refused_until_the_first_stops(
+        tmp_path: Path) -> None:
+    """Budgets and rate limits live in the serving process: two services on one data_dir
+    would let every caller spend each budget twice."""
+    data = tmp_path / "data"
+    first = ProcessServer(data_dir=data).start()
+    try:
+        first.wait_ready()
+        assert first.proc is not None
+        second = ProcessServer(data_dir=data).start()
+        try:
+            code, err = second.wait_exit(timeout=30)
+        finally:
+            if second.proc is not None and second.proc.poll() is None:
+                second.kill()
+        assert code == 2, err
+        assert (f"another switchpoint service (pid {first.proc.pid}) is serving from data_dir "
+                f"{data}") in err and "Traceback" not in err
+        assert route(first.base, "still serving").status_code == 200
+    finally:
+        first.kill()  # a crash releases the directory too
+    third = ProcessServer(data_dir=data).start()
+    try:
+        third.wait_ready()
+        assert route(third.base, "served after the crash").status_code == 200
+    finally:
+        third.kill()

@@ -20,11 +20,13 @@ from typing import Any
 
 import uvicorn
 
+from switchpoint._files import private_dir
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
 from switchpoint.server.exposure import exposure_problem
+from switchpoint.server.owner import DataDirLock
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
 from switchpoint.store import SQLiteStore
 
@@ -92,7 +94,21 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
         raise ServeError(problem)
     handler = _configure_logging(log_level)
     # A bad data_dir fails here, before the port opens.
-    store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous).open()
+    store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous)
+    # The directory is this process's alone while it serves: taken before the store opens
+    # (which writes what an earlier stop left beside it).
+    owner = DataDirLock(settings.data_dir)
+    try:
+        private_dir(owner.data_dir)
+    except OSError:
+        pass  # the store says why, in its words
+    else:
+        owner.acquire()
+    try:
+        store.open()
+    except BaseException:
+        owner.release()
+        raise
     app = create_app(settings, store=store)
     limits = settings.server
     max_connections, warning = connection_budget(limits)
@@ -140,6 +156,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
                          "in use? choose another with --port)") from exc
     finally:
         store.close()
+        owner.release()
     failure = state.failure
     if failure is not None:
         if isinstance(failure, SwitchpointError):
