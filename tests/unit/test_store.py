@@ -396,3 +396,33 @@ def test_records_still_refused_at_close_are_kept_beside_the_database_and_written
         in caplog.text
     with SQLiteStore(path) as again:  # nothing is written twice
         assert len(again.decisions()) == 3
+
+
+def test_a_torn_line_in_the_spill_file_keeps_none_of_the_others_from_being_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A crash or a full disk can cut an append to the spill file short: the records around
+    the torn line are still written, the next spill starts a line of its own, and the torn
+    one is passed over, by line number."""
+    path = tmp_path / "s.db"
+    first, second = [record() for _ in range(2)], [record() for _ in range(2)]
+    store = SQLiteStore(path).open()
+    with full_disk(store):
+        for r in first:
+            store.append_lazy(r)
+        store.close()
+    spill = store.spill_path
+    whole = spill.read_text(encoding="utf-8")
+    spill.write_text(whole + whole.splitlines()[0][:40], encoding="utf-8")  # cut short
+    store = SQLiteStore(path)
+    store._take_up_spilled = lambda conn: None  # type: ignore[method-assign]
+    store.open()  # (a start that does not get as far as writing them)
+    with full_disk(store):
+        for r in second:
+            store.append_lazy(r)
+        store.close()
+    assert len(spill.read_text(encoding="utf-8").splitlines()) == 5
+    with SQLiteStore(path) as reopened:
+        assert {d["id"] for d in reopened.decisions()} == {r.id for r in first + second}
+    assert not spill.exists()
+    assert f"passed over line(s) 3 of {spill}: not whole records" in caplog.text
+    assert "wrote 4 record(s) kept at the last close (1 passed over)" in caplog.text

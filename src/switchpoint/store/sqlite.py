@@ -447,6 +447,39 @@ def _spillable(insert: str) -> bool:
     return table in _SPILLABLE and ";" not in insert
 
 
+def _ends_inside_a_line(path: Path) -> bool:
+    """Whether the file at ``path`` ends inside a line (an append cut short)."""
+    try:
+        with path.open("rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
+def _spilled_rows(text: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of a spill file's ``text``, and the numbers of its lines that are not whole
+    records (a write cut short by a crash or a full disk), which are passed over: one torn line
+    must not keep the others from being written."""
+    rows: list[dict[str, Any]] = []
+    torn: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            torn.append(number)
+            continue
+        if isinstance(item, dict) and "insert" in item and isinstance(item.get("row"), list):
+            rows.append(item)
+        else:
+            torn.append(number)
+    return rows, torn
+
+
 def _to_json(value: Any) -> Any:
     return {"b64": base64.b64encode(value).decode("ascii")} if isinstance(value, bytes) else value
 
@@ -697,6 +730,8 @@ class SQLiteStore:
         try:
             lines = "".join(json.dumps({"insert": r.insert, "row": [_to_json(v) for v in r.row()]},
                                        separators=(",", ":")) + "\n" for r in kept)
+            if _ends_inside_a_line(self.spill_path):  # an earlier write cut short: its part
+                lines = "\n" + lines  # stays a line of its own, passed over when read
             with private_file(self.spill_path).open("a", encoding="utf-8") as fh:
                 fh.write(lines)
                 fh.flush()
@@ -718,8 +753,8 @@ class SQLiteStore:
             return
         written = passed = 0
         try:
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip()]
+            rows, torn = _spilled_rows(path.read_text(encoding="utf-8", errors="replace"))
+            passed += len(torn)
             conn.execute("BEGIN")
             for item in rows:
                 insert = item["insert"]
@@ -739,6 +774,11 @@ class SQLiteStore:
             log.error("%s: the records kept in %s at the last close were not written (%s); "
                       "they wait there for the next start", self.path, path, exc)
             return
+        if torn:
+            log.warning("%s: passed over line(s) %s of %s: not whole records (a write cut short "
+                        "by a crash or a full disk while they were kept)", self.path,
+                        ", ".join(map(str, torn[:10])) + (", ..." if len(torn) > 10 else ""),
+                        path)
         log.warning("%s: wrote %d record(s) kept at the last close (%d passed over)", self.path,
                     written, passed)
 
