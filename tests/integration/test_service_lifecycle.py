@@ -371,3 +371,37 @@ def test_a_second_service_on_the_same_data_dir_is_refused_until_the_first_stops(
         assert route(third.base, "served after the crash").status_code == 200
     finally:
         third.kill()
+
+
+def test_a_damaged_page_of_the_store_stops_the_start_naming_the_file_and_what_to_do(
+        tmp_path: Path) -> None:
+    """SQLite finds a damaged page only when it reads it: the spend ledger at open, the
+    feedback log while the router learns it. Either way one line names the file."""
+    data = tmp_path / "data"
+    server = ProcessServer(data_dir=data).start()
+    try:
+        server.wait_ready()
+        assert route(server.base, "a decision before the damage").status_code == 200
+        code, _ = server.terminate()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    db = data / "switchpoint.db"
+    for table in ("feedback", "spend"):
+        with sqlite3.connect(db) as conn:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                                (table,)).fetchone()[0]
+        conn.close()
+        with db.open("r+b") as fh:
+            fh.seek((root - 1) * page_size)
+            fh.write(b"\xff" * page_size)
+        damaged = ProcessServer(data_dir=data).start()
+        try:
+            code, err = damaged.wait_exit(timeout=60)
+        finally:
+            if damaged.proc is not None and damaged.proc.poll() is None:
+                damaged.kill()
+        assert code == 2, err
+        assert f"{db}: cannot read" in err and "the file is damaged" in err, err
+        assert "Traceback" not in err

@@ -3,11 +3,13 @@ concurrency, and rebuilding from the ``spend`` table after a restart or a crash.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
+from switchpoint.errors import StoreError
 from switchpoint.governance.budgets import Budget, period_end
 from switchpoint.governance.ledger import (
     TOTAL,
@@ -193,6 +195,30 @@ def test_the_ledger_is_rebuilt_from_the_spend_table(tmp_path: Path) -> None:
     assert ledger.held("tenant:a") == pytest.approx(0.3)
     assert settle_accounts("k1", "a", "m", "openai") == [TOTAL, "key:k1", "tenant:a",
                                                         "model:m", "provider:openai"]
+
+
+
+def test_a_damaged_spend_table_is_a_store_error_that_says_what_to_do(tmp_path: Path) -> None:
+    """A damaged page (not the file's header) is found only when the ledger reads it, as the
+    service starts: one clear error naming the file, not a traceback."""
+    db = tmp_path / "switchpoint.db"
+    with SQLiteStore(db) as store:
+        for i in range(200):
+            store.append(LedgerRecord(ts=T0, reservation_id=f"r{i}", kind="settle",
+                                      amount_usd=0.01, tenant="a")).result()
+    with sqlite3.connect(db) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'spend'"
+                            ).fetchone()[0]
+    conn.close()
+    with db.open("r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(b"\xff" * page_size)
+    with pytest.raises(StoreError) as caught:
+        load_state(db, T0)
+    message = str(caught.value)
+    assert message.startswith(f"{db}: cannot read the budgets' spend ledger (")
+    assert "the file is damaged" in message and "restore it from a backup" in message
 
 
 def test_a_budget_shared_with_other_callers_does_not_tell_what_they_spent() -> None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from switchpoint.errors import StoreError
 from switchpoint.governance.budgets import (
     PERIODS,
     Budget,
@@ -51,6 +52,7 @@ from switchpoint.governance.budgets import (
     period_end,
     period_start,
 )
+from switchpoint.store.sqlite import remedy
 
 TOTAL = "all"
 WINDOW_S = 60.0
@@ -511,6 +513,17 @@ def load_state(db_path: str | Path, now: float | None = None
     path = Path(db_path)
     if not path.exists():
         return {}, [], []
+    try:
+        return _read_state(path, now)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the budgets' spend ledger ({exc}); "
+                         f"{remedy(exc)}") from None
+
+
+def _read_state(path: Path, now: float
+                ) -> tuple[dict[str, dict[str, float]],
+                           list[tuple[str, float, float, dict[str, float]]],
+                           list[tuple[str, float]]]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

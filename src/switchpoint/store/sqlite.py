@@ -53,6 +53,19 @@ _REFUSALS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLIT
                        sqlite3.SQLITE_PROTOCOL})
 
 
+def remedy(exc: BaseException) -> str:
+    """What to do about ``exc``, an error opening or reading a database of ``data_dir``: a
+    damaged file (SQLite's ``malformed`` or ``not a database``) is not a matter of space or
+    permissions."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT,
+                                                  sqlite3.SQLITE_NOTADB):
+        return ("the file is damaged: stop every process using it and restore it from a "
+                "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
+                "-wal and -shm files, starts an empty one and loses what it held")
+    return "check that data_dir is a writable directory with free space"
+
+
 def refused(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing writes (see ``_REFUSALS``), not a bad record
     or statement."""
@@ -546,8 +559,8 @@ class SQLiteStore:
             self._migrate(conn)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open the SQLite store ({exc}); check that "
-                             "data_dir is a writable directory with free space") from None
+            raise StoreError(f"{self.path}: cannot open the SQLite store ({exc}); "
+                             f"{remedy(exc)}") from None
         self._conn = conn
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="switchpoint-store-writer",
