@@ -405,3 +405,22 @@ def test_a_damaged_page_of_the_store_stops_the_start_naming_the_file_and_what_to
         assert code == 2, err
         assert f"{db}: cannot read" in err and "the file is damaged" in err, err
         assert "Traceback" not in err
+
+
+def test_a_damaged_key_store_stops_the_start_when_client_keys_are_on(tmp_path: Path) -> None:
+    """Every keyed request reads keys.db: a service that started on a damaged one would say it
+    is ready and then answer every client 503, blaming the disk."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "keys.db").write_bytes(b"garbage!" * 512)
+    config = tmp_path / "keys.yaml"
+    config.write_text("auth: keys\n", encoding="utf-8")
+    server = ProcessServer("--config", config, data_dir=data).start()
+    try:
+        code, err = server.wait_exit(timeout=60)
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    assert code == 2, err
+    assert f"{data / 'keys.db'}: cannot open the key store (file is not a database)" in err
+    assert "the file is damaged" in err and "Traceback" not in err

@@ -201,6 +201,8 @@ class Governor:
         """``store`` is the request log (its ``spend`` table holds the ledger; None: in memory
         only); ``health`` returns the health tracker whose latencies the SLA reads."""
         self.keys = KeyStore.in_dir(settings.data_dir)
+        # Every keyed request reads the key store: one that cannot open stops the start.
+        self._keys_at_open = self.keys_required(settings)
         self.ledger = Ledger(clock)
         self.store = store
         self.health = health
@@ -216,10 +218,13 @@ class Governor:
     # Lifecycle ---------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Rebuild the ledger from the spend table (the key store opens on first use).
+        """Rebuild the ledger from the spend table, and open the key store when client keys
+        are on (else it opens on first use: a gateway without keys makes no file).
         Idempotent."""
         if self._opened:
             return
+        if self._keys_at_open:
+            self.keys.open()
         if self.store is not None:
             now = self.clock()
             spent, live, stale = load_state(self.store.path, now)

@@ -44,6 +44,7 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
+from switchpoint.store.sqlite import remedy
 
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
@@ -309,8 +310,8 @@ class KeyStore:
                 conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
                                    "COMMIT;")
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open the key store ({exc}); check that "
-                             "data_dir is a writable directory") from None
+            raise StoreError(f"{self.path}: cannot open the key store ({exc}); "
+                             f"{remedy(exc)}") from None
         self._conn = conn
         return self
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from switchpoint.decision import check_cost_weight
-from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
+from switchpoint.errors import GatewayError, InvalidInputError, StoreError, SwitchpointError
 from switchpoint.gateway.parsing import ChatRequest, parse_chat_body
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
@@ -31,6 +32,7 @@ from switchpoint.server.streaming import sse_body
 
 router = APIRouter()
 
+log = logging.getLogger("switchpoint.server")
 SESSION_HEADER = "x-session-id"
 COST_WEIGHT_HEADER = "x-switchpoint-cost-weight"
 MODELS_HEADER = "x-switchpoint-models"
@@ -76,6 +78,8 @@ async def chat_completions(request: Request) -> Response:
         plan, live = await gateway.plan(call, started=started)
         result = await _unless_disconnected(request, gateway.execute(plan, live))
     except SwitchpointError as exc:
+        if isinstance(exc, StoreError):  # (the client is told only the database's words)
+            log.error("%s %s: %s", request.method, request.url.path, exc)
         info = exc.info if isinstance(exc, GatewayError) else None
         return answer_for(exc).response(openai=True, headers=info_headers(info))
     if result is None:  # the client left; the engine logged it as client_closed
