@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.gateway.capabilities import Needs
 from switchpoint.gateway.sessions import (
     MAX_SESSION_ID,
@@ -386,3 +386,13 @@ def test_the_pins_file_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
         assert (tmp_path / "sessions.db").stat().st_mode & 0o777 == 0o600
     finally:
         store.close()
+
+
+def test_a_damaged_pins_file_is_called_damaged_not_short_of_space(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    path.write_bytes(b"garbage!" * 512)
+    with pytest.raises(StoreError) as caught:
+        SQLitePinStore(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: cannot open the session pins (file is not a database)")
+    assert "the file is damaged" in message and "disk has space" not in message

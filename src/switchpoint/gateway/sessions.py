@@ -49,6 +49,7 @@ from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.gateway.capabilities import Needs
 from switchpoint.store.sqlite import refused as database_refused
+from switchpoint.store.sqlite import remedy
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -216,8 +217,8 @@ class SQLitePinStore:
                 self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(self.SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open the session pins ({exc}); check that "
-                             "data_dir is writable and its disk has space") from None
+            raise StoreError(f"{self.path}: cannot open the session pins ({exc}); "
+                             f"{remedy(exc)}") from None
         # What the store knows (None: known to have no pin), most recently used last; and
         # the changes the writer has not committed yet. Both under `_changed`'s lock.
         self._known: OrderedDict[str, Pin | None] = OrderedDict()
