@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from switchpoint.errors import InvalidInputError
-from switchpoint.policies import POLICIES, ClusterPolicy, Inputs, KnnPolicy, policy_class
+from switchpoint.policies import (
+    POLICIES,
+    ClusterPolicy,
+    Inputs,
+    KnnPolicy,
+    make_policy,
+    policy_class,
+)
 from switchpoint.policies.base import param_names
 from switchpoint.router import load_router
 from switchpoint.weights import WeightsPackage, load_weights
@@ -59,6 +66,18 @@ def test_set_params_unknown_name_is_a_clear_error() -> None:
     assert info.value.field == "assignment"
     message = str(info.value)
     assert "'knn' policy has no parameter" in message and "'k'" in message
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_make_policy_unknown_name_lists_the_parameters(name: str) -> None:
+    # What `fit --param` and `fit(..., **params)` go through: the same answer as set_params.
+    with pytest.raises(InvalidInputError) as info:
+        make_policy(name, no_such_parameter=1)
+    assert info.value.field == "no_such_parameter"
+    message = str(info.value)
+    assert f"{name!r} policy has no parameter(s) 'no_such_parameter'" in message
+    assert str(list(param_names(policy_class(name)))) in message
+    assert "__init__" not in message
 
 
 def test_set_params_bad_value_changes_nothing() -> None:

@@ -9,7 +9,14 @@ import importlib
 from typing import Any
 
 from switchpoint.errors import InvalidInputError
-from switchpoint.policies.base import Estimates, Inputs, Policy, PolicyState, ProfileTable
+from switchpoint.policies.base import (
+    Estimates,
+    Inputs,
+    Policy,
+    PolicyState,
+    ProfileTable,
+    check_param_names,
+)
 from switchpoint.policies.baselines import FixedPolicy, RandomPolicy
 from switchpoint.policies.cluster import ClusterPolicy
 from switchpoint.policies.knn import KnnPolicy
@@ -55,6 +62,7 @@ def policy_class(name: str) -> type[Policy]:
 def make_policy(name: str, **params: Any) -> Policy:
     """A new, unfitted policy by registered name, e.g. ``make_policy("knn", k=10)``."""
     cls = policy_class(name)
+    check_param_names(cls, params)
     try:
         policy = cls(**params)
     except TypeError as exc:

@@ -20,6 +20,7 @@ import functools
 import inspect
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
@@ -252,12 +253,7 @@ class Policy(ABC):
         cluster policy's ``assignment`` or ``prior_strength``) apply at once, parameters that
         shape fitting (e.g. ``n_clusters``) at the next ``fit``.
         """
-        known = param_names(type(self))
-        unknown = [name for name in params if name not in known]
-        if unknown:
-            raise InvalidInputError(
-                unknown[0], f"the {self.name!r} policy has no parameter(s) "
-                f"{', '.join(map(repr, unknown))}; its parameters are {list(known)}")
+        check_param_names(type(self), params)
         before = self.get_params()
         for name, value in params.items():
             setattr(self, name, value)
@@ -324,6 +320,17 @@ def param_names(cls: type[Policy]) -> tuple[str, ...]:
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return tuple(p.name for p in inspect.signature(cls.__init__).parameters.values()
                  if p.name != "self" and p.kind in kinds)
+
+
+def check_param_names(cls: type[Policy], params: Mapping[str, object]) -> None:
+    """Raise :class:`InvalidInputError` naming any of ``params`` that ``cls`` does not take,
+    with the parameters it does take."""
+    known = param_names(cls)
+    unknown = [name for name in params if name not in known]
+    if unknown:
+        raise InvalidInputError(
+            unknown[0], f"the {cls.name!r} policy has no parameter(s) "
+            f"{', '.join(map(repr, unknown))}; its parameters are {list(known)}")
 
 
 def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool = True) -> float:
