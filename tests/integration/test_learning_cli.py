@@ -118,6 +118,26 @@ def test_learn_from_a_data_dir_that_does_not_exist_creates_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["feedback", "abc", "--success"], "holds no switchpoint.db"),
+    (["learn", "--export", "{tmp}/w"], "holds no switchpoint.db"),
+    (["learn", "--export", "{tmp}/w", "--tenant", "nope"], "'nope' is not a tenant"),
+])
+def test_refused_on_an_empty_data_dir_writes_nothing_there(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+        needle: str) -> None:
+    # A folder no service has run on: refused before the state is opened, so no database,
+    # no session pins, no export appear.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main([*argv, "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err, err
+    assert list(data_dir.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [data_dir]
+
+
 def test_learn_to_a_name_too_long_is_a_clean_error(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / ("w" * 300)

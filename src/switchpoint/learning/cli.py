@@ -160,12 +160,17 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
 
 
 def _existing_state(args: argparse.Namespace, settings: Settings, holds_none: str) -> None:
-    """A ``data_dir`` that does not exist is a mistake (a typo, say), not a place to make an
-    empty state: the command says so and creates nothing."""
+    """A ``data_dir`` that does not exist, or holds no store (a typo, say, or a folder no
+    service has run on), is a mistake, not a place to make an empty state: the command says
+    so and creates nothing."""
     data_dir = Path(settings.data_dir)
+    field = "--data-dir" if args.data_dir else "data_dir"
     if not data_dir.is_dir():
-        raise InvalidInputError("--data-dir" if args.data_dir else "data_dir",
-                                f"{data_dir} does not exist, so it holds {holds_none}")
+        raise InvalidInputError(field, f"{data_dir} does not exist, so it holds {holds_none}")
+    if not Path(settings.db_path).is_file():
+        raise InvalidInputError(field, f"{data_dir} holds no {Path(settings.db_path).name} "
+                                       f"(no service has logged there), so it holds "
+                                       f"{holds_none}")
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -175,14 +180,14 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     check_weights_target(args.export)  # before the state in data_dir is opened
     settings = _settings(args)
+    if args.tenant is not None and args.tenant not in settings.tenants and (
+            args.tenant != "default"):
+        raise InvalidInputError("tenant", f"{args.tenant!r} is not a tenant of the config "
+                                          f"({', '.join(settings.tenants) or 'none'}"
+                                          "; 'default': the deployment's own)")
     _existing_state(args, settings, "no outcomes to fold into the weights; point it at the "
                                     "data_dir of the service that learned them")
     with Gateway.from_config(settings, serves_chat=False) as gateway:
-        if args.tenant is not None and args.tenant not in gateway.settings.tenants and (
-                args.tenant != "default"):
-            raise InvalidInputError("tenant", f"{args.tenant!r} is not a tenant of the config "
-                                              f"({', '.join(gateway.settings.tenants) or 'none'}"
-                                              "; 'default': the deployment's own)")
         package = export_weights(gateway.router, args.export, tenant=args.tenant,
                                  through=gateway.learning.log_position())
     learned = package.provenance.get("learned", [{}])[-1]
