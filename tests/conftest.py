@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
@@ -84,6 +86,31 @@ class FakeEmbedder:
         for i, t in enumerate(texts):
             out[i] = self.embed_one(t)
         return out
+
+
+def feed_pipe(fifo: Path, text: str, wait_s: float = 5.0) -> threading.Thread:
+    """Make ``fifo`` a named pipe and write ``text`` into it from a thread, once a reader opens
+    it (as ``<(...)`` or ``/dev/stdin`` do); the thread gives up after ``wait_s`` without one,
+    so code that never opens the pipe fails a test instead of hanging it. Join the thread."""
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until a reader opens
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return writer
 
 
 def shared_data_dir() -> Path:

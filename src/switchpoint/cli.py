@@ -178,8 +178,9 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
         yield "stdin", bounded_lines(stdin)
         return
     path = Path(source)
-    if not path.is_file():
-        _fail(f"--input: {path} not found")
+    if not path.exists() or path.is_dir():  # (a pipe, such as <(...), reads as a file does)
+        _fail(f"--input: {path} " + ("is a directory" if path.is_dir() else "not found")
+              + "; give a file of prompts, or - for stdin")
     with path.open(encoding="utf-8") as fh:
         yield str(path), bounded_lines(fh)
 

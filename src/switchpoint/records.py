@@ -167,8 +167,9 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
 def load_records(path: str | Path) -> RecordSet:
     """Read a routing-records JSONL file."""
     p = Path(path)
-    if not p.is_file():
-        raise RecordsError(p, None, "file not found; pass a JSONL file of routing records")
+    if not p.exists() or p.is_dir():  # (a pipe, such as /dev/stdin, reads as a file does)
+        raise RecordsError(p, None, ("is a directory" if p.is_dir() else "file not found")
+                           + "; pass a JSONL file of routing records")
     try:
         with p.open(encoding="utf-8") as fh:
             return parse_records(fh, source=p)

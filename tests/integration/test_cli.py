@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -30,6 +31,7 @@ from switchpoint.policies import ClusterPolicy
 from switchpoint.router import Router
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 from switchpoint.weights import load_weights
+from tests.conftest import feed_pipe
 
 PROMPT = "Which planet is closest to the sun? A) Venus B) Mercury C) Mars D) Earth"
 # Each line is the routing answer (the same fields as POST /v1/route) with its id and λ.
@@ -307,6 +309,34 @@ def test_route_file_argument_errors(
 
 
 # route: pipes ------------------------------------------------------------------------------------
+
+
+def test_route_and_fit_read_named_pipes_and_refuse_directories(
+    real_weights_dir: Path, records_file: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `--input <(...)`, `fit <(...)`, `... | switchpoint fit /dev/stdin`: a pipe reads as a file.
+    def piped(text: str) -> Path:
+        fifo = tmp_path / f"pipe-{len(pipes)}"
+        pipes.append(feed_pipe(fifo, text))
+        return fifo
+
+    pipes: list[threading.Thread] = []
+    code, out, err = run(["route", "--input", piped(PROMPT + "\n"), "--weights",
+                          real_weights_dir, "-q"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["id"] == 1
+    code, _, err = run(["fit", piped(records_file.read_text(encoding="utf-8")), "--out",
+                        tmp_path / "w", "--split", "test", "--policy", "tiers", "-q"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "w" / "manifest.json").is_file()
+    for writer in pipes:
+        writer.join()
+    # A directory is named as one, not as a file that is missing.
+    code, _, err = run(["route", "--input", tmp_path, "--weights", real_weights_dir], capsys)
+    assert_bad_input(code, err, f"--input: {tmp_path} is a directory")
+    code, _, err = run(["fit", tmp_path, "--out", tmp_path / "w2"], capsys)
+    assert_bad_input(code, err, f"{tmp_path}: is a directory")
 
 
 class Terminal(io.StringIO):

@@ -11,6 +11,7 @@ import pytest
 
 from switchpoint.errors import RecordsError
 from switchpoint.records import RecordSet, load_records, parse_records
+from tests.conftest import feed_pipe
 
 
 def _line(**fields: object) -> str:
@@ -148,8 +149,19 @@ def test_load_records_missing_file(tmp_path: Path) -> None:
 
 
 def test_load_records_directory_is_not_a_file(tmp_path: Path) -> None:
-    with pytest.raises(RecordsError, match="not found"):
+    with pytest.raises(RecordsError, match="is a directory; pass a JSONL file"):
         load_records(tmp_path)
+
+
+def test_load_records_reads_a_pipe(tmp_path: Path) -> None:
+    # `switchpoint fit <(zcat records.jsonl.gz)` and `... | switchpoint fit /dev/stdin`.
+    fifo = tmp_path / "records.fifo"
+    writer = feed_pipe(fifo, GOOD + "\n")
+    try:
+        records = load_records(fifo)
+    finally:
+        writer.join()
+    assert records.ids == ["r1"]
 
 
 def test_load_records_of_another_encoding_names_the_file(tmp_path: Path) -> None:
