@@ -128,6 +128,11 @@ def cmd_route(args: argparse.Namespace) -> int:
         _fail("route: give either a PROMPT or --input, not both")
     if args.input is None and args.output is not None:
         _fail("route: --output applies to --input; give --input prompts.jsonl")
+    if args.input is None and args.cost_weights is not None:
+        _fail("route: --cost-weights (a sweep) applies to --input; for one prompt give "
+              "--cost-weight")
+    if args.cost_weight is not None and args.cost_weights is not None:
+        _fail("route: give either --cost-weight or --cost-weights, not both")
     models = _parse_models(args.models)
     weights = None if args.cost_weights is None else [
         _parse_float(v, "--cost-weights") for v in args.cost_weights.split(",") if v.strip()]

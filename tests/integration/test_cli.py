@@ -302,6 +302,14 @@ def test_route_file_argument_errors(
     assert_bad_input(code, err, "--output", "--input")
     code, _, err = run(["route", "x", "--input", src, "--output", tmp_path / "o.jsonl"], capsys)
     assert_bad_input(code, err, "not both")
+    # A sweep for one prompt would print one model, at neither λ: it is refused, as is a sweep
+    # beside a single λ (one of them would be ignored).
+    code, out, err = run(["route", "x", "--cost-weights", "0,1"], capsys)
+    assert_bad_input(code, err, "--cost-weights (a sweep) applies to --input", "--cost-weight")
+    assert out == ""
+    code, _, err = run(["route", "--input", src, "--output", tmp_path / "o.jsonl",
+                        "--cost-weight", "1", "--cost-weights", "0,1"], capsys)
+    assert_bad_input(code, err, "either --cost-weight or --cost-weights")
     code, _, err = run(["route", "--input", tmp_path / "missing.jsonl", "--output",
                         tmp_path / "o.jsonl", "--weights", real_weights_dir], capsys)
     assert_bad_input(code, err, "missing.jsonl", "not found")
