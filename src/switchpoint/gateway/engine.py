@@ -96,7 +96,7 @@ from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
-from switchpoint.router import check_route_input
+from switchpoint.router import Router, check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
 
@@ -279,7 +279,7 @@ class Gateway:
         self._applied = g
 
     @property
-    def router(self) -> Any:
+    def router(self) -> Router:
         """The live :class:`~switchpoint.router.Router` (raises while it is still loading)."""
         return self.state.live().router
 
