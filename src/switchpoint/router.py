@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
+import numbers
 import threading
 import time
 import uuid
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from switchpoint._numbers import real_number
 from switchpoint.catalog import Catalog, estimate_tokens
 from switchpoint.decision import (
     RoutingDecision,
@@ -54,6 +57,14 @@ def check_route_input(prompt: object, embedding: object) -> None:
         raise InvalidInputError("prompt", "give a prompt or an embedding (there is neither)")
     if prompt is not None and embedding is not None:
         raise InvalidInputError("embedding", "give either a prompt or an embedding, not both")
+
+
+def check_cache_size(size: object, field_name: str) -> int:
+    """A cache's size: a whole number of entries >= 0 (0 turns the cache off)."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
+        raise InvalidInputError(field_name, f"must be a whole number of entries >= 0 (0 turns "
+                                            f"the cache off), got {size!r}")
+    return int(size)
 
 
 @dataclass
@@ -102,10 +113,12 @@ class DecisionCache:
     behind every model's estimate (what exploration aims with). Thread-safe."""
 
     def __init__(self, size: int = 10_000, ttl_seconds: float = 3600.0) -> None:
-        if size < 0 or ttl_seconds < 0:
-            raise ValueError("cache size and ttl must be >= 0")
-        self.size = size
-        self.ttl = ttl_seconds
+        self.size = check_cache_size(size, "cache_size")
+        ttl = real_number(ttl_seconds)
+        if ttl is None or not 0.0 <= ttl < math.inf:
+            raise InvalidInputError("cache_ttl", f"must be a number of seconds >= 0 (0: no "
+                                                 f"expiry), got {ttl_seconds!r}")
+        self.ttl = ttl
         self._entries: OrderedDict[tuple[Any, ...], tuple[float, RoutingDecision, np.ndarray]] = (
             OrderedDict())
         self._lock = threading.Lock()
@@ -166,7 +179,8 @@ class Router:
             raise InvalidInputError(
                 "embedder", f"produces {inner.dimension}-d vectors but the weights expect "
                 f"{weights.dimension}-d ({weights.embedder_id})")
-        self.embedder = CachedEmbedder(inner, embedding_cache_size)
+        self.embedder = CachedEmbedder(
+            inner, check_cache_size(embedding_cache_size, "embedding_cache_size"))
         self.cost_weight = check_cost_weight(cost_weight)
         self.catalog = catalog or Catalog.from_profiles(self.policy.models_)
         self.models: list[str] = self.catalog.names

@@ -140,6 +140,27 @@ def test_cache_disabled_and_expiry(make_router: RouterFactory) -> None:
     assert short.route(PROMPTS[0]).cache_hit is False
 
 
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"cache_size": -1}, "cache_size"),
+    ({"cache_size": 1.5}, "cache_size"),
+    ({"cache_size": "10"}, "cache_size"),
+    ({"cache_size": True}, "cache_size"),
+    ({"cache_ttl": -1}, "cache_ttl"),
+    ({"cache_ttl": math.nan}, "cache_ttl"),  # (would never expire)
+    ({"cache_ttl": "60"}, "cache_ttl"),
+    ({"embedding_cache_size": -1}, "embedding_cache_size"),
+])
+def test_bad_cache_settings_are_a_typed_error_naming_them(
+        make_router: RouterFactory, kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        make_router(**kwargs)
+    assert info.value.field == field
+    if field != "embedding_cache_size":  # (load_router takes the decision cache's two)
+        with pytest.raises(InvalidInputError) as info:
+            load_router(**kwargs, warm=False)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
 def test_cache_evicts_least_recently_used(make_router: RouterFactory) -> None:
     r = make_router(cache_size=2)
     r.route(PROMPTS[0])
