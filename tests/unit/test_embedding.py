@@ -62,6 +62,11 @@ BAD_EMBEDDINGS = [
     pytest.param(None, "list", id="none"),
     pytest.param(0.5, "list", id="scalar"),
     pytest.param({"a": 1}, "list", id="dict"),
+    # An embedder's whole output, not one of its rows: its shape is named, with the fix.
+    pytest.param(np.ones((1, DIM), dtype=np.float32), "shape (1, 8); give one flat vector",
+                 id="embed-output"),
+    pytest.param(np.ones((DIM, 1)), "shape (8, 1)", id="column"),
+    pytest.param(np.array(0.5), "shape ()", id="zero-d-array"),
 ]
 
 

@@ -42,6 +42,10 @@ def check_embedding(value: object, dimension: int, field: str = "embedding") -> 
     """
     if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise InvalidInputError(field, f"must be a list of {dimension} numbers")
+    if isinstance(value, np.ndarray) and value.ndim != 1:
+        raise InvalidInputError(
+            field, f"is an array of shape {value.shape}; give one flat vector of {dimension} "
+            "numbers (of an embedder's output, one row: embed([text])[0])")
     if len(value) != dimension:
         raise InvalidInputError(
             field, f"has {len(value)} values; this router's embedder produces {dimension}"
