@@ -285,7 +285,12 @@ class Router:
         lams = [self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")]
         if cost_weights is not None:
+            if isinstance(cost_weights, str) or not isinstance(cost_weights, Iterable):
+                raise InvalidInputError("cost_weights", "must be a list of numbers >= 0")
             lams = [check_cost_weight(v, f"cost_weights[{i}]") for i, v in enumerate(cost_weights)]
+            if not lams:
+                raise InvalidInputError("cost_weights", "is empty; give at least one λ, or omit "
+                                                        "it to route at the router's own")
         mask = self._candidates(available_models)
         inputs, embedding_ms = self.prepare(prompts, embeddings)
         n = len(inputs)

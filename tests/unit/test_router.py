@@ -373,6 +373,19 @@ def test_route_batch_with_cost_weights(router: Router) -> None:
     assert router.stats.total_requests == len(out)
 
 
+@pytest.mark.parametrize(("cost_weights", "needle"), [
+    ([], "cost_weights: is empty"),  # (was: [] back, as if there were no prompts)
+    ("0,1", "cost_weights: must be a list of numbers"),
+    ([0.5, -1], "cost_weights[1]: "),
+])
+def test_route_batch_refuses_a_bad_sweep(router: Router, cost_weights: object,
+                                         needle: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(PROMPTS[:2], cost_weights=cost_weights)  # type: ignore[arg-type]
+    assert needle in str(info.value)
+    assert router.stats.total_requests == 0
+
+
 # Per-cluster best model ----------------------------------------------------------------------
 
 
