@@ -297,6 +297,10 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
             profile = json.loads(data)
         except json.JSONDecodeError as exc:
             raise WeightsError(root / rel, f"is not valid JSON ({exc.msg})") from None
+        if not isinstance(profile, dict):
+            raise WeightsError(root / rel, f"holds a JSON {type(profile).__name__}, not a "
+                                           "model's profile (an object); the package is corrupt, "
+                                           "re-create it with `switchpoint fit`")
         profile.pop("model", None)
         profiles[model] = profile
     policy_name = str(policy_info.get("name"))
@@ -313,7 +317,11 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
     )
     try:
         fitted = policy_from_state(state)
-    except (KeyError, ValueError, TypeError, IndexError) as exc:
+    except KeyError as exc:
+        raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: it lacks the field "
+                                 f"{exc}; the package is corrupt, re-create it with "
+                                 "`switchpoint fit`") from None
+    except (ValueError, TypeError, IndexError) as exc:
         raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: {exc}") from None
     return WeightsPackage(policy=fitted, embedder_id=embedder_id, dimension=dimension,
                           provenance=dict(manifest.get("provenance", {})), path=root)

@@ -365,6 +365,31 @@ def test_profile_not_json_with_matching_checksum(pkg_dir: Path) -> None:
     assert str(pkg_dir / rel) in str(info.value)
 
 
+@pytest.mark.parametrize("content", [b"[1, 2]", b"null", b"0.5", b'"a profile"'])
+def test_profile_json_that_is_not_an_object(pkg_dir: Path, content: bytes) -> None:
+    rel = "profiles/claude-v2.json"
+    (pkg_dir / rel).write_bytes(content)
+    m = _manifest(pkg_dir)
+    m["files"][rel] = hashlib.sha256(content).hexdigest()
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError, match="not a model's profile") as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel
+
+
+def test_profile_without_a_field_names_the_field(pkg_dir: Path) -> None:
+    rel = "profiles/claude-v2.json"
+    profile = json.loads((pkg_dir / rel).read_bytes())
+    del profile["count"]
+    data = json.dumps(profile).encode()
+    (pkg_dir / rel).write_bytes(data)
+    m = _manifest(pkg_dir)
+    m["files"][rel] = hashlib.sha256(data).hexdigest()
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError, match="lacks the field 'count'"):
+        load_weights(pkg_dir)
+
+
 # The bundled default -----------------------------------------------------------------------
 
 
