@@ -265,18 +265,20 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
         raise WeightsError(manifest_path, f"has format_version {version!r}; this switchpoint "
                                           f"reads version {FORMAT_VERSION}. Upgrade switchpoint "
                                           "or re-fit the weights")
-    try:
-        embedder = manifest["embedder"]
-        dimension = int(embedder["dimension"])
-        embedder_id = str(embedder["id"])
-        policy_info = manifest["policy"]
-        models = list(manifest["models"])
-        array_files = dict(manifest["arrays"])
-        profile_files = dict(manifest["profiles"])
-        checksums = dict(manifest.get("files", {}))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(manifest_path, f"lacks or mangles the field {exc}; re-create the "
-                                          "package with `switchpoint fit`") from None
+    dimension = _part(manifest, "embedder.dimension", int, manifest_path)
+    embedder_id = _part(manifest, "embedder.id", str, manifest_path)
+    policy_info = {"name": _part(manifest, "policy.name", str, manifest_path),
+                   "params": _part(manifest, "policy.params", dict, manifest_path, {}),
+                   "meta": _part(manifest, "policy.meta", dict, manifest_path, {})}
+    models = _part(manifest, "models", list, manifest_path)
+    array_files = _part(manifest, "arrays", dict, manifest_path)
+    profile_files = _part(manifest, "profiles", dict, manifest_path)
+    checksums = _part(manifest, "files", dict, manifest_path, {})
+    provenance = _part(manifest, "provenance", dict, manifest_path, {})
+    for name, values in (("models", models), ("arrays", array_files.values()),
+                         ("profiles", profile_files.values()), ("files", checksums.values())):
+        if not all(isinstance(v, str) for v in values):
+            raise WeightsError(manifest_path, f"field {name!r} must hold strings; {_CORRUPT}")
     arrays: dict[str, Any] = {}
     for name, rel in array_files.items():
         data = _read_checked(root, rel, checksums)
@@ -303,7 +305,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
                                            "re-create it with `switchpoint fit`")
         profile.pop("model", None)
         profiles[model] = profile
-    policy_name = str(policy_info.get("name"))
+    policy_name = policy_info["name"]
     for name, arr in arrays.items():
         if name in _VECTOR_ARRAYS.get(policy_name, ()) and (
                 arr.ndim != 2 or arr.shape[1] != dimension):
@@ -312,8 +314,8 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
                                f"embedder {embedder_id!r} has dimension {dimension}. The package "
                                "was fitted with another embedder: re-fit it")
     state = PolicyState(
-        name=policy_name, params=dict(policy_info.get("params", {})),
-        arrays=arrays, profiles=profiles, meta=dict(policy_info.get("meta", {})),
+        name=policy_name, params=dict(policy_info["params"]),
+        arrays=arrays, profiles=profiles, meta=dict(policy_info["meta"]),
     )
     try:
         fitted = policy_from_state(state)
@@ -324,7 +326,29 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
     except (ValueError, TypeError, IndexError) as exc:
         raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: {exc}") from None
     return WeightsPackage(policy=fitted, embedder_id=embedder_id, dimension=dimension,
-                          provenance=dict(manifest.get("provenance", {})), path=root)
+                          provenance=dict(provenance), path=root)
+
+
+_CORRUPT = "the package is corrupt, re-create it with `switchpoint fit`"
+_REQUIRED = object()
+_KIND_NAMES = {int: "whole number", str: "string", dict: "JSON object", list: "JSON list"}
+
+
+def _part(manifest: dict[str, Any], path: str, kind: type, where: Path,
+          default: Any = _REQUIRED) -> Any:
+    """The manifest's field at the dotted ``path`` when it is a ``kind`` (``default`` when it is
+    absent, if given); else a :class:`WeightsError` naming the field."""
+    value: Any = manifest
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            if default is not _REQUIRED and isinstance(value, dict):
+                return default
+            raise WeightsError(where, f"lacks the field {path!r}; {_CORRUPT}")
+        value = value[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise WeightsError(where, f"field {path!r} must be a {_KIND_NAMES[kind]}, got "
+                                  f"{type(value).__name__}; {_CORRUPT}")
+    return value
 
 
 def _read_checked(root: Path, rel: str, checksums: dict[str, str]) -> bytes:

@@ -365,6 +365,34 @@ def test_profile_not_json_with_matching_checksum(pkg_dir: Path) -> None:
     assert str(pkg_dir / rel) in str(info.value)
 
 
+@pytest.mark.parametrize(("path", "value", "needle"), [
+    ("provenance", "notes", "field 'provenance' must be a JSON object, got str"),
+    ("provenance", [1, 2], "field 'provenance' must be a JSON object, got list"),
+    ("policy", "cluster", "lacks the field 'policy.name'"),
+    ("policy.params", [1], "field 'policy.params' must be a JSON object"),
+    ("policy.meta", [1], "field 'policy.meta' must be a JSON object"),
+    ("embedder.dimension", "384", "field 'embedder.dimension' must be a whole number"),
+    ("embedder.dimension", True, "field 'embedder.dimension' must be a whole number"),
+    ("arrays", ["a"], "field 'arrays' must be a JSON object"),
+    ("models", None, "field 'models' must be a JSON list, got NoneType"),
+    ("models", [1], "field 'models' must hold strings"),
+    ("files", {"manifest.json": 5}, "field 'files' must hold strings"),
+])
+def test_manifest_field_of_the_wrong_kind_is_named(pkg_dir: Path, path: str, value: object,
+                                                    needle: str) -> None:
+    m = _manifest(pkg_dir)
+    *parents, last = path.split(".")
+    node = m
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert needle in str(info.value) and "re-create it" in str(info.value)
+    assert info.value.path == pkg_dir / "manifest.json"
+
+
 @pytest.mark.parametrize("content", [b"[1, 2]", b"null", b"0.5", b'"a profile"'])
 def test_profile_json_that_is_not_an_object(pkg_dir: Path, content: bytes) -> None:
     rel = "profiles/claude-v2.json"
