@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+from switchpoint._files import path_problem, write_problem
 from switchpoint._json import loads
 from switchpoint._messages import plural
 from switchpoint._progress import StderrProgress, stream_is_terminal
@@ -82,13 +83,30 @@ def _feedback(args: argparse.Namespace) -> StderrProgress:
                           quiet=getattr(args, "quiet", False))
 
 
-def _atomic_write(path: Path, write: Callable[[TextIO], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _check_output(path: Path, flag: str) -> Path:
+    """``path`` if an output file can be written there (checked before the work, not after
+    it): not a directory, and its folder one that exists or can be made."""
+    if path.is_dir():
+        _fail(f"{flag}: {path} is a directory; give a file path, e.g. {path / 'out.jsonl'}")
+    problem = path_problem(path)
+    if problem is not None:
+        _fail(f"{flag}: cannot write {path}: {problem}")
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[TextIO], None], flag: str = "--output") -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        _fail(f"{flag}: cannot write {path}: {write_problem(path, exc)}")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             write(fh)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        _fail(f"{flag}: cannot write {path}: {write_problem(path, exc)}")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -143,9 +161,10 @@ def cmd_route(args: argparse.Namespace) -> int:
     for w in weights or []:
         check_cost_weight(w, "--cost-weights")
     if args.input is not None:
+        output = None if args.output in (None, "-") else _check_output(Path(args.output),
+                                                                       "--output")
         rows = _read_route_input(args.input)
         router = load_router(args.weights, warm=False)
-        output = None if args.output in (None, "-") else Path(args.output)
         with _feedback(args) as feedback:
             return _route_file(router, rows, output, models,
                                weights or [lam if lam is not None else router.cost_weight],

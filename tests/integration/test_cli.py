@@ -316,6 +316,27 @@ def test_route_file_argument_errors(
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_route_output_that_cannot_be_written_is_a_clean_error(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text(PROMPT + "\n")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    # Refused before anything is routed: a directory, a path through a file.
+    code, out, err = run(["route", "--input", src, "--output", folder, "--weights",
+                          real_weights_dir], capsys)
+    assert_bad_input(code, err, f"--output: {folder} is a directory; give a file path")
+    assert out == "" and "routing" not in err and list(folder.iterdir()) == []
+    code, _, err = run(["route", "--input", src, "--output", src / "out.jsonl", "--weights",
+                        real_weights_dir], capsys)
+    assert_bad_input(code, err, "--output: cannot write", f"its parent {src} is not a directory")
+    # A place that takes no files, found when the decisions are written: no traceback either.
+    code, _, err = run(["route", "--input", src, "--output", "/proc/out.jsonl", "--weights",
+                        real_weights_dir, "-q"], capsys)
+    assert_bad_input(code, err, "--output: cannot write /proc/out.jsonl")
+
+
 # route: pipes ------------------------------------------------------------------------------------
 
 
