@@ -121,6 +121,26 @@ def test_unknown_key_ids(config: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 2 and "is not a key id" in err
 
 
+@pytest.mark.parametrize(("argv", "code", "needle"), [
+    (["list"], 0, ""),
+    (["show", "0123456789"], 2, "no key has the id '0123456789': "),
+    (["revoke", "0123456789"], 2, "holds no keys.db"),
+    (["rotate", "0123456789", "--grace", "1h"], 2, "holds no keys.db"),
+    (["revoke", "sp-0123456789_" + "ab" * 16], 2, "is not a key id"),
+])
+def test_keys_on_a_data_dir_without_keys_create_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], code: int,
+        needle: str) -> None:
+    # A mistyped --data-dir: no keys there, and no keys.db (nor the folder) made for them.
+    data_dir = tmp_path / "typo" / "data"
+    got, out, err = run(["keys", *argv, "--data-dir", data_dir], capsys)
+    assert got == code and needle in err and "Traceback" not in err, err
+    assert "ab" * 16 not in err
+    if argv == ["list"]:
+        assert out.strip() == "no keys"
+    assert list(tmp_path.iterdir()) == []
+
+
 def seed(config: Path) -> None:
     now = time.time()
     errors = {"big": 0.1, "small": 0.4}

@@ -81,10 +81,24 @@ def _usd(x: float | None) -> str:
 # keys ------------------------------------------------------------------------------------------
 
 
-def _store(settings: Any) -> Any:
+def _store(settings: Any, *, create: bool = False) -> Any:
+    """The key store in ``data_dir``. Only ``keys create`` makes one: the other commands find
+    no keys where there is none (a mistyped --data-dir, say) and create nothing there."""
     from switchpoint.governance.keys import KeyStore
 
-    return KeyStore.in_dir(settings.data_dir)
+    store = KeyStore.in_dir(settings.data_dir)
+    if not create and not store.path.is_file():
+        return None
+    return store
+
+
+def _no_store(settings: Any, key_id: str) -> InvalidInputError:
+    from switchpoint.governance.keys import KEYS_FILENAME, check_key_id
+
+    check_key_id(key_id)  # (a whole key given as the id is refused without repeating it)
+    return InvalidInputError("id", f"no key has the id {key_id!r}: {settings.data_dir} "
+                                   f"holds no {KEYS_FILENAME} (check --data-dir / the config's "
+                                   "data_dir)")
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -110,7 +124,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
                    tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
                    expires=args.expires).checked(
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
-    with _store(settings) as store:
+    with _store(settings, create=True) as store:
         issued = store.create(spec)
     if args.json:
         _print_json(issued.to_dict())
@@ -129,8 +143,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with _store(settings) as store:
-        records = store.list(args.tenant, include_revoked=args.all)
+    store = _store(settings)
+    if store is None:
+        records = []
+    else:
+        with store:
+            records = store.list(args.tenant, include_revoked=args.all)
     if args.json:
         _print_json([r.to_dict() for r in records])
         return 0
@@ -155,7 +173,10 @@ def _printable(text: str) -> str:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    with _store(settings) as store:
+    store = _store(settings)
+    if store is None:
+        raise _no_store(settings, args.id)
+    with store:
         record = store.revoke(args.id)
     if args.json:
         _print_json(record.to_dict())
@@ -169,7 +190,10 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     grace = duration_s(args.grace) if args.grace else 0.0
-    with _store(settings) as store:
+    store = _store(settings)
+    if store is None:
+        raise _no_store(settings, args.id)
+    with store:
         issued = store.rotate(args.id, grace)
     if args.json:
         _print_json(issued.to_dict())
@@ -185,7 +209,10 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     from switchpoint.governance.reports import Reports
 
     settings = _settings(args)
-    with _store(settings) as store:
+    store = _store(settings)
+    if store is None:
+        raise _no_store(settings, args.id)
+    with store:
         record = store.find(args.id)
     reports = Reports.from_settings(settings)
     from switchpoint.governance.budgets import parse_budgets

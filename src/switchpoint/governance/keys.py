@@ -434,8 +434,7 @@ class KeyStore:
         return [r for r in records if include_revoked or r.revoked_at is None]
 
     def _require(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
-        if not isinstance(key_id, str) or not _ID.match(key_id):
-            raise InvalidInputError("id", _not_an_id(key_id))
+        check_key_id(key_id)
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?",
                            (key_id,)).fetchone()
         if row is None:
@@ -505,6 +504,14 @@ _IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x1
 
 def _ignorable(code: int) -> bool:
     return any(low <= code <= high for low, high in _IGNORABLE)
+
+
+def check_key_id(value: object) -> str:
+    """``value`` if it is a key id (10 hex characters); else an :class:`InvalidInputError`
+    that never repeats a secret (see :func:`_not_an_id`)."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidInputError("id", _not_an_id(value))
+    return value
 
 
 def _not_an_id(value: object) -> str:
