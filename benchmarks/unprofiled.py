@@ -23,8 +23,12 @@ at every checkpoint, with the 95% interval of that difference over test sets res
 test prompts (a paired bootstrap); "share" is (with − without) / (full − without), the part of
 full retraining's gain (when there is one) that ``M``'s outcomes alone won.
 
+``--validate`` runs the same on a random fifth of train held out (fit and stream on the other
+four fifths): how the way a model without a profile learns was chosen; the test split is not
+read.
+
 Usage: python benchmarks/unprofiled.py [--datasets routerbench-3task] [--models a,b]
-                                       [--exploration 0.3] [--seed 0]
+                                       [--exploration 0.3] [--seed 0] [--validate]
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import argparse
 import time
 
 import numpy as np
-from _common import DEFAULT_EMBEDDER, choice_interval, embedded_records
+from _common import DEFAULT_EMBEDDER, choice_interval, embedded_records, validation_parts
 
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import decide
@@ -100,10 +104,10 @@ def choices_aiq(picked: np.ndarray, test: RecordSet) -> float:
     return aiq(points, single_model_points(test.scores, test.costs))
 
 
-def run(name: str, rs: RecordSet, models: list[str], exploration: float, seed: int) -> None:
+def run(name: str, train: RecordSet, test: RecordSet, models: list[str], exploration: float,
+        seed: int) -> None:
     """Print a row per model and checkpoint, then the lowest "with − without" of them all and
     the mean share of full retraining's gain at the end of the stream."""
-    train, test = rs.split("train"), rs.split("test")
     assert train.embeddings is not None
     full = ClusterPolicy().fit(Inputs(embeddings=train.embeddings), train.scores, train.costs,
                                train.models)
@@ -157,6 +161,9 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma-separated (default: every one)")
     parser.add_argument("--exploration", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--validate", action="store_true",
+                        help="fit and stream on four fifths of train, judge on the other "
+                             "fifth (the test split is not read)")
     args = parser.parse_args()
     print(f"{'records':<18} {'model without a profile':<30} {'events':>6} {'outcomes':>8} "
           f"{'without':>8} {'with':>8} {'full':>8} {'with-w/o':>9} {'95% interval':<18} "
@@ -164,7 +171,9 @@ def main() -> None:
     for name in args.datasets.split(","):
         rs = embedded_records(name)
         models = args.models.split(",") if args.models else list(rs.models)
-        run(name, rs, models, args.exploration, args.seed)
+        train, test = (next(validation_parts(rs.split("train"), parts=1)) if args.validate
+                       else (rs.split("train"), rs.split("test")))
+        run(name, train, test, models, args.exploration, args.seed)
 
 
 if __name__ == "__main__":
