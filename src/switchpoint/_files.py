@@ -71,3 +71,13 @@ def private_file(path: Path) -> Path:
                         "feedback comments or key hashes; make it private with chmod 600",
                         path, mode)
     return path
+
+
+def lock_holder(fd: int) -> str:
+    """`` (pid N)`` of the process that holds the advisory lock on the file ``fd`` has open,
+    when it has written its pid there (else ``""``)."""
+    try:
+        pid = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""

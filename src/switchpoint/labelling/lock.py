@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
+from switchpoint._files import lock_holder
 from switchpoint.errors import LabellingError
 from switchpoint.labelling.journal import open_for_writing
 
@@ -54,7 +55,7 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _holder(fd)
+                holder = lock_holder(fd)
                 os.close(fd)
                 raise LabellingError(
                     f"another label run is writing {self.out}{holder}; wait for it to finish, "
@@ -84,13 +85,6 @@ class OutputLock:
         self._fd = None
 
 
-def _holder(fd: int) -> str:
-    """`` (pid N)`` of the process that holds the lock, when it has written it."""
-    try:
-        pid = os.pread(fd, 32, 0).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
 
 
 def _a_lock_file(fd: int) -> bool:

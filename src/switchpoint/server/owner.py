@@ -16,6 +16,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from switchpoint._files import lock_holder
 from switchpoint.errors import ServeError
 
 LOCK_FILENAME = "serve.lock"
@@ -43,7 +44,7 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder(fd)
+            holder = lock_holder(fd)
             os.close(fd)
             raise ServeError(
                 f"another switchpoint service{holder} is serving from data_dir "
@@ -67,12 +68,3 @@ class DataDirLock:
             return
         os.close(self._fd)
         self._fd = None
-
-
-def _holder(fd: int) -> str:
-    """`` (pid N)`` of the process that holds the lock, when it has written it."""
-    try:
-        pid = os.pread(fd, 32, 0).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
