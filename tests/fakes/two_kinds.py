@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint.policies import ClusterPolicy, Inputs, KnnPolicy, Policy
+from switchpoint.policies.tiers import TiersPolicy
 from switchpoint.weights import WeightsPackage
 
 MODELS = ["strong", "runner", "cheap"]
@@ -40,8 +41,12 @@ def labels() -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def two_kinds_package(embedder: Any, policy: str = "cluster") -> WeightsPackage:
+    """The labels fitted by ``policy``: cluster, knn (on vectors) or tiers (on the text)."""
     prompts, scores, costs = labels()
-    model: Policy = (ClusterPolicy(n_clusters=2, n_coarse=1) if policy == "cluster"
-                     else KnnPolicy(k=10))
+    if policy == "tiers":
+        model: Policy = TiersPolicy().fit(Inputs(texts=prompts), scores, costs, MODELS)
+        return WeightsPackage(policy=model, embedder_id=embedder.id,
+                              dimension=embedder.dimension)
+    model = ClusterPolicy(n_clusters=2, n_coarse=1) if policy == "cluster" else KnnPolicy(k=10)
     model.fit(Inputs(embeddings=embedder.embed(prompts)), scores, costs, MODELS)
     return WeightsPackage(policy=model, embedder_id=embedder.id, dimension=embedder.dimension)

@@ -41,7 +41,7 @@ def package(policy: str = "cluster") -> WeightsPackage:
 
 def loader(settings: Settings, policy: str | None) -> Router:
     """Builds routers as the service's factory does, over the two-kinds weights."""
-    name = "knn" if policy == "knn" else "cluster"
+    name = policy if policy in ("knn", "tiers") else "cluster"
     return Router(package(name), catalog=settings.catalog(), embedder=EMBEDDER,
                   cost_weight=settings.cost_weight, learning=learning_settings(settings))
 

@@ -288,6 +288,28 @@ def test_a_policy_swap_replays_the_log_into_the_new_policy(fake: FakeProviderPro
         assert _status(server)["learned_router"]["events"] == 4
 
 
+def test_feedback_on_a_decision_the_live_policy_cannot_read_is_kept_as_an_observation(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A decision made on vectors, then a swap to a policy that reads the text (which is not
+    kept), or the reverse: its outcome cannot teach the new policy, so it is kept as a
+    quality observation of the model that answered, not refused as unknown."""
+    with learning_server(fake, tmp_path) as server:
+        made = chat(server, math_prompt(700))[0]["x-switchpoint-decision-id"]
+        assert post(server, "/v1/router/policy/tiers").json()["policy"] == "tiers"
+        r = feedback(server, made, score=0.25)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["kind"], body["teaches_routing"], body["model"]) == ("model", False,
+                                                                          "strong")
+        assert "cannot read" in body["note"]
+        assert feedback(server, made, score=0.5).json()["replaced"] is True
+        text_made = chat(server, math_prompt(701))[0]["x-switchpoint-decision-id"]
+        assert post(server, "/v1/router/policy/cluster").json()["policy"] == "cluster"
+        back = feedback(server, text_made, score=1.0).json()
+        assert (back["kind"], back["teaches_routing"]) == ("model", False)
+        assert feedback(server, "0" * 32, score=1.0).status_code == 404  # unknown: still 404
+
+
 def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accounting(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:

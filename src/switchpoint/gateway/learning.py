@@ -870,6 +870,13 @@ def check_comment(comment: object) -> str | None:
     return comment
 
 
+#: Why an outcome for a decision the live policy cannot read teaches no routing.
+UNREADABLE = ("this decision was made by a policy that read the prompt another way (its "
+              "vector, or its text, which is not kept), and the live policy cannot read it "
+              "from what was kept, so this outcome is kept as a quality observation of its "
+              "model and does not teach routing")
+
+
 def learnable(router: Router, model: str) -> bool:
     """Whether outcomes of catalog model ``model`` can teach ``router`` (it has a profile, or
     the router's policy learns the outcomes of models without one)."""
@@ -1261,6 +1268,25 @@ class GatewayLearning:
                                          "so this outcome is kept as a quality observation "
                                          "of it and does not teach routing", cost_from,
                                          router, entry.prompt_tokens)
+                stored = (self.reader.pending(decision_id)
+                          if found is None and learning is not None and self.reader is not None
+                          else None)
+                if stored is not None and (scope is None or stored[0].tenant == scope):
+                    # Made by a policy the live one cannot read it for (vectors against text).
+                    entry = stored[0]
+                    answer = self._answer(decision_id)
+                    served = model if isinstance(model, str) else (
+                        answer[0] if answer is not None and answer[0] is not None
+                        else entry.chosen)
+                    if teachable is not None:
+                        teachable(served)
+                    if (measured is None and answer is not None and answer[0] == served
+                            and answer_cost(router, served, answer[1], entry.prompt_tokens)
+                            is not None):
+                        measured, cost_from = answer[1], "answer"
+                    return self._observe(decision_id, served, quality, measured, entry.tenant,
+                                         note, UNREADABLE, cost_from, router,
+                                         entry.prompt_tokens)
                 request = self._request(decision_id)
                 routed = None if request is None else request["decision_id"]
                 owner_tenant = None if request is None else (request["tenant"] or
