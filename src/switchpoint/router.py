@@ -718,16 +718,11 @@ class _CardMap:
       so, under a pessimistic policy, it takes the prompts every measured model gets right
       (where a new model most likely does too) but not, on price alone, the ones they split on.
       Its outcomes (:class:`~switchpoint.learning.overlay.CardEvidence`, on the prompt's units
-      by the same weights as a profile's) teach it in two steps. Over all of them, how much
-      better or worse than the prior they were moves the prior everywhere by ``δ`` (shrunk as
-      ``CARD_PRIOR_OUTCOMES`` outcomes more at no difference), and the prior's variance grows
-      by ``δ²``: a level learned on some prompts is not trusted on the others as much. Then
-      the ``n`` outcomes on the prompt's own units, averaging error ``ē``, move that prior as
-      a normal mean: with its variance ``v0`` (its standard error squared, at least
-      ``OUTCOME_VARIANCE / CARD_PRIOR_OUTCOMES``, plus ``δ²``), the estimate is
-      ``((e0 + δ)/v0 + n·ē/0.25) / (1/v0 + n/0.25)`` and its standard error
-      ``(1/v0 + n/0.25)^-1/2``; its support is ``n``. Under a pessimistic policy it is thus
-      taken where its own outcomes vouch for it, sooner the better it has done elsewhere.
+      by the same weights as a profile's) move that prior as a normal mean: with ``n`` of them
+      averaging error ``ē`` and the prior's variance ``v0`` (its standard error squared, at
+      least ``OUTCOME_VARIANCE / CARD_PRIOR_OUTCOMES``), the estimate is
+      ``(e0/v0 + n·ē/0.25) / (1/v0 + n/0.25)`` and its standard error
+      ``(1/v0 + n/0.25)^-1/2``; its support is ``n``.
     - Costs: when every card has prices, a request's cost is priced from its estimated tokens
       (prompt characters / 4, plus ``expected_output_tokens``), scaled per profile by how much
       that profile's measured cost on this prompt's unit differs from its global mean (so a
@@ -836,37 +831,22 @@ class _CardMap:
             weights = np.zeros((len(est.unit_ids), cards.count.shape[0]))
             inside = est.unit_ids < cards.count.shape[0]
             weights[np.flatnonzero(inside), est.unit_ids[inside]] = 1.0
-        units = min(weights.shape[1], cards.count.shape[0], cards.unit_error.shape[0])
+        units = min(weights.shape[1], cards.count.shape[0])
         count = weights[:, :units] @ cards.count[:units]
         errors = weights[:, :units] @ cards.error[:units]
         floor = OUTCOME_VARIANCE / CARD_PRIOR_OUTCOMES
         for c, name in enumerate(cards.names):
             j = self.catalog.names.index(name) if name in self.catalog.names else -1
-            if j < 0 or self.index[j] >= 0 or not cards.count[:units, c].any():
+            if j < 0 or self.index[j] >= 0 or not count[:, c].any():
                 continue
-            shift = self._card_shift(cards, c, self.prior_sources[j], units)
-            prior = np.clip(error[:, j] + shift, 0.0, 1.0)
             prior_var = (np.maximum(stderr[:, j] ** 2, floor) if stderr is not None
-                         else np.full(len(count), floor)) + shift ** 2
+                         else np.full(len(count), floor))
             precision = 1.0 / prior_var + count[:, c] / OUTCOME_VARIANCE
-            error[:, j] = np.clip((prior / prior_var + errors[:, c] / OUTCOME_VARIANCE)
+            error[:, j] = np.clip((error[:, j] / prior_var + errors[:, c] / OUTCOME_VARIANCE)
                                   / precision, 0.0, 1.0)
             support[:, j] = count[:, c]
             if stderr is not None:
                 stderr[:, j] = 1.0 / np.sqrt(precision)
-
-    @staticmethod
-    def _card_shift(cards: CardEvidence, c: int, sources: list[int], units: int) -> float:
-        """How much better (negative) or worse than its prior card ``c``'s outcomes have been,
-        over all of them: their summed error less what the prior (the mean of ``sources`` on
-        each unit) expected of them, over their number plus ``CARD_PRIOR_OUTCOMES`` (that many
-        outcomes more at no difference)."""
-        if not sources:
-            return 0.0
-        count = cards.count[:units, c]
-        expected = float((count * cards.unit_error[:units][:, sources].mean(axis=1)).sum())
-        return (float(cards.error[:units, c].sum()) - expected) / (
-            float(count.sum()) + CARD_PRIOR_OUTCOMES)
 
     @staticmethod
     def prompt_tokens(text: str | None) -> int:

@@ -91,9 +91,6 @@ class CardEvidence:
     names: tuple[str, ...]
     count: Array
     error: Array
-    #: The posterior's expected error of each profiled model on each unit (units x profiles),
-    #: which the cards' priors are made of.
-    unit_error: Array
 
 
 @dataclass(frozen=True)
@@ -291,12 +288,11 @@ class TableOverlay(_OverlayBase):
         """``structure`` (the fitted policy, with any grown units) updated by the profiled
         models' evidence; the cards' evidence is snapshotted beside it."""
         m = len(self.base.models_)
-        posterior = structure.with_evidence(self._count[:, :m], self._error[:, :m],
-                                            self._cost_count[:, :m], self._cost_sum[:, :m])
         self._cards_cached = (CardEvidence(self.cards, self._count[:, m:].copy(),
-                                           self._error[:, m:].copy(), posterior.error_)
+                                           self._error[:, m:].copy())
                               if self.cards and self._count[:, m:].any() else None)
-        return posterior
+        return structure.with_evidence(self._count[:, :m], self._error[:, :m],
+                                       self._cost_count[:, :m], self._cost_sum[:, :m])
 
     def _add(self, e: _Evidence, sign: float) -> None:
         cells = (e.units, np.full(len(e.units), e.model))
