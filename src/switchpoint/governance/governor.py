@@ -121,6 +121,13 @@ class Policy:
     def budgeted(self) -> bool:
         return any(self.budgets.values())
 
+    @property
+    def who(self) -> str:
+        """The caller as an error names it: its key, or the tenant it acts for."""
+        if self.key is not None or self.tenant is None:
+            return "this key"
+        return f"tenant {self.tenant[:64]!r}"
+
 
 def prompt_bound(body: Mapping[str, Any], image_tokens: int) -> int:
     """An upper bound on the prompt tokens of ``body`` (see the module docstring)."""
@@ -410,7 +417,7 @@ class Governor:
         if isinstance(exc, UnknownModelError):
             return UnknownModelError(exc.field, exc.names, shown)
         return ModelNotFoundError(f"model: {requested[:200]!r} is not in this gateway's "
-                                  f"catalog; this key may use {', '.join(shown) or 'none'}",
+                                  f"catalog; {policy.who} may use {', '.join(shown) or 'none'}",
                                   param="model")
 
     def check_model(self, policy: Policy, requested: str, catalog: Catalog, *,
@@ -421,17 +428,17 @@ class Governor:
         if requested == AUTO:
             if AUTO not in policy.models:
                 raise PermissionDeniedError(
-                    f"{field}: this key may not use 'auto' (routing); it may use "
+                    f"{field}: {policy.who} may not use 'auto' (routing); it may use "
                     f"{', '.join(policy.models)}", param=field)
             names = self.allowed_names(policy, catalog)
             if names is not None and not names:
                 raise PermissionDeniedError(
-                    f"{field}: none of the models this key may use is in the catalog any more "
+                    f"{field}: none of the models {policy.who} may use is in the catalog any more "
                     f"({', '.join(policy.models)}); ask the operator", param=field)
             return
         if requested not in policy.models:
             raise PermissionDeniedError(
-                f"{field}: this key may not use {str(requested)[:100]!r}; it may use "
+                f"{field}: {policy.who} may not use {str(requested)[:100]!r}; it may use "
                 f"{', '.join(policy.models)}", param=field)
 
     def reaches(self, policy: Policy, model: str, catalog: Catalog) -> bool:
@@ -456,7 +463,7 @@ class Governor:
         if bad:
             shown = ", ".join(repr(str(n)[:100]) for n in bad[:10])
             raise PermissionDeniedError(
-                f"{field}: this key's routing may not choose {shown}; it may choose among "
+                f"{field}: the routing of {policy.who} may not choose {shown}; it may choose among "
                 f"{', '.join(pool) or 'none'}", param=field)
 
     def check_teachable(self, policy: Policy, model: str, catalog: Catalog) -> None:
@@ -465,8 +472,8 @@ class Governor:
         request of another key of the tenant, or it is behind a blind label)."""
         if not self.reaches(policy, model, catalog):
             raise PermissionDeniedError(
-                "this is about an answer of a model this key may not use, so it cannot teach "
-                f"it; it may use {', '.join(self.visible(policy, catalog)) or 'none'}",
+                f"this is about an answer of a model {policy.who} may not use, so it cannot "
+                f"teach it; it may use {', '.join(self.visible(policy, catalog)) or 'none'}",
                 param="model")
 
     def narrow(self, policy: Policy, catalog: Catalog,
