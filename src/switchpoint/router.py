@@ -722,7 +722,10 @@ class _CardMap:
       averaging error ``ē`` and the prior's variance ``v0`` (its standard error squared, at
       least ``OUTCOME_VARIANCE / CARD_PRIOR_OUTCOMES``), the estimate is
       ``(e0/v0 + n·ē/0.25) / (1/v0 + n/0.25)`` and its standard error
-      ``(1/v0 + n/0.25)^-1/2``; its support is ``n``.
+      ``(1/v0 + n/0.25)^-1/2``, or the prior's own if that is smaller (the floor on ``v0``
+      lets outcomes move the estimate; it must not make them widen the uncertainty a
+      pessimistic policy charges, so that one success would cost the model its traffic);
+      its support is ``n``.
     - Costs: when every card has prices, a request's cost is priced from its estimated tokens
       (prompt characters / 4, plus ``expected_output_tokens``), scaled per profile by how much
       that profile's measured cost on this prompt's unit differs from its global mean (so a
@@ -845,8 +848,8 @@ class _CardMap:
             error[:, j] = np.clip((error[:, j] / prior_var + errors[:, c] / OUTCOME_VARIANCE)
                                   / precision, 0.0, 1.0)
             support[:, j] = count[:, c]
-            if stderr is not None:
-                stderr[:, j] = 1.0 / np.sqrt(precision)
+            if stderr is not None:  # outcomes never make it less certain than its prior
+                stderr[:, j] = np.minimum(stderr[:, j], 1.0 / np.sqrt(precision))
 
     @staticmethod
     def prompt_tokens(text: str | None) -> int:

@@ -663,6 +663,26 @@ def test_the_tier_prior_of_a_model_without_a_profile_counts_as_at_most_ten_outco
         (40 * e0 + 8) / 48, abs=0.01)
 
 
+def test_a_success_of_a_model_without_a_profile_does_not_cost_it_its_traffic(
+        package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
+    """``peer``'s prior is more certain than ten outcomes: counting it as ten lets outcomes
+    move the estimate, but must not widen the uncertainty the cluster policy's pessimism
+    charges, or one success would make it score worse, on the prompt taught and every other."""
+    router = _with_newcomers(package, fake_embedder)
+    prompts = [math_prompt(901), poem_prompt(901)]
+    before = [router.route(p) for p in prompts]
+    assert [d.selected_model for d in before] == ["peer", "peer"]
+    _teach(router, "peer", 1.0, 1)
+    after = [router.route(p) for p in prompts]
+    assert [d.selected_model for d in after] == ["peer", "peer"], [d.all_scores for d in after]
+    for b, a in zip(before, after, strict=True):
+        assert a.all_scores["peer"] <= b.all_scores["peer"] + 1e-9
+    j = router.models.index("peer")
+    taught, untaught = (router.estimates(prompts, tenant=t).stderr for t in (None, "other"))
+    assert taught is not None and untaught is not None
+    assert (taught[:, j] <= untaught[:, j] + 1e-12).all()
+
+
 def test_a_model_without_a_profile_learns_nothing_under_a_policy_without_units(
         fake_embedder: FakeEmbedder) -> None:
     knn = _with_newcomers(two_kinds_package(fake_embedder, "knn"), fake_embedder)
