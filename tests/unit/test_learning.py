@@ -683,6 +683,22 @@ def test_a_success_of_a_model_without_a_profile_does_not_cost_it_its_traffic(
     assert (taught[:, j] <= untaught[:, j] + 1e-12).all()
 
 
+def test_an_export_of_only_outcomes_of_models_without_a_profile_is_refused(
+        package: WeightsPackage, fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    """New weights hold profiles only: a tenant whose outcomes are all of ``tiny`` has
+    nothing to fold in, and an export must not claim to have folded them; one outcome of a
+    profiled model more, and the export goes through."""
+    router = _with_newcomers(package, fake_embedder)
+    _teach(router, "tiny", 1.0, 5, tenant="a")
+    with pytest.raises(InvalidInputError, match=r"all of models without a learned profile "
+                                                r"\(tiny\).*add-model") as info:
+        export_weights(router, tmp_path / "w", tenant="a")
+    assert info.value.field == "tenant" and not (tmp_path / "w").exists()
+    _teach(router, "cheap", 0.0, 1, tenant="a", offset=100)
+    assert export_weights(router, tmp_path / "w", tenant="a").provenance["learned"][-1][
+        "tenant"] == "a"
+
+
 def test_a_model_without_a_profile_learns_nothing_under_a_policy_without_units(
         fake_embedder: FakeEmbedder) -> None:
     knn = _with_newcomers(two_kinds_package(fake_embedder, "knn"), fake_embedder)

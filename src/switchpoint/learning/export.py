@@ -29,6 +29,16 @@ def learned_package(router: Router, *, tenant: str | None = None,
     if not outcomes:
         raise InvalidInputError("tenant", f"tenant {name!r} has reported no outcomes; there is "
                                           "nothing to fold into the weights")
+    overlay = router.learner.overlay(name)
+    if overlay is not None and not overlay.profiled_evidence:
+        cards = router.learner.view(name)[2]
+        models = ", ".join(n for c, n in enumerate(cards.names) if cards.count[:, c].any()
+                           ) if cards is not None else "none"
+        raise InvalidInputError(
+            "tenant", f"tenant {name!r}'s {outcomes} outcome(s) are all of models without a "
+            f"learned profile ({models}), which weights hold only as profiles, so there is "
+            "nothing to fold in; label those models (switchpoint label, then add-model) to "
+            "give them profiles (routing goes on learning from these outcomes meanwhile)")
     policy, _ = router.learner.policy_for(name)
     provenance = copy.deepcopy(router.weights.provenance)
     learned: dict[str, object] = {

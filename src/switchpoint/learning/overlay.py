@@ -59,6 +59,11 @@ class Overlay(Protocol):
     @property
     def n_outcomes(self) -> int: ...
 
+    @property
+    def profiled_evidence(self) -> bool:
+        """Whether an outcome of a model the weights have a profile for is held (what new
+        weights can fold in; outcomes of models without one are not)."""
+
     def check(self, event: FeedbackEvent) -> None:
         """Raise what :meth:`apply` would raise for ``event``, changing nothing (so that an
         event is logged only if it can be learned)."""
@@ -126,6 +131,10 @@ class _OverlayBase:
         overlay's oldest examples past its cap are counted, though no longer held)."""
         return self._events - self._replaced
 
+    @property
+    def profiled_evidence(self) -> bool:
+        return self.n_outcomes > 0
+
     def posterior(self) -> Policy:
         if self._cached is None:
             self._cached = self._build()
@@ -181,6 +190,11 @@ class TableOverlay(_OverlayBase):
         self._cost_sum = np.zeros(shape)
         self._seen: OrderedDict[str, _Evidence] = OrderedDict()
         self._cards_cached: CardEvidence | None = None
+
+    @property
+    def profiled_evidence(self) -> bool:
+        # Above rounding: taking back a replaced outcome can leave a cell at 1e-17.
+        return bool((np.abs(self._count[:, :len(self.base.models_)]) > 1e-9).any())
 
     def card_evidence(self) -> CardEvidence | None:
         self.posterior()  # built together, from the same outcomes
