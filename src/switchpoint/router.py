@@ -358,6 +358,8 @@ class Router:
             t1 = time.perf_counter()
             vectors = self.embedder.embed(texts)
             ms = (time.perf_counter() - t1) * 1e3
+        elif vectors is None and self.policy.requires == "embedding":  # no prompts: no rows
+            vectors = np.zeros((0, self.weights.dimension), np.float32)
         return Inputs(texts=texts, embeddings=vectors), ms
 
     def report_outcome(

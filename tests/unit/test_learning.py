@@ -708,6 +708,16 @@ def test_a_model_without_a_profile_learns_nothing_under_a_policy_without_units(
     assert info.value.field == "model" and knn.learner.n_outcomes("default") == 0
 
 
+def test_estimates_of_no_prompts_are_empty_whatever_the_policy_reads(
+        package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
+    """As route_batch([]) is []: a policy that reads vectors was refused, saying it needs an
+    embedding, for an empty batch a text policy answers with no rows."""
+    router = _with_newcomers(package, fake_embedder)
+    est = router.estimates([], tenant="a")
+    assert est.error.shape == est.cost.shape == (0, len(router.models))
+    assert router.route_batch([]) == []
+
+
 def test_estimates_are_what_routing_decides_from_and_remember_nothing(
         package: WeightsPackage, fake_embedder: FakeEmbedder) -> None:
     router = _with_newcomers(package, fake_embedder)
