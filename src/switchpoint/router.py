@@ -953,7 +953,9 @@ def load_router(
     router = Router(package, catalog=catalog, embedder=embedder, cost_weight=cost_weight,
                     allowed_models=allowed_models, cache_size=cache_size, cache_ttl=cache_ttl)
     if warm:
-        threading.Thread(target=router.warm_up, name="switchpoint-warm-up", daemon=True).start()
+        # Not a daemon: an interpreter that exits while ONNX Runtime is still creating its
+        # session aborts the process (SIGABRT), so an exit waits for the load to finish.
+        threading.Thread(target=router.warm_up, name="switchpoint-warm-up", daemon=False).start()
     if verbose:
         print(f"switchpoint: loaded {package.weights_id} ({package.policy.name} policy, "
               f"{len(router.models)} models) from {package.path}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -595,6 +597,17 @@ def test_load_router_by_bundled_name() -> None:
     with pytest.raises(InvalidInputError, match="never downloads") as info:
         load_router(weights_name="weights-mmlu-v1", warm=False)
     assert info.value.field == "weights_name"
+
+
+def test_a_script_that_exits_while_routers_warm_up_exits_cleanly() -> None:
+    """load_router warms the embedder on a thread; an interpreter that exited under it, while
+    ONNX Runtime was still making its session, was aborted (SIGABRT, status 134)."""
+    script = ("from switchpoint import load_router\n"
+              "for policy in ('cluster', 'knn', 'tiers'):\n"
+              "    load_router(policy=policy)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_load_router_engines_all_mean_the_in_process_engine(tiny_weights_dir: Path,
