@@ -637,7 +637,9 @@ class Router:
                                  f"{names[i]} +{c:.4f}" for i, c in thin) + ".")
         prior = self._map.prior_note(j)
         if prior:
-            reasoning.append(prior)
+            reasoning.append(prior if not support[j] > 0 else
+                             f"{prior} Its own outcomes on prompts like this one "
+                             f"({support[j]:.3g}) have moved that estimate.")
             evidence = [f"no labelled examples for {names[j]}: routed by tier and price" + (
                 f", the tier's estimate moved by {support[j]:.3g} outcomes of it here"
                 if support[j] > 0 else "")]

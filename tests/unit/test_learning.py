@@ -637,6 +637,8 @@ def test_outcomes_of_a_model_without_a_profile_move_its_tier_prior(
     won = router.route(math_prompt(901), available_models=pair, tenant="a")
     assert won.selected_model == "tiny", won.all_scores
     assert "moved by" in won.evidence[0]
+    assert "Its own outcomes on prompts like this one" in " ".join(won.reasoning)
+    assert "Its own outcomes" not in " ".join(before.reasoning)
 
     rebuilt = _with_newcomers(package, fake_embedder)
     assert rebuilt.learner.replay(log.replay()) == 120
