@@ -20,8 +20,11 @@ Protocol, per record set and for each model ``M`` in turn (``--models`` to choos
 
 Adding ``M`` must never make the router worse than without it beyond noise: "with − without"
 at every checkpoint, with the 95% interval of that difference over test sets resampled from the
-test prompts (a paired bootstrap); "share" is (with − without) / (full − without), the part of
-full retraining's gain (when there is one) that ``M``'s outcomes alone won.
+test prompts (a paired bootstrap). With so many comparisons a few fall outside their own 95%
+interval by chance: the script counts them, and gives the lowest one's family-wise interval
+(Bonferroni, as ``benchmarks/online.py`` does). "share" is (with − without) / (full −
+without), the part of full retraining's gain (when there is one) that ``M``'s outcomes alone
+won.
 
 ``--validate`` runs the same on a random fifth of train held out (fit and stream on the other
 four fifths): how the way a model without a profile learns was chosen; the test split is not
@@ -114,8 +117,9 @@ def run(name: str, train: RecordSet, test: RecordSet, models: list[str], explora
     full_aiq = choices_aiq(choices(router(full, catalog(train, None), 0.0, seed), test), test)
     order = np.random.default_rng(seed).permutation(len(train))
     marks = [c for c in CHECKPOINTS if c < len(order)] + [len(order)]
-    lowest: tuple[float, str, int, float, float] | None = None
+    lowest: tuple[float, str, int, float, float, np.ndarray, np.ndarray] | None = None
     shares: list[tuple[str, float]] = []
+    compared = beyond = 0
     for model in models:
         t0 = time.perf_counter()
         kept = train.select_models([m for m in train.models if m != model])
@@ -136,8 +140,10 @@ def run(name: str, train: RecordSet, test: RecordSet, models: list[str], explora
                 with_aiq = choices_aiq(with_, test)
                 low, high = choice_interval(with_, without, test)
                 gain = full_aiq - without_aiq
+                compared += 1
+                beyond += high < 0
                 if lowest is None or with_aiq - without_aiq < lowest[0]:
-                    lowest = (with_aiq - without_aiq, model, i, low, high)
+                    lowest = (with_aiq - without_aiq, model, i, low, high, with_, without)
                 if i == len(order) and gain > 0.002:
                     shares.append((model, (with_aiq - without_aiq) / gain))
                 share = f"{(with_aiq - without_aiq) / gain:7.0%}" if gain > 0.002 else "      -"
@@ -146,9 +152,12 @@ def run(name: str, train: RecordSet, test: RecordSet, models: list[str], explora
                       f"[{low:+.4f}, {high:+.4f}] {share}", flush=True)
         print(f"{name:<18} {model[:30]:<30} ({time.perf_counter() - t0:.0f} s)", flush=True)
     if lowest is not None:
-        diff, model, events, low, high = lowest
+        diff, model, events, low, high, with_, without = lowest
+        wide_low, wide_high = choice_interval(with_, without, test, comparisons=compared)
         print(f"{name}: lowest with − without {diff:+.4f} ({model}, {events} events; 95% "
-              f"interval [{low:+.4f}, {high:+.4f}])")
+              f"interval [{low:+.4f}, {high:+.4f}]; as the lowest of {compared} comparisons, "
+              f"family-wise [{wide_low:+.4f}, {wide_high:+.4f}]); {beyond} of {compared} "
+              "comparisons have their 95% interval below 0")
     if shares:
         print(f"{name}: share of full retraining's gain at the end, where it gains over 0.002: "
               f"mean {np.mean([v for _, v in shares]):.0%} ("
