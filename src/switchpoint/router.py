@@ -777,6 +777,8 @@ class _CardMap:
                 + " on this prompt, and its cost comes from its price; label it "
                 "(switchpoint label, add-model) to route it on its own measurements.")
         self.profiled = np.unique(self.index[self.index >= 0])
+        # The catalog models without a profile, by name: their column (what outcomes teach).
+        self.unprofiled_index = {n: j for j, n in enumerate(catalog.names) if self.index[j] < 0}
         self.global_error_mean = float(np.mean(list(g_err.values()))) if g_err else 0.5
         self.out_tokens = catalog.expected_output_tokens
         self.reference_price = np.array([
@@ -784,7 +786,7 @@ class _CardMap:
 
     def unprofiled(self) -> list[str]:
         """The catalog models without a learned profile."""
-        return [n for n, i in zip(self.catalog.names, self.index, strict=True) if i < 0]
+        return list(self.unprofiled_index)
 
     def estimate(self, est: Estimates, texts: Sequence[str] | None,
                  outcomes: CardEvidence | None = None) -> Estimates:
@@ -843,8 +845,8 @@ class _CardMap:
         errors = weights[:, :units] @ cards.error[:units]
         floor = OUTCOME_VARIANCE / CARD_PRIOR_OUTCOMES
         for c, name in enumerate(cards.names):
-            j = self.catalog.names.index(name) if name in self.catalog.names else -1
-            if j < 0 or self.index[j] >= 0 or not count[:, c].any():
+            j = self.unprofiled_index.get(name, -1)
+            if j < 0 or not count[:, c].any():
                 continue
             prior_var = (np.maximum(stderr[:, j] ** 2, floor) if stderr is not None
                          else np.full(len(count), floor))

@@ -255,8 +255,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WeightsError(manifest_path, f"is not valid JSON ({exc}); the package is corrupt, "
-                                          "re-create it with `switchpoint fit`") from None
+        raise WeightsError(manifest_path, f"is not valid JSON ({exc}); {_CORRUPT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise WeightsError(manifest_path, f"is not a switchpoint weights manifest "
                                           f"(expected \"format\": \"{FORMAT}\")")
@@ -301,8 +300,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
             raise WeightsError(root / rel, f"is not valid JSON ({exc.msg})") from None
         if not isinstance(profile, dict):
             raise WeightsError(root / rel, f"holds a JSON {type(profile).__name__}, not a "
-                                           "model's profile (an object); the package is corrupt, "
-                                           "re-create it with `switchpoint fit`")
+                                           f"model's profile (an object); {_CORRUPT}")
         profile.pop("model", None)
         profiles[model] = profile
     policy_name = policy_info["name"]
@@ -321,8 +319,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
         fitted = policy_from_state(state)
     except KeyError as exc:
         raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: it lacks the field "
-                                 f"{exc}; the package is corrupt, re-create it with "
-                                 "`switchpoint fit`") from None
+                                 f"{exc}; {_CORRUPT}") from None
     except (ValueError, TypeError, IndexError) as exc:
         raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: {exc}") from None
     return WeightsPackage(policy=fitted, embedder_id=embedder_id, dimension=dimension,

@@ -46,10 +46,10 @@ from typing import Any, Protocol
 
 from switchpoint._files import private_file
 from switchpoint.catalog import Catalog, ModelCard
-from switchpoint.errors import InvalidInputError, StoreError
+from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs
 from switchpoint.store.sqlite import refused as database_refused
-from switchpoint.store.sqlite import remedy
+from switchpoint.store.sqlite import store_error
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -217,8 +217,7 @@ class SQLitePinStore:
                 self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(self.SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open the session pins ({exc}); "
-                             f"{remedy(exc)}") from None
+            raise store_error(self.path, "open the session pins", exc) from None
         # What the store knows (None: known to have no pin), most recently used last; and
         # the changes the writer has not committed yet. Both under `_changed`'s lock.
         self._known: OrderedDict[str, Pin | None] = OrderedDict()

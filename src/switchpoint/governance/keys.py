@@ -44,7 +44,7 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
-from switchpoint.store.sqlite import remedy
+from switchpoint.store.sqlite import store_error
 
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
@@ -310,8 +310,7 @@ class KeyStore:
                 conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
                                    "COMMIT;")
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open the key store ({exc}); "
-                             f"{remedy(exc)}") from None
+            raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn
         return self
 

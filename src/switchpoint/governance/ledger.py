@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from switchpoint.errors import StoreError
 from switchpoint.governance.budgets import (
     PERIODS,
     Budget,
@@ -52,7 +51,7 @@ from switchpoint.governance.budgets import (
     period_end,
     period_start,
 )
-from switchpoint.store.sqlite import remedy
+from switchpoint.store.sqlite import store_error
 
 TOTAL = "all"
 WINDOW_S = 60.0
@@ -516,8 +515,7 @@ def load_state(db_path: str | Path, now: float | None = None
     try:
         return _read_state(path, now)
     except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot read the budgets' spend ledger ({exc}); "
-                         f"{remedy(exc)}") from None
+        raise store_error(path, "read the budgets' spend ledger", exc) from None
 
 
 def _read_state(path: Path, now: float

@@ -153,6 +153,15 @@ def is_openai_path(path: str) -> bool:
             and path != "/v1/route")
 
 
+def log_store_failure(request: Request, exc: BaseException) -> bool:
+    """Log a :class:`StoreError` with its file (the client is told only the database's
+    words); whether ``exc`` was one."""
+    if not isinstance(exc, StoreError):
+        return False
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return True
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error its shape."""
 
@@ -161,9 +170,8 @@ def install(app: FastAPI) -> None:
 
     async def switchpoint_error(request: Request, exc: Exception) -> JSONResponse:
         answer = answer_for(exc)
-        if isinstance(exc, StoreError):
-            log.error("%s %s: %s", request.method, request.url.path, exc)
-        elif answer.status >= 500 and not isinstance(exc, GatewayError):
+        if not log_store_failure(request, exc) and answer.status >= 500 and not isinstance(
+                exc, GatewayError):
             log.exception("unexpected error on %s %s", request.method, request.url.path,
                           exc_info=exc)
         return render(request, answer)

@@ -30,7 +30,7 @@ from switchpoint.server.exposure import exposure_problem
 from switchpoint.server.owner import DataDirLock
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
 from switchpoint.store import SQLiteStore
-from switchpoint.store.sqlite import remedy
+from switchpoint.store.sqlite import store_error
 
 log = logging.getLogger("switchpoint")
 # File descriptors kept for everything but client and upstream connections: the SQLite files,
@@ -164,7 +164,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
         if isinstance(failure, SwitchpointError):
             raise failure
         if isinstance(failure, sqlite3.DatabaseError):  # the feedback log, read to learn it
-            raise ServeError(f"the router failed to load: {settings.db_path}: cannot read it "
-                             f"({failure}); {remedy(failure)}")
+            raise ServeError("the router failed to load: " + str(
+                store_error(settings.db_path, "read it", failure)))
         raise ServeError(f"the router failed to load: {type(failure).__name__}: {failure}")
     return 0

@@ -66,6 +66,12 @@ def remedy(exc: BaseException) -> str:
     return "check that data_dir is a writable directory with free space"
 
 
+def store_error(path: str | Path, what: str, exc: BaseException) -> StoreError:
+    """The error for ``exc``, met trying to ``what`` (``open the key store``, say) with the
+    database at ``path``: what happened, and what to do about it (:func:`remedy`)."""
+    return StoreError(f"{path}: cannot {what} ({exc}); {remedy(exc)}")
+
+
 def refused(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing writes (see ``_REFUSALS``), not a bad record
     or statement."""
@@ -559,8 +565,7 @@ class SQLiteStore:
             self._migrate(conn)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"{self.path}: cannot open the SQLite store ({exc}); "
-                             f"{remedy(exc)}") from None
+            raise store_error(self.path, "open the SQLite store", exc) from None
         self._conn = conn
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="switchpoint-store-writer",

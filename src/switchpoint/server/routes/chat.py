@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from typing import Any
 
@@ -19,20 +18,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from switchpoint.decision import check_cost_weight
-from switchpoint.errors import GatewayError, InvalidInputError, StoreError, SwitchpointError
+from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
 from switchpoint.gateway.parsing import ChatRequest, parse_chat_body
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import client_principal
 from switchpoint.server.context import get_service
-from switchpoint.server.errors import answer_for
+from switchpoint.server.errors import answer_for, log_store_failure
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
 from switchpoint.server.streaming import sse_body
 
 router = APIRouter()
 
-log = logging.getLogger("switchpoint.server")
 SESSION_HEADER = "x-session-id"
 COST_WEIGHT_HEADER = "x-switchpoint-cost-weight"
 MODELS_HEADER = "x-switchpoint-models"
@@ -78,8 +76,7 @@ async def chat_completions(request: Request) -> Response:
         plan, live = await gateway.plan(call, started=started)
         result = await _unless_disconnected(request, gateway.execute(plan, live))
     except SwitchpointError as exc:
-        if isinstance(exc, StoreError):  # (the client is told only the database's words)
-            log.error("%s %s: %s", request.method, request.url.path, exc)
+        log_store_failure(request, exc)
         info = exc.info if isinstance(exc, GatewayError) else None
         return answer_for(exc).response(openai=True, headers=info_headers(info))
     if result is None:  # the client left; the engine logged it as client_closed
