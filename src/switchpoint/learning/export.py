@@ -35,8 +35,8 @@ def learned_package(router: Router, *, tenant: str | None = None,
         models = ", ".join(n for c, n in enumerate(cards.names) if cards.count[:, c].any()
                            ) if cards is not None else "none"
         raise InvalidInputError(
-            "tenant", f"tenant {name!r}'s {outcomes} outcome(s) are all of models without a "
-            f"learned profile ({models}), which weights hold only as profiles, so there is "
+            "tenant", f"the {outcomes} outcome(s) of tenant {name!r} are all of models without "
+            f"a learned profile ({models}), which weights hold only as profiles, so there is "
             "nothing to fold in; label those models (switchpoint label, then add-model) to "
             "give them profiles (routing goes on learning from these outcomes meanwhile)")
     policy, _ = router.learner.policy_for(name)
