@@ -697,8 +697,26 @@ def test_an_export_of_only_outcomes_of_models_without_a_profile_is_refused(
         export_weights(router, tmp_path / "w", tenant="a")
     assert info.value.field == "tenant" and not (tmp_path / "w").exists()
     _teach(router, "cheap", 0.0, 1, tenant="a", offset=100)
-    assert export_weights(router, tmp_path / "w", tenant="a").provenance["learned"][-1][
-        "tenant"] == "a"
+    learned = export_weights(router, tmp_path / "w", tenant="a").provenance["learned"][-1]
+    assert learned["tenant"] == "a"
+    assert (learned["outcomes"], learned["not_folded"]["outcomes"]) == (1, 5)
+
+
+def test_the_outcomes_an_export_folds_leave_out_those_of_models_without_a_profile(
+        package: WeightsPackage, fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    """A repeat that moves a decision's outcome from ``tiny`` to a profiled model moves it
+    into the count an export folds; the count survives a checkpoint."""
+    router = _with_newcomers(package, fake_embedder)
+    decisions = [router.route(math_prompt(i)) for i in range(4)]
+    for d in decisions:
+        router.report_outcome(d.decision_id, 1.0, model="tiny")
+    router.report_outcome(decisions[0].decision_id, 0.0, model="cheap")  # replaces tiny's
+    overlay = router.learner.overlay(None)
+    assert overlay is not None and (overlay.n_outcomes, overlay.n_card_outcomes) == (4, 3)
+    restored = _with_newcomers(package, fake_embedder)
+    restored.learner.restore(router.learner.state())
+    learned = export_weights(restored, tmp_path / "w").provenance["learned"][-1]
+    assert (learned["outcomes"], learned["not_folded"]["outcomes"]) == (1, 3)
 
 
 def test_a_model_without_a_profile_learns_nothing_under_a_policy_without_units(

@@ -200,8 +200,12 @@ def cmd_learn(args: argparse.Namespace) -> int:
              "but the feedback log changed while it was read, so a service on the same "
              "data_dir would learn those outcomes again: export again, or serve the new "
              "weights on a fresh data_dir")
+    not_folded = learned.get("not_folded")
+    left = (f" ({not_folded['outcomes']} of models without a learned profile are not: the "
+            "service goes on learning them from its log)"
+            if isinstance(not_folded, dict) else "")
     print(f"wrote {package.path}: {learned.get('outcomes')} outcome(s) of tenant "
-          f"{learned.get('tenant')} folded into {learned.get('from_weights')}; set weights: "
+          f"{learned.get('tenant')} folded into {learned.get('from_weights')}{left}; set weights: "
           f"{package.path} in the config (then reload) to route with them ({twice})",
           file=sys.stderr)
     return 0

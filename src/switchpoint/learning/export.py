@@ -41,10 +41,14 @@ def learned_package(router: Router, *, tenant: str | None = None,
             "give them profiles (routing goes on learning from these outcomes meanwhile)")
     policy, _ = router.learner.policy_for(name)
     provenance = copy.deepcopy(router.weights.provenance)
+    not_folded = overlay.n_card_outcomes if overlay is not None else 0
     learned: dict[str, object] = {
-        "tenant": name, "outcomes": outcomes, "events": router.learner.n_events(name),
+        "tenant": name, "outcomes": outcomes - not_folded, "events": router.learner.n_events(name),
         "from_weights": router.weights_id,
         "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")}
+    if not_folded:
+        learned["not_folded"] = {"outcomes": not_folded, "why": "of models without a learned "
+                                 "profile, which weights hold only as profiles"}
     if through is not None:
         learned.update(through_seq=through[0], through_event=through[1])
     provenance.setdefault("learned", []).append(learned)

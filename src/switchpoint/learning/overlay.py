@@ -60,6 +60,10 @@ class Overlay(Protocol):
     def n_outcomes(self) -> int: ...
 
     @property
+    def n_card_outcomes(self) -> int:
+        """Of :attr:`n_outcomes`, those of models without a learned profile."""
+
+    @property
     def profiled_evidence(self) -> bool:
         """Whether an outcome of a model the weights have a profile for is held (what new
         weights can fold in; outcomes of models without one are not)."""
@@ -132,8 +136,14 @@ class _OverlayBase:
         return self._events - self._replaced
 
     @property
+    def n_card_outcomes(self) -> int:
+        """Of :attr:`n_outcomes`, those of models without a learned profile (which new weights
+        cannot fold in: they hold models only as profiles)."""
+        return 0
+
+    @property
     def profiled_evidence(self) -> bool:
-        return self.n_outcomes > 0
+        return self.n_outcomes > self.n_card_outcomes
 
     def posterior(self) -> Policy:
         if self._cached is None:
@@ -190,11 +200,11 @@ class TableOverlay(_OverlayBase):
         self._cost_sum = np.zeros(shape)
         self._seen: OrderedDict[str, _Evidence] = OrderedDict()
         self._cards_cached: CardEvidence | None = None
+        self._card_outcomes = 0
 
     @property
-    def profiled_evidence(self) -> bool:
-        # Above rounding: taking back a replaced outcome can leave a cell at 1e-17.
-        return bool((np.abs(self._count[:, :len(self.base.models_)]) > 1e-9).any())
+    def n_card_outcomes(self) -> int:
+        return self._card_outcomes
 
     def card_evidence(self) -> CardEvidence | None:
         self.posterior()  # built together, from the same outcomes
@@ -223,6 +233,8 @@ class TableOverlay(_OverlayBase):
         evidence = _Evidence(j, units, weights, 1.0 - event.quality, event.quality,
                              event.weight, cost)
         self._add(evidence, 1.0)
+        card = len(self.base.models_)  # the first card's column
+        self._card_outcomes += (j >= card) - (previous is not None and previous.model >= card)
         self._seen[event.decision_id] = evidence
         while len(self._seen) > REPLACEABLE_OUTCOMES:
             self._seen.popitem(last=False)
@@ -234,7 +246,7 @@ class TableOverlay(_OverlayBase):
         # this snapshot when the checkpoint is written (see checkpoint's module docstring).
         seen = list(self._seen.values())
         return State({"kind": self._kind, **self._counts(), "seen": list(self._seen),
-                      "cards": list(self.cards)}, {
+                      "cards": list(self.cards), "card_outcomes": self._card_outcomes}, {
             "count": self._count.copy(), "error": self._error.copy(),
             "cost_count": self._cost_count.copy(), "cost_sum": self._cost_sum.copy(),
             "seen_model": lambda: np.array([e.model for e in seen], dtype=np.int64),
@@ -291,6 +303,11 @@ class TableOverlay(_OverlayBase):
         self._count, self._error = count.copy(), error.copy()
         self._cost_count, self._cost_sum = cost_count.copy(), cost_sum.copy()
         self._restore_counts(state)
+        card_outcomes = state.meta.get("card_outcomes", None if self.cards else 0)
+        if not isinstance(card_outcomes, int) or not 0 <= card_outcomes <= self.n_outcomes:
+            raise CheckpointError("the overlay's count of outcomes of models without a profile "
+                                  "is missing (a checkpoint from an earlier version)")
+        self._card_outcomes = card_outcomes
         self._cached = None
 
     # Internals --------------------------------------------------------------------------------
