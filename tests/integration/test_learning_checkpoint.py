@@ -20,7 +20,7 @@ import pytest
 
 from switchpoint.config import Settings
 from switchpoint.errors import StorageUnavailableError, StoreError
-from switchpoint.gateway import Gateway
+from switchpoint.gateway import Gateway, feedback_log
 from switchpoint.gateway import learning as gateway_learning
 from switchpoint.gateway.live import learning_settings
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
@@ -301,7 +301,7 @@ def _settled_late(settle: Callable[[Future[None]], None]) -> Future[None]:
 
 def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_checkpoints(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gateway_learning, "KEEP_WAIT_S", 0.2)
+    monkeypatch.setattr(feedback_log, "KEEP_WAIT_S", 0.2)
     settings = settings_for(fake, tmp_path)
     path = Path(settings.data_dir) / CHECKPOINT_FILENAME
     with Gateway(settings, loader=loader, env=KEYS) as gateway:

@@ -16,18 +16,16 @@ import pytest
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import load_settings
 from switchpoint.errors import ConfigError, NotFoundError
-from switchpoint.gateway.learning import (
-    Compare,
-    Compares,
+from switchpoint.gateway.experiments import (
     Experiments,
-    LiveLearning,
-    answer_cost,
     experiment_report,
     interval,
     t_quantile,
     wilson,
 )
+from switchpoint.gateway.learning import LiveLearning, answer_cost
 from switchpoint.gateway.live import RouterFactory
+from switchpoint.gateway.preferences import Compare, Compares
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.policies import ClusterPolicy, Inputs

@@ -68,6 +68,7 @@ from switchpoint.errors import (
     UnknownModelError,
 )
 from switchpoint.gateway.capabilities import needs_of
+from switchpoint.gateway.experiments import Assignment
 from switchpoint.gateway.failover import (
     Attempt,
     FailoverResult,
@@ -77,17 +78,13 @@ from switchpoint.gateway.failover import (
     none_answered,
     outcomes_of,
 )
+from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import HealthConfig, HealthTracker
-from switchpoint.gateway.learning import (
-    NOTHING_LEARNED,
-    Assignment,
-    FeedbackResult,
-    GatewayLearning,
-    not_kept,
-)
+from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
+from switchpoint.gateway.preferences import MAX_COMPARE_MODELS, shuffled_labels
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.redact import remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
@@ -724,7 +721,6 @@ class Gateway:
         with a ``compare_id`` that :meth:`ascore` teaches from. ``prompt`` is a one-turn
         shortcut for ``messages``; ``models`` default to those the caller may use (when there
         are at most six); ``params`` are OpenAI fields (max_tokens, temperature, ...)."""
-        from switchpoint.gateway.learning import MAX_COMPARE_MODELS, shuffled_labels
         from switchpoint.gateway.planning import routing_text
 
         if (prompt is None) == (messages is None):

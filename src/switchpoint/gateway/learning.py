@@ -15,7 +15,8 @@ experiments and exploration.
   routing decision teaches routing (the tenant's overlay of the learned router, and its memory);
   feedback on a request id is kept as a quality observation of the model that answered (per
   tenant and model), which cannot teach routing: no prompt vector was computed for it.
-- **Persistence.** The feedback log is the ``feedback`` table (append-only); every snapshot
+- **Persistence.** The feedback log (:mod:`switchpoint.gateway.feedback_log`) is the
+  ``feedback`` table (append-only); every snapshot
   replays it before it goes live, under :attr:`RouterState.guard`, and feedback is applied
   under the same guard, so a lesson reaches the snapshot that serves next whatever the timing.
   What learning needs from each recent decision is kept in the ``pending`` table (the last
@@ -32,23 +33,20 @@ experiments and exploration.
   :class:`~switchpoint.learning.tenant_memory.TenantKnnMemory` of its own outcomes; ``auto``
   consults it after the learned router and follows it when its evidence is strong, else falls
   back to the learned router and says why (decision ``source`` and ``memory_fallback``).
-- **Preferences.** :class:`Compares` holds blind-labelled comparisons waiting for scores
+- **Preferences.** :class:`~switchpoint.gateway.preferences.Compares` holds blind-labelled comparisons waiting for scores
   (bounded, expiring, kept in the ``compares`` table too, so a score sent after a restart
   still finds its comparison); a score teaches as feedback does (one outcome per scored
   model).
-- **Experiments.** :class:`Experiments` assigns ``auto`` requests to arms by a hash of the
-  session (or of the request), so a conversation stays in its arm; :func:`experiment_report`
-  says how each arm does and names a winner once the evidence is there.
+- **Experiments.** :class:`~switchpoint.gateway.experiments.Experiments` assigns ``auto``
+  requests to arms by a hash of the session (or of the request), so a conversation stays in its
+  arm; :func:`~switchpoint.gateway.experiments.experiment_report` says how each arm does and names a winner once the evidence is there.
 """
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
 import logging
-import math
-import random
 import sqlite3
 import threading
 import time
@@ -56,29 +54,36 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeoutError
-from concurrent.futures import wait as wait_futures
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     ConflictError,
     DecisionNotFoundError,
     InvalidInputError,
-    NotFoundError,
     PermissionDeniedError,
-    StorageUnavailableError,
     StoreError,
     SwitchpointError,
 )
+from switchpoint.gateway.experiments import WINNER_RULE, Assignment, Experiments, experiment_report
+from switchpoint.gateway.feedback_log import (
+    NOTE,
+    NOTHING_LEARNED,
+    Note,
+    RouterLog,
+    ServiceFeedbackLog,
+    check_comment,
+    check_decision_id,
+    not_kept,
+)
 from switchpoint.gateway.live import Live, RouterState, learning_settings
+from switchpoint.gateway.preferences import Compare, Compares
 from switchpoint.learning.checkpoint import (
     CHECKPOINT_FILENAME,
     Checkpoint,
@@ -87,7 +92,6 @@ from switchpoint.learning.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from switchpoint.learning.config import ArmConfig
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
     FeedbackEvent,
@@ -102,393 +106,25 @@ from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
     ComparePrune,
-    CompareRecord,
     LearningReader,
     LoggedFeedback,
     PendingPrune,
     PendingRecord,
     PromotionRecord,
-    feedback_record,
 )
 
 log = logging.getLogger("switchpoint.gateway")
 
-#: Longest feedback comment kept (characters).
-MAX_COMMENT = 2000
-#: Longest decision id accepted (ids are 32 hex characters; this leaves room for others').
-MAX_DECISION_ID = 200
-#: Models one comparison may fan out to.
-MAX_COMPARE_MODELS = 6
 #: Streams under way whose request ids take feedback before they end (the oldest go past it).
 MAX_STREAMS = 10_000
 #: Pending decisions written between two prunes of the table.
 PRUNE_EVERY = 256
-LABELS = "ABCDEF"
-
-
-# The feedback log ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Note:
-    """What a feedback event is recorded with (set around a report; see :class:`RouterLog`)."""
-
-    kind: str = "decision"
-    key_id: str | None = None
-    comment: str | None = None
-    commits: list[Future[None]] = field(default_factory=list)
-
-
-_NOTE: contextvars.ContextVar[_Note | None] = contextvars.ContextVar("switchpoint_feedback_note",
-                                                                     default=None)
-
-
-NO_ANSWER = ("this request got no answer from any model, so there is no answer to score; "
-             "name the model the feedback is about")
 #: Events learned while live between two checkpoints.
 CHECKPOINT_EVERY = 5000
 #: Events replayed at a start or reload past which the state is checkpointed at once.
 CHECKPOINT_AFTER_REPLAY = 1000
-#: How long an outcome waits for the store to keep it (seconds); past that it is refused and
-#: not learned.
-KEEP_WAIT_S = 30.0
-
-
-#: What a refused outcome left behind, as its 503 says.
-NOTHING_LEARNED = "nothing of it was learned; sending it again replaces whatever was"
-
-
-def not_kept(what: str, reason: object, *, then: str = NOTHING_LEARNED,
-             retry_after: float | None = None) -> StorageUnavailableError:
-    """The 503 for something the store could not keep (a full disk, a lock held too long),
-    saying what that left behind (``then``); a :class:`StoreError` is told by the database's
-    words alone (not the store's path)."""
-    if isinstance(reason, StoreError):
-        reason = reason.reason
-    return StorageUnavailableError(f"{what} could not be kept ({reason}); free space in "
-                                   f"data_dir, or stop what holds its lock, then try again "
-                                   f"({then})", retry_after=retry_after)
-
-
-class ServiceFeedbackLog:
-    """The service's feedback log: the store's ``feedback`` table (a list when the gateway keeps
-    no store, so nothing survives the process). Appends are queued on the store's writer;
-    :meth:`flush` waits until every one is committed (a replay reads what is on disk), and
-    :meth:`keep` until one is: outcomes are learned only once kept."""
-
-    def __init__(self, store: SQLiteStore | None) -> None:
-        self.store = store
-        self.reader = LearningReader(store.path) if store is not None else None
-        self._memory: list[LoggedFeedback] = []
-        self._outstanding: set[Future[None]] = set()
-        self._lock = threading.Lock()
-        #: Rows this process's appends committed (the rest of the log was written by other
-        #: processes, such as an offline ``switchpoint feedback`` on the same data_dir). Exact
-        #: once :meth:`flush` returns.
-        self.committed = 0
-
-    def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
-               key_id: str | None = None, comment: str | None = None) -> Future[None]:
-        record = feedback_record(event, kind, weights_id=weights_id, key_id=key_id,
-                                 comment=comment)
-        if self.store is None:
-            with self._lock:
-                self._memory.append(LoggedFeedback(len(self._memory) + 1, event, kind,
-                                                   weights_id))
-                self.committed += 1
-            done: Future[None] = Future()
-            done.set_result(None)
-            return done
-        future = self.store.append(record)
-        with self._lock:
-            self._outstanding.add(future)
-        future.add_done_callback(self._settled)
-        return future
-
-    def _settled(self, future: Future[None]) -> None:
-        """Count a finished append once (its callback, or :meth:`flush`, whichever is first)."""
-        with self._lock:
-            if future not in self._outstanding:
-                return
-            self._outstanding.discard(future)
-            if future.exception() is None:
-                self.committed += 1
-
-    def keep(self, future: Future[None], what: str = "the feedback") -> None:
-        """Wait until one appended event is committed; :class:`StorageUnavailableError` when
-        the store refused it or did not answer within :data:`KEEP_WAIT_S`."""
-        try:
-            future.result(timeout=KEEP_WAIT_S)
-        except FutureTimeoutError:
-            # Not learned, but the store may write it yet: not counted as this process's own,
-            # such a row is one it has not learned (like another process's) until a reload.
-            with self._lock:
-                self._outstanding.discard(future)
-            raise StorageUnavailableError(
-                f"{what} was not confirmed kept: the store did not answer within "
-                f"{KEEP_WAIT_S:.0f} s (a lock held too long, a slow disk). It was not learned "
-                "now, but may still be kept, and then learned at the next reload or restart; "
-                "sending it again replaces it") from None
-        except StoreError as exc:
-            raise not_kept(what, exc) from None
-
-    def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every appended event is committed (or failed), and count it."""
-        with self._lock:
-            outstanding = list(self._outstanding)
-        if outstanding:
-            wait_futures(outstanding, timeout=timeout)
-            for future in outstanding:
-                if future.done():
-                    self._settled(future)
-
-    def replay(self, tenant: str | None = None, after: int = 0) -> Iterator[LoggedFeedback]:
-        """Every logged event in order (of one tenant, if given), after log position
-        ``after``."""
-        if self.reader is None:
-            with self._lock:
-                rows = list(self._memory)
-            return iter([r for r in rows if r.seq > after
-                         and (tenant is None or r.event.tenant == tenant)])
-        return self.reader.feedback(tenant, after=after)
-
-    def latest_quality(self, decision_id: str, tenant: str) -> float | None:
-        if self.reader is None:
-            with self._lock:
-                for row in reversed(self._memory):
-                    if row.event.decision_id == decision_id and row.event.tenant == tenant:
-                        return row.event.quality
-            return None
-        return self.reader.latest_quality(decision_id, tenant)
-
-
-class RouterLog:
-    """One router's :class:`~switchpoint.learning.events.FeedbackLog`: the service's log,
-    recording the router's weights with each event (and, around a gateway report, the kind,
-    the caller's key and the comment). An append returns once the event is committed."""
-
-    def __init__(self, log: ServiceFeedbackLog, router: Router) -> None:
-        self.log = log
-        self.weights_id = router.weights_id
-
-    def append(self, event: FeedbackEvent) -> None:
-        note = _NOTE.get() or _Note()
-        future = self.log.append(event, note.kind, weights_id=self.weights_id,
-                                 key_id=note.key_id, comment=note.comment)
-        note.commits.append(future)
-        self.log.keep(future)
-
-    def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
-        return (row.event for row in self.log.replay(tenant) if row.kind != "model")
-
-
-# Experiments ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """The experiment arm one request was assigned to."""
-
-    experiment: str
-    arm: str
-    config: ArmConfig
-
-
-def _unit_interval(*parts: str) -> float:
-    digest = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-class Experiments:
-    """The configured experiments, with the arms promoted at run time."""
-
-    def __init__(self, settings: Settings, promoted: Mapping[str, str]) -> None:
-        self.settings = settings
-        self.promoted = dict(promoted)
-
-    def assign(self, tenant: str, unit: str) -> Assignment | None:
-        """The arm for a request of ``tenant`` whose session (or request) is ``unit``: the
-        first enabled experiment whose scope holds the tenant, by a hash of the unit (so the
-        same session always lands in the same arm); a promoted experiment sends everyone to
-        its winner."""
-        for name, experiment in self.settings.experiments.items():
-            if not experiment.enabled:
-                continue
-            if experiment.tenants is not None and tenant not in experiment.tenants:
-                continue
-            promoted = self.promoted.get(name)
-            if promoted in experiment.arms:
-                assert promoted is not None
-                return Assignment(name, promoted, experiment.arms[promoted])
-            total = sum(a.weight for a in experiment.arms.values())
-            point = _unit_interval(name, unit) * total
-            chosen = list(experiment.arms)[-1]
-            for arm, config in experiment.arms.items():
-                if point < config.weight:
-                    chosen = arm
-                    break
-                point -= config.weight
-            return Assignment(name, chosen, experiment.arms[chosen])
-        return None
-
-
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-_Z975 = 1.959964
-
-
-def t_quantile(df: int) -> float:
-    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (a table to 30, then
-    the Cornish-Fisher expansion, accurate to 1e-4)."""
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = _Z975
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
-
-
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    """The Wilson score 95% interval of a success rate."""
-    if n == 0:
-        return 0.0, 1.0
-    z = _Z975
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
-
-
-def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
-    """(mean, low, high, method) of the scores: a Wilson interval when every score is 0 or 1
-    (a success rate), else a t-interval on the mean score (clipped to [0, 1])."""
-    n = len(qualities)
-    if n == 0:
-        return None, None, None, "none"
-    mean = float(np.mean(qualities))
-    if all(q in (0.0, 1.0) for q in qualities):
-        low, high = wilson(int(sum(qualities)), n)
-        return mean, low, high, "wilson"
-    if n < 2:
-        return mean, None, None, "t"
-    half = t_quantile(n - 1) * float(np.std(qualities, ddof=1)) / math.sqrt(n)
-    return mean, max(0.0, mean - half), min(1.0, mean + half), "t"
-
-
-WINNER_RULE = ("an arm wins when every arm has at least min_n scored decisions and the 95% "
-               "interval of its mean quality lies entirely above every other arm's interval "
-               "(no overlap); cost is reported, not weighed")
-
-
-def experiment_report(name: str, settings: Settings, reader: LearningReader | None,
-                      promoted: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost;
-    and the winner, once the evidence is there (see :data:`WINNER_RULE`)."""
-    experiment = settings.experiments.get(name)
-    if experiment is None:
-        raise NotFoundError(f"experiment: no experiment {name[:100]!r} is configured; "
-                            f"configured: {', '.join(settings.experiments) or 'none'}",
-                            param="name")
-    rows = reader.experiment(name) if reader is not None else {}
-    arms: list[dict[str, Any]] = []
-    for arm, config in experiment.arms.items():
-        row = rows.get(arm, {})
-        qualities = row.get("qualities", [])
-        mean, low, high, method = interval(qualities)
-        arms.append({
-            "arm": arm, "weight": config.weight, "policy": config.policy,
-            "cost_weight": config.cost_weight, "models": config.models,
-            "decisions": int(row.get("decisions", 0)), "n": len(qualities),
-            "mean_quality": None if mean is None else round(mean, 6),
-            "interval": None if low is None or high is None else [round(low, 6),
-                                                                  round(high, 6)],
-            "interval_method": method,
-            "mean_cost_usd": None if row.get("mean_cost_usd") is None
-            else round(row["mean_cost_usd"], 10)})
-    winner = None
-    enough = all(a["n"] >= experiment.min_n and a["interval"] is not None for a in arms)
-    if enough:
-        best = max(arms, key=lambda a: a["mean_quality"])
-        if all(best["interval"][0] > a["interval"][1] for a in arms if a is not best):
-            winner = best["arm"]
-    return {"experiment": name, "enabled": experiment.enabled,
-            "tenants": experiment.tenants, "min_n": experiment.min_n, "arms": arms,
-            "winner": winner, "rule": WINNER_RULE,
-            "promoted": promoted[name][0] if name in promoted else None,
-            "promotion": promoted[name][1] if name in promoted else None,
-            "intervals": "95%: Wilson for success rates (every score 0 or 1), Student's t "
-                         "for mean scores"}
-
-
-# Preference comparisons ----------------------------------------------------------------------
-
-
-#: A comparison waiting for its scores (kept in memory, and in the store when there is one).
-Compare = CompareRecord
-
-
-class Compares:
-    """Comparisons waiting for scores: at most ``capacity`` per tenant (its oldest go first),
-    each for ``ttl_s`` seconds. One not in memory (a restart since) is looked up with
-    ``lookup`` (the store). Thread-safe."""
-
-    def __init__(self, capacity: int = 1000, ttl_s: float = 3600.0,
-                 lookup: Callable[[str], Compare | None] | None = None) -> None:
-        self.capacity = capacity
-        self.ttl_s = ttl_s
-        self.lookup = lookup
-        self._tenants: dict[str, OrderedDict[str, Compare]] = {}  # each oldest first
-        self._lock = threading.Lock()
-
-    def put(self, compare: Compare) -> None:
-        with self._lock:
-            self._expire(time.time())
-            items = self._tenants.setdefault(compare.tenant, OrderedDict())
-            items[compare.compare_id] = compare
-            while len(items) > self.capacity:
-                items.popitem(last=False)
-
-    def resize(self, capacity: int, ttl_s: float) -> None:
-        """New limits (a reload): each tenant keeps its newest ``capacity`` at once."""
-        with self._lock:
-            self.capacity, self.ttl_s = capacity, ttl_s
-            for items in self._tenants.values():
-                while len(items) > capacity:
-                    items.popitem(last=False)
-
-    def get(self, compare_id: object, tenant: str) -> Compare:
-        """The comparison, if it exists for ``tenant`` and has not expired (else 404)."""
-        now = time.time()
-        with self._lock:
-            self._expire(now)
-            items = self._tenants.get(tenant)
-            found = (items.get(compare_id) if items is not None and isinstance(compare_id, str)
-                     else None)
-        if (found is None and self.lookup is not None and isinstance(compare_id, str)
-                and 0 < len(compare_id) <= MAX_DECISION_ID):
-            found = self.lookup(compare_id)
-        if found is None or found.tenant != tenant or found.expires <= now:
-            raise NotFoundError(f"compare_id: no open comparison {str(compare_id)[:100]!r} for "
-                                f"this tenant (comparisons wait {self.ttl_s:g} s for their "
-                                "scores); run POST /v1/router/preferences/compare again",
-                                param="compare_id")
-        return found
-
-    def _expire(self, now: float) -> None:
-        for tenant, items in list(self._tenants.items()):
-            while items and next(iter(items.values())).expires <= now:
-                items.popitem(last=False)
-            if not items:
-                del self._tenants[tenant]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(items) for items in self._tenants.values())
+NO_ANSWER = ("this request got no answer from any model, so there is no answer to score; "
+             "name the model the feedback is about")
 
 
 # One snapshot's learning ---------------------------------------------------------------------
@@ -847,27 +483,6 @@ def answer_cost(router: Router, model: str, cost: float | None, prompt_tokens: i
         return None
 
 
-def check_decision_id(decision_id: object) -> str:
-    if not isinstance(decision_id, str) or not decision_id.strip():
-        raise InvalidInputError("decision_id", "must be the decision id an answer carried "
-                                               "(x-switchpoint-decision-id, or decision_id)")
-    if len(decision_id) > MAX_DECISION_ID:
-        raise InvalidInputError("decision_id", f"is {len(decision_id)} characters; decision "
-                                               f"ids have at most {MAX_DECISION_ID}")
-    return decision_id
-
-
-def check_comment(comment: object) -> str | None:
-    if comment is None:
-        return None
-    if not isinstance(comment, str):
-        raise InvalidInputError("comment", "must be a string")
-    if len(comment) > MAX_COMMENT:
-        raise InvalidInputError("comment", f"is {len(comment)} characters; at most "
-                                           f"{MAX_COMMENT}")
-    if lone_surrogate(comment):
-        raise InvalidInputError("comment", LONE_SURROGATE)
-    return comment
 
 
 #: Why an outcome for a decision the live policy cannot read teaches no routing.
@@ -1217,8 +832,8 @@ class GatewayLearning:
         if model is not None and not isinstance(model, str):
             raise InvalidInputError("model", "must be a model name (a string)")
         self._check_not_refused(decision_id, scope)
-        note = _Note(kind="decision", key_id=key_id, comment=comment)
-        token = _NOTE.set(note)
+        note = Note(kind="decision", key_id=key_id, comment=comment)
+        token = NOTE.set(note)
         try:
             with self.state.guard:
                 live = self.state.live()
@@ -1302,8 +917,8 @@ class GatewayLearning:
                 if routed and routed != decision_id and learning is not None and self._find(
                         learning, routed) is not None:
                     # The request id of a routed request: the feedback is its decision's.
-                    _NOTE.reset(token)
-                    token = _NOTE.set(_Note())
+                    NOTE.reset(token)
+                    token = NOTE.set(Note())
                     return self.report(routed, quality_score, success, model=model,
                                        tenant=tenant, key_id=key_id, comment=comment,
                                        cost=cost, teachable=teachable)
@@ -1327,7 +942,7 @@ class GatewayLearning:
                                      "routing", cost_from, router,
                                      None if tokens is None else int(tokens))
         finally:
-            _NOTE.reset(token)
+            NOTE.reset(token)
 
     def check_writable(self, what: str, then: str = NOTHING_LEARNED) -> None:
         """Turn away at once what must be kept (feedback, a comparison) where it cannot be:
@@ -1365,7 +980,7 @@ class GatewayLearning:
                                                                  model) is not None
 
     def _observe(self, decision_id: str, model: str, quality: float, cost: float | None,
-                 tenant: str, note: _Note, why: str, cost_from: str | None, router: Router,
+                 tenant: str, note: Note, why: str, cost_from: str | None, router: Router,
                  prompt_tokens: int | None) -> FeedbackResult:
         if cost is not None and model in router.models:
             router.learnable_cost(model, cost, prompt_tokens)  # refuses one beyond its prices
@@ -1530,14 +1145,3 @@ class GatewayLearning:
                 current.learning.experiments.promoted[name] = arm
         return self.report_experiment(settings, name)
 
-
-def shuffled_labels(models: Sequence[str]) -> dict[str, str]:
-    """Blind labels A, B, ... for ``models`` in a random order; ``answer-A``, ... when a
-    model's own name is a label, so that a score's key never names one thing as a label and
-    another as a model (which would also give away who wrote what)."""
-    order = list(models)
-    random.SystemRandom().shuffle(order)
-    prefix = ""
-    while set(models) & {prefix + label for label in LABELS[:len(order)]}:
-        prefix += "answer-"
-    return {prefix + LABELS[i]: m for i, m in enumerate(order)}

@@ -84,7 +84,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     if args.url is not None:
         return _feedback_over_http(args, score, success)
     from switchpoint.gateway import Gateway
-    from switchpoint.gateway.learning import check_comment, check_decision_id
+    from switchpoint.gateway.feedback_log import check_comment, check_decision_id
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
     cost = _cost(args)

@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
-from switchpoint.gateway.learning import MAX_COMMENT, MAX_COMPARE_MODELS, MAX_DECISION_ID
+from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
+from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT, MAX_ANSWER_COST
 from switchpoint.server.auth import ADMIN, client_principal, is_admin

@@ -1,0 +1,159 @@
+"""Experiments: arms assigned by a hash of the session (or request), so a conversation stays
+in its arm, and each arm's report (mean feedback quality with its 95% interval, mean cost, and
+a winner once the evidence is there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from switchpoint.config import Settings
+from switchpoint.errors import NotFoundError
+from switchpoint.learning.config import ArmConfig
+from switchpoint.store.learning import LearningReader
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The experiment arm one request was assigned to."""
+
+    experiment: str
+    arm: str
+    config: ArmConfig
+
+
+def _unit_interval(*parts: str) -> float:
+    digest = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+class Experiments:
+    """The configured experiments, with the arms promoted at run time."""
+
+    def __init__(self, settings: Settings, promoted: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.promoted = dict(promoted)
+
+    def assign(self, tenant: str, unit: str) -> Assignment | None:
+        """The arm for a request of ``tenant`` whose session (or request) is ``unit``: the
+        first enabled experiment whose scope holds the tenant, by a hash of the unit (so the
+        same session always lands in the same arm); a promoted experiment sends everyone to
+        its winner."""
+        for name, experiment in self.settings.experiments.items():
+            if not experiment.enabled:
+                continue
+            if experiment.tenants is not None and tenant not in experiment.tenants:
+                continue
+            promoted = self.promoted.get(name)
+            if promoted in experiment.arms:
+                assert promoted is not None
+                return Assignment(name, promoted, experiment.arms[promoted])
+            total = sum(a.weight for a in experiment.arms.values())
+            point = _unit_interval(name, unit) * total
+            chosen = list(experiment.arms)[-1]
+            for arm, config in experiment.arms.items():
+                if point < config.weight:
+                    chosen = arm
+                    break
+                point -= config.weight
+            return Assignment(name, chosen, experiment.arms[chosen])
+        return None
+
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_Z975 = 1.959964
+
+
+def t_quantile(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (a table to 30, then
+    the Cornish-Fisher expansion, accurate to 1e-4)."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """The Wilson score 95% interval of a success rate."""
+    if n == 0:
+        return 0.0, 1.0
+    z = _Z975
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
+    """(mean, low, high, method) of the scores: a Wilson interval when every score is 0 or 1
+    (a success rate), else a t-interval on the mean score (clipped to [0, 1])."""
+    n = len(qualities)
+    if n == 0:
+        return None, None, None, "none"
+    mean = float(np.mean(qualities))
+    if all(q in (0.0, 1.0) for q in qualities):
+        low, high = wilson(int(sum(qualities)), n)
+        return mean, low, high, "wilson"
+    if n < 2:
+        return mean, None, None, "t"
+    half = t_quantile(n - 1) * float(np.std(qualities, ddof=1)) / math.sqrt(n)
+    return mean, max(0.0, mean - half), min(1.0, mean + half), "t"
+
+
+WINNER_RULE = ("an arm wins when every arm has at least min_n scored decisions and the 95% "
+               "interval of its mean quality lies entirely above every other arm's interval "
+               "(no overlap); cost is reported, not weighed")
+
+
+def experiment_report(name: str, settings: Settings, reader: LearningReader | None,
+                      promoted: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost;
+    and the winner, once the evidence is there (see :data:`WINNER_RULE`)."""
+    experiment = settings.experiments.get(name)
+    if experiment is None:
+        raise NotFoundError(f"experiment: no experiment {name[:100]!r} is configured; "
+                            f"configured: {', '.join(settings.experiments) or 'none'}",
+                            param="name")
+    rows = reader.experiment(name) if reader is not None else {}
+    arms: list[dict[str, Any]] = []
+    for arm, config in experiment.arms.items():
+        row = rows.get(arm, {})
+        qualities = row.get("qualities", [])
+        mean, low, high, method = interval(qualities)
+        arms.append({
+            "arm": arm, "weight": config.weight, "policy": config.policy,
+            "cost_weight": config.cost_weight, "models": config.models,
+            "decisions": int(row.get("decisions", 0)), "n": len(qualities),
+            "mean_quality": None if mean is None else round(mean, 6),
+            "interval": None if low is None or high is None else [round(low, 6),
+                                                                  round(high, 6)],
+            "interval_method": method,
+            "mean_cost_usd": None if row.get("mean_cost_usd") is None
+            else round(row["mean_cost_usd"], 10)})
+    winner = None
+    enough = all(a["n"] >= experiment.min_n and a["interval"] is not None for a in arms)
+    if enough:
+        best = max(arms, key=lambda a: a["mean_quality"])
+        if all(best["interval"][0] > a["interval"][1] for a in arms if a is not best):
+            winner = best["arm"]
+    return {"experiment": name, "enabled": experiment.enabled,
+            "tenants": experiment.tenants, "min_n": experiment.min_n, "arms": arms,
+            "winner": winner, "rule": WINNER_RULE,
+            "promoted": promoted[name][0] if name in promoted else None,
+            "promotion": promoted[name][1] if name in promoted else None,
+            "intervals": "95%: Wilson for success rates (every score 0 or 1), Student's t "
+                         "for mean scores"}

@@ -1,0 +1,198 @@
+"""The service's feedback log: outcomes appended to the store's ``feedback`` table and learned
+only once it keeps them, what a refused outcome leaves behind, and the checks of what a
+feedback names (its decision id and comment).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint.errors import InvalidInputError, StorageUnavailableError, StoreError
+from switchpoint.learning.events import FeedbackEvent
+from switchpoint.router import Router
+from switchpoint.store import SQLiteStore
+from switchpoint.store.learning import LearningReader, LoggedFeedback, feedback_record
+
+log = logging.getLogger("switchpoint.gateway")
+
+#: Longest feedback comment kept (characters).
+MAX_COMMENT = 2000
+#: Longest decision id accepted (ids are 32 hex characters; this leaves room for others').
+MAX_DECISION_ID = 200
+
+
+@dataclass
+class Note:
+    """What a feedback event is recorded with (set around a report; see :class:`RouterLog`)."""
+
+    kind: str = "decision"
+    key_id: str | None = None
+    comment: str | None = None
+    commits: list[Future[None]] = field(default_factory=list)
+
+
+NOTE: contextvars.ContextVar[Note | None] = contextvars.ContextVar("switchpoint_feedback_note",
+                                                                    default=None)
+
+
+#: How long an outcome waits for the store to keep it (seconds); past that it is refused and
+#: not learned.
+KEEP_WAIT_S = 30.0
+
+
+#: What a refused outcome left behind, as its 503 says.
+NOTHING_LEARNED = "nothing of it was learned; sending it again replaces whatever was"
+
+
+def not_kept(what: str, reason: object, *, then: str = NOTHING_LEARNED,
+             retry_after: float | None = None) -> StorageUnavailableError:
+    """The 503 for something the store could not keep (a full disk, a lock held too long),
+    saying what that left behind (``then``); a :class:`StoreError` is told by the database's
+    words alone (not the store's path)."""
+    if isinstance(reason, StoreError):
+        reason = reason.reason
+    return StorageUnavailableError(f"{what} could not be kept ({reason}); free space in "
+                                   f"data_dir, or stop what holds its lock, then try again "
+                                   f"({then})", retry_after=retry_after)
+
+
+class ServiceFeedbackLog:
+    """The service's feedback log: the store's ``feedback`` table (a list when the gateway keeps
+    no store, so nothing survives the process). Appends are queued on the store's writer;
+    :meth:`flush` waits until every one is committed (a replay reads what is on disk), and
+    :meth:`keep` until one is: outcomes are learned only once kept."""
+
+    def __init__(self, store: SQLiteStore | None) -> None:
+        self.store = store
+        self.reader = LearningReader(store.path) if store is not None else None
+        self._memory: list[LoggedFeedback] = []
+        self._outstanding: set[Future[None]] = set()
+        self._lock = threading.Lock()
+        #: Rows this process's appends committed (the rest of the log was written by other
+        #: processes, such as an offline ``switchpoint feedback`` on the same data_dir). Exact
+        #: once :meth:`flush` returns.
+        self.committed = 0
+
+    def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
+               key_id: str | None = None, comment: str | None = None) -> Future[None]:
+        record = feedback_record(event, kind, weights_id=weights_id, key_id=key_id,
+                                 comment=comment)
+        if self.store is None:
+            with self._lock:
+                self._memory.append(LoggedFeedback(len(self._memory) + 1, event, kind,
+                                                   weights_id))
+                self.committed += 1
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        future = self.store.append(record)
+        with self._lock:
+            self._outstanding.add(future)
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, future: Future[None]) -> None:
+        """Count a finished append once (its callback, or :meth:`flush`, whichever is first)."""
+        with self._lock:
+            if future not in self._outstanding:
+                return
+            self._outstanding.discard(future)
+            if future.exception() is None:
+                self.committed += 1
+
+    def keep(self, future: Future[None], what: str = "the feedback") -> None:
+        """Wait until one appended event is committed; :class:`StorageUnavailableError` when
+        the store refused it or did not answer within :data:`KEEP_WAIT_S`."""
+        try:
+            future.result(timeout=KEEP_WAIT_S)
+        except FutureTimeoutError:
+            # Not learned, but the store may write it yet: not counted as this process's own,
+            # such a row is one it has not learned (like another process's) until a reload.
+            with self._lock:
+                self._outstanding.discard(future)
+            raise StorageUnavailableError(
+                f"{what} was not confirmed kept: the store did not answer within "
+                f"{KEEP_WAIT_S:.0f} s (a lock held too long, a slow disk). It was not learned "
+                "now, but may still be kept, and then learned at the next reload or restart; "
+                "sending it again replaces it") from None
+        except StoreError as exc:
+            raise not_kept(what, exc) from None
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every appended event is committed (or failed), and count it."""
+        with self._lock:
+            outstanding = list(self._outstanding)
+        if outstanding:
+            wait_futures(outstanding, timeout=timeout)
+            for future in outstanding:
+                if future.done():
+                    self._settled(future)
+
+    def replay(self, tenant: str | None = None, after: int = 0) -> Iterator[LoggedFeedback]:
+        """Every logged event in order (of one tenant, if given), after log position
+        ``after``."""
+        if self.reader is None:
+            with self._lock:
+                rows = list(self._memory)
+            return iter([r for r in rows if r.seq > after
+                         and (tenant is None or r.event.tenant == tenant)])
+        return self.reader.feedback(tenant, after=after)
+
+    def latest_quality(self, decision_id: str, tenant: str) -> float | None:
+        if self.reader is None:
+            with self._lock:
+                for row in reversed(self._memory):
+                    if row.event.decision_id == decision_id and row.event.tenant == tenant:
+                        return row.event.quality
+            return None
+        return self.reader.latest_quality(decision_id, tenant)
+
+
+class RouterLog:
+    """One router's :class:`~switchpoint.learning.events.FeedbackLog`: the service's log,
+    recording the router's weights with each event (and, around a gateway report, the kind,
+    the caller's key and the comment). An append returns once the event is committed."""
+
+    def __init__(self, log: ServiceFeedbackLog, router: Router) -> None:
+        self.log = log
+        self.weights_id = router.weights_id
+
+    def append(self, event: FeedbackEvent) -> None:
+        note = NOTE.get() or Note()
+        future = self.log.append(event, note.kind, weights_id=self.weights_id,
+                                 key_id=note.key_id, comment=note.comment)
+        note.commits.append(future)
+        self.log.keep(future)
+
+    def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
+        return (row.event for row in self.log.replay(tenant) if row.kind != "model")
+
+def check_decision_id(decision_id: object) -> str:
+    if not isinstance(decision_id, str) or not decision_id.strip():
+        raise InvalidInputError("decision_id", "must be the decision id an answer carried "
+                                               "(x-switchpoint-decision-id, or decision_id)")
+    if len(decision_id) > MAX_DECISION_ID:
+        raise InvalidInputError("decision_id", f"is {len(decision_id)} characters; decision "
+                                               f"ids have at most {MAX_DECISION_ID}")
+    return decision_id
+
+
+def check_comment(comment: object) -> str | None:
+    if comment is None:
+        return None
+    if not isinstance(comment, str):
+        raise InvalidInputError("comment", "must be a string")
+    if len(comment) > MAX_COMMENT:
+        raise InvalidInputError("comment", f"is {len(comment)} characters; at most "
+                                           f"{MAX_COMMENT}")
+    if lone_surrogate(comment):
+        raise InvalidInputError("comment", LONE_SURROGATE)
+    return comment
