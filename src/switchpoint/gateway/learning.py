@@ -15,13 +15,12 @@ experiments and exploration.
   routing decision teaches routing (the tenant's overlay of the learned router, and its memory);
   feedback on a request id is kept as a quality observation of the model that answered (per
   tenant and model), which cannot teach routing: no prompt vector was computed for it.
-- **Persistence.** The feedback log (:mod:`switchpoint.gateway.feedback_log`) is the
-  ``feedback`` table (append-only); every snapshot
-  replays it before it goes live, under :attr:`RouterState.guard`, and feedback is applied
-  under the same guard, so a lesson reaches the snapshot that serves next whatever the timing.
-  What learning needs from each recent decision is kept in the ``pending`` table (the last
-  ``learning.memory_size`` of them), so a decision made before a restart or a reload still
-  accepts feedback. See :mod:`switchpoint.store.learning`.
+- **Persistence.** The feedback log (:mod:`switchpoint.gateway.feedback_log`) is the ``feedback``
+  table (append-only); every snapshot replays it before it goes live, under
+  :attr:`RouterState.guard`, and feedback is applied under the same guard, so a lesson reaches the
+  snapshot that serves next whatever the timing. What learning needs from each recent decision is
+  kept in the ``pending`` table (the last ``learning.memory_size`` of them), so a decision made
+  before a restart or a reload still accepts feedback. See :mod:`switchpoint.store.learning`.
 - **Checkpoints.** What the live snapshot has learned is saved beside the store
   (``learning.checkpoint``; see :mod:`switchpoint.learning.checkpoint`) every
   :data:`CHECKPOINT_EVERY` events, after a replay of :data:`CHECKPOINT_AFTER_REPLAY` or more,
@@ -33,13 +32,14 @@ experiments and exploration.
   :class:`~switchpoint.learning.tenant_memory.TenantKnnMemory` of its own outcomes; ``auto``
   consults it after the learned router and follows it when its evidence is strong, else falls
   back to the learned router and says why (decision ``source`` and ``memory_fallback``).
-- **Preferences.** :class:`~switchpoint.gateway.preferences.Compares` holds blind-labelled comparisons waiting for scores
-  (bounded, expiring, kept in the ``compares`` table too, so a score sent after a restart
-  still finds its comparison); a score teaches as feedback does (one outcome per scored
-  model).
-- **Experiments.** :class:`~switchpoint.gateway.experiments.Experiments` assigns ``auto``
-  requests to arms by a hash of the session (or of the request), so a conversation stays in its
-  arm; :func:`~switchpoint.gateway.experiments.experiment_report` says how each arm does and names a winner once the evidence is there.
+- **Preferences.** :class:`~switchpoint.gateway.preferences.Compares` holds blind-labelled
+  comparisons waiting for scores (bounded, expiring, kept in the ``compares`` table too, so a
+  score sent after a restart still finds its comparison); a score teaches as feedback does (one
+  outcome per scored model).
+- **Experiments.** :class:`~switchpoint.gateway.experiments.Experiments` assigns ``auto`` requests
+  to arms by a hash of the session (or of the request), so a conversation stays in its arm;
+  :func:`~switchpoint.gateway.experiments.experiment_report` says how each arm does and names a
+  winner once the evidence is there.
 """
 
 from __future__ import annotations
