@@ -289,6 +289,30 @@ def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
     assert fake.requests() == []
 
 
+@pytest.mark.parametrize("restart", [False, True])
+def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], restart: bool) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="blue")
+    before = prompts.read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(prompts)
+    for out in (prompts, link, tmp_path / "." / "prompts.jsonl"):
+        code, _, err = run(["label", prompts, "--models", "a", "--out", out, "--config",
+                            config(fake, tmp_path), *(["--restart"] if restart else [])],
+                           capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert "is the prompts file itself" in err and "another --out" in err, err
+        assert prompts.read_bytes() == before
+    journal = journal_path(tmp_path / "records.jsonl")
+    journal.write_bytes(before)  # the prompts, under the name of --out's journal
+    code, _, err = run(["label", journal, "--models", "a", "--out", tmp_path / "records.jsonl",
+                        "--config", config(fake, tmp_path)], capsys)
+    assert code == 2 and "--out's journal" in err, err
+    assert journal.read_bytes() == before
+    assert fake.requests() == []
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--models", "a,zeta", "--judge", "judge"], "'zeta' is not in the catalog of the config"),
     (["--models", "a", "--judge", "nobody"], "judge: 'nobody' is not in the catalog"),

@@ -37,7 +37,7 @@ from switchpoint.errors import (
     LabellingError,
 )
 from switchpoint.labelling.judge import Judge, unreadable_message
-from switchpoint.labelling.lock import OutputLock
+from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
 from switchpoint.labelling.reference import reference_score
 
@@ -218,9 +218,10 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     if gateway is not None and config is not None:
         raise InvalidInputError("config", "give either a gateway or a config, not both")
     settings = gateway.settings if gateway is not None else _settings(config)
+    path = Path(out)
     plan = _check(prompts, models, judge, settings, concurrency, max_tokens,
                   keys=env if env is not None else os.environ if gateway is None else None)
-    path = Path(out)
+    _check_out_apart(prompts, path)
     with OutputLock(path):
         state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
         own = gateway is None
@@ -277,6 +278,31 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
     key = jr.RunKey(models=tuple(names), judge=the_judge.model if the_judge else None,
                     rubric=the_judge.rubric_id if the_judge else None, max_tokens=max_tokens)
     return _Plan(items, names, the_judge, settings, params, concurrency, key, idle)
+
+
+def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
+    """``out``, its journal and its lock must not be the prompts file itself: a run appends
+    records there, ``--restart`` deletes them, and a run that completes deletes the journal,
+    so any of them being the prompts would lose the prompts (their references and the
+    prompts that failed are in no record)."""
+    if not isinstance(prompts, (str, Path)):
+        return
+    source = Path(prompts)
+    for what, path in (("--out", out), ("--out's journal", jr.journal_path(out)),
+                       ("--out's lock", lock_path(out))):
+        if _same_file(source, path):
+            raise LabellingError(f"{what} ({path}) is the prompts file itself; a run writes "
+                                 "its records there (and --restart discards it), which would "
+                                 "lose the prompts: write the records to another --out",
+                                 source=source)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one existing file (through links or other spellings)."""
+    try:
+        return a.samefile(b)
+    except OSError:  # either is missing (or unreadable): not one existing file
+        return False
 
 
 def _model_names(models: Sequence[str]) -> list[str]:
