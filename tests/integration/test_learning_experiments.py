@@ -166,3 +166,25 @@ def test_a_disabled_experiment_takes_no_traffic_and_no_promotion(
         assert report["promoted"] is None
     with learning_server(fake, tmp_path, EXPERIMENT) as server:  # enabled again: nothing kept
         assert get(server, "/v1/router/experiments/thrift").json()["promoted"] is None
+
+
+def test_a_promotion_whose_arm_a_reload_removed_is_reported_as_not_applied(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        promoted = post(server, "/v1/router/experiments/thrift/promote", {"arm": "thrifty"})
+        assert promoted.json()["promoted"] == "thrifty", promoted.text
+        config = tmp_path / "switchpoint.yaml"
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "      thrifty: {cost_weight: 5}\n", "      frugal: {cost_weight: 5}\n"),
+            encoding="utf-8")
+        assert post(server, "/v1/router/reload").status_code == 200
+        arms = Counter(chat(server, math_prompt(s), session=f"after-{s}")[0][
+            "x-switchpoint-arm"] for s in range(24))
+        assert len(arms) > 1  # the promotion no longer applies: traffic is split
+        report = get(server, "/v1/router/experiments/thrift").json()
+        assert report["promoted"] is None
+        assert report["promotion"].startswith("not applied: the promoted arm 'thrifty'")
+        assert "control, frugal, neighbours" in report["promotion"]
+        listed = get(server, "/v1/router/experiments").json()["data"][0]
+        assert (listed["promoted"], listed["promotion"]) == (None, report["promotion"])
+

@@ -150,10 +150,17 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
         best = max(arms, key=lambda a: a["mean_quality"])
         if all(best["interval"][0] > a["interval"][1] for a in arms if a is not best):
             winner = best["arm"]
+    promoted_arm, promotion = promoted.get(name, (None, None))
+    if promoted_arm is not None and promoted_arm not in experiment.arms:
+        # A reload took the arm away: traffic is split again, whatever the store remembers.
+        promotion = (f"not applied: the promoted arm {promoted_arm!r} is no longer an arm of "
+                     f"{name!r}, so its traffic is split among the configured arms again (it "
+                     "applies again if an arm of that name comes back); promote one of "
+                     f"{', '.join(experiment.arms)} to send everyone to it")
+        promoted_arm = None
     return {"experiment": name, "enabled": experiment.enabled,
             "tenants": experiment.tenants, "min_n": experiment.min_n, "arms": arms,
             "winner": winner, "rule": WINNER_RULE,
-            "promoted": promoted[name][0] if name in promoted else None,
-            "promotion": promoted[name][1] if name in promoted else None,
+            "promoted": promoted_arm, "promotion": promotion,
             "intervals": "95%: Wilson for success rates (every score 0 or 1), Student's t "
                          "for mean scores"}
