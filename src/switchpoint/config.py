@@ -684,6 +684,29 @@ def _check_experiments(settings: Settings) -> None:
                     raise ConfigError(f"{key}.models[{j}]", f"{model!r} is not a model in the "
                                                             f"catalog; use one of "
                                                             f"{', '.join(names)}")
+    _check_experiment_scopes(settings, tenants)
+
+
+def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
+    """A request joins the first enabled experiment (in the config's order) whose tenants hold
+    its tenant, so an enabled experiment whose every tenant an earlier one already takes would
+    get no traffic at all: refused, naming the experiments that take it."""
+    taken: dict[str, str] = {}  # tenant: the enabled experiment that takes its traffic
+    for name, experiment in settings.experiments.items():
+        if not experiment.enabled:
+            continue
+        scope = experiment.tenants if experiment.tenants is not None else tenants
+        if scope and all(t in taken for t in scope):
+            earlier = sorted({taken[t] for t in scope})
+            who = ("every tenant" if experiment.tenants is None
+                   else f"its tenants ({', '.join(scope)})")
+            raise ConfigError(f"experiments.{name}", (
+                f"would get no traffic: {who} already take part in "
+                f"{', '.join(map(repr, earlier))}, listed before it, and a request joins only "
+                "the first enabled experiment that holds its tenant; give the experiments "
+                "tenants of their own, or set enabled: false on one of them"))
+        for tenant in scope:
+            taken.setdefault(tenant, name)
 
 
 def _check_paths(settings: Settings) -> None:

@@ -188,3 +188,35 @@ def test_a_promotion_whose_arm_a_reload_removed_is_reported_as_not_applied(
         listed = get(server, "/v1/router/experiments").json()["data"][0]
         assert (listed["promoted"], listed["promotion"]) == (None, report["promotion"])
 
+
+
+def test_an_experiment_that_earlier_ones_leave_no_traffic_is_refused_at_reload(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    tenants = "tenants:\n  acme: {}\n  globex: {}\n"
+    with learning_server(fake, tmp_path, tenants + EXPERIMENT) as server:
+        config = tmp_path / "switchpoint.yaml"
+        good = config.read_text(encoding="utf-8")
+        shadowed = [  # everyone is in thrift already / acme is in the first one already
+            "  second:\n    arms: {a: {}, b: {cost_weight: 2}}\n",
+            "  second:\n    tenants: [acme]\n    arms: {a: {}, b: {cost_weight: 2}}\n"]
+        for second in shadowed:
+            config.write_text(good + second, encoding="utf-8")
+            refused = post(server, "/v1/router/reload")
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "invalid_config"
+            assert "experiments.second: would get no traffic" in error["message"]
+            assert "'thrift'" in error["message"] and "enabled: false" in error["message"]
+        # The old config keeps serving: one experiment, everyone in it.
+        assert [e["experiment"] for e in get(server, "/v1/router/experiments").json()[
+            "data"]] == ["thrift"]
+        assert chat(server, math_prompt(1), session="s")[0][
+            "x-switchpoint-experiment"] == "thrift"
+        # Scoped to acme first, then everyone else: both take traffic, so both are fine; so
+        # is a shadowed experiment that is disabled.
+        scoped = good.replace("  thrift:\n", "  thrift:\n    tenants: [acme]\n")
+        config.write_text(scoped + shadowed[0] + "  third:\n    enabled: false\n"
+                          "    arms: {a: {}, b: {}}\n", encoding="utf-8")
+        assert post(server, "/v1/router/reload").status_code == 200
+        assert chat(server, math_prompt(2), session="s")[0][
+            "x-switchpoint-experiment"] == "second"
