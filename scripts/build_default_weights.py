@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                    "the test split is held out for evaluation",
         })
         target = Path(args.out) / policy
-        package.save(target)
+        package.save(target, bundled=True)  # (these are the bundled weights)
         print(f"wrote {package.weights_id} to {target}", file=sys.stderr)
     return 0
 

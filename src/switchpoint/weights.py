@@ -68,8 +68,8 @@ class WeightsPackage:
             digest.update(np.ascontiguousarray(state.arrays[name]).tobytes())
         return f"{state.name}-{digest.hexdigest()[:12]}"
 
-    def save(self, path: str | Path) -> Path:
-        return save_weights(self, path)
+    def save(self, path: str | Path, *, bundled: bool = False) -> Path:
+        return save_weights(self, path, bundled=bundled)
 
 
 def _profile_filename(model: str) -> str:
@@ -81,14 +81,23 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_weights_target(path: str | Path) -> Path:
+def check_weights_target(path: str | Path, *, bundled: bool = False) -> Path:
     """``path`` if :func:`save_weights` may write a package there: a new path, an empty
     directory or a weights package (which it replaces). Anything else (a file, a directory of
-    other things, ``.``) raises :class:`~switchpoint.errors.WeightsError` naming it."""
+    other things, ``.``) raises :class:`~switchpoint.errors.WeightsError` naming it, and so
+    does a place among the weights bundled with switchpoint (every router of the
+    installation loads them by default, and a reinstall puts them back) unless ``bundled``
+    (the build that makes them)."""
     target = Path(path)
     if target.name in ("", ".", ".."):
         raise WeightsError(target, "names no directory of its own; give the weights a "
                                    "directory name, e.g. ./weights")
+    if not bundled and _among_bundled(target):
+        raise WeightsError(target, "is among the weights bundled with switchpoint, which "
+                                   "every router of this installation loads by default and a "
+                                   "reinstall puts back; write to a directory of your own "
+                                   "(then set weights: DIR in the config, or pass --weights "
+                                   "DIR)")
     try:
         exists = target.exists()
     except OSError as exc:  # a name too long for the file system, say
@@ -113,6 +122,16 @@ def check_weights_target(path: str | Path) -> Path:
     return target
 
 
+def _among_bundled(target: Path) -> bool:
+    """Whether ``target`` is the bundled weights' folder or inside it (by any name)."""
+    root = default_weights_path().parent
+    try:
+        real, bundled_root = target.resolve(), root.resolve()
+    except (OSError, RuntimeError):  # a symlink loop, say: not provably theirs
+        return False
+    return real == bundled_root or bundled_root in real.parents
+
+
 _CHOOSE = ("choose a new or empty directory for the weights (saving replaces only an earlier "
            "weights package)")
 
@@ -135,10 +154,11 @@ def _is_package(root: Path) -> bool:
         return False
 
 
-def save_weights(package: WeightsPackage, path: str | Path) -> Path:
+def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = False) -> Path:
     """Write ``package`` to the directory ``path``: a new or empty directory, or an earlier
-    weights package, which it replaces atomically (see :func:`check_weights_target`)."""
-    target = check_weights_target(path)
+    weights package, which it replaces atomically (see :func:`check_weights_target`; ``bundled``
+    lets it replace the weights bundled with switchpoint)."""
+    target = check_weights_target(path, bundled=bundled)
     state = package.policy.get_state()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.gateway import Gateway
 from switchpoint.server import create_app
-from switchpoint.weights import load_weights
+from switchpoint.weights import default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, config_text
 from tests.integration.servers import thread_server
@@ -145,3 +145,44 @@ def test_learn_to_a_name_too_long_is_a_clean_error(tmp_path: Path,
     err = capsys.readouterr().err
     assert "File name too long" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_nothing_writes_over_the_weights_bundled_with_switchpoint(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The config names no weights, so the bundled ones are "the weights' own directory":
+    an export there (by its path or a link to it), or an add-model or remove-model in place,
+    is refused and the installation's weights stay as they were."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        decision = gateway.route(PROMPT, ["good", "cheap"])
+        gateway.report_outcome(decision.decision_id, 0.0)
+    bundled = default_weights_path()
+    before = _tree(bundled.parent)
+    link = tmp_path / "mine"
+    link.symlink_to(bundled)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"prompt": PROMPT, "scores": {"m": 1}, "costs": {"m": 0.001}})
+                      + "\n", encoding="utf-8")
+    capsys.readouterr()
+    for argv in (["learn", "--export", bundled, "--config", config],
+                 ["learn", "--export", link, "--config", config],
+                 ["learn", "--export", bundled.parent / "learned", "--config", config],
+                 ["add-model", "m", labels, "--weights", bundled],
+                 ["remove-model", "claude-v1", "--weights", bundled]):
+        assert main([str(a) for a in argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert "is among the weights bundled with switchpoint" in err, err
+        assert "a directory of your own" in err and "Traceback" not in err
+    assert _tree(bundled.parent) == before
+    # The same export to a folder of its own works.
+    assert main(["learn", "--export", str(tmp_path / "learned"), "--config", str(config)]) == 0
+    assert load_weights(tmp_path / "learned").provenance["learned"][-1]["outcomes"] == 1
