@@ -289,6 +289,34 @@ def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
     assert fake.requests() == []
 
 
+def test_a_multiple_choice_reference_that_is_an_article_scores_the_answers_naming_it(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Normalising drops the articles a, an, the; the choice A must still be matched, or every
+    answer to an A question scores 0."""
+    fake.default("a", "say:text=Let me think. The answer is (A)")
+    fake.default("b", "say:text=Answer: B")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({
+        "id": f"q{choice}", "prompt": f"Which option? A) x B) y C) z. End with Answer: {choice}",
+        "reference": choice}) + "\n" for choice in ("A", "B", "C")), encoding="utf-8")
+    out = tmp_path / "records.jsonl"
+    code, stdout, err = run(["label", prompts, "--models", "a,b", "--out", out, "--config",
+                             config(fake, tmp_path), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["by_reference"] == 6
+    assert {i: r["scores"] for i, r in records_of(out).items()} == {
+        "qA": {"a": 1.0, "b": 0.0}, "qB": {"a": 0.0, "b": 1.0}, "qC": {"a": 0.0, "b": 0.0}}
+    # A reference no answer could match (punctuation is ignored) is refused before any call.
+    fake.reset()
+    prompts.write_text(json.dumps({"prompt": "Which punctuation?", "reference": "..."}) + "\n",
+                       encoding="utf-8")
+    code, _, err = run(["label", prompts, "--models", "a", "--out", tmp_path / "other.jsonl",
+                        "--config", config(fake, tmp_path)], capsys)
+    assert code == 2 and "line 1: field 'reference' '...' is only punctuation" in err, err
+    assert fake.requests() == []
+
+
 @pytest.mark.parametrize("restart", [False, True])
 def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,

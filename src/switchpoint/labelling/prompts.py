@@ -21,6 +21,7 @@ from typing import Any
 
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
 from switchpoint.errors import LabellingError
+from switchpoint.labelling.reference import normalise, parse_number
 from switchpoint.prompt_files import PromptFileError, bounded_lines, prompt_lines
 
 FIELDS = ("prompt", "id", "task", "split", "reference")
@@ -166,6 +167,11 @@ def _reference(obj: Mapping[str, Any], bad: Any) -> str | float | None:
     if isinstance(value, str):
         if not value.strip():
             raise bad("field 'reference' is empty; leave it out to have a judge score answers")
+        if parse_number(value) is None and not normalise(value, articles=False):
+            raise bad(f"field 'reference' {value[:40]!r} is only punctuation or symbols, which "
+                      "are ignored when answers are compared with it, so no answer could "
+                      "match; give the expected answer, or leave it out to have a judge score "
+                      "answers")
         return value
     number = as_float(value)
     if not math.isfinite(number):

@@ -15,7 +15,9 @@ and the whole answer.
   Unicode NFKC, case folded, punctuation and markdown marks removed, the articles *a*, *an*,
   *the* dropped, runs of whitespace made one space. ``Paris`` matches ``The answer is Paris.``
   and ``**paris**``, but not ``Paris, France`` (an extra word is a different answer); so ask the
-  model, in the prompt, to end with its short answer (``Answer: B``).
+  model, in the prompt, to end with its short answer (``Answer: B``). A reference that is
+  nothing but articles (the choice ``A`` of a multiple-choice question) keeps them, on both
+  sides: ``A`` matches ``Answer: (A)``, not ``Answer: B`` or ``The``.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def reference_score(answer: str | None, reference: str | float) -> float:
     if expected is not None:
         got = answer_number(text)
         return 1.0 if got is not None and _close(got, expected) else 0.0
-    target = normalise(str(reference))
-    return 1.0 if target and any(normalise(p) == target for p in final_answer_places(text)) \
-        else 0.0
+    articles = bool(normalise(str(reference)))  # else the reference is an article ("A")
+    target = normalise(str(reference), articles=articles)
+    return 1.0 if target and any(normalise(p, articles=articles) == target
+                                 for p in final_answer_places(text)) else 0.0
 
 
 def parse_number(value: str | float) -> float | None:
@@ -83,12 +86,13 @@ def final_answer_places(answer: str) -> list[str]:
     return [*_marked_places(answer), *lines[-1:], answer]
 
 
-def normalise(text: str) -> str:
+def normalise(text: str, *, articles: bool = True) -> str:
     """Text as compared with a text reference: NFKC, case folded, punctuation and symbols
-    (markdown marks included) removed, articles dropped, single spaces."""
+    (markdown marks included) removed, articles dropped (unless ``articles`` is false), single
+    spaces."""
     text = unicodedata.normalize("NFKC", text).casefold()
     text = "".join(c for c in text if not unicodedata.category(c).startswith(("P", "S")))
-    return " ".join(_ARTICLES.sub(" ", text).split())
+    return " ".join((_ARTICLES.sub(" ", text) if articles else text).split())
 
 
 def _marked_places(answer: str) -> list[str]:
