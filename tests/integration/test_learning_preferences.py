@@ -458,3 +458,26 @@ def test_a_limited_key_learns_nothing_of_other_models_through_comparisons(
                    {"prompt": math_prompt(673), "models": ["cheap", "strong"]}, key=pair)
     assert outside.status_code == 403 and outside.json()["error"]["param"] == "models"
     assert outside.json()["error"]["message"].startswith("models: this key may not use 'strong'")
+
+
+@pytest.mark.parametrize(("memory", "needle"), [
+    ("{min_records: 30, max_records: 10}", "min_records (30) must be <= max_records (10)"),
+    ("{k: 10, min_neighbours: 5, min_records: 2, max_records: 3}",
+     "min_neighbours (5) must be <= max_records (3)")])
+def test_a_memory_that_could_never_answer_is_an_invalid_config(
+        fake: FakeProviderProcess, tmp_path: Path, memory: str, needle: str) -> None:
+    """A memory keeps at most max_records outcomes: needing more to answer would leave the
+    tenant cold (or its neighbourhoods sparse) forever, with nothing saying why."""
+    with learning_server(fake, tmp_path, TENANTS) as server:
+        config = tmp_path / "switchpoint.yaml"
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "  initech: {}\n", f"  initech: {{memory: {memory}}}\n"), encoding="utf-8")
+        refused = post(server, "/v1/router/reload")
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_config"
+        assert "tenants.initech.memory" in error["message"] and needle in error["message"]
+        assert "never answer" in error["message"]
+        # The old config keeps serving: initech has no memory.
+        status = server.service.gateway.learning_status(["initech"])
+        assert status["tenants"]["initech"]["memory"] == {"enabled": False}

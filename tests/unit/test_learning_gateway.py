@@ -240,7 +240,7 @@ def test_stored_comparisons_read_back_whole_and_are_pruned(tmp_path: Path) -> No
 
 def test_a_tenants_memory_holds_at_most_its_cap_oldest_out(fake_embedder) -> None:  # type: ignore[no-untyped-def]
     settings = load_settings(overrides={"tenants": {"acme": {"memory": {
-        "k": 3, "min_neighbours": 1, "max_records": 3}}}})
+        "k": 3, "min_neighbours": 1, "min_records": 3, "max_records": 3}}}})
     router = Router(two_kinds_package(fake_embedder), embedder=fake_embedder)
     learning = LiveLearning(router, settings, {}, Experiments(settings, {}))
     for i in range(5):

@@ -72,6 +72,13 @@ class MemoryConfig(BaseModel):
     def _consistent(self) -> MemoryConfig:
         if self.min_neighbours > self.k:
             raise ValueError(f"min_neighbours ({self.min_neighbours}) must be <= k ({self.k})")
+        for name, value, then in (("min_records", self.min_records, "cold_start"),
+                                  ("min_neighbours", self.min_neighbours,
+                                   "sparse_neighbourhood")):
+            if value > self.max_records:
+                raise ValueError(f"{name} ({value}) must be <= max_records "
+                                 f"({self.max_records}): the memory keeps at most max_records "
+                                 f"outcomes, so it would never answer (always {then})")
         return self
 
     def library(self) -> MemorySettings:

@@ -79,6 +79,12 @@ class TenantSettings:
         if self.min_neighbours > self.k:
             raise InvalidInputError("min_neighbours", f"is {self.min_neighbours}, more than k "
                                                       f"= {self.k} neighbours can provide")
+        for name, value in (("min_records", self.min_records),
+                            ("min_neighbours", self.min_neighbours)):
+            if value > self.max_records:
+                raise InvalidInputError(name, f"is {value}, more than the max_records = "
+                                              f"{self.max_records} outcomes the memory keeps, "
+                                              "so it would never answer")
         return self
 
 
