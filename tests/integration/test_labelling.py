@@ -317,6 +317,24 @@ def test_a_multiple_choice_reference_that_is_an_article_scores_the_answers_namin
     assert fake.requests() == []
 
 
+def test_a_negative_answer_written_with_the_minus_sign_is_a_negative_number(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Models write U+2212 (−) as often as '-': −3 is minus three, not three."""
+    fake.default("a", "say:text=Subtracting: the answer is \u22123")
+    fake.default("b", "say:text=Subtracting: the answer is 3")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{ref}", "prompt": f"What is 0 - ({-ref})?",
+                                           "reference": ref}) + "\n" for ref in (-3, 3)),
+                       encoding="utf-8")
+    out = tmp_path / "records.jsonl"
+    code, _, err = run(["label", prompts, "--models", "a,b", "--out", out, "--config",
+                        config(fake, tmp_path)], capsys)
+    assert code == 0, err
+    assert {i: r["scores"] for i, r in records_of(out).items()} == {
+        "q-3": {"a": 1.0, "b": 0.0}, "q3": {"a": 0.0, "b": 1.0}}
+
+
 @pytest.mark.parametrize("restart", [False, True])
 def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,

@@ -10,7 +10,8 @@ and the whole answer.
   ``$12``, ``50%`` or ``3/4``): the answer's number is the first number of the first marked
   place (``\\boxed``, ``####``, ``answer:``) that holds one, else the last number anywhere in
   the answer; it must equal the reference to a relative tolerance of 1e-6. Thousands
-  separators, ``$`` and ``%`` are ignored (``50%`` matches ``50``, not ``0.5``).
+  separators, ``$`` and ``%`` are ignored (``50%`` matches ``50``, not ``0.5``); the minus
+  sign ``−`` (and its small and full-width forms) is a minus, as ``-`` is.
 * **Text references**: one of those places must equal the reference once both are normalised:
   Unicode NFKC, case folded, punctuation and markdown marks removed, the articles *a*, *an*,
   *the* dropped, runs of whitespace made one space. ``Paris`` matches ``The answer is Paris.``
@@ -37,6 +38,9 @@ _BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
 _HASHES = re.compile(r"####([^\n]*)")
 _MARKER = re.compile(r"\banswer\s*(?::|is\b)([^\n]*)", re.IGNORECASE)
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+# Minus signs models write besides the ASCII hyphen-minus: MINUS SIGN, SMALL HYPHEN-MINUS,
+# FULLWIDTH HYPHEN-MINUS.
+_MINUS = str.maketrans(dict.fromkeys("\u2212\ufe63\uff0d", "-"))
 RELATIVE_TOLERANCE = 1e-6
 
 
@@ -63,7 +67,7 @@ def parse_number(value: str | float) -> float | None:
     if isinstance(value, (int, float)):
         number = as_float(value)
         return number if math.isfinite(number) else None
-    text = value.strip().replace("$", "").removesuffix("%").strip()
+    text = value.translate(_MINUS).strip().replace("$", "").removesuffix("%").strip()
     match = _NUMBER.fullmatch(text)
     return _to_float(match.group(0)) if match else None
 
@@ -71,6 +75,7 @@ def parse_number(value: str | float) -> float | None:
 def answer_number(answer: str) -> float | None:
     """The answer's final number: the first number in its most specific final-answer place
     (``\\boxed{}``, ``####``, ``answer:``), else its last number anywhere; ``None`` if none."""
+    answer = answer.translate(_MINUS)
     for place in _marked_places(answer):
         found = _NUMBER.findall(place)
         if found:
