@@ -69,6 +69,15 @@ def test_intervals_say_which_method_they_use() -> None:
     assert interval([0.4])[3] == "t" and interval([0.4])[1] is None
 
 
+def test_scores_all_alike_are_not_taken_as_certain() -> None:
+    """Two arms scored 0.9, 0.9 and 0.2, 0.2 show no spread: a t-interval would be a point
+    each and name a winner from four scores; the Wilson interval of each mean overlaps."""
+    high_arm, low_arm = interval([0.9, 0.9]), interval([0.2, 0.2])
+    assert high_arm[3] == low_arm[3] == "wilson"
+    assert (high_arm[1], high_arm[2]) == pytest.approx(wilson(1.8, 2))
+    assert high_arm[1] is not None and low_arm[2] is not None and high_arm[1] < low_arm[2]
+
+
 def test_assignment_is_deterministic_weighted_and_follows_a_promotion() -> None:
     settings = load_settings(overrides=EXPERIMENT)
     experiments = Experiments(settings, {})

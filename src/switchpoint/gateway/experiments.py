@@ -85,8 +85,9 @@ def t_quantile(df: int) -> float:
             + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
 
 
-def wilson(successes: int, n: int) -> tuple[float, float]:
-    """The Wilson score 95% interval of a success rate."""
+def wilson(successes: float, n: int) -> tuple[float, float]:
+    """The Wilson score 95% interval of a success rate (``successes`` of ``n``; a mean score
+    times ``n`` gives the widest interval scores in [0, 1] with that mean can have)."""
     if n == 0:
         return 0.0, 1.0
     z = _Z975
@@ -100,7 +101,10 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 
 def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
     """(mean, low, high, method) of the scores: a Wilson interval when every score is 0 or 1
-    (a success rate), else a t-interval on the mean score (clipped to [0, 1])."""
+    (a success rate), else a t-interval on the mean score (clipped to [0, 1]). Scores that are
+    all the same show no spread to measure, and a t-interval of width 0 would let two such arms
+    name a winner from two scores each: they get the Wilson interval of their mean instead,
+    the widest that scores in [0, 1] with that mean allow."""
     n = len(qualities)
     if n == 0:
         return None, None, None, "none"
@@ -110,7 +114,11 @@ def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, fl
         return mean, low, high, "wilson"
     if n < 2:
         return mean, None, None, "t"
-    half = t_quantile(n - 1) * float(np.std(qualities, ddof=1)) / math.sqrt(n)
+    spread = float(np.std(qualities, ddof=1))
+    if spread == 0.0:
+        low, high = wilson(mean * n, n)
+        return mean, low, high, "wilson"
+    half = t_quantile(n - 1) * spread / math.sqrt(n)
     return mean, max(0.0, mean - half), min(1.0, mean + half), "t"
 
 
