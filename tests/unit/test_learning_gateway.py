@@ -182,6 +182,40 @@ def test_feedback_rows_replay_exactly_and_pending_decisions_are_bounded(tmp_path
     store.close()
 
 
+def test_the_quality_by_model_tally_equals_a_whole_read_however_the_log_grew(
+        tmp_path: Path) -> None:
+    """Read between appends, the running tally counts each decision's latest outcome once,
+    as a whole read of the log does, with repeats replacing outcomes read by an earlier call
+    (also about another model) and others within one batch; a log in a replaced file is
+    read whole again."""
+    rng = np.random.default_rng(3)
+    store = SQLiteStore(tmp_path / "s.db").open()
+    tallied = LearningReader(store.path)
+    assert tallied.quality_by_model() == {}
+    n = 0
+    for batch in range(6):
+        for _ in range(40):
+            decision = f"d{rng.integers(30)}"  # about 1 in 3 a repeat, across batches too
+            model = str(rng.choice(["cheap", "strong"]))
+            served = "ours" if rng.random() < 0.5 else None
+            store.append(feedback_record(FeedbackEvent(
+                decision_id=decision, model=model, quality=float(rng.random()),
+                tenant=str(rng.choice(["default", "acme"])), served=served), "decision",
+                weights_id="w")).result()
+            n += 1
+        whole = LearningReader(store.path).quality_by_model()
+        assert tallied.quality_by_model() == whole, batch
+        assert tallied.quality_by_model("acme") == {"acme": whole["acme"]}
+    assert sum(m["n"] for t in whole.values() for m in t.values()) < n  # repeats replaced
+    store.close()
+    (tmp_path / "s.db").unlink()
+    store = SQLiteStore(tmp_path / "s.db").open()
+    store.append(feedback_record(FeedbackEvent(decision_id="x", model="cheap", quality=1.0),
+                                 "decision", weights_id="w")).result()
+    assert tallied.quality_by_model() == {"default": {"cheap": {"n": 1, "mean_quality": 1.0}}}
+    store.close()
+
+
 def test_comparisons_expire_are_bounded_and_belong_to_one_tenant() -> None:
     def compare(cid: str, tenant: str = "acme", ttl: float = 60.0) -> Compare:
         now = time.time()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,11 +217,27 @@ class LoggedFeedback:
     weights_id: str | None
 
 
+@dataclass
+class _QualityTally:
+    """Per (tenant, model): how many decisions' latest outcomes are about it and their summed
+    quality, over the feedback log up to ``seq`` (the event there: ``event_id``)."""
+
+    counts: dict[tuple[str, str], tuple[int, float]]
+    seq: int = 0
+    event_id: str = ""
+
+    def add(self, tenant: str, model: str, quality: float, n: int) -> None:
+        count, total = self.counts.get((tenant, model), (0, 0.0))
+        self.counts[(tenant, model)] = (count + n, 0.0 if count + n == 0 else total + quality)
+
+
 class LearningReader:
     """Reads the learning tables of one store file (each call opens a read-only connection)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._tally: _QualityTally | None = None
+        self._tally_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
@@ -370,20 +387,61 @@ class LearningReader:
 
     def quality_by_model(self, tenant: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         """``{tenant: {model: {n, mean_quality}}}`` over the latest outcome of each decision
-        (``model``: the catalog model that answered)."""
-        where = "" if tenant is None else "WHERE tenant = ?"
-        rows = self._all(
-            "SELECT tenant, coalesce(served, model), count(*), avg(quality) FROM feedback f "
-            "JOIN (SELECT max(seq) AS seq FROM feedback "
-            f"{where} GROUP BY decision_id, tenant) latest "
-            "USING (seq) GROUP BY tenant, coalesce(served, model) "
-            "ORDER BY tenant, coalesce(served, model)",
-            (() if tenant is None else (tenant,)))
+        (``model``: the catalog model that answered). Kept as a running tally: a call reads
+        only the outcomes logged since the one before (and, for a repeat among them, the
+        outcome it replaces), so its cost does not grow with the log."""
+        with self._tally_lock:
+            tally = self._tally = self._tally_read(self._tally)
+            counts = dict(tally.counts)
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        for t, model, n, mean in rows:
-            out.setdefault(str(t), {})[str(model)] = {"n": int(n),
-                                                       "mean_quality": round(float(mean), 6)}
+        for (t, model), (n, total) in sorted(counts.items()):
+            if n > 0 and (tenant is None or t == tenant):
+                out.setdefault(t, {})[model] = {"n": n, "mean_quality": round(total / n, 6)}
         return out
+
+    def _tally_read(self, tally: _QualityTally | None) -> _QualityTally:
+        """``tally`` brought up to the end of the log (read whole the first time, or when the
+        log is not the one it was read from)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")  # one snapshot of the log for the whole read
+            if tally is not None and tally.seq and conn.execute(
+                    "SELECT event_id FROM feedback WHERE seq = ?",
+                    (tally.seq,)).fetchone() != (tally.event_id,):
+                tally = None  # another log (a replaced file): read it whole
+            if tally is None:
+                rows = conn.execute(
+                    "SELECT tenant, coalesce(served, model), count(*), sum(quality) "
+                    "FROM feedback f JOIN (SELECT max(seq) AS seq FROM feedback "
+                    "GROUP BY decision_id, tenant) latest USING (seq) "
+                    "GROUP BY tenant, coalesce(served, model)").fetchall()
+                tally = _QualityTally({(str(t), str(m)): (int(n), float(q))
+                                       for t, m, n, q in rows})
+                last = conn.execute("SELECT seq, event_id FROM feedback "
+                                    "ORDER BY seq DESC LIMIT 1").fetchone()
+                if last is not None:
+                    tally.seq, tally.event_id = int(last[0]), str(last[1])
+                return tally
+            latest: dict[tuple[str, str], tuple[str, float]] = {}  # among the new rows
+            for seq, event_id, t, decision_id, model, quality in conn.execute(
+                    "SELECT seq, event_id, tenant, decision_id, coalesce(served, model), quality "
+                    "FROM feedback WHERE seq > ? ORDER BY seq", (tally.seq,)):
+                key = (str(t), str(decision_id))
+                replaced = latest.get(key)
+                if replaced is None:
+                    row = conn.execute(
+                        "SELECT coalesce(served, model), quality FROM feedback "
+                        "WHERE decision_id = ? AND tenant = ? AND seq <= ? "
+                        "ORDER BY seq DESC LIMIT 1", (decision_id, t, tally.seq)).fetchone()
+                    replaced = None if row is None else (str(row[0]), float(row[1]))
+                if replaced is not None:
+                    tally.add(key[0], replaced[0], -replaced[1], -1)
+                tally.add(key[0], str(model), float(quality), 1)
+                latest[key] = (str(model), float(quality))
+                tally.seq, tally.event_id = int(seq), str(event_id)
+            return tally
+        finally:
+            conn.close()
 
     def experiment(self, name: str) -> dict[str, dict[str, Any]]:
         """Per arm of experiment ``name``: decisions, their mean cost (what the answer cost
