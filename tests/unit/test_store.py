@@ -4,7 +4,11 @@ under concurrency, stats that survive reopening."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -16,6 +20,7 @@ from typing import Any, ClassVar, cast
 import pytest
 
 from switchpoint.errors import StoreError
+from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 from switchpoint.store.learning import PendingPrune
 from switchpoint.store.sqlite import Record
@@ -426,3 +431,127 @@ def test_a_torn_line_in_the_spill_file_keeps_none_of_the_others_from_being_writt
     assert not spill.exists()
     assert f"passed over line(s) 3 of {spill}: not whole records" in caplog.text
     assert "wrote 4 record(s) kept at the last close (1 passed over)" in caplog.text
+
+
+_CRASHING_WRITER = """
+import json, sys, time
+from switchpoint.governance.ledger import LedgerRecord
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+from tests.fakes.full_disk import full_disk
+
+path, ids = sys.argv[1], json.loads(sys.argv[2])
+store = SQLiteStore(path).open()
+with full_disk(store):
+    for id_ in ids["decisions"]:
+        store.append_lazy(DecisionRecord(
+            id=id_, ts=time.time(), selected_model="a", cluster_id=1, cost_weight=0.5,
+            candidates=["a"], cache_hit=False, routing_ms=0.1, embedding_ms=1.0,
+            policy="cluster", weights_id="w1", expected_error=0.1, cost_adjusted_score=0.2))
+    store.append_lazy(LedgerRecord(ts=time.time(), reservation_id=ids["spend"], kind="reserve",
+                                   amount_usd=0.25))
+    done = store.append(RequestRecord(
+        id=ids["request"], ts=time.time(), requested_model="auto", status="ok", http_status=200,
+        pin_state="fresh", stream=False, latency_ms=1.0), keep_trying=True)
+    try:
+        done.result(timeout=10)
+    except Exception:
+        pass
+    while len(store._retry) < len(ids["decisions"]) + 2:
+        time.sleep(0.01)
+    print("kept", flush=True)
+    time.sleep(60)  # killed here, the database still refusing
+"""
+
+
+def test_records_waiting_for_a_refusing_database_survive_a_crash(tmp_path: Path) -> None:
+    """Records the database refused wait in memory to be tried again; a crash (SIGKILL)
+    during the outage must not lose them: they are on disk beside the database the moment
+    they are kept, and written at the next open."""
+    path = tmp_path / "s.db"
+    ids = {"decisions": [uuid.uuid4().hex for _ in range(3)], "request": uuid.uuid4().hex,
+           "spend": uuid.uuid4().hex}
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CRASHING_WRITER, str(path), json.dumps(ids)], cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "kept", "the writer did not keep its records"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    with SQLiteStore(path) as reopened:
+        assert {d["id"] for d in reopened.decisions()} == set(ids["decisions"])
+        assert [e["id"] for e in reopened.requests()[0]] == [ids["request"]]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT reservation_id FROM spend").fetchall() == [(ids["spend"],)]
+    assert not SQLiteStore(path).spill_path.exists()
+
+
+def test_kept_records_leave_the_spill_file_once_the_database_takes_writes_again(
+        tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        with full_disk(store) as disk:
+            late = record()
+            store.append_lazy(late)
+            deadline = time.monotonic() + 10
+            while not store._retry:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert late.id in store.spill_path.read_text(encoding="utf-8")
+            disk.full = False
+            store.append(record()).result(timeout=10)  # writes go through again
+            while store.spill_path.exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert late.id in {d["id"] for d in store.decisions()}
+
+
+def test_a_ledger_entry_written_before_a_crash_is_not_charged_twice_from_the_spill_file(
+        tmp_path: Path) -> None:
+    """The writer writes what it kept, then removes the spill file: a crash in between
+    leaves entries in the file that are in the database too. The spend ledger has no key to
+    refuse a second copy; an entry just like one there is passed over."""
+    path = tmp_path / "s.db"
+    written = LedgerRecord(ts=time.time(), reservation_id="r1", kind="reserve", amount_usd=0.5)
+    fresh = replace(written, kind="settle", amount_usd=0.4)
+    with SQLiteStore(path) as store:
+        store.append(written).result(timeout=10)
+        spill = store.spill_path
+    spill.write_text("".join(json.dumps({"insert": r.insert, "row": list(r.row())}) + "\n"
+                             for r in (written, written, fresh)), encoding="utf-8")
+    with SQLiteStore(path):
+        pass
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT kind, amount_usd FROM spend ORDER BY seq").fetchall() == [
+            ("reserve", 0.5), ("settle", 0.4)]
+
+
+def test_kept_records_the_spill_file_refused_too_are_added_again_at_close(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk the spill file may refuse them as well: that is logged once, they wait
+    in memory, and close adds them all again; one written twice is written once at open."""
+    path = tmp_path / "s.db"
+    waiting = [record() for _ in range(2)]
+    store = SQLiteStore(path).open()
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with full_disk(store):
+        monkeypatch.setattr("switchpoint.store.sqlite.os.fsync", no_space)
+        for r in waiting:
+            store.append_lazy(r)
+        deadline = time.monotonic() + 10
+        while len(store._retry) < len(waiting):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert caplog.text.count("could not be kept in") == 1
+        assert "a crash before the database takes writes again loses them" in caplog.text
+        monkeypatch.undo()  # the disk has room for the spill file again, not the database
+        store.close()
+    assert "will be written when it opens again" in caplog.text
+    with SQLiteStore(path) as reopened:
+        assert sorted(d["id"] for d in reopened.decisions()) == sorted(r.id for r in waiting)

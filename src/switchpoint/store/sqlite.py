@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -478,6 +479,47 @@ def _ends_inside_a_line(path: Path) -> bool:
         return False
 
 
+def _spill_lines(records: Sequence[Record]) -> str:
+    """``records`` as spill-file lines: one JSON object each, its INSERT and its row."""
+    return "".join(json.dumps({"insert": r.insert, "row": [_to_json(v) for v in r.row()]},
+                              separators=(",", ":")) + "\n" for r in records)
+
+
+def _sync_dir(folder: Path) -> None:
+    """Put a file's creation or removal in ``folder`` on disk (where the system allows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_INSERT_HEAD = re.compile(r"\s*INSERT\s+(?:OR\s+REPLACE\s+)?INTO\s+(\w+)\s*\(([^)]*)\)",
+                          re.IGNORECASE)
+
+
+def _already_there(conn: sqlite3.Connection, insert: str, values: Sequence[Any]) -> bool:
+    """Whether a row just like the one ``insert`` adds with ``values`` is in its table. The
+    spend ledger has no key to refuse a second copy: one entry written twice would be charged
+    twice."""
+    head = _INSERT_HEAD.match(insert)
+    if head is None:
+        return False
+    columns = [c.strip() for c in head.group(2).split(",")]
+    if len(columns) != len(values) or not all(c.isidentifier() for c in columns):
+        return False
+    where = " AND ".join(f"{c} IS NULL" if v is None else f"{c} = ?"
+                         for c, v in zip(columns, values, strict=True))
+    found = conn.execute(f"SELECT 1 FROM {head.group(1)} WHERE {where} LIMIT 1",
+                         [v for v in values if v is not None]).fetchone()
+    return found is not None
+
+
 def _spilled_rows(text: str) -> tuple[list[dict[str, Any]], list[int]]:
     """The records of a spill file's ``text``, and the numbers of its lines that are not whole
     records (a write cut short by a crash or a full disk), which are passed over: one torn line
@@ -537,6 +579,12 @@ class SQLiteStore:
         # Lazy records the database refused, oldest first, to be tried again.
         self._retry: deque[Record] = deque(maxlen=MAX_RETRIED)
         self._dropped = 0  # of them, how many went past MAX_RETRIED
+        # Whether the spill file (see spill_path) may hold records not known to be written:
+        # every record kept for retry is added to it at once, so a crash loses none of them.
+        self._unwritten = False
+        # Whether every record kept for retry reached the spill file (an append can fail on a
+        # full disk: close then adds them all again).
+        self._journal_whole = True
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
@@ -667,7 +715,7 @@ class SQLiteStore:
             try:
                 if batch:
                     self._commit(batch)
-                if self._retry and (stop or self.refusing() is None):
+                if (self._retry or self._unwritten) and (stop or self.refusing() is None):
                     self._commit_retried()
             except Exception as exc:  # the writer must outlive any one batch
                 log.exception("%s: the writer failed a batch", self.path)
@@ -705,23 +753,24 @@ class SQLiteStore:
             self._dropped = 0
             self.failing = None
 
-    def _commit(self, batch: list[_Item]) -> None:
+    def _commit(self, batch: list[_Item], *, kept_before: bool = False) -> None:
         """Commit ``batch`` in one transaction, or one by one if that fails. A lazy record
         (or one appended to keep trying) that the database itself refused (a full disk, a
-        lock held too long) waits to be tried again (see :meth:`_commit_retried`)."""
+        lock held too long) waits to be tried again (see :meth:`_commit_retried`), and is
+        added to the spill file at once (unless ``kept_before``: it is there already)."""
         try:
             self._transaction([record for record, _, _ in batch])
         except WRITE_ERRORS as exc:
             if len(batch) > 1:  # one bad record must not sink the others: write them one by one
                 for item in batch:
-                    self._commit([item])
+                    self._commit([item], kept_before=kept_before)
                 return
             record, done, keep = batch[0]
             what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
                 type(record), getattr(record, "what", "ledger entry"))
             kept = keep and refused(exc)
             if kept:
-                self._keep_for_retry(record)
+                self._keep_for_retry(record, kept_before=kept_before)
             error = StoreError(f"{self.path}: could not write {what} {record.id}: {exc}"
                                + (" (kept: it is written once the database takes writes again)"
                                   if kept else ""), reason=str(exc))
@@ -736,38 +785,75 @@ class SQLiteStore:
 
     @property
     def spill_path(self) -> Path:
-        """Where records the database still refused when the store closed wait for it to open
-        again (beside the database)."""
+        """Where records the database refused wait for it to take writes again (beside the
+        database): each is added the moment it is kept for retry, so a crash loses none."""
         return self.path.with_name(self.path.name + ".unwritten.jsonl")
 
-    def _spill(self) -> None:
-        """At close: keep the records still waiting for the database in :attr:`spill_path`
-        (one JSON line each: its INSERT and its row), written at the next :meth:`open`; if the
-        disk takes that. Only the log's tables: what the writer retries."""
-        kept = [record for record in self._retry if _spillable(record.insert)]
+    def _journal(self, records: Sequence[Record]) -> None:
+        """Add ``records`` (those of the log's tables) to :attr:`spill_path`, on disk before
+        this returns. If the disk does not take them either (it is full), they are only in
+        memory: logged once, and added again at close."""
+        kept = [record for record in records if _spillable(record.insert)]
+        if not kept:
+            return
+        path = self.spill_path
+        self._unwritten = True  # whatever happens, the file may hold some of it now
         try:
-            lines = "".join(json.dumps({"insert": r.insert, "row": [_to_json(v) for v in r.row()]},
-                                       separators=(",", ":")) + "\n" for r in kept)
-            if _ends_inside_a_line(self.spill_path):  # an earlier write cut short: its part
-                lines = "\n" + lines  # stays a line of its own, passed over when read
-            with private_file(self.spill_path).open("a", encoding="utf-8") as fh:
+            lines = _spill_lines(kept)
+            if _ends_inside_a_line(path):  # an earlier write cut short: its part stays a
+                lines = "\n" + lines  # line of its own, passed over when read
+            new = not path.exists()
+            with private_file(path).open("a", encoding="utf-8") as fh:
                 fh.write(lines)
                 fh.flush()
                 os.fsync(fh.fileno())
+            if new:
+                _sync_dir(path.parent)
         except (OSError, TypeError, ValueError) as exc:
+            if self._journal_whole:
+                log.error("%s: record(s) the database refused could not be kept in %s either "
+                          "(%s): they wait in memory only, and a crash before the database "
+                          "takes writes again loses them; free space in data_dir", self.path,
+                          path, exc)
+            self._journal_whole = False
+
+    def _spill(self) -> None:
+        """At close: make sure every record still waiting for the database is in
+        :attr:`spill_path` (one JSON line each: its INSERT and its row), written at the next
+        :meth:`open`. They are there already unless adding them failed (a full disk): then
+        they are all added again (one written twice is passed over when read)."""
+        kept = [record for record in self._retry if _spillable(record.insert)]
+        if self._journal_whole:
+            if kept:
+                log.warning("%s: %d record(s) the database refused until the store closed are "
+                            "kept in %s and will be written when it opens again", self.path,
+                            len(kept), self.spill_path)
+            return
+        self._journal_whole = True
+        self._journal(kept)
+        if not self._journal_whole:
             log.error("%s: %d record(s) were not written: the database refused them until the "
-                      "store closed, and they could not be kept in %s either (%s)", self.path,
-                      len(self._retry), self.spill_path, exc)
+                      "store closed, and they could not be kept in %s either", self.path,
+                      len(self._retry), self.spill_path)
             return
         log.warning("%s: %d record(s) the database refused until the store closed are kept in "
                     "%s and will be written when it opens again", self.path, len(kept),
                     self.spill_path)
 
     def _take_up_spilled(self, conn: sqlite3.Connection) -> None:
-        """At open: write what :meth:`_spill` kept (a row already there is passed over), then
-        remove the file; if the database refuses them, they wait for the next open."""
+        """At :meth:`open`: write what :attr:`spill_path` keeps (see :meth:`_write_spilled`);
+        if the database refuses them, the writer tries again once it takes writes."""
+        self._write_spilled(conn, at_open=True)
+
+    def _write_spilled(self, conn: sqlite3.Connection, *, at_open: bool) -> None:
+        """Write what :attr:`spill_path` keeps (a row already there is passed over), then
+        remove the file. At :meth:`open`; and by the writer once every record it kept for
+        retry is written (the file may also hold records an earlier start could not write,
+        or that were dropped from memory past :data:`MAX_RETRIED`). If the database refuses
+        them, they wait there to be tried again."""
         path = self.spill_path
         if not path.exists():
+            self._unwritten, self._journal_whole = False, True
             return
         written = passed = 0
         try:
@@ -779,28 +865,47 @@ class SQLiteStore:
                 if not (isinstance(insert, str) and _spillable(insert)):
                     passed += 1
                     continue
+                values = [_from_json(v) for v in item["row"]]
+                if _already_there(conn, insert, values):  # written before (a crash after
+                    passed += 1  # writing it, before the file was removed)
+                    continue
                 try:
-                    conn.execute(insert, [_from_json(v) for v in item["row"]])
+                    conn.execute(insert, values)
                     written += 1
                 except sqlite3.IntegrityError:  # written before (a store closed mid-way)
                     passed += 1
             conn.execute("COMMIT")
             path.unlink()
+            _sync_dir(path.parent)
         except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            log.error("%s: the records kept in %s at the last close were not written (%s); "
-                      "they wait there for the next start", self.path, path, exc)
+            if at_open:  # the writer tries them again once the database takes writes
+                log.error("%s: the records kept in %s were not written (%s); they wait there, "
+                          "to be written once the database takes writes again", self.path, path,
+                          exc)
+                self._unwritten = True
+            elif refused(exc):  # still refusing: tried again after REFUSING_S
+                self.failing, self._failed_at = str(exc), time.monotonic()
+            else:
+                log.error("%s: the records kept in %s were not written (%s); they wait there "
+                          "for the next start", self.path, path, exc)
+                self._unwritten = False
             return
+        self._unwritten, self._journal_whole = False, True
         if torn:
             log.warning("%s: passed over line(s) %s of %s: not whole records (a write cut short "
                         "by a crash or a full disk while they were kept)", self.path,
                         ", ".join(map(str, torn[:10])) + (", ..." if len(torn) > 10 else ""),
                         path)
-        log.warning("%s: wrote %d record(s) kept at the last close (%d passed over)", self.path,
-                    written, passed)
+        if at_open:
+            log.warning("%s: wrote %d record(s) kept at the last close (%d passed over)",
+                        self.path, written, passed)
+        elif written:
+            log.warning("%s: wrote %d more record(s) kept in %s (%d passed over: written "
+                        "before)", self.path, written, path, passed)
 
-    def _keep_for_retry(self, record: Record) -> None:
+    def _keep_for_retry(self, record: Record, *, kept_before: bool = False) -> None:
         if len(self._retry) == self._retry.maxlen:
             self._dropped += 1
             if self._dropped == 1 or self._dropped % 1000 == 0:
@@ -808,11 +913,15 @@ class SQLiteStore:
                           "that wait for the database to take writes again)", self.path,
                           self._dropped, MAX_RETRIED)
         self._retry.append(record)
+        if not kept_before:
+            self._journal([record])
 
     def _commit_retried(self) -> None:
         """Write the lazy records refused writes left, oldest first, in batches, once a
         write went through or :data:`REFUSING_S` passed (then one batch tries the database
-        again: refused, it goes back to wait)."""
+        again: refused, it goes back to wait). Once none waits, what :attr:`spill_path`
+        still holds is written (most of it passed over: written just now) and it is
+        removed."""
         while self._retry:
             part = [self._retry.popleft() for _ in range(min(MAX_BATCH, len(self._retry)))]
             try:
@@ -821,7 +930,10 @@ class SQLiteStore:
                 if refused(exc):  # still refusing: they wait (room: the writer alone adds)
                     self._retry.extendleft(reversed(part))
                     return
-                self._commit([(record, None, True) for record in part])
+                self._commit([(record, None, True) for record in part], kept_before=True)
+        if self._unwritten:
+            assert self._conn is not None
+            self._write_spilled(self._conn, at_open=False)
 
     # Reads -------------------------------------------------------------------------------------
 
