@@ -4,6 +4,10 @@ not fit is refused whole, leaving the learner as it was."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -190,9 +194,17 @@ def test_a_checkpoint_that_does_not_fit_is_refused_whole(fake_embedder, tmp_path
         Learner(package.policy).restore(state)
 
 
+def _gone_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    return child.pid
+
+
 def test_writing_replaces_the_file_whole_and_clears_a_crashed_write(tmp_path: Path) -> None:
     path = tmp_path / "learning.checkpoint"
-    crashed = tmp_path / ".learning.checkpoint.4242.tmp"  # a write cut short by kill -9
+    # A write cut short by kill -9: its writer is gone.
+    crashed = tmp_path / f".learning.checkpoint.{_gone_pid()}.tmp"
     crashed.write_bytes(b"half a checkpoint")
     write_checkpoint(path, Checkpoint("k", 1, "e1", State({"n": 1}, {"x": np.arange(3)})))
     write_checkpoint(path, Checkpoint("k", 2, "e2", State({"n": 2}, {"x": np.arange(5)})))
@@ -200,6 +212,47 @@ def test_writing_replaces_the_file_whole_and_clears_a_crashed_write(tmp_path: Pa
     loaded = read_checkpoint(path, "k")
     assert (loaded.seq, loaded.state.meta, list(loaded.state.array("x"))) == (
         2, {"n": 2}, [0, 1, 2, 3, 4])
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
+    """Two processes may write the checkpoint at once: one must not remove the other's
+    temporary file as stale (its rename would then fail); the last rename wins."""
+    path = tmp_path / "learning.checkpoint"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        in_flight = tmp_path / f".learning.checkpoint.{other.pid}.tmp"
+        write_checkpoint(in_flight, Checkpoint("k", 1, "e1", State({"n": 1}, {})))
+        crashed = tmp_path / f".learning.checkpoint.{_gone_pid()}.abcd.tmp"
+        crashed.write_bytes(b"half a checkpoint")
+        write_checkpoint(path, Checkpoint("k", 2, "e2", State({"n": 2}, {})))
+        assert in_flight.exists() and not crashed.exists()
+        os.replace(in_flight, path)  # the other writer finishes
+        assert read_checkpoint(path, "k").seq == 1
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+
+
+def test_threads_writing_the_checkpoint_at_once_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "learning.checkpoint"
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for i in range(20):
+                write_checkpoint(path, Checkpoint("k", i, f"e{n}",
+                                                  State({"n": n}, {"x": np.arange(1000)})))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert read_checkpoint(path, "k").seq == 19
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learning.checkpoint"]
 
 
 def test_the_disk_figure_counts_the_checkpoint_with_the_databases(tmp_path: Path) -> None:

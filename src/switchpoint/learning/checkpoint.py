@@ -15,14 +15,17 @@ log replaced under it is noticed) and a ``key``: whatever the fold depends on be
 not used, and the log is replayed from the start, exactly as without one.
 
 The file is a NumPy ``.npz`` archive read without pickle (no code runs from it), written to a
-temporary file, synced, then renamed over the old one: a crash leaves the old checkpoint or the
-new one, never half of either.
+temporary file of its writer's own (named by its pid), synced, then renamed over the old one:
+a crash leaves the old checkpoint or the new one, never half of either. A temporary file is
+removed as stale only when the process that named it is gone, so writers in two processes (or
+two threads) never take each other's file away; the last rename wins.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -112,9 +115,11 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
             "event_id": checkpoint.event_id, "state": checkpoint.state.meta}
     encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
     arrays = {_META: encoded, **{f"a/{k}": v for k, v in checkpoint.state.built().items()}}
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a crash mid-write
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if not _writer_alive(stale, path.name):  # left by a crash mid-write
+            stale.unlink(missing_ok=True)
+    # Its own name: another process, or another thread of this one, may be writing beside it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with os.fdopen(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb") as f:
             np.savez(f, allow_pickle=False, **arrays)
@@ -124,6 +129,22 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     return path.stat().st_size
+
+
+def _writer_alive(tmp: Path, name: str) -> bool:
+    """Whether the process that named the temporary file ``tmp`` (``.{name}.{pid}[.x].tmp``)
+    may still be writing it: it runs (this one included: another thread), or the name says
+    no pid. Only a dead writer's file is removed; a live one's ``os.replace`` would fail."""
+    pid = tmp.name[len(name) + 2:].split(".", 1)[0]
+    if not pid.isdigit() or int(pid) <= 0:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it runs, as another user
+        return True
+    return True
 
 
 def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
