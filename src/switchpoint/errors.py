@@ -16,6 +16,7 @@ to fix it::
     │                                     remembered, or remembered for another tenant
     ├── ServeError                        the server could not start, or its router not load
     ├── StoreError                        a log or state file cannot be opened or written
+    │   └── DataDirInUseError             another process serves from the same data_dir
     ├── GatewayError                      the service refused a request or could not answer it
     │   ├── AuthenticationError           a missing or wrong token (401)
     │   │   ├── InvalidKeyError               a malformed or unknown client key
@@ -204,6 +205,11 @@ class StoreError(SwitchpointError):
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.reason = message if reason is None else reason
+
+
+class DataDirInUseError(StoreError):
+    """Another process (or another gateway of this one) serves from the same ``data_dir``:
+    it holds the directory's lock (see :mod:`switchpoint.gateway.owner`)."""
 
 
 # The gateway -----------------------------------------------------------------------------------

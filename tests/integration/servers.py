@@ -4,6 +4,7 @@ in a subprocess (for restarts and crashes)."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,6 +23,22 @@ from switchpoint.server.context import Service
 
 
 def free_port() -> int:
+    """A free loopback port: any (the system's choice), or one of the range
+    ``$SWITCHPOINT_TEST_PORTS`` names (``FIRST-LAST``), at random, on a host that reserves
+    one for tests."""
+    reserved = os.environ.get("SWITCHPOINT_TEST_PORTS", "")
+    if reserved:
+        first, _, last = reserved.partition("-")
+        ports = list(range(int(first), int(last or first) + 1))
+        random.shuffle(ports)  # a port handed out but not bound yet is not handed out again
+        for candidate in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", candidate))
+                except OSError:
+                    continue
+                return candidate
+        raise RuntimeError(f"no free port in SWITCHPOINT_TEST_PORTS={reserved}")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]

@@ -104,37 +104,39 @@ def key_status(server: ThreadServer, key_id: str) -> dict[str, Any]:
     return status
 
 
-def test_a_budget_that_covers_n_requests_admits_at_most_n(server: ThreadServer,
-                                                            gw_fake: FakeProviderProcess,
-                                                            root: Path) -> None:
-    cost = unit_cost(server)
-    card = server.service.gateway.settings.catalog()["cheap"]  # type: ignore[index]
-    reserve = worst_cost(card, prompt_bound(body(0), 2000), 16)
-    assert reserve > cost  # the worst case bounds the real cost
-    budget = N * cost * (1 + 1e-9)
-    issued = make_key(server, budget=f"{budget!r}/day")
-    responses = asyncio.run(burst(server, issued["key"]))
-    ok = [r for r in responses if r.status_code == 200]
-    refused = [r for r in responses if r.status_code != 200]
-    assert 1 <= len(ok) <= N, len(ok)
-    assert all(r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
-               and int(r.headers["retry-after"]) >= 1 for r in refused)
-    rows = key_rows(server, issued["id"])
-    answered = [r for r in rows if r["status"] != "refused"]
-    assert len(answered) == len(ok)
-    # Refused requests reach no upstream: logged as refused, charged nothing.
-    refusals = [r for r in rows if r["status"] == "refused"]
-    assert len(refusals) == len(refused)
-    assert all(r["error_kind"] == "budget_exceeded" and r["charged_usd"] is None
-               and r["models_tried"] == [] for r in refusals)
-    settled = sum(r["charged_usd"] for r in answered)
-    assert settled == pytest.approx(len(ok) * cost)
-    status = key_status(server, issued["id"])
-    assert status["spent_usd"] == pytest.approx(settled, abs=1e-12)
-    assert status["spent_usd"] <= budget and status["held_usd"] == 0
-    # Restart mid-period: the spend is still counted; a request that does not fit is refused.
+def test_a_budget_that_covers_n_requests_admits_at_most_n(gw_fake: FakeProviderProcess,
+                                                            tmp_path: Path) -> None:
+    with thread_server(create_app(settings_of(gw_fake, tmp_path), loader=FACTORY,
+                                  provider_env=KEYS)) as server:
+        cost = unit_cost(server)
+        card = server.service.gateway.settings.catalog()["cheap"]  # type: ignore[index]
+        reserve = worst_cost(card, prompt_bound(body(0), 2000), 16)
+        assert reserve > cost  # the worst case bounds the real cost
+        budget = N * cost * (1 + 1e-9)
+        issued = make_key(server, budget=f"{budget!r}/day")
+        responses = asyncio.run(burst(server, issued["key"]))
+        ok = [r for r in responses if r.status_code == 200]
+        refused = [r for r in responses if r.status_code != 200]
+        assert 1 <= len(ok) <= N, len(ok)
+        assert all(r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+                   and int(r.headers["retry-after"]) >= 1 for r in refused)
+        rows = key_rows(server, issued["id"])
+        answered = [r for r in rows if r["status"] != "refused"]
+        assert len(answered) == len(ok)
+        # Refused requests reach no upstream: logged as refused, charged nothing.
+        refusals = [r for r in rows if r["status"] == "refused"]
+        assert len(refusals) == len(refused)
+        assert all(r["error_kind"] == "budget_exceeded" and r["charged_usd"] is None
+                   and r["models_tried"] == [] for r in refusals)
+        settled = sum(r["charged_usd"] for r in answered)
+        assert settled == pytest.approx(len(ok) * cost)
+        status = key_status(server, issued["id"])
+        assert status["spent_usd"] == pytest.approx(settled, abs=1e-12)
+        assert status["spent_usd"] <= budget and status["held_usd"] == 0
+    # Restart mid-period (the first one stopped: one process serves a data_dir at a time):
+    # the spend is still counted; a request that does not fit is refused.
     spent_before = status["spent_usd"]
-    with thread_server(create_app(settings_of(gw_fake, root), loader=FACTORY,
+    with thread_server(create_app(settings_of(gw_fake, tmp_path), loader=FACTORY,
                                   provider_env=KEYS)) as again:
         assert key_status(again, issued["id"])["spent_usd"] == pytest.approx(spent_before,
                                                                              abs=1e-12)

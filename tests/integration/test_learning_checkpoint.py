@@ -213,12 +213,13 @@ def test_feedback_written_by_another_process_is_never_left_out_of_a_checkpoint(
     try:
         decisions = [service.route(math_prompt(i)).decision_id for i in range(4)]
         service.report_outcome(decisions[0], 0.0)
-        with Gateway(settings, loader=loader, env=KEYS) as offline:  # its own checkpoint:
-            offline.start()  # it learned the service's row, then its own: the whole log
+        with Gateway(settings, loader=loader, env=KEYS,  # its own checkpoint: it learned
+                     serves_chat=False) as offline:  # the service's row, then its own
+            offline.start()
             offline.report_outcome(decisions[1], 0.0)
         assert path.exists()
         written = path.stat().st_mtime_ns
-        with Gateway(settings, loader=loader, env=KEYS) as offline:
+        with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
             offline.start()
             service.report_outcome(decisions[2], 0.0)  # while the offline one is open
             offline.report_outcome(decisions[3], 0.0)

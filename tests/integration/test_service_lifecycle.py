@@ -360,7 +360,7 @@ def test_a_second_service_on_the_same_data_dir_is_refused_until_the_first_stops(
             if second.proc is not None and second.proc.poll() is None:
                 second.kill()
         assert code == 2, err
-        assert (f"another switchpoint service (pid {first.proc.pid}) is serving from data_dir "
+        assert (f"another switchpoint process (pid {first.proc.pid}) is serving from data_dir "
                 f"{data}") in err and "Traceback" not in err
         assert route(first.base, "still serving").status_code == 200
     finally:

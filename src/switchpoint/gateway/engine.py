@@ -82,6 +82,7 @@ from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import HealthConfig, HealthTracker
 from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
+from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
 from switchpoint.gateway.planning import ChatCall, Plan, Planner
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS, shuffled_labels
@@ -130,7 +131,13 @@ class Gateway:
     at each call); ``providers`` maps provider or model names to adapters of your own;
     ``observer`` is told every logged request and routing decision; ``serves_chat=False``
     (a tool that only learns or reports, such as an offline ``switchpoint feedback``) skips
-    the warnings about what would make chat requests fail.
+    the warnings about what would make chat requests fail, and takes no lock on ``data_dir``.
+
+    A gateway that serves chat enforces budgets and rate limits from its own memory, so
+    :meth:`open` takes ``data_dir``'s lock (see :mod:`switchpoint.gateway.owner`) and
+    :meth:`close` releases it: while a service (or another such gateway, in this process or
+    another) serves from the same ``data_dir``, opening raises
+    :class:`~switchpoint.errors.DataDirInUseError` naming its pid.
     """
 
     def __init__(self, settings: Settings, *, loader: Loader | None = None,
@@ -156,6 +163,7 @@ class Gateway:
         self.retry = retry_policy(g)
         self._applied = g
         self._pins: SQLitePinStore | None = None
+        self._owner: DataDirLock | None = None
         self._opened = False
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
@@ -191,7 +199,8 @@ class Gateway:
         return live.settings if live is not None else self.state.settings
 
     def open(self) -> None:
-        """Open the request log and the session pins (in ``data_dir``). Idempotent."""
+        """Open the request log and the session pins (in ``data_dir``), first taking its lock
+        when this gateway serves chat (see the class). Idempotent."""
         if self._opened:
             return
         path = Path(self.state.settings.data_dir)
@@ -200,13 +209,25 @@ class Gateway:
         except OSError as exc:
             raise StoreError(f"{path}: cannot create the state there ({exc}); check that "
                              "data_dir is a writable directory with free space") from None
-        if self.store is not None:
-            self.store.open()
-        self._pins = SQLitePinStore(path / PINS_FILENAME)
-        self.pinner.store = self._pins
-        self.governor.open()
-        self.learning.open()
+        if self._serves_chat and self._owner is None:
+            # Before any state opens (the store writes what an earlier stop left beside it).
+            self._owner = DataDirLock(path).acquire()
+        try:
+            if self.store is not None:
+                self.store.open()
+            self._pins = SQLitePinStore(path / PINS_FILENAME)
+            self.pinner.store = self._pins
+            self.governor.open()
+            self.learning.open()
+        except BaseException:
+            self._release_data_dir()
+            raise
         self._opened = True
+
+    def _release_data_dir(self) -> None:
+        if self._owner is not None:
+            self._owner.release()
+            self._owner = None
 
     def start(self, *, background: bool = False) -> None:
         """Open the state and load the router: now (the default), or on a background thread
@@ -245,6 +266,7 @@ class Gateway:
         if self.store is not None and self._opened:
             self.store.close()
         self._opened = False
+        self._release_data_dir()
 
     def __enter__(self) -> Gateway:
         return self

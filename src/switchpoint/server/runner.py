@@ -21,13 +21,11 @@ from typing import Any
 
 import uvicorn
 
-from switchpoint._files import private_dir
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
 from switchpoint.server.exposure import exposure_problem
-from switchpoint.server.owner import DataDirLock
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import store_error
@@ -95,22 +93,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
     if problem is not None:
         raise ServeError(problem)
     handler = _configure_logging(log_level)
-    # A bad data_dir fails here, before the port opens.
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous)
-    # The directory is this process's alone while it serves: taken before the store opens
-    # (which writes what an earlier stop left beside it).
-    owner = DataDirLock(settings.data_dir)
-    try:
-        private_dir(owner.data_dir)
-    except OSError:
-        pass  # the store says why, in its words
-    else:
-        owner.acquire()
-    try:
-        store.open()
-    except BaseException:
-        owner.release()
-        raise
     app = create_app(settings, store=store)
     limits = settings.server
     max_connections, warning = connection_budget(limits)
@@ -149,8 +132,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
 
     state.vet = vet
     try:
-        # The state in data_dir opens here, so what stops it (a full disk, a file in the way)
-        # is one clear error, not a traceback from the server's startup.
+        # The state in data_dir opens here, before the port opens, so what stops it (a full
+        # disk, a file in the way, another process serving from it: the gateway takes the
+        # directory's lock first) is one clear error, not a traceback from the server's
+        # startup. The gateway releases the lock when it closes, as the server stops.
         app.state.service.gateway.open()
         server.run()
     except SystemExit as exc:  # uvicorn exits when it cannot bind the port
@@ -158,7 +143,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
                          "in use? choose another with --port)") from exc
     finally:
         store.close()
-        owner.release()
     failure = state.failure
     if failure is not None:
         if isinstance(failure, SwitchpointError):

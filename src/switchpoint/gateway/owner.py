@@ -1,0 +1,79 @@
+"""One process serving from a data directory at a time: an advisory lock (``flock``) on
+``data_dir/serve.lock``, taken before any state in it is opened and held until it is closed.
+
+Budgets, rate limits, open reservations and session pins live in the memory of the process
+that calls models through ``data_dir``, rebuilt from it at its start. Two such processes (two
+``switchpoint serve``, or a service and a :class:`~switchpoint.gateway.Gateway` in Python code
+or a ``switchpoint label`` run beside it) would each keep their own, and let every caller
+spend each budget once per process. So whichever comes second is refused at once, naming the
+process that holds the lock. The lock is per opening: two gateways in one process exclude each
+other too. The operating system releases it when its process exits, however it exits, so a
+crashed service never blocks its restart. What only reads or learns offline (``switchpoint
+keys``, ``feedback``, ``learn``, ``report``, ``prune``, and a gateway built with
+``serves_chat=False``) takes no lock: it works beside a running service, as the README says.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from switchpoint._files import lock_holder
+from switchpoint.errors import DataDirInUseError, StoreError
+
+LOCK_FILENAME = "serve.lock"
+
+
+class DataDirLock:
+    """Held while this process serves (calls models, spends budgets) from ``data_dir``."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / LOCK_FILENAME
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> DataDirLock:
+        """Take the lock, or :class:`~switchpoint.errors.DataDirInUseError` when another
+        process (or another gateway of this one) serves from the same directory
+        (:class:`~switchpoint.errors.StoreError` when the lock file cannot be made)."""
+        if self._fd is not None:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot make the lock file that keeps a second "
+                             f"service off this data_dir ({exc.strerror or exc}); check that "
+                             "data_dir is a writable directory") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(fd)
+            os.close(fd)
+            raise DataDirInUseError(
+                f"another switchpoint process{holder} is serving from data_dir "
+                f"{self.data_dir} (`switchpoint serve`, or a Gateway or `switchpoint label` "
+                "calling models through it): two would each enforce every budget and rate "
+                "limit on their own, so callers could spend twice; stop it first, or give this "
+                "one another data_dir") from None
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"{self.path}: cannot lock it ({exc.strerror or exc}); data_dir "
+                             "must be on a file system that supports locks (not every network "
+                             "file system does)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Let another process serve from ``data_dir`` (the file stays: removing it would let
+        a process that opened it meanwhile lock a file no one else sees)."""
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        self._fd = None

@@ -1,0 +1,79 @@
+"""Whatever calls models through a data_dir (``switchpoint serve``, a :class:`Gateway` in
+Python, which ``switchpoint label`` builds too) takes its lock, so budgets and rate limits are
+enforced by one process at a time; what only learns or reads offline works beside them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchpoint.config import Settings, load_settings
+from switchpoint.errors import DataDirInUseError
+from switchpoint.gateway import Gateway
+from tests.integration.servers import ProcessServer
+
+
+def settings_for(data: Path) -> Settings:
+    return load_settings(overrides={"data_dir": str(data)}, environ={})
+
+
+def test_a_gateway_is_refused_while_a_service_serves_from_its_data_dir(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = ProcessServer(data_dir=data).start()
+    try:
+        server.wait_ready()
+        assert server.proc is not None
+        gateway = Gateway(settings_for(data))
+        with pytest.raises(DataDirInUseError) as info:
+            gateway.open()
+        assert (f"another switchpoint process (pid {server.proc.pid}) is serving from "
+                f"data_dir {data}") in str(info.value)
+        gateway.close()
+        # What only learns offline (switchpoint feedback, learn) works beside the service.
+        offline = Gateway(settings_for(data), serves_chat=False)
+        offline.open()
+        offline.close()
+        assert httpx.get(f"{server.base}/health").status_code == 200
+    finally:
+        server.kill()
+    with Gateway(settings_for(data)) as after:  # a crashed service leaves nothing held
+        after.open()
+
+
+def test_a_service_is_refused_while_a_gateway_holds_its_data_dir_until_it_closes(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    gateway = Gateway(settings_for(data))
+    gateway.open()
+    try:
+        refused = ProcessServer(data_dir=data).start()
+        try:
+            code, err = refused.wait_exit(timeout=60)
+        finally:
+            if refused.proc is not None and refused.proc.poll() is None:
+                refused.kill()
+        assert code == 2, err
+        assert (f"another switchpoint process (pid {os.getpid()}) is serving from data_dir "
+                f"{data}") in err and "Traceback" not in err
+    finally:
+        gateway.close()
+    server = ProcessServer(data_dir=data).start()
+    try:
+        server.wait_ready()  # closing the gateway released the directory
+    finally:
+        server.kill()
+
+
+def test_two_gateways_of_one_process_exclude_each_other(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with Gateway(settings_for(data)) as first:
+        first.open()
+        second = Gateway(settings_for(data))
+        with pytest.raises(DataDirInUseError, match=f"pid {os.getpid()}"):
+            second.open()
+        assert not second.store or not second.store.is_open  # refused before any state opened
+    second.open()  # the first closed
+    second.close()
