@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -17,7 +18,7 @@ from switchpoint.config import Settings, load_settings
 from switchpoint.gateway.live import RouterFactory
 from switchpoint.router import Router
 from switchpoint.server import create_app
-from tests.integration.servers import ProcessServer, thread_server
+from tests.integration.servers import ProcessServer, free_port, thread_server
 
 FACTORY = RouterFactory()
 
@@ -424,3 +425,33 @@ def test_a_damaged_key_store_stops_the_start_when_client_keys_are_on(tmp_path: P
     assert code == 2, err
     assert f"{data / 'keys.db'}: cannot open the key store (file is not a database)" in err
     assert "the file is damaged" in err and "Traceback" not in err
+
+
+def test_a_start_refused_before_it_serves_makes_no_data_dir(tmp_path: Path) -> None:
+    """Weights that cannot load, a catalog they cannot serve, a port in use: each is found
+    before anything of data_dir is made, so the refused start leaves nothing to clean up."""
+    catalog = tmp_path / "bad.yaml"
+    catalog.write_text("models:\n  - {name: mystery, profile: no-such-profile}\n",
+                       encoding="utf-8")
+    weights = tmp_path / "not-weights"
+    weights.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        in_use = taken.getsockname()[1]
+        starts: dict[str, tuple[tuple[str | Path, ...], str]] = {
+            "catalog": (("--config", catalog), "models[0].profile: 'no-such-profile'"),
+            "weights": (("--weights", weights), str(weights)),
+            "port": (("--port", str(in_use)), f"cannot serve on 127.0.0.1:{in_use}"),
+        }
+        for name, (args, said) in starts.items():
+            data = tmp_path / f"data-{name}"
+            server = ProcessServer(*args, data_dir=data).start()
+            try:
+                code, err = server.wait_exit(timeout=60)
+            finally:
+                if server.proc is not None and server.proc.poll() is None:
+                    server.kill()
+            assert code == 2, (name, err)
+            assert said in err and "Traceback" not in err, (name, err)
+            assert not data.exists(), f"{name}: {sorted(p.name for p in data.iterdir())}"

@@ -26,7 +26,7 @@ from switchpoint.embedding import Embedder, embedder_from_id
 from switchpoint.errors import ConfigError, RouterNotReadyError
 from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
-from switchpoint.weights import bundled_policies, load_weights
+from switchpoint.weights import WeightsPackage, bundled_policies, load_weights
 
 if TYPE_CHECKING:
     from switchpoint.gateway.learning import LiveLearning
@@ -69,27 +69,8 @@ class RouterFactory:
         self._lock = threading.Lock()
 
     def __call__(self, settings: Settings, policy: str | None = None) -> Router:
-        if policy is None and settings.weights is not None:
-            path: str | None = settings.weights
-        else:
-            path = settings.policy_weights(policy or settings.policy)
-        package = load_weights(path, policy=None if path else (policy or settings.policy))
+        package = checked_package(settings, policy)
         catalog = settings.catalog()
-        if catalog is not None and not catalog.all_priced:
-            for i, entry in enumerate(settings.models or []):
-                profile = entry.profile or entry.name
-                if profile not in package.models:
-                    raise ConfigError(
-                        f"models[{i}].profile",
-                        f"{profile!r} is not a profile of the weights {package.weights_id} "
-                        f"({', '.join(package.models)}); name one of them, or give every "
-                        "model input_per_mtok and output_per_mtok so a model without a "
-                        "profile is routed by tier and price")
-        if catalog is None:  # an arm routes with these weights: the live ones, or its policy's
-            name = policy if policy is not None else (
-                package.policy.name if settings.weights is not None else settings.policy)
-            routed_here: set[str | None] = {name} if policy is not None else {None, name}
-            _check_arm_models(settings, package.models, package.weights_id, routed_here)
         with self._lock:
             embedder = self._embedders.get(package.embedder_id)
             if embedder is None:
@@ -101,6 +82,36 @@ class RouterFactory:
                         learning=learning_settings(settings))
         router.warm_up()
         return router
+
+
+def checked_package(settings: Settings, policy: str | None = None) -> WeightsPackage:
+    """The weights :class:`RouterFactory` loads for ``settings`` and ``policy``, checked
+    against the catalog and the experiments' arms: what a load refuses without any state of
+    ``data_dir`` (a missing or corrupt package, a catalog model without a profile of it, an
+    arm narrowed to models it cannot route). Cheap (no embedder loads), so a start can find
+    it before it makes ``data_dir``. Raises the load's own error."""
+    if policy is None and settings.weights is not None:
+        path: str | None = settings.weights
+    else:
+        path = settings.policy_weights(policy or settings.policy)
+    package = load_weights(path, policy=None if path else (policy or settings.policy))
+    catalog = settings.catalog()
+    if catalog is not None and not catalog.all_priced:
+        for i, entry in enumerate(settings.models or []):
+            profile = entry.profile or entry.name
+            if profile not in package.models:
+                raise ConfigError(
+                    f"models[{i}].profile",
+                    f"{profile!r} is not a profile of the weights {package.weights_id} "
+                    f"({', '.join(package.models)}); name one of them, or give every "
+                    "model input_per_mtok and output_per_mtok so a model without a "
+                    "profile is routed by tier and price")
+    if catalog is None:  # an arm routes with these weights: the live ones, or its policy's
+        name = policy if policy is not None else (
+            package.policy.name if settings.weights is not None else settings.policy)
+        routed_here: set[str | None] = {name} if policy is not None else {None, name}
+        _check_arm_models(settings, package.models, package.weights_id, routed_here)
+    return package
 
 
 def _check_arm_models(settings: Settings, models: list[str], weights_id: str,

@@ -1,9 +1,12 @@
 """Run the app on uvicorn: ``switchpoint serve`` calls :func:`serve`.
 
 The port opens at once; the router loads on a background thread (``/v1/route`` answers 503
-``router_not_ready`` until then). If loading fails (a corrupt weights package, a catalog model
-whose profile is missing and unpriced) the server stops and the error is raised here, so the
-command exits with the reason.
+``router_not_ready`` until then). What loading would refuse without any state (a missing or
+corrupt weights package, a catalog model whose profile is missing and unpriced, an embedder the
+weights name that does not exist), and a port that cannot be bound, are found first, before
+anything of ``data_dir`` is made, so such a refused start leaves nothing behind. If loading
+fails later all the same, the server stops and the error is raised here, so the command exits
+with the reason.
 
 The server runs uvicorn's h11 protocol under the connection guard of
 :mod:`switchpoint.server.protocol` (the ``server:`` limits of the config), with repeated log
@@ -13,8 +16,10 @@ exposure rule of :mod:`switchpoint.server.exposure`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import resource
+import socket
 import sqlite3
 import sys
 from typing import Any
@@ -22,7 +27,9 @@ from typing import Any
 import uvicorn
 
 from switchpoint.config import ServerSettings, Settings
+from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
+from switchpoint.gateway.live import checked_package
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
 from switchpoint.server.exposure import exposure_problem
@@ -84,6 +91,44 @@ def connection_budget(server: ServerSettings) -> tuple[int, str | None]:
                   "it); raise the limit (ulimit -n) to allow more")
 
 
+def _check_port(host: str, port: int) -> None:
+    """:class:`ServeError` when ``host``:``port`` cannot be bound now (in use, or an address
+    this machine does not have). The server binds it for real later: this only keeps such a
+    start from making data_dir first."""
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ServeError(f"cannot serve on {host}:{port} ({exc}); give --host an address of "
+                         "this machine") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As the server binds (asyncio's create_server).
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and len(addresses) > 1:
+                    continue  # a family this machine lacks: the server passes it over too
+                raise ServeError(f"cannot serve on {host}:{port} ({exc.strerror or exc}; is "
+                                 "the port in use? choose another with --port)") from None
+
+
+def _check_loadable(settings: Settings) -> None:
+    """What loading the router would refuse without any state of data_dir (the weights, the
+    catalog against them, the embedder they name), raised now as the load would raise it."""
+    try:
+        embedder_from_id(checked_package(settings).embedder_id)
+    except SwitchpointError:
+        raise
+    except Exception as exc:  # a package that is no weights package, say
+        raise ServeError(f"the router failed to load: {type(exc).__name__}: {exc}") from None
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
           log_level: str = "info", access_log: bool = False,
           allow_unauthenticated: bool = False) -> int:
@@ -93,6 +138,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
     if problem is not None:
         raise ServeError(problem)
     handler = _configure_logging(log_level)
+    # What would refuse the start is found before anything of data_dir is made: a refused
+    # start leaves no trace there.
+    _check_port(host, port)
+    _check_loadable(settings)
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous)
     app = create_app(settings, store=store)
     limits = settings.server
