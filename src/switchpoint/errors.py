@@ -199,12 +199,15 @@ class ServeError(SwitchpointError):
 
 
 class StoreError(SwitchpointError):
-    """The store cannot be opened or written (path, permissions, disk full, closed).
-    ``reason`` is the database's own words, without the store's path (for a client)."""
+    """The store cannot be opened, read or written (path, permissions, disk full, closed, a
+    damaged file). ``reason`` is the database's own words, without the store's path (for a
+    client); ``damaged`` says the file itself is damaged (trying again does not help)."""
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None,
+                 damaged: bool = False) -> None:
         super().__init__(message)
         self.reason = message if reason is None else reason
+        self.damaged = damaged
 
 
 class DataDirInUseError(StoreError):

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from switchpoint.config import Settings, load_settings
 from switchpoint.gateway.live import RouterFactory
 from switchpoint.router import Router
 from switchpoint.server import create_app
+from switchpoint.store import RequestRecord, SQLiteStore
 from tests.integration.servers import ProcessServer, free_port, thread_server
 
 FACTORY = RouterFactory()
@@ -455,3 +457,81 @@ def test_a_start_refused_before_it_serves_makes_no_data_dir(tmp_path: Path) -> N
             assert code == 2, (name, err)
             assert said in err and "Traceback" not in err, (name, err)
             assert not data.exists(), f"{name}: {sorted(p.name for p in data.iterdir())}"
+
+
+def _logged_requests(db: Path, n: int) -> None:
+    """A request log of ``n`` entries in ``db`` (many pages of the requests table)."""
+    with SQLiteStore(db) as store:
+        for _ in range(n):
+            store.append_lazy(RequestRecord(
+                id=uuid.uuid4().hex, ts=time.time(), requested_model="auto", status="ok",
+                http_status=200, pin_state="fresh", stream=False, latency_ms=1.0,
+                reasoning=["a reason long enough to fill the pages quickly " * 4]))
+        store.append(RequestRecord(id=uuid.uuid4().hex, ts=time.time(), requested_model="auto",
+                                   status="ok", http_status=200, pin_state="fresh",
+                                   stream=False, latency_ms=1.0)).result(timeout=30)
+
+
+def _damage(db: Path, page: int) -> None:
+    with sqlite3.connect(db) as conn:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with db.open("r+b") as fh:
+        fh.seek((page - 1) * size)
+        fh.write(b"\xff" * size)
+
+
+@pytest.mark.parametrize("table", ["requests", "decisions", "pending"])
+def test_a_damaged_log_table_stops_the_start_naming_the_file(tmp_path: Path,
+                                                             table: str) -> None:
+    """Every append to a table whose root page is damaged would fail: the start refuses,
+    as for the spend ledger and the feedback log, with one line naming the file."""
+    data = tmp_path / "data"
+    db = data / "switchpoint.db"
+    _logged_requests(db, 10)
+    with sqlite3.connect(db) as conn:
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                            (table,)).fetchone()[0]
+    conn.close()
+    _damage(db, root)
+    server = ProcessServer(data_dir=data).start()
+    try:
+        code, err = server.wait_exit(timeout=60)
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    assert code == 2, err
+    assert f"{db}: cannot read its {table} table" in err and "the file is damaged" in err, err
+    assert "Traceback" not in err
+
+
+def test_a_damaged_page_deep_in_the_request_log_is_a_503_naming_the_file(
+        tmp_path: Path) -> None:
+    """Damage inside a table is found only by the read that meets it (a check of every page
+    at each start would cost time in proportion to the log): that read answers a 503 that
+    names the file, not a 500."""
+    db = tmp_path / "data" / "switchpoint.db"
+    _logged_requests(db, 3000)
+    with sqlite3.connect(db) as conn:
+        leaves = [page for (page,) in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'requests' AND pagetype = 'leaf' "
+            "ORDER BY path")]
+    conn.close()
+    assert len(leaves) > 10
+    _damage(db, leaves[len(leaves) // 2])
+    with thread_server(create_app(settings_for(tmp_path), loader=FACTORY)) as server:
+        answers = []
+        cursor: int | None = None
+        for _ in range(20):
+            r = httpx.get(f"{server.base}/v1/router/requests",
+                          params={"limit": 500, **({"cursor": cursor} if cursor else {})})
+            answers.append(r.status_code)
+            if r.status_code != 200 or r.json()["next_cursor"] is None:
+                break
+            cursor = r.json()["next_cursor"]
+        assert answers[-1] == 503, answers
+        error = r.json()["error"]
+        assert error["code"] == "storage_unavailable"
+        assert "switchpoint.db in data_dir is damaged" in error["message"]
+        assert "restore it from a backup" in error["message"]
+        assert httpx.get(f"{server.base}/v1/router/stats").status_code == 503  # (reads it all)

@@ -100,6 +100,9 @@ def answer_for(exc: BaseException) -> ErrorAnswer:
         return ErrorAnswer(400, "invalid_config", str(exc), exc.key)
     if isinstance(exc, WeightsError):
         return ErrorAnswer(400, "invalid_config", f"weights: {exc}", "weights")
+    if isinstance(exc, StoreError) and exc.damaged:  # waiting does not mend it
+        return ErrorAnswer(503, "storage_unavailable", f"the service cannot use its state: "
+                           f"{exc.reason} (its log names the file and what to do)")
     if isinstance(exc, StoreError):  # (told by the database's words: no path of the server's)
         reason = exc.reason if exc.reason != str(exc) else "its storage failed"
         return ErrorAnswer(503, "storage_unavailable", f"the service could not keep this "

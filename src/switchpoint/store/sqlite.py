@@ -58,19 +58,28 @@ def remedy(exc: BaseException) -> str:
     """What to do about ``exc``, an error opening or reading a database of ``data_dir``: a
     damaged file (SQLite's ``malformed`` or ``not a database``) is not a matter of space or
     permissions."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT,
-                                                  sqlite3.SQLITE_NOTADB):
+    if damaged(exc):
         return ("the file is damaged: stop every process using it and restore it from a "
                 "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
                 "-wal and -shm files, starts an empty one and loses what it held")
     return "check that data_dir is a writable directory with free space"
 
 
+def damaged(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite finding its file damaged (``malformed``, ``not a database``)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT,
+                                                       sqlite3.SQLITE_NOTADB)
+
+
 def store_error(path: str | Path, what: str, exc: BaseException) -> StoreError:
     """The error for ``exc``, met trying to ``what`` (``open the key store``, say) with the
-    database at ``path``: what happened, and what to do about it (:func:`remedy`)."""
-    return StoreError(f"{path}: cannot {what} ({exc}); {remedy(exc)}")
+    database at ``path``: what happened, and what to do about it (:func:`remedy`). A damaged
+    file is named (by its name alone) in the error's ``reason``, what a client is told."""
+    reason = (f"{Path(path).name} in data_dir is damaged ({exc}); the operator must restore "
+              "it from a backup" if damaged(exc) else None)
+    return StoreError(f"{path}: cannot {what} ({exc}); {remedy(exc)}", reason=reason,
+                      damaged=damaged(exc))
 
 
 def refused(exc: BaseException) -> bool:
@@ -551,6 +560,34 @@ def _from_json(value: Any) -> Any:
     return value
 
 
+def _probe(conn: sqlite3.Connection, path: Path) -> None:
+    """Read the first and the last entry of every table and index of the database: the pages
+    from each one's root to its ends, where appends go, so a damaged one (SQLite finds damage
+    only when it reads it) refuses the open with the file named, rather than failing every
+    append and every read of the log while the service says it is ready. It reads a few
+    pages per table, whatever the database's size; damage deeper inside is found by the read
+    that meets it (:meth:`SQLiteStore.requests` and the others say so with the file)."""
+    tables = [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    for table in tables:
+        try:
+            for order in ("ASC", "DESC"):
+                conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid {order} LIMIT 1'
+                             ).fetchall()
+            for index in conn.execute(f'PRAGMA index_list("{table}")').fetchall():
+                columns = conn.execute(f'PRAGMA index_info("{index[1]}")').fetchall()
+                if not columns or columns[0][2] is None:  # on an expression: not here
+                    continue
+                for order in ("ASC", "DESC"):
+                    conn.execute(f'SELECT "{columns[0][2]}" FROM "{table}" INDEXED BY '
+                                 f'"{index[1]}" ORDER BY "{columns[0][2]}" {order} LIMIT 1'
+                                 ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not damaged(exc):
+                raise
+            raise store_error(path, f"read its {table} table", exc) from None
+
+
 _STOP = object()
 # What the writer takes: a record, the future its appender waits on (None: nobody waits), and
 # whether a refused write of it is tried again later.
@@ -611,6 +648,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=5000")
             self._migrate(conn)
+            _probe(conn, self.path)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the SQLite store", exc) from None
@@ -938,8 +976,11 @@ class SQLiteStore:
     # Reads -------------------------------------------------------------------------------------
 
     def _read(self) -> sqlite3.Connection:
-        return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                               check_same_thread=False)
+        try:
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                   check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            raise store_error(self.path, "open it to read", exc) from None
 
     def decision_stats(self, weights_id: str | None = None) -> dict[str, Any]:
         """Totals over every logged decision: count, cache hits, by model, by policy, and by
@@ -957,6 +998,8 @@ class SQLiteStore:
             by_cluster = {str(k): int(v) for k, v in conn.execute(
                 "SELECT cluster_id, count(*) FROM decisions WHERE weights_id = ? "
                 "GROUP BY cluster_id ORDER BY cluster_id", (weights_id or "",)).fetchall()}
+        except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
+            raise store_error(self.path, "read the decision log", exc) from None
         finally:
             conn.close()
         return {"total": int(total), "cache_hits": int(hits), "by_model": by_model,
@@ -969,6 +1012,8 @@ class SQLiteStore:
         try:
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM decisions "
                                 "ORDER BY rowid DESC LIMIT ?", (limit,)).fetchall()
+        except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
+            raise store_error(self.path, "read the decision log", exc) from None
         finally:
             conn.close()
         out = []
@@ -998,6 +1043,8 @@ class SQLiteStore:
             rows = conn.execute(f"SELECT seq, {', '.join(_REQUEST_COLUMNS)} FROM requests "
                                 f"{where} ORDER BY seq DESC LIMIT ?",
                                 (*args, limit + 1)).fetchall()
+        except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
+            raise store_error(self.path, "read the request log", exc) from None
         finally:
             conn.close()
         more = len(rows) > limit
@@ -1033,6 +1080,8 @@ class SQLiteStore:
             by_pin = _counts(conn.execute(
                 "SELECT pin_state, count(*) FROM requests GROUP BY pin_state "
                 "ORDER BY count(*) DESC, pin_state"))
+        except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
+            raise store_error(self.path, "read the request log", exc) from None
         finally:
             conn.close()
         ok, refused = int(by_status.get("ok", 0)), int(by_status.get("refused", 0))
