@@ -107,6 +107,8 @@ def test_the_lambda_curve_is_piecewise_linear_and_flat_outside() -> None:
     ({"tenants": {"acme": {"budgets": ["-1/day"]}}}, "tenants.acme.budgets", ">= 0"),
     ({"tenants": {"acme": {"rpm": 0}}}, "tenants.acme.rpm", "must be >= 1"),
     ({"tenants": {"a b": {}}}, "tenants", "tenant name 'a b'"),
+    ({"tenants": {"default": {"budgets": "1/day"}}}, "tenants",
+     "'default' is taken by the requests that name no tenant"),
     ({"tenants": {"acme": {"budget_curve": [[0.8, 1], [0.5, 2]]}}},
      "tenants.acme.budget_curve", "must increase"),
     ({"tenants": {"acme": {"sla": {"min_quality": 1}}}}, "tenants.acme.sla.min_quality",

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.governance.budgets import check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig
+from switchpoint.learning.events import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     pass
@@ -185,4 +186,10 @@ def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSe
         if not TENANT_NAME.match(name):
             raise ValueError(f"tenant name {name!r} must be 1-64 letters, digits, '_', '.' or "
                              "'-', starting with a letter or digit")
+        if name == DEFAULT_TENANT:
+            raise ValueError(f"tenant name {name!r} is taken by the requests that name no "
+                             "tenant (their feedback, memory and status go under it), so a "
+                             "tenant of that name would govern some of them and not others; "
+                             "give it another name (the deployment's own traffic is governed "
+                             "by budgets.total and learning.memory)")
     return tenants
