@@ -99,11 +99,12 @@ def test_the_winner_needs_min_n_each_and_intervals_that_do_not_overlap(tmp_path:
     from switchpoint.store import DecisionRecord
 
     def decide(i: int, arm: str, quality: float) -> None:
-        decision = DecisionRecord(id=f"d{arm}{i}", ts=time.time(), selected_model="m",
-                                  cluster_id=0, cost_weight=0.5, candidates=["m"],
+        model = "m" if arm == "a" else 'our "m"'  # a quote in a name: its cost still counts
+        decision = DecisionRecord(id=f"d{arm}{i}", ts=time.time(), selected_model=model,
+                                  cluster_id=0, cost_weight=0.5, candidates=[model],
                                   cache_hit=False, routing_ms=0, embedding_ms=0, policy="p",
                                   weights_id="w", expected_error=0.1, cost_adjusted_score=0.1,
-                                  expected_costs={"m": 0.01 if arm == "a" else 0.002},
+                                  expected_costs={model: 0.01 if arm == "a" else 0.002},
                                   experiment="x", arm=arm)
         store.append(decision).result()
         event = FeedbackEvent(decision_id=decision.id, model="m", quality=quality)
@@ -121,6 +122,7 @@ def test_the_winner_needs_min_n_each_and_intervals_that_do_not_overlap(tmp_path:
     arms = {a["arm"]: a for a in report["arms"]}
     assert (arms["a"]["n"], arms["b"]["n"]) == (3, 3)
     assert arms["a"]["mean_cost_usd"] == pytest.approx(0.01)
+    assert arms["b"]["mean_cost_usd"] == pytest.approx(0.002)
     assert arms["a"]["interval"][0] < arms["b"]["interval"][1]
     assert report["winner"] is None  # enough of each, but the intervals still overlap
     for i in range(3, 6):

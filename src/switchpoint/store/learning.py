@@ -450,8 +450,8 @@ class LearningReader:
         conn = self._connect()
         try:
             decided = conn.execute(
-                "SELECT d.arm, count(*), avg(coalesce(r.cost_usd, "
-                "json_extract(d.expected_costs, '$.\"' || d.selected_model || '\"'))) "
+                "SELECT d.arm, count(*), avg(coalesce(r.cost_usd, (SELECT value FROM "
+                "json_each(d.expected_costs) WHERE key = d.selected_model))) "
                 "FROM decisions d LEFT JOIN requests r ON r.decision_id = d.id "
                 "WHERE d.experiment = ? GROUP BY d.arm", (name,)).fetchall()
             scored = conn.execute(
