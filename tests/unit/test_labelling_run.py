@@ -293,7 +293,7 @@ async def test_an_upstream_without_usage_stops_the_run_keeping_what_was_finished
     finally:
         await gateway.aclose()
     message = str(info.value)
-    assert "'b' answered without token usage" in message
+    assert "'b' answered without a usable token usage" in message
     assert "base_url" in message and "rerun to resume" in message
     assert set(records_of(out)) == {"p0"}
     journal = [json.loads(line) for line in journal_path(out).read_text().splitlines()]

@@ -528,9 +528,10 @@ class _Run:
         cost = reply.switchpoint.cost_usd
         if cost is None:
             raise LabellingError(
-                f"{model!r} answered without token usage, so {what} cost is unknown and no "
-                "record can be written; switchpoint prices each answer from the upstream's "
-                "usage (prompt_tokens, completion_tokens) at the catalog's prices, so point "
+                f"{model!r} answered without a usable token usage (none, or counts that are "
+                f"not whole numbers of tokens >= 0), so {what} cost is unknown and no record "
+                "can be written; switchpoint prices each answer from the upstream's usage "
+                "(prompt_tokens, completion_tokens) at the catalog's prices, so point "
                 "this model's base_url in the catalog at an endpoint that returns usage with "
                 f"each answer. What was finished is kept in {self.state.out}; rerun to resume")
         return float(cost)
