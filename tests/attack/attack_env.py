@@ -4,7 +4,7 @@ rate-limited log), with an open-file limit of 1024 and low limits in its config 
 finishes in seconds.
 
 The server's catalog: ``alpha`` (falls back to ``beta``), ``beta``, ``gamma`` (Anthropic
-dialect, a key that does not look like a key) and ``solo`` (no fallback). Every key is
+dialect, a key that does not look like a key, tools) and ``solo`` (no fallback). Every key is
 "secret": the leak tests look for them everywhere.
 """
 
@@ -46,7 +46,7 @@ def config_text(fake: FakeProviderProcess, data_dir: Path) -> str:
   - {{name: beta, base_url: "{openai}", api_key_env: BETA_KEY, input_per_mtok: 1,
      output_per_mtok: 2, tier: simple}}
   - {{name: gamma, provider: anthropic, base_url: "{fake.url}", api_key_env: GAMMA_KEY,
-     input_per_mtok: 3, output_per_mtok: 6, tier: moderate}}
+     input_per_mtok: 3, output_per_mtok: 6, tier: moderate, capabilities: [tools]}}
   - {{name: solo, base_url: "{openai}", api_key_env: SOLO_KEY, input_per_mtok: 1,
      output_per_mtok: 2, tier: simple}}
 data_dir: {data_dir}

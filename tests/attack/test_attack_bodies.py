@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.attack.attack_env import Attacked
+from tests.fakes.fake_provider import FakeProviderProcess
 
 VALID = b'{"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}'
 
@@ -78,6 +79,35 @@ def test_the_same_on_the_routing_api(attacked: Attacked) -> None:
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "invalid_request"
 
+
+
+def tool_history(arguments: str) -> dict[str, object]:
+    """A conversation whose assistant turn called a tool with ``arguments`` (JSON as text)."""
+    return {"model": "gamma", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "f", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}
+
+
+@pytest.mark.parametrize("depth", [5000, 100])
+def test_deep_tool_arguments_for_an_anthropic_model_are_refused_by_name(
+        attacked: Attacked, fake: FakeProviderProcess, depth: int) -> None:
+    # The body nests a few levels: the arguments are a string. The Anthropic adapter sends
+    # them as structure, so they are held to the body's bound (64 levels) too; 5,000 levels
+    # used to be a RecursionError, a 500 with a traceback in the log.
+    fake.reset()
+    arguments = '{"a": ' + "[" * depth + "]" * depth + "}"
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=tool_history(arguments),
+                   timeout=15)
+    assert r.status_code == 502, r.text
+    message = r.json()["error"]["message"]
+    assert "messages[1].tool_calls[0].function.arguments nests deeper than 64 levels" in message
+    assert not fake.requests()  # nothing went upstream
+    shallow = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
+                         json=tool_history('{"a": ' + "[" * 10 + "]" * 10 + "}"))
+    assert shallow.status_code == 200, shallow.text
 
 # Fuzzing ---------------------------------------------------------------------------------------
 

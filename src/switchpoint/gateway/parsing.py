@@ -181,9 +181,22 @@ def _name_the_field(raw: bytes) -> None:
     _check_values(data, surrogates=False)
 
 
-def _check_values(data: object, surrogates: bool) -> None:
+def check_embedded_json(value: object, where: str) -> None:
+    """A JSON value the body carries as text (a tool call's ``arguments``), once an adapter
+    has parsed it to forward as structure: the body's own rules hold for it, nesting within
+    :data:`MAX_DEPTH` levels and finite numbers only (:class:`InvalidInputError` naming
+    ``where`` otherwise)."""
+    try:
+        _check_values(value, surrogates=False, root=where)
+    except InvalidInputError as exc:
+        if exc.reason.startswith(where):
+            raise
+        raise InvalidInputError(exc.field, f"{where} {exc.reason}") from None
+
+
+def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
     """Depth, finite floats (for Python-built bodies) and, if asked, lone surrogates."""
-    stack: list[tuple[object, int, str]] = [(data, 1, "body")]
+    stack: list[tuple[object, int, str]] = [(data, 1, root)]
     while stack:
         node, depth, path = stack.pop()
         if isinstance(node, dict):

@@ -27,7 +27,13 @@ from contextlib import aclosing
 from typing import Any
 
 from switchpoint.catalog import ModelCard
-from switchpoint.errors import MalformedResponse, StreamBroken, UnsupportedRequest
+from switchpoint.errors import (
+    InvalidInputError,
+    MalformedResponse,
+    StreamBroken,
+    UnsupportedRequest,
+)
+from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
@@ -129,10 +135,17 @@ def _tool_use_block(call: object, where: str) -> dict[str, Any]:
     if not isinstance(call_id, str) or not call_id:
         raise _bad(f"{where} has no id")
     raw_args = fn.get("arguments") or "{}"
+    arguments = f"{where}.function.arguments"
     try:
         args = json.loads(raw_args) if isinstance(raw_args, str) else raw_args
+        # Sent as structure (tool_use input), so the body's bounds apply to it.
+        check_embedded_json(args, arguments)
+    except RecursionError:
+        raise _bad(f"{arguments} nests deeper than {MAX_DEPTH} levels") from None
+    except InvalidInputError as exc:
+        raise _bad(exc.reason) from None
     except ValueError as exc:
-        raise _bad(f"{where}.function.arguments is not JSON: {str(raw_args)[:100]!r}") from exc
+        raise _bad(f"{arguments} is not JSON: {str(raw_args)[:100]!r}") from exc
     if not isinstance(args, Mapping):
         raise _bad(f"{where}.function.arguments must be a JSON object")
     return {"type": "tool_use", "id": anthropic_tool_id(call_id), "name": str(fn.get("name")),
