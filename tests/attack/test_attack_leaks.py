@@ -7,6 +7,7 @@ into the request log's ``error`` column and into ``/v1/router/health``'s recent 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 
 from tests.attack.attack_env import KEYS, SECRETS, Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.learning_env import get, learning_server, post
 
 UPSTREAM_KEYS = [KEYS[k] for k in ("ALPHA_KEY", "BETA_KEY", "GAMMA_KEY")]
 
@@ -74,3 +76,47 @@ def test_error_text_is_capped(attacked: Attacked) -> None:
     assert [a["model"] for a in entry["attempts"]] == ["alpha", "beta"]
     assert len(entry["error"]) <= 4096 + 64
     assert all(len(a["error"]) <= 2048 + 64 for a in entry["attempts"])
+
+
+KEYED = """auth: keys
+tenants:
+  acme: {models: [cheap, auto]}
+"""
+PASTED = "sk-proj-pasted-by-mistake-0123456789abcdef"
+
+
+def test_a_key_pasted_where_a_model_goes_is_not_repeated_or_stored(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # A key limited to some models is refused any other name with a 403 that quotes it, and
+    # the refusal is logged with the model it named. A secret pasted there (another key, a
+    # provider's key) was repeated in the answer and stored verbatim in the request log.
+    with learning_server(fake, tmp_path, KEYED) as server:
+        made = post(server, "/v1/router/keys", {"tenant": "acme", "models": ["cheap", "auto"]})
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+        other = post(server, "/v1/router/keys", {"tenant": "acme"}).json()["key"]
+        answers = []
+        for pasted in (PASTED, other):
+            answers.append(httpx.post(f"{server.base}/v1/chat/completions", timeout=15,
+                                      headers={"authorization": f"Bearer {key}"},
+                                      json=chat_body("hi", pasted)))
+        answers.append(httpx.post(f"{server.base}/v1/chat/completions", timeout=15,
+                                  headers={"authorization": f"Bearer {key}",
+                                           "x-switchpoint-models": f"cheap,{PASTED}"},
+                                  json=chat_body("hi", "auto")))
+        answers.append(httpx.post(f"{server.base}/v1/route", timeout=15,
+                                  headers={"authorization": f"Bearer {key}"},
+                                  json={"prompt": "hi", "available_models": [other]}))
+        for r in answers:
+            assert r.status_code == 403, r.text
+            assert "[REDACTED]" in r.text
+            assert PASTED not in r.text and other not in r.text
+        deadline = time.monotonic() + 5
+        while (log := get(server, "/v1/router/requests", limit=10).text).count(
+                '"status":"refused"') < 3:  # written behind the answers
+            assert time.monotonic() < deadline, log
+            time.sleep(0.05)
+        assert PASTED not in log and other not in log
+        stored = files_text(tmp_path / "data")
+        assert "requests" in stored
+        assert PASTED not in stored and other.split("_", 1)[1] not in stored

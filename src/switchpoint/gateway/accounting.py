@@ -7,7 +7,9 @@ prices (``input_per_mtok``, ``output_per_mtok``), ``None`` when the upstream rep
 An ``auto`` request's routing decision is also appended to the decision log, as a routing
 request's is. The same facts go back to the caller as a :class:`CallInfo`.
 
-Error text is stored redacted (:mod:`switchpoint.gateway.redact`) and bounded: at most
+Error text is stored redacted (:mod:`switchpoint.gateway.redact`), and so is the model a
+refused request named (it may be anything the caller wrote, a key pasted there included); error
+text is bounded: at most
 :data:`MAX_ATTEMPT_ERROR` characters per try and :data:`MAX_ERROR` for the request, so an
 upstream's verbose errors cannot grow the log faster than the traffic does.
 """
@@ -194,7 +196,8 @@ def refused(call: ChatCall, exc: GatewayError, live: Live, started: float) -> En
     d = info.decision
     request = RequestRecord(
         id=info.request_id, ts=time.time(), session_id=call_session(call),
-        requested_model=call.requested, routed_model=info.routed_model, status="refused",
+        requested_model=redact(call.requested), routed_model=info.routed_model,
+        status="refused",
         http_status=exc.status, error_kind=exc.code, error=clip(redact(str(exc)), MAX_ERROR),
         pin_state=info.pin_state, pin=info.pin, stream=call.stream, latency_ms=latency_ms,
         cluster_id=d.cluster_id if d else None,

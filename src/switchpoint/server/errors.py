@@ -11,6 +11,7 @@ gateway's own errors carry their status and code (404 ``model_not_found``, 503
 ``router_not_ready`` with ``Retry-After``, ...); an outcome for a decision that is not
 remembered (for the caller's tenant) is a 404 ``decision_not_found``; anything unexpected is a 500
 ``internal_error`` in the same shape, logged with its traceback, never a bare error page.
+Every message is redacted (:mod:`switchpoint.gateway.redact`) before it goes out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, get_args
 
 from fastapi import FastAPI, Request
@@ -83,7 +84,14 @@ class ErrorAnswer:
 
 
 def answer_for(exc: BaseException) -> ErrorAnswer:
-    """The error answer for an exception switchpoint raised on purpose (else a 500)."""
+    """The error answer for an exception switchpoint raised on purpose (else a 500), its
+    message redacted: an error may quote what the caller sent (a model name, a list of
+    candidates, a field), and a secret pasted there is not repeated."""
+    answer = _answer_for(exc)
+    return replace(answer, message=redact(answer.message))
+
+
+def _answer_for(exc: BaseException) -> ErrorAnswer:
     if isinstance(exc, FailoverError):
         return ErrorAnswer(exc.status, exc.code, exc.message, None,
                            _gateway_headers(exc) or None, exc.to_openai_error())
