@@ -1,9 +1,9 @@
 """The ``switchpoint`` command line: route, fit, add-model, remove-model, info, eval, serve,
 label, keys, report, prune, feedback, learn.
 
-Bad input prints ``switchpoint: error: ...`` naming what is wrong and exits with status 2;
-nothing is written when a command fails. ``label`` exits with status 1 when some prompts could
-not be labelled (running it again retries them).
+Bad input prints ``switchpoint: error: ...`` naming what is wrong (with anything shaped like a
+secret redacted) and exits with status 2; nothing is written when a command fails. ``label``
+exits with status 1 when some prompts could not be labelled (running it again retries them).
 
 Results go to stdout (or ``--output``), so they pipe cleanly; progress and notes go to stderr:
 bars on a terminal (``--progress`` forces them), one line per stage otherwise, nothing with
@@ -696,7 +696,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except (CliError, SwitchpointError) as exc:
-        print(f"switchpoint: error: {exc}", file=sys.stderr)
+        # (imported here: the gateway's package is heavy, and only a failure needs it)
+        from switchpoint.gateway.redact import redact
+
+        # An error may quote a value it refused (a config key's): a secret there is not shown.
+        print(f"switchpoint: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switchpoint.cli import main
 from tests.attack.attack_env import KEYS, SECRETS, Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import get, learning_server, post
@@ -120,3 +121,34 @@ def test_a_key_pasted_where_a_model_goes_is_not_repeated_or_stored(
         stored = files_text(tmp_path / "data")
         assert "requests" in stored
         assert PASTED not in stored and other.split("_", 1)[1] not in stored
+
+
+@pytest.mark.parametrize("entry", [
+    f'{{name: m, base_url: "{PASTED}", input_per_mtok: 1, output_per_mtok: 1}}',
+    f'{{name: m, base_url: "http://127.0.0.1:1/v1", input_per_mtok: "{PASTED}", '
+    'output_per_mtok: 1}',
+    f'{{name: m, base_url: "http://127.0.0.1:1/v1", input_per_mtok: 1, output_per_mtok: 1, '
+    f'fallbacks: ["{PASTED}"]}}'])
+def test_a_config_refused_for_a_key_in_the_wrong_place_does_not_print_it(
+        attacked: Attacked, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        entry: str) -> None:
+    # A provider key written where a URL, a price or a model name goes: the error names the
+    # field, and used to quote the key with it on stderr (and in a reload's 400).
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"models:\n  - {entry}\ndata_dir: {tmp_path / 'data'}\n",
+                      encoding="utf-8")
+    assert main(["serve", "--config", str(config), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "switchpoint: error: models[0]." in err and "[REDACTED]" in err, err
+    assert PASTED not in err
+    # The running service, told to reload such a config, keeps serving and does not quote it.
+    served = attacked.data_dir.parent / "switchpoint.yaml"
+    before = served.read_text(encoding="utf-8")
+    served.write_text(before.replace("models:\n", f"models:\n  - {entry}\n", 1),
+                      encoding="utf-8")
+    try:
+        r = httpx.post(f"{attacked.base}/v1/router/reload", headers=attacked.admin, timeout=30)
+    finally:
+        served.write_text(before, encoding="utf-8")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_config", r.text
+    assert PASTED not in r.text and "[REDACTED]" in r.text
