@@ -54,6 +54,25 @@ def test_session_ids_are_bounded_and_stored_hashed(attacked: Attacked) -> None:
     assert raw.encode() not in stored
 
 
+
+@pytest.mark.parametrize(("stream", "pad"), [(False, 4_000_000), (True, 500_000)])
+def test_the_model_an_upstream_names_is_stored_bounded(attacked: Attacked, stream: bool,
+                                                       pad: int) -> None:
+    # The answer names its model with megabytes of text (within max_response_bytes and
+    # max_sse_line_bytes): it used to be stored whole in the request log, every request.
+    before = db_bytes(attacked.data_dir)
+    ids = []
+    for _ in range(3):
+        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=30, json=chat_body(
+            f"[[fake:ok:model_pad={pad}]] hi", "beta", stream=stream))
+        assert r.status_code == 200, r.text[:300]
+        assert r.json()["model"] == "beta" if not stream else "data:" in r.text
+        ids.append(r.headers["x-switchpoint-request-id"])
+    for request_id in ids:
+        upstream = attacked.entry(request_id)["upstream_model"]
+        assert upstream.startswith("betaxxx") and len(upstream) < 400, len(upstream)
+    assert db_bytes(attacked.data_dir) - before < 1_000_000
+
 def test_expired_pins_are_purged(attacked: Attacked) -> None:
     with httpx.Client(base_url=attacked.base, timeout=10) as client:
         for i in range(40):

@@ -28,7 +28,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 =================  ===========================================================================
 ``ok``             a deterministic echo answer with realistic usage; a tool call when the
                    request has tools and the last turn is not a tool result. ``delay=`` before
-                   the headers, ``chunk_delay=`` between stream chunks
+                   the headers, ``chunk_delay=`` between stream chunks; ``model_pad=N`` (OpenAI
+                   dialect, with ``say`` and ``usage`` too): N more characters of ``model``
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
 ``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any integers,
@@ -373,6 +374,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         answer.say(urllib.parse.unquote(params.get("text", "")))
     if name == "usage":
         answer.misreport(params)
+    model += "x" * int(params.get("model_pad", "0"))  # an upstream naming itself at length
     STATE.counter += 1
     ident = f"chatcmpl-fake-{STATE.counter}"
     created = int(time.time())

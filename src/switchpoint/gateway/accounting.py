@@ -7,11 +7,12 @@ prices (``input_per_mtok``, ``output_per_mtok``), ``None`` when the upstream rep
 An ``auto`` request's routing decision is also appended to the decision log, as a routing
 request's is. The same facts go back to the caller as a :class:`CallInfo`.
 
-Error text is stored redacted (:mod:`switchpoint.gateway.redact`), and so is the model a
-refused request named (it may be anything the caller wrote, a key pasted there included); error
-text is bounded: at most
+Error text is stored redacted (:mod:`switchpoint.gateway.redact`) and bounded: at most
 :data:`MAX_ATTEMPT_ERROR` characters per try and :data:`MAX_ERROR` for the request, so an
-upstream's verbose errors cannot grow the log faster than the traffic does.
+upstream's verbose errors cannot grow the log faster than the traffic does. So is the model an
+upstream says answered (:data:`MAX_UPSTREAM_MODEL` characters: a plain answer may be 32 MiB, all
+of it a name); the model a refused request named (anything the caller wrote, a key pasted there
+included) is stored redacted.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ Settlement = tuple[Records, "float | None"]
 # Characters of error text kept per attempt, and for a whole request.
 MAX_ATTEMPT_ERROR = 2_048
 MAX_ERROR = 4_096
+# Characters kept of the model an upstream says answered (as long as a name a request may give).
+MAX_UPSTREAM_MODEL = 256
 
 
 @dataclass
@@ -95,6 +98,8 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
             attempt["error"] = clip(redact(attempt["error"]), MAX_ATTEMPT_ERROR)
     if error is not None:
         error = clip(redact(error), MAX_ERROR)
+    if upstream_model is not None:
+        upstream_model = redact(clip(upstream_model, MAX_UPSTREAM_MODEL) or "")
     reasoning = plan.reasoning + _skipped_notes(attempts)
     latency_ms = round((time.perf_counter() - plan.started) * 1e3, 3)
     ttft = None if ttft_ms is None else round(ttft_ms, 3)
