@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 
 import httpx
 import pytest
@@ -108,6 +109,24 @@ def test_deep_tool_arguments_for_an_anthropic_model_are_refused_by_name(
     shallow = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
                          json=tool_history('{"a": ' + "[" * 10 + "]" * 10 + "}"))
     assert shallow.status_code == 200, shallow.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_nested_too_deep_to_relay_fails_over(attacked: Attacked,
+                                                       stream: bool) -> None:
+    # alpha answers with a field nested 970 levels deep: Python reads that, but cannot write
+    # it again, so relaying it was a 500 (plain) or a broken stream, with a traceback. It is
+    # now a malformed answer, like one that is not JSON: beta answers instead.
+    prompt = f"[[fake:once:ok:nest=970]] deep {uuid.uuid4().hex}"
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=15,
+                   json={**tool_history("{}"), "model": "alpha", "stream": stream,
+                         "messages": [{"role": "user", "content": prompt}]})
+    assert r.status_code == 200, r.text[:300]
+    assert r.headers["x-switchpoint-model"] == "beta"
+    assert "[DONE]" in r.text if stream else r.json()["model"] == "beta"
+    entry = attacked.entry(r.headers["x-switchpoint-request-id"])
+    assert entry["attempts"][0]["outcome"] in ("malformed_response", "stream_broken")
+    assert "nests deeper than 64 levels" in entry["attempts"][0]["error"]
 
 # Fuzzing ---------------------------------------------------------------------------------------
 

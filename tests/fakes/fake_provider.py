@@ -28,8 +28,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 =================  ===========================================================================
 ``ok``             a deterministic echo answer with realistic usage; a tool call when the
                    request has tools and the last turn is not a tool result. ``delay=`` before
-                   the headers, ``chunk_delay=`` between stream chunks; ``model_pad=N`` (OpenAI
-                   dialect, with ``say`` and ``usage`` too): N more characters of ``model``
+                   the headers, ``chunk_delay=`` between stream chunks. OpenAI dialect, with
+                   ``say`` and ``usage`` too: ``model_pad=N`` N more characters of ``model``,
+                   ``nest=N`` a field ``extra`` nested N levels deep in the answer (each chunk)
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
 ``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any integers,
@@ -326,6 +327,14 @@ def openai_validate(body: dict[str, Any]) -> str | None:
     return None
 
 
+def nested(levels: int) -> list[Any]:
+    """A list nested ``levels`` deep."""
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                        params: dict[str, str]) -> bool:
     body = req.json or {}
@@ -375,6 +384,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     if name == "usage":
         answer.misreport(params)
     model += "x" * int(params.get("model_pad", "0"))  # an upstream naming itself at length
+    nest = int(params.get("nest", "0"))  # an upstream answering with a field nested this deep
+    extra: dict[str, Any] = {"extra": nested(nest)} if nest else {}
     STATE.counter += 1
     ident = f"chatcmpl-fake-{STATE.counter}"
     created = int(time.time())
@@ -396,7 +407,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                 "system_fingerprint": "fp_fake",
                 "choices": [{"index": 0, "message": message, "finish_reason": finish,
                              "logprobs": None}],
-                "usage": answer.usage()}
+                "usage": answer.usage(), **extra}
         if name == "stall":
             data = json.dumps(full).encode()
             writer.write(head_bytes(200, {"content-type": "application/json",
@@ -422,7 +433,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         return {"id": ident, "object": "chat.completion.chunk", "created": created,
                 "model": model, "system_fingerprint": "fp_fake",
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish,
-                             "logprobs": None}]}
+                             "logprobs": None}], **extra}
 
     await out.data(chunk({"role": "assistant", "content": ""}))
     if name == "stall":
@@ -889,6 +900,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep no log of requests (for benchmarks; /_requests stays empty)")
     args = parser.parse_args(argv)
     STATE.lean = args.lean
+    sys.setrecursionlimit(10_000)  # (nest= writes JSON nested nearly 1,000 levels deep)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.port))
 

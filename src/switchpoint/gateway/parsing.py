@@ -182,10 +182,10 @@ def _name_the_field(raw: bytes) -> None:
 
 
 def check_embedded_json(value: object, where: str) -> None:
-    """A JSON value the body carries as text (a tool call's ``arguments``), once an adapter
-    has parsed it to forward as structure: the body's own rules hold for it, nesting within
-    :data:`MAX_DEPTH` levels and finite numbers only (:class:`InvalidInputError` naming
-    ``where`` otherwise)."""
+    """A JSON value the gateway passes on besides the body (a tool call's ``arguments``, which
+    the body carries as text and an adapter sends as structure; an upstream's answer), held to
+    the body's own rules: nesting within :data:`MAX_DEPTH` levels and finite numbers only
+    (:class:`InvalidInputError` naming ``where`` otherwise)."""
     try:
         _check_values(value, surrogates=False, root=where)
     except InvalidInputError as exc:

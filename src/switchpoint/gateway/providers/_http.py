@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from switchpoint._messages import cut
 from switchpoint.errors import (
     ConnectError,
     FirstTokenTimeout,
@@ -164,7 +165,8 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     try:
         data = upstream_json(raw)
     except (ValueError, RecursionError) as exc:
-        raise MalformedResponse(f"the {response.status_code} answer is not JSON",
+        raise MalformedResponse(f"the {response.status_code} answer is not JSON we can relay "
+                                f"({cut(str(exc), 200)})",
                                 model=model, status=response.status_code,
                                 body=decode_body(raw, secrets)) from exc
     if not isinstance(data, dict):

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
+from switchpoint._messages import cut
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     InvalidInputError,
@@ -362,7 +363,7 @@ class AnthropicChunkDecoder:
         try:
             data = upstream_json(event.data)
         except (ValueError, RecursionError) as exc:
-            raise StreamBroken("the upstream sent a malformed event: "
+            raise StreamBroken(f"the upstream sent a malformed event ({cut(str(exc), 200)}): "
                                f"{redact(event.data[:200])!r}", model=self.model) from exc
         if not isinstance(data, dict):
             raise StreamBroken("the upstream sent an event that is not an object",

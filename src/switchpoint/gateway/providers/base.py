@@ -24,11 +24,13 @@ from switchpoint.errors import (
     BadRequest,
     ContentFiltered,
     ContextLengthExceeded,
+    InvalidInputError,
     ProviderError,
     RateLimited,
     ServerError,
     StreamBroken,
 )
+from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.redact import redact, redact_value
 
 # Bytes of an upstream error body kept on the exception (enough for any JSON error envelope).
@@ -197,7 +199,9 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 def upstream_json(text: str | bytes) -> Any:
     """An upstream's JSON, strictly: ``NaN``, ``Infinity`` and numbers beyond a float (which
     Python's reader takes, but an answer relayed to a client cannot hold) raise ValueError, as
-    any other unreadable JSON does."""
+    any other unreadable JSON does, and so does nesting deeper than a request body may
+    (:data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels): an answer nested nearly as deep as
+    Python's reader goes is read, but cannot be written again to the client."""
     def constant(name: str) -> float:
         raise ValueError(f"{name} is not a JSON number")
 
@@ -207,7 +211,15 @@ def upstream_json(text: str | bytes) -> Any:
             raise ValueError(f"{digits[:40]} is beyond a floating-point number")
         return value
 
-    return json.loads(text, parse_constant=constant, parse_float=finite)
+    value = json.loads(text, parse_constant=constant, parse_float=finite)
+    brackets = (text.count("[") + text.count("{") if isinstance(text, str)
+                else text.count(b"[") + text.count(b"{"))
+    if brackets > MAX_DEPTH:  # (only such text can nest that deep: most answers skip the walk)
+        try:
+            check_embedded_json(value, "the answer")
+        except InvalidInputError as exc:
+            raise ValueError(exc.reason) from None
+    return value
 
 
 def decode_body(raw: bytes, secrets: Sequence[str] = ()) -> object:

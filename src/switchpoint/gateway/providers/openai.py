@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
+from switchpoint._messages import cut
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     BadRequest,
@@ -128,8 +129,8 @@ class OpenAIChunkDecoder:
         try:
             chunk = upstream_json(data)
         except (ValueError, RecursionError) as exc:
-            raise StreamBroken(f"the upstream sent a malformed chunk: {redact(data[:200])!r}",
-                               model=self.model) from exc
+            raise StreamBroken(f"the upstream sent a malformed chunk ({cut(str(exc), 200)}): "
+                               f"{redact(data[:200])!r}", model=self.model) from exc
         if not isinstance(chunk, dict):
             raise StreamBroken("the upstream sent a chunk that is not an object: "
                                f"{redact(data[:200])!r}", model=self.model)
