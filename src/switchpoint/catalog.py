@@ -24,6 +24,26 @@ DEFAULT_OUTPUT_TOKENS = 200
 MAX_TOKENS = 100_000_000
 # Characters per token when estimating a prompt's tokens without its model's tokenizer.
 CHARS_PER_TOKEN = 4
+# The longest model name a request may give, and so a catalog model may have.
+MAX_MODEL_NAME = 256
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a catalog model, or None. The model that answered is named in
+    the ``x-switchpoint-model`` header of every answer, and HTTP headers carry only visible
+    ASCII safely (a character beyond Latin-1 could not be sent at all, a newline would end the
+    header), so a name is visible ASCII (letters, digits, punctuation: ``gpt-4o``,
+    ``meta-llama/Llama-3.1-8B``, ``llama3:8b``), no longer than a request may give."""
+    if len(name) > MAX_MODEL_NAME:
+        return (f"is {len(name)} characters; a request may name at most {MAX_MODEL_NAME}, "
+                "so a catalog name is no longer")
+    for i, char in enumerate(name):
+        if not "!" <= char <= "~":
+            return (f"holds {'a space' if char == ' ' else f'U+{ord(char):04X}'} (character "
+                    f"{i + 1}): a model is named in the x-switchpoint-model header of each "
+                    "answer, so its name is visible ASCII (letters, digits, punctuation); give "
+                    "the provider's own name as upstream_model")
+    return None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,13 @@ from pydantic import (
 
 from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
-from switchpoint.catalog import DEFAULT_OUTPUT_TOKENS, MAX_TOKENS, Catalog, ModelCard
+from switchpoint.catalog import (
+    DEFAULT_OUTPUT_TOKENS,
+    MAX_TOKENS,
+    Catalog,
+    ModelCard,
+    model_name_problem,
+)
 from switchpoint.errors import ConfigError
 from switchpoint.governance.settings import (
     BudgetSettings,
@@ -156,6 +162,14 @@ class ModelEntry(BaseModel):
             data = {**data, "provider": infer_provider(base_url if isinstance(base_url, str)
                                                        else None)}
         return data
+
+    @field_validator("name")
+    @classmethod
+    def _header_safe_name(cls, value: str) -> str:
+        problem = model_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("provider")
     @classmethod

@@ -146,3 +146,36 @@ def test_the_log_filter_passes_a_burst_then_counts() -> None:
     other = log.makeRecord(log.name, logging.ERROR, __file__, 1, "another message",
                            None, None)  # type: ignore[arg-type]
     assert limiter.filter(other)
+
+
+# Catalog names travel in headers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "words"), [
+    ("模型", "holds U+6A21 (character 1)"), ("a\\nb", "holds U+000A (character 2)"),
+    ("gpt 4o", "holds a space (character 4)"), ("m" * 300, "is 300 characters")])
+def test_a_catalog_name_no_header_can_carry_is_refused_at_load(
+        attacked: Attacked, tmp_path: Path, name: str, words: str) -> None:
+    # Such a name was accepted; every answer of its model then failed after the upstream had
+    # answered (and been paid): a 500 UnicodeEncodeError, or for a newline a dropped
+    # connection (h11 refuses the header), while the log said ok.
+    entry = (f'{{name: "{name}", base_url: "http://127.0.0.1:1/v1", input_per_mtok: 1, '
+             "output_per_mtok: 1}")
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"models:\n  - {entry}\ndata_dir: {tmp_path / 'data'}\n",
+                      encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={})
+    assert info.value.key == "models[0].name" and words in info.value.reason
+    served = attacked.data_dir.parent / "switchpoint.yaml"
+    before = served.read_text(encoding="utf-8")
+    served.write_text(before.replace("models:\n", f"models:\n  - {entry}\n", 1),
+                      encoding="utf-8")
+    try:
+        r = httpx.post(f"{attacked.base}/v1/router/reload", headers=attacked.admin, timeout=30)
+    finally:
+        served.write_text(before, encoding="utf-8")
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "models[0].name" and words in r.text
+    assert httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "beta"),
+                      timeout=10).status_code == 200

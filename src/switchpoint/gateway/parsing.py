@@ -29,7 +29,7 @@ from pydantic import (
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import invalid_from_validation
-from switchpoint.catalog import MAX_TOKENS
+from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 
 AUTO_MODEL = "auto"
@@ -69,7 +69,7 @@ class ChatRequest(BaseModel):
         ]},
     )
 
-    model: StrictStr = Field(min_length=1, max_length=256,
+    model: StrictStr = Field(min_length=1, max_length=MAX_MODEL_NAME,
                              description="'auto' to let the router choose, or a catalog model "
                                          "name (GET /v1/models).")
     messages: list[ChatMessage] = Field(min_length=1)
