@@ -88,3 +88,16 @@ def test_a_stream_past_the_answer_limit_is_cut_there(attacked: Attacked,
     entry = attacked.entry(r.headers["x-switchpoint-request-id"])
     assert entry["attempts"][-1]["outcome"] == "stream_broken"  # after the answer began
     assert "gateway.max_response_bytes" in entry["attempts"][-1]["error"]
+
+
+def test_a_stream_relays_no_more_than_the_upstream_sent(attacked: Attacked) -> None:
+    # An Anthropic stream names its message once (message_start), and every chunk relayed in
+    # OpenAI's shape repeats that id: a 500 KB id came back in each of the answer's chunks,
+    # many times what the upstream sent (and what max_response_bytes bounds).
+    words = " ".join(f"w{i}" for i in range(40))
+    with httpx.stream("POST", f"{attacked.base}/v1/chat/completions", timeout=30,
+                      json=chat_body(f"[[fake:ok:id_pad=500000]] {words}", "gamma",
+                                     stream=True)) as r:
+        assert r.status_code == 200
+        received = sum(len(chunk) for chunk in r.iter_bytes())
+    assert received < 100_000, received

@@ -30,7 +30,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    request has tools and the last turn is not a tool result. ``delay=`` before
                    the headers, ``chunk_delay=`` between stream chunks. OpenAI dialect, with
                    ``say`` and ``usage`` too: ``model_pad=N`` N more characters of ``model``,
-                   ``nest=N`` a field ``extra`` nested N levels deep in the answer (each chunk)
+                   ``nest=N`` a field ``extra`` nested N levels deep in the answer (each chunk).
+                   Anthropic dialect: ``id_pad=N`` N more characters of the message id
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
 ``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any integers,
@@ -567,7 +568,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     if name == "usage":
         answer.misreport(params)
     STATE.counter += 1
-    ident = f"msg_fake{STATE.counter:06d}"
+    ident = f"msg_fake{STATE.counter:06d}" + "x" * int(params.get("id_pad", "0"))
     usage = {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens}
     if not stream:
         if name == "malformed":

@@ -52,6 +52,8 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 # max_tokens is required by the Messages API; used when the request sets none.
 DEFAULT_MAX_TOKENS = 4096
+# Characters kept of a streamed message's id, which every chunk relayed to the client repeats.
+MAX_MESSAGE_ID = 256
 
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 _DATA_URL = re.compile(r"^data:(?P<media>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
@@ -384,7 +386,8 @@ class AnthropicChunkDecoder:
     def _translate(self, kind: object, data: dict[str, Any]) -> list[dict[str, Any]]:
         if kind == "message_start":
             message = data.get("message") or {}
-            self._id = str(message.get("id") or self._id)
+            # (cut: it is repeated in every chunk relayed, where the upstream sent it once)
+            self._id = str(message.get("id") or self._id)[:MAX_MESSAGE_ID]
             self._upstream_model = message.get("model")
             usage = message.get("usage")
             self._usage = dict(usage) if isinstance(usage, Mapping) else {}
