@@ -33,16 +33,18 @@ def model_name_problem(name: str) -> str | None:
     the ``x-switchpoint-model`` header of every answer, and HTTP headers carry only visible
     ASCII safely (a character beyond Latin-1 could not be sent at all, a newline would end the
     header), so a name is visible ASCII (letters, digits, punctuation: ``gpt-4o``,
-    ``meta-llama/Llama-3.1-8B``, ``llama3:8b``), no longer than a request may give."""
+    ``meta-llama/Llama-3.1-8B``, ``llama3:8b``), with spaces only between its characters (a
+    header's value loses those at its ends), no longer than a request may give."""
     if len(name) > MAX_MODEL_NAME:
         return (f"is {len(name)} characters; a request may name at most {MAX_MODEL_NAME}, "
                 "so a catalog name is no longer")
     for i, char in enumerate(name):
-        if not "!" <= char <= "~":
+        inside = 0 < i < len(name) - 1
+        if not ("!" <= char <= "~" or (char == " " and inside)):
             return (f"holds {'a space' if char == ' ' else f'U+{ord(char):04X}'} (character "
                     f"{i + 1}): a model is named in the x-switchpoint-model header of each "
-                    "answer, so its name is visible ASCII (letters, digits, punctuation); give "
-                    "the provider's own name as upstream_model")
+                    "answer, so its name is visible ASCII (letters, digits, punctuation, spaces "
+                    "between them); give the provider's own name as upstream_model")
     return None
 
 
