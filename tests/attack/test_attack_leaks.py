@@ -152,3 +152,38 @@ def test_a_config_refused_for_a_key_in_the_wrong_place_does_not_print_it(
         served.write_text(before, encoding="utf-8")
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_config", r.text
     assert PASTED not in r.text and "[REDACTED]" in r.text
+
+
+def test_a_key_pasted_in_a_feedback_comment_is_kept_redacted(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # A comment is stored with the feedback and shown back: a key pasted into it was kept
+    # verbatim in the feedback log.
+    with learning_server(fake, tmp_path) as server:
+        decision = post(server, "/v1/route", {"prompt": "hi"}).json()["decision_id"]
+        r = post(server, "/v1/feedback", {"decision_id": decision, "score": 1,
+                                          "comment": f"worked, my key is {PASTED}"})
+        assert r.status_code == 200, r.text
+        assert PASTED not in r.text
+        stored = files_text(tmp_path / "data")
+        assert "worked, my key is" in stored and PASTED not in stored
+
+
+def test_a_long_policy_name_is_quoted_short(attacked: Attacked) -> None:
+    r = httpx.post(f"{attacked.base}/v1/router/policy/{'p' * 5000}", headers=attacked.admin,
+                   timeout=10)
+    assert r.status_code == 400 and "unknown policy 'ppp" in r.text
+    assert len(r.text) < 1000
+
+
+def test_a_request_path_is_logged_on_one_line() -> None:
+    # The path is percent-decoded: %0A and %1B in a URL were written into the log as a new
+    # line and a terminal escape of the client's own making.
+    from starlette.requests import Request
+
+    from switchpoint.server.errors import shown_path
+
+    request = Request({"type": "http", "method": "GET", "headers": [], "query_string": b"",
+                       "path": f"/v1/x\n2026-12-03 ERROR forged\x1b[31m {PASTED}"})
+    shown = shown_path(request)
+    assert "\n" not in shown and "\x1b" not in shown and PASTED not in shown
+    assert "ERROR forged\\x1b[31m" in shown

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint.errors import InvalidInputError, StorageUnavailableError, StoreError
+from switchpoint.gateway.redact import redact
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
@@ -186,6 +187,8 @@ def check_decision_id(decision_id: object) -> str:
 
 
 def check_comment(comment: object) -> str | None:
+    """The comment to keep with a feedback (None: none), with anything shaped like a secret
+    redacted, since it is stored and shown back."""
     if comment is None:
         return None
     if not isinstance(comment, str):
@@ -195,4 +198,4 @@ def check_comment(comment: object) -> str | None:
                                            f"{MAX_COMMENT}")
     if lone_surrogate(comment):
         raise InvalidInputError("comment", LONE_SURROGATE)
-    return comment
+    return redact(comment)

@@ -164,12 +164,20 @@ def is_openai_path(path: str) -> bool:
             and path != "/v1/route")
 
 
+def shown_path(request: Request) -> str:
+    """The request's path as an error message or a log line quotes it: a key pasted there
+    redacted, at most 200 characters, and control characters (a newline, an ANSI escape: the
+    path is percent-decoded) escaped, so a client cannot write lines of its own into the log."""
+    path = cut(redact(request.url.path), 200)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
 def log_store_failure(request: Request, exc: BaseException) -> bool:
     """Log a :class:`StoreError` with its file (the client is told only the database's
     words); whether ``exc`` was one."""
     if not isinstance(exc, StoreError):
         return False
-    log.error("%s %s: %s", request.method, request.url.path, exc)
+    log.error("%s %s: %s", request.method, shown_path(request), exc)
     return True
 
 
@@ -183,7 +191,7 @@ def install(app: FastAPI) -> None:
         answer = answer_for(exc)
         if not log_store_failure(request, exc) and answer.status >= 500 and not isinstance(
                 exc, GatewayError):
-            log.exception("unexpected error on %s %s", request.method, request.url.path,
+            log.exception("unexpected error on %s %s", request.method, shown_path(request),
                           exc_info=exc)
         return render(request, answer)
 
@@ -201,7 +209,7 @@ def install(app: FastAPI) -> None:
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "invalid_request" if exc.status_code < 500
                          else "internal_error")
-        path = cut(redact(request.url.path), 200)  # a key pasted there stays out of it
+        path = shown_path(request)
         message = f"{request.method} {path}: {exc.detail}"
         if exc.status_code == 404:
             message += "; see GET /docs for the routes"
@@ -210,7 +218,7 @@ def install(app: FastAPI) -> None:
         return render(request, answer)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path,
+        log.exception("unexpected error on %s %s", request.method, shown_path(request),
                       exc_info=exc)
         return render(request, answer_for(exc))
 

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from switchpoint._messages import quoted
 from switchpoint._version import __version__
 from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundError
 from switchpoint.gateway.live import Live, policy_choices
@@ -151,7 +152,7 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
     live = state.live()
     choices = policy_choices(live.settings)
     if name not in choices:
-        raise InvalidInputError("name", f"unknown policy {name!r}; choose one of "
+        raise InvalidInputError("name", f"unknown policy {quoted(name, 80)}; choose one of "
                                        f"{', '.join(choices)} (or add it under policies: in "
                                        "the config)")
     old, new, ms = await run_in_threadpool(_guarded, state.swap_policy, name)
