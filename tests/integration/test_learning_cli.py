@@ -109,6 +109,18 @@ def test_offline_feedback_refused_creates_no_data_dir(
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize(("url", "needle"), [
+    ("http://admin:s3cret-passw0rd@127.0.0.1:9", "--url: holds a user name or password"),
+    ("http://[::zz", "--url: is not a URL"),
+])
+def test_feedback_to_a_url_with_a_password_is_refused_without_repeating_it(
+        capsys: pytest.CaptureFixture[str], url: str, needle: str) -> None:
+    # The URL's credentials were sent in place of --api-key, and echoed in the errors.
+    assert main(["feedback", "abc", "--success", "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "s3cret-passw0rd" not in err, err
+
+
 def test_learn_from_a_data_dir_that_does_not_exist_creates_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["learn", "--export", str(tmp_path / "w"), "--data-dir",

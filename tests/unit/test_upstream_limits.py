@@ -113,6 +113,7 @@ def test_an_error_body_is_read_to_16_kb_and_scrubbed_of_the_key_sent() -> None:
     # glued to what stands before it (a pasted key after an id, or a stray letter)
     ("id: 'xsp-3f9a1c0b7e_" + "R" * 43 + "' is not a key id", "R" * 12),
     ("3f9a1c0b7esp-3f9a1c0b7e_" + "S" * 43, "S" * 12),
+    ("cannot reach https://admin:s3cretpassw0rd@example.com:8080/v1", "s3cretpassw0rd"),
 ])
 def test_credential_shapes_are_redacted(text: str, gone: str) -> None:
     cleaned = redact(text)
@@ -132,5 +133,6 @@ def test_known_secrets_and_sent_headers_are_redacted_everywhere_in_a_body() -> N
 
 def test_ordinary_text_is_left_alone() -> None:
     for text in ("This model's maximum context length is 8192 tokens.", "token expired",
-                 "the sk- prefix", "rate limited: retry in 3 s"):
+                 "the sk- prefix", "rate limited: retry in 3 s",
+                 "see https://example.com:8080/v1/docs"):
         assert redact(text) == text

@@ -12,7 +12,8 @@ message and body are clean wherever they travel. It replaces:
 - anything shaped like a credential: ``Bearer``/``Basic`` tokens, ``sk-...`` keys (OpenAI,
   Anthropic's ``sk-ant-...``, project keys), switchpoint's own client keys (``sp-<id>_...``:
   the id, which is not secret, stays), other vendors' key prefixes, and the value after
-  ``x-api-key``, ``api_key``, ``authorization``, ``token``, ``secret`` or ``password``.
+  ``x-api-key``, ``api_key``, ``authorization``, ``token``, ``secret`` or ``password``, and
+  a URL's password (``https://user:...@host``).
 
 Redaction is for text that is not the answer: a completed answer's content goes to the client
 untouched.
@@ -46,6 +47,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:gsk|xai|hf|ghp|gho|glpat|r8|pplx|csk|fw)[-_][A-Za-z0-9_-]{16,}"), MASK),
     (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), MASK),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+"), MASK),  # JWT
+    # A URL's password (scheme://user:password@host): the user stays.
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@"), r"\1" + MASK + "@"),
     # name: value / "name": "value" / name=value, for names that hold credentials.
     (re.compile(r"""(?ix)
         ( (?:x-)?api[-_]?key | authorization | access[-_]?token | refresh[-_]?token

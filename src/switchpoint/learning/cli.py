@@ -138,6 +138,15 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
     headers = {"authorization": f"Bearer {key}"} if key else {}
     url = args.url.rstrip("/") + "/v1/feedback"
     try:
+        userinfo = httpx.URL(url).userinfo
+    except httpx.InvalidURL as exc:
+        raise InvalidInputError("--url", f"is not a URL ({exc}); give the service's base URL, "
+                                         "e.g. http://127.0.0.1:8080") from None
+    if userinfo:
+        raise InvalidInputError("--url", "holds a user name or password: the service takes a "
+                                         "client key, from --api-key or $SWITCHPOINT_API_KEY; "
+                                         "give the URL without it")
+    try:
         response = httpx.post(url, json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         raise ServeError(f"--url: cannot reach {url} ({exc})") from None
