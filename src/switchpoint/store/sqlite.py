@@ -950,9 +950,9 @@ class SQLiteStore:
                 log.error("%s: %d record(s) not written so far (the oldest of more than %d "
                           "that wait for the database to take writes again)", self.path,
                           self._dropped, MAX_RETRIED)
-        self._retry.append(record)
-        if not kept_before:
+        if not kept_before:  # on disk first, so that what waits in memory is always there too
             self._journal([record])
+        self._retry.append(record)
 
     def _commit_retried(self) -> None:
         """Write the lazy records refused writes left, oldest first, in batches, once a
