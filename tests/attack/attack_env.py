@@ -114,6 +114,18 @@ class Attacked:
                 raise AssertionError(f"request {request_id} is not in the log")
             time.sleep(0.05)
 
+    def reload_with_model(self, entry: str) -> httpx.Response:
+        """Ask the service to reload its config with the catalog entry ``entry`` (YAML flow)
+        added first, and put the config back after: the reload's answer."""
+        served = self.data_dir.parent / "switchpoint.yaml"
+        before = served.read_text(encoding="utf-8")
+        served.write_text(before.replace("models:\n", f"models:\n  - {entry}\n", 1),
+                          encoding="utf-8")
+        try:
+            return httpx.post(f"{self.base}/v1/router/reload", headers=self.admin, timeout=30)
+        finally:
+            served.write_text(before, encoding="utf-8")
+
 
 def limit_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))

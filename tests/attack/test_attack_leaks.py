@@ -142,14 +142,7 @@ def test_a_config_refused_for_a_key_in_the_wrong_place_does_not_print_it(
     assert "switchpoint: error: models[0]." in err and "[REDACTED]" in err, err
     assert PASTED not in err
     # The running service, told to reload such a config, keeps serving and does not quote it.
-    served = attacked.data_dir.parent / "switchpoint.yaml"
-    before = served.read_text(encoding="utf-8")
-    served.write_text(before.replace("models:\n", f"models:\n  - {entry}\n", 1),
-                      encoding="utf-8")
-    try:
-        r = httpx.post(f"{attacked.base}/v1/router/reload", headers=attacked.admin, timeout=30)
-    finally:
-        served.write_text(before, encoding="utf-8")
+    r = attacked.reload_with_model(entry)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_config", r.text
     assert PASTED not in r.text and "[REDACTED]" in r.text
 

@@ -391,20 +391,8 @@ def test_a_damaged_page_of_the_store_stops_the_start_naming_the_file_and_what_to
             server.kill()
     db = data / "switchpoint.db"
     for table in ("feedback", "spend"):
-        with sqlite3.connect(db) as conn:
-            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-            root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
-                                (table,)).fetchone()[0]
-        conn.close()
-        with db.open("r+b") as fh:
-            fh.seek((root - 1) * page_size)
-            fh.write(b"\xff" * page_size)
-        damaged = ProcessServer(data_dir=data).start()
-        try:
-            code, err = damaged.wait_exit(timeout=60)
-        finally:
-            if damaged.proc is not None and damaged.proc.poll() is None:
-                damaged.kill()
+        _damage(db, _root_page(db, table))
+        code, err = _refused_start(data)
         assert code == 2, err
         assert f"{db}: cannot read" in err and "the file is damaged" in err, err
         assert "Traceback" not in err
@@ -472,6 +460,24 @@ def _logged_requests(db: Path, n: int) -> None:
                                    stream=False, latency_ms=1.0)).result(timeout=30)
 
 
+def _root_page(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        root: int = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                                 (table,)).fetchone()[0]
+    conn.close()
+    return root
+
+
+def _refused_start(data: Path) -> tuple[int, str]:
+    """Start a service on ``data`` that is expected to refuse: its exit code and stderr."""
+    server = ProcessServer(data_dir=data).start()
+    try:
+        return server.wait_exit(timeout=60)
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
 def _damage(db: Path, page: int) -> None:
     with sqlite3.connect(db) as conn:
         size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -489,17 +495,8 @@ def test_a_damaged_log_table_stops_the_start_naming_the_file(tmp_path: Path,
     data = tmp_path / "data"
     db = data / "switchpoint.db"
     _logged_requests(db, 10)
-    with sqlite3.connect(db) as conn:
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
-                            (table,)).fetchone()[0]
-    conn.close()
-    _damage(db, root)
-    server = ProcessServer(data_dir=data).start()
-    try:
-        code, err = server.wait_exit(timeout=60)
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
+    _damage(db, _root_page(db, table))
+    code, err = _refused_start(data)
     assert code == 2, err
     assert f"{db}: cannot read its {table} table" in err and "the file is damaged" in err, err
     assert "Traceback" not in err
