@@ -167,15 +167,13 @@ def test_a_catalog_name_no_header_can_carry_is_refused_at_load(
     with pytest.raises(ConfigError) as info:
         load_settings(config, environ={})
     assert info.value.key == "models[0].name" and words in info.value.reason
-    served = attacked.data_dir.parent / "switchpoint.yaml"
-    before = served.read_text(encoding="utf-8")
-    served.write_text(before.replace("models:\n", f"models:\n  - {entry}\n", 1),
-                      encoding="utf-8")
-    try:
-        r = httpx.post(f"{attacked.base}/v1/router/reload", headers=attacked.admin, timeout=30)
-    finally:
-        served.write_text(before, encoding="utf-8")
+    r = attacked.reload_with_model(entry)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "models[0].name" and words in r.text
-    assert httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "beta"),
-                      timeout=10).status_code == 200
+    # The old config goes on serving. (Not a chat call: whether an upstream of this shared
+    # service is healthy just now is the state other tests left, such as an open circuit.)
+    listed = httpx.get(f"{attacked.base}/v1/models", timeout=10)
+    assert listed.status_code == 200
+    assert [m["id"] for m in listed.json()["data"]] == ["auto", "alpha", "beta", "gamma", "solo"]
+    routed = httpx.post(f"{attacked.base}/v1/route", json={"prompt": "hi"}, timeout=10)
+    assert routed.status_code == 200, routed.text
