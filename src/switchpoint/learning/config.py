@@ -41,6 +41,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchpoint.errors import InvalidInputError
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -70,15 +71,10 @@ class MemoryConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> MemoryConfig:
-        if self.min_neighbours > self.k:
-            raise ValueError(f"min_neighbours ({self.min_neighbours}) must be <= k ({self.k})")
-        for name, value, then in (("min_records", self.min_records, "cold_start"),
-                                  ("min_neighbours", self.min_neighbours,
-                                   "sparse_neighbourhood")):
-            if value > self.max_records:
-                raise ValueError(f"{name} ({value}) must be <= max_records "
-                                 f"({self.max_records}): the memory keeps at most max_records "
-                                 f"outcomes, so it would never answer (always {then})")
+        try:  # the rules between settings live with the settings the memory runs on
+            self.library()._check_consistent()
+        except InvalidInputError as exc:
+            raise ValueError(f"{exc.field} {exc.reason}") from None
         return self
 
     def library(self) -> MemorySettings:

@@ -76,16 +76,24 @@ class TenantSettings:
         check_number("confidence_floor", self.confidence_floor)
         check_int("min_records", self.min_records, low=0)
         check_int("max_records", self.max_records, low=1)
-        if self.min_neighbours > self.k:
-            raise InvalidInputError("min_neighbours", f"is {self.min_neighbours}, more than k "
-                                                      f"= {self.k} neighbours can provide")
-        for name, value in (("min_records", self.min_records),
-                            ("min_neighbours", self.min_neighbours)):
-            if value > self.max_records:
-                raise InvalidInputError(name, f"is {value}, more than the max_records = "
-                                              f"{self.max_records} outcomes the memory keeps, "
-                                              "so it would never answer")
+        self._check_consistent()
         return self
+
+    def _check_consistent(self) -> None:
+        """The rules between settings (the config checks them here too): ``field (value)
+        must be ...``, so that the config's error reads the same."""
+        if self.min_neighbours > self.k:
+            raise InvalidInputError("min_neighbours", f"({self.min_neighbours}) must be <= k "
+                                                      f"({self.k}): more than k neighbours "
+                                                      "can provide")
+        for name, value, then in (("min_records", self.min_records, "cold_start"),
+                                  ("min_neighbours", self.min_neighbours,
+                                   "sparse_neighbourhood")):
+            if value > self.max_records:
+                raise InvalidInputError(name, f"({value}) must be <= max_records "
+                                              f"({self.max_records}): the memory keeps at most "
+                                              "max_records outcomes, so it would never answer "
+                                              f"(always {then})")
 
 
 @dataclass(frozen=True)
