@@ -21,8 +21,9 @@ import pytest
 
 from switchpoint.errors import StoreError
 from switchpoint.governance.ledger import LedgerRecord
+from switchpoint.learning.memory import PendingDecision
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
-from switchpoint.store.learning import PendingPrune
+from switchpoint.store.learning import PendingPrune, PendingRecord
 from switchpoint.store.sqlite import Record
 from tests.fakes.full_disk import FULL, full_disk
 
@@ -555,3 +556,46 @@ def test_kept_records_the_spill_file_refused_too_are_added_again_at_close(
     assert "will be written when it opens again" in caplog.text
     with SQLiteStore(path) as reopened:
         assert sorted(d["id"] for d in reopened.decisions()) == sorted(r.id for r in waiting)
+
+
+def _pending(decision_id: str) -> PendingRecord:
+    return PendingRecord(PendingDecision(decision_id=decision_id, tenant="default", chosen="a",
+                                         candidates=("a", "b")), "w1")
+
+
+def test_pending_rows_the_cap_removed_do_not_come_back_from_the_spill_file(
+        tmp_path: Path) -> None:
+    """While another process holds the database's lock, decisions open to feedback and the
+    prune that bounds them wait together; once the lock is released they are written in
+    order (the prune drops the oldest), and re-reading the spill file after must not bring
+    the dropped ones back."""
+    path = tmp_path / "s.db"
+    ids = [f"p{i}" for i in range(5)]
+    with SQLiteStore(path) as store:
+        assert store._conn is not None
+        store._conn.execute("PRAGMA busy_timeout=20")  # (a lock is refused within 20 ms)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # another process holds the database's lock
+        try:
+            for decision_id in ids:
+                store.append_lazy(_pending(decision_id))
+            store.append_lazy(PendingPrune(2))
+            deadline = time.monotonic() + 10
+            while len(store._retry) < len(ids) + 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        store.append(record()).result(timeout=10)  # writes go through again
+        deadline = time.monotonic() + 10
+        while store.spill_path.exists() or store._retry:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    with sqlite3.connect(path) as db:
+        assert [r[0] for r in db.execute("SELECT decision_id FROM pending ORDER BY seq")] == [
+            "p3", "p4"]
+    with SQLiteStore(path):  # nothing left to bring them back at the next start either
+        pass
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM pending").fetchone()[0] == 2

@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
+from switchpoint.store.sqlite import keep_newest
 
 FEEDBACK_KINDS = ("decision", "preference", "model")
 _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model", "served",
@@ -114,8 +115,7 @@ class PendingPrune:
 
     keep: int
 
-    insert: ClassVar[str] = ("DELETE FROM pending WHERE seq <= "
-                             "(SELECT coalesce(max(seq), 0) FROM pending) - ?")
+    insert: ClassVar[str] = keep_newest("pending")
     what: ClassVar[str] = "pending prune"
 
     @property

@@ -467,13 +467,55 @@ WRITE_ERRORS = (sqlite3.Error, ValueError, TypeError, OverflowError)
 _SPILLABLE = ("decisions", "requests", "spend", "pending")
 
 
+def keep_newest(table: str) -> str:
+    """The statement (one parameter: how many) that keeps only the newest rows of ``table``
+    (by ``seq``), written like a record: a table's cap. Refused, it waits, and is kept in the
+    spill file where it ran, so that rows it dropped are not written again when the file is
+    read (see :func:`_capped`)."""
+    return f"DELETE FROM {table} WHERE seq <= (SELECT coalesce(max(seq), 0) FROM {table}) - ?"
+
+
+def _cap_of(insert: str) -> str | None:
+    """The table ``insert`` caps, if it is a :func:`keep_newest` of one of :data:`_SPILLABLE`'s
+    tables."""
+    return next((table for table in _SPILLABLE if insert == keep_newest(table)), None)
+
+
 def _spillable(insert: str) -> bool:
-    """Whether ``insert`` adds a row to one of :data:`_SPILLABLE`'s tables, and nothing else."""
+    """Whether ``insert`` adds a row to one of :data:`_SPILLABLE`'s tables, and nothing else,
+    or caps one of them (:func:`keep_newest`)."""
+    if _cap_of(insert) is not None:
+        return True
     words = insert.split(None, 5)
     head = [w.upper() for w in words[:4]]
     table = (words[2] if head[:2] == ["INSERT", "INTO"] and len(words) > 2 else
              words[4] if head == ["INSERT", "OR", "REPLACE", "INTO"] and len(words) > 4 else None)
     return table in _SPILLABLE and ";" not in insert
+
+
+def _capped(rows: Sequence[Mapping[str, Any]]) -> set[int]:
+    """The indexes of the spill file's ``rows`` whose row a cap later in the file dropped
+    (:func:`keep_newest`: only the newest of the table are kept, a row's first column naming
+    it, one written again counting as new): written again, it would come back."""
+    alive: dict[str, dict[Any, int]] = {}  # table -> first column -> index, oldest first
+    dropped: set[int] = set()
+    for index, item in enumerate(rows):
+        insert, row = item.get("insert"), item.get("row")
+        if not isinstance(insert, str) or not row:
+            continue
+        table = _cap_of(insert)
+        if table is not None:
+            kept = alive.get(table, {})
+            keep = row[0] if isinstance(row[0], int) and row[0] >= 0 else len(kept)
+            for key in list(kept)[:max(len(kept) - keep, 0)]:
+                dropped.add(kept.pop(key))
+            continue
+        head = _INSERT_HEAD.match(insert)
+        if head is not None and isinstance(row[0], str | int | float):
+            keys = alive.setdefault(head.group(1), {})
+            keys.pop(row[0], None)  # written again: the newest now
+            keys[row[0]] = index
+    return dropped
 
 
 def _ends_inside_a_line(path: Path) -> bool:
@@ -897,11 +939,15 @@ class SQLiteStore:
         try:
             rows, torn = _spilled_rows(path.read_text(encoding="utf-8", errors="replace"))
             passed += len(torn)
+            capped = _capped(rows)
             conn.execute("BEGIN")
-            for item in rows:
+            for index, item in enumerate(rows):
                 insert = item["insert"]
-                if not (isinstance(insert, str) and _spillable(insert)):
+                if not (isinstance(insert, str) and _spillable(insert)) or index in capped:
                     passed += 1
+                    continue
+                if _cap_of(insert) is not None:  # runs again where it ran: no row counted
+                    conn.execute(insert, item["row"])
                     continue
                 values = [_from_json(v) for v in item["row"]]
                 if _already_there(conn, insert, values):  # written before (a crash after
