@@ -245,12 +245,22 @@ class StoreSettings(BaseModel):
     power loss); ``normal`` survives a crash of the process but not of the machine, and is
     cheaper per request (see benchmarks/RESULTS.md). ``retention_days``: log entries older than
     this are deleted (by the service, hourly, and by ``switchpoint prune``); unset, the logs are
-    kept forever and grow with the traffic (``GET /health`` shows their size)."""
+    kept forever and grow with the traffic (``GET /health`` shows their size).
+    ``spill_max_mb``: while the database refuses writes (a full disk, a lock another process
+    holds), what it refused waits in a spill file beside it, to be written once it takes
+    writes again; past this size the gateway turns new requests away (503
+    ``storage_unavailable``) until then, rather than answer what it could not log."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     synchronous: Literal["full", "normal"] = "full"
+    spill_max_mb: float = Field(64, gt=0, le=1_048_576, allow_inf_nan=False)
     retention_days: float | None = Field(None, gt=0, le=36_525, allow_inf_nan=False)
+
+    @property
+    def spill_limit(self) -> int:
+        """``spill_max_mb`` in bytes."""
+        return max(1, int(self.spill_max_mb * 2**20))
 
 
 class ServerSettings(BaseModel):

@@ -629,3 +629,37 @@ def test_a_decision_the_disk_refused_until_a_stop_takes_feedback_after_the_resta
         result = restarted.report_outcome(decision.decision_id, 0.0)
         assert result.outcome.model == decision.selected_model
     assert not store.spill_path.exists()
+
+
+def test_a_full_spill_file_turns_new_requests_away_until_the_store_takes_writes_again(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """During a long outage the records the store refused fill their spill file (bounded by
+    store.spill_max_mb): new requests get a 503 naming the store's problem rather than an
+    answer that could not be logged; once writes go through they are taken again, and what
+    was answered during the outage is in the log."""
+    with learning_server(fake, tmp_path, "store: {spill_max_mb: 0.004}\n") as server:
+        store = server.service.gateway.learning.store
+        assert store is not None and store.spill_limit == int(0.004 * 2**20)
+        answered: list[Any] = []
+        with full_disk(store) as disk:
+            while store.spill_full is None:
+                assert len(answered) < 20, "the spill file never filled"
+                answered.append(chat(server, math_prompt(60 + len(answered)))[0])
+            calls = len(fake.requests())
+            refused = httpx.post(f"{server.base}/v1/chat/completions", timeout=15, json={
+                "model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "storage_unavailable"
+            assert FULL in error["message"] and "is full" in error["message"]
+            assert "free space in data_dir" in error["message"]
+            assert int(refused.headers["retry-after"]) >= 1
+            routed = post(server, "/v1/route", {"prompt": math_prompt(90)})
+            assert routed.status_code == 503 and "spill_max_mb" in routed.text
+            assert len(fake.requests()) == calls  # no answer given that could not be logged
+            disk.full = False  # space again: the writer tries again by itself
+        _until(lambda: store.spill_full is None and not store.spill_path.exists(),
+               "the spill file written")
+        assert chat(server, math_prompt(91))[0]["x-switchpoint-model"]
+        logged = {e["id"] for e in store.requests(limit=100)[0]}
+        assert {h["x-switchpoint-request-id"] for h in answered} <= logged

@@ -599,3 +599,46 @@ def test_pending_rows_the_cap_removed_do_not_come_back_from_the_spill_file(
         pass
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM pending").fetchone()[0] == 2
+
+
+def test_the_spill_file_stops_at_its_limit_and_what_it_could_not_take_is_still_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A long outage cannot grow the spill file past ``spill_limit``: past it the store says
+    so (``spill_full``, for the gateway to turn new work away), what it refused meanwhile
+    waits in memory, is added at close past the limit, and nothing is lost."""
+    path = tmp_path / "s.db"
+    waiting = [record() for _ in range(12)]
+    store = SQLiteStore(path, spill_limit=2048).open()
+    with full_disk(store):
+        for r in waiting:
+            store.append_lazy(r)
+        deadline = time.monotonic() + 10
+        while len(store._retry) < len(waiting):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert store.spill_path.stat().st_size <= 2048
+        assert store.spill_full is not None and FULL in store.spill_full
+        assert "s.db.unwritten.jsonl" in store.spill_full and "spill_max_mb" in store.spill_full
+        assert caplog.text.count("the gateway turns new requests away") == 1
+        store.close()  # still refused: every one is kept, past the limit
+    with SQLiteStore(path) as reopened:
+        assert {d["id"] for d in reopened.decisions(limit=100)} == {r.id for r in waiting}
+        assert reopened.spill_full is None and not reopened.spill_path.exists()
+
+
+def test_a_full_spill_file_clears_once_the_database_takes_writes_again(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db", spill_limit=1024) as store:
+        waiting = [record() for _ in range(6)]
+        with full_disk(store) as disk:
+            for r in waiting:
+                store.append_lazy(r)
+            deadline = time.monotonic() + 10
+            while store.spill_full is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            disk.full = False
+            store.append(record()).result(timeout=10)  # a write goes through again
+            while store.spill_full is not None or store.spill_path.exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        assert {r.id for r in waiting} <= {d["id"] for d in store.decisions(limit=100)}

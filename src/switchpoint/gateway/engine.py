@@ -64,6 +64,7 @@ from switchpoint.errors import (
     NoUpstreamError,
     PermissionDeniedError,
     RateLimitExceededError,
+    StorageUnavailableError,
     StoreError,
     UnknownModelError,
 )
@@ -97,6 +98,7 @@ from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
+from switchpoint.store.sqlite import REFUSING_S
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -147,7 +149,8 @@ class Gateway:
         g = settings.gateway
         self.state = RouterState(settings, loader)
         if store is None or store is True:
-            store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous)
+            store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
+                                spill_limit=settings.store.spill_limit)
         self.store: SQLiteStore | None = store or None
         self.observer = observer
         self.pool = ClientPool(max_connections=g.max_upstream_connections,
@@ -318,6 +321,7 @@ class Gateway:
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         live = self.state.live()
+        self._check_log_room()
         self._maintain()
         settings = live.settings
         if principal is None:
@@ -434,6 +438,7 @@ class Gateway:
         use, a budget or rate limit) is logged as ``refused`` before the error is raised."""
         started = time.perf_counter() if started is None else started
         live = self.state.live()
+        self._check_log_room()
         try:
             return await self._plan(call, live, started)
         except _REFUSALS as exc:
@@ -1056,6 +1061,17 @@ class Gateway:
             if key not in self._warned:
                 self._warned.add(key)
                 log.warning("%s", message)
+
+    def _check_log_room(self) -> None:
+        """Turn a new request away while what the store refused fills its spill file (see
+        ``store.spill_max_mb``): it could be answered, but not logged."""
+        full = self.store.spill_full if self.store is not None else None
+        if full is not None:
+            raise StorageUnavailableError(
+                f"the service takes no new requests now: it could not log them ({full}); "
+                "the operator must free space in data_dir, or stop what holds its database's "
+                "lock, and requests are taken again once what waits is written",
+                retry_after=REFUSING_S)
 
     async def _write(self, entry: accounting.Entry, *, wait: bool
                      ) -> Future[Any] | None:

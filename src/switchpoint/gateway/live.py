@@ -278,8 +278,8 @@ def _policy_name(settings: Settings, router: Router, policy: str | None) -> str:
 
 #: Settings that take effect only after a restart (store retention, by contrast, applies at
 #: once): a reload reports them when the file changed them, and keeps them as they run.
-RESTART_ONLY = ("data_dir", "store.synchronous", "cors", "gateway.max_upstream_connections",
-                "server")
+RESTART_ONLY = ("data_dir", "store.synchronous", "store.spill_max_mb", "cors",
+                "gateway.max_upstream_connections", "server")
 
 
 def restart_keys(old: Settings, new: Settings) -> list[str]:

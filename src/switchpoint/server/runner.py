@@ -142,7 +142,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
     # start leaves no trace there.
     _check_port(host, port)
     _check_loadable(settings)
-    store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous)
+    store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
+                        spill_limit=settings.store.spill_limit)
     app = create_app(settings, store=store)
     limits = settings.server
     max_connections, warning = connection_budget(limits)

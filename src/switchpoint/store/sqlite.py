@@ -47,6 +47,10 @@ REFUSING_S = 5.0
 #: Records nobody waits for (see ``append_lazy``) that the database refused wait to be tried
 #: again, up to this many (past it the oldest is dropped, and logged).
 MAX_RETRIED = 10_000
+#: Most bytes the spill file (see ``SQLiteStore.spill_path``) grows to while the database
+#: refuses writes; past it, :attr:`SQLiteStore.spill_full` says so (the gateway then turns new
+#: requests away rather than take work it could not log).
+MAX_SPILL_BYTES = 64 * 1024 * 1024
 # SQLite's primary result codes for a database that cannot take a write now, whatever is
 # written: a full disk, a lock held too long, an I/O error, a read-only file.
 _REFUSALS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY,
@@ -648,9 +652,19 @@ class SQLiteStore:
     WAL mode survives a crash of this process but may lose the last commits on power loss.
     """
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
+                 spill_limit: int = MAX_SPILL_BYTES) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        if isinstance(spill_limit, bool) or not isinstance(spill_limit, int) or spill_limit < 1:
+            raise ValueError(f"spill_limit must be a positive number of bytes, got "
+                             f"{spill_limit!r}")
+        #: Most bytes :attr:`spill_path` grows to during an outage (see :attr:`spill_full`).
+        self.spill_limit = spill_limit
+        #: Set once the spill file reached :attr:`spill_limit`, until what it holds is written:
+        #: why the database refuses writes, and that the file is full. Records refused
+        #: meanwhile wait in memory only (added to the file at close, past its limit).
+        self.spill_full: str | None = None
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -869,9 +883,10 @@ class SQLiteStore:
         database): each is added the moment it is kept for retry, so a crash loses none."""
         return self.path.with_name(self.path.name + ".unwritten.jsonl")
 
-    def _journal(self, records: Sequence[Record]) -> None:
+    def _journal(self, records: Sequence[Record], *, past_limit: bool = False) -> None:
         """Add ``records`` (those of the log's tables) to :attr:`spill_path`, on disk before
-        this returns. If the disk does not take them either (it is full), they are only in
+        this returns. If the disk does not take them either (it is full), or the file would
+        grow past :attr:`spill_limit` (unless ``past_limit``: at close), they are only in
         memory: logged once, and added again at close."""
         kept = [record for record in records if _spillable(record.insert)]
         if not kept:
@@ -883,6 +898,10 @@ class SQLiteStore:
             if _ends_inside_a_line(path):  # an earlier write cut short: its part stays a
                 lines = "\n" + lines  # line of its own, passed over when read
             new = not path.exists()
+            size = 0 if new else path.stat().st_size
+            if not past_limit and size + len(lines.encode("utf-8")) > self.spill_limit:
+                self._spill_is_full(size)
+                return
             with private_file(path).open("a", encoding="utf-8") as fh:
                 fh.write(lines)
                 fh.flush()
@@ -897,6 +916,19 @@ class SQLiteStore:
                           path, exc)
             self._journal_whole = False
 
+    def _spill_is_full(self, size: int) -> None:
+        """The spill file cannot take more (:attr:`spill_limit`): say so (once an outage)."""
+        self._journal_whole = False
+        if self.spill_full is not None:
+            return
+        self.spill_full = (f"the database has refused writes for a while ({self.failing}) "
+                           f"and the file keeping what it refused ({self.spill_path.name}, "
+                           f"{size} bytes) is full "
+                           f"(store.spill_max_mb: {self.spill_limit / 2**20:g})")
+        log.error("%s: %s: records refused from now on wait in memory only, and the gateway "
+                  "turns new requests away until the database takes writes again; free "
+                  "space in data_dir, or stop what holds its lock", self.path, self.spill_full)
+
     def _spill(self) -> None:
         """At close: make sure every record still waiting for the database is in
         :attr:`spill_path` (one JSON line each: its INSERT and its row), written at the next
@@ -910,7 +942,7 @@ class SQLiteStore:
                             len(kept), self.spill_path)
             return
         self._journal_whole = True
-        self._journal(kept)
+        self._journal(kept, past_limit=True)  # (losing none beats the limit)
         if not self._journal_whole:
             log.error("%s: %d record(s) were not written: the database refused them until the "
                       "store closed, and they could not be kept in %s either", self.path,
@@ -933,7 +965,7 @@ class SQLiteStore:
         them, they wait there to be tried again."""
         path = self.spill_path
         if not path.exists():
-            self._unwritten, self._journal_whole = False, True
+            self._unwritten, self._journal_whole, self.spill_full = False, True, None
             return
         written = passed = 0
         try:
@@ -961,6 +993,7 @@ class SQLiteStore:
             conn.execute("COMMIT")
             path.unlink()
             _sync_dir(path.parent)
+            self.spill_full = None
         except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
