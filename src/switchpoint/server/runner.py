@@ -19,9 +19,11 @@ from __future__ import annotations
 import errno
 import logging
 import resource
+import shutil
 import socket
 import sqlite3
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -29,7 +31,7 @@ import uvicorn
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
-from switchpoint.gateway.live import checked_package
+from switchpoint.gateway.live import RouterState, checked_package
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
 from switchpoint.server.exposure import exposure_problem
@@ -129,6 +131,30 @@ def _check_loadable(settings: Settings) -> None:
         raise ServeError(f"the router failed to load: {type(exc).__name__}: {exc}") from None
 
 
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist (what making ``path``
+    makes), or None when ``path`` exists."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_made(made: Path | None, data_dir: Path) -> None:
+    """Remove ``made``, the folder a failed start made for ``data_dir`` (with what it put
+    there): a start that did not serve leaves no trace, as one refused before it opened
+    data_dir leaves none. A data_dir that was there before is never touched."""
+    if made is None or not made.exists():
+        return
+    try:
+        shutil.rmtree(made)
+    except OSError as exc:
+        log.warning("the start failed; data_dir %s, made by it, could not be removed (%s): "
+                    "remove it by hand", data_dir, exc)
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
           log_level: str = "info", access_log: bool = False,
           allow_unauthenticated: bool = False) -> int:
@@ -142,6 +168,24 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
     # start leaves no trace there.
     _check_port(host, port)
     _check_loadable(settings)
+    made = _first_missing(Path(settings.data_dir).absolute())
+    states: list[RouterState] = []
+    try:
+        _serve(settings, host, port, log_level=log_level, access_log=access_log,
+               allow_unauthenticated=allow_unauthenticated, handler=handler,
+               states=states)
+    except BaseException:
+        if not any(state.ready for state in states):  # it never served: nothing to keep
+            _remove_made(made, Path(settings.data_dir))
+        raise
+    return 0
+
+
+def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_log: bool,
+           allow_unauthenticated: bool, handler: logging.Handler,
+           states: list[RouterState]) -> None:
+    """:func:`serve` once what would refuse the start is ruled out: raises what stopped it.
+    The service's router state is added to ``states`` (whether it ever went live)."""
     store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
                         spill_limit=settings.store.spill_limit)
     app = create_app(settings, store=store)
@@ -168,6 +212,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
         log.warning("%s", warning)
     server = _Server(config, announce)
     state = app.state.service.state
+    states.append(state)
 
     def stop(exc: BaseException) -> None:
         server.should_exit = True
@@ -201,4 +246,3 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
             raise ServeError("the router failed to load: " + str(
                 store_error(settings.db_path, "read it", failure)))
         raise ServeError(f"the router failed to load: {type(failure).__name__}: {failure}")
-    return 0
