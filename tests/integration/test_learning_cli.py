@@ -5,6 +5,9 @@ in)."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.gateway import Gateway
 from switchpoint.server import create_app
+from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.weights import default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, config_text
@@ -198,3 +202,53 @@ def test_nothing_writes_over_the_weights_bundled_with_switchpoint(
     # The same export to a folder of its own works.
     assert main(["learn", "--export", str(tmp_path / "learned"), "--config", str(config)]) == 0
     assert load_weights(tmp_path / "learned").provenance["learned"][-1]["outcomes"] == 1
+
+
+def _damage_table(db: Path, table: str) -> None:
+    """Overwrite the root page of ``table`` in ``db``, as a damaged disk would."""
+    conn = sqlite3.connect(db)
+    page, size = (conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?",
+                               (table,)).fetchone()[0],
+                  conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.close()
+    with db.open("r+b") as fh:
+        fh.seek((page - 1) * size)
+        fh.write(b"\xff" * size)
+
+
+@pytest.mark.parametrize("table", ["decisions", "requests"])
+def test_offline_commands_beside_a_damaged_log_table(
+        gw_fake: FakeProviderProcess, tmp_path: Path, table: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged log table stops `switchpoint serve` (every append would fail), not the offline
+    commands that do not read it: feedback and learn work from the learning tables, while a
+    report or a prune, which need the log, stop with one line naming the file and what to do."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        decision = gateway.route(PROMPT, ["good", "cheap"])
+    db = tmp_path / "data" / "switchpoint.db"
+    with SQLiteStore(db) as store:  # a request log the reports must read
+        for _ in range(10):
+            store.append(RequestRecord(id=uuid.uuid4().hex, ts=time.time(), requested_model="auto",
+                                       status="ok", http_status=200, pin_state="fresh",
+                                       stream=False, latency_ms=1.0)).result(timeout=10)
+    _damage_table(db, table)
+    capsys.readouterr()
+
+    assert main(["feedback", decision.decision_id, "--score", "0", "--config", str(config),
+                 "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["model"] == decision.selected_model
+    export = tmp_path / "learned"
+    assert main(["learn", "--export", str(export), "--config", str(config)]) == 0, \
+        capsys.readouterr().err
+    assert load_weights(export).provenance["learned"][-1]["events"] == 1
+    capsys.readouterr()
+    for argv in (["report", "cost"], ["prune", "--older-than", "1"]):
+        assert main([*argv, "--config", str(config)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"switchpoint: error: {db}: cannot read"), (argv, err)
+        assert "the file is damaged" in err and "restore it from a backup" in err, (argv, err)
+        assert "Traceback" not in err and err.count("\n") == 1, (argv, err)

@@ -133,7 +133,8 @@ class Gateway:
     at each call); ``providers`` maps provider or model names to adapters of your own;
     ``observer`` is told every logged request and routing decision; ``serves_chat=False``
     (a tool that only learns or reports, such as an offline ``switchpoint feedback``) skips
-    the warnings about what would make chat requests fail, and takes no lock on ``data_dir``.
+    the warnings about what would make chat requests fail, takes no lock on ``data_dir``,
+    and opens a store whose log tables are damaged (only a read of them names the damage).
 
     A gateway that serves chat enforces budgets and rate limits from its own memory, so
     :meth:`open` takes ``data_dir``'s lock (see :mod:`switchpoint.gateway.owner`) and
@@ -150,7 +151,7 @@ class Gateway:
         self.state = RouterState(settings, loader)
         if store is None or store is True:
             store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
-                                spill_limit=settings.store.spill_limit)
+                                spill_limit=settings.store.spill_limit, logs=serves_chat)
         self.store: SQLiteStore | None = store or None
         self.observer = observer
         self.pool = ClientPool(max_connections=g.max_upstream_connections,

@@ -56,6 +56,7 @@ from switchpoint.governance.ledger import (
     tenant_account,
 )
 from switchpoint.governance.settings import SLASettings
+from switchpoint.store.sqlite import store_error
 
 REPORT_PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -148,6 +149,8 @@ class Reports:
             if "requests" not in tables:
                 return []
             return list(conn.execute(sql, args).fetchall())
+        except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
+            raise store_error(self.db_path, "read the request and decision logs", exc) from None
         finally:
             conn.close()
 

@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
-from switchpoint.store.sqlite import keep_newest
+from switchpoint.store.sqlite import damaged, keep_newest, store_error
 
 FEEDBACK_KINDS = ("decision", "preference", "model")
 _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model", "served",
@@ -231,6 +231,12 @@ class _QualityTally:
         self.counts[(tenant, model)] = (count + n, 0.0 if count + n == 0 else total + quality)
 
 
+def _damage_named(path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """``exc`` met reading the store at ``path``: a damaged file is named, with what to do
+    (see :func:`~switchpoint.store.sqlite.store_error`); anything else is raised as it is."""
+    return store_error(path, "read it", exc) if damaged(exc) else exc
+
+
 class LearningReader:
     """Reads the learning tables of one store file (each call opens a read-only connection)."""
 
@@ -250,6 +256,8 @@ class LearningReader:
         conn = self._connect()
         try:
             row: tuple[Any, ...] | None = conn.execute(sql, args).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise _damage_named(self.path, exc) from None
         finally:
             conn.close()
         return row
@@ -259,6 +267,8 @@ class LearningReader:
         conn = self._connect()
         try:
             return conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise _damage_named(self.path, exc) from None
         finally:
             conn.close()
 

@@ -606,7 +606,7 @@ def _from_json(value: Any) -> Any:
     return value
 
 
-def _probe(conn: sqlite3.Connection, path: Path) -> None:
+def _probe(conn: sqlite3.Connection, path: Path, skip: Sequence[str] = ()) -> None:
     """Read the first and the last entry of every table and index of the database: the pages
     from each one's root to its ends, where appends go, so a damaged one (SQLite finds damage
     only when it reads it) refuses the open with the file named, rather than failing every
@@ -615,7 +615,7 @@ def _probe(conn: sqlite3.Connection, path: Path) -> None:
     that meets it (:meth:`SQLiteStore.requests` and the others say so with the file)."""
     tables = [name for (name,) in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-    for table in tables:
+    for table in (t for t in tables if t not in skip):
         try:
             for order in ("ASC", "DESC"):
                 conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid {order} LIMIT 1'
@@ -650,10 +650,12 @@ class SQLiteStore:
 
     ``synchronous`` is SQLite's setting: ``FULL`` (default) survives power loss; ``NORMAL`` in
     WAL mode survives a crash of this process but may lose the last commits on power loss.
+    ``spill_limit`` bounds the spill file (see :attr:`spill_full`); ``logs=False`` for a store
+    that does not append to the logs (see :attr:`logs`).
     """
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL",
-                 spill_limit: int = MAX_SPILL_BYTES) -> None:
+                 spill_limit: int = MAX_SPILL_BYTES, logs: bool = True) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         if isinstance(spill_limit, bool) or not isinstance(spill_limit, int) or spill_limit < 1:
@@ -667,6 +669,10 @@ class SQLiteStore:
         self.spill_full: str | None = None
         self.path = Path(path)
         self.synchronous = synchronous.upper()
+        #: Whether this store appends to the logs (:data:`LOG_TABLES`): only then does a damaged
+        #: log table refuse :meth:`open` (every append would fail). A tool that only learns or
+        #: reports opens beside one; a read that meets the damage names the file.
+        self.logs = logs
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lazy: deque[_Item] = deque()
         # Lazy records the database refused, oldest first, to be tried again.
@@ -704,7 +710,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=5000")
             self._migrate(conn)
-            _probe(conn, self.path)
+            _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the SQLite store", exc) from None
