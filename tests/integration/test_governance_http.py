@@ -250,14 +250,41 @@ def test_a_narrowed_key_cannot_teach_its_tenant_about_a_model_it_may_not_use(
     compare = httpx.post(f"{gov.base}/v1/router/preferences/compare",
                          headers={"authorization": f"Bearer {wide}"},
                          json={"prompt": "x", "models": ["cheap", "good"]}).json()
-    scored = {}
+    refusals = []
     for answer in compare["answers"]:
         r = httpx.post(f"{gov.base}/v1/router/preferences/score", headers=narrow, json={
             "compare_id": compare["compare_id"], "scores": {answer["label"]: 1.0}})
-        scored[answer["label"]] = r.status_code
-        if r.status_code == 403:  # the blind label's model is not named
-            assert "good" not in r.json()["error"]["message"]
-    assert sorted(scored.values()) == [200, 403]
+        assert r.status_code == 403 and r.json()["error"]["param"] == "scores", r.text
+        assert "good" not in r.json()["error"]["message"]
+        refusals.append(r.text)
+    by_name = httpx.post(f"{gov.base}/v1/router/preferences/score", headers=narrow, json={
+        "compare_id": compare["compare_id"], "scores": {"cheap": 1.0}})
+    assert by_name.text == refusals[0]  # (its label would name the other by elimination)
+
+
+def test_no_answer_of_the_score_endpoint_tells_a_blind_label_s_model(
+        gov: ThreadServer) -> None:
+    wide = {"authorization": f"Bearer {new_key(gov)['key']}"}
+    narrow = {"authorization": f"Bearer {new_key(gov, models=['cheap', 'auto'])['key']}"}
+    compare = httpx.post(f"{gov.base}/v1/router/preferences/compare", headers=wide,
+                         json={"prompt": "x", "models": ["cheap", "good"]}).json()
+    cid = compare["compare_id"]
+    labels = [a["label"] for a in compare["answers"]]
+
+    def answers(headers: dict[str, str], scores: dict[str, object]) -> tuple[int, str]:
+        r = httpx.post(f"{gov.base}/v1/router/preferences/score", headers=headers,
+                       json={"compare_id": cid, "scores": scores})
+        return r.status_code, r.text.replace(labels[0], "L").replace(labels[1], "L")
+
+    # Whatever the label, the narrow key hears the same, and the wide key is told nothing by
+    # a label and a model in one request, or a bad score beside a label.
+    probes: list[tuple[dict[str, str], float, dict[str, object]]] = [
+        (narrow, 1.0, {}), (narrow, 1.0, {"cheap": 0.0}), (narrow, 2.0, {}),
+        (wide, 1.0, {"cheap": 0.0}), (wide, 1.0, {"good": 0.5, "cheap": 0.0})]
+    for headers, score, rest in probes:
+        told = [answers(headers, {label: score, **rest}) for label in labels]
+        assert told[0] == told[1] and told[0][0] in (400, 403), told
+    assert answers(wide, {labels[0]: 1.0, labels[1]: 0.0})[0] == 200
 
 
 def test_key_changes_the_disk_refuses_are_503s_that_name_no_path(gov: ThreadServer) -> None:

@@ -1049,8 +1049,11 @@ class GatewayLearning:
         if not isinstance(scores, Mapping) or not scores:
             raise InvalidInputError("scores", "give at least one score: {label or model: "
                                               "quality in [0, 1]}")
-        chosen: dict[str, tuple[str, float]] = {}
-        for key, value in scores.items():
+        # Every refusal below depends on what the caller sent, the comparison's labels and
+        # models, and the key's models, never on which label is which model: an answer that
+        # did would let a caller learn the blind labels by elimination.
+        named: dict[str, str] = {}
+        for key in scores:
             model = compare.model_of(key) if isinstance(key, str) else None
             if model is not None and key == model and teachable is not None:
                 try:  # a model named that the caller may not use: as if unknown (blindness)
@@ -1060,24 +1063,25 @@ class GatewayLearning:
             if model is None:
                 raise InvalidInputError(f"scores.{str(key)[:50]}", f"is neither a label nor a "
                                         f"model of this comparison ({', '.join(compare.labels)})")
+            named[key] = model
+        by_label = [key for key in named if key in compare.labels]
+        if by_label and len(by_label) < len(named):
+            raise InvalidInputError("scores", "key the scores by label or by model name, not "
+                                              f"both (labels: {', '.join(compare.labels)})")
+        chosen: dict[str, tuple[str, float]] = {}
+        for key, value in scores.items():
             try:
                 quality = check_quality(value, None)
             except InvalidInputError as exc:
                 raise InvalidInputError(f"scores.{key}", exc.reason.replace(
                     "quality_score", "score")) from None
+            chosen[named[key]] = (key, quality)
+        if teachable is not None:
+            self._check_teaches_all(compare, teachable)
+        for model, (key, _) in chosen.items():
             if model not in compare.answered:
                 raise InvalidInputError(f"scores.{key}", f"{key} did not answer (its call "
                                                          "failed), so it cannot be scored")
-            if model in chosen:
-                raise InvalidInputError(f"scores.{key}", f"scores {model} twice (as "
-                                                         f"{chosen[model][0]} too)")
-            if teachable is not None:
-                try:
-                    teachable(model)
-                except PermissionDeniedError as exc:
-                    raise PermissionDeniedError(f"scores.{key}: {exc.message}",
-                                                param=f"scores.{key}") from None
-            chosen[model] = (key, quality)
         label_of = {m: label for label, m in compare.labels.items()}
         out: list[dict[str, Any]] = []
         commits: list[Future[None]] = []
@@ -1108,6 +1112,20 @@ class GatewayLearning:
                             "teaches_memory": applied.memory})
             self._checkpoint_when_due(learning)
         return compare, out, commits
+
+    @staticmethod
+    def _check_teaches_all(compare: Compare, teachable: Callable[[str], None]) -> None:
+        """403 unless the caller may teach about every model of the comparison: scoring some
+        of its answers (or being refused some) would tell a caller that may not use them all
+        which label is which model."""
+        try:
+            for model in compare.labels.values():
+                teachable(model)
+        except PermissionDeniedError as exc:
+            raise PermissionDeniedError(
+                f"scores: {exc.message}; a key scores a comparison only when it may use every "
+                "compared model (what it was refused would tell the blind labels apart): "
+                "score with such a key", param="scores") from None
 
     # Experiments -----------------------------------------------------------------------------
 
