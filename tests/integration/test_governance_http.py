@@ -392,8 +392,7 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
     assert httpx.post(f"{gov.base}/v1/router/keys", json={"tenant": "acme"}
                       ).status_code == 401  # admin token needed
     issued = new_key(gov, name="rotating", budget=["1/day", "10/month"], tpm=50000)
-    listed = httpx.get(f"{gov.base}/v1/router/keys", params={"tenant": "acme"},
-                       headers=ADMIN).json()["data"]
+    listed = _all_keys(gov, {"tenant": "acme"})
     mine = next(k for k in listed if k["id"] == issued["id"])
     assert mine["budgets"] == ["1/day", "10/month"] and "key" not in mine
     assert all("hash" not in k and "key" not in k for k in listed)
@@ -406,6 +405,47 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
     assert r.json()["status"] == "revoked"
     with pytest.raises(openai.AuthenticationError):
         client(gov, rotated["key"]).chat.completions.create(model="cheap", messages=user("x"))
+
+
+def _all_keys(gov: ThreadServer, params: dict[str, Any] | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+    """Every key listed, page after page (``limit`` per page, else the default)."""
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN, params={
+            **(params or {}), **({"limit": limit} if limit else {}),
+            **({"cursor": cursor} if cursor else {})}).json()
+        out += page["data"]
+        assert len(page["data"]) <= (limit or 50)
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return out
+
+
+def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer) -> None:
+    made = [new_key(gov, tenant="tight")["id"] for _ in range(5)]
+    first = httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN,
+                      params={"tenant": "tight", "limit": 2}).json()
+    assert len(first["data"]) == 2 and first["next_cursor"] == first["data"][-1]["id"]
+    later = new_key(gov, tenant="tight")["id"]  # made while paging: shifts no page
+    paged = [k["id"] for k in first["data"]] + [k["id"] for k in _all_keys(
+        gov, {"tenant": "tight", "cursor": first["next_cursor"]}, limit=2)]
+    assert paged[-6:] == [*made, later] and len(set(paged)) == len(paged)
+    assert all(k["tenant"] == "tight" for k in _all_keys(gov, {"tenant": "tight"}, limit=3))
+    # The default page holds 50 keys, and a page at most 500.
+    while len(everyone := _all_keys(gov, limit=500)) <= 50:
+        new_key(gov)
+    default = httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN).json()
+    assert [k["id"] for k in default["data"]] == [k["id"] for k in everyone[:50]]
+    assert default["next_cursor"] == everyone[49]["id"]
+    for params, param, needle in (({"limit": 0}, "limit", ">= 1"),
+                                  ({"limit": 501}, "limit", "<= 500"),
+                                  ({"cursor": "nope"}, "cursor", "is not a key id"),
+                                  ({"cursor": "0" * 10}, "cursor", "no key has the id")):
+        r = httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN, params=params)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        assert needle in r.json()["error"]["message"], r.text
 
 
 @pytest.mark.parametrize(("body", "param", "needle"), [
@@ -433,11 +473,11 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
 ])
 def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: dict[str, Any],
                                                       param: str, needle: str) -> None:
-    before = len(httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN).json()["data"])
+    before = len(_all_keys(gov))
     r = httpx.post(f"{gov.base}/v1/router/keys", json=body, headers=ADMIN)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param and needle in r.json()["error"]["message"]
-    assert len(httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN).json()["data"]) == before
+    assert len(_all_keys(gov)) == before
     r = httpx.post(f"{gov.base}/v1/router/keys/not-an-id/revoke", headers=ADMIN)
     assert r.status_code == 400 and "is not a key id" in r.json()["error"]["message"]
 

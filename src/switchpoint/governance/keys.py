@@ -44,7 +44,7 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
-from switchpoint.store.sqlite import store_error
+from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE, store_error
 
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
@@ -431,6 +431,34 @@ class KeyStore:
                                 "ORDER BY created_at, id", args).fetchall()
         records = [KeyRecord.from_row(r) for r in rows]
         return [r for r in records if include_revoked or r.revoked_at is None]
+
+    def page(self, tenant: str | None = None, limit: int = DEFAULT_PAGE,
+             cursor: str | None = None) -> tuple[Sequence[KeyRecord], str | None]:
+        """A page of the keys (``tenant``'s, or all), oldest first like :meth:`list`, with the
+        cursor of the next page (None on the last): the id of this page's last key, after
+        which the next page goes on. Keys made meanwhile never shift a page, unlike an offset.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not (
+                1 <= limit <= MAX_PAGE):
+            raise InvalidInputError("limit", f"must be a whole number of keys from 1 to "
+                                             f"{MAX_PAGE}, got {limit!r}")
+        clauses: Sequence[str] = ("tenant = ?",) if tenant is not None else ()
+        args: Sequence[object] = (tenant,) if tenant is not None else ()
+        with self._lock:
+            conn = self._db()
+            if cursor is not None:
+                try:
+                    after = self._require(conn, check_key_id(cursor))
+                except InvalidInputError as exc:
+                    raise InvalidInputError("cursor", f"{exc.reason}; pass the next_cursor "
+                                                      "of the previous page") from None
+                clauses = (*clauses, "(created_at > ? OR (created_at = ? AND id > ?))")
+                args = (*args, after.created_at, after.created_at, after.id)
+            where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
+                                "ORDER BY created_at, id LIMIT ?", (*args, limit + 1)).fetchall()
+        records = [KeyRecord.from_row(r) for r in rows[:limit]]
+        return records, (records[-1].id if len(rows) > limit else None)
 
     def _require(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
         check_key_id(key_id)

@@ -216,6 +216,13 @@ class RequestLogPage(BaseModel):
                                                 "null on the last page.")
 
 
+class KeyPage(BaseModel):
+    data: list[dict[str, Any]] = Field(description="Client keys, oldest first (never a "
+                                                   "secret).")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on "
+                                                "the last page.")
+
+
 class SwapResponse(BaseModel):
     policy: str
     weights_id: str

@@ -331,7 +331,9 @@ _REQUEST_COLUMNS = (
 _JSON_COLUMNS = ("models_tried", "attempts", "pin", "reasoning", "excluded")
 _BOOL_COLUMNS = ("escalated", "stream")
 _INSERT_REQUEST = _insert("requests", _REQUEST_COLUMNS)
-# Most log entries one page of GET /v1/router/requests may hold.
+# The entries one page of an admin list (the request log, the keys) holds when the caller
+# names no limit, and the most it may hold.
+DEFAULT_PAGE = 50
 MAX_PAGE = 500
 
 
@@ -1113,7 +1115,7 @@ class SQLiteStore:
 
     # The request log -----------------------------------------------------------------------
 
-    def requests(self, limit: int = 50, cursor: int | None = None) -> tuple[
+    def requests(self, limit: int = DEFAULT_PAGE, cursor: int | None = None) -> tuple[
             list[dict[str, Any]], int | None]:
         """A page of the request log, newest first: (entries, next cursor or None).
 

@@ -39,6 +39,7 @@ from switchpoint.server.schemas import (
     SwapResponse,
 )
 from switchpoint.store.retention import disk_usage
+from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter()
 
@@ -197,7 +198,8 @@ async def model_health(request: Request) -> dict[str, Any]:
             responses={400: ERROR_RESPONSES[400]},
             summary="The request log, newest first, a page at a time")
 async def requests(request: Request,
-                   limit: int = Query(50, ge=1, le=500, description="Entries per page."),
+                   limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE,
+                                      description="Entries per page."),
                    cursor: int | None = Query(None, ge=0, le=2**63 - 1,
                                               description="next_cursor of the previous page."),
                    ) -> JSONResponse:

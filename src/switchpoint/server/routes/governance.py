@@ -23,7 +23,8 @@ from switchpoint.governance.ledger import key_account
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.context import get_service
-from switchpoint.server.schemas import ERROR_RESPONSES
+from switchpoint.server.schemas import ERROR_RESPONSES, KeyPage
+from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
 
@@ -85,12 +86,18 @@ async def create_key(body: KeyCreate, request: Request) -> JSONResponse:
     return JSONResponse(issued.to_dict(), status_code=201)
 
 
-@router.get("/v1/router/keys", responses=_JSON, summary="The client keys (never a secret)")
+@router.get("/v1/router/keys", responses=_JSON, response_model=KeyPage,
+            summary="The client keys (never a secret), oldest first, a page at a time")
 async def list_keys(request: Request,
-                    tenant: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
+                    tenant: Annotated[str | None, Query(max_length=64)] = None,
+                    limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE,
+                                       description="Keys per page."),
+                    cursor: str | None = Query(None, max_length=64,
+                                               description="next_cursor of the previous page."),
+                    ) -> JSONResponse:
     keys = get_service(request).gateway.governor.keys
-    records = await run_in_threadpool(keys.list, tenant)
-    return JSONResponse({"data": [r.to_dict() for r in records]})
+    records, next_cursor = await run_in_threadpool(keys.page, tenant, limit, cursor)
+    return JSONResponse({"data": [r.to_dict() for r in records], "next_cursor": next_cursor})
 
 
 def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
