@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,6 +92,72 @@ def test_assignment_is_deterministic_weighted_and_follows_a_promotion() -> None:
         "tenants": ["acme"], "arms": {"a": {}, "b": {}}}}})
     assert Experiments(scoped, {}).assign("default", "s1") is None
     assert Experiments(scoped, {}).assign("acme", "s1") is not None
+
+
+def test_the_experiment_tally_a_reader_keeps_equals_a_whole_read_after_each_batch(
+        tmp_path: Path) -> None:
+    """Repeated reports read only what was logged since: batches of decisions, requests that
+    come after their decision (some twice), outcomes that replace earlier ones, and a prune,
+    each tallied to what a reader new to the file reads whole."""
+    import random
+
+    from switchpoint.store import DecisionRecord, RequestRecord
+    from switchpoint.store.retention import prune
+
+    settings = load_settings(overrides=EXPERIMENT)
+    store = SQLiteStore(tmp_path / "s.db").open()
+    rng = random.Random(7)
+    kept = LearningReader(store.path)
+    made: list[str] = []
+
+    def batch(start: float) -> None:
+        for _ in range(40):
+            i = len(made)
+            arm = rng.choice(["a", "b", "other"])
+            store.append(DecisionRecord(
+                id=f"d{i}", ts=start + i, selected_model="m", cluster_id=0, cost_weight=0.5,
+                candidates=["m"], cache_hit=False, routing_ms=0, embedding_ms=0, policy="p",
+                weights_id="w", expected_error=0.1, cost_adjusted_score=0.1,
+                expected_costs={"m": 0.01 * rng.randint(1, 5)} if i % 3 else None,
+                experiment="x" if arm != "other" else None,
+                arm=arm if arm != "other" else None)).result()
+            made.append(f"d{i}")
+        for _ in range(60):  # requests and outcomes, old decisions' as well as new ones'
+            decision = rng.choice(made)
+            if rng.random() < 0.4:
+                store.append(RequestRecord(
+                    id=f"r{rng.random()}", ts=time.time(), requested_model="auto",
+                    status="ok", http_status=200, pin_state="none", stream=False,
+                    latency_ms=1.0, decision_id=decision,
+                    cost_usd=rng.choice([None, 0.002, 0.004]))).result()
+            else:
+                event = FeedbackEvent(decision_id=decision, model="m",
+                                      quality=rng.choice([0.0, 1.0, 0.25, 0.5]),
+                                      tenant=rng.choice(["default", "acme"]))
+                store.append(feedback_record(event, "decision", weights_id="w")).result()
+
+    def same(kept_report: dict[str, Any], whole: dict[str, Any]) -> None:
+        assert kept_report.keys() == whole.keys()
+        for arm in whole:
+            a, b = kept_report[arm], whole[arm]
+            assert (a["decisions"], a["quality_counts"]) == (b["decisions"],
+                                                             b["quality_counts"]), arm
+            assert a["mean_cost_usd"] == pytest.approx(b["mean_cost_usd"], abs=1e-12)
+
+    for round_ in range(6):
+        batch(1000.0 * round_)
+        same(kept.experiment("x"), LearningReader(store.path).experiment("x"))
+        assert experiment_report("x", settings, kept, {})["arms"][0]["n"] == experiment_report(
+            "x", settings, LearningReader(store.path), {})["arms"][0]["n"]
+    assert sum(sum(arm["quality_counts"].values())
+               for arm in kept.experiment("x").values()) > 50
+    store.close()
+    prune(store.path, 2500.0)  # the oldest decisions and requests go
+    store = SQLiteStore(tmp_path / "s.db").open()
+    same(kept.experiment("x"), LearningReader(store.path).experiment("x"))
+    batch(9000.0)
+    same(kept.experiment("x"), LearningReader(store.path).experiment("x"))
+    store.close()
 
 
 def test_the_winner_needs_min_n_each_and_intervals_that_do_not_overlap(tmp_path: Path) -> None:

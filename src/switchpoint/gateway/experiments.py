@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from switchpoint.config import Settings
 from switchpoint.errors import NotFoundError
@@ -100,24 +99,32 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
 
 
 def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
-    """(mean, low, high, method) of the scores: a Wilson interval when every score is 0 or 1
-    (a success rate), else a t-interval on the mean score (clipped to [0, 1]). Scores that are
-    all the same show no spread to measure, and a t-interval of width 0 would let two such arms
-    name a winner from two scores each: they get the Wilson interval of their mean instead,
-    the widest that scores in [0, 1] with that mean allow."""
-    n = len(qualities)
+    """(mean, low, high, method) of the scores: see :func:`interval_of_counts`."""
+    return interval_of_counts(Counter(float(q) for q in qualities))
+
+
+def interval_of_counts(counts: Mapping[float, int]
+                       ) -> tuple[float | None, float | None, float | None, str]:
+    """(mean, low, high, method) of the scores, given as ``{score: how many}``: a Wilson
+    interval when every score is 0 or 1 (a success rate), else a t-interval on the mean score
+    (clipped to [0, 1]). Scores that are all the same show no spread to measure, and a
+    t-interval of width 0 would let two such arms name a winner from two scores each: they get
+    the Wilson interval of their mean instead, the widest that scores in [0, 1] with that mean
+    allow. (Exact sums, so the same scores give the same interval in any order.)"""
+    scores = {q: c for q, c in counts.items() if c > 0}
+    n = sum(scores.values())
     if n == 0:
         return None, None, None, "none"
-    mean = float(np.mean(qualities))
-    if all(q in (0.0, 1.0) for q in qualities):
-        low, high = wilson(int(sum(qualities)), n)
+    mean = math.fsum(q * c for q, c in scores.items()) / n
+    if set(scores) <= {0.0, 1.0}:
+        low, high = wilson(scores.get(1.0, 0), n)
         return mean, low, high, "wilson"
     if n < 2:
         return mean, None, None, "t"
-    spread = float(np.std(qualities, ddof=1))
-    if spread == 0.0:
+    if len(scores) == 1:
         low, high = wilson(mean * n, n)
         return mean, low, high, "wilson"
+    spread = math.sqrt(math.fsum(c * (q - mean) ** 2 for q, c in scores.items()) / (n - 1))
     half = t_quantile(n - 1) * spread / math.sqrt(n)
     return mean, max(0.0, mean - half), min(1.0, mean + half), "t"
 
@@ -140,12 +147,12 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     arms: list[dict[str, Any]] = []
     for arm, config in experiment.arms.items():
         row = rows.get(arm, {})
-        qualities = row.get("qualities", [])
-        mean, low, high, method = interval(qualities)
+        counts: Mapping[float, int] = row.get("quality_counts", {})
+        mean, low, high, method = interval_of_counts(counts)
         arms.append({
             "arm": arm, "weight": config.weight, "policy": config.policy,
             "cost_weight": config.cost_weight, "models": config.models,
-            "decisions": int(row.get("decisions", 0)), "n": len(qualities),
+            "decisions": int(row.get("decisions", 0)), "n": sum(counts.values()),
             "mean_quality": None if mean is None else round(mean, 6),
             "interval": None if low is None or high is None else [round(low, 6),
                                                                   round(high, 6)],

@@ -24,9 +24,9 @@ open their own read-only connection.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,12 +237,47 @@ def _damage_named(path: Path, exc: sqlite3.DatabaseError) -> Exception:
     return store_error(path, "read it", exc) if damaged(exc) else exc
 
 
+@dataclass
+class _ArmTally:
+    """One arm's decisions: their rows with requests (``rows``), the costs summed over those
+    that have one, and how many decisions' latest outcomes have each quality."""
+
+    rows: int = 0
+    cost_sum: float = 0.0
+    cost_n: int = 0
+    qualities: Counter[float] = field(default_factory=Counter)
+
+    def add_rows(self, rows: int, cost_sum: float, cost_n: int) -> None:
+        self.rows += rows
+        self.cost_n += cost_n
+        self.cost_sum = 0.0 if self.cost_n == 0 else self.cost_sum + cost_sum
+
+
+@dataclass
+class _ExperimentTally:
+    """An experiment's arms over the log up to: the decision at ``decisions`` (a rowid; its id
+    ``decision_id``), the request at ``requests`` and the outcome at ``feedback`` (its event
+    ``feedback_id``), with the store's prunes then (a count and the last one's seq)."""
+
+    pruned: tuple[int, ...] = ()
+    arms: dict[str, _ArmTally] = field(default_factory=dict)
+    decisions: int = 0
+    decision_id: str = ""
+    requests: int = 0
+    feedback: int = 0
+    feedback_id: str = ""
+
+    def arm(self, name: str) -> _ArmTally:
+        return self.arms.setdefault(name, _ArmTally())
+
+
 class LearningReader:
     """Reads the learning tables of one store file (each call opens a read-only connection)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._tally: _QualityTally | None = None
+        self._experiments: dict[str, _ExperimentTally] = {}
         self._tally_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
@@ -456,30 +491,109 @@ class LearningReader:
     def experiment(self, name: str) -> dict[str, dict[str, Any]]:
         """Per arm of experiment ``name``: decisions, their mean cost (what the answer cost
         when the gateway answered it, else the decision's expected cost) and the latest
-        quality reported for each scored decision."""
+        quality reported for each scored decision, as ``quality_counts`` ``{quality: how
+        many}``. Kept as a running tally per experiment, like :meth:`quality_by_model`: a call
+        reads only the decisions, requests and outcomes logged since the one before."""
+        with self._tally_lock:
+            tally = self._experiments[name] = self._experiment_read(
+                name, self._experiments.get(name))
+            arms = {arm: (a.rows, a.cost_sum, a.cost_n, dict(a.qualities))
+                    for arm, a in tally.arms.items()}
+        return {arm: {"decisions": rows,
+                      "mean_cost_usd": cost_sum / cost_n if cost_n else None,
+                      "quality_counts": {q: c for q, c in sorted(qualities.items()) if c > 0}}
+                for arm, (rows, cost_sum, cost_n, qualities) in sorted(arms.items())}
+
+    def _experiment_read(self, name: str, tally: _ExperimentTally | None) -> _ExperimentTally:
+        """``tally`` brought up to the end of the log (read whole the first time, after a
+        prune, or when the log is not the one it was read from)."""
         conn = self._connect()
         try:
-            decided = conn.execute(
-                "SELECT d.arm, count(*), avg(coalesce(r.cost_usd, (SELECT value FROM "
-                "json_each(d.expected_costs) WHERE key = d.selected_model))) "
-                "FROM decisions d LEFT JOIN requests r ON r.decision_id = d.id "
-                "WHERE d.experiment = ? GROUP BY d.arm", (name,)).fetchall()
-            scored = conn.execute(
-                "SELECT d.arm, f.quality FROM feedback f "
-                "JOIN (SELECT max(seq) AS seq FROM feedback GROUP BY decision_id, tenant) latest "
-                "USING (seq) JOIN decisions d ON d.id = f.decision_id "
-                "WHERE d.experiment = ? ORDER BY f.seq", (name,)).fetchall()
+            conn.execute("BEGIN")  # one snapshot of the log for the whole read
+            pruned = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM prunes"
+                                  ).fetchone()
+            marks = conn.execute(
+                "SELECT (SELECT coalesce(max(rowid), 0) FROM decisions), "
+                "(SELECT coalesce(max(seq), 0) FROM requests), "
+                "(SELECT coalesce(max(seq), 0) FROM feedback)").fetchone()
+            if tally is not None and (
+                    tuple(pruned) != tally.pruned
+                    or (tally.feedback and conn.execute(
+                        "SELECT event_id FROM feedback WHERE seq = ?",
+                        (tally.feedback,)).fetchone() != (tally.feedback_id,))
+                    or (tally.decisions and conn.execute(
+                        "SELECT id FROM decisions WHERE rowid = ?",
+                        (tally.decisions,)).fetchone() != (tally.decision_id,))):
+                tally = None  # pruned since, or another log (a replaced file): read it whole
+            old = tally or _ExperimentTally(pruned=tuple(pruned))
+            d0, r0, f0 = old.decisions, old.requests, old.feedback
+            d1, r1, f1 = (int(m) for m in marks)
+            cost = ("(SELECT value FROM json_each(d.expected_costs) "
+                    "WHERE key = d.selected_model)")
+            # The decisions new since: each with its requests (one row each, or one without).
+            for arm, rows, cost_sum, cost_n in conn.execute(
+                    f"SELECT d.arm, count(*), sum(coalesce(r.cost_usd, {cost})), "
+                    f"count(coalesce(r.cost_usd, {cost})) FROM decisions d "
+                    "LEFT JOIN requests r ON r.decision_id = d.id AND r.seq <= ? "
+                    "WHERE +d.experiment = ? AND d.rowid > ? AND d.rowid <= ? GROUP BY d.arm",
+                    (r1, name, d0, d1)):
+                old.arm(str(arm)).add_rows(int(rows), cost_sum or 0.0, int(cost_n))
+            # (read whole, the latest outcomes are grouped at once; else looked up for each)
+            latest_sql = (
+                "SELECT d.arm, f.quality FROM feedback f JOIN (SELECT max(seq) AS seq FROM "
+                "feedback WHERE seq <= :f1 GROUP BY decision_id, tenant) latest USING (seq) "
+                "JOIN decisions d ON d.id = f.decision_id WHERE d.experiment = :name"
+                if d0 == 0 else
+                "SELECT d.arm, f.quality FROM decisions d JOIN feedback f "
+                "ON f.decision_id = d.id WHERE +d.experiment = :name AND d.rowid > :d0 "
+                "AND d.rowid <= :d1 AND f.seq = (SELECT max(seq) FROM feedback g WHERE "
+                "g.decision_id = f.decision_id AND g.tenant = f.tenant AND g.seq <= :f1)")
+            for arm, quality in conn.execute(latest_sql,
+                                             {"name": name, "d0": d0, "d1": d1, "f1": f1}):
+                old.arm(str(arm)).qualities[float(quality)] += 1
+            # The requests new since about decisions counted before (CROSS JOIN: read from the
+            # new rows, not from the experiment's decisions): the first one takes the place of
+            # the decision's row without a request.
+            firsts: set[str] = set()
+            for decision_id, arm, answered, expected, before in conn.execute(
+                    f"SELECT d.id, d.arm, r.cost_usd, {cost}, EXISTS (SELECT 1 FROM requests "
+                    "p WHERE p.decision_id = d.id AND p.seq <= ?) FROM requests r "
+                    "CROSS JOIN decisions d ON d.id = r.decision_id WHERE r.seq > ? AND r.seq <= ? "
+                    "AND d.experiment = ? AND d.rowid <= ? ORDER BY r.seq",
+                    (r0, r0, r1, name, d0)):
+                tallied = old.arm(str(arm))
+                if not before and decision_id not in firsts:
+                    firsts.add(decision_id)
+                    tallied.add_rows(-1, -(expected or 0.0), -int(expected is not None))
+                value = answered if answered is not None else expected
+                tallied.add_rows(1, value or 0.0, int(value is not None))
+            # The outcomes new since about decisions counted before: each replaces the one
+            # before it of its decision.
+            latest: dict[tuple[str, str], float] = {}
+            for tenant, decision_id, arm, quality in conn.execute(
+                    "SELECT f.tenant, f.decision_id, d.arm, f.quality FROM feedback f "
+                    "CROSS JOIN decisions d ON d.id = f.decision_id WHERE f.seq > ? AND f.seq <= ? "
+                    "AND d.experiment = ? AND d.rowid <= ? ORDER BY f.seq",
+                    (f0, f1, name, d0)):
+                key = (str(tenant), str(decision_id))
+                replaced = latest.get(key)
+                if replaced is None:
+                    row = conn.execute(
+                        "SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "
+                        "AND seq <= ? ORDER BY seq DESC LIMIT 1", (*key[::-1], f0)).fetchone()
+                    replaced = None if row is None else float(row[0])
+                qualities = old.arm(str(arm)).qualities
+                if replaced is not None:
+                    qualities[replaced] -= 1
+                qualities[float(quality)] += 1
+                latest[key] = float(quality)
+            old.decisions, old.requests, old.feedback = d1, r1, f1
+            old.decision_id, old.feedback_id = (str(v or "") for v in conn.execute(
+                "SELECT (SELECT id FROM decisions WHERE rowid = ?), "
+                "(SELECT event_id FROM feedback WHERE seq = ?)", (d1, f1)).fetchone())
+            return old
         finally:
             conn.close()
-        out: dict[str, dict[str, Any]] = {}
-        for arm, n, cost in decided:
-            out[str(arm)] = {"decisions": int(n),
-                             "mean_cost_usd": None if cost is None or math.isnan(cost)
-                             else float(cost), "qualities": []}
-        for arm, quality in scored:
-            out.setdefault(str(arm), {"decisions": 0, "mean_cost_usd": None,
-                                      "qualities": []})["qualities"].append(float(quality))
-        return out
 
     def promotions(self) -> dict[str, tuple[str, float, str]]:
         """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""
