@@ -141,6 +141,18 @@ def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why()
     ("version v1.5 of it", "1.5", 0.0),
     ("Answer: " + "1" * 400 + "/3", "5", 0.0),
     ("Answer: " + "1" * 400, 1e300, 0.0),
+    # A comma groups thousands only in threes; "1,5" is no number, so it is compared as text.
+    ("Answer: 1,500", "1500", 1.0),
+    ("Answer: 1,500", "1,500", 1.0),
+    ("Answer: 1.5", "1,5", 0.0),
+    ("Answer: 15", "1,5", 0.0),
+    ("Answer: 1,5", "1,5", 1.0),
+    ("Answer: 1,5.", "1,5", 1.0),
+    ("Answer: 1,5", "15", 0.0),
+    ("Answer: 1,5", "5", 0.0),
+    ("Answer: 1,5", 1.5, 0.0),
+    ("Answer: 1,5000", "1500", 0.0),
+    ("Answer: 3,25", "3.25", 0.0),
     # Text: normalised equality of the whole answer or one of its final-answer places.
     ("Paris", "paris", 1.0),
     ("The answer is Paris.", "Paris", 1.0),
@@ -161,6 +173,11 @@ def test_reference_scoring(answer: str, reference: str | float, score: float) ->
 def test_reference_helpers() -> None:
     assert parse_number("1,234.5") == 1234.5
     assert parse_number("3/4") == 0.75
+    assert parse_number("1,500") == 1500
+    assert parse_number("1,5") is None and parse_number("1,5000") is None
+    assert parse_number("12,345,678") == 12345678
+    assert answer_number("between 1,5 and 2") == 2
+    assert normalise("Answer: 1,5.") == "answer 1,5"
     assert parse_number("Paris") is None
     assert parse_number("1984 (the novel)") is None  # text: compared as text
     assert parse_number(math.inf) is None

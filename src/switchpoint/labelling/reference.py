@@ -10,10 +10,14 @@ and the whole answer.
   ``$12``, ``50%`` or ``3/4``): the answer's number is the first number of the first marked
   place (``\\boxed``, ``####``, ``answer:``) that holds one, else the last number anywhere in
   the answer; it must equal the reference to a relative tolerance of 1e-6. Thousands
-  separators, ``$`` and ``%`` are ignored (``50%`` matches ``50``, not ``0.5``); the minus
-  sign ``−`` (and its small and full-width forms) is a minus, as ``-`` is.
+  separators, ``$`` and ``%`` are ignored (``50%`` matches ``50``, not ``0.5``); a comma is a
+  thousands separator only between whole groups of three (``1,500`` is 1500), and digits joined
+  by any other comma (``1,5``) are not read as a number, so the reference ``1,5`` is text,
+  which ``1,5`` matches but ``1.5`` and ``15`` do not; the minus sign ``−`` (and its small and
+  full-width forms) is a minus, as ``-`` is.
 * **Text references**: one of those places must equal the reference once both are normalised:
-  Unicode NFKC, case folded, punctuation and markdown marks removed, the articles *a*, *an*,
+  Unicode NFKC, case folded, punctuation and markdown marks removed (but a comma or point
+  between two digits), the articles *a*, *an*,
   *the* dropped, runs of whitespace made one space. ``Paris`` matches ``The answer is Paris.``
   and ``**paris**``, but not ``Paris, France`` (an extra word is a different answer); so ask the
   model, in the prompt, to end with its short answer (``Answer: B``). A reference that is
@@ -32,8 +36,13 @@ from switchpoint._json import as_float
 
 # A number as written in answers: an optional sign, digits with optional thousands separators,
 # an optional decimal part, an optional /denominator; not the tail of a word or version (x2, v1.5).
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+# A comma separates thousands only in whole groups of three (1,500); digits joined by any other
+# comma (1,5 or 1,5000: a decimal comma, or a list) are no number at all, never 15 or 1.5.
+_NUMBER = re.compile(r"(?<![\w.])(?<!\d,)[-+]?"
+                     r"(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?!\d|,\d)(?:\.\d+)?|\.\d+)"
                      r"(?:\s*/\s*\d+(?!\.\d))?")
+# Punctuation between two digits is part of the text (1,5 is not 1.5 nor 15): it is kept.
+_BETWEEN_DIGITS = re.compile(r"(?<=\d)[,.](?=\d)")
 _BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
 _HASHES = re.compile(r"####([^\n]*)")
 _MARKER = re.compile(r"\banswer\s*(?::|is\b)([^\n]*)", re.IGNORECASE)
@@ -93,10 +102,13 @@ def final_answer_places(answer: str) -> list[str]:
 
 def normalise(text: str, *, articles: bool = True) -> str:
     """Text as compared with a text reference: NFKC, case folded, punctuation and symbols
-    (markdown marks included) removed, articles dropped (unless ``articles`` is false), single
+    (markdown marks included) removed but for a comma or point between two digits, articles
+    dropped (unless ``articles`` is false), single
     spaces."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    text = "".join(c for c in text if not unicodedata.category(c).startswith(("P", "S")))
+    kept = {m.start() for m in _BETWEEN_DIGITS.finditer(text)}
+    text = "".join(c for i, c in enumerate(text)
+                   if i in kept or not unicodedata.category(c).startswith(("P", "S")))
     return " ".join((_ARTICLES.sub(" ", text) if articles else text).split())
 
 
