@@ -278,7 +278,8 @@ def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
     code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out", notes,
                         "--config", config(fake, tmp_path)], capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"switchpoint: error: {notes}, line 1: not valid JSON" in err and "--restart" in err
+    assert f"switchpoint: error: {notes}, line 1: not valid JSON" in err
+    assert "another --out" in err and "--restart" not in err  # never offered up for discarding
     assert "dropped" not in err
     assert notes.read_text(encoding="utf-8") == "my important notes"
     assert fake.requests() == []

@@ -325,7 +325,8 @@ def test_a_lone_unfinished_line_is_not_taken_for_a_half_written_record(
     out.write_text(content)
     with pytest.raises(LabellingError) as info:
         jr.inspect(out, _prompts(), KEY)
-    assert "not valid JSON" in str(info.value) and "--restart" in str(info.value)
+    assert "not valid JSON" in str(info.value) and "another --out" in str(info.value)
+    assert "--restart" not in str(info.value)  # restarting would discard someone's file
     assert out.read_text() == content
 
 
@@ -410,8 +411,30 @@ def test_an_output_that_is_not_this_runs_is_refused(tmp_path: Path, content: str
     out.write_text(content)
     with pytest.raises(LabellingError) as info:
         jr.inspect(out, _prompts(), KEY)
-    assert message in str(info.value) and "--restart" in str(info.value)
+    # No journal beside it: it may be anyone's file, so --restart (which deletes it) is not
+    # offered.
+    assert message in str(info.value) and jr.FOREIGN_HINT in str(info.value)
+    assert "--restart" not in str(info.value)
     assert out.read_text() == content
+    # With this command's journal beside it, it is a run of its own: --restart is offered.
+    jr.journal_path(out).write_text(json.dumps(KEY.header()) + "\n")
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert message in str(info.value) and jr.RESTART_HINT in str(info.value)
+
+
+def test_a_file_that_is_not_text_or_not_a_journal_is_not_offered_for_restart(
+        tmp_path: Path) -> None:
+    out = tmp_path / "photo.jpg"
+    out.write_bytes(b"\xff\xd8\xff\xe0 binary\n")
+    with pytest.raises(LabellingError, match="not UTF-8 text") as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert jr.FOREIGN_HINT in str(info.value) and "--restart" not in str(info.value)
+    out = tmp_path / "out.jsonl"
+    jr.journal_path(out).write_text("someone's notes\n")
+    with pytest.raises(LabellingError, match="not a JSON object") as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert "--restart" not in str(info.value)
 
 
 def test_a_journal_that_is_not_one_is_refused(tmp_path: Path) -> None:

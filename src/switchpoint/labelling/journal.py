@@ -36,7 +36,16 @@ from switchpoint.records import parse_records
 
 JOURNAL_SUFFIX = ".journal"
 JOURNAL_FORMAT = 1
+# What to do about a file in the way: --restart is offered only for a file this command is
+# part-way through writing (its journal is beside it), never for a file of someone else's.
 RESTART_HINT = "write to another --out, or pass --restart to start over (discarding it)"
+FOREIGN_HINT = ("write to another --out (no run of this command is part-way through this file, "
+                "which may be someone else's: it is left as it is)")
+
+
+def hint(ours: bool) -> str:
+    """What to do about ``--out`` when it cannot be resumed: ``--restart`` only when ``ours``."""
+    return RESTART_HINT if ours else FOREIGN_HINT
 
 
 def journal_path(out: Path) -> Path:
@@ -146,10 +155,10 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     resume = Resume(out=out, key=key)
     by_id = {p.id: p for p in prompts}
     journal = journal_path(out)
-    lines = _complete_lines(out, resume, "that prompt will be labelled again",
-                            ours=journal.exists())
+    ours = journal.exists()
+    lines = _complete_lines(out, resume, "that prompt will be labelled again", ours=ours)
     if lines:
-        _read_output(out, lines, by_id, key, resume)
+        _read_output(out, lines, by_id, key, resume, ours=ours)
     # (the journal's name is this command's own: a half-written first line is its header)
     lines = _complete_lines(journal, resume, "that answer will be asked for again", ours=True)
     if lines:
@@ -187,7 +196,7 @@ def _complete_lines(path: Path, resume: Resume, lost: str, *, ours: bool = False
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
         raise LabellingError(f"is not UTF-8 text, so it is not a file this command wrote; "
-                             f"{RESTART_HINT}", source=path) from None
+                             f"{FOREIGN_HINT}", source=path) from None
 
 
 def _whole_object(raw: bytes) -> bool:
@@ -198,30 +207,30 @@ def _whole_object(raw: bytes) -> bool:
 
 
 def _read_output(out: Path, lines: list[str], by_id: Mapping[str, LabelPrompt], key: RunKey,
-                 resume: Resume) -> None:
+                 resume: Resume, *, ours: bool) -> None:
     if not any(line.strip() for line in lines):
         return
     try:
         records = parse_records(lines, source=out)
     except RecordsError as exc:
         raise LabellingError(f"{exc}; it is not a records file this command can add to: "
-                             f"{RESTART_HINT}") from None
+                             f"{hint(ours)}") from None
     wanted = set(key.models)
     for i, rid in enumerate(records.ids):
         prompt = by_id.get(rid)
         if prompt is None:
             raise LabellingError(f"holds a record with id {rid!r}, which is not in the prompts "
-                                 f"file; it is another run's output: {RESTART_HINT}", source=out)
+                                 f"file; it is another run's output: {hint(ours)}", source=out)
         if records.prompts[i] != prompt.prompt:
             raise LabellingError(f"the record {rid!r} has another prompt than line "
-                                 f"{prompt.line} of the prompts file; {RESTART_HINT}",
+                                 f"{prompt.line} of the prompts file; {hint(ours)}",
                                  source=out)
         labelled = {m for j, m in enumerate(records.models)
                     if not math.isnan(records.scores[i, j])}
         if labelled != wanted:
             raise LabellingError(
                 f"the record {rid!r} labels {', '.join(sorted(labelled))}, not the models "
-                f"asked for ({', '.join(key.models)}); {RESTART_HINT} (add-model takes one "
+                f"asked for ({', '.join(key.models)}); {hint(ours)} (add-model takes one "
                 "model's labels from a file of their own)", source=out)
         resume.done.add(rid)
 
@@ -238,14 +247,14 @@ def _read_journal(journal: Path, lines: list[str], by_id: Mapping[str, LabelProm
             obj = None
         if not isinstance(obj, dict):
             raise LabellingError(f"line {number} is not a JSON object, so this is not a "
-                                 f"journal this command wrote; {RESTART_HINT}", source=journal)
+                                 f"journal this command wrote; {FOREIGN_HINT}", source=journal)
         entries.append((number, obj))
     if not entries:
         return
     number, header = entries[0]
     if header.get("labelling_journal") != JOURNAL_FORMAT:
         raise LabellingError(f"line {number} is not a labelling journal's header; "
-                             f"{RESTART_HINT}", source=journal)
+                             f"{FOREIGN_HINT}", source=journal)
     _check_header(journal, header, key)
     resume.journal_has_header = True
     stale = 0
@@ -295,7 +304,7 @@ def _shown(value: object) -> str:
 def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> Scored:
     def bad(what: str) -> LabellingError:
         return LabellingError(f"line {number}: {what}; this is not a journal this command "
-                              f"wrote: {RESTART_HINT}", source=journal)
+                              f"wrote: {FOREIGN_HINT}", source=journal)
 
     for name in ("id", "model", "digest", "by"):
         if not isinstance(obj.get(name), str):
