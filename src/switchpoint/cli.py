@@ -348,6 +348,10 @@ def cmd_add_model(args: argparse.Namespace) -> int:
     from switchpoint.training import add_model
     from switchpoint.weights import check_weights_target, load_weights
 
+    if args.weights is None and args.out is None:
+        _fail("add-model: give --out DIR to write the bundled weights plus the new model there "
+              "(the bundled weights are never changed in place), or --weights DIR to extend a "
+              "weights package of your own in place")
     package = load_weights(args.weights)
     out = check_weights_target(args.out or args.weights)
     with _feedback(args) as feedback:
@@ -586,7 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="teach the weights a new model from labelled records")
     p.add_argument("name", help="the new model's name")
     p.add_argument("records", help="routing records that label the model")
-    p.add_argument("--weights", required=True, help="weights package to extend")
+    p.add_argument("--weights", help="weights package to extend (default: the bundled one, "
+                   "which needs --out)")
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.add_argument("--label", help="the model's name inside the records, if different")
     p.set_defaults(func=cmd_add_model)

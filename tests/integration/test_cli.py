@@ -790,6 +790,23 @@ def test_add_and_remove_model(
     assert_bad_input(code, err, "'super'", "not in these weights")
 
 
+def test_add_model_without_weights_extends_the_bundled_ones_into_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = tmp_path / "records.jsonl"
+    labels.write_text("\n".join(
+        json.dumps({"id": f"n{i}", "prompt": f"Short science question {i}?",
+                    "scores": {"mine-small": 1.0}, "costs": {"mine-small": 0.00002}})
+        for i in range(4)) + "\n")
+    code, _, err = run(["add-model", "mine-small", labels], capsys)
+    assert_bad_input(code, err, "--out DIR", "bundled weights", "--weights DIR")
+    assert list(tmp_path.iterdir()) == [labels]
+    out = tmp_path / "my-weights"
+    code, _, err = run(["add-model", "mine-small", labels, "--out", out], capsys)
+    assert code == 0, err
+    assert load_weights(out).models == [*load_weights().models, "mine-small"]
+
+
 def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pkg = load_weights(real_weights_dir)
     code, out, _ = run(["info", "--weights", real_weights_dir, "--json"], capsys)
