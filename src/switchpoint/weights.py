@@ -266,7 +266,8 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
                            f"{policy!r}; bundled: {bundled_policies()}. Pass a weights path")
     root = default_weights_path(policy or DEFAULT_POLICY) if path is None else Path(path)
     if not root.is_dir():
-        raise WeightsError(root, "not a directory; pass the folder that holds manifest.json "
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise WeightsError(root, f"{what}; pass the folder that holds manifest.json "
                                  "(make one with `switchpoint fit RECORDS.jsonl --out DIR`)")
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():

@@ -200,6 +200,7 @@ def test_missing_directory(tmp_path: Path) -> None:
         load_weights(missing)
     assert info.value.path == missing
     assert str(missing) in str(info.value)
+    assert "does not exist" in str(info.value) and "not a directory" not in str(info.value)
 
 
 def test_path_is_a_file(tmp_path: Path) -> None:
