@@ -31,6 +31,20 @@ DATASETS = {
 }
 
 
+def dataset_records(name: str) -> RecordSet:
+    """The records of ``DATASETS[name]``; when the file is missing, exit saying where the
+    benchmarks look for the full record sets and how to point them elsewhere."""
+    path = DATASETS[name]
+    if not path.is_file():
+        names = " and ".join(p.name for p in DATASETS.values())
+        raise SystemExit(
+            f"{Path(sys.argv[0]).name}: {path} not found. The benchmarks read the full record "
+            f"sets ({names}) from the folder $SWITCHPOINT_DATA names (default ../shared/data "
+            "beside the repository): set SWITCHPOINT_DATA to the folder that holds them (README, "
+            "'Where routing records come from', shows how to make them)")
+    return load_records(path)
+
+
 def cached_embeddings(dataset: str, prompts: list[str], embedder_id: str) -> np.ndarray:
     """Embed ``prompts`` with the embedder ``embedder_id`` once; later calls read the cache."""
     from switchpoint.embedding import embedder_from_id
@@ -54,7 +68,7 @@ def cached_embeddings(dataset: str, prompts: list[str], embedder_id: str) -> np.
 
 def embedded_records(dataset: str, embedder_id: str = DEFAULT_EMBEDDER) -> RecordSet:
     """The records of ``DATASETS[dataset]`` with every prompt's (cached) embedding attached."""
-    records = load_records(DATASETS[dataset])
+    records = dataset_records(dataset)
     records.embeddings = cached_embeddings(dataset, records.prompts, embedder_id)
     return records
 

@@ -27,16 +27,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from _common import DATASETS, ROOT
-
-from switchpoint.records import load_records
+from _common import DATASETS, ROOT, dataset_records
 
 
 def pick_prompts(n: int) -> tuple[list[str], list[str]]:
     """Distinct real prompts: short ones (~10 tokens) and long ones (~400 tokens)."""
     prompts: list[str] = []
-    for path in DATASETS.values():
-        prompts.extend(load_records(path).prompts)
+    for name in DATASETS:
+        prompts.extend(dataset_records(name).prompts)
     seen: set[str] = set()
     short, long = [], []
     for p in prompts:

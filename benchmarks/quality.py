@@ -36,12 +36,12 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
-from _common import DATASETS, ROOT, cached_embeddings
+from _common import DATASETS, ROOT, cached_embeddings, dataset_records
 
 from switchpoint.evaluation.harness import EvaluationReport, evaluate, score_estimates
 from switchpoint.evaluation.metrics import Point, aiq, qnc, routed_point, single_model_points
 from switchpoint.policies import Estimates
-from switchpoint.records import RecordSet, load_records
+from switchpoint.records import RecordSet
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -189,7 +189,7 @@ def row(report: EvaluationReport, name: str) -> Row:
 
 
 def measure(name: str) -> tuple[dict[str, Row], list[str]]:
-    rs = load_records(DATASETS[name])
+    rs = dataset_records(name)
     rs.embeddings = cached_embeddings(name, rs.prompts, DEFAULT_EMBEDDER_ID)
     train, test = rs.split("train"), rs.split("test")
 

@@ -35,9 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _common import DATASETS, ROOT
-
-from switchpoint.records import load_records
+from _common import DATASETS, ROOT, dataset_records
 
 PEER_SITE = ROOT / ".venv-peers" / "lib" / "python3.11" / "site-packages" / "opentracy"
 RUN_TIME_LIMIT_S = 120.0
@@ -47,8 +45,8 @@ def pick_prompts(count: int) -> list[str]:
     """Distinct real prompts: the first sentence of each record, 6-16 words."""
     seen: set[str] = set()
     out: list[str] = []
-    for path in DATASETS.values():
-        for prompt in load_records(path).prompts:
+    for name in DATASETS:
+        for prompt in dataset_records(name).prompts:
             first = " ".join(prompt.split()).split("?")[0].split(".")[0]
             if 6 <= len(first.split()) <= 16 and first not in seen:
                 seen.add(first)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from _common import DATASETS, cached_embeddings
+from _common import DATASETS, cached_embeddings, dataset_records
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, qnc, single_model_points
 from switchpoint.policies import ClusterPolicy, Inputs, KnnPolicy, Policy
-from switchpoint.records import load_records
 
 SETTINGS = [
     "all-MiniLM-L6-v2/head-256",
@@ -28,8 +27,8 @@ SETTINGS = [
 def main(settings: list[str]) -> None:
     print(f"{'dataset':<20} {'embedder':<34} {'policy':<8} {'AIQ':>6} {'QNC':>6}")
     print("# cluster: mean AIQ and median QNC over k-means seeds 0-4")
-    for name, path in DATASETS.items():
-        rs = load_records(path)
+    for name in DATASETS:
+        rs = dataset_records(name)
         for eid in settings:
             rs.embeddings = cached_embeddings(name, rs.prompts, eid)
             train, test = rs.split("train"), rs.split("test")

@@ -8,13 +8,12 @@ Usage: python benchmarks/validation.py
 from __future__ import annotations
 
 import numpy as np
-from _common import DATASETS, cached_embeddings
+from _common import DATASETS, cached_embeddings, dataset_records
 
 from switchpoint.evaluation.curves import sweep
 from switchpoint.evaluation.metrics import aiq, single_model_points
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.policies.cluster import Assignment
-from switchpoint.records import load_records
 
 CANDIDATES: tuple[tuple[Assignment, float], ...] = (("hard", 0.05), ("soft", 0.05),
                                                    ("soft", 0.1))
@@ -22,8 +21,8 @@ CANDIDATES: tuple[tuple[Assignment, float], ...] = (("hard", 0.05), ("soft", 0.0
 
 def main() -> None:
     print(f"{'records':<18} {'assignment':<10} {'temperature':>11} {'validation AIQ':>15}")
-    for name, path in DATASETS.items():
-        rs = load_records(path)
+    for name in DATASETS:
+        rs = dataset_records(name)
         rs.embeddings = cached_embeddings(name, rs.prompts, "all-MiniLM-L6-v2/tail-64")
         train = rs.split("train")
         rng = np.random.default_rng(0)
