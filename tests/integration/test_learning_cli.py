@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from switchpoint.cli import main
@@ -123,6 +124,34 @@ def test_feedback_to_a_url_with_a_password_is_refused_without_repeating_it(
     assert main(["feedback", "abc", "--success", "--url", url]) == 2
     err = capsys.readouterr().err
     assert needle in err and "s3cret-passw0rd" not in err, err
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8080", "localhost:8080", "ftp://127.0.0.1:9"])
+def test_feedback_to_a_url_without_http_says_to_add_it(
+        capsys: pytest.CaptureFixture[str], url: str) -> None:
+    assert main(["feedback", "abc", "--success", "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert "--url: must start with http:// or https://" in err, err
+    assert "e.g. http://127.0.0.1:8080" in err and "cannot reach" not in err
+
+
+def test_feedback_refused_for_want_of_a_key_says_how_to_give_this_command_one(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    refusal = {"error": {"code": "unauthorized", "message": "this gateway needs a client key"}}
+
+    def post(url: str, **_: object) -> httpx.Response:
+        return httpx.Response(401, json=refusal, request=httpx.Request("POST", url))
+
+    monkeypatch.setattr(httpx, "post", post)
+    monkeypatch.delenv("SWITCHPOINT_API_KEY", raising=False)
+    assert main(["feedback", "abc", "--success", "--url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "answered 401: this gateway needs a client key" in err
+    assert "--api-key or in $SWITCHPOINT_API_KEY" in err
+    # With a key given, the service's own reason (a revoked key, say) is the whole message.
+    assert main(["feedback", "abc", "--success", "--url", "http://127.0.0.1:9",
+                 "--api-key", "sp-x"]) == 2
+    assert "--api-key" not in capsys.readouterr().err
 
 
 def test_learn_from_a_data_dir_that_does_not_exist_creates_nothing(

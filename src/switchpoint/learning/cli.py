@@ -138,10 +138,14 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
     headers = {"authorization": f"Bearer {key}"} if key else {}
     url = args.url.rstrip("/") + "/v1/feedback"
     try:
-        userinfo = httpx.URL(url).userinfo
+        parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise InvalidInputError("--url", f"is not a URL ({exc}); give the service's base URL, "
                                          "e.g. http://127.0.0.1:8080") from None
+    userinfo = parsed.userinfo
+    if parsed.scheme not in ("http", "https") and not userinfo:
+        raise InvalidInputError("--url", "must start with http:// or https://; give the "
+                                         "service's base URL, e.g. http://127.0.0.1:8080")
     if userinfo:
         raise InvalidInputError("--url", "holds a user name or password: the service takes a "
                                          "client key, from --api-key or $SWITCHPOINT_API_KEY; "
@@ -156,8 +160,10 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         answer = {"error": {"message": response.text[:500]}}
     if response.status_code != 200:
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        advice = ("; this command sends the key given with --api-key or in $SWITCHPOINT_API_KEY"
+                  if response.status_code == 401 and not key else "")
         raise ServeError(f"{url} answered {response.status_code}: "
-                         f"{error.get('message', answer)}")
+                         f"{error.get('message', answer)}{advice}")
     if args.json:
         _print_json(answer)
     else:
