@@ -492,6 +492,11 @@ def test_export_folds_the_overlay_into_new_weights(package, fake_embedder, tmp_p
     for i in range(5):
         router.report_outcome(router.route(f"ships and sails on the sea {i}").decision_id, 1.0)
     learned = _math_error(router)
+    # A tenant with nothing to export is refused, naming the tenants that have outcomes.
+    router.report_outcome(router.route(math_prompt(0), tenant="acme").decision_id, 1.0)
+    with pytest.raises(InvalidInputError, match="nothing to fold") as info:
+        export_weights(router, tmp_path / "none", tenant="zeta")
+    assert "tenants with outcomes: acme, default (name one with --tenant)" in str(info.value)
     exported = export_weights(router, tmp_path / "learned")
     assert exported.path == tmp_path / "learned"
     loaded = load_weights(tmp_path / "learned")

@@ -27,8 +27,11 @@ def learned_package(router: Router, *, tenant: str | None = None,
     name = check_tenant(tenant)
     outcomes = router.learner.n_outcomes(name)
     if not outcomes:
+        others = [t for t in router.learner.tenants() if router.learner.n_outcomes(t)]
+        where = (f"; tenants with outcomes: {', '.join(others)} (name one with --tenant)"
+                 if others else "")
         raise InvalidInputError("tenant", f"tenant {name!r} has reported no outcomes; there is "
-                                          "nothing to fold into the weights")
+                                          f"nothing to fold into the weights{where}")
     overlay = router.learner.overlay(name)
     if overlay is not None and not overlay.profiled_evidence:
         cards = router.learner.view(name)[2]
