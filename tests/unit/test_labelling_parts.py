@@ -23,6 +23,7 @@ from switchpoint.labelling import (
     reference_score,
 )
 from switchpoint.labelling import journal as jr
+from switchpoint.labelling.judge import unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.reference import answer_number, normalise, parse_number
 from switchpoint.records import load_records
@@ -115,6 +116,17 @@ def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why()
     assert custom.rubric_id != Judge("grader").rubric_id
     with pytest.raises(ValueError, match="rubric: is empty"):
         Judge("grader", rubric="  ")
+
+
+def test_an_unreadable_judge_is_reported_quoting_each_reply_once() -> None:
+    errors = []
+    for reply in ("Score: 8/10", "eight"):
+        with pytest.raises(JudgeReplyError) as info:
+            parse_judge_reply(reply)
+        errors.append(info.value)
+    message = unreadable_message(errors)
+    assert message.count("Score: 8/10") == 1, message
+    assert message.count("eight") == 1 and "; then " in message, message
 
 
 # Reference answers ---------------------------------------------------------------------------

@@ -153,5 +153,8 @@ class Judge:
 
 def unreadable_message(errors: list[JudgeReplyError]) -> str:
     """What a labelling failure says when the judge answered unreadably twice."""
-    parts = [f"{_quote(e.reply.strip())} ({e.reason})" for e in errors]
+    parts = []
+    for e in errors:
+        quoted = _quote(e.reply.strip())
+        parts.append(e.reason if e.reason.startswith(quoted) else f"{quoted} ({e.reason})")
     return "the judge's replies could not be read as a score: " + "; then ".join(parts)
