@@ -592,6 +592,8 @@ class LearningReader:
                 "SELECT (SELECT id FROM decisions WHERE rowid = ?), "
                 "(SELECT event_id FROM feedback WHERE seq = ?)", (d1, f1)).fetchone())
             return old
+        except sqlite3.DatabaseError as exc:
+            raise _damage_named(self.path, exc) from None
         finally:
             conn.close()
 
