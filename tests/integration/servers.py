@@ -141,3 +141,15 @@ class ProcessServer:
         assert self.proc is not None
         _, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, err
+
+
+def refused_start(*args: str | Path, data_dir: Path, env: dict[str, str] | None = None,
+                  timeout: float = 60.0) -> tuple[int, str]:
+    """Start a service expected to refuse (to exit on its own): its exit code and stderr. One
+    still running after ``timeout`` is killed (and the wait's error raised)."""
+    server = ProcessServer(*args, data_dir=data_dir, env=env).start()
+    try:
+        return server.wait_exit(timeout=timeout)
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()

@@ -13,7 +13,7 @@ import pytest
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import DataDirInUseError
 from switchpoint.gateway import Gateway
-from tests.integration.servers import ProcessServer
+from tests.integration.servers import ProcessServer, refused_start
 
 
 def settings_for(data: Path) -> Settings:
@@ -49,12 +49,7 @@ def test_a_service_is_refused_while_a_gateway_holds_its_data_dir_until_it_closes
     gateway = Gateway(settings_for(data))
     gateway.open()
     try:
-        refused = ProcessServer(data_dir=data).start()
-        try:
-            code, err = refused.wait_exit(timeout=60)
-        finally:
-            if refused.proc is not None and refused.proc.poll() is None:
-                refused.kill()
+        code, err = refused_start(data_dir=data)
         assert code == 2, err
         assert (f"another switchpoint process (pid {os.getpid()}) is serving from data_dir "
                 f"{data}") in err and "Traceback" not in err

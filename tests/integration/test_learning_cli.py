@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from switchpoint.cli import main
-from switchpoint.config import load_settings
+from switchpoint.config import Settings, load_settings
+from switchpoint.decision import RoutingDecision
 from switchpoint.gateway import Gateway
 from switchpoint.server import create_app
 from switchpoint.store import RequestRecord, SQLiteStore
@@ -26,15 +27,25 @@ from tests.integration.servers import thread_server
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
 
 
-def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
-        gw_fake: FakeProviderProcess, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def _decided(gw_fake: FakeProviderProcess, tmp_path: Path, score: float | None = None
+             ) -> tuple[Path, Settings, RoutingDecision]:
+    """A config in ``tmp_path`` (data_dir ``data`` there) whose gateway made one decision, and
+    learned ``score`` for it when given: (the config file, its settings, the decision)."""
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
     settings = load_settings(config, environ={})
     with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
         gateway.start()
         decision = gateway.route(PROMPT, ["good", "cheap"])
+        if score is not None:
+            gateway.report_outcome(decision.decision_id, score)
+    return config, settings, decision
+
+
+def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    config, settings, decision = _decided(gw_fake, tmp_path)
     capsys.readouterr()
 
     # Bad input: exit 2, a message naming what is wrong, nothing written.
@@ -203,13 +214,7 @@ def test_nothing_writes_over_the_weights_bundled_with_switchpoint(
     """The config names no weights, so the bundled ones are "the weights' own directory":
     an export there (by its path or a link to it), or an add-model or remove-model in place,
     is refused and the installation's weights stay as they were."""
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
-    settings = load_settings(config, environ={})
-    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
-        gateway.start()
-        decision = gateway.route(PROMPT, ["good", "cheap"])
-        gateway.report_outcome(decision.decision_id, 0.0)
+    config, _, _ = _decided(gw_fake, tmp_path, score=0.0)
     bundled = default_weights_path()
     before = _tree(bundled.parent)
     link = tmp_path / "mine"
@@ -252,12 +257,7 @@ def test_offline_commands_beside_a_damaged_log_table(
     """A damaged log table stops `switchpoint serve` (every append would fail), not the offline
     commands that do not read it: feedback and learn work from the learning tables, while a
     report or a prune, which need the log, stop with one line naming the file and what to do."""
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake, str(tmp_path / "data")), encoding="utf-8")
-    settings = load_settings(config, environ={})
-    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
-        gateway.start()
-        decision = gateway.route(PROMPT, ["good", "cheap"])
+    config, _, decision = _decided(gw_fake, tmp_path)
     db = tmp_path / "data" / "switchpoint.db"
     with SQLiteStore(db) as store:  # a request log the reports must read
         for _ in range(10):

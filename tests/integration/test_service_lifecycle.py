@@ -20,7 +20,7 @@ from switchpoint.gateway.live import RouterFactory
 from switchpoint.router import Router
 from switchpoint.server import create_app
 from switchpoint.store import RequestRecord, SQLiteStore
-from tests.integration.servers import ProcessServer, free_port, thread_server
+from tests.integration.servers import ProcessServer, free_port, refused_start, thread_server
 
 FACTORY = RouterFactory()
 
@@ -356,12 +356,7 @@ def test_a_second_service_on_the_same_data_dir_is_refused_until_the_first_stops(
     try:
         first.wait_ready()
         assert first.proc is not None
-        second = ProcessServer(data_dir=data).start()
-        try:
-            code, err = second.wait_exit(timeout=30)
-        finally:
-            if second.proc is not None and second.proc.poll() is None:
-                second.kill()
+        code, err = refused_start(data_dir=data, timeout=30)
         assert code == 2, err
         assert (f"another switchpoint process (pid {first.proc.pid}) is serving from data_dir "
                 f"{data}") in err and "Traceback" not in err
@@ -392,7 +387,7 @@ def test_a_damaged_page_of_the_store_stops_the_start_naming_the_file_and_what_to
     db = data / "switchpoint.db"
     for table in ("feedback", "spend"):
         _damage(db, _root_page(db, table))
-        code, err = _refused_start(data)
+        code, err = refused_start(data_dir=data)
         assert code == 2, err
         assert f"{db}: cannot read" in err and "the file is damaged" in err, err
         assert "Traceback" not in err
@@ -406,12 +401,7 @@ def test_a_damaged_key_store_stops_the_start_when_client_keys_are_on(tmp_path: P
     (data / "keys.db").write_bytes(b"garbage!" * 512)
     config = tmp_path / "keys.yaml"
     config.write_text("auth: keys\n", encoding="utf-8")
-    server = ProcessServer("--config", config, data_dir=data).start()
-    try:
-        code, err = server.wait_exit(timeout=60)
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
+    code, err = refused_start("--config", config, data_dir=data)
     assert code == 2, err
     assert f"{data / 'keys.db'}: cannot open the key store (file is not a database)" in err
     assert "the file is damaged" in err and "Traceback" not in err
@@ -436,12 +426,7 @@ def test_a_start_refused_before_it_serves_makes_no_data_dir(tmp_path: Path) -> N
         }
         for name, (args, said) in starts.items():
             data = tmp_path / f"data-{name}"
-            server = ProcessServer(*args, data_dir=data).start()
-            try:
-                code, err = server.wait_exit(timeout=60)
-            finally:
-                if server.proc is not None and server.proc.poll() is None:
-                    server.kill()
+            code, err = refused_start(*args, data_dir=data)
             assert code == 2, (name, err)
             assert said in err and "Traceback" not in err, (name, err)
             assert not data.exists(), f"{name}: {sorted(p.name for p in data.iterdir())}"
@@ -475,12 +460,7 @@ def test_a_start_whose_background_load_fails_leaves_no_new_data_dir(tmp_path: Pa
     before.mkdir()
     (before / "notes.txt").write_text("the operator's", encoding="utf-8")
     for data in (new, before):
-        server = ProcessServer(data_dir=data, env=env).start()
-        try:
-            code, err = server.wait_exit(timeout=60)
-        finally:
-            if server.proc is not None and server.proc.poll() is None:
-                server.kill()
+        code, err = refused_start(data_dir=data, env=env)
         assert code == 2, err
         assert "the router failed to load" in err and "Traceback" not in err, err
     assert not (tmp_path / "made").exists()
@@ -509,16 +489,6 @@ def _root_page(db: Path, table: str) -> int:
     return root
 
 
-def _refused_start(data: Path) -> tuple[int, str]:
-    """Start a service on ``data`` that is expected to refuse: its exit code and stderr."""
-    server = ProcessServer(data_dir=data).start()
-    try:
-        return server.wait_exit(timeout=60)
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
-
-
 def _damage(db: Path, page: int) -> None:
     with sqlite3.connect(db) as conn:
         size = conn.execute("PRAGMA page_size").fetchone()[0]
@@ -537,7 +507,7 @@ def test_a_damaged_log_table_stops_the_start_naming_the_file(tmp_path: Path,
     db = data / "switchpoint.db"
     _logged_requests(db, 10)
     _damage(db, _root_page(db, table))
-    code, err = _refused_start(data)
+    code, err = refused_start(data_dir=data)
     assert code == 2, err
     assert f"{db}: cannot read its {table} table" in err and "the file is damaged" in err, err
     assert "Traceback" not in err

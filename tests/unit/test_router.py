@@ -630,7 +630,7 @@ def test_load_router_embedding_model_names() -> None:
 
 
 def test_a_missing_package_is_an_error_even_when_download_is_allowed(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="not a directory"):
+    with pytest.raises(WeightsError, match="does not exist"):
         load_router(tmp_path / "absent", download_if_missing=True, warm=False)
 
 

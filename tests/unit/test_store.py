@@ -545,10 +545,7 @@ def test_kept_records_the_spill_file_refused_too_are_added_again_at_close(
         monkeypatch.setattr("switchpoint.store.sqlite.os.fsync", no_space)
         for r in waiting:
             store.append_lazy(r)
-        deadline = time.monotonic() + 10
-        while len(store._retry) < len(waiting):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_retried(store, len(waiting))
         assert caplog.text.count("could not be kept in") == 1
         assert "a crash before the database takes writes again loses them" in caplog.text
         monkeypatch.undo()  # the disk has room for the spill file again, not the database
@@ -556,6 +553,14 @@ def test_kept_records_the_spill_file_refused_too_are_added_again_at_close(
     assert "will be written when it opens again" in caplog.text
     with SQLiteStore(path) as reopened:
         assert sorted(d["id"] for d in reopened.decisions()) == sorted(r.id for r in waiting)
+
+
+def _wait_retried(store: SQLiteStore, count: int) -> None:
+    """Wait (up to 10 s) until ``count`` records the database refused wait to be tried again."""
+    deadline = time.monotonic() + 10
+    while len(store._retry) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def _pending(decision_id: str) -> PendingRecord:
@@ -580,10 +585,7 @@ def test_pending_rows_the_cap_removed_do_not_come_back_from_the_spill_file(
             for decision_id in ids:
                 store.append_lazy(_pending(decision_id))
             store.append_lazy(PendingPrune(2))
-            deadline = time.monotonic() + 10
-            while len(store._retry) < len(ids) + 1:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
+            _wait_retried(store, len(ids) + 1)
         finally:
             holder.execute("ROLLBACK")
             holder.close()
@@ -612,10 +614,7 @@ def test_the_spill_file_stops_at_its_limit_and_what_it_could_not_take_is_still_w
     with full_disk(store):
         for r in waiting:
             store.append_lazy(r)
-        deadline = time.monotonic() + 10
-        while len(store._retry) < len(waiting):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_retried(store, len(waiting))
         assert store.spill_path.stat().st_size <= 2048
         assert store.spill_full is not None and FULL in store.spill_full
         assert "s.db.unwritten.jsonl" in store.spill_full and "spill_max_mb" in store.spill_full
