@@ -17,8 +17,9 @@ import pytest
 
 from switchpoint.config import Settings, load_settings
 from switchpoint.gateway.live import RouterFactory
+from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.router import Router
-from switchpoint.server import create_app
+from switchpoint.server import create_app, runner
 from switchpoint.store import RequestRecord, SQLiteStore
 from tests.integration.servers import ProcessServer, free_port, refused_start, thread_server
 
@@ -466,6 +467,23 @@ def test_a_start_whose_background_load_fails_leaves_no_new_data_dir(tmp_path: Pa
     assert not (tmp_path / "made").exists()
     assert (before / "notes.txt").read_text(encoding="utf-8") == "the operator's"
     assert (before / "switchpoint.db").exists()  # what it made inside an existing one stays
+
+
+def test_a_failed_start_keeps_the_data_dir_it_made_once_keys_were_issued(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The admin routes answer while the router loads: a key issued then may already be with a
+    client, so a start that fails afterwards keeps the data_dir it made, saying why."""
+    for issued in (False, True):
+        data = tmp_path / f"made-{issued}" / "data"
+        made = runner._first_missing(data)
+        assert made == tmp_path / f"made-{issued}"
+        data.mkdir(parents=True)
+        with KeyStore.in_dir(data) as keys:  # opened, as a keyed service opens it
+            if issued:
+                keys.create(KeySpec(tenant="acme"))
+        runner._remove_made(made, data)
+        assert made.exists() == issued
+    assert caplog.text.count("it holds the client keys issued while the router loaded") == 1
 
 
 def _logged_requests(db: Path, n: int) -> None:

@@ -533,6 +533,23 @@ def _ignorable(code: int) -> bool:
     return any(low <= code <= high for low, high in _IGNORABLE)
 
 
+def holds_keys(data_dir: str | Path) -> bool:
+    """Whether ``data_dir``'s key store holds a key (live or revoked), read without changing
+    it. An unreadable store counts as holding some: what cannot be read is never thrown away."""
+    path = Path(data_dir) / KEYS_FILENAME
+    if not path.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True
+    return bool(row[0])
+
+
 def check_key_id(value: object) -> str:
     """``value`` if it is a key id (10 hex characters); else an :class:`InvalidInputError`
     that never repeats a secret (see :func:`_not_an_id`)."""

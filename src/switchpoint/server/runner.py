@@ -32,6 +32,7 @@ from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
 from switchpoint.gateway.live import RouterState, checked_package
+from switchpoint.governance.keys import holds_keys
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
 from switchpoint.server.exposure import exposure_problem
@@ -145,8 +146,13 @@ def _first_missing(path: Path) -> Path | None:
 def _remove_made(made: Path | None, data_dir: Path) -> None:
     """Remove ``made``, the folder a failed start made for ``data_dir`` (with what it put
     there): a start that did not serve leaves no trace, as one refused before it opened
-    data_dir leaves none. A data_dir that was there before is never touched."""
+    data_dir leaves none, unless client keys were issued meanwhile (the admin routes answer
+    while the router loads). A data_dir that was there before is never touched."""
     if made is None or not made.exists():
+        return
+    if holds_keys(data_dir):  # issued while the router loaded: a client may hold one already
+        log.warning("the start failed; data_dir %s, made by it, is kept: it holds the client "
+                    "keys issued while the router loaded", data_dir)
         return
     try:
         shutil.rmtree(made)
