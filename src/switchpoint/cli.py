@@ -669,7 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", default=True,
                        help="keep what an interrupted run wrote to --out (the default)")
     group.add_argument("--restart", action="store_true",
-                       help="start over: discard --out and its journal")
+                       help="start over: discard --out and its journal (only a file this "
+                            "command wrote: records of these prompts, or a run's part-way "
+                            "output)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_label)
 

@@ -290,6 +290,37 @@ def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
     assert fake.requests() == []
 
 
+def test_restart_discards_only_an_out_this_command_wrote(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="blue")
+    argv = ["label", prompts, "--models", "a", "--config", config(fake, tmp_path), "--restart"]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my important notes\n", encoding="utf-8")
+    others = tmp_path / "others.jsonl"
+    others.write_text(json.dumps({"id": "x1", "prompt": "Someone else's prompt",
+                                  "scores": {"a": 1.0}, "costs": {"a": 0.1}}) + "\n",
+                      encoding="utf-8")
+    for foreign in (notes, others):
+        before = foreign.read_bytes()
+        code, _, err = run([*argv, "--out", foreign], capsys)
+        assert code == 2 and "Traceback" not in err, err
+        assert "--restart discards only a file this command wrote" in err, err
+        assert "another --out" in err, err
+        assert foreign.read_bytes() == before
+    assert fake.requests() == []
+    # Its own output, finished (no journal left) or part-way (its journal beside it), restarts.
+    out = tmp_path / "records.jsonl"
+    code, _, err = run([*argv, "--out", out], capsys)
+    assert code == 0 and len(records_of(out)) == 2 and not journal_path(out).exists(), err
+    code, _, err = run([*argv, "--out", out, "--models", "a,b"], capsys)
+    assert code == 0 and set(records_of(out)["q0"]["scores"]) == {"a", "b"}, err
+    out.write_text("not a record\n", encoding="utf-8")
+    journal_path(out).write_text("", encoding="utf-8")
+    code, _, err = run([*argv, "--out", out], capsys)
+    assert code == 0 and len(records_of(out)) == 2, err
+
+
 def test_a_multiple_choice_reference_that_is_an_article_scores_the_answers_naming_it(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

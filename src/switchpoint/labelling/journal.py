@@ -148,6 +148,30 @@ def fresh(out: Path, key: RunKey) -> Resume:
     return Resume(out=out, key=key)
 
 
+def check_discardable(out: Path, prompts: Sequence[LabelPrompt]) -> None:
+    """Raise :class:`~switchpoint.errors.LabellingError` unless ``--restart`` may discard
+    ``out``: it is missing or empty, its journal is beside it (a run is part-way through it), or
+    it is a records file of these prompts (a finished run's output, its journal gone). Anything
+    else may be someone else's and is left as it is. Reads only."""
+    if journal_path(out).exists():
+        return
+    lines = _complete_lines(out, Resume(out=out, key=RunKey(models=())), "")
+    if not any(line.strip() for line in lines):
+        return
+    refused = (f"--restart discards only a file this command wrote, and this is not one; "
+               f"{FOREIGN_HINT}")
+    try:
+        records = parse_records(lines, source=out)
+    except RecordsError as exc:
+        raise LabellingError(f"{exc}; {refused}") from None
+    by_id = {p.id: p for p in prompts}
+    for i, rid in enumerate(records.ids):
+        prompt = by_id.get(rid)
+        if prompt is None or records.prompts[i] != prompt.prompt:
+            raise LabellingError(f"the record {rid!r} is not one of the prompts file's "
+                                 f"prompts; {refused}", source=out)
+
+
 def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     """What to resume from ``out`` and its journal, for these prompts and settings; reads
     only. Raises :class:`~switchpoint.errors.LabellingError` when the files belong to another

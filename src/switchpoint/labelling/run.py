@@ -223,6 +223,8 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
                   keys=env if env is not None else os.environ if gateway is None else None)
     _check_out_apart(prompts, path)
     with OutputLock(path):
+        if not resume:
+            jr.check_discardable(path, plan.prompts)
         state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
         own = gateway is None
         if gateway is None:
