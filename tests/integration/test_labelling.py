@@ -321,6 +321,37 @@ def test_restart_discards_only_an_out_this_command_wrote(
     assert code == 0 and len(records_of(out)) == 2, err
 
 
+def test_records_and_journal_carry_costs_without_float_noise(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Token counts × prices per million leave noise (2.6999999999999996e-06); the files get
+    the cost to 12 significant digits, within 1e-12 of the exact one."""
+    fake.default("judge", JUDGE_SAYS)
+    # q0's judge never answers readably (a failure: the journal stays); q1's on the reminder.
+    fake.script("judge", "say:text=nope", "say:text=nope", "say:text=nope")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 12)
+    out = tmp_path / "records.jsonl"
+    path = config(fake, tmp_path)
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        "input_per_mtok: 1, output_per_mtok: 2", "input_per_mtok: 1.1, output_per_mtok: 2.7"),
+        encoding="utf-8")
+    code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+                        "--config", path, "--concurrency", "1"], capsys)
+    assert code == 1, err
+    assert journal_path(out).exists()  # a judgement failed: the journal is kept
+    written = [r["costs"]["a"] for r in records_of(out).values()]
+    journal = [json.loads(line) for line in journal_path(out).read_text().splitlines()[1:]]
+    written += [e[k] for e in journal if "failed" not in e for k in ("cost_usd",
+                                                                      "judge_cost_usd")]
+    assert written and all(cost == float(f"{cost:.12g}") for cost in written), written
+    card = ModelCard(name="a", input_per_mtok=1.1, output_per_mtok=2.7)
+    usages = [Answer("a", [{"role": "user", "content": r["prompt"]}], None, None, False).usage()
+              for r in records_of(out).values()]
+    exact = [card.price(u["prompt_tokens"], u["completion_tokens"]) for u in usages]
+    assert any(x != float(f"{x:.12g}") for x in exact)  # the noise was there to drop
+    assert sorted(written[:len(exact)]) == pytest.approx(sorted(exact), rel=1e-12)
+
+
 def test_a_multiple_choice_reference_that_is_an_article_scores_the_answers_naming_it(
         fake: FakeProviderProcess, keys: None, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,9 +67,20 @@ class RunKey:
                 "judge": self.judge, "rubric": self.rubric, "max_tokens": self.max_tokens}
 
 
+# Costs are token counts times prices per million: float arithmetic leaves noise in the last
+# digits (2.6999999999999996e-06 for 2.7e-06), which 12 significant digits drop.
+COST_DIGITS = 12
+
+
+def usd(cost: float) -> float:
+    """``cost`` rounded to :data:`COST_DIGITS` significant digits."""
+    return float(f"{cost:.{COST_DIGITS}g}")
+
+
 @dataclass(frozen=True)
 class Scored:
-    """One model's scored answer to one prompt. ``by``: ``judge`` or ``reference``."""
+    """One model's scored answer to one prompt. ``by``: ``judge`` or ``reference``. Its costs
+    are kept rounded (:func:`usd`), so the journal and the records carry them so."""
 
     id: str
     model: str
@@ -78,6 +89,10 @@ class Scored:
     cost_usd: float
     by: str
     judge_cost_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cost_usd", usd(self.cost_usd))
+        object.__setattr__(self, "judge_cost_usd", usd(self.judge_cost_usd))
 
     def to_line(self) -> dict[str, Any]:
         return {"id": self.id, "model": self.model, "digest": self.digest, "score": self.score,
