@@ -209,6 +209,23 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
     assert status["learned_router"]["events"] == 0
 
 
+def test_a_caller_without_a_valid_key_is_refused_before_its_input_is_checked(
+        server: ThreadServer) -> None:
+    """Compare, score and status answer a missing or wrong key with the 401 whatever the body
+    or query: a caller who may not use them is told nothing of the fields they check."""
+    bodies = [{"zzz": 1}, {"prompt": "hi", "models": ["strong"]}, {"compare_id": "x"},
+              {"compare_id": "0" * 32, "scores": {"A": 2}}, {"tenant": "globex"}]
+    for path in ("/v1/router/preferences/compare", "/v1/router/preferences/score"):
+        for key in (None, "sp-0123456789_" + "x" * 43):
+            for body in bodies:
+                r = post(server, path, body, key=key)
+                assert r.status_code == 401, (path, key, body, r.text)
+                assert r.json()["error"]["param"] == "authorization", r.text
+        for tenant in ("", "a" * 65, "globex"):
+            r = get(server, "/v1/router/status", key=key, tenant=tenant)
+            assert r.status_code == 401 and r.json()["error"]["param"] == "authorization"
+
+
 def test_the_admin_token_acts_for_any_tenant(fake: FakeProviderProcess,
                                              tmp_path: Path) -> None:
     extra = TENANTS + "admin_token_env: ADMIN_TOKEN\n"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -125,19 +125,33 @@ def _parse(model: type[BaseModel], raw: bytes) -> Any:
         raise invalid_from_validation(list(exc.errors()), list(model.model_fields)) from None
 
 
-def tenant_caller(request: Request, named: str | None) -> tuple[Principal | None, bool]:
+Caller = tuple[Principal | None, bool]
+
+
+def caller(request: Request) -> Caller:
+    """Who calls a per-tenant operation: ``(None, True)`` for the admin, else the client key's
+    principal (None without keys). Raises the 401 of a missing or wrong key, so it runs before
+    the body is read: a caller who may not use the route learns nothing of what it checks."""
+    settings = get_service(request).gateway.settings
+    explicit_admin = settings.admin_token is not None and is_admin(request)
+    if explicit_admin or (settings.auth != "keys" and is_admin(request)):
+        return None, True
+    return client_principal(request), False
+
+
+def tenant_caller(request: Request, named: str | None,
+                  who: Caller | None = None) -> tuple[Principal | None, bool]:
     """Who a per-tenant operation acts for, and whether the caller is an admin. The admin
     token (a client key is then not needed) may name any configured tenant; a client key acts
-    for its own; without keys the deployment's own tenant."""
+    for its own; without keys the deployment's own tenant. ``who``: :func:`caller`'s answer,
+    when it was asked already."""
     gateway = get_service(request).gateway
     settings = gateway.settings
-    keys = settings.auth == "keys"
-    explicit_admin = settings.admin_token is not None and is_admin(request)
-    if explicit_admin or (not keys and is_admin(request)):
+    principal, admin = who if who is not None else caller(request)
+    if admin:
         if named is None or named == DEFAULT_TENANT:
             return None, True
         return gateway.governor.principal(settings, tenant=named), True
-    principal = client_principal(request)
     mine = principal.tenant if principal is not None else DEFAULT_TENANT
     if named is not None and named != mine:
         raise PermissionDeniedError("tenant: acting for another tenant needs the admin token; "
@@ -181,8 +195,9 @@ async def feedback(request: Request) -> JSONResponse:
                  "application/json": {"schema": CompareRequest.model_json_schema()}}}},
              summary="Ask 2-6 models the same prompt at once; answers come back blind-labelled")
 async def compare(request: Request) -> JSONResponse:
+    who = caller(request)
     body: CompareRequest = _parse(CompareRequest, await request.body())
-    principal, _ = tenant_caller(request, body.tenant)
+    principal, _ = tenant_caller(request, body.tenant, who)
     params: dict[str, Any] = {}
     if body.max_tokens is not None:
         params["max_tokens"] = body.max_tokens
@@ -201,8 +216,9 @@ async def compare(request: Request) -> JSONResponse:
                  "application/json": {"schema": ScoreRequest.model_json_schema()}}}},
              summary="Score a comparison's answers (0..1 each); teaches the tenant's memory")
 async def score(request: Request) -> JSONResponse:
+    who = caller(request)
     body: ScoreRequest = _parse(ScoreRequest, await request.body())
-    principal, _ = tenant_caller(request, body.tenant)
+    principal, _ = tenant_caller(request, body.tenant, who)
     gateway = get_service(request).gateway
     return JSONResponse(await gateway.ascore(body.compare_id, body.scores,
                                              principal=principal))
@@ -213,10 +229,10 @@ async def score(request: Request) -> JSONResponse:
                                  403, 404, 503),
             summary="What each tenant has taught: memory examples, per-model coverage, cold "
                     "or warm, outcomes, feedback per model")
-async def status(request: Request,
+async def status(request: Request, who: Annotated[Caller, Depends(caller)],
                  tenant: Annotated[str | None, Query(min_length=1, max_length=64)] = None
                  ) -> JSONResponse:
-    principal, admin = tenant_caller(request, tenant if tenant is not None else None)
+    principal, admin = tenant_caller(request, tenant, who)
     gateway = get_service(request).gateway
     if admin and tenant is None:
         names = None
