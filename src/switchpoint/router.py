@@ -803,8 +803,9 @@ class _CardMap:
         stderr = None
         if est.stderr is not None:
             stderr = est.stderr[:, src].copy()
-            spread = (est.error[:, self.profiled].std(axis=1) if self.untiered.any()
-                      else None)
+            # (with no profiled model an untiered one has no source, so no spread to add)
+            spread = (est.error[:, self.profiled].std(axis=1)
+                      if self.untiered.any() and self.profiled.size else None)
             for j, sources in enumerate(self.prior_sources):
                 if not has[j] and sources:  # a tier prior: as uncertain as what it averages
                     stderr[:, j] = est.stderr[:, sources].mean(axis=1)

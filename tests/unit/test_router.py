@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import cast
@@ -685,3 +686,18 @@ def test_a_model_without_a_profile_or_tier_takes_only_prompts_the_measured_ones_
         assert on_math.selected_model == "cheap", on_math.all_scores
         assert router.route(poem_prompt(i), available_models=pair).selected_model == "tiny"
     assert router.route(poem_prompt(0)).selected_model == "tiny"  # the easy prompts go to it
+
+
+def test_a_catalog_with_no_profiled_model_routes_without_numpy_warnings(
+        fake_embedder: FakeEmbedder) -> None:
+    """With no profiled model there is no spread to measure: no RuntimeWarning (NaN from the
+    standard deviation of nothing) reaches the service's log on every request."""
+    package = two_kinds_package(fake_embedder)
+    catalog = Catalog([ModelCard("tiny", input_per_mtok=0.01, output_per_mtok=0.01, tier="simple"),
+                       ModelCard("big", input_per_mtok=1, output_per_mtok=1, tier="complex")])
+    router = Router(package, embedder=fake_embedder, catalog=catalog, cost_weight=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = router.route(math_prompt(1))
+    assert d.selected_model in ("tiny", "big")
+    assert all(np.isfinite(v) for v in d.expected_errors.values())
