@@ -468,6 +468,11 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer) -> None:
     ({"tenant": "acme", "name": "a\u3164b"}, "name", "holds U+3164"),  # a Hangul filler
     ({"tenant": "acme", "name": "a\ufe0fb"}, "name", "holds U+FE0F"),  # a variation selector
     ({"tenant": "acme", "name": "a\ue000b"}, "name", "holds U+E000"),  # private use
+    ({"tenant": "acme", "name": "ci sp-0123456789_" + "S" * 43}, "name",
+     "holds text shaped like a credential (a key, token or password: 'ci "
+     "sp-0123456789_[REDACTED]')"),  # a secret is never kept as a name, nor echoed
+    ({"tenant": "acme", "name": "ops sk-ant-api03-" + "S" * 40}, "name",
+     "shaped like a credential"),
     ({"tenant": "acme", "colour": "red"}, "colour",
      "not a field of this request; the fields are tenant, name, budget, rpm, tpm, models"),
 ])
@@ -477,6 +482,7 @@ def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: d
     r = httpx.post(f"{gov.base}/v1/router/keys", json=body, headers=ADMIN)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param and needle in r.json()["error"]["message"]
+    assert "S" * 40 not in r.text
     assert len(_all_keys(gov)) == before
     r = httpx.post(f"{gov.base}/v1/router/keys/not-an-id/revoke", headers=ADMIN)
     assert r.status_code == 400 and "is not a key id" in r.json()["error"]["message"]

@@ -237,6 +237,16 @@ class KeySpec:
                                             "keys list` and logs, so control characters "
                                             "(newline, NUL, ...) and invisible or "
                                             "direction-changing ones are refused")
+        if self.name is not None:
+            from switchpoint.gateway.redact import redact
+
+            shown = redact(self.name)
+            if shown != self.name:  # (kept in keys.db and shown in lists: never a secret)
+                raise InvalidInputError("name", f"holds text shaped like a credential (a key, "
+                                                f"token or password: {shown!r}); a name is "
+                                                "kept in keys.db and shown in `switchpoint "
+                                                "keys list` and logs, so name the key without "
+                                                "it")
         try:
             budgets = [str(b) for b in parse_budgets(list(self.budgets))]
         except ValueError as exc:
