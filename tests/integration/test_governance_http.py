@@ -442,7 +442,8 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer) -> None:
     for params, param, needle in (({"limit": 0}, "limit", ">= 1"),
                                   ({"limit": 501}, "limit", "<= 500"),
                                   ({"cursor": "nope"}, "cursor", "is not a key id"),
-                                  ({"cursor": "0" * 10}, "cursor", "no key has the id")):
+                                  ({"cursor": "0" * 10}, "cursor", "no key has the id"),
+                                  ({"tenant": ""}, "tenant", "must not be empty")):
         r = httpx.get(f"{gov.base}/v1/router/keys", headers=ADMIN, params=params)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
         assert needle in r.json()["error"]["message"], r.text

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from switchpoint.decision import MAX_COST_WEIGHT
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+#: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
+TenantQuery = Annotated[str | None, Query(min_length=1, max_length=64,
+                                          description="A configured tenant's name.")]
 
 
 class RouteRequest(BaseModel):

@@ -23,7 +23,7 @@ from switchpoint.governance.ledger import key_account
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.context import get_service
-from switchpoint.server.schemas import ERROR_RESPONSES, KeyPage
+from switchpoint.server.schemas import ERROR_RESPONSES, KeyPage, TenantQuery
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
@@ -89,7 +89,7 @@ async def create_key(body: KeyCreate, request: Request) -> JSONResponse:
 @router.get("/v1/router/keys", responses=_JSON, response_model=KeyPage,
             summary="The client keys (never a secret), oldest first, a page at a time")
 async def list_keys(request: Request,
-                    tenant: Annotated[str | None, Query(max_length=64)] = None,
+                    tenant: TenantQuery = None,
                     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE,
                                        description="Keys per page."),
                     cursor: str | None = Query(None, max_length=64,
@@ -167,7 +167,7 @@ async def budgets(request: Request) -> JSONResponse:
 @router.get("/v1/router/budget/alert", responses=_JSON,
             summary="Budget alert: ok / warning / critical, projected spend, recommendation")
 async def budget_alert(request: Request,
-                       tenant: Annotated[str | None, Query(max_length=64)] = None
+                       tenant: TenantQuery = None
                        ) -> JSONResponse:
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(gateway.check_budget_alert, tenant))
@@ -180,7 +180,7 @@ Period = Annotated[str, Query(pattern="^(day|week|month)$")]
             summary="Requests and cost by model, tenant and key, with savings against a "
                     "comparison model")
 async def cost_report(request: Request, period: Period = "day",
-                      tenant: Annotated[str | None, Query(max_length=64)] = None,
+                      tenant: TenantQuery = None,
                       comparison_model: Annotated[str | None, Query(max_length=256)] = None
                       ) -> JSONResponse:
     gateway = get_service(request).gateway
@@ -192,7 +192,7 @@ async def cost_report(request: Request, period: Period = "day",
             summary="What the logged requests would have cost on a comparison model")
 async def savings(request: Request, period: Period = "month",
                   comparison_model: Annotated[str | None, Query(max_length=256)] = None,
-                  tenant: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
+                  tenant: TenantQuery = None) -> JSONResponse:
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(
         lambda: gateway.savings_estimate(comparison_model, period, tenant=tenant)))
@@ -202,7 +202,7 @@ async def savings(request: Request, period: Period = "month",
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
                      since_hours: Annotated[float, Query(gt=0, le=24 * 366)] = 1.0,
-                     tenant: Annotated[str | None, Query(max_length=64)] = None
+                     tenant: TenantQuery = None
                      ) -> JSONResponse:
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(
@@ -215,7 +215,7 @@ async def forecast(request: Request,
                    requests_per_hour: Annotated[float, Query(ge=0, le=1e9)],
                    avg_input_tokens: Annotated[float, Query(ge=0, le=1e8)],
                    avg_output_tokens: Annotated[float, Query(ge=0, le=1e8)],
-                   tenant: Annotated[str | None, Query(max_length=64)] = None
+                   tenant: TenantQuery = None
                    ) -> JSONResponse:
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(
@@ -226,7 +226,7 @@ async def forecast(request: Request,
 @router.get("/v1/router/report/suggest", responses=_JSON,
             summary="Cost optimisations computed by re-routing the logged traffic offline")
 async def suggest(request: Request, period: Period = "week",
-                  tenant: Annotated[str | None, Query(max_length=64)] = None) -> JSONResponse:
+                  tenant: TenantQuery = None) -> JSONResponse:
     gateway = get_service(request).gateway
     return JSONResponse({"data": await run_in_threadpool(
         lambda: gateway.get_cost_optimizations(period=period, tenant=tenant))})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +30,7 @@ from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT, MAX_ANSWER_COST
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.context import get_service
-from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat
+from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat, TenantQuery
 
 router = APIRouter()
 
@@ -230,7 +230,7 @@ async def score(request: Request) -> JSONResponse:
             summary="What each tenant has taught: memory examples, per-model coverage, cold "
                     "or warm, outcomes, feedback per model")
 async def status(request: Request, who: Annotated[Caller, Depends(caller)],
-                 tenant: Annotated[str | None, Query(min_length=1, max_length=64)] = None
+                 tenant: TenantQuery = None
                  ) -> JSONResponse:
     principal, admin = tenant_caller(request, tenant, who)
     gateway = get_service(request).gateway
