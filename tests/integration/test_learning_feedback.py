@@ -663,3 +663,58 @@ def test_a_full_spill_file_turns_new_requests_away_until_the_store_takes_writes_
         assert chat(server, math_prompt(91))[0]["x-switchpoint-model"]
         logged = {e["id"] for e in store.requests(limit=100)[0]}
         assert {h["x-switchpoint-request-id"] for h in answered} <= logged
+
+
+# Another process that takes the database's write lock and holds it until its stdin closes.
+_HOLD_LOCK = ("import sqlite3, sys\n"
+              "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "conn.execute('BEGIN IMMEDIATE')\n"
+              "print('held', flush=True)\n"
+              "sys.stdin.read()\n")
+
+
+def test_a_lock_another_process_holds_does_not_hold_up_every_request_for_its_length(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """While another process holds the database's write lock, requests are answered and
+    what they log waits in the spill file: the store waits for the lock once, not once for
+    every record (each request's decision and entry, one after the other, held every answer
+    for as long as the lock was); once the lock is let go every answered request is in the
+    log, once."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    with learning_server(fake, tmp_path) as server:
+        store = server.service.gateway.learning.store
+        assert store is not None
+        chat(server, math_prompt(119))  # the schema is there
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(store.path)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            started = time.monotonic()
+            answered = [chat(server, math_prompt(120 + i))[0] for i in range(6)]
+            took = time.monotonic() - started
+            assert store.spill_path.exists()
+        finally:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(timeout=30)
+        # (each of the 12 records waiting out SQLite's 5 s busy timeout took a minute)
+        assert took < 25, f"6 requests took {took:.0f} s while the lock was held"
+        _until(lambda: store.failing is None and not store.spill_path.exists(),
+               "the spill file written")
+        ids = [h["x-switchpoint-request-id"] for h in answered]
+        conn = sqlite3.connect(f"{store.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = dict(conn.execute(
+                f"SELECT id, count(*) FROM requests WHERE id IN ({', '.join('?' for _ in ids)}) "
+                "GROUP BY id", ids).fetchall())
+            decisions = conn.execute(
+                "SELECT count(*) FROM decisions WHERE id IN "
+                f"({', '.join('?' for _ in ids)})",
+                [h["x-switchpoint-decision-id"] for h in answered]).fetchone()[0]
+        finally:
+            conn.close()
+        assert rows == dict.fromkeys(ids, 1) and decisions == len(ids)
+        assert chat(server, math_prompt(130))[0]["x-switchpoint-model"]

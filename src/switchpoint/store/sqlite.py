@@ -642,6 +642,12 @@ _STOP = object()
 _Item = tuple[Record, "Future[None] | None", bool]
 
 
+def _what(record: Record) -> str:
+    """What ``record`` is, in an error's words."""
+    return {DecisionRecord: "decision", RequestRecord: "request"}.get(
+        type(record), getattr(record, "what", "ledger entry"))
+
+
 def _counts(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
     """``{name: count}`` from ``SELECT name, count(*)`` rows: counts as ints, however stored."""
     return {str(name): int(n) for name, n in rows}
@@ -856,34 +862,54 @@ class SQLiteStore:
             self.failing = None
 
     def _commit(self, batch: list[_Item], *, kept_before: bool = False) -> None:
-        """Commit ``batch`` in one transaction, or one by one if that fails. A lazy record
-        (or one appended to keep trying) that the database itself refused (a full disk, a
-        lock held too long) waits to be tried again (see :meth:`_commit_retried`), and is
-        added to the spill file at once (unless ``kept_before``: it is there already)."""
+        """Commit ``batch`` in one transaction, or one by one if a record of it is bad. A lazy
+        record (or one appended to keep trying) that the database itself refused (a full
+        disk, a lock held too long) waits to be tried again (see :meth:`_commit_retried`),
+        and is added to the spill file at once (unless ``kept_before``: it is there already);
+        while it refuses (see :meth:`refusing`), such records wait at once, without waiting
+        out the lock again one after the other."""
+        if self.refusing() is not None and any(keep for _, _, keep in batch):
+            # The database refused a moment ago: what may wait does so at once rather than
+            # wait out the lock again (it is tried again with the retried records).
+            waiting = [item for item in batch if item[2]]
+            self._refused(waiting, self.failing or "", kept_before=kept_before)
+            batch = [item for item in batch if not item[2]]
+            if not batch:
+                return
         try:
             self._transaction([record for record, _, _ in batch])
         except WRITE_ERRORS as exc:
+            if refused(exc):  # the database, not a record: each one alone would wait again
+                self._refused(batch, str(exc), kept_before=kept_before)
+                return
             if len(batch) > 1:  # one bad record must not sink the others: write them one by one
                 for item in batch:
                     self._commit([item], kept_before=kept_before)
                 return
-            record, done, keep = batch[0]
-            what = {DecisionRecord: "decision", RequestRecord: "request"}.get(
-                type(record), getattr(record, "what", "ledger entry"))
-            kept = keep and refused(exc)
-            if kept:
-                self._keep_for_retry(record, kept_before=kept_before)
-            error = StoreError(f"{self.path}: could not write {what} {record.id}: {exc}"
-                               + (" (kept: it is written once the database takes writes again)"
-                                  if kept else ""), reason=str(exc))
+            record, done, _ = batch[0]
+            error = StoreError(f"{self.path}: could not write {_what(record)} {record.id}: "
+                               f"{exc}", reason=str(exc))
             if done is not None:
                 done.set_exception(error)
-            elif not kept:
+            else:
                 log.error("%s", error)
             return
         for _, done, _ in batch:
             if done is not None:
                 done.set_result(None)
+
+    def _refused(self, batch: list[_Item], reason: str, *, kept_before: bool = False) -> None:
+        """``batch`` refused by the database itself (a full disk, a lock held too long): the
+        records that may wait are kept for retry (see :meth:`_keep_for_retry`), the others'
+        appenders told."""
+        for record, done, keep in batch:
+            if keep:
+                self._keep_for_retry(record, kept_before=kept_before)
+            if done is not None:
+                done.set_exception(StoreError(
+                    f"{self.path}: could not write {_what(record)} {record.id}: {reason}"
+                    + (" (kept: it is written once the database takes writes again)"
+                       if keep else ""), reason=reason))
 
     @property
     def spill_path(self) -> Path:
