@@ -641,3 +641,36 @@ def test_a_full_spill_file_clears_once_the_database_takes_writes_again(tmp_path:
                 assert time.monotonic() < deadline
                 time.sleep(0.01)
         assert {r.id for r in waiting} <= {d["id"] for d in store.decisions(limit=100)}
+
+
+def test_a_prune_beside_a_running_store_leaves_its_spill_file_to_it(tmp_path: Path) -> None:
+    """``switchpoint prune`` runs beside the service. Opening the store to bring its schema up
+    to date wrote the running store's spill file and removed it, while that store still held
+    the same records in memory and wrote them once the database took writes again: a spend
+    entry, which no key refuses twice, was charged twice."""
+    from switchpoint.store.retention import prune
+
+    path = tmp_path / "s.db"
+    kept = [LedgerRecord(ts=time.time(), reservation_id=f"r{i}", kind="reserve",
+                         amount_usd=0.5) for i in range(2)]
+    with SQLiteStore(path) as store:
+        assert store._conn is not None
+        store._conn.execute("PRAGMA busy_timeout=20")  # (a lock is refused within 20 ms)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+        try:
+            store.append_lazy(kept[0])
+            refused = store.append(kept[1], keep_trying=True)
+            assert isinstance(refused.exception(timeout=10), StoreError)
+            assert store.spill_path.exists()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        prune(path, time.time() - 86_400)  # before the store tries its records again
+        deadline = time.monotonic() + 30
+        while store.failing is not None or store.spill_path.exists():
+            assert time.monotonic() < deadline, "the store never wrote what it kept"
+            time.sleep(0.05)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT reservation_id FROM spend ORDER BY seq").fetchall() == [
+            ("r0",), ("r1",)]

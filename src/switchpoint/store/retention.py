@@ -95,7 +95,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     if not file.is_file():
         raise StoreError(f"{file}: no store there (check --config / data_dir)")
     if upgrade:
-        SQLiteStore(file).open().close()
+        SQLiteStore(file).upgrade()  # (its spill file is the service's)
     before = db_bytes(file)
     try:
         conn = sqlite3.connect(file, isolation_level=None, timeout=30)

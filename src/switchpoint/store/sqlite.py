@@ -707,17 +707,7 @@ class SQLiteStore:
         if self._writer is not None:
             return self
         try:
-            # Its owner's alone (it holds prompts' vectors and feedback comments): a new file
-            # is 0600 (SQLite's -wal and -shm take its mode), a new data_dir 0700.
-            private_file(private_dir(self.path.parent) / self.path.name)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            # A new file frees the pages of pruned rows back to the disk on demand (it must be
-            # set before the first table exists).
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA busy_timeout=5000")
-            self._migrate(conn)
+            conn = self._schema()
             _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
@@ -728,6 +718,40 @@ class SQLiteStore:
                                         daemon=True)
         self._writer.start()
         return self
+
+    def _schema(self) -> sqlite3.Connection:
+        """A connection to the file, made if need be, with the schema up to date."""
+        # Its owner's alone (it holds prompts' vectors and feedback comments): a new file is
+        # 0600 (SQLite's -wal and -shm take its mode), a new data_dir 0700.
+        private_file(private_dir(self.path.parent) / self.path.name)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            # A new file frees the pages of pruned rows back to the disk on demand (it must be
+            # set before the first table exists).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def upgrade(self) -> None:
+        """Bring the file's schema up to date and check its tables as :meth:`open` does, and
+        nothing else (a tool beside the service, such as ``switchpoint prune``): what
+        :attr:`spill_path` keeps is written only by a store that opens, since a running one
+        holds the same records in memory and writes them itself once the database takes
+        writes again."""
+        try:
+            conn = self._schema()
+            try:
+                _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise store_error(self.path, "open the SQLite store", exc) from None
 
     def refusing(self) -> tuple[str, float] | None:
         """Why the database refused a write less than :data:`REFUSING_S` ago (and the seconds
