@@ -160,6 +160,42 @@ def test_the_experiment_tally_a_reader_keeps_equals_a_whole_read_after_each_batc
     store.close()
 
 
+def test_an_experiment_tally_read_while_a_prune_runs_is_read_whole_once_it_deleted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prune beside the service deletes in short batches: a report read after the prune
+    was noted but before its rows were gone kept them in its tally for good (the prune it
+    had seen was the last one), counting decisions no longer in the log."""
+    from switchpoint.store import DecisionRecord, retention
+
+    store = SQLiteStore(tmp_path / "s.db").open()
+    for i in range(30):
+        store.append(DecisionRecord(
+            id=f"d{i}", ts=1000.0 + i if i < 20 else time.time(), selected_model="m",
+            cluster_id=0, cost_weight=0.5, candidates=["m"], cache_hit=False, routing_ms=0,
+            embedding_ms=0, policy="p", weights_id="w", expected_error=0.1,
+            cost_adjusted_score=0.1, experiment="x", arm="a")).result()
+        store.append(feedback_record(FeedbackEvent(decision_id=f"d{i}", model="m",
+                                                   quality=1.0), "decision",
+                                     weights_id="w")).result()
+    kept = LearningReader(store.path)
+    assert kept.experiment("x")["a"]["decisions"] == 30
+    monkeypatch.setattr(retention, "BATCH", 7)
+    delete = retention._delete_older
+
+    def read_meanwhile(conn: sqlite3.Connection, table: str, cutoff: float,
+                       max_rows: int | None) -> int:
+        kept.experiment("x")  # the service's report, between two of the prune's batches
+        return delete(conn, table, cutoff, max_rows)
+
+    monkeypatch.setattr(retention, "_delete_older", read_meanwhile)
+    report = retention.prune(store.path, 2000.0)
+    assert report.deleted["decisions"] == 20
+    whole = LearningReader(store.path).experiment("x")
+    assert whole["a"]["decisions"] == 10
+    assert kept.experiment("x") == whole
+    store.close()
+
+
 def test_the_winner_needs_min_n_each_and_intervals_that_do_not_overlap(tmp_path: Path) -> None:
     settings = load_settings(overrides=EXPERIMENT)
     store = SQLiteStore(tmp_path / "s.db").open()

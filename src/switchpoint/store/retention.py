@@ -2,9 +2,10 @@
 much disk the data directory takes.
 
 :func:`prune` is what ``switchpoint prune`` runs, and what the service runs hourly when the
-config sets ``store.retention_days``. It first appends the cutoff to the ``prunes`` table (the
-triggers then allow deleting rows older than it, and only those), deletes in short batches (so a
-service writing at the same time waits milliseconds, not the whole prune), then returns the
+config sets ``store.retention_days``. It deletes in short batches (so a service writing at the
+same time waits milliseconds, not the whole prune), each appending the cutoff to the ``prunes``
+table in the same transaction (the triggers then allow deleting rows older than it, and only
+those; a reader sees a prune and the rows it deleted gone together), then returns the
 freed pages to the file system: ``PRAGMA incremental_vacuum`` on a store created with
 incremental auto-vacuum (every store this version creates), a full ``VACUUM`` on an older one
 when ``full_vacuum`` allows it (it rewrites the file and holds the write lock meanwhile), and
@@ -107,7 +108,6 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
             deleted = {t: int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?",
                                            (cutoff,)).fetchone()[0]) for t in LOG_TABLES}
             return PruneReport(cutoff, deleted, before, before, True, True, "dry-run")
-        conn.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)", (time.time(), cutoff))
         deleted = {}
         complete = True
         for table in LOG_TABLES:
@@ -131,9 +131,13 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
         size = BATCH if max_rows is None else min(BATCH, max_rows - total)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Each batch notes the cutoff with its deletions (the triggers then allow them), so
+            # a reader that saw the prunes saw every row they deleted gone (see
+            # LearningReader.experiment); a batch that deletes nothing notes nothing.
+            conn.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)", (time.time(), cutoff))
             n = conn.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
                              "WHERE ts < ? ORDER BY ts LIMIT ?)", (cutoff, size)).rowcount
-            conn.execute("COMMIT")
+            conn.execute("COMMIT" if n else "ROLLBACK")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
