@@ -1,5 +1,5 @@
 """Gateway overhead and throughput: switchpoint's ``POST /v1/chat/completions`` beside LiteLLM's
-proxy, both in front of the same fake provider, in one script.
+proxy and Portkey's gateway, all in front of the same fake provider, in one script.
 
 Starts, on loopback: the fake provider (``tests/fakes/fake_provider.py --lean``: an asyncio
 server that answers every request with a deterministic echo, plain or streamed, and keeps no
@@ -7,14 +7,22 @@ log), switchpoint (``switchpoint serve --config``, a catalog of two models whose
 the fake, everything else default: the request log fsynced per commit, session pins, health)
 and LiteLLM's proxy (``.venv-peers/bin/litellm --config``, one ``openai/<name>`` model whose
 ``api_base`` is the fake, a dummy key, no database, its defaults otherwise; the weak-master-key
-guard is turned off because, like switchpoint here, it runs without authentication).
+guard is turned off because, like switchpoint here, it runs without authentication) and
+Portkey's open-source gateway (``node .peers-node/node_modules/@portkey-ai/gateway/build/
+start-server.js --port=N --headless``, no config: each request names the provider in headers,
+``x-portkey-provider: openai`` and ``x-portkey-custom-host: <the fake>/v1``, to which it appends
+``/chat/completions``, plus a dummy bearer key). Before a peer is timed, one plain and one
+streamed request must come back through it with the fake's echo of their prompt; a mode that
+does not is left out, with the reason printed. A peer not installed (``scripts/setup-peers``)
+is skipped with a note.
 
 Then, with the same thin load generator (asyncio, one keep-alive HTTP/1.1 connection per
 client, shared with ``benchmarks/service.py``):
 
 - **overhead**: requests one at a time, interleaved (direct to the fake, through switchpoint,
-  through LiteLLM, round after round); the overhead at median and p99 is the gateway's
-  latency minus the direct latency at that percentile. Streams are timed to their last byte.
+  through LiteLLM, through Portkey, round after round); the overhead at median and p99 is the
+  gateway's latency minus the direct latency at that percentile. Streams are timed to their
+  last byte.
 - **throughput**: the most requests per second at concurrency 64 (each gateway alone).
 
 switchpoint is measured passing a named model through (``model: "bench"``) and routing
@@ -31,7 +39,9 @@ interleaved one at a time (direct, plain, governed), round after round; the figu
 governed server's overhead minus the plain one's at the median (target: at most 0.3 ms), and
 each server's throughput and CPU per request at concurrency 64.
 
-Usage: python benchmarks/gateway.py [--n 300] [--rps-n 1500] [--concurrency 64]
+``SWITCHPOINT_BENCH_PORTS=LO-HI`` keeps every server's port in that range.
+
+Usage: python benchmarks/gateway.py [--n 300] [--rps-n 1500] [--concurrency 64] [--no-portkey]
        python benchmarks/gateway.py --governance [--n 1000] [--rps-n 1500]
 """
 
@@ -41,6 +51,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -57,6 +68,9 @@ sys.path.insert(0, str(ROOT))
 from tests.fakes.fake_provider import FakeProviderProcess
 
 PEER_BIN = ROOT / ".venv-peers" / "bin" / "litellm"
+PORTKEY_DIR = ROOT / ".peers-node"
+PORTKEY_ENTRY = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / \
+    "start-server.js"
 RUN_TIME_LIMIT_S = 90.0
 TARGET_OVERHEAD_RATIO = 0.5  # ours at most half of LiteLLM's
 TARGET_RPS_RATIO = 2.0  # ours at least twice LiteLLM's
@@ -153,6 +167,55 @@ litellm_settings:
         proc.kill()
         return f"failed to start: {exc}"
     return Server("LiteLLM", base, proc, "bench")
+
+
+def start_portkey(tmp: Path, fake: FakeProviderProcess) -> Server | str:
+    node = shutil.which("node")
+    if node is None:
+        return "not measured: node not found"
+    if not PORTKEY_ENTRY.exists():
+        return f"not measured: {PORTKEY_ENTRY.relative_to(ROOT)} missing (run scripts/setup-peers)"
+    port = free_port()
+    log = (tmp / "portkey.log").open("wb")
+    proc = subprocess.Popen([node, str(PORTKEY_ENTRY), f"--port={port}", "--headless"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    log.close()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(f"{base}/", proc, timeout=60)
+    except RuntimeError as exc:
+        proc.kill()
+        proc.wait()
+        return f"failed to start: {exc}"
+    headers = (f"x-portkey-provider: openai\r\nx-portkey-custom-host: {fake.openai_base_url}\r\n"
+               "Authorization: Bearer sk-dummy\r\n")
+    return Server("Portkey", base, proc, "bench", headers)
+
+
+def forwarding(target: Server) -> dict[bool, str]:
+    """Send one plain and one streamed request through ``target``; for each mode, "" when the
+    fake's echo of the prompt came back whole, else what came back instead."""
+
+    async def probe() -> dict[bool, str]:
+        out: dict[bool, str] = {}
+        for stream in (False, True):
+            prompt = f"forwarding check {'stream' if stream else 'plain'}"
+            conn = Connection(*_host_port(target.base))
+            try:
+                status, data = await conn.post("/v1/chat/completions",
+                                               target.body(prompt, stream), target.headers)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                out[stream] = f"{type(exc).__name__}: {exc}"
+                continue
+            finally:
+                await conn.close()
+            echoed = (b"Echo from bench: " + prompt.encode() in data if not stream
+                      else all(word.encode() in data for word in prompt.split()))
+            ok = status == 200 and answered(data, stream) and echoed
+            out[stream] = "" if ok else f"HTTP {status}: {data[:120]!r}"
+        return out
+
+    return asyncio.run(probe())
 
 
 def answered(data: bytes, stream: bool) -> bool:
@@ -289,6 +352,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="sequential requests per target")
     parser.add_argument("--rps-n", type=int, default=1500, help="requests per throughput run")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--no-portkey", action="store_true",
+                        help="leave Portkey's gateway out (it is measured when installed)")
     parser.add_argument("--governance", action="store_true",
                         help="measure what keys, budgets and rate limits add instead")
     parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
@@ -298,38 +363,49 @@ def main() -> None:
         governance_main(args)
         return
     warm = 40
-    seq_names = ["direct", "switchpoint", "switchpoint auto", "LiteLLM"]
-    load_runs = [("switchpoint", False), ("switchpoint", True), ("switchpoint auto", False),
-                 ("switchpoint auto", True), ("LiteLLM", False), ("LiteLLM", True),
-                 ("direct", False), ("direct", True)]
+    names = ["direct", "switchpoint", "switchpoint auto", "LiteLLM", "Portkey"]
+    seq_names = {False: list(names), True: list(names)}  # per mode: plain, streamed
+    load_runs = [(name, stream) for name in [*names[1:], "direct"] for stream in (False, True)]
     prompts = Prompts(pick_prompts(warm * 2 + args.n * 2 + args.rps_n * 2))
     notes: list[str] = []
     servers: list[Server] = []
-    fake = FakeProviderProcess(lean=True).start()
+    fake = FakeProviderProcess(lean=True, port=free_port()).start()
+
+    def leave_out(name: str, why: str, modes: Sequence[bool] = (False, True)) -> None:
+        nonlocal load_runs
+        notes.append(f"{name} ({'/'.join('stream' if m else 'plain' for m in modes)}): {why}")
+        for stream in modes:
+            seq_names[stream].remove(name)
+        load_runs = [r for r in load_runs if not (r[0] == name and r[1] in modes)]
     try:
         with tempfile.TemporaryDirectory(prefix="switchpoint-gateway-bench-") as tmp:
             ours = start_switchpoint(Path(tmp), fake)
             servers.append(ours)
-            peer = start_litellm(Path(tmp), fake)
             targets: dict[str, Server] = {
                 "direct": Server("direct", fake.url, None, "bench"),
                 "switchpoint": ours,
                 "switchpoint auto": Server("switchpoint auto", ours.base, ours.proc, "auto"),
             }
-            if isinstance(peer, str):
-                notes.append(f"LiteLLM: {peer}")
-                seq_names.remove("LiteLLM")
-                load_runs = [r for r in load_runs if r[0] != "LiteLLM"]
-            else:
+            peers = {"LiteLLM": start_litellm(Path(tmp), fake),
+                     "Portkey": ("left out (--no-portkey)" if args.no_portkey
+                                 else start_portkey(Path(tmp), fake))}
+            for name, peer in peers.items():
+                if isinstance(peer, str):
+                    leave_out(name, peer)
+                    continue
                 servers.append(peer)
-                targets["LiteLLM"] = peer
+                targets[name] = peer
+                failed = {s: why for s, why in forwarding(peer).items() if why}
+                for stream, why in failed.items():
+                    leave_out(name, f"does not forward to the fake, not measured ({why})",
+                              [stream])
             for stream in (False, True):  # warm every path up (imports, pools, MiniLM)
-                for name in seq_names:
+                for name in seq_names[stream]:
                     asyncio.run(load(targets[name], prompts.take(name, warm), 4, stream))
             seq: dict[bool, Latencies] = {}
             for stream in (False, True):
-                slices = {name: prompts.take(name, args.n) for name in seq_names}
-                seq[stream] = asyncio.run(sequential([targets[n] for n in seq_names],
+                slices = {name: prompts.take(name, args.n) for name in seq_names[stream]}
+                seq[stream] = asyncio.run(sequential([targets[n] for n in seq_names[stream]],
                                                      slices, stream))
             rps: dict[tuple[str, bool], Throughput] = {}
             for name, stream in load_runs:
@@ -339,13 +415,19 @@ def main() -> None:
         for s in servers:
             s.stop()
         fake.stop()
-    report(seq, rps, seq_names, args, notes)
+    report(seq, rps, [n for n in names if n in seq_names[False] or n in seq_names[True]], args,
+           notes)
+
+
+def _ratio(ours: float, peer: float | None) -> str:
+    return "" if peer is None or peer == 0 else f"{ours / peer:.2f}x"
 
 
 def report(seq: dict[bool, Latencies], rps: dict[tuple[str, bool], Throughput],
            names: Sequence[str], args: argparse.Namespace, notes: list[str]) -> None:
     gateways = [n for n in names if n != "direct"]
     has_peer = "LiteLLM" in names
+    others = [n for n in ("Portkey",) if n in names]  # peers shown as ratios, no target
     print(f"Gateway in front of the same fake provider (loopback, 2 cores, keep-alive, "
           f"one load generator); {args.n} sequential requests per target, "
           f"{args.rps_n} per throughput run at concurrency {args.concurrency}")
@@ -355,6 +437,7 @@ def report(seq: dict[bool, Latencies], rps: dict[tuple[str, bool], Throughput],
     header = f"{'':<22}" + "".join(f"{n:>18}" for n in gateways)
     if has_peer:
         header += f"{'ours/LiteLLM':>14}{'target':>9}"
+    header += "".join(f"{'ours/' + n:>14}" for n in others)
     print(header)
     rows: list[tuple[str, Callable[[list[float]], float], bool]] = [
         ("median", statistics.median, False), ("p99", lambda v: percentile(v, 0.99), False),
@@ -362,19 +445,25 @@ def report(seq: dict[bool, Latencies], rps: dict[tuple[str, bool], Throughput],
     for label, stat, stream in rows:
         lat = seq[stream]
         direct = stat(lat.values["direct"])
-        over = {n: stat(lat.values[n]) - direct for n in gateways}
+        over = {n: stat(lat.values[n]) - direct for n in gateways if n in lat.values}
         line = f"{('stream ' if stream else 'plain ') + label:<22}"
-        line += "".join(f"{over[n]:>18.2f}" for n in gateways)
+        line += "".join(f"{over[n]:>18.2f}" if n in over else f"{'n/a':>18}" for n in gateways)
         if has_peer:
-            ratio = over["switchpoint"] / over["LiteLLM"] if over["LiteLLM"] else float("nan")
-            ok = "met" if ratio <= TARGET_OVERHEAD_RATIO else "NOT met"
-            line += f"{ratio:>13.2f}x{ok:>9}"
+            if "LiteLLM" in over:
+                ratio = (over["switchpoint"] / over["LiteLLM"] if over["LiteLLM"]
+                         else float("nan"))
+                ok = "met" if ratio <= TARGET_OVERHEAD_RATIO else "NOT met"
+                line += f"{ratio:>13.2f}x{ok:>9}"
+            else:
+                line += f"{'n/a':>14}{'':>9}"
+        line += "".join(f"{_ratio(over['switchpoint'], over.get(n)) or 'n/a':>14}"
+                        for n in others)
         print(line)
     print("direct to the fake: " + ", ".join(
         f"{'stream' if s else 'plain'} median {statistics.median(seq[s].values['direct']):.2f} "
         f"/ p99 {percentile(seq[s].values['direct'], 0.99):.2f} ms" for s in (False, True)))
     errors = {f"{n} {'stream' if s else 'plain'}": seq[s].errors[n]
-              for s in (False, True) for n in names if seq[s].errors[n]}
+              for s in (False, True) for n in names if seq[s].errors.get(n)}
     if errors:
         print(f"errors (sequential): {errors}")
     print()
@@ -383,24 +472,32 @@ def report(seq: dict[bool, Latencies], rps: dict[tuple[str, bool], Throughput],
     header = f"{'':<22}" + "".join(f"{n:>30}" for n in [*gateways, "direct"])
     if has_peer:
         header += f"{'ours/LiteLLM':>14}{'target':>9}"
+    header += "".join(f"{'ours/' + n:>14}" for n in others)
     print(header)
     for stream in (False, True):
         line = f"{'stream' if stream else 'plain':<22}"
         for n in [*gateways, "direct"]:
             r = rps.get((n, stream))
-            cell = ("" if r is None else
+            cell = ("n/a" if r is None else
                     f"{r.rps:6.0f} ({r.median_ms:5.1f} / {r.p99_ms:6.1f}, {r.cpu_ms:4.2f})"
                     + (f" {r.errors} err" if r.errors else ""))
             line += f"{cell:>30}"
+        ours = rps[("switchpoint", stream)].rps
         if has_peer:
-            ratio = rps[("switchpoint", stream)].rps / rps[("LiteLLM", stream)].rps
-            ok = "met" if ratio >= TARGET_RPS_RATIO else "NOT met"
-            line += f"{ratio:>13.2f}x{ok:>9}"
+            if ("LiteLLM", stream) in rps:
+                ratio = ours / rps[("LiteLLM", stream)].rps
+                ok = "met" if ratio >= TARGET_RPS_RATIO else "NOT met"
+                line += f"{ratio:>13.2f}x{ok:>9}"
+            else:
+                line += f"{'n/a':>14}{'':>9}"
+        for n in others:
+            peer = rps.get((n, stream))
+            line += f"{_ratio(ours, peer.rps if peer else None) or 'n/a':>14}"
         print(line)
     print()
     print("Targets: overhead at most 0.5x LiteLLM's (ratio of the named-model passthrough); "
-          "requests/s at least 2x LiteLLM's. 'switchpoint auto' adds routing (MiniLM) to each "
-          "request.")
+          "requests/s at least 2x LiteLLM's (no target against Portkey: ours/Portkey is "
+          "shown for reading). 'switchpoint auto' adds routing (MiniLM) to each request.")
     for note in notes:
         print(note)
 

@@ -56,11 +56,30 @@ def pick_prompts(count: int) -> list[str]:
     return out[:count]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A free loopback port: any, or with ``SWITCHPOINT_BENCH_PORTS=LO-HI`` the first free one
+    in that range not handed out before (for a machine whose users share out port ranges)."""
+    span = os.environ.get("SWITCHPOINT_BENCH_PORTS")
+    if not span:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    lo, _, hi = span.partition("-")
+    for candidate in range(int(lo), int(hi or lo) + 1):
+        if candidate in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        _HANDED_OUT.add(candidate)
+        return candidate
+    raise SystemExit(f"SWITCHPOINT_BENCH_PORTS={span}: no free port left")
 
 
 @dataclass
