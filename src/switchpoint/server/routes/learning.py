@@ -139,15 +139,15 @@ def caller(request: Request) -> Caller:
     return client_principal(request), False
 
 
-def tenant_caller(request: Request, named: str | None,
-                  who: Caller | None = None) -> tuple[Principal | None, bool]:
+def tenant_caller(request: Request, named: str | None, who: Caller
+                  ) -> tuple[Principal | None, bool]:
     """Who a per-tenant operation acts for, and whether the caller is an admin. The admin
     token (a client key is then not needed) may name any configured tenant; a client key acts
-    for its own; without keys the deployment's own tenant. ``who``: :func:`caller`'s answer,
-    when it was asked already."""
+    for its own; without keys the deployment's own tenant. ``who``: :func:`caller`'s answer
+    (a dependency of each route, so that it runs before the body is read)."""
     gateway = get_service(request).gateway
     settings = gateway.settings
-    principal, admin = who if who is not None else caller(request)
+    principal, admin = who
     if admin:
         if named is None or named == DEFAULT_TENANT:
             return None, True
@@ -194,8 +194,7 @@ async def feedback(request: Request) -> JSONResponse:
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": CompareRequest.model_json_schema()}}}},
              summary="Ask 2-6 models the same prompt at once; answers come back blind-labelled")
-async def compare(request: Request) -> JSONResponse:
-    who = caller(request)
+async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
     body: CompareRequest = _parse(CompareRequest, await request.body())
     principal, _ = tenant_caller(request, body.tenant, who)
     params: dict[str, Any] = {}
@@ -215,8 +214,7 @@ async def compare(request: Request) -> JSONResponse:
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ScoreRequest.model_json_schema()}}}},
              summary="Score a comparison's answers (0..1 each); teaches the tenant's memory")
-async def score(request: Request) -> JSONResponse:
-    who = caller(request)
+async def score(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
     body: ScoreRequest = _parse(ScoreRequest, await request.body())
     principal, _ = tenant_caller(request, body.tenant, who)
     gateway = get_service(request).gateway
