@@ -85,6 +85,7 @@ from switchpoint.learning.config import (
     MemoryConfig,
     check_experiment_names,
 )
+from switchpoint.store.sqlite import MAX_SPILL_BYTES
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -254,7 +255,8 @@ class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     synchronous: Literal["full", "normal"] = "full"
-    spill_max_mb: float = Field(64, gt=0, le=1_048_576, allow_inf_nan=False)
+    spill_max_mb: float = Field(MAX_SPILL_BYTES / 2**20, gt=0, le=1_048_576,
+                                allow_inf_nan=False)
     retention_days: float | None = Field(None, gt=0, le=36_525, allow_inf_nan=False)
 
     @property
