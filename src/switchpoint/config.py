@@ -249,8 +249,9 @@ class StoreSettings(BaseModel):
     kept forever and grow with the traffic (``GET /health`` shows their size).
     ``spill_max_mb``: while the database refuses writes (a full disk, a lock another process
     holds), what it refused waits in a spill file beside it, to be written once it takes
-    writes again; past this size the gateway turns new requests away (503
-    ``storage_unavailable``) until then, rather than answer what it could not log."""
+    writes again; past this size, less a reserve for the records of requests in flight then
+    (see :func:`~switchpoint.store.sqlite.spill_reserve`), the gateway turns new requests away
+    (503 ``storage_unavailable``) until then, rather than answer what it could not log."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

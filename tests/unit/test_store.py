@@ -625,6 +625,48 @@ def test_the_spill_file_stops_at_its_limit_and_what_it_could_not_take_is_still_w
         assert reopened.spill_full is None and not reopened.spill_path.exists()
 
 
+def test_the_spill_files_reserve_takes_what_comes_after_it_says_it_is_full(
+        tmp_path: Path) -> None:
+    """With a reserve, ``spill_full`` (the gateway's signal to take no new requests) is set
+    once the file reaches its limit less the reserve, and what arrives after (the records of
+    requests already taken) still goes to the file, on disk at once, up to the limit."""
+    store = SQLiteStore(tmp_path / "s.db", spill_limit=4096, spill_reserve=2048).open()
+    try:
+        with full_disk(store):
+            count = 0
+            while store.spill_full is None:
+                assert count < 50, "the spill file never filled"
+                store.append_lazy(record())
+                count += 1
+                _wait_retried(store, count)
+            assert store.spill_path.stat().st_size <= 4096 - 2048 + 400  # (one record past)
+            assert "of which 2048 bytes are kept for requests in flight" in store.spill_full
+            late = [record() for _ in range(3)]  # in flight when the door closed
+            for r in late:
+                store.append_lazy(r)
+            _wait_retried(store, count + len(late))
+            text = store.spill_path.read_text(encoding="utf-8")
+            assert all(r.id in text for r in late)  # on disk, not in memory only
+            assert store.spill_path.stat().st_size <= 4096
+    finally:
+        store.close()
+    for bad in (4096, -1, True):
+        with pytest.raises(ValueError, match="spill_reserve"):
+            SQLiteStore(tmp_path / "t.db", spill_limit=4096, spill_reserve=bad)
+
+
+def test_the_spill_reserve_holds_one_request_per_connection_within_half_the_file() -> None:
+    from switchpoint.store.sqlite import SPILL_PER_REQUEST, spill_reserve, spill_shortfall
+
+    limit = 64 * 2**20
+    assert spill_reserve(limit, 1000) == 1000 * SPILL_PER_REQUEST
+    assert spill_shortfall(limit, 1000) is None
+    assert spill_reserve(limit, 10_000) == limit // 2
+    problem = spill_shortfall(limit, 10_000)
+    assert problem is not None and "server.max_connections (10000)" in problem
+    assert "raise spill_max_mb" in problem
+
+
 def test_a_full_spill_file_clears_once_the_database_takes_writes_again(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "s.db", spill_limit=1024) as store:
         waiting = [record() for _ in range(6)]

@@ -98,7 +98,7 @@ from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
-from switchpoint.store.sqlite import REFUSING_S
+from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -150,8 +150,11 @@ class Gateway:
         g = settings.gateway
         self.state = RouterState(settings, loader)
         if store is None or store is True:
+            limit = settings.store.spill_limit
             store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
-                                spill_limit=settings.store.spill_limit, logs=serves_chat)
+                                spill_limit=limit, logs=serves_chat,
+                                spill_reserve=spill_reserve(
+                                    limit, settings.server.max_connections))
         self.store: SQLiteStore | None = store or None
         self.observer = observer
         self.pool = ClientPool(max_connections=g.max_upstream_connections,

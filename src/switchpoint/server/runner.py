@@ -38,7 +38,7 @@ from switchpoint.server.app import create_app
 from switchpoint.server.exposure import exposure_problem
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
 from switchpoint.store import SQLiteStore
-from switchpoint.store.sqlite import store_error
+from switchpoint.store.sqlite import spill_reserve, spill_shortfall, store_error
 
 log = logging.getLogger("switchpoint")
 # File descriptors kept for everything but client and upstream connections: the SQLite files,
@@ -192,11 +192,14 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
            states: list[RouterState]) -> None:
     """:func:`serve` once what would refuse the start is ruled out: raises what stopped it.
     The service's router state is added to ``states`` (whether it ever went live)."""
-    store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
-                        spill_limit=settings.store.spill_limit)
-    app = create_app(settings, store=store)
     limits = settings.server
     max_connections, warning = connection_budget(limits)
+    # Each connection answers one request at a time: the most in flight when the spill file
+    # fills, whose records its reserve must hold.
+    limit = settings.store.spill_limit
+    store = SQLiteStore(settings.db_path, synchronous=settings.store.synchronous,
+                        spill_limit=limit, spill_reserve=spill_reserve(limit, max_connections))
+    app = create_app(settings, store=store)
     stats = ConnectionStats()
     app.state.service.metrics.connections = stats
     protocol = guarded_protocol(ConnectionLimits(
@@ -214,8 +217,9 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
         h11_max_incomplete_event_size=limits.max_header_bytes)
     # uvicorn configures its loggers in Config(); the filter goes on after that.
     logs.install(logs.RateLimitFilter(), [handler])
-    if warning is not None:
-        log.warning("%s", warning)
+    for problem in (warning, spill_shortfall(limit, max_connections)):
+        if problem is not None:
+            log.warning("%s", problem)
     server = _Server(config, announce)
     state = app.state.service.state
     states.append(state)

@@ -48,14 +48,40 @@ REFUSING_S = 5.0
 #: again, up to this many (past it the oldest is dropped, and logged).
 MAX_RETRIED = 10_000
 #: Most bytes the spill file (see ``SQLiteStore.spill_path``) grows to while the database
-#: refuses writes; past it, :attr:`SQLiteStore.spill_full` says so (the gateway then turns new
-#: requests away rather than take work it could not log).
+#: refuses writes; past it less its reserve (see :func:`spill_reserve`),
+#: :attr:`SQLiteStore.spill_full` says so (the gateway then turns new requests away rather than
+#: take work it could not log).
 MAX_SPILL_BYTES = 64 * 1024 * 1024
+#: Bytes of the spill file kept for one request in flight (its decision, its log entry, its
+#: budget rows and its pending decision, as one outage spills them: 3 to 5 KiB with a few
+#: models, more with many candidates or a long error), see :func:`spill_reserve`.
+SPILL_PER_REQUEST = 16 * 1024
 # SQLite's primary result codes for a database that cannot take a write now, whatever is
 # written: a full disk, a lock held too long, an I/O error, a read-only file.
 _REFUSALS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY,
                        sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
                        sqlite3.SQLITE_PROTOCOL})
+
+
+def spill_reserve(limit: int, in_flight: int) -> int:
+    """The part of a spill file of ``limit`` bytes kept for the records of requests already
+    taken when the rest fills (the gateway takes no new ones from then): room for
+    ``in_flight`` requests (the most a server answers at once) at :data:`SPILL_PER_REQUEST`
+    each, and never more than half the file (see :func:`spill_shortfall`)."""
+    return min(max(in_flight, 0) * SPILL_PER_REQUEST, limit // 2)
+
+
+def spill_shortfall(limit: int, in_flight: int) -> str | None:
+    """Why a spill file of ``limit`` bytes cannot keep a reserve for ``in_flight`` requests
+    (see :func:`spill_reserve`), and what to do about it; None when it can."""
+    wanted = max(in_flight, 0) * SPILL_PER_REQUEST
+    if wanted <= limit // 2:
+        return None
+    return (f"store.spill_max_mb ({limit / 2**20:g}) keeps room for the records of only "
+            f"{limit // 2 // SPILL_PER_REQUEST} request(s) in flight when a long database "
+            f"outage fills it, fewer than server.max_connections ({in_flight}): a crash then "
+            "could lose what the others logged; raise spill_max_mb to at least "
+            f"{2 * wanted / 2**20:g} or lower server.max_connections")
 
 
 def remedy(exc: BaseException) -> str:
@@ -658,22 +684,34 @@ class SQLiteStore:
 
     ``synchronous`` is SQLite's setting: ``FULL`` (default) survives power loss; ``NORMAL`` in
     WAL mode survives a crash of this process but may lose the last commits on power loss.
-    ``spill_limit`` bounds the spill file (see :attr:`spill_full`); ``logs=False`` for a store
-    that does not append to the logs (see :attr:`logs`).
+    ``spill_limit`` bounds the spill file (see :attr:`spill_full`), of which ``spill_reserve``
+    bytes are kept for the records of requests in flight when the rest fills (see
+    :func:`spill_reserve`); ``logs=False`` for a store that does not append to the logs (see
+    :attr:`logs`).
     """
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL",
-                 spill_limit: int = MAX_SPILL_BYTES, logs: bool = True) -> None:
+                 spill_limit: int = MAX_SPILL_BYTES, spill_reserve: int = 0,
+                 logs: bool = True) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         if isinstance(spill_limit, bool) or not isinstance(spill_limit, int) or spill_limit < 1:
             raise ValueError(f"spill_limit must be a positive number of bytes, got "
                              f"{spill_limit!r}")
+        if (isinstance(spill_reserve, bool) or not isinstance(spill_reserve, int)
+                or not 0 <= spill_reserve < spill_limit):
+            raise ValueError(f"spill_reserve must be a number of bytes from 0 to below "
+                             f"spill_limit ({spill_limit}), got {spill_reserve!r}")
         #: Most bytes :attr:`spill_path` grows to during an outage (see :attr:`spill_full`).
         self.spill_limit = spill_limit
-        #: Set once the spill file reached :attr:`spill_limit`, until what it holds is written:
-        #: why the database refuses writes, and that the file is full. Records refused
-        #: meanwhile wait in memory only (added to the file at close, past its limit).
+        #: Of :attr:`spill_limit`, the bytes kept for the records of requests already taken
+        #: when the rest fills: :attr:`spill_full` is set once the file reaches
+        #: ``spill_limit - spill_reserve``, and records still go to the file up to the limit.
+        self.spill_reserve = spill_reserve
+        #: Set once the spill file reached ``spill_limit - spill_reserve``, until what it holds
+        #: is written: why the database refuses writes, and that the file is full (the gateway
+        #: takes no new requests meanwhile). Records refused past :attr:`spill_limit` wait in
+        #: memory only (added to the file at close, past its limit).
         self.spill_full: str | None = None
         self.path = Path(path)
         self.synchronous = synchronous.upper()
@@ -957,8 +995,11 @@ class SQLiteStore:
                 lines = "\n" + lines  # line of its own, passed over when read
             new = not path.exists()
             size = 0 if new else path.stat().st_size
-            if not past_limit and size + len(lines.encode("utf-8")) > self.spill_limit:
-                self._spill_is_full(size)
+            after = size + len(lines.encode("utf-8"))
+            if not past_limit and after > self.spill_limit - self.spill_reserve:
+                self._spill_is_full(size)  # no new requests; those in flight use the reserve
+            if not past_limit and after > self.spill_limit:
+                self._spill_overflows()
                 return
             with private_file(path).open("a", encoding="utf-8") as fh:
                 fh.write(lines)
@@ -975,17 +1016,34 @@ class SQLiteStore:
             self._journal_whole = False
 
     def _spill_is_full(self, size: int) -> None:
-        """The spill file cannot take more (:attr:`spill_limit`): say so (once an outage)."""
-        self._journal_whole = False
+        """The spill file reached ``spill_limit - spill_reserve``: say so (once an outage)."""
         if self.spill_full is not None:
             return
+        reserve = (f", of which {self.spill_reserve} bytes are kept for requests in flight"
+                   if self.spill_reserve else "")
         self.spill_full = (f"the database has refused writes for a while ({self.failing}) "
                            f"and the file keeping what it refused ({self.spill_path.name}, "
                            f"{size} bytes) is full "
-                           f"(store.spill_max_mb: {self.spill_limit / 2**20:g})")
-        log.error("%s: %s: records refused from now on wait in memory only, and the gateway "
-                  "turns new requests away until the database takes writes again; free "
-                  "space in data_dir, or stop what holds its lock", self.path, self.spill_full)
+                           f"(store.spill_max_mb: {self.spill_limit / 2**20:g}{reserve})")
+        then = ("the records of requests already taken go to the rest of it, and "
+                if self.spill_reserve else "records refused from now on wait in memory only, "
+                "and ")
+        log.error("%s: %s: %sthe gateway turns new requests away until the database takes "
+                  "writes again; free space in data_dir, or stop what holds its lock",
+                  self.path, self.spill_full, then)
+
+    def _spill_overflows(self) -> None:
+        """The spill file cannot take more (:attr:`spill_limit`): what is refused from now on
+        waits in memory only (added to the file at close); said once an outage."""
+        if not self._journal_whole:
+            return
+        self._journal_whole = False
+        if self.spill_reserve:
+            log.error("%s: the spill file %s reached store.spill_max_mb and its reserve for "
+                      "requests in flight (%d bytes) is used up: records refused from now on "
+                      "wait in memory only, and a crash before the database takes writes "
+                      "again loses them; raise store.spill_max_mb", self.path,
+                      self.spill_path, self.spill_reserve)
 
     def _spill(self) -> None:
         """At close: make sure every record still waiting for the database is in
