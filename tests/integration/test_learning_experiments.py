@@ -220,3 +220,40 @@ def test_an_experiment_that_earlier_ones_leave_no_traffic_is_refused_at_reload(
         assert post(server, "/v1/router/reload").status_code == 200
         assert chat(server, math_prompt(2), session="s")[0][
             "x-switchpoint-experiment"] == "second"
+
+
+def test_a_promotion_while_the_database_is_locked_is_refused_at_once_and_changes_nothing(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """While the store is known to refuse writes (another process holds the database's
+    lock), a promotion is a 503 in a moment (it waited out SQLite's busy timeout) and
+    promotes nothing; once the lock is let go it goes through."""
+    import time
+
+    from tests.fakes.held_lock import held_lock
+
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        store = server.service.gateway.learning.store
+        assert store is not None
+        chat(server, math_prompt(1), session="s")  # the schema is there
+        with held_lock(store.path):
+            chat(server, math_prompt(2), session="s")  # the store finds the lock held
+            deadline = time.monotonic() + 30
+            while store.refusing() is None:
+                assert time.monotonic() < deadline, "the store never refused"
+                time.sleep(0.05)
+            started = time.monotonic()
+            refused = post(server, "/v1/router/experiments/thrift/promote", {"arm": "thrifty"})
+            took = time.monotonic() - started
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "storage_unavailable"
+            assert "nothing was promoted" in error["message"]
+            assert took < 2, f"the promotion took {took:.1f} s to be refused"
+            assert get(server, "/v1/router/experiments/thrift").json()["promoted"] is None
+        deadline = time.monotonic() + 30
+        while store.refusing() is not None:  # (it is refused at once for a few seconds more)
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        promoted = post(server, "/v1/router/experiments/thrift/promote", {"arm": "thrifty"})
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json()["promoted"] == "thrifty"

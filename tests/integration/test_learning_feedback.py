@@ -718,3 +718,42 @@ def test_a_lock_another_process_holds_does_not_hold_up_every_request_for_its_len
             conn.close()
         assert rows == dict.fromkeys(ids, 1) and decisions == len(ids)
         assert chat(server, math_prompt(130))[0]["x-switchpoint-model"]
+
+
+def test_feedback_under_a_held_lock_is_refused_at_once_and_taken_after_it_is_let_go(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """While another process holds the database's write lock, feedback is a 503
+    ``storage_unavailable`` in a moment, not after SQLite's 5 s busy timeout: within a few
+    seconds of a refused write the store is known to refuse (refused before anything is
+    queued), and after that the next write only checks whether the lock is free (each one
+    waited the whole timeout again). Once the lock is let go the same feedback is taken,
+    learned once."""
+    from switchpoint.store.sqlite import REFUSING_S
+    from tests.fakes.held_lock import held_lock
+
+    with learning_server(fake, tmp_path) as server:
+        store = server.service.gateway.learning.store
+        assert store is not None
+        decision = chat(server, math_prompt(140))[0]["x-switchpoint-decision-id"]
+        with held_lock(store.path):
+            chat(server, math_prompt(141))  # answered; the store finds the lock held
+            _until(lambda: store.refusing() is not None, "the store refusing")
+            took: list[float] = []
+            for wait in (0.0, REFUSING_S + 0.5):  # in the refusal's window, then past it
+                time.sleep(wait)
+                started = time.monotonic()
+                refused = feedback(server, decision, score=0.0)
+                took.append(time.monotonic() - started)
+                assert refused.status_code == 503, refused.text
+                error = refused.json()["error"]
+                assert error["code"] == "storage_unavailable"
+                assert "locked" in error["message"] and "nothing of it was learned" in \
+                    error["message"]
+            assert max(took) < 2, f"feedback took {took} s to be refused"
+        assert _status(server)["learned_router"] == {"events": 0, "outcomes": 0}
+        _until(lambda: feedback(server, decision, score=0.0).status_code == 200,
+               "the feedback taken")
+        assert _status(server)["learned_router"] == {"events": 1, "outcomes": 1}
+        again = feedback(server, decision, score=1.0).json()  # a repeat replaces it
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
+        assert _status(server)["learned_router"]["outcomes"] == 1

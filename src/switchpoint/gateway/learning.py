@@ -1153,6 +1153,7 @@ class GatewayLearning:
                 raise InvalidInputError("arm", f"{arm[:64]!r} is not an arm of {name!r} "
                                                f"({', '.join(experiment.arms)})")
             reason = "winner" if arm == report["winner"] else "chosen"
+        self.check_writable("the promotion", "nothing was promoted")
         if self.store is not None:
             self.store.append(PromotionRecord(time.time(), name, arm, reason)).result(
                 timeout=30)

@@ -44,6 +44,14 @@ LAZY_WAIT_S = 0.05
 #: is taken to be refusing still (seconds): what must be kept is turned away at once meanwhile,
 #: and tried again after.
 REFUSING_S = 5.0
+#: How long a write waits for a lock another connection holds (milliseconds, SQLite's
+#: ``busy_timeout``): a backup or a prune beside the service holds it briefly.
+BUSY_MS = 5000
+#: How long it waits instead while the database refuses writes (see
+#: :attr:`SQLiteStore.failing`: refused, and nothing written since): the next write only
+#: finds out whether the lock is free again, so that what must be kept now (feedback, a
+#: comparison) is refused in a moment rather than after :data:`BUSY_MS` each time.
+PROBE_BUSY_MS = 250
 #: Records nobody waits for (see ``append_lazy``) that the database refused wait to be tried
 #: again, up to this many (past it the oldest is dropped, and logged).
 MAX_RETRIED = 10_000
@@ -737,6 +745,7 @@ class SQLiteStore:
         #: lock held too long), until one succeeds; None while writes go through.
         self.failing: str | None = None
         self._failed_at = 0.0
+        self._busy_ms = BUSY_MS  # the writer's connection's busy_timeout
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -746,6 +755,7 @@ class SQLiteStore:
             return self
         try:
             conn = self._schema()
+            self._busy_ms = BUSY_MS
             _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
@@ -769,7 +779,7 @@ class SQLiteStore:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -903,6 +913,7 @@ class SQLiteStore:
         try:
             for record in records:
                 by_table.setdefault(record.insert, []).append(record.row())
+            self._wait_for_lock(self._conn)
             self._conn.execute("BEGIN")
             for insert, rows in by_table.items():
                 self._conn.executemany(insert, rows)
@@ -922,6 +933,14 @@ class SQLiteStore:
             log.warning("%s: writes go through again%s", self.path, dropped)
             self._dropped = 0
             self.failing = None
+
+    def _wait_for_lock(self, conn: sqlite3.Connection) -> None:
+        """Set how long the next write on ``conn`` waits for a lock another connection holds:
+        :data:`BUSY_MS`, or :data:`PROBE_BUSY_MS` while the database refuses writes."""
+        busy = BUSY_MS if self.failing is None else PROBE_BUSY_MS
+        if busy != self._busy_ms:
+            conn.execute(f"PRAGMA busy_timeout={busy}")
+            self._busy_ms = busy
 
     def _commit(self, batch: list[_Item], *, kept_before: bool = False) -> None:
         """Commit ``batch`` in one transaction, or one by one if a record of it is bad. A lazy
@@ -1088,6 +1107,7 @@ class SQLiteStore:
             rows, torn = _spilled_rows(path.read_text(encoding="utf-8", errors="replace"))
             passed += len(torn)
             capped = _capped(rows)
+            self._wait_for_lock(conn)
             conn.execute("BEGIN")
             for index, item in enumerate(rows):
                 insert = item["insert"]
