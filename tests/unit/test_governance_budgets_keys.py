@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +217,85 @@ def test_rotation_keeps_the_id_and_honours_the_grace_period(tmp_path: Path) -> N
         with pytest.raises(KeyRevokedError):
             store.verify(new.key)
         store.verify(newer.key)
+
+
+def _paged(store: KeyStore, limit: int, cursor: str | None = None) -> tuple[list[str], str]:
+    """Page from ``cursor`` to the last page: the ids listed, and the last cursor given."""
+    ids: list[str] = []
+    last = cursor or ""
+    while True:
+        records, cursor = store.page(limit=limit, cursor=cursor)
+        ids += [r.id for r in records]
+        if cursor is None:
+            return ids, last
+        last = cursor
+
+
+def test_keys_made_while_the_clock_steps_back_are_each_listed_once_in_pages(
+        tmp_path: Path) -> None:
+    """The key list pages in the order keys were made, not by the clock when each was made:
+    a key made after the clock was set back (an NTP step, a VM restored) was listed before
+    the keys already paged past, so a listing under way skipped it."""
+    clock = Clock()
+    with KeyStore(tmp_path / "keys.db", clock=clock) as store:
+        made = []
+        for step in (0, -100, 50, -1000):
+            clock.now += step
+            made.append(store.create(spec()).record.id)
+        first, cursor = store.page(limit=3)
+        assert cursor is not None
+        for _ in range(3):  # made while the listing is under way, the clock going back
+            clock.now -= 10_000
+            made.append(store.create(spec()).record.id)
+        rest, _ = _paged(store, 2, cursor)
+        listed = [r.id for r in first] + rest
+        assert sorted(listed) == sorted(made)  # each once
+        assert listed == made  # in the order made
+        assert [r.id for r in store.list()] == made
+        assert _paged(store, 1)[0] == made
+
+
+def test_an_old_key_list_cursor_or_a_bad_one_is_refused_naming_what_to_do(
+        tmp_path: Path) -> None:
+    with KeyStore(tmp_path / "keys.db") as store:
+        made = [store.create(spec()).record.id for _ in range(3)]
+        for bad, needle in ((made[0], "the cursor of an older switchpoint's key list"),
+                            ("seq-x", "is not a cursor of the key list (seq-<number>)"),
+                            ("seq-" + "9" * 19, "is not a cursor"),
+                            ("sp-0123456789_" + "a" * 43, "is not a cursor")):
+            with pytest.raises(InvalidInputError, match=re.escape(needle)) as caught:
+                store.page(limit=1, cursor=bad)
+            assert caught.value.field == "cursor" and "a" * 43 not in str(caught.value)
+        assert store.page(limit=5, cursor="seq-1")[0] == store.list()[1:]
+
+
+def test_a_key_store_of_the_first_schema_is_upgraded_in_the_order_its_keys_were_made(
+        tmp_path: Path) -> None:
+    """A keys.db written before the key list paged by the order keys were made: its keys,
+    stored in an order their clocks contradict, are listed in the order they were stored,
+    still verify, and keys made after the upgrade come after them."""
+    from switchpoint.governance import keys as keys_module
+
+    path = tmp_path / "keys.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(f"BEGIN; {keys_module._MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
+    old = []
+    for created in (300.0, 100.0, 200.0):
+        key_id, key = keys_module.new_key()
+        conn.execute("INSERT INTO keys (id, hash, tenant, created_at, budgets) "
+                     "VALUES (?, ?, 'acme', ?, '[]')", (key_id, hash_key(key), created))
+        old.append((key_id, key))
+    conn.close()
+    with KeyStore(path) as store:
+        assert [r.id for r in store.list()] == [key_id for key_id, _ in old]
+        assert all(store.verify(key).id == key_id for key_id, key in old)
+        later = store.create(spec()).record.id
+        assert _paged(store, 2)[0] == [*(key_id for key_id, _ in old), later]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == keys_module.SCHEMA_VERSION
+    finally:
+        conn.close()
 
 
 def test_a_change_made_elsewhere_is_seen_at_the_next_lookup(tmp_path: Path) -> None:

@@ -51,12 +51,16 @@ PREFIX = "sp-"
 ID_CHARS = 10
 _KEY = re.compile(r"^sp-([0-9a-f]{10})_([A-Za-z0-9_-]{43})$")
 _ID = re.compile(r"^[0-9a-f]{10}$")
+# A key list's next_cursor: where the page ended, in the order keys were made.
+_CURSOR = "seq-"
+_CURSOR_FORM = re.compile(r"^seq-(0|[1-9][0-9]{0,18})$")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
 MAX_EXPIRY = 253_402_300_799.0
-SCHEMA_VERSION = 1
-_SCHEMA = """
+SCHEMA_VERSION = 2
+_MIGRATIONS: dict[int, str] = {
+    1: """
 CREATE TABLE keys (
     id TEXT PRIMARY KEY,
     hash TEXT NOT NULL,
@@ -75,7 +79,16 @@ CREATE TABLE keys (
     cost_weight REAL
 );
 CREATE INDEX keys_tenant ON keys (tenant);
-"""
+""",
+    # The order keys were made in, whatever the clock said then (a clock set back made a
+    # later key look older, and a page went on past it): the key list pages by it. Keys made
+    # before are numbered in the order they were stored.
+    2: """
+ALTER TABLE keys ADD COLUMN seq INTEGER;
+UPDATE keys SET seq = rowid;
+CREATE UNIQUE INDEX keys_seq ON keys (seq);
+""",
+}
 _COLUMNS = ("id", "hash", "tenant", "name", "created_at", "expires_at", "revoked_at",
             "rotated_at", "previous_hash", "previous_valid_until", "budgets", "rpm", "tpm",
             "models", "cost_weight")
@@ -316,9 +329,9 @@ class KeyStore:
             if version > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this "
                                             f"switchpoint's {SCHEMA_VERSION}")
-            if version < SCHEMA_VERSION:
-                conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; "
-                                   "COMMIT;")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                conn.executescript(f"BEGIN; {_MIGRATIONS[target]} "
+                                   f"PRAGMA user_version={target}; COMMIT;")
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn
@@ -419,8 +432,9 @@ class KeyStore:
                            cost_weight=spec.cost_weight)
         with self._lock:
             self._write(self._db(), "store the new key",
-                        f"INSERT INTO keys ({', '.join(_COLUMNS)}) VALUES "
-                        f"({', '.join('?' for _ in _COLUMNS)})", record.row())
+                        f"INSERT INTO keys ({', '.join(_COLUMNS)}, seq) VALUES "
+                        f"({', '.join('?' for _ in _COLUMNS)}, "
+                        "(SELECT coalesce(max(seq), 0) + 1 FROM keys))", record.row())
             self._cache[key_id] = record
         return IssuedKey(key, record)
 
@@ -438,16 +452,16 @@ class KeyStore:
             conn = self._db()
             where, args = ("WHERE tenant = ?", (tenant,)) if tenant is not None else ("", ())
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
-                                "ORDER BY created_at, id", args).fetchall()
+                                "ORDER BY seq", args).fetchall()
         records = [KeyRecord.from_row(r) for r in rows]
         return [r for r in records if include_revoked or r.revoked_at is None]
 
     def page(self, tenant: str | None = None, limit: int = DEFAULT_PAGE,
              cursor: str | None = None) -> tuple[Sequence[KeyRecord], str | None]:
-        """A page of the keys (``tenant``'s, or all), oldest first like :meth:`list`, with the
-        cursor of the next page (None on the last): the id of this page's last key, after
-        which the next page goes on. Keys made meanwhile never shift a page, unlike an offset.
-        """
+        """A page of the keys (``tenant``'s, or all), oldest first like :meth:`list` (in the
+        order they were made, whatever the clock said), with the cursor of the next page (None
+        on the last): ``seq-N``, where this page ended. Keys made meanwhile never shift a page,
+        unlike an offset, and come last."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not (
                 1 <= limit <= MAX_PAGE):
             raise InvalidInputError("limit", f"must be a whole number of keys from 1 to "
@@ -457,18 +471,13 @@ class KeyStore:
         with self._lock:
             conn = self._db()
             if cursor is not None:
-                try:
-                    after = self._require(conn, check_key_id(cursor))
-                except InvalidInputError as exc:
-                    raise InvalidInputError("cursor", f"{exc.reason}; pass the next_cursor "
-                                                      "of the previous page") from None
-                clauses = (*clauses, "(created_at > ? OR (created_at = ? AND id > ?))")
-                args = (*args, after.created_at, after.created_at, after.id)
+                clauses = (*clauses, "seq > ?")
+                args = (*args, _seq_of(cursor))
             where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys {where} "
-                                "ORDER BY created_at, id LIMIT ?", (*args, limit + 1)).fetchall()
-        records = [KeyRecord.from_row(r) for r in rows[:limit]]
-        return records, (records[-1].id if len(rows) > limit else None)
+            rows = conn.execute(f"SELECT seq, {', '.join(_COLUMNS)} FROM keys {where} "
+                                "ORDER BY seq LIMIT ?", (*args, limit + 1)).fetchall()
+        records = [KeyRecord.from_row(r[1:]) for r in rows[:limit]]
+        return records, (f"{_CURSOR}{rows[limit - 1][0]}" if len(rows) > limit else None)
 
     def _require(self, conn: sqlite3.Connection, key_id: str) -> KeyRecord:
         check_key_id(key_id)
@@ -580,6 +589,26 @@ def _not_an_id(value: object) -> str:
             return (f"is a whole client key (its secret included), not its id; use its id, "
                     f"{whole.group(1)} ({how})")
     return f"{cut(redact(repr(value)))} is not a key id ({how})"
+
+
+def _seq_of(cursor: object) -> int:
+    """Where a page of the key list goes on from: the number of a ``next_cursor``
+    (``seq-N``); an :class:`InvalidInputError` naming the problem for anything else (a key id
+    is the cursor of a version of switchpoint that paged by the keys' clock)."""
+    from switchpoint.gateway.redact import redact
+
+    if isinstance(cursor, str):
+        match = _CURSOR_FORM.match(cursor)
+        if match is not None and int(match.group(1)) < 2**63:
+            return int(match.group(1))
+        if _ID.match(cursor):
+            raise InvalidInputError("cursor", f"{cursor!r} is a key id, the cursor of an "
+                                              "older switchpoint's key list (which paged by "
+                                              "the clock when each key was made); list again "
+                                              "from the first page, without a cursor")
+    raise InvalidInputError("cursor", f"{cut(redact(repr(cursor)))} is not a cursor of the key "
+                                      f"list ({_CURSOR}<number>); pass the next_cursor of the "
+                                      "previous page")
 
 
 def _iso(ts: float | None) -> str:
