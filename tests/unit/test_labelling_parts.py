@@ -7,6 +7,7 @@ import json
 import math
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,13 @@ from switchpoint.labelling import (
 from switchpoint.labelling import journal as jr
 from switchpoint.labelling.judge import unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
-from switchpoint.labelling.reference import answer_number, normalise, parse_number
+from switchpoint.labelling.reference import (
+    answer_list,
+    answer_number,
+    normalise,
+    parse_list,
+    parse_number,
+)
 from switchpoint.records import load_records
 
 # The judge's replies ---------------------------------------------------------------------------
@@ -165,6 +172,22 @@ def test_an_unreadable_judge_is_reported_quoting_each_reply_once() -> None:
     ("Answer: 1,5", 1.5, 0.0),
     ("Answer: 1,5000", "1500", 0.0),
     ("Answer: 3,25", "3.25", 0.0),
+    # A reference listing numbers matches the answer's final list: same numbers, same order.
+    ("The primes are 2,3,5", "2,3,5", 1.0),
+    ("The primes are 2, 3, 5.", "2,3,5", 1.0),
+    ("Answer: 2,3,5", "[2, 3, 5]", 1.0),
+    ("\\boxed{2,3,5}, checked with 1,2", "2,3,5", 1.0),
+    ("Try 1,2 first; in the end 2,3,5", "2,3,5", 1.0),
+    ("Answer: \u22121.5, 2", "-1.5,2", 1.0),
+    ("Answer: 1, 5", "1,5", 1.0),
+    ("The primes are 2,3,5,7", "2,3,5", 0.0),
+    ("The primes are 2,3", "2,3,5", 0.0),
+    ("The primes are 5,3,2", "2,3,5", 0.0),
+    ("The primes are 2,3,5", "5", 0.0),
+    ("Answer: 1,2.5", "1,2", 0.0),
+    ("version v2,3,5", "2,3,5", 0.0),
+    ("Answer: 1,500", "1,5", 0.0),
+    ("Answer: 1,500", "1,500,2", 0.0),
     # Text: normalised equality of the whole answer or one of its final-answer places.
     ("Paris", "paris", 1.0),
     ("The answer is Paris.", "Paris", 1.0),
@@ -189,6 +212,10 @@ def test_reference_helpers() -> None:
     assert parse_number("1,5") is None and parse_number("1,5000") is None
     assert parse_number("12,345,678") == 12345678
     assert answer_number("between 1,5 and 2") == 2
+    assert parse_list("2, 3,5") == [2, 3, 5] and parse_list("(1,5)") == [1, 5]
+    assert parse_list("1,500") is None and parse_list("12,345,678") is None  # one number each
+    assert parse_list("2,3,x") is None and parse_list("2,3,") is None and parse_list(7) is None
+    assert answer_list("no list, 7 here") is None
     assert normalise("Answer: 1,5.") == "answer 1,5"
     assert parse_number("Paris") is None
     assert parse_number("1984 (the novel)") is None  # text: compared as text
@@ -198,6 +225,15 @@ def test_reference_helpers() -> None:
     assert answer_number("no digits here") is None
     assert normalise("  The  **Quick**, brown fox! ") == "quick brown fox"
     assert reference_score(None, "x") == 0.0
+
+
+def test_reference_lists_are_found_in_linear_time() -> None:
+    """A long answer of near-lists (each item spaced, the last glued to a word) is read in one
+    pass, not once per item."""
+    answer = "12345 , " * 20000 + "9a"
+    started = time.perf_counter()
+    assert reference_score(answer, "2,3,5") == 0.0 and answer_list(answer) is None
+    assert time.perf_counter() - started < 2.0  # quadratic, it took minutes
 
 
 # The prompts file ------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ and the whole answer.
   by any other comma (``1,5``) are not read as a number, so the reference ``1,5`` is text,
   which ``1,5`` matches but ``1.5`` and ``15`` do not; the minus sign ``−`` (and its small and
   full-width forms) is a minus, as ``-`` is.
+* **Number-list references** (two or more plain numbers joined by commas, such as ``2,3,5``,
+  ``2, 3, 5`` or ``[2, 3, 5]``, that do not read as one number): the answer's list is the
+  first list of the first marked place that holds one, else the last list anywhere in the
+  answer (``The primes are 2,3,5``); it must hold as many numbers, in the same order, each
+  equal to the reference's to the same tolerance. So ``1,5`` matches ``1,5`` and ``1, 5`` but
+  not ``1.5``, ``15`` or ``1,5,7``; a list never matches a single-number reference.
 * **Text references**: one of those places must equal the reference once both are normalised:
   Unicode NFKC, case folded, punctuation and markdown marks removed (but a comma or point
   between two digits), the articles *a*, *an*,
@@ -43,6 +49,14 @@ _NUMBER = re.compile(r"(?<![\w.])(?<!\d,)[-+]?"
                      r"(?:\s*/\s*\d+(?!\.\d))?")
 # Punctuation between two digits is part of the text (1,5 is not 1.5 nor 15): it is kept.
 _BETWEEN_DIGITS = re.compile(r"(?<=\d)[,.](?=\d)")
+# A run of two or more plain numbers joined by commas (2,3,5 or 2, 3, 5), not the tail of a word
+# or of a longer list. Possessive, and found whole: a run is scanned once (no backtracking, no
+# new start inside it), so a long answer costs linear time; whether it is a list (no word or
+# decimal part glued to its end) is checked apart (_lists).
+_PLAIN = r"[-+]?+(?:\d++(?:\.\d++)?+|\.\d++)"
+_LIST = re.compile(rf"(?<![\w.,]){_PLAIN}(?:\s*+,\s*+{_PLAIN})++")
+_GLUED = re.compile(r"\w|\.\d")
+_BRACKETS = (("[", "]"), ("(", ")"), ("{", "}"))
 _BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
 _HASHES = re.compile(r"####([^\n]*)")
 _MARKER = re.compile(r"\banswer\s*(?::|is\b)([^\n]*)", re.IGNORECASE)
@@ -59,6 +73,11 @@ def reference_score(answer: str | None, reference: str | float) -> float:
     if not text.strip():
         return 0.0
     expected = parse_number(reference)
+    expected_list = None if expected is not None else parse_list(reference)
+    if expected_list is not None:
+        got_list = answer_list(text)
+        return 1.0 if got_list is not None and len(got_list) == len(expected_list) and all(
+            _close(a, b) for a, b in zip(got_list, expected_list, strict=True)) else 0.0
     if expected is not None:
         got = answer_number(text)
         return 1.0 if got is not None and _close(got, expected) else 0.0
@@ -79,6 +98,31 @@ def parse_number(value: str | float) -> float | None:
     text = value.translate(_MINUS).strip().replace("$", "").removesuffix("%").strip()
     match = _NUMBER.fullmatch(text)
     return _to_float(match.group(0)) if match else None
+
+
+def parse_list(value: str | float) -> list[float] | None:
+    """The reference as a list of two or more numbers (``2,3,5``, ``[2, 3, 5]``), or ``None``
+    when it is not one (a single number such as ``1,500`` is not a list)."""
+    if not isinstance(value, str) or parse_number(value) is not None:
+        return None
+    text = value.translate(_MINUS).strip()
+    for opening, closing in _BRACKETS:
+        if text.startswith(opening) and text.endswith(closing):
+            text = text[1:-1].strip()
+            break
+    return _list_values(text) if _LIST.fullmatch(text) else None
+
+
+def answer_list(answer: str) -> list[float] | None:
+    """The answer's final list of numbers: the first list in its most specific final-answer
+    place, else its last list anywhere; ``None`` if none."""
+    answer = answer.translate(_MINUS)
+    for place in _marked_places(answer):
+        found = _lists(place)
+        if found:
+            return _list_values(found[0])
+    everywhere = _lists(answer)
+    return _list_values(everywhere[-1]) if everywhere else None
 
 
 def answer_number(answer: str) -> float | None:
@@ -119,6 +163,17 @@ def _marked_places(answer: str) -> list[str]:
         if found:
             places.append(found[-1])
     return places
+
+
+def _lists(text: str) -> list[str]:
+    """The lists of numbers in ``text``, in order: the runs with nothing glued to their end."""
+    return [m.group(0) for m in _LIST.finditer(text) if not _GLUED.match(text, m.end())]
+
+
+def _list_values(text: str) -> list[float] | None:
+    values = [_to_float(item) for item in text.split(",")]
+    numbers = [v for v in values if v is not None]
+    return numbers if len(numbers) == len(values) else None
 
 
 def _to_float(token: str) -> float | None:
