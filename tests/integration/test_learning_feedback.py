@@ -211,6 +211,39 @@ def test_with_client_keys_a_key_scores_only_its_tenants_decisions(
         assert globex_status["tenants"]["globex"]["learned_router"]["events"] == 0
 
 
+def test_a_key_narrowed_to_some_models_sees_the_status_of_those_models_only(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    extra = "auth: keys\ntenants: {acme: {memory: {min_records: 4}}}\n"
+    with learning_server(fake, tmp_path, extra) as server:
+        wide = post(server, "/v1/router/keys", {"tenant": "acme"}).json()["key"]
+        narrow = post(server, "/v1/router/keys",
+                      {"tenant": "acme", "models": ["cheap", "auto"]}).json()["key"]
+        for n in range(2):
+            headers = chat(server, math_prompt(40 + n), key=wide)[0]
+            assert headers["x-switchpoint-model"] == "strong"
+            assert feedback(server, headers["x-switchpoint-decision-id"], key=wide,
+                            score=0.9).status_code == 200
+        headers = chat(server, math_prompt(50), key=narrow)[0]
+        assert headers["x-switchpoint-model"] == "cheap"
+        assert feedback(server, headers["x-switchpoint-decision-id"], key=narrow,
+                        score=0.5).status_code == 200
+
+        seen = get(server, "/v1/router/status", key=narrow).json()["tenants"]["acme"]
+        assert seen["narrowed_to"] == ["cheap"]
+        assert "strong" not in str(seen)
+        assert seen["memory"]["models"] == {"cheap": 1}
+        assert (seen["memory"]["examples"], seen["memory"]["progress"]) == (1, 0.25)
+        assert seen["learned_router"] == {"events": None, "outcomes": None}
+        assert list(seen["feedback"]) == ["cheap"]
+
+        whole = get(server, "/v1/router/status", key=wide).json()["tenants"]["acme"]
+        assert "narrowed_to" not in whole
+        assert whole["memory"]["models"] == {"strong": 2, "cheap": 1}
+        assert (whole["memory"]["examples"], whole["memory"]["progress"]) == (3, 0.75)
+        assert whole["learned_router"] == {"events": 3, "outcomes": 3}
+        assert sorted(whole["feedback"]) == ["cheap", "strong"]
+
+
 def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
                                                  tmp_path: Path) -> None:
     settings = settings_for(fake, tmp_path, "tenants: {acme: {}}\n")

@@ -886,7 +886,10 @@ class Gateway:
         or not), the outcomes its learned router holds and the quality feedback says each model
         has. ``tenants``: these (None: every tenant with a memory, outcomes, feedback or
         config). ``caller``: a client's key, which sees only its tenant's experiments and the
-        models it may use, and not the deployment's replay counts."""
+        models it may use, and not the deployment's replay counts. A key narrowed to some models
+        sees a view narrowed to them (``narrowed_to``): its memory's examples and progress
+        count only their records, and its learned router's counts, which cannot be told apart
+        by model, are withheld (``null``)."""
         live = self.state.live()
         learning = live.learning
         router = live.router
@@ -898,11 +901,17 @@ class Gateway:
         shown = self._shown_models(live, caller)
         out = {}
         for name in names:
-            out[name] = {
+            learned: dict[str, int | None] = {"events": router.learner.n_events(name),
+                                              "outcomes": router.learner.n_outcomes(name)}
+            if shown is not None:  # counts over every model: not the narrowed key's to see
+                learned = dict.fromkeys(learned)
+            tenant: dict[str, Any] = {
                 "memory": self._memory_status(live, name, shown),
-                "learned_router": {"events": router.learner.n_events(name),
-                                   "outcomes": router.learner.n_outcomes(name)},
+                "learned_router": learned,
                 "feedback": _only(quality.get(name, {}), shown)}
+            if shown is not None:
+                tenant["narrowed_to"] = sorted(shown)
+            out[name] = tenant
         settings = live.settings.learning
         experiments = sorted(
             n for n, e in live.settings.experiments.items()
@@ -925,13 +934,16 @@ class Gateway:
 
     @staticmethod
     def _memory_status(live: Live, tenant: str, shown: set[str] | None) -> dict[str, Any]:
-        """A tenant's memory status, its per-model coverage only of the models in ``shown``
-        (what a client's key may be told about; None: all)."""
+        """A tenant's memory status, its per-model coverage and its examples only of the models
+        in ``shown`` (what a client's key may be told about; None: all). ``cold`` stays the
+        memory's own state: whether it routes."""
         if live.learning is None:
             return {"enabled": False}
         memory = live.learning.memory_status(tenant)
-        if "models" in memory:
+        if "models" in memory and shown is not None:
             memory["models"] = _only(memory["models"], shown)
+            memory["examples"] = sum(memory["models"].values())
+            memory["progress"] = round(min(1.0, memory["examples"] / memory["warm_at"]), 4)
         return memory
 
     def experiment_report(self, name: str) -> dict[str, Any]:
