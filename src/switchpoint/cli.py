@@ -670,8 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep what an interrupted run wrote to --out (the default)")
     group.add_argument("--restart", action="store_true",
                        help="start over: discard --out and its journal (only a file this "
-                            "command wrote: records of these prompts, or a run's part-way "
-                            "output)")
+                            "command wrote: a run's part-way output, its journal beside it, "
+                            "or a finished one its .done mark matches)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_label)
 

@@ -18,7 +18,7 @@ import pytest
 
 from switchpoint.catalog import ModelCard
 from switchpoint.cli import main
-from switchpoint.labelling.journal import journal_path
+from switchpoint.labelling.journal import done_path, journal_path
 from switchpoint.labelling.lock import lock_path
 from switchpoint.records import load_records
 from switchpoint.store import SQLiteStore
@@ -319,6 +319,49 @@ def test_restart_discards_only_an_out_this_command_wrote(
     journal_path(out).write_text("", encoding="utf-8")
     code, _, err = run([*argv, "--out", out], capsys)
     assert code == 0 and len(records_of(out)) == 2, err
+
+
+def test_restart_knows_its_own_output_by_its_mark_not_by_the_prompts(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="blue")
+    argv = ["label", prompts, "--models", "a", "--config", config(fake, tmp_path)]
+    out = tmp_path / "records.jsonl"
+    code, _, err = run([*argv, "--out", out], capsys)
+    assert code == 0 and done_path(out).exists() and not journal_path(out).exists(), err
+    # The prompts file edited since: its own finished output is still its own to discard.
+    prompts.write_text(prompts.read_text(encoding="utf-8").replace("sky", "sea"),
+                       encoding="utf-8")
+    code, _, err = run([*argv, "--out", out], capsys)
+    assert code == 2 and "--restart to start over" in err, err  # offered: it is its own
+    code, _, err = run([*argv, "--out", out, "--restart"], capsys)
+    assert code == 0, err
+    assert "sea" in records_of(out)["q0"]["prompt"] and done_path(out).exists()
+    # The same records under another name carry no mark of this command: never discarded.
+    copy = tmp_path / "copy.jsonl"
+    shutil.copyfile(out, copy)
+    # Its own output edited by hand since it finished no longer matches the mark.
+    edited = tmp_path / "edited.jsonl"
+    code, _, err = run([*argv, "--out", edited], capsys)
+    assert code == 0, err
+    edited.write_text(edited.read_text(encoding="utf-8").replace('"q1"', '"q1" '),
+                      encoding="utf-8")
+    # Nor is a mark copied beside a file it was not written for taken for one.
+    forged = tmp_path / "forged.jsonl"
+    shutil.copyfile(out, forged)
+    forged.write_text(forged.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    shutil.copyfile(done_path(out), done_path(forged))
+    asked = len(fake.requests())
+    for foreign in (copy, edited, forged):
+        before = foreign.read_bytes()
+        code, _, err = run([*argv, "--out", foreign, "--restart"], capsys)
+        assert code == 2 and "Traceback" not in err, (foreign, err)
+        assert "--restart discards only a file this command wrote" in err, err
+        assert foreign.read_bytes() == before
+    assert len(fake.requests()) == asked
+    # A resume that finds someone else's records complete leaves no mark on them.
+    code, _, err = run([*argv, "--out", copy], capsys)
+    assert code == 0 and "already labelled" in err and not done_path(copy).exists(), err
 
 
 def test_records_and_journal_carry_costs_without_float_noise(

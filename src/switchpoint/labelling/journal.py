@@ -8,6 +8,12 @@ of every answer scored so far.
   whose answers are partly scored when the run stops keeps them: a rerun asks only the models
   still missing (failed answers are asked again). The journal is removed once every prompt is in
   ``OUT``.
+* ``OUT.done`` is written when a run completes, just before the journal is removed: the size
+  and SHA-256 of the ``OUT`` it finished. It is this command's mark on its finished output: a
+  later ``--restart`` discards ``OUT`` only while the journal is beside it (a run is part-way
+  through it) or the mark matches it (the command's finished output, unchanged since), however
+  the prompts file was edited since; a file without either is never discarded, even a records
+  file of the same prompts.
 
 Every line goes out in one ``write`` followed by ``fsync``. A line left half-written by a crash
 or a kill (no newline at the end of the file) is dropped on the next run, with a note, when the
@@ -20,6 +26,7 @@ changing them (so bad input changes nothing); :meth:`Resume.apply` then makes th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -36,6 +43,9 @@ from switchpoint.records import parse_records
 
 JOURNAL_SUFFIX = ".journal"
 JOURNAL_FORMAT = 1
+DONE_SUFFIX = ".done"
+DONE_FORMAT = 1
+_HASH_CHUNK = 1 << 20
 # What to do about a file in the way: --restart is offered only for a file this command is
 # part-way through writing (its journal is beside it), never for a file of someone else's.
 RESTART_HINT = "write to another --out, or pass --restart to start over (discarding it)"
@@ -50,6 +60,58 @@ def hint(ours: bool) -> str:
 
 def journal_path(out: Path) -> Path:
     return out.with_name(out.name + JOURNAL_SUFFIX)
+
+
+def done_path(out: Path) -> Path:
+    """Where a run that completed leaves its mark on ``out`` (see the module's notes)."""
+    return out.with_name(out.name + DONE_SUFFIX)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """The mark's content for the file at ``path``: its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"labelling_output": DONE_FORMAT, "bytes": size, "sha256": digest.hexdigest()}
+
+
+def mark_done(out: Path) -> None:
+    """Leave the mark that this command finished ``out`` as it now is: written to a side
+    file, fsynced, then renamed into place, so a crash leaves the old mark or the new one."""
+    mark = done_path(out)
+    part = mark.with_name(mark.name + ".part")
+    try:
+        data = (json.dumps(_fingerprint(out)) + "\n").encode("utf-8")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(part, mark)
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise LabellingError(f"cannot write it: {write_problem(mark, exc)}",
+                             source=mark) from None
+
+
+def written_here(out: Path) -> bool:
+    """Whether this command demonstrably wrote ``out``: a run is part-way through it (its
+    journal is beside it), or a run finished it and it is unchanged since (its mark matches).
+    Reads only."""
+    if journal_path(out).exists():
+        return True
+    mark = done_path(out)
+    try:
+        if not mark.is_file() or mark.stat().st_size > _HASH_CHUNK or not out.is_file():
+            return False
+        saved = loads(mark.read_text(encoding="utf-8"))
+        return isinstance(saved, dict) and saved == _fingerprint(out)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -163,28 +225,20 @@ def fresh(out: Path, key: RunKey) -> Resume:
     return Resume(out=out, key=key)
 
 
-def check_discardable(out: Path, prompts: Sequence[LabelPrompt]) -> None:
+def check_discardable(out: Path) -> None:
     """Raise :class:`~switchpoint.errors.LabellingError` unless ``--restart`` may discard
-    ``out``: it is missing or empty, its journal is beside it (a run is part-way through it), or
-    it is a records file of these prompts (a finished run's output, its journal gone). Anything
-    else may be someone else's and is left as it is. Reads only."""
-    if journal_path(out).exists():
+    ``out``: it is missing or empty, or this command wrote it (:func:`written_here`: its journal
+    is beside it, or the mark of the run that finished it matches it). Anything else may be
+    someone else's and is left as it is, even records of the same prompts. Reads only."""
+    if written_here(out):
         return
     lines = _complete_lines(out, Resume(out=out, key=RunKey(models=())), "")
     if not any(line.strip() for line in lines):
         return
-    refused = (f"--restart discards only a file this command wrote, and this is not one; "
-               f"{FOREIGN_HINT}")
-    try:
-        records = parse_records(lines, source=out)
-    except RecordsError as exc:
-        raise LabellingError(f"{exc}; {refused}") from None
-    by_id = {p.id: p for p in prompts}
-    for i, rid in enumerate(records.ids):
-        prompt = by_id.get(rid)
-        if prompt is None or records.prompts[i] != prompt.prompt:
-            raise LabellingError(f"the record {rid!r} is not one of the prompts file's "
-                                 f"prompts; {refused}", source=out)
+    raise LabellingError("--restart discards only a file this command wrote (its journal "
+                         f"beside it, or the {DONE_SUFFIX} mark of the run that finished it "
+                         f"and unchanged since), and this is not one; {FOREIGN_HINT}",
+                         source=out)
 
 
 def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
@@ -194,7 +248,7 @@ def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     resume = Resume(out=out, key=key)
     by_id = {p.id: p for p in prompts}
     journal = journal_path(out)
-    ours = journal.exists()
+    ours = written_here(out)
     lines = _complete_lines(out, resume, "that prompt will be labelled again", ours=ours)
     if lines:
         _read_output(out, lines, by_id, key, resume, ours=ours)

@@ -224,7 +224,7 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     _check_out_apart(prompts, path)
     with OutputLock(path):
         if not resume:
-            jr.check_discardable(path, plan.prompts)
+            jr.check_discardable(path)
         state = jr.inspect(path, plan.prompts, plan.key) if resume else jr.fresh(path, plan.key)
         own = gateway is None
         if gateway is None:
@@ -291,7 +291,7 @@ def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
         return
     source = Path(prompts)
     for what, path in (("--out", out), ("--out's journal", jr.journal_path(out)),
-                       ("--out's lock", lock_path(out))):
+                       ("--out's mark", jr.done_path(out)), ("--out's lock", lock_path(out))):
         if _same_file(source, path):
             raise LabellingError(f"{what} ({path}) is the prompts file itself; a run writes "
                                  "its records there (and --restart discards it), which would "
@@ -394,7 +394,7 @@ class _Run:
     async def go(self, *, restart: bool) -> LabelReport:
         plan, state, report = self.plan, self.state, self.report
         if restart:
-            for path in (state.out, state.journal):
+            for path in (state.out, state.journal, jr.done_path(state.out)):
                 path.unlink(missing_ok=True)
         state.apply()
         for text in state.notes:
@@ -407,13 +407,16 @@ class _Run:
         if not todo:
             self.note(f"all {len(plan.prompts)} prompts are already labelled in {state.out} "
                       "(--restart labels them again)")
-            state.journal.unlink(missing_ok=True)
+            self._finish()
             return report
         if report.already_labelled:
             self.note(f"{report.already_labelled} of {len(plan.prompts)} prompts are already "
                       f"labelled in {state.out}; labelling the other {len(todo)}")
         self.records = jr.LineWriter(state.out)
         self.journal = jr.LineWriter(state.journal)
+        # The journal marks the output as this command's now: a finished run's mark would no
+        # longer match it.
+        jr.done_path(state.out).unlink(missing_ok=True)
         try:
             if not state.journal_has_header:
                 self.journal.append(plan.key.header())
@@ -423,8 +426,16 @@ class _Run:
             self.records.close()
             self.journal.close()
         if report.complete:
-            state.journal.unlink(missing_ok=True)
+            self._finish()
         return report
+
+    def _finish(self) -> None:
+        """Every prompt is in the output: mark it as this command's finished output, then
+        remove the journal (in that order, so the output is never left without a mark). A
+        complete output found without a journal or a mark is someone else's: it gets none."""
+        if self.state.out.exists() and jr.written_here(self.state.out):
+            jr.mark_done(self.state.out)
+        self.state.journal.unlink(missing_ok=True)
 
     def _units(self, todo: list[LabelPrompt]) -> list[_Unit]:
         """The answers to ask for; prompts already scored for every model are written now."""
