@@ -233,7 +233,7 @@ def test_a_key_narrowed_to_some_models_sees_the_status_of_those_models_only(
         assert "strong" not in str(seen)
         assert seen["memory"]["models"] == {"cheap": 1}
         assert (seen["memory"]["examples"], seen["memory"]["progress"]) == (1, 0.25)
-        assert seen["learned_router"] == {"events": None, "outcomes": None}
+        assert seen["learned_router"] == {"events": 1, "outcomes": 1}
         assert list(seen["feedback"]) == ["cheap"]
 
         whole = get(server, "/v1/router/status", key=wide).json()["tenants"]["acme"]
@@ -242,6 +242,9 @@ def test_a_key_narrowed_to_some_models_sees_the_status_of_those_models_only(
         assert (whole["memory"]["examples"], whole["memory"]["progress"]) == (3, 0.75)
         assert whole["learned_router"] == {"events": 3, "outcomes": 3}
         assert sorted(whole["feedback"]) == ["cheap", "strong"]
+    with learning_server(fake, tmp_path, extra) as server:  # the same, after a restart
+        again = get(server, "/v1/router/status", key=narrow).json()["tenants"]["acme"]
+        assert again == seen
 
 
 def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,

@@ -23,8 +23,10 @@ from switchpoint.learning import (
     KnnOverlay,
     LearningSettings,
 )
+from switchpoint.learning.checkpoint import CheckpointError
 from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.export import export_weights
+from switchpoint.learning.overlay import make_overlay
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
 from switchpoint.router import Router
@@ -241,6 +243,33 @@ def test_the_knn_overlay_takes_a_neighbours_measured_cost(fake_embedder) -> None
     overlay.apply(FeedbackEvent(**{**event.__dict__, "cost": 0.5, "quality": 0.1}))  # repeat
     posterior = overlay.posterior()
     assert posterior.cost_[-1, package.policy.models_.index("strong")] == 2.0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("policy", ["cluster", "knn"])
+def test_an_overlay_counts_events_and_outcomes_by_model_across_a_checkpoint(
+        fake_embedder: FakeEmbedder, policy: str) -> None:
+    package = two_kinds_package(fake_embedder, policy=policy)
+    overlay = make_overlay(package.policy)
+    vector = fake_embedder.embed([math_prompt(1)])[0]
+    overlay.apply(_event(vector, "strong", 0.9, "d1"))
+    overlay.apply(_event(vector, "cheap", 0.5, "d2"))
+    overlay.apply(_event(vector, "cheap", 0.1, "d1"))  # d1 again, now about cheap
+    split = ({"strong": 1, "cheap": 2}, {"cheap": 2})
+    assert overlay.counts_by_model() == split
+    assert (overlay.n_events, overlay.n_outcomes) == (3, 2)
+    again = make_overlay(package.policy)
+    again.restore(overlay.state())
+    assert again.counts_by_model() == split
+    # A checkpoint written before the split was kept: the split is not known, the totals are.
+    old = overlay.state()
+    for name in ("model_events", "model_outcomes"):
+        del old.meta[name]
+    again.restore(old)
+    assert again.counts_by_model() is None and (again.n_events, again.n_outcomes) == (3, 2)
+    bad = overlay.state()
+    bad.meta["model_events"] = {"strong": -1}
+    with pytest.raises(CheckpointError, match="counts of events by model"):
+        again.restore(bad)
 
 
 # Tenants -------------------------------------------------------------------------------------

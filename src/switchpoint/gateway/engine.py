@@ -888,8 +888,9 @@ class Gateway:
         config). ``caller``: a client's key, which sees only its tenant's experiments and the
         models it may use, and not the deployment's replay counts. A key narrowed to some models
         sees a view narrowed to them (``narrowed_to``): its memory's examples and progress
-        count only their records, and its learned router's counts, which cannot be told apart
-        by model, are withheld (``null``)."""
+        and its learned router's counts count only their records and outcomes (the learned
+        router's are ``null`` when learned before a restore from a checkpoint that did not
+        keep them by model)."""
         live = self.state.live()
         learning = live.learning
         router = live.router
@@ -903,8 +904,10 @@ class Gateway:
         for name in names:
             learned: dict[str, int | None] = {"events": router.learner.n_events(name),
                                               "outcomes": router.learner.n_outcomes(name)}
-            if shown is not None:  # counts over every model: not the narrowed key's to see
-                learned = dict.fromkeys(learned)
+            if shown is not None:  # only the outcomes of the models the key may use
+                split = router.learner.counts_of(name, shown)
+                learned = (dict.fromkeys(learned) if split is None
+                           else dict(zip(learned, split, strict=True)))
             tenant: dict[str, Any] = {
                 "memory": self._memory_status(live, name, shown),
                 "learned_router": learned,

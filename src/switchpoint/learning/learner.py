@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from switchpoint._numbers import real_number
@@ -260,3 +260,17 @@ class Learner:
         """Outcomes ``tenant``'s overlay holds (a repeat replaces its decision's outcome)."""
         overlay = self.overlay(tenant)
         return 0 if overlay is None else overlay.n_outcomes
+
+    def counts_of(self, tenant: str | None, models: Collection[str]) -> tuple[int, int] | None:
+        """:meth:`n_events` and :meth:`n_outcomes` of ``tenant`` about ``models`` only; None
+        when the split by model is not known (learned before a restore from a checkpoint that
+        did not keep it)."""
+        overlay = self.overlay(tenant)
+        if overlay is None:
+            return 0, 0
+        split = overlay.counts_by_model()
+        if split is None:
+            return None
+        events, outcomes = split
+        return (sum(n for m, n in events.items() if m in models),
+                sum(n for m, n in outcomes.items() if m in models))

@@ -30,10 +30,10 @@ events.
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,10 @@ class Overlay(Protocol):
 
     @property
     def n_outcomes(self) -> int: ...
+
+    def counts_by_model(self) -> tuple[dict[str, int], dict[str, int]] | None:
+        """:attr:`n_events` and :attr:`n_outcomes` split by model (models with none left
+        out); None when not known (restored from a checkpoint that did not keep them)."""
 
     @property
     def n_card_outcomes(self) -> int:
@@ -123,6 +127,8 @@ class _OverlayBase:
         self.models = list(base.models_)
         self._events = 0
         self._replaced = 0
+        # Per model: events applied and outcomes held (None: not known, see counts_by_model).
+        self._by_model: tuple[Counter[str], Counter[str]] | None = (Counter(), Counter())
         self._cached: Policy | None = base
 
     @property
@@ -134,6 +140,13 @@ class _OverlayBase:
         """Outcomes learned: the events applied less those a later one replaced (the knn
         overlay's oldest examples past its cap are counted, though no longer held)."""
         return self._events - self._replaced
+
+    def counts_by_model(self) -> tuple[dict[str, int], dict[str, int]] | None:
+        if self._by_model is None:
+            return None
+        events, outcomes = self._by_model
+        return ({m: n for m, n in events.items() if n},
+                {m: n for m, n in outcomes.items() if n})
 
     @property
     def n_card_outcomes(self) -> int:
@@ -164,19 +177,40 @@ class _OverlayBase:
             raise UnknownModelError("model", [event.model], self.models)
         return self.models.index(event.model)
 
-    def _applied(self, replaced: bool) -> None:
+    def _applied(self, model: int, previous: int | None) -> None:
+        """Count an event about ``self.models[model]`` (``previous``: the model of the outcome
+        it replaced, if it replaced one)."""
         self._events += 1
-        self._replaced += replaced
+        self._replaced += previous is not None
+        if self._by_model is not None:
+            events, outcomes = self._by_model
+            events[self.models[model]] += 1
+            outcomes[self.models[model]] += 1
+            if previous is not None:
+                outcomes[self.models[previous]] -= 1
         self._cached = None
 
-    def _counts(self) -> dict[str, int]:
-        return {"events": self._events, "replaced": self._replaced}
+    def _counts(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {"events": self._events, "replaced": self._replaced}
+        if self._by_model is not None:
+            events, outcomes = self.counts_by_model() or ({}, {})
+            counts.update(model_events=events, model_outcomes=outcomes)
+        return counts
 
     def _restore_counts(self, state: State) -> None:
         counts = [state.meta.get(k) for k in ("events", "replaced")]
         if not all(isinstance(c, int) and c >= 0 for c in counts):
             raise CheckpointError("the overlay's counts of events are missing")
         self._events, self._replaced = int(counts[0] or 0), int(counts[1] or 0)
+        split = [state.meta.get(k) for k in ("model_events", "model_outcomes")]
+        if split == [None, None]:  # a checkpoint written before they were kept
+            self._by_model = None
+            return
+        if not all(isinstance(c, dict) and all(
+                isinstance(m, str) and isinstance(n, int) and not isinstance(n, bool) and n > 0
+                for m, n in c.items()) for c in split):
+            raise CheckpointError("the overlay's counts of events by model are not counts")
+        self._by_model = (Counter(split[0]), Counter(split[1]))
 
 
 class TableOverlay(_OverlayBase):
@@ -238,7 +272,7 @@ class TableOverlay(_OverlayBase):
         self._seen[event.decision_id] = evidence
         while len(self._seen) > REPLACEABLE_OUTCOMES:
             self._seen.popitem(last=False)
-        self._applied(previous is not None)
+        self._applied(j, None if previous is None else previous.model)
         return None if previous is None else previous.quality
 
     def state(self) -> State:
@@ -487,7 +521,7 @@ class KnnOverlay(_OverlayBase):
         self._rows[event.decision_id] = (x[0], j, 1.0 - event.quality, cost)
         while len(self._rows) > self.max_examples:
             self._rows.popitem(last=False)
-        self._applied(previous is not None)
+        self._applied(j, None if previous is None else previous[1])
         return None if previous is None else 1.0 - previous[2]
 
     def state(self) -> State:
