@@ -8,7 +8,7 @@ Both gateways use the same config (tests/integration/gateway_env.py) and the sam
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchpoint import Gateway
-from switchpoint.errors import FailoverError, StreamBroken
+from switchpoint.errors import FailoverError, StoreError, StreamBroken
 from switchpoint.gateway import ChatCompletion
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
@@ -193,3 +193,48 @@ def test_route_and_execute_answers_with_the_routers_choice(local: Gateway) -> No
     decision = reply.switchpoint.decision
     assert decision is not None and reply.model == decision.selected_model
     assert reply.choices[0].message.content
+
+
+def test_a_closed_gateway_refuses_work_until_started_again(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    decision = gateway.route("Summarise the meeting notes.")
+    gateway.close()
+    gateway.close()  # closing twice is harmless
+    store = gateway.store
+    assert store is not None
+    calls: dict[str, Callable[[], object]] = {
+        "complete": lambda: gateway.complete(messages(), model="good"),
+        "stream": lambda: gateway.stream(messages(), model="good"),
+        "route": lambda: gateway.route("Summarise the meeting notes."),
+        "report_outcome": lambda: gateway.report_outcome(decision.decision_id, 0.5),
+        "compare": lambda: gateway.compare(prompt="Hi", models=["good", "other"]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StoreError, match="the gateway is closed") as caught:
+            call()
+        assert "Gateway.start" in str(caught.value), name
+    assert gateway._sync is None  # no event loop thread was started for the refused calls
+    gateway.start()  # started again, it serves and learns as before
+    try:
+        assert gateway.complete(messages(), model="good").model == "good"
+        assert not gateway.report_outcome(decision.decision_id, 0.5).outcome.replaced
+        entries, _ = store.requests(20, None)
+        assert len(entries) == 1  # only the request made after the restart was logged
+    finally:
+        gateway.close()
+
+
+@pytest.mark.anyio
+async def test_a_closed_gateway_refuses_async_calls(gw_fake: FakeProviderProcess,
+                                                     tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    async with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        pass
+    with pytest.raises(StoreError, match="the gateway is closed"):
+        await gateway.acomplete(messages(), model="good")
+    with pytest.raises(StoreError, match="the gateway is closed"):
+        await gateway.aroute("Summarise the meeting notes.")

@@ -172,6 +172,7 @@ class Gateway:
         self._pins: SQLitePinStore | None = None
         self._owner: DataDirLock | None = None
         self._opened = False
+        self._closed = False  # closed after it was opened: refuses work until opened again
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.learning = GatewayLearning(self.state, self.store)
@@ -230,6 +231,7 @@ class Gateway:
             self._release_data_dir()
             raise
         self._opened = True
+        self._closed = False
 
     def _release_data_dir(self) -> None:
         if self._owner is not None:
@@ -266,6 +268,7 @@ class Gateway:
     def _close_state(self) -> None:
         if self._opened:
             self.learning.close()  # a checkpoint of what was learned, while the store is open
+            self._closed = True
         self.governor.close()
         if self._pins is not None:
             self._pins.close()
@@ -274,6 +277,14 @@ class Gateway:
             self.store.close()
         self._opened = False
         self._release_data_dir()
+
+    def _check_open(self) -> None:
+        """Refuse work once :meth:`close` has run: its log, pins and learning state are shut,
+        so nothing it did could be kept."""
+        if self._closed:
+            raise StoreError(f"{self.state.settings.data_dir}: the gateway is closed, so it "
+                             "neither routes, calls models nor learns; start it again "
+                             "(Gateway.start) or make a new one")
 
     def __enter__(self) -> Gateway:
         return self
@@ -324,6 +335,7 @@ class Gateway:
         check_route_input(prompt, embedding)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
+        self._check_open()
         live = self.state.live()
         self._check_log_room()
         self._maintain()
@@ -441,6 +453,7 @@ class Gateway:
         router it was planned on. A request the governance refuses (a model its key may not
         use, a budget or rate limit) is logged as ``refused`` before the error is raised."""
         started = time.perf_counter() if started is None else started
+        self._check_open()
         live = self.state.live()
         self._check_log_room()
         try:
@@ -1117,6 +1130,9 @@ class Gateway:
             return None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:  # no event loop thread is started for a call that cannot run
+            coro.close()
+            self._check_open()
         if self._sync is None:
             self._sync = _LoopThread()
         return self._sync.run(coro)
