@@ -116,12 +116,24 @@ class UnknownModelError(InvalidInputError):
     def __init__(self, field: str, names: list[str], known: list[str]) -> None:
         shown = ", ".join(sorted(known)[:20])
         more = "" if len(known) <= 20 else f" (and {len(known) - 20} more)"
+        # The message stays short whatever the caller sent: the first names, each clipped.
+        unknown = ", ".join(repr(_clipped(str(n))) for n in names[:_SHOWN_NAMES])
+        if len(names) > _SHOWN_NAMES:
+            unknown += f" (and {len(names) - _SHOWN_NAMES} more)"
         super().__init__(
             field,
-            f"unknown model(s) {', '.join(repr(n) for n in names)}; "
+            f"unknown model(s) {unknown}; "
             f"known models are: {shown}{more}",
         )
         self.names = names
+
+
+_SHOWN_NAMES = 20  # unknown names an error message lists
+_SHOWN_CHARS = 100  # characters of each
+
+
+def _clipped(name: str) -> str:
+    return name if len(name) <= _SHOWN_CHARS else f"{name[:_SHOWN_CHARS]}..."
 
 
 class NoCandidatesError(InvalidInputError):

@@ -256,6 +256,18 @@ def test_unknown_model_is_named(router: Router) -> None:
     assert _state(router) == before
 
 
+def test_an_unknown_model_error_stays_short_whatever_was_sent(router: Router) -> None:
+    many = [f"model-{i}" for i in range(100_000)]
+    with pytest.raises(UnknownModelError) as info:
+        router.route(PROMPTS[0], available_models=many)
+    message = str(info.value)
+    assert len(message) < 1000 and info.value.names == many  # every name stays on the error
+    assert "'model-0'" in message and "(and 99980 more)" in message
+    with pytest.raises(UnknownModelError) as info:
+        router.route(PROMPTS[0], available_models=["x" * 1_000_000])
+    assert len(str(info.value)) < 1000 and "'" + "x" * 100 + "...'" in str(info.value)
+
+
 @pytest.mark.parametrize("bad", [[], "claude-v1", [3], ["claude-v1", 5], 7])
 def test_bad_model_lists(router: Router, bad: object) -> None:
     before = _state(router)
