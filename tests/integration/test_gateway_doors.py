@@ -18,7 +18,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchpoint import Gateway
-from switchpoint.errors import FailoverError, StoreError, StreamBroken
+from switchpoint.errors import FailoverError, InvalidInputError, StoreError, StreamBroken
 from switchpoint.gateway import ChatCompletion
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
@@ -238,3 +238,31 @@ async def test_a_closed_gateway_refuses_async_calls(gw_fake: FakeProviderProcess
         await gateway.acomplete(messages(), model="good")
     with pytest.raises(StoreError, match="the gateway is closed"):
         await gateway.aroute("Summarise the meeting notes.")
+
+
+@pytest.mark.parametrize(("field", "kwargs"), [
+    ("session_id", {"session_id": 42}),
+    ("session_id", {"session_id": b"conversation-1"}),
+    ("tenant", {"tenant": 7}),
+    ("key", {"key": 12345}),
+    ("decision", {"decision": "not-a-decision"}),
+    ("models", {"models": "good"}),
+    ("models", {"models": ["good", 3]}),
+])
+def test_the_in_process_door_names_an_argument_of_the_wrong_type(
+        local: Gateway, field: str, kwargs: dict[str, Any]) -> None:
+    store = local.store
+    assert store is not None
+    before, _ = store.requests(1000, None)
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete(messages(), **kwargs)
+    assert caught.value.field == field and "must be" in str(caught.value)
+    after, _ = store.requests(1000, None)
+    assert len(after) == len(before)  # refused before anything was routed, called or logged
+
+
+def test_learning_status_refuses_a_bare_tenant_name(local: Gateway) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        local.learning_status("acme")  # a str is a sequence of one-letter names
+    assert caught.value.field == "tenants" and "[name]" in str(caught.value)
+    assert "default" in local.learning_status(["default"])["tenants"]

@@ -706,6 +706,16 @@ class Gateway:
         check_chat_body(body)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
+        if session_id is not None and not isinstance(session_id, str):
+            raise InvalidInputError("session_id", "must be a string (the conversation's id) or "
+                                                  f"None, got {type(session_id).__name__}")
+        if decision is not None and not isinstance(decision, RoutingDecision):
+            raise InvalidInputError("decision", "must be a RoutingDecision (what route() "
+                                                f"returned) or None, got {type(decision).__name__}")
+        if models is not None and (isinstance(models, (str, bytes))
+                                   or not isinstance(models, Sequence)
+                                   or not all(isinstance(m, str) for m in models)):
+            raise InvalidInputError("models", "must be a list of model names (strings) or None")
         who = self.governor.principal(self.settings, key=key, tenant=tenant) or Principal()
         return ChatCall(body=body, session_id=session_id, caller=who.key_id or "in-process",
                         tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
@@ -904,6 +914,10 @@ class Gateway:
         and its learned router's counts count only their records and outcomes (the learned
         router's are ``null`` when learned before a restore from a checkpoint that did not
         keep them by model)."""
+        if tenants is not None and (isinstance(tenants, (str, bytes))
+                                    or not isinstance(tenants, Sequence)):
+            raise InvalidInputError("tenants", "must be a list of tenant names (a single "
+                                               "tenant too: [name]) or None")
         live = self.state.live()
         learning = live.learning
         router = live.router

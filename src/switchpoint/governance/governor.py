@@ -312,6 +312,12 @@ class Governor:
         the code runs with the gateway), both (they must agree) or neither."""
         if key is None and tenant is None:
             return None
+        if key is not None and not isinstance(key, str):
+            raise InvalidInputError("key", f"must be a client key (a string), got "
+                                           f"{type(key).__name__}")
+        if tenant is not None and not isinstance(tenant, str):
+            raise InvalidInputError("tenant", f"must be a tenant name (a string) or None, got "
+                                              f"{type(tenant).__name__}")
         if key is not None:
             who = self.authenticate(key, settings)
             if tenant is not None and tenant != who.tenant:
