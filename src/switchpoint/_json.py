@@ -1,6 +1,7 @@
 """What JSON text can carry that Python's ``json`` reads but the rest of switchpoint cannot use:
-an integer too long to convert (more than 4300 digits), an integer too large for a float, and a
-lone surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is not Unicode text). Readers
+an integer too long to convert (more than 4300 digits), an integer too large for a float, a lone
+surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is not Unicode text), and arrays or
+objects nested deeper than Python's recursion limit (which ``json`` cannot read at all). Readers
 of users' files go through these, so each becomes an error naming the line, not a traceback."""
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ LONE_SURROGATE = ("holds a lone surrogate (an unpaired \\ud800-\\udfff escape), 
 
 
 def loads(text: str | bytes, **kwargs: Any) -> Any:
-    """:func:`json.loads`, where an integer too long to convert raises
-    :class:`json.JSONDecodeError` (its ``msg`` says so), like any other unreadable JSON."""
+    """:func:`json.loads`, where an integer too long to convert, or arrays and objects nested
+    deeper than Python's recursion limit, raise :class:`json.JSONDecodeError` (its ``msg``
+    says so), like any other unreadable JSON."""
     def parse_int(digits: str) -> int:
         try:
             return int(digits)
@@ -23,7 +25,10 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
             raise json.JSONDecodeError(f"a number of {len(digits.lstrip('-'))} digits is too "
                                        "long to read", digits, 0) from None
 
-    return json.loads(text, parse_int=parse_int, **kwargs)
+    try:
+        return json.loads(text, parse_int=parse_int, **kwargs)
+    except RecursionError:
+        raise json.JSONDecodeError("arrays or objects nested too deeply to read", "", 0) from None
 
 
 def as_float(value: SupportsFloat) -> float:

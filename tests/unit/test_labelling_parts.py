@@ -83,6 +83,7 @@ def test_the_judge_protocol_accepts_a_score_object_or_a_bare_number(reply: str,
     ('{"score": Infinity}', "not a finite number"),
     ('{"score": 1' + "0" * 400 + "}", "a number of 401 digits, is outside [0, 1]"),
     ('{"score": 1' + "0" * 5000 + "}", "a number of 5001 digits is too long to read"),
+    ('{"score": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply to read"),
     ('{"Score": 0.8}', "no 'score' key"),
     ('{"rating": 0.8}', "no 'score' key"),
     ("{}", "no 'score' key"),
@@ -276,6 +277,8 @@ def test_jsonl_fields() -> None:
      "line 1: field 'reference' must be a finite number"),
     (['{"prompt": "a", "id": 1' + "0" * 5000 + "}"],
      "line 1: not valid JSON (a number of 5001 digits is too long to read)"),
+    (['{"prompt": "a", "id": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+     "line 1: not valid JSON (arrays or objects nested too deeply to read)"),
     ([json.dumps({"prompt": "hello \ud800 world"})], "line 1: field 'prompt' holds a lone "
                                                      "surrogate"),
     ([json.dumps({"prompt": "a", "id": "x\udc80"})], "line 1: field 'id' holds a lone "

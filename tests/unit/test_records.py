@@ -101,6 +101,9 @@ BAD_LINES = [
                  id="id-too-long"),
     pytest.param(_line(prompt="hello \ud800"), "field 'prompt' holds a lone surrogate",
                  id="lone-surrogate"),
+    pytest.param(GOOD.replace('"r1"', "[" * 100_000 + "]" * 100_000),
+                 "not valid JSON (arrays or objects nested too deeply to read)",
+                 id="nested-too-deeply"),
 ]
 
 
