@@ -513,6 +513,9 @@ def _read_yaml(file: Path) -> dict[str, Any]:
         loaded = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError:
         raise ConfigError("config", f"{file} is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError("config", f"{file} is not valid YAML: its values are nested too "
+                                    "deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -556,7 +559,7 @@ def _env_values(env: Mapping[str, str]) -> list[tuple[str, Any, str]]:
         if key not in _PLAIN_STRINGS:
             try:
                 value = yaml.safe_load(raw)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 value = raw
         out.append((key, value, var))
     return out

@@ -301,3 +301,17 @@ def test_yaml_merge_keys_still_work_and_a_complex_key_is_a_config_error(tmp_path
     complex_key.write_text("? [x]\n: 1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_settings(complex_key)
+
+
+@pytest.mark.parametrize("deep", ["data_dir: " + "[" * 50_000 + "]" * 50_000,
+                                  "store: " + "{a: " * 5_000 + "1" + "}" * 5_000])
+def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path, deep: str) -> None:
+    config = tmp_path / "deep.yaml"
+    config.write_text(deep + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={})
+    assert info.value.key == "config" and "nested too deeply" in str(info.value)
+    variable = {"SWITCHPOINT_COST_WEIGHT": "[" * 20_000 + "]" * 20_000}
+    with pytest.raises(ConfigError) as info:  # a variable is read as plain text instead
+        load_settings(environ=variable)
+    assert info.value.key == "cost_weight" and "SWITCHPOINT_COST_WEIGHT" in str(info.value)
