@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint._files import path_problem, write_problem
+from switchpoint._json import loads
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -140,7 +141,7 @@ def _is_package(root: Path) -> bool:
     """Whether ``root`` holds a weights package and nothing else (replacing it loses nothing
     of anyone's)."""
     try:
-        manifest = json.loads((root / "manifest.json").read_bytes())
+        manifest = loads((root / "manifest.json").read_bytes())
     except (OSError, ValueError):
         return False
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -274,7 +275,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
                                           "(make one with `switchpoint fit`)")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WeightsError(manifest_path, f"is not valid JSON ({exc}); {_CORRUPT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -316,7 +317,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
                                "remove the model with `switchpoint remove-model`")
         data = _read_checked(root, rel, checksums)
         try:
-            profile = json.loads(data)
+            profile = loads(data)
         except json.JSONDecodeError as exc:
             raise WeightsError(root / rel, f"is not valid JSON ({exc.msg})") from None
         if not isinstance(profile, dict):

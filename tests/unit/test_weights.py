@@ -133,6 +133,8 @@ def _tree(root: Path) -> dict[str, bytes]:
      "holds other files than a weights package"),
     (lambda p: (p.mkdir(), (p / "manifest.json").write_text('{"name": "my web app"}')),
      "holds other files than a weights package"),
+    (lambda p: (p.mkdir(), (p / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)),
+     "holds other files than a weights package"),
     # A package's manifest beside someone's own files: the files would go with it.
     (lambda p: (p.mkdir(), (p / "manifest.json").write_text('{"format": "switchpoint-weights"}'),
                 (p / "src").mkdir(), (p / "src" / "main.py").write_text("print(1)\n")),
@@ -218,7 +220,8 @@ def test_missing_manifest(pkg_dir: Path) -> None:
     assert "missing" in str(info.value)
 
 
-@pytest.mark.parametrize("text", ["{not json", "", "\xff\xfe"])
+@pytest.mark.parametrize("text", ["{not json", "", "\xff\xfe", "[" * 100_000 + "]" * 100_000,
+                                  '{"format_version": 1' + "0" * 5000 + "}"])
 def test_manifest_not_json(pkg_dir: Path, text: str) -> None:
     (pkg_dir / "manifest.json").write_text(text, encoding="latin-1")
     with pytest.raises(WeightsError) as info:
@@ -354,9 +357,9 @@ def test_missing_npy(pkg_dir: Path, rel: str) -> None:
     assert "missing" in str(info.value)
 
 
-def test_profile_not_json_with_matching_checksum(pkg_dir: Path) -> None:
+@pytest.mark.parametrize("bad", [b"{oops", b"[" * 100_000 + b"]" * 100_000])
+def test_profile_not_json_with_matching_checksum(pkg_dir: Path, bad: bytes) -> None:
     rel = "profiles/claude-v2.json"
-    bad = b"{oops"
     (pkg_dir / rel).write_bytes(bad)
     m = _manifest(pkg_dir)
     m["files"][rel] = hashlib.sha256(bad).hexdigest()
