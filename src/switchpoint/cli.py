@@ -70,7 +70,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             _fail(f"--param: {item!r} must look like name=value")
         try:
-            params[key.replace("-", "_")] = json.loads(raw)
+            params[key.replace("-", "_")] = loads(raw)
         except json.JSONDecodeError:
             params[key.replace("-", "_")] = raw
     return params

@@ -665,6 +665,10 @@ def test_fit_bad_records_exit_2_and_write_nothing(
         pytest.param(["--n-clusters", "0"], ["n_clusters"], id="zero-clusters"),
         pytest.param(["--param", "colour=red"], ["colour"], id="unknown-param"),
         pytest.param(["--param", "novalue"], ["--param", "name=value"], id="malformed-param"),
+        pytest.param(["--param", "n_clusters=" + "[" * 50_000 + "]" * 50_000],
+                     ["n_clusters: must be an integer"], id="param-nested-too-deeply"),
+        pytest.param(["--param", "n_clusters=1" + "0" * 5000],
+                     ["n_clusters: must be an integer"], id="param-of-5001-digits"),
     ],
 )
 def test_fit_bad_arguments_exit_2(
