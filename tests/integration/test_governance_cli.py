@@ -162,6 +162,27 @@ def seed(config: Path) -> None:
                 decision_id=f"d{i}", tenant="acme", key_id="k1")).result()
 
 
+@pytest.mark.parametrize("report", [
+    ["cost"], ["sla"], ["suggest"], ["alert"],
+    ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
+     "--avg-output-tokens", "100"]])
+def test_a_report_of_a_data_dir_that_does_not_exist_says_so(
+        config: Path, tmp_path: Path, report: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    typo = tmp_path / "dat"
+    code, out, err = run(["report", *report, "--config", config, "--data-dir", typo], capsys)
+    assert code == 2 and out == ""  # not a report of nothing
+    assert err == (f"switchpoint: error: --data-dir: {typo} does not exist, so it holds no log "
+                   "to report on; point it at the data_dir of the service whose requests to "
+                   "report\n")
+    assert not typo.exists()
+    code, _, err = run(["report", *report, "--config", config], capsys)  # the config's own
+    assert code == 2 and f"data_dir: {tmp_path / 'data'} does not exist" in err
+    seed(config)  # where the service logged, the same command reports
+    code, out, _ = run(["report", *report, "--config", config], capsys)
+    assert code == 0 and out
+
+
 def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed(config)
     big, small = 0.04, 0.0008

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from switchpoint.errors import ConfigError, InvalidInputError
@@ -239,9 +240,17 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 
 def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
+    """What reads the logs in ``data_dir``. Every report is of what was logged, so a
+    ``data_dir`` that does not exist (a typo, say) is an error, not a report of nothing."""
     from switchpoint.governance.reports import Reports
 
     settings = _settings(args)
+    data_dir = Path(settings.data_dir)
+    if not data_dir.is_dir():
+        raise InvalidInputError("--data-dir" if args.data_dir else "data_dir",
+                                f"{data_dir} does not exist, so it holds no log to report on; "
+                                "point it at the data_dir of the service whose requests to "
+                                "report")
     catalog = settings.catalog()
     if routing and (catalog is None or not catalog.all_priced):
         from switchpoint.router import load_router
