@@ -53,13 +53,14 @@ def _parse_models(value: str | None) -> list[str] | None:
     return names
 
 
-def _parse_float(value: str, flag: str) -> float:
+def _parse_float(value: str, flag: str, meaning: str = "a number >= 0 (0 = quality first)"
+                 ) -> float:
     try:
         x = float(value)
     except ValueError:
         _fail(f"{flag}: {value!r} is not a number")
     if math.isnan(x) or x < 0:
-        _fail(f"{flag}: {value!r} must be a number >= 0 (0 = quality first)")
+        _fail(f"{flag}: {value!r} must be {meaning}")
     return x
 
 
@@ -487,7 +488,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"data_dir": args.data_dir})
     days = settings.store.retention_days if args.older_than is None else _parse_float(
-        args.older_than, "--older-than")
+        args.older_than, "--older-than", "a number of days > 0")
     if days is None:
         _fail("prune: give --older-than DAYS, or set store.retention_days in the config")
     if days <= 0:

@@ -879,3 +879,12 @@ def test_installed_entry_point(real_weights_dir: Path, tmp_path: Path) -> None:
     assert [json.loads(line)["id"] for line in lines.stdout.splitlines()] == [1, 2]
     assert "\r" not in lines.stderr  # stderr is a pipe, not a terminal: no bars
     assert "routing 2 prompts... done (" in lines.stderr
+
+
+@pytest.mark.parametrize("days", ["-1", "nan", "0"])
+def test_prune_names_a_bad_age_in_days(days: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["prune", "--older-than", days, "--data-dir", tmp_path], capsys)
+    assert_bad_input(code, err, f"--older-than: '{days}' must be a number of days > 0")
+    assert "quality first" not in err  # (a cost weight's words, not an age's)
+    assert list(tmp_path.iterdir()) == []
