@@ -73,8 +73,13 @@ class WeightsPackage:
         return save_weights(self, path, bundled=bundled)
 
 
+_MAX_STEM = 100  # characters of a model's name in its profile's file name (file systems: 255)
+
+
 def _profile_filename(model: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "__", model).strip(".")
+    if len(safe) > _MAX_STEM:  # a long name: its start, and a digest of all of it
+        safe = f"{safe[:_MAX_STEM]}-{_sha256(model.encode('utf-8', 'surrogatepass'))[:8]}"
     return f"profiles/{safe or 'model'}.json"
 
 

@@ -193,6 +193,21 @@ def test_add_model_then_save_and_load(
     assert sum(reloaded_policy.table_.count[:, -1]) == 30
 
 
+@pytest.mark.parametrize("long_name", ["m" * 5000, "vendor/" + "é" * 300])
+def test_a_model_with_a_long_name_saves_and_loads(
+    pkg_dir: Path, small_records: RecordSet, fake_embedder: FakeEmbedder, long_name: str
+) -> None:
+    package = load_weights(pkg_dir)
+    for name in (long_name, long_name + "-twin"):  # two long names of the same start
+        add_model(package, name, small_records.subset(range(30)), embedder=fake_embedder,
+                  source_model="gpt-4-1106-preview")
+    package.save(pkg_dir)
+    files = [p.name for p in (pkg_dir / "profiles").iterdir()]
+    assert max(len(f) for f in files) <= 120 and len(set(files)) == len(files)
+    reloaded = load_weights(pkg_dir)
+    assert reloaded.models[-2:] == [long_name, long_name + "-twin"]
+
+
 # Every corruption: WeightsError naming the file --------------------------------------------
 
 
