@@ -10,10 +10,22 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
+import pytest
 
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway import Gateway
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
-from tests.integration.learning_env import chat, feedback, get, learning_server, post
+from tests.integration.learning_env import (
+    KEYS,
+    chat,
+    feedback,
+    get,
+    learning_server,
+    loader,
+    post,
+    settings_for,
+)
 
 EXPERIMENT = """experiments:
   thrift:
@@ -257,3 +269,22 @@ def test_a_promotion_while_the_database_is_locked_is_refused_at_once_and_changes
         promoted = post(server, "/v1/router/experiments/thrift/promote", {"arm": "thrifty"})
         assert promoted.status_code == 200, promoted.text
         assert promoted.json()["promoted"] == "thrifty"
+
+
+def test_promoting_in_process_refuses_an_arm_that_is_not_a_name_and_keeps_a_named_one(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    settings = settings_for(fake, tmp_path, EXPERIMENT)
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        for bad in (5, ["thrifty"], b"thrifty"):
+            with pytest.raises(InvalidInputError) as info:
+                gateway.promote("thrift", bad)  # type: ignore[arg-type]
+            assert info.value.field == "arm" and "must be the name of an arm" in str(info.value)
+            assert gateway.experiment_report("thrift")["promoted"] is None  # nothing changed
+        with pytest.raises(InvalidInputError, match="'nope' is not an arm of 'thrift'"):
+            gateway.promote("thrift", "nope")
+        assert gateway.promote("thrift", "thrifty")["promoted"] == "thrifty"
+        assert {gateway.route(math_prompt(i)).arm for i in range(10)} == {"thrifty"}
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:  # kept across a restart
+        gateway.start()
+        assert gateway.experiment_report("thrift")["promoted"] == "thrifty"

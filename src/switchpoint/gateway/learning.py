@@ -1149,6 +1149,10 @@ class GatewayLearning:
                                     "name an arm to promote it anyway", param="arm")
             reason = "winner"
         else:
+            if not isinstance(arm, str):
+                raise InvalidInputError("arm", f"must be the name of an arm of {name!r} "
+                                               f"({', '.join(experiment.arms)}), or None for "
+                                               f"its winner; got {type(arm).__name__}")
             if arm not in experiment.arms:
                 raise InvalidInputError("arm", f"{arm[:64]!r} is not an arm of {name!r} "
                                                f"({', '.join(experiment.arms)})")
