@@ -506,6 +506,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     from switchpoint.labelling import Judge, label
+    from switchpoint.labelling.judge import MAX_RUBRIC_CHARS
 
     config = args.config or os.environ.get("SWITCHPOINT_CONFIG") or None
     if config is None:
@@ -516,7 +517,9 @@ def cmd_label(args: argparse.Namespace) -> int:
     judge: Judge | str | None = args.judge
     if args.rubric is not None:
         try:
-            judge = Judge(args.judge, rubric=Path(args.rubric).read_text(encoding="utf-8"))
+            with Path(args.rubric).open(encoding="utf-8") as fh:  # past the limit: refused
+                rubric = fh.read(MAX_RUBRIC_CHARS + 1)
+            judge = Judge(args.judge, rubric=rubric)
         except (OSError, UnicodeDecodeError) as exc:
             _fail(f"--rubric: cannot read {args.rubric}: {getattr(exc, 'strerror', None) or exc}")
         except ValueError as exc:  # an empty rubric

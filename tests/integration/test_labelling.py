@@ -474,6 +474,10 @@ def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
      "--rubric: cannot read missing.txt"),
     (["--models", "a", "--judge", "judge", "--rubric", "empty.txt"],
      "--rubric: empty.txt is empty; give the grading criteria"),
+    (["--models", "a", "--judge", "judge", "--rubric", "/dev/zero"],
+     "--rubric: /dev/zero is longer than 100000 characters; shorten it"),
+    (["--models", "a", "--judge", "judge", "--rubric", "long.txt"],
+     "--rubric: long.txt is longer than 100000 characters; shorten it"),
     (["--models", "a", "--judge", ""], "judge: must be a catalog model's name"),
     (["--models", "a", "--judge", "judge", "--concurrency", "0"], "concurrency: must be"),
     (["--models", "a", "--judge", "judge", "--bad-line"], "line 2: field 'prompt' must be"),
@@ -500,6 +504,7 @@ def test_bad_input_exits_2_before_calling_anything(
         cfg = []
     (tmp_path / "rubric.txt").write_text("Grade strictly.", encoding="utf-8")
     (tmp_path / "empty.txt").write_text(" \n", encoding="utf-8")
+    (tmp_path / "long.txt").write_text("Grade strictly. " * 10_000, encoding="utf-8")
     out = tmp_path / "records.jsonl"
     code, _, err = run(["label", prompts, "--out", out, *cfg, *argv], capsys)
     assert code == 2

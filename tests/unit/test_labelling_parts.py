@@ -24,7 +24,7 @@ from switchpoint.labelling import (
     reference_score,
 )
 from switchpoint.labelling import journal as jr
-from switchpoint.labelling.judge import unreadable_message
+from switchpoint.labelling.judge import MAX_RUBRIC_CHARS, unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.reference import (
     answer_list,
@@ -124,6 +124,9 @@ def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why()
     assert custom.rubric_id != Judge("grader").rubric_id
     with pytest.raises(ValueError, match="rubric: is empty"):
         Judge("grader", rubric="  ")
+    assert Judge("grader", rubric="x" * MAX_RUBRIC_CHARS).rubric_id
+    with pytest.raises(ValueError, match="rubric: is longer than 100000 characters"):
+        Judge("grader", rubric="x" * (MAX_RUBRIC_CHARS + 1))
 
 
 def test_an_unreadable_judge_is_reported_quoting_each_reply_once() -> None:

@@ -48,6 +48,8 @@ _FENCE = re.compile(r"^```[A-Za-z]*[ \t]*\n(.*)\n[ \t]*```$", re.DOTALL)
 _BARE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)$")
 # How much of an unreadable reply a failure message quotes.
 QUOTE_CHARS = 120
+# A rubric is sent with every judge call: a few pages of criteria, not a document.
+MAX_RUBRIC_CHARS = 100_000
 
 
 def parse_judge_reply(reply: str | None) -> float:
@@ -128,6 +130,10 @@ class Judge:
         if not isinstance(self.rubric, str) or not self.rubric.strip():
             raise InvalidInputError("rubric", "is empty; give the grading criteria, or leave "
                                               "it out for the default rubric")
+        if len(self.rubric) > MAX_RUBRIC_CHARS:
+            raise InvalidInputError("rubric", f"is longer than {MAX_RUBRIC_CHARS} characters; "
+                                              "shorten it (it is sent with every call to the "
+                                              "judge)")
 
     @property
     def rubric_id(self) -> str:
