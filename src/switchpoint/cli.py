@@ -29,7 +29,12 @@ from switchpoint._messages import plural
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
-from switchpoint.prompt_files import PromptFileError, bounded_lines, prompt_lines
+from switchpoint.prompt_files import (
+    MAX_LINE_CHARS,
+    PromptFileError,
+    bounded_lines,
+    prompt_lines,
+)
 
 EXIT_BAD_INPUT = 2
 # Prompts routed between two progress reports (and two writes when decisions stream to a pipe).
@@ -127,11 +132,13 @@ def _prompt_from_stdin() -> str:
     if stdin is None or stream_is_terminal(stdin):
         _fail(NO_PROMPT)
     try:
-        text = stdin.read()
+        text = stdin.read(MAX_LINE_CHARS + 1)  # past the limit: refused, not held whole
     except UnicodeDecodeError:
         _fail("route: the prompt on stdin is not UTF-8 text")
     except (OSError, ValueError):  # stdin closed or not readable
         _fail(NO_PROMPT)
+    if len(text) > MAX_LINE_CHARS:
+        _fail(f"route: the prompt on stdin is over {MAX_LINE_CHARS:,} characters; shorten it")
     if not text.strip():
         _fail("route: stdin was empty; pipe the prompt in (echo \"Summarise this\" | "
               "switchpoint route) or give it as an argument")

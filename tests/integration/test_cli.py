@@ -398,6 +398,30 @@ def test_route_reads_the_prompt_from_piped_stdin(
                                                           abs=1e-4)
 
 
+class Endless(io.TextIOBase):
+    """A stdin that never ends (``cat /dev/zero | switchpoint route``)."""
+
+    def readable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def read(self, size: int | None = -1) -> str:
+        if size is None or size < 0:
+            raise AssertionError("the CLI tried to hold all of an endless stdin")
+        return "a" * size
+
+
+def test_route_refuses_a_prompt_on_stdin_over_the_prompt_limit(
+    real_weights_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", Endless())
+    code, out, err = run(["route", "--weights", real_weights_dir], capsys)
+    assert_bad_input(code, err, "route: the prompt on stdin is over 8,388,608 characters")
+    assert out == ""
+
+
 def test_route_with_no_prompt_says_how_to_give_one(
     real_weights_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
