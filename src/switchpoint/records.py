@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,8 @@ from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate, s
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
+# A record is one line: a prompt (at most 8 MiB characters, as for routing) and its labels.
+MAX_RECORD_CHARS = 16 << 20
 
 
 @dataclass
@@ -172,9 +174,21 @@ def load_records(path: str | Path) -> RecordSet:
                            + "; pass a JSONL file of routing records")
     try:
         with p.open(encoding="utf-8") as fh:
-            return parse_records(fh, source=p)
+            return parse_records(_bounded_lines(fh, p), source=p)
     except UnicodeDecodeError:
         raise RecordsError(p, None, "is not UTF-8 text; save the records as UTF-8 JSON "
                                     "lines") from None
     except OSError as exc:
         raise RecordsError(p, None, f"cannot read it: {exc.strerror or exc}") from None
+
+
+def _bounded_lines(fh: TextIO, source: object) -> Iterator[str]:
+    """The lines of ``fh``, none held past :data:`MAX_RECORD_CHARS` characters (a file with no
+    line ends, or a line that never ends, is refused once that much of it is read)."""
+    number = 0
+    while line := fh.readline(MAX_RECORD_CHARS + 1):
+        number += 1
+        if len(line) > MAX_RECORD_CHARS:
+            raise RecordsError(source, number, f"is over {MAX_RECORD_CHARS:,} characters; a "
+                                               "record is one line of JSON")
+        yield line

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from switchpoint.errors import RecordsError
-from switchpoint.records import RecordSet, load_records, parse_records
+from switchpoint.records import MAX_RECORD_CHARS, RecordSet, load_records, parse_records
 from tests.conftest import feed_pipe
 
 
@@ -165,6 +165,22 @@ def test_load_records_reads_a_pipe(tmp_path: Path) -> None:
     finally:
         writer.join()
     assert records.ids == ["r1"]
+
+
+def test_load_records_refuses_a_line_over_the_limit_before_holding_it(tmp_path: Path) -> None:
+    long = tmp_path / "long.jsonl"
+    with long.open("w", encoding="utf-8") as fh:
+        fh.write(GOOD + "\n")
+        fh.write("x" * (MAX_RECORD_CHARS + 10))  # a line that does not end (a binary file, say)
+    with pytest.raises(RecordsError) as info:
+        load_records(long)
+    assert info.value.line == 2
+    assert str(info.value) == (f"{long}, line 2: is over 16,777,216 characters; a record is one "
+                               "line of JSON")
+    fine = tmp_path / "fine.jsonl"  # a line of the limit, its end included, is read
+    prompt = "p" * (MAX_RECORD_CHARS - len(_line(prompt="")) - 1)
+    fine.write_text(_line(prompt=prompt) + "\n", encoding="utf-8")
+    assert load_records(fine).prompts == [prompt]
 
 
 def test_load_records_of_another_encoding_names_the_file(tmp_path: Path) -> None:
