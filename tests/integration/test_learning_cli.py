@@ -4,13 +4,17 @@ in)."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import sqlite3
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from switchpoint.cli import main
@@ -146,22 +150,73 @@ def test_feedback_to_a_url_without_http_says_to_add_it(
     assert "e.g. http://127.0.0.1:8080" in err and "cannot reach" not in err
 
 
+class NotTheService(http.server.BaseHTTPRequestHandler):
+    """Something else listening where --url points: its answer is named by the path."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        kind = self.path.split("/")[1]
+        status, body = {
+            "string-error": (500, b'{"error": "boom"}'),
+            "a-list": (200, b"[1, 2]"),
+            "nested": (200, b"[" * 100_000 + b"]" * 100_000),
+            "long-message": (400, b'{"error": {"message": "' + b"x" * 5000 + b'"}}'),
+            "unauthorized": (401, b'{"error": {"code": "unauthorized", "message": '
+                                  b'"this gateway needs a client key"}}'),
+        }.get(kind, (200, b""))
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        if kind == "endless":  # an answer that never ends
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                while True:
+                    self.wfile.write(b" " * 65536)
+            return
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture(scope="module")
+def not_the_service() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTheService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("kind", "needle"), [
+    ("string-error", 'answered 500: {"error": "boom"}'),
+    ("a-list", "answered 200 with '[1, 2]', not the service's answer to feedback"),
+    ("nested", "not the service's answer to feedback (a JSON object)"),
+    ("long-message", "answered 400: " + "x" * 500 + "..."),
+    ("endless", "answered 200 with more than 1,048,576 bytes"),
+])
+def test_feedback_to_a_url_that_is_not_the_service_says_so(
+        not_the_service: str, capsys: pytest.CaptureFixture[str], kind: str,
+        needle: str) -> None:
+    assert main(["feedback", "abc", "--success", "--url", f"{not_the_service}/{kind}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("switchpoint: error: ") and needle in err, err[:1000]
+    assert "Traceback" not in err and len(err) < 1500
+
+
 def test_feedback_refused_for_want_of_a_key_says_how_to_give_this_command_one(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    refusal = {"error": {"code": "unauthorized", "message": "this gateway needs a client key"}}
-
-    def post(url: str, **_: object) -> httpx.Response:
-        return httpx.Response(401, json=refusal, request=httpx.Request("POST", url))
-
-    monkeypatch.setattr(httpx, "post", post)
+        not_the_service: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SWITCHPOINT_API_KEY", raising=False)
-    assert main(["feedback", "abc", "--success", "--url", "http://127.0.0.1:9"]) == 2
+    url = f"{not_the_service}/unauthorized"
+    assert main(["feedback", "abc", "--success", "--url", url]) == 2
     err = capsys.readouterr().err
     assert "answered 401: this gateway needs a client key" in err
     assert "--api-key or in $SWITCHPOINT_API_KEY" in err
     # With a key given, the service's own reason (a revoked key, say) is the whole message.
-    assert main(["feedback", "abc", "--success", "--url", "http://127.0.0.1:9",
-                 "--api-key", "sp-x"]) == 2
+    assert main(["feedback", "abc", "--success", "--url", url, "--api-key", "sp-x"]) == 2
     assert "--api-key" not in capsys.readouterr().err
 
 

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from switchpoint._json import loads
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import MAX_ANSWER_COST, check_cost, check_tenant
 
@@ -113,6 +114,14 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_ANSWER_BYTES = 1 << 20  # the service's answer to feedback is a few hundred bytes
+SHOWN_CHARS = 500  # of an unexpected answer, in an error message
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}..."
+
+
 def _feedback_over_http(args: argparse.Namespace, score: float | None,
                         success: bool | None) -> int:
     import httpx
@@ -151,19 +160,33 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
                                          "client key, from --api-key or $SWITCHPOINT_API_KEY; "
                                          "give the URL without it")
     try:
-        response = httpx.post(url, json=body, headers=headers, timeout=30)
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
+            raw = b""
+            for chunk in response.iter_bytes():
+                raw += chunk
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise ServeError(f"{url} answered {response.status_code} with more than "
+                                     f"{MAX_ANSWER_BYTES:,} bytes, which is not what the "
+                                     "service answers; is --url the switchpoint service?")
+            status = response.status_code
     except httpx.HTTPError as exc:
         raise ServeError(f"--url: cannot reach {url} ({exc})") from None
+    text = raw.decode("utf-8", "replace")
     try:
-        answer = response.json()
+        answer = loads(text)
     except ValueError:
-        answer = {"error": {"message": response.text[:500]}}
-    if response.status_code != 200:
-        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        answer = None
+    if status != 200:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
+        shown = message if isinstance(message, str) else text
         advice = ("; this command sends the key given with --api-key or in $SWITCHPOINT_API_KEY"
-                  if response.status_code == 401 and not key else "")
-        raise ServeError(f"{url} answered {response.status_code}: "
-                         f"{error.get('message', answer)}{advice}")
+                  if status == 401 and not key else "")
+        raise ServeError(f"{url} answered {status}: {_clipped(shown)}{advice}")
+    if not isinstance(answer, dict):
+        raise ServeError(f"{url} answered 200 with {_clipped(text)!r}, not the service's "
+                         "answer to feedback (a JSON object); is --url the switchpoint "
+                         "service?")
     if args.json:
         _print_json(answer)
     else:
