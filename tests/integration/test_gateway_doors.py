@@ -7,6 +7,7 @@ Both gateways use the same config (tests/integration/gateway_env.py) and the sam
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -266,3 +267,56 @@ def test_learning_status_refuses_a_bare_tenant_name(local: Gateway) -> None:
         local.learning_status("acme")  # a str is a sequence of one-letter names
     assert caught.value.field == "tenants" and "[name]" in str(caught.value)
     assert "default" in local.learning_status(["default"])["tenants"]
+
+
+def _loop_thread(gateway: Gateway) -> threading.Thread:
+    """The thread of the event loop the gateway's synchronous methods run on."""
+    assert gateway._sync is not None
+    return gateway._sync.thread
+
+
+def test_closing_the_gateway_logs_a_stream_left_open(gw_fake: FakeProviderProcess,
+                                                      tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    store = gateway.store
+    assert store is not None
+    stream = gateway.stream(messages(), model="good")
+    assert next(stream).model == "good"  # read a little, then the gateway closes under it
+    thread = _loop_thread(gateway)
+    gateway.close()
+    with pytest.raises(StoreError, match="the gateway was closed while this stream was open"):
+        next(stream)
+    stream.close()  # closing it again is harmless
+    assert not thread.is_alive()
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert [(e["id"], e["status"]) for e in entries] == [
+            (stream.switchpoint.request_id, "client_closed")]
+    finally:
+        gateway.close()
+
+
+@pytest.mark.anyio
+async def test_aclose_logs_open_streams_and_stops_the_sync_loop(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    store = gateway.store
+    assert store is not None
+    synced = gateway.stream(messages(), model="good")  # on the synchronous methods' loop
+    streamed = await gateway.astream(messages(), model="good")  # on this loop
+    thread = _loop_thread(gateway)
+    await gateway.aclose()
+    assert not thread.is_alive()  # the synchronous methods' loop is stopped too
+    gateway.start()
+    try:
+        entries, _ = store.requests(20, None)
+        assert {(e["id"], e["status"]) for e in entries} == {
+            (synced.switchpoint.request_id, "client_closed"),
+            (streamed.switchpoint.request_id, "client_closed")}
+    finally:
+        gateway.close()

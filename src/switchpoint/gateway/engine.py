@@ -173,6 +173,9 @@ class Gateway:
         self._owner: DataDirLock | None = None
         self._opened = False
         self._closed = False  # closed after it was opened: refuses work until opened again
+        # Streams handed out and not yet ended, with the loop each runs on: closing the
+        # gateway closes them first, so each is logged (as closed by the client).
+        self._open_streams: dict[ChatStream, asyncio.AbstractEventLoop] = {}
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.learning = GatewayLearning(self.state, self.store)
@@ -251,19 +254,39 @@ class Gateway:
             self.state.load()
 
     async def aclose(self) -> None:
-        """Close the upstream connections, the pins and the log."""
+        """Close the streams still open (each is logged as closed by the client), the upstream
+        connections, the pins and the log."""
+        await self._close_streams()
         await self.pool.aclose()
         await self._maintenance_done()
+        if self._sync is not None:  # what the synchronous methods opened, on their own loop
+            sync = self._sync
+            for step in (self._close_streams, self.pool.aclose):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(step(), sync.loop))
+            self._sync = None
+            await anyio.to_thread.run_sync(sync.stop)
         self._close_state()
 
     def close(self) -> None:
         """:meth:`aclose` from synchronous code."""
         if self._sync is not None:
+            self._sync.run(self._close_streams())
             self._sync.run(self.pool.aclose())
             self._sync.run(self._maintenance_done())
             self._sync.stop()
             self._sync = None
         self._close_state()
+
+    async def _close_streams(self) -> None:
+        """Close the open streams of the running loop, so their requests are logged."""
+        loop = asyncio.get_running_loop()
+        for stream, on in list(self._open_streams.items()):
+            if on is loop:
+                try:
+                    await stream.aclose()
+                except Exception as exc:  # (closing the rest matters more)
+                    log.error("a stream left open at close did not close cleanly: %s", exc)
+                self._open_streams.pop(stream, None)
 
     def _close_state(self) -> None:
         if self._opened:
@@ -586,7 +609,11 @@ class Gateway:
         info.models_tried = stream.models_tried
         info.ttft_ms = round(ttft_ms, 3)
 
+        opened: list[ChatStream] = []
+
         async def finish(s: FailoverStream, wait: bool) -> None:
+            for ended in opened:
+                self._open_streams.pop(ended, None)
             if s.error is not None:
                 self.pinner.evict_on_failure(plan.session)
             entry = accounting.streamed(plan, s, live, ttft_ms,
@@ -603,7 +630,10 @@ class Gateway:
                     written.add_done_callback(
                         lambda _: self.learning.stream_ended(plan.request_id))
 
-        return ChatStream(stream, info, finish, price_usage=True)
+        chat_stream = ChatStream(stream, info, finish, price_usage=True)
+        opened.append(chat_stream)
+        self._open_streams[chat_stream] = asyncio.get_running_loop()
+        return chat_stream
 
     def _settle(self, plan: Plan, card: Any, cost_usd: float | None,
                 usage: Any) -> accounting.Settlement | None:
@@ -1164,6 +1194,10 @@ class SyncChatStream:
         return self
 
     def __next__(self) -> ChatCompletionChunk:
+        if self._loop.loop.is_closed():  # the gateway closed it (and logged it) as it closed
+            raise StoreError("the gateway was closed while this stream was open, so the "
+                             "stream was closed there (and logged as closed by the client); "
+                             "ask again on an open gateway")
         try:
             return self._loop.run(self._stream.__anext__())
         except StopAsyncIteration:
@@ -1171,7 +1205,8 @@ class SyncChatStream:
 
     def close(self) -> None:
         """Stop reading early and release the upstream."""
-        self._loop.run(self._stream.aclose())
+        if not self._loop.loop.is_closed():  # (closing the gateway closed it already)
+            self._loop.run(self._stream.aclose())
 
     def __enter__(self) -> SyncChatStream:
         return self
