@@ -72,3 +72,69 @@ def test_a_refused_connection_is_a_connect_error() -> None:
 
     with pytest.raises(httpx.ConnectError):
         asyncio.run(run())
+
+
+class RawUpstream:
+    """An upstream on loopback that answers every request with ``head`` and then the parts of
+    ``body`` as they are queued (``None`` closes the connection)."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.parts: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(self.head)
+        while (part := await self.parts.get()) is not None:
+            writer.write(part)
+            await writer.drain()
+        writer.close()
+
+
+def test_a_chunk_declared_huge_is_passed_on_as_it_arrives() -> None:
+    """The upstream declares a chunk of 64 GiB: what has arrived of it is passed on (and so
+    counted against the caller's limits) at once, not held until the whole chunk is in."""
+    async def run() -> bytes:
+        upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"1000000000\r\n")
+        async with upstream as url, httpx.AsyncClient(transport=PooledTransport(),
+                                                      timeout=3) as client:
+            upstream.parts.put_nowait(b"x" * 200_000)
+            async with client.stream("POST", url, json=BODY) as r:
+                first = await anext(r.aiter_bytes())
+            upstream.parts.put_nowait(None)
+            return first
+
+    first = asyncio.run(run())
+    assert first and set(first) == {ord("x")}
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello world\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n"
+    + b"X-Trailer: " + b"y" * 70_000 + b"\r\n" * 2,
+    b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1_0\r\n\r\n0123456789",
+])
+def test_a_body_framed_wrongly_is_a_protocol_error(head: bytes) -> None:
+    async def run() -> None:
+        upstream = RawUpstream(head)
+        async with upstream as url, httpx.AsyncClient(transport=PooledTransport(),
+                                                      timeout=3) as client:
+            upstream.parts.put_nowait(None)
+            r = await client.post(url, json=BODY)
+            await r.aread()
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        asyncio.run(run())

@@ -27,6 +27,7 @@ import httpx
 _Origin = tuple[str, str, int]
 MAX_HEAD_BYTES = 65_536
 READ_SIZE = 65_536
+_HEX = b"0123456789abcdefABCDEF"
 
 
 class _Connection:
@@ -196,11 +197,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
                     framing = "chunked"
                     break
                 if lower == b"content-length":
-                    try:
-                        framing = int(value)
-                    except ValueError:
+                    if not value.isdigit():  # (int() would take "-5", "+5" and "1_0")
                         raise httpx.RemoteProtocolError("invalid Content-Length",
-                                                        request=request) from None
+                                                        request=request)
+                    framing = int(value)
         return status, reason, headers, framing
 
     async def aclose(self) -> None:
@@ -257,17 +257,27 @@ class _Body(httpx.AsyncByteStream):
             if self._framing == "chunked":
                 while True:
                     line = await self._read(reader.readuntil(b"\r\n"))
-                    try:
-                        size = int(line.split(b";", 1)[0].strip(), 16)
-                    except ValueError:
+                    digits = line.split(b";", 1)[0].strip()
+                    if not digits or digits.strip(_HEX):
                         raise httpx.RemoteProtocolError("malformed chunk size",
-                                                        request=request) from None
+                                                        request=request)
+                    size = int(digits, 16)
                     if size == 0:
-                        while await self._read(reader.readuntil(b"\r\n")) != b"\r\n":
-                            pass  # trailers
+                        await self._skip_trailers(reader)
                         break
-                    data = await self._read(reader.readexactly(size + 2))
-                    yield data[:-2]
+                    # A chunk is passed on as it arrives, never held whole: its declared size
+                    # is the upstream's word, and may be anything.
+                    while size > 0:
+                        data = await self._read(reader.read(min(READ_SIZE, size)))
+                        if not data:
+                            raise httpx.RemoteProtocolError(
+                                "peer closed connection without sending complete message "
+                                "body", request=request)
+                        size -= len(data)
+                        yield data
+                    if await self._read(reader.readexactly(2)) != b"\r\n":
+                        raise httpx.RemoteProtocolError("a chunk does not end where its size "
+                                                        "says", request=request)
             elif self._framing == "close":
                 self._keep = False
                 while True:
@@ -289,6 +299,15 @@ class _Body(httpx.AsyncByteStream):
             self._finish(reusable=False)
             raise
         self._finish(reusable=self._keep)
+
+    async def _skip_trailers(self, reader: asyncio.StreamReader) -> None:
+        """Read the trailer section after the last chunk (at most :data:`MAX_HEAD_BYTES`)."""
+        read = 0
+        while (line := await self._read(reader.readuntil(b"\r\n"))) != b"\r\n":
+            read += len(line)
+            if read > MAX_HEAD_BYTES:
+                raise httpx.RemoteProtocolError("the trailers after the body are too large",
+                                                request=self._request)
 
     async def _read(self, awaitable: Any) -> Any:
         try:
