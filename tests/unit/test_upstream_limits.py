@@ -4,6 +4,7 @@ redaction of credentials from upstream text."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -136,3 +137,25 @@ def test_ordinary_text_is_left_alone() -> None:
                  "the sk- prefix", "rate limited: retry in 3 s",
                  "see https://example.com:8080/v1/docs"):
         assert redact(text) == text
+
+
+def test_line_ends_split_across_reads_are_read_once() -> None:
+    assert lines(b"a\r", b"\r", b"\n", b"b\r", b"c") == ["a", "", "b", "c"]
+    assert lines(b"\r", b"\n\n", b"\r\r\n") == ["", "", "", ""]
+    assert lines(b"x\r\ny", b"\n\r") == ["x", "y", ""]
+
+
+def test_a_line_sent_a_byte_at_a_time_costs_no_more_than_one_sent_whole() -> None:
+    """Half a megabyte, one byte per read (an upstream's chunked body can split it so): each
+    byte is looked at once (rescanning what is pending on each read took a minute here)."""
+    size = 512 * 1024
+
+    async def collect() -> tuple[list[str], float]:
+        started = time.perf_counter()
+        got = [line async for line in bounded_lines(
+            chunks_of(*[b"x"] * size, b"\n"), 1 << 20, model="m")]
+        return got, time.perf_counter() - started
+
+    got, seconds = asyncio.run(collect())
+    assert got == ["x" * size]
+    assert seconds < 10, f"{seconds:.1f}s to read {size} one-byte reads"

@@ -225,8 +225,10 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
     """The lines of an event-stream body (``\n``, ``\r\n`` or ``\r`` ended, ends stripped),
     none longer than ``limit`` bytes: a longer one raises :class:`ResponseTooLarge` once
     ``limit`` bytes of it are buffered, whatever the upstream sends after; so does a body
-    past ``total`` bytes in all."""
+    past ``total`` bytes in all. Each byte is looked at once, however finely the upstream
+    splits its body (a line sent a byte at a time costs no more than one sent whole)."""
     pending = b""
+    unended = bytearray()  # a line still without its end, when it spans many reads
     received = 0
     async for chunk in chunks:
         if not chunk:
@@ -235,6 +237,14 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
         if total is not None and received > total:
             raise ResponseTooLarge(f"the stream is over the limit of {total} bytes "
                                    "(gateway.max_response_bytes)", model=model)
+        if b"\n" not in chunk and b"\r" not in chunk and not pending.endswith(b"\r"):
+            # Still the same line: appended, not split again (each byte is looked at once).
+            unended += chunk
+            if len(pending) + len(unended) > limit:
+                raise _line_too_large(limit, model)
+            continue
+        if unended:
+            pending, unended = pending + unended, bytearray()
         lines = (pending + chunk).splitlines(keepends=True)
         last = lines[-1]
         # An unended line, or one ending in \r (maybe half of \r\n), waits for more bytes.
@@ -246,6 +256,7 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
             yield line.decode("utf-8", "replace")
         if len(pending) > limit:
             raise _line_too_large(limit, model)
+    pending += unended
     if pending:
         yield pending.rstrip(b"\r\n").decode("utf-8", "replace")
 
