@@ -4,10 +4,14 @@ keep-alive reuse, a pool slot freed by a body closed early, and httpx's exceptio
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
+import zlib
 
 import httpx
 import pytest
 
+from switchpoint.errors import ResponseTooLarge
+from switchpoint.gateway.providers._http import read_capped
 from switchpoint.gateway.providers._transport import PooledTransport
 from tests.fakes.fake_provider import FakeProviderProcess
 
@@ -138,3 +142,31 @@ def test_a_body_framed_wrongly_is_a_protocol_error(head: bytes) -> None:
 
     with pytest.raises(httpx.RemoteProtocolError):
         asyncio.run(run())
+
+
+def test_a_compressed_body_is_inflated_a_little_at_a_time() -> None:
+    """A gzip body that inflates 1000-fold (256 MiB of zeros): refused at the caller's limit
+    with no more than a few megabytes inflated at once (a 64 KiB read inflated to 64 MiB)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    bomb = b"".join(packer.compress(zeros) for _ in range(256)) + packer.flush()
+
+    async def run() -> int:
+        upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               b"Content-Encoding: gzip\r\n"
+                               b"Content-Length: " + str(len(bomb)).encode() + b"\r\n\r\n")
+        async with upstream as url, httpx.AsyncClient(transport=PooledTransport(),
+                                                      timeout=3) as client:
+            upstream.parts.put_nowait(bomb)
+            upstream.parts.put_nowait(None)
+            async with client.stream("POST", url, json=BODY) as r:
+                tracemalloc.start()
+                try:
+                    with pytest.raises(ResponseTooLarge):
+                        await read_capped(r, 1 << 20, model="m")
+                    return tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+
+    peak = asyncio.run(run())
+    assert peak < 16 << 20, f"{peak >> 20} MiB held at once"

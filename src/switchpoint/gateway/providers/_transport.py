@@ -27,6 +27,9 @@ import httpx
 _Origin = tuple[str, str, int]
 MAX_HEAD_BYTES = 65_536
 READ_SIZE = 65_536
+# Bytes read at a time of a compressed body: httpx inflates each read whole, and deflate
+# inflates up to about 1000 times, so a read of READ_SIZE could become 64 MB at once.
+ENCODED_READ_SIZE = 4_096
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -146,7 +149,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise
         keep = framing != "close" and not any(
             k.lower() == b"connection" and v.lower() == b"close" for k, v in headers)
-        stream = _Body(self, origin, conn, slots, request, framing, keep)
+        encoded = any(k.lower() == b"content-encoding"
+                      and v.strip().lower() not in (b"", b"identity") for k, v in headers)
+        stream = _Body(self, origin, conn, slots, request, framing, keep,
+                       ENCODED_READ_SIZE if encoded else READ_SIZE)
         return httpx.Response(status, headers=headers, stream=stream,
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
 
@@ -233,11 +239,12 @@ def _parse_head(raw: bytes, request: httpx.Request) -> tuple[int, bytes, list[tu
 
 class _Body(httpx.AsyncByteStream):
     """A response body read as it arrives; the connection goes back to the pool once the body
-    has been read to its end, and is closed if the reader stops early."""
+    has been read to its end, and is closed if the reader stops early. It is read
+    ``read_size`` bytes at a time at most."""
 
     def __init__(self, transport: PooledTransport, origin: _Origin, conn: _Connection,
                  slots: asyncio.Semaphore, request: httpx.Request, framing: Any,
-                 keep: bool) -> None:
+                 keep: bool, read_size: int = READ_SIZE) -> None:
         self._transport = transport
         self._origin = origin
         self._conn: _Connection | None = conn
@@ -246,6 +253,7 @@ class _Body(httpx.AsyncByteStream):
         self._framing = framing
         self._keep = keep
         self._read_s = _timeout(request, "read")
+        self._read_size = read_size
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         conn = self._conn
@@ -268,7 +276,7 @@ class _Body(httpx.AsyncByteStream):
                     # A chunk is passed on as it arrives, never held whole: its declared size
                     # is the upstream's word, and may be anything.
                     while size > 0:
-                        data = await self._read(reader.read(min(READ_SIZE, size)))
+                        data = await self._read(reader.read(min(self._read_size, size)))
                         if not data:
                             raise httpx.RemoteProtocolError(
                                 "peer closed connection without sending complete message "
@@ -281,14 +289,14 @@ class _Body(httpx.AsyncByteStream):
             elif self._framing == "close":
                 self._keep = False
                 while True:
-                    data = await self._read(reader.read(READ_SIZE))
+                    data = await self._read(reader.read(self._read_size))
                     if not data:
                         break
                     yield data
             else:
                 remaining = int(self._framing)
                 while remaining > 0:
-                    data = await self._read(reader.read(min(READ_SIZE, remaining)))
+                    data = await self._read(reader.read(min(self._read_size, remaining)))
                     if not data:
                         raise httpx.RemoteProtocolError(
                             "peer closed connection without sending complete message body",
