@@ -60,7 +60,7 @@ What a :class:`ProviderError` means for failover:
 error                       retry      escalate  when
 ==========================  =========  ========  ============================================
 :class:`RateLimited`        yes        yes       429 (``retry_after`` from ``Retry-After``)
-:class:`ServerError`        yes        yes       5xx, 529 overloaded, 408/409
+:class:`ServerError`        yes        yes       5xx, 529 overloaded, 408/409, a 3xx
 :class:`ConnectError`       yes        yes       refused, reset, DNS, connect timeout
 :class:`ReadTimeout`        yes        yes       no bytes for ``read_s``
 :class:`FirstTokenTimeout`  yes        yes       no content within ``first_token_s``
@@ -493,7 +493,8 @@ class RateLimited(ProviderError):
 
 
 class ServerError(ProviderError):
-    """The upstream failed (5xx, overloaded, 408/409): the same request may work later."""
+    """The upstream failed (5xx, overloaded, 408/409) or redirected (a 3xx, never followed):
+    the same request may work later, or another model answer it."""
 
     kind = "server_error"
     _retryable = True

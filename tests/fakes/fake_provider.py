@@ -67,6 +67,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``echo_auth``      an error ``status=`` (401) whose message quotes the request's
                    ``Authorization`` and ``x-api-key`` headers verbatim (``text=1``: as plain
                    text, not JSON; ``pad=N``: N more characters of message)
+``redirect``       a ``status=`` (307) redirect to ``location=`` (percent-decoded; default
+                   ``http://127.0.0.1:9/elsewhere``) whose body is a whole chat completion
+                   saying ``REDIRECTED`` (an answer a client must never see)
 ``hold``           send nothing for ``seconds=`` (default 10), noting in the request log
                    (``closed_at``) when the client closes the connection
 =================  ===========================================================================
@@ -799,6 +802,20 @@ async def serve_echo_auth(req: Request, writer: asyncio.StreamWriter,
     return True
 
 
+async def serve_redirect(req: Request, writer: asyncio.StreamWriter,
+                         params: dict[str, str]) -> bool:
+    status = int(_num(params, "status", 307))
+    location = urllib.parse.unquote(params.get("location", "http://127.0.0.1:9/elsewhere"))
+    model = str((req.json or {}).get("model"))
+    await send_json(writer, status, {
+        "id": "chatcmpl-redirected", "object": "chat.completion", "created": int(time.time()),
+        "model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": "REDIRECTED"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+        {"location": location})
+    return True
+
+
 async def serve_hold(reader: asyncio.StreamReader | None, params: dict[str, str],
                      entry: dict[str, Any]) -> bool:
     """Answer nothing; note when the client closes the connection."""
@@ -859,6 +876,8 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
             return await serve_hold(reader, params, entry)
         if name == "echo_auth":
             return await serve_echo_auth(req, writer, params)
+        if name == "redirect":
+            return await serve_redirect(req, writer, params)
         stream = bool((req.json or {}).get("stream"))
         if name == "huge":
             return await serve_huge(req, writer, params, stream)

@@ -394,3 +394,25 @@ def test_a_client_that_leaves_mid_stream_is_logged_as_such(
     entry = log_entry(gw, request_id)
     assert entry["status"] == "client_closed" and entry["model"] == "good"
     assert gw.service.gateway.health.status("good") == "healthy"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_redirect_is_not_an_answer_and_fails_over_naming_it(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
+    """A 3xx is not followed, and the answer its body holds never reaches the client."""
+    gw_fake.script("good", "redirect:location=http%3A//elsewhere.example/v1",
+                   "redirect:status=302")
+    if streaming:
+        text, _, entry = streamed(gw)
+    else:
+        completion, entry = plain(gw)
+        text = completion.choices[0].message.content or ""
+    assert "REDIRECTED" not in text and text.startswith(f"Echo from {OTHER}")
+    assert outcomes(entry) == [("good", "server_error"), ("good", "server_error"),
+                               ("other", "ok")]
+    first = entry["attempts"][0]
+    assert first["status"] == 307
+    assert "redirect to 'http://elsewhere.example/v1', which is not followed" in str(first)
+    assert "base_url" in str(first)
+    assert [r["path"] for r in gw_fake.requests()] == ["/v1/chat/completions",
+                                                       "/v1/chat/completions", "/v1/messages"]

@@ -135,8 +135,9 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
                     *, model: str) -> tuple[dict[str, Any], httpx.Response, float]:
     """POST JSON and return the decoded 2xx body, the response and the latency in ms.
 
-    Raises the classified :class:`ProviderError` for transport failures, error statuses and a
-    2xx that is not a JSON object.
+    Raises the classified :class:`ProviderError` for transport failures, error statuses,
+    redirects (never followed: whatever their body says is not an answer) and a 2xx that is not
+    a JSON object.
     """
     started = time.perf_counter()
     secrets = header_secrets(headers)
@@ -146,7 +147,7 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise map_transport_error(exc, model=model, timeouts=timeouts) from exc
-    failed = response.status_code >= 400
+    failed = response.status_code >= 300  # a redirect is not followed
     try:
         raw = await read_capped(response, MAX_ERROR_BODY if failed else
                                 timeouts.max_response_bytes, model=model, truncate=failed)
@@ -301,7 +302,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
         try:
             async with asyncio.timeout(timeouts.first_token_s):
                 response = await client.send(request, stream=True)
-                if response.status_code >= 400:
+                if response.status_code >= 300:  # (a redirect is not followed)
                     raw = await read_capped(response, MAX_ERROR_BODY, model=model,
                                             truncate=True)
                     raise classify_status(response.status_code, decode_body(raw, secrets),

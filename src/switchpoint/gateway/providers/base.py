@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
+from switchpoint._messages import cut
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     AuthError,
@@ -268,12 +269,18 @@ def error_message(body: object, default: str) -> str:
 
 def classify_status(status: int, body: object, headers: Mapping[str, str], *,
                     model: str | None = None) -> ProviderError:
-    """The :class:`ProviderError` for an upstream HTTP error status and body (secrets in the
-    body are redacted, if :func:`decode_body` has not already)."""
+    """The :class:`ProviderError` for an upstream HTTP error status or redirect and its body
+    (secrets in the body are redacted, if :func:`decode_body` has not already)."""
     body = redact_value(body)
     code, message = _error_fields(body)
     text = f"{code} {message}"
     human = error_message(body, f"HTTP {status}")
+    if 300 <= status < 400:
+        location = {k.lower(): v for k, v in headers.items()}.get("location")
+        to = f" to {redact(cut(location, 200))!r}" if location else ""
+        return ServerError(f"the upstream answered {status}, a redirect{to}, which is not "
+                           "followed: set the model's base_url to the URL that answers",
+                           model=model, status=status, body=body)
     if status == 429:
         return RateLimited(f"rate limited (429): {human}",
                            retry_after=parse_retry_after(headers), model=model, body=body)
