@@ -70,6 +70,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``redirect``       a ``status=`` (307) redirect to ``location=`` (percent-decoded; default
                    ``http://127.0.0.1:9/elsewhere``) whose body is a whole chat completion
                    saying ``REDIRECTED`` (an answer a client must never see)
+``error200``       a 200 whose JSON body is an error, streamed or not (``code=``, default
+                   ``server_error``; its message quotes the request's ``Authorization``)
+``html``           a 200 web page (``text/html``), streamed or not
 ``hold``           send nothing for ``seconds=`` (default 10), noting in the request log
                    (``closed_at``) when the client closes the connection
 =================  ===========================================================================
@@ -878,6 +881,18 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
             return await serve_echo_auth(req, writer, params)
         if name == "redirect":
             return await serve_redirect(req, writer, params)
+        if name == "error200":
+            code = params.get("code", "server_error")
+            await send_json(writer, 200, {"error": {
+                "message": f"fake upstream failure ({req.headers.get('authorization', '')})",
+                "type": code, "code": code}})
+            return True
+        if name == "html":
+            page = b"<html><body><h1>Service temporarily down</h1></body></html>"
+            writer.write(head_bytes(200, {"content-type": "text/html",
+                                          "content-length": str(len(page))}) + page)
+            await writer.drain()
+            return True
         stream = bool((req.json or {}).get("stream"))
         if name == "huge":
             return await serve_huge(req, writer, params, stream)

@@ -416,3 +416,19 @@ def test_a_redirect_is_not_an_answer_and_fails_over_naming_it(
     assert "base_url" in str(first)
     assert [r["path"] for r in gw_fake.requests()] == ["/v1/chat/completions",
                                                        "/v1/chat/completions", "/v1/messages"]
+
+
+@pytest.mark.parametrize(("behaviour", "named"), [
+    ("error200", "fake upstream failure"), ("html", "not an event stream (text/html)")])
+def test_a_stream_answered_without_events_fails_over_naming_what_came(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, behaviour: str, named: str) -> None:
+    """A 200 to a stream request holding a JSON error or a web page, not events: the attempt
+    names what the upstream said (its key redacted), and another model answers."""
+    gw_fake.script("good", behaviour, behaviour)
+    text, _, entry = streamed(gw)
+    assert text.startswith(f"Echo from {OTHER}")
+    assert [model for model, _ in outcomes(entry)] == ["good", "good", "other"]
+    first = str(entry["attempts"][0])
+    assert named in first
+    key = gw_fake.requests()[0]["headers"]["authorization"].removeprefix("Bearer ")
+    assert key and key not in first

@@ -9,8 +9,9 @@ carried are redacted from whatever the upstream said about it."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -31,6 +32,7 @@ from switchpoint.gateway.providers.base import (
     MAX_ERROR_BODY,
     Timeouts,
     classify_status,
+    classify_stream_error,
     decode_body,
     is_content_chunk,
     upstream_json,
@@ -267,6 +269,35 @@ def _line_too_large(limit: int, model: str) -> ResponseTooLarge:
                             "(gateway.max_sse_line_bytes)", model=model)
 
 
+async def _noting_stray(lines: AsyncIterator[str], noted: list[str]) -> AsyncIterator[str]:
+    """The lines of a body passed on as they are, noting in ``noted`` the first
+    :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY` characters of those that are not
+    event-stream fields (an upstream that answered a stream with JSON or a web page)."""
+    room = MAX_ERROR_BODY
+    async for line in lines:
+        if room > 0 and line and not line.startswith("data:") and not _FIELD.match(line):
+            noted.append(line[:room])
+            room -= len(line) + 1
+        yield line
+
+
+_FIELD = re.compile(r"(data|event|id|retry)?(:|$)")
+
+
+def _not_events(response: httpx.Response, text: str, secrets: Sequence[str],
+                model: str) -> ProviderError:
+    """The error for a stream whose body held no events, only ``text``: the upstream's error
+    when it is one (some answer a stream's failure with a 200 and a JSON error), else a
+    malformed answer naming what came instead."""
+    body = decode_body(text.encode(), secrets)
+    if isinstance(body, Mapping) and body.get("error"):
+        return classify_stream_error(body, model=model)
+    kind = response.headers.get("content-type") or "no content-type"
+    return MalformedResponse(f"the {response.status_code} answer to a stream is not an event "
+                             f"stream ({cut(kind, 80)}): {cut(str(redact_value(body)), 200)}",
+                             model=model, status=response.status_code, body=body)
+
+
 class ChunkDecoder(Protocol):
     """Turns an upstream's SSE events into OpenAI chunks. ``done`` once its end marker came."""
 
@@ -309,12 +340,16 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                                           response.headers, model=model)
                 received = True
                 limit = timeouts.max_sse_line_bytes
-                events = iter_sse(bounded_lines(response.aiter_bytes(), limit, model=model,
-                                                total=timeouts.max_response_bytes),
-                                  max_event_chars=limit)
+                stray: list[str] = []
+                events = iter_sse(_noting_stray(
+                    bounded_lines(response.aiter_bytes(), limit, model=model,
+                                  total=timeouts.max_response_bytes), stray),
+                    max_event_chars=limit)
                 while not decoder.done:
                     event = await anext(events, None)
                     if event is None:
+                        if stray:
+                            raise _not_events(response, "\n".join(stray), secrets, model)
                         raise StreamBroken("the stream ended before any content", model=model)
                     chunks = decoder.feed(event)
                     pending.extend(chunks)
