@@ -170,3 +170,25 @@ def test_a_compressed_body_is_inflated_a_little_at_a_time() -> None:
 
     peak = asyncio.run(run())
     assert peak < 16 << 20, f"{peak >> 20} MiB held at once"
+
+
+@pytest.mark.parametrize(("head", "kept"), [
+    (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 0),
+    (b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok", 1),
+    (b"HTTP/1.1 200 OK\r\nConnection: foo, close\r\nContent-Length: 2\r\n\r\nok", 0),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1),
+])
+def test_only_a_persistent_connection_is_pooled(head: bytes, kept: int) -> None:
+    """An HTTP/1.0 answer closes its connection unless it says keep-alive: it is not pooled,
+    so the next request does not meet a connection the upstream is closing."""
+    async def run() -> tuple[bytes, int]:
+        transport = PooledTransport()
+        upstream = RawUpstream(head)
+        async with upstream as url, httpx.AsyncClient(transport=transport,
+                                                      timeout=3) as client:
+            r = await client.post(url, json=BODY)
+            kept = sum(len(v) for v in transport._idle.values())
+            upstream.parts.put_nowait(None)  # (the upstream holds the connection till now)
+            return r.content, kept
+
+    assert asyncio.run(run()) == (b"ok", kept)

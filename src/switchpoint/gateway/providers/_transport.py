@@ -141,14 +141,14 @@ class PooledTransport(httpx.AsyncBaseTransport):
                                          request=request) from None
             except OSError as exc:
                 raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
-            status, reason, headers, framing = await self._read_head(request, conn)
+            status, reason, headers, framing, persistent = await self._read_head(request,
+                                                                                 conn)
         except BaseException:
             if conn is not None:
                 conn.close()
             slots.release()
             raise
-        keep = framing != "close" and not any(
-            k.lower() == b"connection" and v.lower() == b"close" for k, v in headers)
+        keep = framing != "close" and persistent
         encoded = any(k.lower() == b"content-encoding"
                       and v.strip().lower() not in (b"", b"identity") for k, v in headers)
         stream = _Body(self, origin, conn, slots, request, framing, keep,
@@ -173,12 +173,15 @@ class PooledTransport(httpx.AsyncBaseTransport):
         return b"\r\n".join(lines) + b"\r\n\r\n"
 
     async def _read_head(self, request: httpx.Request, conn: _Connection) -> tuple[
-            int, bytes, list[tuple[bytes, bytes]], Any]:
+            int, bytes, list[tuple[bytes, bytes]], Any, bool]:
+        """Status, reason, headers, framing, and whether the connection may serve another
+        request (HTTP/1.1 unless ``Connection: close``; HTTP/1.0 only with ``keep-alive``)."""
         try:
             async with asyncio.timeout(_timeout(request, "read")):
                 while True:
                     raw = await conn.reader.readuntil(b"\r\n\r\n")
                     status, reason, headers = _parse_head(raw, request)
+                    http10 = raw.startswith(b"HTTP/1.0 ")
                     if not 100 <= status < 200 or status == 101:
                         break  # skip interim 1xx answers
         except TimeoutError:
@@ -207,7 +210,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
                         raise httpx.RemoteProtocolError("invalid Content-Length",
                                                         request=request)
                     framing = int(value)
-        return status, reason, headers, framing
+        connection = b",".join(v.lower() for k, v in headers if k.lower() == b"connection")
+        tokens = {t.strip() for t in connection.split(b",")}
+        persistent = b"keep-alive" in tokens if http10 else b"close" not in tokens
+        return status, reason, headers, framing, persistent
 
     async def aclose(self) -> None:
         self._closed = True
