@@ -38,6 +38,7 @@ from switchpoint.gateway.providers import (
     ProviderRegistry,
     Timeouts,
 )
+from switchpoint.gateway.providers._transport import PooledTransport
 from tests.fakes.fake_provider import FakeProviderProcess
 
 pytestmark = pytest.mark.anyio
@@ -392,6 +393,22 @@ async def test_one_pooled_client_per_base_url(pool: ClientPool, openai_provider:
         await openai_provider.complete(req(), gpt, FAST)
         await openai_provider.complete(req(), gpt_big, FAST)
     assert len(pool) == 1
+
+
+async def test_streams_read_to_their_end_marker_leave_the_connection_for_the_next_call(
+        gpt: ModelCard, claude: ModelCard) -> None:
+    transport = PooledTransport(max_connections=4)
+    pool = ClientPool(transport=transport)
+    try:
+        for provider, card in ((OpenAIProvider(pool, env=ENV), gpt),
+                               (AnthropicProvider(pool, env=ENV), claude)):
+            for _ in range(3):
+                chunks = await collect(provider.stream(req(stream=True), card, FAST))
+                assert text_of(chunks).endswith(": hello there")
+                # The body's end followed the end marker: its one connection is idle, pooled.
+                assert sum(len(idle) for idle in transport._idle.values()) == 1
+    finally:
+        await pool.aclose()
 
 
 # =============================================================================================

@@ -9,6 +9,7 @@ carried are redacted from whatever the upstream said about it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
@@ -298,6 +299,17 @@ def _not_events(response: httpx.Response, text: str, secrets: Sequence[str],
                              model=model, status=response.status_code, body=body)
 
 
+async def _read_rest(events: AsyncIterator[SSEEvent]) -> None:
+    """Read what is left of a stream after its end marker, if it has already arrived, and
+    drop it: a body read to its end puts the connection back in the pool for the next call.
+    Nothing is waited for: when the rest is not there yet (or is malformed), the connection is
+    closed as the stream's response closes, as before."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(0):  # fires at the first wait for more bytes
+            async for _ in events:
+                pass
+
+
 class ChunkDecoder(Protocol):
     """Turns an upstream's SSE events into OpenAI chunks. ``done`` once its end marker came."""
 
@@ -370,6 +382,8 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
             finished.note(chunk)
             yield chunk
         if decoder.done:
+            assert events is not None
+            await _read_rest(events)
             return
         assert events is not None
         try:
@@ -378,6 +392,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                     finished.note(chunk)
                     yield chunk
                 if decoder.done:
+                    await _read_rest(events)
                     return
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, model=model, timeouts=timeouts,
