@@ -5,33 +5,80 @@
 an error event instead (``event: error`` + ``data: {"error": {...}}``), which the official
 ``openai`` clients raise as ``openai.APIError``. It never ends a failed stream as if it had
 succeeded, and it always closes the iterator (so a client that leaves releases the upstream).
+
+The chunks are read by a task of their own, at most :data:`READ_AHEAD` ahead of the client,
+and every chunk already read when the client's connection is next written goes out in that one
+write: an upstream that sends a burst of chunks costs one write to the client, not one per
+chunk, and a slow one still has each chunk sent as soon as it arrives.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from typing import Any
 
 from switchpoint.server.errors import sse_error
 
 DONE = b"data: [DONE]\n\n"
+READ_AHEAD = 64  # chunks read, and held, ahead of what the client has been sent
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# The readers of streams still running (a task needs a reference until it ends).
+_READERS: set[asyncio.Task[None]] = set()
 
 
 def encode_chunk(chunk: Mapping[str, Any]) -> bytes:
-    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _ENCODER.encode(chunk).encode() + b"\n\n"
 
 
-async def sse_body(chunks: AsyncIterable[Mapping[str, Any]]) -> AsyncIterator[bytes]:
+async def sse_body(chunks: AsyncIterable[Mapping[str, Any]]) -> AsyncGenerator[bytes, None]:
     """The bytes of an OpenAI stream: each chunk, then ``[DONE]``, or an error event."""
+    queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue(READ_AHEAD)
+    reader = asyncio.get_running_loop().create_task(_read(chunks, queue))
+    _READERS.add(reader)
+    reader.add_done_callback(_READERS.discard)
     try:
-        async for chunk in chunks:
-            yield encode_chunk(chunk)
-    except Exception as exc:  # the response has started: report it, never end cleanly
-        yield sse_error(exc)
-        return
+        while True:
+            items = [await queue.get()]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            body = b"".join(item for item in items if isinstance(item, bytes))
+            if body:
+                yield body
+            end = items[-1]  # the reader's last item, None or an exception, ends the queue
+            if end is None:
+                return
+            if isinstance(end, Exception):
+                raise end
     finally:
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    yield DONE
+        # The client left (or the writer failed): stop reading; the reader closes the
+        # iterator, which releases the upstream and logs how the request ended.
+        if not reader.done():
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+
+async def _read(chunks: AsyncIterable[Mapping[str, Any]],
+                queue: asyncio.Queue[bytes | Exception | None]) -> None:
+    """Every chunk of ``chunks`` encoded into ``queue``, then ``[DONE]`` or the error event,
+    then ``None``. The iterator is closed however this ends, before the end goes in the queue;
+    if closing it fails, that exception goes in instead (the writer raises it)."""
+    tail = DONE
+    try:
+        try:
+            async for chunk in chunks:
+                await queue.put(encode_chunk(chunk))
+        except Exception as exc:  # the response has started: report it, never end cleanly
+            tail = sse_error(exc)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+    except Exception as exc:
+        await queue.put(exc)
+        return
+    await queue.put(tail)
+    await queue.put(None)
