@@ -112,6 +112,50 @@ class _Connection(h11.Connection):
         return event
 
 
+class _CoalescingTransport:
+    """A connection's transport whose writes made in one turn of the event loop go out as one
+    write at the end of it: an answer's head, its body and its end (or a stream's last events
+    and its end) cost one system call instead of one each. Closing sends what is pending
+    first; aborting drops it. Everything else is the transport's own."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a connection cap, phase deadlines and a head size limit.
     Use :func:`guarded_protocol` to make one for a server."""
@@ -130,7 +174,7 @@ class GuardedH11Protocol(H11Protocol):
     # Connections -------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         registry = self._registry
         stats = registry.stats
         if stats.open >= registry.limits.max_connections:
