@@ -11,7 +11,7 @@ import pytest
 
 from switchpoint.errors import StreamBroken
 from switchpoint.server.errors import sse_error
-from switchpoint.server.streaming import sse_body
+from switchpoint.server.streaming import SSEResponse, sse_body
 
 pytestmark = pytest.mark.anyio
 
@@ -89,3 +89,23 @@ async def test_a_failure_closing_the_chunks_ends_the_body_with_it_not_done() -> 
         async for piece in sse_body(Unclosable()):
             got.append(piece)
     assert got == [b'data: {"x":1}\n\n']
+
+
+async def test_the_head_goes_out_with_the_first_events_then_each_piece_then_the_end() -> None:
+    seen: list[str] = []
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b"data: 1\n\n", b"data: 2\n\n"):
+            seen.append(f"made {piece!r}")
+            yield piece
+
+    async def send(message: dict[str, Any]) -> None:
+        seen.append(f"{message['type']} {message.get('body', b'')!r}")
+
+    response = SSEResponse(pieces(), headers={"cache-control": "no-cache"})
+    await response.stream_response(send)  # type: ignore[arg-type]
+    assert seen == ["made b'data: 1\\n\\n'",  # the first piece is in hand before the head
+                    "http.response.start b''", "http.response.body b'data: 1\\n\\n'",
+                    "made b'data: 2\\n\\n'", "http.response.body b'data: 2\\n\\n'",
+                    "http.response.body b''"]
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in response.raw_headers

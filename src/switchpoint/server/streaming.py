@@ -9,7 +9,9 @@ succeeded, and it always closes the iterator (so a client that leaves releases t
 The chunks are read by a task of their own, at most :data:`READ_AHEAD` ahead of the client,
 and every chunk already read when the client's connection is next written goes out in that one
 write: an upstream that sends a burst of chunks costs one write to the client, not one per
-chunk, and a slow one still has each chunk sent as soon as it arrives.
+chunk, and a slow one still has each chunk sent as soon as it arrives. :class:`SSEResponse`
+sends the answer's head together with the stream's first events (already in hand when the
+stream is answered), not in a write of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from typing import Any
 
+from starlette.responses import StreamingResponse
+from starlette.types import Send
+
 from switchpoint.server.errors import sse_error
 
 DONE = b"data: [DONE]\n\n"
@@ -27,6 +32,30 @@ READ_AHEAD = 64  # chunks read, and held, ahead of what the client has been sent
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 # The readers of streams still running (a task needs a reference until it ends).
 _READERS: set[asyncio.Task[None]] = set()
+
+
+class SSEResponse(StreamingResponse):
+    """A ``text/event-stream`` answer whose head is sent with the body's first piece (so they
+    leave in one write), then each piece as it comes."""
+
+    media_type = "text/event-stream"
+
+    async def stream_response(self, send: Send) -> None:
+        pieces = aiter(self.body_iterator)
+        first = await anext(pieces, b"")
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        if first:
+            await send({"type": "http.response.body", "body": _bytes(first, self.charset),
+                        "more_body": True})
+        async for piece in pieces:
+            await send({"type": "http.response.body", "body": _bytes(piece, self.charset),
+                        "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _bytes(piece: str | bytes | memoryview, charset: str) -> bytes | memoryview:
+    return piece.encode(charset) if isinstance(piece, str) else piece
 
 
 def encode_chunk(chunk: Mapping[str, Any]) -> bytes:

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from switchpoint.decision import check_cost_weight
 from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
@@ -27,7 +27,7 @@ from switchpoint.server.auth import client_principal
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import answer_for, log_store_failure
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
-from switchpoint.server.streaming import sse_body
+from switchpoint.server.streaming import SSEResponse, sse_body
 
 router = APIRouter()
 
@@ -140,11 +140,10 @@ async def _disconnect(request: Request) -> None:
             return
 
 
-def _stream_response(stream: ChatStream) -> StreamingResponse:
+def _stream_response(stream: ChatStream) -> SSEResponse:
     headers = info_headers(stream.switchpoint)
     headers["cache-control"] = "no-cache"
-    return StreamingResponse(sse_body(stream), media_type="text/event-stream",
-                             headers=headers)
+    return SSEResponse(sse_body(stream), headers=headers)
 
 
 def info_headers(info: CallInfo | None) -> dict[str, str]:
