@@ -429,7 +429,6 @@ async def call_with_failover(
     if not candidates:
         raise FailoverError("no candidate models to call", [], None)
     policy = policy or RetryPolicy()
-    rng = rng or random.Random()
     deadline = clock() + policy.max_total_s
     attempts = [] if attempts is None else attempts
     last_error: ProviderError | None = None
@@ -493,7 +492,7 @@ async def call_with_failover(
                 if retry_after is not None and retry_after > policy.max_retry_after_s:
                     break
                 wait = (retry_after if retry_after is not None
-                        else policy.backoff(number, rng))
+                        else policy.backoff(number, rng or random.Random()))
                 if clock() + wait > deadline:
                     break
                 if health is not None and health.state(card.name) is not BreakerState.CLOSED:
