@@ -192,3 +192,81 @@ def test_only_a_persistent_connection_is_pooled(head: bytes, kept: int) -> None:
             return r.content, kept
 
     assert asyncio.run(run()) == (b"ok", kept)
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+async def _scripted(writes: list[bytes], close: bool = False) -> tuple[asyncio.Server, str]:
+    """A loopback server answering every request with ``writes``, each sent on its own after a
+    short pause (so each arrives as a read of its own); with ``close`` it then hangs up."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            for data in writes:
+                writer.write(data)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            if close:
+                break
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/"
+
+
+async def _pieces(writes: list[bytes]) -> tuple[list[bytes], int]:
+    """The pieces a streamed GET's body came in, and the connections left idle after it."""
+    server, url = await _scripted(writes)
+    transport = PooledTransport()
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=2) as client:
+            async with client.stream("GET", url) as r:
+                pieces = [piece async for piece in r.aiter_raw()]
+            return pieces, sum(len(v) for v in transport._idle.values())
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_chunks_that_arrive_together_are_one_piece_and_a_split_chunk_comes_as_it_arrives(
+        ) -> None:
+    burst = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in (b"data: 1\n\n", b"data: 2\n\n"))
+    pieces, idle = asyncio.run(_pieces([
+        HEAD + burst,  # two chunks in one read: one piece
+        b"13\r\ndata: first half",  # a chunk of 19 bytes, split over two reads
+        b" 3\n\r\n0\r\nx-trailer: y\r\n\r\n"]))
+    assert pieces == [b"data: 1\n\ndata: 2\n\n", b"data: first half", b" 3\n"]
+    assert idle == 1  # read to its end (trailers included): kept for the next request
+
+
+@pytest.mark.parametrize(("tail", "error"), [
+    (b"zz\r\n", "malformed chunk size"),
+    (b"3\r\nabcdef\r\n", "a chunk does not end where its size says"),
+    (b"3\r\nab", "peer closed connection without sending complete message body"),
+    (b"1" * 70_000, "size line is too large")])
+def test_a_malformed_chunked_body_is_a_protocol_error(tail: bytes, error: str) -> None:
+    async def run() -> None:
+        server, url = await _scripted([HEAD + b"4\r\nokay\r\n" + tail], close=True)
+        try:
+            async with httpx.AsyncClient(transport=PooledTransport(), timeout=2) as client, \
+                    client.stream("GET", url) as r:
+                async for _ in r.aiter_raw():
+                    pass
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with pytest.raises(httpx.RemoteProtocolError, match=error):
+        asyncio.run(run())
+
+
+def test_bytes_past_the_end_of_a_chunked_body_close_its_connection() -> None:
+    pieces, idle = asyncio.run(_pieces([HEAD + b"2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"]))
+    assert pieces == [b"ok"]
+    assert idle == 0  # what followed the body would be read as the next answer: not reused

@@ -269,29 +269,8 @@ class _Body(httpx.AsyncByteStream):
         reader = conn.reader
         try:
             if self._framing == "chunked":
-                while True:
-                    line = await self._read(reader.readuntil(b"\r\n"))
-                    digits = line.split(b";", 1)[0].strip()
-                    if not digits or digits.strip(_HEX):
-                        raise httpx.RemoteProtocolError("malformed chunk size",
-                                                        request=request)
-                    size = int(digits, 16)
-                    if size == 0:
-                        await self._skip_trailers(reader)
-                        break
-                    # A chunk is passed on as it arrives, never held whole: its declared size
-                    # is the upstream's word, and may be anything.
-                    while size > 0:
-                        data = await self._read(reader.read(min(self._read_size, size)))
-                        if not data:
-                            raise httpx.RemoteProtocolError(
-                                "peer closed connection without sending complete message "
-                                "body", request=request)
-                        size -= len(data)
-                        yield data
-                    if await self._read(reader.readexactly(2)) != b"\r\n":
-                        raise httpx.RemoteProtocolError("a chunk does not end where its size "
-                                                        "says", request=request)
+                async for data in self._chunked(reader):
+                    yield data
             elif self._framing == "close":
                 self._keep = False
                 while True:
@@ -314,14 +293,70 @@ class _Body(httpx.AsyncByteStream):
             raise
         self._finish(reusable=self._keep)
 
-    async def _skip_trailers(self, reader: asyncio.StreamReader) -> None:
-        """Read the trailer section after the last chunk (at most :data:`MAX_HEAD_BYTES`)."""
-        read = 0
-        while (line := await self._read(reader.readuntil(b"\r\n"))) != b"\r\n":
-            read += len(line)
-            if read > MAX_HEAD_BYTES:
-                raise httpx.RemoteProtocolError("the trailers after the body are too large",
-                                                request=self._request)
+    async def _chunked(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+        """The payload of a chunked body. Each read takes whatever has arrived (at most the
+        read size), and all the chunk data in it is handed on as one piece: a burst of small
+        chunks, as a stream's events come, is one piece and one read, not two reads per chunk.
+        A chunk is never held whole: its declared size is the upstream's word and may be
+        anything, so what has arrived of it is handed on as it comes. The framing is checked:
+        a size is hex digits, a chunk ends where its size says, a size line and the trailers
+        are at most :data:`MAX_HEAD_BYTES`, and bytes past the body's end close the connection
+        rather than being read as the next answer."""
+        request = self._request
+        buf = b""
+        pos = 0
+        remaining = -1  # bytes of the current chunk still to come; -1: its size line is next
+        trailers = -1  # bytes of trailers read so far; -1: not in the trailers yet
+        while True:
+            out: list[bytes] = []
+            while True:
+                if remaining > 0:
+                    take = buf[pos:pos + remaining]
+                    if not take:
+                        break
+                    out.append(take)
+                    pos += len(take)
+                    remaining -= len(take)
+                    continue
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    if len(buf) - pos > MAX_HEAD_BYTES:
+                        raise httpx.RemoteProtocolError("a chunk's size line is too large",
+                                                        request=request)
+                    break
+                line, pos = buf[pos:end], end + 2
+                if trailers >= 0:
+                    if not line:  # the blank line after the trailers ends the body
+                        if out:
+                            yield b"".join(out)
+                        self._keep = self._keep and pos == len(buf)
+                        return
+                    trailers += len(line) + 2
+                    if trailers > MAX_HEAD_BYTES:
+                        raise httpx.RemoteProtocolError(
+                            "the trailers after the body are too large", request=request)
+                elif remaining == 0:
+                    remaining = -1  # the CRLF that closes a chunk's data
+                    if line:
+                        raise httpx.RemoteProtocolError("a chunk does not end where its size "
+                                                        "says", request=request)
+                else:
+                    digits = line.split(b";", 1)[0].strip()
+                    if not digits or digits.strip(_HEX):
+                        raise httpx.RemoteProtocolError("malformed chunk size",
+                                                        request=request)
+                    remaining = int(digits, 16)
+                    if remaining == 0:
+                        trailers = 0
+            if out:
+                yield out[0] if len(out) == 1 else b"".join(out)
+            data = await self._read(reader.read(self._read_size))
+            if not data:
+                raise httpx.RemoteProtocolError(
+                    "peer closed connection without sending complete message body",
+                    request=request)
+            buf = buf[pos:] + data
+            pos = 0
 
     async def _read(self, awaitable: Any) -> Any:
         try:
