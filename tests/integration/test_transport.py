@@ -270,3 +270,39 @@ def test_bytes_past_the_end_of_a_chunked_body_close_its_connection() -> None:
     pieces, idle = asyncio.run(_pieces([HEAD + b"2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n"]))
     assert pieces == [b"ok"]
     assert idle == 0  # what followed the body would be read as the next answer: not reused
+
+
+def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:
+    """One pooled client serves every caller of an upstream: a cookie one answer set must not
+    be sent with the next request, which may be another tenant's."""
+    from switchpoint.gateway.providers._http import ClientPool
+
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n"
+                         b"set-cookie: tenant=alice; Path=/\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    async def run() -> None:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        pool = ClientPool()
+        try:
+            client = pool.get(url)
+            for _ in range(2):
+                assert (await client.get(url + "/v1/models")).text == "ok"
+        finally:
+            await pool.aclose()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(run())
+    assert len(heads) == 2
+    assert all(b"cookie:" not in head.lower().replace(b"set-cookie", b"") for head in heads)

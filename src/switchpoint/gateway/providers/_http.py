@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
@@ -79,7 +80,8 @@ class ClientPool:
                 max_keepalive_connections=self._max_keepalive,
                 keepalive_expiry_s=self._keepalive_expiry_s)
             client = httpx.AsyncClient(limits=self._limits, transport=transport,
-                                       follow_redirects=False, trust_env=False)
+                                       follow_redirects=False, trust_env=False,
+                                       cookies=_no_cookies())
             self._clients[key] = (loop, client)
         return client
 
@@ -95,6 +97,13 @@ class ClientPool:
             await client.aclose()
         for key in [k for k, (owner, _) in self._clients.items() if owner.is_closed()]:
             del self._clients[key]
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A cookie jar that keeps nothing. One client serves every caller of an upstream, so a
+    cookie one answer set would ride along on the next request, whoever's it is."""
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(
+        allowed_domains=[]))
 
 
 def httpx_timeout(timeouts: Timeouts) -> httpx.Timeout:
