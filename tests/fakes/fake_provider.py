@@ -185,13 +185,17 @@ def head_bytes(status: int, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def send_json(writer: asyncio.StreamWriter, status: int, body: Any,
+async def send_body(writer: asyncio.StreamWriter, status: int, content_type: str, data: bytes,
                     headers: dict[str, str] | None = None) -> None:
-    data = json.dumps(body).encode()
-    writer.write(head_bytes(status, {"content-type": "application/json",
+    writer.write(head_bytes(status, {"content-type": content_type,
                                      "content-length": str(len(data)), **(headers or {})}))
     writer.write(data)
     await writer.drain()
+
+
+async def send_json(writer: asyncio.StreamWriter, status: int, body: Any,
+                    headers: dict[str, str] | None = None) -> None:
+    await send_body(writer, status, "application/json", json.dumps(body).encode(), headers)
 
 
 def reset_connection(writer: asyncio.StreamWriter) -> None:
@@ -398,10 +402,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     created = int(time.time())
     if not stream:
         if name == "malformed":
-            data = b"{not json"
-            writer.write(head_bytes(200, {"content-type": "application/json",
-                                          "content-length": str(len(data))}) + data)
-            await writer.drain()
+            await send_body(writer, 200, "application/json", b"{not json")
             return True
         message: dict[str, Any] = {"role": "assistant", "content": answer.text}
         finish = "stop"
@@ -578,10 +579,7 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     usage = {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens}
     if not stream:
         if name == "malformed":
-            data = b"{not json"
-            writer.write(head_bytes(200, {"content-type": "application/json",
-                                          "content-length": str(len(data))}) + data)
-            await writer.drain()
+            await send_body(writer, 200, "application/json", b"{not json")
             return True
         if answer.tool_name:
             content = [{"type": "tool_use", "id": answer.anthropic_call_id,
@@ -888,10 +886,8 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
                 "type": code, "code": code}})
             return True
         if name == "html":
-            page = b"<html><body><h1>Service temporarily down</h1></body></html>"
-            writer.write(head_bytes(200, {"content-type": "text/html",
-                                          "content-length": str(len(page))}) + page)
-            await writer.drain()
+            await send_body(writer, 200, "text/html",
+                            b"<html><body><h1>Service temporarily down</h1></body></html>")
             return True
         stream = bool((req.json or {}).get("stream"))
         if name == "huge":
