@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -358,3 +361,55 @@ def test_ids_are_checked_before_lookup(tmp_path: Path) -> None:
             store.rotate("0123456789")
     assert sqlite3.connect(tmp_path / "keys.db").execute("SELECT count(*) FROM keys"
                                                          ).fetchone()[0] == 0
+
+
+def test_two_openers_of_an_old_key_store_at_once_both_open_it_upgraded(
+        tmp_path: Path) -> None:
+    """`switchpoint keys` and the service open a keys.db of the first schema at the same
+    moment: one upgrades it, the other waits for that and finds it up to date; neither fails,
+    and every key still verifies."""
+    from switchpoint.governance import keys as keys_module
+
+    for attempt in range(25):
+        path = tmp_path / f"{attempt}" / "keys.db"
+        path.parent.mkdir(mode=0o700)
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.executescript(f"BEGIN; {keys_module._MIGRATIONS[1]} PRAGMA user_version=1; "
+                           "COMMIT;")
+        key_id, key = keys_module.new_key()
+        conn.execute("INSERT INTO keys (id, hash, tenant, created_at, budgets) "
+                     "VALUES (?, ?, 'acme', 100.0, '[]')", (key_id, hash_key(key)))
+        conn.close()
+        path.chmod(0o600)
+        seen = at_once(partial(_verified_and_listed, path, key))
+        assert seen == [(key_id, [key_id])] * 2, (attempt, seen)
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == keys_module.SCHEMA_VERSION
+        finally:
+            conn.close()
+
+
+def at_once(work: Callable[[], object], times: int = 2) -> list[object]:
+    """What ``work`` returned (or raised) run by ``times`` threads started together."""
+    start = threading.Barrier(times)
+    seen: list[object] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            seen.append(work())
+        except Exception as exc:  # reported by the caller
+            seen.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return seen
+
+
+def _verified_and_listed(path: Path, key: str) -> tuple[str, list[str]]:
+    with KeyStore(path) as store:
+        return store.verify(key).id, [r.id for r in store.list()]

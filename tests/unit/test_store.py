@@ -12,8 +12,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
@@ -716,3 +718,51 @@ def test_a_prune_beside_a_running_store_leaves_its_spill_file_to_it(tmp_path: Pa
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT reservation_id FROM spend ORDER BY seq").fetchall() == [
             ("r0",), ("r1",)]
+
+
+def test_two_openers_of_an_old_store_at_once_both_open_it_upgraded(tmp_path: Path) -> None:
+    """The CLI and the service open a store of the first schema at the same moment: one
+    upgrades it, the other waits for that and finds it up to date; neither fails, and what the
+    file held is still there."""
+    from switchpoint.store.sqlite import _COLUMNS, _MIGRATIONS, SCHEMA_VERSION
+
+    v1 = _COLUMNS[:13]  # the columns of version 1
+    for attempt in range(25):
+        path = tmp_path / f"{attempt}" / "switchpoint.db"
+        path.parent.mkdir(mode=0o700)
+        old = sqlite3.connect(path, isolation_level=None)
+        old.executescript(f"BEGIN; {_MIGRATIONS[1]} PRAGMA user_version=1; COMMIT;")
+        rec = record()
+        old.execute(f"INSERT INTO decisions ({', '.join(v1)}) "
+                    f"VALUES ({', '.join('?' * len(v1))})", rec.row()[:13])
+        old.close()
+        path.chmod(0o600)
+        seen = at_once(partial(_decision_ids, path))
+        assert seen == [[rec.id], [rec.id]], (attempt, seen)
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def at_once(work: Callable[[], object], times: int = 2) -> list[object]:
+    """What ``work`` returned (or raised) run by ``times`` threads started together."""
+    start = threading.Barrier(times)
+    seen: list[object] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            seen.append(work())
+        except Exception as exc:  # reported by the caller
+            seen.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(times)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return seen
+
+
+def _decision_ids(path: Path) -> list[str]:
+    with SQLiteStore(path) as store:
+        return [d["id"] for d in store.decisions()]

@@ -44,7 +44,7 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
-from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE, store_error
+from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE, store_error, upgrade_schema, wal_mode
 
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
@@ -322,16 +322,14 @@ class KeyStore:
         try:
             private_file(private_dir(self.path.parent) / self.path.name)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than this "
-                                            f"switchpoint's {SCHEMA_VERSION}")
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                conn.executescript(f"BEGIN; {_MIGRATIONS[target]} "
-                                   f"PRAGMA user_version={target}; COMMIT;")
+            try:
+                wal_mode(conn)
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=5000")
+                upgrade_schema(conn, _MIGRATIONS, newer="upgrade switchpoint")
+            except BaseException:
+                conn.close()
+                raise
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn

@@ -127,6 +127,74 @@ def refused(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and isinstance(code, int) and (
         code & 0xFF) in _REFUSALS
 
+
+def wal_mode(conn: sqlite3.Connection, wait_ms: int = BUSY_MS) -> None:
+    """Put ``conn``'s file in WAL mode (if it is not already). Leaving a rollback journal takes
+    the file's exclusive lock, which SQLite refuses at once, without waiting, to one of two
+    connections converting it at the same moment (so that neither waits for the other): it is
+    asked again, for up to ``wait_ms``, until the other's conversion is done."""
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            busy = isinstance(code, int) and (code & 0xFF) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
+def upgrade_schema(conn: sqlite3.Connection, migrations: Mapping[int, str], *,
+                   newer: str = "") -> None:
+    """Bring the schema of ``conn``'s file up to the last of ``migrations`` (version ``n``'s
+    script at key ``n``), in one transaction that takes the write lock first and reads the
+    version inside it: of two processes opening an old file at once (the CLI beside the
+    service), the second waits for the first's upgrade, then finds nothing left to do. A file
+    already up to date is only read. ``newer`` is added to the error for a file whose schema is
+    newer than this switchpoint's (what to do about it)."""
+    latest = max(migrations)
+    if _schema_version(conn, latest, newer) == latest:
+        return
+    conn.execute("BEGIN IMMEDIATE")  # waits (busy_timeout) for another opener's upgrade
+    try:
+        version = _schema_version(conn, latest, newer)
+        for target in range(version + 1, latest + 1):
+            for statement in _statements(migrations[target]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # (a failed COMMIT may have rolled back already)
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _schema_version(conn: sqlite3.Connection, latest: int, newer: str) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > latest:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this switchpoint's {latest}"
+            + (f"; {newer}" if newer else ""))
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script``, one by one (a trigger's body stays whole): run each with
+    ``execute``, since ``executescript`` would commit the transaction it runs in."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n\t;"):
+        raise ValueError(f"an incomplete statement ends the migration: {pending.strip()!r}")
+    return statements
+
+
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE decisions (
@@ -777,10 +845,11 @@ class SQLiteStore:
             # A new file frees the pages of pruned rows back to the disk on demand (it must be
             # set before the first table exists).
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            conn.execute("PRAGMA journal_mode=WAL")
+            wal_mode(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-            self._migrate(conn)
+            upgrade_schema(conn, _MIGRATIONS,
+                           newer="upgrade switchpoint or point data_dir elsewhere")
         except BaseException:
             conn.close()
             raise
@@ -830,17 +899,6 @@ class SQLiteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this switchpoint's {SCHEMA_VERSION}; "
-                "upgrade switchpoint or point data_dir elsewhere")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            conn.executescript(f"BEGIN; {_MIGRATIONS[target]} PRAGMA user_version={target}; "
-                               "COMMIT;")
 
     # Writes ------------------------------------------------------------------------------------
 
