@@ -494,7 +494,8 @@ class Gateway:
         assignment = None
         if call.requested == AUTO_MODEL and call.decision is None and settings.experiments:
             scope = call.tenant if call.session_id else call.caller
-            unit = session_key(call.session_id, call.body["messages"], scope=scope)
+            unit = session_key(call.session_id, call.body["messages"], scope=scope,
+                               field=call.session_field)
             assignment = self._assign(live, call.tenant, unit or uuid.uuid4().hex)
             if assignment is not None and call.cost_weight is None:
                 call = replace(call, cost_weight=assignment.config.cost_weight)
@@ -502,7 +503,7 @@ class Gateway:
         if policy is not None:
             self.governor.check_model(policy, call.requested, catalog)
             if call.requested == AUTO_MODEL:
-                for field_name, listed in (("x-switchpoint-models", call.models),
+                for field_name, listed in ((call.models_field, call.models),
                                            ("models", call.body.get("models"))):
                     self.governor.check_candidates(policy, catalog, field_name, listed)
                 # Narrowed to what the caller may use; refused early when its RPM window is

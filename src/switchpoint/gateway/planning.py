@@ -55,7 +55,9 @@ class ChatCall:
     answer from that model or an error: what labelling and comparisons need).
     ``key_id`` is the client key the caller authenticated with (its limits and budgets
     apply). ``purpose``: ``compare`` for one answer of a preference comparison (logged so;
-    feedback cannot name it).
+    feedback cannot name it). ``models_field`` and ``session_field`` are what the caller
+    called ``models`` and ``session_id``, which errors about them name: the arguments' names
+    in-process (the defaults); the HTTP shell names the headers they came in.
     """
 
     body: dict[str, Any]
@@ -68,6 +70,8 @@ class ChatCall:
     exact: bool = False
     key_id: str | None = None
     purpose: str | None = None
+    models_field: str = "models"
+    session_field: str = "session_id"
 
     @property
     def requested(self) -> str:
@@ -79,10 +83,11 @@ class ChatCall:
 
 
 def call_session(call: ChatCall) -> str | None:
-    """The key of the conversation ``call`` belongs to (see :func:`session_key`): its
-    ``x-session-id`` within its tenant, else its first user message within its caller."""
+    """The key of the conversation ``call`` belongs to (see :func:`session_key`): its own
+    session id within its tenant, else its first user message within its caller."""
     scope = call.tenant if call.session_id else call.caller
-    return session_key(call.session_id, call.body["messages"], scope=scope)
+    return session_key(call.session_id, call.body["messages"], scope=scope,
+                       field=call.session_field)
 
 
 @dataclass
@@ -235,7 +240,7 @@ class Planner:
     def _candidates(self, call: ChatCall, catalog: Catalog) -> list[str]:
         """The catalog, narrowed by the call's candidate list and the body's ``models``."""
         names = list(catalog.names)
-        for field_name, listed in (("x-switchpoint-models", call.models),
+        for field_name, listed in ((call.models_field, call.models),
                                    ("models", call.body.get("models"))):
             if listed is None:
                 continue

@@ -24,8 +24,8 @@ Escapes override the pin, and the decision says which one fired:
   the router chooses anyway, among the models the context filter lets through).
 
 Every request's log entry should carry ``PinDecision.state``. A conversation is known by the
-client's ``x-session-id`` header, else by its first user message within the caller's scope (so
-a conversation keeps its key as it grows, and strangers never share one): see
+client's own session id, else by its first user message within the caller's scope (so a
+conversation keeps its key as it grows, and strangers never share one): see
 :func:`session_key`. Pins live in a :class:`PinStore`: :class:`MemoryPinStore` by default,
 :class:`SQLitePinStore` so pins survive a restart.
 """
@@ -53,7 +53,6 @@ from switchpoint.store.sqlite import store_error
 
 log = logging.getLogger("switchpoint.gateway")
 
-SESSION_HEADER = "x-session-id"
 # The longest session id a client may send.
 MAX_SESSION_ID = 256
 # Pins deleted per statement when purging.
@@ -392,11 +391,12 @@ def _first_user_text(messages: Sequence[object]) -> str | None:
 
 
 def session_key(explicit: str | None, messages: Sequence[object], *,
-                scope: str | None = None) -> str | None:
+                scope: str | None = None, field: str = "session_id") -> str | None:
     """The key a conversation's pin is stored under, or ``None`` (no pinning).
 
-    ``explicit`` is the client's own session id (the ``x-session-id`` header), at most
-    :data:`MAX_SESSION_ID` characters. Without one, the conversation is known by its first user
+    ``explicit`` is the client's own session id, at most :data:`MAX_SESSION_ID` characters;
+    ``field`` is what the client called it (an argument's name, or over HTTP its header's),
+    which an error about it names. Without one, the conversation is known by its first user
     message, **within** ``scope`` (who is calling: a client key, else the client's address), so
     two unrelated callers who open with the same message are never tied together. An explicit id
     is scoped too, to the tenant when there is one. Keys are SHA-256 hex digests: a fixed 64
@@ -405,9 +405,8 @@ def session_key(explicit: str | None, messages: Sequence[object], *,
     if explicit is not None:
         explicit = explicit.strip()
         if len(explicit) > MAX_SESSION_ID:
-            raise InvalidInputError(SESSION_HEADER, f"is {len(explicit)} characters long; a "
-                                                    f"session id may have at most "
-                                                    f"{MAX_SESSION_ID}")
+            raise InvalidInputError(field, f"is {len(explicit)} characters long; a session id "
+                                           f"may have at most {MAX_SESSION_ID}")
     if explicit:
         material = f"explicit\0{scope or ''}\0{explicit}"
     else:

@@ -100,7 +100,8 @@ def chat_call(body: dict[str, Any], request: Request,
         key_id=principal.key_id if principal is not None else None,
         cost_weight=_cost_weight(headers.get(COST_WEIGHT_HEADER)),
         models=None if models is None else [m.strip() for m in models.split(",")
-                                            if m.strip()][:64])
+                                            if m.strip()][:64],
+        models_field=MODELS_HEADER, session_field=SESSION_HEADER)
 
 
 def _cost_weight(raw: str | None) -> float | None:

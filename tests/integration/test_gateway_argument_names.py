@@ -1,0 +1,95 @@
+"""An error about a chat request's candidate models or session id names what the caller
+sent: the argument (``models``, ``session_id``) to ``Gateway.complete`` in process, the header
+(``x-switchpoint-models``, ``x-session-id``) over HTTP. Every case is refused before any model
+is called, so the catalog points at an address nothing is asked at."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from switchpoint import Gateway
+from switchpoint.config import load_settings
+from switchpoint.errors import InvalidInputError, PermissionDeniedError, UnknownModelError
+from switchpoint.gateway.sessions import MAX_SESSION_ID
+from switchpoint.server import create_app
+from tests.integration.gateway_env import FACTORY, KEYS, client
+from tests.integration.servers import ThreadServer, thread_server
+
+NOWHERE = "http://127.0.0.1:19299/v1"  # never asked: each request here is refused first
+LONG_ID = "s" * (MAX_SESSION_ID + 1)
+
+
+def config(data_dir: Path) -> dict[str, Any]:
+    return {
+        "models": [
+            {"name": "good", "profile": "gpt-4-1106-preview", "base_url": NOWHERE,
+             "input_per_mtok": 10, "output_per_mtok": 30, "context_window": 128000},
+            {"name": "cheap", "profile": "gpt-3.5-turbo-1106", "base_url": NOWHERE,
+             "input_per_mtok": 0.5, "output_per_mtok": 1.5, "context_window": 16000}],
+        "tenants": {"acme": {"models": ["cheap", "auto"]}},
+        "data_dir": str(data_dir)}
+
+
+def messages() -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"Which model? [{uuid.uuid4().hex[:8]}]"}]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    data_dir = tmp_path_factory.mktemp("in-process")
+    with Gateway.from_config(config(data_dir), loader=FACTORY, env=KEYS) as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    settings = load_settings(overrides=config(tmp_path_factory.mktemp("served")), environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+def test_an_unknown_candidate_names_the_models_argument(local: Gateway) -> None:
+    with pytest.raises(UnknownModelError) as caught:
+        local.complete(messages(), models=["nope"])
+    assert caught.value.field == "models" and str(caught.value).startswith("models: ")
+    assert "x-switchpoint" not in str(caught.value)
+
+
+def test_a_forbidden_candidate_names_the_models_argument(local: Gateway) -> None:
+    with pytest.raises(PermissionDeniedError) as caught:
+        local.complete(messages(), models=["good"], tenant="acme")
+    assert caught.value.param == "models" and str(caught.value).startswith("models: ")
+    assert "x-switchpoint" not in str(caught.value)
+
+
+def test_an_oversized_session_id_names_the_session_id_argument(local: Gateway) -> None:
+    store = local.store
+    assert store is not None
+    before, _ = store.requests(1000, None)
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete(messages(), session_id=LONG_ID)
+    assert caught.value.field == "session_id" and "at most 256" in str(caught.value)
+    assert "x-session-id" not in str(caught.value)
+    after, _ = store.requests(1000, None)
+    assert len(after) == len(before)  # refused before anything was routed, called or logged
+
+
+@pytest.mark.parametrize(("headers", "param"), [
+    ({"x-switchpoint-models": "nope"}, "x-switchpoint-models"),
+    ({"x-session-id": LONG_ID}, "x-session-id"),
+])
+def test_over_http_the_same_errors_name_the_headers(served: ThreadServer,
+                                                    headers: dict[str, str],
+                                                    param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(served).chat.completions.create(model="auto", messages=messages(),  # type: ignore[arg-type]
+                                               extra_headers=headers)
+    body = caught.value.body
+    assert isinstance(body, dict) and body["param"] == param, body
+    assert str(body["message"]).startswith(f"{param}: ")
