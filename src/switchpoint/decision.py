@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._args import INTEGER, NUMBER, expect
 from switchpoint._numbers import real_number
 from switchpoint.errors import InvalidInputError
 
@@ -52,8 +53,14 @@ def check_cost_weight(value: object, field: str = "cost_weight") -> float:
 
 @dataclass
 class Usage:
+    """What a decision took: milliseconds routing it, and of those, embedding its prompt."""
+
     routing_ms: float = 0.0
     embedding_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        expect("routing_ms", self.routing_ms, NUMBER, "a number of milliseconds")
+        expect("embedding_ms", self.embedding_ms, NUMBER, "a number of milliseconds")
 
 
 # The fields of a routing answer: the body of ``POST /v1/route`` and each line of
@@ -159,6 +166,13 @@ class RoutingDecision:
                 "original_model": self.original_model or None}
 
     def __post_init__(self) -> None:
+        expect("selected_model", self.selected_model, str, "a model's name")
+        expect("expected_error", self.expected_error, NUMBER, "a number")
+        expect("cost_adjusted_score", self.cost_adjusted_score, NUMBER, "a number")
+        expect("all_scores", self.all_scores, dict, "a dict of model names to scores")
+        expect("cluster_id", self.cluster_id, INTEGER, "an integer")
+        expect("reasoning", self.reasoning, (list, str), "a list of sentences (or one)")
+        expect("usage", self.usage, Usage, "a Usage")
         if isinstance(self.reasoning, str):
             self.reasoning = [self.reasoning]
         if self.cluster_probabilities is not None and not isinstance(

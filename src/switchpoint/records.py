@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._args import PATH, expect
 from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate, shown_number
 from switchpoint.errors import RecordsError
 
@@ -42,6 +43,15 @@ class RecordSet:
     scores: FloatMatrix
     costs: FloatMatrix
     embeddings: npt.NDArray[np.float32] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("ids", "prompts", "tasks", "splits", "models"):
+            expect(name, getattr(self, name), list, "a list")
+        for name in ("scores", "costs"):
+            expect(name, getattr(self, name), np.ndarray,
+                   "a NumPy array of one row per record and one column per model")
+        expect("embeddings", self.embeddings, np.ndarray,
+               "a NumPy array of one row per record", optional=True)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -168,6 +178,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
 
 def load_records(path: str | Path) -> RecordSet:
     """Read a routing-records JSONL file."""
+    expect("path", path, PATH, "the path of a JSONL file of routing records")
     p = Path(path)
     if not p.exists() or p.is_dir():  # (a pipe, such as /dev/stdin, reads as a file does)
         raise RecordsError(p, None, ("is a directory" if p.is_dir() else "file not found")

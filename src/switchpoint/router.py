@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._numbers import real_number
 from switchpoint.catalog import Catalog, estimate_tokens
 from switchpoint.decision import (
@@ -80,6 +81,14 @@ class RoutingStats:
     cluster_distributions: Counter[int] = field(default_factory=Counter)
     avg_expected_error: float = 0.0
     avg_cost_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("total_requests", "cache_hits"):
+            expect(name, getattr(self, name), INTEGER, "a count")
+        for name in ("model_selections", "cluster_distributions"):
+            expect(name, getattr(self, name), Counter, "a Counter")
+        for name in ("avg_expected_error", "avg_cost_score"):
+            expect(name, getattr(self, name), NUMBER, "a number")
 
     def update(self, decision: RoutingDecision, cache_hit: bool = False) -> None:
         """Count one decision."""
@@ -172,6 +181,13 @@ class Router:
         learning: LearningSettings | None = None,
         feedback_log: FeedbackLog | None = None,
     ) -> None:
+        expect("weights", weights, WeightsPackage,
+               "a WeightsPackage (what load_weights or fit returns)")
+        expect("catalog", catalog, Catalog, "a Catalog", optional=True)
+        expect("embedder", embedder, Embedder, "an Embedder", optional=True)
+        expect("learning", learning, LearningSettings, "LearningSettings", optional=True)
+        expect("feedback_log", feedback_log, FeedbackLog,
+               "a FeedbackLog (with append and replay)", optional=True)
         self.weights = weights
         self.policy: Policy = weights.policy
         inner = embedder or embedder_from_id(weights.embedder_id)
@@ -933,13 +949,24 @@ def load_router(
     - ``download_if_missing``: accepted for compatibility; switchpoint never downloads, so a
       missing package is an error either way (the message says how to make one).
     """
+    expect("weights_path", weights_path, PATH, "the path of a weights package's directory",
+           optional=True)
+    expect("use_soft_assignment", use_soft_assignment, bool, "True or False", optional=True)
+    expect("embedder", embedder, Embedder, "an Embedder", optional=True)
+    expect("verbose", verbose, bool, "True or False")
+    expect("weights_name", weights_name, str, "a bundled package name", optional=True)
+    expect("embedding_model", embedding_model, str, "an embedding model's name",
+           optional=True)
+    expect("engine", engine, str, f"an engine's name ({', '.join(ENGINES)})")
+    expect("download_if_missing", download_if_missing, bool, "True or False")
+    expect("policy", policy, str, "the name of a bundled policy", optional=True)
+    expect("catalog", catalog, Catalog, "a Catalog", optional=True)
+    expect("warm", warm, bool, "True or False")
     if engine not in ENGINES:
         raise InvalidInputError("engine", f"unknown engine {engine!r}; use one of "
                                           f"{', '.join(ENGINES)} (all run switchpoint's "
                                           "in-process ONNX engine)")
     if weights_name is not None and weights_path is None:
-        if not isinstance(weights_name, str):
-            raise InvalidInputError("weights_name", "must be a bundled package name")
         named = DEFAULT_POLICY if weights_name == "default" else weights_name
         if named not in bundled_policies():
             raise InvalidInputError(

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
@@ -17,6 +18,7 @@ from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
 DEFAULT_EMBEDDER_ID = "all-MiniLM-L6-v2/tail-64"
+_RECORDS = "a RecordSet or the path of a JSONL file of routing records"
 
 
 def _inputs(records: RecordSet, embedder: Embedder | None, requires: str,
@@ -56,8 +58,16 @@ def fit(
     ``progress(stage, done, total)`` hears about the embedding (per batch of prompts) and the
     fitting (one step); see :mod:`switchpoint._progress`.
     """
-    source = str(records) if isinstance(records, (str, Path)) else "records"
-    data = load_records(records) if isinstance(records, (str, Path)) else records
+    expect("records", records, (RecordSet, *PATH), _RECORDS)
+    expect("policy", policy, str, "a policy name (cluster, knn, tiers, tfidf, fixed, random)")
+    expect("split", split, str, "the name of a split of the records (train, ...)",
+           optional=True)
+    expect("embedder", embedder, (Embedder, str), "an Embedder or an embedder's id",
+           optional=True)
+    expect("progress", progress, FUNCTION, "a function progress(stage, done, total)",
+           optional=True)
+    source = str(records) if isinstance(records, PATH) else "records"
+    data = load_records(records) if isinstance(records, PATH) else records
     data = select_split(data, split)
     model = make_policy(policy, **params)
     emb: Embedder = (
@@ -93,15 +103,20 @@ def add_model(
     ``records`` are routing records that label ``name`` (or ``source_model``, when the records
     call the model by another name). Other models' labels in them are ignored.
     """
+    expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("name", "must be a non-empty model name")
+    expect("records", records, (RecordSet, *PATH), _RECORDS)
+    expect("embedder", embedder, Embedder, "an Embedder", optional=True)
+    expect("source_model", source_model, str, "the model's name in the records",
+           optional=True)
     if name in package.models:
         raise InvalidInputError("name", f"model {name!r} is already in these weights; "
                                         "remove it first to re-learn it")
-    data = load_records(records) if isinstance(records, (str, Path)) else records
+    data = load_records(records) if isinstance(records, PATH) else records
     label = source_model or name
     if label not in data.models:
-        raise RecordsError(str(records) if isinstance(records, (str, Path)) else "records", None,
+        raise RecordsError(str(records) if isinstance(records, PATH) else "records", None,
                            f"no labels for model {label!r}; the records label {data.models}")
     j = data.models.index(label)
     rows = np.flatnonzero(~np.isnan(data.scores[:, j]))
@@ -116,6 +131,9 @@ def add_model(
 
 
 def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
+    """Make ``package`` forget the model ``name`` (it must keep at least one)."""
+    expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
+    expect("name", name, str, "the name of a model of the weights")
     if name not in package.models:
         raise InvalidInputError("name", f"model {name!r} is not in these weights; they hold "
                                         f"{package.models}")

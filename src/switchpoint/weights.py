@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import path_problem, write_problem
 from switchpoint._json import loads
 from switchpoint.errors import WeightsError
@@ -53,6 +54,16 @@ class WeightsPackage:
     dimension: int
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        expect("policy", self.policy, Policy, "a fitted Policy")
+        expect("embedder_id", self.embedder_id, str, "an embedder's id")
+        expect("dimension", self.dimension, INTEGER,
+               "the embedder's dimension (an integer)")
+        expect("provenance", self.provenance, dict, "a dict")
+        expect("path", self.path, PATH, "the package's directory", optional=True)
+        if self.path is not None:
+            self.path = Path(self.path)
 
     @property
     def models(self) -> list[str]:
@@ -164,6 +175,9 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
     """Write ``package`` to the directory ``path``: a new or empty directory, or an earlier
     weights package, which it replaces atomically (see :func:`check_weights_target`; ``bundled``
     lets it replace the weights bundled with switchpoint)."""
+    expect("package", package, WeightsPackage, "a WeightsPackage (what fit returns)")
+    expect("path", path, PATH, "the path of a directory")
+    expect("bundled", bundled, bool, "True or False")
     target = check_weights_target(path, bundled=bundled)
     state = package.policy.get_state()
     try:
@@ -267,6 +281,8 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
 
     With no ``path``, the bundled default for ``policy`` (``cluster`` unless given).
     """
+    expect("path", path, PATH, "the path of a weights package's directory", optional=True)
+    expect("policy", policy, str, "the name of a bundled policy", optional=True)
     if path is None and policy is not None and policy not in bundled_policies():
         raise WeightsError(default_weights_path(policy), f"no bundled weights for policy "
                            f"{policy!r}; bundled: {bundled_policies()}. Pass a weights path")

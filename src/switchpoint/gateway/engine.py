@@ -45,12 +45,13 @@ from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, 
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio.to_thread
 import numpy as np
 
 import switchpoint.gateway.accounting as accounting
+from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._files import private_dir
 from switchpoint.catalog import Catalog
 from switchpoint.config import GatewaySettings, Settings, load_settings
@@ -113,6 +114,7 @@ PRUNE_MAX_ROWS = 50_000
 T = TypeVar("T")
 
 
+@runtime_checkable
 class Observer(Protocol):
     """Told what the gateway did (the server's Prometheus metrics are one)."""
 
@@ -147,6 +149,19 @@ class Gateway:
                  store: SQLiteStore | bool | None = None, env: Mapping[str, str] | None = None,
                  providers: Mapping[str, Provider] | None = None,
                  observer: Observer | None = None, serves_chat: bool = True) -> None:
+        expect("settings", settings, Settings, "Settings (Gateway.from_config takes a config "
+                                               "file's path or a mapping)")
+        expect("loader", loader, FUNCTION, "a function (settings, weights_path) -> Router",
+               optional=True)
+        expect("store", store, (SQLiteStore, bool), "a SQLiteStore, True or False",
+               optional=True)
+        expect("env", env, Mapping, "a mapping of environment variable names to values",
+               optional=True)
+        expect("providers", providers, Mapping,
+               "a mapping of provider or model names to adapters", optional=True)
+        expect("observer", observer, Observer,
+               "an Observer (on_request, on_decision, on_store_error)", optional=True)
+        expect("serves_chat", serves_chat, bool, "True or False")
         g = settings.gateway
         self.state = RouterState(settings, loader)
         if store is None or store is True:
@@ -191,6 +206,9 @@ class Gateway:
         """A gateway from a YAML config file, a mapping of the same keys, or :class:`Settings`
         (``None``: the defaults and ``SWITCHPOINT_*`` variables). With ``start`` (the default)
         its router is loaded before this returns. ``kwargs`` go to the constructor."""
+        expect("config", config, (*PATH, Mapping, Settings),
+               "a config file's path, a mapping of its keys or Settings", optional=True)
+        expect("start", start, bool, "True or False")
         if isinstance(config, Settings):
             settings = config
         elif isinstance(config, Mapping):
@@ -737,12 +755,10 @@ class Gateway:
         check_chat_body(body)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
-        if session_id is not None and not isinstance(session_id, str):
-            raise InvalidInputError("session_id", "must be a string (the conversation's id) or "
-                                                  f"None, got {type(session_id).__name__}")
-        if decision is not None and not isinstance(decision, RoutingDecision):
-            raise InvalidInputError("decision", "must be a RoutingDecision (what route() "
-                                                f"returned) or None, got {type(decision).__name__}")
+        expect("session_id", session_id, str, "a string (the conversation's id)",
+               optional=True)
+        expect("decision", decision, RoutingDecision, "a RoutingDecision (what route() "
+                                                      "returned)", optional=True)
         if models is not None and (isinstance(models, (str, bytes))
                                    or not isinstance(models, Sequence)
                                    or not all(isinstance(m, str) for m in models)):

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -161,6 +161,7 @@ class FeedbackEvent:
                                              "event_id") from None
 
 
+@runtime_checkable
 class FeedbackLog(Protocol):
     """Where feedback events are kept so learning state can be rebuilt: append in order,
     replay in the same order (all tenants, or one). ``append`` returns once the event is kept

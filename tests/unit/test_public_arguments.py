@@ -1,0 +1,191 @@
+"""Every function and class ``switchpoint`` exports refuses an argument of the wrong type with
+an :class:`InvalidInputError` naming the argument and what it takes, before it reads, writes
+or changes anything (no ``AttributeError`` or ``TypeError`` from deep inside)."""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import switchpoint
+from switchpoint import (
+    Gateway,
+    InvalidInputError,
+    RecordSet,
+    Router,
+    RoutingDecision,
+    RoutingStats,
+    Usage,
+    WeightsPackage,
+    add_model,
+    fit,
+    load_records,
+    load_router,
+    load_weights,
+    remove_model,
+    save_weights,
+)
+from switchpoint.config import Settings, load_settings
+from tests.conftest import SAMPLE, FakeEmbedder
+
+
+@dataclass
+class World:
+    package: WeightsPackage
+    records: RecordSet
+    settings: Settings
+    root: Path
+    embedder: FakeEmbedder
+
+
+@pytest.fixture
+def world(tiny_package: WeightsPackage, small_records: RecordSet,
+          fake_embedder: FakeEmbedder, tmp_path: Path) -> World:
+    settings = load_settings(overrides={"data_dir": str(tmp_path / "data")}, environ={})
+    return World(tiny_package, small_records, settings, tmp_path, fake_embedder)
+
+
+Call = Callable[[World], object]
+M = [[0.5]]
+
+CASES: list[tuple[str, str, Call]] = [
+    ("fit", "records", lambda w: fit(None)),  # type: ignore[arg-type]
+    ("fit", "records", lambda w: fit(5)),  # type: ignore[arg-type]
+    ("fit", "policy", lambda w: fit(w.records, 5)),  # type: ignore[arg-type]
+    ("fit", "split", lambda w: fit(w.records, split=1)),  # type: ignore[arg-type]
+    ("fit", "embedder", lambda w: fit(w.records, embedder=5)),  # type: ignore[arg-type]
+    ("fit", "progress", lambda w: fit(w.records, progress="loud")),  # type: ignore[arg-type]
+    ("add_model", "package", lambda w: add_model(None, "x", w.records)),  # type: ignore[arg-type]
+    ("add_model", "name", lambda w: add_model(w.package, 5, w.records)),  # type: ignore[arg-type]
+    ("add_model", "records", lambda w: add_model(w.package, "x", None)),  # type: ignore[arg-type]
+    ("add_model", "embedder",
+     lambda w: add_model(w.package, "x", w.records, embedder="minilm")),  # type: ignore[arg-type]
+    ("add_model", "source_model",
+     lambda w: add_model(w.package, "x", w.records, source_model=3)),  # type: ignore[arg-type]
+    ("remove_model", "package", lambda w: remove_model(None, "x")),  # type: ignore[arg-type]
+    ("remove_model", "name", lambda w: remove_model(w.package, 5)),  # type: ignore[arg-type]
+    ("load_records", "path", lambda w: load_records(None)),  # type: ignore[arg-type]
+    ("load_records", "path", lambda w: load_records(b"records.jsonl")),  # type: ignore[arg-type]
+    ("load_weights", "path", lambda w: load_weights(5)),  # type: ignore[arg-type]
+    ("load_weights", "policy", lambda w: load_weights(None, 5)),  # type: ignore[arg-type]
+    ("save_weights", "package",
+     lambda w: save_weights(None, w.root / "out")),  # type: ignore[arg-type]
+    ("save_weights", "path", lambda w: save_weights(w.package, 5)),  # type: ignore[arg-type]
+    ("save_weights", "bundled",
+     lambda w: save_weights(w.package, w.root / "out", bundled="no")),  # type: ignore[arg-type]
+    ("load_router", "weights_path", lambda w: load_router(5)),  # type: ignore[arg-type]
+    ("load_router", "use_soft_assignment",
+     lambda w: load_router(use_soft_assignment="soft")),  # type: ignore[arg-type]
+    ("load_router", "embedder", lambda w: load_router(embedder=5)),  # type: ignore[arg-type]
+    ("load_router", "verbose", lambda w: load_router(verbose="yes")),  # type: ignore[arg-type]
+    ("load_router", "weights_name", lambda w: load_router(weights_name=5)),  # type: ignore[arg-type]
+    ("load_router", "embedding_model",
+     lambda w: load_router(embedding_model=5)),  # type: ignore[arg-type]
+    ("load_router", "engine", lambda w: load_router(engine=5)),  # type: ignore[arg-type]
+    ("load_router", "download_if_missing",
+     lambda w: load_router(download_if_missing=None)),  # type: ignore[arg-type]
+    ("load_router", "policy", lambda w: load_router(policy=5)),  # type: ignore[arg-type]
+    ("load_router", "catalog", lambda w: load_router(catalog=5)),  # type: ignore[arg-type]
+    ("load_router", "cost_weight", lambda w: load_router(cost_weight="0.5")),  # type: ignore[arg-type]
+    ("load_router", "allowed_models",
+     lambda w: load_router(allowed_models="gpt-4")),
+    ("load_router", "cache_size", lambda w: load_router(cache_size="big")),  # type: ignore[arg-type]
+    ("load_router", "warm", lambda w: load_router(warm=1)),  # type: ignore[arg-type]
+    ("Router", "weights", lambda w: Router(None)),  # type: ignore[arg-type]
+    ("Router", "weights", lambda w: Router(str(w.root))),  # type: ignore[arg-type]
+    ("Router", "catalog", lambda w: Router(w.package, catalog=5)),  # type: ignore[arg-type]
+    ("Router", "embedder", lambda w: Router(w.package, embedder=5)),  # type: ignore[arg-type]
+    ("Router", "learning", lambda w: Router(w.package, learning=5)),  # type: ignore[arg-type]
+    ("Router", "feedback_log",
+     lambda w: Router(w.package, embedder=w.embedder, feedback_log=[])),  # type: ignore[arg-type]
+    ("Router", "cache_ttl",
+     lambda w: Router(w.package, embedder=w.embedder, cache_ttl=None)),  # type: ignore[arg-type]
+    ("Gateway", "settings", lambda w: Gateway(None)),  # type: ignore[arg-type]
+    ("Gateway", "settings", lambda w: Gateway({"data_dir": str(w.root)})),  # type: ignore[arg-type]
+    ("Gateway", "loader", lambda w: Gateway(w.settings, loader=5)),  # type: ignore[arg-type]
+    ("Gateway", "store", lambda w: Gateway(w.settings, store="log.db")),  # type: ignore[arg-type]
+    ("Gateway", "env", lambda w: Gateway(w.settings, env=["KEY=1"])),  # type: ignore[arg-type]
+    ("Gateway", "providers", lambda w: Gateway(w.settings, providers=5)),  # type: ignore[arg-type]
+    ("Gateway", "observer", lambda w: Gateway(w.settings, observer=5)),  # type: ignore[arg-type]
+    ("Gateway", "serves_chat",
+     lambda w: Gateway(w.settings, serves_chat="no")),  # type: ignore[arg-type]
+    ("Gateway.from_config", "config", lambda w: Gateway.from_config(5)),  # type: ignore[arg-type]
+    ("Gateway.from_config", "start",
+     lambda w: Gateway.from_config(w.settings, start="no")),  # type: ignore[arg-type]
+    ("RecordSet", "ids",
+     lambda w: RecordSet(None, [], [], [], [], np.zeros((0, 0)), np.zeros((0, 0)))),  # type: ignore[arg-type]
+    ("RecordSet", "scores",
+     lambda w: RecordSet([], [], [], [], [], M, np.zeros((0, 0)))),  # type: ignore[arg-type]
+    ("RecordSet", "embeddings",
+     lambda w: RecordSet([], [], [], [], [], np.zeros((0, 0)), np.zeros((0, 0)), M)),  # type: ignore[arg-type]
+    ("WeightsPackage", "policy",
+     lambda w: WeightsPackage(None, "fake/hash-384", 384)),  # type: ignore[arg-type]
+    ("WeightsPackage", "embedder_id",
+     lambda w: WeightsPackage(w.package.policy, 384, 384)),  # type: ignore[arg-type]
+    ("WeightsPackage", "dimension",
+     lambda w: WeightsPackage(w.package.policy, "fake/hash-384", "384")),  # type: ignore[arg-type]
+    ("WeightsPackage", "path",
+     lambda w: WeightsPackage(w.package.policy, "fake/hash-384", 384, path=5)),  # type: ignore[arg-type]
+    ("RoutingDecision", "selected_model",
+     lambda w: RoutingDecision(None, 0.1, 0.2, {}, 0)),  # type: ignore[arg-type]
+    ("RoutingDecision", "expected_error",
+     lambda w: RoutingDecision("a", "low", 0.2, {}, 0)),  # type: ignore[arg-type]
+    ("RoutingDecision", "all_scores",
+     lambda w: RoutingDecision("a", 0.1, 0.2, ["a"], 0)),  # type: ignore[arg-type]
+    ("RoutingDecision", "cluster_id",
+     lambda w: RoutingDecision("a", 0.1, 0.2, {}, True)),
+    ("RoutingDecision", "usage",
+     lambda w: RoutingDecision("a", 0.1, 0.2, {}, 0, usage=3.0)),  # type: ignore[arg-type]
+    ("Usage", "routing_ms", lambda w: Usage("fast")),  # type: ignore[arg-type]
+    ("Usage", "embedding_ms", lambda w: Usage(1.0, None)),  # type: ignore[arg-type]
+    ("RoutingStats", "total_requests", lambda w: RoutingStats("many")),  # type: ignore[arg-type]
+    ("RoutingStats", "model_selections",
+     lambda w: RoutingStats(model_selections={"a": 1})),  # type: ignore[arg-type]
+    ("RoutingStats", "avg_cost_score",
+     lambda w: RoutingStats(avg_cost_score="0")),  # type: ignore[arg-type]
+]
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(("target", "field", "call"), CASES,
+                         ids=[f"{t}-{f}-{i}" for i, (t, f, _) in enumerate(CASES)])
+def test_a_wrong_type_is_refused_naming_the_argument(world: World, target: str, field: str,
+                                                     call: Call) -> None:
+    before = _tree(world.root)
+    with pytest.raises(InvalidInputError) as caught:
+        call(world)
+    assert caught.value.field == field, caught.value
+    assert str(caught.value).startswith(f"{field}: must be "), caught.value
+    assert _tree(world.root) == before  # nothing made: no data_dir, no weights directory
+
+
+def test_every_exported_function_and_class_is_covered() -> None:
+    exported = {name for name in switchpoint.__all__
+                if name != "__version__"
+                and not (inspect.isclass(getattr(switchpoint, name))
+                         and issubclass(getattr(switchpoint, name), BaseException))}
+    covered = {target.split(".")[0] for target, _, _ in CASES}
+    assert exported == covered
+
+
+def test_right_types_of_other_kinds_are_still_taken(world: World) -> None:
+    """A path may be any os.PathLike, numbers NumPy's scalars, a reasoning one string."""
+    assert len(load_records(SAMPLE)) == len(load_records(str(SAMPLE))) > 0
+    decision = RoutingDecision("a", np.float32(0.1), np.float64(0.2), {"a": 0.2},  # type: ignore[arg-type]
+                               np.int64(3), reasoning="one sentence")  # type: ignore[arg-type]
+    assert decision.reasoning == ["one sentence"] and decision.cluster_id == 3
+    assert Usage(np.float32(1.5), 0).routing_ms == 1.5  # type: ignore[arg-type]
+    assert RoutingStats(model_selections=Counter(a=1)).model_selections["a"] == 1
+    saved = world.package.save(world.root / "weights")
+    package = WeightsPackage(world.package.policy, "fake/hash-384", np.int64(384),  # type: ignore[arg-type]
+                             path=str(saved))  # type: ignore[arg-type]
+    assert package.path == saved
