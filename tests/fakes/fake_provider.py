@@ -91,6 +91,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import select
 import socket
@@ -942,7 +943,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class FakeProviderProcess:
-    """Spawn the fake provider in its own process on a free loopback port; stop it on exit.
+    """Spawn the fake provider in its own process on a free loopback port (one of the range
+    ``$SWITCHPOINT_TEST_PORTS`` names, on a host that reserves one for tests, as the test
+    servers do); stop it on exit.
 
     ``url`` is the server root; ``openai_base_url`` is ``url + "/v1"`` (what an OpenAI client
     or a catalog ``base_url`` takes); Anthropic cards take ``url``.
@@ -964,6 +967,10 @@ class FakeProviderProcess:
         return f"{self.url}/v1"
 
     def start(self) -> FakeProviderProcess:
+        if self.port == 0 and os.environ.get("SWITCHPOINT_TEST_PORTS"):
+            from tests.integration.servers import free_port
+
+            self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
              *(["--lean"] if self.lean else [])],

@@ -9,6 +9,7 @@ served through the Anthropic Messages adapter, ``cheap`` (small context, no visi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +46,10 @@ FACTORY = RouterFactory()
 
 
 def start_fake() -> FakeProviderProcess:
-    """The fake provider on the issue's port 9100 if it is free, else on any free port."""
+    """The fake provider on the issue's port 9100 if it is free, else on any free port (on a
+    host that reserves ports for tests, one of them: see :func:`free_port`)."""
+    if os.environ.get("SWITCHPOINT_TEST_PORTS"):
+        return FakeProviderProcess().start()
     try:
         return FakeProviderProcess(port=ISSUE_PORT).start()
     except RuntimeError:
