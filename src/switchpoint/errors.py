@@ -527,7 +527,8 @@ class FirstTokenTimeout(ProviderError):
 
 
 class MalformedResponse(ProviderError):
-    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...)."""
+    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, in a
+    ``Content-Encoding`` the gateway did not ask for, ...)."""
 
     kind = "malformed_response"
     _retryable = True

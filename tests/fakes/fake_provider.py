@@ -75,6 +75,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``html``           a 200 web page (``text/html``), streamed or not
 ``hold``           send nothing for ``seconds=`` (default 10), noting in the request log
                    (``closed_at``) when the client closes the connection
+``encoded``        a 200 whole answer saying ``ENCODED`` (streamed or not) in plain bytes, but
+                   labelled ``Content-Encoding: coding=`` (percent-decoded; default ``br``): an
+                   upstream answering in a coding it was not asked for
 =================  ===========================================================================
 
 The Anthropic endpoint validates what the real API insists on (``max_tokens``, alternating
@@ -818,6 +821,29 @@ async def serve_redirect(req: Request, writer: asyncio.StreamWriter,
     return True
 
 
+async def serve_encoded(req: Request, writer: asyncio.StreamWriter,
+                        params: dict[str, str], stream: bool) -> bool:
+    coding = urllib.parse.unquote(params.get("coding", "br"))
+    model = str((req.json or {}).get("model"))
+    base = {"id": "chatcmpl-encoded", "created": int(time.time()), "model": model}
+    if stream:
+        events = [{**base, "object": "chat.completion.chunk", "choices": [
+                      {"index": 0, "delta": {"role": "assistant", "content": "ENCODED"},
+                       "finish_reason": None}]},
+                  {**base, "object": "chat.completion.chunk", "choices": [
+                      {"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+        data = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        await send_body(writer, 200, "text/event-stream", data.encode(),
+                        {"content-encoding": coding})
+        return True
+    await send_json(writer, 200, {
+        **base, "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "stop",
+        "message": {"role": "assistant", "content": "ENCODED"}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}},
+        {"content-encoding": coding})
+    return True
+
+
 async def serve_hold(reader: asyncio.StreamReader | None, params: dict[str, str],
                      entry: dict[str, Any]) -> bool:
     """Answer nothing; note when the client closes the connection."""
@@ -891,6 +917,8 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
                             b"<html><body><h1>Service temporarily down</h1></body></html>")
             return True
         stream = bool((req.json or {}).get("stream"))
+        if name == "encoded":
+            return await serve_encoded(req, writer, params, stream)
         if name == "huge":
             return await serve_huge(req, writer, params, stream)
         if name == "huge_line":

@@ -432,3 +432,48 @@ def test_a_stream_answered_without_events_fails_over_naming_what_came(
     assert named in first
     key = gw_fake.requests()[0]["headers"]["authorization"].removeprefix("Bearer ")
     assert key and key not in first
+
+
+_INFLATED: list[bytes] = []
+
+
+class _Inflated:
+    """Stands in for the decoder httpx uses when brotli is installed: notes every use."""
+
+    def decode(self, data: bytes) -> bytes:
+        _INFLATED.append(data)
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+@pytest.mark.parametrize("brotli", [False, True], ids=["without-brotli", "with-brotli"])
+@pytest.mark.parametrize("coding", ["br", "zstd", "gzip, gzip"])
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_answer_in_a_coding_not_asked_for_fails_over_undecoded(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch,
+        brotli: bool, coding: str, streaming: bool) -> None:
+    """The gateway asks upstreams for gzip or no coding, the codings it inflates a bounded
+    read at a time. An answer in another coding (or in gzip twice over) is a failure naming
+    the coding, and another model answers: it is never decoded, whether or not a decoder for
+    it happens to be installed beside httpx."""
+    _INFLATED.clear()
+    if brotli:
+        from httpx import _decoders
+        monkeypatch.setitem(_decoders.SUPPORTED_DECODERS, "br", _Inflated)
+        monkeypatch.setitem(_decoders.SUPPORTED_DECODERS, "zstd", _Inflated)
+    spec = "encoded:coding=" + coding.replace(",", "%2C")
+    gw_fake.script("good", spec, spec)
+    if streaming:
+        text, _, entry = streamed(gw)
+    else:
+        completion, entry = plain(gw)
+        text = completion.choices[0].message.content or ""
+    assert "ENCODED" not in text and text.startswith(f"Echo from {OTHER}")
+    assert outcomes(entry) == [("good", "malformed_response"), ("good", "malformed_response"),
+                               ("other", "ok")]
+    assert f"Content-Encoding {coding!r}" in str(entry["attempts"][0])
+    assert _INFLATED == []
+    assert {r["headers"].get("accept-encoding") for r in gw_fake.requests()} == {
+        "gzip, identity"}

@@ -4,6 +4,8 @@ keep-alive reuse, a pool slot freed by a body closed early, and httpx's exceptio
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import tracemalloc
 import zlib
 
@@ -11,8 +13,9 @@ import httpx
 import pytest
 
 from switchpoint.errors import ResponseTooLarge
-from switchpoint.gateway.providers._http import read_capped
+from switchpoint.gateway.providers._http import post_json, read_capped
 from switchpoint.gateway.providers._transport import PooledTransport
+from switchpoint.gateway.providers.base import Timeouts
 from tests.fakes.fake_provider import FakeProviderProcess
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
@@ -170,6 +173,40 @@ def test_a_compressed_body_is_inflated_a_little_at_a_time() -> None:
 
     peak = asyncio.run(run())
     assert peak < 16 << 20, f"{peak >> 20} MiB held at once"
+
+
+def test_a_gzip_answer_is_still_taken_and_only_gzip_is_asked_for() -> None:
+    """The one coding the gateway asks for is read as before: gzip, inflated a read at a
+    time, with ``Accept-Encoding: gzip, identity`` on the request whatever httpx offers."""
+    answer = {"id": "c", "choices": [{"index": 0, "message": {"role": "assistant",
+                                                              "content": "zipped"}}]}
+    packed = gzip.compress(json.dumps(answer).encode())
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Encoding: gzip\r\nContent-Length: "
+                     + str(len(packed)).encode() + b"\r\n\r\n" + packed)
+        await writer.drain()
+        writer.close()
+
+    async def run() -> dict[str, object]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with httpx.AsyncClient(transport=PooledTransport()) as client:
+                data, _, _ = await post_json(client, f"http://127.0.0.1:{port}/v1/x", BODY,
+                                             {"accept-encoding": "br, zstd"}, Timeouts(),
+                                             model="m")
+                return data
+        finally:
+            server.close()
+
+    assert asyncio.run(run()) == answer
+    lines = heads[0].lower().split(b"\r\n")
+    assert [line for line in lines if line.startswith(b"accept-encoding:")] == [
+        b"accept-encoding: gzip, identity"]
 
 
 @pytest.mark.parametrize(("head", "kept"), [

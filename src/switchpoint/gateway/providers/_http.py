@@ -3,8 +3,9 @@ the streaming loop that waits for the first content chunk before yielding anythi
 
 What an upstream sends is bounded before it is held: an answer by ``max_response_bytes`` (an
 error body by :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY`, the rest unread), a
-stream line by ``max_sse_line_bytes`` (:func:`bounded_lines`); and the credentials a request
-carried are redacted from whatever the upstream said about it."""
+stream line by ``max_sse_line_bytes`` (:func:`bounded_lines`); a compressed answer is only ever in
+a coding the transport inflates a bounded read at a time (:data:`ACCEPT_ENCODING`); and the
+credentials a request carried are redacted from whatever the upstream said about it."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ from switchpoint.gateway.providers.base import (
 )
 from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
 from switchpoint.gateway.redact import header_secrets, redact, redact_value
+
+# The codings upstreams are asked for: those the transport inflates a small read at a time
+# (:data:`~switchpoint.gateway.providers._transport.ENCODED_READ_SIZE`), so an answer's size
+# limit holds before much is inflated. httpx would also offer ``br`` and ``zstd`` whenever
+# brotli or zstandard are installed beside it, and inflate those without our bound.
+ACCEPT_ENCODING = "gzip, identity"
+_CODINGS = frozenset({"gzip"})
 
 
 class ClientPool:
@@ -142,6 +150,39 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
     return ServerError(f"transport error ({name}: {detail or 'no detail'})", model=model)
 
 
+def _request(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
+             headers: Mapping[str, str], timeouts: Timeouts) -> httpx.Request:
+    """The POST of ``body`` to ``url``, asking for no coding but :data:`ACCEPT_ENCODING`."""
+    request = client.build_request("POST", url, json=body, headers=dict(headers),
+                                   timeout=httpx_timeout(timeouts))
+    request.headers["Accept-Encoding"] = ACCEPT_ENCODING
+    return request
+
+
+def unasked_coding(response: httpx.Response) -> str | None:
+    """The ``Content-Encoding`` of ``response`` when it is not one the gateway asked for (one
+    of :data:`ACCEPT_ENCODING`, applied once), else ``None``. Such a body is not read: httpx
+    would decode it unbounded (``br``, ``zstd`` with their packages installed; ``gzip`` twice
+    over inflates a million-fold) or hand on its bytes as if plain."""
+    codings = [c.strip().lower()
+               for c in response.headers.get_list("content-encoding", split_commas=True)]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if not codings or (len(codings) == 1 and codings[0] in _CODINGS):
+        return None
+    return ", ".join(codings)
+
+
+async def _refuse_coding(response: httpx.Response, coding: str, *, model: str) -> ProviderError:
+    """The failure for an answer in ``coding`` (see :func:`unasked_coding`); its body is left
+    unread. An error status is still classified by its status (without its body)."""
+    await response.aclose()
+    if response.status_code >= 300:
+        return classify_status(response.status_code, None, response.headers, model=model)
+    return MalformedResponse(f"the answer is in Content-Encoding {cut(coding, 80)!r}, which the "
+                             f"gateway did not ask for (it asks for {ACCEPT_ENCODING}) and does "
+                             "not decode", model=model, status=response.status_code)
+
+
 async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
                     headers: Mapping[str, str], timeouts: Timeouts,
                     *, model: str) -> tuple[dict[str, Any], httpx.Response, float]:
@@ -153,12 +194,14 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     """
     started = time.perf_counter()
     secrets = header_secrets(headers)
-    request = client.build_request("POST", url, json=body, headers=dict(headers),
-                                   timeout=httpx_timeout(timeouts))
+    request = _request(client, url, body, headers, timeouts)
     try:
         response = await client.send(request, stream=True)
     except httpx.HTTPError as exc:
         raise map_transport_error(exc, model=model, timeouts=timeouts) from exc
+    coding = unasked_coding(response)
+    if coding is not None:
+        raise await _refuse_coding(response, coding, model=model)
     failed = response.status_code >= 300  # a redirect is not followed
     try:
         raw = await read_capped(response, MAX_ERROR_BODY if failed else
@@ -343,8 +386,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     usage chunk may then be missing); any other end is :class:`StreamBroken`.
     """
     secrets = header_secrets(headers)
-    request = client.build_request("POST", url, json=body, headers=dict(headers),
-                                   timeout=httpx_timeout(timeouts))
+    request = _request(client, url, body, headers, timeouts)
     response: httpx.Response | None = None
     events: AsyncIterator[SSEEvent] | None = None
     received = False
@@ -354,6 +396,9 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
         try:
             async with asyncio.timeout(timeouts.first_token_s):
                 response = await client.send(request, stream=True)
+                coding = unasked_coding(response)
+                if coding is not None:
+                    raise await _refuse_coding(response, coding, model=model)
                 if response.status_code >= 300:  # (a redirect is not followed)
                     raw = await read_capped(response, MAX_ERROR_BODY, model=model,
                                             truncate=True)
