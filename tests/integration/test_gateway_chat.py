@@ -247,6 +247,42 @@ def test_malformed_bodies_are_400s_naming_the_field(gw: ThreadServer, body: Any,
     assert error["type"] == "invalid_request_error" and error["code"] == "invalid_request"
 
 
+@pytest.mark.parametrize(("content", "named"), [
+    (5, "not the number 5"), ({"text": "hi"}, "not an object"), (True, "not true"),
+    ([1, 2], "part 0 is the number 1"), (["hi"], 'part 0 is the string "hi"'),
+    ([{"type": "text", "text": "a"}, {"text": "b"}], "part 1 has no type string")])
+def test_a_message_content_not_text_null_or_parts_is_a_400(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, content: Any, named: str) -> None:
+    """A message's content is a string, null (an assistant turn calling tools) or a list of
+    content parts: anything else is refused naming the message, before anything is sent
+    upstream or counted."""
+    before = httpx.get(f"{gw.base}/v1/router/requests", params={"limit": 1}).json()["data"]
+    messages = [*user("first"), {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": [
+                    {"type": "text", "text": "42"}]},
+                {"role": "user", "content": content}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client(gw).chat.completions.create(model="good", messages=messages)
+    assert info.value.param == "messages" and info.value.code == "invalid_request"
+    assert "400 - messages[3].content: " in info.value.message
+    assert named in info.value.message
+    assert gw_fake.requests() == []
+    after = httpx.get(f"{gw.base}/v1/router/requests", params={"limit": 1}).json()["data"]
+    assert after == before
+
+
+def test_message_contents_openai_allows_are_forwarded_as_sent(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    messages = [*user("first"), {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "call_1",
+                 "content": [{"type": "text", "text": "42"}]},
+                {"role": "user", "content": [{"type": "text", "text": "and so?"}]}]
+    client(gw).chat.completions.create(model="good", messages=messages)
+    assert gw_fake.requests()[0]["body"]["messages"] == messages
+
+
 def test_invalid_json_is_a_400(gw: ThreadServer) -> None:
     for content in (b"{", b""):
         r = httpx.post(f"{gw.base}/v1/chat/completions", content=content)

@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,10 +25,12 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
+    field_validator,
 )
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
-from switchpoint._messages import invalid_from_validation
+from switchpoint._messages import cut, invalid_from_validation
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 
@@ -46,14 +48,45 @@ GATEWAY_FIELDS = ("models",)
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
+# A message's content as OpenAI's schema has it: text, null, or a list of content parts.
+_CONTENT_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "string"}, {"type": "null"},
+    {"type": "array", "items": {"type": "object", "required": ["type"],
+                                "properties": {"type": {"type": "string"}},
+                                "additionalProperties": True}}]}
+
+
 class ChatMessage(BaseModel):
-    """One message. Only ``role`` is checked (one of OpenAI's, so a typo is refused here, not
-    after a paid call upstream); every other key goes upstream untouched."""
+    """One message. ``role`` is checked (one of OpenAI's, so a typo is refused here, not
+    after a paid call upstream) and so is the shape of ``content``; every other key, and the
+    content itself, goes upstream untouched."""
 
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"] = Field(
         description="system, developer, user, assistant, tool (or the older function).")
+    content: Annotated[Any, WithJsonSchema(_CONTENT_SCHEMA)] = Field(
+        None, description="The text; null for an assistant turn that only calls tools; or a "
+                          "list of content parts, objects with a type (text, image_url, ...).")
+
+    @field_validator("content")
+    @classmethod
+    def _content_shape(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError(f"must be a string, null, or a list of content parts (objects "
+                             f"with a type, such as {{\"type\": \"text\", \"text\": \"...\"}}), "
+                             f"not {_shown(value)}")
+        for i, part in enumerate(value):
+            if not isinstance(part, dict):
+                raise ValueError(f"part {i} is {_shown(part)}; each content part must be an "
+                                 f"object with a type, such as {{\"type\": \"text\", "
+                                 f"\"text\": \"...\"}}")
+            if not isinstance(part.get("type"), str):
+                raise ValueError(f"part {i} has no type string; each content part names its "
+                                 "type (text, image_url, input_audio, file, ...)")
+        return value
 
 
 class ChatRequest(BaseModel):
@@ -91,6 +124,17 @@ class ChatRequest(BaseModel):
 
 
 _FIELDS = list(ChatRequest.model_fields)
+
+
+def _shown(value: object) -> str:
+    """A JSON value as an error names it: its JSON type, and the value when it is short."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return f"the number {cut(repr(value), 40)}"
+    if isinstance(value, str):
+        return f"the string {cut(json.dumps(value), 40)}"
+    return "an object" if isinstance(value, dict) else "a list"
 
 
 def parse_chat_body(raw: bytes) -> dict[str, Any]:
