@@ -61,11 +61,12 @@ def _parse_text(text: str) -> Budget:
     if period not in PERIODS:
         raise ValueError(f"{quoted(text)}: {quoted(period)} is not a budget period; use one of "
                          f"{', '.join(PERIODS)} (calendar periods in UTC)")
-    if not math.isfinite(amount) or amount < 0:
+    if amount < 0:
         raise ValueError(f"{quoted(text)}: the amount must be >= 0 US dollars")
-    if amount > MAX_BUDGET_USD:
-        raise ValueError(f"{quoted(text)}: the amount must be at most {MAX_BUDGET_USD:g} US "
-                         "dollars")
+    if not math.isfinite(amount) or amount > MAX_BUDGET_USD:
+        large = "too large (not a finite number)" if not math.isfinite(amount) else "too large"
+        raise ValueError(f"{quoted(text)}: the amount is {large}; it must be at most "
+                         f"{MAX_BUDGET_USD:g} US dollars")
     return Budget(amount, period)
 
 
