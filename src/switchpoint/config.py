@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,8 @@ DB_FILENAME = "switchpoint.db"
 # The most bytes a request, an upstream answer or one of its stream lines may be set to take
 # (1 GiB): far past any real need, so only a mistake (1e14) is refused.
 MAX_BYTES = 1 << 30
+# The largest config file read (1 MiB): a catalog of thousands of models fits many times over.
+MAX_CONFIG_BYTES = 1 << 20
 # The shortest admin token accepted: anything shorter is guessable.
 MIN_ADMIN_TOKEN = 16
 
@@ -506,13 +509,43 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(file: Path) -> dict[str, Any]:
-    if not file.is_file():
-        raise ConfigError("config", f"{file} not found; pass an existing YAML file to --config")
+def _read_config_text(file: Path) -> str:
+    """The config file's text: a regular file of at most :data:`MAX_CONFIG_BYTES`, read once
+    (a directory, a device or a pipe is refused before anything is read from it)."""
     try:
-        loaded = yaml.load(file.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError("config", f"{file} not found; pass an existing YAML file to "
+                                    "--config") from None
+    except OSError as exc:
+        raise ConfigError("config", f"{file} cannot be read ({exc.strerror or exc}); pass a "
+                                    "YAML file you can read to --config") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError("config", f"{file} is a directory; pass the YAML file itself to "
+                                    f"--config (e.g. {file / 'switchpoint.yaml'})")
+    if not stat.S_ISREG(mode):
+        raise ConfigError("config", f"{file} is not a regular file (a device, pipe or socket); "
+                                    "pass a YAML file to --config")
+    try:
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError("config", f"{file} cannot be read ({exc.strerror or exc}); pass a "
+                                    "YAML file you can read to --config") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("config", f"{file} is over {MAX_CONFIG_BYTES >> 20} MiB, the most a "
+                                    "config file may hold; a config names models and settings, "
+                                    "so check that --config points at the config")
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("config", f"{file} is not UTF-8 text") from None
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    text = _read_config_text(file)
+    try:
+        loaded = yaml.load(text, Loader=_UniqueKeyLoader)
     except RecursionError:
         raise ConfigError("config", f"{file} is not valid YAML: its values are nested too "
                                     "deeply to read") from None

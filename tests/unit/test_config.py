@@ -3,11 +3,12 @@ catalog it builds (including a model without a learned profile)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from switchpoint.config import Settings, load_settings
+from switchpoint.config import MAX_CONFIG_BYTES, Settings, load_settings
 from switchpoint.errors import ConfigError
 from switchpoint.gateway.live import RouterFactory
 
@@ -187,6 +188,31 @@ def test_admin_token_is_read_from_the_named_variable() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "absent.yaml", environ={})
+
+
+def test_a_config_that_is_not_a_regular_file_says_what_it_is(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, environ={})
+    assert info.value.key == "config" and f"{tmp_path} is a directory" in str(info.value)
+    assert str(tmp_path / "switchpoint.yaml") in str(info.value)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # never opened: reading it would wait for a writer forever
+    for path in (Path("/dev/null"), fifo):
+        with pytest.raises(ConfigError) as info:
+            load_settings(path, environ={})
+        assert f"{path} is not a regular file" in str(info.value)
+
+
+def test_a_config_file_over_a_mebibyte_is_refused_unparsed(tmp_path: Path) -> None:
+    at_limit = tmp_path / "at-limit.yaml"
+    at_limit.write_bytes(b"cost_weight: 0.5\n" + b"#" * (MAX_CONFIG_BYTES - 18) + b"\n")
+    assert at_limit.stat().st_size == MAX_CONFIG_BYTES
+    assert load_settings(at_limit, environ={}).cost_weight == 0.5
+    over = tmp_path / "over.yaml"
+    over.write_bytes(b"cost_weight: 0.5\n" + b"#" * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError) as info:
+        load_settings(over, environ={})
+    assert info.value.key == "config" and "is over 1 MiB" in str(info.value)
 
 
 def test_profile_missing_from_the_weights_without_prices_names_the_model() -> None:
