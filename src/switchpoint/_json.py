@@ -1,8 +1,10 @@
 """What JSON text can carry that Python's ``json`` reads but the rest of switchpoint cannot use:
 an integer too long to convert (more than 4300 digits), an integer too large for a float, a lone
-surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is not Unicode text), and arrays or
-objects nested deeper than Python's recursion limit (which ``json`` cannot read at all). Readers
-of users' files go through these, so each becomes an error naming the line, not a traceback."""
+surrogate (an unpaired ``\\ud800``-``\\udfff`` escape, which is not Unicode text), arrays or
+objects nested deeper than Python's recursion limit (which ``json`` cannot read at all), and a
+key written twice in one object (which ``json`` reads as the last, dropping the first without a
+word). Readers of users' files go through these, so each becomes an error naming the line, not
+a traceback or a silently different value."""
 
 from __future__ import annotations
 
@@ -10,14 +12,37 @@ import json
 import math
 from typing import Any, SupportsFloat
 
+from switchpoint._messages import cut
+
 LONE_SURROGATE = ("holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not "
                   "valid Unicode text")
 
 
+class DuplicateKeyError(json.JSONDecodeError):
+    """A key written twice in one JSON object (the text is valid JSON, but ambiguous)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's key/value pairs as a dict (an ``object_pairs_hook``), refusing a key written
+    twice with :class:`DuplicateKeyError` naming it."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(f"the key {cut(json.dumps(key), 80)} is written twice "
+                                        "in one object; keep one", "", 0)
+            seen.add(key)
+    return obj
+
+
 def loads(text: str | bytes, **kwargs: Any) -> Any:
-    """:func:`json.loads`, where an integer too long to convert, or arrays and objects nested
-    deeper than Python's recursion limit, raise :class:`json.JSONDecodeError` (its ``msg``
-    says so), like any other unreadable JSON."""
+    """:func:`json.loads`, where an integer too long to convert, arrays and objects nested
+    deeper than Python's recursion limit, or a key written twice in one object (unless
+    ``object_pairs_hook`` says otherwise: :class:`DuplicateKeyError`) raise
+    :class:`json.JSONDecodeError` (its ``msg`` says so), like any other unreadable JSON."""
+    kwargs.setdefault("object_pairs_hook", unique_keys)
+
     def parse_int(digits: str) -> int:
         try:
             return int(digits)
@@ -29,6 +54,12 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
         return json.loads(text, parse_int=parse_int, **kwargs)
     except RecursionError:
         raise json.JSONDecodeError("arrays or objects nested too deeply to read", "", 0) from None
+
+
+def unreadable(exc: json.JSONDecodeError) -> str:
+    """What an error from :func:`loads` says of the text: ``not valid JSON (why)``, or for a key
+    written twice, which is valid JSON, just that."""
+    return exc.msg if isinstance(exc, DuplicateKeyError) else f"not valid JSON ({exc.msg})"
 
 
 def as_float(value: SupportsFloat) -> float:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from switchpoint._files import path_problem, write_problem
-from switchpoint._json import loads
+from switchpoint._json import DuplicateKeyError, loads, unreadable
 from switchpoint._messages import plural
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
@@ -249,9 +249,11 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
             continue
         try:
             obj = loads(raw)
+        except DuplicateKeyError as exc:
+            _fail(f"{name}, line {number}: {unreadable(exc)}")
         except json.JSONDecodeError as exc:
-            _fail(f"{name}, line {number}: not valid JSON ({exc.msg}); a file whose first "
-                  "line is a JSON object is read as JSONL")
+            _fail(f"{name}, line {number}: {unreadable(exc)}; a file whose first line is a "
+                  "JSON object is read as JSONL")
         if not isinstance(obj, dict) or "id" not in obj:
             _fail(f"{name}, line {number}: each line must be an object with an 'id'")
         has_p, has_e = "prompt" in obj, "embedding" in obj

@@ -23,7 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import PATH, expect
-from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate, shown_number
+from switchpoint._json import (
+    LONE_SURROGATE,
+    as_float,
+    loads,
+    lone_surrogate,
+    shown_number,
+    unreadable,
+)
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -113,7 +120,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         try:
             obj = loads(raw)
         except json.JSONDecodeError as exc:
-            raise RecordsError(source, number, f"not valid JSON ({exc.msg})") from None
+            raise RecordsError(source, number, unreadable(exc)) from None
         if not isinstance(obj, dict):
             raise RecordsError(source, number, "each line must be a JSON object")
         for key in ("prompt", "scores", "costs"):

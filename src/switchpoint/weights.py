@@ -33,7 +33,7 @@ import numpy as np
 
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import path_problem, write_problem
-from switchpoint._json import loads
+from switchpoint._json import DuplicateKeyError, loads, unreadable
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -297,6 +297,8 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
                                           "(make one with `switchpoint fit`)")
     try:
         manifest = loads(manifest_path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise WeightsError(manifest_path, f"{unreadable(exc)}; {_CORRUPT}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise WeightsError(manifest_path, f"is not valid JSON ({exc}); {_CORRUPT}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -340,7 +342,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
         try:
             profile = loads(data)
         except json.JSONDecodeError as exc:
-            raise WeightsError(root / rel, f"is not valid JSON ({exc.msg})") from None
+            raise WeightsError(root / rel, unreadable(exc)) from None
         if not isinstance(profile, dict):
             raise WeightsError(root / rel, f"holds a JSON {type(profile).__name__}, not a "
                                            f"model's profile (an object); {_CORRUPT}")

@@ -230,6 +230,9 @@ GOOD_LINE = json.dumps({"id": "ok", "prompt": "hello"})
     ("lines", "extra", "needles"),
     [
         pytest.param([GOOD_LINE, "{not json"], [], ["line 2", "not valid JSON"], id="non-json"),
+        pytest.param([GOOD_LINE, '{"id": "p", "prompt": "a", "prompt": "b"}'], [],
+                     ['line 2: the key "prompt" is written twice in one object; keep one'],
+                     id="key-twice"),
         pytest.param([GOOD_LINE, '{"id": 1' + "0" * 5000 + ', "prompt": "p"}'], [],
                      ["line 2", "a number of 5001 digits is too long to read"], id="huge-id"),
         pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.1, 0.2, 0.3]})], [],
@@ -660,6 +663,9 @@ def test_fit_knn_and_cluster(
         pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt=" "),
                      ["line 3", "prompt"], id="empty-prompt"),
         pytest.param("not json", ["line 3", "not valid JSON"], id="non-json"),
+        pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0})[:-1]
+                     + ', "id": "again"}', ["line 3", 'the key "id" is written twice'],
+                     id="key-twice"),
         pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt="hi \ud800"),
                      ["line 3", "lone surrogate"], id="lone-surrogate"),
         pytest.param(_record(99, "test", {"big": 10**400, "mid": 0, "small": 0}),

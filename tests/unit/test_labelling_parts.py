@@ -266,6 +266,8 @@ def test_jsonl_fields() -> None:
 
 @pytest.mark.parametrize(("lines", "message"), [
     (['{"prompt": "a"}', "plain text"], "line 2: not valid JSON"),
+    (['{"prompt": "a"}', '{"prompt": "b", "prompt": "c"}'],
+     'line 2: the key "prompt" is written twice in one object; keep one'),
     (['{"id": "x"}'], "line 1: missing field 'prompt'"),
     (['{"prompt": ""}'], "line 1: field 'prompt' must be a non-empty string"),
     (['{"prompt": 3}'], "line 1: field 'prompt' must be a non-empty string"),

@@ -104,6 +104,12 @@ BAD_LINES = [
     pytest.param(GOOD.replace('"r1"', "[" * 100_000 + "]" * 100_000),
                  "not valid JSON (arrays or objects nested too deeply to read)",
                  id="nested-too-deeply"),
+    pytest.param(GOOD[:-1] + ', "scores": {"a": 0, "b": 0}}',
+                 'line 3: the key "scores" is written twice in one object; keep one',
+                 id="field-twice"),
+    pytest.param(GOOD.replace('"costs": {', '"costs": {"b": 0.5, ', 1),
+                 'line 3: the key "b" is written twice in one object; keep one',
+                 id="model-twice"),
 ]
 
 

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from switchpoint._json import LONE_SURROGATE, as_float, loads, lone_surrogate
+from switchpoint._json import (
+    LONE_SURROGATE,
+    DuplicateKeyError,
+    as_float,
+    loads,
+    lone_surrogate,
+    unreadable,
+)
 from switchpoint.errors import LabellingError
 from switchpoint.labelling.reference import normalise, parse_number
 from switchpoint.prompt_files import PromptFileError, bounded_lines, prompt_lines
@@ -124,9 +131,11 @@ def _from_json(raw: str, source: object, number: int) -> tuple[LabelPrompt, bool
 
     try:
         obj = loads(raw)
+    except DuplicateKeyError as exc:
+        raise bad(unreadable(exc)) from None
     except json.JSONDecodeError as exc:
-        raise bad(f"not valid JSON ({exc.msg}); a file whose first line is a JSON object is "
-                  "read as JSONL, one object per line") from None
+        raise bad(f"{unreadable(exc)}; a file whose first line is a JSON object is read as "
+                  "JSONL, one object per line") from None
     if not isinstance(obj, dict):
         raise bad("each line must be a JSON object with a 'prompt'")
     for key in obj:
