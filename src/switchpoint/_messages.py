@@ -1,12 +1,14 @@
 """Plain-English reasons for pydantic validation errors, shared by the config and the HTTP API.
 
 ``key_path(("models", 0, "input_per_mtok"))`` is ``models[0].input_per_mtok``; ``reason(err)``
-turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` is ``3 prompts``.
+turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` is ``3 prompts``;
+``unprintable(name)`` finds a character a terminal would not show as itself.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,3 +132,25 @@ def _at(param: str, path: str, message: str) -> InvalidInputError:
 def plural(n: int, noun: str) -> str:
     """``n`` and ``noun``, plural unless ``n`` is 1 (``1 prompt``, ``3 prompts``)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def unprintable(text: str) -> tuple[int, str] | None:
+    """The first character of ``text`` a terminal would not show as itself (a control
+    character, a line or paragraph separator, a format character such as a bidirectional
+    override or a zero-width space, a private-use or unassigned code point, or one of the
+    other characters Unicode lets a display ignore, such as the Hangul fillers and variation
+    selectors), with its index; None when there is none."""
+    for i, char in enumerate(text):
+        if unicodedata.category(char) in _UNSHOWN or _ignorable(ord(char)):
+            return i, char
+    return None
+
+
+_UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Default_Ignorable_Code_Point characters outside those (Unicode DerivedCoreProperties).
+_IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+              (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF))
+
+
+def _ignorable(code: int) -> bool:
+    return any(low <= code <= high for low, high in _IGNORABLE)

@@ -7,8 +7,9 @@
     clusters/*.npy         the policy's shared arrays (``examples/`` for knn, ``policy/`` others)
     profiles/<model>.json  one per model: its per-unit counts, mean error and mean cost
 
-Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension or a model
-without a profile raises :class:`~switchpoint.errors.WeightsError` naming the file and the fix.
+Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension, a model
+without a profile or a model name holding a control or invisible character (refused on save too)
+raises :class:`~switchpoint.errors.WeightsError` naming the file and the fix.
 Packages are written to a temporary sibling directory and renamed into place, so a crash never
 leaves half a package behind. Saving replaces only what is safe to replace: an earlier weights
 package or an empty directory (:func:`check_weights_target`), never a file or a directory of
@@ -24,6 +25,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,6 +36,7 @@ import numpy as np
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import path_problem, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
+from switchpoint._messages import quoted, unprintable
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -180,6 +183,7 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
     expect("bundled", bundled, bool, "True or False")
     target = check_weights_target(path, bundled=bundled)
     state = package.policy.get_state()
+    _check_model_names(state.profiles, target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         # (mkdir, not mkdtemp: the package gets the usual permissions, not owner-only ones,
@@ -242,6 +246,23 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
         raise
     package.path = target
     return target
+
+
+def _check_model_names(models: Iterable[str], where: Path) -> None:
+    """Each model's name shows as itself: the router answers with it and ``switchpoint info``,
+    logs and reports print it, so a control character (a newline, an escape sequence) or an
+    invisible or direction-changing one would reach them all. (Unlike a catalog name, which
+    rides in a header, it may be long and need not be ASCII.)"""
+    for model in models:
+        hidden = unprintable(model)
+        if hidden is not None:
+            at, char = hidden
+            raise WeightsError(where, f"model {quoted(model, 80)} holds U+{ord(char):04X} "
+                                      f"(character {at + 1}): a model's name is printed in "
+                                      "answers, logs and `switchpoint info`, so control "
+                                      "characters (newline, escape, ...) and invisible or "
+                                      "direction-changing ones are refused; fit the weights "
+                                      "again from records that name the model without them")
 
 
 def _unwritable(target: Path, reason: str) -> WeightsError:
@@ -323,6 +344,7 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
                          ("profiles", profile_files.values()), ("files", checksums.values())):
         if not all(isinstance(v, str) for v in values):
             raise WeightsError(manifest_path, f"field {name!r} must hold strings; {_CORRUPT}")
+    _check_model_names(models, manifest_path)
     arrays: dict[str, Any] = {}
     for name, rel in array_files.items():
         data = _read_checked(root, rel, checksums)

@@ -605,6 +605,20 @@ def test_corrupt_weights_exit_2_naming_the_file(
     assert_bad_input(code, err, str(weights_copy / "nowhere"))
 
 
+def test_info_refuses_a_model_name_a_terminal_would_not_show_as_itself(
+    weights_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = json.loads((weights_copy / "manifest.json").read_text())
+    old, new = manifest["models"][0], "evil\x1b[2J\nmodel"
+    manifest["models"][0] = new
+    manifest["profiles"][new] = manifest["profiles"].pop(old)
+    (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = run(["info", "--weights", weights_copy], capsys)
+    assert_bad_input(code, err, str(weights_copy / "manifest.json"),
+                     "model 'evil\\x1b[2J\\nmodel' holds U+001B")
+    assert out == "" and "\x1b" not in err and err.count("\n") == 1
+
+
 def test_manifest_with_unknown_embedder_exits_2(
     weights_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -297,6 +297,51 @@ def test_model_listed_without_a_profile_entry(pkg_dir: Path) -> None:
     assert "'ghost-model'" in str(info.value)
 
 
+@pytest.mark.parametrize(("name", "shown", "char"), [
+    ("evil\x1b[2J\nmodel", "'evil\\x1b[2J\\nmodel'", "U+001B (character 5)"),
+    ("gpt-4\r\nX-Admin: yes", "'gpt-4\\r\\nX-Admin: yes'", "U+000D (character 6)"),
+    ("safe\u202eldom", "'safe\\u202eldom'", "U+202E (character 5)"),
+    ("zero\u200bwidth", "'zero\\u200bwidth'", "U+200B (character 5)"),
+])
+def test_a_model_name_with_an_unprintable_character_is_refused_on_load(
+        pkg_dir: Path, name: str, shown: str, char: str) -> None:
+    """A name the router would print (answers, logs, `switchpoint info`) must show as itself:
+    the package is refused, naming its manifest and the model, escaped."""
+    m = _manifest(pkg_dir)
+    old = m["models"][0]
+    m["models"][0] = name
+    m["profiles"][name] = m["profiles"].pop(old)
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    message = str(info.value)
+    assert message.startswith(f"{pkg_dir / 'manifest.json'}: model {shown} holds {char}")
+    assert "\n" not in message and "\x1b" not in message and "\u202e" not in message
+
+
+def test_a_model_name_with_an_unprintable_character_is_never_written(
+        pkg_dir: Path, small_records: RecordSet, fake_embedder: FakeEmbedder,
+        tmp_path: Path) -> None:
+    package = load_weights(pkg_dir)
+    add_model(package, "new\nmodel", small_records.subset(range(30)), embedder=fake_embedder,
+              source_model="gpt-4-1106-preview")
+    target = tmp_path / "out"
+    with pytest.raises(WeightsError) as info:
+        package.save(target)
+    assert str(target) in str(info.value) and "'new\\nmodel' holds U+000A" in str(info.value)
+    assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_long_and_non_ascii_model_names_still_load(pkg_dir: Path) -> None:
+    names = ["vendor/模型-é", "m" * 300, "a b"]
+    m = _manifest(pkg_dir)
+    for old, new in zip(list(m["models"]), names, strict=False):
+        m["models"][m["models"].index(old)] = new
+        m["profiles"][new] = m["profiles"].pop(old)
+    _write_manifest(pkg_dir, m)
+    assert load_weights(pkg_dir).models[:3] == names
+
+
 def test_checksum_mismatch_after_editing_a_profile(pkg_dir: Path) -> None:
     target = pkg_dir / "profiles" / "gpt-4-1106-preview.json"
     profile = json.loads(target.read_text())

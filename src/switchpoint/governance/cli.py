@@ -167,7 +167,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def _printable(text: str) -> str:
     """``text`` with what a terminal would not show as itself (in a name stored before such
     characters were refused) written as ``\\uXXXX``."""
-    from switchpoint.governance.keys import unprintable
+    from switchpoint._messages import unprintable
 
     return "".join(f"\\u{ord(c):04x}" if unprintable(c) else c for c in text)
 

@@ -26,7 +26,6 @@ import secrets
 import sqlite3
 import threading
 import time
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import private_dir, private_file
-from switchpoint._messages import cut, quoted
+from switchpoint._messages import cut, quoted, unprintable
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -526,28 +525,6 @@ class KeyStore:
             updated = KeyRecord.from_row(conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
         return IssuedKey(key, updated)
-
-
-def unprintable(text: str) -> tuple[int, str] | None:
-    """The first character of ``text`` a terminal would not show as itself (a control
-    character, a line or paragraph separator, a format character such as a bidirectional
-    override or a zero-width space, a private-use or unassigned code point, or one of the
-    other characters Unicode lets a display ignore, such as the Hangul fillers and variation
-    selectors), with its index; None when there is none."""
-    for i, char in enumerate(text):
-        if unicodedata.category(char) in _UNSHOWN or _ignorable(ord(char)):
-            return i, char
-    return None
-
-
-_UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-# Default_Ignorable_Code_Point characters outside those (Unicode DerivedCoreProperties).
-_IGNORABLE = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
-              (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF))
-
-
-def _ignorable(code: int) -> bool:
-    return any(low <= code <= high for low, high in _IGNORABLE)
 
 
 def holds_keys(data_dir: str | Path) -> bool:
