@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from switchpoint.cli import main
@@ -111,6 +112,15 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
                      "--url", server.base]) == 0
         assert "replaced an earlier outcome" in (said := capsys.readouterr().out)
         assert "at 0.02 USD (as given)" in said
+        # Feedback on a request that named its model teaches no routing, and says so.
+        named = httpx.post(f"{server.base}/v1/chat/completions", timeout=30, json={
+            "model": "cheap", "messages": [{"role": "user", "content": PROMPT}]})
+        assert named.status_code == 200, named.text
+        request_id = named.headers["x-switchpoint-decision-id"]
+        assert main(["feedback", request_id, "--score", "0.5", "--url", server.base]) == 0
+        said, note = capsys.readouterr()
+        assert "learned: cheap scored 0.5" in said and "(tenant default, model)" in said
+        assert "does not teach routing" in note
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

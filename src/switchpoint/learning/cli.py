@@ -191,9 +191,13 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         _print_json(answer)
     else:
         what = "replaced an earlier outcome" if answer.get("replaced") else "learned"
-        print(f"{what}: {answer.get('model')} scored {answer.get('quality')}"
+        quality = answer.get("quality")
+        score_text = f"{quality:g}" if isinstance(quality, (int, float)) else quality
+        print(f"{what}: {answer.get('model')} scored {score_text}"
               f"{_cost_words(answer)} for decision {answer.get('decision_id')} (tenant "
-              f"{answer.get('tenant')})")
+              f"{answer.get('tenant')}, {answer.get('kind')})")
+        if isinstance(note := answer.get("note"), str):
+            print(_clipped(note), file=sys.stderr)
     return 0
 
 
