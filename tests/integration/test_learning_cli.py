@@ -123,6 +123,47 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
         assert "does not teach routing" in note
 
 
+def test_learn_with_nothing_new_to_fold_in_says_why(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config, _, _ = _decided(gw_fake, tmp_path, score=0.4)
+    export = tmp_path / "learned"
+    assert main(["learn", "--export", str(export), "--config", str(config)]) == 0
+    # Serve the exported weights: the outcome they hold is not counted again ...
+    config.write_text(config.read_text(encoding="utf-8") + f"weights: {export}\n",
+                      encoding="utf-8")
+    # ... and feedback on a request that named its model is a quality observation only.
+    with Gateway(load_settings(config, environ={}), loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        reply = gateway.complete([{"role": "user", "content": PROMPT}], model="cheap")
+        outcome = gateway.report_outcome(reply.switchpoint.request_id, 0.9)
+        assert not outcome.to_dict()["teaches_routing"]
+    capsys.readouterr()
+    again = tmp_path / "again"
+    assert main(["learn", "--export", str(again), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "has reported no outcomes" not in err and "Traceback" not in err, err
+    assert "1 feedback row(s) up to feedback log position 1 are in the weights already" in err
+    assert "the 1 since are quality observations of a model a request named" in err
+    assert "POST /v1/route" in err
+    assert not again.exists()
+
+
+def test_learn_from_quality_observations_only_says_they_teach_no_routing(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config, settings, _ = _decided(gw_fake, tmp_path)
+    with Gateway(settings, loader=FACTORY, env=KEYS) as gateway:
+        gateway.start()
+        reply = gateway.complete([{"role": "user", "content": PROMPT}], model="good")
+        gateway.report_outcome(reply.switchpoint.request_id, success=True)
+    capsys.readouterr()
+    assert main(["learn", "--export", str(tmp_path / "out"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "its 1 outcome(s) are quality observations of a model a request named" in err, err
+    assert "in the weights already" not in err and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--score", "0.5", "--cost", "inf"], "--cost: 'inf' is not a cost"),
     (["--score", "0.5", "--comment", "x" * 100_000], "comment: is 100000 characters"),

@@ -607,6 +607,44 @@ class GatewayLearning:
                     folded[key] = max(folded.get(key, 0), seq)
         return folded
 
+    def nothing_new(self, tenant: str | None = None) -> str | None:
+        """Why the live router holds no outcome of ``tenant`` to fold into new weights although
+        the feedback log holds the tenant's feedback: all of it is in the live weights already
+        (exported from this log), or teaches no routing (quality observations of a model a
+        request named). None when that is not the case: no feedback at all, outcomes the
+        router holds, or outcomes it passed over for another reason."""
+        name = check_tenant(tenant)
+        with self.state.guard:
+            live = self.state.peek()
+            if live is None or live.learning is None or self.reader is None:
+                return None
+            router = live.router
+            if router.learner.n_outcomes(name):
+                return None
+            folded = max((seq for (key, who), seq in self._folded(live.learning).items()
+                          if key == id(router) and who == name), default=0)
+        reader = self.reader
+        held = sum(reader.feedback_kinds(name).values())
+        since = reader.feedback_kinds(name, after=folded)
+        held -= sum(since.values())
+        observations = since.get("model", 0)
+        if sum(since.values()) != observations or not (held or observations):
+            return None
+        parts = []
+        if held:
+            parts.append(f"its {held} feedback row(s) up to feedback log position {folded} "
+                         f"are in the weights already ({router.weights_id}, exported from "
+                         "this log)")
+        if observations:
+            parts.append(f"{'the' if held else 'its'} {observations} "
+                         f"{'since' if held else 'outcome(s)'} are quality observations of "
+                         "a model a request named (or a session pin sent it to), which teach "
+                         "no routing")
+        return (f"tenant {name!r} has no outcome to fold into the weights: "
+                + "; ".join(parts) + "; feedback on routed decisions (chat requests for model "
+                "'auto' without a pin, or POST /v1/route) teaches routing, and an export "
+                "after it folds that in")
+
     def log_position(self) -> tuple[int, str] | None:
         """The feedback log position the live snapshot has learned every row up to, with the
         event there (None: no store, an empty log, or rows another process wrote that this

@@ -230,6 +230,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     _existing_state(args, settings, "no outcomes to fold into the weights; point it at the "
                                     "data_dir of the service that learned them")
     with Gateway.from_config(settings, serves_chat=False) as gateway:
+        if (why := gateway.learning.nothing_new(args.tenant)) is not None:
+            raise InvalidInputError("tenant", why)
         package = export_weights(gateway.router, args.export, tenant=args.tenant,
                                  through=gateway.learning.log_position())
     learned = package.provenance.get("learned", [{}])[-1]

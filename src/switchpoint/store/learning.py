@@ -332,6 +332,13 @@ class LearningReader:
         row = self._one("SELECT COUNT(*) FROM feedback WHERE seq > ?", (after,))
         return 0 if row is None else int(row[0])
 
+    def feedback_kinds(self, tenant: str, after: int = 0) -> dict[str, int]:
+        """How many feedback rows of ``tenant`` the log holds after log position ``after``,
+        by kind (``decision``, ``preference``, ``model``)."""
+        rows = self._all("SELECT kind, COUNT(*) FROM feedback WHERE tenant = ? AND seq > ? "
+                         "GROUP BY kind ORDER BY kind", (tenant, after))
+        return {str(kind): int(n) for kind, n in rows}
+
     def last_feedback(self) -> tuple[int, str] | None:
         """The log position and event id of the newest feedback row (None: the log is empty)."""
         row = self._one("SELECT seq, event_id FROM feedback ORDER BY seq DESC LIMIT 1", ())
