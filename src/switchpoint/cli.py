@@ -414,8 +414,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     prov = package.provenance
     if prov:
         print(f"fitted on {prov.get('n_records')} records from {prov.get('records')} "
-              f"(split {prov.get('split')}) at {prov.get('created_at')}")
+              f"({_split_words(prov.get('split'))}) at {prov.get('created_at')}")
     return 0
+
+
+def _split_words(split: object) -> str:
+    """``split train``, or ``every record`` for a package fitted on records without splits."""
+    return "every record" if split is None else f"split {split}"
 
 
 def _parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -589,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fit a weights package from routing records")
     p.add_argument("records", help="routing records (JSONL)")
     p.add_argument("--out", required=True, help="directory to write the weights package to")
-    p.add_argument("--split", help="use only records of this split (default: train if present)")
+    p.add_argument("--split", help="use only records of this split (default: train when the "
+                                   "records carry splits, else every record)")
     p.add_argument("--policy", default="cluster",
                    choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"])
     p.add_argument("--n-clusters", type=int, help="clusters for the cluster policy")

@@ -34,11 +34,20 @@ def _inputs(records: RecordSet, embedder: Embedder | None, requires: str,
     return Inputs(texts=texts, embeddings=embed_in_steps(embedder, texts, progress))
 
 
-def select_split(records: RecordSet, split: str | None) -> RecordSet:
+def select_split(records: RecordSet, split: str | None,
+                 source: object = "records") -> RecordSet:
     """``split`` if given; else ``train`` when the records carry splits; else all of them."""
     if split is not None:
         return records.split(split)
     if records.has_splits:
+        if "train" not in records.splits:
+            present = sorted({s for s in records.splits if s is not None})
+            raise RecordsError(
+                source, None,
+                f"the records carry splits ({', '.join(map(repr, present))}) but none is "
+                "'train', the split fitting uses when records have splits; name the split to "
+                f"fit on (--split {present[0]} on the command line, split= in Python), or "
+                "remove the split fields to fit on every record")
         return records.split("train")
     return records
 
@@ -68,7 +77,7 @@ def fit(
            optional=True)
     source = str(records) if isinstance(records, PATH) else "records"
     data = load_records(records) if isinstance(records, PATH) else records
-    data = select_split(data, split)
+    data = select_split(data, split, source)
     model = make_policy(policy, **params)
     emb: Embedder = (
         embedder_from_id(embedder or DEFAULT_EMBEDDER_ID)

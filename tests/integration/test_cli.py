@@ -725,6 +725,27 @@ def test_fit_bad_arguments_exit_2(
     assert not out.exists()
 
 
+def test_fit_on_records_with_splits_but_no_train_says_to_name_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("\n".join(_record(i, split, {"big": 1, "mid": float(i % 2)})
+                              for i, split in enumerate(["dev", "test", "dev", "test"])) + "\n")
+    out = tmp_path / "weights"
+    code, _, err = run(["fit", path, "--out", out, "--n-clusters", "2"], capsys)
+    assert_bad_input(code, err, str(path), "splits ('dev', 'test') but none is 'train'",
+                     "--split dev")
+    assert not out.exists()
+    # Fitting on every record (no split fields) says so in `info`.
+    path.write_text("\n".join(json.dumps({k: v for k, v in json.loads(line).items()
+                                          if k != "split"})
+                              for line in path.read_text().splitlines()) + "\n")
+    code, _, err = run(["fit", path, "--out", out, "--n-clusters", "2", "-q"], capsys)
+    assert code == 0, err
+    code, said, _ = run(["info", "--weights", out], capsys)
+    assert code == 0 and f"fitted on 4 records from {path} (every record)" in said, said
+
+
 @pytest.mark.parametrize("command", ["fit", "add-model"])
 def test_records_that_are_not_utf8_exit_2_naming_the_file(
     command: str, weights_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
