@@ -597,7 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", help="use only records of this split (default: train when the "
                                    "records carry splits, else every record)")
     p.add_argument("--policy", default="cluster",
-                   choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"])
+                   choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"],
+                   help="the policy to fit (default: cluster)")
     p.add_argument("--n-clusters", type=int, help="clusters for the cluster policy")
     p.add_argument("--k", type=int, help="neighbours for the knn policy")
     p.add_argument("--embedder", help="embedder id, e.g. all-MiniLM-L6-v2/tail-64")
@@ -617,14 +618,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("remove-model", parents=[feedback],
                        help="remove a model from a weights package")
-    p.add_argument("name")
-    p.add_argument("--weights", required=True)
+    p.add_argument("name", help="the model to remove (see switchpoint info)")
+    p.add_argument("--weights", required=True,
+                   help="weights package to remove it from (in place, unless --out)")
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.set_defaults(func=cmd_remove_model)
 
     p = sub.add_parser("info", help="describe a weights package")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("eval", parents=[feedback],
@@ -651,12 +653,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
     p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
-    p.add_argument("--data-dir", help="where SQLite state lives (default: ./data or "
-                                      "$SWITCHPOINT_DATA_DIR)")
+    p.add_argument("--data-dir", help="where SQLite state lives (default: "
+                                      "$SWITCHPOINT_DATA_DIR, else the config's data_dir, "
+                                      "else ./data)")
     p.add_argument("--policy", help="bundled policy to load when no --weights is given "
                                     "(default: cluster)")
     p.add_argument("--log-level", default="info",
-                   choices=["critical", "error", "warning", "info", "debug"])
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="least severity logged (default: info)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--allow-unauthenticated", action="store_true",
                    help="serve on a non-loopback address without an admin token (e.g. behind "

@@ -6,6 +6,7 @@ manifest), so they come from the session's ``real_weights_dir``; prompts are kep
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import math
@@ -15,14 +16,14 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
 import pytest
 
 from switchpoint import prompt_files
-from switchpoint.cli import main
+from switchpoint.cli import build_parser, main
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.embedding import MiniLMEmbedder
 from switchpoint.errors import LabellingError
@@ -77,6 +78,28 @@ def records_file(tmp_path: Path) -> Path:
     path = tmp_path / "records.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _commands(parser: argparse.ArgumentParser, path: str = "switchpoint"
+              ) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_argument_of_every_command_says_what_it_is_for() -> None:
+    commands = dict(_commands(build_parser()))
+    assert {"switchpoint keys create", "switchpoint report sla", "switchpoint remove-model",
+            "switchpoint learn"} <= set(commands)
+    unexplained = [
+        f"{path} {action.dest}" for path, parser in commands.items()
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction)
+        and action.help != argparse.SUPPRESS
+        and (not action.help or action.help.rstrip().endswith(":"))]
+    assert unexplained == []
 
 
 # route: one prompt ------------------------------------------------------------------------------

@@ -368,6 +368,10 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
 # Parser ----------------------------------------------------------------------------------------
 
 
+TENANT_HELP = "only this tenant's requests (default: every tenant's)"
+KEY_ID_HELP = "the key's id: the 10 characters after sp- (never the whole key)"
+
+
 def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
     p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
@@ -380,7 +384,8 @@ def add_commands(sub: Any) -> None:
     keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate")
     ks = keys.add_subparsers(dest="keys_command", required=True)
     p = ks.add_parser("create", help="make a key for a tenant (printed once)")
-    p.add_argument("--tenant", required=True, help="a tenant of the config's tenants:")
+    p.add_argument("--tenant", required=True,
+                   help="the tenant the key belongs to (a name under tenants: in the config)")
     p.add_argument("--name", help="a label for the key")
     p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
                    help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
@@ -391,18 +396,18 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--expires", help="ISO date (2027-01-31), date-time, or duration (30d)")
     _common(p, cmd_keys_create)
     p = ks.add_parser("list", help="list keys (never a secret)")
-    p.add_argument("--tenant")
+    p.add_argument("--tenant", help="only this tenant's keys")
     p.add_argument("--all", action="store_true", default=True, help=argparse.SUPPRESS)
     p.add_argument("--active", dest="all", action="store_false", help="hide revoked keys")
     _common(p, cmd_keys_list)
     p = ks.add_parser("show", help="one key and its budgets' state")
-    p.add_argument("id")
+    p.add_argument("id", help=KEY_ID_HELP)
     _common(p, cmd_keys_show)
     p = ks.add_parser("revoke", help="revoke a key at once")
-    p.add_argument("id")
+    p.add_argument("id", help=KEY_ID_HELP)
     _common(p, cmd_keys_revoke)
     p = ks.add_parser("rotate", help="a new secret for a key (same id, budgets and limits)")
-    p.add_argument("id")
+    p.add_argument("id", help=KEY_ID_HELP)
     p.add_argument("--grace", help="how long the old secret keeps working, e.g. 1h (default 0)")
     _common(p, cmd_keys_rotate)
 
@@ -410,24 +415,31 @@ def add_commands(sub: Any) -> None:
                                            "from the request log")
     rs = report.add_subparsers(dest="report_command", required=True)
     p = rs.add_parser("cost", help="requests and cost by model, tenant and key; savings")
-    p.add_argument("--period", choices=["day", "week", "month"], default="day")
-    p.add_argument("--tenant")
+    p.add_argument("--period", choices=["day", "week", "month"], default="day",
+                   help="the last 24 h, 7 d or 30 d (default: day)")
+    p.add_argument("--tenant", help=TENANT_HELP)
     p.add_argument("--comparison-model", help="default: the strongest model of the pool")
     _common(p, cmd_report_cost)
     p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
-    p.add_argument("--since-hours", type=float, default=1.0)
-    p.add_argument("--tenant")
+    p.add_argument("--since-hours", type=float, default=1.0,
+                   help="the requests of the last this many hours (default: 1)")
+    p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_sla)
     p = rs.add_parser("forecast", help="projected spend over the logged routing mix")
-    p.add_argument("--requests-per-hour", type=float, required=True)
-    p.add_argument("--avg-input-tokens", type=float, required=True)
-    p.add_argument("--avg-output-tokens", type=float, required=True)
-    p.add_argument("--tenant")
+    p.add_argument("--requests-per-hour", type=float, required=True,
+                   help="the traffic to price, in requests per hour")
+    p.add_argument("--avg-input-tokens", type=float, required=True,
+                   help="prompt tokens of an average request")
+    p.add_argument("--avg-output-tokens", type=float, required=True,
+                   help="answer tokens of an average request")
+    p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_forecast)
     p = rs.add_parser("suggest", help="cost optimisations from re-routing the logged traffic")
-    p.add_argument("--period", choices=["day", "week", "month"], default="week")
-    p.add_argument("--tenant")
+    p.add_argument("--period", choices=["day", "week", "month"], default="week",
+                   help="re-route the last 24 h, 7 d or 30 d (default: week)")
+    p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_suggest)
     p = rs.add_parser("alert", help="budget alert: ok / warning / critical")
-    p.add_argument("--tenant")
+    p.add_argument("--tenant", help="judge by this tenant's SLA and budgets (default: the "
+                                    "deployment's)")
     _common(p, cmd_report_alert)
