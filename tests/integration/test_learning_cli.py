@@ -58,7 +58,10 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
                  str(config)]) == 2
     assert "--score: '1.5' is not a number in [0, 1]" in capsys.readouterr().err
     assert main(["feedback", "0" * 32, "--success", "--config", str(config)]) == 2
-    assert "no decision" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no decision" in err and "Traceback" not in err
+    # It names the state it searched, the usual mistake being another data_dir.
+    assert f"searched the state in {(tmp_path / 'data').resolve()}" in err, err
     assert main(["feedback", decision.decision_id, "--config", str(config)]) == 2
     assert "exactly one of --score" in capsys.readouterr().err
     assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "-1",

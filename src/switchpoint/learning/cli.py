@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.learning.events import MAX_ANSWER_COST, check_cost, check_tenant
 
 if TYPE_CHECKING:
@@ -98,8 +98,17 @@ def cmd_feedback(args: argparse.Namespace) -> int:
                                     "of the service that made the decision (or give --url to "
                                     "reach that service)")
     with Gateway.from_config(settings, serves_chat=False) as gateway:
-        result = gateway.report_outcome(args.decision_id, score, success, model=args.model,
-                                        comment=args.comment, tenant=args.tenant, cost=cost)
+        try:
+            result = gateway.report_outcome(args.decision_id, score, success,
+                                            model=args.model, comment=args.comment,
+                                            tenant=args.tenant, cost=cost)
+        except DecisionNotFoundError as exc:
+            # Which state was searched is what a user most often got wrong: say it.
+            raise InvalidInputError(
+                "decision_id", f"{str(exc).removeprefix('decision_id: ')}; searched the "
+                f"state in {Path(settings.data_dir).resolve()} (--data-dir, or the data_dir "
+                "of --config): is it the data_dir of the service that made the decision? "
+                "(or give --url to reach that service)") from None
     out = result.to_dict()
     if args.json:
         _print_json(out)
