@@ -415,7 +415,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     if prov:
         print(f"fitted on {prov.get('n_records')} records from {prov.get('records')} "
               f"({_split_words(prov.get('split'))}) at {prov.get('created_at')}")
+    for added in _entries(prov, "added_models"):
+        source = f" of {added['records']}" if "records" in added else ""
+        print(f"added     {added.get('model')} from {added.get('n_records')} "
+              f"records{source} at {added.get('at')}")
+    for learned in _entries(prov, "learned"):
+        print(f"learned   {learned.get('outcomes')} outcome(s) of tenant "
+              f"{learned.get('tenant')} at {learned.get('at')}")
     return 0
+
+
+def _entries(provenance: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The list of records ``provenance[key]`` holds, skipping anything else found there."""
+    value = provenance.get(key)
+    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
 
 
 def _split_words(split: object) -> str:

@@ -135,6 +135,7 @@ def add_model(
     package.policy.add_model(name, inputs, data.scores[:, j], data.costs[:, j])
     package.provenance.setdefault("added_models", []).append(
         {"model": name, "n_records": len(data),
+         "records": str(records) if isinstance(records, (str, Path)) else "records",
          "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
     return package
 

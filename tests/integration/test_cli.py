@@ -897,6 +897,9 @@ def test_add_model_without_weights_extends_the_bundled_ones_into_out(
     code, _, err = run(["add-model", "mine-small", labels, "--out", out], capsys)
     assert code == 0, err
     assert load_weights(out).models == [*load_weights().models, "mine-small"]
+    # `info` says which models were added, from what, beside what the weights were fitted on.
+    code, said, _ = run(["info", "--weights", out], capsys)
+    assert code == 0 and f"added     mine-small from 4 records of {labels} at " in said, said
 
 
 def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

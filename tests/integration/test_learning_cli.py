@@ -132,6 +132,9 @@ def test_learn_with_nothing_new_to_fold_in_says_why(
     config, _, _ = _decided(gw_fake, tmp_path, score=0.4)
     export = tmp_path / "learned"
     assert main(["learn", "--export", str(export), "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--weights", str(export)]) == 0
+    assert "learned   1 outcome(s) of tenant default at " in capsys.readouterr().out
     # Serve the exported weights: the outcome they hold is not counted again ...
     config.write_text(config.read_text(encoding="utf-8") + f"weights: {export}\n",
                       encoding="utf-8")
