@@ -140,7 +140,15 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
         pytest.param(["{missing}"], "file not found", id="missing-file"),
         pytest.param(["{records}", "--policy", "telepathy"], "unknown policy 'telepathy'",
                      id="unknown-policy"),
-        pytest.param(["{train_only}"], "no records in split 'test'", id="no-test-split"),
+        pytest.param(["{train_only}"], "train_only.jsonl: no records in split 'test', which "
+                     "eval would measure on; splits present: ['train']; name the split to "
+                     "measure on with --test-split", id="no-test-split"),
+        pytest.param(["{test_only}"], "test_only.jsonl: no records in split 'train', which eval "
+                     "would fit on; splits present: ['test']; name the split to fit on with "
+                     "--fit-split", id="no-fit-split"),
+        pytest.param(["{unsplit}"], 'unsplit.jsonl: no records in split \'test\', which eval '
+                     'would measure on; no record has a "split" field: give each record one',
+                     id="no-splits-at-all"),
         pytest.param(["{records}", "--test-split", "holdout"], "no records in split 'holdout'",
                      id="unknown-test-split"),
         pytest.param(["{records}", "--weights", "{tmp}", "--fit-split", "train"], "not both",
@@ -163,8 +171,14 @@ def test_eval_bad_input_exits_2_and_writes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     train_only = write_records(tmp_path / "train_only.jsonl", splits=("train",))
+    test_only = write_records(tmp_path / "test_only.jsonl", splits=("test",))
+    unsplit = tmp_path / "unsplit.jsonl"
+    unsplit.write_text("".join(
+        json.dumps({k: v for k, v in json.loads(line).items() if k != "split"}) + "\n"
+        for line in records_file.read_text(encoding="utf-8").splitlines()), encoding="utf-8")
     subs = {"{records}": str(records_file), "{missing}": str(tmp_path / "missing.jsonl"),
-            "{train_only}": str(train_only), "{tmp}": str(tmp_path)}
+            "{train_only}": str(train_only), "{test_only}": str(test_only),
+            "{unsplit}": str(unsplit), "{tmp}": str(tmp_path)}
     args = []
     for a in argv:
         for key, value in subs.items():

@@ -37,7 +37,7 @@ from switchpoint import training
 from switchpoint._progress import ProgressFn, step
 from switchpoint.decision import check_cost_weight, decide
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, RecordsError
 from switchpoint.evaluation.curves import DEFAULT_LAMBDAS, oracle_sweep
 from switchpoint.evaluation.metrics import (
     Point,
@@ -375,6 +375,23 @@ def _check_policies(
     return names, params
 
 
+def _missing_split(source: str, data: RecordSet, split: str, role: str,
+                   flag: str) -> RecordsError:
+    """The refusal of records without the split ``evaluate`` would ``role``, saying how to
+    give it one."""
+    present = sorted({s for s in data.splits if s is not None})
+    if present:
+        other = "fit on" if role == "measure on" else "measure on"
+        fix = (f"splits present: {present}; name the split to {role} with {flag} "
+               f"({flag[2:].replace('-', '_')}= in Python), another than the one to {other}")
+    else:
+        fix = ('no record has a "split" field: give each record one, such as "train" or '
+               '"test" (a hash of the prompt keeps repeated prompts on one side, as the '
+               "README's conversion of RouterBench does)")
+    return RecordsError(source, None, f"no records in split {split!r}, which eval would {role}; "
+                                      f"{fix}")
+
+
 def evaluate(
     records: RecordSet | str | Path,
     *,
@@ -420,13 +437,14 @@ def evaluate(
 
     label = name or (Path(records).name if isinstance(records, (str, Path)) else "records")
     data = load_records(records) if isinstance(records, (str, Path)) else records
+    source = str(records) if isinstance(records, (str, Path)) else "records"
     test_rows = [i for i, s in enumerate(data.splits) if s == test_split]
     if not test_rows:
-        data.split(test_split)  # raises, naming the splits present
+        raise _missing_split(source, data, test_split, "measure on", "--test-split")
     fit_rows = [] if fit_split is None else [i for i, s in enumerate(data.splits)
                                              if s == fit_split]
     if fit_split is not None and not fit_rows:
-        data.split(fit_split)
+        raise _missing_split(source, data, fit_split, "fit on", "--fit-split")
     notes: list[str] = []
     data = data.subset(fit_rows + test_rows)
 
