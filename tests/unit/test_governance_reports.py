@@ -223,6 +223,29 @@ def test_sla_report(reports: Reports) -> None:
         reports.get_sla_report(0)
 
 
+def test_budget_alert_without_budgets_reads_the_hours_spend_from_the_request_log(
+        tmp_path: Path) -> None:
+    """Without a budget or an hourly SLA budget nothing is settled in the ledger: the hour's
+    spend is then what the request log says the answers cost, not zero."""
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()]}, environ={})
+    with SQLiteStore(s.db_path) as store:
+        for rid, ago, model, pt, ct in [("a", 600, "big", 1000, 500),
+                                        ("b", 1000, "mid", 500, 100),
+                                        ("c", HOUR, "big", 1000, 1000)]:  # the hour before
+            store.append(RequestRecord(
+                id=rid, ts=T0 - ago, requested_model=model, status="ok", http_status=200,
+                pin_state="fresh", stream=False, latency_ms=10.0, model=model,
+                prompt_tokens=pt, completion_tokens=ct, cost_usd=price(model, pt, ct))).result()
+    alert = Reports.from_settings(s, clock=lambda: T0).check_budget_alert()
+    assert alert["hourly_spend_usd"] == pytest.approx(0.025 + 0.0016)
+    # The last 15 minutes (a only) run at 0.025 per 900 s, with 1800 s of the hour to go.
+    assert alert["projected_hourly_usd"] == pytest.approx(0.0266 + 0.025 / 900 * 1800)
+    assert (alert["status"], alert["budget_usd"], alert["budgets"]) == ("ok", None, [])
+
+
 def test_budget_alert(reports: Reports) -> None:
     alert = reports.check_budget_alert()
     # This hour (08:00 to 08:30): r1 at 08:20 and r4 at 08:13 settled 0.0266; the last 15

@@ -616,6 +616,11 @@ class Reports:
 
     def _recent_spend(self, account: str, since: float, until: float) -> float:
         """Settled spend of ``account`` between ``since`` and ``until``, from the ledger rows."""
+        return self._settled(account, since, until)[0]
+
+    def _settled(self, account: str, since: float, until: float) -> tuple[float, int]:
+        """Settled spend of ``account`` between ``since`` and ``until`` and how many ledger
+        rows it sums (none without a ledger)."""
         column, _, name = account.partition(":")
         where = "kind = 'settle' AND ts >= ? AND ts < ?"
         args: list[Any] = [since, until]
@@ -624,16 +629,29 @@ class Reports:
             args.append(name)
         conn = self._read()
         if conn is None:
-            return 0.0
+            return 0.0, 0
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             if "spend" not in tables:
-                return 0.0
-            (total,) = conn.execute(f"SELECT coalesce(sum(amount_usd), 0) FROM spend WHERE "
-                                    f"{where}", args).fetchone()
+                return 0.0, 0
+            total, rows = conn.execute(f"SELECT coalesce(sum(amount_usd), 0), count(*) FROM "
+                                       f"spend WHERE {where}", args).fetchone()
         finally:
             conn.close()
-        return float(total)
+        return float(total), int(rows)
+
+    def _spent(self, account: str, tenant: str | None, since: float, until: float) -> float:
+        """What ``account`` spent between ``since`` and ``until``: the ledger's settled spend,
+        or, when the ledger settled none of it (only what a budget or an hourly SLA budget
+        watches is settled there), the cost the request log recorded (of ``tenant``'s
+        requests, if given)."""
+        spent, rows = self._settled(account, since, until)
+        if rows:
+            return spent
+        return sum(float(c or 0.0) for (c,) in self._query(
+            "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?"
+            + (" AND tenant = ?" if tenant is not None else ""),
+            [since, until] + ([tenant] if tenant is not None else [])))
 
     def budget_alert(self, account: str, budget: Budget) -> dict[str, Any]:
         """One budget: spent, held, utilization, projected spend at the period's end, status."""
@@ -663,14 +681,9 @@ class Reports:
         own = tenant is not None and self.sla_for(tenant) is not self.settings.sla
         account = tenant_account(tenant) if tenant is not None and own else TOTAL
         hour_start, hour_end = period_start("hour", now), period_end("hour", now)
-        spent = self._recent_spend(account, hour_start, now + 1e-6)
-        if spent == 0.0 and not self._has_ledger():
-            spent = sum(float(c or 0.0) for (c,) in self._query(
-                "SELECT cost_usd FROM requests WHERE ts >= ? AND ts <= ?"
-                + (" AND tenant = ?" if tenant is not None else ""),
-                [hour_start, now] + ([tenant] if tenant is not None else [])))
+        spent = self._spent(account, tenant, hour_start, now + 1e-6)
         window = min(max(now - hour_start, 1.0), 900.0)
-        rate = self._recent_spend(account, now - window, now + 1e-6) / window
+        rate = self._spent(account, tenant, now - window, now + 1e-6) / window
         projected = spent + rate * (hour_end - now)
         budget = sla.budget_per_hour_usd if sla is not None else None
         threshold = self.settings.governance.warning_threshold
@@ -693,9 +706,6 @@ class Reports:
                 "budgets": budgets,
                 "recommendation": self._recommend(worst, budgets, budget, spent, projected,
                                                   tenant)}
-
-    def _has_ledger(self) -> bool:
-        return bool(self._query("SELECT name FROM sqlite_master WHERE name = 'spend'"))
 
     def _key_tenant(self, account: str) -> str | None:
         if self.keys is None:
