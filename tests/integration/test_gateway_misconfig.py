@@ -245,18 +245,30 @@ def test_the_engine_warns_once_about_each_unset_key_variable(
         assert len(warnings) == 2  # not per request, not per reload
 
 
-def test_a_providers_default_key_variable_is_named_in_the_warning(tmp_path: Path) -> None:
-    settings = {"models": [{"name": "mini", "provider": "mistral",
+def test_a_providers_default_key_variable_and_models_without_prices_are_warned_about(
+        tmp_path: Path) -> None:
+    settings: dict[str, Any] = {"models": [{"name": "mini", "provider": "mistral",
                             "profile": "mistralai/mistral-7b-chat"},
                            {"name": "local", "provider": "ollama", "profile": "claude-v2"}],
                 "data_dir": str(tmp_path / "data")}
     with gateway_warnings() as warnings, \
             Gateway.from_config(settings, loader=FACTORY, env={}, store=False):
         pass
+    unpriced = ("has no prices (input_per_mtok, output_per_mtok): its answers are accounted "
+                "as free (usage.cost 0, the request log, reports) and no budget holds them; "
+                "give its prices in USD per million tokens (0 for a free model)")
     assert warnings == [
         "model mini: its API key variable MISTRAL_API_KEY (provider mistral's default; name "
         "another with api_key_env) is not set; calls to it fail with missing_api_key until you "
-        "export MISTRAL_API_KEY"]  # ollama is local: no key
+        "export MISTRAL_API_KEY",  # ollama is local: no key
+        f"model mini {unpriced}", f"model local {unpriced}"]
+    # Priced (a local model at 0 too), they are not warned about.
+    for model in settings["models"]:
+        model.update(input_per_mtok=0, output_per_mtok=0)
+    with gateway_warnings() as warnings, \
+            Gateway.from_config(settings, loader=FACTORY, env={}, store=False):
+        pass
+    assert len(warnings) == 1 and "MISTRAL_API_KEY" in warnings[0]
 
 
 # Stream usage only where the model takes it -------------------------------------------------------

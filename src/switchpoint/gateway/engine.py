@@ -1278,9 +1278,10 @@ def _no_upstream_message(settings: Settings) -> str:
 
 def misconfigurations(settings: Settings, env: Mapping[str, str], *,
                       skip: Collection[str] = ()) -> list[tuple[str, str]]:
-    """What will make chat requests fail with these settings, as (key, message) pairs: no
-    ``models:`` at all, or a model whose key variable is unset (models and providers in
-    ``skip`` have adapters of their own and are not checked)."""
+    """What will make chat requests fail, or be accounted wrong, with these settings, as (key,
+    message) pairs: no ``models:`` at all, a model whose key variable is unset (models and
+    providers in ``skip`` have adapters of their own and are not checked), a model without
+    prices (its answers would be accounted as free)."""
     if settings.models is None:
         return [("no-models", "chat is off: no `models:` are configured, so POST "
                               "/v1/chat/completions answers 503 no_upstream_configured until "
@@ -1298,6 +1299,13 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
         found.append((f"key\0{card.name}\0{var}",
                       f"model {card.name}: its API key variable {var}{origin} is not set; "
                       f"calls to it fail with missing_api_key until you export {var}"))
+    for card in catalog.cards:
+        if not card.priced:
+            found.append((f"price\0{card.name}",
+                          f"model {card.name} has no prices (input_per_mtok, output_per_mtok): "
+                          "its answers are accounted as free (usage.cost 0, the request log, "
+                          "reports) and no budget holds them; give its prices in USD per "
+                          "million tokens (0 for a free model)"))
     return found
 
 
