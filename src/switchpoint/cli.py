@@ -658,8 +658,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("serve", help="serve the router over HTTP: POST /v1/route, /health, "
-                                     "/v1/models, /metrics, /v1/router/* (docs at /docs)")
+    p = sub.add_parser("serve", help="serve the router and the OpenAI-compatible gateway over "
+                                     "HTTP: POST /v1/route, POST /v1/chat/completions (with "
+                                     "models: in --config), /v1/feedback, /health, /v1/models, "
+                                     "/metrics, /v1/router/* (docs at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
                                                        "127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")

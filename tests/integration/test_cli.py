@@ -100,6 +100,8 @@ def test_every_argument_of_every_command_says_what_it_is_for() -> None:
         and action.help != argparse.SUPPRESS
         and (not action.help or action.help.rstrip().endswith(":"))]
     assert unexplained == []
+    # The gateway, what most deployments serve, is named where `serve` is listed.
+    assert "POST /v1/chat/completions" in " ".join(commands["switchpoint"].format_help().split())
 
 
 # route: one prompt ------------------------------------------------------------------------------
