@@ -4,6 +4,7 @@ catalog it builds (including a model without a learned profile)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,22 @@ def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:
     router = RouterFactory()(settings)
     assert router.models == ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "ministral-3b-latest"]
     assert router.route(embedding=[0.05] * 384).selected_model in router.models
+
+
+def test_the_shipped_deployment_configs_load_and_name_the_tenant_their_keys_are_made_for(
+        tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    token = {"SWITCHPOINT_ADMIN_TOKEN": "t" * 32}
+    shipped = load_settings(root / "deploy" / "switchpoint.yaml", environ=token)
+    doc = (root / "docs" / "deployment.md").read_text(encoding="utf-8")
+    documented = load_settings(write(tmp_path, doc.split("```yaml\n", 1)[1].split("```", 1)[0]),
+                               environ=token)
+    assert shipped.auth == documented.auth == "keys"
+    # The tenant the docs make keys for is one the shipped config defines.
+    texts = (doc, (root / "deploy" / "switchpoint.yaml").read_text(encoding="utf-8"))
+    named = {name for text in texts
+             for name in re.findall(r"keys create --tenant ([\w-]+)", " ".join(text.split()))}
+    assert named and named <= set(shipped.tenants) == set(documented.tenants), named
 
 
 def test_gateway_settings_from_file_and_environment(tmp_path: Path) -> None:
