@@ -212,3 +212,22 @@ def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
                         "--avg-input-tokens", "1", "--avg-output-tokens", "1",
                         "--config", config], capsys)
     assert code == 2 and "requests_per_hour" in err
+
+
+@pytest.mark.parametrize("report", [
+    ["cost"], ["sla"], ["suggest"], ["alert"],
+    ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
+     "--avg-output-tokens", "100"]])
+def test_a_report_for_a_tenant_nobody_knows_is_refused_not_reported_empty(
+        config: Path, report: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    seed(config)
+    code, out, err = run(["report", *report, "--tenant", "acem", "--config", config], capsys)
+    assert (code, out) == (2, "")
+    assert err == ("switchpoint: error: --tenant: 'acem' is neither a tenant of the config nor "
+                   "one the request log names; known: acme, default ('default': requests "
+                   "without a tenant)\n")
+    code, out, err = run(["report", *report, "--tenant", "acme", "--config", config], capsys)
+    assert code == 0 and out, err
+    # 'default', the requests without a tenant, is always known (here it logged nothing).
+    code, out, err = run(["report", *report, "--tenant", "default", "--config", config], capsys)
+    assert "--tenant" not in err and (code == 0 or "nothing was logged" in err), err

@@ -108,6 +108,10 @@ def test_cost_report_by_model_tenant_and_key(reports: Reports) -> None:
     assert month["requests"] == 6
     assert month["total_cost_usd"] == pytest.approx(r1 + r2 + r3 + r4 + price("big", 1000, 1000))
     assert reports.cost_report("week", tenant="beta")["total_cost_usd"] == pytest.approx(r3)
+    # The deployment's own tenant, 'default', holds the requests that name no tenant (r4).
+    own = reports.cost_report("day", tenant="default")
+    assert (own["requests"], own["total_cost_usd"]) == (1, pytest.approx(r4))
+    assert reports.logged_tenants() == ["acme", "beta", "default"]
     with pytest.raises(InvalidInputError, match="'fortnight' is not a report period"):
         reports.cost_report("fortnight")
 

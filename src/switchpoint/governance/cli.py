@@ -257,9 +257,21 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
 
         router = load_router(settings.weights, catalog=catalog, policy=settings.policy,
                              warm=False, cost_weight=settings.cost_weight)
-        return Reports.from_settings(settings, catalog=router.catalog,
-                                     cost_scale=router.cost_scale)
-    return Reports.from_settings(settings)
+        reports = Reports.from_settings(settings, catalog=router.catalog,
+                                        cost_scale=router.cost_scale)
+    else:
+        reports = Reports.from_settings(settings)
+    tenant = getattr(args, "tenant", None)
+    if tenant is not None and tenant not in settings.tenants:
+        logged = reports.logged_tenants()
+        if tenant not in logged and tenant != "default":
+            # A misspelt tenant would report nothing, as if it had spent nothing.
+            known = sorted({*settings.tenants, *logged, "default"})
+            raise InvalidInputError("--tenant", f"{tenant!r} is neither a tenant of the config "
+                                                "nor one the request log names; known: "
+                                                f"{', '.join(known)} ('default': requests "
+                                                "without a tenant)")
+    return reports
 
 
 def cmd_report_cost(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ from switchpoint.governance.ledger import (
     tenant_account,
 )
 from switchpoint.governance.settings import SLASettings
+from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.store.sqlite import store_error
 
 REPORT_PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
@@ -63,6 +64,17 @@ SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 # A what-if whose expected quality falls by at most this much counts as "no real loss".
 QUALITY_TOLERANCE = 0.01
 NONE = "(none)"
+
+
+def _of_tenant(column: str, tenant: str | None) -> tuple[str, list[Any]]:
+    """The SQL condition (`` AND ...``, with its arguments) keeping ``tenant``'s rows of
+    ``column``: every row for None; for the deployment's own tenant, ``default``, the rows that
+    name no tenant too (requests without a key are its requests)."""
+    if tenant is None:
+        return "", []
+    if tenant == DEFAULT_TENANT:
+        return f" AND ({column} = ? OR {column} IS NULL)", [tenant]
+    return f" AND {column} = ?", [tenant]
 # The reference prompt the router prices a request at to set the λ scale (see router.py).
 REFERENCE_INPUT_TOKENS = 500
 
@@ -139,6 +151,11 @@ class Reports:
             return None
         return sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True)
 
+    def logged_tenants(self) -> list[str]:
+        """The tenants the request log names (``default`` for requests that name none)."""
+        rows = self._query("SELECT DISTINCT coalesce(tenant, ?) FROM requests", [DEFAULT_TENANT])
+        return sorted(str(name) for (name,) in rows)
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self._read()
         if conn is None:
@@ -190,8 +207,9 @@ class Reports:
 
     def _requests(self, since: float, until: float, tenant: str | None = None
                   ) -> list[tuple[Any, ...]]:
-        where = "ts >= ? AND ts < ?" + (" AND tenant = ?" if tenant is not None else "")
-        args: list[Any] = [since, until] + ([tenant] if tenant is not None else [])
+        clause, more = _of_tenant("tenant", tenant)
+        where = "ts >= ? AND ts < ?" + clause
+        args: list[Any] = [since, until, *more]
         return self._query(
             "SELECT model, tenant, key_id, prompt_tokens, completion_tokens, cost_usd, "
             f"charged_usd, status, latency_ms, decision_id, ts FROM requests WHERE {where}",
@@ -327,8 +345,9 @@ class Reports:
                 counts[model] = counts.get(model, 0) + 1
         basis = f"answered requests of the last {period}"
         if not counts:
-            where = "ts >= ? AND ts < ?" + (" AND tenant = ?" if tenant else "")
-            args = [since, end] + ([tenant] if tenant else [])
+            clause, more = _of_tenant("tenant", tenant or None)
+            where = "ts >= ? AND ts < ?" + clause
+            args = [since, end, *more]
             for (model,) in self._query(f"SELECT selected_model FROM decisions WHERE {where}",
                                         args):
                 counts[model] = counts.get(model, 0) + 1
@@ -392,10 +411,9 @@ class Reports:
     def _routed_rows(self, since: float, until: float, tenant: str | None) -> list[_Row]:
         where = ("r.ts >= ? AND r.ts < ? AND r.model IS NOT NULL AND d.expected_errors IS NOT "
                  "NULL AND d.expected_costs IS NOT NULL")
-        args: list[Any] = [since, until]
-        if tenant is not None:
-            where += " AND r.tenant = ?"
-            args.append(tenant)
+        clause, more = _of_tenant("r.tenant", tenant)
+        where += clause
+        args: list[Any] = [since, until, *more]
         rows = self._query(
             "SELECT r.model, d.selected_model, r.tenant, r.key_id, r.prompt_tokens, "
             "r.completion_tokens, r.cost_usd, d.expected_errors, d.expected_costs, "
@@ -545,8 +563,9 @@ class Reports:
             raise InvalidInputError("since_hours", "must be > 0")
         end = self.clock() if until is None else float(until)
         since = end - hours * 3600.0
-        where = "r.ts >= ? AND r.ts < ?" + (" AND r.tenant = ?" if tenant is not None else "")
-        args: list[Any] = [since, end] + ([tenant] if tenant is not None else [])
+        clause, more = _of_tenant("r.tenant", tenant)
+        where = "r.ts >= ? AND r.ts < ?" + clause
+        args: list[Any] = [since, end, *more]
         rows = self._query(
             "SELECT r.tenant, r.latency_ms, r.model, r.prompt_tokens, r.completion_tokens, "
             f"d.governance FROM requests r LEFT JOIN decisions d ON d.id = r.decision_id "
@@ -582,10 +601,10 @@ class Reports:
         sla = self.sla_for(tenant)
         hourly = None
         if sla is not None and sla.budget_per_hour_usd:
+            clause, more = _of_tenant("tenant", tenant)
             spent = sum(float(c or 0.0) for (c,) in self._query(
-                "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?"
-                + (" AND tenant = ?" if tenant is not None else ""),
-                [end - 3600.0, end] + ([tenant] if tenant is not None else [])))
+                "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?" + clause,
+                [end - 3600.0, end, *more]))
             hourly = round(spent / sla.budget_per_hour_usd, 6)
         total = len(rows)
         return {"since": since, "until": end, "tenant": tenant,
@@ -648,10 +667,10 @@ class Reports:
         spent, rows = self._settled(account, since, until)
         if rows:
             return spent
+        clause, more = _of_tenant("tenant", tenant)
         return sum(float(c or 0.0) for (c,) in self._query(
-            "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?"
-            + (" AND tenant = ?" if tenant is not None else ""),
-            [since, until] + ([tenant] if tenant is not None else [])))
+            "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?" + clause,
+            [since, until, *more]))
 
     def budget_alert(self, account: str, budget: Budget) -> dict[str, Any]:
         """One budget: spent, held, utilization, projected spend at the period's end, status."""
