@@ -101,7 +101,7 @@ def test_cost_report_by_model_tenant_and_key(reports: Reports) -> None:
                   "completion_tokens": 1000}}
     assert list(day["by_model"]) == ["big", "mid", "small"]  # dearest first
     assert day["by_tenant"] == {"acme": {"requests": 3, "cost_usd": pytest.approx(r1 + r2)},
-                                "(none)": {"requests": 1, "cost_usd": pytest.approx(r4)},
+                                "default": {"requests": 1, "cost_usd": pytest.approx(r4)},
                                 "beta": {"requests": 1, "cost_usd": pytest.approx(r3)}}
     assert day["by_key"]["k1"] == {"requests": 3, "cost_usd": pytest.approx(r1 + r2)}
     month = reports.cost_report("month")

@@ -233,7 +233,9 @@ class Reports:
             charged += float(charge or 0.0)
             prompt += int(pt or 0)
             completion += int(ct or 0)
-            for table, name in ((by_tenant, row_tenant or NONE), (by_key, key_id or NONE)):
+            # Requests that name no tenant are the deployment's own tenant's, as elsewhere.
+            for table, name in ((by_tenant, row_tenant or DEFAULT_TENANT),
+                                (by_key, key_id or NONE)):
                 entry = table.setdefault(name, {"requests": 0, "cost_usd": 0.0})
                 entry["requests"] += 1
                 entry["cost_usd"] += cost
