@@ -297,6 +297,18 @@ def bundled_policies() -> list[str]:
         root.is_dir()) else []
 
 
+def policy_of(path: str | Path) -> str | None:
+    """The policy the manifest of the weights package at ``path`` names, read without loading
+    the package (None: no readable manifest there; loading it says what is wrong)."""
+    try:
+        manifest = loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    policy = manifest.get("policy") if isinstance(manifest, dict) else None
+    name = policy.get("name") if isinstance(policy, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def load_weights(path: str | Path | None = None, policy: str | None = None) -> WeightsPackage:
     """Read and validate a weights package.
 

@@ -21,6 +21,7 @@ from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.router import Router
 from switchpoint.server import create_app, runner
 from switchpoint.store import RequestRecord, SQLiteStore
+from switchpoint.weights import load_weights
 from tests.integration.servers import ProcessServer, free_port, refused_start, thread_server
 
 FACTORY = RouterFactory()
@@ -109,6 +110,23 @@ def test_policy_swap(tmp_path: Path) -> None:
         stats = httpx.get(f"{base}/v1/router/stats").json()
         assert stats["by_policy"] == {"tiers": 1} and stats["policy"] == "tiers"
         assert httpx.post(f"{base}/v1/router/policy/cluster", timeout=60).status_code == 200
+
+
+def test_a_swap_back_to_the_configured_weights_policy_serves_them_again(
+        tmp_path: Path, real_weights_dir: Path) -> None:
+    """With weights of its own configured, a swap to another policy and back to theirs returns
+    to those weights, not to the bundled weights of that policy."""
+    settings = settings_for(tmp_path, weights=str(real_weights_dir))
+    own = load_weights(real_weights_dir).weights_id
+    with thread_server(create_app(settings, loader=FACTORY)) as server:
+        base = server.base
+        assert httpx.get(f"{base}/health").json()["weights_id"] == own
+        away = httpx.post(f"{base}/v1/router/policy/tiers", timeout=60).json()
+        assert away["weights_id"] == load_weights(policy="tiers").weights_id
+        back = httpx.post(f"{base}/v1/router/policy/cluster", timeout=60)
+        assert back.status_code == 200, back.text
+        assert back.json()["weights_id"] == own != load_weights(policy="cluster").weights_id
+        assert httpx.get(f"{base}/health").json()["weights_id"] == own
 
 
 def test_reload_under_load_drops_no_request(tmp_path: Path) -> None:

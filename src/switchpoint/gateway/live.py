@@ -26,7 +26,7 @@ from switchpoint.embedding import Embedder, embedder_from_id
 from switchpoint.errors import ConfigError, RouterNotReadyError
 from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
-from switchpoint.weights import WeightsPackage, bundled_policies, load_weights
+from switchpoint.weights import WeightsPackage, bundled_policies, load_weights, policy_of
 
 if TYPE_CHECKING:
     from switchpoint.gateway.learning import LiveLearning
@@ -60,8 +60,9 @@ class RouterFactory:
     """Builds a warmed :class:`Router` from settings; keeps embedders warm across swaps.
 
     ``policy=None`` loads the configured weights: ``weights`` if set, else ``policies[policy]``,
-    else the bundled default for ``policy``. A policy name loads ``policies[name]`` or the
-    bundled default of that name.
+    else the bundled default for ``policy``. A policy name loads ``policies[name]``, else the
+    configured ``weights`` when they are of that policy (a swap back to the policy served at
+    start returns to them), else the bundled default of that name.
     """
 
     def __init__(self) -> None:
@@ -94,6 +95,9 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
         path: str | None = settings.weights
     else:
         path = settings.policy_weights(policy or settings.policy)
+        if (path is None and policy is not None and settings.weights is not None
+                and policy_of(settings.weights) == policy):
+            path = settings.weights
     package = load_weights(path, policy=None if path else (policy or settings.policy))
     catalog = settings.catalog()
     if catalog is not None and not catalog.all_priced:
