@@ -502,6 +502,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"weights": args.weights, "data_dir": args.data_dir,
                                         "policy": args.policy})
+    if args.policy is not None and settings.weights is not None:
+        from switchpoint.weights import policy_of
+
+        served = policy_of(settings.weights)
+        if served != args.policy:
+            where = "--weights" if args.weights else "the config's weights:"
+            what = f" (a {served} package)" if served else ""
+            _fail(f"--policy {args.policy}: {where} {settings.weights}{what} would be served "
+                  "instead, since --policy picks bundled weights only when no weights are "
+                  "given; drop one of the two (or list the other weights under policies: and "
+                  "swap with POST /v1/router/policy/NAME)")
     from switchpoint.server.runner import serve  # FastAPI and uvicorn load only here
 
     return serve(settings, args.host, args.port, log_level=args.log_level,
@@ -671,8 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where SQLite state lives (default: "
                                       "$SWITCHPOINT_DATA_DIR, else the config's data_dir, "
                                       "else ./data)")
-    p.add_argument("--policy", help="bundled policy to load when no --weights is given "
-                                    "(default: cluster)")
+    p.add_argument("--policy", help="bundled policy to load when no weights are given "
+                                    "(--weights or the config's weights:; default: cluster)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="least severity logged (default: info)")

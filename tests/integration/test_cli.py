@@ -104,6 +104,21 @@ def test_every_argument_of_every_command_says_what_it_is_for() -> None:
     assert "POST /v1/chat/completions" in " ".join(commands["switchpoint"].format_help().split())
 
 
+def test_serve_refuses_a_policy_its_weights_would_override(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"weights: {real_weights_dir}\ndata_dir: data\n", encoding="utf-8")
+    code, _, err = run(["serve", "--config", config, "--policy", "knn", "--port", "19499"],
+                       capsys)
+    assert_bad_input(code, err, f"--policy knn: the config's weights: {real_weights_dir} (a "
+                                "cluster package) would be served instead", "drop one")
+    code, _, err = run(["serve", "--weights", real_weights_dir, "--policy", "tiers", "--port",
+                        "19499", "--data-dir", tmp_path / "data"], capsys)
+    assert_bad_input(code, err, f"--policy tiers: --weights {real_weights_dir}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
+
+
 # route: one prompt ------------------------------------------------------------------------------
 
 
