@@ -14,9 +14,10 @@ import httpx
 import pytest
 
 from switchpoint.cli import main
-from tests.attack.attack_env import KEYS, SECRETS, Attacked, chat_body
+from tests.attack.attack_env import ADMIN_TOKEN, KEYS, SECRETS, Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.learning_env import get, learning_server, post
+from tests.integration.servers import ProcessServer
 
 UPSTREAM_KEYS = [KEYS[k] for k in ("ALPHA_KEY", "BETA_KEY", "GAMMA_KEY")]
 
@@ -180,3 +181,46 @@ def test_a_request_path_is_logged_on_one_line() -> None:
     shown = shown_path(request)
     assert "\n" not in shown and "\x1b" not in shown and PASTED not in shown
     assert "ERROR forged\\x1b[31m" in shown
+
+
+def test_the_access_log_does_not_write_a_key_a_client_put_in_the_url(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # With --access-log, uvicorn logs each request line as sent: a whole client key pasted
+    # where its id goes (refused "without being repeated"), or a key or the admin token in a
+    # query string, was written to the log verbatim.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"""models:
+  - {{name: alpha, base_url: "{fake.openai_base_url}", api_key_env: ALPHA_KEY,
+     input_per_mtok: 1, output_per_mtok: 2}}
+auth: keys
+admin_token_env: SP_ATTACK_ADMIN
+tenants:
+  acme: {{models: [alpha, auto]}}
+""", encoding="utf-8")
+    server = ProcessServer("--config", config, "--access-log", "--log-level", "info",
+                           data_dir=tmp_path / "data", env=KEYS).start()
+    try:
+        server.wait_ready()
+        admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+        made = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                          headers=admin, timeout=10)
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+        shown = httpx.get(f"{server.base}/v1/router/keys/{key}", headers=admin, timeout=10)
+        assert shown.status_code == 400 and key not in shown.text
+        listed = httpx.get(f"{server.base}/v1/models", params={"api_key": key},
+                           headers={"authorization": f"Bearer {key}"}, timeout=10)
+        assert listed.status_code == 200
+        status = httpx.get(f"{server.base}/v1/router/status",
+                           params={"tenant": "acme", "note": ADMIN_TOKEN, "k": PASTED},
+                           headers=admin, timeout=10)
+        assert status.status_code == 200, status.text
+    finally:
+        assert server.proc is not None
+        server.proc.terminate()
+        out, err = server.proc.communicate(timeout=30)  # uvicorn's access log is stdout
+    log = out + err
+    assert '"GET /v1/router/keys/sp-' in log and '"GET /v1/models?api_key=' in log, log
+    secret = key.split("_", 1)[1]
+    assert secret not in log and ADMIN_TOKEN not in log and PASTED not in log, log
+    assert key.split("_", 1)[0] in log  # the key's id, which is not secret, stays

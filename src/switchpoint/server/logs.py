@@ -1,11 +1,15 @@
-"""The service's log, kept readable and bounded under attack.
+"""The service's log, kept readable and bounded under attack, and free of secrets.
 
 A client (or the operating system) can make the same message happen thousands of times a
 second: asyncio's ``socket.accept() out of system resource`` (with a traceback) when the
 process runs out of file descriptors, uvicorn's ``Invalid HTTP request received.`` for every
 malformed request. :class:`RateLimitFilter` lets the first few records of each message through
 per interval, drops the rest, and says how many it dropped on the next record it lets through.
-:func:`install` puts it where those messages are logged.
+
+The access log (``--access-log``) writes each request's path and query as the client sent
+them, and a client may put a key there (a whole key where its id goes, ``?api_key=...``):
+:class:`RedactFilter` redacts every secret and key-shaped string from those records before
+they are written. :func:`install` puts both where their messages are logged.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from switchpoint.gateway.redact import redact
+
 # Loggers whose messages a client or the OS can repeat at will.
 NOISY_LOGGERS = ("asyncio", "uvicorn.error")
+# Loggers that quote what a client sent (the request line) in their records.
+QUOTING_LOGGERS = ("uvicorn.access",)
 
 
 @dataclass
@@ -87,12 +95,33 @@ def _append(record: logging.LogRecord, note: str) -> None:
     record.args = None
 
 
+class RedactFilter(logging.Filter):
+    """Redacts secrets (see :func:`switchpoint.gateway.redact.redact`) from a record's message
+    and from each of its string arguments, keeping the arguments' shape (uvicorn's access
+    formatter unpacks them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v
+                           for k, v in record.args.items()}
+        return True
+
+
 def install(filter_: RateLimitFilter, handlers: list[logging.Handler] | None = None) -> None:
-    """Rate-limit the noisy loggers (and ``handlers``, e.g. switchpoint's own)."""
+    """Rate-limit the noisy loggers (and ``handlers``, e.g. switchpoint's own), and redact
+    secrets from the loggers that quote what a client sent."""
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         if filter_ not in logger.filters:
             logger.addFilter(filter_)
+    for name in QUOTING_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactFilter) for f in logger.filters):
+            logger.addFilter(RedactFilter())
     for handler in handlers or []:
         if filter_ not in handler.filters:
             handler.addFilter(filter_)
