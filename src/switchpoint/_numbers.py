@@ -1,7 +1,8 @@
 """What the library takes as a number from Python callers: ``int`` and ``float`` and NumPy's
 scalars (``np.float32(0.5)``, ``np.int64(1)``), never a boolean (``True`` is not a score). An
 integer too large for a float is infinite, so range checks refuse it with their own message
-instead of an ``OverflowError``."""
+instead of an ``OverflowError``. Negative zero is zero: every number taken here (a score, a
+cost, a λ, a rate) is a magnitude, and ``-0.0`` would be echoed, stored and shown as such."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def real_number(value: object) -> float | None:
     """``value`` as a float, or None when it is not a real number (or is a boolean)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         return None
-    return as_float(value)
+    return as_float(value) + 0.0  # -0.0 + 0.0 is 0.0
 
 
 def boolean(value: object) -> bool | None:

@@ -93,3 +93,26 @@ def test_the_endpoints_under_attack_are_live(attacked: Attacked) -> None:
         assert unknown.status_code == 404
         assert unknown.json()["error"]["code"] == "decision_not_found"
         assert client.get("/v1/router/status").status_code == 200
+
+
+def test_negative_zero_is_taken_as_zero(attacked: Attacked) -> None:
+    # A score or a cost of -0.0 was taken as it came: answered, kept in the feedback log and
+    # shown as "-0.0".
+    with httpx.Client(base_url=attacked.base, timeout=30) as client:
+        routed = client.post("/v1/route", json={"prompt": "negative zero, once"})
+        assert routed.status_code == 200, routed.text
+        r = client.post("/v1/feedback", headers={"content-type": "application/json"},
+                        content=b'{"decision_id": "%s", "score": -0.0, "cost": -0.0}'
+                        % routed.json()["decision_id"].encode())
+        assert r.status_code == 200, r.text
+        assert '"quality":0.0' in r.text and '"cost":0.0' in r.text, r.text
+        assert "-0" not in r.text
+        compared = client.post("/v1/router/preferences/compare",
+                               json=VALID["/v1/router/preferences/compare"]).json()
+        label = compared["answers"][0]["label"]
+        scored = client.post("/v1/router/preferences/score",
+                             headers={"content-type": "application/json"},
+                             content=b'{"compare_id": "%s", "scores": {"%s": -0.0}}'
+                             % (compared["compare_id"].encode(), label.encode()))
+        assert scored.status_code == 200, scored.text
+        assert '"quality":0.0' in scored.text and "-0" not in scored.text, scored.text

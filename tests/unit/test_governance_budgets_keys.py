@@ -346,6 +346,14 @@ def test_bad_key_specs_create_nothing(tmp_path: Path, kw: dict[str, object], fie
         assert store.list() == []
 
 
+def test_a_negative_zero_is_kept_as_zero() -> None:
+    # "-0/day" and a λ of -0.0 were kept, and listed, with their sign.
+    made = spec(budgets=["-0/day"], cost_weight=-0.0)
+    assert str(parse_budget("-0/day")) == "0/day"
+    assert made.cost_weight == 0.0 and str(made.cost_weight) == "0.0"
+    assert made.budgets == ("0/day",)
+
+
 def test_expiry_forms() -> None:
     now = ts("2026-05-01T12:00:00")
     assert parse_expiry("2027-01-31", now) == ts("2027-01-31T00:00:00")

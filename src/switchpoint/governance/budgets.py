@@ -56,7 +56,7 @@ def _parse_text(text: str) -> Budget:
     if match is None:
         raise ValueError(f"{quoted(text)} is not a budget; write AMOUNT/PERIOD in US dollars, "
                          f"e.g. '50/month' or '2.5/day' (periods: {', '.join(PERIODS)})")
-    amount = float(match["amount"])
+    amount = float(match["amount"]) + 0.0  # "-0/day" is "0/day"
     period = match["period"].lower()
     if period not in PERIODS:
         raise ValueError(f"{quoted(text)}: {quoted(period)} is not a budget period; use one of "

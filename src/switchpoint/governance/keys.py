@@ -286,17 +286,16 @@ class KeySpec:
                                                   f"models tenant {self.tenant!r} may use "
                                                   f"({', '.join(tenant_models)}); a key "
                                                   "narrows its tenant's models")
+        cost_weight = None
         if self.cost_weight is not None:
             from switchpoint.decision import check_cost_weight
 
-            check_cost_weight(self.cost_weight, "cost_weight")
+            cost_weight = check_cost_weight(self.cost_weight, "cost_weight")
         parse_expiry(self.expires)
         return KeySpec(tenant=self.tenant, name=self.name, budgets=tuple(budgets),
                        rpm=self.rpm, tpm=self.tpm,
                        models=None if models is None else tuple(dict.fromkeys(models)),
-                       cost_weight=None if self.cost_weight is None
-                       else float(self.cost_weight),
-                       expires=self.expires)
+                       cost_weight=cost_weight, expires=self.expires)
 
 
 @dataclass
