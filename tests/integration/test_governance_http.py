@@ -262,6 +262,38 @@ def test_a_narrowed_key_cannot_teach_its_tenant_about_a_model_it_may_not_use(
     assert by_name.text == refusals[0]  # (its label would name the other by elimination)
 
 
+def test_a_session_pinned_by_a_wider_key_does_not_name_its_model_to_a_narrower_one(
+        gov: ThreadServer) -> None:
+    # Sessions are the tenant's: a key of acme allowed "good" pins a session to it; another
+    # key of acme, limited to "cheap", continues the session. It is routed among its own
+    # models, and its reasoning used to say "pinned model good cannot serve this request".
+    wide = client(gov, new_key(gov)["key"])
+    narrow = client(gov, new_key(gov, models=["cheap", "auto"])["key"])
+    for stream in (False, True):
+        session = {"x-session-id": f"shared-{uuid.uuid4().hex[:8]}"}
+        pinned = wide.chat.completions.with_raw_response.create(
+            model="good", messages=user("hello"), extra_headers=session)
+        assert pinned.headers["x-switchpoint-model"] == "good"
+        answered = narrow.chat.completions.with_raw_response.create(
+            model="auto", messages=user("hello again"), extra_headers=session, stream=stream)
+        headers = answered.headers
+        body = answered.http_response.read().decode()
+        assert headers["x-switchpoint-model"] == "cheap"
+        assert "not among this request's candidates" in headers["x-switchpoint-reasoning"]
+        assert "good" not in str(dict(headers)) and "good" not in body, headers
+    # The operator still sees which model the session was pinned to.
+    entry = admin_log(gov, headers["x-switchpoint-request-id"])
+    assert entry["pin"]["pinned_model"] == "good"
+    # A model the caller may choose, left out for what the request needs, is still named.
+    other = {"x-session-id": f"tools-{uuid.uuid4().hex[:8]}"}
+    wide.chat.completions.create(model="fresh", messages=user("hi"), extra_headers=other)
+    named = wide.chat.completions.with_raw_response.create(
+        model="auto", messages=user("call it"), extra_headers=other,
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+    assert "pinned model fresh cannot serve this request (the request uses tools" in (
+        named.headers["x-switchpoint-reasoning"])
+
+
 def test_no_answer_of_the_score_endpoint_tells_a_blind_label_s_model(
         gov: ThreadServer) -> None:
     wide = {"authorization": f"Bearer {new_key(gov)['key']}"}

@@ -208,9 +208,15 @@ class Planner:
         health = self.health if self.prefer_healthy else None
         pinned = plan.pin.pinned_model
         if pinned is not None and pinned not in allowed:
-            reasons = "; ".join(plan.excluded.get(pinned, ["it is not among the candidates"]))
-            plan.notes.append(f"pinned model {pinned} cannot serve this request ({reasons}); "
-                              "routed")
+            if pinned in names:
+                reasons = "; ".join(plan.excluded.get(pinned, []))
+                plan.notes.append(f"pinned model {pinned} cannot serve this request "
+                                  f"({reasons}); routed")
+            else:
+                # Another caller of the tenant (a key allowed more models) pinned the session
+                # to a model this request may not choose: the caller is not told its name.
+                plan.notes.append("the session's pinned model is not among this request's "
+                                  "candidates; routed")
             pinned = None
         if pinned is not None:
             # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and
