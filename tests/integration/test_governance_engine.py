@@ -117,6 +117,31 @@ def test_escalation_leads_with_the_escalation_model(gateway_of: Any) -> None:
     assert "suggested escalation: good" in d.escalation_reason
 
 
+@pytest.mark.parametrize("strategy", ["always", "ask"])
+def test_escalation_does_not_name_a_model_the_key_may_not_use(
+        gateway_of: Any, gw_fake: FakeProviderProcess, strategy: str) -> None:
+    # Two candidates of one profile: the confidence between them is low, so escalation to
+    # good triggers; the key may not use good. The decision's escalation_reason and its
+    # reasoning (the /v1/route answer, x-switchpoint-reasoning) used to name it: "escalation
+    # model good is not among the candidates", or under "ask" suggest it.
+    twin = {**catalog(gw_fake)[1], "name": "twin", "input_per_mtok": 0.6}
+    gw = gateway_of(models=[*catalog(gw_fake), twin], cost_weight=0.5,
+                    tenants={"acme": {"models": ["cheap", "twin", "auto"]}},
+                    escalation={"low_confidence_threshold": 0.99, "escalation_model": "good",
+                                "strategy": strategy})
+    key = gw.governor.keys.create(KeySpec(tenant="acme").checked(["acme"], None)).key
+    d = gw.route("Hello there", key=key)
+    assert d.confidence < 0.99 and not d.escalated and d.selected_model in ("cheap", "twin")
+    assert "not among the models this caller may use" in d.escalation_reason
+    assert "good" not in d.escalation_reason and "good" not in " ".join(d.reasoning)
+    reply = gw.complete(messages("Hello there"), key=key, max_tokens=20)
+    assert reply.switchpoint.model in ("cheap", "twin")
+    assert "good" not in " ".join(reply.switchpoint.reasoning)
+    # A caller that may use it is still escalated to it (or, under "ask", told of it).
+    wide = gw.route("Hello there")
+    assert wide.escalated and "good" in wide.selected_model + wide.escalation_reason
+
+
 def test_named_models_drop_fallbacks_the_key_may_not_use(gateway_of: Any,
                                                          gw_fake: FakeProviderProcess) -> None:
     models = catalog(gw_fake)

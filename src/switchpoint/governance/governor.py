@@ -522,7 +522,8 @@ class Governor:
             elif breaches:
                 notes.append(f"SLA breach ({', '.join(breaches)}); auto_escalate_on_breach is "
                              "off, so the choice stands.")
-        decision = self._escalate(decision, policy.escalation, notes)
+        decision = self._escalate(decision, policy.escalation, notes,
+                                  lambda model: self.reaches(policy, model, catalog))
         if decision.escalation_changed_model and not original:
             original = decision.original_model
         compliant = sla is None or not self._breaches(decision, sla, policy)
@@ -625,7 +626,11 @@ class Governor:
         return pool, lam
 
     def _escalate(self, decision: RoutingDecision, esc: EscalationSettings,
-                  notes: list[str]) -> RoutingDecision:
+                  notes: list[str], reaches: Callable[[str], bool] = lambda model: True
+                  ) -> RoutingDecision:
+        """Confidence-gated escalation. ``reaches`` says whether the caller may use a model:
+        an escalation model it may not is not suggested or named to it (a key limited to some
+        models is told of no others), and the choice stands."""
         threshold = esc.low_confidence_threshold
         if threshold <= 0 or decision.confidence >= threshold:
             return decision
@@ -640,6 +645,12 @@ class Governor:
             log.info("low-confidence decision %s: %s", decision.decision_id, reason)
             notes.append(f"{reason}; logged only (escalation strategy log_only).")
             return replace(decision, escalation_reason=reason, original_confidence=conf)
+        if not reaches(target):
+            notes.append(f"{reason}; the escalation model is not among the models this caller "
+                         "may use, so the choice stands.")
+            return replace(decision, escalation_reason=f"{reason}; the escalation model is not "
+                                                       "among the models this caller may use",
+                           original_confidence=conf)
         if esc.strategy == "ask":
             notes.append(f"{reason}; suggested escalation to {target} (strategy ask: the model "
                          "is kept, the caller decides).")
