@@ -142,6 +142,24 @@ def test_escalation_does_not_name_a_model_the_key_may_not_use(
     assert wide.escalated and "good" in wide.selected_model + wide.escalation_reason
 
 
+def test_an_experiment_arm_s_note_names_only_models_the_key_may_use(
+        gateway_of: Any, gw_fake: FakeProviderProcess) -> None:
+    # Each arm narrows routing to good and cheap; acme's keys may use cheap and twin. The
+    # arm's note in the reasoning used to list its models: "models good, cheap".
+    twin = {**catalog(gw_fake)[1], "name": "twin", "input_per_mtok": 0.6}
+    arm = {"models": ["good", "cheap"]}
+    gw = gateway_of(models=[*catalog(gw_fake), twin],
+                    tenants={"acme": {"models": ["cheap", "twin", "auto"]}},
+                    experiments={"narrow": {"arms": {"a": arm, "b": arm}}})
+    key = gw.governor.keys.create(KeySpec(tenant="acme").checked(["acme"], None)).key
+    d = gw.route("Hello there", key=key)
+    assert d.experiment == "narrow" and d.selected_model == "cheap"
+    note = next(r for r in d.reasoning if r.startswith("Experiment 'narrow'"))
+    assert "(models cheap)" in note and "good" not in " ".join(d.reasoning), d.reasoning
+    wide = gw.route("Hello there")
+    assert any("(models good, cheap)" in r for r in wide.reasoning), wide.reasoning
+
+
 def test_named_models_drop_fallbacks_the_key_may_not_use(gateway_of: Any,
                                                          gw_fake: FakeProviderProcess) -> None:
     models = catalog(gw_fake)

@@ -204,7 +204,7 @@ class LiveLearning:
         router = self.router_for(assignment)
         notes: list[str] = []
         if assignment is not None:
-            notes.append(_arm_note(assignment, cost_weight))
+            notes.append(_arm_note(assignment, cost_weight, allowed))
             arm_models = assignment.config.models
             if arm_models:
                 narrowed = [m for m in (allowed if allowed is not None else arm_models)
@@ -426,14 +426,18 @@ class LiveLearning:
                              "max_records": settings.max_records}}
 
 
-def _arm_note(assignment: Assignment, used: float | None) -> str:
-    """What the arm sets, as it applied (``used``: the λ the request was routed at)."""
+def _arm_note(assignment: Assignment, used: float | None,
+              allowed: Sequence[str] | None = None) -> str:
+    """What the arm sets, as it applied (``used``: the λ the request was routed at). Of the
+    arm's models it names those among the request's candidates ``allowed`` (None: all): a
+    caller limited to some models is told of no others."""
     config = assignment.config
     lam = "" if config.cost_weight is None else f"λ {config.cost_weight:g}" + (
         f", overridden by the request's λ {used:g}"
         if used is not None and used != config.cost_weight else "")
+    shown = [m for m in config.models or () if allowed is None or m in allowed]
     parts = [f"policy {config.policy}" if config.policy else "", lam,
-             f"models {', '.join(config.models)}" if config.models else ""]
+             f"models {', '.join(shown)}" if shown else ""]
     what = ", ".join(p for p in parts if p) or "the configured routing"
     return f"Experiment {assignment.experiment!r}, arm {assignment.arm!r} ({what})."
 
