@@ -177,3 +177,33 @@ def test_a_catalog_name_no_header_can_carry_is_refused_at_load(
     assert [m["id"] for m in listed.json()["data"]] == ["auto", "alpha", "beta", "gamma", "solo"]
     routed = httpx.post(f"{attacked.base}/v1/route", json={"prompt": "hi"}, timeout=10)
     assert routed.status_code == 200, routed.text
+
+
+def test_a_request_for_several_answers_is_not_sent_where_one_comes_back(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    # The Anthropic Messages API gives one answer: n was dropped on the way to gamma, and an
+    # OpenAI client that asked for two choices got one, with a 200 and no word of it.
+    fake.reset()
+    for stream in (False, True):
+        named = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
+                           json=chat_body("two please", "gamma", n=2, stream=stream))
+        assert named.status_code == 400, named.text
+        error = named.json()["error"]
+        assert error["code"] == "no_capable_model" and "asks for 2 answers (n)" in error[
+            "message"], error
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    only_gamma = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
+                            json=chat_body("call f twice", "auto", n=2, tools=tools))
+    assert only_gamma.status_code == 400, only_gamma.text
+    assert "gamma: the request asks for 2 answers (n)" in only_gamma.json()["error"]["message"]
+    assert not fake.requests()  # nothing reached an upstream
+    # auto takes it elsewhere; one answer still goes anywhere.
+    routed = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
+                        json=chat_body("two please", "auto", n=2,
+                                       models=["gamma", "alpha"]))
+    assert routed.status_code == 200 and routed.json()["model"] == "alpha", routed.text
+    one = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
+                     json=chat_body("one please", "gamma", n=1))
+    assert one.status_code == 200 and one.json()["model"] == "gamma", one.text
+    sent = [(q["path"], q["body"].get("n")) for q in fake.requests()]
+    assert sent == [("/v1/chat/completions", 2), ("/v1/messages", None)], sent

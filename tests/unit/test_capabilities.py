@@ -111,3 +111,17 @@ def test_context_check_includes_the_answer_budget(catalog: Catalog) -> None:
     allowed, excluded = filter_candidates(catalog, ["plain", "tools", "unknown-window"], n)
     assert allowed == ["tools", "unknown-window"]
     assert "2000 for the answer" in excluded["plain"][0]
+
+
+def test_several_answers_are_not_for_the_messages_api() -> None:
+    catalog = Catalog([ModelCard("claude", provider="anthropic"),
+                       ModelCard("gpt", provider="openai"), ModelCard("local", provider="vllm")])
+    user = [{"role": "user", "content": "hi"}]
+    for n in (None, 1, True, "3", 0):
+        assert needs_of({"messages": user, "n": n}).answers == 1
+    needs = needs_of({"messages": user, "n": 3})
+    assert needs.answers == 3
+    allowed, excluded = filter_candidates(catalog, catalog.names, needs)
+    assert allowed == ["gpt", "local"]
+    assert excluded == {"claude": ["the request asks for 3 answers (n) and the Anthropic "
+                                   "Messages API gives one"]}

@@ -2,12 +2,14 @@
 
 :func:`needs_of` reads an OpenAI chat request: does it carry images, does it use tools (tool
 definitions, or tool calls and results already in the conversation), roughly how many tokens
-will the prompt be, how many does it reserve for the answer, and what did the user say last
-(the text routing looks at).
+will the prompt be, how many does it reserve for the answer, how many answers does it ask for
+(``n``), and what did the user say last (the text routing looks at).
 
 :func:`filter_candidates` keeps the models that can serve those needs and says why each of the
 others cannot. Capabilities are opt-in: a card serves images only if it lists ``"vision"`` and
 tool calls only if it lists ``"tools"``. A card without a ``context_window`` is assumed to fit.
+A request for several answers is not for a model behind the Anthropic Messages API, which
+gives one (its client would get fewer choices than it asked for, and no error).
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog
+from switchpoint.known_providers import spec_of
 
 # Tokens charged per image part (about one high-detail 1024² image on OpenAI's and Anthropic's
 # pricing); only the estimate for context checks uses it.
@@ -41,6 +44,7 @@ class Needs:
     prompt_tokens: int
     last_user_text: str
     output_tokens: int = 0
+    answers: int = 1  # the request's n
 
     @property
     def total_tokens(self) -> int:
@@ -115,8 +119,10 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                      + TOKENS_PER_MESSAGE * len(messages))
     budget = request.get("max_completion_tokens") or request.get("max_tokens") or 0
     output_tokens = budget if isinstance(budget, int) and budget > 0 else 0
+    n = request.get("n")
+    answers = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
-                 last_user_text=last_user, output_tokens=output_tokens)
+                 last_user_text=last_user, output_tokens=output_tokens, answers=answers)
 
 
 def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
@@ -129,6 +135,9 @@ def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
         reasons.append("the request has images and the model does not list 'vision'")
     if needs.tools and not card.has("tools"):
         reasons.append("the request uses tools and the model does not list 'tools'")
+    if needs.answers > 1 and spec_of(card).wire == "anthropic":
+        reasons.append(f"the request asks for {needs.answers} answers (n) and the Anthropic "
+                       "Messages API gives one")
     if card.context_window is not None and needs.total_tokens > card.context_window:
         what = (f"~{needs.prompt_tokens} prompt tokens + {needs.output_tokens} for the answer"
                 if needs.output_tokens else f"~{needs.prompt_tokens} prompt tokens")

@@ -10,9 +10,10 @@ sanitised form, the same for the ``tool_use`` and its ``tool_result``; Anthropic
 ``toolu_...`` ids come back to the client unchanged as OpenAI ``tool_calls[].id``. So a
 conversation can move between an OpenAI-compatible model and Claude in either direction.
 
-OpenAI-only request fields with no Messages equivalent (``response_format``, ``n``,
+OpenAI-only request fields with no Messages equivalent (``response_format``,
 ``presence_penalty``, ``logprobs``, ``seed``, ...) are dropped; ``temperature`` is clamped to
-Anthropic's [0, 1].
+Anthropic's [0, 1]. The Messages API gives one answer, so a request for several (``n`` > 1)
+is not planned onto an Anthropic model (see :mod:`switchpoint.gateway.capabilities`).
 """
 
 from __future__ import annotations
