@@ -373,7 +373,8 @@ class FailoverError(GatewayError):
     """No candidate answered. ``attempts`` lists every try and every model passed over, with
     why; ``last_error`` is the error that ended the search (``None`` when no model was called,
     e.g. every circuit was open). ``status`` and ``code`` follow from them: the upstream's own
-    4xx when the request itself was refused, 429 when every try was rate limited, 504 when every
+    4xx when the request itself was refused (a 400 when the last model's adapter could not
+    translate it), 429 when every try was rate limited, 504 when every
     try timed out, 503 when no model could be called, else 502."""
 
     def __init__(self, message: str, attempts: list[Attempt],
@@ -397,9 +398,11 @@ class FailoverError(GatewayError):
 
     @property
     def request_fault(self) -> bool:
-        """The upstream refused the request itself: the client sees the upstream's own 4xx."""
+        """The request itself was refused (by the upstream, or by the last model's adapter,
+        which cannot express it): the client sees that 4xx, not an upstream failure."""
         err = self.last_error
-        return err is not None and (not err.escalate or isinstance(err, ContextLengthExceeded))
+        return err is not None and (not err.escalate or isinstance(
+            err, (ContextLengthExceeded, UnsupportedRequest)))
 
     def _classify(self) -> tuple[int, str]:
         err = self.last_error
@@ -424,9 +427,10 @@ class FailoverError(GatewayError):
                                   "type": str(inner.get("type") or err.kind),
                                   "param": inner.get("param"),
                                   "code": str(inner.get("code") or err.kind)}}
-        return {"error": {"message": self.message,
-                          "type": "upstream_error" if err is not None else self.code,
-                          "param": None, "code": self.code}}
+        kind = ("invalid_request_error" if self.request_fault and self.status < 500
+                else "upstream_error" if err is not None else self.code)
+        return {"error": {"message": self.message, "type": kind, "param": None,
+                          "code": self.code}}
 
 
 def retry_after_of(attempts: Sequence[Attempt]) -> float | None:

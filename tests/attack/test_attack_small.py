@@ -207,3 +207,34 @@ def test_a_request_for_several_answers_is_not_sent_where_one_comes_back(
     assert one.status_code == 200 and one.json()["model"] == "gamma", one.text
     sent = [(q["path"], q["body"].get("n")) for q in fake.requests()]
     assert sent == [("/v1/chat/completions", 2), ("/v1/messages", None)], sent
+
+
+def test_a_request_the_anthropic_adapter_cannot_express_is_a_400(
+        attacked: Attacked, fake: FakeProviderProcess) -> None:
+    # A tool call whose arguments are not a JSON object cannot be put into a Messages API
+    # request. gamma was the only model to try, and the answer was a 502 "no model answered"
+    # (an upstream failure, which the openai client retries twice), where an OpenAI-dialect
+    # model passes the same request's 400 on.
+    import openai
+
+    fake.reset()
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    messages = [{"role": "user", "content": "x"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function",
+                     "function": {"name": "f", "arguments": "not json"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "r"}]
+    for stream in (False, True):
+        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
+                       json={"model": "gamma", "messages": messages, "tools": tools,
+                             "stream": stream})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "unsupported_request", error
+        assert error["type"] == "invalid_request_error", error
+        assert "arguments is not JSON" in error["message"], error
+    client = openai.OpenAI(base_url=f"{attacked.base}/v1", api_key="unused", timeout=10)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gamma", messages=messages,  # type: ignore[arg-type]
+                                       tools=tools)  # type: ignore[arg-type]
+    assert not fake.requests()  # it never left the gateway
