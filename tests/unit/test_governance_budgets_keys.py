@@ -346,6 +346,20 @@ def test_bad_key_specs_create_nothing(tmp_path: Path, kw: dict[str, object], fie
         assert store.list() == []
 
 
+def test_unknown_models_are_quoted_short() -> None:
+    # Every unknown name was quoted whole: 256 names of any length made a 400 (or a CLI
+    # error) of hundreds of kilobytes.
+    names = ["x" * 100_000, *[f"m{i}" * 500 for i in range(30)]]
+    for tenant_models in (None, ["good"]):
+        with pytest.raises(InvalidInputError) as info:
+            KeySpec(tenant="acme", models=names).checked(
+                ["acme"], ["good", "cheap"] if tenant_models is None else None,
+                tenant_models=tenant_models)
+        message = str(info.value)
+        assert len(message) < 1500 and "and 21 more" in message, message[:300]
+        assert "xxx..." in message
+
+
 def test_a_negative_zero_is_kept_as_zero() -> None:
     # "-0/day" and a λ of -0.0 were kept, and listed, with their sign.
     made = spec(budgets=["-0/day"], cost_weight=-0.0)

@@ -213,6 +213,13 @@ class IssuedKey:
         return {"key": self.key, **self.record.to_dict()}
 
 
+def _names(names: Sequence[str], most: int = 10) -> str:
+    """Model names as an error quotes them: the first ``most``, each cut short (a name given
+    is any string, of any length)."""
+    shown = ", ".join(cut(n, 100) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 @dataclass(frozen=True)
 class KeySpec:
     """What a new key may do (each field narrows its tenant's)."""
@@ -279,10 +286,10 @@ class KeySpec:
                 unknown = [m for m in models if m != "auto" and m not in catalog]
                 if unknown:
                     raise InvalidInputError("models", f"not in the catalog: "
-                                                      f"{', '.join(unknown)}; use "
+                                                      f"{_names(unknown)}; use "
                                                       f"{', '.join(catalog)} or 'auto'")
             if tenant_models is not None and not [m for m in models if m in tenant_models]:
-                raise InvalidInputError("models", f"none of {', '.join(models)} is among the "
+                raise InvalidInputError("models", f"none of {_names(models)} is among the "
                                                   f"models tenant {self.tenant!r} may use "
                                                   f"({', '.join(tenant_models)}); a key "
                                                   "narrows its tenant's models")
