@@ -53,6 +53,7 @@ def test_budget_strings(text: str, budget: Budget) -> None:
     ("1e12/day", "the amount is too large; it must be at most 1e+09"),
     ("1e400/day", "the amount is too large (not a finite number); it must be at most 1e+09"),
     ("-1e400/day", "must be >= 0"),
+    ("1" * 400 + "/day", "the amount is too large (not a finite number)"),
 ])
 def test_bad_budget_strings_say_what_is_wrong(text: str, needle: str) -> None:
     with pytest.raises(ValueError) as info:
