@@ -39,6 +39,10 @@ def key_path(loc: Sequence[int | str], root: str = "config") -> str:
     return out or root
 
 
+#: The most of a field's name (or path) an error message quotes.
+MAX_FIELD = 100
+
+
 def cut(text: str, limit: int = 60) -> str:
     """``text`` as an error message quotes it: at most ``limit`` characters, ``...`` ending
     one cut short."""
@@ -113,8 +117,9 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     whole = not loc or all(isinstance(p, int) for p in loc)
     if whole and kind in ("model_type", "model_attributes_type", "dict_type", "missing"):
         return InvalidInputError(root, f"must be a JSON object{listed}")
-    param = str(loc[0]) if loc else root
-    path = key_path(loc, root)
+    # A key of the body is any string the client sent: quoted short, like a value.
+    param = cut(str(loc[0]), MAX_FIELD) if loc else root
+    path = cut(key_path(loc, root), 2 * MAX_FIELD)
     if kind == "extra_forbidden":
         known = f"; the fields are {', '.join(fields)}" if fields else ""
         return _at(param, path, f"is not a field of this request{known}")

@@ -224,3 +224,24 @@ tenants:
     secret = key.split("_", 1)[1]
     assert secret not in log and ADMIN_TOKEN not in log and PASTED not in log, log
     assert key.split("_", 1)[0] in log  # the key's id, which is not secret, stays
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/route", {"prompt": "hi"}),
+    ("/v1/feedback", {"decision_id": "0" * 32, "score": 1}),
+    ("/v1/router/preferences/score", {"compare_id": "0" * 32, "scores": {"A": 1}}),
+    ("/v1/router/keys", {"tenant": "default"}),
+])
+def test_an_unknown_field_s_name_is_not_repeated_whole(attacked: Attacked, path: str,
+                                                       body: dict[str, object]) -> None:
+    # An unknown field is named in the error's message and its param. The message was
+    # redacted, but the param repeated a key pasted as a field's name verbatim, and both
+    # repeated a name of any length (a 200 KB name made a 400 KB answer).
+    for name in (PASTED, "Q" * 200_000):
+        r = httpx.post(f"{attacked.base}{path}", json={**body, name: 1},
+                       headers=attacked.admin, timeout=10)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert "is not a field of this request" in error["message"], error
+        assert PASTED not in r.text and len(r.text) < 1500, r.text[:300]
+        assert error["param"].startswith("sk-[REDACTED]" if name == PASTED else "QQQ")

@@ -83,12 +83,19 @@ class ErrorAnswer:
                             headers=merged or None)
 
 
+#: The most characters of an error's message, and of its ``param``, an answer carries.
+MAX_MESSAGE = 4096
+MAX_PARAM = 200
+
+
 def answer_for(exc: BaseException) -> ErrorAnswer:
     """The error answer for an exception switchpoint raised on purpose (else a 500), its
-    message redacted: an error may quote what the caller sent (a model name, a list of
-    candidates, a field), and a secret pasted there is not repeated."""
+    message and ``param`` redacted and cut short: an error may quote what the caller sent (a
+    model name, a list of candidates, a field's name, which is any string the client sent),
+    and a secret pasted there is not repeated, nor a megabyte of it."""
     answer = _answer_for(exc)
-    return replace(answer, message=redact(answer.message))
+    param = None if answer.param is None else cut(redact(answer.param), MAX_PARAM)
+    return replace(answer, message=cut(redact(answer.message), MAX_MESSAGE), param=param)
 
 
 def _answer_for(exc: BaseException) -> ErrorAnswer:
