@@ -596,6 +596,22 @@ def test_a_whole_key_where_its_id_goes_is_never_repeated(gov: ThreadServer) -> N
     assert httpx.get(base.replace(key, issued["id"]), headers=ADMIN).json()["status"] == "active"
 
 
+def test_an_unknown_key_id_is_a_404_and_a_malformed_one_a_400(gov: ThreadServer) -> None:
+    # Every other unknown name (an experiment, a comparison, a decision, a tenant) is a 404;
+    # an unknown key id was a 400 invalid_request, as if the request were malformed.
+    base = f"{gov.base}/v1/router/keys"
+    for method, url in [("GET", f"{base}/0123456789"), ("DELETE", f"{base}/0123456789"),
+                        ("POST", f"{base}/0123456789/revoke"),
+                        ("POST", f"{base}/0123456789/rotate")]:
+        r = httpx.request(method, url, headers=ADMIN)
+        assert r.status_code == 404, r.text
+        error = r.json()["error"]
+        assert error["code"] == "not_found" and error["param"] == "id", error
+        assert "no key has the id '0123456789'" in error["message"], error
+        malformed = httpx.request(method, url.replace("0123456789", "0123"), headers=ADMIN)
+        assert malformed.status_code == 400, malformed.text
+
+
 def test_an_unknown_rotate_field_is_a_400_listing_the_fields(gov: ThreadServer) -> None:
     issued = new_key(gov)
     r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate", json={"grace": 30},

@@ -19,6 +19,7 @@ from switchpoint.errors import (
     InvalidKeyError,
     KeyExpiredError,
     KeyRevokedError,
+    NotFoundError,
 )
 from switchpoint.governance.budgets import (
     Budget,
@@ -382,7 +383,7 @@ def test_ids_are_checked_before_lookup(tmp_path: Path) -> None:
     with KeyStore(tmp_path / "keys.db") as store:
         with pytest.raises(InvalidInputError, match="is not a key id"):
             store.revoke("x' OR 1=1 --")
-        with pytest.raises(InvalidInputError, match="no key has the id"):
+        with pytest.raises(NotFoundError, match="no key has the id"):
             store.rotate("0123456789")
     assert sqlite3.connect(tmp_path / "keys.db").execute("SELECT count(*) FROM keys"
                                                          ).fetchone()[0] == 0

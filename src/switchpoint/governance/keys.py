@@ -39,6 +39,7 @@ from switchpoint.errors import (
     InvalidKeyError,
     KeyExpiredError,
     KeyRevokedError,
+    NotFoundError,
     StoreError,
 )
 from switchpoint.governance.budgets import parse_budgets
@@ -486,14 +487,14 @@ class KeyStore:
         check_key_id(key_id)
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?",
                            (key_id,)).fetchone()
-        if row is None:
-            raise InvalidInputError("id", f"no key has the id {key_id!r} (switchpoint keys "
-                                          "list shows them)")
+        if row is None:  # (a well-formed id: the answer is a 404, like any unknown name's)
+            raise NotFoundError(f"id: no key has the id {key_id!r} (switchpoint keys list "
+                                "shows them)", param="id")
         return KeyRecord.from_row(row)
 
     def find(self, key_id: str) -> KeyRecord:
-        """The record of ``key_id`` (:class:`InvalidInputError` for an unknown or malformed
-        id)."""
+        """The record of ``key_id`` (:class:`InvalidInputError` for a malformed id,
+        :class:`~switchpoint.errors.NotFoundError` for an unknown one)."""
         with self._lock:
             return self._require(self._db(), key_id)
 

@@ -23,7 +23,7 @@ from switchpoint.governance.ledger import key_account
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.context import get_service
-from switchpoint.server.schemas import ERROR_RESPONSES, KeyPage, TenantQuery
+from switchpoint.server.schemas import ERROR_RESPONSES, ErrorResponse, KeyPage, TenantQuery
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN)
@@ -31,6 +31,8 @@ router = APIRouter(tags=["admin"], dependencies=ADMIN)
 _JSON: dict[int | str, dict[str, Any]] = {
     200: {"description": "JSON answer.", "content": {"application/json": {}}},
     **ERROR_RESPONSES}
+_BY_ID: dict[int | str, dict[str, Any]] = {
+    **_JSON, 404: {"model": ErrorResponse, "description": "not_found: no key has this id."}}
 _CREATED: dict[int | str, dict[str, Any]] = {
     201: {"description": "The new key: `key` is the secret, shown this once.",
           "content": {"application/json": {}}},
@@ -110,7 +112,7 @@ def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
     return out
 
 
-@router.get("/v1/router/keys/{key_id}", responses=_JSON,
+@router.get("/v1/router/keys/{key_id}", responses=_BY_ID,
             summary="One client key and its budgets' state")
 async def show_key(key_id: str, request: Request) -> JSONResponse:
     keys = get_service(request).gateway.governor.keys
@@ -118,7 +120,7 @@ async def show_key(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(_with_budgets(request, record))
 
 
-@router.post("/v1/router/keys/{key_id}/revoke", responses=_JSON,
+@router.post("/v1/router/keys/{key_id}/revoke", responses=_BY_ID,
              summary="Revoke a client key at once")
 async def revoke_key(key_id: str, request: Request) -> JSONResponse:
     keys = get_service(request).gateway.governor.keys
@@ -126,13 +128,13 @@ async def revoke_key(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(record.to_dict())
 
 
-@router.delete("/v1/router/keys/{key_id}", responses=_JSON,
+@router.delete("/v1/router/keys/{key_id}", responses=_BY_ID,
                summary="Revoke a client key at once (the record stays, for the logs)")
 async def delete_key(key_id: str, request: Request) -> JSONResponse:
     return await revoke_key(key_id, request)
 
 
-@router.post("/v1/router/keys/{key_id}/rotate", responses=_JSON,
+@router.post("/v1/router/keys/{key_id}/rotate", responses=_BY_ID,
              summary="A new secret for a key (same id, budgets and limits); the old one "
                      "works for grace_seconds")
 async def rotate_key(key_id: str, request: Request,
