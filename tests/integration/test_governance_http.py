@@ -652,6 +652,20 @@ def test_reports_and_budgets_over_http(gov: ThreadServer) -> None:
     assert bad.status_code == 400
 
 
+def test_a_budget_alert_for_a_tenant_the_config_does_not_name_is_a_404(
+        gov: ThreadServer) -> None:
+    # A misspelt tenant was reported "ok", with the whole gateway's hourly spend as its own:
+    # a monitor polling ?tenant=acmee would never alert.
+    url = f"{gov.base}/v1/router/budget/alert"
+    for typo in ("acmee", "ACME"):
+        r = httpx.get(url, params={"tenant": typo}, headers=ADMIN)
+        assert r.status_code == 404, r.text
+        assert r.json()["error"]["param"] == "tenant" and "acme" in r.text, r.text
+    for known in ("acme", "default"):
+        r = httpx.get(url, params={"tenant": known}, headers=ADMIN)
+        assert r.status_code == 200 and r.json()["tenant"] == known, r.text
+
+
 def test_an_open_config_refuses_a_public_address(tmp_path: Path) -> None:
     from switchpoint.errors import ServeError
     from switchpoint.server.exposure import exposure_problem

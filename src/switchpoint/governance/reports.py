@@ -36,7 +36,7 @@ from typing import Any
 
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import Settings
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budgets import (
     Budget,
     describe_seconds,
@@ -696,7 +696,14 @@ class Reports:
     def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
         """The hour's spend against the SLA's ``budget_per_hour_usd`` (the tenant's SLA, else
         the default), every configured budget's state, the worst status of them all (ok /
-        warning / critical) and a recommendation computed from the log."""
+        warning / critical) and a recommendation computed from the log. A ``tenant`` the
+        configuration does not name is a :class:`NotFoundError`: a misspelt tenant would
+        otherwise be reported ``ok`` with the whole gateway's spend, for ever."""
+        configured = self.settings.tenants
+        if tenant is not None and tenant != DEFAULT_TENANT and tenant not in configured:
+            raise NotFoundError(f"tenant: {tenant[:100]!r} is not in the configuration "
+                                f"(tenants: {', '.join(configured) or 'none'})",
+                                param="tenant")
         now = self.clock()
         sla = self.sla_for(tenant)
         own = tenant is not None and self.sla_for(tenant) is not self.settings.sla
