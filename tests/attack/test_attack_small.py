@@ -238,3 +238,17 @@ def test_a_request_the_anthropic_adapter_cannot_express_is_a_400(
         client.chat.completions.create(model="gamma", messages=messages,  # type: ignore[arg-type]
                                        tools=tools)  # type: ignore[arg-type]
     assert not fake.requests()  # it never left the gateway
+
+
+def test_no_capable_model_reads_as_a_sentence(attacked: Attacked) -> None:
+    # "messages: any catalog model cannot serve this request (...)".
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10, json={
+        "model": "auto", "messages": [{"role": "user", "content": [image]}]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"].startswith(
+        "messages: no catalog model can serve this request (alpha: the request has images"), r.text
+    named = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10, json={
+        "model": "solo", "messages": [{"role": "user", "content": [image]}]})
+    assert named.status_code == 400 and named.json()["error"]["message"].startswith(
+        "messages: model 'solo' and its fallbacks cannot serve this request"), named.text

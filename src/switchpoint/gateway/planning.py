@@ -191,7 +191,8 @@ class Planner:
                      else [c.name for c in fallback_chain(catalog, requested)])
             allowed, plan.excluded = filter_candidates(catalog, chain, needs)
             if not allowed:
-                raise _nothing_fits(plan.excluded, f"model {requested!r} and its fallbacks")
+                raise _nothing_fits(plan.excluded, f"model {requested!r} and its fallbacks "
+                                                   "cannot")
             plan.routed_model = requested
             plan.cards = [catalog[n] for n in allowed]
         else:
@@ -203,7 +204,8 @@ class Planner:
         names = self._candidates(plan.call, catalog)
         allowed, plan.excluded = filter_candidates(catalog, names, plan.needs)
         if not allowed:
-            what = "any catalog model" if len(names) == len(catalog.names) else ", ".join(names)
+            what = ("no catalog model can" if len(names) == len(catalog.names)
+                    else f"{', '.join(names)} cannot")
             raise _nothing_fits(plan.excluded, what)
         health = self.health if self.prefer_healthy else None
         pinned = plan.pin.pinned_model
@@ -300,7 +302,9 @@ def routing_text(body: Mapping[str, Any], needs: Needs) -> str:
 
 
 def _nothing_fits(excluded: Mapping[str, Sequence[str]], what: str) -> NoCapableModelError:
+    """``what``: who cannot serve the request, with its verb ("no catalog model can", "model
+    'x' and its fallbacks cannot")."""
     reasons = "; ".join(f"{m}: {', '.join(r)}" for m, r in excluded.items())
     return NoCapableModelError(
-        f"messages: {what} cannot serve this request ({reasons}); add a model with the "
+        f"messages: {what} serve this request ({reasons}); add a model with the "
         "capability or context window it needs to the catalog", excluded)
