@@ -66,7 +66,9 @@ gateway:
   pin_soft_window_s: {PIN_SOFT_S}
   pin_purge_interval_s: 0.3
   failure_threshold: 1000       # attacks fail upstreams on purpose: no circuit opens for that,
-  error_rate_threshold: 1.0     # only an upstream's Retry-After keeps a model out
+  error_rate_threshold: 1.0     # only an upstream's Retry-After keeps a model out (a window
+  cooldown_s: 0.1               # of nothing but failures still opens one: it closes at once,
+  max_cooldown_s: 0.1           # not 30 s into the tests that follow)
 """
 
 
