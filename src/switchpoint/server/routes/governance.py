@@ -33,6 +33,9 @@ _JSON: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES}
 _BY_ID: dict[int | str, dict[str, Any]] = {
     **_JSON, 404: {"model": ErrorResponse, "description": "not_found: no key has this id."}}
+_BY_TENANT: dict[int | str, dict[str, Any]] = {
+    **_JSON, 404: {"model": ErrorResponse,
+                   "description": "not_found: the configuration names no such tenant."}}
 _CREATED: dict[int | str, dict[str, Any]] = {
     201: {"description": "The new key: `key` is the secret, shown this once.",
           "content": {"application/json": {}}},
@@ -166,7 +169,7 @@ async def budgets(request: Request) -> JSONResponse:
     return JSONResponse({"data": await run_in_threadpool(gateway.budget_status)})
 
 
-@router.get("/v1/router/budget/alert", responses=_JSON,
+@router.get("/v1/router/budget/alert", responses=_BY_TENANT,
             summary="Budget alert: ok / warning / critical, projected spend, recommendation")
 async def budget_alert(request: Request,
                        tenant: TenantQuery = None
