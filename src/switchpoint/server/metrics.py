@@ -49,6 +49,9 @@ _Family = Callable[[str, str, str], None]
 # HTTP methods counted by name; any other (a client may invent one) is counted as "other", so
 # no client can add series to the metrics.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: What a request the client abandoned before any answer counts as (nginx's "client closed
+#: request"; the gateway answers it too, to a client that left).
+CLIENT_CLOSED = 499
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 KNOWN_STATUSES = frozenset(int(s) for s in http.HTTPStatus)
 # Upstream attempt outcomes: "ok", the skip reasons, and every error kind switchpoint defines.
@@ -250,7 +253,13 @@ def _outcome(outcome: str) -> str:
 
 
 class MetricsMiddleware:
-    """Counts every HTTP request by route template (not raw path) and times it."""
+    """Counts every HTTP request by route template (not raw path) and times it.
+
+    A request the app answered nothing to counts as a 500, unless the client had gone by then
+    (it closed the connection, or its body did not arrive in time and the connection guard
+    answered 408 itself): that one counts as 499 (status label ``4xx``), as the gateway's own
+    answer to a client that left does, and never as a server failure.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -261,7 +270,15 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        status = 500
+        status: int | None = None
+        client_left = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal client_left
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                client_left = True
+            return message
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -270,8 +287,10 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         finally:
+            if status is None:
+                status = CLIENT_CLOSED if client_left else 500
             route = scope.get("route")
             path = getattr(route, "path", None) or self._fixed_path(scope)
             self.metrics.observe_request(path, scope["method"], status,

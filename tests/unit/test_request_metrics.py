@@ -1,0 +1,67 @@
+"""The HTTP request counter, called as plain ASGI (no server): what a request counts as when
+the app answers, fails, or is left by its client before answering."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+
+from switchpoint.server.metrics import Metrics, MetricsMiddleware
+
+pytestmark = pytest.mark.anyio
+
+Message = MutableMapping[str, Any]
+
+
+async def count(app: Any, messages: list[Message],
+                fails: bool = False) -> dict[tuple[str, str, str], int]:
+    """Run one POST through the middleware in front of ``app`` (which raises if ``fails``);
+    the request counts after."""
+    metrics = Metrics()
+    queue = list(messages)
+
+    async def receive() -> Message:
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/route", "headers": []}
+    if fails:
+        with pytest.raises(RuntimeError, match="boom"):
+            await MetricsMiddleware(app, metrics)(scope, receive, send)
+    else:
+        await MetricsMiddleware(app, metrics)(scope, receive, send)
+    return dict(metrics.requests)
+
+
+async def test_an_answer_counts_as_its_status() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    body = {"type": "http.request", "body": b"{}", "more_body": False}
+    assert await count(app, [body]) == {("unmatched", "POST", "200"): 1}
+
+
+async def test_a_client_that_left_before_any_answer_is_not_a_server_failure() -> None:
+    # The client hung up (or the connection guard answered 408 to a body that never came):
+    # the app saw the disconnect and answered nothing.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    partial = {"type": "http.request", "body": b'{"prompt": "', "more_body": True}
+    assert await count(app, [partial]) == {("unmatched", "POST", "4xx"): 1}
+
+
+async def test_an_app_that_fails_without_answering_is_a_500() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise RuntimeError("boom")
+
+    body = {"type": "http.request", "body": b"{}", "more_body": False}
+    assert await count(app, [body], fails=True) == {("unmatched", "POST", "500"): 1}
