@@ -238,6 +238,22 @@ def test_a_named_model_with_an_open_circuit_goes_to_its_fallback(
     assert health["success_rate"] == 0.0
 
 
+def test_resetting_health_gives_a_tripped_model_requests_again(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "500", "500", "500", "500", "500")
+    for _ in range(3):
+        ask(gw, [turn(f"ping {uuid.uuid4().hex}")], model="good")
+    assert gw.service.gateway.health.state("good") == "open"
+    # The upstream is fixed: the operator need not wait out the cooldown.
+    r = httpx.post(f"{gw.base}/v1/router/health/reset")
+    assert r.status_code == 200, r.text
+    fresh = r.json()["models"]["good"]
+    assert fresh["circuit"] == "closed" and fresh["failures"] == 0
+    gw_fake.reset()
+    answer, entry = ask(gw, [turn(f"ping {uuid.uuid4().hex}")], model="good")
+    assert answer.model == "good" and outcomes(entry) == [("good", "ok")]
+
+
 def test_a_degraded_model_is_ranked_after_healthy_ones(gw: ThreadServer) -> None:
     messages = [turn(f"Write a sonnet about rivers {uuid.uuid4().hex[:6]}")]
     _, entry = ask(gw, messages, headers={**session(), **QUALITY_FIRST})

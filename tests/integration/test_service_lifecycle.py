@@ -254,8 +254,8 @@ def test_admin_routes_need_the_token_when_one_is_configured(tmp_path: Path) -> N
                                               "admin_token_env": "SP_TEST_ADMIN"},
                              environ={"SP_TEST_ADMIN": "s3cret-admin-token-42"})
     admin = [("GET", "/v1/router/stats"), ("GET", "/v1/router/requests"),
-             ("GET", "/v1/router/health"), ("POST", "/v1/router/policy/tiers"),
-             ("POST", "/v1/router/reload")]
+             ("GET", "/v1/router/health"), ("POST", "/v1/router/health/reset"),
+             ("POST", "/v1/router/policy/tiers"), ("POST", "/v1/router/reload")]
     with thread_server(create_app(settings, loader=FACTORY)) as server:
         base = server.base
         for method, path in admin:

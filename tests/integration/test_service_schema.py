@@ -37,6 +37,7 @@ OPERATIONS = [
     ("POST", "/v1/router/reload"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/router/health"),
+    ("POST", "/v1/router/health/reset"),
     ("GET", "/v1/router/requests"),
     ("POST", "/v1/router/keys"),
     ("GET", "/v1/router/keys"),

@@ -1,5 +1,5 @@
-"""Service routes: health, the model list, metrics; admin: stats, the request log, model health,
-policy swap and reload.
+"""Service routes: health, the model list, metrics; admin: stats, the request log, model health
+(and its reset), policy swap and reload.
 
 ``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
 ``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
@@ -191,6 +191,17 @@ def _swapped(old: Live, new: Live, ms: float) -> dict[str, Any]:
             summary="Per-model health: status, circuit, success rate, latency, recent errors")
 async def model_health(request: Request) -> dict[str, Any]:
     return get_service(request).gateway.health_snapshot()
+
+
+@router.post("/v1/router/health/reset", dependencies=ADMIN, tags=["admin"],
+             summary="Forget every model's health (circuits close, waits end); the fresh "
+                     "health")
+async def reset_model_health(request: Request) -> dict[str, Any]:
+    """For when an upstream's trouble is fixed (a key rotated, an outage over): its model gets
+    requests again now, not after its cooldown or its ``Retry-After``."""
+    gateway = get_service(request).gateway
+    gateway.reset_health()
+    return gateway.health_snapshot()
 
 
 @router.get("/v1/router/requests", dependencies=ADMIN, response_model=RequestLogPage,
