@@ -1,7 +1,8 @@
 """The attack suite's world (the fixtures are in conftest.py): the fake upstream, and one
 `switchpoint serve` process under attack, as a user runs it (the guarded protocol, the
 rate-limited log), with an open-file limit of 1024 and low limits in its config so each attack
-finishes in seconds.
+finishes in seconds. Each test starts with the fake's scripts and every model's health
+forgotten, and ends checking that the server failed no request and logged no traceback.
 
 The server's catalog: ``alpha`` (falls back to ``beta``), ``beta``, ``gamma`` (Anthropic
 dialect, a key that does not look like a key, tools) and ``solo`` (no fallback). Every key is
@@ -65,10 +66,10 @@ gateway:
   pin_hard_window_s: {PIN_HARD_S}
   pin_soft_window_s: {PIN_SOFT_S}
   pin_purge_interval_s: 0.3
-  failure_threshold: 1000       # attacks fail upstreams on purpose: no circuit opens for that,
-  error_rate_threshold: 1.0     # only an upstream's Retry-After keeps a model out (a window
-  cooldown_s: 0.1               # of nothing but failures still opens one: it closes at once,
-  max_cooldown_s: 0.1           # not 30 s into the tests that follow)
+  failure_threshold: 1000       # attacks fail upstreams on purpose: few circuits open for
+  error_rate_threshold: 1.0     # that (5 calls, all failed, still do: each test starts with
+  cooldown_s: 0.1               # every model's health forgotten, see conftest.py, and one
+  max_cooldown_s: 0.1           # opened within a test closes at once)
 """
 
 
@@ -98,6 +99,19 @@ class Attacked:
 
     def open_files(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def server_failures(self) -> int:
+        """How many requests the server has answered 500 (or failed without answering)."""
+        text = httpx.get(f"{self.base}/metrics", headers=self.admin, timeout=10).text
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("switchpoint_http_requests_total{")
+                   and 'status="500"' in line)
+
+    def forget_health(self) -> None:
+        """Close every model's circuit and end its upstream's Retry-After wait: what one test
+        made an upstream do does not keep a model out of the next."""
+        r = httpx.post(f"{self.base}/v1/router/health/reset", headers=self.admin, timeout=10)
+        r.raise_for_status()
 
     def requests(self, limit: int = 50) -> list[dict[str, Any]]:
         r = httpx.get(f"{self.base}/v1/router/requests", params={"limit": limit},

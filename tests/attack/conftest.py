@@ -1,5 +1,7 @@
 """Fixtures of the attack suite: the fake upstream and the server under attack (one of each
-for the whole session; see attack_env.py)."""
+for the whole session; see attack_env.py), and what keeps the tests that share them
+independent: each starts with the fake's scripts and the server's model health forgotten, and
+ends checking that the server failed no request and logged no traceback while it ran."""
 
 from __future__ import annotations
 
@@ -50,3 +52,23 @@ def attacked(fake: FakeProviderProcess,
             proc.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def _independent(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test of the shared server starts where any other would (no script queued in the fake,
+    no model kept out by what an earlier test made an upstream do) and fails if the server
+    answered a 500 or logged a traceback while it ran, whatever ran before or after it."""
+    if "fake" in request.fixturenames:  # (so in every test of the server: it needs the fake)
+        request.getfixturevalue("fake").reset()
+    if "attacked" not in request.fixturenames:
+        yield
+        return
+    attacked: Attacked = request.getfixturevalue("attacked")
+    attacked.forget_health()
+    failures = attacked.server_failures()
+    logged = attacked.log_path.stat().st_size
+    yield
+    with attacked.log_path.open("rb") as fh:
+        fh.seek(logged)
+        new_log = fh.read().decode("utf-8", errors="replace")
+    assert "Traceback" not in new_log and "unexpected error" not in new_log, new_log[-4000:]
+    assert attacked.server_failures() == failures, "the server answered 500 during this test"

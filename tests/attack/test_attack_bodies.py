@@ -198,10 +198,3 @@ def test_mutated_bodies_never_fail_the_server(attacked: Attacked,
                                              edits: list[tuple[int, str, bytes]]) -> None:
     with httpx.Client(base_url=attacked.base, timeout=10) as client:
         assert_no_server_failure(client, mutate(edits))
-
-
-def test_nothing_was_logged_as_a_server_failure(attacked: Attacked) -> None:
-    log = attacked.log_text()
-    assert "Traceback" not in log and "unexpected error" not in log
-    metrics = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text
-    assert 'status="500"' not in metrics

@@ -132,15 +132,8 @@ def test_slowloris_connections_are_closed_by_the_header_deadline(attacked: Attac
     assert metric(attacked, 'switchpoint_http_connection_timeouts_total{phase="head"}') > 0
 
 
-def server_failures(attacked: Attacked) -> float:
-    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("switchpoint_http_requests_total{")
-               and 'status="500"' in line)
-
-
 def test_a_body_sent_a_byte_at_a_time_gets_a_408(attacked: Attacked) -> None:
-    failures_before = server_failures(attacked)
+    failures_before = attacked.server_failures()
     sock = connect(attacked.port)
     sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 1000\r\n\r\n{\"prompt\": \"")
@@ -162,7 +155,7 @@ def test_a_body_sent_a_byte_at_a_time_gets_a_408(attacked: Attacked) -> None:
     assert LIMITS["body_timeout_s"] - 0.2 < elapsed < LIMITS["body_timeout_s"] + 1.5
     assert "Traceback" not in attacked.log_text()
     # The request the client never finished is not counted as a server failure.
-    assert server_failures(attacked) == failures_before
+    assert attacked.server_failures() == failures_before
 
 
 def test_an_idle_keep_alive_connection_is_closed(attacked: Attacked) -> None:

