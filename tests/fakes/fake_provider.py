@@ -4,6 +4,7 @@ Run it as its own process, on loopback only::
 
     python -m tests.fakes.fake_provider --port 8999      # or --port 0: pick a free port
     python tests/fakes/fake_provider.py --port 0
+    python tests/fakes/fake_provider.py --ports 19500-19599  # a free port in that range
     python tests/fakes/fake_provider.py --port 0 --lean  # benchmarks: keep no request log
 
 It prints ``FAKE_PROVIDER_READY <port>`` once listening. From tests, use
@@ -95,6 +96,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import select
 import socket
@@ -945,8 +947,44 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             writer.close()
 
 
-async def serve(port: int) -> None:
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
+PORTS_ENV = "SWITCHPOINT_TEST_PORTS"
+
+
+def port_range(text: str) -> range:
+    """``FIRST-LAST`` (or one port) as a range of ports."""
+    first, _, last = text.strip().partition("-")
+    try:
+        ports = range(int(first), int(last or first) + 1)
+    except ValueError:
+        ports = range(0)
+    if not ports or ports.start < 1 or ports.stop > 65_536:
+        raise ValueError(f"{text!r} is not a port range: write FIRST-LAST, e.g. 19500-19599")
+    return ports
+
+
+def reserved_ports() -> range | None:
+    """The ports ``$SWITCHPOINT_TEST_PORTS`` reserves for tests on this host, if it names any
+    (a machine whose users share out port ranges); ``None``: any free port will do."""
+    text = os.environ.get(PORTS_ENV, "")
+    return port_range(text) if text.strip() else None
+
+
+async def serve(port: int, ports: range | None = None) -> None:
+    """Serve on ``port`` (0: any free one), or on a free one of ``ports``, tried in random
+    order so that processes sharing the range seldom reach for the same one."""
+    if ports is None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+    else:
+        candidates = list(ports)
+        random.shuffle(candidates)
+        for candidate in candidates:
+            try:
+                server = await asyncio.start_server(handle, "127.0.0.1", candidate)
+                break
+            except OSError:
+                continue
+        else:
+            raise SystemExit(f"no free port in {ports.start}-{ports.stop - 1}")
     bound = server.sockets[0].getsockname()[1]
     print(f"{READY} {bound}", flush=True)
     async with server:
@@ -956,13 +994,15 @@ async def serve(port: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A scriptable fake LLM provider (loopback).")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--ports", type=port_range, default=None, metavar="FIRST-LAST",
+                        help="a free port of this range instead")
     parser.add_argument("--lean", action="store_true",
                         help="keep no log of requests (for benchmarks; /_requests stays empty)")
     args = parser.parse_args(argv)
     STATE.lean = args.lean
     sys.setrecursionlimit(10_000)  # (nest= writes JSON nested nearly 1,000 levels deep)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.port))
+        asyncio.run(serve(args.port, args.ports))
 
 
 # --------------------------------------------------------------------------------------------
@@ -971,9 +1011,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class FakeProviderProcess:
-    """Spawn the fake provider in its own process on a free loopback port (one of the range
-    ``$SWITCHPOINT_TEST_PORTS`` names, on a host that reserves one for tests, as the test
-    servers do); stop it on exit.
+    """Spawn the fake provider in its own process on a free loopback port (one of those
+    ``$SWITCHPOINT_TEST_PORTS`` reserves, when it names some), or on ``port``; stop it on exit.
 
     ``url`` is the server root; ``openai_base_url`` is ``url + "/v1"`` (what an OpenAI client
     or a catalog ``base_url`` takes); Anthropic cards take ``url``.
@@ -995,12 +1034,11 @@ class FakeProviderProcess:
         return f"{self.url}/v1"
 
     def start(self) -> FakeProviderProcess:
-        if self.port == 0 and os.environ.get("SWITCHPOINT_TEST_PORTS"):
-            from tests.integration.servers import free_port
-
-            self.port = free_port()
+        ports = reserved_ports() if self.port == 0 else None
+        where = (["--ports", f"{ports.start}-{ports.stop - 1}"] if ports is not None
+                 else ["--port", str(self.port)])
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port),
+            [sys.executable, str(Path(__file__).resolve()), *where,
              *(["--lean"] if self.lean else [])],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
             text=True)

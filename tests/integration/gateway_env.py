@@ -9,7 +9,6 @@ served through the Anthropic Messages adapter, ``cheap`` (small context, no visi
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ import openai
 from switchpoint.config import load_settings
 from switchpoint.gateway.live import RouterFactory
 from switchpoint.server import create_app
-from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.fake_provider import FakeProviderProcess, reserved_ports
 from tests.integration.servers import ThreadServer, thread_server
 
 ISSUE_PORT = 9100
@@ -46,14 +45,15 @@ FACTORY = RouterFactory()
 
 
 def start_fake() -> FakeProviderProcess:
-    """The fake provider on the issue's port 9100 if it is free, else on any free port (on a
-    host that reserves ports for tests, one of them: see :func:`free_port`)."""
-    if os.environ.get("SWITCHPOINT_TEST_PORTS"):
-        return FakeProviderProcess().start()
-    try:
-        return FakeProviderProcess(port=ISSUE_PORT).start()
-    except RuntimeError:
-        return FakeProviderProcess().start()
+    """The fake provider on the issue's port 9100 if it is free (and among the ports
+    ``$SWITCHPOINT_TEST_PORTS`` reserves, when it names some), else on any free port."""
+    reserved = reserved_ports()
+    if reserved is None or ISSUE_PORT in reserved:
+        try:
+            return FakeProviderProcess(port=ISSUE_PORT).start()
+        except RuntimeError:
+            pass
+    return FakeProviderProcess().start()
 
 
 def config_text(fake: FakeProviderProcess, data_dir: str = "data") -> str:

@@ -20,28 +20,31 @@ import uvicorn
 from fastapi import FastAPI
 
 from switchpoint.server.context import Service
+from tests.fakes.fake_provider import PORTS_ENV, reserved_ports
+
+
+def loopback_socket() -> socket.socket:
+    """A TCP socket bound to a free loopback port, not yet listening (``asyncio.start_server(
+    ..., sock=...)`` takes it): one of the ports ``$SWITCHPOINT_TEST_PORTS`` reserves
+    (``FIRST-LAST``), tried in random order, on a host that reserves some; else any."""
+    reserved = reserved_ports()
+    candidates = list(reserved) if reserved is not None else [0]
+    random.shuffle(candidates)  # processes sharing the range seldom reach for the same one
+    for candidate in candidates:
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            sock.close()
+            continue
+        return sock
+    raise RuntimeError(f"no free port in {PORTS_ENV}={os.environ.get(PORTS_ENV)}")
 
 
 def free_port() -> int:
-    """A free loopback port: any (the system's choice), or one of the range
-    ``$SWITCHPOINT_TEST_PORTS`` names (``FIRST-LAST``), at random, on a host that reserves
-    one for tests."""
-    reserved = os.environ.get("SWITCHPOINT_TEST_PORTS", "")
-    if reserved:
-        first, _, last = reserved.partition("-")
-        ports = list(range(int(first), int(last or first) + 1))
-        random.shuffle(ports)  # a port handed out but not bound yet is not handed out again
-        for candidate in ports:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", candidate))
-                except OSError:
-                    continue
-                return candidate
-        raise RuntimeError(f"no free port in SWITCHPOINT_TEST_PORTS={reserved}")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A free loopback port (see :func:`loopback_socket`), for a server that binds it itself."""
+    with loopback_socket() as sock:
+        port: int = sock.getsockname()[1]
         return port
 
 

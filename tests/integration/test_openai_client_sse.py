@@ -23,6 +23,7 @@ from switchpoint.gateway.failover import RetryPolicy, call_with_failover
 from switchpoint.gateway.providers import ClientPool, ProviderRegistry, Timeouts
 from switchpoint.server.streaming import sse_body
 from tests.fakes.fake_provider import FakeProviderProcess, head_bytes, read_request
+from tests.integration.servers import loopback_socket
 
 ENV = {"FAKE_OPENAI_KEY": "sk-openai-test", "FAKE_ANTHROPIC_KEY": "sk-ant-test"}
 TIMEOUTS = Timeouts(connect_s=2.0, read_s=1.0, first_token_s=1.0)
@@ -48,7 +49,7 @@ class Relay:
     async def _start(self) -> None:
         self.pool = ClientPool()
         self.registry = ProviderRegistry(self.pool, env=ENV)
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._handle, sock=loopback_socket())
         self.port = self.server.sockets[0].getsockname()[1]
         self._ready.set()
 

@@ -40,6 +40,7 @@ from switchpoint.gateway.providers import (
 )
 from switchpoint.gateway.providers._transport import PooledTransport
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -223,11 +224,7 @@ async def test_openai_connection_reset(fake: FakeProviderProcess,
 
 
 async def test_connection_refused_is_a_connect_error(openai_provider: OpenAIProvider) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free, and nothing listens there
     card = ModelCard("nowhere", base_url=f"http://127.0.0.1:{port}/v1")
     with pytest.raises(ConnectError):
         await openai_provider.complete(req(), card, FAST)

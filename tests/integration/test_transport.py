@@ -17,6 +17,7 @@ from switchpoint.gateway.providers._http import post_json, read_capped
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import Timeouts
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import loopback_socket
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -91,7 +92,7 @@ class RawUpstream:
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._handle, sock=loopback_socket())
         port = self.server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/v1/chat/completions"
 
@@ -252,7 +253,7 @@ async def _scripted(writes: list[bytes], close: bool = False) -> tuple[asyncio.S
                 break
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    server = await asyncio.start_server(answer, sock=loopback_socket())
     port = server.sockets[0].getsockname()[1]
     return server, f"http://127.0.0.1:{port}/"
 
@@ -328,7 +329,7 @@ def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:
         writer.close()
 
     async def run() -> None:
-        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        server = await asyncio.start_server(answer, sock=loopback_socket())
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         pool = ClientPool()
         try:
