@@ -79,6 +79,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``encoded``        a 200 whole answer saying ``ENCODED`` (streamed or not) in plain bytes, but
                    labelled ``Content-Encoding: coding=`` (percent-decoded; default ``br``): an
                    upstream answering in a coding it was not asked for
+``together``       answer (``ok``) only once ``n=`` requests (default 2) asking for it are
+                   waiting at once; after ``seconds=`` (default 10) without them, a 500 saying
+                   how many came. Proves requests are in flight together, with no clock
 =================  ===========================================================================
 
 The Anthropic endpoint validates what the real API insists on (``max_tokens``, alternating
@@ -131,11 +134,25 @@ class State:
         self.counter = 0
         self.lean = False  # --lean: record no requests (a benchmark must not grow a list)
         self.once_seen: OrderedDict[str, None] = OrderedDict()
+        self.together = Meeting()  # (requests waiting for one another)
 
     def reset(self) -> None:
         self.queues.clear()
         self.defaults.clear()
         self.requests.clear()
+        self.together.release()
+        self.together = Meeting()
+
+
+class Meeting:
+    """The requests waiting for one another (``together``); set once enough have come."""
+
+    def __init__(self) -> None:
+        self.came = 0
+        self.met = asyncio.Event()
+
+    def release(self) -> None:
+        self.met.set()
 
 
 STATE = State()
@@ -861,6 +878,24 @@ async def serve_hold(reader: asyncio.StreamReader | None, params: dict[str, str]
     return False
 
 
+async def meet(params: dict[str, str]) -> tuple[int, int]:
+    """Wait until ``n`` requests of one meeting are here (or ``seconds`` pass): how many came,
+    of how many. The next requests start a new meeting."""
+    needed = int(params.get("n", "2"))
+    meeting = STATE.together
+    meeting.came += 1
+    if meeting.came >= needed:
+        meeting.release()
+        STATE.together = Meeting()
+    try:
+        async with asyncio.timeout(_num(params, "seconds", 10)):
+            await meeting.met.wait()
+    except TimeoutError:
+        if STATE.together is meeting:  # it failed: the next requests meet afresh
+            STATE.together = Meeting()
+    return meeting.came, needed
+
+
 async def dispatch(req: Request, writer: asyncio.StreamWriter,
                    reader: asyncio.StreamReader | None = None) -> bool:
     """Answer one request; False to close the connection afterwards."""
@@ -904,6 +939,14 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
             return False
         if name == "hold":
             return await serve_hold(reader, params, entry)
+        if name == "together":
+            came, needed = await meet(params)
+            if came < needed:
+                await send_json(writer, 500, {"error": {
+                    "message": f"only {came} of {needed} requests came together",
+                    "type": "server_error", "code": "server_error"}})
+                return True
+            name = "ok"
         if name == "echo_auth":
             return await serve_echo_auth(req, writer, params)
         if name == "redirect":
