@@ -56,7 +56,7 @@ def start_fake() -> FakeProviderProcess:
     return FakeProviderProcess().start()
 
 
-def config_text(fake: FakeProviderProcess, data_dir: str = "data") -> str:
+def config_text(fake: FakeProviderProcess, data_dir: str = "data", gateway: str = GATEWAY) -> str:
     good = GOOD_LINE.replace("127.0.0.1:9100", f"127.0.0.1:{fake.port}")
     return f"""models:
 {good}
@@ -69,7 +69,7 @@ def config_text(fake: FakeProviderProcess, data_dir: str = "data") -> str:
   - {{name: fresh, base_url: "{fake.openai_base_url}", input_per_mtok: 0.05,
      output_per_mtok: 0.1, context_window: 8000, tier: simple}}
 data_dir: {data_dir}
-{GATEWAY}"""
+{gateway}"""
 
 
 @contextmanager

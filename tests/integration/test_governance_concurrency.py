@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,19 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("governance-concurrency")
 
 
+# Budgets and limits are under test here, not upstream timeouts: 64 requests at once can take
+# a loaded machine longer than the gateway suite's half-second read timeout to answer, and a
+# request that timed out was neither admitted nor refused by what these tests count.
+PATIENT = """gateway:
+  read_timeout_s: 30
+  first_token_timeout_s: 30
+  max_total_s: 60
+"""
+
+
 def settings_of(fake: FakeProviderProcess, root: Path) -> Settings:
     config = root / "switchpoint.yaml"
-    config.write_text(config_text(fake) + GOVERNANCE, encoding="utf-8")
+    config.write_text(config_text(fake, gateway=PATIENT) + GOVERNANCE, encoding="utf-8")
     return load_settings(config, environ={})
 
 
@@ -76,6 +87,12 @@ async def burst(server: ThreadServer, key: str, n: int = CONCURRENCY) -> list[ht
         await asyncio.sleep(0.05)
         gate.set()
         return list(await asyncio.gather(*tasks))
+
+
+def refusals(responses: list[httpx.Response]) -> Counter[tuple[int, str]]:
+    """How many requests got each status and error code, the answered ones aside."""
+    return Counter((r.status_code, r.json()["error"]["code"]) for r in responses
+                   if r.status_code != 200)
 
 
 def key_rows(server: ThreadServer, key_id: str) -> list[dict[str, Any]]:
@@ -155,7 +172,7 @@ def test_a_budget_that_covers_n_worst_cases_admits_n_at_once(server: ThreadServe
     ok = [r for r in responses if r.status_code == 200]
     # All N reservations fit at once; more may follow as settled requests free room (each
     # costs less than its worst case), never past the budget.
-    assert len(ok) >= N
+    assert len(ok) >= N, refusals(responses)
     status = key_status(server, issued["id"])
     settled = sum(r["charged_usd"] or 0.0 for r in key_rows(server, issued["id"]))
     assert status["spent_usd"] == pytest.approx(settled, abs=1e-12)
