@@ -1,6 +1,6 @@
-"""Fixtures for the provider and gateway tests: ``fake``, a fake provider process per test module
-(reset before each test that uses it), and for the gateway tests one session-wide fake provider
-and one switchpoint server in front of it (see gateway_env.py)."""
+"""Fixtures for the provider and gateway tests: ``fake``, a fake provider process per test module,
+and for the gateway tests one session-wide fake provider and one switchpoint server in front of
+it (see gateway_env.py); each test that uses them starts with them reset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import gateway_server, start_fake
+from tests.integration.gateway_env import fresh_health, gateway_server, start_fake
 from tests.integration.servers import ThreadServer
 
 
@@ -36,7 +36,12 @@ def fake() -> Iterator[FakeProviderProcess]:
 
 
 @pytest.fixture(autouse=True)
-def _reset_fake(request: pytest.FixtureRequest) -> None:
-    """Every test that uses ``fake`` starts with no script and an empty request log."""
-    if "fake" in request.fixturenames:
-        request.getfixturevalue("fake").reset()
+def _independent(request: pytest.FixtureRequest) -> None:
+    """Every test that uses a fake provider (``fake``, ``gw_fake``) starts with no script and
+    an empty request log, and one that uses ``gw`` with every model's health forgotten: what
+    an earlier test scripted or tripped does not reach it."""
+    for name in ("fake", "gw_fake"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()
+    if "gw" in request.fixturenames:
+        fresh_health(request.getfixturevalue("gw"))

@@ -24,7 +24,6 @@ from tests.integration.gateway_env import (
     async_client,
     client,
     config_text,
-    fresh_health,
     log_entry,
 )
 from tests.integration.servers import ThreadServer, thread_server
@@ -33,12 +32,6 @@ CATALOG = {"good", "other", "cheap", "fresh"}
 PRICES = {"good": (10, 30), "other": (8, 24), "cheap": (0.5, 1.5), "fresh": (0.05, 0.1)}
 UPSTREAM = {"good": "good", "other": "claude-fake-2", "cheap": "cheap", "fresh": "fresh"}
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
-
-
-@pytest.fixture(autouse=True)
-def _clean(gw_fake: FakeProviderProcess, gw: ThreadServer) -> None:
-    gw_fake.reset()
-    fresh_health(gw)
 
 
 def user(text: str) -> list[Any]:

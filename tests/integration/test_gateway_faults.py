@@ -19,16 +19,10 @@ import openai
 import pytest
 
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import async_client, client, fresh_health, log_entry, outcomes
+from tests.integration.gateway_env import async_client, client, log_entry, outcomes
 from tests.integration.servers import ThreadServer
 
 OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
-
-
-@pytest.fixture(autouse=True)
-def _clean(gw_fake: FakeProviderProcess, gw: ThreadServer) -> None:
-    gw_fake.reset()
-    fresh_health(gw)
 
 
 def user(text: str = "Tell me about failover") -> list[Any]:

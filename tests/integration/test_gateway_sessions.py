@@ -20,7 +20,7 @@ from openai.types.chat import (
 )
 
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import client, fresh_health, log_entry, outcomes
+from tests.integration.gateway_env import client, log_entry, outcomes
 from tests.integration.servers import ThreadServer
 
 OTHER = "claude-fake-2"
@@ -32,12 +32,6 @@ TOOLS: list[ChatCompletionToolUnionParam] = [{"type": "function", "function": {
     "name": "lookup", "description": "Look something up",
     "parameters": {"type": "object", "properties": {"query": {"type": "string"}},
                    "required": ["query"]}}}]
-
-
-@pytest.fixture(autouse=True)
-def _clean(gw_fake: FakeProviderProcess, gw: ThreadServer) -> None:
-    gw_fake.reset()
-    fresh_health(gw)
 
 
 def ask(gw: ThreadServer, messages: list[Any], model: str = "auto",

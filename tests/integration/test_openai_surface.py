@@ -20,16 +20,9 @@ from tests.integration.gateway_env import (
     KEYS,
     client,
     config_text,
-    fresh_health,
     log_entry,
 )
 from tests.integration.servers import ThreadServer, thread_server
-
-
-@pytest.fixture(autouse=True)
-def _clean(gw_fake: FakeProviderProcess, gw: ThreadServer) -> None:
-    gw_fake.reset()
-    fresh_health(gw)
 
 
 def ask(
