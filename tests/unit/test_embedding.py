@@ -350,14 +350,12 @@ def test_int8_precision_builds_its_model_once_and_stays_close_to_fp32(tmp_path: 
     assert fast.id == MiniLMEmbedder(precision="fp32").id  # same vector space: weights compatible
 
 
-def test_int8_vectors_do_not_depend_on_the_batch_a_prompt_is_in(tmp_path: Path) -> None:
-    from switchpoint.embedding.minilm import MiniLMEmbedder
-
-    embedder = MiniLMEmbedder(cache_dir=tmp_path)
+def test_int8_vectors_do_not_depend_on_the_batch_a_prompt_is_in(minilm: MiniLMEmbedder) -> None:
+    assert minilm.precision == "int8"  # (the session's embedder: the int8 build is made once)
     texts = ["short one", "a much longer prompt about the history of the Roman empire " * 5,
              "Prove the square root of 2 is irrational."]
-    together = embedder.embed(texts)
-    alone = np.vstack([embedder.embed([t]) for t in texts])
+    together = minilm.embed(texts)
+    alone = np.vstack([minilm.embed([t]) for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
