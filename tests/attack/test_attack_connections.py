@@ -154,8 +154,11 @@ def test_a_body_sent_a_byte_at_a_time_gets_a_408(attacked: Attacked) -> None:
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert LIMITS["body_timeout_s"] - 0.2 < elapsed < LIMITS["body_timeout_s"] + 1.5
     assert "Traceback" not in attacked.log_text()
-    # The request the client never finished is not counted as a server failure.
+    # The request the client never finished is not counted as a server failure, and is
+    # counted under its route.
     assert attacked.server_failures() == failures_before
+    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=5).text
+    assert 'switchpoint_http_requests_total{route="/v1/route",method="POST",status="4xx"}' in text
 
 
 def test_an_idle_keep_alive_connection_is_closed(attacked: Attacked) -> None:

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.anyio
 Message = MutableMapping[str, Any]
 
 
-async def count(app: Any, messages: list[Message],
-                fails: bool = False) -> dict[tuple[str, str, str], int]:
+async def count(app: Any, messages: list[Message], fails: bool = False,
+                paths: tuple[str, ...] = ()) -> dict[tuple[str, str, str], int]:
     """Run one POST through the middleware in front of ``app`` (which raises if ``fails``);
     the request counts after."""
     metrics = Metrics()
@@ -31,9 +31,9 @@ async def count(app: Any, messages: list[Message],
     scope = {"type": "http", "method": "POST", "path": "/v1/route", "headers": []}
     if fails:
         with pytest.raises(RuntimeError, match="boom"):
-            await MetricsMiddleware(app, metrics)(scope, receive, send)
+            await MetricsMiddleware(app, metrics, paths)(scope, receive, send)
     else:
-        await MetricsMiddleware(app, metrics)(scope, receive, send)
+        await MetricsMiddleware(app, metrics, paths)(scope, receive, send)
     return dict(metrics.requests)
 
 
@@ -65,3 +65,13 @@ async def test_an_app_that_fails_without_answering_is_a_500() -> None:
 
     body = {"type": "http.request", "body": b"{}", "more_body": False}
     assert await count(app, [body], fails=True) == {("unmatched", "POST", "500"): 1}
+
+
+async def test_a_request_answered_before_routing_counts_under_its_route() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    partial = {"type": "http.request", "body": b'{"prompt": "', "more_body": True}
+    counted = await count(app, [partial], paths=("/v1/route", "/v1/models/{model_id}"))
+    assert counted == {("/v1/route", "POST", "4xx"): 1}

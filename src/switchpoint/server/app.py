@@ -84,11 +84,9 @@ def create_app(
                   lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
-    app.include_router(route.router)
-    app.include_router(chat.router)
-    app.include_router(admin.router)
-    app.include_router(governance.router)
-    app.include_router(learning.router)
+    routers = (route.router, chat.router, admin.router, governance.router, learning.router)
+    for router in routers:
+        app.include_router(router)
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes)
     cors = settings.cors
@@ -96,5 +94,7 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,
                            allow_methods=["GET", "POST"], allow_headers=cors.allow_headers,
                            expose_headers=EXPOSED_HEADERS, max_age=cors.max_age_s)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    app.add_middleware(MetricsMiddleware, metrics=metrics,  # outermost: sees every answer
+                       paths=[str(getattr(r, "path", "")) for router in routers
+                              for r in router.routes])
     return app

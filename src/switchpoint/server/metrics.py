@@ -261,9 +261,11 @@ class MetricsMiddleware:
     answer to a client that left does, and never as a server failure.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, paths: Collection[str] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        # The app's own routes without a parameter, for a request answered before routing.
+        self.paths = frozenset(path for path in paths if "{" not in path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -297,11 +299,12 @@ class MetricsMiddleware:
                                          time.perf_counter() - t0)
 
     def _fixed_path(self, scope: Scope) -> str:
-        """A request the app's own routes (the docs, the schema) answered without naming the
-        route in the scope: its path when it is one of the app's fixed paths, else
-        ``unmatched`` (a label never holds a raw path a client made up)."""
+        """A request answered without the route in the scope (by the app's own routes, the docs
+        and the schema, or before routing: a body over the limit, a client gone): its path
+        when it is one of the app's fixed paths, else ``unmatched`` (a label never holds a raw
+        path a client made up)."""
         app = scope.get("app")
-        fixed = {getattr(r, "path", None) for r in getattr(app, "routes", ())
-                 if "{" not in str(getattr(r, "path", "{"))}
+        fixed = self.paths | {getattr(r, "path", None) for r in getattr(app, "routes", ())
+                              if "{" not in str(getattr(r, "path", "{"))}
         path = scope.get("path")
         return path if isinstance(path, str) and path in fixed else "unmatched"
