@@ -59,14 +59,13 @@ def test_invented_methods_and_paths_add_no_series(attacked: Attacked) -> None:
 
 
 def test_model_labels_are_catalog_names(attacked: Attacked) -> None:
-    for i in range(50):  # unknown models are refused before anything is counted by model
-        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
-                       json=chat_body("hi", f"invented-{i}"))
-        assert r.status_code == 404
-    r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10,
-                   json=chat_body("hi", "beta"))
-    assert r.status_code == 200
-    text = httpx.get(f"{attacked.base}/metrics", headers=attacked.admin, timeout=10).text
+    with httpx.Client(base_url=attacked.base, timeout=10) as client:
+        for i in range(50):  # unknown models are refused before anything is counted by model
+            r = client.post("/v1/chat/completions", json=chat_body("hi", f"invented-{i}"))
+            assert r.status_code == 404
+        r = client.post("/v1/chat/completions", json=chat_body("hi", "beta"))
+        assert r.status_code == 200
+        text = client.get("/metrics", headers=attacked.admin).text
     assert "invented-" not in text
     models = set(re.findall(r'model="([^"]*)"', text))
     assert models <= {"alpha", "beta", "gamma", "solo", "none", "other"}, models
