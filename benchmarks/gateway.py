@@ -508,7 +508,7 @@ def governance_main(args: argparse.Namespace) -> None:
     names = ["direct", "switchpoint", "switchpoint governed"]
     prompts = Prompts(pick_prompts(10))
     servers: list[Server] = []
-    fake = FakeProviderProcess(lean=True).start()
+    fake = FakeProviderProcess(lean=True, port=free_port()).start()
     try:
         with tempfile.TemporaryDirectory(prefix="switchpoint-governance-bench-") as tmp:
             plain = start_switchpoint(Path(tmp) / "plain", fake, synchronous=args.synchronous)

@@ -258,7 +258,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, FakeProviderProcess(lean=True) as fake:
+    with (tempfile.TemporaryDirectory() as tmp,
+          FakeProviderProcess(lean=True, port=free_port()) as fake):
         root = Path(tmp)
         (root / "switchpoint.yaml").write_text(config(fake, root / "data"), encoding="utf-8")
         port = free_port()
