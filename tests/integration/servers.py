@@ -66,15 +66,19 @@ def wait_ready(base: str, timeout: float = 60.0) -> dict[str, object]:
 
 
 class ThreadServer:
-    """uvicorn serving ``app`` on a free loopback port, in a background thread."""
+    """uvicorn serving ``app`` on a free loopback port, in a background thread. The port is
+    bound here and the bound socket handed to uvicorn: no other process can take it between
+    its choice and the server's start."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
-        self.port = free_port()
+        sock = loopback_socket()
+        self.port = int(sock.getsockname()[1])
         self.base = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                                     log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       daemon=True)
 
     @property
     def service(self) -> Service:
