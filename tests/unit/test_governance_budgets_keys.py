@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -30,6 +28,7 @@ from switchpoint.governance.budgets import (
     period_start,
 )
 from switchpoint.governance.keys import KeySpec, KeyStore, hash_key, key_id_of, parse_expiry
+from tests.fakes.racing import at_once
 
 
 def ts(text: str) -> float:
@@ -415,25 +414,6 @@ def test_two_openers_of_an_old_key_store_at_once_both_open_it_upgraded(
         finally:
             conn.close()
 
-
-def at_once(work: Callable[[], object], times: int = 2) -> list[object]:
-    """What ``work`` returned (or raised) run by ``times`` threads started together."""
-    start = threading.Barrier(times)
-    seen: list[object] = []
-
-    def run() -> None:
-        start.wait()
-        try:
-            seen.append(work())
-        except Exception as exc:  # reported by the caller
-            seen.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(times)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return seen
 
 
 def _verified_and_listed(path: Path, key: str) -> tuple[str, list[str]]:

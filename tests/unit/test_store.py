@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
@@ -28,6 +27,7 @@ from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 from switchpoint.store.learning import PendingPrune, PendingRecord
 from switchpoint.store.sqlite import Record
 from tests.fakes.full_disk import FULL, full_disk
+from tests.fakes.racing import at_once
 
 
 def record(model: str = "a", cluster: int = 1, cache_hit: bool = False,
@@ -742,25 +742,6 @@ def test_two_openers_of_an_old_store_at_once_both_open_it_upgraded(tmp_path: Pat
         with sqlite3.connect(path) as db:
             assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
-
-def at_once(work: Callable[[], object], times: int = 2) -> list[object]:
-    """What ``work`` returned (or raised) run by ``times`` threads started together."""
-    start = threading.Barrier(times)
-    seen: list[object] = []
-
-    def run() -> None:
-        start.wait()
-        try:
-            seen.append(work())
-        except Exception as exc:  # reported by the caller
-            seen.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(times)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    return seen
 
 
 def _decision_ids(path: Path) -> list[str]:
