@@ -41,6 +41,7 @@ to fix it::
         ├── ReadTimeout                   silence longer than the read timeout
         ├── FirstTokenTimeout             a stream without content in time
         ├── MalformedResponse             a 2xx that is not a chat completion
+        │   └── UnaskedCoding             in a Content-Encoding the gateway did not ask for
         ├── ResponseTooLarge              an answer or an SSE line over its size limit
         ├── StreamBroken                  a stream cut, malformed or ended early
         ├── ContextLengthExceeded         the prompt does not fit this model
@@ -65,6 +66,7 @@ error                       retry      escalate  when
 :class:`ReadTimeout`        yes        yes       no bytes for ``read_s``
 :class:`FirstTokenTimeout`  yes        yes       no content within ``first_token_s``
 :class:`MalformedResponse`  yes        yes       a 2xx whose body is not a chat completion
+:class:`UnaskedCoding`      no         yes       an answer in a coding the gateway did not ask for
 :class:`ResponseTooLarge`   no         yes       an answer or SSE line over its size limit
 :class:`StreamBroken`       yes*       yes*      cut, malformed chunk, ended unfinished
 :class:`ContextLengthExceeded`  no     yes       the prompt does not fit this model
@@ -531,12 +533,18 @@ class FirstTokenTimeout(ProviderError):
 
 
 class MalformedResponse(ProviderError):
-    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, in a
-    ``Content-Encoding`` the gateway did not ask for, ...)."""
+    """A 2xx answer that is not a chat completion (not JSON, no ``choices``, ...)."""
 
     kind = "malformed_response"
     _retryable = True
     _escalate = True
+
+
+class UnaskedCoding(MalformedResponse):
+    """An answer in a ``Content-Encoding`` the gateway did not ask for, left undecoded. The
+    same model would answer in it again (its server is set up so); another model may not."""
+
+    _retryable = False
 
 
 class ResponseTooLarge(ProviderError):

@@ -26,6 +26,7 @@ from switchpoint.errors import (
     ReadTimeout,
     ServerError,
     StreamBroken,
+    UnaskedCoding,
     UnsupportedRequest,
 )
 from switchpoint.gateway.providers._http import ClientPool
@@ -92,6 +93,7 @@ __all__ = [
     "StreamBroken",
     "Timeouts",
     "TokenUsage",
+    "UnaskedCoding",
     "UnsupportedRequest",
     "is_content_chunk",
     "usage_of",

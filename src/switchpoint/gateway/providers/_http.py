@@ -29,6 +29,7 @@ from switchpoint.errors import (
     ResponseTooLarge,
     ServerError,
     StreamBroken,
+    UnaskedCoding,
 )
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import (
@@ -178,9 +179,9 @@ async def _refuse_coding(response: httpx.Response, coding: str, *, model: str) -
     await response.aclose()
     if response.status_code >= 300:
         return classify_status(response.status_code, None, response.headers, model=model)
-    return MalformedResponse(f"the answer is in Content-Encoding {cut(coding, 80)!r}, which the "
-                             f"gateway did not ask for (it asks for {ACCEPT_ENCODING}) and does "
-                             "not decode", model=model, status=response.status_code)
+    return UnaskedCoding(f"the answer is in Content-Encoding {cut(coding, 80)!r}, which the "
+                         f"gateway did not ask for (it asks for {ACCEPT_ENCODING}) and does "
+                         "not decode", model=model, status=response.status_code)
 
 
 async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
