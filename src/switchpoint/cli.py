@@ -69,7 +69,10 @@ def _parse_float(value: str, flag: str, meaning: str = "a number >= 0 (0 = quali
     return x
 
 
-def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
+    """``name=value`` pairs; a value is read as JSON (``2.5``, ``true``, ``[1, 2]``), else taken
+    as the string it is. A value that starts as JSON text does (``{``, ``[`` or ``"``) but does
+    not read as JSON, a key written twice included, is an error naming the parameter."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -77,7 +80,11 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
             _fail(f"--param: {item!r} must look like name=value")
         try:
             params[key.replace("-", "_")] = loads(raw)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            if raw.lstrip()[:1] in ("{", "[", '"'):
+                hint = "" if isinstance(exc, DuplicateKeyError) else (
+                    "; write the value as JSON (a list as [1, 2], a string in double quotes)")
+                _fail(f"--param {prefix}{key}: {unreadable(exc)}{hint}")
             params[key.replace("-", "_")] = raw
     return params
 
@@ -445,7 +452,7 @@ def _parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not policy or not name:
             _fail(f"--param: {item!r} must look like policy.name=value, "
                   "e.g. cluster.n_clusters=25")
-        out.setdefault(policy, {}).update(_parse_params([f"{name}={raw}"]))
+        out.setdefault(policy, {}).update(_parse_params([f"{name}={raw}"], f"{policy}."))
     return out
 
 

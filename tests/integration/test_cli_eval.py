@@ -161,6 +161,8 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
                      id="param-for-other-policy"),
         pytest.param(["{records}", "--param", "cluster.n_clusters=0"], "n_clusters",
                      id="bad-param-value"),
+        pytest.param(["{records}", "--param", 'knn.weights={"a": 1, "a": 2}'],
+                     '--param knn.weights: the key "a" is written twice', id="param-key-twice"),
         pytest.param(["{records}", "--fit-split", "test"], "measures nothing", id="fit-on-test"),
         pytest.param(["{records}", "--plot", "{tmp}/curve.pdf"], ".png", id="plot-not-png"),
         pytest.param(["{records}", "--weights", "{tmp}/nowhere"], "nowhere", id="bad-weights"),
