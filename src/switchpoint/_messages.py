@@ -2,7 +2,8 @@
 
 ``key_path(("models", 0, "input_per_mtok"))`` is ``models[0].input_per_mtok``; ``reason(err)``
 turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` is ``3 prompts``;
-``unprintable(name)`` finds a character a terminal would not show as itself.
+``unprintable(name)`` finds a character a terminal would not show as itself, and
+``printable(text)`` writes each such character as ``\\uXXXX``.
 """
 
 from __future__ import annotations
@@ -149,6 +150,17 @@ def unprintable(text: str) -> tuple[int, str] | None:
         if unicodedata.category(char) in _UNSHOWN or _ignorable(ord(char)):
             return i, char
     return None
+
+
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would not show as itself (see
+    :func:`unprintable`) written as ``\\uXXXX`` (``\\UXXXXXXXX`` beyond the first plane), so
+    text read from a file or a store can be printed without reaching the terminal as control
+    sequences."""
+    if unprintable(text) is None:
+        return text
+    return "".join((f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+                   if unprintable(c) else c for c in text)
 
 
 _UNSHOWN = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})

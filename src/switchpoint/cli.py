@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TextIO
 
 from switchpoint._files import path_problem, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
-from switchpoint._messages import plural
+from switchpoint._messages import plural, printable
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -412,24 +412,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0
-    print(f"weights   {info['weights_id']}  ({info['path']})")
-    print(f"embedder  {package.embedder_id} ({package.dimension}-d)")
-    print(f"policy    {policy.name} {policy.get_params()}")
-    print(f"models    {len(package.models)}")
+    _say(f"weights   {info['weights_id']}  ({info['path']})")
+    _say(f"embedder  {package.embedder_id} ({package.dimension}-d)")
+    _say(f"policy    {policy.name} {policy.get_params()}")
+    _say(f"models    {len(package.models)}")
     for m in package.models:
-        print(f"  {m:<40} mean cost ${costs[m]:.6f}")
+        _say(f"  {m:<40} mean cost ${costs[m]:.6f}")
     prov = package.provenance
     if prov:
-        print(f"fitted on {prov.get('n_records')} records from {prov.get('records')} "
-              f"({_split_words(prov.get('split'))}) at {prov.get('created_at')}")
+        _say(f"fitted on {prov.get('n_records')} records from {prov.get('records')} "
+             f"({_split_words(prov.get('split'))}) at {prov.get('created_at')}")
     for added in _entries(prov, "added_models"):
         source = f" of {added['records']}" if "records" in added else ""
-        print(f"added     {added.get('model')} from {added.get('n_records')} "
-              f"records{source} at {added.get('at')}")
+        _say(f"added     {added.get('model')} from {added.get('n_records')} "
+             f"records{source} at {added.get('at')}")
     for learned in _entries(prov, "learned"):
-        print(f"learned   {learned.get('outcomes')} outcome(s) of tenant "
-              f"{learned.get('tenant')} at {learned.get('at')}")
+        _say(f"learned   {learned.get('outcomes')} outcome(s) of tenant "
+             f"{learned.get('tenant')} at {learned.get('at')}")
     return 0
+
+
+def _say(line: str) -> None:
+    """Print a line of what a weights package holds, with what a terminal would not show as
+    itself (from a package's provenance, written by whoever made it) escaped."""
+    print(printable(line))
 
 
 def _entries(provenance: dict[str, Any], key: str) -> list[dict[str, Any]]:

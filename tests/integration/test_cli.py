@@ -23,6 +23,7 @@ from typing import cast
 import pytest
 
 from switchpoint import prompt_files
+from switchpoint._messages import unprintable
 from switchpoint.cli import build_parser, main
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.embedding import MiniLMEmbedder
@@ -657,6 +658,29 @@ def test_info_refuses_a_model_name_a_terminal_would_not_show_as_itself(
     assert_bad_input(code, err, str(weights_copy / "manifest.json"),
                      "model 'evil\\x1b[2J\\nmodel' holds U+001B")
     assert out == "" and "\x1b" not in err and err.count("\n") == 1
+
+
+def test_info_escapes_what_a_terminal_would_not_show_as_itself_in_the_provenance(
+    weights_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever made a package wrote its provenance: `info` prints it, escaping control and
+    invisible characters (the JSON form escapes them as JSON does)."""
+    manifest = json.loads((weights_copy / "manifest.json").read_text())
+    manifest["provenance"].update(records="data\x1b]0;owned\x07.jsonl\u202e", split="tr\nain",
+                                  added_models=[{"model": "m\x1b[31m", "n_records": 3,
+                                                 "records": "x\r", "at": "now"}],
+                                  learned=[{"outcomes": 2, "tenant": "t\x00", "at": "\x9b"}])
+    (weights_copy / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = run(["info", "--weights", weights_copy], capsys)
+    assert code == 0, err
+    assert "data\\u001b]0;owned\\u0007.jsonl\\u202e" in out
+    assert "split tr\\u000aain" in out
+    assert "added     m\\u001b[31m from 3 records of x\\u000d at now" in out
+    assert "learned   2 outcome(s) of tenant t\\u0000 at \\u009b" in out
+    assert not any(unprintable(line) for line in out.splitlines())
+    code, out, _ = run(["info", "--weights", weights_copy, "--json"], capsys)
+    assert code == 0 and unprintable(out.replace("\n", "")) is None
+    assert json.loads(out)["provenance"]["split"] == "tr\nain"
 
 
 def test_manifest_with_unknown_embedder_exits_2(

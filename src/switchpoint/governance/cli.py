@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from switchpoint._messages import printable
 from switchpoint.errors import ConfigError, InvalidInputError
 
 
@@ -156,20 +157,12 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     if not records:
         print("no keys" + (f" for tenant {args.tenant}" if args.tenant else ""))
         return 0
-    rows = [[r.id, r.tenant, _printable(r.name or ""), r.status(), ", ".join(r.budgets) or "-",
+    rows = [[r.id, r.tenant, printable(r.name or ""), r.status(), ", ".join(r.budgets) or "-",
              r.rpm or "-", r.tpm or "-", ", ".join(r.models) if r.models else "(tenant's)",
              _when(r.created_at), _when(r.expires_at)] for r in records]
     print(_table(["id", "tenant", "name", "status", "budgets", "rpm", "tpm", "models",
                   "created (UTC)", "expires (UTC)"], rows))
     return 0
-
-
-def _printable(text: str) -> str:
-    """``text`` with what a terminal would not show as itself (in a name stored before such
-    characters were refused) written as ``\\uXXXX``."""
-    from switchpoint._messages import unprintable
-
-    return "".join(f"\\u{ord(c):04x}" if unprintable(c) else c for c in text)
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
@@ -226,7 +219,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         _print_json(out)
         return 0
     for name in ("id", "tenant", "name", "status", "rpm", "tpm", "models", "cost_weight"):
-        print(f"{name:<12} {_printable(str(out[name])) if out[name] is not None else '-'}")
+        print(f"{name:<12} {printable(str(out[name])) if out[name] is not None else '-'}")
     print(f"{'created':<12} {_when(record.created_at)} UTC")
     print(f"{'expires':<12} {_when(record.expires_at)}")
     for s in statuses:
