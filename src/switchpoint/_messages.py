@@ -152,6 +152,21 @@ def unprintable(text: str) -> tuple[int, str] | None:
     return None
 
 
+def printed_name_problem(model: str) -> str | None:
+    """Why ``model`` cannot name a model in routing records or a weights package, or None
+    when it can: its name shows as itself (see :func:`unprintable`), since the router answers
+    with it and ``switchpoint info``, logs and reports print it. (Unlike a catalog name, which
+    rides in a header, it may be long and need not be ASCII.)"""
+    hidden = unprintable(model)
+    if hidden is None:
+        return None
+    at, char = hidden
+    return (f"model {quoted(model, 80)} holds U+{ord(char):04X} (character {at + 1}): a "
+            "model's name is printed in answers, logs and `switchpoint info`, so control "
+            "characters (newline, escape, ...) and invisible or direction-changing ones are "
+            "refused")
+
+
 def printable(text: str) -> str:
     """``text`` with each character a terminal would not show as itself (see
     :func:`unprintable`) written as ``\\uXXXX`` (``\\UXXXXXXXX`` beyond the first plane), so

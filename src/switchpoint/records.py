@@ -31,6 +31,7 @@ from switchpoint._json import (
     shown_number,
     unreadable,
 )
+from switchpoint._messages import printed_name_problem
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -148,6 +149,10 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
             raise RecordsError(
                 source, number, f"'scores' and 'costs' must name the same models; differ on {diff}"
             )
+        for m in scores:
+            problem = printed_name_problem(m)
+            if problem is not None:
+                raise RecordsError(source, number, f"{problem}; name the model without them")
         clean_s = {m: _number(v, source, number, f"scores[{m!r}]", 0.0, 1.0)
                    for m, v in scores.items()}
         clean_c = {m: _number(v, source, number, f"costs[{m!r}]", 0.0, math.inf)

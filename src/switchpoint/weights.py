@@ -36,7 +36,7 @@ import numpy as np
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import path_problem, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
-from switchpoint._messages import quoted, unprintable
+from switchpoint._messages import printed_name_problem
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -249,20 +249,13 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
 
 
 def _check_model_names(models: Iterable[str], where: Path) -> None:
-    """Each model's name shows as itself: the router answers with it and ``switchpoint info``,
-    logs and reports print it, so a control character (a newline, an escape sequence) or an
-    invisible or direction-changing one would reach them all. (Unlike a catalog name, which
-    rides in a header, it may be long and need not be ASCII.)"""
+    """Each model's name shows as itself (the one rule for model names: see
+    :func:`~switchpoint._messages.printed_name_problem`)."""
     for model in models:
-        hidden = unprintable(model)
-        if hidden is not None:
-            at, char = hidden
-            raise WeightsError(where, f"model {quoted(model, 80)} holds U+{ord(char):04X} "
-                                      f"(character {at + 1}): a model's name is printed in "
-                                      "answers, logs and `switchpoint info`, so control "
-                                      "characters (newline, escape, ...) and invisible or "
-                                      "direction-changing ones are refused; fit the weights "
-                                      "again from records that name the model without them")
+        problem = printed_name_problem(model)
+        if problem is not None:
+            raise WeightsError(where, f"{problem}; fit the weights again from records that "
+                                      "name the model without them")
 
 
 def _unwritable(target: Path, reason: str) -> WeightsError:

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from switchpoint.errors import RecordsError
+from switchpoint._messages import unprintable
+from switchpoint.errors import RecordsError, WeightsError
 from switchpoint.records import MAX_RECORD_CHARS, RecordSet, load_records, parse_records
+from switchpoint.weights import _check_model_names
 from tests.conftest import feed_pipe
 
 
@@ -111,6 +113,31 @@ BAD_LINES = [
                  'line 3: the key "b" is written twice in one object; keep one',
                  id="model-twice"),
 ]
+
+
+@pytest.mark.parametrize(("name", "shown", "char"), [
+    ("evil\x1b[2J\nmodel", "'evil\\x1b[2J\\nmodel'", "U+001B (character 5)"),
+    ("safe\u202eldom", "'safe\\u202eldom'", "U+202E (character 5)"),
+    ("zero\u200bwidth", "'zero\\u200bwidth'", "U+200B (character 5)"),
+])
+def test_a_model_name_a_terminal_would_not_show_as_itself_is_refused_naming_the_line(
+        tmp_path: Path, name: str, shown: str, char: str) -> None:
+    """Records are refused as they are read (before any fitting), by the rule a weights
+    package's model names follow, with the same words."""
+    path = tmp_path / "records.jsonl"
+    path.write_text("\n".join([GOOD, _line(id="r2", scores={"a": 1.0, name: 0.5},
+                                           costs={"a": 0.1, name: 0.2})]) + "\n")
+    with pytest.raises(RecordsError) as info:
+        load_records(path)
+    message = str(info.value)
+    assert info.value.line == 2
+    assert message.startswith(f"{path}, line 2: model {shown} holds {char}: a model's name is "
+                              "printed in answers")
+    assert "\n" not in message and unprintable(message) is None
+    with pytest.raises(WeightsError) as weights_error:
+        _check_model_names([name], tmp_path)
+    assert str(weights_error.value).split(": ", 1)[1].split(";")[0] == \
+        message.split(": ", 1)[1].split(";")[0]
 
 
 @pytest.mark.parametrize(("bad", "needle"), BAD_LINES)
