@@ -355,6 +355,11 @@ class Router:
             raise InvalidInputError("prompts", "give a list of prompts or of embeddings")
         if prompts is not None and (isinstance(prompts, str) or not isinstance(prompts, Iterable)):
             raise InvalidInputError("prompts", "must be a list of strings")
+        if embeddings is not None and (isinstance(embeddings, (str, bytes))
+                                       or not isinstance(embeddings, Iterable)):
+            raise InvalidInputError("embeddings", "must be a list of vectors (lists of numbers) "
+                                                  "or a 2-D NumPy array, got "
+                                                  f"{type(embeddings).__name__}")
         texts = None if prompts is None else [
             check_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         vectors = None
@@ -405,6 +410,7 @@ class Router:
         log raises leaves nothing learned). An unknown or forgotten ``decision_id`` raises
         :class:`DecisionNotFoundError`.
         """
+        expect("model", model, str, "a catalog model's name", optional=True)
         if model is not None:
             self._check_models([model], "model")
         measured = check_cost(cost)
@@ -424,6 +430,9 @@ class Router:
         mean cost. None when ``model`` has no profile or no price to read it against;
         :class:`InvalidInputError` when ``cost`` is beyond any answer's (over
         ``MAX_PRICE_RATIO`` times that flat price)."""
+        expect("model", model, str, "a catalog model's name")
+        expect("cost", cost, NUMBER, "a number (what the answer cost)")
+        expect("prompt_tokens", prompt_tokens, INTEGER, "a count of tokens", optional=True)
         if not self._map.priced:
             return cost
         return self._map.weights_cost(model, cost, prompt_tokens)
@@ -435,6 +444,9 @@ class Router:
         same flat price, each times its profile's mean cost, so it scales by the ratio of
         those means. None when that cannot be known: ``source`` is not loaded (weights since
         replaced), or either lacks the profile."""
+        expect("profile", profile, str, "a profile's name")
+        expect("cost", cost, NUMBER, "a number (a learned cost)")
+        expect("source", source, Router, "the Router that learned the cost", optional=True)
         if not self._map.priced:
             return cost
         if source is None:
@@ -448,6 +460,7 @@ class Router:
     def prompt_tokens(self, text: str | None) -> int:
         """A prompt's tokens as this router prices requests (a reference size without a
         text)."""
+        expect("text", text, str, "a prompt's text", optional=True)
         return self._map.prompt_tokens(text)
 
     def cost_scale(self, available_models: Sequence[str] | None = None) -> float:
@@ -493,6 +506,15 @@ class Router:
         """
         from switchpoint.errors import NoUpstreamError
 
+        expect("prompt", prompt, str, "a prompt's text")
+        if messages is not None and (isinstance(messages, (str, bytes, Mapping))
+                                     or not isinstance(messages, Sequence)):
+            raise InvalidInputError("messages", "must be a list of chat messages ({'role': ..., "
+                                                f"'content': ...}}), got {type(messages).__name__}")
+        if gateway is not None:
+            from switchpoint.gateway import Gateway
+
+            expect("gateway", gateway, Gateway, "a Gateway (Gateway.from_config(...))")
         gateway = gateway or self.gateway
         if gateway is None:
             raise NoUpstreamError(
@@ -531,6 +553,7 @@ class Router:
         """What an outcome of catalog model ``model`` teaches: its learned profile, or, for a
         model without one, the model itself (a table policy moves its tier prior by its
         outcomes). None when its outcomes cannot be learned."""
+        expect("model", model, str, "a catalog model's name")
         profile = self.catalog.profile_of(model) if model in self.models else model
         if profile in self.policy.models_:
             return profile

@@ -177,6 +177,72 @@ def test_every_exported_function_and_class_is_covered() -> None:
     assert exported == covered
 
 
+RouterCall = Callable[[Router, World], object]
+
+ROUTER_CASES: list[tuple[str, str, RouterCall]] = [
+    ("route", "prompt", lambda r, w: r.route(5)),  # type: ignore[arg-type]
+    ("route", "available_models", lambda r, w: r.route("hi", 5)),  # type: ignore[arg-type]
+    ("route", "cost_weight_override", lambda r, w: r.route("hi", None, "x")),  # type: ignore[arg-type]
+    ("route", "tenant", lambda r, w: r.route("hi", tenant=5)),  # type: ignore[arg-type]
+    ("route_batch", "prompts", lambda r, w: r.route_batch(5)),  # type: ignore[arg-type]
+    ("route_batch", "cost_weights",
+     lambda r, w: r.route_batch(["hi"], cost_weights=5)),  # type: ignore[arg-type]
+    ("estimates", "prompts", lambda r, w: r.estimates(5)),  # type: ignore[arg-type]
+    ("estimates", "embeddings", lambda r, w: r.estimates(embeddings=5)),  # type: ignore[arg-type]
+    ("prepare", "embeddings", lambda r, w: r.prepare(None, 5)),  # type: ignore[arg-type]
+    ("report_outcome", "decision_id", lambda r, w: r.report_outcome(5, 0.5)),  # type: ignore[arg-type]
+    ("report_outcome", "quality_score",
+     lambda r, w: r.report_outcome(r.route("hi").decision_id, "good")),  # type: ignore[arg-type]
+    ("report_outcome", "model",
+     lambda r, w: r.report_outcome(r.route("hi").decision_id, 0.5, model=5)),  # type: ignore[arg-type]
+    ("learnable_cost", "model", lambda r, w: r.learnable_cost(5, 0.1, None)),  # type: ignore[arg-type]
+    ("learnable_cost", "cost",
+     lambda r, w: r.learnable_cost(r.models[0], "0.1", None)),  # type: ignore[arg-type]
+    ("learnable_cost", "prompt_tokens",
+     lambda r, w: r.learnable_cost(r.models[0], 0.1, "5")),  # type: ignore[arg-type]
+    ("rebased_cost", "profile", lambda r, w: r.rebased_cost(5, 0.1, r)),  # type: ignore[arg-type]
+    ("rebased_cost", "cost",
+     lambda r, w: r.rebased_cost(r.models[0], "0.1", r)),  # type: ignore[arg-type]
+    ("rebased_cost", "source",
+     lambda r, w: r.rebased_cost(r.models[0], 0.1, 5)),  # type: ignore[arg-type]
+    ("prompt_tokens", "text", lambda r, w: r.prompt_tokens(5)),  # type: ignore[arg-type]
+    ("cost_scale", "available_models", lambda r, w: r.cost_scale(5)),  # type: ignore[arg-type]
+    ("get_best_model_for_cluster", "cluster_id",
+     lambda r, w: r.get_best_model_for_cluster("0")),  # type: ignore[arg-type]
+    ("route_and_execute", "prompt", lambda r, w: r.route_and_execute(5)),  # type: ignore[arg-type]
+    ("route_and_execute", "messages",
+     lambda r, w: r.route_and_execute("hi", "hello")),  # type: ignore[arg-type]
+    ("route_and_execute", "gateway",
+     lambda r, w: r.route_and_execute("hi", gateway=5)),  # type: ignore[arg-type]
+    ("analyze_routing_distribution", "prompts",
+     lambda r, w: r.analyze_routing_distribution(5)),  # type: ignore[arg-type]
+    ("outcome_profile", "model", lambda r, w: r.outcome_profile(5)),  # type: ignore[arg-type]
+    # (a candidate list, named as route names it)
+    ("check_candidates", "available_models",
+     lambda r, w: r.check_candidates(5)),  # type: ignore[arg-type]
+]
+# Methods that take no argument (or only ones of any type) have nothing to refuse.
+ROUTER_WITHOUT_ARGUMENTS = {"reset_stats", "warm_up"}
+
+
+@pytest.mark.parametrize(("method", "field", "call"), ROUTER_CASES,
+                         ids=[f"{m}-{f}-{i}" for i, (m, f, _) in enumerate(ROUTER_CASES)])
+def test_a_router_method_refuses_a_wrong_type_naming_the_argument(
+        world: World, method: str, field: str, call: RouterCall) -> None:
+    router = Router(world.package, embedder=world.embedder)
+    with pytest.raises(InvalidInputError) as caught:
+        call(router, world)
+    assert caught.value.field == field, caught.value
+    assert str(caught.value).startswith(f"{field}: must be "), caught.value
+
+
+def test_every_public_router_method_is_covered() -> None:
+    public = {name for name, member in inspect.getmembers(Router, inspect.isfunction)
+              if not name.startswith("_")}
+    covered = {method for method, _, _ in ROUTER_CASES}
+    assert public == covered | ROUTER_WITHOUT_ARGUMENTS
+
+
 def test_right_types_of_other_kinds_are_still_taken(world: World) -> None:
     """A path may be any os.PathLike, numbers NumPy's scalars, a reasoning one string."""
     assert len(load_records(SAMPLE)) == len(load_records(str(SAMPLE))) > 0
