@@ -219,6 +219,12 @@ class Router:
         once: the service logs it with every decision and outcome)."""
         return self.weights.weights_id
 
+    @property
+    def unprofiled_models(self) -> list[str]:
+        """The catalog models these weights have no learned profile for: routed by their tier
+        and price alone until they are labelled (``switchpoint label``, ``add-model``)."""
+        return self._map.unprofiled()
+
     # Public API --------------------------------------------------------------------------------
 
     def route(

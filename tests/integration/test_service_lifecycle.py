@@ -4,6 +4,7 @@ bad config at start and at reload, and decisions that survive a restart and a cr
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import sqlite3
@@ -22,6 +23,8 @@ from switchpoint.router import Router
 from switchpoint.server import create_app, runner
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.weights import load_weights
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import gateway_server
 from tests.integration.servers import ProcessServer, free_port, refused_start, thread_server
 
 FACTORY = RouterFactory()
@@ -101,6 +104,7 @@ def test_policy_swap(tmp_path: Path) -> None:
         swapped = r.json()
         assert swapped["policy"] == "tiers" and swapped["previous_policy"] == "cluster"
         assert swapped["weights_id"].startswith("tiers-")
+        assert swapped["unprofiled_models"] == [] and swapped["note"] is None
         health = httpx.get(f"{base}/health").json()
         assert health["policy"] == "tiers" and health["weights_id"] == swapped["weights_id"]
         assert route(base, "What is 2 + 2?").status_code == 200
@@ -110,6 +114,24 @@ def test_policy_swap(tmp_path: Path) -> None:
         stats = httpx.get(f"{base}/v1/router/stats").json()
         assert stats["by_policy"] == {"tiers": 1} and stats["policy"] == "tiers"
         assert httpx.post(f"{base}/v1/router/policy/cluster", timeout=60).status_code == 200
+
+
+def test_a_swap_to_weights_without_a_profile_of_some_catalog_models_names_them(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A catalog model the new weights do not profile is routed by tier and price alone: the
+    swap's answer and its log line name it, and say nothing when every model is profiled."""
+    with gateway_server(gw_fake, tmp_path) as server, caplog.at_level(
+            logging.INFO, logger="switchpoint.gateway"):
+        r = httpx.post(f"{server.base}/v1/router/policy/knn", timeout=60)
+        assert r.status_code == 200, r.text
+        swapped = r.json()
+        assert swapped["policy"] == "knn" and swapped["unprofiled_models"] == ["fresh"]
+        assert "no learned profile for catalog model(s) fresh" in swapped["note"]
+        assert "routed by tier and price alone" in swapped["note"]
+        warned = [rec.getMessage() for rec in caplog.records if rec.levelno == logging.WARNING]
+        assert warned == [swapped["note"]]
+        assert any(rec.getMessage().startswith("router swapped: ") and
+                   swapped["weights_id"] in rec.getMessage() for rec in caplog.records)
 
 
 def test_a_swap_back_to_the_configured_weights_policy_serves_them_again(

@@ -48,12 +48,24 @@ class Live:
     learning: LiveLearning | None = None
     # Settings the config file changed that keep their running value until a restart.
     restart_required: tuple[str, ...] = ()
+    # The catalog models the weights have no learned profile for (routed by tier and price).
+    unprofiled: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, router: Router, settings: Settings, policy: str | None) -> Live:
         """Snapshot ``router``; the weights id (a hash of every array) is computed once here."""
         return cls(router, settings, _policy_name(settings, router, policy),
-                   router.weights_id)
+                   router.weights_id, unprofiled=tuple(router.unprofiled_models))
+
+    def unprofiled_note(self) -> str | None:
+        """What to tell whoever loaded these weights about the catalog models they do not
+        profile, or None when they profile every one."""
+        if not self.unprofiled:
+            return None
+        return (f"the {self.policy} weights {self.weights_id} have no learned profile for "
+                f"catalog model(s) {', '.join(self.unprofiled)}: they are routed by tier and "
+                "price alone; label them (switchpoint label, then add-model) or load weights "
+                "that profile them")
 
 
 class RouterFactory:
@@ -269,7 +281,14 @@ class RouterState:
                 Live.of(router, settings, policy),
                 restart_required=tuple(restart_keys(old.settings, read))))
             self.settings = settings
-        return old, new, (time.perf_counter() - t0) * 1e3
+        ms = (time.perf_counter() - t0) * 1e3
+        log.info("router swapped: %s (%s policy) -> %s (%s policy, %d models) in %.0f ms",
+                 old.weights_id, old.policy, new.weights_id, new.policy,
+                 len(new.router.models), ms)
+        note = new.unprofiled_note()
+        if note is not None:
+            log.warning("%s", note)
+        return old, new, ms
 
 
 def _policy_name(settings: Settings, router: Router, policy: str | None) -> str:

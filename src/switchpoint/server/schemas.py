@@ -237,6 +237,14 @@ class SwapResponse(BaseModel):
     restart_required: list[str] = Field(
         default_factory=list,
         description="Changed settings that apply only after a restart (e.g. data_dir).")
+    unprofiled_models: list[str] = Field(
+        default_factory=list,
+        description="Catalog models the new weights have no learned profile for: they are "
+                    "routed by tier and price alone until labelled (switchpoint label, "
+                    "add-model).")
+    note: str | None = Field(
+        None, description="What the new weights leave unprofiled, in words (null when they "
+                          "profile every catalog model).")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
