@@ -63,6 +63,9 @@ class ModelCard:
     fallbacks: tuple[str, ...] = ()
     upstream_model: str | None = None
     stream_usage: bool | None = None  # None: the provider's default (see known_providers)
+    # False: served only when a request names it (a judge, a grader), never chosen for ``auto``
+    # by routing, exploration, escalation, an experiment or a tenant's memory.
+    auto: bool = True
 
     @property
     def priced(self) -> bool:
@@ -104,6 +107,9 @@ class Catalog:
             for price in (card.input_per_mtok, card.output_per_mtok):
                 if price is not None and (not math.isfinite(price) or price < 0):
                     raise InvalidInputError(f"models.{card.name}", "prices must be >= 0")
+        if not any(c.auto for c in self.cards):
+            raise InvalidInputError("models", "every model has auto: false, so 'auto' could "
+                                              "choose none; let at least one be routed")
         self._by_name = {c.name: c for c in self.cards}
 
     @classmethod
@@ -123,6 +129,15 @@ class Catalog:
 
     def get(self, name: str) -> ModelCard | None:
         return self._by_name.get(name)
+
+    @property
+    def routed(self) -> list[str]:
+        """The names ``auto`` may choose among: every model but those with ``auto: false``."""
+        return [c.name for c in self.cards if c.auto]
+
+    def not_routed(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` that ``auto`` never chooses (``auto: false``)."""
+        return [n for n in names if n in self._by_name and not self._by_name[n].auto]
 
     @property
     def all_priced(self) -> bool:

@@ -157,6 +157,7 @@ class ModelEntry(BaseModel):
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list)
     upstream_model: str | None = None
+    auto: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -199,7 +200,7 @@ class ModelEntry(BaseModel):
             output_per_mtok=self.output_per_mtok, context_window=self.context_window,
             capabilities=tuple(self.capabilities), tier=self.tier,
             fallbacks=tuple(self.fallbacks), upstream_model=self.upstream_model,
-            stream_usage=self.stream_usage,
+            stream_usage=self.stream_usage, auto=self.auto,
         )
 
 
@@ -674,6 +675,9 @@ def _check_catalog(settings: Settings) -> None:
             if fb == entry.name:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",
                                   f"{fb!r} cannot fall back to itself")
+    if not any(m.auto for m in settings.models):
+        raise ConfigError("models", "every model has auto: false, so 'auto' could choose none; "
+                                    "let at least one be routed")
 
 
 def _check_governance(settings: Settings) -> None:
@@ -697,8 +701,14 @@ def _check_governance(settings: Settings) -> None:
             model(f"tenants.{tenant}.models[{i}]", name, allow_auto=True)
         if t.escalation is not None:
             escalations.append((f"tenants.{tenant}.escalation", t.escalation))
+    unrouted = {m.name for m in settings.models if not m.auto}
     for key, e in escalations:
         model(f"{key}.escalation_model", e.escalation_model)
+        if e.escalation_model in unrouted:
+            raise ConfigError(f"{key}.escalation_model",
+                              f"{e.escalation_model!r} has auto: false (served only when a "
+                              "request names it), so escalation may not choose it; name a "
+                              "model 'auto' may choose")
         if e.prefer_provider is not None and e.prefer_provider not in providers:
             raise ConfigError(f"{key}.prefer_provider", f"no catalog model has the provider "
                                                         f"{e.prefer_provider!r} (providers: "

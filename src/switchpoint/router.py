@@ -200,6 +200,8 @@ class Router:
         self.cost_weight = check_cost_weight(cost_weight)
         self.catalog = catalog or Catalog.from_profiles(self.policy.models_)
         self.models: list[str] = self.catalog.names
+        # What routing may choose: not a model with ``auto: false`` (served only when named).
+        self._routed = np.isin(self.models, self.catalog.routed)
         self._map = _CardMap(self.catalog, self.policy)
         self.allowed_models = self._check_models(allowed_models, "allowed_models")
         self.cache = DecisionCache(cache_size, cache_ttl)
@@ -643,16 +645,26 @@ class Router:
         return [m for m, keep in zip(self.models, mask, strict=True) if keep]
 
     def _candidates(self, available: Sequence[str] | None) -> np.ndarray:
-        mask = np.ones(len(self.models), dtype=bool)
+        """The models routing may choose: the allowed ones, narrowed to ``available``, never
+        one with ``auto: false`` (a request must name it to be served by it)."""
+        mask = self._routed.copy()
         if self.allowed_models is not None:
             mask &= np.isin(self.models, self.allowed_models)
         names = self._check_models(available, "available_models")
         if names is not None:
             mask &= np.isin(self.models, names)
-            if not mask.any():
-                raise NoCandidatesError(
-                    "available_models", f"none of {names} is in this router's allowed models "
-                    f"{self.allowed_models}")
+        if not mask.any():
+            field_name = "available_models" if names is not None else "allowed_models"
+            listed = names if names is not None else self.allowed_models or []
+            unrouted = self.catalog.not_routed(listed)
+            if unrouted:
+                raise NoCandidatesError(field_name, f"{', '.join(unrouted)} "
+                                        f"{'is' if len(unrouted) == 1 else 'are'} never chosen "
+                                        "by routing (auto: false in the catalog: served only "
+                                        "when a request names it as its model); list a model "
+                                        "routing may choose")
+            raise NoCandidatesError(field_name, f"none of {listed} is in this router's allowed "
+                                                f"models {self.allowed_models}")
         return mask
 
     def _decide(self, est: Estimates, row: int, mask: np.ndarray, lam: float) -> RoutingDecision:

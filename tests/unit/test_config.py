@@ -229,8 +229,10 @@ def test_the_readme_config_example_loads_and_routes(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, block), environ={})
     assert settings.catalog() is not None
     router = RouterFactory()(settings)
-    assert router.models == ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "ministral-3b-latest"]
-    assert router.route(embedding=[0.05] * 384).selected_model in router.models
+    assert router.models == ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "ministral-3b-latest",
+                             "grader"]
+    assert router.route(embedding=[0.05] * 384).selected_model in router.models[:4]
+    assert "grader" not in router.route(embedding=[0.05] * 384, cost_weight_override=0).all_scores
 
 
 def test_the_shipped_deployment_configs_load_and_name_the_tenant_their_keys_are_made_for(
@@ -358,3 +360,18 @@ def test_a_config_nested_too_deeply_is_a_config_error(tmp_path: Path, deep: str)
     with pytest.raises(ConfigError) as info:  # a variable is read as plain text instead
         load_settings(environ=variable)
     assert info.value.key == "cost_weight" and "SWITCHPOINT_COST_WEIGHT" in str(info.value)
+
+
+def test_a_catalog_that_leaves_auto_no_model_or_escalates_to_a_model_kept_out_is_refused(
+        tmp_path: Path) -> None:
+    judge = "  - {name: judge, profile: gpt-4-1106-preview, auto: false}\n"
+    other = "  - {name: other, profile: claude-v2}\n"
+    assert error_of(tmp_path, "models:\n" + judge).startswith(
+        "models: every model has auto: false, so 'auto' could choose none")
+    message = error_of(tmp_path, "models:\n" + judge + other
+                       + "escalation: {escalation_model: judge}\n")
+    assert message.startswith("escalation.escalation_model: 'judge' has auto: false")
+    settings = load_settings(write(tmp_path, "models:\n" + judge + other), environ={})
+    catalog = settings.catalog()
+    assert catalog is not None and catalog.routed == ["other"]
+    assert catalog.not_routed(["judge", "other", "nope"]) == ["judge"]

@@ -713,3 +713,33 @@ def test_a_catalog_with_no_profiled_model_routes_without_numpy_warnings(
         d = router.route(math_prompt(1))
     assert d.selected_model in ("tiny", "big")
     assert all(np.isfinite(v) for v in d.expected_errors.values())
+
+
+def test_a_model_kept_out_of_auto_is_never_chosen_nor_explored_to(
+        fake_embedder: FakeEmbedder) -> None:
+    """``auto: false`` (a judge): the strongest and cheapest model, yet routing, exploration
+    and the per-cluster choice pass it over; a candidate list of it alone says why."""
+    from switchpoint.learning import LearningSettings
+
+    package = two_kinds_package(fake_embedder)
+    catalog = Catalog([ModelCard("strong", profile="strong", input_per_mtok=0, output_per_mtok=0,
+                                 auto=False),
+                       ModelCard("runner", profile="runner", input_per_mtok=5, output_per_mtok=5),
+                       ModelCard("cheap", profile="cheap", input_per_mtok=1, output_per_mtok=1)])
+    router = Router(package, embedder=fake_embedder, catalog=catalog, cost_weight=0.5,
+                    learning=LearningSettings(exploration=1.0, seed=1))
+    assert router.models == ["strong", "runner", "cheap"]
+    for i in range(6):
+        for prompt in (math_prompt(i), poem_prompt(i)):
+            d = router.route(prompt)
+            assert d.selected_model != "strong" and "strong" not in d.all_scores, d
+        d = router.route(math_prompt(i), available_models=["strong", "cheap"])
+        assert d.selected_model == "cheap"
+    for unit in range(int(package.policy.n_units)):
+        assert router.get_best_model_for_cluster(unit) != "strong"
+    assert "strong" not in router.check_candidates(None)
+    with pytest.raises(NoCandidatesError) as info:
+        router.route(math_prompt(0), available_models=["strong"])
+    assert info.value.field == "available_models"
+    assert "strong is never chosen by routing (auto: false" in str(info.value)
+    assert "strong" not in router.analyze_routing_distribution([math_prompt(9), poem_prompt(9)])

@@ -204,7 +204,7 @@ class Planner:
         names = self._candidates(plan.call, catalog)
         allowed, plan.excluded = filter_candidates(catalog, names, plan.needs)
         if not allowed:
-            what = ("no catalog model can" if len(names) == len(catalog.names)
+            what = ("no catalog model can" if names == catalog.routed
                     else f"{', '.join(names)} cannot")
             raise _nothing_fits(plan.excluded, what)
         health = self.health if self.prefer_healthy else None
@@ -246,8 +246,9 @@ class Planner:
         plan.cards = [catalog[n] for n in order]
 
     def _candidates(self, call: ChatCall, catalog: Catalog) -> list[str]:
-        """The catalog, narrowed by the call's candidate list and the body's ``models``."""
-        names = list(catalog.names)
+        """The models ``auto`` may choose (not one with ``auto: false``, which a request must
+        name as its model), narrowed by the call's candidate list and the body's ``models``."""
+        names = catalog.routed
         for field_name, listed in ((call.models_field, call.models),
                                    ("models", call.body.get("models"))):
             if listed is None:
@@ -258,6 +259,12 @@ class Planner:
             keep = set(listed)
             names = [n for n in names if n in keep]
             if not names:
+                unrouted = catalog.not_routed(listed)
+                if unrouted:
+                    raise InvalidInputError(field_name, f"leaves no model 'auto' may choose: "
+                                            f"{', '.join(unrouted)} is served only when a "
+                                            "request names it as its model (auto: false in "
+                                            "the catalog)")
                 raise InvalidInputError(field_name, "leaves no model to choose from (the "
                                                     "candidate lists do not overlap)")
         return names
