@@ -695,3 +695,28 @@ def test_an_open_config_refuses_a_public_address(tmp_path: Path) -> None:
 def test_a_cursor_past_64_bits_is_a_400(gov: ThreadServer) -> None:
     r = httpx.get(f"{gov.base}/v1/router/requests", params={"cursor": 2**63}, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "cursor"
+
+
+@pytest.mark.parametrize("report", ["cost", "savings", "sla", "suggest", "forecast"])
+def test_a_report_for_a_tenant_nobody_knows_is_a_404_that_repeats_no_secret(
+        gov: ThreadServer, report: str) -> None:
+    # A misspelt tenant was reported as having spent nothing, and a key pasted where the
+    # tenant goes came back in the answer.
+    url = f"{gov.base}/v1/router/report/{report}"
+    params: dict[str, Any] = ({"requests_per_hour": 10, "avg_input_tokens": 100,
+                               "avg_output_tokens": 100} if report == "forecast" else {})
+    pasted = "sp-0123456789_" + "s3cr3t" * 7
+    for unknown in ("acmee", pasted):
+        r = httpx.get(url, params={**params, "tenant": unknown}, headers=ADMIN)
+        assert r.status_code == 404, r.text
+        error = r.json()["error"]
+        assert error["code"] == "not_found" and error["param"] == "tenant", error
+        assert "known: " in error["message"] and "acme" in error["message"], error
+        assert "s3cr3t" not in r.text
+    c = client(gov, new_key(gov)["key"])
+    c.chat.completions.create(model="cheap", messages=user("so the mix is known"))
+    assert httpx.get(url, params={**params, "tenant": "acme"}, headers=ADMIN).status_code == 200
+    # 'default' (the requests without a tenant) is always known, though here it logged nothing.
+    r = httpx.get(url, params={**params, "tenant": "default"}, headers=ADMIN)
+    assert r.status_code == 200 or (report == "forecast" and r.status_code == 400
+                                    and r.json()["error"]["param"] == "routing_mix"), r.text

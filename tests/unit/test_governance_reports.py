@@ -268,3 +268,30 @@ def test_budget_alert(reports: Reports) -> None:
     assert [b["account"] for b in acme_only["budgets"]] == ["tenant:acme"]
     assert acme_only["status"] == "warning"
     assert "spend is nearing a budget" in acme_only["recommendation"]
+
+
+def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused(
+        reports: Reports, tmp_path: Path) -> None:
+    from switchpoint.errors import NotFoundError
+
+    # 'beta' was removed from the config; its requests are still in the log.
+    s = load_settings(overrides={"data_dir": str(tmp_path), "models": settings(tmp_path).models,
+                                 "tenants": {"acme": {}}}, environ={})
+    removed = Reports.from_settings(s, clock=lambda: T0)
+    assert removed.cost_report("week", tenant="beta")["total_cost_usd"] == pytest.approx(
+        price("small", 1000, 1000))
+    assert removed.get_sla_report(24, tenant="beta")["total_requests"] == 1
+    pasted = "sp-0123456789_" + "s3cr3t" * 7
+    for report in (lambda t: removed.cost_report("day", tenant=t),
+                   lambda t: removed.savings_estimate(period="day", tenant=t),
+                   lambda t: removed.get_sla_report(1, tenant=t),
+                   lambda t: removed.forecast_cost(1, 1, 1, tenant=t),
+                   lambda t: removed.get_cost_optimizations(tenant=t)):
+        for unknown in ("gamma", pasted, "x" * 5000):
+            with pytest.raises(NotFoundError) as info:
+                report(unknown)
+            message = str(info.value)
+            assert info.value.param == "tenant" and len(message) < 300, message
+            assert "s3cr3t" not in message
+            assert message.endswith("known: acme, beta, default ('default': requests without "
+                                    "a tenant)"), message

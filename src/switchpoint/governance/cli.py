@@ -254,16 +254,9 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
                                         cost_scale=router.cost_scale)
     else:
         reports = Reports.from_settings(settings)
-    tenant = getattr(args, "tenant", None)
-    if tenant is not None and tenant not in settings.tenants:
-        logged = reports.logged_tenants()
-        if tenant not in logged and tenant != "default":
-            # A misspelt tenant would report nothing, as if it had spent nothing.
-            known = sorted({*settings.tenants, *logged, "default"})
-            raise InvalidInputError("--tenant", f"{tenant!r} is neither a tenant of the config "
-                                                "nor one the request log names; known: "
-                                                f"{', '.join(known)} ('default': requests "
-                                                "without a tenant)")
+    unknown = reports.unknown_tenant(getattr(args, "tenant", None))
+    if unknown is not None:
+        raise InvalidInputError("--tenant", unknown)
     return reports
 
 

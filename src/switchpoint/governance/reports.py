@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from switchpoint._messages import cut, quoted
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
@@ -64,6 +65,9 @@ SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 # A what-if whose expected quality falls by at most this much counts as "no real loss".
 QUALITY_TOLERANCE = 0.01
 NONE = "(none)"
+# How much of a tenant's name an error quotes, and how many known tenants it lists.
+MAX_TENANT_SHOWN = 66
+MAX_TENANTS_LISTED = 20
 
 
 def _of_tenant(column: str, tenant: str | None) -> tuple[str, list[Any]]:
@@ -156,6 +160,33 @@ class Reports:
         rows = self._query("SELECT DISTINCT coalesce(tenant, ?) FROM requests", [DEFAULT_TENANT])
         return sorted(str(name) for (name,) in rows)
 
+    def unknown_tenant(self, tenant: str | None) -> str | None:
+        """Why ``tenant`` cannot be reported on, or None when it can: every tenant (None),
+        ``default`` (the requests without a tenant), a tenant of the configuration and one the
+        request log names (a tenant since removed from the config keeps its history) can. A
+        misspelt tenant would otherwise be reported as having spent nothing. The reason quotes
+        the name cut short and redacted (a key pasted where the tenant goes is not repeated)."""
+        if tenant is None or tenant == DEFAULT_TENANT or tenant in self.settings.tenants:
+            return None
+        if self._query("SELECT 1 FROM requests WHERE tenant = ? LIMIT 1", [tenant]):
+            return None
+        from switchpoint.gateway.redact import redact
+
+        known = sorted({*self.settings.tenants, *self.logged_tenants(), DEFAULT_TENANT})
+        shown = ", ".join(cut(name, MAX_TENANT_SHOWN) for name in known[:MAX_TENANTS_LISTED])
+        if len(known) > MAX_TENANTS_LISTED:
+            shown += f" (and {len(known) - MAX_TENANTS_LISTED} more)"
+        return (f"{quoted(redact(tenant), MAX_TENANT_SHOWN)} is neither a tenant of the config "
+                f"nor one the request log names; known: {shown} ('default': requests without "
+                "a tenant)")
+
+    def check_tenant(self, tenant: str | None) -> None:
+        """Refuse a ``tenant`` there is nothing to report on (see :meth:`unknown_tenant`) with
+        a :class:`NotFoundError` naming the known ones."""
+        reason = self.unknown_tenant(tenant)
+        if reason is not None:
+            raise NotFoundError(f"tenant: {reason}", param="tenant")
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self._read()
         if conn is None:
@@ -220,6 +251,7 @@ class Reports:
                     comparison_model: str | None = None) -> dict[str, Any]:
         """Requests and cost over the last ``period`` (day, week, month: 24 h, 7 d, 30 d) by
         answering model, tenant and key, with the savings against ``comparison_model``."""
+        self.check_tenant(tenant)
         since, end = self._window(period, until)
         rows = self._requests(since, end, tenant)
         by_model: dict[str, dict[str, Any]] = {}
@@ -265,6 +297,7 @@ class Reports:
                          tenant: str | None = None) -> dict[str, Any]:
         """What the last ``period``'s answered requests would have cost on
         ``comparison_model`` (priced on the same tokens), against what they cost."""
+        self.check_tenant(tenant)
         since, end = self._window(period, until)
         return self._savings(self._requests(since, end, tenant), comparison_model, since, end)
 
@@ -340,6 +373,7 @@ class Reports:
                     tenant: str | None = None) -> tuple[dict[str, float], str]:
         """Share of requests by answering model over the last ``period`` (else by the
         decisions' selected model): (mix, basis)."""
+        self.check_tenant(tenant)
         since, end = self._window(period, until)
         counts: dict[str, int] = {}
         for model, *_ in self._requests(since, end, tenant):
@@ -500,6 +534,7 @@ class Reports:
         ``max_quality_loss`` expected quality, a λ that buys quality cheaply, and models whose
         removal from the pool saves money at no real loss. Each item: ``suggestion``,
         ``estimated_savings_usd_per_day``, ``tradeoff`` and the what-if figures behind it."""
+        self.check_tenant(tenant)
         since, end = self._window(period, until)
         rows = self._routed_rows(since, end, tenant)
         if not rows:
@@ -560,6 +595,7 @@ class Reports:
                        until: float | None = None) -> dict[str, Any]:
         """SLA compliance of the chat requests of the last ``since_hours``, measured against
         the SLA in force for each request's tenant (its own, else the default)."""
+        self.check_tenant(tenant)
         hours = _number(since_hours, "since_hours")
         if hours <= 0:
             raise InvalidInputError("since_hours", "must be > 0")

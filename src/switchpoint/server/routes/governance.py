@@ -36,6 +36,10 @@ _BY_ID: dict[int | str, dict[str, Any]] = {
 _BY_TENANT: dict[int | str, dict[str, Any]] = {
     **_JSON, 404: {"model": ErrorResponse,
                    "description": "not_found: the configuration names no such tenant."}}
+_REPORT: dict[int | str, dict[str, Any]] = {
+    **_JSON, 404: {"model": ErrorResponse,
+                   "description": "not_found: neither the configuration nor the request log "
+                                  "names this tenant."}}
 _CREATED: dict[int | str, dict[str, Any]] = {
     201: {"description": "The new key: `key` is the secret, shown this once.",
           "content": {"application/json": {}}},
@@ -181,7 +185,7 @@ async def budget_alert(request: Request,
 Period = Annotated[str, Query(pattern="^(day|week|month)$")]
 
 
-@router.get("/v1/router/report/cost", responses=_JSON,
+@router.get("/v1/router/report/cost", responses=_REPORT,
             summary="Requests and cost by model, tenant and key, with savings against a "
                     "comparison model")
 async def cost_report(request: Request, period: Period = "day",
@@ -193,7 +197,7 @@ async def cost_report(request: Request, period: Period = "day",
         lambda: gateway.cost_report(period, tenant=tenant, comparison_model=comparison_model)))
 
 
-@router.get("/v1/router/report/savings", responses=_JSON,
+@router.get("/v1/router/report/savings", responses=_REPORT,
             summary="What the logged requests would have cost on a comparison model")
 async def savings(request: Request, period: Period = "month",
                   comparison_model: Annotated[str | None, Query(max_length=256)] = None,
@@ -203,7 +207,7 @@ async def savings(request: Request, period: Period = "month",
         lambda: gateway.savings_estimate(comparison_model, period, tenant=tenant)))
 
 
-@router.get("/v1/router/report/sla", responses=_JSON,
+@router.get("/v1/router/report/sla", responses=_REPORT,
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
                      since_hours: Annotated[float, Query(gt=0, le=24 * 366)] = 1.0,
@@ -214,7 +218,7 @@ async def sla_report(request: Request,
         lambda: gateway.get_sla_report(since_hours, tenant=tenant)))
 
 
-@router.get("/v1/router/report/forecast", responses=_JSON,
+@router.get("/v1/router/report/forecast", responses=_REPORT,
             summary="Projected spend of a traffic assumption over the logged routing mix")
 async def forecast(request: Request,
                    requests_per_hour: Annotated[float, Query(ge=0, le=1e9)],
@@ -228,7 +232,7 @@ async def forecast(request: Request,
                                       tenant=tenant)))
 
 
-@router.get("/v1/router/report/suggest", responses=_JSON,
+@router.get("/v1/router/report/suggest", responses=_REPORT,
             summary="Cost optimisations computed by re-routing the logged traffic offline")
 async def suggest(request: Request, period: Period = "week",
                   tenant: TenantQuery = None) -> JSONResponse:
