@@ -62,7 +62,12 @@ def test_keys_create_list_show_rotate_revoke(config: Path,
     code, out, err = run(["keys", "rotate", issued["id"], "--grace", "1h", "--config", config],
                          capsys)
     assert code == 0 and out.strip().startswith(f"sp-{issued['id']}_")
-    assert "the old one works until" in err
+    assert "the old one works until" in err and "earlier secret" not in err
+    code, out, err = run(["keys", "rotate", issued["id"], "--grace", "1h", "--config", config],
+                         capsys)
+    assert code == 0 and "the old one works until" in err
+    assert "; 1 earlier secret(s) still work, until " in err
+    assert store.verify(issued["key"]).id == issued["id"]  # its own hour of grace goes on
     new_key = out.strip()
     code, out, _ = run(["keys", "revoke", issued["id"], "--config", config], capsys)
     assert code == 0 and f"revoked key {issued['id']}" in out

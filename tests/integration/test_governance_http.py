@@ -439,6 +439,20 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
         client(gov, rotated["key"]).chat.completions.create(model="cheap", messages=user("x"))
 
 
+def test_a_second_rotation_leaves_the_first_old_secret_its_own_grace(gov: ThreadServer) -> None:
+    # The original secret stopped working at the second rotation, an hour early.
+    first = new_key(gov)
+    url = f"{gov.base}/v1/router/keys/{first['id']}/rotate"
+    second = httpx.post(url, json={"grace_seconds": 3600}, headers=ADMIN).json()
+    third = httpx.post(url, json={"grace_seconds": 3600}, headers=ADMIN).json()
+    for key in (first["key"], second["key"], third["key"]):
+        client(gov, key).chat.completions.create(model="cheap", messages=user("still works"))
+    graces = [old["valid_until"] for old in third["previous_secrets"]]
+    assert len(graces) == 2 and graces[0] > graces[1] > time.time() + 3500, third
+    shown = httpx.get(f"{gov.base}/v1/router/keys/{first['id']}", headers=ADMIN).json()
+    assert shown["previous_secrets"] == third["previous_secrets"]
+
+
 def _all_keys(gov: ThreadServer, params: dict[str, Any] | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
     """Every key listed, page after page (``limit`` per page, else the default)."""

@@ -419,3 +419,56 @@ def test_two_openers_of_an_old_key_store_at_once_both_open_it_upgraded(
 def _verified_and_listed(path: Path, key: str) -> tuple[str, list[str]]:
     with KeyStore(path) as store:
         return store.verify(key).id, [r.id for r in store.list()]
+
+
+def test_each_old_secret_keeps_its_own_grace_across_rotations(tmp_path: Path) -> None:
+    # A second rotation cut the first old secret's grace short: it stopped working at once.
+    clock = Clock()
+    with KeyStore(tmp_path / "keys.db", clock=clock) as store:
+        first = store.create(spec())
+        start = clock.now
+        second = store.rotate(first.record.id, grace_s=3600)
+        clock.now += 600
+        third = store.rotate(first.record.id, grace_s=3600)
+        for key in (first.key, second.key, third.key):
+            assert store.verify(key).id == first.record.id
+        assert [(o["rotated_at"], o["valid_until"])
+                for o in third.to_dict()["previous_secrets"]] == [
+            (start + 600, start + 4200), (start, start + 3600)]
+        clock.now = start + 3601  # the first secret's own grace is over, the second's is not
+        with pytest.raises(KeyRevokedError, match="grace period is over"):
+            store.verify(first.key)
+        assert store.verify(second.key).id == first.record.id
+        # A rotation without grace ends the secret it replaces, not the earlier ones'.
+        fourth = store.rotate(first.record.id)
+        with pytest.raises(KeyRevokedError):
+            store.verify(third.key)
+        assert store.verify(second.key).id == first.record.id
+    with KeyStore(tmp_path / "keys.db", clock=clock) as reopened:  # kept on disk
+        assert reopened.verify(second.key).id == first.record.id
+        assert reopened.verify(fourth.key).id == first.record.id
+
+
+def test_a_key_remembers_a_few_old_secrets_forgetting_the_expired_then_the_oldest(
+        tmp_path: Path) -> None:
+    from switchpoint.governance.keys import MAX_OLD_SECRETS
+
+    clock = Clock()
+    with KeyStore(tmp_path / "keys.db", clock=clock) as store:
+        issued = [store.create(spec())]
+        key_id = issued[0].record.id
+        issued.append(store.rotate(key_id, grace_s=0))  # the first secret stops at once
+        for _ in range(MAX_OLD_SECRETS + 1):
+            clock.now += 1
+            issued.append(store.rotate(key_id, grace_s=3600))
+        old = store.find(key_id).old_secrets()
+        assert len(old) == MAX_OLD_SECRETS
+        # Remembered: the newest old secrets; the expired first one and then the oldest live
+        # one were forgotten, and a forgotten secret is simply wrong.
+        newest_old = issued[-2:-2 - MAX_OLD_SECRETS:-1]
+        assert [h for h, _, _ in old] == [hash_key(i.key) for i in newest_old]
+        for forgotten in issued[:2]:
+            with pytest.raises(InvalidKeyError, match="wrong secret"):
+                store.verify(forgotten.key)
+        for kept in issued[-1 - MAX_OLD_SECRETS:]:
+            assert store.verify(kept.key).id == key_id

@@ -193,9 +193,14 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         _print_json(issued.to_dict())
         return 0
     print(issued.key)
+    now = store.clock()
+    earlier = [until for _, until, _ in issued.record.older_secrets if until > now]
     print(f"key {issued.record.id} has a new secret; the old one "
           + (f"works until {_when(issued.record.previous_valid_until)} UTC" if grace
-             else "no longer works"), file=sys.stderr)
+             else "no longer works")
+          + (f"; {len(earlier)} earlier secret(s) still work, until "
+             f"{', '.join(_when(until) + ' UTC' for until in earlier)}" if earlier else ""),
+          file=sys.stderr)
     return 0
 
 

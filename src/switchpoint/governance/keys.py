@@ -7,8 +7,10 @@ compared in constant time. Each key belongs to a tenant of the config and may na
 tenant allows: its own budgets, RPM/TPM limits, models and default λ.
 
 Rotation gives the key a new secret under the same id (so its spend, limits and log history
-carry on); the old secret keeps working for ``grace_s`` seconds (0: not at all). Revocation is
-immediate and final.
+carry on); the old secret keeps working for ``grace_s`` seconds (0: not at all). Each old secret
+keeps its own grace: rotating again does not cut short an earlier secret's. A key remembers its
+last :data:`MAX_OLD_SECRETS` old secrets (those whose grace is over are forgotten first, then
+the oldest). Revocation is immediate and final.
 
 Keys live in ``keys.db`` in ``data_dir`` (SQLite, file mode 0600), apart from the request log:
 the CLI edits it while the service runs, and the service notices each change (SQLite's
@@ -58,7 +60,9 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
 MAX_EXPIRY = 253_402_300_799.0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# The most old secrets a key remembers (the one replaced last included).
+MAX_OLD_SECRETS = 4
 _MIGRATIONS: dict[int, str] = {
     1: """
 CREATE TABLE keys (
@@ -88,10 +92,15 @@ ALTER TABLE keys ADD COLUMN seq INTEGER;
 UPDATE keys SET seq = rowid;
 CREATE UNIQUE INDEX keys_seq ON keys (seq);
 """,
+    # The old secrets before the one replaced last (previous_hash), each with the end of its
+    # own grace: a second rotation cut the first one's short.
+    3: """
+ALTER TABLE keys ADD COLUMN older_secrets TEXT;
+""",
 }
 _COLUMNS = ("id", "hash", "tenant", "name", "created_at", "expires_at", "revoked_at",
             "rotated_at", "previous_hash", "previous_valid_until", "budgets", "rpm", "tpm",
-            "models", "cost_weight")
+            "models", "cost_weight", "older_secrets")
 
 
 def hash_key(key: str) -> str:
@@ -169,6 +178,16 @@ class KeyRecord:
     tpm: int | None = None
     models: tuple[str, ...] | None = None
     cost_weight: float | None = None
+    # The old secrets before previous_hash, newest first: (hash, valid until, replaced at).
+    older_secrets: tuple[tuple[str, float, float], ...] = ()
+
+    def old_secrets(self) -> tuple[tuple[str, float, float], ...]:
+        """Every old secret the key remembers, newest first: (hash, valid until, replaced
+        at)."""
+        if self.previous_hash is None:
+            return self.older_secrets
+        latest = (self.previous_hash, self.previous_valid_until or 0.0, self.rotated_at or 0.0)
+        return (latest, *self.older_secrets)
 
     def status(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -185,6 +204,8 @@ class KeyRecord:
                 "expires_at": self.expires_at, "revoked_at": self.revoked_at,
                 "rotated_at": self.rotated_at,
                 "previous_valid_until": self.previous_valid_until,
+                "previous_secrets": [{"rotated_at": replaced, "valid_until": until}
+                                     for _, until, replaced in self.old_secrets()],
                 "budgets": list(self.budgets), "rpm": self.rpm, "tpm": self.tpm,
                 "models": None if self.models is None else list(self.models),
                 "cost_weight": self.cost_weight}
@@ -194,12 +215,16 @@ class KeyRecord:
         d = dict(zip(_COLUMNS, row, strict=True))
         d["budgets"] = tuple(json.loads(d["budgets"]))
         d["models"] = None if d["models"] is None else tuple(json.loads(d["models"]))
+        d["older_secrets"] = tuple((str(h), float(until), float(at)) for h, until, at
+                                   in json.loads(d["older_secrets"] or "[]"))
         return cls(**d)
 
     def row(self) -> tuple[Any, ...]:
         d = {name: getattr(self, name) for name in _COLUMNS}
         d["budgets"] = json.dumps(list(self.budgets))
         d["models"] = None if self.models is None else json.dumps(list(self.models))
+        d["older_secrets"] = (json.dumps([list(old) for old in self.older_secrets])
+                              if self.older_secrets else None)
         return tuple(d[name] for name in _COLUMNS)
 
 
@@ -403,8 +428,9 @@ class KeyStore:
                                   param="authorization")
         now = self.clock()
         current = hmac.compare_digest(digest, record.hash)
-        previous = (record.previous_hash is not None
-                    and hmac.compare_digest(digest, record.previous_hash))
+        # Every old secret is compared (the same work whichever matches).
+        matches = [old for old in record.old_secrets() if hmac.compare_digest(digest, old[0])]
+        previous = bool(matches)
         if not current and not previous:
             raise InvalidKeyError(f"wrong secret for key {key_id}; check the key you were "
                                   "given (a rotated key's old secret stops working when its "
@@ -415,9 +441,8 @@ class KeyStore:
         if record.expires_at is not None and record.expires_at <= now:
             raise KeyExpiredError(f"key {key_id} expired at {_iso(record.expires_at)}; ask for "
                                   "a new key", param="authorization")
-        if previous and not current and (record.previous_valid_until is None
-                                         or record.previous_valid_until <= now):
-            raise KeyRevokedError(f"key {key_id} was rotated at {_iso(record.rotated_at)} and "
+        if previous and not current and matches[0][1] <= now:
+            raise KeyRevokedError(f"key {key_id} was rotated at {_iso(matches[0][2])} and "
                                   "this secret's grace period is over; use the new key",
                                   param="authorization")
         return record
@@ -511,7 +536,10 @@ class KeyStore:
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
 
     def rotate(self, key_id: str, grace_s: float = 0.0) -> IssuedKey:
-        """A new secret for the key; the old one works for ``grace_s`` more seconds."""
+        """A new secret for the key; the old one works for ``grace_s`` more seconds, and the
+        secrets it replaced earlier until their own grace ends (the key remembers
+        :data:`MAX_OLD_SECRETS` old secrets: past that, one whose grace is over is forgotten,
+        else the oldest)."""
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
                 0 <= grace_s <= 30 * 86400):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
@@ -525,13 +553,27 @@ class KeyStore:
                                               "new key instead")
             _, fresh = new_key()
             key = f"{PREFIX}{key_id}_{fresh.split('_', 1)[1]}"
+            older = _remembered(list(record.old_secrets()), now)
             self._write(conn, "rotate the key", "UPDATE keys SET hash = ?, previous_hash = ?, "
-                        "previous_valid_until = ?, rotated_at = ? WHERE id = ?",
-                        (hash_key(key), record.hash, now + float(grace_s), now, key_id))
+                        "previous_valid_until = ?, rotated_at = ?, older_secrets = ? "
+                        "WHERE id = ?",
+                        (hash_key(key), record.hash, now + float(grace_s), now,
+                         json.dumps([list(old) for old in older]) if older else None, key_id))
             self._cache.pop(key_id, None)
             updated = KeyRecord.from_row(conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
         return IssuedKey(key, updated)
+
+
+def _remembered(old: list[tuple[str, float, float]], now: float
+                ) -> list[tuple[str, float, float]]:
+    """The old secrets (newest first) a key keeps beside the one a rotation replaces: at most
+    :data:`MAX_OLD_SECRETS` - 1, forgetting first those whose grace is over, oldest first,
+    then the oldest."""
+    while len(old) > MAX_OLD_SECRETS - 1:
+        over = [i for i, (_, until, _) in enumerate(old) if until <= now]
+        old.pop(over[-1] if over else -1)
+    return old
 
 
 def holds_keys(data_dir: str | Path) -> bool:
