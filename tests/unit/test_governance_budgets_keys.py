@@ -337,6 +337,7 @@ def test_a_change_made_elsewhere_is_seen_at_the_next_lookup(tmp_path: Path) -> N
     ({"cost_weight": -1}, "cost_weight", ">= 0"),
     ({"expires": "2001-01-01"}, "expires", "not in the future"),
     ({"expires": "next tuesday"}, "expires", "is not a date"),
+    ({"expires": "0.0001s"}, "expires", "a key must live at least 60 s"),
 ])
 def test_bad_key_specs_create_nothing(tmp_path: Path, kw: dict[str, object], field: str,
                                       needle: str) -> None:
@@ -376,6 +377,16 @@ def test_expiry_forms() -> None:
     assert parse_expiry("30d", now) == now + 30 * 86400
     assert parse_expiry("90m", now) == now + 5400
     assert parse_expiry(None, now) is None
+
+
+@pytest.mark.parametrize("expires", ["0.0001s", "59s", "0.5m", 1_800_000_030.0])
+def test_a_key_must_live_at_least_a_minute(expires: str | float) -> None:
+    # A key expiring in 0.0001 s was made, dead before anyone could use it.
+    now = 1_800_000_000.0
+    with pytest.raises(InvalidInputError, match=r"^expires: .* s from now; a key must live at "
+                                                r"least 60 s \(give e\.g\. 1m, 1h or 30d"):
+        parse_expiry(expires, now)
+    assert parse_expiry("1m", now) == now + 60
 
 
 def test_ids_are_checked_before_lookup(tmp_path: Path) -> None:

@@ -60,6 +60,9 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
 MAX_EXPIRY = 253_402_300_799.0
+# The shortest life a key may be given (seconds): a key that expires sooner would be dead by
+# the time it is handed over.
+MIN_LIFETIME_S = 60.0
 SCHEMA_VERSION = 3
 # The most old secrets a key remembers (the one replaced last included).
 MAX_OLD_SECRETS = 4
@@ -126,7 +129,7 @@ def new_key() -> tuple[str, str]:
 def parse_expiry(value: str | float | None, now: float | None = None) -> float | None:
     """When a key expires: an ISO date (``2027-01-31``, midnight UTC starting that day), an ISO
     date-time (UTC unless it names a zone), a duration from now (``30d``, ``12h``, ``90m``,
-    ``2w``) or epoch seconds. Must lie in the future."""
+    ``2w``) or epoch seconds. Must lie at least :data:`MIN_LIFETIME_S` in the future."""
     if value is None:
         return None
     now = time.time() if now is None else now
@@ -156,6 +159,11 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                            "a key that never does)")
     if ts <= now:
         raise InvalidInputError("expires", f"{quoted(value, 40)} is not in the future")
+    if ts < now + MIN_LIFETIME_S:
+        raise InvalidInputError("expires", f"{quoted(value, 40)} is {ts - now:.3g} s from now; "
+                                           f"a key must live at least {MIN_LIFETIME_S:g} s "
+                                           "(give e.g. 1m, 1h or 30d, or leave expires out "
+                                           "for a key that never expires)")
     return ts
 
 
