@@ -148,6 +148,25 @@ async def test_a_hard_pin_skips_the_router_and_a_soft_pin_adds_its_bonus() -> No
     assert other.pin.state == "fresh"
 
 
+async def test_a_hard_pin_that_cannot_be_followed_says_why_not_hard() -> None:
+    # The pin state said "hard" though the router chose another model.
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts)
+    tools = body(tools=[{"type": "function", "function": {"name": "f"}}])
+    unfit = await plan_of.plan(ChatCall(tools, session_id="s1"), catalog(), route)
+    assert unfit.pin.state == "evicted_capability" and unfit.routed_model == "c"
+    assert unfit.pin_info["pinned_model"] is None and unfit.pin_info["previous_model"] == "b"
+    assert unfit.pin_info["note"].startswith("pinned model b cannot serve this request")
+    narrowed = await plan_of.plan(ChatCall(body(), session_id="s1", models=["a", "c"]),
+                                  catalog(), route)
+    assert narrowed.pin.state == "evicted_not_candidate" and narrowed.routed_model == "a"
+    followed = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    assert followed.pin.state == "hard" and followed.routed_model == "b"
+
+
 async def test_a_decision_made_elsewhere_is_followed_not_recomputed() -> None:
     route = FakeRoute()
     made = RoutingDecision("c", 0.5, 0.5, {"c": 0.5, "a": 0.6, "b": 0.7}, 0)

@@ -21,7 +21,14 @@ Escapes override the pin, and the decision says which one fired:
   window: it moves to the closest larger-context model that fits (same tier first, then the
   smallest sufficient window, then the lowest price) and is hard-pinned there;
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
-  the router chooses anyway, among the models the context filter lets through).
+  the router chooses anyway, among the models the context filter lets through);
+- ``evicted_capability`` — in the hard window the (re-homed) pinned model cannot serve this
+  request for another reason (it lacks ``tools``, it gives one answer where ``n`` asks for
+  more): the router chooses (decided when the request is planned,
+  :meth:`PinDecision.not_followed`);
+- ``evicted_not_candidate`` — in the hard window the pinned model is not among the models this
+  request may use (the caller's key, or its candidate list, leaves it out): the router chooses
+  among those.
 
 Every request's log entry should carry ``PinDecision.state``. A conversation is known by the
 client's own session id, else by its first user message within the caller's scope (so a
@@ -39,7 +46,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +79,8 @@ class PinState(StrEnum):
     EVICTED_MISSING_MODEL = "evicted_missing_model"
     EVICTED_CONTEXT = "evicted_context"
     EVICTED_POST_FAILURE = "evicted_post_failure"
+    EVICTED_CAPABILITY = "evicted_capability"
+    EVICTED_NOT_CANDIDATE = "evicted_not_candidate"
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,14 @@ class PinDecision:
     @property
     def bypass_router(self) -> bool:
         return self.pinned_model is not None
+
+    def not_followed(self, *, candidate: bool) -> PinDecision:
+        """This decision once its pinned model turns out unable to take the request: it is
+        not a ``candidate`` of the request (``evicted_not_candidate``), or it is one that
+        cannot serve it (``evicted_capability``). The router chooses; ``previous_model``
+        still names the model the session was pinned to."""
+        state = PinState.EVICTED_CAPABILITY if candidate else PinState.EVICTED_NOT_CANDIDATE
+        return replace(self, state=state, pinned_model=None, bonus={})
 
     def to_dict(self) -> dict[str, Any]:
         return {"pin_state": str(self.state), "pinned_model": self.pinned_model,
