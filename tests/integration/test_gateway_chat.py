@@ -128,6 +128,17 @@ def test_streaming_with_usage_requested(gw: ThreadServer) -> None:
     assert 0 < entry["ttft_ms"] <= entry["latency_ms"]
 
 
+def test_a_stream_option_the_gateway_cannot_read_is_a_400_from_the_openai_client(
+        gw: ThreadServer) -> None:
+    # include_usage "yes" was taken as true, and a string stream_options silently replaced.
+    with pytest.raises(openai.BadRequestError) as info:
+        client(gw).chat.completions.create(
+            model="good", messages=user("Stream"), stream=True,
+            extra_body={"stream_options": {"include_usage": "yes"}})
+    assert info.value.param == "stream_options"
+    assert "stream_options.include_usage: must be true or false" in info.value.message
+
+
 def test_streaming_without_usage_asked_still_logs_the_tokens(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     with client(gw).chat.completions.with_streaming_response.create(
@@ -229,6 +240,10 @@ def test_an_unknown_model_is_a_404_listing_the_catalog(gw: ThreadServer) -> None
     ({"model": 5, "messages": [{"role": "user", "content": "x"}]}, "model"),
     ({"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
      "stream"),
+    ({"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": True,
+      "stream_options": ["include_usage"]}, "stream_options"),
+    ({"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream": True,
+      "stream_options": {"include_usage": "yes"}}, "stream_options"),
     ([1, 2], "body"),
 ])
 def test_malformed_bodies_are_400s_naming_the_field(gw: ThreadServer, body: Any,

@@ -56,11 +56,28 @@ def test_a_good_body_comes_back_as_sent() -> None:
      "max_completion_tokens", ">= 1, got -5"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "max_completion_tokens": 2.5}',
      "max_completion_tokens", "must be an integer"),
+    # stream_options was replaced when not an object, and "yes" counted as true.
+    (b'{"model": "auto", "messages": [{"role": "user"}], "stream": true, '
+     b'"stream_options": "yes"}', "stream_options", "stream_options: must be a mapping"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "stream": true, '
+     b'"stream_options": [{"include_usage": true}]}', "stream_options", "must be a mapping"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "stream": true, '
+     b'"stream_options": {"include_usage": "yes"}}', "stream_options",
+     "stream_options.include_usage: must be true or false, got 'yes'"),
+    (b'{"model": "auto", "messages": [{"role": "user"}], "stream": true, '
+     b'"stream_options": {"include_usage": 1}}', "stream_options",
+     "stream_options.include_usage: must be true or false, got 1"),
 ])
 def test_bad_bodies_name_their_field(raw: bytes, field: str, needle: str) -> None:
     with pytest.raises(InvalidInputError) as info:
         parse_chat_body(raw)
     assert info.value.field == field and needle.lower() in str(info.value).lower()
+
+
+def test_stream_options_that_check_out_go_upstream_as_sent() -> None:
+    for options in (None, {}, {"include_usage": False}, {"include_usage": True, "other": 1}):
+        body = {**GOOD, "stream": True, "stream_options": options}
+        assert parse_chat_body(json.dumps(body).encode()) == body
 
 
 def test_output_caps_and_null_go_upstream_as_sent() -> None:

@@ -3,8 +3,9 @@
 The body is read as strictly as a routing request: numbers must be finite (no ``NaN``,
 ``Infinity`` or ``1e999``), nesting is bounded, strings must be valid Unicode (no lone
 surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tokens``,
-``max_completion_tokens``: whole numbers from 1, as OpenAI requires), ``n`` (1 to 128) and the
-gateway's own ``models`` field are checked by :class:`ChatRequest`. Every other field
+``max_completion_tokens``: whole numbers from 1, as OpenAI requires), ``n`` (1 to 128),
+``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it) and
+the gateway's own ``models`` field are checked by :class:`ChatRequest`. Every other field
 (temperature, tools, response_format, ...) goes upstream exactly as sent, so the dict returned
 is the body as the client wrote it, minus the gateway's own fields.
 """
@@ -89,6 +90,16 @@ class ChatMessage(BaseModel):
         return value
 
 
+class StreamOptions(BaseModel):
+    """A stream's options: ``include_usage`` is checked (the gateway decides by it whether the
+    client gets the usage chunk); any other option goes upstream as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: StrictBool | None = Field(
+        None, description="End the stream with a chunk carrying the usage (and its cost).")
+
+
 class ChatRequest(BaseModel):
     """An OpenAI chat completion request. The gateway checks ``model``, ``messages``, ``stream``,
     the output caps and ``models``; every other field (temperature, tools, response_format,
@@ -107,6 +118,8 @@ class ChatRequest(BaseModel):
                                          "name (GET /v1/models).")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: StrictBool | None = Field(None, description="Answer as server-sent events.")
+    stream_options: StreamOptions | None = Field(
+        None, description="Options of a stream (an object): include_usage (a boolean).")
     models: list[StrictStr] | None = Field(
         None, min_length=1, max_length=MAX_MODELS,
         description="With model 'auto': the catalog models the router may choose among (the "
