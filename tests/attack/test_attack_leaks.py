@@ -215,6 +215,12 @@ tenants:
                            params={"tenant": "acme", "note": ADMIN_TOKEN, "k": PASTED},
                            headers=admin, timeout=10)
         assert status.status_code == 200, status.text
+        # Percent-encoded, the same secrets matched no pattern and were logged as sent.
+        key_id, secret = key.split("_", 1)
+        for url in (f"/v1/router/keys/{key_id}%5F{secret}",
+                    f"/v1/models?api%5Fkey={key_id}%255F{secret}",
+                    f"/v1/router/status?note={ADMIN_TOKEN.replace('-', '%2D')}"):
+            httpx.get(f"{server.base}{url}", headers=admin, timeout=10)
     finally:
         assert server.proc is not None
         server.proc.terminate()
@@ -223,6 +229,7 @@ tenants:
     assert '"GET /v1/router/keys/sp-' in log and '"GET /v1/models?api_key=' in log, log
     secret = key.split("_", 1)[1]
     assert secret not in log and ADMIN_TOKEN not in log and PASTED not in log, log
+    assert ADMIN_TOKEN.replace("-", "%2D") not in log, log
     assert key.split("_", 1)[0] in log  # the key's id, which is not secret, stays
 
 

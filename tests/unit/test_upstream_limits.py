@@ -139,6 +139,39 @@ def test_ordinary_text_is_left_alone() -> None:
         assert redact(text) == text
 
 
+@pytest.mark.parametrize(("url", "gone"), [
+    ("/v1/router/keys/sp-3f9a1c0b7e%5F" + "Q" * 43, "Q" * 43),  # the key's _ encoded
+    ("/v1/models?api%5Fkey=k3y-v4lue-0000", "k3y-v4lue-0000"),
+    ("/v1/models?k=sp-3f9a1c0b7e%255F" + "R" * 43, "R" * 43),  # encoded twice
+    ("/v1/x?note=url%2Dremembered%2Dsecret", "secret"),
+    ("/v1/x?t=Bearer+abcdefgh12345678", "abcdefgh12345678"),
+    ("/v1/x?q=%0Aforged%20sk%2Dproj%2DAbC123xyz987", "AbC123xyz987"),
+])
+def test_the_access_log_redacts_percent_encoded_secrets(url: str, gone: str) -> None:
+    # A key or token percent-encoded in a path or query matched no pattern and was logged.
+    import logging
+
+    from switchpoint.server.logs import RedactFilter
+
+    remember("url-remembered-secret")
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                               '%s - "%s %s HTTP/%s" %d', ("127.0.0.1:5", "GET", url, "1.1",
+                                                           200), None)
+    assert RedactFilter().filter(record)
+    line = record.getMessage()
+    assert gone not in line and MASK in line, line
+    assert "\n" not in line, line  # an encoded line end stays encoded: one line
+
+
+def test_a_url_without_a_secret_is_logged_as_sent() -> None:
+    from switchpoint.gateway.redact import MAX_URL, redact_url
+
+    for url in ("/v1/x?q=hello%20world&a=1+2", "/v1/models/gpt%2D4o", "/v1/x?p=%25%25"):
+        assert redact_url(url) == url
+    cut = redact_url("/v1/x?q=" + "a" * (2 * MAX_URL))
+    assert len(cut) < MAX_URL + 100 and cut.endswith("more characters not shown]")
+
+
 def test_line_ends_split_across_reads_are_read_once() -> None:
     assert lines(b"a\r", b"\r", b"\n", b"b\r", b"c") == ["a", "", "b", "c"]
     assert lines(b"\r", b"\n\n", b"\r\r\n") == ["", "", "", ""]

@@ -15,6 +15,10 @@ message and body are clean wherever they travel. It replaces:
   ``x-api-key``, ``api_key``, ``authorization``, ``token``, ``secret`` or ``password``, and
   a URL's password (``https://user:...@host``).
 
+A URL (a request line, its path and query) may carry a secret percent-encoded (``%5F`` for the
+``_`` of a key, ``api%5Fkey=``), which no pattern matches as written: :func:`redact_url`
+decodes it first, a few rounds at most.
+
 Redaction is for text that is not the answer: a completed answer's content goes to the client
 untouched.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import re
 import threading
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
@@ -34,6 +39,13 @@ MIN_SECRET = 8
 MAX_SECRETS = 256
 # How deep a JSON body is walked (an error body nests a few levels).
 MAX_DEPTH = 32
+# Rounds of percent-decoding a URL gets before redaction (a secret encoded twice, %255F, is
+# found too), and the most of a URL kept (the rest is cut, not searched).
+MAX_URL_DECODES = 3
+MAX_URL = 16_384
+# What stays unencoded when a redacted URL is encoded again (readable, and never a control
+# character or a space).
+_URL_SAFE = "/?&=:;,@!$'()*+~[]"
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization schemes: keep the scheme, drop the credential.
@@ -112,6 +124,28 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact_url(text: str) -> str:
+    """``text``, a URL or a request line quoting one, with its secrets redacted, those written
+    percent-encoded too. Unchanged when it holds none; when a secret shows only once decoded,
+    the decoded text, redacted and percent-encoded again (control characters and spaces stay
+    encoded). Past :data:`MAX_URL` characters the rest is cut."""
+    if len(text) > MAX_URL:
+        text = f"{text[:MAX_URL]}...[{len(text) - MAX_URL} more characters not shown]"
+    redacted = redact(text)
+    decoded = redacted
+    for _ in range(MAX_URL_DECODES):
+        if "%" not in decoded and "+" not in decoded:
+            break
+        step = urllib.parse.unquote_plus(decoded)
+        if step == decoded:
+            break
+        decoded = step
+        clean = redact(decoded)
+        if clean != decoded:
+            return urllib.parse.quote(clean, safe=_URL_SAFE)
+    return redacted
 
 
 def redact_value(value: Any, extra: Iterable[str] = (), _depth: int = 0) -> Any:

@@ -7,9 +7,10 @@ malformed request. :class:`RateLimitFilter` lets the first few records of each m
 per interval, drops the rest, and says how many it dropped on the next record it lets through.
 
 The access log (``--access-log``) writes each request's path and query as the client sent
-them, and a client may put a key there (a whole key where its id goes, ``?api_key=...``):
-:class:`RedactFilter` redacts every secret and key-shaped string from those records before
-they are written. :func:`install` puts both where their messages are logged.
+them, and a client may put a key there (a whole key where its id goes, ``?api_key=...``,
+percent-encoded or not): :class:`RedactFilter` redacts every secret and key-shaped string from
+those records before they are written (see :func:`~switchpoint.gateway.redact.redact_url`).
+:func:`install` puts both where their messages are logged.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from switchpoint.gateway.redact import redact
+from switchpoint.gateway.redact import redact_url
 
 # Loggers whose messages a client or the OS can repeat at will.
 NOISY_LOGGERS = ("asyncio", "uvicorn.error")
@@ -96,17 +97,19 @@ def _append(record: logging.LogRecord, note: str) -> None:
 
 
 class RedactFilter(logging.Filter):
-    """Redacts secrets (see :func:`switchpoint.gateway.redact.redact`) from a record's message
-    and from each of its string arguments, keeping the arguments' shape (uvicorn's access
-    formatter unpacks them)."""
+    """Redacts secrets, percent-encoded ones too (see
+    :func:`switchpoint.gateway.redact.redact_url`), from a record's message and from each of
+    its string arguments, keeping the arguments' shape (uvicorn's access formatter unpacks
+    them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
+            record.msg = redact_url(record.msg)
         if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(redact_url(a) if isinstance(a, str) else a
+                                for a in record.args)
         elif isinstance(record.args, dict):
-            record.args = {k: redact(v) if isinstance(v, str) else v
+            record.args = {k: redact_url(v) if isinstance(v, str) else v
                            for k, v in record.args.items()}
         return True
 
