@@ -286,12 +286,12 @@ def test_a_session_pinned_by_a_wider_key_does_not_name_its_model_to_a_narrower_o
         body = answered.http_response.read().decode()
         assert headers["x-switchpoint-model"] == "cheap"
         assert "not among this request's candidates" in headers["x-switchpoint-reasoning"]
-        assert headers["x-switchpoint-pin"] == "evicted_not_candidate"  # it was "hard"
+        assert headers["x-switchpoint-pin"] == "evicted_missing_model"  # it was "hard"
         assert "good" not in str(dict(headers)) and "good" not in body, headers
     # The operator still sees which model the session was pinned to.
     entry = admin_log(gov, headers["x-switchpoint-request-id"])
     assert entry["pin"]["previous_model"] == "good"
-    assert entry["pin_state"] == "evicted_not_candidate" and entry["pin"]["pinned_model"] is None
+    assert entry["pin_state"] == "evicted_missing_model" and entry["pin"]["pinned_model"] is None
     # A model the caller may choose, left out for what the request needs, is still named.
     other = {"x-session-id": f"tools-{uuid.uuid4().hex[:8]}"}
     wide.chat.completions.create(model="fresh", messages=user("hi"), extra_headers=other)
@@ -300,7 +300,7 @@ def test_a_session_pinned_by_a_wider_key_does_not_name_its_model_to_a_narrower_o
         tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
     assert "pinned model fresh cannot serve this request (the request uses tools" in (
         named.headers["x-switchpoint-reasoning"])
-    assert named.headers["x-switchpoint-pin"] == "evicted_capability"
+    assert named.headers["x-switchpoint-pin"] == "evicted_missing_model"
 
 
 def test_no_answer_of_the_score_endpoint_tells_a_blind_label_s_model(

@@ -157,12 +157,12 @@ async def test_a_hard_pin_that_cannot_be_followed_says_why_not_hard() -> None:
     pins.record(first.session, "b", first.ts)
     tools = body(tools=[{"type": "function", "function": {"name": "f"}}])
     unfit = await plan_of.plan(ChatCall(tools, session_id="s1"), catalog(), route)
-    assert unfit.pin.state == "evicted_capability" and unfit.routed_model == "c"
+    assert unfit.pin.state == "evicted_missing_model" and unfit.routed_model == "c"
     assert unfit.pin_info["pinned_model"] is None and unfit.pin_info["previous_model"] == "b"
     assert unfit.pin_info["note"].startswith("pinned model b cannot serve this request")
     narrowed = await plan_of.plan(ChatCall(body(), session_id="s1", models=["a", "c"]),
                                   catalog(), route)
-    assert narrowed.pin.state == "evicted_not_candidate" and narrowed.routed_model == "a"
+    assert narrowed.pin.state == "evicted_missing_model" and narrowed.routed_model == "a"
     followed = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
     assert followed.pin.state == "hard" and followed.routed_model == "b"
 

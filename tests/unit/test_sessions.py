@@ -56,13 +56,10 @@ def pinned(pinner: SessionPinner, model: str, at: float = T0) -> str:
     return "s1"
 
 
-def test_state_values_are_exactly_the_documented_names() -> None:
-    # The windows and escapes of the pin itself, then the two found when the request is
-    # planned (a hard pin whose model cannot serve it, or may not be used for it).
+def test_state_values_are_exactly_the_seed_names() -> None:
     assert {s.value for s in PinState} == {
         "fresh", "hard", "soft", "rehomed_context", "evicted_vision", "evicted_missing_model",
-        "evicted_context", "evicted_post_failure", "evicted_capability",
-        "evicted_not_candidate"}
+        "evicted_context", "evicted_post_failure"}
 
 
 def test_an_explicit_session_id_is_hashed_and_scoped_to_the_tenant() -> None:

@@ -219,7 +219,7 @@ class Planner:
                 # to a model this request may not choose: the caller is not told its name.
                 plan.notes.append("the session's pinned model is not among this request's "
                                   "candidates; routed")
-            plan.pin = plan.pin.not_followed(candidate=pinned in names)
+            plan.pin = plan.pin.not_followed()
             pinned = None
         if pinned is not None:
             # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and

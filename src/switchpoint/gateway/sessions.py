@@ -21,14 +21,12 @@ Escapes override the pin, and the decision says which one fired:
   window: it moves to the closest larger-context model that fits (same tier first, then the
   smallest sufficient window, then the lowest price) and is hard-pinned there;
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
-  the router chooses anyway, among the models the context filter lets through);
-- ``evicted_capability`` — in the hard window the (re-homed) pinned model cannot serve this
-  request for another reason (it lacks ``tools``, it gives one answer where ``n`` asks for
-  more): the router chooses (decided when the request is planned,
-  :meth:`PinDecision.not_followed`);
-- ``evicted_not_candidate`` — in the hard window the pinned model is not among the models this
-  request may use (the caller's key, or its candidate list, leaves it out): the router chooses
-  among those.
+  the router chooses anyway, among the models the context filter lets through).
+
+A hard pin whose model turns out, when the request is planned, not to be usable for it (it
+cannot serve it: it lacks ``tools``, say; or the caller's key or candidate list leaves it out)
+is ``evicted_missing_model`` too: the model is missing from those this request may go to, and
+the router chooses (:meth:`PinDecision.not_followed`; the decision's notes say which).
 
 Every request's log entry should carry ``PinDecision.state``. A conversation is known by the
 client's own session id, else by its first user message within the caller's scope (so a
@@ -79,8 +77,6 @@ class PinState(StrEnum):
     EVICTED_MISSING_MODEL = "evicted_missing_model"
     EVICTED_CONTEXT = "evicted_context"
     EVICTED_POST_FAILURE = "evicted_post_failure"
-    EVICTED_CAPABILITY = "evicted_capability"
-    EVICTED_NOT_CANDIDATE = "evicted_not_candidate"
 
 
 @dataclass(frozen=True)
@@ -114,13 +110,11 @@ class PinDecision:
     def bypass_router(self) -> bool:
         return self.pinned_model is not None
 
-    def not_followed(self, *, candidate: bool) -> PinDecision:
-        """This decision once its pinned model turns out unable to take the request: it is
-        not a ``candidate`` of the request (``evicted_not_candidate``), or it is one that
-        cannot serve it (``evicted_capability``). The router chooses; ``previous_model``
-        still names the model the session was pinned to."""
-        state = PinState.EVICTED_CAPABILITY if candidate else PinState.EVICTED_NOT_CANDIDATE
-        return replace(self, state=state, pinned_model=None, bonus={})
+    def not_followed(self) -> PinDecision:
+        """This decision once its pinned model turns out unable to take the request (it cannot
+        serve it, or the request may not go to it): ``evicted_missing_model``, the router
+        chooses; ``previous_model`` still names the model the session was pinned to."""
+        return replace(self, state=PinState.EVICTED_MISSING_MODEL, pinned_model=None, bonus={})
 
     def to_dict(self) -> dict[str, Any]:
         return {"pin_state": str(self.state), "pinned_model": self.pinned_model,
