@@ -199,6 +199,8 @@ def test_suggestions_are_computed_from_the_log(reports: Reports) -> None:
     item = items[0]
     assert item["kind"] == "cost_weight" and item["what_if"]["cost_weight"] == 0.2
     assert item["suggestion"].startswith("Set cost_weight to 0.2")
+    # The λ values the traffic ran at (r1, r2, r3), not their median alone.
+    assert "(logged traffic ran at λ 0, 0.5 and 5)" in item["suggestion"], item["suggestion"]
     actual = 0.025 + 0.01 + 0.0008
     everyone_mid = price("mid", 1000, 500) + price("mid", 2000, 1000) + price("mid", 1000, 1000)
     assert item["estimated_savings_usd_per_day"] == pytest.approx((actual - everyone_mid) / 7)
@@ -295,3 +297,11 @@ def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused
             assert "s3cr3t" not in message
             assert message.endswith("known: acme, beta, default ('default': requests without "
                                     "a tenant)"), message
+
+
+def test_many_logged_lambdas_are_named_by_their_range() -> None:
+    from switchpoint.governance.reports import _lambdas
+
+    assert _lambdas([0.5, 0.5]) == "λ 0.5"
+    assert _lambdas([2.0, 0.0, 2.0]) == "λ 0 and 2"
+    assert _lambdas([0.0, 0.1, 0.2, 0.5, 2.0, 0.1]) == "λ 0 to 2 (5 values)"

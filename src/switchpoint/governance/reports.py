@@ -29,7 +29,7 @@ import math
 import sqlite3
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -539,8 +539,7 @@ class Reports:
         rows = self._routed_rows(since, end, tenant)
         if not rows:
             return []
-        lams = [float(r.cost_weight or 0.0) for r in rows]
-        current = statistics.median(lams)
+        ran_at = _lambdas(float(r.cost_weight or 0.0) for r in rows)
         out: list[dict[str, Any]] = []
         sweep = [self._what_if(rows, lam, (), estimate_tokens, since, end) for lam in SWEEP]
         cheaper = [w for w in sweep if w["spend_delta_usd"] < 0
@@ -549,7 +548,7 @@ class Reports:
             best = min(cheaper, key=lambda w: w["spend_delta_usd"])
             out.append(self._suggestion(
                 best, f"Set cost_weight to {best['cost_weight']:g} (logged traffic ran at "
-                      f"λ {current:g}): auto would pick {_mix(best['models'])}", "cost_weight"))
+                      f"{ran_at}): auto would pick {_mix(best['models'])}", "cost_weight"))
         # Buying quality: a λ whose answers are better by more than the tolerance for at most
         # 10% more spend (one that also saves money is the suggestion above already).
         better = [w for w in sweep if (w["quality_delta"] or 0.0) > max_quality_loss
@@ -808,6 +807,16 @@ class Reports:
 
 _ACCOUNT_COLUMNS = {"key": "key_id", "tenant": "tenant", "model": "model",
                     "provider": "provider"}
+
+
+def _lambdas(values: Iterable[float], most: int = 4) -> str:
+    """The λ values logged traffic ran at, as a suggestion names them: ``λ 0.5``, ``λ 0 and
+    2``, ``λ 0, 0.5 and 2``; more than ``most`` distinct values as their range."""
+    seen = sorted(set(values))
+    if len(seen) > most:
+        return f"λ {seen[0]:g} to {seen[-1]:g} ({len(seen)} values)"
+    shown = [f"{v:g}" for v in seen]
+    return "λ " + (shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}")
 
 
 def _sorted(table: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
