@@ -20,9 +20,10 @@ evaluation harness both call it, so they choose identically.
 from __future__ import annotations
 
 import math
+import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -355,3 +356,25 @@ def scores_dict(
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(RoutingDecision))
+
+
+# How a decision's reasoning names the profiled model whose estimate a model without a profile
+# (and without a profiled peer of its tier) borrows; a caller limited to some models is not
+# told the name of one outside them (see :func:`without_prior_names`).
+WEAKEST_PRIOR = "that of the weakest profiled model, {name} (none shares its tier)"
+_WEAKEST_NAMED = re.compile(r"that of the weakest profiled model, (.+?) \(none shares its tier\)")
+_WEAKEST_UNNAMED = "that of the weakest profiled model (none shares its tier)"
+
+
+def without_prior_names(decision: RoutingDecision, shown: Callable[[str], bool]
+                        ) -> RoutingDecision:
+    """``decision`` with its reasoning naming no model ``shown`` rejects as the one a model
+    without a profile borrows its estimate from (it says "the weakest profiled model" instead):
+    for a caller limited to some models, who is told of no others."""
+    def unnamed(match: re.Match[str]) -> str:
+        return match.group(0) if shown(match.group(1)) else _WEAKEST_UNNAMED
+
+    reasoning = [_WEAKEST_NAMED.sub(unnamed, line) for line in decision.reasoning]
+    if reasoning == decision.reasoning:
+        return decision
+    return replace(decision, reasoning=reasoning)

@@ -24,6 +24,7 @@ from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._numbers import real_number
 from switchpoint.catalog import Catalog, estimate_tokens
 from switchpoint.decision import (
+    WEAKEST_PRIOR,
     RoutingDecision,
     Usage,
     check_cost_weight,
@@ -829,8 +830,8 @@ class _CardMap:
             self.prior_basis[j] = (
                 f"{name} has no learned profile yet: its expected error is "
                 + (f"the mean of the profiled models of tier {tier!r}" if same else
-                   f"that of the weakest profiled model, {weakest[0] if weakest else 'none'} "
-                   "(none shares its tier), as uncertain as the profiled models disagree")
+                   WEAKEST_PRIOR.format(name=weakest[0] if weakest else "none")
+                   + ", as uncertain as the profiled models disagree")
                 + " on this prompt, and its cost comes from its price; label it "
                 "(switchpoint label, add-model) to route it on its own measurements.")
         self.profiled = np.unique(self.index[self.index >= 0])

@@ -303,6 +303,26 @@ def test_a_session_pinned_by_a_wider_key_does_not_name_its_model_to_a_narrower_o
     assert named.headers["x-switchpoint-pin"] == "evicted_missing_model"
 
 
+def test_an_unprofiled_model_s_borrowed_estimate_names_no_model_outside_the_key(
+        gov: ThreadServer) -> None:
+    # `fresh` has no profile and no profiled peer of its tier: its expected error is the
+    # weakest profiled model's, `other`, which the reasoning named, even to a caller of acme,
+    # whose models leave `other` out.
+    prompt = "What is 2 + 2?"
+    anything = new_key(gov, tenant="limited")["key"]  # (a tenant that may use every model)
+    seen = client(gov, anything).chat.completions.with_raw_response.create(
+        model="auto", messages=user(prompt), extra_headers={"x-switchpoint-cost-weight": "1000"})
+    assert "the weakest profiled model, other (none shares its tier)" in (
+        seen.headers["x-switchpoint-reasoning"])
+    key = new_key(gov, models=["fresh", "cheap", "auto"])["key"]
+    answered = client(gov, key).chat.completions.with_raw_response.create(
+        model="auto", messages=user(prompt), extra_headers={"x-switchpoint-cost-weight": "1000"})
+    reasoning = answered.headers["x-switchpoint-reasoning"]
+    assert answered.headers["x-switchpoint-model"] == "fresh"
+    assert "the weakest profiled model (none shares its tier)" in reasoning, reasoning
+    assert not re.search(r"\bother\b", reasoning), reasoning
+
+
 def test_no_answer_of_the_score_endpoint_tells_a_blind_label_s_model(
         gov: ThreadServer) -> None:
     wide = {"authorization": f"Bearer {new_key(gov)['key']}"}

@@ -45,7 +45,7 @@ from typing import Any
 
 from switchpoint.catalog import TIERS, Catalog, ModelCard
 from switchpoint.config import Settings
-from switchpoint.decision import RoutingDecision
+from switchpoint.decision import RoutingDecision, without_prior_names
 from switchpoint.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -447,6 +447,11 @@ class Governor:
                 f"{field}: {policy.who} may not use {str(requested)[:100]!r}; it may use "
                 f"{', '.join(policy.models)}", param=field)
 
+    def _reacher(self, policy: Policy, catalog: Catalog) -> Callable[[str], bool]:
+        """:meth:`reaches` for one request (the caller's pool worked out once)."""
+        pool = self.allowed_names(policy, catalog)
+        return lambda model: _reaches(policy, model, catalog, pool)
+
     def reaches(self, policy: Policy, model: str, catalog: Catalog) -> bool:
         """Whether the caller may use ``model``, by name or through ``auto``."""
         return _reaches(policy, model, catalog, self.allowed_names(policy, catalog))
@@ -503,6 +508,10 @@ class Governor:
         base = default_cost_weight if cost_weight is None else cost_weight
         lam, pressure = self._pressured(policy, base, notes)
         decision = await route(text, candidates, lam)
+        # A model without a profile borrows a profiled model's estimate, which the reasoning
+        # names: not to a caller that may not use that model.
+        reaches = self._reacher(policy, catalog)
+        decision = without_prior_names(decision, reaches)
         original = ""
         breaches: list[str] = []
         adjustments: list[str] = []
@@ -512,7 +521,7 @@ class Governor:
             if breaches and sla.auto_escalate_on_breach:
                 pool, new_lam = self._adjusted(decision, sla, breaches, adjustments, policy)
                 if adjustments:
-                    adjusted = await route(text, pool, new_lam)
+                    adjusted = without_prior_names(await route(text, pool, new_lam), reaches)
                     if adjusted.selected_model != decision.selected_model:
                         original = decision.selected_model
                     notes.append(f"SLA breach ({', '.join(breaches)}): "
@@ -522,8 +531,7 @@ class Governor:
             elif breaches:
                 notes.append(f"SLA breach ({', '.join(breaches)}); auto_escalate_on_breach is "
                              "off, so the choice stands.")
-        decision = self._escalate(decision, policy.escalation, notes,
-                                  lambda model: self.reaches(policy, model, catalog))
+        decision = self._escalate(decision, policy.escalation, notes, reaches)
         if decision.escalation_changed_model and not original:
             original = decision.original_model
         compliant = sla is None or not self._breaches(decision, sla, policy)
