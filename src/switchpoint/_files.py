@@ -1,10 +1,17 @@
-"""Why a file or directory cannot be written, in words a person can act on; and state files
-made for the owner alone (they hold prompts' vectors, feedback comments and key hashes)."""
+"""Why a file or directory cannot be written, in words a person can act on; state files made
+for the owner alone (they hold prompts' vectors, feedback comments and key hashes); and a
+directory put in place of another in one step, so a crash leaves the old one or the new one."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import logging
 import os
+import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("switchpoint")
@@ -81,3 +88,99 @@ def lock_holder(fd: int) -> str:
     except (OSError, UnicodeDecodeError):
         return ""
     return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def writer_gone(pid: str) -> bool:
+    """Whether the process ``pid`` (the digits a temporary file's name carries) has ended: what
+    it left is a crash's leftover. Not a number, or a process that runs (this one too, or one
+    of another user): ``False``."""
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, as another user
+        return False
+    return False
+
+
+def clear_leftovers(target: Path) -> None:
+    """Remove what writers of ``target`` that have since died left beside it: the folders and
+    files named ``.{target.name}.{pid}.*`` by :func:`replace_dir`'s callers. An old directory
+    set aside by one killed between its two renames goes back in place when ``target`` is
+    missing."""
+    prefix = f".{target.name}."
+    try:
+        found = sorted(target.parent.glob(f"{prefix}*"))
+    except OSError:
+        return
+    for path in found:
+        if not writer_gone(path.name[len(prefix):].split(".", 1)[0]):
+            continue
+        if path.name.endswith(".old") and not target.exists():
+            os.rename(path, target)
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def sibling_name(target: Path, tag: str) -> Path:
+    """A temporary name beside ``target`` that says which process made it (for
+    :func:`clear_leftovers`): ``.{name}.{pid}.{tag}``."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{tag}")
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the directory ``new`` (beside ``target``) at ``target`` in one step: whatever moment
+    a crash comes, ``target`` is the old directory or the new one, never missing. An old one is
+    swapped out (one atomic exchange where the system offers it; else two renames, with the old
+    one back in place when the second fails) and then removed."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # it holds the old directory now
+        return
+    old = sibling_name(target, "old")
+    os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except OSError:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """The C library's ``renameat2`` (Linux), or ``None``; looked up on first use."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the paths ``a`` and ``b`` in one step; ``False`` when the system or the file
+    system cannot (then nothing moved)."""
+    call = _renameat2()
+    if call is None:
+        return False
+    if call(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))

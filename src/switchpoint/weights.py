@@ -10,8 +10,9 @@
 Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension, a model
 without a profile or a model name holding a control or invisible character (refused on save too)
 raises :class:`~switchpoint.errors.WeightsError` naming the file and the fix.
-Packages are written to a temporary sibling directory and renamed into place, so a crash never
-leaves half a package behind. Saving replaces only what is safe to replace: an earlier weights
+Packages are written to a temporary sibling directory and swapped into place in one step, so a
+crash never leaves half a package, or none, behind (what it leaves beside it, the next save
+clears). Saving replaces only what is safe to replace: an earlier weights
 package or an empty directory (:func:`check_weights_target`), never a file or a directory of
 other things.
 """
@@ -34,7 +35,13 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import INTEGER, PATH, expect
-from switchpoint._files import path_problem, write_problem
+from switchpoint._files import (
+    clear_leftovers,
+    path_problem,
+    replace_dir,
+    sibling_name,
+    write_problem,
+)
 from switchpoint._json import DuplicateKeyError, loads, unreadable
 from switchpoint._messages import printed_name_problem
 from switchpoint.errors import WeightsError
@@ -188,7 +195,8 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
         target.parent.mkdir(parents=True, exist_ok=True)
         # (mkdir, not mkdtemp: the package gets the usual permissions, not owner-only ones,
         # so a service running as another user can read it)
-        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+        clear_leftovers(target)  # what saves killed mid-way left
+        tmp = sibling_name(target, f"{uuid.uuid4().hex[:12]}.tmp")
         tmp.mkdir()
     except OSError as exc:
         raise _unwritable(target, write_problem(target, exc)) from None
@@ -227,17 +235,7 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
             "provenance": package.provenance,
         }
         _write(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str).encode())
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            target.rename(old)
-            try:
-                tmp.rename(target)
-            except OSError:
-                old.rename(target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        replace_dir(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _unwritable(target, write_problem(target, exc)) from None

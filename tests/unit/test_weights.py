@@ -7,6 +7,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 import switchpoint
+from switchpoint import _files
 from switchpoint.errors import WeightsError
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
@@ -102,6 +105,40 @@ def test_save_replaces_atomically_and_leaves_no_temp_dirs(
     reloaded = load_weights(pkg_dir)
     assert "claude-v2" not in reloaded.models
     assert not (pkg_dir / "profiles" / "claude-v2.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_package_a_killed_save_set_aside_goes_back_before_the_next_save(
+    pkg_dir: Path, tmp_path: Path
+) -> None:
+    # Where the system cannot swap two folders in one step, a save renames the old package
+    # aside, then the new one in: a kill between the two leaves no package at its path.
+    package = load_weights(pkg_dir)
+    pid = _dead_pid()
+    pkg_dir.rename(tmp_path / f".pkg.{pid}.old")
+    (tmp_path / f".pkg.{pid}.1a2b.tmp").mkdir()  # the new one, half-written
+    _files.clear_leftovers(pkg_dir)  # what a save does first
+    assert load_weights(pkg_dir).weights_id == package.weights_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+    remove_model(package, "claude-v2")
+    save_weights(package, pkg_dir)
+    assert "claude-v2" not in load_weights(pkg_dir).models
+
+
+def test_a_save_without_the_one_step_swap_replaces_the_package(
+    pkg_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_files, "_renameat2", lambda: None)
+    package = load_weights(pkg_dir)
+    remove_model(package, "claude-v2")
+    save_weights(package, pkg_dir)
+    assert "claude-v2" not in load_weights(pkg_dir).models
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
 

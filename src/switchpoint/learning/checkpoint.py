@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint._files import writer_gone
+
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
 FORMAT = 2
 #: A service's checkpoint file, beside its store's database in ``data_dir``.
@@ -135,16 +137,7 @@ def _writer_alive(tmp: Path, name: str) -> bool:
     """Whether the process that named the temporary file ``tmp`` (``.{name}.{pid}[.x].tmp``)
     may still be writing it: it runs (this one included: another thread), or the name says
     no pid. Only a dead writer's file is removed; a live one's ``os.replace`` would fail."""
-    pid = tmp.name[len(name) + 2:].split(".", 1)[0]
-    if not pid.isdigit() or int(pid) <= 0:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it runs, as another user
-        return True
-    return True
+    return not writer_gone(tmp.name[len(name) + 2:].split(".", 1)[0])
 
 
 def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
