@@ -1,0 +1,53 @@
+"""``kill -9`` of ``switchpoint label`` at each of its steps on disk, then a rerun each time
+(:mod:`tests.integration.kill_points`): every rerun resumes, and the output ends valid JSONL
+with every prompt once, labelled by every model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from switchpoint.labelling.journal import done_path, journal_path
+from switchpoint.records import load_records
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.kill_points import run_killed_at
+from tests.integration.test_labelling import JUDGE_SAYS, config, write_prompts
+
+
+def test_a_run_killed_at_every_step_resumes_without_losing_or_repeating_a_record(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("B_KEY", "sk-ant-test")
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+    for model in ("a", "b"):
+        fake.default(model, "ok")
+    fake.default("judge", JUDGE_SAYS)
+    n = 2
+    prompts = write_prompts(tmp_path / "prompts.jsonl", n)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "records.jsonl"
+    argv = [str(a) for a in ("label", prompts, "--models", "a,b", "--judge", "judge", "--out",
+                             out, "--config", config(fake, tmp_path), "-q")]
+    step, finished = 0, False
+    while not finished:
+        step += 1
+        assert step < 200, "the command never finished"
+        status = run_killed_at(step, [*argv, "--restart"] if step > 1 else argv, str(work))
+        finished = os.WIFEXITED(status)
+        if finished:
+            assert os.WEXITSTATUS(status) == 0, step
+        else:
+            assert os.WTERMSIG(status) == signal.SIGKILL
+        # A rerun after the kill completes the output.
+        rerun = run_killed_at(0, argv, str(work))
+        assert os.WIFEXITED(rerun) and os.WEXITSTATUS(rerun) == 0, f"killed at step {step}"
+        lines = out.read_text(encoding="utf-8").splitlines()
+        ids = [json.loads(line)["id"] for line in lines]
+        assert sorted(ids) == [f"q{i}" for i in range(n)], f"killed at step {step}: {ids}"
+        assert load_records(out).models == ["a", "b"]
+        assert done_path(out).exists() and not journal_path(out).exists()
+    assert step > 3, step
