@@ -4,6 +4,7 @@ directory put in place of another in one step, so a crash leaves the old one or 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -121,9 +122,26 @@ def clear_leftovers(target: Path) -> None:
         if path.name.endswith(".old") and not target.exists():
             os.rename(path, target)
             continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
+        _remove(path)
+
+
+def set_aside(target: Path) -> Path | None:
+    """The old directory a writer killed between :func:`replace_dir`'s two renames left beside
+    ``target`` (which is then missing), or ``None``."""
+    prefix = f".{target.name}."
+    try:
+        found = sorted(target.parent.glob(f"{prefix}*.old"))
+    except OSError:
+        return None
+    return next((p for p in found if writer_gone(p.name[len(prefix):].split(".", 1)[0])), None)
+
+
+def _remove(path: Path) -> None:
+    """Remove the file, link or folder ``path``, as far as it can be."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
 
 
@@ -142,7 +160,7 @@ def replace_dir(new: Path, target: Path) -> None:
         os.rename(new, target)
         return
     if _exchange(new, target):
-        shutil.rmtree(new, ignore_errors=True)  # it holds the old directory now
+        _remove(new)  # it holds the old directory now
         return
     old = sibling_name(target, "old")
     os.rename(target, old)
@@ -151,7 +169,7 @@ def replace_dir(new: Path, target: Path) -> None:
     except OSError:
         os.rename(old, target)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
 
 
 _RENAME_EXCHANGE = 2

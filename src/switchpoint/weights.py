@@ -39,6 +39,7 @@ from switchpoint._files import (
     clear_leftovers,
     path_problem,
     replace_dir,
+    set_aside,
     sibling_name,
     write_problem,
 )
@@ -312,6 +313,11 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
                            f"{policy!r}; bundled: {bundled_policies()}. Pass a weights path")
     root = default_weights_path(policy or DEFAULT_POLICY) if path is None else Path(path)
     if not root.is_dir():
+        aside = None if root.exists() else set_aside(root)
+        if aside is not None:
+            raise WeightsError(root, f"does not exist: a save of it was cut short and left the "
+                                     f"package it replaced at {aside}; rename that folder back "
+                                     f"to {root.name} (the next save there does it too)")
         what = "is not a directory" if root.exists() else "does not exist"
         raise WeightsError(root, f"{what}; pass the folder that holds manifest.json "
                                  "(make one with `switchpoint fit RECORDS.jsonl --out DIR`)")

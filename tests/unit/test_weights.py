@@ -123,6 +123,8 @@ def test_a_package_a_killed_save_set_aside_goes_back_before_the_next_save(
     pid = _dead_pid()
     pkg_dir.rename(tmp_path / f".pkg.{pid}.old")
     (tmp_path / f".pkg.{pid}.1a2b.tmp").mkdir()  # the new one, half-written
+    with pytest.raises(WeightsError, match=rf"cut short .* at .*\.pkg\.{pid}\.old; rename"):
+        load_weights(pkg_dir)
     _files.clear_leftovers(pkg_dir)  # what a save does first
     assert load_weights(pkg_dir).weights_id == package.weights_id
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
