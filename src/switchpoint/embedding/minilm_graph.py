@@ -12,13 +12,15 @@ VNNI). Measured in ``benchmarks/RESULTS.md``: about 2x faster than the source gr
 
 Built once per machine from the installed package, offline, deterministically, and cached under
 a name keyed by the source file's SHA-256 and :data:`BUILD_VERSION`; written atomically, so
-concurrent processes can race safely. Needs the ``onnx`` package (a core dependency).
+concurrent processes can race safely; what a build killed mid-way leaves the next build clears.
+Needs the ``onnx`` package (a core dependency).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from switchpoint._files import clear_leftovers, sibling_name
 from switchpoint._progress import ProgressFn, step
 
 #: Bumped whenever the graph or the quantisation changes, so stale cached files are not reused.
@@ -58,7 +61,9 @@ def int8_model(source: Path, cache_dir: Path | None = None,
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(dir=target.parent))
+        clear_leftovers(target)  # what builds killed mid-way left
+        folder = sibling_name(target, f"{secrets.token_hex(4)}.tmp")
+        folder.mkdir(mode=0o700)
     except OSError:  # a read-only home: build for this process only, in the system temp dir
         folder = Path(tempfile.mkdtemp())
         target = folder / target.name
