@@ -304,7 +304,8 @@ def policy_of(path: str | Path) -> str | None:
 def load_weights(path: str | Path | None = None, policy: str | None = None) -> WeightsPackage:
     """Read and validate a weights package.
 
-    With no ``path``, the bundled default for ``policy`` (``cluster`` unless given).
+    With no ``path``, the bundled default for ``policy`` (``cluster`` unless given). A package
+    a save replaces while it is read is read again, so a reader gets the old one or the new one.
     """
     expect("path", path, PATH, "the path of a weights package's directory", optional=True)
     expect("policy", policy, str, "the name of a bundled policy", optional=True)
@@ -321,6 +322,30 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
         what = "is not a directory" if root.exists() else "does not exist"
         raise WeightsError(root, f"{what}; pass the folder that holds manifest.json "
                                  "(make one with `switchpoint fit RECORDS.jsonl --out DIR`)")
+    for _ in range(_READS - 1):
+        before = _identity(root)
+        try:
+            return _read_package(root)
+        except WeightsError:
+            if _identity(root) == before:
+                raise
+            # (a save swapped a new package in while this one was read: read that one)
+    return _read_package(root)
+
+
+_READS = 3  # a package replaced while it is read is read again, up to this many times
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """Which directory is at ``root`` now (a save puts a new one there)."""
+    try:
+        found = root.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _read_package(root: Path) -> WeightsPackage:
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "

@@ -144,6 +144,37 @@ def test_a_save_without_the_one_step_swap_replaces_the_package(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
 
+_SAVES_FOREVER = """
+import sys
+from switchpoint.training import remove_model
+from switchpoint.weights import load_weights, save_weights
+a, b = load_weights(sys.argv[1]), load_weights(sys.argv[1])
+remove_model(b, sys.argv[2])
+print("saving", flush=True)
+while True:
+    save_weights(a, sys.argv[1])
+    save_weights(b, sys.argv[1])
+"""
+
+
+def test_a_package_read_while_saves_replace_it_is_always_one_of_them_whole(
+    pkg_dir: Path,
+) -> None:
+    # What a reload (or a start) reads while `add-model --weights DIR` rewrites DIR.
+    old = load_weights(pkg_dir)
+    writer = subprocess.Popen([sys.executable, "-c", _SAVES_FOREVER, str(pkg_dir), "claude-v2"],
+                              stdout=subprocess.PIPE, text=True)
+    ids: set[str] = set()
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "saving\n"
+        for _ in range(400):
+            ids.add(load_weights(pkg_dir).weights_id)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert old.weights_id in ids and len(ids) == 2, ids
+
+
 def test_save_writes_into_a_new_or_empty_directory(pkg_dir: Path, tmp_path: Path) -> None:
     package = load_weights(pkg_dir)
     empty = tmp_path / "empty"
