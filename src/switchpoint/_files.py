@@ -1,6 +1,7 @@
 """Why a file or directory cannot be written, in words a person can act on; state files made
 for the owner alone (they hold prompts' vectors, feedback comments and key hashes); and a
-directory put in place of another in one step, so a crash leaves the old one or the new one."""
+file or a directory put in place of another in one step, so a crash leaves the old one or the
+new one (and the next write clears what it left beside it)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import contextlib
 import ctypes
 import errno
 import functools
+import glob
 import logging
 import os
+import re
+import secrets
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger("switchpoint")
 
@@ -107,33 +112,36 @@ def writer_gone(pid: str) -> bool:
 
 
 def clear_leftovers(target: Path) -> None:
-    """Remove what writers of ``target`` that have since died left beside it: the folders and
-    files named ``.{target.name}.{pid}.*`` by :func:`replace_dir`'s callers. An old directory
+    """Remove what writers of ``target`` that have since died left beside it: the files and
+    folders of :func:`temporary_name` and :func:`replace_dir`'s old directory. An old directory
     set aside by one killed between its two renames goes back in place when ``target`` is
     missing."""
-    prefix = f".{target.name}."
-    try:
-        found = sorted(target.parent.glob(f"{prefix}*"))
-    except OSError:
-        return
-    for path in found:
-        if not writer_gone(path.name[len(prefix):].split(".", 1)[0]):
+    for path, pid, old in _leftovers(target):
+        if not writer_gone(pid):
             continue
-        if path.name.endswith(".old") and not target.exists():
+        if old and not target.exists():
             os.rename(path, target)
-            continue
-        _remove(path)
+        else:
+            _remove(path)
 
 
 def set_aside(target: Path) -> Path | None:
     """The old directory a writer killed between :func:`replace_dir`'s two renames left beside
     ``target`` (which is then missing), or ``None``."""
-    prefix = f".{target.name}."
+    return next((path for path, pid, old in _leftovers(target) if old and writer_gone(pid)),
+                None)
+
+
+def _leftovers(target: Path) -> list[tuple[Path, str, bool]]:
+    """The temporary files and folders beside ``target``: (path, its writer's pid, whether it
+    is an old directory set aside)."""
+    name = re.compile(rf"\.{re.escape(target.name)}\.(\d+)(?:(?:\.[0-9a-z]+)?\.tmp|(\.old))")
     try:
-        found = sorted(target.parent.glob(f"{prefix}*.old"))
+        found = sorted(target.parent.glob(f".{glob.escape(target.name)}.*"))
     except OSError:
-        return None
-    return next((p for p in found if writer_gone(p.name[len(prefix):].split(".", 1)[0])), None)
+        return []
+    return [(path, match[1], match[2] is not None) for path in found
+            if (match := name.fullmatch(path.name))]
 
 
 def _remove(path: Path) -> None:
@@ -145,10 +153,27 @@ def _remove(path: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def sibling_name(target: Path, tag: str) -> Path:
-    """A temporary name beside ``target`` that says which process made it (for
-    :func:`clear_leftovers`): ``.{name}.{pid}.{tag}``."""
-    return target.with_name(f".{target.name}.{os.getpid()}.{tag}")
+def temporary_name(target: Path) -> Path:
+    """A name beside ``target`` for a file or folder that will replace it, which says the
+    process that makes it (for :func:`clear_leftovers`): ``.{name}.{pid}.{random}.tmp``."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], object], mode: int = 0o644) -> None:
+    """Write the file ``path`` whole or not at all: ``write`` fills a temporary file beside it
+    (:func:`temporary_name`, made with ``mode``), which is fsynced and renamed over
+    ``path``; what writers of ``path`` killed mid-way left beside it goes first."""
+    clear_leftovers(path)
+    # Its own name: another process, or another thread of this one, may be writing beside it.
+    tmp = temporary_name(path)
+    try:
+        with os.fdopen(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode), "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def replace_dir(new: Path, target: Path) -> None:
@@ -162,7 +187,7 @@ def replace_dir(new: Path, target: Path) -> None:
     if _exchange(new, target):
         _remove(new)  # it holds the old directory now
         return
-    old = sibling_name(target, "old")
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
     os.rename(target, old)
     try:
         os.rename(new, target)

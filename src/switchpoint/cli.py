@@ -17,13 +17,12 @@ import json
 import math
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
-from switchpoint._files import path_problem, write_problem
+from switchpoint._files import path_problem, write_atomically, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
 from switchpoint._messages import plural, printable
 from switchpoint._progress import StderrProgress, stream_is_terminal
@@ -107,22 +106,12 @@ def _check_output(path: Path, flag: str) -> Path:
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[TextIO], None], flag: str = "--output") -> None:
+def _atomic_write(path: Path, data: str, flag: str = "--output") -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_atomically(path, lambda fh: fh.write(data.encode("utf-8")), mode=0o600)
     except OSError as exc:
         _fail(f"{flag}: cannot write {path}: {write_problem(path, exc)}")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        _fail(f"{flag}: cannot write {path}: {write_problem(path, exc)}")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # Commands --------------------------------------------------------------------------------------
@@ -332,7 +321,7 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
         feedback(stage, start + len(chunk), len(rows))
     count = len(rows) * len(weights)
     if output is not None:
-        _atomic_write(output, lambda fh: fh.writelines(line + "\n" for line in lines))
+        _atomic_write(output, "".join(line + "\n" for line in lines))
     elif not stream:
         sys.stdout.writelines(line + "\n" for line in lines)
         sys.stdout.flush()

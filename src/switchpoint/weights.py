@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -40,7 +39,7 @@ from switchpoint._files import (
     path_problem,
     replace_dir,
     set_aside,
-    sibling_name,
+    temporary_name,
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, loads, unreadable
@@ -197,7 +196,7 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
         # (mkdir, not mkdtemp: the package gets the usual permissions, not owner-only ones,
         # so a service running as another user can read it)
         clear_leftovers(target)  # what saves killed mid-way left
-        tmp = sibling_name(target, f"{uuid.uuid4().hex[:12]}.tmp")
+        tmp = temporary_name(target)
         tmp.mkdir()
     except OSError as exc:
         raise _unwritable(target, write_problem(target, exc)) from None

@@ -133,6 +133,20 @@ def test_a_package_a_killed_save_set_aside_goes_back_before_the_next_save(
     assert "claude-v2" not in load_weights(pkg_dir).models
 
 
+def test_a_save_clears_only_leftovers_of_dead_writers_not_files_of_the_same_name(
+    pkg_dir: Path, tmp_path: Path
+) -> None:
+    pid = _dead_pid()
+    mine = [f".pkg.{pid}.bak", f".pkg.{pid}", ".pkg.notes.tmp"]  # a person's own files
+    for name in mine:
+        (tmp_path / name).write_text("keep me")
+    (tmp_path / f".pkg.{pid}.0f3a9c21.tmp").mkdir()  # a killed save's work
+    alive = tmp_path / f".pkg.{os.getpid()}.77aa00bb.tmp"  # a save under way
+    alive.mkdir()
+    save_weights(load_weights(pkg_dir), pkg_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*mine, alive.name, "pkg"])
+
+
 def test_a_save_without_the_one_step_swap_replaces_the_package(
     pkg_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

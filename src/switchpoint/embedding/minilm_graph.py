@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from switchpoint._files import clear_leftovers, sibling_name
+from switchpoint._files import clear_leftovers, temporary_name
 from switchpoint._progress import ProgressFn, step
 
 #: Bumped whenever the graph or the quantisation changes, so stale cached files are not reused.
@@ -62,7 +61,7 @@ def int8_model(source: Path, cache_dir: Path | None = None,
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         clear_leftovers(target)  # what builds killed mid-way left
-        folder = sibling_name(target, f"{secrets.token_hex(4)}.tmp")
+        folder = temporary_name(target)
         folder.mkdir(mode=0o700)
     except OSError:  # a read-only home: build for this process only, in the system temp dir
         folder = Path(tempfile.mkdtemp())

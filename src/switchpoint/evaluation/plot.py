@@ -8,11 +8,10 @@ touches pyplot's global state or needs a display.
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from switchpoint._files import write_atomically
 from switchpoint.evaluation.metrics import Point
 
 if TYPE_CHECKING:
@@ -113,13 +112,5 @@ def plot_curves(report: EvaluationReport, path: str | Path) -> Path:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".png", dir=target.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a plot is an ordinary file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(target, lambda fh: fig.savefig(fh, format="png"))
     return target

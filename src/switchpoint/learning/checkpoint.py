@@ -24,8 +24,6 @@ two threads) never take each other's file away; the last rename wins.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from switchpoint._files import writer_gone
+from switchpoint._files import write_atomically
 
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
 FORMAT = 2
@@ -117,27 +115,8 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
             "event_id": checkpoint.event_id, "state": checkpoint.state.meta}
     encoded = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), dtype=np.uint8)
     arrays = {_META: encoded, **{f"a/{k}": v for k, v in checkpoint.state.built().items()}}
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        if not _writer_alive(stale, path.name):  # left by a crash mid-write
-            stale.unlink(missing_ok=True)
-    # Its own name: another process, or another thread of this one, may be writing beside it.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with os.fdopen(os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600), "wb") as f:
-            np.savez(f, allow_pickle=False, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda f: np.savez(f, allow_pickle=False, **arrays), mode=0o600)
     return path.stat().st_size
-
-
-def _writer_alive(tmp: Path, name: str) -> bool:
-    """Whether the process that named the temporary file ``tmp`` (``.{name}.{pid}[.x].tmp``)
-    may still be writing it: it runs (this one included: another thread), or the name says
-    no pid. Only a dead writer's file is removed; a live one's ``os.replace`` would fail."""
-    return not writer_gone(tmp.name[len(name) + 2:].split(".", 1)[0])
 
 
 def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
