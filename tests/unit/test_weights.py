@@ -158,7 +158,7 @@ def test_a_save_without_the_one_step_swap_replaces_the_package(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
 
-_SAVES_FOREVER = """
+SAVES_FOREVER = """
 import sys
 from switchpoint.training import remove_model
 from switchpoint.weights import load_weights, save_weights
@@ -176,7 +176,7 @@ def test_a_package_read_while_saves_replace_it_is_always_one_of_them_whole(
 ) -> None:
     # What a reload (or a start) reads while `add-model --weights DIR` rewrites DIR.
     old = load_weights(pkg_dir)
-    writer = subprocess.Popen([sys.executable, "-c", _SAVES_FOREVER, str(pkg_dir), "claude-v2"],
+    writer = subprocess.Popen([sys.executable, "-c", SAVES_FOREVER, str(pkg_dir), "claude-v2"],
                               stdout=subprocess.PIPE, text=True)
     ids: set[str] = set()
     try:
