@@ -10,11 +10,11 @@
 Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension, a model
 without a profile or a model name holding a control or invisible character (refused on save too)
 raises :class:`~switchpoint.errors.WeightsError` naming the file and the fix.
-Packages are written to a temporary sibling directory and swapped into place in one step, so a
-crash never leaves half a package, or none, behind (what it leaves beside it, the next save
-clears). Saving replaces only what is safe to replace: an earlier weights
-package or an empty directory (:func:`check_weights_target`), never a file or a directory of
-other things.
+Packages are written to a temporary sibling directory and swapped into place in one step (where
+the system offers it, see :func:`~switchpoint._files.replace_dir`), so a crash never leaves half
+a package, or none, behind (what it leaves beside it, the next save clears). Saving replaces
+only what is safe to replace: an earlier weights package or an empty directory
+(:func:`check_weights_target`), never a file or a directory of other things.
 """
 
 from __future__ import annotations
