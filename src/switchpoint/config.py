@@ -738,6 +738,7 @@ def _check_experiments(settings: Settings) -> None:
 
     policies = set(bundled_policies()) | set(settings.policies)
     names = None if settings.models is None else [m.name for m in settings.models]
+    unrouted = {m.name for m in settings.models or () if not m.auto}
     tenants = [*settings.tenants, DEFAULT_TENANT]
     for name, experiment in settings.experiments.items():
         for i, tenant in enumerate(experiment.tenants or []):
@@ -757,6 +758,11 @@ def _check_experiments(settings: Settings) -> None:
                     raise ConfigError(f"{key}.models[{j}]", f"{model!r} is not a model in the "
                                                             f"catalog; use one of "
                                                             f"{', '.join(names)}")
+            if arm.models and set(arm.models) <= unrouted:
+                raise ConfigError(f"{key}.models", f"{', '.join(arm.models)}: auto: false in "
+                                                   "the catalog (served only when a request "
+                                                   "names it), so this arm could choose none; "
+                                                   "list a model 'auto' may choose")
     _check_experiment_scopes(settings, tenants)
 
 

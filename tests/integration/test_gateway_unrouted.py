@@ -32,7 +32,7 @@ experiments:
   judge-arm:
     arms:
       control: {}
-      grader-only: {models: [grader]}
+      with-grader: {models: [grader, cheap]}
 """
 
 

@@ -371,6 +371,9 @@ def test_a_catalog_that_leaves_auto_no_model_or_escalates_to_a_model_kept_out_is
     message = error_of(tmp_path, "models:\n" + judge + other
                        + "escalation: {escalation_model: judge}\n")
     assert message.startswith("escalation.escalation_model: 'judge' has auto: false")
+    arm = error_of(tmp_path, "models:\n" + judge + other
+                   + "experiments: {e: {arms: {a: {}, b: {models: [judge]}}}}\n")
+    assert arm.startswith("experiments.e.arms.b.models: judge: auto: false"), arm
     settings = load_settings(write(tmp_path, "models:\n" + judge + other), environ={})
     catalog = settings.catalog()
     assert catalog is not None and catalog.routed == ["other"]
