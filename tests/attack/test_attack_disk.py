@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import sqlite3
 import time
 import uuid
@@ -24,8 +26,8 @@ import pytest
 from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.gateway.engine import PINS_FILENAME, Gateway
-from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
-from switchpoint.store.retention import db_bytes
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore, retention
+from switchpoint.store.retention import cutoff_for, db_bytes
 from tests.attack.attack_env import PIN_SOFT_S, Attacked, chat_body
 
 DAY = 86_400.0
@@ -167,6 +169,32 @@ def test_prune_deletes_only_old_entries_and_the_file_shrinks(
                      (time.time(), time.time() + DAY))
     assert conn.execute("SELECT count(*) FROM prunes").fetchone()[0] == prunes
     conn.close()
+
+
+def test_a_prune_killed_before_giving_the_space_back_gives_it_back_on_the_next_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    db = data / "switchpoint.db"
+    new_ids = fill(db, n_old=3000, n_new=50, age_days=40)
+    full = db_bytes(db)
+    pid = os.fork()
+    if pid == 0:  # a prune SIGKILLed between its last deletion and giving the space back
+        try:
+            monkeypatch.setattr(retention, "_vacuum",
+                                lambda *_: os.kill(os.getpid(), signal.SIGKILL))
+            retention.prune(db, cutoff_for(30))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert {r[0] for r in rows(db)["decisions"]} == set(new_ids)  # its deletions were kept
+    assert db_bytes(db) > full / 2  # but not the space they freed
+    assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["deleted"] == {"decisions": 0, "requests": 0}
+    assert report["vacuum"] == "incremental"
+    assert db_bytes(db) < full / 4
 
 
 def test_prune_needs_a_retention(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

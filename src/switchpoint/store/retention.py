@@ -7,9 +7,11 @@ same time waits milliseconds, not the whole prune), each appending the cutoff to
 table in the same transaction (the triggers then allow deleting rows older than it, and only
 those; a reader sees a prune and the rows it deleted gone together), then returns the
 freed pages to the file system: ``PRAGMA incremental_vacuum`` on a store created with
-incremental auto-vacuum (every store this version creates), a full ``VACUUM`` on an older one
-when ``full_vacuum`` allows it (it rewrites the file and holds the write lock meanwhile), and
-a WAL checkpoint that truncates the ``-wal`` file. Rows that are kept are never changed.
+incremental auto-vacuum (every store this version creates; also when this prune deleted nothing
+but the file holds free pages, which a prune killed before this step leaves), a full ``VACUUM``
+on an older one when ``full_vacuum`` allows it (it rewrites the file and holds the write lock
+meanwhile), and a WAL checkpoint that truncates the ``-wal`` file. Rows that are kept are never
+changed.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
             deleted[table] = _delete_older(conn, table, cutoff, max_rows)
             if max_rows is not None and deleted[table] >= max_rows:
                 complete = False
-        vacuum = _vacuum(conn, full_vacuum) if any(deleted.values()) else "none"
+        vacuum = _vacuum(conn, full_vacuum, any(deleted.values()))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
         raise StoreError(f"{file}: the prune failed ({exc}); entries deleted before the "
@@ -147,13 +149,17 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
     return total
 
 
-def _vacuum(conn: sqlite3.Connection, full: bool) -> str:
+def _vacuum(conn: sqlite3.Connection, full: bool, deleted: bool) -> str:
+    """Give free pages back to the file system: after deletions, and on an incremental store
+    whenever it holds some (a prune killed between its deletions and this step left them)."""
     mode = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
     if mode == 2:  # incremental
+        if not deleted and not int(conn.execute("PRAGMA freelist_count").fetchone()[0]):
+            return "none"
         # It frees one page per step of the statement: executescript steps it to the end.
         conn.executescript("PRAGMA incremental_vacuum;")
         return "incremental"
-    if not full:
+    if not full or not deleted:
         return "none"
     conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # VACUUM converts the file, once
     conn.execute("VACUUM")
