@@ -87,6 +87,7 @@ class Catalog:
     cards: list[ModelCard]
     expected_output_tokens: int = DEFAULT_OUTPUT_TOKENS
     _by_name: dict[str, ModelCard] = field(init=False, repr=False)
+    _routed: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.cards]
@@ -111,6 +112,7 @@ class Catalog:
             raise InvalidInputError("models", "every model has auto: false, so 'auto' could "
                                               "choose none; let at least one be routed")
         self._by_name = {c.name: c for c in self.cards}
+        self._routed = tuple(c.name for c in self.cards if c.auto)
 
     @classmethod
     def from_profiles(cls, profiles: Iterable[str]) -> Catalog:
@@ -132,8 +134,9 @@ class Catalog:
 
     @property
     def routed(self) -> list[str]:
-        """The names ``auto`` may choose among: every model but those with ``auto: false``."""
-        return [c.name for c in self.cards if c.auto]
+        """The names ``auto`` may choose among: every model but those with ``auto: false``
+        (worked out once: every ``auto`` request asks)."""
+        return list(self._routed)
 
     def not_routed(self, names: Iterable[str]) -> list[str]:
         """Those of ``names`` that ``auto`` never chooses (``auto: false``)."""
