@@ -304,7 +304,8 @@ class GatewaySettings(BaseModel):
     ``backoff_base_s`` (capped at ``backoff_cap_s``), or exactly the upstream's ``Retry-After``
     when it is at most ``max_retry_after_s``; a whole request gives up after ``max_total_s``.
     Health: a model's circuit opens after ``failure_threshold`` failures in a row (or an error
-    rate of ``error_rate_threshold`` over 5+ calls) for ``cooldown_s`` (doubling up to
+    rate of at least ``error_rate_threshold`` over 5+ calls; 1 switches that rule off, leaving
+    the circuit to ``failure_threshold``) for ``cooldown_s`` (doubling up to
     ``max_cooldown_s`` while its probes fail); ``prefer_healthy`` ranks degraded and down
     models last for ``auto``. Session pins: hard for ``pin_hard_window_s`` after a session's
     last answer, then a score bonus of ``pin_soft_bonus`` until ``pin_soft_window_s``.
@@ -340,6 +341,16 @@ class GatewaySettings(BaseModel):
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
     max_sse_line_bytes: int = Field(1 << 20, ge=1024, le=MAX_BYTES)
     pin_purge_interval_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+
+    @field_validator("error_rate_threshold")
+    @classmethod
+    def _error_rate_threshold(cls, value: float) -> float:
+        if value == 0:
+            raise ValueError("must be > 0 (0 would open a model's circuit at any failure once "
+                             "5 calls are seen, however many succeeded): set failure_threshold "
+                             "to 1 to open it at the first failure, or error_rate_threshold to "
+                             "1 to leave it to failure_threshold alone")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewaySettings:

@@ -134,7 +134,7 @@ def test_window_forgets_old_outcomes() -> None:
 
 
 def test_window_is_bounded_by_count() -> None:
-    h, _ = tracker(window=4)
+    h, _ = tracker(window=4, min_samples=4)
     for _ in range(10):
         h.record_success("a", 1)
     assert h.snapshot()["models"]["a"]["window_calls"] == 4
@@ -224,10 +224,103 @@ def test_thread_safety_counts_every_call() -> None:
     assert snap["successes"] + snap["failures"] == 8 * 500
 
 
+def fail(h: HealthTracker, times: int, model: str = "a") -> None:
+    for _ in range(times):
+        h.record_failure(model, "server_error")
+
+
+def test_an_error_rate_threshold_of_one_switches_the_rate_rule_off() -> None:
+    h, _ = tracker(failure_threshold=8, error_rate_threshold=1.0, min_samples=5)
+    fail(h, 7)  # every call of the window failed, 7 of them: not yet failure_threshold in a row
+    assert h.state("a") is BreakerState.CLOSED and h.allow("a")
+    fail(h, 1)
+    assert h.state("a") is BreakerState.OPEN
+
+
+def test_a_threshold_just_under_one_opens_when_every_call_of_enough_failed() -> None:
+    h, _ = tracker(failure_threshold=8, error_rate_threshold=0.99, min_samples=5)
+    fail(h, 4)
+    assert h.state("a") is BreakerState.CLOSED  # fewer than min_samples calls
+    fail(h, 1)
+    assert h.state("a") is BreakerState.OPEN
+
+
+def test_the_rate_rule_opens_at_exactly_its_threshold() -> None:
+    h, _ = tracker(failure_threshold=100, error_rate_threshold=0.5, min_samples=4)
+    for _ in range(2):
+        h.record_success("a", 1)
+    fail(h, 1)
+    assert h.state("a") is BreakerState.CLOSED  # 1 of 3: too few calls
+    fail(h, 1)
+    assert h.state("a") is BreakerState.OPEN    # 2 of 4 is 0.5
+
+
+def test_min_samples_of_one_lets_the_first_failure_open_the_circuit() -> None:
+    h, _ = tracker(failure_threshold=100, error_rate_threshold=0.5, min_samples=1)
+    h.record_success("a", 1)
+    fail(h, 1)
+    assert h.state("a") is BreakerState.OPEN  # 1 of 2 failed
+
+
+def test_a_failure_threshold_of_one_opens_at_the_first_failure_whatever_the_rate() -> None:
+    h, _ = tracker(failure_threshold=1, error_rate_threshold=1.0)
+    for _ in range(20):
+        h.record_success("a", 1)
+    fail(h, 1)
+    assert h.state("a") is BreakerState.OPEN
+
+
+def test_equal_cooldowns_never_double() -> None:
+    h, clock = tracker(cooldown_s=5.0, max_cooldown_s=5.0)
+    fail(h, 3)
+    for _ in range(3):
+        clock.advance(5.0)
+        assert h.allow("a")
+        fail(h, 1)
+        assert h.snapshot()["models"]["a"]["retry_in_s"] == pytest.approx(5.0)
+
+
+def test_success_rates_of_zero_and_one_never_and_always_mark_a_model() -> None:
+    lenient, _ = tracker(failure_threshold=100, error_rate_threshold=1.0,
+                         degraded_success_rate=0.0, down_success_rate=0.0)
+    fail(lenient, 20)
+    assert lenient.status("a") is HealthStatus.HEALTHY  # no rate is below 0
+    strict, _ = tracker(failure_threshold=100, error_rate_threshold=1.0,
+                        degraded_success_rate=1.0, down_success_rate=1.0)
+    for _ in range(20):
+        strict.record_success("a", 1)
+    assert strict.status("a") is HealthStatus.HEALTHY
+    fail(strict, 1)
+    assert strict.status("a") is HealthStatus.DOWN  # 20 of 21 is below 1
+
+
+def test_an_error_rate_threshold_of_zero_is_refused_saying_what_to_set() -> None:
+    with pytest.raises(ValueError, match="failure_threshold to 1"):
+        HealthConfig(error_rate_threshold=0.0)
+
+
+def test_min_samples_a_window_cannot_hold_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"min_samples \(6\) must be <= window \(5\)"):
+        HealthConfig(window=5, min_samples=6)
+
+
 @pytest.mark.parametrize("bad", [
     {"window": 0}, {"ewma_alpha": 0}, {"degraded_success_rate": 1.5}, {"cooldown_s": 0},
-    {"max_cooldown_s": 1.0, "cooldown_s": 2.0}, {"failure_threshold": 0},
+    {"max_cooldown_s": 1.0, "cooldown_s": 2.0}, {"failure_threshold": 0}, {"min_samples": 0},
+    {"error_rate_threshold": 1.5}, {"probe_timeout_s": 0}, {"window_s": 0},
 ])
 def test_bad_config_is_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         HealthConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_the_gateway_config_reaches_the_breaker_with_the_rate_rule_off() -> None:
+    from switchpoint.config import GatewaySettings
+    from switchpoint.gateway.engine import health_config
+
+    config = health_config(GatewaySettings(failure_threshold=8, error_rate_threshold=1.0))
+    h = HealthTracker(config, clock=Clock())
+    fail(h, 7)
+    assert h.state("a") is BreakerState.CLOSED
+    fail(h, 1)
+    assert h.state("a") is BreakerState.OPEN

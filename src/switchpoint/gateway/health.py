@@ -10,7 +10,9 @@ those it derives a status:
 - **healthy** — otherwise.
 
 The circuit breaker: *closed* until ``failure_threshold`` consecutive failures, or an error
-rate of at least ``error_rate_threshold`` over at least ``min_samples`` calls; then *open* for
+rate of at least ``error_rate_threshold`` over at least ``min_samples`` calls (a threshold of 1
+switches this rate rule off: every call failing is the consecutive rule's to judge, so a
+``failure_threshold`` above ``min_samples`` is not cut short by it); then *open* for
 ``cooldown_s``; then *half-open*, where :meth:`HealthTracker.allow` lets exactly one probe
 through. The probe's success closes the circuit (and starts a fresh window); its failure opens
 it again for twice as long as last time, up to ``max_cooldown_s``. A probe that never reports
@@ -33,6 +35,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+ERROR_RATE_ZERO = ("error_rate_threshold must be > 0 (0 would open a circuit at any failure "
+                   "once enough calls are seen, however many succeeded): set failure_threshold "
+                   "to 1 to open it at the first failure, or error_rate_threshold to 1 to leave "
+                   "the circuit to failure_threshold alone")
+
 
 class HealthStatus(StrEnum):
     HEALTHY = "healthy"
@@ -48,7 +55,8 @@ class BreakerState(StrEnum):
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """Thresholds of the tracker. Rates are fractions in [0, 1]; times are seconds."""
+    """Thresholds of the tracker. Rates are fractions in [0, 1] (``error_rate_threshold`` in
+    (0, 1], where 1 switches the rate rule off); times are seconds."""
 
     window: int = 50
     window_s: float = 300.0
@@ -69,6 +77,9 @@ class HealthConfig:
     def __post_init__(self) -> None:
         if self.window < 1 or self.recent_errors < 1 or self.min_samples < 1:
             raise ValueError("window, recent_errors and min_samples must be >= 1")
+        if self.min_samples > self.window:
+            raise ValueError(f"min_samples ({self.min_samples}) must be <= window "
+                             f"({self.window}): a window never holds more calls than that")
         if self.failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
         if not 0 < self.ewma_alpha <= 1:
@@ -76,6 +87,8 @@ class HealthConfig:
         for name in ("degraded_success_rate", "down_success_rate", "error_rate_threshold"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
+        if self.error_rate_threshold == 0:
+            raise ValueError(ERROR_RATE_ZERO)
         for name in ("window_s", "cooldown_s", "max_cooldown_s", "probe_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
@@ -155,6 +168,18 @@ class HealthTracker:
         h.cooldown = min(self.config.cooldown_s * 2 ** h.reopens, self.config.max_cooldown_s)
         h.probe_started = None
 
+    def _trips(self, h: _ModelHealth, now: float) -> bool:
+        """Do the failures so far open a closed circuit? ``failure_threshold`` in a row, or
+        the rate rule (never with an ``error_rate_threshold`` of 1: that switches it off)."""
+        if h.consecutive_failures >= self.config.failure_threshold:
+            return True
+        threshold = self.config.error_rate_threshold
+        if threshold >= 1:
+            return False
+        window = self._window(h, now)
+        return (len(window) >= self.config.min_samples
+                and 1 - sum(window) / len(window) >= threshold)
+
     def _status(self, h: _ModelHealth, now: float) -> HealthStatus:
         self._refresh(h, now)
         if h.state is BreakerState.OPEN:
@@ -230,15 +255,9 @@ class HealthTracker:
             h.errors.append(ErrorEvent(kind, now, self.wall_clock(), detail[:300]))
             if retry_after_s is not None and retry_after_s > 0:
                 h.not_before = max(h.not_before, now + retry_after_s)
-            if h.state is BreakerState.HALF_OPEN:
+            if h.state is BreakerState.HALF_OPEN or (
+                    h.state is BreakerState.CLOSED and self._trips(h, now)):
                 self._open(h, now)
-            elif h.state is BreakerState.CLOSED:
-                window = self._window(h, now)
-                error_rate = 1 - sum(window) / len(window)
-                if (h.consecutive_failures >= self.config.failure_threshold
-                        or (len(window) >= self.config.min_samples
-                            and error_rate >= self.config.error_rate_threshold)):
-                    self._open(h, now)
 
     def release(self, model: str) -> None:
         """A request that :meth:`allow` let through ended with no verdict (the client left):
