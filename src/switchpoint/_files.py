@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -99,25 +100,46 @@ def lock_holder(fd: int) -> str:
 def writer_gone(pid: str) -> bool:
     """Whether the process ``pid`` (the digits a temporary file's name carries) has ended: what
     it left is a crash's leftover. Not a number, or a process that runs (this one too, or one
-    of another user): ``False``."""
+    of another user): ``False``. A number beyond any the system hands out: ``True``."""
     if not pid.isdigit() or int(pid) <= 0:
         return False
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return True
     except OSError:  # it runs, as another user
         return False
     return False
 
 
+#: How long a temporary folder named the older way, without its writer's pid, must have been
+#: left untouched before it is taken as a dead writer's: a save writes its files in seconds
+#: and renames the folder as soon as they are written, so one this quiet was left by a crash.
+LEGACY_QUIET_S = 3600.0
+
+
+def _quiet_for(path: Path, seconds: float) -> bool:
+    """Whether nothing in the folder (or file) ``path`` was modified for ``seconds``, judged by
+    its own and its entries' modification times."""
+    try:
+        newest = path.lstat().st_mtime
+        if path.is_dir() and not path.is_symlink():
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+    except OSError:
+        return False
+    return time.time() - newest >= seconds
+
+
 def clear_leftovers(target: Path) -> None:
     """Remove what writers of ``target`` that have since died left beside it: the files and
-    folders of :func:`temporary_name` and :func:`replace_dir`'s old directory. An old directory
-    set aside by one killed between its two renames goes back in place when ``target`` is
-    missing."""
-    for path, pid, old in _leftovers(target):
-        if not writer_gone(pid):
+    folders of :func:`temporary_name` and :func:`replace_dir`'s old directory, and those named
+    as earlier versions named them (``.{name}.old-{pid}``; ``.{name}.{12 hex digits}.tmp``,
+    which says no pid, once untouched for :data:`LEGACY_QUIET_S`). An old directory set aside
+    by one killed between its two renames goes back in place when ``target`` is missing."""
+    for path, dead, old in _leftovers(target):
+        if not dead:
             continue
         if old and not target.exists():
             os.rename(path, target)
@@ -126,22 +148,33 @@ def clear_leftovers(target: Path) -> None:
 
 
 def set_aside(target: Path) -> Path | None:
-    """The old directory a writer killed between :func:`replace_dir`'s two renames left beside
-    ``target`` (which is then missing), or ``None``."""
-    return next((path for path, pid, old in _leftovers(target) if old and writer_gone(pid)),
-                None)
+    """The old directory a writer killed between :func:`replace_dir`'s two renames (or the two
+    renames of an earlier version's save) left beside ``target`` (which is then missing), or
+    ``None``."""
+    return next((path for path, dead, old in _leftovers(target) if old and dead), None)
 
 
-def _leftovers(target: Path) -> list[tuple[Path, str, bool]]:
-    """The temporary files and folders beside ``target``: (path, its writer's pid, whether it
-    is an old directory set aside)."""
-    name = re.compile(rf"\.{re.escape(target.name)}\.(\d+)(?:(?:\.[0-9a-z]+)?\.tmp|(\.old))")
+def _leftovers(target: Path) -> list[tuple[Path, bool, bool]]:
+    """The temporary files and folders beside ``target``: (path, whether its writer is gone,
+    whether it is an old directory set aside)."""
+    escaped = re.escape(target.name)
+    name = re.compile(rf"\.{escaped}\.(\d+)(?:(?:\.[0-9a-z]+)?\.tmp|(\.old))")
+    older_old = re.compile(rf"\.{escaped}\.old-(\d+)")
+    older_tmp = re.compile(rf"\.{escaped}\.[0-9a-f]{{12}}\.tmp")
     try:
         found = sorted(target.parent.glob(f".{glob.escape(target.name)}.*"))
     except OSError:
         return []
-    return [(path, match[1], match[2] is not None) for path in found
-            if (match := name.fullmatch(path.name))]
+    leftovers: list[tuple[Path, bool, bool]] = []
+    for path in found:
+        # Checked first: twelve hex digits may all be digits, and no pid is that long.
+        if older_tmp.fullmatch(path.name):
+            leftovers.append((path, _quiet_for(path, LEGACY_QUIET_S), False))
+        elif match := older_old.fullmatch(path.name):
+            leftovers.append((path, writer_gone(match[1]), True))
+        elif match := name.fullmatch(path.name):
+            leftovers.append((path, writer_gone(match[1]), match[2] is not None))
+    return leftovers
 
 
 def _remove(path: Path) -> None:

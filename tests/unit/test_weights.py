@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -145,6 +146,57 @@ def test_a_save_clears_only_leftovers_of_dead_writers_not_files_of_the_same_name
     alive.mkdir()
     save_weights(load_weights(pkg_dir), pkg_dir)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*mine, alive.name, "pkg"])
+
+
+def test_a_package_an_earlier_version_set_aside_goes_back_and_its_work_is_cleared(
+    pkg_dir: Path, tmp_path: Path
+) -> None:
+    # Earlier versions named the package set aside ``.NAME.old-PID`` and their work folder
+    # ``.NAME.<12 hex digits>.tmp``, which names no pid.
+    package = load_weights(pkg_dir)
+    pid = _dead_pid()
+    pkg_dir.rename(tmp_path / f".pkg.old-{pid}")
+    work = tmp_path / ".pkg.0123456789ab.tmp"
+    work.mkdir()
+    (work / "centroids.npy").write_bytes(b"half")
+    hour_ago = time.time() - _files.LEGACY_QUIET_S - 60
+    for path in (work / "centroids.npy", work):
+        os.utime(path, (hour_ago, hour_ago))
+    with pytest.raises(WeightsError, match=rf"cut short .* at .*\.pkg\.old-{pid}; rename"):
+        load_weights(pkg_dir)
+    remove_model(package, "claude-v2")
+    save_weights(package, pkg_dir)  # puts the old package back first, then replaces it
+    assert "claude-v2" not in load_weights(pkg_dir).models
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
+
+
+def test_leftovers_named_the_older_way_of_live_or_recent_writers_are_kept(
+    pkg_dir: Path, tmp_path: Path
+) -> None:
+    live_old = tmp_path / f".pkg.old-{os.getpid()}"  # a running save's package set aside
+    live_old.mkdir()
+    recent = tmp_path / ".pkg.a1b2c3d4e5f6.tmp"  # being written now (its writer names no pid)
+    recent.mkdir()
+    # All-digit hex: still an older work folder, judged by its age, not a pid out of range.
+    digits = tmp_path / ".pkg.123456789012.tmp"
+    digits.mkdir()
+    stale = time.time() - _files.LEGACY_QUIET_S - 60
+    os.utime(recent, (stale, stale))
+    (recent / "manifest.json").write_text("{}")  # ... and a file just written in it
+    mine = [".pkg.old-notes", ".pkg.0123456789abc.tmp", ".pkg.old-12.bak"]  # a person's own files
+    for name in mine:
+        (tmp_path / name).write_text("keep me")
+    save_weights(load_weights(pkg_dir), pkg_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*mine, live_old.name, recent.name, digits.name, "pkg"])
+    os.utime(digits, (stale, stale))
+    save_weights(load_weights(pkg_dir), pkg_dir)
+    assert not digits.exists() and recent.exists() and live_old.exists()
+
+
+def test_a_pid_beyond_any_the_system_hands_out_is_no_live_writer() -> None:
+    assert _files.writer_gone("99999999999999999999") is True
+    assert _files.writer_gone(str(os.getpid())) is False
 
 
 def test_a_save_without_the_one_step_swap_replaces_the_package(
