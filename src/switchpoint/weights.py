@@ -351,6 +351,9 @@ def _read_package(root: Path) -> WeightsPackage:
                                           "(make one with `switchpoint fit`)")
     try:
         manifest = loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # gone since: a save swapped the package out
+        raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
+                                          "(make one with `switchpoint fit`)") from None
     except DuplicateKeyError as exc:
         raise WeightsError(manifest_path, f"{unreadable(exc)}; {_CORRUPT}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -453,7 +456,11 @@ def _read_checked(root: Path, rel: str, checksums: dict[str, str]) -> bytes:
     if not path.is_file():
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
                                  "re-create it with `switchpoint fit`")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # gone since: a save swapped the package out while it was read
+        raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
+                                 "re-create it with `switchpoint fit`") from None
     expected = checksums.get(rel)
     if expected is not None and _sha256(data) != expected:
         raise WeightsError(path, "does not match its SHA-256 in manifest.json; the file is "

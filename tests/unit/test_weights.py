@@ -241,6 +241,26 @@ def test_a_package_read_while_saves_replace_it_is_always_one_of_them_whole(
     assert old.weights_id in ids and len(ids) == 2, ids
 
 
+def test_a_file_a_save_takes_away_mid_read_means_the_new_package_is_read(
+    pkg_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = load_weights(pkg_dir), load_weights(pkg_dir)
+    remove_model(new, "claude-v2")
+    read_bytes = Path.read_bytes
+    swapped: list[Path] = []
+
+    def swap_then_read(path: Path) -> bytes:
+        # The save lands between the reader seeing the profile and opening it.
+        if path.name == "claude-v2.json" and not swapped:
+            swapped.append(path)
+            save_weights(new, pkg_dir)
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", swap_then_read)
+    read = load_weights(pkg_dir)
+    assert swapped and read.weights_id == new.weights_id != old.weights_id
+
+
 def test_save_writes_into_a_new_or_empty_directory(pkg_dir: Path, tmp_path: Path) -> None:
     package = load_weights(pkg_dir)
     empty = tmp_path / "empty"
