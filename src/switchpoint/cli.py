@@ -496,11 +496,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_spec(text: str) -> int | range:
+    """``--port``: a port number (0: any free one), or ``FIRST-LAST``, a range to take a free
+    one of."""
+    first, dash, last = text.strip().partition("-")
+    try:
+        low = int(first)
+        high = int(last) if dash else low
+    except ValueError:
+        _fail(f"--port: {text!r} is not a port number (0-65535) or a range FIRST-LAST")
+    if not (0 <= low <= 65535 and 0 <= high <= 65535):
+        _fail(f"--port: {text} is not a port number (0-65535)")
+    if not dash:
+        return low
+    if not 0 < low <= high:
+        _fail(f"--port: {text} is not a range of ports: write FIRST-LAST with 1 <= FIRST <= "
+              "LAST, e.g. 20400-20499")
+    return range(low, high + 1)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from switchpoint.config import load_settings
 
-    if not 0 <= args.port <= 65535:
-        _fail(f"--port: {args.port} is not a port number (0-65535)")
+    port = _port_spec(args.port)
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"weights": args.weights, "data_dir": args.data_dir,
                                         "policy": args.policy})
@@ -517,7 +535,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   "swap with POST /v1/router/policy/NAME)")
     from switchpoint.server.runner import serve  # FastAPI and uvicorn load only here
 
-    return serve(settings, args.host, args.port, log_level=args.log_level,
+    return serve(settings, args.host, port, log_level=args.log_level,
                  access_log=args.access_log, allow_unauthenticated=args.allow_unauthenticated)
 
 
@@ -677,7 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "/metrics, /v1/router/* (docs at /docs)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
                                                        "127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.add_argument("--port", default="8080",
+                   help="port (default: 8080); 0 for any free one, or FIRST-LAST for a free one "
+                        "of that range: then `switchpoint: listening on URL` on stdout says which")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
     p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")

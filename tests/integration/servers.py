@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import uvicorn
@@ -111,43 +112,87 @@ def thread_server(app: FastAPI, ready: bool = True) -> Iterator[ThreadServer]:
         server.stop()
 
 
+LISTENING = "switchpoint: listening on "
+
+
 class ProcessServer:
-    """`switchpoint serve` in a subprocess, as a user runs it."""
+    """`switchpoint serve` in a subprocess, as a user runs it. The server binds its own port,
+    any free one (a free one of ``$SWITCHPOINT_TEST_PORTS`` where it reserves some), and says
+    which on stdout: no other process can take it between its choice and the start."""
 
     def __init__(self, *args: str | Path, data_dir: Path, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.argv = [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(self.port),
+        reserved = reserved_ports()
+        port = "0" if reserved is None else f"{reserved.start}-{reserved.stop - 1}"
+        self.argv = [sys.executable, "-m", "switchpoint.cli", "serve", "--port", port,
                      "--data-dir", str(data_dir), "--log-level", "warning",
                      *(str(a) for a in args)]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
+        self._port: int | None = None
+        self._listening = threading.Event()
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers: list[threading.Thread] = []
 
     def start(self) -> ProcessServer:
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
+        # Both pipes are drained as the server writes, so it never blocks on a full one.
+        self._readers = [threading.Thread(target=self._read, args=(pipe, into), daemon=True)
+                         for pipe, into in ((self.proc.stdout, self._out),
+                                            (self.proc.stderr, self._err))]
+        for reader in self._readers:
+            reader.start()
         return self
+
+    def _read(self, pipe: IO[str] | None, into: list[str]) -> None:
+        assert pipe is not None
+        for line in pipe:
+            into.append(line)
+            if into is self._out and line.startswith(LISTENING) and self._port is None:
+                self._port = int(line.strip().rsplit(":", 1)[1])
+                self._listening.set()
+        if into is self._out:
+            self._listening.set()  # it ended, said its port or not: waiters stop waiting
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (waits until it says so)."""
+        assert self.proc is not None, "start() the server first"
+        if not self._listening.wait(timeout=60) or self._port is None:
+            self.proc.poll()
+            raise RuntimeError(f"switchpoint serve did not say its port (exit code "
+                               f"{self.proc.returncode}): {''.join(self._err)[-2000:]}")
+        return self._port
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, object]:
         return wait_ready(self.base, timeout)
+
+    def _finish(self, timeout: float) -> tuple[int, str]:
+        assert self.proc is not None
+        code = self.proc.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=timeout)
+        return code, "".join(self._err)
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing is flushed or closed."""
         assert self.proc is not None
         self.proc.kill()
-        self.proc.communicate(timeout=30)
+        self._finish(timeout=30)
 
     def terminate(self) -> tuple[int, str]:
         """SIGTERM: uvicorn's graceful shutdown. Returns (exit code, stderr)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, err
+        return self._finish(timeout=30)
 
     def wait_exit(self, timeout: float = 60.0) -> tuple[int, str]:
-        assert self.proc is not None
-        _, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, err
+        return self._finish(timeout=timeout)
 
 
 def refused_start(*args: str | Path, data_dir: Path, env: dict[str, str] | None = None,

@@ -25,7 +25,13 @@ from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.weights import load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import gateway_server
-from tests.integration.servers import ProcessServer, free_port, refused_start, thread_server
+from tests.integration.servers import (
+    ProcessServer,
+    free_port,
+    loopback_socket,
+    refused_start,
+    thread_server,
+)
 
 FACTORY = RouterFactory()
 
@@ -601,3 +607,78 @@ def test_a_damaged_page_deep_in_the_request_log_is_a_503_naming_the_file(
         assert "switchpoint.db in data_dir is damaged" in error["message"]
         assert "restore it from a backup" in error["message"]
         assert httpx.get(f"{server.base}/v1/router/stats").status_code == 503  # (reads it all)
+
+
+# Ports chosen at start ---------------------------------------------------------------------------
+
+
+def _two_adjacent_free_ports() -> tuple[socket.socket, socket.socket]:
+    """Two sockets bound to neighbouring loopback ports (in ``$SWITCHPOINT_TEST_PORTS`` when
+    it reserves some), listening."""
+    for _ in range(50):
+        first = loopback_socket()
+        port = first.getsockname()[1]
+        second = socket.socket()
+        try:
+            second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            first.close()
+            second.close()
+            continue
+        first.listen()
+        second.listen()
+        return first, second
+    raise RuntimeError("no two neighbouring ports are free")
+
+
+def test_serve_on_a_range_binds_a_free_port_of_it_and_says_which_on_stdout(
+        tmp_path: Path) -> None:
+    taken, free = _two_adjacent_free_ports()
+    with taken:
+        low = taken.getsockname()[1]
+        free.close()  # the one port of the range left for the server
+        server = ProcessServer("--port", f"{low}-{low + 1}", "--log-level", "info",
+                               data_dir=tmp_path / "data").start()
+        try:
+            assert server.port == low + 1
+            assert server.wait_ready()["ready"] is True
+            code, err = server.terminate()
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.kill()
+    assert f"switchpoint: serving http://127.0.0.1:{low + 1} (docs at /docs)" in err
+    assert code in (0, -signal.SIGTERM), err
+
+
+def test_serve_on_port_0_binds_any_free_port_and_says_which(tmp_path: Path) -> None:
+    server = ProcessServer("--port", "0", data_dir=tmp_path / "data").start()
+    try:
+        assert server.port > 0
+        assert server.wait_ready()["ready"] is True
+    finally:
+        server.terminate()
+
+
+def test_a_range_whose_every_port_is_taken_is_refused_before_data_dir_is_made(
+        tmp_path: Path) -> None:
+    first, second = _two_adjacent_free_ports()
+    with first, second:
+        low = first.getsockname()[1]
+        code, err = refused_start("--port", f"{low}-{low + 1}", data_dir=tmp_path / "data")
+    assert code == 2, err
+    assert (f"cannot serve on 127.0.0.1: every port of {low}-{low + 1} is in use; choose "
+            "another range with --port") in err
+    assert "Traceback" not in err and not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(("port", "said"), [
+    ("70000", "--port: 70000 is not a port number (0-65535)"),
+    ("9-3", "--port: 9-3 is not a range of ports: write FIRST-LAST with 1 <= FIRST <= LAST"),
+    ("0-10", "--port: 0-10 is not a range of ports"),
+    ("eighty", "--port: 'eighty' is not a port number (0-65535) or a range FIRST-LAST"),
+])
+def test_a_port_that_is_no_port_or_range_is_refused_naming_it(tmp_path: Path, port: str,
+                                                               said: str) -> None:
+    code, err = refused_start("--port", port, data_dir=tmp_path / "data")
+    assert code == 2 and said in err, err
+    assert not (tmp_path / "data").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import random
 import resource
 import shutil
 import socket
@@ -47,16 +48,28 @@ RESERVED_FDS = 64
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, saying where it serves only once the port is really open."""
+    """uvicorn's server, saying where it serves only once the port is really open: in the log
+    (``announce``, its ``{url}`` the one it listens on), and, when the port was chosen at start
+    (``chosen``), on stdout too, for whoever started it to learn the port."""
 
-    def __init__(self, config: uvicorn.Config, announce: str) -> None:
+    def __init__(self, config: uvicorn.Config, announce: str, *, chosen: bool) -> None:
         super().__init__(config)
         self.announce = announce
+        self.chosen = chosen
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
-        if self.started:
-            log.info("%s", self.announce)
+        if not self.started:
+            return
+        url = f"http://{_url_host(self.config.host)}:{self.config.port}"
+        log.info("%s", self.announce.format(url=url))
+        if self.chosen:
+            print(f"switchpoint: listening on {url}", flush=True)
+
+
+def _url_host(host: str) -> str:
+    """``host`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def _configure_logging(level: str) -> logging.Handler:
@@ -121,6 +134,39 @@ def _check_port(host: str, port: int) -> None:
                                  "the port in use? choose another with --port)") from None
 
 
+def _bind_chosen(host: str, ports: int | range) -> socket.socket:
+    """A socket bound to ``host`` on a port chosen now: any free one (``ports`` 0) or a free
+    one of the range ``ports``, tried in random order (processes sharing a range seldom reach
+    for the same one). Bound here, by the server's own process, so no other can take the port
+    between its choice and the start; :class:`ServeError` when none is free."""
+    try:
+        addresses = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ServeError(f"cannot serve on {host} ({exc}); give --host an address of this "
+                         "machine") from None
+    family, kind, proto, _, address = addresses[0]
+    candidates = [ports] if isinstance(ports, int) else random.sample(ports, len(ports))
+    for candidate in candidates:
+        sock = socket.socket(family, kind, proto)
+        # As the server binds (asyncio's create_server).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((address[0], candidate, *address[2:]))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE and len(candidates) > 1:
+                continue
+            raise ServeError(f"cannot serve on {host}:{candidate} ({exc.strerror or exc}; "
+                             "choose another port with --port)") from None
+        return sock
+    assert isinstance(ports, range)
+    raise ServeError(f"cannot serve on {host}: every port of {ports.start}-{ports.stop - 1} is "
+                     "in use; choose another range with --port")
+
+
 def _check_loadable(settings: Settings) -> None:
     """What loading the router would refuse without any state of data_dir (the weights, the
     catalog against them, the embedder they name), raised now as the load would raise it."""
@@ -161,37 +207,50 @@ def _remove_made(made: Path | None, data_dir: Path) -> None:
                     "remove it by hand", data_dir, exc)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *,
+def serve(settings: Settings, host: str = "127.0.0.1", port: int | range = 8080, *,
           log_level: str = "info", access_log: bool = False,
           allow_unauthenticated: bool = False) -> int:
     """Serve until interrupted. Raises :class:`ServeError` if the router cannot load, or if
-    ``host`` would expose open admin routes (see :mod:`switchpoint.server.exposure`)."""
+    ``host`` would expose open admin routes (see :mod:`switchpoint.server.exposure`).
+
+    ``port`` 0 serves on any free port, a range on a free one of it: the port is bound at once
+    and, once open, printed on stdout (``switchpoint: listening on http://HOST:PORT``)."""
     problem = exposure_problem(settings, host, allow_unauthenticated=allow_unauthenticated)
     if problem is not None:
         raise ServeError(problem)
     handler = _configure_logging(log_level)
     # What would refuse the start is found before anything of data_dir is made: a refused
     # start leaves no trace there.
-    _check_port(host, port)
-    _check_loadable(settings)
-    made = _first_missing(Path(settings.data_dir).absolute())
-    states: list[RouterState] = []
+    sock: socket.socket | None = None
+    if isinstance(port, range) or port == 0:
+        sock = _bind_chosen(host, port)
+        port = int(sock.getsockname()[1])
+    else:
+        _check_port(host, port)
     try:
-        _serve(settings, host, port, log_level=log_level, access_log=access_log,
-               allow_unauthenticated=allow_unauthenticated, handler=handler,
-               states=states)
-    except BaseException:
-        if not any(state.ready for state in states):  # it never served: nothing to keep
-            _remove_made(made, Path(settings.data_dir))
-        raise
+        _check_loadable(settings)
+        made = _first_missing(Path(settings.data_dir).absolute())
+        states: list[RouterState] = []
+        try:
+            _serve(settings, host, port, log_level=log_level, access_log=access_log,
+                   allow_unauthenticated=allow_unauthenticated, handler=handler,
+                   states=states, sock=sock)
+        except BaseException:
+            if not any(state.ready for state in states):  # it never served: nothing to keep
+                _remove_made(made, Path(settings.data_dir))
+            raise
+    finally:
+        if sock is not None:
+            sock.close()
     return 0
 
 
 def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_log: bool,
            allow_unauthenticated: bool, handler: logging.Handler,
-           states: list[RouterState]) -> None:
+           states: list[RouterState], sock: socket.socket | None) -> None:
     """:func:`serve` once what would refuse the start is ruled out: raises what stopped it.
-    The service's router state is added to ``states`` (whether it ever went live)."""
+    The service's router state is added to ``states`` (whether it ever went live). ``sock``:
+    the socket bound to ``port`` when it was chosen at start (else uvicorn binds ``port``)."""
     limits = settings.server
     max_connections, warning = connection_budget(limits)
     # Each connection answers one request at a time: the most in flight when the spill file
@@ -207,9 +266,9 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
         body_timeout_s=limits.body_timeout_s, keep_alive_timeout_s=limits.keep_alive_timeout_s,
         write_timeout_s=limits.write_timeout_s, max_header_bytes=limits.max_header_bytes),
         stats)
-    announce = (f"switchpoint: serving http://{host}:{port} (docs at /docs); the router loads in "
-                "the background, GET /health says when it is ready; decisions are logged to "
-                f"{settings.db_path}")
+    announce = ("switchpoint: serving {url} (docs at /docs); the router loads in the "
+                "background, GET /health says when it is ready; decisions are logged to "
+                + str(settings.db_path).replace("{", "{{").replace("}", "}}"))
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=access_log,
         lifespan="on", server_header=False, http=protocol, backlog=limits.backlog,
@@ -220,7 +279,7 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
     for problem in (warning, spill_shortfall(limit, max_connections)):
         if problem is not None:
             log.warning("%s", problem)
-    server = _Server(config, announce)
+    server = _Server(config, announce, chosen=sock is not None)
     state = app.state.service.state
     states.append(state)
 
@@ -242,7 +301,7 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
         # directory's lock first) is one clear error, not a traceback from the server's
         # startup. The gateway releases the lock when it closes, as the server stops.
         app.state.service.gateway.open()
-        server.run()
+        server.run(sockets=None if sock is None else [sock])
     except SystemExit as exc:  # uvicorn exits when it cannot bind the port
         raise ServeError(f"cannot serve on {host}:{port} (see the message above; is the port "
                          "in use? choose another with --port)") from exc
