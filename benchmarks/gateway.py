@@ -62,7 +62,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import ROOT
-from service import Connection, cpu_seconds, free_port, pick_prompts, wait_up
+from service import (
+    Connection,
+    bench_ports,
+    cpu_seconds,
+    free_port,
+    pick_prompts,
+    start_serve,
+    wait_up,
+)
 
 sys.path.insert(0, str(ROOT))
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -130,12 +138,8 @@ models:
             key = store.create(KeySpec(tenant="bench", budgets=("1000000/day",), rpm=1_000_000,
                                        tpm=1_000_000_000)).key
         headers = f"Authorization: Bearer {key}\r\n"
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "switchpoint.cli", "serve", "--config", str(config), "--port",
-         str(port), "--data-dir", str(tmp / "data"), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve(["--config", str(config), "--data-dir", str(tmp / "data"),
+                              "--log-level", "warning"])
     wait_up(f"{base}/health", proc)
     return Server(name, base, proc, "bench", headers)
 
@@ -369,7 +373,7 @@ def main() -> None:
     prompts = Prompts(pick_prompts(warm * 2 + args.n * 2 + args.rps_n * 2))
     notes: list[str] = []
     servers: list[Server] = []
-    fake = FakeProviderProcess(lean=True, port=free_port()).start()
+    fake = FakeProviderProcess(lean=True, ports=bench_ports()).start()
 
     def leave_out(name: str, why: str, modes: Sequence[bool] = (False, True)) -> None:
         nonlocal load_runs
@@ -508,7 +512,7 @@ def governance_main(args: argparse.Namespace) -> None:
     names = ["direct", "switchpoint", "switchpoint governed"]
     prompts = Prompts(pick_prompts(10))
     servers: list[Server] = []
-    fake = FakeProviderProcess(lean=True, port=free_port()).start()
+    fake = FakeProviderProcess(lean=True, ports=bench_ports()).start()
     try:
         with tempfile.TemporaryDirectory(prefix="switchpoint-governance-bench-") as tmp:
             plain = start_switchpoint(Path(tmp) / "plain", fake, synchronous=args.synchronous)

@@ -22,17 +22,20 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 from _common import DATASETS, ROOT, dataset_records
@@ -62,14 +65,13 @@ _HANDED_OUT: set[int] = set()
 def free_port() -> int:
     """A free loopback port: any, or with ``SWITCHPOINT_BENCH_PORTS=LO-HI`` the first free one
     in that range not handed out before (for a machine whose users share out port ranges)."""
-    span = os.environ.get("SWITCHPOINT_BENCH_PORTS")
-    if not span:
+    ports = bench_ports()
+    if ports is None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port: int = s.getsockname()[1]
             return port
-    lo, _, hi = span.partition("-")
-    for candidate in range(int(lo), int(hi or lo) + 1):
+    for candidate in ports:
         if candidate in _HANDED_OUT:
             continue
         with socket.socket() as s:
@@ -79,7 +81,54 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.add(candidate)
         return candidate
-    raise SystemExit(f"SWITCHPOINT_BENCH_PORTS={span}: no free port left")
+    raise SystemExit(f"SWITCHPOINT_BENCH_PORTS={ports.start}-{ports.stop - 1}: no free port "
+                     "left")
+
+
+def bench_ports() -> range | None:
+    """The ports ``SWITCHPOINT_BENCH_PORTS=LO-HI`` reserves for benchmarks, if set."""
+    span = os.environ.get("SWITCHPOINT_BENCH_PORTS")
+    if not span:
+        return None
+    lo, _, hi = span.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
+
+
+LISTENING = b"switchpoint: listening on "
+
+
+def start_serve(args: Sequence[str], env: dict[str, str] | None = None,
+                log: IO[bytes] | None = None, timeout: float = 180) -> tuple[
+                    subprocess.Popen[bytes], str]:
+    """``switchpoint serve ARGS`` on a port it binds itself (any free one, or a free one of
+    ``SWITCHPOINT_BENCH_PORTS``), so none is lost to a race between its choice and the bind:
+    the process and its base URL, once it says where it listens. Its stderr goes to ``log``
+    (else is inherited); its stdout after that line too (else is discarded)."""
+    ports = bench_ports()
+    port = "0" if ports is None else f"{ports.start}-{ports.stop - 1}"
+    proc = subprocess.Popen([sys.executable, "-m", "switchpoint.cli", "serve", "--port", port,
+                             *args], env=env, stdout=subprocess.PIPE, stderr=log)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        line = proc.stdout.readline() if ready else b""
+        if line.startswith(LISTENING):
+            base = line[len(LISTENING):].decode().strip()
+            threading.Thread(target=_drain, args=(proc.stdout, log), daemon=True).start()
+            return proc, base
+        if ready and not line:
+            break  # it exited
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"switchpoint serve did not say where it listens (exit code "
+                       f"{proc.returncode})")
+
+
+def _drain(pipe: IO[bytes], log: IO[bytes] | None) -> None:
+    for line in pipe:
+        if log is not None:
+            log.write(line)
 
 
 @dataclass
@@ -113,12 +162,8 @@ def wait_up(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 180
 
 
 def start_switchpoint(data_dir: Path, synchronous: str) -> Service:
-    port = free_port()
     env = {**os.environ, "SWITCHPOINT_STORE__SYNCHRONOUS": synchronous}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_serve(["--data-dir", str(data_dir), "--log-level", "warning"], env)
     wait_up(f"{base}/health", proc)
     return Service(f"switchpoint (sync={synchronous})", base, proc)
 

@@ -34,7 +34,6 @@ import contextlib
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import httpx
 from _common import ROOT
-from service import free_port, wait_up
+from service import bench_ports, start_serve, wait_up
 
 sys.path.insert(0, str(ROOT))
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -259,16 +258,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with (tempfile.TemporaryDirectory() as tmp,
-          FakeProviderProcess(lean=True, port=free_port()) as fake):
+          FakeProviderProcess(lean=True, ports=bench_ports()) as fake):
         root = Path(tmp)
         (root / "switchpoint.yaml").write_text(config(fake, root / "data"), encoding="utf-8")
-        port = free_port()
         log = (root / "serve.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port), "--config",
-             str(root / "switchpoint.yaml")], env={**os.environ, **KEYS}, stdout=log,
-            stderr=log)
-        base = f"http://127.0.0.1:{port}"
+        proc, base = start_serve(["--config", str(root / "switchpoint.yaml")],
+                                 {**os.environ, **KEYS}, log)
         try:
             wait_up(f"{base}/health", proc)
             print("| minute | requests | 200 | 4xx refused | upstream 429/502/503/504 | "

@@ -1054,19 +1054,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class FakeProviderProcess:
-    """Spawn the fake provider in its own process on a free loopback port (one of those
-    ``$SWITCHPOINT_TEST_PORTS`` reserves, when it names some), or on ``port``; stop it on exit.
+    """Spawn the fake provider in its own process on a free loopback port, which it binds
+    itself and reports (one of ``ports``, else of those ``$SWITCHPOINT_TEST_PORTS`` reserves,
+    when it names some), or on ``port``; stop it on exit.
 
     ``url`` is the server root; ``openai_base_url`` is ``url + "/v1"`` (what an OpenAI client
     or a catalog ``base_url`` takes); Anthropic cards take ``url``.
     """
 
     def __init__(self, startup_timeout_s: float = 10.0, *, port: int = 0,
-                 lean: bool = False) -> None:
+                 lean: bool = False, ports: range | None = None) -> None:
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[str] | None = None
         self.port = port
         self.lean = lean
+        self.ports = ports  # with port 0: a free one of these (default: the reserved ones)
 
     @property
     def url(self) -> str:
@@ -1077,7 +1079,7 @@ class FakeProviderProcess:
         return f"{self.url}/v1"
 
     def start(self) -> FakeProviderProcess:
-        ports = reserved_ports() if self.port == 0 else None
+        ports = (self.ports or reserved_ports()) if self.port == 0 else None
         where = (["--ports", f"{ports.start}-{ports.stop - 1}"] if ports is not None
                  else ["--port", str(self.port)])
         self.proc = subprocess.Popen(

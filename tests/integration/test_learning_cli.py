@@ -27,7 +27,7 @@ from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.weights import default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, config_text
-from tests.integration.servers import free_port, thread_server
+from tests.integration.servers import loopback_socket, thread_server
 
 PROMPT = "Prove that the square root of 2 is irrational, step by step."
 
@@ -239,7 +239,13 @@ class NotTheService(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def not_the_service() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), NotTheService)
+    # Bound here and handed over: no other process can take the port meanwhile.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTheService,
+                                             bind_and_activate=False)
+    server.socket.close()
+    server.socket = loopback_socket()
+    server.server_address = server.socket.getsockname()
+    server.server_activate()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -18,7 +18,7 @@ from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.held_lock import held_lock
 from tests.integration.gateway_env import config_text
 from tests.integration.learning_env import serve
-from tests.integration.servers import ProcessServer, free_port
+from tests.integration.servers import ProcessServer
 
 CONNECTIONS = 4
 # Room for a few answers before the gateway closes its door, and the reserve for the
@@ -28,7 +28,7 @@ SPILL_MB = 2 * CONNECTIONS * SPILL_PER_REQUEST / 2**20
 
 @pytest.fixture(scope="module")
 def provider() -> Iterator[FakeProviderProcess]:
-    with FakeProviderProcess(port=free_port()) as fake:
+    with FakeProviderProcess() as fake:  # it binds a free port itself and says which
         yield fake
 
 
