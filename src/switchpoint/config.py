@@ -308,7 +308,10 @@ class GatewaySettings(BaseModel):
     the circuit to ``failure_threshold``) for ``cooldown_s`` (doubling up to
     ``max_cooldown_s`` while its probes fail); ``prefer_healthy`` ranks degraded and down
     models last for ``auto``. Session pins: hard for ``pin_hard_window_s`` after a session's
-    last answer, then a score bonus of ``pin_soft_bonus`` until ``pin_soft_window_s``.
+    last answer, then a score bonus of ``pin_soft_bonus`` until ``pin_soft_window_s`` (a window
+    of 0 is off: ``pin_soft_window_s: 0`` turns pinning off). ``backoff_base_s: 0`` with
+    ``backoff_cap_s: 0`` retries at once; ``max_retry_after_s: 0`` waits out no
+    ``Retry-After`` (the next model answers instead).
     ``max_upstream_connections`` caps the connections to each upstream. A reload applies every
     key at once but that one, which needs a restart. An upstream answer larger than
     ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is

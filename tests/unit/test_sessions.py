@@ -122,6 +122,20 @@ def test_windows(catalog: Catalog, age: float, state: PinState) -> None:
         assert d.pinned_model is None and d.bonus == {}
 
 
+def test_a_hard_window_of_zero_pins_no_request_hard_even_at_once(catalog: Catalog) -> None:
+    p = SessionPinner(hard_window_s=0, soft_window_s=1800, soft_bonus_weight=0.5)
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(), T0)  # the same instant as the answer that pinned it
+    assert d.state is PinState.SOFT and not d.bypass_router and d.bonus == {"small": 0.5}
+
+
+def test_a_soft_window_of_zero_turns_pinning_off_even_at_once(catalog: Catalog) -> None:
+    p = SessionPinner(hard_window_s=0, soft_window_s=0)
+    s = pinned(p, "small")
+    d = p.decide(s, catalog, needs(), T0)
+    assert d.state is PinState.FRESH and d.pinned_model is None and d.bonus == {}
+
+
 def test_zero_soft_bonus_weight_disables_the_bonus(catalog: Catalog) -> None:
     p = SessionPinner(soft_bonus_weight=0.0)
     s = pinned(p, "small")

@@ -11,6 +11,9 @@ state      age                             what the gateway does
 ``fresh``  older, or no pin                route normally
 =========  ==============================  ===============================================
 
+A window of 0 is off: ``hard_window_s=0`` pins no request hard, ``soft_window_s=0`` (which
+makes both 0) turns pinning off.
+
 Escapes override the pin, and the decision says which one fired:
 
 - ``evicted_missing_model`` — the pinned model has left the catalog;
@@ -496,7 +499,7 @@ class SessionPinner:
             return PinDecision(state, pinned_model=pinned, bonus=bonus or {},
                                previous_model=pin.model, age_s=round(age, 3))
 
-        if age > self.soft_window_s:
+        if age > self.soft_window_s or self.soft_window_s == 0:  # 0: pinning off
             return decision(PinState.FRESH)
         card = catalog.get(pin.model)
         if card is None:
@@ -505,7 +508,7 @@ class SessionPinner:
             return decision(PinState.EVICTED_VISION)
         if pin.failed:
             return decision(PinState.EVICTED_POST_FAILURE)
-        hard = age <= self.hard_window_s
+        hard = age <= self.hard_window_s and self.hard_window_s > 0  # 0: no hard pins
         if card.context_window is not None and needs.total_tokens > card.context_window:
             target = rehome_target(catalog, card, needs) if hard else None
             if target is None:
