@@ -334,10 +334,12 @@ class GatewaySettings(BaseModel):
     error_rate_threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     cooldown_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_cooldown_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    degraded_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
+    degraded_latency_ms: float | None = Field(None, gt=0, le=MAX_WAIT_S * 1000,
+                                              allow_inf_nan=False)
     pin_hard_window_s: float = Field(300.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
     pin_soft_window_s: float = Field(1800.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
-    pin_soft_bonus: float = Field(0.5, ge=0, allow_inf_nan=False)
+    # A score is an expected error (0-1) plus λ times a cost: past 1e4 no bonus means more.
+    pin_soft_bonus: float = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
     max_upstream_connections: int = Field(256, ge=1, le=100_000)
     # 32 MiB: a long answer is ~0.5 MB of JSON, and logprobs multiply it by ~50 at most.
     max_response_bytes: int = Field(32 << 20, ge=1024, le=MAX_BYTES)
@@ -363,6 +365,11 @@ class GatewaySettings(BaseModel):
         if self.max_cooldown_s < self.cooldown_s:
             raise ValueError(f"max_cooldown_s ({self.max_cooldown_s:g}) must be >= cooldown_s "
                              f"({self.cooldown_s:g})")
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError(f"backoff_cap_s ({self.backoff_cap_s:g}) must be >= "
+                             f"backoff_base_s ({self.backoff_base_s:g}): the cap would hold "
+                             "every backoff under the base; for retries without a wait set "
+                             "both to 0")
         return self
 
 

@@ -116,6 +116,15 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("gateway: {error_rate_threshold: 1.5}\n", "gateway.error_rate_threshold: must be <= 1"),
     ("gateway: {cooldown_s: 0}\n", "gateway.cooldown_s: must be > 0"),
     ("gateway: {failure_threshold: 0}\n", "gateway.failure_threshold: must be >= 1"),
+    ("gateway: {backoff_base_s: 1, backoff_cap_s: 0.5}\n",
+     "gateway: backoff_cap_s (0.5) must be >= backoff_base_s (1): the cap would hold every "
+     "backoff under the base; for retries without a wait set both to 0"),
+    ("gateway: {pin_soft_bonus: 1.0e+5}\n", "gateway.pin_soft_bonus: must be <= 10000"),
+    ("gateway: {degraded_latency_ms: 1.0e+12}\n", "gateway.degraded_latency_ms: must be <= "),
+    ("sla: {budget_per_hour_usd: 0}\n", "sla.budget_per_hour_usd: must be > 0 (0 would count "
+     "every request that costs anything as over budget); leave it out for no hourly budget"),
+    ("tenants: {acme: {sla: {budget_per_hour_usd: 0}}}\n",
+     "tenants.acme.sla.budget_per_hour_usd: must be > 0"),
     ("cache: {size: -1}\n", "cache.size: must be >= 0, got -1"),
     ("cache: {size: 100000000000000000000}\n", "cache.size: must be <= 10000000, got 1000"),
     ("cache: {size: 1.0e+20}\n", "cache.size: is too large for an integer, got 1e+20"),

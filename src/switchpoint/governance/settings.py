@@ -87,6 +87,14 @@ class SLASettings(BaseModel):
     min_quality_score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     auto_escalate_on_breach: bool = True
 
+    @field_validator("budget_per_hour_usd")
+    @classmethod
+    def _some_budget(cls, value: float | None) -> float | None:
+        if value == 0:
+            raise ValueError("must be > 0 (0 would count every request that costs anything "
+                             "as over budget); leave it out for no hourly budget")
+        return value
+
 
 class EscalationSettings(BaseModel):
     """Confidence-gated escalation and the constraints ``auto`` routes under."""
