@@ -214,7 +214,8 @@ class _Source:
 
 
 class CacheSettings(BaseModel):
-    """The decision cache (LRU + TTL): ``size: 0`` turns it off."""
+    """The decision cache (LRU + TTL): ``size: 0`` turns it off; ``ttl_seconds: 0`` keeps
+    entries until the LRU evicts them (no expiry)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -180,6 +180,17 @@ def test_a_secret_pasted_where_a_variable_name_goes_is_not_repeated(tmp_path: Pa
     assert secret not in message and secret[:12] not in message
 
 
+def test_edge_values_that_mean_off_are_accepted(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, """gateway: {backoff_base_s: 0, backoff_cap_s: 0,
+  max_retry_after_s: 0, pin_hard_window_s: 0, pin_soft_window_s: 0, error_rate_threshold: 1}
+cache: {ttl_seconds: 0}
+"""), environ={})
+    g = s.gateway
+    assert (g.backoff_base_s, g.backoff_cap_s, g.pin_soft_window_s, g.error_rate_threshold) == (
+        0, 0, 0, 1)
+    assert s.cache.ttl_seconds == 0
+
+
 def test_a_reload_refuses_an_unbounded_value_too(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "cache: {size: 10}\n"), environ={})
     write(tmp_path, "cache: {size: 10}\nmax_request_bytes: 100000000000000\n")

@@ -743,3 +743,22 @@ def test_a_model_kept_out_of_auto_is_never_chosen_nor_explored_to(
     assert info.value.field == "available_models"
     assert "strong is never chosen by routing (auto: false" in str(info.value)
     assert "strong" not in router.analyze_routing_distribution([math_prompt(9), poem_prompt(9)])
+
+
+@pytest.mark.parametrize(("ttl", "kept"), [(0.0, True), (3600.0, False)])
+def test_a_cache_ttl_of_zero_keeps_decisions_until_the_lru_evicts_them(
+        monkeypatch: pytest.MonkeyPatch, ttl: float, kept: bool) -> None:
+    from types import SimpleNamespace
+
+    import switchpoint.router as router_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(router_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    cache = router_module.DecisionCache(size=2, ttl_seconds=ttl)
+    decision = cast(RoutingDecision, object())
+    cache.put(("a",), decision, np.zeros(1))
+    clock[0] += 10 * 366 * 86_400  # ten years on
+    assert (cache.get(("a",)) is not None) is kept
+    for key in ("b", "c"):
+        cache.put((key,), decision, np.zeros(1))
+    assert cache.get(("a",)) is None  # the LRU evicts it whatever the TTL
