@@ -2,8 +2,9 @@
 
     learning:
       memory_size: 10000        # decisions remembered for feedback (also kept in data_dir, so
-                                # a restart keeps them answerable)
-      exploration: 0.0          # share of `auto` decisions sent to another candidate (off)
+                                # a restart keeps them answerable); 0: none, learning is off
+      exploration: 0.0          # share of `auto` decisions sent to another candidate (off;
+                                # 1: all of them, the router's own pick is never served)
       seed: null                # exploration's random seed
       memory: {}                # the deployment's own tenant (requests without one) keeps a
                                 # nearest-neighbour memory of its outcomes; omit: none
