@@ -65,14 +65,15 @@ def test_a_cold_tenant_taught_through_compare_and_score_routes_as_taught(
 
     fake.reset()
     for i in range(4):
+        # (not blind: the scores name the models, so that the teaching is known)
         compared = post(server, "/v1/router/preferences/compare",
-                        {"prompt": math_prompt(100 + i), "models": ["strong", "cheap"]},
-                        key=keys["acme"])
+                        {"prompt": math_prompt(100 + i), "models": ["strong", "cheap"],
+                         "blind": False}, key=keys["acme"])
         assert compared.status_code == 200, compared.text
         body = compared.json()
-        assert body["blind"] is True and body["tenant"] == "acme"
+        assert body["blind"] is False and body["tenant"] == "acme"
         assert [a["label"] for a in body["answers"]] == ["A", "B"]
-        assert all(a["model"] is None and a["content"] and a["error"] is None
+        assert all(a["model"] in ("strong", "cheap") and a["content"] and a["error"] is None
                    for a in body["answers"])
         scored = post(server, "/v1/router/preferences/score",
                       {"compare_id": body["compare_id"], "scores": {"cheap": 1, "strong": 0}},
@@ -240,7 +241,7 @@ def test_the_admin_token_acts_for_any_tenant(fake: FakeProviderProcess,
                         "tenant": "globex"}, key=admin).json()
         assert compare["tenant"] == "globex"
         scored = post(server, "/v1/router/preferences/score",
-                      {"compare_id": compare["compare_id"], "scores": {"cheap": 1},
+                      {"compare_id": compare["compare_id"], "scores": {"A": 1},
                        "tenant": "globex"}, key=admin)
         assert scored.json()["memory"]["examples"] == 1
         assert get(server, "/v1/router/status", key="wrong").status_code == 401
@@ -376,9 +377,14 @@ def test_models_named_like_blind_labels_get_other_labels(
                        {"prompt": math_prompt(620), "models": ["A", "B"]}).json()
         labels = sorted(a["label"] for a in compare["answers"])
         assert labels == ["answer-A", "answer-B"]
+        # A blind comparison is scored by label: "A" is a model's name here, not a label.
+        by_name = post(server, "/v1/router/preferences/score",
+                       {"compare_id": compare["compare_id"], "scores": {"A": 1.0}})
+        assert by_name.status_code == 400 and "score its answers by label" in by_name.text
         scored = post(server, "/v1/router/preferences/score",
-                      {"compare_id": compare["compare_id"], "scores": {"A": 1.0}})
-        assert scored.status_code == 200 and scored.json()["scores"][0]["model"] == "A"
+                      {"compare_id": compare["compare_id"], "scores": {"answer-A": 1.0}})
+        assert scored.status_code == 200, scored.text
+        assert scored.json()["scores"][0]["model"] in ("A", "B")
 
 
 def test_a_compared_answers_request_id_takes_no_feedback(server: ThreadServer) -> None:
@@ -456,15 +462,15 @@ def test_a_limited_key_learns_nothing_of_other_models_through_comparisons(
     wide = post(server, "/v1/router/preferences/compare",
                 {"prompt": math_prompt(670), "models": ["strong", "cheap"]},
                 key=keys["acme"]).json()
-    assert post(server, "/v1/router/preferences/score", {
-        "compare_id": wide["compare_id"], "scores": {"A": 1.0, "B": 0.5}},
-        key=keys["acme"]).status_code == 200
     # Naming a hidden model of another key's comparison is told apart from no name at all.
     answers = [post(server, "/v1/router/preferences/score", {
         "compare_id": wide["compare_id"], "scores": {name: 0.9}}, key=pair)
         for name in ("strong", "nonexistent")]
     assert [a.status_code for a in answers] == [400, 400]
     assert answers[0].text.replace("strong", "X") == answers[1].text.replace("nonexistent", "X")
+    assert post(server, "/v1/router/preferences/score", {
+        "compare_id": wide["compare_id"], "scores": {"A": 1.0, "B": 0.5}},
+        key=keys["acme"]).status_code == 200
     own = post(server, "/v1/router/preferences/compare",
                {"prompt": math_prompt(671), "models": ["cheap", "runner"]}, key=pair).json()
     scored = post(server, "/v1/router/preferences/score", {
@@ -502,3 +508,51 @@ def test_a_memory_that_could_never_answer_is_an_invalid_config(
         # The old config keeps serving: initech has no memory.
         status = server.service.gateway.learning_status(["initech"])
         assert status["tenants"]["initech"]["memory"] == {"enabled": False}
+
+
+def test_a_blind_comparison_tells_no_model_before_its_one_score(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A caller could learn which label was which model before scoring blind: the answers'
+    latencies (the slow model is the large one), a score keyed by model name (its answer
+    named the label), or a throwaway score of one label (its answer named the model) followed
+    by a repeat that replaced it. A blind comparison now shows no latency, takes labels only,
+    and takes one score: the one whose answer reveals the models, across a restart too."""
+    with learning_server(fake, tmp_path) as server:
+        fake.default("strong", "ok:delay=0.3")
+        try:
+            compare = post(server, "/v1/router/preferences/compare",
+                           {"prompt": math_prompt(700), "models": ["strong", "cheap"]}).json()
+        finally:
+            fake.default("strong", None)
+        cid = compare["compare_id"]
+        assert [(a["latency_ms"], a["cost_usd"], a["model"]) for a in compare["answers"]] == [
+            (None, None, None)] * 2
+        by_name = post(server, "/v1/router/preferences/score",
+                       {"compare_id": cid, "scores": {"strong": 0.5}})
+        assert by_name.status_code == 400, by_name.text
+        assert by_name.json()["error"]["param"] == "scores"
+        assert "blind: score its answers by label (A, B)" in by_name.text
+        assert "default" not in get(server, "/v1/router/status").json()["tenants"]
+        first = post(server, "/v1/router/preferences/score",
+                     {"compare_id": cid, "scores": {"A": 0.5}})
+        assert first.status_code == 200, first.text
+        assert first.json()["scores"][0]["model"] in ("strong", "cheap")
+        for scores in ({"A": 0.9}, {"B": 0.1}, {"A": 0.5, "B": 0.5}):
+            again = post(server, "/v1/router/preferences/score",
+                         {"compare_id": cid, "scores": scores})
+            assert again.status_code == 409, again.text
+            error = again.json()["error"]
+            assert error["param"] == "compare_id" and "revealed" in error["message"]
+            assert "preferences/compare again" in error["message"]
+        status = get(server, "/v1/router/status").json()["tenants"]["default"]
+        assert status["learned_router"]["events"] == 1
+        open_one = post(server, "/v1/router/preferences/compare",
+                        {"prompt": math_prompt(701), "models": ["strong", "cheap"]}).json()
+    with learning_server(fake, tmp_path) as server:
+        after = post(server, "/v1/router/preferences/score",
+                     {"compare_id": cid, "scores": {"B": 0.1}})
+        assert after.status_code == 409, after.text
+        # One not scored before the restart still takes its score.
+        taken = post(server, "/v1/router/preferences/score",
+                     {"compare_id": open_one["compare_id"], "scores": {"B": 0.1}})
+        assert taken.status_code == 200, taken.text

@@ -891,7 +891,7 @@ class Gateway:
                  if isinstance(r, ChatCompletion)}  # the models that answered
         compare, commit = await anyio.to_thread.run_sync(
             lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels, costs,
-                                              text))
+                                              text, blind=blind))
         if commit is not None:  # kept before its id is handed out: a restart cannot lose it
             await _kept([commit], "the comparison", "its answers were not kept: run it again")
         answers = []
@@ -904,8 +904,10 @@ class Gateway:
                 info = result.switchpoint
                 answer.update(content=message.get("content"),
                               finish_reason=choice.get("finish_reason"),
-                              request_id=info.request_id, latency_ms=info.latency_ms,
-                              # blind: a cost and the catalog's prices would name the model
+                              request_id=info.request_id,
+                              # blind: a cost and the catalog's prices would name the model,
+                              # and so would a latency (a large model answers more slowly)
+                              latency_ms=None if blind else info.latency_ms,
                               cost_usd=None if blind else info.cost_usd, error=None)
             else:
                 error = result if isinstance(result, Exception) else RuntimeError(result)
@@ -929,8 +931,10 @@ class Gateway:
                      principal: Principal | None = None) -> dict[str, Any]:
         """Teach a comparison's scores ``{label or model: quality in [0, 1]}`` (ties and
         partial scores allowed; a repeat replaces what it names). The comparison must be the
-        caller's tenant's. Returns once every outcome is committed, with the models revealed
-        and the tenant's memory status."""
+        caller's tenant's. A blind comparison is scored by label, once: the answer reveals its
+        models, and a later score is refused (:class:`ConflictError`), since it would not be
+        blind. Returns once every outcome is committed, with the models revealed and the
+        tenant's memory status."""
         if principal is None:
             principal = self.governor.principal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
@@ -940,6 +944,8 @@ class Gateway:
             lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id,
                                         teachable=teachable))
         await _kept(commits, "the scores")
+        if compare.blind:  # the answer names the models: no score is blind after it
+            await anyio.to_thread.run_sync(lambda: self.learning.reveal(compare))
         live = self.state.live()
         caller = principal if principal is not None and principal.key_id is not None else None
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,

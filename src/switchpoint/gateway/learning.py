@@ -106,6 +106,7 @@ from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
 from switchpoint.store.learning import (
     ComparePrune,
+    CompareReveal,
     LearningReader,
     LoggedFeedback,
     PendingPrune,
@@ -1039,7 +1040,7 @@ class GatewayLearning:
     # Preferences -----------------------------------------------------------------------------
 
     def new_compare(self, live: Live, tenant: str, labels: dict[str, str],
-                    answers: Mapping[str, float | None], text: str
+                    answers: Mapping[str, float | None], text: str, *, blind: bool = True
                     ) -> tuple[Compare, Future[None] | None]:
         """Keep a comparison for its scores, with what they will teach by (the prompt's vector
         and units, computed now: the prompt itself is not kept; ``answers``, the models that
@@ -1057,7 +1058,7 @@ class GatewayLearning:
         compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
                           answered=frozenset(answers), embedding=vector, units=units,
                           weights_id=router.weights_id, created=now,
-                          expires=now + self.compares.ttl_s, costs=costs)
+                          expires=now + self.compares.ttl_s, costs=costs, blind=blind)
         self.compares.put(compare)
         if self.store is None:
             return compare, None
@@ -1085,9 +1086,16 @@ class GatewayLearning:
         ``teachable`` refuses a model the caller may not teach about): one outcome per scored
         model, to the learned router (the tenant's overlay) and the tenant's memory, logged
         as ``preference`` feedback, each learned once the log keeps it. A repeat replaces the
-        scores it names."""
+        scores it names, unless the comparison is blind and was revealed (:meth:`reveal`): a
+        409 then. A blind comparison is scored by label only."""
         self.check_writable("the scores")
         compare = self.compares.get(compare_id, tenant)
+        if compare.blind and compare.revealed is not None:
+            raise ConflictError(
+                "compare_id: this blind comparison was scored and its models revealed, so a "
+                "score now would not be blind and is not taken; run POST "
+                "/v1/router/preferences/compare again to score the models afresh",
+                param="compare_id")
         if not isinstance(scores, Mapping) or not scores:
             raise InvalidInputError("scores", "give at least one score: {label or model: "
                                               "quality in [0, 1]}")
@@ -1120,6 +1128,11 @@ class GatewayLearning:
             chosen[named[key]] = (key, quality)
         if teachable is not None:
             self._check_teaches_all(compare, teachable)
+        if compare.blind and not by_label:
+            raise InvalidInputError("scores", "this comparison is blind: score its answers by "
+                                              f"label ({', '.join(compare.labels)}); a "
+                                              "comparison made with blind: false takes model "
+                                              "names")
         for model, (key, _) in chosen.items():
             if model not in compare.answered:
                 raise InvalidInputError(f"scores.{key}", f"{key} did not answer (its call "
@@ -1154,6 +1167,20 @@ class GatewayLearning:
                             "teaches_memory": applied.memory})
             self._checkpoint_when_due(learning)
         return compare, out, commits
+
+    def reveal(self, compare: Compare) -> Compare:
+        """Mark a blind comparison's models revealed (a score's answer names them), in the
+        store first: it takes no score after this. A store that does not keep it is a 503
+        (the models stay hidden, and a repeat of the scores is taken). Blocks on the store."""
+        now = time.time()
+        if self.store is not None:
+            try:
+                self.store.append(CompareReveal(compare.compare_id, now)).result(timeout=30)
+            except (StoreError, TimeoutError) as exc:
+                raise not_kept("the comparison's reveal", exc, then=(
+                    "the scores were kept and learned, and the models are not revealed: send "
+                    "the scores again")) from None
+        return self.compares.reveal(compare, now)
 
     @staticmethod
     def _check_teaches_all(compare: Compare, teachable: Callable[[str], None]) -> None:

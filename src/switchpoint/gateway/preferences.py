@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -43,6 +44,15 @@ class Compares:
             items[compare.compare_id] = compare
             while len(items) > self.capacity:
                 items.popitem(last=False)
+
+    def reveal(self, compare: Compare, ts: float) -> Compare:
+        """``compare`` with its models revealed at ``ts`` (kept so, where it is still held)."""
+        revealed = dataclasses.replace(compare, revealed=ts)
+        with self._lock:
+            items = self._tenants.get(compare.tenant)
+            if items is not None and compare.compare_id in items:
+                items[compare.compare_id] = revealed  # (its place among the oldest stays)
+        return revealed
 
     def resize(self, capacity: int, ttl_s: float) -> None:
         """New limits (a reload): each tenant keeps its newest ``capacity`` at once."""

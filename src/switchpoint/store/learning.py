@@ -46,7 +46,7 @@ _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model",
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
                     "expected_cost", "weights_id", "prompt_tokens")
 _COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
-                    "units", "weights_id", "costs")
+                    "units", "weights_id", "costs", "blind", "revealed")
 
 
 def _units_json(units: tuple[tuple[int, float], ...] | None) -> str | None:
@@ -142,6 +142,10 @@ class CompareRecord:
     created: float
     expires: float
     costs: Mapping[str, float] = field(default_factory=dict)
+    #: Whether the answers came back without their models' names.
+    blind: bool = True
+    #: When a score revealed the models of a blind comparison (None: not yet).
+    revealed: float | None = None
 
     insert: ClassVar[str] = (f"INSERT OR REPLACE INTO compares ({', '.join(_COMPARE_COLUMNS)}) "
                              f"VALUES ({', '.join('?' for _ in _COMPARE_COLUMNS)})")
@@ -155,13 +159,32 @@ class CompareRecord:
         vector = np.asarray(self.embedding, dtype=np.float32).reshape(-1).tobytes()
         return (self.compare_id, self.created, self.expires, self.tenant,
                 json.dumps(self.labels), json.dumps(sorted(self.answered)), vector,
-                _units_json(self.units), self.weights_id, json.dumps(dict(self.costs)))
+                _units_json(self.units), self.weights_id, json.dumps(dict(self.costs)),
+                int(self.blind), self.revealed)
 
     def model_of(self, key: str) -> str | None:
         """The model a score's key names: a blind label, or the model itself."""
         if key in self.labels:
             return self.labels[key]
         return key if key in self.labels.values() else None
+
+
+@dataclass(frozen=True)
+class CompareReveal:
+    """A blind comparison's models revealed by a score at ``ts``: it takes no other score."""
+
+    compare_id: str
+    ts: float
+
+    insert: ClassVar[str] = "UPDATE compares SET revealed = ? WHERE compare_id = ?"
+    what: ClassVar[str] = "comparison's reveal"
+
+    @property
+    def id(self) -> str:
+        return f"reveal-{self.compare_id}"
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.ts, self.compare_id)
 
 
 @dataclass(frozen=True)
@@ -369,13 +392,16 @@ class LearningReader:
                         (compare_id, newest, newest))
         if row is None:
             return None
-        (cid, ts, expires, tenant, labels, answered, vector, units, weights_id, costs) = row
+        (cid, ts, expires, tenant, labels, answered, vector, units, weights_id, costs, blind,
+         revealed) = row
         return CompareRecord(compare_id=cid, tenant=tenant, labels=dict(json.loads(labels)),
                              answered=frozenset(json.loads(answered)),
                              embedding=np.frombuffer(vector, dtype=np.float32).copy(),
                              units=_units_of(units), weights_id=str(weights_id), created=ts,
                              expires=expires,
-                             costs={str(m): float(c) for m, c in json.loads(costs or "{}").items()})
+                             costs={str(m): float(c) for m, c in json.loads(costs or "{}").items()},
+                             blind=blind is None or bool(blind),
+                             revealed=None if revealed is None else float(revealed))
 
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged gateway request: who answered it, for whom, under which decision."""

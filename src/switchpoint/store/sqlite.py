@@ -35,7 +35,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -406,6 +406,12 @@ _MIGRATIONS: dict[int, str] = {
     # Comparisons are capped per tenant: each tenant's newest, in order.
     10: """
     CREATE INDEX compares_by_tenant ON compares (tenant, seq);
+    """,
+    # Whether a comparison's answers were blind, and when a score revealed its models (a blind
+    # comparison takes no score after that). A comparison kept before reads as blind.
+    11: """
+    ALTER TABLE compares ADD COLUMN blind INTEGER;
+    ALTER TABLE compares ADD COLUMN revealed REAL;
     """,
 }
 # The tables retention prunes, oldest rows first.

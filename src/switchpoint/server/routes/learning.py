@@ -39,7 +39,8 @@ _WHY = {400: "Malformed or invalid request (the param names the field).",
         403: "The caller may not act for that tenant or use that model.",
         404: "Not found (for this tenant): an unknown, expired or other tenant's id, or a "
              "tenant the configuration does not name.",
-        409: "Not possible now: the experiment has no winner yet.",
+        409: "Not possible now: the experiment has no winner yet, or the blind comparison "
+             "was already scored (its models revealed).",
         429: "A budget or rate limit refused a comparison's calls.",
         502: "No compared model answered.",
         503: "The router is still loading.",
@@ -100,8 +101,9 @@ class CompareRequest(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    """Scores for a comparison's answers, by label (or model): ties and partial scores are
-    fine; a repeat replaces the scores it names."""
+    """Scores for a comparison's answers, by label (or model, when it is not blind): ties and
+    partial scores are fine. A blind comparison takes one score (its answer reveals the
+    models); for one that is not blind, a repeat replaces the scores it names."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"compare_id": "9c1e...", "scores": {"A": 0.9, "B": 0.4}}]})
@@ -210,7 +212,7 @@ async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> 
 
 @router.post("/v1/router/preferences/score", tags=["learning"],
              responses=_responses("What the scores taught, models revealed.", 400, 401, 403,
-                                  404, 503),
+                                  404, 409, 503),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ScoreRequest.model_json_schema()}}}},
              summary="Score a comparison's answers (0..1 each); teaches the tenant's memory")
