@@ -556,3 +556,41 @@ def test_a_blind_comparison_tells_no_model_before_its_one_score(
         taken = post(server, "/v1/router/preferences/score",
                      {"compare_id": open_one["compare_id"], "scores": {"B": 0.1}})
         assert taken.status_code == 200, taken.text
+
+
+def test_a_comparison_without_models_compares_those_auto_may_choose(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A comparison teaches auto: left to choose its models, it used to call every model the
+    caller may name, a judge kept out of auto (auto: false) too. The library and the service
+    now compare only those auto may choose; a kept-out model named is still compared."""
+    judge = ('  - {name: judge, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 20,'
+             ' output_per_mtok: 20, tier: expert, auto: false}\n')
+    with learning_server(fake, tmp_path, "auth: keys\ntenants: {acme: {}}\n",
+                         more_models=judge) as server:
+        acme = post(server, "/v1/router/keys", {"tenant": "acme"}).json()["key"]
+        fake.reset()
+        over_http = post(server, "/v1/router/preferences/compare",
+                         {"prompt": math_prompt(710), "blind": False}, key=acme)
+        assert over_http.status_code == 200, over_http.text
+        assert sorted(a["model"] for a in over_http.json()["answers"]) == [
+            "cheap", "runner", "strong"]
+        in_process = server.service.gateway.compare(prompt=math_prompt(711), blind=False,
+                                                    tenant="acme")
+        assert sorted(a["model"] for a in in_process["answers"]) == [
+            "cheap", "runner", "strong"]
+        assert "judge" not in [r["body"]["model"] for r in fake.requests()]
+        named = post(server, "/v1/router/preferences/compare",
+                     {"prompt": math_prompt(712), "models": ["judge", "cheap"],
+                      "blind": False}, key=acme)
+        assert named.status_code == 200, named.text
+        assert sorted(a["model"] for a in named.json()["answers"]) == ["cheap", "judge"]
+        # A key whose models leave auto only one: told to name them, and why.
+        pair = post(server, "/v1/router/keys", {"tenant": "acme", "models": [
+            "strong", "judge", "auto"]}).json()["key"]
+        refused = post(server, "/v1/router/preferences/compare",
+                       {"prompt": math_prompt(713)}, key=pair)
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "models"
+        assert "auto may choose 1 of the models to compare (strong; judge auto: false" in (
+            error["message"])

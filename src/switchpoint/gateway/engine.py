@@ -820,8 +820,10 @@ class Gateway:
         """Ask up to six models the same thing at once (exact calls: no fallbacks, each logged
         and governed as a chat request) and return their answers under blind labels A, B, ...
         with a ``compare_id`` that :meth:`ascore` teaches from. ``prompt`` is a one-turn
-        shortcut for ``messages``; ``models`` default to those the caller may use (when there
-        are at most six); ``params`` are OpenAI fields (max_tokens, temperature, ...)."""
+        shortcut for ``messages``; ``models`` default to those the caller may use that
+        ``auto`` may choose (when there are at most six: a comparison teaches ``auto``, so a
+        model with ``auto: false`` is compared only when named); ``params`` are OpenAI fields
+        (max_tokens, temperature, ...)."""
         from switchpoint.gateway.planning import routing_text
 
         if (prompt is None) == (messages is None):
@@ -844,14 +846,24 @@ class Gateway:
         who = principal or Principal()
         catalog = live.router.catalog
         policy = self._policy(settings, who.tenant, who.key_id)
-        if models is None:  # the models the caller may name (a comparison calls each by name)
-            allowed = (self.governor.nameable(policy, catalog) if policy is not None
-                       else list(catalog.names))
-            if len(allowed) < 2 and policy is not None and policy.models is not None:
+        if models is None:  # the models the caller may name (a comparison calls each by
+            # name) that auto may choose: a comparison teaches auto, so a model kept out of
+            # it (auto: false, a judge say) is compared only when named
+            nameable = (self.governor.nameable(policy, catalog) if policy is not None
+                        else list(catalog.names))
+            if len(nameable) < 2 and policy is not None and policy.models is not None:
                 raise PermissionDeniedError(
                     "models: a comparison calls each model by name, and this key may name "
-                    f"{len(allowed)} model(s) ({', '.join(allowed) or 'none'}); compare with a "
-                    "key that may name at least two", param="models")
+                    f"{len(nameable)} model(s) ({', '.join(nameable) or 'none'}); compare with "
+                    "a key that may name at least two", param="models")
+            kept_out = catalog.not_routed(nameable)
+            allowed = [m for m in nameable if m not in kept_out]
+            if len(allowed) < 2:
+                raise InvalidInputError(
+                    "models", f"auto may choose {len(allowed)} of the models to compare "
+                              f"({', '.join(allowed) or 'none'}; {', '.join(kept_out)} "
+                              "auto: false, compared only when named): name the 2 to "
+                              f"{MAX_COMPARE_MODELS} models to compare")
             if len(allowed) > MAX_COMPARE_MODELS:
                 raise InvalidInputError("models", f"name the 2 to {MAX_COMPARE_MODELS} models "
                                                   f"to compare (of {', '.join(allowed)})")

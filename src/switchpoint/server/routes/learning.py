@@ -91,8 +91,10 @@ class CompareRequest(BaseModel):
     messages: list[dict[str, Any]] | None = Field(None, min_length=1)
     models: list[StrictStr] | None = Field(None, min_length=2, max_length=MAX_COMPARE_MODELS,
                                            description="2 to 6 catalog models (default: the "
-                                                       "ones the caller may use, if at most "
-                                                       "six).")
+                                                       "ones the caller may use that auto may "
+                                                       "choose, if at most six; a model with "
+                                                       "auto: false is compared only when "
+                                                       "named).")
     blind: StrictBool = Field(True, description="Hide which model wrote which answer until "
                                                 "they are scored.")
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
