@@ -785,6 +785,15 @@ def _check_experiments(settings: Settings) -> None:
                                                    "the catalog (served only when a request "
                                                    "names it), so this arm could choose none; "
                                                    "list a model 'auto' may choose")
+            # An arm's models are what auto chooses among in it: one kept out of auto would be
+            # passed over, silently, and the arm measured without it.
+            for j, model in enumerate(arm.models or []):
+                if model in unrouted:
+                    raise ConfigError(f"{key}.models[{j}]", f"{model!r} has auto: false in "
+                                                            "the catalog (served only when a "
+                                                            "request names it), so this arm "
+                                                            "would pass it over; take it out "
+                                                            "of the arm, or let auto choose it")
     _check_experiment_scopes(settings, tenants)
 
 

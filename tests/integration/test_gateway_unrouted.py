@@ -32,7 +32,7 @@ experiments:
   judge-arm:
     arms:
       control: {}
-      with-grader: {models: [grader, cheap]}
+      cost-blind: {cost_weight: 0}
 """
 
 

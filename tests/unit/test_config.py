@@ -399,6 +399,11 @@ def test_a_catalog_that_leaves_auto_no_model_or_escalates_to_a_model_kept_out_is
     arm = error_of(tmp_path, "models:\n" + judge + other
                    + "experiments: {e: {arms: {a: {}, b: {models: [judge]}}}}\n")
     assert arm.startswith("experiments.e.arms.b.models: judge: auto: false"), arm
+    # Listed beside a model auto may choose, it would be passed over in silence.
+    mixed = error_of(tmp_path, "models:\n" + judge + other
+                     + "experiments: {e: {arms: {a: {}, b: {models: [other, judge]}}}}\n")
+    assert mixed.startswith("experiments.e.arms.b.models[1]: 'judge' has auto: false"), mixed
+    assert "this arm would pass it over; take it out of the arm" in mixed
     settings = load_settings(write(tmp_path, "models:\n" + judge + other), environ={})
     catalog = settings.catalog()
     assert catalog is not None and catalog.routed == ["other"]
