@@ -305,6 +305,27 @@ def test_decisions_open_to_feedback_are_bounded_by_the_learning_memory(
             gateway.report_outcome(ids[0], 0.5)
 
 
+def test_a_decision_past_the_learning_memory_takes_no_feedback_before_the_table_is_pruned(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The pending table is pruned to the last memory_size decisions only every so many
+    writes: a decision older than them, gone from memory but not yet pruned, still took
+    feedback (it was found in the table), live and after a restart."""
+    settings = settings_for(fake, tmp_path, "learning: {memory_size: 5}\n")
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        ids = [gateway.route(math_prompt(700 + i)).decision_id for i in range(8)]
+        with pytest.raises(DecisionNotFoundError):
+            gateway.report_outcome(ids[0], 0.5)
+        assert gateway.report_outcome(ids[-5], 0.5).outcome.replaced is False
+    with Gateway(settings, loader=loader, env=KEYS) as gateway:
+        gateway.start()
+        for old in ids[:3]:
+            with pytest.raises(DecisionNotFoundError):
+                gateway.report_outcome(old, 0.5)
+        assert gateway.report_outcome(ids[-1], 0.5).outcome.replaced is False
+        assert gateway.report_outcome(ids[-5], 0.2).outcome.replaced is True
+
+
 def test_a_policy_swap_replays_the_log_into_the_new_policy(fake: FakeProviderProcess,
                                                           tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:

@@ -835,7 +835,9 @@ class GatewayLearning:
                 return router, entry
         if self.reader is None:
             return None
-        found = self.reader.pending(decision_id)
+        # (only the last memory_size decisions take feedback, though the table keeps more
+        # until its next prune)
+        found = self.reader.pending(decision_id, newest=learning.router.learner.memory.capacity)
         if found is None:
             return None
         entry, weights_id = found
@@ -926,7 +928,8 @@ class GatewayLearning:
                                          "so this outcome is kept as a quality observation "
                                          "of it and does not teach routing", cost_from,
                                          router, entry.prompt_tokens)
-                stored = (self.reader.pending(decision_id)
+                stored = (self.reader.pending(decision_id,
+                                              newest=router.learner.memory.capacity)
                           if found is None and learning is not None and self.reader is not None
                           else None)
                 if stored is not None and (scope is None or stored[0].tenant == scope):

@@ -367,10 +367,15 @@ class LearningReader:
         row = self._one("SELECT seq, event_id FROM feedback ORDER BY seq DESC LIMIT 1", ())
         return None if row is None else (int(row[0]), str(row[1]))
 
-    def pending(self, decision_id: str) -> tuple[PendingDecision, str] | None:
-        """A decision still open to feedback, with the weights it was made under."""
+    def pending(self, decision_id: str, newest: int | None = None
+                ) -> tuple[PendingDecision, str] | None:
+        """A decision still open to feedback, with the weights it was made under; with
+        ``newest``, only if it is among the ``newest`` decisions kept (the table is pruned to
+        them only now and then)."""
         row = self._one(f"SELECT {', '.join(_PENDING_COLUMNS)} FROM pending "
-                        "WHERE decision_id = ?", (decision_id,))
+                        "WHERE decision_id = ? AND (? IS NULL OR (SELECT count(*) FROM pending "
+                        "later WHERE later.seq > pending.seq) < ?)",
+                        (decision_id, newest, newest))
         if row is None:
             return None
         (did, ts, tenant, chosen, candidates, vector, units, cost, weights_id, tokens) = row
