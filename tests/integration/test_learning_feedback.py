@@ -814,3 +814,62 @@ def test_feedback_under_a_held_lock_is_refused_at_once_and_taken_after_it_is_let
         again = feedback(server, decision, score=1.0).json()  # a repeat replaces it
         assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
         assert _status(server)["learned_router"]["outcomes"] == 1
+
+
+def test_a_decision_takes_a_bounded_number_of_outcomes(fake: FakeProviderProcess,
+                                                        tmp_path: Path) -> None:
+    """Each outcome is a row of the feedback log, which is never pruned: repeats of one
+    decision's feedback (or of one answer's score) grew it without end, at no cost. A
+    decision now takes MAX_OUTCOMES, its first and the repeats; then a 409 that learns
+    nothing. Another tenant's decision is still a 404, not told apart by its repeats."""
+    from switchpoint.gateway.feedback_log import MAX_OUTCOMES
+
+    extra = "auth: keys\ntenants: {acme: {}, globex: {}}\n"
+    with learning_server(fake, tmp_path, extra) as server:
+        keys = {t: post(server, "/v1/router/keys", {"tenant": t}).json()["key"]
+                for t in ("acme", "globex")}
+        decision = chat(server, math_prompt(720), key=keys["acme"])[0][
+            "x-switchpoint-decision-id"]
+        for i in range(MAX_OUTCOMES):
+            taken = feedback(server, decision, key=keys["acme"], score=i / MAX_OUTCOMES,
+                             comment="x" * 2000)
+            assert taken.status_code == 200, taken.text
+        events = _status_of(server, keys["acme"])["learned_router"]["events"]
+        refused = feedback(server, decision, key=keys["acme"], score=1.0)
+        assert refused.status_code == 409, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "decision_id"
+        assert f"takes at most {MAX_OUTCOMES}" in error["message"]
+        assert _status_of(server, keys["acme"])["learned_router"]["events"] == events
+        foreign = feedback(server, decision, key=keys["globex"], score=1.0)
+        assert foreign.status_code == 404, foreign.text
+        # One answer of a comparison (not blind: it may be scored again) likewise.
+        compare = post(server, "/v1/router/preferences/compare",
+                       {"prompt": math_prompt(721), "models": ["strong", "cheap"],
+                        "blind": False}, key=keys["acme"]).json()
+        for _ in range(MAX_OUTCOMES):
+            assert post(server, "/v1/router/preferences/score",
+                        {"compare_id": compare["compare_id"], "scores": {"cheap": 0.5}},
+                        key=keys["acme"]).status_code == 200
+        events = _status_of(server, keys["acme"])["learned_router"]["events"]
+        over = post(server, "/v1/router/preferences/score",
+                    {"compare_id": compare["compare_id"], "scores": {"strong": 1.0,
+                                                                     "cheap": 0.5}},
+                    key=keys["acme"])
+        assert over.status_code == 409 and over.json()["error"]["param"] == "scores.cheap"
+        # (checked whole: strong's score, first in the request, was not learned either)
+        assert _status_of(server, keys["acme"])["learned_router"]["events"] == events
+    (db,) = tmp_path.rglob("switchpoint.db")
+    import sqlite3
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT count(*) FROM feedback").fetchone()[0]
+    finally:
+        conn.close()
+    assert rows == 2 * MAX_OUTCOMES
+
+
+def _status_of(server: ThreadServer, key: str) -> dict[str, Any]:
+    tenants = get(server, "/v1/router/status", key=key).json()["tenants"]
+    (only,) = tenants.values()
+    return dict(only)

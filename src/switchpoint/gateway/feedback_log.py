@@ -15,7 +15,12 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
-from switchpoint.errors import InvalidInputError, StorageUnavailableError, StoreError
+from switchpoint.errors import (
+    ConflictError,
+    InvalidInputError,
+    StorageUnavailableError,
+    StoreError,
+)
 from switchpoint.gateway.redact import redact
 from switchpoint.learning.events import FeedbackEvent
 from switchpoint.router import Router
@@ -28,6 +33,10 @@ log = logging.getLogger("switchpoint.gateway")
 MAX_COMMENT = 2000
 #: Longest decision id accepted (ids are 32 hex characters; this leaves room for others').
 MAX_DECISION_ID = 200
+#: Outcomes one decision (or one answer of a comparison) takes: its first and the repeats
+#: that replace it. Each is a row of the feedback log, which is never pruned, so repeats
+#: without end would grow it without end.
+MAX_OUTCOMES = 20
 
 
 @dataclass
@@ -146,6 +155,23 @@ class ServiceFeedbackLog:
             return iter([r for r in rows if r.seq > after
                          and (tenant is None or r.event.tenant == tenant)])
         return self.reader.feedback(tenant, after=after)
+
+    def check_repeats(self, decision_id: str, tenant: str | None, what: str,
+                      param: str = "decision_id") -> None:
+        """409 when ``decision_id`` (of ``tenant``; None: any) already holds
+        :data:`MAX_OUTCOMES` outcomes; ``what`` names it in the message. Waits for the
+        appends under way, so that it counts them."""
+        self.flush()
+        if self.reader is None:
+            with self._lock:
+                held = sum(1 for row in self._memory if row.event.decision_id == decision_id
+                           and (tenant is None or row.event.tenant == tenant))
+        else:
+            held = self.reader.outcomes(decision_id, tenant)
+        if held >= MAX_OUTCOMES:
+            raise ConflictError(f"{param}: {what} has taken {held} outcomes, its first and the "
+                                f"repeats that replaced it, and takes at most {MAX_OUTCOMES}: "
+                                "its latest stands; nothing was learned", param=param)
 
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         if self.reader is None:

@@ -890,6 +890,8 @@ class GatewayLearning:
                     raise InvalidInputError("model", f"{model[:100]!r} is not a model of this "
                                                      f"gateway; use one of "
                                                      f"{', '.join(router.models)}")
+                # (counted for the caller's tenant only: another's decision is not found)
+                self.log.check_repeats(decision_id, scope, "this decision")
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
@@ -1147,6 +1149,9 @@ class GatewayLearning:
             learning: LiveLearning | None = self.state.live().learning
             assert learning is not None
             router = learning.router
+            for model, (key, _) in chosen.items():
+                self.log.check_repeats(f"{compare.compare_id}:{model}", tenant,
+                                       f"the answer {key}", param=f"scores.{key}")
             for model, (_, quality) in chosen.items():
                 profile = (router.outcome_profile(model) or model) if model in router.models \
                     else model

@@ -462,6 +462,12 @@ class LearningReader:
                 return float(cost)
         return None
 
+    def outcomes(self, decision_id: str, tenant: str | None = None) -> int:
+        """How many outcomes the log holds for ``decision_id`` (of ``tenant``; None: any)."""
+        row = self._one("SELECT count(*) FROM feedback WHERE decision_id = ? AND (? IS NULL OR "
+                        "tenant = ?)", (decision_id, tenant, tenant))
+        return 0 if row is None else int(row[0])
+
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         """The quality last reported for ``decision_id`` (a repeat replaces it)."""
         row = self._one("SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "

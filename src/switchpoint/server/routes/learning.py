@@ -39,8 +39,9 @@ _WHY = {400: "Malformed or invalid request (the param names the field).",
         403: "The caller may not act for that tenant or use that model.",
         404: "Not found (for this tenant): an unknown, expired or other tenant's id, or a "
              "tenant the configuration does not name.",
-        409: "Not possible now: the experiment has no winner yet, or the blind comparison "
-             "was already scored (its models revealed).",
+        409: "Not possible now: the experiment has no winner yet, the blind comparison was "
+             "already scored (its models revealed), or the decision has taken as many "
+             "outcomes as one takes.",
         429: "A budget or rate limit refused a comparison's calls.",
         502: "No compared model answered.",
         503: "The router is still loading.",
@@ -164,7 +165,8 @@ def tenant_caller(request: Request, named: str | None, who: Caller
 
 
 @router.post("/v1/feedback", tags=["learning"],
-             responses=_responses("What the outcome did.", 400, 401, 404, 503, openai=True),
+             responses=_responses("What the outcome did.", 400, 401, 404, 409, 503,
+                                  openai=True),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": FeedbackRequest.model_json_schema()}}}},
              summary="Report how an answer went (teaches routing for the caller's tenant)",
