@@ -167,6 +167,42 @@ async def test_a_hard_pin_that_cannot_be_followed_says_why_not_hard() -> None:
     assert followed.pin.state == "hard" and followed.routed_model == "b"
 
 
+async def test_a_named_model_keeps_the_pin_only_where_the_pin_would_have_sent_it() -> None:
+    # A request naming another model than the hard pin's still said "hard".
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts)
+    same = await plan_of.plan(ChatCall(body("b"), session_id="s1"), catalog(), route)
+    assert same.pin.state == "hard" and same.pin.pinned_model == "b"
+    assert "note" not in same.pin_info
+    other = await plan_of.plan(ChatCall(body("c"), session_id="s1"), catalog(), route)
+    assert other.pin.state == "evicted_missing_model" and other.cards[0].name == "c"
+    assert other.pin_info["previous_model"] == "b" and other.pin_info["pinned_model"] is None
+    assert other.pin_info["note"] == ("the request named its model (c): the session's pin "
+                                      "was not followed")
+    assert other.reasoning[-1] == other.pin_info["note"]
+    # In the soft window no score was adjusted: naming the pinned model gives it no bonus.
+    pins.record(first.session, "b", first.ts - 120)
+    soft = await plan_of.plan(ChatCall(body("b"), session_id="s1"), catalog(), route)
+    assert soft.pin.state == "soft" and soft.pin.bonus == {}
+    soft_other = await plan_of.plan(ChatCall(body("a"), session_id="s1"), catalog(), route)
+    assert soft_other.pin.state == "evicted_missing_model" and soft_other.pin.bonus == {}
+    # A conversation outgrowing the pinned model is re-homed only when it names the new home.
+    pins.record(first.session, "a", first.ts)
+    long = body(messages=[{"role": "user", "content": "hello there"},
+                          {"role": "user", "content": "word " * 10_000}])
+    home = await plan_of.plan(ChatCall({**long, "model": "b"}, session_id="s1"), catalog(),
+                              route)
+    assert home.pin.state == "rehomed_context" and home.pin.pinned_model == "b"
+    for named in ("a", "c"):  # (a is too small: its fallback b answers, not as the pin's)
+        elsewhere = await plan_of.plan(ChatCall({**long, "model": named}, session_id="s1"),
+                                       catalog(), route)
+        assert elsewhere.pin.state == "evicted_context" and elsewhere.pin.pinned_model is None
+    assert route.calls == [route.calls[0]]  # a named model is never routed
+
+
 async def test_a_decision_made_elsewhere_is_followed_not_recomputed() -> None:
     route = FakeRoute()
     made = RoutingDecision("c", 0.5, 0.5, {"c": 0.5, "a": 0.6, "b": 0.7}, 0)

@@ -109,6 +109,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     planning_ms: float = 0.0
     ticket: Any = None  # the budget reservation, once admitted (see switchpoint.governance)
+    pin_note: str | None = None  # why the pin is not what the session's windows said
+
+    def unpin(self, pin: PinDecision, note: str) -> None:
+        """The pin turned out not to choose this request's model: ``pin`` is what it did
+        instead, ``note`` (which the reasoning and the log's pin keep) why."""
+        self.pin = pin
+        self.pin_note = note
+        self.notes.append(note)
 
     @property
     def stream(self) -> bool:
@@ -121,9 +129,8 @@ class Plan:
     @property
     def pin_info(self) -> dict[str, Any]:
         info = self.pin.to_dict()
-        notes = [n for n in self.notes if n.startswith("pinned model")]
-        if notes:
-            info["note"] = notes[0]
+        if self.pin_note is not None:
+            info["note"] = self.pin_note
         return info
 
     @property
@@ -195,6 +202,7 @@ class Planner:
                                                    "cannot")
             plan.routed_model = requested
             plan.cards = [catalog[n] for n in allowed]
+            self._pin_for_named(plan)
         else:
             await self._plan_auto(plan, catalog, route)
         plan.planning_ms = (time.perf_counter() - started) * 1e3
@@ -212,14 +220,12 @@ class Planner:
         if pinned is not None and pinned not in allowed:
             if pinned in names:
                 reasons = "; ".join(plan.excluded.get(pinned, []))
-                plan.notes.append(f"pinned model {pinned} cannot serve this request "
-                                  f"({reasons}); routed")
+                note = f"pinned model {pinned} cannot serve this request ({reasons}); routed"
             else:
                 # Another caller of the tenant (a key allowed more models) pinned the session
                 # to a model this request may not choose: the caller is not told its name.
-                plan.notes.append("the session's pinned model is not among this request's "
-                                  "candidates; routed")
-            plan.pin = plan.pin.not_followed()
+                note = "the session's pinned model is not among this request's candidates; routed"
+            plan.unpin(plan.pin.not_followed(), note)
             pinned = None
         if pinned is not None:
             # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and
@@ -245,6 +251,26 @@ class Planner:
                 order.insert(0, decision.selected_model)
             self._note_unhealthy(plan, order)
         plan.cards = [catalog[n] for n in order]
+
+    @staticmethod
+    def _pin_for_named(plan: Plan) -> None:
+        """A request that names its model goes there (then to its fallbacks), not where the pin
+        says: the pin stands only when it would have sent the request to that model too."""
+        favoured = plan.pin.favoured_model
+        if favoured is None:
+            return
+        requested = plan.requested
+        if favoured == requested and plan.cards[0].name == requested:
+            plan.pin = replace(plan.pin, bonus={})  # (nothing was ranked: no bonus was given)
+        elif favoured == requested:
+            reasons = "; ".join(plan.excluded.get(requested, []))
+            plan.unpin(plan.pin.not_followed(), f"pinned model {requested} cannot serve this "
+                                                f"request ({reasons}); its fallbacks answer")
+        else:
+            # The pinned model is not named: it may be one this caller may not use (another key
+            # of the tenant pinned the session), so it is not named here.
+            plan.unpin(plan.pin.named_elsewhere(), f"the request named its model ({requested}):"
+                                                   " the session's pin was not followed")
 
     def _candidates(self, call: ChatCall, catalog: Catalog) -> list[str]:
         """The models ``auto`` may choose (not one with ``auto: false``, which a request must

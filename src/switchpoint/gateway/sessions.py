@@ -31,6 +31,11 @@ cannot serve it: it lacks ``tools``, say; or the caller's key or candidate list 
 is ``evicted_missing_model`` too: the model is missing from those this request may go to, and
 the router chooses (:meth:`PinDecision.not_followed`; the decision's notes say which).
 
+A request that names its model is sent there whatever the pin says: its pin is ``hard`` (or
+``soft``, ``rehomed_context``) only when it names the very model the pin would have sent it to;
+otherwise ``evicted_missing_model`` (``evicted_context`` instead of a re-home), and the
+session's pin moves to the model that answers (:meth:`PinDecision.named_elsewhere`).
+
 Every request's log entry should carry ``PinDecision.state``. A conversation is known by the
 client's own session id, else by its first user message within the caller's scope (so a
 conversation keeps its key as it grows, and strangers never share one): see
@@ -112,6 +117,23 @@ class PinDecision:
     @property
     def bypass_router(self) -> bool:
         return self.pinned_model is not None
+
+    @property
+    def favoured_model(self) -> str | None:
+        """The model this pin sends the request to (``hard``, ``rehomed_context``) or favours
+        with its bonus (``soft``); ``None`` when it does neither (``fresh``, an escape)."""
+        if self.pinned_model is not None:
+            return self.pinned_model
+        return self.previous_model if self.state is PinState.SOFT else None
+
+    def named_elsewhere(self) -> PinDecision:
+        """This decision for a request that names its model, one the pin would not have sent it
+        to: the name chooses, not the pin. ``evicted_context`` when the pin was being re-homed
+        for the conversation's length (its model is too small for it), else
+        ``evicted_missing_model`` (the pinned model is not the one this request may go to)."""
+        if self.state is PinState.REHOMED_CONTEXT:
+            return replace(self, state=PinState.EVICTED_CONTEXT, pinned_model=None, bonus={})
+        return self.not_followed()
 
     def not_followed(self) -> PinDecision:
         """This decision once its pinned model turns out unable to take the request (it cannot

@@ -1,0 +1,134 @@
+"""What a decision says about its session pin matches what happened: the ``x-switchpoint-pin``
+header, the request log's ``pin_state``, the session's stored pin and the model that answered
+agree, plain and streamed, for a named model, a narrowed candidate list, a pinned model that
+cannot serve the request or fails, in the hard and the soft window."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, log_entry
+from tests.integration.servers import ThreadServer, thread_server
+
+UPSTREAM = {"good": "good", "other": "claude-fake-2", "cheap": "cheap", "fresh": "fresh"}
+QUALITY_FIRST = {"x-switchpoint-cost-weight": "0"}
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
+    "type": "object", "properties": {"q": {"type": "string"}}}}}]
+# Every pin is past its hard window at once: the soft window's bonus is all it gets.
+SOFT_ONLY = """gateway:
+  connect_timeout_s: 1
+  read_timeout_s: 0.5
+  first_token_timeout_s: 0.5
+  backoff_base_s: 0.01
+  backoff_cap_s: 0.02
+  max_total_s: 10
+  pin_hard_window_s: 0
+  pin_soft_window_s: 1800
+  pin_soft_bonus: 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def soft(gw_fake: FakeProviderProcess,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    root: Path = tmp_path_factory.mktemp("soft-pins")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, data_dir=str(root / "data"), gateway=SOFT_ONLY),
+                      encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _healthy(request: pytest.FixtureRequest) -> None:
+    if "soft" in request.fixturenames:
+        request.getfixturevalue("soft").service.gateway.reset_health()
+
+
+def ask(server: ThreadServer, text: str, sid: str, model: str = "auto", stream: bool = False,
+        headers: dict[str, str] | None = None, **kw: Any) -> tuple[dict[str, str],
+                                                                   dict[str, Any]]:
+    """One request of session ``sid``: its headers and its log entry (which must agree)."""
+    raw = client(server).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], stream=stream,
+        extra_headers={"x-session-id": sid, **(headers or {})}, **kw)
+    raw.http_response.read()
+    entry = log_entry(server, raw.headers["x-switchpoint-request-id"])
+    assert raw.headers["x-switchpoint-pin"] == entry["pin_state"]
+    assert raw.headers["x-switchpoint-model"] == entry["model"]
+    return dict(raw.headers), entry
+
+
+def stored(server: ThreadServer, entry: dict[str, Any]) -> str | None:
+    """The model the session's stored pin names now."""
+    pin = server.service.gateway.pinner.store.get(entry["session_id"])
+    return None if pin is None else pin.model
+
+
+def new_session() -> str:
+    return f"pin-{uuid.uuid4().hex}"
+
+
+# A named model in the hard window -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_named_model_is_not_reported_as_the_hard_pin(gw: ThreadServer, stream: bool) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    headers, entry = ask(gw, "Now you.", sid, model="fresh", stream=stream)
+    assert headers["x-switchpoint-model"] == "fresh"
+    assert headers["x-switchpoint-pin"] == "evicted_missing_model"  # it said "hard"
+    assert entry["pin"]["pinned_model"] is None and entry["pin"]["previous_model"] == "cheap"
+    assert "named its model" in headers["x-switchpoint-reasoning"]
+    # The pin moved to the model that answered: the next auto turn is hard-pinned there.
+    assert stored(gw, entry) == "fresh"
+    headers, entry = ask(gw, "And again.", sid, stream=stream, headers=QUALITY_FIRST)
+    assert headers["x-switchpoint-pin"] == "hard" and headers["x-switchpoint-model"] == "fresh"
+
+
+def test_naming_the_pinned_model_itself_is_the_hard_pin(gw: ThreadServer) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    headers, entry = ask(gw, "Still you.", sid, model="cheap")
+    assert headers["x-switchpoint-pin"] == "hard" and entry["pin"]["pinned_model"] == "cheap"
+    assert headers["x-switchpoint-model"] == "cheap"
+
+
+def test_a_narrowed_candidate_list_leaving_the_pin_out_is_not_hard(gw: ThreadServer) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    headers, entry = ask(gw, "Pick among these.", sid,
+                         headers={"x-switchpoint-models": "good,other"})
+    assert headers["x-switchpoint-model"] in {"good", "other"}
+    assert headers["x-switchpoint-pin"] == "evicted_missing_model"
+    assert entry["pin"]["previous_model"] == "cheap" and stored(gw, entry) == entry["model"]
+
+
+# The soft window ------------------------------------------------------------------------------
+
+
+def test_a_named_model_in_the_soft_window_is_not_soft(soft: ThreadServer) -> None:
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="fresh")
+    headers, entry = ask(soft, "Now you.", sid, model="cheap")
+    assert headers["x-switchpoint-pin"] == "evicted_missing_model"
+    assert entry["pin"]["bonus"] == {} and stored(soft, entry) == "cheap"
+
+
+def test_a_soft_pin_that_wins_and_answers_is_soft(soft: ThreadServer) -> None:
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="fresh")
+    headers, entry = ask(soft, "Hello there, again.", sid,
+                         headers={"x-switchpoint-cost-weight": "1000"})
+    assert headers["x-switchpoint-pin"] == "soft" and headers["x-switchpoint-model"] == "fresh"
+    assert entry["pin"]["bonus"] == {"fresh": 0.5}
