@@ -117,6 +117,27 @@ def test_a_narrowed_candidate_list_leaving_the_pin_out_is_not_hard(gw: ThreadSer
 # The soft window ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_soft_pin_whose_model_lacks_tools_is_not_soft(soft: ThreadServer,
+                                                       stream: bool) -> None:
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="fresh")
+    headers, entry = ask(soft, "Look it up.", sid, tools=TOOLS, stream=stream)
+    assert headers["x-switchpoint-model"] != "fresh"
+    assert headers["x-switchpoint-pin"] == "evicted_missing_model"  # it said "soft"
+    assert entry["pin"]["bonus"] == {} and entry["pin"]["previous_model"] == "fresh"
+    assert "pinned model fresh cannot serve this request" in headers["x-switchpoint-reasoning"]
+
+
+def test_a_soft_pin_left_out_by_the_candidate_list_is_not_soft(soft: ThreadServer) -> None:
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="fresh")
+    headers, entry = ask(soft, "Pick among these.", sid,
+                         headers={"x-switchpoint-models": "good,other"})
+    assert headers["x-switchpoint-pin"] == "evicted_missing_model"
+    assert entry["pin"]["bonus"] == {} and stored(soft, entry) == entry["model"]
+
+
 def test_a_named_model_in_the_soft_window_is_not_soft(soft: ThreadServer) -> None:
     sid = new_session()
     ask(soft, "Hello there.", sid, model="fresh")

@@ -167,6 +167,27 @@ async def test_a_hard_pin_that_cannot_be_followed_says_why_not_hard() -> None:
     assert followed.pin.state == "hard" and followed.routed_model == "b"
 
 
+async def test_a_soft_pin_whose_model_cannot_take_the_request_says_why_not_soft() -> None:
+    # The pin state said "soft" though its model could not be chosen at all.
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts - 120)
+    tools = body(tools=[{"type": "function", "function": {"name": "f"}}])
+    unfit = await plan_of.plan(ChatCall(tools, session_id="s1"), catalog(), route)
+    assert unfit.pin.state == "evicted_missing_model" and unfit.pin.bonus == {}
+    assert unfit.pin_info["previous_model"] == "b" and unfit.routed_model == "c"
+    assert unfit.pin_info["note"].startswith("pinned model b cannot serve this request")
+    narrowed = await plan_of.plan(ChatCall(body(), session_id="s1", models=["a", "c"]),
+                                  catalog(), route)
+    assert narrowed.pin.state == "evicted_missing_model" and narrowed.pin.bonus == {}
+    assert narrowed.pin_info["note"] == ("the session's pinned model is not among this "
+                                         "request's candidates; routed")
+    followed = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    assert followed.pin.state == "soft" and followed.pin.bonus == {"b": 0.5}
+
+
 async def test_a_named_model_keeps_the_pin_only_where_the_pin_would_have_sent_it() -> None:
     # A request naming another model than the hard pin's still said "hard".
     pins = SessionPinner(hard_window_s=60, soft_window_s=600)

@@ -216,17 +216,17 @@ class Planner:
                     else f"{', '.join(names)} cannot")
             raise _nothing_fits(plan.excluded, what)
         health = self.health if self.prefer_healthy else None
-        pinned = plan.pin.pinned_model
-        if pinned is not None and pinned not in allowed:
-            if pinned in names:
-                reasons = "; ".join(plan.excluded.get(pinned, []))
-                note = f"pinned model {pinned} cannot serve this request ({reasons}); routed"
+        favoured = plan.pin.favoured_model  # (hard: where it sends; soft: whom it lifts)
+        if favoured is not None and favoured not in allowed:
+            if favoured in names:
+                reasons = "; ".join(plan.excluded.get(favoured, []))
+                note = f"pinned model {favoured} cannot serve this request ({reasons}); routed"
             else:
                 # Another caller of the tenant (a key allowed more models) pinned the session
                 # to a model this request may not choose: the caller is not told its name.
                 note = "the session's pinned model is not among this request's candidates; routed"
             plan.unpin(plan.pin.not_followed(), note)
-            pinned = None
+        pinned = plan.pin.pinned_model
         if pinned is not None:
             # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and
             # then the other models follow, healthy first, in case it fails.

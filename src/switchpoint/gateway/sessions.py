@@ -26,10 +26,11 @@ Escapes override the pin, and the decision says which one fired:
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
   the router chooses anyway, among the models the context filter lets through).
 
-A hard pin whose model turns out, when the request is planned, not to be usable for it (it
-cannot serve it: it lacks ``tools``, say; or the caller's key or candidate list leaves it out)
-is ``evicted_missing_model`` too: the model is missing from those this request may go to, and
-the router chooses (:meth:`PinDecision.not_followed`; the decision's notes say which).
+A hard or soft pin whose model turns out, when the request is planned, not to be usable for
+it (it cannot serve it: it lacks ``tools``, say; or the caller's key or candidate list leaves
+it out) is ``evicted_missing_model`` too: the model is missing from those this request may go
+to, and the router chooses, without a bonus (:meth:`PinDecision.not_followed`; the decision's
+notes say which).
 
 A request that names its model is sent there whatever the pin says: its pin is ``hard`` (or
 ``soft``, ``rehomed_context``) only when it names the very model the pin would have sent it to;
@@ -136,9 +137,10 @@ class PinDecision:
         return self.not_followed()
 
     def not_followed(self) -> PinDecision:
-        """This decision once its pinned model turns out unable to take the request (it cannot
-        serve it, or the request may not go to it): ``evicted_missing_model``, the router
-        chooses; ``previous_model`` still names the model the session was pinned to."""
+        """This decision once its pinned (hard) or favoured (soft) model turns out unable to
+        take the request (it cannot serve it, or the request may not go to it):
+        ``evicted_missing_model``, the router chooses without a bonus; ``previous_model``
+        still names the model the session was pinned to."""
         return replace(self, state=PinState.EVICTED_MISSING_MODEL, pinned_model=None, bonus={})
 
     def to_dict(self) -> dict[str, Any]:
