@@ -114,6 +114,26 @@ def test_a_narrowed_candidate_list_leaving_the_pin_out_is_not_hard(gw: ThreadSer
     assert entry["pin"]["previous_model"] == "cheap" and stored(gw, entry) == entry["model"]
 
 
+# A hard-pinned or soft-pinned model known to be failing ----------------------------------------
+
+
+def test_a_hard_pinned_model_with_an_open_circuit_is_routed_around(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    for _ in range(5):
+        gw.service.gateway.health.record_failure("cheap", "server_error", detail="test")
+    assert gw.service.gateway.health.state("cheap") == "open"
+    gw_fake.reset()
+    headers, entry = ask(gw, "Again please.", sid, headers=QUALITY_FIRST)
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
+    assert headers["x-switchpoint-model"] != "cheap" and "cheap" not in entry["models_tried"]
+    assert entry["decision_id"] is not None  # the router chose
+    assert "pinned model cheap is unavailable" in headers["x-switchpoint-reasoning"]
+    assert stored(gw, entry) == entry["model"]
+    assert "cheap" not in [r["body"]["model"] for r in gw_fake.requests()]
+
+
 # The soft window ------------------------------------------------------------------------------
 
 
@@ -136,6 +156,17 @@ def test_a_soft_pin_left_out_by_the_candidate_list_is_not_soft(soft: ThreadServe
                          headers={"x-switchpoint-models": "good,other"})
     assert headers["x-switchpoint-pin"] == "evicted_missing_model"
     assert entry["pin"]["bonus"] == {} and stored(soft, entry) == entry["model"]
+
+
+def test_a_soft_pin_with_an_open_circuit_is_not_soft(soft: ThreadServer) -> None:
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="fresh")
+    for _ in range(5):
+        soft.service.gateway.health.record_failure("fresh", "server_error", detail="test")
+    headers, entry = ask(soft, "Again please.", sid)
+    assert headers["x-switchpoint-model"] != "fresh"
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "soft"
+    assert entry["pin"]["bonus"] == {} and entry["pin"]["previous_model"] == "fresh"
 
 
 def test_a_named_model_in_the_soft_window_is_not_soft(soft: ThreadServer) -> None:

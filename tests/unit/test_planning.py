@@ -188,6 +188,36 @@ async def test_a_soft_pin_whose_model_cannot_take_the_request_says_why_not_soft(
     assert followed.pin.state == "soft" and followed.pin.bonus == {"b": 0.5}
 
 
+async def test_a_pin_to_a_model_whose_circuit_is_open_is_evicted_and_routed() -> None:
+    # The pin state said "hard" (or "soft") while its model was skipped unhealthy.
+    health = tracker()
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(health, pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts)
+    health.record_failure("b", "server_error")
+    health.record_failure("b", "server_error")  # two in a row: b's circuit opens
+    for age in (0, 120):  # hard, then soft
+        pins.record(first.session, "b", first.ts - age)
+        calls = len(route.calls)
+        plan = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+        assert plan.pin.state == "evicted_post_failure" and plan.pin.bonus == {}
+        assert plan.pin_info["previous_model"] == "b" and plan.pin_info["pinned_model"] is None
+        assert plan.pin_info["note"].startswith("pinned model b is unavailable (its circuit is "
+                                                "open; retry in ")
+        assert len(route.calls) == calls + 1 and plan.routed_model == "a"  # the router chose
+    # Asked to wait by its upstream (a 429 with Retry-After), the circuit still closed: the same.
+    plan_of.health = health = tracker()
+    health.record_failure("b", "rate_limited", retry_after_s=30)
+    plan = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    assert plan.pin.state == "evicted_post_failure"
+    assert "its upstream asked callers to wait" in plan.pin_info["note"]
+    plan_of.health = tracker()
+    plan = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    assert plan.pin.state == "soft"
+
+
 async def test_a_named_model_keeps_the_pin_only_where_the_pin_would_have_sent_it() -> None:
     # A request naming another model than the hard pin's still said "hard".
     pins = SessionPinner(hard_window_s=60, soft_window_s=600)

@@ -16,6 +16,7 @@ itself, :func:`rank_auto`, is a pure function. Nothing here knows HTTP.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.capabilities import Needs, filter_candidates, needs_of
 from switchpoint.gateway.failover import fallback_chain
-from switchpoint.gateway.health import HealthStatus, HealthTracker
+from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
 from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
 
@@ -226,6 +227,12 @@ class Planner:
                 # to a model this request may not choose: the caller is not told its name.
                 note = "the session's pinned model is not among this request's candidates; routed"
             plan.unpin(plan.pin.not_followed(), note)
+        elif favoured is not None and (wait := self.health.wait_s(favoured)) is not None:
+            # A call to it would be skipped: the pin cannot hold, the router chooses.
+            why = ("its circuit is open" if self.health.state(favoured) is BreakerState.OPEN
+                   else "its upstream asked callers to wait")
+            plan.unpin(plan.pin.after_failure(), f"pinned model {favoured} is unavailable "
+                                                 f"({why}; retry in {math.ceil(wait)} s); routed")
         pinned = plan.pin.pinned_model
         if pinned is not None:
             # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and

@@ -19,7 +19,9 @@ Escapes override the pin, and the decision says which one fired:
 - ``evicted_missing_model`` — the pinned model has left the catalog;
 - ``evicted_vision`` — the request has images and the pinned model lacks ``vision``;
 - ``evicted_post_failure`` — the pinned model failed last time
-  (:meth:`SessionPinner.evict_on_failure`);
+  (:meth:`SessionPinner.evict_on_failure`), or, when the request is planned, its circuit is
+  open or its upstream's ``Retry-After`` is still running (:meth:`PinDecision.after_failure`):
+  the router chooses;
 - ``rehomed_context`` — in the hard window the conversation outgrew the pinned model's context
   window: it moves to the closest larger-context model that fits (same tier first, then the
   smallest sufficient window, then the lowest price) and is hard-pinned there;
@@ -135,6 +137,12 @@ class PinDecision:
         if self.state is PinState.REHOMED_CONTEXT:
             return replace(self, state=PinState.EVICTED_CONTEXT, pinned_model=None, bonus={})
         return self.not_followed()
+
+    def after_failure(self) -> PinDecision:
+        """This decision once its pinned (hard) or favoured (soft) model is found failing for
+        this request (its circuit is open, it asked callers to wait, or it was tried and did
+        not answer): ``evicted_post_failure``; ``previous_model`` still names it."""
+        return replace(self, state=PinState.EVICTED_POST_FAILURE, pinned_model=None, bonus={})
 
     def not_followed(self) -> PinDecision:
         """This decision once its pinned (hard) or favoured (soft) model turns out unable to
