@@ -178,6 +178,40 @@ def test_the_in_process_door_logs_like_the_server(local: Gateway) -> None:
     assert again.model == reply.model and again.switchpoint.pin_state == "hard"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_both_doors_report_a_pin_that_failed_over_alike(
+        stream: bool, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess) -> None:
+    said: dict[str, tuple[str, str | None, str | None]] = {}
+    for door in ("http", "python"):
+        gw_fake.reset()
+        fresh_health(gw)
+        local.reset_health()
+        sid = f"doors-pin-{uuid.uuid4().hex}"
+        if door == "http":
+            client(gw).chat.completions.create(model="cheap", messages=messages(),
+                                               extra_headers={"x-session-id": sid})
+            gw_fake.script("cheap", "500", "500")
+            raw = client(gw).chat.completions.with_raw_response.create(
+                model="auto", messages=messages(), extra_headers={"x-session-id": sid},
+                stream=stream)
+            raw.http_response.read()
+            entry = log_entry(gw, raw.headers["x-switchpoint-request-id"])
+            assert entry["pin_state"] == raw.headers["x-switchpoint-pin"]
+            said[door] = (raw.headers["x-switchpoint-pin"], raw.headers["x-switchpoint-model"],
+                          entry["pin"]["previous_model"])
+            continue
+        local.complete(messages(), model="cheap", session_id=sid)
+        gw_fake.script("cheap", "500", "500")
+        if stream:
+            answer = local.stream(messages(), session_id=sid)
+            list(answer)
+            info = answer.switchpoint
+        else:
+            info = local.complete(messages(), session_id=sid).switchpoint
+        said[door] = (info.pin_state, info.model, info.pin["previous_model"])
+    assert said["http"] == said["python"] == ("evicted_post_failure", "good", "cheap")
+
+
 @pytest.mark.anyio
 async def test_the_async_door_streams(local: Gateway) -> None:
     stream = await local.astream(messages(), model="good")

@@ -15,7 +15,14 @@ import pytest
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, log_entry
+from tests.integration.gateway_env import (
+    FACTORY,
+    KEYS,
+    client,
+    config_text,
+    log_entry,
+    outcomes,
+)
 from tests.integration.servers import ThreadServer, thread_server
 
 UPSTREAM = {"good": "good", "other": "claude-fake-2", "cheap": "cheap", "fresh": "fresh"}
@@ -114,7 +121,37 @@ def test_a_narrowed_candidate_list_leaving_the_pin_out_is_not_hard(gw: ThreadSer
     assert entry["pin"]["previous_model"] == "cheap" and stored(gw, entry) == entry["model"]
 
 
-# A hard-pinned or soft-pinned model known to be failing ----------------------------------------
+# A pinned model that fails, or is known to be failing ------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_hard_pinned_model_that_fails_over_reports_the_failure(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "500", "500")
+    headers, entry = ask(gw, "Again please.", sid, stream=stream)
+    assert outcomes(entry)[:2] == [("cheap", "server_error"), ("cheap", "server_error")]
+    assert headers["x-switchpoint-model"] != "cheap"
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "hard"
+    assert entry["pin"]["previous_model"] == "cheap" and entry["pin"]["pinned_model"] is None
+    assert "pinned model cheap did not answer" in headers["x-switchpoint-reasoning"]
+    # The session now belongs to the model that answered.
+    assert stored(gw, entry) == entry["model"]
+    headers, _ = ask(gw, "Once more.", sid, stream=stream)
+    assert headers["x-switchpoint-pin"] == "hard"
+    assert headers["x-switchpoint-model"] == entry["model"]
+
+
+def test_a_pinned_model_too_small_for_the_conversation_reports_evicted_context(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "context_length")  # (its upstream counts tokens its own way)
+    headers, entry = ask(gw, "A long one.", sid)
+    assert outcomes(entry)[0] == ("cheap", "context_length_exceeded")
+    assert headers["x-switchpoint-pin"] == "evicted_context"
+    assert headers["x-switchpoint-model"] != "cheap" and stored(gw, entry) == entry["model"]
 
 
 def test_a_hard_pinned_model_with_an_open_circuit_is_routed_around(
@@ -167,6 +204,19 @@ def test_a_soft_pin_with_an_open_circuit_is_not_soft(soft: ThreadServer) -> None
     assert headers["x-switchpoint-model"] != "fresh"
     assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "soft"
     assert entry["pin"]["bonus"] == {} and entry["pin"]["previous_model"] == "fresh"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_soft_pinned_model_ranked_first_that_fails_is_not_soft(
+        soft: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="fresh")
+    gw_fake.script("fresh", "500", "500")
+    headers, entry = ask(soft, "Hello there, again.", sid, stream=stream,
+                         headers={"x-switchpoint-cost-weight": "1000"})
+    assert entry["models_tried"][0] == "fresh" and headers["x-switchpoint-model"] != "fresh"
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "soft"
+    assert entry["pin"]["bonus"] == {} and stored(soft, entry) == entry["model"]
 
 
 def test_a_named_model_in_the_soft_window_is_not_soft(soft: ThreadServer) -> None:

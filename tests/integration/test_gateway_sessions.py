@@ -104,7 +104,7 @@ def test_a_failing_pinned_model_hands_the_session_to_the_model_that_answered(
     gw_fake.script(UPSTREAM[pinned], "500", "500")
     second, entry = ask(gw, [turn("Plan a trip to Rome."), turn("Make it cheaper.")],
                         headers=sid)
-    assert entry["pin_state"] == "hard" and second.model != pinned
+    assert entry["pin_state"] == "evicted_post_failure" and second.model != pinned
     assert outcomes(entry)[:2] == [(pinned, "server_error"), (pinned, "server_error")]
     third, entry = ask(gw, [turn("Plan a trip to Rome."), turn("And greener?")], headers=sid)
     assert third.model == second.model and entry["pin"]["pinned_model"] == second.model

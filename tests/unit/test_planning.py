@@ -13,6 +13,7 @@ from switchpoint.errors import (
     NoCapableModelError,
     UnknownModelError,
 )
+from switchpoint.gateway.failover import Attempt
 from switchpoint.gateway.health import HealthConfig, HealthTracker
 from switchpoint.gateway.planning import ChatCall, Planner, rank_auto
 from switchpoint.gateway.sessions import SessionPinner
@@ -216,6 +217,32 @@ async def test_a_pin_to_a_model_whose_circuit_is_open_is_evicted_and_routed() ->
     plan_of.health = tracker()
     plan = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
     assert plan.pin.state == "soft"
+
+
+async def test_a_pinned_model_that_does_not_answer_leaves_the_pin_evicted() -> None:
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts)
+    hard = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    hard.answered_by("b", [Attempt("b", 1, "ok")])
+    assert hard.pin.state == "hard" and "note" not in hard.pin_info
+    hard.answered_by("a", [Attempt("b", 1, "server_error"), Attempt("b", 2, "server_error"),
+                           Attempt("a", 1, "ok")])
+    assert hard.pin.state == "evicted_post_failure" and hard.pin.pinned_model is None
+    assert hard.pin_info["note"] == "pinned model b did not answer (server_error); a answered"
+    too_long = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    too_long.answered_by("c", [Attempt("b", 1, "context_length_exceeded"),
+                               Attempt("c", 1, "ok")])
+    assert too_long.pin.state == "evicted_context"
+    # Soft: the pin's model lost the ranking (a leads); another answering is still soft.
+    pins.record(first.session, "b", first.ts - 120)
+    soft = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    soft.cards = [soft.cards[1], soft.cards[0], *soft.cards[2:]]  # (as a weaker bonus would)
+    assert soft.cards[0].name == "a"
+    soft.answered_by("c", [Attempt("a", 1, "server_error"), Attempt("c", 1, "ok")])
+    assert soft.pin.state == "soft" and soft.pin.bonus == {"b": 0.5}
 
 
 async def test_a_named_model_keeps_the_pin_only_where_the_pin_would_have_sent_it() -> None:

@@ -603,6 +603,7 @@ class Gateway:
         except BaseException:
             self._release(plan)
             raise
+        plan.answered_by(result.model, attempts)
         if isinstance(result, FailoverStream):
             return self._committed(plan, live, result)
         assert isinstance(result, FailoverResult)

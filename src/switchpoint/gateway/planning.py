@@ -26,13 +26,14 @@ from typing import Any
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
+    ContextLengthExceeded,
     InvalidInputError,
     ModelNotFoundError,
     NoCapableModelError,
     UnknownModelError,
 )
 from switchpoint.gateway.capabilities import Needs, filter_candidates, needs_of
-from switchpoint.gateway.failover import fallback_chain
+from switchpoint.gateway.failover import Attempt, fallback_chain
 from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
 from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
@@ -118,6 +119,22 @@ class Plan:
         self.pin = pin
         self.pin_note = note
         self.notes.append(note)
+
+    def answered_by(self, model: str, attempts: Sequence[Attempt]) -> None:
+        """``model`` answered: when the pin had put another model first (a hard pin's model,
+        or the soft pin's where it ranked first) that one did not answer, so the pin did not
+        hold: ``evicted_post_failure`` (``evicted_context`` when it refused the conversation as
+        too long for it), the session moving to ``model``."""
+        favoured = self.pin.favoured_model
+        if favoured is None or favoured == model or not self.cards:
+            return
+        if self.cards[0].name != favoured:
+            return  # (soft: the router ranked another model first; the bonus was all it did)
+        outcomes = list(dict.fromkeys(a.outcome for a in attempts if a.model == favoured))
+        pin = (self.pin.outgrown() if ContextLengthExceeded.kind in outcomes
+               else self.pin.after_failure())
+        self.unpin(pin, f"pinned model {favoured} did not answer "
+                        f"({', '.join(outcomes) or 'not called'}); {model} answered")
 
     @property
     def stream(self) -> bool:

@@ -26,7 +26,12 @@ Escapes override the pin, and the decision says which one fired:
   window: it moves to the closest larger-context model that fits (same tier first, then the
   smallest sufficient window, then the lowest price) and is hard-pinned there;
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
-  the router chooses anyway, among the models the context filter lets through).
+  the router chooses anyway, among the models the context filter lets through); or the
+  pinned model, called, refused the conversation as too long for it and another answered.
+
+A pinned model that is called and does not answer (another model does, by failover) makes
+the request's pin ``evicted_post_failure``, and the session moves to the model that answered
+(:meth:`Plan.answered_by <switchpoint.gateway.planning.Plan.answered_by>`).
 
 A hard or soft pin whose model turns out, when the request is planned, not to be usable for
 it (it cannot serve it: it lacks ``tools``, say; or the caller's key or candidate list leaves
@@ -135,7 +140,7 @@ class PinDecision:
         for the conversation's length (its model is too small for it), else
         ``evicted_missing_model`` (the pinned model is not the one this request may go to)."""
         if self.state is PinState.REHOMED_CONTEXT:
-            return replace(self, state=PinState.EVICTED_CONTEXT, pinned_model=None, bonus={})
+            return self.outgrown()
         return self.not_followed()
 
     def after_failure(self) -> PinDecision:
@@ -143,6 +148,11 @@ class PinDecision:
         this request (its circuit is open, it asked callers to wait, or it was tried and did
         not answer): ``evicted_post_failure``; ``previous_model`` still names it."""
         return replace(self, state=PinState.EVICTED_POST_FAILURE, pinned_model=None, bonus={})
+
+    def outgrown(self) -> PinDecision:
+        """This decision once its pinned (hard) or favoured (soft) model refused the request
+        as too long for its context window: ``evicted_context``."""
+        return replace(self, state=PinState.EVICTED_CONTEXT, pinned_model=None, bonus={})
 
     def not_followed(self) -> PinDecision:
         """This decision once its pinned (hard) or favoured (soft) model turns out unable to
