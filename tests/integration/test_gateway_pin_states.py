@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from switchpoint.config import load_settings
@@ -234,3 +235,30 @@ def test_a_soft_pin_that_wins_and_answers_is_soft(soft: ThreadServer) -> None:
                          headers={"x-switchpoint-cost-weight": "1000"})
     assert headers["x-switchpoint-pin"] == "soft" and headers["x-switchpoint-model"] == "fresh"
     assert entry["pin"]["bonus"] == {"fresh": 0.5}
+
+
+# A failed request ------------------------------------------------------------------------------
+
+
+def test_a_failed_request_blames_only_a_pinned_model_that_failed(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    # A request naming another model fails there (a refusal no fallback would change) ...
+    gw_fake.script("fresh", "content_filter")
+    with pytest.raises(openai.BadRequestError):
+        client(gw).chat.completions.create(
+            model="fresh", messages=[{"role": "user", "content": "Something else."}],
+            extra_headers={"x-session-id": sid})
+    # ... which says nothing about the pinned model: the session is still hard-pinned to it.
+    headers, entry = ask(gw, "Back to you.", sid)
+    assert headers["x-switchpoint-pin"] == "hard" and headers["x-switchpoint-model"] == "cheap"
+    # The pinned model failing is another matter.
+    gw_fake.script("cheap", "content_filter")
+    with pytest.raises(openai.BadRequestError):
+        client(gw).chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "And this?"}],
+            extra_headers={"x-session-id": sid})
+    headers, entry = ask(gw, "Still there?", sid)
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
+    assert entry["pin"]["previous_model"] == "cheap"

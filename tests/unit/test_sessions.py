@@ -173,6 +173,16 @@ def test_failure_evicts_until_a_model_answers_again(catalog: Catalog) -> None:
     p.evict_on_failure(None)
 
 
+def test_a_failure_of_other_models_keeps_the_pin(catalog: Catalog) -> None:
+    # A request that went to other models and failed there evicted the pin all the same.
+    p = SessionPinner()
+    s = pinned(p, "small")
+    p.evict_on_failure(s, now=T0 + 5, failed={"same-tier-32k", "eyes"})
+    assert p.decide(s, catalog, needs(), T0 + 10).state is PinState.HARD
+    p.evict_on_failure(s, now=T0 + 6, failed={"small", "eyes"})
+    assert p.decide(s, catalog, needs(), T0 + 10).state is PinState.EVICTED_POST_FAILURE
+
+
 def test_context_overflow_in_the_hard_window_rehomes_same_tier_closest_cheapest(
         catalog: Catalog) -> None:
     p = SessionPinner()

@@ -582,7 +582,7 @@ class Gateway:
                 policy=self.retry, timeouts=self.timeouts, health=self.health,
                 attempts=attempts)
         except FailoverError as exc:
-            self.pinner.evict_on_failure(plan.session)
+            self.pinner.evict_on_failure(plan.session, failed={a.model for a in exc.attempts})
             entry = accounting.failed(plan, exc, live, self._settle(plan, None, None, None))
             exc.info = entry.info
             await self._write(entry, wait=True)
@@ -635,7 +635,7 @@ class Gateway:
             for ended in opened:
                 self._open_streams.pop(ended, None)
             if s.error is not None:
-                self.pinner.evict_on_failure(plan.session)
+                self.pinner.evict_on_failure(plan.session, failed={s.model})
             entry = accounting.streamed(plan, s, live, ttft_ms,
                                         self._settle(plan, s.card, s.cost_usd, s.usage))
             _update(info, entry.info)

@@ -59,7 +59,7 @@ import logging
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -566,13 +566,16 @@ class SessionPinner:
         if session:
             self.store.put(session, Pin(model, now))
 
-    def evict_on_failure(self, session: str | None, now: float | None = None) -> None:
+    def evict_on_failure(self, session: str | None, now: float | None = None, *,
+                         failed: Collection[str] | None = None) -> None:
         """The pinned model failed: drop the pin (the next decision says
-        ``evicted_post_failure``) until some model answers the session again."""
+        ``evicted_post_failure``) until some model answers the session again. ``failed``, when
+        given, names the models that failed: a pin to none of them is kept as it is (a request
+        that went elsewhere and failed there says nothing of the pinned model)."""
         if not session:
             return
         pin = self.store.get(session)
-        if pin is not None:
+        if pin is not None and (failed is None or pin.model in failed):
             self.store.put(session, Pin(pin.model, pin.last_used if now is None else now,
                                         failed=True))
 
