@@ -262,3 +262,32 @@ def test_a_failed_request_blames_only_a_pinned_model_that_failed(
     headers, entry = ask(gw, "Still there?", sid)
     assert headers["x-switchpoint-pin"] == "evicted_post_failure"
     assert entry["pin"]["previous_model"] == "cheap"
+
+
+# A budget that leaves the pinned model out ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budgeted(gw_fake: FakeProviderProcess,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    root: Path = tmp_path_factory.mktemp("budgeted-pins")
+    config = root / "switchpoint.yaml"
+    text = config_text(gw_fake, data_dir=str(root / "data"))
+    config.write_text(text + "budgets:\n  models: {cheap: 0.001/day}\n", encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_pinned_model_a_budget_leaves_out_is_not_hard(budgeted: ThreadServer,
+                                                        stream: bool) -> None:
+    sid = new_session()
+    ask(budgeted, "Hello there.", sid, model="cheap", max_tokens=10)
+    # cheap's worst case for 8000 output tokens is past its budget: the request goes elsewhere.
+    headers, entry = ask(budgeted, "A long answer, please.", sid, max_tokens=8000,
+                         stream=stream)
+    assert headers["x-switchpoint-model"] != "cheap" and "cheap" not in entry["models_tried"]
+    assert headers["x-switchpoint-pin"] == "evicted_missing_model"  # it said "hard"
+    assert "pinned model cheap was left out" in headers["x-switchpoint-reasoning"]
+    assert entry["pin"]["previous_model"] == "cheap" and stored(budgeted, entry) == entry["model"]

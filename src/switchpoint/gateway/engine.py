@@ -569,6 +569,7 @@ class Gateway:
             except GatewayError as exc:
                 exc.info = accounting.info_of(plan)
                 raise
+            plan.admitted()
         return plan, live
 
     async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:

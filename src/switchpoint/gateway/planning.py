@@ -120,6 +120,16 @@ class Plan:
         self.pin_note = note
         self.notes.append(note)
 
+    def admitted(self) -> None:
+        """The governance kept only ``cards`` (a budget may leave some out): a pin whose model
+        it left out was not followed."""
+        favoured = self.pin.favoured_model
+        if favoured is None or not self.cards or any(c.name == favoured for c in self.cards):
+            return
+        self.unpin(self.pin.not_followed(), f"pinned model {favoured} was left out of the "
+                                            f"candidates by a budget; {self.cards[0].name} "
+                                            "leads")
+
     def answered_by(self, model: str, attempts: Sequence[Attempt]) -> None:
         """``model`` answered: when the pin had put another model first (a hard pin's model,
         or the soft pin's where it ranked first) that one did not answer, so the pin did not

@@ -34,10 +34,10 @@ the request's pin ``evicted_post_failure``, and the session moves to the model t
 (:meth:`Plan.answered_by <switchpoint.gateway.planning.Plan.answered_by>`).
 
 A hard or soft pin whose model turns out, when the request is planned, not to be usable for
-it (it cannot serve it: it lacks ``tools``, say; or the caller's key or candidate list leaves
-it out) is ``evicted_missing_model`` too: the model is missing from those this request may go
-to, and the router chooses, without a bonus (:meth:`PinDecision.not_followed`; the decision's
-notes say which).
+it (it cannot serve it: it lacks ``tools``, say; or the caller's key, candidate list or a
+budget leaves it out) is ``evicted_missing_model`` too: the model is missing from those this
+request may go to, and the router chooses, without a bonus (:meth:`PinDecision.not_followed`;
+the decision's notes say which).
 
 A request that names its model is sent there whatever the pin says: its pin is ``hard`` (or
 ``soft``, ``rehomed_context``) only when it names the very model the pin would have sent it to;
