@@ -230,6 +230,27 @@ def test_route_and_execute_answers_with_the_routers_choice(local: Gateway) -> No
     assert reply.choices[0].message.content
 
 
+def test_route_and_execute_in_a_pinned_session_keeps_its_decision(local: Gateway) -> None:
+    # The hard pin answered and the reply's decision was None, though the router had routed.
+    sid = f"routed-{uuid.uuid4().hex}"
+    local.complete(messages(), model="fresh", session_id=sid)
+    reply = local.router.route_and_execute("Prove that the square root of 2 is irrational.",
+                                           cost_weight_override=0.0, session_id=sid)
+    info = reply.switchpoint
+    assert reply.model == "fresh" and info.pin_state == "hard"
+    decision = info.decision
+    assert decision is not None and decision.selected_model != "fresh"
+    assert info.decision_id == decision.decision_id != info.request_id
+    assert (f"the session is pinned to fresh: it answers, not the decision's "
+            f"{decision.selected_model}") in info.reasoning
+    store = local.store
+    assert store is not None
+    entries, _ = store.requests(20, None)
+    entry = next(e for e in entries if e["id"] == info.request_id)
+    assert entry["decision_id"] == decision.decision_id and entry["model"] == "fresh"
+    assert entry["pin_state"] == "hard"
+
+
 def test_a_closed_gateway_refuses_work_until_started_again(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     config = tmp_path / "switchpoint.yaml"

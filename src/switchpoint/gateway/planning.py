@@ -268,6 +268,14 @@ class Planner:
             chain = [c.name for c in fallback_chain(catalog, pinned) if c.name in allowed]
             rest = [n for n in allowed if n not in chain]
             order = chain + (health.order(rest) if health is not None else rest)
+            if plan.call.decision is not None:
+                # The caller routed already (route_and_execute): the pin still leads, and the
+                # answer keeps the decision it came with, saying whose choice the pin overrode.
+                plan.decision = _within(plan.call.decision, allowed)
+                chosen = plan.decision.selected_model
+                if chosen != pinned:
+                    plan.notes.append(f"the session is pinned to {pinned}: it answers, not "
+                                      f"the decision's {chosen}")
         else:
             decision = plan.call.decision
             if decision is None:
