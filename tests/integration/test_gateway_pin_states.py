@@ -172,6 +172,34 @@ def test_a_hard_pinned_model_with_an_open_circuit_is_routed_around(
     assert "cheap" not in [r["body"]["model"] for r in gw_fake.requests()]
 
 
+# A conversation that outgrew its pinned model ---------------------------------------------------
+
+
+LONG = "word " * 10_000  # ~12.5k tokens: over fresh's 8k window, under cheap's 16k
+
+
+def test_a_re_home_that_cannot_go_to_its_target_reports_evicted_context(
+        gw: ThreadServer) -> None:
+    health = gw.service.gateway.health
+    for cannot in ("left out", "circuit open"):
+        sid = new_session()
+        ask(gw, "Start a long document.", sid, model="fresh")
+        extra: dict[str, str] = {}
+        if cannot == "left out":
+            extra = {"x-switchpoint-models": "good,other"}
+        else:
+            for _ in range(5):
+                health.record_failure("cheap", "server_error", detail="test")
+        headers, entry = ask(gw, LONG, sid, headers=extra)
+        assert headers["x-switchpoint-model"] in {"good", "other"}, cannot
+        assert headers["x-switchpoint-pin"] == "evicted_context", cannot  # not a re-home
+        assert entry["pin"]["previous_model"] == "fresh" and entry["pin"]["pinned_model"] is None
+        assert ("the conversation's re-home target is not among this request's candidates"
+                if cannot == "left out" else "the conversation's re-home target cheap is "
+                "unavailable") in headers["x-switchpoint-reasoning"], cannot
+        assert stored(gw, entry) == entry["model"]
+
+
 # The soft window ------------------------------------------------------------------------------
 
 

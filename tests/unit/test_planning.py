@@ -279,6 +279,18 @@ async def test_a_named_model_keeps_the_pin_only_where_the_pin_would_have_sent_it
                                        catalog(), route)
         assert elsewhere.pin.state == "evicted_context" and elsewhere.pin.pinned_model is None
     assert route.calls == [route.calls[0]]  # a named model is never routed
+    # Naming the pinned model, which cannot serve the request: its fallback answers.
+    toolless = Catalog([
+        ModelCard("x", profile="a", base_url="http://x/v1", fallbacks=("y",)),
+        ModelCard("y", profile="b", base_url="http://x/v1", capabilities=("tools",)),
+    ])
+    pins.record(first.session, "x", first.ts)
+    tools = body("x", tools=[{"type": "function", "function": {"name": "f"}}])
+    unfit = await plan_of.plan(ChatCall(tools, session_id="s1"), toolless, route)
+    assert [c.name for c in unfit.cards] == ["y"]
+    assert unfit.pin.state == "evicted_missing_model" and unfit.pin.previous_model == "x"
+    assert unfit.pin_info["note"].startswith("pinned model x cannot serve this request (")
+    assert unfit.pin_info["note"].endswith("); its fallbacks answer")
 
 
 async def test_a_decision_made_elsewhere_is_followed_not_recomputed() -> None:

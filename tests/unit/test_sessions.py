@@ -17,6 +17,7 @@ from switchpoint.gateway.sessions import (
     MAX_SESSION_ID,
     MemoryPinStore,
     Pin,
+    PinDecision,
     PinState,
     SessionPinner,
     SQLitePinStore,
@@ -181,6 +182,25 @@ def test_a_failure_of_other_models_keeps_the_pin(catalog: Catalog) -> None:
     assert p.decide(s, catalog, needs(), T0 + 10).state is PinState.HARD
     p.evict_on_failure(s, now=T0 + 6, failed={"small", "eyes"})
     assert p.decide(s, catalog, needs(), T0 + 10).state is PinState.EVICTED_POST_FAILURE
+
+
+def test_a_pin_not_followed_says_which_escape_fired() -> None:
+    hard = PinDecision(PinState.HARD, pinned_model="small", previous_model="small", age_s=1.0)
+    soft = PinDecision(PinState.SOFT, bonus={"small": 0.5}, previous_model="small")
+    rehome = PinDecision(PinState.REHOMED_CONTEXT, pinned_model="big", previous_model="small")
+    assert (hard.favoured_model, soft.favoured_model, rehome.favoured_model) == (
+        "small", "small", "big")
+    assert PinDecision(PinState.EVICTED_VISION, previous_model="small").favoured_model is None
+    for pin in (hard, soft):
+        assert pin.not_followed().state is PinState.EVICTED_MISSING_MODEL
+        assert pin.unavailable().state is PinState.EVICTED_POST_FAILURE
+    # A re-home that cannot go to its target: the conversation outgrew the pinned model.
+    assert rehome.not_followed().state is PinState.EVICTED_CONTEXT
+    assert rehome.unavailable().state is PinState.EVICTED_CONTEXT
+    assert rehome.after_failure().state is PinState.EVICTED_POST_FAILURE  # (it was called)
+    for changed in (hard.not_followed(), soft.unavailable(), rehome.outgrown()):
+        assert changed.pinned_model is None and changed.bonus == {}
+        assert changed.previous_model == "small" and changed.favoured_model is None
 
 
 def test_context_overflow_in_the_hard_window_rehomes_same_tier_closest_cheapest(

@@ -120,13 +120,20 @@ class Plan:
         self.pin_note = note
         self.notes.append(note)
 
+    @property
+    def pin_role(self) -> str:
+        """What the model the pin sends the request to is, in a note: the pinned model, or
+        the target of its re-home (the pinned model itself is not named: another key of the
+        tenant may have pinned the session to a model this caller may not use)."""
+        return "the conversation's re-home target" if self.pin.rehoming else "pinned model"
+
     def admitted(self) -> None:
         """The governance kept only ``cards`` (a budget may leave some out): a pin whose model
         it left out was not followed."""
         favoured = self.pin.favoured_model
         if favoured is None or not self.cards or any(c.name == favoured for c in self.cards):
             return
-        self.unpin(self.pin.not_followed(), f"pinned model {favoured} was left out of the "
+        self.unpin(self.pin.not_followed(), f"{self.pin_role} {favoured} was left out of the "
                                             f"candidates by a budget; {self.cards[0].name} "
                                             "leads")
 
@@ -143,7 +150,7 @@ class Plan:
         outcomes = list(dict.fromkeys(a.outcome for a in attempts if a.model == favoured))
         pin = (self.pin.outgrown() if ContextLengthExceeded.kind in outcomes
                else self.pin.after_failure())
-        self.unpin(pin, f"pinned model {favoured} did not answer "
+        self.unpin(pin, f"{self.pin_role} {favoured} did not answer "
                         f"({', '.join(outcomes) or 'not called'}); {model} answered")
 
     @property
@@ -248,18 +255,21 @@ class Planner:
         if favoured is not None and favoured not in allowed:
             if favoured in names:
                 reasons = "; ".join(plan.excluded.get(favoured, []))
-                note = f"pinned model {favoured} cannot serve this request ({reasons}); routed"
+                note = (f"{plan.pin_role} {favoured} cannot serve this request ({reasons}); "
+                        "routed")
             else:
                 # Another caller of the tenant (a key allowed more models) pinned the session
                 # to a model this request may not choose: the caller is not told its name.
-                note = "the session's pinned model is not among this request's candidates; routed"
+                whose = ("the conversation's re-home target" if plan.pin.rehoming
+                         else "the session's pinned model")
+                note = f"{whose} is not among this request's candidates; routed"
             plan.unpin(plan.pin.not_followed(), note)
         elif favoured is not None and (wait := self.health.wait_s(favoured)) is not None:
             # A call to it would be skipped: the pin cannot hold, the router chooses.
             why = ("its circuit is open" if self.health.state(favoured) is BreakerState.OPEN
                    else "its upstream asked callers to wait")
-            plan.unpin(plan.pin.after_failure(), f"pinned model {favoured} is unavailable "
-                                                 f"({why}; retry in {math.ceil(wait)} s); routed")
+            plan.unpin(plan.pin.unavailable(), f"{plan.pin_role} {favoured} is unavailable "
+                                               f"({why}; retry in {math.ceil(wait)} s); routed")
         pinned = plan.pin.pinned_model
         if pinned is not None:
             # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and
@@ -306,12 +316,13 @@ class Planner:
             plan.pin = replace(plan.pin, bonus={})  # (nothing was ranked: no bonus was given)
         elif favoured == requested:
             reasons = "; ".join(plan.excluded.get(requested, []))
-            plan.unpin(plan.pin.not_followed(), f"pinned model {requested} cannot serve this "
-                                                f"request ({reasons}); its fallbacks answer")
+            plan.unpin(plan.pin.not_followed(), f"{plan.pin_role} {requested} cannot serve "
+                                                f"this request ({reasons}); its fallbacks "
+                                                "answer")
         else:
             # The pinned model is not named: it may be one this caller may not use (another key
             # of the tenant pinned the session), so it is not named here.
-            plan.unpin(plan.pin.named_elsewhere(), f"the request named its model ({requested}):"
+            plan.unpin(plan.pin.not_followed(), f"the request named its model ({requested}):"
                                                    " the session's pin was not followed")
 
     def _candidates(self, call: ChatCall, catalog: Catalog) -> list[str]:

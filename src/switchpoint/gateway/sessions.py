@@ -20,14 +20,16 @@ Escapes override the pin, and the decision says which one fired:
 - ``evicted_vision`` — the request has images and the pinned model lacks ``vision``;
 - ``evicted_post_failure`` — the pinned model failed last time
   (:meth:`SessionPinner.evict_on_failure`), or, when the request is planned, its circuit is
-  open or its upstream's ``Retry-After`` is still running (:meth:`PinDecision.after_failure`):
+  open or its upstream's ``Retry-After`` is still running (:meth:`PinDecision.unavailable`):
   the router chooses;
 - ``rehomed_context`` — in the hard window the conversation outgrew the pinned model's context
   window: it moves to the closest larger-context model that fits (same tier first, then the
   smallest sufficient window, then the lowest price) and is hard-pinned there;
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
-  the router chooses anyway, among the models the context filter lets through); or the
-  pinned model, called, refused the conversation as too long for it and another answered.
+  the router chooses anyway, among the models the context filter lets through); or the re-home
+  target cannot take this request (left out, unavailable: :meth:`PinDecision.not_followed`);
+  or the pinned model, called, refused the conversation as too long for it and another
+  answered.
 
 A pinned model that is called and does not answer (another model does, by failover) makes
 the request's pin ``evicted_post_failure``, and the session moves to the model that answered
@@ -42,7 +44,7 @@ the decision's notes say which).
 A request that names its model is sent there whatever the pin says: its pin is ``hard`` (or
 ``soft``, ``rehomed_context``) only when it names the very model the pin would have sent it to;
 otherwise ``evicted_missing_model`` (``evicted_context`` instead of a re-home), and the
-session's pin moves to the model that answers (:meth:`PinDecision.named_elsewhere`).
+session's pin moves to the model that answers (:meth:`PinDecision.not_followed`).
 
 Every request's log entry should carry ``PinDecision.state``. A conversation is known by the
 client's own session id, else by its first user message within the caller's scope (so a
@@ -134,32 +136,41 @@ class PinDecision:
             return self.pinned_model
         return self.previous_model if self.state is PinState.SOFT else None
 
-    def named_elsewhere(self) -> PinDecision:
-        """This decision for a request that names its model, one the pin would not have sent it
-        to: the name chooses, not the pin. ``evicted_context`` when the pin was being re-homed
-        for the conversation's length (its model is too small for it), else
-        ``evicted_missing_model`` (the pinned model is not the one this request may go to)."""
-        if self.state is PinState.REHOMED_CONTEXT:
-            return self.outgrown()
-        return self.not_followed()
-
-    def after_failure(self) -> PinDecision:
-        """This decision once its pinned (hard) or favoured (soft) model is found failing for
-        this request (its circuit is open, it asked callers to wait, or it was tried and did
-        not answer): ``evicted_post_failure``; ``previous_model`` still names it."""
-        return replace(self, state=PinState.EVICTED_POST_FAILURE, pinned_model=None, bonus={})
-
-    def outgrown(self) -> PinDecision:
-        """This decision once its pinned (hard) or favoured (soft) model refused the request
-        as too long for its context window: ``evicted_context``."""
-        return replace(self, state=PinState.EVICTED_CONTEXT, pinned_model=None, bonus={})
+    @property
+    def rehoming(self) -> bool:
+        """Whether this pin sends the request to a re-home target (the conversation outgrew
+        the pinned model, ``previous_model``), not to the pinned model itself."""
+        return self.state is PinState.REHOMED_CONTEXT
 
     def not_followed(self) -> PinDecision:
         """This decision once its pinned (hard) or favoured (soft) model turns out unable to
-        take the request (it cannot serve it, or the request may not go to it):
+        take the request (it cannot serve it, the request may not go to it, or names another):
         ``evicted_missing_model``, the router chooses without a bonus; ``previous_model``
-        still names the model the session was pinned to."""
+        still names the model the session was pinned to. A re-home that cannot go to its
+        target is ``evicted_context``: the conversation outgrew the pinned model, and no
+        re-home happened."""
+        if self.rehoming:
+            return self.outgrown()
         return replace(self, state=PinState.EVICTED_MISSING_MODEL, pinned_model=None, bonus={})
+
+    def unavailable(self) -> PinDecision:
+        """This decision once its pinned (hard) or favoured (soft) model is known, when the
+        request is planned, to be failing (its circuit is open, or it asked callers to wait):
+        ``evicted_post_failure`` (a re-home target's: ``evicted_context``, as
+        :meth:`not_followed`)."""
+        if self.rehoming:
+            return self.outgrown()
+        return self.after_failure()
+
+    def after_failure(self) -> PinDecision:
+        """This decision once the model it sent the request to was called and did not answer:
+        ``evicted_post_failure``; ``previous_model`` still names the pinned model."""
+        return replace(self, state=PinState.EVICTED_POST_FAILURE, pinned_model=None, bonus={})
+
+    def outgrown(self) -> PinDecision:
+        """This decision once the conversation turned out too long for the model it sent the
+        request to (it refused it so), or a re-home cannot be followed: ``evicted_context``."""
+        return replace(self, state=PinState.EVICTED_CONTEXT, pinned_model=None, bonus={})
 
     def to_dict(self) -> dict[str, Any]:
         return {"pin_state": str(self.state), "pinned_model": self.pinned_model,
