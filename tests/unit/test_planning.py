@@ -185,6 +185,14 @@ async def test_a_soft_pin_whose_model_cannot_take_the_request_says_why_not_soft(
     assert narrowed.pin.state == "evicted_missing_model" and narrowed.pin.bonus == {}
     assert narrowed.pin_info["note"] == ("the session's pinned model is not among this "
                                          "request's candidates; routed")
+    # A decision made elsewhere, over models that leave the pinned one out.
+    made = RoutingDecision("c", 0.5, 0.5, {"c": 0.5, "a": 0.6}, 0)
+    elsewhere = await plan_of.plan(ChatCall(body(), session_id="s1", decision=made),
+                                   catalog(), route)
+    assert [c.name for c in elsewhere.cards] == ["c", "a"]
+    assert elsewhere.pin.state == "evicted_missing_model" and elsewhere.pin.bonus == {}
+    assert elsewhere.pin_info["note"] == ("pinned model b is not among the routing decision's "
+                                          "models; routed")
     followed = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
     assert followed.pin.state == "soft" and followed.pin.bonus == {"b": 0.5}
 

@@ -562,14 +562,14 @@ class Gateway:
             raise self.governor.unknown_model(policy, catalog, exc, call.requested) from None
         if policy is not None and Governor.active(settings):
             try:
-                plan.ticket, plan.cards = self.governor.admit(
+                plan.ticket, kept = self.governor.admit(
                     settings, policy, plan.cards, plan.body, key_id=call.key_id,
                     tenant=call.tenant, notes=plan.notes,
                     require_first=call.requested != AUTO_MODEL)
             except GatewayError as exc:
                 exc.info = accounting.info_of(plan)
                 raise
-            plan.admitted()
+            plan.admitted(kept)
         return plan, live
 
     async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:

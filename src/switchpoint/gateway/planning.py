@@ -127,11 +127,13 @@ class Plan:
         tenant may have pinned the session to a model this caller may not use)."""
         return "the conversation's re-home target" if self.pin.rehoming else "pinned model"
 
-    def admitted(self) -> None:
-        """The governance kept only ``cards`` (a budget may leave some out): a pin whose model
-        it left out was not followed."""
+    def admitted(self, kept: list[ModelCard]) -> None:
+        """The governance kept only ``kept`` of the candidates (a budget may leave some out):
+        a pin whose model it left out was not followed."""
         favoured = self.pin.favoured_model
-        if favoured is None or not self.cards or any(c.name == favoured for c in self.cards):
+        before, self.cards = self.cards, kept
+        if (favoured is None or not kept or all(c.name != favoured for c in before)
+                or any(c.name == favoured for c in kept)):
             return
         self.unpin(self.pin.not_followed(), f"{self.pin_role} {favoured} was left out of the "
                                             f"candidates by a budget; {self.cards[0].name} "
@@ -302,6 +304,11 @@ class Planner:
                 order.remove(decision.selected_model)
                 order.insert(0, decision.selected_model)
             self._note_unhealthy(plan, order)
+        favoured = plan.pin.favoured_model
+        if favoured is not None and favoured not in order:
+            # (A decision made elsewhere, over other models than the soft pin's.)
+            plan.unpin(plan.pin.not_followed(), f"{plan.pin_role} {favoured} is not among the "
+                                                "routing decision's models; routed")
         plan.cards = [catalog[n] for n in order]
 
     @staticmethod
