@@ -233,6 +233,38 @@ tenants:
     assert key.split("_", 1)[0] in log  # the key's id, which is not secret, stays
 
 
+def test_the_access_log_file_holds_no_credential_a_client_put_in_a_query(
+        tmp_path: Path) -> None:
+    # ?token=, ?key=, ?auth=, ?client_key=... in plain form matched no pattern (only api_key
+    # and the like did, or a value shaped like a key) and went to the access log as sent.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("""models:
+  - {name: alpha, base_url: "http://127.0.0.1:9/v1", api_key_env: ALPHA_KEY,
+     input_per_mtok: 1, output_per_mtok: 2}
+""", encoding="utf-8")
+    log_file = tmp_path / "serve.log"
+    server = ProcessServer("--config", config, "--access-log", "--log-level", "info",
+                           data_dir=tmp_path / "data", env=KEYS, log_file=log_file).start()
+    secrets = {name: f"{name}-value-{i}-Zq8Wm2Xp" for i, name in enumerate(
+        ("token", "key", "api_key", "auth", "client_key", "access_token", "sig"))}
+    try:
+        server.wait_ready()
+        for name, value in secrets.items():
+            answer = httpx.get(f"{server.base}/v1/models?page=1&{name}={value}&x=y", timeout=10)
+            assert answer.status_code == 200, answer.text
+        kept = httpx.get(f"{server.base}/v1/models?tenant=acme&monkey=banana", timeout=10)
+        assert kept.status_code == 200
+    finally:
+        assert server.proc is not None
+        server.terminate()
+    log = log_file.read_text(encoding="utf-8")
+    for name, value in secrets.items():
+        assert value not in log, log
+        assert f"/v1/models?page=1&{name}=[REDACTED]&x=y" in log, log
+    # What names no credential is logged as sent.
+    assert "/v1/models?tenant=acme&monkey=banana" in log, log
+
+
 @pytest.mark.parametrize(("path", "body"), [
     ("/v1/route", {"prompt": "hi"}),
     ("/v1/feedback", {"decision_id": "0" * 32, "score": 1}),

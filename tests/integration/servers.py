@@ -120,7 +120,11 @@ class ProcessServer:
     any free one (a free one of ``$SWITCHPOINT_TEST_PORTS`` where it reserves some), and says
     which on stdout: no other process can take it between its choice and the start."""
 
-    def __init__(self, *args: str | Path, data_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, *args: str | Path, data_dir: Path, env: dict[str, str] | None = None,
+                 log_file: Path | None = None):
+        """``log_file``: where the service's stdout and stderr go (as ``serve > FILE 2>&1``
+        sends them), instead of pipes; the port is then read from that file."""
+        self.log_file = log_file
         reserved = reserved_ports()
         port = "0" if reserved is None else f"{reserved.start}-{reserved.stop - 1}"
         self.argv = [sys.executable, "-m", "switchpoint.cli", "serve", "--port", port,
@@ -135,6 +139,11 @@ class ProcessServer:
         self._readers: list[threading.Thread] = []
 
     def start(self) -> ProcessServer:
+        if self.log_file is not None:
+            with self.log_file.open("ab") as out:
+                self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out,
+                                             stderr=subprocess.STDOUT, text=True)
+            return self
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         # Both pipes are drained as the server writes, so it never blocks on a full one.
@@ -159,11 +168,27 @@ class ProcessServer:
     def port(self) -> int:
         """The port the server listens on (waits until it says so)."""
         assert self.proc is not None, "start() the server first"
+        if self.log_file is not None and self._port is None:
+            self._port = self._port_from_log(timeout=60)
+            self._listening.set()
         if not self._listening.wait(timeout=60) or self._port is None:
             self.proc.poll()
             raise RuntimeError(f"switchpoint serve did not say its port (exit code "
                                f"{self.proc.returncode}): {''.join(self._err)[-2000:]}")
         return self._port
+
+    def _port_from_log(self, timeout: float) -> int | None:
+        """The port the server said in ``log_file`` (None if it ended or took too long)."""
+        assert self.log_file is not None and self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log_file.read_text(errors="replace").splitlines():
+                if line.startswith(LISTENING):
+                    return int(line.strip().rsplit(":", 1)[1])
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.05)
+        return None
 
     @property
     def base(self) -> str:

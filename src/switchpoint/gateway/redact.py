@@ -17,7 +17,11 @@ message and body are clean wherever they travel. It replaces:
 
 A URL (a request line, its path and query) may carry a secret percent-encoded (``%5F`` for the
 ``_`` of a key, ``api%5Fkey=``), which no pattern matches as written: :func:`redact_url`
-decodes it first, a few rounds at most.
+decodes it first, a few rounds at most. In a query a credential is often named by a word too
+plain to redact in free text (``?key=...``, ``?token=...``, ``?auth=...``, ``?sig=...``):
+:func:`redact_url` redacts the value of every query parameter whose name is, or ends in, such
+a word (``key``, ``token``, ``auth``, ``secret``, ``password``, ``signature``, ``session``,
+``credential``; ``client_key``, ``auth_token`` too).
 
 Redaction is for text that is not the answer: a completed answer's content goes to the client
 untouched.
@@ -69,6 +73,17 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         (?! \[REDACTED\] | (?:bearer|basic|token)\s )
         ( [^\s"'\\,;}&]{4,} )"""), r"\1\2" + MASK),
 ]
+
+
+# A query parameter that carries a credential: its name is, or ends in (after ``_``, ``-`` or
+# ``.``), one of these words; its value runs to the next ``&``, ``#``, ``;`` or space.
+_QUERY_SECRET = re.compile(r"""(?ix)
+    ( [?&;] (?: [a-z0-9_.-]* [_.-] )?
+      (?: (?:api)?key | (?:access|auth|id|refresh|session)?token | auth | authorization
+        | secret | password | passwd | pwd | sig | signature | session | credentials?
+        | code ) = )
+    (?! \[REDACTED\] )
+    ( [^&#;\s"]+ )""")
 
 
 class _Secrets:
@@ -126,6 +141,11 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     return text
 
 
+def _redact_query(text: str) -> str:
+    """``text`` with the value of each query parameter named for a credential masked."""
+    return _QUERY_SECRET.sub(r"\1" + MASK, text) if "=" in text else text
+
+
 def redact_url(text: str) -> str:
     """``text``, a URL or a request line quoting one, with its secrets redacted, those written
     percent-encoded too. Unchanged when it holds none; when a secret shows only once decoded,
@@ -133,7 +153,7 @@ def redact_url(text: str) -> str:
     encoded). Past :data:`MAX_URL` characters the rest is cut."""
     if len(text) > MAX_URL:
         text = f"{text[:MAX_URL]}...[{len(text) - MAX_URL} more characters not shown]"
-    redacted = redact(text)
+    redacted = _redact_query(redact(text))
     decoded = redacted
     for _ in range(MAX_URL_DECODES):
         if "%" not in decoded and "+" not in decoded:
@@ -142,7 +162,7 @@ def redact_url(text: str) -> str:
         if step == decoded:
             break
         decoded = step
-        clean = redact(decoded)
+        clean = _redact_query(redact(decoded))
         if clean != decoded:
             return urllib.parse.quote(clean, safe=_URL_SAFE)
     return redacted

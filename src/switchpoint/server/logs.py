@@ -8,8 +8,9 @@ per interval, drops the rest, and says how many it dropped on the next record it
 
 The access log (``--access-log``) writes each request's path and query as the client sent
 them, and a client may put a key there (a whole key where its id goes, ``?api_key=...``,
-percent-encoded or not): :class:`RedactFilter` redacts every secret and key-shaped string from
-those records before they are written (see :func:`~switchpoint.gateway.redact.redact_url`).
+``?token=...``, ``?key=...``, percent-encoded or not): :class:`RedactFilter` redacts every
+secret, key-shaped string and value of a query parameter named for a credential from those
+records before they are written (see :func:`~switchpoint.gateway.redact.redact_url`).
 :func:`install` puts both where their messages are logged.
 """
 
