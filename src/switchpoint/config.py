@@ -751,6 +751,40 @@ def _check_governance(settings: Settings) -> None:
             raise ConfigError(f"budgets.providers.{name}", f"no catalog model has the provider "
                                                            f"{name!r} (providers: "
                                                            f"{', '.join(providers)})")
+    _check_budgets_priced(settings)
+
+
+def _check_budgets_priced(settings: Settings) -> None:
+    """A budget cannot hold what a model without prices costs, so a request a budget watches
+    never goes to one (see the governor). A budget that watches only such models (a model's or
+    a provider's), or a tenant with budgets that lists one by name, could then never be used
+    as written: refused here, naming the model to price."""
+    assert settings.models is not None
+    unpriced = {m.name: m for m in settings.models
+                if m.input_per_mtok is None or m.output_per_mtok is None}
+    if not unpriced:
+        return
+    fix = ("give it input_per_mtok and output_per_mtok (USD per million tokens; 0 for a free "
+           "model)")
+    for name in settings.budgets.models:
+        if name in unpriced:
+            raise ConfigError(f"budgets.models.{name}", f"model {name!r} has no prices, so no "
+                                                        f"budget can hold what it costs; {fix}")
+    for provider in settings.budgets.providers:
+        names = [n for n, m in unpriced.items() if m.provider == provider]
+        if names:
+            raise ConfigError(f"budgets.providers.{provider}",
+                              f"the provider's model {names[0]!r} has no prices, so the "
+                              f"provider's budget cannot hold what it costs; {fix}")
+    for tenant, t in settings.tenants.items():
+        if not t.budgets:
+            continue
+        for i, name in enumerate(t.models or []):
+            if name in unpriced:
+                raise ConfigError(f"tenants.{tenant}.models[{i}]",
+                                  f"model {name!r} has no prices, so tenant {tenant!r}'s "
+                                  f"budgets cannot hold what it costs and its requests could "
+                                  f"never use it; {fix}, or leave it out of the tenant's models")
 
 
 def _check_experiments(settings: Settings) -> None:

@@ -254,9 +254,10 @@ def test_a_providers_default_key_variable_and_models_without_prices_are_warned_a
     with gateway_warnings() as warnings, \
             Gateway.from_config(settings, loader=FACTORY, env={}, store=False):
         pass
-    unpriced = ("has no prices (input_per_mtok, output_per_mtok): its answers are accounted "
-                "as free (usage.cost 0, the request log, reports) and no budget holds them; "
-                "give its prices in USD per million tokens (0 for a free model)")
+    unpriced = ("has no prices (input_per_mtok, output_per_mtok): what its answers cost is "
+                "unknown (usage.cost null, no x-switchpoint-cost, no cost in the request log, "
+                "counted apart in reports) and a request a budget watches may not use it; give "
+                "its prices in USD per million tokens (0 for a free model)")
     assert warnings == [
         "model mini: its API key variable MISTRAL_API_KEY (provider mistral's default; name "
         "another with api_key_env) is not set; calls to it fail with missing_api_key until you "

@@ -269,6 +269,28 @@ def test_a_request_for_several_answers_holds_the_output_cap_for_each(tmp_path: P
         gov.release(ticket, request_id=f"r{n}")
 
 
+def test_a_budget_never_holds_an_unpriced_model_as_free(tmp_path: Path) -> None:
+    # Its worst case was held as $0, so a budgeted request could reach it (as a fallback,
+    # or named) and spend without limit.
+    from switchpoint.errors import PermissionDeniedError
+
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    gov = Governor(s)
+    gratis = ModelCard("gratis", provider="openai")
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    ticket, kept, notes = admit(gov, s, "acme", dict(body), cards=[CARDS[2], gratis])
+    assert kept == ["small"] and "gratis" not in ticket.worst_by_model
+    assert any("No prices" in n and "gratis" in n for n in notes), notes
+    gov.release(ticket, request_id="r1")
+    with pytest.raises(PermissionDeniedError, match="gratis has no prices"):
+        admit(gov, s, "acme", dict(body), cards=[gratis, CARDS[2]], require_first=True)
+    # Where no budget watches the request, it is served (its cost is only unknown).
+    ticket, kept, _ = admit(gov, s, None, dict(body), cards=[gratis, CARDS[2]],
+                            require_first=True)
+    assert kept == ["gratis", "small"]
+
+
 def test_candidates_that_cannot_fit_are_dropped_not_the_request(tmp_path: Path) -> None:
     s = settings(tmp_path, tenants={"acme": {"budgets": ["0.01/day"]}})
     gov = Governor(s)

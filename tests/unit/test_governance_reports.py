@@ -94,16 +94,19 @@ def test_cost_report_by_model_tenant_and_key(reports: Reports) -> None:
     assert day["prompt_tokens"] == 4500 and day["completion_tokens"] == 2600
     assert day["by_model"] == {
         "big": {"requests": 1, "cost_usd": pytest.approx(r1), "prompt_tokens": 1000,
-                "completion_tokens": 500},
+                "completion_tokens": 500, "cost_unknown_requests": 0},
         "mid": {"requests": 2, "cost_usd": pytest.approx(r2 + r4), "prompt_tokens": 2500,
-                "completion_tokens": 1100},
+                "completion_tokens": 1100, "cost_unknown_requests": 0},
         "small": {"requests": 1, "cost_usd": pytest.approx(r3), "prompt_tokens": 1000,
-                  "completion_tokens": 1000}}
+                  "completion_tokens": 1000, "cost_unknown_requests": 0}}
     assert list(day["by_model"]) == ["big", "mid", "small"]  # dearest first
-    assert day["by_tenant"] == {"acme": {"requests": 3, "cost_usd": pytest.approx(r1 + r2)},
-                                "default": {"requests": 1, "cost_usd": pytest.approx(r4)},
-                                "beta": {"requests": 1, "cost_usd": pytest.approx(r3)}}
-    assert day["by_key"]["k1"] == {"requests": 3, "cost_usd": pytest.approx(r1 + r2)}
+    assert day["by_tenant"] == {
+        "acme": {"requests": 3, "cost_usd": pytest.approx(r1 + r2), "cost_unknown_requests": 0},
+        "default": {"requests": 1, "cost_usd": pytest.approx(r4), "cost_unknown_requests": 0},
+        "beta": {"requests": 1, "cost_usd": pytest.approx(r3), "cost_unknown_requests": 0}}
+    assert day["by_key"]["k1"] == {"requests": 3, "cost_usd": pytest.approx(r1 + r2),
+                                   "cost_unknown_requests": 0}
+    assert day["cost_unknown_requests"] == 0
     month = reports.cost_report("month")
     assert month["requests"] == 6
     assert month["total_cost_usd"] == pytest.approx(r1 + r2 + r3 + r4 + price("big", 1000, 1000))
@@ -159,6 +162,7 @@ def test_forecast_over_the_logged_mix(reports: Reports) -> None:
     assert f["hourly_cost_usd"] == pytest.approx(hourly)
     assert f["daily_cost_usd"] == pytest.approx(hourly * 24)
     assert f["monthly_cost_usd"] == pytest.approx(hourly * 24 * 30)
+    assert f["unpriced_models"] == [] and f["unpriced_requests_pct"] == 0
     assert f["breakdown_by_model"]["mid"] == {
         "requests_pct": 0.5, "cost_per_request_usd": pytest.approx(0.0022),
         "hourly_cost_usd": pytest.approx(1.1)}
@@ -167,6 +171,22 @@ def test_forecast_over_the_logged_mix(reports: Reports) -> None:
     assert f["optimization_tip"].startswith("big carries 70% of the projected spend")
     with pytest.raises(InvalidInputError, match="requests_per_hour"):
         reports.forecast_cost(-1, 500, 200)
+
+
+def test_a_model_without_prices_is_forecast_as_unknown_not_free(reports: Reports) -> None:
+    from switchpoint.catalog import Catalog, ModelCard
+
+    catalog = Catalog([ModelCard("big", input_per_mtok=10, output_per_mtok=30),
+                       ModelCard("mid"),
+                       ModelCard("small", input_per_mtok=0.2, output_per_mtok=0.6)])
+    unpriced = Reports(reports.db_path, reports.settings, catalog=catalog, clock=reports.clock)
+    f = unpriced.forecast_cost(1000, 500, 200)
+    assert f["unpriced_models"] == ["mid"] and f["unpriced_requests_pct"] == 0.5
+    assert f["breakdown_by_model"]["mid"] == {"requests_pct": 0.5, "cost_per_request_usd": None,
+                                              "hourly_cost_usd": None}
+    assert f["hourly_cost_usd"] == pytest.approx(
+        1000 * 0.25 * (price("big", 500, 200) + price("small", 500, 200)))
+    assert f["optimization_tip"].startswith("big carries")
 
 
 def test_what_if_re_routes_the_logged_decisions(reports: Reports) -> None:

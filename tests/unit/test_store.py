@@ -182,8 +182,11 @@ def test_the_request_log_pages_newest_first_and_totals(tmp_path: Path) -> None:
         stats = store.request_stats()
     assert stats["total"] == 4 and stats["ok"] == 3 and stats["errors"] == 1
     assert stats["escalations"] == 1 and stats["cost_usd"] == pytest.approx(0.003)
-    assert stats["by_model"] == {"m": {"requests": 2, "cost_usd": 0.002},
-                                 "n": {"requests": 1, "cost_usd": 0.001}}
+    assert stats["by_model"] == {"m": {"requests": 2, "cost_usd": 0.002,
+                                       "cost_unknown_requests": 0},
+                                 "n": {"requests": 1, "cost_usd": 0.001,
+                                       "cost_unknown_requests": 0}}
+    assert stats["cost_unknown_requests"] == 0
     assert stats["prompt_tokens"] == 40 and stats["by_pin_state"] == {"fresh": 4}
 
 
@@ -239,7 +242,10 @@ def test_stats_counts_are_ints_and_costs_floats(tmp_path: Path) -> None:
     counts = [(p, v) for p, v in numbers if not p.endswith("cost_usd")]
     assert counts and all(type(v) is int for _, v in counts), counts
     assert all(type(v) is float for _, v in costs), costs
-    assert requests["by_model"]["free"] == {"requests": 1, "cost_usd": 0.0}
+    # Its cost unknown, the answer is counted apart: not summed as free.
+    assert requests["by_model"]["free"] == {"requests": 1, "cost_usd": 0.0,
+                                            "cost_unknown_requests": 1}
+    assert requests["cost_unknown_requests"] == 1
     assert requests["by_model"]["m"]["requests"] == 2 and requests["escalations"] == 1
 
 

@@ -520,13 +520,15 @@ class Gateway:
         policy = self._policy(settings, call.tenant, call.key_id)
         if policy is not None:
             self.governor.check_model(policy, call.requested, catalog)
+            self.governor.check_priced(policy, call.requested, catalog)
             if call.requested == AUTO_MODEL:
                 for field_name, listed in ((call.models_field, call.models),
                                            ("models", call.body.get("models"))):
                     self.governor.check_candidates(policy, catalog, field_name, listed)
                 # Narrowed to what the caller may use; refused early when its RPM window is
                 # full (routing costs CPU; a named model is admitted right away anyway).
-                call = replace(call, models=self.governor.narrow(policy, catalog, call.models),
+                call = replace(call, models=self.governor.narrow(
+                                   policy, catalog, call.models, also=call.body.get("models")),
                                cost_weight=(call.cost_weight if call.cost_weight is not None
                                             else policy.cost_weight))
                 self.governor.precheck(policy)
@@ -613,8 +615,10 @@ class Gateway:
                                     self._settle(plan, result.card, result.cost_usd,
                                                  result.usage))
         body = result.body
-        if entry.info.cost_usd is not None and isinstance(body.get("usage"), dict):
-            body["usage"]["cost"] = round(entry.info.cost_usd, 10)
+        if isinstance(body.get("usage"), dict):
+            # null when the model has no prices: unknown, not free (nor what the upstream says)
+            cost = entry.info.cost_usd
+            body["usage"]["cost"] = None if cost is None else round(cost, 10)
         await self._write(entry, wait=True)
         return ChatCompletion(body, entry.info)
 
@@ -1323,9 +1327,10 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
         if not card.priced:
             found.append((f"price\0{card.name}",
                           f"model {card.name} has no prices (input_per_mtok, output_per_mtok): "
-                          "its answers are accounted as free (usage.cost 0, the request log, "
-                          "reports) and no budget holds them; give its prices in USD per "
-                          "million tokens (0 for a free model)"))
+                          "what its answers cost is unknown (usage.cost null, no "
+                          "x-switchpoint-cost, no cost in the request log, counted apart "
+                          "in reports) and a request a budget watches may not use it; give "
+                          "its prices in USD per million tokens (0 for a free model)"))
     return found
 
 

@@ -156,6 +156,14 @@ def _short(error: str | None, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _cost(card: ModelCard, usage: TokenUsage | None) -> float | None:
+    """What ``usage`` cost on ``card`` (USD), or None when that is unknown: no usage, or a
+    model without prices (whose cost is not 0, only unknown)."""
+    if usage is None or not card.priced:
+        return None
+    return card.price(usage.prompt_tokens, usage.completion_tokens)
+
+
 def _tried(attempts: Sequence[Attempt]) -> list[str]:
     """The models actually called, in order, each once."""
     return list(dict.fromkeys(a.model for a in attempts if not a.skipped))
@@ -181,10 +189,9 @@ class FailoverResult:
 
     @property
     def cost_usd(self) -> float | None:
-        """The answer's price from the catalog card and the upstream's usage (None: no usage)."""
-        usage = self.usage
-        return None if usage is None else self.card.price(usage.prompt_tokens,
-                                                          usage.completion_tokens)
+        """The answer's price from the catalog card and the upstream's usage (None: unknown,
+        for an answer without usage or of a model without prices)."""
+        return _cost(self.card, self.usage)
 
     @property
     def models_tried(self) -> list[str]:
@@ -236,10 +243,9 @@ class FailoverStream:
 
     @property
     def cost_usd(self) -> float | None:
-        """The price so far from the usage in the final chunk (None until it has arrived)."""
-        usage = self.usage
-        return None if usage is None else self.card.price(usage.prompt_tokens,
-                                                          usage.completion_tokens)
+        """The price so far from the usage in the final chunk (None until it has arrived, and
+        for a model without prices)."""
+        return _cost(self.card, self.usage)
 
     def _prepare(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         usage = usage_of(chunk)

@@ -150,9 +150,8 @@ class ChatStream:
         try:
             async for chunk in stream:
                 if self._price_usage and isinstance(chunk.get("usage"), dict):
-                    cost = stream.cost_usd
-                    if cost is not None:
-                        chunk["usage"]["cost"] = round(cost, 10)
+                    cost = stream.cost_usd  # None: a model without prices, its cost unknown
+                    chunk["usage"]["cost"] = None if cost is None else round(cost, 10)
                 yield ChatCompletionChunk(chunk)
         except StreamBroken:
             await self._finish(wait=True)

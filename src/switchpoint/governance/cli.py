@@ -274,14 +274,19 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
     print(f"Cost over the last {args.period} ({_when(report['since'])} to "
           f"{_when(report['until'])} UTC): {report['requests']} requests, "
           f"{report['answered']} answered, {_usd(report['total_cost_usd'])} "
-          f"(avg {_usd(report['avg_cost_per_request_usd'])} per answered request)")
+          f"(avg {_usd(report['avg_cost_per_request_usd'])} per answered request of known "
+          "cost)")
+    if report["cost_unknown_requests"]:
+        print(f"not counted: {report['cost_unknown_requests']} answered requests of unknown "
+              "cost (a model without prices, or no usage reported)")
     for title, key in (("model", "by_model"), ("tenant", "by_tenant"), ("key", "by_key")):
         table = report[key]
         if not table:
             continue
         print()
-        rows = [[name, v["requests"], _usd(v["cost_usd"])] for name, v in table.items()]
-        print(_table([f"by {title}", "requests", "cost"], rows))
+        rows = [[name, v["requests"], _usd(v["cost_usd"]), v["cost_unknown_requests"]]
+                for name, v in table.items()]
+        print(_table([f"by {title}", "requests", "cost", "cost unknown"], rows))
     s = report["savings"]
     if s["comparison_model"]:
         print()
@@ -320,6 +325,10 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
           f"{args.avg_output_tokens:g} out tokens, mix from the {report['mix_basis']}:")
     print(f"hourly {_usd(report['hourly_cost_usd'])}, daily {_usd(report['daily_cost_usd'])}, "
           f"monthly (30 d) {_usd(report['monthly_cost_usd'])}")
+    if report["unpriced_models"]:
+        print(f"not counted: {report['unpriced_requests_pct']:.1%} of the requests go to "
+              f"{', '.join(report['unpriced_models'])}, which the catalog does not price "
+              "(cost unknown)")
     print()
     rows = [[m, f"{v['requests_pct']:.1%}", _usd(v["cost_per_request_usd"]),
              _usd(v["hourly_cost_usd"])] for m, v in report["breakdown_by_model"].items()]

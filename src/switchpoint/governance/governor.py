@@ -27,6 +27,10 @@ model, so the key's, tenant's and gateway's budgets hold the worst case over eve
 (those that cannot fit are dropped from the candidates first, and the request says so); each
 candidate model's and provider's own budgets hold that model's worst case.
 
+A model without prices costs an unknown amount, which no budget can hold: a caller a budget
+watches may not name one (:meth:`Governor.check_priced`), ``auto`` chooses among the priced
+models (:meth:`Governor.narrow`), and admission leaves unpriced fallbacks out.
+
 Settlement charges the cost from the upstream's usage (plain answers as they arrive, streams
 as they end); when the usage is unknown (a client that left before the end, an upstream that
 sent none) it charges the answering model's worst case. A request that got no answer releases
@@ -191,8 +195,9 @@ def choices(body: Mapping[str, Any]) -> int:
 
 def worst_cost(card: ModelCard, prompt_tokens: int, output_tokens: int,
                answers: int = 1) -> float:
-    """The worst case of one request on ``card`` (USD; 0 for an unpriced model): the prompt
-    once, and up to ``output_tokens`` for each of its ``answers``."""
+    """The worst case of one request on ``card`` (USD; 0 for an unpriced model, which a
+    request a budget watches never goes to): the prompt once, and up to ``output_tokens`` for
+    each of its ``answers``."""
     if card.context_window is not None:
         prompt_tokens = min(prompt_tokens, card.context_window)
         output_tokens = min(output_tokens, card.context_window)
@@ -487,14 +492,49 @@ class Governor:
                 f"teach it; it may use {', '.join(self.visible(policy, catalog)) or 'none'}",
                 param="model")
 
-    def narrow(self, policy: Policy, catalog: Catalog,
-               candidates: Sequence[str] | None) -> list[str] | None:
+    def narrow(self, policy: Policy, catalog: Catalog, candidates: Sequence[str] | None, *,
+               also: object = None) -> list[str] | None:
         """What ``auto`` may choose for the caller: ``candidates`` (a caller's list, already
-        passed by :meth:`check_candidates`; None: every model it may use)."""
+        passed by :meth:`check_candidates`; None: every model it may use). A caller a budget
+        watches chooses among the models with prices only (see :meth:`check_priced`); a 403
+        when that leaves none of those its lists (``candidates`` and ``also``, the body's
+        ``models``) name."""
         allowed = self.allowed_names(policy, catalog)
-        if candidates is not None:
-            return list(candidates)
-        return None if allowed is None else list(allowed)
+        names = (list(candidates) if candidates is not None
+                 else None if allowed is None else list(allowed))
+        if not policy.budgeted or catalog.all_priced:
+            return names
+        base = names if names is not None else catalog.routed
+        pool = base
+        if isinstance(also, Sequence) and not isinstance(also, str):
+            pool = [m for m in base if m in also]
+        if pool and not any(m not in catalog or catalog[m].priced for m in pool):
+            raise PermissionDeniedError(
+                f"model: {self._unpriced(policy, [m for m in pool if m in catalog])}, so "
+                "'auto' has no model to choose", param="model")
+        kept = [m for m in base if m not in catalog or catalog[m].priced]
+        return kept if len(kept) < len(base) or names is not None else None
+
+    def check_priced(self, policy: Policy, requested: str, catalog: Catalog) -> None:
+        """403 when a caller a budget watches names a model without prices: what it would
+        cost is unknown, so no budget could hold it (its answers would be spent without
+        limit). The operator gives the model prices (0 for a free one)."""
+        card = catalog.get(requested)
+        if policy.budgeted and card is not None and not card.priced:
+            raise PermissionDeniedError(f"model: {self._unpriced(policy, [requested])}",
+                                        param="model")
+
+    @staticmethod
+    def _unpriced(policy: Policy, names: Sequence[str]) -> str:
+        """Why a caller's budgets keep it from ``names`` (models without prices)."""
+        watched = ", ".join(describe_account(a) for a in policy.budgets)
+        shown = ", ".join(names[:10]) + (f" (and {len(names) - 10} more)"
+                                        if len(names) > 10 else "")
+        return (f"{shown} {'has' if len(names) == 1 else 'have'} no prices in the catalog, so "
+                f"what {'it costs' if len(names) == 1 else 'they cost'} is unknown and the "
+                f"budgets that watch {policy.who}'s requests ({watched}) could not hold it; "
+                "requests under a budget use priced models only (the operator gives a model "
+                "input_per_mtok and output_per_mtok, 0 for a free one)")
 
     # Routing -----------------------------------------------------------------------------------
 
@@ -720,6 +760,22 @@ class Governor:
                 notes.append(f"Not allowed for this key, left out of the fallbacks: "
                              f"{', '.join(dropped)}.")
             cards = allowed
+        if shared and not all(c.priced for c in cards):
+            # What a model without prices costs is unknown: no budget could hold it.
+            unpriced = [c.name for c in cards if not c.priced]
+            if require_first and cards and not cards[0].priced:
+                raise PermissionDeniedError(
+                    f"model: {unpriced[0]} has no prices in the catalog, so no budget can hold "
+                    "what it costs; give it input_per_mtok and output_per_mtok (0 for a free "
+                    "model)", param="model")
+            cards = [c for c in cards if c.priced]
+            if not cards:
+                raise PermissionDeniedError(
+                    f"model: {', '.join(unpriced)} have no prices in the catalog, so no budget "
+                    "can hold what they cost; give them input_per_mtok and output_per_mtok (0 "
+                    "for a free model)", param="model")
+            notes.append(f"No prices, so no budget can hold what it costs; left out of the "
+                         f"fallbacks: {', '.join(unpriced)}.")
         per_card: dict[str, dict[str, tuple[Budget, ...]]] = {}
         for card in cards:
             own: dict[str, tuple[Budget, ...]] = {}

@@ -6,7 +6,10 @@ Everything here reads the SQLite log the gateway writes (``requests``, ``decisio
 what-if and says so:
 
 - :meth:`Reports.cost_report` sums the upstream-reported cost (tokens at catalog prices) of the
-  requests of the last day (24 h), week (7 d) or month (30 d), by model, tenant and key.
+  requests of the last day (24 h), week (7 d) or month (30 d), by model, tenant and key. An
+  answer whose cost is unknown (its model has no prices, its upstream reported no usage) is
+  not summed as free: ``cost_unknown_requests`` counts those, and the average is over the
+  others.
 - :meth:`Reports.savings_estimate` prices the same requests' tokens at a comparison model
   (default: the strongest model of the pool: the lowest mean expected error over the logged
   decisions, else the dearest).
@@ -258,35 +261,45 @@ class Reports:
         by_tenant: dict[str, dict[str, Any]] = {}
         by_key: dict[str, dict[str, Any]] = {}
         total = charged = 0.0
-        answered = prompt = completion = 0
+        answered = prompt = completion = unknown = 0
         for model, row_tenant, key_id, pt, ct, cost, charge, *_ in rows:
+            # An answer whose cost is unknown (a model without prices, an upstream that
+            # reported no usage) is counted apart, never summed as free.
+            missing = model is not None and cost is None
             cost = float(cost or 0.0)
             total += cost
+            unknown += missing
             charged += float(charge or 0.0)
             prompt += int(pt or 0)
             completion += int(ct or 0)
             # Requests that name no tenant are the deployment's own tenant's, as elsewhere.
             for table, name in ((by_tenant, row_tenant or DEFAULT_TENANT),
                                 (by_key, key_id or NONE)):
-                entry = table.setdefault(name, {"requests": 0, "cost_usd": 0.0})
+                entry = table.setdefault(name, {"requests": 0, "cost_usd": 0.0,
+                                                "cost_unknown_requests": 0})
                 entry["requests"] += 1
                 entry["cost_usd"] += cost
+                entry["cost_unknown_requests"] += missing
             if model is not None:
                 answered += 1
                 entry = by_model.setdefault(model, {"requests": 0, "cost_usd": 0.0,
+                                                    "cost_unknown_requests": 0,
                                                     "prompt_tokens": 0, "completion_tokens": 0})
                 entry["requests"] += 1
                 entry["cost_usd"] += cost
+                entry["cost_unknown_requests"] += missing
                 entry["prompt_tokens"] += int(pt or 0)
                 entry["completion_tokens"] += int(ct or 0)
         for table in (by_model, by_tenant, by_key):
             for entry in table.values():
                 entry["cost_usd"] = _r(entry["cost_usd"])
+        known = answered - unknown
         report: dict[str, Any] = {
             "period": period, "since": since, "until": end, "tenant": tenant,
             "requests": len(rows), "answered": answered, "total_cost_usd": _r(total),
+            "cost_unknown_requests": unknown,
             "charged_usd": _r(charged), "prompt_tokens": prompt, "completion_tokens": completion,
-            "avg_cost_per_request_usd": _r(total / answered) if answered else 0.0,
+            "avg_cost_per_request_usd": _r(total / known) if known else 0.0,
             "by_model": _sorted(by_model), "by_tenant": _sorted(by_tenant),
             "by_key": _sorted(by_key)}
         report["savings"] = self._savings(rows, comparison_model, since, end)
@@ -404,11 +417,19 @@ class Reports:
             raise InvalidInputError("routing_mix", f"nothing was logged in the last {period}: "
                                                    "the routing mix is unknown; forecast once "
                                                    "the gateway has served traffic")
-        breakdown: dict[str, dict[str, float]] = {}
+        breakdown: dict[str, dict[str, float | None]] = {}
         hourly = 0.0
+        unpriced: list[str] = []
         for model, share in mix.items():
             card = self.card(model)
-            per = card.price(tin, tout) if card is not None else 0.0
+            if card is None or not card.priced:
+                # Its cost is unknown (no prices, or gone from the catalog): not projected
+                # as free; the forecast names it and its share instead.
+                unpriced.append(model)
+                breakdown[model] = {"requests_pct": round(share, 6),
+                                    "cost_per_request_usd": None, "hourly_cost_usd": None}
+                continue
+            per = card.price(tin, tout)
             cost = rph * share * per
             hourly += cost
             breakdown[model] = {"requests_pct": round(share, 6),
@@ -417,18 +438,22 @@ class Reports:
         forecast: dict[str, Any] = {
             "requests_per_hour": rph, "avg_input_tokens": tin, "avg_output_tokens": tout,
             "mix_basis": basis, "hourly_cost_usd": _r(hourly),
+            "unpriced_models": unpriced,
+            "unpriced_requests_pct": round(sum(mix[m] for m in unpriced), 6),
             "daily_cost_usd": _r(hourly * 24), "monthly_cost_usd": _r(hourly * 24 * 30),
             "breakdown_by_model": breakdown}
         forecast["optimization_tip"] = self._forecast_tip(breakdown, hourly, rph, tin, tout)
         return forecast
 
-    def _forecast_tip(self, breakdown: Mapping[str, Mapping[str, float]], hourly: float,
+    def _forecast_tip(self, breakdown: Mapping[str, Mapping[str, float | None]], hourly: float,
                       rph: float, tin: float, tout: float) -> str:
         """Where the projected money goes, and what moving a tenth of it would save."""
-        if hourly <= 0 or not breakdown:
+        spend = {m: v["hourly_cost_usd"] for m, v in breakdown.items()
+                 if v["hourly_cost_usd"] is not None}
+        if hourly <= 0 or not spend:
             return "nothing to save: the projected spend is zero"
-        top = max(breakdown, key=lambda m: breakdown[m]["hourly_cost_usd"])
-        share = breakdown[top]["hourly_cost_usd"] / hourly
+        top = max(spend, key=lambda m: spend[m] or 0.0)
+        share = (spend[top] or 0.0) / hourly
         priced = [c for c in self.catalog.cards if c.priced] if self.catalog is not None else []
         cheapest = min(priced, key=lambda c: c.price(tin, tout), default=None)
         top_card = self.card(top)
@@ -436,7 +461,7 @@ class Reports:
             return (f"{top} carries {share:.0%} of the projected spend and is already the "
                     "cheapest model for requests of this size")
         delta = top_card.price(tin, tout) - cheapest.price(tin, tout)
-        per_day = rph * 24 * breakdown[top]["requests_pct"] * 0.10 * delta
+        per_day = rph * 24 * (breakdown[top]["requests_pct"] or 0.0) * 0.10 * delta
         return (f"{top} carries {share:.0%} of the projected spend; routing 10% of its "
                 f"requests to {cheapest.name} would save about ${per_day:.2f}/day (see "
                 "get_cost_optimizations for what a higher cost_weight saves and costs in "

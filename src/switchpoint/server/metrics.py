@@ -15,7 +15,8 @@ Exposed on ``GET /metrics``:
   ``none``), ``switchpoint_chat_upstream_attempts_total{model, outcome}`` (``ok`` or the error
   kind of each try), ``switchpoint_chat_escalations_total`` (answered by another model than the
   first tried), ``switchpoint_chat_tokens_total{model, kind}`` (``prompt`` / ``completion``, as
-  the upstream reported them), ``switchpoint_chat_cost_usd_total{model}`` and
+  the upstream reported them), ``switchpoint_chat_cost_usd_total{model}``,
+  ``switchpoint_chat_cost_unknown_total{model}`` (answers whose cost is unknown) and
   ``switchpoint_chat_time_to_first_token_seconds`` (histogram, streams)
 - the connection guard (``switchpoint serve``): ``switchpoint_http_connections_open``,
   ``switchpoint_http_connections_evicted_total``, ``..._refused_total``,
@@ -100,6 +101,7 @@ class Metrics:
         self.escalations = 0
         self.tokens: Counter[tuple[str, str]] = Counter()
         self.cost: dict[str, float] = {}
+        self.cost_unknown: dict[str, int] = {}
         self._ttft = [0] * (len(BUCKETS) + 1)
         self._ttft_sum = 0.0
 
@@ -142,6 +144,8 @@ class Metrics:
                 self.tokens[(model, "completion")] += record.completion_tokens
             if record.cost_usd is not None:
                 self.cost[model] = self.cost.get(model, 0.0) + record.cost_usd
+            elif record.model is not None:  # answered, at a cost unknown (not free)
+                self.cost_unknown[model] = self.cost_unknown.get(model, 0) + 1
             if record.ttft_ms is not None:
                 self._ttft[bisect.bisect_left(BUCKETS, record.ttft_ms / 1e3)] += 1
                 self._ttft_sum += record.ttft_ms / 1e3
@@ -217,6 +221,11 @@ class Metrics:
                "Cost of answered requests in US dollars, from catalog prices.")
         for model, usd in sorted(self.cost.items()):
             lines.append(f"switchpoint_chat_cost_usd_total{_labels(model=model)} {usd:.9f}")
+        family("switchpoint_chat_cost_unknown_total", "counter",
+               "Answered requests whose cost is unknown (a model without prices, an upstream "
+               "that reported no usage): not in switchpoint_chat_cost_usd_total.")
+        for model, n in sorted(self.cost_unknown.items()):
+            lines.append(f"switchpoint_chat_cost_unknown_total{_labels(model=model)} {n}")
         name = "switchpoint_chat_time_to_first_token_seconds"
         family(name, "histogram", "Streams: time from request to the first content chunk.")
         running = 0

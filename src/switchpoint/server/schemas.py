@@ -177,7 +177,10 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 class ModelRequestStats(BaseModel):
     requests: int
-    cost_usd: float
+    cost_usd: float = Field(description="The summed cost of its answers of known cost.")
+    cost_unknown_requests: int = Field(
+        description="Its answers whose cost is unknown (a model without prices, an upstream "
+                    "that reported no usage): not in cost_usd, and not free.")
 
 
 class RequestStats(BaseModel):
@@ -197,7 +200,9 @@ class RequestStats(BaseModel):
     by_pin_state: dict[str, int]
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float
+    cost_usd: float = Field(description="The summed cost of the answers of known cost.")
+    cost_unknown_requests: int = Field(description="Answers whose cost is unknown (see "
+                                                   "by_model).")
 
 
 class StatsResponse(BaseModel):

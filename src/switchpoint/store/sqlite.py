@@ -1350,12 +1350,16 @@ class SQLiteStore:
             by_status = _counts(conn.execute(
                 "SELECT status, count(*) FROM requests GROUP BY status "
                 "ORDER BY count(*) DESC, status"))
+            # An answer of unknown cost (a model without prices, no usage reported) is counted
+            # apart: the sums leave it out, and it is not free.
             per_model = conn.execute(
-                "SELECT model, count(*), coalesce(sum(cost_usd), 0) FROM requests "
+                "SELECT model, count(*), coalesce(sum(cost_usd), 0), "
+                "coalesce(sum(cost_usd IS NULL), 0) FROM requests "
                 "WHERE model IS NOT NULL GROUP BY model ORDER BY count(*) DESC, model")
             # A count is an int; a cost is a float even when no request had a price (SUM of 0).
-            by_model = {m: {"requests": int(n), "cost_usd": round(float(c), 8)}
-                        for m, n, c in per_model}
+            by_model = {m: {"requests": int(n), "cost_usd": round(float(c), 8),
+                            "cost_unknown_requests": int(u)}
+                        for m, n, c, u in per_model}
             by_pin = _counts(conn.execute(
                 "SELECT pin_state, count(*) FROM requests GROUP BY pin_state "
                 "ORDER BY count(*) DESC, pin_state"))
@@ -1369,4 +1373,6 @@ class SQLiteStore:
                 "escalations": int(escalations), "streams": int(streams),
                 "by_status": by_status, "by_model": by_model, "by_pin_state": by_pin,
                 "prompt_tokens": int(prompt), "completion_tokens": int(completion),
-                "cost_usd": round(float(cost), 8)}
+                "cost_usd": round(float(cost), 8),
+                "cost_unknown_requests": sum(m["cost_unknown_requests"]
+                                             for m in by_model.values())}
