@@ -229,8 +229,8 @@ def test_a_report_for_a_tenant_nobody_knows_is_refused_not_reported_empty(
     code, out, err = run(["report", *report, "--tenant", "acem", "--config", config], capsys)
     assert (code, out) == (2, "")
     assert err == ("switchpoint: error: --tenant: 'acem' is neither a tenant of the config nor "
-                   "one the request log names; known: acme, default ('default': requests "
-                   "without a tenant)\n")
+                   "one the request or feedback log names; known: acme, default ('default': "
+                   "requests without a tenant)\n")
     code, out, err = run(["report", *report, "--tenant", "acme", "--config", config], capsys)
     assert code == 0 and out, err
     # 'default', the requests without a tenant, is always known (here it logged nothing).

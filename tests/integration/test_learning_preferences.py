@@ -247,7 +247,8 @@ def test_the_admin_token_acts_for_any_tenant(fake: FakeProviderProcess,
         assert get(server, "/v1/router/status", key="wrong").status_code == 401
         unknown = get(server, "/v1/router/status", key=admin, tenant="nobody")
         assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "tenant"
-        assert "'nobody' is not in the configuration" in unknown.text
+        assert "'nobody' is neither a tenant of the config" in unknown.text
+        assert "known: " in unknown.text and "globex" in unknown.text
 
 
 def test_a_comparison_made_before_a_restart_still_takes_its_scores(

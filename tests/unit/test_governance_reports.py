@@ -303,12 +303,14 @@ def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused
     assert removed.cost_report("week", tenant="beta")["total_cost_usd"] == pytest.approx(
         price("small", 1000, 1000))
     assert removed.get_sla_report(24, tenant="beta")["total_requests"] == 1
+    assert removed.check_budget_alert("beta")["tenant"] == "beta"  # the same rule as above
     pasted = "sp-0123456789_" + "s3cr3t" * 7
     for report in (lambda t: removed.cost_report("day", tenant=t),
                    lambda t: removed.savings_estimate(period="day", tenant=t),
                    lambda t: removed.get_sla_report(1, tenant=t),
                    lambda t: removed.forecast_cost(1, 1, 1, tenant=t),
-                   lambda t: removed.get_cost_optimizations(tenant=t)):
+                   lambda t: removed.get_cost_optimizations(tenant=t),
+                   removed.check_budget_alert):
         for unknown in ("gamma", pasted, "x" * 5000):
             with pytest.raises(NotFoundError) as info:
                 report(unknown)

@@ -989,6 +989,15 @@ class Gateway:
                                     or not isinstance(tenants, Sequence)):
             raise InvalidInputError("tenants", "must be a list of tenant names (a single "
                                                "tenant too: [name]) or None")
+        if tenants is not None:
+            # An unknown tenant (the reports' rule: neither the config nor the request or
+            # feedback log names it) is a 404, not a status of nothing learned.
+            reports = self.reports
+            for name in tenants:
+                if not isinstance(name, str):
+                    raise InvalidInputError("tenants", f"must be tenant names (strings), got "
+                                                       f"{type(name).__name__}")
+                reports.check_tenant(name)
         live = self.state.live()
         learning = live.learning
         router = live.router

@@ -159,19 +159,33 @@ class Reports:
         return sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True)
 
     def logged_tenants(self) -> list[str]:
-        """The tenants the request log names (``default`` for requests that name none)."""
+        """The tenants the request log and the feedback log name (``default`` for requests
+        that name none)."""
         rows = self._query("SELECT DISTINCT coalesce(tenant, ?) FROM requests", [DEFAULT_TENANT])
-        return sorted(str(name) for (name,) in rows)
+        if self._has_table("feedback"):
+            rows += self._query("SELECT DISTINCT tenant FROM feedback")
+        return sorted({str(name) for (name,) in rows})
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                [name]))
 
     def unknown_tenant(self, tenant: str | None) -> str | None:
-        """Why ``tenant`` cannot be reported on, or None when it can: every tenant (None),
+        """Why ``tenant`` is unknown, or None when it is known: every tenant (None),
         ``default`` (the requests without a tenant), a tenant of the configuration and one the
-        request log names (a tenant since removed from the config keeps its history) can. A
-        misspelt tenant would otherwise be reported as having spent nothing. The reason quotes
-        the name cut short and redacted (a key pasted where the tenant goes is not repeated)."""
+        request log or the feedback log names (a tenant since removed from the config keeps
+        its history; one that only routes and gives feedback has taught something). The one
+        rule for every place that takes a tenant to report on (the reports, the budget alert,
+        ``GET /v1/router/status``, ``learn --export``): a misspelt tenant would otherwise be
+        answered as having spent and taught nothing, or with the whole gateway's figures. The
+        reason quotes the name cut short and redacted (a key pasted where the tenant goes is
+        not repeated) and lists the known tenants."""
         if tenant is None or tenant == DEFAULT_TENANT or tenant in self.settings.tenants:
             return None
         if self._query("SELECT 1 FROM requests WHERE tenant = ? LIMIT 1", [tenant]):
+            return None
+        if self._has_table("feedback") and self._query(
+                "SELECT 1 FROM feedback WHERE tenant = ? LIMIT 1", [tenant]):
             return None
         from switchpoint.gateway.redact import redact
 
@@ -180,8 +194,8 @@ class Reports:
         if len(known) > MAX_TENANTS_LISTED:
             shown += f" (and {len(known) - MAX_TENANTS_LISTED} more)"
         return (f"{quoted(redact(tenant), MAX_TENANT_SHOWN)} is neither a tenant of the config "
-                f"nor one the request log names; known: {shown} ('default': requests without "
-                "a tenant)")
+                f"nor one the request or feedback log names; known: {shown} ('default': "
+                "requests without a tenant)")
 
     def check_tenant(self, tenant: str | None) -> None:
         """Refuse a ``tenant`` there is nothing to report on (see :meth:`unknown_tenant`) with
@@ -756,14 +770,10 @@ class Reports:
     def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
         """The hour's spend against the SLA's ``budget_per_hour_usd`` (the tenant's SLA, else
         the default), every configured budget's state, the worst status of them all (ok /
-        warning / critical) and a recommendation computed from the log. A ``tenant`` the
-        configuration does not name is a :class:`NotFoundError`: a misspelt tenant would
+        warning / critical) and a recommendation computed from the log. An unknown ``tenant``
+        (see :meth:`unknown_tenant`) is a :class:`NotFoundError`: a misspelt tenant would
         otherwise be reported ``ok`` with the whole gateway's spend, for ever."""
-        configured = self.settings.tenants
-        if tenant is not None and tenant != DEFAULT_TENANT and tenant not in configured:
-            raise NotFoundError(f"tenant: {tenant[:100]!r} is not in the configuration "
-                                f"(tenants: {', '.join(configured) or 'none'})",
-                                param="tenant")
+        self.check_tenant(tenant)
         now = self.clock()
         sla = self.sla_for(tenant)
         own = tenant is not None and self.sla_for(tenant) is not self.settings.sla

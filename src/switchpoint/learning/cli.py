@@ -231,11 +231,12 @@ def cmd_learn(args: argparse.Namespace) -> int:
 
     check_weights_target(args.export)  # before the state in data_dir is opened
     settings = _settings(args)
-    if args.tenant is not None and args.tenant not in settings.tenants and (
-            args.tenant != "default"):
-        raise InvalidInputError("tenant", f"{args.tenant!r} is not a tenant of the config "
-                                          f"({', '.join(settings.tenants) or 'none'}"
-                                          "; 'default': the deployment's own)")
+    if args.tenant is not None:
+        from switchpoint.governance.reports import Reports
+
+        unknown = Reports.from_settings(settings).unknown_tenant(args.tenant)
+        if unknown is not None:
+            raise InvalidInputError("--tenant", unknown)
     _existing_state(args, settings, "no outcomes to fold into the weights; point it at the "
                                     "data_dir of the service that learned them")
     with Gateway.from_config(settings, serves_chat=False) as gateway:

@@ -38,7 +38,8 @@ _WHY = {400: "Malformed or invalid request (the param names the field).",
         401: "A client key (auth: keys) or the admin token is missing or wrong.",
         403: "The caller may not act for that tenant or use that model.",
         404: "Not found (for this tenant): an unknown, expired or other tenant's id, or a "
-             "tenant the configuration does not name.",
+             "tenant the configuration does not name (for the status: one neither the "
+             "configuration nor the request or feedback log names).",
         409: "Not possible now: the experiment has no winner yet, the blind comparison was "
              "already scored (its models revealed), or the decision has taken as many "
              "outcomes as one takes.",
@@ -236,14 +237,18 @@ async def score(request: Request, who: Annotated[Caller, Depends(caller)]) -> JS
 async def status(request: Request, who: Annotated[Caller, Depends(caller)],
                  tenant: TenantQuery = None
                  ) -> JSONResponse:
-    principal, admin = tenant_caller(request, tenant, who)
     gateway = get_service(request).gateway
-    if admin and tenant is None:
-        names = None
+    principal, admin = who
+    if admin:
+        # The admin reads any tenant the gateway knows (the config, the request or feedback
+        # log: the reports' rule, which learning_status applies), acting for none.
+        names = None if tenant is None else [tenant]
+        caller = None
     else:
+        principal, _ = tenant_caller(request, tenant, who)
         names = [principal.tenant if principal is not None and principal.tenant
                  else DEFAULT_TENANT]
-    caller = None if admin else principal
+        caller = principal
     return JSONResponse(await run_in_threadpool(
         lambda: gateway.learning_status(names, caller=caller)))
 
