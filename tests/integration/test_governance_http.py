@@ -611,6 +611,22 @@ def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadSer
     assert sum(charged) < spent < sum(charged) + min(misreported)
 
 
+def test_a_streams_usage_chunk_says_the_cost_the_log_and_the_budget_say(
+        gov: ThreadServer) -> None:
+    # The usage chunk priced an upstream's misreported usage as reported ($360 here), while
+    # the log, the reports and the budget said what was charged: the worst case held.
+    issued = new_key(gov, budget="3/day")
+    text = f"misreport [[fake:usage:prompt={9_000_000:032d},completion={9_000_000:032d}]]"
+    chunks = list(client(gov, issued["key"]).chat.completions.create(
+        model="cheap", messages=user(text), max_tokens=50, stream=True,
+        stream_options={"include_usage": True}))
+    usage = [c.usage for c in chunks if c.usage is not None]
+    assert len(usage) == 1 and usage[0].model_extra is not None
+    entry = admin_log(gov, _last_request(gov, issued["id"]))
+    assert entry["cost_usd"] == pytest.approx(entry["charged_usd"]) and entry["cost_usd"] < 0.01
+    assert usage[0].model_extra["cost"] == pytest.approx(entry["cost_usd"])
+
+
 def _last_request(server: ThreadServer, key_id: str) -> str:
     deadline = time.monotonic() + 5
     while True:

@@ -655,7 +655,10 @@ class Gateway:
                     written.add_done_callback(
                         lambda _: self.learning.stream_ended(plan.request_id))
 
-        chat_stream = ChatStream(stream, info, finish, price_usage=True)
+        ticket = plan.ticket
+        cap = (ticket.worst_by_model.get(stream.model, ticket.worst_usd)
+               if ticket is not None and ticket.worst_by_model else None)
+        chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
         opened.append(chat_stream)
         self._open_streams[chat_stream] = asyncio.get_running_loop()
         return chat_stream

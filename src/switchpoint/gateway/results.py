@@ -125,11 +125,15 @@ class ChatStream:
     """
 
     def __init__(self, stream: FailoverStream, info: CallInfo, log: StreamLogger,
-                 price_usage: bool) -> None:
+                 price_usage: bool, cost_cap: float | None = None) -> None:
+        """``cost_cap``: the most the request's budgets may be charged for this model's
+        answer (its worst case held); usage priced past it is not believed, so the usage
+        chunk says the cap, as the log and the budgets do."""
         self.switchpoint = info
         self._stream = stream
         self._log = log
         self._price_usage = price_usage
+        self._cost_cap = cost_cap
         self._iterator: AsyncIterator[ChatCompletionChunk] | None = None
         self._logged = False
 
@@ -151,6 +155,8 @@ class ChatStream:
             async for chunk in stream:
                 if self._price_usage and isinstance(chunk.get("usage"), dict):
                     cost = stream.cost_usd  # None: a model without prices, its cost unknown
+                    if cost is not None and self._cost_cap is not None:
+                        cost = min(cost, self._cost_cap)
                     chunk["usage"]["cost"] = None if cost is None else round(cost, 10)
                 yield ChatCompletionChunk(chunk)
         except StreamBroken:
