@@ -229,7 +229,10 @@ class RoutingDecision:
         lines.append("Alternatives considered: " + (", ".join(alternatives) or "none"))
         if self.budget_pressure:
             b = self.budget_pressure
-            lines.append(f"Budget: {b.get('budget')} is {b.get('fraction_used', 0):.0%} used; λ "
+            used = b.get("fraction_used")
+            # (None: a budget shared with other callers, whose spend is not shown)
+            state = "is filling" if used is None else f"is {used:.0%} used"
+            lines.append(f"Budget: {b.get('budget')} {state}; λ "
                          f"raised from {b.get('base_cost_weight', 0):g} to "
                          f"{b.get('cost_weight', 0):g}")
         if self.sla_breaches or self.sla_adjustments or not self.sla_compliant:

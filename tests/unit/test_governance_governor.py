@@ -107,6 +107,28 @@ async def test_lambda_rises_along_the_curve_as_the_budget_fills(tmp_path: Path) 
     assert calls[0][1] == 6.0 and d.budget_pressure is None
 
 
+async def test_a_shared_budget_raises_lambda_without_telling_what_others_spent(
+        tmp_path: Path) -> None:
+    # The pressure note of the gateway's budget said "the gateway $10/day is 80% used" to
+    # every caller: what all the others had spent, which a refusal by it never says.
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["1/day"],
+                                             "budget_curve": [[0.5, 0], [0.9, 4]]}},
+                 budgets={"total": ["10/day"]})
+    gov = Governor(s)
+    gov.ledger._charge("all", 8.0, gov.clock())  # other callers spent $8 of the gateway's $10
+    d, calls = await route_with(gov, s)
+    assert calls[0][1] == pytest.approx(3.0)  # the curve still applies
+    assert d.budget_pressure == {"fraction_used": None, "budget": "the gateway $10/day",
+                                 "base_cost_weight": 0.5, "cost_weight": 3.0}
+    shown = " ".join(d.reasoning) + d.explain()
+    assert "80%" not in shown and "0.8" not in shown, shown
+    assert "the gateway $10/day, shared with other callers, is filling" in shown
+    # The caller's own budget says how full it is.
+    gov.ledger._charge(tenant_account("acme"), 0.9, gov.clock())
+    d, _ = await route_with(gov, s)
+    assert d.budget_pressure is not None and d.budget_pressure["fraction_used"] == 0.9
+
+
 async def test_quality_sla_breach_reroutes_among_good_enough_models(tmp_path: Path) -> None:
     s = settings(tmp_path, sla={"min_quality_score": 0.8}, cost_weight=5.0)
     gov = Governor(s)

@@ -74,6 +74,7 @@ from switchpoint.governance.ledger import (
     Limits,
     Ticket,
     describe_account,
+    is_callers_own,
     key_account,
     load_state,
     model_account,
@@ -619,6 +620,13 @@ class Governor:
             return base, None
         lam = round(floor, 6)
         label = f"{describe_account(account)} ${budget.limit_usd:g}/{budget.period}"
+        if not is_callers_own(account):
+            # A budget shared with other callers (the gateway's) says nothing of what they
+            # spent, here as in a refusal: the caller sees that it fills, not how much.
+            notes.append(f"Budget: {label}, shared with other callers, is filling; λ raised "
+                         f"from {base:g} to {lam:g} to favour cheaper models.")
+            return lam, {"fraction_used": None, "budget": label, "base_cost_weight": base,
+                         "cost_weight": lam}
         notes.append(f"Budget: {label} is {fraction:.0%} used; λ raised from {base:g} to "
                      f"{lam:g} to favour cheaper models.")
         return lam, {"fraction_used": round(fraction, 6), "budget": label,

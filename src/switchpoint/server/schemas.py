@@ -80,8 +80,10 @@ class RouteResponse(BaseModel):
     sla_adjustments: list[str] | None = Field(None, description="What routing did about "
                                                                 "them.")
     budget_pressure: dict[str, Any] | None = Field(
-        None, description="When a budget nearing its limit raised λ: fraction_used, budget, "
-                          "base_cost_weight, cost_weight.")
+        None, description="When a budget nearing its limit raised λ: fraction_used (null "
+                          "for a budget shared with other callers, such as the gateway's: "
+                          "what they spent is not shown), budget, base_cost_weight, "
+                          "cost_weight.")
     # Present when a tenant memory, an experiment or exploration is configured:
     source: Literal["router", "memory", "exploration"] | None = Field(
         None, description="Who chose selected_model: the learned router, the tenant's memory "
