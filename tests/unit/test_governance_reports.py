@@ -249,6 +249,23 @@ def test_sla_report(reports: Reports) -> None:
         reports.get_sla_report(0)
 
 
+def test_the_sla_report_and_the_alert_read_the_hour_the_sla_budget_watches(
+        reports: Reports) -> None:
+    # acme has no SLA of its own: the default SLA's $0.1/hour watches the whole gateway's
+    # spend this hour, as routing checks it (r1 of acme, r4 of no tenant: 0.0266). The SLA
+    # report said acme's own last 60 minutes (0.025: 0.25), the alert the gateway's (0.266).
+    sla = reports.get_sla_report(1, tenant="acme")
+    alert = reports.check_budget_alert("acme")
+    assert sla["budget_account"] == alert["hourly_account"] == "the gateway"
+    assert sla["budget_utilization"] == pytest.approx(0.266)
+    assert alert["utilization"] == pytest.approx(0.266)
+    everyone = reports.get_sla_report(1)
+    assert everyone["budget_utilization"] == pytest.approx(0.266)
+    # beta's own SLA has no hourly budget: its own account, nothing to utilise.
+    beta = reports.get_sla_report(24, tenant="beta")
+    assert beta["budget_account"] == "tenant beta" and beta["budget_utilization"] is None
+
+
 def test_budget_alert_without_budgets_reads_the_hours_spend_from_the_request_log(
         tmp_path: Path) -> None:
     """Without a budget or an hourly SLA budget nothing is settled in the ledger: the hour's

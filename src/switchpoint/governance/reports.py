@@ -629,6 +629,17 @@ class Reports:
             return t.sla
         return self.settings.sla
 
+    def _sla_hour(self, tenant: str | None, now: float) -> tuple[str, float]:
+        """(account, spend) that the hourly SLA budget governing ``tenant``'s requests watches
+        in the calendar hour of ``now``, as routing checks it: the tenant's own spend when its
+        own SLA applies, else the whole gateway's (the default SLA's budget is the
+        gateway's). The SLA report and the budget alert both read it, so they say the same."""
+        own = tenant is not None and self.sla_for(tenant) is not self.settings.sla
+        account = tenant_account(tenant) if own and tenant is not None else TOTAL
+        spent = self._spent(account, tenant if own else None, period_start("hour", now),
+                            now + 1e-6)
+        return account, spent
+
     def get_sla_report(self, since_hours: float = 1.0, *, tenant: str | None = None,
                        until: float | None = None) -> dict[str, Any]:
         """SLA compliance of the chat requests of the last ``since_hours``, measured against
@@ -676,15 +687,13 @@ class Reports:
             compliant += ok
         sla = self.sla_for(tenant)
         hourly = None
+        account, spent = self._sla_hour(tenant, end)
         if sla is not None and sla.budget_per_hour_usd:
-            clause, more = _of_tenant("tenant", tenant)
-            spent = sum(float(c or 0.0) for (c,) in self._query(
-                "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?" + clause,
-                [end - 3600.0, end, *more]))
             hourly = round(spent / sla.budget_per_hour_usd, 6)
         total = len(rows)
         return {"since": since, "until": end, "tenant": tenant,
                 "sla": sla.model_dump() if sla is not None else None,
+                "budget_account": describe_account(account),
                 "total_requests": total,
                 "compliance_rate": round(compliant / total, 6) if total else 1.0,
                 "breaches": breaches, "adjustments_made": adjusted,
@@ -776,12 +785,11 @@ class Reports:
         self.check_tenant(tenant)
         now = self.clock()
         sla = self.sla_for(tenant)
-        own = tenant is not None and self.sla_for(tenant) is not self.settings.sla
-        account = tenant_account(tenant) if tenant is not None and own else TOTAL
+        account, spent = self._sla_hour(tenant, now)
+        own = account != TOTAL
         hour_start, hour_end = period_start("hour", now), period_end("hour", now)
-        spent = self._spent(account, tenant, hour_start, now + 1e-6)
         window = min(max(now - hour_start, 1.0), 900.0)
-        rate = self._spent(account, tenant, now - window, now + 1e-6) / window
+        rate = self._spent(account, tenant if own else None, now - window, now + 1e-6) / window
         projected = spent + rate * (hour_end - now)
         budget = sla.budget_per_hour_usd if sla is not None else None
         threshold = self.settings.governance.warning_threshold
@@ -798,6 +806,7 @@ class Reports:
                    or (a.startswith("key:") and self._key_tenant(a) == tenant)]
         worst = max([hourly_status, *(b["status"] for b in budgets)], key=levels.__getitem__)
         return {"status": worst, "tenant": tenant, "hourly_spend_usd": _r(spent),
+                "hourly_account": describe_account(account),
                 "budget_usd": budget,
                 "utilization": round(utilization, 6) if utilization is not None else None,
                 "projected_hourly_usd": _r(projected), "hourly_status": hourly_status,
