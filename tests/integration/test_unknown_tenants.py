@@ -25,7 +25,7 @@ from tests.integration.servers import thread_server
 ADMIN_TOKEN = "admin-secret-token-tenants"
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 URLS = ("/v1/router/status", "/v1/router/budget/alert", "/v1/router/report/cost",
-        "/v1/router/report/sla")
+        "/v1/router/report/sla", "/v1/router/keys")
 
 
 def config(fake: FakeProviderProcess, root: Path, tenants: str) -> Path:
@@ -38,7 +38,8 @@ tenants:
 
 
 def test_every_tenant_query_takes_the_tenants_the_config_or_the_log_knows(
-        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     env = {"SP_TEST_ADMIN": ADMIN_TOKEN}
     first = load_settings(config(gw_fake, tmp_path, "  acme: {}\n  beta: {}\n"), environ=env)
     with thread_server(create_app(first, loader=FACTORY, provider_env=KEYS)) as server:
@@ -63,6 +64,13 @@ def test_every_tenant_query_takes_the_tenants_the_config_or_the_log_knows(
         cost = httpx.get(f"{server.base}/v1/router/report/cost", params={"tenant": "beta"},
                          headers=ADMIN).json()
         assert cost["by_model"]["cheap"]["requests"] == 1
+        keys = httpx.get(f"{server.base}/v1/router/keys", params={"tenant": "beta"},
+                         headers=ADMIN).json()
+        assert [k["tenant"] for k in keys["data"]] == ["beta"]
+        # A known tenant without keys has none; only an unknown one is a 404 (below).
+        acme = httpx.get(f"{server.base}/v1/router/keys", params={"tenant": "acme"},
+                         headers=ADMIN)
+        assert acme.status_code == 200 and acme.json()["data"] == []
         messages = set()
         for url in URLS:
             r = httpx.get(f"{server.base}{url}", params={"tenant": "bet"}, headers=ADMIN)
@@ -75,6 +83,13 @@ def test_every_tenant_query_takes_the_tenants_the_config_or_the_log_knows(
         message = messages.pop()
         assert "'bet' is neither a tenant of the config nor one the request or feedback log " \
                "names; known: acme, beta, default" in message, message
+    # The CLI says the same ("no keys for tenant bet" read as: bet has no keys).
+    from switchpoint.cli import main
+
+    monkeypatch.setenv("SP_TEST_ADMIN", ADMIN_TOKEN)
+    code = main(["keys", "list", "--tenant", "bet", "--config", str(tmp_path / "switchpoint.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'bet' is neither a tenant" in err and "known: acme, beta" in err, err
 
 
 @pytest.mark.parametrize("tenant", ["gamma", "x" * 64])

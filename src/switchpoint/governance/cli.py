@@ -151,6 +151,13 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     else:
         with store:
             records = store.list(args.tenant, include_revoked=args.all)
+    if args.tenant is not None and not records:
+        # A tenant the gateway does not know (a misspelling) is refused, not "no keys".
+        from switchpoint.governance.reports import Reports
+
+        unknown = Reports.from_settings(settings).unknown_tenant(args.tenant)
+        if unknown is not None:
+            raise InvalidInputError("--tenant", unknown)
     if args.json:
         _print_json([r.to_dict() for r in records])
         return 0

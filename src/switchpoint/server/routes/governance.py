@@ -33,13 +33,10 @@ _JSON: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES}
 _BY_ID: dict[int | str, dict[str, Any]] = {
     **_JSON, 404: {"model": ErrorResponse, "description": "not_found: no key has this id."}}
-_BY_TENANT: dict[int | str, dict[str, Any]] = {
-    **_JSON, 404: {"model": ErrorResponse,
-                   "description": "not_found: the configuration names no such tenant."}}
 _REPORT: dict[int | str, dict[str, Any]] = {
     **_JSON, 404: {"model": ErrorResponse,
-                   "description": "not_found: neither the configuration nor the request log "
-                                  "names this tenant."}}
+                   "description": "not_found: neither the configuration nor the request or "
+                                  "feedback log names this tenant."}}
 _CREATED: dict[int | str, dict[str, Any]] = {
     201: {"description": "The new key: `key` is the secret, shown this once.",
           "content": {"application/json": {}}},
@@ -95,7 +92,7 @@ async def create_key(body: KeyCreate, request: Request) -> JSONResponse:
     return JSONResponse(issued.to_dict(), status_code=201)
 
 
-@router.get("/v1/router/keys", responses=_JSON, response_model=KeyPage,
+@router.get("/v1/router/keys", responses=_REPORT, response_model=KeyPage,
             summary="The client keys (never a secret), oldest first, a page at a time")
 async def list_keys(request: Request,
                     tenant: TenantQuery = None,
@@ -104,8 +101,13 @@ async def list_keys(request: Request,
                     cursor: str | None = Query(None, max_length=64,
                                                description="next_cursor of the previous page."),
                     ) -> JSONResponse:
-    keys = get_service(request).gateway.governor.keys
-    records, next_cursor = await run_in_threadpool(keys.page, tenant, limit, cursor)
+    gateway = get_service(request).gateway
+    records, next_cursor = await run_in_threadpool(gateway.governor.keys.page, tenant, limit,
+                                                   cursor)
+    if tenant is not None and not records and cursor is None:
+        # No key, and a tenant the gateway does not know (a misspelling): a 404 listing the
+        # known ones, as the reports answer, not an empty list that reads "it has no keys".
+        await run_in_threadpool(gateway.reports.check_tenant, tenant)
     return JSONResponse({"data": [r.to_dict() for r in records], "next_cursor": next_cursor})
 
 
@@ -173,7 +175,7 @@ async def budgets(request: Request) -> JSONResponse:
     return JSONResponse({"data": await run_in_threadpool(gateway.budget_status)})
 
 
-@router.get("/v1/router/budget/alert", responses=_BY_TENANT,
+@router.get("/v1/router/budget/alert", responses=_REPORT,
             summary="Budget alert: ok / warning / critical, projected spend, recommendation")
 async def budget_alert(request: Request,
                        tenant: TenantQuery = None
