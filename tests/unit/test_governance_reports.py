@@ -189,6 +189,20 @@ def test_a_model_without_prices_is_forecast_as_unknown_not_free(reports: Reports
     assert f["optimization_tip"].startswith("big carries")
 
 
+def test_the_forecast_tip_moves_traffic_only_to_a_model_routing_may_choose(
+        reports: Reports) -> None:
+    # A cheaper judge (auto: false) was named as where to send a tenth of the traffic.
+    from switchpoint.catalog import Catalog, ModelCard
+
+    catalog = Catalog([*(ModelCard(m, input_per_mtok=i, output_per_mtok=o)
+                         for m, (i, o) in PRICES.items()),
+                       ModelCard("judge", input_per_mtok=0.01, output_per_mtok=0.01,
+                                 auto=False)])
+    judged = Reports(reports.db_path, reports.settings, catalog=catalog, clock=reports.clock)
+    tip = judged.forecast_cost(1000, 500, 200)["optimization_tip"]
+    assert "to small would save" in tip and "judge" not in tip, tip
+
+
 def test_what_if_re_routes_the_logged_decisions(reports: Reports) -> None:
     tokens = {"r1": (1000, 500), "r2": (2000, 1000), "r3": (1000, 1000)}
     actual = price("big", 1000, 500) + price("mid", 2000, 1000) + price("small", 1000, 1000)

@@ -468,7 +468,9 @@ class Reports:
             return "nothing to save: the projected spend is zero"
         top = max(spend, key=lambda m: spend[m] or 0.0)
         share = (spend[top] or 0.0) / hourly
-        priced = [c for c in self.catalog.cards if c.priced] if self.catalog is not None else []
+        # A model routing never chooses (auto: false: a judge, a grader) cannot take traffic.
+        priced = ([c for c in self.catalog.cards if c.priced and c.auto]
+                  if self.catalog is not None else [])
         cheapest = min(priced, key=lambda c: c.price(tin, tout), default=None)
         top_card = self.card(top)
         if cheapest is None or top_card is None or cheapest.name == top:
