@@ -204,6 +204,11 @@ class ProcessServer:
             reader.join(timeout=timeout)
         return code, "".join(self._err)
 
+    @property
+    def stdout(self) -> str:
+        """What the server wrote on stdout so far (uvicorn's access log goes there)."""
+        return "".join(self._out)
+
     def kill(self) -> None:
         """SIGKILL: a crash, nothing is flushed or closed."""
         assert self.proc is not None
