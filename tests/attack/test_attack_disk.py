@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pytest
 from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.gateway.engine import PINS_FILENAME, Gateway
+from switchpoint.governance.ledger import LedgerRecord, load_state
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore, retention
 from switchpoint.store.retention import cutoff_for, db_bytes
 from tests.attack.attack_env import PIN_SOFT_S, Attacked, chat_body
@@ -146,12 +148,13 @@ def test_prune_deletes_only_old_entries_and_the_file_shrinks(
     assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--dry-run",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["deleted"] == {"decisions": 6000, "requests": 6000} and report["dry_run"]
+    assert report["deleted"] == {"decisions": 6000, "requests": 6000, "spend": 0}
+    assert report["dry_run"]
     assert len(rows(db)["requests"]) == 6050
     size_before = db_bytes(db)
     assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["deleted"] == {"decisions": 6000, "requests": 6000}
+    assert report["deleted"] == {"decisions": 6000, "requests": 6000, "spend": 0}
     assert report["vacuum"] == "incremental"
     after = rows(db)
     assert after == kept_before  # what is kept is byte for byte what was there
@@ -192,9 +195,51 @@ def test_a_prune_killed_before_giving_the_space_back_gives_it_back_on_the_next_r
     assert db_bytes(db) > full / 2  # but not the space they freed
     assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["deleted"] == {"decisions": 0, "requests": 0}
+    assert report["deleted"] == {"decisions": 0, "requests": 0, "spend": 0}
     assert report["vacuum"] == "incremental"
     assert db_bytes(db) < full / 4
+
+
+def test_prune_bounds_the_spend_ledger_and_keeps_what_the_budgets_count(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Every governed request adds a spend row; a prune deleted the logs but never those, so
+    # the ledger grew for as long as the service ran, whatever the retention.
+    data = tmp_path / "data"
+    db = data / "switchpoint.db"
+    now = time.time()
+    month = datetime.fromtimestamp(now, UTC).replace(day=1, hour=0, minute=0, second=0,
+                                                     microsecond=0).timestamp()
+    ages = {"year": now - 400 * DAY, "two-months": now - 60 * DAY,
+            "last-week-of-last-month": month - 3 * DAY, "this-month": month + 60,
+            "a-minute-ago": now - 60}
+    with SQLiteStore(db, synchronous="normal") as store:
+        for name, ts in ages.items():
+            for i in range(500):
+                store.append(LedgerRecord(ts=ts, reservation_id=f"{name}-{i}", kind="settle",
+                                          amount_usd=0.001, request_id=f"{name}-{i}",
+                                          key_id="k1", tenant="acme", model="m",
+                                          provider="openai")).result(timeout=30)
+    before = load_state(db, now)
+    assert main(["prune", "--data-dir", str(data), "--older-than", "1", "--dry-run",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"]["spend"] == 1000
+    size = db_bytes(db)
+    # A day's retention: the logs go back a day, the ledger to the week before the month.
+    assert main(["prune", "--data-dir", str(data), "--older-than", "1", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["deleted"] == {"decisions": 0, "requests": 0, "spend": 1000}
+    assert "1000 spend ledger entries" in out.err
+    assert db_bytes(db) < size
+    with sqlite3.connect(db) as conn:
+        kept = {r[0].rsplit("-", 1)[0] for r in conn.execute(
+            "SELECT reservation_id FROM spend")}
+        assert kept == {"last-week-of-last-month", "this-month", "a-minute-ago"}
+        # What the budgets read is as before the prune, and stays append-only.
+        assert load_state(db, now) == before
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute("DELETE FROM spend")
+    with SQLiteStore(db, synchronous="normal"):
+        pass  # the store opens on the pruned file
 
 
 def test_prune_needs_a_retention(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,10 @@ but the file holds free pages, which a prune killed before this step leaves), a 
 on an older one when ``full_vacuum`` allows it (it rewrites the file and holds the write lock
 meanwhile), and a WAL checkpoint that truncates the ``-wal`` file. Rows that are kept are never
 changed.
+
+The spend ledger is pruned by the same cutoff, except the rows the budgets still read: a short
+retention keeps the calendar month under way and the week before it (see :func:`ledger_cutoff`),
+so a restart after a prune counts every budget's spend as before it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
-from switchpoint.store.sqlite import LOG_TABLES, SQLiteStore
+from switchpoint.store.sqlite import LEDGER_KEEP_S, LEDGER_TABLE, LOG_TABLES, SQLiteStore
 
 SECONDS_PER_DAY = 86_400.0
 # Rows deleted per transaction.
@@ -60,6 +65,17 @@ def cutoff_for(days: float, now: float | None = None) -> float:
     if not days > 0:
         raise ValueError(f"the retention must be a number of days > 0, got {days!r}")
     return (time.time() if now is None else now) - days * SECONDS_PER_DAY
+
+
+def ledger_cutoff(cutoff: float, now: float | None = None) -> float:
+    """What a prune at ``cutoff`` may delete of the spend ledger: its rows older than
+    ``cutoff`` and than a week before the calendar month of ``now`` (UTC) began. The budgets
+    read the settled spend of the periods under way (the longest a month, or a week that began
+    in the month before) and the reservations of the last day; the ledger's trigger refuses
+    deleting anything newer."""
+    t = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    month = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+    return min(cutoff, month - LEDGER_KEEP_S)
 
 
 def db_bytes(path: Path) -> int:
@@ -106,14 +122,15 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
         raise StoreError(f"{file}: cannot open the store ({exc})") from None
     try:
         conn.execute("PRAGMA busy_timeout=30000")
+        cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
         if dry_run:
             deleted = {t: int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?",
-                                           (cutoff,)).fetchone()[0]) for t in LOG_TABLES}
+                                           (c,)).fetchone()[0]) for t, c in cutoffs.items()}
             return PruneReport(cutoff, deleted, before, before, True, True, "dry-run")
         deleted = {}
         complete = True
-        for table in LOG_TABLES:
-            deleted[table] = _delete_older(conn, table, cutoff, max_rows)
+        for table, older_than in cutoffs.items():
+            deleted[table] = _delete_older(conn, table, older_than, max_rows)
             if max_rows is not None and deleted[table] >= max_rows:
                 complete = False
         vacuum = _vacuum(conn, full_vacuum, any(deleted.values()))

@@ -35,7 +35,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -413,9 +413,23 @@ _MIGRATIONS: dict[int, str] = {
     ALTER TABLE compares ADD COLUMN blind INTEGER;
     ALTER TABLE compares ADD COLUMN revealed REAL;
     """,
+    # Retention prunes the spend ledger too, but never a row the budgets still read: those of
+    # the calendar month under way and of the week before it (a week that began in the month
+    # before; a reservation still open looks back a day). See LEDGER_KEEP_S.
+    12: """
+    DROP TRIGGER spend_no_delete;
+    CREATE TRIGGER spend_no_delete BEFORE DELETE ON spend
+        WHEN OLD.ts >= min(coalesce((SELECT max(cutoff) FROM prunes), 0),
+                           CAST(strftime('%s', 'now', 'start of month') AS REAL) - 604800)
+        BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
+    """,
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
+# ... and the spend ledger, whose rows from LEDGER_KEEP_S before the month under way began are
+# kept whatever the retention (migration 12's trigger holds the same bound).
+LEDGER_TABLE = "spend"
+LEDGER_KEEP_S = 7 * 86_400
 
 _COLUMNS = ("id", "ts", "selected_model", "cluster_id", "cost_weight", "candidates", "cache_hit",
             "routing_ms", "embedding_ms", "policy", "weights_id", "expected_error",
