@@ -358,3 +358,41 @@ def test_many_logged_lambdas_are_named_by_their_range() -> None:
     assert _lambdas([0.5, 0.5]) == "λ 0.5"
     assert _lambdas([2.0, 0.0, 2.0]) == "λ 0 and 2"
     assert _lambdas([0.0, 0.1, 0.2, 0.5, 2.0, 0.1]) == "λ 0 to 2 (5 values)"
+
+
+def test_a_budget_alert_just_after_a_reset_projects_at_the_recent_rate(tmp_path: Path) -> None:
+    """Seven seconds after midnight (a new day, a new hour), the rate of spend is that of the
+    last quarter of the period, across the reset: measured from the period's start alone,
+    one request of those seconds was extrapolated over the whole day and every budget warned
+    at every reset."""
+    midnight = 1_800_057_600.0  # 2027-01-16T00:00:00Z
+    now = midnight + 7
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()],
+        "tenants": {"acme": {"budgets": ["1/day"],
+                             "sla": {"budget_per_hour_usd": 0.1}}}}, environ={})
+
+    def settle(store: SQLiteStore, rid: str, ts: float) -> None:
+        store.append(LedgerRecord(ts=ts, reservation_id=rid, kind="settle", amount_usd=0.001,
+                                  request_id=rid, tenant="acme", model="small",
+                                  provider="openai")).result()
+
+    with SQLiteStore(s.db_path) as store:
+        settle(store, "new-day", midnight + 5)
+    # A deployment whose log begins now has nothing else to go by.
+    young = Reports.from_settings(s, clock=lambda: now).check_budget_alert("acme")
+    assert young["budgets"][0]["projected_usd"] == pytest.approx(0.001 + 0.001 / 2 * (DAY - 7))
+    with SQLiteStore(s.db_path) as store:
+        for i in range(1, 73):  # $0.001 every ten minutes for the twelve hours before
+            settle(store, f"old-{i}", midnight - 600 * i)
+    alert = Reports.from_settings(s, clock=lambda: now).check_budget_alert("acme")
+    day = alert["budgets"][0]
+    assert (day["budget"], day["spent_usd"]) == ("1/day", pytest.approx(0.001))
+    # The last six hours: 35 requests before midnight and one after, $0.036 in 21,600 s.
+    assert day["projected_usd"] == pytest.approx(0.001 + 0.036 / 21_600 * (DAY - 7))
+    assert day["status"] == "ok"
+    # The hour: the last 15 minutes hold 23:50 and 00:00:05.
+    assert alert["projected_hourly_usd"] == pytest.approx(0.001 + 0.002 / 900 * (HOUR - 7))
+    assert (alert["hourly_status"], alert["status"]) == ("ok", "ok")

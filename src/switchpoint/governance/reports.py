@@ -759,13 +759,33 @@ class Reports:
             "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?" + clause,
             [since, until, *more]))
 
-    def budget_alert(self, account: str, budget: Budget) -> dict[str, Any]:
-        """One budget: spent, held, utilization, projected spend at the period's end, status."""
+    def _log_start(self) -> float | None:
+        """When the oldest entry the logs keep (a request, a spend ledger row) was written."""
+        tables = {name for (name,) in self._query(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows = self._query(" UNION ALL ".join(f"SELECT min(ts) FROM {t}" for t in (
+            "requests", "spend") if t in tables) or "SELECT NULL")
+        return min((float(ts) for (ts,) in rows if ts is not None), default=None)
+
+    @staticmethod
+    def _trailing(now: float, span: float, log_start: float | None) -> float:
+        """The window a rate of spend is measured over: the last ``span`` seconds, whichever
+        periods they fall in (measured from a period's start, the spend of its first seconds
+        would be extrapolated over all of it, and every budget would warn just after it
+        resets), but not from before the logs begin (a deployment younger than ``span``); at
+        least a second."""
+        since = now - span if log_start is None else max(now - span, log_start)
+        return max(now - since, 1.0)
+
+    def budget_alert(self, account: str, budget: Budget,
+                     log_start: float | None = None) -> dict[str, Any]:
+        """One budget: spent, held, utilization, projected spend at the period's end (at the
+        rate of the last quarter of a period, ``log_start`` being when the logs begin),
+        status."""
         now = self.clock()
         status = self.ledger.status(account, budget)
         start, end = period_start(budget.period, now), period_end(budget.period, now)
-        elapsed = max(now - start, 1.0)
-        window = min(elapsed, (end - start) / 4)
+        window = self._trailing(now, (end - start) / 4, log_start)
         rate = self._recent_spend(account, now - window, now + 1e-6) / window
         used = status["spent_usd"] + status["held_usd"]
         projected = status["spent_usd"] + rate * max(end - now, 0.0)
@@ -790,7 +810,8 @@ class Reports:
         account, spent = self._sla_hour(tenant, now)
         own = account != TOTAL
         hour_start, hour_end = period_start("hour", now), period_end("hour", now)
-        window = min(max(now - hour_start, 1.0), 900.0)
+        log_start = self._log_start()
+        window = self._trailing(now, 900.0, log_start)
         rate = self._spent(account, tenant if own else None, now - window, now + 1e-6) / window
         projected = spent + rate * (hour_end - now)
         budget = sla.budget_per_hour_usd if sla is not None else None
@@ -803,7 +824,7 @@ class Reports:
             hourly_status = ("critical" if utilization >= 1.0 else
                              "warning" if utilization >= threshold or projected >= budget
                              else "ok")
-        budgets = [self.budget_alert(a, b) for a, b in self.budgets()
+        budgets = [self.budget_alert(a, b, log_start) for a, b in self.budgets()
                    if tenant is None or a in (tenant_account(tenant), TOTAL)
                    or (a.startswith("key:") and self._key_tenant(a) == tenant)]
         worst = max([hourly_status, *(b["status"] for b in budgets)], key=levels.__getitem__)
