@@ -396,3 +396,64 @@ def test_a_budget_alert_just_after_a_reset_projects_at_the_recent_rate(tmp_path:
     # The hour: the last 15 minutes hold 23:50 and 00:00:05.
     assert alert["projected_hourly_usd"] == pytest.approx(0.001 + 0.002 / 900 * (HOUR - 7))
     assert (alert["hourly_status"], alert["status"]) == ("ok", "ok")
+
+
+def test_what_if_over_many_requests_picks_as_the_rule_does_for_each(tmp_path: Path) -> None:
+    """A week of traffic is re-routed as arrays, a group of requests at a time: every request
+    still gets the model the rule picks for it alone (the lowest expected error + λ·cost,
+    ties to the cheaper, then the first named), and is priced as it would be alone."""
+    import random
+
+    rng = random.Random(7)
+    s = settings(tmp_path)
+    names = list(PRICES)
+    expected: list[tuple[str, dict[str, float], dict[str, float], float, int, int]] = []
+    with SQLiteStore(s.db_path, synchronous="normal") as store:
+        for i in range(600):
+            pool = rng.sample(names, rng.choice([1, 2, 3]))
+            errors = {m: rng.choice([0.1, 0.25, 0.45]) for m in pool}  # many exact ties
+            costs = {m: rng.choice([EST[m], EST["mid"]]) for m in pool}
+            lam = rng.choice([0.0, 0.5, 2.0])
+            model = rng.choice(pool)
+            pt, ct = rng.randrange(1, 3000), rng.randrange(1, 1000)
+            expected.append((model, errors, costs, lam, pt, ct))
+            store.append(DecisionRecord(
+                id=f"d{i}", ts=T0 - 60 - i, selected_model=model, cluster_id=0,
+                cost_weight=lam, candidates=pool, cache_hit=False, routing_ms=1.0,
+                embedding_ms=1.0, policy="cluster", weights_id="w", expected_error=errors[model],
+                cost_adjusted_score=0.0, expected_errors=errors, expected_costs=costs))
+            store.append(RequestRecord(
+                id=f"r{i}", ts=T0 - 60 - i, requested_model="auto", status="ok",
+                http_status=200, pin_state="fresh", stream=False, latency_ms=5.0, model=model,
+                prompt_tokens=pt, completion_tokens=ct, cost_usd=None if i % 5 == 0 else
+                price(model, pt, ct), decision_id=f"d{i}")).result()
+    reports = Reports.from_settings(s, clock=lambda: T0)
+
+    def one_by_one(lam: float | None, without: list[str]) -> tuple[dict[str, int], float,
+                                                                      float, float]:
+        picks: dict[str, int] = {}
+        spend = quality = actual = 0.0
+        for model, errors, costs, own, pt, ct in expected:
+            pool = [m for m in errors if m not in without]
+            if not pool:
+                continue
+            scale = reports.cost_scale(sorted(pool))
+            rate = own if lam is None else lam
+            pick = min(pool, key=lambda m: (errors[m] + rate * costs[m] / scale, costs[m]))
+            picks[pick] = picks.get(pick, 0) + 1
+            spend += price(pick, pt, ct)
+            actual += price(model, pt, ct)
+            quality += 1 - errors[pick]
+        return picks, spend, actual, quality
+
+    weights: list[tuple[float | None, list[str]]] = [
+        (0.0, []), (0.5, []), (5.0, []), (None, []), (None, ["big"]), (0.5, ["mid", "small"])]
+    for weight, without in weights:
+        got = reports.what_if(cost_weight=weight, without=without, period="day")
+        picks, spend, actual, quality = one_by_one(weight, without)
+        assert got["models"] == picks
+        assert got["requests"] == sum(picks.values())
+        assert got["requests"] + got["unservable_requests"] == len(expected)
+        assert got["spend_usd"] == pytest.approx(spend)
+        assert got["actual_spend_usd"] == pytest.approx(actual)
+        assert got["expected_quality"] == pytest.approx(quality / got["requests"], abs=1e-6)

@@ -32,10 +32,12 @@ import math
 import sqlite3
 import statistics
 import time
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from switchpoint._messages import cut, quoted
 from switchpoint.catalog import Catalog, ModelCard
@@ -86,20 +88,63 @@ def _of_tenant(column: str, tenant: str | None) -> tuple[str, list[Any]]:
 REFERENCE_INPUT_TOKENS = 500
 
 
-@dataclass
-class _Row:
-    """One answered request with what re-routing it needs."""
+class _Group:
+    """The logged requests whose decisions weighed the same models (in the same order), as
+    arrays with one column per model: what re-routing them needs, a few numbers a request
+    (no dictionary each), so a week of traffic is re-routed at every λ in one pass of numpy
+    per λ rather than one of Python per request."""
 
-    model: str
-    selected: str | None
-    tenant: str | None
-    key_id: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    cost_usd: float | None
-    errors: dict[str, float]
-    costs: dict[str, float]
-    cost_weight: float | None
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.n = 0
+        self._errors: array[float] = array("d")
+        self._costs: array[float] = array("d")
+        self._lams: array[float] = array("d")
+        self._tokens: array[float] = array("d")  # prompt, completion (NaN: unknown)
+        self._base: array[float] = array("d")    # what the answer cost, or its price
+        self._quality: array[float] = array("d")  # 1 - the answering model's expected error
+
+    def add(self, errors: Mapping[str, float], costs: Mapping[str, float], lam: float,
+            tokens: tuple[float, float], base: float, quality: float) -> None:
+        self.n += 1
+        self._errors.extend(float(errors[m]) for m in self.names)
+        self._costs.extend(float(costs.get(m, 0.0)) for m in self.names)
+        self._lams.append(lam)
+        self._tokens.extend(tokens)
+        self._base.append(base)
+        self._quality.append(quality)
+
+    def freeze(self, reports: Reports) -> None:
+        k = len(self.names)
+        self.errors = np.frombuffer(self._errors, dtype=np.float64).reshape(self.n, k)
+        self.costs = np.frombuffer(self._costs, dtype=np.float64).reshape(self.n, k)
+        self.lams = np.frombuffer(self._lams, dtype=np.float64)
+        tokens = np.frombuffer(self._tokens, dtype=np.float64).reshape(self.n, 2)
+        self.base = np.frombuffer(self._base, dtype=np.float64)
+        self.quality = np.frombuffer(self._quality, dtype=np.float64)
+        # What each model would have cost: its catalog price on the request's tokens, else the
+        # router's estimate.
+        self.spend = self.costs.copy()
+        known = ~np.isnan(tokens).any(axis=1)
+        for j, name in enumerate(self.names):
+            card = reports.card(name)
+            if card is not None and card.priced:
+                assert card.input_per_mtok is not None and card.output_per_mtok is not None
+                priced = (tokens[:, 0] * card.input_per_mtok
+                          + tokens[:, 1] * card.output_per_mtok) / 1e6
+                self.spend[:, j] = np.where(known, priced, self.costs[:, j])
+
+
+class _Routed:
+    """The logged ``auto`` requests a what-if re-routes, grouped by the models they weighed."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, ...], _Group] = {}
+        self.lambdas: set[float] = set()
+        self.models: set[str] = set()
+
+    def __len__(self) -> int:
+        return sum(g.n for g in self.groups.values())
 
 
 def _period_seconds(period: str) -> float:
@@ -485,37 +530,53 @@ class Reports:
 
     # What-if routing ---------------------------------------------------------------------------
 
-    def _routed_rows(self, since: float, until: float, tenant: str | None) -> list[_Row]:
+    def _routed(self, since: float, until: float, tenant: str | None,
+                tokens: tuple[int, int] | None) -> _Routed:
+        """The answered ``auto`` requests between ``since`` and ``until`` with their decisions'
+        estimates, priced on their own tokens (or on ``tokens`` = (input, output) for each),
+        read a row at a time into arrays."""
         where = ("r.ts >= ? AND r.ts < ? AND r.model IS NOT NULL AND d.expected_errors IS NOT "
                  "NULL AND d.expected_costs IS NOT NULL")
         clause, more = _of_tenant("r.tenant", tenant)
         where += clause
-        args: list[Any] = [since, until, *more]
-        rows = self._query(
-            "SELECT r.model, d.selected_model, r.tenant, r.key_id, r.prompt_tokens, "
-            "r.completion_tokens, r.cost_usd, d.expected_errors, d.expected_costs, "
-            f"d.cost_weight FROM requests r JOIN decisions d ON d.id = r.decision_id "
-            f"WHERE {where}", args)
-        return [_Row(model, selected, t, k, pt, ct, cost, json.loads(errs), json.loads(costs),
-                     lam) for model, selected, t, k, pt, ct, cost, errs, costs, lam in rows]
-
-    def _pick(self, row: _Row, pool: Sequence[str] | None, lam: float,
-              scales: dict[tuple[str, ...], float]) -> str | None:
-        names = [m for m in row.errors if pool is None or m in pool]
-        if not names:
-            return None
-        key = tuple(sorted(names))
-        scale = scales.get(key)
-        if scale is None:
-            scale = self.cost_scale(list(key)) or 1.0
-            scales[key] = scale
-        return min(names, key=lambda m: (row.errors[m] + lam * row.costs.get(m, 0.0) / scale,
-                                         row.costs.get(m, 0.0)))
-
-    def _spend_of(self, row: _Row, model: str, tokens: tuple[int, int] | None) -> float:
-        pt, ct = tokens if tokens is not None else (row.prompt_tokens, row.completion_tokens)
-        priced = self._price(model, pt, ct)
-        return priced if priced is not None else float(row.costs.get(model, 0.0))
+        out = _Routed()
+        conn = self._read()
+        if conn is None:
+            return out
+        try:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "requests" not in tables:
+                return out
+            cursor = conn.execute(
+                "SELECT r.model, d.selected_model, r.prompt_tokens, r.completion_tokens, "
+                "r.cost_usd, d.expected_errors, d.expected_costs, d.cost_weight FROM requests r "
+                f"JOIN decisions d ON d.id = r.decision_id WHERE {where}",
+                [since, until, *more])
+            for model, selected, pt, ct, cost, raw_errors, raw_costs, lam in cursor:
+                errors, costs = json.loads(raw_errors), json.loads(raw_costs)
+                names = tuple(errors)
+                group = out.groups.get(names)
+                if group is None:
+                    group = out.groups[names] = _Group(names)
+                    out.models.update(names)
+                lam = float(lam or 0.0)
+                out.lambdas.add(lam)
+                pt, ct = tokens if tokens is not None else (pt, ct)
+                priced = self._price(model, pt, ct)
+                base = (float(cost) if cost is not None and tokens is None else
+                        priced if priced is not None else float(costs.get(model, 0.0)))
+                group.add(errors, costs, lam,
+                          (math.nan if pt is None else float(pt),
+                           math.nan if ct is None else float(ct)), base,
+                          1.0 - float(errors.get(model, errors.get(selected or "", 0.0))))
+        except sqlite3.DatabaseError as exc:
+            raise store_error(self.db_path, "read the request and decision logs", exc) from None
+        finally:
+            conn.close()
+        for group in out.groups.values():
+            group.freeze(self)
+        return out
 
     def what_if(self, *, cost_weight: float | None = None, without: Sequence[str] = (),
                 period: str = "week", until: float | None = None, tenant: str | None = None,
@@ -525,32 +586,40 @@ class Reports:
         quality, against what happened. Priced on each request's real tokens (or on
         ``estimate_tokens`` = (input, output) for every request)."""
         since, end = self._window(period, until)
-        rows = self._routed_rows(since, end, tenant)
-        return self._what_if(rows, cost_weight, without, estimate_tokens, since, end)
+        routed = self._routed(since, end, tenant, estimate_tokens)
+        return self._what_if(routed, cost_weight, without, since, end)
 
-    def _what_if(self, rows: Sequence[_Row], cost_weight: float | None,
-                 without: Sequence[str], tokens: tuple[int, int] | None, since: float,
-                 until: float) -> dict[str, Any]:
+    def _what_if(self, routed: _Routed, cost_weight: float | None, without: Sequence[str],
+                 since: float, until: float) -> dict[str, Any]:
         scales: dict[tuple[str, ...], float] = {}
         actual_spend = alt_spend = actual_quality = alt_quality = 0.0
         counted = unservable = 0
         picks: dict[str, int] = {}
-        for row in rows:
-            pool = [m for m in row.errors if m not in without]
-            lam = cost_weight if cost_weight is not None else float(row.cost_weight or 0.0)
-            pick = self._pick(row, pool, lam, scales)
-            if pick is None:
-                unservable += 1
+        for names, group in routed.groups.items():
+            keep = [j for j, m in enumerate(names) if m not in without]
+            if not keep:
+                unservable += group.n
                 continue
-            counted += 1
-            picks[pick] = picks.get(pick, 0) + 1
-            base = (float(row.cost_usd) if row.cost_usd is not None and tokens is None
-                    else self._spend_of(row, row.model, tokens))
-            actual_spend += base
-            alt_spend += self._spend_of(row, pick, tokens)
-            actual_quality += 1.0 - row.errors.get(row.model, row.errors.get(
-                row.selected or "", 0.0))
-            alt_quality += 1.0 - row.errors[pick]
+            pool = tuple(sorted(names[j] for j in keep))
+            scale = scales.get(pool)
+            if scale is None:
+                scale = scales[pool] = self.cost_scale(list(pool)) or 1.0
+            errors, costs = group.errors[:, keep], group.costs[:, keep]
+            lam = (np.full(group.n, cost_weight) if cost_weight is not None
+                   else group.lams)[:, None]
+            # The lowest expected error + λ·cost, ties to the cheaper, then the first named.
+            score = errors + lam * costs / scale
+            tied = score == score.min(axis=1)[:, None]
+            pick = np.argmin(np.where(tied, costs, np.inf), axis=1)
+            rows = np.arange(group.n)
+            counted += group.n
+            for j, n in zip(*np.unique(pick, return_counts=True), strict=True):
+                name = names[keep[int(j)]]
+                picks[name] = picks.get(name, 0) + int(n)
+            actual_spend += float(group.base.sum())
+            alt_spend += float(group.spend[:, keep][rows, pick].sum())
+            actual_quality += float(group.quality.sum())
+            alt_quality += float((1.0 - errors[rows, pick]).sum())
         days = max(until - since, 1.0) / 86400.0
         return {
             "cost_weight": cost_weight, "without": list(without), "requests": counted,
@@ -577,12 +646,12 @@ class Reports:
         ``estimated_savings_usd_per_day``, ``tradeoff`` and the what-if figures behind it."""
         self.check_tenant(tenant)
         since, end = self._window(period, until)
-        rows = self._routed_rows(since, end, tenant)
-        if not rows:
+        routed = self._routed(since, end, tenant, estimate_tokens)
+        if not len(routed):
             return []
-        ran_at = _lambdas(float(r.cost_weight or 0.0) for r in rows)
+        ran_at = _lambdas(routed.lambdas)
         out: list[dict[str, Any]] = []
-        sweep = [self._what_if(rows, lam, (), estimate_tokens, since, end) for lam in SWEEP]
+        sweep = [self._what_if(routed, lam, (), since, end) for lam in SWEEP]
         cheaper = [w for w in sweep if w["spend_delta_usd"] < 0
                    and (w["quality_delta"] or 0.0) >= -max_quality_loss]
         if cheaper:
@@ -600,10 +669,10 @@ class Reports:
                 best, f"Lower cost_weight to {best['cost_weight']:g}: expected quality "
                       f"+{best['quality_delta']:.3f} for {best['spend_delta_pct']:+.1%} spend",
                 "cost_weight"))
-        pool = sorted({m for r in rows for m in r.errors})
+        pool = sorted(routed.models)
         if len(pool) > 1:
             for model in pool:
-                w = self._what_if(rows, None, [model], estimate_tokens, since, end)
+                w = self._what_if(routed, None, [model], since, end)
                 if (w["requests"] and w["spend_delta_usd"] < 0
                         and (w["quality_delta"] or 0.0) >= -max_quality_loss):
                     out.append(self._suggestion(
