@@ -780,3 +780,33 @@ def test_a_report_for_a_tenant_nobody_knows_is_a_404_that_repeats_no_secret(
     r = httpx.get(url, params={**params, "tenant": "default"}, headers=ADMIN)
     assert r.status_code == 200 or (report == "forecast" and r.status_code == 400
                                     and r.json()["error"]["param"] == "routing_mix"), r.text
+
+
+def test_a_key_whose_models_a_reload_took_from_its_tenant_is_told_why(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A reload narrows a tenant to models none of its key's are: the key's requests are
+    refused, saying why and naming only the key's own models (it used to answer "it may use "
+    and nothing after it)."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        narrow = new_key(server, models=["cheap", "auto"])
+        assert client(server, narrow["key"]).chat.completions.create(
+            model="cheap", messages=user("x")).model == "cheap"
+        config.write_text(config_text(gw_fake) + GOVERNANCE.replace(
+            "models: [cheap, good, fresh, auto]", "models: [good, fresh]"), encoding="utf-8")
+        reload = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert reload.status_code == 200, reload.text
+        for model in ("cheap", "auto", "good"):
+            with pytest.raises(openai.PermissionDeniedError) as info:
+                client(server, narrow["key"]).chat.completions.create(model=model,
+                                                                       messages=user("x"))
+            message = info.value.message
+            assert "this key may use no model: its models (cheap, auto) are none of its " \
+                   "tenant's any more" in message, message
+            assert "ask the operator" in message and "good" not in message.replace(
+                f"'{model}'", "") and "fresh" not in message
+        routed = httpx.post(f"{server.base}/v1/route", json={"prompt": "x"},
+                            headers={"authorization": f"Bearer {narrow['key']}"})
+        assert routed.status_code == 403 and "may use no model" in routed.text

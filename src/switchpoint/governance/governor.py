@@ -437,6 +437,16 @@ class Governor:
         """403 unless the caller may use ``requested`` (named by the request's ``field``)."""
         if policy.models is None:
             return
+        if not policy.models:
+            # A key's models and its tenant's no longer meet (a reload narrowed the tenant):
+            # say so, naming only the key's own models, rather than list none.
+            own = policy.key.models if policy.key is not None else None
+            raise PermissionDeniedError(
+                f"{field}: {policy.who} may use no model: "
+                + (f"its models ({', '.join(own)}) are none of its tenant's any more (the "
+                   "configuration changed); " if own else "")
+                + "ask the operator for a key of the models its tenant may use now",
+                param=field)
         if requested == AUTO:
             if AUTO not in policy.models:
                 raise PermissionDeniedError(
