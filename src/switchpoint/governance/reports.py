@@ -33,7 +33,7 @@ import sqlite3
 import statistics
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,36 @@ class _Routed:
         return sum(g.n for g in self.groups.values())
 
 
+class _Savings:
+    """What answered requests cost against what they would have cost on one comparison model
+    priced on the same tokens, added up a request at a time."""
+
+    def __init__(self, reports: Reports, comparison: str | None, basis: str) -> None:
+        self.reports, self.comparison, self.basis = reports, comparison, basis
+        self.requests = self.unpriced = 0
+        self.actual = self.compared = 0.0
+
+    def add(self, model: str | None, pt: int | None, ct: int | None,
+            cost: float | None) -> None:
+        if model is None or self.comparison is None:
+            return
+        priced = self.reports._price(self.comparison, pt, ct)
+        if priced is None or cost is None:
+            self.unpriced += 1
+            return
+        self.requests += 1
+        self.actual += float(cost)
+        self.compared += priced
+
+    def report(self) -> dict[str, Any]:
+        compared, actual = self.compared, self.actual
+        return {"comparison_model": self.comparison, "basis": self.basis,
+                "requests": self.requests, "unpriced_requests": self.unpriced,
+                "actual_cost_usd": _r(actual), "comparison_cost_usd": _r(compared),
+                "savings_usd": _r(compared - actual),
+                "savings_pct": round((compared - actual) / compared, 6) if compared else 0.0}
+
+
 def _period_seconds(period: str) -> float:
     if period not in REPORT_PERIODS:
         raise InvalidInputError("period", f"{period!r} is not a report period; use one of "
@@ -250,15 +280,19 @@ class Reports:
             raise NotFoundError(f"tenant: {reason}", param="tenant")
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._rows(sql, args))
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``sql``, a row at a time (a month of requests is not held whole)."""
         conn = self._read()
         if conn is None:
-            return []
+            return
         try:
             tables = {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "requests" not in tables:
-                return []
-            return list(conn.execute(sql, args).fetchall())
+                return
+            yield from conn.execute(sql, args)
         except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
             raise store_error(self.db_path, "read the request and decision logs", exc) from None
         finally:
@@ -299,11 +333,11 @@ class Reports:
     # Cost --------------------------------------------------------------------------------------
 
     def _requests(self, since: float, until: float, tenant: str | None = None
-                  ) -> list[tuple[Any, ...]]:
+                  ) -> Iterator[tuple[Any, ...]]:
         clause, more = _of_tenant("tenant", tenant)
         where = "ts >= ? AND ts < ?" + clause
         args: list[Any] = [since, until, *more]
-        return self._query(
+        return self._rows(
             "SELECT model, tenant, key_id, prompt_tokens, completion_tokens, cost_usd, "
             f"charged_usd, status, latency_ms, decision_id, ts FROM requests WHERE {where}",
             args)
@@ -315,13 +349,16 @@ class Reports:
         answering model, tenant and key, with the savings against ``comparison_model``."""
         self.check_tenant(tenant)
         since, end = self._window(period, until)
-        rows = self._requests(since, end, tenant)
+        savings = _Savings(self, *self._comparison(comparison_model, since, end))
         by_model: dict[str, dict[str, Any]] = {}
         by_tenant: dict[str, dict[str, Any]] = {}
         by_key: dict[str, dict[str, Any]] = {}
         total = charged = 0.0
-        answered = prompt = completion = unknown = 0
-        for model, row_tenant, key_id, pt, ct, cost, charge, *_ in rows:
+        requests = answered = prompt = completion = unknown = 0
+        for model, row_tenant, key_id, pt, ct, cost, charge, *_ in self._requests(
+                since, end, tenant):
+            requests += 1
+            savings.add(model, pt, ct, cost)
             # An answer whose cost is unknown (a model without prices, an upstream that
             # reported no usage) is counted apart, never summed as free.
             missing = model is not None and cost is None
@@ -355,13 +392,13 @@ class Reports:
         known = answered - unknown
         report: dict[str, Any] = {
             "period": period, "since": since, "until": end, "tenant": tenant,
-            "requests": len(rows), "answered": answered, "total_cost_usd": _r(total),
+            "requests": requests, "answered": answered, "total_cost_usd": _r(total),
             "cost_unknown_requests": unknown,
             "charged_usd": _r(charged), "prompt_tokens": prompt, "completion_tokens": completion,
             "avg_cost_per_request_usd": _r(total / known) if known else 0.0,
             "by_model": _sorted(by_model), "by_tenant": _sorted(by_tenant),
             "by_key": _sorted(by_key)}
-        report["savings"] = self._savings(rows, comparison_model, since, end)
+        report["savings"] = savings.report()
         return report
 
     def savings_estimate(self, comparison_model: str | None = None, period: str = "month", *,
@@ -371,7 +408,10 @@ class Reports:
         ``comparison_model`` (priced on the same tokens), against what they cost."""
         self.check_tenant(tenant)
         since, end = self._window(period, until)
-        return self._savings(self._requests(since, end, tenant), comparison_model, since, end)
+        savings = _Savings(self, *self._comparison(comparison_model, since, end))
+        for model, _tenant, _key, pt, ct, cost, *_ in self._requests(since, end, tenant):
+            savings.add(model, pt, ct, cost)
+        return savings.report()
 
     def strongest_model(self, since: float | None = None,
                         until: float | None = None) -> tuple[str | None, str]:
@@ -382,16 +422,18 @@ class Reports:
         if since is not None and until is not None:
             where += " AND ts >= ? AND ts < ?"
             args = [since, until]
-        rows = self._query(f"SELECT expected_errors FROM decisions WHERE {where}", args)
-        decided = [json.loads(raw) for (raw,) in rows]
         # Compared on the same prompts: the decisions that weighed the most models (a request
         # narrowed to a few models says nothing of the others).
-        widest = max((len(d) for d in decided), default=0)
-        sums: dict[str, list[float]] = {}
-        for errors in decided:
-            if len(errors) == widest:
-                for model, err in errors.items():
-                    sums.setdefault(model, []).append(float(err))
+        widest = 0
+        sums: dict[str, array[float]] = {}
+        for (raw,) in self._rows(f"SELECT expected_errors FROM decisions WHERE {where}", args):
+            errors = json.loads(raw)
+            if len(errors) < widest:
+                continue
+            if len(errors) > widest:
+                widest, sums = len(errors), {}
+            for model, err in errors.items():
+                sums.setdefault(model, array("d")).append(float(err))
         if sums and self.catalog is not None:
             seen = max(len(v) for v in sums.values())
             full = {m: statistics.fmean(v) for m, v in sums.items()
@@ -407,37 +449,17 @@ class Reports:
             return dearest.name, "the dearest model of the catalog (no decisions logged)"
         return None, "no decisions logged and the catalog is not priced"
 
-    def _savings(self, rows: Sequence[tuple[Any, ...]], comparison: str | None,
-                 since: float, until: float) -> dict[str, Any]:
-        basis = "given"
+    def _comparison(self, comparison: str | None, since: float, until: float
+                    ) -> tuple[str | None, str]:
+        """The model savings are priced against, and why it: ``comparison`` (a catalog model)
+        or the strongest over the window's decisions."""
         if comparison is None:
-            comparison, basis = self.strongest_model(since, until)
-        elif self.card(comparison) is None:
+            return self.strongest_model(since, until)
+        if self.card(comparison) is None:
             names = ", ".join(self.catalog.names) if self.catalog is not None else "none"
             raise InvalidInputError("comparison_model", f"{comparison!r} is not a catalog "
                                                         f"model ({names})")
-        out: dict[str, Any] = {"comparison_model": comparison, "basis": basis,
-                               "requests": 0, "unpriced_requests": 0, "actual_cost_usd": 0.0,
-                               "comparison_cost_usd": 0.0, "savings_usd": 0.0,
-                               "savings_pct": 0.0}
-        if comparison is None:
-            return out
-        actual = compared = 0.0
-        for model, _tenant, _key, pt, ct, cost, *_ in rows:
-            if model is None:
-                continue
-            priced = self._price(comparison, pt, ct)
-            if priced is None or cost is None:
-                out["unpriced_requests"] += 1
-                continue
-            out["requests"] += 1
-            actual += float(cost)
-            compared += priced
-        out["actual_cost_usd"] = _r(actual)
-        out["comparison_cost_usd"] = _r(compared)
-        out["savings_usd"] = _r(compared - actual)
-        out["savings_pct"] = round((compared - actual) / compared, 6) if compared else 0.0
-        return out
+        return comparison, "given"
 
     # Forecast ----------------------------------------------------------------------------------
 
@@ -878,7 +900,7 @@ class Reports:
         sla = self.sla_for(tenant)
         account, spent = self._sla_hour(tenant, now)
         own = account != TOTAL
-        hour_start, hour_end = period_start("hour", now), period_end("hour", now)
+        hour_end = period_end("hour", now)
         log_start = self._log_start()
         window = self._trailing(now, 900.0, log_start)
         rate = self._spent(account, tenant if own else None, now - window, now + 1e-6) / window
