@@ -404,3 +404,36 @@ def test_a_refusal_that_waiting_cannot_fix_tells_clients_not_to_retry() -> None:
         later = _refusal(Blocked(kind, "key:k", "the window is full", 3.0))
         assert never.permanent and never.retry_after is None
         assert not later.permanent and later.retry_after == 3.0
+
+
+def test_a_restart_across_midnight_leaves_yesterday_s_spend_in_yesterday(
+        tmp_path: Path) -> None:
+    """The ledger is read from the spend table, then restored: a start whose clock passes
+    midnight between the two used to put the day's (and, on the 1st, the month's) spend into
+    the new period, refusing the tenant's requests all day for money spent the day before."""
+    from switchpoint.governance.ledger import LedgerRecord
+    from switchpoint.store import SQLiteStore
+
+    midnight = 1_798_761_600.0  # 2027-01-01T00:00:00Z: a new day, week... and month
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day", "100/month"]}})
+    with SQLiteStore(s.db_path) as store:
+        store.append(LedgerRecord(ts=midnight - 3600, reservation_id="r1", kind="settle",
+                                  amount_usd=10.0, request_id="q1", tenant="acme", model="m",
+                                  provider="openai")).result()
+    ticks = iter([midnight - 0.05])  # the spend table is read just before midnight
+
+    def clock() -> float:
+        return next(ticks, midnight + 0.05)  # ... and everything after just past it
+
+    store = SQLiteStore(s.db_path).open()
+    try:
+        gov = Governor(s, store=store, clock=clock)
+        gov.open()
+        assert gov.ledger.spent(tenant_account("acme"), "day") == 0.0
+        assert gov.ledger.spent(tenant_account("acme"), "month") == 0.0
+        body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                                "messages": [{"role": "user", "content": "hi"}]}
+        ticket, _, _ = admit(gov, s, "acme", dict(body))  # the new day's budget is whole
+        assert ticket.holds[tenant_account("acme")] > 0
+    finally:
+        store.close()

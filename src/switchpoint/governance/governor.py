@@ -241,7 +241,7 @@ class Governor:
         if self.store is not None:
             now = self.clock()
             spent, live, stale = load_state(self.store.path, now)
-            self.ledger.restore(spent, live)
+            self.ledger.restore(spent, live, now)
             if stale:
                 log.warning("%d budget reservation(s) from a previous run were still open past "
                             "their request deadline (the process stopped mid-request); "

@@ -483,11 +483,14 @@ class Ledger:
     # Restoring ---------------------------------------------------------------------------------
 
     def restore(self, spent: Mapping[str, Mapping[str, float]],
-                outstanding: Iterable[tuple[str, float, float, Mapping[str, float]]]) -> None:
-        """Load what the ``spend`` table says: settled spend in each current period by account,
-        and the reservations still open (id, made at, expires at, holds)."""
+                outstanding: Iterable[tuple[str, float, float, Mapping[str, float]]],
+                now: float | None = None) -> None:
+        """Load what the ``spend`` table says as of ``now`` (when it was read; None: the
+        clock's now): settled spend in each period under way then by account, and the
+        reservations still open (id, made at, expires at, holds). Spend read just before a
+        period ended belongs to that period, even when it is restored just after."""
         with self._lock:
-            now = self.clock()
+            now = self.clock() if now is None else now
             for account, by_period in spent.items():
                 buckets = self._spent.setdefault(account, {})
                 for period, amount in by_period.items():

@@ -302,8 +302,9 @@ class Reports:
     def ledger(self) -> Ledger:
         if self._ledger is None:
             ledger = Ledger(self.clock)
-            spent, live, _ = load_state(self.db_path, self.clock())
-            ledger.restore(spent, live)
+            now = self.clock()
+            spent, live, _ = load_state(self.db_path, now)
+            ledger.restore(spent, live, now)
             self._ledger = ledger
         return self._ledger
 
