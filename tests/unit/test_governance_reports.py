@@ -460,9 +460,9 @@ def test_what_if_over_many_requests_picks_as_the_rule_does_for_each(tmp_path: Pa
 
 
 def test_reports_read_the_log_a_row_at_a_time(tmp_path: Path) -> None:
-    """The cost report, the savings and the what-ifs hold a few numbers per pool and model,
-    not the window's requests: a month of a busy log used to be read whole into memory
-    (about 1.3 KB a request)."""
+    """The cost report, the savings, the what-ifs and the SLA report hold a few numbers per
+    pool, model or request, not the window's rows: a month of a busy log used to be read whole
+    into memory (about 1.3 KB a request)."""
     import tracemalloc
 
     s = settings(tmp_path)
@@ -493,6 +493,9 @@ def test_reports_read_the_log_a_row_at_a_time(tmp_path: Path) -> None:
         savings = reports.savings_estimate()
         suggestions = reports.get_cost_optimizations(period="month")
         peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        sla = reports.get_sla_report(since_hours=24 * 30)
+        sla_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert cost["requests"] == cost["answered"] == n
@@ -500,6 +503,9 @@ def test_reports_read_the_log_a_row_at_a_time(tmp_path: Path) -> None:
     assert savings["comparison_model"] == "big" and savings["requests"] == n
     assert savings["comparison_cost_usd"] == pytest.approx(n * price("big", 500, 200))
     assert suggestions  # (the log's λ 0.5 is not the cheapest)
+    assert sla["total_requests"] == n and sla["avg_latency_ms"] == 5.0
     # Read whole, the rows took about 13 MiB; what the reports hold is the pools' arrays (8
     # bytes per model and request for the what-ifs, about 3 MiB here).
     assert peak < 6 << 20, f"{peak / 2**20:.1f} MiB"
+    # The SLA report keeps a latency a request (8 bytes); read whole, about 3 MiB here.
+    assert sla_peak < 1 << 20, f"{sla_peak / 2**20:.1f} MiB"

@@ -747,14 +747,14 @@ class Reports:
         clause, more = _of_tenant("r.tenant", tenant)
         where = "r.ts >= ? AND r.ts < ?" + clause
         args: list[Any] = [since, end, *more]
-        rows = self._query(
+        rows = self._rows(
             "SELECT r.tenant, r.latency_ms, r.model, r.prompt_tokens, r.completion_tokens, "
             f"d.governance FROM requests r LEFT JOIN decisions d ON d.id = r.decision_id "
             f"WHERE {where}", args)
         breaches = {"latency": 0, "cost": 0, "quality": 0}
         compliant = adjusted = 0
         savings = 0.0
-        latencies: list[float] = []
+        latencies: array[float] = array("d")
         for row_tenant, latency, model, pt, ct, raw in rows:
             sla = self.sla_for(row_tenant)
             governance = json.loads(raw) if raw else {}
@@ -784,7 +784,7 @@ class Reports:
         account, spent = self._sla_hour(tenant, end)
         if sla is not None and sla.budget_per_hour_usd:
             hourly = round(spent / sla.budget_per_hour_usd, 6)
-        total = len(rows)
+        total = len(latencies)
         return {"since": since, "until": end, "tenant": tenant,
                 "sla": sla.model_dump() if sla is not None else None,
                 "budget_account": describe_account(account),
