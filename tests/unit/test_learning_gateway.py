@@ -16,7 +16,7 @@ import pytest
 
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.config import load_settings
-from switchpoint.errors import ConfigError, NotFoundError
+from switchpoint.errors import ConfigError, ConflictError, NotFoundError
 from switchpoint.gateway.experiments import (
     Experiments,
     experiment_report,
@@ -519,3 +519,41 @@ def test_an_arm_on_other_weights_learns_a_measured_cost_in_its_own_units(
     rebased = arm.rebased_cost("strong", 1.0, None)
     assert rebased is None if priced else rebased == 1.0
     assert arm.rebased_cost("strong", 1.0, live) == pytest.approx(10.0 if priced else 1.0)
+
+
+def test_a_gateway_without_a_store_keeps_the_newest_outcomes_and_still_counts_repeats(
+        tmp_path: Path) -> None:
+    """Without a store the feedback log is in memory: past ``learning.memory_size`` outcomes
+    it drops the oldest, while the live router keeps what it learned from every one, a
+    decision's repeats are still counted (then refused), and a reload relearns the rows kept."""
+    from switchpoint.gateway import Gateway
+    from switchpoint.gateway.feedback_log import MAX_OUTCOMES, MIN_MEMORY_ROWS
+
+    size = 2 * MIN_MEMORY_ROWS
+    config = {"data_dir": str(tmp_path / "data"), "learning": {"memory_size": size}}
+    with Gateway.from_config(config, loader=RouterFactory(), store=False, env={}) as gateway:
+        log = gateway.learning.log
+        assert log.memory_rows == size
+        ids = []
+        for i in range(3 * size):
+            decision = gateway.route(f"question {i}: how do I sort a list in python")
+            gateway.report_outcome(decision.decision_id, (i % 10) / 10)
+            ids.append(decision.decision_id)
+            assert len(log) == min(i + 1, size)
+        learned = gateway.learning_status(["default"])["tenants"]["default"]["learned_router"]
+        assert learned["outcomes"] == 3 * size  # learned from every one, dropped or not
+        kept = list(log.replay())
+        assert [row.event.decision_id for row in kept] == ids[-size:]
+        assert [row.seq for row in kept] == list(range(2 * size + 1, 3 * size + 1))
+
+        newest = ids[-1]
+        for i in range(MAX_OUTCOMES - 1):  # its first outcome, then the repeats it takes
+            assert gateway.report_outcome(newest, i / MAX_OUTCOMES).outcome.replaced
+        with pytest.raises(ConflictError, match=f"takes at most {MAX_OUTCOMES}"):
+            gateway.report_outcome(newest, 1.0)
+        assert len(log) == size
+        assert len(log._by_decision) == len({r.event.decision_id for r in log.replay()})
+
+        gateway.state.reload()  # replays the log: the rows kept
+        learned = gateway.learning_status(["default"])["tenants"]["default"]["learned_router"]
+        assert learned["outcomes"] == len({r.event.decision_id for r in log.replay()})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -37,6 +38,9 @@ MAX_DECISION_ID = 200
 #: that replace it. Each is a row of the feedback log, which is never pruned, so repeats
 #: without end would grow it without end.
 MAX_OUTCOMES = 20
+#: Outcomes a log without a store keeps at the least, whatever ``learning.memory_size`` says
+#: (a decision's repeats are counted from them).
+MIN_MEMORY_ROWS = MAX_OUTCOMES
 
 
 @dataclass
@@ -78,12 +82,21 @@ class ServiceFeedbackLog:
     """The service's feedback log: the store's ``feedback`` table (a list when the gateway keeps
     no store, so nothing survives the process). Appends are queued on the store's writer;
     :meth:`flush` waits until every one is committed (a replay reads what is on disk), and
-    :meth:`keep` until one is: outcomes are learned only once kept."""
+    :meth:`keep` until one is: outcomes are learned only once kept.
 
-    def __init__(self, store: SQLiteStore | None) -> None:
+    Without a store the list keeps the newest ``memory_rows`` outcomes (the gateway sizes it
+    from ``learning.memory_size``, the decisions open to feedback; at least
+    :data:`MIN_MEMORY_ROWS`), oldest dropped first: what the live router learned from a dropped
+    one stays learned, but a reload or policy swap, which replays the log, relearns only those
+    kept. Rows are indexed by decision, so a repeat's check reads only that decision's rows."""
+
+    def __init__(self, store: SQLiteStore | None, memory_rows: int = 10_000) -> None:
         self.store = store
         self.reader = LearningReader(store.path) if store is not None else None
-        self._memory: list[LoggedFeedback] = []
+        self.memory_rows = max(int(memory_rows), MIN_MEMORY_ROWS)
+        self._memory: deque[LoggedFeedback] = deque()
+        self._by_decision: dict[str, deque[LoggedFeedback]] = {}  # each oldest first
+        self._last_seq = 0
         self._outstanding: set[Future[None]] = set()
         self._lock = threading.Lock()
         #: Rows this process's appends committed (the rest of the log was written by other
@@ -91,14 +104,37 @@ class ServiceFeedbackLog:
         #: once :meth:`flush` returns.
         self.committed = 0
 
+    def __len__(self) -> int:
+        """Rows held in memory (0 with a store: its rows are on disk)."""
+        return len(self._memory)
+
+    def resize(self, memory_rows: int) -> None:
+        """Keep at most ``memory_rows`` (at least :data:`MIN_MEMORY_ROWS`) in memory from now
+        on, dropping the oldest at once (a reload that changed ``learning.memory_size``)."""
+        with self._lock:
+            self.memory_rows = max(int(memory_rows), MIN_MEMORY_ROWS)
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest rows past :attr:`memory_rows` (call with the lock held)."""
+        while len(self._memory) > self.memory_rows:
+            row = self._memory.popleft()
+            rows = self._by_decision[row.event.decision_id]
+            rows.popleft()  # the oldest row of the log is the oldest of its decision
+            if not rows:
+                del self._by_decision[row.event.decision_id]
+
     def append(self, event: FeedbackEvent, kind: str, *, weights_id: str | None,
                key_id: str | None = None, comment: str | None = None) -> Future[None]:
         record = feedback_record(event, kind, weights_id=weights_id, key_id=key_id,
                                  comment=comment)
         if self.store is None:
             with self._lock:
-                self._memory.append(LoggedFeedback(len(self._memory) + 1, event, kind,
-                                                   weights_id))
+                self._last_seq += 1
+                row = LoggedFeedback(self._last_seq, event, kind, weights_id)
+                self._memory.append(row)
+                self._by_decision.setdefault(event.decision_id, deque()).append(row)
+                self._drop_oldest()
                 self.committed += 1
             done: Future[None] = Future()
             done.set_result(None)
@@ -164,8 +200,8 @@ class ServiceFeedbackLog:
         self.flush()
         if self.reader is None:
             with self._lock:
-                held = sum(1 for row in self._memory if row.event.decision_id == decision_id
-                           and (tenant is None or row.event.tenant == tenant))
+                held = sum(1 for row in self._by_decision.get(decision_id, ())
+                           if tenant is None or row.event.tenant == tenant)
         else:
             held = self.reader.outcomes(decision_id, tenant)
         if held >= MAX_OUTCOMES:
@@ -176,8 +212,8 @@ class ServiceFeedbackLog:
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         if self.reader is None:
             with self._lock:
-                for row in reversed(self._memory):
-                    if row.event.decision_id == decision_id and row.event.tenant == tenant:
+                for row in reversed(self._by_decision.get(decision_id, ())):
+                    if row.event.tenant == tenant:
                         return row.event.quality
             return None
         return self.reader.latest_quality(decision_id, tenant)

@@ -511,8 +511,8 @@ class GatewayLearning:
     def __init__(self, state: RouterState, store: SQLiteStore | None) -> None:
         self.state = state
         self.store = store
-        self.log = ServiceFeedbackLog(store)
         settings = state.settings.learning
+        self.log = ServiceFeedbackLog(store, settings.memory_size)
         self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
                                  lookup=self._stored_compare)
         self.promoted: dict[str, tuple[str, str]] = {}  # experiment: (arm, why)
@@ -558,6 +558,7 @@ class GatewayLearning:
                 router.learner.configure(wanted)
             router.learner.log = RouterLog(self.log, router)
         self.compares.resize(settings.learning.max_compares, settings.learning.compare_ttl_s)
+        self.log.resize(settings.learning.memory_size)
         learning = LiveLearning(live.router, settings, arms, Experiments(
             settings, {name: arm for name, (arm, _) in self.promoted.items()}))
         return replace(live, learning=learning)
