@@ -4,8 +4,10 @@ keep-alive reuse, a pool slot freed by a body closed early, and httpx's exceptio
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import json
+import os
 import tracemalloc
 import zlib
 
@@ -13,7 +15,7 @@ import httpx
 import pytest
 
 from switchpoint.errors import ResponseTooLarge
-from switchpoint.gateway.providers._http import post_json, read_capped
+from switchpoint.gateway.providers._http import ClientPool, post_json, read_capped
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import Timeouts
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -41,6 +43,38 @@ def test_connections_are_kept_alive_and_reused(fake: FakeProviderProcess) -> Non
     idle, texts = asyncio.run(run())
     assert idle == 1  # one connection served all six requests
     assert texts[:5] == ["Echo from m: hello there"] * 5 and texts[5] == "data: [DONE]"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files in /proc")
+def test_a_pool_used_from_loop_after_loop_keeps_no_client_of_a_closed_one(
+        fake: FakeProviderProcess) -> None:
+    """Each ``asyncio.run`` is a loop of its own: the clients (and connections) of the loops
+    that have closed are dropped, so a library calling the gateway that way for days holds one
+    client per upstream, not one per call, and no socket per call."""
+    pool = ClientPool()
+    url = f"{fake.openai_base_url}/chat/completions"
+
+    async def ask() -> str:
+        r = await pool.get(fake.openai_base_url).post(url, json=BODY)
+        return str(r.json()["choices"][0]["message"]["content"])
+
+    def open_files() -> int:
+        gc.collect()  # a dropped connection's socket is closed when it is collected
+        return len(os.listdir("/proc/self/fd"))
+
+    for _ in range(3):
+        assert asyncio.run(ask()) == "Echo from m: hello there"
+    before = open_files()
+    for _ in range(40):
+        assert asyncio.run(ask()) == "Echo from m: hello there"
+        assert len(pool) == 1
+    assert open_files() <= before + 1
+
+    async def close() -> None:
+        await pool.aclose()
+
+    asyncio.run(close())
+    assert len(pool) == 0
 
 
 def test_a_body_closed_early_frees_its_slot(fake: FakeProviderProcess) -> None:

@@ -57,7 +57,8 @@ class ClientPool:
 
     Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
     shutdown). Connections belong to an event loop, so each loop that uses the pool gets its
-    own clients (the in-process gateway's sync methods run on a loop of their own). Each client
+    own clients (the in-process gateway's sync methods run on a loop of their own); those of a
+    loop that has closed are dropped when a new one is made. Each client
     runs on a
     :class:`PooledTransport` (lean keep-alive HTTP/1.1; see
     there why not httpcore's pool); ``transport`` replaces it, for tests (an
@@ -84,6 +85,7 @@ class ClientPool:
         entry = self._clients.get(key)
         client = entry[1] if entry is not None and entry[0] is loop else None
         if client is None or client.is_closed:
+            self._forget_closed_loops()
             transport = self._transport or PooledTransport(
                 max_connections=self._max_connections,
                 max_keepalive_connections=self._max_keepalive,
@@ -97,6 +99,13 @@ class ClientPool:
     def __len__(self) -> int:
         return len(self._clients)
 
+    def _forget_closed_loops(self) -> None:
+        """Drop the clients of event loops that have closed (each ``asyncio.run`` is a loop of
+        its own), so they and their connections are freed: they cannot be used again, nor
+        closed on their loop."""
+        for key in [k for k, (owner, _) in self._clients.items() if owner.is_closed()]:
+            del self._clients[key]
+
     async def aclose(self) -> None:
         """Close the clients of the running loop; forget those of loops that are closed."""
         loop = asyncio.get_running_loop()
@@ -104,8 +113,7 @@ class ClientPool:
         for key in mine:
             _, client = self._clients.pop(key)
             await client.aclose()
-        for key in [k for k, (owner, _) in self._clients.items() if owner.is_closed()]:
-            del self._clients[key]
+        self._forget_closed_loops()
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:
