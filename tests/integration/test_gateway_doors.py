@@ -7,6 +7,8 @@ Both gateways use the same config (tests/integration/gateway_env.py) and the sam
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -373,5 +375,38 @@ async def test_aclose_logs_open_streams_and_stops_the_sync_loop(
         assert {(e["id"], e["status"]) for e in entries} == {
             (synced.switchpoint.request_id, "client_closed"),
             (streamed.switchpoint.request_id, "client_closed")}
+    finally:
+        gateway.close()
+
+
+def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_closed(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each ``asyncio.run`` is an event loop of its own. What a call leaves on a loop that then
+    closes (its upstream client; a stream read in part and never closed) cannot be used or
+    closed again: the gateway drops it, so it holds one client per upstream however many loops
+    called it, and says which streams went unlogged."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+
+    async def complete() -> str:
+        answer = await gateway.acomplete(messages(), model="good")
+        return answer.model
+
+    async def read_one_chunk() -> None:
+        stream = await gateway.astream(messages(), model="good")
+        async for _ in stream:
+            break  # and never closed
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            for _ in range(12):
+                assert asyncio.run(complete()) == "good"
+                assert len(gateway.pool) == 1
+                asyncio.run(read_one_chunk())
+                assert len(gateway._open_streams) == 1  # the last one's loop alone
+        left = [r.getMessage() for r in caplog.records if "neither finished" in r.getMessage()]
+        assert len(left) == 11 and "await stream.aclose()" in left[0]
     finally:
         gateway.close()

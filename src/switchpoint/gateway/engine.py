@@ -660,8 +660,21 @@ class Gateway:
                if ticket is not None and ticket.worst_by_model else None)
         chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
         opened.append(chat_stream)
+        self._forget_streams_of_closed_loops()
         self._open_streams[chat_stream] = asyncio.get_running_loop()
         return chat_stream
+
+    def _forget_streams_of_closed_loops(self) -> None:
+        """Drop the open streams whose event loop has closed (an ``asyncio.run`` that returned
+        without finishing or closing its stream): they can never end, nor be closed, so
+        holding them would only grow the gateway, stream after stream."""
+        gone = [s for s, on in list(self._open_streams.items()) if on.is_closed()]
+        for stream in gone:
+            self._open_streams.pop(stream, None)
+        if gone:
+            log.warning("%d stream(s) were left neither finished nor closed when their event "
+                        "loop closed, so their requests are not in the request log; close a "
+                        "stream you stop reading (await stream.aclose())", len(gone))
 
     def _settle(self, plan: Plan, card: Any, cost_usd: float | None,
                 usage: Any) -> accounting.Settlement | None:
