@@ -557,3 +557,30 @@ def test_a_gateway_without_a_store_keeps_the_newest_outcomes_and_still_counts_re
         gateway.state.reload()  # replays the log: the rows kept
         learned = gateway.learning_status(["default"])["tenants"]["default"]["learned_router"]
         assert learned["outcomes"] == len({r.event.decision_id for r in log.replay()})
+
+
+def test_an_experiment_tally_forgets_a_score_that_every_repeat_replaced(tmp_path: Path) -> None:
+    """A reader's running tally holds the scores decisions hold now: one decision's repeats,
+    each a score of its own, leave one entry, not one per repeat."""
+    from switchpoint.gateway.feedback_log import MAX_OUTCOMES
+    from switchpoint.store import DecisionRecord
+
+    store = SQLiteStore(tmp_path / "s.db").open()
+    for i in range(2):
+        store.append(DecisionRecord(
+            id=f"d{i}", ts=1000.0 + i, selected_model="m", cluster_id=0, cost_weight=0.5,
+            candidates=["m"], cache_hit=False, routing_ms=0, embedding_ms=0, policy="p",
+            weights_id="w", expected_error=0.1, cost_adjusted_score=0.1, experiment="x",
+            arm="a")).result()
+    kept = LearningReader(store.path)
+    for repeat in range(MAX_OUTCOMES):
+        scores = [round(0.3 + 0.01 * repeat + 0.3 * i, 2) for i in range(2)]
+        for i, score in enumerate(scores):
+            store.append(feedback_record(FeedbackEvent(decision_id=f"d{i}", model="m",
+                                                       quality=score), "decision",
+                                         weights_id="w")).result()
+        assert kept.experiment("x")["a"]["quality_counts"] == dict.fromkeys(scores, 1)
+        tally = kept._experiments["x"].arms["a"].qualities
+        assert len(tally) == 2  # the two latest scores: nothing of the repeats before
+    assert kept.experiment("x") == LearningReader(store.path).experiment("x")
+    store.close()

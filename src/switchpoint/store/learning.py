@@ -629,6 +629,8 @@ class LearningReader:
                 qualities = old.arm(str(arm)).qualities
                 if replaced is not None:
                     qualities[replaced] -= 1
+                    if not qualities[replaced]:  # a score no decision holds now: forgotten
+                        del qualities[replaced]
                 qualities[float(quality)] += 1
                 latest[key] = float(quality)
             old.decisions, old.requests, old.feedback = d1, r1, f1
