@@ -786,3 +786,32 @@ def test_estimates_are_what_routing_decides_from_and_remember_nothing(
             assert d.expected_errors[model] == pytest.approx(est.error[row, j], abs=1e-6)
     assert router.estimates(prompts).error[0, router.models.index("tiny")] != pytest.approx(
         est.error[0, router.models.index("tiny")])  # the deployment's own learned nothing
+
+
+def test_only_the_tenants_that_routed_last_keep_their_posterior_built(  # type: ignore[no-untyped-def]
+        package, fake_embedder, monkeypatch) -> None:
+    """Past BUILT_POSTERIORS tenants, the posterior of the one that routed longest ago is
+    dropped: its evidence stays, and its next routing builds the same policy again."""
+    from switchpoint.learning import learner
+
+    monkeypatch.setattr(learner, "BUILT_POSTERIORS", 3)
+    router = _router(package, fake_embedder)
+    tenants = [f"user-{i}" for i in range(8)]
+    learned = {}
+    for i, tenant in enumerate(tenants):
+        for j in range(5):
+            d = router.route(math_prompt(10 * i + j), tenant=tenant)
+            router.report_outcome(d.decision_id, 0.1 * (i % 4))
+        learned[tenant] = _math_error(router, tenant)
+        assert built(router, tenants) == tenants[max(0, i - 2):i + 1]
+    router.cache.clear()
+    for tenant in tenants:  # built again from the evidence kept: what it learned before
+        assert _math_error(router, tenant) == pytest.approx(learned[tenant], abs=1e-12)
+        assert router.learner.n_outcomes(tenant) == 5
+    assert built(router, tenants) == tenants[-3:]
+
+
+def built(router: Router, tenants: list[str]) -> list[str]:
+    """The tenants whose posterior is built now."""
+    return [t for t in tenants
+            if getattr(router.learner.overlay(t), "_cached", None) is not None]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numbers
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,10 @@ from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.memory import DecisionMemory, PendingDecision
 from switchpoint.learning.overlay import CardEvidence, Overlay, make_overlay
 from switchpoint.policies import Policy
+
+#: Tenants whose posterior policy stays built between their routings (those that routed last);
+#: another tenant's is built again from its outcomes when it next routes (the same policy).
+BUILT_POSTERIORS = 256
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class Learner:
         self.log = log
         self._overlays: dict[str, Overlay] = {}
         self._revisions: dict[str, int] = {}
+        self._built: OrderedDict[str, None] = OrderedDict()  # posteriors built, oldest first
         self._subscribers: list[Callable[[FeedbackEvent], object]] = []
         self._lock = threading.RLock()
         # Outcomes are logged and learned one at a time, in one order, while routing (which
@@ -135,7 +141,13 @@ class Learner:
             overlay = self._overlays.get(tenant)
             if overlay is None:
                 return self.base, 0, None
-            return overlay.posterior(), self._revisions[tenant], overlay.card_evidence()
+            policy, cards = overlay.posterior(), overlay.card_evidence()
+            self._built[tenant] = None
+            self._built.move_to_end(tenant)
+            while len(self._built) > BUILT_POSTERIORS:
+                oldest, _ = self._built.popitem(last=False)
+                self._overlays[oldest].forget_posterior()
+            return policy, self._revisions[tenant], cards
 
     def remember(self, entry: PendingDecision) -> None:
         self.memory.remember(entry)
@@ -225,6 +237,7 @@ class Learner:
             overlays[str(tenant)] = overlay
         with self._lock:
             self._overlays = overlays
+            self._built.clear()
             self._revisions = {str(t): int(r) for t, r in zip(tenants, revisions, strict=True)}
 
     def _new_overlay(self) -> Overlay:

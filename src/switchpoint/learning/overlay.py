@@ -87,6 +87,10 @@ class Overlay(Protocol):
         """The outcomes of models without a profile so far, on the posterior's units (None:
         none)."""
 
+    def forget_posterior(self) -> None:
+        """Free the posterior built last (and what was built with it); the next
+        :meth:`posterior` builds it again from the same evidence: the same policy."""
+
     def state(self) -> State:
         """Everything applied so far, as a checkpoint part (copies)."""
 
@@ -166,6 +170,9 @@ class _OverlayBase:
     def card_evidence(self) -> CardEvidence | None:
         return None
 
+    def forget_posterior(self) -> None:
+        self._cached = None
+
     def _build(self) -> Policy:
         raise NotImplementedError
 
@@ -243,6 +250,9 @@ class TableOverlay(_OverlayBase):
     def card_evidence(self) -> CardEvidence | None:
         self.posterior()  # built together, from the same outcomes
         return self._cards_cached
+
+    def forget_posterior(self) -> None:
+        self._cached = self._cards_cached = None
 
     def check(self, event: FeedbackEvent) -> None:
         self._model_index(event)
