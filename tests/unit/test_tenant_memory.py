@@ -181,3 +181,31 @@ def test_needs_an_embedding_policy(small_records, fake_embedder) -> None:  # typ
                     embedder=fake_embedder)
     with pytest.raises(InvalidInputError, match="routes on text"):
         TenantRouter(router)
+
+
+def test_a_tenants_records_grow_with_its_outcomes_up_to_its_cap_across_a_checkpoint() -> None:
+    """A tenant with one outcome holds room for a few, not for max_records: the room doubles
+    as outcomes come, up to the cap (then the oldest go first), and a memory restored from a
+    checkpoint holds the same records and goes on the same way."""
+    from switchpoint.learning.tenant_memory import INITIAL_RECORDS
+
+    cap = 3 * INITIAL_RECORDS
+    memory = _memory(max_records=cap, min_records=1, min_neighbours=1, k=cap,
+                     confidence_floor=0.0)
+    for t in range(50):  # many tenants, one outcome each
+        memory.apply(_event(t, "a", 0.5, tenant=f"user-{t}"))
+    assert all(memory._records[f"user-{t}"].quality.size == INITIAL_RECORDS for t in range(50))
+    for i in range(2 * INITIAL_RECORDS + 5):
+        memory.apply(_event(1000 + i, "a", 0.0))
+    assert memory._records["t"].quality.size == cap  # 64, 128, then the cap
+    state = memory.state()
+    restored = _memory(max_records=cap, min_records=1, min_neighbours=1, k=cap,
+                       confidence_floor=0.0)
+    restored.restore(state, DIM)
+    for m in (memory, restored):
+        assert m.size("t") == 2 * INITIAL_RECORDS + 5 and m.size("user-7") == 1
+        for i in range(cap):  # past the cap: the oldest go first
+            m.apply(_event(5000 + i, "b", 1.0))
+        assert m.size("t") == cap and m.coverage("t") == {"b": cap}
+        assert m._records["t"].quality.size == cap
+    assert _suggest(memory).scores == _suggest(restored).scores

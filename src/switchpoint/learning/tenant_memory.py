@@ -108,15 +108,24 @@ class MemoryChoice:
     confidence: float = 0.0
 
 
-class _TenantRecords:
-    """One tenant's records in a ring: vectors, model ids, qualities, decision ids."""
+#: Records a tenant's arrays hold at first; they double as records come, up to ``max_records``.
+INITIAL_RECORDS = 64
 
-    def __init__(self, capacity: int, dimension: int) -> None:
-        self.vectors = np.zeros((capacity, dimension), dtype=np.float32)
-        self.model = np.zeros(capacity, dtype=np.int64)
-        self.quality = np.zeros(capacity)
+
+class _TenantRecords:
+    """One tenant's records in a ring of at most ``capacity``: vectors, model ids, qualities,
+    decision ids. The arrays grow (doubling) as records come, so a tenant with few outcomes
+    holds little whatever its ``max_records``."""
+
+    def __init__(self, capacity: int, dimension: int, allocated: int | None = None) -> None:
+        self.capacity = capacity
+        size = min(capacity, INITIAL_RECORDS) if allocated is None else allocated
+        self.vectors = np.zeros((size, dimension), dtype=np.float32)
+        self.model = np.zeros(size, dtype=np.int64)
+        self.quality = np.zeros(size)
         self.slots: OrderedDict[str, int] = OrderedDict()  # decision id -> slot, oldest first
-        self.free = list(range(capacity - 1, -1, -1))
+        self.free: list[int] = []  # slots below next_slot that hold no record
+        self.next_slot = 0  # slots from here on were never used
 
     def put(self, decision_id: str, vector: npt.NDArray[np.float32], model: int,
             quality: float) -> float | None:
@@ -126,11 +135,34 @@ class _TenantRecords:
             previous = float(self.quality[slot])
         elif self.free:
             slot = self.free.pop()
+        elif self.next_slot < self.capacity:
+            slot = self.next_slot
+            self.next_slot += 1
+            if slot >= len(self.quality):
+                self._grow(min(self.capacity, max(2 * len(self.quality), INITIAL_RECORDS)))
         else:
             _, slot = self.slots.popitem(last=False)  # evict the oldest
         self.vectors[slot], self.model[slot], self.quality[slot] = vector, model, quality
         self.slots[decision_id] = slot
         return previous
+
+    def _grow(self, size: int) -> None:
+        n = len(self.quality)
+        vectors = np.zeros((size, self.vectors.shape[1]), dtype=np.float32)
+        model, quality = np.zeros(size, dtype=np.int64), np.zeros(size)
+        vectors[:n], model[:n], quality[:n] = self.vectors, self.model, self.quality
+        self.vectors, self.model, self.quality = vectors, model, quality
+
+    def unused(self) -> list[int]:
+        """Every slot that holds no record (as a checkpoint keeps them)."""
+        return [*range(self.capacity - 1, self.next_slot - 1, -1), *self.free]
+
+    def take_unused(self, free: Sequence[int]) -> None:
+        """Take up a checkpoint's unused slots: those past the highest slot in use were never
+        used (the arrays need not hold them)."""
+        top = max(self.slots.values(), default=-1) + 1
+        self.free = [s for s in free if s < top]
+        self.next_slot = top
 
     def used(self) -> npt.NDArray[np.int64]:
         return np.fromiter(self.slots.values(), dtype=np.int64, count=len(self.slots))
@@ -194,13 +226,13 @@ class TenantKnnMemory:
         with self._lock:
             tenants = sorted(self._records)
             state = State({"models": list(self._names), "tenants": tenants,
-                           "capacity": [len(self._records[t].quality) for t in tenants],
+                           "capacity": [self._records[t].capacity for t in tenants],
                            "ids": [list(self._records[t].slots) for t in tenants]})
             for i, tenant in enumerate(tenants):
                 records = self._records[tenant]
                 slots = records.used()
                 state.arrays.update({
-                    f"{i}.slots": slots, f"{i}.free": np.array(records.free, dtype=np.int64),
+                    f"{i}.slots": slots, f"{i}.free": np.array(records.unused(), dtype=np.int64),
                     f"{i}.vectors": records.vectors[slots].copy(),
                     f"{i}.model": records.model[slots].copy(),
                     f"{i}.quality": records.quality[slots].copy()})
@@ -233,14 +265,15 @@ class TenantKnnMemory:
                 raise CheckpointError(f"tenant {tenant!r}'s record slots do not add up")
             if n and (model.min() < 0 or model.max() >= len(names)):
                 raise CheckpointError(f"tenant {tenant!r}'s records name unknown models")
-            records = _TenantRecords(capacity, dimension)
+            records = _TenantRecords(capacity, dimension,
+                                     allocated=int(slots.max()) + 1 if n else 0)
             records.vectors[slots] = state.array(f"{i}.vectors", dtype=np.float32,
                                                  shape=(n, dimension))
             records.model[slots] = model
             records.quality[slots] = state.array(f"{i}.quality", dtype=np.float64, shape=(n,))
             records.slots = OrderedDict(zip((str(d) for d in ids[i]), (int(s) for s in slots),
                                             strict=True))
-            records.free = [int(s) for s in free]
+            records.take_unused([int(s) for s in free])
             restored[str(tenant)] = records
         with self._lock:
             self._records = restored
