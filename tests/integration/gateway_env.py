@@ -10,6 +10,7 @@ served through the Anthropic Messages adapter, ``cheap`` (small context, no visi
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,9 +87,15 @@ def fresh_health(server: ThreadServer) -> None:
     server.service.gateway.reset_health()
 
 
-def client(server: ThreadServer, **kw: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything", max_retries=0,
-                         timeout=15, **kw)
+def client(server: ThreadServer, key: str = "sk-anything", **kw: Any) -> openai.OpenAI:
+    """The official client against ``server``, with ``key`` (a client key where keys are on)."""
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0, timeout=15,
+                         **kw)
+
+
+def user(text: str) -> list[Any]:
+    """A one-turn conversation whose first message is unique (so its session is new)."""
+    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
 
 
 def async_client(server: ThreadServer) -> openai.AsyncOpenAI:
@@ -96,11 +103,14 @@ def async_client(server: ThreadServer) -> openai.AsyncOpenAI:
                               max_retries=0, timeout=15)
 
 
-def log_entry(server: ThreadServer, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The request log entry of ``request_id`` (a stream's is written as its body ends)."""
+def log_entry(server: ThreadServer, request_id: str, timeout: float = 5.0,
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The request log entry of ``request_id`` (a stream's is written as its body ends);
+    ``headers`` carry the admin token where one is set."""
     deadline = time.monotonic() + timeout
     while True:
-        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 50}).json()
+        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 100},
+                         headers=headers).json()
         for entry in page["data"]:
             if entry["id"] == request_id:
                 return dict(entry)

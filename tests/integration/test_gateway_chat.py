@@ -25,6 +25,7 @@ from tests.integration.gateway_env import (
     client,
     config_text,
     log_entry,
+    user,
 )
 from tests.integration.servers import ThreadServer, thread_server
 
@@ -32,11 +33,6 @@ CATALOG = {"good", "other", "cheap", "fresh"}
 PRICES = {"good": (10, 30), "other": (8, 24), "cheap": (0.5, 1.5), "fresh": (0.05, 0.1)}
 UPSTREAM = {"good": "good", "other": "claude-fake-2", "cheap": "cheap", "fresh": "fresh"}
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
-
-
-def user(text: str) -> list[Any]:
-    """A one-turn conversation whose first message is unique (so its session is new)."""
-    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
 
 
 def cost(model: str, prompt: int, completion: int) -> float:

@@ -21,7 +21,7 @@ from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import FULL, FullDisk
-from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, log_entry, user
 from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token"
@@ -61,26 +61,6 @@ def new_key(server: ThreadServer, **body: Any) -> dict[str, Any]:
     return out
 
 
-def client(server: ThreadServer, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0, timeout=15)
-
-
-def user(text: str) -> list[Any]:
-    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
-
-
-def admin_log(server: ThreadServer, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 50},
-                         headers=ADMIN).json()
-        for entry in page["data"]:
-            if entry["id"] == request_id:
-                return dict(entry)
-        assert time.monotonic() < deadline, f"{request_id} not logged"
-        time.sleep(0.02)
-
-
 def test_the_openai_client_with_a_key_gets_answers(gov: ThreadServer) -> None:
     issued = new_key(gov, name="ci", budget="5/day", rpm=100)
     assert issued["key"].startswith(f"sp-{issued['id']}_") and issued["tenant"] == "acme"
@@ -89,7 +69,7 @@ def test_the_openai_client_with_a_key_gets_answers(gov: ThreadServer) -> None:
     answer = raw.parse()
     assert answer.choices[0].message.content is not None
     assert answer.choices[0].message.content.startswith("Echo from")
-    entry = admin_log(gov, raw.headers["x-switchpoint-request-id"])
+    entry = log_entry(gov, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
     assert entry["key_id"] == issued["id"] and entry["tenant"] == "acme"
     assert entry["charged_usd"] == pytest.approx(entry["cost_usd"])
     stream = client(gov, issued["key"]).chat.completions.create(
@@ -149,7 +129,7 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     with pytest.raises(openai.PermissionDeniedError) as info:
         client(gov, narrow["key"]).chat.completions.create(model="good", messages=user("x"))
     assert info.value.status_code == 403 and "may not use 'good'" in info.value.message
-    entry = admin_log(gov, info.value.response.headers["x-switchpoint-request-id"])
+    entry = log_entry(gov, info.value.response.headers["x-switchpoint-request-id"], headers=ADMIN)
     assert entry["status"] == "refused" and entry["http_status"] == 403
     assert re.fullmatch(r"[0-9a-f]{64}", entry["session_id"])  # a hash, as for answers
     assert entry["error_kind"] == "permission_denied" and entry["key_id"] == narrow["id"]
@@ -158,7 +138,7 @@ def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) ->
     with pytest.raises(openai.PermissionDeniedError, match="may not use 'auto'") as info:
         client(gov, narrow["key"]).chat.completions.create(
             model="auto", messages=user("x"), extra_headers={"x-session-id": "secret-conv-7"})
-    entry = admin_log(gov, info.value.response.headers["x-switchpoint-request-id"])
+    entry = log_entry(gov, info.value.response.headers["x-switchpoint-request-id"], headers=ADMIN)
     assert re.fullmatch(r"[0-9a-f]{64}", entry["session_id"])  # the client's id is not kept
     listed = client(gov, narrow["key"]).models.list()
     assert [m.id for m in listed.data] == ["cheap"]
@@ -289,7 +269,7 @@ def test_a_session_pinned_by_a_wider_key_does_not_name_its_model_to_a_narrower_o
         assert headers["x-switchpoint-pin"] == "evicted_missing_model"  # it was "hard"
         assert "good" not in str(dict(headers)) and "good" not in body, headers
     # The operator still sees which model the session was pinned to.
-    entry = admin_log(gov, headers["x-switchpoint-request-id"])
+    entry = log_entry(gov, headers["x-switchpoint-request-id"], headers=ADMIN)
     assert entry["pin"]["previous_model"] == "good"
     assert entry["pin_state"] == "evicted_missing_model" and entry["pin"]["pinned_model"] is None
     # A model the caller may choose, left out for what the request needs, is still named.
@@ -389,7 +369,7 @@ def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
     # The refusal is in the request log (who asked, why), charged nothing, and has no
     # answer to give feedback on.
     request_id = err.response.headers["x-switchpoint-request-id"]
-    entry = admin_log(gov, request_id)
+    entry = log_entry(gov, request_id, headers=ADMIN)
     assert entry["status"] == "refused" and entry["http_status"] == 429
     assert entry["error_kind"] == "budget_exceeded" and entry["key_id"] == issued["id"]
     assert "budget exceeded" in entry["error"] and entry["charged_usd"] is None
@@ -406,7 +386,7 @@ def test_an_exhausted_budget_is_a_rate_limit_error_with_code_budget_exceeded(
     # Larger than the whole budget: waiting cannot help, so clients are told not to retry.
     assert "whole budget" in info.value.message and "retry-after" not in headers
     assert headers["x-should-retry"] == "false"
-    entry = admin_log(gov, headers["x-switchpoint-request-id"])
+    entry = log_entry(gov, headers["x-switchpoint-request-id"], headers=ADMIN)
     assert entry["status"] == "refused" and entry["error_kind"] == "budget_exceeded"
     assert entry["decision_id"] == headers.get("x-switchpoint-decision-id")
     for named in (None, "cheap"):  # nothing answered: nothing to score, whoever is named
@@ -432,7 +412,7 @@ def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
         c.chat.completions.create(model="cheap", messages=user("fast"))
     assert info.value.code == "rate_limit_exceeded"
     assert 1 <= int(info.value.response.headers["retry-after"]) <= 60
-    entry = admin_log(gov, info.value.response.headers["x-switchpoint-request-id"])
+    entry = log_entry(gov, info.value.response.headers["x-switchpoint-request-id"], headers=ADMIN)
     assert (entry["status"], entry["error_kind"]) == ("refused", "rate_limit_exceeded")
     stats = httpx.get(f"{gov.base}/v1/router/stats", headers=ADMIN).json()["requests"]
     assert stats["refused"] >= 1 and stats["by_status"]["refused"] == stats["refused"]
@@ -588,12 +568,12 @@ def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadSer
                 model="cheap", messages=user(text), max_tokens=50, stream=True,
                 stream_options={"include_usage": True}))
             request_id = chunks[0].id if not chunks[0].choices else None
-            entry = admin_log(gov, _last_request(gov, issued["id"]))
+            entry = log_entry(gov, _last_request(gov, issued["id"]), headers=ADMIN)
             assert request_id is None or entry["id"]
         else:
             raw = c.chat.completions.with_raw_response.create(
                 model="cheap", messages=user(text), max_tokens=50)
-            entry = admin_log(gov, raw.headers["x-switchpoint-request-id"])
+            entry = log_entry(gov, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
             assert float(raw.headers["x-switchpoint-charged"]) == entry["charged_usd"]
         # what the log (and the reports) say it cost is never past what was charged
         assert entry["cost_usd"] is None or entry["cost_usd"] <= entry["charged_usd"]
@@ -622,7 +602,7 @@ def test_a_streams_usage_chunk_says_the_cost_the_log_and_the_budget_say(
         stream_options={"include_usage": True}))
     usage = [c.usage for c in chunks if c.usage is not None]
     assert len(usage) == 1 and usage[0].model_extra is not None
-    entry = admin_log(gov, _last_request(gov, issued["id"]))
+    entry = log_entry(gov, _last_request(gov, issued["id"]), headers=ADMIN)
     assert entry["cost_usd"] == pytest.approx(entry["charged_usd"]) and entry["cost_usd"] < 0.01
     assert usage[0].model_extra["cost"] == pytest.approx(entry["cost_usd"])
 

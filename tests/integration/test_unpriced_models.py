@@ -14,8 +14,6 @@ them as free, and a key with a $0.000001 budget could call it without limit.
 from __future__ import annotations
 
 import sqlite3
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from switchpoint.config import load_settings
 from switchpoint.errors import ConfigError
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, GATEWAY, KEYS
+from tests.integration.gateway_env import FACTORY, GATEWAY, KEYS, client, log_entry, user
 from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token-unpriced"
@@ -71,26 +69,6 @@ def new_key(server: ThreadServer, tenant: str, **body: Any) -> str:
     return str(r.json()["key"])
 
 
-def client(server: ThreadServer, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0, timeout=15)
-
-
-def user(text: str) -> list[Any]:
-    return [{"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]
-
-
-def logged(server: ThreadServer, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 100},
-                         headers=ADMIN).json()
-        for entry in page["data"]:
-            if entry["id"] == request_id:
-                return dict(entry)
-        assert time.monotonic() < deadline, f"{request_id} not logged"
-        time.sleep(0.02)
-
-
 def spent(server: ThreadServer) -> float:
     db = Path(server.service.gateway.settings.data_dir) / "switchpoint.db"
     with sqlite3.connect(db) as conn:
@@ -109,7 +87,7 @@ def test_an_unpriced_answer_says_its_cost_is_unknown_everywhere(server: ThreadSe
     assert answer.usage.total_tokens > 0
     assert answer.usage.model_extra is not None and answer.usage.model_extra["cost"] is None
     assert "x-switchpoint-cost" not in raw.headers
-    entry = logged(server, raw.headers["x-switchpoint-request-id"])
+    entry = log_entry(server, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
     assert entry["model"] == "gratis" and entry["prompt_tokens"] > 0
     assert entry["cost_usd"] is None
     stream = client(server, key).chat.completions.create(
