@@ -429,6 +429,30 @@ def test_a_full_rate_window_is_a_rate_limit_error(gov: ThreadServer) -> None:
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
 
 
+def test_a_request_refused_before_planning_reports_the_pin_it_would_have_kept(
+        gov: ThreadServer) -> None:
+    # A request refused before it is planned (a model its key may not use) used to say pin
+    # "none", which is not a pin state; it now says what the session's pin would have done,
+    # and the pin is left as it was.
+    wide = client(gov, new_key(gov)["key"])
+    narrow = client(gov, new_key(gov, models=["cheap", "auto"])["key"])
+    session = {"x-session-id": f"refused-{uuid.uuid4().hex[:8]}"}
+    wide.chat.completions.create(model="good", messages=user("pin me"), extra_headers=session)
+    for extra, state in ((session, "hard"), (None, "fresh")):
+        with pytest.raises(openai.PermissionDeniedError) as refused:
+            narrow.chat.completions.create(model="good", messages=user("pin me"),
+                                           extra_headers=extra)
+        headers = refused.value.response.headers
+        assert headers["x-switchpoint-pin"] == state
+        entry = log_entry(gov, headers["x-switchpoint-request-id"], headers=ADMIN)
+        assert (entry["status"], entry["pin_state"]) == ("refused", state)
+    # The session is still pinned where it was.
+    answered = wide.chat.completions.with_raw_response.create(
+        model="auto", messages=user("pin me"), extra_headers=session)
+    assert answered.headers["x-switchpoint-pin"] == "hard"
+    assert answered.headers["x-switchpoint-model"] == "good"
+
+
 def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -> None:
     assert httpx.post(f"{gov.base}/v1/router/keys", json={"tenant": "acme"}
                       ).status_code == 401  # admin token needed

@@ -29,6 +29,7 @@ from switchpoint.gateway.planning import ChatCall, Plan, call_session
 from switchpoint.gateway.providers import TokenUsage
 from switchpoint.gateway.redact import clip, redact
 from switchpoint.gateway.results import CallInfo
+from switchpoint.gateway.sessions import PinDecision, PinState
 from switchpoint.store import DecisionRecord, RequestRecord
 from switchpoint.store.sqlite import Record
 
@@ -187,14 +188,19 @@ def failed(plan: Plan, exc: FailoverError, live: Live,
                   error=str(exc), ledger=ledger)
 
 
-def refused(call: ChatCall, exc: GatewayError, live: Live, started: float) -> Entry:
+def refused(call: ChatCall, exc: GatewayError, live: Live, started: float,
+            pin: PinDecision | None = None) -> Entry:
     """The governance refused the request before any model was called (a model its key may
     not use, a budget, a rate limit). ``exc.info`` is set when the request was planned by
-    then (it carries the request id and the routing decision the caller is told); otherwise a
-    request id is made here, and set on ``exc`` so the caller is told it too."""
+    then (it carries the request id, the routing decision and the pin the caller is told);
+    otherwise a request id is made here, and set on ``exc`` so the caller is told it too, and
+    the pin reported is ``pin``: what the session's pin would have done, read without changing
+    it (``fresh`` when none is given)."""
+    peeked = pin if pin is not None else PinDecision(PinState.FRESH)
     info = exc.info if isinstance(exc.info, CallInfo) else CallInfo(
         request_id=uuid.uuid4().hex, requested_model=call.requested, routed_model=None,
-        pin_state="none", key_id=call.key_id, tenant=call.tenant)
+        pin_state=str(peeked.state), pin=peeked.to_dict(), key_id=call.key_id,
+        tenant=call.tenant)
     latency_ms = round((time.perf_counter() - started) * 1e3, 3)
     info.latency_ms = latency_ms
     exc.info = info

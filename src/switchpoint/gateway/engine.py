@@ -86,12 +86,12 @@ from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
-from switchpoint.gateway.planning import ChatCall, Plan, Planner
+from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS, shuffled_labels
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.redact import remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
-from switchpoint.gateway.sessions import SessionPinner, SQLitePinStore, session_key
+from switchpoint.gateway.sessions import PinDecision, SessionPinner, SQLitePinStore, session_key
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
@@ -500,8 +500,15 @@ class Gateway:
         try:
             return await self._plan(call, live, started)
         except _REFUSALS as exc:
-            await self._write(accounting.refused(call, exc, live, started), wait=True)
+            pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
+            await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
             raise
+
+    def _peek_pin(self, call: ChatCall, live: Live) -> PinDecision:
+        """What the session's pin would have done for ``call``, read without changing it: a
+        request refused before it was planned reports this (the pin stays as it was)."""
+        return self.pinner.decide(call_session(call), live.router.catalog,
+                                  needs_of(call.body), time.time())
 
     async def _plan(self, call: ChatCall, live: Live, started: float) -> tuple[Plan, Live]:
         self._maintain()
