@@ -143,6 +143,7 @@ def test_the_experiment_tally_a_reader_keeps_equals_a_whole_read_after_each_batc
             assert (a["decisions"], a["quality_counts"]) == (b["decisions"],
                                                              b["quality_counts"]), arm
             assert a["mean_cost_usd"] == pytest.approx(b["mean_cost_usd"], abs=1e-12)
+            assert a["cost_unknown"] == b["cost_unknown"], arm
 
     for round_ in range(6):
         batch(1000.0 * round_)
@@ -196,13 +197,45 @@ def test_an_experiment_tally_read_while_a_prune_runs_is_read_whole_once_it_delet
     store.close()
 
 
+def test_an_experiment_s_mean_cost_counts_unknown_costs_apart_from_usd(tmp_path: Path) -> None:
+    """An unpriced answer, or a decision no answer followed, used to count at the decision's
+    expected cost, which an unpriced catalog gives in the weights' units, not in USD: the
+    mean now averages the known USD costs only and counts the others apart."""
+    from switchpoint.store import DecisionRecord, RequestRecord
+
+    settings = load_settings(overrides=EXPERIMENT)
+    store = SQLiteStore(tmp_path / "s.db").open()
+    reader = LearningReader(store.path)
+    for i, cost in enumerate([0.01, 0.03, None, "no answer"]):
+        store.append(DecisionRecord(
+            id=f"d{i}", ts=time.time(), selected_model="m", cluster_id=0, cost_weight=0.5,
+            candidates=["m"], cache_hit=False, routing_ms=0, embedding_ms=0, policy="p",
+            weights_id="w", expected_error=0.1, cost_adjusted_score=0.1,
+            expected_costs={"m": 40.0}, experiment="x", arm="a")).result()
+        if i == 1:
+            reader.experiment("x")  # read in between: the running tally must agree
+        if cost != "no answer":
+            store.append(RequestRecord(
+                id=f"r{i}", ts=time.time(), requested_model="auto", status="ok",
+                http_status=200, pin_state="fresh", stream=False, latency_ms=1.0,
+                decision_id=f"d{i}", cost_usd=cost if isinstance(cost, float) else None)
+                         ).result()
+    arm = {a["arm"]: a for a in experiment_report("x", settings, reader, {})["arms"]}["a"]
+    assert arm["decisions"] == 4
+    assert arm["mean_cost_usd"] == pytest.approx(0.02)
+    assert arm["cost_unknown_decisions"] == 2
+    whole = LearningReader(store.path).experiment("x")["a"]
+    assert (whole["mean_cost_usd"], whole["cost_unknown"]) == (pytest.approx(0.02), 2)
+    store.close()
+
+
 def test_the_winner_needs_min_n_each_and_intervals_that_do_not_overlap(tmp_path: Path) -> None:
     settings = load_settings(overrides=EXPERIMENT)
     store = SQLiteStore(tmp_path / "s.db").open()
-    from switchpoint.store import DecisionRecord
+    from switchpoint.store import DecisionRecord, RequestRecord
 
     def decide(i: int, arm: str, quality: float) -> None:
-        model = "m" if arm == "a" else 'our "m"'  # a quote in a name: its cost still counts
+        model = "m" if arm == "a" else 'our "m"'
         decision = DecisionRecord(id=f"d{arm}{i}", ts=time.time(), selected_model=model,
                                   cluster_id=0, cost_weight=0.5, candidates=[model],
                                   cache_hit=False, routing_ms=0, embedding_ms=0, policy="p",
@@ -210,6 +243,10 @@ def test_the_winner_needs_min_n_each_and_intervals_that_do_not_overlap(tmp_path:
                                   expected_costs={model: 0.01 if arm == "a" else 0.002},
                                   experiment="x", arm=arm)
         store.append(decision).result()
+        store.append(RequestRecord(
+            id=f"r{arm}{i}", ts=time.time(), requested_model="auto", status="ok",
+            http_status=200, pin_state="fresh", stream=False, latency_ms=1.0,
+            decision_id=decision.id, cost_usd=0.01 if arm == "a" else 0.002)).result()
         event = FeedbackEvent(decision_id=decision.id, model="m", quality=quality)
         store.append(feedback_record(event, "decision", weights_id="w")).result()
 

@@ -136,7 +136,8 @@ WINNER_RULE = ("an arm wins when every arm has at least min_n scored decisions a
 
 def experiment_report(name: str, settings: Settings, reader: LearningReader | None,
                       promoted: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost;
+    """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost in
+    USD over the answers whose cost is known and how many decisions' cost is unknown;
     and the winner, once the evidence is there (see :data:`WINNER_RULE`)."""
     experiment = settings.experiments.get(name)
     if experiment is None:
@@ -158,7 +159,8 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
                                                                   round(high, 6)],
             "interval_method": method,
             "mean_cost_usd": None if row.get("mean_cost_usd") is None
-            else round(row["mean_cost_usd"], 10)})
+            else round(row["mean_cost_usd"], 10),
+            "cost_unknown_decisions": int(row.get("cost_unknown", 0))})
     winner = None
     enough = all(a["n"] >= experiment.min_n and a["interval"] is not None for a in arms)
     if enough:

@@ -533,8 +533,10 @@ class LearningReader:
             conn.close()
 
     def experiment(self, name: str) -> dict[str, dict[str, Any]]:
-        """Per arm of experiment ``name``: decisions, their mean cost (what the answer cost
-        when the gateway answered it, else the decision's expected cost) and the latest
+        """Per arm of experiment ``name``: decisions, their mean cost in USD over the answers
+        whose cost is known (``cost_unknown`` counts the others: an unpriced answer, or a
+        decision no answer followed; a decision's expected cost is not a price, since an
+        unpriced catalog gives it in the weights' units, so it is never averaged in), the latest
         quality reported for each scored decision, as ``quality_counts`` ``{quality: how
         many}``. Kept as a running tally per experiment, like :meth:`quality_by_model`: a call
         reads only the decisions, requests and outcomes logged since the one before."""
@@ -545,6 +547,7 @@ class LearningReader:
                     for arm, a in tally.arms.items()}
         return {arm: {"decisions": rows,
                       "mean_cost_usd": cost_sum / cost_n if cost_n else None,
+                      "cost_unknown": rows - cost_n,
                       "quality_counts": {q: c for q, c in sorted(qualities.items()) if c > 0}}
                 for arm, (rows, cost_sum, cost_n, qualities) in sorted(arms.items())}
 
@@ -572,12 +575,9 @@ class LearningReader:
             old = tally or _ExperimentTally(pruned=tuple(pruned))
             d0, r0, f0 = old.decisions, old.requests, old.feedback
             d1, r1, f1 = (int(m) for m in marks)
-            cost = ("(SELECT value FROM json_each(d.expected_costs) "
-                    "WHERE key = d.selected_model)")
             # The decisions new since: each with its requests (one row each, or one without).
             for arm, rows, cost_sum, cost_n in conn.execute(
-                    f"SELECT d.arm, count(*), sum(coalesce(r.cost_usd, {cost})), "
-                    f"count(coalesce(r.cost_usd, {cost})) FROM decisions d "
+                    "SELECT d.arm, count(*), sum(r.cost_usd), count(r.cost_usd) FROM decisions d "
                     "LEFT JOIN requests r ON r.decision_id = d.id AND r.seq <= ? "
                     "WHERE +d.experiment = ? AND d.rowid > ? AND d.rowid <= ? GROUP BY d.arm",
                     (r1, name, d0, d1)):
@@ -599,8 +599,8 @@ class LearningReader:
             # new rows, not from the experiment's decisions): the first one takes the place of
             # the decision's row without a request.
             firsts: set[str] = set()
-            for decision_id, arm, answered, expected, before in conn.execute(
-                    f"SELECT d.id, d.arm, r.cost_usd, {cost}, EXISTS (SELECT 1 FROM requests "
+            for decision_id, arm, answered, before in conn.execute(
+                    "SELECT d.id, d.arm, r.cost_usd, EXISTS (SELECT 1 FROM requests "
                     "p WHERE p.decision_id = d.id AND p.seq <= ?) FROM requests r "
                     "CROSS JOIN decisions d ON d.id = r.decision_id WHERE r.seq > ? AND r.seq <= ? "
                     "AND d.experiment = ? AND d.rowid <= ? ORDER BY r.seq",
@@ -608,9 +608,8 @@ class LearningReader:
                 tallied = old.arm(str(arm))
                 if not before and decision_id not in firsts:
                     firsts.add(decision_id)
-                    tallied.add_rows(-1, -(expected or 0.0), -int(expected is not None))
-                value = answered if answered is not None else expected
-                tallied.add_rows(1, value or 0.0, int(value is not None))
+                    tallied.add_rows(-1, 0.0, 0)  # (a decision without an answer: no cost)
+                tallied.add_rows(1, answered or 0.0, int(answered is not None))
             # The outcomes new since about decisions counted before: each replaces the one
             # before it of its decision.
             latest: dict[tuple[str, str], float] = {}
