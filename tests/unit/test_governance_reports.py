@@ -296,8 +296,18 @@ def test_budget_alert_without_budgets_reads_the_hours_spend_from_the_request_log
                 id=rid, ts=T0 - ago, requested_model=model, status="ok", http_status=200,
                 pin_state="fresh", stream=False, latency_ms=10.0, model=model,
                 prompt_tokens=pt, completion_tokens=ct, cost_usd=price(model, pt, ct))).result()
+        # An answer of unknown cost is counted apart, not summed as free; a failed request,
+        # which nobody answered, is neither.
+        answers: list[tuple[str, str | None]] = [("unpriced", "big"), ("failed", None)]
+        for rid, answered_by in answers:
+            store.append(RequestRecord(
+                id=rid, ts=T0 - 300, requested_model="big",
+                status="ok" if answered_by else "error",
+                http_status=200 if answered_by else 502, pin_state="fresh", stream=False,
+                latency_ms=10.0, model=answered_by, cost_usd=None)).result()
     alert = Reports.from_settings(s, clock=lambda: T0).check_budget_alert()
     assert alert["hourly_spend_usd"] == pytest.approx(0.025 + 0.0016)
+    assert alert["hourly_cost_unknown_requests"] == 1
     # The last 15 minutes (a only) run at 0.025 per 900 s, with 1800 s of the hour to go.
     assert alert["projected_hourly_usd"] == pytest.approx(0.0266 + 0.025 / 900 * 1800)
     assert (alert["status"], alert["budget_usd"], alert["budgets"]) == ("ok", None, [])
@@ -308,6 +318,7 @@ def test_budget_alert(reports: Reports) -> None:
     # This hour (08:00 to 08:30): r1 at 08:20 and r4 at 08:13 settled 0.0266; the last 15
     # minutes (r1 only) run at 0.025 per 900 s, with 1800 s of the hour to go.
     assert alert["hourly_spend_usd"] == pytest.approx(0.0266)
+    assert alert["hourly_cost_unknown_requests"] == 0  # the ledger's sum: nothing left out
     assert alert["projected_hourly_usd"] == pytest.approx(0.0266 + 0.025 / 900 * 1800)
     assert alert["utilization"] == pytest.approx(0.266) and alert["hourly_status"] == "ok"
     budgets = {b["account"]: b for b in alert["budgets"]}

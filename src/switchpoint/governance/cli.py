@@ -372,6 +372,9 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
     print(f"this hour: {_usd(report['hourly_spend_usd'])} spent, projected "
           f"{_usd(report['projected_hourly_usd'])}"
           + (f" against {_usd(budget)} per hour" if budget is not None else ""))
+    if report["hourly_cost_unknown_requests"]:
+        print(f"not counted: {report['hourly_cost_unknown_requests']} answered requests of "
+              "unknown cost this hour (a model without prices, or no usage reported)")
     if report["budgets"]:
         print()
         rows = [[b["account"], b["budget"], _usd(b["spent_usd"]), _usd(b["held_usd"]),

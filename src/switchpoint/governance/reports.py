@@ -723,16 +723,17 @@ class Reports:
             return t.sla
         return self.settings.sla
 
-    def _sla_hour(self, tenant: str | None, now: float) -> tuple[str, float]:
-        """(account, spend) that the hourly SLA budget governing ``tenant``'s requests watches
-        in the calendar hour of ``now``, as routing checks it: the tenant's own spend when its
-        own SLA applies, else the whole gateway's (the default SLA's budget is the
-        gateway's). The SLA report and the budget alert both read it, so they say the same."""
+    def _sla_hour(self, tenant: str | None, now: float) -> tuple[str, float, int]:
+        """(account, spend, answers of unknown cost) that the hourly SLA budget governing
+        ``tenant``'s requests watches in the calendar hour of ``now``, as routing checks it: the
+        tenant's own spend when its own SLA applies, else the whole gateway's (the default SLA's
+        budget is the gateway's). The SLA report and the budget alert both read it, so they say
+        the same. The count is of answers the spend could not sum (see :meth:`_spent`)."""
         own = tenant is not None and self.sla_for(tenant) is not self.settings.sla
         account = tenant_account(tenant) if own and tenant is not None else TOTAL
-        spent = self._spent(account, tenant if own else None, period_start("hour", now),
-                            now + 1e-6)
-        return account, spent
+        spent, unknown = self._spent(account, tenant if own else None,
+                                     period_start("hour", now), now + 1e-6)
+        return account, spent, unknown
 
     def get_sla_report(self, since_hours: float = 1.0, *, tenant: str | None = None,
                        until: float | None = None) -> dict[str, Any]:
@@ -781,7 +782,7 @@ class Reports:
             compliant += ok
         sla = self.sla_for(tenant)
         hourly = None
-        account, spent = self._sla_hour(tenant, end)
+        account, spent, _ = self._sla_hour(tenant, end)
         if sla is not None and sla.budget_per_hour_usd:
             hourly = round(spent / sla.budget_per_hour_usd, 6)
         total = len(latencies)
@@ -838,18 +839,25 @@ class Reports:
             conn.close()
         return float(total), int(rows)
 
-    def _spent(self, account: str, tenant: str | None, since: float, until: float) -> float:
-        """What ``account`` spent between ``since`` and ``until``: the ledger's settled spend,
-        or, when the ledger settled none of it (only what a budget or an hourly SLA budget
-        watches is settled there), the cost the request log recorded (of ``tenant``'s
-        requests, if given)."""
+    def _spent(self, account: str, tenant: str | None, since: float,
+               until: float) -> tuple[float, int]:
+        """What ``account`` spent between ``since`` and ``until``, and how many answers of
+        unknown cost that leaves out: the ledger's settled spend (none left out), or, when the
+        ledger settled none of it (only what a budget or an hourly SLA budget watches is
+        settled there), the cost the request log recorded (of ``tenant``'s requests, if
+        given), where an answer whose cost is unknown (a model without prices, an upstream
+        that reported no usage) is counted apart, not summed as free."""
         spent, rows = self._settled(account, since, until)
         if rows:
-            return spent
+            return spent, 0
         clause, more = _of_tenant("tenant", tenant)
-        return sum(float(c or 0.0) for (c,) in self._query(
-            "SELECT cost_usd FROM requests WHERE ts >= ? AND ts < ?" + clause,
-            [since, until, *more]))
+        total, unknown = 0.0, 0
+        for model, cost in self._query(
+                "SELECT model, cost_usd FROM requests WHERE ts >= ? AND ts < ?" + clause,
+                [since, until, *more]):
+            total += float(cost or 0.0)
+            unknown += model is not None and cost is None
+        return total, unknown
 
     def _log_start(self) -> float | None:
         """When the oldest entry the logs keep (a request, a spend ledger row) was written."""
@@ -892,19 +900,21 @@ class Reports:
 
     def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
         """The hour's spend against the SLA's ``budget_per_hour_usd`` (the tenant's SLA, else
-        the default), every configured budget's state, the worst status of them all (ok /
+        the default; ``hourly_cost_unknown_requests`` counts the hour's answers of unknown cost
+        it could not sum, when it is read from the request log because the ledger has none of
+        it), every configured budget's state, the worst status of them all (ok /
         warning / critical) and a recommendation computed from the log. An unknown ``tenant``
         (see :meth:`unknown_tenant`) is a :class:`NotFoundError`: a misspelt tenant would
         otherwise be reported ``ok`` with the whole gateway's spend, for ever."""
         self.check_tenant(tenant)
         now = self.clock()
         sla = self.sla_for(tenant)
-        account, spent = self._sla_hour(tenant, now)
+        account, spent, unknown = self._sla_hour(tenant, now)
         own = account != TOTAL
         hour_end = period_end("hour", now)
         log_start = self._log_start()
         window = self._trailing(now, 900.0, log_start)
-        rate = self._spent(account, tenant if own else None, now - window, now + 1e-6) / window
+        rate = self._spent(account, tenant if own else None, now - window, now + 1e-6)[0] / window
         projected = spent + rate * (hour_end - now)
         budget = sla.budget_per_hour_usd if sla is not None else None
         threshold = self.settings.governance.warning_threshold
@@ -921,6 +931,7 @@ class Reports:
                    or (a.startswith("key:") and self._key_tenant(a) == tenant)]
         worst = max([hourly_status, *(b["status"] for b in budgets)], key=levels.__getitem__)
         return {"status": worst, "tenant": tenant, "hourly_spend_usd": _r(spent),
+                "hourly_cost_unknown_requests": unknown,
                 "hourly_account": describe_account(account),
                 "budget_usd": budget,
                 "utilization": round(utilization, 6) if utilization is not None else None,
