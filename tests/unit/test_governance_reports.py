@@ -153,6 +153,20 @@ def test_decisions_narrowed_to_a_few_models_do_not_pick_the_comparison(
     assert model == "big" and "over 3 logged decisions" in why
 
 
+def test_without_decisions_the_comparison_is_the_dearest_model_auto_may_choose(
+        tmp_path: Path) -> None:
+    """With no decision logged the comparison model used to be the dearest of the catalog,
+    which may be an ``auto: false`` judge no routed request could have gone to."""
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": "judge", "input_per_mtok": 50.0, "output_per_mtok": 150.0,
+                    "auto": False},
+                   *({"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                     for m, (i, o) in PRICES.items())]}, environ={})
+    model, why = Reports.from_settings(s, clock=lambda: T0).strongest_model()
+    assert model == "big" and why == "the dearest model auto may choose (no decisions logged)"
+
+
 def test_forecast_over_the_logged_mix(reports: Reports) -> None:
     f = reports.forecast_cost(1000, 500, 200)
     assert f["mix_basis"] == "answered requests of the last week"

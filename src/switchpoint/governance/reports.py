@@ -12,7 +12,7 @@ what-if and says so:
   others.
 - :meth:`Reports.savings_estimate` prices the same requests' tokens at a comparison model
   (default: the strongest model of the pool: the lowest mean expected error over the logged
-  decisions, else the dearest).
+  decisions, else the dearest that ``auto`` may choose).
 - :meth:`Reports.forecast_cost` projects a traffic assumption over the routing mix logged in
   the last week.
 - :meth:`Reports.get_cost_optimizations` re-routes the logged traffic offline at other λ and
@@ -417,7 +417,7 @@ class Reports:
     def strongest_model(self, since: float | None = None,
                         until: float | None = None) -> tuple[str | None, str]:
         """(model, why): the lowest mean expected error over the logged decisions, else the
-        dearest catalog model."""
+        dearest catalog model that ``auto`` may choose (not an ``auto: false`` one)."""
         args: list[Any] = []
         where = "expected_errors IS NOT NULL"
         if since is not None and until is not None:
@@ -445,9 +445,11 @@ class Reports:
                               f"{seen} logged decisions")
         if self.catalog is not None and self.catalog.all_priced:
             out = self.catalog.expected_output_tokens
-            dearest = max(self.catalog.cards,
+            # Among the models auto may choose: an ``auto: false`` model (a judge, say) is
+            # one no routed request could have gone to.
+            dearest = max((c for c in self.catalog.cards if c.auto),
                           key=lambda c: c.price(REFERENCE_INPUT_TOKENS, out))
-            return dearest.name, "the dearest model of the catalog (no decisions logged)"
+            return dearest.name, "the dearest model auto may choose (no decisions logged)"
         return None, "no decisions logged and the catalog is not priced"
 
     def _comparison(self, comparison: str | None, since: float, until: float
