@@ -288,6 +288,21 @@ def test_sqlite_store_survives_a_restart(tmp_path: Path, catalog: Catalog) -> No
     assert reopened.purge(T0 + 5000) == 1
 
 
+def test_a_pin_the_sqlite_store_cannot_read_is_a_store_error_naming_the_file(
+        tmp_path: Path) -> None:
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path)
+    try:
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE session_pins")  # what a damaged file looks like to a read
+        other.close()
+        with pytest.raises(StoreError, match="read a session pin") as caught:
+            store.get("never-seen")
+        assert str(path) in str(caught.value)
+    finally:
+        store.close()
+
+
 def traced(store: SQLitePinStore) -> list[tuple[str, str]]:
     """(thread name, statement) of every statement the store's connection runs from now."""
     seen: list[tuple[str, str]] = []

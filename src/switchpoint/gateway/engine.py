@@ -67,6 +67,7 @@ from switchpoint.errors import (
     RateLimitExceededError,
     StorageUnavailableError,
     StoreError,
+    SwitchpointError,
     UnknownModelError,
 )
 from switchpoint.gateway.capabilities import needs_of
@@ -504,11 +505,17 @@ class Gateway:
             await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
             raise
 
-    def _peek_pin(self, call: ChatCall, live: Live) -> PinDecision:
+    def _peek_pin(self, call: ChatCall, live: Live) -> PinDecision | None:
         """What the session's pin would have done for ``call``, read without changing it: a
-        request refused before it was planned reports this (the pin stays as it was)."""
-        return self.pinner.decide(call_session(call), live.router.catalog,
-                                  needs_of(call.body), time.time())
+        request refused before it was planned reports this (the pin stays as it was). A pin
+        store that cannot be read gives None (``fresh``): the refusal, not the store's
+        error, is what the caller is told and what the log keeps."""
+        try:
+            return self.pinner.decide(call_session(call), live.router.catalog,
+                                      needs_of(call.body), time.time())
+        except SwitchpointError as exc:
+            log.warning("the session pin of a refused request could not be read: %s", exc)
+            return None
 
     async def _plan(self, call: ChatCall, live: Live, started: float) -> tuple[Plan, Live]:
         self._maintain()

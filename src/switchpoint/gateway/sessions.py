@@ -313,10 +313,13 @@ class SQLitePinStore:
             for unwritten in (self._pending, self._writing, self._unwritten):
                 if session_id in unwritten:
                     return unwritten[session_id]
-        with self._db_lock:
-            row = self._db.execute(
-                "SELECT model, last_used, failed FROM session_pins WHERE session_id = ?",
-                (session_id,)).fetchone()
+        try:
+            with self._db_lock:
+                row = self._db.execute(
+                    "SELECT model, last_used, failed FROM session_pins WHERE session_id = ?",
+                    (session_id,)).fetchone()
+        except sqlite3.Error as exc:  # a damaged page, a lock held too long
+            raise store_error(self.path, "read a session pin", exc) from None
         pin = None if row is None else Pin(row[0], float(row[1]), bool(row[2]))
         with self._changed:
             if session_id in self._known:  # changed (or read) meanwhile
