@@ -322,6 +322,8 @@ def test_budget_alert_without_budgets_reads_the_hours_spend_from_the_request_log
     alert = Reports.from_settings(s, clock=lambda: T0).check_budget_alert()
     assert alert["hourly_spend_usd"] == pytest.approx(0.025 + 0.0016)
     assert alert["hourly_cost_unknown_requests"] == 1
+    sla = Reports.from_settings(s, clock=lambda: T0).get_sla_report()
+    assert sla["budget_cost_unknown_requests"] == 1  # the same hour, the same answers
     # The last 15 minutes (a only) run at 0.025 per 900 s, with 1800 s of the hour to go.
     assert alert["projected_hourly_usd"] == pytest.approx(0.0266 + 0.025 / 900 * 1800)
     assert (alert["status"], alert["budget_usd"], alert["budgets"]) == ("ok", None, [])

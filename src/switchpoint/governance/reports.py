@@ -784,13 +784,14 @@ class Reports:
             compliant += ok
         sla = self.sla_for(tenant)
         hourly = None
-        account, spent, _ = self._sla_hour(tenant, end)
+        account, spent, unknown = self._sla_hour(tenant, end)
         if sla is not None and sla.budget_per_hour_usd:
             hourly = round(spent / sla.budget_per_hour_usd, 6)
         total = len(latencies)
         return {"since": since, "until": end, "tenant": tenant,
                 "sla": sla.model_dump() if sla is not None else None,
                 "budget_account": describe_account(account),
+                "budget_cost_unknown_requests": unknown,
                 "total_requests": total,
                 "compliance_rate": round(compliant / total, 6) if total else 1.0,
                 "breaches": breaches, "adjustments_made": adjusted,
