@@ -753,3 +753,67 @@ def test_two_openers_of_an_old_store_at_once_both_open_it_upgraded(tmp_path: Pat
 def _decision_ids(path: Path) -> list[str]:
     with SQLiteStore(path) as store:
         return [d["id"] for d in store.decisions()]
+
+
+def _scanned(path: Path) -> dict[str, Any]:
+    """The stats' figures as a scan of every logged row gives them."""
+    db = sqlite3.connect(path)
+    try:
+        return {
+            "requests": db.execute(
+                "SELECT count(*), coalesce(sum(escalated), 0), coalesce(sum(prompt_tokens), 0),"
+                " coalesce(sum(cost_usd IS NULL AND model IS NOT NULL), 0) FROM requests"
+            ).fetchone(),
+            "by_status": dict(db.execute("SELECT status, count(*) FROM requests GROUP BY 1")),
+            "by_model": dict(db.execute(
+                "SELECT model, count(*) FROM requests WHERE model IS NOT NULL GROUP BY 1")),
+            "decisions": db.execute(
+                "SELECT count(*), coalesce(sum(cache_hit), 0) FROM decisions").fetchone(),
+            "by_selected": dict(db.execute(
+                "SELECT selected_model, count(*) FROM decisions GROUP BY 1")),
+            "by_cluster": {str(k): v for k, v in db.execute(
+                "SELECT cluster_id, count(*) FROM decisions WHERE weights_id = 'w1' "
+                "GROUP BY 1")}}
+    finally:
+        db.close()
+
+
+def _reported(store: SQLiteStore) -> dict[str, Any]:
+    r, d = store.request_stats(), store.decision_stats("w1")
+    return {"requests": (r["total"], r["escalations"], r["prompt_tokens"],
+                         r["cost_unknown_requests"]),
+            "by_status": r["by_status"],
+            "by_model": {m: v["requests"] for m, v in r["by_model"].items()},
+            "decisions": (d["total"], d["cache_hits"]), "by_selected": d["by_model"],
+            "by_cluster": d["by_cluster"]}
+
+
+def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
+        tmp_path: Path) -> None:
+    from switchpoint.store.retention import prune
+
+    path = tmp_path / "switchpoint.db"
+    old = time.time() - 7 * 86_400
+    with SQLiteStore(path) as store:
+        for n in range(30):
+            ts = old if n % 3 == 0 else time.time()
+            store.append(replace(request(("ok", "error", "refused")[n % 3],
+                                         model=None if n % 5 == 0 else f"m{n % 4}",
+                                         cost=None if n % 7 == 0 else 0.001,
+                                         tried=("a", "m") if n % 2 else ("m",)), ts=ts)).result()
+            store.append(replace(record(f"m{n % 3}", cluster=n % 4, cache_hit=n % 2 == 0,
+                                        weights_id="w1" if n % 6 else "w2"), ts=ts)).result()
+        assert _reported(store) == _scanned(path) and _reported(store)["requests"][0] == 30
+    report = prune(path, time.time() - 86_400)
+    assert report.deleted["requests"] == 10 and report.deleted["decisions"] == 10
+    with SQLiteStore(path) as store:
+        assert _reported(store) == _scanned(path) and _reported(store)["requests"][0] == 20
+        assert store.request_stats()["by_status"] == {"error": 10, "refused": 10}
+    # A file written before the totals were kept gains them from its rows when it opens.
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE stat_counts; DROP TRIGGER requests_counted; "
+                     "DROP TRIGGER requests_uncounted; DROP TRIGGER decisions_counted; "
+                     "DROP TRIGGER decisions_uncounted; PRAGMA user_version = 12;")
+    db.close()
+    with SQLiteStore(path) as store:
+        assert _reported(store) == _scanned(path) and _reported(store)["decisions"][0] == 20

@@ -35,7 +35,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -422,6 +422,239 @@ _MIGRATIONS: dict[int, str] = {
         WHEN OLD.ts >= min(coalesce((SELECT max(cutoff) FROM prunes), 0),
                            CAST(strftime('%s', 'now', 'start of month') AS REAL) - 604800)
         BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
+    """,
+    # The stats' totals, kept as the logs grow and shrink (in the transaction that inserts or
+    # prunes a row), so that reading them costs the number of groups, not of logged rows.
+    13: """
+    CREATE TABLE stat_counts (
+        dim TEXT NOT NULL,
+        key TEXT NOT NULL,
+        sub TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        cost REAL NOT NULL,
+        cost_unknown INTEGER NOT NULL,
+        escalated INTEGER NOT NULL,
+        prompt INTEGER NOT NULL,
+        completion INTEGER NOT NULL,
+        streams INTEGER NOT NULL,
+        cache_hits INTEGER NOT NULL,
+        PRIMARY KEY (dim, key, sub)
+    );
+    CREATE TRIGGER requests_counted AFTER INSERT ON requests BEGIN
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'requests', '', '', 1, coalesce(NEW.cost_usd, 0),
+                   (NEW.cost_usd IS NULL), NEW.escalated,
+                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
+                   NEW.stream, 0 WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'request_status', NEW.status, '', 1, coalesce(NEW.cost_usd, 0),
+                   (NEW.cost_usd IS NULL), NEW.escalated,
+                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
+                   NEW.stream, 0 WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'request_model', NEW.model, '', 1, coalesce(NEW.cost_usd, 0),
+                   (NEW.cost_usd IS NULL), NEW.escalated,
+                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
+                   NEW.stream, 0 WHERE NEW.model IS NOT NULL
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'request_pin', NEW.pin_state, '', 1, coalesce(NEW.cost_usd, 0),
+                   (NEW.cost_usd IS NULL), NEW.escalated,
+                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
+                   NEW.stream, 0 WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+    END;
+    CREATE TRIGGER requests_uncounted AFTER DELETE ON requests BEGIN
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'requests', '', '', -1, -coalesce(OLD.cost_usd, 0),
+                   -(OLD.cost_usd IS NULL), -OLD.escalated,
+                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
+                   -OLD.stream, 0 WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'request_status', OLD.status, '', -1, -coalesce(OLD.cost_usd, 0),
+                   -(OLD.cost_usd IS NULL), -OLD.escalated,
+                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
+                   -OLD.stream, 0 WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'request_model', OLD.model, '', -1, -coalesce(OLD.cost_usd, 0),
+                   -(OLD.cost_usd IS NULL), -OLD.escalated,
+                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
+                   -OLD.stream, 0 WHERE OLD.model IS NOT NULL
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'request_pin', OLD.pin_state, '', -1, -coalesce(OLD.cost_usd, 0),
+                   -(OLD.cost_usd IS NULL), -OLD.escalated,
+                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
+                   -OLD.stream, 0 WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+    END;
+    CREATE TRIGGER decisions_counted AFTER INSERT ON decisions BEGIN
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decisions', '', '', 1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decision_model', NEW.selected_model, '',
+                   1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decision_policy', NEW.policy, '',
+                   1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decision_cluster', NEW.weights_id, CAST(NEW.cluster_id AS TEXT),
+                   1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+    END;
+    CREATE TRIGGER decisions_uncounted AFTER DELETE ON decisions BEGIN
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decisions', '', '', -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decision_model', OLD.selected_model, '',
+                   -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decision_policy', OLD.policy, '',
+                   -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
+                                 completion, streams, cache_hits)
+            SELECT 'decision_cluster', OLD.weights_id, CAST(OLD.cluster_id AS TEXT),
+                   -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
+            ON CONFLICT (dim, key, sub) DO UPDATE SET
+                n = n + excluded.n, cost = cost + excluded.cost,
+                cost_unknown = cost_unknown + excluded.cost_unknown,
+                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
+                completion = completion + excluded.completion,
+                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
+    END;
+    INSERT INTO stat_counts
+        SELECT 'requests', '', '', count(*), coalesce(sum(cost_usd), 0),
+               coalesce(sum(cost_usd IS NULL), 0), coalesce(sum(escalated), 0),
+               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+               coalesce(sum(stream), 0), 0 FROM requests;
+    INSERT INTO stat_counts
+        SELECT 'request_status', status, '', count(*), coalesce(sum(cost_usd), 0),
+               coalesce(sum(cost_usd IS NULL), 0), sum(escalated),
+               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+               sum(stream), 0 FROM requests GROUP BY status;
+    INSERT INTO stat_counts
+        SELECT 'request_model', model, '', count(*), coalesce(sum(cost_usd), 0),
+               coalesce(sum(cost_usd IS NULL), 0), sum(escalated),
+               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+               sum(stream), 0 FROM requests WHERE model IS NOT NULL GROUP BY model;
+    INSERT INTO stat_counts
+        SELECT 'request_pin', pin_state, '', count(*), coalesce(sum(cost_usd), 0),
+               coalesce(sum(cost_usd IS NULL), 0), sum(escalated),
+               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+               sum(stream), 0 FROM requests GROUP BY pin_state;
+    INSERT INTO stat_counts
+        SELECT 'decisions', '', '', count(*), 0, 0, 0, 0, 0, 0, coalesce(sum(cache_hit), 0)
+        FROM decisions;
+    INSERT INTO stat_counts
+        SELECT 'decision_model', selected_model, '', count(*), 0, 0, 0, 0, 0, 0, sum(cache_hit)
+        FROM decisions GROUP BY selected_model;
+    INSERT INTO stat_counts
+        SELECT 'decision_policy', policy, '', count(*), 0, 0, 0, 0, 0, 0, sum(cache_hit)
+        FROM decisions GROUP BY policy;
+    INSERT INTO stat_counts
+        SELECT 'decision_cluster', weights_id, CAST(cluster_id AS TEXT), count(*), 0, 0, 0, 0,
+               0, 0, sum(cache_hit)
+        FROM decisions GROUP BY weights_id, cluster_id;
     """,
 }
 # The tables retention prunes, oldest rows first.
@@ -1277,20 +1510,25 @@ class SQLiteStore:
 
     def decision_stats(self, weights_id: str | None = None) -> dict[str, Any]:
         """Totals over every logged decision: count, cache hits, by model, by policy, and by
-        cluster for ``weights_id`` (cluster ids of different weights are not comparable)."""
+        cluster for ``weights_id`` (cluster ids of different weights are not comparable).
+
+        Read from the totals the log keeps as rows are logged and pruned: the cost is the
+        number of models, policies and clusters, not of decisions."""
         conn = self._read()
         try:
-            total, hits = conn.execute(
-                "SELECT count(*), coalesce(sum(cache_hit), 0) FROM decisions").fetchone()
+            row = conn.execute("SELECT n, cache_hits FROM stat_counts "
+                               "WHERE dim = 'decisions'").fetchone()
+            total, hits = row if row is not None else (0, 0)
             by_model = _counts(conn.execute(
-                "SELECT selected_model, count(*) FROM decisions GROUP BY selected_model "
-                "ORDER BY count(*) DESC, selected_model"))
+                "SELECT key, n FROM stat_counts WHERE dim = 'decision_model' AND n > 0 "
+                "ORDER BY n DESC, key"))
             by_policy = _counts(conn.execute(
-                "SELECT policy, count(*) FROM decisions GROUP BY policy "
-                "ORDER BY count(*) DESC, policy"))
+                "SELECT key, n FROM stat_counts WHERE dim = 'decision_policy' AND n > 0 "
+                "ORDER BY n DESC, key"))
             by_cluster = {str(k): int(v) for k, v in conn.execute(
-                "SELECT cluster_id, count(*) FROM decisions WHERE weights_id = ? "
-                "GROUP BY cluster_id ORDER BY cluster_id", (weights_id or "",)).fetchall()}
+                "SELECT CAST(sub AS INTEGER) AS cluster, n FROM stat_counts "
+                "WHERE dim = 'decision_cluster' AND key = ? AND n > 0 ORDER BY cluster",
+                (weights_id or "",)).fetchall()}
         except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
             raise store_error(self.path, "read the decision log", exc) from None
         finally:
@@ -1354,29 +1592,33 @@ class SQLiteStore:
     def request_stats(self) -> dict[str, Any]:
         """Totals over the whole request log: counts by status (``errors`` are the requests
         neither answered nor refused by the governance), escalations, tokens, cost, and
-        requests and cost by answering model and by pin state."""
+        requests and cost by answering model and by pin state.
+
+        Read from the totals the log keeps as rows are logged and pruned (the same figures a
+        scan would give): the cost is the number of models, statuses and pin states, not of
+        requests."""
         conn = self._read()
         try:
-            total, escalations, prompt, completion, cost, streams = conn.execute(
-                "SELECT count(*), coalesce(sum(escalated), 0), coalesce(sum(prompt_tokens), 0), "
-                "coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0), "
-                "coalesce(sum(stream), 0) FROM requests").fetchone()
+            row = conn.execute(
+                "SELECT n, escalated, prompt, completion, cost, streams FROM stat_counts "
+                "WHERE dim = 'requests'").fetchone()
+            total, escalations, prompt, completion, cost, streams = (
+                row if row is not None else (0, 0, 0, 0, 0.0, 0))
             by_status = _counts(conn.execute(
-                "SELECT status, count(*) FROM requests GROUP BY status "
-                "ORDER BY count(*) DESC, status"))
+                "SELECT key, n FROM stat_counts WHERE dim = 'request_status' AND n > 0 "
+                "ORDER BY n DESC, key"))
             # An answer of unknown cost (a model without prices, no usage reported) is counted
             # apart: the sums leave it out, and it is not free.
             per_model = conn.execute(
-                "SELECT model, count(*), coalesce(sum(cost_usd), 0), "
-                "coalesce(sum(cost_usd IS NULL), 0) FROM requests "
-                "WHERE model IS NOT NULL GROUP BY model ORDER BY count(*) DESC, model")
+                "SELECT key, n, cost, cost_unknown FROM stat_counts "
+                "WHERE dim = 'request_model' AND n > 0 ORDER BY n DESC, key")
             # A count is an int; a cost is a float even when no request had a price (SUM of 0).
             by_model = {m: {"requests": int(n), "cost_usd": round(float(c), 8),
                             "cost_unknown_requests": int(u)}
                         for m, n, c, u in per_model}
             by_pin = _counts(conn.execute(
-                "SELECT pin_state, count(*) FROM requests GROUP BY pin_state "
-                "ORDER BY count(*) DESC, pin_state"))
+                "SELECT key, n FROM stat_counts WHERE dim = 'request_pin' AND n > 0 "
+                "ORDER BY n DESC, key"))
         except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
             raise store_error(self.path, "read the request log", exc) from None
         finally:
