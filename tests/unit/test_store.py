@@ -817,3 +817,38 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
     db.close()
     with SQLiteStore(path) as store:
         assert _reported(store) == _scanned(path) and _reported(store)["decisions"][0] == 20
+
+
+def test_prunes_keep_their_newest_rows_and_the_latest_cutoff(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchpoint.store import retention
+    from switchpoint.store.sqlite import PRUNES_KEPT
+
+    monkeypatch.setattr(retention, "BATCH", 1)  # one prune row per deleted row
+    path = tmp_path / "switchpoint.db"
+    day = 86_400.0
+    with SQLiteStore(path) as store:
+        for _ in range(100):
+            store.append(replace(request(), ts=time.time() - 2 * day)).result()
+    late = time.time() - day
+    assert retention.prune(path, late).deleted["requests"] == 100
+    with SQLiteStore(path) as store:  # rows older than an earlier cutoff, pruned later
+        for _ in range(100):
+            store.append(replace(request(), ts=time.time() - 10 * day)).result()
+        kept = store.append(replace(request(), ts=time.time() - day / 2))
+        kept.result()
+    assert retention.prune(path, time.time() - 5 * day).deleted["requests"] == 100
+    db = sqlite3.connect(path)
+    try:
+        count, latest, newest = db.execute(
+            "SELECT count(*), max(cutoff), max(seq) FROM prunes").fetchone()
+        assert count == PRUNES_KEPT + 1 and latest == late and newest >= 200
+        # The triggers still read the latest cutoff: a row newer than it stays.
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("DELETE FROM requests WHERE ts > ?", (late,))
+        with pytest.raises(sqlite3.IntegrityError, match="latest cutoff stay"):
+            db.execute("DELETE FROM prunes WHERE cutoff = ?", (late,))
+        with pytest.raises(sqlite3.IntegrityError, match="latest cutoff stay"):
+            db.execute("DELETE FROM prunes WHERE seq = ?", (newest,))
+    finally:
+        db.close()

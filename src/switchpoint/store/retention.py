@@ -5,7 +5,8 @@ much disk the data directory takes.
 config sets ``store.retention_days``. It deletes in short batches (so a service writing at the
 same time waits milliseconds, not the whole prune), each appending the cutoff to the ``prunes``
 table in the same transaction (the triggers then allow deleting rows older than it, and only
-those; a reader sees a prune and the rows it deleted gone together), then returns the
+those; a reader sees a prune and the rows it deleted gone together; the table keeps its newest
+``PRUNES_KEPT`` rows and the one with the latest cutoff, so it stays small), then returns the
 freed pages to the file system: ``PRAGMA incremental_vacuum`` on a store created with
 incremental auto-vacuum (every store this version creates; also when this prune deleted nothing
 but the file holds free pages, which a prune killed before this step leaves), a full ``VACUUM``
@@ -32,7 +33,13 @@ from typing import Any
 
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
-from switchpoint.store.sqlite import LEDGER_KEEP_S, LEDGER_TABLE, LOG_TABLES, SQLiteStore
+from switchpoint.store.sqlite import (
+    LEDGER_KEEP_S,
+    LEDGER_TABLE,
+    LOG_TABLES,
+    PRUNES_KEPT,
+    SQLiteStore,
+)
 
 SECONDS_PER_DAY = 86_400.0
 # Rows deleted per transaction.
@@ -156,6 +163,8 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
             conn.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)", (time.time(), cutoff))
             n = conn.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
                              "WHERE ts < ? ORDER BY ts LIMIT ?)", (cutoff, size)).rowcount
+            if n:
+                _fold_prunes(conn)
             conn.execute("COMMIT" if n else "ROLLBACK")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -164,6 +173,16 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
         if n < size:
             break
     return total
+
+
+def _fold_prunes(conn: sqlite3.Connection) -> None:
+    """Delete the prunes behind the newest PRUNES_KEPT, except the one with the latest cutoff
+    (the last of them on a tie): the triggers read only that cutoff, and a reader watching for
+    prunes only the newest seq, so both stay as they were."""
+    conn.execute(
+        "DELETE FROM prunes WHERE seq <= (SELECT max(seq) FROM prunes) - ? "
+        "AND seq <> (SELECT seq FROM prunes ORDER BY cutoff DESC, seq DESC LIMIT 1)",
+        (PRUNES_KEPT,))
 
 
 def _vacuum(conn: sqlite3.Connection, full: bool, deleted: bool) -> str:

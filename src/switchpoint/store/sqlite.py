@@ -2,9 +2,10 @@
 
 Every routing decision is appended to the ``decisions`` table and every chat request the
 gateway answers (or fails) to the ``requests`` table; triggers refuse UPDATE on both, and
-DELETE of any row but those older than a retention cutoff recorded in the (itself append-only)
-``prunes`` table (see :mod:`switchpoint.store.retention`): rows leave only by age, oldest first,
-and a row that is kept is never changed.
+DELETE of any row but those older than a retention cutoff recorded in the ``prunes`` table
+(itself changed only by a prune, which keeps its newest rows and the latest cutoff; see
+:mod:`switchpoint.store.retention`): rows leave only by age, oldest first, and a row that is
+kept is never changed.
 Writes go through a single writer thread: :meth:`SQLiteStore.append` queues a record and returns
 a future that resolves once the record is **committed** (``synchronous=FULL``, so committed means
 on disk), so a caller that waits for it before answering never acknowledges a
@@ -35,7 +36,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -656,6 +657,16 @@ _MIGRATIONS: dict[int, str] = {
                0, 0, sum(cache_hit)
         FROM decisions GROUP BY weights_id, cluster_id;
     """,
+    # The prunes table stays small: a prune deletes the rows behind the newest it keeps (see
+    # PRUNES_KEPT), never the newest row nor the one holding the latest cutoff, which the
+    # triggers read.
+    14: """
+    DROP TRIGGER prunes_no_delete;
+    CREATE TRIGGER prunes_no_delete BEFORE DELETE ON prunes
+        WHEN OLD.seq = (SELECT max(seq) FROM prunes)
+          OR OLD.cutoff > coalesce((SELECT max(cutoff) FROM prunes WHERE seq <> OLD.seq), -1)
+        BEGIN SELECT RAISE(ABORT, 'the newest prune and the latest cutoff stay'); END;
+    """,
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
@@ -663,6 +674,9 @@ LOG_TABLES = ("decisions", "requests")
 # kept whatever the retention (migration 12's trigger holds the same bound).
 LEDGER_TABLE = "spend"
 LEDGER_KEEP_S = 7 * 86_400
+# The newest rows of the prunes table a prune keeps; it also keeps the one with the latest
+# cutoff, the only figure the triggers read (migration 14's trigger refuses deleting it).
+PRUNES_KEPT = 64
 
 _COLUMNS = ("id", "ts", "selected_model", "cluster_id", "cost_weight", "candidates", "cache_hit",
             "routing_ms", "embedding_ms", "policy", "weights_id", "expected_error",
