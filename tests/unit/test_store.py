@@ -852,3 +852,26 @@ def test_prunes_keep_their_newest_rows_and_the_latest_cutoff(
             db.execute("DELETE FROM prunes WHERE seq = ?", (newest,))
     finally:
         db.close()
+
+
+def test_a_prune_takes_a_cutoff_less_than_a_second_old_and_refuses_one_ahead(
+        tmp_path: Path) -> None:
+    from switchpoint.store.retention import prune
+
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        store.append(request()).result()
+    deleted = 0
+    for _ in range(20):  # (whole-second clocks refused most of these as "in the future")
+        deleted += prune(path, time.time() - 0.01).deleted["requests"]
+        time.sleep(0.02)
+    assert deleted == 1
+    with pytest.raises(StoreError, match=r"cutoff is \d+\.\d+ s in the future.*age > 0"):
+        prune(path, time.time() + 5)
+    db = sqlite3.connect(path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="cannot be in the future"):
+            db.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)",
+                       (time.time(), time.time() + 1))
+    finally:
+        db.close()

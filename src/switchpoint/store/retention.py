@@ -118,6 +118,10 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
     up to date (a running service has done it). Raises :class:`StoreError`."""
     file = Path(path)
+    ahead = cutoff - time.time()
+    if ahead > 0:
+        raise StoreError(f"{file}: the cutoff is {ahead:.3f} s in the future; a prune deletes "
+                         "only entries already logged (give an age > 0)")
     if not file.is_file():
         raise StoreError(f"{file}: no store there (check --config / data_dir)")
     if upgrade:

@@ -36,7 +36,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -666,6 +666,15 @@ _MIGRATIONS: dict[int, str] = {
         WHEN OLD.seq = (SELECT max(seq) FROM prunes)
           OR OLD.cutoff > coalesce((SELECT max(cutoff) FROM prunes WHERE seq <> OLD.seq), -1)
         BEGIN SELECT RAISE(ABORT, 'the newest prune and the latest cutoff stay'); END;
+    """,
+    # A cutoff is compared with the clock to the millisecond SQLite keeps (plus that much for
+    # the float that holds it), not to the whole second: a cutoff less than a second old was
+    # refused as "in the future".
+    15: """
+    DROP TRIGGER prunes_not_ahead;
+    CREATE TRIGGER prunes_not_ahead BEFORE INSERT ON prunes
+        WHEN NEW.cutoff > (julianday('now') - 2440587.5) * 86400.0 + 0.002
+        BEGIN SELECT RAISE(ABORT, 'a retention cutoff cannot be in the future'); END;
     """,
 }
 # The tables retention prunes, oldest rows first.
