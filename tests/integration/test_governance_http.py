@@ -814,3 +814,40 @@ def test_a_key_whose_models_a_reload_took_from_its_tenant_is_told_why(
         routed = httpx.post(f"{server.base}/v1/route", json={"prompt": "x"},
                             headers={"authorization": f"Bearer {narrow['key']}"})
         assert routed.status_code == 403 and "may use no model" in routed.text
+
+
+def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_them(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        narrow = new_key(server, models=["cheap", "auto"])
+        wide = new_key(server)  # acme's models, of which only cheap goes
+        tight = new_key(server, tenant="tight")
+        untouched = new_key(server, models=["good"])
+        same = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert same.status_code == 200 and same.json()["keys_affected"] == [], same.text
+        assert same.json()["keys_note"] is None
+        config.write_text(config_text(gw_fake) + GOVERNANCE.replace(
+            "models: [cheap, good, fresh, auto]", "models: [good, fresh]").replace(
+            "  tight:\n    models: [cheap]\n", ""), encoding="utf-8")
+        with caplog.at_level("WARNING", logger="switchpoint.server"):
+            reload = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+        assert reload.status_code == 200, reload.text
+        affected = {k["key_id"]: k for k in reload.json()["keys_affected"]}
+        assert set(affected) == {narrow["id"], wide["id"], tight["id"]}, affected
+        assert affected[narrow["id"]]["models_removed"] == ["cheap"]
+        assert affected[wide["id"]]["models_removed"] == ["cheap"]
+        assert not affected[wide["id"]]["tenant_removed"]
+        assert affected[tight["id"]]["tenant_removed"] and affected[tight["id"]]["tenant"] == (
+            "tight")
+        note = reload.json()["keys_note"]
+        assert "3 key(s)" in note and "The keys stay" in note and untouched["id"] not in note
+        assert "'tight' is no longer configured" in note
+        assert any(tight["id"] in r.getMessage() for r in caplog.records), caplog.text
+        # A warning, not a refusal: the keys are still listed and still answer.
+        listed = httpx.get(f"{server.base}/v1/router/keys", headers=ADMIN).json()
+        assert {narrow["id"], wide["id"], tight["id"]} <= {k["id"] for k in listed["data"]}
+        assert client(server, wide["key"]).chat.completions.create(
+            model="good", messages=user("x")).model == "good"

@@ -252,6 +252,13 @@ class SwapResponse(BaseModel):
     note: str | None = Field(
         None, description="What the new weights leave unprofiled, in words (null when they "
                           "profile every catalog model).")
+    keys_affected: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="After a config reload: the live keys whose tenant the new config no "
+                    "longer lists, or that can no longer use a model they (or their tenant) "
+                    "named. The keys stay; this is a warning.")
+    keys_note: str | None = Field(
+        None, description="keys_affected in words (null when no key lost anything).")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {

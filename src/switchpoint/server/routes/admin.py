@@ -13,6 +13,7 @@ a caller that carries it.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -25,6 +26,7 @@ from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundErro
 from switchpoint.gateway.live import Live, policy_choices
 from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.governance.governor import Principal
+from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import (
@@ -41,6 +43,7 @@ from switchpoint.server.schemas import (
 from switchpoint.store.retention import disk_usage
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
+log = logging.getLogger("switchpoint.server")
 router = APIRouter()
 
 
@@ -165,10 +168,19 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
              summary="Re-read the config file and the weights, then swap them in without "
                      "dropping requests")
 async def reload(request: Request) -> dict[str, Any]:
-    state = get_service(request).state
+    service = get_service(request)
+    state = service.state
     state.live()
     old, new, ms = await run_in_threadpool(_guarded, state.reload)
-    return _swapped(old, new, ms)
+    keys = service.gateway.governor.keys
+    losses = key_losses(await run_in_threadpool(keys.list, include_revoked=False),
+                        old.settings.tenants, new.settings.tenants,
+                        old.router.catalog.names, new.router.catalog.names)
+    note = losses_note(losses)
+    if note is not None:
+        log.warning("config reloaded: %s", note)
+    return {**_swapped(old, new, ms), "keys_affected": [x.to_dict() for x in losses],
+            "keys_note": note}
 
 
 def _guarded(action: Any, *args: Any) -> tuple[Live, Live, float]:

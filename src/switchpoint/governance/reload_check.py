@@ -1,0 +1,78 @@
+"""What a config reload takes from the keys already issued: a key whose tenant the new config
+no longer lists, or a model it may use that the new catalog (or its tenant) no longer offers.
+
+A reload that does so is accepted (keys stay; an operator may mean it), and this says which keys
+lost what, for the reload's answer and its log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from switchpoint.governance.keys import KeyRecord
+from switchpoint.governance.settings import TenantSettings
+
+AUTO = "auto"
+# Most keys an answer names (a log line stays readable); the count says how many in all.
+MAX_NAMED = 50
+
+
+@dataclass(frozen=True)
+class KeyLoss:
+    """One live key and what the new config takes from it."""
+
+    key_id: str
+    name: str | None
+    tenant: str
+    tenant_removed: bool
+    models_removed: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "name": self.name, "tenant": self.tenant,
+                "tenant_removed": self.tenant_removed,
+                "models_removed": list(self.models_removed)}
+
+    def describe(self) -> str:
+        what = [f"its tenant {self.tenant!r} is no longer configured"] if (
+            self.tenant_removed) else []
+        if self.models_removed:
+            what.append("it can no longer use " + ", ".join(self.models_removed))
+        return f"key {self.key_id}: " + "; ".join(what)
+
+
+def key_losses(keys: Iterable[KeyRecord], old_tenants: Mapping[str, TenantSettings],
+               new_tenants: Mapping[str, TenantSettings], old_models: Sequence[str],
+               new_models: Sequence[str], now: float | None = None) -> list[KeyLoss]:
+    """The keys (not revoked, not expired) that lose their tenant or a model they named: one
+    listed by the key or, for a key listing none, by its tenant, and in the old catalog (a key
+    and tenant that list no models name none: they route over whatever the catalog holds)."""
+    at = time.time() if now is None else now
+    old_names, new_names = set(old_models), set(new_models)
+    out = []
+    for key in keys:
+        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= at):
+            continue
+        was, now_t = old_tenants.get(key.tenant), new_tenants.get(key.tenant)
+        tenant_removed = bool(old_tenants) and was is not None and now_t is None
+        listed = key.models if key.models is not None else (
+            was.models if was is not None and was.models is not None else None)
+        before = [m for m in listed or () if m != AUTO and m in old_names]
+        allowed = set(now_t.models) if now_t is not None and now_t.models is not None else None
+        lost = tuple(m for m in before
+                     if m not in new_names or (allowed is not None and m not in allowed))
+        if tenant_removed or lost:
+            out.append(KeyLoss(key.id, key.name, key.tenant, tenant_removed, lost))
+    return out
+
+
+def losses_note(losses: Sequence[KeyLoss]) -> str | None:
+    """The losses in words (at most MAX_NAMED keys named), or None when there are none."""
+    if not losses:
+        return None
+    shown = "; ".join(loss.describe() for loss in losses[:MAX_NAMED])
+    more = f" (and {len(losses) - MAX_NAMED} more keys)" if len(losses) > MAX_NAMED else ""
+    return (f"the new config leaves {len(losses)} key(s) short of what they used: {shown}{more}."
+            " The keys stay; restore the tenant or model, or revoke or reissue the keys")
