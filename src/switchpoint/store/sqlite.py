@@ -196,6 +196,51 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+# What one logged row adds to the stats' totals (migration 13): per dimension, the group it
+# counts in and where it counts; the values are (n, cost, cost_unknown, escalated, prompt,
+# completion, streams, cache_hits) of the row, given with ROW for NEW or OLD.
+_REQUEST_VALUES = ("1", "coalesce(ROW.cost_usd, 0)", "(ROW.cost_usd IS NULL)", "ROW.escalated",
+                   "coalesce(ROW.prompt_tokens, 0)", "coalesce(ROW.completion_tokens, 0)",
+                   "ROW.stream", "0")
+_DECISION_VALUES = ("1", "0", "0", "0", "0", "0", "0", "ROW.cache_hit")
+_STAT_GROUPS = {
+    "requests": [("requests", "''", "''", "1"),
+                 ("request_status", "ROW.status", "''", "1"),
+                 ("request_model", "ROW.model", "''", "ROW.model IS NOT NULL"),
+                 ("request_pin", "ROW.pin_state", "''", "1")],
+    "decisions": [("decisions", "''", "''", "1"),
+                  ("decision_model", "ROW.selected_model", "''", "1"),
+                  ("decision_policy", "ROW.policy", "''", "1"),
+                  ("decision_cluster", "ROW.weights_id", "CAST(ROW.cluster_id AS TEXT)", "1")],
+}
+_STAT_SUMS = ("n", "cost", "cost_unknown", "escalated", "prompt", "completion", "streams",
+              "cache_hits")
+
+
+def _stat_triggers() -> str:
+    """The triggers that keep ``stat_counts`` as rows are logged (added) and pruned (taken
+    away), in the transaction that does it."""
+    out = []
+    for table, groups in _STAT_GROUPS.items():
+        values = _REQUEST_VALUES if table == "requests" else _DECISION_VALUES
+        for name, event, row, sign in (("counted", "INSERT", "NEW", ""),
+                                       ("uncounted", "DELETE", "OLD", "-")):
+            body = []
+            for dim, key, sub, where in groups:
+                cells = ", ".join(f"{sign}{v}" if v != "0" else "0" for v in values)
+                body.append(
+                    f"INSERT INTO stat_counts (dim, key, sub, {', '.join(_STAT_SUMS)}) "
+                    f"SELECT '{dim}', {key}, {sub}, {cells} WHERE {where} "
+                    "ON CONFLICT (dim, key, sub) DO UPDATE SET "
+                    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _STAT_SUMS) + ";")
+            out.append(f"CREATE TRIGGER {table}_{name} AFTER {event} ON {table} BEGIN\n"
+                       + "\n".join(body).replace("ROW.", f"{row}.") + "\nEND;")
+    return "\n".join(out)
+
+
+_STAT_TRIGGERS = _stat_triggers()
+
+
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE decisions (
@@ -441,188 +486,7 @@ _MIGRATIONS: dict[int, str] = {
         cache_hits INTEGER NOT NULL,
         PRIMARY KEY (dim, key, sub)
     );
-    CREATE TRIGGER requests_counted AFTER INSERT ON requests BEGIN
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'requests', '', '', 1, coalesce(NEW.cost_usd, 0),
-                   (NEW.cost_usd IS NULL), NEW.escalated,
-                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
-                   NEW.stream, 0 WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'request_status', NEW.status, '', 1, coalesce(NEW.cost_usd, 0),
-                   (NEW.cost_usd IS NULL), NEW.escalated,
-                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
-                   NEW.stream, 0 WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'request_model', NEW.model, '', 1, coalesce(NEW.cost_usd, 0),
-                   (NEW.cost_usd IS NULL), NEW.escalated,
-                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
-                   NEW.stream, 0 WHERE NEW.model IS NOT NULL
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'request_pin', NEW.pin_state, '', 1, coalesce(NEW.cost_usd, 0),
-                   (NEW.cost_usd IS NULL), NEW.escalated,
-                   coalesce(NEW.prompt_tokens, 0), coalesce(NEW.completion_tokens, 0),
-                   NEW.stream, 0 WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-    END;
-    CREATE TRIGGER requests_uncounted AFTER DELETE ON requests BEGIN
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'requests', '', '', -1, -coalesce(OLD.cost_usd, 0),
-                   -(OLD.cost_usd IS NULL), -OLD.escalated,
-                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
-                   -OLD.stream, 0 WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'request_status', OLD.status, '', -1, -coalesce(OLD.cost_usd, 0),
-                   -(OLD.cost_usd IS NULL), -OLD.escalated,
-                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
-                   -OLD.stream, 0 WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'request_model', OLD.model, '', -1, -coalesce(OLD.cost_usd, 0),
-                   -(OLD.cost_usd IS NULL), -OLD.escalated,
-                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
-                   -OLD.stream, 0 WHERE OLD.model IS NOT NULL
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'request_pin', OLD.pin_state, '', -1, -coalesce(OLD.cost_usd, 0),
-                   -(OLD.cost_usd IS NULL), -OLD.escalated,
-                   -coalesce(OLD.prompt_tokens, 0), -coalesce(OLD.completion_tokens, 0),
-                   -OLD.stream, 0 WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-    END;
-    CREATE TRIGGER decisions_counted AFTER INSERT ON decisions BEGIN
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decisions', '', '', 1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decision_model', NEW.selected_model, '',
-                   1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decision_policy', NEW.policy, '',
-                   1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decision_cluster', NEW.weights_id, CAST(NEW.cluster_id AS TEXT),
-                   1, 0, 0, 0, 0, 0, 0, NEW.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-    END;
-    CREATE TRIGGER decisions_uncounted AFTER DELETE ON decisions BEGIN
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decisions', '', '', -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decision_model', OLD.selected_model, '',
-                   -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decision_policy', OLD.policy, '',
-                   -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-        INSERT INTO stat_counts (dim, key, sub, n, cost, cost_unknown, escalated, prompt,
-                                 completion, streams, cache_hits)
-            SELECT 'decision_cluster', OLD.weights_id, CAST(OLD.cluster_id AS TEXT),
-                   -1, 0, 0, 0, 0, 0, 0, -OLD.cache_hit WHERE 1
-            ON CONFLICT (dim, key, sub) DO UPDATE SET
-                n = n + excluded.n, cost = cost + excluded.cost,
-                cost_unknown = cost_unknown + excluded.cost_unknown,
-                escalated = escalated + excluded.escalated, prompt = prompt + excluded.prompt,
-                completion = completion + excluded.completion,
-                streams = streams + excluded.streams, cache_hits = cache_hits + excluded.cache_hits;
-    END;
+    """ + _STAT_TRIGGERS + """
     INSERT INTO stat_counts
         SELECT 'requests', '', '', count(*), coalesce(sum(cost_usd), 0),
                coalesce(sum(cost_usd IS NULL), 0), coalesce(sum(escalated), 0),
