@@ -438,9 +438,13 @@ def test_a_request_refused_before_planning_reports_the_pin_it_would_have_kept(
     narrow = client(gov, new_key(gov, models=["cheap", "auto"])["key"])
     session = {"x-session-id": f"refused-{uuid.uuid4().hex[:8]}"}
     wide.chat.completions.create(model="good", messages=user("pin me"), extra_headers=session)
-    for extra, state in ((session, "hard"), (None, "fresh")):
+    # Naming a model it may not use, the pin (to that very model) could not be followed;
+    # routed over a candidate list it may not use, the pin is what the refusal leaves alone.
+    forbidden_list = {**session, "x-switchpoint-models": "good,cheap"}
+    for model, extra, state in (("good", session, "evicted_missing_model"),
+                                ("auto", forbidden_list, "hard"), ("good", None, "fresh")):
         with pytest.raises(openai.PermissionDeniedError) as refused:
-            narrow.chat.completions.create(model="good", messages=user("pin me"),
+            narrow.chat.completions.create(model=model, messages=user("pin me"),
                                            extra_headers=extra)
         headers = refused.value.response.headers
         assert headers["x-switchpoint-pin"] == state

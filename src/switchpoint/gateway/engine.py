@@ -507,15 +507,22 @@ class Gateway:
 
     def _peek_pin(self, call: ChatCall, live: Live) -> PinDecision | None:
         """What the session's pin would have done for ``call``, read without changing it: a
-        request refused before it was planned reports this (the pin stays as it was). A pin
+        request refused before it was planned reports this (the pin stays as it was), a pin
+        the refused named model could not follow being ``evicted_missing_model``. A pin
         store that cannot be read gives None (``fresh``): the refusal, not the store's
         error, is what the caller is told and what the log keeps."""
         try:
-            return self.pinner.decide(call_session(call), live.router.catalog,
-                                      needs_of(call.body), time.time())
+            pin = self.pinner.decide(call_session(call), live.router.catalog,
+                                     needs_of(call.body), time.time())
         except SwitchpointError as exc:
             log.warning("the session pin of a refused request could not be read: %s", exc)
             return None
+        if call.requested != AUTO_MODEL and pin.favoured_model is not None:
+            # Refused before planning, a request that names its model was refused that model
+            # (its key may not use it, a budget may not price it): whether or not the pin
+            # pointed there, the pin could not be followed.
+            return pin.not_followed()
+        return pin
 
     async def _plan(self, call: ChatCall, live: Live, started: float) -> tuple[Plan, Live]:
         self._maintain()

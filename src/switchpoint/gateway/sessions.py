@@ -49,7 +49,8 @@ session's pin moves to the model that answers (:meth:`PinDecision.not_followed`)
 Every request's log entry carries a ``PinDecision.state``. A request the governance refuses
 before it is planned (a model its key may not use, a budget, a rate limit) carries the state
 :meth:`SessionPinner.decide` gives for it, read without changing the pin (``fresh`` when the
-session has none): what the pin would have done, never a state outside the table above, and a
+session has none; :meth:`PinDecision.not_followed` when the request named the model it was
+refused): what the pin would have done, never a state outside the table above, and a
 refusal never moves a pin. A conversation is known by the
 client's own session id, else by its first user message within the caller's scope (so a
 conversation keeps its key as it grows, and strangers never share one): see
