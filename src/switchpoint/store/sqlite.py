@@ -238,7 +238,23 @@ def _stat_triggers() -> str:
     return "\n".join(out)
 
 
+def _stat_backfill() -> str:
+    """What the logs already hold, counted into ``stat_counts`` once (an upgraded file)."""
+    out = []
+    for table, groups in _STAT_GROUPS.items():
+        values = _REQUEST_VALUES if table == "requests" else _DECISION_VALUES
+        cells = ", ".join("count(*)" if v == "1" else "0" if v == "0"
+                          else f"coalesce(sum({v}), 0)" for v in values)
+        for dim, key, sub, where in groups:
+            grouped = [e for e in (key, sub) if e != "''"]
+            by = f" GROUP BY {', '.join(grouped)}" if grouped else ""
+            out.append(f"INSERT INTO stat_counts SELECT '{dim}', {key}, {sub}, {cells} "
+                       f"FROM {table} WHERE {where}{by};")
+    return "\n".join(out).replace("ROW.", "") + "\n"
+
+
 _STAT_TRIGGERS = _stat_triggers()
+_STAT_BACKFILL = _stat_backfill()
 
 
 _MIGRATIONS: dict[int, str] = {
@@ -486,40 +502,7 @@ _MIGRATIONS: dict[int, str] = {
         cache_hits INTEGER NOT NULL,
         PRIMARY KEY (dim, key, sub)
     );
-    """ + _STAT_TRIGGERS + """
-    INSERT INTO stat_counts
-        SELECT 'requests', '', '', count(*), coalesce(sum(cost_usd), 0),
-               coalesce(sum(cost_usd IS NULL), 0), coalesce(sum(escalated), 0),
-               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-               coalesce(sum(stream), 0), 0 FROM requests;
-    INSERT INTO stat_counts
-        SELECT 'request_status', status, '', count(*), coalesce(sum(cost_usd), 0),
-               coalesce(sum(cost_usd IS NULL), 0), sum(escalated),
-               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-               sum(stream), 0 FROM requests GROUP BY status;
-    INSERT INTO stat_counts
-        SELECT 'request_model', model, '', count(*), coalesce(sum(cost_usd), 0),
-               coalesce(sum(cost_usd IS NULL), 0), sum(escalated),
-               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-               sum(stream), 0 FROM requests WHERE model IS NOT NULL GROUP BY model;
-    INSERT INTO stat_counts
-        SELECT 'request_pin', pin_state, '', count(*), coalesce(sum(cost_usd), 0),
-               coalesce(sum(cost_usd IS NULL), 0), sum(escalated),
-               coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-               sum(stream), 0 FROM requests GROUP BY pin_state;
-    INSERT INTO stat_counts
-        SELECT 'decisions', '', '', count(*), 0, 0, 0, 0, 0, 0, coalesce(sum(cache_hit), 0)
-        FROM decisions;
-    INSERT INTO stat_counts
-        SELECT 'decision_model', selected_model, '', count(*), 0, 0, 0, 0, 0, 0, sum(cache_hit)
-        FROM decisions GROUP BY selected_model;
-    INSERT INTO stat_counts
-        SELECT 'decision_policy', policy, '', count(*), 0, 0, 0, 0, 0, 0, sum(cache_hit)
-        FROM decisions GROUP BY policy;
-    INSERT INTO stat_counts
-        SELECT 'decision_cluster', weights_id, CAST(cluster_id AS TEXT), count(*), 0, 0, 0, 0,
-               0, 0, sum(cache_hit)
-        FROM decisions GROUP BY weights_id, cluster_id;
+    """ + _STAT_TRIGGERS + _STAT_BACKFILL + """
     """,
     # The prunes table stays small: a prune deletes the rows behind the newest it keeps (see
     # PRUNES_KEPT), never the newest row nor the one holding the latest cutoff, which the
