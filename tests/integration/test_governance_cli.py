@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from switchpoint.cli import main
-from switchpoint.errors import KeyRevokedError
+from switchpoint.errors import KeyExpiredError, KeyRevokedError
 from switchpoint.governance.keys import KeyStore
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 
@@ -76,6 +77,36 @@ def test_keys_create_list_show_rotate_revoke(config: Path,
     store.close()
     code, out, _ = run(["keys", "list", "--active", "--config", config, "--json"], capsys)
     assert json.loads(out) == []
+
+
+def test_a_key_given_a_date_works_through_that_whole_day(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--expires 2027-01-31`` reads as "usable through 2027-01-31": the key works until
+    that day ends (UTC) and says so, to the second, when it is made."""
+    day = datetime.now(UTC).date() + timedelta(days=3)
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", day.isoformat(),
+                          "--config", config], capsys)
+    assert code == 0, err
+    key = out.strip()
+    end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    assert f"expires {end:%Y-%m-%dT%H:%M:%SZ} (usable through {day} UTC)" in err, err
+    store = KeyStore(config.parent / "data" / "keys.db").open()
+    try:
+        for moment in (datetime(day.year, day.month, day.day, tzinfo=UTC),
+                       datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+                       end - timedelta(milliseconds=1)):
+            store.clock = moment.timestamp
+            assert store.verify(key).expires_at == end.timestamp(), moment
+        store.clock = end.timestamp
+        with pytest.raises(KeyExpiredError, match=f"expired at {end:%Y-%m-%dT%H:%M:%SZ}"):
+            store.verify(key)
+    finally:
+        store.close()
+    # A date-time stays exact, and is printed as given.
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires",
+                          f"{day}T06:30:00Z", "--config", config, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["expires_at"] == (end - timedelta(hours=17, minutes=30)).timestamp()
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

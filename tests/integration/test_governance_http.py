@@ -10,6 +10,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -474,6 +475,19 @@ def test_the_admin_api_makes_lists_rotates_and_revokes_keys(gov: ThreadServer) -
     assert r.json()["status"] == "revoked"
     with pytest.raises(openai.AuthenticationError):
         client(gov, rotated["key"]).chat.completions.create(model="cheap", messages=user("x"))
+
+
+def test_a_key_given_today_s_date_works_through_today(gov: ThreadServer) -> None:
+    """A date is the last day a key works (as the CLI reads it): one given today's date is
+    made, and answers, until today ends (UTC); a date-time stays exact."""
+    now = datetime.now(UTC)
+    day = (now + timedelta(minutes=2)).date()  # (today, unless today ends within a minute)
+    issued = new_key(gov, expires=day.isoformat())
+    end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    assert issued["expires_at"] == end.timestamp() and issued["status"] == "active"
+    client(gov, issued["key"]).chat.completions.create(model="cheap", messages=user("today"))
+    exact = new_key(gov, expires=f"{day + timedelta(days=1)}T00:00:00Z")
+    assert exact["expires_at"] == end.timestamp()
 
 
 def test_a_second_rotation_leaves_the_first_old_secret_its_own_grace(gov: ThreadServer) -> None:

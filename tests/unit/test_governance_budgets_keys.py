@@ -27,7 +27,14 @@ from switchpoint.governance.budgets import (
     period_end,
     period_start,
 )
-from switchpoint.governance.keys import KeySpec, KeyStore, hash_key, key_id_of, parse_expiry
+from switchpoint.governance.keys import (
+    MAX_EXPIRY,
+    KeySpec,
+    KeyStore,
+    hash_key,
+    key_id_of,
+    parse_expiry,
+)
 from tests.fakes.racing import at_once
 
 
@@ -372,7 +379,14 @@ def test_a_negative_zero_is_kept_as_zero() -> None:
 
 def test_expiry_forms() -> None:
     now = ts("2026-05-01T12:00:00")
-    assert parse_expiry("2027-01-31", now) == ts("2027-01-31T00:00:00")
+    # A date is the last day the key works: it expires as that day ends (UTC).
+    assert parse_expiry("2027-01-31", now) == ts("2027-02-01T00:00:00")
+    assert parse_expiry("2027-12-31", now) == ts("2028-01-01T00:00:00")
+    assert parse_expiry("2026-05-01", now) == ts("2026-05-02T00:00:00")  # through today
+    assert parse_expiry("9999-12-31", now) == MAX_EXPIRY  # the last second a date can show
+    # A date-time is exact, midnight included.
+    assert parse_expiry("2027-01-31T00:00:00", now) == ts("2027-01-31T00:00:00")
+    assert parse_expiry("2027-01-31T00:00:00+01:00", now) == ts("2027-01-30T23:00:00")
     assert parse_expiry("2027-01-31T06:30:00Z", now) == ts("2027-01-31T06:30:00")
     assert parse_expiry("30d", now) == now + 30 * 86400
     assert parse_expiry("90m", now) == now + 5400

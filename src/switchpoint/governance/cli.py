@@ -110,7 +110,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from switchpoint.governance.keys import KeySpec
+    from switchpoint.governance.keys import KeySpec, expiry_text
 
     settings = _settings(args)
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
@@ -137,7 +137,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
           + (f", budgets {', '.join(r.budgets)}" if r.budgets else "")
           + (f", rpm {r.rpm}" if r.rpm else "") + (f", tpm {r.tpm}" if r.tpm else "")
           + (f", models {', '.join(r.models)}" if r.models else "")
-          + (f", expires {_when(r.expires_at)} UTC" if r.expires_at else ""),
+          + (f", expires {expiry_text(r.expires_at)}" if r.expires_at else ""),
           file=sys.stderr)
     print("the key is shown this once; only its hash is stored", file=sys.stderr)
     return 0
@@ -212,6 +212,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
+    from switchpoint.governance.keys import expiry_text
     from switchpoint.governance.reports import Reports
 
     settings = _settings(args)
@@ -233,7 +234,8 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     for name in ("id", "tenant", "name", "status", "rpm", "tpm", "models", "cost_weight"):
         print(f"{name:<12} {printable(str(out[name])) if out[name] is not None else '-'}")
     print(f"{'created':<12} {_when(record.created_at)} UTC")
-    print(f"{'expires':<12} {_when(record.expires_at)}")
+    expires = "-" if record.expires_at is None else expiry_text(record.expires_at)
+    print(f"{'expires':<12} {expires}")
     for s in statuses:
         print(f"budget       {s['budget']}: spent {_usd(s['spent_usd'])}, held "
               f"{_usd(s['held_usd'])}, {s['used_fraction']:.1%} used, resets "
@@ -415,7 +417,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tpm", type=int, help="tokens per minute")
     p.add_argument("--models", help="comma-separated models the key may use ('auto': routing)")
     p.add_argument("--cost-weight", help="the key's default λ")
-    p.add_argument("--expires", help="ISO date (2027-01-31), date-time, or duration (30d)")
+    p.add_argument("--expires", help="the last day the key works, an ISO date (2027-01-31: it "
+                                     "expires as that day ends, UTC), an exact date-time "
+                                     "(2027-01-31T12:00:00Z), or a duration (30d)")
     _common(p, cmd_keys_create)
     p = ks.add_parser("list", help="list keys (never a secret)")
     p.add_argument("--tenant", help="only this tenant's keys")

@@ -30,7 +30,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +128,11 @@ def new_key() -> tuple[str, str]:
 
 
 def parse_expiry(value: str | float | None, now: float | None = None) -> float | None:
-    """When a key expires: an ISO date (``2027-01-31``, midnight UTC starting that day), an ISO
-    date-time (UTC unless it names a zone), a duration from now (``30d``, ``12h``, ``90m``,
-    ``2w``) or epoch seconds. Must lie at least :data:`MIN_LIFETIME_S` in the future."""
+    """When a key expires: an ISO date (``2027-01-31``: the last day the key works, so it
+    expires as that day ends, at midnight UTC starting the next; 9999-12-31 at its last
+    second), an ISO date-time (exact; UTC unless it names a zone), a duration from now
+    (``30d``, ``12h``, ``90m``, ``2w``) or epoch seconds. Must lie at least
+    :data:`MIN_LIFETIME_S` in the future."""
     if value is None:
         return None
     now = time.time() if now is None else now
@@ -137,8 +140,11 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
         ts = float(value) if -MAX_EXPIRY <= value <= MAX_EXPIRY else math.inf
     elif isinstance(value, str):
         relative = _RELATIVE.match(value)
+        day = _date_only(value)
         if relative is not None:
             ts = now + float(relative.group(1)) * _UNITS[relative.group(2)]
+        elif day is not None:
+            ts = min(datetime.combine(day, dt_time(), UTC).timestamp() + 86400.0, MAX_EXPIRY)
         else:
             try:
                 parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -165,6 +171,24 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
                                            "(give e.g. 1m, 1h or 30d, or leave expires out "
                                            "for a key that never expires)")
     return ts
+
+
+def _date_only(value: str) -> date | None:
+    """The calendar day ``value`` names when it is an ISO date without a time, else None."""
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def expiry_text(ts: float) -> str:
+    """When a key expires, as its creation reports it: the exact instant in UTC, and the last
+    day it works when it expires at midnight (as a key given a date does)."""
+    text = _iso(ts)
+    if ts % 86400 == 0:
+        last = datetime.fromtimestamp(ts - 86400, UTC)
+        text += f" (usable through {last:%Y-%m-%d} UTC)"
+    return text
 
 
 @dataclass(frozen=True)
@@ -644,6 +668,7 @@ def _seq_of(cursor: object) -> int:
 
 
 def _iso(ts: float | None) -> str:
+    """``ts`` as an ISO date-time in UTC, to the second (``2027-02-01T00:00:00Z``)."""
     if ts is None:
         return "an unknown time"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -61,8 +61,9 @@ class KeyCreate(BaseModel):
     cost_weight: StrictFloat | StrictInt | None = Field(None, description="The key's "
                                                                           "default λ.")
     expires: StrictStr | StrictFloat | StrictInt | None = Field(
-        None, description="ISO date or date-time (UTC), a duration such as 30d, or epoch "
-                          "seconds.")
+        None, description="The last day the key works as an ISO date (it expires as that "
+                          "day ends, UTC), an exact ISO date-time (UTC unless it names a "
+                          "zone), a duration such as 30d, or epoch seconds.")
 
 
 class KeyRotate(BaseModel):
