@@ -437,3 +437,44 @@ def test_a_restart_across_midnight_leaves_yesterday_s_spend_in_yesterday(
         assert ticket.holds[tenant_account("acme")] > 0
     finally:
         store.close()
+
+
+def test_a_settlement_at_the_last_instant_of_a_month_is_charged_and_counted_in_it(
+        tmp_path: Path) -> None:
+    """A settlement reads the clock once: the spend row it writes and the live ledger's charge
+    fall in the same day and month, even when the clock passes midnight in between (the live
+    ledger charged the new month while the row counted it in the old one, so a restart
+    disagreed with the service it replaced)."""
+    from switchpoint.governance.ledger import load_state
+    from switchpoint.store import SQLiteStore
+
+    midnight = 1_798_761_600.0  # 2027-01-01T00:00:00Z: a new day, week, month
+    last = midnight - 0.001  # 2026-12-31T23:59:59.999Z
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day", "100/month"]}})
+    store = SQLiteStore(s.db_path).open()
+    try:
+        ticks: list[float] = []  # the next reads of the clock, then `after` for every other
+        after = [midnight - 10.0]
+        gov = Governor(s, store=store, clock=lambda: ticks.pop(0) if ticks else after[0])
+        body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                                "messages": [{"role": "user", "content": "hi"}]}
+        ticket, _, _ = admit(gov, s, "acme", dict(body))
+        ticks[:], after[0] = [last], midnight + 0.001  # the settlement's first look: the old
+        # year's last millisecond; any later one: the new year's first
+        rows, charged = gov.settle(ticket, request_id="q", card=CARDS[2], cost_usd=2e-6,
+                                   tokens=5)
+        assert charged == 2e-6 and [(r.kind, r.ts) for r in rows] == [("settle", last)]
+        for row in rows:
+            store.append(row).result()
+        acme = tenant_account("acme")
+        for period in ("day", "month"):
+            assert gov.ledger.spent(acme, period, now=last) == charged, period
+            assert gov.ledger.spent(acme, period, now=midnight + 0.001) == 0.0, period
+        # The spend table says the same as the live ledger, before midnight and after.
+        for when in (last, midnight + 0.001):
+            spent, _, _ = load_state(s.db_path, when)
+            for period in ("day", "month"):
+                assert spent.get(acme, {}).get(period, 0.0) == gov.ledger.spent(
+                    acme, period, now=when), (when, period)
+    finally:
+        store.close()

@@ -879,9 +879,9 @@ class Governor:
         log with the request and the amount charged."""
         if ticket is None:
             return [], None
-        now = self.clock()
+        now = self.clock()  # (read once: the row's instant is the one the ledger charges at)
         if card is None:
-            self.ledger.release(ticket, tokens=0)
+            self.ledger.release(ticket, tokens=0, now=now)
             if not ticket.persisted:
                 return [], None
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
@@ -901,7 +901,7 @@ class Governor:
             tokens = min(tokens, ticket.tokens)  # likewise a rate window: never past the hold
         accounts = settle_accounts(ticket.key_id, ticket.tenant, card.name, card.provider)
         if not self.ledger.settle(ticket, charged_usd=charged, accounts=accounts,
-                                  tokens=tokens):
+                                  tokens=tokens, now=now):
             log.warning("request %s settled after its reservation had expired; charged %.6f "
                         "USD anyway", request_id, charged)
         return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="settle",

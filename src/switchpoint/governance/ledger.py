@@ -430,12 +430,14 @@ class Ledger:
     # Closing -----------------------------------------------------------------------------------
 
     def settle(self, ticket: Ticket, *, charged_usd: float, accounts: Iterable[str],
-               tokens: int | None) -> bool:
+               tokens: int | None, now: float | None = None) -> bool:
         """Charge ``charged_usd`` to ``accounts`` and release the ticket's holds; settle its
         TPM entries to ``tokens`` (None: keep the reservation). False if it was already
-        closed (expired), in which case the charge is still booked."""
+        closed (expired), in which case the charge is still booked. ``now`` is when the
+        settlement happens (None: the clock's now): the caller that writes the settlement's
+        row passes the instant the row carries, so both count it in the same periods."""
         with self._lock:
-            now = self.clock()
+            now = self.clock() if now is None else now
             was_open = self._close(ticket)
             starts = {period: self._bucket(period, now) for period in PERIODS}
             for account in accounts:
@@ -449,9 +451,10 @@ class Ledger:
             ticket.charged_usd = charged_usd
             return was_open
 
-    def release(self, ticket: Ticket, *, tokens: int | None = 0) -> bool:
+    def release(self, ticket: Ticket, *, tokens: int | None = 0,
+                now: float | None = None) -> bool:
         """Release the ticket's holds, charging nothing (and its TPM entries to ``tokens``)."""
-        return self.settle(ticket, charged_usd=0.0, accounts=(), tokens=tokens)
+        return self.settle(ticket, charged_usd=0.0, accounts=(), tokens=tokens, now=now)
 
     def _close(self, ticket: Ticket) -> bool:
         if ticket.closed:
