@@ -773,9 +773,20 @@ def _scanned(path: Path) -> dict[str, Any]:
                 "SELECT selected_model, count(*) FROM decisions GROUP BY 1")),
             "by_cluster": {str(k): v for k, v in db.execute(
                 "SELECT cluster_id, count(*) FROM decisions WHERE weights_id = 'w1' "
-                "GROUP BY 1")}}
+                "GROUP BY 1")},
+            "cost": _usd_of(db.execute("SELECT model, cost_usd FROM requests").fetchall())}
     finally:
         db.close()
+
+
+def _usd_of(rows: list[tuple[str | None, float | None]]) -> dict[str | None, float]:
+    """The logged costs summed in whole nano-dollars, by model (None: all), in dollars."""
+    nano: dict[str | None, int] = {None: 0}
+    for model, cost in rows:
+        nano[None] += _nano(cost)
+        if model is not None:
+            nano[model] = nano.get(model, 0) + _nano(cost)
+    return {m: round(v / 1e9, 8) for m, v in nano.items()}
 
 
 def _reported(store: SQLiteStore) -> dict[str, Any]:
@@ -785,7 +796,9 @@ def _reported(store: SQLiteStore) -> dict[str, Any]:
             "by_status": r["by_status"],
             "by_model": {m: v["requests"] for m, v in r["by_model"].items()},
             "decisions": (d["total"], d["cache_hits"]), "by_selected": d["by_model"],
-            "by_cluster": d["by_cluster"]}
+            "by_cluster": d["by_cluster"],
+            "cost": {None: r["cost_usd"],
+                     **{m: v["cost_usd"] for m, v in r["by_model"].items()}}}
 
 
 def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
@@ -799,7 +812,7 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
             ts = old if n % 3 == 0 else time.time()
             store.append(replace(request(("ok", "error", "refused")[n % 3],
                                          model=None if n % 5 == 0 else f"m{n % 4}",
-                                         cost=None if n % 7 == 0 else 0.001,
+                                         cost=None if n % 7 == 0 else 0.1 / (n + 3) + n,
                                          tried=("a", "m") if n % 2 else ("m",)), ts=ts)).result()
             store.append(replace(record(f"m{n % 3}", cluster=n % 4, cache_hit=n % 2 == 0,
                                         weights_id="w1" if n % 6 else "w2"), ts=ts)).result()
@@ -817,6 +830,88 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
     db.close()
     with SQLiteStore(path) as store:
         assert _reported(store) == _scanned(path) and _reported(store)["decisions"][0] == 20
+    # A file whose totals were kept with float costs (drifted from the rows) has them made
+    # again, exact, when it opens.
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE stat_counts; DROP TRIGGER requests_counted; "
+                     "DROP TRIGGER requests_uncounted; DROP TRIGGER decisions_counted; "
+                     "DROP TRIGGER decisions_uncounted; "
+                     "CREATE TABLE stat_counts (dim TEXT NOT NULL, key TEXT NOT NULL, "
+                     "sub TEXT NOT NULL, n INTEGER NOT NULL, cost REAL NOT NULL, "
+                     "cost_unknown INTEGER NOT NULL, escalated INTEGER NOT NULL, "
+                     "prompt INTEGER NOT NULL, completion INTEGER NOT NULL, "
+                     "streams INTEGER NOT NULL, cache_hits INTEGER NOT NULL, "
+                     "PRIMARY KEY (dim, key, sub)); "
+                     "INSERT INTO stat_counts VALUES ('requests', '', '', 3, -2.3e-9, 0, 0, 0, "
+                     "0, 0, 0); PRAGMA user_version = 15;")
+    db.close()
+    with SQLiteStore(path) as store:
+        assert _reported(store) == _scanned(path) and _reported(store)["requests"][0] == 20
+
+
+def _nano(cost: float | None) -> int:
+    """A logged cost in the unit the stats keep totals in: whole nano-dollars (half away from
+    zero, as SQLite rounds)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return 0 if cost is None else int(Decimal(cost * 1e9).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+def test_cost_totals_stay_exact_through_many_odd_costs_logged_and_pruned(
+        tmp_path: Path) -> None:
+    """The stats' cost totals are kept as each row is logged (added) and pruned (taken away):
+    kept as float sums they drifted from what a scan of the log gives, and went below zero
+    once everything was pruned. Kept in whole nano-dollars they equal a scan exactly."""
+    import math
+    import random
+
+    from switchpoint.store.retention import prune
+
+    rng = random.Random(7)
+    path = tmp_path / "switchpoint.db"
+    day = 86_400.0
+    waves = 4
+    logged: list[tuple[float, str, float | None]] = []  # (ts, model, cost)
+    with SQLiteStore(path) as store:
+        for n in range(800):
+            wave = n % waves  # wave w is w + 1 days old: each prune takes one wave
+            ts = time.time() - (wave + 1) * day - 60
+            magnitude = 10.0 ** rng.randint(-9, 5)  # nano-dollars to a hundred thousand
+            cost = None if n % 11 == 0 else rng.random() * magnitude + rng.random() / 3
+            model = f"m{n % 3}"
+            logged.append((ts, model, cost))
+            store.append(replace(request(model=model, cost=cost), ts=ts)).result()
+
+    def scanned(kept: list[tuple[float, str, float | None]]) -> tuple[float, dict[str, float]]:
+        by_model: dict[str, int] = {}
+        for _, model, cost in kept:
+            by_model[model] = by_model.get(model, 0) + _nano(cost)
+        total = sum(by_model.values())
+        return (round(total / 1e9, 8),
+                {m: round(v / 1e9, 8) for m, v in by_model.items()})
+
+    for wave in range(waves, -1, -1):  # first as logged, then pruned a wave at a time
+        cutoff = time.time() - (wave + 1) * day + 30 if wave < waves else 0.0
+        if wave < waves:
+            assert prune(path, cutoff).deleted["requests"] == 200
+        kept = [row for row in logged if row[0] >= cutoff]
+        with SQLiteStore(path) as store:
+            stats = store.request_stats()
+        total, by_model = scanned(kept)
+        assert stats["total"] == len(kept)
+        assert stats["cost_usd"] == total, (wave, stats["cost_usd"], total)
+        assert {m: v["cost_usd"] for m, v in stats["by_model"].items()} == by_model, wave
+        # ... and within half a nano-dollar per request of the costs' exact sum.
+        exact = math.fsum(c for _, _, c in kept if c is not None)
+        assert abs(stats["cost_usd"] - exact) <= 0.5e-9 * len(kept) + 0.5e-8
+    assert stats["total"] == 0 and stats["by_model"] == {}
+    assert stats["cost_usd"] == 0.0 and math.copysign(1.0, stats["cost_usd"]) == 1.0
+    db = sqlite3.connect(path)
+    try:  # nothing is left in the kept totals either, not even a rounding error
+        assert db.execute("SELECT count(*) FROM stat_counts WHERE dim LIKE 'request%' AND "
+                          "(n != 0 OR cost_nano != 0)").fetchone() == (0,)
+    finally:
+        db.close()
 
 
 def test_prunes_keep_their_newest_rows_and_the_latest_cutoff(

@@ -36,7 +36,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 15
+SCHEMA_VERSION = 16
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -196,10 +196,15 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-# What one logged row adds to the stats' totals (migration 13): per dimension, the group it
-# counts in and where it counts; the values are (n, cost, cost_unknown, escalated, prompt,
-# completion, streams, cache_hits) of the row, given with ROW for NEW or OLD.
-_REQUEST_VALUES = ("1", "coalesce(ROW.cost_usd, 0)", "(ROW.cost_usd IS NULL)", "ROW.escalated",
+# What one logged row adds to the stats' totals (migrations 13 and 16): per dimension, the
+# group it counts in and where it counts; the values are (n, cost_nano, cost_unknown, escalated,
+# prompt, completion, streams, cache_hits) of the row, given with ROW for NEW or OLD. A cost is
+# counted in whole nano-dollars (NANO_PER_USD), so that the totals, added to as rows are
+# logged and taken from as they are pruned, stay exactly what a scan of the rows gives: float
+# sums drifted, and fell below zero once every row was pruned.
+NANO_PER_USD = 1_000_000_000
+_REQUEST_VALUES = ("1", f"CAST(round(coalesce(ROW.cost_usd, 0) * {NANO_PER_USD}) AS INTEGER)",
+                   "(ROW.cost_usd IS NULL)", "ROW.escalated",
                    "coalesce(ROW.prompt_tokens, 0)", "coalesce(ROW.completion_tokens, 0)",
                    "ROW.stream", "0")
 _DECISION_VALUES = ("1", "0", "0", "0", "0", "0", "0", "ROW.cache_hit")
@@ -213,8 +218,22 @@ _STAT_GROUPS = {
                   ("decision_policy", "ROW.policy", "''", "1"),
                   ("decision_cluster", "ROW.weights_id", "CAST(ROW.cluster_id AS TEXT)", "1")],
 }
-_STAT_SUMS = ("n", "cost", "cost_unknown", "escalated", "prompt", "completion", "streams",
+_STAT_SUMS = ("n", "cost_nano", "cost_unknown", "escalated", "prompt", "completion", "streams",
               "cache_hits")
+
+
+def _stat_table() -> str:
+    """The table of the stats' totals: one row per dimension and group, every sum an
+    integer."""
+    sums = "".join(f"    {c} INTEGER NOT NULL,\n" for c in _STAT_SUMS)
+    return ("CREATE TABLE stat_counts (\n    dim TEXT NOT NULL,\n    key TEXT NOT NULL,\n"
+            f"    sub TEXT NOT NULL,\n{sums}    PRIMARY KEY (dim, key, sub)\n);\n")
+
+
+def _stat_drop() -> str:
+    """What :func:`_stat_table` and :func:`_stat_triggers` make, dropped if there."""
+    return "".join(f"DROP TRIGGER IF EXISTS {table}_{name};\n" for table in _STAT_GROUPS
+                   for name in ("counted", "uncounted")) + "DROP TABLE IF EXISTS stat_counts;\n"
 
 
 def _stat_triggers() -> str:
@@ -253,8 +272,8 @@ def _stat_backfill() -> str:
     return "\n".join(out).replace("ROW.", "") + "\n"
 
 
-_STAT_TRIGGERS = _stat_triggers()
-_STAT_BACKFILL = _stat_backfill()
+# The totals, their triggers, and what the logs already hold counted into them.
+_STAT_COUNTS = _stat_table() + _stat_triggers() + _stat_backfill()
 
 
 _MIGRATIONS: dict[int, str] = {
@@ -486,24 +505,10 @@ _MIGRATIONS: dict[int, str] = {
         BEGIN SELECT RAISE(ABORT, 'the spend ledger is append-only'); END;
     """,
     # The stats' totals, kept as the logs grow and shrink (in the transaction that inserts or
-    # prunes a row), so that reading them costs the number of groups, not of logged rows.
-    13: """
-    CREATE TABLE stat_counts (
-        dim TEXT NOT NULL,
-        key TEXT NOT NULL,
-        sub TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        cost REAL NOT NULL,
-        cost_unknown INTEGER NOT NULL,
-        escalated INTEGER NOT NULL,
-        prompt INTEGER NOT NULL,
-        completion INTEGER NOT NULL,
-        streams INTEGER NOT NULL,
-        cache_hits INTEGER NOT NULL,
-        PRIMARY KEY (dim, key, sub)
-    );
-    """ + _STAT_TRIGGERS + _STAT_BACKFILL + """
-    """,
+    # prunes a row), so that reading them costs the number of groups, not of logged rows: made
+    # by migration 16, as they are kept now (a file of version 13 to 15 has them with float
+    # costs, which 16 makes again), so an older file counts its rows into them once.
+    13: "",
     # The prunes table stays small: a prune deletes the rows behind the newest it keeps (see
     # PRUNES_KEPT), never the newest row nor the one holding the latest cutoff, which the
     # triggers read.
@@ -523,6 +528,10 @@ _MIGRATIONS: dict[int, str] = {
         WHEN NEW.cutoff > (julianday('now') - 2440587.5) * 86400.0 + 0.002
         BEGIN SELECT RAISE(ABORT, 'a retention cutoff cannot be in the future'); END;
     """,
+    # The stats' totals (see 13), their costs in whole nano-dollars, not as float sums that
+    # drifted from a scan as rows were logged and pruned (and went below zero once all were
+    # pruned): made again, and counted from the rows the logs hold.
+    16: _stat_drop() + _STAT_COUNTS,
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
@@ -871,6 +880,11 @@ def _what(record: Record) -> str:
     """What ``record`` is, in an error's words."""
     return {DecisionRecord: "decision", RequestRecord: "request"}.get(
         type(record), getattr(record, "what", "ledger entry"))
+
+
+def _usd(nano: Any) -> float:
+    """A kept cost total (whole nano-dollars) in US dollars, to the 8 decimals the stats give."""
+    return round(int(nano) / NANO_PER_USD, 8)
 
 
 def _counts(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
@@ -1470,20 +1484,20 @@ class SQLiteStore:
         conn = self._read()
         try:
             row = conn.execute(
-                "SELECT n, escalated, prompt, completion, cost, streams FROM stat_counts "
+                "SELECT n, escalated, prompt, completion, cost_nano, streams FROM stat_counts "
                 "WHERE dim = 'requests'").fetchone()
             total, escalations, prompt, completion, cost, streams = (
-                row if row is not None else (0, 0, 0, 0, 0.0, 0))
+                row if row is not None else (0, 0, 0, 0, 0, 0))
             by_status = _counts(conn.execute(
                 "SELECT key, n FROM stat_counts WHERE dim = 'request_status' AND n > 0 "
                 "ORDER BY n DESC, key"))
             # An answer of unknown cost (a model without prices, no usage reported) is counted
             # apart: the sums leave it out, and it is not free.
             per_model = conn.execute(
-                "SELECT key, n, cost, cost_unknown FROM stat_counts "
+                "SELECT key, n, cost_nano, cost_unknown FROM stat_counts "
                 "WHERE dim = 'request_model' AND n > 0 ORDER BY n DESC, key")
             # A count is an int; a cost is a float even when no request had a price (SUM of 0).
-            by_model = {m: {"requests": int(n), "cost_usd": round(float(c), 8),
+            by_model = {m: {"requests": int(n), "cost_usd": _usd(c),
                             "cost_unknown_requests": int(u)}
                         for m, n, c, u in per_model}
             by_pin = _counts(conn.execute(
@@ -1499,6 +1513,6 @@ class SQLiteStore:
                 "escalations": int(escalations), "streams": int(streams),
                 "by_status": by_status, "by_model": by_model, "by_pin_state": by_pin,
                 "prompt_tokens": int(prompt), "completion_tokens": int(completion),
-                "cost_usd": round(float(cost), 8),
+                "cost_usd": _usd(cost),
                 "cost_unknown_requests": sum(m["cost_unknown_requests"]
                                              for m in by_model.values())}
