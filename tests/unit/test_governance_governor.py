@@ -19,6 +19,7 @@ from switchpoint.errors import (
     PermissionDeniedError,
     RateLimitExceededError,
 )
+from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.governor import (
     BASE_PROMPT_TOKENS,
     TOKENS_PER_MESSAGE,
@@ -478,3 +479,125 @@ def test_a_settlement_at_the_last_instant_of_a_month_is_charged_and_counted_in_i
                     acme, period, now=when), (when, period)
     finally:
         store.close()
+
+
+def _closings(db_path: Path) -> dict[str, list[str]]:
+    """The rows that closed each reservation of the spend table (settle, release, expire)."""
+    import sqlite3
+
+    db = sqlite3.connect(db_path)
+    try:
+        out: dict[str, list[str]] = {}
+        for rid, kind in db.execute("SELECT reservation_id, kind FROM spend ORDER BY rowid"):
+            out.setdefault(rid, [])
+            if kind != "reserve":
+                out[rid].append(kind)
+        return out
+    finally:
+        db.close()
+
+
+def test_a_reservation_left_open_by_a_crash_is_released_once_and_the_reports_agree(
+        tmp_path: Path) -> None:
+    """A reservation on disk when the process died holds its budget after the restart until
+    its request's deadline, then is released, and the restarted service writes that release
+    (it used to write nothing, leaving the spend table with a reservation open for good once a
+    later start no longer looked back that far); a later start finds nothing to release
+    again, and the reports, read from the spend table, say what the live ledger says."""
+    from switchpoint.governance.ledger import LOOKBACK_S
+    from switchpoint.governance.reports import Reports
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    acme = tenant_account("acme")
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    store = SQLiteStore(s.db_path).open()
+    first = Governor(s, store=store, clock=lambda: now[0])
+    ticket, _, _ = admit(first, s, "acme", dict(body))
+    now[0] += 1.0
+    first.flush()  # the request runs long: its reservation reaches disk
+    assert ticket.persisted
+    store.close()  # ... and the process dies mid-request
+
+    def reports_held() -> float:
+        status = Reports.from_settings(s, clock=lambda: now[0]).ledger.status(
+            acme, parse_budgets(["10/day"])[0])
+        return float(status["held_usd"])
+
+    store = SQLiteStore(s.db_path).open()
+    try:
+        second = Governor(s, store=store, clock=lambda: now[0])
+        second.open()
+        assert second.ledger.held(acme) == ticket.worst_usd == reports_held()
+        now[0] = ticket.expires_at + 1.0  # its request's deadline is past
+        second.flush()
+        assert second.ledger.held(acme) == 0.0 == reports_held()
+        second.close()
+    finally:
+        store.close()
+    assert _closings(s.db_path) == {ticket.id: ["expire"]}
+    for later in (60.0, LOOKBACK_S + 3600.0):  # a later start releases nothing again
+        now[0] = ticket.expires_at + later
+        with SQLiteStore(s.db_path) as store:
+            third = Governor(s, store=store, clock=lambda: now[0])
+            third.open()
+            assert third.ledger.held(acme) == 0.0 == reports_held()
+            third.close()
+        assert _closings(s.db_path) == {ticket.id: ["expire"]}
+
+
+def test_a_request_released_after_its_reservation_expired_is_released_once(
+        tmp_path: Path) -> None:
+    """A reservation that expired (its request overran its deadline) was released then; the
+    request's own release later writes no second row."""
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    with SQLiteStore(s.db_path) as store:
+        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov.open()
+        try:
+            ticket, _, _ = admit(gov, s, "acme", dict(body))
+            now[0] += 1.0
+            gov.flush()
+            now[0] = ticket.expires_at + 1.0
+            gov.flush()  # the expiry is written as it comes due
+            assert gov.ledger.held(tenant_account("acme")) == 0.0
+            gov.release(ticket, request_id="late")
+            following, _, _ = admit(gov, s, "acme", dict(body))  # (the next admission)
+            gov.release(following, request_id="next")
+        finally:
+            gov.close()
+    assert _closings(s.db_path)[ticket.id] == ["expire"]
+
+
+def test_a_restart_holds_a_reservation_of_the_longest_deadline_until_it_ends(
+        tmp_path: Path) -> None:
+    """A request may run a day (gateway.max_total_s at its most): a restart just before its
+    deadline still holds its reservation (one that looked back only a day freed it early)."""
+    from switchpoint.config import MAX_WAIT_S
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}},
+                 gateway={"max_total_s": MAX_WAIT_S})
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    with SQLiteStore(s.db_path) as store:
+        gov = Governor(s, store=store, clock=lambda: now[0])
+        ticket, _, _ = admit(gov, s, "acme", dict(body))
+        now[0] += 1.0
+        gov.flush()  # on disk; then the process dies
+    assert ticket.expires_at > ticket.ts + MAX_WAIT_S
+    for when, held in ((ticket.expires_at - 1.0, ticket.worst_usd), (ticket.expires_at, 0.0)):
+        now[0] = when
+        with SQLiteStore(s.db_path) as store:
+            again = Governor(s, store=store, clock=lambda: now[0])
+            again.open()
+            assert again.ledger.held(tenant_account("acme")) == held, when
+            again.close()

@@ -225,6 +225,10 @@ class Governor:
         self._opened = False
         # Reservations not yet on disk, oldest first (written once their request runs long).
         self._unwritten: deque[tuple[Ticket, LedgerRecord]] = deque()
+        # Held while a reservation's row is written, and while one is closed without a charge
+        # (released, expired) and asked whether its row was: so that each reservation on disk
+        # gets its closing row, whichever thread gets there first.
+        self._persisting = threading.Lock()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
@@ -274,16 +278,20 @@ class Governor:
 
     def flush(self, *, everything: bool = False) -> None:
         """Write the reservations whose requests have run :data:`PERSIST_AFTER_S` (all still
-        open ones with ``everything``); forget those already settled."""
+        open ones with ``everything``), forgetting those already settled, and the expiries
+        that came due (so the spend table closes a reservation as the live ledger releases
+        it, not at the next admission)."""
         now = self.clock()
         while self._unwritten:
             ticket, record = self._unwritten[0]
             if not ticket.closed and not everything and now - ticket.ts < PERSIST_AFTER_S:
                 break
             self._unwritten.popleft()
-            if not ticket.closed:
-                ticket.persisted = True
-                self._append(record)
+            with self._persisting:
+                if not ticket.closed:
+                    ticket.persisted = True
+                    self._append(record)
+        self._write_expired()
 
     # Who ---------------------------------------------------------------------------------------
 
@@ -881,9 +889,10 @@ class Governor:
             return [], None
         now = self.clock()  # (read once: the row's instant is the one the ledger charges at)
         if card is None:
-            self.ledger.release(ticket, tokens=0, now=now)
-            if not ticket.persisted:
-                return [], None
+            # A reservation that expired meanwhile was released then (its expiry row says so).
+            with self._persisting:
+                if not self.ledger.release(ticket, tokens=0, now=now) or not ticket.persisted:
+                    return [], None
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
                                  request_id=request_id, key_id=ticket.key_id,
                                  tenant=ticket.tenant)], None
@@ -930,10 +939,12 @@ class Governor:
             log.error("ledger entry %s not written: %s", record.id, exc)
 
     def _write_expired(self) -> None:
-        for ticket in self.ledger.take_expired():
+        with self._persisting:
+            expired = [(ticket, ticket.persisted) for ticket in self.ledger.take_expired()]
+        for ticket, persisted in expired:
             log.warning("budget reservation %s expired (its request never settled); released",
                         ticket.id)
-            if not ticket.persisted:
+            if not persisted:
                 continue
             self._append(LedgerRecord(ts=self.clock(), reservation_id=ticket.id, kind="expire",
                                       key_id=ticket.key_id, tenant=ticket.tenant,

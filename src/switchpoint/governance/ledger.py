@@ -42,7 +42,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from switchpoint.governance.budgets import (
     PERIODS,
@@ -58,8 +58,10 @@ WINDOW_S = 60.0
 EXPIRY_GRACE_S = 30.0
 # A reservation is written to disk once its request has run this long (see the governor).
 PERSIST_AFTER_S = 0.5
-# How far back a restart looks for reservations that may still be open.
-LOOKBACK_S = 86400.0
+# How far back a restart looks for reservations that may still be open: past the longest a
+# reservation can hold (a request's deadline, gateway.max_total_s, is at most a day, plus
+# EXPIRY_GRACE_S), so a restart never frees one early.
+LOOKBACK_S = 2 * 86400.0
 # Relative slack when comparing money, so a budget that covers exactly N requests admits N.
 _EPS = 1e-9
 
@@ -126,6 +128,17 @@ def describe_account(account: str) -> str:
         return "the gateway"
     kind, _, name = account.partition(":")
     return f"{kind} {name}"
+
+
+class OpenReservation(NamedTuple):
+    """A reservation the ``spend`` table holds open (its ``reserve`` row, no closing row)."""
+
+    id: str
+    ts: float
+    expires_at: float
+    holds: dict[str, float]
+    key_id: str | None = None
+    tenant: str | None = None
 
 
 @dataclass
@@ -265,6 +278,7 @@ class Ledger:
         now = self.clock()
         best: tuple[float, str, Budget] | None = None
         with self._lock:
+            self._expire(now)  # (a hold past its deadline no longer counts)
             for account, listed in budgets.items():
                 for budget in listed:
                     used = self._spent_now(account, budget.period, now) + self._held.get(
@@ -486,21 +500,25 @@ class Ledger:
     # Restoring ---------------------------------------------------------------------------------
 
     def restore(self, spent: Mapping[str, Mapping[str, float]],
-                outstanding: Iterable[tuple[str, float, float, Mapping[str, float]]],
-                now: float | None = None) -> None:
+                outstanding: Iterable[OpenReservation], now: float | None = None) -> None:
         """Load what the ``spend`` table says as of ``now`` (when it was read; None: the
         clock's now): settled spend in each period under way then by account, and the
-        reservations still open (id, made at, expires at, holds). Spend read just before a
-        period ended belongs to that period, even when it is restored just after."""
+        reservations still open. Spend read just before a period ended belongs to that period,
+        even when it is restored just after. A restored reservation is on disk already (its
+        expiry is written when it comes); one this ledger holds open already is not held
+        twice."""
         with self._lock:
             now = self.clock() if now is None else now
             for account, by_period in spent.items():
                 buckets = self._spent.setdefault(account, {})
                 for period, amount in by_period.items():
                     buckets[period] = [self._bucket(period, now), float(amount)]
-            for rid, ts, expires_at, holds in outstanding:
+            for rid, ts, expires_at, holds, key_id, tenant in outstanding:
+                if rid in self._open:
+                    continue
                 ticket = Ticket(id=rid, ts=ts, expires_at=expires_at, holds=dict(holds),
-                                worst_by_model={}, tokens=0)
+                                worst_by_model={}, tokens=0, key_id=key_id, tenant=tenant,
+                                persisted=True)
                 for account, amount in holds.items():
                     self._held[account] = self._held.get(account, 0.0) + amount
                 self._open[rid] = ticket
@@ -508,8 +526,7 @@ class Ledger:
 
 
 def load_state(db_path: str | Path, now: float | None = None
-               ) -> tuple[dict[str, dict[str, float]],
-                          list[tuple[str, float, float, dict[str, float]]],
+               ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
                           list[tuple[str, float]]]:
     """What the ``spend`` table of ``db_path`` says: (settled spend by account and current
     period, reservations still open and not yet expired, reservations open but past their
@@ -525,8 +542,7 @@ def load_state(db_path: str | Path, now: float | None = None
 
 
 def _read_state(path: Path, now: float
-                ) -> tuple[dict[str, dict[str, float]],
-                           list[tuple[str, float, float, dict[str, float]]],
+                ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
                            list[tuple[str, float]]]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -544,11 +560,11 @@ def _read_state(path: Path, now: float
                 for account in settle_accounts(key_id, tenant, model, provider):
                     by_period = spent.setdefault(account, {})
                     by_period[period] = by_period.get(period, 0.0) + float(amount or 0.0)
-        # Reservations older than a day are long past any request deadline: only recent ones
+        # Reservations older than LOOKBACK_S are past any request deadline: only recent ones
         # can still hold budget (or need their expiry recorded).
         since = now - LOOKBACK_S
         reserved = conn.execute(
-            "SELECT reservation_id, ts, expires_at, holds FROM spend "
+            "SELECT reservation_id, ts, expires_at, holds, key_id, tenant FROM spend "
             "WHERE ts >= ? AND kind = 'reserve'", (since,)).fetchall()
         closed = {rid for (rid,) in conn.execute(
             "SELECT reservation_id FROM spend WHERE ts >= ? AND kind != 'reserve'",
@@ -556,12 +572,13 @@ def _read_state(path: Path, now: float
         open_rows = [row for row in reserved if row[0] not in closed]
     finally:
         conn.close()
-    live: list[tuple[str, float, float, dict[str, float]]] = []
+    live: list[OpenReservation] = []
     stale: list[tuple[str, float]] = []
-    for rid, ts, expires_at, holds in open_rows:
+    for rid, ts, expires_at, holds, key_id, tenant in open_rows:
         expiry = float(expires_at if expires_at is not None else ts)
         if expiry > now:
-            live.append((rid, float(ts), expiry, json.loads(holds or "{}")))
+            live.append(OpenReservation(rid, float(ts), expiry, json.loads(holds or "{}"),
+                                        key_id, tenant))
         else:
             stale.append((rid, expiry))
     return spent, live, stale
