@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -97,25 +98,53 @@ def lock_holder(fd: int) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
+#: The highest process id any system hands out (Linux's limit, 2**22; others stop lower).
+PID_MAX = 4_194_304
+
+
+def _as_pid(digits: str) -> int | None:
+    """``digits`` as a process id, the way a writer puts its own in a name (``os.getpid()``: no
+    leading zero, at most :data:`PID_MAX`); else ``None``: those digits name no process."""
+    if not digits.isdigit() or digits.startswith("0") or int(digits) > PID_MAX:
+        return None
+    return int(digits)
+
+
 def writer_gone(pid: str) -> bool:
     """Whether the process ``pid`` (the digits a temporary file's name carries) has ended: what
-    it left is a crash's leftover. Not a number, or a process that runs (this one too, or one
-    of another user): ``False``. A number beyond any the system hands out: ``True``."""
-    if not pid.isdigit() or int(pid) <= 0:
+    it left is a crash's leftover. Digits no writer puts in a name (a leading zero, a number
+    beyond :data:`PID_MAX`), or a process that runs (this one too, or one of another user):
+    ``False``."""
+    number = _as_pid(pid)
+    if number is None:
         return False
     try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, OverflowError):
+        os.kill(number, 0)
+    except ProcessLookupError:
         return True
     except OSError:  # it runs, as another user
         return False
     return False
 
 
-#: How long a temporary folder named the older way, without its writer's pid, must have been
-#: left untouched before it is taken as a dead writer's: a save writes its files in seconds
-#: and renames the folder as soon as they are written, so one this quiet was left by a crash.
+#: How long a temporary file or folder named the older way, without its writer's pid, must
+#: have been left untouched before it is taken as a dead writer's: a save writes its files in
+#: seconds and renames them as soon as they are written, so one this quiet was left by a crash.
 LEGACY_QUIET_S = 3600.0
+
+#: The letters of the random part the standard library's ``tempfile`` gives a name (eight of
+#: them), as earlier versions' saves named their temporary files and folders with it.
+_TEMPFILE_LETTERS = "a-z0-9_"
+
+
+def _owner_only(path: Path) -> bool:
+    """Whether ``path`` is a file or folder (not a link) that others may neither read nor
+    write: what ``tempfile`` makes, whatever the umask."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) and not mode & 0o077
 
 
 def _quiet_for(path: Path, seconds: float) -> bool:
@@ -135,9 +164,11 @@ def _quiet_for(path: Path, seconds: float) -> bool:
 def clear_leftovers(target: Path) -> None:
     """Remove what writers of ``target`` that have since died left beside it: the files and
     folders of :func:`temporary_name` and :func:`replace_dir`'s old directory, and those named
-    as earlier versions named them (``.{name}.old-{pid}``; ``.{name}.{12 hex digits}.tmp``,
-    which says no pid, once untouched for :data:`LEGACY_QUIET_S`). An old directory set aside
-    by one killed between its two renames goes back in place when ``target`` is missing."""
+    as earlier versions named them (``.{name}.old-{pid}``; and, which say no pid, so are taken
+    once untouched for :data:`LEGACY_QUIET_S`: ``.{name}.{12 hex digits}.tmp``, and
+    ``tempfile``'s ``.{name}.{8 random letters}``, also ending ``.png``, when readable by
+    their owner alone, as ``tempfile`` makes them). An old directory set aside by one killed
+    between its two renames goes back in place when ``target`` is missing."""
     for path, dead, old in _leftovers(target):
         if not dead:
             continue
@@ -161,6 +192,7 @@ def _leftovers(target: Path) -> list[tuple[Path, bool, bool]]:
     name = re.compile(rf"\.{escaped}\.(\d+)(?:(?:\.[0-9a-z]+)?\.tmp|(\.old))")
     older_old = re.compile(rf"\.{escaped}\.old-(\d+)")
     older_tmp = re.compile(rf"\.{escaped}\.[0-9a-f]{{12}}\.tmp")
+    older_tempfile = re.compile(rf"\.{escaped}\.[{_TEMPFILE_LETTERS}]{{8}}(?:\.png)?")
     try:
         found = sorted(target.parent.glob(f".{glob.escape(target.name)}.*"))
     except OSError:
@@ -170,9 +202,12 @@ def _leftovers(target: Path) -> list[tuple[Path, bool, bool]]:
         # Checked first: twelve hex digits may all be digits, and no pid is that long.
         if older_tmp.fullmatch(path.name):
             leftovers.append((path, _quiet_for(path, LEGACY_QUIET_S), False))
+        elif older_tempfile.fullmatch(path.name):
+            gone = _owner_only(path) and _quiet_for(path, LEGACY_QUIET_S)
+            leftovers.append((path, gone, False))
         elif match := older_old.fullmatch(path.name):
             leftovers.append((path, writer_gone(match[1]), True))
-        elif match := name.fullmatch(path.name):
+        elif (match := name.fullmatch(path.name)) and _as_pid(match[1]) is not None:
             leftovers.append((path, writer_gone(match[1]), match[2] is not None))
     return leftovers
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -194,9 +195,78 @@ def test_leftovers_named_the_older_way_of_live_or_recent_writers_are_kept(
     assert not digits.exists() and recent.exists() and live_old.exists()
 
 
-def test_a_pid_beyond_any_the_system_hands_out_is_no_live_writer() -> None:
-    assert _files.writer_gone("99999999999999999999") is True
+def test_digits_no_writer_puts_in_a_name_are_no_dead_writer() -> None:
+    assert _files.writer_gone(str(_dead_pid())) is True
     assert _files.writer_gone(str(os.getpid())) is False
+    # A leading zero, or a number beyond any pid the system hands out: not a pid at all.
+    for digits in ("99999999999999999999", str(_files.PID_MAX + 1), "0123456789", "0"):
+        assert _files.writer_gone(digits) is False, digits
+
+
+def test_a_digits_only_part_that_is_no_pid_is_not_taken_for_a_dead_writers(
+    pkg_dir: Path, tmp_path: Path
+) -> None:
+    pid = _dead_pid()
+    dead = tmp_path / f".pkg.{pid}.tmp"  # a killed writer's (as checkpoints once named theirs)
+    dead.mkdir()
+    kept = [".pkg.0123456789.tmp", f".pkg.{_files.PID_MAX + 1}.tmp", f".pkg.0{pid}.old"]
+    for name in kept:
+        (tmp_path / name).mkdir()
+    stale = time.time() - _files.LEGACY_QUIET_S - 60
+    for name in kept:
+        os.utime(tmp_path / name, (stale, stale))
+    save_weights(load_weights(pkg_dir), pkg_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "pkg"])
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for inner in [*path.rglob("*"), path] if path.is_dir() else [path]:
+        os.utime(inner, (then, then))
+
+
+def test_tempfile_named_work_of_earlier_versions_is_cleared_once_quiet(
+    pkg_dir: Path, tmp_path: Path
+) -> None:
+    # Earlier versions made their work folder with tempfile.mkdtemp(prefix=".NAME."), which
+    # names no pid: ``.NAME.`` and eight random letters, readable by its owner alone.
+
+    stale = Path(tempfile.mkdtemp(prefix=".pkg.", dir=tmp_path))
+    (stale / "centroids.npy").write_bytes(b"half")
+    _age(stale, _files.LEGACY_QUIET_S + 60)
+    recent = Path(tempfile.mkdtemp(prefix=".pkg.", dir=tmp_path))  # a save under way
+    _age(recent, _files.LEGACY_QUIET_S + 60)
+    (recent / "manifest.json").write_text("{}")  # ... writing now
+    # A person's own copy, readable by others as files are made by default: kept, however old.
+    mine = tmp_path / ".pkg.original"
+    shutil.copytree(pkg_dir, mine)
+    mine.chmod(0o755)
+    _age(mine, _files.LEGACY_QUIET_S + 60)
+    save_weights(load_weights(pkg_dir), pkg_dir)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [recent.name, mine.name, "pkg"])
+
+
+def test_tempfile_named_files_of_earlier_versions_are_cleared_once_quiet(tmp_path: Path) -> None:
+    # route --output wrote through tempfile.mkstemp(prefix=".NAME."), eval plots through
+    # tempfile.mkstemp(prefix=".NAME.", suffix=".png").
+
+    out, plot = tmp_path / "routed.jsonl", tmp_path / "curves.png"
+    stale = [tempfile.mkstemp(prefix=".routed.jsonl.", dir=tmp_path),
+             tempfile.mkstemp(prefix=".curves.png.", suffix=".png", dir=tmp_path)]
+    recent = tempfile.mkstemp(prefix=".routed.jsonl.", dir=tmp_path)
+    for fd, _name in [*stale, recent]:
+        os.close(fd)
+    for _, name in stale:
+        _age(Path(name), _files.LEGACY_QUIET_S + 60)
+    shared = tmp_path / ".routed.jsonl.backup01"  # looks like one, but others may read it
+    shared.write_text("keep me")
+    shared.chmod(0o644)
+    _age(shared, _files.LEGACY_QUIET_S + 60)
+    _files.write_atomically(out, lambda fh: fh.write(b"{}\n"))
+    _files.write_atomically(plot, lambda fh: fh.write(b"png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [Path(recent[1]).name, shared.name, out.name, plot.name])
 
 
 def test_a_save_without_the_one_step_swap_replaces_the_package(
