@@ -103,6 +103,8 @@ MIN_ADMIN_TOKEN = 16
 # The longest a configured wait (a timeout, a backoff, a cooldown) and a session pin may be.
 MAX_WAIT_S = 86_400.0
 MAX_PIN_S = 366 * 86_400.0
+# The most recent calls per model the circuit breaker may be set to weigh.
+MAX_HEALTH_WINDOW = 10_000
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -305,12 +307,15 @@ class GatewaySettings(BaseModel):
     ``backoff_base_s`` (capped at ``backoff_cap_s``), or exactly the upstream's ``Retry-After``
     when it is at most ``max_retry_after_s``; a whole request gives up after ``max_total_s``.
     Health: a model's circuit opens after ``failure_threshold`` failures in a row (or an error
-    rate of at least ``error_rate_threshold`` over 5+ calls; 1 switches that rule off, leaving
-    the circuit to ``failure_threshold``) for ``cooldown_s`` (doubling up to
+    rate of at least ``error_rate_threshold`` over its last ``health_window`` calls, once they
+    are ``health_min_samples`` or more; 1 switches that rule off, leaving the circuit to
+    ``failure_threshold``) for ``cooldown_s`` (doubling up to
     ``max_cooldown_s`` while its probes fail); ``prefer_healthy`` ranks degraded and down
-    models last for ``auto``. Session pins: hard for ``pin_hard_window_s`` after a session's
-    last answer, then a score bonus of ``pin_soft_bonus`` until ``pin_soft_window_s`` (a window
-    of 0 is off: ``pin_soft_window_s: 0`` turns pinning off). ``backoff_base_s: 0`` with
+    models last for ``auto`` (a success rate counts toward degraded and down, too, once
+    ``health_min_samples`` calls are in the window). Session pins: hard for
+    ``pin_hard_window_s`` after a session's last answer, then a score bonus of
+    ``pin_soft_bonus`` until ``pin_soft_window_s`` (a window of 0 is off:
+    ``pin_soft_window_s: 0`` turns pinning off). ``backoff_base_s: 0`` with
     ``backoff_cap_s: 0`` retries at once; ``max_retry_after_s: 0`` waits out no
     ``Retry-After`` (the next model answers instead).
     ``max_upstream_connections`` caps the connections to each upstream. A reload applies every
@@ -335,6 +340,8 @@ class GatewaySettings(BaseModel):
     error_rate_threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     cooldown_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_cooldown_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    health_window: int = Field(50, ge=1, le=MAX_HEALTH_WINDOW)
+    health_min_samples: int = Field(5, ge=1, le=MAX_HEALTH_WINDOW)
     degraded_latency_ms: float | None = Field(None, gt=0, le=MAX_WAIT_S * 1000,
                                               allow_inf_nan=False)
     pin_hard_window_s: float = Field(300.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
@@ -353,9 +360,9 @@ class GatewaySettings(BaseModel):
     def _error_rate_threshold(cls, value: float) -> float:
         if value == 0:
             raise ValueError("must be > 0 (0 would open a model's circuit at any failure once "
-                             "5 calls are seen, however many succeeded): set failure_threshold "
-                             "to 1 to open it at the first failure, or error_rate_threshold to "
-                             "1 to leave it to failure_threshold alone")
+                             "health_min_samples calls are seen, however many succeeded): set "
+                             "failure_threshold to 1 to open it at the first failure, or "
+                             "error_rate_threshold to 1 to leave it to failure_threshold alone")
         return value
 
     @model_validator(mode="after")
@@ -366,6 +373,11 @@ class GatewaySettings(BaseModel):
         if self.max_cooldown_s < self.cooldown_s:
             raise ValueError(f"max_cooldown_s ({self.max_cooldown_s:g}) must be >= cooldown_s "
                              f"({self.cooldown_s:g})")
+        if self.health_min_samples > self.health_window:
+            raise ValueError(f"health_min_samples ({self.health_min_samples}) must be <= "
+                             f"health_window ({self.health_window}): the window never holds "
+                             "more calls than that, so the error-rate rule could never judge; "
+                             "raise health_window or lower health_min_samples")
         if self.backoff_cap_s < self.backoff_base_s:
             raise ValueError(f"backoff_cap_s ({self.backoff_cap_s:g}) must be >= "
                              f"backoff_base_s ({self.backoff_base_s:g}): the cap would hold "

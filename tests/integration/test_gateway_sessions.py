@@ -5,6 +5,7 @@ breaker (F20)."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -19,9 +20,19 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import client, log_entry, outcomes
-from tests.integration.servers import ThreadServer
+from tests.integration.gateway_env import (
+    FACTORY,
+    GATEWAY,
+    KEYS,
+    client,
+    config_text,
+    log_entry,
+    outcomes,
+)
+from tests.integration.servers import ThreadServer, thread_server
 
 OTHER = "claude-fake-2"
 UPSTREAM = {"good": "good", "other": OTHER, "cheap": "cheap", "fresh": "fresh"}
@@ -257,3 +268,41 @@ def test_a_degraded_model_is_ranked_after_healthy_ones(gw: ThreadServer) -> None
     assert health.status(best) == "degraded"
     answer, entry = ask(gw, messages, headers={**session(), **QUALITY_FIRST})
     assert answer.model != best and entry["models_tried"][0] != best
+
+
+def test_the_breakers_window_and_minimum_of_calls_come_from_the_config_and_a_reload(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # Rate rule only (no run of failures opens it), over the last 4 calls once there are 4.
+    gateway = GATEWAY + ("  max_attempts_per_model: 1\n  failure_threshold: 100\n"
+                         "  error_rate_threshold: 0.5\n  health_window: 4\n"
+                         "  health_min_samples: 4\n")
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, gateway=gateway), encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        breaker = httpx.get(f"{server.base}/v1/router/health").json()["breaker"]
+        assert (breaker["window"], breaker["min_samples"]) == (4, 4)
+        gw_fake.script("good", "ok", "ok", "ok", "500", "500")
+        answers = [ask(server, [turn(f"ping {uuid.uuid4().hex}")], model="good")[0].model
+                   for _ in range(5)]
+        assert answers == ["good", "good", "good", "other", "other"]
+        # One failure in four calls is under half; the second makes half of the last four
+        # (under the defaults, 2 of 5 calls, it would not).
+        health = httpx.get(f"{server.base}/v1/router/health").json()["models"]["good"]
+        assert health["circuit"] == "open" and health["window_calls"] == 4
+        assert (health["successes"], health["failures"]) == (3, 2)
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "health_window: 4", "health_window: 8"), encoding="utf-8")
+        assert httpx.post(f"{server.base}/v1/router/reload", timeout=60).status_code == 200
+        breaker = httpx.get(f"{server.base}/v1/router/health").json()["breaker"]
+        assert (breaker["window"], breaker["min_samples"]) == (8, 4)
+        assert httpx.get(f"{server.base}/v1/router/health").json()["models"]["good"][
+            "window_calls"] == 4  # what it had seen is kept
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "health_min_samples: 4", "health_min_samples: 9"), encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload", timeout=60)
+        assert r.status_code == 400, r.text
+        assert "health_min_samples (9) must be <= health_window (8)" in r.text
+        breaker = httpx.get(f"{server.base}/v1/router/health").json()["breaker"]
+        # The refused reload changed nothing.
+        assert (breaker["window"], breaker["min_samples"]) == (8, 4)

@@ -116,6 +116,16 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("gateway: {error_rate_threshold: 1.5}\n", "gateway.error_rate_threshold: must be <= 1"),
     ("gateway: {cooldown_s: 0}\n", "gateway.cooldown_s: must be > 0"),
     ("gateway: {failure_threshold: 0}\n", "gateway.failure_threshold: must be >= 1"),
+    ("gateway: {health_window: 0}\n", "gateway.health_window: must be >= 1"),
+    ("gateway: {health_window: 10001}\n", "gateway.health_window: must be <= 10000"),
+    ("gateway: {health_min_samples: 0}\n", "gateway.health_min_samples: must be >= 1"),
+    ("gateway: {health_min_samples: 2.5}\n", "gateway.health_min_samples: "),
+    ("gateway: {health_window: 10, health_min_samples: 11}\n",
+     "gateway: health_min_samples (11) must be <= health_window (10): the window never holds "
+     "more calls than that, so the error-rate rule could never judge; raise health_window or "
+     "lower health_min_samples"),
+    ("gateway: {health_min_samples: 60}\n",
+     "gateway: health_min_samples (60) must be <= health_window (50)"),
     ("gateway: {backoff_base_s: 1, backoff_cap_s: 0.5}\n",
      "gateway: backoff_cap_s (0.5) must be >= backoff_base_s (1): the cap would hold every "
      "backoff under the base; for retries without a wait set both to 0"),
@@ -189,6 +199,20 @@ cache: {ttl_seconds: 0}
     assert (g.backoff_base_s, g.backoff_cap_s, g.pin_soft_window_s, g.error_rate_threshold) == (
         0, 0, 0, 1)
     assert s.cache.ttl_seconds == 0
+
+
+def test_the_breakers_window_and_minimum_of_calls_come_from_the_file_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    assert (Settings().gateway.health_window, Settings().gateway.health_min_samples) == (50, 5)
+    path = write(tmp_path, "gateway: {health_window: 200, health_min_samples: 20}\n")
+    g = load_settings(path, environ={}).gateway
+    assert (g.health_window, g.health_min_samples) == (200, 20)
+    g = load_settings(path, environ={"SWITCHPOINT_GATEWAY__HEALTH_MIN_SAMPLES": "200"}).gateway
+    assert (g.health_window, g.health_min_samples) == (200, 200)  # equal: the whole window
+    message = error_of(tmp_path, "gateway: {health_window: 200}\n",
+                       env={"SWITCHPOINT_GATEWAY__HEALTH_WINDOW": "3"})
+    assert "health_min_samples (5) must be <= health_window (3)" in message
 
 
 def test_a_reload_refuses_an_unbounded_value_too(tmp_path: Path) -> None:

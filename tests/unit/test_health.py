@@ -314,6 +314,49 @@ def test_bad_config_is_rejected(bad: dict[str, float]) -> None:
         HealthConfig(**bad)  # type: ignore[arg-type]
 
 
+def test_the_gateways_window_and_minimum_of_calls_reach_the_breaker() -> None:
+    from switchpoint.config import GatewaySettings
+    from switchpoint.gateway.engine import health_config
+
+    def run(g: GatewaySettings, outcomes: str) -> BreakerState:
+        h = HealthTracker(health_config(g), clock=Clock())
+        for ok in outcomes:
+            if ok == "s":
+                h.record_success("a", 1)
+            else:
+                fail(h, 1)
+        return h.state("a")
+
+    rate_only = {"failure_threshold": 100, "error_rate_threshold": 0.5}
+    # Half of four calls failed: enough calls only when four are asked for.
+    assert run(GatewaySettings(**rate_only), "sfsf") is BreakerState.CLOSED  # default: 5
+    assert run(GatewaySettings(**rate_only, health_min_samples=4), "sfsf") is BreakerState.OPEN
+    # Two failures after twenty successes: half of a window of four, not of fifty.
+    assert run(GatewaySettings(**rate_only), "s" * 20 + "ff") is BreakerState.CLOSED
+    small = GatewaySettings(**rate_only, health_window=4, health_min_samples=4)
+    assert run(small, "s" * 20 + "ff") is BreakerState.OPEN
+    assert run(small, "s" * 20 + "f") is BreakerState.CLOSED
+
+
+def test_a_new_window_keeps_each_models_newest_calls_and_errors() -> None:
+    h, _ = tracker(failure_threshold=100, error_rate_threshold=1.0, recent_errors=5)
+    for _ in range(6):
+        h.record_success("a", 1)
+    fail(h, 4)
+    h.reconfigure(HealthConfig(window=4, min_samples=4, failure_threshold=100,
+                               error_rate_threshold=0.5, recent_errors=2))
+    snap = h.snapshot()["models"]["a"]
+    assert snap["window_calls"] == 4 and snap["success_rate"] == 0.0  # the four failures
+    assert len(snap["recent_errors"]) == 2
+    assert h.status("a") is HealthStatus.DOWN
+    h.record_success("a", 1)
+    assert h.snapshot()["models"]["a"]["window_calls"] == 4  # bounded by the new window
+    h.reconfigure(HealthConfig(window=10, min_samples=5))
+    for _ in range(5):
+        h.record_success("a", 1)
+    assert h.snapshot()["models"]["a"]["window_calls"] == 9  # and grows to a larger one
+
+
 def test_the_gateway_config_reaches_the_breaker_with_the_rate_rule_off() -> None:
     from switchpoint.config import GatewaySettings
     from switchpoint.gateway.engine import health_config

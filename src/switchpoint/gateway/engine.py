@@ -350,7 +350,7 @@ class Gateway:
             return
         self.timeouts = timeouts_of(g)
         self.retry = retry_policy(g)
-        self.health.config = health_config(g)
+        self.health.reconfigure(health_config(g))
         self.pinner.hard_window_s = g.pin_hard_window_s
         self.pinner.soft_window_s = g.pin_soft_window_s
         self.pinner.soft_bonus_weight = g.pin_soft_bonus
@@ -1120,6 +1120,7 @@ class Gateway:
         config = self.health.config
         snapshot["breaker"] = {"failure_threshold": config.failure_threshold,
                                "error_rate_threshold": config.error_rate_threshold,
+                               "min_samples": config.min_samples, "window": config.window,
                                "cooldown_s": config.cooldown_s,
                                "max_cooldown_s": config.max_cooldown_s}
         snapshot["prefer_healthy"] = self.planner.prefer_healthy
@@ -1394,7 +1395,8 @@ def retry_policy(g: GatewaySettings) -> RetryPolicy:
 
 
 def health_config(g: GatewaySettings) -> HealthConfig:
-    return HealthConfig(failure_threshold=g.failure_threshold,
+    return HealthConfig(window=g.health_window, min_samples=g.health_min_samples,
+                        failure_threshold=g.failure_threshold,
                         error_rate_threshold=g.error_rate_threshold, cooldown_s=g.cooldown_s,
                         max_cooldown_s=g.max_cooldown_s,
                         degraded_latency_ms=g.degraded_latency_ms)

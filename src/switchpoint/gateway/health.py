@@ -198,6 +198,15 @@ class HealthTracker:
 
     # ---- the API ------------------------------------------------------------------------------
 
+    def reconfigure(self, config: HealthConfig) -> None:
+        """Go on under ``config`` (a reload): what each model has seen is kept, its newest
+        outcomes and errors up to the new ``window`` and ``recent_errors``."""
+        with self._lock:
+            self.config = config
+            for h in self._models.values():
+                h.outcomes = deque(h.outcomes, maxlen=config.window)
+                h.errors = deque(h.errors, maxlen=config.recent_errors)
+
     def allow(self, model: str) -> bool:
         """May a request go to ``model`` now? In half-open, true for exactly one probe."""
         with self._lock:
