@@ -64,7 +64,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``huge_line``      streaming: the role chunk, then one ``data:`` line of ``mb=`` megabytes
                    (default 100) that never ends
 ``trickle``        the headers, then the answer one byte every ``every=`` seconds (0.5);
-                   streaming, the first content chunk at once, then the rest so
+                   streaming, the first content chunk at once, then the rest so; noting in
+                   the request log (``closed_at``) when the client closes the connection
 ``echo_auth``      an error ``status=`` (401) whose message quotes the request's
                    ``Authorization`` and ``x-api-key`` headers verbatim (``text=1``: as plain
                    text, not JSON; ``pad=N``: N more characters of message)
@@ -778,7 +779,7 @@ async def serve_huge_line(writer: asyncio.StreamWriter, params: dict[str, str]) 
 
 
 async def serve_trickle(req: Request, writer: asyncio.StreamWriter, params: dict[str, str],
-                        stream: bool) -> bool:
+                        stream: bool, entry: dict[str, Any]) -> bool:
     """The headers at once, then the answer a byte at a time: never silent for long, slow."""
     every = _num(params, "every", 0.5)
     model = str((req.json or {}).get("model"))
@@ -799,10 +800,16 @@ async def serve_trickle(req: Request, writer: asyncio.StreamWriter, params: dict
         writer.write(head_bytes(200, {"content-type": "application/json",
                                       "content-length": str(len(body))}))
     await writer.drain()
-    for i in range(len(body)):
-        writer.write(body[i:i + 1])
-        await writer.drain()
-        await asyncio.sleep(every)
+    try:
+        for i in range(len(body)):
+            writer.write(body[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(every)
+            if writer.is_closing():
+                raise ConnectionResetError
+    except (ConnectionError, OSError):
+        entry["closed_at"] = time.time()
+        raise
     return not stream
 
 
@@ -969,7 +976,7 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
         if name == "huge_line":
             return await serve_huge_line(writer, params)
         if name == "trickle":
-            return await serve_trickle(req, writer, params, stream)
+            return await serve_trickle(req, writer, params, stream, entry)
         if req.path in openai_paths:
             return await serve_openai(req, writer, name, params)
         return await serve_anthropic(req, writer, name, params)

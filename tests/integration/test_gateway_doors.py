@@ -10,29 +10,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from switchpoint import Gateway
+from switchpoint.config import load_settings
 from switchpoint.errors import FailoverError, InvalidInputError, StoreError, StreamBroken
 from switchpoint.gateway import ChatCompletion
+from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
     FACTORY,
+    GATEWAY,
     KEYS,
     client,
     config_text,
     fresh_health,
     log_entry,
 )
-from tests.integration.servers import ThreadServer
+from tests.integration.servers import ThreadServer, thread_server
 
 OTHER = "claude-fake-2"  # the upstream name of the catalog model `other`
 
@@ -408,5 +413,118 @@ def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_c
                 assert len(gateway._open_streams) == 1  # the last one's loop alone
         left = [r.getMessage() for r in caplog.records if "neither finished" in r.getMessage()]
         assert len(left) == 11 and "await stream.aclose()" in left[0]
+    finally:
+        gateway.close()
+
+
+def _deadline_config(fake: FakeProviderProcess, root: Path, max_total_s: float) -> Path:
+    """The usual config with a short request deadline and a budget on ``good`` (so each of its
+    requests holds a reservation until it is settled)."""
+    config = root / "switchpoint.yaml"
+    gateway = GATEWAY.replace("max_total_s: 10", f"max_total_s: {max_total_s}")
+    assert gateway != GATEWAY
+    config.write_text(config_text(fake, gateway=gateway) + "budgets: {models: {good: 50/day}}\n",
+                      encoding="utf-8")
+    return config
+
+
+async def _until(what: Callable[[], object], seconds: float = 10.0) -> None:
+    """Wait, with the event loop running, until ``what()`` is true."""
+    deadline = time.monotonic() + seconds
+    while not what():
+        assert time.monotonic() < deadline, "it never happened"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kept", [True, False], ids=["held-unread", "dropped"])
+async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settled_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path, kept: bool) -> None:
+    """A caller that reads part of a stream and then neither reads on nor closes it, while its
+    event loop runs on: at the request's deadline (gateway.max_total_s) the gateway closes the
+    upstream, releases the budget held and logs the request once, as closed by the client."""
+    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 1.5), loader=FACTORY,
+                                  env=KEYS)
+    store, ledger = gateway.store, gateway.governor.ledger
+    assert store is not None
+    gw_fake.script("good", "trickle:every=0.05")  # a long, slow answer, never silent
+    try:
+        stream = await gateway.astream(messages(), model="good")
+        assert (await anext(stream)).model == "good"  # read a little, then no more
+        request_id = stream.switchpoint.request_id
+        assert ledger.open_tickets() == 1 and len(gateway._open_streams) == 1
+        held = [stream] if kept else []
+        del stream
+        await _until(lambda: store.requests(20, None)[0])
+        entries, _ = store.requests(20, None)
+        assert [(e["id"], e["status"]) for e in entries] == [(request_id, "client_closed")]
+        assert "max_total_s" in entries[0]["error"]
+        assert ledger.open_tickets() == 0 and not gateway._open_streams
+        assert request_id not in gateway.learning._streams
+        await _until(lambda: gw_fake.requests()[-1].get("closed_at"))  # the upstream is let go
+        for stream in held:
+            with pytest.raises(StreamBroken, match="nothing read it before the request's "
+                                                   "deadline"):
+                await anext(stream)
+            await stream.aclose()  # closing it now is harmless
+        assert len(store.requests(20, None)[0]) == 1  # logged once
+    finally:
+        await gateway.aclose()
+
+
+def test_a_client_that_hangs_up_mid_stream_lets_the_upstream_go_and_is_logged_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The HTTP door: a client that disconnects mid-stream (well before the deadline) closes
+    the upstream connection, releases the budget held and is logged once, as closed."""
+    settings = load_settings(_deadline_config(gw_fake, tmp_path, 60), environ={})
+    gw_fake.script("good", "trickle:every=0.05")
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        gateway = server.service.gateway
+        with httpx.stream("POST", f"{server.base}/v1/chat/completions", timeout=10, json={
+                "model": "good", "stream": True, "messages": messages()}) as r:
+            request_id = r.headers["x-switchpoint-request-id"]
+            events = r.iter_bytes()
+            assert b"slow answer" in next(events)  # the first event ...
+            assert gateway.governor.ledger.open_tickets() == 1 and gateway._open_streams
+        # ... then hang up
+        entry = log_entry(server, request_id)
+        assert entry["status"] == "client_closed" and entry["model"] == "good"
+        deadline = time.monotonic() + 10
+        while not gw_fake.requests()[-1].get("closed_at"):  # the upstream is let go
+            assert time.monotonic() < deadline, "the upstream connection was kept"
+            time.sleep(0.05)
+        assert gateway.governor.ledger.open_tickets() == 0 and not gateway._open_streams
+        page = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 100}).json()
+        assert [e["id"] for e in page["data"]].count(request_id) == 1
+
+
+def test_a_synchronous_stream_left_unread_is_closed_logged_and_settled_at_its_deadline(
+        gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 1.5), loader=FACTORY,
+                                  env=KEYS)
+    store = gateway.store
+    assert store is not None
+    gw_fake.script("good", "trickle:every=0.05")
+    try:
+        with caplog.at_level(logging.WARNING, logger="switchpoint.gateway"):
+            stream = gateway.stream(messages(), model="good")
+            assert next(stream).model == "good"  # read a little, then no more
+            deadline = time.monotonic() + 10
+            while not store.requests(20, None)[0]:
+                assert time.monotonic() < deadline, "the stream was never logged"
+                time.sleep(0.05)
+        entries, _ = store.requests(20, None)
+        assert [(e["id"], e["status"]) for e in entries] == [
+            (stream.switchpoint.request_id, "client_closed")]
+        assert gateway.governor.ledger.open_tickets() == 0
+        with pytest.raises(StreamBroken, match=r"gateway\.max_total_s: 1\.5s\) ran out"):
+            next(stream)
+        stream.close()
+        assert any("await stream.aclose()" in r.getMessage() for r in caplog.records)
+    finally:
+        gateway.close()
+    gateway.start()
+    try:
+        assert len(store.requests(20, None)[0]) == 1  # closing the gateway logged it no more
     finally:
         gateway.close()

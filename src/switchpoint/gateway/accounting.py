@@ -170,7 +170,8 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
     elif stream.error is not None:
         status, kind, error = "stream_broken", stream.error.kind, str(stream.error)
     else:
-        status, kind, error = "client_closed", None, "the client closed the stream"
+        status, kind = "client_closed", None
+        error = stream.closed_because or "the client closed the stream"
     return _entry(plan, live, status=status, http_status=200, attempts=stream.attempts,
                   models_tried=stream.models_tried, model=stream.model,
                   upstream_model=stream.upstream_model, usage=stream.usage,

@@ -192,6 +192,8 @@ class Gateway:
         # Streams handed out and not yet ended, with the loop each runs on: closing the
         # gateway closes them first, so each is logged (as closed by the client).
         self._open_streams: dict[ChatStream, asyncio.AbstractEventLoop] = {}
+        # Closings of streams left unread past their deadline (a task needs a reference).
+        self._closing: set[asyncio.Task[None]] = set()
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.learning = GatewayLearning(self.state, self.store)
@@ -656,8 +658,11 @@ class Gateway:
         info.ttft_ms = round(ttft_ms, 3)
 
         opened: list[ChatStream] = []
+        watches: list[asyncio.TimerHandle] = []
 
         async def finish(s: FailoverStream, wait: bool) -> None:
+            for watch in watches:
+                watch.cancel()
             for ended in opened:
                 self._open_streams.pop(ended, None)
             if s.error is not None:
@@ -682,8 +687,41 @@ class Gateway:
         chat_stream = ChatStream(stream, info, finish, price_usage=True, cost_cap=cap)
         opened.append(chat_stream)
         self._forget_streams_of_closed_loops()
-        self._open_streams[chat_stream] = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        self._open_streams[chat_stream] = loop
+        left = stream.seconds_left()
+        if left is not None:
+            watches.append(loop.call_later(max(0.0, left), self._expire, chat_stream,
+                                           watches))
         return chat_stream
+
+    def _expire(self, stream: ChatStream, watches: list[asyncio.TimerHandle]) -> None:
+        """The request's deadline ran out on ``stream``, still open: past it a read gets
+        nothing more. One nobody reads (its caller kept it, or dropped it, and never closed it)
+        is closed now, as a client that leaves is, so its upstream connection, its budget
+        reservation and its log entry are not held for as long as its event loop runs. A read
+        under way meets the deadline itself; the stream is looked at again a second later."""
+        if stream not in self._open_streams:
+            return
+        loop = asyncio.get_running_loop()
+        if not stream.idle:
+            watches.append(loop.call_later(1.0, self._expire, stream, watches))
+            return
+        why = (f"nothing read it before the request's deadline (gateway.max_total_s: "
+               f"{self.retry.max_total_s:g}s) ran out, so the gateway closed it and let its "
+               "upstream go; read a stream to its end or close it (await stream.aclose())")
+        log.warning("stream of request %s: %s", stream.switchpoint.request_id, why)
+        stream.expire(why)  # at once: no read may begin before it is closed
+        task = loop.create_task(self._close_unread(stream))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_unread(self, stream: ChatStream) -> None:
+        try:
+            await stream.aclose()
+        except Exception as exc:  # (what it held is released as far as it can be)
+            log.error("a stream left unread past its deadline did not close cleanly: %s", exc)
+        self._open_streams.pop(stream, None)
 
     def _forget_streams_of_closed_loops(self) -> None:
         """Drop the open streams whose event loop has closed (an ``asyncio.run`` that returned

@@ -226,6 +226,7 @@ class FailoverStream:
         self.finish_reason: str | None = None
         self.error: StreamBroken | None = None
         self.completed = False
+        self.closed_because: str | None = None  # why it was closed unread, when not the client
         self._chunks = chunks
         self._buffered = buffered
         self._ended = ended
@@ -246,6 +247,11 @@ class FailoverStream:
         """The price so far from the usage in the final chunk (None until it has arrived, and
         for a model without prices)."""
         return _cost(self.card, self.usage)
+
+    def seconds_left(self) -> float | None:
+        """How long until the request's deadline runs out (``None``: it has none); past it,
+        a read gets nothing more, only the deadline's error."""
+        return None if self._deadline is None else self._deadline - self._clock()
 
     def _prepare(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         usage = usage_of(chunk)

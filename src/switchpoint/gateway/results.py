@@ -120,6 +120,7 @@ class ChatStream:
     after the upstream's last chunk, once the request log entry is committed; if the stream
     breaks after it started it raises :class:`~switchpoint.errors.StreamBroken` (logged as
     well). Stop early with :meth:`aclose`: the request is logged as closed by the client.
+    One left unread past its request's deadline is closed by the gateway (:meth:`expire`).
     ``switchpoint`` (a :class:`CallInfo`) is filled in as the stream goes: tokens and cost once
     the final chunk has arrived.
     """
@@ -136,18 +137,31 @@ class ChatStream:
         self._cost_cap = cost_cap
         self._iterator: AsyncIterator[ChatCompletionChunk] | None = None
         self._logged = False
+        self._reading = False
+        self._expired: StreamBroken | None = None
 
     @property
     def model(self) -> str:
         return self._stream.model
 
+    @property
+    def idle(self) -> bool:
+        """Whether nobody is reading it now: not begun, or between two chunks."""
+        return not self._reading
+
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
-        if self._iterator is None:
-            self._iterator = self._iterate()
-        return self._iterator
+        return self
 
     async def __anext__(self) -> ChatCompletionChunk:
-        return await self.__aiter__().__anext__()
+        if self._expired is not None:
+            raise self._expired
+        if self._iterator is None:
+            self._iterator = self._iterate()
+        self._reading = True
+        try:
+            return await anext(self._iterator)
+        finally:
+            self._reading = False
 
     async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
         stream = self._stream
@@ -178,3 +192,10 @@ class ChatStream:
                 await aclose()
         await self._stream.aclose()
         await self._finish(wait=False)
+
+    def expire(self, why: str) -> None:
+        """Give it up for the caller that stopped reading it (only while :attr:`idle`): from
+        now on a read raises :class:`~switchpoint.errors.StreamBroken` saying ``why``, and
+        :meth:`aclose`, which must follow, logs it as closed by the client, with ``why``."""
+        self._expired = StreamBroken(why, model=self.model, after_first_byte=True)
+        self._stream.closed_because = why
