@@ -219,6 +219,58 @@ def test_both_doors_report_a_pin_that_failed_over_alike(
     assert said["http"] == said["python"] == ("evicted_post_failure", "good", "cheap")
 
 
+@pytest.mark.parametrize("door", ["complete", "stream", "acomplete"])
+def test_both_doors_report_a_pin_whose_model_failed_with_every_other_alike(
+        door: str, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess) -> None:
+    """No model answers a hard-pinned session's turn: the pinned model failed, whichever
+    door the request came through, and the pin is evicted (not reported ``hard``)."""
+    said: dict[str, tuple[str, str, str | None, bool]] = {}
+    for where in ("http", "python"):
+        gw_fake.reset()
+        fresh_health(gw)
+        local.reset_health()
+        sid = f"doors-fail-{uuid.uuid4().hex}"
+        for upstream in ("good", OTHER, "cheap", "fresh"):
+            gw_fake.default(upstream, None)
+        if where == "http":
+            client(gw).chat.completions.create(model="cheap", messages=messages(),
+                                               extra_headers={"x-session-id": sid})
+            for upstream in ("good", OTHER, "cheap", "fresh"):
+                gw_fake.default(upstream, "500")
+            with pytest.raises(openai.APIStatusError) as failed:
+                client(gw).chat.completions.create(
+                    model="auto", messages=messages(), extra_headers={"x-session-id": sid},
+                    stream=door == "stream")
+            headers = failed.value.response.headers
+            entry = log_entry(gw, headers["x-switchpoint-request-id"])
+            assert entry["pin_state"] == headers["x-switchpoint-pin"]
+            pin = gw.service.gateway.pinner.store.get(entry["session_id"])
+            assert pin is not None
+            said[where] = (headers["x-switchpoint-pin"], entry["models_tried"][0],
+                           entry["pin"]["previous_model"], pin.failed)
+            continue
+        local.complete(messages(), model="cheap", session_id=sid)
+        for upstream in ("good", OTHER, "cheap", "fresh"):
+            gw_fake.default(upstream, "500")
+        with pytest.raises(FailoverError) as raised:
+            if door == "stream":
+                local.stream(messages(), session_id=sid)
+            elif door == "acomplete":
+                asyncio.run(local.acomplete(messages(), session_id=sid))
+            else:
+                local.complete(messages(), session_id=sid)
+        info = raised.value.info
+        assert info is not None and local.store is not None
+        entries, _ = local.store.requests(50, None)
+        entry = next(e for e in entries if e["id"] == info.request_id)
+        assert entry["pin_state"] == info.pin_state
+        pin = local.pinner.store.get(entry["session_id"])
+        assert pin is not None
+        said[where] = (info.pin_state, entry["models_tried"][0], info.pin["previous_model"],
+                       pin.failed)
+    assert said["http"] == said["python"] == ("evicted_post_failure", "cheap", "cheap", True)
+
+
 @pytest.mark.anyio
 async def test_the_async_door_streams(local: Gateway) -> None:
     stream = await local.astream(messages(), model="good")

@@ -319,3 +319,90 @@ def test_a_pinned_model_a_budget_leaves_out_is_not_hard(budgeted: ThreadServer,
     assert headers["x-switchpoint-pin"] == "evicted_missing_model"  # it said "hard"
     assert "pinned model cheap was left out" in headers["x-switchpoint-reasoning"]
     assert entry["pin"]["previous_model"] == "cheap" and stored(budgeted, entry) == entry["model"]
+
+
+# No model answers -------------------------------------------------------------------------------
+
+
+EVERY_UPSTREAM = ("good", "claude-fake-2", "cheap", "fresh")  # (the catalog's upstream names)
+
+
+def fail_everywhere(fake: FakeProviderProcess, behaviour: str = "500") -> None:
+    for upstream in EVERY_UPSTREAM:
+        fake.default(upstream, behaviour)
+
+
+def ask_failing(server: ThreadServer, text: str, sid: str, stream: bool = False,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str],
+                                                                dict[str, Any]]:
+    """One request of session ``sid`` that no model answers: its status, headers and log
+    entry (whose pin must agree with the headers')."""
+    with pytest.raises(openai.APIStatusError) as failed:
+        client(server).chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": text}], stream=stream,
+            extra_headers={"x-session-id": sid, **(headers or {})})
+    response = failed.value.response
+    entry = log_entry(server, response.headers["x-switchpoint-request-id"])
+    assert response.headers["x-switchpoint-pin"] == entry["pin_state"]
+    assert entry["status"] == "error" and entry["model"] is None
+    return response.status_code, dict(response.headers), entry
+
+
+def stored_pin(server: ThreadServer, entry: dict[str, Any]) -> Any:
+    return server.service.gateway.pinner.store.get(entry["session_id"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_hard_pinned_request_no_model_answers_reports_the_failure(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    fail_everywhere(gw_fake)
+    status, headers, entry = ask_failing(gw, "Again please.", sid, stream=stream)
+    assert status == 502 and entry["models_tried"][0] == "cheap"
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "hard"
+    assert entry["pin"]["previous_model"] == "cheap" and entry["pin"]["pinned_model"] is None
+    assert "pinned model cheap did not answer" in headers["x-switchpoint-reasoning"]
+    pin = stored_pin(gw, entry)
+    assert pin is not None and pin.model == "cheap" and pin.failed
+    # The next turn says the same of the session, and the router chooses.
+    gw_fake.reset()
+    headers, entry = ask(gw, "Once more.", sid, stream=stream)
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
+    assert entry["decision_id"] is not None and stored(gw, entry) == entry["model"]
+
+
+def test_a_hard_pinned_request_every_model_times_out_reports_the_failure(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    fail_everywhere(gw_fake, "hang:seconds=2")
+    status, headers, entry = ask_failing(gw, "Again please.", sid)
+    assert status == 504 and entry["models_tried"][0] == "cheap"
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
+    assert stored_pin(gw, entry).failed
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_soft_pinned_request_no_model_answers_reports_the_failure(
+        soft: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="fresh")
+    fail_everywhere(gw_fake)
+    status, headers, entry = ask_failing(soft, "Hello there, again.", sid, stream=stream,
+                                         headers={"x-switchpoint-cost-weight": "1000"})
+    assert status == 502 and entry["models_tried"][0] == "fresh"
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "soft"
+    assert entry["pin"]["bonus"] == {} and entry["pin"]["previous_model"] == "fresh"
+    assert stored_pin(soft, entry).failed
+
+
+def test_a_pinned_model_the_upstream_refuses_the_request_for_reports_the_failure(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "content_filter")  # a refusal no fallback would change
+    status, headers, entry = ask_failing(gw, "Something the filter dislikes.", sid)
+    assert status == 400 and entry["models_tried"] == ["cheap"]
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "hard"
+    assert stored_pin(gw, entry).failed

@@ -78,6 +78,7 @@ from switchpoint.gateway.failover import (
     FailoverStream,
     RetryPolicy,
     call_with_failover,
+    failed_models,
     none_answered,
     outcomes_of,
 )
@@ -608,7 +609,8 @@ class Gateway:
                 policy=self.retry, timeouts=self.timeouts, health=self.health,
                 attempts=attempts)
         except FailoverError as exc:
-            self.pinner.evict_on_failure(plan.session, failed={a.model for a in exc.attempts})
+            plan.unanswered(exc.attempts)
+            self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts))
             entry = accounting.failed(plan, exc, live, self._settle(plan, None, None, None))
             exc.info = entry.info
             await self._write(entry, wait=True)

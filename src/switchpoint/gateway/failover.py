@@ -118,6 +118,11 @@ class Attempt:
                 "status": self.status, "error": self.error}
 
 
+def failed_models(attempts: Sequence[Attempt]) -> set[str]:
+    """The models of ``attempts`` that did not answer: called and failed, or passed over."""
+    return {a.model for a in attempts if not a.ok}
+
+
 def describe_attempts(attempts: Sequence[Attempt]) -> str:
     """Every model tried or passed over and why, in order: ``a: server_error (HTTP 500) x2;
     b: skipped, circuit open (retry in 12 s)``."""

@@ -33,7 +33,7 @@ from switchpoint.errors import (
     UnknownModelError,
 )
 from switchpoint.gateway.capabilities import Needs, filter_candidates, needs_of
-from switchpoint.gateway.failover import Attempt, fallback_chain
+from switchpoint.gateway.failover import Attempt, failed_models, fallback_chain
 from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
 from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
@@ -149,11 +149,26 @@ class Plan:
             return
         if self.cards[0].name != favoured:
             return  # (soft: the router ranked another model first; the bonus was all it did)
+        self._not_held(favoured, attempts, f"{model} answered")
+
+    def unanswered(self, attempts: Sequence[Attempt]) -> None:
+        """No model answered (every one failed, or the upstream refused the request): when the
+        model the pin sent the request to or favoured is among those that failed, the pin did
+        not hold: ``evicted_post_failure`` (``evicted_context`` when it refused the
+        conversation as too long for it), as the session's stored pin says from now on
+        (:meth:`SessionPinner.evict_on_failure
+        <switchpoint.gateway.sessions.SessionPinner.evict_on_failure>`)."""
+        favoured = self.pin.favoured_model
+        if favoured is None or favoured not in failed_models(attempts):
+            return
+        self._not_held(favoured, attempts, "no model answered")
+
+    def _not_held(self, favoured: str, attempts: Sequence[Attempt], then: str) -> None:
         outcomes = list(dict.fromkeys(a.outcome for a in attempts if a.model == favoured))
         pin = (self.pin.outgrown() if ContextLengthExceeded.kind in outcomes
                else self.pin.after_failure())
         self.unpin(pin, f"{self.pin_role} {favoured} did not answer "
-                        f"({', '.join(outcomes) or 'not called'}); {model} answered")
+                        f"({', '.join(outcomes) or 'not called'}); {then}")
 
     @property
     def stream(self) -> bool:
