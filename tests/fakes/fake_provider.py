@@ -31,7 +31,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    request has tools and the last turn is not a tool result. ``delay=`` before
                    the headers, ``chunk_delay=`` between stream chunks. OpenAI dialect, with
                    ``say`` and ``usage`` too: ``model_pad=N`` N more characters of ``model``,
-                   ``nest=N`` a field ``extra`` nested N levels deep in the answer (each chunk).
+                   ``nest=N`` a field ``extra`` nested N levels deep in the answer (each chunk),
+                   ``finish=`` the finish reason of a text answer (default ``stop``; some
+                   upstreams say ``eos`` or ``model_length``).
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
@@ -429,7 +431,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             await send_body(writer, 200, "application/json", b"{not json")
             return True
         message: dict[str, Any] = {"role": "assistant", "content": answer.text}
-        finish = "stop"
+        finish = params.get("finish", "stop")
         if answer.tool_name:
             message = {"role": "assistant", "content": None, "tool_calls": [{
                 "id": answer.openai_call_id, "type": "function",
@@ -481,7 +483,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         finish = "tool_calls"
     else:
         pieces = [chunk({"content": w}) for w in answer.words]
-        finish = "stop"
+        finish = params.get("finish", "stop")
     after = int(_num(params, "after", 2 if name == "cut" else 1))
     for i, piece in enumerate(pieces):
         if name in ("cut", "malformed", "sse_error", "nofinish") and i == after:

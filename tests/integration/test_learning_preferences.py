@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,17 +306,108 @@ def test_when_no_compared_model_answers_one_error_names_each_and_why(
         assert "server_error" in message and "read_timeout" in message
 
 
+# What a failed blind answer says: one of these (code, message), whatever the upstream said.
+GENERIC_FAILURES = {("upstream_error", "upstream error"), ("timed_out", "timed out"),
+                    ("too_long", "refused: too long"), ("refused", "refused")}
+
+
+def _unlabelled(answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in a.items() if k != "label"} for a in answers]
+
+
 def test_a_blind_answer_that_failed_does_not_name_its_model(
         server: ThreadServer, fake: FakeProviderProcess) -> None:
+    """A failed answer's reason could tell its model: the upstream's own text (a provider's
+    content filter, a model's context length), an error kind only one provider has. Blind,
+    it says a generic reason; the score's answer reveals each label's model and full reason."""
     acme = _keys(server)["acme"]
-    fake.default("strong", "500")
+    fake.default("strong", "content_filter")  # "... Azure OpenAI's content management ..."
+    fake.default("runner", "context_length")  # "... maximum context length is 8192 ..."
     compared = post(server, "/v1/router/preferences/compare",
-                    {"prompt": math_prompt(601), "models": ["strong", "cheap"]}, key=acme)
+                    {"prompt": math_prompt(601), "models": ["strong", "runner", "cheap"]},
+                    key=acme)
     assert compared.status_code == 200, compared.text
-    (failed,) = [a for a in compared.json()["answers"] if a["error"] is not None]
-    assert failed["model"] is None
-    assert "strong" not in str(failed)
-    assert "server_error" in failed["error"]["message"]
+    answers = compared.json()["answers"]
+    failed = [a for a in answers if a["error"] is not None]
+    assert len(failed) == 2
+    for answer in failed:
+        assert answer["model"] is None and answer["request_id"] is None
+        assert (answer["error"]["code"], answer["error"]["message"]) in GENERIC_FAILURES
+        said = str(answer).lower()
+        for hint in ("strong", "runner", "azure", "8192", "content_filter",
+                     "context_length_exceeded"):
+            assert hint not in said, (hint, answer)
+    assert {(a["error"]["code"], a["error"]["message"]) for a in failed} == {
+        ("refused", "refused"), ("too_long", "refused: too long")}
+    # The score reveals every label's model, and what each failed one really said.
+    (good,) = [a for a in answers if a["error"] is None]
+    scored = post(server, "/v1/router/preferences/score",
+                  {"compare_id": compared.json()["compare_id"], "scores": {good["label"]: 0.7}},
+                  key=acme)
+    assert scored.status_code == 200, scored.text
+    revealed = {a["label"]: a for a in scored.json()["answers"]}
+    assert set(revealed) == {a["label"] for a in answers}
+    assert revealed[good["label"]]["model"] == "cheap"
+    assert revealed[good["label"]]["error"] is None
+    assert revealed[good["label"]]["request_id"] is not None
+    by_model = {a["model"]: a for a in revealed.values()}
+    assert by_model["strong"]["error"]["code"] == "content_filter"
+    assert "content management policy" in by_model["strong"]["error"]["message"]
+    assert by_model["runner"]["error"]["code"] == "context_length_exceeded"
+    assert "maximum context length" in by_model["runner"]["error"]["message"]
+    store = server.service.gateway.store
+    assert store is not None
+    logged = {e["id"]: e for e in store.requests(100, None)[0]}
+    for model in ("strong", "runner", "cheap"):  # (the log names each request's model)
+        entry = logged[by_model[model]["request_id"]]
+        assert entry["requested_model"] == model and entry["purpose"] == "compare"
+
+
+def test_blind_answers_alike_but_for_their_content_are_alike_in_every_field(
+        server: ThreadServer, fake: FakeProviderProcess) -> None:
+    """Two models that answer the same words look the same blind, whatever else their
+    upstreams say (a finish reason of their own, a request id the log would name them by);
+    so do two that fail the same generic way (a 500, a reset connection). Not blind, the
+    answers say it all."""
+    acme = _keys(server)["acme"]
+    same = "say:text=Seventeen."
+    fake.default("strong", f"{same},finish=eos")  # (a finish reason only some upstreams give)
+    fake.default("cheap", same)
+    blind = post(server, "/v1/router/preferences/compare",
+                 {"prompt": math_prompt(603), "models": ["strong", "cheap"]}, key=acme)
+    assert blind.status_code == 200, blind.text
+    answers = blind.json()["answers"]
+    assert [a["content"] for a in answers] == ["Seventeen."] * 2
+    first, second = _unlabelled(answers)
+    assert first == second and first["finish_reason"] == "stop", answers
+    scored = post(server, "/v1/router/preferences/score",
+                  {"compare_id": blind.json()["compare_id"], "scores": {"A": 0.5, "B": 0.5}},
+                  key=acme)
+    assert scored.status_code == 200, scored.text
+    revealed = {a["model"]: a for a in scored.json()["answers"]}
+    assert revealed["strong"]["finish_reason"] == "eos"
+    assert revealed["cheap"]["finish_reason"] == "stop"
+    assert revealed["strong"]["request_id"] != revealed["cheap"]["request_id"]
+    # Two that fail alike, blind and in process too.
+    fake.default("strong", "500")
+    fake.default("runner", "reset")
+    in_process = server.service.gateway.compare(
+        prompt=math_prompt(604), models=["strong", "runner", "cheap"], tenant="acme")
+    failed = [a for a in in_process["answers"] if a["error"] is not None]
+    assert len(failed) == 2
+    first, second = _unlabelled(failed)
+    assert first == second and first["error"] == {"code": "upstream_error",
+                                                  "message": "upstream error"}, failed
+    # Not blind: as it was.
+    plain = post(server, "/v1/router/preferences/compare",
+                 {"prompt": math_prompt(605), "models": ["strong", "cheap"], "blind": False},
+                 key=acme)
+    assert plain.status_code == 200, plain.text
+    by_model = {a["model"]: a for a in plain.json()["answers"]}
+    assert by_model["strong"]["error"]["code"] == "upstream_failed"
+    assert "strong" in by_model["strong"]["error"]["message"]
+    assert by_model["cheap"]["request_id"] is not None
+    assert by_model["cheap"]["finish_reason"] == "stop"
 
 
 def test_a_blind_answer_shows_no_cost_that_prices_would_name_its_model(
@@ -392,14 +484,25 @@ def test_a_compared_answers_request_id_takes_no_feedback(server: ThreadServer) -
     acme = _keys(server)["acme"]
     compare = post(server, "/v1/router/preferences/compare",
                    {"prompt": math_prompt(630), "models": ["strong", "cheap"]}, key=acme).json()
-    for answer in compare["answers"]:
-        r = post(server, "/v1/feedback", {"decision_id": answer["request_id"], "score": 0.1},
-                 key=acme)
+    # Blind, an answer carries no request id (the request log names its model) ...
+    assert [a["request_id"] for a in compare["answers"]] == [None, None]
+    plain = post(server, "/v1/router/preferences/compare",
+                 {"prompt": math_prompt(631), "models": ["strong", "cheap"], "blind": False},
+                 key=acme).json()
+    scored = post(server, "/v1/router/preferences/score",
+                  {"compare_id": compare["compare_id"], "scores": {"A": 0.2}}, key=acme)
+    assert scored.status_code == 200, scored.text
+    # ... until the score reveals it; not blind, it has one. Neither takes feedback.
+    ids = [a["request_id"] for a in scored.json()["answers"] + plain["answers"]]
+    assert len(ids) == 4 and all(isinstance(i, str) for i in ids)
+    for request_id in ids:
+        r = post(server, "/v1/feedback", {"decision_id": request_id, "score": 0.1}, key=acme)
         assert r.status_code == 400 and r.json()["error"]["param"] == "decision_id", r.text
         assert "preferences/score" in r.text
-        assert "strong" not in r.text and "cheap" not in r.text  # still blind
+        assert "strong" not in r.text and "cheap" not in r.text
     status = get(server, "/v1/router/status", key=acme).json()["tenants"]["acme"]
-    assert status["feedback"] == {}
+    # (the score's one outcome; the refused feedback taught nothing)
+    assert [(f["n"], f["mean_quality"]) for f in status["feedback"].values()] == [(1, 0.2)]
 
 
 def test_scores_the_store_refuses_part_way_say_which_were_kept_and_a_repeat_completes_them(
@@ -557,6 +660,11 @@ def test_a_blind_comparison_tells_no_model_before_its_one_score(
         taken = post(server, "/v1/router/preferences/score",
                      {"compare_id": open_one["compare_id"], "scores": {"B": 0.1}})
         assert taken.status_code == 200, taken.text
+        # Its score reveals what the answers were, kept across the restart.
+        revealed = taken.json()["answers"]
+        assert sorted(a["model"] for a in revealed) == ["cheap", "strong"]
+        assert all(a["request_id"] and a["finish_reason"] == "stop" and a["error"] is None
+                   for a in revealed), revealed
 
 
 def test_a_comparison_without_models_compares_those_auto_may_choose(

@@ -125,6 +125,16 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers)
 
 
+#: What the reason a model is left out for a conversation too long for it says.
+TOO_LONG = "exceed its context window"
+
+
+def too_long(reasons: Sequence[str]) -> bool:
+    """Whether ``reasons`` (:func:`exclusion_reasons`) leave a model out as too small for the
+    conversation."""
+    return any(TOO_LONG in reason for reason in reasons)
+
+
 def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
     """Why ``name`` cannot serve ``needs`` (empty when it can)."""
     card = catalog.get(name)
@@ -141,7 +151,7 @@ def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
     if card.context_window is not None and needs.total_tokens > card.context_window:
         what = (f"~{needs.prompt_tokens} prompt tokens + {needs.output_tokens} for the answer"
                 if needs.output_tokens else f"~{needs.prompt_tokens} prompt tokens")
-        reasons.append(f"{what} exceed its context window of {card.context_window}")
+        reasons.append(f"{what} {TOO_LONG} of {card.context_window}")
     return reasons
 
 

@@ -80,7 +80,6 @@ from switchpoint.gateway.failover import (
     call_with_failover,
     failed_models,
     none_answered,
-    outcomes_of,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import HealthConfig, HealthTracker
@@ -89,7 +88,12 @@ from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
 from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session
-from switchpoint.gateway.preferences import MAX_COMPARE_MODELS, shuffled_labels
+from switchpoint.gateway.preferences import (
+    MAX_COMPARE_MODELS,
+    answer_detail,
+    blind_detail,
+    shuffled_labels,
+)
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.redact import remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
@@ -981,37 +985,33 @@ class Gateway:
         if all(isinstance(r, Exception) for r in results):
             raise none_answered(names, [r for r in results if isinstance(r, Exception)])
         labels = shuffled_labels(names)
-        by_model = dict(zip(names, results, strict=True))
+        by_model: dict[str, ChatCompletion | Exception] = {
+            m: r if isinstance(r, (ChatCompletion, Exception)) else RuntimeError(r)
+            for m, r in zip(names, results, strict=True)}  # (an exact call never streams)
         costs = {m: r.switchpoint.cost_usd for m, r in by_model.items()
                  if isinstance(r, ChatCompletion)}  # the models that answered
+        details = {m: answer_detail(r) for m, r in by_model.items()}
         compare, commit = await anyio.to_thread.run_sync(
             lambda: self.learning.new_compare(live, check_tenant(who.tenant), labels, costs,
-                                              text, blind=blind))
+                                              text, blind=blind, details=details))
         if commit is not None:  # kept before its id is handed out: a restart cannot lose it
             await _kept([commit], "the comparison", "its answers were not kept: run it again")
         answers = []
         for label, name in labels.items():
             result = by_model[name]
-            answer: dict[str, Any] = {"label": label, "model": None if blind else name}
+            info = content = None
             if isinstance(result, ChatCompletion):
-                choice = (result.get("choices") or [{}])[0]
-                message = choice.get("message") or {}
                 info = result.switchpoint
-                answer.update(content=message.get("content"),
-                              finish_reason=choice.get("finish_reason"),
-                              request_id=info.request_id,
-                              # blind: a cost and the catalog's prices would name the model,
-                              # and so would a latency (a large model answers more slowly)
-                              latency_ms=None if blind else info.latency_ms,
-                              cost_usd=None if blind else info.cost_usd, error=None)
-            else:
-                error = result if isinstance(result, Exception) else RuntimeError(result)
-                answer.update(content=None, finish_reason=None, request_id=None,
-                              latency_ms=None, cost_usd=None,
-                              error={"code": getattr(error, "code", type(error).__name__),
-                                     # blind: not naming the model behind the label
-                                     "message": f"no answer: {outcomes_of(error)}" if blind
-                                     else str(error)})
+                content = ((result.get("choices") or [{}])[0].get("message") or {}).get(
+                    "content")
+            answer: dict[str, Any] = {"label": label, "model": None if blind else name,
+                                      "content": content}
+            # blind: a model's name, a cost (the catalog's prices), a latency (a large model
+            # answers more slowly), a request id (the log names its model), its upstream's
+            # own finish reason or failure would each tell the model behind the label
+            answer.update(blind_detail(result) if blind else details[name])
+            answer["latency_ms"] = None if blind or info is None else info.latency_ms
+            answer["cost_usd"] = None if blind or info is None else info.cost_usd
             answers.append(answer)
         return {"compare_id": compare.compare_id, "tenant": compare.tenant,
                 "expires_at": compare.expires, "blind": blind, "answers": answers}
@@ -1039,11 +1039,17 @@ class Gateway:
             lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id,
                                         teachable=teachable))
         await _kept(commits, "the scores")
+        revealed: dict[str, Any] = {}
         if compare.blind:  # the answer names the models: no score is blind after it
             await anyio.to_thread.run_sync(lambda: self.learning.reveal(compare))
+            # ... every label's, with what its answer really was (a failure's full reason)
+            revealed["answers"] = [{"label": label, "model": model,
+                                    **compare.details.get(model, {})}
+                                   for label, model in compare.labels.items()]
         live = self.state.live()
         caller = principal if principal is not None and principal.key_id is not None else None
         return {"compare_id": compare.compare_id, "tenant": name, "scores": learned,
+                **revealed,
                 "memory": self._memory_status(live, name, self._shown_models(live, caller))}
 
     def score(self, compare_id: str, scores: Mapping[str, float], **kwargs: Any

@@ -570,14 +570,6 @@ def none_answered(names: Sequence[str], errors: Sequence[Exception]) -> Exceptio
     return merged
 
 
-def outcomes_of(error: Exception) -> str:
-    """Why a model did not answer, without naming it (for a blind comparison): the outcome of
-    each of its attempts, or the error's code."""
-    if isinstance(error, FailoverError) and error.attempts:
-        return ", ".join(dict.fromkeys(a.outcome for a in error.attempts))
-    return str(getattr(error, "code", type(error).__name__))
-
-
 def _deadline_error(policy: RetryPolicy, card: ModelCard) -> ReadTimeout:
     return ReadTimeout(f"the request's deadline of {policy.max_total_s:g}s "
                        "(gateway.max_total_s) ran out", model=card.name)

@@ -1046,13 +1046,15 @@ class GatewayLearning:
     # Preferences -----------------------------------------------------------------------------
 
     def new_compare(self, live: Live, tenant: str, labels: dict[str, str],
-                    answers: Mapping[str, float | None], text: str, *, blind: bool = True
+                    answers: Mapping[str, float | None], text: str, *, blind: bool = True,
+                    details: Mapping[str, Mapping[str, Any]] | None = None
                     ) -> tuple[Compare, Future[None] | None]:
         """Keep a comparison for its scores, with what they will teach by (the prompt's vector
         and units, computed now: the prompt itself is not kept; ``answers``, the models that
         answered, with what each answer cost where the catalog priced it, kept in the weights'
-        units), in memory and in the store; returns it with the store's commit to wait for
-        (None without a store)."""
+        units) and what its score reveals (``details``: each model's answer, see
+        :func:`~switchpoint.gateway.preferences.answer_detail`), in memory and in the store;
+        returns it with the store's commit to wait for (None without a store)."""
         learning = live.learning
         assert learning is not None
         vector, units = learning.outcome_inputs(text, tenant)
@@ -1064,7 +1066,8 @@ class GatewayLearning:
         compare = Compare(compare_id=uuid.uuid4().hex, tenant=tenant, labels=labels,
                           answered=frozenset(answers), embedding=vector, units=units,
                           weights_id=router.weights_id, created=now,
-                          expires=now + self.compares.ttl_s, costs=costs, blind=blind)
+                          expires=now + self.compares.ttl_s, costs=costs, blind=blind,
+                          details=dict(details or {}))
         self.compares.put(compare)
         if self.store is None:
             return compare, None

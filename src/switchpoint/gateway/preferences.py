@@ -1,5 +1,12 @@
 """Preference comparisons waiting for their scores: bounded per tenant, expiring, and blind
 (each answer under a shuffled label).
+
+A blind answer says nothing of its model but its content: no model, latency, cost or request
+id (the request log names the model of a request id), a finish reason from OpenAI's own set,
+and for an answer that failed a generic reason (:func:`blind_failure`), never the upstream's
+words, an error kind only some providers have, or a model's context window. What each answer
+really was (:func:`answer_detail`: its request id, finish reason, full failure) is kept with
+the comparison and revealed, with every label's model, by the score.
 """
 
 from __future__ import annotations
@@ -10,14 +17,29 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from switchpoint.errors import NotFoundError
+from switchpoint.errors import (
+    ContextLengthExceeded,
+    FailoverError,
+    GatewayError,
+    NoCapableModelError,
+    NotFoundError,
+)
+from switchpoint.gateway.capabilities import too_long
 from switchpoint.gateway.feedback_log import MAX_DECISION_ID
+from switchpoint.gateway.redact import clip, redact
+from switchpoint.gateway.results import ChatCompletion
 from switchpoint.store.learning import CompareRecord
 
 #: Models one comparison may fan out to.
 MAX_COMPARE_MODELS = 6
 LABELS = "ABCDEF"
+#: The finish reasons of OpenAI's chat API, which every provider's answer can say: a blind
+#: answer shows another (``eos``, ``model_length``: an upstream's own) as ``stop``.
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+#: Characters kept of a failed answer's reason (revealed by the score).
+MAX_FAILURE = 4_096
 
 
 #: A comparison waiting for its scores (kept in memory, and in the store when there is one).
@@ -101,3 +123,49 @@ def shuffled_labels(models: Sequence[str]) -> dict[str, str]:
     while set(models) & {prefix + label for label in LABELS[:len(order)]}:
         prefix += "answer-"
     return {prefix + LABELS[i]: m for i, m in enumerate(order)}
+
+
+def answer_detail(result: ChatCompletion | Exception) -> dict[str, Any]:
+    """What one compared answer really was: its request id, finish reason, and for a failed
+    one its error (code and message, redacted and bounded). Shown as is when the comparison is
+    not blind; else kept with it until the score reveals it."""
+    if isinstance(result, ChatCompletion):
+        choice = (result.get("choices") or [{}])[0]
+        return {"request_id": result.switchpoint.request_id,
+                "finish_reason": choice.get("finish_reason"), "error": None}
+    info = getattr(result, "info", None)
+    return {"request_id": getattr(info, "request_id", None), "finish_reason": None,
+            "error": {"code": str(getattr(result, "code", type(result).__name__)),
+                      "message": clip(redact(str(result)), MAX_FAILURE)}}
+
+
+def blind_detail(result: ChatCompletion | Exception) -> dict[str, Any]:
+    """:func:`answer_detail` as a blind answer shows it: no request id, a finish reason of
+    OpenAI's own set, a generic failure (:func:`blind_failure`)."""
+    if isinstance(result, ChatCompletion):
+        reason = answer_detail(result)["finish_reason"]
+        return {"request_id": None, "error": None,
+                "finish_reason": reason if reason in FINISH_REASONS or reason is None
+                else "stop"}
+    return {"request_id": None, "finish_reason": None, "error": blind_failure(result)}
+
+
+def blind_failure(error: Exception) -> dict[str, str]:
+    """Why a compared model did not answer, in words any model's failure could have:
+    ``refused: too long`` (the conversation is too long for it), ``refused`` (the upstream or
+    the gateway refused the request: a content filter, a request it cannot take, a budget),
+    ``timed out`` (every try), else ``upstream error``."""
+    if isinstance(error, FailoverError):
+        if error.request_fault:
+            if isinstance(error.last_error, ContextLengthExceeded):
+                return {"code": "too_long", "message": "refused: too long"}
+            return {"code": "refused", "message": "refused"}
+        if error.code == "upstream_timeout":
+            return {"code": "timed_out", "message": "timed out"}
+        return {"code": "upstream_error", "message": "upstream error"}
+    if isinstance(error, NoCapableModelError) and any(
+            too_long(reasons) for reasons in error.excluded.values()):
+        return {"code": "too_long", "message": "refused: too long"}
+    if isinstance(error, GatewayError) and error.status < 500:
+        return {"code": "refused", "message": "refused"}
+    return {"code": "upstream_error", "message": "upstream error"}

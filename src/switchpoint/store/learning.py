@@ -13,7 +13,8 @@
   kept (older ones are pruned as new ones arrive).
 - ``promotions``: experiments whose winning arm was promoted (append-only; the last one wins).
 - ``compares``: preference comparisons waiting for their scores (the blind labels, the models
-  that answered, the prompt's vector as float32 and its units; never the prompt or the answers),
+  that answered, the prompt's vector as float32 and its units, each answer's request id, finish
+  reason and failure, revealed by the score; never the prompt or the answers' content),
   so scores sent after a restart still teach. Bounded like ``pending``; expired ones are
   refused on read and pruned with it.
 
@@ -46,7 +47,7 @@ _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model",
 _PENDING_COLUMNS = ("decision_id", "ts", "tenant", "chosen", "candidates", "embedding", "units",
                     "expected_cost", "weights_id", "prompt_tokens")
 _COMPARE_COLUMNS = ("compare_id", "ts", "expires", "tenant", "labels", "answered", "embedding",
-                    "units", "weights_id", "costs", "blind", "revealed")
+                    "units", "weights_id", "costs", "blind", "revealed", "details")
 
 
 def _units_json(units: tuple[tuple[int, float], ...] | None) -> str | None:
@@ -146,6 +147,10 @@ class CompareRecord:
     blind: bool = True
     #: When a score revealed the models of a blind comparison (None: not yet).
     revealed: float | None = None
+    #: What each model's answer really was (request id, finish reason, failure), by model:
+    #: what a blind answer does not show until the score reveals it (empty: kept before
+    #: comparisons kept it).
+    details: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     insert: ClassVar[str] = (f"INSERT OR REPLACE INTO compares ({', '.join(_COMPARE_COLUMNS)}) "
                              f"VALUES ({', '.join('?' for _ in _COMPARE_COLUMNS)})")
@@ -160,7 +165,7 @@ class CompareRecord:
         return (self.compare_id, self.created, self.expires, self.tenant,
                 json.dumps(self.labels), json.dumps(sorted(self.answered)), vector,
                 _units_json(self.units), self.weights_id, json.dumps(dict(self.costs)),
-                int(self.blind), self.revealed)
+                int(self.blind), self.revealed, json.dumps(dict(self.details)))
 
     def model_of(self, key: str) -> str | None:
         """The model a score's key names: a blind label, or the model itself."""
@@ -398,7 +403,7 @@ class LearningReader:
         if row is None:
             return None
         (cid, ts, expires, tenant, labels, answered, vector, units, weights_id, costs, blind,
-         revealed) = row
+         revealed, details) = row
         return CompareRecord(compare_id=cid, tenant=tenant, labels=dict(json.loads(labels)),
                              answered=frozenset(json.loads(answered)),
                              embedding=np.frombuffer(vector, dtype=np.float32).copy(),
@@ -406,7 +411,8 @@ class LearningReader:
                              expires=expires,
                              costs={str(m): float(c) for m, c in json.loads(costs or "{}").items()},
                              blind=blind is None or bool(blind),
-                             revealed=None if revealed is None else float(revealed))
+                             revealed=None if revealed is None else float(revealed),
+                             details=dict(json.loads(details or "{}")))
 
     def request(self, request_id: str) -> dict[str, Any] | None:
         """A logged gateway request: who answered it, for whom, under which decision."""

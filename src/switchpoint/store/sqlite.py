@@ -36,7 +36,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 16
+SCHEMA_VERSION = 17
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -532,6 +532,11 @@ _MIGRATIONS: dict[int, str] = {
     # drifted from a scan as rows were logged and pruned (and went below zero once all were
     # pruned): made again, and counted from the rows the logs hold.
     16: _stat_drop() + _STAT_COUNTS,
+    # What each compared answer really was (its request id, finish reason, failure), which a
+    # blind comparison shows only once a score reveals its models.
+    17: """
+    ALTER TABLE compares ADD COLUMN details TEXT;
+    """,
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
