@@ -5,11 +5,13 @@ cannot serve the request or fails, in the hard and the soft window."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -406,3 +408,41 @@ def test_a_pinned_model_the_upstream_refuses_the_request_for_reports_the_failure
     assert status == 400 and entry["models_tried"] == ["cheap"]
     assert headers["x-switchpoint-pin"] == "evicted_post_failure"  # it said "hard"
     assert stored_pin(gw, entry).failed
+
+
+# The client leaves ------------------------------------------------------------------------------
+
+
+def session_entry(server: ThreadServer, session_key: str, status: str,
+                  timeout: float = 10.0) -> dict[str, Any]:
+    """The newest log entry of ``session_key`` with ``status``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in httpx.get(f"{server.base}/v1/router/requests",
+                               params={"limit": 20}).json()["data"]:
+            if entry["session_id"] == session_key and entry["status"] == status:
+                return dict(entry)
+        time.sleep(0.05)
+    raise AssertionError(f"no {status} entry of the session")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_after_the_pinned_model_failed_reports_the_failure(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    sid = new_session()
+    _, first = ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "500", "500")
+    gw_fake.default("good", "hold:seconds=5")  # (cheap's fallback, called next)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gw.base}/v1/chat/completions", timeout=0.5,
+                   headers={"x-session-id": sid},
+                   json={"model": "auto", "stream": stream,
+                         "messages": [{"role": "user", "content": "Again please."}]})
+    entry = session_entry(gw, first["session_id"], "client_closed")
+    assert outcomes(entry)[:2] == [("cheap", "server_error"), ("cheap", "server_error")]
+    assert entry["pin_state"] == "evicted_post_failure"  # it said "hard"
+    assert entry["pin"]["previous_model"] == "cheap"
+    pin = stored_pin(gw, entry)
+    assert pin is not None and pin.model == "cheap" and pin.failed
+    assert ("good", "client_closed") in outcomes(entry)  # (called when the client left)
+

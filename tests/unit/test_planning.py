@@ -15,7 +15,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.failover import Attempt
 from switchpoint.gateway.health import HealthConfig, HealthTracker
-from switchpoint.gateway.planning import ChatCall, Planner, rank_auto
+from switchpoint.gateway.planning import ChatCall, Plan, Planner, rank_auto
 from switchpoint.gateway.sessions import SessionPinner
 
 pytestmark = pytest.mark.anyio
@@ -251,6 +251,40 @@ async def test_a_pinned_model_that_does_not_answer_leaves_the_pin_evicted() -> N
     assert soft.cards[0].name == "a"
     soft.answered_by("c", [Attempt("a", 1, "server_error"), Attempt("c", 1, "ok")])
     assert soft.pin.state == "soft" and soft.pin.bonus == {"b": 0.5}
+
+
+async def test_a_request_no_model_answers_blames_the_pin_only_if_its_model_failed() -> None:
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts)
+
+    async def hard() -> Plan:
+        plan = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+        assert plan.pin.state == "hard"
+        return plan
+
+    failed = await hard()
+    failed.unanswered([Attempt("b", 1, "server_error"), Attempt("b", 2, "server_error"),
+                       Attempt("a", 1, "read_timeout")])
+    assert failed.pin.state == "evicted_post_failure" and failed.pin.pinned_model is None
+    assert failed.pin_info["note"] == ("pinned model b did not answer (server_error); no model "
+                                       "answered")
+    too_long = await hard()
+    too_long.unanswered([Attempt("b", 1, "context_length_exceeded")])
+    assert too_long.pin.state == "evicted_context"
+    # The caller left: while the pinned model was being called (or waited for) no verdict ...
+    for under_way in ([Attempt("b", 1, "client_closed")],
+                      [Attempt("b", 1, "server_error"), Attempt("b", 2, "client_closed")]):
+        left = await hard()
+        left.unanswered(under_way)
+        assert left.pin.state == "hard" and "note" not in left.pin_info
+    # ... but once failover had moved past it, it had failed.
+    left = await hard()
+    left.unanswered([Attempt("b", 1, "server_error"), Attempt("b", 2, "server_error"),
+                     Attempt("a", 1, "client_closed")])
+    assert left.pin.state == "evicted_post_failure"
 
 
 async def test_a_named_model_keeps_the_pin_only_where_the_pin_would_have_sent_it() -> None:

@@ -629,6 +629,9 @@ class Gateway:
                 name = called[-1] if called else (plan.cards[0].name if plan.cards else None)
                 card = next((c for c in plan.cards if c.name == name), None)
                 settlement = self._settle(plan, card, None, None)
+            # A pinned model that had failed before the caller left did not hold the pin.
+            plan.unanswered(attempts)
+            self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts))
             await self._write(accounting.abandoned(plan, live, attempts, settlement),
                               wait=False)
             raise

@@ -88,12 +88,15 @@ class RetryPolicy:
 
 # Outcomes of candidates that were passed over without a call.
 SKIPPED = frozenset({"circuit_open", "context_too_small"})
+# The outcome of the try under way (or waited for) when the caller left: no verdict on it.
+CLIENT_CLOSED = "client_closed"
 
 
 @dataclass
 class Attempt:
-    """One try of one model. ``outcome`` is ``"ok"``, an error kind, or (for a candidate passed
-    over without a call) ``"circuit_open"`` or ``"context_too_small"``."""
+    """One try of one model. ``outcome`` is ``"ok"``, an error kind, (for a candidate passed
+    over without a call) ``"circuit_open"`` or ``"context_too_small"``, or ``"client_closed"``
+    (the try under way, or waited for, when the caller left)."""
 
     model: str
     attempt: int
@@ -119,8 +122,10 @@ class Attempt:
 
 
 def failed_models(attempts: Sequence[Attempt]) -> set[str]:
-    """The models of ``attempts`` that did not answer: called and failed, or passed over."""
-    return {a.model for a in attempts if not a.ok}
+    """The models of ``attempts`` that failed: called and failed, or passed over; not the one
+    being tried when the caller left (:data:`CLIENT_CLOSED`: it may yet have answered)."""
+    left = {a.model for a in attempts if a.outcome == CLIENT_CLOSED}
+    return {a.model for a in attempts if not a.ok and a.model not in left}
 
 
 def describe_attempts(attempts: Sequence[Attempt]) -> str:
@@ -486,6 +491,8 @@ async def call_with_failover(
             except asyncio.CancelledError:
                 if health is not None:
                     health.release(card.name)  # the client left: no verdict on the model
+                attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
+                                        (time.perf_counter() - started) * 1000.0, waited))
                 raise
             except ProviderError as exc:
                 latency = (time.perf_counter() - started) * 1000.0
@@ -514,7 +521,11 @@ async def call_with_failover(
                     break
                 if health is not None and health.state(card.name) is not BreakerState.CLOSED:
                     break
-                await sleep(wait)
+                try:
+                    await sleep(wait)
+                except asyncio.CancelledError:  # (before its next try)
+                    attempts.append(Attempt(card.name, number + 1, CLIENT_CLOSED, 0.0, wait))
+                    raise
                 waited = wait
                 continue
             latency = (time.perf_counter() - started) * 1000.0

@@ -152,8 +152,9 @@ class Plan:
         self._not_held(favoured, attempts, f"{model} answered")
 
     def unanswered(self, attempts: Sequence[Attempt]) -> None:
-        """No model answered (every one failed, or the upstream refused the request): when the
-        model the pin sent the request to or favoured is among those that failed, the pin did
+        """No model answered (every one failed, the upstream refused the request, or the
+        caller left first): when the model the pin sent the request to or favoured is among
+        those that failed (:func:`~switchpoint.gateway.failover.failed_models`), the pin did
         not hold: ``evicted_post_failure`` (``evicted_context`` when it refused the
         conversation as too long for it), as the session's stored pin says from now on
         (:meth:`SessionPinner.evict_on_failure
