@@ -446,3 +446,29 @@ def test_a_client_that_leaves_after_the_pinned_model_failed_reports_the_failure(
     assert pin is not None and pin.model == "cheap" and pin.failed
     assert ("good", "client_closed") in outcomes(entry)  # (called when the client left)
 
+
+
+def test_a_client_that_leaves_mid_stream_keeps_what_the_header_said(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """The stream's headers said the pin's state before the client left: the log says the
+    same, and the session stays with the model that was answering."""
+    for cheap_fails in (False, True):
+        sid = new_session()
+        _, first = ask(gw, "Hello there.", sid, model="cheap")
+        if cheap_fails:
+            gw_fake.script("cheap", "500", "500")
+        slow = "ok:chunk_delay=0.2"
+        gw_fake.default("cheap", slow)
+        gw_fake.default("good", slow)
+        with httpx.stream("POST", f"{gw.base}/v1/chat/completions",
+                          headers={"x-session-id": sid},
+                          json={"model": "auto", "stream": True, "messages": [
+                              {"role": "user", "content": "Tell me a long story."}]}) as r:
+            said = (r.headers["x-switchpoint-pin"], r.headers["x-switchpoint-model"])
+            next(r.iter_lines())
+        entry = session_entry(gw, first["session_id"], "client_closed")
+        assert (entry["pin_state"], entry["model"]) == said
+        assert said == (("evicted_post_failure", "good") if cheap_fails else ("hard", "cheap"))
+        pin = stored_pin(gw, entry)
+        assert pin is not None and pin.model == said[1] and not pin.failed
+        gw_fake.reset()
