@@ -38,8 +38,9 @@ LABELS = "ABCDEF"
 #: The finish reasons of OpenAI's chat API, which every provider's answer can say: a blind
 #: answer shows another (``eos``, ``model_length``: an upstream's own) as ``stop``.
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
-#: Characters kept of a failed answer's reason (revealed by the score).
-MAX_FAILURE = 4_096
+#: Characters kept of a failed answer's reason, which its comparison keeps (in memory and in
+#: the store) for the score to reveal.
+MAX_FAILURE = 1_024
 
 
 #: A comparison waiting for its scores (kept in memory, and in the store when there is one).

@@ -35,9 +35,10 @@ A pinned model that is called and does not answer (another model does, by failov
 the request's pin ``evicted_post_failure``, and the session moves to the model that answered
 (:meth:`Plan.answered_by <switchpoint.gateway.planning.Plan.answered_by>`). So does a request
 no model answers (every one failed, the upstream refused the request, or the client left while
-failover was calling another model) when the pinned model is among those that failed: the request's pin is ``evicted_post_failure`` (``evicted_context``
-when it refused the conversation as too long for it), and the session's stored pin is evicted,
-so its next request says ``evicted_post_failure`` too (:meth:`Plan.unanswered
+failover was calling another model) when the pinned model is among those that failed: the
+request's pin is ``evicted_post_failure`` (``evicted_context`` when it refused the
+conversation as too long for it), and the session's stored pin is evicted, so its next request
+says ``evicted_post_failure`` too (:meth:`Plan.unanswered
 <switchpoint.gateway.planning.Plan.unanswered>`, :meth:`SessionPinner.evict_on_failure`).
 
 A hard or soft pin whose model turns out, when the request is planned, not to be usable for
