@@ -836,7 +836,8 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
     db = sqlite3.connect(path)
     db.executescript("DROP TABLE stat_counts; DROP TRIGGER requests_counted; "
                      "DROP TRIGGER requests_uncounted; DROP TRIGGER decisions_counted; "
-                     "DROP TRIGGER decisions_uncounted; "
+                     "DROP TRIGGER decisions_uncounted; ALTER TABLE compares DROP COLUMN "
+                     "details; "
                      "CREATE TABLE stat_counts (dim TEXT NOT NULL, key TEXT NOT NULL, "
                      "sub TEXT NOT NULL, n INTEGER NOT NULL, cost REAL NOT NULL, "
                      "cost_unknown INTEGER NOT NULL, escalated INTEGER NOT NULL, "
