@@ -22,6 +22,14 @@ DEFAULT_OUTPUT_TOKENS = 200
 # The most tokens a context window or an output cap may be (100 million): far past any model's,
 # so only a mistake (1e14, 2**63) is refused.
 MAX_TOKENS = 100_000_000
+# The most a price may be, in USD per million tokens (input or output): a hundred times the
+# dearest real model's (well under $1,000), so only a mistake (1e300) is refused. Prices bound
+# what a logged request costs (with MAX_TOKENS), and so keep the request log's cost totals,
+# counted in whole nano-dollars, far from overflowing.
+MAX_PRICE_PER_MTOK = 100_000.0
+# The most one answer may be reported to have cost (USD, or the weights' units): far beyond
+# any single call, so only a mistake is refused, and no sum of costs can overflow.
+MAX_ANSWER_COST = 1000.0
 # Characters per token when estimating a prompt's tokens without its model's tokenizer.
 CHARS_PER_TOKEN = 4
 # The longest model name a request may give, and so a catalog model may have.
@@ -106,8 +114,10 @@ class Catalog:
                 raise InvalidInputError(f"models.{card.name}.tier",
                                         f"must be one of {TIERS}, got {card.tier!r}")
             for price in (card.input_per_mtok, card.output_per_mtok):
-                if price is not None and (not math.isfinite(price) or price < 0):
-                    raise InvalidInputError(f"models.{card.name}", "prices must be >= 0")
+                if price is not None and not 0 <= price <= MAX_PRICE_PER_MTOK:
+                    raise InvalidInputError(
+                        f"models.{card.name}", f"prices must be from 0 to "
+                        f"{MAX_PRICE_PER_MTOK:g} USD per million tokens, got {price:g}")
         if not any(c.auto for c in self.cards):
             raise InvalidInputError("models", "every model has auto: false, so 'auto' could "
                                               "choose none; let at least one be routed")

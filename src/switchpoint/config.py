@@ -64,6 +64,7 @@ from switchpoint._messages import key_path
 from switchpoint._messages import reason as describe
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
+    MAX_PRICE_PER_MTOK,
     MAX_TOKENS,
     Catalog,
     ModelCard,
@@ -152,8 +153,9 @@ class ModelEntry(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = None
     stream_usage: bool | None = None
-    input_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
-    output_per_mtok: float | None = Field(None, ge=0, allow_inf_nan=False)
+    input_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
+    output_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
+                                          allow_inf_nan=False)
     context_window: int | None = Field(None, gt=0, le=MAX_TOKENS)
     capabilities: list[Capability] = Field(default_factory=list)
     tier: Tier | None = None

@@ -5,9 +5,9 @@ One JSON object per line (see ``../shared/data/README.md``)::
     {"id": "...", "prompt": "...", "task": "mbpp", "split": "train",
      "scores": {"model-a": 1.0, ...}, "costs": {"model-a": 0.0011, ...}}
 
-``scores`` are in [0, 1], ``costs`` are USD for that answer (>= 0). A model may be missing from
-a record (unlabelled); it is held as NaN. Every malformed line raises :class:`RecordsError`
-naming the file, the line and the field.
+``scores`` are in [0, 1], ``costs`` are USD for that answer (from 0 to ``MAX_ANSWER_COST``).
+A model may be missing from a record (unlabelled); it is held as NaN. Every malformed line
+raises :class:`RecordsError` naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from switchpoint._json import (
     unreadable,
 )
 from switchpoint._messages import printed_name_problem
+from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -155,7 +156,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
                 raise RecordsError(source, number, f"{problem}; name the model without them")
         clean_s = {m: _number(v, source, number, f"scores[{m!r}]", 0.0, 1.0)
                    for m, v in scores.items()}
-        clean_c = {m: _number(v, source, number, f"costs[{m!r}]", 0.0, math.inf)
+        clean_c = {m: _number(v, source, number, f"costs[{m!r}]", 0.0, MAX_ANSWER_COST)
                    for m, v in costs.items()}
         split = obj.get("split")
         if split is not None and not isinstance(split, str):

@@ -131,6 +131,11 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
      "backoff under the base; for retries without a wait set both to 0"),
     ("gateway: {pin_soft_bonus: 1.0e+5}\n", "gateway.pin_soft_bonus: must be <= 10000"),
     ("gateway: {degraded_latency_ms: 1.0e+12}\n", "gateway.degraded_latency_ms: must be <= "),
+    ("models:\n  - {name: a, input_per_mtok: 1.0e+300, output_per_mtok: 1}\n",
+     "models[0].input_per_mtok: must be <= 100000, got 1e+300"),
+    ("models:\n  - {name: a, input_per_mtok: 1, output_per_mtok: 100001}\n",
+     "models[0].output_per_mtok: must be <= 100000, got 100001"),
+    ("sla: {budget_per_hour_usd: 1.0e+300}\n", "sla.budget_per_hour_usd: must be <= 1000000000"),
     ("sla: {budget_per_hour_usd: 0}\n", "sla.budget_per_hour_usd: must be > 0 (0 would count "
      "every request that costs anything as over budget); leave it out for no hourly budget"),
     ("tenants: {acme: {sla: {budget_per_hour_usd: 0}}}\n",

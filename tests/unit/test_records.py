@@ -96,6 +96,8 @@ BAD_LINES = [
     pytest.param(_line(id=["x"]), "id", id="id-not-string"),
     pytest.param(_line(scores={"a": 10**400, "b": 0}),
                  "scores['a'] is a number of 401 digits; it must be finite", id="huge-score"),
+    pytest.param(_line(costs={"a": 1e300, "b": 0}),
+                 "costs['a'] is 1e+300; it must be finite and [0.0, 1000.0]", id="dear-cost"),
     pytest.param(_line(costs={"a": 10**400, "b": 0}),
                  "costs['a'] is a number of 401 digits; it must be finite", id="huge-cost"),
     pytest.param(GOOD.replace('"r1"', "1" + "0" * 5000),

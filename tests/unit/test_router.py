@@ -762,3 +762,14 @@ def test_a_cache_ttl_of_zero_keeps_decisions_until_the_lru_evicts_them(
     for key in ("b", "c"):
         cache.put((key,), decision, np.zeros(1))
     assert cache.get(("a",)) is None  # the LRU evicts it whatever the TTL
+
+
+@pytest.mark.parametrize("price", [-1.0, math.inf, math.nan, 1e300, 100_000.5])
+def test_a_catalog_refuses_a_price_that_is_not_finite_between_0_and_its_bound(
+        price: float) -> None:
+    """A price past any real model's (USD per million tokens) is a mistake, and would make
+    the request log's cost totals overflow."""
+    with pytest.raises(InvalidInputError) as info:
+        Catalog([ModelCard(name="a", input_per_mtok=1.0, output_per_mtok=price)])
+    assert "models.a" in str(info.value) and "from 0 to 100000" in str(info.value)
+    assert Catalog([ModelCard(name="a", input_per_mtok=0.0, output_per_mtok=100_000.0)])

@@ -972,3 +972,33 @@ def test_a_prune_takes_a_cutoff_less_than_a_second_old_and_refuses_one_ahead(
                        (time.time(), time.time() + 1))
     finally:
         db.close()
+
+
+def test_an_older_file_holding_absurd_costs_still_opens_and_gives_its_stats(
+        tmp_path: Path) -> None:
+    """Costs an older version could log (a price of 1e300 per million tokens, an infinite one)
+    overflow whole nano-dollar totals: the file still opens (its totals counted once), the
+    stats are read, and its rows can still be logged beside and pruned."""
+    from switchpoint.store.retention import prune
+
+    path = tmp_path / "switchpoint.db"
+    old = time.time() - 7 * 86_400
+    with SQLiteStore(path) as store:
+        for cost in (1e300, 1e300, float("inf")):
+            store.append(replace(request(cost=cost), ts=old)).result()
+        store.append(request(cost=0.25)).result()
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE stat_counts; DROP TRIGGER requests_counted; "
+                     "DROP TRIGGER requests_uncounted; DROP TRIGGER decisions_counted; "
+                     "DROP TRIGGER decisions_uncounted; PRAGMA user_version = 15;")
+    db.close()
+    with SQLiteStore(path) as store:
+        stats = store.request_stats()
+        assert stats["total"] == 4 and stats["prompt_tokens"] == 40
+        assert stats["cost_usd"] >= 9e9  # saturated, not wrapped round to a negative sum
+        store.append(request(cost=0.5)).result()
+        assert store.request_stats()["total"] == 5
+    assert prune(path, time.time() - 86_400).deleted["requests"] == 3
+    with SQLiteStore(path) as store:
+        stats = store.request_stats()
+        assert stats["total"] == 2 and stats["prompt_tokens"] == 20

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from switchpoint.catalog import MAX_TOKENS
-from switchpoint.governance.budgets import check_curve, parse_budgets
+from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig
 from switchpoint.learning.events import DEFAULT_TENANT
 
@@ -83,7 +83,7 @@ class SLASettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
-    budget_per_hour_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
+    budget_per_hour_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     min_quality_score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     auto_escalate_on_breach: bool = True
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
+from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
-from switchpoint.learning.events import MAX_ANSWER_COST, check_cost, check_tenant
+from switchpoint.learning.events import check_cost, check_tenant
 
 if TYPE_CHECKING:
     from switchpoint.config import Settings

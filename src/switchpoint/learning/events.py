@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._numbers import boolean, real_number
+from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import InvalidInputError
 
 #: The deployment's own tenant: what ``tenant=None`` means everywhere.
@@ -63,9 +64,6 @@ def check_quality(quality_score: object, success: object) -> float:
     return q
 
 
-#: The most one answer may be reported to have cost (USD, or the weights' units): far beyond
-#: any single call, so only a mistake is refused, and no sum of costs can overflow.
-MAX_ANSWER_COST = 1000.0
 
 
 def check_cost(cost: object) -> float | None:

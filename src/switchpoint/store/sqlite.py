@@ -258,12 +258,18 @@ def _stat_triggers() -> str:
 
 
 def _stat_backfill() -> str:
-    """What the logs already hold, counted into ``stat_counts`` once (an upgraded file)."""
+    """What the logs already hold, counted into ``stat_counts`` once (an upgraded file).
+
+    Summed as ``total()`` (a float, exact while a sum stays under 2**53, i.e. $9 million in
+    nano-dollars, and within a nano-dollar or two past it), not ``sum()``, which fails the
+    whole upgrade with "integer overflow" on a file holding absurd costs (an older version took
+    a price of 1e300); such a sum is held at the largest integer instead (as the triggers hold
+    one row's cost)."""
     out = []
     for table, groups in _STAT_GROUPS.items():
         values = _REQUEST_VALUES if table == "requests" else _DECISION_VALUES
         cells = ", ".join("count(*)" if v == "1" else "0" if v == "0"
-                          else f"coalesce(sum({v}), 0)" for v in values)
+                          else f"CAST(total({v}) AS INTEGER)" for v in values)
         for dim, key, sub, where in groups:
             grouped = [e for e in (key, sub) if e != "''"]
             by = f" GROUP BY {', '.join(grouped)}" if grouped else ""

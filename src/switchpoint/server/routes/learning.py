@@ -23,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, Valida
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint._messages import invalid_from_validation
+from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
-from switchpoint.learning.events import DEFAULT_TENANT, MAX_ANSWER_COST
+from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat, TenantQuery
