@@ -102,6 +102,14 @@ def test_a_key_given_a_date_works_through_that_whole_day(
             store.verify(key)
     finally:
         store.close()
+    # Listing and showing the key say the same, by the same rule.
+    code, out, err = run(["keys", "list", "--config", config, "--json"], capsys)
+    key_id = json.loads(out)[0]["id"]
+    said = f"{end:%Y-%m-%dT%H:%M:%SZ} (usable through {day} UTC)"
+    for argv, row in ((["keys", "list"], key_id), (["keys", "show", key_id], "expires ")):
+        code, out, err = run([*argv, "--config", config], capsys)
+        assert code == 0, err
+        assert said in next(line for line in out.splitlines() if row in line), (argv, out)
     # A date-time stays exact, and is printed as given.
     code, out, err = run(["keys", "create", "--tenant", "acme", "--expires",
                           f"{day}T06:30:00Z", "--config", config, "--json"], capsys)

@@ -67,6 +67,13 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def _expires(ts: float | None) -> str:
+    """When a key expires, as its creation reports it (``-``: never), wherever it is shown."""
+    from switchpoint.governance.keys import expiry_text
+
+    return "-" if ts is None else expiry_text(ts)
+
+
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -166,9 +173,9 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         return 0
     rows = [[r.id, r.tenant, printable(r.name or ""), r.status(), ", ".join(r.budgets) or "-",
              r.rpm or "-", r.tpm or "-", ", ".join(r.models) if r.models else "(tenant's)",
-             _when(r.created_at), _when(r.expires_at)] for r in records]
+             _when(r.created_at), _expires(r.expires_at)] for r in records]
     print(_table(["id", "tenant", "name", "status", "budgets", "rpm", "tpm", "models",
-                  "created (UTC)", "expires (UTC)"], rows))
+                  "created (UTC)", "expires"], rows))
     return 0
 
 
@@ -212,7 +219,6 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    from switchpoint.governance.keys import expiry_text
     from switchpoint.governance.reports import Reports
 
     settings = _settings(args)
@@ -234,8 +240,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     for name in ("id", "tenant", "name", "status", "rpm", "tpm", "models", "cost_weight"):
         print(f"{name:<12} {printable(str(out[name])) if out[name] is not None else '-'}")
     print(f"{'created':<12} {_when(record.created_at)} UTC")
-    expires = "-" if record.expires_at is None else expiry_text(record.expires_at)
-    print(f"{'expires':<12} {expires}")
+    print(f"{'expires':<12} {_expires(record.expires_at)}")
     for s in statuses:
         print(f"budget       {s['budget']}: spent {_usd(s['spent_usd'])}, held "
               f"{_usd(s['held_usd'])}, {s['used_fraction']:.1%} used, resets "
