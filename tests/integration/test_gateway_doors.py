@@ -494,7 +494,8 @@ async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settl
         gw_fake: FakeProviderProcess, tmp_path: Path, kept: bool) -> None:
     """A caller that reads part of a stream and then neither reads on nor closes it, while its
     event loop runs on: at the request's deadline (gateway.max_total_s) the gateway closes the
-    upstream, releases the budget held and logs the request once, as closed by the client."""
+    upstream, releases the budget held and logs the request once, as a stream broken by that
+    deadline (not as closed by the client, who did not close it)."""
     gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 1.5), loader=FACTORY,
                                   env=KEYS)
     store, ledger = gateway.store, gateway.governor.ledger
@@ -509,8 +510,9 @@ async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settl
         del stream
         await _until(lambda: store.requests(20, None)[0])
         entries, _ = store.requests(20, None)
-        assert [(e["id"], e["status"]) for e in entries] == [(request_id, "client_closed")]
+        assert [(e["id"], e["status"]) for e in entries] == [(request_id, "stream_broken")]
         assert "max_total_s" in entries[0]["error"]
+        assert entries[0]["error_kind"] == "stream_broken"
         assert ledger.open_tickets() == 0 and not gateway._open_streams
         assert request_id not in gateway.learning._streams
         await _until(lambda: gw_fake.requests()[-1].get("closed_at"))  # the upstream is let go
@@ -550,6 +552,28 @@ def test_a_client_that_hangs_up_mid_stream_lets_the_upstream_go_and_is_logged_on
         assert [e["id"] for e in page["data"]].count(request_id) == 1
 
 
+def test_a_stream_stalled_on_a_slow_reading_client_is_logged_as_broken_at_its_deadline(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The HTTP door: a client that stays connected but stops reading (its socket's buffers
+    fill, so the gateway cannot send on) holds the stream past the request's deadline; the
+    gateway then closes it and logs it as broken by the deadline, not as closed by the
+    client, which never hung up."""
+    settings = load_settings(_deadline_config(gw_fake, tmp_path, 1.5), environ={})
+    gw_fake.script("good", "huge:mb=64")  # far more than the sockets between hold
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        gateway = server.service.gateway
+        with httpx.stream("POST", f"{server.base}/v1/chat/completions", timeout=30, json={
+                "model": "good", "stream": True, "messages": messages()}) as r:
+            request_id = r.headers["x-switchpoint-request-id"]
+            events = r.iter_bytes()  # (kept: dropping it would close the connection)
+            assert next(events).startswith(b"data: ")  # a little, then no more
+            entry = log_entry(server, request_id, timeout=15)  # still connected
+            assert gateway.governor.ledger.open_tickets() == 0 and not gateway._open_streams
+        assert entry["status"] == "stream_broken", (entry["error"], entry["error_kind"])
+        assert entry["error_kind"] == "stream_broken" and "max_total_s" in entry["error"]
+        assert entry["model"] == "good" and entry["http_status"] == 200
+
+
 def test_a_synchronous_stream_left_unread_is_closed_logged_and_settled_at_its_deadline(
         gw_fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 1.5), loader=FACTORY,
@@ -567,7 +591,8 @@ def test_a_synchronous_stream_left_unread_is_closed_logged_and_settled_at_its_de
                 time.sleep(0.05)
         entries, _ = store.requests(20, None)
         assert [(e["id"], e["status"]) for e in entries] == [
-            (stream.switchpoint.request_id, "client_closed")]
+            (stream.switchpoint.request_id, "stream_broken")]
+        assert "gateway closed it" in entries[0]["error"]
         assert gateway.governor.ledger.open_tickets() == 0
         with pytest.raises(StreamBroken, match=r"gateway\.max_total_s: 1\.5s\) ran out"):
             next(stream)

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import FailoverError, GatewayError
+from switchpoint.errors import FailoverError, GatewayError, StreamBroken
 from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
 from switchpoint.gateway.planning import ChatCall, Plan, call_session
@@ -163,15 +163,18 @@ def answered(plan: Plan, result: FailoverResult, live: Live,
 
 def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
              ledger: Settlement | None = None) -> Entry:
-    """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``,
-    the client got an error event) or abandoned by the client (``client_closed``)."""
+    """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``:
+    the client got an error event, or the gateway closed it, unread, at its request's
+    deadline, which a read under way meets as a broken stream too) or abandoned by the client
+    (``client_closed``)."""
     if stream.completed:
         status, kind, error = "ok", None, None
     elif stream.error is not None:
         status, kind, error = "stream_broken", stream.error.kind, str(stream.error)
+    elif stream.closed_because is not None:
+        status, kind, error = "stream_broken", StreamBroken.kind, stream.closed_because
     else:
-        status, kind = "client_closed", None
-        error = stream.closed_because or "the client closed the stream"
+        status, kind, error = "client_closed", None, "the client closed the stream"
     return _entry(plan, live, status=status, http_status=200, attempts=stream.attempts,
                   models_tried=stream.models_tried, model=stream.model,
                   upstream_model=stream.upstream_model, usage=stream.usage,

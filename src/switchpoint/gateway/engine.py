@@ -706,10 +706,12 @@ class Gateway:
 
     def _expire(self, stream: ChatStream, watches: list[asyncio.TimerHandle]) -> None:
         """The request's deadline ran out on ``stream``, still open: past it a read gets
-        nothing more. One nobody reads (its caller kept it, or dropped it, and never closed it)
-        is closed now, as a client that leaves is, so its upstream connection, its budget
-        reservation and its log entry are not held for as long as its event loop runs. A read
-        under way meets the deadline itself; the stream is looked at again a second later."""
+        nothing more. One nobody reads (its caller kept it, or dropped it, and never closed it;
+        over HTTP, a client that stopped reading, so the answer cannot be sent on) is closed
+        now, so its upstream connection, its budget reservation and its log entry are not held
+        for as long as its event loop runs; it is logged as broken by the deadline, as a read
+        under way that meets it is. Such a read meets the deadline itself; the stream is looked
+        at again a second later."""
         if stream not in self._open_streams:
             return
         loop = asyncio.get_running_loop()

@@ -236,7 +236,9 @@ class FailoverStream:
         self.finish_reason: str | None = None
         self.error: StreamBroken | None = None
         self.completed = False
-        self.closed_because: str | None = None  # why it was closed unread, when not the client
+        # Why the gateway closed it unread (its request's deadline ran out): then it is logged
+        # as broken, not as closed by the client.
+        self.closed_because: str | None = None
         self._chunks = chunks
         self._buffered = buffered
         self._ended = ended

@@ -196,6 +196,7 @@ class ChatStream:
     def expire(self, why: str) -> None:
         """Give it up for the caller that stopped reading it (only while :attr:`idle`): from
         now on a read raises :class:`~switchpoint.errors.StreamBroken` saying ``why``, and
-        :meth:`aclose`, which must follow, logs it as closed by the client, with ``why``."""
+        :meth:`aclose`, which must follow, logs it as a broken stream (``stream_broken``: the
+        gateway, not the client, closed it), with ``why``."""
         self._expired = StreamBroken(why, model=self.model, after_first_byte=True)
         self._stream.closed_because = why

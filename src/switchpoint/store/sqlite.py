@@ -640,8 +640,9 @@ class RequestRecord:
     ``status`` is ``ok`` (a whole answer reached the client), ``error`` (no model answered, or
     the upstream refused the request itself), ``refused`` (the governance refused it before
     any model was called: a model the key may not use, a budget, a rate limit),
-    ``stream_broken`` (a stream failed after its first byte: the client got an error event) or
-    ``client_closed`` (the client left mid-answer).
+    ``stream_broken`` (a stream failed after its first byte: the client got an error event; or
+    the gateway closed it at its request's deadline, unread or stalled on a client that stopped
+    reading) or ``client_closed`` (the client left mid-answer).
     ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error);
     ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
     out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
