@@ -309,9 +309,9 @@ class GatewaySettings(BaseModel):
     ``backoff_base_s`` (capped at ``backoff_cap_s``), or exactly the upstream's ``Retry-After``
     when it is at most ``max_retry_after_s``; a whole request gives up after ``max_total_s``.
     Health: a model's circuit opens after ``failure_threshold`` failures in a row (or an error
-    rate of at least ``error_rate_threshold`` over its last ``health_window`` calls, once they
-    are ``health_min_samples`` or more; 1 switches that rule off, leaving the circuit to
-    ``failure_threshold``) for ``cooldown_s`` (doubling up to
+    rate of at least ``error_rate_threshold`` over its last ``health_window`` calls made within
+    ``health_window_s`` seconds, once they are ``health_min_samples`` or more; 1 switches that
+    rule off, leaving the circuit to ``failure_threshold``) for ``cooldown_s`` (doubling up to
     ``max_cooldown_s`` while its probes fail); ``prefer_healthy`` ranks degraded and down
     models last for ``auto`` (a success rate counts toward degraded and down, too, once
     ``health_min_samples`` calls are in the window). Session pins: hard for
@@ -344,6 +344,7 @@ class GatewaySettings(BaseModel):
     max_cooldown_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     health_window: int = Field(50, ge=1, le=MAX_HEALTH_WINDOW)
     health_min_samples: int = Field(5, ge=1, le=MAX_HEALTH_WINDOW)
+    health_window_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     degraded_latency_ms: float | None = Field(None, gt=0, le=MAX_WAIT_S * 1000,
                                               allow_inf_nan=False)
     pin_hard_window_s: float = Field(300.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)

@@ -275,13 +275,13 @@ def test_the_breakers_window_and_minimum_of_calls_come_from_the_config_and_a_rel
     # Rate rule only (no run of failures opens it), over the last 4 calls once there are 4.
     gateway = GATEWAY + ("  max_attempts_per_model: 1\n  failure_threshold: 100\n"
                          "  error_rate_threshold: 0.5\n  health_window: 4\n"
-                         "  health_min_samples: 4\n")
+                         "  health_min_samples: 4\n  health_window_s: 600\n")
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, gateway=gateway), encoding="utf-8")
     settings = load_settings(config, environ={})
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
         breaker = httpx.get(f"{server.base}/v1/router/health").json()["breaker"]
-        assert (breaker["window"], breaker["min_samples"]) == (4, 4)
+        assert (breaker["window"], breaker["min_samples"], breaker["window_s"]) == (4, 4, 600)
         gw_fake.script("good", "ok", "ok", "ok", "500", "500")
         answers = [ask(server, [turn(f"ping {uuid.uuid4().hex}")], model="good")[0].model
                    for _ in range(5)]
@@ -292,10 +292,12 @@ def test_the_breakers_window_and_minimum_of_calls_come_from_the_config_and_a_rel
         assert health["circuit"] == "open" and health["window_calls"] == 4
         assert (health["successes"], health["failures"]) == (3, 2)
         config.write_text(config.read_text(encoding="utf-8").replace(
-            "health_window: 4", "health_window: 8"), encoding="utf-8")
+            "health_window: 4", "health_window: 8").replace(
+            "health_window_s: 600", "health_window_s: 120"), encoding="utf-8")
         assert httpx.post(f"{server.base}/v1/router/reload", timeout=60).status_code == 200
         breaker = httpx.get(f"{server.base}/v1/router/health").json()["breaker"]
-        assert (breaker["window"], breaker["min_samples"]) == (8, 4)
+        assert (breaker["window"], breaker["min_samples"], breaker["window_s"]) == (8, 4, 120)
+        assert server.service.gateway.health.config.window_s == 120
         assert httpx.get(f"{server.base}/v1/router/health").json()["models"]["good"][
             "window_calls"] == 4  # what it had seen is kept
         config.write_text(config.read_text(encoding="utf-8").replace(
@@ -305,4 +307,4 @@ def test_the_breakers_window_and_minimum_of_calls_come_from_the_config_and_a_rel
         assert "health_min_samples (9) must be <= health_window (8)" in r.text
         breaker = httpx.get(f"{server.base}/v1/router/health").json()["breaker"]
         # The refused reload changed nothing.
-        assert (breaker["window"], breaker["min_samples"]) == (8, 4)
+        assert (breaker["window"], breaker["min_samples"], breaker["window_s"]) == (8, 4, 120)

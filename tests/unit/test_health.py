@@ -338,6 +338,29 @@ def test_the_gateways_window_and_minimum_of_calls_reach_the_breaker() -> None:
     assert run(small, "s" * 20 + "f") is BreakerState.CLOSED
 
 
+def test_the_gateways_time_window_reaches_the_breaker() -> None:
+    """``gateway.health_window_s``: calls older than it no longer count toward the rate rule
+    (nor the success rate), whatever the window of calls holds."""
+    from switchpoint.config import GatewaySettings
+    from switchpoint.gateway.engine import health_config
+
+    def run(g: GatewaySettings, gap_s: float) -> BreakerState:
+        clock = Clock()
+        h = HealthTracker(health_config(g), clock=clock)
+        fail(h, 3)  # three failures, then a gap, then two more
+        clock.advance(gap_s)
+        fail(h, 2)
+        return h.state("a")
+
+    rate_only = {"failure_threshold": 100, "error_rate_threshold": 0.5}
+    assert GatewaySettings().health_window_s == 300.0
+    assert run(GatewaySettings(**rate_only), 100.0) is BreakerState.OPEN  # 5 within 300 s
+    short = GatewaySettings(**rate_only, health_window_s=60.0)
+    assert health_config(short).window_s == 60.0
+    assert run(short, 100.0) is BreakerState.CLOSED  # only 2 calls left in the last 60 s
+    assert run(short, 30.0) is BreakerState.OPEN
+
+
 def test_a_new_window_keeps_each_models_newest_calls_and_errors() -> None:
     h, _ = tracker(failure_threshold=100, error_rate_threshold=1.0, recent_errors=5)
     for _ in range(6):

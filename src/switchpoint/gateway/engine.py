@@ -1172,6 +1172,7 @@ class Gateway:
         snapshot["breaker"] = {"failure_threshold": config.failure_threshold,
                                "error_rate_threshold": config.error_rate_threshold,
                                "min_samples": config.min_samples, "window": config.window,
+                               "window_s": config.window_s,
                                "cooldown_s": config.cooldown_s,
                                "max_cooldown_s": config.max_cooldown_s}
         snapshot["prefer_healthy"] = self.planner.prefer_healthy
@@ -1446,7 +1447,8 @@ def retry_policy(g: GatewaySettings) -> RetryPolicy:
 
 
 def health_config(g: GatewaySettings) -> HealthConfig:
-    return HealthConfig(window=g.health_window, min_samples=g.health_min_samples,
+    return HealthConfig(window=g.health_window, window_s=g.health_window_s,
+                        min_samples=g.health_min_samples,
                         failure_threshold=g.failure_threshold,
                         error_rate_threshold=g.error_rate_threshold, cooldown_s=g.cooldown_s,
                         max_cooldown_s=g.max_cooldown_s,
