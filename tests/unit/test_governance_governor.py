@@ -548,6 +548,50 @@ def test_a_reservation_left_open_by_a_crash_is_released_once_and_the_reports_agr
         assert _closings(s.db_path) == {ticket.id: ["expire"]}
 
 
+@pytest.mark.parametrize("down_days", [3.0, 40.0])
+def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_expired_once(
+        tmp_path: Path, down_days: float) -> None:
+    """The process died mid-request and the service stayed down longer than a restart looks
+    back (LOOKBACK_S): the start still closes that reservation with an ``expire`` row saying
+    whose it was (key and tenant), holds nothing for it, and a later start writes no second
+    one."""
+    import sqlite3
+
+    from switchpoint.governance.ledger import LOOKBACK_S
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    acme = tenant_account("acme")
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    store = SQLiteStore(s.db_path).open()
+    first = Governor(s, store=store, clock=lambda: now[0])
+    ticket, _, _ = admit(first, s, "acme", dict(body))
+    now[0] += 1.0
+    first.flush()  # the request runs long: its reservation reaches disk
+    assert ticket.persisted
+    store.close()  # ... and the process dies mid-request, the service down for days
+    now[0] = ticket.ts + down_days * 86_400
+    assert now[0] - ticket.ts > LOOKBACK_S
+    for _ in range(2):  # the start after, then one more
+        with SQLiteStore(s.db_path) as store:
+            gov = Governor(s, store=store, clock=lambda: now[0])
+            gov.open()
+            assert gov.ledger.held(acme) == 0.0 and gov.ledger.open_tickets() == 0
+            gov.close()
+        assert _closings(s.db_path) == {ticket.id: ["expire"]}
+        now[0] += 3600.0
+    db = sqlite3.connect(s.db_path)
+    try:
+        rows = db.execute("SELECT kind, key_id, tenant, expires_at FROM spend "
+                          "WHERE reservation_id = ? ORDER BY seq", (ticket.id,)).fetchall()
+    finally:
+        db.close()
+    assert rows[1] == ("expire", ticket.key_id, "acme", ticket.expires_at)
+    assert rows[0][1:3] == rows[1][1:3]
+
+
 def test_a_request_released_after_its_reservation_expired_is_released_once(
         tmp_path: Path) -> None:
     """A reservation that expired (its request overran its deadline) was released then; the

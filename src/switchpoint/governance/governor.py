@@ -250,9 +250,10 @@ class Governor:
                 log.warning("%d budget reservation(s) from a previous run were still open past "
                             "their request deadline (the process stopped mid-request); "
                             "released them", len(stale))
-                for rid, expired_at in stale:
-                    self._append(LedgerRecord(ts=now, reservation_id=rid, kind="expire",
-                                              expires_at=expired_at))
+                for gone in stale:
+                    self._append(LedgerRecord(ts=now, reservation_id=gone.id, kind="expire",
+                                              key_id=gone.key_id, tenant=gone.tenant,
+                                              expires_at=gone.expires_at))
             if live:
                 log.warning("%d budget reservation(s) from a previous run are still open; they "
                             "hold their amount until their request deadline, then expire",

@@ -22,7 +22,8 @@ request that ends sooner writes one row, its settlement: most requests cost one 
 start the ledger is rebuilt from those rows. A reservation still open when the process died (its
 request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
-released and recorded as ``expire``: a crash never leaks budget for longer than that. (The
+released and recorded as ``expire`` (at the start, if that deadline passed while the service
+was down, however long): a crash never leaks budget for longer than that. (The
 requests of the last half second before a crash hold nothing after it.)
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
@@ -58,9 +59,12 @@ WINDOW_S = 60.0
 EXPIRY_GRACE_S = 30.0
 # A reservation is written to disk once its request has run this long (see the governor).
 PERSIST_AFTER_S = 0.5
-# How far back a restart looks for reservations that may still be open: past the longest a
-# reservation can hold (a request's deadline, gateway.max_total_s, is at most a day, plus
-# EXPIRY_GRACE_S), so a restart never frees one early.
+# How far back a restart looks for reservations that may still be open, from the last row the
+# ledger holds (the process that wrote it was running then, so none of its reservations is
+# older) or from now, whichever is earlier: past the longest a reservation can hold (a
+# request's deadline, gateway.max_total_s, is at most a day, plus EXPIRY_GRACE_S), so a
+# restart never frees one early, and however long the service stayed down, it finds those its
+# last run left open.
 LOOKBACK_S = 2 * 86400.0
 # Relative slack when comparing money, so a budget that covers exactly N requests admits N.
 _EPS = 1e-9
@@ -527,10 +531,10 @@ class Ledger:
 
 def load_state(db_path: str | Path, now: float | None = None
                ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
-                          list[tuple[str, float]]]:
+                          list[OpenReservation]]:
     """What the ``spend`` table of ``db_path`` says: (settled spend by account and current
     period, reservations still open and not yet expired, reservations open but past their
-    expiry as (id, expired at))."""
+    expiry: those a run that stopped mid-request left, however long ago)."""
     now = time.time() if now is None else now
     path = Path(db_path)
     if not path.exists():
@@ -543,7 +547,7 @@ def load_state(db_path: str | Path, now: float | None = None
 
 def _read_state(path: Path, now: float
                 ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
-                           list[tuple[str, float]]]:
+                           list[OpenReservation]]:
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -560,9 +564,13 @@ def _read_state(path: Path, now: float
                 for account in settle_accounts(key_id, tenant, model, provider):
                     by_period = spent.setdefault(account, {})
                     by_period[period] = by_period.get(period, 0.0) + float(amount or 0.0)
-        # Reservations older than LOOKBACK_S are past any request deadline: only recent ones
-        # can still hold budget (or need their expiry recorded).
-        since = now - LOOKBACK_S
+        # Reservations made LOOKBACK_S before the ledger's last row (or before now, when
+        # that is earlier) are past any request deadline of the run that wrote it, and were
+        # closed by it or by the start after the run they were made in: only later ones can
+        # still hold budget or need their expiry recorded (an index read, not a scan of the
+        # months of rows the ledger keeps).
+        (last,) = conn.execute("SELECT max(ts) FROM spend").fetchone()
+        since = min(now, float(last) if last is not None else now) - LOOKBACK_S
         reserved = conn.execute(
             "SELECT reservation_id, ts, expires_at, holds, key_id, tenant FROM spend "
             "WHERE ts >= ? AND kind = 'reserve'", (since,)).fetchall()
@@ -573,14 +581,11 @@ def _read_state(path: Path, now: float
     finally:
         conn.close()
     live: list[OpenReservation] = []
-    stale: list[tuple[str, float]] = []
+    stale: list[OpenReservation] = []
     for rid, ts, expires_at, holds, key_id, tenant in open_rows:
         expiry = float(expires_at if expires_at is not None else ts)
-        if expiry > now:
-            live.append(OpenReservation(rid, float(ts), expiry, json.loads(holds or "{}"),
-                                        key_id, tenant))
-        else:
-            stale.append((rid, expiry))
+        (live if expiry > now else stale).append(
+            OpenReservation(rid, float(ts), expiry, json.loads(holds or "{}"), key_id, tenant))
     return spent, live, stale
 
 
