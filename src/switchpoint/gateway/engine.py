@@ -720,7 +720,8 @@ class Gateway:
             return
         why = (f"nothing read it before the request's deadline (gateway.max_total_s: "
                f"{self.retry.max_total_s:g}s) ran out, so the gateway closed it and let its "
-               "upstream go; read a stream to its end or close it (await stream.aclose())")
+               "upstream go; a caller reads a stream to its end within the deadline or closes it "
+               "(in Python: await stream.aclose()), or raises gateway.max_total_s")
         log.warning("stream of request %s: %s", stream.switchpoint.request_id, why)
         stream.expire(why)  # at once: no read may begin before it is closed
         task = loop.create_task(self._close_unread(stream))
