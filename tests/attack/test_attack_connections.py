@@ -226,3 +226,43 @@ def test_a_client_that_stops_reading_is_cut_off(attacked: Attacked) -> None:
     sock.close()
     assert cut, "the server kept writing to a client that reads nothing"
     assert health_seconds(attacked) < 1.0
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65_536)
+        except TimeoutError:
+            return data + b"<still open>"
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_a_request_with_both_a_length_and_chunks_is_refused_and_the_connection_closed(
+        attacked: Attacked) -> None:
+    # Content-Length and Transfer-Encoding together: a proxy in front that reads the length
+    # and this server that reads the chunks would disagree on where the request ends, and the
+    # bytes after it (here a GET) would be taken as a request of someone else's connection.
+    body = b'{"prompt": "hi"}'
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+                 b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"Content-Length" in answer and b"Transfer-Encoding" in answer, answer
+    assert answer.count(b"\r\n\r\n") == 1, answer  # one answer: the smuggled GET got none
+    assert not answer.endswith(b"<still open>")
+    # Chunks alone are fine, and so is the server.
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                 + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert health_seconds(attacked) < 1.0

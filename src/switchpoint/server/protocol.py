@@ -88,14 +88,25 @@ def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
+# A request framed both ways: a proxy in front that reads the length and this server, which
+# would read the chunks, disagree on where the request ends, so the bytes after it could be
+# taken as another request (request smuggling). RFC 9112 lets a server refuse it; it must
+# close the connection either way.
+_BOTH_FRAMINGS = ("the request gives both Content-Length and Transfer-Encoding, which "
+                  "disagree on where its body ends; send one of them")
+
+
 class _Connection(h11.Connection):
     """h11's connection, refusing a request head over ``max_head`` bytes even when it arrives
-    whole (h11 itself only bounds a head that is still incomplete)."""
+    whole (h11 itself only bounds a head that is still incomplete), and a request that gives
+    both a Content-Length and a Transfer-Encoding (h11 would read the chunks and keep the
+    connection open)."""
 
     def __init__(self, max_head: int) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
         self.max_head = max_head
         self.error_status: int | None = None
+        self.error_reason: str | None = None  # what the 400 says, when this layer knows
 
     def next_event(self) -> Any:
         try:
@@ -109,6 +120,10 @@ class _Connection(h11.Connection):
             if size > self.max_head:
                 self.error_status = 431
                 raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                self.error_reason = _BOTH_FRAMINGS
+                raise h11.RemoteProtocolError(_BOTH_FRAMINGS, error_status_hint=400)
         return event
 
 
@@ -220,8 +235,9 @@ class GuardedH11Protocol(H11Protocol):
                 f"the request line and headers exceed {limit} bytes "
                 "(server.max_header_bytes); send smaller headers"))
         else:
+            reason = self.conn.error_reason or msg  # type: ignore[attr-defined]
             self.transport.write(_raw_error(400, "Bad Request", "invalid_request",
-                                            f"not a valid HTTP/1.1 request: {msg}"))
+                                            f"not a valid HTTP/1.1 request: {reason}"))
         self.transport.close()
 
     # Phases ------------------------------------------------------------------------------------
