@@ -56,6 +56,19 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
         raise json.JSONDecodeError("arrays or objects nested too deeply to read", "", 0) from None
 
 
+def repeated_key(text: str | bytes) -> str | None:
+    """What is wrong when the JSON ``text`` writes a key twice in one object (the message of
+    :class:`DuplicateKeyError`), else None: also when it is not JSON at all, which the
+    caller's own reader then says."""
+    try:
+        loads(text)
+    except DuplicateKeyError as exc:
+        return exc.msg
+    except (ValueError, RecursionError):  # not JSON, or not UTF-8: not this rule's to say
+        return None
+    return None
+
+
 def unreadable(exc: json.JSONDecodeError) -> str:
     """What an error from :func:`loads` says of the text: ``not valid JSON (why)``, or for a key
     written twice, which is valid JSON, just that."""

@@ -198,3 +198,64 @@ def test_mutated_bodies_never_fail_the_server(attacked: Attacked,
                                              edits: list[tuple[int, str, bytes]]) -> None:
     with httpx.Client(base_url=attacked.base, timeout=10) as client:
         assert_no_server_failure(client, mutate(edits))
+
+
+# A key written twice: JSON readers disagree on which one counts (most keep the last, some the
+# first), so a filter in front could check one value and the service act on the other.
+TWICE = [
+    ("/v1/chat/completions",
+     b'{"model": "alpha", "model": "beta", "messages": [{"role": "user", "content": "hi"}]}',
+     '"model"'),
+    ("/v1/chat/completions",
+     b'{"model": "alpha", "messages": [{"role": "user", "content": "hi", "role": "system"}]}',
+     '"role"'),
+    ("/v1/route", b'{"prompt": "hi", "prompt": "bye"}', '"prompt"'),
+    ("/v1/route", b'{"prompt": "hi", "cost_weight": 0, "cost_weight": 9}', '"cost_weight"'),
+    ("/v1/feedback", b'{"decision_id": "' + b"0" * 32 + b'", "score": 1, "score": 0}',
+     '"score"'),
+    ("/v1/router/preferences/score",
+     b'{"compare_id": "x", "scores": {"A": 1, "A": 0}}', '"A"'),
+    ("/v1/router/keys", b'{"tenant": "a", "tenant": "b"}', '"tenant"'),
+    ("/v1/router/keys/0123456789/rotate", b'{"grace_seconds": 1, "grace_seconds": 2}',
+     '"grace_seconds"'),
+    ("/v1/router/experiments/x/promote", b'{"arm": "a", "arm": "b"}', '"arm"'),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "key"), TWICE)
+def test_a_key_written_twice_is_a_400_naming_it(attacked: Attacked, path: str, body: bytes,
+                                                key: str) -> None:
+    before = httpx.get(f"{attacked.base}/v1/router/stats", headers=attacked.admin,
+                       timeout=10).json()
+    r = httpx.post(f"{attacked.base}{path}", content=body, headers={
+        **attacked.admin, "Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request" and error["param"] == "body", error
+    assert f"the key {key} is written twice" in error["message"], error
+    # Nothing was routed, forwarded or logged.
+    after = httpx.get(f"{attacked.base}/v1/router/stats", headers=attacked.admin,
+                      timeout=10).json()
+    assert after == before
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/router/keys", b"not json"),
+    ("/v1/router/keys", b'{"tenant": 5}'),
+    ("/v1/router/keys", b'{"tenant": "acme", "unknown": 1}'),
+    ("/v1/router/keys/0123456789/rotate", b"not json"),
+    ("/v1/router/keys/0123456789/rotate", b'{"grace_seconds": "a day"}'),
+])
+def test_an_admin_route_answers_a_caller_without_the_token_before_reading_the_body(
+        attacked: Attacked, path: str, body: bytes) -> None:
+    # The body's faults (or the fields the route takes) are no business of a caller who may
+    # not use the route: every one is the same 401.
+    r = httpx.post(f"{attacked.base}{path}", content=body,
+                   headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["code"] == "unauthorized"
+    # With the token, the body's fault is named.
+    r = httpx.post(f"{attacked.base}{path}", content=body,
+                   headers={**attacked.admin, "Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] in ("body", "tenant", "unknown", "grace_seconds")

@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from switchpoint._json import LONE_SURROGATE, lone_surrogate
+from switchpoint._json import LONE_SURROGATE, DuplicateKeyError, lone_surrogate, unique_keys
 from switchpoint._messages import cut, invalid_from_validation
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
@@ -154,7 +154,8 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
     """The request body (a dict) from its bytes, once it checks out.
 
     Raises :class:`~switchpoint.errors.InvalidInputError` naming the field for anything else:
-    an empty body, invalid JSON or UTF-8, a non-finite number, nesting deeper than
+    an empty body, invalid JSON or UTF-8, a key written twice in one object (JSON readers
+    disagree on which one counts), a non-finite number, nesting deeper than
     :data:`MAX_DEPTH`, a lone surrogate, a missing or mistyped ``model`` / ``messages``.
     """
     if not raw.strip():
@@ -162,7 +163,9 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
                                         '"messages": [{"role": "user", "content": "..."}]}')
     try:
         data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float,
-                          parse_int=_finite_int)
+                          parse_int=_finite_int, object_pairs_hook=unique_keys)
+    except DuplicateKeyError as exc:
+        raise InvalidInputError("body", exc.msg) from None
     except _NonFiniteError as exc:
         _name_the_field(raw)  # raises naming the field, when it can
         raise InvalidInputError("body", f"holds the number {exc.text}, which is not finite; "

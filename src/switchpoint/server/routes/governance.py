@@ -22,6 +22,7 @@ from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
+from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ERROR_RESPONSES, ErrorResponse, KeyPage, TenantQuery
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
@@ -80,9 +81,18 @@ def _spec(body: KeyCreate) -> KeySpec:
                    expires=body.expires)
 
 
+def _body_schema(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself (after the admin
+    token is checked: see :mod:`switchpoint.server.bodies`)."""
+    return {"requestBody": {"required": required, "content": {
+        "application/json": {"schema": model.model_json_schema()}}}}
+
+
 @router.post("/v1/router/keys", status_code=201, responses=_CREATED,
+             openapi_extra=_body_schema(KeyCreate, required=True),
              summary="Make a client key for a tenant (shown once, stored hashed)")
-async def create_key(body: KeyCreate, request: Request) -> JSONResponse:
+async def create_key(request: Request) -> JSONResponse:
+    body = parse_body(KeyCreate, await request.body())
     gateway = get_service(request).gateway
     settings = gateway.settings
     catalog = [m.name for m in settings.models] if settings.models is not None else None
@@ -145,12 +155,14 @@ async def delete_key(key_id: str, request: Request) -> JSONResponse:
 
 
 @router.post("/v1/router/keys/{key_id}/rotate", responses=_BY_ID,
+             openapi_extra=_body_schema(KeyRotate, required=False),
              summary="A new secret for a key (same id, budgets and limits); the old one "
                      "works for grace_seconds")
-async def rotate_key(key_id: str, request: Request,
-                     body: KeyRotate | None = None) -> JSONResponse:
+async def rotate_key(key_id: str, request: Request) -> JSONResponse:
+    raw = await request.body()
+    body = parse_body(KeyRotate, raw) if raw.strip() else KeyRotate()
     keys = get_service(request).gateway.governor.keys
-    grace = float(body.grace_seconds) if body is not None else 0.0
+    grace = float(body.grace_seconds)
     issued = await run_in_threadpool(keys.rotate, key_id, grace)
     return JSONResponse(issued.to_dict())
 

@@ -19,10 +19,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint._messages import invalid_from_validation
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
@@ -30,6 +29,7 @@ from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
+from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat, TenantQuery
 
@@ -125,13 +125,6 @@ class PromoteRequest(BaseModel):
         "The arm to promote (default: the winner; 409 while there is none)."))
 
 
-def _parse(model: type[BaseModel], raw: bytes) -> Any:
-    try:
-        return model.model_validate_json(raw or b"")
-    except ValidationError as exc:
-        raise invalid_from_validation(list(exc.errors()), list(model.model_fields)) from None
-
-
 Caller = tuple[Principal | None, bool]
 
 
@@ -180,7 +173,7 @@ def tenant_caller(request: Request, named: str | None, who: Caller
                          "unknown, forgotten or other tenant's id.")
 async def feedback(request: Request) -> JSONResponse:
     principal = client_principal(request)
-    body: FeedbackRequest = _parse(FeedbackRequest, await request.body())
+    body = parse_body(FeedbackRequest, await request.body())
     gateway = get_service(request).gateway
     try:
         result = await gateway.areport_outcome(body.decision_id, body.score, body.success,
@@ -203,7 +196,7 @@ async def feedback(request: Request) -> JSONResponse:
                  "application/json": {"schema": CompareRequest.model_json_schema()}}}},
              summary="Ask 2-6 models the same prompt at once; answers come back blind-labelled")
 async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
-    body: CompareRequest = _parse(CompareRequest, await request.body())
+    body = parse_body(CompareRequest, await request.body())
     principal, _ = tenant_caller(request, body.tenant, who)
     params: dict[str, Any] = {}
     if body.max_tokens is not None:
@@ -223,7 +216,7 @@ async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> 
                  "application/json": {"schema": ScoreRequest.model_json_schema()}}}},
              summary="Score a comparison's answers (0..1 each); teaches the tenant's memory")
 async def score(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
-    body: ScoreRequest = _parse(ScoreRequest, await request.body())
+    body = parse_body(ScoreRequest, await request.body())
     principal, _ = tenant_caller(request, body.tenant, who)
     gateway = get_service(request).gateway
     return JSONResponse(await gateway.ascore(body.compare_id, body.scores,
@@ -279,6 +272,6 @@ async def experiment(name: str, request: Request) -> JSONResponse:
              summary="Send all of an experiment's traffic to its winner (or a named arm)")
 async def promote(name: str, request: Request) -> JSONResponse:
     raw = await request.body()
-    body = _parse(PromoteRequest, raw) if raw.strip() else PromoteRequest()
+    body = parse_body(PromoteRequest, raw) if raw.strip() else PromoteRequest()
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(gateway.promote, name, body.arm))

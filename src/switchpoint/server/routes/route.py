@@ -10,27 +10,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
-from switchpoint._messages import invalid_from_validation
 from switchpoint.decision import GOVERNANCE_FIELDS, LEARNING_FIELDS, ROUTE_FIELDS
 from switchpoint.governance.governor import Governor
 from switchpoint.server.auth import client_principal
+from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ERROR_RESPONSES, RouteRequest, RouteResponse
 
 router = APIRouter(tags=["routing"])
-_FIELDS = list(RouteRequest.model_fields)
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": RouteRequest.model_json_schema()}}}}
-
-
-def parse_route_request(body: bytes) -> RouteRequest:
-    """Validate a ``/v1/route`` body (JSON whatever the Content-Type says)."""
-    try:
-        return RouteRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_from_validation(list(exc.errors()), _FIELDS) from None
 
 
 @router.post(
@@ -49,7 +39,7 @@ def parse_route_request(body: bytes) -> RouteRequest:
 )
 async def route(request: Request) -> JSONResponse:
     principal = client_principal(request)
-    body = parse_route_request(await request.body())
+    body = parse_body(RouteRequest, await request.body())  # JSON whatever its Content-Type
     decision = await get_service(request).gateway.aroute(
         body.prompt, body.available_models, body.cost_weight, embedding=body.embedding,
         principal=principal)
