@@ -38,7 +38,7 @@ def test_a_circuit_open_503_says_when_to_retry(attacked: Attacked,
     assert "circuit open" in r.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("bad", ["NaN", "nan", "inf", "-1", "1e999", "lots"])
+@pytest.mark.parametrize("bad", ["NaN", "nan", "inf", "-1", "1e999", "lots", "1_0", "0x1"])
 def test_a_bad_cost_weight_is_refused_on_a_pinned_session_too(attacked: Attacked,
                                                               bad: str) -> None:
     session = {"x-session-id": f"pinned-{bad}"}
@@ -252,3 +252,36 @@ def test_no_capable_model_reads_as_a_sentence(attacked: Attacked) -> None:
         "model": "solo", "messages": [{"role": "user", "content": [image]}]})
     assert named.status_code == 400 and named.json()["error"]["message"].startswith(
         "messages: model 'solo' and its fallbacks cannot serve this request"), named.text
+
+
+@pytest.mark.parametrize("header", ["x-switchpoint-cost-weight", "x-session-id",
+                                    "x-switchpoint-models"])
+def test_a_gateway_header_given_twice_is_a_400_naming_it(attacked: Attacked,
+                                                          header: str) -> None:
+    # Which of two values counts is anyone's guess (a proxy may read the other one).
+    before = len(attacked.requests())
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", "auto"),
+                   headers=[(header, "1"), (header, "alpha"), ("x-switchpoint-models", "alpha")]
+                   if header != "x-switchpoint-models" else [(header, "alpha"), (header, "beta")],
+                   timeout=10)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == header and "given 2 times" in error["message"], error
+    assert len(attacked.requests()) == before  # nothing was forwarded or logged
+
+
+def test_more_models_in_the_header_than_the_body_takes_is_a_400(attacked: Attacked) -> None:
+    # The body's `models` takes at most 64 names; the header used to drop the rest silently,
+    # routing among fewer models than the caller listed.
+    url = f"{attacked.base}/v1/chat/completions"
+    ok = httpx.post(url, json=chat_body("hi", "auto"), timeout=10,
+                    headers={"x-switchpoint-models": ",".join(["alpha"] * 63 + ["beta"])})
+    assert ok.status_code == 200, ok.text
+    r = httpx.post(url, json=chat_body("hi", "auto"), timeout=10,
+                   headers={"x-switchpoint-models": ",".join(["alpha"] * 64 + ["beta"])})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "x-switchpoint-models" and "65" in error["message"], error
+    r = httpx.post(url, json=chat_body("hi", "auto", models=["alpha"] * 64 + ["beta"]),
+                   timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "models", r.text

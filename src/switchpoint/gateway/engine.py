@@ -86,7 +86,7 @@ from switchpoint.gateway.health import HealthConfig, HealthTracker
 from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.owner import DataDirLock
-from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body
+from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
 from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session
 from switchpoint.gateway.preferences import (
     MAX_COMPARE_MODELS,
@@ -860,7 +860,8 @@ class Gateway:
         return ChatCall(body=body, session_id=session_id, caller=who.key_id or "in-process",
                         tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
                         decision=decision, exact=exact,
-                        models=list(models) if models is not None else None)
+                        models=(check_model_count(list(models), "models")
+                                if models is not None else None))
 
     # Learning from outcomes ---------------------------------------------------------------------
 

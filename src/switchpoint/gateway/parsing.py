@@ -201,6 +201,17 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
     return data
 
 
+def check_model_count(models: list[str], field: str) -> list[str]:
+    """``models``, a list of candidates for ``auto`` given apart from the body (a header, an
+    argument), held to the body's ``models`` bound: :class:`InvalidInputError` naming
+    ``field`` for more than :data:`MAX_MODELS` names (dropping the rest would route among
+    fewer models than the caller listed)."""
+    if len(models) > MAX_MODELS:
+        raise InvalidInputError(field, f"names {len(models)} models; it takes at most "
+                                       f"{MAX_MODELS}")
+    return models
+
+
 def upstream_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """``body`` without the gateway's own fields: what goes to the model."""
     if not any(k in body for k in GATEWAY_FIELDS):

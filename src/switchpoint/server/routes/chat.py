@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from typing import Any
 
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from switchpoint.decision import check_cost_weight
 from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
-from switchpoint.gateway.parsing import ChatRequest, parse_chat_body
+from switchpoint.gateway.parsing import ChatRequest, check_model_count, parse_chat_body
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.governance.governor import Principal
@@ -89,25 +90,41 @@ async def chat_completions(request: Request) -> Response:
 def chat_call(body: dict[str, Any], request: Request,
               principal: Principal | None = None) -> ChatCall:
     """The plain values of one HTTP chat request (``principal``: the client key's caller)."""
-    headers = request.headers
-    models = headers.get(MODELS_HEADER)
+    models = _once(request, MODELS_HEADER)
     host = request.client.host if request.client is not None else None
     return ChatCall(
         body=body,
-        session_id=headers.get(SESSION_HEADER),
+        session_id=_once(request, SESSION_HEADER),
         caller=principal.key_id if principal is not None and principal.key_id else host,
         tenant=principal.tenant if principal is not None else None,
         key_id=principal.key_id if principal is not None else None,
-        cost_weight=_cost_weight(headers.get(COST_WEIGHT_HEADER)),
-        models=None if models is None else [m.strip() for m in models.split(",")
-                                            if m.strip()][:64],
+        cost_weight=_cost_weight(_once(request, COST_WEIGHT_HEADER)),
+        models=None if models is None else check_model_count(  # (a head is bounded)
+            [m.strip() for m in models.split(",") if m.strip()], MODELS_HEADER),
         models_field=MODELS_HEADER, session_field=SESSION_HEADER)
+
+
+def _once(request: Request, name: str) -> str | None:
+    """The header ``name``, which a request gives at most once: given twice, which value
+    counts would be anyone's guess (a proxy in front may read the other one)."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise InvalidInputError(name, f"is given {len(values)} times; send it once")
+    return values[0] if values else None
+
+
+# A decimal number (Python's float() also takes "1_0"); "inf" and "nan" are let through to
+# check_cost_weight, which says what is wrong with them.
+_NUMBER = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)\s*",
+                     re.IGNORECASE | re.ASCII)
 
 
 def _cost_weight(raw: str | None) -> float | None:
     if raw is None:
         return None
     try:
+        if not _NUMBER.fullmatch(raw):
+            raise ValueError(raw)
         value = float(raw)
     except ValueError:
         raise InvalidInputError(COST_WEIGHT_HEADER,
