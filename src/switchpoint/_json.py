@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, SupportsFloat
 
 from switchpoint._messages import cut
 
+# A surrogate escape in JSON text (paired or not): text without one cannot hold a lone surrogate.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 LONE_SURROGATE = ("holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not "
                   "valid Unicode text")
 
@@ -54,19 +57,6 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
         return json.loads(text, parse_int=parse_int, **kwargs)
     except RecursionError:
         raise json.JSONDecodeError("arrays or objects nested too deeply to read", "", 0) from None
-
-
-def repeated_key(text: str | bytes) -> str | None:
-    """What is wrong when the JSON ``text`` writes a key twice in one object (the message of
-    :class:`DuplicateKeyError`), else None: also when it is not JSON at all, which the
-    caller's own reader then says."""
-    try:
-        loads(text)
-    except DuplicateKeyError as exc:
-        return exc.msg
-    except (ValueError, RecursionError):  # not JSON, or not UTF-8: not this rule's to say
-        return None
-    return None
 
 
 def unreadable(exc: json.JSONDecodeError) -> str:

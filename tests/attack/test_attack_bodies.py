@@ -259,3 +259,23 @@ def test_an_admin_route_answers_a_caller_without_the_token_before_reading_the_bo
                    headers={**attacked.admin, "Content-Type": "application/json"}, timeout=10)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] in ("body", "tenant", "unknown", "grace_seconds")
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/route", b'{"prompt": "a\\ud800b"}', "prompt"),
+    ("/v1/route", b'{"prompt": "hi", "available_models": ["\\udfff"]}', "available_models"),
+    ("/v1/feedback", b'{"decision_id": "' + b"0" * 32 + b'", "score": 1, "comment": "\\ud800"}',
+     "comment"),
+    ("/v1/router/keys", b'{"tenant": "t", "name": "\\udc00x"}', "name"),
+])
+def test_a_lone_surrogate_is_named_on_every_route(attacked: Attacked, path: str, body: bytes,
+                                                  field: str) -> None:
+    r = httpx.post(f"{attacked.base}{path}", content=body, headers={
+        **attacked.admin, "Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field and "lone surrogate" in error["message"], error
+    # A surrogate pair (an emoji) is text like any other.
+    ok = httpx.post(f"{attacked.base}/v1/route", content=b'{"prompt": "\\ud83d\\ude00"}',
+                    timeout=10)
+    assert ok.status_code == 200, ok.text

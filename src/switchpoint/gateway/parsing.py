@@ -30,7 +30,13 @@ from pydantic import (
     field_validator,
 )
 
-from switchpoint._json import LONE_SURROGATE, DuplicateKeyError, lone_surrogate, unique_keys
+from switchpoint._json import (
+    LONE_SURROGATE,
+    SURROGATE_ESCAPE,
+    DuplicateKeyError,
+    lone_surrogate,
+    unique_keys,
+)
 from switchpoint._messages import cut, invalid_from_validation
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
@@ -46,7 +52,6 @@ MAX_CHOICES = 128
 # Fields of the body that are the gateway's, not the upstream's: removed before forwarding.
 GATEWAY_FIELDS = ("models",)
 # A \uD800-\uDFFF escape: the only way JSON text can carry a surrogate.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 # A message's content as OpenAI's schema has it: text, null, or a list of content parts.
@@ -179,7 +184,7 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise InvalidInputError("body", f"is not valid JSON ({exc})") from None
     # Only a body with more brackets than MAX_DEPTH can nest too deeply, and only one with a
     # surrogate escape can hold a lone surrogate: most bodies skip the walk.
-    surrogates = bool(_SURROGATE_ESCAPE.search(raw))
+    surrogates = bool(SURROGATE_ESCAPE.search(raw))
     deep = raw.count(b"[") + raw.count(b"{") > MAX_DEPTH
     return check_chat_body(data, walk=deep or surrogates, surrogates=surrogates)
 
