@@ -285,3 +285,22 @@ def test_more_models_in_the_header_than_the_body_takes_is_a_400(attacked: Attack
     r = httpx.post(url, json=chat_body("hi", "auto", models=["alpha"] * 64 + ["beta"]),
                    timeout=10)
     assert r.status_code == 400 and r.json()["error"]["param"] == "models", r.text
+
+
+@pytest.mark.parametrize(("path", "field"), [
+    ("/v1/router/report/forecast?requests_per_hour={v}&avg_input_tokens=1"
+     "&avg_output_tokens=1", "requests_per_hour"),
+    ("/v1/router/report/forecast?requests_per_hour=1&avg_input_tokens={v}"
+     "&avg_output_tokens=1", "avg_input_tokens"),
+    ("/v1/router/report/forecast?requests_per_hour=1&avg_input_tokens=1"
+     "&avg_output_tokens={v}", "avg_output_tokens"),
+    ("/v1/router/report/sla?since_hours={v}", "since_hours"),
+])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_a_non_finite_report_query_is_named_as_such(attacked: Attacked, path: str, field: str,
+                                                    value: str) -> None:
+    # It used to read "must be <= 1000000000, got 'nan'": NaN is not over any limit.
+    r = httpx.get(attacked.base + path.format(v=value), headers=attacked.admin, timeout=10)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == field and "finite number" in error["message"], error

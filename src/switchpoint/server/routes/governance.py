@@ -225,7 +225,8 @@ async def savings(request: Request, period: Period = "month",
 @router.get("/v1/router/report/sla", responses=_REPORT,
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
-                     since_hours: Annotated[float, Query(gt=0, le=24 * 366)] = 1.0,
+                     since_hours: Annotated[float, Query(gt=0, le=24 * 366,
+                                                         allow_inf_nan=False)] = 1.0,
                      tenant: TenantQuery = None
                      ) -> JSONResponse:
     gateway = get_service(request).gateway
@@ -236,9 +237,9 @@ async def sla_report(request: Request,
 @router.get("/v1/router/report/forecast", responses=_REPORT,
             summary="Projected spend of a traffic assumption over the logged routing mix")
 async def forecast(request: Request,
-                   requests_per_hour: Annotated[float, Query(ge=0, le=1e9)],
-                   avg_input_tokens: Annotated[float, Query(ge=0, le=1e8)],
-                   avg_output_tokens: Annotated[float, Query(ge=0, le=1e8)],
+                   requests_per_hour: Annotated[float, Query(ge=0, le=1e9, allow_inf_nan=False)],
+                   avg_input_tokens: Annotated[float, Query(ge=0, le=1e8, allow_inf_nan=False)],
+                   avg_output_tokens: Annotated[float, Query(ge=0, le=1e8, allow_inf_nan=False)],
                    tenant: TenantQuery = None
                    ) -> JSONResponse:
     gateway = get_service(request).gateway
