@@ -304,3 +304,20 @@ def test_a_non_finite_report_query_is_named_as_such(attacked: Attacked, path: st
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == field and "finite number" in error["message"], error
+
+
+@pytest.mark.parametrize(("method", "path", "meant"), [
+    ("POST", "/v1/route/", "/v1/route"),
+    ("POST", "/v1/chat/completions/", "/v1/chat/completions"),
+    ("GET", "/v1/router/stats/", "/v1/router/stats"),
+    ("GET", "/health/", "/health"),
+])
+def test_a_trailing_slash_is_a_404_saying_the_route_not_a_redirect_to_the_host_header(
+        attacked: Attacked, method: str, path: str, meant: str) -> None:
+    # It used to be a 307 whose Location was built from the Host header the client sent: a
+    # redirect to any host, and no error body.
+    r = httpx.request(method, f"{attacked.base}{path}", json={"prompt": "hi"}, timeout=10,
+                      headers={**attacked.admin, "Host": "evil.example"})
+    assert r.status_code == 404, (r.status_code, r.headers)
+    assert "location" not in r.headers
+    assert f"did you mean {meant}?" in r.json()["error"]["message"], r.text

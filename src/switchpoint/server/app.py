@@ -80,8 +80,10 @@ def create_app(
         finally:
             await gateway.aclose()
 
+    # No redirect for a path with a slash too many: Starlette's would send a 307 to the host
+    # the client's Host header names; the 404 says which route was meant instead.
     app = FastAPI(title="switchpoint", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, redirect_slashes=False)
     app.state.service = service
     install_error_handlers(app)
     routers = (route.router, chat.router, admin.router, governance.router, learning.router)

@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from switchpoint._messages import cut, invalid_from_validation
 from switchpoint.errors import (
@@ -188,6 +189,18 @@ def log_store_failure(request: Request, exc: BaseException) -> bool:
     return True
 
 
+def _without_trailing_slash(request: Request) -> str | None:
+    """The route a path with a slash too many meant (``/v1/route/``: ``/v1/route``), if any."""
+    path = request.url.path
+    if len(path) < 2 or not path.endswith("/"):
+        return None
+    scope = {**request.scope, "path": path.rstrip("/")}
+    for route in request.app.router.routes:
+        if route.matches(scope)[0] is not Match.NONE:
+            return str(scope["path"])
+    return None
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error its shape."""
 
@@ -219,7 +232,9 @@ def install(app: FastAPI) -> None:
         path = shown_path(request)
         message = f"{request.method} {path}: {exc.detail}"
         if exc.status_code == 404:
-            message += "; see GET /docs for the routes"
+            meant = _without_trailing_slash(request)
+            message += (f"; did you mean {meant}?" if meant is not None
+                        else "; see GET /docs for the routes")
         answer = ErrorAnswer(exc.status_code, code, message, None,
                              getattr(exc, "headers", None))
         return render(request, answer)
