@@ -266,3 +266,29 @@ def test_a_request_with_both_a_length_and_chunks_is_refused_and_the_connection_c
     sock.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert health_seconds(attacked) < 1.0
+
+
+def test_a_client_that_asks_before_sending_an_oversized_body_is_told_no_at_once(
+        attacked: Attacked) -> None:
+    # Expect: 100-continue asks whether to send the body: the answer to a declared length
+    # over max_request_bytes is the 413, not "100 Continue" (which invited the client to send
+    # up to 64 times the limit, read and thrown away, before it got the 413).
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Expect: 100-continue\r\nContent-Length: 1000000000\r\n\r\n")
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"100 Continue" not in answer and b"request_too_large" in answer
+    assert not answer.endswith(b"<still open>")  # the body it declared is never coming
+    # A body within the limit is still invited and answered.
+    body = b'{"prompt": "hi"}'
+    sock = connect(attacked.port)
+    sock.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Expect: 100-continue\r\nConnection: close\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode())
+    assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+    sock.sendall(body)
+    answer = read_until_closed(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

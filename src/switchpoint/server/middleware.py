@@ -3,7 +3,9 @@
 The body is read here, whole, before the app sees it (and replayed to it), so the limit holds
 for chunked bodies as well as declared lengths. An oversized body is read to its end (up to
 :data:`DRAIN_FACTOR` times the limit) before the answer goes out, so the client, which is still
-sending, receives the 413 instead of a reset connection.
+sending, receives the 413 instead of a reset connection; a client that asked first
+(``Expect: 100-continue``) and declared a length over the limit is sending nothing yet, so it is
+answered the 413 at once, not invited to send the body by a ``100 Continue``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class BodyLimitMiddleware:
                     break
                 chunks.append(chunk)
         if size > limit:
-            await _drain(receive, more, limit * DRAIN_FACTOR)
+            if not (declared is not None and _expects_continue(scope)):
+                await _drain(receive, more, limit * DRAIN_FACTOR)
             await _reject(send, size, limit, declared is not None, scope["path"])
             return
         body = b"".join(chunks)
@@ -74,6 +77,13 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _expects_continue(scope: Scope) -> bool:
+    """Whether the client waits for ``100 Continue`` before it sends the body (which reading
+    the body would send it)."""
+    return any(name == b"expect" and value.strip().lower() == b"100-continue"
+               for name, value in scope["headers"])
 
 
 async def _drain(receive: Receive, more: bool, cap: int) -> None:
