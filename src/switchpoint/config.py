@@ -285,8 +285,11 @@ class ServerSettings(BaseModel):
     ``header_timeout_s`` of its first byte (of the connection, for a first request) and be at
     most ``max_header_bytes`` (else 431); its body must arrive within ``body_timeout_s`` of the
     head (else 408). An idle keep-alive connection is closed after ``keep_alive_timeout_s``; a
-    client that reads none of its answer for ``write_timeout_s`` is disconnected. ``backlog``
-    is the listen queue. Every key needs a restart.
+    client that reads none of its answer for ``write_timeout_s`` is disconnected. The request
+    bodies held in memory at once (each read whole before it is handled) total at most
+    ``max_body_buffer_bytes`` (or one ``max_request_bytes``, if that is more): past it, a
+    request gets a 503 ``server_busy`` with ``Retry-After``. ``backlog`` is the listen queue.
+    Every key needs a restart.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -297,6 +300,7 @@ class ServerSettings(BaseModel):
     keep_alive_timeout_s: float = Field(5.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     write_timeout_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_header_bytes: int = Field(16_384, ge=1024, le=1 << 20)
+    max_body_buffer_bytes: int = Field(64 << 20, ge=1 << 20, le=MAX_BYTES)
     backlog: int = Field(128, ge=1, le=65_535)
 
 

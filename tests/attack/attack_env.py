@@ -32,7 +32,8 @@ KEYS = {"ALPHA_KEY": "sk-alpha-secret-0123456789abcdef",
 SECRETS = tuple(KEYS.values())
 NOFILE = 1024
 LIMITS = {"max_connections": 100, "header_timeout_s": 1.0, "body_timeout_s": 1.0,
-          "keep_alive_timeout_s": 1.5, "write_timeout_s": 2.0, "max_header_bytes": 8192}
+          "keep_alive_timeout_s": 1.5, "write_timeout_s": 2.0, "max_header_bytes": 8192,
+          "max_body_buffer_bytes": 4 << 20}
 MAX_TOTAL_S = 2.0
 PIN_HARD_S = 1.0
 PIN_SOFT_S = 1.2

@@ -9,6 +9,8 @@ Before: a 200 MB answer took the gateway to 974 MB RSS, a 100 MB SSE line to 560
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import httpx
 import pytest
@@ -101,3 +103,39 @@ def test_a_stream_relays_no_more_than_the_upstream_sent(attacked: Attacked) -> N
         assert r.status_code == 200
         received = sum(len(chunk) for chunk in r.iter_bytes())
     assert received < 100_000, received
+
+
+def test_bodies_held_at_once_are_bounded(attacked: Attacked) -> None:
+    # Four connections each send a body just under max_request_bytes (1 MiB) but its last
+    # byte, and wait: the server holds what it read until the body is whole. That is all of
+    # server.max_body_buffer_bytes (4 MiB here), so the next bodies are a 503 with
+    # Retry-After, read and dropped, instead of more memory (a thousand such connections used
+    # to hold a gigabyte).
+    size = (1 << 20) - 1000
+    head = (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + f"Content-Length: {size + 1}\r\n\r\n".encode())
+    held = [socket.create_connection(("127.0.0.1", attacked.port), timeout=5)
+            for _ in range(4)]
+    try:
+        for sock in held:
+            sock.sendall(head + b" " * size)
+        time.sleep(0.3)
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", attacked.port), timeout=5) as sock:
+                sock.sendall(head + b" " * (size + 1))
+                answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
+            assert b"server_busy" in answer and b"max_body_buffer_bytes" in answer
+            assert b"retry-after: 1" in answer.lower()
+    finally:
+        for sock in held:
+            sock.close()
+    # What they held is given back: a body of the same size goes through now.
+    deadline = time.monotonic() + 5
+    while True:
+        r = httpx.post(f"{attacked.base}/v1/route", timeout=10,
+                       content=b'{"prompt": "hi"}' + b" " * (size - 100))
+        if r.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert r.status_code == 200, r.text

@@ -37,7 +37,7 @@ async def call(path: str, chunks: list[bytes], limit: int,
 
     headers = [] if declared is None else [(b"content-length", str(declared).encode())]
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
-    await BodyLimitMiddleware(app, limit=lambda: limit)(scope, receive, send)
+    await BodyLimitMiddleware(app, limit=lambda: limit, buffer=1 << 30)(scope, receive, send)
     return sent, seen
 
 

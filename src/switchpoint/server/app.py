@@ -90,7 +90,8 @@ def create_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware,
-                       limit=lambda: gateway.settings.max_request_bytes)
+                       limit=lambda: gateway.settings.max_request_bytes,
+                       buffer=settings.server.max_body_buffer_bytes)
     cors = settings.cors
     if cors.allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,
