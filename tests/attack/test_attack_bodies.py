@@ -279,3 +279,13 @@ def test_a_lone_surrogate_is_named_on_every_route(attacked: Attacked, path: str,
     ok = httpx.post(f"{attacked.base}/v1/route", content=b'{"prompt": "\\ud83d\\ude00"}',
                     timeout=10)
     assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/route"])
+def test_a_body_starting_with_a_byte_order_mark_is_read_on_every_route(attacked: Attacked,
+                                                                       path: str) -> None:
+    # Some clients (Windows tools) write one; the chat gateway read such a body while the
+    # routing API called it "not valid JSON (expected value at line 1 column 1)".
+    body = (VALID if path == "/v1/chat/completions" else b'{"prompt": "hi"}')
+    r = httpx.post(f"{attacked.base}{path}", content=b"\xef\xbb\xbf" + body, timeout=10)
+    assert r.status_code == 200, r.text

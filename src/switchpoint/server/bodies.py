@@ -25,11 +25,13 @@ from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError
 
 Body = TypeVar("Body", bound=BaseModel)
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some clients write first
 
 
 def parse_body(model: type[Body], raw: bytes) -> Body:
     """``raw`` as a ``model``; :class:`InvalidInputError` naming the field (``body`` for what
     is wrong with the JSON itself) otherwise."""
+    raw = raw.removeprefix(_BOM)  # as the chat gateway's reader (Python's json) takes it
     _check_text(raw)
     try:
         return model.model_validate_json(raw or b"")
