@@ -292,3 +292,25 @@ def test_a_client_that_asks_before_sending_an_oversized_body_is_told_no_at_once(
     answer = read_until_closed(sock)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_a_malformed_request_is_told_what_is_wrong_without_its_bytes_repeated(
+        attacked: Attacked) -> None:
+    # It used to be "Invalid HTTP request received." whatever the fault.
+    cases = [
+        (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+         b"Only Transfer-Encoding: chunked is supported"),
+        (b"GET /health HTTP/1.1\r\n\r\n", b"Missing mandatory Host: header"),
+        (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+         b"bad Content-Length"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: sk-secret-0123\r\n\r\n",
+         b"illegal header line"),
+    ]
+    for request, reason in cases:
+        sock = connect(attacked.port)
+        sock.sendall(request)
+        answer = read_until_closed(sock)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"not a valid HTTP/1.1 request: " + reason in answer, answer
+        assert b"sk-secret" not in answer and b"bytearray" not in answer, answer

@@ -100,7 +100,8 @@ class _Connection(h11.Connection):
     """h11's connection, refusing a request head over ``max_head`` bytes even when it arrives
     whole (h11 itself only bounds a head that is still incomplete), and a request that gives
     both a Content-Length and a Transfer-Encoding (h11 would read the chunks and keep the
-    connection open)."""
+    connection open). ``error_reason`` keeps what was wrong, for the 400 to say (uvicorn's
+    own says only "Invalid HTTP request received.")."""
 
     def __init__(self, max_head: int) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
@@ -113,6 +114,8 @@ class _Connection(h11.Connection):
             event = super().next_event()
         except h11.RemoteProtocolError as exc:
             self.error_status = exc.error_status_hint
+            # What h11 found wrong, without the bytes it quotes (a header line may hold a key).
+            self.error_reason = str(exc).split(": bytearray(", 1)[0][:200] or None
             raise
         if type(event) is h11.Request:
             size = len(event.method) + len(event.target) + 12 + sum(
