@@ -314,3 +314,18 @@ def test_a_malformed_request_is_told_what_is_wrong_without_its_bytes_repeated(
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
         assert b"not a valid HTTP/1.1 request: " + reason in answer, answer
         assert b"sk-secret" not in answer and b"bytearray" not in answer, answer
+
+
+def test_a_request_target_in_absolute_form_reaches_its_route(attacked: Attacked) -> None:
+    # RFC 9112 has servers accept `GET http://host/path`; it used to be a 404 for the path
+    # "/http://host/path".
+    for target, status in ((b"http://127.0.0.1/health", b"200"),
+                           (b"https://switchpoint.example/health?verbose=1", b"200"),
+                           (b"http://127.0.0.1?x=1", b"404"),
+                           (b"http://127.0.0.1/nowhere", b"404")):
+        sock = connect(attacked.port)
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = read_until_closed(sock)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 " + status), (target, answer[:300])
+        assert b"http://" not in answer.partition(b"\r\n\r\n")[2], answer

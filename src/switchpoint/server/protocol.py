@@ -20,6 +20,11 @@ server:
   applies (the gateway's own, ``gateway.max_total_s``, does).
 - **a head size limit** (``max_header_bytes``, request line plus headers): a longer head is a
   431, whether it trickles in or arrives in one packet.
+- **one framing per request**: a request giving both Content-Length and Transfer-Encoding is a
+  400 and its connection closes (a proxy in front reading the other framing would take the
+  bytes after it for another request); any malformed request's 400 says what was wrong.
+- **absolute-form targets** (``GET http://host/path``), which RFC 9112 has servers accept, are
+  routed by their path.
 
 What is closed, evicted or refused is counted in :class:`ConnectionStats` (``GET /metrics``),
 not logged one line per connection.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +133,23 @@ class _Connection(h11.Connection):
             if b"content-length" in names and b"transfer-encoding" in names:
                 self.error_reason = _BOTH_FRAMINGS
                 raise h11.RemoteProtocolError(_BOTH_FRAMINGS, error_status_hint=400)
+            if _ABSOLUTE.match(event.target):
+                event = _origin_form(event)
         return event
+
+
+_ABSOLUTE = re.compile(rb"https?://", re.IGNORECASE)
+
+
+def _origin_form(event: h11.Request) -> h11.Request:
+    """A request whose target is in absolute form (``http://host/path?q``, which RFC 9112 has
+    servers accept) with its target as the path and query alone, as routes read it."""
+    rest = _ABSOLUTE.sub(b"", event.target, count=1)
+    cut_at = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    target = rest[cut_at:]
+    return h11.Request(method=event.method, headers=list(event.headers),
+                       target=target if target.startswith(b"/") else b"/" + target,
+                       http_version=event.http_version)
 
 
 class _CoalescingTransport:
