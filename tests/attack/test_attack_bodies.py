@@ -289,3 +289,29 @@ def test_a_body_starting_with_a_byte_order_mark_is_read_on_every_route(attacked:
     body = (VALID if path == "/v1/chat/completions" else b'{"prompt": "hi"}')
     r = httpx.post(f"{attacked.base}{path}", content=b"\xef\xbb\xbf" + body, timeout=10)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/router/policy/knn", "/v1/router/reload",
+                                  "/v1/router/health/reset",
+                                  "/v1/router/keys/0123456789/revoke"])
+def test_a_route_that_takes_no_body_refuses_one_and_does_nothing(attacked: Attacked,
+                                                                 path: str) -> None:
+    # A body here used to be ignored: `{"policy": "knn"}` to /reload, or `{"weights": ...}`,
+    # reloaded the config as if it had said nothing.
+    policy = httpx.get(f"{attacked.base}/health", headers=attacked.admin,
+                       timeout=10).json()["policy"]
+    for body in (b'{"weights": "/tmp/elsewhere"}', b"not json", b"[]"):
+        r = httpx.post(f"{attacked.base}{path}", content=body, headers=attacked.admin,
+                       timeout=30)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "body" and "takes no body" in error["message"], error
+    assert httpx.get(f"{attacked.base}/health", headers=attacked.admin,
+                     timeout=10).json()["policy"] == policy
+    # Without a body (or an empty object) it does what it does.
+    for body in (b"", b"{}", b" \r\n"):
+        r = httpx.post(f"{attacked.base}{path}", content=body, headers=attacked.admin,
+                       timeout=30)
+        assert r.status_code in (200, 404), r.text  # (no key has the revoked id)
+    httpx.post(f"{attacked.base}/v1/router/policy/{policy}", headers=attacked.admin,
+               timeout=30).raise_for_status()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
 
 from switchpoint._json import (
     LONE_SURROGATE,
@@ -63,3 +64,13 @@ def _check_text(raw: bytes) -> None:
                 stack.append((value, key if node is data else field))
         elif isinstance(node, list):
             stack.extend((item, field) for item in node)
+
+
+async def no_body(request: Request) -> None:
+    """Refuse a body on a route that takes none (an empty one, or ``{}``, is fine): ignoring
+    it would answer a request that meant something else (``{"weights": ...}`` to a reload) as
+    if it had said nothing."""
+    raw = (await request.body()).strip().removeprefix(_BOM)
+    if raw and b"".join(raw.split()) != b"{}":
+        raise InvalidInputError("body", f"{request.method} {request.url.path} takes no body; "
+                                        "send the request without one")

@@ -28,6 +28,7 @@ from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.governance.governor import Principal
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
+from switchpoint.server.bodies import no_body
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
@@ -152,6 +153,7 @@ async def stats(request: Request) -> dict[str, Any]:
              summary="Swap the routing policy at run time (requests in flight finish on the "
                      "old one)")
 async def swap_policy(name: str, request: Request) -> dict[str, Any]:
+    await no_body(request)
     state = get_service(request).state
     live = state.live()
     choices = policy_choices(live.settings)
@@ -168,6 +170,7 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
              summary="Re-read the config file and the weights, then swap them in without "
                      "dropping requests")
 async def reload(request: Request) -> dict[str, Any]:
+    await no_body(request)
     service = get_service(request)
     state = service.state
     state.live()
@@ -212,6 +215,7 @@ async def model_health(request: Request) -> dict[str, Any]:
 async def reset_model_health(request: Request) -> dict[str, Any]:
     """For when an upstream's trouble is fixed (a key rotated, an outage over): its model gets
     requests again now, not after its cooldown or its ``Retry-After``."""
+    await no_body(request)
     gateway = get_service(request).gateway
     gateway.reset_health()
     return gateway.health_snapshot()

@@ -22,7 +22,7 @@ from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
-from switchpoint.server.bodies import parse_body
+from switchpoint.server.bodies import no_body, parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.schemas import ERROR_RESPONSES, ErrorResponse, KeyPage, TenantQuery
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
@@ -143,6 +143,7 @@ async def show_key(key_id: str, request: Request) -> JSONResponse:
 @router.post("/v1/router/keys/{key_id}/revoke", responses=_BY_ID,
              summary="Revoke a client key at once")
 async def revoke_key(key_id: str, request: Request) -> JSONResponse:
+    await no_body(request)
     keys = get_service(request).gateway.governor.keys
     record = await run_in_threadpool(keys.revoke, key_id)
     return JSONResponse(record.to_dict())
