@@ -990,7 +990,8 @@ def test_an_older_file_holding_absurd_costs_still_opens_and_gives_its_stats(
     db = sqlite3.connect(path)
     db.executescript("DROP TABLE stat_counts; DROP TRIGGER requests_counted; "
                      "DROP TRIGGER requests_uncounted; DROP TRIGGER decisions_counted; "
-                     "DROP TRIGGER decisions_uncounted; PRAGMA user_version = 15;")
+                     "DROP TRIGGER decisions_uncounted; ALTER TABLE compares DROP COLUMN "
+                     "details; PRAGMA user_version = 15;")
     db.close()
     with SQLiteStore(path) as store:
         stats = store.request_stats()
