@@ -633,7 +633,7 @@ class Router:
         bad_type = [n for n in names if not isinstance(n, str)]
         if bad_type:
             raise InvalidInputError(field_name, f"must hold model names (strings), got {bad_type}")
-        unknown = [n for n in names if n not in self.models]
+        unknown = list(dict.fromkeys(n for n in names if n not in self.models))
         if unknown:
             raise UnknownModelError(field_name, unknown, self.models)
         if not names:

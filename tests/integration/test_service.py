@@ -243,6 +243,20 @@ def test_unknown_model(server: ThreadServer) -> None:
     assert "'gpt-9'" in message
 
 
+def test_available_models_are_bounded_and_unknown_ones_named_once(server: ThreadServer) -> None:
+    known = post(server, {"prompt": "hi"}).json()["selected_model"]
+    message = assert_invalid(post(server, {"prompt": "hi", "available_models": [known] * 65}),
+                             "available_models")
+    assert "64" in message
+    assert_invalid(post(server, {"prompt": "hi", "available_models": ["m" * 257]}),
+                   "available_models")
+    message = assert_invalid(post(server, {"prompt": "hi",
+                                           "available_models": ["gpt-9"] * 40 + [known]}),
+                             "available_models")
+    assert message.count("gpt-9") == 1
+    assert post(server, {"prompt": "hi", "available_models": [known] * 64}).status_code == 200
+
+
 def test_empty_available_models(server: ThreadServer) -> None:
     assert_invalid(post(server, {"prompt": "hi", "available_models": []}), "available_models")
 

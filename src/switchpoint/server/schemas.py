@@ -11,7 +11,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from switchpoint.catalog import MAX_MODEL_NAME
 from switchpoint.decision import MAX_COST_WEIGHT
+from switchpoint.gateway.parsing import MAX_MODELS
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
@@ -34,9 +36,10 @@ class RouteRequest(BaseModel):
     embedding: list[FiniteFloat] | None = Field(
         None, description="A pre-computed vector (384-d all-MiniLM-L6-v2 for the default "
                           "weights). Skips the embedder.")
-    available_models: list[StrictStr] | None = Field(
-        None, min_length=1,
-        description="Restrict candidates to this subset. If omitted, all registered models.")
+    available_models: list[Annotated[StrictStr, Field(max_length=MAX_MODEL_NAME)]] | None = Field(
+        None, min_length=1, max_length=MAX_MODELS,
+        description="Restrict candidates to this subset (at most 64 names, as a chat request's "
+                    "models). If omitted, all registered models.")
     # The range is documented here and checked where every λ is, by the decision rule.
     cost_weight: Annotated[float, Field(strict=True)] | None = Field(
         None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.",
