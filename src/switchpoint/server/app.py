@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from switchpoint._version import __version__
@@ -27,6 +27,7 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware
+from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
 from switchpoint.store import SQLiteStore
 
@@ -83,7 +84,8 @@ def create_app(
     # No redirect for a path with a slash too many: Starlette's would send a 307 to the host
     # the client's Host header names; the 404 says which route was meant instead.
     app = FastAPI(title="switchpoint", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, redirect_slashes=False)
+                  lifespan=lifespan, redirect_slashes=False,
+                  dependencies=[Depends(single_query)])  # a query names each once
     app.state.service = service
     install_error_handlers(app)
     routers = (route.router, chat.router, admin.router, governance.router, learning.router)

@@ -27,6 +27,7 @@ from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import client_principal
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import answer_for, log_store_failure
+from switchpoint.server.queries import once
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
 from switchpoint.server.streaming import SSEResponse, sse_body
 
@@ -105,12 +106,8 @@ def chat_call(body: dict[str, Any], request: Request,
 
 
 def _once(request: Request, name: str) -> str | None:
-    """The header ``name``, which a request gives at most once: given twice, which value
-    counts would be anyone's guess (a proxy in front may read the other one)."""
-    values = request.headers.getlist(name)
-    if len(values) > 1:
-        raise InvalidInputError(name, f"is given {len(values)} times; send it once")
-    return values[0] if values else None
+    """The header ``name``, which a request gives at most once (:func:`once`)."""
+    return once(name, request.headers.getlist(name))
 
 
 # A decimal number (Python's float() also takes "1_0"); "inf" and "nan" are let through to
