@@ -895,7 +895,7 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(
         gov: ThreadServer, path: str, query: list[tuple[str, str]], param: str) -> None:
     # Read as the last of the two, a proxy in front that checked the first let through a
     # request the service answered for the other.
-    r = httpx.get(f"{gov.base}{path}", params=query, headers=ADMIN)
+    r = httpx.get(f"{gov.base}{path}", params=tuple(query), headers=ADMIN)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["code"] == "invalid_request" and error["param"] == param, error
@@ -905,7 +905,7 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(
             model="cheap", messages=user("so the mix is known"))
     once = [(name, value) for i, (name, value) in enumerate(query)
             if name != param or i == [n for n, _ in query].index(param)]
-    assert httpx.get(f"{gov.base}{path}", params=once, headers=ADMIN).status_code == 200
+    assert httpx.get(f"{gov.base}{path}", params=tuple(once), headers=ADMIN).status_code == 200
 
 
 def test_a_query_parameter_given_twice_is_refused_alike_on_every_route(
