@@ -258,6 +258,60 @@ def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "requests_per_hour" in err
 
 
+def test_reports_over_a_window_with_no_request_say_so_not_100_percent(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(config)  # a minute ago: before a window that ends now and is shorter than that
+    code, out, _ = run(["report", "sla", "--since-hours", "0.001", "--config", config,
+                        "--json"], capsys)
+    report = json.loads(out)
+    # The JSON keeps its number (callers format it); total_requests says it is over nothing.
+    assert code == 0 and report["total_requests"] == 0 and report["compliance_rate"] == 1.0
+    code, out, _ = run(["report", "sla", "--since-hours", "0.001", "--config", config], capsys)
+    assert code == 0 and "%" not in out.splitlines()[0], out
+    assert "no requests in the window, so no compliance to report" in out, out
+    assert "average latency" not in out
+    code, out, _ = run(["report", "sla", "--since-hours", "1", "--config", config], capsys)
+    assert code == 0 and "3 requests, compliance 100.0%" in out  # over some, the rate
+    code, out, _ = run(["report", "cost", "--tenant", "default", "--config", config], capsys)
+    first = out.splitlines()[0]
+    assert code == 0 and "0 requests" in first and "avg" not in first, out
+    assert "no answered request of known cost" in first, out
+    assert "routing saved" not in out and "%" not in out, out
+    assert "no priced request to compare" in out, out
+
+
+def test_a_suggestion_from_free_traffic_does_not_call_a_dearer_lambda_free(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Every logged answer came from a free model: a λ sending them to a priced one costs more
+    # than nothing, which no share of nothing (+0.0%) says; it is no "at most 10% more".
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(CONFIG.replace("{name: small, input_per_mtok: 0.2, output_per_mtok: 0.6}",
+                                     "{name: small, input_per_mtok: 0, output_per_mtok: 0}"),
+                      encoding="utf-8")
+    now = time.time()
+    errors, costs = {"big": 0.1, "small": 0.4}, {"big": 0.011, "small": 0.0}
+    with SQLiteStore(tmp_path / "data" / "switchpoint.db") as store:
+        for i in range(3):
+            store.append(DecisionRecord(
+                id=f"d{i}", ts=now - 60, selected_model="small", cluster_id=0, cost_weight=5.0,
+                candidates=list(errors), cache_hit=False, routing_ms=1, embedding_ms=1,
+                policy="cluster", weights_id="w", expected_error=errors["small"],
+                cost_adjusted_score=0, tenant="acme", expected_errors=errors,
+                expected_costs=costs)).result()
+            store.append(RequestRecord(
+                id=f"r{i}", ts=now - 60, requested_model="auto", status="ok", http_status=200,
+                pin_state="fresh", stream=False, latency_ms=100.0, model="small",
+                prompt_tokens=1000, completion_tokens=1000, cost_usd=0.0,
+                decision_id=f"d{i}", tenant="acme", key_id="k1")).result()
+    code, out, _ = run(["report", "suggest", "--config", config, "--json"], capsys)
+    assert code == 0
+    items = json.loads(out)
+    assert not any(item["what_if"]["spend_usd"] > 0 and "+0.0% spend" in item["tradeoff"]
+                   for item in items), items
+    assert not any(item["kind"] == "cost_weight" and "Lower" in item["suggestion"]
+                   for item in items), items
+
+
 @pytest.mark.parametrize("report", [
     ["cost"], ["sla"], ["suggest"], ["alert"],
     ["forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",

@@ -288,8 +288,9 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
     print(f"Cost over the last {args.period} ({_when(report['since'])} to "
           f"{_when(report['until'])} UTC): {report['requests']} requests, "
           f"{report['answered']} answered, {_usd(report['total_cost_usd'])} "
-          f"(avg {_usd(report['avg_cost_per_request_usd'])} per answered request of known "
-          "cost)")
+          + (f"(avg {_usd(report['avg_cost_per_request_usd'])} per answered request of known "
+             "cost)" if report["answered"] > report["cost_unknown_requests"]
+             else "(no answered request of known cost to average)"))
     if report["cost_unknown_requests"]:
         print(f"not counted: {report['cost_unknown_requests']} answered requests of unknown "
               "cost (a model without prices, or no usage reported)")
@@ -302,7 +303,10 @@ def cmd_report_cost(args: argparse.Namespace) -> int:
                 for name, v in table.items()]
         print(_table([f"by {title}", "requests", "cost", "cost unknown"], rows))
     s = report["savings"]
-    if s["comparison_model"]:
+    if s["comparison_model"] and not s["requests"]:
+        print()
+        print(f"Against {s['comparison_model']} ({s['basis']}): no priced request to compare")
+    elif s["comparison_model"]:
         print()
         print(f"Against {s['comparison_model']} ({s['basis']}) on the same tokens: "
               f"{_usd(s['comparison_cost_usd'])}; routing saved {_usd(s['savings_usd'])} "
@@ -315,13 +319,17 @@ def cmd_report_sla(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
-    print(f"SLA over the last {args.since_hours:g} h: {report['total_requests']} requests, "
-          f"compliance {report['compliance_rate']:.1%}")
+    total = report["total_requests"]
+    # The JSON's rate over no request is 1.0 (nothing breached); said here as what it is.
+    print(f"SLA over the last {args.since_hours:g} h: "
+          + (f"{total} requests, compliance {report['compliance_rate']:.1%}" if total
+             else "no requests in the window, so no compliance to report"))
     b = report["breaches"]
     print(f"breaches: latency {b['latency']}, cost {b['cost']}, quality {b['quality']}; "
           f"adjustments {report['adjustments_made']} (saved {_usd(report['cost_savings_usd'])})")
     latency = report["avg_latency_ms"]
-    print(f"average latency {latency:.1f} ms" if latency is not None else "no requests")
+    if latency is not None:
+        print(f"average latency {latency:.1f} ms")
     if report["budget_utilization"] is not None:
         print(f"hourly budget used: {report['budget_utilization']:.1%}")
     if report["sla"] is None:

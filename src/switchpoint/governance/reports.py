@@ -651,8 +651,9 @@ class Reports:
             "unservable_requests": unservable, "since": since, "until": until,
             "actual_spend_usd": _r(actual_spend), "spend_usd": _r(alt_spend),
             "spend_delta_usd": _r(alt_spend - actual_spend),
+            # A share of no spend is none (null), unless there is still none to share.
             "spend_delta_pct": round((alt_spend - actual_spend) / actual_spend, 6)
-            if actual_spend else 0.0,
+            if actual_spend else (0.0 if not alt_spend else None),
             "spend_delta_usd_per_day": _r((alt_spend - actual_spend) / days),
             "actual_expected_quality": round(actual_quality / counted, 6) if counted else None,
             "expected_quality": round(alt_quality / counted, 6) if counted else None,
@@ -687,7 +688,7 @@ class Reports:
         # Buying quality: a λ whose answers are better by more than the tolerance for at most
         # 10% more spend (one that also saves money is the suggestion above already).
         better = [w for w in sweep if (w["quality_delta"] or 0.0) > max_quality_loss
-                  and 0 <= w["spend_delta_pct"] <= 0.10]
+                  and w["spend_delta_pct"] is not None and 0 <= w["spend_delta_pct"] <= 0.10]
         if better:
             best = max(better, key=lambda w: w["quality_delta"] or 0.0)
             out.append(self._suggestion(
@@ -710,8 +711,11 @@ class Reports:
     @staticmethod
     def _suggestion(w: Mapping[str, Any], text: str, kind: str) -> dict[str, Any]:
         quality = w["quality_delta"] or 0.0
+        share = w["spend_delta_pct"]
+        spend = (f"{share:+.1%}" if share is not None
+                 else f"+${w['spend_delta_usd']:.6f} where there was none")
         tradeoff = (f"expected quality {quality:+.3f} (from {w['actual_expected_quality']:.3f} "
-                    f"to {w['expected_quality']:.3f}); spend {w['spend_delta_pct']:+.1%} over "
+                    f"to {w['expected_quality']:.3f}); spend {spend} over "
                     f"{w['requests']} logged requests")
         return {"suggestion": text, "kind": kind,
                 "estimated_savings_usd_per_day": _r(-w["spend_delta_usd_per_day"]),
