@@ -155,6 +155,13 @@ def test_a_pinned_model_too_small_for_the_conversation_reports_evicted_context(
     assert outcomes(entry)[0] == ("cheap", "context_length_exceeded")
     assert headers["x-switchpoint-pin"] == "evicted_context"
     assert headers["x-switchpoint-model"] != "cheap" and stored(gw, entry) == entry["model"]
+    # The model that took the longer conversation holds the session now: the next turn is
+    # hard-pinned there (an answer, not a failure, is what the stored pin remembers).
+    pin = stored_pin(gw, entry)
+    assert pin is not None and not pin.failed and not pin.outgrown
+    headers, _ = ask(gw, "And a longer one still.", sid)
+    assert headers["x-switchpoint-pin"] == "hard"
+    assert headers["x-switchpoint-model"] == entry["model"]
 
 
 def test_a_hard_pinned_model_with_an_open_circuit_is_routed_around(
@@ -372,6 +379,47 @@ def test_a_hard_pinned_request_no_model_answers_reports_the_failure(
     headers, entry = ask(gw, "Once more.", sid, stream=stream)
     assert headers["x-switchpoint-pin"] == "evicted_post_failure"
     assert entry["decision_id"] is not None and stored(gw, entry) == entry["model"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_conversation_no_model_takes_as_too_long_stays_evicted_context(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "context_length")  # the pinned model refuses it as too long
+    fail_everywhere(gw_fake)  # and every other model fails
+    status, headers, entry = ask_failing(gw, "A long one.", sid, stream=stream)
+    assert status >= 400 and entry["models_tried"][0] == "cheap"
+    assert outcomes(entry)[0] == ("cheap", "context_length_exceeded")
+    assert headers["x-switchpoint-pin"] == "evicted_context"
+    pin = stored_pin(gw, entry)
+    assert pin is not None and pin.model == "cheap" and pin.failed and pin.outgrown
+    # The conversation only grows: the next turn says why the pin went, not "it failed".
+    gw_fake.reset()
+    headers, entry = ask(gw, "A longer one.", sid, stream=stream)
+    assert headers["x-switchpoint-pin"] == "evicted_context"
+    assert entry["pin"]["previous_model"] == "cheap" and entry["decision_id"] is not None
+    assert stored(gw, entry) == entry["model"]
+
+
+def test_a_pin_evicted_for_a_failure_after_one_for_length_says_failure(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # Which one the stored pin says is the latest: a 500 after an answer is a failure.
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "context_length")
+    fail_everywhere(gw_fake)
+    ask_failing(gw, "A long one.", sid)
+    gw_fake.reset()
+    ask(gw, "Hello there.", sid, model="cheap")  # answered: pinned to cheap again
+    fail_everywhere(gw_fake)
+    _, headers, entry = ask_failing(gw, "Again please.", sid)
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
+    pin = stored_pin(gw, entry)
+    assert pin.failed and not pin.outgrown
+    gw_fake.reset()
+    headers, _ = ask(gw, "Once more.", sid)
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
 
 
 def test_a_hard_pinned_request_every_model_times_out_reports_the_failure(

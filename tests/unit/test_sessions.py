@@ -288,6 +288,39 @@ def test_sqlite_store_survives_a_restart(tmp_path: Path, catalog: Catalog) -> No
     assert reopened.purge(T0 + 5000) == 1
 
 
+@pytest.mark.parametrize("outgrown", [set(), {"small"}])
+def test_why_a_pin_was_evicted_survives_a_restart(tmp_path: Path, catalog: Catalog,
+                                                  outgrown: set[str]) -> None:
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path)
+    p = SessionPinner(store=store)
+    p.record("s", "small", T0)
+    p.evict_on_failure("s", failed={"small", "large"}, outgrown=outgrown)
+    store.close()
+    with sqlite3.connect(path) as raw:  # what a version knowing only 0 and 1 reads: "failed"
+        (column,) = raw.execute("SELECT failed FROM session_pins").fetchone()
+    raw.close()
+    assert bool(column) and column == (2 if outgrown else 1)
+    again = SQLitePinStore(path)
+    reopened = SessionPinner(store=again)
+    try:
+        pin = again.get("s")
+        assert pin == Pin("small", T0, failed=True, outgrown=bool(outgrown))
+        want = PinState.EVICTED_CONTEXT if outgrown else PinState.EVICTED_POST_FAILURE
+        assert reopened.decide("s", catalog, needs(), T0 + 10).state is want
+        assert reopened.active_sessions(T0 + 10) == 0
+    finally:
+        again.close()
+
+
+def test_a_pin_evicted_for_another_model_s_length_is_a_plain_failure(
+        catalog: Catalog) -> None:
+    p = SessionPinner()
+    p.record("s", "small", T0)
+    p.evict_on_failure("s", failed={"small", "large"}, outgrown={"large"})
+    assert p.decide("s", catalog, needs(), T0 + 1).state is PinState.EVICTED_POST_FAILURE
+
+
 def test_a_pin_the_sqlite_store_cannot_read_is_a_store_error_naming_the_file(
         tmp_path: Path) -> None:
     path = tmp_path / "pins.db"

@@ -80,6 +80,7 @@ from switchpoint.gateway.failover import (
     call_with_failover,
     failed_models,
     none_answered,
+    outgrown_models,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import HealthConfig, HealthTracker
@@ -614,7 +615,8 @@ class Gateway:
                 attempts=attempts)
         except FailoverError as exc:
             plan.unanswered(exc.attempts)
-            self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts))
+            self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
+                                         outgrown=outgrown_models(exc.attempts))
             entry = accounting.failed(plan, exc, live, self._settle(plan, None, None, None))
             exc.info = entry.info
             await self._write(entry, wait=True)
@@ -631,7 +633,8 @@ class Gateway:
                 settlement = self._settle(plan, card, None, None)
             # A pinned model that had failed before the caller left did not hold the pin.
             plan.unanswered(attempts)
-            self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts))
+            self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts),
+                                         outgrown=outgrown_models(attempts))
             await self._write(accounting.abandoned(plan, live, attempts, settlement),
                               wait=False)
             raise

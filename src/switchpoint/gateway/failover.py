@@ -128,6 +128,12 @@ def failed_models(attempts: Sequence[Attempt]) -> set[str]:
     return {a.model for a in attempts if not a.ok and a.model not in left}
 
 
+def outgrown_models(attempts: Sequence[Attempt]) -> set[str]:
+    """The models of ``attempts`` that refused the conversation as too long for them (a
+    larger model may take it; the same one never will, as a conversation only grows)."""
+    return {a.model for a in attempts if a.outcome == ContextLengthExceeded.kind}
+
+
 def describe_attempts(attempts: Sequence[Attempt]) -> str:
     """Every model tried or passed over and why, in order: ``a: server_error (HTTP 500) x2;
     b: skipped, circuit open (retry in 12 s)``."""

@@ -26,14 +26,18 @@ from typing import Any
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
-    ContextLengthExceeded,
     InvalidInputError,
     ModelNotFoundError,
     NoCapableModelError,
     UnknownModelError,
 )
 from switchpoint.gateway.capabilities import Needs, filter_candidates, needs_of
-from switchpoint.gateway.failover import Attempt, failed_models, fallback_chain
+from switchpoint.gateway.failover import (
+    Attempt,
+    failed_models,
+    fallback_chain,
+    outgrown_models,
+)
 from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
 from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
@@ -156,7 +160,8 @@ class Plan:
         caller left first): when the model the pin sent the request to or favoured is among
         those that failed (:func:`~switchpoint.gateway.failover.failed_models`), the pin did
         not hold: ``evicted_post_failure`` (``evicted_context`` when it refused the
-        conversation as too long for it), as the session's stored pin says from now on
+        conversation as too long for it: :func:`~switchpoint.gateway.failover.outgrown_models`),
+        as the session's stored pin, which remembers which, says from now on
         (:meth:`SessionPinner.evict_on_failure
         <switchpoint.gateway.sessions.SessionPinner.evict_on_failure>`)."""
         favoured = self.pin.favoured_model
@@ -166,7 +171,7 @@ class Plan:
 
     def _not_held(self, favoured: str, attempts: Sequence[Attempt], then: str) -> None:
         outcomes = list(dict.fromkeys(a.outcome for a in attempts if a.model == favoured))
-        pin = (self.pin.outgrown() if ContextLengthExceeded.kind in outcomes
+        pin = (self.pin.outgrown() if favoured in outgrown_models(attempts)
                else self.pin.after_failure())
         self.unpin(pin, f"{self.pin_role} {favoured} did not answer "
                         f"({', '.join(outcomes) or 'not called'}); {then}")

@@ -19,7 +19,8 @@ Escapes override the pin, and the decision says which one fired:
 - ``evicted_missing_model`` — the pinned model has left the catalog;
 - ``evicted_vision`` — the request has images and the pinned model lacks ``vision``;
 - ``evicted_post_failure`` — the pinned model failed last time
-  (:meth:`SessionPinner.evict_on_failure`), or, when the request is planned, its circuit is
+  (:meth:`SessionPinner.evict_on_failure`; ``evicted_context`` instead when it refused the
+  conversation as too long for it), or, when the request is planned, its circuit is
   open or its upstream's ``Retry-After`` is still running (:meth:`PinDecision.unavailable`):
   the router chooses;
 - ``rehomed_context`` — in the hard window the conversation outgrew the pinned model's context
@@ -28,8 +29,8 @@ Escapes override the pin, and the decision says which one fired:
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
   the router chooses anyway, among the models the context filter lets through); or the re-home
   target cannot take this request (left out, unavailable: :meth:`PinDecision.not_followed`);
-  or the pinned model, called, refused the conversation as too long for it and another
-  answered.
+  or the pinned model, called, refused the conversation as too long for it (and another
+  answered, or none did: then the next request says so too).
 
 A pinned model that is called and does not answer (another model does, by failover) makes
 the request's pin ``evicted_post_failure``, and the session moves to the model that answered
@@ -37,9 +38,10 @@ the request's pin ``evicted_post_failure``, and the session moves to the model t
 no model answers (every one failed, the upstream refused the request, or the client left while
 failover was calling another model) when the pinned model is among those that failed: the
 request's pin is ``evicted_post_failure`` (``evicted_context`` when it refused the
-conversation as too long for it), and the session's stored pin is evicted, so its next request
-says ``evicted_post_failure`` too (:meth:`Plan.unanswered
-<switchpoint.gateway.planning.Plan.unanswered>`, :meth:`SessionPinner.evict_on_failure`).
+conversation as too long for it), and the session's stored pin is evicted, remembering
+which, so its next request says the same: the conversation has only grown since
+(:meth:`Plan.unanswered <switchpoint.gateway.planning.Plan.unanswered>`,
+:meth:`SessionPinner.evict_on_failure`).
 
 A hard or soft pin whose model turns out, when the request is planned, not to be usable for
 it (it cannot serve it: it lacks ``tools``, say; or the caller's key, candidate list or a
@@ -113,12 +115,26 @@ class Pin:
     """A session's pin: the model that last answered it, and when (seconds since the epoch).
 
     ``failed`` marks a pin evicted because that model failed; it is kept only so the next
-    decision can say so.
+    decision can say so. ``outgrown`` (with ``failed``) says the failure was the model
+    refusing the conversation as too long for it: the next decision says ``evicted_context``,
+    as the conversation has only grown since.
     """
 
     model: str
     last_used: float
     failed: bool = False
+    outgrown: bool = False
+
+    @property
+    def eviction(self) -> int:
+        """The ``failed`` column of the pin table: 0 kept, 1 evicted for a failure, 2 for
+        being too long for the model (read as "failed" by a version that knows only 0 and
+        1)."""
+        return 0 if not self.failed else 2 if self.outgrown else 1
+
+    @classmethod
+    def from_row(cls, model: str, last_used: float, eviction: int) -> Pin:
+        return cls(model, float(last_used), failed=bool(eviction), outgrown=eviction == 2)
 
 
 @dataclass(frozen=True)
@@ -266,7 +282,7 @@ class SQLitePinStore:
             session_id TEXT PRIMARY KEY,
             model      TEXT NOT NULL,
             last_used  REAL NOT NULL,
-            failed     INTEGER NOT NULL DEFAULT 0
+            failed     INTEGER NOT NULL DEFAULT 0  -- Pin.eviction: 0, 1 failed, 2 too long
         );
         CREATE INDEX IF NOT EXISTS session_pins_last_used ON session_pins(last_used);
     """
@@ -327,7 +343,7 @@ class SQLitePinStore:
                     (session_id,)).fetchone()
         except sqlite3.Error as exc:  # a damaged page, a lock held too long
             raise store_error(self.path, "read a session pin", exc) from None
-        pin = None if row is None else Pin(row[0], float(row[1]), bool(row[2]))
+        pin = None if row is None else Pin.from_row(row[0], row[1], int(row[2]))
         with self._changed:
             if session_id in self._known:  # changed (or read) meanwhile
                 return self._known[session_id]
@@ -443,7 +459,7 @@ class SQLitePinStore:
                     return
 
     def _commit(self, batch: dict[str, Pin | None]) -> None:
-        puts = [(k, p.model, p.last_used, int(p.failed)) for k, p in batch.items()
+        puts = [(k, p.model, p.last_used, p.eviction) for k, p in batch.items()
                 if p is not None]
         deletes = [(k,) for k, p in batch.items() if p is None]
         with self._db_lock:
@@ -574,7 +590,8 @@ class SessionPinner:
         if needs.vision and not card.has("vision"):
             return decision(PinState.EVICTED_VISION)
         if pin.failed:
-            return decision(PinState.EVICTED_POST_FAILURE)
+            return decision(PinState.EVICTED_CONTEXT if pin.outgrown
+                            else PinState.EVICTED_POST_FAILURE)
         hard = age <= self.hard_window_s and self.hard_window_s > 0  # 0: no hard pins
         if card.context_window is not None and needs.total_tokens > card.context_window:
             target = rehome_target(catalog, card, needs) if hard else None
@@ -592,17 +609,20 @@ class SessionPinner:
             self.store.put(session, Pin(model, now))
 
     def evict_on_failure(self, session: str | None, now: float | None = None, *,
-                         failed: Collection[str] | None = None) -> None:
+                         failed: Collection[str] | None = None,
+                         outgrown: Collection[str] = ()) -> None:
         """The pinned model failed: drop the pin (the next decision says
-        ``evicted_post_failure``) until some model answers the session again. ``failed``, when
-        given, names the models that failed: a pin to none of them is kept as it is (a request
-        that went elsewhere and failed there says nothing of the pinned model)."""
+        ``evicted_post_failure``, or ``evicted_context`` when the pinned model is among
+        ``outgrown``, those that refused the conversation as too long for them) until some
+        model answers the session again. ``failed``, when given, names the models that failed:
+        a pin to none of them is kept as it is (a request that went elsewhere and failed there
+        says nothing of the pinned model)."""
         if not session:
             return
         pin = self.store.get(session)
         if pin is not None and (failed is None or pin.model in failed):
             self.store.put(session, Pin(pin.model, pin.last_used if now is None else now,
-                                        failed=True))
+                                        failed=True, outgrown=pin.model in outgrown))
 
     def active_sessions(self, now: float) -> int:
         """Sessions with a pin inside the soft window."""
