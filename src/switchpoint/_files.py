@@ -18,7 +18,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import BinaryIO
 
@@ -185,6 +185,45 @@ def set_aside(target: Path) -> Path | None:
     return next((path for path, dead, old in _leftovers(target) if old and dead), None)
 
 
+def _left_by_tempfile(path: Path) -> bool:
+    """Whether ``path``, named as ``tempfile`` names what it makes (so its writer said no pid),
+    is a dead writer's: readable by its owner alone, as ``tempfile`` makes it, and untouched for
+    :data:`LEGACY_QUIET_S`."""
+    return _owner_only(path) and _quiet_for(path, LEGACY_QUIET_S)
+
+
+#: The name ``tempfile.mkdtemp(dir=...)`` gives a folder when told no prefix or suffix.
+_MKDTEMP_NAME = re.compile(rf"tmp[{_TEMPFILE_LETTERS}]{{8}}")
+
+
+def clear_tempfile_folders(parent: Path, holding: Collection[str]) -> None:
+    """Remove from ``parent`` the work folders that earlier versions' writers, killed mid-way,
+    made there with ``tempfile.mkdtemp(dir=parent)``: named ``tmp`` and eight random letters,
+    taken by the rule of :func:`clear_leftovers` for names that say no pid (readable by their
+    owner alone and untouched for :data:`LEGACY_QUIET_S`). ``parent`` may be shared (set to the
+    system's temp dir, say), so a folder is taken only when it holds nothing but files named in
+    ``holding``, what those writers put there: another program's is kept."""
+    try:
+        with os.scandir(parent) as entries:
+            found = [Path(entry.path) for entry in entries if _MKDTEMP_NAME.fullmatch(entry.name)]
+    except OSError:
+        return
+    for path in found:
+        if _left_by_tempfile(path) and _holds_only(path, holding):
+            _remove(path)
+
+
+def _holds_only(folder: Path, names: Collection[str]) -> bool:
+    """Whether ``folder`` is a folder whose entries are all files (not links) named in
+    ``names`` (an empty one too)."""
+    try:
+        with os.scandir(folder) as entries:
+            return all(entry.name in names and entry.is_file(follow_symlinks=False)
+                       for entry in entries)
+    except OSError:  # not a folder, or gone
+        return False
+
+
 def _leftovers(target: Path) -> list[tuple[Path, bool, bool]]:
     """The temporary files and folders beside ``target``: (path, whether its writer is gone,
     whether it is an old directory set aside)."""
@@ -203,8 +242,7 @@ def _leftovers(target: Path) -> list[tuple[Path, bool, bool]]:
         if older_tmp.fullmatch(path.name):
             leftovers.append((path, _quiet_for(path, LEGACY_QUIET_S), False))
         elif older_tempfile.fullmatch(path.name):
-            gone = _owner_only(path) and _quiet_for(path, LEGACY_QUIET_S)
-            leftovers.append((path, gone, False))
+            leftovers.append((path, _left_by_tempfile(path), False))
         elif match := older_old.fullmatch(path.name):
             leftovers.append((path, writer_gone(match[1]), True))
         elif (match := name.fullmatch(path.name)) and _as_pid(match[1]) is not None:

