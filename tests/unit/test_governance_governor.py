@@ -592,6 +592,78 @@ def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_expired_o
     assert rows[0][1:3] == rows[1][1:3]
 
 
+def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_looks_is_expired_once(
+        tmp_path: Path) -> None:
+    """An earlier version wrote no expiry at a start: a reservation its process left open,
+    followed by days of further runs, lies further back than a start looks (LOOKBACK_S before
+    the ledger's last row) and stayed open in the table for good. Upgrading the file closes it
+    with one ``expire`` row (dated at its expiry, so the window a start reads does not move);
+    the reservations a start does see are left to it, a live one still holds, a second start
+    writes nothing more, and the reports say what the live ledger says."""
+    import sqlite3
+
+    from switchpoint._files import private_file
+    from switchpoint.governance.ledger import LOOKBACK_S, LedgerRecord
+    from switchpoint.governance.reports import Reports
+    from switchpoint.store import SQLiteStore
+    from switchpoint.store.sqlite import _MIGRATIONS, upgrade_schema
+
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    acme, budget = tenant_account("acme"), parse_budgets(["10/day"])[0]
+    start = 1_800_001_800.0
+    last = start + 5 * 86_400  # the ledger's last row: runs went on for days after the crash
+    holds = {acme: 0.5, TOTAL: 0.5}
+
+    def reserve(rid: str, ts: float) -> LedgerRecord:
+        return LedgerRecord(ts=ts, reservation_id=rid, kind="reserve", key_id="k1",
+                            tenant="acme", holds=holds, expires_at=ts + 600.0)
+
+    rows = [reserve("forgotten", start),  # left open by a crash, never expired
+            reserve("released", start + 10),
+            LedgerRecord(ts=start + 20, reservation_id="released", kind="release",
+                         tenant="acme"),
+            LedgerRecord(ts=start + 86_400, reservation_id="paid", kind="settle",
+                         request_id="r1", tenant="acme", model="mid", provider="anthropic",
+                         amount_usd=0.25),
+            reserve("recent", last - 3600.0),  # left open by the last run: a start's to expire
+            reserve("running", last)]  # its deadline not yet come when the service starts
+    # The file as the earlier version left it: its schema, its rows.
+    old = sqlite3.connect(private_file(s.db_path))
+    try:
+        upgrade_schema(old, {n: script for n, script in _MIGRATIONS.items() if n <= 17})
+        old.executemany(LedgerRecord.insert, [row.row() for row in rows])
+        old.commit()
+    finally:
+        old.close()
+    assert rows[0].ts < last - LOOKBACK_S <= rows[4].ts
+    now = [last + 60.0]
+
+    def table() -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(s.db_path)
+        try:
+            return db.execute("SELECT ts, reservation_id, kind, key_id, tenant, amount_usd, "
+                              "expires_at FROM spend ORDER BY seq").fetchall()
+        finally:
+            db.close()
+
+    for run in range(2):  # the first start after the upgrade, then one more
+        with SQLiteStore(s.db_path) as store:
+            gov = Governor(s, store=store, clock=lambda: now[0])
+            gov.open()
+            reports = Reports.from_settings(s, clock=lambda: now[0]).ledger
+            assert gov.ledger.held(acme) == 0.5 == reports.held(acme)  # "running" still holds
+            assert gov.ledger.status(acme, budget) == reports.status(acme, budget)
+            assert gov.ledger.spent(acme, "month") == 0.25 == reports.spent(acme, "month")
+            gov.close()
+        assert _closings(s.db_path) == {"forgotten": ["expire"], "released": ["release"],
+                                        "paid": ["settle"], "recent": ["expire"],
+                                        "running": []}, run
+    expire = [row for row in table() if row[1] == "forgotten"][1]
+    assert expire == (rows[0].expires_at, "forgotten", "expire", "k1", "acme", 0.0,
+                      rows[0].expires_at)
+    assert max(row[0] for row in table()) == now[0]  # (the start's own expire row of "recent")
+
+
 def test_a_request_released_after_its_reservation_expired_is_released_once(
         tmp_path: Path) -> None:
     """A reservation that expired (its request overran its deadline) was released then; the

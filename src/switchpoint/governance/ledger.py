@@ -24,7 +24,9 @@ request has no log entry and no known cost) keeps holding its amount until its r
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
 released and recorded as ``expire`` (at the start, if that deadline passed while the service
 was down, however long): a crash never leaks budget for longer than that. (The
-requests of the last half second before a crash hold nothing after it.)
+requests of the last half second before a crash hold nothing after it.) Earlier versions wrote
+no expiry at a start: the reservations they left open further back than a start looks are
+closed, once, when the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute): RPM counts requests; TPM reserves the request's worst-case tokens and settles them to
@@ -52,20 +54,16 @@ from switchpoint.governance.budgets import (
     period_end,
     period_start,
 )
-from switchpoint.store.sqlite import store_error
+from switchpoint.store.sqlite import LEDGER_LOOKBACK_S, store_error
 
 TOTAL = "all"
 WINDOW_S = 60.0
 EXPIRY_GRACE_S = 30.0
 # A reservation is written to disk once its request has run this long (see the governor).
 PERSIST_AFTER_S = 0.5
-# How far back a restart looks for reservations that may still be open, from the last row the
-# ledger holds (the process that wrote it was running then, so none of its reservations is
-# older) or from now, whichever is earlier: past the longest a reservation can hold (a
-# request's deadline, gateway.max_total_s, is at most a day, plus EXPIRY_GRACE_S), so a
-# restart never frees one early, and however long the service stayed down, it finds those its
-# last run left open.
-LOOKBACK_S = 2 * 86400.0
+# How far back a restart looks for reservations that may still be open (see
+# LEDGER_LOOKBACK_S: the store's upgrade closes those an earlier version left further back).
+LOOKBACK_S = LEDGER_LOOKBACK_S
 # Relative slack when comparing money, so a budget that covers exactly N requests admits N.
 _EPS = 1e-9
 

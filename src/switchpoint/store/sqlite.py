@@ -36,7 +36,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 17
+SCHEMA_VERSION = 19
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -281,6 +281,14 @@ def _stat_backfill() -> str:
 # The totals, their triggers, and what the logs already hold counted into them.
 _STAT_COUNTS = _stat_table() + _stat_triggers() + _stat_backfill()
 
+
+#: How far back a start looks in the spend ledger for reservations that may still be open, from
+#: its last row (the process that wrote it was running then, so none of its reservations is
+#: older) or from now, whichever is earlier: past the longest a reservation can hold (a
+#: request's deadline, gateway.max_total_s, is at most a day, plus its grace), so a start never
+#: frees one early, and however long the service stayed down, it finds those its last run left
+#: open (see switchpoint.governance.ledger; migration 19 closes those further back).
+LEDGER_LOOKBACK_S = 2 * 86400.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -542,6 +550,23 @@ _MIGRATIONS: dict[int, str] = {
     # blind comparison shows only once a score reveals its models.
     17: """
     ALTER TABLE compares ADD COLUMN details TEXT;
+    """,
+    # (Taken by a change made beside the next one.)
+    18: "",
+    # A reservation an earlier version left open (its process stopped mid-request, and that
+    # version's next start wrote no expiry), with later runs' rows after it, lies further back
+    # than a start looks (LEDGER_LOOKBACK_S before the ledger's last row) and stayed open in the
+    # table for good, holding nothing. Each is closed once with the ``expire`` row a start
+    # writes, dated at its expiry: never after the ledger's last row, from which a start looks
+    # back (those a start does see are left to it).
+    19: f"""
+    INSERT INTO spend (ts, reservation_id, kind, key_id, tenant, amount_usd, expires_at)
+    SELECT min(coalesce(r.expires_at, r.ts), last.ts), r.reservation_id, 'expire', r.key_id,
+           r.tenant, 0.0, r.expires_at
+    FROM spend AS r, (SELECT max(ts) AS ts FROM spend) AS last
+    WHERE r.kind = 'reserve' AND r.ts < last.ts - {LEDGER_LOOKBACK_S!r}
+      AND r.reservation_id NOT IN (SELECT reservation_id FROM spend WHERE kind != 'reserve')
+    ORDER BY r.seq;
     """,
 }
 # The tables retention prunes, oldest rows first.
