@@ -36,7 +36,7 @@ from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 19
+SCHEMA_VERSION = 18
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -287,7 +287,7 @@ _STAT_COUNTS = _stat_table() + _stat_triggers() + _stat_backfill()
 #: older) or from now, whichever is earlier: past the longest a reservation can hold (a
 #: request's deadline, gateway.max_total_s, is at most a day, plus its grace), so a start never
 #: frees one early, and however long the service stayed down, it finds those its last run left
-#: open (see switchpoint.governance.ledger; migration 19 closes those further back).
+#: open (see switchpoint.governance.ledger; migration 18 closes those further back).
 LEDGER_LOOKBACK_S = 2 * 86400.0
 
 _MIGRATIONS: dict[int, str] = {
@@ -551,15 +551,13 @@ _MIGRATIONS: dict[int, str] = {
     17: """
     ALTER TABLE compares ADD COLUMN details TEXT;
     """,
-    # (Taken by a change made beside the next one.)
-    18: "",
     # A reservation an earlier version left open (its process stopped mid-request, and that
     # version's next start wrote no expiry), with later runs' rows after it, lies further back
     # than a start looks (LEDGER_LOOKBACK_S before the ledger's last row) and stayed open in the
     # table for good, holding nothing. Each is closed once with the ``expire`` row a start
     # writes, dated at its expiry: never after the ledger's last row, from which a start looks
     # back (those a start does see are left to it).
-    19: f"""
+    18: f"""
     INSERT INTO spend (ts, reservation_id, kind, key_id, tenant, amount_usd, expires_at)
     SELECT min(coalesce(r.expires_at, r.ts), last.ts), r.reservation_id, 'expire', r.key_id,
            r.tenant, 0.0, r.expires_at
