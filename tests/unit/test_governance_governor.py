@@ -497,15 +497,10 @@ def _closings(db_path: Path) -> dict[str, list[str]]:
         db.close()
 
 
-def test_a_reservation_left_open_by_a_crash_is_released_once_and_the_reports_agree(
-        tmp_path: Path) -> None:
-    """A reservation on disk when the process died holds its budget after the restart until
-    its request's deadline, then is released, and the restarted service writes that release
-    (it used to write nothing, leaving the spend table with a reservation open for good once a
-    later start no longer looked back that far); a later start finds nothing to release
-    again, and the reports, read from the spend table, say what the live ledger says."""
-    from switchpoint.governance.ledger import LOOKBACK_S
-    from switchpoint.governance.reports import Reports
+def _crashed_mid_request(tmp_path: Path) -> tuple[Settings, str, Any, list[float]]:
+    """A gateway whose tenant ``acme`` has a daily budget, killed while a request ran long
+    enough for its reservation to reach disk: its settings, the tenant's account, the ticket
+    and the clock (a one-item list the tests move)."""
     from switchpoint.store import SQLiteStore
 
     now = [1_800_001_800.0]
@@ -520,6 +515,21 @@ def test_a_reservation_left_open_by_a_crash_is_released_once_and_the_reports_agr
     first.flush()  # the request runs long: its reservation reaches disk
     assert ticket.persisted
     store.close()  # ... and the process dies mid-request
+    return s, acme, ticket, now
+
+
+def test_a_reservation_left_open_by_a_crash_is_released_once_and_the_reports_agree(
+        tmp_path: Path) -> None:
+    """A reservation on disk when the process died holds its budget after the restart until
+    its request's deadline, then is released, and the restarted service writes that release
+    (it used to write nothing, leaving the spend table with a reservation open for good once a
+    later start no longer looked back that far); a later start finds nothing to release
+    again, and the reports, read from the spend table, say what the live ledger says."""
+    from switchpoint.governance.ledger import LOOKBACK_S
+    from switchpoint.governance.reports import Reports
+    from switchpoint.store import SQLiteStore
+
+    s, acme, ticket, now = _crashed_mid_request(tmp_path)
 
     def reports_held() -> float:
         status = Reports.from_settings(s, clock=lambda: now[0]).ledger.status(
@@ -560,18 +570,7 @@ def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_expired_o
     from switchpoint.governance.ledger import LOOKBACK_S
     from switchpoint.store import SQLiteStore
 
-    now = [1_800_001_800.0]
-    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
-    acme = tenant_account("acme")
-    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
-                            "messages": [{"role": "user", "content": "hi"}]}
-    store = SQLiteStore(s.db_path).open()
-    first = Governor(s, store=store, clock=lambda: now[0])
-    ticket, _, _ = admit(first, s, "acme", dict(body))
-    now[0] += 1.0
-    first.flush()  # the request runs long: its reservation reaches disk
-    assert ticket.persisted
-    store.close()  # ... and the process dies mid-request, the service down for days
+    s, acme, ticket, now = _crashed_mid_request(tmp_path)  # ... the service down for days
     now[0] = ticket.ts + down_days * 86_400
     assert now[0] - ticket.ts > LOOKBACK_S
     for _ in range(2):  # the start after, then one more
