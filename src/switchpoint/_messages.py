@@ -123,11 +123,11 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     path = cut(key_path(loc, root), 2 * MAX_FIELD)
     if kind == "extra_forbidden":
         known = f"; the fields are {', '.join(fields)}" if fields else ""
-        return _at(param, path, f"is not a field of this request{known}")
-    return _at(param, path, reason(err))
+        return invalid_at(param, path, f"is not a field of this request{known}")
+    return invalid_at(param, path, reason(err))
 
 
-def _at(param: str, path: str, message: str) -> InvalidInputError:
+def invalid_at(param: str, path: str, message: str) -> InvalidInputError:
     """An error for ``param`` whose message starts with the full ``path`` (``a[0].b: ...``)."""
     error = InvalidInputError(param, message)
     if path != param:

@@ -113,3 +113,51 @@ def test_python_built_bodies_get_the_same_checks() -> None:
 def test_the_gateways_own_fields_never_go_upstream() -> None:
     body = {**GOOD, "models": ["a", "b"]}
     assert upstream_body(body) == GOOD and body["models"] == ["a", "b"]
+
+
+_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("messages, path, needle", [
+    ([{"role": "user"}], "messages[0].content", "is missing; a user message needs content"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+      {"role": "user", "content": None}], "messages[2].content", "is null"),
+    ([{"role": "system"}, {"role": "user", "content": "x"}], "messages[0].content",
+     "a system message needs content"),
+    ([{"role": "developer", "content": None}], "messages[0].content", "developer message"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": None}],
+     "messages[1].content", "unless it carries tool_calls"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_CALL]},
+      {"role": "tool", "content": None, "tool_call_id": "call_1"}], "messages[2].content",
+     "a tool message needs content"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [_CALL]},
+      {"role": "tool", "content": "1", "tool_call_id": None}], "messages[2].tool_call_id",
+     "is null; a tool message names the tool call it answers"),
+    ([{"role": "user", "content": "x"}, {"role": "function", "content": "1", "name": 3}],
+     "messages[1].name", "must be a string, not the number 3"),
+])
+def test_a_message_without_what_its_role_needs_is_refused_naming_the_field(
+        messages: list[dict[str, object]], path: str, needle: str) -> None:
+    body = {"model": "auto", "messages": messages}
+    for door in ("bytes", "python"):
+        with pytest.raises(InvalidInputError) as info:
+            if door == "bytes":
+                parse_chat_body(json.dumps(body).encode())
+            else:
+                check_chat_body(body)
+        assert info.value.field == "messages"
+        assert str(info.value).startswith(f"{path}: ") and needle in str(info.value)
+
+
+def test_messages_openai_takes_without_text_pass() -> None:
+    messages = [
+        {"role": "system", "content": ""}, {"role": "user", "content": []},
+        {"role": "assistant", "content": None, "tool_calls": [_CALL], "refusal": None},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        {"role": "assistant", "refusal": "No."},
+        {"role": "assistant", "content": None, "audio": {"id": "audio_1"}},
+        {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
+        {"role": "function", "name": "f", "content": None},
+        {"role": "user", "content": [{"type": "text", "text": "and?"}]}]
+    body = {"model": "auto", "messages": messages}
+    assert check_chat_body(body) == body

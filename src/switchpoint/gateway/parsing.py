@@ -5,9 +5,11 @@ The body is read as strictly as a routing request: numbers must be finite (no ``
 surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tokens``,
 ``max_completion_tokens``: whole numbers from 1, as OpenAI requires), ``n`` (1 to 128),
 ``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it) and
-the gateway's own ``models`` field are checked by :class:`ChatRequest`. Every other field
-(temperature, tools, response_format, ...) goes upstream exactly as sent, so the dict returned
-is the body as the client wrote it, minus the gateway's own fields.
+the gateway's own ``models`` field are checked by :class:`ChatRequest`, and each message must
+carry what its role needs (a user message its ``content``, a tool message its
+``tool_call_id``, ...), as OpenAI requires. Every other field (temperature, tools,
+response_format, ...) goes upstream exactly as sent, so the dict returned is the body as the
+client wrote it, minus the gateway's own fields.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from switchpoint._json import (
     lone_surrogate,
     unique_keys,
 )
-from switchpoint._messages import cut, invalid_from_validation
+from switchpoint._messages import cut, invalid_at, invalid_from_validation
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 
@@ -72,8 +74,10 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"] = Field(
         description="system, developer, user, assistant, tool (or the older function).")
     content: Annotated[Any, WithJsonSchema(_CONTENT_SCHEMA)] = Field(
-        None, description="The text; null for an assistant turn that only calls tools; or a "
-                          "list of content parts, objects with a type (text, image_url, ...).")
+        None, description="The text, or a list of content parts, objects with a type (text, "
+                          "image_url, ...). Required for every role but an assistant turn "
+                          "carrying tool_calls, function_call, refusal or audio (then it may "
+                          "be null or left out).")
 
     @field_validator("content")
     @classmethod
@@ -203,7 +207,62 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
         ChatRequest.model_validate(data)
     except ValidationError as exc:
         raise invalid_from_validation(list(exc.errors()), _FIELDS) from None
+    for i, message in enumerate(data["messages"]):
+        if isinstance(message, Mapping):
+            _check_role_fields(message, i)
     return data
+
+
+# What each role's message must carry besides its role, as OpenAI's Chat Completions API
+# refuses it otherwise: the field, and how to give it.
+_TEXT = ('send its text as a string, or a list of content parts such as [{"type": "text", '
+         '"text": "..."}]')
+_ASSISTANT_WITHOUT_TEXT = ("tool_calls", "function_call", "refusal", "audio")
+
+
+def _absent(message: Mapping[str, Any], key: str) -> str:
+    """How ``message[key]`` falls short: missing, null, or not a string."""
+    if key not in message:
+        return "is missing"
+    value = message[key]
+    return "is null" if value is None else f"must be a string, not {_shown(value)}"
+
+
+def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
+    """A message (its shape already checked by :class:`ChatMessage`) missing what its role
+    requires: :class:`InvalidInputError` naming the field (``messages[2].content``).
+
+    ``system``, ``developer`` and ``user`` messages need ``content`` (not null); an
+    ``assistant`` message too, unless it carries ``tool_calls``, ``function_call``,
+    ``refusal`` or ``audio`` (what an answer without text is echoed back with); a ``tool``
+    message needs ``content`` and the ``tool_call_id`` it answers; a ``function`` message (the
+    older tool result) its function's ``name``. An empty string or an empty list of parts is
+    passed on, as OpenAI takes them."""
+    role = message["role"]
+    where = f"messages[{i}]"
+    if message.get("content") is None:
+        missing = _absent(message, "content")
+        if role in ("system", "developer", "user"):
+            raise invalid_at("messages", f"{where}.content",
+                             f"{missing}; a {role} message needs content: {_TEXT}")
+        if role == "assistant" and all(message.get(k) is None for k in _ASSISTANT_WITHOUT_TEXT):
+            raise invalid_at("messages", f"{where}.content",
+                             f"{missing}; an assistant message needs content unless it carries "
+                             f"tool_calls (or function_call, refusal, audio): {_TEXT}, or the "
+                             "tool_calls the assistant made")
+        if role == "tool":
+            raise invalid_at("messages", f"{where}.content",
+                             f"{missing}; a tool message needs content: send the tool's result "
+                             "as a string (or a list of text parts)")
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise invalid_at("messages", f"{where}.tool_call_id",
+                         f"{_absent(message, 'tool_call_id')}; a tool message names the tool "
+                         "call it answers: send the id of one of the previous assistant "
+                         "message's tool_calls")
+    if role == "function" and not isinstance(message.get("name"), str):
+        raise invalid_at("messages", f"{where}.name",
+                         f"{_absent(message, 'name')}; a function message names the function "
+                         "whose result it carries: send that name")
 
 
 def check_model_count(models: list[str], field: str) -> list[str]:

@@ -1,0 +1,191 @@
+"""Each message carries what its role needs, as OpenAI's Chat Completions API requires: a
+message missing it is refused with a 400 naming the field, at both doors (HTTP with the
+official ``openai`` client, and in-process), before anything is routed, reserved, logged,
+pinned or sent upstream. What OpenAI takes (an assistant turn carrying only tool calls, a
+refusal or audio; tool-call round trips, plain and streamed) still goes through as sent."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from switchpoint.config import DB_FILENAME, load_settings
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway import Gateway
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, log_entry
+from tests.integration.servers import ThreadServer, thread_server
+
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
+    "type": "object", "properties": {"q": {"type": "string"}}}}}]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+# A budget on every model the tests call: each request they make holds a reservation.
+BUDGETS = "budgets: {models: {good: 50/day, cheap: 50/day, fresh: 50/day, other: 50/day}}\n"
+
+
+def opening() -> list[Any]:
+    """A system message and a first user message unique to the test (so its session is new)."""
+    return [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"Look it up. [{uuid.uuid4().hex[:8]}]"}]
+
+
+# (the messages after the opening, the field the error names, what it says)
+REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
+    ([{"role": "user"}], "messages[2].content", "is missing; a user message needs content"),
+    ([{"role": "user", "content": None}], "messages[2].content",
+     "is null; a user message needs content: send its text as a string"),
+    ([{"role": "developer"}], "messages[2].content", "a developer message needs content"),
+    ([{"role": "system", "content": None}], "messages[2].content",
+     "a system message needs content"),
+    ([{"role": "assistant"}, {"role": "user", "content": "and?"}], "messages[2].content",
+     "an assistant message needs content unless it carries tool_calls"),
+    ([{"role": "assistant", "content": None, "tool_calls": None, "refusal": None,
+       "function_call": None, "audio": None}], "messages[2].content",
+     "is null; an assistant message needs content"),
+    ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
+      {"role": "tool", "content": "42"}], "messages[3].tool_call_id",
+     "is missing; a tool message names the tool call it answers: send the id"),
+    ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
+      {"role": "tool", "tool_call_id": 1, "content": "42"}], "messages[3].tool_call_id",
+     "must be a string, not the number 1"),
+    ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
+      {"role": "tool", "tool_call_id": "call_1"}], "messages[3].content",
+     "is missing; a tool message needs content"),
+    ([{"role": "assistant", "content": None, "function_call": {"name": "lookup",
+                                                               "arguments": "{}"}},
+      {"role": "function", "content": "42"}], "messages[3].name",
+     "is missing; a function message names the function"),
+]
+IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare",
+       "assistant-all-null", "tool-no-id", "tool-id-number", "tool-no-content",
+       "function-no-name"]
+
+
+@pytest.fixture(scope="module")
+def budgeted(gw_fake: FakeProviderProcess,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    root: Path = tmp_path_factory.mktemp("roles")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, data_dir=str(root / "data")) + BUDGETS,
+                      encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+def rows(data_dir: Path) -> dict[str, int]:
+    """How many rows the request log, the decision log and the spend ledger hold, read from
+    the SQLite file itself."""
+    with sqlite3.connect(f"file:{data_dir / DB_FILENAME}?mode=ro", uri=True) as db:
+        return {t: int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                for t in ("requests", "decisions", "spend")}
+
+
+def data_dir(server: ThreadServer) -> Path:
+    return Path(server.service.gateway.settings.data_dir)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("tail", "field", "says"), REFUSED, ids=IDS)
+def test_a_message_missing_what_its_role_needs_is_a_400_and_changes_nothing(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, tail: list[dict[str, Any]],
+        field: str, says: str, stream: bool) -> None:
+    gateway = budgeted.service.gateway
+    sid = f"roles-{uuid.uuid4().hex}"
+    head = opening()
+    # A pinned session, whose pin the refused request must not touch.
+    answered = client(budgeted).chat.completions.with_raw_response.create(
+        model="cheap", messages=head, extra_headers={"x-session-id": sid})
+    entry = log_entry(budgeted, answered.headers["x-switchpoint-request-id"])
+    pin = gateway.pinner.store.get(entry["session_id"])
+    assert pin is not None and pin.model == "cheap"
+    before, budgets, sent = rows(data_dir(budgeted)), gateway.budget_status(), gw_fake.requests()
+    messages: list[Any] = [*head, *tail]
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(
+            model="auto", messages=messages, tools=TOOLS, stream=stream,  # type: ignore[arg-type]
+            extra_headers={"x-session-id": sid})
+    error = info.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error" and error["param"] == "messages"
+    assert error["message"].startswith(f"{field}: ") and says in error["message"], error
+    # Nothing was routed, reserved, logged, pinned or sent.
+    assert rows(data_dir(budgeted)) == before
+    assert gateway.budget_status() == budgets and gateway.governor.ledger.open_tickets() == 0
+    assert gateway.pinner.store.get(entry["session_id"]) == pin
+    assert gw_fake.requests() == sent
+
+
+@pytest.mark.parametrize(("tail", "field", "says"), REFUSED, ids=IDS)
+def test_the_in_process_door_refuses_the_same_messages(
+        gw_fake: FakeProviderProcess, tmp_path: Path, tail: list[dict[str, Any]], field: str,
+        says: str) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, data_dir=str(tmp_path / "data")) + BUDGETS,
+                      encoding="utf-8")
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        gateway.complete(opening(), model="cheap")  # (the files exist, and hold a request)
+        before = rows(tmp_path / "data")
+        for call in (gateway.complete, gateway.stream):
+            with pytest.raises(InvalidInputError) as info:
+                call([*opening(), *tail], tools=TOOLS)
+            assert info.value.field == "messages"
+            assert str(info.value).startswith(f"{field}: ") and says in str(info.value)
+        assert gateway.governor.ledger.open_tickets() == 0
+    assert rows(tmp_path / "data") == before
+
+
+# What OpenAI takes goes through, as sent -----------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_tool_call_round_trip_with_the_clients_own_message_goes_through(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    messages: list[Any] = opening()
+    answer = client(budgeted).chat.completions.create(model="good", messages=messages,
+                                                      tools=TOOLS)  # type: ignore[arg-type]
+    reply = answer.choices[0].message
+    assert reply.content is None and reply.tool_calls  # a turn of tool calls alone
+    # As the client's users write it: the answer's own message object, then the result.
+    messages += [reply, {"role": "tool", "tool_call_id": reply.tool_calls[0].id,
+                         "content": "Sunny, 21 C"}]
+    again = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", messages=messages, tools=TOOLS, stream=stream)  # type: ignore[arg-type]
+    again.http_response.read()
+    assert again.http_response.status_code == 200
+    entry = log_entry(budgeted, again.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok" and entry["model"] == "good"
+    sent = gw_fake.requests()[-1]["body"]["messages"]
+    assert sent[2]["role"] == "assistant" and sent[2]["tool_calls"][0]["id"] == \
+        reply.tool_calls[0].id
+    assert sent[3] == messages[3]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_messages_openai_takes_without_text_are_forwarded_as_sent(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    tail: list[dict[str, Any]] = [
+        {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": None, "audio": {"id": "audio_1"}},
+        {"role": "user", "content": []},
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "lookup", "arguments": "{}"}},
+        {"role": "function", "name": "lookup", "content": None},
+        {"role": "assistant", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "42"}]},
+        {"role": "user", "content": "So?"},
+    ]
+    messages: list[Any] = [*opening(), *tail]
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", messages=messages, stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == messages
