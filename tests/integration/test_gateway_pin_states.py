@@ -15,7 +15,9 @@ import httpx
 import openai
 import pytest
 
+from switchpoint import Gateway
 from switchpoint.config import load_settings
+from switchpoint.errors import StreamBroken
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
@@ -520,3 +522,94 @@ def test_a_client_that_leaves_mid_stream_keeps_what_the_header_said(
         pin = stored_pin(gw, entry)
         assert pin is not None and pin.model == said[1] and not pin.failed
         gw_fake.reset()
+
+
+# The pinned model breaks its stream after the first byte ----------------------------------------
+
+
+def pin_counts(server: ThreadServer) -> dict[str, int]:
+    """The request log's counts by pin state (GET /v1/router/stats)."""
+    stats = httpx.get(f"{server.base}/v1/router/stats").json()["requests"]
+    return dict(stats["by_pin_state"])
+
+
+def test_a_pinned_model_that_breaks_its_stream_is_logged_as_the_failure_it_was(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """Its headers, sent with the first byte, said ``hard``; the log, which keeps what
+    happened, says the pinned model failed (``evicted_post_failure``, saying what the headers
+    had said), as the session's stored pin and the request counts do, and the next turn."""
+    sid = new_session()
+    _, first = ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "cut:after=2")
+    counts = pin_counts(gw)
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "Tell me more."}], stream=True,
+        extra_headers={"x-session-id": sid})
+    assert raw.headers["x-switchpoint-pin"] == "hard"
+    assert raw.headers["x-switchpoint-model"] == "cheap"
+    with pytest.raises(openai.APIError):
+        for _ in raw.parse():
+            pass
+    entry = log_entry(gw, raw.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "stream_broken" and entry["model"] == "cheap"
+    assert entry["pin_state"] == "evicted_post_failure"
+    assert entry["pin"]["previous_model"] == "cheap" and entry["pin"]["pinned_model"] is None
+    assert "pinned model cheap broke its stream after the answer had started" in \
+        entry["pin"]["note"]
+    assert "headers, sent before, said hard" in entry["pin"]["note"]
+    assert entry["pin"]["note"] in entry["reasoning"]
+    pin = stored_pin(gw, entry)
+    assert pin is not None and pin.model == "cheap" and pin.failed and not pin.outgrown
+    after = pin_counts(gw)
+    assert after.get("evicted_post_failure", 0) == counts.get("evicted_post_failure", 0) + 1
+    assert after.get("hard", 0) == counts.get("hard", 0)
+    # The next turn says the same, and the router chooses.
+    headers, entry = ask(gw, "Try again.", sid)
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
+    assert entry["pin"]["previous_model"] == "cheap" and entry["decision_id"] is not None
+    assert stored(gw, entry) == entry["model"]
+    assert first["session_id"] == entry["session_id"]
+
+
+def test_a_plain_answer_the_pinned_model_cuts_short_reports_the_failure(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """Not streamed, nothing has gone out when the pinned model's answer breaks: another model
+    answers, and the headers, the log and the stored pin all say the pin did not hold."""
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "cut", "cut")
+    headers, entry = ask(gw, "Tell me more.", sid)
+    assert headers["x-switchpoint-pin"] == "evicted_post_failure"
+    assert headers["x-switchpoint-model"] != "cheap"
+    assert outcomes(entry)[0][0] == "cheap" and outcomes(entry)[0][1] != "ok"
+    assert stored(gw, entry) == entry["model"] and not stored_pin(gw, entry).failed
+
+
+def test_in_process_a_pinned_model_that_breaks_its_stream_is_logged_as_the_failure(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The in-process door: the stream's info said ``hard`` as it began; once it broke, the
+    info the caller holds, the log and the stored pin say the pinned model failed."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, data_dir=str(tmp_path / "data")), encoding="utf-8")
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        opening = {"role": "user", "content": "Hello there."}
+        gateway.complete([opening], model="cheap", session_id="story")
+        gw_fake.script("cheap", "cut:after=2")
+        stream = gateway.stream([opening, {"role": "user", "content": "Tell me more."}],
+                                session_id="story")
+        info = stream.switchpoint
+        assert (info.pin_state, info.model) == ("hard", "cheap")
+        with pytest.raises(StreamBroken):
+            for _ in stream:
+                pass
+        assert info.pin_state == "evicted_post_failure"
+        assert info.pin["previous_model"] == "cheap" and "said hard" in info.pin["note"]
+        assert gateway.store is not None
+        [entry] = [e for e in gateway.store.requests(20, None)[0] if e["id"] == info.request_id]
+        assert (entry["status"], entry["pin_state"]) == ("stream_broken", "evicted_post_failure")
+        assert entry["pin"] == info.pin
+        pin = gateway.pinner.store.get(entry["session_id"])
+        assert pin is not None and pin.model == "cheap" and pin.failed
+        again = gateway.complete([opening, {"role": "user", "content": "Try again."}],
+                                 session_id="story")
+        assert again.switchpoint.pin_state == "evicted_post_failure"

@@ -166,7 +166,9 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
     """A stream's body ended: whole (``ok``), broken after its first byte (``stream_broken``:
     the client got an error event, or the gateway closed it, unread, at its request's
     deadline, which a read under way meets as a broken stream too) or abandoned by the client
-    (``client_closed``)."""
+    (``client_closed``). Its pin is the plan's as the stream ended: a pinned model that broke
+    the stream did not hold the pin, whatever the headers had said
+    (:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`)."""
     if stream.completed:
         status, kind, error = "ok", None, None
     elif stream.error is not None:

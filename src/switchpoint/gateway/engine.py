@@ -678,6 +678,7 @@ class Gateway:
             for ended in opened:
                 self._open_streams.pop(ended, None)
             if s.error is not None:
+                plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
             entry = accounting.streamed(plan, s, live, ttft_ms,
                                         self._settle(plan, s.card, s.cost_usd, s.usage))
@@ -1390,7 +1391,8 @@ def _as_list(messages: object) -> list[Any]:
 def _update(info: CallInfo, final: CallInfo) -> None:
     """Copy what a stream's end taught into the info its caller holds."""
     for name in ("upstream_model", "reasoning", "attempts", "models_tried", "latency_ms",
-                 "prompt_tokens", "completion_tokens", "cost_usd", "charged_usd"):
+                 "prompt_tokens", "completion_tokens", "cost_usd", "charged_usd", "pin_state",
+                 "pin"):
         setattr(info, name, getattr(final, name))
 
 

@@ -169,6 +169,22 @@ class Plan:
             return
         self._not_held(favoured, attempts, "no model answered")
 
+    def broke_off(self, model: str) -> None:
+        """``model``'s stream broke after the answer had started, its headers (the pin's state
+        among them) already sent: when the pin had sent the request to it (a hard pin's model,
+        a re-home's target, the soft pin's where it ranked first), the pin did not hold after
+        all. The request is ``evicted_post_failure``, as the session's stored pin says from now
+        on (:meth:`SessionPinner.evict_on_failure
+        <switchpoint.gateway.sessions.SessionPinner.evict_on_failure>`); the note keeps what
+        the headers had said."""
+        favoured = self.pin.favoured_model
+        if favoured != model or not self.cards or self.cards[0].name != favoured:
+            return
+        said = self.pin.state
+        self.unpin(self.pin.after_failure(),
+                   f"{self.pin_role} {model} broke its stream after the answer had started; "
+                   f"the response's headers, sent before, said {said}")
+
     def _not_held(self, favoured: str, attempts: Sequence[Attempt], then: str) -> None:
         outcomes = list(dict.fromkeys(a.outcome for a in attempts if a.model == favoured))
         pin = (self.pin.outgrown() if favoured in outgrown_models(attempts)

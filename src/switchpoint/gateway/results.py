@@ -122,7 +122,8 @@ class ChatStream:
     well). Stop early with :meth:`aclose`: the request is logged as closed by the client.
     One left unread past its request's deadline is closed by the gateway (:meth:`expire`).
     ``switchpoint`` (a :class:`CallInfo`) is filled in as the stream goes: tokens and cost once
-    the final chunk has arrived.
+    the final chunk has arrived; the pin state changes when the model the pin sent the request
+    to breaks the stream (it then says ``evicted_post_failure``, as the log does).
     """
 
     def __init__(self, stream: FailoverStream, info: CallInfo, log: StreamLogger,

@@ -41,7 +41,12 @@ request's pin is ``evicted_post_failure`` (``evicted_context`` when it refused t
 conversation as too long for it), and the session's stored pin is evicted, remembering
 which, so its next request says the same: the conversation has only grown since
 (:meth:`Plan.unanswered <switchpoint.gateway.planning.Plan.unanswered>`,
-:meth:`SessionPinner.evict_on_failure`).
+:meth:`SessionPinner.evict_on_failure`). A stream the pinned model breaks after the answer
+has started did not answer either: its headers, sent with the first byte, said what the pin
+did then (``hard``, say), but the request log, which keeps what happened, says
+``evicted_post_failure`` (its note says what the headers had said), and so do the session's
+stored pin, evicted, and its next request
+(:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`).
 
 A hard or soft pin whose model turns out, when the request is planned, not to be usable for
 it (it cannot serve it: it lacks ``tools``, say; or the caller's key, candidate list or a
