@@ -396,12 +396,13 @@ def test_a_conversation_no_model_takes_as_too_long_stays_evicted_context(
     assert headers["x-switchpoint-pin"] == "evicted_context"
     pin = stored_pin(gw, entry)
     assert pin is not None and pin.model == "cheap" and pin.failed and pin.outgrown
-    # The conversation only grows: the next turn says why the pin went, not "it failed".
+    # The conversation only grows: the next turn says why the pin went, not "it failed", and
+    # (in the hard window) moves it to a larger-context model.
     gw_fake.reset()
     headers, entry = ask(gw, "A longer one.", sid, stream=stream)
-    assert headers["x-switchpoint-pin"] == "evicted_context"
-    assert entry["pin"]["previous_model"] == "cheap" and entry["decision_id"] is not None
-    assert stored(gw, entry) == entry["model"]
+    assert headers["x-switchpoint-pin"] == "rehomed_context"
+    assert entry["pin"]["previous_model"] == "cheap" and entry["decision_id"] is None
+    assert stored(gw, entry) == entry["model"] != "cheap"
 
 
 def test_a_pin_evicted_for_a_failure_after_one_for_length_says_failure(
@@ -613,3 +614,93 @@ def test_in_process_a_pinned_model_that_breaks_its_stream_is_logged_as_the_failu
         again = gateway.complete([opening, {"role": "user", "content": "Try again."}],
                                  session_id="story")
         assert again.switchpoint.pin_state == "evicted_post_failure"
+
+
+# A conversation that outgrows a small-context pinned model moves for good -----------------------
+
+
+WINDOWS = {"fresh": 8000, "cheap": 16000, "good": 128000, "other": 200000}
+
+
+def ask_turns(server: ThreadServer, turns: list[str], sid: str, stream: bool = False,
+              model: str = "auto") -> tuple[dict[str, str], dict[str, Any]]:
+    """``ask``, with the whole conversation so far (each turn a user message)."""
+    raw = client(server).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": t} for t in turns], stream=stream,
+        extra_headers={"x-session-id": sid})
+    raw.http_response.read()
+    entry = log_entry(server, raw.headers["x-switchpoint-request-id"])
+    assert raw.headers["x-switchpoint-pin"] == entry["pin_state"]
+    assert raw.headers["x-switchpoint-model"] == entry["model"]
+    return dict(raw.headers), entry
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_conversation_that_outgrows_its_pinned_model_moves_and_stays(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    """Pinned to ``fresh`` (8k), the turn that no longer fits goes to a model whose window
+    (the catalog's) holds it, the session is pinned there, and later turns stay there."""
+    sid = new_session()
+    turns = ["Start a long document."]
+    headers, _ = ask_turns(gw, turns, sid, stream=stream, model="fresh")
+    assert headers["x-switchpoint-model"] == "fresh"
+    turns.append(LONG)
+    headers, entry = ask_turns(gw, turns, sid, stream=stream)
+    assert headers["x-switchpoint-pin"] == "rehomed_context"
+    moved = headers["x-switchpoint-model"]
+    assert WINDOWS[moved] > WINDOWS["fresh"] and "fresh" in entry["excluded"]
+    assert stored(gw, entry) == moved
+    for more in ("Go on.", "And the end?"):
+        turns.append(more)
+        headers, entry = ask_turns(gw, turns, sid, stream=stream)
+        assert (headers["x-switchpoint-pin"], headers["x-switchpoint-model"]) == ("hard", moved)
+        assert stored(gw, entry) == moved
+    assert "fresh" not in [r["body"]["model"] for r in gw_fake.requests()[1:]]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_pin_evicted_for_length_moves_the_session_to_a_larger_context_model(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    """The pinned model refused the conversation as too long (its upstream counts tokens its
+    own way: the catalog's estimate said it fitted) and no model answered. The next turn, in
+    the hard window, is re-homed to a model with a larger window than the one that refused it,
+    not routed back to it or to a smaller one; the session stays there."""
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "context_length")
+    fail_everywhere(gw_fake)
+    _, headers, entry = ask_failing(gw, "A long one.", sid, stream=stream)
+    assert headers["x-switchpoint-pin"] == "evicted_context"
+    pin = stored_pin(gw, entry)
+    assert pin is not None and pin.model == "cheap" and pin.failed and pin.outgrown
+    gw_fake.reset()
+    headers, entry = ask(gw, "A longer one.", sid, stream=stream)
+    moved = headers["x-switchpoint-model"]
+    assert headers["x-switchpoint-pin"] == "rehomed_context"
+    assert entry["pin"]["previous_model"] == "cheap" and entry["pin"]["pinned_model"] == moved
+    assert WINDOWS[moved] > WINDOWS["cheap"]
+    assert [r["body"]["model"] for r in gw_fake.requests()] == [UPSTREAM[moved]]
+    assert stored(gw, entry) == moved and not stored_pin(gw, entry).failed
+    headers, entry = ask(gw, "And longer still.", sid, stream=stream)
+    assert (headers["x-switchpoint-pin"], headers["x-switchpoint-model"]) == ("hard", moved)
+
+
+def test_a_pin_evicted_for_length_in_the_soft_window_routes_among_larger_models(
+        soft: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """Past the hard window the router chooses, but not among the models no larger than the
+    one that refused the conversation: they would refuse it too."""
+    sid = new_session()
+    ask(soft, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "context_length")
+    fail_everywhere(gw_fake)
+    ask_failing(soft, "A long one.", sid)
+    gw_fake.reset()
+    # Cost-first, the router would take the cheapest model that fits the estimate.
+    headers, entry = ask(soft, "A longer one.", sid, headers={"x-switchpoint-cost-weight": "1"})
+    assert headers["x-switchpoint-pin"] == "evicted_context"
+    assert WINDOWS[headers["x-switchpoint-model"]] > WINDOWS["cheap"]
+    assert {"cheap", "fresh"} <= set(entry["excluded"])
+    assert "refused the conversation as too long" in entry["excluded"]["cheap"][0]
+    # Answered: the session is the answering model's now, and no longer outgrown.
+    pin = stored_pin(soft, entry)
+    assert pin.model == headers["x-switchpoint-model"] and not pin.failed

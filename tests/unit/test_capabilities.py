@@ -13,6 +13,7 @@ from switchpoint.gateway.capabilities import (
     Needs,
     filter_candidates,
     needs_of,
+    too_long,
 )
 
 BIG_IMAGE = "data:image/png;base64," + "A" * 400_000
@@ -111,6 +112,19 @@ def test_context_check_includes_the_answer_budget(catalog: Catalog) -> None:
     allowed, excluded = filter_candidates(catalog, ["plain", "tools", "unknown-window"], n)
     assert allowed == ["tools", "unknown-window"]
     assert "2000 for the answer" in excluded["plain"][0]
+
+
+def test_a_window_the_conversation_is_known_to_outgrow_leaves_out_no_larger_models(
+        catalog: Catalog) -> None:
+    n = Needs(vision=False, tools=False, prompt_tokens=100, last_user_text="",
+              context_floor=16_000)
+    names = ["plain", "tools", "vision", "unknown-window"]
+    allowed, excluded = filter_candidates(catalog, names, n)
+    assert allowed == ["vision", "unknown-window"]  # (a window not given is assumed to fit)
+    assert excluded["tools"] == ["a model with a context window of 16000 refused the "
+                                 "conversation as too long: it would exceed its context "
+                                 "window of 16000 too"]
+    assert too_long(excluded["plain"]) and too_long(excluded["tools"])
 
 
 def test_several_answers_are_not_for_the_messages_api() -> None:

@@ -253,6 +253,44 @@ async def test_a_pinned_model_that_does_not_answer_leaves_the_pin_evicted() -> N
     assert soft.pin.state == "soft" and soft.pin.bonus == {"b": 0.5}
 
 
+async def test_a_stream_the_pinned_model_breaks_leaves_the_pin_evicted() -> None:
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts)
+    hard = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    hard.broke_off("a")  # (not the model the pin sent it to: no word on the pin)
+    assert hard.pin.state == "hard"
+    hard.broke_off("b")
+    assert hard.pin.state == "evicted_post_failure" and hard.pin.previous_model == "b"
+    assert hard.pin_info["note"] == ("pinned model b broke its stream after the answer had "
+                                     "started; the response's headers, sent before, said hard")
+    fresh = await plan_of.plan(ChatCall(body(), session_id="s2"), catalog(), route)
+    fresh.broke_off(fresh.cards[0].name)
+    assert fresh.pin.state == "fresh"
+
+
+async def test_auto_never_chooses_a_model_no_larger_than_one_that_refused_the_talk() -> None:
+    pins = SessionPinner(hard_window_s=60, soft_window_s=600)
+    plan_of = Planner(tracker(), pins)
+    route = FakeRoute()
+    first = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    pins.record(first.session, "b", first.ts - 120)  # (the soft window: the router chooses)
+    pins.evict_on_failure(first.session, failed={"b"}, outgrown={"b"})
+    plan = await plan_of.plan(ChatCall(body(), session_id="s1"), catalog(), route)
+    assert plan.pin.state == "evicted_context" and plan.needs.context_floor == 32_000
+    assert [c.name for c in plan.cards] == ["c"] and route.calls[-1][1] == ["c"]
+    assert "refused the conversation as too long" in plan.excluded["a"][0]
+    # A named model goes where it is named (it may refuse the conversation again).
+    named = await plan_of.plan(ChatCall(body("b"), session_id="s1"), catalog(), route)
+    assert named.cards[0].name == "b" and named.needs.context_floor == 0
+    # None larger: the upstreams judge (the client may have cut the conversation short).
+    small = Catalog([catalog()["a"], catalog()["b"]])
+    plan = await plan_of.plan(ChatCall(body(), session_id="s1"), small, route)
+    assert plan.needs.context_floor == 0 and {c.name for c in plan.cards} == {"a", "b"}
+
+
 async def test_a_request_no_model_answers_blames_the_pin_only_if_its_model_failed() -> None:
     pins = SessionPinner(hard_window_s=60, soft_window_s=600)
     plan_of = Planner(tracker(), pins)

@@ -238,6 +238,30 @@ def test_context_overflow_in_the_soft_window_evicts(catalog: Catalog) -> None:
     assert d.state is PinState.EVICTED_CONTEXT and d.bonus == {}
 
 
+def test_a_pin_evicted_for_length_rehomes_past_the_window_that_refused(
+        catalog: Catalog) -> None:
+    """The pinned model refused the conversation as too long (the estimate said it fitted):
+    in the hard window it moves to the closest larger-context model, as when the estimate
+    says it outgrew it; past it, the router chooses, above that window."""
+    p = SessionPinner()
+    s = pinned(p, "small")
+    p.evict_on_failure(s, T0, failed={"small"}, outgrown={"small"})
+    d = p.decide(s, catalog, needs(tokens=100), T0 + 10)
+    assert d.state is PinState.REHOMED_CONTEXT and d.pinned_model == "same-tier-32k-cheap"
+    assert d.previous_model == "small" and d.context_floor == 8_000
+    d = p.decide(s, catalog, needs(tokens=100), T0 + 600)
+    assert d.state is PinState.EVICTED_CONTEXT and d.pinned_model is None
+    assert d.context_floor == 8_000 and d.not_followed().context_floor == 8_000
+    # Nothing larger takes it: evicted, the router chooses.
+    alone = Catalog([catalog["small"], catalog["eyes"]])
+    d = p.decide(s, alone, needs(tokens=100), T0 + 10)
+    assert d.state is PinState.EVICTED_CONTEXT and d.context_floor == 8_000
+    # A pin that answered since knows of no floor.
+    p.record(s, "small", T0 + 20)
+    d = p.decide(s, catalog, needs(tokens=100), T0 + 30)
+    assert d.state is PinState.HARD and d.context_floor is None
+
+
 def test_decide_changes_nothing(catalog: Catalog) -> None:
     store = MemoryPinStore()
     p = SessionPinner(store=store)
@@ -306,7 +330,8 @@ def test_why_a_pin_was_evicted_survives_a_restart(tmp_path: Path, catalog: Catal
     try:
         pin = again.get("s")
         assert pin == Pin("small", T0, failed=True, outgrown=bool(outgrown))
-        want = PinState.EVICTED_CONTEXT if outgrown else PinState.EVICTED_POST_FAILURE
+        # (Outgrown, in the hard window: the conversation moves to a larger-context model.)
+        want = PinState.REHOMED_CONTEXT if outgrown else PinState.EVICTED_POST_FAILURE
         assert reopened.decide("s", catalog, needs(), T0 + 10).state is want
         assert reopened.active_sessions(T0 + 10) == 0
     finally:

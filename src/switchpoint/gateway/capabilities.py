@@ -37,7 +37,10 @@ IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
 
 @dataclass(frozen=True)
 class Needs:
-    """What a request needs. ``output_tokens`` is the answer budget it asked for (0 if none)."""
+    """What a request needs. ``output_tokens`` is the answer budget it asked for (0 if none).
+    ``context_floor`` is a context window the conversation is known to outgrow (a model with
+    a window that size refused it as too long; 0: none known): a model no larger would refuse
+    it too, whatever the estimate says."""
 
     vision: bool
     tools: bool
@@ -45,6 +48,7 @@ class Needs:
     last_user_text: str
     output_tokens: int = 0
     answers: int = 1  # the request's n
+    context_floor: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -152,6 +156,10 @@ def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
         what = (f"~{needs.prompt_tokens} prompt tokens + {needs.output_tokens} for the answer"
                 if needs.output_tokens else f"~{needs.prompt_tokens} prompt tokens")
         reasons.append(f"{what} {TOO_LONG} of {card.context_window}")
+    elif card.context_window is not None and card.context_window <= needs.context_floor:
+        reasons.append(f"a model with a context window of {needs.context_floor} refused the "
+                       f"conversation as too long: it would {TOO_LONG} of "
+                       f"{card.context_window} too")
     return reasons
 
 

@@ -264,9 +264,13 @@ class Planner:
         now = time.time()
         needs = needs_of(call.body)
         session = call_session(call)
+        pin = self.pinner.decide(session, catalog, needs, now)
+        if requested == AUTO_MODEL and pin.context_floor:
+            # The pinned model refused this conversation as too long: ``auto`` chooses none
+            # that small (a named model is sent where it is named, and may refuse it).
+            needs = replace(needs, context_floor=pin.context_floor)
         plan = Plan(request_id=uuid.uuid4().hex, started=started, ts=now, call=call,
-                    body=upstream_body(call.body), needs=needs, session=session,
-                    pin=self.pinner.decide(session, catalog, needs, now))
+                    body=upstream_body(call.body), needs=needs, session=session, pin=pin)
         if requested != AUTO_MODEL:
             chain = ([requested] if call.exact
                      else [c.name for c in fallback_chain(catalog, requested)])
@@ -285,6 +289,11 @@ class Planner:
     async def _plan_auto(self, plan: Plan, catalog: Catalog, route: RouteFn) -> None:
         names = self._candidates(plan.call, catalog)
         allowed, plan.excluded = filter_candidates(catalog, names, plan.needs)
+        if not allowed and plan.needs.context_floor:
+            # No model larger than the one that refused the conversation may take it: the
+            # client may have cut it short since; the upstreams judge it.
+            plan.needs = replace(plan.needs, context_floor=0)
+            allowed, plan.excluded = filter_candidates(catalog, names, plan.needs)
         if not allowed:
             what = ("no catalog model can" if names == catalog.routed
                     else f"{', '.join(names)} cannot")

@@ -24,13 +24,17 @@ Escapes override the pin, and the decision says which one fired:
   open or its upstream's ``Retry-After`` is still running (:meth:`PinDecision.unavailable`):
   the router chooses;
 - ``rehomed_context`` — in the hard window the conversation outgrew the pinned model's context
-  window: it moves to the closest larger-context model that fits (same tier first, then the
-  smallest sufficient window, then the lowest price) and is hard-pinned there;
+  window (the catalog's ``context_window`` no longer holds its estimate, or the pinned model
+  refused it as too long last time, when no model answered it): it moves to the closest
+  larger-context model that fits (same tier first, then the smallest sufficient window, then
+  the lowest price) and is hard-pinned there, as the model that answers is;
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
-  the router chooses anyway, among the models the context filter lets through); or the re-home
-  target cannot take this request (left out, unavailable: :meth:`PinDecision.not_followed`);
-  or the pinned model, called, refused the conversation as too long for it (and another
-  answered, or none did: then the next request says so too).
+  the router chooses anyway, among the models the context filter lets through: for a
+  conversation the pinned model refused as too long, only larger ones,
+  :attr:`PinDecision.context_floor`); or the re-home target cannot take this request (left
+  out, unavailable: :meth:`PinDecision.not_followed`); or the pinned model, called, refused the
+  conversation as too long for it (and another answered, or none did: then the next request
+  re-homes it, or says ``evicted_context`` too).
 
 A pinned model that is called and does not answer (another model does, by failover) makes
 the request's pin ``evicted_post_failure``, and the session moves to the model that answered
@@ -155,6 +159,10 @@ class PinDecision:
     bonus: dict[str, float] = field(default_factory=dict)
     previous_model: str | None = None
     age_s: float | None = None
+    #: The pinned model's context window when it refused the conversation as too long (the
+    #: stored pin is outgrown): ``auto`` chooses no model that small (see
+    #: :attr:`Needs.context_floor <switchpoint.gateway.capabilities.Needs.context_floor>`).
+    context_floor: int | None = None
 
     @property
     def bypass_router(self) -> bool:
@@ -582,10 +590,13 @@ class SessionPinner:
             return PinDecision(PinState.FRESH)
         age = max(0.0, now - pin.last_used)
 
+        floor: int | None = None  # (set once the pin is known to be outgrown)
+
         def decision(state: PinState, pinned: str | None = None,
                      bonus: dict[str, float] | None = None) -> PinDecision:
             return PinDecision(state, pinned_model=pinned, bonus=bonus or {},
-                               previous_model=pin.model, age_s=round(age, 3))
+                               previous_model=pin.model, age_s=round(age, 3),
+                               context_floor=floor)
 
         if age > self.soft_window_s or self.soft_window_s == 0:  # 0: pinning off
             return decision(PinState.FRESH)
@@ -594,11 +605,13 @@ class SessionPinner:
             return decision(PinState.EVICTED_MISSING_MODEL)
         if needs.vision and not card.has("vision"):
             return decision(PinState.EVICTED_VISION)
-        if pin.failed:
-            return decision(PinState.EVICTED_CONTEXT if pin.outgrown
-                            else PinState.EVICTED_POST_FAILURE)
+        if pin.failed and not pin.outgrown:
+            return decision(PinState.EVICTED_POST_FAILURE)
+        window = card.context_window
+        if pin.outgrown:  # it refused the conversation as too long: it has only grown since
+            floor = window
         hard = age <= self.hard_window_s and self.hard_window_s > 0  # 0: no hard pins
-        if card.context_window is not None and needs.total_tokens > card.context_window:
+        if pin.outgrown or (window is not None and needs.total_tokens > window):
             target = rehome_target(catalog, card, needs) if hard else None
             if target is None:
                 return decision(PinState.EVICTED_CONTEXT)
