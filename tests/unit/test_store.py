@@ -20,7 +20,7 @@ from typing import Any, ClassVar, cast
 
 import pytest
 
-from switchpoint.errors import StoreError
+from switchpoint.errors import InvalidInputError, StoreError
 from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
@@ -849,6 +849,45 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
     db.close()
     with SQLiteStore(path) as store:
         assert _reported(store) == _scanned(path) and _reported(store)["requests"][0] == 20
+
+
+def test_the_stats_of_one_tenant_are_those_of_its_rows(tmp_path: Path) -> None:
+    """With ``tenant``, the stats count that tenant's logged rows alone, as the totals count
+    every row (``default``: the rows that name no tenant too); the tenants' figures add up to
+    the whole log's. A tenant name is checked as everywhere (non-empty, bounded)."""
+    tenants = ("acme", "zeta", None, "default")
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:
+        for n in range(24):
+            tenant = tenants[n % 4]
+            store.append(replace(request(("ok", "error", "refused")[n % 3],
+                                         model=None if n % 5 == 0 else f"m{n % 3}",
+                                         cost=None if n % 7 == 0 else 0.01 * n),
+                                 tenant=tenant)).result()
+            if n % 2:  # a decision for every other request
+                store.append(replace(record(f"m{n % 3}", cluster=n % 4, cache_hit=n % 3 == 0),
+                                     tenant=tenant)).result()
+        whole_r, whole_d = store.request_stats(), store.decision_stats("w1")
+        parts = {t: (store.request_stats(tenant=t), store.decision_stats("w1", tenant=t))
+                 for t in ("acme", "zeta", "default")}
+        with pytest.raises(InvalidInputError):
+            store.request_stats(tenant=" ")
+        with pytest.raises(InvalidInputError):
+            store.decision_stats(tenant="x" * 201)
+        assert store.request_stats(tenant="nobody")["total"] == 0
+    assert [parts[t][0]["total"] for t in parts] == [6, 6, 12]
+    assert [parts[t][1]["total"] for t in parts] == [0, 6, 6]  # odd n: zeta and None/default
+    for name in ("total", "ok", "refused", "errors", "escalations", "prompt_tokens",
+                 "cost_unknown_requests"):
+        assert sum(p[0][name] for p in parts.values()) == whole_r[name], name
+    assert round(sum(p[0]["cost_usd"] for p in parts.values()), 9) == whole_r["cost_usd"]
+    for model, figures in whole_r["by_model"].items():
+        assert sum(p[0]["by_model"].get(model, {}).get("requests", 0)
+                   for p in parts.values()) == figures["requests"], model
+    for name in ("total", "cache_hits"):
+        assert sum(p[1][name] for p in parts.values()) == whole_d[name], name
+    for field in ("by_model", "by_cluster", "by_policy"):
+        for key, count in whole_d[field].items():
+            assert sum(p[1][field].get(key, 0) for p in parts.values()) == count, (field, key)
 
 
 def _nano(cost: float | None) -> int:

@@ -63,7 +63,7 @@ from switchpoint.governance.ledger import (
 )
 from switchpoint.governance.settings import SLASettings
 from switchpoint.learning.events import DEFAULT_TENANT
-from switchpoint.store.sqlite import store_error
+from switchpoint.store.sqlite import of_tenant, store_error
 
 REPORT_PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -75,15 +75,6 @@ MAX_TENANT_SHOWN = 66
 MAX_TENANTS_LISTED = 20
 
 
-def _of_tenant(column: str, tenant: str | None) -> tuple[str, list[Any]]:
-    """The SQL condition (`` AND ...``, with its arguments) keeping ``tenant``'s rows of
-    ``column``: every row for None; for the deployment's own tenant, ``default``, the rows that
-    name no tenant too (requests without a key are its requests)."""
-    if tenant is None:
-        return "", []
-    if tenant == DEFAULT_TENANT:
-        return f" AND ({column} = ? OR {column} IS NULL)", [tenant]
-    return f" AND {column} = ?", [tenant]
 # The reference prompt the router prices a request at to set the λ scale (see router.py).
 REFERENCE_INPUT_TOKENS = 500
 
@@ -335,7 +326,7 @@ class Reports:
 
     def _requests(self, since: float, until: float, tenant: str | None = None
                   ) -> Iterator[tuple[Any, ...]]:
-        clause, more = _of_tenant("tenant", tenant)
+        clause, more = of_tenant("tenant", tenant)
         where = "ts >= ? AND ts < ?" + clause
         args: list[Any] = [since, until, *more]
         return self._rows(
@@ -478,7 +469,7 @@ class Reports:
                 counts[model] = counts.get(model, 0) + 1
         basis = f"answered requests of the last {period}"
         if not counts:
-            clause, more = _of_tenant("tenant", tenant or None)
+            clause, more = of_tenant("tenant", tenant or None)
             where = "ts >= ? AND ts < ?" + clause
             args = [since, end, *more]
             for (model,) in self._query(f"SELECT selected_model FROM decisions WHERE {where}",
@@ -562,7 +553,7 @@ class Reports:
         read a row at a time into arrays."""
         where = ("r.ts >= ? AND r.ts < ? AND r.model IS NOT NULL AND d.expected_errors IS NOT "
                  "NULL AND d.expected_costs IS NOT NULL")
-        clause, more = _of_tenant("r.tenant", tenant)
+        clause, more = of_tenant("r.tenant", tenant)
         where += clause
         out = _Routed()
         conn = self._read()
@@ -751,7 +742,7 @@ class Reports:
             raise InvalidInputError("since_hours", "must be > 0")
         end = self.clock() if until is None else float(until)
         since = end - hours * 3600.0
-        clause, more = _of_tenant("r.tenant", tenant)
+        clause, more = of_tenant("r.tenant", tenant)
         where = "r.ts >= ? AND r.ts < ?" + clause
         args: list[Any] = [since, end, *more]
         rows = self._rows(
@@ -857,7 +848,7 @@ class Reports:
         spent, rows = self._settled(account, since, until)
         if rows:
             return spent, 0
-        clause, more = _of_tenant("tenant", tenant)
+        clause, more = of_tenant("tenant", tenant)
         total, unknown = 0.0, 0
         for model, cost in self._query(
                 "SELECT model, cost_usd FROM requests WHERE ts >= ? AND ts < ?" + clause,

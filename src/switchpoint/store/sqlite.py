@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Protocol
 
 from switchpoint._files import private_dir, private_file
 from switchpoint.errors import StoreError
+from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 
 log = logging.getLogger("switchpoint.store")
 SCHEMA_VERSION = 18
@@ -189,7 +190,8 @@ def _statements(script: str) -> list[str]:
     for piece in script.split(";"):
         pending += piece + ";"
         if sqlite3.complete_statement(pending):
-            statements.append(pending.strip())
+            if pending.strip(" \n\t;"):  # (an empty one does nothing)
+                statements.append(pending.strip())
             pending = ""
     if pending.strip(" \n\t;"):
         raise ValueError(f"an incomplete statement ends the migration: {pending.strip()!r}")
@@ -257,8 +259,11 @@ def _stat_triggers() -> str:
     return "\n".join(out)
 
 
-def _stat_backfill() -> str:
-    """What the logs already hold, counted into ``stat_counts`` once (an upgraded file).
+def _stat_backfill(only: str | None = None, condition: str = "") -> str:
+    """What the logs already hold, counted into ``stat_counts`` once (an upgraded file); or,
+    for :meth:`SQLiteStore.decision_stats` and :meth:`SQLiteStore.request_stats` of one
+    tenant, what the rows of the table ``only`` that meet ``condition`` (`` AND ...``, see
+    :func:`of_tenant`) hold, counted the same way.
 
     Summed as ``total()`` (a float, exact while a sum stays under 2**53, i.e. $9 million in
     nano-dollars, and within a nano-dollar or two past it), not ``sum()``, which fails the
@@ -267,6 +272,8 @@ def _stat_backfill() -> str:
     one row's cost)."""
     out = []
     for table, groups in _STAT_GROUPS.items():
+        if only is not None and table != only:
+            continue
         values = _REQUEST_VALUES if table == "requests" else _DECISION_VALUES
         cells = ", ".join("count(*)" if v == "1" else "0" if v == "0"
                           else f"CAST(total({v}) AS INTEGER)" for v in values)
@@ -274,12 +281,37 @@ def _stat_backfill() -> str:
             grouped = [e for e in (key, sub) if e != "''"]
             by = f" GROUP BY {', '.join(grouped)}" if grouped else ""
             out.append(f"INSERT INTO stat_counts SELECT '{dim}', {key}, {sub}, {cells} "
-                       f"FROM {table} WHERE {where}{by};")
+                       f"FROM {table} WHERE {where}{condition}{by};")
     return "\n".join(out).replace("ROW.", "") + "\n"
 
 
 # The totals, their triggers, and what the logs already hold counted into them.
 _STAT_COUNTS = _stat_table() + _stat_triggers() + _stat_backfill()
+
+
+def of_tenant(column: str, tenant: str | None) -> tuple[str, list[Any]]:
+    """The SQL condition (`` AND ...``, with its arguments) keeping ``tenant``'s rows of
+    ``column``: every row for None; for the deployment's own tenant, ``default``, the rows that
+    name no tenant too (requests without a key are its requests)."""
+    if tenant is None:
+        return "", []
+    if tenant == DEFAULT_TENANT:
+        return f" AND ({column} = ? OR {column} IS NULL)", [tenant]
+    return f" AND {column} = ?", [tenant]
+
+
+def _count_tenant(conn: sqlite3.Connection, table: str, tenant: str | None) -> None:
+    """For ``tenant`` (None: every tenant, nothing to do), shadow the totals ``stat_counts``
+    on the read connection ``conn`` by a temporary table of the same name holding the totals
+    of ``tenant``'s rows of ``table`` alone, counted as the totals are: the readers of the
+    totals then give that tenant's figures. It costs a read of the tenant's rows (of every
+    decision: they have no index by tenant), not the totals' read of a few groups."""
+    if tenant is None:
+        return
+    condition, args = of_tenant("tenant", check_tenant(tenant))
+    conn.execute(_stat_table().replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+    for statement in _statements(_stat_backfill(table, condition)):
+        conn.execute(statement, args)
 
 
 #: How far back a start looks in the spend ledger for reservations that may still be open, from
@@ -1427,14 +1459,19 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             raise store_error(self.path, "open it to read", exc) from None
 
-    def decision_stats(self, weights_id: str | None = None) -> dict[str, Any]:
+    def decision_stats(self, weights_id: str | None = None, *,
+                       tenant: str | None = None) -> dict[str, Any]:
         """Totals over every logged decision: count, cache hits, by model, by policy, and by
-        cluster for ``weights_id`` (cluster ids of different weights are not comparable).
+        cluster for ``weights_id`` (cluster ids of different weights are not comparable);
+        ``tenant``: over that tenant's decisions alone (``default``: those that name no tenant
+        too).
 
         Read from the totals the log keeps as rows are logged and pruned: the cost is the
-        number of models, policies and clusters, not of decisions."""
+        number of models, policies and clusters, not of decisions (for one tenant, a read of
+        the decisions)."""
         conn = self._read()
         try:
+            _count_tenant(conn, "decisions", tenant)
             row = conn.execute("SELECT n, cache_hits FROM stat_counts "
                                "WHERE dim = 'decisions'").fetchone()
             total, hits = row if row is not None else (0, 0)
@@ -1508,16 +1545,18 @@ class SQLiteStore:
             out.append(item)
         return out, (out[-1]["seq"] if more and out else None)
 
-    def request_stats(self) -> dict[str, Any]:
+    def request_stats(self, *, tenant: str | None = None) -> dict[str, Any]:
         """Totals over the whole request log: counts by status (``errors`` are the requests
         neither answered nor refused by the governance), escalations, tokens, cost, and
-        requests and cost by answering model and by pin state.
+        requests and cost by answering model and by pin state; ``tenant``: over that tenant's
+        requests alone (``default``: those that name no tenant too).
 
         Read from the totals the log keeps as rows are logged and pruned (the same figures a
         scan would give): the cost is the number of models, statuses and pin states, not of
-        requests."""
+        requests (for one tenant, a read of its requests, by their index)."""
         conn = self._read()
         try:
+            _count_tenant(conn, "requests", tenant)
             row = conn.execute(
                 "SELECT n, escalated, prompt, completion, cost_nano, streams FROM stat_counts "
                 "WHERE dim = 'requests'").fetchone()
