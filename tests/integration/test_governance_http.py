@@ -923,10 +923,13 @@ def test_a_query_parameter_given_twice_is_refused_alike_on_every_route(
     assert caught.value.param == "trace[]" and "given 2 times" in caught.value.message
 
 
-def test_a_query_parameter_a_route_does_not_read_is_ignored_but_not_twice(
+def test_a_query_parameter_a_route_does_not_take_is_refused_and_so_is_one_given_twice(
         gov: ThreadServer) -> None:
-    # As every route does with one it does not know (a client's cache-buster, say).
+    # Ignored, a filter the route does not have would be answered as if it had applied it.
     url = f"{gov.base}/v1/router/budgets"
-    assert httpx.get(url, params={"x": "1"}, headers=ADMIN).status_code == 200
+    r = httpx.get(url, params={"x": "1"}, headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x", r.text
+    assert "it takes none" in r.json()["error"]["message"]
     r = httpx.get(url, params=[("x", "1"), ("x", "1")], headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "x", r.text
+    assert "is given 2 times" in r.json()["error"]["message"]

@@ -17,6 +17,7 @@ Clients: with ``auth: keys`` in the config, ``/v1/chat/completions``, ``/v1/rout
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -61,3 +62,13 @@ def client_principal(request: Request) -> Principal | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
                                          settings)
+
+
+async def client(request: Request) -> Principal | None:
+    """:func:`client_principal` as a route's dependency (``Depends(client)``), so that the
+    key is checked before the route reads its query string and its body."""
+    return client_principal(request)
+
+
+CLIENT = Annotated[Principal | None, Depends(client)]
+"""A route's parameter ``principal: CLIENT``: who calls it (:func:`client`)."""

@@ -219,6 +219,10 @@ class StatsResponse(BaseModel):
                                                    "weights (ids of other weights differ).")
     weights_id: str | None
     policy: str | None
+    tenant: str | None = Field(None, description="The tenant the figures are of (?tenant=: its "
+                                                 "decisions and requests alone; 'default' "
+                                                 "counts those without a tenant); null: every "
+                                                 "tenant's.")
     requests: RequestStats | None = Field(
         None, description="The gateway's request log (POST /v1/chat/completions): counts, "
                           "escalations, tokens and cost.")

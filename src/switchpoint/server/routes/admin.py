@@ -4,11 +4,12 @@
 ``GET /health`` answers 200 with ``ready: true`` once the router is loaded and 503 with
 ``ready: false`` before (or if loading failed), so a load balancer's probe can use the status
 alone; ``disk`` says how many bytes the SQLite files in ``data_dir`` take and how many are free
-there. The admin routes (``/v1/router/...``) and ``/metrics`` need ``Authorization: Bearer
-<token>`` when the config names ``admin_token_env`` (see :mod:`switchpoint.server.auth`);
-without it they are open, so keep the default loopback bind or put a proxy in front. With a
-token, ``/health`` stays open but shows the weights, policy, models, load error and disk only to
-a caller that carries it.
+there. ``GET /v1/router/stats?tenant=NAME`` gives one tenant's figures (the reports' rule says
+which tenants exist). The admin routes (``/v1/router/...``) and ``/metrics`` need
+``Authorization: Bearer <token>`` when the config names ``admin_token_env`` (see
+:mod:`switchpoint.server.auth`); without it they are open, so keep the default loopback bind or
+put a proxy in front. With a token, ``/health`` stays open but shows the weights, policy,
+models, load error and disk only to a caller that carries it.
 """
 
 from __future__ import annotations
@@ -30,22 +31,25 @@ from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.bodies import no_body
 from switchpoint.server.context import get_service
+from switchpoint.server.queries import ANY_QUERY, QueryCheckedRoute
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
     ERROR_RESPONSES,
     DiskUsage,
+    ErrorResponse,
     HealthResponse,
     ModelList,
     ModelObject,
     RequestLogPage,
     StatsResponse,
     SwapResponse,
+    TenantQuery,
 )
 from switchpoint.store.retention import disk_usage
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 log = logging.getLogger("switchpoint.server")
-router = APIRouter()
+router = APIRouter(route_class=QueryCheckedRoute)
 
 
 @router.get("/health", response_model=HealthResponse, tags=["service"],
@@ -71,7 +75,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if live else 503)
 
 
-@router.get("/v1/models", response_model=ModelList, tags=["gateway"],
+@router.get("/v1/models", response_model=ModelList, tags=["gateway"], dependencies=[ANY_QUERY],
             responses={503: ERROR_RESPONSES[503]},
             summary="The routable models, OpenAI list format, with 'auto' first")
 async def models(request: Request) -> dict[str, Any]:
@@ -81,6 +85,7 @@ async def models(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelObject, tags=["gateway"],
+            dependencies=[ANY_QUERY],
             responses={404: CHAT_ERROR_RESPONSES[404], 503: ERROR_RESPONSES[503]},
             summary="One routable model, OpenAI format")
 async def model(model_id: str, request: Request) -> dict[str, Any]:
@@ -133,18 +138,25 @@ async def metrics(request: Request) -> PlainTextResponse:
 
 
 @router.get("/v1/router/stats", dependencies=ADMIN, response_model=StatsResponse, tags=["admin"],
+            responses={400: ERROR_RESPONSES[400],
+                       404: {"model": ErrorResponse,
+                             "description": "not_found: neither the configuration nor the "
+                                            "request or feedback log names this tenant."}},
             summary="Decisions by model, policy and cluster, and the gateway's requests, "
-                    "escalations, tokens and cost, from the logs")
-async def stats(request: Request) -> dict[str, Any]:
+                    "escalations, tokens and cost, from the logs (of one tenant with "
+                    "?tenant=)")
+async def stats(request: Request, tenant: TenantQuery = None) -> dict[str, Any]:
     service = get_service(request)
     live = service.state.peek()
     weights_id = live.weights_id if live else None
     store = service.store
     assert store is not None
-    counts = await run_in_threadpool(store.decision_stats, weights_id)
-    requests = await run_in_threadpool(store.request_stats)
+    if tenant is not None:  # a misspelt one is a 404 listing the known ones, as the reports'
+        await run_in_threadpool(service.gateway.reports.check_tenant, tenant)
+    counts = await run_in_threadpool(lambda: store.decision_stats(weights_id, tenant=tenant))
+    requests = await run_in_threadpool(lambda: store.request_stats(tenant=tenant))
     return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
-            "requests": requests}
+            "tenant": tenant, "requests": requests}
 
 
 @router.post("/v1/router/policy/{name}", dependencies=ADMIN, response_model=SwapResponse,

@@ -27,11 +27,11 @@ from switchpoint.governance.governor import Principal
 from switchpoint.server.auth import client_principal
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import answer_for, log_store_failure
-from switchpoint.server.queries import once
+from switchpoint.server.queries import ANY_QUERY, QueryCheckedRoute, once
 from switchpoint.server.schemas import CHAT_ERROR_RESPONSES, inlined
 from switchpoint.server.streaming import SSEResponse, sse_body
 
-router = APIRouter()
+router = APIRouter(route_class=QueryCheckedRoute)
 
 SESSION_HEADER = "x-session-id"
 COST_WEIGHT_HEADER = "x-switchpoint-cost-weight"
@@ -52,6 +52,7 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
 @router.post(
     "/v1/chat/completions",
     tags=["gateway"],
+    dependencies=[ANY_QUERY],  # as OpenAI's API: SDKs and proxies add their own
     responses={**_ANSWER, **CHAT_ERROR_RESPONSES},
     openapi_extra=_REQUEST_BODY,
     summary="OpenAI chat completions: route (model 'auto') or pass through, with failover",

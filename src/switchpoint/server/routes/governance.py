@@ -24,10 +24,12 @@ from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.bodies import no_body, parse_body
 from switchpoint.server.context import get_service
+from switchpoint.server.queries import QueryCheckedRoute
 from switchpoint.server.schemas import ERROR_RESPONSES, ErrorResponse, KeyPage, TenantQuery
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
-router = APIRouter(tags=["admin"], dependencies=ADMIN)
+router = APIRouter(tags=["admin"], dependencies=ADMIN,
+                   route_class=QueryCheckedRoute)
 
 _JSON: dict[int | str, dict[str, Any]] = {
     200: {"description": "JSON answer.", "content": {"application/json": {}}},

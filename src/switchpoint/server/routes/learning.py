@@ -28,12 +28,13 @@ from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
-from switchpoint.server.auth import ADMIN, client_principal, is_admin
+from switchpoint.server.auth import ADMIN, CLIENT, client_principal, is_admin
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
+from switchpoint.server.queries import QueryCheckedRoute
 from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat, TenantQuery
 
-router = APIRouter()
+router = APIRouter(route_class=QueryCheckedRoute)
 
 _WHY = {400: "Malformed or invalid request (the param names the field).",
         401: "A client key (auth: keys) or the admin token is missing or wrong.",
@@ -171,8 +172,7 @@ def tenant_caller(request: Request, named: str | None, who: Caller
                          "model (kind: model, teaches_routing: false). A repeat replaces the "
                          "earlier outcome (replaced: true). 404 decision_not_found for an "
                          "unknown, forgotten or other tenant's id.")
-async def feedback(request: Request) -> JSONResponse:
-    principal = client_principal(request)
+async def feedback(request: Request, principal: CLIENT) -> JSONResponse:
     body = parse_body(FeedbackRequest, await request.body())
     gateway = get_service(request).gateway
     try:

@@ -13,12 +13,13 @@ from fastapi.responses import JSONResponse
 
 from switchpoint.decision import GOVERNANCE_FIELDS, LEARNING_FIELDS, ROUTE_FIELDS
 from switchpoint.governance.governor import Governor
-from switchpoint.server.auth import client_principal
+from switchpoint.server.auth import CLIENT
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
+from switchpoint.server.queries import QueryCheckedRoute
 from switchpoint.server.schemas import ERROR_RESPONSES, RouteRequest, RouteResponse
 
-router = APIRouter(tags=["routing"])
+router = APIRouter(tags=["routing"], route_class=QueryCheckedRoute)
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": RouteRequest.model_json_schema()}}}}
 
@@ -37,8 +38,7 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
                 "source, memory_fallback, experiment and arm. POST /v1/feedback with its "
                 "decision_id teaches the router.",
 )
-async def route(request: Request) -> JSONResponse:
-    principal = client_principal(request)
+async def route(request: Request, principal: CLIENT) -> JSONResponse:
     body = parse_body(RouteRequest, await request.body())  # JSON whatever its Content-Type
     decision = await get_service(request).gateway.aroute(
         body.prompt, body.available_models, body.cost_weight, embedding=body.embedding,
