@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.middleware import BodyLimitMiddleware
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +38,8 @@ async def call(path: str, chunks: list[bytes], limit: int,
 
     headers = [] if declared is None else [(b"content-length", str(declared).encode())]
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
-    await BodyLimitMiddleware(app, limit=lambda: limit, buffer=1 << 30)(scope, receive, send)
+    await BodyLimitMiddleware(app, limit=lambda: limit, bodies=BodyBuffer(1 << 30),
+                              client=lambda scope: "one")(scope, receive, send)
     return sent, seen
 
 

@@ -23,6 +23,8 @@ from switchpoint._version import __version__
 from switchpoint.config import Settings
 from switchpoint.gateway.engine import Gateway
 from switchpoint.gateway.live import Loader
+from switchpoint.server.auth import body_owner
+from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
@@ -70,6 +72,7 @@ def create_app(
         return names
 
     metrics = Metrics(models=model_names)
+    metrics.bodies = BodyBuffer(settings.server.max_body_buffer_bytes)
     gateway = Gateway(settings, loader=loader, store=store, env=provider_env, observer=metrics)
     service = Service(gateway=gateway, metrics=metrics)
 
@@ -93,7 +96,7 @@ def create_app(
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
-                       buffer=settings.server.max_body_buffer_bytes)
+                       bodies=metrics.bodies, client=body_owner)
     cors = settings.cors
     if cors.allow_origins:
         app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,

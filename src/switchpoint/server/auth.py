@@ -12,6 +12,11 @@ Clients: with ``auth: keys`` in the config, ``/v1/chat/completions``, ``/v1/rout
 ``/v1/models`` need ``Authorization: Bearer sp-...`` (a key from ``switchpoint keys create``):
 :func:`client_principal` resolves it to the caller's key id and tenant, or answers 401
 (``invalid_api_key``, ``key_revoked``, ``key_expired``) or 403.
+
+Routes check who calls before they read the body (the body is read when a route first asks
+for it, see :mod:`switchpoint.server.middleware`), so a caller without a valid credential is
+answered 401 without the server holding its body. The credential a request was accepted with
+is what its body counts against in the server's body buffer (:func:`body_owner`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from switchpoint.errors import AuthenticationError
 from switchpoint.governance.governor import Governor, Principal
@@ -33,8 +39,11 @@ def is_admin(request: Request) -> bool:
     if token is None:
         return True
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
-                                                              token.encode())
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                          token.encode()):
+        request.scope[_CALLER] = "admin"
+        return True
+    return False
 
 
 def require_admin(request: Request) -> None:
@@ -60,8 +69,10 @@ def client_principal(request: Request) -> Principal | None:
     if not Governor.keys_required(settings):
         return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
-                                         settings)
+    principal = gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
+                                              settings)
+    request.scope[_CALLER] = f"key {principal.key_id}"
+    return principal
 
 
 async def client(request: Request) -> Principal | None:
@@ -72,3 +83,17 @@ async def client(request: Request) -> Principal | None:
 
 CLIENT = Annotated[Principal | None, Depends(client)]
 """A route's parameter ``principal: CLIENT``: who calls it (:func:`client`)."""
+
+
+_CALLER = "switchpoint.caller"  # (in the request's scope: the credential it was accepted with)
+
+
+def body_owner(scope: Scope) -> str:
+    """Who a request's body counts against in the body buffer: the credential the route
+    accepted (a client key's id, the admin token), else the client's address (on loopback,
+    or behind a proxy that does not pass the address on, every such caller is one)."""
+    caller = scope.get(_CALLER)
+    if isinstance(caller, str):
+        return caller
+    peer = scope.get("client")
+    return f"address {peer[0]}" if peer else "address unknown"

@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchpoint import errors
 from switchpoint.decision import RoutingDecision
+from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.protocol import ConnectionStats
 from switchpoint.store import RequestRecord
 
@@ -90,6 +91,7 @@ class Metrics:
         self.started = time.monotonic()
         self.models = models
         self.connections: ConnectionStats | None = None
+        self.bodies: BodyBuffer | None = None  # the request bodies held (the app's)
         self.requests: Counter[tuple[str, str, str]] = Counter()
         self._buckets: dict[str, list[int]] = {}
         self._sums: dict[str, float] = {}
@@ -192,6 +194,8 @@ class Metrics:
             self._render_chat(lines, family)
         if self.connections is not None:
             self._render_connections(lines, family, self.connections)
+        if self.bodies is not None:
+            self._render_bodies(lines, family, self.bodies)
         family("switchpoint_router_ready", "gauge", "1 once the router has loaded.")
         lines.append(f"switchpoint_router_ready {int(ready)}")
         family("switchpoint_uptime_seconds", "gauge", "Seconds since the app started.")
@@ -255,6 +259,20 @@ class Metrics:
         family("switchpoint_http_headers_too_large_total", "counter",
                "Requests refused 431: head over server.max_header_bytes.")
         lines.append(f"switchpoint_http_headers_too_large_total {stats.too_large}")
+
+
+    @staticmethod
+    def _render_bodies(lines: list[str], family: _Family, bodies: BodyBuffer) -> None:
+        family("switchpoint_http_request_body_bytes_held", "gauge",
+               "Bytes of request bodies held in memory now (server.max_body_buffer_bytes).")
+        lines.append(f"switchpoint_http_request_body_bytes_held {bodies.held}")
+        family("switchpoint_http_request_bodies_refused_total", "counter",
+               "Request bodies refused: too_large (413, over max_request_bytes), buffer_full "
+               "(503, the body buffer is full), client_share (503, the client holds its "
+               "share of it).")
+        for reason in ("buffer_full", "client_share", "too_large"):
+            lines.append("switchpoint_http_request_bodies_refused_total"
+                         f"{_labels(reason=reason)} {bodies.refused[reason]}")
 
 
 def _outcome(outcome: str) -> str:

@@ -1,17 +1,28 @@
 """The request body limit: a body over ``max_request_bytes`` is a 413 ``request_too_large``.
 
-The body is read here, whole, before the app sees it (and replayed to it), so the limit holds
-for chunked bodies as well as declared lengths. An oversized body is read to its end (up to
-:data:`DRAIN_FACTOR` times the limit) before the answer goes out, so the client, which is still
-sending, receives the 413 instead of a reset connection; a client that asked first
-(``Expect: 100-continue``) and declared a length over the limit is sending nothing yet, so it is
-answered the 413 at once, not invited to send the body by a ``100 Continue``.
+The body is read here, whole, when the app first asks for it, and handed to it in one piece,
+so the limit holds for chunked bodies as well as declared lengths. The app asks once the route
+has checked who calls (an admin route's token, a client key: see
+:mod:`switchpoint.server.auth`), so a caller the route refuses is answered before its body is
+read, and holds none of the buffer below. An answer given without the body (that 401, a 404)
+goes out at once, with ``Connection: close``; the body is then read to its end (up to
+:data:`DRAIN_FACTOR` times the limit) and dropped before the answer ends, so the client, which
+may still be sending, does not see its connection reset.
 
-The bodies held at once, across every connection, are bounded too (``server.max_body_buffer_bytes``,
-or one ``max_request_bytes`` if that is more): each request counts the bytes it has read until
-its answer is sent, and one that would pass the bound is a 503 ``server_busy`` with
-``Retry-After: 1`` (its body read to its end and dropped, like an oversized one's). Without it,
-a thousand connections each sending a body just under the limit held a gigabyte.
+An oversized body is read to its end (up to :data:`DRAIN_FACTOR` times the limit) before the
+answer goes out, so the client, which is still sending, receives the 413 instead of a reset
+connection; a client that asked first (``Expect: 100-continue``) and declared a length over the
+limit is sending nothing yet, so it is answered the 413 at once, not invited to send the body
+by a ``100 Continue``. A client that asked first and is answered without its body is not
+invited either.
+
+The bodies held at once are bounded (:class:`~switchpoint.server.body_buffer.BodyBuffer`:
+``server.max_body_buffer_bytes`` in all, a quarter of it per client): each request counts the
+bytes it has read until its answer is sent, and one that would pass either bound is a 503
+``server_busy`` with ``Retry-After: 1`` (its body read to its end and dropped, like an oversized
+one's). Without the bound a thousand connections each sending a body just under the limit held
+a gigabyte; without the share one client's slow connections held the whole buffer and every
+other client got 503s.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, is_openai_path
 
 DRAIN_FACTOR = 64
@@ -28,71 +40,136 @@ _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # Where a body is mostly a prompt (the advice for an oversized one differs).
 _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
                            "/v1/router/preferences/compare"})
+_CLOSE = (b"connection", b"close")
+
+
+class _Refused(Exception):  # noqa: N818 (a signal to the middleware, not an error)
+    """The body cannot be held: ``reason`` (``too_large`` or a buffer refusal), with the
+    bytes seen so far and whether more are coming."""
+
+    def __init__(self, reason: str, size: int, more: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.size = size
+        self.more = more
+
+
+class _Gone(Exception):  # noqa: N818
+    """The client left while its body was being read."""
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, limit: Callable[[], int], buffer: int) -> None:
+    """``limit``: the body limit now (it follows reloads); ``bodies``: the shared buffer;
+    ``client``: who a request's bodies count against (asked when the body is read, after the
+    route's own check of who calls)."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int], bodies: BodyBuffer,
+                 client: Callable[[Scope], str]) -> None:
         self.app = app
         self.limit = limit
-        self.buffer = buffer  # the bytes of bodies held at once, across requests
-        self.held = 0
+        self.bodies = bodies
+        self.client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
             await self.app(scope, receive, send)
             return
-        held = 0
+        request = _Request(self, scope, receive, send)
         try:
-            limit = self.limit()
-            buffer = max(self.buffer, limit)
-            declared = _content_length(scope)
-            chunks: list[bytes] = []
-            size = 0
-            more = True
-            busy = False
-            if declared is not None and declared > limit:
-                size = declared
-            else:
-                while more:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    more = bool(message.get("more_body", False))
-                    if size > limit:
-                        break
-                    if self.held + len(chunk) > buffer:
-                        busy = True
-                        break
-                    self.held += len(chunk)
-                    held += len(chunk)
-                    chunks.append(chunk)
-            if size > limit or busy:
-                chunks.clear()
-                self.held -= held
-                held = 0
-                if not (declared is not None and _expects_continue(scope)):
-                    await _drain(receive, more, limit * DRAIN_FACTOR)
-                if busy:
-                    await _busy(send, buffer, scope["path"])
-                else:
-                    await _reject(send, size, limit, declared is not None, scope["path"])
+            await self.app(scope, request.receive, request.send)
+        except _Gone:
+            return
+        except _Refused as refused:
+            request.release()
+            if request.started:  # (the app answered, then read: nothing else to say)
                 return
-            body = b"".join(chunks)
-            chunks.clear()
-            sent = False
-
-            async def replay() -> Message:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await request.refuse(refused)
         finally:
-            self.held -= held
+            request.release()
+
+
+class _Request:
+    """One request's body: read on the app's first ``receive``, held until the answer ends."""
+
+    def __init__(self, middleware: BodyLimitMiddleware, scope: Scope, receive: Receive,
+                  send: Send) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.limit = middleware.limit()
+        self.declared = _content_length(scope)
+        self.read = False  # the body was asked for (and read, or refused)
+        self.unread = False  # the app answers without having read the body
+        self.started = False
+        self.client = ""
+        self.held = 0
+
+    async def receive(self) -> Message:
+        if self.read:
+            return await self._receive()
+        self.read = True
+        self.unread = False
+        limit = self.limit
+        if self.declared is not None and self.declared > limit:
+            raise _Refused("too_large", self.declared, True)
+        bodies = self.middleware.bodies
+        self.client = self.middleware.client(self.scope)
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise _Gone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            more = bool(message.get("more_body", False))
+            if size > limit:
+                raise _Refused("too_large", size, more)
+            refusal = bodies.take(self.client, len(chunk), limit)
+            if refusal is not None:
+                raise _Refused(refusal, size, more)
+            self.held += len(chunk)
+            chunks.append(chunk)
+        return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            if not self.read:  # answered without the body (a route's 401, a 404)
+                self.unread = True
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"connection" for name, _ in headers):
+                    headers.append(_CLOSE)
+                message = {**message, "headers": headers}
+        elif (self.unread and message["type"] == "http.response.body"
+              and not message.get("more_body", False)):
+            # The answer goes out now; the body the client may still be sending is read and
+            # dropped before it ends (a client waiting to be asked for it sends nothing).
+            self.unread = False
+            self.read = True
+            await self._send({**message, "more_body": True})
+            if not _expects_continue(self.scope):
+                await _drain(self._receive, True, self.limit * DRAIN_FACTOR)
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await self._send(message)
+
+    def release(self) -> None:
+        """Give back what the body held (its answer has ended, or it was refused)."""
+        self.middleware.bodies.give_back(self.client, self.held)
+        self.held = 0
+
+    async def refuse(self, refused: _Refused) -> None:
+        self.middleware.bodies.count_refusal(refused.reason)
+        if not (self.declared is not None and _expects_continue(self.scope)):
+            await _drain(self._receive, refused.more, self.limit * DRAIN_FACTOR)
+        path = self.scope["path"]
+        if refused.reason == "too_large":
+            await _reject(self._send, refused.size, self.limit, self.declared is not None, path)
+        else:
+            capacity, share = self.middleware.bodies.bounds(self.limit)
+            await _busy(self._send, capacity, share, refused.reason == "client_share", path)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -122,9 +199,15 @@ async def _drain(receive: Receive, more: bool, cap: int) -> None:
         more = bool(message.get("more_body", False))
 
 
-async def _busy(send: Send, buffer: int, path: str) -> None:
-    message = (f"body: the request bodies being received total over {buffer} bytes "
-               "(server.max_body_buffer_bytes in the config); retry in a moment")
+async def _busy(send: Send, capacity: int, share: int, mine: bool, path: str) -> None:
+    if mine:
+        message = (f"body: this client's request bodies being received total over {share} "
+                   "bytes, its share of the server's body buffer (a quarter of "
+                   "server.max_body_buffer_bytes in the config); retry once some of its "
+                   "requests have been answered")
+    else:
+        message = (f"body: the request bodies being received total over {capacity} bytes "
+                   "(server.max_body_buffer_bytes in the config); retry in a moment")
     await _send(send, ErrorAnswer(503, "server_busy", message, "body"), path,
                 [(b"retry-after", b"1")])
 
