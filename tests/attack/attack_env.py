@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 import httpx
 
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.servers import free_port, wait_ready
 
 ADMIN_TOKEN = "attack-admin-token-0123456789"
 KEYS = {"ALPHA_KEY": "sk-alpha-secret-0123456789abcdef",
@@ -39,7 +43,7 @@ PIN_HARD_S = 1.0
 PIN_SOFT_S = 1.2
 
 
-def config_text(fake: FakeProviderProcess, data_dir: Path) -> str:
+def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "") -> str:
     openai = fake.openai_base_url
     limits = "\n".join(f"  {k}: {v}" for k, v in LIMITS.items())
     return f"""models:
@@ -71,7 +75,7 @@ gateway:
   error_rate_threshold: 1.0     # that (5 calls, all failed, still do: each test starts with
   cooldown_s: 0.1               # every model's health forgotten, see conftest.py, and one
   max_cooldown_s: 0.1           # opened within a test closes at once)
-"""
+{extra}"""
 
 
 @dataclass
@@ -142,6 +146,35 @@ class Attacked:
             return httpx.post(f"{self.base}/v1/router/reload", headers=self.admin, timeout=30)
         finally:
             served.write_text(before, encoding="utf-8")
+
+
+@contextmanager
+def serving(fake: FakeProviderProcess, root: Path, extra: str = "") -> Iterator[Attacked]:
+    """`switchpoint serve` on a free loopback port with the attack config (plus ``extra``, top
+    level YAML), files under ``root``; stopped on exit."""
+    config = root / "switchpoint.yaml"
+    data_dir = root / "data"
+    config.write_text(config_text(fake, data_dir, extra), encoding="utf-8")
+    port = free_port()
+    log_path = root / "serve.log"
+    env = {**os.environ, **KEYS}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port),
+             "--config", str(config), "--log-level", "info"],
+            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            preexec_fn=limit_files)
+    server = Attacked(f"http://127.0.0.1:{port}", port, proc, log_path, data_dir)
+    try:
+        wait_ready(server.base, timeout=90)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def limit_files() -> None:

@@ -5,16 +5,12 @@ ends checking that the server failed no request and logged no traceback while it
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from tests.attack.attack_env import KEYS, Attacked, config_text, limit_files
+from tests.attack.attack_env import Attacked, serving
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.servers import free_port, wait_ready
 
 
 @pytest.fixture(scope="session")
@@ -26,30 +22,8 @@ def fake() -> Iterator[FakeProviderProcess]:
 @pytest.fixture(scope="session")
 def attacked(fake: FakeProviderProcess,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attacked]:
-    root = tmp_path_factory.mktemp("attacked")
-    config = root / "switchpoint.yaml"
-    data_dir = root / "data"
-    config.write_text(config_text(fake, data_dir), encoding="utf-8")
-    port = free_port()
-    log_path = root / "serve.log"
-    env = {**os.environ, **KEYS}
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port),
-             "--config", str(config), "--log-level", "info"],
-            env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-            preexec_fn=limit_files)
-    server = Attacked(f"http://127.0.0.1:{port}", port, proc, log_path, data_dir)
-    try:
-        wait_ready(server.base, timeout=90)
+    with serving(fake, tmp_path_factory.mktemp("attacked")) as server:
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)

@@ -106,26 +106,30 @@ def test_a_stream_relays_no_more_than_the_upstream_sent(attacked: Attacked) -> N
 
 
 def test_bodies_held_at_once_are_bounded(attacked: Attacked) -> None:
-    # Four connections each send a body just under max_request_bytes (1 MiB) but its last
-    # byte, and wait: the server holds what it read until the body is whole. That is all of
-    # server.max_body_buffer_bytes (4 MiB here), so the next bodies are a 503 with
-    # Retry-After, read and dropped, instead of more memory (a thousand such connections used
-    # to hold a gigabyte).
+    # Four clients (four addresses: one client may hold only a quarter of the buffer) each
+    # send a body just under max_request_bytes (1 MiB) but its last byte, and wait: the server
+    # holds what it read until the body is whole. That is all of
+    # server.max_body_buffer_bytes (4 MiB here), so the next bodies, whoever sends them, are a
+    # 503 with Retry-After, read and dropped, instead of more memory (a thousand such
+    # connections used to hold a gigabyte).
     size = (1 << 20) - 1000
     head = (b"POST /v1/route HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             + f"Content-Length: {size + 1}\r\n\r\n".encode())
-    held = [socket.create_connection(("127.0.0.1", attacked.port), timeout=5)
-            for _ in range(4)]
+    held = [socket.create_connection(("127.0.0.1", attacked.port), timeout=5,
+                                     source_address=(f"127.0.0.{2 + i}", 0))
+            for i in range(4)]
     try:
         for sock in held:
             sock.sendall(head + b" " * size)
         time.sleep(0.3)
-        for _ in range(3):
-            with socket.create_connection(("127.0.0.1", attacked.port), timeout=5) as sock:
+        for i in range(3):
+            with socket.create_connection(("127.0.0.1", attacked.port), timeout=5,
+                                          source_address=(f"127.0.0.{6 + i}", 0)) as sock:
                 sock.sendall(head + b" " * (size + 1))
                 answer = sock.recv(4096)
             assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
             assert b"server_busy" in answer and b"max_body_buffer_bytes" in answer
+            assert b"the request bodies being received total over" in answer
             assert b"retry-after: 1" in answer.lower()
     finally:
         for sock in held:

@@ -1,0 +1,194 @@
+"""The body buffer under attack: slow connections each holding a body just under the limit.
+
+One client (a credential, else an address) may hold at most its share of
+``server.max_body_buffer_bytes`` (a quarter of it, 1 MiB here, or one ``max_request_bytes``),
+so its slow bodies cannot starve the others; and on a service that needs a key, a caller
+without a valid one is answered 401 before its body is read, so it holds none of the buffer.
+
+The clients come from distinct loopback addresses (127.0.0.2, 127.0.0.3, ...): on 127.0.0.1
+alone every caller without a credential is one client.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.attack.attack_env import Attacked, serving
+from tests.fakes.fake_provider import FakeProviderProcess
+
+SIZE = (1 << 20) - 1000  # a body just under max_request_bytes (1 MiB), less its last byte
+ROUTE_BODY = b'{"prompt": "hi"}' + b" " * (SIZE - 100)
+
+
+def head(path: str = "/v1/route", length: int = SIZE + 1, *extra: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {length}", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+
+
+@contextmanager
+def holding(port: int, source: str, count: int, *extra: str) -> Iterator[list[socket.socket]]:
+    """``count`` connections from ``source`` that each send all of a body but its last byte,
+    and wait (the server holds what it read until the body is whole, or refuses it)."""
+    held = [connect(port, source) for _ in range(count)]
+    try:
+        for sock in held:
+            sock.sendall(head("/v1/route", SIZE + 1, *extra) + b" " * SIZE)
+        time.sleep(0.3)
+        yield held
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def metric(server: Attacked, line: str) -> int:
+    text = httpx.get(f"{server.base}/metrics", headers=server.admin, timeout=10).text
+    for row in text.splitlines():
+        if row.startswith(line + " "):
+            return int(float(row.rsplit(" ", 1)[1]))
+    raise AssertionError(f"{line} is not in /metrics")
+
+
+HELD = "switchpoint_http_request_body_bytes_held"
+SHARE = 'switchpoint_http_request_bodies_refused_total{reason="client_share"}'
+FULL = 'switchpoint_http_request_bodies_refused_total{reason="buffer_full"}'
+
+
+def route_from(server: Attacked, source: str, body: bytes = ROUTE_BODY,
+               key: str | None = None) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.post(f"{server.base}/v1/route", content=body, headers=headers)
+
+
+def wait_released(server: Attacked) -> None:
+    deadline = time.monotonic() + 5
+    while metric(server, HELD) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+# A service without keys: a client is its address --------------------------------------------
+
+def test_one_address_cannot_take_the_whole_buffer(attacked: Attacked) -> None:
+    wait_released(attacked)
+    refused = metric(attacked, SHARE)
+    with holding(attacked.port, "127.0.0.2", 4):
+        # The first body is held (its share: 1 MiB); the others are refused, not held.
+        assert SIZE <= metric(attacked, HELD) <= 1 << 20
+        assert metric(attacked, SHARE) == refused + 3
+        # Another client is served, a body of the largest size included (it used to be a
+        # 503 server_busy for as long as the attacker's bodies took to time out).
+        for _ in range(3):
+            r = route_from(attacked, "127.0.0.3")
+            assert r.status_code == 200, r.text[:300]
+        # The attacker's next body is refused for its share, with what to do.
+        r = route_from(attacked, "127.0.0.2")
+        assert r.status_code == 503, r.text[:300]
+        assert r.json()["error"]["code"] == "server_busy"
+        assert "this client's request bodies" in r.json()["error"]["message"]
+        assert r.headers["retry-after"] == "1"
+    wait_released(attacked)
+    assert route_from(attacked, "127.0.0.2").status_code == 200
+
+
+# A service with client keys: a client is its key; no key, no body held ------------------------
+
+@pytest.fixture(scope="module")
+def keyed(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Attacked]:
+    root: Path = tmp_path_factory.mktemp("keyed")
+    with serving(fake, root, "auth: keys\ntenants:\n  acme: {}\n") as server:
+        yield server
+        assert "Traceback" not in server.log_text()
+        assert server.server_failures() == 0
+
+
+def new_key(server: Attacked) -> str:
+    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                   headers=server.admin, timeout=10)
+    assert r.status_code == 201, r.text
+    key: str = r.json()["key"]
+    return key
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """What the server sent until it closed the connection (a reset is an error)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+CALLERS = {
+    "no key": [],
+    "not a bearer token": ["Authorization: Basic dXNlcjpwYXNz"],
+    "malformed key": ["Authorization: Bearer sp-nonsense"],
+    "unknown key": ["Authorization: Bearer sp-0123456789_" + "A" * 43],
+}
+
+
+@pytest.mark.parametrize("path", ["/v1/route", "/v1/chat/completions", "/v1/feedback",
+                                  "/v1/router/keys"])
+@pytest.mark.parametrize("caller", list(CALLERS))
+def test_a_caller_without_a_valid_credential_is_refused_before_its_body(
+        keyed: Attacked, path: str, caller: str) -> None:
+    wait_released(keyed)
+    with connect(keyed.port) as sock:
+        sock.sendall(head(path, SIZE + 1, *CALLERS[caller]))
+        # The 401 comes before a byte of the body is sent, and nothing is held for it.
+        sock.settimeout(3)
+        early = sock.recv(65536)
+        assert early.startswith(b"HTTP/1.1 401"), early[:300]
+        assert b"connection: close" in early.lower()
+        assert metric(keyed, HELD) == 0
+        # The client, still sending, gets to the end of its body and reads the answer whole
+        # (the body is read and dropped: no reset).
+        sock.sendall(b" " * (SIZE + 1))
+        answer = early + read_answer(sock)
+    assert answer.count(b"HTTP/1.1") == 1 and answer.endswith(b"}"), answer[-300:]
+    assert b"authorization" in answer  # the param the error names
+
+
+def test_a_caller_that_waits_for_continue_is_not_asked_for_its_body(keyed: Attacked) -> None:
+    with connect(keyed.port) as sock:
+        sock.sendall(head("/v1/route", SIZE + 1, "Expect: 100-continue"))
+        sock.settimeout(3)
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:300]  # no 100 Continue first
+
+
+def test_callers_without_keys_hold_nothing_and_keys_are_served(keyed: Attacked) -> None:
+    key = new_key(keyed)
+    wait_released(keyed)
+    with holding(keyed.port, "127.0.0.2", 20) as held:
+        assert metric(keyed, HELD) == 0
+        for sock in held:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 401")
+        r = route_from(keyed, "127.0.0.2", key=key)
+        assert r.status_code == 200, r.text[:300]
+
+
+def test_one_key_cannot_take_the_whole_buffer(keyed: Attacked) -> None:
+    mine, theirs = new_key(keyed), new_key(keyed)
+    wait_released(keyed)
+    refused = metric(keyed, SHARE)
+    full = metric(keyed, FULL)
+    # The attacker holds its key's share (from one address or many: the key is the client).
+    with holding(keyed.port, "127.0.0.2", 2, f"Authorization: Bearer {mine}"), \
+            holding(keyed.port, "127.0.0.3", 2, f"Authorization: Bearer {mine}"):
+        assert SIZE <= metric(keyed, HELD) <= 1 << 20
+        assert metric(keyed, SHARE) == refused + 3
+        r = route_from(keyed, "127.0.0.2", key=theirs)  # the same address, another key
+        assert r.status_code == 200, r.text[:300]
+    assert metric(keyed, FULL) == full
