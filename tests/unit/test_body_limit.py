@@ -13,30 +13,41 @@ from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.middleware import BodyLimitMiddleware
 
 pytestmark = pytest.mark.anyio
+left: list[dict[str, Any]] = []
 
 
-async def call(path: str, chunks: list[bytes], limit: int,
-               declared: int | None = None) -> tuple[list[MutableMapping[str, Any]], list[bytes]]:
+async def call(path: str, chunks: list[bytes], limit: int, declared: int | None = None,
+               reads: bool = True, extra: tuple[tuple[bytes, bytes], ...] = ()
+               ) -> tuple[list[MutableMapping[str, Any]], list[bytes]]:
+    """The messages the middleware sent, and the bodies the app read (``reads``: whether it
+    asks for its body before answering); the messages of the body nobody read are in
+    ``left``."""
     seen: list[bytes] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        message = await receive()
-        seen.append(message["body"])
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if reads:
+            message = await receive()
+            seen.append(message["body"])
+        await send({"type": "http.response.start", "status": 200 if reads else 401,
+                    "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
     queue = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
              for i, c in enumerate(chunks)]
+    left[:] = queue
 
     async def receive() -> dict[str, Any]:
-        return queue.pop(0) if queue else {"type": "http.disconnect"}
+        message = queue.pop(0) if queue else {"type": "http.disconnect"}
+        left[:] = queue
+        return message
 
     sent: list[MutableMapping[str, Any]] = []
 
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    headers = [] if declared is None else [(b"content-length", str(declared).encode())]
+    headers = [(b"transfer-encoding", b"chunked") if declared is None
+               else (b"content-length", str(declared).encode()), *extra]
     scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
     await BodyLimitMiddleware(app, limit=lambda: limit, bodies=BodyBuffer(1 << 30),
                               client=lambda scope: "one")(scope, receive, send)
@@ -70,3 +81,45 @@ async def test_the_advice_for_an_oversized_body_fits_its_endpoint() -> None:
     message = json.loads(sent[1]["body"])["error"]["message"]
     assert sent[0]["status"] == 413 and "Send a smaller body" in message
     assert "prompt" not in message
+
+
+async def test_an_answer_without_the_body_goes_out_first_then_the_body_is_drained() -> None:
+    # (a route's 401: the caller may still be sending; it must not see a reset connection)
+    sent, seen = await call("/v1/route", [b"ab", b"cd", b"ef"], limit=4, reads=False)
+    assert seen == [] and sent[0]["status"] == 401
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert sent[1] == {"type": "http.response.body", "body": b"ok", "more_body": True}
+    assert sent[2] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert left == []  # every chunk was read (and dropped), even past the limit
+
+
+async def test_a_client_waiting_for_continue_is_answered_without_being_asked() -> None:
+    sent, _ = await call("/v1/route", [b"ab"], limit=4, declared=2, reads=False,
+                         extra=((b"expect", b"100-continue"),))
+    assert sent[0]["status"] == 401 and len(left) == 1  # nothing read: no 100 Continue
+
+
+async def test_a_request_without_a_body_keeps_its_connection() -> None:
+    sent, _ = await call("/v1/router/keys/k/revoke", [b""], limit=4, declared=0, reads=False)
+    assert sent[0]["headers"] == [] and sent[1]["body"] == b"ok"
+
+
+def test_one_client_holds_at_most_its_share_of_the_buffer() -> None:
+    bodies = BodyBuffer(8 << 20)
+    limit = 1 << 20
+    assert bodies.bounds(limit) == (8 << 20, 2 << 20)  # a quarter
+    assert bodies.bounds(4 << 20) == (8 << 20, 4 << 20)  # at least one body
+    assert bodies.bounds(16 << 20) == (16 << 20, 16 << 20)  # the buffer holds one body
+    assert bodies.take("a", 2 << 20, limit) is None
+    assert bodies.take("a", 1, limit) == "client_share"
+    assert bodies.take("b", 2 << 20, limit) is None
+    assert bodies.take("c", 2 << 20, limit) is None
+    assert bodies.take("d", (2 << 20) - 1, limit) is None
+    assert bodies.take("e", 2, limit) == "buffer_full"
+    assert bodies.held == (8 << 20) - 1
+    bodies.give_back("a", 2 << 20)
+    assert bodies.take("a", 1, limit) is None and bodies.take("e", 2, limit) is None
+    for client, size in (("a", 1), ("b", 2 << 20), ("c", 2 << 20), ("d", (2 << 20) - 1),
+                         ("e", 2)):
+        bodies.give_back(client, size)
+    assert bodies.held == 0 and not bodies._by_client

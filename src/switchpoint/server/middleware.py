@@ -99,7 +99,8 @@ class _Request:
         self._send = send
         self.limit = middleware.limit()
         self.declared = _content_length(scope)
-        self.read = False  # the body was asked for (and read, or refused)
+        # (a request with neither a length nor chunks has no body: nothing to read after)
+        self.read = self.declared == 0 or (self.declared is None and not _chunked(scope))
         self.unread = False  # the app answers without having read the body
         self.started = False
         self.client = ""
@@ -180,6 +181,10 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _chunked(scope: Scope) -> bool:
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
 def _expects_continue(scope: Scope) -> bool:
