@@ -8,10 +8,11 @@ client, with enough slow connections, held the whole buffer, and every other cli
 until its bodies timed out.
 
 A client is the credential its request was authenticated with (a client key, the admin
-token), else its address: on loopback, or behind a proxy that does not pass the client's
-address on, every caller without a credential is one client and shares one share. A
-deployment where one client must hold more raises ``server.max_body_buffer_bytes``: the share
-grows with it.
+token), else its address as the server sees it: behind a proxy on the same host that sets
+``X-Forwarded-For`` (which the server trusts from loopback only), the address the proxy names;
+on loopback without one, or behind a proxy that does not pass the address on, every caller
+without a credential is one client and shares one share. A deployment where one client must
+hold more raises ``server.max_body_buffer_bytes``: the share grows with it.
 """
 
 from __future__ import annotations
