@@ -6,10 +6,15 @@ client key), so a caller who may not use a route learns nothing of what its body
 faults are found, and named, as the chat gateway finds them: a key written twice in one object
 (JSON readers disagree on which of the two counts, so a filter in front could check one value
 while the service acted on the other), and a lone surrogate (an unpaired ``\\ud800``-``\\udfff``
-escape, which is no text; pydantic's reader calls it a bad escape)."""
+escape, which is no text; pydantic's reader calls it a bad escape). Those checks read the
+text's structure with Python's reader, without making numbers of its numbers (neither check
+looks at them, and converting an embedding's floats was most of the time they took); pydantic's
+reader then reads the body into its model and says what is wrong with any value."""
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -19,14 +24,32 @@ from switchpoint._json import (
     LONE_SURROGATE,
     SURROGATE_ESCAPE,
     DuplicateKeyError,
-    loads,
     lone_surrogate,
+    unique_keys,
 )
 from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError
 
 Body = TypeVar("Body", bound=BaseModel)
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some clients write first
+
+
+def _number(text: str) -> None:
+    return None
+
+
+def _integer(digits: str) -> None:
+    """Nothing, or for an integer too long for Python to read, the error its reader raises
+    (so such a body is left to pydantic's reader, as when the checks converted numbers)."""
+    most = sys.get_int_max_str_digits()
+    if most and len(digits.lstrip("-")) > most:
+        raise ValueError(f"a number of {len(digits)} digits")
+
+
+# The structure of a body: its objects (a key written twice refused) and strings, numbers left
+# unread.
+_STRUCTURE = json.JSONDecoder(object_pairs_hook=unique_keys, parse_float=_number,
+                              parse_int=_integer)
 
 
 def parse_body(model: type[Body], raw: bytes) -> Body:
@@ -44,7 +67,7 @@ def _check_text(raw: bytes) -> None:
     """Raise for a key written twice or a lone surrogate; a body that is not JSON at all is
     left to pydantic's reader, which says why."""
     try:
-        data = loads(raw)
+        data = _STRUCTURE.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except DuplicateKeyError as exc:
         raise InvalidInputError("body", exc.msg) from None
     except (ValueError, RecursionError):

@@ -1,0 +1,52 @@
+"""The routes' JSON bodies (server/bodies.py): the checks Python's reader makes (a key written
+twice, a lone surrogate) read the text's structure only; pydantic's reader makes the values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from switchpoint.errors import InvalidInputError
+from switchpoint.server.bodies import parse_body
+from switchpoint.server.schemas import RouteRequest
+
+
+def refusal(raw: bytes) -> tuple[str, str]:
+    with pytest.raises(InvalidInputError) as caught:
+        parse_body(RouteRequest, raw)
+    return caught.value.field, str(caught.value)
+
+
+def test_numbers_are_read_by_the_model_exactly() -> None:
+    vector = [0.1, -2.5e-7, 3, 1e308, -0.0]
+    body = parse_body(RouteRequest, json.dumps({"embedding": vector, "cost_weight": 2}).encode())
+    assert body.embedding == vector and body.cost_weight == 2.0
+
+
+def test_a_key_written_twice_is_named_wherever_it_is() -> None:
+    assert refusal(b'{"prompt": "a", "prompt": "b"}') == (
+        "body", 'body: the key "prompt" is written twice in one object; keep one')
+    field, message = refusal(b'{"prompt": "a", "embedding": [1, {"x": 1, "x": 2.5}]}')
+    assert field == "body" and '"x" is written twice' in message
+
+
+def test_a_lone_surrogate_is_named_by_its_field() -> None:
+    field, message = refusal(b'{"prompt": "a\\ud800", "cost_weight": 1.5}')
+    assert field == "prompt" and "lone surrogate" in message
+
+
+def test_a_number_too_long_to_read_is_left_to_the_models_reader() -> None:
+    # Python cannot make an int of it: the duplicate check steps aside, as when it converted
+    # numbers, and the model's reader says what is wrong, whatever else the body holds.
+    digits = b"9" * 5000
+    for raw in (b'{"prompt": "a", "cost_weight": ' + digits + b"}",
+                b'{"prompt": "a", "cost_weight": ' + digits + b', "prompt": "b"}'):
+        field, message = refusal(raw)
+        assert field == "body" and "not valid JSON" in message and "written twice" not in message
+
+
+def test_non_finite_numbers_still_reach_the_models_check() -> None:
+    for literal in (b"NaN", b"Infinity", b"1e999"):
+        field, message = refusal(b'{"embedding": [1, ' + literal + b"]}")
+        assert field == "embedding" and "finite" in message, message
