@@ -190,11 +190,14 @@ def test_malformed_keys(tmp_path: Path, bad: str) -> None:
 def test_unknown_and_wrong_secret_keys(tmp_path: Path) -> None:
     with KeyStore(tmp_path / "keys.db") as store:
         key = store.create(spec()).key
-        with pytest.raises(InvalidKeyError, match="unknown key"):
+        with pytest.raises(InvalidKeyError, match="not a key of this gateway") as unknown:
             store.verify("sp-0123456789_" + "a" * 43)
         wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
-        with pytest.raises(InvalidKeyError, match="wrong secret"):
+        with pytest.raises(InvalidKeyError, match="not a key of this gateway") as mistaken:
             store.verify(wrong)
+        # One answer for both: which it was would tell a caller guessing ids which exist.
+        assert (str(unknown.value).replace("0123456789", key_id_of(key))
+                == str(mistaken.value))
 
 
 def test_revoked_and_expired_keys(tmp_path: Path) -> None:
@@ -493,7 +496,7 @@ def test_a_key_remembers_a_few_old_secrets_forgetting_the_expired_then_the_oldes
         newest_old = issued[-2:-2 - MAX_OLD_SECRETS:-1]
         assert [h for h, _, _ in old] == [hash_key(i.key) for i in newest_old]
         for forgotten in issued[:2]:
-            with pytest.raises(InvalidKeyError, match="wrong secret"):
+            with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
                 store.verify(forgotten.key)
         for kept in issued[-1 - MAX_OLD_SECRETS:]:
             assert store.verify(kept.key).id == key_id

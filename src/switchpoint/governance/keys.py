@@ -455,18 +455,14 @@ class KeyStore:
         digest = hash_key(key)
         if record is None:
             hmac.compare_digest(digest, digest)  # the same work as a known id
-            raise InvalidKeyError(f"unknown key {PREFIX}{key_id}_...: it was never issued by "
-                                  "this gateway (or its data_dir was replaced)",
-                                  param="authorization")
+            raise _not_a_key(key_id)
         now = self.clock()
         current = hmac.compare_digest(digest, record.hash)
         # Every old secret is compared (the same work whichever matches).
         matches = [old for old in record.old_secrets() if hmac.compare_digest(digest, old[0])]
         previous = bool(matches)
         if not current and not previous:
-            raise InvalidKeyError(f"wrong secret for key {key_id}; check the key you were "
-                                  "given (a rotated key's old secret stops working when its "
-                                  "grace period ends)", param="authorization")
+            raise _not_a_key(key_id)
         if record.revoked_at is not None:
             raise KeyRevokedError(f"key {key_id} was revoked at {_iso(record.revoked_at)}; ask "
                                   "for a new key", param="authorization")
@@ -623,6 +619,15 @@ def holds_keys(data_dir: str | Path) -> bool:
     except sqlite3.Error:
         return True
     return bool(row[0])
+
+
+def _not_a_key(key_id: str) -> InvalidKeyError:
+    """The one answer for a key id this gateway never issued and for a wrong secret of one it
+    did: which of the two it was would tell a caller guessing ids which exist."""
+    return InvalidKeyError(f"key {PREFIX}{key_id}_... is not a key of this gateway: check the "
+                           "key you were given (a rotated key's old secret stops working when "
+                           "its grace period ends; a replaced data_dir forgets every key)",
+                           param="authorization")
 
 
 def check_key_id(value: object) -> str:
