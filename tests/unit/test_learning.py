@@ -566,6 +566,8 @@ def test_numpy_numbers_are_numbers_and_huge_ones_are_refused(package, fake_embed
     ({"seed": "abc"}, "seed"), ({"seed": -1}, "seed"), ({"memory_size": 1.5}, "memory_size"),
     ({"memory_size": -1}, "memory_size"), ({"max_new_clusters": "x"}, "max_new_clusters"),
     ({"exploration": 2}, "exploration"), ({"novelty_threshold": "high"}, "novelty_threshold"),
+    ({"max_tenants": 0}, "max_tenants"), ({"max_tenants": -1}, "max_tenants"),
+    ({"max_tenants": "many"}, "max_tenants"),
 ])
 def test_learning_settings_name_what_is_wrong(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInputError) as info:
@@ -815,3 +817,83 @@ def built(router: Router, tenants: list[str]) -> list[str]:
     """The tenants whose posterior is built now."""
     return [t for t in tenants
             if getattr(router.learner.overlay(t), "_cached", None) is not None]
+
+
+# How many tenants' evidence a router holds ---------------------------------------------------
+
+
+def _teach_tenants(router: Router, tenants: list[str]) -> dict[str, float]:
+    """Five outcomes for each tenant (its own quality); what each then estimates."""
+    learned = {}
+    for i, tenant in enumerate(tenants):
+        for j in range(5):
+            d = router.route(math_prompt(10 * i + j), tenant=tenant)
+            router.report_outcome(d.decision_id, 0.1 * (i % 5))
+        learned[tenant] = _math_error(router, tenant)
+    return learned
+
+
+def test_a_library_router_holds_a_bounded_number_of_tenants_by_default() -> None:
+    assert LearningSettings().max_tenants is not None
+    assert 0 < LearningSettings().max_tenants <= 10_000  # type: ignore[operator]
+
+
+def test_past_max_tenants_a_router_with_a_log_lets_the_least_recent_go_and_rebuilds_it(  # type: ignore[no-untyped-def]
+        package, fake_embedder) -> None:
+    """Any tenant string a caller passes adds evidence; past ``max_tenants`` the least recently
+    used tenant's is let go and rebuilt from the log when it comes back, as it was."""
+    tenants = [f"user-{i}" for i in range(8)]
+    unbounded = _teach_tenants(_router(package, fake_embedder,
+                                       learning=LearningSettings(max_tenants=None)), tenants)
+    log = InMemoryFeedbackLog()
+    router = _router(package, fake_embedder, learning=LearningSettings(max_tenants=3),
+                     feedback_log=log)
+    learned = _teach_tenants(router, tenants)
+    assert router.learner.held_tenants() == 3
+    assert router.learner.tenants() == sorted(tenants)  # none forgotten
+    router.cache.clear()
+    for tenant in tenants:  # each rebuilt from the log: what it learned, as if never let go
+        assert _math_error(router, tenant) == pytest.approx(learned[tenant], abs=1e-12)
+        assert learned[tenant] == pytest.approx(unbounded[tenant], abs=1e-12)
+        assert router.learner.n_outcomes(tenant) == 5
+        assert router.learner.held_tenants() <= 3
+    assert len(log) == 40  # rebuilding appends nothing
+    # A repeat for a decision of a tenant that was let go replaces its earlier outcome.
+    first = next(e for e in log.replay("user-0"))
+    result = router.report_outcome(first.decision_id, 1.0, tenant="user-0")
+    assert result.replaced and result.previous_quality == pytest.approx(0.0)
+    assert router.learner.n_outcomes("user-0") == 5 and router.learner.n_events("user-0") == 6
+
+
+def test_past_max_tenants_a_router_without_a_log_refuses_a_new_tenant_and_learns_nothing(  # type: ignore[no-untyped-def]
+        package, fake_embedder) -> None:
+    router = _router(package, fake_embedder, learning=LearningSettings(max_tenants=2))
+    _teach_tenants(router, ["a", "b"])
+    base = _math_error(router, "c")
+    d = router.route(math_prompt(77), tenant="c")
+    with pytest.raises(InvalidInputError) as info:
+        router.report_outcome(d.decision_id, 0.0)
+    assert info.value.field == "tenant" and "feedback_log" in str(info.value)
+    assert "max_tenants" in str(info.value)
+    assert router.learner.tenants() == ["a", "b"] and router.learner.n_events("c") == 0
+    assert _math_error(router, "c") == pytest.approx(base)
+    d = router.route(math_prompt(78), tenant="a")  # the tenants held still learn
+    router.report_outcome(d.decision_id, 1.0)
+    assert router.learner.n_events("a") == 6
+
+
+def test_a_replay_and_a_checkpoint_past_max_tenants_hold_every_tenant(  # type: ignore[no-untyped-def]
+        package, fake_embedder) -> None:
+    tenants = [f"user-{i}" for i in range(6)]
+    log = InMemoryFeedbackLog()
+    learned = _teach_tenants(_router(package, fake_embedder, feedback_log=log), tenants)
+    rebuilt = _router(package, fake_embedder, learning=LearningSettings(max_tenants=2),
+                      feedback_log=InMemoryFeedbackLog(log.replay()))
+    assert rebuilt.learner.replay(log.replay()) == 30
+    assert rebuilt.learner.held_tenants() == 2
+    state = rebuilt.learner.state()  # every tenant, the ones let go too
+    restored = _router(package, fake_embedder, learning=LearningSettings(max_tenants=None))
+    restored.learner.restore(state)
+    for tenant in tenants:
+        assert _math_error(rebuilt, tenant) == pytest.approx(learned[tenant], abs=1e-12)
+        assert _math_error(restored, tenant) == pytest.approx(learned[tenant], abs=1e-12)

@@ -149,10 +149,12 @@ def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
 
 
 def learning_settings(settings: Settings) -> LearningSettings:
-    """The library's learning settings for the service's ``learning:`` section."""
+    """The library's learning settings for the service's ``learning:`` section. The tenants
+    a service learns for are its config's (and the feedback log's), never a client's choice,
+    and its checkpoints and replay hold them all: no bound on those held in memory."""
     learning = settings.learning
     return LearningSettings(memory_size=learning.memory_size, exploration=learning.exploration,
-                            seed=learning.seed)
+                            seed=learning.seed, max_tenants=None)
 
 
 def policy_choices(settings: Settings) -> list[str]:

@@ -18,7 +18,12 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from switchpoint._numbers import real_number
-from switchpoint.errors import DecisionNotFoundError, InvalidInputError, UnknownModelError
+from switchpoint.errors import (
+    DecisionNotFoundError,
+    InvalidInputError,
+    StoreError,
+    UnknownModelError,
+)
 from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import (
     FeedbackEvent,
@@ -36,6 +41,10 @@ from switchpoint.policies import Policy
 #: another tenant's is built again from its outcomes when it next routes (the same policy).
 BUILT_POSTERIORS = 256
 
+#: Tenants whose evidence (tens of KB each) a router holds in memory by default; see
+#: :attr:`LearningSettings.max_tenants`.
+MAX_TENANTS = 1024
+
 
 @dataclass(frozen=True)
 class LearningSettings:
@@ -45,7 +54,11 @@ class LearningSettings:
     fraction of decisions sent to another candidate (0 by default; see
     :mod:`~switchpoint.learning.exploration`), drawn with ``seed``. ``novelty_threshold`` and
     ``max_new_clusters``: when the cluster policy opens a new cluster for an unfamiliar prompt
-    (see :class:`~switchpoint.learning.overlay.ClusterOverlay`).
+    (see :class:`~switchpoint.learning.overlay.ClusterOverlay`). ``max_tenants``: the tenants
+    whose evidence is held in memory at once (None: no bound). Past it, a router with a
+    feedback log lets the least recently used tenant's evidence go and rebuilds it from the
+    log when that tenant routes or reports again; a router without one refuses a further
+    tenant's first outcome, since nothing could rebuild what it let go.
     """
 
     memory_size: int = 10_000
@@ -53,6 +66,7 @@ class LearningSettings:
     seed: int | None = None
     novelty_threshold: float = 0.4
     max_new_clusters: int | None = None
+    max_tenants: int | None = MAX_TENANTS
 
     def __post_init__(self) -> None:
         def whole(name: str, value: object, *, none: bool = False) -> None:
@@ -64,6 +78,9 @@ class LearningSettings:
         whole("memory_size", self.memory_size)
         whole("seed", self.seed, none=True)
         whole("max_new_clusters", self.max_new_clusters, none=True)
+        whole("max_tenants", self.max_tenants, none=True)
+        if self.max_tenants == 0:
+            raise InvalidInputError("max_tenants", "must be at least 1 (None: no bound), got 0")
         rate = real_number(self.exploration)
         if rate is None or not 0.0 <= rate <= 1.0:
             raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got "
@@ -106,8 +123,13 @@ class Learner:
         self.memory = DecisionMemory(self.settings.memory_size)
         self.explorer = Explorer(self.settings.exploration, self.settings.seed)
         self.log = log
-        self._overlays: dict[str, Overlay] = {}
+        # Overlays held in memory, least recently used first (see ``max_tenants``).
+        self._overlays: OrderedDict[str, Overlay] = OrderedDict()
         self._revisions: dict[str, int] = {}
+        self._last_event: dict[str, str] = {}  # each held tenant's last event applied
+        # Tenants whose overlay was let go: their revision and last event, to rebuild it from
+        # the log (the first ``revision`` of its events there, ending with that event).
+        self._evicted: dict[str, tuple[int, str | None]] = {}
         self._built: OrderedDict[str, None] = OrderedDict()  # posteriors built, oldest first
         self._subscribers: list[Callable[[FeedbackEvent], object]] = []
         self._lock = threading.RLock()
@@ -125,6 +147,7 @@ class Learner:
             self.settings = settings
             self.memory = memory
             self.explorer = Explorer(settings.exploration, settings.seed)
+            self._shrink()
 
     # Routing side -----------------------------------------------------------------------------
 
@@ -138,7 +161,7 @@ class Learner:
         """:meth:`policy_for`, with the outcomes of models without a profile learned from the
         same events (None: none)."""
         with self._lock:
-            overlay = self._overlays.get(tenant)
+            overlay = self._held(tenant)
             if overlay is None:
                 return self.base, 0, None
             policy, cards = overlay.posterior(), overlay.card_evidence()
@@ -176,7 +199,9 @@ class Learner:
             served=served if served != profile else None, measured_cost=measured)
         with self._reporting:
             with self._lock:
-                overlay = self._overlays.get(entry.tenant)
+                overlay = self._held(entry.tenant)
+                if overlay is None:
+                    self._check_room(entry.tenant)
             fresh = None
             if overlay is None:
                 overlay = fresh = self._new_overlay()
@@ -192,15 +217,87 @@ class Learner:
         given) and tell the subscribers; returns the quality it replaced, if any.
         Deterministic."""
         with self._lock:
-            overlay = self._overlays.get(event.tenant)
+            overlay = self._held(event.tenant)
             if overlay is None:
+                self._check_room(event.tenant)
                 overlay = fresh if fresh is not None else self._new_overlay()
             previous = overlay.apply(event)
             self._overlays[event.tenant] = overlay
+            self._overlays.move_to_end(event.tenant)
             self._revisions[event.tenant] = self._revisions.get(event.tenant, 0) + 1
+            self._last_event[event.tenant] = event.event_id
+            self._shrink()
             for callback in self._subscribers:
                 callback(event)
             return previous
+
+    # Bounded memory ----------------------------------------------------------------------------
+
+    def _held(self, tenant: str) -> Overlay | None:
+        """``tenant``'s overlay, marked as used last (rebuilt from the log if it was let go);
+        None for a tenant that has learned nothing. Call with ``_lock`` held."""
+        overlay = self._overlays.get(tenant)
+        if overlay is not None:
+            self._overlays.move_to_end(tenant)
+            return overlay
+        if tenant not in self._evicted:
+            return None
+        revision, last = self._evicted[tenant]
+        overlay = self._rebuilt(tenant, revision, last)
+        del self._evicted[tenant]
+        self._overlays[tenant] = overlay
+        self._revisions[tenant] = revision
+        if last is not None:
+            self._last_event[tenant] = last
+        self._shrink()
+        return overlay
+
+    def _rebuilt(self, tenant: str, revision: int, last: str | None) -> Overlay:
+        """The overlay of an evicted tenant, from the first ``revision`` of its events in the
+        log (the ones it had applied: events are logged before they are applied, in order)."""
+        overlay = self._new_overlay()
+        applied, event_id = 0, None
+        if self.log is not None and revision:
+            for event in self.log.replay(tenant):
+                overlay.apply(event)
+                applied, event_id = applied + 1, event.event_id
+                if applied == revision:
+                    break
+        if applied != revision or (last is not None and event_id != last):
+            raise StoreError(
+                f"tenant {tenant!r}: its learned evidence was let go to bound memory (at most "
+                f"{self.settings.max_tenants} tenants held) and the feedback log no longer "
+                f"holds the {revision} outcome(s) it was built from, so it cannot be rebuilt; "
+                "keep every event in the router's feedback_log, or raise "
+                "LearningSettings.max_tenants")
+        return overlay
+
+    def _check_room(self, tenant: str) -> None:
+        """Refuse a new tenant's first outcome when the tenants held fill ``max_tenants`` and
+        no log could rebuild one let go. Call with ``_lock`` held."""
+        limit = self.settings.max_tenants
+        if (self.log is None and limit is not None and tenant not in self._evicted
+                and len(self._overlays) >= limit):
+            raise InvalidInputError(
+                "tenant", f"{tenant!r} would be the {limit + 1}th tenant with learned evidence "
+                f"in this router, which holds at most {limit} (LearningSettings.max_tenants, "
+                "about 72 KB each) and has no feedback log to rebuild one it let go from: pass "
+                "feedback_log=InMemoryFeedbackLog() (or a durable log) to Router so the least "
+                "recently used tenant's evidence can be let go and rebuilt, or raise "
+                "max_tenants (None: no bound); nothing was learned")
+
+    def _shrink(self) -> None:
+        """Let the least recently used tenants' overlays go while more than ``max_tenants``
+        are held (only with a log to rebuild them from). Call with ``_lock`` held."""
+        limit = self.settings.max_tenants
+        if self.log is None or limit is None:
+            return
+        while len(self._overlays) > limit:
+            tenant, overlay = self._overlays.popitem(last=False)
+            overlay.forget_posterior()
+            self._built.pop(tenant, None)
+            self._evicted[tenant] = (self._revisions.pop(tenant),
+                                     self._last_event.pop(tenant, None))
 
     def replay(self, events: Iterable[FeedbackEvent]) -> int:
         """Rebuild learning state from logged events, in order; returns how many. The events
@@ -215,11 +312,15 @@ class Learner:
         """Every tenant's overlay and revision, as a checkpoint part (see
         :mod:`~switchpoint.learning.checkpoint`)."""
         with self._lock:
-            tenants = sorted(self._overlays)
-            state = State({"tenants": tenants,
-                           "revisions": [self._revisions[t] for t in tenants]})
+            tenants = sorted({*self._overlays, *self._evicted})
+            revisions = [self._revisions[t] if t in self._overlays else self._evicted[t][0]
+                         for t in tenants]
+            state = State({"tenants": tenants, "revisions": revisions})
             for i, tenant in enumerate(tenants):
-                state.put(f"overlay{i}", self._overlays[tenant].state())
+                overlay = self._overlays.get(tenant)
+                if overlay is None:  # let go: rebuilt for the checkpoint, not held again
+                    overlay = self._rebuilt(tenant, *self._evicted[tenant])
+                state.put(f"overlay{i}", overlay.state())
             return state
 
     def restore(self, state: State) -> None:
@@ -230,7 +331,7 @@ class Learner:
                 or len(tenants) != len(revisions)
                 or not all(isinstance(r, int) for r in revisions)):
             raise CheckpointError("the learner's tenants are missing")
-        overlays: dict[str, Overlay] = {}
+        overlays: OrderedDict[str, Overlay] = OrderedDict()
         for i, tenant in enumerate(tenants):
             overlay = self._new_overlay()
             overlay.restore(state.part(f"overlay{i}"))
@@ -239,6 +340,9 @@ class Learner:
             self._overlays = overlays
             self._built.clear()
             self._revisions = {str(t): int(r) for t, r in zip(tenants, revisions, strict=True)}
+            self._last_event.clear()
+            self._evicted.clear()
+            self._shrink()
 
     def _new_overlay(self) -> Overlay:
         return make_overlay(self.base, novelty_threshold=self.settings.novelty_threshold,
@@ -257,12 +361,18 @@ class Learner:
     # Inspection --------------------------------------------------------------------------------
 
     def tenants(self) -> list[str]:
+        """Every tenant with learned evidence (held in memory or let go to bound it)."""
         with self._lock:
-            return sorted(self._overlays)
+            return sorted({*self._overlays, *self._evicted})
+
+    def held_tenants(self) -> int:
+        """How many tenants' evidence is in memory now (at most ``max_tenants``, with a log)."""
+        with self._lock:
+            return len(self._overlays)
 
     def overlay(self, tenant: str | None = None) -> Overlay | None:
         with self._lock:
-            return self._overlays.get(check_tenant(tenant))
+            return self._held(check_tenant(tenant))
 
     def n_events(self, tenant: str | None = None) -> int:
         """Events ``tenant``'s overlay applied (repeats included)."""
