@@ -399,3 +399,23 @@ def test_offline_commands_beside_a_damaged_log_table(
         assert err.startswith(f"switchpoint: error: {db}: cannot read"), (argv, err)
         assert "the file is damaged" in err and "restore it from a backup" in err, (argv, err)
         assert "Traceback" not in err and err.count("\n") == 1, (argv, err)
+
+
+def test_learn_names_the_weights_as_the_config_would_find_them(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A config's relative paths are taken from its own folder: the line to put in it must
+    name the export from there, whatever folder the command ran in."""
+    config, _, _ = _decided(gw_fake, tmp_path, score=0.4)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    assert main(["learn", "--export", "exported", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    line = err.split("set weights: ", 1)[1].split(" in the config", 1)[0]
+    config.write_text(config.read_text(encoding="utf-8") + f"weights: {line}\n",
+                      encoding="utf-8")
+    settings = load_settings(config, environ={})
+    assert settings.weights is not None
+    assert Path(settings.weights).resolve() == (work / "exported").resolve(), err

@@ -261,9 +261,19 @@ def cmd_learn(args: argparse.Namespace) -> int:
             if isinstance(not_folded, dict) else "")
     print(f"wrote {package.path}: {learned.get('outcomes')} outcome(s) of tenant "
           f"{learned.get('tenant')} folded into {learned.get('from_weights')}{left}; set weights: "
-          f"{package.path} in the config (then reload) to route with them ({twice})",
-          file=sys.stderr)
+          f"{_as_config_sees(package.path or Path(args.export), settings.source_path)} in the "
+          f"config (then reload) "
+          f"to route with them ({twice})", file=sys.stderr)
     return 0
+
+
+def _as_config_sees(path: Path, config: Path | None) -> str:
+    """``path`` as a config file names it: a relative path there is taken from the file's own
+    folder, not from where the command ran (without a file: the absolute path)."""
+    target = path.resolve()
+    if config is None:
+        return str(target)
+    return os.path.relpath(target, config.resolve().parent)
 
 
 def add_commands(sub: Any) -> None:
