@@ -897,3 +897,13 @@ def test_a_replay_and_a_checkpoint_past_max_tenants_hold_every_tenant(  # type: 
     for tenant in tenants:
         assert _math_error(rebuilt, tenant) == pytest.approx(learned[tenant], abs=1e-12)
         assert _math_error(restored, tenant) == pytest.approx(learned[tenant], abs=1e-12)
+
+
+def test_an_outcome_prints_readably_without_the_prompts_vector(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    router = _router(package, fake_embedder)
+    d = router.route(math_prompt(1), tenant="acme")
+    result = router.report_outcome(d.decision_id, 0.5)
+    assert result.event.embedding is not None and len(result.event.embedding) > 100
+    shown = repr(result)
+    assert d.decision_id in shown and "quality=0.5" in shown and "tenant='acme'" in shown
+    assert len(shown) < 1000, shown

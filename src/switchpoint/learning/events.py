@@ -103,8 +103,9 @@ class FeedbackEvent:
     model: str
     quality: float
     tenant: str = DEFAULT_TENANT
-    embedding: tuple[float, ...] | None = None
-    units: tuple[tuple[int, float], ...] | None = None
+    # Left out of repr(): hundreds of numbers that would bury the fields a reader looks for.
+    embedding: tuple[float, ...] | None = field(default=None, repr=False)
+    units: tuple[tuple[int, float], ...] | None = field(default=None, repr=False)
     chosen: str | None = None
     cost: float | None = None
     weight: float = 1.0
