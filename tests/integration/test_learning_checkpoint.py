@@ -241,11 +241,14 @@ def test_feedback_written_by_another_process_is_never_left_out_of_a_checkpoint(
         assert probe(whole) == learned
 
 
+@pytest.mark.parametrize("extra", ["", "learning: {memory: {}}\n"], ids=["router", "memory"])
 def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
-        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        extra: str) -> None:
     """Serve the exported weights on the data_dir they were learned on: the outcomes they
-    hold are not replayed on top of them again; outcomes after the export still teach."""
-    settings = settings_for(fake, tmp_path)
+    hold are not replayed on top of them again; outcomes after the export still teach. (A
+    tenant memory still takes them up, which does not make the weights hold them less.)"""
+    settings = settings_for(fake, tmp_path, extra)
     exported = tmp_path / "learned"
 
     def probe(gateway: Gateway) -> dict[str, float]:

@@ -355,7 +355,8 @@ class LiveLearning:
             applied = self.learn(row.event, row.weights_id, seq=row.seq)
             if applied.routers or applied.memory:
                 self.replayed += 1
-                if applied.in_weights == applied.routers and not applied.memory:
+                # Held by every router's weights (a tenant memory may still take it up).
+                if applied.routers and applied.in_weights == applied.routers:
                     self.in_weights += 1
             else:
                 self.skipped += 1
