@@ -224,9 +224,12 @@ class Router:
 
     @property
     def unprofiled_models(self) -> list[str]:
-        """The catalog models these weights have no learned profile for: routed by their tier
-        and price alone until they are labelled (``switchpoint label``, ``add-model``)."""
-        return self._map.unprofiled()
+        """The catalog models ``auto`` may choose that these weights have no learned profile
+        for: routed by their tier and price alone until they are labelled (``switchpoint
+        label``, ``add-model``). A model kept out of ``auto`` (a judge) is never routed, so it
+        is not one of them."""
+        routed = set(self.catalog.routed)
+        return [m for m in self._map.unprofiled() if m in routed]
 
     # Public API --------------------------------------------------------------------------------
 

@@ -773,3 +773,18 @@ def test_a_catalog_refuses_a_price_that_is_not_finite_between_0_and_its_bound(
         Catalog([ModelCard(name="a", input_per_mtok=1.0, output_per_mtok=price)])
     assert "models.a" in str(info.value) and "from 0 to 100000" in str(info.value)
     assert Catalog([ModelCard(name="a", input_per_mtok=0.0, output_per_mtok=100_000.0)])
+
+
+@pytest.mark.parametrize(("auto", "unprofiled"), [(True, ["grader"]), (False, [])])
+def test_a_judge_kept_out_of_auto_is_not_reported_as_routed_without_a_profile(
+        fake_embedder: FakeEmbedder, auto: bool, unprofiled: list[str]) -> None:
+    """A catalog model without a profile is routed by tier and price alone, and the router
+    says so; a judge (``auto: false``) is never routed, so there is nothing to say of it."""
+    package = two_kinds_package(fake_embedder)
+    catalog = Catalog([ModelCard("strong", profile="strong", input_per_mtok=5,
+                                 output_per_mtok=5),
+                       ModelCard("cheap", profile="cheap", input_per_mtok=1, output_per_mtok=1),
+                       ModelCard("grader", input_per_mtok=2.5, output_per_mtok=10,
+                                 auto=auto)])
+    router = Router(package, embedder=fake_embedder, catalog=catalog)
+    assert router.unprofiled_models == unprofiled

@@ -253,7 +253,8 @@ class SwapResponse(BaseModel):
         description="Changed settings that apply only after a restart (e.g. data_dir).")
     unprofiled_models: list[str] = Field(
         default_factory=list,
-        description="Catalog models the new weights have no learned profile for: they are "
+        description="Catalog models auto may choose that the new weights have no learned "
+                    "profile for: they are "
                     "routed by tier and price alone until labelled (switchpoint label, "
                     "add-model).")
     note: str | None = Field(
