@@ -209,3 +209,41 @@ def test_a_tenants_records_grow_with_its_outcomes_up_to_its_cap_across_a_checkpo
         assert m.size("t") == cap and m.coverage("t") == {"b": cap}
         assert m._records["t"].quality.size == cap
     assert _suggest(memory).scores == _suggest(restored).scores
+
+
+def test_a_tenant_memory_lets_tenants_go_with_the_router_and_takes_them_up_again(  # type: ignore[no-untyped-def]
+        fake_embedder) -> None:
+    """Past the router's max_tenants, the least recently used tenant's memory goes with its
+    learned evidence and comes back from the log, as it was, when the tenant routes again."""
+    from switchpoint.learning import LearningSettings
+
+    def teach(tenant_router: TenantRouter, tenants: list[str]) -> None:
+        for n, tenant in enumerate(tenants):
+            for i in range(12):
+                d = tenant_router.route(math_prompt(i + 100 * n), tenant=tenant)
+                model = "runner" if (i + n) % 2 else "strong"
+                tenant_router.report_outcome(d.decision_id, 1.0, model=model)
+
+    settings = TenantSettings(k=15, min_neighbours=5, min_records=10, min_similarity=0.5,
+                              confidence_floor=0.9)
+    tenants = [f"user-{n}" for n in range(5)]
+    bounded = TenantRouter(Router(two_kinds_package(fake_embedder), embedder=fake_embedder,
+                                  cost_weight=0.1, feedback_log=InMemoryFeedbackLog(),
+                                  learning=LearningSettings(max_tenants=2)),
+                           TenantKnnMemory(settings))
+    unbounded = TenantRouter(Router(two_kinds_package(fake_embedder), embedder=fake_embedder,
+                                    cost_weight=0.1, learning=LearningSettings(max_tenants=None)),
+                             TenantKnnMemory(settings))
+    teach(bounded, tenants)
+    teach(unbounded, tenants)
+    assert bounded.memory.held_tenants() == 2 and unbounded.memory.held_tenants() == 5
+    sources = []
+    for tenant in tenants:
+        got = bounded.route(math_prompt(999), tenant=tenant, cost_weight=1.0)
+        sources.append(got.source)
+        want = unbounded.route(math_prompt(999), tenant=tenant, cost_weight=1.0)
+        assert (got.source, got.model, got.fallback) == (want.source, want.model, want.fallback)
+        assert got.memory.scores == pytest.approx(want.memory.scores)
+        assert bounded.memory.size(tenant) == 12
+        assert bounded.memory.held_tenants() <= 2
+    assert "memory" in sources  # the memories rebuilt answer, not only fall back

@@ -132,6 +132,9 @@ class Learner:
         self._evicted: dict[str, tuple[int, str | None]] = {}
         self._built: OrderedDict[str, None] = OrderedDict()  # posteriors built, oldest first
         self._subscribers: list[Callable[[FeedbackEvent], object]] = []
+        # Subscribers that let a tenant go with its overlay: (take an event, forget a tenant).
+        self._forgetting: list[tuple[Callable[[FeedbackEvent], object],
+                                     Callable[[str], object]]] = []
         self._lock = threading.RLock()
         # Outcomes are logged and learned one at a time, in one order, while routing (which
         # takes only ``_lock``) goes on during a log write.
@@ -260,10 +263,14 @@ class Learner:
         if self.log is not None and revision:
             for event in self.log.replay(tenant):
                 overlay.apply(event)
+                for callback, _ in self._forgetting:
+                    callback(event)
                 applied, event_id = applied + 1, event.event_id
                 if applied == revision:
                     break
         if applied != revision or (last is not None and event_id != last):
+            for _, forget in self._forgetting:
+                forget(tenant)
             raise StoreError(
                 f"tenant {tenant!r}: its learned evidence was let go to bound memory (at most "
                 f"{self.settings.max_tenants} tenants held) and the feedback log no longer "
@@ -295,6 +302,8 @@ class Learner:
         while len(self._overlays) > limit:
             tenant, overlay = self._overlays.popitem(last=False)
             overlay.forget_posterior()
+            for _, forget in self._forgetting:
+                forget(tenant)
             self._built.pop(tenant, None)
             self._evicted[tenant] = (self._revisions.pop(tenant),
                                      self._last_event.pop(tenant, None))
@@ -320,6 +329,8 @@ class Learner:
                 overlay = self._overlays.get(tenant)
                 if overlay is None:  # let go: rebuilt for the checkpoint, not held again
                     overlay = self._rebuilt(tenant, *self._evicted[tenant])
+                    for _, forget in self._forgetting:
+                        forget(tenant)
                 state.put(f"overlay{i}", overlay.state())
             return state
 
@@ -353,10 +364,16 @@ class Learner:
             raise UnknownModelError("model", [model], list(self.base.models_))
         return model
 
-    def subscribe(self, callback: Callable[[FeedbackEvent], object]) -> None:
-        """Call ``callback(event)`` for every event applied from now on (and replayed)."""
+    def subscribe(self, callback: Callable[[FeedbackEvent], object],
+                  forget: Callable[[str], object] | None = None) -> None:
+        """Call ``callback(event)`` for every event applied from now on (and replayed). With
+        ``forget``, the subscriber keeps per-tenant state that follows the overlays: when a
+        tenant's overlay is let go (see ``max_tenants``), ``forget(tenant)`` is called, and
+        when it is rebuilt from the log, ``callback`` gets the tenant's events again."""
         with self._lock:
             self._subscribers.append(callback)
+            if forget is not None:
+                self._forgetting.append((callback, forget))
 
     # Inspection --------------------------------------------------------------------------------
 

@@ -189,6 +189,16 @@ class TenantKnnMemory:
         with self._lock:
             self._settings[check_tenant(tenant)] = settings.validate()
 
+    def forget(self, tenant: str) -> None:
+        """Let ``tenant``'s records go (its settings stay); its next outcome starts afresh."""
+        with self._lock:
+            self._records.pop(tenant, None)
+
+    def held_tenants(self) -> int:
+        """How many tenants' records are in memory now."""
+        with self._lock:
+            return len(self._records)
+
     def size(self, tenant: str | None) -> int:
         records = self._records.get(check_tenant(tenant))
         return 0 if records is None else len(records.slots)

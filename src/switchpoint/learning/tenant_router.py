@@ -56,7 +56,9 @@ class TenantRouter:
                                               "Use the cluster or knn policy")
         self.router = router
         self.memory = memory or TenantKnnMemory()
-        router.learner.subscribe(self._learn)
+        # The memory lets a tenant go, and takes it up again, with its learned evidence (a
+        # router with a feedback log holds at most ``max_tenants`` tenants at once).
+        router.learner.subscribe(self._learn, forget=self.memory.forget)
 
     def route(
         self,
