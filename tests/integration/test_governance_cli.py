@@ -329,3 +329,16 @@ def test_a_report_for_a_tenant_nobody_knows_is_refused_not_reported_empty(
     # 'default', the requests without a tenant, is always known (here it logged nothing).
     code, out, err = run(["report", *report, "--tenant", "default", "--config", config], capsys)
     assert "--tenant" not in err and (code == 0 or "nothing was logged" in err), err
+
+
+def test_a_key_made_without_a_config_file_says_to_give_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Forgetting --config is the usual reason a tenant is unknown: the key would also land in
+    another data_dir than the service's. Say so, rather than to add the tenant to a config."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SWITCHPOINT_CONFIG", raising=False)
+    code, _, err = run(["keys", "create", "--tenant", "acme"], capsys)
+    assert code == 2 and "unknown tenant 'acme'" in err, err
+    assert "no config file was given" in err and "--config FILE" in err, err
+    assert not (tmp_path / "data").exists()

@@ -120,6 +120,12 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     from switchpoint.governance.keys import KeySpec, expiry_text
 
     settings = _settings(args)
+    if settings.source_path is None and not settings.tenants:
+        raise InvalidInputError(
+            "tenant", f"unknown tenant {args.tenant!r}: no config file was given, so no tenant "
+            "is configured; give the service's config with --config FILE (or "
+            "$SWITCHPOINT_CONFIG): its tenants: name the key's tenant, and its data_dir is "
+            "where the service looks keys up")
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
     cost_weight = None
     if args.cost_weight is not None:
