@@ -126,7 +126,11 @@ def add_model(
     label = source_model or name
     if label not in data.models:
         raise RecordsError(str(records) if isinstance(records, PATH) else "records", None,
-                           f"no labels for model {label!r}; the records label {data.models}")
+                           f"no labels for model {label!r}; the records label {data.models}"
+                           + ("" if source_model else
+                              " (to add one of them under the name "
+                              f"{name!r}, name it as the source: add-model --label MODEL, "
+                              "or source_model=)"))
     j = data.models.index(label)
     rows = np.flatnonzero(~np.isnan(data.scores[:, j]))
     data = data.subset(rows)

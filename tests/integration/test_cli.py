@@ -939,6 +939,10 @@ def test_add_model_without_weights_extends_the_bundled_ones_into_out(
     code, _, err = run(["add-model", "mine-small", labels], capsys)
     assert_bad_input(code, err, "--out DIR", "bundled weights", "--weights DIR")
     assert list(tmp_path.iterdir()) == [labels]
+    # A name the records do not label: say how to take the labels of the name they use.
+    code, _, err = run(["add-model", "mine", labels, "--out", tmp_path / "w"], capsys)
+    assert_bad_input(code, err, "no labels for model 'mine'", "--label", "mine-small")
+    assert list(tmp_path.iterdir()) == [labels]
     out = tmp_path / "my-weights"
     code, _, err = run(["add-model", "mine-small", labels, "--out", out], capsys)
     assert code == 0, err
