@@ -512,3 +512,21 @@ def test_bad_input_exits_2_before_calling_anything(
     assert message in err, err
     assert fake.requests() == []
     assert not out.exists() and not (tmp_path / "data").exists()
+
+
+def test_the_services_config_labels_without_its_admin_token_exported(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The admin token guards the service's HTTP routes; a labelling run serves none, so the
+    service's own config works as is, as it does for the other offline commands."""
+    monkeypatch.delenv("LABEL_TEST_ADMIN", raising=False)
+    cfg = config(fake, tmp_path)
+    cfg.write_text(cfg.read_text(encoding="utf-8") + "admin_token_env: LABEL_TEST_ADMIN\n",
+                   encoding="utf-8")
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="42")
+    out = tmp_path / "records.jsonl"
+    code, said, err = run(["label", prompts, "--models", "a", "--out", out, "--config", cfg],
+                          capsys)
+    assert code == 0, err
+    assert "labelled 2 of 2 prompts" in said, said
+    assert sorted(records_of(out)) == ["q0", "q1"]

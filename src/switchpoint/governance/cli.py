@@ -21,10 +21,16 @@ from switchpoint.errors import ConfigError, InvalidInputError
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    return offline_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
+                            args.data_dir)
+
+
+def offline_settings(path: str | None, data_dir: str | None = None) -> Any:
+    """The settings of a command that works on the files or calls models itself and serves
+    no HTTP (the config file ``path``; ``data_dir`` overrides its own)."""
     from switchpoint.config import load_settings
 
-    path = args.config or os.environ.get("SWITCHPOINT_CONFIG") or None
-    overrides = {"data_dir": args.data_dir}
+    overrides = {"data_dir": data_dir}
     try:
         return load_settings(path, overrides=overrides)
     except ConfigError as exc:
