@@ -933,3 +933,17 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_and_so_is_one_given_
     r = httpx.get(url, params=[("x", "1"), ("x", "1")], headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "x", r.text
     assert "is given 2 times" in r.json()["error"]["message"]
+
+
+def test_the_admin_token_where_a_client_key_goes_is_told_apart(gov: ThreadServer) -> None:
+    """An operator sending feedback (or chat) with the admin token is told that these routes
+    take a client key, not that the key is malformed; the token is not repeated."""
+    for path, body in [("/v1/feedback", {"decision_id": "0" * 32, "score": 0.5}),
+                       ("/v1/chat/completions", {"model": "auto", "messages": user("hi")})]:
+        r = httpx.post(f"{gov.base}{path}", json=body, headers=ADMIN, timeout=10)
+        assert r.status_code == 401, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_api_key" and error["param"] == "authorization"
+        assert "admin token" in error["message"] and "client key" in error["message"], error
+        assert "switchpoint keys create" in error["message"]
+        assert ADMIN_TOKEN not in r.text

@@ -27,7 +27,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.types import Scope
 
-from switchpoint.errors import AuthenticationError
+from switchpoint.errors import AuthenticationError, InvalidKeyError
 from switchpoint.governance.governor import Governor, Principal
 from switchpoint.server.context import get_service
 
@@ -69,6 +69,13 @@ def client_principal(request: Request) -> Principal | None:
     if not Governor.keys_required(settings):
         return None
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if settings.admin_token is not None and is_admin(request):
+        # The usual mix-up of an operator: say which credential this route takes.
+        raise InvalidKeyError("this is the admin token, which guards /v1/router/* and "
+                              "/metrics; chat, routing and feedback take a client key "
+                              "(`Authorization: Bearer sp-...`, made by `switchpoint keys "
+                              "create`): the key of the tenant the request is for",
+                              param="authorization")
     principal = gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
                                               settings)
     request.scope[_CALLER] = f"key {principal.key_id}"
