@@ -286,9 +286,10 @@ class Learner:
         if (self.log is None and limit is not None and tenant not in self._evicted
                 and len(self._overlays) >= limit):
             raise InvalidInputError(
-                "tenant", f"{tenant!r} would be the {limit + 1}th tenant with learned evidence "
-                f"in this router, which holds at most {limit} (LearningSettings.max_tenants, "
-                "about 72 KB each) and has no feedback log to rebuild one it let go from: pass "
+                "tenant", f"a first outcome for {tenant!r} would add a tenant to the {limit} "
+                "whose learned evidence this router holds, its most "
+                "(LearningSettings.max_tenants, about 72 KB each), and it has no feedback log "
+                "to rebuild one it let go from: pass "
                 "feedback_log=InMemoryFeedbackLog() (or a durable log) to Router so the least "
                 "recently used tenant's evidence can be let go and rebuilt, or raise "
                 "max_tenants (None: no bound); nothing was learned")
