@@ -988,8 +988,9 @@ class SQLiteStore:
         #: when the rest fills: :attr:`spill_full` is set once the file reaches
         #: ``spill_limit - spill_reserve``, and records still go to the file up to the limit.
         self.spill_reserve = spill_reserve
-        #: Set once the spill file reached ``spill_limit - spill_reserve``, until what it holds
-        #: is written: why the database refuses writes, and that the file is full (the gateway
+        #: Set once the spill file reached ``spill_limit - spill_reserve``, or the disk refused
+        #: it a write (a full disk, a file-size limit), until what it holds is written: why the
+        #: database refuses writes, and that the file is full or cannot be written (the gateway
         #: takes no new requests meanwhile). Records refused past :attr:`spill_limit` wait in
         #: memory only (added to the file at close, past its limit).
         self.spill_full: str | None = None
@@ -1292,9 +1293,14 @@ class SQLiteStore:
             if self._journal_whole:
                 log.error("%s: record(s) the database refused could not be kept in %s either "
                           "(%s): they wait in memory only, and a crash before the database "
-                          "takes writes again loses them; free space in data_dir", self.path,
-                          path, exc)
+                          "takes writes again loses them; the gateway turns new requests away "
+                          "until it does; free space in data_dir", self.path, path, exc)
             self._journal_whole = False
+            if not past_limit and self.spill_full is None:
+                # What a new request would log could not be kept anywhere a crash spares.
+                self.spill_full = (f"the database refuses writes ({self.failing or 'refused'})"
+                                   f" and the file keeping what it refused ({path.name}) cannot"
+                                   f" be written either ({exc})")
 
     def _spill_is_full(self, size: int) -> None:
         """The spill file reached ``spill_limit - spill_reserve``: say so (once an outage)."""
