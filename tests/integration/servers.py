@@ -209,6 +209,11 @@ class ProcessServer:
         """What the server wrote on stdout so far (uvicorn's access log goes there)."""
         return "".join(self._out)
 
+    @property
+    def stderr(self) -> str:
+        """What the server wrote on stderr so far (its log)."""
+        return "".join(self._err)
+
     def kill(self) -> None:
         """SIGKILL: a crash, nothing is flushed or closed."""
         assert self.proc is not None

@@ -16,11 +16,13 @@ exposure rule of :mod:`switchpoint.server.exposure`.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import random
 import resource
 import shutil
+import signal
 import socket
 import sqlite3
 import sys
@@ -36,8 +38,10 @@ from switchpoint.gateway.live import RouterState, checked_package
 from switchpoint.governance.keys import holds_keys
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
+from switchpoint.server.context import Service
 from switchpoint.server.exposure import exposure_problem
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
+from switchpoint.server.routes.admin import reload_service
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import spill_reserve, spill_shortfall, store_error
 
@@ -50,21 +54,48 @@ RESERVED_FDS = 64
 class _Server(uvicorn.Server):
     """uvicorn's server, saying where it serves only once the port is really open: in the log
     (``announce``, its ``{url}`` the one it listens on), and, when the port was chosen at start
-    (``chosen``), on stdout too, for whoever started it to learn the port."""
+    (``chosen``), on stdout too, for whoever started it to learn the port. Once it serves,
+    ``SIGHUP`` reloads ``service``'s config (as ``POST /v1/router/reload`` does) instead of
+    ending the process at once, with what it had in flight and unlogged."""
 
-    def __init__(self, config: uvicorn.Config, announce: str, *, chosen: bool) -> None:
+    def __init__(self, config: uvicorn.Config, announce: str, *, chosen: bool,
+                 service: Service) -> None:
         super().__init__(config)
         self.announce = announce
         self.chosen = chosen
+        self.service = service
+        self._reloads: set[asyncio.Task[None]] = set()
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
         if not self.started:
             return
+        if hasattr(signal, "SIGHUP"):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
         url = f"http://{_url_host(self.config.host)}:{self.config.port}"
         log.info("%s", self.announce.format(url=url))
         if self.chosen:
             print(f"switchpoint: listening on {url}", flush=True)
+
+    def _hangup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        try:
+            answer = await reload_service(self.service)
+        except SwitchpointError as exc:
+            log.error("SIGHUP: the config was not reloaded; the running one keeps serving: %s",
+                      exc)
+            return
+        except Exception:  # whatever it was, the service keeps serving
+            log.exception("SIGHUP: the config was not reloaded; the running one keeps serving")
+            return
+        log.info("SIGHUP: config reloaded: %s policy, weights %s, %d models%s",
+                 answer["policy"], answer["weights_id"], len(answer["models"]),
+                 f"; a restart is needed for {', '.join(answer['restart_required'])}"
+                 if answer["restart_required"] else "")
 
 
 def _url_host(host: str) -> str:
@@ -279,7 +310,7 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
     for problem in (warning, spill_shortfall(limit, max_connections)):
         if problem is not None:
             log.warning("%s", problem)
-    server = _Server(config, announce, chosen=sock is not None)
+    server = _Server(config, announce, chosen=sock is not None, service=app.state.service)
     state = app.state.service.state
     states.append(state)
 

@@ -30,7 +30,7 @@ from switchpoint.governance.governor import Principal
 from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.bodies import no_body
-from switchpoint.server.context import get_service
+from switchpoint.server.context import Service, get_service
 from switchpoint.server.queries import ANY_QUERY, QueryCheckedRoute
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
@@ -183,7 +183,14 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
                      "dropping requests")
 async def reload(request: Request) -> dict[str, Any]:
     await no_body(request)
-    service = get_service(request)
+    return await reload_service(get_service(request))
+
+
+async def reload_service(service: Service) -> dict[str, Any]:
+    """Re-read ``service``'s config file and weights and swap them in (``POST
+    /v1/router/reload``, and ``SIGHUP`` to ``switchpoint serve``): the answer, with the live
+    keys the new config affects (also logged). A bad config or bad weights raise
+    :class:`ConfigError` and leave the old router serving."""
     state = service.state
     state.live()
     old, new, ms = await run_in_threadpool(_guarded, state.reload)
