@@ -1042,3 +1042,34 @@ def test_an_older_file_holding_absurd_costs_still_opens_and_gives_its_stats(
     with SQLiteStore(path) as store:
         stats = store.request_stats()
         assert stats["total"] == 2 and stats["prompt_tokens"] == 20
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_under_the_store_loses_nothing_logged_after(
+        tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The file removed (``rm``) or replaced (a backup moved over it) while the store runs:
+    its commits went on into the file no longer at the path, answered as written and lost
+    with it at the next start. Now the store counts as refusing writes, says why and that a
+    restart is needed, and what it logs waits in the spill file, written by that restart."""
+    path = tmp_path / "s.db"
+    before, after = record(), record()
+    store = SQLiteStore(path).open()
+    try:
+        store.append(before).result(timeout=10)
+        backup = tmp_path / "backup.db"
+        with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
+            src.backup(dst)
+        for name in ("s.db", "s.db-wal", "s.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        if how == "replaced":
+            os.replace(backup, path)
+        with pytest.raises(StoreError, match=f"s.db was {how}"):
+            store.append(after, keep_trying=True).result(timeout=10)
+        assert store.failing is not None and "restart" in store.failing
+        assert after.id in store.spill_path.read_text(encoding="utf-8")
+        assert "then restart the service" in caplog.text
+    finally:
+        store.close()
+    with SQLiteStore(path) as reopened:
+        ids = {d["id"] for d in reopened.decisions(limit=10)}
+    assert after.id in ids and (how == "deleted") == (before.id not in ids)

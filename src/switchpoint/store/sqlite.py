@@ -938,6 +938,25 @@ def _probe(conn: sqlite3.Connection, path: Path, skip: Sequence[str] = ()) -> No
 
 
 _STOP = object()
+
+
+class FileGoneError(sqlite3.OperationalError):
+    """The database file the store has open is no longer at its path (deleted or replaced
+    while the store ran): a write would go to a file no later start reads, so the database
+    counts as refusing writes (what is refused waits in the spill file) until a restart opens
+    the file now at the path."""
+
+    sqlite_errorcode = sqlite3.SQLITE_CANTOPEN
+    sqlite_errorname = "SQLITE_CANTOPEN"
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path``, or None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 # What the writer takes: a record, the future its appender waits on (None: nobody waits), and
 # whether a refused write of it is tried again later.
 _Item = tuple[Record, "Future[None] | None", bool]
@@ -1019,6 +1038,8 @@ class SQLiteStore:
         self.failing: str | None = None
         self._failed_at = 0.0
         self._busy_ms = BUSY_MS  # the writer's connection's busy_timeout
+        # The device and inode of the file opened (see _check_file).
+        self._file: tuple[int, int] | None = None
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -1030,6 +1051,7 @@ class SQLiteStore:
             conn = self._schema()
             self._busy_ms = BUSY_MS
             _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
+            self._file = _identity(self.path)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the SQLite store", exc) from None
@@ -1176,12 +1198,16 @@ class SQLiteStore:
         try:
             for record in records:
                 by_table.setdefault(record.insert, []).append(record.row())
+            self._check_file()
             self._wait_for_lock(self._conn)
             self._conn.execute("BEGIN")
             for insert, rows in by_table.items():
                 self._conn.executemany(insert, rows)
             self._conn.execute("COMMIT")
         except Exception as exc:  # whatever failed, the next transaction starts clean
+            if isinstance(exc, FileGoneError) and self.failing != str(exc):
+                log.error("%s: %s; restore the file (or leave it gone to start an empty one), "
+                          "then restart the service", self.path, exc)
             if refused(exc):
                 self.failing, self._failed_at = str(exc), time.monotonic()
             if self._conn.in_transaction:
@@ -1196,6 +1222,20 @@ class SQLiteStore:
             log.warning("%s: writes go through again%s", self.path, dropped)
             self._dropped = 0
             self.failing = None
+
+    def _check_file(self) -> None:
+        """Raise :class:`FileGoneError` when the file at :attr:`path` is no longer the one
+        opened (deleted, or replaced by a restore or a move): the writer's commits would go
+        to a file no later start reads, and be lost with it."""
+        if self._file is None:
+            return
+        now = _identity(self.path)
+        if now == self._file:
+            return
+        what = "deleted" if now is None else "replaced by another file"
+        raise FileGoneError(
+            f"{self.path.name} was {what} while the service ran; what it logs waits in "
+            f"{self.spill_path.name} until a restart opens the file now at {self.path}")
 
     def _wait_for_lock(self, conn: sqlite3.Connection) -> None:
         """Set how long the next write on ``conn`` waits for a lock another connection holds:
@@ -1375,6 +1415,8 @@ class SQLiteStore:
             rows, torn = _spilled_rows(path.read_text(encoding="utf-8", errors="replace"))
             passed += len(torn)
             capped = _capped(rows)
+            if not at_open:
+                self._check_file()
             self._wait_for_lock(conn)
             conn.execute("BEGIN")
             for index, item in enumerate(rows):
