@@ -233,3 +233,33 @@ def test_a_budget_shared_with_other_callers_does_not_tell_what_they_spent() -> N
     assert "the gateway's $0.3/day budget has no room left" in shared.message
     own = reserve(ledger, 0.2, budgets, accounts=("tenant:a",))
     assert isinstance(own, Blocked) and "tenant a has spent $0.200000" in own.message
+
+
+def test_spend_of_a_period_survives_the_clock_stepping_back_into_it() -> None:
+    """The clock steps back across a period's end (an NTP step, a VM restored from a
+    snapshot): what was spent in the period it steps back into still counts (the ledger kept
+    one period's spend per budget, so the step back found nothing spent and let the caller
+    spend the whole budget again), and a settlement stamped just before the end, booked after
+    one stamped just after, loses the new period's spend neither."""
+    midnight = period_end("day", T0)
+    clock = Clock(midnight - 60)
+    ledger = Ledger(clock)
+    budgets = {"tenant:a": [Budget(10.0, "day")]}
+    before = reserve(ledger, 6.0, budgets)
+    assert isinstance(before, Ticket)
+    ledger.settle(before, charged_usd=6.0, accounts=("tenant:a",), tokens=10)
+    clock.now = midnight + 60  # the next day
+    after = reserve(ledger, 2.0, budgets)
+    assert isinstance(after, Ticket)
+    ledger.settle(after, charged_usd=2.0, accounts=("tenant:a",), tokens=10)
+    late = reserve(ledger, 1.0, budgets)
+    assert isinstance(late, Ticket)
+    ledger.settle(late, charged_usd=1.0, accounts=("tenant:a",), tokens=10,
+                  now=midnight - 0.001)  # its row stamped before midnight
+    assert ledger.spent("tenant:a", "day") == pytest.approx(2.0)
+    clock.now = midnight - 30  # stepped back into the first day
+    assert ledger.spent("tenant:a", "day") == pytest.approx(7.0)
+    refused = reserve(ledger, 5.0, budgets)
+    assert isinstance(refused, Blocked) and refused.kind == "budget"
+    clock.now = midnight + 120
+    assert ledger.spent("tenant:a", "day") == pytest.approx(2.0)

@@ -216,13 +216,21 @@ class Limits:
     tpm: int | None = None
 
 
+#: Periods of each budget whose settled spend the ledger keeps (the one under way and those
+#: before it), for settlements and clock steps that land in an earlier one.
+KEPT_PERIODS = 3
+
+
 class Ledger:
     """Spend per account and period, in-flight reservations, and the rate windows."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._spent: dict[str, dict[str, list[float]]] = {}
+        # Settled spend by account, period and the period's start: the last few periods of
+        # each, so that a settlement stamped in the period before, or a clock stepped back
+        # into it, counts in that period and leaves the one under way whole.
+        self._spent: dict[str, dict[str, dict[float, float]]] = {}
         self._held: dict[str, float] = {}
         self._open: dict[str, Ticket] = {}
         self._expiring: list[Ticket] = []
@@ -244,21 +252,17 @@ class Ledger:
         buckets = self._spent.get(account)
         if buckets is None:
             return 0.0
-        entry = buckets.get(period)
-        if entry is None or entry[0] != self._bucket(period, now):
-            return 0.0
-        return entry[1]
+        return buckets.get(period, {}).get(self._bucket(period, now), 0.0)
 
     def _charge(self, account: str, amount: float, now: float,
                 starts: Mapping[str, float] | None = None) -> None:
         buckets = self._spent.setdefault(account, {})
         for period in PERIODS:
             start = starts[period] if starts is not None else self._bucket(period, now)
-            entry = buckets.get(period)
-            if entry is None or entry[0] != start:
-                buckets[period] = [start, amount]
-            else:
-                entry[1] += amount
+            by_start = buckets.setdefault(period, {})
+            by_start[start] = by_start.get(start, 0.0) + amount
+            if len(by_start) > KEPT_PERIODS:
+                del by_start[min(by_start)]
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -514,7 +518,7 @@ class Ledger:
             for account, by_period in spent.items():
                 buckets = self._spent.setdefault(account, {})
                 for period, amount in by_period.items():
-                    buckets[period] = [self._bucket(period, now), float(amount)]
+                    buckets.setdefault(period, {})[self._bucket(period, now)] = float(amount)
             for rid, ts, expires_at, holds, key_id, tenant in outstanding:
                 if rid in self._open:
                     continue
