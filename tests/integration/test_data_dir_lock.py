@@ -5,6 +5,7 @@ enforced by one process at a time; what only learns or reads offline works besid
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -72,3 +73,30 @@ def test_two_gateways_of_one_process_exclude_each_other(tmp_path: Path) -> None:
         assert not second.store or not second.store.is_open  # refused before any state opened
     second.open()  # the first closed
     second.close()
+
+
+def test_a_lock_file_removed_under_a_running_service_is_locked_again(tmp_path: Path) -> None:
+    """``serve.lock`` deleted while the service runs (data_dir cleaned or restored from a
+    backup): the service's lock held a file no one else saw, so a second service started on
+    the same data_dir and each enforced every budget on its own. The service now notices at
+    its next housekeeping and locks the file there again."""
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("gateway: {pin_purge_interval_s: 0.05}\n", encoding="utf-8")
+    server = ProcessServer("--config", config, "--log-level", "info", data_dir=data).start()
+    try:
+        server.wait_ready()
+        (data / "serve.lock").unlink()
+        deadline = time.monotonic() + 20
+        while "is locked again" not in server.stderr:
+            assert time.monotonic() < deadline, server.stderr[-2000:]
+            routed = httpx.post(f"{server.base}/v1/route", json={"prompt": "Say hello."},
+                                timeout=10)  # each request checks whether housekeeping is due
+            assert routed.status_code == 200
+            time.sleep(0.1)
+        assert server.proc is not None
+        code, err = refused_start(data_dir=data)
+        assert code == 2, err
+        assert f"another switchpoint process (pid {server.proc.pid})" in err
+    finally:
+        server.kill()

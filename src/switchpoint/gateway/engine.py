@@ -1232,7 +1232,8 @@ class Gateway:
     # Housekeeping ------------------------------------------------------------------------------
 
     def _maintain(self) -> None:
-        """Purge expired session pins (every ``gateway.pin_purge_interval_s``) and, with
+        """Purge expired session pins and check that data_dir's lock is still held on the
+        file there (every ``gateway.pin_purge_interval_s``) and, with
         ``store.retention_days``, prune the logs (hourly), on a worker thread: a request only
         checks the clock. One run at a time; each run's work is bounded."""
         if self._maintenance is not None and not self._maintenance.done():
@@ -1254,6 +1255,8 @@ class Gateway:
     def _housekeeping(self, purge: bool, retention_days: float | None) -> None:
         try:
             if purge:
+                if self._owner is not None:  # (as often: a check of one file)
+                    self._owner.keep()
                 dropped = self.pinner.purge(time.time())
                 if dropped:
                     log.debug("purged %d expired session pins", dropped)

@@ -16,12 +16,14 @@ keys``, ``feedback``, ``learn``, ``report``, ``prune``, and a gateway built with
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 from pathlib import Path
 
 from switchpoint._files import lock_holder
 from switchpoint.errors import DataDirInUseError, StoreError
 
+log = logging.getLogger("switchpoint.gateway")
 LOCK_FILENAME = "serve.lock"
 
 
@@ -69,6 +71,39 @@ class DataDirLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    def keep(self) -> None:
+        """Take the lock again if the file at :attr:`path` is no longer the one held (deleted,
+        or data_dir restored from a backup while this process served): a lock on a file no
+        one else sees keeps no second service off. Logged; when another process has locked
+        the new file already, that is logged as an error, and this one holds what it held."""
+        if self._fd is None:
+            return
+        held = os.fstat(self._fd)
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return
+        old, self._fd = self._fd, None
+        try:
+            self.acquire()
+        except DataDirInUseError as exc:
+            self._fd = old
+            log.error("%s was removed or replaced while this service ran, and %s", self.path,
+                      str(exc).replace("another switchpoint process", "another process",
+                                       1))
+            return
+        except StoreError as exc:
+            self._fd = old
+            log.error("%s was removed or replaced while this service ran and cannot be made "
+                      "again (%s): a second service on data_dir would not be kept off", self.path,
+                      exc)
+            return
+        os.close(old)
+        log.warning("%s was removed or replaced while this service ran; it is locked again, "
+                    "keeping a second service off data_dir", self.path)
 
     def release(self) -> None:
         """Let another process serve from ``data_dir`` (the file stays: removing it would let
