@@ -1330,14 +1330,17 @@ class SQLiteStore:
             if new:
                 _sync_dir(path.parent)
         except (OSError, TypeError, ValueError) as exc:
+            disk = isinstance(exc, OSError)
             if self._journal_whole:
                 log.error("%s: record(s) the database refused could not be kept in %s either "
                           "(%s): they wait in memory only, and a crash before the database "
-                          "takes writes again loses them; the gateway turns new requests away "
-                          "until it does; free space in data_dir", self.path, path, exc)
+                          "takes writes again loses them; %sfree space in data_dir", self.path,
+                          path, exc, "the gateway turns new requests away until it does; "
+                          if disk and not past_limit else "")
             self._journal_whole = False
-            if not past_limit and self.spill_full is None:
-                # What a new request would log could not be kept anywhere a crash spares.
+            if disk and not past_limit and self.spill_full is None:
+                # The disk refuses the file: what a new request would log could not be kept
+                # anywhere a crash spares (a record that cannot be written out is its own).
                 self.spill_full = (f"the database refuses writes ({self.failing or 'refused'})"
                                    f" and the file keeping what it refused ({path.name}) cannot"
                                    f" be written either ({exc})")
