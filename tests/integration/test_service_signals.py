@@ -17,6 +17,9 @@ from tests.integration.servers import ProcessServer
 ADDED = ('  - {name: added, base_url: "http://127.0.0.1:9/v1", input_per_mtok: 1, '
          'output_per_mtok: 1, tier: simple}\n')
 
+# A provider key pasted where a number goes: the error quotes the value.
+LEAKED = "sk-proj-" + "Q" * 40
+
 
 def _until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 20
@@ -29,7 +32,8 @@ def test_sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_servi
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """``SIGHUP`` reloads the config as ``POST /v1/router/reload`` does (it ended the process
     at once, dropping what it had in flight unlogged); a config that cannot load is logged
-    with its key, and the running one keeps serving."""
+    with its key (and redacted, as the HTTP reload's answer is), and the running one keeps
+    serving."""
     data = tmp_path / "data"
     config = tmp_path / "switchpoint.yaml"
     text = config_text(fake, str(data))
@@ -51,11 +55,12 @@ def test_sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_servi
         assert server.proc.poll() is None
         assert "added" in models()
 
-        config.write_text(text + "cost_weight: -1\n", encoding="utf-8")
+        config.write_text(text + f"cost_weight: {LEAKED}\n", encoding="utf-8")
         server.proc.send_signal(signal.SIGHUP)
         _until(lambda: "SIGHUP: the config was not reloaded" in server.stderr,
                "a broken config refused")
         assert "cost_weight" in server.stderr.split("SIGHUP: the config was not reloaded")[1]
+        assert LEAKED not in server.stderr  # a secret pasted in the wrong place is redacted
         assert server.proc.poll() is None
         assert "added" in models()  # the running config still serves
         code, err = server.terminate()

@@ -35,6 +35,7 @@ from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
 from switchpoint.gateway.live import RouterState, checked_package
+from switchpoint.gateway.redact import redact
 from switchpoint.governance.keys import holds_keys
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
@@ -85,12 +86,12 @@ class _Server(uvicorn.Server):
     async def _reload(self) -> None:
         try:
             answer = await reload_service(self.service)
-        except SwitchpointError as exc:
+        except Exception as exc:  # whatever it was, the service keeps serving
+            # Redacted as the HTTP reload's answer is: an error may quote a value of the file.
+            what = str(exc) if isinstance(exc, SwitchpointError) else (
+                f"{type(exc).__name__}: {exc}")
             log.error("SIGHUP: the config was not reloaded; the running one keeps serving: %s",
-                      exc)
-            return
-        except Exception:  # whatever it was, the service keeps serving
-            log.exception("SIGHUP: the config was not reloaded; the running one keeps serving")
+                      redact(what))
             return
         log.info("SIGHUP: config reloaded: %s policy, weights %s, %d models%s",
                  answer["policy"], answer["weights_id"], len(answer["models"]),
