@@ -500,3 +500,23 @@ def test_a_key_remembers_a_few_old_secrets_forgetting_the_expired_then_the_oldes
                 store.verify(forgotten.key)
         for kept in issued[-1 - MAX_OLD_SECRETS:]:
             assert store.verify(kept.key).id == key_id
+
+
+def test_a_key_file_deleted_under_the_running_store_is_made_again_not_written_past(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``keys.db`` deleted while the service runs: the store went on with the file it had
+    open, so its old keys kept working until the restart and a key made meanwhile went into
+    a file no start reads (handed out, then refused after the restart). It now uses the file
+    at the path, as the next start would: the deleted keys are unknown at once, and a key
+    made after is kept."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as store:
+        first = store.create(spec()).key
+        for name in ("keys.db", "keys.db-wal", "keys.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        with pytest.raises(InvalidKeyError, match="unknown key"):
+            store.verify(first)  # the file is gone, and its keys with it
+        assert "was deleted or replaced while open" in caplog.text
+        made = store.create(spec()).key
+    with KeyStore(path) as reopened:  # what a restart sees
+        assert reopened.verify(made).id == key_id_of(made)

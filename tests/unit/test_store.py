@@ -1057,8 +1057,10 @@ def test_a_database_file_deleted_or_replaced_under_the_store_loses_nothing_logge
     try:
         store.append(before).result(timeout=10)
         backup = tmp_path / "backup.db"
-        with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
-            src.backup(dst)
+        src, dst = sqlite3.connect(path), sqlite3.connect(backup)
+        src.backup(dst)  # (a backup in rollback-journal mode: one file, all in it)
+        src.close()
+        dst.close()
         for name in ("s.db", "s.db-wal", "s.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
         if how == "replaced":

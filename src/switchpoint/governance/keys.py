@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import math
 import re
 import secrets
@@ -47,8 +48,16 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
-from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE, store_error, upgrade_schema, wal_mode
+from switchpoint.store.sqlite import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    file_identity,
+    store_error,
+    upgrade_schema,
+    wal_mode,
+)
 
+log = logging.getLogger("switchpoint.governance")
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
 ID_CHARS = 10
@@ -374,6 +383,8 @@ class KeyStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, KeyRecord] = field(default_factory=dict, init=False, repr=False)
     _version: int = field(default=-1, init=False, repr=False)
+    # The device and inode of the file opened (see _db).
+    _file: tuple[int, int] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def in_dir(cls, data_dir: str | Path) -> KeyStore:
@@ -396,6 +407,7 @@ class KeyStore:
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn
+        self._file = file_identity(self.path)
         return self
 
     def close(self) -> None:
@@ -412,7 +424,17 @@ class KeyStore:
         self.close()
 
     def _db(self) -> sqlite3.Connection:
-        """The connection (opened on first use: a gateway without keys makes no file)."""
+        """The connection (opened on first use: a gateway without keys makes no file). A file
+        deleted or replaced since it was opened (restored from a backup, say) is opened again:
+        the old one's keys and changes are no longer at the path, and a key made in it would
+        be lost at the next start."""
+        if self._conn is not None and file_identity(self.path) != self._file:
+            log.warning("%s was deleted or replaced while open; the key store opens the file "
+                        "now at that path (a new, empty one if there is none)", self.path)
+            self._conn.close()
+            self._conn = None
+            self._cache.clear()
+            self._version = -1
         if self._conn is None:
             self.open()
         assert self._conn is not None

@@ -950,8 +950,9 @@ class FileGoneError(sqlite3.OperationalError):
     sqlite_errorname = "SQLITE_CANTOPEN"
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The device and inode of the file at ``path``, or None when there is none."""
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path``, or None when there is none: another
+    value than when a file was opened means it was deleted or replaced since."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -1051,7 +1052,7 @@ class SQLiteStore:
             conn = self._schema()
             self._busy_ms = BUSY_MS
             _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
-            self._file = _identity(self.path)
+            self._file = file_identity(self.path)
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the SQLite store", exc) from None
@@ -1229,7 +1230,7 @@ class SQLiteStore:
         to a file no later start reads, and be lost with it."""
         if self._file is None:
             return
-        now = _identity(self.path)
+        now = file_identity(self.path)
         if now == self._file:
             return
         what = "deleted" if now is None else "replaced by another file"
