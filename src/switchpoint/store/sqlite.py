@@ -958,6 +958,8 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
 # What the writer takes: a record, the future its appender waits on (None: nobody waits), and
 # whether a refused write of it is tried again later.
 _Item = tuple[Record, "Future[None] | None", bool]
