@@ -583,11 +583,10 @@ def cmd_label(args: argparse.Namespace) -> int:
             _fail(f"--rubric: cannot read {args.rubric}: {getattr(exc, 'strerror', None) or exc}")
         except ValueError as exc:  # an empty rubric
             _fail(f"--rubric: {args.rubric} {getattr(exc, 'reason', exc)}")
-    from switchpoint.governance.cli import offline_settings
+    from switchpoint.config import load_settings
 
-    # The service's config works as is: the admin token it names guards HTTP routes, which a
-    # labelling run does not serve, so it need not be exported here.
-    settings = offline_settings(config)
+    # The service's config works as is: the admin token it may name guards HTTP routes alone.
+    settings = load_settings(config)
     with _feedback(args) as feedback:
         try:
             report = label(args.prompts, _parse_models(args.models) or [], args.out,

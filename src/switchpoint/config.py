@@ -17,6 +17,7 @@
     expected_output_tokens: 200
     max_request_bytes: 1048576    # at most 1 GiB
     admin_token_env: SWITCHPOINT_ADMIN_TOKEN  # optional: /v1/router/* then need this bearer token
+                                              # (exported where the service runs)
     auth: keys                    # optional: client keys (switchpoint keys create) on the gateway
     tenants: {acme: {budgets: [100/month], models: [cheap, auto]}}   # see governance.settings:
     budgets: {models: {good: 50/day}}                 # budgets, SLAs, escalation
@@ -426,6 +427,7 @@ class Settings(BaseModel):
 
     _source: _Source | None = PrivateAttr(default=None)
     _admin_token: str | None = PrivateAttr(default=None)
+    _admin_token_problem: str | None = PrivateAttr(default=None)
 
     @field_validator("admin_token_env")
     @classmethod
@@ -450,8 +452,21 @@ class Settings(BaseModel):
 
     @property
     def admin_token(self) -> str | None:
-        """The bearer token the admin routes require (None: they are open)."""
+        """The bearer token the admin routes require: what the variable ``admin_token_env``
+        names held when these settings were read, if it is fit to guard them (None: no
+        variable is named, or :attr:`admin_token_problem` says why it holds no such token)."""
         return self._admin_token
+
+    @property
+    def admin_token_problem(self) -> str | None:
+        """Why ``admin_token_env`` names no token fit to guard the admin routes (unset, empty,
+        too short; None: it names one, or no variable is named). Only serving HTTP needs the
+        token, so only the server refuses such settings; in process they work as they are."""
+        if self.admin_token_env is None or self._admin_token is not None:
+            return None
+        return self._admin_token_problem or (
+            f"${self.admin_token_env} was never read, since these settings were built by hand; "
+            "read them with load_settings, which takes the token from the environment")
 
     @property
     def db_path(self) -> Path:
@@ -519,19 +534,23 @@ def load_settings(
     _check_paths(settings)
     _check_experiments(settings)
     if settings.admin_token_env is not None:
-        token = env.get(settings.admin_token_env, "").strip()
-        if not token:
-            raise ConfigError("admin_token_env", f"${settings.admin_token_env} is not set or "
-                                                 "empty; export the admin token there, or drop "
-                                                 "admin_token_env to leave /v1/router/* open")
-        if len(token) < MIN_ADMIN_TOKEN:
-            raise ConfigError("admin_token_env", f"${settings.admin_token_env} holds a token of "
-                                                 f"{len(token)} characters; use at least "
-                                                 f"{MIN_ADMIN_TOKEN} (e.g. the output of "
-                                                 "`openssl rand -hex 24`)")
-        settings._admin_token = token
+        settings._admin_token, settings._admin_token_problem = _admin_token(
+            env, settings.admin_token_env)
     settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ)
     return settings
+
+
+def _admin_token(env: Mapping[str, str], name: str) -> tuple[str | None, str | None]:
+    """(the token in ``$name``, None), or (None, why it holds none fit to guard the admin
+    routes). Whether that stops anything is the server's to say: nothing else uses it."""
+    token = env.get(name, "").strip()
+    if not token:
+        return None, (f"${name} is not set or empty; export the admin token there, or drop "
+                      "admin_token_env to leave /v1/router/* open")
+    if len(token) < MIN_ADMIN_TOKEN:
+        return None, (f"${name} holds a token of {len(token)} characters; use at least "
+                      f"{MIN_ADMIN_TOKEN} (e.g. the output of `openssl rand -hex 24`)")
+    return token, None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -79,11 +79,22 @@ def test_the_gateways_auto_decisions_are_counted(attacked: Attacked) -> None:
     assert decisions_total(attacked) == before + 1  # a named model is not a decision
 
 
-def test_a_short_admin_token_is_refused_at_load() -> None:
-    with pytest.raises(ConfigError, match="at least 16") as info:
-        load_settings(None, overrides={"admin_token_env": "SP_T"},
-                      environ={"SP_T": "short-token"})
-    assert info.value.key == "admin_token_env" and "short-token" not in str(info.value)
+def test_a_short_admin_token_is_refused_before_serving(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    short = load_settings(None, overrides={"admin_token_env": "SP_T"},
+                          environ={"SP_T": "short-token"})
+    assert short.admin_token is None  # never taken as the token: it guards nothing
+    problem = short.admin_token_problem
+    assert problem is not None and "at least 16" in problem and "short-token" not in problem
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("admin_token_env: SP_T\n", encoding="utf-8")
+    monkeypatch.setenv("SP_T", "short-token")
+    assert main(["serve", "--config", str(config), "--port", "0", "--data-dir",
+                 str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert "admin_token_env: $SP_T holds a token of 11 characters" in err
+    assert "short-token" not in err and not (tmp_path / "data").exists()
     assert load_settings(None, overrides={"admin_token_env": "SP_T"},
                          environ={"SP_T": "x" * 16}).admin_token == "x" * 16
 

@@ -181,9 +181,10 @@ class RouterState:
         self.on_load_error: Callable[[BaseException], None] | None = None
         self._on_swap: list[SwapHook] = []
         self.prepare: Prepare | None = None
-        # Checks re-read settings before anything loads (the server's: that they keep every
-        # route behind a credential on the address it is bound to); raises ConfigError.
-        self.vet: Callable[[Settings], None] | None = None
+        # Checks re-read settings pass before anything loads (the server's: that the admin
+        # token they name is exported, that they keep every route behind a credential on the
+        # address it is bound to); each raises ConfigError.
+        self.vets: list[Callable[[Settings], None]] = []
         # Held while a new snapshot is hooked up and goes live (and by whoever must not run
         # between the two, e.g. feedback, which must reach the snapshot that serves next).
         self.guard = threading.RLock()
@@ -275,8 +276,8 @@ class RouterState:
             old = self.live()
             t0 = time.perf_counter()
             read = settings_of(old.settings)
-            if self.vet is not None:
-                self.vet(read)
+            for vet in self.vets:
+                vet(read)
             settings = running(read, old.settings)
             router = self.loader(settings, policy)
             new = self._go_live(dataclasses.replace(

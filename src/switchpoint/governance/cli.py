@@ -17,50 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._messages import printable
-from switchpoint.errors import ConfigError, InvalidInputError
+from switchpoint.errors import InvalidInputError
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    return offline_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
-                            args.data_dir)
-
-
-def offline_settings(path: str | None, data_dir: str | None = None) -> Any:
-    """The settings of a command that works on the files or calls models itself and serves
-    no HTTP (the config file ``path``; ``data_dir`` overrides its own)."""
+    """The config's settings (``--config``, else ``$SWITCHPOINT_CONFIG``; ``--data-dir``
+    overrides its own). The admin token it may name need not be exported: it guards HTTP
+    routes, which these commands do not serve."""
     from switchpoint.config import load_settings
 
-    overrides = {"data_dir": data_dir}
-    try:
-        return load_settings(path, overrides=overrides)
-    except ConfigError as exc:
-        if exc.key != "admin_token_env":
-            raise
-        # The admin token guards the HTTP admin routes; these commands work on the files and
-        # never use it, so a shell without it exported may still run them.
-        environ = {**os.environ, _admin_env(path): "unused-by-the-cli"}
-        return load_settings(path, overrides=overrides, environ=environ)
+    return load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
+                         overrides={"data_dir": args.data_dir})
 
 
 def _tenant_models(settings: Any, tenant: object) -> list[str] | None:
     """The models ``tenant`` may use, when its config lists them."""
     t = settings.tenants.get(tenant) if isinstance(tenant, str) else None
     return None if t is None or t.models is None else list(t.models)
-
-
-def _admin_env(path: str | None) -> str:
-    """The variable the config names in ``admin_token_env``."""
-    name = os.environ.get("SWITCHPOINT_ADMIN_TOKEN_ENV")
-    if name:
-        return name
-    if path is not None:
-        import yaml
-
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-        if isinstance(data, dict) and isinstance(data.get("admin_token_env"), str):
-            return str(data["admin_token_env"])
-    return "SWITCHPOINT_ADMIN_TOKEN"
 
 
 def _print_json(value: Any) -> None:

@@ -23,7 +23,7 @@ from switchpoint._version import __version__
 from switchpoint.config import Settings
 from switchpoint.gateway.engine import Gateway
 from switchpoint.gateway.live import Loader
-from switchpoint.server.auth import body_owner
+from switchpoint.server.auth import body_owner, check_admin_token
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
@@ -60,7 +60,10 @@ def create_app(
 ) -> FastAPI:
     """Build the ASGI app. ``loader`` builds routers (default: the bundled/configured weights);
     ``store`` defaults to SQLite in ``settings.data_dir``; ``provider_env`` is where upstream
-    API keys are read (default: the process environment, at each call)."""
+    API keys are read (default: the process environment, at each call). Raises
+    :class:`~switchpoint.errors.ConfigError` when the settings name an admin token that was
+    not exported (:func:`~switchpoint.server.auth.check_admin_token`), as a reload does."""
+    check_admin_token(settings)
     cached: list[Any] = [None, frozenset()]  # [the live router seen last, its names]
 
     def model_names() -> frozenset[str]:
@@ -74,6 +77,7 @@ def create_app(
     metrics = Metrics(models=model_names)
     metrics.bodies = BodyBuffer(settings.server.max_body_buffer_bytes)
     gateway = Gateway(settings, loader=loader, store=store, env=provider_env, observer=metrics)
+    gateway.state.vets.append(check_admin_token)
     service = Service(gateway=gateway, metrics=metrics)
 
     @asynccontextmanager

@@ -5,8 +5,11 @@ Admin: with no ``admin_token_env`` in the config the ``/v1/router/*`` routes and
 stay open (the service binds to loopback by default). With it, the token is read from that
 environment variable at start (and again on reload) and every admin call must carry it; a
 missing or wrong token is a 401 ``unauthorized`` in the usual error shape, compared in constant
-time. ``/health`` stays open for probes, but without the token it says only whether the router
-is ready (:func:`is_admin`).
+time. ``/health`` stays open for probes, but without the token it says only whether the
+router is ready (:func:`is_admin`). Settings whose variable holds no usable token are never
+served (:func:`check_admin_token`): the token guards these routes alone, so the rest of
+switchpoint (the in-process gateway, the commands that serve nothing) takes such a config as
+it is.
 
 Clients: with ``auth: keys`` in the config, ``/v1/chat/completions``, ``/v1/route`` and
 ``/v1/models`` need ``Authorization: Bearer sp-...`` (a key from ``switchpoint keys create``):
@@ -27,17 +30,30 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.types import Scope
 
-from switchpoint.errors import AuthenticationError, InvalidKeyError
+from switchpoint.config import Settings
+from switchpoint.errors import AuthenticationError, ConfigError, InvalidKeyError
 from switchpoint.governance.governor import Governor, Principal
 from switchpoint.server.context import get_service
+
+
+def check_admin_token(settings: Settings) -> None:
+    """Refuse to serve ``settings`` (at start, and on a reload) when they name an admin token
+    variable that holds no usable token: the admin routes would be guarded by nothing the
+    operator chose. Raises :class:`ConfigError` (``admin_token_env``) saying how to fix it."""
+    problem = settings.admin_token_problem
+    if problem is not None:
+        raise ConfigError("admin_token_env", problem)
 
 
 def is_admin(request: Request) -> bool:
     """The request may see what the admin routes show: no admin token is configured, or it
     carries the right one."""
-    token = get_service(request).gateway.settings.admin_token
-    if token is None:
+    settings = get_service(request).gateway.settings
+    if settings.admin_token_env is None:
         return True
+    token = settings.admin_token
+    if token is None:  # (refused at start and on reload: never served; shut, not open)
+        return False
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
                                                           token.encode()):

@@ -39,6 +39,7 @@ from switchpoint.gateway.redact import redact
 from switchpoint.governance.keys import holds_keys
 from switchpoint.server import logs
 from switchpoint.server.app import create_app
+from switchpoint.server.auth import check_admin_token
 from switchpoint.server.context import Service
 from switchpoint.server.exposure import exposure_problem
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
@@ -242,11 +243,14 @@ def _remove_made(made: Path | None, data_dir: Path) -> None:
 def serve(settings: Settings, host: str = "127.0.0.1", port: int | range = 8080, *,
           log_level: str = "info", access_log: bool = False,
           allow_unauthenticated: bool = False) -> int:
-    """Serve until interrupted. Raises :class:`ServeError` if the router cannot load, or if
-    ``host`` would expose open admin routes (see :mod:`switchpoint.server.exposure`).
+    """Serve until interrupted. Raises :class:`ConfigError` if the admin token the settings
+    name is not exported (see :func:`~switchpoint.server.auth.check_admin_token`),
+    :class:`ServeError` if the router cannot load, or if ``host`` would expose open admin
+    routes (see :mod:`switchpoint.server.exposure`).
 
     ``port`` 0 serves on any free port, a range on a free one of it: the port is bound at once
     and, once open, printed on stdout (``switchpoint: listening on http://HOST:PORT``)."""
+    check_admin_token(settings)
     problem = exposure_problem(settings, host, allow_unauthenticated=allow_unauthenticated)
     if problem is not None:
         raise ServeError(problem)
@@ -326,7 +330,7 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
             raise ConfigError("auth", problem.replace("refusing to serve", "refusing to reload "
                                                       "a config that would serve"))
 
-    state.vet = vet
+    state.vets.append(vet)
     try:
         # The state in data_dir opens here, before the port opens, so what stops it (a full
         # disk, a file in the way, another process serving from it: the gateway takes the
