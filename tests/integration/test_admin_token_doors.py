@@ -54,7 +54,8 @@ def _refused_to_serve(settings: Settings, needle: str) -> None:
 
 @pytest.mark.parametrize("auth", ["none", "keys"])
 def test_the_in_process_door_starts_chats_and_learns_without_the_admin_token(
-        gw_fake: FakeProviderProcess, tmp_path: Path, auth: str) -> None:
+        gw_fake: FakeProviderProcess, tmp_path: Path, auth: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(gw_fake, tmp_path, f"admin_token_env: {UNSET}\nauth: {auth}\n"
                                         "tenants: {acme: {}}\n")
     with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
@@ -76,6 +77,12 @@ def test_the_in_process_door_starts_chats_and_learns_without_the_admin_token(
         # No token was read, and none stands in for it: these settings cannot be served.
         assert gateway.settings.admin_token is None
         _refused_to_serve(gateway.settings, UNSET_MESSAGE)
+    # The feedback command takes the same config, still without the token.
+    capsys.readouterr()
+    assert main(["feedback", info.decision_id, "--score", "0.3", "--tenant", "acme",
+                 "--config", str(config), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["tenant"], out["quality"], out["replaced"]) == ("acme", 0.3, True)
 
 
 def test_settings_read_without_the_token_stay_unservable_once_it_is_exported(
