@@ -300,6 +300,37 @@ async def test_an_upstream_without_usage_stops_the_run_keeping_what_was_finished
     assert ("p1", "a") in {(e.get("id"), e.get("model")) for e in journal}
 
 
+async def test_a_resumed_runs_mean_scores_cover_every_record_of_the_output(
+        tmp_path: Path) -> None:
+    """The summary's mean scores are over the whole output, the records an interrupted run
+    wrote too, and it says over how many; not over this run's records alone."""
+    up = Upstream(judge_default='{"score": 0.2}')
+    up.fail = lambda model, prompt: model == "b" and prompt != "Question 0?"
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3))
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up)
+    try:
+        first = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        assert set(records_of(out)) == {"p0"} and len(first.failures) == 2
+        up.fail = lambda model, prompt: False
+        up.judge_default = '{"score": 0.8}'
+        again = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        nothing_left = await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    records = records_of(out).values()
+    assert again.complete and len(records) == 3 and again.labelled == 2
+    whole = {m: sum(r["scores"][m] for r in records) / 3 for m in ("a", "b")}
+    assert whole["b"] != pytest.approx(0.8)  # this run's answers of b alone would say 0.8
+    assert again.mean_scores == {m: pytest.approx(v) for m, v in whole.items()}
+    assert nothing_left.labelled == 0 and nothing_left.mean_scores == again.mean_scores
+    assert (f"mean score over the output's 3 records (1 from an earlier run): "
+            f"a {whole['a']:.3f}, b {whole['b']:.3f}") in again.summary()
+    assert json.loads(json.dumps(again.to_dict()))["records"] == 3
+    assert "mean score over the output's 3 records (3 from an earlier run)" in (
+        nothing_left.summary())
+
+
 async def test_resume_restart_and_an_all_reference_run_without_a_judge(tmp_path: Path) -> None:
     up = Upstream()
     prompts = write_prompts(tmp_path / "prompts.jsonl", rows(3, reference="Question"))

@@ -188,13 +188,15 @@ class _Repair:
 
 @dataclass
 class Resume:
-    """What an earlier run left: ``done``, the ids already in the output; ``scored``, the
-    answers the journal holds for the other prompts; ``notes`` for the person running it."""
+    """What an earlier run left: ``done``, the ids already in the output (``score_sums``:
+    each model's scores summed over their records); ``scored``, the answers the journal holds
+    for the other prompts; ``notes`` for the person running it."""
 
     out: Path
     key: RunKey
     done: set[str] = field(default_factory=set)
     scored: dict[tuple[str, str], Scored] = field(default_factory=dict)
+    score_sums: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     journal_has_header: bool = False
     _repairs: list[_Repair] = field(default_factory=list)
@@ -326,6 +328,9 @@ def _read_output(out: Path, lines: list[str], by_id: Mapping[str, LabelPrompt], 
                 f"asked for ({', '.join(key.models)}); {hint(ours)} (add-model takes one "
                 "model's labels from a file of their own)", source=out)
         resume.done.add(rid)
+        for j, model in enumerate(records.models):
+            resume.score_sums[model] = (resume.score_sums.get(model, 0.0)
+                                        + float(records.scores[i, j]))
 
 
 def _read_journal(journal: Path, lines: list[str], by_id: Mapping[str, LabelPrompt],

@@ -91,6 +91,8 @@ class LabelReport:
     judge_cost_usd: float = 0.0
     failures: list[LabelFailure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Each model's scores summed over every record of the output: those already there and
+    #: those written this run.
     score_sums: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
@@ -107,11 +109,17 @@ class LabelReport:
         return self.remaining == 0
 
     @property
+    def records(self) -> int:
+        """The records the output holds: those already there and those written this run."""
+        return self.already_labelled + self.labelled
+
+    @property
     def mean_scores(self) -> dict[str, float]:
-        """Each model's mean score over the records written this run."""
-        if not self.labelled:
+        """Each model's mean score over every record of the output (an earlier, interrupted
+        run's too), not only those written this run."""
+        if not self.records:
             return {}
-        return {m: round(self.score_sums.get(m, 0.0) / self.labelled, 4) for m in self.models}
+        return {m: round(self.score_sums.get(m, 0.0) / self.records, 4) for m in self.models}
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "prompts": self.prompts, "models": self.models,
@@ -119,7 +127,8 @@ class LabelReport:
                 "labelled": self.labelled, "remaining": self.remaining,
                 "answer_calls": self.answer_calls, "judge_calls": self.judge_calls,
                 "judge_reminders": self.judge_reminders, "by_reference": self.by_reference,
-                "reused_answers": self.reused, "mean_scores": self.mean_scores,
+                "reused_answers": self.reused, "records": self.records,
+                "mean_scores": self.mean_scores,
                 "cost_usd": {"answers": round(self.answers_cost_usd, 10),
                              "judge": round(self.judge_cost_usd, 10),
                              "total": round(self.total_cost_usd, 10)},
@@ -144,8 +153,11 @@ class LabelReport:
             calls += f"; {plural(self.reused, 'answer')} reused from an interrupted run"
         lines.append(calls)
         if self.mean_scores:
-            lines.append("mean score: " + ", ".join(f"{m} {s:.3f}"
-                                                    for m, s in self.mean_scores.items()))
+            scores = ", ".join(f"{m} {s:.3f}" for m, s in self.mean_scores.items())
+            earlier = (f" ({self.already_labelled} from an earlier run)"
+                       if self.already_labelled else "")
+            lines.append(f"mean score over the output's {plural(self.records, 'record')}"
+                         f"{earlier}: {scores}")
         lines.append(f"cost: ${self.answers_cost_usd:.6f} answers + ${self.judge_cost_usd:.6f} "
                      f"judge = ${self.total_cost_usd:.6f}")
         if self.failures:
@@ -377,7 +389,8 @@ class _Run:
         self.notes = notes
         self.report = LabelReport(out=state.out, prompts=len(plan.prompts),
                                   models=list(plan.models),
-                                  judge=plan.judge.model if plan.judge else None)
+                                  judge=plan.judge.model if plan.judge else None,
+                                  score_sums=dict(state.score_sums))
         self.scored: dict[str, dict[str, jr.Scored]] = {}
         self.missing: dict[str, int] = {}
         self.done = 0
