@@ -936,14 +936,65 @@ def test_a_query_parameter_a_route_does_not_take_is_refused_and_so_is_one_given_
 
 
 def test_the_admin_token_where_a_client_key_goes_is_told_apart(gov: ThreadServer) -> None:
-    """An operator sending feedback (or chat) with the admin token is told that these routes
-    take a client key, not that the key is malformed; the token is not repeated."""
-    for path, body in [("/v1/feedback", {"decision_id": "0" * 32, "score": 0.5}),
-                       ("/v1/chat/completions", {"model": "auto", "messages": user("hi")})]:
+    """An operator sending chat or a routing request with the admin token is told that these
+    routes take a client key (and that the token does give feedback), not that the key is
+    malformed; the token is not repeated."""
+    for path, body in [("/v1/chat/completions", {"model": "auto", "messages": user("hi")}),
+                       ("/v1/route", {"prompt": "hi"})]:
         r = httpx.post(f"{gov.base}{path}", json=body, headers=ADMIN, timeout=10)
         assert r.status_code == 401, r.text
         error = r.json()["error"]
         assert error["code"] == "invalid_api_key" and error["param"] == "authorization"
-        assert "admin token" in error["message"] and "client key" in error["message"], error
+        assert "admin token" in error["message"], error
+        assert "chat and routing take a client key" in error["message"], error
+        assert "may give feedback on any tenant's decision" in error["message"], error
         assert "switchpoint keys create" in error["message"]
         assert ADMIN_TOKEN not in r.text
+
+
+def test_the_admin_token_gives_feedback_on_any_tenants_decision_as_that_tenants(
+        gov: ThreadServer) -> None:
+    """With client keys on, the operator holding the admin token gives feedback over HTTP on
+    any tenant's decision: it is kept as the decision's own tenant's, and the answer says
+    which. A client key still reaches only its own tenant's decisions."""
+    acme = client(gov, new_key(gov, models=["auto"])["key"])
+    routed = acme.chat.completions.with_raw_response.create(model="auto",
+                                                             messages=user("admin feedback"))
+    decision = routed.headers["x-switchpoint-decision-id"]
+    tight = new_key(gov, tenant="tight")
+    named = client(gov, tight["key"]).chat.completions.with_raw_response.create(
+        model="cheap", messages=user("admin feedback, named"))
+    request_id = named.headers["x-switchpoint-request-id"]
+    # Another tenant's key: not found, as an unknown id, and nothing is kept.
+    stranger = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": decision, "score": 1},
+                          headers={"authorization": f"Bearer {tight['key']}"}, timeout=10)
+    assert stranger.status_code == 404, stranger.text
+    assert stranger.json()["error"]["code"] == "decision_not_found"
+    db = sqlite3.connect(gov.service.gateway.settings.db_path)
+    try:
+        assert db.execute("SELECT count(*) FROM feedback WHERE decision_id = ?",
+                          (decision,)).fetchone() == (0,)
+    finally:
+        db.close()
+    answers = {}
+    for given, body in ((decision, {"score": 0.3, "comment": "by the operator"}),
+                        (request_id, {"success": True})):
+        r = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": given, **body},
+                       headers=ADMIN, timeout=10)
+        assert r.status_code == 200, r.text
+        answers[given] = r.json()
+    assert answers[decision]["tenant"] == "acme" and answers[decision]["kind"] == "decision"
+    assert answers[decision]["teaches_routing"] is True
+    assert answers[request_id]["tenant"] == "tight" and answers[request_id]["kind"] == "model"
+    db = sqlite3.connect(gov.service.gateway.settings.db_path)
+    try:
+        kept = dict(db.execute("SELECT decision_id, tenant FROM feedback "
+                               "WHERE decision_id IN (?, ?)", (decision, request_id)))
+    finally:
+        db.close()
+    assert kept == {decision: "acme", request_id: "tight"}
+    # The owner's key sees the operator's outcome as its own tenant's: a repeat replaces it.
+    again = httpx.post(f"{gov.base}/v1/feedback", json={"decision_id": decision, "score": 0.9},
+                       headers={"authorization": f"Bearer {acme.api_key}"}, timeout=10)
+    assert again.status_code == 200 and again.json()["replaced"] is True, again.text
+    assert again.json()["previous_quality"] == 0.3

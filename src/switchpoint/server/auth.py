@@ -88,10 +88,10 @@ def client_principal(request: Request) -> Principal | None:
     if settings.admin_token is not None and is_admin(request):
         # The usual mix-up of an operator: say which credential this route takes.
         raise InvalidKeyError("this is the admin token, which guards /v1/router/* and "
-                              "/metrics; chat, routing and feedback take a client key "
-                              "(`Authorization: Bearer sp-...`, made by `switchpoint keys "
-                              "create`): the key of the tenant the request is for",
-                              param="authorization")
+                              "/metrics and may give feedback on any tenant's decision; chat "
+                              "and routing take a client key (`Authorization: Bearer "
+                              "sp-...`, made by `switchpoint keys create`): the key of the "
+                              "tenant the request is for", param="authorization")
     principal = gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
                                               settings)
     request.scope[_CALLER] = f"key {principal.key_id}"

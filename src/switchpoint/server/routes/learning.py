@@ -2,7 +2,10 @@
 
 - ``POST /v1/feedback``: how an answer went, by the decision id it carried. A gateway route:
   with ``auth: keys`` it needs the caller's client key, and a key only reaches its own tenant's
-  decisions (another tenant's id is a 404, the same as an unknown one).
+  decisions (another tenant's id is a 404, the same as an unknown one). The admin token (when
+  the config names ``admin_token_env``) is taken too, for any tenant's decision: the id names
+  its tenant, the feedback is that tenant's, and the answer's ``tenant`` says which (as
+  ``switchpoint feedback`` does offline).
 - ``POST /v1/router/preferences/compare``, ``POST /v1/router/preferences/score`` and
   ``GET /v1/router/status``: per-tenant operations. The caller's tenant is its client key's
   (``auth: keys``), else the deployment's own (``default``); the admin token (when the config
@@ -28,7 +31,7 @@ from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
-from switchpoint.server.auth import ADMIN, CLIENT, client_principal, is_admin
+from switchpoint.server.auth import ADMIN, client_principal, is_admin
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
@@ -165,14 +168,20 @@ def tenant_caller(request: Request, named: str | None, who: Caller
                                   openai=True),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": FeedbackRequest.model_json_schema()}}}},
-             summary="Report how an answer went (teaches routing for the caller's tenant)",
+             summary="Report how an answer went (teaches routing for the decision's tenant)",
              description="decision_id is what the answer carried. For a routed (auto) answer "
                          "the outcome teaches the tenant's learned router and its memory; for "
                          "a request that named its model it is a quality observation of that "
                          "model (kind: model, teaches_routing: false). A repeat replaces the "
-                         "earlier outcome (replaced: true). 404 decision_not_found for an "
-                         "unknown, forgotten or other tenant's id.")
-async def feedback(request: Request, principal: CLIENT) -> JSONResponse:
+                         "earlier outcome (replaced: true). A client key reaches its own "
+                         "tenant's decisions; the admin token any tenant's, the feedback "
+                         "going to the decision's own tenant (tenant says which). 404 "
+                         "decision_not_found for an unknown, forgotten or (for a client key) "
+                         "other tenant's id.")
+async def feedback(request: Request, who: Annotated[Caller, Depends(caller)]) -> JSONResponse:
+    # The admin's feedback is trusted code's: about any tenant's decision, kept as that
+    # tenant's (no principal: the lookup is not scoped to a tenant).
+    principal, _ = who
     body = parse_body(FeedbackRequest, await request.body())
     gateway = get_service(request).gateway
     try:
