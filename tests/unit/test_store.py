@@ -755,26 +755,36 @@ def _decision_ids(path: Path) -> list[str]:
         return [d["id"] for d in store.decisions()]
 
 
-def _scanned(path: Path) -> dict[str, Any]:
-    """The stats' figures as a scan of every logged row gives them."""
+def _scanned(path: Path, tenant: str | None = None) -> dict[str, Any]:
+    """The stats' figures as a scan of every logged row (``tenant``: of that tenant's rows)
+    gives them."""
+    from switchpoint.store.sqlite import of_tenant
+
+    where, args = of_tenant("tenant", tenant)
+    where = "1" + where
     db = sqlite3.connect(path)
     try:
         return {
             "requests": db.execute(
                 "SELECT count(*), coalesce(sum(escalated), 0), coalesce(sum(prompt_tokens), 0),"
-                " coalesce(sum(cost_usd IS NULL AND model IS NOT NULL), 0) FROM requests"
-            ).fetchone(),
-            "by_status": dict(db.execute("SELECT status, count(*) FROM requests GROUP BY 1")),
+                " coalesce(sum(cost_usd IS NULL AND model IS NOT NULL), 0) FROM requests "
+                f"WHERE {where}", args).fetchone(),
+            "by_status": dict(db.execute(
+                f"SELECT status, count(*) FROM requests WHERE {where} GROUP BY 1", args)),
             "by_model": dict(db.execute(
-                "SELECT model, count(*) FROM requests WHERE model IS NOT NULL GROUP BY 1")),
+                f"SELECT model, count(*) FROM requests WHERE model IS NOT NULL AND {where} "
+                "GROUP BY 1", args)),
             "decisions": db.execute(
-                "SELECT count(*), coalesce(sum(cache_hit), 0) FROM decisions").fetchone(),
+                f"SELECT count(*), coalesce(sum(cache_hit), 0) FROM decisions WHERE {where}",
+                args).fetchone(),
             "by_selected": dict(db.execute(
-                "SELECT selected_model, count(*) FROM decisions GROUP BY 1")),
+                f"SELECT selected_model, count(*) FROM decisions WHERE {where} GROUP BY 1",
+                args)),
             "by_cluster": {str(k): v for k, v in db.execute(
                 "SELECT cluster_id, count(*) FROM decisions WHERE weights_id = 'w1' "
-                "GROUP BY 1")},
-            "cost": _usd_of(db.execute("SELECT model, cost_usd FROM requests").fetchall())}
+                f"AND {where} GROUP BY 1", args)},
+            "cost": _usd_of(db.execute(f"SELECT model, cost_usd FROM requests WHERE {where}",
+                                       args).fetchall())}
     finally:
         db.close()
 
@@ -789,8 +799,8 @@ def _usd_of(rows: list[tuple[str | None, float | None]]) -> dict[str | None, flo
     return {m: round(v / 1e9, 8) for m, v in nano.items()}
 
 
-def _reported(store: SQLiteStore) -> dict[str, Any]:
-    r, d = store.request_stats(), store.decision_stats("w1")
+def _reported(store: SQLiteStore, tenant: str | None = None) -> dict[str, Any]:
+    r, d = store.request_stats(tenant=tenant), store.decision_stats("w1", tenant=tenant)
     return {"requests": (r["total"], r["escalations"], r["prompt_tokens"],
                          r["cost_unknown_requests"]),
             "by_status": r["by_status"],
@@ -849,6 +859,60 @@ def test_stats_give_what_a_scan_gives_as_rows_are_logged_pruned_and_upgraded(
     db.close()
     with SQLiteStore(path) as store:
         assert _reported(store) == _scanned(path) and _reported(store)["requests"][0] == 20
+
+
+def test_one_tenants_stats_are_kept_as_rows_are_logged_pruned_and_upgraded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant's stats are totals the log keeps per tenant as rows are logged and pruned
+    (reading them reads neither log), the figures a scan of its rows gives; a file of an
+    earlier schema counts its rows into them once when it opens."""
+    from switchpoint.store.retention import prune
+
+    path = tmp_path / "switchpoint.db"
+    old = time.time() - 7 * 86_400
+    tenants = ("acme", None, "default", "zeta", "acme")
+    with SQLiteStore(path) as store:
+        for n in range(40):
+            ts = old if n % 3 == 0 else time.time()
+            tenant = tenants[n % 5]
+            store.append(replace(request(("ok", "error", "refused")[n % 3],
+                                         model=None if n % 4 == 0 else f"m{n % 3}",
+                                         cost=None if n % 7 == 0 else 0.1 / (n + 3) + n),
+                                 ts=ts, tenant=tenant)).result()
+            store.append(replace(record(f"m{n % 2}", cluster=n % 4, cache_hit=n % 2 == 0,
+                                        weights_id="w1" if n % 6 else "w2"),
+                                 ts=ts, tenant=tenant)).result()
+        statements: list[str] = []
+        reader = SQLiteStore._read
+
+        def traced(self: SQLiteStore) -> sqlite3.Connection:
+            conn = reader(self)
+            conn.set_trace_callback(statements.append)
+            return conn
+
+        monkeypatch.setattr(SQLiteStore, "_read", traced)
+        for tenant in ("acme", "default", "zeta", "nobody"):
+            assert _reported(store, tenant) == _scanned(path, tenant), tenant
+        assert _reported(store, "acme")["requests"][0] == 16
+        monkeypatch.undo()
+        read = [s for s in statements if " FROM requests" in s or " FROM decisions" in s]
+        assert statements and not read, read
+    prune(path, time.time() - 86_400)
+    with SQLiteStore(path) as store:
+        assert _reported(store, "acme")["requests"][0] == 10
+        for tenant in ("acme", "default", "zeta"):
+            assert _reported(store, tenant) == _scanned(path, tenant), tenant
+    # A file of the schema before the totals were kept per tenant counts its rows into them.
+    db = sqlite3.connect(path)
+    db.executescript("DROP TABLE tenant_stat_counts; DROP TRIGGER requests_tenant_counted; "
+                     "DROP TRIGGER requests_tenant_uncounted; "
+                     "DROP TRIGGER decisions_tenant_counted; "
+                     "DROP TRIGGER decisions_tenant_uncounted; PRAGMA user_version = 18;")
+    db.close()
+    with SQLiteStore(path) as store:
+        for tenant in ("acme", "default", "zeta"):
+            assert _reported(store, tenant) == _scanned(path, tenant), tenant
+        assert _reported(store) == _scanned(path)
 
 
 def test_the_stats_of_one_tenant_are_those_of_its_rows(tmp_path: Path) -> None:

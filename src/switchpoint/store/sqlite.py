@@ -37,7 +37,7 @@ from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 18
+SCHEMA_VERSION = 19
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -224,23 +224,37 @@ _STAT_SUMS = ("n", "cost_nano", "cost_unknown", "escalated", "prompt", "completi
               "cache_hits")
 
 
-def _stat_table() -> str:
+# The per-tenant totals (migration 19) count a row under its tenant, ``default`` for a row that
+# names none (as :func:`of_tenant` reads them).
+_TENANT_OF_ROW = f"coalesce(ROW.tenant, '{DEFAULT_TENANT}')"
+
+
+def _stat_table(*, by_tenant: bool = False) -> str:
     """The table of the stats' totals: one row per dimension and group, every sum an
-    integer."""
+    integer; ``by_tenant``: ``tenant_stat_counts``, the same per tenant."""
     sums = "".join(f"    {c} INTEGER NOT NULL,\n" for c in _STAT_SUMS)
+    if by_tenant:
+        return ("CREATE TABLE tenant_stat_counts (\n    tenant TEXT NOT NULL,\n"
+                "    dim TEXT NOT NULL,\n    key TEXT NOT NULL,\n"
+                f"    sub TEXT NOT NULL,\n{sums}    PRIMARY KEY (tenant, dim, key, sub)\n);\n")
     return ("CREATE TABLE stat_counts (\n    dim TEXT NOT NULL,\n    key TEXT NOT NULL,\n"
             f"    sub TEXT NOT NULL,\n{sums}    PRIMARY KEY (dim, key, sub)\n);\n")
 
 
-def _stat_drop() -> str:
+def _stat_drop(*, by_tenant: bool = False) -> str:
     """What :func:`_stat_table` and :func:`_stat_triggers` make, dropped if there."""
-    return "".join(f"DROP TRIGGER IF EXISTS {table}_{name};\n" for table in _STAT_GROUPS
-                   for name in ("counted", "uncounted")) + "DROP TABLE IF EXISTS stat_counts;\n"
+    into, suffix = ("tenant_stat_counts", "tenant_") if by_tenant else ("stat_counts", "")
+    return "".join(f"DROP TRIGGER IF EXISTS {table}_{suffix}{name};\n" for table in _STAT_GROUPS
+                   for name in ("counted", "uncounted")) + f"DROP TABLE IF EXISTS {into};\n"
 
 
-def _stat_triggers() -> str:
-    """The triggers that keep ``stat_counts`` as rows are logged (added) and pruned (taken
-    away), in the transaction that does it."""
+def _stat_triggers(*, by_tenant: bool = False) -> str:
+    """The triggers that keep ``stat_counts`` (``by_tenant``: ``tenant_stat_counts``, in
+    triggers of their own) as rows are logged (added) and pruned (taken away), in the
+    transaction that does it."""
+    into, columns, tenant, suffix = (("tenant_stat_counts", "tenant, dim, key, sub",
+                                      f"{_TENANT_OF_ROW}, ", "tenant_") if by_tenant
+                                     else ("stat_counts", "dim, key, sub", "", ""))
     out = []
     for table, groups in _STAT_GROUPS.items():
         values = _REQUEST_VALUES if table == "requests" else _DECISION_VALUES
@@ -250,38 +264,35 @@ def _stat_triggers() -> str:
             for dim, key, sub, where in groups:
                 cells = ", ".join(f"{sign}{v}" if v != "0" else "0" for v in values)
                 body.append(
-                    f"INSERT INTO stat_counts (dim, key, sub, {', '.join(_STAT_SUMS)}) "
-                    f"SELECT '{dim}', {key}, {sub}, {cells} WHERE {where} "
-                    "ON CONFLICT (dim, key, sub) DO UPDATE SET "
+                    f"INSERT INTO {into} ({columns}, {', '.join(_STAT_SUMS)}) "
+                    f"SELECT {tenant}'{dim}', {key}, {sub}, {cells} WHERE {where} "
+                    f"ON CONFLICT ({columns}) DO UPDATE SET "
                     + ", ".join(f"{c} = {c} + excluded.{c}" for c in _STAT_SUMS) + ";")
-            out.append(f"CREATE TRIGGER {table}_{name} AFTER {event} ON {table} BEGIN\n"
-                       + "\n".join(body).replace("ROW.", f"{row}.") + "\nEND;")
+            out.append(f"CREATE TRIGGER {table}_{suffix}{name} AFTER {event} ON {table} "
+                       "BEGIN\n" + "\n".join(body).replace("ROW.", f"{row}.") + "\nEND;")
     return "\n".join(out)
 
 
-def _stat_backfill(only: str | None = None, condition: str = "") -> str:
-    """What the logs already hold, counted into ``stat_counts`` once (an upgraded file); or,
-    for :meth:`SQLiteStore.decision_stats` and :meth:`SQLiteStore.request_stats` of one
-    tenant, what the rows of the table ``only`` that meet ``condition`` (`` AND ...``, see
-    :func:`of_tenant`) hold, counted the same way.
+def _stat_backfill(*, by_tenant: bool = False) -> str:
+    """What the logs already hold, counted into ``stat_counts`` (``by_tenant``: into
+    ``tenant_stat_counts``, by tenant) once, for an upgraded file.
 
     Summed as ``total()`` (a float, exact while a sum stays under 2**53, i.e. $9 million in
     nano-dollars, and within a nano-dollar or two past it), not ``sum()``, which fails the
     whole upgrade with "integer overflow" on a file holding absurd costs (an older version took
     a price of 1e300); such a sum is held at the largest integer instead (as the triggers hold
     one row's cost)."""
+    into, tenant = ("tenant_stat_counts", _TENANT_OF_ROW) if by_tenant else ("stat_counts", "")
     out = []
     for table, groups in _STAT_GROUPS.items():
-        if only is not None and table != only:
-            continue
         values = _REQUEST_VALUES if table == "requests" else _DECISION_VALUES
         cells = ", ".join("count(*)" if v == "1" else "0" if v == "0"
                           else f"CAST(total({v}) AS INTEGER)" for v in values)
         for dim, key, sub, where in groups:
-            grouped = [e for e in (key, sub) if e != "''"]
+            grouped = [e for e in (tenant, key, sub) if e not in ("''", "")]
             by = f" GROUP BY {', '.join(grouped)}" if grouped else ""
-            out.append(f"INSERT INTO stat_counts SELECT '{dim}', {key}, {sub}, {cells} "
-                       f"FROM {table} WHERE {where}{condition}{by};")
+            out.append(f"INSERT INTO {into} SELECT {tenant + ', ' if tenant else ''}'{dim}', "
+                       f"{key}, {sub}, {cells} FROM {table} WHERE {where}{by};")
     return "\n".join(out).replace("ROW.", "") + "\n"
 
 
@@ -300,18 +311,17 @@ def of_tenant(column: str, tenant: str | None) -> tuple[str, list[Any]]:
     return f" AND {column} = ?", [tenant]
 
 
-def _count_tenant(conn: sqlite3.Connection, table: str, tenant: str | None) -> None:
+def _count_tenant(conn: sqlite3.Connection, tenant: str | None) -> None:
     """For ``tenant`` (None: every tenant, nothing to do), shadow the totals ``stat_counts``
-    on the read connection ``conn`` by a temporary table of the same name holding the totals
-    of ``tenant``'s rows of ``table`` alone, counted as the totals are: the readers of the
-    totals then give that tenant's figures. It costs a read of the tenant's rows (of every
-    decision: they have no index by tenant), not the totals' read of a few groups."""
+    on the read connection ``conn`` by a temporary table of the same name holding that
+    tenant's totals (kept in ``tenant_stat_counts`` as rows are logged and pruned): the readers
+    of the totals then give that tenant's figures, at the same cost (the number of groups, not
+    of rows)."""
     if tenant is None:
         return
-    condition, args = of_tenant("tenant", check_tenant(tenant))
     conn.execute(_stat_table().replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-    for statement in _statements(_stat_backfill(table, condition)):
-        conn.execute(statement, args)
+    conn.execute(f"INSERT INTO temp.stat_counts SELECT dim, key, sub, {', '.join(_STAT_SUMS)} "
+                 "FROM main.tenant_stat_counts WHERE tenant = ?", (check_tenant(tenant),))
 
 
 #: How far back a start looks in the spend ledger for reservations that may still be open, from
@@ -598,6 +608,12 @@ _MIGRATIONS: dict[int, str] = {
       AND r.reservation_id NOT IN (SELECT reservation_id FROM spend WHERE kind != 'reserve')
     ORDER BY r.seq;
     """,
+    # The stats' totals per tenant (see 16), kept the same way, so that one tenant's stats cost
+    # the number of its groups, not a read of its rows (an index by tenant did not help: the
+    # rows are read whole, and one at a time by the index, slower than the scan it replaced).
+    # Made again if there, as 16 makes the totals.
+    19: _stat_drop(by_tenant=True) + _stat_table(by_tenant=True) + _stat_triggers(by_tenant=True)
+    + _stat_backfill(by_tenant=True),
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
@@ -1521,11 +1537,11 @@ class SQLiteStore:
         too).
 
         Read from the totals the log keeps as rows are logged and pruned: the cost is the
-        number of models, policies and clusters, not of decisions (for one tenant, a read of
-        the decisions)."""
+        number of models, policies and clusters, not of decisions (for one tenant too: the log
+        keeps each tenant's totals as well)."""
         conn = self._read()
         try:
-            _count_tenant(conn, "decisions", tenant)
+            _count_tenant(conn, tenant)
             row = conn.execute("SELECT n, cache_hits FROM stat_counts "
                                "WHERE dim = 'decisions'").fetchone()
             total, hits = row if row is not None else (0, 0)
@@ -1607,10 +1623,10 @@ class SQLiteStore:
 
         Read from the totals the log keeps as rows are logged and pruned (the same figures a
         scan would give): the cost is the number of models, statuses and pin states, not of
-        requests (for one tenant, a read of its requests, by their index)."""
+        requests (for one tenant too: the log keeps each tenant's totals as well)."""
         conn = self._read()
         try:
-            _count_tenant(conn, "requests", tenant)
+            _count_tenant(conn, tenant)
             row = conn.execute(
                 "SELECT n, escalated, prompt, completion, cost_nano, streams FROM stat_counts "
                 "WHERE dim = 'requests'").fetchone()
