@@ -5,6 +5,7 @@ says who asked; the admin API makes, lists, rotates and revokes keys; the report
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -18,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from switchpoint.cli import main
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -953,7 +955,7 @@ def test_the_admin_token_where_a_client_key_goes_is_told_apart(gov: ThreadServer
 
 
 def test_the_admin_token_gives_feedback_on_any_tenants_decision_as_that_tenants(
-        gov: ThreadServer) -> None:
+        gov: ThreadServer, capsys: pytest.CaptureFixture[str]) -> None:
     """With client keys on, the operator holding the admin token gives feedback over HTTP on
     any tenant's decision: it is kept as the decision's own tenant's, and the answer says
     which. A client key still reaches only its own tenant's decisions."""
@@ -998,3 +1000,8 @@ def test_the_admin_token_gives_feedback_on_any_tenants_decision_as_that_tenants(
                        headers={"authorization": f"Bearer {acme.api_key}"}, timeout=10)
     assert again.status_code == 200 and again.json()["replaced"] is True, again.text
     assert again.json()["previous_quality"] == 0.3
+    # So does `switchpoint feedback --url` with the admin token as its --api-key.
+    assert main(["feedback", request_id, "--failure", "--url", gov.base, "--api-key",
+                 ADMIN_TOKEN, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["tenant"] == "tight" and shown["replaced"] is True and shown["quality"] == 0

@@ -295,7 +295,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "
                                  "service on it learns at its next reload")
-    p.add_argument("--api-key", help="client key for --url (default: $SWITCHPOINT_API_KEY)")
+    p.add_argument("--api-key", help="client key, or the admin token, for --url (default: "
+                                     "$SWITCHPOINT_API_KEY)")
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
     p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
