@@ -62,8 +62,9 @@ def is_admin(request: Request) -> bool:
     return False
 
 
-def require_admin(request: Request) -> None:
-    """FastAPI dependency for the admin routes (and ``/metrics``)."""
+async def require_admin(request: Request) -> None:
+    """FastAPI dependency for the admin routes (and ``/metrics``). A coroutine, as every
+    dependency here is: FastAPI runs a plain function in its thread pool."""
     if is_admin(request):
         return
     settings = get_service(request).gateway.settings

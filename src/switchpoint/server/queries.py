@@ -64,9 +64,10 @@ async def single_query(request: Request) -> None:
             once(name, [""] * count)
 
 
-def any_query() -> None:
+async def any_query() -> None:
     """The mark of a route that takes query parameters it does not read (see
-    :data:`ANY_QUERY`); it checks nothing."""
+    :data:`ANY_QUERY`); it checks nothing. (A coroutine: FastAPI would run a plain function
+    in its thread pool, a thread hop on every chat request.)"""
 
 
 ANY_QUERY = Depends(any_query)

@@ -132,7 +132,7 @@ class PromoteRequest(BaseModel):
 Caller = tuple[Principal | None, bool]
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     """Who calls a per-tenant operation: ``(None, True)`` for the admin, else the client key's
     principal (None without keys). Raises the 401 of a missing or wrong key, so it runs before
     the body is read: a caller who may not use the route learns nothing of what it checks."""
