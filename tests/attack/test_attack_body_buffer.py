@@ -192,3 +192,42 @@ def test_one_key_cannot_take_the_whole_buffer(keyed: Attacked) -> None:
         r = route_from(keyed, "127.0.0.2", key=theirs)  # the same address, another key
         assert r.status_code == 200, r.text[:300]
     assert metric(keyed, FULL) == full
+
+
+def test_a_client_invited_to_send_its_body_reads_the_refusal_whole(attacked: Attacked) -> None:
+    """A client that waited for ``100 Continue`` was asked for its body: refused for its share
+    once it sends it, it gets to the end of its body and reads the 503 (no reset)."""
+    wait_released(attacked)
+    # (its share is held by a slow body from the same address)
+    with holding(attacked.port, "127.0.0.4", 1), connect(attacked.port, "127.0.0.4") as sock:
+        sock.sendall(head("/v1/route", SIZE, "Expect: 100-continue"))
+        sock.settimeout(3)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b" " * SIZE)
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 503"), answer[:300]
+    assert answer.count(b"HTTP/1.1") == 1 and b"this client's request bodies" in answer
+    wait_released(attacked)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunks"])
+def test_a_body_is_held_to_the_limit_whatever_the_method(keyed: Attacked, framing: str) -> None:
+    """DELETE of a key takes no body, and reads one to refuse it: a body over the limit is a
+    413 read no further than a POST's, and the key is not revoked."""
+    key_id = httpx.post(f"{keyed.base}/v1/router/keys", json={"tenant": "acme"},
+                        headers=keyed.admin, timeout=10).json()["id"]
+    body = b" " * (3 << 20)
+    content = body if framing == "length" else iter([body[:1 << 20]] * 3)
+    r = httpx.request("DELETE", f"{keyed.base}/v1/router/keys/{key_id}", content=content,
+                      headers=keyed.admin, timeout=10)
+    assert r.status_code == 413, r.text[:300]
+    assert r.json()["error"]["code"] == "request_too_large"
+    record = httpx.get(f"{keyed.base}/v1/router/keys/{key_id}", headers=keyed.admin,
+                       timeout=10).json()
+    assert record["revoked_at"] is None
+    wait_released(keyed)
+    # A body within the limit is read as a POST's is, and refused for what it says.
+    r = httpx.request("DELETE", f"{keyed.base}/v1/router/keys/{key_id}", content=b'{"x": 1}',
+                      headers=keyed.admin, timeout=10)
+    assert r.status_code == 400 and "takes no body" in r.json()["error"]["message"]
+    wait_released(keyed)

@@ -1,8 +1,9 @@
 """The request body limit: a body over ``max_request_bytes`` is a 413 ``request_too_large``.
 
 The body is read here, whole, when the app first asks for it, and handed to it in one piece,
-so the limit holds for chunked bodies as well as declared lengths. The app asks once the route
-has checked who calls (an admin route's token, a client key: see
+so the limit holds for chunked bodies as well as declared lengths, and for a request of any
+method that carries a body (a ``DELETE`` that reads one to refuse it too). The app asks once
+the route has checked who calls (an admin route's token, a client key: see
 :mod:`switchpoint.server.auth`), so a caller the route refuses is answered before its body is
 read, and holds none of the buffer below. An answer given without the body (that 401, a 404)
 goes out at once, with ``Connection: close``; the body is then read to its end (up to
@@ -14,7 +15,8 @@ answer goes out, so the client, which is still sending, receives the 413 instead
 connection; a client that asked first (``Expect: 100-continue``) and declared a length over the
 limit is sending nothing yet, so it is answered the 413 at once, not invited to send the body
 by a ``100 Continue``. A client that asked first and is answered without its body is not
-invited either.
+invited either; one that was invited (the app asked for its body) and is then refused is sending
+it, so its body is read to its end first, as any other's.
 
 The bodies held at once are bounded (:class:`~switchpoint.server.body_buffer.BodyBuffer`:
 ``server.max_body_buffer_bytes`` in all, a quarter of it per client): each request counts the
@@ -36,7 +38,6 @@ from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, is_openai_path
 
 DRAIN_FACTOR = 64
-_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 # Where a body is mostly a prompt (the advice for an oversized one differs).
 _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
                            "/v1/router/preferences/compare"})
@@ -71,7 +72,7 @@ class BodyLimitMiddleware:
         self.client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
         request = _Request(self, scope, receive, send)
@@ -99,8 +100,8 @@ class _Request:
         self._send = send
         self.limit = middleware.limit()
         self.declared = _content_length(scope)
-        # (a request with neither a length nor chunks has no body: nothing to read after)
-        self.read = self.declared == 0 or (self.declared is None and not _chunked(scope))
+        self.read = False  # the app asked for the body
+        self.asked = False  # the client was asked for it (a 100 Continue, if it waits for one)
         self.unread = False  # the app answers without having read the body
         self.started = False
         self.client = ""
@@ -120,6 +121,7 @@ class _Request:
         size = 0
         more = True
         while more:
+            self.asked = True
             message = await self._receive()
             if message["type"] == "http.disconnect":
                 raise _Gone
@@ -151,7 +153,7 @@ class _Request:
             self.unread = False
             self.read = True
             await self._send({**message, "more_body": True})
-            if not _expects_continue(self.scope):
+            if self.sending():
                 await _drain(self._receive, True, self.limit * DRAIN_FACTOR)
             message = {"type": "http.response.body", "body": b"", "more_body": False}
         await self._send(message)
@@ -161,9 +163,14 @@ class _Request:
         self.middleware.bodies.give_back(self.client, self.held)
         self.held = 0
 
+    def sending(self) -> bool:
+        """Whether the client may be sending its body now: it does not wait to be asked (a
+        ``100 Continue``), or it was asked."""
+        return self.asked or not _expects_continue(self.scope)
+
     async def refuse(self, refused: _Refused) -> None:
         self.middleware.bodies.count_refusal(refused.reason)
-        if not (self.declared is not None and _expects_continue(self.scope)):
+        if self.sending():
             await _drain(self._receive, refused.more, self.limit * DRAIN_FACTOR)
         path = self.scope["path"]
         if refused.reason == "too_large":
@@ -183,7 +190,11 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _chunked(scope: Scope) -> bool:
+def _has_body(scope: Scope) -> bool:
+    """Whether the request carries a body (a length over 0, or chunks), whatever its method."""
+    declared = _content_length(scope)
+    if declared is not None:
+        return declared > 0
     return any(name == b"transfer-encoding" for name, _ in scope["headers"])
 
 
