@@ -247,3 +247,36 @@ def test_a_tenant_memory_lets_tenants_go_with_the_router_and_takes_them_up_again
         assert bounded.memory.size(tenant) == 12
         assert bounded.memory.held_tenants() <= 2
     assert "memory" in sources  # the memories rebuilt answer, not only fall back
+
+
+def test_a_tenant_let_go_while_its_request_is_decided_is_answered_by_its_memory(  # type: ignore[no-untyped-def]
+        fake_embedder) -> None:
+    """Past max_tenants, another tenant's request decided between the router's decision and
+    the memory's (another thread's) lets the first tenant go: its memory is still read as it
+    was, not found empty."""
+    from switchpoint.learning import LearningSettings
+
+    settings = TenantSettings(k=15, min_neighbours=5, min_records=10, min_similarity=0.5,
+                              confidence_floor=0.9)
+    bounded = TenantRouter(Router(two_kinds_package(fake_embedder), embedder=fake_embedder,
+                                  cost_weight=0.1, feedback_log=InMemoryFeedbackLog(),
+                                  learning=LearningSettings(max_tenants=1)),
+                           TenantKnnMemory(settings))
+    for i in range(12):
+        d = bounded.route(math_prompt(i), tenant="acme")
+        bounded.report_outcome(d.decision_id, 1.0, model="runner" if i % 2 else "strong")
+    d = bounded.route(math_prompt(50), tenant="other")
+    bounded.report_outcome(d.decision_id, 1.0)
+    alone = bounded.route(math_prompt(999), tenant="acme", cost_weight=1.0)
+    assert alone.source == "memory", alone.reason
+    route = bounded.router.route
+
+    def meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        decision = route(*args, **kwargs)
+        route(math_prompt(51), tenant="other")  # (lets acme go)
+        return decision
+
+    bounded.router.route = meanwhile  # type: ignore[method-assign]
+    raced = bounded.route(math_prompt(999), tenant="acme", cost_weight=1.0)
+    assert (raced.source, raced.model) == (alone.source, alone.model), raced.reason
+    assert raced.memory.scores == pytest.approx(alone.memory.scores)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numbers
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from switchpoint._numbers import real_number
@@ -254,6 +255,16 @@ class Learner:
             self._last_event[tenant] = last
         self._shrink()
         return overlay
+
+    @contextmanager
+    def holding(self, tenant: str | None) -> Iterator[None]:
+        """``tenant``'s evidence held in memory (rebuilt from the log if it was let go) until
+        the block ends, so what a subscriber keeps of the tenant (its tenant memory's records)
+        is there to read meanwhile: no other tenant's request lets it go (other tenants'
+        routing and outcomes wait for the block)."""
+        with self._lock:
+            self._held(check_tenant(tenant))
+            yield
 
     def _rebuilt(self, tenant: str, revision: int, last: str | None) -> Overlay:
         """The overlay of an evicted tenant, from the first ``revision`` of its events in the

@@ -80,9 +80,13 @@ class TenantRouter:
         candidates = self.router.check_candidates(available_models)
         scale = self.router.cost_scale(available_models) or 1.0
         costs = {m: decision.expected_costs[m] / scale for m in candidates}
-        choice = self.memory.suggest(tenant, vector[0], candidates, costs,
-                                     decision.selected_model, cost_weight=decision.cost_weight,
-                                     tools=tools)
+        # The tenant's records are read while it is held: another tenant's request, decided
+        # meanwhile, could otherwise let it go (past the router's max_tenants) between the
+        # router's decision and this one, and the memory would be found empty.
+        with self.router.learner.holding(tenant):
+            choice = self.memory.suggest(tenant, vector[0], candidates, costs,
+                                         decision.selected_model,
+                                         cost_weight=decision.cost_weight, tools=tools)
         if choice.model is None:
             return TenantDecision(decision.selected_model, "router", choice.fallback,
                                   f"global learned router ({choice.fallback}): {choice.reason}",
