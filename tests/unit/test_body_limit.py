@@ -123,3 +123,43 @@ def test_one_client_holds_at_most_its_share_of_the_buffer() -> None:
                          ("e", 2)):
         bodies.give_back(client, size)
     assert bodies.held == 0 and not bodies._by_client
+
+
+async def test_a_body_in_many_small_pieces_takes_the_memory_of_its_bytes() -> None:
+    """A body trickled a byte per packet arrives as that many messages: what is held while it
+    is read, and handed to the app, is its bytes (as the buffer counts them), not an object per
+    piece (tens of bytes each: such a body held tens of times its size)."""
+    import tracemalloc
+
+    pieces = 100_000
+    sizes: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        sizes.append(len(message["body"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        sent += 1
+        return {"type": "http.request", "body": bytes([32 + sent % 64]),
+                "more_body": sent < pieces}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        return None
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/route",
+             "headers": [(b"transfer-encoding", b"chunked")]}
+    middleware = BodyLimitMiddleware(app, limit=lambda: 1 << 20, bodies=BodyBuffer(1 << 30),
+                                     client=lambda scope: "one")
+    tracemalloc.start()
+    try:
+        await middleware(scope, receive, send)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sizes == [pieces]
+    assert peak < 4 * pieces, peak
