@@ -261,7 +261,11 @@ class Learner:
         """``tenant``'s evidence held in memory (rebuilt from the log if it was let go) until
         the block ends, so what a subscriber keeps of the tenant (its tenant memory's records)
         is there to read meanwhile: no other tenant's request lets it go (other tenants'
-        routing and outcomes wait for the block)."""
+        routing and outcomes wait for the block). Without a log or a bound nothing is let go,
+        and nothing waits."""
+        if self.log is None or self.settings.max_tenants is None:
+            yield
+            return
         with self._lock:
             self._held(check_tenant(tenant))
             yield
