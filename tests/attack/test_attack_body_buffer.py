@@ -231,3 +231,22 @@ def test_a_body_is_held_to_the_limit_whatever_the_method(keyed: Attacked, framin
                       headers=keyed.admin, timeout=10)
     assert r.status_code == 400 and "takes no body" in r.json()["error"]["message"]
     wait_released(keyed)
+
+
+@pytest.mark.parametrize("path", ["/v1/route", "/v1/router/health/reset"])
+def test_a_client_gone_before_its_empty_body_is_read_fails_nothing(attacked: Attacked,
+                                                                   path: str) -> None:
+    """A request with an empty body (Content-Length: 0) whose client closes at once is dropped
+    as one with a body is, not an unexpected error (a traceback in the log)."""
+    logged = attacked.log_path.stat().st_size
+    for _ in range(5):
+        with connect(attacked.port) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         f"{attacked.admin['Authorization'][7:]}\r\nContent-Length: 0\r\n\r\n"
+                         .encode())
+    time.sleep(0.5)
+    assert httpx.get(f"{attacked.base}/health", timeout=10).status_code == 200
+    with attacked.log_path.open("rb") as fh:
+        fh.seek(logged)
+        new_log = fh.read().decode("utf-8", errors="replace")
+    assert "ClientDisconnect" not in new_log and "unexpected error" not in new_log, new_log

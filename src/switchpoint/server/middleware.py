@@ -72,8 +72,14 @@ class BodyLimitMiddleware:
         self.client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not _has_body(scope):
+            try:
+                await self.app(scope, _empty_body(receive), send)
+            except _Gone:
+                return
             return
         request = _Request(self, scope, receive, send)
         try:
@@ -190,6 +196,24 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def _empty_body(receive: Receive) -> Receive:
+    """``receive`` for a request without a body: the app's first call (its read of the empty
+    body) finds a client that has left as a body's read does (:class:`_Gone`: the request is
+    dropped, not a route's error); the calls after it (a route watching for the client to
+    leave) pass through."""
+    first = True
+
+    async def received() -> Message:
+        nonlocal first
+        message = await receive()
+        if first and message["type"] == "http.disconnect":
+            raise _Gone
+        first = False
+        return message
+
+    return received
 
 
 def _has_body(scope: Scope) -> bool:
