@@ -704,3 +704,28 @@ def test_a_pin_evicted_for_length_in_the_soft_window_routes_among_larger_models(
     # Answered: the session is the answering model's now, and no longer outgrown.
     pin = stored_pin(soft, entry)
     assert pin.model == headers["x-switchpoint-model"] and not pin.failed
+
+
+def test_a_re_home_target_that_refuses_the_conversation_as_too_long_is_moved_on_from(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """The re-home's target refused the conversation as too long too, and no model answered:
+    the next turn moves it to a model larger than the target, not to the target again (which
+    would refuse it again, turn after turn, for the rest of the hard window)."""
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="cheap")
+    gw_fake.script("cheap", "context_length")
+    fail_everywhere(gw_fake)
+    ask_failing(gw, "A long one.", sid)
+    fail_everywhere(gw_fake, "context_length")  # every model refuses it as too long now
+    _, headers, entry = ask_failing(gw, "A longer one.", sid)
+    target = entry["pin"]["previous_model"] and entry["models_tried"][0]
+    assert headers["x-switchpoint-pin"] == "evicted_context" and WINDOWS[target] > 16000
+    pin = stored_pin(gw, entry)
+    assert pin.model == target and pin.failed and pin.outgrown
+    gw_fake.reset()
+    fail_everywhere(gw_fake, "ok")
+    headers, entry = ask(gw, "And longer still.", sid)
+    moved = headers["x-switchpoint-model"]
+    assert WINDOWS[moved] > WINDOWS[target], (target, moved, headers["x-switchpoint-pin"])
+    assert headers["x-switchpoint-pin"] == "rehomed_context"
+    assert [r["body"]["model"] for r in gw_fake.requests()] == [UPSTREAM[moved]]

@@ -614,9 +614,11 @@ class Gateway:
                 policy=self.retry, timeouts=self.timeouts, health=self.health,
                 attempts=attempts)
         except FailoverError as exc:
+            rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(exc.attempts)
             self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
-                                         outgrown=outgrown_models(exc.attempts))
+                                         outgrown=outgrown_models(exc.attempts),
+                                         rehomed_to=rehomed_to)
             entry = accounting.failed(plan, exc, live, self._settle(plan, None, None, None))
             exc.info = entry.info
             await self._write(entry, wait=True)
@@ -632,9 +634,11 @@ class Gateway:
                 card = next((c for c in plan.cards if c.name == name), None)
                 settlement = self._settle(plan, card, None, None)
             # A pinned model that had failed before the caller left did not hold the pin.
+            rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(attempts)
             self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts),
-                                         outgrown=outgrown_models(attempts))
+                                         outgrown=outgrown_models(attempts),
+                                         rehomed_to=rehomed_to)
             await self._write(accounting.abandoned(plan, live, attempts, settlement),
                               wait=False)
             raise

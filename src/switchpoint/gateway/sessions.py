@@ -27,7 +27,8 @@ Escapes override the pin, and the decision says which one fired:
   window (the catalog's ``context_window`` no longer holds its estimate, or the pinned model
   refused it as too long last time, when no model answered it): it moves to the closest
   larger-context model that fits (same tier first, then the smallest sufficient window, then
-  the lowest price) and is hard-pinned there, as the model that answers is;
+  the lowest price) and is hard-pinned there, as the model that answers is (a target that
+  refused it as too long too, when no model answered, is moved on from the same way);
 - ``evicted_context`` — the same, but no model fits, or it happened in the soft window (where
   the router chooses anyway, among the models the context filter lets through: for a
   conversation the pinned model refused as too long, only larger ones,
@@ -628,16 +629,24 @@ class SessionPinner:
 
     def evict_on_failure(self, session: str | None, now: float | None = None, *,
                          failed: Collection[str] | None = None,
-                         outgrown: Collection[str] = ()) -> None:
+                         outgrown: Collection[str] = (),
+                         rehomed_to: str | None = None) -> None:
         """The pinned model failed: drop the pin (the next decision says
         ``evicted_post_failure``, or ``evicted_context`` when the pinned model is among
         ``outgrown``, those that refused the conversation as too long for them) until some
         model answers the session again. ``failed``, when given, names the models that failed:
         a pin to none of them is kept as it is (a request that went elsewhere and failed there
-        says nothing of the pinned model)."""
+        says nothing of the pinned model). ``rehomed_to``: the model the request was re-homed
+        to; when it refused the conversation as too long too, the session's pin moves to it,
+        outgrown, so the next re-home goes past it (to a larger model still), not back to it.
+        """
         if not session:
             return
         pin = self.store.get(session)
+        if pin is not None and rehomed_to is not None and rehomed_to in outgrown:
+            self.store.put(session, Pin(rehomed_to, pin.last_used if now is None else now,
+                                        failed=True, outgrown=True))
+            return
         if pin is not None and (failed is None or pin.model in failed):
             self.store.put(session, Pin(pin.model, pin.last_used if now is None else now,
                                         failed=True, outgrown=pin.model in outgrown))
