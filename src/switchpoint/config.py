@@ -287,11 +287,11 @@ class ServerSettings(BaseModel):
     most ``max_header_bytes`` (else 431); its body must arrive within ``body_timeout_s`` of the
     head (else 408). An idle keep-alive connection is closed after ``keep_alive_timeout_s``; a
     client that reads none of its answer for ``write_timeout_s`` is disconnected. The request
-    bodies held in memory at once (each read whole before it is handled) total at most
-    ``max_body_buffer_bytes`` (or one ``max_request_bytes``, if that is more), and one client's
-    (its credential, else its address) at most a quarter of it (or one ``max_request_bytes``):
-    past either, a request gets a 503 ``server_busy`` with ``Retry-After``. ``backlog`` is the
-    listen queue.
+    bodies held in memory at once (each read whole, once its route has checked who calls)
+    total at most ``max_body_buffer_bytes`` (or one ``max_request_bytes``, if that is more),
+    and one client's (its credential, else its address) at most a quarter of it (or one
+    ``max_request_bytes``): past either, a request gets a 503 ``server_busy`` with
+    ``Retry-After``. ``backlog`` is the listen queue.
     Every key needs a restart.
     """
 
