@@ -514,7 +514,7 @@ def test_a_key_file_deleted_under_the_running_store_is_made_again_not_written_pa
         first = store.create(spec()).key
         for name in ("keys.db", "keys.db-wal", "keys.db-shm"):
             (tmp_path / name).unlink(missing_ok=True)
-        with pytest.raises(InvalidKeyError, match="unknown key"):
+        with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
             store.verify(first)  # the file is gone, and its keys with it
         assert "was deleted or replaced while open" in caplog.text
         made = store.create(spec()).key
