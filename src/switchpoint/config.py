@@ -292,6 +292,14 @@ class ServerSettings(BaseModel):
     and one client's (its credential, else its address) at most a quarter of it (or one
     ``max_request_bytes``): past either, a request gets a 503 ``server_busy`` with
     ``Retry-After``. ``backlog`` is the listen queue.
+
+    Told to stop (``SIGTERM``, ``SIGINT``), the service takes no new connection and lets the
+    requests in flight finish for at most ``shutdown_timeout_s``; then (or at once, on a
+    second signal) it ends those still running itself: each is logged, as ended by the stop,
+    and its budget hold settled, before the process exits. The default of 5 s leaves what
+    follows (ending them, the log's last commit, the learning checkpoint) room within the
+    tightest common grace period, Docker's 10 s before it kills (Kubernetes gives 30 s,
+    systemd 90 s): raise it to what the orchestrator allows, minus a few seconds.
     Every key needs a restart.
     """
 
@@ -305,6 +313,7 @@ class ServerSettings(BaseModel):
     max_header_bytes: int = Field(16_384, ge=1024, le=1 << 20)
     max_body_buffer_bytes: int = Field(64 << 20, ge=1 << 20, le=MAX_BYTES)
     backlog: int = Field(128, ge=1, le=65_535)
+    shutdown_timeout_s: float = Field(5.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
 
 
 class GatewaySettings(BaseModel):

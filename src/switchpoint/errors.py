@@ -371,6 +371,17 @@ class StorageUnavailableError(GatewayError):
         super().__init__(message, retry_after=5.0 if retry_after is None else retry_after)
 
 
+class ServiceStoppingError(GatewayError):
+    """The service stopped before the answer was ready: the request was ended by the service
+    (logged, its budget hold settled); sent again, it reaches the service that takes over."""
+
+    status = 503
+    code = "service_stopped"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=1.0)
+
+
 class FailoverError(GatewayError):
     """No candidate answered. ``attempts`` lists every try and every model passed over, with
     why; ``last_error`` is the error that ended the search (``None`` when no model was called,
@@ -578,6 +589,16 @@ class StreamBroken(ProviderError):
     @property
     def escalate(self) -> bool:
         return not self.after_first_byte
+
+
+class ServiceStopped(StreamBroken):
+    """The service stopped while the stream was under way: it was ended by the service (not
+    by the upstream, whose health is not charged, nor by the client)."""
+
+    kind = "service_stopped"
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message, model=model, after_first_byte=True)
 
 
 class ContextLengthExceeded(ProviderError):

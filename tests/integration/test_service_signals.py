@@ -4,9 +4,13 @@ subprocess, as a user runs it."""
 from __future__ import annotations
 
 import signal
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -65,6 +69,165 @@ def test_sighup_reloads_the_config_and_a_broken_one_leaves_the_running_one_servi
         assert "added" in models()  # the running config still serves
         code, err = server.terminate()
         assert code in (0, -signal.SIGTERM), err  # uvicorn shuts down, then re-raises it
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
+# A gateway slow enough for a stream to be in flight when the service is told to stop: a chunk
+# every half second of a long answer, well within the read timeout.
+SLOW_GATEWAY = """gateway:
+  connect_timeout_s: 2
+  read_timeout_s: 30
+  first_token_timeout_s: 30
+  max_total_s: 120
+"""
+SLOW_PROMPT = "[[fake:ok:chunk_delay=0.5]] " + " ".join(f"word{i}" for i in range(200))
+
+
+def _slow_stream_server(fake: FakeProviderProcess, tmp_path: Path,
+                        drain_s: float) -> tuple[ProcessServer, Path]:
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(fake, str(data), gateway=SLOW_GATEWAY)
+                      + f"server: {{shutdown_timeout_s: {drain_s}}}\n"
+                      + "budgets: {models: {good: 50/day}}\n", encoding="utf-8")
+    server = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
+    server.wait_ready()
+    return server, data
+
+
+def _stream_in_flight(server: ProcessServer) -> tuple[threading.Thread, list[object]]:
+    """A streamed request to ``good`` read in a thread; what it got (lines, or the error)."""
+    got: list[object] = []
+
+    def read() -> None:
+        try:
+            with httpx.stream("POST", f"{server.base}/v1/chat/completions", timeout=60,
+                              json={"model": "good", "stream": True,
+                                    "messages": [{"role": "user",
+                                                  "content": SLOW_PROMPT}]}) as answer:
+                got.append(answer.status_code)
+                for line in answer.iter_lines():
+                    got.append(line)
+        except httpx.HTTPError as exc:
+            got.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    _until(lambda: sum(1 for g in got if isinstance(g, str) and g.startswith("data:")) >= 3,
+           "the stream is under way")
+    return reader, got
+
+
+def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _assert_ended_by_the_stop(data: Path, err: str, got: list[object]) -> None:
+    assert "Traceback" not in err, err
+    assert "Exception in ASGI application" not in err, err
+    requests = _rows(data / "switchpoint.db",
+                     "SELECT id, status, error_kind, error, stream FROM requests")
+    assert len(requests) == 1, requests  # logged once
+    request_id, status, kind, error, stream = requests[0]
+    assert (status, kind, stream) == ("stream_broken", "service_stopped", 1), requests
+    assert "stopped" in error and "shutdown_timeout_s" in error, error
+    spend = _rows(data / "switchpoint.db",
+                  "SELECT kind, amount_usd, model FROM spend WHERE request_id = "
+                  f"'{request_id}' ORDER BY seq")
+    kinds = [row[0] for row in spend]
+    assert kinds[-1] == "settle" and kinds.count("settle") == 1, spend
+    assert spend[-1][1] > 0 and spend[-1][2] == "good", spend
+    # The client was told, in the stream, why it ended: not a clean [DONE].
+    lines = [g for g in got if isinstance(g, str)]
+    assert "data: [DONE]" not in lines, lines
+    assert any("service_stopped" in line for line in lines), lines
+
+
+def test_sigterm_ends_a_stream_in_flight_within_the_shutdown_timeout_logged_and_charged(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """On SIGTERM the requests in flight may finish for ``server.shutdown_timeout_s``; then
+    those still running are ended by the service: the client gets an error event, the
+    request is logged once as broken by the stop, its budget hold is settled, and the process
+    exits 0 well before an orchestrator's kill, with no traceback."""
+    server, data = _slow_stream_server(fake, tmp_path, drain_s=1)
+    assert server.proc is not None
+    try:
+        reader, got = _stream_in_flight(server)
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.wait_exit(timeout=30)
+        took = time.monotonic() - sent
+        reader.join(timeout=10)
+        assert code == 0, err
+        assert 1 <= took < 6, took  # the drain, then the end: not the stream's ~100 s
+        _assert_ended_by_the_stop(data, err, got)
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
+def test_a_second_sigint_ends_the_drain_at_once_losing_nothing(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Ctrl-C twice: the second ends the drain at once, as its timeout would."""
+    server, data = _slow_stream_server(fake, tmp_path, drain_s=60)
+    assert server.proc is not None
+    try:
+        reader, got = _stream_in_flight(server)
+        server.proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert server.proc.poll() is None  # draining
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGINT)
+        code, err = server.wait_exit(timeout=30)
+        took = time.monotonic() - sent
+        reader.join(timeout=10)
+        assert code == 0, err
+        assert took < 5, took
+        _assert_ended_by_the_stop(data, err, got)
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
+def test_sigterm_ends_a_plain_request_waiting_on_its_model_with_a_503_logged_and_charged(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A plain request whose model has not answered when the drain runs out gets a 503
+    ``service_stopped`` (it may be sent again); it is logged once, its hold settled."""
+    server, data = _slow_stream_server(fake, tmp_path, drain_s=1)
+    assert server.proc is not None
+    try:
+        got: list[object] = []
+
+        def ask() -> None:
+            got.append(httpx.post(f"{server.base}/v1/chat/completions", timeout=60,
+                                  json={"model": "good", "messages": [
+                                      {"role": "user", "content": "[[fake:ok:delay=20]] hi"}]}))
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        _until(lambda: len(httpx.get(f"{fake.url}/_requests").json()) >= 1,
+               "the model is called")
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.wait_exit(timeout=30)
+        took = time.monotonic() - sent
+        asker.join(timeout=10)
+        assert code == 0, err
+        assert 1 <= took < 6, took
+        assert "Traceback" not in err, err
+        answer = got[0]
+        assert isinstance(answer, httpx.Response)
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "service_stopped", answer.text
+        requests = _rows(data / "switchpoint.db",
+                         "SELECT id, status, error_kind, http_status FROM requests")
+        assert [r[1:] for r in requests] == [("error", "service_stopped", 503)], requests
+        spend = _rows(data / "switchpoint.db", "SELECT kind, amount_usd FROM spend WHERE "
+                      f"request_id = '{requests[0][0]}' AND kind = 'settle'")
+        assert len(spend) == 1 and spend[0][1] > 0, spend
     finally:
         if server.proc.poll() is None:
             server.kill()

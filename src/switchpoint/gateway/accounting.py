@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import FailoverError, GatewayError, StreamBroken
+from switchpoint.errors import FailoverError, GatewayError, ServiceStoppingError
 from switchpoint.gateway.failover import Attempt, FailoverResult, FailoverStream
 from switchpoint.gateway.live import Live
 from switchpoint.gateway.planning import ChatCall, Plan, call_session
@@ -174,7 +174,7 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
     elif stream.error is not None:
         status, kind, error = "stream_broken", stream.error.kind, str(stream.error)
     elif stream.closed_because is not None:
-        status, kind, error = "stream_broken", StreamBroken.kind, stream.closed_because
+        status, kind, error = "stream_broken", stream.closed_kind, stream.closed_because
     else:
         status, kind, error = "client_closed", None, "the client closed the stream"
     return _entry(plan, live, status=status, http_status=200, attempts=stream.attempts,
@@ -235,3 +235,12 @@ def abandoned(plan: Plan, live: Live, attempts: list[Attempt],
                   models_tried=tried, error_kind="client_closed",
                   error="the client closed the connection before the answer was ready",
                   ledger=ledger)
+
+
+def stopped(plan: Plan, live: Live, attempts: list[Attempt], exc: ServiceStoppingError,
+            ledger: Settlement | None = None) -> Entry:
+    """The service stopped before a plain answer (or a stream's first chunk) was ready: the
+    service ended the upstream call."""
+    tried = list(dict.fromkeys(a.model for a in attempts if not a.skipped))
+    return _entry(plan, live, status="error", http_status=exc.status, attempts=attempts,
+                  models_tried=tried, error_kind=exc.code, error=str(exc), ledger=ledger)

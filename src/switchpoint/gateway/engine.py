@@ -65,6 +65,7 @@ from switchpoint.errors import (
     NoUpstreamError,
     PermissionDeniedError,
     RateLimitExceededError,
+    ServiceStoppingError,
     StorageUnavailableError,
     StoreError,
     SwitchpointError,
@@ -200,6 +201,10 @@ class Gateway:
         self._open_streams: dict[ChatStream, asyncio.AbstractEventLoop] = {}
         # Closings of streams left unread past their deadline (a task needs a reference).
         self._closing: set[asyncio.Task[None]] = set()
+        # The tasks waiting on an upstream's answer (a plain one, or a stream's first chunk),
+        # and those of them :meth:`stop_in_flight` ended, with why.
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._stopped_calls: dict[asyncio.Task[Any], str] = {}
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.learning = GatewayLearning(self.state, self.store)
@@ -608,6 +613,9 @@ class Gateway:
         as it ends). Raises :class:`~switchpoint.errors.FailoverError` (logged) when no model
         answers; its ``info`` says what was tried."""
         attempts: list[Attempt] = []
+        task = asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
         try:
             result = await call_with_failover(
                 plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
@@ -624,9 +632,13 @@ class Gateway:
             await self._write(entry, wait=True)
             raise
         except asyncio.CancelledError:
-            # The caller left (an HTTP client disconnected): nobody waits for the log entry.
-            # The upstream's usage is unknown: the budgets are charged the worst case of the
+            # The caller left (an HTTP client disconnected; or the service, stopping, ended
+            # the call): the upstream's usage is unknown, and a provider bills what it made
+            # until the connection closed, so the budgets are charged the worst case of the
             # model that was being called.
+            stopped = self._stopped_calls.pop(task, None) if task is not None else None
+            if stopped is not None and task is not None and task.uncancel() > 0:
+                stopped = None  # cancelled by its caller too: that one is obeyed
             settlement = None
             if plan.ticket is not None:
                 called = [a.model for a in attempts if not a.skipped]
@@ -639,12 +651,22 @@ class Gateway:
             self.pinner.evict_on_failure(plan.session, failed=failed_models(attempts),
                                          outgrown=outgrown_models(attempts),
                                          rehomed_to=rehomed_to)
+            if stopped is not None:  # the caller still waits: it is told, once it is logged
+                error = ServiceStoppingError(stopped)
+                entry = accounting.stopped(plan, live, attempts, error, settlement)
+                error.info = entry.info
+                await self._write(entry, wait=True)
+                raise error from None
             await self._write(accounting.abandoned(plan, live, attempts, settlement),
                               wait=False)
             raise
         except BaseException:
             self._release(plan)
             raise
+        finally:
+            if task is not None:
+                self._calls.discard(task)
+                self._stopped_calls.pop(task, None)
         plan.answered_by(result.model, attempts)
         if isinstance(result, FailoverStream):
             return self._committed(plan, live, result)
@@ -742,6 +764,39 @@ class Gateway:
         except Exception as exc:  # (what it held is released as far as it can be)
             log.error("a stream left unread past its deadline did not close cleanly: %s", exc)
         self._open_streams.pop(stream, None)
+
+    def stop_in_flight(self, why: str) -> int:
+        """End what is in flight on the running loop now, for a service that stops (its
+        drain ran out): each upstream call still waiting for its answer is cancelled (its
+        caller gets :class:`~switchpoint.errors.ServiceStoppingError`), each open stream is
+        stopped (:meth:`ChatStream.stop`: its reader gets
+        :class:`~switchpoint.errors.ServiceStopped`, one nobody reads is closed). Each is
+        logged once, saying ``why``, its budget hold settled as for a request its client left
+        (the worst case of the model called, unless its usage is known), its upstream
+        connection closed. Returns how many were ended."""
+        loop = asyncio.get_running_loop()
+        ended = 0
+        for task in list(self._calls):
+            if task.get_loop() is loop and not task.done() and task not in self._stopped_calls:
+                self._stopped_calls[task] = why
+                task.cancel()
+                ended += 1
+        for stream, on in list(self._open_streams.items()):
+            if on is not loop:
+                continue
+            idle = stream.idle
+            stream.stop(why)
+            ended += 1
+            if idle:
+                closing = loop.create_task(self._close_unread(stream))
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        return ended
+
+    async def settled(self) -> None:
+        """Wait for the closings :meth:`stop_in_flight` (or a deadline) started."""
+        while self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
 
     def _forget_streams_of_closed_loops(self) -> None:
         """Drop the open streams whose event loop has closed (an ``asyncio.run`` that returned

@@ -242,9 +242,11 @@ class FailoverStream:
         self.finish_reason: str | None = None
         self.error: StreamBroken | None = None
         self.completed = False
-        # Why the gateway closed it unread (its request's deadline ran out): then it is logged
-        # as broken, not as closed by the client.
+        # Why the gateway closed it (its request's deadline ran out, unread; the service
+        # stopped): then it is logged as broken, as ``closed_kind``, not as closed by the
+        # client.
         self.closed_because: str | None = None
+        self.closed_kind: str = StreamBroken.kind
         self._chunks = chunks
         self._buffered = buffered
         self._ended = ended

@@ -10,12 +10,13 @@ the request log entry as the stream ends.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from switchpoint.decision import RoutingDecision
-from switchpoint.errors import StreamBroken
+from switchpoint.errors import ServiceStopped, StreamBroken
 from switchpoint.gateway.failover import FailoverStream
 
 
@@ -139,6 +140,8 @@ class ChatStream:
         self._iterator: AsyncIterator[ChatCompletionChunk] | None = None
         self._logged = False
         self._reading = False
+        self._reader: asyncio.Task[Any] | None = None  # the task reading it, while one does
+        self._interrupted = False
         self._expired: StreamBroken | None = None
 
     @property
@@ -159,10 +162,19 @@ class ChatStream:
         if self._iterator is None:
             self._iterator = self._iterate()
         self._reading = True
+        self._reader = asyncio.current_task()
         try:
             return await anext(self._iterator)
+        except asyncio.CancelledError:
+            # Interrupted by :meth:`stop` (and by nothing else): the read ends as broken.
+            reader = self._reader
+            if self._interrupted and reader is not None and reader.uncancel() == 0:
+                assert self._expired is not None
+                raise self._expired from None
+            raise
         finally:
             self._reading = False
+            self._reader = None
 
     async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
         stream = self._stream
@@ -201,3 +213,18 @@ class ChatStream:
         gateway, not the client, closed it), with ``why``."""
         self._expired = StreamBroken(why, model=self.model, after_first_byte=True)
         self._stream.closed_because = why
+
+    def stop(self, why: str) -> None:
+        """End it now, for a service that stops: a read under way is interrupted, and it and
+        any later read raise :class:`~switchpoint.errors.ServiceStopped` saying ``why``;
+        :meth:`aclose`, which must follow (an idle stream's closer calls it), logs it as a
+        broken stream of kind ``service_stopped``, its budget hold settled as for any stream
+        that ended early. A stream whose end is already in hand is left to finish."""
+        if self._logged or self._stream.completed:
+            return
+        self._expired = ServiceStopped(why, model=self.model)
+        self._stream.closed_because = why
+        self._stream.closed_kind = ServiceStopped.kind
+        if self._reader is not None and not self._interrupted:
+            self._interrupted = True
+            self._reader.cancel()

@@ -51,6 +51,11 @@ log = logging.getLogger("switchpoint")
 # File descriptors kept for everything but client and upstream connections: the SQLite files,
 # the log, the listening socket, the event loop, the embedder.
 RESERVED_FDS = 64
+# Once the drain has run out and the requests still in flight were ended, how long they have to
+# tell their clients so and be logged before their connections are closed regardless.
+END_GRACE_S = 1.0
+STOPPED = ("the service stopped before this request finished (it was still running when "
+           "server.shutdown_timeout_s, {timeout:g}s, ran out{hurry}); send it again")
 
 
 class _Server(uvicorn.Server):
@@ -58,15 +63,78 @@ class _Server(uvicorn.Server):
     (``announce``, its ``{url}`` the one it listens on), and, when the port was chosen at start
     (``chosen``), on stdout too, for whoever started it to learn the port. Once it serves,
     ``SIGHUP`` reloads ``service``'s config (as ``POST /v1/router/reload`` does) instead of
-    ending the process at once, with what it had in flight and unlogged."""
+    ending the process at once, with what it had in flight and unlogged.
+
+    ``SIGTERM`` or ``SIGINT`` stops it: it takes no new connection, lets the requests in flight
+    finish for at most ``shutdown_timeout_s``, then ends those still running through the
+    gateway (:meth:`~switchpoint.gateway.Gateway.stop_in_flight`: each logged, its budget hold
+    settled, its upstream closed); a second signal ends the drain at once, the same way (never
+    dropping what is in flight, as uvicorn's forced exit would). The process then exits 0: it
+    stopped as it was told to."""
 
     def __init__(self, config: uvicorn.Config, announce: str, *, chosen: bool,
-                 service: Service) -> None:
+                 service: Service, shutdown_timeout_s: float) -> None:
         super().__init__(config)
         self.announce = announce
         self.chosen = chosen
         self.service = service
+        self.shutdown_timeout_s = shutdown_timeout_s
         self._reloads: set[asyncio.Task[None]] = set()
+        self._signals: list[int] = []
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # Not uvicorn's: its second SIGINT skips the application's shutdown (the gateway's
+        # close, the log's last commit), and it raises the signal again once stopped.
+        self._signals.append(sig)
+        self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, with the drain bounded (see the class)."""
+        loop = asyncio.get_running_loop()
+        names = ", ".join(signal.Signals(s).name for s in self._signals) or "a stop"
+        log.info("%s: stopping; requests in flight may finish for %gs "
+                 "(server.shutdown_timeout_s; a second signal ends them now)",
+                 names, self.shutdown_timeout_s)
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        state = self.server_state
+        for connection in list(state.connections):
+            connection.shutdown()
+        deadline = loop.time() + self.shutdown_timeout_s
+        while ((state.connections or state.tasks) and len(self._signals) < 2
+               and loop.time() < deadline):
+            await asyncio.sleep(0.05)
+        if state.tasks or state.connections:
+            await self._end_in_flight(hurried=len(self._signals) >= 2)
+        for server in self.servers:
+            await server.wait_closed()
+        await self.lifespan.shutdown()
+
+    async def _end_in_flight(self, *, hurried: bool) -> None:
+        """End the requests still in flight, then close the connections left."""
+        loop = asyncio.get_running_loop()
+        state = self.server_state
+        why = STOPPED.format(timeout=self.shutdown_timeout_s,
+                             hurry=", or a second signal ended it sooner" if hurried else "")
+        ended = self.service.gateway.stop_in_flight(why)
+        if ended:
+            log.warning("stopping: %d request(s) still in flight were ended (each logged as "
+                        "service_stopped, its budget hold settled)", ended)
+        end = loop.time() + END_GRACE_S
+        while state.tasks and loop.time() < end:  # they tell their clients, and log
+            await asyncio.sleep(0.02)
+        await self.service.gateway.settled()
+        for connection in list(state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()  # the client's socket: a request still reading or writing ends
+        end = loop.time() + END_GRACE_S
+        while state.tasks and loop.time() < end:
+            await asyncio.sleep(0.02)
+        for task in list(state.tasks):  # neither a model call nor a stream: nothing to log
+            task.cancel()
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
@@ -315,7 +383,8 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
     for problem in (warning, spill_shortfall(limit, max_connections)):
         if problem is not None:
             log.warning("%s", problem)
-    server = _Server(config, announce, chosen=sock is not None, service=app.state.service)
+    server = _Server(config, announce, chosen=sock is not None, service=app.state.service,
+                     shutdown_timeout_s=limits.shutdown_timeout_s)
     state = app.state.service.state
     states.append(state)
 

@@ -713,7 +713,9 @@ class RequestRecord:
     any model was called: a model the key may not use, a budget, a rate limit),
     ``stream_broken`` (a stream failed after its first byte: the client got an error event; or
     the gateway closed it at its request's deadline, unread or stalled on a client that stopped
-    reading) or ``client_closed`` (the client left mid-answer).
+    reading; or the service stopped mid-answer, ``error_kind`` ``service_stopped``) or
+    ``client_closed`` (the client left mid-answer). A plain request the service stopped
+    before its answer was ready is an ``error`` of kind ``service_stopped``.
     ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error);
     ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
     out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
