@@ -516,6 +516,9 @@ def _port_spec(text: str) -> int | range:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from switchpoint import _hangup
+
+    _hangup.defer()  # first: a SIGHUP while it starts is taken up once it serves, not fatal
     from switchpoint.config import load_settings
 
     port = _port_spec(args.port)

@@ -231,3 +231,29 @@ def test_sigterm_ends_a_plain_request_waiting_on_its_model_with_a_503_logged_and
     finally:
         if server.proc.poll() is None:
             server.kill()
+
+
+def test_a_sighup_while_the_service_starts_is_taken_up_once_it_serves(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A ``SIGHUP`` before the port opens (its default action would end the process) is
+    noted, and the config reloaded once the service serves."""
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(fake, str(data)), encoding="utf-8")
+    server = ProcessServer("--config", config, "--log-level", "debug", data_dir=data,
+                           env=KEYS).start()
+    proc = server.proc
+    assert proc is not None
+    try:
+        _until(lambda: "starting: a SIGHUP" in server.stderr or proc.poll() is not None,
+               "the start begins")
+        proc.send_signal(signal.SIGHUP)
+        server.wait_ready()
+        assert proc.poll() is None, server.stderr
+        assert "SIGHUP came while the service started" in server.stderr, server.stderr
+        _until(lambda: "SIGHUP: config reloaded" in server.stderr, "reloaded once serving")
+        code, err = server.terminate()
+        assert code == 0, err
+    finally:
+        if proc.poll() is None:
+            server.kill()

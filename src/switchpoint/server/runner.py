@@ -31,6 +31,7 @@ from typing import Any
 
 import uvicorn
 
+from switchpoint import _hangup
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
@@ -63,7 +64,8 @@ class _Server(uvicorn.Server):
     (``announce``, its ``{url}`` the one it listens on), and, when the port was chosen at start
     (``chosen``), on stdout too, for whoever started it to learn the port. Once it serves,
     ``SIGHUP`` reloads ``service``'s config (as ``POST /v1/router/reload`` does) instead of
-    ending the process at once, with what it had in flight and unlogged.
+    ending the process at once, with what it had in flight and unlogged; one that came while
+    it started (:mod:`switchpoint._hangup`) is taken up then.
 
     ``SIGTERM`` or ``SIGINT`` stops it: it takes no new connection, lets the requests in flight
     finish for at most ``shutdown_timeout_s``, then ends those still running through the
@@ -142,17 +144,26 @@ class _Server(uvicorn.Server):
             return
         if hasattr(signal, "SIGHUP"):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+            if _hangup.take_pending():
+                log.info("SIGHUP came while the service started: the config is reloaded once "
+                         "the router has loaded")
+                self._hangup(once_loaded=True)
         url = f"http://{_url_host(self.config.host)}:{self.config.port}"
         log.info("%s", self.announce.format(url=url))
         if self.chosen:
             print(f"switchpoint: listening on {url}", flush=True)
 
-    def _hangup(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._reload())
+    def _hangup(self, *, once_loaded: bool = False) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload(once_loaded))
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
-    async def _reload(self) -> None:
+    async def _reload(self, once_loaded: bool = False) -> None:
+        state = self.service.state
+        while once_loaded and not state.ready and state.failure is None and not self.should_exit:
+            await asyncio.sleep(0.1)
+        if once_loaded and not state.ready:
+            return  # it failed to load, or stops: nothing to reload
         try:
             answer = await reload_service(self.service)
         except Exception as exc:  # whatever it was, the service keeps serving
@@ -318,11 +329,13 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int | range = 8080,
 
     ``port`` 0 serves on any free port, a range on a free one of it: the port is bound at once
     and, once open, printed on stdout (``switchpoint: listening on http://HOST:PORT``)."""
+    _hangup.defer()  # until it serves (then SIGHUP reloads)
     check_admin_token(settings)
     problem = exposure_problem(settings, host, allow_unauthenticated=allow_unauthenticated)
     if problem is not None:
         raise ServeError(problem)
     handler = _configure_logging(log_level)
+    log.debug("starting: a SIGHUP from now until the port opens is taken up once it serves")
     # What would refuse the start is found before anything of data_dir is made: a refused
     # start leaves no trace there.
     sock: socket.socket | None = None
