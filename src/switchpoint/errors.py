@@ -215,7 +215,8 @@ class ServeError(SwitchpointError):
 class StoreError(SwitchpointError):
     """The store cannot be opened, read or written (path, permissions, disk full, closed, a
     damaged file). ``reason`` is the database's own words, without the store's path (for a
-    client); ``damaged`` says the file itself is damaged (trying again does not help)."""
+    client); ``damaged`` says trying again does not help (the file itself is damaged, or was
+    deleted or replaced under the running store)."""
 
     def __init__(self, message: str, *, reason: str | None = None,
                  damaged: bool = False) -> None:

@@ -134,3 +134,37 @@ def test_serve_makes_its_state_its_owners_alone(gw_fake: FakeProviderProcess,
         assert "switchpoint.db" in modes and set(modes.values()) == {0o600}, modes
     finally:
         server.terminate()
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
+        gw_fake: FakeProviderProcess, tmp_path: Path, how: str) -> None:
+    """Reads of a log whose file was deleted (or replaced) under the running service say so
+    and that a restart is needed, not that the disk may be full or a lock held."""
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
+    server = start(config, data)
+    try:
+        openai_client(server).chat.completions.create(
+            model="good", messages=[{"role": "user", "content": "hello"}])
+        assert len(log(server)) == 1
+        db = data / "switchpoint.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        if how == "replaced":
+            db.write_bytes(b"")  # an empty file now at the path (a restore gone wrong, say)
+        for path in ("/v1/router/requests", "/v1/router/stats"):
+            answer = httpx.get(f"{server.base}{path}", timeout=15)
+            assert answer.status_code == 503, answer.text
+            message = answer.json()["error"]["message"]
+            assert f"switchpoint.db in data_dir was {how}" in message, message
+            assert "restart" in message, message
+            assert "disk is full" not in message and "lock" not in message, message
+            assert "Retry-After" not in answer.headers  # waiting does not mend it
+            assert str(tmp_path) not in message  # no path of the server's
+        code, err = server.terminate()
+        assert code == 0, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()

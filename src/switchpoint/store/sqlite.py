@@ -1248,15 +1248,21 @@ class SQLiteStore:
         """Raise :class:`FileGoneError` when the file at :attr:`path` is no longer the one
         opened (deleted, or replaced by a restore or a move): the writer's commits would go
         to a file no later start reads, and be lost with it."""
-        if self._file is None:
+        gone = self.gone()
+        if gone is None:
             return
-        now = file_identity(self.path)
-        if now == self._file:
-            return
-        what = "deleted" if now is None else "replaced by another file"
+        what = "deleted" if gone == "deleted" else "replaced by another file"
         raise FileGoneError(
             f"{self.path.name} was {what} while the service ran; what it logs waits in "
             f"{self.spill_path.name} until a restart opens the file now at {self.path}")
+
+    def gone(self) -> str | None:
+        """How the file opened left its path (``deleted``, ``replaced``), or None while it is
+        still there (or none was opened)."""
+        if self._file is None:
+            return None
+        now = file_identity(self.path)
+        return None if now == self._file else "deleted" if now is None else "replaced"
 
     def _wait_for_lock(self, conn: sqlite3.Connection) -> None:
         """Set how long the next write on ``conn`` waits for a lock another connection holds:
@@ -1525,6 +1531,17 @@ class SQLiteStore:
     # Reads -------------------------------------------------------------------------------------
 
     def _read(self) -> sqlite3.Connection:
+        """A read-only connection to the file opened. One deleted or replaced since is not
+        read (the log is not there, or another file is): :class:`StoreError`, marked
+        ``damaged`` since waiting does not mend it, saying so and that a restart is needed."""
+        gone = self.gone()
+        if gone is not None:
+            raise StoreError(
+                f"{self.path}: cannot read it: it was {gone} while the service ran; restore "
+                "the file (or leave it gone to start an empty one), then restart the service",
+                reason=f"{self.path.name} in data_dir was {gone} while the service ran, so "
+                "what it logged cannot be read; the operator must restart the service",
+                damaged=True)
         try:
             return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
                                    check_same_thread=False)
