@@ -4,7 +4,6 @@ restart and a crash."""
 
 from __future__ import annotations
 
-import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
         before = log(server)
         assert [e["status"] for e in before] == ["ok", "error", "ok", "ok"]
         code, err = server.terminate()
-        assert code in (0, -signal.SIGTERM), err  # uvicorn shuts down, then re-raises it
+        assert code == 0, err  # it stopped as it was told to
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()

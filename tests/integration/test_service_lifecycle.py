@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import sqlite3
 import threading
@@ -383,7 +382,7 @@ def test_decisions_survive_a_crash_and_a_restart(tmp_path: Path) -> None:
         assert stats["by_model"] == {m: models.count(m) for m in set(models)}
         assert route(second.base, "one more after the restart").status_code == 200
         code, _ = second.terminate()
-        assert code in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+        assert code == 0  # it stopped as it was told to
     finally:
         if second.proc and second.proc.poll() is None:
             second.kill()
@@ -651,7 +650,7 @@ def test_serve_on_a_range_binds_a_free_port_of_it_and_says_which_on_stdout(
             if server.proc is not None and server.proc.poll() is None:
                 server.kill()
     assert f"switchpoint: serving http://127.0.0.1:{low + 1} (docs at /docs)" in err
-    assert code in (0, -signal.SIGTERM), err
+    assert code == 0, err
 
 
 def test_serve_on_port_0_binds_any_free_port_and_says_which(tmp_path: Path) -> None:

@@ -162,6 +162,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("gateway: {cooldown_s: 1.0e+9, max_cooldown_s: 2.0e+9}\n", "gateway.cooldown_s: must be"),
     ("gateway: {pin_soft_window_s: 1.0e+12}\n", "gateway.pin_soft_window_s: must be <= "),
     ("server: {header_timeout_s: 1.0e+100}\n", "server.header_timeout_s: must be <= 86400"),
+    ("server: {shutdown_timeout_s: 1.0e+100}\n", "server.shutdown_timeout_s: must be <= 86400"),
+    ("server: {shutdown_timeout_s: -1}\n", "server.shutdown_timeout_s: must be >= 0"),
     ("governance: {max_output_tokens: 10000000000}\n", "max_output_tokens: must be <="),
     ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1000000"),
     ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9223372036854775807"),

@@ -55,8 +55,7 @@ RESERVED_FDS = 64
 # Once the drain has run out and the requests still in flight were ended, how long they have to
 # tell their clients so and be logged before their connections are closed regardless.
 END_GRACE_S = 1.0
-STOPPED = ("the service stopped before this request finished (it was still running when "
-           "server.shutdown_timeout_s, {timeout:g}s, ran out{hurry}); send it again")
+STOPPED = "the service stopped before this request finished ({why}); send it again"
 
 
 class _Server(uvicorn.Server):
@@ -118,8 +117,10 @@ class _Server(uvicorn.Server):
         """End the requests still in flight, then close the connections left."""
         loop = asyncio.get_running_loop()
         state = self.server_state
-        why = STOPPED.format(timeout=self.shutdown_timeout_s,
-                             hurry=", or a second signal ended it sooner" if hurried else "")
+        why = STOPPED.format(why=(
+            "a second stop signal cut short the wait of server.shutdown_timeout_s" if hurried
+            else f"it still ran when server.shutdown_timeout_s ({self.shutdown_timeout_s:g}s) "
+                 "ran out"))
         ended = self.service.gateway.stop_in_flight(why)
         if ended:
             log.warning("stopping: %d request(s) still in flight were ended (each logged as "
@@ -147,22 +148,24 @@ class _Server(uvicorn.Server):
             if _hangup.take_pending():
                 log.info("SIGHUP came while the service started: the config is reloaded once "
                          "the router has loaded")
-                self._hangup(once_loaded=True)
+                self._hangup()
         url = f"http://{_url_host(self.config.host)}:{self.config.port}"
         log.info("%s", self.announce.format(url=url))
         if self.chosen:
             print(f"switchpoint: listening on {url}", flush=True)
 
-    def _hangup(self, *, once_loaded: bool = False) -> None:
-        task = asyncio.get_running_loop().create_task(self._reload(once_loaded))
+    def _hangup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reload())
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
 
-    async def _reload(self, once_loaded: bool = False) -> None:
+    async def _reload(self) -> None:
         state = self.service.state
-        while once_loaded and not state.ready and state.failure is None and not self.should_exit:
+        # The router still loading: the reload waits for it (the load may have read the file
+        # before the change the signal announces).
+        while not state.ready and state.failure is None and not self.should_exit:
             await asyncio.sleep(0.1)
-        if once_loaded and not state.ready:
+        if not state.ready:
             return  # it failed to load, or stops: nothing to reload
         try:
             answer = await reload_service(self.service)
