@@ -313,6 +313,12 @@ def test_the_shipped_deployment_configs_load_and_name_the_tenant_their_keys_are_
     named = {name for text in texts
              for name in re.findall(r"keys create --tenant ([\w-]+)", " ".join(text.split()))}
     assert named and named <= set(shipped.tenants) == set(documented.tenants), named
+    # A stop lets a stream as long as a request may be finish, within the grace the docs give
+    # the container and the unit before they kill it.
+    graces = {int(g) for g in re.findall(r"(?:--stop-timeout |TimeoutStopSec=)(\d+)", doc)}
+    for settings in (shipped, documented):
+        drain = settings.server.shutdown_timeout_s
+        assert settings.gateway.max_total_s <= drain < min(graces), (drain, graces)
 
 
 def test_gateway_settings_from_file_and_environment(tmp_path: Path) -> None:
