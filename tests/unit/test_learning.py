@@ -907,3 +907,37 @@ def test_an_outcome_prints_readably_without_the_prompts_vector(package, fake_emb
     shown = repr(result)
     assert d.decision_id in shown and "quality=0.5" in shown and "tenant='acme'" in shown
     assert len(shown) < 1000, shown
+
+
+def test_a_tenant_let_go_whose_events_left_the_log_starts_again_from_the_global_router(  # type: ignore[no-untyped-def]
+        package, fake_embedder, caplog) -> None:
+    """Past ``max_tenants`` a tenant's evidence is let go to be rebuilt from the log; if the log
+    no longer holds its events (pruned, or another log swapped in), the tenant routes on with
+    the global router's estimates (a warning logged once), learns again from its next outcomes,
+    and those are rebuilt when it is let go again."""
+    log = InMemoryFeedbackLog()
+    router = _router(package, fake_embedder, learning=LearningSettings(max_tenants=2),
+                     feedback_log=log)
+    base = _math_error(router, "user-0")
+    _teach_tenants(router, ["user-0", "user-1", "user-2"])  # user-0 let go
+    assert router.learner.held_tenants() == 2
+    log._events = [e for e in log._events if e.tenant != "user-0"]  # its events pruned
+    router.cache.clear()
+    with caplog.at_level("WARNING", logger="switchpoint.learning.learner"):
+        d = router.route(math_prompt(91), tenant="user-0")  # no StoreError
+        assert _math_error(router, "user-0") == pytest.approx(base, abs=1e-12)
+        router.route(math_prompt(92), tenant="user-0")
+    warned = [r for r in caplog.records if "user-0" in r.getMessage()]
+    assert len(warned) == 1 and "feedback log" in warned[0].getMessage()
+    assert router.learner.n_outcomes("user-0") == 0
+    # It learns again, and what it learns now is let go and rebuilt like any tenant's.
+    router.report_outcome(d.decision_id, 0.0)
+    relearned = _math_error(router, "user-0")
+    assert relearned != pytest.approx(base, abs=1e-9)
+    _teach_tenants(router, ["user-3", "user-4"])  # user-0 let go again
+    assert "user-0" in router.learner.tenants() and router.learner.held_tenants() == 2
+    router.cache.clear()
+    assert _math_error(router, "user-0") == pytest.approx(relearned, abs=1e-12)
+    assert router.learner.n_outcomes("user-0") == 1
+    state = router.learner.state()  # a checkpoint holds it too
+    assert "user-0" in state.meta["tenants"]

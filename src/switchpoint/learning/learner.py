@@ -11,6 +11,7 @@ rebuilds the same state from logged events.
 
 from __future__ import annotations
 
+import logging
 import numbers
 import threading
 from collections import OrderedDict
@@ -22,7 +23,6 @@ from switchpoint._numbers import real_number
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
-    StoreError,
     UnknownModelError,
 )
 from switchpoint.learning.checkpoint import CheckpointError, State
@@ -37,6 +37,8 @@ from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.memory import DecisionMemory, PendingDecision
 from switchpoint.learning.overlay import CardEvidence, Overlay, make_overlay
 from switchpoint.policies import Policy
+
+log = logging.getLogger(__name__)
 
 #: Tenants whose posterior policy stays built between their routings (those that routed last);
 #: another tenant's is built again from its outcomes when it next routes (the same policy).
@@ -58,8 +60,10 @@ class LearningSettings:
     (see :class:`~switchpoint.learning.overlay.ClusterOverlay`). ``max_tenants``: the tenants
     whose evidence is held in memory at once (None: no bound). Past it, a router with a
     feedback log lets the least recently used tenant's evidence go and rebuilds it from the
-    log when that tenant routes or reports again; a router without one refuses a further
-    tenant's first outcome, since nothing could rebuild what it let go.
+    log when that tenant routes or reports again (if the log no longer holds those events,
+    pruned or replaced, the tenant starts again from the global router's estimates, with a
+    warning logged); a router without one refuses a further tenant's first outcome, since
+    nothing could rebuild what it let go.
     """
 
     memory_size: int = 10_000
@@ -131,6 +135,9 @@ class Learner:
         # Tenants whose overlay was let go: their revision and last event, to rebuild it from
         # the log (the first ``revision`` of its events there, ending with that event).
         self._evicted: dict[str, tuple[int, str | None]] = {}
+        # Tenants whose evidence could not be rebuilt and started again: (the log's events of
+        # the tenant before that, to skip; the revision it started again at).
+        self._restarted: dict[str, tuple[int, int]] = {}
         self._built: OrderedDict[str, None] = OrderedDict()  # posteriors built, oldest first
         self._subscribers: list[Callable[[FeedbackEvent], object]] = []
         # Subscribers that let a tenant go with its overlay: (take an event, forget a tenant).
@@ -246,9 +253,8 @@ class Learner:
             return overlay
         if tenant not in self._evicted:
             return None
-        revision, last = self._evicted[tenant]
-        overlay = self._rebuilt(tenant, revision, last)
-        del self._evicted[tenant]
+        overlay, revision = self._rebuilt_or_restarted(tenant)
+        last = self._evicted.pop(tenant)[1]
         self._overlays[tenant] = overlay
         self._revisions[tenant] = revision
         if last is not None:
@@ -270,29 +276,53 @@ class Learner:
             self._held(check_tenant(tenant))
             yield
 
-    def _rebuilt(self, tenant: str, revision: int, last: str | None) -> Overlay:
+    def _rebuilt(self, tenant: str, revision: int, last: str | None) -> Overlay | None:
         """The overlay of an evicted tenant, from the first ``revision`` of its events in the
-        log (the ones it had applied: events are logged before they are applied, in order)."""
+        log (the ones it had applied: events are logged before they are applied, in order;
+        after a restart, the ones logged since); None when the log no longer holds them."""
         overlay = self._new_overlay()
+        skip, start = self._restarted.get(tenant, (0, 0))
+        wanted = revision - start
         applied, event_id = 0, None
-        if self.log is not None and revision:
-            for event in self.log.replay(tenant):
+        if self.log is not None and wanted:
+            for seen, event in enumerate(self.log.replay(tenant)):
+                if seen < skip:
+                    continue
                 overlay.apply(event)
                 for callback, _ in self._forgetting:
                     callback(event)
                 applied, event_id = applied + 1, event.event_id
-                if applied == revision:
+                if applied == wanted:
                     break
-        if applied != revision or (last is not None and event_id != last):
+        if applied != wanted or (last is not None and wanted and event_id != last):
             for _, forget in self._forgetting:
                 forget(tenant)
-            raise StoreError(
-                f"tenant {tenant!r}: its learned evidence was let go to bound memory (at most "
-                f"{self.settings.max_tenants} tenants held) and the feedback log no longer "
-                f"holds the {revision} outcome(s) it was built from, so it cannot be rebuilt; "
-                "keep every event in the router's feedback_log, or raise "
-                "LearningSettings.max_tenants")
+            return None
         return overlay
+
+    def _rebuilt_or_restarted(self, tenant: str) -> tuple[Overlay, int]:
+        """An evicted tenant's overlay and revision: rebuilt from the log, or, when the log no
+        longer holds the events it was built from (pruned, or another log in its place),
+        started again empty (the global router's estimates) at a new revision, so that no
+        decision cached from the lost evidence is served; a warning says so, once. What the
+        tenant learns from then on is rebuilt as any tenant's. Call with ``_lock`` held."""
+        revision, last = self._evicted[tenant]
+        overlay = self._rebuilt(tenant, revision, last)
+        if overlay is not None:
+            return overlay, revision
+        logged = sum(1 for _ in self.log.replay(tenant)) if self.log is not None else 0
+        lost = revision - self._restarted.get(tenant, (0, 0))[1]
+        restart = revision + 1
+        self._restarted[tenant] = (logged, restart)
+        self._evicted[tenant] = (restart, None)
+        log.warning(
+            "tenant %r: its learned evidence was let go to bound memory (at most %s tenants "
+            "held) and the feedback log no longer holds the %d outcome(s) it was built from; "
+            "the tenant starts again from the global router's estimates and learns from its "
+            "next outcomes (keep every event in the feedback log, or raise "
+            "LearningSettings.max_tenants, to keep a tenant's evidence)",
+            tenant, self.settings.max_tenants, lost)
+        return self._new_overlay(), restart
 
     def _check_room(self, tenant: str) -> None:
         """Refuse a new tenant's first outcome when the tenants held fill ``max_tenants`` and
@@ -338,16 +368,21 @@ class Learner:
         :mod:`~switchpoint.learning.checkpoint`)."""
         with self._lock:
             tenants = sorted({*self._overlays, *self._evicted})
-            revisions = [self._revisions[t] if t in self._overlays else self._evicted[t][0]
-                         for t in tenants]
-            state = State({"tenants": tenants, "revisions": revisions})
-            for i, tenant in enumerate(tenants):
+            revisions: list[int] = []
+            parts = []
+            for tenant in tenants:
                 overlay = self._overlays.get(tenant)
                 if overlay is None:  # let go: rebuilt for the checkpoint, not held again
-                    overlay = self._rebuilt(tenant, *self._evicted[tenant])
+                    overlay, revision = self._rebuilt_or_restarted(tenant)
                     for _, forget in self._forgetting:
                         forget(tenant)
-                state.put(f"overlay{i}", overlay.state())
+                else:
+                    revision = self._revisions[tenant]
+                revisions.append(revision)
+                parts.append(overlay.state())
+            state = State({"tenants": tenants, "revisions": revisions})
+            for i, part in enumerate(parts):
+                state.put(f"overlay{i}", part)
             return state
 
     def restore(self, state: State) -> None:
@@ -369,6 +404,7 @@ class Learner:
             self._revisions = {str(t): int(r) for t, r in zip(tenants, revisions, strict=True)}
             self._last_event.clear()
             self._evicted.clear()
+            self._restarted.clear()
             self._shrink()
 
     def _new_overlay(self) -> Overlay:
