@@ -573,15 +573,18 @@ class StreamBroken(ProviderError):
 
     ``after_first_byte`` says whether some of the answer already reached the client; then
     nothing can be retried or escalated and the client must be told the stream failed.
+    ``internal``: the gateway's own code failed on the stream, not the model (its health is not
+    charged, and a session pinned to it stays pinned).
     """
 
     kind = "stream_broken"
 
     def __init__(self, message: str, *, after_first_byte: bool = False,
                  model: str | None = None, status: int | None = None,
-                 body: object = None) -> None:
+                 body: object = None, internal: bool = False) -> None:
         super().__init__(message, model=model, status=status, body=body)
         self.after_first_byte = after_first_byte
+        self.internal = internal
 
     @property
     def retryable(self) -> bool:

@@ -605,3 +605,91 @@ def test_a_synchronous_stream_left_unread_is_closed_logged_and_settled_at_its_de
         assert len(store.requests(20, None)[0]) == 1  # closing the gateway logged it no more
     finally:
         gateway.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failure_inside_the_gateway_leaves_the_sessions_pin_as_it_was(
+        stream: bool, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pinned model answers, then the gateway's own code fails on its answer (a bug, not
+    the upstream's doing; the model's health is not charged): the pin is left as it was, not
+    evicted as if the model had failed, through either door, plain or streamed."""
+    from switchpoint.gateway.failover import FailoverStream
+    from switchpoint.gateway.providers.openai import OpenAIProvider
+
+    real_complete, real_prepare = OpenAIProvider.complete, FailoverStream._prepare
+    broken = {"on": False}
+    seen: dict[int, int] = {}  # content chunks each stream has prepared
+
+    async def complete(self: OpenAIProvider, *args: Any, **kwargs: Any) -> Any:
+        answer = await real_complete(self, *args, **kwargs)
+        if broken["on"]:
+            raise RuntimeError("a bug in the gateway")
+        return answer
+
+    def prepare(self: FailoverStream, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        prepared = real_prepare(self, chunk)
+        if broken["on"] and any((c.get("delta") or {}).get("content")
+                                for c in chunk.get("choices") or []):
+            seen[id(self)] = seen.get(id(self), 0) + 1
+            if seen[id(self)] > 1:  # after the answer has started
+                raise RuntimeError("a bug in the gateway")
+        return prepared
+
+    monkeypatch.setattr(OpenAIProvider, "complete", complete)
+    monkeypatch.setattr(FailoverStream, "_prepare", prepare)
+    said: dict[str, tuple[str, str, bool, str]] = {}
+    for door in ("http", "python"):
+        gw_fake.reset()
+        fresh_health(gw)
+        local.reset_health()
+        sid = f"doors-internal-{uuid.uuid4().hex}"
+        if door == "http":
+            client(gw).chat.completions.create(model="cheap", messages=messages(),
+                                               extra_headers={"x-session-id": sid})
+            broken["on"] = True
+            if stream:
+                with client(gw).chat.completions.with_streaming_response.create(
+                        model="auto", messages=messages(), stream=True,
+                        extra_headers={"x-session-id": sid}) as response:
+                    assert response.headers["x-switchpoint-pin"] == "hard"
+                    request_id = response.headers["x-switchpoint-request-id"]
+                    with pytest.raises(openai.APIError):
+                        for _ in response.parse():
+                            pass
+                entry = log_entry(gw, request_id)
+                assert entry["status"] == "stream_broken" and entry["pin_state"] == "hard"
+                assert entry["error_kind"] == "internal_error"
+            else:
+                with pytest.raises(openai.InternalServerError):
+                    client(gw).chat.completions.create(model="auto", messages=messages(),
+                                                       extra_headers={"x-session-id": sid})
+            broken["on"] = False
+            raw = client(gw).chat.completions.with_raw_response.create(
+                model="auto", messages=messages(), extra_headers={"x-session-id": sid})
+            entry = log_entry(gw, raw.headers["x-switchpoint-request-id"])
+            pin = gw.service.gateway.pinner.store.get(entry["session_id"])
+            health = gw.service.gateway.health_snapshot()["models"]["cheap"]
+        else:
+            local.complete(messages(), model="cheap", session_id=sid)
+            broken["on"] = True
+            if stream:
+                answer = local.stream(messages(), session_id=sid)
+                assert answer.switchpoint.pin_state == "hard"
+                with pytest.raises(StreamBroken):
+                    list(answer)
+                assert answer.switchpoint.pin_state == "hard"
+            else:
+                with pytest.raises(RuntimeError):
+                    local.complete(messages(), session_id=sid)
+            broken["on"] = False
+            info = local.complete(messages(), session_id=sid).switchpoint
+            assert local.store is not None
+            entries, _ = local.store.requests(50, None)
+            entry = next(e for e in entries if e["id"] == info.request_id)
+            pin = local.pinner.store.get(entry["session_id"])
+            health = local.health_snapshot()["models"]["cheap"]
+        assert pin is not None
+        said[door] = (entry["pin_state"], entry["model"], pin.failed, pin.model)
+        assert health["failures"] == 0
+    assert said["http"] == said["python"] == ("hard", "cheap", False, "cheap")

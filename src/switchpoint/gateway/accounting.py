@@ -41,6 +41,8 @@ MAX_ATTEMPT_ERROR = 2_048
 MAX_ERROR = 4_096
 # Characters kept of the model an upstream says answered (as long as a name a request may give).
 MAX_UPSTREAM_MODEL = 256
+#: The error kind of a stream the gateway's own code broke (not the model: its pin stays).
+INTERNAL_ERROR = "internal_error"
 
 
 @dataclass
@@ -168,11 +170,14 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
     deadline, which a read under way meets as a broken stream too) or abandoned by the client
     (``client_closed``). Its pin is the plan's as the stream ended: a pinned model that broke
     the stream did not hold the pin, whatever the headers had said
-    (:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`)."""
+    (:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`); one the gateway's
+    own code broke is logged with the error kind ``internal_error`` and leaves the pin as it
+    was."""
     if stream.completed:
         status, kind, error = "ok", None, None
     elif stream.error is not None:
-        status, kind, error = "stream_broken", stream.error.kind, str(stream.error)
+        kind = INTERNAL_ERROR if stream.error.internal else stream.error.kind
+        status, error = "stream_broken", str(stream.error)
     elif stream.closed_because is not None:
         status, kind, error = "stream_broken", stream.closed_kind, stream.closed_because
     else:

@@ -703,7 +703,8 @@ class Gateway:
                 watch.cancel()
             for ended in opened:
                 self._open_streams.pop(ended, None)
-            if s.error is not None:
+            if s.error is not None and not s.error.internal:
+                # (The gateway's own failure is not the model's: the pin stays as it was.)
                 plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
             entry = accounting.streamed(plan, s, live, ttft_ms,

@@ -325,7 +325,7 @@ class FailoverStream:
             log.exception("stream from %s failed inside the gateway", self.model)
             broken = StreamBroken(f"the stream from {self.model} failed inside the gateway "
                                   f"after the answer had started ({type(exc).__name__}: {exc})",
-                                  model=self.model, after_first_byte=True)
+                                  model=self.model, after_first_byte=True, internal=True)
             self.error = broken
             self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
                                          StreamBroken.kind, error=str(broken)))

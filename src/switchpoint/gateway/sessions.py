@@ -51,7 +51,10 @@ has started did not answer either: its headers, sent with the first byte, said w
 did then (``hard``, say), but the request log, which keeps what happened, says
 ``evicted_post_failure`` (its note says what the headers had said), and so do the session's
 stored pin, evicted, and its next request
-(:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`).
+(:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`). A failure of the
+gateway's own code (a bug, not the model's doing: its health is not charged either) leaves the
+pin as it was: a stream it breaks is logged with the error kind ``internal_error`` and the pin
+the headers said; a plain request it fails is answered with an internal error.
 
 A hard or soft pin whose model turns out, when the request is planned, not to be usable for
 it (it cannot serve it: it lacks ``tools``, say; or the caller's key, candidate list or a
