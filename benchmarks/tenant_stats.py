@@ -6,16 +6,20 @@ Then, on that file:
 
 1. ``decision_stats`` / ``request_stats``, unfiltered and for one tenant (read from the totals
    the log keeps, per tenant too), and ``Reports.cost_report`` / ``routing_mix`` for one
-   tenant: median of ``--repeats`` runs;
+   tenant, and the reports' strongest model (read from the hourly sums of expected errors the
+   log keeps, and, the peer, from every decision's JSON, as before them): median of
+   ``--repeats`` runs;
 2. the other ways to read one tenant's figures: a scan of its rows grouped as the totals are
    (how the stats read them before the log kept them per tenant), without and with an index
    on ``decisions (tenant, ts)`` (``requests`` has one on ``(tenant, ts)`` already);
-3. the writes, with the per-tenant totals kept and with their triggers dropped (the schema
-   before): records appended through :class:`SQLiteStore` one request at a time (a decision
-   and its request per commit, as the gateway logs them, ``synchronous=NORMAL`` so that the
-   disk's fsync does not hide the rows' cost), and in batches of 1,000 (the rows' CPU cost
-   alone); each the median of ``--repeats`` rounds taken in turn on two copies of the file;
-4. the file's size, with and without the per-tenant totals, and with the index.
+3. the writes, with the per-tenant totals and the hourly error sums kept, without the error
+   sums, and without either (the schemas before): records appended through
+   :class:`SQLiteStore` one request at a time (a decision and its request per commit, as the
+   gateway logs them, ``synchronous=NORMAL`` so that the disk's fsync does not hide the rows'
+   cost), and in batches of 1,000 (the rows' CPU cost alone); each the median of
+   ``--repeats`` rounds taken in turn on the copies of the file;
+4. the file's size, with and without the per-tenant totals and the error sums, and with the
+   index.
 
 Usage: python benchmarks/tenant_stats.py [--rows 200000] [--tenants 4] [--repeats 5]
 """
@@ -43,6 +47,8 @@ WEEK = 7 * 86_400.0
 MODELS = ["model-a", "model-b", "model-c"]
 INDEX = "CREATE INDEX IF NOT EXISTS decisions_tenant ON decisions (tenant, ts)"
 # What the per-tenant totals add to the schema (dropped: the schema before them).
+DROP_ERROR_SUMS = ("DROP TRIGGER decisions_errors_counted; "
+                   "DROP TRIGGER decisions_errors_uncounted; DROP TABLE decision_errors;")
 DROP_TENANT_TOTALS = ("DROP TRIGGER requests_tenant_counted; "
                       "DROP TRIGGER requests_tenant_uncounted; "
                       "DROP TRIGGER decisions_tenant_counted; "
@@ -167,8 +173,13 @@ def main() -> None:
         tmp = Path(name)
         kept = tmp / "switchpoint.db"
         fill(kept, args.rows, tenants, ids)
+        unsummed = tmp / "unsummed.db"
+        shutil.copy(kept, unsummed)
+        conn = sqlite3.connect(unsummed)
+        conn.executescript(DROP_ERROR_SUMS)
+        conn.close()
         before = tmp / "before.db"
-        shutil.copy(kept, before)
+        shutil.copy(unsummed, before)
         conn = sqlite3.connect(before)
         conn.executescript(DROP_TENANT_TOTALS)
         conn.close()
@@ -178,13 +189,19 @@ def main() -> None:
         conn.execute(INDEX)
         conn.commit()
         conn.close()
-        sizes = {"per-tenant totals": size_mb(kept), "before them": size_mb(before),
-                 "before them + index": size_mb(indexed)}
+        sizes = {"now": size_mb(kept), "without the error sums": size_mb(unsummed),
+                 "without either": size_mb(before),
+                 "without either + index": size_mb(indexed)}
         print(f"{args.rows} decisions and requests over {args.tenants} tenants (+ default)")
 
         store = SQLiteStore(kept)
-        settings = load_settings(overrides={"data_dir": str(tmp)}, environ={})
+        settings = load_settings(overrides={"data_dir": str(tmp), "models": [
+            {"name": m, "input_per_mtok": 1.0 + j, "output_per_mtok": 3.0 + j}
+            for j, m in enumerate(MODELS)]}, environ={})
         reports = Reports(kept, settings, clock=lambda: NOW)
+        scanned = Reports(unsummed, settings, clock=lambda: NOW)
+        assert reports.strongest_model(NOW - WEEK, NOW) == scanned.strongest_model(
+            NOW - WEEK, NOW)
         r = args.repeats
         reads = {
             "decision_stats, all": timed(lambda: store.decision_stats("w"), r),
@@ -201,8 +218,17 @@ def main() -> None:
                 lambda: scan(indexed, "decisions", tenant), r),
             "one tenant's requests, scanned (indexed)": timed(
                 lambda: scan(before, "requests", tenant), r),
+            "strongest model, week (hourly sums)": timed(
+                lambda: reports.strongest_model(NOW - WEEK, NOW), r),
+            "... each decision's JSON read (before)": timed(
+                lambda: scanned.strongest_model(NOW - WEEK, NOW), r),
             "report cost, week, one tenant": timed(
                 lambda: reports.cost_report("week", tenant=tenant), r),
+            "... before (each decision's JSON read)": timed(
+                lambda: scanned.cost_report("week", tenant=tenant), r),
+            "... comparison_model given": timed(
+                lambda: reports.cost_report("week", tenant=tenant,
+                                            comparison_model=MODELS[0]), r),
             "routing_mix, week, one tenant": timed(
                 lambda: reports.routing_mix("week", tenant=tenant), r),
         }
@@ -210,13 +236,13 @@ def main() -> None:
             print(f"  {label:44} {ms:9.1f} ms")
 
         rng = random.Random(1)
+        variants = {"now": kept, "without the error sums": unsummed, "without either": before}
         rounds: dict[str, dict[str, list[float]]] = {
-            v: {"one per commit": [], "1000 per commit": []}
-            for v in ("per-tenant totals", "before them")}
+            v: {"one per commit": [], "1000 per commit": []} for v in variants}
         for _ in range(r):
             single = list(records(ids, args.writes, tenants, rng))
             many = list(records(ids, 10 * args.writes, tenants, rng))
-            for variant, db in (("per-tenant totals", kept), ("before them", before)):
+            for variant, db in variants.items():
                 rounds[variant]["one per commit"].append(appended(db, single))
                 rounds[variant]["1000 per commit"].append(batched(db, many))
         print(f"  {'requests/s (median of rounds)':44} {'one/commit':>10} {'1000/commit':>11} "
@@ -225,8 +251,8 @@ def main() -> None:
             print(f"  {variant:44} {statistics.median(figures['one per commit']):10.0f} "
                   f"{statistics.median(figures['1000 per commit']):11.0f} "
                   f"{sizes[variant]:8.1f}")
-        print(f"  {'before them + index':44} {'':10} {'':11} "
-              f"{sizes['before them + index']:8.1f}")
+        print(f"  {'without either + index':44} {'':10} {'':11} "
+              f"{sizes['without either + index']:8.1f}")
 
 
 if __name__ == "__main__":

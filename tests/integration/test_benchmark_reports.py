@@ -25,5 +25,7 @@ def test_the_reports_benchmark_times_suggest_beside_its_peer() -> None:
                 "the same what-ifs a request at a time (peer)",
                 "report cost, month, with savings"):
         found = re.search(re.escape(row) + r"\s+(\d+\.\d+)\s+(\d+\.\d+)", out)
-        assert found and float(found.group(1)) > 0 and float(found.group(2)) > 0, out
+        assert found and float(found.group(1)) > 0, out
+        # (The cost report reads a row at a time: its peak may round to 0.0 MiB.)
+        assert float(found.group(2)) > 0 or row.startswith("report cost"), out
     assert "both pick the same models for every request: yes" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -536,3 +537,87 @@ def test_reports_read_the_log_a_row_at_a_time(tmp_path: Path) -> None:
     assert peak < 6 << 20, f"{peak / 2**20:.1f} MiB"
     # The SLA report keeps a latency a request (8 bytes); read whole, about 3 MiB here.
     assert sla_peak < 1 << 20, f"{sla_peak / 2**20:.1f} MiB"
+
+
+def _strongest_by_hand(rows: list[tuple[float, dict[str, float]]], since: float, until: float,
+                       catalog: set[str]) -> tuple[str, float, int]:
+    """The strongest model straight from its definition: over the window's decisions that
+    weighed the most models, the catalog model every one weighed with the lowest mean."""
+    kept = [e for ts, e in rows if since <= ts < until]
+    widest = max(len(e) for e in kept)
+    kept = [e for e in kept if len(e) == widest]
+    counts = {m: sum(m in e for e in kept) for e in kept for m in e}
+    seen = max(counts.values())
+    means = {m: sum(e[m] for e in kept if m in e) / seen for m, n in counts.items()
+             if n == seen and m in catalog}
+    best = min(means, key=lambda m: (means[m], m))
+    return best, means[best], seen
+
+
+def test_the_strongest_model_is_read_from_hourly_sums_not_from_every_decision(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decisions over three days, some narrowed, some naming a model gone from the catalog, a
+    few pruned: the strongest model of any window (whole hours and the hours it cuts into) is
+    the one its definition picks, with the same mean and count, read from the hourly sums the
+    log keeps as decisions are logged and pruned, not by parsing each decision's JSON."""
+    import random
+
+    import switchpoint.governance.reports as reports_module
+    from switchpoint.store import retention
+
+    s = settings(tmp_path)
+    now = time.time() - 60.0  # (a prune deletes only what is already past)
+    rng = random.Random(7)
+    rows: list[tuple[float, dict[str, float]]] = []
+    with SQLiteStore(s.db_path) as store:
+        for i in range(2000):
+            ts = now - rng.random() * 3 * DAY
+            pool = (["big", "mid", "small", "gone"] if i % 7 else ["small"])
+            errors = {m: round(rng.random(), 6) for m in pool}
+            rows.append((ts, errors))
+            store.append(DecisionRecord(
+                id=f"x{i}", ts=ts, selected_model=pool[0], cluster_id=0, cost_weight=0.5,
+                candidates=pool, cache_hit=False, routing_ms=1.0, embedding_ms=1.0,
+                policy="cluster", weights_id="w", expected_error=errors[pool[0]],
+                cost_adjusted_score=0.0, expected_errors=errors,
+                expected_costs={m: 0.001 for m in pool})).result()
+    # Prune the oldest decisions (as retention does): the sums give them back.
+    cutoff = sorted(ts for ts, _ in rows)[50]
+    assert retention.prune(s.db_path, cutoff).deleted["decisions"] == 50
+    rows = [(ts, e) for ts, e in rows if ts >= cutoff]
+
+    class NoParsing:
+        @staticmethod
+        def loads(_: str) -> None:
+            raise AssertionError("a decision's JSON was parsed in Python")
+
+    monkeypatch.setattr(reports_module, "json", NoParsing)
+    reports = Reports.from_settings(s, clock=lambda: now)
+    windows = [(now - DAY, now), (now - 2 * DAY - 123.4, now - 7.5), (now - 1800.0, now - 60.0),
+               (now - 5 * DAY, now + HOUR), (now - 3 * HOUR - 1234.5, now - 2 * HOUR - 10.0)]
+    for since, until in windows:
+        best, mean, seen = _strongest_by_hand(rows, since, until, set(PRICES))
+        model, why = reports.strongest_model(since, until)
+        assert (model, why) == (best, f"lowest mean expected error ({mean:.3f}) over {seen} "
+                                      "logged decisions")
+    best, mean, seen = _strongest_by_hand(rows, 0.0, now + DAY, set(PRICES))
+    assert reports.strongest_model() == (
+        best, f"lowest mean expected error ({mean:.3f}) over {seen} logged decisions")
+    assert reports.cost_report("day")["savings"]["comparison_model"] == _strongest_by_hand(
+        rows, now - DAY, now, set(PRICES))[0]
+    # A log from before the hourly sums: read one decision at a time until a switchpoint of
+    # this version opens it, which sums what it holds.
+    monkeypatch.undo()
+    import sqlite3
+    conn = sqlite3.connect(s.db_path)
+    conn.executescript("DROP TRIGGER decisions_errors_counted; "
+                       "DROP TRIGGER decisions_errors_uncounted; DROP TABLE decision_errors; "
+                       "PRAGMA user_version = 19;")
+    conn.close()
+    since, until = windows[1]
+    best, mean, seen = _strongest_by_hand(rows, since, until, set(PRICES))
+    expected = (best, f"lowest mean expected error ({mean:.3f}) over {seen} logged decisions")
+    assert reports.strongest_model(since, until) == expected
+    SQLiteStore(s.db_path).open().close()
+    monkeypatch.setattr(reports_module, "json", NoParsing)
+    assert reports.strongest_model(since, until) == expected

@@ -63,7 +63,7 @@ from switchpoint.governance.ledger import (
 )
 from switchpoint.governance.settings import SLASettings
 from switchpoint.learning.events import DEFAULT_TENANT
-from switchpoint.store.sqlite import of_tenant, store_error
+from switchpoint.store.sqlite import ERROR_MICRO, error_sums, of_tenant, store_error
 
 REPORT_PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -409,31 +409,10 @@ class Reports:
                         until: float | None = None) -> tuple[str | None, str]:
         """(model, why): the lowest mean expected error over the logged decisions, else the
         dearest catalog model that ``auto`` may choose (not an ``auto: false`` one)."""
-        args: list[Any] = []
-        where = "expected_errors IS NOT NULL"
-        if since is not None and until is not None:
-            where += " AND ts >= ? AND ts < ?"
-            args = [since, until]
-        # Compared on the same prompts: the decisions that weighed the most models (a request
-        # narrowed to a few models says nothing of the others).
-        widest = 0
-        sums: dict[str, array[float]] = {}
-        for (raw,) in self._rows(f"SELECT expected_errors FROM decisions WHERE {where}", args):
-            errors = json.loads(raw)
-            if len(errors) < widest:
-                continue
-            if len(errors) > widest:
-                widest, sums = len(errors), {}
-            for model, err in errors.items():
-                sums.setdefault(model, array("d")).append(float(err))
-        if sums and self.catalog is not None:
-            seen = max(len(v) for v in sums.values())
-            full = {m: statistics.fmean(v) for m, v in sums.items()
-                    if len(v) == seen and m in self.catalog}
-            if full:
-                best = min(full, key=lambda m: (full[m], m))
-                return best, (f"lowest mean expected error ({full[best]:.3f}) over "
-                              f"{seen} logged decisions")
+        if self.catalog is not None:
+            best = self._least_expected_error(since, until)
+            if best is not None:
+                return best
         if self.catalog is not None and self.catalog.all_priced:
             out = self.catalog.expected_output_tokens
             # Among the models auto may choose: an ``auto: false`` model (a judge, say) is
@@ -442,6 +421,56 @@ class Reports:
                           key=lambda c: c.price(REFERENCE_INPUT_TOKENS, out))
             return dearest.name, "the dearest model auto may choose (no decisions logged)"
         return None, "no decisions logged and the catalog is not priced"
+
+    def _least_expected_error(self, since: float | None, until: float | None
+                              ) -> tuple[str, str] | None:
+        """The catalog model of lowest mean expected error over the logged decisions of the
+        window, and why; None when none fits. Compared on the same prompts: the decisions that
+        weighed the most models (a request narrowed to a few models says nothing of the
+        others), among the models every one of those weighed. Read from the hourly sums the
+        log keeps (see :func:`~switchpoint.store.sqlite.error_sums`)."""
+        assert self.catalog is not None
+        if self._has_table("decision_errors"):
+            conn = self._read()
+            if conn is None:
+                return None
+            try:
+                sums = error_sums(conn, since, until)
+            except sqlite3.DatabaseError as exc:
+                raise store_error(self.db_path, "read the decision log", exc) from None
+            finally:
+                conn.close()
+        else:  # a log no switchpoint of this version has opened yet: its decisions, one by one
+            sums = self._scanned_error_sums(since, until)
+        if not sums:
+            return None
+        widest = sums[max(sums)]
+        seen = max(n for n, _ in widest.values())
+        full = {m: total / n for m, (n, total) in widest.items()
+                if n == seen and m in self.catalog}
+        if not full:
+            return None
+        best = min(full, key=lambda m: (full[m], m))
+        return best, f"lowest mean expected error ({full[best]:.3f}) over {seen} logged decisions"
+
+    def _scanned_error_sums(self, since: float | None, until: float | None
+                            ) -> dict[int, dict[str, tuple[int, float]]]:
+        """:func:`~switchpoint.store.sqlite.error_sums`, read from every decision's JSON."""
+        args: list[Any] = []
+        where = "expected_errors IS NOT NULL"
+        if since is not None and until is not None:
+            where += " AND ts >= ? AND ts < ?"
+            args = [since, until]
+        sums: dict[int, dict[str, list[float]]] = {}
+        for (raw,) in self._rows(f"SELECT expected_errors FROM decisions WHERE {where}", args):
+            errors = json.loads(raw)
+            by_model = sums.setdefault(len(errors), {})
+            for model, err in errors.items():
+                entry = by_model.setdefault(model, [0, 0.0])
+                entry[0] += 1
+                entry[1] += round(float(err) * ERROR_MICRO)
+        return {width: {m: (int(n), total / ERROR_MICRO) for m, (n, total) in by_model.items()}
+                for width, by_model in sums.items()}
 
     def _comparison(self, comparison: str | None, since: float, until: float
                     ) -> tuple[str | None, str]:

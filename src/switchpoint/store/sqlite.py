@@ -37,7 +37,7 @@ from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 19
+SCHEMA_VERSION = 20
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -298,6 +298,81 @@ def _stat_backfill(*, by_tenant: bool = False) -> str:
 
 # The totals, their triggers, and what the logs already hold counted into them.
 _STAT_COUNTS = _stat_table() + _stat_triggers() + _stat_backfill()
+
+
+# The decisions' expected errors summed by hour (migration 20), so that the reports' strongest
+# model (the lowest mean expected error over the decisions that weighed the most models) reads
+# a few rows per hour of its window, not every decision's JSON. Per hour, the number of models
+# a decision weighed (its ``width``) and model: the decisions and their errors, summed in whole
+# millionths (ERROR_MICRO; the router logs errors to 6 decimals), so that the sums, added to as
+# decisions are logged and taken from as they are pruned, stay exact.
+ERROR_MICRO = 1_000_000
+ERROR_HOUR_S = 3600.0
+_ERROR_HOUR = f"CAST(ROW.ts / {ERROR_HOUR_S} AS INTEGER)"
+_ERROR_ROWS = (f"SELECT {_ERROR_HOUR}, (SELECT count(*) FROM json_each(ROW.expected_errors)), "
+               f"e.key, 1, CAST(round(e.value * {ERROR_MICRO}) AS INTEGER) "
+               "FROM json_each(ROW.expected_errors) AS e")
+
+
+def _error_totals() -> str:
+    """``decision_errors``, its triggers, and what the decisions already hold summed into it."""
+    out = ["DROP TRIGGER IF EXISTS decisions_errors_counted;",
+           "DROP TRIGGER IF EXISTS decisions_errors_uncounted;",
+           "DROP TABLE IF EXISTS decision_errors;",
+           "CREATE TABLE decision_errors (\n    hour INTEGER NOT NULL,\n"
+           "    width INTEGER NOT NULL,\n    model TEXT NOT NULL,\n    n INTEGER NOT NULL,\n"
+           "    micro INTEGER NOT NULL,\n    PRIMARY KEY (hour, width, model)\n);"]
+    for name, event, row, sign in (("counted", "INSERT", "NEW", 1),
+                                   ("uncounted", "DELETE", "OLD", -1)):
+        rows = _ERROR_ROWS.replace("ROW.", f"{row}.")
+        if sign < 0:
+            rows = rows.replace(", 1, CAST(", ", -1, -CAST(")
+        out.append(
+            f"CREATE TRIGGER decisions_errors_{name} AFTER {event} ON decisions "
+            f"WHEN {row}.expected_errors IS NOT NULL BEGIN\n"
+            f"INSERT INTO decision_errors (hour, width, model, n, micro) {rows} WHERE true "
+            "ON CONFLICT (hour, width, model) DO UPDATE SET n = n + excluded.n, "
+            "micro = micro + excluded.micro;\nEND;")
+    out.append("INSERT INTO decision_errors (hour, width, model, n, micro) "
+               "SELECT hour, width, model, count(*), CAST(total(micro) AS INTEGER) FROM ("
+               f"SELECT {_ERROR_HOUR} AS hour, "
+               "(SELECT count(*) FROM json_each(ROW.expected_errors)) AS width, e.key AS model, "
+               f"CAST(round(e.value * {ERROR_MICRO}) AS INTEGER) AS micro "
+               "FROM decisions AS ROW, json_each(ROW.expected_errors) AS e "
+               "WHERE ROW.expected_errors IS NOT NULL) GROUP BY hour, width, model;")
+    return "\n".join(out) + "\n"
+
+
+def error_sums(conn: sqlite3.Connection, since: float | None, until: float | None
+               ) -> dict[int, dict[str, tuple[int, float]]]:
+    """The decisions logged in ``[since, until)`` (None, None: all) with expected errors, by the
+    number of models each weighed: per model, (decisions, sum of its expected errors). Whole
+    hours of the window are read from ``decision_errors``; the decisions of its first and last
+    hour (partly in it) one by one."""
+    sql = ("SELECT width, model, sum(n), total(micro) FROM ({}) GROUP BY width, model "
+           "HAVING sum(n) > 0")
+    if since is None or until is None:
+        rows = conn.execute(sql.format("SELECT width, model, n, micro FROM decision_errors"))
+    else:
+        # A whole hour lies strictly between the hours of ``since`` and ``until`` (the hour of
+        # a row is monotone in its ts); the rest of the window's rows are read as they are.
+        first, last = int(since / ERROR_HOUR_S), int(until / ERROR_HOUR_S)
+        hour = _ERROR_HOUR
+        edge = (_ERROR_ROWS.replace("FROM json_each(ROW.expected_errors) AS e",
+                                    "FROM decisions AS ROW, json_each(ROW.expected_errors) AS e")
+                + " WHERE ROW.expected_errors IS NOT NULL AND ROW.ts >= ? AND ROW.ts < ? AND {}")
+        inner = ("SELECT hour, width, model, n, micro FROM decision_errors "
+                 "WHERE hour > ? AND hour < ? "
+                 "UNION ALL " + edge.format(f"{hour} <= ?") + " UNION ALL "
+                 + edge.format(f"{hour} >= ? AND {hour} > ?"))
+        head_end = min(until, (first + 1) * ERROR_HOUR_S + 1.0)
+        tail_start = max(since, last * ERROR_HOUR_S - 1.0)
+        rows = conn.execute(sql.format(inner), (first, last, since, head_end, first,
+                                                tail_start, until, last, first))
+    out: dict[int, dict[str, tuple[int, float]]] = {}
+    for width, model, n, micro in rows:
+        out.setdefault(int(width), {})[str(model)] = (int(n), float(micro) / ERROR_MICRO)
+    return out
 
 
 def of_tenant(column: str, tenant: str | None) -> tuple[str, list[Any]]:
@@ -614,6 +689,7 @@ _MIGRATIONS: dict[int, str] = {
     # Made again if there, as 16 makes the totals.
     19: _stat_drop(by_tenant=True) + _stat_table(by_tenant=True) + _stat_triggers(by_tenant=True)
     + _stat_backfill(by_tenant=True),
+    20: _error_totals(),
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
