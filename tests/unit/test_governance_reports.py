@@ -621,3 +621,23 @@ def test_the_strongest_model_is_read_from_hourly_sums_not_from_every_decision(
     SQLiteStore(s.db_path).open().close()
     monkeypatch.setattr(reports_module, "json", NoParsing)
     assert reports.strongest_model(since, until) == expected
+
+
+def test_a_decision_whose_errors_sqlite_cannot_read_is_logged_and_left_out_of_the_sums(
+        tmp_path: Path) -> None:
+    """An expected error json.dumps writes but SQLite's JSON cannot read (NaN) never costs the
+    decision its place in the log; the strongest model is judged on the others."""
+    import math
+
+    s = settings(tmp_path)
+    with SQLiteStore(s.db_path) as store:
+        for i, errors in enumerate(({"big": math.nan, "mid": 0.2, "small": 0.3},
+                                    {"big": 0.4, "mid": 0.2, "small": 0.3})):
+            store.append(DecisionRecord(
+                id=f"nan{i}", ts=T0 - 60, selected_model="mid", cluster_id=0, cost_weight=0.5,
+                candidates=list(errors), cache_hit=False, routing_ms=1.0, embedding_ms=1.0,
+                policy="cluster", weights_id="w", expected_error=0.2, cost_adjusted_score=0.0,
+                expected_errors=errors, expected_costs=EST)).result()
+        assert store.decision_stats("w")["total"] == 2
+    model, why = Reports.from_settings(s, clock=lambda: T0).strongest_model(T0 - HOUR, T0)
+    assert (model, why) == ("mid", "lowest mean expected error (0.200) over 1 logged decisions")

@@ -309,6 +309,10 @@ _STAT_COUNTS = _stat_table() + _stat_triggers() + _stat_backfill()
 ERROR_MICRO = 1_000_000
 ERROR_HOUR_S = 3600.0
 _ERROR_HOUR = f"CAST(ROW.ts / {ERROR_HOUR_S} AS INTEGER)"
+# The decisions summed: those with expected errors as a JSON object (a value json.dumps writes
+# but SQLite cannot read, NaN say, leaves its decision out of the sums, never out of the log).
+_ERROR_KEPT = ("ROW.expected_errors IS NOT NULL AND json_valid(ROW.expected_errors) "
+               "AND json_type(ROW.expected_errors) = 'object'")
 _ERROR_ROWS = (f"SELECT {_ERROR_HOUR}, (SELECT count(*) FROM json_each(ROW.expected_errors)), "
                f"e.key, 1, CAST(round(e.value * {ERROR_MICRO}) AS INTEGER) "
                "FROM json_each(ROW.expected_errors) AS e")
@@ -329,7 +333,7 @@ def _error_totals() -> str:
             rows = rows.replace(", 1, CAST(", ", -1, -CAST(")
         out.append(
             f"CREATE TRIGGER decisions_errors_{name} AFTER {event} ON decisions "
-            f"WHEN {row}.expected_errors IS NOT NULL BEGIN\n"
+            f"WHEN {_ERROR_KEPT.replace('ROW.', f'{row}.')} BEGIN\n"
             f"INSERT INTO decision_errors (hour, width, model, n, micro) {rows} WHERE true "
             "ON CONFLICT (hour, width, model) DO UPDATE SET n = n + excluded.n, "
             "micro = micro + excluded.micro;\nEND;")
@@ -339,7 +343,7 @@ def _error_totals() -> str:
                "(SELECT count(*) FROM json_each(ROW.expected_errors)) AS width, e.key AS model, "
                f"CAST(round(e.value * {ERROR_MICRO}) AS INTEGER) AS micro "
                "FROM decisions AS ROW, json_each(ROW.expected_errors) AS e "
-               "WHERE ROW.expected_errors IS NOT NULL) GROUP BY hour, width, model;")
+               f"WHERE {_ERROR_KEPT}) GROUP BY hour, width, model;")
     return "\n".join(out) + "\n"
 
 
@@ -360,7 +364,7 @@ def error_sums(conn: sqlite3.Connection, since: float | None, until: float | Non
         hour = _ERROR_HOUR
         edge = (_ERROR_ROWS.replace("FROM json_each(ROW.expected_errors) AS e",
                                     "FROM decisions AS ROW, json_each(ROW.expected_errors) AS e")
-                + " WHERE ROW.expected_errors IS NOT NULL AND ROW.ts >= ? AND ROW.ts < ? AND {}")
+                + f" WHERE {_ERROR_KEPT} AND ROW.ts >= ? AND ROW.ts < ? AND {{}}")
         inner = ("SELECT hour, width, model, n, micro FROM decision_errors "
                  "WHERE hour > ? AND hour < ? "
                  "UNION ALL " + edge.format(f"{hour} <= ?") + " UNION ALL "
