@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import numbers
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 
 from switchpoint._numbers import real_number
 from switchpoint.errors import (
@@ -135,9 +136,9 @@ class Learner:
         # Tenants whose overlay was let go: their revision and last event, to rebuild it from
         # the log (the first ``revision`` of its events there, ending with that event).
         self._evicted: dict[str, tuple[int, str | None]] = {}
-        # Tenants whose evidence could not be rebuilt and started again: (the log's events of
-        # the tenant before that, to skip; the revision it started again at).
-        self._restarted: dict[str, tuple[int, int]] = {}
+        # Tenants whose evidence could not be rebuilt and began again: the revision it began
+        # again at (its evidence is the events applied since).
+        self._restarted: dict[str, int] = {}
         self._built: OrderedDict[str, None] = OrderedDict()  # posteriors built, oldest first
         self._subscribers: list[Callable[[FeedbackEvent], object]] = []
         # Subscribers that let a tenant go with its overlay: (take an event, forget a tenant).
@@ -277,27 +278,35 @@ class Learner:
             yield
 
     def _rebuilt(self, tenant: str, revision: int, last: str | None) -> Overlay | None:
-        """The overlay of an evicted tenant, from the first ``revision`` of its events in the
-        log (the ones it had applied: events are logged before they are applied, in order;
-        after a restart, the ones logged since); None when the log no longer holds them."""
+        """The overlay of an evicted tenant from its events in the log (events are logged
+        before they are applied, in order): the ones it had applied since it began (or began
+        again, see :meth:`_rebuilt_or_restarted`), those ending with its ``last`` event (the
+        first ones when that is not known: after a checkpoint was restored); None when the log
+        no longer holds them all."""
         overlay = self._new_overlay()
-        skip, start = self._restarted.get(tenant, (0, 0))
-        wanted = revision - start
-        applied, event_id = 0, None
-        if self.log is not None and wanted:
-            for seen, event in enumerate(self.log.replay(tenant)):
-                if seen < skip:
-                    continue
-                overlay.apply(event)
-                for callback, _ in self._forgetting:
-                    callback(event)
-                applied, event_id = applied + 1, event.event_id
-                if applied == wanted:
-                    break
-        if applied != wanted or (last is not None and wanted and event_id != last):
-            for _, forget in self._forgetting:
-                forget(tenant)
+        wanted = revision - self._restarted.get(tenant, 0)
+        if not wanted:
+            return overlay
+        if self.log is None:
             return None
+        events: Sequence[FeedbackEvent]
+        if last is None:
+            events = list(islice(self.log.replay(tenant), wanted))
+        else:
+            window: deque[FeedbackEvent] = deque(maxlen=wanted)
+            for event in self.log.replay(tenant):
+                window.append(event)
+                if event.event_id == last:
+                    break
+            else:
+                window.clear()  # its last event is gone
+            events = window
+        if len(events) != wanted:
+            return None
+        for event in events:
+            overlay.apply(event)
+            for callback, _ in self._forgetting:
+                callback(event)
         return overlay
 
     def _rebuilt_or_restarted(self, tenant: str) -> tuple[Overlay, int]:
@@ -310,10 +319,11 @@ class Learner:
         overlay = self._rebuilt(tenant, revision, last)
         if overlay is not None:
             return overlay, revision
-        logged = sum(1 for _ in self.log.replay(tenant)) if self.log is not None else 0
-        lost = revision - self._restarted.get(tenant, (0, 0))[1]
+        for _, forget in self._forgetting:
+            forget(tenant)
+        lost = revision - self._restarted.get(tenant, 0)
         restart = revision + 1
-        self._restarted[tenant] = (logged, restart)
+        self._restarted[tenant] = restart
         self._evicted[tenant] = (restart, None)
         log.warning(
             "tenant %r: its learned evidence was let go to bound memory (at most %s tenants "
