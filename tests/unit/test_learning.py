@@ -909,38 +909,53 @@ def test_an_outcome_prints_readably_without_the_prompts_vector(package, fake_emb
     assert len(shown) < 1000, shown
 
 
-def test_a_tenant_let_go_whose_events_left_the_log_starts_again_from_the_global_router(  # type: ignore[no-untyped-def]
+def test_a_tenant_let_go_whose_events_left_the_log_begins_again_from_what_it_holds(  # type: ignore[no-untyped-def]
         package, fake_embedder, caplog) -> None:
     """Past ``max_tenants`` a tenant's evidence is let go to be rebuilt from the log; if the log
-    no longer holds its events (pruned, or another log swapped in), the tenant routes on with
-    the global router's estimates (a warning logged once), learns again from its next outcomes,
-    and those are rebuilt when it is let go again."""
+    no longer holds all its events (pruned, or another log swapped in), the tenant routes on
+    (no error), its evidence begun again from the events the log holds, as a restart replaying
+    that log would (none: the global router's estimates), with a warning; what it learns from
+    then on is rebuilt like any tenant's."""
     log = InMemoryFeedbackLog()
     router = _router(package, fake_embedder, learning=LearningSettings(max_tenants=2),
                      feedback_log=log)
     base = _math_error(router, "user-0")
+
+    def replayed(events: list[FeedbackEvent]) -> float:
+        """What a router that replays ``events`` estimates for user-0 (a restart would)."""
+        fresh = _router(package, fake_embedder, learning=LearningSettings(max_tenants=None))
+        fresh.learner.replay(events)
+        return _math_error(fresh, "user-0")
+
     _teach_tenants(router, ["user-0", "user-1", "user-2"])  # user-0 let go
     assert router.learner.held_tenants() == 2
-    older = [e for e in log.replay("user-0")]
+    older = list(log.replay("user-0"))
     log._events = [e for e in log._events if e not in older[:2]]  # its oldest events pruned
     router.cache.clear()
     with caplog.at_level("WARNING", logger="switchpoint.learning.learner"):
         d = router.route(math_prompt(91), tenant="user-0")  # no StoreError
-        assert _math_error(router, "user-0") == pytest.approx(base, abs=1e-12)
+        assert _math_error(router, "user-0") == pytest.approx(replayed(older[2:]), abs=1e-12)
         router.route(math_prompt(92), tenant="user-0")
-    warned = [r for r in caplog.records if "user-0" in r.getMessage()]
-    assert len(warned) == 1 and "feedback log" in warned[0].getMessage()
-    assert router.learner.n_outcomes("user-0") == 0
-    # It learns again, and what it learns now is let go and rebuilt like any tenant's.
+    warned = [r.getMessage() for r in caplog.records if "user-0" in r.getMessage()]
+    assert len(warned) == 1 and "feedback log" in warned[0]
+    assert "5 outcome(s)" in warned[0] and "the 3 the log holds" in warned[0]
+    assert router.learner.n_outcomes("user-0") == 3
+    # It learns on; let go again, it is rebuilt from the log as any tenant.
     router.report_outcome(d.decision_id, 0.0)
     relearned = _math_error(router, "user-0")
-    assert relearned != pytest.approx(base, abs=1e-9)
+    now = list(log.replay("user-0"))
+    assert relearned == pytest.approx(replayed(now), abs=1e-12)
     _teach_tenants(router, ["user-3", "user-4"])  # user-0 let go again
     assert "user-0" in router.learner.tenants() and router.learner.held_tenants() == 2
-    # The rest of what it had learned before is pruned too: what it learned since is kept.
-    log._events = [e for e in log._events if e not in older]
     router.cache.clear()
     assert _math_error(router, "user-0") == pytest.approx(relearned, abs=1e-12)
-    assert router.learner.n_outcomes("user-0") == 1
-    state = router.learner.state()  # a checkpoint holds it too
+    assert router.learner.n_outcomes("user-0") == 4
+    # Its log swapped for one without its events: it begins again from the global router's.
+    _teach_tenants(router, ["user-5", "user-6"])  # user-0 let go again
+    log._events = [e for e in log._events if e.tenant != "user-0"]
+    router.cache.clear()
+    with caplog.at_level("WARNING", logger="switchpoint.learning.learner"):
+        assert _math_error(router, "user-0") == pytest.approx(base, abs=1e-12)
+    assert router.learner.n_outcomes("user-0") == 0
+    state = router.learner.state()  # a checkpoint holds every tenant
     assert "user-0" in state.meta["tenants"]

@@ -61,10 +61,11 @@ class LearningSettings:
     (see :class:`~switchpoint.learning.overlay.ClusterOverlay`). ``max_tenants``: the tenants
     whose evidence is held in memory at once (None: no bound). Past it, a router with a
     feedback log lets the least recently used tenant's evidence go and rebuilds it from the
-    log when that tenant routes or reports again (if the log no longer holds those events,
-    pruned or replaced, the tenant starts again from the global router's estimates, with a
-    warning logged); a router without one refuses a further tenant's first outcome, since
-    nothing could rebuild what it let go.
+    log when that tenant routes or reports again (if the log no longer holds them all, pruned
+    or replaced, the tenant begins again from those of its events the log holds, none: the
+    global router's estimates, as a restart replaying the log would, with a warning logged);
+    a router without one refuses a further tenant's first outcome, since nothing could
+    rebuild what it let go.
     """
 
     memory_size: int = 10_000
@@ -310,29 +311,38 @@ class Learner:
         return overlay
 
     def _rebuilt_or_restarted(self, tenant: str) -> tuple[Overlay, int]:
-        """An evicted tenant's overlay and revision: rebuilt from the log, or, when the log no
-        longer holds the events it was built from (pruned, or another log in its place),
-        started again empty (the global router's estimates) at a new revision, so that no
-        decision cached from the lost evidence is served; a warning says so, once. What the
-        tenant learns from then on is rebuilt as any tenant's. Call with ``_lock`` held."""
+        """An evicted tenant's overlay and revision: rebuilt from the log; or, when the log no
+        longer holds every event it was built from (pruned, or another log in its place),
+        begun again from the events of the tenant the log still holds (none: the global
+        router's estimates), as a restart replaying that log would, at a new revision, so that
+        no decision cached from the lost evidence is served; a warning says so. Call with
+        ``_lock`` held."""
         revision, last = self._evicted[tenant]
         overlay = self._rebuilt(tenant, revision, last)
         if overlay is not None:
             return overlay, revision
         for _, forget in self._forgetting:
             forget(tenant)
-        lost = revision - self._restarted.get(tenant, 0)
+        built_from = revision - self._restarted.get(tenant, 0)
+        overlay, kept, last = self._new_overlay(), 0, None
+        if self.log is not None:
+            for event in self.log.replay(tenant):
+                overlay.apply(event)
+                for callback, _ in self._forgetting:
+                    callback(event)
+                kept, last = kept + 1, event.event_id
         restart = revision + 1
         self._restarted[tenant] = restart
-        self._evicted[tenant] = (restart, None)
+        self._evicted[tenant] = (restart + kept, last)
         log.warning(
             "tenant %r: its learned evidence was let go to bound memory (at most %s tenants "
-            "held) and the feedback log no longer holds the %d outcome(s) it was built from; "
-            "the tenant starts again from the global router's estimates and learns from its "
-            "next outcomes (keep every event in the feedback log, or raise "
-            "LearningSettings.max_tenants, to keep a tenant's evidence)",
-            tenant, self.settings.max_tenants, lost)
-        return self._new_overlay(), restart
+            "held) and the feedback log no longer holds every one of the %d outcome(s) it was "
+            "built from; it begins again from the %d the log holds (%s), as a restart would "
+            "(keep every event in the feedback log, or raise LearningSettings.max_tenants, to "
+            "keep a tenant's evidence whole)",
+            tenant, self.settings.max_tenants, built_from, kept,
+            "the global router's estimates" if not kept else "and learns on from there")
+        return overlay, restart + kept
 
     def _check_room(self, tenant: str) -> None:
         """Refuse a new tenant's first outcome when the tenants held fill ``max_tenants`` and
