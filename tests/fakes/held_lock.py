@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 # Takes the lock, says so, and holds it until its stdin closes.
 _HOLD = ("import sqlite3, sys\n"
          "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
@@ -32,3 +34,13 @@ def held_lock(path: Path) -> Iterator[subprocess.Popen[str]]:
         holder.wait(timeout=30)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def short_lock_waits(monkeypatch: pytest.MonkeyPatch, seconds: float = 1.5) -> float:
+    """Make the store of a service started after this wait ``seconds`` for a held lock
+    (SQLite's busy timeout, 5 s) and count itself refusing for as long after a refused write
+    (5 s too), so that a test of what a held lock does spends seconds, not tens of them; the
+    behaviour is the same, scaled. Returns ``seconds``."""
+    monkeypatch.setattr("switchpoint.store.sqlite.BUSY_MS", int(seconds * 1000))
+    monkeypatch.setattr("switchpoint.store.sqlite.REFUSING_S", seconds)
+    return seconds

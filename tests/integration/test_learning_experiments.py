@@ -235,14 +235,15 @@ def test_an_experiment_that_earlier_ones_leave_no_traffic_is_refused_at_reload(
 
 
 def test_a_promotion_while_the_database_is_locked_is_refused_at_once_and_changes_nothing(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the store is known to refuse writes (another process holds the database's
     lock), a promotion is a 503 in a moment (it waited out SQLite's busy timeout) and
     promotes nothing; once the lock is let go it goes through."""
     import time
 
-    from tests.fakes.held_lock import held_lock
+    from tests.fakes.held_lock import held_lock, short_lock_waits
 
+    busy_s = short_lock_waits(monkeypatch)
     with learning_server(fake, tmp_path, EXPERIMENT) as server:
         store = server.service.gateway.learning.store
         assert store is not None
@@ -260,7 +261,7 @@ def test_a_promotion_while_the_database_is_locked_is_refused_at_once_and_changes
             error = refused.json()["error"]
             assert error["code"] == "storage_unavailable"
             assert "nothing was promoted" in error["message"]
-            assert took < 2, f"the promotion took {took:.1f} s to be refused"
+            assert took < busy_s / 2, f"the promotion took {took:.1f} s to be refused"
             assert get(server, "/v1/router/experiments/thrift").json()["promoted"] is None
         deadline = time.monotonic() + 30
         while store.refusing() is not None:  # (it is refused at once for a few seconds more)

@@ -521,7 +521,7 @@ def test_a_streams_request_id_takes_feedback_while_the_stream_is_under_way(
     with learning_server(fake, tmp_path) as server:
         for model, prompt in (("auto", math_prompt(40)), ("cheap", math_prompt(41))):
             body = {"model": model, "stream": True, "messages": [
-                {"role": "user", "content": prompt + " [[fake:ok:chunk_delay=0.2]]"}]}
+                {"role": "user", "content": prompt + " [[fake:ok:chunk_delay=0.08]]"}]}
             with httpx.stream("POST", f"{server.base}/v1/chat/completions", json=body,
                               timeout=30) as response:
                 assert response.status_code == 200
@@ -731,7 +731,7 @@ _HOLD_LOCK = ("import sqlite3, sys\n"
 
 
 def test_a_lock_another_process_holds_does_not_hold_up_every_request_for_its_length(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While another process holds the database's write lock, requests are answered and
     what they log waits in the spill file: the store waits for the lock once, not once for
     every record (each request's decision and entry, one after the other, held every answer
@@ -741,6 +741,9 @@ def test_a_lock_another_process_holds_does_not_hold_up_every_request_for_its_len
     import subprocess
     import sys
 
+    from tests.fakes.held_lock import short_lock_waits
+
+    busy_s = short_lock_waits(monkeypatch)
     with learning_server(fake, tmp_path) as server:
         store = server.service.gateway.learning.store
         assert store is not None
@@ -757,8 +760,8 @@ def test_a_lock_another_process_holds_does_not_hold_up_every_request_for_its_len
             assert holder.stdin is not None
             holder.stdin.close()
             holder.wait(timeout=30)
-        # (each of the 12 records waiting out SQLite's 5 s busy timeout took a minute)
-        assert took < 25, f"6 requests took {took:.0f} s while the lock was held"
+        # (each of the 12 records waiting out SQLite's busy timeout took 12 of them)
+        assert took < 5 * busy_s, f"6 requests took {took:.0f} s while the lock was held"
         _until(lambda: store.failing is None and not store.spill_path.exists(),
                "the spill file written")
         ids = [h["x-switchpoint-request-id"] for h in answered]
@@ -778,16 +781,16 @@ def test_a_lock_another_process_holds_does_not_hold_up_every_request_for_its_len
 
 
 def test_feedback_under_a_held_lock_is_refused_at_once_and_taken_after_it_is_let_go(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While another process holds the database's write lock, feedback is a 503
     ``storage_unavailable`` in a moment, not after SQLite's 5 s busy timeout: within a few
     seconds of a refused write the store is known to refuse (refused before anything is
     queued), and after that the next write only checks whether the lock is free (each one
     waited the whole timeout again). Once the lock is let go the same feedback is taken,
     learned once."""
-    from switchpoint.store.sqlite import REFUSING_S
-    from tests.fakes.held_lock import held_lock
+    from tests.fakes.held_lock import held_lock, short_lock_waits
 
+    busy_s = short_lock_waits(monkeypatch)  # the busy timeout, and the refusal's window
     with learning_server(fake, tmp_path) as server:
         store = server.service.gateway.learning.store
         assert store is not None
@@ -796,7 +799,7 @@ def test_feedback_under_a_held_lock_is_refused_at_once_and_taken_after_it_is_let
             chat(server, math_prompt(141))  # answered; the store finds the lock held
             _until(lambda: store.refusing() is not None, "the store refusing")
             took: list[float] = []
-            for wait in (0.0, REFUSING_S + 0.5):  # in the refusal's window, then past it
+            for wait in (0.0, busy_s + 0.5):  # in the refusal's window, then past it
                 time.sleep(wait)
                 started = time.monotonic()
                 refused = feedback(server, decision, score=0.0)
@@ -806,7 +809,7 @@ def test_feedback_under_a_held_lock_is_refused_at_once_and_taken_after_it_is_let
                 assert error["code"] == "storage_unavailable"
                 assert "locked" in error["message"] and "nothing of it was learned" in \
                     error["message"]
-            assert max(took) < 2, f"feedback took {took} s to be refused"
+            assert max(took) < busy_s / 2, f"feedback took {took} s to be refused"
         assert _status(server)["learned_router"] == {"events": 0, "outcomes": 0}
         _until(lambda: feedback(server, decision, score=0.0).status_code == 200,
                "the feedback taken")
