@@ -616,7 +616,10 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 
 
 def test_an_outcome_the_store_refuses_is_not_learned_and_nothing_routed_meanwhile_is_lost(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.held_lock import short_lock_waits
+
+    short_lock_waits(monkeypatch)  # the store retries after 1.5 s, not 5
     with learning_server(fake, tmp_path) as server:
         decision = chat(server, math_prompt(35))[0]["x-switchpoint-decision-id"]
         store = server.service.gateway.learning.store
@@ -689,11 +692,14 @@ def test_a_decision_the_disk_refused_until_a_stop_takes_feedback_after_the_resta
 
 
 def test_a_full_spill_file_turns_new_requests_away_until_the_store_takes_writes_again(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """During a long outage the records the store refused fill their spill file (bounded by
     store.spill_max_mb): new requests get a 503 naming the store's problem rather than an
     answer that could not be logged; once writes go through they are taken again, and what
     was answered during the outage is in the log."""
+    from tests.fakes.held_lock import short_lock_waits
+
+    short_lock_waits(monkeypatch)  # the store retries after 1.5 s, not 5
     with learning_server(fake, tmp_path, "store: {spill_max_mb: 0.004}\n") as server:
         store = server.service.gateway.learning.store
         assert store is not None and store.spill_limit == int(0.004 * 2**20)

@@ -506,7 +506,10 @@ def test_a_compared_answers_request_id_takes_no_feedback(server: ThreadServer) -
 
 
 def test_scores_the_store_refuses_part_way_say_which_were_kept_and_a_repeat_completes_them(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.held_lock import short_lock_waits
+
+    short_lock_waits(monkeypatch)  # the store retries after 1.5 s, not 5
     with learning_server(fake, tmp_path) as server:
         compare = post(server, "/v1/router/preferences/compare",
                        {"prompt": math_prompt(640), "models": ["strong", "cheap"]}).json()
