@@ -1,11 +1,19 @@
-"""Kill a command at each of its steps on disk: a forked child runs the CLI and kills itself
+"""Kill a command at each of its steps on disk: a child process runs the CLI and kills itself
 with SIGKILL just before its N-th file-system operation under a folder (opening a file to
 write, writing to a file opened with ``os.open``, making, renaming or removing a file or
 folder); a sweep of N = 1, 2, ... until a run
-finishes untouched reaches every moment between two of them."""
+finishes untouched reaches every moment between two of them.
+
+The children are forked from a fork server (a fresh interpreter that has imported the CLI and
+runs no thread), not from pytest: pytest's process runs servers on threads (a session's
+gateway, its store's writer), and a fork taken while one of them held a lock left the child
+waiting on it for good. A fresh interpreter for each run would be as safe but three times as
+slow. The child takes the caller's environment and folder at the time of the run.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -15,46 +23,66 @@ _STEPS = {"open", "os.mkdir", "os.rename", "os.replace", "os.remove", "os.rmdir"
           "shutil.rmtree", "os.unlink"}
 _WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
+_forks = multiprocessing.get_context("forkserver")
+# What the commands swept here import, so that each child starts where a fork of pytest did.
+_forks.set_forkserver_preload(["switchpoint.cli", "switchpoint.labelling.run",
+                               "switchpoint.gateway", "switchpoint.gateway.providers",
+                               "switchpoint.training", "switchpoint.weights", "httpx",
+                               "numpy", "yaml"])
+
+
+def _child(step: int, argv: list[str], under: str, env: dict[str, str], cwd: str) -> None:
+    """Run the CLI, SIGKILLing this process before its ``step``-th write step under ``under``
+    (0: never); exit with the CLI's status (99 if it raised)."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    seen = 0
+
+    def count() -> None:
+        nonlocal seen
+        seen += 1
+        if seen == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event not in _STEPS or not args:
+            return
+        if event == "open" and not (isinstance(args[2], int) and args[2] & _WRITES):
+            return  # a read
+        paths = [a for a in args if isinstance(a, str | bytes | os.PathLike)]
+        if any(os.fsdecode(p).startswith(under) for p in paths):
+            count()
+
+    write = os.write
+
+    def write_counted(fd: int, data: Any) -> int:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(under):
+                count()
+        except OSError:
+            pass
+        return write(fd, data)
+
+    try:
+        from switchpoint.cli import main
+
+        os.write = write_counted
+        sys.addaudithook(hook)
+        code = main(argv)
+    except BaseException:  # the child reports by its exit status alone
+        code = 99
+    sys.stdout.flush()
+    os._exit(code)
+
 
 def run_killed_at(step: int, argv: list[str], under: str) -> int:
-    """Run the CLI with ``argv`` in a forked child that SIGKILLs itself before its ``step``-th
-    write step under ``under``; its wait status."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns to pytest
-        seen = 0
-
-        def count() -> None:
-            nonlocal seen
-            seen += 1
-            if seen == step:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        def hook(event: str, args: tuple[Any, ...]) -> None:
-            if event not in _STEPS or not args:
-                return
-            if event == "open" and not (isinstance(args[2], int) and args[2] & _WRITES):
-                return  # a read
-            paths = [a for a in args if isinstance(a, str | bytes | os.PathLike)]
-            if any(os.fsdecode(p).startswith(under) for p in paths):
-                count()
-
-        write = os.write
-
-        def write_counted(fd: int, data: Any) -> int:
-            try:
-                if os.readlink(f"/proc/self/fd/{fd}").startswith(under):
-                    count()
-            except OSError:
-                pass
-            return write(fd, data)
-
-        try:
-            from switchpoint.cli import main
-
-            os.write = write_counted
-            sys.addaudithook(hook)
-            code = main(argv)
-        except BaseException:  # the child reports by its exit status alone
-            code = 99
-        os._exit(code)
-    return os.waitpid(pid, 0)[1]
+    """Run the CLI with ``argv`` in a child that SIGKILLs itself before its ``step``-th write
+    step under ``under`` (0: never); its wait status (as :func:`os.waitpid` gives it)."""
+    child = _forks.Process(target=_child,
+                           args=(step, argv, under, dict(os.environ), os.getcwd()))
+    child.start()
+    child.join(timeout=120)
+    code = child.exitcode
+    assert code is not None, f"the command {argv[0]} killed at step {step} never ended"
+    return -code if code < 0 else code << 8  # killed by a signal: its number; else the exit
