@@ -24,7 +24,7 @@ from switchpoint.errors import (
     StreamBroken,
 )
 from switchpoint.gateway.failover import RetryPolicy, call_with_failover, fallback_chain
-from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.health import BreakerState, HealthConfig, HealthTracker
 from switchpoint.gateway.providers import ProviderResponse, Timeouts
 
 pytestmark = pytest.mark.anyio
@@ -375,3 +375,126 @@ async def test_a_stream_closed_before_reading_releases_upstream_and_probe() -> N
     await stream.aclose()
     await stream.aclose()  # idempotent
     assert p.closed == 1
+
+
+class Buggy(Scripted):
+    """A provider adapter with a bug: a plain call, or the opening of a stream, raises an
+    error that is not the upstream's."""
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        self.calls.append(card.name)
+        raise RuntimeError("a bug in the adapter")
+
+    async def stream(self, request: Mapping[str, Any], card: ModelCard,
+                     timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        self.calls.append(card.name)
+        raise RuntimeError("a bug in the adapter")
+        yield {}  # (an async generator)
+
+
+def half_open(*models: str) -> HealthTracker:
+    """A tracker whose ``models`` have their circuits half-open: the next call is the probe."""
+    clock = [0.0]
+    health = HealthTracker(HealthConfig(failure_threshold=1, cooldown_s=10.0),
+                           clock=lambda: clock[0])
+    for model in models:
+        health.record_failure(model, "server_error")
+    clock[0] += 10.0
+    for model in models:
+        assert health.state(model) is BreakerState.HALF_OPEN
+    return health
+
+
+def probe_is_free(health: HealthTracker, model: str) -> bool:
+    """Whether ``model``'s probe slot is free (taking it, and leaving the tracker as it was:
+    no verdict either way)."""
+    before = health.snapshot()["models"][model]
+    free = health.allow(model)
+    health.release(model)
+    after = health.snapshot()["models"][model]
+    assert (after["successes"], after["failures"]) == (before["successes"], before["failures"])
+    return free
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_probe_failing_inside_the_gateway_frees_the_probe_without_a_verdict(
+        stream: bool) -> None:
+    """A probe of a half-open model that fails with an error not the upstream's (a bug in an
+    adapter) gives the slot back, the model judged neither healthy nor failed: the next
+    request probes it, not one after the probe timeout."""
+    health = half_open("a")
+    with pytest.raises(RuntimeError, match="a bug in the adapter"):
+        await run(Buggy({}), stream=stream, health=health, cards=[ModelCard("a")])
+    assert health.state("a") is BreakerState.HALF_OPEN
+    model = health.snapshot()["models"]["a"]
+    assert (model["successes"], model["failures"]) == (0, 1)
+    assert probe_is_free(health, "a")
+
+
+async def test_a_probe_whose_adapter_cannot_be_had_frees_the_probe() -> None:
+    health = half_open("a")
+
+    def no_adapter(card: ModelCard) -> Any:
+        raise LookupError(f"no adapter for {card.name}")
+
+    with pytest.raises(LookupError, match="no adapter for a"):
+        await call_with_failover(REQ, [ModelCard("a")], no_adapter, health=health)
+    assert probe_is_free(health, "a")
+
+
+async def test_a_half_open_model_skipped_as_too_small_keeps_its_probe_free() -> None:
+    """A model passed over for its context window (after a larger one's refusal) was never
+    called: its probe slot stays free."""
+    health = half_open("b")
+    cards = [ModelCard("a", context_window=8_000), ModelCard("b", context_window=4_000),
+             ModelCard("c")]
+    p = Scripted({"a": [ContextLengthExceeded("too long", status=400)]})
+    result = await run(p, cards=cards, health=health)
+    assert result.model == "c" and p.calls == ["a", "c"]
+    assert [x.outcome for x in result.attempts] == [
+        "context_length_exceeded", "context_too_small", "ok"]
+    assert probe_is_free(health, "b")
+
+
+async def test_a_probe_stream_failing_inside_the_gateway_mid_answer_frees_the_probe() -> None:
+    health = half_open("a")
+    stream = await run(Scripted({"a": ["bug-after-first"]}), stream=True, health=health,
+                       cards=[ModelCard("a")])
+    with pytest.raises(StreamBroken, match="failed inside the gateway"):
+        [c async for c in stream]
+    await stream.aclose()
+    assert health.state("a") is BreakerState.HALF_OPEN
+    assert probe_is_free(health, "a")
+
+
+async def test_a_probe_stream_cancelled_mid_answer_leaves_no_probe_held() -> None:
+    """The client leaving while a probe's answer streams: the model was delivering, so the
+    probe counts as a success (the circuit closes); nothing is left holding the slot."""
+    health = half_open("a")
+
+    class Slow(Scripted):
+        async def stream(self, request: Mapping[str, Any], card: ModelCard,
+                         timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+            self.calls.append(card.name)
+            yield chunk("up", "Hel")
+            await asyncio.sleep(10)
+            yield chunk("up", "lo")
+
+    stream = await run(Slow({}), stream=True, health=health, cards=[ModelCard("a")])
+    read: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for c in stream:
+            read.append(c)
+
+    task = asyncio.ensure_future(consume())
+    while not read:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await stream.aclose()
+    assert health.state("a") is BreakerState.CLOSED
+    assert health.snapshot()["models"]["a"]["successes"] == 1
+    assert health.allow("a") and health.allow("a")

@@ -329,6 +329,7 @@ class FailoverStream:
             self.error = broken
             self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
                                          StreamBroken.kind, error=str(broken)))
+            _no_verdict(self._health, self.model)
             raise broken from exc
         else:
             self._verdict = True
@@ -369,8 +370,16 @@ class FailoverStream:
         await _aclose(self._chunks)
         if not self._verdict:
             self._verdict = True
-            if self._health is not None:
-                self._health.release(self.model)  # never read: no verdict on the model
+            _no_verdict(self._health, self.model)  # never read
+
+
+def _no_verdict(health: HealthTracker | None, model: str) -> None:
+    """A call to ``model`` ended in a way that says nothing about the model (the client left,
+    an error inside the gateway, a refusal that is the request's fault): judge it neither
+    healthy nor failed, and give back the half-open probe slot the call held, so that the next
+    request probes the model (not one after ``probe_timeout_s``)."""
+    if health is not None:
+        health.release(model)
 
 
 async def _aclose(iterator: object) -> None:
@@ -473,18 +482,23 @@ async def call_with_failover(
         return timeouts(card) if callable(timeouts) else timeouts
 
     for card in candidates:
-        if health is not None and not health.allow(card.name):
-            attempts.append(Attempt(card.name, 0, "circuit_open",
-                                    error="circuit breaker open or Retry-After running",
-                                    retry_after_s=health.wait_s(card.name)))
-            continue
+        # (Before asking the breaker: a model passed over takes no half-open probe slot.)
         if (context_floor is not None and card.context_window is not None
                 and card.context_window <= context_floor):
             attempts.append(Attempt(card.name, 0, "context_too_small",
                                     error=f"context window {card.context_window} is no larger "
                                           f"than the {context_floor} that was exceeded"))
             continue
-        provider = providers(card)
+        if health is not None and not health.allow(card.name):
+            attempts.append(Attempt(card.name, 0, "circuit_open",
+                                    error="circuit breaker open or Retry-After running",
+                                    retry_after_s=health.wait_s(card.name)))
+            continue
+        try:
+            provider = providers(card)
+        except BaseException:
+            _no_verdict(health, card.name)
+            raise
         waited = 0.0
         for number in range(1, policy.max_attempts_per_model + 1):
             started = time.perf_counter()
@@ -499,8 +513,7 @@ async def call_with_failover(
                     else:
                         response = await provider.complete(request, card, timeouts_for(card))
             except asyncio.CancelledError:
-                if health is not None:
-                    health.release(card.name)  # the client left: no verdict on the model
+                _no_verdict(health, card.name)  # the client left
                 attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
                                         (time.perf_counter() - started) * 1000.0, waited))
                 raise
@@ -516,7 +529,7 @@ async def call_with_failover(
                         health.record_failure(card.name, exc.kind, detail=str(exc),
                                               retry_after_s=retry_after)
                     else:
-                        health.release(card.name)
+                        _no_verdict(health, card.name)
                 if not exc.retryable and not exc.escalate:
                     raise FailoverError(_gave_up(attempts), attempts, exc) from exc
                 if isinstance(exc, ContextLengthExceeded) and card.context_window is not None:
@@ -538,6 +551,11 @@ async def call_with_failover(
                     raise
                 waited = wait
                 continue
+            except BaseException:
+                # Not the upstream's doing (a bug in an adapter, an internal error): no verdict
+                # on the model, and a half-open probe slot it held is free for the next request.
+                _no_verdict(health, card.name)
+                raise
             latency = (time.perf_counter() - started) * 1000.0
             attempts.append(Attempt(card.name, number, "ok", latency, waited))
             if stream:

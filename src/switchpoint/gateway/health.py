@@ -15,8 +15,10 @@ switches this rate rule off: every call failing is the consecutive rule's to jud
 ``failure_threshold`` above ``min_samples`` is not cut short by it); then *open* for
 ``cooldown_s``; then *half-open*, where :meth:`HealthTracker.allow` lets exactly one probe
 through. The probe's success closes the circuit (and starts a fresh window); its failure opens
-it again for twice as long as last time, up to ``max_cooldown_s``. A probe that never reports
-back is given up on after ``probe_timeout_s``, so one lost request cannot wedge a model.
+it again for twice as long as last time, up to ``max_cooldown_s``. A probe that ends with no
+verdict on the model (the client left, an error inside the gateway) gives its slot back with
+:meth:`HealthTracker.release`; one that never reports back at all is given up on after
+``probe_timeout_s``, so one lost request cannot wedge a model.
 
 Routing prefers healthy models through :meth:`HealthTracker.rank_penalty` (added to a score
 where lower is better) or :meth:`HealthTracker.order` (stable: healthy, degraded, down).
