@@ -90,18 +90,6 @@ def test_a_key_given_a_date_works_through_that_whole_day(
     key = out.strip()
     end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
     assert f"expires {end:%Y-%m-%dT%H:%M:%SZ} (usable through {day} UTC)" in err, err
-    store = KeyStore(config.parent / "data" / "keys.db").open()
-    try:
-        for moment in (datetime(day.year, day.month, day.day, tzinfo=UTC),
-                       datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
-                       end - timedelta(milliseconds=1)):
-            store.clock = moment.timestamp
-            assert store.verify(key).expires_at == end.timestamp(), moment
-        store.clock = end.timestamp
-        with pytest.raises(KeyExpiredError, match=f"expired at {end:%Y-%m-%dT%H:%M:%SZ}"):
-            store.verify(key)
-    finally:
-        store.close()
     # Listing and showing the key say the same, by the same rule.
     code, out, err = run(["keys", "list", "--config", config, "--json"], capsys)
     key_id = json.loads(out)[0]["id"]
@@ -115,6 +103,20 @@ def test_a_key_given_a_date_works_through_that_whole_day(
                           f"{day}T06:30:00Z", "--config", config, "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["expires_at"] == (end - timedelta(hours=17, minutes=30)).timestamp()
+    # Last (the store remembers the latest time it has seen, and days ahead a key expiring
+    # earlier could no longer be made): the key works through its day, and not after.
+    store = KeyStore(config.parent / "data" / "keys.db").open()
+    try:
+        for moment in (datetime(day.year, day.month, day.day, tzinfo=UTC),
+                       datetime(day.year, day.month, day.day, 12, tzinfo=UTC),
+                       end - timedelta(milliseconds=1)):
+            store.clock = moment.timestamp
+            assert store.verify(key).expires_at == end.timestamp(), moment
+        store.clock = end.timestamp
+        with pytest.raises(KeyExpiredError, match=f"expired at {end:%Y-%m-%dT%H:%M:%SZ}"):
+            store.verify(key)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize(("argv", "needle"), [

@@ -214,7 +214,7 @@ def test_revoked_and_expired_keys(tmp_path: Path) -> None:
         store.revoke(kept.record.id)
         with pytest.raises(KeyRevokedError, match="was revoked"):
             store.verify(kept.key)
-        assert store.revoke(kept.record.id).status() == "revoked"  # idempotent
+        assert store.revoke(kept.record.id).status(store.now()) == "revoked"  # idempotent
 
 
 def test_rotation_keeps_the_id_and_honours_the_grace_period(tmp_path: Path) -> None:
@@ -461,7 +461,7 @@ def test_each_old_secret_keeps_its_own_grace_across_rotations(tmp_path: Path) ->
         for key in (first.key, second.key, third.key):
             assert store.verify(key).id == first.record.id
         assert [(o["rotated_at"], o["valid_until"])
-                for o in third.to_dict()["previous_secrets"]] == [
+                for o in third.to_dict(store.now())["previous_secrets"]] == [
             (start + 600, start + 4200), (start, start + 3600)]
         clock.now = start + 3601  # the first secret's own grace is over, the second's is not
         with pytest.raises(KeyRevokedError, match="grace period is over"):
@@ -520,3 +520,130 @@ def test_a_key_file_deleted_under_the_running_store_is_made_again_not_written_pa
         made = store.create(spec()).key
     with KeyStore(path) as reopened:  # what a restart sees
         assert reopened.verify(made).id == key_id_of(made)
+
+
+def _stored_clock(path: Path) -> float:
+    """The latest time the key store at ``path`` has recorded seeing, read from the file."""
+    conn = sqlite3.connect(path)
+    try:
+        return float(conn.execute("SELECT latest FROM clock").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_an_expired_key_stays_expired_when_the_clock_is_set_back(tmp_path: Path) -> None:
+    """Expiry is judged against the latest time the store has seen, not the clock alone: a
+    clock set back (an NTP step, an operator's mistake) brings no expired key back, nor an
+    old secret whose grace is over, also after a restart."""
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    with KeyStore(path, clock=clock) as store:
+        soon = store.create(spec(expires="1h"))
+        rotated = store.create(spec())
+        old_secret = rotated.key
+        store.rotate(rotated.record.id, grace_s=600)
+        clock.now += 3601
+        with pytest.raises(KeyExpiredError, match="expired at"):
+            store.verify(soon.key)
+        with pytest.raises(KeyRevokedError, match="grace period is over"):
+            store.verify(old_secret)
+        clock.now -= 7200  # set back to before the key expired and before the grace ended
+        with pytest.raises(KeyExpiredError, match="expired at"):
+            store.verify(soon.key)
+        with pytest.raises(KeyRevokedError, match="grace period is over"):
+            store.verify(old_secret)
+        assert store.find(soon.record.id).status(store.now()) == "expired"
+        assert store.now() == pytest.approx(clock.now + 7200)
+    with KeyStore(path, clock=clock) as restarted:  # the clock still behind
+        with pytest.raises(KeyExpiredError, match="expired at"):
+            restarted.verify(soon.key)
+        with pytest.raises(KeyRevokedError, match="grace period is over"):
+            restarted.verify(old_secret)
+
+
+def test_a_key_judged_expired_stays_expired_after_a_crash(tmp_path: Path) -> None:
+    """A key refused as expired never comes back, even when the process stops without closing
+    the store (so without writing its latest time on the way out) and the clock is behind."""
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    crashed = KeyStore(path, clock=clock).open()
+    soon = crashed.create(spec(expires="2m"))
+    clock.now += 100
+    crashed.verify(soon.key)  # the store's latest time is written now (100 s on)
+    clock.now += 21  # expired, 21 s after the time written: under the step of a write
+    with pytest.raises(KeyExpiredError):
+        crashed.verify(soon.key)
+    clock.now -= 3600
+    restarted = KeyStore(path, clock=clock).open()  # (the first never closed)
+    try:
+        with pytest.raises(KeyExpiredError):
+            restarted.verify(soon.key)
+    finally:
+        restarted.close()
+        crashed.close()
+
+
+def test_the_key_stores_latest_time_is_written_by_the_minute_not_at_every_lookup(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    with KeyStore(path, clock=clock) as store:
+        key = store.create(spec()).key
+        first = _stored_clock(path)
+        assert first == pytest.approx(clock.now)
+        for _ in range(50):  # 50 lookups over 50 s: not one write
+            clock.now += 1.0
+            store.verify(key)
+        assert _stored_clock(path) == first
+        clock.now += 11.0
+        store.verify(key)  # a minute on: written
+        assert _stored_clock(path) == clock.now
+        clock.now += 5.0
+        store.verify(key)
+        assert _stored_clock(path) == clock.now - 5.0
+    assert _stored_clock(path) == clock.now  # written on a clean close
+
+
+def test_a_key_store_of_an_older_schema_starts_its_clock_at_the_latest_time_it_recorded(
+        tmp_path: Path) -> None:
+    from switchpoint.governance import keys as keys_module
+
+    path = tmp_path / "keys.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    script = " ".join(keys_module._MIGRATIONS[v] for v in (1, 2, 3))
+    conn.executescript(f"BEGIN; {script} PRAGMA user_version=3; COMMIT;")
+    key_id, key = keys_module.new_key()
+    conn.execute("INSERT INTO keys (id, hash, tenant, created_at, expires_at, revoked_at, "
+                 "budgets, seq) VALUES (?, ?, 'acme', 1000, 5000, NULL, '[]', 1)",
+                 (key_id, hash_key(key)))
+    other_id, other = keys_module.new_key()
+    conn.execute("INSERT INTO keys (id, hash, tenant, created_at, revoked_at, rotated_at, "
+                 "budgets, seq) VALUES (?, ?, 'acme', 2000, NULL, 6000, '[]', 2)",
+                 (other_id, hash_key(other)))
+    conn.close()
+    clock = Clock(4000.0)  # behind the rotation the file recorded at 6000
+    with KeyStore(path, clock=clock) as store:
+        with pytest.raises(KeyExpiredError):
+            store.verify(key)
+        assert store.now() == 6000.0
+    assert _stored_clock(path) == 6000.0
+
+
+def test_the_latest_time_another_process_recorded_is_seen_at_the_next_lookup(
+        tmp_path: Path) -> None:
+    """The CLI beside the service saw a later time (and wrote it on closing): the service,
+    whose own clock is behind, judges its keys at that time from its next lookup on."""
+    service_clock, cli_clock = Clock(), Clock()
+    path = tmp_path / "keys.db"
+    service = KeyStore(path, clock=service_clock).open()
+    try:
+        soon = service.create(spec(expires="10m"))
+        service.verify(soon.key)
+        cli_clock.now += 601
+        with KeyStore(path, clock=cli_clock) as cli:
+            assert cli.find(soon.record.id).status(cli.now()) == "expired"
+        with pytest.raises(KeyExpiredError):
+            service.verify(soon.key)
+        assert service.now() == cli_clock.now
+    finally:
+        service.close()

@@ -121,7 +121,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     with _store(settings, create=True) as store:
         issued = store.create(spec)
     if args.json:
-        _print_json(issued.to_dict())
+        _print_json(issued.to_dict(store.now()))
         return 0
     r = issued.record
     print(issued.key)
@@ -138,11 +138,13 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = _store(settings)
+    now = 0.0  # (no keys to judge)
     if store is None:
         records = []
     else:
         with store:
             records = store.list(args.tenant, include_revoked=args.all)
+            now = store.now()
     if args.tenant is not None and not records:
         # A tenant the gateway does not know (a misspelling) is refused, not "no keys".
         from switchpoint.governance.reports import Reports
@@ -151,12 +153,12 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         if unknown is not None:
             raise InvalidInputError("--tenant", unknown)
     if args.json:
-        _print_json([r.to_dict() for r in records])
+        _print_json([r.to_dict(now) for r in records])
         return 0
     if not records:
         print("no keys" + (f" for tenant {args.tenant}" if args.tenant else ""))
         return 0
-    rows = [[r.id, r.tenant, printable(r.name or ""), r.status(), ", ".join(r.budgets) or "-",
+    rows = [[r.id, r.tenant, printable(r.name or ""), r.status(now), ", ".join(r.budgets) or "-",
              r.rpm or "-", r.tpm or "-", ", ".join(r.models) if r.models else "(tenant's)",
              _when(r.created_at), _expires(r.expires_at)] for r in records]
     print(_table(["id", "tenant", "name", "status", "budgets", "rpm", "tpm", "models",
@@ -172,7 +174,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     with store:
         record = store.revoke(args.id)
     if args.json:
-        _print_json(record.to_dict())
+        _print_json(record.to_dict(store.now()))
     else:
         print(f"revoked key {record.id} (tenant {record.tenant})")
     return 0
@@ -188,11 +190,11 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         raise _no_store(settings, args.id)
     with store:
         issued = store.rotate(args.id, grace)
+    now = store.now()
     if args.json:
-        _print_json(issued.to_dict())
+        _print_json(issued.to_dict(now))
         return 0
     print(issued.key)
-    now = store.clock()
     earlier = [until for _, until, _ in issued.record.older_secrets if until > now]
     print(f"key {issued.record.id} has a new secret; the old one "
           + (f"works until {_when(issued.record.previous_valid_until)} UTC" if grace
@@ -218,7 +220,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
     statuses = [reports.ledger.status(key_account(record.id), b)
                 for b in parse_budgets(list(record.budgets))]
-    out = {**record.to_dict(), "budget_status": statuses}
+    out = {**record.to_dict(store.now()), "budget_status": statuses}
     if args.json:
         _print_json(out)
         return 0

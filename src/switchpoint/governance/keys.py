@@ -15,6 +15,12 @@ the oldest). Revocation is immediate and final.
 Keys live in ``keys.db`` in ``data_dir`` (SQLite, file mode 0600), apart from the request log:
 the CLI edits it while the service runs, and the service notices each change (SQLite's
 ``data_version``) before its next lookup, without polling.
+
+Expiry (and the end of an old secret's grace) is judged against the latest time the store has
+ever seen, not the clock alone (:meth:`KeyStore.now`): a clock set back (an NTP step, an
+operator's mistake) brings no expired key back. That time is kept in ``keys.db``, written when
+it has moved on by :data:`CLOCK_STEP_S`, when the store closes, and whenever a key is refused
+for a time the file does not yet hold, so it survives a restart, a crash included.
 """
 
 from __future__ import annotations
@@ -73,7 +79,10 @@ MAX_EXPIRY = 253_402_300_799.0
 # The shortest life a key may be given (seconds): a key that expires sooner would be dead by
 # the time it is handed over.
 MIN_LIFETIME_S = 60.0
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# How far the store's latest time gets ahead of the one in keys.db before it is written (it is
+# also written on close, and when a key is refused for a time the file does not yet hold).
+CLOCK_STEP_S = 60.0
 # The most old secrets a key remembers (the one replaced last included).
 MAX_OLD_SECRETS = 4
 _MIGRATIONS: dict[int, str] = {
@@ -109,6 +118,15 @@ CREATE UNIQUE INDEX keys_seq ON keys (seq);
     # own grace: a second rotation cut the first one's short.
     3: """
 ALTER TABLE keys ADD COLUMN older_secrets TEXT;
+""",
+    # The latest time the store has seen (expiry is judged against it as well as the clock, so
+    # a clock set back brings no expired key back); a file of an older schema starts from the
+    # latest time its keys recorded.
+    4: """
+CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), latest REAL NOT NULL);
+INSERT INTO clock (id, latest)
+    SELECT 1, coalesce(max(max(created_at, coalesce(rotated_at, 0), coalesce(revoked_at, 0))), 0)
+    FROM keys;
 """,
 }
 _COLUMNS = ("id", "hash", "tenant", "name", "created_at", "expires_at", "revoked_at",
@@ -230,18 +248,20 @@ class KeyRecord:
         latest = (self.previous_hash, self.previous_valid_until or 0.0, self.rotated_at or 0.0)
         return (latest, *self.older_secrets)
 
-    def status(self, now: float | None = None) -> str:
-        now = time.time() if now is None else now
+    def status(self, now: float) -> str:
+        """``active``, ``revoked`` or ``expired`` at ``now`` (the key store's
+        :meth:`KeyStore.now`, which a clock set back does not move back)."""
         if self.revoked_at is not None:
             return "revoked"
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return "active"
 
-    def to_dict(self) -> dict[str, Any]:
-        """What the admin API and ``keys list`` show: everything but the hashes."""
+    def to_dict(self, now: float) -> dict[str, Any]:
+        """What the admin API and ``keys list`` show: everything but the hashes (the status at
+        ``now``, see :meth:`status`)."""
         return {"id": self.id, "tenant": self.tenant, "name": self.name,
-                "status": self.status(), "created_at": self.created_at,
+                "status": self.status(now), "created_at": self.created_at,
                 "expires_at": self.expires_at, "revoked_at": self.revoked_at,
                 "rotated_at": self.rotated_at,
                 "previous_valid_until": self.previous_valid_until,
@@ -276,8 +296,8 @@ class IssuedKey:
     key: str
     record: KeyRecord
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, **self.record.to_dict()}
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {"key": self.key, **self.record.to_dict(now)}
 
 
 def _names(names: Sequence[str], most: int = 10) -> str:
@@ -385,6 +405,11 @@ class KeyStore:
     _version: int = field(default=-1, init=False, repr=False)
     # The device and inode of the file opened (see _db).
     _file: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    # The latest time seen (see now), the latest time keys.db is known to hold, and the latest
+    # time a write of it was tried (whether or not the file took it).
+    _latest: float = field(default=-math.inf, init=False, repr=False)
+    _saved: float = field(default=-math.inf, init=False, repr=False)
+    _tried: float = field(default=-math.inf, init=False, repr=False)
 
     @classmethod
     def in_dir(cls, data_dir: str | Path) -> KeyStore:
@@ -401,6 +426,7 @@ class KeyStore:
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA busy_timeout=5000")
                 upgrade_schema(conn, _MIGRATIONS, newer="upgrade switchpoint")
+                self._read_clock(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -413,6 +439,8 @@ class KeyStore:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
+                if self._latest > self._saved:
+                    self._save_clock(self._conn)
                 self._conn.close()
                 self._conn = None
             self._cache.clear()
@@ -440,14 +468,65 @@ class KeyStore:
         assert self._conn is not None
         return self._conn
 
+    # The store's clock ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The time keys are judged at: the clock, or the latest time this store (or another
+        process sharing its file, the CLI beside the service) has seen when the clock is
+        behind it. It never goes back, so a clock set back brings no expired key back."""
+        with self._lock:
+            return self._now()
+
+    def _now(self) -> float:
+        """:meth:`now` with the lock held: moves the latest time on, writing it to the file
+        once it is :data:`CLOCK_STEP_S` ahead of what the file holds (an open store's)."""
+        now = max(float(self.clock()), self._latest)
+        self._latest = now
+        if self._conn is not None and now - self._tried >= CLOCK_STEP_S:
+            self._save_clock(self._conn)
+        return now
+
+    def _read_clock(self, conn: sqlite3.Connection) -> None:
+        """Catch up with the latest time the file holds (lock held, or while opening)."""
+        row = conn.execute("SELECT latest FROM clock").fetchone()
+        if row is not None:
+            self._saved = float(row[0])
+            self._latest = max(self._latest, self._saved)
+            self._tried = max(self._tried, self._saved)
+
+    def _save_clock(self, conn: sqlite3.Connection) -> None:
+        """Write the latest time to the file (lock held), never moving the file's back. A
+        refused write is logged (once until one goes through) and tried again a step later: the
+        lookup it came with goes on."""
+        tried, self._tried = self._tried, self._latest
+        try:
+            conn.execute("UPDATE clock SET latest = max(latest, ?)", (self._latest,))
+        except sqlite3.Error as exc:
+            if tried <= self._saved:
+                log.warning("%s: could not record the key store's latest time (%s); a key "
+                            "that expired could work again after a restart with the clock set "
+                            "back", self.path, exc)
+            return
+        self._saved = self._latest
+
+    def _refused_at(self, until: float) -> None:
+        """A key was refused because ``until`` (its expiry, or an old secret's end of grace)
+        has passed: make sure the file holds a time past it, so the refusal outlasts a crash
+        and a clock set back (one write the first time only)."""
+        with self._lock:
+            if self._saved < until and self._conn is not None:
+                self._save_clock(self._conn)
+
     # Lookups (the hot path) --------------------------------------------------------------------
 
     def _fresh(self, conn: sqlite3.Connection) -> None:
-        """Forget cached keys if another connection (the CLI) changed the file."""
+        """Forget cached keys if another connection (the CLI) changed the file, and catch up
+        with the latest time it recorded."""
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         if version != self._version:
             self._cache.clear()
             self._version = version
+            self._read_clock(conn)
 
     def get(self, key_id: str) -> KeyRecord | None:
         with self._lock:
@@ -478,7 +557,7 @@ class KeyStore:
         if record is None:
             hmac.compare_digest(digest, digest)  # the same work as a known id
             raise _not_a_key(key_id)
-        now = self.clock()
+        now = self.now()
         current = hmac.compare_digest(digest, record.hash)
         # Every old secret is compared (the same work whichever matches).
         matches = [old for old in record.old_secrets() if hmac.compare_digest(digest, old[0])]
@@ -489,9 +568,11 @@ class KeyStore:
             raise KeyRevokedError(f"key {key_id} was revoked at {_iso(record.revoked_at)}; ask "
                                   "for a new key", param="authorization")
         if record.expires_at is not None and record.expires_at <= now:
+            self._refused_at(record.expires_at)
             raise KeyExpiredError(f"key {key_id} expired at {_iso(record.expires_at)}; ask for "
                                   "a new key", param="authorization")
         if previous and not current and matches[0][1] <= now:
+            self._refused_at(matches[0][1])
             raise KeyRevokedError(f"key {key_id} was rotated at {_iso(matches[0][2])} and "
                                   "this secret's grace period is over; use the new key",
                                   param="authorization")
@@ -500,17 +581,19 @@ class KeyStore:
     # Changes -----------------------------------------------------------------------------------
 
     def create(self, spec: KeySpec) -> IssuedKey:
-        """Make a key (``spec`` already checked, see :meth:`KeySpec.checked`)."""
-        now = self.clock()
-        expires_at = parse_expiry(spec.expires, now)
-        key_id, key = new_key()
-        record = KeyRecord(id=key_id, hash=hash_key(key), tenant=spec.tenant, name=spec.name,
-                           created_at=now, expires_at=expires_at,
-                           budgets=tuple(spec.budgets), rpm=spec.rpm, tpm=spec.tpm,
-                           models=None if spec.models is None else tuple(spec.models),
-                           cost_weight=spec.cost_weight)
+        """Make a key (``spec`` already checked, see :meth:`KeySpec.checked`); its expiry is
+        reckoned from :meth:`now`."""
         with self._lock:
-            self._write(self._db(), "store the new key",
+            conn = self._db()
+            now = self._now()
+            expires_at = parse_expiry(spec.expires, now)
+            key_id, key = new_key()
+            record = KeyRecord(id=key_id, hash=hash_key(key), tenant=spec.tenant,
+                               name=spec.name, created_at=now, expires_at=expires_at,
+                               budgets=tuple(spec.budgets), rpm=spec.rpm, tpm=spec.tpm,
+                               models=None if spec.models is None else tuple(spec.models),
+                               cost_weight=spec.cost_weight)
+            self._write(conn, "store the new key",
                         f"INSERT INTO keys ({', '.join(_COLUMNS)}, seq) VALUES "
                         f"({', '.join('?' for _ in _COLUMNS)}, "
                         "(SELECT coalesce(max(seq), 0) + 1 FROM keys))", record.row())
@@ -580,7 +663,7 @@ class KeyStore:
             record = self._require(conn, key_id)
             if record.revoked_at is None:
                 self._write(conn, "revoke the key", "UPDATE keys SET revoked_at = ? WHERE id = ?",
-                            (self.clock(), key_id))
+                            (self._now(), key_id))
             self._cache.pop(key_id, None)
             return KeyRecord.from_row(conn.execute(
                 f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
@@ -597,7 +680,7 @@ class KeyStore:
         with self._lock:
             conn = self._db()
             record = self._require(conn, key_id)
-            now = self.clock()
+            now = self._now()
             if record.status(now) != "active":
                 raise InvalidInputError("id", f"key {key_id} is {record.status(now)}; make a "
                                               "new key instead")

@@ -53,7 +53,7 @@ def key_losses(keys: Iterable[KeyRecord], old_tenants: Mapping[str, TenantSettin
     old_names, new_names = set(old_models), set(new_models)
     out = []
     for key in keys:
-        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= at):
+        if key.status(at) != "active":
             continue
         was, now_t = old_tenants.get(key.tenant), new_tenants.get(key.tenant)
         tenant_removed = bool(old_tenants) and was is not None and now_t is None

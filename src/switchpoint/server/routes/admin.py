@@ -197,7 +197,7 @@ async def reload_service(service: Service) -> dict[str, Any]:
     keys = service.gateway.governor.keys
     losses = key_losses(await run_in_threadpool(keys.list, include_revoked=False),
                         old.settings.tenants, new.settings.tenants,
-                        old.router.catalog.names, new.router.catalog.names)
+                        old.router.catalog.names, new.router.catalog.names, keys.now())
     note = losses_note(losses)
     if note is not None:
         log.warning("config reloaded: %s", note)

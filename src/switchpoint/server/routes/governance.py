@@ -101,8 +101,9 @@ async def create_key(request: Request) -> JSONResponse:
     tenant = settings.tenants.get(body.tenant) if isinstance(body.tenant, str) else None
     spec = _spec(body).checked(list(settings.tenants), catalog,
                                tenant_models=tenant.models if tenant is not None else None)
-    issued = await run_in_threadpool(gateway.governor.keys.create, spec)
-    return JSONResponse(issued.to_dict(), status_code=201)
+    keys = gateway.governor.keys
+    issued = await run_in_threadpool(keys.create, spec)
+    return JSONResponse(issued.to_dict(keys.now()), status_code=201)
 
 
 @router.get("/v1/router/keys", responses=_REPORT, response_model=KeyPage,
@@ -121,14 +122,16 @@ async def list_keys(request: Request,
         # No key, and a tenant the gateway does not know (a misspelling): a 404 listing the
         # known ones, as the reports answer, not an empty list that reads "it has no keys".
         await run_in_threadpool(gateway.reports.check_tenant, tenant)
-    return JSONResponse({"data": [r.to_dict() for r in records], "next_cursor": next_cursor})
+    now = gateway.governor.keys.now()
+    return JSONResponse({"data": [r.to_dict(now) for r in records], "next_cursor": next_cursor})
 
 
 def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
     from switchpoint.governance.budgets import parse_budgets
 
-    ledger = get_service(request).gateway.governor.ledger
-    out: dict[str, Any] = record.to_dict()
+    governor = get_service(request).gateway.governor
+    ledger = governor.ledger
+    out: dict[str, Any] = record.to_dict(governor.keys.now())
     out["budget_status"] = [ledger.status(key_account(record.id), b)
                             for b in parse_budgets(list(record.budgets))]
     return out
@@ -148,7 +151,7 @@ async def revoke_key(key_id: str, request: Request) -> JSONResponse:
     await no_body(request)
     keys = get_service(request).gateway.governor.keys
     record = await run_in_threadpool(keys.revoke, key_id)
-    return JSONResponse(record.to_dict())
+    return JSONResponse(record.to_dict(keys.now()))
 
 
 @router.delete("/v1/router/keys/{key_id}", responses=_BY_ID,
@@ -167,7 +170,7 @@ async def rotate_key(key_id: str, request: Request) -> JSONResponse:
     keys = get_service(request).gateway.governor.keys
     grace = float(body.grace_seconds)
     issued = await run_in_threadpool(keys.rotate, key_id, grace)
-    return JSONResponse(issued.to_dict())
+    return JSONResponse(issued.to_dict(keys.now()))
 
 
 @router.get("/v1/router/tenants", responses=_JSON,
