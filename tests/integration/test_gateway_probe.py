@@ -1,0 +1,90 @@
+"""A half-open circuit's probe slot through the gateway: a model passed over (never called) while
+its circuit is half-open leaves the slot free, so the next request to it is its probe."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, client, log_entry, outcomes
+from tests.integration.servers import ThreadServer, thread_server
+
+COOLDOWN_S = 0.3
+
+
+def probe_config(fake: FakeProviderProcess, data: Path) -> str:
+    """``big`` falls back to ``small`` (a smaller context window) and then ``last``."""
+    return f"""models:
+  - {{name: big, tier: simple, base_url: "{fake.openai_base_url}", context_window: 32000,
+     input_per_mtok: 1, output_per_mtok: 1, fallbacks: [small, last]}}
+  - {{name: small, tier: simple, base_url: "{fake.openai_base_url}", context_window: 8000,
+     input_per_mtok: 1, output_per_mtok: 1}}
+  - {{name: last, tier: simple, base_url: "{fake.openai_base_url}", context_window: 100000,
+     input_per_mtok: 1, output_per_mtok: 1}}
+data_dir: {data}
+gateway:
+  connect_timeout_s: 1
+  read_timeout_s: 1
+  first_token_timeout_s: 1
+  backoff_base_s: 0.01
+  backoff_cap_s: 0.02
+  failure_threshold: 1
+  cooldown_s: {COOLDOWN_S}
+  max_cooldown_s: {COOLDOWN_S}
+"""
+
+
+@pytest.fixture()
+def probing(tmp_path: Path) -> Iterator[tuple[ThreadServer, FakeProviderProcess]]:
+    with FakeProviderProcess() as fake:
+        config = tmp_path / "switchpoint.yaml"
+        config.write_text(probe_config(fake, tmp_path / "data"), encoding="utf-8")
+        settings = load_settings(config, environ={})
+        with thread_server(create_app(settings, loader=FACTORY, provider_env={})) as server:
+            yield server, fake
+
+
+def user() -> list[Any]:
+    return [{"role": "user", "content": f"Name a prime. [{uuid.uuid4().hex[:8]}]"}]
+
+
+def circuit(server: ThreadServer, model: str) -> str:
+    health = httpx.get(f"{server.base}/v1/router/health").json()
+    return str(health["models"][model]["circuit"])
+
+
+def test_a_half_open_model_passed_over_for_its_context_window_is_probed_next(
+        probing: tuple[ThreadServer, FakeProviderProcess]) -> None:
+    server, fake = probing
+    fake.script("small", "500")  # small's circuit opens at its first failure
+    with pytest.raises(openai.APIStatusError):
+        client(server).chat.completions.create(model="small", messages=user())
+    assert circuit(server, "small") == "open"
+    deadline = time.monotonic() + 5
+    while circuit(server, "small") != "half_open":
+        assert time.monotonic() < deadline, "small's circuit never went half-open"
+        time.sleep(COOLDOWN_S / 3)
+    # big's context is exceeded: small, no larger, is passed over (not called); last answers.
+    fake.script("big", "context_length")
+    answer = client(server).chat.completions.with_raw_response.create(model="big",
+                                                                      messages=user())
+    assert answer.parse().model == "last"
+    entry = log_entry(server, answer.headers["x-switchpoint-request-id"])
+    assert outcomes(entry) == [("big", "context_length_exceeded"),
+                               ("small", "context_too_small"), ("last", "ok")]
+    assert circuit(server, "small") == "half_open"
+    # The next request to small is its probe (not refused until a probe timeout runs out),
+    # and its answer closes the circuit.
+    again = client(server).chat.completions.create(model="small", messages=user())
+    assert again.model == "small"
+    assert circuit(server, "small") == "closed"
