@@ -498,3 +498,28 @@ async def test_a_probe_stream_cancelled_mid_answer_leaves_no_probe_held() -> Non
     assert health.state("a") is BreakerState.CLOSED
     assert health.snapshot()["models"]["a"]["successes"] == 1
     assert health.allow("a") and health.allow("a")
+
+
+async def test_a_probe_stream_cancelled_before_its_first_chunk_frees_the_probe() -> None:
+    """The client leaving while a probe's stream has not begun (nothing delivered yet): no
+    verdict on the model, and the slot is free for the next request."""
+    health = half_open("a")
+
+    class Waiting(Scripted):
+        async def stream(self, request: Mapping[str, Any], card: ModelCard,
+                         timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+            self.calls.append(card.name)
+            yield chunk("up", "")  # the role chunk: not content
+            await asyncio.sleep(10)
+            yield chunk("up", "late")
+
+    p = Waiting({})
+    task = asyncio.ensure_future(run(p, stream=True, health=health, cards=[ModelCard("a")]))
+    while not p.calls:
+        await asyncio.sleep(0.001)
+    assert not health.allow("a")  # the probe is out
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert health.state("a") is BreakerState.HALF_OPEN
+    assert probe_is_free(health, "a")
