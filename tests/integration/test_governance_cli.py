@@ -344,3 +344,48 @@ def test_a_key_made_without_a_config_file_says_to_give_one(
     assert code == 2 and "unknown tenant 'acme'" in err, err
     assert "no config file was given" in err and "--config FILE" in err, err
     assert not (tmp_path / "data").exists()
+
+
+def test_a_clock_once_set_ahead_is_shown_and_reset_with_no_service_running(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The key store judges expiry at the latest time it has seen; after a clock set ahead by
+    mistake, ``keys clock`` says so and names the keys it holds expired, and ``--reset`` (only
+    with no service on the data dir) brings the store back to the clock."""
+    from switchpoint.gateway.owner import DataDirLock
+
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", "2d", "--config",
+                          config], capsys)
+    assert code == 0, err
+    key = out.strip()
+    path = config.parent / "data" / "keys.db"
+    with KeyStore(path) as store:
+        key_id = store.verify(key).id
+        code, out, _ = run(["keys", "clock", "--config", config], capsys)
+        assert code == 0 and "judged at this machine's clock" in out, out
+        store.clock = lambda: time.time() + 30 * 86400  # a clock set a month ahead ...
+        with pytest.raises(KeyExpiredError):
+            store.verify(key)
+    # ... and back: the key stays refused, and the store says why.
+    with KeyStore(path) as store, pytest.raises(KeyExpiredError):
+        store.verify(key)
+    code, out, _ = run(["keys", "clock", "--config", config], capsys)
+    assert code == 0 and "720.0 h ahead" in out and key_id in out and "--reset" in out, out
+    code, out, _ = run(["keys", "list", "--config", config, "--json"], capsys)
+    assert json.loads(out)[0]["status"] == "expired"
+    # Not beside a service: it would write its later time back.
+    lock = DataDirLock(config.parent / "data").acquire()
+    try:
+        code, _, err = run(["keys", "clock", "--reset", "--config", config], capsys)
+        assert code == 2 and "stop it, reset, then start it again" in err, err
+        with KeyStore(path) as store, pytest.raises(KeyExpiredError):
+            store.verify(key)  # nothing changed
+    finally:
+        lock.release()
+    code, out, err = run(["keys", "clock", "--reset", "--config", config, "--json"], capsys)
+    assert code == 0, err
+    reset = json.loads(out)
+    assert reset["revived"] == [key_id] and reset["was"] - reset["latest"] > 29 * 86400
+    with KeyStore(path) as store:
+        assert store.verify(key).id == key_id
+    code, out, _ = run(["keys", "list", "--config", config, "--json"], capsys)
+    assert json.loads(out)[0]["status"] == "active"

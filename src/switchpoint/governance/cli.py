@@ -205,6 +205,63 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_clock(args: argparse.Namespace) -> int:
+    """The time keys are judged at (the latest the key store has seen) beside this machine's
+    clock; ``--reset`` sets it back to the clock, with no service on the data directory."""
+    from switchpoint.errors import DataDirInUseError
+    from switchpoint.gateway.owner import DataDirLock
+
+    settings = _settings(args)
+    store = _store(settings)
+    if store is None:
+        print(f"no keys: {settings.data_dir} holds no key store")
+        return 0
+    clock = float(store.clock())
+    if not args.reset:
+        with store:
+            latest = store.now()
+            records = store.list(include_revoked=False)
+        ahead = latest - clock
+        if args.json:
+            _print_json({"latest": latest, "clock": clock, "ahead_s": max(ahead, 0.0)})
+        elif ahead < 60:
+            print(f"keys are judged at this machine's clock ({_when(clock)} UTC)")
+        else:
+            held = [r.id for r in records if r.expires_at is not None
+                    and clock < r.expires_at <= latest]
+            print(f"keys are judged at {_when(latest)} UTC, the latest time the key store has "
+                  f"seen, {ahead / 3600:.1f} h ahead of this machine's clock ({_when(clock)} UTC)"
+                  + (f"; {len(held)} key(s) expired by it would work by the clock: "
+                     f"{', '.join(held)}" if held else "")
+                  + ". If the clock was once set ahead by mistake, stop the service and run "
+                  "`switchpoint keys clock --reset`")
+        return 0
+    # A running service keeps the later time in memory and would write it back: not beside it.
+    try:
+        lock = DataDirLock(settings.data_dir).acquire()
+    except DataDirInUseError:
+        raise InvalidInputError("--reset", f"a switchpoint process is serving from "
+                                           f"{settings.data_dir}: it keeps the later time in "
+                                           "memory and would write it back; stop it, reset, "
+                                           "then start it again") from None
+    try:
+        with store:
+            before = store.reset_clock()
+            after = store.now()
+            revived = [r.id for r in store.list(include_revoked=False)
+                       if r.expires_at is not None and after < r.expires_at <= before]
+    finally:
+        lock.release()
+    if args.json:
+        _print_json({"latest": after, "was": before, "revived": revived})
+    else:
+        print(f"the key store's time is {_when(after)} UTC, the clock's (it was "
+              f"{_when(before)} UTC)" + (f"; {len(revived)} key(s) it had judged expired work "
+                                         f"again until their expiry: {', '.join(revived)}"
+                                         if revived else ""))
+    return 0
+
+
 def cmd_keys_show(args: argparse.Namespace) -> int:
     from switchpoint.governance.reports import Reports
 
@@ -405,7 +462,7 @@ def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int
 
 def add_commands(sub: Any) -> None:
     """Register ``keys`` and ``report`` on the main parser's subcommands."""
-    keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate")
+    keys = sub.add_parser("keys", help="client keys: create, list, show, revoke, rotate, clock")
     ks = keys.add_subparsers(dest="keys_command", required=True)
     p = ks.add_parser("create", help="make a key for a tenant (printed once)")
     p.add_argument("--tenant", required=True,
@@ -436,6 +493,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("id", help=KEY_ID_HELP)
     p.add_argument("--grace", help="how long the old secret keeps working, e.g. 1h (default 0)")
     _common(p, cmd_keys_rotate)
+    p = ks.add_parser("clock", help="the time keys are judged at (the latest the key store has "
+                                    "seen) beside the clock")
+    p.add_argument("--reset", action="store_true",
+                   help="set it back to the clock (after a clock set far ahead by mistake); "
+                        "stop the service first")
+    _common(p, cmd_keys_clock)
 
     report = sub.add_parser("report", help="cost, SLA, forecast, suggestions, budget alert "
                                            "from the request log")

@@ -509,6 +509,22 @@ class KeyStore:
             return
         self._saved = self._latest
 
+    def reset_clock(self) -> float:
+        """Set the store's latest time to the clock, even back (the way out of a clock once
+        set far ahead, which expired every key due before the time it showed); returns the
+        time the store held. Only with no service on the data directory: a running one keeps
+        the later time it has seen (the CLI takes the data directory's lock first)."""
+        with self._lock:
+            conn = self._db()
+            self._read_clock(conn)
+            before, now = self._latest, float(self.clock())
+            try:
+                conn.execute("UPDATE clock SET latest = ?", (now,))
+            except sqlite3.Error as exc:
+                raise store_error(self.path, "reset the key store's time", exc) from None
+            self._latest = self._saved = self._tried = now
+            return before
+
     def _refused_at(self, until: float) -> None:
         """A key was refused because ``until`` (its expiry, or an old secret's end of grace)
         has passed: make sure the file holds a time past it, so the refusal outlasts a crash
