@@ -42,16 +42,18 @@ got -1``, and is raised as :class:`ConfigError`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -61,7 +63,7 @@ from pydantic import (
     model_validator,
 )
 
-from switchpoint._messages import key_path
+from switchpoint._messages import cut, key_path
 from switchpoint._messages import reason as describe
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
@@ -276,6 +278,40 @@ class StoreSettings(BaseModel):
         return max(1, int(self.spill_max_mb * 2**20))
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# The most proxies (addresses or networks) ``server.trusted_proxies`` may list.
+MAX_TRUSTED_PROXIES = 100
+
+
+def proxy_network(entry: str) -> IPNetwork:
+    """``entry`` of ``server.trusted_proxies`` (an IP address, or a network in CIDR notation)
+    as the network it names; ValueError saying how to write it otherwise."""
+    text = entry.strip()
+    if "%" not in text:
+        try:
+            return ipaddress.ip_network(text)
+        except ValueError as exc:
+            if "host bits set" in str(exc):
+                network = ipaddress.ip_network(text, strict=False)
+                raise ValueError(f"{cut(entry)!r} has bits set past its prefix length: write "
+                                 f"the network as {network}, or the one address as "
+                                 f"{text.split('/', 1)[0]}") from None
+    if text == "*":
+        problem = ("would take every peer for a proxy, so any client could claim any address: "
+                   "list the proxies' addresses (0.0.0.0/0 and ::/0 if every peer truly is one)")
+    elif "%" in text:
+        problem = "has a zone (%...), which a peer's address never carries: leave it out"
+    else:
+        problem = ("is not an IP address or a network: write an address (10.0.0.5, ::1) or a "
+                   "network in CIDR notation (10.0.0.0/8, fd00::/8), not a host name")
+    raise ValueError(f"{cut(entry)!r} {problem}")
+
+
+def _proxy_entry(entry: str) -> str:
+    proxy_network(entry)
+    return entry
+
+
 class ServerSettings(BaseModel):
     """The HTTP server's own limits (``switchpoint serve``), so no client can exhaust it.
 
@@ -300,6 +336,12 @@ class ServerSettings(BaseModel):
     follows (ending them, the log's last commit, the learning checkpoint) room within the
     tightest common grace period, Docker's 10 s before it kills (Kubernetes gives 30 s,
     systemd 90 s): raise it to what the orchestrator allows, minus a few seconds.
+
+    ``trusted_proxies`` lists the proxies (IP addresses, or networks in CIDR notation) whose
+    ``X-Forwarded-For`` names the client (see :mod:`switchpoint.server.proxies`). Empty (the
+    default), the client is the peer of the connection, whatever a request claims: its
+    address is what a request without a credential counts against in the body buffer, and
+    the owner of its conversations when it sends no session id.
     Every key needs a restart.
     """
 
@@ -314,6 +356,13 @@ class ServerSettings(BaseModel):
     max_body_buffer_bytes: int = Field(64 << 20, ge=1 << 20, le=MAX_BYTES)
     backlog: int = Field(128, ge=1, le=65_535)
     shutdown_timeout_s: float = Field(5.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    trusted_proxies: list[Annotated[str, AfterValidator(_proxy_entry)]] = Field(
+        default_factory=list, max_length=MAX_TRUSTED_PROXIES)
+
+    @property
+    def proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` as networks (an address is a network of one)."""
+        return tuple(proxy_network(entry) for entry in self.trusted_proxies)
 
 
 class GatewaySettings(BaseModel):

@@ -43,9 +43,12 @@ PIN_HARD_S = 1.0
 PIN_SOFT_S = 1.2
 
 
-def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "") -> str:
+def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "",
+                server_lines: str = "") -> str:
+    """The attack config, ``extra`` (top level YAML) added, and ``server_lines`` (lines of the
+    ``server:`` block, indented two spaces) added to its limits."""
     openai = fake.openai_base_url
-    limits = "\n".join(f"  {k}: {v}" for k, v in LIMITS.items())
+    limits = "\n".join(f"  {k}: {v}" for k, v in LIMITS.items()) + server_lines
     return f"""models:
   - {{name: alpha, base_url: "{openai}", api_key_env: ALPHA_KEY, input_per_mtok: 1,
      output_per_mtok: 2, tier: simple, fallbacks: [beta]}}
@@ -149,19 +152,21 @@ class Attacked:
 
 
 @contextmanager
-def serving(fake: FakeProviderProcess, root: Path, extra: str = "") -> Iterator[Attacked]:
+def serving(fake: FakeProviderProcess, root: Path, extra: str = "", server_lines: str = "",
+            flags: tuple[str, ...] = ()) -> Iterator[Attacked]:
     """`switchpoint serve` on a free loopback port with the attack config (plus ``extra``, top
-    level YAML), files under ``root``; stopped on exit."""
+    level YAML, and ``server_lines``, lines of its ``server:`` block) and ``flags``, files under
+    ``root``; stopped on exit."""
     config = root / "switchpoint.yaml"
     data_dir = root / "data"
-    config.write_text(config_text(fake, data_dir, extra), encoding="utf-8")
+    config.write_text(config_text(fake, data_dir, extra, server_lines), encoding="utf-8")
     port = free_port()
     log_path = root / "serve.log"
     env = {**os.environ, **KEYS}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "switchpoint.cli", "serve", "--port", str(port),
-             "--config", str(config), "--log-level", "info"],
+             "--config", str(config), "--log-level", "info", *flags],
             env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             preexec_fn=limit_files)
     server = Attacked(f"http://127.0.0.1:{port}", port, proc, log_path, data_dir)

@@ -76,8 +76,10 @@ class ThreadServer:
         sock = loopback_socket()
         self.port = int(sock.getsockname()[1])
         self.base = f"http://127.0.0.1:{self.port}"
+        # (X-Forwarded-For is the app's to read, as under `switchpoint serve`)
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+                                                    log_level="warning", lifespan="on",
+                                                    proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
 

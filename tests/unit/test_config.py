@@ -164,6 +164,22 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("server: {header_timeout_s: 1.0e+100}\n", "server.header_timeout_s: must be <= 86400"),
     ("server: {shutdown_timeout_s: 1.0e+100}\n", "server.shutdown_timeout_s: must be <= 86400"),
     ("server: {shutdown_timeout_s: -1}\n", "server.shutdown_timeout_s: must be >= 0"),
+    ("server: {trusted_proxies: [10.0.0.1, nginx]}\n",
+     "server.trusted_proxies[1]: 'nginx' is not an IP address or a network: write an address "
+     "(10.0.0.5, ::1) or a network in CIDR notation (10.0.0.0/8, fd00::/8), not a host name"),
+    ("server: {trusted_proxies: ['*']}\n", "server.trusted_proxies[0]: '*' would take every "
+     "peer for a proxy, so any client could claim any address"),
+    ("server: {trusted_proxies: [10.0.0.1/8]}\n", "server.trusted_proxies[0]: '10.0.0.1/8' has "
+     "bits set past its prefix length: write the network as 10.0.0.0/8, or the one address as "
+     "10.0.0.1"),
+    ("server: {trusted_proxies: ['fe80::1%eth0']}\n", "server.trusted_proxies[0]: "
+     "'fe80::1%eth0' has a zone"),
+    ("server: {trusted_proxies: [10.0.0.0/33]}\n", "server.trusted_proxies[0]: '10.0.0.0/33' "
+     "is not an IP address or a network"),
+    ("server: {trusted_proxies: ['" + "a" * 5000 + "']}\n", "'" + "a" * 57 + "...' is not an "),
+    ("server: {trusted_proxies: 10.0.0.1}\n", "server.trusted_proxies: must be a list"),
+    ("server: {trusted_proxies: [" + ", ".join(["10.0.0.1"] * 101) + "]}\n",
+     "server.trusted_proxies: "),
     ("governance: {max_output_tokens: 10000000000}\n", "max_output_tokens: must be <="),
     ("governance: {image_tokens: 10000000000}\n", "image_tokens: must be <= 1000000"),
     ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9223372036854775807"),

@@ -29,6 +29,7 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware
+from switchpoint.server.proxies import ForwardedClientMiddleware
 from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
 from switchpoint.store import SQLiteStore
@@ -62,7 +63,12 @@ def create_app(
     ``store`` defaults to SQLite in ``settings.data_dir``; ``provider_env`` is where upstream
     API keys are read (default: the process environment, at each call). Raises
     :class:`~switchpoint.errors.ConfigError` when the settings name an admin token that was
-    not exported (:func:`~switchpoint.server.auth.check_admin_token`), as a reload does."""
+    not exported (:func:`~switchpoint.server.auth.check_admin_token`), as a reload does.
+
+    The app reads ``X-Forwarded-For`` itself, from ``server.trusted_proxies`` alone (see
+    :mod:`switchpoint.server.proxies`): a server running it must not (uvicorn:
+    ``proxy_headers=False``, as ``switchpoint serve`` sets it), or the client is who uvicorn
+    believes."""
     check_admin_token(settings)
     cached: list[Any] = [None, frozenset()]  # [the live router seen last, its names]
 
@@ -106,7 +112,9 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=cors.allow_origins,
                            allow_methods=["GET", "POST"], allow_headers=cors.allow_headers,
                            expose_headers=EXPOSED_HEADERS, max_age=cors.max_age_s)
-    app.add_middleware(MetricsMiddleware, metrics=metrics,  # outermost: sees every answer
+    app.add_middleware(MetricsMiddleware, metrics=metrics,  # sees every answer
                        paths=[str(getattr(r, "path", "")) for router in routers
                               for r in router.routes])
+    if settings.server.trusted_proxies:  # outermost: every other part sees the client it names
+        app.add_middleware(ForwardedClientMiddleware, proxies=settings.server.proxy_networks)
     return app

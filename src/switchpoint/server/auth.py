@@ -114,8 +114,9 @@ _CALLER = "switchpoint.caller"  # (in the request's scope: the credential it was
 
 def body_owner(scope: Scope) -> str:
     """Who a request's body counts against in the body buffer: the credential the route
-    accepted (a client key's id, the admin token), else the client's address (on loopback,
-    or behind a proxy that does not pass the address on, every such caller is one)."""
+    accepted (a client key's id, the admin token), else the client's address (see
+    :mod:`switchpoint.server.proxies`: behind a proxy not listed in ``server.trusted_proxies``,
+    every such caller is one)."""
     caller = scope.get(_CALLER)
     if isinstance(caller, str):
         return caller

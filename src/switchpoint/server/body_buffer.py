@@ -8,10 +8,10 @@ client, with enough slow connections, held the whole buffer, and every other cli
 until its bodies timed out.
 
 A client is the credential its request was authenticated with (a client key, the admin
-token), else its address as the server sees it: behind a proxy on the same host that sets
-``X-Forwarded-For`` (which the server trusts from loopback only), the address the proxy names;
-on loopback without one, or behind a proxy that does not pass the address on, every caller
-without a credential is one client and shares one share. A deployment where one client must
+token), else its address (:mod:`switchpoint.server.proxies`): behind a proxy listed in
+``server.trusted_proxies``, the address the proxy names in ``X-Forwarded-For``; else the peer's,
+so behind a proxy not listed, or one that does not pass the address on, every caller without a
+credential is one client and shares one share. A deployment where one client must
 hold more raises ``server.max_body_buffer_bytes``: the share grows with it.
 """
 

@@ -11,7 +11,9 @@ with the reason.
 The server runs uvicorn's h11 protocol under the connection guard of
 :mod:`switchpoint.server.protocol` (the ``server:`` limits of the config), with repeated log
 messages rate-limited (:mod:`switchpoint.server.logs`). Before it binds, it applies the
-exposure rule of :mod:`switchpoint.server.exposure`.
+exposure rule of :mod:`switchpoint.server.exposure`. Who a client is (its address, or the one
+a listed proxy names) is the app's to say (:mod:`switchpoint.server.proxies`): uvicorn's own
+reading of ``X-Forwarded-For`` is off.
 """
 
 from __future__ import annotations
@@ -392,6 +394,9 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=access_log,
         lifespan="on", server_header=False, http=protocol, backlog=limits.backlog,
+        # The app reads X-Forwarded-For from server.trusted_proxies alone; uvicorn's own
+        # reading believed any process on 127.0.0.1 (and $FORWARDED_ALLOW_IPS).
+        proxy_headers=False,
         timeout_keep_alive=limits.keep_alive_timeout_s,  # type: ignore[arg-type]
         h11_max_incomplete_event_size=limits.max_header_bytes)
     # uvicorn configures its loggers in Config(); the filter goes on after that.
