@@ -26,6 +26,7 @@
     server:                       # the HTTP server's own limits (see ServerSettings)
       max_connections: 1000
       header_timeout_s: 10
+      trusted_proxies: [127.0.0.1]  # proxies whose X-Forwarded-For names the client
     gateway:                      # POST /v1/chat/completions: upstream calls, failover, health,
       connect_timeout_s: 5        # session pins (see GatewaySettings for every key)
       read_timeout_s: 60
