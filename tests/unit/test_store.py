@@ -1139,3 +1139,27 @@ def test_a_database_file_deleted_or_replaced_under_the_store_loses_nothing_logge
     with SQLiteStore(path) as reopened:
         ids = {d["id"] for d in reopened.decisions(limit=10)}
     assert after.id in ids and (how == "deleted") == (before.id not in ids)
+
+
+def test_a_sqlite_without_json_functions_is_refused_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hourly sums are kept by triggers that read JSON: a SQLite without its JSON functions
+    would fail every write, so the store refuses to open on one and says what to do. (Such a
+    build is stood in for by denying the functions to the connection.)"""
+    real_connect = sqlite3.connect
+
+    def without_json(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_authorizer(lambda action, _, name, *__: sqlite3.SQLITE_DENY
+                            if action == sqlite3.SQLITE_FUNCTION and str(name).startswith("json")
+                            else sqlite3.SQLITE_OK)
+        return conn
+
+    monkeypatch.setattr("switchpoint.store.sqlite.sqlite3.connect", without_json)
+    store = SQLiteStore(tmp_path / "switchpoint.db")
+    with pytest.raises(StoreError, match=r"built without its JSON functions.*SQLite 3\.38"):
+        store.open()
+    monkeypatch.undo()
+    with SQLiteStore(tmp_path / "switchpoint.db") as store:  # a full SQLite opens it
+        store.append(record()).result()
+        assert store.decision_stats()["total"] == 1

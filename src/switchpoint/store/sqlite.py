@@ -173,6 +173,19 @@ def upgrade_schema(conn: sqlite3.Connection, migrations: Mapping[int, str], *,
         raise
 
 
+def require_json(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Refuse, saying why, a SQLite built without its JSON functions: the decisions table's
+    hourly sums are kept by triggers that read each decision's expected errors with them, so
+    every write would fail. SQLite 3.38 and later always have them; most earlier builds too."""
+    try:
+        conn.execute("SELECT json_valid('{}')").fetchone()
+    except sqlite3.DatabaseError:  # (no such function; or, where denied, not authorized)
+        raise StoreError(
+            f"{path}: cannot open it: this Python's SQLite ({sqlite3.sqlite_version}) was "
+            "built without its JSON functions, which the store needs; SQLite 3.38 and later "
+            "always have them: run switchpoint on a Python linked against such a SQLite") from None
+
+
 def _schema_version(conn: sqlite3.Connection, latest: int, newer: str) -> int:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > latest:
@@ -1176,6 +1189,7 @@ class SQLiteStore:
             wal_mode(conn)
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            require_json(conn, self.path)
             upgrade_schema(conn, _MIGRATIONS,
                            newer="upgrade switchpoint or point data_dir elsewhere")
         except BaseException:
