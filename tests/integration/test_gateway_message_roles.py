@@ -1,8 +1,10 @@
-"""Each message carries what its role needs, as OpenAI's Chat Completions API requires: a
-message missing it is refused with a 400 naming the field, at both doors (HTTP with the
-official ``openai`` client, and in-process), before anything is routed, reserved, logged,
-pinned or sent upstream. What OpenAI takes (an assistant turn carrying only tool calls, a
-refusal or audio; tool-call round trips, plain and streamed) still goes through as sent."""
+"""Each message carries what its role needs, and only the content-part types its role takes
+(each part with its own field), as OpenAI's Chat Completions API requires: a message that
+falls short is refused with a 400 naming the field, at both doors (HTTP with the official
+``openai`` client, and in-process), before anything is routed, reserved, logged, pinned or
+sent upstream. What OpenAI takes (an assistant turn carrying only tool calls, a refusal or
+audio; tool-call round trips, plain and streamed; every part type each role takes) still goes
+through as sent."""
 
 from __future__ import annotations
 
@@ -14,6 +16,14 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import (
+    ChatCompletionContentPartImageParam,
+    ChatCompletionContentPartInputAudioParam,
+    ChatCompletionContentPartRefusalParam,
+    ChatCompletionContentPartTextParam,
+    ChatCompletionMessageParam,
+)
+from openai.types.chat.chat_completion_content_part_param import File
 
 from switchpoint.config import DB_FILENAME, load_settings
 from switchpoint.errors import InvalidInputError
@@ -62,10 +72,28 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
                                                                "arguments": "{}"}},
       {"role": "function", "content": "42"}], "messages[3].name",
      "is missing; a function message names the function"),
+    # Content parts the role does not take, or without their field.
+    ([{"role": "developer", "content": [{"type": "image_url",
+                                         "image_url": {"url": "https://x.test/a.png"}}]}],
+     "messages[2].content[0].type", 'is "image_url", which a developer message does not '
+     "take: a developer message takes text parts only"),
+    ([{"role": "user", "content": [{"type": "text", "text": "see"},
+                                   {"type": "video_url", "video_url": {"url": "x"}}]}],
+     "messages[2].content[1].type", 'is "video_url", which a user message does not take: a '
+     "user message takes text, image_url, input_audio or file parts"),
+    ([{"role": "assistant", "content": [{"type": "input_audio", "input_audio": {
+        "data": "SUQz", "format": "mp3"}}]}, {"role": "user", "content": "and?"}],
+     "messages[2].content[0].type", "an assistant message takes text or refusal parts"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"detail": "low"}}]}],
+     "messages[2].content[0].image_url.url", "is missing; an image_url part carries"),
+    ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
+      {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text"}]}],
+     "messages[3].content[0].text", "is missing; a text part carries its text"),
 ]
 IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare",
        "assistant-all-null", "tool-no-id", "tool-id-number", "tool-no-content",
-       "function-no-name"]
+       "function-no-name", "developer-image-part", "user-unknown-part",
+       "assistant-audio-part", "image-part-no-url", "tool-text-part-no-text"]
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +217,36 @@ def test_messages_openai_takes_without_text_are_forwarded_as_sent(
     raw.http_response.read()
     assert raw.http_response.status_code == 200
     assert gw_fake.requests()[-1]["body"]["messages"] == messages
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_every_part_type_each_role_takes_is_forwarded_as_sent(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # Each built with the openai package's own part types, as its users write them.
+    text: ChatCompletionContentPartTextParam = {"type": "text", "text": "Look at these."}
+    image: ChatCompletionContentPartImageParam = {
+        "type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=",
+                                           "detail": "low"}}
+    audio: ChatCompletionContentPartInputAudioParam = {
+        "type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    pdf: File = {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=",
+                                          "filename": "a.pdf"}}
+    refusal: ChatCompletionContentPartRefusalParam = {"type": "refusal", "refusal": "No."}
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "system", "content": [text]},
+        {"role": "developer", "content": [text, text]},
+        {"role": "user", "content": [text, image, audio, pdf,
+                                     {"type": "file", "file": {"file_id": "file-abc"}}]},
+        {"role": "assistant", "content": [text, refusal], "tool_calls": [CALL]},  # type: ignore[list-item]
+        {"role": "tool", "tool_call_id": "call_1", "content": [text]},
+        {"role": "user", "content": f"So? [{uuid.uuid4().hex[:8]}]"},
+    ]
+    before = rows(data_dir(budgeted))["requests"]
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", messages=messages, stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == messages
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok" and entry["model"] == "good"
+    assert rows(data_dir(budgeted))["requests"] == before + 1

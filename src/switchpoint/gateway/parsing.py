@@ -7,9 +7,12 @@ surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tok
 ``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it) and
 the gateway's own ``models`` field are checked by :class:`ChatRequest`, and each message must
 carry what its role needs (a user message its ``content``, a tool message its
-``tool_call_id``, ...), as OpenAI requires. Every other field (temperature, tools,
-response_format, ...) goes upstream exactly as sent, so the dict returned is the body as the
-client wrote it, minus the gateway's own fields.
+``tool_call_id``, ...) and only the content-part types its role takes (system, developer and
+tool messages text parts; user messages text, image_url, input_audio and file parts; assistant
+messages text and refusal parts), each part with its own field, as OpenAI requires (an
+unknown part type included: which upstream the router picks would decide whether it works).
+Every other field (temperature, tools, response_format, ...) goes upstream exactly as sent,
+so the dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
 
 from __future__ import annotations
@@ -74,8 +77,10 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"] = Field(
         description="system, developer, user, assistant, tool (or the older function).")
     content: Annotated[Any, WithJsonSchema(_CONTENT_SCHEMA)] = Field(
-        None, description="The text, or a list of content parts, objects with a type (text, "
-                          "image_url, ...). Required for every role but an assistant turn "
+        None, description="The text, or a list of content parts, objects with a type and "
+                          "that type's field: text parts for every role; image_url, "
+                          "input_audio and file parts too in a user message, refusal parts "
+                          "in an assistant message. Required for every role but an assistant turn "
                           "carrying tool_calls, function_call, refusal or audio (then it may "
                           "be null or left out).")
 
@@ -210,6 +215,7 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
     for i, message in enumerate(data["messages"]):
         if isinstance(message, Mapping):
             _check_role_fields(message, i)
+            _check_parts(message, i)
     return data
 
 
@@ -263,6 +269,74 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
         raise invalid_at("messages", f"{where}.name",
                          f"{_absent(message, 'name')}; a function message names the function "
                          "whose result it carries: send that name")
+
+
+# The content-part types each role's message may carry, as OpenAI's Chat Completions API takes
+# them (its own schema refuses any other type, an unknown one included, with a 400). A
+# ``function`` message (the older tool result) is held to what a ``tool`` message takes.
+PART_TYPES: dict[str, tuple[str, ...]] = {
+    "system": ("text",), "developer": ("text",), "tool": ("text",), "function": ("text",),
+    "user": ("text", "image_url", "input_audio", "file"),
+    "assistant": ("text", "refusal"),
+}
+# Each part type: the field it carries, the JSON type of that field, the members that field
+# must hold as strings, and how a part of that type is written. Optional members (an image's
+# ``detail``, a file's ``file_id`` / ``file_data`` / ``filename``) go upstream as sent.
+_PART_FIELDS: dict[str, tuple[type, tuple[str, ...], str]] = {
+    "text": (str, (), '{"type": "text", "text": "..."}'),
+    "refusal": (str, (), '{"type": "refusal", "refusal": "..."}'),
+    "image_url": (dict, ("url",), '{"type": "image_url", "image_url": {"url": "..."}}'),
+    "input_audio": (dict, ("data", "format"), '{"type": "input_audio", "input_audio": '
+                                              '{"data": "<base64>", "format": "wav"}}'),
+    "file": (dict, (), '{"type": "file", "file": {"file_id": "..."}} (or file_data and '
+                       'filename)'),
+}
+
+
+def _article(word: str) -> str:
+    """``a`` or ``an`` before a role or a part type."""
+    return "an" if word in ("assistant", "image_url", "input_audio") else "a"
+
+
+def _takes(role: str) -> str:
+    """What a ``role`` message takes, as an error says it."""
+    kinds = PART_TYPES[role]
+    if len(kinds) == 1:
+        return f"{kinds[0]} parts only"
+    return f"{', '.join(kinds[:-1])} or {kinds[-1]} parts"
+
+
+def _check_parts(message: Mapping[str, Any], i: int) -> None:
+    """A message whose content parts its role does not take, or a part without its field:
+    :class:`InvalidInputError` naming the path (``messages[1].content[0].type``) and what the
+    role takes. (:class:`ChatMessage` has already checked each part is an object naming its
+    type.)"""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return
+    role = message["role"]
+    for j, part in enumerate(content):
+        where = f"messages[{i}].content[{j}]"
+        kind = part["type"]
+        if kind not in PART_TYPES[role]:
+            raise invalid_at("messages", f"{where}.type",
+                             f"is {cut(json.dumps(kind), 40)}, which {_article(role)} {role} "
+                             f"message does not take: {_article(role)} {role} message takes "
+                             f"{_takes(role)}")
+        kind_of, members, written = _PART_FIELDS[kind]
+        carries = f"{_article(kind)} {kind} part carries " + (
+            f"its text: {written}" if kind_of is str else written)
+        value = part.get(kind)
+        if not isinstance(value, kind_of):
+            wrong = (_absent(part, kind) if kind_of is str or value is None or kind not in part
+                     else f"must be an object, not {_shown(value)}")
+            raise invalid_at("messages", f"{where}.{kind}", f"{wrong}; {carries}")
+        if not isinstance(value, dict):
+            continue
+        for member in members:
+            if not isinstance(value.get(member), str):
+                raise invalid_at("messages", f"{where}.{kind}.{member}",
+                                 f"{_absent(value, member)}; {carries}")
 
 
 def check_model_count(models: list[str], field: str) -> list[str]:
