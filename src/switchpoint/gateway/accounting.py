@@ -207,6 +207,22 @@ def refused(call: ChatCall, exc: GatewayError, live: Live, started: float,
     otherwise a request id is made here, and set on ``exc`` so the caller is told it too, and
     the pin reported is ``pin``: what the session's pin would have done, read without changing
     it (``fresh`` when none is given)."""
+    return _unplanned(call, exc, live, started, pin, status="refused")
+
+
+def stopped_unplanned(call: ChatCall, exc: ServiceStoppingError, live: Live, started: float,
+                      pin: PinDecision | None = None) -> Entry:
+    """The service stopped before the request was planned (it was being routed, or came once
+    the service had begun to end what it had in flight): no model was called, no budget
+    held. Logged as :func:`stopped` logs one ended later (an ``error`` of kind
+    ``service_stopped``); ``pin`` as for :func:`refused`."""
+    return _unplanned(call, exc, live, started, pin, status="error")
+
+
+def _unplanned(call: ChatCall, exc: GatewayError, live: Live, started: float,
+               pin: PinDecision | None, *, status: str) -> Entry:
+    """A request that ended before it was planned, logged with ``status``; see
+    :func:`refused`."""
     peeked = pin if pin is not None else PinDecision(PinState.FRESH)
     info = exc.info if isinstance(exc.info, CallInfo) else CallInfo(
         request_id=uuid.uuid4().hex, requested_model=call.requested, routed_model=None,
@@ -219,7 +235,7 @@ def refused(call: ChatCall, exc: GatewayError, live: Live, started: float,
     request = RequestRecord(
         id=info.request_id, ts=time.time(), session_id=call_session(call),
         requested_model=redact(call.requested), routed_model=info.routed_model,
-        status="refused",
+        status=status,
         http_status=exc.status, error_kind=exc.code, error=clip(redact(str(exc)), MAX_ERROR),
         pin_state=info.pin_state, pin=info.pin, stream=call.stream, latency_ms=latency_ms,
         cluster_id=d.cluster_id if d else None,

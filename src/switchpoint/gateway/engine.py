@@ -205,6 +205,14 @@ class Gateway:
         # and those of them :meth:`stop_in_flight` ended, with why.
         self._calls: set[asyncio.Task[Any]] = set()
         self._stopped_calls: dict[asyncio.Task[Any], str] = {}
+        # The tasks planning a request (routing it, reserving its budget hold), and the
+        # requests planned whose call has not begun (by request id, with the live router each
+        # was planned on and its loop): a stop ends those too, whatever stage they are in.
+        self._planning: set[asyncio.Task[Any]] = set()
+        self._planned: dict[str, tuple[Plan, Live, asyncio.AbstractEventLoop]] = {}
+        # The loops :meth:`stop_in_flight` ended the requests of, with why: a request that
+        # reaches the gateway there since is ended as it arrives.
+        self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.learning = GatewayLearning(self.state, self.store)
@@ -267,6 +275,7 @@ class Gateway:
             raise
         self._opened = True
         self._closed = False
+        self._stopping.clear()  # (opened again: it serves again)
 
     def _release_data_dir(self) -> None:
         if self._owner is not None:
@@ -511,12 +520,51 @@ class Gateway:
         self._check_open()
         live = self.state.live()
         self._check_log_room()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        why = self._stopping.get(loop)
+        if why is not None:  # the service stops: it takes on nothing more
+            raise await self._stopped_unplanned(call, live, started, why)
+        if task is not None:
+            self._planning.add(task)
         try:
-            return await self._plan(call, live, started)
+            try:
+                plan, live = await self._plan(call, live, started)
+            finally:
+                if task is not None:
+                    self._planning.discard(task)
         except _REFUSALS as exc:
             pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
             await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
             raise
+        except asyncio.CancelledError:
+            # (A cancel lands only where planning waits, before any budget hold is taken.)
+            why = self._stopped_calls.pop(task, None) if task is not None else None
+            if why is None or task is None or task.uncancel() > 0:
+                raise  # its caller cancelled it (too): that one is obeyed
+            raise await self._stopped_unplanned(call, live, started, why) from None
+        self._forget_stale_plans()
+        self._planned[plan.request_id] = (plan, live, loop)
+        return plan, live
+
+    def _forget_stale_plans(self) -> None:
+        """Drop the planned requests whose call never began and never can: their loop closed,
+        or their deadline passed (their budget hold expires with it). Only a caller that
+        plans and never executes leaves such a plan."""
+        now = time.perf_counter()
+        for request_id, (plan, _, on) in list(self._planned.items()):
+            if on.is_closed() or now - plan.started > self.retry.max_total_s:
+                self._planned.pop(request_id, None)
+
+    async def _stopped_unplanned(self, call: ChatCall, live: Live, started: float,
+                                 why: str) -> ServiceStoppingError:
+        """A request the service's stop ended before it was planned, logged: the error its
+        caller gets."""
+        error = ServiceStoppingError(why)
+        entry = accounting.stopped_unplanned(call, error, live, started,
+                                             self._peek_pin(call, live))
+        await self._write(entry, wait=True)
+        return error
 
     def _peek_pin(self, call: ChatCall, live: Live) -> PinDecision | None:
         """What the session's pin would have done for ``call``, read without changing it: a
@@ -611,7 +659,18 @@ class Gateway:
     async def execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
         """Call the plan's candidates. Returns the answer (logged), or a committed stream (logged
         as it ends). Raises :class:`~switchpoint.errors.FailoverError` (logged) when no model
-        answers; its ``info`` says what was tried."""
+        answers; its ``info`` says what was tried. A plan the service's stop ended before its
+        call began raises :class:`~switchpoint.errors.ServiceStoppingError` (logged then), as
+        does one taken up once the stop has begun (logged now, its hold released): the
+        service calls no model once it stops."""
+        self._planned.pop(plan.request_id, None)
+        if plan.stopped is not None:
+            raise plan.stopped
+        why = self._stopping.get(asyncio.get_running_loop())
+        if why is not None:
+            await self._write(self._end_planned(plan, live, why), wait=True)
+            assert plan.stopped is not None
+            raise plan.stopped
         attempts: list[Attempt] = []
         task = asyncio.current_task()
         if task is not None:
@@ -774,14 +833,32 @@ class Gateway:
         :class:`~switchpoint.errors.ServiceStopped`, one nobody reads is closed). Each is
         logged once, saying ``why``, its budget hold settled as for a request its client left
         (the worst case of the model called, unless its usage is known), its upstream
-        connection closed. Returns how many were ended."""
+        connection closed. A request still being planned is ended too (its routing is
+        cancelled; its caller gets the same error, and it is logged once), and so is one
+        planned whose call has not begun (its budget hold released, as no model was called;
+        logged once, here). A request that reaches the gateway on this loop from now on is
+        ended as it arrives. Returns how many were ended."""
         loop = asyncio.get_running_loop()
+        for gone in [on for on in self._stopping if on.is_closed()]:
+            del self._stopping[gone]
+        self._stopping[loop] = why
         ended = 0
-        for task in list(self._calls):
+        for task in [*self._calls, *self._planning]:
             if task.get_loop() is loop and not task.done() and task not in self._stopped_calls:
                 self._stopped_calls[task] = why
                 task.cancel()
                 ended += 1
+        for request_id, (plan, live, on) in list(self._planned.items()):
+            if on is not loop and not on.is_closed():
+                continue
+            del self._planned[request_id]
+            if on is not loop:
+                continue  # (its loop closed: nothing on it can run again)
+            entry = self._end_planned(plan, live, why)
+            closing = loop.create_task(self._log_ended(entry))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+            ended += 1
         for stream, on in list(self._open_streams.items()):
             if on is not loop:
                 continue
@@ -798,6 +875,20 @@ class Gateway:
         """Wait for the closings :meth:`stop_in_flight` (or a deadline) started."""
         while self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    def _end_planned(self, plan: Plan, live: Live, why: str) -> accounting.Entry:
+        """End a planned request whose call has not begun, for a service that stops: its
+        budget hold released (no model was called), :attr:`Plan.stopped` set to the error its
+        caller gets. Returns its log entry, to write."""
+        error = ServiceStoppingError(why)
+        plan.unanswered([])
+        entry = accounting.stopped(plan, live, [], error, self._settle(plan, None, None, None))
+        error.info = entry.info
+        plan.stopped = error
+        return entry
+
+    async def _log_ended(self, entry: accounting.Entry) -> None:
+        await self._write(entry, wait=True)
 
     def _forget_streams_of_closed_loops(self) -> None:
         """Drop the open streams whose event loop has closed (an ``asyncio.run`` that returned

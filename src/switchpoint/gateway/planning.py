@@ -26,6 +26,7 @@ from typing import Any
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
+    GatewayError,
     InvalidInputError,
     ModelNotFoundError,
     NoCapableModelError,
@@ -115,6 +116,8 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     planning_ms: float = 0.0
     ticket: Any = None  # the budget reservation, once admitted (see switchpoint.governance)
+    # The error it was ended with before its call began (the service stopped; it is logged).
+    stopped: GatewayError | None = None
     pin_note: str | None = None  # why the pin is not what the session's windows said
 
     def unpin(self, pin: PinDecision, note: str) -> None:
