@@ -279,9 +279,10 @@ PART_TYPES: dict[str, tuple[str, ...]] = {
     "user": ("text", "image_url", "input_audio", "file"),
     "assistant": ("text", "refusal"),
 }
-# Each part type: the field it carries, the JSON type of that field, the members that field
-# must hold as strings, and how a part of that type is written. Optional members (an image's
-# ``detail``, a file's ``file_id`` / ``file_data`` / ``filename``) go upstream as sent.
+# Each part type, whose field is named as the type: what that field must be (a string, or an
+# object), the members such an object must hold as strings, and how a part of it is written.
+# Optional members (an image's ``detail``, a file's ``file_id`` / ``file_data`` /
+# ``filename``) go upstream as sent.
 _PART_FIELDS: dict[str, tuple[type, tuple[str, ...], str]] = {
     "text": (str, (), '{"type": "text", "text": "..."}'),
     "refusal": (str, (), '{"type": "refusal", "refusal": "..."}'),
