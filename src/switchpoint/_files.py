@@ -88,6 +88,29 @@ def private_file(path: Path) -> Path:
     return path
 
 
+#: What SQLite keeps beside a database in WAL mode: the suffixes of those files' names.
+SQLITE_SIDE_FILES = ("-wal", "-shm")
+
+FileId = tuple[int, int]
+
+
+def file_identity(path: Path) -> FileId | None:
+    """The device and inode of the file at ``path``, or None when there is none: another
+    value than when a file was opened means it was deleted or replaced since."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def database_identity(path: Path) -> tuple[FileId | None, ...]:
+    """:func:`file_identity` of the SQLite database ``path`` and of each of its side files
+    (:data:`SQLITE_SIDE_FILES`), in that order: while a connection in WAL mode is open on it,
+    another value than when it was opened means one of them was deleted or replaced since."""
+    return tuple(file_identity(Path(f"{path}{suffix}")) for suffix in ("", *SQLITE_SIDE_FILES))
+
+
 def lock_holder(fd: int) -> str:
     """`` (pid N)`` of the process that holds the advisory lock on the file ``fd`` has open,
     when it has written its pid there (else ``""``)."""

@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from switchpoint._files import lock_holder
+from switchpoint._files import file_identity, lock_holder
 from switchpoint.errors import DataDirInUseError, StoreError
 
 log = logging.getLogger("switchpoint.gateway")
@@ -80,11 +80,7 @@ class DataDirLock:
         if self._fd is None:
             return
         held = os.fstat(self._fd)
-        try:
-            now = os.stat(self.path)
-        except FileNotFoundError:
-            now = None
-        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+        if file_identity(self.path) == (held.st_dev, held.st_ino):
             return
         old, self._fd = self._fd, None
         try:

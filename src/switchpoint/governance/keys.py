@@ -42,7 +42,7 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
-from switchpoint._files import private_dir, private_file
+from switchpoint._files import file_identity, private_dir, private_file
 from switchpoint._messages import cut, quoted, unprintable
 from switchpoint.errors import (
     InvalidInputError,
@@ -57,7 +57,6 @@ from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.store.sqlite import (
     DEFAULT_PAGE,
     MAX_PAGE,
-    file_identity,
     store_error,
     upgrade_schema,
     wal_mode,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from switchpoint._files import private_dir, private_file
+from switchpoint._files import file_identity, private_dir, private_file
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 
@@ -1059,16 +1059,6 @@ class FileGoneError(sqlite3.OperationalError):
 
     sqlite_errorcode = sqlite3.SQLITE_CANTOPEN
     sqlite_errorname = "SQLITE_CANTOPEN"
-
-
-def file_identity(path: Path) -> tuple[int, int] | None:
-    """The device and inode of the file at ``path``, or None when there is none: another
-    value than when a file was opened means it was deleted or replaced since."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 # What the writer takes: a record, the future its appender waits on (None: nobody waits), and
