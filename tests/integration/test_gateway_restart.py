@@ -4,6 +4,9 @@ restart and a crash."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -167,3 +170,61 @@ def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
+
+
+@pytest.mark.parametrize("how", ["deleted", "deleted_alone", "replaced"])
+def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
+        gw_fake: FakeProviderProcess, tmp_path: Path, how: str) -> None:
+    """``sessions.db`` deleted (with its ``-wal`` and ``-shm``, or alone, leaving them behind)
+    or replaced (a backup moved over it) while the service runs: the pins made before and
+    after it, and those of the file now at the path, are all there after a restart."""
+    from switchpoint.gateway.sessions import Pin, SQLitePinStore, session_key
+
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
+    tag = uuid.uuid4().hex
+    before, after, restored = (f"{name}-{tag}" for name in ("before", "after", "restored"))
+    expected = {before: "cheap", after: "good"}
+    pins = data / "sessions.db"
+    server = start(config, data)
+    try:
+        c = openai_client(server)
+        assert c.chat.completions.create(model="cheap", extra_headers={"x-session-id": before},
+                                         messages=[{"role": "user", "content": "hi"}]
+                                         ).model == "cheap"
+        if how == "replaced":  # a backup holding another conversation's pin, moved over it
+            backup = SQLitePinStore(tmp_path / "backup.db")
+            backup.put(str(session_key(restored, [])), Pin("other", time.time()))
+            backup.close()
+            os.replace(tmp_path / "backup.db", pins)  # (the old -wal and -shm stay behind)
+            expected[restored] = "other"
+        else:
+            for suffix in ("",) if how == "deleted_alone" else ("", "-wal", "-shm"):
+                Path(f"{pins}{suffix}").unlink()
+        assert c.chat.completions.create(model="good", extra_headers={"x-session-id": after},
+                                         messages=[{"role": "user", "content": "hi"}]
+                                         ).model == "good"
+        code, err = server.terminate()
+        assert code == 0, err
+        said = "deleted" if how != "replaced" else "replaced"
+        assert err.count(f"sessions.db was {said} while the service ran") == 1, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+    server = start(config, data)
+    try:
+        c = openai_client(server)
+        for session, model in expected.items():
+            # Price-first routing would pick `fresh`: the pin keeps the session where it was.
+            again = c.chat.completions.with_raw_response.create(
+                model="auto", extra_headers={"x-session-id": session,
+                                             "x-switchpoint-cost-weight": "1000"},
+                messages=[{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}])
+            assert (session.split("-")[0], again.parse().model,
+                    again.headers["x-switchpoint-pin"]) == (session.split("-")[0], model, "hard")
+        with sqlite3.connect(pins) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        server.terminate()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -513,3 +516,152 @@ def test_a_damaged_pins_file_is_called_damaged_not_short_of_space(tmp_path: Path
     message = str(caught.value)
     assert message.startswith(f"{path}: cannot open the session pins (file is not a database)")
     assert "the file is damaged" in message and "disk has space" not in message
+
+
+# The pins' file deleted or replaced under the running store --------------------------------
+
+def on_disk(path: Path) -> dict[str, tuple[str, float]]:
+    """The pins the file at ``path`` holds, as a start reads them."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = db.execute("SELECT session_id, model, last_used FROM session_pins").fetchall()
+    return {session: (model, used) for session, model, used in rows}
+
+
+def a_backup(path: Path, pins: dict[str, Pin], *, in_wal: bool = False) -> None:
+    """A pins file holding ``pins`` put at ``path`` in one step, as a restore does. ``in_wal``:
+    with its own ``-wal`` and ``-shm`` (a copy of all three taken while it was open), its
+    pins only in its ``-wal``, not yet in the file itself."""
+    made = path.with_name("made.db")
+    db = sqlite3.connect(made, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.executescript(SQLitePinStore.SCHEMA)
+    db.executemany("INSERT INTO session_pins VALUES (?, ?, ?, ?)",
+                   [(k, p.model, p.last_used, p.eviction) for k, p in pins.items()])
+    suffixes = ("", "-wal", "-shm") if in_wal else ("",)
+    if not in_wal:
+        db.close()  # its log written into it (and removed)
+    for suffix in suffixes:
+        shutil.copyfile(f"{made}{suffix}", f"{made}{suffix}.copy")
+    if in_wal:
+        db.close()
+    for suffix in suffixes:
+        Path(f"{made}{suffix}.copy").replace(f"{path}{suffix}")
+    made.unlink()
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for ``check`` (a file being made may not have its table yet: not yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except sqlite3.Error:
+            pass
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("gone", ["all", "alone", "wal", "shm"])
+def test_a_pins_file_deleted_under_the_store_is_made_again_with_every_pin(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, gone: str) -> None:
+    """The file (with its side files, or alone; or only its ``-wal`` or ``-shm``) deleted
+    while the store runs: the pins made before and after are in the file at the path, and the
+    side files the old file left are not taken up by the new one."""
+    path = tmp_path / "sessions.db"
+    store = SQLitePinStore(path)
+    store.put("before", Pin("small", T0))
+    store.flush()
+    names = {"all": ("", "-wal", "-shm"), "alone": ("",), "wal": ("-wal",), "shm": ("-shm",)}
+    for suffix in names[gone]:
+        Path(f"{path}{suffix}").unlink()
+    store.put("after", Pin("big", T0 + 1))
+    store.flush()
+    # What a crash now leaves (and another process reads): both, in the file at the path.
+    assert on_disk(path) == {"before": ("small", T0), "after": ("big", T0 + 1)}
+    assert store.get("before") == Pin("small", T0)
+    store.put("later", Pin("big", T0 + 2))  # one move, logged once
+    store.close()
+    assert on_disk(path) == {"before": ("small", T0), "after": ("big", T0 + 1),
+                             "later": ("big", T0 + 2)}
+    said = "was deleted" if gone in ("all", "alone") else f"had its -{gone} file deleted"
+    assert caplog.text.count(said) == 1, caplog.text
+    assert "before" not in caplog.text  # no session's key in the log
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.db"]  # no copy left
+
+
+def test_a_pins_file_deleted_while_no_pin_changes_is_made_again_on_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No change comes after the deletion: the store makes the file again within
+    FILE_CHECK_S all the same, so a crash then does not lose the pins."""
+    monkeypatch.setattr("switchpoint.gateway.sessions.FILE_CHECK_S", 0.05)
+    path = tmp_path / "sessions.db"
+    store = SQLitePinStore(path)
+    try:
+        store.put("before", Pin("small", T0))
+        store.flush()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink()
+        until(lambda: path.exists() and "before" in on_disk(path), "the file made again")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("in_wal", [False, True])
+def test_a_pins_file_replaced_under_the_store_is_taken_with_the_live_pins_written_in(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, in_wal: bool) -> None:
+    """A backup moved over the file while the store runs (the file alone, its old side
+    files left behind; or with its own ``-wal`` and ``-shm``): the store takes it, with what
+    it holds, and writes the pins it knows into it, the newer pin of a session kept."""
+    path = tmp_path / "sessions.db"
+    store = SQLitePinStore(path)
+    try:
+        store.put("live", Pin("small", T0 + 5))
+        store.put("newer-here", Pin("small", T0 + 5))
+        store.put("newer-there", Pin("small", T0 + 5))
+        assert store.get("restored") is None  # known to have none
+        store.flush()
+        a_backup(path, {"restored": Pin("eyes", T0), "newer-here": Pin("big", T0),
+                        "newer-there": Pin("big", T0 + 9)}, in_wal=in_wal)
+        store.put("after", Pin("big", T0 + 6))
+        store.flush()
+        assert store.get("restored") == Pin("eyes", T0)  # read from the file now there
+        assert store.get("newer-there") == Pin("big", T0 + 9)
+    finally:
+        store.close()
+    assert on_disk(path) == {"live": ("small", T0 + 5), "newer-here": ("small", T0 + 5),
+                             "newer-there": ("big", T0 + 9), "restored": ("eyes", T0),
+                             "after": ("big", T0 + 6)}
+    assert caplog.text.count("sessions.db was replaced while the service ran") == 1
+
+
+def test_a_pins_file_replaced_by_what_is_no_database_keeps_the_pins_until_it_is_fixed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    """What cannot be opened at the path: the pins are kept meanwhile (said once), and go
+    into the file at the path once it can be used."""
+    monkeypatch.setattr("switchpoint.gateway.sessions.FILE_CHECK_S", 0.05)
+    path = tmp_path / "sessions.db"
+    store = SQLitePinStore(path)
+    try:
+        store.put("before", Pin("small", T0))
+        store.flush()
+        path.with_name("junk").write_bytes(b"garbage!" * 512)
+        path.with_name("junk").replace(path)
+        store.put("after", Pin("big", T0 + 1))
+        store.flush()
+        time.sleep(0.3)  # tried again meanwhile
+        assert caplog.text.count("file is not a database") == 1, caplog.text
+        assert store.get("before") == Pin("small", T0)
+        store.put("meanwhile", Pin("big", T0 + 2))
+        store.flush()
+        path.unlink()  # the operator takes it away
+        until(lambda: path.exists() and len(on_disk(path)) == 3, "the pins moved in")
+    finally:
+        store.close()
+    assert on_disk(path) == {"before": ("small", T0), "after": ("big", T0 + 1),
+                             "meanwhile": ("big", T0 + 2)}
+    assert caplog.text.count("the session pins are kept in the file now at that path") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.db"]

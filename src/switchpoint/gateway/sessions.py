@@ -81,11 +81,14 @@ conversation keeps its key as it grows, and strangers never share one): see
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -93,7 +96,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from switchpoint._files import private_file
+from switchpoint._files import (
+    SQLITE_SIDE_FILES,
+    FileId,
+    clear_leftovers,
+    database_identity,
+    file_identity,
+    private_dir,
+    private_file,
+    temporary_name,
+)
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs
@@ -110,6 +122,12 @@ PURGE_BATCH = 5_000
 #: they are tried again while no other change comes (seconds).
 MAX_UNWRITTEN = 100_000
 UNWRITTEN_RETRY_S = 5.0
+#: How often (seconds) the pins' writer looks, while no change comes, whether its file is still
+#: the one at its path (a batch of changes looks before it is written).
+FILE_CHECK_S = 5.0
+#: How often (seconds) a file at the path that could not be used is tried again while it stays
+#: there (another file put there, or none, is tried at once).
+MOVE_RETRY_S = 60.0
 
 
 class PinState(StrEnum):
@@ -292,6 +310,11 @@ class SQLitePinStore:
     WAL mode, so readers in other processes are not blocked. ``path`` may be ``":memory:"``.
     ``synchronous`` is SQLite's setting: ``NORMAL`` (default) survives a crash of the process
     and skips the fsync per commit. ``FULL`` fsyncs every commit.
+
+    The file deleted or replaced while the store runs (or its ``-wal`` or ``-shm``): the
+    writer sees it before its next batch (or within :data:`FILE_CHECK_S` while none comes) and
+    moves to the file now at the path, made anew when there is none, carrying every pin the
+    old file holds into it (see :meth:`_move_to_path`), so a restart still has them.
     """
 
     SCHEMA = """
@@ -315,19 +338,23 @@ class SQLitePinStore:
             raise ValueError("cache_entries must be >= 1")
         self.path = str(path)
         self.cache_entries = cache_entries
+        self._synchronous = synchronous.upper()
         self._db_lock = threading.Lock()  # the connection: the writer, misses, purge, count
         try:
+            self._db = self._connect()
             if self.path != ":memory:":
-                private_file(Path(self.path))
-            self._db = sqlite3.connect(self.path, check_same_thread=False,
-                                       isolation_level=None)
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-                self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(self.SCHEMA)
+                clear_leftovers(Path(self.path))  # a copy a process killed mid-move left
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the session pins", exc) from None
+        # The file and side files opened (see _keep_file); while the file at the path cannot
+        # be used, the copy beside it the pins are kept in; after a move failed, when to try
+        # again, and what was logged about it (so it is logged once).
+        self._files = self._identity()
+        self._carried: Path | None = None
+        self._next_try = 0.0
+        self._trouble: str | None = None
+        self._what = ""  # how the file left its path (for the log)
+        self._tried: tuple[FileId | None, ...] | None = None  # the files when a move failed
         # What the store knows (None: known to have no pin), most recently used last; and
         # the changes the writer has not committed yet. Both under `_changed`'s lock.
         self._known: OrderedDict[str, Pin | None] = OrderedDict()
@@ -417,8 +444,177 @@ class SQLitePinStore:
         self._writer.join()
         with self._db_lock:
             self._db.close()
+        if self._carried is not None:
+            log.error("%s %s while the service ran and the file now there could not be used: "
+                      "the session pins are left in %s, which no start reads", self.path,
+                      self._what, self._carried.name)
 
     # Internals ---------------------------------------------------------------------------------
+
+    def _connect(self, path: str | None = None) -> sqlite3.Connection:
+        """A connection to ``path`` (the store's own by default: made if need be, its owner's
+        alone, in WAL mode) with the schema in place."""
+        path = self.path if path is None else path
+        own = path == self.path and path != ":memory:"
+        if own:
+            private_file(private_dir(Path(path).parent) / Path(path).name)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            if own:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={self._synchronous}")
+                db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(self.SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _identity(self) -> tuple[FileId | None, ...]:
+        """Which files are at the store's path and its side files' (nothing in memory)."""
+        return () if self.path == ":memory:" else database_identity(Path(self.path))
+
+    def _keep_file(self, *, closing: bool = False) -> None:
+        """Move to the file at the path when it is no longer the one open (the writer's, with
+        the connection's lock held): before each batch, and while none comes. A stat of three
+        files when nothing changed. A move that failed is tried again once other files are
+        there, every :data:`MOVE_RETRY_S`, and once more at ``closing``."""
+        if self.path == ":memory:":
+            return
+        try:
+            seen = self._identity()
+            if self._carried is None and seen == self._files:
+                return
+            if not closing and seen == self._tried and time.monotonic() < self._next_try:
+                return
+            if self._carried is None:
+                self._what = self._how_it_left(seen)
+            self._move_to_path(seen)
+        except Exception:  # the writer must outlive it: the pins are still in memory
+            log.exception("%s: the session pins could not be moved to the file at that path",
+                          self.path)
+            self._tried, self._next_try = self._identity(), time.monotonic() + MOVE_RETRY_S
+
+    def _how_it_left(self, seen: tuple[FileId | None, ...]) -> str:
+        """How the file open left its path, ``seen`` the files there now (for the log)."""
+        if seen[0] is None:
+            return "was deleted"
+        if seen[0] != self._files[0]:
+            return "was replaced"
+        side = [suffix for suffix, was, now in zip(SQLITE_SIDE_FILES, self._files[1:],
+                                                   seen[1:], strict=True) if now != was]
+        return f"had its {' and '.join(side)} file deleted or replaced"
+
+    def _move_to_path(self, seen: tuple[FileId | None, ...]) -> None:
+        """Carry the pins into the file now at the path (made anew when there is none).
+
+        Every pin the file open holds (its deleted or moved inode, read through the open
+        connection) is first copied into a file beside it (:func:`temporary_name`), and that
+        connection closed before any opens the path (see :meth:`_close_old`). Then the file at
+        the path is opened and the copy's pins written into it: where it holds a pin for the
+        same session (a backup put in its place), the newer one stays. A replaced file is
+        taken, not written over: it is what a restart opens, and the live pins written into
+        it keep what the service knows. When the file at the path cannot be used (not a
+        database, say), the store works on the copy and tries again once another file is put
+        there (or in :data:`MOVE_RETRY_S`); a stop meanwhile leaves the pins there, where no
+        start reads them."""
+        path = Path(self.path)
+        if self._carried is None:
+            copy = temporary_name(path)
+            try:
+                clear_leftovers(path)
+                private_file(private_dir(path.parent) / copy.name)
+                self._db.execute("VACUUM INTO ?", (str(copy),))
+            except (OSError, sqlite3.Error) as exc:
+                with contextlib.suppress(OSError):
+                    copy.unlink(missing_ok=True)
+                self._failed(exc, "the session pins cannot be copied out of the file the "
+                             "service has open, and go on into it, which no start reads")
+                return
+            self._carried = copy
+            self._close_old(seen)
+        else:
+            self._db.close()
+        carried = self._carried
+        try:
+            for side, was in zip(SQLITE_SIDE_FILES, self._files[1:], strict=True):
+                side_path = Path(f"{path}{side}")
+                if was is not None and file_identity(side_path) == was:  # the old file's
+                    side_path.unlink()
+            db, moved, held = self._open_carrying(carried)
+        except (OSError, sqlite3.Error) as exc:
+            self._db = self._connect(str(carried))
+            self._failed(exc, f"the file now there cannot be used; the session pins are kept "
+                         f"in {carried.name} meanwhile, which no start reads")
+            return
+        self._db = db
+        carried.unlink(missing_ok=True)
+        self._carried, self._trouble, self._tried = None, None, None
+        self._files = self._identity()
+        if held:  # pins of its own (a backup): memory may not know them, or know older ones
+            with self._changed:
+                self._known.clear()  # (read again from the file; changes not written wait)
+        log.warning("%s %s while the service ran; the session pins are kept in the file now "
+                    "at that path (%d written into it)", path, self._what, moved)
+
+    def _open_carrying(self, carried: Path) -> tuple[sqlite3.Connection, int, bool]:
+        """A connection to the file at the path with the pins of ``carried`` written into it
+        (a newer pin the file holds for the same session kept), how many were, and whether
+        the file held pins before."""
+        db = self._connect()
+        try:
+            held = db.execute("SELECT 1 FROM session_pins LIMIT 1").fetchone() is not None
+            db.execute("ATTACH DATABASE ? AS carried", (str(carried),))
+            db.execute("BEGIN")
+            moved = db.execute(
+                "INSERT INTO main.session_pins (session_id, model, last_used, failed) "
+                "SELECT session_id, model, last_used, failed FROM carried.session_pins "
+                "WHERE true ON CONFLICT(session_id) DO UPDATE SET model = excluded.model, "
+                "last_used = excluded.last_used, failed = excluded.failed "
+                "WHERE excluded.last_used > session_pins.last_used").rowcount
+            db.execute("COMMIT")
+            db.execute("DETACH DATABASE carried")
+        except BaseException:
+            db.close()
+            raise
+        return db, moved, held
+
+    def _failed(self, exc: BaseException, consequence: str) -> None:
+        """Log, once for each problem, that the pins could not be moved to the file at the
+        path (and why); tried again once other files are there, or in :data:`MOVE_RETRY_S`."""
+        self._tried, self._next_try = self._identity(), time.monotonic() + MOVE_RETRY_S
+        problem = f"{type(exc).__name__}: {exc}"
+        if self._trouble != problem:
+            self._trouble = problem
+            log.error("%s %s while the service ran, and %s (%s); tried again once another "
+                      "file is put there, or in %g s", self.path, self._what, consequence,
+                      problem, MOVE_RETRY_S)
+
+    def _close_old(self, seen: tuple[FileId | None, ...]) -> None:
+        """Close the connection open on a file no longer at the path (or whose side files are
+        not), its log first written into it, wherever it went. SQLite leaves that file's side
+        files at the path when it was moved or deleted (and the next connection to the path
+        would take them as its own, replaying the old log into the new file: the caller
+        removes them); when it was not, it removes those at the path, so a side file that
+        another file brought (``seen``: a restore of all three) is set aside meanwhile and put
+        back."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        aside: list[tuple[Path, Path]] = []
+        try:
+            for suffix, was, now in zip(SQLITE_SIDE_FILES, self._files[1:], seen[1:],
+                                        strict=True):
+                side = Path(f"{self.path}{suffix}")
+                if now is not None and now != was:
+                    with contextlib.suppress(OSError):
+                        hidden = temporary_name(side)
+                        os.rename(side, hidden)
+                        aside.append((hidden, side))
+        finally:
+            self._db.close()
+            for hidden, side in aside:
+                with contextlib.suppress(OSError):
+                    os.rename(hidden, side)
 
     def _remember(self, session_id: str, pin: Pin | None) -> None:
         self._known[session_id] = pin
@@ -439,20 +635,27 @@ class SQLitePinStore:
 
     def _write_loop(self) -> None:
         while True:
+            batch: dict[str, Pin | None] | None = None
             with self._changed:
                 while not self._pending and not self._closing:
-                    if not self._changed.wait(UNWRITTEN_RETRY_S if self._unwritten else None):
-                        break  # time to try the refused changes again
-                if not self._pending and not self._unwritten:  # closing, nothing left
-                    return
-                batch = {**self._unwritten, **self._pending}  # a newer change wins
-                self._unwritten, self._pending = OrderedDict(), {}
-                self._writing = batch
-                upto = self._queued
+                    if not self._changed.wait(UNWRITTEN_RETRY_S if self._unwritten
+                                              else FILE_CHECK_S):
+                        break  # time to try the refused changes again, or to look at the file
                 closing = self._closing
-                self._changed.notify_all()  # room again for writers held back
+                if self._pending or self._unwritten:
+                    batch = {**self._unwritten, **self._pending}  # a newer change wins
+                    self._unwritten, self._pending = OrderedDict(), {}
+                    self._writing = batch
+                    upto = self._queued
+                    self._changed.notify_all()  # room again for writers held back
+            if batch is None:  # nothing to write: look at the file (the last time, closing)
+                with self._db_lock:
+                    self._keep_file(closing=closing)
+                if closing:
+                    return
+                continue
             try:
-                self._commit(batch)
+                self._commit(batch, closing=closing)
             except sqlite3.Error as exc:  # the pins stay in memory; only persistence waits
                 refused = database_refused(exc) and not closing
                 with self._changed:
@@ -475,11 +678,12 @@ class SQLitePinStore:
                 if closing and not self._pending:
                     return
 
-    def _commit(self, batch: dict[str, Pin | None]) -> None:
+    def _commit(self, batch: dict[str, Pin | None], *, closing: bool = False) -> None:
         puts = [(k, p.model, p.last_used, p.eviction) for k, p in batch.items()
                 if p is not None]
         deletes = [(k,) for k, p in batch.items() if p is None]
         with self._db_lock:
+            self._keep_file(closing=closing)
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
