@@ -4,6 +4,7 @@ restart and a crash."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -29,6 +30,15 @@ def log(server: ProcessServer) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = httpx.get(f"{server.base}/v1/router/requests",
                                            params={"limit": 100}).json()["data"]
     return data
+
+
+def pins_in(path: Path) -> int:
+    """How many session pins the file at ``path`` holds, as another process reads it."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
+    except sqlite3.Error:  # not there (yet)
+        return 0
 
 
 def start(config: Path, data: Path) -> ProcessServer:
@@ -172,12 +182,13 @@ def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
             server.kill()
 
 
-@pytest.mark.parametrize("how", ["deleted", "deleted_alone", "replaced"])
+@pytest.mark.parametrize("how", ["deleted", "deleted_alone", "deleted_then_crash", "replaced"])
 def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
         gw_fake: FakeProviderProcess, tmp_path: Path, how: str) -> None:
     """``sessions.db`` deleted (with its ``-wal`` and ``-shm``, or alone, leaving them behind)
     or replaced (a backup moved over it) while the service runs: the pins made before and
-    after it, and those of the file now at the path, are all there after a restart."""
+    after it, and those of the file now at the path, are all there after a restart (a
+    graceful one, or one after a crash once the pin made after is written)."""
     from switchpoint.gateway.sessions import Pin, SQLitePinStore, session_key
 
     data = tmp_path / "data"
@@ -205,8 +216,16 @@ def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
         assert c.chat.completions.create(model="good", extra_headers={"x-session-id": after},
                                          messages=[{"role": "user", "content": "hi"}]
                                          ).model == "good"
-        code, err = server.terminate()
-        assert code == 0, err
+        if how == "deleted_then_crash":
+            deadline = time.monotonic() + 15
+            while pins_in(pins) < 2:  # both written behind the answers, into the new file
+                assert time.monotonic() < deadline, pins_in(pins)
+                time.sleep(0.05)
+            server.kill()
+            err = server.stderr
+        else:
+            code, err = server.terminate()
+            assert code == 0, err
         said = "deleted" if how != "replaced" else "replaced"
         assert err.count(f"sessions.db was {said} while the service ran") == 1, err
     finally:
@@ -224,7 +243,7 @@ def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
                 messages=[{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}])
             assert (session.split("-")[0], again.parse().model,
                     again.headers["x-switchpoint-pin"]) == (session.split("-")[0], model, "hard")
-        with sqlite3.connect(pins) as db:
+        with contextlib.closing(sqlite3.connect(pins)) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         server.terminate()
