@@ -521,8 +521,8 @@ def test_a_damaged_pins_file_is_called_damaged_not_short_of_space(tmp_path: Path
 # The pins' file deleted or replaced under the running store --------------------------------
 
 def on_disk(path: Path) -> dict[str, tuple[str, float]]:
-    """The pins the file at ``path`` holds, as a start reads them."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
+    """The pins the file at ``path`` holds, as another process (or a start) reads them."""
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         rows = db.execute("SELECT session_id, model, last_used FROM session_pins").fetchall()
     return {session: (model, used) for session, model, used in rows}
@@ -564,6 +564,13 @@ def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.fixture
+def looks_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pins' writer looks at its file every 20 ms, not every second."""
+    monkeypatch.setattr("switchpoint.gateway.sessions.FILE_CHECK_S", 0.02)
+
+
+@pytest.mark.usefixtures("looks_often")
 @pytest.mark.parametrize("gone", ["all", "alone", "wal", "shm"])
 def test_a_pins_file_deleted_under_the_store_is_made_again_with_every_pin(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, gone: str) -> None:
@@ -579,24 +586,25 @@ def test_a_pins_file_deleted_under_the_store_is_made_again_with_every_pin(
         Path(f"{path}{suffix}").unlink()
     store.put("after", Pin("big", T0 + 1))
     store.flush()
-    # What a crash now leaves (and another process reads): both, in the file at the path.
-    assert on_disk(path) == {"before": ("small", T0), "after": ("big", T0 + 1)}
+    # What a crash leaves (and another process reads) once it looked: both, at the path.
+    until(lambda: on_disk(path) == {"before": ("small", T0), "after": ("big", T0 + 1)},
+          "the pins in the file at the path")
     assert store.get("before") == Pin("small", T0)
     store.put("later", Pin("big", T0 + 2))  # one move, logged once
     store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.db"]  # no copy left
     assert on_disk(path) == {"before": ("small", T0), "after": ("big", T0 + 1),
                              "later": ("big", T0 + 2)}
     said = "was deleted" if gone in ("all", "alone") else f"had its -{gone} file deleted"
     assert caplog.text.count(said) == 1, caplog.text
     assert "before" not in caplog.text  # no session's key in the log
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.db"]  # no copy left
 
 
+@pytest.mark.usefixtures("looks_often")
 def test_a_pins_file_deleted_while_no_pin_changes_is_made_again_on_its_own(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     """No change comes after the deletion: the store makes the file again within
     FILE_CHECK_S all the same, so a crash then does not lose the pins."""
-    monkeypatch.setattr("switchpoint.gateway.sessions.FILE_CHECK_S", 0.05)
     path = tmp_path / "sessions.db"
     store = SQLitePinStore(path)
     try:
@@ -609,6 +617,7 @@ def test_a_pins_file_deleted_while_no_pin_changes_is_made_again_on_its_own(
         store.close()
 
 
+@pytest.mark.usefixtures("looks_often")
 @pytest.mark.parametrize("in_wal", [False, True])
 def test_a_pins_file_replaced_under_the_store_is_taken_with_the_live_pins_written_in(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, in_wal: bool) -> None:
@@ -627,7 +636,7 @@ def test_a_pins_file_replaced_under_the_store_is_taken_with_the_live_pins_writte
                         "newer-there": Pin("big", T0 + 9)}, in_wal=in_wal)
         store.put("after", Pin("big", T0 + 6))
         store.flush()
-        assert store.get("restored") == Pin("eyes", T0)  # read from the file now there
+        until(lambda: store.get("restored") == Pin("eyes", T0), "read from the file now there")
         assert store.get("newer-there") == Pin("big", T0 + 9)
     finally:
         store.close()
@@ -637,12 +646,14 @@ def test_a_pins_file_replaced_under_the_store_is_taken_with_the_live_pins_writte
     assert caplog.text.count("sessions.db was replaced while the service ran") == 1
 
 
+@pytest.mark.usefixtures("looks_often")
 def test_a_pins_file_replaced_by_what_is_no_database_keeps_the_pins_until_it_is_fixed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
         ) -> None:
-    """What cannot be opened at the path: the pins are kept meanwhile (said once), and go
-    into the file at the path once it can be used."""
-    monkeypatch.setattr("switchpoint.gateway.sessions.FILE_CHECK_S", 0.05)
+    """What cannot be opened at the path: the pins are kept meanwhile (said once, and the
+    same file not tried again and again), and go into the file at the path once another is
+    put there."""
+    monkeypatch.setattr("switchpoint.gateway.sessions.MOVE_RETRY_S", 0.05)
     path = tmp_path / "sessions.db"
     store = SQLitePinStore(path)
     try:
@@ -652,6 +663,7 @@ def test_a_pins_file_replaced_by_what_is_no_database_keeps_the_pins_until_it_is_
         path.with_name("junk").replace(path)
         store.put("after", Pin("big", T0 + 1))
         store.flush()
+        until(lambda: "file is not a database" in caplog.text, "the move tried")
         time.sleep(0.3)  # tried again meanwhile
         assert caplog.text.count("file is not a database") == 1, caplog.text
         assert store.get("before") == Pin("small", T0)
@@ -661,7 +673,7 @@ def test_a_pins_file_replaced_by_what_is_no_database_keeps_the_pins_until_it_is_
         until(lambda: path.exists() and len(on_disk(path)) == 3, "the pins moved in")
     finally:
         store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.db"]  # no copy left
     assert on_disk(path) == {"before": ("small", T0), "after": ("big", T0 + 1),
                              "meanwhile": ("big", T0 + 2)}
     assert caplog.text.count("the session pins are kept in the file now at that path") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.db"]
