@@ -250,3 +250,59 @@ def test_every_part_type_each_role_takes_is_forwarded_as_sent(
     entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
     assert entry["status"] == "ok" and entry["model"] == "good"
     assert rows(data_dir(budgeted))["requests"] == before + 1
+
+
+# Parts a model's adapter cannot send ----------------------------------------------------------
+
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+# (the part, the role of the message carrying it, what the Anthropic adapter sends there)
+UNSENDABLE = [
+    (AUDIO, "user", "text and image_url parts in user messages"),
+    ({"type": "file", "file": {"file_id": "file-abc"}}, "user",
+     "text and image_url parts in user messages"),
+    ({"type": "refusal", "refusal": "No."}, "assistant", "text parts only in assistant messages"),
+]
+
+
+def _carrying(part: dict[str, Any], role: str) -> list[Any]:
+    return [*opening(), {"role": role, "content": [{"type": "text", "text": "Here."}, part]},
+            {"role": "user", "content": "So?"}]
+
+
+def _spend(server: ThreadServer) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{data_dir(server) / DB_FILENAME}?mode=ro", uri=True) as db:
+        return db.execute("SELECT * FROM spend").fetchall()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("part", "role", "sends"), UNSENDABLE, ids=["audio", "file", "refusal"])
+def test_a_part_a_models_adapter_cannot_send_is_refused_for_it_before_anything_is_held(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, part: dict[str, Any], role: str,
+        sends: str, stream: bool) -> None:
+    # other is served through the Anthropic Messages adapter, which cannot send these parts:
+    # such a request was planned onto it, held against its budget, and refused by the
+    # adapter only when the call began.
+    gateway = budgeted.service.gateway
+    kind = part["type"]
+    says = (f"other: the request has {kind} parts in {role} messages, which the Anthropic "
+            f"adapter cannot send (it sends {sends})")
+    before, spent = rows(data_dir(budgeted)), _spend(budgeted)
+    for named in ({"model": "other"}, {"model": "auto", "extra_body": {"models": ["other"]}}):
+        with pytest.raises(openai.BadRequestError) as info:
+            client(budgeted).chat.completions.create(
+                messages=_carrying(part, role), stream=stream, **named)
+        error = info.value.body
+        assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+        assert error["param"] == "messages" and says in error["message"], error
+    assert gw_fake.requests() == []
+    assert _spend(budgeted) == spent and gateway.governor.ledger.open_tickets() == 0
+    assert rows(data_dir(budgeted))["spend"] == before["spend"]
+    # Among other candidates, auto leaves other out, saying why, and another model answers.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="auto", messages=_carrying(part, role), stream=stream,
+        extra_body={"models": ["other", "good"]})
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["model"] == "good" and says.removeprefix("other: ") in entry["excluded"]["other"]
+    assert [r["body"]["model"] for r in gw_fake.requests()] == ["good"]

@@ -15,6 +15,7 @@ from switchpoint.gateway.capabilities import (
     needs_of,
     too_long,
 )
+from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES
 
 BIG_IMAGE = "data:image/png;base64," + "A" * 400_000
 
@@ -27,7 +28,9 @@ def test_plain_string_conversation() -> None:
     n = needs_of(req)
     assert n == Needs(vision=False, tools=False,
                       prompt_tokens=math.ceil((40 + 80 + 4 + 12) / 4) + 4 * TOKENS_PER_MESSAGE,
-                      last_user_text="What is 2+2?")
+                      last_user_text="What is 2+2?",
+                      parts=frozenset({("system", "text"), ("user", "text"),
+                                       ("assistant", "text")}))
 
 
 def test_list_content_images_and_last_user_text() -> None:
@@ -139,3 +142,50 @@ def test_several_answers_are_not_for_the_messages_api() -> None:
     assert allowed == ["gpt", "local"]
     assert excluded == {"claude": ["the request asks for 3 answers (n) and the Anthropic "
                                    "Messages API gives one"]}
+
+
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+PDF = {"type": "file", "file": {"file_id": "file-abc"}}
+REFUSAL = {"type": "refusal", "refusal": "No."}
+PICTURE = {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}
+
+
+@pytest.mark.parametrize(("message", "says"), [
+    ({"role": "user", "content": [{"type": "text", "text": "hear"}, AUDIO]},
+     "the request has input_audio parts in user messages, which the Anthropic adapter "
+     "cannot send (it sends text and image_url parts in user messages)"),
+    ({"role": "user", "content": [PDF]},
+     "the request has file parts in user messages, which the Anthropic adapter cannot send"),
+    ({"role": "assistant", "content": [{"type": "text", "text": "a"}, REFUSAL]},
+     "the request has refusal parts in assistant messages, which the Anthropic adapter "
+     "cannot send (it sends text parts only in assistant messages)"),
+])
+def test_parts_an_adapter_cannot_send_leave_its_models_out(message: dict[str, object],
+                                                           says: str) -> None:
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("vision",)),
+                       ModelCard("gpt", provider="openai", capabilities=("vision",)),
+                       ModelCard("local", provider="vllm", capabilities=("vision",))])
+    needs = needs_of({"messages": [{"role": "user", "content": "hi"}, message]})
+    allowed, excluded = filter_candidates(catalog, catalog.names, needs)
+    assert allowed == ["gpt", "local"]
+    assert list(excluded) == ["claude"] and excluded["claude"][0].startswith(says), excluded
+
+
+def test_parts_every_adapter_sends_leave_no_model_out() -> None:
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("vision",)),
+                       ModelCard("gpt", provider="openai", capabilities=("vision",))])
+    needs = needs_of({"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+        {"role": "user", "content": [{"type": "text", "text": "see"}, PICTURE]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a cat"}]},
+        {"role": "user", "content": "ok"}]})
+    assert filter_candidates(catalog, catalog.names, needs) == (["claude", "gpt"], {})
+
+
+def test_only_the_image_part_type_the_request_check_takes_counts_as_an_image() -> None:
+    # Part types the request check refuses are not images (nor are they sent anywhere).
+    assert {"image_url"} == IMAGE_PART_TYPES
+    taken = {kind for kinds in PART_TYPES.values() for kind in kinds}
+    assert taken >= IMAGE_PART_TYPES
+    needs = needs_of({"messages": [{"role": "user", "content": [PICTURE]}]})
+    assert needs.vision and needs.prompt_tokens == IMAGE_TOKENS + TOKENS_PER_MESSAGE

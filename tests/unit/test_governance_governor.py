@@ -4,6 +4,7 @@ router."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from switchpoint.errors import (
     PermissionDeniedError,
     RateLimitExceededError,
 )
+from switchpoint.gateway.parsing import IMAGE_PART_TYPES
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.governor import (
     BASE_PROMPT_TOKENS,
@@ -254,6 +256,18 @@ def test_prompt_bound_counts_bytes_images_and_tools() -> None:
         + 100 + tools
     assert worst_cost(CARDS[0], 10**6, 10**6) == pytest.approx((100_000 * 10 + 100_000 * 30)
                                                                / 1e6)
+
+
+def test_prompt_bound_counts_as_images_only_the_image_parts_the_request_check_takes() -> None:
+    # Only image_url parts reach a model (the request check refuses an "image" or an
+    # "input_image" part); a part of another type counts its bytes, an image image_tokens.
+    for kind in ("image", "input_image", "image_url"):
+        part = {"type": kind, kind: {"url": "https://x.test/a.png"}}
+        body = {"messages": [{"role": "user", "content": [part]}]}
+        counted = (100 if kind in IMAGE_PART_TYPES
+                   else len(json.dumps(part).encode()))
+        assert prompt_bound(body, 100) == BASE_PROMPT_TOKENS + TOKENS_PER_MESSAGE + counted
+    assert {"image_url"} == IMAGE_PART_TYPES
 
 
 def admit(gov: Governor, s: Settings, tenant: str | None, body: dict[str, Any],

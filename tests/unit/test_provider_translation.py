@@ -27,6 +27,8 @@ from switchpoint.errors import (
     StreamBroken,
     UnsupportedRequest,
 )
+from switchpoint.gateway.capabilities import SENDS
+from switchpoint.gateway.parsing import PART_TYPES
 from switchpoint.gateway.providers import Timeouts, is_content_chunk
 from switchpoint.gateway.providers.anthropic import (
     AnthropicChunkDecoder,
@@ -266,6 +268,34 @@ def test_tool_choice_forms(choice: object, expected: dict[str, Any]) -> None:
 def test_untranslatable_requests_raise_unsupported(req: dict[str, Any]) -> None:
     with pytest.raises(UnsupportedRequest):
         to_anthropic_request(req, CLAUDE, stream=False)
+
+
+# One part of each type the request check takes, as a client writes it.
+PARTS: dict[str, dict[str, Any]] = {
+    "text": {"type": "text", "text": "hi"},
+    "refusal": {"type": "refusal", "refusal": "No."},
+    "image_url": {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+    "input_audio": {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    "file": {"type": "file", "file": {"file_id": "file-abc"}},
+}
+
+
+@pytest.mark.parametrize(("role", "kind"), [(role, kind) for role, kinds in PART_TYPES.items()
+                                            for kind in kinds])
+def test_the_adapter_sends_exactly_the_parts_the_capability_table_says(role: str,
+                                                                        kind: str) -> None:
+    # Planning leaves a model out by the table: the adapter must send all it lists, and
+    # refuse (before any call) all it does not.
+    message: dict[str, Any] = {"role": role, "content": [PARTS[kind]]}
+    if role in ("tool", "function"):
+        message.update(tool_call_id="c", name="f")
+    req = {"messages": [{"role": "user", "content": "q"}, message]}
+    if kind in SENDS["anthropic"].get(role, ()):
+        assert to_anthropic_request(req, CLAUDE, stream=False)["messages"]
+    else:
+        with pytest.raises(UnsupportedRequest, match="cannot translate"):
+            to_anthropic_request(req, CLAUDE, stream=False)
+    assert SENDS["openai"] == PART_TYPES  # (sent as written)
 
 
 @pytest.mark.parametrize("usage", [

@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -221,6 +222,16 @@ def test_rehome_counts_the_answer_budget_and_respects_vision(catalog: Catalog) -
     s = pinned(p, "eyes")
     d = p.decide(s, catalog, needs(tokens=7_000, output=2_000, vision=True), T0 + 10)
     assert d.state is PinState.REHOMED_CONTEXT and d.pinned_model == "same-tier-128k"
+
+
+def test_rehome_skips_a_model_whose_adapter_cannot_send_the_conversations_parts() -> None:
+    small = ModelCard("small", context_window=8_000)
+    claude = ModelCard("claude", provider="anthropic", context_window=200_000)
+    gpt = ModelCard("gpt", provider="openai", context_window=400_000)
+    both = Catalog([small, claude, gpt])
+    audio = replace(needs(tokens=10_000), parts=frozenset({("user", "input_audio")}))
+    assert rehome_target(both, small, needs(tokens=10_000)) == claude  # (the closer window)
+    assert rehome_target(both, small, audio) == gpt
 
 
 def test_rehome_falls_back_to_other_tiers_then_evicts(catalog: Catalog) -> None:

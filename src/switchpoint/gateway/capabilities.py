@@ -9,7 +9,10 @@ will the prompt be, how many does it reserve for the answer, how many answers do
 others cannot. Capabilities are opt-in: a card serves images only if it lists ``"vision"`` and
 tool calls only if it lists ``"tools"``. A card without a ``context_window`` is assumed to fit.
 A request for several answers is not for a model behind the Anthropic Messages API, which
-gives one (its client would get fewer choices than it asked for, and no error).
+gives one (its client would get fewer choices than it asked for, and no error); nor is a
+request carrying a content part its model's adapter cannot send (:data:`SENDS`: the Anthropic
+adapter sends text parts, and image_url parts in user messages, but no audio, file or refusal
+part), which would otherwise be held against budgets and refused only once its call began.
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -25,14 +28,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog
-from switchpoint.known_providers import spec_of
+from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES
+from switchpoint.known_providers import Wire, spec_of
 
 # Tokens charged per image part (about one high-detail 1024² image on OpenAI's and Anthropic's
 # pricing); only the estimate for context checks uses it.
 IMAGE_TOKENS = 1_000
 # Per-message overhead (role markers and separators), as in OpenAI's token-counting guide.
 TOKENS_PER_MESSAGE = 4
-IMAGE_PART_TYPES = frozenset({"image_url", "image", "input_image"})
+# The content-part types each wire format's adapter sends, by the role of the message that
+# carries them (text content counts as a text part; a role not listed the adapter cannot send
+# at all). An OpenAI-compatible upstream gets the messages as sent: every part type the
+# request check lets through. The Anthropic adapter translates text and (base64 data or
+# remote) image_url parts into Messages API blocks and nothing else: the Messages API has no
+# audio input or refusal block, and OpenAI's file parts (file ids, or data) have no
+# equivalent there.
+SENDS: dict[Wire, Mapping[str, tuple[str, ...]]] = {
+    "openai": PART_TYPES,
+    "anthropic": {"system": ("text",), "developer": ("text",), "tool": ("text",),
+                  "user": ("text", "image_url"), "assistant": ("text",)},
+}
+ADAPTER_NAMES: dict[Wire, str] = {"openai": "OpenAI-compatible", "anthropic": "Anthropic"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,9 @@ class Needs:
     output_tokens: int = 0
     answers: int = 1  # the request's n
     context_floor: int = 0
+    # (role, part type) of every content part the conversation carries (text content counts
+    # as a text part): what each candidate's adapter must be able to send.
+    parts: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -100,9 +119,11 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     chars = 0
     images = 0
     last_user = ""
+    parts: set[tuple[str, str]] = set()
     for message in messages:
         if not isinstance(message, Mapping):
             continue
+        parts.update(_part_kinds(message))
         n_chars, n_images, texts = _text_chars_and_images(message.get("content"))
         chars += n_chars
         images += n_images
@@ -126,7 +147,39 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     n = request.get("n")
     answers = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
-                 last_user_text=last_user, output_tokens=output_tokens, answers=answers)
+                 last_user_text=last_user, output_tokens=output_tokens, answers=answers,
+                 parts=frozenset(parts))
+
+
+def _part_kinds(message: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(role, part type) of each part of ``message``'s content (text content: a text part)."""
+    role, content = message.get("role"), message.get("content")
+    if not isinstance(role, str):
+        return set()
+    if isinstance(content, str):
+        return {(role, "text")}
+    if not isinstance(content, list):
+        return set()
+    return {(role, str(part.get("type"))) for part in content if isinstance(part, Mapping)}
+
+
+def unsendable(wire: Wire, needs: Needs) -> list[str]:
+    """Why the adapter of ``wire`` cannot send the conversation of ``needs``: one reason per
+    role whose parts it cannot send (empty when it can send them all)."""
+    sends = SENDS[wire]
+    by_role: dict[str, list[str]] = {}
+    for role, kind in sorted(needs.parts):
+        if kind not in sends.get(role, ()):
+            by_role.setdefault(role, []).append(kind)
+    reasons = []
+    for role, kinds in by_role.items():
+        taken = sends.get(role, ())
+        what = (f"no {role} messages" if not taken
+                else f"{taken[0]} parts only in {role} messages" if len(taken) == 1
+                else f"{', '.join(taken[:-1])} and {taken[-1]} parts in {role} messages")
+        reasons.append(f"the request has {' and '.join(kinds)} parts in {role} messages, "
+                       f"which the {ADAPTER_NAMES[wire]} adapter cannot send (it sends {what})")
+    return reasons
 
 
 #: What the reason a model is left out for a conversation too long for it says.
@@ -149,9 +202,11 @@ def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
         reasons.append("the request has images and the model does not list 'vision'")
     if needs.tools and not card.has("tools"):
         reasons.append("the request uses tools and the model does not list 'tools'")
-    if needs.answers > 1 and spec_of(card).wire == "anthropic":
+    wire = spec_of(card).wire
+    if needs.answers > 1 and wire == "anthropic":
         reasons.append(f"the request asks for {needs.answers} answers (n) and the Anthropic "
                        "Messages API gives one")
+    reasons.extend(unsendable(wire, needs))
     if card.context_window is not None and needs.total_tokens > card.context_window:
         what = (f"~{needs.prompt_tokens} prompt tokens + {needs.output_tokens} for the answer"
                 if needs.output_tokens else f"~{needs.prompt_tokens} prompt tokens")

@@ -279,6 +279,9 @@ PART_TYPES: dict[str, tuple[str, ...]] = {
     "user": ("text", "image_url", "input_audio", "file"),
     "assistant": ("text", "refusal"),
 }
+# The part types of the table above that carry an image: a model takes them only if it lists
+# vision, and each counts as a fixed number of tokens (whatever its length) in size estimates.
+IMAGE_PART_TYPES = frozenset({"image_url"})
 # Each part type, whose field is named as the type: what that field must be (a string, or an
 # object), the members such an object must hold as strings, and how a part of it is written.
 # Optional members (an image's ``detail``, a file's ``file_id`` / ``file_data`` /

@@ -108,7 +108,8 @@ from switchpoint._files import (
 )
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
-from switchpoint.gateway.capabilities import Needs
+from switchpoint.gateway.capabilities import Needs, unsendable
+from switchpoint.known_providers import spec_of
 from switchpoint.store.sqlite import refused as database_refused
 from switchpoint.store.sqlite import store_error
 
@@ -744,7 +745,8 @@ def rehome_target(catalog: Catalog, pinned: ModelCard, needs: Needs) -> ModelCar
 
     Order: the pinned model's tier first, then the smallest sufficient window, then the
     lowest price (unpriced last), then the name. Models lacking a capability the request
-    needs (vision, tools) are skipped.
+    needs (vision, tools) are skipped, and so are those whose adapter cannot send its content
+    parts.
     """
     if pinned.context_window is None:
         return None
@@ -754,6 +756,7 @@ def rehome_target(catalog: Catalog, pinned: ModelCard, needs: Needs) -> ModelCar
         and c.context_window > pinned.context_window
         and c.context_window >= needs.total_tokens
         and (not needs.vision or c.has("vision")) and (not needs.tools or c.has("tools"))
+        and not unsendable(spec_of(c).wire, needs)
     ]
     if not fits:
         return None

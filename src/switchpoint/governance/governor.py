@@ -135,7 +135,11 @@ class Policy:
 
 
 def prompt_bound(body: Mapping[str, Any], image_tokens: int) -> int:
-    """An upper bound on the prompt tokens of ``body`` (see the module docstring)."""
+    """An upper bound on the prompt tokens of ``body`` (see the module docstring); a part of
+    a type the request check takes as an image counts ``image_tokens``."""
+    # (Imported here: the gateway's package imports this module.)
+    from switchpoint.gateway.parsing import IMAGE_PART_TYPES
+
     total = BASE_PROMPT_TOKENS
     for message in body.get("messages") or ():
         total += TOKENS_PER_MESSAGE
@@ -143,7 +147,7 @@ def prompt_bound(body: Mapping[str, Any], image_tokens: int) -> int:
             continue
         for key, value in message.items():
             if key == "content":
-                total += _content_bytes(value, image_tokens)
+                total += _content_bytes(value, image_tokens, IMAGE_PART_TYPES)
             elif key != "role":
                 total += _bytes(value)
     for key in ("tools", "functions", "response_format", "tool_choice"):
@@ -160,7 +164,7 @@ def _bytes(value: object) -> int:
     return len(json.dumps(value, default=str).encode("utf-8", "replace"))
 
 
-def _content_bytes(content: object, image_tokens: int) -> int:
+def _content_bytes(content: object, image_tokens: int, images: frozenset[str]) -> int:
     if isinstance(content, str) or not isinstance(content, list):
         return _bytes(content) if content is not None else 0
     total = 0
@@ -169,7 +173,7 @@ def _content_bytes(content: object, image_tokens: int) -> int:
             kind = part.get("type")
             if kind == "text":
                 total += _bytes(part.get("text") or "")
-            elif kind in ("image_url", "image", "input_image"):
+            elif kind in images:
                 total += image_tokens
             else:
                 total += _bytes(part)

@@ -1,6 +1,7 @@
 """The Anthropic Messages API (``POST /v1/messages``) behind the OpenAI chat wire format.
 
-Requests are translated OpenAI → Anthropic (system prompt, text and image parts, tools,
+Requests are translated OpenAI → Anthropic (system prompt, text parts and the user's image
+parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools,
 ``tool_choice``, tool calls and tool results, ``max_tokens``), answers and stream events back
 to OpenAI ``chat.completion`` / ``chat.completion.chunk``.
 
@@ -35,6 +36,7 @@ from switchpoint.errors import (
     StreamBroken,
     UnsupportedRequest,
 )
+from switchpoint.gateway.capabilities import SENDS
 from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
@@ -106,28 +108,31 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _content_blocks(content: object, where: str) -> list[dict[str, Any]]:
+def _content_blocks(content: object, where: str, role: str) -> list[dict[str, Any]]:
+    """The Messages API blocks of a ``role`` message's content: its parts of the types the
+    adapter sends there (:data:`~switchpoint.gateway.capabilities.SENDS`, which planning
+    reads too, so a request carrying any other is not planned onto a model behind it)."""
     if content is None:
         return []
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
         raise _bad(f"{where} content must be a string or a list of parts")
+    sends = SENDS["anthropic"][role]
     blocks: list[dict[str, Any]] = []
     for part in content:
         if isinstance(part, str):
             blocks.append({"type": "text", "text": part})
             continue
         kind = part.get("type") if isinstance(part, Mapping) else None
-        if kind == "text":
-            assert isinstance(part, Mapping)
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
-        elif kind == "image_url":
-            assert isinstance(part, Mapping)
-            blocks.append(_image_block(part))
-        else:
+        if kind not in sends or not isinstance(part, Mapping):
             raise _bad(f"{where} has a content part of type {kind!r}, which the Anthropic "
-                       f"adapter does not support (text and image_url are)")
+                       f"adapter does not send in {role} messages ({' and '.join(sends)} "
+                       "parts it does)")
+        if kind == "text":
+            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        else:
+            blocks.append(_image_block(part))
     return blocks
 
 
@@ -179,9 +184,9 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
             if text:
                 system.append(text)
         elif role == "user":
-            add("user", _content_blocks(content, where))
+            add("user", _content_blocks(content, where, "user"))
         elif role == "assistant":
-            blocks = _content_blocks(content, where)
+            blocks = _content_blocks(content, where, "assistant")
             for j, call in enumerate(message.get("tool_calls") or []):
                 blocks.append(_tool_use_block(call, f"{where}.tool_calls[{j}]"))
             if message.get("function_call"):
@@ -247,7 +252,8 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
     """The ``/v1/messages`` body for an OpenAI chat request.
 
     Raises :class:`~switchpoint.gateway.providers.base.UnsupportedRequest` for what the Messages API
-    cannot express (audio parts, legacy ``function_call`` turns, malformed tool calls).
+    cannot express (audio, file and refusal parts, legacy ``function_call`` turns, malformed
+    tool calls).
     """
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
