@@ -82,6 +82,7 @@ from switchpoint.gateway.failover import (
     failed_models,
     none_answered,
     outgrown_models,
+    under_way,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import HealthConfig, HealthTracker
@@ -676,6 +677,10 @@ class Gateway:
         if task is not None:
             self._calls.add(task)
         try:
+            if task is not None and task.cancelling():
+                # Cancelled before its call began (its caller left as planning ended): the
+                # cancel lands here, before any model is called, not in the first try.
+                await asyncio.sleep(0)
             result = await call_with_failover(
                 plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
                 policy=self.retry, timeouts=self.timeouts, health=self.health,
@@ -692,18 +697,20 @@ class Gateway:
             raise
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected; or the service, stopping, ended
-            # the call): the upstream's usage is unknown, and a provider bills what it made
-            # until the connection closed, so the budgets are charged the worst case of the
-            # model that was being called.
+            # the call). With a try under way upstream, its usage is unknown and a provider
+            # bills what it made until the connection closed: the budgets are charged the
+            # worst case of the model being called. Before any model was called, or between
+            # two tries, nothing sent could be billed: the hold is released.
             stopped = self._stopped_calls.pop(task, None) if task is not None else None
             if stopped is not None and task is not None and task.uncancel() > 0:
                 stopped = None  # cancelled by its caller too: that one is obeyed
-            settlement = None
-            if plan.ticket is not None:
-                called = [a.model for a in attempts if not a.skipped]
-                name = called[-1] if called else (plan.cards[0].name if plan.cards else None)
-                card = next((c for c in plan.cards if c.name == name), None)
-                settlement = self._settle(plan, card, None, None)
+            calling = under_way(attempts)
+            card = next((c for c in plan.cards if c.name == calling), None)
+            if card is None and plan.ticket is not None:
+                plan.notes.append("cancelled with no try under way upstream (before any "
+                                  "model was called, or between two tries): its budget hold "
+                                  "was released, nothing charged")
+            settlement = self._settle(plan, card, None, None)
             # A pinned model that had failed before the caller left did not hold the pin.
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(attempts)
@@ -832,7 +839,8 @@ class Gateway:
         stopped (:meth:`ChatStream.stop`: its reader gets
         :class:`~switchpoint.errors.ServiceStopped`, one nobody reads is closed). Each is
         logged once, saying ``why``, its budget hold settled as for a request its client left
-        (the worst case of the model called, unless its usage is known), its upstream
+        (the worst case of the model being called when a try was under way upstream, unless
+        its usage is known; released when none was), its upstream
         connection closed. A request still being planned is ended too (its routing is
         cancelled; its caller gets the same error, and it is logged once), and so is one
         planned whose call has not begun (its budget hold released, as no model was called;

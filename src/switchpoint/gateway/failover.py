@@ -96,7 +96,8 @@ CLIENT_CLOSED = "client_closed"
 class Attempt:
     """One try of one model. ``outcome`` is ``"ok"``, an error kind, (for a candidate passed
     over without a call) ``"circuit_open"`` or ``"context_too_small"``, or ``"client_closed"``
-    (the try under way, or waited for, when the caller left)."""
+    (the try under way, or waited for, when the caller left). ``begun`` is False for a try
+    that was only waited for (the caller left between two tries): nothing was sent for it."""
 
     model: str
     attempt: int
@@ -106,6 +107,7 @@ class Attempt:
     status: int | None = None
     error: str | None = None
     retry_after_s: float | None = None
+    begun: bool = True
 
     @property
     def ok(self) -> bool:
@@ -126,6 +128,17 @@ def failed_models(attempts: Sequence[Attempt]) -> set[str]:
     being tried when the caller left (:data:`CLIENT_CLOSED`: it may yet have answered)."""
     left = {a.model for a in attempts if a.outcome == CLIENT_CLOSED}
     return {a.model for a in attempts if not a.ok and a.model not in left}
+
+
+def under_way(attempts: Sequence[Attempt]) -> str | None:
+    """The model whose call was under way upstream when the caller left (``attempts`` of a
+    call it cancelled): the last try's, when the cancel cut it short. None when the caller
+    left before any model was called, or while the call waited between two tries: nothing
+    sent then could be billed."""
+    last = attempts[-1] if attempts else None
+    if last is None or last.outcome != CLIENT_CLOSED or not last.begun:
+        return None
+    return last.model
 
 
 def outgrown_models(attempts: Sequence[Attempt]) -> set[str]:
@@ -547,7 +560,8 @@ async def call_with_failover(
                 try:
                     await sleep(wait)
                 except asyncio.CancelledError:  # (before its next try)
-                    attempts.append(Attempt(card.name, number + 1, CLIENT_CLOSED, 0.0, wait))
+                    attempts.append(Attempt(card.name, number + 1, CLIENT_CLOSED, 0.0, wait,
+                                            begun=False))
                     raise
                 waited = wait
                 continue

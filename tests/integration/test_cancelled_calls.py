@@ -1,0 +1,170 @@
+"""A model call cancelled (its caller left, or the service stopped it) is charged against the
+budgets only when a try was under way upstream: then the worst case of the model being called
+(its usage is unknown, and a provider bills what it made until the connection closed). A call
+cancelled before any model was called, or while it waited between two tries, sent nothing
+that could be billed: its hold is released and it is logged with no cost. Through the
+in-process door, against the fake provider; the ledger and the log read back from SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.config import DB_FILENAME
+from switchpoint.gateway import Gateway
+from switchpoint.gateway.parsing import check_chat_body
+from switchpoint.gateway.planning import ChatCall
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, config_text
+
+# A long wait between two tries of a model, so that a test can cancel the call during it.
+GATEWAY = """gateway:
+  connect_timeout_s: 2
+  read_timeout_s: 30
+  first_token_timeout_s: 30
+  backoff_base_s: 30
+  backoff_cap_s: 30
+  max_retry_after_s: 60
+  max_total_s: 120
+"""
+
+
+@pytest.fixture
+def gateway(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[Gateway]:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(fake, str(tmp_path / "data"), gateway=GATEWAY)
+                      + "budgets: {models: {good: 50/day}}\n", encoding="utf-8")
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gw:
+        yield gw
+
+
+def _call(text: str) -> ChatCall:
+    return ChatCall(body=check_chat_body({"model": "good", "max_tokens": 1000, "messages": [
+        {"role": "user", "content": f"{text} [{uuid.uuid4().hex[:8]}]"}]}), caller="test")
+
+
+def _read(gateway: Gateway, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(Path(gateway.settings.data_dir) / DB_FILENAME)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def _logged(gateway: Gateway, request_id: str) -> tuple[Any, ...]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = _read(gateway, "SELECT status, error_kind, cost_usd, charged_usd, attempts "
+                              "FROM requests WHERE id = ?", request_id)
+        if rows:
+            return rows[0]
+        time.sleep(0.02)
+    raise AssertionError(f"request {request_id} is not in the log")
+
+
+def _only_request(gateway: Gateway) -> str:
+    """The id of the one request the log holds (a request its caller left is logged without
+    being waited for)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = _read(gateway, "SELECT id FROM requests")
+        if rows:
+            assert len(rows) == 1, rows
+            return str(rows[0][0])
+        time.sleep(0.02)
+    raise AssertionError("no request is in the log")
+
+
+def _charges(gateway: Gateway, request_id: str) -> list[tuple[Any, ...]]:
+    """What the ledger charged ``request_id``: its settle rows (a hold released leaves a
+    release row, or none when it was never written down)."""
+    return _read(gateway, "SELECT model, amount_usd FROM spend WHERE request_id = ? "
+                          "AND kind = 'settle' ORDER BY seq", request_id)
+
+
+async def _until(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_a_call_cancelled_before_it_began_is_released_not_charged(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    # The caller leaves as planning ends (its task cancelled with the hold taken): the
+    # budget was charged good's worst case though no model had been called.
+    planned: list[Any] = []
+
+    async def call() -> Any:
+        plan, live = await gateway.plan(_call("hello"))
+        planned.append(plan)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # (it lands at the next await: the call's)
+        return await gateway.execute(plan, live)
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.ensure_future(call())
+    plan = planned[0]
+    assert plan.ticket is not None and plan.ticket.worst_usd > 0  # a hold had been taken
+    assert fake.requests() == []
+    status, kind, cost, charged, attempts = _logged(gateway, plan.request_id)
+    assert (status, kind, cost, charged, attempts) == (
+        "client_closed", "client_closed", None, None, "[]")
+    assert _charges(gateway, plan.request_id) == []
+    reasoning = _read(gateway, "SELECT reasoning FROM requests WHERE id = ?", plan.request_id)
+    assert "no try under way upstream (before any model was called" in reasoning[0][0]
+    assert gateway.governor.ledger.open_tickets() == 0
+    assert [b["spent_usd"] for b in gateway.budget_status()] == [0]
+
+
+@pytest.mark.anyio
+async def test_a_call_cancelled_while_it_waited_between_tries_is_released_not_charged(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    # good answered 500 (a failure is not billed) and the call waits before trying again:
+    # nothing is under way upstream when the caller leaves.
+    task = asyncio.ensure_future(gateway.acomplete(
+        [{"role": "user", "content": f"retry [[fake:once:500]] {uuid.uuid4().hex[:8]}"}],
+        model="good", max_tokens=1000))
+    await _until(lambda: len(fake.requests()) == 1, "good has answered its first try")
+    await asyncio.sleep(0.2)  # (the 500 read, the wait begun)
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+    assert len(fake.requests()) == 1
+    request_id = _only_request(gateway)
+    status, _, cost, charged, attempts = _logged(gateway, request_id)
+    assert (status, cost, charged) == ("client_closed", None, None)
+    assert [(a["outcome"], a["status"]) for a in json.loads(attempts)] == [
+        ("server_error", 500), ("client_closed", None)]
+    assert _charges(gateway, request_id) == []
+    assert [b["spent_usd"] for b in gateway.budget_status()] == [0]
+    assert gateway.governor.ledger.open_tickets() == 0
+
+
+@pytest.mark.anyio
+async def test_a_call_cancelled_while_its_model_was_answering_is_charged_its_worst_case(
+        gateway: Gateway, fake: FakeProviderProcess) -> None:
+    task = asyncio.ensure_future(gateway.acomplete(
+        [{"role": "user", "content": f"slow [[fake:ok:delay=20]] {uuid.uuid4().hex[:8]}"}],
+        model="good", max_tokens=1000))
+    await _until(lambda: len(fake.requests()) == 1, "good has the request")
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+    request_id = _only_request(gateway)
+    status, _, cost, charged, _ = _logged(gateway, request_id)
+    charges = _charges(gateway, request_id)
+    assert len(charges) == 1 and charges[0][0] == "good" and charges[0][1] > 0
+    assert (status, cost, charged) == ("client_closed", None, charges[0][1])
+    assert [b["spent_usd"] for b in gateway.budget_status()] == [pytest.approx(charged)]
+    assert gateway.governor.ledger.open_tickets() == 0
+
