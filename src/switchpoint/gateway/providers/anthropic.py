@@ -24,7 +24,7 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -108,6 +108,16 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
+def _text_block(part: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "text", "text": str(part.get("text", ""))}
+
+
+# The Messages API block of each part type the adapter sends (in the messages whose role
+# :data:`~switchpoint.gateway.capabilities.SENDS` lists it for).
+_BLOCKS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "text": _text_block, "image_url": _image_block}
+
+
 def _content_blocks(content: object, where: str, role: str) -> list[dict[str, Any]]:
     """The Messages API blocks of a ``role`` message's content: its parts of the types the
     adapter sends there (:data:`~switchpoint.gateway.capabilities.SENDS`, which planning
@@ -129,10 +139,7 @@ def _content_blocks(content: object, where: str, role: str) -> list[dict[str, An
             raise _bad(f"{where} has a content part of type {kind!r}, which the Anthropic "
                        f"adapter does not send in {role} messages ({' and '.join(sends)} "
                        "parts it does)")
-        if kind == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
-        else:
-            blocks.append(_image_block(part))
+        blocks.append(_BLOCKS[kind](part))
     return blocks
 
 
