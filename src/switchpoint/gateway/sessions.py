@@ -85,7 +85,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -97,11 +96,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from switchpoint._files import (
-    SQLITE_SIDE_FILES,
     FileId,
     clear_leftovers,
     database_identity,
-    file_identity,
     private_dir,
     private_file,
     temporary_name,
@@ -110,6 +107,7 @@ from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs, unsendable
 from switchpoint.known_providers import spec_of
+from switchpoint.store.moved import close_moved, how_it_left, remove_stale_side_files
 from switchpoint.store.sqlite import refused as database_refused
 from switchpoint.store.sqlite import store_error
 
@@ -493,30 +491,21 @@ class SQLitePinStore:
             if not closing and seen == self._tried and now < self._next_try:
                 return
             if self._carried is None:
-                self._what = self._how_it_left(seen)
-            self._move_to_path(seen)
+                self._what = how_it_left(self._files, seen) or ""
+            self._move_to_path()
         except Exception:  # the writer must outlive it: the pins are still in memory
             log.exception("%s: the session pins could not be moved to the file at that path",
                           self.path)
             self._tried, self._next_try = self._identity(), time.monotonic() + MOVE_RETRY_S
 
-    def _how_it_left(self, seen: tuple[FileId | None, ...]) -> str:
-        """How the file open left its path, ``seen`` the files there now (for the log)."""
-        if seen[0] is None:
-            return "was deleted"
-        if seen[0] != self._files[0]:
-            return "was replaced"
-        side = [suffix for suffix, was, now in zip(SQLITE_SIDE_FILES, self._files[1:],
-                                                   seen[1:], strict=True) if now != was]
-        return f"had its {' and '.join(side)} file deleted or replaced"
-
-    def _move_to_path(self, seen: tuple[FileId | None, ...]) -> None:
+    def _move_to_path(self) -> None:
         """Carry the pins into the file now at the path (made anew when there is none).
 
         Every pin the file open holds (its deleted or moved inode, read through the open
         connection) is first copied into a file beside it (:func:`temporary_name`), and that
-        connection closed before any opens the path (see :meth:`_close_old`). Then the file at
-        the path is opened and the copy's pins written into it: where it holds a pin for the
+        connection closed, the old file's side files left at the path removed (see
+        :func:`~switchpoint.store.moved.close_moved`), before any opens the path. Then the file
+        at the path is opened and the copy's pins written into it: where it holds a pin for the
         same session (a backup put in its place), the newer one stays. A replaced file is
         taken, not written over: it is what a restart opens, and the live pins written into
         it keep what the service knows. When the file at the path cannot be used (not a
@@ -536,16 +525,16 @@ class SQLitePinStore:
                 self._failed(exc, "the session pins cannot be copied out of the file the "
                              "service has open, and go on into it, which no start reads")
                 return
-            self._carried = copy
-            self._close_old(seen)
+            self._carried, old = copy, self._db
         else:
-            self._db.close()
+            self._db.close()  # (the copy's, beside the path)
+            old = None
         carried = self._carried
         try:
-            for side, was in zip(SQLITE_SIDE_FILES, self._files[1:], strict=True):
-                side_path = Path(f"{path}{side}")
-                if was is not None and file_identity(side_path) == was:  # the old file's
-                    side_path.unlink()
+            if old is not None:
+                close_moved(old, path, self._files)
+            else:  # (tried before: what could not be removed then)
+                remove_stale_side_files(path, self._files)
             db, moved, held = self._open_carrying(carried)
         except (OSError, sqlite3.Error) as exc:
             self._db = self._connect(str(carried))
@@ -594,32 +583,6 @@ class SQLitePinStore:
             log.error("%s %s while the service ran, and %s (%s); tried again once another "
                       "file is put there, or in %g s", self.path, self._what, consequence,
                       problem, MOVE_RETRY_S)
-
-    def _close_old(self, seen: tuple[FileId | None, ...]) -> None:
-        """Close the connection open on a file no longer at the path (or whose side files are
-        not), its log first written into it, wherever it went. SQLite leaves that file's side
-        files at the path when it was moved or deleted (and the next connection to the path
-        would take them as its own, replaying the old log into the new file: the caller
-        removes them); when it was not, it removes those at the path, so a side file that
-        another file brought (``seen``: a restore of all three) is set aside meanwhile and put
-        back."""
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        aside: list[tuple[Path, Path]] = []
-        try:
-            for suffix, was, now in zip(SQLITE_SIDE_FILES, self._files[1:], seen[1:],
-                                        strict=True):
-                side = Path(f"{self.path}{suffix}")
-                if now is not None and now != was:
-                    with contextlib.suppress(OSError):
-                        hidden = temporary_name(side)
-                        os.rename(side, hidden)
-                        aside.append((hidden, side))
-        finally:
-            self._db.close()
-            for hidden, side in aside:
-                with contextlib.suppress(OSError):
-                    os.rename(hidden, side)
 
     def _remember(self, session_id: str, pin: Pin | None) -> None:
         self._known[session_id] = pin
