@@ -1163,3 +1163,150 @@ def test_a_sqlite_without_json_functions_is_refused_saying_so(
     with SQLiteStore(tmp_path / "switchpoint.db") as store:  # a full SQLite opens it
         store.append(record()).result()
         assert store.decision_stats()["total"] == 1
+
+
+def _backup(path: Path, to: Path) -> None:
+    """A copy of the database ``path`` as it is now, in one file (SQLite's backup API)."""
+    src, dst = sqlite3.connect(path), sqlite3.connect(to)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted_then_restored", "replaced_with_its_log",
+                                 "replaced_then_stopped"])
+def test_the_log_of_a_database_file_gone_under_the_store_is_not_replayed_into_the_next(
+        tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``s.db`` replaced alone (a backup moved over it) or deleted alone while the store runs
+    leaves the old file's ``-wal`` and ``-shm`` at the path: SQLite took that log as the next
+    file's own and replayed the old file's last commits into the backup put there, over what
+    the backup holds. The store now lets go of the old file and removes its side files; a
+    restore's own ``-wal`` is kept (also at a stop that comes before any write)."""
+    path = tmp_path / "s.db"
+    before, middle, after = record(), record(), record()
+    store = SQLiteStore(path).open()
+    try:
+        store.append(before).result(timeout=10)
+        _backup(path, tmp_path / "backup.db")
+        store.append(middle).result(timeout=10)  # in the -wal only: no checkpoint yet
+        assert Path(f"{path}-wal").stat().st_size > 0
+        backup = tmp_path / "backup.db"
+        restored_log = None
+        if how == "replaced_with_its_log":  # a backup with a -wal of its own, moved over all
+            kept = SQLiteStore(backup).open()
+            restored_log = record()
+            kept.append(restored_log).result(timeout=10)
+            for suffix in ("", "-wal", "-shm"):
+                os.link(f"{backup}{suffix}", tmp_path / f"copy{suffix}")
+            kept.close()  # (checkpoints and removes its own: the links keep the files)
+            for suffix in ("", "-wal", "-shm"):
+                os.replace(tmp_path / f"copy{suffix}", f"{path}{suffix}")
+        elif how.startswith("replaced"):
+            os.replace(backup, path)  # the old -wal and -shm stay at the path
+        else:
+            path.unlink()
+        if how != "replaced_then_stopped":
+            with pytest.raises(StoreError, match=r"s\.db was (replaced|deleted)"):
+                store.append(after, keep_trying=True).result(timeout=10)
+        if how == "deleted_then_restored":
+            os.replace(backup, path)
+    finally:
+        store.close()
+    with SQLiteStore(path) as reopened:
+        ids = {d["id"] for d in reopened.decisions(limit=10)}
+    expected = {before.id} | ({after.id} if how != "replaced_then_stopped" else set()) | (
+        {restored_log.id} if restored_log else set())
+    assert ids == expected, (ids, middle.id)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.parametrize("side", ["-wal", "-shm"])
+def test_a_wal_or_shm_deleted_under_the_store_is_said_so_and_loses_nothing(
+        tmp_path: Path, side: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``s.db-wal`` (or ``-shm``) deleted alone while the store runs: its commits went on
+    into a log no other connection (nor a start after a crash) sees. Now the store takes it as
+    it takes the file deleted: it writes the log it has into the file, refuses writes, says
+    so and that a restart is needed, and what it logs waits in the spill file."""
+    path = tmp_path / "s.db"
+    before, after = record(), record()
+    store = SQLiteStore(path).open()
+    try:
+        store.append(before).result(timeout=10)
+        Path(f"{path}{side}").unlink()
+        with pytest.raises(StoreError, match=f"s.db had its {side} file deleted"):
+            store.append(after, keep_trying=True).result(timeout=10)
+        assert store.failing is not None and "restart" in store.failing
+        assert after.id in store.spill_path.read_text(encoding="utf-8")
+        with sqlite3.connect(path) as db:  # another connection sees what was written
+            assert db.execute("SELECT id FROM decisions").fetchall() == [(before.id,)]
+    finally:
+        store.close()
+    with SQLiteStore(path) as reopened:
+        assert {d["id"] for d in reopened.decisions(limit=10)} == {before.id, after.id}
+
+
+_WAL_DELETED_WRITER = """
+import sys, time
+from pathlib import Path
+from switchpoint.store import DecisionRecord, SQLiteStore
+
+path, ids, how = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
+store = SQLiteStore(path).open()
+
+def record(id_):
+    return DecisionRecord(id=id_, ts=time.time(), selected_model="a", cluster_id=1,
+                          cost_weight=0.5, candidates=["a"], cache_hit=False, routing_ms=0.1,
+                          embedding_ms=1.0, policy="cluster", weights_id="w1",
+                          expected_error=0.1, cost_adjusted_score=0.2)
+
+store.append(record(ids[0])).result(timeout=10)
+if how == "wal":
+    Path(path + "-wal").unlink()
+    try:
+        store.append(record(ids[1]), keep_trying=True).result(timeout=10)
+    except Exception:
+        pass
+else:  # a backup taken now, moved over the file alone while the store is idle
+    import sqlite3
+    src, dst = sqlite3.connect(path), sqlite3.connect(path + ".backup")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    store.append(record(ids[1])).result(timeout=10)  # in the old file's log alone
+print("ready", flush=True)
+time.sleep(60)  # killed here
+"""
+
+
+@pytest.mark.parametrize("how", ["wal", "replaced_idle"])
+def test_a_file_of_the_store_gone_before_a_crash_loses_nothing_and_replays_nothing(
+        tmp_path: Path, how: str) -> None:
+    """A crash (SIGKILL) after ``s.db-wal`` was deleted: what was committed after (and before,
+    not yet checkpointed) was in that deleted log, lost. Or after ``s.db`` was replaced alone
+    while the store was idle: the old log was replayed into the file put there. Now the
+    first is refused and kept in the spill file, written at the next open; and the old log
+    is removed within a second of the file's leaving, before any write."""
+    path = tmp_path / "s.db"
+    ids = [uuid.uuid4().hex for _ in range(2)]
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WAL_DELETED_WRITER, str(path), ",".join(ids), how], cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", "the writer did not start"
+        if how == "replaced_idle":
+            os.replace(f"{path}.backup", path)
+            deadline = time.monotonic() + 5
+            while Path(f"{path}-wal").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    with SQLiteStore(path) as reopened:
+        ids_now = {d["id"] for d in reopened.decisions(limit=10)}
+    assert ids_now == (set(ids) if how == "wal" else {ids[0]})

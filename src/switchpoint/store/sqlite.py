@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from switchpoint._files import file_identity, private_dir, private_file
+from switchpoint._files import database_identity, private_dir, private_file
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
+from switchpoint.store.moved import Files, close_moved, how_it_left
 
 log = logging.getLogger("switchpoint.store")
 SCHEMA_VERSION = 20
@@ -42,6 +43,9 @@ SCHEMA_VERSION = 20
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
 LAZY_WAIT_S = 0.05
+#: How often (seconds) the writer, idle, looks whether the file it has open (or its -wal or
+#: -shm) is still at its path (a write looks before each transaction).
+FILE_CHECK_S = 1.0
 #: After the database refuses a write (a full disk, a lock held too long), how long the store
 #: is taken to be refusing still (seconds): what must be kept is turned away at once meanwhile,
 #: and tried again after.
@@ -1052,8 +1056,9 @@ _STOP = object()
 
 
 class FileGoneError(sqlite3.OperationalError):
-    """The database file the store has open is no longer at its path (deleted or replaced
-    while the store ran): a write would go to a file no later start reads, so the database
+    """The database file the store has open (or its ``-wal`` or ``-shm``) is no longer at its
+    path (deleted or replaced while the store ran): a write would go to a file no later start
+    reads (or to a log no other connection sees), so the database
     counts as refusing writes (what is refused waits in the spill file) until a restart opens
     the file now at the path."""
 
@@ -1142,8 +1147,11 @@ class SQLiteStore:
         self.failing: str | None = None
         self._failed_at = 0.0
         self._busy_ms = BUSY_MS  # the writer's connection's busy_timeout
-        # The device and inode of the file opened (see _check_file).
-        self._file: tuple[int, int] | None = None
+        # The files opened (the database, its -wal and -shm: see _writable); once one left its
+        # path, how (the writer let go of the file then), until the next open.
+        self._files: Files = ()
+        self._left: str | None = None
+        self._next_look = 0.0  # when the writer, idle, looks at the files next
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -1155,7 +1163,7 @@ class SQLiteStore:
             conn = self._schema()
             self._busy_ms = BUSY_MS
             _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
-            self._file = file_identity(self.path)
+            self._files, self._left = database_identity(self.path), None
             self._take_up_spilled(conn)
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the SQLite store", exc) from None
@@ -1222,7 +1230,10 @@ class SQLiteStore:
         self._queue.put(_STOP)
         self._writer.join()
         self._writer = None
-        if self._conn is not None:
+        left = self.gone()
+        if left is not None:
+            self._let_go(left)
+        elif self._conn is not None:
             self._conn.close()
             self._conn = None
 
@@ -1287,6 +1298,8 @@ class SQLiteStore:
                     self._commit(batch)
                 if (self._retry or self._unwritten) and (stop or self.refusing() is None):
                     self._commit_retried()
+                if not batch and not stop:
+                    self._look_at_file()
             except Exception as exc:  # the writer must outlive any one batch
                 log.exception("%s: the writer failed a batch", self.path)
                 for _, done, _ in batch:
@@ -1298,24 +1311,20 @@ class SQLiteStore:
 
     def _transaction(self, records: Sequence[Record]) -> None:
         """Insert ``records`` in one transaction (rolled back if it fails, then raised)."""
-        assert self._conn is not None
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         try:
             for record in records:
                 by_table.setdefault(record.insert, []).append(record.row())
-            self._check_file()
-            self._wait_for_lock(self._conn)
-            self._conn.execute("BEGIN")
+            conn = self._writable()
+            self._wait_for_lock(conn)
+            conn.execute("BEGIN")
             for insert, rows in by_table.items():
-                self._conn.executemany(insert, rows)
-            self._conn.execute("COMMIT")
+                conn.executemany(insert, rows)
+            conn.execute("COMMIT")
         except Exception as exc:  # whatever failed, the next transaction starts clean
-            if isinstance(exc, FileGoneError) and self.failing != str(exc):
-                log.error("%s: %s; restore the file (or leave it gone to start an empty one), "
-                          "then restart the service", self.path, exc)
             if refused(exc):
                 self.failing, self._failed_at = str(exc), time.monotonic()
-            if self._conn.in_transaction:
+            if self._conn is not None and self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
         # Only rows stored say the database takes writes again (a prune that deletes nothing
@@ -1328,25 +1337,65 @@ class SQLiteStore:
             self._dropped = 0
             self.failing = None
 
-    def _check_file(self) -> None:
-        """Raise :class:`FileGoneError` when the file at :attr:`path` is no longer the one
-        opened (deleted, or replaced by a restore or a move): the writer's commits would go
-        to a file no later start reads, and be lost with it."""
-        gone = self.gone()
-        if gone is None:
+    def _writable(self) -> sqlite3.Connection:
+        """The writer's connection, or :class:`FileGoneError` when the file opened (or its
+        ``-wal`` or ``-shm``) is no longer at :attr:`path` (deleted, or replaced by a restore
+        or a move): the writer's commits would go to a file no later start reads (or to a log
+        no other connection, nor a start after a crash, sees), and be lost with it. The first
+        time, the writer lets go of the file (see :meth:`_let_go`). Three stats (a few
+        microseconds, against a commit's fsync)."""
+        left = self.gone()
+        if left is not None:
+            self._let_go(left)
+        if self._conn is None:
+            raise FileGoneError(
+                f"{self.path.name} {self._left} while the service ran; what it logs waits in "
+                f"{self.spill_path.name} until a restart opens the file now at {self.path}")
+        return self._conn
+
+    def _look_at_file(self) -> None:
+        """While the writer is idle, let go of the file (see :meth:`_let_go`) once one of its
+        files left its path: looked at every :data:`FILE_CHECK_S`, so that the old file's log
+        is gone from the path within that time, not replayed into a file put there by a start
+        after a crash."""
+        now = time.monotonic()
+        if self._conn is None or now < self._next_look:
             return
-        what = "deleted" if gone == "deleted" else "replaced by another file"
-        raise FileGoneError(
-            f"{self.path.name} was {what} while the service ran; what it logs waits in "
-            f"{self.spill_path.name} until a restart opens the file now at {self.path}")
+        self._next_look = now + FILE_CHECK_S
+        left = self.gone()
+        if left is not None:
+            self._let_go(left)
+
+    def _let_go(self, left: str) -> None:
+        """The file opened (or its ``-wal`` or ``-shm``) ``left`` its path: the writer's
+        connection writes its log into the file it has open, wherever that went, and is
+        closed, and the old file's side files left at the path are removed, so that the next
+        start does not replay that log into the file it finds there (see
+        :func:`~switchpoint.store.moved.close_moved`); a restore's own are kept. From then on
+        the database refuses writes (:class:`FileGoneError`) until a restart. Logged once."""
+        if self._conn is None:
+            return
+        conn, self._conn, self._left = self._conn, None, left
+        try:
+            close_moved(conn, self.path, self._files)
+        except OSError as exc:
+            log.error("%s %s while the service ran, and the old file's -wal and -shm left at "
+                      "that path could not be removed (%s): remove them before the restart, "
+                      "or it takes them as the log of the file then there", self.path, left,
+                      exc.strerror or exc)
+        log.error("%s %s while the service ran; what it logs waits in %s: restore the file "
+                  "(or leave it gone to start an empty one), then restart the service",
+                  self.path, left, self.spill_path.name)
 
     def gone(self) -> str | None:
-        """How the file opened left its path (``deleted``, ``replaced``), or None while it is
-        still there (or none was opened)."""
-        if self._file is None:
+        """How the file opened left its path (``was deleted``, ``was replaced``, ``had its
+        -wal file deleted or replaced``; see :func:`~switchpoint.store.moved.how_it_left`), or
+        None while it is still there with its side files (or none was opened)."""
+        if self._left is not None:
+            return self._left
+        if not self._files:
             return None
-        now = file_identity(self.path)
-        return None if now == self._file else "deleted" if now is None else "replaced"
+        return how_it_left(self._files, database_identity(self.path))
 
     def _wait_for_lock(self, conn: sqlite3.Connection) -> None:
         """Set how long the next write on ``conn`` waits for a lock another connection holds:
@@ -1514,12 +1563,13 @@ class SQLiteStore:
         if the database refuses them, the writer tries again once it takes writes."""
         self._write_spilled(conn, at_open=True)
 
-    def _write_spilled(self, conn: sqlite3.Connection, *, at_open: bool) -> None:
+    def _write_spilled(self, conn: sqlite3.Connection | None, *, at_open: bool) -> None:
         """Write what :attr:`spill_path` keeps (a row already there is passed over), then
         remove the file. At :meth:`open`; and by the writer once every record it kept for
         retry is written (the file may also hold records an earlier start could not write,
         or that were dropped from memory past :data:`MAX_RETRIED`). If the database refuses
-        them, they wait there to be tried again."""
+        them, they wait there to be tried again. ``conn``: the connection :meth:`open` made
+        (the writer's own is taken when not ``at_open``)."""
         path = self.spill_path
         if not path.exists():
             self._unwritten, self._journal_whole, self.spill_full = False, True, None
@@ -1530,7 +1580,8 @@ class SQLiteStore:
             passed += len(torn)
             capped = _capped(rows)
             if not at_open:
-                self._check_file()
+                conn = self._writable()
+            assert conn is not None
             self._wait_for_lock(conn)
             conn.execute("BEGIN")
             for index, item in enumerate(rows):
@@ -1555,7 +1606,7 @@ class SQLiteStore:
             _sync_dir(path.parent)
             self.spill_full = None
         except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
-            if conn.in_transaction:
+            if conn is not None and conn.in_transaction:
                 conn.execute("ROLLBACK")
             if at_open:  # the writer tries them again once the database takes writes
                 log.error("%s: the records kept in %s were not written (%s); they wait there, "
@@ -1609,7 +1660,6 @@ class SQLiteStore:
                     return
                 self._commit([(record, None, True) for record in part], kept_before=True)
         if self._unwritten:
-            assert self._conn is not None
             self._write_spilled(self._conn, at_open=False)
 
     # Reads -------------------------------------------------------------------------------------
@@ -1621,9 +1671,9 @@ class SQLiteStore:
         gone = self.gone()
         if gone is not None:
             raise StoreError(
-                f"{self.path}: cannot read it: it was {gone} while the service ran; restore "
+                f"{self.path}: cannot read it: it {gone} while the service ran; restore "
                 "the file (or leave it gone to start an empty one), then restart the service",
-                reason=f"{self.path.name} in data_dir was {gone} while the service ran, so "
+                reason=f"{self.path.name} in data_dir {gone} while the service ran, so "
                 "what it logged cannot be read; the operator must restart the service",
                 damaged=True)
         try:
