@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from datetime import UTC, datetime
@@ -516,7 +517,7 @@ def test_a_key_file_deleted_under_the_running_store_is_made_again_not_written_pa
             (tmp_path / name).unlink(missing_ok=True)
         with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
             store.verify(first)  # the file is gone, and its keys with it
-        assert "was deleted or replaced while open" in caplog.text
+        assert "keys.db was deleted while open" in caplog.text
         made = store.create(spec()).key
     with KeyStore(path) as reopened:  # what a restart sees
         assert reopened.verify(made).id == key_id_of(made)
@@ -647,3 +648,56 @@ def test_the_latest_time_another_process_recorded_is_seen_at_the_next_lookup(
         assert service.now() == cli_clock.now
     finally:
         service.close()
+
+
+@pytest.mark.parametrize("how", ["replaced", "deleted", "replaced_then_stopped"])
+def test_a_key_file_gone_alone_under_the_store_gets_none_of_the_old_log(
+        tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``keys.db`` replaced alone (a backup moved over it) or deleted alone while the service
+    runs leaves the old file's ``-wal`` and ``-shm`` at the path: the store opened the file
+    now there with them, so SQLite replayed the old file's last changes into it (a restored
+    backup written over: a key made after it, or revoked after it, came back as it was). It
+    now removes them before it opens the file at the path, or as it closes (a stop before
+    any key is looked up again)."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as store:
+        kept = store.create(spec()).key
+        backup = tmp_path / "backup.db"
+        src, dst = sqlite3.connect(path), sqlite3.connect(backup)
+        src.backup(dst)
+        src.close()
+        dst.close()
+        later = store.create(spec()).key  # in the -wal only: no checkpoint yet
+        store.revoke(key_id_of(kept))
+        assert (tmp_path / "keys.db-wal").stat().st_size > 0
+        if how == "deleted":
+            path.unlink()
+        else:
+            os.replace(backup, path)
+        if how != "replaced_then_stopped":
+            with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
+                store.verify(later)
+            assert f"keys.db was {how}" in caplog.text
+    if how != "deleted":
+        with KeyStore(path) as restarted:  # the backup as it was: the first key, not revoked
+            assert restarted.verify(kept).id == key_id_of(kept)
+            with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
+                restarted.verify(later)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_key_file_whose_wal_was_deleted_is_opened_again_and_seen_by_the_cli(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``keys.db-wal`` deleted while the service runs: its changes went on into a log no other
+    connection sees (the CLI beside the service, or a start after a crash). The store now
+    writes the log it has into the file and opens it again."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as store:
+        first = store.create(spec()).key
+        (tmp_path / "keys.db-wal").unlink()
+        second = store.create(spec()).key
+        with KeyStore(path) as cli:  # another connection, as the CLI's
+            assert cli.verify(first).id == key_id_of(first)
+            assert cli.verify(second).id == key_id_of(second)
+        assert "keys.db had its -wal file deleted" in caplog.text

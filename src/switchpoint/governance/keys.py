@@ -42,7 +42,7 @@ from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
-from switchpoint._files import file_identity, private_dir, private_file
+from switchpoint._files import database_identity, private_dir, private_file
 from switchpoint._messages import cut, quoted, unprintable
 from switchpoint.errors import (
     InvalidInputError,
@@ -54,6 +54,7 @@ from switchpoint.errors import (
 )
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
+from switchpoint.store.moved import Files, close_moved, how_it_left, remove_stale_side_files
 from switchpoint.store.sqlite import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -402,8 +403,10 @@ class KeyStore:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _cache: dict[str, KeyRecord] = field(default_factory=dict, init=False, repr=False)
     _version: int = field(default=-1, init=False, repr=False)
-    # The device and inode of the file opened (see _db).
-    _file: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    # The files opened (the database, its -wal and -shm: see _db); those of a file that left
+    # its path whose side files left at the path could not be removed yet.
+    _files: Files = field(default=(), init=False, repr=False)
+    _stale: Files = field(default=(), init=False, repr=False)
     # The latest time seen (see now), the latest time keys.db is known to hold, and the latest
     # time a write of it was tried (whether or not the file took it).
     _latest: float = field(default=-math.inf, init=False, repr=False)
@@ -418,6 +421,9 @@ class KeyStore:
         if self._conn is not None:
             return self
         try:
+            if self._stale:  # a file that left the path: its log must not be replayed here
+                remove_stale_side_files(self.path, self._stale)
+                self._stale = ()
             private_file(private_dir(self.path.parent) / self.path.name)
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
@@ -432,7 +438,7 @@ class KeyStore:
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn
-        self._file = file_identity(self.path)
+        self._files = database_identity(self.path)
         return self
 
     def close(self) -> None:
@@ -440,8 +446,7 @@ class KeyStore:
             if self._conn is not None:
                 if self._latest > self._saved:
                     self._save_clock(self._conn)
-                self._conn.close()
-                self._conn = None
+                self._let_go(how_it_left(self._files, database_identity(self.path)))
             self._cache.clear()
 
     def __enter__(self) -> KeyStore:
@@ -452,20 +457,46 @@ class KeyStore:
 
     def _db(self) -> sqlite3.Connection:
         """The connection (opened on first use: a gateway without keys makes no file). A file
-        deleted or replaced since it was opened (restored from a backup, say) is opened again:
-        the old one's keys and changes are no longer at the path, and a key made in it would
-        be lost at the next start."""
-        if self._conn is not None and file_identity(self.path) != self._file:
-            log.warning("%s was deleted or replaced while open; the key store opens the file "
-                        "now at that path (a new, empty one if there is none)", self.path)
-            self._conn.close()
-            self._conn = None
-            self._cache.clear()
-            self._version = -1
+        deleted or replaced since it was opened (restored from a backup, say), or whose
+        ``-wal`` or ``-shm`` was, is opened again: the old one's keys and changes are no
+        longer at the path (or in a log no other connection sees), and a key made in it would
+        be lost at the next start. The old connection writes its log into its file and is
+        closed, and that file's side files left at the path are removed first, so SQLite
+        does not replay the old file's changes into the one now there (see
+        :func:`~switchpoint.store.moved.close_moved`). Three stats a call."""
+        if self._conn is not None:
+            left = how_it_left(self._files, database_identity(self.path))
+            if left is not None:
+                log.warning("%s %s while open; the key store opens the file now at that path "
+                            "(a new, empty one if there is none)", self.path, left)
+                self._let_go(left)
+                self._cache.clear()
+                self._version = -1
         if self._conn is None:
             self.open()
         assert self._conn is not None
         return self._conn
+
+    def _let_go(self, left: str | None) -> None:
+        """Close the connection (the lock held). When its file (or its ``-wal`` or ``-shm``)
+        ``left`` the path (see :func:`~switchpoint.store.moved.how_it_left`), its log is first
+        written into that file, and the file's side files still at the path are removed, so
+        that SQLite does not replay its changes into the file opened there next (see
+        :func:`~switchpoint.store.moved.close_moved`). Those that cannot be are tried again
+        by :meth:`open`, which refuses until they are gone (and logged, for a stop)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if left is None:
+            conn.close()
+            return
+        try:
+            close_moved(conn, self.path, self._files)
+        except OSError as exc:
+            self._stale = self._files
+            log.error("%s %s while open, and the old file's -wal and -shm left at that path "
+                      "could not be removed (%s): remove them before the service opens the "
+                      "file there again", self.path, left, exc.strerror or exc)
 
     # The store's clock ---------------------------------------------------------------------------
 
