@@ -148,11 +148,12 @@ def test_serve_makes_its_state_its_owners_alone(gw_fake: FakeProviderProcess,
         server.terminate()
 
 
-@pytest.mark.parametrize("how", ["deleted", "replaced"])
+@pytest.mark.parametrize("how", ["deleted", "replaced", "wal"])
 def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
         gw_fake: FakeProviderProcess, tmp_path: Path, how: str) -> None:
-    """Reads of a log whose file was deleted (or replaced) under the running service say so
-    and that a restart is needed, not that the disk may be full or a lock held."""
+    """Reads of a log whose file was deleted (or replaced, or whose -wal was deleted) under
+    the running service say so and that a restart is needed, not that the disk may be full
+    or a lock held."""
     data = tmp_path / "data"
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
@@ -162,15 +163,16 @@ def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
             model="good", messages=[{"role": "user", "content": "hello"}])
         assert len(log(server)) == 1
         db = data / "switchpoint.db"
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("-wal",) if how == "wal" else ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         if how == "replaced":
             db.write_bytes(b"")  # an empty file now at the path (a restore gone wrong, say)
+        said = "had its -wal file deleted" if how == "wal" else f"was {how}"
         for path in ("/v1/router/requests", "/v1/router/stats"):
             answer = httpx.get(f"{server.base}{path}", timeout=15)
             assert answer.status_code == 503, answer.text
             message = answer.json()["error"]["message"]
-            assert f"switchpoint.db in data_dir was {how}" in message, message
+            assert f"switchpoint.db in data_dir {said}" in message, message
             assert "restart" in message, message
             assert "disk is full" not in message and "lock" not in message, message
             assert "Retry-After" not in answer.headers  # waiting does not mend it
@@ -180,6 +182,12 @@ def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
+    if how == "wal":  # the log it had was written into the file: the request is still there
+        server = start(config, data)
+        try:
+            assert len(log(server)) == 1
+        finally:
+            server.terminate()
 
 
 @pytest.mark.parametrize("how", ["deleted", "deleted_alone", "deleted_then_crash", "replaced"])
