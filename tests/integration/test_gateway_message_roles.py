@@ -8,6 +8,7 @@ through as sent."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types.chat import (
+    ChatCompletion,
     ChatCompletionContentPartImageParam,
     ChatCompletionContentPartInputAudioParam,
     ChatCompletionContentPartRefusalParam,
@@ -260,7 +262,6 @@ UNSENDABLE = [
     (AUDIO, "user", "text and image_url parts in user messages"),
     ({"type": "file", "file": {"file_id": "file-abc"}}, "user",
      "text and image_url parts in user messages"),
-    ({"type": "refusal", "refusal": "No."}, "assistant", "text parts only in assistant messages"),
 ]
 
 
@@ -275,7 +276,7 @@ def _spend(server: ThreadServer) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize(("part", "role", "sends"), UNSENDABLE, ids=["audio", "file", "refusal"])
+@pytest.mark.parametrize(("part", "role", "sends"), UNSENDABLE, ids=["audio", "file"])
 def test_a_part_a_models_adapter_cannot_send_is_refused_for_it_before_anything_is_held(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, part: dict[str, Any], role: str,
         sends: str, stream: bool) -> None:
@@ -306,3 +307,122 @@ def test_a_part_a_models_adapter_cannot_send_is_refused_for_it_before_anything_i
     entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
     assert entry["model"] == "good" and says.removeprefix("other: ") in entry["excluded"]["other"]
     assert [r["body"]["model"] for r in gw_fake.requests()] == ["good"]
+
+
+# Refusals and legacy function calls, through the Anthropic adapter ---------------------------
+
+LOOKUP = {"name": "lookup", "description": "Look a thing up.",
+          "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
+
+
+def _to_other(server: ThreadServer, messages: list[Any], stream: bool,
+              **kw: Any) -> dict[str, Any]:
+    """Send ``messages`` to other (the Anthropic adapter): the answer, read as the client
+    reads it (a stream's deltas put together), once it is logged as other's."""
+    raw = client(server).chat.completions.with_raw_response.create(
+        model="other", messages=messages, stream=stream, **kw)
+    request_id = raw.headers["x-switchpoint-request-id"]
+    answer: dict[str, Any] = {"content": None, "finish_reason": None}
+    parsed = raw.parse()
+    if isinstance(parsed, ChatCompletion):
+        choice = parsed.choices[0]
+        answer.update(choice.message.model_dump(), finish_reason=choice.finish_reason)
+    else:
+        for chunk in parsed:
+            for c in chunk.choices:
+                delta = c.delta.model_dump(exclude_none=True)
+                if delta.get("content"):
+                    answer["content"] = (answer["content"] or "") + delta["content"]
+                for key in ("function_call", "tool_calls"):
+                    if key in delta:
+                        got = answer.setdefault(key, {"name": None, "arguments": ""}
+                                                if key == "function_call" else [])
+                        if key == "function_call":
+                            got["name"] = delta[key].get("name") or got["name"]
+                            got["arguments"] += delta[key].get("arguments") or ""
+                        else:
+                            got.extend(delta[key])
+                answer["finish_reason"] = c.finish_reason or answer["finish_reason"]
+    entry = log_entry(server, request_id)
+    assert entry["status"] == "ok" and entry["model"] == "other", entry
+    assert server.service.gateway.governor.ledger.open_tickets() == 0
+    return answer
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("result", ["Sunny, 21 C", None], ids=["result", "null-result"])
+def test_a_legacy_function_call_round_trip_goes_to_an_anthropic_model_as_tool_use(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
+        result: str | None) -> None:
+    # The legacy client declares functions; the answer's call comes back as function_call
+    # (one call, finish reason function_call), as OpenAI gives it.
+    messages: list[Any] = opening()
+    answer = _to_other(budgeted, messages, stream, functions=[LOOKUP])
+    sent = gw_fake.requests()[-1]["body"]
+    assert sent["tools"] == [{"name": "lookup", "description": "Look a thing up.",
+                              "input_schema": LOOKUP["parameters"]}]
+    assert sent["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    call = answer["function_call"]
+    assert call["name"] == "lookup" and isinstance(json.loads(call["arguments"]), dict)
+    assert answer["finish_reason"] == "function_call" and not answer.get("tool_calls")
+    # Its turn and the function's result (null content too) go back as the client writes
+    # them: Claude gets a tool_use and the tool_result answering it (the fake refuses a
+    # result answering no tool_use of the turn before).
+    messages += [{"role": "assistant", "content": None, "function_call": call},
+                 {"role": "function", "name": "lookup", "content": result}]
+    answer = _to_other(budgeted, messages, stream, functions=[LOOKUP],
+                          function_call={"name": "lookup"})
+    sent = gw_fake.requests()[-1]["body"]
+    assert sent["tool_choice"] == {"type": "tool", "name": "lookup",
+                                   "disable_parallel_tool_use": True}
+    assert sent["messages"][1:] == [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "function_call_2",
+                                           "name": "lookup",
+                                           "input": json.loads(call["arguments"])}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "function_call_2",
+                                      **({"content": result} if result else {})}]}]
+    assert answer["content"] and answer["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_legacy_function_call_turn_goes_to_an_anthropic_model_that_uses_tools(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # A conversation that called functions the legacy way, now declaring tools (its answer
+    # would call them as tool_calls).
+    messages: list[Any] = [
+        *opening(),
+        {"role": "assistant", "content": None,
+         "function_call": {"name": "lookup", "arguments": '{"q": "rain"}'}},
+        {"role": "function", "name": "lookup", "content": "No rain."},
+        {"role": "user", "content": "And tomorrow?"}]
+    answer = _to_other(budgeted, messages, stream, tools=TOOLS)
+    sent = gw_fake.requests()[-1]["body"]
+    assert sent["messages"][1:3] == [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "function_call_2",
+                                           "name": "lookup", "input": {"q": "rain"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "function_call_2", "content": "No rain."},
+            {"type": "text", "text": "And tomorrow?"}]}]
+    assert sent["tools"] == [{"name": "lookup", "input_schema": LOOKUP["parameters"]}]
+    assert "tool_choice" not in sent
+    assert answer["content"] and answer["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("turn", [
+    {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+    {"role": "assistant", "content": [{"type": "text", "text": "Well."},
+                                      {"type": "refusal", "refusal": "I can't help with that."}]},
+], ids=["refusal-field", "refusal-part"])
+def test_an_assistants_refusal_reaches_an_anthropic_model_as_its_text(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
+        turn: dict[str, Any]) -> None:
+    # The refusal is what the assistant said: the turn is not lost (nor the request refused).
+    head = opening()
+    _to_other(budgeted, [*head, turn, {"role": "user", "content": "Why not?"}], stream)
+    said = [{"type": "text", "text": "Well."}] if turn["content"] else []
+    assert gw_fake.requests()[-1]["body"]["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": head[1]["content"]}]},
+        {"role": "assistant", "content": [*said, {"type": "text",
+                                                  "text": "I can't help with that."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Why not?"}]}]

@@ -156,9 +156,6 @@ PICTURE = {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}
      "cannot send (it sends text and image_url parts in user messages)"),
     ({"role": "user", "content": [PDF]},
      "the request has file parts in user messages, which the Anthropic adapter cannot send"),
-    ({"role": "assistant", "content": [{"type": "text", "text": "a"}, REFUSAL]},
-     "the request has refusal parts in assistant messages, which the Anthropic adapter "
-     "cannot send (it sends text parts only in assistant messages)"),
 ])
 def test_parts_an_adapter_cannot_send_leave_its_models_out(message: dict[str, object],
                                                            says: str) -> None:
@@ -172,12 +169,14 @@ def test_parts_an_adapter_cannot_send_leave_its_models_out(message: dict[str, ob
 
 
 def test_parts_every_adapter_sends_leave_no_model_out() -> None:
-    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("vision",)),
-                       ModelCard("gpt", provider="openai", capabilities=("vision",))])
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("vision", "tools")),
+                       ModelCard("gpt", provider="openai", capabilities=("vision", "tools"))])
     needs = needs_of({"messages": [
         {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
         {"role": "user", "content": [{"type": "text", "text": "see"}, PICTURE]},
-        {"role": "assistant", "content": [{"type": "text", "text": "a cat"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a cat"}, REFUSAL]},
+        {"role": "assistant", "content": None, "function_call": {"name": "f"}},
+        {"role": "function", "name": "f", "content": "42"},
         {"role": "user", "content": "ok"}]})
     assert filter_candidates(catalog, catalog.names, needs) == (["claude", "gpt"], {})
 

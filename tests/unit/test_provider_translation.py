@@ -257,6 +257,91 @@ def test_tool_choice_forms(choice: object, expected: dict[str, Any]) -> None:
     assert to_anthropic_request(req, CLAUDE, stream=False)["tool_choice"] == expected
 
 
+
+@pytest.mark.parametrize(("choice", "expected"), [
+    (None, {"type": "auto"}), ("auto", {"type": "auto"}), ("none", {"type": "none"}),
+    ({"name": "f"}, {"type": "tool", "name": "f"}),
+])
+def test_legacy_function_call_choice_forms(choice: object, expected: dict[str, Any]) -> None:
+    # A legacy answer carries one call: the model is asked for no more.
+    req = {"messages": [{"role": "user", "content": "x"}], "function_call": choice,
+           "functions": [{"name": "f"}]}
+    body = to_anthropic_request(req, CLAUDE, stream=False)
+    assert body["tools"] == [{"name": "f", "input_schema": {"type": "object",
+                                                            "properties": {}}}]
+    assert body["tool_choice"] == (expected if expected["type"] == "none"
+                                   else {**expected, "disable_parallel_tool_use": True})
+
+
+def test_each_function_result_answers_the_function_call_before_it() -> None:
+    def call(i: int) -> dict[str, Any]:
+        return {"role": "assistant", "content": None,
+                "function_call": {"name": "f", "arguments": f'{{"i": {i}}}'}}
+
+    req = {"messages": [{"role": "user", "content": "x"}, call(1),
+                        {"role": "function", "name": "f", "content": "one"}, call(3),
+                        {"role": "function", "name": "f", "content": None}]}
+    messages = to_anthropic_request(req, CLAUDE, stream=False)["messages"]
+    assert [(m["role"], m["content"][0]["type"]) for m in messages] == [
+        ("user", "text"), ("assistant", "tool_use"), ("user", "tool_result"),
+        ("assistant", "tool_use"), ("user", "tool_result")]
+    assert [(messages[i]["content"][0]["id"], messages[i + 1]["content"][0]) for i in (1, 3)] \
+        == [("function_call_1", {"type": "tool_result", "tool_use_id": "function_call_1",
+                                 "content": "one"}),
+            ("function_call_3", {"type": "tool_result", "tool_use_id": "function_call_3"})]
+    assert messages[3]["content"][0]["input"] == {"i": 3}
+    with pytest.raises(UnsupportedRequest, match=r"messages\[5\] \(role function\) answers no"):
+        to_anthropic_request({"messages": [*req["messages"][:4], req["messages"][2],
+                                           req["messages"][2]]}, CLAUDE, stream=False)
+    with pytest.raises(UnsupportedRequest, match=r"messages\[1\]\.function_call\.arguments"):
+        to_anthropic_request({"messages": [req["messages"][0], {
+            "role": "assistant", "function_call": {"name": "f", "arguments": "[1]"}}]},
+            CLAUDE, stream=False)
+
+
+def test_an_assistants_refusal_is_sent_as_its_text_when_it_said_nothing_else() -> None:
+    def sent(turn: dict[str, Any]) -> list[Any]:
+        req = {"messages": [{"role": "user", "content": "x"}, turn]}
+        return list(to_anthropic_request(req, CLAUDE, stream=False)["messages"][1]["content"])
+
+    assert sent({"role": "assistant", "content": None, "refusal": "No."}) == [
+        {"type": "text", "text": "No."}]
+    assert sent({"role": "assistant", "content": [], "refusal": "No."}) == [
+        {"type": "text", "text": "No."}]
+    assert sent({"role": "assistant", "content": "Sure.", "refusal": "No."}) == [
+        {"type": "text", "text": "Sure."}]
+    assert sent({"role": "assistant", "content": [PARTS["refusal"]]}) == [
+        {"type": "text", "text": "No."}]
+
+
+def test_a_legacy_answer_carries_one_function_call() -> None:
+    message = {"id": "msg_1", "model": "claude-x-1", "stop_reason": "tool_use",
+               "content": [{"type": "tool_use", "id": "toolu_1", "name": "f",
+                            "input": {"a": 1}},
+                           {"type": "tool_use", "id": "toolu_2", "name": "g", "input": {}}],
+               "usage": {"input_tokens": 10, "output_tokens": 7}}
+    choice = from_anthropic_response(message, legacy=True)["choices"][0]
+    assert choice["finish_reason"] == "function_call"
+    assert choice["message"] == {"role": "assistant", "content": None,
+                                 "function_call": {"name": "f", "arguments": '{"a": 1}'}}
+    d = AnthropicChunkDecoder("claude", legacy=True)
+    events = _events(
+        ("message_start", {"type": "message_start", "message": {"id": "m", "usage": {}}}),
+        *[e for i, name in enumerate(("f", "g")) for e in (
+            ("content_block_start", {"type": "content_block_start", "index": i,
+                                     "content_block": {"type": "tool_use", "id": f"t{i}",
+                                                       "name": name, "input": {}}}),
+            ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": {
+                "type": "input_json_delta", "partial_json": '{"a": 1}'}}))],
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}}),
+        ("message_stop", {"type": "message_stop"}))
+    deltas = [(c["choices"][0]["delta"], c["choices"][0]["finish_reason"])
+              for e in events for c in d.feed(e) if c["choices"]]
+    assert deltas[1:] == [({"function_call": {"name": "f", "arguments": ""}}, None),
+                          ({"function_call": {"arguments": '{"a": 1}'}}, None),
+                          ({}, "function_call")]
+
+
 @pytest.mark.parametrize("req", [
     {"messages": []},
     {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
@@ -289,7 +374,10 @@ def test_the_adapter_sends_exactly_the_parts_the_capability_table_says(role: str
     message: dict[str, Any] = {"role": role, "content": [PARTS[kind]]}
     if role in ("tool", "function"):
         message.update(tool_call_id="c", name="f")
-    req = {"messages": [{"role": "user", "content": "q"}, message]}
+    # (each result answers the call before it)
+    call = {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f"}}],
+            "function_call": {"name": "f"}}
+    req = {"messages": [{"role": "user", "content": "q"}, call, message]}
     if kind in SENDS["anthropic"].get(role, ()):
         assert to_anthropic_request(req, CLAUDE, stream=False)["messages"]
     else:

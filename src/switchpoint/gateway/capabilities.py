@@ -11,8 +11,9 @@ tool calls only if it lists ``"tools"``. A card without a ``context_window`` is 
 A request for several answers is not for a model behind the Anthropic Messages API, which
 gives one (its client would get fewer choices than it asked for, and no error); nor is a
 request carrying a content part its model's adapter cannot send (:data:`SENDS`: the Anthropic
-adapter sends text parts, and image_url parts in user messages, but no audio, file or refusal
-part), which would otherwise be held against budgets and refused only once its call began.
+adapter sends text parts, image_url parts in user messages and refusal parts in assistant
+ones, but no audio or file part), which would otherwise be held against budgets and refused
+only once its call began.
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -40,13 +41,15 @@ TOKENS_PER_MESSAGE = 4
 # carries them (text content counts as a text part; a role not listed the adapter cannot send
 # at all). An OpenAI-compatible upstream gets the messages as sent: every part type the
 # request check lets through. The Anthropic adapter translates text and (base64 data or
-# remote) image_url parts into Messages API blocks and nothing else: the Messages API has no
-# audio input or refusal block, and OpenAI's file parts (file ids, or data) have no
-# equivalent there.
+# remote) image_url parts into Messages API blocks, and an assistant's refusal parts into
+# text (what it said to the user), and nothing else: the Messages API has no audio input
+# block, and OpenAI's file parts (file ids, or data) have no equivalent there. (A tool or
+# legacy function message's result becomes a tool_result block.)
 SENDS: dict[Wire, Mapping[str, tuple[str, ...]]] = {
     "openai": PART_TYPES,
     "anthropic": {"system": ("text",), "developer": ("text",), "tool": ("text",),
-                  "user": ("text", "image_url"), "assistant": ("text",)},
+                  "function": ("text",), "user": ("text", "image_url"),
+                  "assistant": ("text", "refusal")},
 }
 ADAPTER_NAMES: dict[Wire, str] = {"openai": "OpenAI-compatible", "anthropic": "Anthropic"}
 

@@ -3,7 +3,16 @@
 Requests are translated OpenAI → Anthropic (system prompt, text parts and the user's image
 parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools,
 ``tool_choice``, tool calls and tool results, ``max_tokens``), answers and stream events back
-to OpenAI ``chat.completion`` / ``chat.completion.chunk``.
+to OpenAI ``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal
+part, or the message's ``refusal`` when it has no content) is sent as its text: it is what
+the assistant said.
+
+OpenAI's legacy function calling is translated as tool calling is: ``functions`` are tools,
+the request's ``function_call`` its ``tool_choice``, an assistant's ``function_call`` a
+``tool_use`` block (with an id made from its message's position, as it has none) and the
+``function`` message after it the ``tool_result`` answering it. A request that declares
+``functions`` and no ``tools`` is answered as OpenAI answers it: one call, as the message's
+``function_call`` with the ``function_call`` finish reason, plain and streamed.
 
 Tool-call ids stay valid across providers: an id is sent to Anthropic unchanged when it fits
 Anthropic's ``^[a-zA-Z0-9_-]+$`` (OpenAI's ``call_...`` ids do), otherwise as a deterministic
@@ -112,10 +121,16 @@ def _text_block(part: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "text", "text": str(part.get("text", ""))}
 
 
+def _refusal_block(part: Mapping[str, Any]) -> dict[str, Any]:
+    # What the assistant said to the user in place of an answer: the Messages API has no
+    # refusal block, and the turn's text is what the conversation holds.
+    return {"type": "text", "text": str(part.get("refusal", ""))}
+
+
 # The Messages API block of each part type the adapter sends (in the messages whose role
 # :data:`~switchpoint.gateway.capabilities.SENDS` lists it for).
 _BLOCKS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
-    "text": _text_block, "image_url": _image_block}
+    "text": _text_block, "refusal": _refusal_block, "image_url": _image_block}
 
 
 def _content_blocks(content: object, where: str, role: str) -> list[dict[str, Any]]:
@@ -144,14 +159,20 @@ def _content_blocks(content: object, where: str, role: str) -> list[dict[str, An
 
 
 def _tool_use_block(call: object, where: str) -> dict[str, Any]:
+    """The ``tool_use`` block of one of an assistant message's ``tool_calls``."""
     if not isinstance(call, Mapping) or not isinstance(call.get("function"), Mapping):
         raise _bad(f"{where} is not a function tool call")
-    fn = call["function"]
     call_id = call.get("id")
     if not isinstance(call_id, str) or not call_id:
         raise _bad(f"{where} has no id")
+    return _tool_use(anthropic_tool_id(call_id), call["function"], f"{where}.function")
+
+
+def _tool_use(block_id: str, fn: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``tool_use`` block of a function call ``fn`` (``name`` and JSON ``arguments``),
+    found at ``where`` in the request."""
     raw_args = fn.get("arguments") or "{}"
-    arguments = f"{where}.function.arguments"
+    arguments = f"{where}.arguments"
     try:
         args = json.loads(raw_args) if isinstance(raw_args, str) else raw_args
         # Sent as structure (tool_use input), so the body's bounds apply to it.
@@ -163,14 +184,39 @@ def _tool_use_block(call: object, where: str) -> dict[str, Any]:
     except ValueError as exc:
         raise _bad(f"{arguments} is not JSON: {str(raw_args)[:100]!r}") from exc
     if not isinstance(args, Mapping):
-        raise _bad(f"{where}.function.arguments must be a JSON object")
-    return {"type": "tool_use", "id": anthropic_tool_id(call_id), "name": str(fn.get("name")),
+        raise _bad(f"{arguments} must be a JSON object")
+    return {"type": "tool_use", "id": block_id, "name": str(fn.get("name")),
             "input": dict(args)}
+
+
+def _tool_result(block_id: str, content: object, where: str) -> dict[str, Any]:
+    """The ``tool_result`` block answering the ``tool_use`` ``block_id`` (its content left
+    out when empty: the Messages API takes a result without one)."""
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": block_id}
+    text = _text_of(content, where)
+    if text:
+        result["content"] = text
+    return result
+
+
+def legacy_call_id(index: int) -> str:
+    """The ``tool_use`` id of the legacy ``function_call`` of ``messages[index]`` (which has
+    none of its own): the next ``function`` message's result answers it."""
+    return f"function_call_{index}"
+
+
+def _refusal_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An assistant message's ``refusal`` (what it said to the user instead of an answer) as
+    text, as a refusal part is sent."""
+    refusal = message.get("refusal")
+    return [_refusal_block(message)] if isinstance(refusal, str) and refusal else []
 
 
 def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dict[str, Any]]]:
     system: list[str] = []
     out: list[dict[str, Any]] = []
+    # The id of the last legacy function_call no function message has answered yet.
+    pending: str | None = None
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
         if not blocks:
@@ -193,35 +239,51 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
         elif role == "user":
             add("user", _content_blocks(content, where, "user"))
         elif role == "assistant":
-            blocks = _content_blocks(content, where, "assistant")
+            blocks = _content_blocks(content, where, "assistant") or _refusal_blocks(message)
             for j, call in enumerate(message.get("tool_calls") or []):
                 blocks.append(_tool_use_block(call, f"{where}.tool_calls[{j}]"))
-            if message.get("function_call"):
-                raise _bad(f"{where} uses the legacy function_call; send tool_calls instead")
+            legacy = message.get("function_call")
+            if legacy:
+                if not isinstance(legacy, Mapping):
+                    raise _bad(f"{where}.function_call is not an object with a name and "
+                               "arguments")
+                pending = legacy_call_id(i)
+                blocks.append(_tool_use(pending, legacy, f"{where}.function_call"))
             add("assistant", blocks)
         elif role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
                 raise _bad(f"{where} (role tool) has no tool_call_id")
-            result: dict[str, Any] = {"type": "tool_result",
-                                      "tool_use_id": anthropic_tool_id(call_id),
-                                      "content": _text_of(content, where)}
-            add("user", [result])
+            add("user", [_tool_result(anthropic_tool_id(call_id), content, where)])
+        elif role == "function":
+            if pending is None:
+                raise _bad(f"{where} (role function) answers no function_call: a function "
+                           "message follows the assistant message whose function_call it "
+                           "answers")
+            add("user", [_tool_result(pending, content, where)])
+            pending = None
         else:
-            raise _bad(f"{where} has role {role!r} (system, developer, user, assistant and "
-                       f"tool are supported)")
+            raise _bad(f"{where} has role {role!r} (system, developer, user, assistant, tool "
+                       f"and function are supported)")
     return system, out
 
 
+def legacy_functions(request: Mapping[str, Any]) -> bool:
+    """Whether ``request`` calls functions the legacy way: it declares ``functions`` and no
+    ``tools``, so its client reads a call in the answer as ``function_call`` (one call, with
+    the ``function_call`` finish reason), not as ``tool_calls``."""
+    return bool(request.get("functions")) and not request.get("tools")
+
+
 def _translate_tools(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    tools = request.get("tools")
-    if not tools:
-        return None
+    """The Messages API tools of ``tools`` (function tools) and the legacy ``functions``."""
+    declared = [(f"tools[{i}]", tool.get("function") if isinstance(tool, Mapping) else None)
+                for i, tool in enumerate(request.get("tools") or [])]
+    declared += [(f"functions[{i}]", fn) for i, fn in enumerate(request.get("functions") or [])]
     out = []
-    for i, tool in enumerate(tools):
-        fn = tool.get("function") if isinstance(tool, Mapping) else None
+    for where, fn in declared:
         if not isinstance(fn, Mapping) or not fn.get("name"):
-            raise _bad(f"tools[{i}] is not a function tool with a name")
+            raise _bad(f"{where} is not a function with a name")
         entry: dict[str, Any] = {
             "name": fn["name"],
             "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
@@ -229,11 +291,13 @@ def _translate_tools(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         if fn.get("description"):
             entry["description"] = fn["description"]
         out.append(entry)
-    return out
+    return out or None
 
 
 def _translate_tool_choice(request: Mapping[str, Any]) -> dict[str, Any] | None:
-    choice = request.get("tool_choice")
+    legacy = legacy_functions(request)
+    field, choice = (("function_call", request.get("function_call")) if legacy
+                     else ("tool_choice", request.get("tool_choice")))
     out: dict[str, Any] | None
     if choice is None:
         out = None
@@ -241,13 +305,17 @@ def _translate_tool_choice(request: Mapping[str, Any]) -> dict[str, Any] | None:
         out = {"type": "auto"}
     elif choice == "none":
         out = {"type": "none"}
-    elif choice == "required":
+    elif choice == "required" and not legacy:
         out = {"type": "any"}
+    elif isinstance(choice, Mapping) and legacy and isinstance(choice.get("name"), str):
+        out = {"type": "tool", "name": choice["name"]}
     elif isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
         out = {"type": "tool", "name": choice["function"].get("name")}
     else:
-        raise _bad(f"tool_choice {choice!r} is not auto, none, required or a function")
-    if request.get("parallel_tool_calls") is False and request.get("tools"):
+        raise _bad(f"{field} {choice!r} is not auto, none, "
+                   f"{'' if legacy else 'required '}or a function")
+    # A legacy answer carries one call: the model makes no more.
+    if legacy or (request.get("parallel_tool_calls") is False and request.get("tools")):
         out = out or {"type": "auto"}
         if out["type"] != "none":
             out["disable_parallel_tool_use"] = True
@@ -259,8 +327,8 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
     """The ``/v1/messages`` body for an OpenAI chat request.
 
     Raises :class:`~switchpoint.gateway.providers.base.UnsupportedRequest` for what the Messages API
-    cannot express (audio, file and refusal parts, legacy ``function_call`` turns, malformed
-    tool calls).
+    cannot express (audio and file parts, a ``function`` message answering no
+    ``function_call``, malformed tool calls).
     """
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -321,8 +389,10 @@ _REQUIRED_USAGE = ("input_tokens", "output_tokens")
 _CACHE_USAGE = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
 
-def from_anthropic_response(message: Mapping[str, Any]) -> dict[str, Any]:
-    """An OpenAI ``chat.completion`` for a Messages API answer."""
+def from_anthropic_response(message: Mapping[str, Any], *,
+                            legacy: bool = False) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` for a Messages API answer; ``legacy``
+    (:func:`legacy_functions`): its call as ``function_call``."""
     content = message.get("content")
     if not isinstance(content, list):
         raise MalformedResponse("the Anthropic answer has no content list", body=message)
@@ -339,16 +409,19 @@ def from_anthropic_response(message: Mapping[str, Any]) -> dict[str, Any]:
                                             "arguments": json.dumps(block.get("input") or {})}})
     reply: dict[str, Any] = {"role": "assistant",
                              "content": "".join(texts) if texts or not tool_calls else None}
-    if tool_calls:
-        reply["tool_calls"] = tool_calls
     stop = message.get("stop_reason")
+    finish = STOP_REASONS.get(str(stop), "stop")
+    if tool_calls and legacy:
+        reply["function_call"] = tool_calls[0]["function"]
+        finish = "function_call" if finish == "tool_calls" else finish
+    elif tool_calls:
+        reply["tool_calls"] = tool_calls
     body: dict[str, Any] = {
         "id": message.get("id") or "msg",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply,
-                     "finish_reason": STOP_REASONS.get(str(stop), "stop")}],
+        "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
     }
     usage = _usage(message.get("usage"))
     if usage is not None:
@@ -357,10 +430,12 @@ def from_anthropic_response(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class AnthropicChunkDecoder:
-    """Messages API stream events → OpenAI chunks; ``message_stop`` ends the stream."""
+    """Messages API stream events → OpenAI chunks; ``message_stop`` ends the stream.
+    ``legacy`` (:func:`legacy_functions`): the call is streamed as ``function_call``."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, *, legacy: bool = False) -> None:
         self.model = model
+        self.legacy = legacy
         self.done = False
         self._id = "msg"
         self._upstream_model: str | None = None
@@ -411,6 +486,9 @@ class AnthropicChunkDecoder:
             if block.get("type") == "tool_use":
                 index = len(self._tool_index)
                 self._tool_index[int(data.get("index", 0))] = index
+                if self.legacy:  # (one call: a second is not for a legacy client)
+                    return [self._chunk({"function_call": {"name": block.get("name"),
+                                                           "arguments": ""}})] if not index else []
                 return [self._chunk({"tool_calls": [{
                     "index": index, "id": block.get("id"), "type": "function",
                     "function": {"name": block.get("name"), "arguments": ""}}]})]
@@ -423,6 +501,9 @@ class AnthropicChunkDecoder:
                 return [self._chunk({"content": delta.get("text", "")})]
             if delta.get("type") == "input_json_delta":
                 index = self._tool_index.get(int(data.get("index", 0)), 0)
+                if self.legacy:
+                    return [self._chunk({"function_call": {
+                        "arguments": delta.get("partial_json", "")}})] if not index else []
                 return [self._chunk({"tool_calls": [{
                     "index": index, "function": {"arguments": delta.get("partial_json", "")}}]})]
             return []  # thinking and signature deltas are not part of the OpenAI format
@@ -432,7 +513,10 @@ class AnthropicChunkDecoder:
                 self._usage.update(usage)
             stop = (data.get("delta") or {}).get("stop_reason")
             if stop:
-                return [self._chunk({}, STOP_REASONS.get(str(stop), "stop"))]
+                finish = STOP_REASONS.get(str(stop), "stop")
+                if self.legacy and finish == "tool_calls":
+                    finish = "function_call"
+                return [self._chunk({}, finish)]
             return []
         if kind == "message_stop":
             self.done = True
@@ -482,7 +566,7 @@ class AnthropicProvider:
         data, response, latency_ms = await post_json(self.pool.get(base), url, body, headers,
                                                      timeouts, model=card.name)
         try:
-            answer = from_anthropic_response(data)
+            answer = from_anthropic_response(data, legacy=legacy_functions(request))
         except MalformedResponse as exc:
             exc.model, exc.status = card.name, response.status_code
             raise
@@ -494,7 +578,9 @@ class AnthropicProvider:
         body = self._body(request, card, stream=True)
         base, url, headers = self._target(card, stream=True)
         chunks = stream_chunks(self.pool.get(base), url, body, headers, timeouts,
-                               AnthropicChunkDecoder(card.name), model=card.name)
+                               AnthropicChunkDecoder(card.name,
+                                                     legacy=legacy_functions(request)),
+                               model=card.name)
         async with aclosing(chunks):
             async for chunk in chunks:
                 yield chunk
