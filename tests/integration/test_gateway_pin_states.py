@@ -126,6 +126,40 @@ def test_a_narrowed_candidate_list_leaving_the_pin_out_is_not_hard(gw: ThreadSer
     assert entry["pin"]["previous_model"] == "cheap" and stored(gw, entry) == entry["model"]
 
 
+
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("content", "extra"), [
+    ([{"type": "text", "text": "Hear this."}, AUDIO], {}),
+    ("Two takes, please.", {"n": 2}),
+], ids=["audio-part", "two-answers"])
+def test_a_pinned_model_whose_adapter_cannot_send_the_request_is_evicted_for_it(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, content: Any, extra: dict[str, Any],
+        stream: bool) -> None:
+    # other (the Anthropic Messages adapter) sends no audio part and gives one answer: the
+    # pin to it says so, not that the model is missing (it is in the catalog, and named).
+    sid = new_session()
+    ask(gw, "Hello there.", sid, model="other")
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model="auto", stream=stream, extra_headers={"x-session-id": sid, **QUALITY_FIRST},
+        messages=[{"role": "user", "content": "Hello there."},
+                  {"role": "assistant", "content": "Hi."}, {"role": "user", "content": content}],
+        **extra)
+    raw.http_response.read()
+    entry = log_entry(gw, raw.headers["x-switchpoint-request-id"])
+    assert raw.headers["x-switchpoint-pin"] == entry["pin_state"] == "evicted_capability"
+    assert entry["pin"]["previous_model"] == "other" and entry["pin"]["pinned_model"] is None
+    assert entry["model"] != "other" and "other" in entry["excluded"]
+    assert [r["body"]["model"] for r in gw_fake.requests()[1:]] == [UPSTREAM[entry["model"]]]
+    # The session moves to the model that answered, hard-pinned there.
+    assert stored(gw, entry) == entry["model"]
+    headers, _ = ask(gw, "And now?", sid, headers=QUALITY_FIRST)
+    assert headers["x-switchpoint-pin"] == "hard"
+    assert headers["x-switchpoint-model"] == entry["model"]
+
+
 # A pinned model that fails, or is known to be failing ------------------------------------------
 
 

@@ -64,7 +64,7 @@ def pinned(pinner: SessionPinner, model: str, at: float = T0) -> str:
 def test_state_values_are_exactly_the_seed_names() -> None:
     assert {s.value for s in PinState} == {
         "fresh", "hard", "soft", "rehomed_context", "evicted_vision", "evicted_missing_model",
-        "evicted_context", "evicted_post_failure"}
+        "evicted_context", "evicted_post_failure", "evicted_capability"}
 
 
 def test_an_explicit_session_id_is_hashed_and_scoped_to_the_tenant() -> None:
@@ -232,6 +232,24 @@ def test_rehome_skips_a_model_whose_adapter_cannot_send_the_conversations_parts(
     audio = replace(needs(tokens=10_000), parts=frozenset({("user", "input_audio")}))
     assert rehome_target(both, small, needs(tokens=10_000)) == claude  # (the closer window)
     assert rehome_target(both, small, audio) == gpt
+
+
+def test_a_pin_whose_adapter_cannot_serve_the_request_is_evicted_for_it() -> None:
+    claude = ModelCard("claude", provider="anthropic", context_window=200_000)
+    gpt = ModelCard("gpt", provider="openai", context_window=400_000)
+    pinner = SessionPinner()
+    audio = replace(needs(tokens=10), parts=frozenset({("user", "input_audio")}))
+    for model in ("claude", "gpt"):
+        sid = pinned(pinner, model)
+        for asks, evicted in ((needs(tokens=10), False), (audio, model == "claude"),
+                              (replace(needs(tokens=10), answers=2), model == "claude")):
+            d = pinner.decide(sid, Catalog([claude, gpt]), asks, now=T0 + 10)
+            assert d.state is (PinState.EVICTED_CAPABILITY if evicted else PinState.HARD)
+            assert d.previous_model == model and d.pinned_model == (None if evicted else model)
+    # Nor is a re-home sent to a model whose adapter gives one answer for several.
+    small = ModelCard("small", context_window=8_000)
+    assert rehome_target(Catalog([small, claude, gpt]), small,
+                         replace(needs(tokens=10_000), answers=2)) == gpt
 
 
 def test_rehome_falls_back_to_other_tiers_then_evicts(catalog: Catalog) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from switchpoint.catalog import CHARS_PER_TOKEN, Catalog
+from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
 from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES
 from switchpoint.known_providers import Wire, spec_of
 
@@ -185,6 +185,19 @@ def unsendable(wire: Wire, needs: Needs) -> list[str]:
     return reasons
 
 
+def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
+    """Why the adapter ``card`` is called through cannot serve ``needs``, whatever the card
+    lists: it gives fewer answers than asked for, or cannot send the conversation's parts
+    (empty when it can serve them)."""
+    wire = spec_of(card).wire
+    reasons = []
+    if needs.answers > 1 and wire == "anthropic":
+        reasons.append(f"the request asks for {needs.answers} answers (n) and the Anthropic "
+                       "Messages API gives one")
+    reasons.extend(unsendable(wire, needs))
+    return reasons
+
+
 #: What the reason a model is left out for a conversation too long for it says.
 TOO_LONG = "exceed its context window"
 
@@ -205,11 +218,7 @@ def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
         reasons.append("the request has images and the model does not list 'vision'")
     if needs.tools and not card.has("tools"):
         reasons.append("the request uses tools and the model does not list 'tools'")
-    wire = spec_of(card).wire
-    if needs.answers > 1 and wire == "anthropic":
-        reasons.append(f"the request asks for {needs.answers} answers (n) and the Anthropic "
-                       "Messages API gives one")
-    reasons.extend(unsendable(wire, needs))
+    reasons.extend(adapter_limits(card, needs))
     if card.context_window is not None and needs.total_tokens > card.context_window:
         what = (f"~{needs.prompt_tokens} prompt tokens + {needs.output_tokens} for the answer"
                 if needs.output_tokens else f"~{needs.prompt_tokens} prompt tokens")

@@ -18,6 +18,10 @@ Escapes override the pin, and the decision says which one fired:
 
 - ``evicted_missing_model`` — the pinned model has left the catalog;
 - ``evicted_vision`` — the request has images and the pinned model lacks ``vision``;
+- ``evicted_capability`` — the pinned model's adapter cannot serve the request, whatever its
+  card lists (:func:`~switchpoint.gateway.capabilities.adapter_limits`): it carries content
+  parts the adapter cannot send (audio or file parts, for a model behind the Anthropic
+  Messages API), or asks for several answers (``n``) where the API gives one;
 - ``evicted_post_failure`` — the pinned model failed last time
   (:meth:`SessionPinner.evict_on_failure`; ``evicted_context`` instead when it refused the
   conversation as too long for it), or, when the request is planned, its circuit is
@@ -105,8 +109,7 @@ from switchpoint._files import (
 )
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
-from switchpoint.gateway.capabilities import Needs, unsendable
-from switchpoint.known_providers import spec_of
+from switchpoint.gateway.capabilities import Needs, adapter_limits
 from switchpoint.store.moved import close_moved, how_it_left, remove_stale_side_files
 from switchpoint.store.sqlite import refused as database_refused
 from switchpoint.store.sqlite import store_error
@@ -136,6 +139,7 @@ class PinState(StrEnum):
     SOFT = "soft"
     REHOMED_CONTEXT = "rehomed_context"
     EVICTED_VISION = "evicted_vision"
+    EVICTED_CAPABILITY = "evicted_capability"
     EVICTED_MISSING_MODEL = "evicted_missing_model"
     EVICTED_CONTEXT = "evicted_context"
     EVICTED_POST_FAILURE = "evicted_post_failure"
@@ -708,8 +712,8 @@ def rehome_target(catalog: Catalog, pinned: ModelCard, needs: Needs) -> ModelCar
 
     Order: the pinned model's tier first, then the smallest sufficient window, then the
     lowest price (unpriced last), then the name. Models lacking a capability the request
-    needs (vision, tools) are skipped, and so are those whose adapter cannot send its content
-    parts.
+    needs (vision, tools) are skipped, and so are those whose adapter cannot serve it
+    (:func:`~switchpoint.gateway.capabilities.adapter_limits`).
     """
     if pinned.context_window is None:
         return None
@@ -719,7 +723,7 @@ def rehome_target(catalog: Catalog, pinned: ModelCard, needs: Needs) -> ModelCar
         and c.context_window > pinned.context_window
         and c.context_window >= needs.total_tokens
         and (not needs.vision or c.has("vision")) and (not needs.tools or c.has("tools"))
-        and not unsendable(spec_of(c).wire, needs)
+        and not adapter_limits(c, needs)
     ]
     if not fits:
         return None
@@ -783,6 +787,8 @@ class SessionPinner:
             return decision(PinState.EVICTED_MISSING_MODEL)
         if needs.vision and not card.has("vision"):
             return decision(PinState.EVICTED_VISION)
+        if adapter_limits(card, needs):
+            return decision(PinState.EVICTED_CAPABILITY)
         if pin.failed and not pin.outgrown:
             return decision(PinState.EVICTED_POST_FAILURE)
         window = card.context_window
