@@ -426,3 +426,33 @@ def test_an_assistants_refusal_reaches_an_anthropic_model_as_its_text(
         {"role": "assistant", "content": [*said, {"type": "text",
                                                   "text": "I can't help with that."}]},
         {"role": "user", "content": [{"type": "text", "text": "Why not?"}]}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("result", ["42", None], ids=["result", "null-result"])
+def test_a_function_result_answering_no_call_leaves_an_anthropic_model_out_holding_nothing(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
+        result: str | None) -> None:
+    # The Messages API takes a tool result only as the answer to its call: a function
+    # message with no function_call before it cannot be sent there.
+    gateway = budgeted.service.gateway
+    messages = [*opening(), {"role": "function", "name": "lookup", "content": result},
+                {"role": "user", "content": "So?"}]
+    says = "other: the request has a function message answering no function_call before it"
+    before, spent = rows(data_dir(budgeted)), _spend(budgeted)
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(model="other", messages=messages,
+                                                 stream=stream)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert says in error["message"], error
+    assert gw_fake.requests() == [] and gateway.governor.ledger.open_tickets() == 0
+    assert _spend(budgeted) == spent and rows(data_dir(budgeted)) == before
+    # Another model takes it as sent.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, stream=stream, extra_body={"models": ["other", "good"]})
+    raw.http_response.read()
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["model"] == "good"
+    assert says.removeprefix("other: ") in entry["excluded"]["other"][0]
+    assert gw_fake.requests()[-1]["body"]["messages"] == messages

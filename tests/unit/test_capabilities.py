@@ -12,6 +12,7 @@ from switchpoint.gateway.capabilities import (
     TOKENS_PER_MESSAGE,
     Needs,
     filter_candidates,
+    function_results,
     needs_of,
     too_long,
 )
@@ -188,3 +189,20 @@ def test_only_the_image_part_type_the_request_check_takes_counts_as_an_image() -
     assert taken >= IMAGE_PART_TYPES
     needs = needs_of({"messages": [{"role": "user", "content": [PICTURE]}]})
     assert needs.vision and needs.prompt_tokens == IMAGE_TOKENS + TOKENS_PER_MESSAGE
+
+
+def test_each_function_result_answers_the_last_function_call_not_yet_answered() -> None:
+    call = {"role": "assistant", "content": None, "function_call": {"name": "f"}}
+    result = {"role": "function", "name": "f", "content": "42"}
+    user = {"role": "user", "content": "q"}
+    messages = [user, result, call, result, result, call, user, result]
+    assert function_results(messages) == {1: None, 3: 2, 4: None, 7: 5}
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("tools",)),
+                       ModelCard("gpt", provider="openai", capabilities=("tools",))])
+    needs = needs_of({"messages": messages})
+    assert needs.unanswered_results == 2
+    assert filter_candidates(catalog, catalog.names, needs) == (["gpt"], {"claude": [
+        "the request has a function message answering no function_call before it, and the "
+        "Anthropic Messages API takes a tool result only as the answer to its call"]})
+    answered = needs_of({"messages": [user, call, result, user]})
+    assert filter_candidates(catalog, catalog.names, answered) == (["claude", "gpt"], {})

@@ -12,8 +12,9 @@ A request for several answers is not for a model behind the Anthropic Messages A
 gives one (its client would get fewer choices than it asked for, and no error); nor is a
 request carrying a content part its model's adapter cannot send (:data:`SENDS`: the Anthropic
 adapter sends text parts, image_url parts in user messages and refusal parts in assistant
-ones, but no audio or file part), which would otherwise be held against budgets and refused
-only once its call began.
+ones, but no audio or file part), nor one whose legacy ``function`` message answers no
+``function_call`` (the Anthropic adapter sends it as the ``tool_result`` of that call), which
+would otherwise be held against budgets and refused only once its call began.
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -71,6 +72,9 @@ class Needs:
     # (role, part type) of every content part the conversation carries (text content counts
     # as a text part): what each candidate's adapter must be able to send.
     parts: frozenset[tuple[str, str]] = frozenset()
+    # How many function messages (legacy tool results) answer no function_call
+    # (:func:`function_results`).
+    unanswered_results: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -106,6 +110,22 @@ def _text_chars_and_images(content: object) -> tuple[int, int, list[str]]:
                 chars += len(json.dumps({k: v for k, v in part.items()
                                          if k not in ("input_audio", "file")}, default=str))
     return chars, images, texts
+
+
+def function_results(messages: Sequence[object]) -> dict[int, int | None]:
+    """Which legacy ``function_call`` each ``function`` message of ``messages`` answers: by the
+    function message's index, the index of the assistant message carrying the call (the last
+    one before it that no function message has answered yet), or None when there is none."""
+    answered: dict[int, int | None] = {}
+    pending: int | None = None
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            continue
+        if message.get("role") == "assistant" and message.get("function_call"):
+            pending = i
+        elif message.get("role") == "function":
+            answered[i], pending = pending, None
+    return answered
 
 
 def _message_text(content: object) -> str:
@@ -149,9 +169,10 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     output_tokens = budget if isinstance(budget, int) and budget > 0 else 0
     n = request.get("n")
     answers = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    unanswered = sum(1 for call in function_results(messages).values() if call is None)
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
-                 parts=frozenset(parts))
+                 parts=frozenset(parts), unanswered_results=unanswered)
 
 
 def _part_kinds(message: Mapping[str, Any]) -> set[tuple[str, str]]:
@@ -187,14 +208,19 @@ def unsendable(wire: Wire, needs: Needs) -> list[str]:
 
 def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     """Why the adapter ``card`` is called through cannot serve ``needs``, whatever the card
-    lists: it gives fewer answers than asked for, or cannot send the conversation's parts
-    (empty when it can serve them)."""
+    lists: it gives fewer answers than asked for, cannot send the conversation's parts, or
+    cannot send a legacy function result that answers no call (empty when it can serve
+    them)."""
     wire = spec_of(card).wire
     reasons = []
     if needs.answers > 1 and wire == "anthropic":
         reasons.append(f"the request asks for {needs.answers} answers (n) and the Anthropic "
                        "Messages API gives one")
     reasons.extend(unsendable(wire, needs))
+    if needs.unanswered_results and wire == "anthropic":
+        reasons.append("the request has a function message answering no function_call before "
+                       "it, and the Anthropic Messages API takes a tool result only as the "
+                       "answer to its call")
     return reasons
 
 

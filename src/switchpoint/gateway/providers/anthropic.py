@@ -45,7 +45,7 @@ from switchpoint.errors import (
     StreamBroken,
     UnsupportedRequest,
 )
-from switchpoint.gateway.capabilities import SENDS
+from switchpoint.gateway.capabilities import SENDS, function_results
 from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
@@ -215,8 +215,7 @@ def _refusal_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dict[str, Any]]]:
     system: list[str] = []
     out: list[dict[str, Any]] = []
-    # The id of the last legacy function_call no function message has answered yet.
-    pending: str | None = None
+    answers = function_results(messages)  # (each function message's function_call)
 
     def add(role: str, blocks: list[dict[str, Any]]) -> None:
         if not blocks:
@@ -247,8 +246,7 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
                 if not isinstance(legacy, Mapping):
                     raise _bad(f"{where}.function_call is not an object with a name and "
                                "arguments")
-                pending = legacy_call_id(i)
-                blocks.append(_tool_use(pending, legacy, f"{where}.function_call"))
+                blocks.append(_tool_use(legacy_call_id(i), legacy, f"{where}.function_call"))
             add("assistant", blocks)
         elif role == "tool":
             call_id = message.get("tool_call_id")
@@ -256,12 +254,12 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
                 raise _bad(f"{where} (role tool) has no tool_call_id")
             add("user", [_tool_result(anthropic_tool_id(call_id), content, where)])
         elif role == "function":
-            if pending is None:
+            call = answers.get(i)
+            if call is None:
                 raise _bad(f"{where} (role function) answers no function_call: a function "
                            "message follows the assistant message whose function_call it "
                            "answers")
-            add("user", [_tool_result(pending, content, where)])
-            pending = None
+            add("user", [_tool_result(legacy_call_id(call), content, where)])
         else:
             raise _bad(f"{where} has role {role!r} (system, developer, user, assistant, tool "
                        f"and function are supported)")
