@@ -429,16 +429,25 @@ def test_an_assistants_refusal_reaches_an_anthropic_model_as_its_text(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-@pytest.mark.parametrize("result", ["42", None], ids=["result", "null-result"])
-def test_a_function_result_answering_no_call_leaves_an_anthropic_model_out_holding_nothing(
+@pytest.mark.parametrize(("turn", "says"), [
+    ({"role": "function", "name": "lookup", "content": "42"},
+     "a function message answering no function_call before it, and the Anthropic Messages "
+     "API takes a tool result only as the answer to its call"),
+    ({"role": "function", "name": "lookup", "content": None},
+     "a function message answering no function_call before it"),
+    ({"role": "assistant", "content": None, "audio": {"id": "audio_abc"}},
+     "an assistant message standing for an earlier audio answer (audio), which the Anthropic "
+     "Messages API cannot refer to"),
+], ids=["function-result", "null-function-result", "audio-answer"])
+def test_a_turn_the_anthropic_adapter_cannot_send_leaves_its_model_out_holding_nothing(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
-        result: str | None) -> None:
-    # The Messages API takes a tool result only as the answer to its call: a function
-    # message with no function_call before it cannot be sent there.
+        turn: dict[str, Any], says: str) -> None:
+    # The Messages API takes a tool result only as the answer to its call, and cannot look
+    # up OpenAI's audio answers: such a request was held against budgets and refused once
+    # its call began (a function result), or sent without the turn (an audio answer).
     gateway = budgeted.service.gateway
-    messages = [*opening(), {"role": "function", "name": "lookup", "content": result},
-                {"role": "user", "content": "So?"}]
-    says = "other: the request has a function message answering no function_call before it"
+    messages = [*opening(), turn, {"role": "user", "content": "So?"}]
+    says = f"other: the request has {says}"
     before, spent = rows(data_dir(budgeted)), _spend(budgeted)
     with pytest.raises(openai.BadRequestError) as info:
         client(budgeted).chat.completions.create(model="other", messages=messages,

@@ -349,6 +349,9 @@ def test_a_legacy_answer_carries_one_function_call() -> None:
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{bad"}}]}]},
     {"messages": [{"role": "tool", "content": "x"}]},
     {"messages": [{"role": "critic", "content": "x"}]},
+    {"messages": [{"role": "user", "content": "x"},
+                  {"role": "assistant", "content": None, "audio": {"id": "audio_1"}}]},
+    {"messages": [{"role": "user", "content": "x"}, {"role": "function", "name": "f"}]},
 ])
 def test_untranslatable_requests_raise_unsupported(req: dict[str, Any]) -> None:
     with pytest.raises(UnsupportedRequest):

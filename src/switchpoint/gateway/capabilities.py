@@ -13,8 +13,10 @@ gives one (its client would get fewer choices than it asked for, and no error); 
 request carrying a content part its model's adapter cannot send (:data:`SENDS`: the Anthropic
 adapter sends text parts, image_url parts in user messages and refusal parts in assistant
 ones, but no audio or file part), nor one whose legacy ``function`` message answers no
-``function_call`` (the Anthropic adapter sends it as the ``tool_result`` of that call), which
-would otherwise be held against budgets and refused only once its call began.
+``function_call`` (the Anthropic adapter sends it as the ``tool_result`` of that call), nor
+one with an assistant turn that is an earlier audio answer's id (``audio``, which only
+OpenAI can look up), which would otherwise be held against budgets and refused only once its
+call began (or, for that turn, sent without it).
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -75,6 +77,8 @@ class Needs:
     # How many function messages (legacy tool results) answer no function_call
     # (:func:`function_results`).
     unanswered_results: int = 0
+    # How many assistant messages stand for an earlier audio answer by its id (``audio``).
+    audio_answers: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -143,6 +147,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     images = 0
     last_user = ""
     parts: set[tuple[str, str]] = set()
+    audio_answers = 0
     for message in messages:
         if not isinstance(message, Mapping):
             continue
@@ -153,6 +158,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
         vision = vision or n_images > 0
         if message.get("role") == "user":
             last_user = "\n".join(texts)
+        if message.get("role") == "assistant" and message.get("audio") is not None:
+            audio_answers += 1
         calls = message.get("tool_calls")
         if calls or message.get("function_call") or message.get("role") in ("tool", "function"):
             tools = True
@@ -172,7 +179,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     unanswered = sum(1 for call in function_results(messages).values() if call is None)
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
-                 parts=frozenset(parts), unanswered_results=unanswered)
+                 parts=frozenset(parts), unanswered_results=unanswered,
+                 audio_answers=audio_answers)
 
 
 def _part_kinds(message: Mapping[str, Any]) -> set[tuple[str, str]]:
@@ -208,9 +216,9 @@ def unsendable(wire: Wire, needs: Needs) -> list[str]:
 
 def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     """Why the adapter ``card`` is called through cannot serve ``needs``, whatever the card
-    lists: it gives fewer answers than asked for, cannot send the conversation's parts, or
-    cannot send a legacy function result that answers no call (empty when it can serve
-    them)."""
+    lists: it gives fewer answers than asked for, cannot send the conversation's parts, a
+    legacy function result that answers no call, or an assistant turn that is an earlier
+    audio answer's id (empty when it can serve them)."""
     wire = spec_of(card).wire
     reasons = []
     if needs.answers > 1 and wire == "anthropic":
@@ -221,6 +229,9 @@ def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
         reasons.append("the request has a function message answering no function_call before "
                        "it, and the Anthropic Messages API takes a tool result only as the "
                        "answer to its call")
+    if needs.audio_answers and wire == "anthropic":
+        reasons.append("the request has an assistant message standing for an earlier audio "
+                       "answer (audio), which the Anthropic Messages API cannot refer to")
     return reasons
 
 

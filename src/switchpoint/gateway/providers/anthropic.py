@@ -238,6 +238,9 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
         elif role == "user":
             add("user", _content_blocks(content, where, "user"))
         elif role == "assistant":
+            if message.get("audio") is not None:
+                raise _bad(f"{where}.audio stands for an earlier audio answer, which the "
+                           "Messages API cannot refer to")
             blocks = _content_blocks(content, where, "assistant") or _refusal_blocks(message)
             for j, call in enumerate(message.get("tool_calls") or []):
                 blocks.append(_tool_use_block(call, f"{where}.tool_calls[{j}]"))
@@ -325,8 +328,8 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
     """The ``/v1/messages`` body for an OpenAI chat request.
 
     Raises :class:`~switchpoint.gateway.providers.base.UnsupportedRequest` for what the Messages API
-    cannot express (audio and file parts, a ``function`` message answering no
-    ``function_call``, malformed tool calls).
+    cannot express (audio and file parts, an assistant's earlier audio answer, a
+    ``function`` message answering no ``function_call``, malformed tool calls).
     """
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
