@@ -701,3 +701,63 @@ def test_a_key_file_whose_wal_was_deleted_is_opened_again_and_seen_by_the_cli(
             assert cli.verify(first).id == key_id_of(first)
             assert cli.verify(second).id == key_id_of(second)
         assert "keys.db had its -wal file deleted" in caplog.text
+
+
+def _tamper_clock(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sql", ["UPDATE clock SET latest = 'soon'",
+                                 "UPDATE clock SET latest = x'00'",
+                                 "DELETE FROM clock"])
+def test_a_key_store_whose_recorded_time_is_no_number_or_gone_falls_back_to_its_keys_times(
+        tmp_path: Path, sql: str, caplog: pytest.LogCaptureFixture) -> None:
+    """keys.db edited by hand (its clock row made text, or deleted): the store still opens and
+    judges keys at the latest time its keys recorded (as a file of an older schema does), says
+    so in the log, and writes a time again (so a clock set back later revives nothing)."""
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    with KeyStore(path, clock=clock) as store:
+        soon = store.create(spec(expires="2m"))
+        kept = store.create(spec())
+        clock.now += 600
+        store.revoke(store.create(spec()).record.id)  # the keys' latest time: now
+    revoked_at = clock.now
+    _tamper_clock(path, sql)
+    clock.now -= 3600  # set back: without the keys' times, the expired key would work again
+    with KeyStore(path, clock=clock) as store:
+        assert store.verify(kept.key).id == kept.record.id
+        with pytest.raises(KeyExpiredError):
+            store.verify(soon.key)
+        assert store.now() == revoked_at
+    assert "not a time" in caplog.text
+    assert _stored_clock(path) == revoked_at
+
+
+@pytest.mark.parametrize("stored", ["9e999", "1e300"])
+def test_a_key_store_time_past_the_last_possible_expiry_is_read_as_that_expiry(
+        tmp_path: Path, stored: str) -> None:
+    """A time beyond any date (infinity, 1e300: a hand edit, a clock gone wild) is read as the
+    latest expiry a key can have: every key with an expiry is still expired by it, and the
+    time can be shown (and reset) like any other."""
+    from switchpoint.governance.keys import MAX_EXPIRY, expiry_text
+
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    with KeyStore(path, clock=clock) as store:
+        late = store.create(spec(expires="9999-12-31"))
+        kept = store.create(spec())
+    _tamper_clock(path, f"UPDATE clock SET latest = {stored}")
+    with KeyStore(path, clock=clock) as store:
+        assert store.now() == MAX_EXPIRY
+        assert expiry_text(store.now())
+        with pytest.raises(KeyExpiredError):
+            store.verify(late.key)
+        assert store.verify(kept.key).id == kept.record.id
+        assert store.reset_clock() == MAX_EXPIRY
+        assert store.now() == clock.now
+        assert store.verify(late.key).id == late.record.id

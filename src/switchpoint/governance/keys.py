@@ -85,6 +85,10 @@ SCHEMA_VERSION = 4
 CLOCK_STEP_S = 60.0
 # The most old secrets a key remembers (the one replaced last included).
 MAX_OLD_SECRETS = 4
+# The latest time the keys of a file recorded (made, rotated, revoked): where the store's time
+# starts in a file that holds none (of an older schema, or its clock row edited away).
+_KEYS_LATEST = ("SELECT coalesce(max(max(created_at, coalesce(rotated_at, 0), "
+                "coalesce(revoked_at, 0))), 0) FROM keys")
 _MIGRATIONS: dict[int, str] = {
     1: """
 CREATE TABLE keys (
@@ -124,9 +128,7 @@ ALTER TABLE keys ADD COLUMN older_secrets TEXT;
     # latest time its keys recorded.
     4: """
 CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1), latest REAL NOT NULL);
-INSERT INTO clock (id, latest)
-    SELECT 1, coalesce(max(max(created_at, coalesce(rotated_at, 0), coalesce(revoked_at, 0))), 0)
-    FROM keys;
+INSERT INTO clock (id, latest) SELECT 1, (""" + _KEYS_LATEST + """);
 """,
 }
 _COLUMNS = ("id", "hash", "tenant", "name", "created_at", "expires_at", "revoked_at",
@@ -517,12 +519,23 @@ class KeyStore:
         return now
 
     def _read_clock(self, conn: sqlite3.Connection) -> None:
-        """Catch up with the latest time the file holds (lock held, or while opening)."""
+        """Catch up with the latest time the file holds (lock held, or while opening). A time
+        past :data:`MAX_EXPIRY` (infinity: a hand edit) is read as it, by which every key with
+        an expiry has expired; one that is no number, or none at all, as the latest time the
+        keys recorded, until the next write puts a time back."""
         row = conn.execute("SELECT latest FROM clock").fetchone()
-        if row is not None:
-            self._saved = float(row[0])
-            self._latest = max(self._latest, self._saved)
+        held = None if row is None else row[0]
+        if isinstance(held, (int, float)) and not isinstance(held, bool):
+            self._saved = min(float(held), MAX_EXPIRY)
             self._tried = max(self._tried, self._saved)
+            self._latest = max(self._latest, self._saved)
+            return
+        fallback = float(conn.execute(_KEYS_LATEST).fetchone()[0])
+        log.warning("%s: the key store's latest time is %s, not a time; keys are judged at the "
+                    "latest time they recorded (%s) until it is written again", self.path,
+                    "missing" if row is None else quoted(str(held), 40), _iso(fallback))
+        self._saved = -math.inf  # (so the next write puts one back)
+        self._latest = max(self._latest, min(fallback, MAX_EXPIRY))
 
     def _save_clock(self, conn: sqlite3.Connection) -> None:
         """Write the latest time to the file (lock held), never moving the file's back. A
@@ -530,7 +543,10 @@ class KeyStore:
         lookup it came with goes on."""
         tried, self._tried = self._tried, self._latest
         try:
-            conn.execute("UPDATE clock SET latest = max(latest, ?)", (self._latest,))
+            conn.execute("INSERT INTO clock (id, latest) VALUES (1, ?) ON CONFLICT (id) DO "
+                         "UPDATE SET latest = CASE WHEN typeof(latest) IN ('integer', 'real') "
+                         "THEN max(latest, excluded.latest) ELSE excluded.latest END",
+                         (self._latest,))
         except sqlite3.Error as exc:
             if tried <= self._saved:
                 log.warning("%s: could not record the key store's latest time (%s); a key "
@@ -549,7 +565,7 @@ class KeyStore:
             self._read_clock(conn)
             before, now = self._latest, float(self.clock())
             try:
-                conn.execute("UPDATE clock SET latest = ?", (now,))
+                conn.execute("INSERT OR REPLACE INTO clock (id, latest) VALUES (1, ?)", (now,))
             except sqlite3.Error as exc:
                 raise store_error(self.path, "reset the key store's time", exc) from None
             self._latest = self._saved = self._tried = now
