@@ -286,11 +286,17 @@ MAX_TRUSTED_PROXIES = 100
 
 def proxy_network(entry: str) -> IPNetwork:
     """``entry`` of ``server.trusted_proxies`` (an IP address, or a network in CIDR notation)
-    as the network it names; ValueError saying how to write it otherwise."""
+    as the network it names (IPv4 mapped into IPv6, ``::ffff:10.0.0.5``, as the IPv4 one: a
+    peer's address is read so); ValueError saying how to write it otherwise."""
     text = entry.strip()
     if "%" not in text:
         try:
-            return ipaddress.ip_network(text)
+            network = ipaddress.ip_network(text)
+            mapped = (network.network_address.ipv4_mapped
+                      if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96
+                      else None)
+            return (network if mapped is None
+                    else ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
         except ValueError as exc:
             if "host bits set" in str(exc):
                 network = ipaddress.ip_network(text, strict=False)

@@ -38,3 +38,16 @@ def test_the_client_a_listed_proxy_names(peer: str, claims: list[bytes],
 
 def test_no_proxy_listed_is_the_default() -> None:
     assert ServerSettings().trusted_proxies == [] and ServerSettings().proxy_networks == ()
+
+
+@pytest.mark.parametrize(("entry", "peer"), [("::ffff:10.1.2.3", "10.1.2.3"),
+                                             ("::ffff:10.1.2.3", "::ffff:10.1.2.3"),
+                                             ("::ffff:10.0.0.0/104", "10.200.0.1")])
+def test_a_proxy_listed_as_an_ipv4_address_mapped_into_ipv6_is_that_ipv4_address(
+        entry: str, peer: str) -> None:
+    """A server on a dual-stack socket sees an IPv4 peer as ``::ffff:a.b.c.d``, and an operator
+    may list the proxy so: it is the same proxy as ``a.b.c.d``, not one never matched."""
+    proxies = ServerSettings(trusted_proxies=[entry]).proxy_networks
+    scope = {"type": "http", "client": (peer, 4711),
+             "headers": [(b"x-forwarded-for", b"203.0.113.9")]}
+    assert forwarded_client(scope, proxies) == "203.0.113.9"
