@@ -3,6 +3,8 @@ its circuit is half-open leaves the slot free, so the next request to it is its 
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -88,3 +90,47 @@ def test_a_half_open_model_passed_over_for_its_context_window_is_probed_next(
     again = client(server).chat.completions.create(model="small", messages=user())
     assert again.model == "small"
     assert circuit(server, "small") == "closed"
+
+
+def test_a_request_let_through_before_the_circuit_opened_gives_back_no_probe_slot_it_never_held(
+        tmp_path: Path) -> None:
+    """A request let through while the circuit was closed, whose client leaves once the circuit
+    has gone half-open and another request is its probe, judges nothing and frees nothing: the
+    probe in flight stays the only one, and a third request to the model is refused."""
+    with FakeProviderProcess() as fake:
+        config = tmp_path / "switchpoint.yaml"
+        text = probe_config(fake, tmp_path / "data")
+        config.write_text(text.replace("read_timeout_s: 1", "read_timeout_s: 10")
+                          .replace("first_token_timeout_s: 1", "first_token_timeout_s: 10"),
+                          encoding="utf-8")
+        settings = load_settings(config, environ={})
+        with thread_server(create_app(settings, loader=FACTORY, provider_env={})) as server:
+            def send(content: str, timeout: float) -> None:
+                payload = {"model": "small", "messages": [{"role": "user", "content": content}]}
+                with contextlib.suppress(httpx.TimeoutException):  # (the client leaves)
+                    httpx.post(f"{server.base}/v1/chat/completions", json=payload,
+                               timeout=timeout)
+
+            # The straggler: let through while closed; its client leaves after 1.5 s.
+            straggler = threading.Thread(target=send, args=(
+                f"[[fake:hold:seconds=8]] straggler {uuid.uuid4().hex[:8]}", 1.5))
+            straggler.start()
+            time.sleep(0.2)
+            fake.script("small", "500")  # the circuit opens at this failure
+            with pytest.raises(openai.APIStatusError):
+                client(server).chat.completions.create(model="small", messages=user())
+            deadline = time.monotonic() + 5
+            while circuit(server, "small") != "half_open":
+                assert time.monotonic() < deadline, "small's circuit never went half-open"
+                time.sleep(COOLDOWN_S / 3)
+            # The probe: holds the slot for 8 s.
+            probe = threading.Thread(target=send, args=(
+                f"[[fake:hold:seconds=8]] probe {uuid.uuid4().hex[:8]}", 6.0))
+            probe.start()
+            straggler.join()
+            time.sleep(0.5)  # (the gateway sees the straggler's client gone)
+            with pytest.raises(openai.APIStatusError) as refused:
+                client(server).chat.completions.create(model="small", messages=user())
+            entry = log_entry(server, refused.value.response.headers["x-switchpoint-request-id"])
+            assert outcomes(entry) == [("small", "circuit_open")]
+            probe.join()

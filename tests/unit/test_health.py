@@ -186,6 +186,27 @@ def test_release_frees_the_probe_slot() -> None:
     assert h.allow("a")
 
 
+def test_release_frees_only_the_probe_slot_the_request_holds() -> None:
+    """A request let through while the circuit was closed (slot 0), or a probe given up on
+    after probe_timeout_s, ends with no verdict: the probe in flight keeps its slot."""
+    h, clock = tracker(probe_timeout_s=10.0)
+    assert h.admit("a") == 0  # closed: let through, no probe slot
+    for _ in range(3):
+        h.record_failure("a", "server_error")
+    clock.advance(30)
+    first = h.admit("a")
+    assert first is not None and first > 0
+    h.release("a", 0)  # the request let through before the circuit opened
+    assert h.admit("a") is None  # still one probe
+    clock.advance(10)  # the first probe is given up on; a second takes the slot
+    second = h.admit("a")
+    assert second is not None and second != first
+    h.release("a", first)
+    assert h.admit("a") is None
+    h.release("a", second)
+    assert h.admit("a") is not None
+
+
 def test_rank_penalty_and_order_prefer_healthy_models() -> None:
     h, _ = tracker(degraded_latency_ms=100, degraded_penalty=0.2, down_penalty=5.0)
     h.record_success("slow", 1000)

@@ -245,7 +245,7 @@ class FailoverStream:
                  buffered: list[dict[str, Any]], ended: bool, attempts: list[Attempt],
                  *, health: HealthTracker | None, client_wants_usage: bool,
                  rewrite_model: bool, ttft_ms: float, deadline: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, slot: int | None = None) -> None:
         self.card = card
         self.model = card.name
         self.attempts = attempts
@@ -264,6 +264,7 @@ class FailoverStream:
         self._buffered = buffered
         self._ended = ended
         self._health = health
+        self._slot = slot
         self._client_wants_usage = client_wants_usage
         self._rewrite_model = rewrite_model
         self._iterator: AsyncIterator[dict[str, Any]] | None = None
@@ -342,7 +343,7 @@ class FailoverStream:
             self.error = broken
             self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
                                          StreamBroken.kind, error=str(broken)))
-            _no_verdict(self._health, self.model)
+            _no_verdict(self._health, self.model, self._slot)
             raise broken from exc
         else:
             self._verdict = True
@@ -383,16 +384,18 @@ class FailoverStream:
         await _aclose(self._chunks)
         if not self._verdict:
             self._verdict = True
-            _no_verdict(self._health, self.model)  # never read
+            _no_verdict(self._health, self.model, self._slot)  # never read
 
 
-def _no_verdict(health: HealthTracker | None, model: str) -> None:
+def _no_verdict(health: HealthTracker | None, model: str, slot: int | None) -> None:
     """A call to ``model`` ended in a way that says nothing about the model (the client left,
     an error inside the gateway, a refusal that is the request's fault): judge it neither
     healthy nor failed, and give back the half-open probe slot the call held, so that the next
-    request probes the model (not one after ``probe_timeout_s``)."""
+    request probes the model (not one after ``probe_timeout_s``). ``slot`` is the one the call
+    was let through with (:meth:`HealthTracker.admit`): a call let through before the circuit
+    opened frees no other request's probe slot."""
     if health is not None:
-        health.release(model)
+        health.release(model, 0 if slot is None else slot)
 
 
 async def _aclose(iterator: object) -> None:
@@ -502,7 +505,8 @@ async def call_with_failover(
                                     error=f"context window {card.context_window} is no larger "
                                           f"than the {context_floor} that was exceeded"))
             continue
-        if health is not None and not health.allow(card.name):
+        slot = None if health is None else health.admit(card.name)
+        if health is not None and slot is None:
             attempts.append(Attempt(card.name, 0, "circuit_open",
                                     error="circuit breaker open or Retry-After running",
                                     retry_after_s=health.wait_s(card.name)))
@@ -510,7 +514,7 @@ async def call_with_failover(
         try:
             provider = providers(card)
         except BaseException:
-            _no_verdict(health, card.name)
+            _no_verdict(health, card.name, slot)
             raise
         waited = 0.0
         for number in range(1, policy.max_attempts_per_model + 1):
@@ -526,7 +530,7 @@ async def call_with_failover(
                     else:
                         response = await provider.complete(request, card, timeouts_for(card))
             except asyncio.CancelledError:
-                _no_verdict(health, card.name)  # the client left
+                _no_verdict(health, card.name, slot)  # the client left
                 attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
                                         (time.perf_counter() - started) * 1000.0, waited))
                 raise
@@ -542,7 +546,7 @@ async def call_with_failover(
                         health.record_failure(card.name, exc.kind, detail=str(exc),
                                               retry_after_s=retry_after)
                     else:
-                        _no_verdict(health, card.name)
+                        _no_verdict(health, card.name, slot)
                 if not exc.retryable and not exc.escalate:
                     raise FailoverError(_gave_up(attempts), attempts, exc) from exc
                 if isinstance(exc, ContextLengthExceeded) and card.context_window is not None:
@@ -568,7 +572,7 @@ async def call_with_failover(
             except BaseException:
                 # Not the upstream's doing (a bug in an adapter, an internal error): no verdict
                 # on the model, and a half-open probe slot it held is free for the next request.
-                _no_verdict(health, card.name)
+                _no_verdict(health, card.name, slot)
                 raise
             latency = (time.perf_counter() - started) * 1000.0
             attempts.append(Attempt(card.name, number, "ok", latency, waited))
@@ -576,7 +580,7 @@ async def call_with_failover(
                 return FailoverStream(card, chunks, buffered, ended, attempts, health=health,
                                       client_wants_usage=wants_usage(request),
                                       rewrite_model=rewrite_model, ttft_ms=latency,
-                                      deadline=deadline, clock=clock)
+                                      deadline=deadline, clock=clock, slot=slot)
             if health is not None:
                 health.record_success(card.name, latency)
             upstream_model = response.upstream_model

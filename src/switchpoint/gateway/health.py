@@ -119,6 +119,7 @@ class _ModelHealth:
     cooldown: float = 0.0
     reopens: int = 0
     probe_started: float | None = None
+    probes: int = 0  # half-open probe slots handed out (the one held now is the last)
     not_before: float = 0.0
     last_success_wall: float | None = None
 
@@ -211,22 +212,29 @@ class HealthTracker:
 
     def allow(self, model: str) -> bool:
         """May a request go to ``model`` now? In half-open, true for exactly one probe."""
+        return self.admit(model) is not None
+
+    def admit(self, model: str) -> int | None:
+        """:meth:`allow`, saying which slot the request holds: ``None`` refused, ``0`` let
+        through with the circuit closed, else the number of the half-open probe slot it took
+        (to hand to :meth:`release`)."""
         with self._lock:
             h = self._get(model)
             now = self.clock()
             self._refresh(h, now)
             if now < h.not_before:
-                return False
+                return None
             if h.state is BreakerState.CLOSED:
-                return True
+                return 0
             if h.state is BreakerState.OPEN:
-                return False
+                return None
             stale = (h.probe_started is not None
                      and now - h.probe_started >= self.config.probe_timeout_s)
             if h.probe_started is None or stale:
                 h.probe_started = now
-                return True
-            return False
+                h.probes += 1
+                return h.probes
+            return None
 
     def record_success(self, model: str, latency_ms: float) -> None:
         """A call to ``model`` succeeded after ``latency_ms``."""
@@ -270,12 +278,15 @@ class HealthTracker:
                     h.state is BreakerState.CLOSED and self._trips(h, now)):
                 self._open(h, now)
 
-    def release(self, model: str) -> None:
+    def release(self, model: str, slot: int | None = None) -> None:
         """A request that :meth:`allow` let through ended with no verdict (the client left):
-        free the half-open probe slot without counting anything."""
+        free the half-open probe slot without counting anything. ``slot`` (what
+        :meth:`admit` returned) frees it only when that request holds it: one let through
+        before the circuit opened (``0``), or a probe given up on since, frees no other
+        request's probe (so no second probe goes out beside it)."""
         with self._lock:
             h = self._get(model)
-            if h.state is BreakerState.HALF_OPEN:
+            if h.state is BreakerState.HALF_OPEN and slot in (None, h.probes):
                 h.probe_started = None
 
     def status(self, model: str) -> HealthStatus:
