@@ -389,3 +389,25 @@ def test_a_clock_once_set_ahead_is_shown_and_reset_with_no_service_running(
         assert store.verify(key).id == key_id
     code, out, _ = run(["keys", "list", "--config", config, "--json"], capsys)
     assert json.loads(out)[0]["status"] == "active"
+
+
+def test_a_key_made_while_the_key_stores_time_is_ahead_of_the_clock_says_so(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Expiry is reckoned from the key store's time: with it two days ahead of the clock (a
+    clock once set ahead), a date the clock has not reached is refused saying why (not merely
+    "not in the future"), and a key made for 1h is told it lives that long past the store's
+    time, not the clock's."""
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--config", config], capsys)
+    assert code == 0, err
+    with KeyStore(config.parent / "data" / "keys.db") as store:
+        store.clock = lambda: time.time() + 2 * 86400
+        store.now()
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--expires", str(tomorrow),
+                        "--config", config], capsys)
+    assert code == 2, err
+    assert "ahead of this machine's clock" in err and "keys clock" in err, err
+    code, _, err = run(["keys", "create", "--tenant", "acme", "--expires", "1h", "--config",
+                        config], capsys)
+    assert code == 0, err
+    assert "ahead of this machine's clock" in err and "keys clock" in err, err

@@ -120,6 +120,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
     with _store(settings, create=True) as store:
         issued = store.create(spec)
+        ahead = store.ahead_note() if issued.record.expires_at else ""
     if args.json:
         _print_json(issued.to_dict(store.now()))
         return 0
@@ -129,7 +130,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
           + (f", budgets {', '.join(r.budgets)}" if r.budgets else "")
           + (f", rpm {r.rpm}" if r.rpm else "") + (f", tpm {r.tpm}" if r.tpm else "")
           + (f", models {', '.join(r.models)}" if r.models else "")
-          + (f", expires {expiry_text(r.expires_at)}" if r.expires_at else ""),
+          + (f", expires {expiry_text(r.expires_at)}{ahead}" if r.expires_at else ""),
           file=sys.stderr)
     print("the key is shown this once; only its hash is stored", file=sys.stderr)
     return 0

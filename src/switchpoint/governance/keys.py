@@ -555,6 +555,20 @@ class KeyStore:
             return
         self._saved = self._latest
 
+    def ahead_note(self) -> str:
+        """When the store's time is ahead of the clock (one once set ahead), what a new key's
+        expiry is reckoned from, said for the operator (else empty)."""
+        with self._lock:
+            return self._ahead_note(self._now())
+
+    def _ahead_note(self, now: float) -> str:
+        ahead = now - float(self.clock())
+        if ahead < CLOCK_STEP_S:
+            return ""
+        return (f" (expiry is reckoned from the key store's time, {_iso(now)}, the latest it "
+                f"has seen, {ahead / 3600:.1f} h ahead of this machine's clock: see "
+                "`switchpoint keys clock`)")
+
     def reset_clock(self) -> float:
         """Set the store's latest time to the clock, even back (the way out of a clock once
         set far ahead, which expired every key due before the time it showed); returns the
@@ -648,7 +662,10 @@ class KeyStore:
         with self._lock:
             conn = self._db()
             now = self._now()
-            expires_at = parse_expiry(spec.expires, now)
+            try:
+                expires_at = parse_expiry(spec.expires, now)
+            except InvalidInputError as exc:
+                raise InvalidInputError(exc.field, exc.reason + self._ahead_note(now)) from None
             key_id, key = new_key()
             record = KeyRecord(id=key_id, hash=hash_key(key), tenant=spec.tenant,
                                name=spec.name, created_at=now, expires_at=expires_at,
