@@ -213,3 +213,17 @@ def test_a_proxy_that_is_no_address_refuses_the_start(tmp_path: Path, config: st
     assert ("server.trusted_proxies[1]: 'proxy.internal' is not an IP address or a network: "
             "write an address (10.0.0.5, ::1) or a network in CIDR notation") in err, err
     assert "Traceback" not in err and not (tmp_path / "data").exists()
+
+
+def test_a_proxy_list_that_trusts_every_peer_or_uvicorns_setting_left_set_is_warned_of(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``0.0.0.0/0`` (or ``::/0``) takes every peer for a proxy, so a client connecting directly
+    claims any address: the start says so. ``FORWARDED_ALLOW_IPS``, which uvicorn read and
+    ``switchpoint serve`` no longer does, is said to be ignored, naming the key to set."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "127.0.0.1,10.0.0.1")
+    with serving(fake, tmp_path, server_lines="\n  trusted_proxies: [0.0.0.0/0, 10.0.0.0/8]",
+                 flags=("--access-log",)) as server:
+        assert client_of(server, "127.0.0.1", CLAIMED.encode()) == CLAIMED  # (as listed)
+        text = server.log_text()
+    assert "0.0.0.0/0" in text and "any address" in text, text
+    assert "FORWARDED_ALLOW_IPS" in text and "server.trusted_proxies" in text, text

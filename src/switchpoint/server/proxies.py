@@ -15,13 +15,15 @@ nearest address that could be checked. So the client is always an IP address, as
 :mod:`ipaddress` writes it (at most 39 characters), whatever a proxy passes on: what the body
 buffer counts a request without a credential against, the owner of a conversation sent without
 a session id, and what the access log writes. ``X-Forwarded-Proto`` is not read: nothing the
-service answers depends on the scheme.
+service answers depends on the scheme. The start warns of a listed network holding every
+address (``0.0.0.0/0``, ``::/0``: a client connecting directly then names itself any address)
+and of uvicorn's ``FORWARDED_ALLOW_IPS`` left set (:func:`proxy_warnings`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -70,6 +72,23 @@ def forwarded_client(scope: Scope, proxies: Sequence[IPNetwork]) -> str | None:
         if not _listed(hop, proxies):
             break
     return None if client == address else str(client)
+
+
+def proxy_warnings(proxies: Sequence[IPNetwork], environ: Mapping[str, str]) -> list[str]:
+    """What to warn of at the start: a listed network holding every address (each peer is taken
+    for a proxy, so a client connecting directly names itself any address), and uvicorn's
+    ``FORWARDED_ALLOW_IPS`` left set (it is not read: the proxies are the config's to list)."""
+    out = [f"server.trusted_proxies lists {network}: every peer is taken for a proxy, so a "
+           "client that connects directly can claim any address in X-Forwarded-For (and with "
+           "it another client's share of the body buffer and conversations); list the "
+           "proxies' own addresses unless every peer truly is a proxy"
+           for network in proxies if network.prefixlen == 0]
+    if "FORWARDED_ALLOW_IPS" in environ:
+        out.append("FORWARDED_ALLOW_IPS is set but not read: the proxies whose X-Forwarded-For "
+                   "names the client are listed in server.trusted_proxies (now "
+                   + (", ".join(str(n) for n in proxies) or "none: the client is the peer")
+                   + ")")
+    return out
 
 
 def _listed(address: Address, proxies: Sequence[IPNetwork]) -> bool:

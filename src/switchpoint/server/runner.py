@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import random
 import resource
 import shutil
@@ -46,6 +47,7 @@ from switchpoint.server.auth import check_admin_token
 from switchpoint.server.context import Service
 from switchpoint.server.exposure import exposure_problem
 from switchpoint.server.protocol import ConnectionLimits, ConnectionStats, guarded_protocol
+from switchpoint.server.proxies import proxy_warnings
 from switchpoint.server.routes.admin import reload_service
 from switchpoint.store import SQLiteStore
 from switchpoint.store.sqlite import spill_reserve, spill_shortfall, store_error
@@ -401,7 +403,8 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
         h11_max_incomplete_event_size=limits.max_header_bytes)
     # uvicorn configures its loggers in Config(); the filter goes on after that.
     logs.install(logs.RateLimitFilter(), [handler])
-    for problem in (warning, spill_shortfall(limit, max_connections)):
+    for problem in (warning, spill_shortfall(limit, max_connections),
+                    *proxy_warnings(limits.proxy_networks, os.environ)):
         if problem is not None:
             log.warning("%s", problem)
     server = _Server(config, announce, chosen=sock is not None, service=app.state.service,
