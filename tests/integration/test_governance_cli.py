@@ -411,3 +411,18 @@ def test_a_key_made_while_the_key_stores_time_is_ahead_of_the_clock_says_so(
                         config], capsys)
     assert code == 0, err
     assert "ahead of this machine's clock" in err and "keys clock" in err, err
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_keys_clock_with_json_on_a_data_dir_without_keys_prints_json(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], reset: bool) -> None:
+    """``--json`` is JSON whatever the data dir holds (a script reads it): without a key store,
+    the store's time is none, and nothing is made there."""
+    data = tmp_path / "data"
+    code, out, err = run(["keys", "clock", "--json", "--data-dir", data,
+                          *(["--reset"] if reset else [])], capsys)
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["latest"] is None
+    assert (shown["revived"] == []) if reset else (shown["ahead_s"] == 0.0)
+    assert not data.exists()

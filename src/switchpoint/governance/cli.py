@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,7 +216,11 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = _store(settings)
     if store is None:
-        print(f"no keys: {settings.data_dir} holds no key store")
+        if args.json:
+            _print_json({"latest": None, "was": None, "revived": []} if args.reset else
+                        {"latest": None, "clock": time.time(), "ahead_s": 0.0})
+        else:
+            print(f"no keys: {settings.data_dir} holds no key store")
         return 0
     clock = float(store.clock())
     if not args.reset:
