@@ -44,6 +44,7 @@ got -1``, and is raised as :class:`ConfigError`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import stat
@@ -766,6 +767,14 @@ def _config_error(exc: ValidationError, origin: Mapping[str, str]) -> ConfigErro
     nested = ".".join(str(p) for p in loc[:2]) if len(loc) > 1 else None
     where = origin.get(nested or "", where)
     if where and not where.startswith("in "):
+        value = err.get("input")
+        if (err["type"] == "list_type" and where.startswith("from SWITCHPOINT_")
+                and isinstance(value, str)):
+            # (an environment value is read as YAML: a comma-separated list is one string, and
+            # so is a list YAML could not read, ::1 unquoted say)
+            parts = value.strip().removeprefix("[").removesuffix("]").split(",")
+            items = [part.strip(" '\"") for part in parts if part.strip(" '\"")]
+            reason += f"; write it as a YAML list: {cut(json.dumps(items))}"
         reason += f" ({where})"
     more = len(exc.errors()) - 1
     if more:

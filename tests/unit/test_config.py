@@ -469,3 +469,18 @@ def test_a_catalog_that_leaves_auto_no_model_or_escalates_to_a_model_kept_out_is
     catalog = settings.catalog()
     assert catalog is not None and catalog.routed == ["other"]
     assert catalog.not_routed(["judge", "other", "nope"]) == ["judge"]
+
+
+def test_a_list_given_in_an_environment_variable_as_plain_text_is_told_how_to_write_it() -> None:
+    """``SWITCHPOINT_SERVER__TRUSTED_PROXIES=10.0.0.1,10.0.0.2`` (the way uvicorn's
+    FORWARDED_ALLOW_IPS was written) is refused saying to write a YAML list."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"SWITCHPOINT_SERVER__TRUSTED_PROXIES": "10.0.0.1,10.0.0.2"})
+    message = str(caught.value)
+    assert "SWITCHPOINT_SERVER__TRUSTED_PROXIES" in message
+    assert '["10.0.0.1", "10.0.0.2"]' in message, message
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"SWITCHPOINT_SERVER__TRUSTED_PROXIES": "[::1, fd00::/8]"})
+    hint = str(caught.value).split("write it as a YAML list: ", 1)[1].split(" (from", 1)[0]
+    settings = load_settings(None, environ={"SWITCHPOINT_SERVER__TRUSTED_PROXIES": hint})
+    assert settings.server.trusted_proxies == ["::1", "fd00::/8"]
