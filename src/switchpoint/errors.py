@@ -536,6 +536,14 @@ class ReadTimeout(ProviderError):
     _escalate = True
 
 
+class DeadlineSpent(ReadTimeout):
+    """The request's whole deadline ran out on a model called after other models had used part
+    of it: the model had less time than a request of its own gives it, so its health is not
+    charged (a model called first, with the whole deadline, is)."""
+
+    _counts_against_health = False
+
+
 class FirstTokenTimeout(ProviderError):
     """A stream produced no content within ``Timeouts.first_token_s``."""
 

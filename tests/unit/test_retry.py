@@ -523,3 +523,48 @@ async def test_a_probe_stream_cancelled_before_its_first_chunk_frees_the_probe()
         await task
     assert health.state("a") is BreakerState.HALF_OPEN
     assert probe_is_free(health, "a")
+
+
+class Slow(Scripted):
+    """Each model answers its script's step after ``delays[model]`` seconds."""
+
+    def __init__(self, scripts: dict[str, list[Step]], delays: dict[str, float]) -> None:
+        super().__init__(scripts)
+        self.delays = delays
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        await asyncio.sleep(self.delays.get(card.name, 0.0))
+        return await super().complete(request, card, timeouts)
+
+    async def stream(self, request: Mapping[str, Any], card: ModelCard,
+                     timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        async for c in super().stream(request, card, timeouts):
+            await asyncio.sleep(self.delays.get(card.name, 0.0))
+            yield c
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_deadline_spent_by_earlier_models_is_not_charged_to_the_last_ones_health(
+        stream: bool) -> None:
+    """A model called after others used most of the request's deadline, and cut off by it, is
+    judged neither way; a model called first, with the whole deadline, and as slow, is charged."""
+    policy = RetryPolicy(max_total_s=0.3, max_attempts_per_model=1)
+    # a fails after using most of the deadline; b is cut off by what is left.
+    health = HealthTracker(HealthConfig(failure_threshold=1, cooldown_s=60))
+    slow = Slow({"a": [ServerError("500")]}, {"a": 0.25, "b": 0.2})
+    with pytest.raises(FailoverError) as info:
+        result = await run(slow, stream=stream, cards=CARDS[:2], policy=policy, health=health)
+        async for _ in result:  # (a stream: b's answer is cut while it streams)
+            pass
+    assert health.state("a") is BreakerState.OPEN  # its own failure
+    assert health.state("b") is BreakerState.CLOSED, info.value  # the deadline's, not b's
+    assert "after other models had used part of it" in str(info.value)
+    # b alone, as slow, had the whole deadline: charged.
+    health = HealthTracker(HealthConfig(failure_threshold=1, cooldown_s=60))
+    with pytest.raises((FailoverError, StreamBroken)):
+        result = await run(Slow({}, {"b": 0.4}), stream=stream, cards=CARDS[1:2],
+                           policy=policy, health=health)
+        async for _ in result:
+            pass
+    assert health.state("b") is BreakerState.OPEN

@@ -41,6 +41,7 @@ from typing import Any, Literal, overload
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import (
     ContextLengthExceeded,
+    DeadlineSpent,
     FailoverError,
     ProviderError,
     RateLimited,
@@ -329,7 +330,9 @@ class FailoverStream:
             self.error = broken
             self.attempts.append(Attempt(self.model, self.attempts[-1].attempt,
                                          StreamBroken.kind, status=exc.status, error=str(exc)))
-            if self._health is not None:
+            if not exc.counts_against_health:  # (the deadline, spent by models before it)
+                _no_verdict(self._health, self.model, self._slot)
+            elif self._health is not None:
                 self._health.record_failure(self.model, StreamBroken.kind, detail=str(exc))
             raise broken from exc
         except Exception as exc:
@@ -369,8 +372,9 @@ class FailoverStream:
             async with asyncio.timeout(remaining):
                 return await anext(upstream)
         except TimeoutError:
-            raise ReadTimeout("the request's deadline (gateway.max_total_s) ran out while the "
-                              "answer was streaming", model=self.model) from None
+            kind = DeadlineSpent if _called_others(self.attempts, self.model) else ReadTimeout
+            raise kind("the request's deadline (gateway.max_total_s) ran out while the "
+                       "answer was streaming", model=self.model) from None
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         if self._iterator is None:
@@ -522,8 +526,8 @@ async def call_with_failover(
             remaining = deadline - clock()
             try:
                 if remaining <= 0:
-                    raise _deadline_error(policy, card)
-                async with _within(remaining, policy, card):
+                    raise _deadline_error(policy, card, attempts)
+                async with _within(remaining, policy, card, attempts):
                     if stream:
                         chunks, buffered, ended = await _open_stream(provider, request, card,
                                                                      timeouts_for(card))
@@ -627,17 +631,28 @@ def none_answered(names: Sequence[str], errors: Sequence[Exception]) -> Exceptio
     return merged
 
 
-def _deadline_error(policy: RetryPolicy, card: ModelCard) -> ReadTimeout:
-    return ReadTimeout(f"the request's deadline of {policy.max_total_s:g}s "
-                       "(gateway.max_total_s) ran out", model=card.name)
+def _deadline_error(policy: RetryPolicy, card: ModelCard,
+                    attempts: Sequence[Attempt]) -> ReadTimeout:
+    """The request's deadline ran out on ``card``'s call: charged to its health only if no
+    other model was called before it in this request (it had the whole deadline)."""
+    shared = _called_others(attempts, card.name)
+    kind = DeadlineSpent if shared else ReadTimeout
+    return kind(f"the request's deadline of {policy.max_total_s:g}s (gateway.max_total_s) ran "
+                "out" + (" after other models had used part of it" if shared else ""),
+                model=card.name)
+
+
+def _called_others(attempts: Sequence[Attempt], model: str) -> bool:
+    """Whether a model other than ``model`` was called (not passed over) in these attempts."""
+    return any(a.model != model and a.begun and not a.skipped for a in attempts)
 
 
 @asynccontextmanager
-async def _within(seconds: float, policy: RetryPolicy,
-                  card: ModelCard) -> AsyncIterator[None]:
+async def _within(seconds: float, policy: RetryPolicy, card: ModelCard,
+                  attempts: Sequence[Attempt]) -> AsyncIterator[None]:
     """Bound one upstream call by what is left of the request's deadline."""
     try:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise _deadline_error(policy, card) from None
+        raise _deadline_error(policy, card, attempts) from None
