@@ -19,6 +19,7 @@ from switchpoint.errors import (
     KeyExpiredError,
     KeyRevokedError,
     NotFoundError,
+    StoreError,
 )
 from switchpoint.governance.budgets import (
     Budget,
@@ -761,3 +762,17 @@ def test_a_key_store_time_past_the_last_possible_expiry_is_read_as_that_expiry(
         assert store.reset_clock() == MAX_EXPIRY
         assert store.now() == clock.now
         assert store.verify(late.key).id == late.record.id
+
+
+def test_a_key_store_missing_a_table_its_schema_version_has_says_so_not_check_the_disk(
+        tmp_path: Path) -> None:
+    """keys.db edited by another program (its clock table dropped): the open is refused naming
+    the table, and what to do is about the file, not about space or permissions."""
+    path = tmp_path / "keys.db"
+    KeyStore(path).open().close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE clock")
+    with pytest.raises(StoreError, match="no such table: clock") as info:
+        KeyStore(path).open()
+    assert "does not hold what its schema version says" in str(info.value)
+    assert "writable" not in str(info.value)

@@ -99,14 +99,30 @@ def spill_shortfall(limit: int, in_flight: int) -> str | None:
 
 
 def remedy(exc: BaseException) -> str:
-    """What to do about ``exc``, an error opening or reading a database of ``data_dir``: a
-    damaged file (SQLite's ``malformed`` or ``not a database``) is not a matter of space or
-    permissions."""
+    """What to do about ``exc``, an error opening or reading a database of ``data_dir`` (empty
+    when its message says it): a damaged file (SQLite's ``malformed`` or ``not a database``),
+    a lock held too long, or tables missing are not matters of space or permissions."""
     if damaged(exc):
         return ("the file is damaged: stop every process using it and restore it from a "
                 "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
                 "-wal and -shm files, starts an empty one and loses what it held")
+    if isinstance(exc, NewerSchemaError):
+        return ""  # (its message says what to do)
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return ("another process (the service, or a command beside it) held the file's lock "
+                "longer than the wait; try again")
+    if isinstance(exc, sqlite3.Error) and primary in (None, sqlite3.SQLITE_ERROR):
+        # (no such table or column: the file is not what its schema version says)
+        return ("the file does not hold what its schema version says (changed by hand or by "
+                "another program?): restore it from a backup, or move it away with its -wal "
+                "and -shm files to start an empty one")
     return "check that data_dir is a writable directory with free space"
+
+
+class NewerSchemaError(sqlite3.DatabaseError):
+    """A database file written by a newer switchpoint (its message says what to do)."""
 
 
 def damaged(exc: BaseException) -> bool:
@@ -122,7 +138,9 @@ def store_error(path: str | Path, what: str, exc: BaseException) -> StoreError:
     file is named (by its name alone) in the error's ``reason``, what a client is told."""
     reason = (f"{Path(path).name} in data_dir is damaged ({exc}); the operator must restore "
               "it from a backup" if damaged(exc) else None)
-    return StoreError(f"{path}: cannot {what} ({exc}); {remedy(exc)}", reason=reason,
+    hint = remedy(exc)
+    return StoreError(f"{path}: cannot {what} ({exc})" + (f"; {hint}" if hint else ""),
+                      reason=reason,
                       damaged=damaged(exc))
 
 
@@ -193,7 +211,7 @@ def require_json(conn: sqlite3.Connection, path: str | Path) -> None:
 def _schema_version(conn: sqlite3.Connection, latest: int, newer: str) -> int:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > latest:
-        raise sqlite3.DatabaseError(
+        raise NewerSchemaError(
             f"schema version {version} is newer than this switchpoint's {latest}"
             + (f"; {newer}" if newer else ""))
     return version
