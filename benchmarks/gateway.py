@@ -415,6 +415,8 @@ def main() -> None:
             for name, stream in load_runs:
                 rps[(name, stream)] = measured_load(targets[name], prompts.take(name, args.rps_n),
                                                     args.concurrency, stream)
+            for s in servers:  # (before their data dir goes: a service would log its loss)
+                s.stop()
     finally:
         for s in servers:
             s.stop()
@@ -534,6 +536,8 @@ def governance_main(args: argparse.Namespace) -> None:
             rps = {(name, stream): measured_load(targets[name], prompts.take(name, args.rps_n),
                                                  args.concurrency, stream)
                    for name in names[1:] for stream in (False, True)}
+            for s in servers:  # (before their data dirs go)
+                s.stop()
     finally:
         for s in servers:
             s.stop()
