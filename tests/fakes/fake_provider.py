@@ -89,8 +89,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 
 The Anthropic endpoint validates what the real API insists on (``max_tokens``, alternating
 roles starting with ``user``, tool ids matching ``^[a-zA-Z0-9_-]+$``, every ``tool_result``
-answering a ``tool_use`` of the previous turn); the OpenAI endpoint checks that every ``tool``
-message answers a ``tool_calls`` id of an earlier assistant turn. Violations answer 400.
+answering a ``tool_use`` of the previous turn and coming before any other block of its turn,
+``tools`` declared whenever a ``tool_use`` or ``tool_result`` block is sent); the OpenAI
+endpoint checks that every ``tool`` message answers a ``tool_calls`` id of an earlier
+assistant turn. Violations answer 400.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import OrderedDict, defaultdict, deque
+from itertools import dropwhile
 from pathlib import Path
 from typing import Any
 
@@ -539,6 +542,11 @@ def anthropic_validate(req: Request) -> str | None:
         return "messages: at least one message is required"
     if messages[0].get("role") != "user":
         return "messages: first message must use the \"user\" role"
+    if not body.get("tools") and any(
+            isinstance(b, dict) and b.get("type") in ("tool_use", "tool_result")
+            for m in messages if isinstance(m.get("content"), list) for b in m["content"]):
+        return ("Requests which include `tool_use` or `tool_result` blocks must define "
+                "tools.")
     previous_tool_uses: set[str] = set()
     for i, m in enumerate(messages):
         if m.get("role") not in ("user", "assistant"):
@@ -547,6 +555,13 @@ def anthropic_validate(req: Request) -> str | None:
             return "messages: roles must alternate between \"user\" and \"assistant\""
         blocks = m.get("content") if isinstance(m.get("content"), list) else []
         uses: set[str] = set()
+        kinds = [block.get("type") for block in blocks]
+        leading = len(kinds) - len(list(dropwhile(lambda k: k == "tool_result", kinds)))
+        if "tool_result" in kinds[leading:]:  # (a result after another block of its turn)
+            return (f"messages.{i - 1}: `tool_use` ids were found without `tool_result` "
+                    f"blocks immediately after: {', '.join(sorted(previous_tool_uses))}. Each "
+                    f"`tool_use` block must have a corresponding `tool_result` block in the "
+                    f"next message.")
         for j, block in enumerate(blocks):
             if block.get("type") == "tool_use":
                 if not _ID_OK.match(str(block.get("id"))):

@@ -465,3 +465,56 @@ def test_a_turn_the_anthropic_adapter_cannot_send_leaves_its_model_out_holding_n
     assert entry["model"] == "good"
     assert says.removeprefix("other: ") in entry["excluded"]["other"][0]
     assert gw_fake.requests()[-1]["body"]["messages"] == messages
+
+
+# A conversation that called tools, continued without offering tools this turn.
+HISTORIES: list[tuple[list[dict[str, Any]], list[str]]] = [
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        CALL, {**CALL, "id": "call_2", "function": {"name": "weather",
+                                                   "arguments": '{"city": "Oslo"}'}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+      {"role": "tool", "tool_call_id": "call_2", "content": "Sunny"}], ["lookup", "weather"]),
+    ([{"role": "assistant", "content": None,
+       "function_call": {"name": "lookup", "arguments": '{"q": "rain"}'}},
+      {"role": "function", "name": "lookup", "content": "No rain."}], ["lookup"]),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("history", "names"), HISTORIES, ids=["tool-calls", "function-call"])
+def test_a_history_of_tool_calls_without_tools_this_turn_reaches_an_anthropic_model(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
+        history: list[dict[str, Any]], names: list[str]) -> None:
+    # The Messages API refuses tool_use / tool_result blocks in a request declaring no tools
+    # (as the fake does): the tools the history called are declared, and none may be called.
+    messages: list[Any] = [*opening(), *history, {"role": "user", "content": "Sum it up."}]
+    answer = _to_other(budgeted, messages, stream)
+    sent = gw_fake.requests()[-1]["body"]
+    assert sent["tools"] == [{"name": n, "input_schema": {"type": "object"}} for n in names]
+    assert sent["tool_choice"] == {"type": "none"}
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["tool_use"] * len(names)
+    assert [b["type"] for b in sent["messages"][2]["content"]] == \
+        ["tool_result"] * len(names) + ["text"]
+    assert answer["content"] and answer["finish_reason"] == "stop"
+    assert not answer.get("tool_calls") and not answer.get("function_call")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_user_message_between_a_tool_call_and_its_results_follows_them_to_anthropic(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # The user's text and the results make one user turn; the Messages API wants the
+    # tool_result blocks first in it (as the fake does), in the order they were given.
+    second = {**CALL, "id": "call_2"}
+    messages: list[Any] = [
+        *opening(),
+        {"role": "assistant", "content": None, "tool_calls": [CALL, second]},
+        {"role": "user", "content": "Hurry up."},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+        {"role": "user", "content": [{"type": "text", "text": "And?"}]},
+        {"role": "tool", "tool_call_id": "call_2", "content": "43"}]
+    answer = _to_other(budgeted, messages, stream, tools=TOOLS)
+    assert gw_fake.requests()[-1]["body"]["messages"][2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "call_1", "content": "42"},
+        {"type": "tool_result", "tool_use_id": "call_2", "content": "43"},
+        {"type": "text", "text": "Hurry up."}, {"type": "text", "text": "And?"}]}
+    assert answer["content"] and answer["finish_reason"] == "stop"

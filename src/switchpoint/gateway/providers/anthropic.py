@@ -10,7 +10,12 @@ the assistant said.
 OpenAI's legacy function calling is translated as tool calling is: ``functions`` are tools,
 the request's ``function_call`` its ``tool_choice``, an assistant's ``function_call`` a
 ``tool_use`` block (with an id made from its message's position, as it has none) and the
-``function`` message after it the ``tool_result`` answering it. A request that declares
+``function`` message after it the ``tool_result`` answering it. In a user turn, the
+``tool_result`` blocks come first (a user message written between a call and its result
+follows the results). A request whose history holds tool calls but which offers no tools
+declares the tools the history called (taking any input) with ``tool_choice`` ``none``:
+the Messages API refuses tool blocks in a request without tools, and the model may call
+none the client did not offer. A request that declares
 ``functions`` and no ``tools`` is answered as OpenAI answers it: one call, as the message's
 ``function_call`` with the ``function_call`` finish reason, plain and streamed.
 
@@ -266,7 +271,29 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
         else:
             raise _bad(f"{where} has role {role!r} (system, developer, user, assistant, tool "
                        f"and function are supported)")
+    for turn in out:
+        if turn["role"] == "user":
+            turn["content"] = _results_first(turn["content"])
     return system, out
+
+
+def _results_first(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A user turn's blocks with its ``tool_result`` blocks first, in their order, then the
+    rest in theirs: the Messages API wants the results answering the previous turn's calls
+    before anything else (a user message written between a call and its result is merged
+    into the turn carrying the result)."""
+    results = [b for b in blocks if b["type"] == "tool_result"]
+    return results + [b for b in blocks if b["type"] != "tool_result"]
+
+
+def _history_tools(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The tools the ``tool_use`` blocks of ``messages`` call, each once, in the order first
+    called, with an input schema taking any object: what a request that declares no tools
+    but whose history called some declares (the Messages API refuses ``tool_use`` and
+    ``tool_result`` blocks in a request without tools)."""
+    names = dict.fromkeys(b["name"] for m in messages for b in m["content"]
+                          if b["type"] == "tool_use")
+    return [{"name": name, "input_schema": {"type": "object"}} for name in names]
 
 
 def legacy_functions(request: Mapping[str, Any]) -> bool:
@@ -354,11 +381,15 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     tools = _translate_tools(request)
+    tool_choice = _translate_tool_choice(request)
     if tools:
         body["tools"] = tools
-    tool_choice = _translate_tool_choice(request)
-    if tool_choice is not None and tools:
-        body["tool_choice"] = tool_choice
+        if tool_choice is not None:
+            body["tool_choice"] = tool_choice
+    elif history_tools := _history_tools(translated):
+        # No tools offered this turn: the history's are declared, and none may be called.
+        body["tools"] = history_tools
+        body["tool_choice"] = {"type": "none"}
     if isinstance(request.get("user"), str):
         body["metadata"] = {"user_id": request["user"]}
     return body
