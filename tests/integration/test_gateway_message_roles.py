@@ -91,11 +91,47 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
     ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
       {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text"}]}],
      "messages[3].content[0].text", "is missing; a text part carries its text"),
+    # An assistant's calls, as OpenAI's schema has them.
+    ([{"role": "assistant", "content": None, "function_call": "lookup"}],
+     "messages[2].function_call", 'must be an object, not the string "lookup"; a '
+     'function_call is written {"name": "...", "arguments": "{...}"}'),
+    ([{"role": "assistant", "content": None, "function_call": {"name": "lookup"}}],
+     "messages[2].function_call.arguments", "is missing; a function_call is written"),
+    ([{"role": "assistant", "content": None, "function_call": {"name": 1, "arguments": "{}"}}],
+     "messages[2].function_call.name", "must be a string, not the number 1"),
+    ([{"role": "assistant", "content": None, "tool_calls": CALL}],
+     "messages[2].tool_calls", "must be a list of tool calls, not an object"),
+    ([{"role": "assistant", "content": None, "tool_calls": ["call_1"]}],
+     "messages[2].tool_calls[0]", 'must be an object, not the string "call_1"; a tool call '
+     'is written {"id": "call_...", "type": "function", "function": {"name": "...", '
+     '"arguments": "{...}"}}'),
+    ([{"role": "assistant", "content": None, "tool_calls": [{**CALL, "id": None}]}],
+     "messages[2].tool_calls[0].id", "is null; a tool call is written"),
+    ([{"role": "assistant", "content": None, "tool_calls": [{**CALL, "type": "fn"}]}],
+     "messages[2].tool_calls[0].type", 'is "fn"; a tool call\'s type is function (or custom)'),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function"}]}],
+     "messages[2].tool_calls[0].function", "is missing; a tool call is written"),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "function": {"arguments": "{}"}}]}],
+     "messages[2].tool_calls[0].function.name", "is missing; a tool call is written"),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        CALL, {**CALL, "id": "call_2", "function": {"name": "lookup", "arguments": {}}}]}],
+     "messages[2].tool_calls[1].function.arguments",
+     "must be a string, not an object; a tool call is written"),
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "custom", "custom": {"name": "grep"}}]}],
+     "messages[2].tool_calls[0].custom.input", 'is missing; a custom tool call is written '
+     '{"id": "call_...", "type": "custom", "custom": {"name": "...", "input": "..."}}'),
 ]
 IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare",
        "assistant-all-null", "tool-no-id", "tool-id-number", "tool-no-content",
        "function-no-name", "developer-image-part", "user-unknown-part",
-       "assistant-audio-part", "image-part-no-url", "tool-text-part-no-text"]
+       "assistant-audio-part", "image-part-no-url", "tool-text-part-no-text",
+       "function-call-string", "function-call-no-arguments", "function-call-name-number",
+       "tool-calls-object", "tool-call-string", "tool-call-id-null", "tool-call-type",
+       "tool-call-no-function", "tool-call-no-name", "tool-call-arguments-object",
+       "custom-tool-call-no-input"]
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +247,12 @@ def test_messages_openai_takes_without_text_are_forwarded_as_sent(
         {"role": "function", "name": "lookup", "content": None},
         {"role": "assistant", "tool_calls": [CALL]},
         {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "42"}]},
+        {"role": "assistant", "content": None, "function_call": None, "tool_calls": [
+            {"id": "call_c", "type": "custom", "custom": {"name": "grep", "input": "todo"}},
+            {"id": "call_2", "type": "function", "function": {"name": "lookup",
+                                                              "arguments": ""}}]},
+        {"role": "tool", "tool_call_id": "call_c", "content": "3 hits"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "none"},
         {"role": "user", "content": "So?"},
     ]
     messages: list[Any] = [*opening(), *tail]

@@ -7,7 +7,9 @@ surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tok
 ``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it) and
 the gateway's own ``models`` field are checked by :class:`ChatRequest`, and each message must
 carry what its role needs (a user message its ``content``, a tool message its
-``tool_call_id``, ...) and only the content-part types its role takes (system, developer and
+``tool_call_id``, ...), an assistant's ``function_call`` and ``tool_calls`` written as
+OpenAI's schema writes them (names, arguments and ids as strings, each tool call of type
+function or custom), and only the content-part types its role takes (system, developer and
 tool messages text parts; user messages text, image_url, input_audio and file parts; assistant
 messages text and refusal parts), each part with its own field, as OpenAI requires (an
 unknown part type included: which upstream the router picks would decide whether it works).
@@ -242,8 +244,9 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
     ``assistant`` message too, unless it carries ``tool_calls``, ``function_call``,
     ``refusal`` or ``audio`` (what an answer without text is echoed back with); a ``tool``
     message needs ``content`` and the ``tool_call_id`` it answers; a ``function`` message (the
-    older tool result) its function's ``name``. An empty string or an empty list of parts is
-    passed on, as OpenAI takes them."""
+    older tool result) its function's ``name``. An assistant's calls are checked by
+    :func:`_check_calls`. An empty string or an empty list of parts is passed on, as OpenAI
+    takes them."""
     role = message["role"]
     where = f"messages[{i}]"
     if message.get("content") is None:
@@ -269,6 +272,80 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
         raise invalid_at("messages", f"{where}.name",
                          f"{_absent(message, 'name')}; a function message names the function "
                          "whose result it carries: send that name")
+    if role == "assistant":
+        _check_calls(message, where)
+
+
+# How each kind of call an assistant message carries is written, as OpenAI's schema has it:
+# (the object's members that must be strings, the nested object and its string members).
+_FUNCTION_CALL = '{"name": "...", "arguments": "{...}"}'
+_TOOL_CALLS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "function": ("function", ("name", "arguments"),
+                 f'{{"id": "call_...", "type": "function", "function": {_FUNCTION_CALL}}}'),
+    "custom": ("custom", ("name", "input"),
+               '{"id": "call_...", "type": "custom", "custom": {"name": "...", '
+               '"input": "..."}}'),
+}
+
+
+def _not_object(value: object, present: bool = True) -> str:
+    """How a value that must be an object falls short."""
+    if not present:
+        return "is missing"
+    return "is null" if value is None else f"must be an object, not {_shown(value)}"
+
+
+def _check_strings(value: Mapping[str, Any], members: tuple[str, ...], where: str,
+                   written: str) -> None:
+    """``value`` (at ``where``) lacking one of ``members`` as a string (other members go
+    upstream as sent): :class:`InvalidInputError` naming it, and how the object is
+    ``written``."""
+    for member in members:
+        if not isinstance(value.get(member), str):
+            raise invalid_at("messages", f"{where}.{member}",
+                             f"{_absent(value, member)}; {written}")
+
+
+def _check_calls(message: Mapping[str, Any], where: str) -> None:
+    """An assistant message's ``function_call`` and ``tool_calls``: null or left out, or as
+    OpenAI's schema writes them (a function call's ``name`` and ``arguments`` strings; each
+    tool call an object with an ``id`` string and a ``type``, function with its
+    ``function`` call, or custom with its ``custom`` ``name`` and ``input``), checked here
+    so a malformed one is refused before anything is held, whichever model would answer."""
+    call = message.get("function_call")
+    if call is not None:
+        written = f"a function_call is written {_FUNCTION_CALL}"
+        if not isinstance(call, dict):
+            raise invalid_at("messages", f"{where}.function_call",
+                             f"{_not_object(call)}; {written}")
+        _check_strings(call, ("name", "arguments"), f"{where}.function_call", written)
+    calls = message.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise invalid_at("messages", f"{where}.tool_calls",
+                         f"must be a list of tool calls, not {_shown(calls)}; each is written "
+                         f"{_TOOL_CALLS['function'][2]}")
+    for j, tool_call in enumerate(calls):
+        at = f"{where}.tool_calls[{j}]"
+        if not isinstance(tool_call, dict):
+            raise invalid_at("messages", at, f"{_not_object(tool_call)}; a tool call is "
+                                             f"written {_TOOL_CALLS['function'][2]}")
+        kind = tool_call.get("type")
+        if kind not in _TOOL_CALLS:
+            shown = (f"is {cut(json.dumps(kind), 40)}" if isinstance(kind, str)
+                     else _absent(tool_call, "type"))
+            raise invalid_at("messages", f"{at}.type",
+                             f"{shown}; a tool call's type is function (or custom): "
+                             f"{_TOOL_CALLS['function'][2]}")
+        field, members, shape = _TOOL_CALLS[kind]
+        written = f"a{' custom' if kind == 'custom' else ''} tool call is written {shape}"
+        _check_strings(tool_call, ("id",), at, written)
+        value = tool_call.get(field)
+        if not isinstance(value, dict):
+            raise invalid_at("messages", f"{at}.{field}",
+                             f"{_not_object(value, field in tool_call)}; {written}")
+        _check_strings(value, members, f"{at}.{field}", written)
 
 
 # The content-part types each role's message may carry, as OpenAI's Chat Completions API takes
