@@ -473,14 +473,18 @@ def test_an_assistants_refusal_reaches_an_anthropic_model_as_its_text(
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(("turn", "says"), [
     ({"role": "function", "name": "lookup", "content": "42"},
-     "a function message answering no function_call before it, and the Anthropic Messages "
+     "has a function message answering no function_call before it, and the Anthropic Messages "
      "API takes a tool result only as the answer to its call"),
     ({"role": "function", "name": "lookup", "content": None},
-     "a function message answering no function_call before it"),
+     "has a function message answering no function_call before it"),
     ({"role": "assistant", "content": None, "audio": {"id": "audio_abc"}},
-     "an assistant message standing for an earlier audio answer (audio), which the Anthropic "
+     "has an assistant message standing for an earlier audio answer (audio), which the Anthropic "
      "Messages API cannot refer to"),
-], ids=["function-result", "null-function-result", "audio-answer"])
+    ({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_c", "type": "custom", "custom": {"name": "grep", "input": "rain"}}]},
+     "declares or calls a custom tool (type custom), and the Anthropic Messages API takes "
+     "function tools only"),
+], ids=["function-result", "null-function-result", "audio-answer", "custom-tool-call"])
 def test_a_turn_the_anthropic_adapter_cannot_send_leaves_its_model_out_holding_nothing(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool,
         turn: dict[str, Any], says: str) -> None:
@@ -489,7 +493,7 @@ def test_a_turn_the_anthropic_adapter_cannot_send_leaves_its_model_out_holding_n
     # its call began (a function result), or sent without the turn (an audio answer).
     gateway = budgeted.service.gateway
     messages = [*opening(), turn, {"role": "user", "content": "So?"}]
-    says = f"other: the request has {says}"
+    says = f"other: the request {says}"
     before, spent = rows(data_dir(budgeted)), _spend(budgeted)
     with pytest.raises(openai.BadRequestError) as info:
         client(budgeted).chat.completions.create(model="other", messages=messages,

@@ -206,3 +206,22 @@ def test_each_function_result_answers_the_last_function_call_not_yet_answered() 
         "Anthropic Messages API takes a tool result only as the answer to its call"]})
     answered = needs_of({"messages": [user, call, result, user]})
     assert filter_candidates(catalog, catalog.names, answered) == (["claude", "gpt"], {})
+
+
+def test_a_custom_tool_leaves_out_a_model_behind_the_anthropic_messages_api() -> None:
+    """Custom tools (free-form input) are OpenAI's alone: declared or called in the history,
+    they leave an Anthropic-backed model out with the reason, not refused after a hold."""
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("tools",)),
+                       ModelCard("gpt", provider="openai", capabilities=("tools",))])
+    user = {"role": "user", "content": "q"}
+    why = {"claude": ["the request declares or calls a custom tool (type custom), and the "
+                      "Anthropic Messages API takes function tools only"]}
+    declared = needs_of({"messages": [user], "tools": [
+        {"type": "custom", "custom": {"name": "grep"}}]})
+    called = needs_of({"messages": [user, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "custom", "custom": {"name": "grep", "input": "x"}}]}, user]})
+    for needs in (declared, called):
+        assert filter_candidates(catalog, catalog.names, needs) == (["gpt"], why)
+    functions = needs_of({"messages": [user], "tools": [
+        {"type": "function", "function": {"name": "f"}}]})
+    assert filter_candidates(catalog, catalog.names, functions) == (["claude", "gpt"], {})

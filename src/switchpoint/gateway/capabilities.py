@@ -79,6 +79,9 @@ class Needs:
     unanswered_results: int = 0
     # How many assistant messages stand for an earlier audio answer by its id (``audio``).
     audio_answers: int = 0
+    # Whether the request declares, or its history calls, a custom tool (``type: custom``:
+    # free-form input), which only OpenAI's own API takes.
+    custom_tools: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -148,6 +151,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     last_user = ""
     parts: set[tuple[str, str]] = set()
     audio_answers = 0
+    custom = _any_custom(request.get("tools"))
     for message in messages:
         if not isinstance(message, Mapping):
             continue
@@ -163,6 +167,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
         calls = message.get("tool_calls")
         if calls or message.get("function_call") or message.get("role") in ("tool", "function"):
             tools = True
+        custom = custom or _any_custom(calls)
         if calls:
             chars += len(json.dumps(calls, default=str))
         if message.get("function_call"):
@@ -180,7 +185,13 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
                  parts=frozenset(parts), unanswered_results=unanswered,
-                 audio_answers=audio_answers)
+                 audio_answers=audio_answers, custom_tools=custom)
+
+
+def _any_custom(tools: object) -> bool:
+    """Whether a list of tools (or of tool calls) holds a custom one (``type: custom``)."""
+    return isinstance(tools, list) and any(
+        isinstance(t, Mapping) and t.get("type") == "custom" for t in tools)
 
 
 def _part_kinds(message: Mapping[str, Any]) -> set[tuple[str, str]]:
@@ -217,8 +228,8 @@ def unsendable(wire: Wire, needs: Needs) -> list[str]:
 def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     """Why the adapter ``card`` is called through cannot serve ``needs``, whatever the card
     lists: it gives fewer answers than asked for, cannot send the conversation's parts, a
-    legacy function result that answers no call, or an assistant turn that is an earlier
-    audio answer's id (empty when it can serve them)."""
+    legacy function result that answers no call, an assistant turn that is an earlier audio
+    answer's id, or a custom tool (empty when it can serve them)."""
     wire = spec_of(card).wire
     reasons = []
     if needs.answers > 1 and wire == "anthropic":
@@ -232,6 +243,9 @@ def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     if needs.audio_answers and wire == "anthropic":
         reasons.append("the request has an assistant message standing for an earlier audio "
                        "answer (audio), which the Anthropic Messages API cannot refer to")
+    if needs.custom_tools and wire == "anthropic":
+        reasons.append("the request declares or calls a custom tool (type custom), and the "
+                       "Anthropic Messages API takes function tools only")
     return reasons
 
 
