@@ -537,9 +537,9 @@ class ReadTimeout(ProviderError):
 
 
 class DeadlineSpent(ReadTimeout):
-    """The request's whole deadline ran out on a model called after other models had used part
-    of it: the model had less time than a request of its own gives it, so its health is not
-    charged (a model called first, with the whole deadline, is)."""
+    """The request's whole deadline ran out on a model called after other models had used more
+    than half of it: the model had much less time than a request of its own gives it, so its
+    health is not charged (a model called first, or with at least half the deadline, is)."""
 
     _counts_against_health = False
 

@@ -559,12 +559,60 @@ async def test_the_deadline_spent_by_earlier_models_is_not_charged_to_the_last_o
             pass
     assert health.state("a") is BreakerState.OPEN  # its own failure
     assert health.state("b") is BreakerState.CLOSED, info.value  # the deadline's, not b's
-    assert "after other models had used part of it" in str(info.value)
+    assert "after other models had used more than half of it" in str(info.value)
     # b alone, as slow, had the whole deadline: charged.
     health = HealthTracker(HealthConfig(failure_threshold=1, cooldown_s=60))
     with pytest.raises((FailoverError, StreamBroken)):
         result = await run(Slow({}, {"b": 0.4}), stream=stream, cards=CARDS[1:2],
                            policy=policy, health=health)
+        async for _ in result:
+            pass
+    assert health.state("b") is BreakerState.OPEN
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_hung_model_after_one_that_failed_fast_is_charged_the_deadline(
+        stream: bool) -> None:
+    """A model called after another that failed at once, cut off by the request's deadline, had
+    most of it: charged as a model called first would be, so a model that hangs every time it
+    comes second in the chain still opens its circuit."""
+    policy = RetryPolicy(max_total_s=0.3, max_attempts_per_model=1)
+    health = HealthTracker(HealthConfig(failure_threshold=1, cooldown_s=60))
+    hung = Slow({"a": [ServerError("500")]}, {"b": 5.0})
+    with pytest.raises(FailoverError) as info:
+        result = await run(hung, stream=stream, cards=CARDS[:2], policy=policy, health=health)
+        async for _ in result:
+            pass
+    assert health.state("a") is BreakerState.OPEN
+    assert health.state("b") is BreakerState.OPEN, info.value
+    assert "after other models had used" not in str(info.value)
+
+
+class Trickle(Scripted):
+    """Streams a chunk of content every ``every`` seconds, without end."""
+
+    def __init__(self, scripts: dict[str, list[Step]], every: float) -> None:
+        super().__init__(scripts)
+        self.every = every
+
+    async def stream(self, request: Mapping[str, Any], card: ModelCard,
+                     timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        step = self._next(card)
+        if isinstance(step, ProviderError):
+            raise step
+        while True:
+            yield chunk("up", "x")
+            await asyncio.sleep(self.every)
+
+
+async def test_a_model_trickling_its_stream_after_one_that_failed_fast_is_charged() -> None:
+    """A stream whose model had most of the deadline (the model before it failed at once) and
+    is cut off by it while streaming is charged to its health."""
+    policy = RetryPolicy(max_total_s=0.3, max_attempts_per_model=1)
+    health = HealthTracker(HealthConfig(failure_threshold=1, cooldown_s=60))
+    with pytest.raises(StreamBroken):
+        result = await run(Trickle({"a": [ServerError("500")]}, 0.02), stream=True,
+                           cards=CARDS[:2], policy=policy, health=health)
         async for _ in result:
             pass
     assert health.state("b") is BreakerState.OPEN

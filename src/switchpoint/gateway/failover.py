@@ -246,7 +246,8 @@ class FailoverStream:
                  buffered: list[dict[str, Any]], ended: bool, attempts: list[Attempt],
                  *, health: HealthTracker | None, client_wants_usage: bool,
                  rewrite_model: bool, ttft_ms: float, deadline: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, slot: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, slot: int | None = None,
+                 shared_deadline: bool = False) -> None:
         self.card = card
         self.model = card.name
         self.attempts = attempts
@@ -272,6 +273,8 @@ class FailoverStream:
         self._verdict = False
         self._deadline = deadline
         self._clock = clock
+        # Whether the deadline cutting it off is not charged to its health (see _had_less).
+        self._shared_deadline = shared_deadline
 
     @property
     def models_tried(self) -> list[str]:
@@ -372,7 +375,7 @@ class FailoverStream:
             async with asyncio.timeout(remaining):
                 return await anext(upstream)
         except TimeoutError:
-            kind = DeadlineSpent if _called_others(self.attempts, self.model) else ReadTimeout
+            kind = DeadlineSpent if self._shared_deadline else ReadTimeout
             raise kind("the request's deadline (gateway.max_total_s) ran out while the "
                        "answer was streaming", model=self.model) from None
 
@@ -521,13 +524,14 @@ async def call_with_failover(
             _no_verdict(health, card.name, slot)
             raise
         waited = 0.0
+        shared = _had_less(attempts, card.name, deadline - clock(), policy)
         for number in range(1, policy.max_attempts_per_model + 1):
             started = time.perf_counter()
             remaining = deadline - clock()
             try:
                 if remaining <= 0:
-                    raise _deadline_error(policy, card, attempts)
-                async with _within(remaining, policy, card, attempts):
+                    raise _deadline_error(policy, card, shared)
+                async with _within(remaining, policy, card, shared):
                     if stream:
                         chunks, buffered, ended = await _open_stream(provider, request, card,
                                                                      timeouts_for(card))
@@ -584,7 +588,8 @@ async def call_with_failover(
                 return FailoverStream(card, chunks, buffered, ended, attempts, health=health,
                                       client_wants_usage=wants_usage(request),
                                       rewrite_model=rewrite_model, ttft_ms=latency,
-                                      deadline=deadline, clock=clock, slot=slot)
+                                      deadline=deadline, clock=clock, slot=slot,
+                                      shared_deadline=shared)
             if health is not None:
                 health.record_success(card.name, latency)
             upstream_model = response.upstream_model
@@ -631,28 +636,32 @@ def none_answered(names: Sequence[str], errors: Sequence[Exception]) -> Exceptio
     return merged
 
 
-def _deadline_error(policy: RetryPolicy, card: ModelCard,
-                    attempts: Sequence[Attempt]) -> ReadTimeout:
-    """The request's deadline ran out on ``card``'s call: charged to its health only if no
-    other model was called before it in this request (it had the whole deadline)."""
-    shared = _called_others(attempts, card.name)
+def _deadline_error(policy: RetryPolicy, card: ModelCard, shared: bool) -> ReadTimeout:
+    """The request's deadline ran out on ``card``'s call: charged to its health unless
+    ``shared`` (see :func:`_had_less`)."""
     kind = DeadlineSpent if shared else ReadTimeout
     return kind(f"the request's deadline of {policy.max_total_s:g}s (gateway.max_total_s) ran "
-                "out" + (" after other models had used part of it" if shared else ""),
+                "out" + (" after other models had used more than half of it" if shared else ""),
                 model=card.name)
 
 
-def _called_others(attempts: Sequence[Attempt], model: str) -> bool:
-    """Whether a model other than ``model`` was called (not passed over) in these attempts."""
-    return any(a.model != model and a.begun and not a.skipped for a in attempts)
+def _had_less(attempts: Sequence[Attempt], model: str, left_s: float,
+              policy: RetryPolicy) -> bool:
+    """Whether ``model``, with ``left_s`` of the request's deadline left when it is first
+    called, is spared the deadline's verdict should it cut it off: other models were called
+    (not passed over) before it and used more than half of the deadline. A model that had at
+    least half of it is charged as one called first is, so that one which hangs every time
+    it comes after a model failing at once still opens its circuit."""
+    return (left_s < policy.max_total_s / 2
+            and any(a.model != model and a.begun and not a.skipped for a in attempts))
 
 
 @asynccontextmanager
 async def _within(seconds: float, policy: RetryPolicy, card: ModelCard,
-                  attempts: Sequence[Attempt]) -> AsyncIterator[None]:
+                  shared: bool) -> AsyncIterator[None]:
     """Bound one upstream call by what is left of the request's deadline."""
     try:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise _deadline_error(policy, card, attempts) from None
+        raise _deadline_error(policy, card, shared) from None
