@@ -260,3 +260,32 @@ def test_a_plain_request_whose_client_leaves_is_charged_its_reservation(
     status = key_status(server, issued["id"])
     assert status["spent_usd"] == pytest.approx(rows[0]["charged_usd"])
     assert status["held_usd"] == 0
+
+
+def test_an_openai_client_leaving_while_the_gateway_waits_to_retry_is_not_charged(
+        server: ThreadServer) -> None:
+    """The official client gives up while the gateway waits out an upstream's Retry-After
+    between two tries: nothing sent then could be billed, so the log row and the budget charge
+    nothing and no hold is left open (one leaving while a try is under way is charged: see
+    test_a_plain_request_whose_client_leaves_is_charged_its_reservation)."""
+    import openai
+
+    issued = make_key(server, budget="1/day")
+    tag = uuid.uuid4().hex[:8]
+    waiting = f"wait {tag} [[fake:once:503:retry_after=3]]"
+    oa = openai.OpenAI(base_url=f"{server.base}/v1", api_key=issued["key"], max_retries=0,
+                       timeout=0.8)
+    with pytest.raises(openai.APITimeoutError):
+        oa.chat.completions.create(model="cheap", max_tokens=32,
+                                   messages=[{"role": "user", "content": waiting}])
+    deadline = time.monotonic() + 10
+    rows: list[dict[str, Any]] = []
+    while not rows and time.monotonic() < deadline:
+        rows = key_rows(server, issued["id"])
+        time.sleep(0.05)
+    assert len(rows) == 1 and rows[0]["status"] == "client_closed", rows
+    assert not rows[0]["charged_usd"], rows[0]  # (none: nothing charged)
+    # (the gateway was waiting to try again when the client left)
+    assert [a["outcome"] for a in rows[0]["attempts"]] == ["rate_limited", "client_closed"]
+    status = key_status(server, issued["id"])
+    assert status["spent_usd"] == 0 and status["held_usd"] == 0
