@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from switchpoint.config import Settings, load_settings
@@ -268,8 +269,6 @@ def test_an_openai_client_leaving_while_the_gateway_waits_to_retry_is_not_charge
     between two tries: nothing sent then could be billed, so the log row and the budget charge
     nothing and no hold is left open (one leaving while a try is under way is charged: see
     test_a_plain_request_whose_client_leaves_is_charged_its_reservation)."""
-    import openai
-
     issued = make_key(server, budget="1/day")
     tag = uuid.uuid4().hex[:8]
     waiting = f"wait {tag} [[fake:once:503:retry_after=3]]"
