@@ -569,10 +569,12 @@ async def call_with_failover(
                     break
                 if health is not None and health.state(card.name) is not BreakerState.CLOSED:
                     break
+                slept_from = time.perf_counter()
                 try:
                     await sleep(wait)
-                except asyncio.CancelledError:  # (before its next try)
-                    attempts.append(Attempt(card.name, number + 1, CLIENT_CLOSED, 0.0, wait,
+                except asyncio.CancelledError:  # (before its next try: how long it waited)
+                    slept = min(wait, time.perf_counter() - slept_from)
+                    attempts.append(Attempt(card.name, number + 1, CLIENT_CLOSED, 0.0, slept,
                                             begun=False))
                     raise
                 waited = wait
