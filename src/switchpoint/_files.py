@@ -104,13 +104,20 @@ def file_identity(path: str | Path) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
+def side_file(path: str | Path, suffix: str) -> Path:
+    """The side file ``suffix`` (one of :data:`SQLITE_SIDE_FILES`) of the SQLite database
+    ``path``: SQLite keeps it beside the file a symbolic link names (at the path with every
+    link resolved), not beside the link."""
+    return Path(os.path.realpath(path) + suffix)
+
+
 def database_identity(path: str | Path) -> tuple[FileId | None, ...]:
     """:func:`file_identity` of the SQLite database ``path`` and of each of its side files
-    (:data:`SQLITE_SIDE_FILES`), in that order: while a connection in WAL mode is open on it,
-    another value than when it was opened means one of them was deleted or replaced since.
-    Three stats (a few microseconds)."""
-    name = os.fspath(path)
-    return tuple(file_identity(name + suffix) for suffix in ("", *SQLITE_SIDE_FILES))
+    (:data:`SQLITE_SIDE_FILES`, see :func:`side_file`), in that order: while a connection in
+    WAL mode is open on it, another value than when it was opened means one of them was
+    deleted or replaced since. Three stats (a few microseconds)."""
+    return (file_identity(path), *(file_identity(side_file(path, suffix))
+                                   for suffix in SQLITE_SIDE_FILES))
 
 
 def lock_holder(fd: int) -> str:

@@ -776,3 +776,42 @@ def test_a_key_store_missing_a_table_its_schema_version_has_says_so_not_check_th
         KeyStore(path).open()
     assert "does not hold what its schema version says" in str(info.value)
     assert "writable" not in str(info.value)
+
+
+@pytest.mark.parametrize("how", ["replaced", "replaced_then_stopped", "wal_deleted"])
+def test_a_symlinked_key_file_gone_under_the_store_is_followed_as_a_plain_one(
+        tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``keys.db`` a symbolic link to the file elsewhere (SQLite keeps its ``-wal`` and
+    ``-shm`` beside the file the link names, not beside the link): the file replaced there by
+    a backup gets none of the old file's log, and its ``-wal`` deleted is followed."""
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    target = real / "keys.db"
+    target.touch(mode=0o600)  # (a link to a file that is not there yet is not followed)
+    path = tmp_path / "keys.db"
+    path.symlink_to(target)
+    with KeyStore(path) as store:
+        kept = store.create(spec()).key
+        backup = real / "backup.db"
+        src, dst = sqlite3.connect(path), sqlite3.connect(backup)
+        src.backup(dst)
+        src.close()
+        dst.close()
+        later = store.create(spec()).key  # in the -wal only: no checkpoint yet
+        store.revoke(key_id_of(kept))
+        assert (real / "keys.db-wal").stat().st_size > 0
+        if how == "wal_deleted":
+            (real / "keys.db-wal").unlink()
+            third = store.create(spec()).key
+            with KeyStore(path) as cli:  # another connection, as the CLI's
+                assert cli.verify(third).id == key_id_of(third)
+            return
+        os.replace(backup, target)
+        if how != "replaced_then_stopped":
+            with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
+                store.verify(later)
+            assert "keys.db was replaced" in caplog.text
+    with KeyStore(path) as restarted:  # the backup as it was: the first key, not revoked
+        assert restarted.verify(kept).id == key_id_of(kept)
+        with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
+            restarted.verify(later)

@@ -17,7 +17,13 @@ import os
 import sqlite3
 from pathlib import Path
 
-from switchpoint._files import SQLITE_SIDE_FILES, FileId, file_identity, temporary_name
+from switchpoint._files import (
+    SQLITE_SIDE_FILES,
+    FileId,
+    file_identity,
+    side_file,
+    temporary_name,
+)
 
 Files = tuple[FileId | None, ...]
 
@@ -52,7 +58,7 @@ def close_moved(conn: sqlite3.Connection, path: str | Path, opened: Files) -> No
     aside: list[tuple[Path, Path]] = []
     try:
         for suffix, was in zip(SQLITE_SIDE_FILES, opened[1:], strict=True):
-            side = Path(f"{path}{suffix}")
+            side = side_file(path, suffix)
             now = file_identity(side)
             if now is not None and now != was:
                 with contextlib.suppress(OSError):
@@ -77,6 +83,6 @@ def remove_stale_side_files(path: str | Path, opened: Files) -> None:
     if not opened or file_identity(path) == opened[0]:
         return
     for suffix, was in zip(SQLITE_SIDE_FILES, opened[1:], strict=True):
-        side = Path(f"{path}{suffix}")
+        side = side_file(path, suffix)
         if was is not None and file_identity(side) == was:
             side.unlink(missing_ok=True)
