@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from switchpoint._files import SQLITE_SIDE_FILES, side_file
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
 from switchpoint.store.sqlite import (
@@ -88,9 +89,9 @@ def ledger_cutoff(cutoff: float, now: float | None = None) -> float:
 def db_bytes(path: Path) -> int:
     """The size of a SQLite database with its ``-wal`` and ``-shm`` files."""
     total = 0
-    for suffix in ("", "-wal", "-shm"):
+    for file in (path, *(side_file(path, suffix) for suffix in SQLITE_SIDE_FILES)):
         with contextlib.suppress(OSError):
-            total += os.stat(f"{path}{suffix}").st_size
+            total += os.stat(file).st_size
     return total
 
 
