@@ -104,19 +104,26 @@ def file_identity(path: str | Path) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
+def _beside(path: str | Path) -> str:
+    """Where SQLite keeps the side files of the database ``path``: beside the file a symbolic
+    link names, not beside the link (a linked folder on the way leads to the same files)."""
+    name = os.fspath(path)
+    return os.path.realpath(name) if os.path.islink(name) else name
+
+
 def side_file(path: str | Path, suffix: str) -> Path:
     """The side file ``suffix`` (one of :data:`SQLITE_SIDE_FILES`) of the SQLite database
-    ``path``: SQLite keeps it beside the file a symbolic link names (at the path with every
-    link resolved), not beside the link."""
-    return Path(os.path.realpath(path) + suffix)
+    ``path`` (see :func:`_beside`)."""
+    return Path(_beside(path) + suffix)
 
 
 def database_identity(path: str | Path) -> tuple[FileId | None, ...]:
     """:func:`file_identity` of the SQLite database ``path`` and of each of its side files
     (:data:`SQLITE_SIDE_FILES`, see :func:`side_file`), in that order: while a connection in
     WAL mode is open on it, another value than when it was opened means one of them was
-    deleted or replaced since. Three stats (a few microseconds)."""
-    return (file_identity(path), *(file_identity(side_file(path, suffix))
+    deleted or replaced since. Four stats (a few microseconds)."""
+    beside = _beside(path)
+    return (file_identity(path), *(file_identity(beside + suffix)
                                    for suffix in SQLITE_SIDE_FILES))
 
 
