@@ -136,6 +136,17 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 
+def test_a_misuse_inside_this_process_is_not_blamed_on_data_dir(tmp_path: Path) -> None:
+    from switchpoint.store.sqlite import store_error
+
+    conn = sqlite3.connect(tmp_path / "switchpoint.db")
+    conn.close()
+    with pytest.raises(sqlite3.ProgrammingError) as info:
+        conn.execute("SELECT 1")
+    said = str(store_error(tmp_path / "switchpoint.db", "read the log", info.value))
+    assert said.endswith("(Cannot operate on a closed database.)"), said
+
+
 def test_one_bad_record_does_not_sink_its_batch(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "switchpoint.db") as store:
         first = record()

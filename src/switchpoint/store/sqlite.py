@@ -113,7 +113,9 @@ def remedy(exc: BaseException) -> str:
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return ("another process (the service, or a command beside it) held the file's lock "
                 "longer than the wait; try again")
-    if isinstance(exc, sqlite3.Error) and primary in (None, sqlite3.SQLITE_ERROR):
+    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return ""  # (this process's own misuse, a closed connection say: nothing in data_dir)
+    if isinstance(exc, sqlite3.OperationalError) and primary == sqlite3.SQLITE_ERROR:
         # (no such table or column: the file is not what its schema version says)
         return ("the file does not hold what its schema version says (changed by hand or by "
                 "another program?): restore it from a backup, or move it away with its -wal "
