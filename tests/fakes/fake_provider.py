@@ -529,6 +529,23 @@ def anthropic_error(typ: str, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": typ, "message": message}}
 
 
+ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+
+
+def anthropic_image_problem(block: Any, where: str) -> str | None:
+    """What the Messages API says of an image block it refuses: a base64 one of a media type
+    it does not take, or a URL one whose URL is a data URL (it fetches http(s) URLs)."""
+    if not isinstance(block, dict) or block.get("type") != "image":
+        return None
+    source = block.get("source") or {}
+    if source.get("type") == "base64" and source.get("media_type") not in ANTHROPIC_IMAGE_TYPES:
+        return (f"{where}.image.source.base64.media_type: Input should be "
+                f"{', '.join(repr(t) for t in ANTHROPIC_IMAGE_TYPES)}")
+    if source.get("type") == "url" and str(source.get("url", "")).lower().startswith("data:"):
+        return f"{where}.image.source.url: URL must use the http or https scheme"
+    return None
+
+
 def anthropic_validate(req: Request) -> str | None:
     body = req.json
     if not isinstance(body, dict):
@@ -563,6 +580,9 @@ def anthropic_validate(req: Request) -> str | None:
                     f"`tool_use` block must have a corresponding `tool_result` block in the "
                     f"next message.")
         for j, block in enumerate(blocks):
+            image = anthropic_image_problem(block, f"messages.{i}.content.{j}")
+            if image:
+                return image
             if block.get("type") == "tool_use":
                 if not _ID_OK.match(str(block.get("id"))):
                     return f"messages.{i}.content.{j}.tool_use.id: String should match pattern"
