@@ -7,7 +7,10 @@ for the Anthropic adapter, plain and streamed, and then through ``call_with_fail
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -461,15 +464,40 @@ async def test_anthropic_tool_calls_keep_toolu_ids(anthropic_provider: Anthropic
     assert "".join(tc["function"]["arguments"] for tc in calls) == call["function"]["arguments"]
 
 
+@pytest.mark.parametrize("url", ["data:image/png;base64,iVBORw0K",
+                                 "data:Image/PNG;name=cat.png;base64,iVBORw0K"],
+                         ids=["plain", "with-parameter"])
 async def test_anthropic_image_parts_are_accepted(fake: FakeProviderProcess,
                                                   anthropic_provider: AnthropicProvider,
-                                                  claude: ModelCard) -> None:
+                                                  claude: ModelCard, url: str) -> None:
     content = [{"type": "text", "text": "what is it"},
-               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}}]
-    await anthropic_provider.complete(req(messages=[{"role": "user", "content": content}]),
-                                      claude, FAST)
+               {"type": "image_url", "image_url": {"url": url}}]
+    answer = await anthropic_provider.complete(
+        req(messages=[{"role": "user", "content": content}]), claude, FAST)
+    assert answer.body["choices"][0]["message"]["content"]
     block = fake.requests()[0]["body"]["messages"][0]["content"][1]
     assert block["source"] == {"type": "base64", "media_type": "image/png", "data": "iVBORw0K"}
+
+
+@pytest.mark.parametrize(("source", "says"), [
+    ({"type": "base64", "media_type": "image/svg+xml", "data": "PHN2Zy8+"},
+     "messages.0.content.0.image.source.base64.media_type: Input should be 'image/jpeg'"),
+    ({"type": "url", "url": "data:image/png;name=a.png;base64,iVBOR"},
+     "messages.0.content.0.image.source.url: URL must use the http or https scheme"),
+], ids=["svg-base64", "data-url-as-url"])
+def test_the_fake_messages_api_refuses_images_the_real_one_refuses(
+        fake: FakeProviderProcess, source: dict[str, str], says: str) -> None:
+    body = {"model": "fake-claude-1", "max_tokens": 16, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": source}]}]}
+    request = urllib.request.Request(
+        fake.url + "/v1/messages", data=json.dumps(body).encode(), method="POST",
+        headers={"content-type": "application/json", "anthropic-version": "2023-06-01",
+                 "x-api-key": "k"})
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 400
+    error = json.loads(info.value.read())["error"]
+    assert error["type"] == "invalid_request_error" and error["message"].startswith(says)
 
 
 @pytest.mark.parametrize(("behaviour", "error", "stream"), [

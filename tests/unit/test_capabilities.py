@@ -225,3 +225,40 @@ def test_a_custom_tool_leaves_out_a_model_behind_the_anthropic_messages_api() ->
     functions = needs_of({"messages": [user], "tools": [
         {"type": "function", "function": {"name": "f"}}]})
     assert filter_candidates(catalog, catalog.names, functions) == (["claude", "gpt"], {})
+
+
+def _image(url: str) -> dict[str, object]:
+    return {"role": "user", "content": [{"type": "text", "text": "see"},
+                                        {"type": "image_url", "image_url": {"url": url}}]}
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("data:image/svg+xml,<svg/>", "an image given as a data URL that is not base64 "
+     "(image/svg+xml)"),
+    ("data:image/png,%89PNG", "an image given as a data URL that is not base64 (image/png)"),
+    ("data:image/bmp;base64,Qk0=", "an image given as a data URL of type image/bmp"),
+    ("data:image/svg+xml;name=a.svg;base64,PHN2Zy8+",
+     "an image given as a data URL of type image/svg+xml"),
+], ids=["svg-text", "percent-encoded", "bmp", "svg-base64-with-parameter"])
+def test_a_data_url_image_the_messages_api_cannot_take_leaves_out_an_anthropic_model(
+        url: str, says: str) -> None:
+    """The Messages API takes base64 jpeg, png, gif and webp data only: any other data URL
+    leaves an Anthropic-backed model out with the reason, not refused after a hold."""
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("vision",)),
+                       ModelCard("gpt", provider="openai", capabilities=("vision",))])
+    needs = needs_of({"messages": [_image(url)]})
+    allowed, excluded = filter_candidates(catalog, catalog.names, needs)
+    assert allowed == ["gpt"]
+    assert excluded == {"claude": [
+        f"the request has {says}, and the Anthropic Messages API takes images as base64 data "
+        "URLs of image/jpeg, image/png, image/gif or image/webp (or as http(s) URLs)"]}
+
+
+@pytest.mark.parametrize("url", [
+    "data:image/png;name=cat.png;base64,iVBOR", "data:IMAGE/GIF;BASE64,R0lG",
+    "data:image/webp;base64,UklGR", "data:image/jpeg;base64,/9j/", "https://x.test/a.bmp"])
+def test_an_image_the_messages_api_takes_leaves_no_model_out(url: str) -> None:
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("vision",)),
+                       ModelCard("gpt", provider="openai", capabilities=("vision",))])
+    needs = needs_of({"messages": [_image(url)]})
+    assert filter_candidates(catalog, catalog.names, needs) == (["claude", "gpt"], {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -210,6 +211,34 @@ def test_system_text_images_and_max_tokens() -> None:
         {"type": "image", "source": {"type": "url", "url": "https://x.test/cat.jpg"}}]}]
     assert to_anthropic_request({**req, "max_completion_tokens": 77}, CLAUDE,
                                 stream=False)["max_tokens"] == 77
+
+
+@pytest.mark.parametrize(("url", "media", "data"), [
+    ("data:image/png;name=cat.png;base64,iVBOR", "image/png", "iVBOR"),
+    ("data:IMAGE/JPEG;charset=binary;BASE64,/9j/4A==", "image/jpeg", "/9j/4A=="),
+    ("data:image/webp;base64,UklGR", "image/webp", "UklGR"),
+], ids=["name-parameter", "upper-case-and-parameter", "webp"])
+def test_every_base64_data_url_of_a_type_anthropic_takes_is_a_base64_block(
+        url: str, media: str, data: str) -> None:
+    req = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}]}]}
+    [block] = to_anthropic_request(req, CLAUDE, stream=False)["messages"][0]["content"]
+    assert block == {"type": "image", "source": {"type": "base64", "media_type": media,
+                                                 "data": data}}
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("data:image/svg+xml,<svg xmlns='http://www.w3.org/2000/svg'/>",
+     "an image given as a data URL that is not base64 (image/svg+xml)"),
+    ("data:image/png,%89PNG%0D%0A", "an image given as a data URL that is not base64 (image/png)"),
+    ("data:image/bmp;base64,Qk0=", "an image given as a data URL of type image/bmp"),
+], ids=["svg-text", "percent-encoded", "bmp"])
+def test_a_data_url_image_anthropic_cannot_take_is_refused_not_sent_as_a_url(
+        url: str, says: str) -> None:
+    req = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}]}]}
+    with pytest.raises(UnsupportedRequest, match=re.escape(says)):
+        to_anthropic_request(req, CLAUDE, stream=False)
 
 
 def test_tools_tool_choice_and_tool_ids_pass_through() -> None:

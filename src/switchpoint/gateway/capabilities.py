@@ -14,9 +14,11 @@ request carrying a content part its model's adapter cannot send (:data:`SENDS`: 
 adapter sends text parts, image_url parts in user messages and refusal parts in assistant
 ones, but no audio or file part), nor one whose legacy ``function`` message answers no
 ``function_call`` (the Anthropic adapter sends it as the ``tool_result`` of that call), nor
-one with an assistant turn that is an earlier audio answer's id (``audio``, which only
-OpenAI can look up), which would otherwise be held against budgets and refused only once its
-call began (or, for that turn, sent without it).
+one with an image given as a data URL the Messages API cannot take (it takes base64 jpeg,
+png, gif and webp data only: :data:`ANTHROPIC_IMAGE_TYPES`), nor one with an assistant turn
+that is an earlier audio answer's id (``audio``, which only OpenAI can look up), which would
+otherwise be held against budgets and refused only once its call began (or, for that turn,
+sent without it).
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
+from switchpoint.gateway.data_url import parse_data_url
 from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES
 from switchpoint.known_providers import Wire, spec_of
 
@@ -55,6 +58,9 @@ SENDS: dict[Wire, Mapping[str, tuple[str, ...]]] = {
                   "assistant": ("text", "refusal")},
 }
 ADAPTER_NAMES: dict[Wire, str] = {"openai": "OpenAI-compatible", "anthropic": "Anthropic"}
+# The media types of the images the Anthropic Messages API takes as base64 data (an image
+# given by an http(s) URL it fetches itself).
+ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,9 @@ class Needs:
     # Whether the request declares, or its history calls, a custom tool (``type: custom``:
     # free-form input), which only OpenAI's own API takes.
     custom_tools: bool = False
+    # (media type, whether base64) of each image given as a data URL (:mod:`data_url`; media
+    # type "" when none was read).
+    data_images: frozenset[tuple[str, bool]] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -119,6 +128,34 @@ def _text_chars_and_images(content: object) -> tuple[int, int, list[str]]:
     return chars, images, texts
 
 
+def _data_images(content: object) -> set[tuple[str, bool]]:
+    """(media type, whether base64) of each image part of ``content`` given as a data URL."""
+    found = set()
+    for part in _parts(content):
+        if isinstance(part, Mapping) and part.get("type") in IMAGE_PART_TYPES:
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, Mapping) else image
+            header = parse_data_url(url) if isinstance(url, str) else None
+            if header is not None:
+                found.add((header.media_type, header.base64))
+    return found
+
+
+def anthropic_image_refusal(media_type: str, base64: bool) -> str | None:
+    """Why the Anthropic Messages API cannot take an image given as a data URL of
+    ``media_type`` (base64 or not), as what the request has (None when it can)."""
+    if not base64:
+        return f"an image given as a data URL that is not base64 ({media_type or 'no media type'})"
+    if media_type not in ANTHROPIC_IMAGE_TYPES:
+        return f"an image given as a data URL of type {media_type or 'none'}"
+    return None
+
+
+ANTHROPIC_IMAGES = (f"the Anthropic Messages API takes images as base64 data URLs of "
+                    f"{', '.join(ANTHROPIC_IMAGE_TYPES[:-1])} or {ANTHROPIC_IMAGE_TYPES[-1]} "
+                    "(or as http(s) URLs)")
+
+
 def function_results(messages: Sequence[object]) -> dict[int, int | None]:
     """Which legacy ``function_call`` each ``function`` message of ``messages`` answers: by the
     function message's index, the index of the assistant message carrying the call (the last
@@ -152,10 +189,12 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     parts: set[tuple[str, str]] = set()
     audio_answers = 0
     custom = _any_custom(request.get("tools"))
+    data_images: set[tuple[str, bool]] = set()
     for message in messages:
         if not isinstance(message, Mapping):
             continue
         parts.update(_part_kinds(message))
+        data_images.update(_data_images(message.get("content")))
         n_chars, n_images, texts = _text_chars_and_images(message.get("content"))
         chars += n_chars
         images += n_images
@@ -185,7 +224,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
                  parts=frozenset(parts), unanswered_results=unanswered,
-                 audio_answers=audio_answers, custom_tools=custom)
+                 audio_answers=audio_answers, custom_tools=custom,
+                 data_images=frozenset(data_images))
 
 
 def _any_custom(tools: object) -> bool:
@@ -229,7 +269,8 @@ def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     """Why the adapter ``card`` is called through cannot serve ``needs``, whatever the card
     lists: it gives fewer answers than asked for, cannot send the conversation's parts, a
     legacy function result that answers no call, an assistant turn that is an earlier audio
-    answer's id, or a custom tool (empty when it can serve them)."""
+    answer's id, a custom tool, or an image given as a data URL it cannot take (empty when it
+    can serve them)."""
     wire = spec_of(card).wire
     reasons = []
     if needs.answers > 1 and wire == "anthropic":
@@ -246,6 +287,10 @@ def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     if needs.custom_tools and wire == "anthropic":
         reasons.append("the request declares or calls a custom tool (type custom), and the "
                        "Anthropic Messages API takes function tools only")
+    if wire == "anthropic":
+        refused = sorted({why for image in needs.data_images
+                          if (why := anthropic_image_refusal(*image)) is not None})
+        reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
     return reasons
 
 

@@ -5,7 +5,10 @@ parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools,
 ``tool_choice``, tool calls and tool results, ``max_tokens``), answers and stream events back
 to OpenAI ``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal
 part, or the message's ``refusal`` when it has no content) is sent as its text: it is what
-the assistant said.
+the assistant said. An image given as a base64 data URL (``data:<type>[;<parameter>]*;base64,
+<data>``) is a base64 image block of its media type (parameters dropped), any other URL an
+image the API fetches; a data URL of a type the API does not take, or not base64, is not sent
+(planning leaves the model out: :func:`~switchpoint.gateway.capabilities.adapter_limits`).
 
 OpenAI's legacy function calling is translated as tool calling is: ``functions`` are tools,
 the request's ``function_call`` its ``tool_choice``, an assistant's ``function_call`` a
@@ -50,7 +53,13 @@ from switchpoint.errors import (
     StreamBroken,
     UnsupportedRequest,
 )
-from switchpoint.gateway.capabilities import SENDS, function_results
+from switchpoint.gateway.capabilities import (
+    ANTHROPIC_IMAGES,
+    SENDS,
+    anthropic_image_refusal,
+    function_results,
+)
+from switchpoint.gateway.data_url import parse_data_url
 from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
@@ -73,7 +82,6 @@ DEFAULT_MAX_TOKENS = 4096
 MAX_MESSAGE_ID = 256
 
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
-_DATA_URL = re.compile(r"^data:(?P<media>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
                 "max_tokens": "length", "model_context_window_exceeded": "length",
@@ -115,11 +123,14 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     url = image.get("url") if isinstance(image, Mapping) else image
     if not isinstance(url, str) or not url:
         raise _bad("an image_url part has no url")
-    match = _DATA_URL.match(url)
-    if match:
-        return {"type": "image", "source": {"type": "base64", "media_type": match["media"],
-                                            "data": match["data"]}}
-    return {"type": "image", "source": {"type": "url", "url": url}}
+    data = parse_data_url(url)
+    if data is None:
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    refused = anthropic_image_refusal(data.media_type, data.base64)
+    if refused is not None:  # (planning leaves such a model out; this names it if not)
+        raise _bad(f"the request has {refused}, and {ANTHROPIC_IMAGES}")
+    return {"type": "image", "source": {"type": "base64", "media_type": data.media_type,
+                                        "data": url[data.data_at:]}}
 
 
 def _text_block(part: Mapping[str, Any]) -> dict[str, Any]:
