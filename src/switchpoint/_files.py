@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
 import glob
 import logging
@@ -18,7 +19,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -131,10 +132,65 @@ def lock_holder(fd: int) -> str:
     """`` (pid N)`` of the process that holds the advisory lock on the file ``fd`` has open,
     when it has written its pid there (else ``""``)."""
     try:
-        pid = os.pread(fd, 32, 0).decode("ascii").strip()
+        pid = os.pread(fd, 32, 0).decode("ascii").strip().partition(" ")[0]
     except (OSError, UnicodeDecodeError):
         return ""
     return f" (pid {pid})" if pid.isdigit() else ""
+
+
+#: The file in data_dir whose advisory lock (``flock``) the process serving from it holds for
+#: as long as it serves (see :mod:`switchpoint.gateway.owner`). With no service running, a
+#: store holds it for a moment too, while it writes what the spill file beside the database
+#: keeps (see :func:`brief_lock`).
+SERVE_LOCK = "serve.lock"
+#: What a brief holder writes after its pid in :data:`SERVE_LOCK`: a service starting then
+#: waits for it (see :data:`BRIEF_HOLD_S`) rather than being refused.
+BRIEF_MARK = "briefly"
+#: Most seconds a service starting waits for a brief holder to let go of :data:`SERVE_LOCK`.
+BRIEF_HOLD_S = 30.0
+
+
+def open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, made (0600) if need be (``OSError`` if it
+    cannot be)."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+
+
+def try_lock(fd: int) -> bool:
+    """Take the exclusive advisory lock on ``fd``'s file without waiting: False while another
+    opening holds it (``OSError`` when the file system takes no locks)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def held_briefly(fd: int) -> bool:
+    """Whether the holder of the lock on ``fd``'s file holds it for a moment only (it wrote
+    :data:`BRIEF_MARK`, see :func:`brief_lock`)."""
+    try:
+        return os.pread(fd, 64, 0).decode("ascii", "replace").split()[1:] == [BRIEF_MARK]
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def brief_lock(data_dir: Path) -> Iterator[bool]:
+    """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, taken without waiting:
+    yields whether it is held (False: a process serves from ``data_dir``, or holds it for a
+    moment itself). A service starting meanwhile waits for it (see :data:`BRIEF_MARK`).
+    ``OSError`` when the lock file cannot be made or locked."""
+    fd = open_lock(data_dir / SERVE_LOCK)
+    try:
+        if not try_lock(fd):
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {BRIEF_MARK}\n".encode())
+        yield True
+    finally:
+        os.close(fd)
 
 
 #: The highest process id any system hands out (Linux's limit, 2**22; others stop lower).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,8 @@ import pytest
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import DataDirInUseError
 from switchpoint.gateway import Gateway
+from switchpoint.store import DecisionRecord
+from switchpoint.store.sqlite import _spill_lines
 from tests.integration.servers import ProcessServer, refused_start
 
 
@@ -100,3 +103,34 @@ def test_a_lock_file_removed_under_a_running_service_is_locked_again(tmp_path: P
         assert f"another switchpoint process (pid {server.proc.pid})" in err
     finally:
         server.kill()
+
+
+def test_what_learns_beside_a_service_leaves_its_spill_file_to_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`switchpoint feedback` / `learn` open the store beside the service: the records the
+    service keeps in its spill file (its database refused them) are the service's to write,
+    since it appends there meanwhile; its next start writes them."""
+    data = tmp_path / "data"
+    server = ProcessServer(data_dir=data).start()
+    spill = data / "switchpoint.db.unwritten.jsonl"
+    waiting = [DecisionRecord(
+        id=uuid.uuid4().hex, ts=time.time(), selected_model="a", cluster_id=1,
+        cost_weight=0.5, candidates=["a"], cache_hit=False, routing_ms=0.1, embedding_ms=1.0,
+        policy="cluster", weights_id="w", expected_error=0.1, cost_adjusted_score=0.1)
+        for _ in range(2)]
+    try:
+        server.wait_ready()
+        spill.write_text(_spill_lines(waiting), encoding="utf-8")  # as its outage leaves it
+        with Gateway(settings_for(data), serves_chat=False) as offline:
+            offline.open()
+            assert offline.store is not None
+            assert {d["id"] for d in offline.store.decisions()} & {r.id for r in waiting} == set()
+        assert spill.read_text(encoding="utf-8") == _spill_lines(waiting)  # untouched
+        assert "2 record(s) wait in switchpoint.db.unwritten.jsonl for the service" in caplog.text
+    finally:
+        server.kill()
+    with Gateway(settings_for(data)) as restarted:
+        restarted.open()
+        assert restarted.store is not None
+        assert {r.id for r in waiting} <= {d["id"] for d in restarted.store.decisions()}
+    assert not spill.exists()

@@ -266,7 +266,7 @@ class Gateway:
             self._owner = DataDirLock(path).acquire()
         try:
             if self.store is not None:
-                self.store.open()
+                self.store.open(serving=self._owner is not None)
             self._pins = SQLitePinStore(path / PINS_FILENAME)
             self.pinner.store = self._pins
             self.governor.open()

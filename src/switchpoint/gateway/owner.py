@@ -6,25 +6,37 @@ that calls models through ``data_dir``, rebuilt from it at its start. Two such p
 ``switchpoint serve``, or a service and a :class:`~switchpoint.gateway.Gateway` in Python code
 or a ``switchpoint label`` run beside it) would each keep their own, and let every caller
 spend each budget once per process. So whichever comes second is refused at once, naming the
-process that holds the lock. The lock is per opening: two gateways in one process exclude each
-other too. The operating system releases it when its process exits, however it exits, so a
-crashed service never blocks its restart. What only reads or learns offline (``switchpoint
-keys``, ``feedback``, ``learn``, ``report``, ``prune``, and a gateway built with
-``serves_chat=False``) takes no lock: it works beside a running service, as the README says.
+process that holds the lock (a store holding it for a moment with no service running, to
+write what the spill file beside the database keeps, is waited for instead: see
+:func:`~switchpoint._files.brief_lock`). The lock is per opening: two gateways in one process
+exclude each other too. The operating system releases it when its process exits, however it
+exits, so a crashed service never blocks its restart. What only reads or learns offline
+(``switchpoint keys``, ``feedback``, ``learn``, ``report``, ``prune``, and a gateway built
+with ``serves_chat=False``) takes no lock: it works beside a running service, as the README
+says (its store leaves the spill file to the service, see
+:meth:`~switchpoint.store.SQLiteStore.open`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 
-from switchpoint._files import file_identity, lock_holder
+from switchpoint._files import (
+    BRIEF_HOLD_S,
+    SERVE_LOCK,
+    file_identity,
+    held_briefly,
+    lock_holder,
+    open_lock,
+    try_lock,
+)
 from switchpoint.errors import DataDirInUseError, StoreError
 
 log = logging.getLogger("switchpoint.gateway")
-LOCK_FILENAME = "serve.lock"
+LOCK_FILENAME = SERVE_LOCK
 
 
 class DataDirLock:
@@ -46,14 +58,23 @@ class DataDirLock:
         if self._fd is not None:
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            fd = open_lock(self.path)
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot make the lock file that keeps a second "
                              f"service off this data_dir ({exc.strerror or exc}); check that "
                              "data_dir is a writable directory") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            taken = try_lock(fd)
+            deadline = time.monotonic() + BRIEF_HOLD_S
+            while not taken and held_briefly(fd) and time.monotonic() < deadline:
+                time.sleep(0.05)  # a store writing the spill file with no service: a moment
+                taken = try_lock(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"{self.path}: cannot lock it ({exc.strerror or exc}); data_dir "
+                             "must be on a file system that supports locks (not every network "
+                             "file system does)") from None
+        if not taken:
             holder = lock_holder(fd)
             os.close(fd)
             raise DataDirInUseError(
@@ -61,12 +82,7 @@ class DataDirLock:
                 f"{self.data_dir} (`switchpoint serve`, or a Gateway or `switchpoint label` "
                 "calling models through it): two would each enforce every budget and rate "
                 "limit on their own, so callers could spend twice; stop it first, or give this "
-                "one another data_dir") from None
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(f"{self.path}: cannot lock it ({exc.strerror or exc}); data_dir "
-                             "must be on a file system that supports locks (not every network "
-                             "file system does)") from None
+                "one another data_dir")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

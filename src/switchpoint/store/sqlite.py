@@ -17,6 +17,7 @@ under concurrency. Reads open their own connection; WAL lets them run beside the
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -26,13 +27,13 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from switchpoint._files import database_identity, private_dir, private_file
+from switchpoint._files import brief_lock, database_identity, private_dir, private_file
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.moved import Files, close_moved, how_it_left
@@ -1172,13 +1173,25 @@ class SQLiteStore:
         self._files: Files = ()
         self._left: str | None = None
         self._next_look = 0.0  # when the writer, idle, looks at the files next
+        self._serving = False  # see open()
+        self._told_waiting = False  # said that the spill file waits for the service
 
     # Lifecycle ---------------------------------------------------------------------------------
 
-    def open(self) -> SQLiteStore:
-        """Create the file and schema if needed and start the writer thread."""
+    def open(self, *, serving: bool = False) -> SQLiteStore:
+        """Create the file and schema if needed and start the writer thread.
+
+        ``serving``: this process serves from the database's folder and holds its lock
+        (:data:`~switchpoint._files.SERVE_LOCK`, see :mod:`switchpoint.gateway.owner`). Only
+        such a store writes what :attr:`spill_path` keeps, since the service appends to that
+        file while its database refuses writes, and a store beside it (a command run on the
+        same data_dir) that wrote and removed the file could lose what it added meanwhile.
+        Any other store leaves the file alone while a service runs (saying so once), and with
+        none running writes it while holding that lock itself (see
+        :func:`~switchpoint._files.brief_lock`)."""
         if self._writer is not None:
             return self
+        self._serving = serving
         try:
             conn = self._schema()
             self._busy_ms = BUSY_MS
@@ -1218,9 +1231,9 @@ class SQLiteStore:
     def upgrade(self) -> None:
         """Bring the file's schema up to date and check its tables as :meth:`open` does, and
         nothing else (a tool beside the service, such as ``switchpoint prune``): what
-        :attr:`spill_path` keeps is written only by a store that opens, since a running one
-        holds the same records in memory and writes them itself once the database takes
-        writes again."""
+        :attr:`spill_path` keeps is never written here, since a running service holds the
+        same records in memory and writes them itself once the database takes writes again
+        (see :meth:`open` for which store writes it)."""
         try:
             conn = self._schema()
             try:
@@ -1583,7 +1596,49 @@ class SQLiteStore:
         if the database refuses them, the writer tries again once it takes writes."""
         self._write_spilled(conn, at_open=True)
 
+    @contextlib.contextmanager
+    def _spill_claim(self) -> Iterator[str | None]:
+        """For the ``with`` block, whether this store may write and remove :attr:`spill_path`
+        (see :meth:`open`): None when it may, else why not."""
+        if self._serving:
+            yield None
+            return
+        with contextlib.ExitStack() as stack:
+            try:
+                held = stack.enter_context(brief_lock(self.path.parent))
+            except OSError as exc:
+                yield f"the data_dir's lock cannot be taken ({exc.strerror or exc})"
+                return
+            yield None if held else "a service serves from this data_dir"
+
+    def _leave_spilled(self, why: str) -> None:
+        """Leave :attr:`spill_path` to the service (its records it writes), saying so once."""
+        self._unwritten = False  # (this store's own records there: written from memory)
+        if self._told_waiting:
+            return
+        self._told_waiting = True
+        try:
+            with self.spill_path.open("rb") as fh:
+                count = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        except OSError:
+            return  # (written and removed meanwhile)
+        log.warning("%s: %d record(s) wait in %s for the service to write them (%s; a store "
+                    "beside it leaves that file alone)", self.path, count, self.spill_path.name,
+                    why)
+
     def _write_spilled(self, conn: sqlite3.Connection | None, *, at_open: bool) -> None:
+        """:meth:`_take_spilled` when this store may (see :meth:`open`), else leave the file
+        to the service."""
+        if not self.spill_path.exists():
+            self._unwritten, self._journal_whole, self.spill_full = False, True, None
+            return
+        with self._spill_claim() as why_not:
+            if why_not is None:
+                self._take_spilled(conn, at_open=at_open)
+            else:
+                self._leave_spilled(why_not)
+
+    def _take_spilled(self, conn: sqlite3.Connection | None, *, at_open: bool) -> None:
         """Write what :attr:`spill_path` keeps (a row already there is passed over), then
         remove the file. At :meth:`open`; and by the writer once every record it kept for
         retry is written (the file may also hold records an earlier start could not write,

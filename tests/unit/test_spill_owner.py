@@ -1,0 +1,154 @@
+"""The spill file is the service's: a store opened beside a running service (a CLI command on
+the same data_dir) leaves it alone; with no service running, a store takes it up under the
+data_dir's lock, so that a service starting meanwhile waits."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from switchpoint.errors import DataDirInUseError
+from switchpoint.gateway.owner import DataDirLock
+from switchpoint.store import DecisionRecord, SQLiteStore
+from switchpoint.store import sqlite as store_sqlite
+from switchpoint.store.sqlite import _spill_lines
+from tests.fakes.full_disk import full_disk
+
+
+def _record() -> DecisionRecord:
+    return DecisionRecord(
+        id=uuid.uuid4().hex, ts=time.time(), selected_model="a", cluster_id=1,
+        cost_weight=0.5, candidates=["a", "b"], cache_hit=False, routing_ms=0.2,
+        embedding_ms=3.0, policy="cluster", weights_id="w1", expected_error=0.1,
+        cost_adjusted_score=0.2)
+
+
+def _spill(path: Path, records: list[DecisionRecord]) -> None:
+    """Add ``records`` to the spill file as a service whose database refuses writes does."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(_spill_lines(records))
+
+
+def _ids(store: SQLiteStore) -> set[str]:
+    return {d["id"] for d in store.decisions(limit=100)}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data"
+    with SQLiteStore(folder / "switchpoint.db"):  # the schema, as a first start makes it
+        pass
+    return folder
+
+
+def test_a_store_beside_the_service_leaves_its_spill_file_alone(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    db = data_dir / "switchpoint.db"
+    service = DataDirLock(data_dir).acquire()  # the service serving from data_dir
+    try:
+        spill = SQLiteStore(db).spill_path
+        waiting = [_record() for _ in range(3)]
+        _spill(spill, waiting)
+        late = _record()  # what the service appends while the other store is open
+        appended: list[DecisionRecord] = []
+        read = store_sqlite._spilled_rows
+
+        def service_appends() -> None:
+            if not appended:
+                _spill(spill, [late])
+                appended.append(late)
+
+        def read_then_service_appends(text: str) -> object:
+            rows = read(text)
+            service_appends()  # between its read and its removal of the file
+            return rows
+
+        monkeypatch.setattr(store_sqlite, "_spilled_rows", read_then_service_appends)
+        with SQLiteStore(db) as beside:  # e.g. `switchpoint feedback` / `report`
+            service_appends()  # (if it did not read the file)
+            assert _ids(beside) == set()  # wrote none of the service's records
+        text = spill.read_text(encoding="utf-8")
+        assert all(r.id in text for r in [*waiting, late])  # all still there for the service
+        assert "3 record(s) wait in" in caplog.text and "for the service" in caplog.text
+        # The service (holding the lock) takes it up at its start: nothing lost, none twice.
+        monkeypatch.setattr(store_sqlite, "_spilled_rows", read)
+        with SQLiteStore(db).open(serving=True) as owner:
+            assert _ids(owner) == {r.id for r in [*waiting, late]}
+            assert len(owner.decisions(limit=100)) == 4
+        assert not spill.exists()
+    finally:
+        service.release()
+
+
+def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = data_dir / "switchpoint.db"
+    spill = SQLiteStore(db).spill_path
+    waiting = [_record() for _ in range(2)]
+    _spill(spill, waiting)
+    read = store_sqlite._spilled_rows
+    started: list[object] = []
+
+    def read_while_a_service_starts(text: str) -> object:
+        # A service starting now waits for the take-up instead of being refused.
+        thread = threading.Thread(target=lambda: started.append(
+            _acquire(data_dir)))
+        thread.start()
+        time.sleep(0.3)
+        assert not started  # it waits: the lock is held for the take-up
+        started.append(thread)
+        return read(text)
+
+    monkeypatch.setattr(store_sqlite, "_spilled_rows", read_while_a_service_starts)
+    with SQLiteStore(db) as after_a_crash:  # e.g. `switchpoint prune` with no service
+        assert _ids(after_a_crash) == {r.id for r in waiting}
+    assert not spill.exists()
+    thread = started[0]
+    assert isinstance(thread, threading.Thread)
+    thread.join(timeout=10)
+    lock = started[1]
+    assert isinstance(lock, DataDirLock) and lock.held  # the service started once it was done
+    lock.release()
+
+
+def _acquire(data_dir: Path) -> DataDirLock | DataDirInUseError:
+    try:
+        return DataDirLock(data_dir).acquire()
+    except DataDirInUseError as exc:
+        return exc
+
+
+def test_a_store_beside_the_service_writes_its_own_refused_records_and_leaves_the_file(
+        data_dir: Path) -> None:
+    db = data_dir / "switchpoint.db"
+    service = DataDirLock(data_dir).acquire()
+    try:
+        spill = SQLiteStore(db).spill_path
+        theirs = [_record()]
+        _spill(spill, theirs)  # the service's, waiting
+        with SQLiteStore(db) as beside, full_disk(beside) as disk:
+            mine = _record()
+            beside.append_lazy(mine)  # refused: kept for retry, and added to the file too
+            deadline = time.monotonic() + 10
+            while not beside._retry:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            disk.full = False
+            beside.append(_record()).result(timeout=10)  # writes go through again
+            while beside._retry or mine.id not in _ids(beside):
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert theirs[0].id not in _ids(beside)
+        text = spill.read_text(encoding="utf-8")
+        assert theirs[0].id in text and mine.id in text  # left to the service (passed over)
+        with SQLiteStore(db).open(serving=True) as owner:
+            assert theirs[0].id in _ids(owner)
+            assert [d["id"] for d in owner.decisions(limit=100)].count(mine.id) == 1
+        assert not spill.exists()
+    finally:
+        service.release()
