@@ -465,15 +465,18 @@ class ProviderError(SwitchpointError):
     _retryable: ClassVar[bool] = False
     _escalate: ClassVar[bool] = False
     _counts_against_health: ClassVar[bool] = True
+    _may_have_generated: ClassVar[bool] = False
 
     def __init__(self, message: str, *, model: str | None = None, status: int | None = None,
-                 body: object = None) -> None:
+                 body: object = None, generated: bool | None = None) -> None:
         where = f"{model}: " if model else ""
         super().__init__(f"{where}{message}")
         self.message = message
         self.model = model
         self.status = status
         self.body = body
+        # Overrides the kind's ``may_have_generated`` for this failure (None: the kind's).
+        self._generated = generated
 
     @property
     def retryable(self) -> bool:
@@ -489,6 +492,15 @@ class ProviderError(SwitchpointError):
     def counts_against_health(self) -> bool:
         """The failure says something about the model's health (not about the request)."""
         return self._counts_against_health
+
+    @property
+    def may_have_generated(self) -> bool:
+        """The upstream had the request and may have been generating its answer when the call
+        ended (a read or first-token timeout, the request's deadline cutting it, a stream or an
+        answer cut part-way, an answer too large): a provider bills what it generated until
+        the connection closed. False when nothing was sent (a connect error, a missing key) or
+        the upstream answered with an error status (4xx, 5xx, 429), which is not billed."""
+        return self._may_have_generated if self._generated is None else self._generated
 
     def to_openai_error(self) -> dict[str, Any]:
         """The ``{"error": {...}}`` envelope a client of the gateway would see for this error."""
@@ -534,6 +546,7 @@ class ReadTimeout(ProviderError):
     kind = "read_timeout"
     _retryable = True
     _escalate = True
+    _may_have_generated = True  # (not when sending it timed out: nothing was generated)
 
 
 class DeadlineSpent(ReadTimeout):
@@ -550,6 +563,7 @@ class FirstTokenTimeout(ProviderError):
     kind = "first_token_timeout"
     _retryable = True
     _escalate = True
+    _may_have_generated = True
 
 
 class MalformedResponse(ProviderError):
@@ -573,6 +587,7 @@ class ResponseTooLarge(ProviderError):
 
     kind = "response_too_large"
     _escalate = True
+    _may_have_generated = True
 
 
 class StreamBroken(ProviderError):
@@ -586,6 +601,7 @@ class StreamBroken(ProviderError):
     """
 
     kind = "stream_broken"
+    _may_have_generated = True
 
     def __init__(self, message: str, *, after_first_byte: bool = False,
                  model: str | None = None, status: int | None = None,

@@ -616,3 +616,54 @@ async def test_a_model_trickling_its_stream_after_one_that_failed_fast_is_charge
         async for _ in result:
             pass
     assert health.state("b") is BreakerState.OPEN
+
+
+def test_only_failures_after_the_request_was_sent_say_the_model_may_have_generated() -> None:
+    # A provider bills what it generated until the connection closed: the budget is charged
+    # for these tries (see billed_tries), not for failures nothing was generated in.
+    import httpx
+
+    from switchpoint.gateway.failover import Attempt, billed_tries
+    from switchpoint.gateway.providers._http import map_transport_error
+
+    timeouts = Timeouts()
+
+    def mapped(exc: httpx.HTTPError, started: bool = False) -> bool:
+        return map_transport_error(exc, model="a", timeouts=timeouts,
+                                   started=started).may_have_generated
+
+    assert mapped(httpx.ReadTimeout("silent"))  # waiting for the answer
+    assert mapped(httpx.ReadError("cut"), started=True)  # a stream cut part-way
+    assert not mapped(httpx.WriteTimeout("slow send"))  # never wholly sent
+    assert not mapped(httpx.ConnectError("refused"))
+    assert not mapped(httpx.ConnectTimeout("no route"))
+    assert FirstTokenTimeout("late").may_have_generated
+    assert StreamBroken("ended before any content").may_have_generated
+    for refused in (ServerError("500", status=500), RateLimited("429", status=429),
+                    BadRequest("400"), ContentFiltered("no"), ContextLengthExceeded("long")):
+        assert not refused.may_have_generated, refused
+    tries = [Attempt("a", 1, "read_timeout", billed=True), Attempt("a", 2, "server_error"),
+             Attempt("b", 1, "ok")]
+    assert billed_tries(tries) == tries[:1]
+
+
+async def test_the_deadline_run_out_before_a_call_began_is_not_billed() -> None:
+    # The deadline cutting a call under way may leave it billed; one that ran out before the
+    # next try began (here, while the call waited to retry) sent nothing.
+    clock = [0.0]
+
+    class Failing:
+        async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                           timeouts: Timeouts) -> ProviderResponse:
+            raise ServerError("busy", model=card.name, status=500)
+
+    async def sleep(seconds: float) -> None:
+        clock[0] += 100.0  # (the wait outlived the deadline)
+
+    with pytest.raises(FailoverError) as caught:
+        await call_with_failover({"messages": []}, [ModelCard(name="a")],
+                                 lambda card: Failing(),  # type: ignore[arg-type,return-value]
+                                 policy=RetryPolicy(max_attempts_per_model=2, max_total_s=15),
+                                 clock=lambda: clock[0], sleep=sleep)
+    assert [(a.outcome, a.billed) for a in caught.value.attempts] == [
+        ("server_error", False), ("read_timeout", False)]

@@ -78,11 +78,11 @@ from switchpoint.gateway.failover import (
     FailoverResult,
     FailoverStream,
     RetryPolicy,
+    billed_tries,
     call_with_failover,
     failed_models,
     none_answered,
     outgrown_models,
-    under_way,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import HealthConfig, HealthTracker
@@ -691,26 +691,24 @@ class Gateway:
             self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
                                          outgrown=outgrown_models(exc.attempts),
                                          rehomed_to=rehomed_to)
-            entry = accounting.failed(plan, exc, live, self._settle(plan, None, None, None))
+            entry = accounting.failed(plan, exc, live,
+                                      self._settle(plan, None, None, None, exc.attempts))
             exc.info = entry.info
             await self._write(entry, wait=True)
             raise
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected; or the service, stopping, ended
-            # the call). With a try under way upstream, its usage is unknown and a provider
-            # bills what it made until the connection closed: the budgets are charged the
-            # worst case of the model being called. Before any model was called, or between
-            # two tries, nothing sent could be billed: the hold is released.
+            # the call). A try under way upstream is charged as every try a provider may have
+            # billed is (see _settle). Before any model was called, or between two tries,
+            # nothing sent could be billed: with no such try before, the hold is released.
             stopped = self._stopped_calls.pop(task, None) if task is not None else None
             if stopped is not None and task is not None and task.uncancel() > 0:
                 stopped = None  # cancelled by its caller too: that one is obeyed
-            calling = under_way(attempts)
-            card = next((c for c in plan.cards if c.name == calling), None)
-            if card is None and plan.ticket is not None:
+            if not billed_tries(attempts) and plan.ticket is not None:
                 plan.notes.append("cancelled with no try under way upstream (before any "
                                   "model was called, or between two tries): its budget hold "
                                   "was released, nothing charged")
-            settlement = self._settle(plan, card, None, None)
+            settlement = self._settle(plan, None, None, None, attempts)
             # A pinned model that had failed before the caller left did not hold the pin.
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(attempts)
@@ -740,7 +738,7 @@ class Gateway:
         self.pinner.record(plan.session, result.model, time.time())
         entry = accounting.answered(plan, result, live,
                                     self._settle(plan, result.card, result.cost_usd,
-                                                 result.usage))
+                                                 result.usage, result.attempts))
         body = result.body
         if isinstance(body.get("usage"), dict):
             # null when the model has no prices: unknown, not free (nor what the upstream says)
@@ -774,7 +772,8 @@ class Gateway:
                 plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
             entry = accounting.streamed(plan, s, live, ttft_ms,
-                                        self._settle(plan, s.card, s.cost_usd, s.usage))
+                                        self._settle(plan, s.card, s.cost_usd, s.usage,
+                                                     s.attempts))
             _update(info, entry.info)
             written = None
             try:
@@ -840,7 +839,8 @@ class Gateway:
         :class:`~switchpoint.errors.ServiceStopped`, one nobody reads is closed). Each is
         logged once, saying ``why``, its budget hold settled as for a request its client left
         (the worst case of the model being called when a try was under way upstream, unless
-        its usage is known; released when none was), its upstream
+        its usage is known, and of each earlier try a provider may have billed; released when
+        there was none), its upstream
         connection closed. A request still being planned is ended too (its routing is
         cancelled; its caller gets the same error, and it is logged once), and so is one
         planned whose call has not begun (its budget hold released, as no model was called;
@@ -910,15 +910,36 @@ class Gateway:
                         "loop closed, so their requests are not in the request log; close a "
                         "stream you stop reading (await stream.aclose())", len(gone))
 
-    def _settle(self, plan: Plan, card: Any, cost_usd: float | None,
-                usage: Any) -> accounting.Settlement | None:
-        """Settle the request's budget reservation (``card`` None: release it): the ledger rows
-        for its log entry and the amount charged; None when it holds no reservation."""
+    def _settle(self, plan: Plan, card: Any, cost_usd: float | None, usage: Any,
+                attempts: Sequence[Attempt] = ()) -> accounting.Settlement | None:
+        """Settle the request's budget reservation: the answer of ``card`` (None: no answer)
+        at ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a
+        provider may have billed with no answer (:func:`billed_tries`: a timeout, the deadline
+        or a cut mid-answer, the caller leaving while it was under way) at its model's worst
+        case; with neither, the hold is released. Each such try carries its charge in the log
+        (``charged_usd``), and a note says what they added. Returns the ledger rows for its
+        log entry and the amount charged; None when it holds no reservation."""
         if plan.ticket is None:
             return None
+        cards = {c.name: c for c in plan.cards}
+        billed = [a for a in billed_tries(attempts) if a.model in cards]
+        for attempt in billed:
+            attempt.charged_usd = self.governor.worst_of(plan.ticket, cards[attempt.model])
+        if billed:
+            extra = sum(a.charged_usd or 0.0 for a in billed)
+            over = (" (more than the request's hold, the dearest candidate's worst case: "
+                    "charged in full)" if extra + (cost_usd or 0.0)
+                    > plan.ticket.worst_usd * (1 + 1e-9) + 1e-12 else "")
+            plan.notes.append(
+                f"Budget: charged ${extra:.6f} for {len(billed)} tr"
+                f"{'y' if len(billed) == 1 else 'ies'} a provider may have billed with no "
+                "answer (timed out, cut by the deadline or mid-answer, or left by the caller "
+                "while under way), each at its model's worst case: "
+                + ", ".join(f"{a.model} #{a.attempt} {a.outcome}" for a in billed) + over + ".")
         tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
         rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
-                                             card=card, cost_usd=cost_usd, tokens=tokens)
+                                             card=card, cost_usd=cost_usd, tokens=tokens,
+                                             billed=[cards[a.model] for a in billed])
         return list(rows), charged
 
     def _release(self, plan: Plan) -> None:

@@ -98,7 +98,10 @@ class Attempt:
     """One try of one model. ``outcome`` is ``"ok"``, an error kind, (for a candidate passed
     over without a call) ``"circuit_open"`` or ``"context_too_small"``, or ``"client_closed"``
     (the try under way, or waited for, when the caller left). ``begun`` is False for a try
-    that was only waited for (the caller left between two tries): nothing was sent for it."""
+    that was only waited for (the caller left between two tries): nothing was sent for it.
+    ``billed``: the try ended after its request was sent and before an answer, in a way that
+    says the model may have generated (see :func:`billed_tries`); ``charged_usd`` is what the
+    request's budgets were charged for it, once settled."""
 
     model: str
     attempt: int
@@ -109,6 +112,8 @@ class Attempt:
     error: str | None = None
     retry_after_s: float | None = None
     begun: bool = True
+    billed: bool = False
+    charged_usd: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -119,9 +124,12 @@ class Attempt:
         return self.outcome in SKIPPED
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "attempt": self.attempt, "outcome": self.outcome,
-                "latency_ms": round(self.latency_ms, 2), "waited_s": round(self.waited_s, 3),
-                "status": self.status, "error": self.error}
+        out = {"model": self.model, "attempt": self.attempt, "outcome": self.outcome,
+               "latency_ms": round(self.latency_ms, 2), "waited_s": round(self.waited_s, 3),
+               "status": self.status, "error": self.error}
+        if self.charged_usd is not None:
+            out["charged_usd"] = round(self.charged_usd, 10)
+        return out
 
 
 def failed_models(attempts: Sequence[Attempt]) -> set[str]:
@@ -131,15 +139,17 @@ def failed_models(attempts: Sequence[Attempt]) -> set[str]:
     return {a.model for a in attempts if not a.ok and a.model not in left}
 
 
-def under_way(attempts: Sequence[Attempt]) -> str | None:
-    """The model whose call was under way upstream when the caller left (``attempts`` of a
-    call it cancelled): the last try's, when the cancel cut it short. None when the caller
-    left before any model was called, or while the call waited between two tries: nothing
-    sent then could be billed."""
-    last = attempts[-1] if attempts else None
-    if last is None or last.outcome != CLIENT_CLOSED or not last.begun:
-        return None
-    return last.model
+def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
+    """The tries of ``attempts`` that a provider may have billed without an answer whose usage
+    is known: each ended after its request was sent, in a way that says the model may have
+    been generating (a read or first-token timeout, the request's deadline cutting it, a
+    stream or an answer cut part-way, an answer too large; or the caller leaving while it was
+    under way). A provider bills what it generated until the connection closed, so each is
+    charged its model's worst case. Not billed: a try that failed before anything was sent
+    (a connect error, a missing key), one the upstream refused with an error status (4xx,
+    5xx, 429), a candidate passed over, a try only waited for when the caller left. (A
+    committed stream's own end is charged with its answer: its usage, or its worst case.)"""
+    return [a for a in attempts if a.billed]
 
 
 def outgrown_models(attempts: Sequence[Attempt]) -> set[str]:
@@ -530,7 +540,7 @@ async def call_with_failover(
             remaining = deadline - clock()
             try:
                 if remaining <= 0:
-                    raise _deadline_error(policy, card, shared)
+                    raise _deadline_error(policy, card, shared, sent=False)
                 async with _within(remaining, policy, card, shared):
                     if stream:
                         chunks, buffered, ended = await _open_stream(provider, request, card,
@@ -540,14 +550,16 @@ async def call_with_failover(
             except asyncio.CancelledError:
                 _no_verdict(health, card.name, slot)  # the client left
                 attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
-                                        (time.perf_counter() - started) * 1000.0, waited))
+                                        (time.perf_counter() - started) * 1000.0, waited,
+                                        billed=True))
                 raise
             except ProviderError as exc:
                 latency = (time.perf_counter() - started) * 1000.0
                 exc.model = exc.model or card.name
                 last_error = exc
                 attempts.append(Attempt(card.name, number, exc.kind, latency, waited,
-                                        exc.status, str(exc)))
+                                        exc.status, str(exc),
+                                        billed=exc.may_have_generated))
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
                 if health is not None:
                     if exc.counts_against_health:
@@ -638,13 +650,15 @@ def none_answered(names: Sequence[str], errors: Sequence[Exception]) -> Exceptio
     return merged
 
 
-def _deadline_error(policy: RetryPolicy, card: ModelCard, shared: bool) -> ReadTimeout:
+def _deadline_error(policy: RetryPolicy, card: ModelCard, shared: bool,
+                    sent: bool = True) -> ReadTimeout:
     """The request's deadline ran out on ``card``'s call: charged to its health unless
-    ``shared`` (see :func:`_had_less`)."""
+    ``shared`` (see :func:`_had_less`); ``sent`` False when it ran out before the call
+    began (nothing was sent, nothing can be billed)."""
     kind = DeadlineSpent if shared else ReadTimeout
     return kind(f"the request's deadline of {policy.max_total_s:g}s (gateway.max_total_s) ran "
                 "out" + (" after other models had used more than half of it" if shared else ""),
-                model=card.name)
+                model=card.name, generated=sent)
 
 
 def _had_less(attempts: Sequence[Attempt], model: str, left_s: float,

@@ -884,16 +884,26 @@ class Governor:
             return None
         return max(pool, key=lambda c: worst[c.name])
 
+    @staticmethod
+    def worst_of(ticket: Ticket, card: ModelCard) -> float:
+        """The worst case ``ticket`` holds for one call of ``card`` (its prompt and all the
+        answer it may write): what a try of it a provider may have billed is charged."""
+        return ticket.worst_by_model.get(card.name, ticket.worst_usd)
+
     def settle(self, ticket: Ticket | None, *, request_id: str, card: ModelCard | None,
-               cost_usd: float | None, tokens: int | None) -> tuple[list[LedgerRecord],
-                                                                     float | None]:
+               cost_usd: float | None, tokens: int | None,
+               billed: Sequence[ModelCard] = ()) -> tuple[list[LedgerRecord], float | None]:
         """Close a reservation: charge the answer's cost (or, unknown, the answering model's
-        worst case) or, with no answer (``card`` None), release it. Returns the ledger rows to
-        log with the request and the amount charged."""
+        worst case) and each try in ``billed`` (one a provider may have billed with no answer,
+        see :func:`~switchpoint.gateway.failover.billed_tries`) its model's worst case; with
+        no answer (``card`` None) and no such try, release it. Returns the ledger rows to log
+        with the request (one per model charged) and the amount charged (their sum, which may
+        pass the hold when failed tries add up to more than the dearest model's worst case:
+        the provider billed them all the same)."""
         if ticket is None:
             return [], None
         now = self.clock()  # (read once: the row's instant is the one the ledger charges at)
-        if card is None:
+        if card is None and not billed:
             # A reservation that expired meanwhile was released then (its expiry row says so).
             with self._persisting:
                 if not self.ledger.release(ticket, tokens=0, now=now) or not ticket.persisted:
@@ -901,27 +911,45 @@ class Governor:
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
                                  request_id=request_id, key_id=ticket.key_id,
                                  tenant=ticket.tenant)], None
-        worst = ticket.worst_by_model.get(card.name, ticket.worst_usd)
-        charged = cost_usd if cost_usd is not None else worst
-        if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
-            # What the upstream reported is past what the request could use (its prompt's
-            # bytes and images, its output cap): a budget is never charged past its hold.
-            log.warning("request %s: %s reported usage costing $%.6f, more than the $%.6f "
-                        "worst case held for it; charged the worst case (more image tokens "
-                        "than governance.image_tokens, or an upstream that ignores the output "
-                        "cap or misreports its usage?)", request_id, card.name, charged, worst)
-            charged = worst
+        # Per model charged, in order: its card and amount.
+        charges: dict[str, tuple[ModelCard, float]] = {}
+        for tried in billed:
+            before = charges.get(tried.name, (tried, 0.0))[1]
+            charges[tried.name] = (tried, before + self.worst_of(ticket, tried))
+        if card is not None:
+            worst = self.worst_of(ticket, card)
+            charged = cost_usd if cost_usd is not None else worst
+            if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
+                # What the upstream reported is past what the request could use (its prompt's
+                # bytes and images, its output cap): an answer is never charged past the
+                # worst case held for its model.
+                log.warning("request %s: %s reported usage costing $%.6f, more than the $%.6f "
+                            "worst case held for it; charged the worst case (more image tokens "
+                            "than governance.image_tokens, or an upstream that ignores the "
+                            "output cap or misreports its usage?)", request_id, card.name,
+                            charged, worst)
+                charged = worst
+            before = charges.get(card.name, (card, 0.0))[1]
+            charges[card.name] = (card, before + charged)
         if tokens is not None and ticket.tokens:
             tokens = min(tokens, ticket.tokens)  # likewise a rate window: never past the hold
-        accounts = settle_accounts(ticket.key_id, ticket.tenant, card.name, card.provider)
-        if not self.ledger.settle(ticket, charged_usd=charged, accounts=accounts,
-                                  tokens=tokens, now=now):
+        total = sum(amount for _, amount in charges.values())
+        if total > ticket.worst_usd * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
+            log.warning("request %s: tries a provider may have billed with no answer (timed "
+                        "out or cut mid-answer) cost $%.6f in all at their worst case, more "
+                        "than the $%.6f held for the request; charged in full", request_id,
+                        total, ticket.worst_usd)
+        booked = [(amount, settle_accounts(ticket.key_id, ticket.tenant, c.name, c.provider))
+                  for c, amount in charges.values()]
+        if not self.ledger.settle(ticket, charges=booked, tokens=tokens, now=now):
             log.warning("request %s settled after its reservation had expired; charged %.6f "
-                        "USD anyway", request_id, charged)
+                        "USD anyway", request_id, total)
+        last = len(charges) - 1
         return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="settle",
-                             amount_usd=charged, request_id=request_id, key_id=ticket.key_id,
-                             tenant=ticket.tenant, model=card.name, provider=card.provider,
-                             tokens=tokens)], charged
+                             amount_usd=amount, request_id=request_id, key_id=ticket.key_id,
+                             tenant=ticket.tenant, model=c.name, provider=c.provider,
+                             tokens=tokens if i == last else None)
+                for i, (c, amount) in enumerate(charges.values())], total
 
     def release(self, ticket: Ticket, *, request_id: str) -> None:
         """Release a reservation whose request ended with no log entry to carry the row."""

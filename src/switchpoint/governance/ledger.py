@@ -5,10 +5,13 @@ watches (the key, its tenant, the whole gateway; the candidate models and their 
 its own worst case), all or nothing, under one lock: the reservation is refused if any budget's
 settled spend in its current period plus what in-flight requests hold plus this request's worst
 case would pass the limit. When the request ends the reservation is *settled* to what it really
-cost (charged to the answering model and provider and to the key, tenant and total) or
-*released* (no answer, nothing charged). So settled spend never passes a limit, whatever the
-concurrency, as long as the worst case bounds the real cost (see the governor for how it is
-computed).
+cost (charged to the answering model and provider and to the key, tenant and total; a try a
+provider may have billed with no answer is charged to its own model and provider) or
+*released* (no answer and no such try, nothing charged). So settled spend never passes a
+limit, whatever the concurrency, as long as the worst case bounds the real cost (see the
+governor for how it is computed) and at most one try of the request was billed; tries billed
+past the hold are charged all the same (the provider was paid), and the budget then refuses
+until its period resets.
 
 Accounts are named ``all``, ``key:<id>``, ``tenant:<name>``, ``model:<name>`` and
 ``provider:<name>``; spend is kept per account and calendar period (UTC; see
@@ -18,7 +21,7 @@ Durability: settlements, and the reservations of requests still running after
 :data:`PERSIST_AFTER_S` (with their releases and expiries), are rows of the ``spend`` table in
 the request log's SQLite file, appended by the log's writer; a settlement is committed in the
 same transaction as the request's log entry, so the ledger never disagrees with the log. (A
-request that ends sooner writes one row, its settlement: most requests cost one extra row.) On
+request that ends sooner writes its settlement: one row per model charged, most often one.) On
 start the ledger is rebuilt from those rows. A reservation still open when the process died (its
 request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
@@ -449,26 +452,30 @@ class Ledger:
 
     # Closing -----------------------------------------------------------------------------------
 
-    def settle(self, ticket: Ticket, *, charged_usd: float, accounts: Iterable[str],
-               tokens: int | None, now: float | None = None) -> bool:
-        """Charge ``charged_usd`` to ``accounts`` and release the ticket's holds; settle its
-        TPM entries to ``tokens`` (None: keep the reservation). False if it was already
-        closed (expired), in which case the charge is still booked. ``now`` is when the
-        settlement happens (None: the clock's now): the caller that writes the settlement's
-        row passes the instant the row carries, so both count it in the same periods."""
+    def settle(self, ticket: Ticket, *, charged_usd: float = 0.0, accounts: Iterable[str] = (),
+               tokens: int | None, now: float | None = None,
+               charges: Sequence[tuple[float, Iterable[str]]] = ()) -> bool:
+        """Charge ``charged_usd`` to ``accounts`` (and each of ``charges``, an amount and its
+        accounts: a request charged for tries of several models) and release the ticket's
+        holds; settle its TPM entries to ``tokens`` (None: keep the reservation). False if it
+        was already closed (expired), in which case the charge is still booked. ``now`` is
+        when the settlement happens (None: the clock's now): the caller that writes the
+        settlement's row passes the instant the row carries, so both count it in the same
+        periods."""
         with self._lock:
             now = self.clock() if now is None else now
             was_open = self._close(ticket)
             starts = {period: self._bucket(period, now) for period in PERIODS}
-            for account in accounts:
-                self._charge(account, charged_usd, now, starts)
+            for amount, charged in [(charged_usd, accounts), *charges]:
+                for account in charged:
+                    self._charge(account, amount, now, starts)
             if tokens is not None:
                 for account, entry in ticket.rate_entries:
                     delta = float(tokens) - entry[1]
                     entry[1] = float(tokens)
                     if entry[2]:  # still counted in its window
                         self._tpm[account].total += delta
-            ticket.charged_usd = charged_usd
+            ticket.charged_usd = charged_usd + sum(amount for amount, _ in charges)
             return was_open
 
     def release(self, ticket: Ticket, *, tokens: int | None = 0,

@@ -149,7 +149,7 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
                            model=model)
     if isinstance(exc, httpx.WriteTimeout):
         return ReadTimeout(f"sending the request timed out after {timeouts.write_s:g}s",
-                           model=model)
+                           model=model, generated=False)
     if isinstance(exc, httpx.ConnectError):
         return ConnectError(f"could not connect ({detail or name})", model=model)
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
@@ -217,10 +217,12 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
                                 timeouts.max_response_bytes, model=model, truncate=failed)
     except httpx.ReadTimeout as exc:
         raise ReadTimeout(f"the answer's body stalled for {timeouts.read_s:g}s after its "
-                          f"headers", model=model, status=response.status_code) from exc
+                          f"headers", model=model, status=response.status_code,
+                          generated=not failed) from exc
     except httpx.HTTPError as exc:
         raise MalformedResponse(f"the answer was cut off part-way ({type(exc).__name__})",
-                                model=model, status=response.status_code) from exc
+                                model=model, status=response.status_code,
+                                generated=not failed) from exc
     finally:
         await response.aclose()
     latency_ms = (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,208 @@
+"""A try a provider may have billed without an answer is charged to the request's budgets.
+
+A try that ended after its request was sent, in a way that says the model may have been
+generating (a read timeout mid-answer, the request's deadline cutting a plain call, a stream cut
+before its first content), is charged its model's worst case: the prompt and all the answer it
+could have written, as held for it. A try the upstream refused with an error status is not
+billed, and not charged. Through a real server, the official ``openai`` client with a key that
+has a budget, and the fake provider; the ledger and the log read back from SQLite, the worst
+cases from the request's own reservation (a model budget on each model holds that model's).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from switchpoint.config import DB_FILENAME, load_settings
+from switchpoint.governance.governor import prompt_bound, worst_cost
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, user
+from tests.integration.servers import ThreadServer, thread_server
+
+ADMIN_TOKEN = "admin-secret-token"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+# Reads give up after 0.5 s of silence; the whole request after 2 s.
+GATEWAY = """gateway:
+  connect_timeout_s: 1
+  read_timeout_s: 0.5
+  first_token_timeout_s: 0.5
+  backoff_base_s: 0.01
+  backoff_cap_s: 0.02
+  max_retry_after_s: 2
+  max_total_s: 2
+"""
+GOVERNANCE = """auth: keys
+admin_token_env: SP_TEST_ADMIN
+tenants:
+  acme:
+    models: [cheap, good, other]
+budgets:
+  models: {cheap: 1000/day, good: 1000/day, other: 1000/day}
+"""
+
+
+@pytest.fixture(scope="module")
+def gov(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[ThreadServer]:
+    root = tmp_path_factory.mktemp("billed")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(root / "data"), gateway=GATEWAY) + GOVERNANCE,
+                      encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+@pytest.fixture
+def key(gov: ThreadServer) -> dict[str, Any]:
+    """A new key of its own, with a budget, and every model's health forgotten."""
+    gov.service.gateway.reset_health()
+    r = httpx.post(f"{gov.base}/v1/router/keys", json={"tenant": "acme", "budget": "5/day"},
+                   headers=ADMIN, timeout=10)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def _read(server: ThreadServer, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    db_path = Path(server.service.gateway.settings.data_dir) / DB_FILENAME
+    with closing(sqlite3.connect(db_path)) as db:
+        return db.execute(sql, args).fetchall()
+
+
+def _logged(server: ThreadServer, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = _read(server, "SELECT status, cost_usd, charged_usd, attempts, reasoning "
+                             "FROM requests WHERE id = ?", request_id)
+        if rows:
+            status, cost, charged, attempts, reasoning = rows[0]
+            return {"status": status, "cost": cost, "charged": charged,
+                    "attempts": json.loads(attempts), "reasoning": json.loads(reasoning)}
+        time.sleep(0.02)
+    raise AssertionError(f"request {request_id} is not in the log")
+
+
+def _worst(server: ThreadServer, fake: FakeProviderProcess, model: str) -> float:
+    """``model``'s worst case for the request the fake received last: its prompt's bound and
+    the whole output cap, at the catalog's prices."""
+    settings = server.service.gateway.settings
+    body = fake.requests()[-1]["body"]
+    catalog = settings.catalog()
+    assert catalog is not None
+    return worst_cost(catalog[model],
+                      prompt_bound(body, settings.governance.image_tokens), body["max_tokens"])
+
+
+def _charged(server: ThreadServer, request_id: str) -> dict[str, float]:
+    """What the ledger charged ``request_id``, by model."""
+    out: dict[str, float] = {}
+    for model, amount in _read(server, "SELECT model, amount_usd FROM spend WHERE "
+                                       "request_id = ? AND kind = 'settle'", request_id):
+        out[model] = out.get(model, 0.0) + amount
+    return out
+
+
+def _spent(server: ThreadServer, key_id: str) -> float:
+    rows = _read(server, "SELECT coalesce(sum(amount_usd), 0) FROM spend WHERE key_id = ? "
+                         "AND kind = 'settle'", key_id)
+    return float(rows[0][0])
+
+
+def test_a_read_timeout_mid_answer_is_charged_beside_the_answer(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # cheap sends its headers, then nothing: the read times out mid-answer; its retry answers.
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000,
+        messages=user("stalls once [[fake:once:stall:seconds=3]]"))
+    request_id = raw.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    worst = {m: _worst(gov, gw_fake, m) for m in ("cheap", "good")}
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("read_timeout", pytest.approx(worst["cheap"])), ("ok", None)]
+    assert entry["charged"] == pytest.approx(worst["cheap"] + entry["cost"])
+    assert _charged(gov, request_id) == {"cheap": pytest.approx(entry["charged"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+    assert any("may have billed" in note for note in entry["reasoning"])
+
+
+def test_the_deadline_cutting_a_plain_answer_is_charged_the_models_worst_case(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # good never falls silent, but its answer takes far longer than the request's deadline.
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(gov, key["key"]).chat.completions.create(
+            model="good", max_tokens=1000,
+            messages=user("very long answer [[fake:trickle:every=0.2]]"))
+    request_id = caught.value.response.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    worst = {m: _worst(gov, gw_fake, m) for m in ("cheap", "good")}
+    assert entry["status"] == "error" and entry["cost"] is None
+    assert [(a["model"], a["outcome"]) for a in entry["attempts"]] == [("good", "read_timeout")]
+    assert entry["attempts"][0]["charged_usd"] == pytest.approx(worst["good"])
+    assert entry["charged"] == pytest.approx(worst["good"])
+    assert _charged(gov, request_id) == {"good": pytest.approx(worst["good"])}
+    assert _spent(gov, key["id"]) == pytest.approx(worst["good"])
+
+
+def test_a_stream_cut_before_its_first_content_is_charged_beside_the_answer(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    stream = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000, stream=True,
+        messages=user("cut at once [[fake:once:cut:after=0]]"))
+    request_id = stream.headers["x-switchpoint-request-id"]
+    text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
+    assert text
+    entry = _logged(gov, request_id)
+    worst = {m: _worst(gov, gw_fake, m) for m in ("cheap", "good")}
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("stream_broken", pytest.approx(worst["cheap"])), ("ok", None)]
+    assert entry["charged"] == pytest.approx(worst["cheap"] + entry["cost"])
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+
+
+def test_tries_the_upstream_refused_are_not_charged(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # cheap answers 500 (an error status: not billed), then its retry answers.
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000,
+        messages=user("refused [[fake:once:500]]"))
+    request_id = raw.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("server_error", None), ("ok", None)]
+    assert entry["charged"] == pytest.approx(entry["cost"]) and entry["cost"] > 0
+    assert _spent(gov, key["id"]) == pytest.approx(entry["cost"])
+    assert not any("may have billed" in note for note in entry["reasoning"])
+
+
+def test_tries_billed_past_the_hold_are_charged_in_full_and_said(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # good stalls mid-answer on both its tries; its fallback other answers. The request held
+    # the dearest candidate's worst case once (good's); the provider billed every try.
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="good", max_tokens=1000, messages=user("stalls [[fake:stall:seconds=3]]"))
+    request_id = raw.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    worst = _worst(gov, gw_fake, "good")
+    assert [(a["model"], a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("good", "read_timeout", pytest.approx(worst)),
+        ("good", "read_timeout", pytest.approx(worst)), ("other", "ok", None)]
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    assert entry["charged"] == pytest.approx(2 * worst + entry["cost"])
+    assert _charged(gov, request_id) == {"good": pytest.approx(2 * worst),
+                                         "other": pytest.approx(entry["cost"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+    assert any("more than the request's hold" in note for note in entry["reasoning"])
