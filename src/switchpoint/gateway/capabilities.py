@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,33 +265,41 @@ def unsendable(wire: Wire, needs: Needs) -> list[str]:
     return reasons
 
 
-def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
-    """Why the adapter ``card`` is called through cannot serve ``needs``, whatever the card
-    lists: it gives fewer answers than asked for, cannot send the conversation's parts, a
-    legacy function result that answers no call, an assistant turn that is an earlier audio
-    answer's id, a custom tool, or an image given as a data URL it cannot take (empty when it
-    can serve them)."""
-    wire = spec_of(card).wire
+def _anthropic_limits(needs: Needs) -> list[str]:
+    """What the Anthropic Messages API cannot take beyond the parts :data:`SENDS` lists."""
     reasons = []
-    if needs.answers > 1 and wire == "anthropic":
+    if needs.answers > 1:
         reasons.append(f"the request asks for {needs.answers} answers (n) and the Anthropic "
                        "Messages API gives one")
-    reasons.extend(unsendable(wire, needs))
-    if needs.unanswered_results and wire == "anthropic":
+    if needs.unanswered_results:
         reasons.append("the request has a function message answering no function_call before "
                        "it, and the Anthropic Messages API takes a tool result only as the "
                        "answer to its call")
-    if needs.audio_answers and wire == "anthropic":
+    if needs.audio_answers:
         reasons.append("the request has an assistant message standing for an earlier audio "
                        "answer (audio), which the Anthropic Messages API cannot refer to")
-    if needs.custom_tools and wire == "anthropic":
+    if needs.custom_tools:
         reasons.append("the request declares or calls a custom tool (type custom), and the "
                        "Anthropic Messages API takes function tools only")
-    if wire == "anthropic":
-        refused = sorted({why for image in needs.data_images
-                          if (why := anthropic_image_refusal(*image)) is not None})
-        reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
+    refused = sorted({why for image in needs.data_images
+                      if (why := anthropic_image_refusal(*image)) is not None})
+    reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
     return reasons
+
+
+#: Per wire format, what its adapter cannot take beyond the parts it sends (:data:`SENDS`).
+WIRE_LIMITS: dict[str, Callable[[Needs], list[str]]] = {"anthropic": _anthropic_limits}
+
+
+def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
+    """Why the adapter ``card`` is called through cannot serve ``needs``, whatever the card
+    lists: the conversation's parts it cannot send (:func:`unsendable`), then its wire's own
+    limits (:data:`WIRE_LIMITS`: for Anthropic's, several answers, a legacy function result
+    that answers no call, an earlier audio answer's id, a custom tool, an image given as a
+    data URL it cannot take). Empty when it can serve them."""
+    wire = spec_of(card).wire
+    limits = WIRE_LIMITS.get(wire)
+    return [*unsendable(wire, needs), *(limits(needs) if limits is not None else [])]
 
 
 #: What the reason a model is left out for a conversation too long for it says.
