@@ -207,6 +207,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expiring(records: Sequence[Any], start: float, end: float) -> list[str]:
+    """The ids of the keys that expire after ``start`` and by ``end``: expired at the later
+    time, working at the earlier."""
+    return [r.id for r in records if r.expires_at is not None and start < r.expires_at <= end]
+
+
 def cmd_keys_clock(args: argparse.Namespace) -> int:
     """The time keys are judged at (the latest the key store has seen) beside this machine's
     clock; ``--reset`` sets it back to the clock, with no service on the data directory."""
@@ -233,8 +239,7 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
         elif ahead < 60:
             print(f"keys are judged at this machine's clock ({_when(clock)} UTC)")
         else:
-            held = [r.id for r in records if r.expires_at is not None
-                    and clock < r.expires_at <= latest]
+            held = _expiring(records, clock, latest)
             print(f"keys are judged at {_when(latest)} UTC, the latest time the key store has "
                   f"seen, {ahead / 3600:.1f} h ahead of this machine's clock ({_when(clock)} UTC)"
                   + (f"; {len(held)} key(s) expired by it would work by the clock: "
@@ -254,8 +259,7 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
         with store:
             before = store.reset_clock()
             after = store.now()
-            revived = [r.id for r in store.list(include_revoked=False)
-                       if r.expires_at is not None and after < r.expires_at <= before]
+            revived = _expiring(store.list(include_revoked=False), after, before)
     finally:
         lock.release()
     if args.json:
