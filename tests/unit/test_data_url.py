@@ -1,10 +1,12 @@
-"""Reading a data URL's header: media type, parameters skipped, base64, where data begins."""
+"""Reading a data URL's header: media type, parameters skipped (a quoted value may hold ``;``,
+``,`` and escaped quotes), base64, where data begins; and whether its base64 data is
+base64."""
 
 from __future__ import annotations
 
 import pytest
 
-from switchpoint.gateway.data_url import MAX_HEADER, DataURL, parse_data_url
+from switchpoint.gateway.data_url import MAX_HEADER, DataURL, base64_problem, parse_data_url
 
 
 @pytest.mark.parametrize(("url", "read"), [
@@ -14,15 +16,40 @@ from switchpoint.gateway.data_url import MAX_HEADER, DataURL, parse_data_url
     ("data:image/png;base64=no,AA", ("image/png", False)),
     ("data:,hello", ("", False)),
     ("data:;base64,aGk=", ("", True)),
-    ("data:image/png;base64", ("", False)),
 ], ids=["plain", "parameters-and-case", "not-base64", "base64-as-parameter", "no-header",
-       "base64-without-type", "no-comma"])
+       "base64-without-type"])
 def test_the_header_is_read(url: str, read: tuple[str, bool]) -> None:
     header = parse_data_url(url)
     assert header is not None and (header.media_type, header.base64) == read
-    # The data begins after the first comma (none: no data).
-    comma = url.find(",")
-    assert header.data_at == (comma + 1 if comma >= 0 else -1)
+    # The data begins after the first comma.
+    assert header.data_at == url.find(",") + 1
+
+
+@pytest.mark.parametrize(("url", "read", "data"), [
+    ('data:image/png;name="a;b";base64,iVBOR', ("image/png", True), "iVBOR"),
+    ('data:image/png;name="a,b";base64,iVBOR', ("image/png", True), "iVBOR"),
+    ('data:image/png;name="x;base64",iVBOR', ("image/png", False), "iVBOR"),
+    ('data:image/png;name="say \\"hi\\", ok";base64,iVBOR', ("image/png", True), "iVBOR"),
+    ('data:image/png;name="\\\\";base64,iVBOR', ("image/png", True), "iVBOR"),
+    ('data:image/png;name="";base64,iVBOR', ("image/png", True), "iVBOR"),
+], ids=["semicolon", "comma", "base64-in-quotes", "escaped-quotes", "escaped-backslash",
+       "empty"])
+def test_a_quoted_parameter_value_is_one_value(url: str, read: tuple[str, bool],
+                                               data: str) -> None:
+    # (RFC 2397 parameters take RFC 2045 values: a token, or a quoted-string in which ";"
+    # and "," are text and a backslash escapes the next character.)
+    header = parse_data_url(url)
+    assert header is not None and (header.media_type, header.base64) == read
+    assert url[header.data_at:] == data
+
+
+@pytest.mark.parametrize("url", [
+    "data:image/png;base64",
+    'data:image/png;name="a,b;base64,iVBOR',
+    'data:image/png;name="a\\",b;base64,iVBOR',
+], ids=["no-comma", "unclosed-quote", "escaped-closing-quote"])
+def test_a_header_without_its_comma_has_no_data(url: str) -> None:
+    assert parse_data_url(url) == DataURL("", False, -1)
 
 
 def test_only_data_urls_are_read_and_only_a_bounded_header() -> None:
@@ -30,3 +57,27 @@ def test_only_data_urls_are_read_and_only_a_bounded_header() -> None:
     assert parse_data_url("dat") is None
     long_header = "data:image/png;" + "p=1;" * MAX_HEADER + "base64,AA"
     assert parse_data_url(long_header) == DataURL("", False, -1)
+    long_quote = 'data:image/png;name="' + "a" * MAX_HEADER + '";base64,AA'
+    assert parse_data_url(long_quote) == DataURL("", False, -1)
+
+
+@pytest.mark.parametrize("data", ["iVBORw0KGgo=", "aGk=", "aGkh", "AAAA" * 1000])
+def test_base64_data_passes(data: str) -> None:
+    assert base64_problem(data) is None
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    ("", "is empty"),
+    ("iVBORw0KGgo", "padded"),
+    ("iVBOR w0KGgo=", "character 5"),
+    ("iVBORw0K\nGgo=", "character 8"),
+    ("iVBORw0KGgo=!", "character 12"),
+    ("iVBO%2Bw0KGgo=", "character 4"),
+    ("iVBORw0_Ggo=", "character 7"),
+    ("iVBORw0KGgo=AAAA", "after its padding"),
+    ("A", "padded"),
+], ids=["empty", "unpadded", "space", "newline", "trailing-junk", "percent-encoded",
+       "url-safe", "after-padding", "one-character"])
+def test_data_that_is_not_base64_is_named(data: str, says: str) -> None:
+    problem = base64_problem(data)
+    assert problem is not None and says in problem, problem

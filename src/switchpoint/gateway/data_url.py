@@ -1,20 +1,29 @@
-"""Reading the header of a ``data:`` URL (RFC 2397): its media type, and whether its data is
-base64.
+"""Reading a ``data:`` URL (RFC 2397): its media type, whether its data is base64, where its
+data begins, and whether base64 data is base64.
 
 ``data:[<media type>][;<parameter>=<value>]*[;base64],<data>``: the media type is
 case-insensitive (read lower-cased), parameters (``charset``, ``name``, ...) are skipped, and
-``;base64`` is the last segment before the comma. Only the header is read, never the data
-(a payload is as long as the body that carries it, which is bounded elsewhere).
+``;base64`` is the last segment before the comma that ends the header. A parameter's value is
+a token or an RFC 2045 quoted-string (``name="a;b,c"``), in which ``;`` and ``,`` are text and
+a backslash escapes the next character: the header ends at the first comma outside quotes.
+Only the header is read by :func:`parse_data_url`, never the data (a payload is as long as the
+body that carries it, which is bounded elsewhere); :func:`base64_problem` reads the data.
 """
 
 from __future__ import annotations
 
+import binascii
+import re
 from dataclasses import dataclass
 
 # Characters of header read before the comma: a media type and a few parameters fit; a URL
 # whose comma comes later is not a data URL read here.
 MAX_HEADER = 1_024
 _SCHEME = "data:"
+# How base64 data is written (RFC 4648's alphabet, padded to a multiple of four characters).
+BASE64_WRITTEN = ("standard base64: A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 "
+                  "characters, with no spaces or line breaks")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
 
 
 @dataclass(frozen=True)
@@ -33,14 +42,60 @@ def is_data_url(url: str) -> bool:
     return url[:len(_SCHEME)].lower() == _SCHEME
 
 
+def _header_segments(url: str) -> tuple[list[str], int] | None:
+    """The ``;``-separated segments of a data URL's header (quoted values kept whole) and the
+    index of the comma ending it, or None when no comma outside quotes ends it within
+    :data:`MAX_HEADER` characters."""
+    segments: list[str] = []
+    start = i = len(_SCHEME)
+    end = min(len(url), len(_SCHEME) + MAX_HEADER)
+    quoted = False
+    while i < end:
+        char = url[i]
+        if quoted:
+            if char == "\\":
+                i += 1  # (the escaped character is text, a quote included)
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char in ";,":
+            segments.append(url[start:i])
+            start = i + 1
+            if char == ",":
+                return segments, i
+        i += 1
+    return None
+
+
 def parse_data_url(url: str) -> DataURL | None:
     """The header of ``url`` when it is a data URL (None otherwise)."""
     if not is_data_url(url):
         return None
-    comma = url.find(",", len(_SCHEME), len(_SCHEME) + MAX_HEADER)
-    if comma < 0:
+    read = _header_segments(url)
+    if read is None:
         return DataURL(media_type="", base64=False, data_at=-1)
-    segments = url[len(_SCHEME):comma].split(";")
+    segments, comma = read
     media = segments[0].strip().lower()
     base64 = len(segments) > 1 and segments[-1].strip().lower() == "base64"
     return DataURL(media_type=media if "/" in media else "", base64=base64, data_at=comma + 1)
+
+
+def base64_problem(data: str) -> str | None:
+    """What is wrong with ``data`` as base64 data (:data:`BASE64_WRITTEN`), as what the data
+    is (None when it is base64 of some bytes)."""
+    if not data:
+        return "is empty"
+    odd = _NOT_BASE64.search(data)
+    if odd is not None:
+        return (f"holds {odd.group()!r} at character {odd.start()} of its data, which is not "
+                "base64")
+    padding = data.find("=")
+    if padding >= 0 and data[padding:].strip("=") != "":
+        return f"has data after its padding (at character {padding} of its data)"
+    try:
+        binascii.a2b_base64(data, strict_mode=True)
+    except binascii.Error:
+        return (f"is {len(data)} characters of base64 that are not padded to whole groups "
+                "of 4")
+    return None
