@@ -99,6 +99,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import json
@@ -356,9 +358,31 @@ def openai_error(message: str, typ: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": typ, "param": param, "code": code}}
 
 
+def openai_image_problem(part: Any, where: str) -> str | None:
+    """What OpenAI says of an image part it refuses: one whose URL is neither http(s) nor a
+    data URL, or a base64 data URL whose data is not base64."""
+    if not isinstance(part, dict) or part.get("type") != "image_url":
+        return None
+    url = str((part.get("image_url") or {}).get("url", ""))
+    if url[:5].lower() == "data:":
+        header, comma, data = url.partition(",")
+        if not comma or (header.lower().endswith(";base64") and not is_base64(data)):
+            return (f"Invalid '{where}.image_url.url'. Expected a base64-encoded data URL "
+                    "with an image MIME type (e.g. "
+                    "'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU=')")
+        return None
+    if not is_web_url(url):
+        return (f"Invalid '{where}.image_url.url'. Expected a valid URL, but got a value "
+                "with an invalid format.")
+    return None
+
+
 def openai_validate(body: dict[str, Any]) -> str | None:
     seen_ids: set[str] = set()
     for i, m in enumerate(body.get("messages") or []):
+        for j, part in enumerate(m.get("content") if isinstance(m.get("content"), list) else []):
+            if problem := openai_image_problem(part, f"messages[{i}].content[{j}]"):
+                return problem
         for call in m.get("tool_calls") or []:
             seen_ids.add(call.get("id"))
         if m.get("role") == "tool" and m.get("tool_call_id") not in seen_ids:
@@ -532,16 +556,41 @@ def anthropic_error(typ: str, message: str) -> dict[str, Any]:
 ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
+def is_base64(data: object) -> bool:
+    """Whether ``data`` is standard, padded base64 of some bytes (what both APIs decode)."""
+    if not isinstance(data, str) or not data:
+        return False
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def is_web_url(url: object) -> bool:
+    """Whether ``url`` is an http(s) URL naming a host (what both APIs fetch an image from)."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
 def anthropic_image_problem(block: Any, where: str) -> str | None:
     """What the Messages API says of an image block it refuses: a base64 one of a media type
-    it does not take, or a URL one whose URL is a data URL (it fetches http(s) URLs)."""
+    it does not take or whose data is not base64, or a URL one whose URL is not http(s) (a
+    data URL, a ``file:`` or ``ftp:`` one: it fetches http(s) URLs only)."""
     if not isinstance(block, dict) or block.get("type") != "image":
         return None
     source = block.get("source") or {}
     if source.get("type") == "base64" and source.get("media_type") not in ANTHROPIC_IMAGE_TYPES:
         return (f"{where}.image.source.base64.media_type: Input should be "
                 f"{', '.join(repr(t) for t in ANTHROPIC_IMAGE_TYPES)}")
-    if source.get("type") == "url" and str(source.get("url", "")).lower().startswith("data:"):
+    if source.get("type") == "base64" and not is_base64(source.get("data")):
+        return f"{where}.image.source.base64.data: Invalid base64 data"
+    if source.get("type") == "url" and not is_web_url(source.get("url")):
         return f"{where}.image.source.url: URL must use the http or https scheme"
     return None
 

@@ -123,6 +123,15 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
         {"id": "call_1", "type": "custom", "custom": {"name": "grep"}}]}],
      "messages[2].tool_calls[0].custom.input", 'is missing; a custom tool call is written '
      '{"id": "call_...", "type": "custom", "custom": {"name": "...", "input": "..."}}'),
+    # An image URL no model is sent.
+    ([{"role": "user", "content": [{"type": "text", "text": "see"}, {
+        "type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}],
+     "messages[2].content[1].image_url.url", "uses the file scheme, which no provider fetches; "
+     "an image is given by an http(s) URL or by a data URL such as data:image/png;base64,"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "data:image/png;base64,iVBORw0K Ggo="}}]}],
+     "messages[2].content[0].image_url.url",
+     "is a data URL: its base64 data holds ' ' at character 8 of its data, which is not base64"),
 ]
 IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare",
        "assistant-all-null", "tool-no-id", "tool-id-number", "tool-no-content",
@@ -131,7 +140,7 @@ IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare"
        "function-call-string", "function-call-no-arguments", "function-call-name-number",
        "tool-calls-object", "tool-call-string", "tool-call-id-null", "tool-call-type",
        "tool-call-no-function", "tool-call-no-name", "tool-call-arguments-object",
-       "custom-tool-call-no-input"]
+       "custom-tool-call-no-input", "image-file-url", "image-bad-base64"]
 
 
 @pytest.fixture(scope="module")
@@ -572,3 +581,74 @@ def test_a_user_message_between_a_tool_call_and_its_results_follows_them_to_anth
         {"type": "tool_result", "tool_use_id": "call_2", "content": "43"},
         {"type": "text", "text": "Hurry up."}, {"type": "text", "text": "And?"}]}
     assert answer["content"] and answer["finish_reason"] == "stop"
+
+
+# Images: the URLs OpenAI takes, on every wire --------------------------------------------------
+
+PNG = "iVBORw0KGgo="
+# (an image URL no model is sent, what the error says of it): refused whichever model is
+# asked, before anything is held or sent (an OpenAI-compatible upstream was sent it as it
+# came, and the Anthropic adapter sent it on as a URL image or as base64 data, each refused
+# upstream after the hold).
+UNFETCHABLE: list[tuple[str, str]] = [
+    ("file:///home/me/cat.png", "uses the file scheme, which no provider fetches"),
+    ("ftp://x.test/cat.png", "uses the ftp scheme, which no provider fetches"),
+    ("cat.png", "has no scheme ('cat.png')"),
+    ("https:///cat.png", "names no host"),
+    (f"data:image/png;base64,{PNG[:4]}\n{PNG[4:]}",
+     "is a data URL: its base64 data holds '\\n' at character 4 of its data, which is not "
+     "base64"),
+    (f"data:image/png;base64,{PNG[:-1]}", "is a data URL: its base64 data is 11 characters of "
+                                          "base64 that are not padded to whole groups of 4"),
+    ("data:image/png;base64,", "is a data URL: its base64 data is empty"),
+    ('data:image/png;name="cat,png;base64,' + PNG,
+     "is a data URL that has no comma ending its header"),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ["other", "good"], ids=["anthropic", "openai"])
+@pytest.mark.parametrize(("url", "says"), UNFETCHABLE,
+                         ids=["file", "ftp", "relative", "no-host", "base64-newline",
+                              "base64-unpadded", "base64-empty", "unclosed-quote"])
+def test_an_image_no_model_is_sent_is_a_400_naming_the_part_on_every_wire(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, url: str, says: str, model: str,
+        stream: bool) -> None:
+    gateway = budgeted.service.gateway
+    messages = [*opening(), {"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]
+    before, spent = rows(data_dir(budgeted)), _spend(budgeted)
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(model=model, messages=messages,
+                                                 stream=stream)
+    error = info.value.body
+    assert isinstance(error, dict), error
+    assert error["type"] == "invalid_request_error" and error["param"] == "messages", error
+    assert error["message"].startswith(f"messages[2].content[1].image_url.url: {says}"), error
+    assert "http(s) URL or by a data URL such as data:image/png;base64," in error["message"]
+    assert gw_fake.requests() == [] and gateway.governor.ledger.open_tickets() == 0
+    assert _spend(budgeted) == spent and rows(data_dir(budgeted)) == before
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("url", "media_type"), [
+    (f'data:image/png;name="cat,1.png";base64,{PNG}', "image/png"),
+    (f'data:image/webp;name="a;b \\"c\\"";base64,{PNG}', "image/webp"),
+    ("HTTPS://x.test/cat.png?a=1;b=2,3", None),
+], ids=["quoted-comma", "quoted-semicolon-and-quotes", "https"])
+def test_an_image_with_quoted_parameters_reaches_an_anthropic_model_as_its_base64_data(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, url: str,
+        media_type: str | None, stream: bool) -> None:
+    # A quoted parameter value is one value, whatever it holds: the header ends at the
+    # first comma outside quotes (one inside ended it, and the model was left out as given
+    # an image that is not base64).
+    messages = [*opening(), {"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]
+    answer = _to_other(budgeted, messages, stream)
+    assert answer["content"] and answer["finish_reason"] == "stop"
+    block = gw_fake.requests()[-1]["body"]["messages"][0]["content"][-1]
+    source = ({"type": "base64", "media_type": media_type, "data": PNG} if media_type
+              else {"type": "url", "url": url})
+    assert block == {"type": "image", "source": source}

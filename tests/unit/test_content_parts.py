@@ -135,3 +135,54 @@ def test_a_long_unknown_type_is_quoted_short() -> None:
     for error in _refused({"model": "auto", "messages": [
             {"role": "user", "content": [{"type": kind}]}]}):
         assert len(str(error)) < 400 and "..." in str(error)
+
+
+def _image(url: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [TEXT, {"type": "image_url", "image_url": {"url": url}}]}]
+
+
+# An image is given as OpenAI takes it, whichever model answers: an http(s) URL, or a data
+# URL (whose base64 data, when it says it is base64, is base64).
+@pytest.mark.parametrize("url", [
+    "https://x.test/cat.png", "HTTP://x.test/cat.png?size=2#top", "http://127.0.0.1:8/a",
+    "data:image/png;base64,iVBORw0KGgo=", 'data:image/png;name="a,b";base64,iVBORw0KGgo=',
+    "data:image/svg+xml,<svg/>", "data:,",
+])
+def test_an_image_given_as_openai_takes_it_passes(url: str) -> None:
+    body = {"model": "auto", "messages": _image(url)}
+    assert check_chat_body(json.loads(json.dumps(body))) == body
+    assert parse_chat_body(json.dumps(body).encode()) == body
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("file:///etc/passwd", "uses the file scheme"),
+    ("ftp://x.test/cat.png", "uses the ftp scheme"),
+    ("FTP://x.test/cat.png", "uses the ftp scheme"),
+    ("gopher://x.test/1", "uses the gopher scheme"),
+    ("javascript:alert(1)", "uses the javascript scheme"),
+    ("cat.png", "has no scheme"),
+    ("/tmp/cat.png", "has no scheme"),
+    ("https:cat.png", "names no host"),
+    ("http:///cat.png", "names no host"),
+    ("data:image/png;base64,iVBOR w0KGgo=", "its base64 data holds ' ' at character 5"),
+    ("data:image/png;base64,iVBORw0KGgo", "not padded to whole groups of 4"),
+    ("data:image/png;base64,", "its base64 data is empty"),
+    ('data:image/png;name="a,b;base64,iVBORw0KGgo=', "has no comma ending its header"),
+], ids=["file", "ftp", "ftp-upper", "gopher", "javascript", "relative", "path",
+        "https-no-host", "http-empty-host", "base64-space", "base64-unpadded", "base64-empty",
+        "unclosed-quote"])
+def test_an_image_openai_does_not_take_is_refused_naming_the_part(url: str, says: str) -> None:
+    for error in _refused({"model": "auto", "messages": [{"role": "user", "content": "x"},
+                                                          {"role": "assistant", "content": "y"},
+                                                          *_image(url)]}):
+        assert error.field == "messages"
+        assert str(error).startswith("messages[2].content[1].image_url.url: "), str(error)
+        assert says in str(error), str(error)
+        # How to give it.
+        assert "http(s) URL" in str(error) and "data:image/png;base64," in str(error)
+
+
+def test_a_refused_image_url_is_quoted_short() -> None:
+    url = "file:///" + "x" * 10_000
+    for error in _refused({"model": "auto", "messages": _image(url)}):
+        assert len(str(error)) < 600, str(error)

@@ -217,7 +217,8 @@ def test_system_text_images_and_max_tokens() -> None:
     ("data:image/png;name=cat.png;base64,iVBOR", "image/png", "iVBOR"),
     ("data:IMAGE/JPEG;charset=binary;BASE64,/9j/4A==", "image/jpeg", "/9j/4A=="),
     ("data:image/webp;base64,UklGR", "image/webp", "UklGR"),
-], ids=["name-parameter", "upper-case-and-parameter", "webp"])
+    ('data:image/gif;name="a,b;c";base64,R0lGOD', "image/gif", "R0lGOD"),
+], ids=["name-parameter", "upper-case-and-parameter", "webp", "quoted-parameter"])
 def test_every_base64_data_url_of_a_type_anthropic_takes_is_a_base64_block(
         url: str, media: str, data: str) -> None:
     req = {"messages": [{"role": "user", "content": [
@@ -232,8 +233,12 @@ def test_every_base64_data_url_of_a_type_anthropic_takes_is_a_base64_block(
      "an image given as a data URL that is not base64 (image/svg+xml)"),
     ("data:image/png,%89PNG%0D%0A", "an image given as a data URL that is not base64 (image/png)"),
     ("data:image/bmp;base64,Qk0=", "an image given as a data URL of type image/bmp"),
-], ids=["svg-text", "percent-encoded", "bmp"])
-def test_a_data_url_image_anthropic_cannot_take_is_refused_not_sent_as_a_url(
+    # (the request check refuses these first; the adapter never sends them as URL images)
+    ("file:///etc/passwd", "url uses the file scheme, which no provider fetches"),
+    ("ftp://x.test/a.png", "url uses the ftp scheme, which no provider fetches"),
+    ("a.png", "url has no scheme"),
+], ids=["svg-text", "percent-encoded", "bmp", "file", "ftp", "no-scheme"])
+def test_an_image_anthropic_cannot_take_is_refused_not_sent_as_a_url(
         url: str, says: str) -> None:
     req = {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": url}}]}]}

@@ -12,7 +12,9 @@ OpenAI's schema writes them (names, arguments and ids as strings, each tool call
 function or custom), and only the content-part types its role takes (system, developer and
 tool messages text parts; user messages text, image_url, input_audio and file parts; assistant
 messages text and refusal parts), each part with its own field, as OpenAI requires (an
-unknown part type included: which upstream the router picks would decide whether it works).
+unknown part type included: which upstream the router picks would decide whether it works),
+and each image's URL one OpenAI takes (:mod:`~switchpoint.gateway.image_urls`: http(s), or a
+data URL whose base64 data is base64).
 Every other field (temperature, tools, response_format, ...) goes upstream exactly as sent,
 so the dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
@@ -47,6 +49,7 @@ from switchpoint._json import (
 from switchpoint._messages import cut, invalid_at, invalid_from_validation
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.image_urls import image_url_problem
 
 AUTO_MODEL = "auto"
 # How deep a body may nest. OpenAI bodies reach about 6 levels (messages → content → parts →
@@ -388,10 +391,12 @@ def _takes(role: str) -> str:
 
 
 def _check_parts(message: Mapping[str, Any], i: int) -> None:
-    """A message whose content parts its role does not take, or a part without its field:
+    """A message whose content parts its role does not take, a part without its field, or an
+    image whose URL no model is sent
+    (:func:`~switchpoint.gateway.image_urls.image_url_problem`):
     :class:`InvalidInputError` naming the path (``messages[1].content[0].type``) and what the
-    role takes. (:class:`ChatMessage` has already checked each part is an object naming its
-    type.)"""
+    role takes (or how to give the image). (:class:`ChatMessage` has already checked each
+    part is an object naming its type.)"""
     content = message.get("content")
     if not isinstance(content, list):
         return
@@ -418,6 +423,8 @@ def _check_parts(message: Mapping[str, Any], i: int) -> None:
             if not isinstance(value.get(member), str):
                 raise invalid_at("messages", f"{where}.{kind}.{member}",
                                  f"{_absent(value, member)}; {carries}")
+        if kind in IMAGE_PART_TYPES and (problem := image_url_problem(value["url"])):
+            raise invalid_at("messages", f"{where}.{kind}.url", problem)
 
 
 def check_model_count(models: list[str], field: str) -> list[str]:

@@ -6,9 +6,11 @@ parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools,
 to OpenAI ``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal
 part, or the message's ``refusal`` when it has no content) is sent as its text: it is what
 the assistant said. An image given as a base64 data URL (``data:<type>[;<parameter>]*;base64,
-<data>``) is a base64 image block of its media type (parameters dropped), any other URL an
-image the API fetches; a data URL of a type the API does not take, or not base64, is not sent
-(planning leaves the model out: :func:`~switchpoint.gateway.capabilities.adapter_limits`).
+<data>``) is a base64 image block of its media type (parameters dropped), an http(s) URL an
+image the API fetches (the request check refuses any other URL, and base64 data that is
+not base64: :mod:`~switchpoint.gateway.image_urls`); a data URL of a type the API does not
+take, or not base64, is not sent (planning leaves the model out:
+:func:`~switchpoint.gateway.capabilities.adapter_limits`).
 
 OpenAI's legacy function calling is translated as tool calling is: ``functions`` are tools,
 the request's ``function_call`` its ``tool_choice``, an assistant's ``function_call`` a
@@ -60,6 +62,7 @@ from switchpoint.gateway.capabilities import (
     function_results,
 )
 from switchpoint.gateway.data_url import parse_data_url
+from switchpoint.gateway.image_urls import image_url_problem, is_web_url
 from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
 from switchpoint.gateway.providers.base import (
@@ -125,6 +128,8 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
         raise _bad("an image_url part has no url")
     data = parse_data_url(url)
     if data is None:
+        if not is_web_url(url):  # (the request check refuses it; this names it if not)
+            raise _bad(f"an image_url part's url {image_url_problem(url)}")
         return {"type": "image", "source": {"type": "url", "url": url}}
     refused = anthropic_image_refusal(data.media_type, data.base64)
     if refused is not None:  # (planning leaves such a model out; this names it if not)
