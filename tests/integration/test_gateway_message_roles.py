@@ -652,3 +652,38 @@ def test_an_image_with_quoted_parameters_reaches_an_anthropic_model_as_its_base6
     source = ({"type": "base64", "media_type": media_type, "data": PNG} if media_type
               else {"type": "url", "url": url})
     assert block == {"type": "image", "source": source}
+
+
+# A conversation that called a tool this turn does not offer.
+STALE_CALL = {"id": "call_w", "type": "function",
+              "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ["other", "good"], ids=["anthropic", "openai"])
+def test_a_history_calling_a_tool_not_offered_this_turn_reaches_either_wire_as_it_is(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, model: str,
+        stream: bool) -> None:
+    # OpenAI and the Messages API both take a history whose calls name tools the request no
+    # longer offers (the Messages API wants tools declared, not every name the history
+    # calls): the history goes as it is, and only the tools offered are declared, so the
+    # model may call only those.
+    messages: list[Any] = [
+        *opening(), {"role": "assistant", "content": None, "tool_calls": [STALE_CALL]},
+        {"role": "tool", "tool_call_id": "call_w", "content": "Sunny"},
+        {"role": "user", "content": "Now look up the forecast."}]
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model=model, messages=messages, tools=TOOLS, stream=stream)  # type: ignore[arg-type]
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok" and entry["model"] == model, entry
+    sent = gw_fake.requests()[-1]["body"]
+    if model == "good":
+        assert sent["messages"] == messages and sent["tools"] == TOOLS
+        return
+    assert [t["name"] for t in sent["tools"]] == ["lookup"] and "tool_choice" not in sent
+    assert sent["messages"][1]["content"] == [{"type": "tool_use", "id": "call_w",
+                                               "name": "weather", "input": {"city": "Oslo"}}]
+    assert sent["messages"][2]["content"][0] == {"type": "tool_result",
+                                                 "tool_use_id": "call_w", "content": "Sunny"}
