@@ -567,6 +567,24 @@ def is_base64(data: object) -> bool:
     return True
 
 
+def image_type_shown(data: str) -> str | None:
+    """The image type (of those the Messages API takes) the first bytes of base64 ``data``
+    show, if any (the API compares it with the media type the block declares)."""
+    try:
+        head = base64.b64decode(data[:16])
+    except (binascii.Error, ValueError):
+        return None
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG"):
+        return "image/png"
+    if head.startswith(b"GIF8"):
+        return "image/gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def is_web_url(url: object) -> bool:
     """Whether ``url`` is an http(s) URL naming a host (what both APIs fetch an image from)."""
     if not isinstance(url, str):
@@ -580,8 +598,9 @@ def is_web_url(url: object) -> bool:
 
 def anthropic_image_problem(block: Any, where: str) -> str | None:
     """What the Messages API says of an image block it refuses: a base64 one of a media type
-    it does not take or whose data is not base64, or a URL one whose URL is not http(s) (a
-    data URL, a ``file:`` or ``ftp:`` one: it fetches http(s) URLs only)."""
+    it does not take, whose data is not base64, or whose bytes show another image type than
+    the one it declares (bytes that show none are let through), or a URL one whose URL is not
+    http(s) (a data URL, a ``file:`` or ``ftp:`` one: it fetches http(s) URLs only)."""
     if not isinstance(block, dict) or block.get("type") != "image":
         return None
     source = block.get("source") or {}
@@ -590,6 +609,10 @@ def anthropic_image_problem(block: Any, where: str) -> str | None:
                 f"{', '.join(repr(t) for t in ANTHROPIC_IMAGE_TYPES)}")
     if source.get("type") == "base64" and not is_base64(source.get("data")):
         return f"{where}.image.source.base64.data: Invalid base64 data"
+    shown = image_type_shown(str(source.get("data", "")))
+    if source.get("type") == "base64" and shown not in (None, source.get("media_type")):
+        return (f"{where}.image.source.base64.data: Image does not match the provided media "
+                f"type {source.get('media_type')}")
     if source.get("type") == "url" and not is_web_url(source.get("url")):
         return f"{where}.image.source.url: URL must use the http or https scheme"
     return None

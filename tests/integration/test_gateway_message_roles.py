@@ -8,6 +8,7 @@ through as sent."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import uuid
@@ -634,7 +635,7 @@ def test_an_image_no_model_is_sent_is_a_400_naming_the_part_on_every_wire(
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(("url", "media_type"), [
     (f'data:image/png;name="cat,1.png";base64,{PNG}', "image/png"),
-    (f'data:image/webp;name="a;b \\"c\\"";base64,{PNG}', "image/webp"),
+    (f'data:image/png;name="a;b \\"c\\"";base64,{PNG}', "image/png"),
     ("HTTPS://x.test/cat.png?a=1;b=2,3", None),
 ], ids=["quoted-comma", "quoted-semicolon-and-quotes", "https"])
 def test_an_image_with_quoted_parameters_reaches_an_anthropic_model_as_its_base64_data(
@@ -652,6 +653,34 @@ def test_an_image_with_quoted_parameters_reaches_an_anthropic_model_as_its_base6
     source = ({"type": "base64", "media_type": media_type, "data": PNG} if media_type
               else {"type": "url", "url": url})
     assert block == {"type": "image", "source": source}
+
+
+JPEG = base64.b64encode(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00").decode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("label", ["image/png", "image/jpg", "application/octet-stream"])
+def test_an_image_reaches_an_anthropic_model_as_the_type_its_bytes_show(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, label: str,
+        stream: bool) -> None:
+    # OpenAI reads a JPEG labelled image/png (or image/jpg, which is no media type) as the
+    # JPEG it is; the Messages API refuses a block whose bytes are not of the type it
+    # declares (as the fake does), and takes four types only: the block says image/jpeg.
+    url = f"data:{label};base64,{JPEG}"
+    messages = [*opening(), {"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": url}}]}]
+    answer = _to_other(budgeted, messages, stream)
+    assert answer["content"] and answer["finish_reason"] == "stop"
+    block = gw_fake.requests()[-1]["body"]["messages"][0]["content"][-1]
+    assert block == {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
+                                                 "data": JPEG}}
+    # An OpenAI-compatible upstream is sent the URL as it came.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", messages=messages, stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == messages
 
 
 # A conversation that called a tool this turn does not offer.

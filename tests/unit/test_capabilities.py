@@ -256,7 +256,10 @@ def test_a_data_url_image_the_messages_api_cannot_take_leaves_out_an_anthropic_m
 
 @pytest.mark.parametrize("url", [
     "data:image/png;name=cat.png;base64,iVBOR", "data:IMAGE/GIF;BASE64,R0lG",
-    "data:image/webp;base64,UklGR", "data:image/jpeg;base64,/9j/", "https://x.test/a.bmp"])
+    "data:image/webp;base64,UklGR", "data:image/jpeg;base64,/9j/", "https://x.test/a.bmp",
+    # (by the type its bytes show, whatever its label says)
+    "data:image/jpg;base64,/9j/4AAQ", "data:application/octet-stream;base64,iVBORw0KGgo=",
+    "data:image/bmp;base64,R0lGODlh"])
 def test_an_image_the_messages_api_takes_leaves_no_model_out(url: str) -> None:
     catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("vision",)),
                        ModelCard("gpt", provider="openai", capabilities=("vision",))])

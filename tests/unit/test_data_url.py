@@ -4,9 +4,18 @@ base64."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from switchpoint.gateway.data_url import MAX_HEADER, DataURL, base64_problem, parse_data_url
+from switchpoint.gateway.data_url import (
+    MAX_HEADER,
+    DataURL,
+    base64_problem,
+    image_type,
+    media_type_of,
+    parse_data_url,
+)
 
 
 @pytest.mark.parametrize(("url", "read"), [
@@ -81,3 +90,40 @@ def test_base64_data_passes(data: str) -> None:
 def test_data_that_is_not_base64_is_named(data: str, says: str) -> None:
     problem = base64_problem(data)
     assert problem is not None and says in problem, problem
+
+
+def _header(url: str) -> DataURL:
+    header = parse_data_url(url)
+    assert header is not None
+    return header
+
+
+# The first bytes of an image of each type the APIs take (and of a few they do not).
+HEADS = {"image/jpeg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "image/png": b"\x89PNG\r\n\x1a\n",
+         "image/gif": b"GIF89a\x01\x00", "image/webp": b"RIFF\x24\x00\x00\x00WEBPVP8 "}
+OTHERS = {"bmp": b"BM6\x00\x00\x00", "riff-wave": b"RIFF\x24\x00\x00\x00WAVEfmt ",
+          "text": b"hello there"}
+
+
+@pytest.mark.parametrize("media", list(HEADS))
+def test_the_image_type_is_read_from_the_first_bytes(media: str) -> None:
+    data = base64.b64encode(HEADS[media] + b"\x00" * 64).decode()
+    assert image_type(data) == media
+    # A client's label does not change what the bytes are (OpenAI reads the bytes too).
+    for label in ("image/png", "image/jpg", "application/octet-stream"):
+        url = f"data:{label};base64,{data}"
+        assert media_type_of(url, parse_data_url(url)) == media  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("head", list(OTHERS.values()), ids=list(OTHERS))
+def test_other_bytes_keep_the_type_the_header_names(head: bytes) -> None:
+    data = base64.b64encode(head).decode()
+    assert image_type(data) is None
+    url = f"data:image/png;name=x;base64,{data}"
+    assert media_type_of(url, parse_data_url(url)) == "image/png"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["data:image/png,%89PNG", "data:image/png;base64,!!",
+                                 "data:image/png;base64,"])
+def test_data_that_is_not_readable_base64_keeps_the_type_the_header_names(url: str) -> None:
+    assert media_type_of(url, parse_data_url(url)) == "image/png"  # type: ignore[arg-type]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
-from switchpoint.gateway.data_url import parse_data_url
+from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES
 from switchpoint.known_providers import Wire, spec_of
 
@@ -88,8 +88,8 @@ class Needs:
     # Whether the request declares, or its history calls, a custom tool (``type: custom``:
     # free-form input), which only OpenAI's own API takes.
     custom_tools: bool = False
-    # (media type, whether base64) of each image given as a data URL (:mod:`data_url`; media
-    # type "" when none was read).
+    # (media type, whether base64) of each image given as a data URL (:mod:`data_url`: the
+    # type its first bytes show, else the one its header names; "" when none was read).
     data_images: frozenset[tuple[str, bool]] = frozenset()
 
     @property
@@ -135,9 +135,11 @@ def _data_images(content: object) -> set[tuple[str, bool]]:
         if isinstance(part, Mapping) and part.get("type") in IMAGE_PART_TYPES:
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, Mapping) else image
-            header = parse_data_url(url) if isinstance(url, str) else None
+            if not isinstance(url, str):
+                continue
+            header = parse_data_url(url)
             if header is not None:
-                found.add((header.media_type, header.base64))
+                found.add((media_type_of(url, header), header.base64))
     return found
 
 

@@ -1,5 +1,5 @@
 """Reading a ``data:`` URL (RFC 2397): its media type, whether its data is base64, where its
-data begins, and whether base64 data is base64.
+data begins, whether base64 data is base64, and which image type its first bytes show.
 
 ``data:[<media type>][;<parameter>=<value>]*[;base64],<data>``: the media type is
 case-insensitive (read lower-cased), parameters (``charset``, ``name``, ...) are skipped, and
@@ -79,6 +79,34 @@ def parse_data_url(url: str) -> DataURL | None:
     media = segments[0].strip().lower()
     base64 = len(segments) > 1 and segments[-1].strip().lower() == "base64"
     return DataURL(media_type=media if "/" in media else "", base64=base64, data_at=comma + 1)
+
+
+# The first bytes of each image type the APIs take (WebP: a RIFF file whose form is WEBP),
+# as (media type, offset, bytes).
+_SIGNATURES = (("image/jpeg", 0, b"\xff\xd8\xff"), ("image/png", 0, b"\x89PNG"),
+               ("image/gif", 0, b"GIF8"), ("image/webp", 8, b"WEBP"))
+
+
+def image_type(data: str) -> str | None:
+    """The media type of the image whose base64 data begins ``data`` (jpeg, png, gif or webp),
+    read from its first bytes alone; None when they are none of these."""
+    try:
+        head = binascii.a2b_base64(data[:16])
+    except binascii.Error:
+        return None
+    for media, at, signature in _SIGNATURES:
+        if head[at:at + len(signature)] == signature and (at == 0 or head[:4] == b"RIFF"):
+            return media
+    return None
+
+
+def media_type_of(url: str, header: DataURL) -> str:
+    """The media type of the data of ``url`` (whose header is ``header``): the image type its
+    first bytes show when it is base64 data of one (a client may label a JPEG image/png, or
+    image/jpg), else the type its header names."""
+    if header.base64 and header.data_at >= 0:
+        return image_type(url[header.data_at:header.data_at + 16]) or header.media_type
+    return header.media_type
 
 
 def base64_problem(data: str) -> str | None:

@@ -6,7 +6,9 @@ parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools,
 to OpenAI ``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal
 part, or the message's ``refusal`` when it has no content) is sent as its text: it is what
 the assistant said. An image given as a base64 data URL (``data:<type>[;<parameter>]*;base64,
-<data>``) is a base64 image block of its media type (parameters dropped), an http(s) URL an
+<data>``) is a base64 image block of its media type (parameters dropped; the type its first
+bytes show when they show one, as the API refuses an image labelled with another type and
+OpenAI reads the bytes whatever the label), an http(s) URL an
 image the API fetches (the request check refuses any other URL, and base64 data that is
 not base64: :mod:`~switchpoint.gateway.image_urls`); a data URL of a type the API does not
 take, or not base64, is not sent (planning leaves the model out:
@@ -61,7 +63,7 @@ from switchpoint.gateway.capabilities import (
     anthropic_image_refusal,
     function_results,
 )
-from switchpoint.gateway.data_url import parse_data_url
+from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.image_urls import image_url_problem, is_web_url
 from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
@@ -131,10 +133,11 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
         if not is_web_url(url):  # (the request check refuses it; this names it if not)
             raise _bad(f"an image_url part's url {image_url_problem(url)}")
         return {"type": "image", "source": {"type": "url", "url": url}}
-    refused = anthropic_image_refusal(data.media_type, data.base64)
+    media_type = media_type_of(url, data)
+    refused = anthropic_image_refusal(media_type, data.base64)
     if refused is not None:  # (planning leaves such a model out; this names it if not)
         raise _bad(f"the request has {refused}, and {ANTHROPIC_IMAGES}")
-    return {"type": "image", "source": {"type": "base64", "media_type": data.media_type,
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type,
                                         "data": url[data.data_at:]}}
 
 
