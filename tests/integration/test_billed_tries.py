@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -188,21 +190,90 @@ def test_tries_the_upstream_refused_are_not_charged(
     assert not any("may have billed" in note for note in entry["reasoning"])
 
 
-def test_tries_billed_past_the_hold_are_charged_in_full_and_said(
+def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     # good stalls mid-answer on both its tries; its fallback other answers. The request held
-    # the dearest candidate's worst case once (good's); the provider billed every try.
-    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
-        model="good", max_tokens=1000, messages=user("stalls [[fake:stall:seconds=3]]"))
+    # the dearest candidate's worst case once (good's); each try after a billed one holds its
+    # own worst case more before it is sent, so the budget never holds less than it may owe.
+    ledger = gov.service.gateway.governor.ledger
+    account = f"key:{key['id']}"
+    most_held = [0.0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.005):
+            most_held[0] = max(most_held[0], ledger.held(account))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+            model="good", max_tokens=1000, messages=user("stalls [[fake:stall:seconds=3]]"))
+    finally:
+        done.set()
+        watcher.join()
     request_id = raw.headers["x-switchpoint-request-id"]
     entry = _logged(gov, request_id)
-    worst = _worst(gov, gw_fake, "good")
+    worst = {m: _worst(gov, gw_fake, m) for m in ("good", "other")}
     assert [(a["model"], a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
-        ("good", "read_timeout", pytest.approx(worst)),
-        ("good", "read_timeout", pytest.approx(worst)), ("other", "ok", None)]
+        ("good", "read_timeout", pytest.approx(worst["good"])),
+        ("good", "read_timeout", pytest.approx(worst["good"])), ("other", "ok", None)]
     assert entry["status"] == "ok" and entry["cost"] > 0
-    assert entry["charged"] == pytest.approx(2 * worst + entry["cost"])
-    assert _charged(gov, request_id) == {"good": pytest.approx(2 * worst),
+    assert entry["charged"] == pytest.approx(2 * worst["good"] + entry["cost"])
+    assert _charged(gov, request_id) == {"good": pytest.approx(2 * worst["good"]),
                                          "other": pytest.approx(entry["cost"])}
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
-    assert any("more than the request's hold" in note for note in entry["reasoning"])
+    # Held while other was called: good's two billed tries and other's worst case.
+    assert most_held[0] == pytest.approx(2 * worst["good"] + worst["other"])
+    assert ledger.held(account) == 0
+    assert any("held $" in note and "before" in note for note in entry["reasoning"])
+
+
+def test_a_try_the_budget_cannot_hold_after_a_billed_one_is_not_sent(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    messages = user(f"stalls {uuid.uuid4().hex[:8]}")
+    # What good's and other's worst cases are for this request (it answers at once here).
+    client(gov, key["key"]).chat.completions.create(model="good", max_tokens=1000,
+                                                    messages=messages)
+    worst = {m: _worst(gov, gw_fake, m) for m in ("good", "other")}
+    # A key whose budget holds one try of good, but not two, nor one of good and one of other.
+    budget = 1.5 * worst["good"]
+    assert worst["good"] + worst["other"] > budget
+    r = httpx.post(f"{gov.base}/v1/router/keys", headers=ADMIN, timeout=10,
+                   json={"tenant": "acme", "budget": f"{budget:.10f}/day"})
+    assert r.status_code == 201, r.text
+    tight = r.json()
+    gw_fake.script("good", "stall:seconds=3", "stall:seconds=3")
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(gov, tight["key"]).chat.completions.create(model="good", max_tokens=1000,
+                                                          messages=messages)
+    request_id = caught.value.response.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    # good's first try was billed; nothing more was sent: the budget could hold no other try.
+    assert [(a["model"], a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("good", "read_timeout", pytest.approx(worst["good"])),
+        ("good", "budget_exceeded", None), ("other", "budget_exceeded", None)]
+    assert len(gw_fake.requests()) == 2  # (the one that answered above, and good's first try)
+    assert entry["status"] == "error"
+    assert entry["charged"] == pytest.approx(worst["good"])
+    assert _spent(gov, tight["id"]) == pytest.approx(worst["good"]) and worst["good"] <= budget
+    message = caught.value.message
+    assert "budget" in message and "read_timeout" in message, message
+    assert gov.service.gateway.governor.ledger.held(f"key:{tight['id']}") == 0
+
+
+def test_a_connection_lost_after_the_request_was_sent_is_charged_beside_the_answer(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # cheap reads the request, then resets the connection before any response: the model may
+    # have been generating (unlike a connection that could not be made). Its retry answers.
+    raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000, messages=user("lost [[fake:once:reset]]"))
+    request_id = raw.headers["x-switchpoint-request-id"]
+    entry = _logged(gov, request_id)
+    worst = _worst(gov, gw_fake, "cheap")
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("connect_error", pytest.approx(worst)), ("ok", None)]
+    assert "after the request was sent" in entry["attempts"][0]["error"]
+    assert entry["charged"] == pytest.approx(worst + entry["cost"])
+    assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])

@@ -168,3 +168,51 @@ async def test_a_call_cancelled_while_its_model_was_answering_is_charged_its_wor
     assert [b["spent_usd"] for b in gateway.budget_status()] == [pytest.approx(charged)]
     assert gateway.governor.ledger.open_tickets() == 0
 
+
+
+@pytest.fixture
+def one_connection(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway with one upstream connection to the fake: a second call waits for it."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(fake, str(tmp_path / "data"),
+                                  gateway=GATEWAY + "  max_upstream_connections: 1\n")
+                      + "budgets: {models: {good: 50/day}}\n", encoding="utf-8")
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gw:
+        yield gw
+
+
+@pytest.mark.anyio
+async def test_a_call_cancelled_before_its_request_was_sent_is_released_not_charged(
+        one_connection: Gateway, fake: FakeProviderProcess) -> None:
+    # The first call holds the only connection (good answers it late); the second waits for a
+    # connection when its caller leaves: nothing was sent, nothing can be billed.
+    gateway = one_connection
+    first = asyncio.ensure_future(gateway.acomplete(
+        [{"role": "user", "content": f"slow [[fake:ok:delay=20]] {uuid.uuid4().hex[:8]}"}],
+        model="good", max_tokens=1000))
+    await _until(lambda: len(fake.requests()) == 1, "good has the first request")
+    second = asyncio.ensure_future(gateway.acomplete(
+        [{"role": "user", "content": f"waits {uuid.uuid4().hex[:8]}"}],
+        model="good", max_tokens=1000))
+    await _until(lambda: len(gateway._calls) == 2, "the second call waits for a connection")
+    await asyncio.sleep(0.2)
+    second.cancel()
+    with suppress(asyncio.CancelledError):
+        await second
+    assert len(fake.requests()) == 1  # (the second request never reached good)
+    first.cancel()
+    with suppress(asyncio.CancelledError):
+        await first
+    await _until(lambda: len(_read(gateway, "SELECT id FROM requests")) == 2,
+                 "both requests are logged")
+    rows = _read(gateway, "SELECT status, charged_usd, attempts, reasoning FROM requests")
+    # The one charged nothing, then the one charged.
+    (unsent_status, unsent_paid, unsent_tries, unsent_notes), (_, sent_paid, _, _) = sorted(
+        rows, key=lambda row: row[1] or 0.0)
+    assert (unsent_status, unsent_paid) == ("client_closed", None)
+    assert [(a["outcome"], a.get("charged_usd")) for a in json.loads(unsent_tries)] == [
+        ("client_closed", None)]
+    assert "before its request was sent" in unsent_notes
+    assert sent_paid > 0  # (the first had reached good: charged its worst case)
+    assert [b["spent_usd"] for b in gateway.budget_status()] == [pytest.approx(sent_paid)]
+    assert gateway.governor.ledger.open_tickets() == 0

@@ -634,6 +634,11 @@ def test_only_failures_after_the_request_was_sent_say_the_model_may_have_generat
 
     assert mapped(httpx.ReadTimeout("silent"))  # waiting for the answer
     assert mapped(httpx.ReadError("cut"), started=True)  # a stream cut part-way
+    # Sent, then lost before the response's head: the upstream had the whole request.
+    assert mapped(httpx.ReadError("reset by peer"))
+    assert mapped(httpx.RemoteProtocolError("Server disconnected without sending a response."))
+    assert not mapped(httpx.WriteError("broken pipe"))  # never wholly sent
+    assert not mapped(httpx.PoolTimeout("no free connection"))
     assert not mapped(httpx.WriteTimeout("slow send"))  # never wholly sent
     assert not mapped(httpx.ConnectError("refused"))
     assert not mapped(httpx.ConnectTimeout("no route"))
