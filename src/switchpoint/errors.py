@@ -532,7 +532,9 @@ class ServerError(ProviderError):
 
 
 class ConnectError(ProviderError):
-    """No usable connection: refused, reset before any response, DNS, or connect timeout."""
+    """No usable connection: refused, DNS, connect timeout, the request not sent; or the
+    connection lost (reset, closed) after the request was sent and before any response, when
+    the model may have been generating (``may_have_generated``: a provider may bill it)."""
 
     kind = "connect_error"
     _retryable = True

@@ -204,11 +204,13 @@ def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
         while not done.wait(0.005):
             most_held[0] = max(most_held[0], ledger.held(account))
 
+    gw_fake.script("good", "stall:seconds=3", "stall:seconds=3")
+    gw_fake.script("claude-fake-2", "ok:delay=0.3")  # (other, upstream: long enough to see)
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
         raw = client(gov, key["key"]).chat.completions.with_raw_response.create(
-            model="good", max_tokens=1000, messages=user("stalls [[fake:stall:seconds=3]]"))
+            model="good", max_tokens=1000, messages=user("stalls"))
     finally:
         done.set()
         watcher.join()
@@ -226,7 +228,9 @@ def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
     # Held while other was called: good's two billed tries and other's worst case.
     assert most_held[0] == pytest.approx(2 * worst["good"] + worst["other"])
     assert ledger.held(account) == 0
-    assert any("held $" in note and "before" in note for note in entry["reasoning"])
+    held = [note for note in entry["reasoning"] if note.startswith("Budget: held ")]
+    assert [note.split("'")[0] for note in held] == ["Budget: held good", "Budget: held other"]
+    assert not any("more than the request held" in note for note in entry["reasoning"])
 
 
 def test_a_try_the_budget_cannot_hold_after_a_billed_one_is_not_sent(

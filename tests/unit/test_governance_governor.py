@@ -730,3 +730,83 @@ def test_a_restart_holds_a_reservation_of_the_longest_deadline_until_it_ends(
             again.open()
             assert again.ledger.held(tenant_account("acme")) == held, when
             again.close()
+
+
+def test_a_try_after_a_billed_one_holds_its_worst_case_first_or_is_refused(
+        tmp_path: Path) -> None:
+    """Each try after one a provider may have billed holds its own worst case more before it
+    is sent (on every account the request holds on); one no budget can hold is refused, and
+    nothing is held for it."""
+    body: dict[str, Any] = {"model": "big", "max_tokens": 1000,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    probe, _, _ = admit(Governor(settings(tmp_path)), settings(tmp_path, budgets={
+        "total": ["1000/day"]}), None, dict(body), cards=CARDS[:2])
+    big, mid = probe.worst_by_model["big"], probe.worst_by_model["mid"]
+    # Room for two tries of big, or one of big and one of mid; not for three.
+    s = settings(tmp_path, tenants={"acme": {"budgets": [f"{2 * big + mid / 2:.10f}/day"]}},
+                 budgets={"models": {"mid": "1000/day"}})
+    gov = Governor(s)
+    account = tenant_account("acme")
+    ticket, kept, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:2], require_first=True)
+    assert kept == ["big", "mid"] and ticket.holds[account] == pytest.approx(big)
+    assert gov.hold_try(ticket, CARDS[0], []) is None  # (the first try: held at admission)
+    assert gov.ledger.held(account) == pytest.approx(big)
+    assert gov.hold_try(ticket, CARDS[0], [CARDS[0]]) is None  # big again, after big billed
+    assert gov.ledger.held(account) == pytest.approx(2 * big)
+    assert ticket.held_for_usd == pytest.approx(2 * big)
+    refused = gov.hold_try(ticket, CARDS[1], [CARDS[0], CARDS[0]])  # mid: no room left
+    assert refused is not None and "budget exceeded" in refused and "tenant acme" in refused
+    assert "another try of mid" in refused
+    assert gov.ledger.held(account) == pytest.approx(2 * big)  # nothing held for it
+    assert ticket.holds["model:mid"] == pytest.approx(mid)
+    rows, charged = gov.settle(ticket, request_id="r", card=None, cost_usd=None, tokens=None,
+                               billed=[CARDS[0], CARDS[0]])
+    assert charged == pytest.approx(2 * big) and gov.ledger.held(account) == 0
+    assert [r.model for r in rows] == ["big"]
+
+
+def test_a_reservation_that_held_more_for_a_further_try_is_restored_whole(
+        tmp_path: Path) -> None:
+    """A reservation already on disk that holds more for a further try writes what it holds
+    now: a crash leaves it holding all of it until its deadline."""
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    body: dict[str, Any] = {"model": "big", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    with SQLiteStore(s.db_path) as store:
+        gov = Governor(s, store=store, clock=lambda: now[0])
+        ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:1])
+        now[0] += 1.0
+        gov.flush()  # on disk
+        assert ticket.persisted
+        assert _reserved(s.db_path) == [{tenant_account("acme"): ticket.worst_usd}]
+        assert gov.hold_try(ticket, CARDS[0], [CARDS[0]]) is None
+        held = ticket.holds[tenant_account("acme")]
+        assert held == pytest.approx(2 * ticket.worst_usd)
+        gov.flush()
+        assert _reserved(s.db_path, 2)[-1] == {tenant_account("acme"): pytest.approx(held)}
+    # The process died with the request under way.
+    with SQLiteStore(s.db_path) as store:
+        again = Governor(s, store=store, clock=lambda: now[0])
+        again.open()
+        assert again.ledger.held(tenant_account("acme")) == pytest.approx(held)
+        again.close()
+
+
+def _reserved(db_path: Path, count: int = 1) -> list[dict[str, float]]:
+    """What each ``reserve`` row of the spend table holds, once ``count`` are written."""
+    import sqlite3
+    import time
+    from contextlib import closing
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with closing(sqlite3.connect(db_path)) as db:
+            rows = db.execute("SELECT holds FROM spend WHERE kind = 'reserve' "
+                              "ORDER BY ts").fetchall()
+        if len(rows) >= count:
+            return [json.loads(h) for (h,) in rows]
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {count} reservation rows were written")

@@ -672,3 +672,65 @@ async def test_the_deadline_run_out_before_a_call_began_is_not_billed() -> None:
                                  clock=lambda: clock[0], sleep=sleep)
     assert [(a.outcome, a.billed) for a in caught.value.attempts] == [
         ("server_error", False), ("read_timeout", False)]
+
+
+class Connecting(Scripted):
+    """A provider whose transport says it is connecting (and, with ``sends``, that it sent the
+    request), then waits ``seconds`` for an answer."""
+
+    def __init__(self, seconds: float, sends: bool) -> None:
+        super().__init__({})
+        self.seconds = seconds
+        self.sends = sends
+
+    async def complete(self, request: Mapping[str, Any], card: ModelCard,
+                       timeouts: Timeouts) -> ProviderResponse:
+        from switchpoint.gateway.providers.sending import note_connecting, note_sent
+
+        note_connecting()
+        if self.sends:
+            note_sent()
+        await asyncio.sleep(self.seconds)
+        raise AssertionError("the try should have been cut off")
+
+
+@pytest.mark.parametrize("sends", [False, True])
+async def test_a_try_cut_off_before_its_request_was_sent_is_not_billed(sends: bool) -> None:
+    # The deadline, or the caller leaving, ends a try still connecting: nothing was sent, so
+    # nothing can be billed. Once the request was sent, the model may have been generating.
+    from switchpoint.gateway.failover import CLIENT_CLOSED, Attempt
+
+    policy = RetryPolicy(max_total_s=0.05, max_attempts_per_model=1)
+    with pytest.raises(FailoverError) as caught:
+        await run(Connecting(5, sends), cards=CARDS[:1], policy=policy)
+    assert [(a.outcome, a.billed) for a in caught.value.attempts] == [("read_timeout", sends)]
+    attempts: list[Attempt] = []
+    task = asyncio.ensure_future(run(Connecting(5, sends), cards=CARDS[:1], attempts=attempts))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(a.outcome, a.billed) for a in attempts] == [(CLIENT_CLOSED, sends)]
+
+
+async def test_a_try_refused_before_it_is_sent_passes_its_model_over() -> None:
+    # Asked before each try: a refused one is not sent; failover goes on to the next model,
+    # and a model passed over so is not counted as failed.
+    from switchpoint.gateway.failover import billed_tries, failed_models
+
+    asked: list[tuple[str, int]] = []
+
+    def before(card: ModelCard, attempts: Any) -> str | None:
+        asked.append((card.name, len(attempts)))
+        return "budget exceeded: no room" if billed_tries(attempts) and card.name == "a" else None
+
+    p = Scripted({"a": [ReadTimeout("silent", model="a")]})
+    health = HealthTracker(HealthConfig(failure_threshold=5))
+    result = await run(p, health=health, before_try=before)
+    assert p.calls == ["a", "b"] and result.model == "b"
+    assert asked == [("a", 0), ("a", 1), ("b", 2)]
+    assert [(a.model, a.outcome, a.billed) for a in result.attempts] == [
+        ("a", "read_timeout", True), ("a", "budget_exceeded", False), ("b", "ok", False)]
+    assert result.attempts[1].error == "budget exceeded: no room"
+    assert failed_models(result.attempts) == {"a"}  # (for its read timeout)
+    assert result.models_tried == ["a", "b"]

@@ -75,6 +75,7 @@ from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import Assignment
 from switchpoint.gateway.failover import (
     Attempt,
+    BeforeTry,
     FailoverResult,
     FailoverStream,
     RetryPolicy,
@@ -684,7 +685,7 @@ class Gateway:
             result = await call_with_failover(
                 plan.body, plan.cards, self.providers, stream=plan.stream,  # type: ignore[call-overload]
                 policy=self.retry, timeouts=self.timeouts, health=self.health,
-                attempts=attempts)
+                attempts=attempts, before_try=self._before_try(plan))
         except FailoverError as exc:
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
             plan.unanswered(exc.attempts)
@@ -699,15 +700,16 @@ class Gateway:
         except asyncio.CancelledError:
             # The caller left (an HTTP client disconnected; or the service, stopping, ended
             # the call). A try under way upstream is charged as every try a provider may have
-            # billed is (see _settle). Before any model was called, or between two tries,
-            # nothing sent could be billed: with no such try before, the hold is released.
+            # billed is (see _settle). Before any model was called, between two tries, or
+            # before a try's request was sent (connecting), nothing sent could be billed: with
+            # no such try before, the hold is released.
             stopped = self._stopped_calls.pop(task, None) if task is not None else None
             if stopped is not None and task is not None and task.uncancel() > 0:
                 stopped = None  # cancelled by its caller too: that one is obeyed
             if not billed_tries(attempts) and plan.ticket is not None:
                 plan.notes.append("cancelled with no try under way upstream (before any "
-                                  "model was called, or between two tries): its budget hold "
-                                  "was released, nothing charged")
+                                  "model was called, between two tries, or before its request "
+                                  "was sent): its budget hold was released, nothing charged")
             settlement = self._settle(plan, None, None, None, attempts)
             # A pinned model that had failed before the caller left did not hold the pin.
             rehomed_to = plan.pin.pinned_model if plan.pin.rehoming else None
@@ -910,6 +912,32 @@ class Gateway:
                         "loop closed, so their requests are not in the request log; close a "
                         "stream you stop reading (await stream.aclose())", len(gone))
 
+    def _before_try(self, plan: Plan) -> BeforeTry | None:
+        """What failover asks before each try of a request a budget watches (None: no budget,
+        nothing to ask): a try after one a provider may have billed is held first (see
+        :meth:`Governor.hold_try`), or not sent when the budget cannot hold it."""
+        ticket = plan.ticket
+        if ticket is None or not ticket.holds:  # (no budget: rate limits only)
+            return None
+        cards = {c.name: c for c in plan.cards}
+
+        def before(card: Any, attempts: Sequence[Attempt]) -> str | None:
+            billed = [cards[a.model] for a in billed_tries(attempts) if a.model in cards]
+            if not billed:
+                return None  # (the request's hold covers its first try)
+            refused = self.governor.hold_try(ticket, card, billed)
+            if refused is None:
+                plan.notes.append(
+                    f"Budget: held {card.name}'s worst case "
+                    f"${self.governor.worst_of(ticket, card):.6f} before its next try, after "
+                    f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may have "
+                    f"billed (${ticket.held_for_usd:.6f} held for the request's tries in all).")
+            else:
+                plan.notes.append(f"Budget: {card.name} not tried: {refused}.")
+            return refused
+
+        return before
+
     def _settle(self, plan: Plan, card: Any, cost_usd: float | None, usage: Any,
                 attempts: Sequence[Attempt] = ()) -> accounting.Settlement | None:
         """Settle the request's budget reservation: the answer of ``card`` (None: no answer)
@@ -927,9 +955,8 @@ class Gateway:
             attempt.charged_usd = self.governor.worst_of(plan.ticket, cards[attempt.model])
         if billed:
             extra = sum(a.charged_usd or 0.0 for a in billed)
-            over = (" (more than the request's hold, the dearest candidate's worst case: "
-                    "charged in full)" if extra + (cost_usd or 0.0)
-                    > plan.ticket.worst_usd * (1 + 1e-9) + 1e-12 else "")
+            over = (" (more than the request held: charged in full)" if extra + (cost_usd or 0.0)
+                    > plan.ticket.held_for_usd * (1 + 1e-9) + 1e-12 else "")
             plan.notes.append(
                 f"Budget: charged ${extra:.6f} for {len(billed)} tr"
                 f"{'y' if len(billed) == 1 else 'ies'} a provider may have billed with no "

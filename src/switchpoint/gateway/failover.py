@@ -57,9 +57,13 @@ from switchpoint.gateway.providers.base import (
     is_content_chunk,
     usage_of,
 )
+from switchpoint.gateway.providers.sending import SendWatch, watching_send
 
 ProviderFor = Callable[[ModelCard], Provider]
 TimeoutsFor = Timeouts | Callable[[ModelCard], Timeouts]
+# Asked before each try of a model, with the tries so far: None to send it, or why it may not
+# be sent (the request's budget cannot hold it; see Governor.hold_try).
+BeforeTry = Callable[[ModelCard, Sequence["Attempt"]], str | None]
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -87,8 +91,10 @@ class RetryPolicy:
         return rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (retry - 1)))
 
 
+# A try not sent because the request's budget could not hold it (see BeforeTry).
+BUDGET_REFUSED = "budget_exceeded"
 # Outcomes of candidates that were passed over without a call.
-SKIPPED = frozenset({"circuit_open", "context_too_small"})
+SKIPPED = frozenset({"circuit_open", "context_too_small", BUDGET_REFUSED})
 # The outcome of the try under way (or waited for) when the caller left: no verdict on it.
 CLIENT_CLOSED = "client_closed"
 
@@ -133,10 +139,13 @@ class Attempt:
 
 
 def failed_models(attempts: Sequence[Attempt]) -> set[str]:
-    """The models of ``attempts`` that failed: called and failed, or passed over; not the one
-    being tried when the caller left (:data:`CLIENT_CLOSED`: it may yet have answered)."""
+    """The models of ``attempts`` that failed: called and failed, or passed over as unhealthy
+    or too small; not the one being tried when the caller left (:data:`CLIENT_CLOSED`: it may
+    yet have answered), nor one passed over because the budget could not hold its try (the
+    model is not at fault)."""
     left = {a.model for a in attempts if a.outcome == CLIENT_CLOSED}
-    return {a.model for a in attempts if not a.ok and a.model not in left}
+    return {a.model for a in attempts
+            if not a.ok and a.outcome != BUDGET_REFUSED and a.model not in left}
 
 
 def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
@@ -145,10 +154,12 @@ def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
     been generating (a read or first-token timeout, the request's deadline cutting it, a
     stream or an answer cut part-way, an answer too large; or the caller leaving while it was
     under way). A provider bills what it generated until the connection closed, so each is
-    charged its model's worst case. Not billed: a try that failed before anything was sent
-    (a connect error, a missing key), one the upstream refused with an error status (4xx,
-    5xx, 429), a candidate passed over, a try only waited for when the caller left. (A
-    committed stream's own end is charged with its answer: its usage, or its worst case.)"""
+    charged its model's worst case. (So is a connection lost after the request was sent, before
+    any response.) Not billed: a try that failed, or was cut by the deadline or left by the
+    caller, before its request was sent (connecting, waiting for a connection, a missing key),
+    one the upstream refused with an error status (4xx, 5xx, 429), a candidate passed over, a
+    try only waited for when the caller left. (A committed stream's own end is charged with its
+    answer: its usage, or its worst case.)"""
     return [a for a in attempts if a.billed]
 
 
@@ -465,7 +476,7 @@ async def call_with_failover(
     timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
-    attempts: list[Attempt] | None = None,
+    attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
 ) -> FailoverResult: ...
 
 
@@ -476,7 +487,7 @@ async def call_with_failover(
     timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
-    attempts: list[Attempt] | None = None,
+    attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
 ) -> FailoverStream: ...
 
 
@@ -486,7 +497,7 @@ async def call_with_failover(
     timeouts: TimeoutsFor | None = None, health: HealthTracker | None = None,
     rewrite_model: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
-    attempts: list[Attempt] | None = None,
+    attempts: list[Attempt] | None = None, before_try: BeforeTry | None = None,
 ) -> FailoverResult | FailoverStream:
     """Answer ``request`` with the first of ``candidates`` that can, retrying and escalating.
 
@@ -496,6 +507,9 @@ async def call_with_failover(
     answered. ``health`` (optional) is consulted before each model and told every outcome.
     ``sleep``, ``rng`` and ``clock`` are injectable for tests. ``attempts``, when given, is the
     list every try is appended to (so a caller that cancels the call still knows them).
+    ``before_try`` (optional; see :data:`BeforeTry`) is asked before each try is sent: a try it
+    refuses is not sent, the model is passed over (``budget_exceeded``, with why) and failover
+    goes on to the next candidate.
 
     Returns a :class:`FailoverResult` (or, with ``stream=True``, a committed
     :class:`FailoverStream`); raises :class:`FailoverError` when no candidate answers.
@@ -538,20 +552,31 @@ async def call_with_failover(
         for number in range(1, policy.max_attempts_per_model + 1):
             started = time.perf_counter()
             remaining = deadline - clock()
+            if before_try is not None and remaining > 0:
+                refused = before_try(card, attempts)
+                if refused is not None:
+                    _no_verdict(health, card.name, slot)
+                    attempts.append(Attempt(card.name, number, BUDGET_REFUSED, error=refused,
+                                            begun=False))
+                    break
+            watch = SendWatch()  # (replaced as the try begins; bound for the handlers below)
             try:
                 if remaining <= 0:
                     raise _deadline_error(policy, card, shared, sent=False)
-                async with _within(remaining, policy, card, shared):
-                    if stream:
-                        chunks, buffered, ended = await _open_stream(provider, request, card,
-                                                                     timeouts_for(card))
-                    else:
-                        response = await provider.complete(request, card, timeouts_for(card))
+                with watching_send() as watch:
+                    async with _within(remaining, policy, card, shared, watch):
+                        if stream:
+                            chunks, buffered, ended = await _open_stream(
+                                provider, request, card, timeouts_for(card))
+                        else:
+                            response = await provider.complete(request, card,
+                                                               timeouts_for(card))
             except asyncio.CancelledError:
                 _no_verdict(health, card.name, slot)  # the client left
+                # (Billed only if its request may have reached the upstream.)
                 attempts.append(Attempt(card.name, number, CLIENT_CLOSED,
                                         (time.perf_counter() - started) * 1000.0, waited,
-                                        billed=True))
+                                        billed=watch.maybe_sent))
                 raise
             except ProviderError as exc:
                 latency = (time.perf_counter() - started) * 1000.0
@@ -674,10 +699,11 @@ def _had_less(attempts: Sequence[Attempt], model: str, left_s: float,
 
 @asynccontextmanager
 async def _within(seconds: float, policy: RetryPolicy, card: ModelCard,
-                  shared: bool) -> AsyncIterator[None]:
-    """Bound one upstream call by what is left of the request's deadline."""
+                  shared: bool, watch: SendWatch) -> AsyncIterator[None]:
+    """Bound one upstream call by what is left of the request's deadline (billed when it
+    cuts the call off only if the call's request may have been sent: see ``watch``)."""
     try:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise _deadline_error(policy, card, shared) from None
+        raise _deadline_error(policy, card, shared, sent=watch.maybe_sent) from None

@@ -14,7 +14,8 @@ The engine asks it, per request:
    confidence escalates. The decision says all of it (fields and reasoning).
 4. :meth:`Governor.admit`: rate limits and budgets, by reservation of the worst case (429
    ``rate_limit_exceeded`` / ``budget_exceeded`` with ``Retry-After`` otherwise).
-5. :meth:`Governor.settle` / :meth:`Governor.release` when the request ends.
+5. :meth:`Governor.hold_try` before a try that follows one a provider may have billed.
+6. :meth:`Governor.settle` / :meth:`Governor.release` when the request ends.
 
 The worst case of a request on one model is ``prompt bound × input price + output cap ×
 output price``. The prompt bound counts every byte of the prompt's text as a token (a
@@ -33,8 +34,10 @@ models (:meth:`Governor.narrow`), and admission leaves unpriced fallbacks out.
 
 Settlement charges the cost from the upstream's usage (plain answers as they arrive, streams
 as they end); when the usage is unknown (a client that left before the end, an upstream that
-sent none) it charges the answering model's worst case. A request that got no answer releases
-its reservation.
+sent none) it charges the answering model's worst case, and each try a provider may have billed
+without an answer its model's worst case. Before a try that follows such a try,
+:meth:`Governor.hold_try` holds what the request may then owe, or refuses the try. A request
+that got no answer (and no such try) releases its reservation.
 """
 
 from __future__ import annotations
@@ -890,6 +893,59 @@ class Governor:
         answer it may write): what a try of it a provider may have billed is charged."""
         return ticket.worst_by_model.get(card.name, ticket.worst_usd)
 
+    def hold_try(self, ticket: Ticket, card: ModelCard, billed: Sequence[ModelCard]
+                 ) -> str | None:
+        """Before a try of ``card`` that follows tries a provider may have billed (``billed``,
+        see :func:`~switchpoint.gateway.failover.billed_tries`; each is charged its model's
+        worst case): hold what the request may then owe, those tries and this one at their
+        worst case, on every account the ticket holds on (the key's, tenant's and gateway's
+        budgets; the model's and provider's own), so that the budgets never hold less than the
+        tries sent may cost. Returns None when the try may be sent (held, or nothing more was
+        needed), else why not: a budget cannot hold it. With no billed try (the request's
+        hold covers its first try) it does nothing, in memory only."""
+        if not billed or ticket.closed:
+            return None
+        tries = [*billed, card]
+        needed: dict[str, float] = {}
+        for tried in tries:
+            worst = self.worst_of(ticket, tried)
+            for account in settle_accounts(ticket.key_id, ticket.tenant, tried.name,
+                                           tried.provider):
+                if account in ticket.holds:
+                    needed[account] = needed.get(account, 0.0) + worst
+        more = {account: amount - ticket.holds[account] for account, amount in needed.items()
+                if amount > ticket.holds[account] * (1 + 1e-9) + 1e-12}
+        total = sum(self.worst_of(ticket, tried) for tried in tries)
+        if more:
+            blocked = self.ledger.extend(ticket, more)
+            if blocked is not None:
+                label = (f"{describe_account(blocked.account)}'s {blocked.budget} budget"
+                         if blocked.budget is not None
+                         else f"the budget of {describe_account(blocked.account)}")
+                spent = total - self.worst_of(ticket, card)
+                return (f"budget exceeded: not sent, as {label} cannot hold another try of "
+                        f"{card.name} (its worst case ${self.worst_of(ticket, card):.6f}) "
+                        f"beside the ${spent:.6f} that {len(billed)} earlier tr"
+                        f"{'y' if len(billed) == 1 else 'ies'} a provider may have billed "
+                        "cost")
+        ticket.cover_usd = max(ticket.cover_usd, total)
+        if more:
+            self._write_holds(ticket)
+        return None
+
+    def _write_holds(self, ticket: Ticket) -> None:
+        """Say on disk what a reservation holds now that it holds more: its row, when not yet
+        written, holds the same amounts (the ticket's own); one written already gets a later
+        row (a restart reads a reservation's last)."""
+        with self._persisting:
+            if ticket.closed or not ticket.persisted:
+                return
+            self._append(LedgerRecord(ts=self.clock(), reservation_id=ticket.id,
+                                      kind="reserve", amount_usd=ticket.held_for_usd,
+                                      key_id=ticket.key_id, tenant=ticket.tenant,
+                                      tokens=ticket.tokens, holds=dict(ticket.holds),
+                                      expires_at=ticket.expires_at))
+
     def settle(self, ticket: Ticket | None, *, request_id: str, card: ModelCard | None,
                cost_usd: float | None, tokens: int | None,
                billed: Sequence[ModelCard] = ()) -> tuple[list[LedgerRecord], float | None]:
@@ -934,7 +990,7 @@ class Governor:
         if tokens is not None and ticket.tokens:
             tokens = min(tokens, ticket.tokens)  # likewise a rate window: never past the hold
         total = sum(amount for _, amount in charges.values())
-        if total > ticket.worst_usd * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
+        if total > ticket.held_for_usd * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
             log.warning("request %s: tries a provider may have billed with no answer (timed "
                         "out or cut mid-answer) cost $%.6f in all at their worst case, more "
                         "than the $%.6f held for the request; charged in full", request_id,

@@ -7,11 +7,10 @@ settled spend in its current period plus what in-flight requests hold plus this 
 case would pass the limit. When the request ends the reservation is *settled* to what it really
 cost (charged to the answering model and provider and to the key, tenant and total; a try a
 provider may have billed with no answer is charged to its own model and provider) or
-*released* (no answer and no such try, nothing charged). So settled spend never passes a
-limit, whatever the concurrency, as long as the worst case bounds the real cost (see the
-governor for how it is computed) and at most one try of the request was billed; tries billed
-past the hold are charged all the same (the provider was paid), and the budget then refuses
-until its period resets.
+*released* (no answer and no such try, nothing charged). A try after one a provider may have
+billed first holds its own worst case more (:meth:`Ledger.extend`, checked as a reservation
+is), or is not sent. So settled spend never passes a limit, whatever the concurrency, as long
+as the worst case bounds the real cost (see the governor for how it is computed).
 
 Accounts are named ``all``, ``key:<id>``, ``tenant:<name>``, ``model:<name>`` and
 ``provider:<name>``; spend is kept per account and calendar period (UTC; see
@@ -174,10 +173,21 @@ class Ticket:
     closed: bool = False
     charged_usd: float | None = None
     persisted: bool = False  # its reserve row was written
+    # The budgets of the accounts it holds on (to check what it holds more: see extend).
+    budgets: Mapping[str, Sequence[Budget]] = field(default_factory=dict)
+    # What its tries have been held for, in all, once a try followed one a provider may have
+    # billed (0 until then: the request's worst case covers its first try).
+    cover_usd: float = 0.0
 
     @property
     def worst_usd(self) -> float:
         return max(self.worst_by_model.values(), default=0.0)
+
+    @property
+    def held_for_usd(self) -> float:
+        """What the request's tries may cost in all without passing what it holds: its worst
+        case, or more once further tries were held (:meth:`Ledger.extend`)."""
+        return max(self.worst_usd, self.cover_usd)
 
     def __lt__(self, other: Ticket) -> bool:
         return self.expires_at < other.expires_at
@@ -341,7 +351,8 @@ class Ledger:
                         return blocked
             ticket = Ticket(id=os.urandom(12).hex(), ts=now, expires_at=now + ttl_s,
                             holds=dict(holds), worst_by_model=dict(worst_by_model),
-                            tokens=tokens, key_id=key_id, tenant=tenant)
+                            tokens=tokens, key_id=key_id, tenant=tenant,
+                            budgets={a: tuple(budgets.get(a, ())) for a in holds})
             for account, amount in holds.items():
                 self._held[account] = self._held.get(account, 0.0) + amount
             for limit in limits:
@@ -358,6 +369,25 @@ class Ledger:
             self._open[ticket.id] = ticket
             heapq.heappush(self._expiring, ticket)
             return ticket
+
+    def extend(self, ticket: Ticket, more: Mapping[str, float]) -> Blocked | None:
+        """Hold ``more`` (USD per account, each one ``ticket`` holds on) for ``ticket``, all or
+        nothing, checked against the budgets it was admitted under. Returns why not, or None
+        (held; nothing to do for a ticket already closed: its request is over)."""
+        with self._lock:
+            now = self.clock()
+            self._expire(now)
+            if ticket.closed:
+                return None
+            for account, amount in more.items():
+                for budget in ticket.budgets.get(account, ()):
+                    blocked = self._check_budget(account, budget, amount, now)
+                    if blocked is not None:
+                        return blocked
+            for account, amount in more.items():
+                ticket.holds[account] = ticket.holds.get(account, 0.0) + amount
+                self._held[account] = self._held.get(account, 0.0) + amount
+            return None
 
     def check_rate(self, limits: Sequence[Limits]) -> Blocked | None:
         """Whether one more request would pass the RPM windows now (nothing is reserved): a
@@ -580,9 +610,10 @@ def _read_state(path: Path, now: float
         # months of rows the ledger keeps).
         (last,) = conn.execute("SELECT max(ts) FROM spend").fetchone()
         since = min(now, float(last) if last is not None else now) - LOOKBACK_S
-        reserved = conn.execute(
+        # (A reservation that held more for a further try has a later row saying all it holds.)
+        reserved = list({row[0]: row for row in conn.execute(
             "SELECT reservation_id, ts, expires_at, holds, key_id, tenant FROM spend "
-            "WHERE ts >= ? AND kind = 'reserve'", (since,)).fetchall()
+            "WHERE ts >= ? AND kind = 'reserve' ORDER BY ts", (since,))}.values())
         closed = {rid for (rid,) in conn.execute(
             "SELECT reservation_id FROM spend WHERE ts >= ? AND kind != 'reserve'",
             (since,))}

@@ -152,10 +152,18 @@ def map_transport_error(exc: httpx.HTTPError, *, model: str, timeouts: Timeouts,
                            model=model, generated=False)
     if isinstance(exc, httpx.ConnectError):
         return ConnectError(f"could not connect ({detail or name})", model=model)
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
-                        httpx.NetworkError)):
-        return ConnectError(f"the connection failed before a response ({name}: "
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        # Reading the response's head failed: the request had been sent whole (a failure to
+        # send it is a WriteError), so the upstream may have been generating its answer.
+        return ConnectError(f"the connection was lost after the request was sent, before a "
+                            f"response ({name}: {detail or 'no detail'})", model=model,
+                            generated=True)
+    if isinstance(exc, httpx.WriteError):
+        return ConnectError(f"the connection failed before the request was sent ({name}: "
                             f"{detail or 'no detail'})", model=model)
+    if isinstance(exc, httpx.NetworkError):
+        return ConnectError(f"the connection failed ({name}: {detail or 'no detail'})",
+                            model=model)
     return ServerError(f"transport error ({name}: {detail or 'no detail'})", model=model)
 
 

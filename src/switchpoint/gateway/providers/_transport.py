@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from switchpoint.gateway.providers.sending import note_connecting, note_sent
+
 _Origin = tuple[str, str, int]
 MAX_HEAD_BYTES = 65_536
 READ_SIZE = 65_536
@@ -113,6 +115,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
             raise RuntimeError("the transport is closed")
+        note_connecting()
         url = request.url
         scheme = url.scheme
         port = url.port or (443 if scheme == "https" else 80)
@@ -130,6 +133,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             conn = self._checkout(origin) or await self._connect(request, origin)
             body = await request.aread()
             head = self._head(request, body)
+            note_sent()  # (from here the bytes may reach the upstream, even if cancelled)
             try:
                 async with asyncio.timeout(_timeout(request, "write")):
                     conn.writer.write(head + body if len(body) < 65_536 else head)
