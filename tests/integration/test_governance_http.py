@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.full_disk import FULL, FullDisk
+from tests.fakes.held_lock import held_lock
 from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, log_entry, user
 from tests.integration.servers import ThreadServer, thread_server
 
@@ -125,6 +127,41 @@ def test_revoked_and_expired_keys(gov: ThreadServer) -> None:
         client(gov, expiring["key"]).chat.completions.create(model="cheap",
                                                              messages=user("x"))
     assert info.value.code == "key_expired" and "expired at" in info.value.message
+
+
+def test_an_expired_key_is_refused_once_on_file_without_stalling_the_service(
+        gov: ThreadServer) -> None:
+    """The refusal of a key for a time the key store's file does not hold yet waits for that
+    write (so the refusal outlasts a crash), off the event loop: while another process holds
+    the file's write lock, the service answers other requests at once, and the refusal comes
+    when the lock is let go and the file holds a time past the expiry."""
+    expiring = new_key(gov, expires="1m")
+    keys_db = Path(gov.service.gateway.settings.data_dir) / "keys.db"
+    with sqlite3.connect(keys_db) as db:  # (the file's time is behind the clock by a little)
+        held_time = float(db.execute("SELECT latest FROM clock").fetchone()[0])
+        time.sleep(0.05)
+        expired_at = max(held_time + 0.01, time.time() - 0.02)
+        db.execute("UPDATE keys SET expires_at = ? WHERE id = ?", (expired_at, expiring["id"]))
+    db.close()
+    answers: list[httpx.Response] = []
+    with held_lock(keys_db) as holder:
+        refused = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{gov.base}/v1/chat/completions", json={"model": "cheap", "messages": user("x")},
+            headers={"authorization": f"Bearer {expiring['key']}"}, timeout=30)))
+        refused.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert httpx.get(f"{gov.base}/health", timeout=30).status_code == 200
+        assert time.monotonic() - started < 1.0, "the service stalled behind the refusal"
+        assert not answers, "refused before the file held the time of the refusal"
+        assert holder.stdin is not None
+        holder.stdin.close()  # the lock let go
+        refused.join(30)
+    assert answers and answers[0].status_code == 401
+    assert answers[0].json()["error"]["code"] == "key_expired"
+    with sqlite3.connect(keys_db) as db:
+        assert float(db.execute("SELECT latest FROM clock").fetchone()[0]) >= expired_at
+    db.close()
 
 
 def test_a_model_the_key_may_not_use_is_a_permission_error(gov: ThreadServer) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import threading
+import time
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -37,6 +39,7 @@ from switchpoint.governance.keys import (
     key_id_of,
     parse_expiry,
 )
+from tests.fakes.held_lock import held_lock
 from tests.fakes.racing import at_once
 
 
@@ -585,25 +588,94 @@ def test_a_key_judged_expired_stays_expired_after_a_crash(tmp_path: Path) -> Non
         crashed.close()
 
 
+def _stored_soon(path: Path, latest: float, within_s: float = 10.0) -> float:
+    """The time the key store at ``path`` holds once it holds ``latest`` (the clock writer
+    writes on its own thread), or what it holds after ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while (held := _stored_clock(path)) < latest and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return held
+
+
 def test_the_key_stores_latest_time_is_written_by_the_minute_not_at_every_lookup(
         tmp_path: Path) -> None:
     clock = Clock()
     path = tmp_path / "keys.db"
     with KeyStore(path, clock=clock) as store:
         key = store.create(spec()).key
-        first = _stored_clock(path)
+        first = _stored_soon(path, clock.now)
         assert first == pytest.approx(clock.now)
         for _ in range(50):  # 50 lookups over 50 s: not one write
             clock.now += 1.0
             store.verify(key)
+        time.sleep(0.2)  # (time for a write had one been handed to the writer)
         assert _stored_clock(path) == first
         clock.now += 11.0
         store.verify(key)  # a minute on: written
-        assert _stored_clock(path) == clock.now
+        assert _stored_soon(path, clock.now) == clock.now
         clock.now += 5.0
         store.verify(key)
+        time.sleep(0.2)
         assert _stored_clock(path) == clock.now - 5.0
     assert _stored_clock(path) == clock.now  # written on a clean close
+
+
+def test_a_lookup_does_not_wait_for_the_disk_to_take_the_stores_latest_time(
+        tmp_path: Path) -> None:
+    """Moving the store's time on hands the write to the clock writer's thread: a lookup on
+    an event loop goes on at once even while another process holds the file's write lock (a
+    backup, the CLI), and the time is in the file once the lock is let go."""
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    with KeyStore(path, clock=clock) as store:
+        key = store.create(spec()).key
+        _stored_soon(path, clock.now)
+        with held_lock(path):
+            clock.now += 61.0
+            started = time.monotonic()
+            store.verify(key)  # a minute on: the time is due to be written
+            store.now()
+            took = time.monotonic() - started
+        assert took < 1.0, f"a lookup waited {took:.1f} s for the file's write lock"
+        assert _stored_soon(path, clock.now) == clock.now
+
+
+def test_a_refusal_not_waited_for_is_held_off_the_caller_until_the_file_holds_it(
+        tmp_path: Path) -> None:
+    """An expired key refused on an event loop (``wait=False``) is refused at once; the
+    caller answers after :meth:`hold_refusals`, which returns once the file holds a time past
+    the expiry: the refusal outlasts a crash (the store never closed) with the clock set
+    back."""
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    crashed = KeyStore(path, clock=clock).open()
+    soon = crashed.create(spec(expires="2m"))
+    _stored_soon(path, clock.now)
+    clock.now += 121.0
+    with held_lock(path) as holder:
+        started = time.monotonic()
+        with pytest.raises(KeyExpiredError):
+            crashed.verify(soon.key, wait=False)
+        assert time.monotonic() - started < 1.0
+        assert soon.record.expires_at is not None
+        assert _stored_clock(path) < soon.record.expires_at  # (not yet: the lock is held)
+        held = threading.Thread(target=crashed.hold_refusals)
+        held.start()
+        held.join(0.5)
+        assert held.is_alive(), "the refusal was answered before the file held its time"
+        assert holder.stdin is not None
+        holder.stdin.close()  # the lock let go
+        held.join(10)
+        assert not held.is_alive()
+    assert _stored_clock(path) >= soon.record.expires_at
+    clock.now -= 3600
+    restarted = KeyStore(path, clock=clock).open()  # (the first never closed)
+    try:
+        with pytest.raises(KeyExpiredError):
+            restarted.verify(soon.key)
+    finally:
+        restarted.close()
+        crashed.close()
 
 
 def test_a_key_store_of_an_older_schema_starts_its_clock_at_the_latest_time_it_recorded(

@@ -317,14 +317,18 @@ class Governor:
         """Whether anything governs requests at all (else the engine skips the governor)."""
         return _flags(settings)[1]
 
-    def authenticate(self, token: str | None, settings: Settings) -> Principal:
-        """The principal of a presented key (raises the matching 401/403 otherwise)."""
+    def authenticate(self, token: str | None, settings: Settings, *,
+                     wait: bool = True) -> Principal:
+        """The principal of a presented key (raises the matching 401/403 otherwise). With
+        ``wait=False`` (on an event loop) a refusal does not wait for the key store's file:
+        the caller calls :meth:`KeyStore.hold_refusals
+        <switchpoint.governance.keys.KeyStore.hold_refusals>` off the loop before answering."""
         if token is None or not token.strip():
             raise AuthenticationError("this gateway needs a client key: send the header "
                                       "`Authorization: Bearer sp-...` (an openai client's "
                                       "api_key); `switchpoint keys create` makes one",
                                       param="authorization")
-        record = self.keys.verify(token.strip())
+        record = self.keys.verify(token.strip(), wait=wait)
         self._tenant_settings(settings, record.tenant, record.id)
         return Principal(record.id, record.tenant)
 

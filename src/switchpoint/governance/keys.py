@@ -19,8 +19,9 @@ the CLI edits it while the service runs, and the service notices each change (SQ
 Expiry (and the end of an old secret's grace) is judged against the latest time the store has
 ever seen, not the clock alone (:meth:`KeyStore.now`): a clock set back (an NTP step, an
 operator's mistake) brings no expired key back. That time is kept in ``keys.db``, written when
-it has moved on by :data:`CLOCK_STEP_S`, when the store closes, and whenever a key is refused
-for a time the file does not yet hold, so it survives a restart, a crash included.
+it has moved on by :data:`CLOCK_STEP_S` (on a thread of its own: a lookup never waits for the
+disk), when the store closes, and whenever a key is refused for a time the file does not yet
+hold (the refusal answered once the file holds it), so it survives a restart, a crash included.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from switchpoint.errors import (
     StoreError,
 )
 from switchpoint.governance.budgets import parse_budgets
+from switchpoint.governance.clock_writer import ClockWriter
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.store.moved import Files, close_moved, how_it_left, remove_stale_side_files
 from switchpoint.store.sqlite import (
@@ -83,6 +85,12 @@ SCHEMA_VERSION = 4
 # How far the store's latest time gets ahead of the one in keys.db before it is written (it is
 # also written on close, and when a key is refused for a time the file does not yet hold).
 CLOCK_STEP_S = 60.0
+# How long a write waits for another connection's (the CLI's) write lock, in ms.
+_BUSY_MS = 5000
+# The store's latest time into the file, never moving the file's back.
+_SAVE_CLOCK = ("INSERT INTO clock (id, latest) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET "
+               "latest = CASE WHEN typeof(latest) IN ('integer', 'real') THEN "
+               "max(latest, excluded.latest) ELSE excluded.latest END")
 # The most old secrets a key remembers (the one replaced last included).
 MAX_OLD_SECRETS = 4
 # The latest time the keys of a file recorded (made, rotated, revoked): where the store's time
@@ -414,6 +422,12 @@ class KeyStore:
     _latest: float = field(default=-math.inf, init=False, repr=False)
     _saved: float = field(default=-math.inf, init=False, repr=False)
     _tried: float = field(default=-math.inf, init=False, repr=False)
+    # Writes the latest time off the caller's thread (see ClockWriter); whether its last
+    # write was refused (said once until one goes through).
+    _writer: ClockWriter | None = field(default=None, init=False, repr=False)
+    _refusing: bool = field(default=False, init=False, repr=False)
+    # The latest time a refusal needs the file to hold (see hold_refusals).
+    _owed: float = field(default=-math.inf, init=False, repr=False)
 
     @classmethod
     def in_dir(cls, data_dir: str | Path) -> KeyStore:
@@ -431,7 +445,7 @@ class KeyStore:
             try:
                 wal_mode(conn)
                 conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
                 upgrade_schema(conn, _MIGRATIONS, newer="upgrade switchpoint")
                 self._read_clock(conn)
             except BaseException:
@@ -441,9 +455,17 @@ class KeyStore:
             raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn
         self._files = database_identity(self.path)
+        self._writer = self._writer or self._clock_writer()
         return self
 
+    def _clock_writer(self) -> ClockWriter:
+        return ClockWriter(self._write_latest, self._write_refused, "switchpoint-keys-clock")
+
     def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.stop()  # (outside the lock: a write under way may need it to finish)
+            self._saved = max(self._saved, writer.written)
         with self._lock:
             if self._conn is not None:
                 if self._latest > self._saved:
@@ -510,12 +532,16 @@ class KeyStore:
             return self._now()
 
     def _now(self) -> float:
-        """:meth:`now` with the lock held: moves the latest time on, writing it to the file
-        once it is :data:`CLOCK_STEP_S` ahead of what the file holds (an open store's)."""
+        """:meth:`now` with the lock held: moves the latest time on, handing it to the clock
+        writer once it is :data:`CLOCK_STEP_S` ahead of the last time written (an open
+        store's). The caller never waits for the disk: the write happens on the writer's
+        thread (see :mod:`~switchpoint.governance.clock_writer`)."""
         now = max(float(self.clock()), self._latest)
         self._latest = now
-        if self._conn is not None and now - self._tried >= CLOCK_STEP_S:
-            self._save_clock(self._conn)
+        if self._conn is not None and self._writer is not None \
+                and now - self._tried >= CLOCK_STEP_S:
+            self._tried = now
+            self._writer.post(now)
         return now
 
     def _read_clock(self, conn: sqlite3.Connection) -> None:
@@ -538,22 +564,38 @@ class KeyStore:
         self._latest = max(self._latest, min(fallback, MAX_EXPIRY))
 
     def _save_clock(self, conn: sqlite3.Connection) -> None:
-        """Write the latest time to the file (lock held), never moving the file's back. A
-        refused write is logged (once until one goes through) and tried again a step later: the
-        lookup it came with goes on."""
-        tried, self._tried = self._tried, self._latest
+        """Write the latest time to the file on ``conn`` (lock held: on closing), never
+        moving the file's back. A refused write is logged (once until one goes through)."""
+        self._tried = max(self._tried, self._latest)
         try:
-            conn.execute("INSERT INTO clock (id, latest) VALUES (1, ?) ON CONFLICT (id) DO "
-                         "UPDATE SET latest = CASE WHEN typeof(latest) IN ('integer', 'real') "
-                         "THEN max(latest, excluded.latest) ELSE excluded.latest END",
-                         (self._latest,))
+            conn.execute(_SAVE_CLOCK, (self._latest,))
         except sqlite3.Error as exc:
-            if tried <= self._saved:
-                log.warning("%s: could not record the key store's latest time (%s); a key "
-                            "that expired could work again after a restart with the clock set "
-                            "back", self.path, exc)
+            self._write_refused(exc)
             return
+        self._refusing = False
         self._saved = self._latest
+
+    def _write_latest(self, latest: float) -> None:
+        """The clock writer's write (on its thread): ``latest`` into the file at the path, on
+        a connection of its own, so that a lookup on the store's connection never waits behind
+        the commit. A file gone from the path is not made again here (the store's next lookup
+        does, see :meth:`_db`)."""
+        conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True,
+                               isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+            conn.execute(_SAVE_CLOCK, (latest,))
+        finally:
+            conn.close()
+        self._refusing = False
+
+    def _write_refused(self, exc: Exception) -> None:
+        if not self._refusing:
+            self._refusing = True
+            log.warning("%s: could not record the key store's latest time (%s); a key that "
+                        "expired could work again after a restart with the clock set back",
+                        self.path, exc)
 
     def ahead_note(self) -> str:
         """When the store's time is ahead of the clock (one once set ahead), what a new key's
@@ -574,8 +616,12 @@ class KeyStore:
         set far ahead, which expired every key due before the time it showed); returns the
         time the store held. Only with no service on the data directory: a running one keeps
         the later time it has seen (the CLI takes the data directory's lock first)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:  # (a write under way would put the later time back)
+            writer.stop()
         with self._lock:
             conn = self._db()
+            self._writer = self._writer or self._clock_writer()
             self._read_clock(conn)
             before, now = self._latest, float(self.clock())
             try:
@@ -585,13 +631,31 @@ class KeyStore:
             self._latest = self._saved = self._tried = now
             return before
 
-    def _refused_at(self, until: float) -> None:
+    def _refused_at(self, until: float, *, wait: bool) -> None:
         """A key was refused because ``until`` (its expiry, or an old secret's end of grace)
         has passed: make sure the file holds a time past it, so the refusal outlasts a crash
-        and a clock set back (one write the first time only)."""
+        and a clock set back (one write the first time only). With ``wait`` this returns once
+        the write was tried; else the refusal is owed (see :meth:`hold_refusals`)."""
         with self._lock:
-            if self._saved < until and self._conn is not None:
-                self._save_clock(self._conn)
+            writer = self._writer
+            if writer is None or self._conn is None or max(self._saved,
+                                                           writer.written) >= until:
+                return
+            self._owed = max(self._owed, until)
+            self._tried = max(self._tried, self._latest)
+            writer.post(self._latest)
+        if wait:
+            self.hold_refusals()
+
+    def hold_refusals(self) -> None:
+        """Block until the file holds the times of the refusals made so far (each a write
+        tried: one the disk refused is logged, and the refusal stands in this run). The async
+        door refuses a key without waiting (``verify(..., wait=False)``) and calls this off
+        the event loop before it answers."""
+        writer = self._writer
+        if writer is not None and writer.wait_for(self._owed):
+            with self._lock:
+                self._saved = max(self._saved, writer.written)
 
     # Lookups (the hot path) --------------------------------------------------------------------
 
@@ -624,9 +688,12 @@ class KeyStore:
         record = self._cache.get(key_id)
         return record if record is not None else self.get(key_id)
 
-    def verify(self, key: str) -> KeyRecord:
+    def verify(self, key: str, *, wait: bool = True) -> KeyRecord:
         """The record of a presented key, or :class:`InvalidKeyError` (malformed or unknown),
-        :class:`KeyRevokedError` or :class:`KeyExpiredError`."""
+        :class:`KeyRevokedError` or :class:`KeyExpiredError`. A refusal for a time the file
+        does not yet hold returns once the file holds it; with ``wait=False`` (on an event
+        loop) at once, and the caller must :meth:`hold_refusals` (off the loop) before it
+        answers."""
         key_id = key_id_of(key)
         record = self.get(key_id)
         digest = hash_key(key)
@@ -644,11 +711,11 @@ class KeyStore:
             raise KeyRevokedError(f"key {key_id} was revoked at {_iso(record.revoked_at)}; ask "
                                   "for a new key", param="authorization")
         if record.expires_at is not None and record.expires_at <= now:
-            self._refused_at(record.expires_at)
+            self._refused_at(record.expires_at, wait=wait)
             raise KeyExpiredError(f"key {key_id} expired at {_iso(record.expires_at)}; ask for "
                                   "a new key", param="authorization")
         if previous and not current and matches[0][1] <= now:
-            self._refused_at(matches[0][1])
+            self._refused_at(matches[0][1], wait=wait)
             raise KeyRevokedError(f"key {key_id} was rotated at {_iso(matches[0][2])} and "
                                   "this secret's grace period is over; use the new key",
                                   param="authorization")

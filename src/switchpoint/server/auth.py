@@ -28,6 +28,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from switchpoint.config import Settings
@@ -77,10 +78,11 @@ ADMIN = [Depends(require_admin)]
 """``dependencies=ADMIN`` on a route guards it."""
 
 
-def client_principal(request: Request) -> Principal | None:
+def client_principal(request: Request, *, wait: bool = True) -> Principal | None:
     """Who calls a gateway route: None when client keys are off, else the key's principal
     (raises :class:`AuthenticationError` for a missing, malformed, unknown, revoked or expired
-    key)."""
+    key; with ``wait=False`` before the key store's file holds the time of the refusal, see
+    :meth:`Governor.authenticate`)."""
     gateway = get_service(request).gateway
     settings = gateway.settings
     if not Governor.keys_required(settings):
@@ -94,15 +96,26 @@ def client_principal(request: Request) -> Principal | None:
                               "sp-...`, made by `switchpoint keys create`): the key of the "
                               "tenant the request is for", param="authorization")
     principal = gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
-                                              settings)
+                                              settings, wait=wait)
     request.scope[_CALLER] = f"key {principal.key_id}"
     return principal
 
 
+async def caller_key(request: Request) -> Principal | None:
+    """:func:`client_principal` on the event loop: a key refused for a time the key store's
+    file does not hold yet is answered once the file holds it (so the refusal outlasts a
+    crash), that write waited for off the loop."""
+    try:
+        return client_principal(request, wait=False)
+    except AuthenticationError:
+        await run_in_threadpool(get_service(request).gateway.governor.keys.hold_refusals)
+        raise
+
+
 async def client(request: Request) -> Principal | None:
-    """:func:`client_principal` as a route's dependency (``Depends(client)``), so that the
-    key is checked before the route reads its query string and its body."""
-    return client_principal(request)
+    """:func:`caller_key` as a route's dependency (``Depends(client)``), so that the key is
+    checked before the route reads its query string and its body."""
+    return await caller_key(request)
 
 
 CLIENT = Annotated[Principal | None, Depends(client)]

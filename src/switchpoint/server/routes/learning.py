@@ -31,7 +31,7 @@ from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
-from switchpoint.server.auth import ADMIN, client_principal, is_admin
+from switchpoint.server.auth import ADMIN, caller_key, is_admin
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
@@ -140,7 +140,7 @@ async def caller(request: Request) -> Caller:
     explicit_admin = settings.admin_token is not None and is_admin(request)
     if explicit_admin or (settings.auth != "keys" and is_admin(request)):
         return None, True
-    return client_principal(request), False
+    return await caller_key(request), False
 
 
 def tenant_caller(request: Request, named: str | None, who: Caller
