@@ -60,13 +60,19 @@ def pin_of(server: Attacked, text: str, claim: str | None, source: str = "127.0.
     return r.headers["x-switchpoint-pin"]
 
 
-# (uvicorn writes the client as host:port, an IPv6 host without brackets)
-ACCESS = re.compile(r'INFO: +(\S*):\d+ - "GET /health\?n=(\w+) HTTP/1.1"')
+# (uvicorn writes a peer as host:port, an IPv6 host without brackets; a client a listed proxy
+# named as its address alone: the proxy passed on no port)
+ACCESS = re.compile(r'INFO: +(\S*) - "GET /health\?n=(\w+) HTTP/1.1"')
+
+
+def peer(host: str) -> re.Pattern[str]:
+    """How the access log writes a peer at ``host``: with the port it connected from."""
+    return re.compile(re.escape(host) + r":[1-9]\d*")
 
 
 def client_of(server: Attacked, source: str, *claims: bytes) -> str:
     """Who the access log says sent a request from ``source`` with an ``X-Forwarded-For``
-    header per claim (as raw bytes: a proxy may pass on any)."""
+    header per claim (as raw bytes: a proxy may pass on any), as it says it."""
     tag = uuid.uuid4().hex
     lines = [f"GET /health?n={tag} HTTP/1.1".encode(), b"Host: x", b"Connection: close",
              *(b"X-Forwarded-For: " + claim for claim in claims)]
@@ -122,7 +128,7 @@ def proxied(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
 
 def test_a_listed_proxy_names_the_client(proxied: Attacked) -> None:
     assert client_of(proxied, "127.0.0.2", CLAIMED.encode()) == CLAIMED
-    assert client_of(proxied, "127.0.0.2") == "127.0.0.2"  # nothing passed on: the proxy
+    assert peer("127.0.0.2").fullmatch(client_of(proxied, "127.0.0.2"))  # the proxy itself
     # A chain of listed proxies: the nearest address none holds is the client; what the
     # client put first itself (a claim of its own) is not believed.
     chain = f"{OTHER}, {CLAIMED}, 127.0.0.2".encode()
@@ -134,8 +140,8 @@ def test_a_listed_proxy_names_the_client(proxied: Attacked) -> None:
 
 
 def test_a_peer_not_listed_names_no_one(proxied: Attacked) -> None:
-    assert client_of(proxied, "127.0.0.1", CLAIMED.encode()) == "127.0.0.1"
-    assert client_of(proxied, "127.0.0.3", CLAIMED.encode()) == "127.0.0.3"
+    assert peer("127.0.0.1").fullmatch(client_of(proxied, "127.0.0.1", CLAIMED.encode()))
+    assert peer("127.0.0.3").fullmatch(client_of(proxied, "127.0.0.3", CLAIMED.encode()))
 
 
 @pytest.mark.parametrize("claim", [
@@ -144,7 +150,7 @@ def test_a_peer_not_listed_names_no_one(proxied: Attacked) -> None:
     b"[2001:db8::5", b"2001:db8::5]:80"])
 def test_what_is_not_an_address_is_not_believed(proxied: Attacked, claim: bytes) -> None:
     # Not an address where the proxy's own entry should be: the proxy is the client.
-    assert client_of(proxied, "127.0.0.2", claim) == "127.0.0.2"
+    assert peer("127.0.0.2").fullmatch(client_of(proxied, "127.0.0.2", claim))
     # Not an address behind a listed proxy's entry: that proxy is the client.
     assert client_of(proxied, "127.0.1.5", claim + b", 127.0.0.2") == "127.0.0.2"
 

@@ -11,7 +11,9 @@ them, and a client may put a key there (a whole key where its id goes, ``?api_ke
 ``?token=...``, ``?key=...``, percent-encoded or not): :class:`RedactFilter` redacts every
 secret, key-shaped string and value of a query parameter named for a credential from those
 records before they are written (see :func:`~switchpoint.gateway.redact.redact_url`).
-:func:`install` puts both where their messages are logged.
+:class:`ForwardedClientFilter` writes a client a listed proxy named (see
+:mod:`~switchpoint.server.proxies`) as its address alone, not with a port it never had.
+:func:`install` puts them where their messages are logged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from switchpoint.gateway.redact import redact_url
+from switchpoint.server.proxies import FORWARDED_PORT
 
 # Loggers whose messages a client or the OS can repeat at will.
 NOISY_LOGGERS = ("asyncio", "uvicorn.error")
@@ -115,17 +118,35 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class ForwardedClientFilter(logging.Filter):
+    """Writes the client of an access record (uvicorn's ``host:port``, its first argument) as
+    the address alone when a listed proxy named it: such a client carries
+    :data:`~switchpoint.server.proxies.FORWARDED_PORT`, a port no connection comes from, and
+    ``203.0.113.9:0`` would read as a port it was seen at."""
+
+    _SUFFIX = f":{FORWARDED_PORT}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args and isinstance(args[0], str) \
+                and args[0].endswith(self._SUFFIX):
+            record.args = (args[0][:-len(self._SUFFIX)], *args[1:])
+        return True
+
+
 def install(filter_: RateLimitFilter, handlers: list[logging.Handler] | None = None) -> None:
-    """Rate-limit the noisy loggers (and ``handlers``, e.g. switchpoint's own), and redact
-    secrets from the loggers that quote what a client sent."""
+    """Rate-limit the noisy loggers (and ``handlers``, e.g. switchpoint's own), redact
+    secrets from the loggers that quote what a client sent, and write a client a listed proxy
+    named without a port."""
     for name in NOISY_LOGGERS:
         logger = logging.getLogger(name)
         if filter_ not in logger.filters:
             logger.addFilter(filter_)
     for name in QUOTING_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactFilter) for f in logger.filters):
-            logger.addFilter(RedactFilter())
+        for kind in (RedactFilter, ForwardedClientFilter):
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
     for handler in handlers or []:
         if filter_ not in handler.filters:
             handler.addFilter(filter_)

@@ -14,10 +14,11 @@ of more than :data:`MAX_HOPS` entries: the client is then the last listed proxy 
 nearest address that could be checked. So the client is always an IP address, as
 :mod:`ipaddress` writes it (at most 39 characters), whatever a proxy passes on: what the body
 buffer counts a request without a credential against, the owner of a conversation sent without
-a session id, and what the access log writes. ``X-Forwarded-Proto`` is not read: nothing the
-service answers depends on the scheme. The start warns of a listed network holding every
-address (``0.0.0.0/0``, ``::/0``: a client connecting directly then names itself any address)
-and of uvicorn's ``FORWARDED_ALLOW_IPS`` left set (:func:`proxy_warnings`).
+a session id, and what the access log writes (the address alone: the proxy passes on no port).
+``X-Forwarded-Proto`` is not read: nothing the service answers depends on the scheme. The
+start warns of a listed network holding every address (``0.0.0.0/0``, ``::/0``: a client
+connecting directly then names itself any address) and of uvicorn's ``FORWARDED_ALLOW_IPS``
+left set (:func:`proxy_warnings`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from switchpoint.config import IPNetwork
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+#: The port of a client a listed proxy names (the proxy passes on none; no connection's peer
+#: has port 0): the access log writes such a client as its address alone
+#: (:class:`~switchpoint.server.logs.ForwardedClientFilter`).
+FORWARDED_PORT = 0
 #: The most ``X-Forwarded-For`` entries read, from the last: more than any chain of proxies.
 MAX_HOPS = 16
 # The longest entry that can be an address with a port: "[" + 39 + "]:65535".
@@ -48,7 +53,7 @@ class ForwardedClientMiddleware:
         if scope["type"] in ("http", "websocket"):
             client = forwarded_client(scope, self.proxies)
             if client is not None:
-                scope["client"] = (client, 0)
+                scope["client"] = (client, FORWARDED_PORT)
         await self.app(scope, receive, send)
 
 
