@@ -6,7 +6,9 @@ id (the request log names the model of a request id), a finish reason from OpenA
 and for an answer that failed a generic reason (:func:`blind_failure`), never the upstream's
 words, an error kind only some providers have, or a model's context window. What each answer
 really was (:func:`answer_detail`: its request id, finish reason, full failure) is kept with
-the comparison and revealed, with every label's model, by the score.
+the comparison and revealed, with every label's model, by the score. Blind is towards the
+scorer through the API: the request log, the reports and the metrics (the admin's) record each
+compared request as the chat request it is, model, tokens, cost and failure included.
 """
 
 from __future__ import annotations
