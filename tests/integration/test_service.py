@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -371,6 +372,28 @@ def test_stats_count_decisions_by_model_and_cluster(server: ThreadServer) -> Non
         assert after["by_cluster"][str(d["cluster_id"])] >= 1
     assert sum(after["by_model"].values()) == after["total"]
     assert after["policy"] == "cluster"
+
+
+def test_stats_a_damaged_file_holds_out_of_range_are_null_and_said(tmp_path: Path) -> None:
+    """Totals out of range in the file (edited, damaged) failed the stats (a 500) or gave
+    negative counts; each such figure is now null and the stats' warnings say which."""
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path)}, environ={})
+    with thread_server(create_app(settings, loader=FACTORY)) as s:
+        decided = post(s, {"prompt": unique("damaged stats probe")}).json()
+        db = sqlite3.connect(tmp_path / "switchpoint.db")
+        db.execute("UPDATE stat_counts SET n = 'damaged' WHERE dim = 'decision_model'")
+        db.execute("INSERT OR REPLACE INTO stat_counts VALUES ('requests', '', '', -3, 0, 0, 0, 0, "
+                   "0, 0, 0)")
+        db.commit()
+        db.close()
+        r = httpx.get(s.base + "/v1/router/stats")
+    assert r.status_code == 200, r.text
+    stats = r.json()
+    assert stats["total"] == 1 and stats["by_model"] == {decided["selected_model"]: None}
+    assert stats["warnings"][0].startswith(f"by_model.{decided['selected_model']}: ")
+    assert "out of range ('damaged')" in stats["warnings"][0]
+    assert stats["requests"]["total"] is None and stats["requests"]["errors"] is None
+    assert stats["requests"]["warnings"][0].startswith("total: ")
 
 
 # The decision cache under concurrency ------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_stats_survive_reopening(tmp_path: Path) -> None:
     with SQLiteStore(path) as store:
         stats = store.decision_stats("w1")
     assert stats == {"total": 4, "cache_hits": 1, "by_model": {"a": 2, "b": 1, "c": 1},
-                     "by_policy": {"cluster": 4}, "by_cluster": {"1": 2, "2": 1}}
+                     "by_policy": {"cluster": 4}, "by_cluster": {"1": 2, "2": 1}, "warnings": []}
 
 
 def test_concurrent_appends_are_all_written(tmp_path: Path) -> None:
@@ -179,6 +179,49 @@ def request(status: str = "ok", model: str | None = "m", cost: float | None = 0.
         attempts=[{"model": m, "outcome": "ok"} for m in tried], escalated=len(tried) > 1,
         pin={"pin_state": "fresh"}, prompt_tokens=10, completion_tokens=5, cost_usd=cost,
         reasoning=["because"], excluded={"x": ["no vision"]})
+
+
+def test_a_total_out_of_range_is_left_out_with_a_warning_not_clamped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A cost too large to be real (a damaged row, a misreported usage) was counted as the
+    largest 64-bit integer, and the stats said $9.2 billion; a total edited or damaged in the
+    file (negative, text) was shown, hidden, or failed the read. Such a figure is now None
+    (null), and the stats say which and why; the figures that are fine are given."""
+    path = tmp_path / "switchpoint.db"
+    with SQLiteStore(path) as store:
+        for rec in (request(), replace(request(), cost_usd=1e300), request(model="n")):
+            store.append(rec).result()
+        for decision in (record("a"), record("b"), record("b")):
+            store.append(decision).result()
+        with caplog.at_level("WARNING", logger="switchpoint.store"):
+            stats = store.request_stats()
+        assert stats["total"] == 3 and stats["ok"] == 3 and stats["prompt_tokens"] == 30
+        assert stats["cost_usd"] is None and stats["by_model"]["m"]["cost_usd"] is None
+        assert stats["by_model"]["n"]["cost_usd"] == 0.001
+        assert stats["warnings"] and all("out of range" in w and "switchpoint.db" in w
+                                         for w in stats["warnings"])
+        assert any(w.startswith("cost_usd:") for w in stats["warnings"])
+        assert any(w.startswith("by_model.m.cost_usd:") for w in stats["warnings"])
+        assert "out of range" in caplog.text
+        db = sqlite3.connect(path)
+        db.execute("UPDATE stat_counts SET n = -7 WHERE dim = 'requests'")
+        db.execute("UPDATE stat_counts SET n = 'garbage' WHERE dim = 'request_pin'")
+        db.execute("UPDATE stat_counts SET n = -1 WHERE dim = 'decision_model' AND key = 'a'")
+        db.commit()
+        db.close()
+        damaged = store.request_stats()
+        assert damaged["total"] is None and damaged["errors"] is None and damaged["ok"] == 3
+        assert damaged["by_pin_state"] == {"fresh": None}
+        assert any(w.startswith("total:") for w in damaged["warnings"])
+        assert any(w.startswith("by_pin_state.fresh:") for w in damaged["warnings"])
+        decisions = store.decision_stats("w1")
+        assert decisions["total"] == 3 and decisions["by_model"] == {"b": 2, "a": None}
+        assert [w.split(":")[0] for w in decisions["warnings"]] == ["by_model.a"]
+        fine = SQLiteStore(tmp_path / "fine.db")
+        with fine:
+            fine.append(request()).result()
+            assert fine.request_stats()["warnings"] == []
+            assert fine.decision_stats()["warnings"] == []
 
 
 def test_the_request_log_pages_newest_first_and_totals(tmp_path: Path) -> None:
@@ -1113,7 +1156,11 @@ def test_an_older_file_holding_absurd_costs_still_opens_and_gives_its_stats(
     with SQLiteStore(path) as store:
         stats = store.request_stats()
         assert stats["total"] == 4 and stats["prompt_tokens"] == 40
-        assert stats["cost_usd"] >= 9e9  # saturated, not wrapped round to a negative sum
+        # Out of range: not a clamped $9.2 billion (nor wrapped round to a negative sum), but
+        # no figure, and a warning saying why.
+        assert stats["cost_usd"] is None
+        assert [w.split(":")[0] for w in stats["warnings"]] == ["by_model.m.cost_usd",
+                                                                "cost_usd"]
         store.append(request(cost=0.5)).result()
         assert store.request_stats()["total"] == 5
     assert prune(path, time.time() - 86_400).deleted["requests"] == 3

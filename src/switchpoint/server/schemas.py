@@ -180,43 +180,52 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+# (each figure of the stats is a total the log keeps, which a damaged file can hold out of range)
+_OUT_OF_RANGE = ("The figures whose total in the file is out of range (negative, not a whole "
+                 "number, or too large: a damaged file, a cost too large to be real), each "
+                 "null, and why; empty when every figure adds up.")
+
+
 class ModelRequestStats(BaseModel):
-    requests: int
-    cost_usd: float = Field(description="The summed cost of its answers of known cost.")
-    cost_unknown_requests: int = Field(
+    requests: int | None
+    cost_usd: float | None = Field(description="The summed cost of its answers of known cost.")
+    cost_unknown_requests: int | None = Field(
         description="Its answers whose cost is unknown (a model without prices, an upstream "
                     "that reported no usage): not in cost_usd, and not free.")
 
 
 class RequestStats(BaseModel):
-    total: int = Field(description="Chat requests logged, all time.")
-    ok: int
-    refused: int = Field(description="Requests the governance refused before any model was "
-                                     "called (a model the key may not use, a budget, a rate "
-                                     "limit).")
-    errors: int = Field(description="Requests that did not end with a whole answer, other than "
-                                    "refusals.")
-    escalations: int = Field(description="Requests answered (or failed) after more than one "
-                                         "model was tried.")
-    streams: int
-    by_status: dict[str, int]
+    total: int | None = Field(description="Chat requests logged, all time.")
+    ok: int | None
+    refused: int | None = Field(description="Requests the governance refused before any model "
+                                            "was called (a model the key may not use, a "
+                                            "budget, a rate limit).")
+    errors: int | None = Field(description="Requests that did not end with a whole answer, "
+                                           "other than refusals.")
+    escalations: int | None = Field(description="Requests answered (or failed) after more than "
+                                                "one model was tried.")
+    streams: int | None
+    by_status: dict[str, int | None]
     by_model: dict[str, ModelRequestStats] = Field(
         description="Per answering model: requests and cost_usd.")
-    by_pin_state: dict[str, int]
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float = Field(description="The summed cost of the answers of known cost.")
-    cost_unknown_requests: int = Field(description="Answers whose cost is unknown (see "
-                                                   "by_model).")
+    by_pin_state: dict[str, int | None]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: float | None = Field(description="The summed cost of the answers of known cost.")
+    cost_unknown_requests: int | None = Field(description="Answers whose cost is unknown (see "
+                                                          "by_model).")
+    warnings: list[str] = Field([], description=_OUT_OF_RANGE)
 
 
 class StatsResponse(BaseModel):
-    total: int = Field(description="Decisions logged, all time (the log survives restarts).")
-    cache_hits: int
-    by_model: dict[str, int]
-    by_policy: dict[str, int]
-    by_cluster: dict[str, int] = Field(description="Decisions per cluster under the live "
-                                                   "weights (ids of other weights differ).")
+    total: int | None = Field(description="Decisions logged, all time (the log survives "
+                                          "restarts).")
+    cache_hits: int | None
+    by_model: dict[str, int | None]
+    by_policy: dict[str, int | None]
+    by_cluster: dict[str, int | None] = Field(description="Decisions per cluster under the "
+                                                          "live weights (ids of other weights "
+                                                          "differ).")
     weights_id: str | None
     policy: str | None
     tenant: str | None = Field(None, description="The tenant the figures are of (?tenant=: its "
@@ -226,6 +235,7 @@ class StatsResponse(BaseModel):
     requests: RequestStats | None = Field(
         None, description="The gateway's request log (POST /v1/chat/completions): counts, "
                           "escalations, tokens and cost.")
+    warnings: list[str] = Field([], description=_OUT_OF_RANGE)
 
 
 class RequestLogPage(BaseModel):

@@ -37,6 +37,7 @@ from switchpoint._files import brief_lock, database_identity, private_dir, priva
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.moved import Files, close_moved, how_it_left
+from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
 SCHEMA_VERSION = 20
@@ -1098,14 +1099,11 @@ def _what(record: Record) -> str:
         type(record), getattr(record, "what", "ledger entry"))
 
 
-def _usd(nano: Any) -> float:
-    """A kept cost total (whole nano-dollars) in US dollars, to the 8 decimals the stats give."""
-    return round(int(nano) / NANO_PER_USD, 8)
-
-
-def _counts(rows: Iterable[tuple[Any, Any]]) -> dict[str, int]:
-    """``{name: count}`` from ``SELECT name, count(*)`` rows: counts as ints, however stored."""
-    return {str(name): int(n) for name, n in rows}
+def _counts(totals: Totals, figure: str, rows: Iterable[tuple[Any, Any]]
+            ) -> dict[str, int | None]:
+    """``{name: count}`` from the ``(name, count)`` rows of the totals of ``figure``: None for
+    a count out of range (said: see :class:`Totals`)."""
+    return {str(name): totals.count(n, f"{figure}.{name}") for name, n in rows}
 
 
 class SQLiteStore:
@@ -1172,6 +1170,8 @@ class SQLiteStore:
         # path, how (the writer let go of the file then), until the next open.
         self._files: Files = ()
         self._left: str | None = None
+        # The warnings of totals out of range already logged (see switchpoint.store.totals).
+        self._said: set[str] = set()
         self._next_look = 0.0  # when the writer, idle, looks at the files next
         self._serving = False  # see open()
         self._told_waiting = False  # said that the spill file waits for the service
@@ -1766,29 +1766,33 @@ class SQLiteStore:
 
         Read from the totals the log keeps as rows are logged and pruned: the cost is the
         number of models, policies and clusters, not of decisions (for one tenant too: the log
-        keeps each tenant's totals as well)."""
+        keeps each tenant's totals as well). A total out of range (a damaged file) is None, and
+        ``warnings`` says which (see
+        :mod:`~switchpoint.store.totals`)."""
+        totals = Totals(self.path, self._said)
         conn = self._read()
         try:
             _count_tenant(conn, tenant)
             row = conn.execute("SELECT n, cache_hits FROM stat_counts "
                                "WHERE dim = 'decisions'").fetchone()
             total, hits = row if row is not None else (0, 0)
-            by_model = _counts(conn.execute(
-                "SELECT key, n FROM stat_counts WHERE dim = 'decision_model' AND n > 0 "
+            by_model = _counts(totals, "by_model", conn.execute(
+                "SELECT key, n FROM stat_counts WHERE dim = 'decision_model' AND n != 0 "
                 "ORDER BY n DESC, key"))
-            by_policy = _counts(conn.execute(
-                "SELECT key, n FROM stat_counts WHERE dim = 'decision_policy' AND n > 0 "
+            by_policy = _counts(totals, "by_policy", conn.execute(
+                "SELECT key, n FROM stat_counts WHERE dim = 'decision_policy' AND n != 0 "
                 "ORDER BY n DESC, key"))
-            by_cluster = {str(k): int(v) for k, v in conn.execute(
+            by_cluster = _counts(totals, "by_cluster", conn.execute(
                 "SELECT CAST(sub AS INTEGER) AS cluster, n FROM stat_counts "
-                "WHERE dim = 'decision_cluster' AND key = ? AND n > 0 ORDER BY cluster",
-                (weights_id or "",)).fetchall()}
+                "WHERE dim = 'decision_cluster' AND key = ? AND n != 0 ORDER BY cluster",
+                (weights_id or "",)))
         except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
             raise store_error(self.path, "read the decision log", exc) from None
         finally:
             conn.close()
-        return {"total": int(total), "cache_hits": int(hits), "by_model": by_model,
-                "by_policy": by_policy, "by_cluster": by_cluster}
+        return {"total": totals.count(total, "total"),
+                "cache_hits": totals.count(hits, "cache_hits"), "by_model": by_model,
+                "by_policy": by_policy, "by_cluster": by_cluster, "warnings": totals.warnings}
 
     def decisions(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent decisions, newest first."""
@@ -1851,7 +1855,10 @@ class SQLiteStore:
 
         Read from the totals the log keeps as rows are logged and pruned (the same figures a
         scan would give): the cost is the number of models, statuses and pin states, not of
-        requests (for one tenant too: the log keeps each tenant's totals as well)."""
+        requests (for one tenant too: the log keeps each tenant's totals as well). A total out
+        of range (a damaged file, a cost too large to be real) is None, and ``warnings`` says
+        which (see :mod:`~switchpoint.store.totals`)."""
+        totals = Totals(self.path, self._said)
         conn = self._read()
         try:
             _count_tenant(conn, tenant)
@@ -1860,31 +1867,41 @@ class SQLiteStore:
                 "WHERE dim = 'requests'").fetchone()
             total, escalations, prompt, completion, cost, streams = (
                 row if row is not None else (0, 0, 0, 0, 0, 0))
-            by_status = _counts(conn.execute(
-                "SELECT key, n FROM stat_counts WHERE dim = 'request_status' AND n > 0 "
+            by_status = _counts(totals, "by_status", conn.execute(
+                "SELECT key, n FROM stat_counts WHERE dim = 'request_status' AND n != 0 "
                 "ORDER BY n DESC, key"))
             # An answer of unknown cost (a model without prices, no usage reported) is counted
             # apart: the sums leave it out, and it is not free.
             per_model = conn.execute(
                 "SELECT key, n, cost_nano, cost_unknown FROM stat_counts "
-                "WHERE dim = 'request_model' AND n > 0 ORDER BY n DESC, key")
-            # A count is an int; a cost is a float even when no request had a price (SUM of 0).
-            by_model = {m: {"requests": int(n), "cost_usd": _usd(c),
-                            "cost_unknown_requests": int(u)}
-                        for m, n, c, u in per_model}
-            by_pin = _counts(conn.execute(
-                "SELECT key, n FROM stat_counts WHERE dim = 'request_pin' AND n > 0 "
+                "WHERE dim = 'request_model' AND n != 0 ORDER BY n DESC, key").fetchall()
+            by_pin = _counts(totals, "by_pin_state", conn.execute(
+                "SELECT key, n FROM stat_counts WHERE dim = 'request_pin' AND n != 0 "
                 "ORDER BY n DESC, key"))
         except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
             raise store_error(self.path, "read the request log", exc) from None
         finally:
             conn.close()
-        ok, refused = int(by_status.get("ok", 0)), int(by_status.get("refused", 0))
-        return {"total": int(total), "ok": ok, "refused": refused,
-                "errors": int(total) - ok - refused,
-                "escalations": int(escalations), "streams": int(streams),
+        # A count is an int; a cost is a float even when no request had a price (SUM of 0).
+        by_model: dict[str, dict[str, Any]] = {}
+        for m, n, c, u in per_model:
+            at = f"by_model.{m}"
+            by_model[str(m)] = {"requests": totals.count(n, f"{at}.requests"),
+                                "cost_usd": totals.usd(c, f"{at}.cost_usd", NANO_PER_USD),
+                                "cost_unknown_requests": totals.count(
+                                    u, f"{at}.cost_unknown_requests")}
+        total = totals.count(total, "total")
+        ok, refused = by_status.get("ok", 0), by_status.get("refused", 0)
+        unknown = [m["cost_unknown_requests"] for m in by_model.values()]
+        return {"total": total, "ok": ok, "refused": refused,
+                "errors": (None if total is None or ok is None or refused is None
+                           else total - ok - refused),
+                "escalations": totals.count(escalations, "escalations"),
+                "streams": totals.count(streams, "streams"),
                 "by_status": by_status, "by_model": by_model, "by_pin_state": by_pin,
-                "prompt_tokens": int(prompt), "completion_tokens": int(completion),
-                "cost_usd": _usd(cost),
-                "cost_unknown_requests": sum(m["cost_unknown_requests"]
-                                             for m in by_model.values())}
+                "prompt_tokens": totals.count(prompt, "prompt_tokens"),
+                "completion_tokens": totals.count(completion, "completion_tokens"),
+                "cost_usd": totals.usd(cost, "cost_usd", NANO_PER_USD),
+                "cost_unknown_requests": None if None in unknown else sum(
+                    u for u in unknown if u is not None),
+                "warnings": totals.warnings}
