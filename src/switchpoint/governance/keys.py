@@ -426,7 +426,7 @@ class KeyStore:
     # write was refused (said once until one goes through).
     _writer: ClockWriter | None = field(default=None, init=False, repr=False)
     _refusing: bool = field(default=False, init=False, repr=False)
-    # The latest time a refusal needs the file to hold (see hold_refusals).
+    # The latest time a refusal had written (see hold_refusals).
     _owed: float = field(default=-math.inf, init=False, repr=False)
 
     @classmethod
@@ -641,7 +641,9 @@ class KeyStore:
             if writer is None or self._conn is None or max(self._saved,
                                                            writer.written) >= until:
                 return
-            self._owed = max(self._owed, until)
+            # (what is owed is the write posted now: one tried before for it, refused by the
+            # disk, does not count as this one)
+            self._owed = max(self._owed, self._latest)
             self._tried = max(self._tried, self._latest)
             writer.post(self._latest)
         if wait:
