@@ -1256,10 +1256,15 @@ class Gateway:
         compare, learned, commits = await anyio.to_thread.run_sync(
             lambda: self.learning.score(compare_id, scores, tenant=name, key_id=who.key_id,
                                         teachable=teachable))
-        await _kept(commits, "the scores")
         revealed: dict[str, Any] = {}
-        if compare.blind:  # the answer names the models: no score is blind after it
-            await anyio.to_thread.run_sync(lambda: self.learning.reveal(compare))
+        try:
+            await _kept(commits, "the scores")
+            if compare.blind:  # the answer names the models: no score is blind after it
+                await anyio.to_thread.run_sync(lambda: self.learning.reveal(compare))
+        finally:
+            if compare.blind:
+                self.learning.release(compare)
+        if compare.blind:
             # ... every label's, with what its answer really was (a failure's full reason)
             revealed["answers"] = [{"label": label, "model": model,
                                     **compare.details.get(model, {})}

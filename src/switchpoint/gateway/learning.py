@@ -83,7 +83,7 @@ from switchpoint.gateway.feedback_log import (
     not_kept,
 )
 from switchpoint.gateway.live import Live, RouterState, learning_settings
-from switchpoint.gateway.preferences import Compare, Compares
+from switchpoint.gateway.preferences import REVEALED, Compare, Compares
 from switchpoint.learning.checkpoint import (
     CHECKPOINT_FILENAME,
     Checkpoint,
@@ -1097,15 +1097,13 @@ class GatewayLearning:
         model, to the learned router (the tenant's overlay) and the tenant's memory, logged
         as ``preference`` feedback, each learned once the log keeps it. A repeat replaces the
         scores it names, unless the comparison is blind and was revealed (:meth:`reveal`): a
-        409 then. A blind comparison is scored by label only."""
+        409 then, as while another score of it is being taken: the caller reveals it, or
+        :meth:`release` s it when the score is refused after this returns. A blind comparison
+        is scored by label only."""
         self.check_writable("the scores")
         compare = self.compares.get(compare_id, tenant)
         if compare.blind and compare.revealed is not None:
-            raise ConflictError(
-                "compare_id: this blind comparison was scored and its models revealed, so a "
-                "score now would not be blind and is not taken; run POST "
-                "/v1/router/preferences/compare again to score the models afresh",
-                param="compare_id")
+            raise ConflictError(REVEALED, param="compare_id")
         if not isinstance(scores, Mapping) or not scores:
             raise InvalidInputError("scores", "give at least one score: {label or model: "
                                               "quality in [0, 1]}")
@@ -1147,6 +1145,18 @@ class GatewayLearning:
             if model not in compare.answered:
                 raise InvalidInputError(f"scores.{key}", f"{key} did not answer (its call "
                                                          "failed), so it cannot be scored")
+        if compare.blind:  # one score: held until the caller reveals (or releases) it
+            self.compares.claim(compare)
+        try:
+            return self._learn_scores(compare, chosen, tenant, key_id)
+        except BaseException:
+            self.compares.release(compare)
+            raise
+
+    def _learn_scores(self, compare: Compare, chosen: Mapping[str, tuple[str, float]],
+                      tenant: str, key_id: str | None
+                      ) -> tuple[Compare, list[dict[str, Any]], list[Future[None]]]:
+        """:meth:`score`'s learning, once every check passed."""
         label_of = {m: label for label, m in compare.labels.items()}
         out: list[dict[str, Any]] = []
         commits: list[Future[None]] = []
@@ -1194,6 +1204,10 @@ class GatewayLearning:
                     "the scores were kept and learned, and the models are not revealed: send "
                     "the scores again")) from None
         return self.compares.reveal(compare, now)
+
+    def release(self, compare: Compare) -> None:
+        """End a blind comparison's hold for its score (see :meth:`score`)."""
+        self.compares.release(compare)
 
     @staticmethod
     def _check_teaches_all(compare: Compare, teachable: Callable[[str], None]) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from switchpoint.errors import (
+    ConflictError,
     ContextLengthExceeded,
     FailoverError,
     GatewayError,
@@ -49,6 +50,11 @@ MAX_FAILURE = 1_024
 Compare = CompareRecord
 
 
+REVEALED = ("compare_id: this blind comparison was scored and its models revealed, so a "
+            "score now would not be blind and is not taken; run POST "
+            "/v1/router/preferences/compare again to score the models afresh")
+
+
 class Compares:
     """Comparisons waiting for scores: at most ``capacity`` per tenant (its oldest go first),
     each for ``ttl_s`` seconds. One not in memory (a restart since) is looked up with
@@ -60,6 +66,7 @@ class Compares:
         self.ttl_s = ttl_s
         self.lookup = lookup
         self._tenants: dict[str, OrderedDict[str, Compare]] = {}  # each oldest first
+        self._scoring: set[str] = set()  # blind comparisons a score is being taken for
         self._lock = threading.Lock()
 
     def put(self, compare: Compare) -> None:
@@ -78,6 +85,29 @@ class Compares:
             if items is not None and compare.compare_id in items:
                 items[compare.compare_id] = revealed  # (its place among the oldest stays)
         return revealed
+
+    def claim(self, compare: Compare) -> None:
+        """Hold a blind comparison for the one score it takes, until :meth:`release`: a
+        score that arrives while another is being taken, or after one revealed the models,
+        is a 409 (each would otherwise be learned, and reveal the models, as the first)."""
+        with self._lock:
+            items = self._tenants.get(compare.tenant)
+            held = items.get(compare.compare_id) if items is not None else None
+            if compare.revealed is not None or (held is not None and held.revealed is not None):
+                raise ConflictError(REVEALED, param="compare_id")
+            if compare.compare_id in self._scoring:
+                raise ConflictError(
+                    "compare_id: this blind comparison is being scored by another request, "
+                    "whose answer reveals its models, so this score would not be blind and is "
+                    "not taken (if that one is refused, send this again); run POST "
+                    "/v1/router/preferences/compare again to score the models afresh",
+                    param="compare_id")
+            self._scoring.add(compare.compare_id)
+
+    def release(self, compare: Compare) -> None:
+        """End :meth:`claim`'s hold (the score was taken and revealed, or refused)."""
+        with self._lock:
+            self._scoring.discard(compare.compare_id)
 
     def resize(self, capacity: int, ttl_s: float) -> None:
         """New limits (a reload): each tenant keeps its newest ``capacity`` at once."""
