@@ -719,8 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="least severity logged (default: info)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--allow-unauthenticated", action="store_true",
-                   help="serve on a non-loopback address without an admin token (e.g. behind "
-                        "an authenticating proxy)")
+                   help="serve on a non-loopback address without client keys (auth: keys) "
+                        "or without an admin token (e.g. behind an authenticating proxy; "
+                        "the config's allow_unauthenticated: true does the same)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("label", parents=[feedback],

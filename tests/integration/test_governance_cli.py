@@ -119,6 +119,20 @@ def test_a_key_given_a_date_works_through_that_whole_day(
         store.close()
 
 
+def test_expires_takes_epoch_seconds_as_the_readme_says(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `--expires 1830000000` was refused as "not a date", though the README (and the HTTP
+    # API, given a JSON number) take epoch seconds.
+    at = int(time.time()) + 7 * 86400
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", str(at),
+                          "--config", config, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["expires_at"] == at
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--expires", "1000000000",
+                          "--config", config], capsys)
+    assert code == 2 and "is not in the future" in err, err
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--tenant", "nobody"], "unknown tenant 'nobody'"),
     (["--tenant", "acme", "--budget", "50/fortnight"], "'fortnight' is not a budget period"),

@@ -486,7 +486,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--cost-weight", help="the key's default λ")
     p.add_argument("--expires", help="the last day the key works, an ISO date (2027-01-31: it "
                                      "expires as that day ends, UTC), an exact date-time "
-                                     "(2027-01-31T12:00:00Z), or a duration (30d)")
+                                     "(2027-01-31T12:00:00Z), a duration (30d), or epoch "
+                                     "seconds")
     _common(p, cmd_keys_create)
     p = ks.add_parser("list", help="list keys (never a secret)")
     p.add_argument("--tenant", help="only this tenant's keys")

@@ -75,6 +75,7 @@ _ID = re.compile(r"^[0-9a-f]{10}$")
 _CURSOR = "seq-"
 _CURSOR_FORM = re.compile(r"^seq-(0|[1-9][0-9]{0,18})$")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_EPOCH = re.compile(r"^\s*\d{1,30}(?:\.\d{1,30})?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
 MAX_EXPIRY = 253_402_300_799.0
@@ -182,14 +183,16 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             ts = now + float(relative.group(1)) * _UNITS[relative.group(2)]
         elif day is not None:
             ts = min(datetime.combine(day, dt_time(), UTC).timestamp() + 86400.0, MAX_EXPIRY)
+        elif _EPOCH.match(value):  # (the command line's, and a JSON string's, epoch seconds)
+            ts = float(value) if float(value) <= MAX_EXPIRY else math.inf
         else:
             try:
                 parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
                 raise InvalidInputError("expires", f"{quoted(value, 40)} is not a date; give "
                                                    "an ISO date (2027-01-31), a date-time "
-                                                   "(2027-01-31T12:00:00Z) or a duration "
-                                                   "(30d, 12h)") from None
+                                                   "(2027-01-31T12:00:00Z), a duration "
+                                                   "(30d, 12h) or epoch seconds") from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             ts = parsed.timestamp()
