@@ -478,8 +478,9 @@ def answer_cost(router: Router, model: str, cost: float | None, prompt_tokens: i
     teaches, in the weights' units (see ``Router.learnable_cost``); None when it teaches
     nothing. Only a router whose catalog prices every model learns from it: without prices
     there is no flat price to read it against. One far beyond the model's prices for the
-    prompt is left out with a warning, not refused: the caller did not give it."""
-    if cost is None or not router.catalog.all_priced:
+    prompt is left out with a warning, not refused: the caller did not give it. Nor does
+    the answer of a model a reload took out of the catalog: its prices went with it."""
+    if cost is None or not router.catalog.all_priced or model not in router.catalog:
         return None
     try:
         return router.learnable_cost(model, check_cost(cost) or 0.0, prompt_tokens)

@@ -318,6 +318,11 @@ class Reports:
         out = self.catalog.expected_output_tokens
         return max(self.catalog[m].price(REFERENCE_INPUT_TOKENS, out) for m in pool)
 
+    def _gone(self, model: str) -> bool:
+        """Whether logged traffic names a model the catalog no longer has (a reload took it
+        out): what-if routing re-routes among the models there are, never to it."""
+        return self.catalog is not None and model not in self.catalog
+
     def _window(self, period: str, until: float | None) -> tuple[float, float]:
         end = self.clock() if until is None else float(until)
         return end - _period_seconds(period), end
@@ -641,7 +646,7 @@ class Reports:
         counted = unservable = 0
         picks: dict[str, int] = {}
         for names, group in routed.groups.items():
-            keep = [j for j, m in enumerate(names) if m not in without]
+            keep = [j for j, m in enumerate(names) if m not in without and not self._gone(m)]
             if not keep:
                 unservable += group.n
                 continue
@@ -715,7 +720,7 @@ class Reports:
                 best, f"Lower cost_weight to {best['cost_weight']:g}: expected quality "
                       f"+{best['quality_delta']:.3f} for {best['spend_delta_pct']:+.1%} spend",
                 "cost_weight"))
-        pool = sorted(routed.models)
+        pool = sorted(m for m in routed.models if not self._gone(m))
         if len(pool) > 1:
             for model in pool:
                 w = self._what_if(routed, None, [model], since, end)
