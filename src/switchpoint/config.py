@@ -942,6 +942,21 @@ def _check_experiments(settings: Settings) -> None:
                                                             "request names it), so this arm "
                                                             "would pass it over; take it out "
                                                             "of the arm, or let auto choose it")
+            # A tenant that may use none of them would be routed as the configured routing
+            # in this arm, and measured as the arm's.
+            for tenant in experiment.tenants or list(settings.tenants):
+                allowed = (settings.tenants[tenant].models if tenant in settings.tenants
+                           else None)
+                if arm.models and allowed is not None and not set(arm.models) & set(allowed):
+                    raise ConfigError(f"{key}.models", f"tenant {tenant!r} of the experiment "
+                                                       f"may use none of "
+                                                       f"{', '.join(arm.models)} (its models: "
+                                                       f"{', '.join(allowed)}), so its "
+                                                       "requests in this arm would be routed "
+                                                       "without the arm's models and counted "
+                                                       "as the arm's; list a model it may "
+                                                       "use, or leave it out of the "
+                                                       "experiment's tenants")
     _check_experiment_scopes(settings, tenants)
 
 

@@ -484,3 +484,23 @@ def test_a_list_given_in_an_environment_variable_as_plain_text_is_told_how_to_wr
     hint = str(caught.value).split("write it as a YAML list: ", 1)[1].split(" (from", 1)[0]
     settings = load_settings(None, environ={"SWITCHPOINT_SERVER__TRUSTED_PROXIES": hint})
     assert settings.server.trusted_proxies == ["::1", "fd00::/8"]
+
+
+def test_an_arm_whose_models_a_tenant_of_its_experiment_may_not_use_is_refused(
+        tmp_path: Path) -> None:
+    # Such an arm took that tenant's requests, routed them as the configured routing (the
+    # arm's models being none it may use) and reported them as the arm's, in silence.
+    catalog = ("models:\n  - {name: a, profile: claude-v2}\n  - {name: b, profile: claude-v1}\n"
+               "  - {name: c, profile: gpt-4-1106-preview}\n"
+               "tenants: {acme: {models: [a, b, auto]}, open: {}}\n")
+    arm = error_of(tmp_path, catalog + "experiments: {e: {tenants: [acme, open], "
+                                       "arms: {x: {}, y: {models: [c]}}}}\n")
+    assert arm.startswith("experiments.e.arms.y.models: tenant 'acme' of the experiment may "
+                          "use none of c"), arm
+    # (every tenant, when the experiment names none)
+    everyone = error_of(tmp_path, catalog + "experiments: {e: {arms: {x: {}, y: {models: [c]}}}}\n")
+    assert everyone.startswith("experiments.e.arms.y.models: tenant 'acme'"), everyone
+    # One of the arm's models the tenant may use is enough; a tenant out of scope is not asked.
+    for fine in ("experiments: {e: {tenants: [acme], arms: {x: {}, y: {models: [b, c]}}}}\n",
+                 "experiments: {e: {tenants: [open], arms: {x: {}, y: {models: [c]}}}}\n"):
+        assert load_settings(write(tmp_path, catalog + fine), environ={}).experiments
