@@ -641,3 +641,18 @@ def test_a_decision_whose_errors_sqlite_cannot_read_is_logged_and_left_out_of_th
         assert store.decision_stats("w")["total"] == 2
     model, why = Reports.from_settings(s, clock=lambda: T0).strongest_model(T0 - HOUR, T0)
     assert (model, why) == ("mid", "lowest mean expected error (0.200) over 1 logged decisions")
+
+
+def test_a_forecast_whose_whole_mix_is_of_unknown_cost_does_not_say_it_is_zero(
+        reports: Reports) -> None:
+    # Every model of the mix unpriced (or gone from the catalog): the tip said "nothing to
+    # save: the projected spend is zero", of a spend nobody could project.
+    from switchpoint.catalog import Catalog, ModelCard
+
+    catalog = Catalog([ModelCard("other", input_per_mtok=1, output_per_mtok=2)])
+    gone = Reports(reports.db_path, reports.settings, catalog=catalog, clock=reports.clock)
+    f = gone.forecast_cost(1000, 500, 200)
+    assert f["unpriced_requests_pct"] == 1.0 and f["hourly_cost_usd"] == 0.0
+    assert "zero" not in f["optimization_tip"], f["optimization_tip"]
+    assert f["optimization_tip"].startswith("nothing to project: the cost of every model of "
+                                            "the mix is unknown"), f["optimization_tip"]

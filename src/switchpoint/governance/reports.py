@@ -559,7 +559,10 @@ class Reports:
         """Where the projected money goes, and what moving a tenth of it would save."""
         spend = {m: v["hourly_cost_usd"] for m, v in breakdown.items()
                  if v["hourly_cost_usd"] is not None}
-        if hourly <= 0 or not spend:
+        if not spend:
+            return ("nothing to project: the cost of every model of the mix is unknown (no "
+                    "prices in the catalog, or gone from it); price them to forecast")
+        if hourly <= 0:
             return "nothing to save: the projected spend is zero"
         top = max(spend, key=lambda m: spend[m] or 0.0)
         share = (spend[top] or 0.0) / hourly
