@@ -1406,7 +1406,8 @@ class Gateway:
         path = self.store.path if self.store is not None else self.settings.db_path
         return Reports(path, self.settings, ledger=self.governor.ledger,
                        keys=self.governor.keys,
-                       cost_scale=(live.router.cost_scale if live is not None else None))
+                       cost_scale=(live.router.cost_scale if live is not None else None),
+                       gone=self.store.gone if self.store is not None else None)
 
     def cost_report(self, period: str = "day", **kwargs: Any) -> dict[str, Any]:
         """Requests and cost of the last day / week / month by model, tenant and key, with the

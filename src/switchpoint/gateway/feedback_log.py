@@ -92,7 +92,7 @@ class ServiceFeedbackLog:
 
     def __init__(self, store: SQLiteStore | None, memory_rows: int = 10_000) -> None:
         self.store = store
-        self.reader = LearningReader(store.path) if store is not None else None
+        self.reader = LearningReader(store.path, store.gone) if store is not None else None
         self.memory_rows = max(int(memory_rows), MIN_MEMORY_ROWS)
         self._memory: deque[LoggedFeedback] = deque()
         self._by_decision: dict[str, deque[LoggedFeedback]] = {}  # each oldest first

@@ -251,7 +251,7 @@ class Governor:
             self.keys.open()
         if self.store is not None:
             now = self.clock()
-            spent, live, stale = load_state(self.store.path, now)
+            spent, live, stale = load_state(self.store.path, now, self.store.gone)
             self.ledger.restore(spent, live, now)
             if stale:
                 log.warning("%d budget reservation(s) from a previous run were still open past "

@@ -56,7 +56,13 @@ from switchpoint.governance.budgets import (
     period_end,
     period_start,
 )
-from switchpoint.store.sqlite import LEDGER_LOOKBACK_S, store_error
+from switchpoint.store.sqlite import (
+    LEDGER_LOOKBACK_S,
+    Gone,
+    read_only,
+    still_there,
+    store_error,
+)
 
 TOTAL = "all"
 WINDOW_S = 60.0
@@ -568,14 +574,16 @@ class Ledger:
                 heapq.heappush(self._expiring, ticket)
 
 
-def load_state(db_path: str | Path, now: float | None = None
+def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None = None
                ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
                           list[OpenReservation]]:
     """What the ``spend`` table of ``db_path`` says: (settled spend by account and current
     period, reservations still open and not yet expired, reservations open but past their
-    expiry: those a run that stopped mid-request left, however long ago)."""
+    expiry: those a run that stopped mid-request left, however long ago). ``gone``: the store
+    writing ``db_path`` beside this read (see :func:`~switchpoint.store.sqlite.still_there`)."""
     now = time.time() if now is None else now
     path = Path(db_path)
+    still_there(path, gone)
     if not path.exists():
         return {}, [], []
     try:
@@ -587,7 +595,7 @@ def load_state(db_path: str | Path, now: float | None = None
 def _read_state(path: Path, now: float
                 ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
                            list[OpenReservation]]:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn = read_only(path)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "spend" not in tables:

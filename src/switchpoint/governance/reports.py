@@ -63,7 +63,15 @@ from switchpoint.governance.ledger import (
 )
 from switchpoint.governance.settings import SLASettings
 from switchpoint.learning.events import DEFAULT_TENANT
-from switchpoint.store.sqlite import ERROR_MICRO, error_sums, of_tenant, store_error
+from switchpoint.store.sqlite import (
+    ERROR_MICRO,
+    Gone,
+    error_sums,
+    of_tenant,
+    read_only,
+    still_there,
+    store_error,
+)
 
 REPORT_PERIODS = {"day": 86400.0, "week": 7 * 86400.0, "month": 30 * 86400.0}
 SWEEP = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -196,15 +204,18 @@ class Reports:
     ``db_path`` is the request log (``switchpoint.db``); ``settings`` gives the catalog (prices),
     tenants, budgets and SLAs; ``ledger`` the live spend ledger (a gateway's; default: rebuilt
     from the log); ``keys`` the key store (for keys' budgets); ``cost_scale`` the router's λ
-    scale for a pool (default: from catalog prices, as the router computes it).
+    scale for a pool (default: from catalog prices, as the router computes it); ``gone`` the
+    store writing ``db_path`` beside these reports (its ``gone``: a file deleted or replaced
+    under it is not read, see :func:`~switchpoint.store.sqlite.still_there`).
     """
 
     def __init__(self, db_path: str | Path, settings: Settings, *,
                  catalog: Catalog | None = None, ledger: Ledger | None = None,
                  keys: KeyStore | None = None,
                  cost_scale: Callable[[Sequence[str]], float] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, gone: Gone | None = None) -> None:
         self.db_path = Path(db_path)
+        self.gone = gone
         self.settings = settings
         self.catalog = catalog if catalog is not None else settings.catalog()
         self._ledger = ledger
@@ -220,9 +231,15 @@ class Reports:
     # Plumbing ----------------------------------------------------------------------------------
 
     def _read(self) -> sqlite3.Connection | None:
+        """A read-only connection to the log, None when there is none yet (see
+        :func:`~switchpoint.store.sqlite.read_only`)."""
+        still_there(self.db_path, self.gone)
         if not self.db_path.exists():
             return None
-        return sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return read_only(self.db_path)
+        except sqlite3.DatabaseError as exc:
+            raise store_error(self.db_path, "read the request and decision logs", exc) from None
 
     def logged_tenants(self) -> list[str]:
         """The tenants the request log and the feedback log name (``default`` for requests
@@ -294,7 +311,7 @@ class Reports:
         if self._ledger is None:
             ledger = Ledger(self.clock)
             now = self.clock()
-            spent, live, _ = load_state(self.db_path, now)
+            spent, live, _ = load_state(self.db_path, now, self.gone)
             ledger.restore(spent, live, now)
             self._ledger = ledger
         return self._ledger

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
-from switchpoint.store.sqlite import damaged, keep_newest, store_error
+from switchpoint.store.sqlite import Gone, damaged, keep_newest, read_only, store_error
 
 FEEDBACK_KINDS = ("decision", "preference", "model")
 _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model", "served",
@@ -300,17 +300,19 @@ class _ExperimentTally:
 
 
 class LearningReader:
-    """Reads the learning tables of one store file (each call opens a read-only connection)."""
+    """Reads the learning tables of one store file (each call opens a read-only connection).
+    ``gone``: the store beside it that writes the file (its ``gone``), whose file deleted or
+    replaced since is not read (see :func:`~switchpoint.store.sqlite.still_there`)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, gone: Gone | None = None) -> None:
         self.path = Path(path)
+        self.gone = gone
         self._tally: _QualityTally | None = None
         self._experiments: dict[str, _ExperimentTally] = {}
         self._tally_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                               check_same_thread=False)
+        conn = read_only(self.path, self.gone)
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
 

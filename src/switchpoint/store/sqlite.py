@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +146,39 @@ def store_error(path: str | Path, what: str, exc: BaseException) -> StoreError:
     return StoreError(f"{path}: cannot {what} ({exc})" + (f"; {hint}" if hint else ""),
                       reason=reason,
                       damaged=damaged(exc))
+
+
+#: How the database a store has open left its path (its :meth:`SQLiteStore.gone`): ``was
+#: deleted``, ``was replaced``, ...; None while it is still there. What a reader beside that
+#: store (in the same process) is given, so that it reads no other file than the store writes.
+Gone = Callable[[], str | None]
+
+
+def still_there(path: str | Path, gone: Gone | None) -> None:
+    """Nothing while the database ``path`` a store beside this reader has open is still at
+    its path (``gone``: that store's :meth:`SQLiteStore.gone`; None: no store beside it, as in
+    a command run alone), else :class:`StoreError`, marked ``damaged`` since waiting does not
+    mend it: a file deleted or replaced since is not read (the log is not there, or another
+    file is, which the store no longer writes), and only a restart opens the file now there."""
+    left = gone() if gone is not None else None
+    if left is None:
+        return
+    name = Path(path).name
+    raise StoreError(
+        f"{path}: cannot read it: it {left} while the service ran; restore the file (or leave "
+        "it gone to start an empty one), then restart the service",
+        reason=f"{name} in data_dir {left} while the service ran, so what it logged cannot "
+        "be read; the operator must restart the service",
+        damaged=True)
+
+
+def read_only(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection:
+    """A read-only connection to the database ``path``, usable from any thread, once
+    :func:`still_there` (``gone``) lets it be read. :class:`sqlite3.Error` when it cannot be
+    opened."""
+    still_there(path, gone)
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+                           check_same_thread=False)
 
 
 def refused(exc: BaseException) -> bool:
@@ -1740,20 +1773,10 @@ class SQLiteStore:
     # Reads -------------------------------------------------------------------------------------
 
     def _read(self) -> sqlite3.Connection:
-        """A read-only connection to the file opened. One deleted or replaced since is not
-        read (the log is not there, or another file is): :class:`StoreError`, marked
-        ``damaged`` since waiting does not mend it, saying so and that a restart is needed."""
-        gone = self.gone()
-        if gone is not None:
-            raise StoreError(
-                f"{self.path}: cannot read it: it {gone} while the service ran; restore "
-                "the file (or leave it gone to start an empty one), then restart the service",
-                reason=f"{self.path.name} in data_dir {gone} while the service ran, so "
-                "what it logged cannot be read; the operator must restart the service",
-                damaged=True)
+        """A read-only connection to the file opened (see :func:`read_only`: one deleted or
+        replaced since is not read)."""
         try:
-            return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                   check_same_thread=False)
+            return read_only(self.path, self.gone)
         except sqlite3.DatabaseError as exc:
             raise store_error(self.path, "open it to read", exc) from None
 
