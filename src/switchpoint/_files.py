@@ -175,20 +175,77 @@ def held_briefly(fd: int) -> bool:
         return False
 
 
+def take_lock(fd: int) -> bool:
+    """Take the exclusive advisory lock on ``fd``'s :data:`SERVE_LOCK` file: at once, or once
+    a brief holder (see :func:`held_briefly`) lets go, waiting up to :data:`BRIEF_HOLD_S` for
+    it. False while a process serves from its data_dir (``OSError`` when the file system
+    takes no locks)."""
+    taken = try_lock(fd)
+    deadline = time.monotonic() + BRIEF_HOLD_S
+    while not taken and held_briefly(fd) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a store writing the spill file with no service: a moment
+        taken = try_lock(fd)
+    return taken
+
+
 @contextlib.contextmanager
 def brief_lock(data_dir: Path) -> Iterator[bool]:
-    """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, taken without waiting:
-    yields whether it is held (False: a process serves from ``data_dir``, or holds it for a
-    moment itself). A service starting meanwhile waits for it (see :data:`BRIEF_MARK`).
+    """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, taken once free (see
+    :func:`take_lock`: another brief holder, such as a command beside this one writing the
+    spill file, is waited for): yields whether it is held (False: a process serves from
+    ``data_dir``). A service starting meanwhile waits for it (see :data:`BRIEF_MARK`).
     ``OSError`` when the lock file cannot be made or locked."""
     fd = open_lock(data_dir / SERVE_LOCK)
     try:
-        if not try_lock(fd):
+        if not take_lock(fd):
             yield False
             return
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()} {BRIEF_MARK}\n".encode())
         yield True
+    finally:
+        os.close(fd)
+
+
+#: Most seconds :func:`locked_file` waits for another holder of a file's lock.
+FILE_LOCK_WAIT_S = 30.0
+
+
+@contextlib.contextmanager
+def locked_file(path: Path, *, append: bool = False,
+                wait_s: float = FILE_LOCK_WAIT_S) -> Iterator[int | None]:
+    """The file ``path`` held under its exclusive advisory lock (``flock``) for the ``with``
+    block, for one that reads it whole and then removes it, or one that adds to it (``append``:
+    opened for appending, made 0600 if need be), so that nothing is added between the reading
+    and the removal. Yields a descriptor of the file at the path once locked (one removed or
+    replaced while this waited is let go of, and the path opened again), or None when there
+    is none (not ``append``). Waits up to ``wait_s`` for another holder, then ``OSError``
+    (also when the file cannot be opened or locked)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT if append else os.O_RDONLY
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            if append:
+                raise
+            yield None
+            return
+        try:
+            while not try_lock(fd):
+                if time.monotonic() >= deadline:
+                    raise OSError(errno.EWOULDBLOCK, "another process has held its lock for "
+                                  f"more than {wait_s:g} s", str(path))
+                time.sleep(0.01)
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if file_identity(path) == (st.st_dev, st.st_ino):
+            break
+        os.close(fd)  # removed (taken up) while this waited: the path again
+    try:
+        yield fd
     finally:
         os.close(fd)
 

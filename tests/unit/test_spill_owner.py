@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from switchpoint._files import brief_lock
 from switchpoint.errors import DataDirInUseError
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.store import DecisionRecord, SQLiteStore
@@ -152,3 +153,26 @@ def test_a_store_beside_the_service_writes_its_own_refused_records_and_leaves_th
         assert not spill.exists()
     finally:
         service.release()
+
+
+def test_with_no_service_a_store_waits_for_another_taking_the_spill_file_up(
+        data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two commands at once with no service running: the second waits for the first to be
+    done with the spill file (rather than taking it for a service and leaving the file), then
+    writes what was added meanwhile."""
+    db = data_dir / "switchpoint.db"
+    spill = SQLiteStore(db).spill_path
+    added = [_record(), _record()]
+    opened: list[set[str]] = []
+    with brief_lock(data_dir) as held:  # the first command, taking the file up
+        assert held
+        _spill(spill, added[:1])
+        second = threading.Thread(target=lambda: opened.append(_ids(SQLiteStore(db).open())))
+        second.start()
+        time.sleep(0.3)
+        assert not opened  # it waits
+        _spill(spill, added[1:])  # (added while the first held it)
+    second.join(timeout=30)
+    assert opened == [{r.id for r in added}]
+    assert not spill.exists()
+    assert "for the service" not in caplog.text

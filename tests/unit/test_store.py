@@ -750,11 +750,12 @@ def test_a_full_spill_file_clears_once_the_database_takes_writes_again(tmp_path:
         assert {r.id for r in waiting} <= {d["id"] for d in store.decisions(limit=100)}
 
 
-def test_a_prune_beside_a_running_store_leaves_its_spill_file_to_it(tmp_path: Path) -> None:
-    """``switchpoint prune`` runs beside the service. Opening the store to bring its schema up
-    to date wrote the running store's spill file and removed it, while that store still held
-    the same records in memory and wrote them once the database took writes again: a spend
-    entry, which no key refuses twice, was charged twice."""
+def test_a_prune_beside_a_running_store_charges_its_kept_records_once(tmp_path: Path) -> None:
+    """``switchpoint prune`` beside a running store that is no service (a command holding no
+    lock): the prune writes the spill file and removes it, while that store still holds the
+    same records in memory and writes them once the database takes writes again. A spend
+    entry, which no key refuses twice, was charged twice; now the store passes over what is
+    already there, as a take-up of the file does."""
     from switchpoint.store.retention import prune
 
     path = tmp_path / "s.db"

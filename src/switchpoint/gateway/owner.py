@@ -21,17 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 from switchpoint._files import (
-    BRIEF_HOLD_S,
     SERVE_LOCK,
     file_identity,
-    held_briefly,
     lock_holder,
     open_lock,
-    try_lock,
+    take_lock,
 )
 from switchpoint.errors import DataDirInUseError, StoreError
 
@@ -64,11 +61,7 @@ class DataDirLock:
                              f"service off this data_dir ({exc.strerror or exc}); check that "
                              "data_dir is a writable directory") from None
         try:
-            taken = try_lock(fd)
-            deadline = time.monotonic() + BRIEF_HOLD_S
-            while not taken and held_briefly(fd) and time.monotonic() < deadline:
-                time.sleep(0.05)  # a store writing the spill file with no service: a moment
-                taken = try_lock(fd)
+            taken = take_lock(fd)  # (a store writing the spill file: waited for)
         except OSError as exc:
             os.close(fd)
             raise StoreError(f"{self.path}: cannot lock it ({exc.strerror or exc}); data_dir "

@@ -117,7 +117,9 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
           upgrade: bool = True) -> PruneReport:
     """Delete the log entries of the store at ``path`` older than ``cutoff`` (seconds since the
     epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
-    up to date (a running service has done it). Raises :class:`StoreError`."""
+    up to date (a running service has done it) and, unless ``dry_run``, writes what the spill
+    file beside the store keeps when no service runs, so that its records older than the cutoff
+    are pruned with the rest, not written back later. Raises :class:`StoreError`."""
     file = Path(path)
     ahead = cutoff - time.time()
     if ahead > 0:
@@ -126,7 +128,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     if not file.is_file():
         raise StoreError(f"{file}: no store there (check --config / data_dir)")
     if upgrade:
-        SQLiteStore(file).upgrade()  # (its spill file is the service's)
+        SQLiteStore(file).upgrade(take_up=not dry_run)
     before = db_bytes(file)
     try:
         conn = sqlite3.connect(file, isolation_level=None, timeout=30)

@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from switchpoint._files import brief_lock, database_identity, private_dir, private_file
+from switchpoint._files import (
+    brief_lock,
+    database_identity,
+    locked_file,
+    private_dir,
+    private_file,
+)
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.moved import Files, close_moved, how_it_left
@@ -1216,12 +1222,14 @@ class SQLiteStore:
 
         ``serving``: this process serves from the database's folder and holds its lock
         (:data:`~switchpoint._files.SERVE_LOCK`, see :mod:`switchpoint.gateway.owner`). Only
-        such a store writes what :attr:`spill_path` keeps, since the service appends to that
-        file while its database refuses writes, and a store beside it (a command run on the
-        same data_dir) that wrote and removed the file could lose what it added meanwhile.
+        such a store writes what :attr:`spill_path` keeps while it runs: the service appends
+        to that file while its database refuses writes, and holds the same records in memory.
         Any other store leaves the file alone while a service runs (saying so once), and with
         none running writes it while holding that lock itself (see
-        :func:`~switchpoint._files.brief_lock`)."""
+        :func:`~switchpoint._files.brief_lock`; another store doing so is waited for). Adding
+        to the file and taking it up hold the file's own lock
+        (:func:`~switchpoint._files.locked_file`), so that nothing added between a take-up's
+        reading and its removal of the file is lost."""
         if self._writer is not None:
             return self
         self._serving = serving
@@ -1261,16 +1269,19 @@ class SQLiteStore:
             raise
         return conn
 
-    def upgrade(self) -> None:
-        """Bring the file's schema up to date and check its tables as :meth:`open` does, and
-        nothing else (a tool beside the service, such as ``switchpoint prune``): what
-        :attr:`spill_path` keeps is never written here, since a running service holds the
-        same records in memory and writes them itself once the database takes writes again
-        (see :meth:`open` for which store writes it)."""
+    def upgrade(self, *, take_up: bool = False) -> None:
+        """Bring the file's schema up to date and check its tables as :meth:`open` does,
+        without starting the writer (a tool that writes the file itself, such as ``switchpoint
+        prune``). ``take_up``: also write what :attr:`spill_path` keeps, when no service runs
+        (one running holds the same records in memory and writes them itself once the
+        database takes writes again: see :meth:`open` for which store writes it)."""
         try:
             conn = self._schema()
             try:
                 _probe(conn, self.path, skip=() if self.logs else LOG_TABLES)
+                if take_up:
+                    self._files, self._left = database_identity(self.path), None
+                    self._write_spilled(conn, at_open=True)
             finally:
                 conn.close()
         except (OSError, sqlite3.Error) as exc:
@@ -1375,8 +1386,11 @@ class SQLiteStore:
         if self._retry:
             self._spill()
 
-    def _transaction(self, records: Sequence[Record]) -> None:
-        """Insert ``records`` in one transaction (rolled back if it fails, then raised)."""
+    def _transaction(self, records: Sequence[Record], *, kept: bool = False) -> None:
+        """Insert ``records`` in one transaction (rolled back if it fails, then raised).
+        ``kept``: records that waited in the spill file too, which another store may have
+        written meanwhile (one taking the file up with no service running): a row already
+        there is passed over, as when the file is taken up."""
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         try:
             for record in records:
@@ -1385,6 +1399,8 @@ class SQLiteStore:
             self._wait_for_lock(conn)
             conn.execute("BEGIN")
             for insert, rows in by_table.items():
+                if kept and _spillable(insert) and _cap_of(insert) is None:
+                    rows = [row for row in rows if not _already_there(conn, insert, row)]
                 conn.executemany(insert, rows)
             conn.execute("COMMIT")
         except Exception as exc:  # whatever failed, the next transaction starts clean
@@ -1539,20 +1555,25 @@ class SQLiteStore:
         self._unwritten = True  # whatever happens, the file may hold some of it now
         try:
             lines = _spill_lines(kept)
-            if _ends_inside_a_line(path):  # an earlier write cut short: its part stays a
-                lines = "\n" + lines  # line of its own, passed over when read
             new = not path.exists()
-            size = 0 if new else path.stat().st_size
-            after = size + len(lines.encode("utf-8"))
-            if not past_limit and after > self.spill_limit - self.spill_reserve:
-                self._spill_is_full(size)  # no new requests; those in flight use the reserve
-            if not past_limit and after > self.spill_limit:
-                self._spill_overflows()
-                return
-            with private_file(path).open("a", encoding="utf-8") as fh:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+            # Under the file's lock: a store taking it up meanwhile (in another process, say)
+            # removes it once it is written, so an addition waits for that and makes a new one.
+            with locked_file(private_file(path), append=True) as fd:
+                assert fd is not None
+                if _ends_inside_a_line(path):  # an earlier write cut short: its part stays a
+                    lines = "\n" + lines  # line of its own, passed over when read
+                size = os.fstat(fd).st_size
+                new = new or size == 0
+                data = lines.encode("utf-8")
+                if not past_limit and size + len(data) > self.spill_limit - self.spill_reserve:
+                    self._spill_is_full(size)  # no new requests; those in flight: the reserve
+                if not past_limit and size + len(data) > self.spill_limit:
+                    self._spill_overflows()
+                    return
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
             if new:
                 _sync_dir(path.parent)
         except (OSError, TypeError, ValueError) as exc:
@@ -1683,34 +1704,22 @@ class SQLiteStore:
             self._unwritten, self._journal_whole, self.spill_full = False, True, None
             return
         written = passed = 0
+        torn: list[int] = []
         try:
-            rows, torn = _spilled_rows(path.read_text(encoding="utf-8", errors="replace"))
-            passed += len(torn)
-            capped = _capped(rows)
+            # Under the file's lock, from its reading to its removal: what another store (in
+            # another process, say) adds meanwhile waits, and goes to a new file.
             if not at_open:
                 conn = self._writable()
             assert conn is not None
-            self._wait_for_lock(conn)
-            conn.execute("BEGIN")
-            for index, item in enumerate(rows):
-                insert = item["insert"]
-                if not (isinstance(insert, str) and _spillable(insert)) or index in capped:
-                    passed += 1
-                    continue
-                if _cap_of(insert) is not None:  # runs again where it ran: no row counted
-                    conn.execute(insert, item["row"])
-                    continue
-                values = [_from_json(v) for v in item["row"]]
-                if _already_there(conn, insert, values):  # written before (a crash after
-                    passed += 1  # writing it, before the file was removed)
-                    continue
-                try:
-                    conn.execute(insert, values)
-                    written += 1
-                except sqlite3.IntegrityError:  # written before (a store closed mid-way)
-                    passed += 1
-            conn.execute("COMMIT")
-            path.unlink()
+            with locked_file(path) as fd:
+                if fd is None:  # taken up by another store meanwhile
+                    self._unwritten, self._journal_whole, self.spill_full = False, True, None
+                    return
+                with os.fdopen(os.dup(fd), encoding="utf-8", errors="replace") as fh:
+                    rows, torn = _spilled_rows(fh.read())
+                passed += len(torn)
+                written, passed = self._write_rows(conn, rows, passed)
+                path.unlink()
             _sync_dir(path.parent)
             self.spill_full = None
         except (OSError, ValueError, KeyError, TypeError, sqlite3.Error) as exc:
@@ -1741,6 +1750,35 @@ class SQLiteStore:
             log.warning("%s: wrote %d more record(s) kept in %s (%d passed over: written "
                         "before)", self.path, written, path, passed)
 
+    def _write_rows(self, conn: sqlite3.Connection, rows: list[dict[str, Any]],
+                    passed: int) -> tuple[int, int]:
+        """Write the spill file's ``rows`` on ``conn`` in one transaction (see
+        :meth:`_take_spilled`): (how many were written, how many passed over, counting
+        ``passed`` already)."""
+        written = 0
+        capped = _capped(rows)
+        self._wait_for_lock(conn)
+        conn.execute("BEGIN")
+        for index, item in enumerate(rows):
+            insert = item["insert"]
+            if not (isinstance(insert, str) and _spillable(insert)) or index in capped:
+                passed += 1
+                continue
+            if _cap_of(insert) is not None:  # runs again where it ran: no row counted
+                conn.execute(insert, item["row"])
+                continue
+            values = [_from_json(v) for v in item["row"]]
+            if _already_there(conn, insert, values):  # written before (a crash after
+                passed += 1  # writing it, before the file was removed)
+                continue
+            try:
+                conn.execute(insert, values)
+                written += 1
+            except sqlite3.IntegrityError:  # written before (a store closed mid-way)
+                passed += 1
+        conn.execute("COMMIT")
+        return written, passed
+
     def _keep_for_retry(self, record: Record, *, kept_before: bool = False) -> None:
         if len(self._retry) == self._retry.maxlen:
             self._dropped += 1
@@ -1761,7 +1799,7 @@ class SQLiteStore:
         while self._retry:
             part = [self._retry.popleft() for _ in range(min(MAX_BATCH, len(self._retry)))]
             try:
-                self._transaction(part)
+                self._transaction(part, kept=True)
             except WRITE_ERRORS as exc:
                 if refused(exc):  # still refusing: they wait (room: the writer alone adds)
                     self._retry.extendleft(reversed(part))
