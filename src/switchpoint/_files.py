@@ -128,6 +128,43 @@ def database_identity(path: str | Path) -> tuple[FileId | None, ...]:
                                    for suffix in SQLITE_SIDE_FILES))
 
 
+@functools.cache
+def _statx() -> Callable[..., int] | None:
+    """The C library's ``statx`` (Linux), or ``None``; looked up on first use."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).statx
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
+                     ctypes.c_char_p]
+    call.restype = ctypes.c_int
+    return call
+
+
+def file_stamp(path: str | Path) -> tuple[int, ...] | None:
+    """:func:`file_identity` of ``path`` and, where the system says it (``statx``), the time
+    the file was made (an inode number freed by a deletion may be given to the next file
+    made): None when there is no file."""
+    identity = file_identity(path)
+    if identity is None:
+        return None
+    call = _statx()
+    if call is None:
+        return identity
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if call(_AT_FDCWD, os.fsencode(path), 0, _STATX_BTIME, buf) != 0:
+        return identity
+    if not int.from_bytes(buf.raw[0:4], sys.byteorder) & _STATX_BTIME:
+        return identity
+    return (*identity, int.from_bytes(buf.raw[80:88], sys.byteorder, signed=True),
+            int.from_bytes(buf.raw[88:92], sys.byteorder))
+
+
+_STATX_BTIME = 0x800
+
+
 def lock_holder(fd: int) -> str:
     """`` (pid N)`` of the process that holds the advisory lock on the file ``fd`` has open,
     when it has written its pid there (else ``""``)."""

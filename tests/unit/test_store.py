@@ -1331,6 +1331,13 @@ if how == "wal":
         store.append(record(ids[1]), keep_trying=True).result(timeout=10)
     except Exception:
         pass
+elif how == "deleted_then_crash":  # a backup taken now; then the file deleted alone
+    import sqlite3
+    src, dst = sqlite3.connect(path), sqlite3.connect(path + ".backup")
+    src.backup(dst)
+    src.close()
+    dst.close()
+    store.append(record(ids[1])).result(timeout=10)  # in the old file's log alone
 else:  # a backup taken now, moved over the file alone while the store is idle
     import sqlite3
     src, dst = sqlite3.connect(path), sqlite3.connect(path + ".backup")
@@ -1343,14 +1350,17 @@ time.sleep(60)  # killed here
 """
 
 
-@pytest.mark.parametrize("how", ["wal", "replaced_idle"])
+@pytest.mark.parametrize("how", ["wal", "replaced_idle", "deleted_then_crash"])
 def test_a_file_of_the_store_gone_before_a_crash_loses_nothing_and_replays_nothing(
         tmp_path: Path, how: str) -> None:
     """A crash (SIGKILL) after ``s.db-wal`` was deleted: what was committed after (and before,
     not yet checkpointed) was in that deleted log, lost. Or after ``s.db`` was replaced alone
     while the store was idle: the old log was replayed into the file put there. Now the
     first is refused and kept in the spill file, written at the next open; and the old log
-    is removed within a second of the file's leaving, before any write."""
+    is removed within a second of the file's leaving, before any write. Or after ``s.db`` was
+    deleted alone, the crash coming before the store looked, and the old file then restored
+    alone: the deleted file's log was replayed into it; now the next open removes that log
+    (the store noted which file it belonged to)."""
     path = tmp_path / "s.db"
     ids = [uuid.uuid4().hex for _ in range(2)]
     root = Path(__file__).resolve().parents[2]
@@ -1365,10 +1375,17 @@ def test_a_file_of_the_store_gone_before_a_crash_loses_nothing_and_replays_nothi
             deadline = time.monotonic() + 5
             while Path(f"{path}-wal").exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+        elif how == "deleted_then_crash":  # a crash before the store sees it (within 1 s)
+            path.unlink()
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
     assert child.returncode == -signal.SIGKILL
+    if how == "deleted_then_crash":
+        assert Path(f"{path}-wal").exists()  # the deleted file's log, still at the path
+        os.replace(f"{path}.backup", path)  # the old file restored alone
     with SQLiteStore(path) as reopened:
         ids_now = {d["id"] for d in reopened.decisions(limit=10)}
     assert ids_now == (set(ids) if how == "wal" else {ids[0]})
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -13,6 +13,8 @@ inodes."""
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -21,11 +23,19 @@ from switchpoint._files import (
     SQLITE_SIDE_FILES,
     FileId,
     file_identity,
+    file_stamp,
     side_file,
     temporary_name,
+    write_atomically,
 )
 
 Files = tuple[FileId | None, ...]
+
+log = logging.getLogger("switchpoint.store")
+
+#: The suffix of the file beside a database that says which database file, and which
+#: ``-wal``, a store last opened there (see :func:`note_log_owner`).
+LOG_OWNER = ".wal-owner"
 
 
 def how_it_left(opened: Files, seen: Files) -> str | None:
@@ -86,3 +96,49 @@ def remove_stale_side_files(path: str | Path, opened: Files) -> None:
         side = side_file(path, suffix)
         if was is not None and file_identity(side) == was:
             side.unlink(missing_ok=True)
+
+
+def _owner_file(path: str | Path) -> Path:
+    return side_file(path, LOG_OWNER)
+
+
+def note_log_owner(path: str | Path) -> None:
+    """Note (beside it, see :data:`LOG_OWNER`) which file the database ``path`` is and which
+    its ``-wal`` is, once a store has opened it: a crash leaves that log at the path for
+    :func:`drop_stale_log` to judge at the next open. Noting nothing (no ``-wal``, or the note
+    cannot be written) removes an older note, which would misjudge."""
+    owner = _owner_file(path)
+    db, wal = file_stamp(path), file_stamp(side_file(path, "-wal"))
+    try:
+        if db is None or wal is None:
+            raise OSError("nothing to note")
+        text = json.dumps({"db": db, "wal": wal})
+        write_atomically(owner, lambda fh: fh.write(text.encode()), mode=0o600)
+    except OSError:
+        with contextlib.suppress(OSError):
+            owner.unlink(missing_ok=True)
+
+
+def drop_stale_log(path: str | Path) -> list[Path]:
+    """Before a store opens the database ``path``: remove its ``-wal`` and ``-shm`` when that
+    log is the one a store noted (see :func:`note_log_owner`) for another database file than
+    the one now at the path (the noted file was deleted or replaced, and a crash came before
+    the store saw it): SQLite would replay that log into the file now there. A log another
+    file brought (a restore of the file with its ``-wal``), or made since, is kept, as is the
+    log of the noted file itself (what a crash left: committed writes). The removed files.
+    :class:`OSError` when one cannot be removed."""
+    try:
+        noted = json.loads(_owner_file(path).read_text(encoding="utf-8"))
+        db, wal = tuple(noted["db"]), tuple(noted["wal"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    log_file = side_file(path, "-wal")
+    if file_stamp(log_file) != wal or file_stamp(path) == db:
+        return []
+    removed = []
+    for suffix in SQLITE_SIDE_FILES:
+        side = side_file(path, suffix)
+        if side.exists():
+            side.unlink()
+            removed.append(side)
+    return removed

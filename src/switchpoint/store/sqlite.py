@@ -42,7 +42,13 @@ from switchpoint._files import (
 )
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
-from switchpoint.store.moved import Files, close_moved, how_it_left
+from switchpoint.store.moved import (
+    Files,
+    close_moved,
+    drop_stale_log,
+    how_it_left,
+    note_log_owner,
+)
 from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
@@ -1253,6 +1259,10 @@ class SQLiteStore:
         # Its owner's alone (it holds prompts' vectors and feedback comments): a new file is
         # 0600 (SQLite's -wal and -shm take its mode), a new data_dir 0700.
         private_file(private_dir(self.path.parent) / self.path.name)
+        for stale in drop_stale_log(self.path):
+            log.warning("%s: removed %s, the log of a database file deleted or replaced before "
+                        "a crash (SQLite would have replayed it into the file now there)",
+                        self.path, stale.name)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             # A new file frees the pages of pruned rows back to the disk on demand (it must be
@@ -1267,6 +1277,7 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
+        note_log_owner(self.path)
         return conn
 
     def upgrade(self, *, take_up: bool = False) -> None:
