@@ -440,3 +440,24 @@ def test_keys_clock_with_json_on_a_data_dir_without_keys_prints_json(
     assert shown["latest"] is None
     assert (shown["revived"] == []) if reset else (shown["ahead_s"] == 0.0)
     assert not data.exists()
+
+
+def test_a_forecast_says_a_model_gone_from_the_catalog_is_gone_not_unpriced(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(config)  # two answers from big, one from small
+    # small taken out of the catalog.
+    config.write_text(CONFIG.replace("  - {name: small, input_per_mtok: 0.2, "
+                                     "output_per_mtok: 0.6}\n", "").replace(
+                                         "[big, small, auto]", "[big, auto]"), encoding="utf-8")
+    argv = ["report", "forecast", "--requests-per-hour", "100", "--avg-input-tokens", "1000",
+            "--avg-output-tokens", "1000", "--config", config]
+    code, out, err = run([*argv, "--json"], capsys)
+    assert code == 0, err
+    forecast = json.loads(out)
+    assert (forecast["removed_models"], forecast["unpriced_models"]) == (["small"], [])
+    assert forecast["removed_requests_pct"] == pytest.approx(1 / 3)
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "does not price" not in out, out
+    assert ("not counted: 33.3% of the requests went to small, which is no longer in the "
+            "catalog (its share will go to the models there are)") in out, out

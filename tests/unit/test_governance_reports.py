@@ -652,7 +652,42 @@ def test_a_forecast_whose_whole_mix_is_of_unknown_cost_does_not_say_it_is_zero(
     catalog = Catalog([ModelCard("other", input_per_mtok=1, output_per_mtok=2)])
     gone = Reports(reports.db_path, reports.settings, catalog=catalog, clock=reports.clock)
     f = gone.forecast_cost(1000, 500, 200)
-    assert f["unpriced_requests_pct"] == 1.0 and f["hourly_cost_usd"] == 0.0
+    assert f["removed_requests_pct"] == 1.0 and f["hourly_cost_usd"] == 0.0
     assert "zero" not in f["optimization_tip"], f["optimization_tip"]
-    assert f["optimization_tip"].startswith("nothing to project: the cost of every model of "
-                                            "the mix is unknown"), f["optimization_tip"]
+    assert f["optimization_tip"].startswith("nothing to project: "), f["optimization_tip"]
+
+
+def test_a_forecast_names_models_gone_from_the_catalog_apart_from_unpriced_ones(
+        reports: Reports) -> None:
+    # A model a reload took out of the catalog was listed under unpriced_models, as if adding
+    # prices to it would let it be forecast: it is gone, and its share of the mix will go to
+    # the models there are.
+    from switchpoint.catalog import Catalog, ModelCard
+
+    catalog = Catalog([ModelCard("big", input_per_mtok=10, output_per_mtok=30),
+                       ModelCard("mid")])  # small: gone
+    mixed = Reports(reports.db_path, reports.settings, catalog=catalog, clock=reports.clock)
+    f = mixed.forecast_cost(1000, 500, 200)
+    assert f["unpriced_models"] == ["mid"] and f["unpriced_requests_pct"] == 0.5
+    assert f["removed_models"] == ["small"] and f["removed_requests_pct"] == 0.25
+    assert f["breakdown_by_model"]["small"] == {"requests_pct": 0.25,
+                                                "cost_per_request_usd": None,
+                                                "hourly_cost_usd": None}
+    assert f["hourly_cost_usd"] == pytest.approx(1000 * 0.25 * price("big", 500, 200))
+    # Every model of the mix of unknown cost: the tip says which is which.
+    only_mid = Catalog([ModelCard("mid")])
+    tip = Reports(reports.db_path, reports.settings, catalog=only_mid,
+                  clock=reports.clock).forecast_cost(1000, 500, 200)["optimization_tip"]
+    assert tip == ("nothing to project: mid has no prices in the catalog (give it "
+                   "input_per_mtok and output_per_mtok), and big and small are gone from it "
+                   "(the mix logged with them will change as the gateway routes over the "
+                   "current catalog: forecast again once it has)"), tip
+    gone = Reports(reports.db_path, reports.settings,
+                   catalog=Catalog([ModelCard("other", input_per_mtok=1, output_per_mtok=2)]),
+                   clock=reports.clock).forecast_cost(1000, 500, 200)
+    assert gone["unpriced_models"] == [] and gone["unpriced_requests_pct"] == 0
+    assert sorted(gone["removed_models"]) == ["big", "mid", "small"]
+    assert gone["removed_requests_pct"] == 1.0
+    assert "no prices" not in gone["optimization_tip"], gone["optimization_tip"]
+    assert gone["optimization_tip"].startswith("nothing to project: big, mid and small are "
+                                               "gone from the catalog"), gone["optimization_tip"]

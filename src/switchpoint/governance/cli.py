@@ -405,6 +405,12 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
         print(f"not counted: {report['unpriced_requests_pct']:.1%} of the requests go to "
               f"{', '.join(report['unpriced_models'])}, which the catalog does not price "
               "(cost unknown)")
+    removed = report["removed_models"]
+    if removed:
+        one = len(removed) == 1
+        print(f"not counted: {report['removed_requests_pct']:.1%} of the requests went to "
+              f"{', '.join(removed)}, which {'is' if one else 'are'} no longer in the catalog "
+              f"({'its' if one else 'their'} share will go to the models there are)")
     print()
     rows = [[m, f"{v['requests_pct']:.1%}", _usd(v["cost_per_request_usd"]),
              _usd(v["hourly_cost_usd"])] for m, v in report["breakdown_by_model"].items()]

@@ -534,7 +534,9 @@ class Reports:
                       avg_output_tokens: float, *, period: str = "week",
                       until: float | None = None, tenant: str | None = None) -> dict[str, Any]:
         """Projected spend of ``requests_per_hour`` requests of that size, split over the
-        models as the logged routing mix splits them."""
+        models as the logged routing mix splits them. The share of a model of unknown cost is
+        named, not projected as free: ``unpriced_models`` (in the catalog, without prices)
+        apart from ``removed_models`` (gone from the catalog)."""
         rph = _number(requests_per_hour, "requests_per_hour")
         tin = _number(avg_input_tokens, "avg_input_tokens")
         tout = _number(avg_output_tokens, "avg_output_tokens")
@@ -546,12 +548,14 @@ class Reports:
         breakdown: dict[str, dict[str, float | None]] = {}
         hourly = 0.0
         unpriced: list[str] = []
+        removed: list[str] = []
         for model, share in mix.items():
             card = self.card(model)
             if card is None or not card.priced:
-                # Its cost is unknown (no prices, or gone from the catalog): not projected
-                # as free; the forecast names it and its share instead.
-                unpriced.append(model)
+                # Its cost is unknown: not projected as free; the forecast names it and its
+                # share instead, apart when it is gone from the catalog (no price given to
+                # it would make it answer again).
+                (removed if self._gone(model) else unpriced).append(model)
                 breakdown[model] = {"requests_pct": round(share, 6),
                                     "cost_per_request_usd": None, "hourly_cost_usd": None}
                 continue
@@ -566,19 +570,36 @@ class Reports:
             "mix_basis": basis, "hourly_cost_usd": _r(hourly),
             "unpriced_models": unpriced,
             "unpriced_requests_pct": round(sum(mix[m] for m in unpriced), 6),
+            "removed_models": removed,
+            "removed_requests_pct": round(sum(mix[m] for m in removed), 6),
             "daily_cost_usd": _r(hourly * 24), "monthly_cost_usd": _r(hourly * 24 * 30),
             "breakdown_by_model": breakdown}
-        forecast["optimization_tip"] = self._forecast_tip(breakdown, hourly, rph, tin, tout)
+        forecast["optimization_tip"] = self._forecast_tip(breakdown, hourly, rph, tin, tout,
+                                                          unpriced, removed)
         return forecast
 
     def _forecast_tip(self, breakdown: Mapping[str, Mapping[str, float | None]], hourly: float,
-                      rph: float, tin: float, tout: float) -> str:
-        """Where the projected money goes, and what moving a tenth of it would save."""
+                      rph: float, tin: float, tout: float, unpriced: Sequence[str],
+                      removed: Sequence[str]) -> str:
+        """Where the projected money goes, and what moving a tenth of it would save; with no
+        model of the mix priced, why: which have no prices, which are gone from the
+        catalog."""
         spend = {m: v["hourly_cost_usd"] for m, v in breakdown.items()
                  if v["hourly_cost_usd"] is not None}
         if not spend:
-            return ("nothing to project: the cost of every model of the mix is unknown (no "
-                    "prices in the catalog, or gone from it); price them to forecast")
+            why = []
+            if unpriced:
+                one = len(unpriced) == 1
+                why.append(f"{_and(sorted(unpriced))} {'has' if one else 'have'} no prices in "
+                           f"the catalog (give {'it' if one else 'them'} input_per_mtok and "
+                           "output_per_mtok)")
+            if removed:
+                one = len(removed) == 1
+                why.append(f"{_and(sorted(removed))} {'is' if one else 'are'} gone from "
+                           f"{'it' if unpriced else 'the catalog'} (the mix logged with "
+                           f"{'it' if one else 'them'} will change as the gateway routes over "
+                           "the current catalog: forecast again once it has)")
+            return "nothing to project: " + ", and ".join(why)
         if hourly <= 0:
             return "nothing to save: the projected spend is zero"
         top = max(spend, key=lambda m: spend[m] or 0.0)
@@ -1029,6 +1050,15 @@ class Reports:
 
 _ACCOUNT_COLUMNS = {"key": "key_id", "tenant": "tenant", "model": "model",
                     "provider": "provider"}
+
+
+def _and(names: Sequence[str], most: int = 10) -> str:
+    """Names as a sentence lists them: ``a``, ``a and b``, ``a, b and c``; past ``most``, the
+    first ones and how many more (each cut short: a logged name may be long)."""
+    shown = [cut(n, 100) for n in names[:most]]
+    if len(names) > most:
+        return f"{', '.join(shown)} and {len(names) - most} more"
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def _lambdas(values: Iterable[float], most: int = 4) -> str:
