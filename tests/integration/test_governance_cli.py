@@ -461,3 +461,19 @@ def test_a_forecast_says_a_model_gone_from_the_catalog_is_gone_not_unpriced(
     assert "does not price" not in out, out
     assert ("not counted: 33.3% of the requests went to small, which is no longer in the "
             "catalog (its share will go to the models there are)") in out, out
+
+
+def test_an_alert_over_a_log_younger_than_five_minutes_says_its_projection_is_weak(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(config)  # the log's first requests, a minute ago
+    code, out, err = run(["report", "alert", "--config", config, "--json"], capsys)
+    assert code == 0, err
+    alert = json.loads(out)
+    assert alert["projection_low_confidence"] is True
+    assert alert["projection_window_seconds"] == 300
+    # The hour's $0.0808 over five minutes, not over the minute the log holds.
+    assert alert["projected_hourly_usd"] < alert["hourly_spend_usd"] * (1 + 3600 / 300)
+    code, out, err = run(["report", "alert", "--config", config], capsys)
+    assert code == 0, err
+    assert ("(low confidence: the logs began less than 5 min ago; a projection takes what "
+            "they hold as the spend of the last 5 min)") in out, out

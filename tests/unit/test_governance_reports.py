@@ -409,9 +409,11 @@ def test_a_budget_alert_just_after_a_reset_projects_at_the_recent_rate(tmp_path:
 
     with SQLiteStore(s.db_path) as store:
         settle(store, "new-day", midnight + 5)
-    # A deployment whose log begins now has nothing else to go by.
+    # A deployment whose log began two seconds ago: its spend is a rate over five minutes.
     young = Reports.from_settings(s, clock=lambda: now).check_budget_alert("acme")
-    assert young["budgets"][0]["projected_usd"] == pytest.approx(0.001 + 0.001 / 2 * (DAY - 7))
+    assert young["budgets"][0]["projected_usd"] == pytest.approx(
+        0.001 + 0.001 / 300 * (DAY - 7))
+    assert young["budgets"][0]["projection_low_confidence"] is True
     with SQLiteStore(s.db_path) as store:
         for i in range(1, 73):  # $0.001 every ten minutes for the twelve hours before
             settle(store, f"old-{i}", midnight - 600 * i)
@@ -421,8 +423,12 @@ def test_a_budget_alert_just_after_a_reset_projects_at_the_recent_rate(tmp_path:
     # The last six hours: 35 requests before midnight and one after, $0.036 in 21,600 s.
     assert day["projected_usd"] == pytest.approx(0.001 + 0.036 / 21_600 * (DAY - 7))
     assert day["status"] == "ok"
+    assert (day["projection_window_seconds"], day["projection_low_confidence"]) == (21_600,
+                                                                                    False)
     # The hour: the last 15 minutes hold 23:50 and 00:00:05.
     assert alert["projected_hourly_usd"] == pytest.approx(0.001 + 0.002 / 900 * (HOUR - 7))
+    assert alert["projection_window_seconds"] == 900
+    assert alert["projection_low_confidence"] is False
     assert (alert["hourly_status"], alert["status"]) == ("ok", "ok")
 
 
@@ -691,3 +697,37 @@ def test_a_forecast_names_models_gone_from_the_catalog_apart_from_unpriced_ones(
     assert "no prices" not in gone["optimization_tip"], gone["optimization_tip"]
     assert gone["optimization_tip"].startswith("nothing to project: big, mid and small are "
                                                "gone from the catalog"), gone["optimization_tip"]
+
+
+def test_a_budget_alert_in_a_deployments_first_seconds_projects_over_five_minutes(
+        tmp_path: Path) -> None:
+    """A second and a half after the first request, $0.49 of spend was extrapolated over the
+    rest of the hour as $0.33 a second (over $1,000 an hour): a rate is measured over
+    at least five minutes, the seconds before the logs begin counting as no spend, and the
+    alert says the projection rests on a log younger than that."""
+    start = T0 - 1.5
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()],
+        "tenants": {"acme": {"budgets": ["100/day"], "sla": {"budget_per_hour_usd": 50}}}},
+        environ={})
+    with SQLiteStore(s.db_path) as store:
+        store.append(LedgerRecord(ts=start, reservation_id="first", kind="settle",
+                                  amount_usd=0.49, request_id="first", tenant="acme",
+                                  model="big", provider="openai")).result()
+    alert = Reports.from_settings(s, clock=lambda: T0).check_budget_alert("acme")
+    to_go = HOUR - 1800  # T0 is 08:30
+    assert alert["projected_hourly_usd"] == pytest.approx(0.49 + 0.49 / 300 * to_go)
+    assert alert["projected_hourly_usd"] < 5, alert  # not 0.49 / 1.5 * to_go, about $588
+    assert alert["projection_window_seconds"] == 300
+    assert alert["projection_low_confidence"] is True
+    day = alert["budgets"][0]
+    assert day["projected_usd"] == pytest.approx(0.49 + 0.49 / 300 * (DAY - 8.5 * HOUR))
+    assert (day["projection_window_seconds"], day["projection_low_confidence"]) == (300, True)
+    # The projection passes no budget here: the status is the spend's, not a false alarm.
+    assert (alert["hourly_status"], day["status"], alert["status"]) == ("ok", "ok", "ok")
+    # Five minutes on, the rate is over the logs themselves, and says so.
+    later = Reports.from_settings(s, clock=lambda: start + 400).check_budget_alert("acme")
+    assert later["projection_window_seconds"] == pytest.approx(400)
+    assert later["projection_low_confidence"] is False

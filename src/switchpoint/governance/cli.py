@@ -438,6 +438,9 @@ def cmd_report_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_report_alert(args: argparse.Namespace) -> int:
+    from switchpoint.governance.budgets import describe_seconds
+    from switchpoint.governance.reports import MIN_RATE_WINDOW
+
     report = _reports(args).check_budget_alert(args.tenant)
     if args.json:
         _print_json(report)
@@ -447,6 +450,11 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
     print(f"this hour: {_usd(report['hourly_spend_usd'])} spent, projected "
           f"{_usd(report['projected_hourly_usd'])}"
           + (f" against {_usd(budget)} per hour" if budget is not None else ""))
+    if report["projection_low_confidence"] or any(b["projection_low_confidence"]
+                                                  for b in report["budgets"]):
+        floor = describe_seconds(MIN_RATE_WINDOW)
+        print(f"(low confidence: the logs began less than {floor} ago; a projection takes "
+              f"what they hold as the spend of the last {floor})")
     if report["hourly_cost_unknown_requests"]:
         print(f"not counted: {report['hourly_cost_unknown_requests']} answered requests of "
               "unknown cost this hour (a model without prices, or no usage reported)")

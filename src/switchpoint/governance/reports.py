@@ -35,7 +35,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -85,6 +85,26 @@ MAX_TENANTS_LISTED = 20
 
 # The reference prompt the router prices a request at to set the λ scale (see router.py).
 REFERENCE_INPUT_TOKENS = 500
+# The shortest window (seconds) a budget alert measures a rate of spend over, when its span
+# is longer. A rate needs several answers to mean anything, and one answer can take a minute:
+# measured over a deployment's first seconds, one request was extrapolated over the hour as
+# if it came every few seconds. Five minutes is a third of the hour's 15-minute span, so a
+# real burn still shows in the projection within five minutes of a start.
+MIN_RATE_WINDOW = 300.0
+
+
+class RateWindow(NamedTuple):
+    """The window a rate of spend is measured over (:meth:`Reports._trailing`): its length,
+    and whether the logs began within it, shorter than :data:`MIN_RATE_WINDOW` ago (then the
+    seconds before them count as no spend, and the projection is a low-confidence one)."""
+
+    seconds: float
+    low_confidence: bool
+
+    def fields(self) -> dict[str, Any]:
+        """As an alert reports it."""
+        return {"projection_window_seconds": round(self.seconds, 3),
+                "projection_low_confidence": self.low_confidence}
 
 
 class _Group:
@@ -941,14 +961,17 @@ class Reports:
         return min((float(ts) for (ts,) in rows if ts is not None), default=None)
 
     @staticmethod
-    def _trailing(now: float, span: float, log_start: float | None) -> float:
+    def _trailing(now: float, span: float, log_start: float | None) -> RateWindow:
         """The window a rate of spend is measured over: the last ``span`` seconds, whichever
         periods they fall in (measured from a period's start, the spend of its first seconds
         would be extrapolated over all of it, and every budget would warn just after it
-        resets), but not from before the logs begin (a deployment younger than ``span``); at
-        least a second."""
-        since = now - span if log_start is None else max(now - span, log_start)
-        return max(now - since, 1.0)
+        resets), but not from before the logs begin (a deployment younger than ``span``),
+        and never shorter than :data:`MIN_RATE_WINDOW` (or ``span``, if shorter): in a
+        deployment's first minutes the seconds before its logs begin count as no spend, and
+        the window says its projection rests on a log younger than that."""
+        floor = min(span, MIN_RATE_WINDOW)
+        logged = span if log_start is None else now - log_start
+        return RateWindow(max(min(span, logged), floor), logged < floor)
 
     def budget_alert(self, account: str, budget: Budget,
                      log_start: float | None = None) -> dict[str, Any]:
@@ -959,7 +982,7 @@ class Reports:
         status = self.ledger.status(account, budget)
         start, end = period_start(budget.period, now), period_end(budget.period, now)
         window = self._trailing(now, (end - start) / 4, log_start)
-        rate = self._recent_spend(account, now - window, now + 1e-6) / window
+        rate = self._recent_spend(account, now - window.seconds, now + 1e-6) / window.seconds
         used = status["spent_usd"] + status["held_usd"]
         projected = status["spent_usd"] + rate * max(end - now, 0.0)
         limit = budget.limit_usd
@@ -968,7 +991,7 @@ class Reports:
         level = ("critical" if utilization >= 1.0 else
                  "warning" if utilization >= threshold or projected >= limit else "ok")
         return {**status, "utilization": round(utilization, 6),
-                "projected_usd": _r(projected), "status": level,
+                "projected_usd": _r(projected), **window.fields(), "status": level,
                 "resets_in": describe_seconds(end - now)}
 
     def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
@@ -987,7 +1010,8 @@ class Reports:
         hour_end = period_end("hour", now)
         log_start = self._log_start()
         window = self._trailing(now, 900.0, log_start)
-        rate = self._spent(account, tenant if own else None, now - window, now + 1e-6)[0] / window
+        rate = self._spent(account, tenant if own else None, now - window.seconds,
+                           now + 1e-6)[0] / window.seconds
         projected = spent + rate * (hour_end - now)
         budget = sla.budget_per_hour_usd if sla is not None else None
         threshold = self.settings.governance.warning_threshold
@@ -1008,7 +1032,8 @@ class Reports:
                 "hourly_account": describe_account(account),
                 "budget_usd": budget,
                 "utilization": round(utilization, 6) if utilization is not None else None,
-                "projected_hourly_usd": _r(projected), "hourly_status": hourly_status,
+                "projected_hourly_usd": _r(projected), **window.fields(),
+                "hourly_status": hourly_status,
                 "budgets": budgets,
                 "recommendation": self._recommend(worst, budgets, budget, spent, projected,
                                                   tenant)}
