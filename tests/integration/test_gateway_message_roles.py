@@ -124,6 +124,15 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
         {"id": "call_1", "type": "custom", "custom": {"name": "grep"}}]}],
      "messages[2].tool_calls[0].custom.input", 'is missing; a custom tool call is written '
      '{"id": "call_...", "type": "custom", "custom": {"name": "...", "input": "..."}}'),
+    # Calls on a message that is not the assistant's: a malformed field, not a use of tools.
+    ([{"role": "user", "content": "and?", "tool_calls": "nonsense"}], "messages[2].tool_calls",
+     "a user message carries no tool calls: only assistant messages do"),
+    ([{"role": "assistant", "content": None, "tool_calls": [CALL]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "42", "tool_calls": [CALL]}],
+     "messages[3].tool_calls", "a tool message carries no tool calls: only assistant messages"),
+    ([{"role": "user", "content": "and?", "function_call": {"name": "lookup",
+                                                             "arguments": "{}"}}],
+     "messages[2].function_call", "a user message carries no function_call: only assistant"),
     # An image URL no model is sent.
     ([{"role": "user", "content": [{"type": "text", "text": "see"}, {
         "type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}],
@@ -141,7 +150,8 @@ IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare"
        "function-call-string", "function-call-no-arguments", "function-call-name-number",
        "tool-calls-object", "tool-call-string", "tool-call-id-null", "tool-call-type",
        "tool-call-no-function", "tool-call-no-name", "tool-call-arguments-object",
-       "custom-tool-call-no-input", "image-file-url", "image-bad-base64"]
+       "custom-tool-call-no-input", "user-tool-calls", "tool-tool-calls",
+       "user-function-call", "image-file-url", "image-bad-base64"]
 
 
 @pytest.fixture(scope="module")
@@ -716,3 +726,72 @@ def test_a_history_calling_a_tool_not_offered_this_turn_reaches_either_wire_as_i
                                                "name": "weather", "input": {"city": "Oslo"}}]
     assert sent["messages"][2]["content"][0] == {"type": "tool_result",
                                                  "tool_use_id": "call_w", "content": "Sunny"}
+
+
+# Tools OpenAI refuses, refused here whichever model would answer: (the request's tool fields,
+# the param, the path the error names, what it says).
+REFUSED_TOOLS: list[tuple[dict[str, Any], str, str, str]] = [
+    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "x"}}},
+     "tool_choice", "tool_choice.function.name",
+     'is "x", which is not a function the request declares in tools (lookup); name one of '
+     "them, or send auto, none or required"),
+    ({"tools": [*TOOLS, {"type": "function", "function": {"name": "web.search"}}]},
+     "tools", "tools[1].function.name",
+     'is "web.search"; a tool\'s name is 1 to 64 letters, digits, underscores or hyphens'),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ["auto", "other", "good"])
+@pytest.mark.parametrize(("fields", "param", "path", "says"), REFUSED_TOOLS,
+                         ids=["undeclared-choice", "dotted-name"])
+def test_a_tool_openai_refuses_is_a_400_naming_it_before_anything_is_held(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, fields: dict[str, Any],
+        param: str, path: str, says: str, model: str, stream: bool) -> None:
+    # The choice of an undeclared tool went upstream (OpenAI refuses it with a 400), after the
+    # request was routed and held against budgets; a name the APIs refuse did the same.
+    gateway = budgeted.service.gateway
+    before, budgets, sent = rows(data_dir(budgeted)), gateway.budget_status(), gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(
+            model=model, messages=opening(), stream=stream, **fields)
+    error = info.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "invalid_request_error" and error["param"] == param, error
+    assert error["message"].startswith(f"{path}: ") and says in error["message"], error
+    assert rows(data_dir(budgeted)) == before
+    assert gateway.budget_status() == budgets and gateway.governor.ledger.open_tickets() == 0
+    assert gw_fake.requests() == sent
+
+
+@pytest.mark.parametrize(("fields", "param", "path", "says"), REFUSED_TOOLS,
+                         ids=["undeclared-choice", "dotted-name"])
+def test_the_in_process_door_refuses_the_same_tools(
+        gw_fake: FakeProviderProcess, tmp_path: Path, fields: dict[str, Any], param: str,
+        path: str, says: str) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, data_dir=str(tmp_path / "data")) + BUDGETS,
+                      encoding="utf-8")
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        gateway.complete(opening(), model="cheap")  # (the files exist, and hold a request)
+        before = rows(tmp_path / "data")
+        for call in (gateway.complete, gateway.stream):
+            with pytest.raises(InvalidInputError) as info:
+                call(opening(), **fields)
+            assert info.value.field == param
+            assert str(info.value).startswith(f"{path}: ") and says in str(info.value)
+        assert gateway.governor.ledger.open_tickets() == 0
+    assert rows(tmp_path / "data") == before
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_choice_of_a_declared_tool_reaches_the_model_as_sent(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    choice = {"type": "function", "function": {"name": "lookup"}}
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", messages=opening(), tools=TOOLS, tool_choice=choice,  # type: ignore
+        stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    sent = gw_fake.requests()[-1]["body"]
+    assert sent["tool_choice"] == choice and sent["tools"] == TOOLS

@@ -449,8 +449,9 @@ def test_a_forecast_says_a_model_gone_from_the_catalog_is_gone_not_unpriced(
     config.write_text(CONFIG.replace("  - {name: small, input_per_mtok: 0.2, "
                                      "output_per_mtok: 0.6}\n", "").replace(
                                          "[big, small, auto]", "[big, auto]"), encoding="utf-8")
-    argv = ["report", "forecast", "--requests-per-hour", "100", "--avg-input-tokens", "1000",
-            "--avg-output-tokens", "1000", "--config", config]
+    argv: list[str | Path] = ["report", "forecast", "--requests-per-hour", "100",
+                              "--avg-input-tokens", "1000", "--avg-output-tokens", "1000",
+                              "--config", config]
     code, out, err = run([*argv, "--json"], capsys)
     assert code == 0, err
     forecast = json.loads(out)

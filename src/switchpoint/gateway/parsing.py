@@ -14,9 +14,12 @@ tool messages text parts; user messages text, image_url, input_audio and file pa
 messages text and refusal parts), each part with its own field, as OpenAI requires (an
 unknown part type included: which upstream the router picks would decide whether it works),
 and each image's URL one OpenAI takes (:mod:`~switchpoint.gateway.image_urls`: http(s), or a
-data URL whose base64 data is base64).
-Every other field (temperature, tools, response_format, ...) goes upstream exactly as sent,
-so the dict returned is the body as the client wrote it, minus the gateway's own fields.
+data URL whose base64 data is base64). Tool calls belong to assistant messages only. The
+tools a request declares (``tools``, legacy ``functions``) are read for their names, each one
+OpenAI and Anthropic take (:data:`TOOL_NAME`), and a ``tool_choice`` (legacy
+``function_call``) must name one of them.
+Every field (temperature, tools, response_format, ...) goes upstream exactly as sent, so the
+dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
 
 from __future__ import annotations
@@ -121,8 +124,9 @@ class StreamOptions(BaseModel):
 
 class ChatRequest(BaseModel):
     """An OpenAI chat completion request. The gateway checks ``model``, ``messages``, ``stream``,
-    the output caps and ``models``; every other field (temperature, tools, response_format,
-    ...) is forwarded to the model that answers exactly as sent."""
+    the output caps and ``models``, and the names of the tools declared and chosen; every
+    field but ``models`` (temperature, tools, response_format, ...) is forwarded to the model
+    that answers exactly as sent."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -221,6 +225,7 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
         if isinstance(message, Mapping):
             _check_role_fields(message, i)
             _check_parts(message, i)
+    _check_tools(data)
     return data
 
 
@@ -252,6 +257,13 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
     takes them."""
     role = message["role"]
     where = f"messages[{i}]"
+    if role != "assistant":
+        for key, what in (("tool_calls", "tool calls"), ("function_call", "function_call")):
+            if message.get(key) is not None:
+                raise invalid_at("messages", f"{where}.{key}",
+                                 f"{_article(role)} {role} message carries no {what}: only "
+                                 f"assistant messages do (the calls the model made, sent back "
+                                 f"with the conversation); leave {key} out of it")
     if message.get("content") is None:
         missing = _absent(message, "content")
         if role in ("system", "developer", "user"):
@@ -349,6 +361,131 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
             raise invalid_at("messages", f"{at}.{field}",
                              f"{_not_object(value, field in tool_call)}; {written}")
         _check_strings(value, members, f"{at}.{field}", written)
+
+
+# A tool's name as OpenAI's Chat Completions API takes it (a function tool's, a legacy
+# function's): 1 to 64 letters, digits, underscores or hyphens. The Anthropic Messages API takes
+# the same characters (up to 128 of them), so a name either refuses is refused here, whichever
+# model would answer.
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_TOOL_NAME_RULE = ("a tool's name is 1 to 64 letters, digits, underscores or hyphens "
+                   "(^[a-zA-Z0-9_-]{1,64}$), as OpenAI and Anthropic require")
+# How many declared names an error about a tool_choice lists.
+MAX_NAMES_LISTED = 10
+_FUNCTION_TOOL = ('{"type": "function", "function": {"name": "...", "parameters": {...}}}')
+
+
+def _tool_name(function: Mapping[str, Any], where: str, param: str, written: str) -> str:
+    """The ``name`` of ``function`` (at ``where``) when it is a tool name OpenAI and Anthropic
+    take; else :class:`InvalidInputError` for ``param`` naming it."""
+    name = function.get("name")
+    if not isinstance(name, str):
+        raise invalid_at(param, f"{where}.name", f"{_absent(function, 'name')}; {written}")
+    if not TOOL_NAME.fullmatch(name):
+        raise invalid_at(param, f"{where}.name",
+                         f"is {cut(json.dumps(name), 80)}; {_TOOL_NAME_RULE}")
+    return name
+
+
+def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] | None]:
+    """The tools ``data`` declares, checked: (the names of its ``tools`` by type, function
+    and custom; the names of its legacy ``functions``, None when it has none). A tool of
+    another type goes upstream as sent."""
+    tools = data.get("tools")
+    names: dict[str, list[str]] = {"function": [], "custom": []}
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise invalid_at("tools", "tools", f"must be a list of tools, not {_shown(tools)}; "
+                                               f"each is written {_FUNCTION_TOOL}")
+        for i, declared in enumerate(tools):
+            where = f"tools[{i}]"
+            if not isinstance(declared, dict):
+                raise invalid_at("tools", where, f"{_not_object(declared)}; a function tool "
+                                                 f"is written {_FUNCTION_TOOL}")
+            kind = declared.get("type")
+            if kind == "function":
+                written = f"a function tool is written {_FUNCTION_TOOL}"
+                function = declared.get("function")
+                if not isinstance(function, dict):
+                    raise invalid_at("tools", f"{where}.function",
+                                     f"{_not_object(function, 'function' in declared)}; "
+                                     f"{written}")
+                names["function"].append(_tool_name(function, f"{where}.function", "tools",
+                                                    written))
+            elif kind == "custom" and isinstance(declared.get("custom"), dict):
+                name = declared["custom"].get("name")
+                if isinstance(name, str):
+                    names["custom"].append(name)
+    functions = data.get("functions")
+    if functions is None:
+        return names, None
+    if not isinstance(functions, list):
+        raise invalid_at("functions", "functions",
+                         f"must be a list of functions, not {_shown(functions)}; each is "
+                         'written {"name": "...", "parameters": {...}}')
+    legacy = []
+    for i, function in enumerate(functions):
+        written = 'a function is written {"name": "...", "parameters": {...}}'
+        if not isinstance(function, dict):
+            raise invalid_at("functions", f"functions[{i}]", f"{_not_object(function)}; "
+                                                             f"{written}")
+        legacy.append(_tool_name(function, f"functions[{i}]", "functions", written))
+    return names, legacy or None
+
+
+def _listed(names: list[str]) -> str:
+    """Declared tool names as an error lists them: the first :data:`MAX_NAMES_LISTED`, and
+    how many more."""
+    shown = ", ".join(names[:MAX_NAMES_LISTED])
+    more = len(names) - MAX_NAMES_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _chosen(choice: Mapping[str, Any], where: str, param: str, written: str,
+            declared: list[str] | None, kind: str, field: str, other: str) -> None:
+    """The tool ``choice`` (at ``where``, in ``param``) names: :class:`InvalidInputError`
+    unless its ``name`` is among ``declared`` (the names of that ``kind`` in the request's
+    ``field``; None: the request has no ``field``), as the upstream would refuse it."""
+    name = choice.get("name")
+    if not isinstance(name, str):
+        raise invalid_at(param, f"{where}.name", f"{_absent(choice, 'name')}; {written}")
+    shown = cut(json.dumps(name), 80)
+    if declared is None:
+        raise invalid_at(param, f"{where}.name",
+                         f"is {shown}, but the request declares no {field}: declare it in "
+                         f"{field}, or leave {param} out")
+    if name not in declared:
+        listed = _listed(declared) if declared else "it declares none"
+        raise invalid_at(param, f"{where}.name",
+                         f"is {shown}, which is not {kind} the request declares in {field} "
+                         f"({listed}); name one of them, or send {other}")
+
+
+def _check_tools(data: Mapping[str, Any]) -> None:
+    """The request's ``tools`` and legacy ``functions`` (each function's name one OpenAI and
+    Anthropic take: :data:`TOOL_NAME`), and the tool its ``tool_choice`` (or legacy
+    ``function_call``) names, which must be one it declares: OpenAI refuses a choice of any
+    other with a 400, after the request was routed and held against budgets. A tool or a
+    choice of another type (a built-in tool, ``allowed_tools``) goes upstream as sent."""
+    names, legacy = _declared(data)
+    choice = data.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
+        kind = choice["type"]
+        written = (f'a tool_choice naming a {"function" if kind == "function" else "custom tool"}'
+                   f' is written {{"type": "{kind}", "{kind}": {{"name": "..."}}}}')
+        named = choice.get(kind)
+        if not isinstance(named, dict):
+            raise invalid_at("tool_choice", f"tool_choice.{kind}",
+                             f"{_not_object(named, kind in choice)}; {written}")
+        _chosen(named, f"tool_choice.{kind}", "tool_choice", written,
+                names[kind] if data.get("tools") else None,
+                "a function" if kind == "function" else "a custom tool", "tools",
+                "auto, none or required")
+    call = data.get("function_call")
+    if isinstance(call, dict):
+        _chosen(call, "function_call", "function_call",
+                'a function_call naming a function is written {"name": "..."}', legacy,
+                "a function", "functions", "auto or none")
 
 
 # The content-part types each role's message may carry, as OpenAI's Chat Completions API takes

@@ -1,0 +1,148 @@
+"""The tools a request declares, the one its ``tool_choice`` names, and the calls its messages
+carry, as OpenAI's Chat Completions API takes them: a tool name it refuses (and the Anthropic
+Messages API refuses the same characters), a ``tool_choice`` naming a tool the request does not
+declare, or tool calls on a message that is not the assistant's are refused naming the path,
+at both ways in (the bytes of an HTTP body and a Python-built body), whichever model would
+answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.parsing import check_chat_body, parse_chat_body
+
+
+def tool(name: Any) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+
+USER = [{"role": "user", "content": "Look it up."}]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+CUSTOM = {"type": "custom", "custom": {"name": "grep", "description": "free-form"}}
+
+# Bodies OpenAI takes: they pass as sent.
+ACCEPTED: list[dict[str, Any]] = [
+    {"tools": [tool("lookup"), tool("get-weather_2"), tool("x" * 64)]},
+    {"tools": [tool("lookup")], "tool_choice": "auto"},
+    {"tools": [tool("lookup")], "tool_choice": "required"},
+    {"tools": [tool("lookup")], "tool_choice": "none"},
+    {"tools": [tool("lookup"), tool("search")],
+     "tool_choice": {"type": "function", "function": {"name": "search"}}},
+    {"tools": [tool("lookup"), CUSTOM],
+     "tool_choice": {"type": "custom", "custom": {"name": "grep"}}},
+    {"functions": [{"name": "lookup", "parameters": {"type": "object"}}],
+     "function_call": {"name": "lookup"}},
+    {"functions": [{"name": "lookup"}], "function_call": "auto"},
+    # A tool type the gateway does not read goes upstream as sent.
+    {"tools": [{"type": "web_search_preview"}, tool("lookup")]},
+    {"tools": None, "tool_choice": None},
+    {"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                  {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+                  {"role": "user", "content": "And?", "tool_calls": None}]},
+]
+
+# (body fields, the param, the path the error names, what it says)
+REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
+    ({"tools": [tool("lookup")], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+     "tool_choice", "tool_choice.function.name",
+     'is "x", which is not a function the request declares in tools (lookup); name one of '
+     "them, or send auto, none or required"),
+    ({"tool_choice": {"type": "function", "function": {"name": "lookup"}}},
+     "tool_choice", "tool_choice.function.name",
+     'is "lookup", but the request declares no tools: declare it in tools, or leave '
+     "tool_choice out"),
+    ({"tools": [tool(f"t{i}") for i in range(30)],
+      "tool_choice": {"type": "function", "function": {"name": "t30"}}},
+     "tool_choice", "tool_choice.function.name",
+     "(t0, t1, t2, t3, t4, t5, t6, t7, t8, t9 and 20 more)"),
+    ({"tools": [tool("lookup")], "tool_choice": {"type": "function", "function": {}}},
+     "tool_choice", "tool_choice.function.name",
+     'is missing; a tool_choice naming a function is written {"type": "function", '
+     '"function": {"name": "..."}}'),
+    ({"tools": [tool("lookup")], "tool_choice": {"type": "function", "function": "lookup"}},
+     "tool_choice", "tool_choice.function", 'must be an object, not the string "lookup"'),
+    ({"tools": [tool("lookup"), CUSTOM],
+      "tool_choice": {"type": "custom", "custom": {"name": "lookup"}}},
+     "tool_choice", "tool_choice.custom.name",
+     'is "lookup", which is not a custom tool the request declares in tools (grep)'),
+    ({"tools": [tool("lookup")], "tool_choice": {"type": "custom", "custom": {"name": "grep"}}},
+     "tool_choice", "tool_choice.custom.name",
+     'is "grep", which is not a custom tool the request declares in tools (it declares none)'),
+    ({"functions": [{"name": "lookup"}], "function_call": {"name": "search"}},
+     "function_call", "function_call.name",
+     'is "search", which is not a function the request declares in functions (lookup)'),
+    # Names OpenAI's API refuses (and the Anthropic Messages API: the same characters).
+    ({"tools": [tool("lookup"), tool("web.search")]}, "tools", "tools[1].function.name",
+     'is "web.search"; a tool\'s name is 1 to 64 letters, digits, underscores or hyphens '
+     "(^[a-zA-Z0-9_-]{1,64}$), as OpenAI and Anthropic require"),
+    ({"tools": [tool("look up")]}, "tools", "tools[0].function.name", 'is "look up"; a tool'),
+    ({"tools": [tool("")]}, "tools", "tools[0].function.name", 'is ""; a tool'),
+    ({"tools": [tool("x" * 65)]}, "tools", "tools[0].function.name", "1 to 64 letters"),
+    ({"tools": [tool("héllo")]}, "tools", "tools[0].function.name", 'is "h\\u00e9llo"'),
+    ({"tools": [tool(7)]}, "tools", "tools[0].function.name",
+     "must be a string, not the number 7"),
+    ({"tools": [{"type": "function"}]}, "tools", "tools[0].function",
+     'is missing; a function tool is written {"type": "function", "function": {"name": '
+     '"...", "parameters": {...}}}'),
+    ({"tools": [{"type": "function", "function": {"parameters": {}}}]}, "tools",
+     "tools[0].function.name", "is missing"),
+    ({"tools": tool("lookup")}, "tools", "tools",
+     "must be a list of tools, not an object"),
+    ({"tools": ["lookup"]}, "tools", "tools[0]", 'must be an object, not the string "lookup"'),
+    ({"functions": [{"name": "a/b"}]}, "functions", "functions[0].name", 'is "a/b"; a tool'),
+    ({"functions": {"name": "lookup"}}, "functions", "functions",
+     "must be a list of functions, not an object"),
+    # Tool calls belong to assistant messages only.
+    ({"messages": [{"role": "user", "content": "x", "tool_calls": "nonsense"}]},
+     "messages", "messages[0].tool_calls",
+     "a user message carries no tool calls: only assistant messages do"),
+    ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "42",
+                    "tool_calls": [CALL]}]},
+     "messages", "messages[2].tool_calls", "a tool message carries no tool calls"),
+    ({"messages": [{"role": "system", "content": "x", "function_call": {"name": "f"}}, *USER]},
+     "messages", "messages[0].function_call",
+     "a system message carries no function_call: only assistant messages do"),
+]
+
+
+def _body(fields: dict[str, Any]) -> dict[str, Any]:
+    return {"model": "auto", "messages": USER, **fields}
+
+
+def _refused(body: dict[str, Any]) -> list[InvalidInputError]:
+    errors = []
+    for door in ("bytes", "python"):
+        with pytest.raises(InvalidInputError) as info:
+            if door == "bytes":
+                parse_chat_body(json.dumps(body).encode())
+            else:
+                check_chat_body(body)
+        errors.append(info.value)
+    return errors
+
+
+@pytest.mark.parametrize("fields", ACCEPTED)
+def test_tools_openai_takes_pass_as_sent(fields: dict[str, Any]) -> None:
+    body = _body(fields)
+    sent = json.loads(json.dumps(body))
+    assert parse_chat_body(json.dumps(body).encode()) == sent
+    assert check_chat_body(body) == sent
+
+
+@pytest.mark.parametrize(("fields", "param", "path", "says"), REFUSED)
+def test_a_tool_openai_refuses_is_refused_naming_the_path(
+        fields: dict[str, Any], param: str, path: str, says: str) -> None:
+    for error in _refused(_body(fields)):
+        assert error.field == param
+        assert str(error).startswith(f"{path}: ") and says in str(error), str(error)
+
+
+def test_a_long_chosen_name_is_quoted_short() -> None:
+    for error in _refused(_body({"tools": [tool("lookup")], "tool_choice": {
+            "type": "function", "function": {"name": "x" * 10_000}}})):
+        assert len(str(error)) < 300, str(error)
