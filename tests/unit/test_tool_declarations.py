@@ -146,3 +146,12 @@ def test_a_long_chosen_name_is_quoted_short() -> None:
     for error in _refused(_body({"tools": [tool("lookup")], "tool_choice": {
             "type": "function", "function": {"name": "x" * 10_000}}})):
         assert len(str(error)) < 300, str(error)
+
+
+def test_the_declared_names_an_error_lists_are_bounded() -> None:
+    custom = [{"type": "custom", "custom": {"name": f"{i}" + "y" * 5000}} for i in range(40)]
+    for error in _refused(_body({"tools": custom, "tool_choice": {
+            "type": "custom", "custom": {"name": "x"}}})):
+        assert str(error).endswith("and 30 more); name one of them, or send auto, none or "
+                                   "required"), str(error)[-200:]
+        assert len(str(error)) < 1000

@@ -434,9 +434,9 @@ def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] 
 
 
 def _listed(names: list[str]) -> str:
-    """Declared tool names as an error lists them: the first :data:`MAX_NAMES_LISTED`, and
-    how many more."""
-    shown = ", ".join(names[:MAX_NAMES_LISTED])
+    """Declared tool names as an error lists them: the first :data:`MAX_NAMES_LISTED`, each
+    cut short (a custom tool's name is any string), and how many more."""
+    shown = ", ".join(cut(name, 64) for name in names[:MAX_NAMES_LISTED])
     more = len(names) - MAX_NAMES_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
 
@@ -464,9 +464,9 @@ def _chosen(choice: Mapping[str, Any], where: str, param: str, written: str,
 def _check_tools(data: Mapping[str, Any]) -> None:
     """The request's ``tools`` and legacy ``functions`` (each function's name one OpenAI and
     Anthropic take: :data:`TOOL_NAME`), and the tool its ``tool_choice`` (or legacy
-    ``function_call``) names, which must be one it declares: OpenAI refuses a choice of any
-    other with a 400, after the request was routed and held against budgets. A tool or a
-    choice of another type (a built-in tool, ``allowed_tools``) goes upstream as sent."""
+    ``function_call``) names, which must be one it declares (OpenAI refuses a choice of any
+    other with a 400: refused here, nothing is routed or held against budgets first). A tool
+    or a choice of another type (a built-in tool, ``allowed_tools``) goes upstream as sent."""
     names, legacy = _declared(data)
     choice = data.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
