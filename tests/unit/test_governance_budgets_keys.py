@@ -401,6 +401,16 @@ def test_expiry_forms() -> None:
     assert parse_expiry(None, now) is None
 
 
+def test_digits_alone_are_epoch_seconds_not_a_basic_format_date() -> None:
+    # Python reads "1797040523" as a date in 1797: epoch seconds whose digits happened to form
+    # one were refused as "not in the future", depending on the clock.
+    now = 1_797_000_000.0
+    assert parse_expiry("1797040523", now) == 1_797_040_523.0
+    assert parse_expiry(" 1797040523.5 ", now) == 1_797_040_523.5
+    with pytest.raises(InvalidInputError, match="is not in the future"):
+        parse_expiry("20270131", now)  # (1970-08-23 as epoch seconds; a date is 2027-01-31)
+
+
 @pytest.mark.parametrize("expires", ["0.0001s", "59s", "0.5m", 1_800_000_030.0])
 def test_a_key_must_live_at_least_a_minute(expires: str | float) -> None:
     # A key expiring in 0.0001 s was made, dead before anyone could use it.

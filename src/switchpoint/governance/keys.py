@@ -178,13 +178,16 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
         ts = float(value) if -MAX_EXPIRY <= value <= MAX_EXPIRY else math.inf
     elif isinstance(value, str):
         relative = _RELATIVE.match(value)
-        day = _date_only(value)
+        # Digits alone are epoch seconds (the command line's, and a JSON string's), never a
+        # basic-format ISO date: Python reads 1797040523 as a day in 1797.
+        epoch = _EPOCH.match(value)
+        day = None if epoch else _date_only(value)
         if relative is not None:
             ts = now + float(relative.group(1)) * _UNITS[relative.group(2)]
+        elif epoch is not None:
+            ts = float(value) if float(value) <= MAX_EXPIRY else math.inf
         elif day is not None:
             ts = min(datetime.combine(day, dt_time(), UTC).timestamp() + 86400.0, MAX_EXPIRY)
-        elif _EPOCH.match(value):  # (the command line's, and a JSON string's, epoch seconds)
-            ts = float(value) if float(value) <= MAX_EXPIRY else math.inf
         else:
             try:
                 parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
