@@ -4,8 +4,11 @@ keeps for reports (per-model estimates, governance, who asked)."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from switchpoint.errors import (
 from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import tenant_account
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.held_lock import held_lock
 from tests.integration.gateway_env import FACTORY, KEYS
 
 
@@ -198,3 +202,48 @@ def test_a_reload_applies_new_tenants_and_budgets(gw_fake: FakeProviderProcess,
             gw.complete(messages("after"), model="cheap", key=beta)
     finally:
         gw.close()
+
+
+@pytest.mark.anyio
+async def test_an_in_process_refusal_waits_for_its_clock_write_off_the_event_loop(
+        gateway_of: Any) -> None:
+    """The async in-process doors refuse a key expired at a time the key store's file does not
+    hold yet once the file holds it (as the HTTP door does), waiting for that write off the
+    event loop: while another process holds the file's write lock, the loop goes on."""
+    gw: Gateway = gateway_of(tenants={"acme": {}})
+    keys = gw.governor.keys
+    expiring = keys.create(KeySpec(tenant="acme", expires="1m").checked(["acme"], None))
+    keys_db = keys.path
+    with sqlite3.connect(keys_db) as db:  # (the file's time is behind the clock by a little)
+        held_time = float(db.execute("SELECT latest FROM clock").fetchone()[0])
+        await asyncio.sleep(0.05)
+        expired_at = max(held_time + 0.01, time.time() - 0.02)
+        db.execute("UPDATE keys SET expires_at = ? WHERE id = ?",
+                   (expired_at, expiring.record.id))
+    db.close()
+    doors: dict[str, Callable[[], Coroutine[Any, Any, Any]]] = {
+        "aroute": lambda: gw.aroute("What is 2+2?", key=expiring.key),
+        "acomplete": lambda: gw.acomplete(messages("x"), key=expiring.key),
+        "astream": lambda: gw.astream(messages("x"), key=expiring.key),
+        "areport_outcome": lambda: gw.areport_outcome("0" * 32, 1.0, key=expiring.key),
+        "ascore": lambda: gw.ascore("0" * 32, {"cheap": 1.0}, key=expiring.key),
+        "acompare": lambda: gw.acompare(messages("x"), key=expiring.key),
+    }
+    with held_lock(keys_db) as holder:
+        tasks = {name: asyncio.create_task(door()) for name, door in doors.items()}
+        started = time.monotonic()
+        await asyncio.sleep(0.3)
+        stalled = time.monotonic() - started
+        assert stalled < 1.0, f"the event loop stalled {stalled:.1f} s behind a refusal"
+        assert not any(t.done() for t in tasks.values()), \
+            "refused before the file held the time of the refusal"
+        assert holder.stdin is not None
+        holder.stdin.close()  # the lock let go
+        await asyncio.wait(tasks.values(), timeout=30)
+    for name, task in tasks.items():
+        assert task.done(), name
+        error = task.exception()
+        assert isinstance(error, AuthenticationError) and "expired at" in str(error), name
+    with sqlite3.connect(keys_db) as db:
+        assert float(db.execute("SELECT latest FROM clock").fetchone()[0]) >= expired_at
+    db.close()
