@@ -407,7 +407,7 @@ class Gateway:
         self._maintain()
         settings = live.settings
         if principal is None:
-            principal = self.governor.principal(settings, key=key, tenant=tenant)
+            principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
         who = principal or Principal()
         policy = self._policy(settings, who.tenant, who.key_id)
         assignment = self._assign(live, who.tenant, uuid.uuid4().hex)
@@ -999,9 +999,9 @@ class Gateway:
         if params.get("stream"):
             raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
         params.pop("stream", None)
-        result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
-                                            decision, params, stream=False, exact=exact,
-                                            key=key, tenant=tenant))
+        call = await self._call(messages, model, session_id, cost_weight, models, decision,
+                                params, stream=False, exact=exact, key=key, tenant=tenant)
+        result = await self.chat(call)
         assert isinstance(result, ChatCompletion)
         return result
 
@@ -1014,9 +1014,9 @@ class Gateway:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
         params.pop("stream", None)
-        result = await self.chat(self._call(messages, model, session_id, cost_weight, models,
-                                            decision, params, stream=True, exact=exact,
-                                            key=key, tenant=tenant))
+        call = await self._call(messages, model, session_id, cost_weight, models, decision,
+                                params, stream=True, exact=exact, key=key, tenant=tenant)
+        result = await self.chat(call)
         assert isinstance(result, ChatStream)
         return result
 
@@ -1046,11 +1046,11 @@ class Gateway:
         assert self._sync is not None
         return SyncChatStream(stream, self._sync)
 
-    def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
-              session_id: str | None, cost_weight: float | None,
-              models: Sequence[str] | None, decision: RoutingDecision | None,
-              params: dict[str, Any], *, stream: bool, exact: bool = False,
-              key: str | None = None, tenant: str | None = None) -> ChatCall:
+    async def _call(self, messages: Sequence[Mapping[str, Any]] | None, model: str,
+                    session_id: str | None, cost_weight: float | None,
+                    models: Sequence[str] | None, decision: RoutingDecision | None,
+                    params: dict[str, Any], *, stream: bool, exact: bool = False,
+                    key: str | None = None, tenant: str | None = None) -> ChatCall:
         if messages is None:
             messages = params.pop("messages", None)
         body: dict[str, Any] = {"model": model, "messages": _as_list(messages), **params}
@@ -1067,7 +1067,8 @@ class Gateway:
                                    or not isinstance(models, Sequence)
                                    or not all(isinstance(m, str) for m in models)):
             raise InvalidInputError("models", "must be a list of model names (strings) or None")
-        who = self.governor.principal(self.settings, key=key, tenant=tenant) or Principal()
+        who = (await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
+               or Principal())
         return ChatCall(body=body, session_id=session_id, caller=who.key_id or "in-process",
                         tenant=who.tenant, key_id=who.key_id, cost_weight=cost_weight,
                         decision=decision, exact=exact,
@@ -1098,7 +1099,7 @@ class Gateway:
         :class:`~switchpoint.errors.DecisionNotFoundError` for an unknown id and
         :class:`~switchpoint.errors.InvalidInputError` for a bad score, changing nothing."""
         if principal is None:
-            principal = self.governor.principal(self.settings, key=key, tenant=tenant)
+            principal = await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
         teachable = self._govern_learning(who, model)
         result: FeedbackResult = await anyio.to_thread.run_sync(
@@ -1147,7 +1148,7 @@ class Gateway:
         if settings.models is None:
             raise NoUpstreamError(_no_upstream_message(settings))
         if principal is None:
-            principal = self.governor.principal(settings, key=key, tenant=tenant)
+            principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
         who = principal or Principal()
         catalog = live.router.catalog
         policy = self._policy(settings, who.tenant, who.key_id)
@@ -1249,7 +1250,7 @@ class Gateway:
         blind. Returns once every outcome is committed, with the models revealed and the
         tenant's memory status."""
         if principal is None:
-            principal = self.governor.principal(self.settings, key=key, tenant=tenant)
+            principal = await self.governor.aprincipal(self.settings, key=key, tenant=tenant)
         who = principal or Principal()
         name = check_tenant(who.tenant)
         teachable = self._govern_learning(who)

@@ -50,6 +50,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import anyio.to_thread
+
 from switchpoint.catalog import TIERS, Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, without_prior_names
@@ -333,9 +335,10 @@ class Governor:
         return Principal(record.id, record.tenant)
 
     def principal(self, settings: Settings, *, key: str | None = None,
-                  tenant: str | None = None) -> Principal | None:
+                  tenant: str | None = None, wait: bool = True) -> Principal | None:
         """The in-process door's caller: a key (verified like a bearer key), a tenant (trusted:
-        the code runs with the gateway), both (they must agree) or neither."""
+        the code runs with the gateway), both (they must agree) or neither. ``wait`` as for
+        :meth:`authenticate` (on an event loop, :meth:`aprincipal`)."""
         if key is None and tenant is None:
             return None
         if key is not None and not isinstance(key, str):
@@ -345,7 +348,7 @@ class Governor:
             raise InvalidInputError("tenant", f"must be a tenant name (a string) or None, got "
                                               f"{type(tenant).__name__}")
         if key is not None:
-            who = self.authenticate(key, settings)
+            who = self.authenticate(key, settings, wait=wait)
             if tenant is not None and tenant != who.tenant:
                 raise InvalidInputError("tenant", f"the key belongs to tenant {who.tenant!r}, "
                                                   f"not {tenant!r}")
@@ -353,6 +356,17 @@ class Governor:
         assert tenant is not None
         self._tenant_settings(settings, tenant, None)
         return Principal(None, tenant)
+
+    async def aprincipal(self, settings: Settings, *, key: str | None = None,
+                         tenant: str | None = None) -> Principal | None:
+        """:meth:`principal` on an event loop: a key refused for a time the key store's file
+        does not hold yet is refused once the file holds it, that write waited for off the
+        loop (which goes on meanwhile)."""
+        try:
+            return self.principal(settings, key=key, tenant=tenant, wait=False)
+        except AuthenticationError:
+            await anyio.to_thread.run_sync(self.keys.hold_refusals)
+            raise
 
     def _tenant_settings(self, settings: Settings, tenant: str, key_id: str | None) -> Any:
         t = settings.tenants.get(tenant)
