@@ -18,6 +18,7 @@ from switchpoint.errors import ResponseTooLarge
 from switchpoint.gateway.providers._http import ClientPool, post_json, read_capped
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import Timeouts
+from switchpoint.gateway.providers.sending import watching_send
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.servers import loopback_socket
 
@@ -378,3 +379,88 @@ def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:
     asyncio.run(run())
     assert len(heads) == 2
     assert all(b"cookie:" not in head.lower().replace(b"set-cookie", b"") for head in heads)
+
+
+async def _closing_pooled(answered: int) -> tuple[asyncio.Server, str, list[int]]:
+    """A loopback server that answers the first request on a connection (keeping it open) and
+    hangs up on the next one unanswered, as an upstream closing an idle keep-alive connection
+    just as it is reused does; it answers ``answered`` requests in all, then hangs up on every
+    request. Also returns the number of requests each connection read."""
+    reads: list[int] = []
+    total = [0]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reads.append(0)
+        index = len(reads) - 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = [int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                          if line.startswith(b"content-length:")]
+                await reader.readexactly(length[0] if length else 0)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            reads[index] += 1
+            if reads[index] > 1 or total[0] >= answered:
+                break
+            total[0] += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, sock=loopback_socket())
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/", reads
+
+
+def test_a_pooled_connection_closed_unanswered_is_tried_once_more_on_a_fresh_one() -> None:
+    """A pooled connection the upstream hangs up on before any byte of an answer (it had let
+    the idle connection go as it was reused) costs the request nothing: it is sent again, once,
+    on a fresh connection, and the try counts as sent only there."""
+    async def run() -> tuple[list[bytes], list[int], list[bool | None]]:
+        server, url, reads = await _closing_pooled(answered=2)
+        transport = PooledTransport()
+        sent: list[bool | None] = []
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=3) as client:
+                bodies = []
+                for _ in range(2):
+                    with watching_send() as watch:
+                        bodies.append((await client.post(url, json=BODY)).content)
+                    sent.append(watch.sent)
+                return bodies, reads, sent
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    bodies, reads, sent = asyncio.run(run())
+    assert bodies == [b"ok", b"ok"]
+    assert reads == [2, 1]  # the pooled connection took the second request, then a fresh one
+    assert sent == [True, True]
+
+
+def test_a_fresh_connection_closed_unanswered_is_not_tried_again() -> None:
+    """Only a pooled connection is tried again: a fresh connection hung up on before any
+    answer (the upstream had the request, and may have been generating) is a protocol error,
+    as is the second hang-up of a pooled connection's request sent again."""
+    async def run() -> tuple[list[str], list[int]]:
+        server, url, reads = await _closing_pooled(answered=1)
+        transport = PooledTransport()
+        errors = []
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=3) as client:
+                assert (await client.post(url, json=BODY)).content == b"ok"
+                for _ in range(2):
+                    try:
+                        await client.post(url, json=BODY)
+                    except httpx.RemoteProtocolError as exc:
+                        errors.append(str(exc))
+                return errors, reads
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    errors, reads = asyncio.run(run())
+    assert len(errors) == 2 and all("without sending a response" in e for e in errors)
+    # the pooled connection's request, sent again once on a fresh one; then one fresh try
+    assert reads == [2, 1, 1]
