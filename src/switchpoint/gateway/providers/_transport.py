@@ -8,7 +8,9 @@ connections in a LIFO list per origin and decides whether one is still usable fr
 asyncio already tracks (closing, EOF seen, error seen), without a system call.
 
 It speaks just what LLM APIs need: one request per connection at a time, ``Content-Length``,
-chunked or read-to-close bodies, streamed to the caller as they arrive, TLS for ``https``.
+chunked or read-to-close bodies, streamed to the caller as they arrive, TLS for ``https``. A
+pooled connection the upstream hangs up on before any byte of an answer (it let the idle
+connection go as the request went out) sends the request again, once, on a fresh connection.
 Timeouts come from the request (``connect``, ``read`` per read, ``write``, ``pool``) and every
 failure is raised as the httpx exception httpx's own transport would raise, so callers (and
 :func:`switchpoint.gateway.providers._http.map_transport_error`) cannot tell the difference.
@@ -24,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from switchpoint.gateway.providers.sending import note_connecting, note_sent
+from switchpoint.gateway.providers.sending import note_connecting, note_sent, note_unsent
 
 _Origin = tuple[str, str, int]
 MAX_HEAD_BYTES = 65_536
@@ -33,6 +35,10 @@ READ_SIZE = 65_536
 # inflates up to about 1000 times, so a read of READ_SIZE could become 64 MB at once.
 ENCODED_READ_SIZE = 4_096
 _HEX = b"0123456789abcdefABCDEF"
+
+
+class _Unanswered(httpx.RemoteProtocolError):
+    """The upstream closed the connection before any byte of an answer."""
 
 
 class _Connection:
@@ -130,23 +136,28 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout("no connection free in the pool", request=request) from None
         conn: _Connection | None = None
         try:
-            conn = self._checkout(origin) or await self._connect(request, origin)
+            conn = self._checkout(origin)
+            pooled = conn is not None
+            if conn is None:
+                conn = await self._connect(request, origin)
             body = await request.aread()
             head = self._head(request, body)
-            note_sent()  # (from here the bytes may reach the upstream, even if cancelled)
             try:
-                async with asyncio.timeout(_timeout(request, "write")):
-                    conn.writer.write(head + body if len(body) < 65_536 else head)
-                    if len(body) >= 65_536:
-                        conn.writer.write(body)
-                    await conn.writer.drain()
-            except TimeoutError:
-                raise httpx.WriteTimeout("timed out sending the request",
-                                         request=request) from None
-            except OSError as exc:
-                raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
-            status, reason, headers, framing, persistent = await self._read_head(request,
-                                                                                 conn)
+                status, reason, headers, framing, persistent = await self._exchange(
+                    request, conn, head, body)
+            except _Unanswered:
+                if not pooled:
+                    raise
+                # The upstream hung up on a pooled connection before any byte of an answer: as
+                # one does that lets an idle connection go just as it is reused (one that read
+                # the request answers it, short of a crash). Taken as not sent, and sent again,
+                # once, on a fresh connection (a fresh one hung up on is a protocol error).
+                conn.close()
+                conn = None
+                note_unsent()
+                conn = await self._connect(request, origin)
+                status, reason, headers, framing, persistent = await self._exchange(
+                    request, conn, head, body)
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -159,6 +170,22 @@ class PooledTransport(httpx.AsyncBaseTransport):
                        ENCODED_READ_SIZE if encoded else READ_SIZE)
         return httpx.Response(status, headers=headers, stream=stream,
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
+
+    async def _exchange(self, request: httpx.Request, conn: _Connection, head: bytes,
+                        body: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]], Any, bool]:
+        """Send the request on ``conn`` and read the answer's head (see :meth:`_read_head`)."""
+        note_sent()  # (from here the bytes may reach the upstream, even if cancelled)
+        try:
+            async with asyncio.timeout(_timeout(request, "write")):
+                conn.writer.write(head + body if len(body) < 65_536 else head)
+                if len(body) >= 65_536:
+                    conn.writer.write(body)
+                await conn.writer.drain()
+        except TimeoutError:
+            raise httpx.WriteTimeout("timed out sending the request", request=request) from None
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+        return await self._read_head(request, conn)
 
     @staticmethod
     def _head(request: httpx.Request, body: bytes) -> bytes:
@@ -191,9 +218,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             raise httpx.ReadTimeout("timed out waiting for the response",
                                     request=request) from None
-        except asyncio.IncompleteReadError:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.",
-                                            request=request) from None
+        except asyncio.IncompleteReadError as exc:
+            error = _Unanswered if not exc.partial else httpx.RemoteProtocolError
+            raise error("Server disconnected without sending a response.",
+                        request=request) from None
         except asyncio.LimitOverrunError:
             raise httpx.RemoteProtocolError("the response head is too large",
                                             request=request) from None

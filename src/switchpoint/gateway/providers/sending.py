@@ -60,3 +60,11 @@ def note_sent() -> None:
     watch = _WATCH.get()
     if watch is not None:
         watch.sent = True
+
+
+def note_unsent() -> None:
+    """The request's bytes did not reach the upstream after all (it had closed the pooled
+    connection they went to): the transport connects again to send them."""
+    watch = _WATCH.get()
+    if watch is not None:
+        watch.sent = False
