@@ -810,3 +810,34 @@ def _reserved(db_path: Path, count: int = 1) -> list[dict[str, float]]:
             return [json.loads(h) for (h,) in rows]
         time.sleep(0.02)
     raise AssertionError(f"fewer than {count} reservation rows were written")
+
+
+@pytest.mark.parametrize("step_s", [0.0, -5.0])
+def test_a_reservation_held_more_at_the_same_instant_or_a_clock_set_back_is_restored_whole(
+        tmp_path: Path, step_s: float) -> None:
+    """What a reservation holds after it held more for a further try is its row written last,
+    not its row of the latest time: the clock may show the same instant, or have been set back,
+    when the further try was held."""
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    body: dict[str, Any] = {"model": "big", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    with SQLiteStore(s.db_path) as store:
+        gov = Governor(s, store=store, clock=lambda: now[0])
+        ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:1])
+        gov.flush(everything=True)  # on disk
+        assert ticket.persisted
+        assert _reserved(s.db_path) == [{tenant_account("acme"): ticket.worst_usd}]
+        now[0] += step_s
+        assert gov.hold_try(ticket, CARDS[0], [CARDS[0]]) is None
+        held = ticket.holds[tenant_account("acme")]
+        assert held == pytest.approx(2 * ticket.worst_usd)
+        assert len(_reserved(s.db_path, 2)) == 2
+    # The process died with the request under way.
+    with SQLiteStore(s.db_path) as store:
+        again = Governor(s, store=store, clock=lambda: now[0])
+        again.open()
+        assert again.ledger.held(tenant_account("acme")) == pytest.approx(held)
+        again.close()
