@@ -618,10 +618,17 @@ def _read_state(path: Path, now: float
         # months of rows the ledger keeps).
         (last,) = conn.execute("SELECT max(ts) FROM spend").fetchone()
         since = min(now, float(last) if last is not None else now) - LOOKBACK_S
-        # (A reservation that held more for a further try has a later row saying all it holds.)
-        reserved = list({row[0]: row for row in conn.execute(
-            "SELECT reservation_id, ts, expires_at, holds, key_id, tenant FROM spend "
-            "WHERE ts >= ? AND kind = 'reserve' ORDER BY ts", (since,))}.values())
+        # (A reservation that held more for a further try has a row written after its first
+        # saying all it holds. What a reservation holds only grows: its row holding the most
+        # is its latest, whatever time the clock showed, or order the rows reached the file.)
+        latest: dict[str, tuple[float, tuple[Any, ...]]] = {}
+        for row in conn.execute(
+                "SELECT reservation_id, ts, expires_at, holds, key_id, tenant FROM spend "
+                "WHERE ts >= ? AND kind = 'reserve' ORDER BY rowid", (since,)):
+            total = sum(float(v) for v in json.loads(row[3] or "{}").values())
+            if row[0] not in latest or total >= latest[row[0]][0]:
+                latest[row[0]] = (total, row)
+        reserved = [row for _, row in latest.values()]
         closed = {rid for (rid,) in conn.execute(
             "SELECT reservation_id FROM spend WHERE ts >= ? AND kind != 'reserve'",
             (since,))}
