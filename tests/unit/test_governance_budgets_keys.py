@@ -688,6 +688,38 @@ def test_a_refusal_not_waited_for_is_held_off_the_caller_until_the_file_holds_it
         crashed.close()
 
 
+def test_only_a_refusal_whose_clock_write_is_under_way_has_the_caller_wait(
+        tmp_path: Path) -> None:
+    """``refusals_pending`` says whether a refused caller must wait (off the loop) for a clock
+    write: not for a key that is unknown or malformed, nor for one expired at a time the file
+    holds; yes while the write a refusal posted is under way, and no once it was tried."""
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    with KeyStore(path, clock=clock) as store:
+        soon = store.create(spec(expires="2m"))
+        _stored_soon(path, clock.now)
+        for unknown in ("sp-0123456789_" + "a" * 43, "not a key"):
+            with pytest.raises(InvalidKeyError):
+                store.verify(unknown, wait=False)
+            assert not store.refusals_pending()
+        clock.now += 121.0
+        with held_lock(path) as holder:
+            with pytest.raises(KeyExpiredError):
+                store.verify(soon.key, wait=False)
+            assert store.refusals_pending()
+            assert holder.stdin is not None
+            holder.stdin.close()  # the lock let go
+            deadline = time.monotonic() + 10
+            while store.refusals_pending() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not store.refusals_pending()
+        assert soon.record.expires_at is not None
+        assert _stored_clock(path) >= soon.record.expires_at
+        with pytest.raises(KeyExpiredError):  # (the file holds its time: nothing to wait for)
+            store.verify(soon.key, wait=False)
+        assert not store.refusals_pending()
+
+
 def test_a_key_store_of_an_older_schema_starts_its_clock_at_the_latest_time_it_recorded(
         tmp_path: Path) -> None:
     from switchpoint.governance import keys as keys_module
