@@ -52,11 +52,17 @@ class ClockWriter:
                 self._thread.start()
             self._cond.notify_all()
 
+    def pending(self, latest: float) -> bool:
+        """Whether a write of at least ``latest`` was posted and not yet tried (what
+        :meth:`wait_for` waits for). Read without the lock: it only turns false, and a post
+        made on the caller's thread is seen by it."""
+        return self._tried < latest and self._wanted >= latest and not self._stopping
+
     def wait_for(self, latest: float) -> bool:
         """Block until a write of at least ``latest`` was tried (posted before): whether the
         file took it."""
         with self._cond:
-            while self._tried < latest and self._wanted >= latest and not self._stopping:
+            while self.pending(latest):
                 self._cond.wait(1.0)
             return self._written >= latest
 

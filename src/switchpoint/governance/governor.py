@@ -365,7 +365,8 @@ class Governor:
         try:
             return self.principal(settings, key=key, tenant=tenant, wait=False)
         except AuthenticationError:
-            await anyio.to_thread.run_sync(self.keys.hold_refusals)
+            if self.keys.refusals_pending():
+                await anyio.to_thread.run_sync(self.keys.hold_refusals)
             raise
 
     def _tenant_settings(self, settings: Settings, tenant: str, key_id: str | None) -> Any:

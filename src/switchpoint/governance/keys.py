@@ -655,6 +655,14 @@ class KeyStore:
         if wait:
             self.hold_refusals()
 
+    def refusals_pending(self) -> bool:
+        """Whether a refusal made so far waits for a clock write not yet tried: only then has
+        a caller that refused without waiting (on an event loop) to call
+        :meth:`hold_refusals` off the loop; a key refused for being unknown, malformed,
+        revoked, or expired at a time the file holds, owes nothing."""
+        writer = self._writer
+        return writer is not None and writer.pending(self._owed)
+
     def hold_refusals(self) -> None:
         """Block until the file holds the times of the refusals made so far (each a write
         tried: one the disk refused is logged, and the refusal stands in this run). The async

@@ -108,7 +108,9 @@ async def caller_key(request: Request) -> Principal | None:
     try:
         return client_principal(request, wait=False)
     except AuthenticationError:
-        await run_in_threadpool(get_service(request).gateway.governor.keys.hold_refusals)
+        keys = get_service(request).gateway.governor.keys
+        if keys.refusals_pending():  # (else nothing to wait for: no trip to a thread)
+            await run_in_threadpool(keys.hold_refusals)
         raise
 
 
