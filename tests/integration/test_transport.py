@@ -381,11 +381,13 @@ def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:
     assert all(b"cookie:" not in head.lower().replace(b"set-cookie", b"") for head in heads)
 
 
-async def _closing_pooled(answered: int) -> tuple[asyncio.Server, str, list[int]]:
+async def _closing_pooled(answered: int, interim: bool = False
+                          ) -> tuple[asyncio.Server, str, list[int]]:
     """A loopback server that answers the first request on a connection (keeping it open) and
     hangs up on the next one unanswered, as an upstream closing an idle keep-alive connection
     just as it is reused does; it answers ``answered`` requests in all, then hangs up on every
-    request. Also returns the number of requests each connection read."""
+    request (after an interim ``100 Continue`` with ``interim``). Also returns the number of
+    requests each connection read."""
     reads: list[int] = []
     total = [0]
 
@@ -402,6 +404,9 @@ async def _closing_pooled(answered: int) -> tuple[asyncio.Server, str, list[int]
                 break
             reads[index] += 1
             if reads[index] > 1 or total[0] >= answered:
+                if interim:
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    await writer.drain()
                 break
             total[0] += 1
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -464,3 +469,27 @@ def test_a_fresh_connection_closed_unanswered_is_not_tried_again() -> None:
     assert len(errors) == 2 and all("without sending a response" in e for e in errors)
     # the pooled connection's request, sent again once on a fresh one; then one fresh try
     assert reads == [2, 1, 1]
+
+
+def test_a_pooled_connection_hung_up_on_after_an_interim_answer_is_not_tried_again() -> None:
+    """An upstream that answered something (an interim ``100 Continue``) before it hung up had
+    the request: the try is a protocol error, not sent again."""
+    async def run() -> tuple[list[str], list[int]]:
+        server, url, reads = await _closing_pooled(answered=1, interim=True)
+        transport = PooledTransport()
+        errors = []
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=3) as client:
+                assert (await client.post(url, json=BODY)).content == b"ok"
+                try:
+                    await client.post(url, json=BODY)
+                except httpx.RemoteProtocolError as exc:
+                    errors.append(str(exc))
+                return errors, reads
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    errors, reads = asyncio.run(run())
+    assert errors == ["Server disconnected without sending a response."]
+    assert reads == [2]
