@@ -207,6 +207,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
             int, bytes, list[tuple[bytes, bytes]], Any, bool]:
         """Status, reason, headers, framing, and whether the connection may serve another
         request (HTTP/1.1 unless ``Connection: close``; HTTP/1.0 only with ``keep-alive``)."""
+        raw = b""  # (the last head read: an interim one, when the upstream hangs up after it)
         try:
             async with asyncio.timeout(_timeout(request, "read")):
                 while True:
@@ -219,7 +220,8 @@ class PooledTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadTimeout("timed out waiting for the response",
                                     request=request) from None
         except asyncio.IncompleteReadError as exc:
-            error = _Unanswered if not exc.partial else httpx.RemoteProtocolError
+            error = (_Unanswered if not exc.partial and not raw
+                     else httpx.RemoteProtocolError)
             raise error("Server disconnected without sending a response.",
                         request=request) from None
         except asyncio.LimitOverrunError:
