@@ -165,6 +165,30 @@ def file_stamp(path: str | Path) -> tuple[int, ...] | None:
 _STATX_BTIME = 0x800
 
 
+def read_small(path: str | Path, limit: int) -> bytes | None:
+    """The bytes of the regular file ``path`` when it holds at most ``limit`` of them, else
+    None (none there, too big, a link, or not a regular file, such as a FIFO, which is not
+    waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = b""
+        while len(data) <= limit:
+            chunk = os.read(fd, limit + 1 - len(data))
+            if not chunk:
+                return data
+            data += chunk
+        return None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def lock_holder(fd: int) -> str:
     """`` (pid N)`` of the process that holds the advisory lock on the file ``fd`` has open,
     when it has written its pid there (else ``""``)."""

@@ -24,6 +24,7 @@ from switchpoint._files import (
     FileId,
     file_identity,
     file_stamp,
+    read_small,
     side_file,
     temporary_name,
     write_atomically,
@@ -119,6 +120,35 @@ def note_log_owner(path: str | Path) -> None:
             owner.unlink(missing_ok=True)
 
 
+#: Most bytes a note (see :func:`note_log_owner`) holds: two stamps of four numbers each.
+MAX_NOTE_BYTES = 1024
+
+
+def _stamp(value: object) -> tuple[int, ...] | None:
+    """``value`` as a :func:`~switchpoint._files.file_stamp` (two to four integers), or None."""
+    if (isinstance(value, list) and 2 <= len(value) <= 4
+            and all(type(n) is int for n in value)):
+        return tuple(value)
+    return None
+
+
+def _read_note(path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The (database file, ``-wal``) stamps the note beside ``path`` names, or None when
+    there is none that reads as one (missing, too big, not a regular file, or damaged): a
+    note not understood removes nothing."""
+    data = read_small(_owner_file(path), MAX_NOTE_BYTES)
+    if data is None:
+        return None
+    try:
+        noted = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(noted, dict):
+        return None
+    db, wal = _stamp(noted.get("db")), _stamp(noted.get("wal"))
+    return None if db is None or wal is None else (db, wal)
+
+
 def drop_stale_log(path: str | Path) -> list[Path]:
     """Before a store opens the database ``path``: remove its ``-wal`` and ``-shm`` when that
     log is the one a store noted (see :func:`note_log_owner`) for another database file than
@@ -127,11 +157,10 @@ def drop_stale_log(path: str | Path) -> list[Path]:
     file brought (a restore of the file with its ``-wal``), or made since, is kept, as is the
     log of the noted file itself (what a crash left: committed writes). The removed files.
     :class:`OSError` when one cannot be removed."""
-    try:
-        noted = json.loads(_owner_file(path).read_text(encoding="utf-8"))
-        db, wal = tuple(noted["db"]), tuple(noted["wal"])
-    except (OSError, ValueError, KeyError, TypeError):
+    noted = _read_note(path)
+    if noted is None:
         return []
+    db, wal = noted
     log_file = side_file(path, "-wal")
     if file_stamp(log_file) != wal or file_stamp(path) == db:
         return []
