@@ -20,7 +20,6 @@ from switchpoint._files import file_stamp
 from switchpoint.store import SQLiteStore
 from switchpoint.store.moved import LOG_OWNER, drop_stale_log
 
-
 #: Connections left open to the end of the run, as a process killed leaves them: their -wal
 #: stays at the path, holding their commits.
 _KEPT: list[sqlite3.Connection] = []
