@@ -266,3 +266,39 @@ def test_the_service_applies_retention_days(tmp_path: Path) -> None:
     kept = rows(db)
     assert sorted(r[1] for r in kept["requests"]) == sorted(new_ids)
     assert sorted(r[0] for r in kept["decisions"]) == sorted(new_ids)
+
+
+def test_the_services_retention_leaves_a_file_put_under_it_alone(tmp_path: Path) -> None:
+    """``switchpoint.db`` replaced under the service (a restore while it runs): its hourly
+    retention prune must not open the file now at the path (with the old file's -wal and -shm
+    still there, its own connection would take them as the new file's log) nor delete the
+    restored file's entries; the service says the file was replaced, and a restart opens it."""
+    db = tmp_path / "switchpoint.db"
+    fill(db, n_old=50, n_new=5, age_days=10)
+    backup = tmp_path / "backup.db"
+    src, dst = sqlite3.connect(db), sqlite3.connect(backup)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path),
+                                              "store": {"retention_days": 7}}, environ={})
+    gateway = Gateway(settings, store=SQLiteStore(db))
+    gateway.open()
+    try:
+        os.replace(backup, db)  # within the second before the store looks
+        assert gateway.store is not None and gateway.store.gone() == "was replaced"
+
+        async def housekeeping() -> None:
+            gateway._maintain()
+            await gateway._maintenance_done()
+
+        asyncio.run(housekeeping())
+    finally:
+        gateway.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 55
+        assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 55
+    finally:
+        conn.close()

@@ -1476,7 +1476,8 @@ class Gateway:
                     log.debug("purged %d expired session pins", dropped)
             if retention_days is not None and self.store is not None:
                 report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
-                               max_rows=PRUNE_MAX_ROWS, full_vacuum=False)
+                               max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
+                               gone=self.store.gone)
                 if any(report.deleted.values()):
                     log.info("pruned log entries older than %g days: %s", retention_days,
                              report.deleted)

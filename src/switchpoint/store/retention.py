@@ -39,7 +39,9 @@ from switchpoint.store.sqlite import (
     LEDGER_TABLE,
     LOG_TABLES,
     PRUNES_KEPT,
+    Gone,
     SQLiteStore,
+    still_there,
 )
 
 SECONDS_PER_DAY = 86_400.0
@@ -114,17 +116,21 @@ def disk_usage(data_dir: str | Path) -> dict[str, Any]:
 
 def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
           max_rows: int | None = None, full_vacuum: bool = True,
-          upgrade: bool = True) -> PruneReport:
+          upgrade: bool = True, gone: Gone | None = None) -> PruneReport:
     """Delete the log entries of the store at ``path`` older than ``cutoff`` (seconds since the
     epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
     up to date (a running service has done it) and, unless ``dry_run``, writes what the spill
     file beside the store keeps when no service runs, so that its records older than the cutoff
-    are pruned with the rest, not written back later. Raises :class:`StoreError`."""
+    are pruned with the rest, not written back later. ``gone``: the store writing ``path``
+    beside this prune (a service's own retention), whose file deleted or replaced since is
+    not touched (see :func:`~switchpoint.store.sqlite.still_there`). Raises
+    :class:`StoreError`."""
     file = Path(path)
     ahead = cutoff - time.time()
     if ahead > 0:
         raise StoreError(f"{file}: the cutoff is {ahead:.3f} s in the future; a prune deletes "
                          "only entries already logged (give an age > 0)")
+    still_there(file, gone)
     if not file.is_file():
         raise StoreError(f"{file}: no store there (check --config / data_dir)")
     if upgrade:
