@@ -302,3 +302,28 @@ def test_the_services_retention_leaves_a_file_put_under_it_alone(tmp_path: Path)
         assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 55
     finally:
         conn.close()
+
+
+def _files_of(folder: Path) -> dict[str, tuple[int, int, int]]:
+    return {p.name: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.iterdir())}
+
+
+def test_a_dry_run_prune_changes_no_file_of_data_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A dry run counts: no schema upgrade, no note written, no file written or removed
+    (here a store closed cleanly, so with its note and no -wal), but for the empty -wal and
+    the -shm any read-only read of the file leaves."""
+    data = tmp_path / "data"
+    db = data / "switchpoint.db"
+    fill(db, n_old=20, n_new=5, age_days=40)
+    before = _files_of(data)
+    assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--dry-run",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["dry_run"] and report["deleted"]["requests"] == 20
+    after = _files_of(data)
+    assert {name: after[name] for name in before} == before
+    made = set(after) - set(before)
+    assert made <= {"switchpoint.db-wal", "switchpoint.db-shm"}, made
+    assert (data / "switchpoint.db-wal").stat().st_size == 0

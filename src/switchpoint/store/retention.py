@@ -41,7 +41,9 @@ from switchpoint.store.sqlite import (
     PRUNES_KEPT,
     Gone,
     SQLiteStore,
+    read_only,
     still_there,
+    store_error,
 )
 
 SECONDS_PER_DAY = 86_400.0
@@ -133,20 +135,20 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     still_there(file, gone)
     if not file.is_file():
         raise StoreError(f"{file}: no store there (check --config / data_dir)")
-    if upgrade:
-        SQLiteStore(file).upgrade(take_up=not dry_run)
+    cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
     before = db_bytes(file)
+    if dry_run:
+        return PruneReport(cutoff, _count_older(file, cutoffs), before, before, True, True,
+                           "dry-run")
+    if upgrade:
+        SQLiteStore(file).upgrade(take_up=True)
+        before = db_bytes(file)
     try:
         conn = sqlite3.connect(file, isolation_level=None, timeout=30)
     except sqlite3.Error as exc:
         raise StoreError(f"{file}: cannot open the store ({exc})") from None
     try:
         conn.execute("PRAGMA busy_timeout=30000")
-        cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
-        if dry_run:
-            deleted = {t: int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?",
-                                           (c,)).fetchone()[0]) for t, c in cutoffs.items()}
-            return PruneReport(cutoff, deleted, before, before, True, True, "dry-run")
         deleted = {}
         complete = True
         for table, older_than in cutoffs.items():
@@ -161,6 +163,25 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     finally:
         conn.close()
     return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum)
+
+
+def _count_older(file: Path, cutoffs: dict[str, float]) -> dict[str, int]:
+    """What a prune at ``cutoffs`` (by table) would delete from ``file`` as it is now, read
+    on a read-only connection: a dry run changes no file (no schema upgrade, no spill file
+    taken up); a table an older schema lacks holds nothing to delete."""
+    try:
+        conn = read_only(file)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            return {t: int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?",
+                                        (c,)).fetchone()[0]) if t in tables else 0
+                    for t, c in cutoffs.items()}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise store_error(file, "read it to count what a prune would delete", exc) from None
 
 
 def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
