@@ -100,3 +100,23 @@ def test_a_restore_with_its_own_log_and_a_crash_of_the_noted_file_keep_their_log
         os.replace(f"{path}{suffix}.new", f"{path}{suffix}")
     assert drop_stale_log(path) == []
     assert Path(f"{path}-wal").exists()
+
+
+def test_a_clean_close_forgets_the_note_of_a_log_gone(tmp_path: Path) -> None:
+    """Once the log noted is gone from the path (a clean close checkpoints and removes it),
+    the note goes too: where the system does not say when a file was made, a later log given
+    the freed inode number (a restore's own -wal) would otherwise pass for the noted one and
+    be removed. A note naming a log still there (another store has the file open) is kept."""
+    path = tmp_path / "s.db"
+    note = Path(f"{path}{LOG_OWNER}")
+    other = SQLiteStore(path).open()
+    try:
+        with SQLiteStore(path):
+            assert note.exists()
+        assert note.exists()  # the log is still there: the other store's
+    finally:
+        other.close()
+    assert not Path(f"{path}-wal").exists()
+    assert not note.exists()
+    SQLiteStore(path).upgrade()  # (as switchpoint prune does)
+    assert not note.exists()

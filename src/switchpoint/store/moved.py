@@ -171,3 +171,15 @@ def drop_stale_log(path: str | Path) -> list[Path]:
             side.unlink()
             removed.append(side)
     return removed
+
+
+def forget_log_owner(path: str | Path) -> None:
+    """Once a store closed the database ``path``: remove the note (see
+    :func:`note_log_owner`) when the log it names is no longer at the path (a clean close
+    checkpoints and removes it), so that a later log given that freed inode number (where the
+    system does not say when a file was made) is not taken for it. A note naming a log still
+    there (another store has the file open) is kept."""
+    noted = _read_note(path)
+    if noted is not None and file_stamp(side_file(path, "-wal")) != noted[1]:
+        with contextlib.suppress(OSError):
+            _owner_file(path).unlink(missing_ok=True)

@@ -46,6 +46,7 @@ from switchpoint.store.moved import (
     Files,
     close_moved,
     drop_stale_log,
+    forget_log_owner,
     how_it_left,
     note_log_owner,
 )
@@ -1295,6 +1296,7 @@ class SQLiteStore:
                     self._write_spilled(conn, at_open=True)
             finally:
                 conn.close()
+                forget_log_owner(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the SQLite store", exc) from None
 
@@ -1324,6 +1326,7 @@ class SQLiteStore:
         elif self._conn is not None:
             self._conn.close()
             self._conn = None
+            forget_log_owner(self.path)
 
     def __enter__(self) -> SQLiteStore:
         return self.open()
