@@ -40,3 +40,34 @@ def test_readers_of_a_log_deleted_or_replaced_under_the_service_say_so(
             message = answer.json()["error"]["message"]
             assert said in message and "restart" in message, message
             assert str(tmp_path) not in message, message
+
+
+def test_a_file_replaced_between_the_check_and_the_open_is_not_read(tmp_path: Path) -> None:
+    """The file replaced just after a reader checked it, before its connection opened the
+    path: the reader must not read the file put there (beside the old file's -wal and -shm,
+    which the service's writer still uses: it would read a mix of both files), but say it
+    was replaced."""
+    from switchpoint.errors import StoreError
+    from switchpoint.store import SQLiteStore
+    from switchpoint.store.sqlite import read_only
+
+    db = tmp_path / "switchpoint.db"
+    backup = tmp_path / "backup.db"
+    conn = sqlite3.connect(backup)
+    conn.execute("CREATE TABLE other (x)")
+    conn.close()
+    with SQLiteStore(db) as store:
+        calls = 0
+
+        def gone_racing() -> str | None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # the check passes; the restore lands right after it
+                left = store.gone()
+                os.replace(backup, db)
+                return left
+            return store.gone()
+
+        with pytest.raises(StoreError, match="was replaced"):
+            read_only(db, gone_racing).close()
+        assert calls == 2

@@ -587,15 +587,15 @@ def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None 
     if not path.exists():
         return {}, [], []
     try:
-        return _read_state(path, now)
+        return _read_state(path, now, gone)
     except sqlite3.Error as exc:
         raise store_error(path, "read the budgets' spend ledger", exc) from None
 
 
-def _read_state(path: Path, now: float
+def _read_state(path: Path, now: float, gone: Gone | None
                 ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
                            list[OpenReservation]]:
-    conn = read_only(path)
+    conn = read_only(path, gone)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "spend" not in tables:

@@ -257,7 +257,7 @@ class Reports:
         if not self.db_path.exists():
             return None
         try:
-            return read_only(self.db_path)
+            return read_only(self.db_path, self.gone)
         except sqlite3.DatabaseError as exc:
             raise store_error(self.db_path, "read the request and decision logs", exc) from None
 

@@ -187,11 +187,18 @@ def still_there(path: str | Path, gone: Gone | None) -> None:
 
 def read_only(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection:
     """A read-only connection to the database ``path``, usable from any thread, once
-    :func:`still_there` (``gone``) lets it be read. :class:`sqlite3.Error` when it cannot be
-    opened."""
+    :func:`still_there` (``gone``) lets it be read, before and after the path is opened.
+    :class:`sqlite3.Error` when it cannot be opened."""
     still_there(path, gone)
-    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
                            check_same_thread=False)
+    if gone is not None:
+        try:  # (replaced between the look and the opening: the file opened is not the store's)
+            still_there(path, gone)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
 
 
 def refused(exc: BaseException) -> bool:
