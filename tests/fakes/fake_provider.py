@@ -360,13 +360,15 @@ def openai_error(message: str, typ: str, code: str | None, param: str | None = N
 
 def openai_image_problem(part: Any, where: str) -> str | None:
     """What OpenAI says of an image part it refuses: one whose URL is neither http(s) nor a
-    data URL, or a base64 data URL whose data is not base64."""
+    data URL, or a base64 data URL whose data is not base64 (read as a browser reads a data
+    URL: whitespace skipped, padding optional)."""
     if not isinstance(part, dict) or part.get("type") != "image_url":
         return None
     url = str((part.get("image_url") or {}).get("url", ""))
     if url[:5].lower() == "data:":
         header, comma, data = url.partition(",")
-        if not comma or (header.lower().endswith(";base64") and not is_base64(data)):
+        if not comma or (header.lower().endswith(";base64")
+                         and not is_base64(forgiving_base64(data))):
             return (f"Invalid '{where}.image_url.url'. Expected a base64-encoded data URL "
                     "with an image MIME type (e.g. "
                     "'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU=')")
@@ -565,6 +567,14 @@ def is_base64(data: object) -> bool:
     except (binascii.Error, ValueError):
         return False
     return True
+
+
+def forgiving_base64(data: str) -> str:
+    """``data`` as a browser reads a data URL's base64 (whitespace skipped, padding optional),
+    written strictly: what the fake OpenAI API decodes. (The fake Messages API decodes strict
+    base64 only.)"""
+    data = "".join(data.split())
+    return data if data.endswith("=") else data + "=" * (-len(data) % 4)
 
 
 def image_type_shown(data: str) -> str | None:

@@ -139,9 +139,10 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
      "messages[2].content[1].image_url.url", "uses the file scheme, which no provider fetches; "
      "an image is given by an http(s) URL or by a data URL such as data:image/png;base64,"),
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {
-        "url": "data:image/png;base64,iVBORw0K Ggo="}}]}],
+        "url": "data:image/png;base64,iVBORw0K-Ggo="}}]}],
      "messages[2].content[0].image_url.url",
-     "is a data URL: its base64 data holds ' ' at character 8 of its data, which is not base64"),
+     "is a data URL: its base64 data holds '-' at character 8 of its data, which is not base64 "
+     "(URL-safe base64 writes - and _"),
 ]
 IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare",
        "assistant-all-null", "tool-no-id", "tool-id-number", "tool-no-content",
@@ -606,11 +607,11 @@ UNFETCHABLE: list[tuple[str, str]] = [
     ("ftp://x.test/cat.png", "uses the ftp scheme, which no provider fetches"),
     ("cat.png", "has no scheme ('cat.png')"),
     ("https:///cat.png", "names no host"),
-    (f"data:image/png;base64,{PNG[:4]}\n{PNG[4:]}",
-     "is a data URL: its base64 data holds '\\n' at character 4 of its data, which is not "
+    (f"data:image/png;base64,{PNG[:4]}_{PNG[4:]}",
+     "is a data URL: its base64 data holds '_' at character 4 of its data, which is not "
      "base64"),
-    (f"data:image/png;base64,{PNG[:-1]}", "is a data URL: its base64 data is 11 characters of "
-                                          "base64 that are not padded to whole groups of 4"),
+    (f"data:image/png;base64,{PNG[:-3]}", "is a data URL: its base64 data ends in a group of "
+                                          "1 character"),
     ("data:image/png;base64,", "is a data URL: its base64 data is empty"),
     ('data:image/png;name="cat,png;base64,' + PNG,
      "is a data URL that has no comma ending its header"),
@@ -620,8 +621,8 @@ UNFETCHABLE: list[tuple[str, str]] = [
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("model", ["other", "good"], ids=["anthropic", "openai"])
 @pytest.mark.parametrize(("url", "says"), UNFETCHABLE,
-                         ids=["file", "ftp", "relative", "no-host", "base64-newline",
-                              "base64-unpadded", "base64-empty", "unclosed-quote"])
+                         ids=["file", "ftp", "relative", "no-host", "base64-url-safe",
+                              "base64-one-char-group", "base64-empty", "unclosed-quote"])
 def test_an_image_no_model_is_sent_is_a_400_naming_the_part_on_every_wire(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, url: str, says: str, model: str,
         stream: bool) -> None:
@@ -686,6 +687,41 @@ def test_an_image_reaches_an_anthropic_model_as_the_type_its_bytes_show(
     assert block == {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
                                                  "data": JPEG}}
     # An OpenAI-compatible upstream is sent the URL as it came.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", messages=messages, stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == messages
+
+
+# Base64 image data as clients write it besides strict RFC 4648 (which OpenAI, reading a data
+# URL as a browser does, takes): MIME lines (base64.encodebytes), CRLF lines, no padding.
+_JPEG_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00" + bytes(range(101))  # (padded)
+LOOSE_BASE64 = {
+    "mime-lines": base64.encodebytes(_JPEG_BYTES).decode(),
+    "crlf-lines": base64.encodebytes(_JPEG_BYTES).decode().replace("\n", "\r\n"),
+    "unpadded": base64.b64encode(_JPEG_BYTES).decode().rstrip("="),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("written", list(LOOSE_BASE64))
+def test_line_broken_or_unpadded_base64_reaches_each_wire_as_it_takes_it(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, written: str,
+        stream: bool) -> None:
+    # Not refused: the Messages API (which decodes strict base64 only, as the fake does) is
+    # sent it compacted, an OpenAI-compatible upstream as it came.
+    data = LOOSE_BASE64[written]
+    assert data != base64.b64encode(_JPEG_BYTES).decode()
+    messages = [*opening(), {"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}"}}]}]
+    answer = _to_other(budgeted, messages, stream)
+    assert answer["content"] and answer["finish_reason"] == "stop"
+    block = gw_fake.requests()[-1]["body"]["messages"][0]["content"][-1]
+    assert block == {"type": "image", "source": {
+        "type": "base64", "media_type": "image/jpeg",
+        "data": base64.b64encode(_JPEG_BYTES).decode()}}
     raw = client(budgeted).chat.completions.with_raw_response.create(
         model="good", messages=messages, stream=stream)
     raw.http_response.read()

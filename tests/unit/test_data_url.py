@@ -12,6 +12,7 @@ from switchpoint.gateway.data_url import (
     MAX_HEADER,
     DataURL,
     base64_problem,
+    compact_base64,
     image_type,
     media_type_of,
     parse_data_url,
@@ -73,20 +74,46 @@ def test_only_data_urls_are_read_and_only_a_bounded_header() -> None:
 @pytest.mark.parametrize("data", ["iVBORw0KGgo=", "aGk=", "aGkh", "AAAA" * 1000])
 def test_base64_data_passes(data: str) -> None:
     assert base64_problem(data) is None
+    assert compact_base64(data) is data  # (strict data is sent as it came)
+
+
+# Base64 as clients write it besides strict RFC 4648, which a browser reads as a data URL's
+# (the WHATWG forgiving-base64 decode skips whitespace, and padding may be left out).
+_PAYLOAD = bytes(range(256)) * 3
+WRITTEN = {
+    "mime-line-breaks": base64.encodebytes(_PAYLOAD).decode(),  # (76-character lines)
+    "crlf-line-breaks": base64.encodebytes(_PAYLOAD).decode().replace("\n", "\r\n"),
+    "spaces-and-tabs": " ".join(base64.b64encode(_PAYLOAD).decode()[i:i + 8]
+                                for i in range(0, 1024, 8)).replace(" ", "\t", 3),
+    "unpadded": base64.b64encode(_PAYLOAD[:-1]).decode().rstrip("="),
+    "unpadded-wrapped": base64.encodebytes(_PAYLOAD[:-2]).decode().replace("=", ""),
+}
+
+
+@pytest.mark.parametrize("written", list(WRITTEN))
+def test_mime_wrapped_and_unpadded_base64_passes_and_compacts_to_strict(written: str) -> None:
+    data = WRITTEN[written]
+    assert base64_problem(data) is None
+    strict = compact_base64(data)
+    decoded = base64.b64decode(strict, validate=True)  # (strict: the Messages API's reading)
+    assert decoded == base64.b64decode("".join(data.split()) + "==")
+    assert _PAYLOAD.startswith(decoded) and len(decoded) >= len(_PAYLOAD) - 2
 
 
 @pytest.mark.parametrize(("data", "says"), [
     ("", "is empty"),
-    ("iVBORw0KGgo", "padded"),
-    ("iVBOR w0KGgo=", "character 5"),
-    ("iVBORw0K\nGgo=", "character 8"),
+    (" \r\n", "whitespace only"),
     ("iVBORw0KGgo=!", "character 12"),
     ("iVBO%2Bw0KGgo=", "character 4"),
-    ("iVBORw0_Ggo=", "character 7"),
+    ("iVBORw0_Ggo=", "URL-safe"),
+    ("iVBORw0-Ggo=", "character 7"),
     ("iVBORw0KGgo=AAAA", "after its padding"),
-    ("A", "padded"),
-], ids=["empty", "unpadded", "space", "newline", "trailing-junk", "percent-encoded",
-       "url-safe", "after-padding", "one-character"])
+    ("aGk==", "padding"),
+    ("A", "group of 1 character"),
+    ("AAAA\nA", "group of 1 character"),
+], ids=["empty", "whitespace", "trailing-junk", "percent-encoded", "url-safe-underscore",
+       "url-safe-hyphen", "after-padding", "over-padded", "one-character",
+       "one-character-group"])
 def test_data_that_is_not_base64_is_named(data: str, says: str) -> None:
     problem = base64_problem(data)
     assert problem is not None and says in problem, problem
@@ -113,6 +140,15 @@ def test_the_image_type_is_read_from_the_first_bytes(media: str) -> None:
     for label in ("image/png", "image/jpg", "application/octet-stream"):
         url = f"data:{label};base64,{data}"
         assert media_type_of(url, parse_data_url(url)) == media  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("media", list(HEADS))
+def test_the_image_type_is_read_through_line_breaks(media: str) -> None:
+    data = base64.encodebytes(HEADS[media] + b"\x00" * 64).decode()
+    wrapped = "\r\n".join(data[i:i + 5] for i in range(0, len(data), 5))
+    assert image_type(wrapped) == media
+    url = f"data:image/png;base64,{wrapped}"
+    assert media_type_of(url, parse_data_url(url)) == media  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("head", list(OTHERS.values()), ids=list(OTHERS))

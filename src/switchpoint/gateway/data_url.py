@@ -8,6 +8,11 @@ a token or an RFC 2045 quoted-string (``name="a;b,c"``), in which ``;`` and ``,`
 a backslash escapes the next character: the header ends at the first comma outside quotes.
 Only the header is read by :func:`parse_data_url`, never the data (a payload is as long as the
 body that carries it, which is bounded elsewhere); :func:`base64_problem` reads the data.
+
+Base64 data is read as a browser reads a data URL's (the WHATWG "forgiving-base64 decode"):
+ASCII whitespace is skipped (MIME base64, as ``base64.encodebytes`` writes it, breaks lines
+every 76 characters) and the padding may be left out. :func:`compact_base64` writes such data
+as strict RFC 4648 base64, for an API that decodes only that.
 """
 
 from __future__ import annotations
@@ -21,9 +26,14 @@ from dataclasses import dataclass
 MAX_HEADER = 1_024
 _SCHEME = "data:"
 # How base64 data is written (RFC 4648's alphabet, padded to a multiple of four characters).
-BASE64_WRITTEN = ("standard base64: A-Z, a-z, 0-9, + and /, padded with = to a multiple of 4 "
-                  "characters, with no spaces or line breaks")
-_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=]")
+BASE64_WRITTEN = ("standard base64: A-Z, a-z, 0-9, + and / (not URL-safe - and _), = padding "
+                  "at the end only; line breaks and spaces are skipped")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\t\n\f\r ]")
+# ASCII whitespace, which a reader of base64 data skips.
+_WHITESPACE = re.compile(r"[\t\n\f\r ]+")
+# Characters of data read to tell an image's type: 16 characters of base64 (12 bytes) once
+# whitespace is skipped, with room for a few line breaks.
+_HEAD = 64
 
 
 @dataclass(frozen=True)
@@ -89,9 +99,9 @@ _SIGNATURES = (("image/jpeg", 0, b"\xff\xd8\xff"), ("image/png", 0, b"\x89PNG"),
 
 def image_type(data: str) -> str | None:
     """The media type of the image whose base64 data begins ``data`` (jpeg, png, gif or webp),
-    read from its first bytes alone; None when they are none of these."""
+    read from its first bytes alone (whitespace skipped); None when they are none of these."""
     try:
-        head = binascii.a2b_base64(data[:16])
+        head = binascii.a2b_base64(_WHITESPACE.sub("", data[:_HEAD])[:16])
     except binascii.Error:
         return None
     for media, at, signature in _SIGNATURES:
@@ -105,25 +115,52 @@ def media_type_of(url: str, header: DataURL) -> str:
     first bytes show when it is base64 data of one (a client may label a JPEG image/png, or
     image/jpg), else the type its header names."""
     if header.base64 and header.data_at >= 0:
-        return image_type(url[header.data_at:header.data_at + 16]) or header.media_type
+        return image_type(url[header.data_at:header.data_at + _HEAD]) or header.media_type
     return header.media_type
 
 
+def _strict(data: str) -> str:
+    """``data`` without whitespace and padded to whole groups of 4 (it may still not be
+    base64: a group of 1 character, padding inside, a character of no alphabet)."""
+    if _WHITESPACE.search(data) is not None:
+        data = _WHITESPACE.sub("", data)
+    if len(data) % 4 and not data.endswith("="):
+        data += "=" * (-len(data) % 4)
+    return data
+
+
 def base64_problem(data: str) -> str | None:
-    """What is wrong with ``data`` as base64 data (:data:`BASE64_WRITTEN`), as what the data
-    is (None when it is base64 of some bytes)."""
-    if not data:
-        return "is empty"
+    """What is wrong with ``data`` as base64 data (:data:`BASE64_WRITTEN`: whitespace skipped,
+    padding optional), as what the data is (None when it is base64 of some bytes)."""
     try:
         binascii.a2b_base64(data, strict_mode=True)
+        return None if data else "is empty"
+    except binascii.Error:
+        pass  # (most data is strict base64, and this finds it fast)
+    compact = _strict(data)
+    if not compact:
+        return "is empty" if not data else "is whitespace only"
+    try:
+        binascii.a2b_base64(compact, strict_mode=True)
         return None
     except binascii.Error:
-        pass  # (what is wrong is found below: most data is base64, and this finds it fast)
+        pass
     odd = _NOT_BASE64.search(data)
     if odd is not None:
+        url_safe = (" (URL-safe base64 writes - and _ where standard base64 writes + and /)"
+                    if odd.group() in "-_" else "")
         return (f"holds {odd.group()!r} at character {odd.start()} of its data, which is not "
-                "base64")
-    padding = data.find("=")
-    if padding >= 0 and data[padding:].strip("=") != "":
-        return f"has data after its padding (at character {padding} of its data)"
-    return f"is {len(data)} characters of base64 that are not padded to whole groups of 4"
+                f"base64{url_safe}")
+    padding = compact.find("=")
+    if padding >= 0 and compact[padding:].strip("=") != "":
+        return "has data after its padding"
+    if "=" in data:
+        return "has = padding that does not end a group of 4 characters"
+    return ("ends in a group of 1 character, which is no whole byte (base64 writes bytes in "
+            "groups of 2 to 4 characters)")
+
+
+def compact_base64(data: str) -> str:
+    """Base64 ``data`` (:func:`base64_problem` finds nothing wrong) as strict RFC 4648 base64:
+    whitespace removed, padded to whole groups of 4. Data already strict is returned as is."""
+    return _strict(data)

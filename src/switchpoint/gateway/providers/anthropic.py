@@ -8,7 +8,8 @@ part, or the message's ``refusal`` when it has no content) is sent as its text: 
 the assistant said. An image given as a base64 data URL (``data:<type>[;<parameter>]*;base64,
 <data>``) is a base64 image block of its media type (parameters dropped; the type its first
 bytes show when they show one, as the API refuses an image labelled with another type and
-OpenAI reads the bytes whatever the label), an http(s) URL an
+OpenAI reads the bytes whatever the label; its data as strict base64, line breaks removed and
+padding added, as the API decodes no other), an http(s) URL an
 image the API fetches (the request check refuses any other URL, and base64 data that is
 not base64: :mod:`~switchpoint.gateway.image_urls`); a data URL of a type the API does not
 take, or not base64, is not sent (planning leaves the model out:
@@ -63,7 +64,7 @@ from switchpoint.gateway.capabilities import (
     anthropic_image_refusal,
     function_results,
 )
-from switchpoint.gateway.data_url import media_type_of, parse_data_url
+from switchpoint.gateway.data_url import compact_base64, media_type_of, parse_data_url
 from switchpoint.gateway.image_urls import image_url_problem, is_web_url
 from switchpoint.gateway.parsing import MAX_DEPTH, check_embedded_json
 from switchpoint.gateway.providers._http import ClientPool, post_json, stream_chunks
@@ -137,8 +138,9 @@ def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
     refused = anthropic_image_refusal(media_type, data.base64)
     if refused is not None:  # (planning leaves such a model out; this names it if not)
         raise _bad(f"the request has {refused}, and {ANTHROPIC_IMAGES}")
+    # (the Messages API decodes strict base64 only: line breaks out, padding in)
     return {"type": "image", "source": {"type": "base64", "media_type": media_type,
-                                        "data": url[data.data_at:]}}
+                                        "data": compact_base64(url[data.data_at:])}}
 
 
 def _text_block(part: Mapping[str, Any]) -> dict[str, Any]:
