@@ -771,16 +771,16 @@ REFUSED_TOOLS: list[tuple[dict[str, Any], str, str, str]] = [
      "tool_choice", "tool_choice.function.name",
      'is "x", which is not a function the request declares in tools (lookup); name one of '
      "them, or send auto, none or required"),
-    ({"tools": [*TOOLS, {"type": "function", "function": {"name": "web.search"}}]},
+    ({"tools": [*TOOLS, {"type": "function", "function": {"name": ""}}]},
      "tools", "tools[1].function.name",
-     'is "web.search"; a tool\'s name is 1 to 64 letters, digits, underscores or hyphens'),
+     'is ""; a tool\'s name is a string of 1 to 256 characters'),
 ]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("model", ["auto", "other", "good"])
 @pytest.mark.parametrize(("fields", "param", "path", "says"), REFUSED_TOOLS,
-                         ids=["undeclared-choice", "dotted-name"])
+                         ids=["undeclared-choice", "empty-name"])
 def test_a_tool_openai_refuses_is_a_400_naming_it_before_anything_is_held(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, fields: dict[str, Any],
         param: str, path: str, says: str, model: str, stream: bool) -> None:
@@ -801,7 +801,7 @@ def test_a_tool_openai_refuses_is_a_400_naming_it_before_anything_is_held(
 
 
 @pytest.mark.parametrize(("fields", "param", "path", "says"), REFUSED_TOOLS,
-                         ids=["undeclared-choice", "dotted-name"])
+                         ids=["undeclared-choice", "empty-name"])
 def test_the_in_process_door_refuses_the_same_tools(
         gw_fake: FakeProviderProcess, tmp_path: Path, fields: dict[str, Any], param: str,
         path: str, says: str) -> None:
@@ -818,6 +818,75 @@ def test_the_in_process_door_refuses_the_same_tools(
             assert str(info.value).startswith(f"{path}: ") and says in str(info.value)
         assert gateway.governor.ledger.open_tickets() == 0
     assert rows(tmp_path / "data") == before
+
+
+# A model behind OpenAI's own API (its provider's rule on tool names applies; the fake stands
+# in for its URL).
+OPENAI_API_LINE = """  - {{name: oai, provider: openai, profile: gpt-4-1106-preview,
+     base_url: "{url}", api_key_env: CHEAP_KEY, input_per_mtok: 1, output_per_mtok: 2,
+     context_window: 128000, capabilities: [tools, vision]}}
+"""
+# MCP-style dotted tool names, which local and other OpenAI-compatible servers take and
+# OpenAI's and Anthropic's APIs refuse.
+DOTTED_TOOLS = [{"type": "function", "function": {"name": name, "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}}}}}
+    for name in ("github.search_issues", "files.read")]
+
+
+@pytest.fixture(scope="module")
+def with_openai_api(gw_fake: FakeProviderProcess,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    root: Path = tmp_path_factory.mktemp("openai-api")
+    config = root / "switchpoint.yaml"
+    text = config_text(gw_fake, data_dir=str(root / "data")).replace(
+        "data_dir:", OPENAI_API_LINE.format(url=gw_fake.openai_base_url) + "data_dir:", 1)
+    config.write_text(text, encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_dotted_tool_names_reach_an_openai_compatible_model_and_leave_out_the_apis_refusing_them(
+        with_openai_api: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # A dotted name was a 400 whichever model would answer: an OpenAI-compatible upstream
+    # (a local server, an MCP client's usual one) takes it, so only the models of the APIs that
+    # refuse it are left out.
+    choice = {"type": "function", "function": {"name": "files.read"}}
+    messages: list[Any] = [
+        *opening(),
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": "call_1", "type": "function",
+            "function": {"name": "github.search_issues", "arguments": '{"query": "bug"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "No issues.", "tool_calls": []},
+        {"role": "user", "content": "Read the file.", "tool_calls": []}]
+    raw = client(with_openai_api).chat.completions.with_raw_response.create(  # type: ignore
+        model="good", messages=messages, tools=DOTTED_TOOLS, tool_choice=choice, stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    sent = gw_fake.requests()[-1]["body"]
+    assert sent["tools"] == DOTTED_TOOLS and sent["tool_choice"] == choice
+    assert sent["messages"] == messages
+    # auto chooses among the models that take the names.
+    raw = client(with_openai_api).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, tools=DOTTED_TOOLS,  # type: ignore[arg-type]
+        stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    entry = log_entry(with_openai_api, raw.headers["x-switchpoint-request-id"])
+    assert entry["model"] in ("good", "cheap"), entry
+    # Named, a model whose API refuses them is a 400 saying why, before anything is sent.
+    for model, api in (("oai", "OpenAI's API"), ("other", "the Anthropic Messages API")):
+        before = gw_fake.requests()
+        with pytest.raises(openai.BadRequestError) as info:
+            client(with_openai_api).chat.completions.create(
+                model=model, messages=messages, tools=DOTTED_TOOLS,  # type: ignore[arg-type]
+                stream=stream)
+        error = info.value.body
+        assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+        assert ('a tool named "files.read", "github.search_issues", and '
+                f"{api} takes tool names of 1 to") in error["message"], error
+        assert gw_fake.requests() == before
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

@@ -265,3 +265,51 @@ def test_an_image_the_messages_api_takes_leaves_no_model_out(url: str) -> None:
                        ModelCard("gpt", provider="openai", capabilities=("vision",))])
     needs = needs_of({"messages": [_image(url)]})
     assert filter_candidates(catalog, catalog.names, needs) == (["claude", "gpt"], {})
+
+
+def _function(name: str) -> dict[str, object]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+
+TOOL_CATALOG = Catalog([ModelCard("claude", provider="anthropic", capabilities=("tools",)),
+                        ModelCard("gpt", provider="openai", capabilities=("tools",)),
+                        ModelCard("local", provider="vllm", capabilities=("tools",)),
+                        ModelCard("compat", provider="openai-compatible",
+                                  base_url="http://127.0.0.1:1/v1", capabilities=("tools",))])
+
+
+@pytest.mark.parametrize(("request_fields", "refused_by"), [
+    # A dotted (MCP-style) name: OpenAI's and Anthropic's APIs refuse it, wherever it is.
+    ({"tools": [_function("lookup"), _function("github.search")]}, {"claude", "gpt"}),
+    ({"functions": [{"name": "files/read"}]}, {"claude", "gpt"}),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
+                    "tool_calls": [{"id": "c", "type": "function", "function": {
+                        "name": "fs.read", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "c", "content": "ok"}]}, {"claude", "gpt"}),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
+                    "function_call": {"name": "fs.read", "arguments": "{}"}},
+                   {"role": "function", "name": "fs.read", "content": "ok"}]}, {"claude", "gpt"}),
+    # 65 to 128 characters: OpenAI's API refuses it, the Messages API takes it.
+    ({"tools": [_function("x" * 65)]}, {"gpt"}),
+    ({"tools": [_function("x" * 129)]}, {"claude", "gpt"}),
+    # What every API takes leaves no model out.
+    ({"tools": [_function("get-weather_2"), _function("x" * 64)]}, set()),
+], ids=["dotted-tool", "slashed-function", "dotted-history-call", "dotted-function-call",
+        "65-chars", "129-chars", "plain"])
+def test_a_tool_name_leaves_out_only_the_models_whose_api_refuses_it(
+        request_fields: dict[str, object], refused_by: set[str]) -> None:
+    request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
+    allowed, excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))
+    assert set(excluded) == refused_by
+    assert allowed == [n for n in TOOL_CATALOG.names if n not in refused_by]
+    for name in refused_by:
+        assert any("takes tool names of 1 to" in reason for reason in excluded[name])
+
+
+def test_the_odd_tool_names_kept_are_bounded() -> None:
+    request = {"messages": [{"role": "user", "content": "x"}],
+               "tools": [_function(f"a.{i}") for i in range(1_000)]}
+    needs = needs_of(request)
+    assert 0 < len(needs.tool_names) <= 16
+    reasons = filter_candidates(TOOL_CATALOG, ["gpt"], needs)[1]["gpt"]
+    assert len(reasons) == 1 and " more, and OpenAI's API takes" in reasons[0]

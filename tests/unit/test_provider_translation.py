@@ -217,7 +217,7 @@ def test_system_text_images_and_max_tokens() -> None:
     ("data:image/png;name=cat.png;base64,iVBOR", "image/png", "iVBOR"),
     ("data:IMAGE/JPEG;charset=binary;BASE64,/9j/4A==", "image/jpeg", "/9j/4A=="),
     ("data:image/webp;base64,UklGR", "image/webp", "UklGR"),
-    ('data:image/gif;name="a,b;c";base64,R0lGOD', "image/gif", "R0lGOD"),
+    ('data:image/gif;name="a,b;c";base64,R0lGOD', "image/gif", "R0lGOD=="),  # (padded)
 ], ids=["name-parameter", "upper-case-and-parameter", "webp", "quoted-parameter"])
 def test_every_base64_data_url_of_a_type_anthropic_takes_is_a_base64_block(
         url: str, media: str, data: str) -> None:

@@ -16,9 +16,11 @@ ones, but no audio or file part), nor one whose legacy ``function`` message answ
 ``function_call`` (the Anthropic adapter sends it as the ``tool_result`` of that call), nor
 one with an image given as a data URL the Messages API cannot take (it takes base64 jpeg,
 png, gif and webp data only: :data:`ANTHROPIC_IMAGE_TYPES`), nor one with an assistant turn
-that is an earlier audio answer's id (``audio``, which only OpenAI can look up), which would
-otherwise be held against budgets and refused only once its call began (or, for that turn,
-sent without it).
+that is an earlier audio answer's id (``audio``, which only OpenAI can look up), nor one
+declaring or calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64
+letters, digits, underscores or hyphens, the Messages API up to 128; a dotted MCP-style name
+goes to the local and OpenAI-compatible servers that take it), which would otherwise be held
+against budgets and refused only once its call began (or, for that turn, sent without it).
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as
@@ -29,10 +31,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from switchpoint._messages import cut
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
 from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES
@@ -91,6 +95,10 @@ class Needs:
     # (media type, whether base64) of each image given as a data URL (:mod:`data_url`: the
     # type its first bytes show, else the one its header names; "" when none was read).
     data_images: frozenset[tuple[str, bool]] = frozenset()
+    # The names of the tools the request declares or its history calls that are not 1 to 64
+    # letters, digits, underscores or hyphens (:data:`PLAIN_TOOL_NAME`): a dotted MCP-style
+    # ``server.tool`` name, say, which some providers take and others refuse.
+    tool_names: frozenset[str] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -174,6 +182,53 @@ def function_results(messages: Sequence[object]) -> dict[int, int | None]:
     return answered
 
 
+# A tool name every provider takes: OpenAI's rule (1 to 64 letters, digits, underscores or
+# hyphens), the strictest known. Other names go upstream as sent where the provider takes them
+# (a local or OpenAI-compatible server, Gemini's dotted names) and leave out the models of
+# providers that refuse them (:data:`WIRE_LIMITS`, :data:`PROVIDER_LIMITS`).
+PLAIN_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+# The Anthropic Messages API's rule for a tool's name (its tools and tool_use blocks).
+ANTHROPIC_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+# How many odd tool names a request's needs keep (enough to say why a model is left out).
+MAX_ODD_NAMES = 16
+
+
+def _named(items: object, nested: str | None) -> list[str]:
+    """The names in a list of tools, functions or tool calls (``item[nested]["name"]``, or
+    ``item["name"]`` when ``nested`` is None), strings only."""
+    if not isinstance(items, list):
+        return []
+    names = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        holder = item.get(nested) if nested is not None else item
+        if isinstance(holder, Mapping) and isinstance(holder.get("name"), str):
+            names.append(holder["name"])
+    return names
+
+
+def odd_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
+    """The names of the function tools ``request`` declares (``tools``, legacy ``functions``)
+    or its assistant messages call (``tool_calls``, ``function_call``) that are not
+    :data:`PLAIN_TOOL_NAME` (at most :data:`MAX_ODD_NAMES` of them)."""
+    names = [*_named([t for t in request.get("tools") or [] if isinstance(t, Mapping)
+                      and t.get("type") == "function"], "function"),
+             *_named(request.get("functions"), None)]
+    messages = request.get("messages")
+    for message in messages if isinstance(messages, list) else []:
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            names += _named(message.get("tool_calls"), "function")
+            names += _named([message.get("function_call")], None)
+    odd: set[str] = set()
+    for name in names:
+        if not PLAIN_TOOL_NAME.fullmatch(name):
+            odd.add(name)
+            if len(odd) >= MAX_ODD_NAMES:
+                break
+    return frozenset(odd)
+
+
 def _message_text(content: object) -> str:
     return "\n".join(_text_chars_and_images(content)[2])
 
@@ -227,7 +282,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
                  parts=frozenset(parts), unanswered_results=unanswered,
                  audio_answers=audio_answers, custom_tools=custom,
-                 data_images=frozenset(data_images))
+                 data_images=frozenset(data_images), tool_names=odd_tool_names(request))
 
 
 def _any_custom(tools: object) -> bool:
@@ -286,11 +341,35 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     refused = sorted({why for image in needs.data_images
                       if (why := anthropic_image_refusal(*image)) is not None})
     reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
+    reasons.extend(_tool_name_limits(needs, ANTHROPIC_TOOL_NAME, "the Anthropic Messages API",
+                                     128))
     return reasons
+
+
+def _tool_name_limits(needs: Needs, rule: re.Pattern[str], api: str, most: int) -> list[str]:
+    """Why ``api``, which takes tool names of 1 to ``most`` letters, digits, underscores or
+    hyphens (``rule``), cannot take the request's tool names (empty when it can)."""
+    refused = sorted(name for name in needs.tool_names if not rule.fullmatch(name))
+    if not refused:
+        return []
+    shown = ", ".join(cut(json.dumps(name), 48) for name in refused[:3])
+    more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+    return [f"the request declares or calls a tool named {shown}{more}, and {api} takes tool "
+            f"names of 1 to {most} letters, digits, underscores or hyphens only"]
+
+
+def _openai_api_limits(needs: Needs) -> list[str]:
+    """What OpenAI's own API refuses beyond what every OpenAI-compatible upstream is sent."""
+    return _tool_name_limits(needs, PLAIN_TOOL_NAME, "OpenAI's API", 64)
 
 
 #: Per wire format, what its adapter cannot take beyond the parts it sends (:data:`SENDS`).
 WIRE_LIMITS: dict[str, Callable[[Needs], list[str]]] = {"anthropic": _anthropic_limits}
+#: Per provider (:data:`~switchpoint.known_providers.KNOWN_PROVIDERS`), what its API refuses
+#: that the other providers of its wire take: OpenAI's own API (and Azure OpenAI's, which
+#: checks the same) refuses a tool name outside 1 to 64 letters, digits, underscores or
+#: hyphens, which local and other OpenAI-compatible servers take.
+PROVIDER_LIMITS: dict[str, Callable[[Needs], list[str]]] = {"openai": _openai_api_limits}
 
 
 def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
@@ -298,10 +377,14 @@ def adapter_limits(card: ModelCard, needs: Needs) -> list[str]:
     lists: the conversation's parts it cannot send (:func:`unsendable`), then its wire's own
     limits (:data:`WIRE_LIMITS`: for Anthropic's, several answers, a legacy function result
     that answers no call, an earlier audio answer's id, a custom tool, an image given as a
-    data URL it cannot take). Empty when it can serve them."""
-    wire = spec_of(card).wire
-    limits = WIRE_LIMITS.get(wire)
-    return [*unsendable(wire, needs), *(limits(needs) if limits is not None else [])]
+    data URL it cannot take, a tool name it refuses), then its provider's
+    (:data:`PROVIDER_LIMITS`: OpenAI's refuses a tool name outside its rule). Empty when it can
+    serve them."""
+    spec = spec_of(card)
+    limits = WIRE_LIMITS.get(spec.wire)
+    provider = PROVIDER_LIMITS.get(spec.name)
+    return [*unsendable(spec.wire, needs), *(limits(needs) if limits is not None else []),
+            *(provider(needs) if provider is not None else [])]
 
 
 #: What the reason a model is left out for a conversation too long for it says.

@@ -124,7 +124,7 @@ def _strict(data: str) -> str:
     base64: a group of 1 character, padding inside, a character of no alphabet)."""
     if _WHITESPACE.search(data) is not None:
         data = _WHITESPACE.sub("", data)
-    if len(data) % 4 and not data.endswith("="):
+    if len(data) % 4 in (2, 3) and not data.endswith("="):
         data += "=" * (-len(data) % 4)
     return data
 

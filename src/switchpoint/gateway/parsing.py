@@ -15,9 +15,9 @@ messages text and refusal parts), each part with its own field, as OpenAI requir
 unknown part type included: which upstream the router picks would decide whether it works),
 and each image's URL one OpenAI takes (:mod:`~switchpoint.gateway.image_urls`: http(s), or a
 data URL whose base64 data is base64). Tool calls belong to assistant messages only. The
-tools a request declares (``tools``, legacy ``functions``) are read for their names, each one
-OpenAI and Anthropic take (:data:`TOOL_NAME`), and a ``tool_choice`` (legacy
-``function_call``) must name one of them.
+tools a request declares (``tools``, legacy ``functions``) are read for their names (1 to
+:data:`MAX_TOOL_NAME` characters: which characters is each provider's rule), and a
+``tool_choice`` (legacy ``function_call``) must name one of them.
 Every field (temperature, tools, response_format, ...) goes upstream exactly as sent, so the
 dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
@@ -259,7 +259,8 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
     where = f"messages[{i}]"
     if role != "assistant":
         for key, what in (("tool_calls", "tool calls"), ("function_call", "function_call")):
-            if message.get(key) is not None:
+            # (null or an empty list is no call: some clients write one on every message)
+            if message.get(key) not in (None, []):
                 raise invalid_at("messages", f"{where}.{key}",
                                  f"{_article(role)} {role} message carries no {what}: only "
                                  f"assistant messages do (the calls the model made, sent back "
@@ -363,25 +364,27 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
         _check_strings(value, members, f"{at}.{field}", written)
 
 
-# A tool's name as OpenAI's Chat Completions API takes it (a function tool's, a legacy
-# function's): 1 to 64 letters, digits, underscores or hyphens. The Anthropic Messages API takes
-# the same characters (up to 128 of them), so a name either refuses is refused here, whichever
-# model would answer.
-TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_TOOL_NAME_RULE = ("a tool's name is 1 to 64 letters, digits, underscores or hyphens "
-                   "(^[a-zA-Z0-9_-]{1,64}$), as OpenAI and Anthropic require")
+# The longest tool name (a function tool's, a legacy function's) a request may declare. Which
+# characters a name may hold is each provider's rule (OpenAI's and Anthropic's take letters,
+# digits, underscores and hyphens; local and other OpenAI-compatible servers, dotted MCP-style
+# names too): a name one refuses leaves its models out (:mod:`~switchpoint.gateway.
+# capabilities`), and is refused here only when no model could take it.
+MAX_TOOL_NAME = 256
+_TOOL_NAME_RULE = (f"a tool's name is a string of 1 to {MAX_TOOL_NAME} characters (OpenAI's "
+                   "API takes 1 to 64 letters, digits, underscores or hyphens)")
 # How many declared names an error about a tool_choice lists.
 MAX_NAMES_LISTED = 10
 _FUNCTION_TOOL = ('{"type": "function", "function": {"name": "...", "parameters": {...}}}')
 
 
 def _tool_name(function: Mapping[str, Any], where: str, param: str, written: str) -> str:
-    """The ``name`` of ``function`` (at ``where``) when it is a tool name OpenAI and Anthropic
-    take; else :class:`InvalidInputError` for ``param`` naming it."""
+    """The ``name`` of ``function`` (at ``where``) when it is a tool name some provider may
+    take (1 to :data:`MAX_TOOL_NAME` characters); else :class:`InvalidInputError` for
+    ``param`` naming it."""
     name = function.get("name")
     if not isinstance(name, str):
         raise invalid_at(param, f"{where}.name", f"{_absent(function, 'name')}; {written}")
-    if not TOOL_NAME.fullmatch(name):
+    if not 1 <= len(name) <= MAX_TOOL_NAME:
         raise invalid_at(param, f"{where}.name",
                          f"is {cut(json.dumps(name), 80)}; {_TOOL_NAME_RULE}")
     return name
@@ -462,8 +465,8 @@ def _chosen(choice: Mapping[str, Any], where: str, param: str, written: str,
 
 
 def _check_tools(data: Mapping[str, Any]) -> None:
-    """The request's ``tools`` and legacy ``functions`` (each function's name one OpenAI and
-    Anthropic take: :data:`TOOL_NAME`), and the tool its ``tool_choice`` (or legacy
+    """The request's ``tools`` and legacy ``functions`` (each function's name 1 to
+    :data:`MAX_TOOL_NAME` characters), and the tool its ``tool_choice`` (or legacy
     ``function_call``) names, which must be one it declares (OpenAI refuses a choice of any
     other with a 400: refused here, nothing is routed or held against budgets first). A tool
     or a choice of another type (a built-in tool, ``allowed_tools``) goes upstream as sent."""
