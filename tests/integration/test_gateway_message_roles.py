@@ -890,6 +890,33 @@ def test_dotted_tool_names_reach_an_openai_compatible_model_and_leave_out_the_ap
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", ["other", "good"], ids=["anthropic", "openai"])
+def test_an_allowed_tools_choice_reaches_either_wire(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, model: str,
+        stream: bool) -> None:
+    # OpenAI's allowed_tools choice (the model may call the tools it lists only) was refused
+    # by the Anthropic adapter as a choice it cannot express, after the hold: it is given
+    # the listed tools only; an OpenAI-compatible upstream gets the choice as sent.
+    tools = [*TOOLS, {"type": "function", "function": {"name": "search", "parameters": {
+        "type": "object", "properties": {"q": {"type": "string"}}}}}]
+    choice = {"type": "allowed_tools", "allowed_tools": {
+        "mode": "required", "tools": [{"type": "function", "function": {"name": "search"}}]}}
+    raw = client(budgeted).chat.completions.with_raw_response.create(  # type: ignore
+        model=model, messages=opening(), tools=tools, tool_choice=choice,
+        parallel_tool_calls=True, stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok" and entry["model"] == model, entry
+    sent = gw_fake.requests()[-1]["body"]
+    if model == "good":
+        assert sent["tools"] == tools and sent["tool_choice"] == choice
+        return
+    assert [t["name"] for t in sent["tools"]] == ["search"]
+    assert sent["tool_choice"] == {"type": "any"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_choice_of_a_declared_tool_reaches_the_model_as_sent(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
     choice = {"type": "function", "function": {"name": "lookup"}}

@@ -292,6 +292,44 @@ def test_tool_choice_forms(choice: object, expected: dict[str, Any]) -> None:
 
 
 
+def _functions(*names: str) -> list[dict[str, Any]]:
+    return [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
+            for n in names]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("auto", "auto"), ("required", "any")])
+@pytest.mark.parametrize("listed", [
+    [{"type": "function", "function": {"name": "search"}},
+     {"type": "function", "function": {"name": "fetch"}}],
+    [{"type": "function", "name": "search"}, {"type": "function", "name": "fetch"}],
+], ids=["chat-form", "flat-form"])
+def test_an_allowed_tools_choice_sends_only_the_tools_it_lists(
+        mode: str, expected: str, listed: list[dict[str, Any]]) -> None:
+    # OpenAI's allowed_tools: the model may call these tools only (the others stay declared,
+    # for the prompt cache). The Messages API has no such choice: it is given those tools.
+    req = {"messages": [{"role": "user", "content": "x"}], "parallel_tool_calls": False,
+           "tools": _functions("lookup", "search", "fetch"),
+           "tool_choice": {"type": "allowed_tools",
+                           "allowed_tools": {"mode": mode, "tools": listed}}}
+    body = to_anthropic_request(req, CLAUDE, stream=False)
+    assert [t["name"] for t in body["tools"]] == ["search", "fetch"]
+    assert body["tool_choice"] == {"type": expected, "disable_parallel_tool_use": True}
+
+
+@pytest.mark.parametrize(("allowed", "says"), [
+    ({"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]},
+     "lists none of the tools the request declares"),
+    ({"mode": "sometimes", "tools": []}, "is not a mode (auto or required)"),
+    ({"mode": "auto", "tools": [{"type": "function"}]}, "not a function with a name"),
+], ids=["undeclared", "bad-mode", "no-name"])
+def test_an_allowed_tools_choice_the_messages_api_cannot_express_is_refused(
+        allowed: dict[str, Any], says: str) -> None:
+    req = {"messages": [{"role": "user", "content": "x"}], "tools": _functions("lookup"),
+           "tool_choice": {"type": "allowed_tools", "allowed_tools": allowed}}
+    with pytest.raises(UnsupportedRequest, match=re.escape(says)):
+        to_anthropic_request(req, CLAUDE, stream=False)
+
+
 @pytest.mark.parametrize(("choice", "expected"), [
     (None, {"type": "auto"}), ("auto", {"type": "auto"}), ("none", {"type": "none"}),
     ({"name": "f"}, {"type": "tool", "name": "f"}),

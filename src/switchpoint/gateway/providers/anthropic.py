@@ -25,7 +25,10 @@ declares the tools the history called (taking any input) with ``tool_choice`` ``
 the Messages API refuses tool blocks in a request without tools, and the model may call
 none the client did not offer. A request that declares
 ``functions`` and no ``tools`` is answered as OpenAI answers it: one call, as the message's
-``function_call`` with the ``function_call`` finish reason, plain and streamed.
+``function_call`` with the ``function_call`` finish reason, plain and streamed. An
+``allowed_tools`` choice (the model may call the tools it lists only, in mode ``auto`` or
+``required``) has no Messages API form: the model is given the listed tools only, with
+``tool_choice`` ``auto`` or ``any``.
 
 Tool-call ids stay valid across providers: an id is sent to Anthropic unchanged when it fits
 Anthropic's ``^[a-zA-Z0-9_-]+$`` (OpenAI's ``call_...`` ids do), otherwise as a deterministic
@@ -324,10 +327,41 @@ def legacy_functions(request: Mapping[str, Any]) -> bool:
     return bool(request.get("functions")) and not request.get("tools")
 
 
+def _allowed_tools(request: Mapping[str, Any]) -> tuple[str, set[str]] | None:
+    """The mode (auto or required) and the function names of the request's ``tool_choice``
+    when it is ``allowed_tools`` (the model may call those tools only); None otherwise."""
+    choice = request.get("tool_choice")
+    if not isinstance(choice, Mapping) or choice.get("type") != "allowed_tools":
+        return None
+    allowed = choice.get("allowed_tools")
+    mode = allowed.get("mode") if isinstance(allowed, Mapping) else None
+    tools = allowed.get("tools") if isinstance(allowed, Mapping) else None
+    if mode not in ("auto", "required") or not isinstance(tools, list):
+        raise _bad("tool_choice allowed_tools is not a mode (auto or required) and a list of "
+                   "tools")
+    names = set()
+    for tool in tools:
+        named = tool.get("function") if isinstance(tool, Mapping) else None
+        name = (named if isinstance(named, Mapping) else tool or {}).get("name")
+        if not isinstance(name, str):
+            raise _bad("tool_choice allowed_tools lists a tool that is not a function with a "
+                       "name")
+        names.add(name)
+    return mode, names
+
+
 def _translate_tools(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The Messages API tools of ``tools`` (function tools) and the legacy ``functions``."""
+    """The Messages API tools of ``tools`` (function tools) and the legacy ``functions``: of
+    ``tools`` only those an ``allowed_tools`` choice lists, when it is one (the Messages API
+    has no such choice; the model may call only the tools it is given)."""
     declared = [(f"tools[{i}]", tool.get("function") if isinstance(tool, Mapping) else None)
                 for i, tool in enumerate(request.get("tools") or [])]
+    allowed = _allowed_tools(request)
+    if allowed is not None:
+        declared = [(where, fn) for where, fn in declared
+                    if not isinstance(fn, Mapping) or fn.get("name") in allowed[1]]
+        if not declared:
+            raise _bad("tool_choice allowed_tools lists none of the tools the request declares")
     declared += [(f"functions[{i}]", fn) for i, fn in enumerate(request.get("functions") or [])]
     out = []
     for where, fn in declared:
@@ -360,9 +394,11 @@ def _translate_tool_choice(request: Mapping[str, Any]) -> dict[str, Any] | None:
         out = {"type": "tool", "name": choice["name"]}
     elif isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
         out = {"type": "tool", "name": choice["function"].get("name")}
+    elif (allowed := None if legacy else _allowed_tools(request)) is not None:
+        out = {"type": "any" if allowed[0] == "required" else "auto"}
     else:
         raise _bad(f"{field} {choice!r} is not auto, none, "
-                   f"{'' if legacy else 'required '}or a function")
+                   f"{'' if legacy else 'required, allowed_tools '}or a function")
     # A legacy answer carries one call: the model makes no more.
     if legacy or (request.get("parallel_tool_calls") is False and request.get("tools")):
         out = out or {"type": "auto"}
