@@ -890,6 +890,32 @@ def test_dotted_tool_names_reach_an_openai_compatible_model_and_leave_out_the_ap
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_tool_fields_without_tools_go_where_they_are_taken_not_to_openais_api(
+        with_openai_api: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # Clients send parallel_tool_calls (or tool_choice) on requests with no tools, and an
+    # empty tools list: OpenAI's API refuses them with a 400 (after the hold, had they been
+    # sent), other OpenAI-compatible servers take them.
+    fields: dict[str, Any] = {"tools": [], "tool_choice": "none", "parallel_tool_calls": False}
+    messages = opening()
+    raw = client(with_openai_api).chat.completions.with_raw_response.create(
+        model="good", messages=messages, stream=stream, **fields)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    sent = gw_fake.requests()[-1]["body"]
+    assert {k: sent.get(k) for k in fields} == fields
+    before = gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(with_openai_api).chat.completions.create(
+            model="oai", messages=messages, stream=stream, **fields)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    for what in ("an empty tools list", "tool_choice without tools",
+                 "parallel_tool_calls without tools"):
+        assert f"the request has {what}, which OpenAI's API refuses" in error["message"], error
+    assert gw_fake.requests() == before
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("model", ["other", "good"], ids=["anthropic", "openai"])
 def test_an_allowed_tools_choice_reaches_either_wire(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, model: str,

@@ -313,3 +313,37 @@ def test_the_odd_tool_names_kept_are_bounded() -> None:
     assert 0 < len(needs.tool_names) <= 16
     reasons = filter_candidates(TOOL_CATALOG, ["gpt"], needs)[1]["gpt"]
     assert len(reasons) == 1 and " more, and OpenAI's API takes" in reasons[0]
+
+
+@pytest.mark.parametrize(("request_fields", "says"), [
+    ({"tools": []}, "an empty tools list"),
+    ({"tool_choice": "none"}, "tool_choice without tools"),
+    ({"tools": [], "tool_choice": "auto"}, "tool_choice without tools"),
+    ({"parallel_tool_calls": False}, "parallel_tool_calls without tools"),
+    ({"messages": [{"role": "user", "content": "x"},
+                   {"role": "assistant", "content": "y", "tool_calls": []},
+                   {"role": "user", "content": "z"}]},
+     "an assistant message whose tool_calls is an empty list"),
+], ids=["empty-tools", "choice-without-tools", "choice-with-empty-tools",
+        "parallel-without-tools", "empty-assistant-tool-calls"])
+def test_empty_tool_fields_leave_out_only_openais_api(request_fields: dict[str, object],
+                                                       says: str) -> None:
+    # OpenAI's API refuses them with a 400; local and other OpenAI-compatible servers (and
+    # the Anthropic adapter, which sends no tool fields then) take them.
+    request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
+    allowed, excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))
+    assert list(excluded) == ["gpt"] and allowed == ["claude", "local", "compat"]
+    assert any(says in reason and "which OpenAI's API refuses" in reason
+               for reason in excluded["gpt"]), excluded
+
+
+@pytest.mark.parametrize("request_fields", [
+    {"tools": [_function("f")], "tool_choice": "none", "parallel_tool_calls": False},
+    {"tools": None, "tool_choice": None, "parallel_tool_calls": None},
+    {"messages": [{"role": "user", "content": "x", "tool_calls": []},
+                  {"role": "assistant", "content": "y", "tool_calls": None}]},
+], ids=["with-tools", "nulls", "null-calls"])
+def test_tool_fields_openai_takes_leave_no_model_out(request_fields: dict[str, object]) -> None:
+    request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
+    allowed, excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))
+    assert excluded == {} and allowed == TOOL_CATALOG.names

@@ -99,6 +99,9 @@ class Needs:
     # letters, digits, underscores or hyphens (:data:`PLAIN_TOOL_NAME`): a dotted MCP-style
     # ``server.tool`` name, say, which some providers take and others refuse.
     tool_names: frozenset[str] = frozenset()
+    # What the request's tool fields hold that OpenAI's own API refuses with a 400 and other
+    # OpenAI-compatible servers take (:func:`empty_tool_fields`).
+    empty_tool_fields: frozenset[str] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -229,6 +232,27 @@ def odd_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(odd)
 
 
+def empty_tool_fields(request: Mapping[str, Any]) -> frozenset[str]:
+    """What ``request`` holds that OpenAI's API refuses though other OpenAI-compatible servers
+    take it, each as the request has it: an empty ``tools`` list ("empty array"), a
+    ``tool_choice`` or ``parallel_tool_calls`` with no tools ("only allowed when 'tools' are
+    specified"), an assistant message whose ``tool_calls`` is an empty list ("empty
+    array")."""
+    found = set()
+    tools = request.get("tools")
+    if tools == []:
+        found.add("an empty tools list")
+    if not tools:
+        found.update(f"{field} without tools" for field in ("tool_choice", "parallel_tool_calls")
+                     if request.get(field) is not None)
+    messages = request.get("messages")
+    if isinstance(messages, list) and any(
+            isinstance(m, Mapping) and m.get("role") == "assistant" and m.get("tool_calls") == []
+            for m in messages):
+        found.add("an assistant message whose tool_calls is an empty list")
+    return frozenset(found)
+
+
 def _message_text(content: object) -> str:
     return "\n".join(_text_chars_and_images(content)[2])
 
@@ -282,7 +306,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
                  parts=frozenset(parts), unanswered_results=unanswered,
                  audio_answers=audio_answers, custom_tools=custom,
-                 data_images=frozenset(data_images), tool_names=odd_tool_names(request))
+                 data_images=frozenset(data_images), tool_names=odd_tool_names(request),
+                 empty_tool_fields=empty_tool_fields(request))
 
 
 def _any_custom(tools: object) -> bool:
@@ -359,8 +384,12 @@ def _tool_name_limits(needs: Needs, rule: re.Pattern[str], api: str, most: int) 
 
 
 def _openai_api_limits(needs: Needs) -> list[str]:
-    """What OpenAI's own API refuses beyond what every OpenAI-compatible upstream is sent."""
-    return _tool_name_limits(needs, PLAIN_TOOL_NAME, "OpenAI's API", 64)
+    """What OpenAI's own API refuses beyond what every OpenAI-compatible upstream is sent: a
+    tool name outside its rule, and tool fields empty or without tools
+    (:func:`empty_tool_fields`)."""
+    return [*_tool_name_limits(needs, PLAIN_TOOL_NAME, "OpenAI's API", 64),
+            *(f"the request has {what}, which OpenAI's API refuses (leave the field out)"
+              for what in sorted(needs.empty_tool_fields))]
 
 
 #: Per wire format, what its adapter cannot take beyond the parts it sends (:data:`SENDS`).
@@ -368,7 +397,8 @@ WIRE_LIMITS: dict[str, Callable[[Needs], list[str]]] = {"anthropic": _anthropic_
 #: Per provider (:data:`~switchpoint.known_providers.KNOWN_PROVIDERS`), what its API refuses
 #: that the other providers of its wire take: OpenAI's own API (and Azure OpenAI's, which
 #: checks the same) refuses a tool name outside 1 to 64 letters, digits, underscores or
-#: hyphens, which local and other OpenAI-compatible servers take.
+#: hyphens, an empty tools or tool_calls list and a tool_choice or parallel_tool_calls without
+#: tools, which local and other OpenAI-compatible servers take.
 PROVIDER_LIMITS: dict[str, Callable[[Needs], list[str]]] = {"openai": _openai_api_limits}
 
 
