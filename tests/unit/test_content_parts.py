@@ -151,6 +151,11 @@ def _image(url: str) -> list[dict[str, Any]]:
     # base64.encodebytes writes it), padding optional.
     "data:image/png;base64,iVBORw0K\nGgo=\n", "data:image/png;base64,iVBOR w0KGgo=",
     "data:image/png;base64,iVBORw0KGgo", "data:image/png;base64,iVBORw0K\r\nGgo",
+    # Hosts and forms a provider fetches: an IDN host, a port, an IPv6 literal, credentials
+    # (the provider sends them; an error quoting the URL redacts them), an upper-case scheme.
+    "https://bücher.example/katze.png", "https://xn--bcher-kva.example/katze.png",
+    "https://x.test:8443/a.png", "http://[2001:db8::1]:8080/a.png",
+    "https://user:pass@x.test/a.png", "HTTPS://X.TEST/A.PNG",
 ])
 def test_an_image_given_as_openai_takes_it_passes(url: str) -> None:
     body = {"model": "auto", "messages": _image(url)}
@@ -185,6 +190,22 @@ def test_an_image_openai_does_not_take_is_refused_naming_the_part(url: str, says
         assert says in str(error), str(error)
         # How to give it.
         assert "http(s) URL" in str(error) and "data:image/png;base64," in str(error)
+
+
+@pytest.mark.parametrize("detail", ["auto", "low", "high", "original"])
+def test_an_images_detail_goes_upstream_as_sent(detail: str) -> None:
+    # OpenAI takes auto, low and high (and newer models more); which it takes is its rule,
+    # so the gateway reads no detail.
+    body = {"model": "auto", "messages": [{"role": "user", "content": [TEXT, {
+        "type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": detail}}]}]}
+    assert parse_chat_body(json.dumps(body).encode()) == body
+
+
+@pytest.mark.parametrize("url", ["https://user:s3cret-pass@/cat.png",
+                                 "cat.png?token=s3cret-pass", "x.test/a.png?api_key=s3cret-pass"])
+def test_a_refused_image_url_is_quoted_with_its_credentials_redacted(url: str) -> None:
+    for error in _refused({"model": "auto", "messages": _image(url)}):
+        assert "s3cret" not in str(error) and "[REDACTED]" in str(error), str(error)
 
 
 def test_a_refused_image_url_is_quoted_short() -> None:

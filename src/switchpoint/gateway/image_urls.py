@@ -17,12 +17,15 @@ from urllib.parse import urlsplit
 
 from switchpoint._messages import cut
 from switchpoint.gateway.data_url import BASE64_WRITTEN, base64_problem, parse_data_url
+from switchpoint.gateway.redact import redact_url
 
 # The schemes of a URL a provider fetches an image from.
 WEB_SCHEMES = ("http", "https")
 WRITTEN = ("an image is given by an http(s) URL or by a data URL such as "
            f"data:image/png;base64,<data> ({BASE64_WRITTEN})")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# Characters of a refused URL read for the secrets it may hold before its first ones are quoted.
+_REDACTED_READ = 512
 
 
 def _scheme(url: str) -> str | None:
@@ -56,9 +59,15 @@ def image_url_problem(url: str) -> str | None:
         return None if problem is None else f"is a data URL: its base64 data {problem}; {WRITTEN}"
     scheme = _scheme(url)
     if scheme is None:
-        return f"has no scheme ({cut(repr(url), 40)}); {WRITTEN}"
+        return f"has no scheme ({_shown(url)}); {WRITTEN}"
     if scheme not in WEB_SCHEMES:
         return f"uses the {cut(scheme, 20)} scheme, which no provider fetches; {WRITTEN}"
     if not _host(url):
-        return f"names no host ({cut(repr(url), 40)}); {WRITTEN}"
+        return f"names no host ({_shown(url)}); {WRITTEN}"
     return None
+
+
+def _shown(url: str) -> str:
+    """``url`` as an error quotes it: cut short, a password in it (``user:...@``) or a
+    credential in its query redacted (errors are logged)."""
+    return cut(repr(redact_url(url[:_REDACTED_READ])), 40)
