@@ -30,6 +30,7 @@ BASE64_WRITTEN = ("standard base64: A-Z, a-z, 0-9, + and / (not URL-safe - and _
                   "at the end only; line breaks and spaces are skipped")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\t\n\f\r ]")
 # ASCII whitespace, which a reader of base64 data skips.
+_SPACES = "\t\n\f\r "
 _WHITESPACE = re.compile(r"[\t\n\f\r ]+")
 # Characters of data read to tell an image's type: 16 characters of base64 (12 bytes) once
 # whitespace is skipped, with room for a few line breaks.
@@ -122,8 +123,9 @@ def media_type_of(url: str, header: DataURL) -> str:
 def _strict(data: str) -> str:
     """``data`` without whitespace and padded to whole groups of 4 (it may still not be
     base64: a group of 1 character, padding inside, a character of no alphabet)."""
-    if _WHITESPACE.search(data) is not None:
-        data = _WHITESPACE.sub("", data)
+    for space in _SPACES:  # (a fast scan each, and a copy only for the ones found)
+        if space in data:
+            data = data.replace(space, "")
     if len(data) % 4 in (2, 3) and not data.endswith("="):
         data += "=" * (-len(data) % 4)
     return data
