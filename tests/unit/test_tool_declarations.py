@@ -81,6 +81,11 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
      "tool_choice", "tool_choice.function.name",
      'is "lookup", but the request declares no tools: declare it in tools, or leave '
      "tool_choice out"),
+    # OpenAI takes a tool_choice only with tools (legacy functions are chosen by
+    # function_call): "'tool_choice' is only allowed when 'tools' are specified".
+    ({"functions": [{"name": "lookup"}],
+      "tool_choice": {"type": "function", "function": {"name": "lookup"}}},
+     "tool_choice", "tool_choice.function.name", "but the request declares no tools"),
     ({"tools": [tool(f"t{i}") for i in range(30)],
       "tool_choice": {"type": "function", "function": {"name": "t30"}}},
      "tool_choice", "tool_choice.function.name",
