@@ -347,3 +347,17 @@ def test_tool_fields_openai_takes_leave_no_model_out(request_fields: dict[str, o
     request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
     allowed, excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))
     assert excluded == {} and allowed == TOOL_CATALOG.names
+
+
+@pytest.mark.parametrize("request_fields", [
+    {"tools": [_function("lookup"), _function("lookup")]},
+    {"tools": [_function("lookup")], "functions": [{"name": "lookup"}]},
+], ids=["tools", "tools-and-functions"])
+def test_two_tools_of_one_name_leave_out_the_messages_api(
+        request_fields: dict[str, object]) -> None:
+    # The Messages API refuses tool names that are not unique ("Tool names must be unique");
+    # the Anthropic adapter sends tools and legacy functions as one list.
+    request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
+    allowed, excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))
+    assert list(excluded) == ["claude"] and "claude" not in allowed
+    assert 'two tools named "lookup"' in excluded["claude"][0]

@@ -18,8 +18,9 @@ one with an image given as a data URL the Messages API cannot take (it takes bas
 png, gif and webp data only: :data:`ANTHROPIC_IMAGE_TYPES`), nor one with an assistant turn
 that is an earlier audio answer's id (``audio``, which only OpenAI can look up), nor one
 declaring or calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64
-letters, digits, underscores or hyphens, the Messages API up to 128; a dotted MCP-style name
-goes to the local and OpenAI-compatible servers that take it), which would otherwise be held
+letters, digits, underscores or hyphens, the Messages API up to 128 and unique ones only; a
+dotted MCP-style name goes to the local and OpenAI-compatible servers that take it), which
+would otherwise be held
 against budgets and refused only once its call began (or, for that turn, sent without it).
 
 Token estimates use the catalog's convention (about four characters a token) over every
@@ -102,6 +103,9 @@ class Needs:
     # What the request's tool fields hold that OpenAI's own API refuses with a 400 and other
     # OpenAI-compatible servers take (:func:`empty_tool_fields`).
     empty_tool_fields: frozenset[str] = frozenset()
+    # Names two of the request's declared function tools (tools and legacy functions together)
+    # share.
+    duplicate_tool_names: frozenset[str] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -215,9 +219,7 @@ def odd_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
     """The names of the function tools ``request`` declares (``tools``, legacy ``functions``)
     or its assistant messages call (``tool_calls``, ``function_call``) that are not
     :data:`PLAIN_TOOL_NAME` (at most :data:`MAX_ODD_NAMES` of them)."""
-    names = [*_named([t for t in request.get("tools") or [] if isinstance(t, Mapping)
-                      and t.get("type") == "function"], "function"),
-             *_named(request.get("functions"), None)]
+    names = _declared_names(request)
     messages = request.get("messages")
     for message in messages if isinstance(messages, list) else []:
         if isinstance(message, Mapping) and message.get("role") == "assistant":
@@ -230,6 +232,26 @@ def odd_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
             if len(odd) >= MAX_ODD_NAMES:
                 break
     return frozenset(odd)
+
+
+def _declared_names(request: Mapping[str, Any]) -> list[str]:
+    """The names of the function tools ``request`` declares: its ``tools``, then its legacy
+    ``functions``."""
+    return [*_named([t for t in request.get("tools") or [] if isinstance(t, Mapping)
+                     and t.get("type") == "function"], "function"),
+            *_named(request.get("functions"), None)]
+
+
+def duplicate_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
+    """The names two or more of the function tools ``request`` declares share (at most
+    :data:`MAX_ODD_NAMES` of them)."""
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for name in _declared_names(request):
+        if name in seen and len(twice) < MAX_ODD_NAMES:
+            twice.add(name)
+        seen.add(name)
+    return frozenset(twice)
 
 
 def empty_tool_fields(request: Mapping[str, Any]) -> frozenset[str]:
@@ -307,7 +329,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  parts=frozenset(parts), unanswered_results=unanswered,
                  audio_answers=audio_answers, custom_tools=custom,
                  data_images=frozenset(data_images), tool_names=odd_tool_names(request),
-                 empty_tool_fields=empty_tool_fields(request))
+                 empty_tool_fields=empty_tool_fields(request),
+                 duplicate_tool_names=duplicate_tool_names(request))
 
 
 def _any_custom(tools: object) -> bool:
@@ -368,6 +391,10 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
     reasons.extend(_tool_name_limits(needs, ANTHROPIC_TOOL_NAME, "the Anthropic Messages API",
                                      128))
+    if needs.duplicate_tool_names:
+        shown = ", ".join(cut(json.dumps(n), 48) for n in sorted(needs.duplicate_tool_names)[:3])
+        reasons.append(f"the request declares two tools named {shown} (tools and functions "
+                       "together), and the Anthropic Messages API takes unique tool names only")
     return reasons
 
 
