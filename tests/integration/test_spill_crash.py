@@ -24,6 +24,8 @@ CONNECTIONS = 4
 # Room for a few answers before the gateway closes its door, and the reserve for the
 # requests that may be in flight then (the connection cap) beside it.
 SPILL_MB = 2 * CONNECTIONS * SPILL_PER_REQUEST / 2**20
+# The two slow answers wait at the provider for a third request, sent once the door is closed.
+HELD = "[[fake:together:n=3,seconds=60]]"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_requests_in_flight_when_the_spill_file_fills_survive_kill_9(
             done_at: list[float] = []
 
             def call_slow(n: int) -> None:
-                slow.append(_chat(server, f"Tell a story {n}. [[fake:ok:delay=10]]"))
+                # Answered only once the test's own call below meets them at the provider.
+                slow.append(_chat(server, f"Tell a story {n}. {HELD}"))
                 done_at.append(time.monotonic())
 
             threads = [threading.Thread(target=call_slow, args=(n,)) for n in range(2)]
@@ -87,6 +90,11 @@ def test_requests_in_flight_when_the_spill_file_fills_survive_kill_9(
                 assert r.status_code == 200, r.text
                 answered.append(r.headers["x-switchpoint-request-id"])
             assert refused_at is not None, "the spill file never filled"
+            # The door is closed: let the two slow answers go (a third caller they waited for,
+            # straight to the provider).
+            met = httpx.post(f"{provider.openai_base_url}/chat/completions", timeout=120, json={
+                "model": "meeting", "messages": [{"role": "user", "content": HELD}]})
+            assert met.status_code == 200, met.text
             for t in threads:
                 t.join(timeout=120)
             assert [r.status_code for r in slow] == [200, 200]
