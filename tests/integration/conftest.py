@@ -5,6 +5,7 @@ it (see gateway_env.py); each test that uses them starts with them reset."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,14 @@ def gw(gw_fake: FakeProviderProcess,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
     with gateway_server(gw_fake, tmp_path_factory.mktemp("gateway")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def bench_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benchmark scripts' embedding cache (``$SWITCHPOINT_BENCH_CACHE``), one folder for
+    the session: the first benchmark test to run embeds the in-repo sample records into it and
+    the others read the vectors back, as a second run of a benchmark does."""
+    return tmp_path_factory.mktemp("bench-cache")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "routerbench-sample.jsonl"
 
 
-def _online(tmp_path: Path, *args: str) -> str:
+def _online(tmp_path: Path, cache: Path, *args: str) -> str:
     """``online.py ARGS`` on the sample records; what it printed (it must succeed)."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "routerbench-3task.jsonl").symlink_to(SAMPLE)
     env = {**os.environ, "SWITCHPOINT_DATA": str(data),
-           "SWITCHPOINT_BENCH_CACHE": str(tmp_path / "cache")}
+           "SWITCHPOINT_BENCH_CACHE": str(cache)}
     run = subprocess.run(
         [sys.executable, "online.py", "--datasets", "routerbench-3task", *args],
         cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
@@ -29,8 +29,8 @@ def _online(tmp_path: Path, *args: str) -> str:
     return run.stdout
 
 
-def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
-    out = _online(tmp_path, "--seeds", "2", "--kmeans-seeds", "2", "--tenants")
+def test_the_online_benchmark_prints_its_table(tmp_path: Path, bench_cache: Path) -> None:
+    out = _online(tmp_path, bench_cache, "--seeds", "2", "--kmeans-seeds", "2", "--tenants")
     assert ("2 exploration seeds on each of 2 k-means seeds; outcomes give the served model's "
             "quality and its answer's cost") in out
     rows = re.findall(r"^\s+(\d+)\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+"
@@ -73,7 +73,8 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path) -> None:
     assert "two tenants by task mix" in out and "tenant-a" in out and "tenant-b" in out
 
 
-def test_with_quality_only_the_outcomes_do_not_say_what_answers_cost(tmp_path: Path) -> None:
-    out = _online(tmp_path, "--seeds", "1", "--kmeans-seeds", "1", "--quality-only")
+def test_with_quality_only_the_outcomes_do_not_say_what_answers_cost(
+        tmp_path: Path, bench_cache: Path) -> None:
+    out = _online(tmp_path, bench_cache, "--seeds", "1", "--kmeans-seeds", "1", "--quality-only")
     assert "outcomes give the served model's quality only" in out
     assert re.search(r"closed at the end: -?\d+% of the gap", out), out

@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "routerbench-sample.jsonl"
 
 
-def test_the_unprofiled_benchmark_prints_a_row_per_checkpoint(tmp_path: Path) -> None:
+def test_the_unprofiled_benchmark_prints_a_row_per_checkpoint(tmp_path: Path,
+                                                            bench_cache: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "routerbench-3task.jsonl").symlink_to(SAMPLE)
     env = {**os.environ, "SWITCHPOINT_DATA": str(data),
-           "SWITCHPOINT_BENCH_CACHE": str(tmp_path / "cache")}
+           "SWITCHPOINT_BENCH_CACHE": str(bench_cache)}
     model = "mistralai/mixtral-8x7b-chat"
     run = subprocess.run(
         [sys.executable, "unprofiled.py", "--models", model], cwd=ROOT / "benchmarks",
