@@ -750,14 +750,17 @@ def test_a_full_spill_file_clears_once_the_database_takes_writes_again(tmp_path:
         assert {r.id for r in waiting} <= {d["id"] for d in store.decisions(limit=100)}
 
 
-def test_a_prune_beside_a_running_store_charges_its_kept_records_once(tmp_path: Path) -> None:
+def test_a_prune_beside_a_running_store_charges_its_kept_records_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``switchpoint prune`` beside a running store that is no service (a command holding no
     lock): the prune writes the spill file and removes it, while that store still holds the
     same records in memory and writes them once the database takes writes again. A spend
     entry, which no key refuses twice, was charged twice; now the store passes over what is
     already there, as a take-up of the file does."""
     from switchpoint.store.retention import prune
+    from tests.fakes.held_lock import short_lock_waits
 
+    short_lock_waits(monkeypatch)  # the store tries its records again 1.5 s after, not 5 s
     path = tmp_path / "s.db"
     kept = [LedgerRecord(ts=time.time(), reservation_id=f"r{i}", kind="reserve",
                          amount_usd=0.5) for i in range(2)]
