@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
@@ -42,13 +43,16 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 
 
 def test_a_full_disk_that_takes_not_even_the_spill_file_turns_new_requests_away(
-        fake: FakeProviderProcess, tmp_path: Path) -> None:
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With budgets on, the database refusing writes and the spill file refused too: the
     request under way when it happens is answered (its records wait in memory), and the next
     ones get a 503 naming both refusals, forwarded to no provider, rather than answers that
     a crash would leave unlogged and uncharged (the gateway kept answering, its spend in
     memory only: a stop then lost it). Once the disk takes writes again the service takes
     requests without a restart, and every answered request is in the log."""
+    # The store tries the database again 1.5 s after a refused write, not 5 s: the same
+    # behaviour, scaled.
+    monkeypatch.setattr("switchpoint.store.sqlite.REFUSING_S", 1.5)
     with learning_server(fake, tmp_path, "budgets: {total: 100/month}\n") as server:
         store = server.service.gateway.learning.store
         assert store is not None
