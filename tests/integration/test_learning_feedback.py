@@ -588,7 +588,7 @@ def test_a_stream_whose_client_left_takes_feedback_until_its_entry_is_written(
 
 def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answers(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
-    prompt = math_prompt(34) + " [[fake:ok:chunk_delay=0.2]]"
+    prompt = math_prompt(34) + " [[fake:ok:chunk_delay=0.08]]"
     with learning_server(fake, tmp_path) as server:
         routed = post(server, "/v1/route", {"prompt": prompt}).json()["selected_model"]
         fake.script(routed, *["500"] * 6)
