@@ -4,6 +4,8 @@ its circuit is half-open leaves the slot free, so the next request to it is its 
 from __future__ import annotations
 
 import contextlib
+import json
+import socket
 import threading
 import time
 import uuid
@@ -123,14 +125,21 @@ def test_a_request_let_through_before_the_circuit_opened_gives_back_no_probe_slo
             while circuit(server, "small") != "half_open":
                 assert time.monotonic() < deadline, "small's circuit never went half-open"
                 time.sleep(COOLDOWN_S / 3)
-            # The probe: holds the slot for 8 s.
-            probe = threading.Thread(target=send, args=(
-                f"[[fake:hold:seconds=8]] probe {uuid.uuid4().hex[:8]}", 6.0))
-            probe.start()
-            straggler.join()
-            time.sleep(0.5)  # (the gateway sees the straggler's client gone)
-            with pytest.raises(openai.APIStatusError) as refused:
-                client(server).chat.completions.create(model="small", messages=user())
-            entry = log_entry(server, refused.value.response.headers["x-switchpoint-request-id"])
-            assert outcomes(entry) == [("small", "circuit_open")]
-            probe.join()
+            # The probe: holds the slot (its model answers nothing for 8 s) until its client
+            # leaves, once the third request has been refused.
+            body = json.dumps({"model": "small", "messages": [{"role": "user", "content": (
+                f"[[fake:hold:seconds=8]] probe {uuid.uuid4().hex[:8]}")}]}).encode()
+            probe = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            try:
+                probe.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              b"Content-Type: application/json\r\n"
+                              + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                straggler.join()
+                time.sleep(0.5)  # (the gateway sees the straggler's client gone)
+                with pytest.raises(openai.APIStatusError) as refused:
+                    client(server).chat.completions.create(model="small", messages=user())
+                entry = log_entry(server,
+                                  refused.value.response.headers["x-switchpoint-request-id"])
+                assert outcomes(entry) == [("small", "circuit_open")]
+            finally:
+                probe.close()  # the probe's client leaves
