@@ -151,6 +151,8 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
                 source, number, f"'scores' and 'costs' must name the same models; differ on {diff}"
             )
         for m in scores:
+            if m in model_order:  # (a name an earlier record gave was checked there)
+                continue
             problem = printed_name_problem(m)
             if problem is not None:
                 raise RecordsError(source, number, f"{problem}; name the model without them")
