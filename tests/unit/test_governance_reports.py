@@ -575,7 +575,7 @@ def test_the_strongest_model_is_read_from_hourly_sums_not_from_every_decision(
     now = time.time() - 60.0  # (a prune deletes only what is already past)
     rng = random.Random(7)
     rows: list[tuple[float, dict[str, float]]] = []
-    with SQLiteStore(s.db_path) as store:
+    with SQLiteStore(s.db_path, synchronous="normal") as store:  # (durability is not tested)
         for i in range(2000):
             ts = now - rng.random() * 3 * DAY
             pool = (["big", "mid", "small", "gone"] if i % 7 else ["small"])
