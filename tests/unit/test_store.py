@@ -1038,7 +1038,7 @@ def test_cost_totals_stay_exact_through_many_odd_costs_logged_and_pruned(
     day = 86_400.0
     waves = 4
     logged: list[tuple[float, str, float | None]] = []  # (ts, model, cost)
-    with SQLiteStore(path) as store:
+    with SQLiteStore(path, synchronous="normal") as store:  # (durability is not tested)
         for n in range(800):
             wave = n % waves  # wave w is w + 1 days old: each prune takes one wave
             ts = time.time() - (wave + 1) * day - 60
