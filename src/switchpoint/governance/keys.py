@@ -431,6 +431,10 @@ class KeyStore:
     # Writes the latest time off the caller's thread (see ClockWriter); whether its last
     # write was refused (said once until one goes through).
     _writer: ClockWriter | None = field(default=None, init=False, repr=False)
+    # The writer's own connection, opened with the store's (see _write_latest), and the lock
+    # its writes and its closing take.
+    _clock_conn: sqlite3.Connection | None = field(default=None, init=False, repr=False)
+    _clock_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _refusing: bool = field(default=False, init=False, repr=False)
     # The latest time a refusal had written (see hold_refusals).
     _owed: float = field(default=-math.inf, init=False, repr=False)
@@ -454,12 +458,23 @@ class KeyStore:
                 conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
                 upgrade_schema(conn, _MIGRATIONS, newer="upgrade switchpoint")
                 self._read_clock(conn)
+                clock_conn = sqlite3.connect(self.path, check_same_thread=False,
+                                             isolation_level=None)
             except BaseException:
+                conn.close()
+                raise
+            try:
+                clock_conn.execute("PRAGMA synchronous=FULL")
+                clock_conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+            except BaseException:
+                clock_conn.close()
                 conn.close()
                 raise
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the key store", exc) from None
         self._conn = conn
+        with self._clock_lock:
+            self._clock_conn = clock_conn
         self._files = database_identity(self.path)
         self._writer = self._writer or self._clock_writer()
         return self
@@ -514,6 +529,10 @@ class KeyStore:
         that SQLite does not replay its changes into the file opened there next (see
         :func:`~switchpoint.store.moved.close_moved`). Those that cannot be are tried again
         by :meth:`open`, which refuses until they are gone (and logged, for a stop)."""
+        with self._clock_lock:  # (first: the store's connection closing last cleans the log up)
+            clock_conn, self._clock_conn = self._clock_conn, None
+            if clock_conn is not None:
+                clock_conn.close()
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -582,18 +601,20 @@ class KeyStore:
         self._saved = self._latest
 
     def _write_latest(self, latest: float) -> None:
-        """The clock writer's write (on its thread): ``latest`` into the file at the path, on
-        a connection of its own, so that a lookup on the store's connection never waits behind
-        the commit. A file gone from the path is not made again here (the store's next lookup
-        does, see :meth:`_db`)."""
-        conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=rw", uri=True,
-                               isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        """The clock writer's write (on its thread): ``latest`` into the file, on a connection
+        of its own, so that a lookup on the store's connection never waits behind the commit.
+        That connection is opened with the store's and closed with it, never at the path later:
+        a connection opened after the file's ``-wal`` was deleted would read the old ``-shm``
+        against a new log and damage the file. So it writes where the store's connection does
+        (a file that left the path included: the store's next lookup writes that file's log
+        into it and opens the one there, see :meth:`_db`); while the store is closed or opening
+        again, the write is refused and the next one tries again."""
+        with self._clock_lock:
+            conn = self._clock_conn
+            if conn is None:
+                raise StoreError(f"{self.path}: the key store is not open; its time is written "
+                                 "once it is", reason="closed")
             conn.execute(_SAVE_CLOCK, (latest,))
-        finally:
-            conn.close()
         self._refusing = False
 
     def _write_refused(self, exc: Exception) -> None:
