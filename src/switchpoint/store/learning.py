@@ -312,8 +312,21 @@ class LearningReader:
         self._tally_lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = read_only(self.path, self.gone)
-        conn.execute("PRAGMA busy_timeout=5000")
+        """A read-only connection to the store file, waiting on its lock; a file that cannot
+        be opened is a :class:`StoreError` saying what to do (see
+        :func:`~switchpoint.store.sqlite.store_error`)."""
+        try:
+            conn = read_only(self.path, self.gone)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, "open it to read", exc) from None
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise store_error(self.path, "open it to read", exc) from None
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
