@@ -385,6 +385,9 @@ def openai_validate(body: dict[str, Any]) -> str | None:
         for j, part in enumerate(m.get("content") if isinstance(m.get("content"), list) else []):
             if problem := openai_image_problem(part, f"messages[{i}].content[{j}]"):
                 return problem
+        if m.get("role") == "assistant" and m.get("tool_calls") == []:
+            return (f"Invalid 'messages[{i}].tool_calls': empty array. Expected an array with "
+                    "minimum length 1, but got an empty array instead.")
         for call in m.get("tool_calls") or []:
             seen_ids.add(call.get("id"))
         if m.get("role") == "tool" and m.get("tool_call_id") not in seen_ids:
@@ -652,6 +655,10 @@ def anthropic_validate(req: Request) -> str | None:
             return f"messages.{i}.role: Input should be 'user' or 'assistant'"
         if i and messages[i - 1].get("role") == m.get("role"):
             return "messages: roles must alternate between \"user\" and \"assistant\""
+        if m.get("content") in ("", [], None) and not (
+                i == len(messages) - 1 and m.get("role") == "assistant"):
+            return (f"messages.{i}: all messages must have non-empty content except for the "
+                    "optional final assistant message")
         blocks = m.get("content") if isinstance(m.get("content"), list) else []
         uses: set[str] = set()
         kinds = [block.get("type") for block in blocks]

@@ -59,6 +59,10 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
      "a system message needs content"),
     ([{"role": "assistant"}, {"role": "user", "content": "and?"}], "messages[2].content",
      "an assistant message needs content unless it carries tool_calls"),
+    ([{"role": "assistant", "content": None, "tool_calls": []},
+      {"role": "user", "content": "and?"}], "messages[2].content",
+     "is null; an assistant message needs content unless it carries tool_calls (or "
+     "function_call, refusal, audio) (an empty tool_calls list carries none)"),
     ([{"role": "assistant", "content": None, "tool_calls": None, "refusal": None,
        "function_call": None, "audio": None}], "messages[2].content",
      "is null; an assistant message needs content"),
@@ -145,6 +149,7 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
      "(URL-safe base64 writes - and _"),
 ]
 IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare",
+       "assistant-empty-tool-calls",
        "assistant-all-null", "tool-no-id", "tool-id-number", "tool-no-content",
        "function-no-name", "developer-image-part", "user-unknown-part",
        "assistant-audio-part", "image-part-no-url", "tool-text-part-no-text",

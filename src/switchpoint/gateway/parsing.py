@@ -249,8 +249,9 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
     requires: :class:`InvalidInputError` naming the field (``messages[2].content``).
 
     ``system``, ``developer`` and ``user`` messages need ``content`` (not null); an
-    ``assistant`` message too, unless it carries ``tool_calls``, ``function_call``,
-    ``refusal`` or ``audio`` (what an answer without text is echoed back with); a ``tool``
+    ``assistant`` message too, unless it carries ``tool_calls`` (an empty list carries
+    none), ``function_call``, ``refusal`` or ``audio`` (what an answer without text is echoed
+    back with); a ``tool``
     message needs ``content`` and the ``tool_call_id`` it answers; a ``function`` message (the
     older tool result) its function's ``name``. An assistant's calls are checked by
     :func:`_check_calls`. An empty string or an empty list of parts is passed on, as OpenAI
@@ -270,11 +271,16 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
         if role in ("system", "developer", "user"):
             raise invalid_at("messages", f"{where}.content",
                              f"{missing}; a {role} message needs content: {_TEXT}")
-        if role == "assistant" and all(message.get(k) is None for k in _ASSISTANT_WITHOUT_TEXT):
+        # (an empty tool_calls list carries no call: OpenAI refuses the message, and the
+        # Messages API an assistant turn with nothing in it)
+        if role == "assistant" and all(message.get(k) in (None, [])
+                                       for k in _ASSISTANT_WITHOUT_TEXT):
+            empty = (" (an empty tool_calls list carries none)"
+                     if message.get("tool_calls") == [] else "")
             raise invalid_at("messages", f"{where}.content",
                              f"{missing}; an assistant message needs content unless it carries "
-                             f"tool_calls (or function_call, refusal, audio): {_TEXT}, or the "
-                             "tool_calls the assistant made")
+                             f"tool_calls (or function_call, refusal, audio){empty}: {_TEXT}, "
+                             "or the tool_calls the assistant made")
         if role == "tool":
             raise invalid_at("messages", f"{where}.content",
                              f"{missing}; a tool message needs content: send the tool's result "
