@@ -281,3 +281,45 @@ def test_a_connection_lost_after_the_request_was_sent_is_charged_beside_the_answ
     assert "after the request was sent" in entry["attempts"][0]["error"]
     assert entry["charged"] == pytest.approx(worst + entry["cost"])
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
+
+
+class _FailsAfterFirst:
+    """The provider ``inner``, whose tries after the first fail with an internal error (a bug
+    in an adapter, say: not the upstream's doing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    async def complete(self, request: Any, card: Any, timeouts: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("an adapter bug")
+        return await self.inner.complete(request, card, timeouts)
+
+    def stream(self, request: Any, card: Any, timeouts: Any) -> Any:
+        raise AssertionError("not streamed here")
+
+
+def test_an_internal_error_after_a_billed_try_still_charges_that_try(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # cheap stalls mid-answer (its read times out: a try the provider may have billed), then
+    # its retry fails inside the gateway: the request ends with no log entry, and the billed
+    # try is charged all the same, not released with the rest of the hold.
+    gateway = gov.service.gateway
+    providers = gateway.providers
+    failing = _FailsAfterFirst(providers.openai)
+    monkeypatch.setitem(providers.overrides, "cheap", failing)
+    tag = uuid.uuid4().hex[:8]
+    with pytest.raises(openai.InternalServerError):
+        client(gov, key["key"]).with_options(max_retries=0).chat.completions.create(
+            model="cheap", max_tokens=1000,
+            messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
+    assert failing.calls == 2
+    worst = _worst(gov, gw_fake, "cheap")
+    deadline = time.monotonic() + 10
+    while _spent(gov, key["id"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # (the row is written lazily)
+    assert _spent(gov, key["id"]) == pytest.approx(worst)
+    assert gateway.governor.ledger.open_tickets() == 0

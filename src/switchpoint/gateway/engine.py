@@ -727,7 +727,7 @@ class Gateway:
                               wait=False)
             raise
         except BaseException:
-            self._release(plan)
+            self._release(plan, attempts)
             raise
         finally:
             if task is not None:
@@ -969,10 +969,16 @@ class Gateway:
                                              billed=[cards[a.model] for a in billed])
         return list(rows), charged
 
-    def _release(self, plan: Plan) -> None:
-        """Release a reservation whose request ended some unforeseen way (no log entry)."""
+    def _release(self, plan: Plan, attempts: Sequence[Attempt] = ()) -> None:
+        """Close the reservation of a request that ended some unforeseen way (an internal
+        error; no log entry): each of its ``attempts`` a provider may have billed
+        (:func:`billed_tries`) is charged its model's worst case, as :meth:`_settle` charges
+        it; the rest of the hold is released."""
         if plan.ticket is not None and not plan.ticket.closed:
-            self.governor.release(plan.ticket, request_id=plan.request_id)
+            cards = {c.name: c for c in plan.cards}
+            self.governor.release(plan.ticket, request_id=plan.request_id,
+                                  billed=[cards[a.model] for a in billed_tries(attempts)
+                                          if a.model in cards])
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""

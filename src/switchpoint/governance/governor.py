@@ -1026,10 +1026,13 @@ class Governor:
                              tokens=tokens if i == last else None)
                 for i, (c, amount) in enumerate(charges.values())], total
 
-    def release(self, ticket: Ticket, *, request_id: str) -> None:
-        """Release a reservation whose request ended with no log entry to carry the row."""
+    def release(self, ticket: Ticket, *, request_id: str,
+                billed: Sequence[ModelCard] = ()) -> None:
+        """Close a reservation whose request ended with no answer and no log entry to carry
+        its rows: each try in ``billed`` charged as :meth:`settle` charges it, the rest
+        released."""
         rows, _ = self.settle(ticket, request_id=request_id, card=None, cost_usd=None,
-                              tokens=None)
+                              tokens=None, billed=billed)
         for row in rows:
             self._append(row)
 
