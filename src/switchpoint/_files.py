@@ -204,11 +204,19 @@ def lock_holder(fd: int) -> str:
 #: store holds it for a moment too, while it writes what the spill file beside the database
 #: keeps (see :func:`brief_lock`).
 SERVE_LOCK = "serve.lock"
-#: What a brief holder writes after its pid in :data:`SERVE_LOCK`: a service starting then
-#: waits for it (see :data:`BRIEF_HOLD_S`) rather than being refused.
+#: What a brief holder writes after its pid in :data:`SERVE_LOCK` (then how far it has got,
+#: see :func:`brief_lock`): a service starting then waits for it (see :data:`BRIEF_HOLD_S`)
+#: rather than being refused.
 BRIEF_MARK = "briefly"
-#: Most seconds a service starting waits for a brief holder to let go of :data:`SERVE_LOCK`.
+#: Most seconds a service starting (or another brief holder) waits for a brief holder of
+#: :data:`SERVE_LOCK` that shows no progress: one that does (a large spill file being taken
+#: up) is waited for as long as it moves.
 BRIEF_HOLD_S = 30.0
+#: Least seconds between two progress marks a brief holder writes.
+BRIEF_TICK_S = 1.0
+
+#: What a brief holder calls as its work moves on (see :func:`brief_lock`).
+Progress = Callable[[], None]
 
 
 def open_lock(path: Path) -> int:
@@ -227,43 +235,71 @@ def try_lock(fd: int) -> bool:
     return True
 
 
+def _brief_mark(fd: int) -> str | None:
+    """What the holder of the lock on ``fd``'s file wrote there when it holds it for a moment
+    only (its pid, :data:`BRIEF_MARK` and how far it has got: see :func:`brief_lock`), else
+    None."""
+    try:
+        mark = os.pread(fd, 64, 0).decode("ascii", "replace")
+    except OSError:
+        return None
+    return mark if mark.split()[1:2] == [BRIEF_MARK] else None
+
+
 def held_briefly(fd: int) -> bool:
     """Whether the holder of the lock on ``fd``'s file holds it for a moment only (it wrote
     :data:`BRIEF_MARK`, see :func:`brief_lock`)."""
-    try:
-        return os.pread(fd, 64, 0).decode("ascii", "replace").split()[1:] == [BRIEF_MARK]
-    except OSError:
-        return False
+    return _brief_mark(fd) is not None
 
 
 def take_lock(fd: int) -> bool:
     """Take the exclusive advisory lock on ``fd``'s :data:`SERVE_LOCK` file: at once, or once
-    a brief holder (see :func:`held_briefly`) lets go, waiting up to :data:`BRIEF_HOLD_S` for
-    it. False while a process serves from its data_dir (``OSError`` when the file system
-    takes no locks)."""
+    a brief holder (see :func:`held_briefly`) lets go, waiting for it as long as it shows
+    progress (a new mark at least every :data:`BRIEF_HOLD_S`). False while a process serves
+    from its data_dir, or a brief holder showed none for that long (``OSError`` when the file
+    system takes no locks)."""
     taken = try_lock(fd)
+    seen = None
     deadline = time.monotonic() + BRIEF_HOLD_S
-    while not taken and held_briefly(fd) and time.monotonic() < deadline:
-        time.sleep(0.05)  # a store writing the spill file with no service: a moment
+    while not taken and time.monotonic() < deadline:
+        mark = _brief_mark(fd)
+        if mark is None:
+            break  # (held for as long as a process serves)
+        if mark != seen:  # moving on (a spill file of many records being written): waited for
+            seen, deadline = mark, time.monotonic() + BRIEF_HOLD_S
+        time.sleep(0.05)
         taken = try_lock(fd)
     return taken
 
 
 @contextlib.contextmanager
-def brief_lock(data_dir: Path) -> Iterator[bool]:
+def brief_lock(data_dir: Path) -> Iterator[Progress | None]:
     """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, taken once free (see
     :func:`take_lock`: another brief holder, such as a command beside this one writing the
-    spill file, is waited for): yields whether it is held (False: a process serves from
-    ``data_dir``). A service starting meanwhile waits for it (see :data:`BRIEF_MARK`).
-    ``OSError`` when the lock file cannot be made or locked."""
+    spill file, is waited for): yields, when it is held, what to call as the work moves on
+    (it marks the file, at most every :data:`BRIEF_TICK_S`, so that who waits goes on
+    waiting), and None when it is not (a process serves from ``data_dir``). A service
+    starting meanwhile waits for it (see :data:`BRIEF_MARK`). ``OSError`` when the lock file
+    cannot be made or locked."""
     fd = open_lock(data_dir / SERVE_LOCK)
     try:
         if not take_lock(fd):
-            yield False
+            yield None
             return
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {BRIEF_MARK}\n".encode())
-        yield True
+        os.write(fd, f"{os.getpid()} {BRIEF_MARK} 0\n".encode())
+        steps = [0, time.monotonic()]
+
+        def progress() -> None:
+            steps[0] += 1
+            if time.monotonic() - steps[1] >= BRIEF_TICK_S:
+                steps[1] = time.monotonic()
+                # (The count only grows: each mark is at least as long as the last. One not
+                # written leaves who waits waiting BRIEF_HOLD_S at most.)
+                with contextlib.suppress(OSError):
+                    os.pwrite(fd, f"{os.getpid()} {BRIEF_MARK} {steps[0]}\n".encode(), 0)
+
+        yield progress
     finally:
         os.close(fd)
 

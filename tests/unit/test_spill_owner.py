@@ -4,14 +4,16 @@ data_dir's lock, so that a service starting meanwhile waits."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from switchpoint._files import brief_lock
+from switchpoint._files import Progress, brief_lock
 from switchpoint.errors import DataDirInUseError
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.store import DecisionRecord, SQLiteStore
@@ -32,6 +34,13 @@ def _spill(path: Path, records: list[DecisionRecord]) -> None:
     """Add ``records`` to the spill file as a service whose database refuses writes does."""
     with path.open("a", encoding="utf-8") as fh:
         fh.write(_spill_lines(records))
+
+
+def _ids_of(store: SQLiteStore) -> set[str]:
+    """Every decision id the store's file holds, read from the file itself; the store closed."""
+    store.close()
+    with closing(sqlite3.connect(store.path)) as db:
+        return {str(row[0]) for row in db.execute("SELECT id FROM decisions")}
 
 
 def _ids(store: SQLiteStore) -> set[str]:
@@ -64,8 +73,8 @@ def test_a_store_beside_the_service_leaves_its_spill_file_alone(
                 _spill(spill, [late])
                 appended.append(late)
 
-        def read_then_service_appends(text: str) -> object:
-            rows = read(text)
+        def read_then_service_appends(text: str, progress: Progress) -> object:
+            rows = read(text, progress)
             service_appends()  # between its read and its removal of the file
             return rows
 
@@ -95,7 +104,7 @@ def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
     read = store_sqlite._spilled_rows
     started: list[object] = []
 
-    def read_while_a_service_starts(text: str) -> object:
+    def read_while_a_service_starts(text: str, progress: Progress) -> object:
         # A service starting now waits for the take-up instead of being refused.
         thread = threading.Thread(target=lambda: started.append(
             _acquire(data_dir)))
@@ -103,7 +112,7 @@ def test_with_no_service_a_store_takes_up_the_spill_file_under_the_lock(
         time.sleep(0.3)
         assert not started  # it waits: the lock is held for the take-up
         started.append(thread)
-        return read(text)
+        return read(text, progress)
 
     monkeypatch.setattr(store_sqlite, "_spilled_rows", read_while_a_service_starts)
     with SQLiteStore(db) as after_a_crash:  # e.g. `switchpoint prune` with no service
@@ -176,3 +185,47 @@ def test_with_no_service_a_store_waits_for_another_taking_the_spill_file_up(
     assert opened == [{r.id for r in added}]
     assert not spill.exists()
     assert "for the service" not in caplog.text
+
+
+def test_a_service_starting_waits_for_a_take_up_as_long_as_it_moves(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command taking up a spill file longer than a service starting waits for a holder
+    showing no progress: the service waits on while the take-up moves, then starts."""
+    monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", 0.5)  # (30 s, scaled down)
+    monkeypatch.setattr("switchpoint._files.BRIEF_TICK_S", 0.02)
+    db = data_dir / "switchpoint.db"
+    spill = SQLiteStore(db).spill_path
+    added = [_record() for _ in range(40_000)]
+    _spill(spill, added)
+    opened: list[set[str]] = []
+    command = threading.Thread(target=lambda: opened.append(_ids_of(SQLiteStore(db).open())))
+    command.start()
+    lock = data_dir / "serve.lock"
+    deadline = time.monotonic() + 30
+    while b"briefly" not in (lock.read_bytes() if lock.exists() else b""):
+        assert time.monotonic() < deadline, "the command never took the lock"
+        time.sleep(0.001)
+    started = time.monotonic()
+    service = DataDirLock(data_dir).acquire()  # waits, well past 0.5 s
+    try:
+        waited = time.monotonic() - started
+        command.join(timeout=60)
+        assert opened and opened[0] == {r.id for r in added}
+        assert not spill.exists()
+        assert waited > 0.5
+    finally:
+        service.release()
+
+
+def test_a_brief_holder_showing_no_progress_is_waited_for_a_while_then_named(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", 0.3)
+    with brief_lock(data_dir) as progress:  # held, and stuck
+        assert progress is not None
+        started = time.monotonic()
+        with pytest.raises(DataDirInUseError) as caught:
+            DataDirLock(data_dir).acquire()
+        assert time.monotonic() - started >= 0.3
+    message = str(caught.value)
+    assert "spill file" in message and "no progress for 0.3 s" in message, message
+    DataDirLock(data_dir).acquire().release()  # (let go of: a service starts)

@@ -1,19 +1,19 @@
 """One process serving from a data directory at a time: an advisory lock (``flock``) on
 ``data_dir/serve.lock``, taken before any state in it is opened and held until it is closed.
 
-Budgets, rate limits, open reservations and session pins live in the memory of the process
-that calls models through ``data_dir``, rebuilt from it at its start. Two such processes (two
+Budgets, rate limits, open reservations and session pins live in the memory of the process that
+calls models through ``data_dir``, rebuilt from it at its start. Two such processes (two
 ``switchpoint serve``, or a service and a :class:`~switchpoint.gateway.Gateway` in Python code
-or a ``switchpoint label`` run beside it) would each keep their own, and let every caller
-spend each budget once per process. So whichever comes second is refused at once, naming the
-process that holds the lock (a store holding it for a moment with no service running, to
-write what the spill file beside the database keeps, is waited for instead: see
+or a ``switchpoint label`` run beside it) would each keep their own, and let every caller spend
+each budget once per process. So whichever comes second is refused at once, naming the process
+that holds the lock (a store holding it for a moment with no service running, to write what the
+spill file beside the database keeps, is waited for instead, as long as it shows progress: see
 :func:`~switchpoint._files.brief_lock`). The lock is per opening: two gateways in one process
 exclude each other too. The operating system releases it when its process exits, however it
 exits, so a crashed service never blocks its restart. What only reads or learns offline
-(``switchpoint keys``, ``feedback``, ``learn``, ``report``, ``prune``, and a gateway built
-with ``serves_chat=False``) takes no lock: it works beside a running service, as the README
-says (its store leaves the spill file to the service, see
+(``switchpoint keys``, ``feedback``, ``learn``, ``report``, ``prune``, and a gateway built with
+``serves_chat=False``) takes no lock: it works beside a running service, as the README says
+(its store leaves the spill file to the service, see
 :meth:`~switchpoint.store.SQLiteStore.open`).
 """
 
@@ -23,9 +23,11 @@ import logging
 import os
 from pathlib import Path
 
+from switchpoint import _files
 from switchpoint._files import (
     SERVE_LOCK,
     file_identity,
+    held_briefly,
     lock_holder,
     open_lock,
     take_lock,
@@ -69,7 +71,14 @@ class DataDirLock:
                              "file system does)") from None
         if not taken:
             holder = lock_holder(fd)
+            stalled = held_briefly(fd)
             os.close(fd)
+            if stalled:
+                raise DataDirInUseError(
+                    f"a switchpoint command{holder} holds data_dir {self.data_dir}'s lock to "
+                    "write the records the spill file beside the database keeps, and showed "
+                    f"no progress for {_files.BRIEF_HOLD_S:g} s; start again once it is done "
+                    "(or stop it: what it did not write stays in the spill file)")
             raise DataDirInUseError(
                 f"another switchpoint process{holder} is serving from data_dir "
                 f"{self.data_dir} (`switchpoint serve`, or a Gateway or `switchpoint label` "

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from switchpoint._files import (
+    Progress,
     brief_lock,
     database_identity,
     locked_file,
@@ -111,6 +112,11 @@ def spill_shortfall(limit: int, in_flight: int) -> str | None:
             f"outage fills it, fewer than server.max_connections ({in_flight}): a crash then "
             "could lose what the others logged; raise spill_max_mb to at least "
             f"{2 * wanted / 2**20:g} or lower server.max_connections")
+
+
+def _no_progress() -> None:
+    """What a store serving from data_dir calls as it takes up the spill file: nobody waits
+    for it (it holds the data_dir's lock for as long as it serves)."""
 
 
 def remedy(exc: BaseException) -> str:
@@ -1068,13 +1074,14 @@ def _already_there(conn: sqlite3.Connection, insert: str, values: Sequence[Any])
     return found is not None
 
 
-def _spilled_rows(text: str) -> tuple[list[dict[str, Any]], list[int]]:
+def _spilled_rows(text: str, progress: Progress) -> tuple[list[dict[str, Any]], list[int]]:
     """The records of a spill file's ``text``, and the numbers of its lines that are not whole
     records (a write cut short by a crash or a full disk), which are passed over: one torn line
-    must not keep the others from being written."""
+    must not keep the others from being written. ``progress`` is called line by line."""
     rows: list[dict[str, Any]] = []
     torn: list[int] = []
     for number, line in enumerate(text.splitlines(), 1):
+        progress()
         if not line.strip():
             continue
         try:
@@ -1672,19 +1679,24 @@ class SQLiteStore:
         self._write_spilled(conn, at_open=True)
 
     @contextlib.contextmanager
-    def _spill_claim(self) -> Iterator[str | None]:
+    def _spill_claim(self) -> Iterator[tuple[str | None, Progress]]:
         """For the ``with`` block, whether this store may write and remove :attr:`spill_path`
-        (see :meth:`open`): None when it may, else why not."""
+        (see :meth:`open`): None when it may, else why not; and what to call as the writing
+        moves on (a service starting meanwhile waits as long as it does: see
+        :func:`~switchpoint._files.brief_lock`)."""
         if self._serving:
-            yield None
+            yield None, _no_progress
             return
         with contextlib.ExitStack() as stack:
             try:
-                held = stack.enter_context(brief_lock(self.path.parent))
+                progress = stack.enter_context(brief_lock(self.path.parent))
             except OSError as exc:
-                yield f"the data_dir's lock cannot be taken ({exc.strerror or exc})"
+                yield f"the data_dir's lock cannot be taken ({exc.strerror or exc})", _no_progress
                 return
-            yield None if held else "a service serves from this data_dir"
+            if progress is None:
+                yield "a service serves from this data_dir", _no_progress
+            else:
+                yield None, progress
 
     def _leave_spilled(self, why: str) -> None:
         """Leave :attr:`spill_path` to the service (its records it writes), saying so once."""
@@ -1707,13 +1719,14 @@ class SQLiteStore:
         if not self.spill_path.exists():
             self._unwritten, self._journal_whole, self.spill_full = False, True, None
             return
-        with self._spill_claim() as why_not:
+        with self._spill_claim() as (why_not, progress):
             if why_not is None:
-                self._take_spilled(conn, at_open=at_open)
+                self._take_spilled(conn, at_open=at_open, progress=progress)
             else:
                 self._leave_spilled(why_not)
 
-    def _take_spilled(self, conn: sqlite3.Connection | None, *, at_open: bool) -> None:
+    def _take_spilled(self, conn: sqlite3.Connection | None, *, at_open: bool,
+                      progress: Progress) -> None:
         """Write what :attr:`spill_path` keeps (a row already there is passed over), then
         remove the file. At :meth:`open`; and by the writer once every record it kept for
         retry is written (the file may also hold records an earlier start could not write,
@@ -1737,9 +1750,9 @@ class SQLiteStore:
                     self._unwritten, self._journal_whole, self.spill_full = False, True, None
                     return
                 with os.fdopen(os.dup(fd), encoding="utf-8", errors="replace") as fh:
-                    rows, torn = _spilled_rows(fh.read())
+                    rows, torn = _spilled_rows(fh.read(), progress)
                 passed += len(torn)
-                written, passed = self._write_rows(conn, rows, passed)
+                written, passed = self._write_rows(conn, rows, passed, progress)
                 path.unlink()
             _sync_dir(path.parent)
             self.spill_full = None
@@ -1772,7 +1785,7 @@ class SQLiteStore:
                         "before)", self.path, written, path, passed)
 
     def _write_rows(self, conn: sqlite3.Connection, rows: list[dict[str, Any]],
-                    passed: int) -> tuple[int, int]:
+                    passed: int, progress: Progress) -> tuple[int, int]:
         """Write the spill file's ``rows`` on ``conn`` in one transaction (see
         :meth:`_take_spilled`): (how many were written, how many passed over, counting
         ``passed`` already)."""
@@ -1781,6 +1794,7 @@ class SQLiteStore:
         self._wait_for_lock(conn)
         conn.execute("BEGIN")
         for index, item in enumerate(rows):
+            progress()
             insert = item["insert"]
             if not (isinstance(insert, str) and _spillable(insert)) or index in capped:
                 passed += 1
