@@ -604,3 +604,17 @@ async def test_iter_sse_joins_data_skips_comments_and_flushes_at_eof() -> None:
     events = [e async for e in iter_sse(_lines(
         ": keep-alive", "event: delta", "data: {\"a\":", "data: 1}", "", "", "data: [DONE]"))]
     assert events == [SSEEvent('{"a":\n1}', "delta"), SSEEvent("[DONE]")]
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "system", "content": "Be brief."}],
+    [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": ""},
+     {"role": "assistant", "content": []}],
+], ids=["system-only", "only-empty-turns"])
+def test_a_conversation_with_no_turn_to_send_is_not_sent_to_anthropic(
+        messages: list[dict[str, Any]]) -> None:
+    # OpenAI answers a conversation of system messages alone; the Messages API refuses a
+    # request without messages, so the model is left out (the next one may answer) rather
+    # than sent what it refuses.
+    with pytest.raises(UnsupportedRequest, match="no user or assistant message with content"):
+        to_anthropic_request({"messages": messages}, CLAUDE, stream=False)

@@ -1,16 +1,18 @@
 """The Anthropic Messages API (``POST /v1/messages``) behind the OpenAI chat wire format.
 
 Requests are translated OpenAI → Anthropic (system prompt, text parts and the user's image
-parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools,
-``tool_choice``, tool calls and tool results, ``max_tokens``), answers and stream events back
-to OpenAI ``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal
-part, or the message's ``refusal`` when it has no content) is sent as its text: it is what
-the assistant said. An image given as a base64 data URL (``data:<type>[;<parameter>]*;base64,
-<data>``) is a base64 image block of its media type (parameters dropped; the type its first
-bytes show when they show one, as the API refuses an image labelled with another type and
-OpenAI reads the bytes whatever the label; its data as strict base64, line breaks removed and
-padding added, as the API decodes no other), an http(s) URL an
-image the API fetches (the request check refuses any other URL, and base64 data that is
+parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools, ``tool_choice``,
+tool calls and tool results, ``max_tokens``), answers and stream events back to OpenAI
+``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal part, or the
+message's ``refusal`` when it has no content) is sent as its text: it is what the assistant
+said. A turn with nothing to send (empty content and no calls) is left out, as the Messages API
+refuses an empty turn (the turns around it merge); a conversation left with none (system
+messages alone) is not sent. An image given as a base64 data URL
+(``data:<type>[;<parameter>]*;base64,<data>``) is a base64 image block of its media type
+(parameters dropped; the type its first bytes show when they show one, as the API refuses an
+image labelled with another type and OpenAI reads the bytes whatever the label; its data as
+strict base64, line breaks removed and padding added, as the API decodes no other), an http(s)
+URL an image the API fetches (the request check refuses any other URL, and base64 data that is
 not base64: :mod:`~switchpoint.gateway.image_urls`); a data URL of a type the API does not
 take, or not base64, is not sent (planning leaves the model out:
 :func:`~switchpoint.gateway.capabilities.adapter_limits`).
@@ -413,12 +415,17 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
 
     Raises :class:`~switchpoint.gateway.providers.base.UnsupportedRequest` for what the Messages API
     cannot express (audio and file parts, an assistant's earlier audio answer, a
-    ``function`` message answering no ``function_call``, malformed tool calls).
+    ``function`` message answering no ``function_call``, malformed tool calls, a conversation
+    with no turn that has content).
     """
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list")
     system, translated = _translate_messages(messages)
+    if not translated:  # (empty turns are not sent: the Messages API refuses them)
+        raise _bad("the request has no user or assistant message with content (only system "
+                   "or developer messages, or empty ones), and the Messages API takes no "
+                   "request without one")
     max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
     body: dict[str, Any] = {
         "model": card.upstream_model or card.name,
