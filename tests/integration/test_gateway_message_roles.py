@@ -958,3 +958,20 @@ def test_a_choice_of_a_declared_tool_reaches_the_model_as_sent(
     assert raw.http_response.status_code == 200
     sent = gw_fake.requests()[-1]["body"]
     assert sent["tool_choice"] == choice and sent["tools"] == TOOLS
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_system_messages_alone_are_not_sent_to_an_anthropic_model(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # OpenAI answers a conversation of system messages alone; the Messages API refuses a
+    # request with no messages, so the Anthropic model is not sent it: the caller is told why.
+    messages = [{"role": "system", "content": f"Say hello. [{uuid.uuid4().hex[:8]}]"}]
+    before = len(gw_fake.requests())
+    with pytest.raises(openai.APIStatusError) as info:
+        client(budgeted).chat.completions.create(
+            model="other", messages=messages, stream=stream)  # type: ignore[arg-type]
+    error = info.value.body
+    assert info.value.status_code == 400 and isinstance(error, dict), error
+    assert error["code"] == "unsupported_request", error
+    assert "no user or assistant message with content" in error["message"], error
+    assert gw_fake.requests()[before:] == []
