@@ -919,10 +919,8 @@ class Gateway:
         ticket = plan.ticket
         if ticket is None or not ticket.holds:  # (no budget: rate limits only)
             return None
-        cards = {c.name: c for c in plan.cards}
-
         def before(card: Any, attempts: Sequence[Attempt]) -> str | None:
-            billed = [cards[a.model] for a in billed_tries(attempts) if a.model in cards]
+            billed = [c for _, c in _billed(plan, attempts)]
             if not billed:
                 return None  # (the request's hold covers its first try)
             refused = self.governor.hold_try(ticket, card, billed)
@@ -949,10 +947,10 @@ class Gateway:
         log entry and the amount charged; None when it holds no reservation."""
         if plan.ticket is None:
             return None
-        cards = {c.name: c for c in plan.cards}
-        billed = [a for a in billed_tries(attempts) if a.model in cards]
-        for attempt in billed:
-            attempt.charged_usd = self.governor.worst_of(plan.ticket, cards[attempt.model])
+        tries = _billed(plan, attempts)
+        billed = [attempt for attempt, _ in tries]
+        for attempt, of in tries:
+            attempt.charged_usd = self.governor.worst_of(plan.ticket, of)
         if billed:
             extra = sum(a.charged_usd or 0.0 for a in billed)
             over = (" (more than the request held: charged in full)" if extra + (cost_usd or 0.0)
@@ -966,7 +964,7 @@ class Gateway:
         tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
         rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
                                              card=card, cost_usd=cost_usd, tokens=tokens,
-                                             billed=[cards[a.model] for a in billed])
+                                             billed=[of for _, of in tries])
         return list(rows), charged
 
     def _release(self, plan: Plan, attempts: Sequence[Attempt] = ()) -> None:
@@ -975,10 +973,8 @@ class Gateway:
         (:func:`billed_tries`) is charged its model's worst case, as :meth:`_settle` charges
         it; the rest of the hold is released."""
         if plan.ticket is not None and not plan.ticket.closed:
-            cards = {c.name: c for c in plan.cards}
             self.governor.release(plan.ticket, request_id=plan.request_id,
-                                  billed=[cards[a.model] for a in billed_tries(attempts)
-                                          if a.model in cards])
+                                  billed=[of for _, of in _billed(plan, attempts)])
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""
@@ -1703,3 +1699,11 @@ async def _kept(commits: Sequence[Future[None]], what: str, then: str = NOTHING_
             await asyncio.wrap_future(commit)
         except StoreError as exc:
             raise not_kept(what, exc, then=then) from None
+
+
+def _billed(plan: Plan, attempts: Sequence[Attempt]) -> list[tuple[Attempt, Any]]:
+    """The tries of ``attempts`` a provider may have billed with no answer (see
+    :func:`billed_tries`), each with its model's card (the request's budget charges each its
+    worst case)."""
+    cards = {c.name: c for c in plan.cards}
+    return [(a, cards[a.model]) for a in billed_tries(attempts) if a.model in cards]
