@@ -929,3 +929,33 @@ def test_a_symlinked_key_file_gone_under_the_store_is_followed_as_a_plain_one(
         assert restarted.verify(kept).id == key_id_of(kept)
         with pytest.raises(InvalidKeyError, match="not a key of this gateway"):
             restarted.verify(later)
+
+
+def test_a_clock_write_after_the_key_files_wal_was_deleted_damages_nothing(
+        tmp_path: Path) -> None:
+    """``keys.db-wal`` deleted before the clock writer's first write: that write goes on the
+    connection opened with the store's, which has the store's log open already (it read the
+    file as it opened), not a log made anew at the path beside the old ``-shm``; the file
+    stays whole and keeps every key."""
+    clock = Clock()
+    path = tmp_path / "keys.db"
+    store = KeyStore(path, clock=clock).open()
+    try:
+        first = store.create(spec()).key
+        second = store.create(spec()).key  # in the -wal only: no checkpoint yet
+        (tmp_path / "keys.db-wal").unlink()
+        clock.now += 3600
+        assert store.now() == clock.now  # hands the time to the clock writer
+        writer = store._writer
+        assert writer is not None
+        writer.wait_for(clock.now)
+        assert writer.written == clock.now
+        assert store.verify(first).id == key_id_of(first)  # opened again: the log written in
+        assert store.verify(second).id == key_id_of(second)
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    with KeyStore(path, clock=clock) as restarted:
+        assert restarted.verify(second).id == key_id_of(second)
+        assert restarted.now() == clock.now
