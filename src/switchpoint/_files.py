@@ -212,6 +212,10 @@ BRIEF_MARK = "briefly"
 #: :data:`SERVE_LOCK` that shows no progress: one that does (a large spill file being taken
 #: up) is waited for as long as it moves.
 BRIEF_HOLD_S = 30.0
+#: Most seconds a service starting (or another brief holder) waits for a brief holder of
+#: :data:`SERVE_LOCK` in all, even one that shows progress: a take-up that never ends (a loop)
+#: must not keep a start waiting for ever.
+BRIEF_WAIT_MAX_S = 900.0
 #: Least seconds between two progress marks a brief holder writes.
 BRIEF_TICK_S = 1.0
 
@@ -219,10 +223,31 @@ BRIEF_TICK_S = 1.0
 Progress = Callable[[], None]
 
 
+class NotALockFileError(OSError):
+    """The lock file's path holds something else than a regular file."""
+
+
 def open_lock(path: Path) -> int:
     """A descriptor of the lock file ``path``, made (0600) if need be (``OSError`` if it
-    cannot be)."""
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    cannot be; :class:`NotALockFileError` when a directory, a FIFO, a symbolic link or another
+    file that is not a regular one is there: it is not waited on, nor followed)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EISDIR, errno.ELOOP, errno.ENXIO):
+            raise
+        fd = -1
+    if fd >= 0:
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            os.close(fd)
+            raise
+        if regular:
+            return fd
+        os.close(fd)
+    raise NotALockFileError(errno.EINVAL, "not a regular file (a directory, a FIFO or a symbolic "
+                       "link is there); remove it: it is made anew, as a lock file")
 
 
 def try_lock(fd: int) -> bool:
@@ -255,13 +280,15 @@ def held_briefly(fd: int) -> bool:
 def take_lock(fd: int) -> bool:
     """Take the exclusive advisory lock on ``fd``'s :data:`SERVE_LOCK` file: at once, or once
     a brief holder (see :func:`held_briefly`) lets go, waiting for it as long as it shows
-    progress (a new mark at least every :data:`BRIEF_HOLD_S`). False while a process serves
-    from its data_dir, or a brief holder showed none for that long (``OSError`` when the file
-    system takes no locks)."""
+    progress (a new mark at least every :data:`BRIEF_HOLD_S`), up to :data:`BRIEF_WAIT_MAX_S`
+    in all. False while a process serves from its data_dir, or a brief holder showed none for
+    that long or was not done in all that time (``OSError`` when the file system takes no
+    locks)."""
     taken = try_lock(fd)
     seen = None
     deadline = time.monotonic() + BRIEF_HOLD_S
-    while not taken and time.monotonic() < deadline:
+    end = time.monotonic() + BRIEF_WAIT_MAX_S
+    while not taken and time.monotonic() < min(deadline, end):
         mark = _brief_mark(fd)
         if mark is None:
             break  # (held for as long as a process serves)

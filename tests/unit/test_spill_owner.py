@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from switchpoint._files import Progress, brief_lock
-from switchpoint.errors import DataDirInUseError
+from switchpoint.errors import DataDirInUseError, StoreError
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.store import DecisionRecord, SQLiteStore
 from switchpoint.store import sqlite as store_sqlite
@@ -229,3 +229,87 @@ def test_a_brief_holder_showing_no_progress_is_waited_for_a_while_then_named(
     message = str(caught.value)
     assert "spill file" in message and "no progress for 0.3 s" in message, message
     DataDirLock(data_dir).acquire().release()  # (let go of: a service starts)
+
+
+def test_a_brief_holder_moving_on_for_ever_is_waited_for_no_longer_than_a_bound(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose take-up keeps marking progress and never ends (a loop, or a file
+    without end) keeps a service starting waiting no longer than the overall bound; the
+    refusal says the command was still at it."""
+    monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", 0.3)
+    monkeypatch.setattr("switchpoint._files.BRIEF_TICK_S", 0.01)
+    monkeypatch.setattr("switchpoint._files.BRIEF_WAIT_MAX_S", 1.0)
+    stop = threading.Event()
+    with brief_lock(data_dir) as progress:  # held, and moving on
+        assert progress is not None
+        mark = progress
+
+        def move() -> None:
+            until = time.monotonic() + 6  # (bounds the test before the bound existed)
+            while not stop.is_set() and time.monotonic() < until:
+                mark()
+                time.sleep(0.005)
+
+        mover = threading.Thread(target=move)
+        mover.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(DataDirInUseError) as caught:
+                DataDirLock(data_dir).acquire()
+            waited = time.monotonic() - started
+        finally:
+            stop.set()
+            mover.join()
+    assert 1.0 <= waited < 3.0, waited
+    message = str(caught.value)
+    assert "spill file" in message and "still" in message and "1 s" in message, message
+    DataDirLock(data_dir).acquire().release()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_serve_lock_that_is_no_regular_file_is_a_clear_error(
+        data_dir: Path, kind: str) -> None:
+    """``serve.lock`` made a FIFO or a directory (a damaged data_dir): a service starting is
+    refused naming the file, that it is not a regular file, and what to do; a store taking up
+    the spill file leaves it to the next start instead of failing."""
+    import os
+
+    lock = data_dir / "serve.lock"
+    lock.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    with pytest.raises(StoreError) as caught:
+        DataDirLock(data_dir).acquire()
+    message = str(caught.value)
+    assert str(lock) in message and "not a regular file" in message, message
+    assert "remove it" in message, message
+    db = data_dir / "switchpoint.db"
+    spill = SQLiteStore(db).spill_path
+    _spill(spill, [_record()])
+    with SQLiteStore(db) as store:  # opens, leaving the file (the lock cannot be taken)
+        assert store.path == db
+    assert spill.exists()
+
+
+def test_a_service_that_cannot_write_its_id_into_the_lock_file_lets_go_of_the_lock(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk refusing the few bytes of the service's id (full) as it takes the lock: the
+    start is a StoreError saying so, and the lock is let go of, so that the next start (in
+    this process too) takes it once the disk has room."""
+    import errno
+    import os
+
+    real = os.ftruncate
+
+    def full(fd: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "ftruncate", full)
+    with pytest.raises(StoreError) as caught:
+        DataDirLock(data_dir).acquire()
+    monkeypatch.setattr(os, "ftruncate", real)
+    assert "No space left on device" in str(caught.value)
+    assert "serve.lock" in str(caught.value)
+    DataDirLock(data_dir).acquire().release()

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from switchpoint import _files
 from switchpoint._files import (
     SERVE_LOCK,
+    NotALockFileError,
     file_identity,
     held_briefly,
     lock_holder,
@@ -58,10 +60,13 @@ class DataDirLock:
             return self
         try:
             fd = open_lock(self.path)
+        except NotALockFileError as exc:
+            raise StoreError(f"{self.path}: cannot lock it, {exc.strerror}") from None
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot make the lock file that keeps a second "
                              f"service off this data_dir ({exc.strerror or exc}); check that "
                              "data_dir is a writable directory") from None
+        started = time.monotonic()
         try:
             taken = take_lock(fd)  # (a store writing the spill file: waited for)
         except OSError as exc:
@@ -73,6 +78,14 @@ class DataDirLock:
             holder = lock_holder(fd)
             stalled = held_briefly(fd)
             os.close(fd)
+            waited = time.monotonic() - started
+            if stalled and waited >= _files.BRIEF_WAIT_MAX_S:
+                raise DataDirInUseError(
+                    f"a switchpoint command{holder} holds data_dir {self.data_dir}'s lock to "
+                    "write the records the spill file beside the database keeps, and was still "
+                    f"at it after {_files.BRIEF_WAIT_MAX_S:g} s, the most a start waits (it "
+                    "showed progress); start again once it is done (or stop it: what it did "
+                    "not write stays in the spill file)")
             if stalled:
                 raise DataDirInUseError(
                     f"a switchpoint command{holder} holds data_dir {self.data_dir}'s lock to "
@@ -85,8 +98,14 @@ class DataDirLock:
                 "calling models through it): two would each enforce every budget and rate "
                 "limit on their own, so callers could spend twice; stop it first, or give this "
                 "one another data_dir")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # (a full disk, say: the lock goes with the descriptor)
+            os.close(fd)
+            raise StoreError(f"{self.path}: cannot write this process's id into it "
+                             f"({exc.strerror or exc}); check that data_dir's disk has room "
+                             "and takes writes") from None
         self._fd = fd
         return self
 
