@@ -216,6 +216,10 @@ BRIEF_HOLD_S = 30.0
 #: :data:`SERVE_LOCK` in all, even one that shows progress: a take-up that never ends (a loop)
 #: must not keep a start waiting for ever.
 BRIEF_WAIT_MAX_S = 900.0
+#: Seconds a holder of :data:`SERVE_LOCK` that wrote no mark yet is given to write one: a
+#: brief holder that has just taken the lock still shows what the last holder wrote (the pid
+#: of a service gone), and is not taken for a service serving.
+MARK_WAIT_S = 0.25
 #: Least seconds between two progress marks a brief holder writes.
 BRIEF_TICK_S = 1.0
 
@@ -288,9 +292,10 @@ def take_lock(fd: int) -> bool:
     seen = None
     deadline = time.monotonic() + BRIEF_HOLD_S
     end = time.monotonic() + BRIEF_WAIT_MAX_S
+    unmarked = time.monotonic() + MARK_WAIT_S
     while not taken and time.monotonic() < min(deadline, end):
         mark = _brief_mark(fd)
-        if mark is None:
+        if mark is None and time.monotonic() >= unmarked:
             break  # (held for as long as a process serves)
         if mark != seen:  # moving on (a spill file of many records being written): waited for
             seen, deadline = mark, time.monotonic() + BRIEF_HOLD_S

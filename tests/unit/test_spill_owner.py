@@ -313,3 +313,32 @@ def test_a_service_that_cannot_write_its_id_into_the_lock_file_lets_go_of_the_lo
     assert "No space left on device" in str(caught.value)
     assert "serve.lock" in str(caught.value)
     DataDirLock(data_dir).acquire().release()
+
+
+def test_a_brief_holder_that_has_not_marked_the_lock_yet_is_not_taken_for_a_service(
+        data_dir: Path) -> None:
+    """A command that has just taken the lock still shows what the last holder wrote there
+    (a service gone: its pid alone) until it writes its mark: a service starting at that
+    moment waits for it as for any brief holder, instead of being refused as a second
+    service."""
+    import fcntl
+    import os
+
+    lock = data_dir / "serve.lock"
+    lock.write_text("999999\n")  # what a service that stopped left
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the command's lock, its mark not written yet
+
+    def mark_then_let_go() -> None:
+        time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} briefly 0\n".encode())
+        time.sleep(0.2)
+        os.close(fd)
+
+    command = threading.Thread(target=mark_then_let_go)
+    command.start()
+    try:
+        DataDirLock(data_dir).acquire().release()
+    finally:
+        command.join()
