@@ -672,6 +672,8 @@ def anthropic_validate(req: Request) -> str | None:
             image = anthropic_image_problem(block, f"messages.{i}.content.{j}")
             if image:
                 return image
+            if block.get("type") == "text" and block.get("text") == "":
+                return "messages: text content blocks must be non-empty"
             if block.get("type") == "tool_use":
                 if not _ID_OK.match(str(block.get("id"))):
                     return f"messages.{i}.content.{j}.tool_use.id: String should match pattern"

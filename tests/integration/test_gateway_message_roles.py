@@ -975,3 +975,21 @@ def test_system_messages_alone_are_not_sent_to_an_anthropic_model(
     assert error["code"] == "unsupported_request", error
     assert "no user or assistant message with content" in error["message"], error
     assert gw_fake.requests()[before:] == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_empty_text_parts_are_not_sent_to_an_anthropic_model(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # OpenAI takes a text part with no text; the Messages API refuses an empty text block: the
+    # part is left out (a turn left with nothing is too, and the turns around it merge).
+    tag = uuid.uuid4().hex[:8]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": ""},
+                                     {"type": "text", "text": f"Hi. [{tag}]"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": ""}]},
+        {"role": "assistant", "content": None, "refusal": ""},
+        {"role": "user", "content": "Again."}]
+    _to_other(budgeted, messages, stream)
+    assert gw_fake.requests()[-1]["body"]["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": f"Hi. [{tag}]"},
+                                     {"type": "text", "text": "Again."}]}]

@@ -5,8 +5,9 @@ parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools, ``to
 tool calls and tool results, ``max_tokens``), answers and stream events back to OpenAI
 ``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal part, or the
 message's ``refusal`` when it has no content) is sent as its text: it is what the assistant
-said. A turn with nothing to send (empty content and no calls) is left out, as the Messages API
-refuses an empty turn (the turns around it merge); a conversation left with none (system
+said. A text or refusal part with no text is left out, as the Messages API refuses an empty
+text block; a turn with nothing to send (empty content and no calls) is too, as the API refuses
+an empty turn (the turns around it merge); a conversation left with none (system
 messages alone) is not sent. An image given as a base64 data URL
 (``data:<type>[;<parameter>]*;base64,<data>``) is a base64 image block of its media type
 (parameters dropped; the type its first bytes show when they show one, as the API refuses an
@@ -186,7 +187,9 @@ def _content_blocks(content: object, where: str, role: str) -> list[dict[str, An
                        f"adapter does not send in {role} messages ({' and '.join(sends)} "
                        "parts it does)")
         blocks.append(_BLOCKS[kind](part))
-    return blocks
+    # (a text or refusal part with no text is not sent: the Messages API refuses an empty
+    # text block, where OpenAI takes the part)
+    return [block for block in blocks if block["type"] != "text" or block["text"]]
 
 
 def _tool_use_block(call: object, where: str) -> dict[str, Any]:
