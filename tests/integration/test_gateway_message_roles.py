@@ -993,3 +993,47 @@ def test_empty_text_parts_are_not_sent_to_an_anthropic_model(
     assert gw_fake.requests()[-1]["body"]["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": f"Hi. [{tag}]"},
                                      {"type": "text", "text": "Again."}]}]
+
+
+@pytest.fixture(scope="module")
+def falling_back(gw_fake: FakeProviderProcess,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+    """The gateway with budgets, and other (the Anthropic adapter) falling back to cheap."""
+    root: Path = tmp_path_factory.mktemp("roles-fallback")
+    text = config_text(gw_fake, data_dir=str(root / "data"))
+    anthropic = "capabilities: [tools, vision]}\n  - {name: cheap"
+    assert anthropic in text
+    text = text.replace(anthropic, "capabilities: [tools, vision], fallbacks: [cheap]}\n"
+                                   "  - {name: cheap")
+    config = root / "switchpoint.yaml"
+    config.write_text(text + BUDGETS, encoding="utf-8")
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_system_messages_alone_go_to_the_fallback_of_an_anthropic_model_charging_it_alone(
+        falling_back: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # The Anthropic model is not sent a conversation it refuses: its fallback answers, the
+    # model's health takes no verdict (the refusal is the adapter's, not the provider's), and
+    # the budget is charged for the answer alone.
+    messages = [{"role": "system", "content": f"Say hello. [{uuid.uuid4().hex[:8]}]"}]
+    gateway = falling_back.service.gateway
+    before = len(gw_fake.requests())
+    raw = client(falling_back).chat.completions.with_raw_response.create(
+        model="other", messages=messages, stream=stream)  # type: ignore[call-overload]
+    parsed = raw.parse()
+    if stream:
+        assert [chunk for chunk in parsed]
+    entry = log_entry(falling_back, raw.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok" and entry["model"] == "cheap", entry
+    sent = gw_fake.requests()[before:]
+    assert [r["path"] for r in sent] == ["/v1/chat/completions"], sent
+    health = gateway.health.snapshot().get("other", {})
+    assert health.get("failures", 0) == 0 and health.get("circuit", "closed") == "closed", health
+    assert gateway.governor.ledger.open_tickets() == 0
+    with sqlite3.connect(f"file:{data_dir(falling_back) / DB_FILENAME}?mode=ro", uri=True) as db:
+        charged = db.execute("SELECT kind, model FROM spend WHERE request_id = ? "
+                             "AND amount_usd > 0", (entry["id"],)).fetchall()
+    assert charged == [("settle", "cheap")], charged
