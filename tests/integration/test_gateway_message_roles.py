@@ -1022,7 +1022,7 @@ def test_system_messages_alone_go_to_the_fallback_of_an_anthropic_model_charging
     gateway = falling_back.service.gateway
     before = len(gw_fake.requests())
     raw = client(falling_back).chat.completions.with_raw_response.create(
-        model="other", messages=messages, stream=stream)  # type: ignore[call-overload]
+        model="other", messages=messages, stream=stream)  # type: ignore[arg-type]
     parsed = raw.parse()
     if stream:
         assert [chunk for chunk in parsed]
