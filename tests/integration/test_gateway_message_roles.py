@@ -891,6 +891,9 @@ def test_dotted_tool_names_reach_an_openai_compatible_model_and_leave_out_the_ap
         assert isinstance(error, dict) and error["code"] == "no_capable_model", error
         assert ('a tool named "files.read", "github.search_issues", and '
                 f"{api} takes tool names of 1 to") in error["message"], error
+        # (what to do: the name, or the model, not the catalog's capabilities)
+        assert ("rename the tool, or name a model whose API takes the name"
+                in error["message"]), error
         assert gw_fake.requests() == before
 
 

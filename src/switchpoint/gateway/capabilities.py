@@ -394,7 +394,8 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     if needs.duplicate_tool_names:
         shown = ", ".join(cut(json.dumps(n), 48) for n in sorted(needs.duplicate_tool_names)[:3])
         reasons.append(f"the request declares two tools named {shown} (tools and functions "
-                       "together), and the Anthropic Messages API takes unique tool names only")
+                       "together), and the Anthropic Messages API takes unique tool names only "
+                       "(declare each tool once)")
     return reasons
 
 
@@ -407,7 +408,8 @@ def _tool_name_limits(needs: Needs, rule: re.Pattern[str], api: str, most: int) 
     shown = ", ".join(cut(json.dumps(name), 48) for name in refused[:3])
     more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
     return [f"the request declares or calls a tool named {shown}{more}, and {api} takes tool "
-            f"names of 1 to {most} letters, digits, underscores or hyphens only"]
+            f"names of 1 to {most} letters, digits, underscores or hyphens only (rename the "
+            "tool, or name a model whose API takes the name)"]
 
 
 def _openai_api_limits(needs: Needs) -> list[str]:
