@@ -42,8 +42,8 @@ from switchpoint.store import sqlite as store_sqlite
 path, go = sys.argv[1], Path(sys.argv[2])
 read = store_sqlite._spilled_rows
 
-def held(text):
-    rows = read(text)
+def held(text, progress):
+    rows = read(text, progress)
     print("reading", flush=True)
     while not go.exists():
         time.sleep(0.02)
