@@ -312,10 +312,15 @@ def brief_lock(data_dir: Path) -> Iterator[Progress | None]:
     (it marks the file, at most every :data:`BRIEF_TICK_S`, so that who waits goes on
     waiting), and None when it is not (a process serves from ``data_dir``). A service
     starting meanwhile waits for it (see :data:`BRIEF_MARK`). ``OSError`` when the lock file
-    cannot be made or locked."""
+    cannot be made or locked, or another brief holder did not let go in time (saying so)."""
     fd = open_lock(data_dir / SERVE_LOCK)
     try:
         if not take_lock(fd):
+            if held_briefly(fd):  # (another command, not a service: not done in time)
+                raise OSError(errno.EBUSY, f"another switchpoint command{lock_holder(fd)} "
+                              "holds it to take up the spill file, and showed no progress "
+                              f"for {BRIEF_HOLD_S:g} s or was not done in "
+                              f"{BRIEF_WAIT_MAX_S:g} s")
             yield None
             return
         os.ftruncate(fd, 0)

@@ -342,3 +342,24 @@ def test_a_brief_holder_that_has_not_marked_the_lock_yet_is_not_taken_for_a_serv
         DataDirLock(data_dir).acquire().release()
     finally:
         command.join()
+
+
+def test_a_store_leaving_the_spill_file_to_a_stalled_command_says_so_not_a_service(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No service runs, and another command holding the lock to take up the spill file shows
+    no progress: a store opening leaves the file after the wait, saying a command holds the
+    lock (naming it) rather than that a service serves from the data_dir."""
+    import os
+
+    monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", 0.3)
+    db = data_dir / "switchpoint.db"
+    spill = SQLiteStore(db).spill_path
+    with brief_lock(data_dir) as progress:  # held, and stuck
+        assert progress is not None
+        _spill(spill, [_record()])
+        with SQLiteStore(db):
+            pass
+    assert spill.exists()
+    assert "a service serves" not in caplog.text, caplog.text
+    assert f"pid {os.getpid()}" in caplog.text and "no progress" in caplog.text, caplog.text

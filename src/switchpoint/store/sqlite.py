@@ -1699,7 +1699,8 @@ class SQLiteStore:
                 yield None, progress
 
     def _leave_spilled(self, why: str) -> None:
-        """Leave :attr:`spill_path` to the service (its records it writes), saying so once."""
+        """Leave :attr:`spill_path` to the service, or to the next store that takes it up (its
+        records they write), saying so once."""
         self._unwritten = False  # (this store's own records there: written from memory)
         if self._told_waiting:
             return
@@ -1709,9 +1710,9 @@ class SQLiteStore:
                 count = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
         except OSError:
             return  # (written and removed meanwhile)
-        log.warning("%s: %d record(s) wait in %s for the service to write them (%s; a store "
-                    "beside it leaves that file alone)", self.path, count, self.spill_path.name,
-                    why)
+        log.warning("%s: %d record(s) wait in %s for the service, or the next store that "
+                    "takes the file up, to write them (%s; a store beside it leaves that file "
+                    "alone)", self.path, count, self.spill_path.name, why)
 
     def _write_spilled(self, conn: sqlite3.Connection | None, *, at_open: bool) -> None:
         """:meth:`_take_spilled` when this store may (see :meth:`open`), else leave the file
