@@ -323,3 +323,26 @@ def test_an_internal_error_after_a_billed_try_still_charges_that_try(
         time.sleep(0.02)  # (the row is written lazily)
     assert _spent(gov, key["id"]) == pytest.approx(worst)
     assert gateway.governor.ledger.open_tickets() == 0
+
+
+def test_an_internal_error_after_an_answer_charges_the_answer_and_closes_its_hold(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The model answered (the provider bills it), then the gateway failed before it settled
+    # (a bug after the call): the answer is charged, and the hold does not stay open until its
+    # reservation expires.
+    gateway = gov.service.gateway
+
+    def broken(*args: Any, **kw: Any) -> None:
+        raise RuntimeError("a bug after the call")
+
+    monkeypatch.setattr(gateway.pinner, "record", broken)
+    tag = uuid.uuid4().hex[:8]
+    with pytest.raises(openai.InternalServerError):
+        client(gov, key["key"]).with_options(max_retries=0).chat.completions.create(
+            model="cheap", max_tokens=1000, messages=user(f"answered {tag}"))
+    assert gateway.governor.ledger.open_tickets() == 0
+    deadline = time.monotonic() + 10
+    while _spent(gov, key["id"]) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # (the row is written lazily)
+    assert 0 < _spent(gov, key["id"]) <= _worst(gov, gw_fake, "cheap") * (1 + 1e-9)

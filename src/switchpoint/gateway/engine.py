@@ -733,14 +733,26 @@ class Gateway:
             if task is not None:
                 self._calls.discard(task)
                 self._stopped_calls.pop(task, None)
-        plan.answered_by(result.model, attempts)
         if isinstance(result, FailoverStream):
+            plan.answered_by(result.model, attempts)
             return self._committed(plan, live, result)
         assert isinstance(result, FailoverResult)
-        self.pinner.record(plan.session, result.model, time.time())
-        entry = accounting.answered(plan, result, live,
-                                    self._settle(plan, result.card, result.cost_usd,
-                                                 result.usage, result.attempts))
+        try:
+            plan.answered_by(result.model, attempts)
+            self.pinner.record(plan.session, result.model, time.time())
+            settlement = self._settle(plan, result.card, result.cost_usd, result.usage,
+                                      result.attempts)
+        except BaseException:
+            # An internal error once the model answered (the provider bills the answer): the
+            # answer is charged, as it would have been, rather than its hold left open until
+            # the reservation expires (a settlement under way closed it: not charged twice).
+            if plan.ticket is not None and not plan.ticket.closed:
+                settled = self._settle(plan, result.card, result.cost_usd, result.usage,
+                                       result.attempts)
+                if settled is not None:  # (no log entry carries its rows)
+                    self.governor.write_unlogged(settled[0])
+            raise
+        entry = accounting.answered(plan, result, live, settlement)
         body = result.body
         if isinstance(body.get("usage"), dict):
             # null when the model has no prices: unknown, not free (nor what the upstream says)

@@ -1033,8 +1033,14 @@ class Governor:
         released."""
         rows, _ = self.settle(ticket, request_id=request_id, card=None, cost_usd=None,
                               tokens=None, billed=billed)
+        self.write_unlogged(rows)
+
+    def write_unlogged(self, rows: Sequence[object]) -> None:
+        """Write the ledger rows of ``rows``, a settlement's, whose request has no log entry
+        to carry them (see :meth:`release`)."""
         for row in rows:
-            self._append(row)
+            if isinstance(row, LedgerRecord):
+                self._append(row)
 
     # Internals ---------------------------------------------------------------------------------
 
