@@ -169,7 +169,15 @@ def _spawn(argv: list[Any], cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "B_KEY": "sk-ant-test"}
     env.pop("SWITCHPOINT_CONFIG", None)
     return subprocess.Popen([*cmd, *map(str, argv)], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_interruptible)
+
+
+def _interruptible() -> None:
+    """In the child before it runs: Ctrl-C as a terminal gives it. A suite started in the
+    background of a shell without job control has SIGINT ignored, and a process started with
+    it ignored keeps ignoring it (as it should, like any command under nohup)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen[str],
