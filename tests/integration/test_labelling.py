@@ -195,11 +195,8 @@ def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen[str],
 
 def test_a_killed_run_resumes_to_a_complete_output_without_duplicates(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
-    # Answers slow enough that a signal sent once two lines are out finds the run under way
-    # even when the machine stalls this test for a second or two (at 0.15 s a loaded CI saw
-    # the whole run end first).
     for model in ("a", "b"):
-        fake.default(model, "ok:delay=0.3")
+        fake.default(model, "ok:delay=0.15")
     fake.default("judge", JUDGE_SAYS)
     n = 16
     prompts = write_prompts(tmp_path / "prompts.jsonl", n)
