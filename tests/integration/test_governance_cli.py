@@ -472,8 +472,14 @@ def test_an_alert_over_a_log_younger_than_five_minutes_says_its_projection_is_we
     alert = json.loads(out)
     assert alert["projection_low_confidence"] is True
     assert alert["projection_window_seconds"] == 300
-    # The hour's $0.0808 over five minutes, not over the minute the log holds.
-    assert alert["projected_hourly_usd"] < alert["hourly_spend_usd"] * (1 + 3600 / 300)
+    # The log's $0.0808 taken as five minutes' spend, not the minute it holds: at most the
+    # hour's spend plus that rate over the hour left. (The seed's spend, not the hour's: a
+    # minute ago may lie in the hour before.)
+    spent = 2 * (1000 * 10 + 1000 * 30) / 1e6 + (1000 * 0.2 + 1000 * 0.6) / 1e6
+    assert alert["hourly_spend_usd"] in (0.0, pytest.approx(spent))
+    # (the rate over a minute would allow up to five times as much)
+    assert (alert["projected_hourly_usd"] - alert["hourly_spend_usd"]
+            <= spent / 300 * 3600 * (1 + 1e-6))
     code, out, err = run(["report", "alert", "--config", config], capsys)
     assert code == 0, err
     assert ("(low confidence: the logs began less than 5 min ago; a projection takes what "
