@@ -346,3 +346,110 @@ def test_an_internal_error_after_an_answer_charges_the_answer_and_closes_its_hol
     while _spent(gov, key["id"]) == 0 and time.monotonic() < deadline:
         time.sleep(0.02)  # (the row is written lazily)
     assert 0 < _spent(gov, key["id"]) <= _worst(gov, gw_fake, "cheap") * (1 + 1e-9)
+
+
+def _wait_spent(server: ThreadServer, key_id: str) -> float:
+    deadline = time.monotonic() + 10
+    while _spent(server, key_id) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)  # (the rows of a request with no log entry are written lazily)
+    return _spent(server, key_id)
+
+
+def test_a_billed_try_counts_its_worst_case_tokens_in_the_tpm_window(
+        gov: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # cheap stalls mid-answer (a try the provider may have billed), then its retry answers.
+    # The key's tokens-per-minute window counts that try at its worst case (the tokens held
+    # for it: the prompt's bound and the whole output cap), as its budget charges it, beside
+    # the answer's reported tokens; so a second request that would fit beside the answer
+    # alone is refused.
+    gov.service.gateway.reset_health()
+    image_tokens = gov.service.gateway.settings.governance.image_tokens
+    first = user("stalls once [[fake:once:stall:seconds=3]]")
+    second = user("s" * len("stalls once [[fake:once:stall:seconds=3]]"))
+    held = {name: prompt_bound({"messages": m}, image_tokens) + 1000
+            for name, m in (("first", first), ("second", second))}
+    limit = held["first"] + held["second"]
+    r = httpx.post(f"{gov.base}/v1/router/keys", headers=ADMIN, timeout=10,
+                   json={"tenant": "acme", "budget": "5/day", "tpm": limit})
+    assert r.status_code == 201, r.text
+    issued = r.json()
+    raw = client(gov, issued["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000, messages=first)
+    entry = _logged(gov, raw.headers["x-switchpoint-request-id"])
+    assert [a["outcome"] for a in entry["attempts"]] == ["read_timeout", "ok"]
+    ((prompt, completion),) = _read(gov, "SELECT prompt_tokens, completion_tokens FROM "
+                                         "requests WHERE id = ?",
+                                    raw.headers["x-switchpoint-request-id"])
+    used = held["first"] + prompt + completion
+    assert 0 < prompt + completion <= held["first"]
+    with pytest.raises(openai.RateLimitError) as caught:
+        client(gov, issued["key"]).chat.completions.create(model="cheap", max_tokens=1000,
+                                                           messages=second)
+    assert f"has used {used} of its {limit} tokens per minute" in caught.value.message
+
+
+def test_an_internal_error_committing_a_stream_charges_it_and_closes_its_hold(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # cheap's first stream is cut before its first content (billed); its retry's first chunk
+    # arrives, then the gateway fails before the stream reaches the caller (a bug in the
+    # commit). The answer the provider was generating is charged its worst case (its usage is
+    # never known), as is the cut try, and the hold does not stay open until it expires.
+    gateway = gov.service.gateway
+
+    def broken(*args: Any, **kw: Any) -> None:
+        raise RuntimeError("a bug while committing the stream")
+
+    monkeypatch.setattr(gateway.pinner, "record", broken)
+    tag = uuid.uuid4().hex[:8]
+    with pytest.raises(openai.InternalServerError):
+        for _ in client(gov, key["key"]).chat.completions.create(
+                model="cheap", max_tokens=1000, stream=True,
+                messages=user(f"cut once {tag} [[fake:once:cut:after=0]]")):
+            pass
+    assert gateway.governor.ledger.open_tickets() == 0
+    assert gateway.governor.ledger.held(f"key:{key['id']}") == 0
+    worst = _worst(gov, gw_fake, "cheap")
+    assert _wait_spent(gov, key["id"]) == pytest.approx(2 * worst)
+    assert gateway.governor.ledger.spent(f"key:{key['id']}", "day") == pytest.approx(2 * worst)
+
+
+class _ExpiresThenFails(_FailsAfterFirst):
+    """As :class:`_FailsAfterFirst`, but the request's reservation has expired (its ledger's
+    clock run past its deadline) by the time its second try fails."""
+
+    def __init__(self, inner: Any, gateway: Any) -> None:
+        super().__init__(inner)
+        self.gateway = gateway
+
+    async def complete(self, request: Any, card: Any, timeouts: Any) -> Any:
+        if self.calls >= 1:
+            ledger = self.gateway.governor.ledger
+            real = ledger.clock
+            ledger.clock = lambda: real() + 3600.0
+            try:
+                self.gateway.governor.flush()  # (expires what is past its deadline)
+            finally:
+                ledger.clock = real
+        return await super().complete(request, card, timeouts)
+
+
+def test_a_billed_try_is_charged_when_its_request_ends_after_its_hold_expired(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # cheap stalls mid-answer (billed); by its retry the request's reservation has expired,
+    # then the retry fails inside the gateway. The billed try is charged all the same, once.
+    gateway = gov.service.gateway
+    failing = _ExpiresThenFails(gateway.providers.openai, gateway)
+    monkeypatch.setitem(gateway.providers.overrides, "cheap", failing)
+    tag = uuid.uuid4().hex[:8]
+    with pytest.raises(openai.InternalServerError):
+        client(gov, key["key"]).chat.completions.create(
+            model="cheap", max_tokens=1000,
+            messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
+    assert failing.calls == 2
+    worst = _worst(gov, gw_fake, "cheap")
+    assert _wait_spent(gov, key["id"]) == pytest.approx(worst)
+    assert gateway.governor.ledger.spent(f"key:{key['id']}", "day") == pytest.approx(worst)
+    assert gateway.governor.ledger.held(f"key:{key['id']}") == 0
+    assert gateway.governor.ledger.open_tickets() == 0

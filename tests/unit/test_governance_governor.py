@@ -841,3 +841,77 @@ def test_a_reservation_held_more_at_the_same_instant_or_a_clock_set_back_is_rest
         again.open()
         assert again.ledger.held(tenant_account("acme")) == pytest.approx(held)
         again.close()
+
+
+def test_a_request_s_end_is_booked_once_even_after_its_reservation_expired(
+        tmp_path: Path) -> None:
+    """A request whose reservation expired (its hold freed) is charged for the tries a
+    provider may have billed when it ends, all the same; a second settlement charges nothing
+    more, and a restart counts the charge once."""
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    body: dict[str, Any] = {"model": "big", "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    account = tenant_account("acme")
+    with SQLiteStore(s.db_path) as store:
+        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov.ledger.clock = lambda: now[0]
+        gov.open()
+        try:
+            ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:1])
+            now[0] += 1.0
+            gov.flush()  # (its reservation on disk)
+            now[0] = ticket.expires_at + 1.0
+            gov.flush()  # its expiry frees its hold
+            assert ticket.closed and not ticket.settled
+            assert gov.ledger.held(account) == 0.0
+            worst = ticket.worst_by_model["big"]
+            gov.release(ticket, request_id="late", billed=[CARDS[0]])
+            assert ticket.settled
+            assert gov.ledger.spent(account, "day") == pytest.approx(worst)
+            again = gov.settle(ticket, request_id="late", card=CARDS[0], cost_usd=0.001,
+                               tokens=10, billed=[CARDS[0]])
+            assert again == ([], None)
+            gov.release(ticket, request_id="late", billed=[CARDS[0]])
+            assert gov.ledger.spent(account, "day") == pytest.approx(worst)
+        finally:
+            gov.close()
+    assert _closings(s.db_path)[ticket.id] == ["expire", "settle"]
+    with SQLiteStore(s.db_path) as store:
+        restarted = Governor(s, store=store, clock=lambda: now[0])
+        restarted.open()
+        try:
+            assert restarted.ledger.spent(account, "day", now[0]) == pytest.approx(worst)
+        finally:
+            restarted.close()
+
+
+def test_rate_windows_count_billed_tries_at_their_worst_case_as_budgets_charge_them(
+        tmp_path: Path) -> None:
+    """A try a provider may have billed with no answer counts the tokens the request was
+    admitted for in the TPM windows (as its budget charges its worst case); the answer counts
+    the tokens the upstream reported, never past that worst case."""
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"], "tpm": 1_000_000}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "big", "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:2], require_first=True)
+    assert gov.hold_try(ticket, CARDS[1], [CARDS[0]]) is None
+    rows, charged = gov.settle(ticket, request_id="r", card=CARDS[1], cost_usd=0.0001,
+                               tokens=40, billed=[CARDS[0]])
+    assert [(r.model, r.tokens) for r in rows] == [("big", ticket.tokens), ("mid", 40)]
+    assert charged == pytest.approx(ticket.worst_by_model["big"] + 0.0001)
+    # What the window holds now: the next request fits beside exactly that, not more.
+    used = ticket.tokens + 40
+    unknown_usd, unknown_tokens = gov.charge_of(ticket, CARDS[1], None, None)
+    assert unknown_usd == pytest.approx(ticket.worst_by_model["mid"])
+    assert unknown_tokens == ticket.tokens
+    assert gov.charge_of(ticket, CARDS[1], 1e6, 10**9)[1] == ticket.tokens
+    tight = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"],
+                                                 "tpm": used + ticket.tokens - 1}})
+    with pytest.raises(RateLimitExceededError) as info:
+        gov.admit(tight, gov.policy(tight, "acme", None), CARDS[:1], dict(body), key_id=None,
+                  tenant="acme", notes=[], require_first=True)
+    assert f"has used {used} of its" in info.value.message

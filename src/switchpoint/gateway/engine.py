@@ -734,8 +734,22 @@ class Gateway:
                 self._calls.discard(task)
                 self._stopped_calls.pop(task, None)
         if isinstance(result, FailoverStream):
-            plan.answered_by(result.model, attempts)
-            return self._committed(plan, live, result)
+            try:
+                plan.answered_by(result.model, attempts)
+                return self._committed(plan, live, result)
+            except BaseException:
+                # An internal error before the stream reached its caller (the provider bills
+                # what it was generating): charged as a plain answer is on such an error, its
+                # usage unknown (its worst case), its hold closed now rather than when the
+                # reservation expires, its upstream let go (and no feedback taken on it).
+                self._release(plan, result.attempts, answered=result)
+                self.learning.stream_ended(plan.request_id)
+                try:
+                    await result.aclose()
+                except Exception as exc:  # (the error that ended the request is the one told)
+                    log.error("request %s: its upstream stream did not close cleanly: %s",
+                              plan.request_id, exc)
+                raise
         assert isinstance(result, FailoverResult)
         try:
             plan.answered_by(result.model, attempts)
@@ -745,12 +759,8 @@ class Gateway:
         except BaseException:
             # An internal error once the model answered (the provider bills the answer): the
             # answer is charged, as it would have been, rather than its hold left open until
-            # the reservation expires (a settlement under way closed it: not charged twice).
-            if plan.ticket is not None and not plan.ticket.closed:
-                settled = self._settle(plan, result.card, result.cost_usd, result.usage,
-                                       result.attempts)
-                if settled is not None:  # (no log entry carries its rows)
-                    self.governor.write_unlogged(settled[0])
+            # the reservation expires (a settlement under way booked it: not charged twice).
+            self._release(plan, result.attempts, answered=result)
             raise
         entry = accounting.answered(plan, result, live, settlement)
         body = result.body
@@ -979,14 +989,22 @@ class Gateway:
                                              billed=[of for _, of in tries])
         return list(rows), charged
 
-    def _release(self, plan: Plan, attempts: Sequence[Attempt] = ()) -> None:
+    def _release(self, plan: Plan, attempts: Sequence[Attempt] = (),
+                 answered: FailoverResult | FailoverStream | None = None) -> None:
         """Close the reservation of a request that ended some unforeseen way (an internal
-        error; no log entry): each of its ``attempts`` a provider may have billed
-        (:func:`billed_tries`) is charged its model's worst case, as :meth:`_settle` charges
-        it; the rest of the hold is released."""
-        if plan.ticket is not None and not plan.ticket.closed:
-            self.governor.release(plan.ticket, request_id=plan.request_id,
-                                  billed=[of for _, of in _billed(plan, attempts)])
+        error; no log entry carries its ledger rows, so they are written here), as
+        :meth:`_settle` closes it: the answer ``answered`` got (if any) at its cost, or its
+        worst case when unknown, and each of its ``attempts`` a provider may have billed
+        (:func:`billed_tries`) at its model's worst case; the rest of the hold released.
+        Charged even when its reservation expired meanwhile; nothing when it was settled
+        already (the governor books a request's end once)."""
+        if answered is None:
+            settled = self._settle(plan, None, None, None, attempts)
+        else:
+            settled = self._settle(plan, answered.card, answered.cost_usd, answered.usage,
+                                   attempts)
+        if settled is not None:
+            self.governor.write_unlogged(settled[0])
 
     async def chat(self, call: ChatCall) -> ChatCompletion | ChatStream:
         """Plan and execute one chat request (the HTTP door's path)."""

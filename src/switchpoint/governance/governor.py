@@ -35,9 +35,11 @@ models (:meth:`Governor.narrow`), and admission leaves unpriced fallbacks out.
 Settlement charges the cost from the upstream's usage (plain answers as they arrive, streams
 as they end); when the usage is unknown (a client that left before the end, an upstream that
 sent none) it charges the answering model's worst case, and each try a provider may have billed
-without an answer its model's worst case. Before a try that follows such a try,
-:meth:`Governor.hold_try` holds what the request may then owe, or refuses the try. A request
-that got no answer (and no such try) releases its reservation.
+without an answer its model's worst case (:meth:`Governor.charge_of`); the TPM windows count
+the same tries by the same rule, in tokens (the reported ones, else those the request was
+admitted for). Before a try that follows such a try, :meth:`Governor.hold_try` holds what the
+request may then owe, or refuses the try. A request that got no answer (and no such try)
+releases its reservation. A request's end is booked once, even after its reservation expired.
 """
 
 from __future__ import annotations
@@ -965,17 +967,43 @@ class Governor:
                                       tokens=ticket.tokens, holds=dict(ticket.holds),
                                       expires_at=ticket.expires_at))
 
+    def charge_of(self, ticket: Ticket, card: ModelCard, cost_usd: float | None,
+                  tokens: int | None, *, request_id: str = "") -> tuple[float, int]:
+        """What one try of ``card`` is charged (USD) and counts in the TPM windows (tokens):
+        its cost and tokens as the upstream reported them, never past the worst case
+        ``ticket`` holds for it; unknown (an answer that ended with no usage, a try a provider
+        may have billed with no answer), its worst case (:meth:`worst_of`, and the tokens
+        the request was admitted for). One rule for budgets and rate windows alike."""
+        worst = self.worst_of(ticket, card)
+        charged = cost_usd if cost_usd is not None else worst
+        if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
+            # What the upstream reported is past what the request could use (its prompt's
+            # bytes and images, its output cap): a try is never charged past the worst case
+            # held for its model.
+            log.warning("request %s: %s reported usage costing $%.6f, more than the $%.6f "
+                        "worst case held for it; charged the worst case (more image tokens "
+                        "than governance.image_tokens, or an upstream that ignores the "
+                        "output cap or misreports its usage?)", request_id, card.name,
+                        charged, worst)
+            charged = worst
+        counted = ticket.tokens if tokens is None else (
+            min(tokens, ticket.tokens) if ticket.tokens else tokens)
+        return charged, counted
+
     def settle(self, ticket: Ticket | None, *, request_id: str, card: ModelCard | None,
                cost_usd: float | None, tokens: int | None,
                billed: Sequence[ModelCard] = ()) -> tuple[list[LedgerRecord], float | None]:
-        """Close a reservation: charge the answer's cost (or, unknown, the answering model's
-        worst case) and each try in ``billed`` (one a provider may have billed with no answer,
-        see :func:`~switchpoint.gateway.failover.billed_tries`) its model's worst case; with
-        no answer (``card`` None) and no such try, release it. Returns the ledger rows to log
-        with the request (one per model charged) and the amount charged (their sum, which may
+        """Close a reservation: charge the answer (``card``; its ``cost_usd`` and ``tokens``
+        as reported, None: unknown) and each try in ``billed`` (one a provider may have billed
+        with no answer, see :func:`~switchpoint.gateway.failover.billed_tries`) as
+        :meth:`charge_of` says, to the budgets and the TPM windows alike; with no answer
+        (``card`` None) and no such try, release it. A reservation that expired meanwhile is
+        charged all the same (its expiry freed its hold, not what its tries cost); one settled
+        already is not charged again. Returns the ledger rows to log with the request (one per
+        model charged; none when settled already) and the amount charged (their sum, which may
         pass the hold when failed tries add up to more than the dearest model's worst case:
         the provider billed them all the same)."""
-        if ticket is None:
+        if ticket is None or ticket.settled:
             return [], None
         now = self.clock()  # (read once: the row's instant is the one the ledger charges at)
         if card is None and not billed:
@@ -986,45 +1014,32 @@ class Governor:
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
                                  request_id=request_id, key_id=ticket.key_id,
                                  tenant=ticket.tenant)], None
-        # Per model charged, in order: its card and amount.
-        charges: dict[str, tuple[ModelCard, float]] = {}
-        for tried in billed:
-            before = charges.get(tried.name, (tried, 0.0))[1]
-            charges[tried.name] = (tried, before + self.worst_of(ticket, tried))
-        if card is not None:
-            worst = self.worst_of(ticket, card)
-            charged = cost_usd if cost_usd is not None else worst
-            if charged > worst * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
-                # What the upstream reported is past what the request could use (its prompt's
-                # bytes and images, its output cap): an answer is never charged past the
-                # worst case held for its model.
-                log.warning("request %s: %s reported usage costing $%.6f, more than the $%.6f "
-                            "worst case held for it; charged the worst case (more image tokens "
-                            "than governance.image_tokens, or an upstream that ignores the "
-                            "output cap or misreports its usage?)", request_id, card.name,
-                            charged, worst)
-                charged = worst
-            before = charges.get(card.name, (card, 0.0))[1]
-            charges[card.name] = (card, before + charged)
-        if tokens is not None and ticket.tokens:
-            tokens = min(tokens, ticket.tokens)  # likewise a rate window: never past the hold
-        total = sum(amount for _, amount in charges.values())
+        # Per model charged, in order: its card, amount and tokens.
+        charges: dict[str, tuple[ModelCard, float, int]] = {}
+        tries: list[tuple[ModelCard, float | None, int | None]] = [
+            *((tried, None, None) for tried in billed),
+            *(((card, cost_usd, tokens),) if card is not None else ())]
+        for tried, cost, used in tries:
+            amount, counted = self.charge_of(ticket, tried, cost, used, request_id=request_id)
+            _, before, before_tokens = charges.get(tried.name, (tried, 0.0, 0))
+            charges[tried.name] = (tried, before + amount, before_tokens + counted)
+        total = sum(amount for _, amount, _ in charges.values())
+        counted_tokens = sum(counted for _, _, counted in charges.values())
         if total > ticket.held_for_usd * (1 + 1e-9) + 1e-12 and ticket.worst_by_model:
             log.warning("request %s: tries a provider may have billed with no answer (timed "
                         "out or cut mid-answer) cost $%.6f in all at their worst case, more "
                         "than the $%.6f held for the request; charged in full", request_id,
                         total, ticket.worst_usd)
         booked = [(amount, settle_accounts(ticket.key_id, ticket.tenant, c.name, c.provider))
-                  for c, amount in charges.values()]
-        if not self.ledger.settle(ticket, charges=booked, tokens=tokens, now=now):
+                  for c, amount, _ in charges.values()]
+        if not self.ledger.settle(ticket, charges=booked, tokens=counted_tokens, now=now):
             log.warning("request %s settled after its reservation had expired; charged %.6f "
                         "USD anyway", request_id, total)
-        last = len(charges) - 1
         return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="settle",
                              amount_usd=amount, request_id=request_id, key_id=ticket.key_id,
                              tenant=ticket.tenant, model=c.name, provider=c.provider,
-                             tokens=tokens if i == last else None)
-                for i, (c, amount) in enumerate(charges.values())], total
+                             tokens=counted)
+                for c, amount, counted in charges.values()], total
 
     def release(self, ticket: Ticket, *, request_id: str,
                 billed: Sequence[ModelCard] = ()) -> None:

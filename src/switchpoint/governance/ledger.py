@@ -32,7 +32,9 @@ closed, once, when the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute): RPM counts requests; TPM reserves the request's worst-case tokens and settles them to
-the tokens the upstream reported.
+what the request's tries count, by the rule its budgets are charged by: the answer's tokens as
+the upstream reported them (never past the worst case; the worst case when unknown), and each
+try a provider may have billed with no answer its worst case.
 """
 
 from __future__ import annotations
@@ -188,6 +190,12 @@ class Ticket:
     @property
     def worst_usd(self) -> float:
         return max(self.worst_by_model.values(), default=0.0)
+
+    @property
+    def settled(self) -> bool:
+        """Whether its request's end was booked (settled or released), which happens once:
+        a ticket its expiry closed first is not settled until its request ends."""
+        return self.charged_usd is not None
 
     @property
     def held_for_usd(self) -> float:
@@ -494,11 +502,14 @@ class Ledger:
         """Charge ``charged_usd`` to ``accounts`` (and each of ``charges``, an amount and its
         accounts: a request charged for tries of several models) and release the ticket's
         holds; settle its TPM entries to ``tokens`` (None: keep the reservation). False if it
-        was already closed (expired), in which case the charge is still booked. ``now`` is
+        was already closed: expired, in which case the charge is still booked, or settled,
+        in which case nothing more is (a request's end is booked once). ``now`` is
         when the settlement happens (None: the clock's now): the caller that writes the
         settlement's row passes the instant the row carries, so both count it in the same
         periods."""
         with self._lock:
+            if ticket.settled:
+                return False
             now = self.clock() if now is None else now
             was_open = self._close(ticket)
             starts = {period: self._bucket(period, now) for period in PERIODS}
