@@ -98,16 +98,18 @@ LISTENING = b"switchpoint: listening on "
 
 
 def start_serve(args: Sequence[str], env: dict[str, str] | None = None,
-                log: IO[bytes] | None = None, timeout: float = 180) -> tuple[
-                    subprocess.Popen[bytes], str]:
+                log: IO[bytes] | None = None, timeout: float = 180, *,
+                new_session: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """``switchpoint serve ARGS`` on a port it binds itself (any free one, or a free one of
     ``SWITCHPOINT_BENCH_PORTS``), so none is lost to a race between its choice and the bind:
     the process and its base URL, once it says where it listens. Its stderr goes to ``log``
-    (else is inherited); its stdout after that line too (else is discarded)."""
+    (else is inherited); its stdout after that line too (else is discarded). With
+    ``new_session`` it leads a process group of its own (stopped whole with ``os.killpg``)."""
     ports = bench_ports()
     port = "0" if ports is None else f"{ports.start}-{ports.stop - 1}"
     proc = subprocess.Popen([sys.executable, "-m", "switchpoint.cli", "serve", "--port", port,
-                             *args], env=env, stdout=subprocess.PIPE, stderr=log)
+                             *args], env=env, stdout=subprocess.PIPE, stderr=log,
+                            start_new_session=new_session)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
