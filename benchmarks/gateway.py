@@ -158,7 +158,11 @@ def group_pids(pgid: int) -> list[int]:
 
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU time of every live process of group ``pgid`` (all their threads)."""
-    return sum(cpu_seconds(pid) for pid in group_pids(pgid) if Path(f"/proc/{pid}").exists())
+    total = 0.0
+    for pid in group_pids(pgid):
+        with contextlib.suppress(OSError, IndexError):  # (it exited meanwhile)
+            total += cpu_seconds(pid)
+    return total
 
 
 def stop_group(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
