@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from switchpoint._files import file_stamp
+from switchpoint.gateway.sessions import SQLitePinStore
+from switchpoint.governance.keys import KeyStore
 from switchpoint.store import SQLiteStore
 from switchpoint.store.moved import LOG_OWNER, drop_stale_log
 
@@ -120,3 +122,22 @@ def test_a_clean_close_forgets_the_note_of_a_log_gone(tmp_path: Path) -> None:
     assert not note.exists()
     SQLiteStore(path).upgrade()  # (as switchpoint prune does)
     assert not note.exists()
+
+
+def test_every_store_notes_its_log_while_open_and_forgets_it_at_a_clean_close(
+        tmp_path: Path) -> None:
+    """The key store and the session pins note their file's log as the logs' store does."""
+    keys_path, pins_path = tmp_path / "keys.db", tmp_path / "sessions.db"
+    keys = KeyStore(keys_path).open()
+    pins = SQLitePinStore(pins_path)
+    try:
+        for path in (keys_path, pins_path):
+            noted = json.loads(Path(f"{path}{LOG_OWNER}").read_text())
+            assert tuple(noted["db"]) == file_stamp(path)
+            assert tuple(noted["wal"]) == file_stamp(f"{path}-wal")
+    finally:
+        keys.close()
+        pins.close()
+    for path in (keys_path, pins_path):
+        assert not Path(f"{path}-wal").exists()
+        assert not Path(f"{path}{LOG_OWNER}").exists()

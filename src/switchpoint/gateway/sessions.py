@@ -111,7 +111,13 @@ from switchpoint._files import (
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs, adapter_limits
-from switchpoint.store.moved import close_moved, how_it_left, remove_stale_side_files
+from switchpoint.store.moved import (
+    close_moved,
+    forget_log_owner,
+    how_it_left,
+    opened_for_writing,
+    remove_stale_side_files,
+)
 from switchpoint.store.sqlite import refused as database_refused
 from switchpoint.store.sqlite import store_error
 
@@ -450,6 +456,8 @@ class SQLitePinStore:
         self._writer.join()
         with self._db_lock:
             self._db.close()
+        if self.path != ":memory:":
+            forget_log_owner(self.path)
         if self._carried is not None:
             log.error("%s %s while the service ran and the file now there could not be used: "
                       "the session pins are left in %s, which no start reads", self.path,
@@ -462,8 +470,14 @@ class SQLitePinStore:
         alone, in WAL mode) with the schema in place."""
         path = self.path if path is None else path
         own = path == self.path and path != ":memory:"
-        if own:
-            private_file(private_dir(Path(path).parent) / Path(path).name)
+        if not own:
+            return self._connect_to(path, own=False)
+        private_file(private_dir(Path(path).parent) / Path(path).name)
+        return opened_for_writing(path, lambda: self._connect_to(path, own=True))
+
+    def _connect_to(self, path: str, *, own: bool) -> sqlite3.Connection:
+        """A connection to ``path`` with the schema in place (``own``: the store's file, in
+        WAL mode)."""
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         try:
             if own:

@@ -56,10 +56,18 @@ from switchpoint.errors import (
 from switchpoint.governance.budgets import parse_budgets
 from switchpoint.governance.clock_writer import ClockWriter
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
-from switchpoint.store.moved import Files, close_moved, how_it_left, remove_stale_side_files
+from switchpoint.store.moved import (
+    Files,
+    close_moved,
+    forget_log_owner,
+    how_it_left,
+    opened_for_writing,
+    remove_stale_side_files,
+)
 from switchpoint.store.sqlite import (
     DEFAULT_PAGE,
     MAX_PAGE,
+    read_only,
     store_error,
     upgrade_schema,
     wal_mode,
@@ -451,24 +459,19 @@ class KeyStore:
                 remove_stale_side_files(self.path, self._stale)
                 self._stale = ()
             private_file(private_dir(self.path.parent) / self.path.name)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn = opened_for_writing(self.path, self._connect)
             try:
-                wal_mode(conn)
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-                upgrade_schema(conn, _MIGRATIONS, newer="upgrade switchpoint")
-                self._read_clock(conn)
                 clock_conn = sqlite3.connect(self.path, check_same_thread=False,
                                              isolation_level=None)
+                try:
+                    clock_conn.execute("PRAGMA synchronous=FULL")
+                    clock_conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+                except BaseException:
+                    clock_conn.close()
+                    raise
             except BaseException:
                 conn.close()
-                raise
-            try:
-                clock_conn.execute("PRAGMA synchronous=FULL")
-                clock_conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-            except BaseException:
-                clock_conn.close()
-                conn.close()
+                forget_log_owner(self.path)
                 raise
         except (OSError, sqlite3.Error) as exc:
             raise store_error(self.path, "open the key store", exc) from None
@@ -478,6 +481,21 @@ class KeyStore:
         self._files = database_identity(self.path)
         self._writer = self._writer or self._clock_writer()
         return self
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the file in WAL mode, with the schema up to date and the store's
+        clock read."""
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            wal_mode(conn)
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+            upgrade_schema(conn, _MIGRATIONS, newer="upgrade switchpoint")
+            self._read_clock(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _clock_writer(self) -> ClockWriter:
         return ClockWriter(self._write_latest, self._write_refused, "switchpoint-keys-clock")
@@ -492,6 +510,7 @@ class KeyStore:
                 if self._latest > self._saved:
                     self._save_clock(self._conn)
                 self._let_go(how_it_left(self._files, database_identity(self.path)))
+                forget_log_owner(self.path)
             self._cache.clear()
 
     def __enter__(self) -> KeyStore:
@@ -899,7 +918,7 @@ def holds_keys(data_dir: str | Path) -> bool:
     if not path.exists():
         return False
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = read_only(path)
         try:
             row = conn.execute("SELECT EXISTS (SELECT 1 FROM keys)").fetchone()
         finally:

@@ -8,7 +8,9 @@ touches no path whose file is no longer its own), and a connection opened there 
 backup (over what the backup holds). Nothing in a ``-wal`` ties it to its file, so a start
 cannot tell such a log from the one a crash left (which holds committed writes): it must go
 when the file is seen to leave, while the old file's side files are still known by their
-inodes."""
+inodes; and for a crash before that, a note beside the file (see :func:`note_log_owner`),
+which every store writing a database opens it with (:func:`opened_for_writing`) and a reader
+heeds (:func:`read_only_uri`)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import json
 import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from switchpoint._files import (
@@ -149,20 +152,28 @@ def _read_note(path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]] | No
     return None if db is None or wal is None else (db, wal)
 
 
-def drop_stale_log(path: str | Path) -> list[Path]:
-    """Before a store opens the database ``path``: remove its ``-wal`` and ``-shm`` when that
-    log is the one a store noted (see :func:`note_log_owner`) for another database file than
-    the one now at the path (the noted file was deleted or replaced, and a crash came before
-    the store saw it): SQLite would replay that log into the file now there. A log another
-    file brought (a restore of the file with its ``-wal``), or made since, is kept, as is the
-    log of the noted file itself (what a crash left: committed writes). The removed files.
-    :class:`OSError` when one cannot be removed."""
+def stale_log(path: str | Path) -> Path | None:
+    """The ``-wal`` of the database ``path`` when it is the log a store noted (see
+    :func:`note_log_owner`) for another database file than the one now at the path (the
+    noted file was deleted or replaced, and a crash came before the store saw it): SQLite
+    would replay it into the file now there. None for any other log (or none): one another
+    file brought (a restore of the file with its ``-wal``), or made since, or the log of the
+    noted file itself (what a crash left: committed writes)."""
     noted = _read_note(path)
     if noted is None:
-        return []
+        return None
     db, wal = noted
     log_file = side_file(path, "-wal")
     if file_stamp(log_file) != wal or file_stamp(path) == db:
+        return None
+    return log_file
+
+
+def drop_stale_log(path: str | Path) -> list[Path]:
+    """Before a store opens the database ``path`` to write it: remove its ``-wal`` and
+    ``-shm`` when that log is a :func:`stale_log`, and say so. The removed files.
+    :class:`OSError` when one cannot be removed."""
+    if stale_log(path) is None:
         return []
     removed = []
     for suffix in SQLITE_SIDE_FILES:
@@ -170,7 +181,49 @@ def drop_stale_log(path: str | Path) -> list[Path]:
         if side.exists():
             side.unlink()
             removed.append(side)
+            log.warning("%s: removed %s, the log of a database file deleted or replaced "
+                        "before a crash (SQLite would have replayed it into the file now "
+                        "there)", path, side.name)
     return removed
+
+
+#: The stale logs a reader already named (see :func:`read_only_uri`), so each is said once.
+_SAID: set[tuple[str, tuple[int, ...] | None]] = set()
+_MAX_SAID = 64
+
+
+def read_only_uri(path: str | Path) -> str:
+    """The URI of a read-only connection to the database ``path``. When its ``-wal`` is a
+    :func:`stale_log` (a restore after a crash, with no store opened since), the file is read
+    alone, as SQLite reads a file it may not change (``immutable``): the old file's commits
+    are not taken for this one's, and a reader changes no file, so the log is left for the
+    next store opening the file to remove; a warning (once) names it."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    stale = stale_log(path)
+    if stale is None:
+        return uri
+    said = (str(stale), file_stamp(stale))
+    if said not in _SAID:
+        if len(_SAID) >= _MAX_SAID:
+            _SAID.clear()
+        _SAID.add(said)
+        log.warning("%s: not reading %s, the log of a database file deleted or replaced "
+                    "before a crash (it holds none of this file's writes); start the service "
+                    "once (or run a command that writes the file) to remove it", path,
+                    stale.name)
+    return uri + "&immutable=1"
+
+
+def opened_for_writing(path: str | Path, connect: Callable[[], sqlite3.Connection]
+                       ) -> sqlite3.Connection:
+    """``connect()`` (a connection to the database ``path``, set in WAL mode and used by it)
+    with the log of another file first removed (see :func:`drop_stale_log`), and this file's
+    log noted once it is open (see :func:`note_log_owner`): what every store writing a
+    database in WAL mode opens it with, and :func:`forget_log_owner` once it closed it."""
+    drop_stale_log(path)
+    conn = connect()
+    note_log_owner(path)
+    return conn
 
 
 def forget_log_owner(path: str | Path) -> None:

@@ -46,10 +46,10 @@ from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.moved import (
     Files,
     close_moved,
-    drop_stale_log,
     forget_log_owner,
     how_it_left,
-    note_log_owner,
+    opened_for_writing,
+    read_only_uri,
 )
 from switchpoint.store.totals import Totals
 
@@ -193,11 +193,12 @@ def still_there(path: str | Path, gone: Gone | None) -> None:
 
 def read_only(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection:
     """A read-only connection to the database ``path``, usable from any thread, once
-    :func:`still_there` (``gone``) lets it be read, before and after the path is opened.
-    :class:`sqlite3.Error` when it cannot be opened."""
+    :func:`still_there` (``gone``) lets it be read, before and after the path is opened; the
+    log of another file a crash left beside it is not read (see
+    :func:`~switchpoint.store.moved.read_only_uri`). :class:`sqlite3.Error` when it cannot
+    be opened."""
     still_there(path, gone)
-    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True,
-                           check_same_thread=False)
+    conn = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
     if gone is not None:
         try:  # (replaced between the look and the opening: the file opened is not the store's)
             still_there(path, gone)
@@ -1274,10 +1275,10 @@ class SQLiteStore:
         # Its owner's alone (it holds prompts' vectors and feedback comments): a new file is
         # 0600 (SQLite's -wal and -shm take its mode), a new data_dir 0700.
         private_file(private_dir(self.path.parent) / self.path.name)
-        for stale in drop_stale_log(self.path):
-            log.warning("%s: removed %s, the log of a database file deleted or replaced before "
-                        "a crash (SQLite would have replayed it into the file now there)",
-                        self.path, stale.name)
+        return opened_for_writing(self.path, self._connect)
+
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the file in WAL mode, with the schema up to date."""
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             # A new file frees the pages of pruned rows back to the disk on demand (it must be
@@ -1292,7 +1293,6 @@ class SQLiteStore:
         except BaseException:
             conn.close()
             raise
-        note_log_owner(self.path)
         return conn
 
     def upgrade(self, *, take_up: bool = False) -> None:

@@ -1,0 +1,236 @@
+"""A data_dir file restored from a backup after a crash: the crashed process left the old
+file's ``-wal`` (and ``-shm``) at the path, and SQLite would replay that log into the restored
+file, over what the backup holds. Each SQLite file of the service (the logs'
+``switchpoint.db``, the keys' ``keys.db``, the session pins' ``sessions.db``) is judged at its
+next open by the note of which file and which log were open there: the old log is removed.
+A read-only reader (``switchpoint report`` with no service running) leaves it in place, reads
+the restored file alone, and says which file it did not read. A log a crash left beside the
+file it belongs to holds committed writes: every reader reads it, and an open keeps it.
+
+Real processes, killed with SIGKILL while holding the file open; real SQLite files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from switchpoint.cli import main
+from switchpoint.gateway.sessions import SQLitePinStore
+from switchpoint.governance.keys import KeyStore, holds_keys
+from switchpoint.store import SQLiteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIG = """models:
+  - {name: big, input_per_mtok: 10, output_per_mtok: 30}
+  - {name: small, input_per_mtok: 0.2, output_per_mtok: 0.6}
+data_dir: data
+admin_token_env: SP_RESTORE_TEST_ADMIN_UNSET
+"""
+
+# Each child writes ``before`` rows, takes a backup (SQLite's backup API: the file as it is),
+# writes ``after`` rows (in the open file's -wal alone: no checkpoint runs), says "ready" and
+# waits to be killed.
+_PRELUDE = """
+import sqlite3, sys, time
+path = sys.argv[1]
+before, after = ([n for n in arg.split(",") if n] for arg in sys.argv[2:4])
+
+def backup():
+    src, dst = sqlite3.connect(path), sqlite3.connect(path + ".backup")
+    src.backup(dst)
+    src.close()
+    dst.close()
+"""
+
+_WRITERS = {
+    "switchpoint.db": _PRELUDE + """
+from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
+
+def log(id_):  # a decision and the request it answered
+    store.append(DecisionRecord(
+        id=id_, ts=time.time(), selected_model="big", cluster_id=1, cost_weight=0.5,
+        candidates=["big"], cache_hit=False, routing_ms=0.1, embedding_ms=1.0,
+        policy="cluster", weights_id="w1", expected_error=0.1,
+        cost_adjusted_score=0.2)).result(timeout=10)
+    store.append(RequestRecord(
+        id="r" + id_, ts=time.time(), requested_model="auto", status="ok", http_status=200,
+        pin_state="fresh", stream=False, latency_ms=100.0, model="big", prompt_tokens=10,
+        completion_tokens=10, cost_usd=0.0004, decision_id=id_)).result(timeout=10)
+
+store = SQLiteStore(path).open()
+for id_ in before:
+    log(id_)
+backup()
+for id_ in after:
+    log(id_)
+""",
+    "keys.db": _PRELUDE + """
+from switchpoint.governance.keys import KeySpec, KeyStore
+
+from pathlib import Path
+store = KeyStore(Path(path)).open()
+for name in before:
+    store.create(KeySpec(tenant="default", name=name))
+backup()
+for name in after:
+    store.create(KeySpec(tenant="default", name=name))
+""",
+    "sessions.db": _PRELUDE + """
+from switchpoint.gateway.sessions import Pin, SQLitePinStore
+
+store = SQLitePinStore(path)
+for sid in before:
+    store.put(sid, Pin("big", time.time()))
+store.flush()
+backup()
+for sid in after:
+    store.put(sid, Pin("big", time.time()))
+store.flush()
+""",
+}
+
+
+def _crash_after_writing(path: Path, before: Sequence[str], after: Sequence[str]) -> None:
+    """Run the writer of ``path``'s kind of file and SIGKILL it once it wrote ``after`` (its
+    -wal and -shm stay at the path, as a crash leaves them)."""
+    code = _WRITERS[path.name] + 'print("ready", flush=True)\ntime.sleep(60)\n'
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), ",".join(before), ",".join(after)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", "the writer did not start"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL
+    assert Path(f"{path}-wal").stat().st_size > 0  # the crash left the log, holding `after`
+
+
+def _restore_backup(path: Path) -> None:
+    """Put the backup in place of the file alone (its side files are left as they are)."""
+    os.replace(f"{path}.backup", path)
+
+
+def _rows(path: Path) -> set[str]:
+    """What the file ``path`` holds, opened by its own store (as a start opens it)."""
+    if path.name == "switchpoint.db":
+        with SQLiteStore(path) as store:
+            return {d["id"] for d in store.decisions(limit=100)}
+    if path.name == "keys.db":
+        with KeyStore(path) as keys:
+            return {k.name for k in keys.list() if k.name is not None}
+    pins = SQLitePinStore(path)
+    try:
+        with sqlite3.connect(path) as db:  # (what the store's own connection wrote)
+            return {r[0] for r in db.execute("SELECT session_id FROM session_pins")}
+    finally:
+        pins.close()
+
+
+def _names(n: int) -> list[str]:
+    return [f"n{uuid.uuid4().hex[:8]}" for _ in range(n)]
+
+
+@pytest.mark.parametrize("name", ["switchpoint.db", "keys.db", "sessions.db"])
+def test_a_file_restored_after_a_crash_does_not_take_the_old_files_log(
+        tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / name
+    before, after = _names(3), _names(4)
+    _crash_after_writing(path, before, after)
+    _restore_backup(path)
+    with caplog.at_level(logging.WARNING):
+        assert _rows(path) == set(before)  # the backup's rows: none of the old log's
+    assert f"removed {name}-wal, the log of a database file deleted or replaced" in caplog.text
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert _rows(path) == set(before)  # and the next start too
+
+
+@pytest.mark.parametrize("name", ["switchpoint.db", "keys.db", "sessions.db"])
+def test_a_crash_of_the_file_itself_keeps_its_log(tmp_path: Path, name: str) -> None:
+    """No restore: the log the crash left holds committed writes, and the next open keeps
+    them."""
+    path = tmp_path / name
+    before, after = _names(2), _names(2)
+    _crash_after_writing(path, before, after)
+    assert _rows(path) == set(before) | set(after)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    file = tmp_path / "switchpoint.yaml"
+    file.write_text(CONFIG, encoding="utf-8")
+    return file
+
+
+def _report_ids(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """How many requests ``switchpoint report cost`` counts (no service running), and what
+    it said on stderr."""
+    code = main(["report", "cost", "--config", str(config), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return int(json.loads(out)["requests"]), err
+
+
+def test_a_report_reads_the_restored_file_alone_and_names_the_log_it_did_not_read(
+        config: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``switchpoint report`` with no service running, after a crash and a restore of the
+    file alone: it reads what the restored file holds, not the old file's log beside it
+    (which it leaves for the next start to remove: a reader changes no file), and says
+    so, naming that log and how it goes."""
+    path = config.parent / "data" / "switchpoint.db"
+    path.parent.mkdir()
+    before, after = _names(2), _names(3)
+    _crash_after_writing(path, before, after)
+    _restore_backup(path)
+    wal = Path(f"{path}-wal")
+    wal_bytes = wal.read_bytes()
+    with caplog.at_level(logging.WARNING):
+        decisions, _ = _report_ids(config, capsys)
+    assert decisions == len(before)
+    assert (f"{path}: not reading switchpoint.db-wal, the log of a database file deleted or "
+            "replaced before a crash") in caplog.text
+    assert "start the service once" in caplog.text
+    assert wal.read_bytes() == wal_bytes  # left as it was: a read changes no file
+    assert _rows(path) == set(before)  # the next start removes it
+    assert not wal.exists()
+
+
+def test_a_report_after_a_crash_reads_the_log_the_crash_left(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The crash left the file's own log (no restore): it holds committed decisions, and the
+    report counts them."""
+    path = config.parent / "data" / "switchpoint.db"
+    path.parent.mkdir()
+    before, after = _names(2), _names(3)
+    _crash_after_writing(path, before, after)
+    decisions, err = _report_ids(config, capsys)
+    assert decisions == len(before) + len(after)
+    assert "not reading" not in err
+
+
+def test_holds_keys_does_not_take_a_restored_files_old_log_for_its_keys(
+        tmp_path: Path) -> None:
+    """A restored ``keys.db`` holding no key, beside the log of the file a crash left (which
+    made keys): read without changing it, the restored file holds none."""
+    path = tmp_path / "keys.db"
+    _crash_after_writing(path, [], _names(2))
+    _restore_backup(path)
+    assert not holds_keys(tmp_path)
+    assert Path(f"{path}-wal").exists()  # a read changes no file
+    with KeyStore(path) as keys:
+        assert keys.list() == []
