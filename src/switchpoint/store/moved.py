@@ -159,12 +159,10 @@ def stale_log(path: str | Path) -> Path | None:
     would replay it into the file now there. None for any other log (or none): one another
     file brought (a restore of the file with its ``-wal``), or made since, or the log of the
     noted file itself (what a crash left: committed writes)."""
-    noted = _read_note(path)
-    if noted is None:
-        return None
-    db, wal = noted
     log_file = side_file(path, "-wal")
-    if file_stamp(log_file) != wal or file_stamp(path) == db:
+    found = file_stamp(log_file)
+    noted = None if found is None else _read_note(path)  # (no log: no note to read)
+    if noted is None or found != noted[1] or file_stamp(path) == noted[0]:
         return None
     return log_file
 
