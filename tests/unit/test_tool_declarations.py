@@ -69,7 +69,21 @@ ACCEPTED: list[dict[str, Any]] = [
      "tool_choice": {"type": "allowed_tools", "allowed_tools": {
          "mode": "required", "tools": [{"type": "function", "function": {"name": "search"}}]}}},
     {"tools": [tool("lookup")], "tool_choice": "auto", "parallel_tool_calls": True},
+    # allowed_tools listing declared tools (the Responses API's flat form too, and a listed
+    # tool of a type the gateway does not read).
+    {"tools": [tool("lookup"), tool("search"), CUSTOM], "tool_choice": {
+        "type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+            {"type": "function", "name": "lookup"}, {"type": "custom", "custom": {"name": "grep"}},
+            {"type": "web_search_preview"}]}}},
 ]
+
+
+def _allowed(*listed: Any, mode: Any = "auto") -> dict[str, Any]:
+    return {"type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": list(listed)}}
+
+
+def _fn(name: Any) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name}}
 
 # (body fields, the param, the path the error names, what it says)
 REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
@@ -106,6 +120,33 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"functions": [{"name": "lookup"}], "function_call": {"name": "search"}},
      "function_call", "function_call.name",
      'is "search", which is not a function the request declares in functions (lookup)'),
+    # An allowed_tools choice lists tools the request declares, as a choice of one does.
+    ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn("lookup"), _fn("nope"))},
+     "tool_choice", "tool_choice.allowed_tools.tools[1].function.name",
+     'is "nope", which is not a function the request declares in tools (lookup); name one of '
+     "them, or send auto, none or required"),
+    ({"tools": [tool("lookup")], "tool_choice": _allowed({"type": "function", "name": "x"})},
+     "tool_choice", "tool_choice.allowed_tools.tools[0].name",
+     'is "x", which is not a function the request declares in tools (lookup)'),
+    ({"tools": [tool("lookup")], "tool_choice": _allowed(
+        {"type": "custom", "custom": {"name": "grep"}})},
+     "tool_choice", "tool_choice.allowed_tools.tools[0].custom.name",
+     'is "grep", which is not a custom tool the request declares in tools (it declares none)'),
+    ({"tool_choice": _allowed(_fn("lookup"))}, "tool_choice",
+     "tool_choice.allowed_tools.tools[0].function.name",
+     'is "lookup", but the request declares no tools'),
+    ({"tools": [tool("lookup")], "tool_choice": _allowed()}, "tool_choice",
+     "tool_choice.allowed_tools.tools", "is an empty list; list the declared tools"),
+    ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn("lookup"), mode="sometimes")},
+     "tool_choice", "tool_choice.allowed_tools.mode",
+     'is "sometimes"; the mode is auto (the model may call one of the listed tools) or '
+     "required (it must)"),
+    ({"tools": [tool("lookup")], "tool_choice": {"type": "allowed_tools"}}, "tool_choice",
+     "tool_choice.allowed_tools", "is missing; an allowed_tools choice is written"),
+    ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn(None))}, "tool_choice",
+     "tool_choice.allowed_tools.tools[0].function.name", "is null"),
+    ({"tools": [tool("lookup")], "tool_choice": _allowed("lookup")}, "tool_choice",
+     "tool_choice.allowed_tools.tools[0]", 'must be an object, not the string "lookup"'),
     # Names no provider takes: empty, or longer than any takes.
     ({"tools": [tool("lookup"), tool("")]}, "tools", "tools[1].function.name",
      'is ""; a tool\'s name is a string of 1 to 256 characters (OpenAI\'s API takes 1 to 64 '

@@ -17,7 +17,8 @@ and each image's URL one OpenAI takes (:mod:`~switchpoint.gateway.image_urls`: h
 data URL whose base64 data is base64). Tool calls belong to assistant messages only. The
 tools a request declares (``tools``, legacy ``functions``) are read for their names (1 to
 :data:`MAX_TOOL_NAME` characters: which characters is each provider's rule), and a
-``tool_choice`` (legacy ``function_call``) must name one of them.
+``tool_choice`` (legacy ``function_call``) must name one of them, as must each tool an
+``allowed_tools`` choice lists.
 Every field (temperature, tools, response_format, ...) goes upstream exactly as sent, so the
 dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
@@ -470,12 +471,58 @@ def _chosen(choice: Mapping[str, Any], where: str, param: str, written: str,
                          f"({listed}); name one of them, or send {other}")
 
 
+_ALLOWED = ('{"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": '
+            '[{"type": "function", "function": {"name": "..."}}]}}')
+
+
+def _check_allowed(choice: Mapping[str, Any], declared: dict[str, list[str]] | None) -> None:
+    """An ``allowed_tools`` choice (the model may call the tools it lists only): its
+    ``allowed_tools`` an object with a ``mode`` (auto or required) and a non-empty list of
+    ``tools``, each function or custom tool one the request declares in ``tools`` (its names
+    by type in ``declared``; None: it declares no tools), as :func:`_chosen` holds a choice of
+    one tool. A listed tool of another type goes upstream as sent."""
+    written = f"an allowed_tools choice is written {_ALLOWED}"
+    allowed = choice.get("allowed_tools")
+    if not isinstance(allowed, dict):
+        raise invalid_at("tool_choice", "tool_choice.allowed_tools",
+                         f"{_not_object(allowed, 'allowed_tools' in choice)}; {written}")
+    mode = allowed.get("mode")
+    if mode not in ("auto", "required"):
+        shown = (f"is {cut(json.dumps(mode), 40)}" if isinstance(mode, str)
+                 else _absent(allowed, "mode"))
+        raise invalid_at("tool_choice", "tool_choice.allowed_tools.mode",
+                         f"{shown}; the mode is auto (the model may call one of the listed "
+                         "tools) or required (it must)")
+    tools = allowed.get("tools")
+    if not isinstance(tools, list) or not tools:
+        shown = ("is an empty list" if tools == [] else "is missing" if "tools" not in allowed
+                 else f"must be a list of tools, not {_shown(tools)}")
+        raise invalid_at("tool_choice", "tool_choice.allowed_tools.tools",
+                         f"{shown}; list the declared tools the model may call: {written}")
+    for i, listed in enumerate(tools):
+        where = f"tool_choice.allowed_tools.tools[{i}]"
+        if not isinstance(listed, dict):
+            raise invalid_at("tool_choice", where, f"{_not_object(listed)}; {written}")
+        kind = listed.get("type")
+        if kind not in ("function", "custom"):
+            continue
+        # (the Chat Completions form nests the name, {"type": "function", "function":
+        # {"name": ...}}; the Responses API's flat form names it beside its type)
+        named, at = ((listed[kind], f"{where}.{kind}") if isinstance(listed.get(kind), dict)
+                     else (listed, where))
+        _chosen(named, at, "tool_choice", written,
+                None if declared is None else declared[kind],
+                "a function" if kind == "function" else "a custom tool", "tools",
+                "auto, none or required")
+
+
 def _check_tools(data: Mapping[str, Any]) -> None:
     """The request's ``tools`` and legacy ``functions`` (each function's name 1 to
     :data:`MAX_TOOL_NAME` characters), and the tool its ``tool_choice`` (or legacy
     ``function_call``) names, which must be one it declares (OpenAI refuses a choice of any
-    other with a 400: refused here, nothing is routed or held against budgets first). A tool
-    or a choice of another type (a built-in tool, ``allowed_tools``) goes upstream as sent."""
+    other with a 400: refused here, nothing is routed or held against budgets first), as must
+    each function or custom tool an ``allowed_tools`` choice lists (:func:`_check_allowed`).
+    A tool or a choice of another type (a built-in tool) goes upstream as sent."""
     names, legacy = _declared(data)
     choice = data.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
@@ -490,6 +537,8 @@ def _check_tools(data: Mapping[str, Any]) -> None:
                 names[kind] if data.get("tools") else None,
                 "a function" if kind == "function" else "a custom tool", "tools",
                 "auto, none or required")
+    elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        _check_allowed(choice, names if data.get("tools") else None)
     call = data.get("function_call")
     if isinstance(call, dict):
         _chosen(call, "function_call", "function_call",
