@@ -128,6 +128,16 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
         {"id": "call_1", "type": "custom", "custom": {"name": "grep"}}]}],
      "messages[2].tool_calls[0].custom.input", 'is missing; a custom tool call is written '
      '{"id": "call_...", "type": "custom", "custom": {"name": "...", "input": "..."}}'),
+    # The names of the tools the history calls or answers, held to a declared tool's bounds.
+    ([{"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "function": {"name": "", "arguments": "{}"}}]},
+      {"role": "tool", "tool_call_id": "call_1", "content": "42"}],
+     "messages[2].tool_calls[0].function.name",
+     'is ""; a tool\'s name is a string of 1 to 256 characters'),
+    ([{"role": "assistant", "content": None, "function_call": {"name": "lookup",
+                                                               "arguments": "{}"}},
+      {"role": "function", "name": "x" * 300, "content": "42"}], "messages[3].name",
+     "a tool's name is a string of 1 to 256 characters"),
     # Calls on a message that is not the assistant's: a malformed field, not a use of tools.
     ([{"role": "user", "content": "and?", "tool_calls": "nonsense"}], "messages[2].tool_calls",
      "a user message carries no tool calls: only assistant messages do"),
@@ -156,7 +166,8 @@ IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare"
        "function-call-string", "function-call-no-arguments", "function-call-name-number",
        "tool-calls-object", "tool-call-string", "tool-call-id-null", "tool-call-type",
        "tool-call-no-function", "tool-call-no-name", "tool-call-arguments-object",
-       "custom-tool-call-no-input", "user-tool-calls", "tool-tool-calls",
+       "custom-tool-call-no-input", "tool-call-empty-name", "function-result-long-name",
+       "user-tool-calls", "tool-tool-calls",
        "user-function-call", "image-file-url", "image-bad-base64"]
 
 
@@ -901,6 +912,40 @@ def test_dotted_tool_names_reach_an_openai_compatible_model_and_leave_out_the_ap
         assert ("rename the tool, or name a model whose API takes the name"
                 in error["message"]), error
         assert gw_fake.requests() == before
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_tool_results_dotted_name_leaves_out_openais_api_only(
+        with_openai_api: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # A tool message naming its tool "fs.read" went to OpenAI's API, which refuses a message's
+    # name outside its rule with a 400, after the hold. The Messages API is not sent the name
+    # (a result answers its call by id), and OpenAI-compatible servers take it.
+    messages: list[Any] = [*opening(), {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "fs_read",
+                                                          "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "name": "fs.read", "content": "No file."}]
+    tools = [{"type": "function", "function": {"name": "fs_read", "parameters": {
+        "type": "object"}}}]
+    for model in ("good", "other"):
+        raw = client(with_openai_api).chat.completions.with_raw_response.create(
+            model=model, messages=messages, tools=tools, stream=stream)  # type: ignore
+        raw.http_response.read()
+        assert raw.http_response.status_code == 200
+        sent = gw_fake.requests()[-1]["body"]
+        if model == "good":
+            assert sent["messages"] == messages
+        else:
+            assert sent["messages"][-1]["content"] == [
+                {"type": "tool_result", "tool_use_id": "call_1", "content": "No file."}]
+    before = gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(with_openai_api).chat.completions.create(
+            model="oai", messages=messages, tools=tools, stream=stream)  # type: ignore
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert ('answers a tool named "fs.read", and OpenAI\'s API takes tool names of 1 to 64'
+            in error["message"]), error
+    assert gw_fake.requests() == before
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

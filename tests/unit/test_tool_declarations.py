@@ -69,6 +69,12 @@ ACCEPTED: list[dict[str, Any]] = [
      "tool_choice": {"type": "allowed_tools", "allowed_tools": {
          "mode": "required", "tools": [{"type": "function", "function": {"name": "search"}}]}}},
     {"tools": [tool("lookup")], "tool_choice": "auto", "parallel_tool_calls": True},
+    # A history's names some providers take (each provider's rule applies, as to a
+    # declaration's), and a tool message's name.
+    {"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "function": {"name": "fs.read", "arguments": "{}"}}]},
+                  {"role": "tool", "tool_call_id": "call_1", "name": "fs.read",
+                   "content": "42"}]},
     # allowed_tools listing declared tools (the Responses API's flat form too, and a listed
     # tool of a type the gateway does not read).
     {"tools": [tool("lookup"), tool("search"), CUSTOM], "tool_choice": {
@@ -165,6 +171,32 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"functions": [{"name": ""}]}, "functions", "functions[0].name", 'is ""; a tool'),
     ({"functions": {"name": "lookup"}}, "functions", "functions",
      "must be a list of functions, not an object"),
+    # The names of the tools the history calls or answers are held to a declared tool's
+    # bounds (OpenAI refuses them with a 400 wherever they are).
+    ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "function": {"name": "", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "42"}]},
+     "messages", "messages[1].tool_calls[0].function.name",
+     'is ""; a tool\'s name is a string of 1 to 256 characters'),
+    ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [
+        {**CALL, "function": {"name": "x" * 257, "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "42"}]},
+     "messages", "messages[1].tool_calls[0].function.name", "1 to 256 characters"),
+    ({"messages": [*USER, {"role": "assistant", "content": None,
+                           "function_call": {"name": "", "arguments": "{}"}},
+                   {"role": "function", "name": "lookup", "content": "42"}]},
+     "messages", "messages[1].function_call.name", 'is ""; a tool\'s name'),
+    ({"messages": [*USER, {"role": "assistant", "content": None,
+                           "function_call": {"name": "lookup", "arguments": "{}"}},
+                   {"role": "function", "name": "", "content": "42"}]},
+     "messages", "messages[2].name", 'is ""; a tool\'s name is a string of 1 to 256'),
+    ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                   {"role": "tool", "tool_call_id": "call_1", "name": "y" * 300,
+                    "content": "42"}]},
+     "messages", "messages[2].name", "1 to 256 characters"),
+    ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                   {"role": "tool", "tool_call_id": "call_1", "name": 5, "content": "42"}]},
+     "messages", "messages[2].name", "must be a string, not the number 5"),
     # Tool calls belong to assistant messages only.
     ({"messages": [{"role": "user", "content": "x", "tool_calls": "nonsense"}]},
      "messages", "messages[0].tool_calls",

@@ -18,7 +18,8 @@ one with an image given as a data URL the Messages API cannot take (it takes bas
 png, gif and webp data only: :data:`ANTHROPIC_IMAGE_TYPES`), nor one with an assistant turn
 that is an earlier audio answer's id (``audio``, which only OpenAI can look up), nor one
 declaring or calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64
-letters, digits, underscores or hyphens, the Messages API up to 128 and unique ones only; a
+letters, digits, underscores or hyphens, in a tool or function message's name too, the
+Messages API up to 128 and unique ones only; a
 dotted MCP-style name goes to the local and OpenAI-compatible servers that take it), which
 would otherwise be held
 against budgets and refused only once its call began (or, for that turn, sent without it).
@@ -106,6 +107,10 @@ class Needs:
     # Names two of the request's declared function tools (tools and legacy functions together)
     # share.
     duplicate_tool_names: frozenset[str] = frozenset()
+    # The names tool and function messages (the results of calls) carry that are not
+    # :data:`PLAIN_TOOL_NAME`: OpenAI's API checks a message's name as it checks a tool's; the
+    # Messages API is not sent them (a result names the call it answers by its id).
+    result_names: frozenset[str] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -225,6 +230,21 @@ def odd_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
         if isinstance(message, Mapping) and message.get("role") == "assistant":
             names += _named(message.get("tool_calls"), "function")
             names += _named([message.get("function_call")], None)
+    return _odd(names)
+
+
+def odd_result_names(request: Mapping[str, Any]) -> frozenset[str]:
+    """The names the tool and function messages of ``request`` carry (a function message's
+    is its function's; a tool message may carry one too) that are not :data:`PLAIN_TOOL_NAME`
+    (at most :data:`MAX_ODD_NAMES` of them)."""
+    messages = request.get("messages")
+    return _odd(_named([m for m in messages if isinstance(m, Mapping)
+                        and m.get("role") in ("tool", "function")], None)
+                if isinstance(messages, list) else [])
+
+
+def _odd(names: list[str]) -> frozenset[str]:
+    """The ``names`` that are not :data:`PLAIN_TOOL_NAME` (at most :data:`MAX_ODD_NAMES`)."""
     odd: set[str] = set()
     for name in names:
         if not PLAIN_TOOL_NAME.fullmatch(name):
@@ -330,7 +350,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  audio_answers=audio_answers, custom_tools=custom,
                  data_images=frozenset(data_images), tool_names=odd_tool_names(request),
                  empty_tool_fields=empty_tool_fields(request),
-                 duplicate_tool_names=duplicate_tool_names(request))
+                 duplicate_tool_names=duplicate_tool_names(request),
+                 result_names=odd_result_names(request))
 
 
 def _any_custom(tools: object) -> bool:
@@ -389,8 +410,8 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     refused = sorted({why for image in needs.data_images
                       if (why := anthropic_image_refusal(*image)) is not None})
     reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
-    reasons.extend(_tool_name_limits(needs, ANTHROPIC_TOOL_NAME, "the Anthropic Messages API",
-                                     128))
+    reasons.extend(_tool_name_limits(needs.tool_names, ANTHROPIC_TOOL_NAME,
+                                     "the Anthropic Messages API", 128))
     if needs.duplicate_tool_names:
         shown = ", ".join(cut(json.dumps(n), 48) for n in sorted(needs.duplicate_tool_names)[:3])
         reasons.append(f"the request declares two tools named {shown} (tools and functions "
@@ -399,24 +420,26 @@ def _anthropic_limits(needs: Needs) -> list[str]:
     return reasons
 
 
-def _tool_name_limits(needs: Needs, rule: re.Pattern[str], api: str, most: int) -> list[str]:
+def _tool_name_limits(names: frozenset[str], rule: re.Pattern[str], api: str,
+                      most: int) -> list[str]:
     """Why ``api``, which takes tool names of 1 to ``most`` letters, digits, underscores or
-    hyphens (``rule``), cannot take the request's tool names (empty when it can)."""
-    refused = sorted(name for name in needs.tool_names if not rule.fullmatch(name))
+    hyphens (``rule``), cannot take the request's tool ``names`` (empty when it can)."""
+    refused = sorted(name for name in names if not rule.fullmatch(name))
     if not refused:
         return []
     shown = ", ".join(cut(json.dumps(name), 48) for name in refused[:3])
     more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-    return [f"the request declares or calls a tool named {shown}{more}, and {api} takes tool "
-            f"names of 1 to {most} letters, digits, underscores or hyphens only (rename the "
-            "tool, or name a model whose API takes the name)"]
+    return [f"the request declares, calls or answers a tool named {shown}{more}, and {api} "
+            f"takes tool names of 1 to {most} letters, digits, underscores or hyphens only "
+            "(rename the tool, or name a model whose API takes the name)"]
 
 
 def _openai_api_limits(needs: Needs) -> list[str]:
     """What OpenAI's own API refuses beyond what every OpenAI-compatible upstream is sent: a
-    tool name outside its rule, and tool fields empty or without tools
-    (:func:`empty_tool_fields`)."""
-    return [*_tool_name_limits(needs, PLAIN_TOOL_NAME, "OpenAI's API", 64),
+    tool name outside its rule (declared, called, or carried by a tool or function message),
+    and tool fields empty or without tools (:func:`empty_tool_fields`)."""
+    return [*_tool_name_limits(needs.tool_names | needs.result_names, PLAIN_TOOL_NAME,
+                               "OpenAI's API", 64),
             *(f"the request has {what}, which OpenAI's API refuses (leave the field out)"
               for what in sorted(needs.empty_tool_fields))]
 

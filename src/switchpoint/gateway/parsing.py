@@ -16,7 +16,9 @@ unknown part type included: which upstream the router picks would decide whether
 and each image's URL one OpenAI takes (:mod:`~switchpoint.gateway.image_urls`: http(s), or a
 data URL whose base64 data is base64). Tool calls belong to assistant messages only. The
 tools a request declares (``tools``, legacy ``functions``) are read for their names (1 to
-:data:`MAX_TOOL_NAME` characters: which characters is each provider's rule), and a
+:data:`MAX_TOOL_NAME` characters: which characters is each provider's rule), as are the names
+of the tools its history calls or answers (a function tool call's, a function or tool
+message's), and a
 ``tool_choice`` (legacy ``function_call``) must name one of them, as must each tool an
 ``allowed_tools`` choice lists.
 Every field (temperature, tools, response_format, ...) goes upstream exactly as sent, so the
@@ -295,6 +297,9 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
         raise invalid_at("messages", f"{where}.name",
                          f"{_absent(message, 'name')}; a function message names the function "
                          "whose result it carries: send that name")
+    if role == "function" or (role == "tool" and message.get("name") is not None):
+        # (the name of the tool whose result it carries, held to a declared tool's bounds)
+        _tool_name(message, where, "messages", f"a {role} message's name is its tool's name")
     if role == "assistant":
         _check_calls(message, where)
 
@@ -333,7 +338,8 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
     """An assistant message's ``function_call`` and ``tool_calls``: null or left out, or as
     OpenAI's schema writes them (a function call's ``name`` and ``arguments`` strings; each
     tool call an object with an ``id`` string and a ``type``, function with its
-    ``function`` call, or custom with its ``custom`` ``name`` and ``input``), checked here
+    ``function`` call, or custom with its ``custom`` ``name`` and ``input``; a function's name
+    held to a declared tool's bounds, :func:`_tool_name`), checked here
     so a malformed one is refused before anything is held, whichever model would answer."""
     call = message.get("function_call")
     if call is not None:
@@ -342,6 +348,7 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
             raise invalid_at("messages", f"{where}.function_call",
                              f"{_not_object(call)}; {written}")
         _check_strings(call, ("name", "arguments"), f"{where}.function_call", written)
+        _tool_name(call, f"{where}.function_call", "messages", written)
     calls = message.get("tool_calls")
     if calls is None:
         return
@@ -369,6 +376,8 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
             raise invalid_at("messages", f"{at}.{field}",
                              f"{_not_object(value, field in tool_call)}; {written}")
         _check_strings(value, members, f"{at}.{field}", written)
+        if kind == "function":  # (the name of a tool called, held to a declared one's bounds)
+            _tool_name(value, f"{at}.{field}", "messages", written)
 
 
 # The longest tool name (a function tool's, a legacy function's) a request may declare. Which
