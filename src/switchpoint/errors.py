@@ -332,13 +332,15 @@ class ConflictError(GatewayError):
 
 class NoCapableModelError(GatewayError):
     """No catalog model can serve the request (vision, tools, context window...);
-    ``excluded`` maps each model to why it was left out."""
+    ``excluded`` maps each model to why it was left out; ``param`` names the request field
+    that left them out (messages unless told: None when the reasons are about several)."""
 
     status = 400
     code = "no_capable_model"
 
-    def __init__(self, message: str, excluded: Mapping[str, Sequence[str]]) -> None:
-        super().__init__(message, param="messages")
+    def __init__(self, message: str, excluded: Mapping[str, Sequence[str]], *,
+                 param: str | None = "messages") -> None:
+        super().__init__(message, param=param)
         self.excluded = {k: list(v) for k, v in excluded.items()}
 
 

@@ -949,6 +949,28 @@ def test_a_tool_results_dotted_name_leaves_out_openais_api_only(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("model", "fields", "param"), [
+    ("oai", {"tools": DOTTED_TOOLS}, "tools"),
+    ("oai", {"tool_choice": "none"}, "tool_choice"),
+    ("other", {"n": 2}, "n"),
+    ("oai", {"tools": [], "parallel_tool_calls": False}, None),
+], ids=["dotted-tools", "choice-without-tools", "n", "several"])
+def test_no_capable_model_names_the_field_that_left_the_models_out(
+        with_openai_api: ThreadServer, gw_fake: FakeProviderProcess, model: str,
+        fields: dict[str, Any], param: str | None, stream: bool) -> None:
+    # The error named messages whatever left the models out (a tool's name, n, ...).
+    before = gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(with_openai_api).chat.completions.create(
+            model=model, messages=opening(), stream=stream, **fields)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert error["param"] == param, error
+    assert error["message"].startswith(f"{param}: " if param else f"model '{model}'"), error
+    assert gw_fake.requests() == before
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_tool_fields_without_tools_go_where_they_are_taken_not_to_openais_api(
         with_openai_api: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
     # Clients send parallel_tool_calls (or tool_choice) on requests with no tools, and an

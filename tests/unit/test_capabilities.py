@@ -11,6 +11,7 @@ from switchpoint.gateway.capabilities import (
     IMAGE_TOKENS,
     TOKENS_PER_MESSAGE,
     Needs,
+    common_field,
     filter_candidates,
     function_results,
     needs_of,
@@ -371,3 +372,33 @@ def test_two_tools_of_one_name_leave_out_the_messages_api(
     allowed, excluded = filter_candidates(TOOL_CATALOG, TOOL_CATALOG.names, needs_of(request))
     assert list(excluded) == ["claude"] and "claude" not in allowed
     assert 'two tools named "lookup"' in excluded["claude"][0]
+
+
+_CALLED = [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
+                                              "tool_calls": [{"id": "c", "type": "function",
+                                                              "function": {"name": "fs.read",
+                                                                           "arguments": "{}"}}]},
+           {"role": "tool", "tool_call_id": "c", "content": "ok"}]
+
+
+@pytest.mark.parametrize(("model", "request_fields", "field"), [
+    ("claude", {"n": 2}, "n"),
+    ("gpt", {"tools": []}, "tools"),
+    ("gpt", {"tool_choice": "none"}, "tool_choice"),
+    ("gpt", {"parallel_tool_calls": False}, "parallel_tool_calls"),
+    ("gpt", {"tools": [_function("github.search")]}, "tools"),
+    ("gpt", {"functions": [{"name": "files/read"}]}, "functions"),
+    ("claude", {"messages": _CALLED}, "messages"),
+    ("claude", {"tools": [{"type": "custom", "custom": {"name": "grep"}}]}, "tools"),
+    ("claude", {"tools": [_function("f")], "functions": [{"name": "f"}]}, "tools"),
+    # A declared dotted name and a too-long called one: two fields, named by neither alone.
+    ("gpt", {"tools": [_function("a.b")], "messages": [*_CALLED[:1], {
+        "role": "assistant", "content": None, "tool_calls": [{
+            "id": "c", "type": "function", "function": {"name": "x" * 65,
+                                                        "arguments": "{}"}}]}]}, None),
+])
+def test_each_reason_names_the_field_that_leaves_the_model_out(
+        model: str, request_fields: dict[str, object], field: str | None) -> None:
+    request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
+    excluded = filter_candidates(TOOL_CATALOG, [model], needs_of(request))[1]
+    assert excluded and common_field(excluded) == field, excluded

@@ -385,3 +385,29 @@ async def test_an_exact_call_plans_the_named_model_alone() -> None:
     assert [c.name for c in plan.cards] == ["a"]
     with pytest.raises(InvalidInputError):
         await planner().plan(ChatCall(body(), exact=True), catalog(), FakeRoute())
+
+
+TOOL = {"type": "function", "function": {"name": "f"}}
+
+
+@pytest.mark.parametrize(("model", "extra", "param"), [
+    # Every model is left out by one field: the error names it.
+    ("a", {"tools": [TOOL]}, "tools"),
+    ("a", {"functions": [{"name": "f"}]}, "functions"),
+    ("b", {"messages": [{"role": "user", "content": "x"}, {
+        "role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}, "messages"),
+    ("c", {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}]}, "messages"),
+    ("a", {"messages": [{"role": "user", "content": "x" * 200_000}]}, "messages"),
+    # Several fields (tools for one model, images for another): none is named alone.
+    ("a", {"tools": [TOOL], "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}]}, None),
+], ids=["tools", "functions", "history-tools", "images", "too-long", "several"])
+async def test_nothing_fits_names_the_field_that_left_every_model_out(
+        model: str, extra: dict[str, object], param: str | None) -> None:
+    with pytest.raises(NoCapableModelError) as none:
+        await planner().plan(ChatCall({**body(model), **extra}), catalog(), FakeRoute())
+    assert none.value.param == param and none.value.code == "no_capable_model"
+    assert str(none.value).startswith(f"{param}: " if param else f"model {model!r}")

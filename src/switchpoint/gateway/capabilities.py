@@ -69,6 +69,27 @@ ADAPTER_NAMES: dict[Wire, str] = {"openai": "OpenAI-compatible", "anthropic": "A
 ANTHROPIC_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 
+class Reason(str):
+    """Why a model is left out (its text), and the request field that leaves it out
+    (``field``: messages, tools, n, ...; None when the reason is about several)."""
+
+    field: str | None
+
+    def __new__(cls, text: str, field: str | None = "messages") -> Reason:
+        reason = super().__new__(cls, text)
+        reason.field = field
+        return reason
+
+
+def common_field(excluded: Mapping[str, Sequence[str]]) -> str | None:
+    """The request field that left out every model of ``excluded`` (each model's reasons,
+    :func:`exclusion_reasons`) when their reasons all name the same one, else None (a reason
+    given as plain text is about the messages)."""
+    fields = {getattr(reason, "field", "messages") for reasons in excluded.values()
+              for reason in reasons}
+    return fields.pop() if len(fields) == 1 else None
+
+
 @dataclass(frozen=True)
 class Needs:
     """What a request needs. ``output_tokens`` is the answer budget it asked for (0 if none).
@@ -111,6 +132,13 @@ class Needs:
     # :data:`PLAIN_TOOL_NAME`: OpenAI's API checks a message's name as it checks a tool's; the
     # Messages API is not sent them (a result names the call it answers by its id).
     result_names: frozenset[str] = frozenset()
+    # (name, the request field it is in) of each odd name (:attr:`tool_names`,
+    # :attr:`result_names`): tools or functions when declared there, else messages.
+    name_fields: frozenset[tuple[str, str]] = frozenset()
+    # The request field that uses tools (tools, else functions, else messages: the history's
+    # calls and results), and the one declaring or calling a custom tool.
+    tools_field: str = "messages"
+    custom_field: str = "messages"
 
     @property
     def total_tokens(self) -> int:
@@ -254,6 +282,22 @@ def _odd(names: list[str]) -> frozenset[str]:
     return frozenset(odd)
 
 
+def _name_fields(request: Mapping[str, Any], odd: frozenset[str]) -> frozenset[tuple[str, str]]:
+    """(name, field) of each of the ``odd`` names of ``request``: the field declaring it
+    (``tools``, else ``functions``), or ``messages`` (called or answered there only)."""
+    declared = (("tools", set(_named([t for t in request.get("tools") or []
+                                      if isinstance(t, Mapping)], "function"))),
+                ("functions", set(_named(request.get("functions"), None))))
+    return frozenset((name, next((f for f, names in declared if name in names), "messages"))
+                     for name in odd)
+
+
+def _tools_field(request: Mapping[str, Any]) -> str:
+    """The request field that uses tools: ``tools``, else ``functions``, else ``messages``
+    (the calls and results of its history)."""
+    return next((f for f in ("tools", "functions") if request.get(f)), "messages")
+
+
 def _declared_names(request: Mapping[str, Any]) -> list[str]:
     """The names of the function tools ``request`` declares: its ``tools``, then its legacy
     ``functions``."""
@@ -272,6 +316,11 @@ def duplicate_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
             twice.add(name)
         seen.add(name)
     return frozenset(twice)
+
+
+# The request field each of :func:`empty_tool_fields`'s findings is in.
+_EMPTY_FIELD_OF = {"an empty tools list": "tools", "tool_choice without tools": "tool_choice",
+                   "parallel_tool_calls without tools": "parallel_tool_calls"}
 
 
 def empty_tool_fields(request: Mapping[str, Any]) -> frozenset[str]:
@@ -344,14 +393,17 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
     n = request.get("n")
     answers = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     unanswered = sum(1 for call in function_results(messages).values() if call is None)
+    odd, results = odd_tool_names(request), odd_result_names(request)
     return Needs(vision=vision, tools=tools, prompt_tokens=prompt_tokens,
                  last_user_text=last_user, output_tokens=output_tokens, answers=answers,
                  parts=frozenset(parts), unanswered_results=unanswered,
                  audio_answers=audio_answers, custom_tools=custom,
-                 data_images=frozenset(data_images), tool_names=odd_tool_names(request),
+                 data_images=frozenset(data_images), tool_names=odd,
                  empty_tool_fields=empty_tool_fields(request),
                  duplicate_tool_names=duplicate_tool_names(request),
-                 result_names=odd_result_names(request))
+                 result_names=results, name_fields=_name_fields(request, odd | results),
+                 tools_field=_tools_field(request),
+                 custom_field="tools" if _any_custom(request.get("tools")) else "messages")
 
 
 def _any_custom(tools: object) -> bool:
@@ -393,10 +445,10 @@ def unsendable(wire: Wire, needs: Needs) -> list[str]:
 
 def _anthropic_limits(needs: Needs) -> list[str]:
     """What the Anthropic Messages API cannot take beyond the parts :data:`SENDS` lists."""
-    reasons = []
+    reasons: list[str] = []
     if needs.answers > 1:
-        reasons.append(f"the request asks for {needs.answers} answers (n) and the Anthropic "
-                       "Messages API gives one")
+        reasons.append(Reason(f"the request asks for {needs.answers} answers (n) and the "
+                              "Anthropic Messages API gives one", "n"))
     if needs.unanswered_results:
         reasons.append("the request has a function message answering no function_call before "
                        "it, and the Anthropic Messages API takes a tool result only as the "
@@ -405,42 +457,48 @@ def _anthropic_limits(needs: Needs) -> list[str]:
         reasons.append("the request has an assistant message standing for an earlier audio "
                        "answer (audio), which the Anthropic Messages API cannot refer to")
     if needs.custom_tools:
-        reasons.append("the request declares or calls a custom tool (type custom), and the "
-                       "Anthropic Messages API takes function tools only")
+        reasons.append(Reason("the request declares or calls a custom tool (type custom), and "
+                              "the Anthropic Messages API takes function tools only",
+                              needs.custom_field))
     refused = sorted({why for image in needs.data_images
                       if (why := anthropic_image_refusal(*image)) is not None})
     reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)
-    reasons.extend(_tool_name_limits(needs.tool_names, ANTHROPIC_TOOL_NAME,
+    reasons.extend(_tool_name_limits(needs, needs.tool_names, ANTHROPIC_TOOL_NAME,
                                      "the Anthropic Messages API", 128))
     if needs.duplicate_tool_names:
         shown = ", ".join(cut(json.dumps(n), 48) for n in sorted(needs.duplicate_tool_names)[:3])
-        reasons.append(f"the request declares two tools named {shown} (tools and functions "
-                       "together), and the Anthropic Messages API takes unique tool names only "
-                       "(declare each tool once)")
+        reasons.append(Reason(f"the request declares two tools named {shown} (tools and "
+                              "functions together), and the Anthropic Messages API takes "
+                              "unique tool names only (declare each tool once)",
+                              needs.tools_field))
     return reasons
 
 
-def _tool_name_limits(names: frozenset[str], rule: re.Pattern[str], api: str,
+def _tool_name_limits(needs: Needs, names: frozenset[str], rule: re.Pattern[str], api: str,
                       most: int) -> list[str]:
     """Why ``api``, which takes tool names of 1 to ``most`` letters, digits, underscores or
-    hyphens (``rule``), cannot take the request's tool ``names`` (empty when it can)."""
+    hyphens (``rule``), cannot take the request's tool ``names`` (empty when it can), about
+    the field holding them (:attr:`Needs.name_fields`)."""
     refused = sorted(name for name in names if not rule.fullmatch(name))
     if not refused:
         return []
+    fields = {f for name, f in needs.name_fields if name in refused}
     shown = ", ".join(cut(json.dumps(name), 48) for name in refused[:3])
     more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-    return [f"the request declares, calls or answers a tool named {shown}{more}, and {api} "
-            f"takes tool names of 1 to {most} letters, digits, underscores or hyphens only "
-            "(rename the tool, or name a model whose API takes the name)"]
+    return [Reason(f"the request declares, calls or answers a tool named {shown}{more}, and "
+                   f"{api} takes tool names of 1 to {most} letters, digits, underscores or "
+                   "hyphens only (rename the tool, or name a model whose API takes the name)",
+                   fields.pop() if len(fields) == 1 else None)]
 
 
 def _openai_api_limits(needs: Needs) -> list[str]:
     """What OpenAI's own API refuses beyond what every OpenAI-compatible upstream is sent: a
     tool name outside its rule (declared, called, or carried by a tool or function message),
     and tool fields empty or without tools (:func:`empty_tool_fields`)."""
-    return [*_tool_name_limits(needs.tool_names | needs.result_names, PLAIN_TOOL_NAME,
+    return [*_tool_name_limits(needs, needs.tool_names | needs.result_names, PLAIN_TOOL_NAME,
                                "OpenAI's API", 64),
-            *(f"the request has {what}, which OpenAI's API refuses (leave the field out)"
+            *(Reason(f"the request has {what}, which OpenAI's API refuses (leave the field out)",
+                     _EMPTY_FIELD_OF.get(what, "messages"))
               for what in sorted(needs.empty_tool_fields))]
 
 
@@ -484,11 +542,12 @@ def exclusion_reasons(catalog: Catalog, name: str, needs: Needs) -> list[str]:
     card = catalog.get(name)
     if card is None:
         return ["not in the catalog"]
-    reasons = []
+    reasons: list[str] = []
     if needs.vision and not card.has("vision"):
         reasons.append("the request has images and the model does not list 'vision'")
     if needs.tools and not card.has("tools"):
-        reasons.append("the request uses tools and the model does not list 'tools'")
+        reasons.append(Reason("the request uses tools and the model does not list 'tools'",
+                              needs.tools_field))
     reasons.extend(adapter_limits(card, needs))
     if card.context_window is not None and needs.total_tokens > card.context_window:
         what = (f"~{needs.prompt_tokens} prompt tokens + {needs.output_tokens} for the answer"

@@ -32,7 +32,7 @@ from switchpoint.errors import (
     NoCapableModelError,
     UnknownModelError,
 )
-from switchpoint.gateway.capabilities import Needs, filter_candidates, needs_of
+from switchpoint.gateway.capabilities import Needs, common_field, filter_candidates, needs_of
 from switchpoint.gateway.failover import (
     Attempt,
     failed_models,
@@ -448,6 +448,7 @@ def _nothing_fits(excluded: Mapping[str, Sequence[str]], what: str) -> NoCapable
     """``what``: who cannot serve the request, with its verb ("no catalog model can", "model
     'x' and its fallbacks cannot")."""
     reasons = "; ".join(f"{m}: {', '.join(r)}" for m, r in excluded.items())
+    param = common_field(excluded)
     return NoCapableModelError(
-        f"messages: {what} serve this request ({reasons}); add a model with the "
-        "capability or context window it needs to the catalog", excluded)
+        f"{param + ': ' if param else ''}{what} serve this request ({reasons}); add a model "
+        "with the capability or context window it needs to the catalog", excluded, param=param)
