@@ -1071,6 +1071,68 @@ def test_empty_text_parts_are_not_sent_to_an_anthropic_model(
                                      {"type": "text", "text": "Again."}]}]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_whitespace_only_text_is_not_sent_to_an_anthropic_model(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # OpenAI takes text that is whitespace only; the Messages API refuses a text block of it
+    # with a 400 (after the hold): it is left out, as empty text is, and a last assistant
+    # turn (the start of the answer) loses its trailing whitespace, which it refuses there.
+    tag = uuid.uuid4().hex[:8]
+    messages = [
+        {"role": "system", "content": " \n"},
+        {"role": "user", "content": [{"type": "text", "text": "\t"},
+                                     {"type": "text", "text": f"Hi. [{tag}]"}]},
+        {"role": "assistant", "content": "  "},
+        {"role": "assistant", "content": None, "refusal": "\n"},
+        {"role": "user", "content": "Again."},
+        {"role": "assistant", "content": "Well, "}]
+    _to_other(budgeted, messages, stream)
+    sent = gw_fake.requests()[-1]["body"]
+    assert "system" not in sent
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": f"Hi. [{tag}]"},
+                                     {"type": "text", "text": "Again."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Well,"}]}]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_conversation_opening_with_the_assistant_leaves_an_anthropic_model_out(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
+    # A chat UI's greeting opens the conversation: OpenAI takes it, the Messages API refuses a
+    # conversation whose first turn is the assistant's ("first message must use the user
+    # role"), after the hold. The Anthropic model is left out, saying why; the others take it.
+    messages: list[Any] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": f"Look it up. [{uuid.uuid4().hex[:8]}]"}]
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", messages=messages, stream=stream)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == messages
+    gateway = budgeted.service.gateway
+    before, budgets, sent = rows(data_dir(budgeted)), gateway.budget_status(), gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(
+            model="other", messages=messages, stream=stream)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert error["param"] == "messages", error
+    assert ("the conversation opens with an assistant turn (system and developer messages "
+            "aside), and the Anthropic Messages API takes a conversation opening with a user "
+            "turn only") in error["message"], error
+    assert rows(data_dir(budgeted)) == before
+    assert gateway.budget_status() == budgets and gateway.governor.ledger.open_tickets() == 0
+    assert gw_fake.requests() == sent
+    # auto chooses among the others.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="auto", messages=messages, stream=stream)
+    raw.http_response.read()
+    entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
+    assert entry["status"] == "ok" and entry["model"] != "other", entry
+    assert "other" in entry["excluded"], entry
+
+
 @pytest.fixture(scope="module")
 def falling_back(gw_fake: FakeProviderProcess,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:

@@ -402,3 +402,33 @@ def test_each_reason_names_the_field_that_leaves_the_model_out(
     request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
     excluded = filter_candidates(TOOL_CATALOG, [model], needs_of(request))[1]
     assert excluded and common_field(excluded) == field, excluded
+
+
+@pytest.mark.parametrize(("messages", "left_out"), [
+    ([{"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Hi."}], True),
+    ([{"role": "developer", "content": "Be brief."}, {"role": "user", "content": " \n"},
+      {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Hi."}], True),
+    ([{"role": "assistant", "content": None, "tool_calls": [{
+        "id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+      {"role": "tool", "tool_call_id": "c", "content": "ok"}], True),
+    # A blank assistant turn is not sent: the user's turn after it opens the conversation.
+    ([{"role": "system", "content": "Be brief."},
+      {"role": "assistant", "content": [{"type": "text", "text": "  "}], "refusal": ""},
+      {"role": "user", "content": "Hi."}], False),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "https://x.test/a.png"}}]}, {"role": "assistant", "content": "A cat."}], False),
+], ids=["assistant-first", "after-a-blank-user-turn", "tool-call-first", "blank-assistant",
+        "image-first"])
+def test_a_conversation_opening_with_the_assistant_leaves_out_anthropic_only(
+        messages: list[dict[str, object]], left_out: bool) -> None:
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("tools",
+                                                                               "vision")),
+                       ModelCard("gpt", provider="openai", capabilities=("tools", "vision"))])
+    allowed, excluded = filter_candidates(catalog, catalog.names,
+                                          needs_of({"messages": messages}))
+    assert allowed == (["gpt"] if left_out else ["claude", "gpt"])
+    if left_out:
+        assert excluded["claude"] == [
+            "the conversation opens with an assistant turn (system and developer messages "
+            "aside), and the Anthropic Messages API takes a conversation opening with a user "
+            "turn only"]

@@ -618,3 +618,53 @@ def test_a_conversation_with_no_turn_to_send_is_not_sent_to_anthropic(
     # than sent what it refuses.
     with pytest.raises(UnsupportedRequest, match="no user or assistant message with content"):
         to_anthropic_request({"messages": messages}, CLAUDE, stream=False)
+
+
+def test_whitespace_only_text_is_not_sent_to_anthropic() -> None:
+    # OpenAI takes text that is whitespace only; the Messages API refuses a text block of it
+    # ("text content blocks must contain non-whitespace text"): it is left out, as empty text
+    # is (a turn left with nothing is too, and the turns around it merge).
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    req = {"tools": [{"type": "function", "function": {"name": "f"}}], "messages": [
+        {"role": "system", "content": " \n"},
+        {"role": "user", "content": [{"type": "text", "text": "\t"},
+                                     {"type": "text", "text": "Hi."}]},
+        {"role": "assistant", "content": "  ", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": " "},
+        {"role": "user", "content": "\n\n"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": " "}]},
+        {"role": "assistant", "content": None, "refusal": "\t"},
+        {"role": "user", "content": "Again."}]}
+    body = to_anthropic_request(req, CLAUDE, stream=False)
+    assert "system" not in body
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Hi."}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_1", "name": "f",
+                                           "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1"},
+                                     {"type": "text", "text": "Again."}]}]
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "assistant", "content": "Hello! How can I help?"},
+     {"role": "user", "content": "Hi."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " "},
+     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Hi."}],
+], ids=["assistant-first", "after-system-and-a-blank-user-turn"])
+def test_a_conversation_opening_with_an_assistant_turn_is_not_sent_to_anthropic(
+        messages: list[dict[str, Any]]) -> None:
+    # OpenAI takes it; the Messages API refuses it ("first message must use the user role"):
+    # planning leaves the model out (capabilities), and the adapter does not send it.
+    with pytest.raises(UnsupportedRequest, match="opens with an assistant turn"):
+        to_anthropic_request({"messages": messages}, CLAUDE, stream=False)
+
+
+def test_a_last_assistant_turn_is_sent_without_its_trailing_whitespace() -> None:
+    # A last assistant turn starts the answer: the Messages API refuses it ending in
+    # whitespace; an earlier turn is sent as it is.
+    body = to_anthropic_request({"messages": [
+        {"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello \n"},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "My favourite colour is "}]}, CLAUDE, stream=False)
+    assert [m["content"][-1]["text"] for m in body["messages"]] == [
+        "Hi.", "Hello \n", "Name a colour.", "My favourite colour is"]

@@ -17,6 +17,8 @@ ones, but no audio or file part), nor one whose legacy ``function`` message answ
 one with an image given as a data URL the Messages API cannot take (it takes base64 jpeg,
 png, gif and webp data only: :data:`ANTHROPIC_IMAGE_TYPES`), nor one with an assistant turn
 that is an earlier audio answer's id (``audio``, which only OpenAI can look up), nor one
+whose conversation opens with an assistant turn once system messages are lifted out (the
+Messages API takes a conversation opening with the user's turn only), nor one
 declaring or calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64
 letters, digits, underscores or hyphens, in a tool or function message's name too, the
 Messages API up to 128 and unique ones only; a
@@ -139,6 +141,9 @@ class Needs:
     # calls and results), and the one declaring or calling a custom tool.
     tools_field: str = "messages"
     custom_field: str = "messages"
+    # Whether the first turn with something in it, once system and developer messages are
+    # lifted out, is the assistant's (:func:`opens_with_assistant`).
+    assistant_first: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -344,6 +349,49 @@ def empty_tool_fields(request: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(found)
 
 
+def blank(text: str) -> bool:
+    """Whether ``text`` says nothing: empty, or whitespace only (the Messages API refuses a
+    text block of it, where OpenAI takes it)."""
+    return not text.strip()
+
+
+def _says_nothing(message: Mapping[str, Any]) -> bool:
+    """Whether ``message`` (a user or assistant one) has nothing the Anthropic adapter sends:
+    no call, no refusal and no content part but blank text ones."""
+    if message.get("tool_calls") or message.get("function_call"):
+        return False
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and not blank(refusal):
+        return False
+    for part in _parts(message.get("content")):
+        if isinstance(part, str):
+            text: object = part
+        elif isinstance(part, Mapping) and part.get("type") in ("text", "refusal"):
+            text = part.get(str(part.get("type")))
+        else:
+            return False
+        if not isinstance(text, str) or not blank(text):
+            return False
+    return True
+
+
+def opens_with_assistant(messages: Sequence[object]) -> bool:
+    """Whether the first turn of ``messages`` with something in it, system and developer
+    messages aside (the Messages API takes them as its system prompt), is the assistant's:
+    the Messages API takes a conversation opening with the user's turn only. (A tool or
+    function result is sent as the user's.)"""
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer"):
+            continue
+        if role in ("user", "assistant") and _says_nothing(message):
+            continue
+        return role == "assistant"
+    return False
+
+
 def _message_text(content: object) -> str:
     return "\n".join(_text_chars_and_images(content)[2])
 
@@ -403,7 +451,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  duplicate_tool_names=duplicate_tool_names(request),
                  result_names=results, name_fields=_name_fields(request, odd | results),
                  tools_field=_tools_field(request),
-                 custom_field="tools" if _any_custom(request.get("tools")) else "messages")
+                 custom_field="tools" if _any_custom(request.get("tools")) else "messages",
+                 assistant_first=opens_with_assistant(messages))
 
 
 def _any_custom(tools: object) -> bool:
@@ -453,6 +502,10 @@ def _anthropic_limits(needs: Needs) -> list[str]:
         reasons.append("the request has a function message answering no function_call before "
                        "it, and the Anthropic Messages API takes a tool result only as the "
                        "answer to its call")
+    if needs.assistant_first:
+        reasons.append("the conversation opens with an assistant turn (system and developer "
+                       "messages aside), and the Anthropic Messages API takes a conversation "
+                       "opening with a user turn only")
     if needs.audio_answers:
         reasons.append("the request has an assistant message standing for an earlier audio "
                        "answer (audio), which the Anthropic Messages API cannot refer to")

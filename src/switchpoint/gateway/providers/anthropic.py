@@ -5,17 +5,21 @@ parts as :data:`~switchpoint.gateway.capabilities.SENDS` lists them, tools, ``to
 tool calls and tool results, ``max_tokens``), answers and stream events back to OpenAI
 ``chat.completion`` / ``chat.completion.chunk``. An assistant's refusal (a refusal part, or the
 message's ``refusal`` when it has no content) is sent as its text: it is what the assistant
-said. A text or refusal part with no text is left out, as the Messages API refuses an empty
-text block; a turn with nothing to send (empty content and no calls) is too, as the API refuses
-an empty turn (the turns around it merge); a conversation left with none (system
-messages alone) is not sent. An image given as a base64 data URL
-(``data:<type>[;<parameter>]*;base64,<data>``) is a base64 image block of its media type
-(parameters dropped; the type its first bytes show when they show one, as the API refuses an
-image labelled with another type and OpenAI reads the bytes whatever the label; its data as
-strict base64, line breaks removed and padding added, as the API decodes no other), an http(s)
-URL an image the API fetches (the request check refuses any other URL, and base64 data that is
-not base64: :mod:`~switchpoint.gateway.image_urls`); a data URL of a type the API does not
-take, or not base64, is not sent (planning leaves the model out:
+said. A text or refusal part with no text, or only whitespace, is left out, as the Messages API
+refuses such a text block (so is such a tool result's content, and such a system message); a
+turn with nothing to send (blank content and no calls) is too, as the API refuses an empty turn
+(the turns around it merge); a conversation left with none (system messages alone) is not sent,
+nor one opening with an assistant turn, as the API takes a conversation opening with the user's
+turn only (planning leaves the model out for it:
+:func:`~switchpoint.gateway.capabilities.adapter_limits`). A last assistant turn (the start of
+the answer) is sent without its trailing whitespace, which the API refuses there. An image
+given as a base64 data URL (``data:<type>[;<parameter>]*;base64,<data>``) is a base64 image
+block of its media type (parameters dropped; the type its first bytes show when they show one,
+as the API refuses an image labelled with another type and OpenAI reads the bytes whatever the
+label; its data as strict base64, line breaks removed and padding added, as the API decodes no
+other), an http(s) URL an image the API fetches (the request check refuses any other URL, and
+base64 data that is not base64: :mod:`~switchpoint.gateway.image_urls`); a data URL of a type
+the API does not take, or not base64, is not sent (planning leaves the model out:
 :func:`~switchpoint.gateway.capabilities.adapter_limits`).
 
 OpenAI's legacy function calling is translated as tool calling is: ``functions`` are tools,
@@ -68,6 +72,7 @@ from switchpoint.gateway.capabilities import (
     ANTHROPIC_IMAGES,
     SENDS,
     anthropic_image_refusal,
+    blank,
     function_results,
 )
 from switchpoint.gateway.data_url import compact_base64, media_type_of, parse_data_url
@@ -172,7 +177,7 @@ def _content_blocks(content: object, where: str, role: str) -> list[dict[str, An
     if content is None:
         return []
     if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
+        return [] if blank(content) else [{"type": "text", "text": content}]
     if not isinstance(content, list):
         raise _bad(f"{where} content must be a string or a list of parts")
     sends = SENDS["anthropic"][role]
@@ -187,9 +192,9 @@ def _content_blocks(content: object, where: str, role: str) -> list[dict[str, An
                        f"adapter does not send in {role} messages ({' and '.join(sends)} "
                        "parts it does)")
         blocks.append(_BLOCKS[kind](part))
-    # (a text or refusal part with no text is not sent: the Messages API refuses an empty
-    # text block, where OpenAI takes the part)
-    return [block for block in blocks if block["type"] != "text" or block["text"]]
+    # (a text or refusal part with no text, or whitespace only, is not sent: the Messages API
+    # refuses such a text block, where OpenAI takes the part)
+    return [block for block in blocks if block["type"] != "text" or not blank(block["text"])]
 
 
 def _tool_use_block(call: object, where: str) -> dict[str, Any]:
@@ -228,7 +233,7 @@ def _tool_result(block_id: str, content: object, where: str) -> dict[str, Any]:
     out when empty: the Messages API takes a result without one)."""
     result: dict[str, Any] = {"type": "tool_result", "tool_use_id": block_id}
     text = _text_of(content, where)
-    if text:
+    if not blank(text):
         result["content"] = text
     return result
 
@@ -243,7 +248,7 @@ def _refusal_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     """An assistant message's ``refusal`` (what it said to the user instead of an answer) as
     text, as a refusal part is sent."""
     refusal = message.get("refusal")
-    return [_refusal_block(message)] if isinstance(refusal, str) and refusal else []
+    return [_refusal_block(message)] if isinstance(refusal, str) and not blank(refusal) else []
 
 
 def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -267,7 +272,7 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
         content = message.get("content")
         if role in ("system", "developer"):
             text = _text_of(content, where)
-            if text:
+            if not blank(text):
                 system.append(text)
         elif role == "user":
             add("user", _content_blocks(content, where, "user"))
@@ -429,6 +434,15 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
         raise _bad("the request has no user or assistant message with content (only system "
                    "or developer messages, or empty ones), and the Messages API takes no "
                    "request without one")
+    if translated[0]["role"] == "assistant":  # (planning leaves such a model out)
+        raise _bad("the conversation opens with an assistant turn (system and developer "
+                   "messages aside), and the Messages API takes a conversation opening with "
+                   "a user turn only")
+    last = translated[-1]["content"][-1]
+    if translated[-1]["role"] == "assistant" and last["type"] == "text":
+        # (a last assistant turn is the start of the answer, which the Messages API refuses
+        # when it ends in whitespace)
+        last["text"] = last["text"].rstrip()
     max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
     body: dict[str, Any] = {
         "model": card.upstream_model or card.name,
