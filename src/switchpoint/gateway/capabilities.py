@@ -18,13 +18,13 @@ one with an image given as a data URL the Messages API cannot take (it takes bas
 png, gif and webp data only: :data:`ANTHROPIC_IMAGE_TYPES`), nor one with an assistant turn
 that is an earlier audio answer's id (``audio``, which only OpenAI can look up), nor one
 whose conversation opens with an assistant turn once system messages are lifted out (the
-Messages API takes a conversation opening with the user's turn only), nor one
-declaring or calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64
-letters, digits, underscores or hyphens, in a tool or function message's name too, the
-Messages API up to 128 and unique ones only; a
-dotted MCP-style name goes to the local and OpenAI-compatible servers that take it), which
-would otherwise be held
-against budgets and refused only once its call began (or, for that turn, sent without it).
+Messages API takes a conversation opening with the user's turn only), nor one declaring or
+calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64 letters, digits,
+underscores or hyphens, in a tool or function message's name too, the Messages API up to 128
+and unique ones only; a dotted MCP-style name goes to the local and OpenAI-compatible servers
+that take it), which would otherwise be held against budgets and refused only once its call
+began (or, for that turn, sent without it). Each reason names the request field it is about
+(:class:`Reason`), so an error that leaves out every model can name it.
 
 Token estimates use the catalog's convention (about four characters a token) over every
 message's text, tool calls, and the tool definitions; each image counts as

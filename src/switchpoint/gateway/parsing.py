@@ -18,9 +18,8 @@ data URL whose base64 data is base64). Tool calls belong to assistant messages o
 tools a request declares (``tools``, legacy ``functions``) are read for their names (1 to
 :data:`MAX_TOOL_NAME` characters: which characters is each provider's rule), as are the names
 of the tools its history calls or answers (a function tool call's, a function or tool
-message's), and a
-``tool_choice`` (legacy ``function_call``) must name one of them, as must each tool an
-``allowed_tools`` choice lists.
+message's), and a ``tool_choice`` (legacy ``function_call``) must name one of them, as must
+each tool an ``allowed_tools`` choice lists.
 Every field (temperature, tools, response_format, ...) goes upstream exactly as sent, so the
 dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
@@ -339,8 +338,8 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
     OpenAI's schema writes them (a function call's ``name`` and ``arguments`` strings; each
     tool call an object with an ``id`` string and a ``type``, function with its
     ``function`` call, or custom with its ``custom`` ``name`` and ``input``; a function's name
-    held to a declared tool's bounds, :func:`_tool_name`), checked here
-    so a malformed one is refused before anything is held, whichever model would answer."""
+    held to a declared tool's bounds, :func:`_tool_name`), checked here so a malformed one is
+    refused before anything is held, whichever model would answer."""
     call = message.get("function_call")
     if call is not None:
         written = f"a function_call is written {_FUNCTION_CALL}"

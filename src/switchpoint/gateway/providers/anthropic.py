@@ -230,7 +230,7 @@ def _tool_use(block_id: str, fn: Mapping[str, Any], where: str) -> dict[str, Any
 
 def _tool_result(block_id: str, content: object, where: str) -> dict[str, Any]:
     """The ``tool_result`` block answering the ``tool_use`` ``block_id`` (its content left
-    out when empty: the Messages API takes a result without one)."""
+    out when empty or whitespace only: the Messages API takes a result without one)."""
     result: dict[str, Any] = {"type": "tool_result", "tool_use_id": block_id}
     text = _text_of(content, where)
     if not blank(text):
