@@ -882,3 +882,45 @@ def _status_of(server: ThreadServer, key: str) -> dict[str, Any]:
     tenants = get(server, "/v1/router/status", key=key).json()["tenants"]
     (only,) = tenants.values()
     return dict(only)
+
+
+def test_admin_feedback_on_a_decision_of_a_tenant_a_reload_removed_is_refused(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A reload that removes a tenant turns its keys away (403); the admin's feedback on one
+    of its decisions, which goes to the decision's own tenant, was still learned, into an
+    overlay of a tenant that no longer exists. It is now a 409 naming the tenant, and nothing
+    is kept or learned; the remaining tenants' feedback is taken as before."""
+    admin = "a" * 32
+    extra = "auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants: {acme: {}, globex: {}}\n"
+    environ = {"ADMIN_TOKEN": admin}
+    with learning_server(fake, tmp_path, extra, environ=environ) as server:
+        keys = {t: post(server, "/v1/router/keys", {"tenant": t}, key=admin).json()["key"]
+                for t in ("acme", "globex")}
+        acme = chat(server, math_prompt(730), key=keys["acme"])[0]["x-switchpoint-decision-id"]
+        globex = chat(server, math_prompt(731), key=keys["globex"])[0][
+            "x-switchpoint-decision-id"]
+        named = chat(server, math_prompt(732), key=keys["acme"], model="cheap")[0][
+            "x-switchpoint-request-id"]
+        config = tmp_path / "switchpoint.yaml"
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "tenants: {acme: {}, globex: {}}", "tenants: {globex: {}}"), encoding="utf-8")
+        assert post(server, "/v1/router/reload", key=admin).status_code == 200
+        before = get(server, "/v1/router/status", key=admin).json()["tenants"]
+        for decision_id in (acme, named):
+            refused = feedback(server, decision_id, key=admin, score=0.0)
+            assert refused.status_code == 409, refused.text
+            error = refused.json()["error"]
+            assert error["param"] == "decision_id"
+            assert "'acme'" in error["message"] and "no longer" in error["message"]
+            assert "nothing was learned" in error["message"]
+        assert get(server, "/v1/router/status", key=admin).json()["tenants"] == before
+        taken = feedback(server, globex, key=admin, score=0.0)
+        assert taken.status_code == 200 and taken.json()["tenant"] == "globex"
+    (db,) = tmp_path.rglob("switchpoint.db")
+    import sqlite3
+    conn = sqlite3.connect(db)
+    try:
+        tenants = [t for (t,) in conn.execute("SELECT tenant FROM feedback")]
+    finally:
+        conn.close()
+    assert tenants == ["globex"]

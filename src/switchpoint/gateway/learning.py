@@ -499,6 +499,19 @@ UNREADABLE = ("this decision was made by a policy that read the prompt another w
               "model and does not teach routing")
 
 
+def check_configured(settings: Settings, tenant: str) -> None:
+    """409 when ``tenant`` (a decision's own) is no longer in the configuration (a reload
+    removed it): its keys are turned away, and an outcome would teach a tenant that no longer
+    routes; the deployment's own traffic (:data:`DEFAULT_TENANT`) is always there."""
+    if tenant == DEFAULT_TENANT or tenant in settings.tenants:
+        return
+    known = ", ".join(settings.tenants) or "none"
+    raise ConflictError(f"decision_id: this decision was made for tenant {tenant!r}, which is "
+                        f"no longer in the configuration (tenants: {known}), so its outcomes "
+                        "teach nothing; restore the tenant to the config and reload to send "
+                        "them; nothing was learned", param="decision_id")
+
+
 def learnable(router: Router, model: str) -> bool:
     """Whether outcomes of catalog model ``model`` can teach ``router`` (it has a profile, or
     the router's policy learns the outcomes of models without one)."""
@@ -898,6 +911,7 @@ class GatewayLearning:
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
+                    check_configured(live.settings, entry.tenant)
                     self.log.flush()  # the outcomes before this one, even a moment ago
                     answer = self._answer(decision_id)
                     if model is None and answer is not None and answer[0] is None:
@@ -940,6 +954,7 @@ class GatewayLearning:
                 if stored is not None and (scope is None or stored[0].tenant == scope):
                     # Made by a policy the live one cannot read it for (vectors against text).
                     entry = stored[0]
+                    check_configured(live.settings, entry.tenant)
                     answer = self._answer(decision_id)
                     served = model if isinstance(model, str) else (
                         answer[0] if answer is not None and answer[0] is not None
@@ -973,12 +988,13 @@ class GatewayLearning:
                     return self.report(routed, quality_score, success, model=model,
                                        tenant=tenant, key_id=key_id, comment=comment,
                                        cost=cost, teachable=teachable)
+                assert owner_tenant is not None
+                check_configured(live.settings, owner_tenant)
                 served = model if isinstance(model, str) else request["model"]
                 if served is None:
                     raise InvalidInputError("model", NO_ANSWER)
                 if teachable is not None:
                     teachable(str(served))
-                assert owner_tenant is not None
                 tokens = request["prompt_tokens"]
                 answered = request.get("cost_usd")  # (None: a stream still under way)
                 if (measured is None and answered is not None and served == request["model"]
