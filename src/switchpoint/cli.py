@@ -556,7 +556,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         _fail(f"--older-than: {args.older_than!r} must be a number of days > 0")
     report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
     verb = "would delete" if report.dry_run else "deleted"
-    names = {"spend": "spend ledger entries (those budgets still count are kept)"}
+    names = {"spend": "spend ledger entries (those budgets still count are kept)",
+             "feedback": "feedback rows (of those the learning checkpoint holds)"}
     counts = ", ".join(f"{n} {names.get(table, table)}" for table, n in report.deleted.items())
     print(f"{verb} {counts} older than {days:g} days from {settings.db_path}; "
           f"{report.bytes_before} -> {report.bytes_after} bytes"

@@ -259,8 +259,9 @@ class StoreSettings(BaseModel):
     """The SQLite store in ``data_dir``. ``synchronous``: ``full`` fsyncs every commit (survives
     power loss); ``normal`` survives a crash of the process but not of the machine, and is
     cheaper per request (see benchmarks/RESULTS.md). ``retention_days``: log entries older than
-    this are deleted (by the service, hourly, and by ``switchpoint prune``); unset, the logs are
-    kept forever and grow with the traffic (``GET /health`` shows their size).
+    this are deleted (by the service, hourly, and by ``switchpoint prune``), feedback only once
+    the learning checkpoint holds it (see :mod:`switchpoint.store.retention`); unset, the logs
+    are kept forever and grow with the traffic (``GET /health`` shows their size).
     ``spill_max_mb``: while the database refuses writes (a full disk, a lock another process
     holds), what it refused waits in a spill file beside it, to be written once it takes
     writes again; past this size, less a reserve for the records of requests in flight then

@@ -389,3 +389,112 @@ def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(
         if running is not None:
             running.join(timeout=30)
         assert path.stat().st_mtime_ns == written  # one event after the start: not due yet
+
+
+def _feedback_rows(data: Path) -> list[tuple[int, int]]:
+    """(log position, comment length) of every row of the feedback log."""
+    import sqlite3
+
+    conn = sqlite3.connect(data / "switchpoint.db")
+    try:
+        return [(int(s), int(n)) for s, n in conn.execute(
+            "SELECT seq, length(coalesce(comment, '')) FROM feedback ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_is_lost(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The feedback log was never pruned: POST /v1/route is free and each decision takes
+    MAX_OUTCOMES rows with comments of 2,000 characters, so a caller could fill the disk.
+    Retention now prunes its rows older than the cutoff that the learning checkpoint holds
+    (never the row the checkpoint ends at, nor any after it): a start after ``kill -9`` takes up
+    the checkpoint and replays the rest, and serves the same lesson as before the prune."""
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    config = _config(tmp_path, gw_fake, data, k=5)
+    server = serve(config, data)
+    try:
+        decisions = [_route(server, t)["decision_id"] for t in TOPICS]
+        for i, decision in enumerate(decisions):
+            r = httpx.post(f"{server.base}/v1/feedback", timeout=30, json={
+                "decision_id": decision, "score": [0.0, 1.0, 0.3][i % 3],
+                "comment": "c" * 2000})
+            assert r.status_code == 200, r.text
+        code, err = server.terminate()  # a graceful stop: the checkpoint holds all six
+        assert code == 0, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    server = serve(config, data)
+    try:
+        for topic in ("Name three noble gases.", "Write a limerick about a cat."):
+            scored(server, _route(server, topic)["decision_id"], 0.6)
+        learned = _lesson(server)
+        server.kill()  # a crash: the checkpoint does not hold these two
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    before = _feedback_rows(data)
+    assert [s for s, _ in before] == list(range(1, len(TOPICS) + 3))
+
+    time.sleep(1.2)  # every row is older than a retention of 1e-5 days (0.86 s)
+    cli = str(Path(sys.executable).with_name("switchpoint"))
+    done = subprocess.run([cli, "prune", "--config", str(config), "--older-than", "0.00001",
+                           "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "feedback rows (of those the learning checkpoint holds)" in done.stderr
+    import json
+    assert json.loads(done.stdout)["deleted"]["feedback"] == len(TOPICS) - 1
+    # The row the checkpoint ends at stays (a start checks the event there), and those after.
+    assert _feedback_rows(data) == before[len(TOPICS) - 1:]
+
+    for _ in range(2):  # and again after a kill -9 of a start from the pruned log
+        server = serve(config, data)
+        try:
+            status = _status(server)
+            assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS),
+                                                                        len(TOPICS) + 2)
+            assert _lesson(server) == learned
+            server.kill()
+        finally:
+            if server.proc is not None and server.proc.poll() is None:
+                server.kill()
+    server = serve(config, data)
+    try:
+        again = scored(server, decisions[0], 0.9)  # a pruned decision's outcome, replaced
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
+        code, err = server.terminate()
+        assert code == 0 and "checkpoint not used" not in err, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+
+
+def test_without_a_checkpoint_of_its_log_retention_prunes_no_feedback(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """No checkpoint (or one of another log, or a damaged one): every feedback row stays,
+    whatever its age, since a start replays the whole log; the request logs are pruned."""
+    from switchpoint.store.retention import prune
+
+    data = tmp_path / "data"
+    config = _config(tmp_path, gw_fake, data, k=5)
+    server = serve(config, data)
+    try:
+        for topic in TOPICS[:3]:
+            scored(server, _route(server, topic)["decision_id"], 0.5)
+        server.kill()  # no checkpoint written
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    checkpoint = data / CHECKPOINT_FILENAME
+    assert not checkpoint.exists()
+    time.sleep(0.1)
+    report = prune(data / "switchpoint.db", time.time())
+    assert report.deleted["feedback"] == 0 and report.deleted["decisions"] == 3
+    assert len(_feedback_rows(data)) == 3
+    checkpoint.write_bytes(b"not a checkpoint")
+    assert prune(data / "switchpoint.db", time.time()).deleted["feedback"] == 0
+    assert len(_feedback_rows(data)) == 3

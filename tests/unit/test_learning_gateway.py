@@ -621,3 +621,54 @@ def test_an_experiment_tally_forgets_a_score_that_every_repeat_replaced(tmp_path
         assert len(tally) == 2  # the two latest scores: nothing of the repeats before
     assert kept.experiment("x") == LearningReader(store.path).experiment("x")
     store.close()
+
+
+def test_retention_prunes_only_the_feedback_a_checkpoint_of_this_log_holds(
+        tmp_path: Path) -> None:
+    """Feedback rows older than the cutoff go only when the learning checkpoint beside the
+    store holds them (its log position, the row there kept); the database refuses deleting a
+    newer row; a reader's running tally of qualities is read whole again after the prune."""
+    from switchpoint.learning.checkpoint import (
+        CHECKPOINT_FILENAME,
+        Checkpoint,
+        State,
+        write_checkpoint,
+    )
+    from switchpoint.store import retention
+
+    store = SQLiteStore(tmp_path / "s.db").open()
+    for i in range(30):
+        event = FeedbackEvent(decision_id=f"d{i % 25}", model="m", quality=(i % 4) / 4,
+                              timestamp=1000.0 + i if i < 20 else time.time())
+        store.append(feedback_record(event, "decision", weights_id="w",
+                                     comment="c" * 2000)).result()
+    kept = LearningReader(store.path)
+    tally = kept.quality_by_model()
+    assert retention.prune(store.path, 2000.0).deleted["feedback"] == 0  # no checkpoint yet
+    at = kept.event_id_at(12)
+    assert at is not None
+    write_checkpoint(tmp_path / CHECKPOINT_FILENAME, Checkpoint("k", 12, at, State()))
+    dry = retention.prune(store.path, 2000.0, dry_run=True)
+    assert dry.deleted["feedback"] == 11
+    report = retention.prune(store.path, 2000.0)
+    assert report.deleted["feedback"] == 11  # rows 1 to 11: the 12th is where it ends
+    assert [row.seq for row in kept.feedback()] == list(range(12, 31))
+    assert kept.event_id_at(12) == at
+    assert kept.quality_by_model() == LearningReader(store.path).quality_by_model() != tally
+    conn = sqlite3.connect(store.path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM feedback WHERE seq = 25")
+    finally:
+        conn.close()
+    # A checkpoint of another log (its event not there): nothing more goes.
+    write_checkpoint(tmp_path / CHECKPOINT_FILENAME, Checkpoint("k", 25, "other", State()))
+    assert retention.prune(store.path, 2000.0).deleted["feedback"] == 0
+    # One further on: the start of the log goes, up to the first row not older than the
+    # cutoff (the 21st), though the checkpoint holds more.
+    at = kept.event_id_at(25)
+    assert at is not None
+    write_checkpoint(tmp_path / CHECKPOINT_FILENAME, Checkpoint("k", 25, at, State()))
+    assert retention.prune(store.path, 2000.0).deleted["feedback"] == 9
+    assert [row.seq for row in kept.feedback()] == list(range(21, 31))
+    store.close()

@@ -35,8 +35,8 @@ MAX_COMMENT = 2000
 #: Longest decision id accepted (ids are 32 hex characters; this leaves room for others').
 MAX_DECISION_ID = 200
 #: Outcomes one decision (or one answer of a comparison) takes: its first and the repeats
-#: that replace it. Each is a row of the feedback log, which is never pruned, so repeats
-#: without end would grow it without end.
+#: that replace it. Each is a row of the feedback log, which retention prunes only once the
+#: learning checkpoint holds it, so repeats without end would grow it without end.
 MAX_OUTCOMES = 20
 #: Outcomes a log without a store keeps at the least, whatever ``learning.memory_size`` says
 #: (a decision's repeats are counted from them).

@@ -147,5 +147,24 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
     return Checkpoint(key, seq, event_id, State(state, arrays))
 
 
+def checkpoint_position(path: str | Path) -> tuple[int, str] | None:
+    """The log position a checkpoint in ``path`` holds, with the id of the event there,
+    whatever it was written for (only its description is read); None when there is no
+    readable checkpoint of this format."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as archive:
+            if _META not in archive.files:
+                return None
+            meta = json.loads(archive[_META].tobytes().decode())
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, Mapping) or meta.get("format") != FORMAT:
+        return None
+    seq, event_id = meta.get("seq"), meta.get("event_id")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(event_id, str):
+        return None
+    return seq, event_id
+
+
 __all__ = ["CHECKPOINT_FILENAME", "FORMAT", "ArrayOrBuild", "Checkpoint", "CheckpointError",
-           "State", "read_checkpoint", "write_checkpoint"]
+           "State", "checkpoint_position", "read_checkpoint", "write_checkpoint"]

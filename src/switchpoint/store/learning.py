@@ -1,12 +1,14 @@
 """What learning from outcomes keeps in the SQLite store.
 
-- ``feedback``: the feedback log, append-only. One row per outcome: a
+- ``feedback``: the feedback log, append-only but for retention, which prunes rows older than its
+  cutoff that the learning checkpoint already holds (see :mod:`switchpoint.store.retention`;
+  the trigger refuses deleting a newer row). One row per outcome: a
   :class:`~switchpoint.learning.events.FeedbackEvent` (its prompt vector as float32 bytes, so it
   replays exactly) with its ``kind`` (``decision``: feedback on a routing decision;
   ``preference``: a score given to a compared answer; ``model``: feedback on a request that
   named its model, which tracks that model's quality but cannot teach routing), the weights it
   was learned under, the caller's key and an optional comment. Replayed in order on every
-  start and reload.
+  start and reload (after the checkpoint, when one fits).
 - ``pending``: what learning needs from each recent routing decision (the prompt's vector as
   float16, the units it fell in, the candidates, the model chosen), so feedback for a decision
   made before a restart still teaches. Bounded: only the last ``learning.memory_size`` rows are
@@ -248,11 +250,13 @@ class LoggedFeedback:
 @dataclass
 class _QualityTally:
     """Per (tenant, model): how many decisions' latest outcomes are about it and their summed
-    quality, over the feedback log up to ``seq`` (the event there: ``event_id``)."""
+    quality, over the feedback log up to ``seq`` (the event there: ``event_id``), with the
+    store's prunes then (a count and the last one's seq)."""
 
     counts: dict[tuple[str, str], tuple[int, float]]
     seq: int = 0
     event_id: str = ""
+    pruned: tuple[int, ...] = ()
 
     def add(self, tenant: str, model: str, quality: float, n: int) -> None:
         count, total = self.counts.get((tenant, model), (0, 0.0))
@@ -510,15 +514,17 @@ class LearningReader:
         return out
 
     def _tally_read(self, tally: _QualityTally | None) -> _QualityTally:
-        """``tally`` brought up to the end of the log (read whole the first time, or when the
-        log is not the one it was read from)."""
+        """``tally`` brought up to the end of the log (read whole the first time, after a
+        prune, or when the log is not the one it was read from)."""
         conn = self._connect()
         try:
             conn.execute("BEGIN")  # one snapshot of the log for the whole read
-            if tally is not None and tally.seq and conn.execute(
+            pruned = tuple(conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM prunes"
+                                        ).fetchone())
+            if tally is not None and (tally.pruned != pruned or (tally.seq and conn.execute(
                     "SELECT event_id FROM feedback WHERE seq = ?",
-                    (tally.seq,)).fetchone() != (tally.event_id,):
-                tally = None  # another log (a replaced file): read it whole
+                    (tally.seq,)).fetchone() != (tally.event_id,))):
+                tally = None  # pruned since, or another log (a replaced file): read it whole
             if tally is None:
                 rows = conn.execute(
                     "SELECT tenant, coalesce(served, model), count(*), sum(quality) "
@@ -526,7 +532,7 @@ class LearningReader:
                     "GROUP BY decision_id, tenant) latest USING (seq) "
                     "GROUP BY tenant, coalesce(served, model)").fetchall()
                 tally = _QualityTally({(str(t), str(m)): (int(n), float(q))
-                                       for t, m, n, q in rows})
+                                       for t, m, n, q in rows}, pruned=pruned)
                 last = conn.execute("SELECT seq, event_id FROM feedback "
                                     "ORDER BY seq DESC LIMIT 1").fetchone()
                 if last is not None:

@@ -17,6 +17,14 @@ changed.
 The spend ledger is pruned by the same cutoff, except the rows the budgets still read: a short
 retention keeps the calendar month under way and the week before it (see :func:`ledger_cutoff`),
 so a restart after a prune counts every budget's spend as before it.
+
+The feedback log is pruned by the same cutoff too, but only of the rows the learning checkpoint
+beside the store already holds (see :func:`feedback_bound`): a start takes up the checkpoint and
+replays only the rows after it, so nothing learned from a pruned row is lost, after a crash
+either. Without a checkpoint of this log nothing of it is pruned. A checkpoint that no longer
+fits (other weights or learning settings) is passed over and the rows kept are replayed: what
+was learned from pruned ones is then not learned again (export the learned weights with
+``switchpoint learn --export`` first to keep it in them).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from typing import Any
 
 from switchpoint._files import SQLITE_SIDE_FILES, side_file
 from switchpoint.errors import StoreError
-from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
+from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, checkpoint_position
 from switchpoint.store.sqlite import (
     LEDGER_KEEP_S,
     LEDGER_TABLE,
@@ -47,6 +55,8 @@ from switchpoint.store.sqlite import (
 )
 
 SECONDS_PER_DAY = 86_400.0
+#: The learning table retention prunes, of the rows a checkpoint holds only.
+FEEDBACK_TABLE = "feedback"
 # Rows deleted per transaction.
 BATCH = 2_000
 # The files of the data directory counted as its state: the databases, the learning checkpoint.
@@ -116,6 +126,43 @@ def disk_usage(data_dir: str | Path) -> dict[str, Any]:
     return {"data_dir": str(folder), "db_bytes": used, "free_bytes": free}
 
 
+def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None) -> int | None:
+    """The log position of the feedback log below which its rows may be pruned at
+    ``cutoff``: the one the learning checkpoint beside the store at ``file`` holds, when it was
+    made from this log (its event is there; the row there stays, since a start checks it), or
+    the first row not older than the cutoff, if that comes first. So what goes is always the
+    start of the log, as weights exported from it name it (the rows they folded in, up to a
+    position: none of those is left to be learned again). None: nothing of the feedback log
+    may go (no checkpoint, an unreadable one, or one of another log). The data directory is
+    synced first, so that the checkpoint read here is the one a start after a crash finds (its
+    rename durable), never an older one."""
+    position = checkpoint_position(file.with_name(CHECKPOINT_FILENAME))
+    if position is None:
+        return None
+    with contextlib.suppress(OSError):
+        folder = os.open(file.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    seq, event_id = position
+    try:
+        conn = read_only(file, gone)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+            row = conn.execute("SELECT event_id FROM feedback WHERE seq = ?", (seq,)).fetchone()
+            newer = conn.execute("SELECT seq FROM feedback WHERE ts >= ? ORDER BY seq LIMIT 1",
+                                 (cutoff,)).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise store_error(file, "read it to find what the learning checkpoint holds",
+                          exc) from None
+    if row is None or row[0] != event_id:
+        return None
+    return seq if newer is None else min(seq, int(newer[0]))
+
+
 def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
           max_rows: int | None = None, full_vacuum: bool = True,
           upgrade: bool = True, gone: Gone | None = None) -> PruneReport:
@@ -135,14 +182,17 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     still_there(file, gone)
     if not file.is_file():
         raise StoreError(f"{file}: no store there (check --config / data_dir)")
-    cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
+    cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff),
+               FEEDBACK_TABLE: cutoff}
     before = db_bytes(file)
     if dry_run:
-        return PruneReport(cutoff, _count_older(file, cutoffs), before, before, True, True,
-                           "dry-run")
+        below = _feedback_bound_if_kept(file, cutoff, gone)
+        return PruneReport(cutoff, _count_older(file, cutoffs, below), before, before, True,
+                           True, "dry-run")
     if upgrade:
         SQLiteStore(file).upgrade(take_up=True)
         before = db_bytes(file)
+    below = feedback_bound(file, cutoff, gone)
     try:
         conn = sqlite3.connect(file, isolation_level=None, timeout=30)
     except sqlite3.Error as exc:
@@ -152,7 +202,12 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
         deleted = {}
         complete = True
         for table, older_than in cutoffs.items():
-            deleted[table] = _delete_older(conn, table, older_than, max_rows)
+            if table != FEEDBACK_TABLE:
+                deleted[table] = _delete_older(conn, table, older_than, max_rows)
+            elif below is None:
+                deleted[table] = 0  # no checkpoint of this log holds its rows: they all stay
+            else:
+                deleted[table] = _delete_older(conn, table, older_than, max_rows, below=below)
             if max_rows is not None and deleted[table] >= max_rows:
                 complete = False
         vacuum = _vacuum(conn, full_vacuum, any(deleted.values()))
@@ -165,19 +220,35 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum)
 
 
-def _count_older(file: Path, cutoffs: dict[str, float]) -> dict[str, int]:
+def _feedback_bound_if_kept(file: Path, cutoff: float, gone: Gone | None) -> int | None:
+    """:func:`feedback_bound` for a dry run: a store too old to hold a feedback log (or one
+    whose triggers do not let a prune take its rows yet) has none to prune."""
+    try:
+        return feedback_bound(file, cutoff, gone)
+    except StoreError:
+        return None
+
+
+def _count_older(file: Path, cutoffs: dict[str, float], below: int | None) -> dict[str, int]:
     """What a prune at ``cutoffs`` (by table) would delete from ``file`` as it is now, read
     on a read-only connection: a dry run changes no file (no schema upgrade, no spill file
-    taken up); a table an older schema lacks holds nothing to delete."""
+    taken up); a table an older schema lacks holds nothing to delete, and the feedback log
+    nothing below log position ``below`` (None: nothing at all)."""
     try:
         conn = read_only(file)
         try:
             conn.execute("PRAGMA busy_timeout=30000")
             tables = {r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
-            return {t: int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?",
-                                        (c,)).fetchone()[0]) if t in tables else 0
-                    for t, c in cutoffs.items()}
+            out = {}
+            for t, c in cutoffs.items():
+                if t not in tables or (t == FEEDBACK_TABLE and below is None):
+                    out[t] = 0
+                    continue
+                bound = " AND seq < ?" if t == FEEDBACK_TABLE else ""
+                out[t] = int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?{bound}",
+                                          (c, *((below,) if bound else ()))).fetchone()[0])
+            return out
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -185,7 +256,11 @@ def _count_older(file: Path, cutoffs: dict[str, float]) -> dict[str, int]:
 
 
 def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
-                  max_rows: int | None) -> int:
+                  max_rows: int | None, below: int | None = None) -> int:
+    """Delete ``table``'s rows older than ``cutoff`` (and, with ``below``, before that log
+    position), oldest first, in batches; at most ``max_rows``."""
+    # (the feedback log by its log position: its primary key, the order it was written in)
+    bound, order = ("", "ts") if below is None else (" AND seq < ?", "seq")
     total = 0
     while max_rows is None or total < max_rows:
         size = BATCH if max_rows is None else min(BATCH, max_rows - total)
@@ -196,7 +271,8 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
             # LearningReader.experiment); a batch that deletes nothing notes nothing.
             conn.execute("INSERT INTO prunes (ts, cutoff) VALUES (?, ?)", (time.time(), cutoff))
             n = conn.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
-                             "WHERE ts < ? ORDER BY ts LIMIT ?)", (cutoff, size)).rowcount
+                             f"WHERE ts < ?{bound} ORDER BY {order} LIMIT ?)",
+                             (cutoff, *(() if below is None else (below,)), size)).rowcount
             if n:
                 _fold_prunes(conn)
             conn.execute("COMMIT" if n else "ROLLBACK")

@@ -54,7 +54,7 @@ from switchpoint.store.moved import (
 from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 20
+SCHEMA_VERSION = 21
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -793,6 +793,15 @@ _MIGRATIONS: dict[int, str] = {
     19: _stat_drop(by_tenant=True) + _stat_table(by_tenant=True) + _stat_triggers(by_tenant=True)
     + _stat_backfill(by_tenant=True),
     20: _error_totals(),
+    # Retention prunes the feedback log too, but only rows older than its cutoff, and of those
+    # only the ones the learning checkpoint already holds (see switchpoint.store.retention):
+    # what was learned from them is in the checkpoint, which a start takes up.
+    21: """
+    DROP TRIGGER feedback_no_delete;
+    CREATE TRIGGER feedback_no_delete BEFORE DELETE ON feedback
+        WHEN OLD.ts >= coalesce((SELECT max(cutoff) FROM prunes), 0)
+        BEGIN SELECT RAISE(ABORT, 'the feedback log is append-only'); END;
+    """,
 }
 # The tables retention prunes, oldest rows first.
 LOG_TABLES = ("decisions", "requests")
