@@ -148,13 +148,15 @@ def test_prune_deletes_only_old_entries_and_the_file_shrinks(
     assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--dry-run",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["deleted"] == {"decisions": 6000, "requests": 6000, "spend": 0}
+    assert report["deleted"] == {"decisions": 6000, "requests": 6000, "spend": 0,
+                                 "feedback": 0}
     assert report["dry_run"]
     assert len(rows(db)["requests"]) == 6050
     size_before = db_bytes(db)
     assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["deleted"] == {"decisions": 6000, "requests": 6000, "spend": 0}
+    assert report["deleted"] == {"decisions": 6000, "requests": 6000, "spend": 0,
+                                 "feedback": 0}
     assert report["vacuum"] == "incremental"
     after = rows(db)
     assert after == kept_before  # what is kept is byte for byte what was there
@@ -195,7 +197,8 @@ def test_a_prune_killed_before_giving_the_space_back_gives_it_back_on_the_next_r
     assert db_bytes(db) > full / 2  # but not the space they freed
     assert main(["prune", "--data-dir", str(data), "--older-than", "30", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["deleted"] == {"decisions": 0, "requests": 0, "spend": 0}
+    assert report["deleted"] == {"decisions": 0, "requests": 0, "spend": 0,
+                                 "feedback": 0}
     assert report["vacuum"] == "incremental"
     assert db_bytes(db) < full / 4
 
@@ -227,7 +230,8 @@ def test_prune_bounds_the_spend_ledger_and_keeps_what_the_budgets_count(
     # A day's retention: the logs go back a day, the ledger to the week before the month.
     assert main(["prune", "--data-dir", str(data), "--older-than", "1", "--json"]) == 0
     out = capsys.readouterr()
-    assert json.loads(out.out)["deleted"] == {"decisions": 0, "requests": 0, "spend": 1000}
+    assert json.loads(out.out)["deleted"] == {"decisions": 0, "requests": 0,
+                                                "spend": 1000, "feedback": 0}
     assert "1000 spend ledger entries" in out.err
     assert db_bytes(db) < size
     with sqlite3.connect(db) as conn:
