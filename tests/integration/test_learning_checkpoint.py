@@ -498,3 +498,47 @@ def test_without_a_checkpoint_of_its_log_retention_prunes_no_feedback(
     checkpoint.write_bytes(b"not a checkpoint")
     assert prune(data / "switchpoint.db", time.time()).deleted["feedback"] == 0
     assert len(_feedback_rows(data)) == 3
+
+
+def test_the_services_own_retention_prunes_checkpointed_feedback_and_a_crash_loses_nothing(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``store.retention_days`` in the config: the service prunes on its first request (then
+    hourly), feedback too once the checkpoint holds it; killed after, the next start serves
+    the same lesson."""
+    data = tmp_path / "data"
+    config = _config(tmp_path, gw_fake, data, k=5)
+    server = serve(config, data)
+    try:
+        for i, topic in enumerate(TOPICS):
+            scored(server, _route(server, topic)["decision_id"], [0.0, 1.0, 0.3][i % 3])
+        learned = _lesson(server)
+        code, err = server.terminate()
+        assert code == 0, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    assert len(_feedback_rows(data)) == len(TOPICS)
+    time.sleep(1.2)
+    config.write_text(config.read_text(encoding="utf-8")
+                      + "store: {retention_days: 0.00001}\n", encoding="utf-8")
+    server = serve(config, data)
+    try:
+        assert _lesson(server) == learned  # (its request sets the prune off)
+        deadline = time.monotonic() + 30
+        while len(_feedback_rows(data)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [s for s, _ in _feedback_rows(data)] == [len(TOPICS)]
+        server.kill()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    server = serve(config, data)
+    try:
+        status = _status(server)
+        assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS))
+        assert _lesson(server) == learned
+        code, err = server.terminate()
+        assert code == 0 and "checkpoint not used" not in err, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
