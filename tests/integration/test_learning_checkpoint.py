@@ -471,6 +471,17 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
+    # Without the checkpoint the outcomes pruned are not learned, and the start says so.
+    (data / CHECKPOINT_FILENAME).unlink()
+    server = serve(config, data)
+    try:
+        assert _status(server)["from_checkpoint"] == 0
+        _, err = server.terminate()
+        assert f"pruned by retention before log position {len(TOPICS)}" in err, err
+        assert f"restore {CHECKPOINT_FILENAME} from the backup" in err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
 
 
 def test_without_a_checkpoint_of_its_log_retention_prunes_no_feedback(

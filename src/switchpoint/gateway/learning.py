@@ -716,6 +716,13 @@ class GatewayLearning:
             if self.checkpoint_path.exists():
                 log.warning("learning checkpoint not used: %s; replaying the whole feedback "
                             "log", exc)
+            first = self.reader.first_feedback()
+            if first is not None and first > 1:
+                log.error("the feedback log was pruned by retention before log position %d: "
+                          "what was learned from those outcomes was only in the learning "
+                          "checkpoint, which is not used (%s), so it is not learned now; "
+                          "restore %s from the backup taken with the database to take it up",
+                          first, exc, CHECKPOINT_FILENAME)
             return 0
         return checkpoint.seq
 

@@ -386,6 +386,12 @@ class LearningReader:
                          "GROUP BY kind ORDER BY kind", (tenant, after))
         return {str(kind): int(n) for kind, n in rows}
 
+    def first_feedback(self) -> int | None:
+        """The log position of the oldest feedback row kept (None: the log is empty); past 1,
+        retention pruned the rows before it."""
+        row = self._one("SELECT min(seq) FROM feedback", ())
+        return None if row is None or row[0] is None else int(row[0])
+
     def last_feedback(self) -> tuple[int, str] | None:
         """The log position and event id of the newest feedback row (None: the log is empty)."""
         row = self._one("SELECT seq, event_id FROM feedback ORDER BY seq DESC LIMIT 1", ())
