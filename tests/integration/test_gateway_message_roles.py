@@ -1040,7 +1040,7 @@ def test_a_choice_of_a_declared_tool_reaches_the_model_as_sent(
 def test_system_messages_alone_are_not_sent_to_an_anthropic_model(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
     # OpenAI answers a conversation of system messages alone; the Messages API refuses a
-    # request with no messages, so the Anthropic model is not sent it: the caller is told why.
+    # request with no messages, so the Anthropic model is left out: the caller is told why.
     messages = [{"role": "system", "content": f"Say hello. [{uuid.uuid4().hex[:8]}]"}]
     before = len(gw_fake.requests())
     with pytest.raises(openai.APIStatusError) as info:
@@ -1048,8 +1048,8 @@ def test_system_messages_alone_are_not_sent_to_an_anthropic_model(
             model="other", messages=messages, stream=stream)  # type: ignore[arg-type]
     error = info.value.body
     assert info.value.status_code == 400 and isinstance(error, dict), error
-    assert error["code"] == "unsupported_request", error
-    assert "no user or assistant message with content" in error["message"], error
+    assert error["code"] == "no_capable_model" and error["param"] == "messages", error
+    assert "no user or assistant turn with something in it" in error["message"], error
     assert gw_fake.requests()[before:] == []
 
 
@@ -1131,6 +1131,48 @@ def test_a_conversation_opening_with_the_assistant_leaves_an_anthropic_model_out
     entry = log_entry(budgeted, raw.headers["x-switchpoint-request-id"])
     assert entry["status"] == "ok" and entry["model"] != "other", entry
     assert "other" in entry["excluded"], entry
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("fields", "param", "says"), [
+    ({"messages": [{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": " \n"}]}, "messages",
+     "the conversation has no user or assistant turn with something in it (system and "
+     "developer messages aside, blank text left out), and the Anthropic Messages API takes no "
+     "request without one"),
+    ({"tools": [*TOOLS, {"type": "web_search"}]}, "tools",
+     'the request declares or allows a tool of type "web_search", and the Anthropic adapter '
+     "sends function tools only"),
+    ({"tools": TOOLS, "tool_choice": {"type": "allowed_tools", "allowed_tools": {
+        "mode": "auto", "tools": [{"type": "function", "function": {"name": "lookup"}},
+                                  {"type": "mcp", "server_label": "docs"}]}}}, "tool_choice",
+     'the request declares or allows a tool of type "mcp", and the Anthropic adapter sends '
+     "function tools only"),
+], ids=["blank-conversation", "built-in-tool", "allowed-mcp"])
+def test_what_the_anthropic_adapter_cannot_send_leaves_its_model_out_before_the_hold(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess, fields: dict[str, Any],
+        param: str, says: str, stream: bool) -> None:
+    # OpenAI takes whitespace-only text and tools of other types; the Anthropic adapter left
+    # the conversation empty, or had nothing to translate the tool to, and refused the request
+    # at send time, after the hold. The model is left out, saying why, naming the field.
+    request = {"messages": opening(), **fields}
+    gateway = budgeted.service.gateway
+    before, budgets, sent = rows(data_dir(budgeted)), gateway.budget_status(), gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(model="other", stream=stream, **request)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert error["param"] == param, error
+    assert says in error["message"], error
+    assert rows(data_dir(budgeted)) == before
+    assert gateway.budget_status() == budgets and gateway.governor.ledger.open_tickets() == 0
+    assert gw_fake.requests() == sent
+    # An OpenAI-compatible model takes the request as sent.
+    raw = client(budgeted).chat.completions.with_raw_response.create(
+        model="good", stream=stream, **request)
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == request["messages"]
 
 
 @pytest.fixture(scope="module")

@@ -432,3 +432,53 @@ def test_a_conversation_opening_with_the_assistant_leaves_out_anthropic_only(
             "the conversation opens with an assistant turn (system and developer messages "
             "aside), and the Anthropic Messages API takes a conversation opening with a user "
             "turn only"]
+
+
+_ANTHROPIC_AND_OPENAI = Catalog([
+    ModelCard("claude", provider="anthropic", capabilities=("tools", "vision")),
+    ModelCard("gpt", provider="openai", capabilities=("tools", "vision"))])
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": " \n"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [
+        {"type": "text", "text": "\t"}]}],
+    [{"role": "developer", "content": "Be brief."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "  "}],
+], ids=["blank-user", "blank-part", "developer-alone", "blank-assistant"])
+def test_a_conversation_with_nothing_said_leaves_out_anthropic_only(
+        messages: list[dict[str, object]]) -> None:
+    # OpenAI takes them; the Anthropic adapter leaves blank text out (the Messages API refuses
+    # it) and is left with no turn to send, which the API refuses: planning leaves it out.
+    allowed, excluded = filter_candidates(_ANTHROPIC_AND_OPENAI, _ANTHROPIC_AND_OPENAI.names,
+                                          needs_of({"messages": messages}))
+    assert allowed == ["gpt"]
+    assert excluded["claude"] == [
+        "the conversation has no user or assistant turn with something in it (system and "
+        "developer messages aside, blank text left out), and the Anthropic Messages API takes "
+        "no request without one"]
+    assert common_field(excluded) == "messages"
+
+
+@pytest.mark.parametrize(("request_fields", "field"), [
+    ({"tools": [{"type": "function", "function": {"name": "f"}}, {"type": "web_search"}]},
+     "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [
+          {"type": "function", "function": {"name": "f"}}, {"type": "mcp",
+                                                           "server_label": "docs"}]}}},
+     "tool_choice"),
+], ids=["declared", "allowed"])
+def test_a_tool_of_another_type_leaves_out_anthropic_only(
+        request_fields: dict[str, object], field: str) -> None:
+    # A tool neither function nor custom goes to OpenAI-compatible upstreams as sent; the
+    # Anthropic adapter has nothing to translate it to and refused it at send time.
+    request = {"messages": [{"role": "user", "content": "x"}], **request_fields}
+    allowed, excluded = filter_candidates(_ANTHROPIC_AND_OPENAI, _ANTHROPIC_AND_OPENAI.names,
+                                          needs_of(request))
+    kind = "web_search" if field == "tools" else "mcp"
+    assert allowed == ["gpt"]
+    assert excluded["claude"] == [
+        f"the request declares or allows a tool of type \"{kind}\", and the Anthropic adapter "
+        "sends function tools only"]
+    assert common_field(excluded) == field

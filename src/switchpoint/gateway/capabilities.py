@@ -18,7 +18,11 @@ one with an image given as a data URL the Messages API cannot take (it takes bas
 png, gif and webp data only: :data:`ANTHROPIC_IMAGE_TYPES`), nor one with an assistant turn
 that is an earlier audio answer's id (``audio``, which only OpenAI can look up), nor one
 whose conversation opens with an assistant turn once system messages are lifted out (the
-Messages API takes a conversation opening with the user's turn only), nor one declaring or
+Messages API takes a conversation opening with the user's turn only) or has no turn with
+something in it (system messages alone, or blank text the adapter leaves out: the API takes
+no request without a turn), nor one declaring or listing in an ``allowed_tools`` choice a
+tool neither function nor custom (a built-in tool, an MCP server: :func:`other_tools`, which
+the Anthropic adapter has nothing to translate to), nor one declaring or
 calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64 letters, digits,
 underscores or hyphens, in a tool or function message's name too, the Messages API up to 128
 and unique ones only; a dotted MCP-style name goes to the local and OpenAI-compatible servers
@@ -141,9 +145,12 @@ class Needs:
     # calls and results), and the one declaring or calling a custom tool.
     tools_field: str = "messages"
     custom_field: str = "messages"
-    # Whether the first turn with something in it, once system and developer messages are
-    # lifted out, is the assistant's (:func:`opens_with_assistant`).
-    assistant_first: bool = False
+    # The role of the first turn with something in it, once system and developer messages
+    # are lifted out (:func:`opening_role`): None when no turn has anything in it.
+    opening: str | None = "user"
+    # (type, field) of each declared or allowed tool of another type than function or custom
+    # (:func:`other_tools`).
+    other_tools: frozenset[tuple[str, str]] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -375,11 +382,12 @@ def _says_nothing(message: Mapping[str, Any]) -> bool:
     return True
 
 
-def opens_with_assistant(messages: Sequence[object]) -> bool:
-    """Whether the first turn of ``messages`` with something in it, system and developer
-    messages aside (the Messages API takes them as its system prompt), is the assistant's:
-    the Messages API takes a conversation opening with the user's turn only. (A tool or
-    function result is sent as the user's.)"""
+def opening_role(messages: Sequence[object]) -> str | None:
+    """The role of the first turn of ``messages`` with something in it, system and developer
+    messages aside (the Messages API takes them as its system prompt): assistant, or user (a
+    tool or function result is sent as the user's); None when none has (the Anthropic adapter
+    leaves a turn saying nothing out, and the Messages API takes no request without a turn).
+    The Messages API takes a conversation opening with the user's turn only."""
     for message in messages:
         if not isinstance(message, Mapping):
             continue
@@ -388,8 +396,32 @@ def opens_with_assistant(messages: Sequence[object]) -> bool:
             continue
         if role in ("user", "assistant") and _says_nothing(message):
             continue
-        return role == "assistant"
-    return False
+        return "assistant" if role == "assistant" else "user"
+    return None
+
+
+# The tool types the Anthropic adapter translates (a function tool; a custom one it cannot,
+# and says so apart: :attr:`Needs.custom_tools`).
+_TRANSLATED_TOOLS = ("function", "custom")
+
+
+def other_tools(request: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
+    """(type, request field) of each tool ``request`` declares in ``tools`` or lists in an
+    ``allowed_tools`` ``tool_choice`` that is neither a function nor a custom tool (a built-in
+    one such as web_search, an MCP server): it goes upstream as sent, and the Anthropic
+    adapter has nothing to translate it to (at most :data:`MAX_ODD_NAMES` of them)."""
+    choice = request.get("tool_choice")
+    allowed = choice.get("allowed_tools") if isinstance(choice, Mapping) and choice.get(
+        "type") == "allowed_tools" else None
+    listed = allowed.get("tools") if isinstance(allowed, Mapping) else None
+    found: set[tuple[str, str]] = set()
+    for field, tools in (("tools", request.get("tools")), ("tool_choice", listed)):
+        for tool in tools if isinstance(tools, list) else []:
+            kind = tool.get("type") if isinstance(tool, Mapping) else None
+            if (isinstance(kind, str) and kind not in _TRANSLATED_TOOLS
+                    and len(found) < MAX_ODD_NAMES):
+                found.add((cut(json.dumps(kind), 48), field))
+    return frozenset(found)
 
 
 def _message_text(content: object) -> str:
@@ -452,7 +484,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  result_names=results, name_fields=_name_fields(request, odd | results),
                  tools_field=_tools_field(request),
                  custom_field="tools" if _any_custom(request.get("tools")) else "messages",
-                 assistant_first=opens_with_assistant(messages))
+                 opening=opening_role(messages), other_tools=other_tools(request))
 
 
 def _any_custom(tools: object) -> bool:
@@ -502,10 +534,14 @@ def _anthropic_limits(needs: Needs) -> list[str]:
         reasons.append("the request has a function message answering no function_call before "
                        "it, and the Anthropic Messages API takes a tool result only as the "
                        "answer to its call")
-    if needs.assistant_first:
+    if needs.opening == "assistant":
         reasons.append("the conversation opens with an assistant turn (system and developer "
                        "messages aside), and the Anthropic Messages API takes a conversation "
                        "opening with a user turn only")
+    elif needs.opening is None:
+        reasons.append("the conversation has no user or assistant turn with something in it "
+                       "(system and developer messages aside, blank text left out), and the "
+                       "Anthropic Messages API takes no request without one")
     if needs.audio_answers:
         reasons.append("the request has an assistant message standing for an earlier audio "
                        "answer (audio), which the Anthropic Messages API cannot refer to")
@@ -513,6 +549,9 @@ def _anthropic_limits(needs: Needs) -> list[str]:
         reasons.append(Reason("the request declares or calls a custom tool (type custom), and "
                               "the Anthropic Messages API takes function tools only",
                               needs.custom_field))
+    reasons.extend(Reason(f"the request declares or allows a tool of type {kind}, and the "
+                          "Anthropic adapter sends function tools only", field)
+                   for kind, field in sorted(needs.other_tools))
     refused = sorted({why for image in needs.data_images
                       if (why := anthropic_image_refusal(*image)) is not None})
     reasons.extend(f"the request has {why}, and {ANTHROPIC_IMAGES}" for why in refused)

@@ -10,7 +10,7 @@ refuses such a text block (so is such a tool result's content, and such a system
 turn with nothing to send (blank content and no calls) is too, as the API refuses an empty turn
 (the turns around it merge); a conversation left with none (system messages alone) is not sent,
 nor one opening with an assistant turn, as the API takes a conversation opening with the user's
-turn only (planning leaves the model out for it:
+turn only (planning leaves the model out for either:
 :func:`~switchpoint.gateway.capabilities.adapter_limits`). A last assistant turn (the start of
 the answer) is sent without its trailing whitespace, which the API refuses there. An image
 given as a base64 data URL (``data:<type>[;<parameter>]*;base64,<data>``) is a base64 image
@@ -35,7 +35,9 @@ none the client did not offer. A request that declares
 ``function_call`` with the ``function_call`` finish reason, plain and streamed. An
 ``allowed_tools`` choice (the model may call the tools it lists only, in mode ``auto`` or
 ``required``) has no Messages API form: the model is given the listed tools only, with
-``tool_choice`` ``auto`` or ``any``.
+``tool_choice`` ``auto`` or ``any``. A tool neither function nor custom, declared or listed
+there (a built-in one, an MCP server), has no Messages API form either (planning leaves the
+model out for it: :func:`~switchpoint.gateway.capabilities.other_tools`).
 
 Tool-call ids stay valid across providers: an id is sent to Anthropic unchanged when it fits
 Anthropic's ``^[a-zA-Z0-9_-]+$`` (OpenAI's ``call_...`` ids do), otherwise as a deterministic
