@@ -432,7 +432,8 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list")
     system, translated = _translate_messages(messages)
-    if not translated:  # (empty turns are not sent: the Messages API refuses them)
+    if not translated:  # (empty turns are not sent: the Messages API refuses them; planning
+        # leaves such a model out)
         raise _bad("the request has no user or assistant message with content (only system "
                    "or developer messages, or empty ones), and the Messages API takes no "
                    "request without one")
