@@ -915,37 +915,49 @@ def test_dotted_tool_names_reach_an_openai_compatible_model_and_leave_out_the_ap
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_a_tool_results_dotted_name_leaves_out_openais_api_only(
+def test_a_function_results_dotted_name_leaves_out_openais_api_only(
         with_openai_api: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:
-    # A tool message naming its tool "fs.read" went to OpenAI's API, which refuses a message's
-    # name outside its rule with a 400, after the hold. The Messages API is not sent the name
-    # (a result answers its call by id), and OpenAI-compatible servers take it.
-    messages: list[Any] = [*opening(), {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "fs_read",
-                                                          "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "name": "fs.read", "content": "No file."}]
-    tools = [{"type": "function", "function": {"name": "fs_read", "parameters": {
-        "type": "object"}}}]
+    # A function message naming its function "fs.read" went to OpenAI's API, which refuses a
+    # message's name outside its rule with a 400, after the hold. The Messages API is not sent
+    # the name (a result answers its call), and OpenAI-compatible servers take it. A tool
+    # message's name is no field of OpenAI's tool message: it goes to every model as sent.
+    call = {"role": "assistant", "content": None,
+            "function_call": {"name": "fs_read", "arguments": "{}"}}
+    messages: list[Any] = [*opening(), call,
+                           {"role": "function", "name": "fs.read", "content": "No file."}]
+    functions = [{"name": "fs_read", "parameters": {"type": "object"}}]
     for model in ("good", "other"):
         raw = client(with_openai_api).chat.completions.with_raw_response.create(
-            model=model, messages=messages, tools=tools, stream=stream)  # type: ignore
+            model=model, messages=messages, functions=functions,  # type: ignore
+            stream=stream)
         raw.http_response.read()
         assert raw.http_response.status_code == 200
         sent = gw_fake.requests()[-1]["body"]
         if model == "good":
             assert sent["messages"] == messages
         else:
-            assert sent["messages"][-1]["content"] == [
-                {"type": "tool_result", "tool_use_id": "call_1", "content": "No file."}]
+            assert sent["messages"][-1]["content"][0]["type"] == "tool_result", sent
+            assert "fs.read" not in json.dumps(sent["messages"][-1]), sent
     before = gw_fake.requests()
     with pytest.raises(openai.BadRequestError) as info:
         client(with_openai_api).chat.completions.create(
-            model="oai", messages=messages, tools=tools, stream=stream)  # type: ignore
+            model="oai", messages=messages, functions=functions,  # type: ignore
+            stream=stream)
     error = info.value.body
     assert isinstance(error, dict) and error["code"] == "no_capable_model", error
     assert ('answers a tool named "fs.read", and OpenAI\'s API takes tool names of 1 to 64'
             in error["message"]), error
     assert gw_fake.requests() == before
+    tool_turns: list[Any] = [*opening(), {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "fs_read",
+                                                          "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "name": "fs.read", "content": "No file."}]
+    raw = client(with_openai_api).chat.completions.with_raw_response.create(
+        model="oai", messages=tool_turns, stream=stream,
+        tools=[{"type": "function", "function": {"name": "fs_read"}}])
+    raw.http_response.read()
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == tool_turns
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

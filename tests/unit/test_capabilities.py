@@ -290,13 +290,17 @@ TOOL_CATALOG = Catalog([ModelCard("claude", provider="anthropic", capabilities=(
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
                     "function_call": {"name": "fs.read", "arguments": "{}"}},
                    {"role": "function", "name": "fs.read", "content": "ok"}]}, {"claude", "gpt"}),
-    # A tool or function message's name: OpenAI's API refuses it as it refuses the tool's;
-    # the Messages API is not sent it (a result answers its call by id).
+    # A function message's name: OpenAI's API refuses it as it refuses the function's; the
+    # Messages API is not sent it (a result answers its call). A tool message's name is no
+    # field of OpenAI's tool message: not judged.
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
+                    "function_call": {"name": "fs_read", "arguments": "{}"}},
+                   {"role": "function", "name": "fs.read", "content": "ok"}]}, {"gpt"}),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
                     "tool_calls": [{"id": "c", "type": "function", "function": {
                         "name": "fs_read", "arguments": "{}"}}]},
                    {"role": "tool", "tool_call_id": "c", "name": "fs.read", "content": "ok"}]},
-     {"gpt"}),
+     set()),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None,
                     "function_call": {"name": "fs_read", "arguments": "{}"}},
                    {"role": "function", "name": "f" * 65, "content": "ok"}]}, {"gpt"}),
@@ -306,7 +310,8 @@ TOOL_CATALOG = Catalog([ModelCard("claude", provider="anthropic", capabilities=(
     # What every API takes leaves no model out.
     ({"tools": [_function("get-weather_2"), _function("x" * 64)]}, set()),
 ], ids=["dotted-tool", "slashed-function", "dotted-history-call", "dotted-function-call",
-        "dotted-tool-result", "long-function-result", "65-chars", "129-chars", "plain"])
+        "dotted-function-result", "dotted-tool-message-name", "long-function-result",
+        "65-chars", "129-chars", "plain"])
 def test_a_tool_name_leaves_out_only_the_models_whose_api_refuses_it(
         request_fields: dict[str, object], refused_by: set[str]) -> None:
     request = {"messages": [{"role": "user", "content": "x"}], **request_fields}

@@ -24,7 +24,7 @@ no request without a turn), nor one declaring or listing in an ``allowed_tools``
 tool neither function nor custom (a built-in tool, an MCP server: :func:`other_tools`, which
 the Anthropic adapter has nothing to translate to), nor one declaring or
 calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64 letters, digits,
-underscores or hyphens, in a tool or function message's name too, the Messages API up to 128
+underscores or hyphens, in a function message's name too, the Messages API up to 128
 and unique ones only; a dotted MCP-style name goes to the local and OpenAI-compatible servers
 that take it), which would otherwise be held against budgets and refused only once its call
 began (or, for that turn, sent without it). Each reason names the request field it is about
@@ -134,7 +134,7 @@ class Needs:
     # Names two of the request's declared function tools (tools and legacy functions together)
     # share.
     duplicate_tool_names: frozenset[str] = frozenset()
-    # The names tool and function messages (the results of calls) carry that are not
+    # The names function messages (the results of calls) carry that are not
     # :data:`PLAIN_TOOL_NAME`: OpenAI's API checks a message's name as it checks a tool's; the
     # Messages API is not sent them (a result names the call it answers by its id).
     result_names: frozenset[str] = frozenset()
@@ -274,12 +274,12 @@ def odd_tool_names(request: Mapping[str, Any]) -> frozenset[str]:
 
 
 def odd_result_names(request: Mapping[str, Any]) -> frozenset[str]:
-    """The names the tool and function messages of ``request`` carry (a function message's
-    is its function's; a tool message may carry one too) that are not :data:`PLAIN_TOOL_NAME`
-    (at most :data:`MAX_ODD_NAMES` of them)."""
+    """The names the function messages of ``request`` carry (each its function's) that are not
+    :data:`PLAIN_TOOL_NAME` (at most :data:`MAX_ODD_NAMES` of them). A tool message's ``name``
+    is no field of OpenAI's tool message: it is not judged (nor sent to Anthropic)."""
     messages = request.get("messages")
     return _odd(_named([m for m in messages if isinstance(m, Mapping)
-                        and m.get("role") in ("tool", "function")], None)
+                        and m.get("role") == "function"], None)
                 if isinstance(messages, list) else [])
 
 
@@ -585,7 +585,7 @@ def _tool_name_limits(needs: Needs, names: frozenset[str], rule: re.Pattern[str]
 
 def _openai_api_limits(needs: Needs) -> list[str]:
     """What OpenAI's own API refuses beyond what every OpenAI-compatible upstream is sent: a
-    tool name outside its rule (declared, called, or carried by a tool or function message),
+    tool name outside its rule (declared, called, or carried by a function message),
     and tool fields empty or without tools (:func:`empty_tool_fields`)."""
     return [*_tool_name_limits(needs, needs.tool_names | needs.result_names, PLAIN_TOOL_NAME,
                                "OpenAI's API", 64),

@@ -296,9 +296,10 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
         raise invalid_at("messages", f"{where}.name",
                          f"{_absent(message, 'name')}; a function message names the function "
                          "whose result it carries: send that name")
-    if role == "function" or (role == "tool" and message.get("name") is not None):
-        # (the name of the tool whose result it carries, held to a declared tool's bounds)
-        _tool_name(message, where, "messages", f"a {role} message's name is its tool's name")
+    if role == "function":
+        # (the name of the function whose result it carries, held to a declared tool's bounds;
+        # a tool message's name is no field of OpenAI's and goes unread)
+        _tool_name(message, where, "messages", "a function message's name is its function's")
     if role == "assistant":
         _check_calls(message, where)
 
