@@ -915,3 +915,39 @@ def test_rate_windows_count_billed_tries_at_their_worst_case_as_budgets_charge_t
         gov.admit(tight, gov.policy(tight, "acme", None), CARDS[:1], dict(body), key_id=None,
                   tenant="acme", notes=[], require_first=True)
     assert f"has used {used} of its" in info.value.message
+
+
+def test_a_ticket_settled_by_two_threads_at_once_is_booked_by_one(tmp_path: Path) -> None:
+    """Two settlements of one ticket on threads of their own, the second starting while the
+    first works out its charges: one books the request's end (its rows, its charge), the
+    other gets no rows, so the spend table is not charged twice for what the budgets in
+    memory charged once."""
+    import threading
+
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "big", "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:1])
+    results: list[tuple[list[Any], float | None]] = []
+    real = gov.charge_of
+    other: list[threading.Thread] = []
+
+    def settle() -> None:
+        results.append(gov.settle(ticket, request_id="r", card=CARDS[0], cost_usd=0.001,
+                                  tokens=10))
+
+    def charge_of(*args: Any, **kw: Any) -> tuple[float, int]:
+        if not other:  # the first settlement, mid-way: a second one starts on its thread
+            other.append(threading.Thread(target=settle))
+            other[0].start()
+            other[0].join(timeout=0.5)  # (it finishes now unless the first one holds it off)
+        return real(*args, **kw)
+
+    gov.charge_of = charge_of  # type: ignore[method-assign]
+    settle()
+    other[0].join(timeout=10)
+    assert not other[0].is_alive()
+    assert sorted(len(rows) for rows, _ in results) == [0, 1]
+    assert sorted((charged is None) for _, charged in results) == [False, True]
+    assert gov.ledger.spent(tenant_account("acme"), "day") == pytest.approx(0.001)

@@ -240,6 +240,10 @@ class Governor:
         # (released, expired) and asked whether its row was: so that each reservation on disk
         # gets its closing row, whichever thread gets there first.
         self._persisting = threading.Lock()
+        # Held while a request's end is booked (from asking whether it was to the ledger rows
+        # it returns), so that of two settlements of one ticket (threads of their own) one
+        # books it and returns its rows, and the other returns none.
+        self._booking = threading.Lock()
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
@@ -1003,7 +1007,17 @@ class Governor:
         model charged; none when settled already) and the amount charged (their sum, which may
         pass the hold when failed tries add up to more than the dearest model's worst case:
         the provider billed them all the same)."""
-        if ticket is None or ticket.settled:
+        if ticket is None:
+            return [], None
+        with self._booking:
+            return self._book(ticket, request_id=request_id, card=card, cost_usd=cost_usd,
+                              tokens=tokens, billed=billed)
+
+    def _book(self, ticket: Ticket, *, request_id: str, card: ModelCard | None,
+              cost_usd: float | None, tokens: int | None,
+              billed: Sequence[ModelCard]) -> tuple[list[LedgerRecord], float | None]:
+        """:meth:`settle`, with ``_booking`` held."""
+        if ticket.settled:
             return [], None
         now = self.clock()  # (read once: the row's instant is the one the ledger charges at)
         if card is None and not billed:
