@@ -303,7 +303,7 @@ def test_a_request_for_several_answers_holds_the_output_cap_for_each(tmp_path: P
         assert ticket.worst_by_model["big"] == pytest.approx(
             (prompt * 10 + 1000 * answers * 30) / 1e6), n  # the prompt is billed once
         assert ticket.tokens == prompt + 1000 * answers
-        gov.release(ticket, request_id=f"r{n}")
+        _ended(gov, ticket, request_id=f"r{n}")
 
 
 def test_a_budget_never_holds_an_unpriced_model_as_free(tmp_path: Path) -> None:
@@ -319,7 +319,7 @@ def test_a_budget_never_holds_an_unpriced_model_as_free(tmp_path: Path) -> None:
     ticket, kept, notes = admit(gov, s, "acme", dict(body), cards=[CARDS[2], gratis])
     assert kept == ["small"] and "gratis" not in ticket.worst_by_model
     assert any("No prices" in n and "gratis" in n for n in notes), notes
-    gov.release(ticket, request_id="r1")
+    _ended(gov, ticket, request_id="r1")
     with pytest.raises(PermissionDeniedError, match="gratis has no prices"):
         admit(gov, s, "acme", dict(body), cards=[gratis, CARDS[2]], require_first=True)
     # Where no budget watches the request, it is served (its cost is only unknown).
@@ -493,6 +493,15 @@ def test_a_settlement_at_the_last_instant_of_a_month_is_charged_and_counted_in_i
                     acme, period, now=when), (when, period)
     finally:
         store.close()
+
+
+def _ended(gov: Governor, ticket: Any, request_id: str,
+           billed: list[ModelCard] | None = None) -> None:
+    """Close ``ticket`` as a request that ended with no answer and no log entry closes it:
+    its ``billed`` tries charged, the rest released, its rows written."""
+    rows, _ = gov.settle(ticket, request_id=request_id, card=None, cost_usd=None, tokens=None,
+                         billed=billed or [])
+    gov.write_unlogged(rows)
 
 
 def _closings(db_path: Path) -> dict[str, list[str]]:
@@ -697,9 +706,9 @@ def test_a_request_released_after_its_reservation_expired_is_released_once(
             now[0] = ticket.expires_at + 1.0
             gov.flush()  # the expiry is written as it comes due
             assert gov.ledger.held(tenant_account("acme")) == 0.0
-            gov.release(ticket, request_id="late")
+            _ended(gov, ticket, request_id="late")
             following, _, _ = admit(gov, s, "acme", dict(body))  # (the next admission)
-            gov.release(following, request_id="next")
+            _ended(gov, following, request_id="next")
         finally:
             gov.close()
     assert _closings(s.db_path)[ticket.id] == ["expire"]
@@ -868,13 +877,13 @@ def test_a_request_s_end_is_booked_once_even_after_its_reservation_expired(
             assert ticket.closed and not ticket.settled
             assert gov.ledger.held(account) == 0.0
             worst = ticket.worst_by_model["big"]
-            gov.release(ticket, request_id="late", billed=[CARDS[0]])
+            _ended(gov, ticket, request_id="late", billed=[CARDS[0]])
             assert ticket.settled
             assert gov.ledger.spent(account, "day") == pytest.approx(worst)
             again = gov.settle(ticket, request_id="late", card=CARDS[0], cost_usd=0.001,
                                tokens=10, billed=[CARDS[0]])
             assert again == ([], None)
-            gov.release(ticket, request_id="late", billed=[CARDS[0]])
+            _ended(gov, ticket, request_id="late", billed=[CARDS[0]])
             assert gov.ledger.spent(account, "day") == pytest.approx(worst)
         finally:
             gov.close()

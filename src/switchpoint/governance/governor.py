@@ -15,7 +15,8 @@ The engine asks it, per request:
 4. :meth:`Governor.admit`: rate limits and budgets, by reservation of the worst case (429
    ``rate_limit_exceeded`` / ``budget_exceeded`` with ``Retry-After`` otherwise).
 5. :meth:`Governor.hold_try` before a try that follows one a provider may have billed.
-6. :meth:`Governor.settle` / :meth:`Governor.release` when the request ends.
+6. :meth:`Governor.settle` when the request ends (once; :meth:`Governor.write_unlogged` writes
+   its rows when no log entry carries them).
 
 The worst case of a request on one model is ``prompt bound × input price + output cap ×
 output price``. The prompt bound counts every byte of the prompt's text as a token (a
@@ -1055,18 +1056,9 @@ class Governor:
                              tokens=counted)
                 for c, amount, counted in charges.values()], total
 
-    def release(self, ticket: Ticket, *, request_id: str,
-                billed: Sequence[ModelCard] = ()) -> None:
-        """Close a reservation whose request ended with no answer and no log entry to carry
-        its rows: each try in ``billed`` charged as :meth:`settle` charges it, the rest
-        released."""
-        rows, _ = self.settle(ticket, request_id=request_id, card=None, cost_usd=None,
-                              tokens=None, billed=billed)
-        self.write_unlogged(rows)
-
     def write_unlogged(self, rows: Sequence[object]) -> None:
-        """Write the ledger rows of ``rows``, a settlement's, whose request has no log entry
-        to carry them (see :meth:`release`)."""
+        """Write the ledger rows of ``rows``, a settlement's (see :meth:`settle`), whose
+        request has no log entry to carry them (it ended some unforeseen way)."""
         for row in rows:
             if isinstance(row, LedgerRecord):
                 self._append(row)
