@@ -553,3 +553,60 @@ def test_the_services_own_retention_prunes_checkpointed_feedback_and_a_crash_los
     finally:
         if server.proc is not None and server.proc.poll() is None:
             server.kill()
+
+
+def _decisions_before(data: Path, when: float) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(data / "switchpoint.db")
+    try:
+        return int(conn.execute("SELECT count(*) FROM decisions WHERE ts < ?",
+                                (when,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_the_services_retention_keeps_feedback_a_checkpoint_of_other_settings_holds(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The checkpoint beside the store was written under other learning settings (the
+    tenants' memory's ``k``, changed since): the service replays the whole log, and its own
+    retention prunes no feedback by that checkpoint, which its next start passes over again;
+    killed after the prune, the next start learns every outcome as before."""
+    data = tmp_path / "data"
+    config = _config(tmp_path, gw_fake, data, k=5)
+    server = serve(config, data)
+    try:
+        for i, topic in enumerate(TOPICS):
+            scored(server, _route(server, topic)["decision_id"], [0.0, 1.0, 0.3][i % 3])
+        code, err = server.terminate()  # its checkpoint holds all six, under k: 5
+        assert code == 0, err
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    assert (data / CHECKPOINT_FILENAME).exists()
+    time.sleep(1.2)
+    started = time.time()
+    config = _config(tmp_path, gw_fake, data, k=4)
+    config.write_text(config.read_text(encoding="utf-8")
+                      + "store: {retention_days: 0.00001}\n", encoding="utf-8")
+    server = serve(config, data)
+    try:
+        assert _status(server)["replayed"] == len(TOPICS)
+        learned = _lesson(server)  # (its request sets the prune off)
+        deadline = time.monotonic() + 30
+        while _decisions_before(data, started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _decisions_before(data, started) == 0  # the prune ran
+        assert len(_feedback_rows(data)) == len(TOPICS)
+        server.kill()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()
+    server = serve(config, data)
+    try:
+        assert _status(server)["replayed"] == len(TOPICS)
+        assert _lesson(server) == learned
+        server.kill()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.kill()

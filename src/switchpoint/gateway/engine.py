@@ -1509,7 +1509,8 @@ class Gateway:
             if retention_days is not None and self.store is not None:
                 report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
                                max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
-                               gone=self.store.gone)
+                               gone=self.store.gone,
+                               checkpoint_key=self.learning.checkpoint_key())
                 if any(report.deleted.values()):
                     log.info("pruned log entries older than %g days: %s", retention_days,
                              report.deleted)

@@ -745,6 +745,14 @@ class GatewayLearning:
             log.error("learning checkpoint not written: %s (the feedback log still holds "
                       "everything; a start replays more of it)", exc)
 
+    def checkpoint_key(self) -> str:
+        """The key of the checkpoint the live snapshot's learning would take up (see
+        :meth:`LiveLearning.checkpoint_key`); one no checkpoint has when it learns nothing."""
+        with self.state.guard:
+            live = self.state.peek()
+            learning = None if live is None else live.learning
+            return "" if learning is None else learning.checkpoint_key()
+
     def checkpoint(self) -> Path | None:
         """Save what the live snapshot has learned to ``data_dir`` now, with the log position
         it holds, so the next start or reload replays only what follows; returns the file

@@ -147,10 +147,10 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
     return Checkpoint(key, seq, event_id, State(state, arrays))
 
 
-def checkpoint_position(path: str | Path) -> tuple[int, str] | None:
-    """The log position a checkpoint in ``path`` holds, with the id of the event there,
-    whatever it was written for (only its description is read); None when there is no
-    readable checkpoint of this format."""
+def checkpoint_position(path: str | Path, key: str | None = None) -> tuple[int, str] | None:
+    """The log position a checkpoint in ``path`` holds, with the id of the event there (only
+    its description is read), when it was written for ``key`` (None: whatever it was written
+    for); None when there is no readable checkpoint of this format (and key)."""
     try:
         with np.load(Path(path), allow_pickle=False) as archive:
             if _META not in archive.files:
@@ -159,6 +159,8 @@ def checkpoint_position(path: str | Path) -> tuple[int, str] | None:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
         return None
     if not isinstance(meta, Mapping) or meta.get("format") != FORMAT:
+        return None
+    if key is not None and meta.get("key") != key:
         return None
     seq, event_id = meta.get("seq"), meta.get("event_id")
     if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(event_id, str):

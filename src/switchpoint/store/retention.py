@@ -21,9 +21,11 @@ so a restart after a prune counts every budget's spend as before it.
 The feedback log is pruned by the same cutoff too, but only of the rows the learning checkpoint
 beside the store already holds (see :func:`feedback_bound`): a start takes up the checkpoint and
 replays only the rows after it, so nothing learned from a pruned row is lost, after a crash
-either. Without a checkpoint of this log nothing of it is pruned. A checkpoint that no longer
-fits (other weights or learning settings) is passed over and the rows kept are replayed: what
-was learned from pruned ones is then not learned again (export the learned weights with
+either. Without a checkpoint of this log nothing of it is pruned. A service's own retention
+prunes only by a checkpoint of the learning it runs (its key); ``switchpoint prune``, which
+loads no weights, by whatever checkpoint is there: one that no longer fits (other weights or
+learning settings) is passed over at the next start and the rows kept are replayed, so what was
+learned from pruned ones is then not learned again (export the learned weights with
 ``switchpoint learn --export`` first to keep it in them).
 """
 
@@ -126,17 +128,21 @@ def disk_usage(data_dir: str | Path) -> dict[str, Any]:
     return {"data_dir": str(folder), "db_bytes": used, "free_bytes": free}
 
 
-def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None) -> int | None:
+def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
+                   checkpoint_key: str | None = None) -> int | None:
     """The log position of the feedback log below which its rows may be pruned at
     ``cutoff``: the one the learning checkpoint beside the store at ``file`` holds, when it was
-    made from this log (its event is there; the row there stays, since a start checks it), or
+    made from this log (its event is there; the row there stays, since a start checks it) and,
+    given ``checkpoint_key``, for the learning that key names (a service passes its own: a
+    checkpoint of other weights or learning settings, which its next start passes over, holds
+    nothing it could take up), or
     the first row not older than the cutoff, if that comes first. So what goes is always the
     start of the log, as weights exported from it name it (the rows they folded in, up to a
     position: none of those is left to be learned again). None: nothing of the feedback log
     may go (no checkpoint, an unreadable one, or one of another log). The data directory is
     synced first, so that the checkpoint read here is the one a start after a crash finds (its
     rename durable), never an older one."""
-    position = checkpoint_position(file.with_name(CHECKPOINT_FILENAME))
+    position = checkpoint_position(file.with_name(CHECKPOINT_FILENAME), checkpoint_key)
     if position is None:
         return None
     with contextlib.suppress(OSError):
@@ -165,14 +171,16 @@ def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None) -> int |
 
 def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
           max_rows: int | None = None, full_vacuum: bool = True,
-          upgrade: bool = True, gone: Gone | None = None) -> PruneReport:
+          upgrade: bool = True, gone: Gone | None = None,
+          checkpoint_key: str | None = None) -> PruneReport:
     """Delete the log entries of the store at ``path`` older than ``cutoff`` (seconds since the
     epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
     up to date (a running service has done it) and, unless ``dry_run``, writes what the spill
     file beside the store keeps when no service runs, so that its records older than the cutoff
     are pruned with the rest, not written back later. ``gone``: the store writing ``path``
     beside this prune (a service's own retention), whose file deleted or replaced since is
-    not touched (see :func:`~switchpoint.store.sqlite.still_there`). Raises
+    not touched (see :func:`~switchpoint.store.sqlite.still_there`). ``checkpoint_key``: the
+    learning whose checkpoint alone lets feedback go (see :func:`feedback_bound`). Raises
     :class:`StoreError`."""
     file = Path(path)
     ahead = cutoff - time.time()
@@ -186,13 +194,13 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
                FEEDBACK_TABLE: cutoff}
     before = db_bytes(file)
     if dry_run:
-        below = _feedback_bound_if_kept(file, cutoff, gone)
+        below = _feedback_bound_if_kept(file, cutoff, gone, checkpoint_key)
         return PruneReport(cutoff, _count_older(file, cutoffs, below), before, before, True,
                            True, "dry-run")
     if upgrade:
         SQLiteStore(file).upgrade(take_up=True)
         before = db_bytes(file)
-    below = feedback_bound(file, cutoff, gone)
+    below = feedback_bound(file, cutoff, gone, checkpoint_key)
     try:
         conn = sqlite3.connect(file, isolation_level=None, timeout=30)
     except sqlite3.Error as exc:
@@ -220,11 +228,12 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum)
 
 
-def _feedback_bound_if_kept(file: Path, cutoff: float, gone: Gone | None) -> int | None:
+def _feedback_bound_if_kept(file: Path, cutoff: float, gone: Gone | None,
+                            checkpoint_key: str | None) -> int | None:
     """:func:`feedback_bound` for a dry run: a store too old to hold a feedback log (or one
     whose triggers do not let a prune take its rows yet) has none to prune."""
     try:
-        return feedback_bound(file, cutoff, gone)
+        return feedback_bound(file, cutoff, gone, checkpoint_key)
     except StoreError:
         return None
 
