@@ -924,3 +924,26 @@ def test_admin_feedback_on_a_decision_of_a_tenant_a_reload_removed_is_refused(
     finally:
         conn.close()
     assert tenants == ["globex"]
+
+
+def test_feedback_refused_for_a_removed_tenant_is_taken_once_a_reload_restores_it(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The 409 says to restore the tenant and reload: done, the same feedback is taken for
+    the decision's tenant; the default tenant's decisions are taken throughout."""
+    admin = "a" * 32
+    extra = "auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants: {acme: {}, globex: {}}\n"
+    with learning_server(fake, tmp_path, extra, environ={"ADMIN_TOKEN": admin}) as server:
+        key = post(server, "/v1/router/keys", {"tenant": "acme"}, key=admin).json()["key"]
+        acme = chat(server, math_prompt(740), key=key)[0]["x-switchpoint-decision-id"]
+        config = tmp_path / "switchpoint.yaml"
+        configured = config.read_text(encoding="utf-8")
+        config.write_text(configured.replace("tenants: {acme: {}, globex: {}}",
+                                             "tenants: {globex: {}}"), encoding="utf-8")
+        assert post(server, "/v1/router/reload", key=admin).status_code == 200
+        refused = feedback(server, acme, key=admin, score=0.25)
+        assert refused.status_code == 409, refused.text
+        config.write_text(configured, encoding="utf-8")
+        assert post(server, "/v1/router/reload", key=admin).status_code == 200
+        taken = feedback(server, acme, key=admin, score=0.25)
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["tenant"] == "acme"
