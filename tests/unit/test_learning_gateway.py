@@ -672,3 +672,33 @@ def test_retention_prunes_only_the_feedback_a_checkpoint_of_this_log_holds(
     assert retention.prune(store.path, 2000.0).deleted["feedback"] == 9
     assert [row.seq for row in kept.feedback()] == list(range(21, 31))
     store.close()
+
+
+def test_a_prune_given_a_checkpoint_key_goes_only_by_a_checkpoint_of_that_key(
+        tmp_path: Path) -> None:
+    """A service prunes by its own learning's checkpoint key: a checkpoint written for other
+    weights or learning settings (which its next start passes over) lets no feedback go, in a
+    dry run either; one of its key does."""
+    from switchpoint.learning.checkpoint import (
+        CHECKPOINT_FILENAME,
+        Checkpoint,
+        State,
+        write_checkpoint,
+    )
+    from switchpoint.store import retention
+
+    store = SQLiteStore(tmp_path / "s.db").open()
+    for i in range(10):
+        event = FeedbackEvent(decision_id=f"d{i}", model="m", quality=0.5,
+                              timestamp=1000.0 + i)
+        store.append(feedback_record(event, "decision", weights_id="w")).result()
+    at = LearningReader(store.path).event_id_at(8)
+    assert at is not None
+    write_checkpoint(tmp_path / CHECKPOINT_FILENAME, Checkpoint("old", 8, at, State()))
+    for dry_run in (True, False):
+        report = retention.prune(store.path, 2000.0, dry_run=dry_run, checkpoint_key="new")
+        assert report.deleted["feedback"] == 0
+    assert LearningReader(store.path).first_feedback() == 1
+    assert retention.prune(store.path, 2000.0, checkpoint_key="old").deleted["feedback"] == 7
+    assert LearningReader(store.path).first_feedback() == 8
+    store.close()
