@@ -742,13 +742,15 @@ class Gateway:
                 # what it was generating): charged as a plain answer is on such an error, its
                 # usage unknown (its worst case), its hold closed now rather than when the
                 # reservation expires, its upstream let go (and no feedback taken on it).
-                self._release(plan, result.attempts, answered=result)
-                self.learning.stream_ended(plan.request_id)
                 try:
-                    await result.aclose()
-                except Exception as exc:  # (the error that ended the request is the one told)
-                    log.error("request %s: its upstream stream did not close cleanly: %s",
-                              plan.request_id, exc)
+                    self._release(plan, result.attempts, answered=result)
+                finally:  # (let go of the upstream and the feedback whatever the charge did)
+                    self.learning.stream_ended(plan.request_id)
+                    try:
+                        await result.aclose()
+                    except Exception as exc:  # (the error that ended the request is told)
+                        log.error("request %s: its upstream stream did not close cleanly: %s",
+                                  plan.request_id, exc)
                 raise
         assert isinstance(result, FailoverResult)
         try:
