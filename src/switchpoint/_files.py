@@ -105,6 +105,15 @@ def file_identity(path: str | Path) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name one existing file, through links or other spellings
+    (False when either is missing or cannot be looked at)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
 def _beside(path: str | Path) -> str:
     """Where SQLite keeps the side files of the database ``path``: beside the file a symbolic
     link names, not beside the link (a linked folder on the way leads to the same files)."""

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from switchpoint._files import path_problem, write_atomically, write_problem
+from switchpoint._files import path_problem, same_file, write_atomically, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
 from switchpoint._messages import plural, printable
 from switchpoint._progress import StderrProgress, stream_is_terminal
@@ -167,6 +167,9 @@ def cmd_route(args: argparse.Namespace) -> int:
     if args.input is not None:
         output = None if args.output in (None, "-") else _check_output(Path(args.output),
                                                                        "--output")
+        if output is not None and args.input != "-" and same_file(args.input, output):
+            _fail(f"--output: {output} is the --input file; the decisions would replace the "
+                  "prompts they come from: write them to another --output")
         rows = _read_route_input(args.input)
         router = load_router(args.weights, warm=False)
         with _feedback(args) as feedback:

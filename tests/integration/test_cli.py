@@ -381,6 +381,32 @@ def test_route_output_that_cannot_be_written_is_a_clean_error(
     assert_bad_input(code, err, "--output: cannot write /proc/out.jsonl")
 
 
+def test_route_output_that_is_the_input_file_is_refused_and_the_prompts_kept(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The decisions would replace the prompts they were routed from: the prompts file is kept,
+    # by whatever name --output reaches it (the same path, another spelling, a link).
+    src = tmp_path / "prompts.jsonl"
+    src.write_text(GOOD_LINE + "\n")
+    before = src.read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(src)
+    (tmp_path / "sub").mkdir()
+    for output in (src, tmp_path / "sub" / ".." / "prompts.jsonl", link):
+        code, out, err = run(["route", "--input", src, "--output", output, "--weights",
+                              real_weights_dir, "-q"], capsys)
+        assert_bad_input(code, err, f"--output: {output} is the --input file",
+                         "another --output")
+        assert out == ""
+        assert src.read_bytes() == before
+    # A different file is written as before.
+    code, _, err = run(["route", "--input", src, "--output", tmp_path / "out.jsonl", "--weights",
+                        real_weights_dir, "-q"], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == json.loads(GOOD_LINE)["id"]
+    assert src.read_bytes() == before
+
+
 # route: pipes ------------------------------------------------------------------------------------
 
 
