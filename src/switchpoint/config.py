@@ -132,7 +132,9 @@ def _env_var_name(value: str | None, example: str) -> str | None:
     if not _ENV_NAME.match(value):
         bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c == "_"))),
                    value[:1])
-        raise ValueError(f"{must}: letters, digits and '_', not starting with a digit (the "
+        # "NAME (...)", not "NAME: ...": the words after "SOME_API_KEY:" would read as a
+        # credential to the redaction every error message goes through.
+        raise ValueError(f"{must} (letters, digits and '_', not starting with a digit; the "
                          f"value given, not shown in case it is the secret itself, has "
                          f"{len(value)} characters and holds {bad!r})")
     if _SECRET_LIKE.match(value) and not value.isupper():

@@ -120,6 +120,23 @@ def test_serve_refuses_a_policy_its_weights_would_override(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 
 
+def test_serve_explains_a_key_variable_name_with_a_dash_in_words_not_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A secret pasted where the variable's name goes: the message says what a name may hold
+    # (the error's own words are no secret: none of them is masked), and never the secret.
+    secret = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("models:\n  - {name: good, base_url: 'http://127.0.0.1:9/v1', "
+                      f"api_key_env: {secret}, input_per_mtok: 1, output_per_mtok: 1}}\n",
+                      encoding="utf-8")
+    code, _, err = run(["serve", "--config", config, "--port", "19499"], capsys)
+    assert_bad_input(code, err, "models[0].api_key_env: must be the name of the environment "
+                                "variable", "letters, digits and '_'", "holds '-'")
+    assert "[REDACTED]" not in err and secret not in err and secret[:12] not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
+
+
 # route: one prompt ------------------------------------------------------------------------------
 
 
