@@ -986,18 +986,26 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
 
 
 def _check_paths(settings: Settings) -> None:
-    from switchpoint.weights import bundled_policies
+    from switchpoint.weights import bundled_policies, policy_of
 
     for key, value in [("weights", settings.weights),
                        *((f"policies.{k}", v) for k, v in settings.policies.items())]:
         if value is not None and not (Path(value) / "manifest.json").is_file():
             raise ConfigError(key, f"{value} is not a weights package (no manifest.json there); "
                                    "give the folder `switchpoint fit --out` wrote")
-    if settings.weights is None and settings.policy not in settings.policies:
-        bundled = bundled_policies()
-        if settings.policy not in bundled:
-            raise ConfigError("policy", f"{settings.policy!r} has no bundled weights; choose one "
-                                        f"of {', '.join(bundled)} or add it under policies:")
+    bundled = bundled_policies()
+    for name, value in settings.policies.items():
+        # Under a policy's own name, weights of another policy would route while the health,
+        # the decision log and the stats named the policy they are listed under.
+        served = policy_of(value)
+        if name in bundled and served is not None and served != name:
+            raise ConfigError(f"policies.{name}", f"{value} is a {served} package, not {name} "
+                                                  f"weights; list it under {served}: or a name "
+                                                  f"of your own (not one of {', '.join(bundled)})")
+    if (settings.weights is None and settings.policy not in settings.policies
+            and settings.policy not in bundled):
+        raise ConfigError("policy", f"{settings.policy!r} has no bundled weights; choose one "
+                                    f"of {', '.join(bundled)} or add it under policies:")
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("data_dir", f"{data_dir} exists and is not a directory")

@@ -21,7 +21,7 @@ from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.router import Router
 from switchpoint.server import create_app, runner
 from switchpoint.store import RequestRecord, SQLiteStore
-from switchpoint.weights import load_weights
+from switchpoint.weights import default_weights_path, load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import gateway_server
 from tests.integration.servers import (
@@ -227,6 +227,34 @@ def test_reload_with_a_bad_config_keeps_the_old_router(tmp_path: Path) -> None:
         assert httpx.get(f"{server.base}/health").json()["weights_id"] == before
         assert server.service.state.settings.cost_weight == 0.5
         assert route(server.base, "still routing").status_code == 200
+
+
+def test_a_reload_naming_a_policy_for_weights_of_another_is_refused(tmp_path: Path) -> None:
+    # `policies: {knn: <cluster weights>}` would route with cluster weights while the health,
+    # the decision log and the stats all said knn: refused, and the running router kept.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("data_dir: data\n", encoding="utf-8")
+    cluster = default_weights_path("cluster")
+    with thread_server(create_app(load_settings(config, environ={}), loader=FACTORY)) as server:
+        before = httpx.get(f"{server.base}/health").json()
+        config.write_text(f"data_dir: data\npolicy: knn\npolicies: {{knn: '{cluster}'}}\n",
+                          encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload")
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "invalid_config" and err["param"] == "policies.knn"
+        assert "a cluster package" in err["message"] and "knn" in err["message"]
+        after = httpx.get(f"{server.base}/health").json()
+        assert (after["policy"], after["weights_id"]) == (before["policy"], before["weights_id"])
+        assert route(server.base, "still routing").status_code == 200
+        assert server.service.store.decisions(limit=1)[0]["policy"] == before["policy"]
+        # Weights of the policy they are named for, or under a name of one's own, still load.
+        config.write_text(f"data_dir: data\npolicies: {{cluster: '{cluster}', mine: "
+                          f"'{cluster}'}}\n", encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload")
+        assert r.status_code == 200, r.text
+        r = httpx.post(f"{server.base}/v1/router/policy/mine")
+        assert r.status_code == 200 and r.json()["policy"] == "mine", r.text
 
 
 def test_a_reload_keeps_what_needs_a_restart_as_it_runs_and_says_so(tmp_path: Path) -> None:
