@@ -43,7 +43,7 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, loads, unreadable
-from switchpoint._messages import printed_name_problem
+from switchpoint._messages import cut, printed_name_problem
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -381,6 +381,9 @@ def _read_package(root: Path) -> WeightsPackage:
         if not all(isinstance(v, str) for v in values):
             raise WeightsError(manifest_path, f"field {name!r} must hold strings; {_CORRUPT}")
     _check_model_names(models, manifest_path)
+    for section, files in (("arrays", array_files), ("profiles", profile_files)):
+        for rel in files.values():
+            _check_inside(root, rel, section, manifest_path)
     arrays: dict[str, Any] = {}
     for name, rel in array_files.items():
         data = _read_checked(root, rel, checksums)
@@ -449,6 +452,21 @@ def _part(manifest: dict[str, Any], path: str, kind: type, where: Path,
         raise WeightsError(where, f"field {path!r} must be a {_KIND_NAMES[kind]}, got "
                                   f"{type(value).__name__}; {_CORRUPT}")
     return value
+
+
+def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None:
+    """A file the manifest names is one of the package's own: a relative path that stays in
+    its folder, through links too (a package is one folder, read whole and copied whole)."""
+    inside = not Path(rel).is_absolute() and ".." not in Path(rel).parts
+    if inside:
+        try:
+            inside = (root / rel).resolve().is_relative_to(root.resolve())
+        except (OSError, RuntimeError):  # a link loop: not a file of the package either
+            inside = False
+    if not inside:
+        raise WeightsError(manifest_path, f"field {field!r} names {cut(repr(rel), 200)}, a "
+                                          "file that is not inside the package's folder; "
+                                          f"{_CORRUPT}")
 
 
 def _read_checked(root: Path, rel: str, checksums: dict[str, str]) -> bytes:

@@ -765,3 +765,31 @@ def test_a_name_too_long_for_the_file_system_is_a_weights_error(tmp_path: Path,
     with pytest.raises(WeightsError, match="cannot write a weights package there"):
         check_weights_target(tmp_path / name)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("field", ["arrays", "profiles"])
+@pytest.mark.parametrize("where", ["above", "absolute", "link"])
+def test_a_file_named_outside_the_package_is_refused(pkg_dir: Path, tmp_path: Path, field: str,
+                                                     where: str) -> None:
+    # A package is one folder: a manifest naming a file elsewhere (even an intact copy of its
+    # own, checksum and all) would read whatever that path holds, and break when copied.
+    m = _manifest(pkg_dir)
+    key, rel = next(iter(m[field].items()))
+    outside = tmp_path / "elsewhere" / Path(rel).name
+    outside.parent.mkdir()
+    outside.write_bytes((pkg_dir / rel).read_bytes())
+    if where == "above":
+        named = os.path.relpath(outside, pkg_dir)
+    elif where == "absolute":
+        named = str(outside)
+    else:
+        (pkg_dir / "linked").symlink_to(outside.parent)
+        named = f"linked/{Path(rel).name}"
+    m[field][key] = named
+    m["files"][named] = m["files"].pop(rel)
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert f"field {field!r} names {named!r}" in str(info.value)
+    assert "inside the package's folder" in str(info.value)
+    assert info.value.path == pkg_dir / "manifest.json"
