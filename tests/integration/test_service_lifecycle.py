@@ -247,7 +247,9 @@ def test_a_reload_naming_a_policy_for_weights_of_another_is_refused(tmp_path: Pa
         after = httpx.get(f"{server.base}/health").json()
         assert (after["policy"], after["weights_id"]) == (before["policy"], before["weights_id"])
         assert route(server.base, "still routing").status_code == 200
-        assert server.service.store.decisions(limit=1)[0]["policy"] == before["policy"]
+        store = server.service.store
+        assert store is not None
+        assert store.decisions(limit=1)[0]["policy"] == before["policy"]
         # Weights of the policy they are named for, or under a name of one's own, still load.
         config.write_text(f"data_dir: data\npolicies: {{cluster: '{cluster}', mine: "
                           f"'{cluster}'}}\n", encoding="utf-8")
