@@ -23,14 +23,18 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from switchpoint._messages import cut
+
 log = logging.getLogger("switchpoint")
 
 
 def path_problem(path: Path) -> str | None:
     """Why ``path`` cannot be created, when a file stands where a directory of its path should
     be (the system says only "File exists" or "Not a directory"), when a part of it cannot be
-    looked at, or when a part yet to be made has a name longer than the file system allows;
-    else ``None``."""
+    looked at, when a part yet to be made has a name longer than the file system allows, or
+    when it holds a NUL; else ``None``."""
+    if "\0" in str(path):
+        return "it holds a NUL character, which no path may"
     found = Path(path.anchor or ".")
     for folder in [*reversed(path.parents), path]:
         try:
@@ -41,7 +45,8 @@ def path_problem(path: Path) -> str | None:
                         f"longer than the file system allows ({_name_max(found)} bytes)")
             continue
         except OSError as exc:  # a name too long, a loop of links, no permission
-            return f"its path goes through {folder}, which cannot be used ({exc.strerror})"
+            return (f"its path goes through {cut(str(folder), 120)}, which cannot be used "
+                    f"({exc.strerror})")
         if folder == path:
             break
         if not folder.is_dir():

@@ -65,6 +65,7 @@ from pydantic import (
     model_validator,
 )
 
+from switchpoint._files import path_problem
 from switchpoint._messages import cut, key_path
 from switchpoint._messages import reason as describe
 from switchpoint.catalog import (
@@ -988,8 +989,16 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
 def _check_paths(settings: Settings) -> None:
     from switchpoint.weights import bundled_policies, policy_of
 
-    for key, value in [("weights", settings.weights),
-                       *((f"policies.{k}", v) for k, v in settings.policies.items())]:
+    paths = [("weights", settings.weights), ("data_dir", settings.data_dir),
+             *((f"policies.{k}", v) for k, v in settings.policies.items())]
+    for key, value in paths:
+        # A path the system refuses (a name too long, a NUL) fails here, not in a later stat.
+        problem = None if value is None else path_problem(Path(value))
+        if value is not None and problem is not None:
+            raise ConfigError(key, f"{cut(value, 120)} cannot be used: {problem}")
+    for key, value in paths:
+        if key == "data_dir":
+            continue
         if value is not None and not (Path(value) / "manifest.json").is_file():
             raise ConfigError(key, f"{value} is not a weights package (no manifest.json there); "
                                    "give the folder `switchpoint fit --out` wrote")

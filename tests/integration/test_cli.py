@@ -137,6 +137,20 @@ def test_serve_explains_a_key_variable_name_with_a_dash_in_words_not_masked(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 
 
+def test_a_data_dir_the_system_refuses_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A --data-dir whose name is too long for the file system: exit 2 naming it, no traceback.
+    long_dir = tmp_path / ("d" * 300)
+    argvs: list[list[str | Path]] = [["keys", "list", "--data-dir", long_dir],
+                                     ["prune", "--older-than", "1", "--data-dir", long_dir]]
+    for argv in argvs:
+        code, _, err = run(argv, capsys)
+        assert_bad_input(code, err, "data_dir: ", "cannot be used")
+        assert "too long" in err or "longer than the file system allows" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 # route: one prompt ------------------------------------------------------------------------------
 
 

@@ -259,6 +259,26 @@ def test_a_reload_naming_a_policy_for_weights_of_another_is_refused(tmp_path: Pa
         assert r.status_code == 200 and r.json()["policy"] == "mine", r.text
 
 
+def test_a_reload_naming_a_path_the_system_refuses_is_a_400(tmp_path: Path) -> None:
+    # Names too long for the file system, a path past its limit: a 400 naming the key (the
+    # system's own error was a 500), and the running router kept.
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("data_dir: data\n", encoding="utf-8")
+    with thread_server(create_app(load_settings(config, environ={}), loader=FACTORY)) as server:
+        before = httpx.get(f"{server.base}/health").json()["weights_id"]
+        for text, key in [("data_dir: data\nweights: " + "w/" * 3000, "weights"),
+                          ("data_dir: " + "d" * 300, "data_dir"),
+                          ("data_dir: data\npolicies: {mine: " + "p" * 300 + "}", "policies.mine")]:
+            config.write_text(text + "\n", encoding="utf-8")
+            r = httpx.post(f"{server.base}/v1/router/reload")
+            assert r.status_code == 400, r.text[:300]
+            err = r.json()["error"]
+            assert err["code"] == "invalid_config" and err["param"] == key
+            assert "cannot be used" in err["message"] and len(err["message"]) < 600
+        assert httpx.get(f"{server.base}/health").json()["weights_id"] == before
+        assert route(server.base, "still routing").status_code == 200
+
+
 def test_a_reload_keeps_what_needs_a_restart_as_it_runs_and_says_so(tmp_path: Path) -> None:
     config = tmp_path / "switchpoint.yaml"
     config.write_text("data_dir: data\n", encoding="utf-8")

@@ -504,3 +504,21 @@ def test_an_arm_whose_models_a_tenant_of_its_experiment_may_not_use_is_refused(
     for fine in ("experiments: {e: {tenants: [acme], arms: {x: {}, y: {models: [b, c]}}}}\n",
                  "experiments: {e: {tenants: [open], arms: {x: {}, y: {models: [c]}}}}\n"):
         assert load_settings(write(tmp_path, catalog + fine), environ={}).experiments
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("data_dir: " + "d" * 300 + "\n", "data_dir"),
+    ("data_dir: " + "d/" * 3000 + "\n", "data_dir"),
+    ("data_dir: \"a\\0b\"\n", "data_dir"),
+    ("weights: " + "w" * 300 + "\n", "weights"),
+    ("weights: " + "w/" * 3000 + "\n", "weights"),
+    ("policies: {mine: " + "p/" * 3000 + "}\n", "policies.mine"),
+])
+def test_a_path_the_system_cannot_take_is_a_config_error_naming_its_key(
+    tmp_path: Path, text: str, key: str,
+) -> None:
+    # A name longer than the file system takes, a path past its limit, a NUL: the system
+    # refuses them with errors of its own, which a start or a reload must not meet later.
+    message = error_of(tmp_path, text)
+    assert message.startswith(f"{key}: ") and "cannot be used" in message, message
+    assert len(message) < 600, message  # the path is cut, not repeated whole
