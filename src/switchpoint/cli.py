@@ -98,9 +98,9 @@ def _feedback(args: argparse.Namespace) -> StderrProgress:
 def _check_output(path: Path, flag: str) -> Path:
     """``path`` if an output file can be written there (checked before the work, not after
     it): not a directory, and its folder one that exists or can be made."""
-    if path.is_dir():
+    problem = path_problem(path)  # first: the system may refuse even to look at it
+    if problem is None and path.is_dir():
         _fail(f"{flag}: {path} is a directory; give a file path, e.g. {path / 'out.jsonl'}")
-    problem = path_problem(path)
     if problem is not None:
         _fail(f"{flag}: cannot write {path}: {problem}")
     return path

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import PATH, expect
+from switchpoint._files import path_problem
 from switchpoint._json import (
     LONE_SURROGATE,
     as_float,
@@ -195,6 +196,9 @@ def load_records(path: str | Path) -> RecordSet:
     """Read a routing-records JSONL file."""
     expect("path", path, PATH, "the path of a JSONL file of routing records")
     p = Path(path)
+    problem = path_problem(p)
+    if problem is not None:  # (a name too long, a NUL: the system refuses to look)
+        raise RecordsError(p, None, f"cannot be read: {problem}")
     if not p.exists() or p.is_dir():  # (a pipe, such as /dev/stdin, reads as a file does)
         raise RecordsError(p, None, ("is a directory" if p.is_dir() else "file not found")
                            + "; pass a JSONL file of routing records")

@@ -312,6 +312,10 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
         raise WeightsError(default_weights_path(policy), f"no bundled weights for policy "
                            f"{policy!r}; bundled: {bundled_policies()}. Pass a weights path")
     root = default_weights_path(policy or DEFAULT_POLICY) if path is None else Path(path)
+    problem = path_problem(root)
+    if problem is not None:  # (a name too long, a NUL: the system refuses to look)
+        raise WeightsError(root, f"cannot be used: {problem}; pass the folder that holds "
+                                 "manifest.json")
     if not root.is_dir():
         aside = None if root.exists() else set_aside(root)
         if aside is not None:

@@ -151,6 +151,27 @@ def test_a_data_dir_the_system_refuses_is_a_clean_error(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_paths_the_system_refuses_are_clean_errors(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A name longer than the file system takes, as weights, records or an output file:
+    # exit 2 naming the path, never a traceback, and nothing written.
+    long = tmp_path / ("x" * 300)
+    src = tmp_path / "prompts.jsonl"
+    src.write_text(GOOD_LINE + "\n")
+    argvs: list[list[str | Path]] = [
+        ["route", "hi", "--weights", long], ["info", "--weights", long],
+        ["route", "--input", src, "--output", long, "--weights", real_weights_dir],
+        ["fit", long, "--out", tmp_path / "w"], ["add-model", "m", long, "--weights",
+                                                 real_weights_dir, "--out", tmp_path / "w"]]
+    for argv in argvs:
+        code, out, err = run(argv, capsys)
+        assert_bad_input(code, err, "xxxxxxxx")
+        assert "too long" in err or "longer than the file system allows" in err, err
+        assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
+
+
 # route: one prompt ------------------------------------------------------------------------------
 
 
