@@ -4,6 +4,7 @@ bad config at start and at reload, and decisions that survive a restart and a cr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import sqlite3
@@ -735,3 +736,27 @@ def test_a_port_that_is_no_port_or_range_is_refused_naming_it(tmp_path: Path, po
     code, err = refused_start("--port", port, data_dir=tmp_path / "data")
     assert code == 2 and said in err, err
     assert not (tmp_path / "data").exists()
+
+
+# Request bodies ---------------------------------------------------------------------------------
+
+
+def test_a_compressed_request_body_is_refused_naming_its_encoding(tmp_path: Path) -> None:
+    # Bodies are read as sent: a gzip body read as JSON was "not valid UTF-8" or "not valid
+    # JSON", which says nothing of the header that made it so.
+    import gzip
+
+    body = json.dumps({"prompt": "Prove the square root of 2 is irrational."}).encode()
+    chat = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with thread_server(create_app(settings_for(tmp_path), loader=FACTORY)) as server:
+        for path, raw in (("/v1/route", body), ("/v1/chat/completions", chat)):
+            r = httpx.post(f"{server.base}{path}", content=gzip.compress(raw), headers={
+                "content-type": "application/json", "content-encoding": "gzip"}, timeout=60)
+            assert r.status_code == 415, r.text
+            err = r.json()["error"]
+            assert err["code"] == "unsupported_media_type" and err["param"] == "content-encoding"
+            assert "gzip" in err["message"] and "uncompressed" in err["message"]
+        r = httpx.post(f"{server.base}/v1/route", content=body, headers={
+            "content-type": "application/json", "content-encoding": "identity"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert route(server.base, "still routing").status_code == 200

@@ -1,4 +1,5 @@
-"""The request body limit: a body over ``max_request_bytes`` is a 413 ``request_too_large``.
+"""The request body limit: a body over ``max_request_bytes`` is a 413 ``request_too_large``
+(and one sent with a ``Content-Encoding``, which is not decoded, a 415).
 
 The body is read here, whole, when the app first asks for it, and handed to it in one piece,
 so the limit holds for chunked bodies as well as declared lengths, and for a request of any
@@ -42,6 +43,8 @@ DRAIN_FACTOR = 64
 _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
                            "/v1/router/preferences/compare"})
 _CLOSE = (b"connection", b"close")
+#: Why a body with a Content-Encoding is refused (415): it is not read, so not held either.
+ENCODED = "encoded"
 
 
 class _Refused(Exception):  # noqa: N818 (a signal to the middleware, not an error)
@@ -119,6 +122,8 @@ class _Request:
         self.read = True
         self.unread = False
         limit = self.limit
+        if _content_encoding(self.scope) is not None:
+            raise _Refused(ENCODED, 0, True)
         if self.declared is not None and self.declared > limit:
             raise _Refused("too_large", self.declared, True)
         bodies = self.middleware.bodies
@@ -177,15 +182,29 @@ class _Request:
         return self.asked or not _expects_continue(self.scope)
 
     async def refuse(self, refused: _Refused) -> None:
-        self.middleware.bodies.count_refusal(refused.reason)
+        if refused.reason != ENCODED:  # (the buffer's refusals: its bounds, not the body's form)
+            self.middleware.bodies.count_refusal(refused.reason)
         if self.sending():
             await _drain(self._receive, refused.more, self.limit * DRAIN_FACTOR)
         path = self.scope["path"]
-        if refused.reason == "too_large":
+        if refused.reason == ENCODED:
+            await _unsupported_encoding(self._send, _content_encoding(self.scope) or "", path)
+        elif refused.reason == "too_large":
             await _reject(self._send, refused.size, self.limit, self.declared is not None, path)
         else:
             capacity, share = self.middleware.bodies.bounds(self.limit)
             await _busy(self._send, capacity, share, refused.reason == "client_share", path)
+
+
+def _content_encoding(scope: Scope) -> str | None:
+    """The request's ``Content-Encoding`` when it is one (gzip, br, ...): bodies are read as
+    they are sent, so only ``identity`` (or none) reads."""
+    for name, value in scope["headers"]:
+        if name == b"content-encoding":
+            encoding = value.decode("latin-1").strip()
+            if encoding.lower() not in ("", "identity"):
+                return encoding
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -262,6 +281,13 @@ async def _reject(send: Send, size: int, limit: int, exact: bool, path: str) -> 
                 "prompt (the router reads only its last part)" if path in _PROMPT_PATHS
                 else "Send a smaller body")
     await _send(send, ErrorAnswer(413, "request_too_large", message, "body"), path, [])
+
+
+async def _unsupported_encoding(send: Send, encoding: str, path: str) -> None:
+    message = (f"content-encoding: the body is sent as {encoding[:40]!r}; request bodies are "
+               "read as they are sent, so send it uncompressed, without the header")
+    await _send(send, ErrorAnswer(415, "unsupported_media_type", message, "content-encoding"),
+                path, [])
 
 
 async def _send(send: Send, answer: ErrorAnswer, path: str,
