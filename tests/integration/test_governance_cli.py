@@ -274,6 +274,25 @@ def test_reports(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "requests_per_hour" in err
 
 
+@pytest.mark.parametrize(("argv", "name"), [
+    (["forecast", "--requests-per-hour", "1e308", "--avg-input-tokens", "100",
+      "--avg-output-tokens", "100"], "requests_per_hour"),
+    (["forecast", "--requests-per-hour", "1", "--avg-input-tokens", "1e300",
+      "--avg-output-tokens", "1e300"], "avg_input_tokens"),
+    (["forecast", "--requests-per-hour", "1", "--avg-input-tokens", "100",
+      "--avg-output-tokens", "1e9"], "avg_output_tokens"),
+    (["sla", "--since-hours", "1e308"], "since_hours"),
+])
+def test_report_figures_past_their_bounds_are_refused_not_projected_to_infinity(
+        config: Path, capsys: pytest.CaptureFixture[str], argv: list[str], name: str) -> None:
+    # The same bounds as the HTTP reports': past them a forecast printed $inf, nan% and JSON
+    # Infinity (which strict JSON readers refuse).
+    seed(config)
+    code, out, err = run(["report", *argv, "--config", config, "--json"], capsys)
+    assert code == 2 and out == "", out[:300]
+    assert f"{name}: must be at most" in err, err
+
+
 def test_reports_over_a_window_with_no_request_say_so_not_100_percent(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed(config)  # a minute ago: before a window that ends now and is shorter than that

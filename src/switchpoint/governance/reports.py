@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from switchpoint._messages import cut, quoted
-from switchpoint.catalog import Catalog, ModelCard
+from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budgets import (
@@ -203,12 +203,22 @@ def _period_seconds(period: str) -> float:
     return REPORT_PERIODS[period]
 
 
-def _number(value: object, name: str, *, integer: bool = False) -> float:
+#: The most a forecast or an SLA report takes (the HTTP reports' bounds too): a billion
+#: requests an hour, a request of MAX_TOKENS tokens each way, a window of a year. Past them a
+#: forecast overflowed to infinity.
+MAX_REQUESTS_PER_HOUR = 1e9
+MAX_SINCE_HOURS = 24 * 366
+
+
+def _number(value: object, name: str, *, integer: bool = False,
+            at_most: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInputError(name, f"must be a number >= 0, got {value!r}")
     x = float(value)
     if not math.isfinite(x) or x < 0:
         raise InvalidInputError(name, f"must be a finite number >= 0, got {value!r}")
+    if at_most is not None and x > at_most:
+        raise InvalidInputError(name, f"must be at most {at_most:g}, got {value!r}")
     if integer and not x.is_integer():
         raise InvalidInputError(name, f"must be a whole number of tokens, got {value!r}")
     return x
@@ -557,9 +567,9 @@ class Reports:
         models as the logged routing mix splits them. The share of a model of unknown cost is
         named, not projected as free: ``unpriced_models`` (in the catalog, without prices)
         apart from ``removed_models`` (gone from the catalog)."""
-        rph = _number(requests_per_hour, "requests_per_hour")
-        tin = _number(avg_input_tokens, "avg_input_tokens")
-        tout = _number(avg_output_tokens, "avg_output_tokens")
+        rph = _number(requests_per_hour, "requests_per_hour", at_most=MAX_REQUESTS_PER_HOUR)
+        tin = _number(avg_input_tokens, "avg_input_tokens", at_most=MAX_TOKENS)
+        tout = _number(avg_output_tokens, "avg_output_tokens", at_most=MAX_TOKENS)
         mix, basis = self.routing_mix(period, until=until, tenant=tenant)
         if not mix:
             raise InvalidInputError("routing_mix", f"nothing was logged in the last {period}: "
@@ -832,7 +842,7 @@ class Reports:
         """SLA compliance of the chat requests of the last ``since_hours``, measured against
         the SLA in force for each request's tenant (its own, else the default)."""
         self.check_tenant(tenant)
-        hours = _number(since_hours, "since_hours")
+        hours = _number(since_hours, "since_hours", at_most=MAX_SINCE_HOURS)
         if hours <= 0:
             raise InvalidInputError("since_hours", "must be > 0")
         end = self.clock() if until is None else float(until)

@@ -18,8 +18,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
+from switchpoint.catalog import MAX_TOKENS
 from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import key_account
+from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.bodies import no_body, parse_body
@@ -231,7 +233,7 @@ async def savings(request: Request, period: Period = "month",
 @router.get("/v1/router/report/sla", responses=_REPORT,
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
-                     since_hours: Annotated[float, Query(gt=0, le=24 * 366,
+                     since_hours: Annotated[float, Query(gt=0, le=MAX_SINCE_HOURS,
                                                          allow_inf_nan=False)] = 1.0,
                      tenant: TenantQuery = None
                      ) -> JSONResponse:
@@ -243,9 +245,12 @@ async def sla_report(request: Request,
 @router.get("/v1/router/report/forecast", responses=_REPORT,
             summary="Projected spend of a traffic assumption over the logged routing mix")
 async def forecast(request: Request,
-                   requests_per_hour: Annotated[float, Query(ge=0, le=1e9, allow_inf_nan=False)],
-                   avg_input_tokens: Annotated[float, Query(ge=0, le=1e8, allow_inf_nan=False)],
-                   avg_output_tokens: Annotated[float, Query(ge=0, le=1e8, allow_inf_nan=False)],
+                   requests_per_hour: Annotated[float, Query(ge=0, le=MAX_REQUESTS_PER_HOUR,
+                                                             allow_inf_nan=False)],
+                   avg_input_tokens: Annotated[float, Query(ge=0, le=MAX_TOKENS,
+                                                            allow_inf_nan=False)],
+                   avg_output_tokens: Annotated[float, Query(ge=0, le=MAX_TOKENS,
+                                                             allow_inf_nan=False)],
                    tenant: TenantQuery = None
                    ) -> JSONResponse:
     gateway = get_service(request).gateway
