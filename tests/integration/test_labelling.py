@@ -538,3 +538,22 @@ def test_the_services_config_labels_without_its_admin_token_exported(
     assert code == 0, err
     assert "labelled 2 of 2 prompts" in said, said
     assert sorted(records_of(out)) == ["q0", "q1"]
+
+
+def test_labelling_never_loads_the_embedder(fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A labelling run calls the models it names and routes nothing, so it does not pay for
+    the embedding model: the command finishes without ever importing its runtime."""
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2)
+    fake.default("judge", JUDGE_SAYS)
+    out = tmp_path / "records.jsonl"
+    argv = ["label", prompts, "--models", "a", "--judge", "judge", "--out", out,
+            "--config", config(fake, tmp_path), "-q"]
+    script = ("import sys\nfrom switchpoint.cli import main\ncode = main(sys.argv[1:])\n"
+              "print('embedder loaded' if 'onnxruntime' in sys.modules else 'no embedder')\n"
+              "sys.exit(code)\n")
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHPOINT_CONFIG"}
+    done = subprocess.run([sys.executable, "-c", script, *map(str, argv)], cwd=tmp_path,
+                          env=env, text=True, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "no embedder", done.stdout
+    assert sorted(records_of(out)) == ["q0", "q1"]

@@ -71,15 +71,19 @@ class Live:
 class RouterFactory:
     """Builds a warmed :class:`Router` from settings; keeps embedders warm across swaps.
 
+    ``warm=False`` leaves each embedder to load at its first embedding instead: for a gateway
+    that only calls the models it is told to (labelling), which then never pays for it.
+
     ``policy=None`` loads the configured weights: ``weights`` if set, else ``policies[policy]``,
     else the bundled default for ``policy``. A policy name loads ``policies[name]``, else the
     configured ``weights`` when they are of that policy (a swap back to the policy served at
     start returns to them), else the bundled default of that name.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, warm: bool = True) -> None:
         self._embedders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
+        self._warm = warm
 
     def __call__(self, settings: Settings, policy: str | None = None) -> Router:
         package = checked_package(settings, policy)
@@ -93,7 +97,8 @@ class RouterFactory:
                         cost_weight=settings.cost_weight, cache_size=settings.cache.size,
                         cache_ttl=settings.cache.ttl_seconds,
                         learning=learning_settings(settings))
-        router.warm_up()
+        if self._warm:
+            router.warm_up()
         return router
 
 

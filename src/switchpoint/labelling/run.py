@@ -241,8 +241,10 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
         own = gateway is None
         if gateway is None:
             from switchpoint.gateway import Gateway
+            from switchpoint.gateway.live import RouterFactory
 
-            gateway = Gateway(settings, env=env)
+            # Every call names its model, so nothing is routed: the embedder is never loaded.
+            gateway = Gateway(settings, env=env, loader=RouterFactory(warm=False))
             gateway.start()
         try:
             return await _Run(plan, gateway, state, progress, notes).go(restart=not resume)
