@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from switchpoint.records import RecordSet, parse_records
 from switchpoint.router import Router
 from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
+from tests.head_start import MARKER, HeadStart, begin_all, last
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A verbatim sample of routerbench-3task.jsonl; its first lines are that file's first lines.
@@ -128,6 +129,39 @@ def shared_data() -> Path:
         pytest.skip(f"needs the full routing records ({', '.join(missing)}), not in {directory}; "
                     "set SWITCHPOINT_DATA to their folder")
     return directory
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{MARKER}(command): run command(workdir) from the "
+                            "session's start at the lowest priority; the test runs last and "
+                            "takes it as the head_start fixture (see tests/head_start.py)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    last(items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _head_starts(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, HeadStart]]:
+    """The selected tests' head starts, begun with the session's first test."""
+    started = begin_all(request.session.items, lambda: tmp_path_factory.mktemp("head-start"))
+    try:
+        yield started
+    finally:
+        for head_start in started.values():
+            head_start.stop()
+
+
+@pytest.fixture
+def head_start(request: pytest.FixtureRequest,
+               _head_starts: dict[str, HeadStart]) -> HeadStart:
+    """This test's command, under way since the session started (see tests/head_start.py)."""
+    started = _head_starts.get(request.node.nodeid)
+    if started is None:
+        pytest.fail(f"{request.node.nodeid} takes head_start but has no runnable "
+                    f"@pytest.mark.{MARKER}(command)")
+    return started
 
 
 @pytest.fixture(scope="session")
