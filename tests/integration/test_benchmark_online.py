@@ -5,32 +5,43 @@ within-task figures, the traffic line and the two-tenant table, with every figur
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+
+from tests.head_start import HeadStart
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "routerbench-sample.jsonl"
 
 
-def _online(tmp_path: Path, cache: Path, *args: str) -> str:
-    """``online.py ARGS`` on the sample records; what it printed (it must succeed)."""
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "routerbench-3task.jsonl").symlink_to(SAMPLE)
-    env = {**os.environ, "SWITCHPOINT_DATA": str(data),
-           "SWITCHPOINT_BENCH_CACHE": str(cache)}
-    run = subprocess.run(
-        [sys.executable, "online.py", "--datasets", "routerbench-3task", *args],
-        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
+def _online(*args: str) -> Callable[[Path], list[str]]:
+    """The command ``online.py ARGS`` on the sample records, run in a folder of its own (with
+    its embedding cache): a head start, as it keeps the CPU busy for seconds (see
+    tests/head_start.py)."""
+    def command(workdir: Path) -> list[str]:
+        data = workdir / "data"
+        data.mkdir()
+        (data / "routerbench-3task.jsonl").symlink_to(SAMPLE)
+        return ["env", f"SWITCHPOINT_DATA={data}", f"SWITCHPOINT_BENCH_CACHE={workdir / 'cache'}",
+                sys.executable, str(ROOT / "benchmarks" / "online.py"),
+                "--datasets", "routerbench-3task", *args]
+    return command
+
+
+def _printed(head_start: HeadStart) -> str:
+    """What the benchmark printed (it must succeed)."""
+    run = head_start.result(timeout=300)
     assert run.returncode == 0, run.stderr
     return run.stdout
 
 
-def test_the_online_benchmark_prints_its_table(tmp_path: Path, bench_cache: Path) -> None:
-    out = _online(tmp_path, bench_cache, "--seeds", "2", "--kmeans-seeds", "2", "--tenants")
+@pytest.mark.head_start.with_args(_online("--seeds", "2", "--kmeans-seeds", "2", "--tenants"))
+def test_the_online_benchmark_prints_its_table(head_start: HeadStart) -> None:
+    out = _printed(head_start)
     assert ("2 exploration seeds on each of 2 k-means seeds; outcomes give the served model's "
             "quality and its answer's cost") in out
     rows = re.findall(r"^\s+(\d+)\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+"
@@ -73,8 +84,10 @@ def test_the_online_benchmark_prints_its_table(tmp_path: Path, bench_cache: Path
     assert "two tenants by task mix" in out and "tenant-a" in out and "tenant-b" in out
 
 
+@pytest.mark.head_start.with_args(_online("--seeds", "1", "--kmeans-seeds", "1",
+                                         "--quality-only"))
 def test_with_quality_only_the_outcomes_do_not_say_what_answers_cost(
-        tmp_path: Path, bench_cache: Path) -> None:
-    out = _online(tmp_path, bench_cache, "--seeds", "1", "--kmeans-seeds", "1", "--quality-only")
+        head_start: HeadStart) -> None:
+    out = _printed(head_start)
     assert "outcomes give the served model's quality only" in out
     assert re.search(r"closed at the end: -?\d+% of the gap", out), out
