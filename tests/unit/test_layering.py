@@ -4,15 +4,17 @@ the web framework, and no module imports itself in a circle."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 WEB = ("fastapi", "starlette", "uvicorn")
 
 
-def module_imports() -> dict[str, set[str]]:
+@functools.cache  # the sources do not change under the tests: parsed once, for all three
+def module_imports() -> dict[str, frozenset[str]]:
     """Every module's module-level imports (names, as written)."""
-    found: dict[str, set[str]] = {}
+    found: dict[str, frozenset[str]] = {}
     for path in (SRC / "switchpoint").rglob("*.py"):
         name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
         names: set[str] = set()
@@ -21,7 +23,7 @@ def module_imports() -> dict[str, set[str]]:
                 names.add(node.module)
             elif isinstance(node, ast.Import):
                 names.update(alias.name for alias in node.names)
-        found[name] = names
+        found[name] = frozenset(names)
     return found
 
 
