@@ -21,12 +21,12 @@ Nothing in the repository changes: the test checks ``git status`` before and aft
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ import pytest
 
 from switchpoint.config import load_settings
 from switchpoint.weights import load_weights
+from tests.head_start import HeadStart
 from tests.integration.servers import ProcessServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,17 +113,15 @@ def git_status() -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-@pytest.fixture
-def scratch(tmp_path: Path) -> Path:
+def make_scratch(folder: Path) -> Path:
     """A folder standing in for a fresh clone's root, as far as the README's blocks go."""
-    root = tmp_path / "switchpoint"
+    root = folder / "switchpoint"
     shutil.copytree(ROOT / "tests" / "data", root / "tests" / "data")
     (root / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     return root
 
 
-@pytest.fixture
-def block_env(scratch: Path) -> dict[str, str]:
+def block_env() -> dict[str, str]:
     bin_dir = Path(sys.executable).parent
     assert (bin_dir / "switchpoint").exists(), f"no switchpoint command beside {sys.executable}"
     env = {k: v for k, v in os.environ.items()
@@ -157,15 +156,6 @@ class _Service:
                 server.kill()
 
 
-@pytest.fixture
-def service(scratch: Path) -> Iterator[_Service]:
-    svc = _Service(scratch / "tmp" / "service-data")
-    try:
-        yield svc
-    finally:
-        svc.stop()
-
-
 def run_block(block: Block, cwd: Path, env: dict[str, str], service: _Service,
               scripts: Path) -> subprocess.CompletedProcess[str]:
     code = block.code
@@ -179,23 +169,76 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], service: _Service,
                           timeout=BLOCK_TIMEOUT_S, check=False)
 
 
-def test_readme_blocks_run_as_written(scratch: Path, block_env: dict[str, str],
-                                      service: _Service, tmp_path: Path) -> None:
+@dataclass(frozen=True)
+class Ran:
+    """What a run of the README's blocks left: each block run's line, status, stdout and
+    stderr, in order, to the first that failed; the repository's status before and after; and
+    the scratch folder the blocks ran in."""
+
+    blocks: list[tuple[int, int, str, str]]
+    git_before: str | None
+    git_after: str | None
+    scratch: Path
+
+
+def run_readme(folder: Path) -> None:
+    """Run the README's runnable blocks as the test describes, in ``folder``; what they did
+    goes to ``folder/ran.json`` (see :class:`Ran`). A head start (tests/head_start.py): its
+    blocks embed, fit and serve for seconds on the CPU."""
+    runnable = [b for b in readme_blocks(README.read_text(encoding="utf-8"))
+                if b.lang in ("sh", "python") and b.skip_reason is None]
+    scratch = make_scratch(folder)
+    scripts = folder / "blocks"
+    scripts.mkdir()
+    env = block_env()
+    before = git_status()
+    ran: list[tuple[int, int, str, str]] = []
+    service = _Service(scratch / "tmp" / "service-data")
+    try:
+        for block in runnable:
+            proc = run_block(block, scratch, env, service, scripts)
+            ran.append((block.line, proc.returncode, proc.stdout, proc.stderr))
+            if proc.returncode != 0:
+                break
+    finally:
+        service.stop()
+    (folder / "ran.json").write_text(json.dumps({
+        "blocks": ran, "git_before": before, "git_after": git_status(),
+        "scratch": str(scratch)}), encoding="utf-8")
+
+
+def readme_run(folder: Path) -> list[str]:
+    """The head start's command: this file run as a script on ``folder``."""
+    return ["env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "tests.integration.test_readme",
+            str(folder)]
+
+
+def ran_of(head_start: HeadStart) -> Ran:
+    done = head_start.result(timeout=BLOCK_TIMEOUT_S * 10)
+    assert done.returncode == 0, done.stderr  # (a block's own failure is in ran.json)
+    data = json.loads((head_start.workdir / "ran.json").read_text(encoding="utf-8"))
+    return Ran([(line, code, out, err) for line, code, out, err in data["blocks"]],
+               data["git_before"], data["git_after"], Path(data["scratch"]))
+
+
+@pytest.mark.head_start.with_args(readme_run)
+def test_readme_blocks_run_as_written(head_start: HeadStart) -> None:
     blocks = readme_blocks(README.read_text(encoding="utf-8"))
     runnable = [b for b in blocks if b.lang in ("sh", "python") and b.skip_reason is None]
     skipped = [b for b in blocks if b.skip_reason is not None]
     assert len(skipped) <= MAX_SKIPS, f"skip markers are for exceptions: {skipped}"
-    scripts = tmp_path / "blocks"
-    scripts.mkdir()
-    before = git_status()
+    ran = ran_of(head_start)
+    scratch = ran.scratch
+    by_line = {b.line: b for b in runnable}
     outputs: dict[int, str] = {}
-    for block in runnable:
-        proc = run_block(block, scratch, block_env, service, scripts)
-        assert proc.returncode == 0, (
-            f"{block} exited with {proc.returncode}\n--- block ---\n{block.code}"
-            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}")
-        assert "Traceback" not in proc.stderr, f"{block}:\n{proc.stderr}"
-        outputs[block.line] = proc.stdout
+    for line, code, stdout, stderr in ran.blocks:
+        block = by_line[line]
+        assert code == 0, (
+            f"{block} exited with {code}\n--- block ---\n{block.code}"
+            f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
+        assert "Traceback" not in stderr, f"{block}:\n{stderr}"
+        outputs[line] = stdout
+    assert [line for line, *_ in ran.blocks] == [b.line for b in runnable]  # every one ran
     for needle, expected in EXPECTED_OUTPUT:
         owners = [b for b in runnable if needle in b.code]
         assert owners, f"no README block contains {needle!r} any more; update EXPECTED_OUTPUT"
@@ -210,7 +253,7 @@ def test_readme_blocks_run_as_written(scratch: Path, block_env: dict[str, str],
     models = load_weights(tmp / "weights").models
     assert "my-model" in models and "claude-v1" not in models
     assert sorted(p.name for p in scratch.iterdir()) == [".venv", "tests", "tmp"]
-    assert git_status() == before, "running the README's blocks changed the repository"
+    assert ran.git_after == ran.git_before, "running the README's blocks changed the repository"
 
 
 def test_readme_yaml_blocks_are_valid_configs(tmp_path: Path) -> None:
@@ -230,3 +273,7 @@ def test_skip_marker_without_a_reason_is_refused() -> None:
         readme_blocks(text)
     [block] = readme_blocks("<!-- readme-test: skip (needs a key) -->\n\n```sh\necho hi\n```\n")
     assert block.skip_reason == "needs a key" and block.code == "echo hi\n"
+
+
+if __name__ == "__main__":
+    run_readme(Path(sys.argv[1]))
