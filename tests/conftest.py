@@ -133,7 +133,7 @@ def shared_data() -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(command): run command(workdir) from the "
-                            "session's start at the lowest priority; the test runs last and "
+                            "session's start at a low priority; the test runs last and "
                             "takes it as the head_start fixture (see tests/head_start.py)")
 
 

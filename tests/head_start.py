@@ -1,6 +1,6 @@
 """Head starts: a command a test runs that keeps the CPU busy for long and needs nothing else
 (the real ``switchpoint eval`` embedding thousands of prompts) starts when the session's first
-test does, at the lowest CPU priority, so it takes the CPU the serial suite leaves idle while its
+test does, at a low CPU priority, so it takes the CPU the serial suite leaves idle while its
 tests wait on their servers and processes, and barely slows a test that measures time. The test
 it belongs to runs last and waits for it, then checks its output as it would have had it run it
 itself; only a selected test's command starts, and one still running when the session ends is
@@ -37,7 +37,7 @@ class HeadStart:
     def result(self, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         """Wait for the command; its status, stdout and stderr, as ``subprocess.run`` gives.
         Waited for, it runs at the usual priority again where the system lets it (on a busy
-        machine the lowest would leave it the CPU no one else wants, which may be none)."""
+        machine a low one leaves it little CPU, and nothing else of the suite runs now)."""
         _usual_priority(self.proc.pid)
         self.proc.wait(timeout=timeout)
         return subprocess.CompletedProcess(
@@ -51,12 +51,19 @@ class HeadStart:
             self.proc.wait()
 
 
-def _lowest_priority() -> None:
-    os.nice(19)  # in the child, before it runs: every thread it starts inherits it
+# Low enough that a test timing something keeps nearly all of a core it contends for (nice 10
+# weighs about a tenth of nice 0); not the lowest, which on a machine busy with other work can
+# leave a command (and a server it starts and waits on) no CPU for minutes.
+NICE = 10
+
+
+def _low_priority() -> None:
+    os.nice(NICE)  # in the child, before it runs: every thread and process it starts inherits it
 
 
 def _usual_priority(pid: int) -> None:
-    """Every thread of ``pid`` back to priority 0: a process's threads have one each."""
+    """Every thread of ``pid`` and of the processes under it back to priority 0: a process's
+    threads have one each, and a child took its parent's when it started."""
     try:
         threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
     except OSError:  # no /proc, or the process has ended
@@ -65,14 +72,18 @@ def _usual_priority(pid: int) -> None:
         # (not allowed: only root may raise a priority; or the thread has ended)
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, tid, 0)
+        with contextlib.suppress(OSError, ValueError):
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+            for child in children:
+                _usual_priority(int(child))
 
 
 def begin(argv: Sequence[str], workdir: Path) -> HeadStart:
-    """Start ``argv`` in ``workdir`` at the lowest priority; its output goes to files there (a
+    """Start ``argv`` in ``workdir`` at a low priority; its output goes to files there (a
     pipe nobody reads would fill and stall it)."""
     with (workdir / ".stdout").open("wb") as out, (workdir / ".stderr").open("wb") as err:
         proc = subprocess.Popen(list(argv), cwd=workdir, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, preexec_fn=_lowest_priority)
+                                stdin=subprocess.DEVNULL, preexec_fn=_low_priority)
     return HeadStart(proc, workdir)
 
 
