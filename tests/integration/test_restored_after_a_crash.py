@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,8 +27,8 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.gateway.sessions import SQLitePinStore
-from switchpoint.governance.keys import KeyStore, holds_keys
-from switchpoint.store import SQLiteStore
+from switchpoint.governance.keys import KeySpec, KeyStore, holds_keys
+from switchpoint.store import SQLiteStore, moved
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -234,3 +235,107 @@ def test_holds_keys_does_not_take_a_restored_files_old_log_for_its_keys(
     assert Path(f"{path}-wal").exists()  # a read changes no file
     with KeyStore(path) as keys:
         assert keys.list() == []
+
+
+# A store that holds ``keys.db`` open, as the service does: it makes a key, says "ready" and
+# waits (to be killed).
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from switchpoint.governance.keys import KeySpec, KeyStore
+store = KeyStore(Path(sys.argv[1])).open()
+store.create(KeySpec(tenant="default", name=sys.argv[2]))
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_two_stores_opening_a_restored_file_at_once_keep_each_others_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service and ``switchpoint keys create`` open a restored ``keys.db`` at the same
+    moment: both judge the crashed file's log beside it stale, the service removes it, opens
+    the file and makes a key (in its own new log), and only then does the command remove what
+    it judged. It removes nothing of the service's: the service's key is committed, and is
+    there after the service is killed."""
+    path = tmp_path / "keys.db"
+    before = _names(2)
+    _crash_after_writing(path, before, _names(2))
+    _restore_backup(path)
+    judged = moved._stale_note
+    holders: list[subprocess.Popen[str]] = []
+
+    def judged_then_the_other_opens(file: str | Path) -> object:
+        stale = judged(file)
+        if stale is not None and not holders:  # the other store opens right after the look
+            holders.append(subprocess.Popen(
+                [sys.executable, "-c", _HOLDER, str(path), "the-services-key"], cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE,
+                text=True))
+            assert holders[0].stdout is not None
+            assert holders[0].stdout.readline().strip() == "ready", "the other did not open"
+        return stale
+
+    monkeypatch.setattr(moved, "_stale_note", judged_then_the_other_opens)
+    try:
+        with KeyStore(path) as keys:
+            keys.create(KeySpec(tenant="default", name="the-commands-key"))
+    finally:
+        for holder in holders:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=10)
+    assert holders, "the restored file's old log was not judged stale"
+    monkeypatch.undo()
+    assert _rows(path) == {*before, "the-services-key", "the-commands-key"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.parametrize("name", ["switchpoint.db", "keys.db", "sessions.db"])
+def test_a_note_that_names_no_shm_removes_the_old_log_alone_and_the_restored_file_reads_whole(
+        tmp_path: Path, name: str) -> None:
+    """A note naming the ``-wal`` alone (as an earlier version wrote it): the old log goes,
+    its ``-shm`` stays, and SQLite makes that anew (no connection has it open): the restored
+    file reads as the backup holds it, whole."""
+    path = tmp_path / name
+    before = _names(3)
+    _crash_after_writing(path, before, _names(4))
+    note = Path(f"{path}{moved.LOG_OWNER}")
+    noted = json.loads(note.read_text())
+    assert "shm" in noted  # what this version notes
+    note.write_text(json.dumps({"db": noted["db"], "wal": noted["wal"]}))
+    _restore_backup(path)
+    shm = Path(f"{path}-shm")
+    assert shm.exists()
+    assert _rows(path) == set(before)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert _rows(path) == set(before)
+
+
+def test_a_file_restored_while_another_store_has_the_old_one_open_takes_none_of_its_log(
+        tmp_path: Path) -> None:
+    """A restore while the service holds ``keys.db`` open (it has not seen it yet), and a
+    ``switchpoint keys create`` then: the service's log and ``-shm`` beside the restored file
+    are the old file's (the note names them); the command does not take them for the
+    restored file's (it removes them: the service still has them open, by their inodes) and
+    reads and writes the restored file alone."""
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as keys:
+        keys.create(KeySpec(tenant="default", name="in-the-backup"))
+    shutil.copy(path, f"{path}.backup")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), "made-after-the-backup"], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "ready", "the holder did not open"
+        _restore_backup(path)
+        with KeyStore(path) as keys:
+            keys.create(KeySpec(tenant="default", name="made-after-the-restore"))
+        assert holder.poll() is None  # (still holding the old file open)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    assert _rows(path) == {"in-the-backup", "made-after-the-restore"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -135,6 +135,7 @@ def test_every_store_notes_its_log_while_open_and_forgets_it_at_a_clean_close(
             noted = json.loads(Path(f"{path}{LOG_OWNER}").read_text())
             assert tuple(noted["db"]) == file_stamp(path)
             assert tuple(noted["wal"]) == file_stamp(f"{path}-wal")
+            assert tuple(noted["shm"]) == file_stamp(f"{path}-shm")
     finally:
         keys.close()
         pins.close()

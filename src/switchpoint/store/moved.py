@@ -21,6 +21,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from switchpoint._files import (
     SQLITE_SIDE_FILES,
@@ -108,22 +109,23 @@ def _owner_file(path: str | Path) -> Path:
 
 def note_log_owner(path: str | Path) -> None:
     """Note (beside it, see :data:`LOG_OWNER`) which file the database ``path`` is and which
-    its ``-wal`` is, once a store has opened it: a crash leaves that log at the path for
-    :func:`drop_stale_log` to judge at the next open. Noting nothing (no ``-wal``, or the note
-    cannot be written) removes an older note, which would misjudge."""
+    its ``-wal`` and ``-shm`` are, once a store has opened it: a crash leaves them at the path
+    for :func:`drop_stale_log` to judge at the next open. Noting nothing (no ``-wal``, or the
+    note cannot be written) removes an older note, which would misjudge."""
     owner = _owner_file(path)
     db, wal = file_stamp(path), file_stamp(side_file(path, "-wal"))
+    shm = file_stamp(side_file(path, "-shm"))
     try:
         if db is None or wal is None:
             raise OSError("nothing to note")
-        text = json.dumps({"db": db, "wal": wal})
+        text = json.dumps({"db": db, "wal": wal, **({} if shm is None else {"shm": shm})})
         write_atomically(owner, lambda fh: fh.write(text.encode()), mode=0o600)
     except OSError:
         with contextlib.suppress(OSError):
             owner.unlink(missing_ok=True)
 
 
-#: Most bytes a note (see :func:`note_log_owner`) holds: two stamps of four numbers each.
+#: Most bytes a note (see :func:`note_log_owner`) holds: three stamps of four numbers each.
 MAX_NOTE_BYTES = 1024
 
 
@@ -135,10 +137,19 @@ def _stamp(value: object) -> tuple[int, ...] | None:
     return None
 
 
-def _read_note(path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """The (database file, ``-wal``) stamps the note beside ``path`` names, or None when
-    there is none that reads as one (missing, too big, not a regular file, or damaged): a
-    note not understood removes nothing."""
+class _Note(NamedTuple):
+    """The stamps (see :func:`~switchpoint._files.file_stamp`) a note names: the database
+    file, its ``-wal``, and its ``-shm`` (None when the note names none)."""
+
+    db: tuple[int, ...]
+    wal: tuple[int, ...]
+    shm: tuple[int, ...] | None
+
+
+def _read_note(path: str | Path) -> _Note | None:
+    """The stamps the note beside ``path`` names, or None when there is none that reads as
+    one (missing, too big, not a regular file, or damaged): a note not understood removes
+    nothing."""
     data = read_small(_owner_file(path), MAX_NOTE_BYTES)
     if data is None:
         return None
@@ -149,7 +160,7 @@ def _read_note(path: str | Path) -> tuple[tuple[int, ...], tuple[int, ...]] | No
     if not isinstance(noted, dict):
         return None
     db, wal = _stamp(noted.get("db")), _stamp(noted.get("wal"))
-    return None if db is None or wal is None else (db, wal)
+    return None if db is None or wal is None else _Note(db, wal, _stamp(noted.get("shm")))
 
 
 def stale_log(path: str | Path) -> Path | None:
@@ -159,30 +170,60 @@ def stale_log(path: str | Path) -> Path | None:
     would replay it into the file now there. None for any other log (or none): one another
     file brought (a restore of the file with its ``-wal``), or made since, or the log of the
     noted file itself (what a crash left: committed writes)."""
-    log_file = side_file(path, "-wal")
-    found = file_stamp(log_file)
+    return side_file(path, "-wal") if _stale_note(path) is not None else None
+
+
+def _stale_note(path: str | Path) -> _Note | None:
+    """The note beside the database ``path`` when the ``-wal`` there is a :func:`stale_log`
+    (else None)."""
+    found = file_stamp(side_file(path, "-wal"))
     noted = None if found is None else _read_note(path)  # (no log: no note to read)
-    if noted is None or found != noted[1] or file_stamp(path) == noted[0]:
+    if noted is None or found != noted.wal or file_stamp(path) == noted.db:
         return None
-    return log_file
+    return noted
 
 
 def drop_stale_log(path: str | Path) -> list[Path]:
-    """Before a store opens the database ``path`` to write it: remove its ``-wal`` and
-    ``-shm`` when that log is a :func:`stale_log`, and say so. The removed files.
-    :class:`OSError` when one cannot be removed."""
-    if stale_log(path) is None:
+    """Before a store opens the database ``path`` to write it: remove its ``-wal`` when that
+    log is a :func:`stale_log`, with the ``-shm`` the note names beside it (a process still
+    open on the old file uses it; one no connection has open, SQLite makes anew) and the note
+    itself, and say so. Only those very files go: another store opening the file at the same
+    time may have removed them already and made its own, which it is writing. The removed
+    files. :class:`OSError` when one cannot be removed."""
+    noted = _stale_note(path)  # (what it names goes, whatever note another store writes since)
+    if noted is None:
         return []
     removed = []
-    for suffix in SQLITE_SIDE_FILES:
+    for suffix, stamp in (("-wal", noted.wal), ("-shm", noted.shm)):
         side = side_file(path, suffix)
-        if side.exists():
-            side.unlink()
+        if stamp is not None and _remove_if(side, stamp):
             removed.append(side)
             log.warning("%s: removed %s, the log of a database file deleted or replaced "
                         "before a crash (SQLite would have replayed it into the file now "
                         "there)", path, side.name)
+    if removed and _read_note(path) == noted:  # (it names files no longer there)
+        with contextlib.suppress(OSError):
+            _owner_file(path).unlink(missing_ok=True)
     return removed
+
+
+def _remove_if(side: Path, stamp: tuple[int, ...]) -> bool:
+    """Remove the file ``side`` when it is the one ``stamp`` names (see
+    :func:`~switchpoint._files.file_stamp`), judged once it is set aside, so that no other
+    file put at the path meanwhile is removed (such a one is put back). Whether it was.
+    :class:`OSError` when it cannot be."""
+    hidden = temporary_name(side)
+    try:
+        os.rename(side, hidden)
+    except FileNotFoundError:
+        return False
+    try:
+        if file_stamp(hidden) == stamp:
+            return True
+        os.link(hidden, side)  # (another's: back at the path, unless yet another is there)
+        return False
+    finally:
+        hidden.unlink(missing_ok=True)
 
 
 #: The stale logs a reader already named (see :func:`read_only_uri`), so each is said once.
@@ -231,6 +272,6 @@ def forget_log_owner(path: str | Path) -> None:
     system does not say when a file was made) is not taken for it. A note naming a log still
     there (another store has the file open) is kept."""
     noted = _read_note(path)
-    if noted is not None and file_stamp(side_file(path, "-wal")) != noted[1]:
+    if noted is not None and file_stamp(side_file(path, "-wal")) != noted.wal:
         with contextlib.suppress(OSError):
             _owner_file(path).unlink(missing_ok=True)
