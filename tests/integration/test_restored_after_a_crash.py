@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from switchpoint._files import file_stamp
 from switchpoint.cli import main
 from switchpoint.gateway.sessions import SQLitePinStore
 from switchpoint.governance.keys import KeySpec, KeyStore, holds_keys
@@ -337,5 +338,51 @@ def test_a_file_restored_while_another_store_has_the_old_one_open_takes_none_of_
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
     assert _rows(path) == {"in-the-backup", "made-after-the-restore"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_store_closing_as_another_opens_leaves_the_others_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``switchpoint keys create`` closes ``keys.db`` (its log goes with it) as the service
+    opens the file and notes its own log: the command forgets only its own note, so the
+    service's stays, and a restore after the service crashed is still judged by it."""
+    path = tmp_path / "keys.db"
+    before = _names(2)
+    with KeyStore(path) as keys:
+        for name in before:
+            keys.create(KeySpec(tenant="default", name=name))
+    shutil.copy(path, f"{path}.backup")
+    read = moved._read_note_file
+    holders: list[subprocess.Popen[str]] = []
+
+    def read_then_the_other_opens(note: Path) -> object:
+        noted = read(note)
+        if closing and not holders:  # the service opens right after the command's look
+            holders.append(subprocess.Popen(
+                [sys.executable, "-c", _HOLDER, str(path), "the-services-key"], cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE,
+                text=True))
+            assert holders[0].stdout is not None
+            assert holders[0].stdout.readline().strip() == "ready", "the other did not open"
+        return noted
+
+    monkeypatch.setattr(moved, "_read_note_file", read_then_the_other_opens)
+    closing = False
+    try:
+        keys = KeyStore(path).open()
+        keys.create(KeySpec(tenant="default", name="the-commands-key"))
+        closing = True
+        keys.close()
+        assert holders, "the command's close did not look at its note"
+        noted = json.loads(Path(f"{path}{moved.LOG_OWNER}").read_text())
+        assert tuple(noted["wal"]) == file_stamp(f"{path}-wal")  # the service's, kept
+    finally:
+        for holder in holders:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(timeout=10)
+    monkeypatch.undo()
+    _restore_backup(path)
+    assert _rows(path) == set(before)  # the crashed service's log is not replayed into it
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]

@@ -150,7 +150,12 @@ def _read_note(path: str | Path) -> _Note | None:
     """The stamps the note beside ``path`` names, or None when there is none that reads as
     one (missing, too big, not a regular file, or damaged): a note not understood removes
     nothing."""
-    data = read_small(_owner_file(path), MAX_NOTE_BYTES)
+    return _read_note_file(_owner_file(path))
+
+
+def _read_note_file(note: Path) -> _Note | None:
+    """The stamps the note ``note`` names (see :func:`_read_note`)."""
+    data = read_small(note, MAX_NOTE_BYTES)
     if data is None:
         return None
     try:
@@ -270,8 +275,22 @@ def forget_log_owner(path: str | Path) -> None:
     :func:`note_log_owner`) when the log it names is no longer at the path (a clean close
     checkpoints and removes it), so that a later log given that freed inode number (where the
     system does not say when a file was made) is not taken for it. A note naming a log still
-    there (another store has the file open) is kept."""
-    noted = _read_note(path)
-    if noted is not None and file_stamp(side_file(path, "-wal")) != noted.wal:
+    there (another store has the file open) is kept, and so is one another store opening the
+    file writes meanwhile: the note is judged once set aside, and put back unless it goes."""
+    if _read_note(path) is None:  # (none, or none understood: left as it is)
+        return
+    owner = _owner_file(path)
+    hidden = temporary_name(owner)
+    try:
+        os.rename(owner, hidden)
+    except OSError:
+        return
+    try:
+        noted = _read_note_file(hidden)
+        if noted is None or file_stamp(side_file(path, "-wal")) == noted.wal:
+            os.link(hidden, owner)  # (unless another store wrote a newer one meanwhile)
+    except OSError:
+        pass
+    finally:
         with contextlib.suppress(OSError):
-            _owner_file(path).unlink(missing_ok=True)
+            hidden.unlink(missing_ok=True)
