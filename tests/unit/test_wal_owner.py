@@ -142,3 +142,24 @@ def test_every_store_notes_its_log_while_open_and_forgets_it_at_a_clean_close(
     for path in (keys_path, pins_path):
         assert not Path(f"{path}-wal").exists()
         assert not Path(f"{path}{LOG_OWNER}").exists()
+
+
+def test_a_log_set_aside_by_a_start_killed_before_it_removed_it_goes_at_the_next(
+        tmp_path: Path) -> None:
+    """A start sets the old log aside, judges it and removes it: one killed in between leaves
+    it aside under a name saying its pid, which the next removal of a stale log clears."""
+    path = tmp_path / "s.db"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    aside = tmp_path / f".s.db-wal.{dead}.0badf00d.tmp"
+    aside.write_bytes(b"the old log, set aside")
+    _crashed(path)
+    with SQLiteStore(path):  # (its note, and a -wal of its own)
+        pass
+    assert aside.exists()  # no stale log: nothing looked for
+    _crashed(tmp_path / "other.db")
+    os.replace(tmp_path / "other.db", path)  # another file, a stale log beside it
+    noted = json.loads(Path(f"{path}{LOG_OWNER}").read_text())
+    assert tuple(noted["wal"]) == file_stamp(f"{path}-wal")
+    assert drop_stale_log(path) == [Path(f"{path}-wal"), Path(f"{path}-shm")]
+    assert not aside.exists()

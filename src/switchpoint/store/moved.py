@@ -26,6 +26,7 @@ from typing import NamedTuple
 from switchpoint._files import (
     SQLITE_SIDE_FILES,
     FileId,
+    clear_leftovers,
     file_identity,
     file_stamp,
     read_small,
@@ -217,6 +218,8 @@ def _remove_if(side: Path, stamp: tuple[int, ...]) -> bool:
     :func:`~switchpoint._files.file_stamp`), judged once it is set aside, so that no other
     file put at the path meanwhile is removed (such a one is put back). Whether it was.
     :class:`OSError` when it cannot be."""
+    with contextlib.suppress(OSError):  # (what one killed before it removed it left aside)
+        clear_leftovers(side)
     hidden = temporary_name(side)
     try:
         os.rename(side, hidden)
