@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -386,3 +387,104 @@ def test_a_store_closing_as_another_opens_leaves_the_others_note(
     assert _rows(path) == set(before)  # the crashed service's log is not replayed into it
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+# A reader (as ``switchpoint report`` reads) of a restored file beside the crashed file's log:
+# it begins a scan, says "reading", and ends it once told to, saying what it read.
+_READER = """
+import json, sys
+from switchpoint.store.sqlite import read_only
+conn = read_only(sys.argv[1])
+try:
+    scan = conn.execute("SELECT id FROM decisions ORDER BY rowid")
+    first = scan.fetchmany(5)
+    print("reading", flush=True)
+    sys.stdin.readline()
+    rows = len(first) + len(scan.fetchall())
+    print(json.dumps({"rows": rows,
+                      "check": conn.execute("PRAGMA integrity_check").fetchall()}), flush=True)
+except Exception as exc:
+    print(json.dumps({"error": str(exc)}), flush=True)
+finally:
+    conn.close()
+"""
+
+
+def test_a_start_while_a_report_reads_the_restored_file_alone_waits_for_it(
+        tmp_path: Path) -> None:
+    """A report reads the restored file alone (without SQLite's locks, the log beside it
+    being the crashed file's) as the service starts: the start waits until the report is
+    done before it writes the file, so the report reads the file whole, as restored (not
+    pages half written, which it would call a damaged file), and then the start goes on."""
+    path = tmp_path / "switchpoint.db"
+    before = _names(50)
+    _crash_after_writing(path, before, _names(3))
+    _restore_backup(path)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(path)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    assert reader.stdin is not None and reader.stdout is not None
+    started = threading.Event()
+
+    def start_and_write() -> None:  # the service's start, and its first writes
+        with SQLiteStore(path):
+            started.set()
+            with sqlite3.connect(path, isolation_level=None) as db:
+                db.execute("PRAGMA busy_timeout=10000")
+                columns = [c[1] for c in db.execute("PRAGMA table_info(decisions)")]
+                row = list(db.execute("SELECT * FROM decisions LIMIT 1").fetchone())
+                db.execute("BEGIN")
+                for n in range(3000):
+                    row[columns.index("id")] = f"after-the-start-{n}"
+                    db.execute(f"INSERT INTO decisions VALUES ({','.join('?' * len(row))})",
+                               row)
+                db.execute("COMMIT")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.close()
+
+    try:
+        assert reader.stdout.readline().strip() == "reading", "the reader did not start"
+        service = threading.Thread(target=start_and_write)
+        service.start()
+        service.join(timeout=1.5)  # (time to write, were it not waiting)
+        waited = not started.is_set()
+        reader.stdin.write("go\n")
+        reader.stdin.flush()
+        read = json.loads(reader.stdout.readline())
+        service.join(timeout=60)
+    finally:
+        reader.kill()
+        reader.wait(timeout=10)
+    assert read == {"rows": len(before), "check": [["ok"]]}
+    assert waited, "the start did not wait for the report"
+    assert started.is_set() and not service.is_alive()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM decisions").fetchone()[0] == len(before) + 3000
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_start_waits_for_a_report_that_reads_the_restored_file_alone_a_bounded_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A report that never ends holds up no start for ever: past the wait the start opens the
+    file all the same and says so."""
+    monkeypatch.setattr(moved, "READER_WAIT_S", 0.5)
+    path = tmp_path / "switchpoint.db"
+    before = _names(3)
+    _crash_after_writing(path, before, _names(2))
+    _restore_backup(path)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(path)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None
+        assert reader.stdout.readline().strip() == "reading", "the reader did not start"
+        with caplog.at_level(logging.WARNING):
+            assert _rows(path) == set(before)
+    finally:
+        reader.kill()
+        reader.wait(timeout=10)
+    assert f"{path}-wal: a reader still reads the file beside it alone" in caplog.text
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0

@@ -10,15 +10,18 @@ cannot tell such a log from the one a crash left (which holds committed writes):
 when the file is seen to leave, while the old file's side files are still known by their
 inodes; and for a crash before that, a note beside the file (see :func:`note_log_owner`),
 which every store writing a database opens it with (:func:`opened_for_writing`) and a reader
-heeds (:func:`read_only_uri`)."""
+heeds (:func:`read_only_connection`)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import sqlite3
+import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -227,6 +230,7 @@ def _remove_if(side: Path, stamp: tuple[int, ...]) -> bool:
         return False
     try:
         if file_stamp(hidden) == stamp:
+            _wait_for_readers(hidden, side)
             return True
         os.link(hidden, side)  # (another's: back at the path, unless yet another is there)
         return False
@@ -234,21 +238,114 @@ def _remove_if(side: Path, stamp: tuple[int, ...]) -> bool:
         hidden.unlink(missing_ok=True)
 
 
-#: The stale logs a reader already named (see :func:`read_only_uri`), so each is said once.
+#: Longest a store opening a file waits for readers reading it alone (see
+#: :func:`read_only_connection`) before it writes it all the same.
+READER_WAIT_S = 30.0
+
+
+def _wait_for_readers(log_file: Path, name: Path) -> None:
+    """Wait (at most :data:`READER_WAIT_S`) until no reader holds the stale log ``log_file``
+    (set aside from ``name``; see :func:`read_only_connection`): each reads the file without
+    its locks, so it would read pages half written once a store writes them."""
+    try:
+        fd = os.open(log_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        deadline = time.monotonic() + READER_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    log.warning("%s: a reader still reads the file beside it alone after %.0f "
+                                "s; writing it all the same (that reader may find it damaged: "
+                                "run it again)", name, READER_WAIT_S)
+                    return
+                time.sleep(0.05)
+            except OSError:
+                return
+    finally:
+        os.close(fd)
+
+
+#: The stale logs a reader already named (see :func:`read_only_connection`), so each is said once.
 _SAID: set[tuple[str, tuple[int, ...] | None]] = set()
 _MAX_SAID = 64
 
 
-def read_only_uri(path: str | Path) -> str:
-    """The URI of a read-only connection to the database ``path``. When its ``-wal`` is a
-    :func:`stale_log` (a restore after a crash, with no store opened since), the file is read
-    alone, as SQLite reads a file it may not change (``immutable``): the old file's commits
-    are not taken for this one's, and a reader changes no file, so the log is left for the
-    next store opening the file to remove; a warning (once) names it."""
+class _Held:
+    """A file descriptor held (with its lock) until :meth:`release`; releasing twice is once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class _ReadingAlone(sqlite3.Connection):
+    """A read-only connection reading a file alone (``immutable``) beside a stale log it
+    holds a shared lock on until closed (or collected)."""
+
+    held: _Held | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.held is not None:
+                self.held.release()
+
+
+def _hold_stale_log(path: str | Path) -> tuple[int, Path] | None:
+    """A descriptor of the database ``path``'s ``-wal``, shared-locked, when it is a
+    :func:`stale_log` still at the path once locked (a store opening the file sets it aside
+    before it waits for such locks: see :func:`_wait_for_readers`), with that log; else None."""
+    noted = _stale_note(path)
+    if noted is None:
+        return None
+    log_file = side_file(path, "-wal")
+    try:
+        fd = os.open(log_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) == noted.wal[:2] and file_stamp(log_file) == noted.wal:
+            return fd, log_file
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def read_only_connection(path: str | Path) -> sqlite3.Connection:
+    """A read-only connection to the database ``path``, usable from any thread. When its
+    ``-wal`` is a :func:`stale_log` (a restore after a crash, with no store opened since),
+    the file is read alone, as SQLite reads a file it may not change (``immutable``): the old
+    file's commits are not taken for this one's, and a reader changes no file, so the log is
+    left for the next store opening the file to remove (which waits until such readers are
+    closed: they read without SQLite's locks); a warning (once) names it.
+    :class:`sqlite3.Error` when it cannot be opened."""
     uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-    stale = stale_log(path)
-    if stale is None:
-        return uri
+    held = _hold_stale_log(path)
+    if held is None:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+    fd, stale = held
+    lock = _Held(fd)
+    try:
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, check_same_thread=False,
+                               factory=_ReadingAlone)
+    except BaseException:
+        lock.release()
+        raise
+    conn.held = lock
+    weakref.finalize(conn, lock.release)
     said = (str(stale), file_stamp(stale))
     if said not in _SAID:
         if len(_SAID) >= _MAX_SAID:
@@ -258,7 +355,7 @@ def read_only_uri(path: str | Path) -> str:
                     "before a crash (it holds none of this file's writes); start the service "
                     "once (or run a command that writes the file) to remove it", path,
                     stale.name)
-    return uri + "&immutable=1"
+    return conn
 
 
 def opened_for_writing(path: str | Path, connect: Callable[[], sqlite3.Connection]

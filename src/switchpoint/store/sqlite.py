@@ -49,7 +49,7 @@ from switchpoint.store.moved import (
     forget_log_owner,
     how_it_left,
     opened_for_writing,
-    read_only_uri,
+    read_only_connection,
 )
 from switchpoint.store.totals import Totals
 
@@ -195,10 +195,10 @@ def read_only(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection:
     """A read-only connection to the database ``path``, usable from any thread, once
     :func:`still_there` (``gone``) lets it be read, before and after the path is opened; the
     log of another file a crash left beside it is not read (see
-    :func:`~switchpoint.store.moved.read_only_uri`). :class:`sqlite3.Error` when it cannot
+    :func:`~switchpoint.store.moved.read_only_connection`). :class:`sqlite3.Error` when it cannot
     be opened."""
     still_there(path, gone)
-    conn = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
+    conn = read_only_connection(path)
     if gone is not None:
         try:  # (replaced between the look and the opening: the file opened is not the store's)
             still_there(path, gone)
