@@ -205,7 +205,7 @@ def drop_stale_log(path: str | Path) -> list[Path]:
     removed = []
     for suffix, stamp in (("-wal", noted.wal), ("-shm", noted.shm)):
         side = side_file(path, suffix)
-        if stamp is not None and _remove_if(side, stamp):
+        if stamp is not None and _remove_if(side, stamp, readers=suffix == "-wal"):
             removed.append(side)
             log.warning("%s: removed %s, the log of a database file deleted or replaced "
                         "before a crash (SQLite would have replayed it into the file now "
@@ -216,10 +216,11 @@ def drop_stale_log(path: str | Path) -> list[Path]:
     return removed
 
 
-def _remove_if(side: Path, stamp: tuple[int, ...]) -> bool:
+def _remove_if(side: Path, stamp: tuple[int, ...], *, readers: bool) -> bool:
     """Remove the file ``side`` when it is the one ``stamp`` names (see
     :func:`~switchpoint._files.file_stamp`), judged once it is set aside, so that no other
-    file put at the path meanwhile is removed (such a one is put back). Whether it was.
+    file put at the path meanwhile is removed (such a one is put back); ``readers``: once the
+    readers holding it are done (see :func:`_wait_for_readers`). Whether it was.
     :class:`OSError` when it cannot be."""
     with contextlib.suppress(OSError):  # (what one killed before it removed it left aside)
         clear_leftovers(side)
@@ -230,7 +231,8 @@ def _remove_if(side: Path, stamp: tuple[int, ...]) -> bool:
         return False
     try:
         if file_stamp(hidden) == stamp:
-            _wait_for_readers(hidden, side)
+            if readers:
+                _wait_for_readers(hidden, side)
             return True
         os.link(hidden, side)  # (another's: back at the path, unless yet another is there)
         return False
