@@ -8,6 +8,8 @@ import json
 import logging
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -442,6 +444,47 @@ def test_decisions_survive_a_crash_and_a_restart(tmp_path: Path) -> None:
         assert {r.json()["decision_id"] for r in decided} <= ids and len(ids) == 6
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             db.execute("DELETE FROM decisions")
+
+
+def test_keys_made_by_the_command_while_the_service_serves_survive_a_crash_of_the_service(
+        tmp_path: Path) -> None:
+    """``switchpoint keys create`` beside a running service, as operators make keys: each
+    command opens ``keys.db`` while the service holds it open and serves keyed requests; the
+    note of the service's log stays as the service wrote it (a command's open and close judge
+    that log the file's own), so after a crash of the service every key made, in the log the
+    crash left, is there at the next start."""
+    data = tmp_path / "data"
+    config = tmp_path / "keys.yaml"
+    config.write_text("auth: keys\ntenants:\n  acme: {}\n", encoding="utf-8")
+    note = data / "keys.db.wal-owner"
+    server = ProcessServer("--config", config, data_dir=data).start()
+    keys: list[str] = []
+    try:
+        server.wait_ready()
+        written = note.read_text()
+        for n in range(4):
+            made = subprocess.run(
+                [sys.executable, "-m", "switchpoint.cli", "keys", "create", "--tenant", "acme",
+                 "--name", f"made-{n}", "--json", "--config", str(config), "--data-dir",
+                 str(data)], capture_output=True, text=True, timeout=120)
+            assert made.returncode == 0, made.stderr
+            keys.append(json.loads(made.stdout)["key"])
+            answer = httpx.post(f"{server.base}/v1/route", json={"prompt": f"probe {n}"},
+                                headers={"Authorization": f"Bearer {keys[-1]}"}, timeout=60)
+            assert answer.status_code == 200, answer.text
+            assert note.read_text() == written  # the service's log, still judged its own
+    finally:
+        server.kill()  # SIGKILL: the keys are in the log the crash left
+    assert (data / "keys.db-wal").stat().st_size > 0
+    again = ProcessServer("--config", config, data_dir=data).start()
+    try:
+        again.wait_ready()
+        for key in keys:
+            answer = httpx.post(f"{again.base}/v1/route", json={"prompt": "after the crash"},
+                                headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            assert answer.status_code == 200, answer.text
+    finally:
+        again.kill()
 
 
 def test_a_second_service_on_the_same_data_dir_is_refused_until_the_first_stops(
