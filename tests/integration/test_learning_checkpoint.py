@@ -22,7 +22,7 @@ from switchpoint.errors import StorageUnavailableError, StoreError
 from switchpoint.gateway import Gateway, feedback_log
 from switchpoint.gateway import learning as gateway_learning
 from switchpoint.gateway.live import learning_settings
-from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME
+from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, read_checkpoint
 from switchpoint.learning.export import export_weights
 from switchpoint.router import Router
 from switchpoint.weights import load_weights
@@ -196,16 +196,21 @@ def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
         assert probe(gateway) == learned
 
 
-def test_feedback_written_by_another_process_is_never_left_out_of_a_checkpoint(
+def test_feedback_written_by_another_process_is_taken_up_before_a_checkpoint(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
-    """A service and an offline ``switchpoint feedback`` (another Gateway) on one data_dir: a
-    checkpoint holds the log's rows only when the process writing it learned every one of
-    them, so the next start learns everything either of them accepted."""
+    """A service and an offline ``switchpoint feedback`` (another Gateway) on one data_dir:
+    each takes up the rows the other wrote before it learns an outcome or writes a
+    checkpoint, so a checkpoint holds every row of the log up to its position, and the next
+    start learns everything either of them accepted, once."""
     settings = settings_for(fake, tmp_path)
     path = Path(settings.data_dir) / CHECKPOINT_FILENAME
 
     def probe(gateway: Gateway) -> dict[str, float]:
         return gateway.route(math_prompt(999), cost_weight=0).expected_errors
+
+    def held() -> int:
+        """The log position the checkpoint holds."""
+        return read_checkpoint(path, service.learning.checkpoint_key()).seq
 
     service = Gateway(settings, loader=loader, env=KEYS)
     service.start()
@@ -216,22 +221,23 @@ def test_feedback_written_by_another_process_is_never_left_out_of_a_checkpoint(
                      serves_chat=False) as offline:  # the service's row, then its own
             offline.start()
             offline.report_outcome(decisions[1], 0.0)
-        assert path.exists()
-        written = path.stat().st_mtime_ns
+        assert held() == 2
         with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
             offline.start()
-            service.report_outcome(decisions[2], 0.0)  # while the offline one is open
-            offline.report_outcome(decisions[3], 0.0)
-        assert path.stat().st_mtime_ns == written  # it missed the service's row: no checkpoint
+            service.report_outcome(decisions[2], 0.0)  # the offline row first, then its own
+            offline.report_outcome(decisions[3], 0.0)  # the service's row first, then its own
+            assert offline.learning_status()["tenants"]["default"]["learned_router"][
+                "events"] == 4
+        assert held() == 4
         learned_here = service.learning_status()["tenants"]["default"]["learned_router"]
-        assert learned_here["events"] == 2  # the offline rows are learned at the next reload
+        assert learned_here["events"] == 3  # the last offline row waits for its next feedback
     finally:
-        service.close()  # missed two rows of the offline runs: no checkpoint either
-    assert path.stat().st_mtime_ns == written
+        service.close()  # takes it up, then checkpoints
+    assert held() == 4
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         restarted.start()
         status = restarted.learning_status()
-        assert (status["from_checkpoint"], status["replayed"]) == (2, 4)
+        assert (status["from_checkpoint"], status["replayed"]) == (4, 4)
         learned = probe(restarted)
     path.unlink()
     with Gateway(settings, loader=loader, env=KEYS) as whole:
@@ -305,7 +311,7 @@ def _settled_late(settle: Callable[[Future[None]], None]) -> Future[None]:
 DEFAULT_WAIT = feedback_log.KEEP_WAIT_S
 
 
-def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_checkpoints(
+def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_is_taken_up_later(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def patience(seconds: float) -> None:
         """How long feedback waits to be kept: short where the store answers late on purpose,
@@ -357,13 +363,15 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_stops_c
             gateway.report_outcome(ids[2], 0.0)
         monkeypatch.setattr(store, "append", real)
         patience(DEFAULT_WAIT)
-        time.sleep(0.6)  # it is in the log after all, not learned here
-        gateway.report_outcome(ids[3], 0.0)
-        assert gateway.learning.checkpoint() is None
+        time.sleep(0.6)  # it is in the log after all, not learned yet
+        assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 2
+        gateway.report_outcome(ids[3], 0.0)  # taken up first, as a replay would
+        assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 4
+        assert gateway.learning.checkpoint() == path
     with Gateway(settings, loader=loader, env=KEYS) as gateway:
         gateway.start()
         status = gateway.learning_status()
-        assert (status["from_checkpoint"], status["replayed"]) == (2, 4)  # the log as it is
+        assert (status["from_checkpoint"], status["replayed"]) == (4, 4)  # the log as it is
 
 
 def test_a_start_from_a_checkpoint_waits_a_full_interval_before_the_next(

@@ -419,3 +419,53 @@ def test_learn_names_the_weights_as_the_config_would_find_them(
     settings = load_settings(config, environ={})
     assert settings.weights is not None
     assert Path(settings.weights).resolve() == (work / "exported").resolve(), err
+
+
+def _learned(server: Any) -> dict[str, Any]:
+    """The deployment's own learned router as the service's status shows it, with the quality
+    its log holds for each decision's latest outcome."""
+    body = httpx.get(f"{server.base}/v1/router/status", timeout=15).json()
+    tenant = body["tenants"]["default"]
+    return {**tenant["learned_router"], "feedback": tenant["feedback"]}
+
+
+def _scored(server: Any, decision_id: str, score: float) -> dict[str, Any]:
+    r = httpx.post(f"{server.base}/v1/feedback", timeout=15,
+                   json={"decision_id": decision_id, "score": score})
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def test_offline_feedback_beside_a_running_service_is_replaced_by_a_repeat_over_http(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An outcome given offline on the data_dir a service runs on, then again over HTTP: the
+    service takes the offline one up first, so the repeat replaces it and says so, and one
+    outcome is learned, live, after a reload and after a restart."""
+    config, settings, decision = _decided(gw_fake, tmp_path)
+    did = decision.decision_id
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        assert main(["feedback", did, "--score", "0", "--config", str(config), "--json"]) == 0
+        offline = json.loads(capsys.readouterr().out)
+        assert (offline["replaced"], offline["quality"]) == (False, 0.0)
+        answer = _scored(server, did, 1.0)
+        assert (answer["replaced"], answer["previous_quality"]) == (True, 0.0)
+        model = answer["model"]
+        one = {"events": 2, "outcomes": 1, "feedback": {model: {"n": 1, "mean_quality": 1.0}}}
+        assert _learned(server) == one
+        assert httpx.post(f"{server.base}/v1/router/reload", timeout=30).status_code == 200
+        assert _learned(server) == one
+        # The other way round: the offline command sees the service's outcome, and the
+        # service's next repeat replaces the offline one.
+        assert main(["feedback", did, "--score", "0.25", "--config", str(config),
+                     "--json"]) == 0
+        offline = json.loads(capsys.readouterr().out)
+        assert (offline["replaced"], offline["previous_quality"]) == (True, 1.0)
+        answer = _scored(server, did, 0.5)
+        assert (answer["replaced"], answer["previous_quality"]) == (True, 0.25)
+        three = {"events": 4, "outcomes": 1, "feedback": {model: {"n": 1, "mean_quality": 0.5}}}
+        assert _learned(server) == three
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        assert _learned(server) == three
+        assert _scored(server, did, 0.75)["previous_quality"] == 0.5

@@ -97,12 +97,12 @@ class ServiceFeedbackLog:
         self._memory: deque[LoggedFeedback] = deque()
         self._by_decision: dict[str, deque[LoggedFeedback]] = {}  # each oldest first
         self._last_seq = 0
-        self._outstanding: set[Future[None]] = set()
+        self._outstanding: dict[Future[None], str] = {}  # each append's event id
         self._lock = threading.Lock()
-        #: Rows this process's appends committed (the rest of the log was written by other
-        #: processes, such as an offline ``switchpoint feedback`` on the same data_dir). Exact
-        #: once :meth:`flush` returns.
-        self.committed = 0
+        # The event ids of the rows this process's appends committed since :meth:`forget_own`
+        # (the rest of the log was written by other processes, such as an offline
+        # ``switchpoint feedback`` on the same data_dir). Exact once :meth:`flush` returns.
+        self._own: set[str] = set()
 
     def __len__(self) -> int:
         """Rows held in memory (0 with a store: its rows are on disk)."""
@@ -135,13 +135,12 @@ class ServiceFeedbackLog:
                 self._memory.append(row)
                 self._by_decision.setdefault(event.decision_id, deque()).append(row)
                 self._drop_oldest()
-                self.committed += 1
             done: Future[None] = Future()
             done.set_result(None)
             return done
         future = self.store.append(record)
         with self._lock:
-            self._outstanding.add(future)
+            self._outstanding[future] = event.event_id
         future.add_done_callback(self._settled)
         return future
 
@@ -150,9 +149,21 @@ class ServiceFeedbackLog:
         with self._lock:
             if future not in self._outstanding:
                 return
-            self._outstanding.discard(future)
+            event_id = self._outstanding.pop(future)
             if future.exception() is None:
-                self.committed += 1
+                self._own.add(event_id)
+
+    def own(self, event_id: str) -> bool:
+        """Whether this process's appends committed the row of ``event_id`` since
+        :meth:`forget_own` (exact for the rows committed before :meth:`flush` returns)."""
+        with self._lock:
+            return event_id in self._own
+
+    def forget_own(self) -> None:
+        """Forget which rows were this process's (the learning holds every row up to the log
+        position it read after a :meth:`flush`: none of those is asked about again)."""
+        with self._lock:
+            self._own.clear()
 
     def keep(self, future: Future[None], what: str = "the feedback") -> None:
         """Wait until one appended event is committed; :class:`StorageUnavailableError` when
@@ -161,19 +172,20 @@ class ServiceFeedbackLog:
             future.result(timeout=KEEP_WAIT_S)
         except FutureTimeoutError:
             # Not learned, but the store may write it yet: not counted as this process's own,
-            # such a row is one it has not learned (like another process's) until a reload.
+            # such a row is one it has not learned (like another process's), taken up before
+            # the next feedback is learned.
             with self._lock:
-                self._outstanding.discard(future)
+                self._outstanding.pop(future, None)
             raise StorageUnavailableError(
                 f"{what} was not confirmed kept: the store did not answer within "
                 f"{KEEP_WAIT_S:.0f} s (a lock held too long, a slow disk). It was not learned "
-                "now, but may still be kept, and then learned at the next reload or restart; "
-                "sending it again replaces it") from None
+                "now, but may still be kept, and then learned before the next feedback (or at "
+                "the next reload or restart); sending it again replaces it") from None
         except StoreError as exc:
             raise not_kept(what, exc) from None
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every appended event is committed (or failed), and count it."""
+        """Wait until every appended event is committed (or failed), and note it."""
         with self._lock:
             outstanding = list(self._outstanding)
         if outstanding:

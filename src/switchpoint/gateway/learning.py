@@ -18,7 +18,10 @@ experiments and exploration.
 - **Persistence.** The feedback log (:mod:`switchpoint.gateway.feedback_log`) is the ``feedback``
   table (append-only); every snapshot replays it before it goes live, under
   :attr:`RouterState.guard`, and feedback is applied under the same guard, so a lesson reaches the
-  snapshot that serves next whatever the timing. What learning needs from each recent decision is
+  snapshot that serves next whatever the timing. Rows another process appends to the log (an
+  offline ``switchpoint feedback`` on the same ``data_dir``) are taken up, in log order, before
+  the next feedback is learned and before a checkpoint, so a repeat given here replaces one
+  given there. What learning needs from each recent decision is
   kept in the ``pending`` table (the last ``learning.memory_size`` of them), so a decision made
   before a restart or a reload still accepts feedback. See :mod:`switchpoint.store.learning`.
 - **Checkpoints.** What the live snapshot has learned is saved beside the store
@@ -164,11 +167,9 @@ class LiveLearning:
         self.events = 0  # events learned in all (taken up, then live)
         self.checkpointed = 0  # of them, how many the newest checkpoint holds
         self.tried = 0  # events learned when a checkpoint was last tried
-        # The log position up to which this state is the fold of every row, and this
-        # process's committed appends counted then: rows past it are its own, or it has not
-        # learned them (see ``GatewayLearning._learned_through``).
+        # The log position up to which this state is the fold of every row: rows past it are
+        # this process's own, or it has not learned them yet (see ``GatewayLearning._take_up``).
         self.covered = 0
-        self.own_at_cover = 0
         # Per router (by id) and tenant: the log position through which that router's weights
         # already hold the tenant's outcomes (exported from this log), so a replay skips them.
         self.folded: dict[tuple[int, str], int] = {}
@@ -597,7 +598,7 @@ class GatewayLearning:
                 yield row
 
         learning.replay(rows())
-        learning.covered, learning.own_at_cover = last[0], self.log.committed
+        self._cover(learning, last[0])
         if learning.replayed or learning.skipped:
             log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
                      "replayed after it, of which %d the weights held already, exported from "
@@ -668,36 +669,54 @@ class GatewayLearning:
 
     def log_position(self) -> tuple[int, str] | None:
         """The feedback log position the live snapshot has learned every row up to, with the
-        event there (None: no store, an empty log, or rows another process wrote that this
-        one has not learned)."""
+        event there, rows another process wrote taken up first (None: no store, or an empty
+        log)."""
         with self.state.guard:
             live = self.state.peek()
             learning: LiveLearning | None = None if live is None else live.learning
             if learning is None:
                 return None
-            return self._learned_through(learning, "the log position is not known")
+            return self._learned_through(learning)
 
-    def _learned_through(self, learning: LiveLearning, what: str) -> tuple[int, str] | None:
-        """The newest row of the feedback log, with its event id, if ``learning`` has learned
-        every row up to it: those it took up at its start and this process's own appends
-        since, but no row another process (an offline ``switchpoint feedback``) wrote
-        meanwhile. Called under the state's guard."""
+    def _cover(self, learning: LiveLearning, seq: int) -> None:
+        """``learning`` holds every row of the log up to position ``seq`` (read after a
+        flush, under the state's guard): rows past it are this process's own appends from now
+        on, or ones it has not learned."""
+        learning.covered = seq
+        self.log.forget_own()
+
+    def _take_up(self, learning: LiveLearning) -> None:
+        """Learn, in log order, the rows after the position ``learning`` covers that another
+        process wrote (an offline ``switchpoint feedback`` on this data_dir), or that the
+        store kept after this one stopped waiting for them, as a replay would: a repeat of a
+        decision's outcome given here then replaces the one given there, and says so, rather
+        than being learned beside it. Called under the state's guard, before feedback is
+        learned (and before the learning's log position is read)."""
+        if self.reader is None:
+            return
+        self.log.flush()
+        last, taken = learning.covered, 0
+        for row in self.reader.feedback(after=learning.covered):
+            last = row.seq
+            if row.kind == "model" or self.log.own(row.event.event_id):
+                continue  # a quality observation teaches no router; this process's is learned
+            learning.learn(row.event, row.weights_id, seq=row.seq)
+            taken += 1
+        if taken:
+            log.info("took up %d feedback event(s) another process (such as an offline "
+                     "`switchpoint feedback`) wrote to the log after position %d",
+                     taken, learning.covered)
+        self._cover(learning, last)
+
+    def _learned_through(self, learning: LiveLearning) -> tuple[int, str] | None:
+        """The newest row of the feedback log, with its event id, once ``learning`` has
+        learned every row up to it (those another process wrote taken up first); None for an
+        empty log, or no store. Called under the state's guard."""
         if self.reader is None:
             return None
-        self.log.flush()
-        last = self.reader.last_feedback()
-        if last is None:
-            return None
-        own = self.log.committed - learning.own_at_cover
-        foreign = self.reader.feedback_count(after=learning.covered) - own
-        if foreign:
-            log.info("%s: %d feedback row(s) after log position %d were written by another "
-                     "process (such as an offline `switchpoint feedback`), or kept after this "
-                     "one stopped waiting for them, and are not learned here yet; the next "
-                     "reload or restart learns them", what, foreign, learning.covered)
-            return None
-        learning.covered, learning.own_at_cover = last[0], self.log.committed
-        return last
+        self._take_up(learning)
+        event_id = self.reader.event_id_at(learning.covered) if learning.covered else None
+        return None if event_id is None else (learning.covered, event_id)
 
     # Checkpoints -----------------------------------------------------------------------------
 
@@ -768,7 +787,7 @@ class GatewayLearning:
                 if learning is None or learning.events == learning.checkpointed:
                     return None
                 learning.tried = learning.events
-                last = self._learned_through(learning, "learning checkpoint not written")
+                last = self._learned_through(learning)
                 if last is None:
                     return None
                 checkpoint = Checkpoint(learning.checkpoint_key(), last[0], last[1],
@@ -915,6 +934,8 @@ class GatewayLearning:
                 live = self.state.live()
                 learning: LiveLearning | None = live.learning
                 router = live.router
+                if learning is not None:
+                    self._take_up(learning)  # what another process logged comes first
                 measured = check_cost(cost)
                 cost_from = None if measured is None else "feedback"
                 if model is not None and model not in router.models:
@@ -1195,6 +1216,7 @@ class GatewayLearning:
         with self.state.guard:
             learning: LiveLearning | None = self.state.live().learning
             assert learning is not None
+            self._take_up(learning)  # what another process logged comes first
             router = learning.router
             for model, (key, _) in chosen.items():
                 self.log.check_repeats(f"{compare.compare_id}:{model}", tenant,

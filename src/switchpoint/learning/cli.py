@@ -6,9 +6,10 @@ explicit step that folds them into new shared weights.
 client keys), which learns at once. Without it, it works on the state in ``data_dir`` (the
 config's, or ``--data-dir``): it loads the router as the service would, replays the feedback
 log, learns the outcome and appends it to the log; a service running on that ``data_dir``
-learns it at its next reload (``POST /v1/router/reload``) or restart. Every argument is
-checked first, and a ``data_dir`` that does not exist is an error, so a refused command creates
-no file.
+takes it up before it learns its next outcome (so a repeat sent to it replaces this one, and
+says so), or at its next reload (``POST /v1/router/reload``) or restart, whichever comes
+first. Every argument is checked first, and a ``data_dir`` that does not exist is an error,
+so a refused command creates no file.
 
 ``learn --export DIR`` writes a new weights package: the configured weights with one tenant's
 outcomes (``--tenant``, default the deployment's own) folded in. The service's weights never
@@ -119,8 +120,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
           f"{out['decision_id']} (tenant {out['tenant']}, {out['kind']})")
     if out.get("note"):
         print(out["note"], file=sys.stderr)
-    print(f"kept in {settings.db_path}; a service running on it learns it at its next reload "
-          "or restart", file=sys.stderr)
+    print(f"kept in {settings.db_path}; a service running on it learns it before its next "
+          "outcome, or at its next reload or restart", file=sys.stderr)
     return 0
 
 
@@ -294,7 +295,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "
-                                 "service on it learns at its next reload")
+                                 "service on it learns it before its next outcome, or at its "
+                                 "next reload")
     p.add_argument("--api-key", help="client key, or the admin token, for --url (default: "
                                      "$SWITCHPOINT_API_KEY)")
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
