@@ -27,6 +27,7 @@ from switchpoint.server.auth import body_owner, check_admin_token
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
+from switchpoint.server.head import HeadMiddleware
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
 from switchpoint.server.middleware import BodyLimitMiddleware
 from switchpoint.server.proxies import ForwardedClientMiddleware
@@ -104,6 +105,7 @@ def create_app(
     routers = (route.router, chat.router, admin.router, governance.router, learning.router)
     for router in routers:
         app.include_router(router)
+    app.add_middleware(HeadMiddleware)  # innermost: HEAD is routed as GET, answered bodiless
     app.add_middleware(BodyLimitMiddleware,
                        limit=lambda: gateway.settings.max_request_bytes,
                        bodies=metrics.bodies, client=body_owner)

@@ -1,0 +1,41 @@
+"""A HEAD request is answered as its GET would be, without the body: uptime probes and link
+checkers use HEAD. The same auth rules apply; a route with no GET still refuses HEAD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
+from tests.integration.gateway_env import FACTORY
+from tests.integration.servers import thread_server
+
+TOKEN_VAR = "SP_HEAD_ADMIN"
+TOKEN = "head-admin-token-0123456789"
+
+
+@pytest.mark.parametrize("path,admin", [("/health", False), ("/v1/models", False),
+                                        ("/metrics", True), ("/v1/router/stats", True)])
+def test_head_answers_like_get_without_a_body(tmp_path: Path, path: str, admin: bool) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"admin_token_env: {TOKEN_VAR}\ndata_dir: data\n", encoding="utf-8")
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    app = create_app(load_settings(config, environ={TOKEN_VAR: TOKEN}), loader=FACTORY)
+    with thread_server(app) as server, httpx.Client(base_url=server.base, timeout=30) as http:
+        got = http.get(path, headers=auth)
+        head = http.head(path, headers=auth)
+        assert got.status_code == 200 and got.content, got.text
+        assert head.status_code == 200, head.text
+        assert head.content == b""
+        assert head.headers["content-type"] == got.headers["content-type"]
+        if admin:  # the same door as GET: no token, no answer
+            refused = http.head(path)
+            assert refused.status_code == http.get(path).status_code == 401
+            assert refused.content == b""
+        # A route with no GET is not opened by HEAD.
+        post_only = http.head("/v1/route")
+        assert post_only.status_code == 405
+        assert "GET" not in post_only.headers.get("allow", "")
