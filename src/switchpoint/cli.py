@@ -547,16 +547,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from switchpoint.config import load_settings
-    from switchpoint.store.retention import cutoff_for, prune
+    from switchpoint.store.retention import RETENTION_DAYS, cutoff_for, prune, retention_ok
 
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"data_dir": args.data_dir})
     days = settings.store.retention_days if args.older_than is None else _parse_float(
-        args.older_than, "--older-than", "a number of days > 0")
+        args.older_than, "--older-than", RETENTION_DAYS)
     if days is None:
         _fail("prune: give --older-than DAYS, or set store.retention_days in the config")
-    if days <= 0:
-        _fail(f"--older-than: {args.older_than!r} must be a number of days > 0")
+    if not retention_ok(days):
+        _fail(f"--older-than: {args.older_than!r} must be {RETENTION_DAYS}")
     report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
     verb = "would delete" if report.dry_run else "deleted"
     names = {"spend": "spend ledger entries (those budgets still count are kept)",

@@ -93,6 +93,7 @@ from switchpoint.learning.config import (
     MemoryConfig,
     check_experiment_names,
 )
+from switchpoint.store.retention import MAX_RETENTION_DAYS
 from switchpoint.store.sqlite import MAX_SPILL_BYTES
 
 ENV_PREFIX = "SWITCHPOINT_"
@@ -276,7 +277,7 @@ class StoreSettings(BaseModel):
     synchronous: Literal["full", "normal"] = "full"
     spill_max_mb: float = Field(MAX_SPILL_BYTES / 2**20, gt=0, le=1_048_576,
                                 allow_inf_nan=False)
-    retention_days: float | None = Field(None, gt=0, le=36_525, allow_inf_nan=False)
+    retention_days: float | None = Field(None, gt=0, le=MAX_RETENTION_DAYS, allow_inf_nan=False)
 
     @property
     def spill_limit(self) -> int:

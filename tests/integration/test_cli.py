@@ -1100,7 +1100,7 @@ def test_installed_entry_point(real_weights_dir: Path, tmp_path: Path) -> None:
     assert "routing 2 prompts... done (" in lines.stderr
 
 
-@pytest.mark.parametrize("days", ["-1", "nan", "0"])
+@pytest.mark.parametrize("days", ["-1", "nan", "0", "inf", "1e400", "36526"])
 def test_prune_names_a_bad_age_in_days(days: str, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["prune", "--older-than", days, "--data-dir", tmp_path], capsys)

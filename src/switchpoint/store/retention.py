@@ -84,10 +84,22 @@ class PruneReport:
                 "dry_run": self.dry_run, "complete": self.complete, "vacuum": self.vacuum}
 
 
+#: The longest retention taken (a century): a longer one, infinity included, deletes nothing.
+MAX_RETENTION_DAYS = 36_525
+#: What a retention may be, in words (for the messages that refuse one).
+RETENTION_DAYS = f"a number of days > 0 and at most {MAX_RETENTION_DAYS}"
+
+
+def retention_ok(days: float) -> bool:
+    """Whether ``days`` is a retention :func:`cutoff_for` takes: finite, > 0, at most
+    :data:`MAX_RETENTION_DAYS` (NaN, infinity and a negative age are not)."""
+    return 0 < days <= MAX_RETENTION_DAYS
+
+
 def cutoff_for(days: float, now: float | None = None) -> float:
-    """The timestamp ``days`` before ``now``."""
-    if not days > 0:
-        raise ValueError(f"the retention must be a number of days > 0, got {days!r}")
+    """The timestamp ``days`` before ``now``; ``days`` must be :func:`retention_ok`."""
+    if not retention_ok(days):
+        raise ValueError(f"the retention must be {RETENTION_DAYS}, got {days!r}")
     return (time.time() if now is None else now) - days * SECONDS_PER_DAY
 
 
