@@ -7,8 +7,10 @@ cost, a λ, a rate) is a magnitude, and ``-0.0`` would be echoed, stored and sho
 from __future__ import annotations
 
 import numbers
+from typing import Annotated
 
 import numpy as np
+from pydantic import BeforeValidator
 
 from switchpoint._json import as_float
 
@@ -23,3 +25,17 @@ def real_number(value: object) -> float | None:
 def boolean(value: object) -> bool | None:
     """``value`` as a bool when it is one (Python's or NumPy's), else None."""
     return bool(value) if isinstance(value, bool | np.bool_) else None
+
+
+def not_a_boolean(value: object) -> object:
+    """``value`` unchanged, unless it is a boolean: a config's number is never ``true``
+    (YAML's ``true``/``yes`` would otherwise be taken for 1)."""
+    if isinstance(value, bool | np.bool_):
+        raise ValueError("must be a number, not a boolean (true/false)")
+    return value
+
+
+#: A config field's integer: any integer the field's bounds take, never a boolean.
+Integer = Annotated[int, BeforeValidator(not_a_boolean)]
+#: A config field's real number: any number the field's bounds take, never a boolean.
+Real = Annotated[float, BeforeValidator(not_a_boolean)]

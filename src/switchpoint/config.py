@@ -68,6 +68,7 @@ from pydantic import (
 from switchpoint._files import path_problem
 from switchpoint._messages import cut, key_path
 from switchpoint._messages import reason as describe
+from switchpoint._numbers import Integer, Real
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
     MAX_PRICE_PER_MTOK,
@@ -162,10 +163,10 @@ class ModelEntry(BaseModel):
     base_url: str | None = None
     api_key_env: str | None = None
     stream_usage: bool | None = None
-    input_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
-    output_per_mtok: float | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
+    input_per_mtok: Real | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
+    output_per_mtok: Real | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
                                           allow_inf_nan=False)
-    context_window: int | None = Field(None, gt=0, le=MAX_TOKENS)
+    context_window: Integer | None = Field(None, gt=0, le=MAX_TOKENS)
     capabilities: list[Capability] = Field(default_factory=list)
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list)
@@ -232,8 +233,8 @@ class CacheSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: int = Field(10_000, ge=0, le=10_000_000)
-    ttl_seconds: float = Field(3600.0, ge=0, le=366 * 86_400, allow_inf_nan=False)
+    size: Integer = Field(10_000, ge=0, le=10_000_000)
+    ttl_seconds: Real = Field(3600.0, ge=0, le=366 * 86_400, allow_inf_nan=False)
 
 
 class CorsSettings(BaseModel):
@@ -247,7 +248,7 @@ class CorsSettings(BaseModel):
         default_factory=lambda: ["authorization", "content-type", "x-session-id",
                                  "x-switchpoint-cost-weight", "x-switchpoint-models"],
         max_length=100)
-    max_age_s: int = Field(600, ge=0, le=86_400)
+    max_age_s: Integer = Field(600, ge=0, le=86_400)
 
     @field_validator("allow_origins")
     @classmethod
@@ -275,9 +276,9 @@ class StoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     synchronous: Literal["full", "normal"] = "full"
-    spill_max_mb: float = Field(MAX_SPILL_BYTES / 2**20, gt=0, le=1_048_576,
+    spill_max_mb: Real = Field(MAX_SPILL_BYTES / 2**20, gt=0, le=1_048_576,
                                 allow_inf_nan=False)
-    retention_days: float | None = Field(None, gt=0, le=MAX_RETENTION_DAYS, allow_inf_nan=False)
+    retention_days: Real | None = Field(None, gt=0, le=MAX_RETENTION_DAYS, allow_inf_nan=False)
 
     @property
     def spill_limit(self) -> int:
@@ -360,15 +361,15 @@ class ServerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_connections: int = Field(1000, ge=1, le=1_000_000)
-    header_timeout_s: float = Field(10.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    body_timeout_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    keep_alive_timeout_s: float = Field(5.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    write_timeout_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    max_header_bytes: int = Field(16_384, ge=1024, le=1 << 20)
-    max_body_buffer_bytes: int = Field(64 << 20, ge=1 << 20, le=MAX_BYTES)
-    backlog: int = Field(128, ge=1, le=65_535)
-    shutdown_timeout_s: float = Field(5.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_connections: Integer = Field(1000, ge=1, le=1_000_000)
+    header_timeout_s: Real = Field(10.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    body_timeout_s: Real = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    keep_alive_timeout_s: Real = Field(5.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    write_timeout_s: Real = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_header_bytes: Integer = Field(16_384, ge=1024, le=1 << 20)
+    max_body_buffer_bytes: Integer = Field(64 << 20, ge=1 << 20, le=MAX_BYTES)
+    backlog: Integer = Field(128, ge=1, le=65_535)
+    shutdown_timeout_s: Real = Field(5.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
     trusted_proxies: list[Annotated[str, AfterValidator(_proxy_entry)]] = Field(
         default_factory=list, max_length=MAX_TRUSTED_PROXIES)
 
@@ -407,34 +408,34 @@ class GatewaySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    connect_timeout_s: float = Field(5.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    read_timeout_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    first_token_timeout_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    max_attempts_per_model: int = Field(2, ge=1, le=10)
-    backoff_base_s: float = Field(0.25, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    backoff_cap_s: float = Field(4.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    max_retry_after_s: float = Field(10.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    max_total_s: float = Field(120.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    connect_timeout_s: Real = Field(5.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    read_timeout_s: Real = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    first_token_timeout_s: Real = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_attempts_per_model: Integer = Field(2, ge=1, le=10)
+    backoff_base_s: Real = Field(0.25, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    backoff_cap_s: Real = Field(4.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_retry_after_s: Real = Field(10.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_total_s: Real = Field(120.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
     prefer_healthy: bool = True
-    failure_threshold: int = Field(5, ge=1, le=1000)
-    error_rate_threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
-    cooldown_s: float = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    max_cooldown_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    health_window: int = Field(50, ge=1, le=MAX_HEALTH_WINDOW)
-    health_min_samples: int = Field(5, ge=1, le=MAX_HEALTH_WINDOW)
-    health_window_s: float = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    degraded_latency_ms: float | None = Field(None, gt=0, le=MAX_WAIT_S * 1000,
+    failure_threshold: Integer = Field(5, ge=1, le=1000)
+    error_rate_threshold: Real = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+    cooldown_s: Real = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_cooldown_s: Real = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    health_window: Integer = Field(50, ge=1, le=MAX_HEALTH_WINDOW)
+    health_min_samples: Integer = Field(5, ge=1, le=MAX_HEALTH_WINDOW)
+    health_window_s: Real = Field(300.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    degraded_latency_ms: Real | None = Field(None, gt=0, le=MAX_WAIT_S * 1000,
                                               allow_inf_nan=False)
-    pin_hard_window_s: float = Field(300.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
-    pin_soft_window_s: float = Field(1800.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
+    pin_hard_window_s: Real = Field(300.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
+    pin_soft_window_s: Real = Field(1800.0, ge=0, le=MAX_PIN_S, allow_inf_nan=False)
     # A score is an expected error (0-1) plus λ times a cost: past 1e4 no bonus means more.
-    pin_soft_bonus: float = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
-    max_upstream_connections: int = Field(256, ge=1, le=100_000)
+    pin_soft_bonus: Real = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
+    max_upstream_connections: Integer = Field(256, ge=1, le=100_000)
     # 32 MiB: a long answer is ~0.5 MB of JSON, and logprobs multiply it by ~50 at most.
-    max_response_bytes: int = Field(32 << 20, ge=1024, le=MAX_BYTES)
+    max_response_bytes: Integer = Field(32 << 20, ge=1024, le=MAX_BYTES)
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
-    max_sse_line_bytes: int = Field(1 << 20, ge=1024, le=MAX_BYTES)
-    pin_purge_interval_s: float = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    max_sse_line_bytes: Integer = Field(1 << 20, ge=1024, le=MAX_BYTES)
+    pin_purge_interval_s: Real = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
 
     @field_validator("error_rate_threshold")
     @classmethod
@@ -475,14 +476,14 @@ class Settings(BaseModel):
     models: list[ModelEntry] | None = None
     policy: str = Field("cluster", min_length=1)
     policies: dict[str, str] = Field(default_factory=dict)
-    cost_weight: float = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
+    cost_weight: Real = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
     cache: CacheSettings = CacheSettings()
     weights: str | None = None
     data_dir: str = DEFAULT_DATA_DIR
     store: StoreSettings = StoreSettings()
     cors: CorsSettings = CorsSettings()
-    expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, ge=0, le=MAX_TOKENS)
-    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024, le=MAX_BYTES)
+    expected_output_tokens: Integer = Field(DEFAULT_OUTPUT_TOKENS, ge=0, le=MAX_TOKENS)
+    max_request_bytes: Integer = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024, le=MAX_BYTES)
     admin_token_env: str | None = None
     server: ServerSettings = ServerSettings()
     gateway: GatewaySettings = GatewaySettings()

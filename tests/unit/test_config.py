@@ -144,6 +144,13 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("tenants: {acme: {sla: {budget_per_hour_usd: 0}}}\n",
      "tenants.acme.sla.budget_per_hour_usd: must be > 0"),
     ("cache: {size: -1}\n", "cache.size: must be >= 0, got -1"),
+    ("cache: {size: true}\n", "cache.size: must be a number, not a boolean (true/false)"),
+    ("models:\n  - {name: a, context_window: true}\n", "models[0].context_window: must be a "
+     "number, not a boolean"),
+    ("governance: {image_tokens: false}\n", "governance.image_tokens: must be a number, not a"),
+    ("learning: {seed: true}\n", "learning.seed: must be a number, not a boolean"),
+    ("store: {retention_days: true}\n", "store.retention_days: must be a number, not a "),
+    ("server: {backlog: yes}\n", "server.backlog: must be a number, not a boolean"),
     ("cache: {size: 100000000000000000000}\n", "cache.size: must be <= 10000000, got 1000"),
     ("cache: {size: 1.0e+20}\n", "cache.size: is too large for an integer, got 1e+20"),
     ("cache: {ttl_seconds: 1.0e+20}\n", "cache.ttl_seconds: must be <= 31622400"),

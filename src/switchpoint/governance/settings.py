@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from switchpoint._numbers import Integer, Real
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig
@@ -82,9 +83,9 @@ class SLASettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_latency_ms: float | None = Field(None, gt=0, allow_inf_nan=False)
-    budget_per_hour_usd: float | None = Field(None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
-    min_quality_score: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    max_latency_ms: Real | None = Field(None, gt=0, allow_inf_nan=False)
+    budget_per_hour_usd: Real | None = Field(None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
+    min_quality_score: Real | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     auto_escalate_on_breach: bool = True
 
     @field_validator("budget_per_hour_usd")
@@ -101,7 +102,7 @@ class EscalationSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    low_confidence_threshold: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    low_confidence_threshold: Real = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     escalation_model: str | None = Field(None, min_length=1)
     strategy: Strategy = "always"
     min_tier: Tier | None = None
@@ -116,10 +117,10 @@ class TenantSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[str] | None = Field(None, min_length=1)
-    cost_weight: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
+    cost_weight: Real | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
     budgets: list[str] = Field(default_factory=list)
-    rpm: int | None = Field(None, ge=1, le=MAX_RPM)
-    tpm: int | None = Field(None, ge=1, le=MAX_TPM)
+    rpm: Integer | None = Field(None, ge=1, le=MAX_RPM)
+    tpm: Integer | None = Field(None, ge=1, le=MAX_TPM)
     budget_curve: list[list[float]] | None = None
     sla: SLASettings | None = None
     escalation: EscalationSettings | None = None
@@ -182,10 +183,10 @@ class GovernanceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_output_tokens: int = Field(4096, ge=1, le=MAX_TOKENS)
+    max_output_tokens: Integer = Field(4096, ge=1, le=MAX_TOKENS)
     output_cap_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
-    image_tokens: int = Field(2000, ge=0, le=1_000_000)
-    warning_threshold: float = Field(0.8, gt=0, le=1, allow_inf_nan=False)
+    image_tokens: Integer = Field(2000, ge=0, le=1_000_000)
+    warning_threshold: Real = Field(0.8, gt=0, le=1, allow_inf_nan=False)
 
 
 def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:

@@ -42,6 +42,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchpoint._numbers import Integer, Real
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
@@ -61,14 +62,14 @@ class MemoryConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    k: int = Field(20, ge=1, le=1000)
-    min_neighbours: int = Field(5, ge=1, le=1000)
-    min_similarity: float = Field(0.5, ge=-1, le=1, allow_inf_nan=False)
-    alpha: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
-    switch_penalty: float = Field(0.02, ge=0, le=1, allow_inf_nan=False)
-    confidence_floor: float = Field(0.8, ge=0, le=1, allow_inf_nan=False)
-    min_records: int = Field(20, ge=0, le=1_000_000)
-    max_records: int = Field(5000, ge=1, le=1_000_000)
+    k: Integer = Field(20, ge=1, le=1000)
+    min_neighbours: Integer = Field(5, ge=1, le=1000)
+    min_similarity: Real = Field(0.5, ge=-1, le=1, allow_inf_nan=False)
+    alpha: Real | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
+    switch_penalty: Real = Field(0.02, ge=0, le=1, allow_inf_nan=False)
+    confidence_floor: Real = Field(0.8, ge=0, le=1, allow_inf_nan=False)
+    min_records: Integer = Field(20, ge=0, le=1_000_000)
+    max_records: Integer = Field(5000, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> MemoryConfig:
@@ -91,12 +92,12 @@ class LearningConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    memory_size: int = Field(10_000, ge=0, le=10_000_000)
-    exploration: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    memory_size: Integer = Field(10_000, ge=0, le=10_000_000)
+    exploration: Real = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    seed: Integer | None = Field(None, ge=0, le=2**63 - 1)
     memory: MemoryConfig | None = None
-    compare_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, allow_inf_nan=False)
-    max_compares: int = Field(1000, ge=1, le=100_000)
+    compare_ttl_s: Real = Field(3600.0, gt=0, le=30 * 86400, allow_inf_nan=False)
+    max_compares: Integer = Field(1000, ge=1, le=100_000)
 
 
 class ArmConfig(BaseModel):
@@ -104,9 +105,9 @@ class ArmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weight: float = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
+    weight: Real = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
     policy: str | None = Field(None, min_length=1)
-    cost_weight: float | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
+    cost_weight: Real | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
     models: list[str] | None = Field(None, min_length=1)
 
 
@@ -117,7 +118,7 @@ class ExperimentConfig(BaseModel):
 
     arms: dict[str, ArmConfig] = Field(min_length=2, max_length=16)
     tenants: list[str] | None = Field(None, min_length=1)
-    min_n: int = Field(30, ge=2, le=1_000_000)
+    min_n: Integer = Field(30, ge=2, le=1_000_000)
     enabled: bool = True
 
     @field_validator("arms")
