@@ -93,6 +93,7 @@ from switchpoint.learning.config import (
     LearningConfig,
     MemoryConfig,
     check_experiment_names,
+    check_name,
 )
 from switchpoint.store.retention import MAX_RETENTION_DAYS
 from switchpoint.store.sqlite import MAX_SPILL_BYTES
@@ -116,7 +117,7 @@ MAX_PIN_S = 366 * 86_400.0
 MAX_HEALTH_WINDOW = 10_000
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A long run of letters and digits with no '_' (unless all capitals) is a token, not a name.
 _SECRET_LIKE = re.compile(r"^(?=.*[0-9])[A-Za-z0-9]{16,}$")
 # Keys whose values are paths, resolved against the config file's folder when given there.
@@ -132,7 +133,7 @@ def _env_var_name(value: str | None, example: str) -> str | None:
     # Never repeated: what stands here by mistake is often the secret itself.
     must = (f"must be the name of the environment variable that holds the secret, such as "
             f"{example}")
-    if not _ENV_NAME.match(value):
+    if not _ENV_NAME.fullmatch(value):
         bad = next((c for c in value if not (c.isascii() and (c.isalnum() or c == "_"))),
                    value[:1])
         # "NAME (...)", not "NAME: ...": the words after "SOME_API_KEY:" would read as a
@@ -510,6 +511,13 @@ class Settings(BaseModel):
     @classmethod
     def _tenant_names(cls, value: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
         return check_tenant_names(value)
+
+    @field_validator("policies")
+    @classmethod
+    def _policy_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:  # a swap names it in the URL's path: POST /v1/router/policy/NAME
+            check_name(name, "policy name")
+        return value
 
     @field_validator("experiments")
     @classmethod

@@ -41,7 +41,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -49,13 +48,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from switchpoint._numbers import Integer, Real
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
-from switchpoint.learning.config import MemoryConfig
+from switchpoint.learning.config import MemoryConfig, check_name
 from switchpoint.learning.events import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     pass
 
-TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The largest rate limits a tenant or key may set: far beyond any one gateway's traffic, and
 # well inside the 64-bit integers the key store keeps them as.
 MAX_RPM = 10_000_000
@@ -192,9 +190,7 @@ class GovernanceSettings(BaseModel):
 def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSettings]:
     """The config's tenants, once every name is usable."""
     for name in tenants:
-        if not TENANT_NAME.match(name):
-            raise ValueError(f"tenant name {name!r} must be 1-64 letters, digits, '_', '.' or "
-                             "'-', starting with a letter or digit")
+        check_name(name, "tenant name")
         if name == DEFAULT_TENANT:
             raise ValueError(f"tenant name {name!r} is taken by the requests that name no "
                              "tenant (their feedback, memory and status go under it), so a "

@@ -46,11 +46,15 @@ from switchpoint._numbers import Integer, Real
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: What the config's names (tenants, experiments and their arms, policies) may be: they reach
+#: URL paths, query values, metric labels and log lines as they are.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
-def _check_name(value: str, what: str) -> str:
-    if not NAME.match(value):
+def check_name(value: str, what: str) -> str:
+    """``value``, when it is a usable name (:data:`NAME`, the whole of it: a trailing newline
+    is no part of a name); else a ``ValueError`` saying what ``what`` may hold."""
+    if not NAME.fullmatch(value):
         raise ValueError(f"{what} {value!r} must be 1-64 letters, digits, '_', '.' or '-', "
                          "starting with a letter or digit")
     return value
@@ -125,11 +129,11 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _arm_names(cls, value: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
         for name in value:
-            _check_name(name, "arm name")
+            check_name(name, "arm name")
         return value
 
 
 def check_experiment_names(value: dict[str, ExperimentConfig]) -> dict[str, ExperimentConfig]:
     for name in value:
-        _check_name(name, "experiment name")
+        check_name(name, "experiment name")
     return value
