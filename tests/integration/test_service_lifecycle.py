@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -18,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switchpoint import Gateway
 from switchpoint.config import Settings, load_settings
+from switchpoint.errors import ConfigError
 from switchpoint.gateway.live import RouterFactory
 from switchpoint.governance.keys import KeySpec, KeyStore
 from switchpoint.router import Router
@@ -802,4 +805,39 @@ def test_a_compressed_request_body_is_refused_naming_its_encoding(tmp_path: Path
         r = httpx.post(f"{server.base}/v1/route", content=body, headers={
             "content-type": "application/json", "content-encoding": "identity"}, timeout=60)
         assert r.status_code == 200, r.text
+        assert route(server.base, "still routing").status_code == 200
+
+
+def _corrupt_copy(tmp_path: Path) -> Path:
+    """The bundled cluster weights copied, with one file edited after its checksum was taken."""
+    copy = tmp_path / "broken-weights"
+    shutil.copytree(default_weights_path("cluster"), copy)
+    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
+    edited = copy / next(iter(manifest["profiles"].values()))
+    edited.write_text(edited.read_text(encoding="utf-8") + " ", encoding="utf-8")
+    return copy
+
+
+def test_corrupt_weights_under_policies_are_refused_at_start_and_reload(tmp_path: Path) -> None:
+    # Found up front, naming the key, not by the first swap to them.
+    broken = _corrupt_copy(tmp_path)
+    config = tmp_path / "switchpoint.yaml"
+    bad = f"data_dir: data\npolicies: {{mine: '{broken}'}}\n"
+    config.write_text(bad, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        runner._check_loadable(load_settings(config, environ={}))
+    assert info.value.key == "policies.mine" and "SHA-256" in str(info.value)
+    with pytest.raises(ConfigError) as info:  # the in-process door's start too
+        Gateway.from_config(config, loader=FACTORY)
+    assert info.value.key == "policies.mine"
+    config.write_text("data_dir: data\n", encoding="utf-8")
+    with thread_server(create_app(load_settings(config, environ={}), loader=FACTORY)) as server:
+        before = httpx.get(f"{server.base}/health").json()["weights_id"]
+        config.write_text(bad, encoding="utf-8")
+        r = httpx.post(f"{server.base}/v1/router/reload")
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "invalid_config" and err["param"] == "policies.mine"
+        assert "SHA-256" in err["message"] and "mine" in err["message"]
+        assert httpx.get(f"{server.base}/health").json()["weights_id"] == before
         assert route(server.base, "still routing").status_code == 200

@@ -293,8 +293,12 @@ class Gateway:
         self._warn_misconfigured(self.state.settings)
         if background:
             self.state.start()
-        else:
+            return
+        try:
             self.state.load()
+        except BaseException:  # nothing to serve: let go of data_dir (its lock) and the log
+            self.close()
+            raise
 
     async def aclose(self) -> None:
         """Close the streams still open (each is logged as closed by the client), the upstream

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchpoint.config import Settings
 from switchpoint.embedding import Embedder, embedder_from_id
-from switchpoint.errors import ConfigError, RouterNotReadyError
+from switchpoint.errors import ConfigError, RouterNotReadyError, WeightsError
 from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage, bundled_policies, load_weights, policy_of
@@ -133,6 +133,20 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
         routed_here: set[str | None] = {name} if policy is not None else {None, name}
         _check_arm_models(settings, package.models, package.weights_id, routed_here)
     return package
+
+
+def checked_policies(settings: Settings) -> None:
+    """Every package ``policies:`` lists, read and checked as a swap to it would check it (its
+    manifest, its files' checksums, the catalog's profiles, the arms that route with it): a
+    bad one is a :class:`ConfigError` naming its key at start and at reload, not a failure of
+    the first swap to it."""
+    for name in settings.policies:
+        try:
+            checked_package(settings, name)
+        except (WeightsError, ConfigError) as exc:
+            raise ConfigError(f"policies.{name}", f"a swap to {name!r} would fail: {exc}; fix "
+                                                  "the package or take it out of policies:"
+                              ) from None
 
 
 def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
@@ -251,6 +265,7 @@ class RouterState:
             with self._swap:
                 if self._live is not None:
                     return
+                checked_policies(self.settings)
                 router = self.loader(self.settings, None)
                 self._go_live(Live.of(router, self.settings, None))
         except Exception as exc:  # reported; `switchpoint serve` then stops
@@ -284,6 +299,8 @@ class RouterState:
             for vet in self.vets:
                 vet(read)
             settings = running(read, old.settings)
+            if policy is None:  # a reload: what it lists must load, before a swap needs it
+                checked_policies(settings)
             router = self.loader(settings, policy)
             new = self._go_live(dataclasses.replace(
                 Live.of(router, settings, policy),

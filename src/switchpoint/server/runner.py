@@ -38,7 +38,7 @@ from switchpoint import _hangup
 from switchpoint.config import ServerSettings, Settings
 from switchpoint.embedding import embedder_from_id
 from switchpoint.errors import ConfigError, ServeError, SwitchpointError
-from switchpoint.gateway.live import RouterState, checked_package
+from switchpoint.gateway.live import RouterState, checked_package, checked_policies
 from switchpoint.gateway.redact import redact
 from switchpoint.governance.keys import holds_keys
 from switchpoint.server import logs
@@ -288,9 +288,11 @@ def _bind_chosen(host: str, ports: int | range) -> socket.socket:
 
 def _check_loadable(settings: Settings) -> None:
     """What loading the router would refuse without any state of data_dir (the weights, the
-    catalog against them, the embedder they name), raised now as the load would raise it."""
+    catalog against them, the embedder they name, the packages ``policies:`` lists), raised
+    now as the load would raise it."""
     try:
         embedder_from_id(checked_package(settings).embedder_id)
+        checked_policies(settings)
     except SwitchpointError:
         raise
     except Exception as exc:  # a package that is no weights package, say
