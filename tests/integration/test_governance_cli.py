@@ -503,3 +503,21 @@ def test_an_alert_over_a_log_younger_than_five_minutes_says_its_projection_is_we
     assert code == 0, err
     assert ("(low confidence: the logs began less than 5 min ago; a projection takes what "
             "they hold as the spend of the last 5 min)") in out, out
+
+
+def test_a_forecast_without_a_catalog_says_none_was_given(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Without --config no catalog is loaded at all: not "big and small have no prices in the
+    # catalog", but that no catalog was given, and how to give one.
+    seed(config)
+    argv = ["report", "forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
+            "--avg-output-tokens", "100", "--data-dir", config.parent / "data"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "in the catalog" not in out and "which the catalog does not price" not in out
+    assert "no catalog was given" in out and "--config" in out
+    code, out, err = run([*argv, "--json"], capsys)
+    tip = json.loads(out)["optimization_tip"]
+    assert "no catalog was given" in tip and "in the catalog" not in tip
+    code, out, err = run([*argv, "--config", config], capsys)  # with one, it projects
+    assert code == 0 and "no catalog" not in out

@@ -392,8 +392,9 @@ def cmd_report_sla(args: argparse.Namespace) -> int:
 
 
 def cmd_report_forecast(args: argparse.Namespace) -> int:
-    report = _reports(args).forecast_cost(args.requests_per_hour, args.avg_input_tokens,
-                                          args.avg_output_tokens, tenant=args.tenant)
+    reports = _reports(args)
+    report = reports.forecast_cost(args.requests_per_hour, args.avg_input_tokens,
+                                   args.avg_output_tokens, tenant=args.tenant)
     if args.json:
         _print_json(report)
         return 0
@@ -401,7 +402,11 @@ def cmd_report_forecast(args: argparse.Namespace) -> int:
           f"{args.avg_output_tokens:g} out tokens, mix from the {report['mix_basis']}:")
     print(f"hourly {_usd(report['hourly_cost_usd'])}, daily {_usd(report['daily_cost_usd'])}, "
           f"monthly (30 d) {_usd(report['monthly_cost_usd'])}")
-    if report["unpriced_models"]:
+    if report["unpriced_models"] and reports.catalog is None:
+        print("not counted: every request, since no catalog was given and so no model has a "
+              "price; pass --config with the service's config (its models:, with "
+              "input_per_mtok and output_per_mtok)")
+    elif report["unpriced_models"]:
         print(f"not counted: {report['unpriced_requests_pct']:.1%} of the requests go to "
               f"{', '.join(report['unpriced_models'])}, which the catalog does not price "
               "(cost unknown)")

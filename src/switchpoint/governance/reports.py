@@ -616,6 +616,10 @@ class Reports:
         catalog."""
         spend = {m: v["hourly_cost_usd"] for m, v in breakdown.items()
                  if v["hourly_cost_usd"] is not None}
+        if not spend and self.catalog is None:
+            return ("nothing to project: no catalog was given, so no model has a price; give "
+                    "the config whose models: list prices them (input_per_mtok and "
+                    "output_per_mtok)")
         if not spend:
             why = []
             if unpriced:
