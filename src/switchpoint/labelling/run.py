@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
+from switchpoint._files import same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import plural
 from switchpoint._progress import ProgressFn
@@ -306,19 +307,11 @@ def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
     source = Path(prompts)
     for what, path in (("--out", out), ("--out's journal", jr.journal_path(out)),
                        ("--out's mark", jr.done_path(out)), ("--out's lock", lock_path(out))):
-        if _same_file(source, path):
+        if same_file(source, path):
             raise LabellingError(f"{what} ({path}) is the prompts file itself; a run writes "
                                  "its records there (and --restart discards it), which would "
                                  "lose the prompts: write the records to another --out",
                                  source=source)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one existing file (through links or other spellings)."""
-    try:
-        return a.samefile(b)
-    except OSError:  # either is missing (or unreadable): not one existing file
-        return False
 
 
 def _model_names(models: Sequence[str]) -> list[str]:
