@@ -66,7 +66,7 @@ from pydantic import (
 )
 
 from switchpoint._files import path_problem
-from switchpoint._messages import cut, key_path
+from switchpoint._messages import cut, key_path, quoted
 from switchpoint._messages import reason as describe
 from switchpoint._numbers import Integer, Real
 from switchpoint.catalog import (
@@ -1018,8 +1018,12 @@ def _check_paths(settings: Settings) -> None:
         # the decision log and the stats named the policy they are listed under.
         served = policy_of(value)
         if name in bundled and served is not None and served != name:
-            raise ConfigError(f"policies.{name}", f"{value} is a {served} package, not {name} "
-                                                  f"weights; list it under {served}: or a name "
+            # (the manifest's name is the file's, not the operator's: shown cut and escaped)
+            known = served in bundled
+            raise ConfigError(f"policies.{name}", f"{value} is a "
+                                                  f"{served if known else quoted(served)} "
+                                                  f"package, not {name} weights; list it under "
+                                                  f"{served + ': or ' if known else ''}a name "
                                                   f"of your own (not one of {', '.join(bundled)})")
     if (settings.weights is None and settings.policy not in settings.policies
             and settings.policy not in bundled):

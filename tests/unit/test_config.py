@@ -3,8 +3,10 @@ catalog it builds (including a model without a learned profile)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from switchpoint.config import MAX_CONFIG_BYTES, Settings, load_settings
 from switchpoint.errors import ConfigError
 from switchpoint.gateway.live import RouterFactory
+from switchpoint.weights import default_weights_path
 
 CATALOG_EXAMPLE = """
 models:
@@ -538,3 +541,16 @@ def test_a_path_the_system_cannot_take_is_a_config_error_naming_its_key(
     message = error_of(tmp_path, text)
     assert message.startswith(f"{key}: ") and "cannot be used" in message, message
     assert len(message) < 600, message  # the path is cut, not repeated whole
+
+
+def test_a_policy_name_read_from_a_manifest_is_shown_bounded(tmp_path: Path) -> None:
+    # The name a package's manifest gives its policy is the file's, not the operator's: a
+    # long one (or one with control characters) is shown cut short and escaped.
+    package = tmp_path / "odd"
+    shutil.copytree(default_weights_path("cluster"), package)
+    manifest = json.loads((package / "manifest.json").read_text(encoding="utf-8"))
+    manifest["policy"]["name"] = "x\x1b[2J" + "y" * 5000
+    (package / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    message = error_of(tmp_path, f"policies: {{knn: '{package}'}}\n")
+    assert message.startswith("policies.knn: ") and "is a 'x\\x1b[2Jyyy" in message
+    assert "\x1b" not in message and len(message) < 600
