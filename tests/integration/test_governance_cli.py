@@ -510,8 +510,9 @@ def test_a_forecast_without_a_catalog_says_none_was_given(
     # Without --config no catalog is loaded at all: not "big and small have no prices in the
     # catalog", but that no catalog was given, and how to give one.
     seed(config)
-    argv = ["report", "forecast", "--requests-per-hour", "10", "--avg-input-tokens", "100",
-            "--avg-output-tokens", "100", "--data-dir", config.parent / "data"]
+    argv: list[str | Path] = ["report", "forecast", "--requests-per-hour", "10",
+                              "--avg-input-tokens", "100", "--avg-output-tokens", "100",
+                              "--data-dir", config.parent / "data"]
     code, out, err = run(argv, capsys)
     assert code == 0, err
     assert "in the catalog" not in out and "which the catalog does not price" not in out
