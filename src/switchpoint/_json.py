@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
+import sys
 from typing import Any, SupportsFloat
 
 from switchpoint._messages import cut
@@ -70,8 +72,10 @@ def as_float(value: SupportsFloat) -> float:
     refuses it)."""
     try:
         return float(value)
-    except OverflowError:
-        return -math.inf if str(value).lstrip().startswith("-") else math.inf
+    except OverflowError:  # (by its sign: its digits may be too many even to print)
+        negative = (value < 0 if isinstance(value, numbers.Real)
+                    else str(value).lstrip().startswith("-"))
+        return -math.inf if negative else math.inf
 
 
 def shown_number(value: object) -> str:
@@ -79,7 +83,10 @@ def shown_number(value: object) -> str:
     length (not its thousands of digits), anything else as written."""
     if isinstance(value, int) and not isinstance(value, bool) and not math.isfinite(
             as_float(value)):
-        return f"a number of {len(str(abs(value)))} digits"
+        try:
+            return f"a number of {len(str(abs(value)))} digits"
+        except ValueError:  # more digits than Python prints
+            return f"a number of more than {sys.get_int_max_str_digits()} digits"
     return repr(value)
 
 

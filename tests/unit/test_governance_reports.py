@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from switchpoint.config import Settings, load_settings
@@ -186,6 +187,21 @@ def test_forecast_over_the_logged_mix(reports: Reports) -> None:
     assert f["optimization_tip"].startswith("big carries 70% of the projected spend")
     with pytest.raises(InvalidInputError, match="requests_per_hour"):
         reports.forecast_cost(-1, 500, 200)
+
+
+def test_a_forecast_takes_any_real_number_and_names_a_huge_one_bounded(
+        reports: Reports) -> None:
+    # NumPy's scalars are numbers as everywhere in the library; an integer too large for a
+    # float, or for repr, is refused naming the argument, not an OverflowError or ValueError.
+    scalars: list[Any] = [np.int64(1000), np.float32(500), np.int32(200)]
+    same = reports.forecast_cost(*scalars)
+    assert same["hourly_cost_usd"] == reports.forecast_cost(1000, 500, 200)["hourly_cost_usd"]
+    for huge in (10**400, 10**5000):
+        with pytest.raises(InvalidInputError) as info:
+            reports.forecast_cost(huge, 500, 200)
+        assert info.value.field == "requests_per_hour" and len(str(info.value)) < 300
+    with pytest.raises(InvalidInputError, match="avg_input_tokens"):
+        reports.forecast_cost(1000, True, 200)
 
 
 def test_a_model_without_prices_is_forecast_as_unknown_not_free(reports: Reports) -> None:

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from switchpoint._messages import cut, quoted
+from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
@@ -212,15 +213,15 @@ MAX_SINCE_HOURS = 24 * 366
 
 def _number(value: object, name: str, *, integer: bool = False,
             at_most: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInputError(name, f"must be a number >= 0, got {value!r}")
-    x = float(value)
+    x = real_number(value)  # (NumPy's scalars too; an int too large for a float is inf)
+    if x is None:
+        raise InvalidInputError(name, f"must be a number >= 0, got {quoted(value)}")
     if not math.isfinite(x) or x < 0:
-        raise InvalidInputError(name, f"must be a finite number >= 0, got {value!r}")
+        raise InvalidInputError(name, f"must be a finite number >= 0, got {x:g}")
     if at_most is not None and x > at_most:
-        raise InvalidInputError(name, f"must be at most {at_most:g}, got {value!r}")
+        raise InvalidInputError(name, f"must be at most {at_most:g}, got {x:g}")
     if integer and not x.is_integer():
-        raise InvalidInputError(name, f"must be a whole number of tokens, got {value!r}")
+        raise InvalidInputError(name, f"must be a whole number of tokens, got {x:g}")
     return x
 
 
