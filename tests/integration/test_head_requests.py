@@ -39,3 +39,16 @@ def test_head_answers_like_get_without_a_body(tmp_path: Path, path: str, admin: 
         post_only = http.head("/v1/route")
         assert post_only.status_code == 405
         assert "GET" not in post_only.headers.get("allow", "")
+
+
+def test_a_head_is_counted_under_its_route_and_method(tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("data_dir: data\n", encoding="utf-8")
+    app = create_app(load_settings(config, environ={}), loader=FACTORY)
+    with thread_server(app) as server, httpx.Client(base_url=server.base, timeout=30) as http:
+        model = http.get("/v1/models").json()["data"][0]["id"]
+        head = http.head(f"/v1/models/{model}")
+        assert head.status_code == 200 and head.content == b""
+        metrics = http.get("/metrics").text
+        assert ('switchpoint_http_requests_total{route="/v1/models/{model_id:path}",'
+                'method="HEAD",status="200"} 1') in metrics, metrics[:2000]

@@ -30,7 +30,12 @@ class HeadMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, bodiless)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, bodiless)
+        finally:  # the route matched, for those outside (the metrics label the request by it)
+            if "route" in as_get:
+                scope["route"] = as_get["route"]
 
 
 def _served_by_get(scope: Scope) -> bool:
