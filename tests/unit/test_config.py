@@ -154,6 +154,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("learning: {seed: true}\n", "learning.seed: must be a number, not a boolean"),
     ("store: {retention_days: true}\n", "store.retention_days: must be a number, not a "),
     ("server: {backlog: yes}\n", "server.backlog: must be a number, not a boolean"),
+    ("tenants: {acme: {budget_curve: [[0.5, true], [1, 1]]}}\n",
+     "tenants.acme.budget_curve[0][1]: must be a number, not a boolean"),
     ("cache: {size: 100000000000000000000}\n", "cache.size: must be <= 10000000, got 1000"),
     ("cache: {size: 1.0e+20}\n", "cache.size: is too large for an integer, got 1e+20"),
     ("cache: {ttl_seconds: 1.0e+20}\n", "cache.ttl_seconds: must be <= 31622400"),

@@ -119,7 +119,7 @@ class TenantSettings(BaseModel):
     budgets: list[str] = Field(default_factory=list)
     rpm: Integer | None = Field(None, ge=1, le=MAX_RPM)
     tpm: Integer | None = Field(None, ge=1, le=MAX_TPM)
-    budget_curve: list[list[float]] | None = None
+    budget_curve: list[list[Real]] | None = None
     sla: SLASettings | None = None
     escalation: EscalationSettings | None = None
     memory: MemoryConfig | None = None
