@@ -216,6 +216,15 @@ class ProcessServer:
         """What the server wrote on stderr so far (its log)."""
         return "".join(self._err)
 
+    def __enter__(self) -> ProcessServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Leaving a ``with`` block, a server still running is killed (a test that wants a
+        graceful stop calls :meth:`terminate` inside the block)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
     def kill(self) -> None:
         """SIGKILL: a crash, nothing is flushed or closed."""
         assert self.proc is not None
@@ -236,9 +245,5 @@ def refused_start(*args: str | Path, data_dir: Path, env: dict[str, str] | None 
                   timeout: float = 60.0) -> tuple[int, str]:
     """Start a service expected to refuse (to exit on its own): its exit code and stderr. One
     still running after ``timeout`` is killed (and the wait's error raised)."""
-    server = ProcessServer(*args, data_dir=data_dir, env=env).start()
-    try:
+    with ProcessServer(*args, data_dir=data_dir, env=env).start() as server:
         return server.wait_exit(timeout=timeout)
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()

@@ -53,8 +53,7 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
     config.write_text(config_text(gw_fake), encoding="utf-8")
     data = tmp_path / "data"
     session = {"x-session-id": f"restart-{uuid.uuid4().hex}"}
-    server = start(config, data)
-    try:
+    with start(config, data) as server:
         c = openai_client(server)
         answer = c.chat.completions.create(model="auto", messages=[
             {"role": "user", "content": "Name three prime numbers."}])
@@ -74,12 +73,8 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
         assert [e["status"] for e in before] == ["ok", "error", "ok", "ok"]
         code, err = server.terminate()
         assert code == 0, err  # it stopped as it was told to
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
-    server = start(config, data)
-    try:
+    with start(config, data) as server:
         assert log(server) == before  # every field of every entry, after a graceful restart
         stats = httpx.get(f"{server.base}/v1/router/stats").json()["requests"]
         assert stats["total"] == 4 and stats["ok"] == 3 and stats["errors"] == 1
@@ -97,9 +92,6 @@ def test_the_request_log_and_pins_survive_restart_and_crash(gw_fake: FakeProvide
         assert streamed.startswith("Echo from good: Stream, then crash")
         stream_id = raw.headers["x-switchpoint-request-id"]
         server.kill()  # a crash right after [DONE]: both answers were already committed
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
     server = start(config, data)
     try:
@@ -157,8 +149,7 @@ def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
     data = tmp_path / "data"
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
-    server = start(config, data)
-    try:
+    with start(config, data) as server:
         openai_client(server).chat.completions.create(
             model="good", messages=[{"role": "user", "content": "hello"}])
         assert len(log(server)) == 1
@@ -179,9 +170,6 @@ def test_a_request_log_deleted_or_replaced_under_the_service_is_said_so_on_read(
             assert str(tmp_path) not in message  # no path of the server's
         code, err = server.terminate()
         assert code == 0, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     if how == "wal":  # the log it had was written into the file: the request is still there
         server = start(config, data)
         try:
@@ -206,8 +194,7 @@ def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
     before, after, restored = (f"{name}-{tag}" for name in ("before", "after", "restored"))
     expected = {before: "cheap", after: "good"}
     pins = data / "sessions.db"
-    server = start(config, data)
-    try:
+    with start(config, data) as server:
         c = openai_client(server)
         assert c.chat.completions.create(model="cheap", extra_headers={"x-session-id": before},
                                          messages=[{"role": "user", "content": "hi"}]
@@ -238,9 +225,6 @@ def test_session_pins_deleted_or_replaced_under_the_service_survive_a_restart(
             assert code == 0, err
         said = "deleted" if how != "replaced" else "replaced"
         assert err.count(f"sessions.db was {said} while the service ran") == 1, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
     server = start(config, data)
     try:

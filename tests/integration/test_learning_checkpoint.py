@@ -81,8 +81,7 @@ def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
     data = tmp_path / "data"
     config = _config(tmp_path, gw_fake, data, k=5)
     checkpoint = data / "learning.checkpoint"
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         decisions = [_route(server, t)["decision_id"] for t in TOPICS]
         for i, decision in enumerate(decisions):
             scored(server, decision, [0.0, 1.0, 0.3][i % 3])
@@ -91,13 +90,9 @@ def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
         assert not checkpoint.exists()  # far fewer events than a checkpoint while live waits for
         code, err = server.terminate()
         assert code == 0, err  # it stopped as it was told to
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     assert checkpoint.exists()  # the graceful stop saved what was learned
 
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS))
         assert _lesson(server) == learned
@@ -106,47 +101,32 @@ def test_a_start_takes_up_the_checkpoint_and_replays_only_what_follows(
         scored(server, _route(server, "Name three noble gases.")["decision_id"], 0.6)
         after = _lesson(server)
         server.kill()  # a crash: no checkpoint of the two events since the start
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS) + 2)
         assert _lesson(server) == after
         code, err = server.terminate()
         assert code == 0 and "checkpoint not used" not in err, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
     # Other memory settings: the checkpoint no longer fits, and the whole log is replayed.
     config = _config(tmp_path, gw_fake, data, k=6)
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (0, len(TOPICS) + 2)
         scores, memory = _lesson(server)
         assert scores == after[0] and memory["examples"] == after[1]["examples"]
         code, err = server.terminate()
         assert "learning checkpoint not used" in err and "other weights or learning settings" in err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
     # A damaged checkpoint: passed over with a warning, the whole log replayed.
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (0, len(TOPICS) + 2)
         assert _lesson(server)[0] == after[0]
         _, err = server.terminate()
         assert "learning checkpoint not used" in err and "unreadable" in err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
 
 def test_a_live_gateway_checkpoints_as_it_learns_and_a_reload_takes_it_up(
@@ -423,8 +403,7 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
 
     data = tmp_path / "data"
     config = _config(tmp_path, gw_fake, data, k=5)
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         decisions = [_route(server, t)["decision_id"] for t in TOPICS]
         for i, decision in enumerate(decisions):
             r = httpx.post(f"{server.base}/v1/feedback", timeout=30, json={
@@ -433,18 +412,11 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
             assert r.status_code == 200, r.text
         code, err = server.terminate()  # a graceful stop: the checkpoint holds all six
         assert code == 0, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         for topic in ("Name three noble gases.", "Write a limerick about a cat."):
             scored(server, _route(server, topic)["decision_id"], 0.6)
         learned = _lesson(server)
         server.kill()  # a crash: the checkpoint does not hold these two
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     before = _feedback_rows(data)
     assert [s for s, _ in before] == list(range(1, len(TOPICS) + 3))
 
@@ -460,36 +432,24 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
     assert _feedback_rows(data) == before[len(TOPICS) - 1:]
 
     for _ in range(2):  # and again after a kill -9 of a start from the pruned log
-        server = serve(config, data)
-        try:
+        with serve(config, data) as server:
             status = _status(server)
             assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS),
                                                                         len(TOPICS) + 2)
             assert _lesson(server) == learned
             server.kill()
-        finally:
-            if server.proc is not None and server.proc.poll() is None:
-                server.kill()
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         again = scored(server, decisions[0], 0.9)  # a pruned decision's outcome, replaced
         assert (again["replaced"], again["previous_quality"]) == (True, 0.0)
         code, err = server.terminate()
         assert code == 0 and "checkpoint not used" not in err, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     # Without the checkpoint the outcomes pruned are not learned, and the start says so.
     (data / CHECKPOINT_FILENAME).unlink()
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         assert _status(server)["from_checkpoint"] == 0
         _, err = server.terminate()
         assert f"pruned by retention before log position {len(TOPICS)}" in err, err
         assert f"restore {CHECKPOINT_FILENAME} from the backup" in err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
 
 def test_without_a_checkpoint_of_its_log_retention_prunes_no_feedback(
@@ -500,14 +460,10 @@ def test_without_a_checkpoint_of_its_log_retention_prunes_no_feedback(
 
     data = tmp_path / "data"
     config = _config(tmp_path, gw_fake, data, k=5)
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         for topic in TOPICS[:3]:
             scored(server, _route(server, topic)["decision_id"], 0.5)
         server.kill()  # no checkpoint written
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     checkpoint = data / CHECKPOINT_FILENAME
     assert not checkpoint.exists()
     time.sleep(0.1)
@@ -526,41 +482,29 @@ def test_the_services_own_retention_prunes_checkpointed_feedback_and_a_crash_los
     the same lesson."""
     data = tmp_path / "data"
     config = _config(tmp_path, gw_fake, data, k=5)
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         for i, topic in enumerate(TOPICS):
             scored(server, _route(server, topic)["decision_id"], [0.0, 1.0, 0.3][i % 3])
         learned = _lesson(server)
         code, err = server.terminate()
         assert code == 0, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     assert len(_feedback_rows(data)) == len(TOPICS)
     time.sleep(1.2)
     config.write_text(config.read_text(encoding="utf-8")
                       + "store: {retention_days: 0.00001}\n", encoding="utf-8")
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         assert _lesson(server) == learned  # (its request sets the prune off)
         deadline = time.monotonic() + 30
         while len(_feedback_rows(data)) > 1 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert [s for s, _ in _feedback_rows(data)] == [len(TOPICS)]
         server.kill()
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         status = _status(server)
         assert (status["from_checkpoint"], status["replayed"]) == (len(TOPICS), len(TOPICS))
         assert _lesson(server) == learned
         code, err = server.terminate()
         assert code == 0 and "checkpoint not used" not in err, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
 
 def _decisions_before(data: Path, when: float) -> int:
@@ -582,23 +526,18 @@ def test_the_services_retention_keeps_feedback_a_checkpoint_of_other_settings_ho
     killed after the prune, the next start learns every outcome as before."""
     data = tmp_path / "data"
     config = _config(tmp_path, gw_fake, data, k=5)
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         for i, topic in enumerate(TOPICS):
             scored(server, _route(server, topic)["decision_id"], [0.0, 1.0, 0.3][i % 3])
         code, err = server.terminate()  # its checkpoint holds all six, under k: 5
         assert code == 0, err
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     assert (data / CHECKPOINT_FILENAME).exists()
     time.sleep(1.2)
     started = time.time()
     config = _config(tmp_path, gw_fake, data, k=4)
     config.write_text(config.read_text(encoding="utf-8")
                       + "store: {retention_days: 0.00001}\n", encoding="utf-8")
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         assert _status(server)["replayed"] == len(TOPICS)
         learned = _lesson(server)  # (its request sets the prune off)
         deadline = time.monotonic() + 30
@@ -607,14 +546,7 @@ def test_the_services_retention_keeps_feedback_a_checkpoint_of_other_settings_ho
         assert _decisions_before(data, started) == 0  # the prune ran
         assert len(_feedback_rows(data)) == len(TOPICS)
         server.kill()
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         assert _status(server)["replayed"] == len(TOPICS)
         assert _lesson(server) == learned
         server.kill()
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()

@@ -47,8 +47,7 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
     data = tmp_path / "data"
     config = tmp_path / "switchpoint.yaml"
     config.write_text(config_text(gw_fake, str(data)), encoding="utf-8")
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         before = _scores(server)
         routed = _chat(server, PROMPT)
         decision, model = routed["x-switchpoint-decision-id"], routed["x-switchpoint-model"]
@@ -59,12 +58,8 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
         named = _chat(server, "Say hello.", model="cheap")["x-switchpoint-decision-id"]
         assert scored(server, named, 0.4)["kind"] == "model"
         server.kill()  # a crash right after the acknowledgements
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
-    server = serve(config, data)
-    try:
+    with serve(config, data) as server:
         assert _events(server) == 1
         assert _scores(server) == learned  # the same lesson, replayed exactly
         again = scored(server, decision, 1.0)
@@ -82,9 +77,6 @@ def test_feedback_survives_kill_9_a_restart_and_a_reload(gw_fake: FakeProviderPr
         assert (third["replaced"], third["previous_quality"]) == (True, 1.0)
         final = _scores(server)
         server.kill()
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
 
     server = serve(config, data)
     try:

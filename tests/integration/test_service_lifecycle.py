@@ -519,14 +519,10 @@ def test_a_damaged_page_of_the_store_stops_the_start_naming_the_file_and_what_to
     """SQLite finds a damaged page only when it reads it: the spend ledger at open, the
     feedback log while the router learns it. Either way one line names the file."""
     data = tmp_path / "data"
-    server = ProcessServer(data_dir=data).start()
-    try:
+    with ProcessServer(data_dir=data).start() as server:
         server.wait_ready()
         assert route(server.base, "a decision before the damage").status_code == 200
         code, _ = server.terminate()
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            server.kill()
     db = data / "switchpoint.db"
     for table in ("feedback", "spend"):
         _damage(db, _root_page(db, table))
