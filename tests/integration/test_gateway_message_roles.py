@@ -1107,6 +1107,32 @@ def test_whitespace_only_text_is_not_sent_to_an_anthropic_model(
         {"role": "assistant", "content": [{"type": "text", "text": "Well,"}]}]
 
 
+def test_a_blank_last_user_turn_after_the_assistant_leaves_an_anthropic_model_out(
+        budgeted: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # A client sending an empty message to get the model to go on: OpenAI answers it; the
+    # Messages API refuses blank text, and without it would continue the assistant's turn as
+    # the start of its answer. The Anthropic model is left out before anything is held.
+    messages: list[Any] = [
+        {"role": "user", "content": f"Tell me a story. [{uuid.uuid4().hex[:8]}]"},
+        {"role": "assistant", "content": "Once upon a time"},
+        {"role": "user", "content": "  "}]
+    raw = client(budgeted).chat.completions.with_raw_response.create(model="good",
+                                                                      messages=messages)
+    assert raw.http_response.status_code == 200
+    assert gw_fake.requests()[-1]["body"]["messages"] == messages
+    gateway = budgeted.service.gateway
+    before, budgets, sent = rows(data_dir(budgeted)), gateway.budget_status(), gw_fake.requests()
+    with pytest.raises(openai.BadRequestError) as info:
+        client(budgeted).chat.completions.create(model="other", messages=messages)
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "no_capable_model", error
+    assert error["param"] == "messages", error
+    assert "ends with a user message saying nothing (blank text)" in error["message"], error
+    assert rows(data_dir(budgeted)) == before
+    assert gateway.budget_status() == budgets and gateway.governor.ledger.open_tickets() == 0
+    assert gw_fake.requests() == sent
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_conversation_opening_with_the_assistant_leaves_an_anthropic_model_out(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, stream: bool) -> None:

@@ -439,6 +439,41 @@ def test_a_conversation_opening_with_the_assistant_leaves_out_anthropic_only(
             "turn only"]
 
 
+@pytest.mark.parametrize(("messages", "left_out"), [
+    ([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"},
+      {"role": "user", "content": " \n"}], True),
+    ([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"},
+      {"role": "user", "content": [{"type": "text", "text": ""}]},
+      {"role": "system", "content": "Be brief."}, {"role": "user", "content": "\t"}], True),
+    # The assistant's turn is the last one sent: a prefill the client asked for.
+    ([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"}], False),
+    # A blank user turn after a blank assistant turn: the user's turn before them is last.
+    ([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": " "},
+      {"role": "user", "content": ""}], False),
+    # A tool result is sent whatever its content: the user's turn carries it.
+    ([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+      {"role": "tool", "tool_call_id": "c", "content": ""}], False),
+], ids=["blank-last-user", "blank-parts-and-system-after", "assistant-last",
+        "blank-assistant-between", "blank-tool-result"])
+def test_a_conversation_ending_in_a_blank_user_turn_after_the_assistant_leaves_out_anthropic(
+        messages: list[dict[str, object]], left_out: bool) -> None:
+    # OpenAI answers the blank turn; the Anthropic adapter would leave it out (the Messages
+    # API refuses blank text), and the API would continue the assistant's turn before it as
+    # the start of its answer. Planning leaves the model out instead.
+    catalog = Catalog([ModelCard("claude", provider="anthropic", capabilities=("tools",)),
+                       ModelCard("gpt", provider="openai", capabilities=("tools",))])
+    allowed, excluded = filter_candidates(catalog, catalog.names,
+                                          needs_of({"messages": messages}))
+    assert allowed == (["gpt"] if left_out else ["claude", "gpt"])
+    if left_out:
+        assert excluded["claude"] == [
+            "the conversation ends with a user message saying nothing (blank text) after an "
+            "assistant turn, and the Anthropic Messages API, which takes no blank text, would "
+            "take that assistant turn as the start of its answer and continue it (give the "
+            "last user message some text)"]
+
+
 _ANTHROPIC_AND_OPENAI = Catalog([
     ModelCard("claude", provider="anthropic", capabilities=("tools", "vision")),
     ModelCard("gpt", provider="openai", capabilities=("tools", "vision"))])

@@ -659,6 +659,14 @@ def test_a_conversation_opening_with_an_assistant_turn_is_not_sent_to_anthropic(
         to_anthropic_request({"messages": messages}, CLAUDE, stream=False)
 
 
+def test_a_blank_last_user_turn_after_the_assistant_is_not_sent_to_anthropic() -> None:
+    # Left out, it would make the assistant's turn the start of the answer, to be continued.
+    with pytest.raises(UnsupportedRequest, match="ends with a user message saying nothing"):
+        to_anthropic_request({"messages": [
+            {"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "  "}]}, CLAUDE, stream=False)
+
+
 def test_a_last_assistant_turn_is_sent_without_its_trailing_whitespace() -> None:
     # A last assistant turn starts the answer: the Messages API refuses it ending in
     # whitespace; an earlier turn is sent as it is.

@@ -20,7 +20,9 @@ that is an earlier audio answer's id (``audio``, which only OpenAI can look up),
 whose conversation opens with an assistant turn once system messages are lifted out (the
 Messages API takes a conversation opening with the user's turn only) or has no turn with
 something in it (system messages alone, or blank text the adapter leaves out: the API takes
-no request without a turn), nor one declaring or listing in an ``allowed_tools`` choice a
+no request without a turn) or ends with a blank user message after an assistant turn (left
+out, the assistant turn would be last, which the API continues as the start of its answer),
+nor one declaring or listing in an ``allowed_tools`` choice a
 tool neither function nor custom (a built-in tool, an MCP server: :func:`other_tools`, which
 the Anthropic adapter has nothing to translate to), nor one declaring or
 calling a tool whose name its provider's API refuses (OpenAI's takes 1 to 64 letters, digits,
@@ -148,6 +150,9 @@ class Needs:
     # The role of the first turn with something in it, once system and developer messages
     # are lifted out (:func:`opening_role`): None when no turn has anything in it.
     opening: str | None = "user"
+    # Whether the conversation ends with user turns that say nothing after an assistant turn
+    # (:func:`blank_close`): left out, they would leave that assistant turn last.
+    blank_close: bool = False
     # (type, field) of each declared or allowed tool of another type than function or custom
     # (:func:`other_tools`).
     other_tools: frozenset[tuple[str, str]] = frozenset()
@@ -400,6 +405,26 @@ def opening_role(messages: Sequence[object]) -> str | None:
     return None
 
 
+def blank_close(messages: Sequence[object]) -> bool:
+    """Whether ``messages`` end with one or more user turns saying nothing (blank text only)
+    right after an assistant turn with something in it, system and developer messages aside.
+    The Anthropic adapter leaves such turns out, and the Messages API takes a last assistant
+    turn as the start of its answer, to be continued: the model would carry on the assistant's
+    earlier message instead of answering the user's."""
+    closing = False
+    for message in reversed(messages):
+        if not isinstance(message, Mapping):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer"):
+            continue
+        if role == "user" and _says_nothing(message):
+            closing = True
+            continue
+        return closing and role == "assistant" and not _says_nothing(message)
+    return False
+
+
 # The tool types the Anthropic adapter translates (a function tool; a custom one it cannot,
 # and says so apart: :attr:`Needs.custom_tools`).
 _TRANSLATED_TOOLS = ("function", "custom")
@@ -484,7 +509,8 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
                  result_names=results, name_fields=_name_fields(request, odd | results),
                  tools_field=_tools_field(request),
                  custom_field="tools" if _any_custom(request.get("tools")) else "messages",
-                 opening=opening_role(messages), other_tools=other_tools(request))
+                 opening=opening_role(messages), blank_close=blank_close(messages),
+                 other_tools=other_tools(request))
 
 
 def _any_custom(tools: object) -> bool:
@@ -542,6 +568,11 @@ def _anthropic_limits(needs: Needs) -> list[str]:
         reasons.append("the conversation has no user or assistant turn with something in it "
                        "(system and developer messages aside, blank text left out), and the "
                        "Anthropic Messages API takes no request without one")
+    if needs.blank_close:
+        reasons.append("the conversation ends with a user message saying nothing (blank "
+                       "text) after an assistant turn, and the Anthropic Messages API, which "
+                       "takes no blank text, would take that assistant turn as the start of "
+                       "its answer and continue it (give the last user message some text)")
     if needs.audio_answers:
         reasons.append("the request has an assistant message standing for an earlier audio "
                        "answer (audio), which the Anthropic Messages API cannot refer to")

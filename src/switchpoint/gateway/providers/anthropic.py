@@ -10,7 +10,9 @@ refuses such a text block (so is such a tool result's content, and such a system
 turn with nothing to send (blank content and no calls) is too, as the API refuses an empty turn
 (the turns around it merge); a conversation left with none (system messages alone) is not sent,
 nor one opening with an assistant turn, as the API takes a conversation opening with the user's
-turn only (planning leaves the model out for either:
+turn only, nor one ending with a blank user message after an assistant turn, which left out
+would make that turn the start of the answer to be continued (planning leaves the model out for
+each:
 :func:`~switchpoint.gateway.capabilities.adapter_limits`). A last assistant turn (the start of
 the answer) is sent without its trailing whitespace, which the API refuses there. An image
 given as a base64 data URL (``data:<type>[;<parameter>]*;base64,<data>``) is a base64 image
@@ -75,6 +77,7 @@ from switchpoint.gateway.capabilities import (
     SENDS,
     anthropic_image_refusal,
     blank,
+    blank_close,
     function_results,
 )
 from switchpoint.gateway.data_url import compact_base64, media_type_of, parse_data_url
@@ -441,6 +444,11 @@ def to_anthropic_request(request: Mapping[str, Any], card: ModelCard, *, stream:
         raise _bad("the conversation opens with an assistant turn (system and developer "
                    "messages aside), and the Messages API takes a conversation opening with "
                    "a user turn only")
+    if blank_close(messages):  # (planning leaves such a model out)
+        raise _bad("the conversation ends with a user message saying nothing (blank text) "
+                   "after an assistant turn, and the Messages API takes no blank text: "
+                   "without it, the assistant turn would be continued as the start of the "
+                   "answer")
     last = translated[-1]["content"][-1]
     if translated[-1]["role"] == "assistant" and last["type"] == "text":
         # (a last assistant turn is the start of the answer, which the Messages API refuses
