@@ -177,6 +177,10 @@ def cmd_route(args: argparse.Namespace) -> int:
                                weights or [lam if lam is not None else router.cost_weight],
                                feedback)
     prompt = check_prompt(args.prompt if args.prompt is not None else _prompt_from_stdin())
+    if args.prompt is not None and _names_a_file(prompt):
+        shown = printable(prompt)
+        print(f"route: routing the text {shown!r} as a prompt; it is also the name of a file: "
+              f"to route the prompts the file holds, give --input {shown}", file=sys.stderr)
     router = load_router(args.weights, warm=False)
     try:
         router.check_candidates(models)
@@ -265,6 +269,17 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
         obj["_line"] = number
         rows.append(obj)
     return rows
+
+
+def _names_a_file(text: str) -> bool:
+    """Whether a PROMPT argument is the name of an existing file (a prompts file given
+    without ``--input``): one line, short, naming a regular file."""
+    if "\n" in text or "\x00" in text or len(text) > 255:
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,

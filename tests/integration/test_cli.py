@@ -433,6 +433,24 @@ def test_route_output_that_cannot_be_written_is_a_clean_error(
     assert_bad_input(code, err, "--output: cannot write /proc/out.jsonl")
 
 
+def test_route_a_prompt_naming_a_file_routes_the_text_and_says_how_to_route_the_file(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `switchpoint route prompts.jsonl` (without --input) routes the file's name as a prompt,
+    # as the command line says; the note says so and how to route the file's prompts.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.jsonl").write_text(GOOD_LINE + "\n")
+    code, out, err = run(["route", "prompts.jsonl", "--weights", real_weights_dir], capsys)
+    assert code == 0, err
+    assert out.strip()  # a model was chosen for the text
+    assert ("route: routing the text 'prompts.jsonl' as a prompt; it is also the name of a "
+            "file: to route the prompts the file holds, give --input prompts.jsonl") in err
+    # A prompt that names no file routes without the note.
+    code, out, err = run(["route", "prompts.json", "--weights", real_weights_dir], capsys)
+    assert code == 0 and out.strip() and "also the name of a file" not in err, err
+
+
 def test_route_output_that_is_the_input_file_is_refused_and_the_prompts_kept(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
