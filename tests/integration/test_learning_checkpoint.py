@@ -226,6 +226,39 @@ def test_feedback_written_by_another_process_is_taken_up_before_a_checkpoint(
         assert probe(whole) == learned
 
 
+def test_the_services_retention_prunes_no_offline_row_it_has_not_taken_up(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """An offline ``switchpoint feedback`` writes two rows and a checkpoint that holds them;
+    the service's own retention then runs before any feedback reached the service: it takes
+    those rows up before it prunes by that checkpoint, so the service, and a checkpoint it
+    writes later, still hold every outcome."""
+    settings = settings_for(fake, tmp_path)
+    path = Path(settings.data_dir) / CHECKPOINT_FILENAME
+
+    def events(gateway: Gateway) -> int:
+        return int(gateway.learning_status()["tenants"]["default"]["learned_router"][
+            "events"])
+
+    service = Gateway(settings, loader=loader, env=KEYS)
+    service.start()
+    try:
+        decisions = [service.route(math_prompt(i)).decision_id for i in range(4)]
+        service.report_outcome(decisions[0], 0.0)
+        with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
+            offline.start()
+            offline.report_outcome(decisions[1], 0.0)
+            offline.report_outcome(decisions[2], 1.0)
+        assert read_checkpoint(path, service.learning.checkpoint_key()).seq == 3
+        time.sleep(0.05)
+        service._housekeeping(False, 1e-9)  # its hourly retention, every row older than it
+        service.report_outcome(decisions[3], 0.0)
+        assert events(service) == 4
+    finally:
+        service.close()
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert events(restarted) == 4
+
 @pytest.mark.parametrize("extra", ["", "learning: {memory: {}}\n"], ids=["router", "memory"])
 def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
         fake: FakeProviderProcess, tmp_path: Path, caplog: pytest.LogCaptureFixture,

@@ -1513,6 +1513,9 @@ class Gateway:
                 if dropped:
                     log.debug("purged %d expired session pins", dropped)
             if retention_days is not None and self.store is not None:
+                # What another process logged first: the checkpoint the prune goes by may be
+                # its own, holding rows this service has not learned yet.
+                self.learning.take_up()
                 report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
                                max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
                                gone=self.store.gone,

@@ -20,8 +20,9 @@ experiments and exploration.
   :attr:`RouterState.guard`, and feedback is applied under the same guard, so a lesson reaches the
   snapshot that serves next whatever the timing. Rows another process appends to the log (an
   offline ``switchpoint feedback`` on the same ``data_dir``) are taken up, in log order, before
-  the next feedback is learned and before a checkpoint, so a repeat given here replaces one
-  given there. What learning needs from each recent decision is
+  the next feedback is learned, before a checkpoint and before the service's retention prunes
+  the log (by a checkpoint that process may have written), so a repeat given here replaces one
+  given there, and no such row is pruned unlearned. What learning needs from each recent decision is
   kept in the ``pending`` table (the last ``learning.memory_size`` of them), so a decision made
   before a restart or a reload still accepts feedback. See :mod:`switchpoint.store.learning`.
 - **Checkpoints.** What the live snapshot has learned is saved beside the store
@@ -677,6 +678,16 @@ class GatewayLearning:
             if learning is None:
                 return None
             return self._learned_through(learning)
+
+    def take_up(self) -> None:
+        """Learn now the rows another process wrote to the log (see :meth:`_take_up`): before
+        the service's retention prunes the log by a checkpoint that process may have written,
+        which holds rows this one has not learned yet (once gone, no take-up finds them)."""
+        with self.state.guard:
+            live = self.state.peek()
+            learning: LiveLearning | None = None if live is None else live.learning
+            if learning is not None:
+                self._take_up(learning)
 
     def _cover(self, learning: LiveLearning, seq: int) -> None:
         """``learning`` holds every row of the log up to position ``seq`` (read after a
