@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -814,15 +815,30 @@ def _corrupt_copy(tmp_path: Path) -> Path:
     return copy
 
 
-def test_corrupt_weights_under_policies_are_refused_at_start_and_reload(tmp_path: Path) -> None:
+def _unknown_embedder_copy(tmp_path: Path) -> Path:
+    """The bundled cluster weights copied whole, their manifest naming an embedder this build
+    has not got."""
+    copy = tmp_path / "other-embedder"
+    shutil.copytree(default_weights_path("cluster"), copy)
+    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
+    manifest["embedder"]["id"] = "no-such-embedder/tail-64"
+    (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return copy
+
+
+@pytest.mark.parametrize(("package", "words"), [(_corrupt_copy, "SHA-256"),
+                                                 (_unknown_embedder_copy, "no-such-embedder")],
+                         ids=["corrupt", "unknown-embedder"])
+def test_bad_weights_under_policies_are_refused_at_start_and_reload(
+        tmp_path: Path, package: Callable[[Path], Path], words: str) -> None:
     # Found up front, naming the key, not by the first swap to them.
-    broken = _corrupt_copy(tmp_path)
+    broken = package(tmp_path)
     config = tmp_path / "switchpoint.yaml"
     bad = f"data_dir: data\npolicies: {{mine: '{broken}'}}\n"
     config.write_text(bad, encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         runner._check_loadable(load_settings(config, environ={}))
-    assert info.value.key == "policies.mine" and "SHA-256" in str(info.value)
+    assert info.value.key == "policies.mine" and words in str(info.value)
     with pytest.raises(ConfigError) as info:  # the in-process door's start too
         Gateway.from_config(config, loader=FACTORY)
     assert info.value.key == "policies.mine"
@@ -834,6 +850,6 @@ def test_corrupt_weights_under_policies_are_refused_at_start_and_reload(tmp_path
         assert r.status_code == 400, r.text
         err = r.json()["error"]
         assert err["code"] == "invalid_config" and err["param"] == "policies.mine"
-        assert "SHA-256" in err["message"] and "mine" in err["message"]
+        assert words in err["message"] and "mine" in err["message"]
         assert httpx.get(f"{server.base}/health").json()["weights_id"] == before
         assert route(server.base, "still routing").status_code == 200

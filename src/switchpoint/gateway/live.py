@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from switchpoint.config import Settings
 from switchpoint.embedding import Embedder, embedder_from_id
-from switchpoint.errors import ConfigError, RouterNotReadyError, WeightsError
+from switchpoint.errors import (
+    ConfigError,
+    InvalidInputError,
+    RouterNotReadyError,
+    WeightsError,
+)
 from switchpoint.learning.learner import LearningSettings
 from switchpoint.router import Router
 from switchpoint.weights import WeightsPackage, bundled_policies, load_weights, policy_of
@@ -137,13 +142,13 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
 
 def checked_policies(settings: Settings) -> None:
     """Every package ``policies:`` lists, read and checked as a swap to it would check it (its
-    manifest, its files' checksums, the catalog's profiles, the arms that route with it): a
-    bad one is a :class:`ConfigError` naming its key at start and at reload, not a failure of
-    the first swap to it."""
+    manifest, its files' checksums, the catalog's profiles, the arms that route with it, the
+    embedder it names): a bad one is a :class:`ConfigError` naming its key at start and at
+    reload, not a failure of the first swap to it."""
     for name in settings.policies:
         try:
-            checked_package(settings, name)
-        except (WeightsError, ConfigError) as exc:
+            embedder_from_id(checked_package(settings, name).embedder_id)  # (builds, loads not)
+        except (WeightsError, ConfigError, InvalidInputError) as exc:
             raise ConfigError(f"policies.{name}", f"a swap to {name!r} would fail: {exc}; fix "
                                                   "the package or take it out of policies:"
                               ) from None
