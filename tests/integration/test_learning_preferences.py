@@ -172,6 +172,10 @@ def test_bad_comparisons_and_scores_are_refused_and_change_nothing(
         ({"prompt": "", "models": ["strong", "cheap"]}, "prompt"),
         ({"prompt": "hi", "models": ["strong", "cheap"], "stream": True}, "stream"),
         ({"prompt": "hi", "models": ["strong", "cheap"], "tenant": "globex"}, "tenant"),
+        # An output cap is an integer, as a chat request's is: not true, "5" or 5.0.
+        ({"prompt": "hi", "models": ["strong", "cheap"], "max_tokens": True}, "max_tokens"),
+        ({"prompt": "hi", "models": ["strong", "cheap"], "max_tokens": "5"}, "max_tokens"),
+        ({"prompt": "hi", "models": ["strong", "cheap"], "max_tokens": 5.0}, "max_tokens"),
     ]
     field: str | None
     for body, field in bad_compares:

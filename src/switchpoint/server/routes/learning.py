@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint.catalog import MAX_ANSWER_COST
@@ -104,7 +104,7 @@ class CompareRequest(BaseModel):
                                                        "named).")
     blind: StrictBool = Field(True, description="Hide which model wrote which answer until "
                                                 "they are scored.")
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_tokens: StrictInt | None = Field(None, ge=1, le=1_000_000)
     temperature: FiniteFloat | None = Field(None, ge=0, le=2)
     tenant: TenantName | None = Field(None, description="Act for this tenant (admin token).")
 
