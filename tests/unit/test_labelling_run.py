@@ -385,7 +385,12 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(models=["a", "a"]), InvalidInputError, "models: 'a' is listed twice"),
     (dict(models=[]), InvalidInputError, "give at least one catalog model"),
     (dict(concurrency=0), InvalidInputError, "concurrency: must be an integer from 1 to 256"),
-    (dict(max_tokens=0), InvalidInputError, "max_tokens: must be an integer >= 1"),
+    (dict(concurrency=10**5000), InvalidInputError, "got a number of more than 4300 digits"),
+    (dict(max_tokens=0), InvalidInputError, "max_tokens: must be an integer from 1 to "
+                                             "100000000 (what a chat request's output cap may "
+                                             "be), got 0"),
+    (dict(max_tokens=10**12), InvalidInputError, "max_tokens: must be an integer from 1 to "),
+    (dict(max_tokens=10**5000), InvalidInputError, "got a number of more than 4300 digits"),
     (dict(prompts="missing.jsonl"), LabellingError, "file not found"),
     (dict(prompts=[{"prompt": "ok"}, {"prompt": ""}]), LabellingError,
      "prompts, line 2: field 'prompt' must be a non-empty string"),
