@@ -556,3 +556,14 @@ def test_a_policy_name_read_from_a_manifest_is_shown_bounded(tmp_path: Path) -> 
     message = error_of(tmp_path, f"policies: {{knn: '{package}'}}\n")
     assert message.startswith("policies.knn: ") and "is a 'x\\x1b[2Jyyy" in message
     assert "\x1b" not in message and len(message) < 600
+
+
+@pytest.mark.parametrize("key", ["policies", "tenants", "experiments"])
+def test_a_name_too_long_is_shown_cut_short(tmp_path: Path, key: str) -> None:
+    # The name is refused whole, but quoted in the message only as far as it shows what is
+    # wrong: a 5000-character name is not repeated in every log line and 400 that names it.
+    value = {"policies": "./nowhere", "tenants": "{}",
+             "experiments": "{arms: {a: {}, b: {}}}"}[key]
+    message = error_of(tmp_path, f"{key}:\n  ? {'n' * 5000}\n  : {value}\n")
+    assert message.startswith(f"{key}: ") and "must be 1-64 letters" in message, message[:300]
+    assert "'nnn" in message and len(message) < 400, message[:300]

@@ -42,6 +42,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from switchpoint._messages import quoted
 from switchpoint._numbers import Integer, Real
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
@@ -55,8 +56,8 @@ def check_name(value: str, what: str) -> str:
     """``value``, when it is a usable name (:data:`NAME`, the whole of it: a trailing newline
     is no part of a name); else a ``ValueError`` saying what ``what`` may hold."""
     if not NAME.fullmatch(value):
-        raise ValueError(f"{what} {value!r} must be 1-64 letters, digits, '_', '.' or '-', "
-                         "starting with a letter or digit")
+        raise ValueError(f"{what} {quoted(value, 80)} must be 1-64 letters, digits, '_', '.' "
+                         "or '-', starting with a letter or digit")
     return value
 
 
