@@ -427,6 +427,8 @@ def test_ids_are_checked_before_lookup(tmp_path: Path) -> None:
             store.revoke("x' OR 1=1 --")
         with pytest.raises(NotFoundError, match="no key has the id"):
             store.rotate("0123456789")
+        with pytest.raises(InvalidInputError, match="is not a key id"):  # the whole of it
+            store.revoke("0123456789\n")
     assert sqlite3.connect(tmp_path / "keys.db").execute("SELECT count(*) FROM keys"
                                                          ).fetchone()[0] == 0
 

@@ -940,7 +940,7 @@ def _not_a_key(key_id: str) -> InvalidKeyError:
 def check_key_id(value: object) -> str:
     """``value`` if it is a key id (10 hex characters); else an :class:`InvalidInputError`
     that never repeats a secret (see :func:`_not_an_id`)."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InvalidInputError("id", _not_an_id(value))
     return value
 
