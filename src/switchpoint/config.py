@@ -119,7 +119,7 @@ Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # A long run of letters and digits with no '_' (unless all capitals) is a token, not a name.
-_SECRET_LIKE = re.compile(r"^(?=.*[0-9])[A-Za-z0-9]{16,}$")
+_SECRET_LIKE = re.compile(r"(?=.*[0-9])[A-Za-z0-9]{16,}")
 # Keys whose values are paths, resolved against the config file's folder when given there.
 _PATH_KEYS = ("weights", "data_dir")
 # Keys whose environment values are taken as they are, not parsed as YAML.
@@ -141,7 +141,7 @@ def _env_var_name(value: str | None, example: str) -> str | None:
         raise ValueError(f"{must} (letters, digits and '_', not starting with a digit; the "
                          f"value given, not shown in case it is the secret itself, has "
                          f"{len(value)} characters and holds {bad!r})")
-    if _SECRET_LIKE.match(value) and not value.isupper():
+    if _SECRET_LIKE.fullmatch(value) and not value.isupper():
         raise ValueError(f"{must}; the value given ({len(value)} letters and digits, not "
                          "shown) looks like a secret itself: export it in a variable and "
                          "name the variable here")
@@ -255,7 +255,7 @@ class CorsSettings(BaseModel):
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
-            if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ValueError(f"{origin!r} is not an origin; write it as "
                                  "scheme://host[:port], e.g. https://app.example.com, or '*'")
         return value

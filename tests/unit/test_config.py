@@ -214,6 +214,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("cost_weigth: 1\n", "cost_weigth: is not a known key"),
     ("admin_token_env: 'not a var'\n", "admin_token_env: must be the name of the environment"),
     ("admin_token_env: \"SP_TOKEN\\n\"\n", "admin_token_env: must be the name of the environment"),
+    ("cors: {allow_origins: [\"https://app.example\\n\"]}\n",
+     "cors.allow_origins: 'https://app.example\\n' is not an origin"),
     ("- just\n- a list\n", "config: "),
     ("models: [\n", "config: "),
 ])

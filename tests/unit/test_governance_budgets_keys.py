@@ -185,7 +185,8 @@ def test_a_key_is_shown_once_and_stored_as_its_hash(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "sk-abc", "sp-123", "sp-XXXXXXXXXX_" + "a" * 43,
-                                 "sp-0123456789_" + "a" * 42, "Bearer sp-0123456789_" + "a" * 43])
+                                 "sp-0123456789_" + "a" * 42, "Bearer sp-0123456789_" + "a" * 43,
+                                 "sp-0123456789_" + "a" * 43 + "\n"])
 def test_malformed_keys(tmp_path: Path, bad: str) -> None:
     with KeyStore(tmp_path / "keys.db") as store, pytest.raises(InvalidKeyError,
                                                                  match="malformed"):
@@ -283,6 +284,7 @@ def test_an_old_key_list_cursor_or_a_bad_one_is_refused_naming_what_to_do(
         for bad, needle in ((made[0], "the cursor of an older switchpoint's key list"),
                             ("seq-x", "is not a cursor of the key list (seq-<number>)"),
                             ("seq-" + "9" * 19, "is not a cursor"),
+                            ("seq-1\n", "is not a cursor"),
                             ("sp-0123456789_" + "a" * 43, "is not a cursor")):
             with pytest.raises(InvalidInputError, match=re.escape(needle)) as caught:
                 store.page(limit=1, cursor=bad)
@@ -425,6 +427,8 @@ def test_ids_are_checked_before_lookup(tmp_path: Path) -> None:
     with KeyStore(tmp_path / "keys.db") as store:
         with pytest.raises(InvalidInputError, match="is not a key id"):
             store.revoke("x' OR 1=1 --")
+        with pytest.raises(InvalidInputError, match="is not a key id"):
+            store.revoke("0123456789\n")  # (the whole id, not one a newline trails)
         with pytest.raises(NotFoundError, match="no key has the id"):
             store.rotate("0123456789")
         with pytest.raises(InvalidInputError, match="is not a key id"):  # the whole of it

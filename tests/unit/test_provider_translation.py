@@ -281,6 +281,13 @@ def test_tools_tool_choice_and_tool_ids_pass_through() -> None:
     assert results["content"][2] == {"type": "text", "text": "thanks"}
 
 
+def test_a_tool_call_id_is_passed_to_anthropic_as_it_is_only_when_all_of_it_is_valid() -> None:
+    assert anthropic_tool_id("call_abc-1") == "call_abc-1"
+    # A trailing newline is not part of a valid id: it is replaced like any other character.
+    sanitized = anthropic_tool_id("call_abc\n")
+    assert sanitized.startswith("call_abc_") and "\n" not in sanitized
+
+
 @pytest.mark.parametrize(("choice", "expected"), [
     ("auto", {"type": "auto"}), ("none", {"type": "none"}),
     ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),

@@ -27,8 +27,8 @@ from switchpoint._messages import quoted
 
 PERIODS = ("hour", "day", "week", "month")
 DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 5.0))
-_BUDGET = re.compile(r"^\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
-                     r"(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*$", re.IGNORECASE)
+_BUDGET = re.compile(r"\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
+                     r"(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*", re.IGNORECASE)
 MAX_BUDGET_USD = 1e9
 
 
@@ -52,7 +52,7 @@ def parse_budget(text: str) -> Budget:
 
 @lru_cache(maxsize=1024)
 def _parse_text(text: str) -> Budget:
-    match = _BUDGET.match(text)
+    match = _BUDGET.fullmatch(text)
     if match is None:
         raise ValueError(f"{quoted(text)} is not a budget; write AMOUNT/PERIOD in US dollars, "
                          f"e.g. '50/month' or '2.5/day' (periods: {', '.join(PERIODS)})")

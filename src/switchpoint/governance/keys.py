@@ -77,13 +77,13 @@ log = logging.getLogger("switchpoint.governance")
 KEYS_FILENAME = "keys.db"
 PREFIX = "sp-"
 ID_CHARS = 10
-_KEY = re.compile(r"^sp-([0-9a-f]{10})_([A-Za-z0-9_-]{43})$")
-_ID = re.compile(r"^[0-9a-f]{10}$")
+_KEY = re.compile(r"sp-([0-9a-f]{10})_([A-Za-z0-9_-]{43})")
+_ID = re.compile(r"[0-9a-f]{10}")
 # A key list's next_cursor: where the page ended, in the order keys were made.
 _CURSOR = "seq-"
-_CURSOR_FORM = re.compile(r"^seq-(0|[1-9][0-9]{0,18})$")
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
-_EPOCH = re.compile(r"^\s*\d{1,30}(?:\.\d{1,30})?\s*$")
+_CURSOR_FORM = re.compile(r"seq-(0|[1-9][0-9]{0,18})")
+_RELATIVE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*")
+_EPOCH = re.compile(r"\s*\d{1,30}(?:\.\d{1,30})?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
 MAX_EXPIRY = 253_402_300_799.0
@@ -159,7 +159,7 @@ def hash_key(key: str) -> str:
 
 def key_id_of(key: str) -> str:
     """The id of a well-formed key; :class:`InvalidKeyError` for anything else."""
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key)
     if match is None:
         raise InvalidKeyError("the key is malformed: switchpoint keys look like "
                               "sp-<10 hex characters>_<43 characters>, as printed once by "
@@ -185,10 +185,10 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         ts = float(value) if -MAX_EXPIRY <= value <= MAX_EXPIRY else math.inf
     elif isinstance(value, str):
-        relative = _RELATIVE.match(value)
+        relative = _RELATIVE.fullmatch(value)
         # Digits alone are epoch seconds (the command line's, and a JSON string's), never a
         # basic-format ISO date: Python reads 1797040523 as a day in 1797.
-        epoch = _EPOCH.match(value)
+        epoch = _EPOCH.fullmatch(value)
         day = None if epoch else _date_only(value)
         if relative is not None:
             ts = now + float(relative.group(1)) * _UNITS[relative.group(2)]
@@ -952,7 +952,7 @@ def _not_an_id(value: object) -> str:
 
     how = "10 hex characters, as `switchpoint keys list` shows"
     if isinstance(value, str):
-        whole = _KEY.match(value.strip())
+        whole = _KEY.fullmatch(value.strip())
         if whole is not None:
             return (f"is a whole client key (its secret included), not its id; use its id, "
                     f"{whole.group(1)} ({how})")
@@ -966,10 +966,10 @@ def _seq_of(cursor: object) -> int:
     from switchpoint.gateway.redact import redact
 
     if isinstance(cursor, str):
-        match = _CURSOR_FORM.match(cursor)
+        match = _CURSOR_FORM.fullmatch(cursor)
         if match is not None and int(match.group(1)) < 2**63:
             return int(match.group(1))
-        if _ID.match(cursor):
+        if _ID.fullmatch(cursor):
             raise InvalidInputError("cursor", f"{cursor!r} is a key id, the cursor of an "
                                               "older switchpoint's key list (which paged by "
                                               "the clock when each key was made); list again "
@@ -988,7 +988,7 @@ def _iso(ts: float | None) -> str:
 
 def duration_s(text: str) -> float:
     """``"1h"`` → 3600.0 (for ``--grace``)."""
-    match = _RELATIVE.match(text)
+    match = _RELATIVE.fullmatch(text)
     if match is None:
         try:
             return float(text)

@@ -43,9 +43,9 @@ Your reply could not be read as a score ({reason}). Reply again with only a JSON
 form {{"score": S}}, S a number from 0 to 1, and nothing else."""
 
 # The whole reply is one fenced block (```json ... ``` or ``` ... ```).
-_FENCE = re.compile(r"^```[A-Za-z]*[ \t]*\n(.*)\n[ \t]*```$", re.DOTALL)
+_FENCE = re.compile(r"```[A-Za-z]*[ \t]*\n(.*)\n[ \t]*```", re.DOTALL)
 # A bare decimal number: no exponent, no percent, no fraction, no words.
-_BARE = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_BARE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 # How much of an unreadable reply a failure message quotes.
 QUOTE_CHARS = 120
 # A rubric is sent with every judge call: a few pages of criteria, not a document.
@@ -60,12 +60,12 @@ def parse_judge_reply(reply: str | None) -> float:
     text = reply.strip()
     if not text:
         raise JudgeReplyError("the reply is empty", reply)
-    fenced = _FENCE.match(text)
+    fenced = _FENCE.fullmatch(text)
     if fenced:
         text = fenced.group(1).strip()
     if text.startswith("{"):
         return _from_object(text, reply)
-    if _BARE.match(text):
+    if _BARE.fullmatch(text):
         return _in_range(float(text), text, reply)
     if "\n" in text:
         raise JudgeReplyError("the reply has text besides the score; it must be the score "

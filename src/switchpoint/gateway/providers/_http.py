@@ -353,7 +353,7 @@ async def _noting_stray(lines: AsyncIterator[str], noted: list[str]) -> AsyncIte
         yield line
 
 
-_FIELD = re.compile(r"(data|event|id|retry)?(:|$)")
+_FIELD = re.compile(r"(data|event|id|retry)?(:|\Z)")
 
 
 def _not_events(response: httpx.Response, text: str, secrets: Sequence[str],

@@ -103,7 +103,7 @@ DEFAULT_MAX_TOKENS = 4096
 # Characters kept of a streamed message's id, which every chunk relayed to the client repeats.
 MAX_MESSAGE_ID = 256
 
-_ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
+_ID_OK = re.compile(r"[A-Za-z0-9_-]+")
 
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
                 "max_tokens": "length", "model_context_window_exceeded": "length",
@@ -112,7 +112,7 @@ STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop
 
 def anthropic_tool_id(openai_id: str) -> str:
     """The id Anthropic accepts for an OpenAI tool-call id (unchanged when already valid)."""
-    if _ID_OK.match(openai_id):
+    if _ID_OK.fullmatch(openai_id):
         return openai_id
     digest = hashlib.sha1(openai_id.encode("utf-8")).hexdigest()[:10]
     return f"{re.sub(r'[^A-Za-z0-9_-]', '_', openai_id)[:48]}_{digest}"
