@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from switchpoint._messages import cut
+from switchpoint._messages import quoted, quoted_path
 
 log = logging.getLogger("switchpoint")
 
@@ -41,18 +41,19 @@ def path_problem(path: Path) -> str | None:
             folder.stat()
         except FileNotFoundError:
             if len(os.fsencode(folder.name)) > _name_max(found):
-                return (f"the name {folder.name[:20]}... ({len(folder.name)} characters) is "
+                return (f"the name {quoted(folder.name, 24)} ({len(folder.name)} characters) is "
                         f"longer than the file system allows ({_name_max(found)} bytes)")
             continue
         except OSError as exc:  # a name too long, a loop of links, no permission
-            return (f"its path goes through {cut(str(folder), 120)}, which cannot be used "
-                    f"({exc.strerror})")
+            return (f"its path goes through {quoted_path(folder)}, which cannot be "
+                    f"used ({exc.strerror})")
         if folder == path:
             break
         if not folder.is_dir():
             if folder == path.parent:
-                return f"its parent {folder} is not a directory"
-            return f"its path goes through {folder}, which is not a directory"
+                return f"its parent {quoted_path(folder)} is not a directory"
+            return (f"its path goes through {quoted_path(folder)}, which is not a "
+                    "directory")
         found = folder
     return None
 

@@ -42,6 +42,8 @@ def key_path(loc: Sequence[int | str], root: str = "config") -> str:
 
 #: The most of a field's name (or path) an error message quotes.
 MAX_FIELD = 100
+#: The most of a file's path an error message quotes (its repr, so an escape shows as \x1b).
+MAX_PATH = 200
 
 
 def cut(text: str, limit: int = 60) -> str:
@@ -53,6 +55,14 @@ def cut(text: str, limit: int = 60) -> str:
 def quoted(value: object, limit: int = 60) -> str:
     """``value``'s repr, cut short (see :func:`cut`)."""
     return cut(repr(value), limit)
+
+
+def quoted_path(path: object) -> str:
+    """A file's path (or the name of what was read) as a message names it: its text quoted,
+    cut short at :data:`MAX_PATH` characters and escaped (:func:`quoted`), so a path of
+    thousands of characters or holding a terminal escape does not reach the message, or the
+    terminal printing it, as it is."""
+    return quoted(str(path), MAX_PATH)
 
 
 def _shown(value: object) -> str:

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from switchpoint._files import path_problem, same_file, write_atomically, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
-from switchpoint._messages import plural, printable
+from switchpoint._messages import plural, printable, quoted_path
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -99,10 +99,12 @@ def _check_output(path: Path, flag: str) -> Path:
     """``path`` if an output file can be written there (checked before the work, not after
     it): not a directory, and its folder one that exists or can be made."""
     problem = path_problem(path)  # first: the system may refuse even to look at it
+    shown = quoted_path(path)
     if problem is None and path.is_dir():
-        _fail(f"{flag}: {path} is a directory; give a file path, e.g. {path / 'out.jsonl'}")
+        _fail(f"{flag}: {shown} is a directory; give a file path, e.g. "
+              f"{quoted_path(path / 'out.jsonl')}")
     if problem is not None:
-        _fail(f"{flag}: cannot write {path}: {problem}")
+        _fail(f"{flag}: cannot write {shown}: {problem}")
     return path
 
 
@@ -111,7 +113,7 @@ def _atomic_write(path: Path, data: str, flag: str = "--output") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda fh: fh.write(data.encode("utf-8")), mode=0o600)
     except OSError as exc:
-        _fail(f"{flag}: cannot write {path}: {write_problem(path, exc)}")
+        _fail(f"{flag}: cannot write {quoted_path(path)}: {write_problem(path, exc)}")
 
 
 # Commands --------------------------------------------------------------------------------------
@@ -214,7 +216,8 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
         return
     path = Path(source)
     if not path.exists() or path.is_dir():  # (a pipe, such as <(...), reads as a file does)
-        _fail(f"--input: {path} " + ("is a directory" if path.is_dir() else "not found")
+        _fail(f"--input: {quoted_path(path)} "
+              + ("is a directory" if path.is_dir() else "not found")
               + "; give a file of prompts, or - for stdin")
     with path.open(encoding="utf-8") as fh:
         yield str(path), bounded_lines(fh)

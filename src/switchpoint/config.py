@@ -66,7 +66,7 @@ from pydantic import (
 )
 
 from switchpoint._files import path_problem
-from switchpoint._messages import cut, key_path, quoted
+from switchpoint._messages import cut, key_path, quoted, quoted_path
 from switchpoint._messages import reason as describe
 from switchpoint._numbers import Integer, Real
 from switchpoint.catalog import (
@@ -1005,13 +1005,14 @@ def _check_paths(settings: Settings) -> None:
         # A path the system refuses (a name too long, a NUL) fails here, not in a later stat.
         problem = None if value is None else path_problem(Path(value))
         if value is not None and problem is not None:
-            raise ConfigError(key, f"{cut(value, 120)} cannot be used: {problem}")
+            raise ConfigError(key, f"{quoted_path(value)} cannot be used: {problem}")
     for key, value in paths:
         if key == "data_dir":
             continue
         if value is not None and not (Path(value) / "manifest.json").is_file():
-            raise ConfigError(key, f"{value} is not a weights package (no manifest.json there); "
-                                   "give the folder `switchpoint fit --out` wrote")
+            raise ConfigError(key, f"{quoted_path(value)} is not a weights package (no "
+                                   "manifest.json there); give the folder `switchpoint fit "
+                                   "--out` wrote")
     bundled = bundled_policies()
     for name, value in settings.policies.items():
         # Under a policy's own name, weights of another policy would route while the health,
@@ -1020,7 +1021,7 @@ def _check_paths(settings: Settings) -> None:
         if name in bundled and served is not None and served != name:
             # (the manifest's name is the file's, not the operator's: shown cut and escaped)
             known = served in bundled
-            raise ConfigError(f"policies.{name}", f"{value} is a "
+            raise ConfigError(f"policies.{name}", f"{quoted_path(value)} is a "
                                                   f"{served if known else quoted(served)} "
                                                   f"package, not {name} weights; list it under "
                                                   f"{served + ': or ' if known else ''}a name "
@@ -1031,4 +1032,5 @@ def _check_paths(settings: Settings) -> None:
                                     f"of {', '.join(bundled)} or add it under policies:")
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
-        raise ConfigError("data_dir", f"{data_dir} exists and is not a directory")
+        raise ConfigError("data_dir", f"{quoted_path(data_dir)} exists and is not a "
+                                      "directory")

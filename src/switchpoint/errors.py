@@ -151,11 +151,17 @@ class ConfigError(SwitchpointError, ValueError):
         self.reason = reason
 
 
+def _shown_path(path: object) -> str:
+    from switchpoint._messages import quoted_path  # (it imports this module)
+
+    return quoted_path(path)
+
+
 class WeightsError(SwitchpointError):
     """A weights package is missing, incomplete, corrupt or does not fit the embedder."""
 
     def __init__(self, path: object, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+        super().__init__(f"{_shown_path(path)}: {message}")
         self.path = path
 
 
@@ -163,7 +169,7 @@ class RecordsError(SwitchpointError, ValueError):
     """A routing-records file has a line that cannot be used."""
 
     def __init__(self, source: object, line: int | None, message: str) -> None:
-        where = f"{source}" if line is None else f"{source}, line {line}"
+        where = _shown_path(source) + ("" if line is None else f", line {line}")
         super().__init__(f"{where}: {message}")
         self.source = source
         self.line = line
@@ -175,8 +181,8 @@ class LabellingError(SwitchpointError, ValueError):
     left by a different run."""
 
     def __init__(self, message: str, *, source: object = None, line: int | None = None) -> None:
-        where = "" if source is None else (f"{source}: " if line is None
-                                           else f"{source}, line {line}: ")
+        where = "" if source is None else (f"{_shown_path(source)}: " if line is None
+                                           else f"{_shown_path(source)}, line {line}: ")
         super().__init__(where + message)
         self.source = source
         self.line = line

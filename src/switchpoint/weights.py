@@ -43,7 +43,7 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, loads, unreadable
-from switchpoint._messages import cut, printed_name_problem
+from switchpoint._messages import cut, printed_name_problem, quoted_path
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -320,8 +320,9 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
         aside = None if root.exists() else set_aside(root)
         if aside is not None:
             raise WeightsError(root, f"does not exist: a save of it was cut short and left the "
-                                     f"package it replaced at {aside}; rename that folder back "
-                                     f"to {root.name} (the next save there does it too)")
+                                     f"package it replaced at {quoted_path(aside)}; "
+                                     f"rename that folder back to {quoted_path(root.name)} "
+                                     "(the next save there does it too)")
         what = "is not a directory" if root.exists() else "does not exist"
         raise WeightsError(root, f"{what}; pass the folder that holds manifest.json "
                                  "(make one with `switchpoint fit RECORDS.jsonl --out DIR`)")

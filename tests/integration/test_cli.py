@@ -422,15 +422,15 @@ def test_route_output_that_cannot_be_written_is_a_clean_error(
     # Refused before anything is routed: a directory, a path through a file.
     code, out, err = run(["route", "--input", src, "--output", folder, "--weights",
                           real_weights_dir], capsys)
-    assert_bad_input(code, err, f"--output: {folder} is a directory; give a file path")
+    assert_bad_input(code, err, f"--output: '{folder}' is a directory; give a file path")
     assert out == "" and "routing" not in err and list(folder.iterdir()) == []
     code, _, err = run(["route", "--input", src, "--output", src / "out.jsonl", "--weights",
                         real_weights_dir], capsys)
-    assert_bad_input(code, err, "--output: cannot write", f"its parent {src} is not a directory")
+    assert_bad_input(code, err, "--output: cannot write", f"its parent '{src}' is not a directory")
     # A place that takes no files, found when the decisions are written: no traceback either.
     code, _, err = run(["route", "--input", src, "--output", "/proc/out.jsonl", "--weights",
                         real_weights_dir, "-q"], capsys)
-    assert_bad_input(code, err, "--output: cannot write /proc/out.jsonl")
+    assert_bad_input(code, err, "--output: cannot write '/proc/out.jsonl'")
 
 
 def test_route_a_prompt_naming_a_file_routes_the_text_and_says_how_to_route_the_file(
@@ -503,9 +503,9 @@ def test_route_and_fit_read_named_pipes_and_refuse_directories(
         writer.join()
     # A directory is named as one, not as a file that is missing.
     code, _, err = run(["route", "--input", tmp_path, "--weights", real_weights_dir], capsys)
-    assert_bad_input(code, err, f"--input: {tmp_path} is a directory")
+    assert_bad_input(code, err, f"--input: '{tmp_path}' is a directory")
     code, _, err = run(["fit", tmp_path, "--out", tmp_path / "w2"], capsys)
-    assert_bad_input(code, err, f"{tmp_path}: is a directory")
+    assert_bad_input(code, err, f"'{tmp_path}': is a directory")
 
 
 class Terminal(io.StringIO):
@@ -923,16 +923,16 @@ def test_records_that_are_not_utf8_exit_2_naming_the_file(
         ["fit", path, "--out", out, "--split", "test"] if command == "fit"
         else ["add-model", "new", path, "--weights", weights_copy, "--label", "big", "--out", out])
     code, _, err = run(argv, capsys)
-    assert_bad_input(code, err, f"{path}: is not UTF-8 text")
+    assert_bad_input(code, err, f"'{path}': is not UTF-8 text")
     assert not out.exists()
 
 
 @pytest.mark.parametrize(("out", "needles"), [
-    ("project", ["project: holds other files than a weights package",
+    ("project", ["'project': holds other files than a weights package",
                  "choose a new or empty directory"]),
-    ("records.jsonl", ["records.jsonl: is a file, not a weights package"]),
+    ("records.jsonl", ["'records.jsonl': is a file, not a weights package"]),
     ("records.jsonl/w", ["cannot write a weights package there: its parent",
-                         "records.jsonl is not a directory"]),
+                         "records.jsonl' is not a directory"]),
     (".", ["names no directory of its own"]),
 ])
 def test_fit_and_add_model_write_weights_only_where_it_is_safe(
@@ -956,7 +956,7 @@ def test_fit_into_a_place_that_takes_no_files_exits_2(
 ) -> None:
     code, _, err = run(["fit", records_file, "--out", "/proc/w", "--split", "test"], capsys)
     assert code == 2 and "Traceback" not in err
-    assert "switchpoint: error: /proc/w: cannot write a weights package there" in err
+    assert "switchpoint: error: '/proc/w': cannot write a weights package there" in err
 
 
 def test_fit_missing_records_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -286,7 +286,7 @@ def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
     code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out", notes,
                         "--config", config(fake, tmp_path)], capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"switchpoint: error: {notes}, line 1: not valid JSON" in err
+    assert f"switchpoint: error: '{notes}', line 1: not valid JSON" in err
     assert "another --out" in err and "--restart" not in err  # never offered up for discarding
     assert "dropped" not in err
     assert notes.read_text(encoding="utf-8") == "my important notes"
@@ -294,7 +294,7 @@ def test_an_out_file_of_someone_elses_is_refused_and_left_as_it_was(
     code, _, err = run(["label", prompts, "--models", "a", "--judge", "judge", "--out",
                         notes / "out.jsonl", "--config", config(fake, tmp_path)], capsys)
     assert code == 2 and "Traceback" not in err
-    assert f"its parent {notes} is not a directory" in err
+    assert f"its parent '{notes}' is not a directory" in err
     assert fake.requests() == []
 
 

@@ -302,7 +302,7 @@ def test_jsonl_fields() -> None:
 def test_bad_lines_are_named(lines: list[str], message: str) -> None:
     with pytest.raises(LabellingError) as info:
         parse_prompts(lines, source="prompts")
-    assert str(info.value).startswith("prompts")
+    assert str(info.value).startswith("'prompts'")
     assert message in str(info.value)
 
 
@@ -532,8 +532,8 @@ def test_a_file_where_a_directory_should_be_is_named(tmp_path: Path, under: str)
     taken.write_text("x\n")
     with pytest.raises(LabellingError) as info:
         jr.LineWriter(taken / under)
-    reason = (f"its parent {taken} is not a directory" if under == "out.jsonl"
-              else f"its path goes through {taken}, which is not a directory")
+    reason = (f"its parent '{taken}' is not a directory" if under == "out.jsonl"
+              else f"its path goes through '{taken}', which is not a directory")
     assert f"cannot open it for writing: {reason}" in str(info.value)
     assert taken.read_text() == "x\n"
 

@@ -12,7 +12,7 @@ import pytest
 from switchpoint._messages import unprintable
 from switchpoint.errors import RecordsError, WeightsError
 from switchpoint.records import MAX_RECORD_CHARS, RecordSet, load_records, parse_records
-from switchpoint.weights import _check_model_names
+from switchpoint.weights import _check_model_names, load_weights
 from tests.conftest import feed_pipe
 
 
@@ -133,7 +133,7 @@ def test_a_model_name_a_terminal_would_not_show_as_itself_is_refused_naming_the_
         load_records(path)
     message = str(info.value)
     assert info.value.line == 2
-    assert message.startswith(f"{path}, line 2: model {shown} holds {char}: a model's name is "
+    assert message.startswith(f"'{path}', line 2: model {shown} holds {char}: a model's name is "
                               "printed in answers")
     assert "\n" not in message and unprintable(message) is None
     with pytest.raises(WeightsError) as weights_error:
@@ -150,7 +150,7 @@ def test_bad_line_raises_records_error_naming_the_line(bad: str, needle: str) ->
     err = info.value
     assert err.line == 3
     assert err.source == "data.jsonl"
-    assert str(err).startswith("data.jsonl, line 3: ")
+    assert str(err).startswith("'data.jsonl', line 3: ")
     assert needle in str(err)
     assert isinstance(err, ValueError)
 
@@ -175,7 +175,7 @@ def test_empty_input_raises(lines: list[str]) -> None:
         parse_records(lines, source="empty.jsonl")
     assert info.value.line is None
     assert "empty" in str(info.value)
-    assert str(info.value).startswith("empty.jsonl: ")
+    assert str(info.value).startswith("'empty.jsonl': ")
 
 
 def test_load_records_missing_file(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_load_records_refuses_a_line_over_the_limit_before_holding_it(tmp_path: 
     with pytest.raises(RecordsError) as info:
         load_records(long)
     assert info.value.line == 2
-    assert str(info.value) == (f"{long}, line 2: is over 16,777,216 characters; a record is one "
+    assert str(info.value) == (f"'{long}', line 2: is over 16,777,216 characters; a record is one "
                                "line of JSON")
     fine = tmp_path / "fine.jsonl"  # a line of the limit, its end included, is read
     prompt = "p" * (MAX_RECORD_CHARS - len(_line(prompt="")) - 1)
@@ -224,7 +224,7 @@ def test_load_records_of_another_encoding_names_the_file(tmp_path: Path) -> None
                        + "\n").encode("latin-1"))
     with pytest.raises(RecordsError) as info:
         load_records(latin)
-    assert str(info.value).startswith(f"{latin}: is not UTF-8 text")
+    assert str(info.value).startswith(f"'{latin}': is not UTF-8 text")
 
 
 def test_load_records_reads_file_and_names_it_in_errors(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ def test_load_records_reads_file_and_names_it_in_errors(tmp_path: Path) -> None:
                    encoding="utf-8")
     with pytest.raises(RecordsError) as info:
         load_records(bad)
-    assert str(info.value).startswith(f"{bad}, line 2: ")
+    assert str(info.value).startswith(f"'{bad}', line 2: ")
 
 
 def _three_records() -> RecordSet:
@@ -289,3 +289,19 @@ def test_subset_keeps_embeddings_aligned() -> None:
     assert sub.ids == ["t2", "t1"]
     assert sub.embeddings is not None
     assert sub.embeddings.tolist() == [[4.0, 5.0], [0.0, 1.0]]
+
+
+def test_a_long_path_holding_a_terminal_escape_is_shown_cut_short_and_escaped(
+        tmp_path: Path) -> None:
+    """A records file or weights package named by a path of thousands of characters holding
+    an escape sequence is named in the error quoted, cut short and escaped: the message
+    neither carries the whole path nor writes the escape to the terminal printing it."""
+    name = "\x1b[2J" + "r" * 5000
+    for error, call in ((RecordsError, lambda: load_records(tmp_path / name)),
+                        (WeightsError, lambda: load_weights(tmp_path / name)),
+                        (RecordsError, lambda: parse_records([], source=tmp_path / name))):
+        with pytest.raises(error) as info:
+            call()
+        message = str(info.value)
+        assert message.startswith(f"'{tmp_path}/\\x1b[2Jrrr") and "r" * 300 not in message
+        assert len(message) < 800 and unprintable(message) is None, message

@@ -125,7 +125,7 @@ def test_a_package_a_killed_save_set_aside_goes_back_before_the_next_save(
     pid = _dead_pid()
     pkg_dir.rename(tmp_path / f".pkg.{pid}.old")
     (tmp_path / f".pkg.{pid}.1a2b.tmp").mkdir()  # the new one, half-written
-    with pytest.raises(WeightsError, match=rf"cut short .* at .*\.pkg\.{pid}\.old; rename"):
+    with pytest.raises(WeightsError, match=rf"cut short .* at .*\.pkg\.{pid}\.old'; rename"):
         load_weights(pkg_dir)
     _files.clear_leftovers(pkg_dir)  # what a save does first
     assert load_weights(pkg_dir).weights_id == package.weights_id
@@ -163,7 +163,7 @@ def test_a_package_an_earlier_version_set_aside_goes_back_and_its_work_is_cleare
     hour_ago = time.time() - _files.LEGACY_QUIET_S - 60
     for path in (work / "centroids.npy", work):
         os.utime(path, (hour_ago, hour_ago))
-    with pytest.raises(WeightsError, match=rf"cut short .* at .*\.pkg\.old-{pid}; rename"):
+    with pytest.raises(WeightsError, match=rf"cut short .* at .*\.pkg\.old-{pid}'; rename"):
         load_weights(pkg_dir)
     remove_model(package, "claude-v2")
     save_weights(package, pkg_dir)  # puts the old package back first, then replaces it
@@ -373,15 +373,15 @@ def test_save_never_replaces_what_is_not_a_weights_package(
     before = target.read_bytes() if target.is_file() else _tree(target)
     with pytest.raises(WeightsError) as info:
         save_weights(load_weights(pkg_dir), target)
-    assert str(info.value).startswith(f"{target}: ")
+    assert str(info.value).startswith(f"'{target}': ")
     assert reason in str(info.value) and "choose a new or empty directory" in str(info.value)
     assert (target.read_bytes() if target.is_file() else _tree(target)) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg", "taken"]
 
 
 @pytest.mark.parametrize(("where", "reason"), [
-    ("file/w", "its parent {tmp}/file is not a directory"),
-    ("file/sub/w", "its path goes through {tmp}/file, which is not a directory"),
+    ("file/w", "its parent '{tmp}/file' is not a directory"),
+    ("file/sub/w", "its path goes through '{tmp}/file', which is not a directory"),
     ("/proc/w", "cannot write a weights package there"),
     (".", "names no directory of its own"),
     ("..", "names no directory of its own"),
@@ -541,7 +541,7 @@ def test_a_model_name_with_an_unprintable_character_is_refused_on_load(
     with pytest.raises(WeightsError) as info:
         load_weights(pkg_dir)
     message = str(info.value)
-    assert message.startswith(f"{pkg_dir / 'manifest.json'}: model {shown} holds {char}")
+    assert message.startswith(f"'{pkg_dir / 'manifest.json'}': model {shown} holds {char}")
     assert "\n" not in message and "\x1b" not in message and "\u202e" not in message
 
 
