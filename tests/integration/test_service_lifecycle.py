@@ -805,6 +805,37 @@ def test_a_compressed_request_body_is_refused_naming_its_encoding(tmp_path: Path
         assert route(server.base, "still routing").status_code == 200
 
 
+def test_the_api_document_lists_the_415_on_every_route_that_takes_a_body(
+        tmp_path: Path) -> None:
+    import gzip
+
+    with thread_server(create_app(settings_for(tmp_path), loader=FACTORY)) as server:
+        doc = httpx.get(f"{server.base}/openapi.json", timeout=60).json()
+        schemas = doc["components"]["schemas"]
+        with_body = {(path, method): op for path, item in doc["paths"].items()
+                     for method, op in item.items() if "requestBody" in op}
+        assert ("/v1/route", "post") in with_body and ("/v1/chat/completions", "post") in with_body
+        for (path, _method), op in with_body.items():
+            listed = op["responses"]["415"]
+            assert "Content-Encoding" in listed["description"], (path, listed)
+            # In the shape of the operation's other errors: the envelope the answer comes in.
+            assert listed["content"] == op["responses"]["400"]["content"], path
+        assert not [(path, method) for path, item in doc["paths"].items()
+                    for method, op in item.items()
+                    if "415" in op.get("responses", {}) and (path, method) not in with_body]
+        chat = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+        for path, raw in (("/v1/route", json.dumps({"prompt": "hi"})), ("/v1/chat/completions",
+                                                                         chat)):
+            r = httpx.post(f"{server.base}{path}", content=gzip.compress(raw.encode()), headers={
+                "content-type": "application/json", "content-encoding": "gzip"}, timeout=60)
+            assert r.status_code == 415, r.text
+            ref = with_body[(path, "post")]["responses"]["415"]["content"]["application/json"]
+            shape = schemas[ref["schema"]["$ref"].rsplit("/", 1)[1]]
+            assert set(r.json()) == set(shape["properties"]), (path, r.json(), shape)
+            detail = schemas[shape["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
+            assert set(detail["required"]) <= set(r.json()["error"]), (path, r.json())
+
+
 def _corrupt_copy(tmp_path: Path) -> Path:
     """The bundled cluster weights copied, with one file edited after its checksum was taken."""
     copy = tmp_path / "broken-weights"

@@ -29,7 +29,7 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.head import HeadMiddleware
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
-from switchpoint.server.middleware import BodyLimitMiddleware
+from switchpoint.server.middleware import BodyLimitMiddleware, document_encoded_bodies
 from switchpoint.server.proxies import ForwardedClientMiddleware
 from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
@@ -102,6 +102,15 @@ def create_app(
                   dependencies=[Depends(single_query)])  # a query names each once
     app.state.service = service
     install_error_handlers(app)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The API document, listing the refusals the middleware answers for its routes."""
+        if app.openapi_schema is None:
+            app.openapi_schema = document_encoded_bodies(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     routers = (route.router, chat.router, admin.router, governance.router, learning.router)
     for router in routers:
         app.include_router(router)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,6 +46,10 @@ _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
 _CLOSE = (b"connection", b"close")
 #: Why a body with a Content-Encoding is refused (415): it is not read, so not held either.
 ENCODED = "encoded"
+#: The 415 as the API document describes it, for each operation that takes a body.
+_ENCODED_DOC = ("unsupported_media_type: the body was sent with a Content-Encoding (gzip, br, "
+                "...); bodies are read as they are sent, so send it uncompressed, without the "
+                "header.")
 
 
 class _Refused(Exception):  # noqa: N818 (a signal to the middleware, not an error)
@@ -288,6 +293,23 @@ async def _unsupported_encoding(send: Send, encoding: str, path: str) -> None:
                "read as they are sent, so send it uncompressed, without the header")
     await _send(send, ErrorAnswer(415, "unsupported_media_type", message, "content-encoding"),
                 path, [])
+
+
+def document_encoded_bodies(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the 415 of a body sent with a Content-Encoding
+    listed for every operation that takes a body, in the shape of that operation's other
+    errors (its 400's: the OpenAI envelope on the OpenAI routes)."""
+    for item in schema.get("paths", {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "requestBody" not in operation:
+                continue
+            responses = operation.setdefault("responses", {})
+            refusal: dict[str, Any] = {"description": _ENCODED_DOC}
+            shape = responses.get("400", {}).get("content")
+            if shape is not None:
+                refusal["content"] = shape
+            responses.setdefault("415", refusal)
+    return schema
 
 
 async def _send(send: Send, answer: ErrorAnswer, path: str,
