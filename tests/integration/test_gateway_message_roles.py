@@ -790,6 +790,8 @@ REFUSED_TOOLS: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [*TOOLS, {"type": "function", "function": {"name": ""}}]},
      "tools", "tools[1].function.name",
      'is ""; a tool\'s name is a string of 1 to 256 characters'),
+    ({"tools": [*TOOLS, {"type": "custom", "custom": {"name": "x" * 257}}]},
+     "tools", "tools[1].custom.name", "a tool's name is a string of 1 to 256 characters"),
     # (an allowed_tools choice listing undeclared tools was refused by the Anthropic adapter
     # alone, after the hold, and sent as it was to the others)
     ({"tools": TOOLS, "tool_choice": {"type": "allowed_tools", "allowed_tools": {
@@ -802,7 +804,8 @@ REFUSED_TOOLS: list[tuple[dict[str, Any], str, str, str]] = [
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("model", ["auto", "other", "good"])
 @pytest.mark.parametrize(("fields", "param", "path", "says"), REFUSED_TOOLS,
-                         ids=["undeclared-choice", "empty-name", "undeclared-allowed"])
+                         ids=["undeclared-choice", "empty-name", "custom-long-name",
+                              "undeclared-allowed"])
 def test_a_tool_openai_refuses_is_a_400_naming_it_before_anything_is_held(
         budgeted: ThreadServer, gw_fake: FakeProviderProcess, fields: dict[str, Any],
         param: str, path: str, says: str, model: str, stream: bool) -> None:
@@ -823,7 +826,8 @@ def test_a_tool_openai_refuses_is_a_400_naming_it_before_anything_is_held(
 
 
 @pytest.mark.parametrize(("fields", "param", "path", "says"), REFUSED_TOOLS,
-                         ids=["undeclared-choice", "empty-name", "undeclared-allowed"])
+                         ids=["undeclared-choice", "empty-name", "custom-long-name",
+                              "undeclared-allowed"])
 def test_the_in_process_door_refuses_the_same_tools(
         gw_fake: FakeProviderProcess, tmp_path: Path, fields: dict[str, Any], param: str,
         path: str, says: str) -> None:

@@ -160,6 +160,16 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"tools": [tool("x" * 257)]}, "tools", "tools[0].function.name", "1 to 256 characters"),
     ({"tools": [tool(7)]}, "tools", "tools[0].function.name",
      "must be a string, not the number 7"),
+    # A custom tool's name is held to the same bounds as a function tool's.
+    ({"tools": [CUSTOM, {"type": "custom", "custom": {"name": "x" * 257}}]}, "tools",
+     "tools[1].custom.name", "1 to 256 characters"),
+    ({"tools": [{"type": "custom", "custom": {"name": ""}}]}, "tools", "tools[0].custom.name",
+     'is ""; a tool\'s name is a string of 1 to 256 characters'),
+    ({"tools": [{"type": "custom", "custom": {"description": "free-form"}}]}, "tools",
+     "tools[0].custom.name", 'is missing; a custom tool is written {"type": "custom", '
+     '"custom": {"name": "...", "description": "..."}}'),
+    ({"tools": [{"type": "custom"}]}, "tools", "tools[0].custom", "is missing; a custom tool "
+                                                                   "is written"),
     ({"tools": [{"type": "function"}]}, "tools", "tools[0].function",
      'is missing; a function tool is written {"type": "function", "function": {"name": '
      '"...", "parameters": {...}}}'),
@@ -182,6 +192,10 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
         {**CALL, "function": {"name": "x" * 257, "arguments": "{}"}}]},
                    {"role": "tool", "tool_call_id": "call_1", "content": "42"}]},
      "messages", "messages[1].tool_calls[0].function.name", "1 to 256 characters"),
+    ({"messages": [*USER, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "custom", "custom": {"name": "x" * 257, "input": "a"}}]},
+                   {"role": "tool", "tool_call_id": "call_1", "content": "42"}]},
+     "messages", "messages[1].tool_calls[0].custom.name", "1 to 256 characters"),
     ({"messages": [*USER, {"role": "assistant", "content": None,
                            "function_call": {"name": "", "arguments": "{}"}},
                    {"role": "function", "name": "lookup", "content": "42"}]},
@@ -247,7 +261,7 @@ def test_a_long_chosen_name_is_quoted_short() -> None:
 
 
 def test_the_declared_names_an_error_lists_are_bounded() -> None:
-    custom = [{"type": "custom", "custom": {"name": f"{i}" + "y" * 5000}} for i in range(40)]
+    custom = [{"type": "custom", "custom": {"name": f"{i}" + "y" * 250}} for i in range(40)]
     for error in _refused(_body({"tools": custom, "tool_choice": {
             "type": "custom", "custom": {"name": "x"}}})):
         assert str(error).endswith("and 30 more); name one of them, or send auto, none or "

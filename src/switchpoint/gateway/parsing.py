@@ -376,21 +376,23 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
             raise invalid_at("messages", f"{at}.{field}",
                              f"{_not_object(value, field in tool_call)}; {written}")
         _check_strings(value, members, f"{at}.{field}", written)
-        if kind == "function":  # (the name of a tool called, held to a declared one's bounds)
-            _tool_name(value, f"{at}.{field}", "messages", written)
+        # (the name of a tool called, held to a declared one's bounds)
+        _tool_name(value, f"{at}.{field}", "messages", written)
 
 
-# The longest tool name (a function tool's, a legacy function's) a request may declare. Which
-# characters a name may hold is each provider's rule (OpenAI's and Anthropic's take letters,
-# digits, underscores and hyphens; local and other OpenAI-compatible servers, dotted MCP-style
-# names too): a name one refuses leaves its models out (:mod:`~switchpoint.gateway.
-# capabilities`), and is refused here only when no model could take it.
+# The longest tool name (a function or custom tool's, a legacy function's) a request may
+# declare or call. Which characters a name may hold is each provider's rule (OpenAI's and
+# Anthropic's take letters, digits, underscores and hyphens; local and other OpenAI-compatible
+# servers, dotted MCP-style names too): a name one refuses leaves its models out
+# (:mod:`~switchpoint.gateway.capabilities`), and is refused here only when no model could
+# take it.
 MAX_TOOL_NAME = 256
 _TOOL_NAME_RULE = (f"a tool's name is a string of 1 to {MAX_TOOL_NAME} characters (OpenAI's "
                    "API takes 1 to 64 letters, digits, underscores or hyphens)")
 # How many declared names an error about a tool_choice lists.
 MAX_NAMES_LISTED = 10
 _FUNCTION_TOOL = ('{"type": "function", "function": {"name": "...", "parameters": {...}}}')
+_CUSTOM_TOOL = '{"type": "custom", "custom": {"name": "...", "description": "..."}}'
 
 
 def _tool_name(function: Mapping[str, Any], where: str, param: str, written: str) -> str:
@@ -431,10 +433,13 @@ def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] 
                                      f"{written}")
                 names["function"].append(_tool_name(function, f"{where}.function", "tools",
                                                     written))
-            elif kind == "custom" and isinstance(declared.get("custom"), dict):
-                name = declared["custom"].get("name")
-                if isinstance(name, str):
-                    names["custom"].append(name)
+            elif kind == "custom":
+                written = f"a custom tool is written {_CUSTOM_TOOL}"
+                custom = declared.get("custom")
+                if not isinstance(custom, dict):
+                    raise invalid_at("tools", f"{where}.custom",
+                                     f"{_not_object(custom, 'custom' in declared)}; {written}")
+                names["custom"].append(_tool_name(custom, f"{where}.custom", "tools", written))
     functions = data.get("functions")
     if functions is None:
         return names, None
@@ -454,7 +459,7 @@ def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] 
 
 def _listed(names: list[str]) -> str:
     """Declared tool names as an error lists them: the first :data:`MAX_NAMES_LISTED`, each
-    cut short (a custom tool's name is any string), and how many more."""
+    cut short (a name may be up to :data:`MAX_TOOL_NAME` characters), and how many more."""
     shown = ", ".join(cut(name, 64) for name in names[:MAX_NAMES_LISTED])
     more = len(names) - MAX_NAMES_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
