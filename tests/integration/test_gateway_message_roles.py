@@ -138,6 +138,9 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
                                                                "arguments": "{}"}},
       {"role": "function", "name": "x" * 300, "content": "42"}], "messages[3].name",
      "a tool's name is a string of 1 to 256 characters"),
+    # An author's name OpenAI's API refuses.
+    ([{"role": "user", "content": "and?", "name": "Ann Smith"}], "messages[2].name",
+     'is "Ann Smith"; a message\'s name (its author\'s, such as ann or agent_2) is a string'),
     # Calls on a message that is not the assistant's: a malformed field, not a use of tools.
     ([{"role": "user", "content": "and?", "tool_calls": "nonsense"}], "messages[2].tool_calls",
      "a user message carries no tool calls: only assistant messages do"),
@@ -167,6 +170,7 @@ IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare"
        "tool-calls-object", "tool-call-string", "tool-call-id-null", "tool-call-type",
        "tool-call-no-function", "tool-call-no-name", "tool-call-arguments-object",
        "custom-tool-call-no-input", "tool-call-empty-name", "function-result-long-name",
+       "user-name-with-a-space",
        "user-tool-calls", "tool-tool-calls",
        "user-function-call", "image-file-url", "image-bad-base64"]
 
@@ -290,7 +294,7 @@ def test_messages_openai_takes_without_text_are_forwarded_as_sent(
                                                               "arguments": ""}}]},
         {"role": "tool", "tool_call_id": "call_c", "content": "3 hits"},
         {"role": "tool", "tool_call_id": "call_2", "content": "none"},
-        {"role": "user", "content": "So?"},
+        {"role": "user", "content": "So?", "name": "J@ck"},
     ]
     messages: list[Any] = [*opening(), *tail]
     raw = client(budgeted).chat.completions.with_raw_response.create(

@@ -135,6 +135,22 @@ _CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "argument
      "is null; a tool message names the tool call it answers"),
     ([{"role": "user", "content": "x"}, {"role": "function", "content": "1", "name": 3}],
      "messages[1].name", "must be a string, not the number 3"),
+    # An author's name (system, developer, user, assistant): what OpenAI's API refuses in it.
+    ([{"role": "user", "content": "x", "name": "Ann Smith"}], "messages[0].name",
+     'is "Ann Smith"; a message\'s name (its author\'s, such as ann or agent_2) is a string of '
+     "1 to 256 characters without whitespace or any of < | \\ / >, as OpenAI's API takes it"),
+    ([{"role": "system", "content": "x", "name": ""}, {"role": "user", "content": "x"}],
+     "messages[0].name", 'is ""; a message\'s name'),
+    ([{"role": "developer", "content": "x", "name": "ops\n"}, {"role": "user", "content": "x"}],
+     "messages[0].name", 'is "ops\\n"; a message\'s name'),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "name": "a/b"}],
+     "messages[1].name", 'is "a/b"; a message\'s name'),
+    ([{"role": "user", "content": "x", "name": "<|im_start|>"}], "messages[0].name",
+     "a message's name"),
+    ([{"role": "user", "content": "x", "name": "n" * 257}], "messages[0].name",
+     "1 to 256 characters"),
+    ([{"role": "user", "content": "x", "name": 7}], "messages[0].name",
+     "must be a string, not the number 7; a message's name"),
 ])
 def test_a_message_without_what_its_role_needs_is_refused_naming_the_field(
         messages: list[dict[str, object]], path: str, needle: str) -> None:
@@ -147,6 +163,24 @@ def test_a_message_without_what_its_role_needs_is_refused_naming_the_field(
                 check_chat_body(body)
         assert info.value.field == "messages"
         assert str(info.value).startswith(f"{path}: ") and needle in str(info.value)
+
+
+def test_author_names_openai_takes_pass_as_sent() -> None:
+    # Any script, punctuation other than < | \\ / >, up to 256 characters; null is no name;
+    # a tool message's name is no field of OpenAI's and goes upstream unread.
+    messages = [
+        {"role": "system", "content": "x", "name": "ops"},
+        {"role": "developer", "content": "x", "name": "policy.v2"},
+        {"role": "user", "content": "x", "name": "J@ck"},
+        {"role": "assistant", "content": "y", "name": "استاذ"},
+        {"role": "user", "content": "x", "name": "n" * 256},
+        {"role": "user", "content": "x", "name": None},
+        {"role": "assistant", "tool_calls": [_CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42", "name": "any name"},
+        {"role": "user", "content": "and?"}]
+    body = {"model": "auto", "messages": messages}
+    assert check_chat_body(body) == body
+    assert parse_chat_body(json.dumps(body).encode()) == body
 
 
 def test_messages_openai_takes_without_text_pass() -> None:

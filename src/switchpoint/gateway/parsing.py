@@ -255,9 +255,10 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
     none), ``function_call``, ``refusal`` or ``audio`` (what an answer without text is echoed
     back with); a ``tool``
     message needs ``content`` and the ``tool_call_id`` it answers; a ``function`` message (the
-    older tool result) its function's ``name``. An assistant's calls are checked by
-    :func:`_check_calls`. An empty string or an empty list of parts is passed on, as OpenAI
-    takes them."""
+    older tool result) its function's ``name``. A ``name`` on a system, developer, user or
+    assistant message (its author's) is held to OpenAI's rule within a tool name's bounds.
+    An assistant's calls are checked by :func:`_check_calls`. An empty string or an empty
+    list of parts is passed on, as OpenAI takes them."""
     role = message["role"]
     where = f"messages[{i}]"
     if role != "assistant":
@@ -300,6 +301,9 @@ def _check_role_fields(message: Mapping[str, Any], i: int) -> None:
         # (the name of the function whose result it carries, held to a declared tool's bounds;
         # a tool message's name is no field of OpenAI's and goes unread)
         _tool_name(message, where, "messages", "a function message's name is its function's")
+    if role in _AUTHORED and message.get("name") is not None:
+        # (the author's name OpenAI's API takes; the Messages API has none and is not sent it)
+        _name(message, where, "messages", _AUTHOR_NAME_RULE, _NOT_IN_AUTHOR_NAME)
     if role == "assistant":
         _check_calls(message, where)
 
@@ -389,6 +393,14 @@ def _check_calls(message: Mapping[str, Any], where: str) -> None:
 MAX_TOOL_NAME = 256
 _TOOL_NAME_RULE = (f"a tool's name is a string of 1 to {MAX_TOOL_NAME} characters (OpenAI's "
                    "API takes 1 to 64 letters, digits, underscores or hyphens)")
+# The roles whose message may name its author (``name``), and what OpenAI's API refuses in
+# it: whitespace and < | \ / > (a name of any other characters, of any script, it takes),
+# within the bounds of a tool's name.
+_AUTHORED = ("system", "developer", "user", "assistant")
+_NOT_IN_AUTHOR_NAME = re.compile(r"[\s<|\\/>]")
+_AUTHOR_NAME_RULE = (f"a message's name (its author's, such as ann or agent_2) is a string of "
+                     f"1 to {MAX_TOOL_NAME} characters without whitespace or any of < | \\ / "
+                     ">, as OpenAI's API takes it; leave name out to send none")
 # How many declared names an error about a tool_choice lists.
 MAX_NAMES_LISTED = 10
 _FUNCTION_TOOL = ('{"type": "function", "function": {"name": "...", "parameters": {...}}}')
@@ -399,12 +411,20 @@ def _tool_name(function: Mapping[str, Any], where: str, param: str, written: str
     """The ``name`` of ``function`` (at ``where``) when it is a tool name some provider may
     take (1 to :data:`MAX_TOOL_NAME` characters); else :class:`InvalidInputError` for
     ``param`` naming it."""
-    name = function.get("name")
+    return _name(function, where, param, _TOOL_NAME_RULE, None, written)
+
+
+def _name(holder: Mapping[str, Any], where: str, param: str, rule: str,
+          refused: re.Pattern[str] | None, written: str | None = None) -> str:
+    """The ``name`` of ``holder`` (at ``where``) when it is a string of 1 to
+    :data:`MAX_TOOL_NAME` characters none of which ``refused`` matches; else
+    :class:`InvalidInputError` for ``param`` naming it and saying the ``rule`` (and how the
+    object is ``written``, when the name is missing or not a string)."""
+    name = holder.get("name")
     if not isinstance(name, str):
-        raise invalid_at(param, f"{where}.name", f"{_absent(function, 'name')}; {written}")
-    if not 1 <= len(name) <= MAX_TOOL_NAME:
-        raise invalid_at(param, f"{where}.name",
-                         f"is {cut(json.dumps(name), 80)}; {_TOOL_NAME_RULE}")
+        raise invalid_at(param, f"{where}.name", f"{_absent(holder, 'name')}; {written or rule}")
+    if not 1 <= len(name) <= MAX_TOOL_NAME or (refused is not None and refused.search(name)):
+        raise invalid_at(param, f"{where}.name", f"is {cut(json.dumps(name), 80)}; {rule}")
     return name
 
 
