@@ -8,6 +8,7 @@ turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` 
 
 from __future__ import annotations
 
+import difflib
 import math
 import unicodedata
 from collections.abc import Sequence
@@ -94,7 +95,10 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
             f", got {had}" if isinstance(had, int) else "")
     if kind == "extra_forbidden":
         listed = f"; known keys here: {', '.join(known)}" if known else ""
-        return f"is not a known key (check its spelling){listed}"
+        loc = err.get("loc") or ("",)
+        close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
+        meant = f": did you mean {close[0]}?" if close else ""
+        return f"is not a known key (check its spelling{meant}){listed}"
     if kind in _BOUNDS:
         op, name = _BOUNDS[kind]
         bound = ctx.get(name)

@@ -35,7 +35,8 @@
 Precedence, lowest first: defaults, the file, environment variables, command-line flags.
 An environment variable is ``SWITCHPOINT_`` plus the key in upper case, ``__`` between nested
 keys (``SWITCHPOINT_COST_WEIGHT=0.2``, ``SWITCHPOINT_CACHE__SIZE=0``); its value is read as YAML,
-so numbers, booleans and lists work. Relative paths in the file are relative to the file.
+so numbers, booleans and lists work. A ``__`` path naming no key is refused as an unknown key of
+the file is. Relative paths in the file are relative to the file.
 
 Every error names the key path and the reason, e.g. ``models[0].input_per_mtok: must be >= 0,
 got -1``, and is raised as :class:`ConfigError`.
@@ -51,7 +52,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -599,6 +600,8 @@ def load_settings(
             top, sub = key.split(".", 1)
             section = data.get(top)
             data[top] = {**(section if isinstance(section, dict) else {}), sub: value}
+            if top not in Settings.model_fields:  # (refused as the unknown key it is)
+                origin[top] = f"from {var}"
         else:
             data[key] = value
         origin[key] = f"from {var}"
@@ -710,24 +713,36 @@ def _resolve(file: Path, value: str) -> Path:
     return p if p.is_absolute() else file.resolve().parent / p
 
 
-def _env_values(env: Mapping[str, str]) -> list[tuple[str, Any, str]]:
-    """(key path, parsed value, variable) for every ``SWITCHPOINT_*`` variable naming a key.
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The model of a config section (``cache``, ``gateway``, an optional ``sla``...), whose
+    keys a ``__`` variable reaches; None for a key that holds a value."""
+    for kind in (annotation, *get_args(annotation)):
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+    return None
 
-    Other ``SWITCHPOINT_*`` variables (the benchmarks' own, say) are left alone.
+
+def _env_values(env: Mapping[str, str]) -> list[tuple[str, Any, str]]:
+    """(key path, parsed value, variable) for every ``SWITCHPOINT_*`` variable naming a key,
+    and for every ``SWITCHPOINT_SECTION__KEY`` variable (a path, by its ``__``), which
+    validation then refuses as it refuses a key of the file it does not know.
+
+    Other ``SWITCHPOINT_*`` variables, without ``__`` (``SWITCHPOINT_CONFIG``, the cache
+    folder's, the benchmarks' own), are left alone: they are not config paths.
     """
     out: list[tuple[str, Any, str]] = []
-    nested = {name: field.annotation for name, field in Settings.model_fields.items()
-              if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
     for var, raw in sorted(env.items()):
         if not var.startswith(ENV_PREFIX):
             continue
-        top, _, sub = var[len(ENV_PREFIX):].lower().partition("__")
-        if top not in Settings.model_fields:
+        top, path, sub = var[len(ENV_PREFIX):].lower().partition("__")
+        field = Settings.model_fields.get(top)
+        if field is None and not path:
             continue
-        if sub:
-            model = nested.get(top)
-            if model is None or sub not in model.model_fields:
-                continue
+        if path:
+            if field is not None and _section(field.annotation) is None:
+                raise ConfigError(top, f"holds a value, not keys, so {var} names no config key; "
+                                       f"set it whole in {ENV_PREFIX}{top.upper()} (read as "
+                                       "YAML)")
             key = f"{top}.{sub}"
         else:
             key = top

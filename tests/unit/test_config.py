@@ -68,7 +68,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         "SWITCHPOINT_COST_WEIGHT": "0.9", "SWITCHPOINT_CACHE__SIZE": "0",
         "SWITCHPOINT_POLICY": "knn", "SWITCHPOINT_DATA_DIR": "/tmp/sp-state",
         "SWITCHPOINT_STORE__SYNCHRONOUS": "normal",
-        "SWITCHPOINT_DATA": "not a config key", "SWITCHPOINT_CACHE__NOPE": "ignored"})
+        "SWITCHPOINT_DATA": "not a config key", "SWITCHPOINT_CACHE_DIR": "/tmp/sp-cache"})
     assert s.cost_weight == 0.9 and s.policy == "knn"
     assert s.cache.size == 0 and s.cache.ttl_seconds == 9  # the rest of the section stays
     assert s.data_dir == "/tmp/sp-state" and s.store.synchronous == "normal"
@@ -273,6 +273,40 @@ def test_a_reload_refuses_an_unbounded_value_too(tmp_path: Path) -> None:
 def test_env_errors_say_which_variable(tmp_path: Path) -> None:
     message = error_of(tmp_path, "", {"SWITCHPOINT_CACHE__SIZE": "lots"})
     assert message == "cache.size: must be an integer, got 'lots' (from SWITCHPOINT_CACHE__SIZE)"
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"SWITCHPOINT_GATEWAY__NOPE": "1"}, "gateway.nope: is not a known key (check its "
+                                         "spelling); known keys here: connect_timeout_s, "),
+    ({"SWITCHPOINT_GATEWAY__FIRST_TOKEN_TIMOUT_S": "5"}, "gateway.first_token_timout_s: is not "
+     "a known key (check its spelling: did you mean first_token_timeout_s?); known keys here: "),
+    ({"SWITCHPOINT_CACHE__SIZ": "3"}, "cache.siz: is not a known key (check its spelling: did "
+     "you mean size?); known keys here: size, ttl_seconds (from SWITCHPOINT_CACHE__SIZ)"),
+    ({"SWITCHPOINT_SLA__MAX_LATENCY": "900"}, "sla.max_latency: is not a known key (check its "
+     "spelling: did you mean max_latency_ms?)"),
+    ({"SWITCHPOINT_GATEWAI__HEALTH_WINDOW": "9"}, "gatewai: is not a known key (check its "
+     "spelling: did you mean gateway?)"),
+    ({"SWITCHPOINT_COST_WEIGHT__X": "1"}, "cost_weight: holds a value, not keys, so "
+     "SWITCHPOINT_COST_WEIGHT__X names no config key; set it whole in SWITCHPOINT_COST_WEIGHT"),
+])
+def test_a_variable_whose_path_names_no_config_key_is_refused_naming_it(
+        tmp_path: Path, env: dict[str, str], expected: str) -> None:
+    """A ``__`` path, as a typo in the file is: not silently ignored."""
+    message = error_of(tmp_path, "cache: {size: 5}\n", env)
+    assert message.startswith(expected), message
+    assert next(iter(env)) in message
+
+
+def test_variables_that_are_no_config_path_are_left_alone_and_a_section_key_is_read() -> None:
+    # (the project's own variables, read elsewhere: the config file, the cache folder, ...)
+    own = {name: "x" for name in ("SWITCHPOINT_CONFIG", "SWITCHPOINT_DATA",
+                                  "SWITCHPOINT_CACHE_DIR", "SWITCHPOINT_ADMIN_TOKEN",
+                                  "SWITCHPOINT_API_KEY", "SWITCHPOINT_TEST_PORTS",
+                                  "SWITCHPOINT_BENCH_PORTS", "SWITCHPOINT_BENCH_CACHE")}
+    settings = load_settings(None, environ={**own, "SWITCHPOINT_SLA__MAX_LATENCY_MS": "900"})
+    assert settings.sla is not None and settings.sla.max_latency_ms == 900
+    alone = load_settings(None, environ={"SWITCHPOINT_SLA__MAX_LATENCY_MS": "900"})
+    assert settings.model_dump() == alone.model_dump()
 
 
 def test_admin_token_is_read_from_the_named_variable() -> None:
