@@ -258,6 +258,24 @@ def test_available_models_are_bounded_and_unknown_ones_named_once(server: Thread
     assert post(server, {"prompt": "hi", "available_models": [known] * 64}).status_code == 200
 
 
+def test_the_chat_routes_overriding_headers_are_refused_naming_the_body_field(
+        server: ThreadServer) -> None:
+    # The λ or the models a header asked for were ignored: the decision was another than the
+    # caller meant. The body fields are this route's one way to give them.
+    known = post(server, {"prompt": "hi"}).json()["selected_model"]
+    before = httpx.get(server.base + "/v1/router/stats", timeout=30).json()["total"]
+    for header, field, value in (("x-switchpoint-cost-weight", "cost_weight", "0"),
+                                 ("x-switchpoint-models", "available_models", known)):
+        r = httpx.post(server.base + "/v1/route", headers={**JSON, header: value}, timeout=30,
+                       content=json.dumps({"prompt": unique("a header's override")}).encode())
+        message = assert_invalid(r, header)
+        assert f'send "{field}" in the JSON body instead' in message, message
+    assert httpx.get(server.base + "/v1/router/stats", timeout=30).json()["total"] == before
+    r = post(server, {"prompt": unique("the body's override"), "cost_weight": 0,
+                      "available_models": [known]})
+    assert r.status_code == 200 and r.json()["selected_model"] == known
+
+
 def test_empty_available_models(server: ThreadServer) -> None:
     assert_invalid(post(server, {"prompt": "hi", "available_models": []}), "available_models")
 

@@ -12,14 +12,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from switchpoint.decision import GOVERNANCE_FIELDS, LEARNING_FIELDS, ROUTE_FIELDS
+from switchpoint.errors import InvalidInputError
 from switchpoint.governance.governor import Governor
 from switchpoint.server.auth import CLIENT
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
+from switchpoint.server.routes.chat import COST_WEIGHT_HEADER, MODELS_HEADER
 from switchpoint.server.schemas import ERROR_RESPONSES, RouteRequest, RouteResponse
 
 router = APIRouter(tags=["routing"], route_class=QueryCheckedRoute)
+# The chat door's headers whose value this route takes as a body field: refused, naming the
+# field, not ignored (a decision made with another λ or other models than the caller meant).
+_IN_THE_BODY = {COST_WEIGHT_HEADER: "cost_weight", MODELS_HEADER: "available_models"}
 _REQUEST_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": RouteRequest.model_json_schema()}}}}
 
@@ -36,9 +41,17 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
                 "governance configured the answer adds the SLA, escalation and budget "
                 "fields; with a tenant memory, an experiment or exploration configured, "
                 "source, memory_fallback, experiment and arm. POST /v1/feedback with its "
-                "decision_id teaches the router.",
+                "decision_id teaches the router. λ and the candidates are given in the body "
+                "(cost_weight, available_models): the chat route's x-switchpoint-cost-weight "
+                "and x-switchpoint-models headers are a 400 here.",
 )
 async def route(request: Request, principal: CLIENT) -> JSONResponse:
+    for header, field in _IN_THE_BODY.items():
+        if header in request.headers:
+            raise InvalidInputError(header, f"is read by POST /v1/chat/completions (for "
+                                            f"clients that cannot add body fields); POST "
+                                            f"/v1/route takes it in its body: send "
+                                            f'"{field}" in the JSON body instead')
     body = parse_body(RouteRequest, await request.body())  # JSON whatever its Content-Type
     decision = await get_service(request).gateway.aroute(
         body.prompt, body.available_models, body.cost_weight, embedding=body.embedding,
