@@ -210,9 +210,9 @@ def test_feedback_written_by_another_process_is_taken_up_before_a_checkpoint(
                 "events"] == 4
         assert held() == 4
         learned_here = service.learning_status()["tenants"]["default"]["learned_router"]
-        assert learned_here["events"] == 3  # the last offline row waits for its next feedback
+        assert learned_here["events"] == 4  # the status took the last offline row up first
     finally:
-        service.close()  # takes it up, then checkpoints
+        service.close()
     assert held() == 4
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         restarted.start()
@@ -224,6 +224,93 @@ def test_feedback_written_by_another_process_is_taken_up_before_a_checkpoint(
         whole.start()
         assert whole.learning_status()["replayed"] == 4
         assert probe(whole) == learned
+
+
+def _learned(gateway: Gateway) -> tuple[dict[str, float], dict[str, Any]]:
+    """What the deployment's own learned router holds: every model's expected error for a
+    probe, and its status (counts, and the quality the log holds for each model)."""
+    tenant = gateway.learning_status()["tenants"]["default"]
+    errors = gateway.route(math_prompt(999), cost_weight=0).expected_errors
+    return errors, {"learned_router": tenant["learned_router"], "feedback": tenant["feedback"]}
+
+
+def test_an_offline_outcome_logged_just_before_the_services_own_is_learned_first(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offline ``switchpoint feedback`` (another Gateway) commits an outcome for a decision
+    at the last moment before the service appends its own for the same decision: the log
+    holds the offline one first, and the live service learns them in that order, as a replay
+    after a restart does (its own, the later, replaces the offline one and says so), so the
+    service serves the same lesson live as after a restart."""
+    settings = settings_for(fake, tmp_path)
+    service = Gateway(settings, loader=loader, env=KEYS)
+    service.start()
+    try:
+        decisions = [service.route(math_prompt(i)).decision_id for i in range(2)]
+        service.report_outcome(decisions[0], 0.5)
+        store = service.learning.store
+        assert store is not None
+        real = store.append
+        offline_rows: list[str] = []
+
+        def offline_first(record: Any) -> Any:
+            """The offline outcome commits between the service's read of the log and its
+            own append."""
+            event = getattr(record, "event", None)
+            if event is not None and event.decision_id == decisions[1] and not offline_rows:
+                with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
+                    offline.start()
+                    done = offline.report_outcome(decisions[1], 0.0)
+                    offline_rows.append(done.outcome.event.event_id)
+            return real(record)
+
+        monkeypatch.setattr(store, "append", offline_first)
+        answer = service.report_outcome(decisions[1], 1.0).outcome
+        monkeypatch.setattr(store, "append", real)
+        assert offline_rows  # (the offline outcome went in first)
+        assert (answer.replaced, answer.previous_quality) == (True, 0.0)
+        live = _learned(service)
+        assert live[1]["learned_router"] == {"events": 3, "outcomes": 2}
+    finally:
+        service.close()
+    (Path(settings.data_dir) / CHECKPOINT_FILENAME).unlink()  # the log alone, replayed
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert restarted.learning_status()["replayed"] == 3
+        assert _learned(restarted) == live
+
+
+def test_the_status_takes_up_what_another_process_logged_a_bounded_share_at_a_time(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outcomes an offline ``switchpoint feedback`` (another Gateway) logged are in the
+    service's status at once, with no feedback given to the service since; a backlog is taken
+    up a bounded number of rows per status, the rest by the next."""
+    monkeypatch.setattr(gateway_learning, "STATUS_TAKE_UP_ROWS", 2)
+    from switchpoint.gateway import engine
+
+    monkeypatch.setattr(engine, "STATUS_TAKE_UP_ROWS", 2)
+    settings = settings_for(fake, tmp_path)
+
+    def events(gateway: Gateway) -> int:
+        return int(gateway.learning_status()["tenants"]["default"]["learned_router"][
+            "events"])
+
+    with Gateway(settings, loader=loader, env=KEYS) as service:
+        service.start()
+        decisions = [service.route(math_prompt(i)).decision_id for i in range(4)]
+        service.report_outcome(decisions[0], 0.0)
+        assert events(service) == 1
+        with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
+            offline.start()
+            for decision in decisions[1:]:
+                offline.report_outcome(decision, 1.0)
+        assert events(service) == 3  # two of the three rows: the bound
+        assert events(service) == 4  # the last one at the next status
+        assert events(service) == 4
+        live = _learned(service)
+    (Path(settings.data_dir) / CHECKPOINT_FILENAME).unlink()
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert _learned(restarted) == live
 
 
 def test_the_services_retention_prunes_no_offline_row_it_has_not_taken_up(
@@ -376,9 +463,9 @@ def test_an_outcome_the_log_refused_is_not_learned_and_one_it_gave_up_on_is_take
             gateway.report_outcome(ids[2], 0.0)
         monkeypatch.setattr(store, "append", real)
         patience(DEFAULT_WAIT)
-        time.sleep(0.6)  # it is in the log after all, not learned yet
-        assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 2
-        gateway.report_outcome(ids[3], 0.0)  # taken up first, as a replay would
+        time.sleep(0.6)  # it is in the log after all: the status takes it up, as a replay would
+        assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 3
+        gateway.report_outcome(ids[3], 0.0)
         assert gateway.learning_status()["tenants"]["default"]["learned_router"]["events"] == 4
         assert gateway.learning.checkpoint() == path
     with Gateway(settings, loader=loader, env=KEYS) as gateway:

@@ -87,7 +87,7 @@ from switchpoint.gateway.failover import (
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import HealthConfig, HealthTracker
-from switchpoint.gateway.learning import FeedbackResult, GatewayLearning
+from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
@@ -1343,6 +1343,9 @@ class Gateway:
                     raise InvalidInputError("tenants", f"must be tenant names (strings), got "
                                                        f"{type(name).__name__}")
                 reports.check_tenant(name)
+        # What another process (an offline `switchpoint feedback`) logged, taken up first;
+        # a large backlog a little at a time, so a status never waits long on it.
+        self.learning.take_up(most=STATUS_TAKE_UP_ROWS)
         live = self.state.live()
         learning = live.learning
         router = live.router

@@ -9,7 +9,7 @@ import contextvars
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures import wait as wait_futures
@@ -51,6 +51,9 @@ class Note:
     key_id: str | None = None
     comment: str | None = None
     commits: list[Future[None]] = field(default_factory=list)
+    #: Called with the event once the log keeps it, before it is learned (the service takes
+    #: up there the rows other processes logged before it, so it learns in the log's order).
+    kept: Callable[[FeedbackEvent], None] | None = None
 
 
 NOTE: contextvars.ContextVar[Note | None] = contextvars.ContextVar("switchpoint_feedback_note",
@@ -246,6 +249,8 @@ class RouterLog:
                                  key_id=note.key_id, comment=note.comment)
         note.commits.append(future)
         self.log.keep(future)
+        if note.kept is not None:
+            note.kept(event)
 
     def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]:
         return (row.event for row in self.log.replay(tenant) if row.kind != "model")

@@ -19,12 +19,15 @@ experiments and exploration.
   table (append-only); every snapshot replays it before it goes live, under
   :attr:`RouterState.guard`, and feedback is applied under the same guard, so a lesson reaches the
   snapshot that serves next whatever the timing. Rows another process appends to the log (an
-  offline ``switchpoint feedback`` on the same ``data_dir``) are taken up, in log order, before
-  the next feedback is learned, before a checkpoint and before the service's retention prunes
-  the log (by a checkpoint that process may have written), so a repeat given here replaces one
-  given there, and no such row is pruned unlearned. What learning needs from each recent decision is
-  kept in the ``pending`` table (the last ``learning.memory_size`` of them), so a decision made
-  before a restart or a reload still accepts feedback. See :mod:`switchpoint.store.learning`.
+  offline ``switchpoint feedback`` on the same ``data_dir``) are taken up, in log order: those
+  before a feedback's own row once the log keeps it, before that feedback is learned (so the
+  live state learns the rows in the log's order, as a replay after a restart does), and all of
+  them before a checkpoint, before a status reports what was learned, and before the
+  service's retention prunes the log (never past what the service learned), so a repeat given
+  here replaces one given there, and no such row is pruned unlearned. What learning needs from
+  each recent decision is kept in the ``pending`` table (the last ``learning.memory_size`` of
+  them), so a decision made before a restart or a reload still accepts feedback. See
+  :mod:`switchpoint.store.learning`.
 - **Checkpoints.** What the live snapshot has learned is saved beside the store
   (``learning.checkpoint``; see :mod:`switchpoint.learning.checkpoint`) every
   :data:`CHECKPOINT_EVERY` events, after a replay of :data:`CHECKPOINT_AFTER_REPLAY` or more,
@@ -128,6 +131,10 @@ PRUNE_EVERY = 256
 CHECKPOINT_EVERY = 5000
 #: Events replayed at a start or reload past which the state is checkpointed at once.
 CHECKPOINT_AFTER_REPLAY = 1000
+#: Feedback rows another process logged that a status takes up before it reports, at most
+#: (the rest at the next status, or before the next feedback is learned): a large backlog
+#: must not keep a status, nor the feedback waiting on the state's guard behind it, long.
+STATUS_TAKE_UP_ROWS = 2000
 NO_ANSWER = ("this request got no answer from any model, so there is no answer to score; "
              "name the model the feedback is about")
 
@@ -679,15 +686,20 @@ class GatewayLearning:
                 return None
             return self._learned_through(learning)
 
-    def take_up(self) -> None:
-        """Learn now the rows another process wrote to the log (see :meth:`_take_up`): before
-        the service's retention prunes the log by a checkpoint that process may have written,
-        which holds rows this one has not learned yet (once gone, no take-up finds them)."""
+    def take_up(self, most: int | None = None) -> int | None:
+        """Learn now the rows another process wrote to the log (see :meth:`_take_up`), at most
+        ``most`` of them (the rest at the next take-up); returns the log position the live
+        snapshot has learned every row up to (None: no store, or nothing learns). Before the
+        service's retention prunes the log, which it prunes no further (a checkpoint another
+        process wrote may hold rows this one has not learned yet: once gone, no take-up finds
+        them), and before a status reports what was learned."""
         with self.state.guard:
             live = self.state.peek()
             learning: LiveLearning | None = None if live is None else live.learning
-            if learning is not None:
-                self._take_up(learning)
+            if learning is None or self.reader is None:
+                return None
+            self._take_up(learning, most=most)
+            return learning.covered
 
     def _cover(self, learning: LiveLearning, seq: int) -> None:
         """``learning`` holds every row of the log up to position ``seq`` (read after a
@@ -696,19 +708,28 @@ class GatewayLearning:
         learning.covered = seq
         self.log.forget_own()
 
-    def _take_up(self, learning: LiveLearning) -> None:
+    def _take_up(self, learning: LiveLearning, *, own: str | None = None,
+                 most: int | None = None) -> None:
         """Learn, in log order, the rows after the position ``learning`` covers that another
         process wrote (an offline ``switchpoint feedback`` on this data_dir), or that the
         store kept after this one stopped waiting for them, as a replay would: a repeat of a
         decision's outcome given here then replaces the one given there, and says so, rather
-        than being learned beside it. Called under the state's guard, before feedback is
-        learned (and before the learning's log position is read)."""
+        than being learned beside it. ``own``: the event of this process's row the log has
+        just kept, which the caller learns next: only the rows before it are taken up, so
+        whichever process wrote a row, the live state learns the rows in the log's order, as a
+        replay after a restart does. ``most``: read at most that many rows (a status, which
+        must not wait on a large backlog: the rest are taken up next time). Called under the
+        state's guard, before feedback is learned (and before the learning's log position is
+        read)."""
         if self.reader is None:
             return
         self.log.flush()
-        last, taken = learning.covered, 0
+        stop = None if own is None else self.reader.seq_of(own)
+        last, taken, read = learning.covered, 0, 0
         for row in self.reader.feedback(after=learning.covered):
-            last = row.seq
+            if (stop is not None and row.seq >= stop) or (most is not None and read >= most):
+                break
+            last, read = row.seq, read + 1
             if row.kind == "model" or self.log.own(row.event.event_id):
                 continue  # a quality observation teaches no router; this process's is learned
             learning.learn(row.event, row.weights_id, seq=row.seq)
@@ -717,7 +738,15 @@ class GatewayLearning:
             log.info("took up %d feedback event(s) another process (such as an offline "
                      "`switchpoint feedback`) wrote to the log after position %d",
                      taken, learning.covered)
-        self._cover(learning, last)
+        if most is not None and read >= most and stop is None:
+            learning.covered = last  # more may follow: this process's rows past it stay known
+        else:
+            self._cover(learning, last if stop is None else stop)
+
+    def _taking_up(self, learning: LiveLearning) -> Callable[[FeedbackEvent], None]:
+        """What a report calls once the log kept its event, before it learns it: the rows
+        another process logged before that event are taken up first (see :meth:`_take_up`)."""
+        return lambda event: self._take_up(learning, own=event.event_id)
 
     def _learned_through(self, learning: LiveLearning) -> tuple[int, str] | None:
         """The newest row of the feedback log, with its event id, once ``learning`` has
@@ -946,7 +975,7 @@ class GatewayLearning:
                 learning: LiveLearning | None = live.learning
                 router = live.router
                 if learning is not None:
-                    self._take_up(learning)  # what another process logged comes first
+                    note.kept = self._taking_up(learning)
                 measured = check_cost(cost)
                 cost_from = None if measured is None else "feedback"
                 if model is not None and model not in router.models:
@@ -1227,7 +1256,6 @@ class GatewayLearning:
         with self.state.guard:
             learning: LiveLearning | None = self.state.live().learning
             assert learning is not None
-            self._take_up(learning)  # what another process logged comes first
             router = learning.router
             for model, (key, _) in chosen.items():
                 self.log.check_repeats(f"{compare.compare_id}:{model}", tenant,
@@ -1247,6 +1275,7 @@ class GatewayLearning:
                 kept = [str(o["label"]) for o in out]
                 self.log.keep(commit, f"the score of {label_of[model]}" + (
                     f" (after {', '.join(kept)}, kept and learned)" if kept else ""))
+                self._take_up(learning, own=event.event_id)  # what the log holds before it
                 applied = learning.learn(event, compare.weights_id)
                 out.append({"label": label_of[model], "model": model, "quality": quality,
                             "replaced": applied.previous is not None,
