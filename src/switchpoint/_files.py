@@ -217,7 +217,8 @@ def lock_holder(fd: int) -> str:
 #: The file in data_dir whose advisory lock (``flock``) the process serving from it holds for
 #: as long as it serves (see :mod:`switchpoint.gateway.owner`). With no service running, a
 #: store holds it for a moment too, while it writes what the spill file beside the database
-#: keeps (see :func:`brief_lock`).
+#: keeps, and so does ``switchpoint prune`` while it prunes the feedback log (see
+#: :func:`brief_lock`).
 SERVE_LOCK = "serve.lock"
 #: What a brief holder writes after its pid in :data:`SERVE_LOCK` (then how far it has got,
 #: see :func:`brief_lock`): a service starting then waits for it (see :data:`BRIEF_HOLD_S`)
@@ -319,15 +320,31 @@ def take_lock(fd: int) -> bool:
     return taken
 
 
+def serving(data_dir: Path) -> bool:
+    """Whether a process serves from ``data_dir`` now: it holds :data:`SERVE_LOCK`, and not
+    for a moment only (see :func:`held_briefly`). Makes no lock file (without one, none
+    serves); where there is one, its lock is taken for an instant to find out, no mark
+    written (a service starting meanwhile waits for it, see :data:`MARK_WAIT_S`). ``OSError``
+    when the file cannot be opened or locked."""
+    try:
+        fd = os.open(data_dir / SERVE_LOCK, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return False
+    try:
+        return not try_lock(fd) and not held_briefly(fd)  # (closing lets go of it)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def brief_lock(data_dir: Path) -> Iterator[Progress | None]:
     """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, taken once free (see
-    :func:`take_lock`: another brief holder, such as a command beside this one writing the
-    spill file, is waited for): yields, when it is held, what to call as the work moves on
-    (it marks the file, at most every :data:`BRIEF_TICK_S`, so that who waits goes on
-    waiting), and None when it is not (a process serves from ``data_dir``). A service
-    starting meanwhile waits for it (see :data:`BRIEF_MARK`). ``OSError`` when the lock file
-    cannot be made or locked, or another brief holder did not let go in time (saying so)."""
+    :func:`take_lock`: another brief holder, such as a command beside this one writing the spill
+    file or pruning the feedback log, is waited for): yields, when it is held, what to call as the
+    work moves on (it marks the file, at most every :data:`BRIEF_TICK_S`, so that who waits goes on
+    waiting), and None when it is not (a process serves from ``data_dir``). A service starting
+    meanwhile waits for it (see :data:`BRIEF_MARK`). ``OSError`` when the lock file cannot be made
+    or locked, or another brief holder did not let go in time (saying so)."""
     fd = open_lock(data_dir / SERVE_LOCK)
     try:
         if not take_lock(fd):

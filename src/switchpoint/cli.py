@@ -583,6 +583,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(f"{verb} {counts} older than {days:g} days from {settings.db_path}; "
           f"{report.bytes_before} -> {report.bytes_after} bytes"
           + ("" if report.dry_run else f" (vacuum: {report.vacuum})"), file=sys.stderr)
+    if report.feedback_kept is not None:
+        print(f"no feedback row {'would go' if report.dry_run else 'went'}: "
+              f"{report.feedback_kept}", file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict()))
     return 0

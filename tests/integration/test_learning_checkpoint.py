@@ -22,7 +22,11 @@ from switchpoint.errors import StorageUnavailableError, StoreError
 from switchpoint.gateway import Gateway, feedback_log
 from switchpoint.gateway import learning as gateway_learning
 from switchpoint.gateway.live import learning_settings
-from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, read_checkpoint
+from switchpoint.learning.checkpoint import (
+    CHECKPOINT_FILENAME,
+    checkpoint_position,
+    read_checkpoint,
+)
 from switchpoint.learning.export import export_weights
 from switchpoint.router import Router
 from switchpoint.weights import load_weights
@@ -313,6 +317,25 @@ def test_the_status_takes_up_what_another_process_logged_a_bounded_share_at_a_ti
         assert _learned(restarted) == live
 
 
+def _beside_offline_outcomes(settings: Settings, decided: int) -> tuple[Gateway, list[str]]:
+    """A service started that made ``decided`` decisions and learned an outcome for the first;
+    an offline ``switchpoint feedback`` (another Gateway) then logged outcomes for the next
+    two and, at its stop, a checkpoint holding all three rows. Close the service."""
+    service = Gateway(settings, loader=loader, env=KEYS)
+    service.start()
+    try:
+        decisions = [service.route(math_prompt(i)).decision_id for i in range(decided)]
+        service.report_outcome(decisions[0], 0.0)
+        with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
+            offline.start()
+            offline.report_outcome(decisions[1], 0.0)
+            offline.report_outcome(decisions[2], 1.0)
+    except BaseException:
+        service.close()
+        raise
+    return service, decisions
+
+
 def test_the_services_retention_prunes_no_offline_row_it_has_not_taken_up(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     """An offline ``switchpoint feedback`` writes two rows and a checkpoint that holds them;
@@ -326,15 +349,8 @@ def test_the_services_retention_prunes_no_offline_row_it_has_not_taken_up(
         return int(gateway.learning_status()["tenants"]["default"]["learned_router"][
             "events"])
 
-    service = Gateway(settings, loader=loader, env=KEYS)
-    service.start()
+    service, decisions = _beside_offline_outcomes(settings, 4)
     try:
-        decisions = [service.route(math_prompt(i)).decision_id for i in range(4)]
-        service.report_outcome(decisions[0], 0.0)
-        with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
-            offline.start()
-            offline.report_outcome(decisions[1], 0.0)
-            offline.report_outcome(decisions[2], 1.0)
         assert read_checkpoint(path, service.learning.checkpoint_key()).seq == 3
         time.sleep(0.05)
         service._housekeeping(False, 1e-9)  # its hourly retention, every row older than it
@@ -345,6 +361,41 @@ def test_the_services_retention_prunes_no_offline_row_it_has_not_taken_up(
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         restarted.start()
         assert events(restarted) == 4
+
+
+def test_the_services_retention_prunes_no_row_past_the_position_it_learned_through(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The service's retention passes the log position it has learned every row up to: a
+    checkpoint another process wrote since (holding rows the service has not taken up yet)
+    lets no row past that position go, however old."""
+    from switchpoint.store.retention import prune
+
+    settings = settings_for(fake, tmp_path)
+    data = Path(settings.data_dir)
+    service, _ = _beside_offline_outcomes(settings, 3)
+    try:
+        key = service.learning.checkpoint_key()
+        assert read_checkpoint(data / CHECKPOINT_FILENAME, key).seq == 3
+        store = service.learning.store
+        assert store is not None
+        time.sleep(0.05)
+
+        def pruned(through: int) -> int:
+            return prune(store.path, time.time(), upgrade=False, gone=store.gone,
+                         checkpoint_key=key, learned_through=through).deleted["feedback"]
+
+        assert pruned(1) == 0  # the service's own row stays: a checkpoint may end at it
+        assert [s for s, _ in _feedback_rows(data)] == [1, 2, 3]
+        assert pruned(2) == 1
+        assert [s for s, _ in _feedback_rows(data)] == [2, 3]
+        live = _learned(service)
+        assert live[1]["learned_router"]["events"] == 3
+    finally:
+        service.close()
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert _learned(restarted) == live
+
 
 @pytest.mark.parametrize("extra", ["", "learning: {memory: {}}\n"], ids=["router", "memory"])
 def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
@@ -570,6 +621,63 @@ def test_retention_prunes_the_feedback_the_checkpoint_holds_and_nothing_learned_
         _, err = server.terminate()
         assert f"pruned by retention before log position {len(TOPICS)}" in err, err
         assert f"restore {CHECKPOINT_FILENAME} from the backup" in err
+
+
+def test_switchpoint_prune_beside_a_running_service_leaves_its_feedback_log_alone(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """An offline ``switchpoint feedback`` beside ``switchpoint serve`` logs two outcomes and
+    writes a checkpoint holding them, which the service has not taken up yet; a
+    ``switchpoint prune`` then (every row older than its cutoff) would delete them by that
+    checkpoint, and the service's next checkpoint would write over it without them. With the
+    service serving, the prune leaves the feedback log alone and says why (it prunes the rest):
+    the service learns both outcomes, and so does its next start."""
+    import json
+    import subprocess
+    import sys
+
+    from switchpoint.cli import main
+
+    data = tmp_path / "data"
+    config = _config(tmp_path, gw_fake, data, k=5)
+    with serve(config, data) as server:
+        decisions = [_route(server, topic)["decision_id"] for topic in TOPICS[:3]]
+        scored(server, decisions[0], 0.0)
+        for decision, score in zip(decisions[1:], ("1", "0.3"), strict=True):
+            assert main(["feedback", decision, "--score", score, "--config", str(config)]) == 0
+        capsys.readouterr()
+        held = checkpoint_position(data / CHECKPOINT_FILENAME, None)
+        assert held is not None and held[0] == 3  # the offline command's: all three rows
+        time.sleep(1.2)  # every row is older than a retention of 1e-5 days (0.86 s)
+        cli = str(Path(sys.executable).with_name("switchpoint"))
+        done = subprocess.run([cli, "prune", "--config", str(config), "--older-than",
+                               "0.00001", "--json"], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        assert report["deleted"]["feedback"] == 0 and report["deleted"]["decisions"] == 3
+        assert "a service is serving from this data_dir" in report["feedback_kept"]
+        assert "no feedback row went: a service is serving" in done.stderr
+        assert "stop the service first" in done.stderr
+        assert [s for s, _ in _feedback_rows(data)] == [1, 2, 3]
+        learned = _status(server)["tenants"]["default"]["learned_router"]
+        assert learned == {"events": 3, "outcomes": 3}
+        lesson = _lesson(server)
+        code, err = server.terminate()
+        assert code == 0, err
+    (data / CHECKPOINT_FILENAME).unlink()  # the log alone, replayed
+    with serve(config, data) as server:
+        status = _status(server)
+        assert (status["replayed"], status["tenants"]["default"]["learned_router"]) == (
+            3, learned)
+        assert _lesson(server) == lesson
+        code, err = server.terminate()
+        assert code == 0, err
+    # With no service serving, the prune takes the feedback the checkpoint holds.
+    time.sleep(1.2)
+    assert main(["prune", "--config", str(config), "--older-than", "0.00001", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["deleted"]["feedback"], report["feedback_kept"]) == (2, None)
 
 
 def test_without_a_checkpoint_of_its_log_retention_prunes_no_feedback(

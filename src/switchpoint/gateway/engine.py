@@ -1516,13 +1516,15 @@ class Gateway:
                 if dropped:
                     log.debug("purged %d expired session pins", dropped)
             if retention_days is not None and self.store is not None:
-                # What another process logged first: the checkpoint the prune goes by may be
-                # its own, holding rows this service has not learned yet.
-                self.learning.take_up()
+                # What another process logged first, and no feedback row pruned past what
+                # this service learned: the checkpoint the prune goes by may be that
+                # process's, holding rows this one has not learned yet (logged meanwhile too).
+                through = self.learning.take_up()
                 report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
                                max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
                                gone=self.store.gone,
-                               checkpoint_key=self.learning.checkpoint_key())
+                               checkpoint_key=self.learning.checkpoint_key(),
+                               learned_through=0 if through is None else through)
                 if any(report.deleted.values()):
                     log.info("pruned log entries older than %g days: %s", retention_days,
                              report.deleted)

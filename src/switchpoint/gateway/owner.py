@@ -7,14 +7,15 @@ calls models through ``data_dir``, rebuilt from it at its start. Two such proces
 or a ``switchpoint label`` run beside it) would each keep their own, and let every caller spend
 each budget once per process. So whichever comes second is refused at once, naming the process
 that holds the lock (a store holding it for a moment with no service running, to write what the
-spill file beside the database keeps, is waited for instead, as long as it shows progress: see
-:func:`~switchpoint._files.brief_lock`). The lock is per opening: two gateways in one process
-exclude each other too. The operating system releases it when its process exits, however it
-exits, so a crashed service never blocks its restart. What only reads or learns offline
-(``switchpoint keys``, ``feedback``, ``learn``, ``report``, ``prune``, and a gateway built with
-``serves_chat=False``) takes no lock: it works beside a running service, as the README says
-(its store leaves the spill file to the service, see
-:meth:`~switchpoint.store.SQLiteStore.open`).
+spill file beside the database keeps, or ``switchpoint prune`` pruning the feedback log, is
+waited for instead, as long as it shows progress: see :func:`~switchpoint._files.brief_lock`).
+The lock is per opening: two gateways in one process exclude each other too. The operating
+system releases it when its process exits, however it exits, so a crashed service never blocks
+its restart. What only reads or learns offline (``switchpoint keys``, ``feedback``, ``learn``,
+``report``, ``prune``, and a gateway built with ``serves_chat=False``) takes no lock: it works
+beside a running service, as the README says (its store leaves the spill file to the service,
+see :meth:`~switchpoint.store.SQLiteStore.open`, and ``prune`` its feedback log, see
+:mod:`switchpoint.store.retention`).
 """
 
 from __future__ import annotations

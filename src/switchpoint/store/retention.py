@@ -22,11 +22,16 @@ The feedback log is pruned by the same cutoff too, but only of the rows the lear
 beside the store already holds (see :func:`feedback_bound`): a start takes up the checkpoint and
 replays only the rows after it, so nothing learned from a pruned row is lost, after a crash
 either. Without a checkpoint of this log nothing of it is pruned. A service's own retention
-prunes only by a checkpoint of the learning it runs (its key); ``switchpoint prune``, which
-loads no weights, by whatever checkpoint is there: one that no longer fits (other weights or
-learning settings) is passed over at the next start and the rows kept are replayed, so what was
-learned from pruned ones is then not learned again (export the learned weights with
-``switchpoint learn --export`` first to keep it in them).
+prunes only by a checkpoint of the learning it runs (its key), and no row past what it has
+learned itself: the checkpoint may be another process's (an offline ``switchpoint feedback``
+writes one), holding rows the service has not taken up yet. ``switchpoint prune``, which
+loads no weights, prunes by whatever checkpoint is there, and only while no service serves
+from the data directory (it holds the directory's lock meanwhile, so none starts): beside a
+running service, which may not have learned every row that checkpoint holds and would write
+its own over it, the feedback log is left to that service's retention. A checkpoint that no
+longer fits (other weights or learning settings) is passed over at the next start and the rows
+kept are replayed, so what was learned from pruned ones is then not learned again (export the
+learned weights with ``switchpoint learn --export`` first to keep it in them).
 """
 
 from __future__ import annotations
@@ -41,7 +46,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from switchpoint._files import SQLITE_SIDE_FILES, side_file
+from switchpoint._files import (
+    SERVE_LOCK,
+    SQLITE_SIDE_FILES,
+    Progress,
+    brief_lock,
+    serving,
+    side_file,
+)
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, checkpoint_position
 from switchpoint.store.sqlite import (
@@ -77,11 +89,21 @@ class PruneReport:
     dry_run: bool
     complete: bool  # False: it stopped at max_rows with older rows left
     vacuum: str  # "incremental", "full", "none" (the file keeps its free pages) or "dry-run"
+    feedback_kept: str | None = None  # why no feedback row was pruned, if for a reason to say
 
     def to_dict(self) -> dict[str, Any]:
         return {"cutoff": self.cutoff, "deleted": dict(self.deleted),
                 "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
-                "dry_run": self.dry_run, "complete": self.complete, "vacuum": self.vacuum}
+                "dry_run": self.dry_run, "complete": self.complete, "vacuum": self.vacuum,
+                "feedback_kept": self.feedback_kept}
+
+
+#: Why ``switchpoint prune`` beside a running service leaves the feedback log alone.
+BESIDE_SERVICE = ("a service is serving from this data_dir: its feedback log is left to that "
+                  "service's own retention (store.retention_days), which prunes only what it "
+                  "has learned (a checkpoint here may hold outcomes it has not taken up yet, "
+                  "and it would write its own over it); to prune feedback from here, stop the "
+                  "service first")
 
 
 #: The longest retention taken (a century): a longer one, infinity included, deletes nothing.
@@ -184,7 +206,8 @@ def feedback_bound(file: Path, cutoff: float, gone: Gone | None = None,
 def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
           max_rows: int | None = None, full_vacuum: bool = True,
           upgrade: bool = True, gone: Gone | None = None,
-          checkpoint_key: str | None = None) -> PruneReport:
+          checkpoint_key: str | None = None, learned_through: int | None = None
+          ) -> PruneReport:
     """Delete the log entries of the store at ``path`` older than ``cutoff`` (seconds since the
     epoch); at most ``max_rows`` per table when given. ``upgrade`` first brings an older schema
     up to date (a running service has done it) and, unless ``dry_run``, writes what the spill
@@ -192,8 +215,12 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     are pruned with the rest, not written back later. ``gone``: the store writing ``path``
     beside this prune (a service's own retention), whose file deleted or replaced since is
     not touched (see :func:`~switchpoint.store.sqlite.still_there`). ``checkpoint_key``: the
-    learning whose checkpoint alone lets feedback go (see :func:`feedback_bound`). Raises
-    :class:`StoreError`."""
+    learning whose checkpoint alone lets feedback go (see :func:`feedback_bound`).
+    ``learned_through``: given by the service serving from the data directory (its own
+    retention), the log position it has learned every feedback row up to: no row past it is
+    pruned. Without it, feedback rows are pruned only while no service serves from the data
+    directory, whose lock is held meanwhile (a service starting waits for it); beside one they
+    all stay, and :attr:`PruneReport.feedback_kept` says why. Raises :class:`StoreError`."""
     file = Path(path)
     ahead = cutoff - time.time()
     if ahead > 0:
@@ -202,34 +229,29 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     still_there(file, gone)
     if not file.is_file():
         raise StoreError(f"{file}: no store there (check --config / data_dir)")
-    cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff),
-               FEEDBACK_TABLE: cutoff}
+    cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
     before = db_bytes(file)
     if dry_run:
-        below = _feedback_bound_if_kept(file, cutoff, gone, checkpoint_key)
-        return PruneReport(cutoff, _count_older(file, cutoffs, below), before, before, True,
-                           True, "dry-run")
+        kept = BESIDE_SERVICE if learned_through is None and _served(file) else None
+        below = None if kept is not None else _learned_below(
+            _feedback_bound_if_kept(file, cutoff, gone, checkpoint_key), learned_through)
+        return PruneReport(cutoff, _count_older(file, {**cutoffs, FEEDBACK_TABLE: cutoff},
+                                                below),
+                           before, before, True, True, "dry-run", kept)
     if upgrade:
         SQLiteStore(file).upgrade(take_up=True)
         before = db_bytes(file)
-    below = feedback_bound(file, cutoff, gone, checkpoint_key)
     try:
         conn = sqlite3.connect(file, isolation_level=None, timeout=30)
     except sqlite3.Error as exc:
         raise StoreError(f"{file}: cannot open the store ({exc})") from None
     try:
         conn.execute("PRAGMA busy_timeout=30000")
-        deleted = {}
-        complete = True
-        for table, older_than in cutoffs.items():
-            if table != FEEDBACK_TABLE:
-                deleted[table] = _delete_older(conn, table, older_than, max_rows)
-            elif below is None:
-                deleted[table] = 0  # no checkpoint of this log holds its rows: they all stay
-            else:
-                deleted[table] = _delete_older(conn, table, older_than, max_rows, below=below)
-            if max_rows is not None and deleted[table] >= max_rows:
-                complete = False
+        deleted = {table: _delete_older(conn, table, older_than, max_rows)
+                   for table, older_than in cutoffs.items()}
+        deleted[FEEDBACK_TABLE], kept = _prune_feedback(conn, file, cutoff, max_rows, gone,
+                                                        checkpoint_key, learned_through)
+        complete = max_rows is None or all(n < max_rows for n in deleted.values())
         vacuum = _vacuum(conn, full_vacuum, any(deleted.values()))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
@@ -237,7 +259,51 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
                          "failure stay deleted, the rest are untouched") from None
     finally:
         conn.close()
-    return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum)
+    return PruneReport(cutoff, deleted, before, db_bytes(file), False, complete, vacuum, kept)
+
+
+def _learned_below(below: int | None, learned_through: int | None) -> int | None:
+    """The feedback log position below which rows may go: ``below`` (see
+    :func:`feedback_bound`), and not past ``learned_through`` (the row there stays: a
+    checkpoint the service writes next may end at it)."""
+    if below is None or learned_through is None:
+        return below
+    return min(below, learned_through)
+
+
+def _prune_feedback(conn: sqlite3.Connection, file: Path, cutoff: float,
+                    max_rows: int | None, gone: Gone | None, checkpoint_key: str | None,
+                    learned_through: int | None) -> tuple[int, str | None]:
+    """Prune the feedback log (see :func:`prune`): the rows deleted, and why none were when
+    a service serving from the data directory keeps them."""
+    if learned_through is not None:  # the service's own retention: it holds the lock
+        below = _learned_below(feedback_bound(file, cutoff, gone, checkpoint_key),
+                               learned_through)
+        return (0 if below is None
+                else _delete_older(conn, FEEDBACK_TABLE, cutoff, max_rows, below=below)), None
+    try:
+        with brief_lock(file.parent) as progress:
+            if progress is None:
+                return 0, BESIDE_SERVICE
+            below = feedback_bound(file, cutoff, gone, checkpoint_key)
+            if below is None:
+                return 0, None  # no checkpoint of this log holds its rows: they all stay
+            return _delete_older(conn, FEEDBACK_TABLE, cutoff, max_rows, below=below,
+                                 progress=progress), None
+    except OSError as exc:
+        raise StoreError(f"{file.parent / SERVE_LOCK}: cannot take the data_dir's lock to "
+                         f"prune the feedback log ({exc.strerror or exc}); the other entries "
+                         "older than the cutoff were deleted and the feedback log left as it "
+                         "was: run the prune again once the lock can be taken") from None
+
+
+def _served(file: Path) -> bool:
+    """Whether a service serves from the data directory of the store ``file`` now (for a dry
+    run, which makes no lock file: without one, none does)."""
+    try:
+        return serving(file.parent)
+    except OSError:
+        return False
 
 
 def _feedback_bound_if_kept(file: Path, cutoff: float, gone: Gone | None,
@@ -277,9 +343,11 @@ def _count_older(file: Path, cutoffs: dict[str, float], below: int | None) -> di
 
 
 def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
-                  max_rows: int | None, below: int | None = None) -> int:
+                  max_rows: int | None, below: int | None = None,
+                  progress: Progress | None = None) -> int:
     """Delete ``table``'s rows older than ``cutoff`` (and, with ``below``, before that log
-    position), oldest first, in batches; at most ``max_rows``."""
+    position), oldest first, in batches; at most ``max_rows``. ``progress`` is called after
+    each batch (a lock held meanwhile shows it moves on)."""
     # (the feedback log by its log position: its primary key, the order it was written in)
     bound, order = ("", "ts") if below is None else (" AND seq < ?", "seq")
     total = 0
@@ -301,6 +369,8 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
             conn.execute("ROLLBACK")
             raise
         total += n
+        if progress is not None:
+            progress()
         if n < size:
             break
     return total
