@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +44,13 @@ PIN_SOFT_S = 1.2
 
 
 def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "",
-                server_lines: str = "") -> str:
+                server_lines: str = "", limits: Mapping[str, float] | None = None) -> str:
     """The attack config, ``extra`` (top level YAML) added, and ``server_lines`` (lines of the
-    ``server:`` block, indented two spaces) added to its limits."""
+    ``server:`` block, indented two spaces) added to its limits, ``limits`` replacing some of
+    :data:`LIMITS`."""
     openai = fake.openai_base_url
-    limits = "\n".join(f"  {k}: {v}" for k, v in LIMITS.items()) + server_lines
+    server = "\n".join(f"  {k}: {v}" for k, v in {**LIMITS, **(limits or {})}.items())
+    server += server_lines
     return f"""models:
   - {{name: alpha, base_url: "{openai}", api_key_env: ALPHA_KEY, input_per_mtok: 1,
      output_per_mtok: 2, tier: simple, fallbacks: [beta]}}
@@ -61,7 +63,7 @@ def config_text(fake: FakeProviderProcess, data_dir: Path, extra: str = "",
 data_dir: {data_dir}
 admin_token_env: SP_ATTACK_ADMIN
 server:
-{limits}
+{server}
 gateway:
   connect_timeout_s: 1
   read_timeout_s: 2
@@ -153,13 +155,14 @@ class Attacked:
 
 @contextmanager
 def serving(fake: FakeProviderProcess, root: Path, extra: str = "", server_lines: str = "",
-            flags: tuple[str, ...] = ()) -> Iterator[Attacked]:
+            flags: tuple[str, ...] = (), limits: Mapping[str, float] | None = None
+            ) -> Iterator[Attacked]:
     """`switchpoint serve` on a free loopback port with the attack config (plus ``extra``, top
-    level YAML, and ``server_lines``, lines of its ``server:`` block) and ``flags``, files under
-    ``root``; stopped on exit."""
+    level YAML, ``server_lines``, lines of its ``server:`` block, and ``limits`` replacing some
+    of :data:`LIMITS`) and ``flags``, files under ``root``; stopped on exit."""
     config = root / "switchpoint.yaml"
     data_dir = root / "data"
-    config.write_text(config_text(fake, data_dir, extra, server_lines), encoding="utf-8")
+    config.write_text(config_text(fake, data_dir, extra, server_lines, limits), encoding="utf-8")
     port = free_port()
     log_path = root / "serve.log"
     env = {**os.environ, **KEYS}

@@ -6,7 +6,10 @@ so its slow bodies cannot starve the others; and on a service that needs a key, 
 without a valid one is answered 401 before its body is read, so it holds none of the buffer.
 
 The clients come from distinct loopback addresses (127.0.0.2, 127.0.0.3, ...): on 127.0.0.1
-alone every caller without a credential is one client.
+alone every caller without a credential is one client. The services here wait
+:data:`BODY_TIMEOUT_S` for a body, not the attack config's 1 s: a held body must stay held
+while the test checks what it holds, however busy the machine (one that timed out gives its
+share back, and the attacker's next body would be taken).
 """
 
 from __future__ import annotations
@@ -78,7 +81,20 @@ def wait_released(server: Attacked) -> None:
         time.sleep(0.05)
 
 
+BODY_TIMEOUT_S = 30.0
+PATIENT = {"body_timeout_s": BODY_TIMEOUT_S}
+
+
 # A service without keys: a client is its address --------------------------------------------
+
+@pytest.fixture(scope="module")
+def attacked(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[Attacked]:
+    """The attack service (in place of the session's), waiting :data:`BODY_TIMEOUT_S` for a
+    body; checked after each test as the session's is (``conftest._independent``)."""
+    with serving(fake, tmp_path_factory.mktemp("patient"), limits=PATIENT) as server:
+        yield server
+
 
 def test_one_address_cannot_take_the_whole_buffer(attacked: Attacked) -> None:
     wait_released(attacked)
@@ -108,7 +124,7 @@ def test_one_address_cannot_take_the_whole_buffer(attacked: Attacked) -> None:
 def keyed(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Attacked]:
     root: Path = tmp_path_factory.mktemp("keyed")
-    with serving(fake, root, "auth: keys\ntenants:\n  acme: {}\n") as server:
+    with serving(fake, root, "auth: keys\ntenants:\n  acme: {}\n", limits=PATIENT) as server:
         yield server
         assert "Traceback" not in server.log_text()
         assert server.server_failures() == 0
