@@ -2,7 +2,10 @@
 scalars (``np.float32(0.5)``, ``np.int64(1)``), never a boolean (``True`` is not a score). An
 integer too large for a float is infinite, so range checks refuse it with their own message
 instead of an ``OverflowError``. Negative zero is zero: every number taken here (a score, a
-cost, a λ, a rate) is a magnitude, and ``-0.0`` would be echoed, stored and shown as such."""
+cost, a λ, a rate) is a magnitude, and ``-0.0`` would be echoed, stored and shown as such.
+
+The converse holds for a config's boolean: it is ``true`` or ``false``, never a number (``1``
+is not a yes), and an environment variable's text is read as one by :func:`boolean_text`."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import numpy as np
 from pydantic import BeforeValidator
 
 from switchpoint._json import as_float
+from switchpoint._messages import quoted
 
 
 def real_number(value: object) -> float | None:
@@ -35,7 +39,33 @@ def not_a_boolean(value: object) -> object:
     return value
 
 
+def only_a_boolean(value: object) -> object:
+    """``value`` as a bool when it is one (Python's or NumPy's), else an error: a config's
+    boolean is ``true`` or ``false`` (``1``, ``0`` or a string would otherwise be taken for one,
+    and ``allow_unauthenticated: 1`` would open the door)."""
+    taken = boolean(value)
+    if taken is not None:
+        return taken
+    kind = ("the number " if isinstance(value, numbers.Number)
+            else "the string " if isinstance(value, str) else "")
+    raise ValueError(f"must be true or false, not {kind}{quoted(value)}")
+
+
+#: The spellings of a boolean an environment variable's text may take (case aside).
+_TRUE_TEXT = ("true", "yes", "on", "1")
+_FALSE_TEXT = ("false", "no", "off", "0")
+
+
+def boolean_text(text: str) -> bool | None:
+    """An environment variable's text as a boolean: ``true``/``yes``/``on``/``1`` or
+    ``false``/``no``/``off``/``0`` in any case, else None."""
+    word = text.strip().lower()
+    return True if word in _TRUE_TEXT else False if word in _FALSE_TEXT else None
+
+
 #: A config field's integer: any integer the field's bounds take, never a boolean.
 Integer = Annotated[int, BeforeValidator(not_a_boolean)]
 #: A config field's real number: any number the field's bounds take, never a boolean.
 Real = Annotated[float, BeforeValidator(not_a_boolean)]
+#: A config field's boolean: ``true`` or ``false``, never a number nor a string.
+Boolean = Annotated[bool, BeforeValidator(only_a_boolean)]

@@ -35,8 +35,10 @@
 Precedence, lowest first: defaults, the file, environment variables, command-line flags.
 An environment variable is ``SWITCHPOINT_`` plus the key in upper case, ``__`` between nested
 keys (``SWITCHPOINT_COST_WEIGHT=0.2``, ``SWITCHPOINT_CACHE__SIZE=0``); its value is read as YAML,
-so numbers, booleans and lists work. A ``__`` path naming no key is refused as an unknown key of
-the file is. Relative paths in the file are relative to the file.
+so numbers, booleans and lists work. A boolean key is ``true`` or ``false`` in the file (a number
+is refused); its variable also takes ``yes``/``no``, ``on``/``off`` and ``1``/``0``. A ``__``
+path naming no key is refused as an unknown key of the file is. Relative paths in the file are
+relative to the file.
 
 Every error names the key path and the reason, e.g. ``models[0].input_per_mtok: must be >= 0,
 got -1``, and is raised as :class:`ConfigError`.
@@ -65,11 +67,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from switchpoint._files import path_problem
 from switchpoint._messages import cut, key_path, quoted, quoted_path
 from switchpoint._messages import reason as describe
-from switchpoint._numbers import Integer, Real
+from switchpoint._numbers import Boolean, Integer, Real, boolean_text
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
     MAX_PRICE_PER_MTOK,
@@ -164,7 +167,7 @@ class ModelEntry(BaseModel):
     provider: str = Field("openai", min_length=1)  # omitted: inferred from base_url
     base_url: str | None = None
     api_key_env: str | None = None
-    stream_usage: bool | None = None
+    stream_usage: Boolean | None = None
     input_per_mtok: Real | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK, allow_inf_nan=False)
     output_per_mtok: Real | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
                                           allow_inf_nan=False)
@@ -173,7 +176,7 @@ class ModelEntry(BaseModel):
     tier: Tier | None = None
     fallbacks: list[str] = Field(default_factory=list)
     upstream_model: str | None = None
-    auto: bool = True
+    auto: Boolean = True
 
     @model_validator(mode="before")
     @classmethod
@@ -418,7 +421,7 @@ class GatewaySettings(BaseModel):
     backoff_cap_s: Real = Field(4.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_retry_after_s: Real = Field(10.0, ge=0, le=MAX_WAIT_S, allow_inf_nan=False)
     max_total_s: Real = Field(120.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
-    prefer_healthy: bool = True
+    prefer_healthy: Boolean = True
     failure_threshold: Integer = Field(5, ge=1, le=1000)
     error_rate_threshold: Real = Field(0.5, ge=0, le=1, allow_inf_nan=False)
     cooldown_s: Real = Field(30.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
@@ -490,7 +493,7 @@ class Settings(BaseModel):
     server: ServerSettings = ServerSettings()
     gateway: GatewaySettings = GatewaySettings()
     auth: Literal["none", "keys"] = "none"
-    allow_unauthenticated: bool = False
+    allow_unauthenticated: Boolean = False
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     budgets: BudgetSettings = BudgetSettings()
     sla: SLASettings | None = None
@@ -747,13 +750,27 @@ def _env_values(env: Mapping[str, str]) -> list[tuple[str, Any, str]]:
         else:
             key = top
         value: Any = raw
-        if key not in _PLAIN_STRINGS:
+        if _takes_boolean(field, sub):
+            # (read as the usual spellings, 1 and 0 among them: YAML would read 1 as a
+            # number, which a boolean key refuses)
+            taken = boolean_text(raw)
+            value = raw if taken is None else taken
+        elif key not in _PLAIN_STRINGS:
             try:
                 value = yaml.safe_load(raw)
             except (yaml.YAMLError, RecursionError):
                 value = raw
         out.append((key, value, var))
     return out
+
+
+def _takes_boolean(field: FieldInfo | None, sub: str) -> bool:
+    """Whether the key a variable names (``field``, or its section's key ``sub``) is a
+    boolean."""
+    if field is not None and sub:
+        section = _section(field.annotation)
+        field = None if section is None else section.model_fields.get(sub)
+    return field is not None and field.annotation in (bool, bool | None)
 
 
 def _known_keys(loc: tuple[int | str, ...]) -> list[str]:

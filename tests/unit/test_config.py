@@ -223,6 +223,44 @@ def test_errors_name_the_key_path(tmp_path: Path, text: str, expected: str) -> N
     assert expected in error_of(tmp_path, text)
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("allow_unauthenticated: 1\n", "allow_unauthenticated: must be true or false, not the "
+                                   "number 1"),
+    ("gateway: {prefer_healthy: 1}\n", "gateway.prefer_healthy: must be true or false, not "
+                                       "the number 1"),
+    ("models:\n  - {name: a, auto: 0}\n", "models[0].auto: must be true or false, not the "
+                                          "number 0"),
+    ("models:\n  - {name: a, stream_usage: 1.0}\n", "models[0].stream_usage: must be true or "
+                                                    "false, not the number 1.0"),
+    ("sla: {auto_escalate_on_breach: 0}\n", "sla.auto_escalate_on_breach: must be true or "
+                                            "false, not the number 0"),
+    ("experiments: {e: {arms: {a: {}, b: {}}, enabled: 1}}\n", "experiments.e.enabled: must "
+     "be true or false, not the number 1"),
+    ("allow_unauthenticated: 'yes'\n", "allow_unauthenticated: must be true or false, not the "
+                                       "string 'yes'"),
+])
+def test_a_boolean_key_takes_only_true_or_false_in_the_file(tmp_path: Path, text: str,
+                                                             expected: str) -> None:
+    assert expected in error_of(tmp_path, text)
+
+
+def test_a_boolean_keys_variable_takes_the_usual_spellings(tmp_path: Path) -> None:
+    for raw, taken in (("1", True), ("yes", True), ("TRUE", True), ("on", True), ("0", False),
+                       ("no", False), ("False", False), ("off", False)):
+        s = load_settings(None, environ={"SWITCHPOINT_ALLOW_UNAUTHENTICATED": raw,
+                                         "SWITCHPOINT_GATEWAY__PREFER_HEALTHY": raw,
+                                         "SWITCHPOINT_SLA__AUTO_ESCALATE_ON_BREACH": raw})
+        assert s.allow_unauthenticated is taken and s.gateway.prefer_healthy is taken
+        assert s.sla is not None and s.sla.auto_escalate_on_breach is taken
+    # the variable's word overrides the file's boolean
+    path = write(tmp_path, "allow_unauthenticated: true\n")
+    assert load_settings(path, environ={"SWITCHPOINT_ALLOW_UNAUTHENTICATED": "0"}
+                         ).allow_unauthenticated is False
+    message = error_of(tmp_path, "", env={"SWITCHPOINT_ALLOW_UNAUTHENTICATED": "2"})
+    assert message == ("allow_unauthenticated: must be true or false, not the string '2' "
+                       "(from SWITCHPOINT_ALLOW_UNAUTHENTICATED)")
+
+
 @pytest.mark.parametrize("text", [
     "models:\n  - {name: a, api_key_env: sk-proj-Abc123def456ghi789jkl}\n",
     "admin_token_env: 3f9a1c0b7e5d2a4c6e8f0a1b3c5d7e9f\n",

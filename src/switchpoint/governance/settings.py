@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from switchpoint._numbers import Integer, Real
+from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig, check_name
@@ -84,7 +84,7 @@ class SLASettings(BaseModel):
     max_latency_ms: Real | None = Field(None, gt=0, allow_inf_nan=False)
     budget_per_hour_usd: Real | None = Field(None, ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     min_quality_score: Real | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    auto_escalate_on_breach: bool = True
+    auto_escalate_on_breach: Boolean = True
 
     @field_validator("budget_per_hour_usd")
     @classmethod

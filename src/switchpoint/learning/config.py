@@ -43,7 +43,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from switchpoint._messages import quoted
-from switchpoint._numbers import Integer, Real
+from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
@@ -124,7 +124,7 @@ class ExperimentConfig(BaseModel):
     arms: dict[str, ArmConfig] = Field(min_length=2, max_length=16)
     tenants: list[str] | None = Field(None, min_length=1)
     min_n: Integer = Field(30, ge=2, le=1_000_000)
-    enabled: bool = True
+    enabled: Boolean = True
 
     @field_validator("arms")
     @classmethod
