@@ -89,8 +89,11 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
             f", got {had}" if isinstance(had, int) else "")
     most = ctx.get("max_length")
     if kind in ("too_long", "string_too_long") and isinstance(most, int):
-        what = "characters" if kind == "string_too_long" else "items"
+        what = ("characters" if kind == "string_too_long"
+                else "entries" if isinstance(value, dict) else "items")
         had = ctx.get("actual_length")
+        if had is None and isinstance(value, (dict, list)):
+            had = len(value)
         return f"must have at most {most} {what}" + (
             f", got {had}" if isinstance(had, int) else "")
     if kind == "extra_forbidden":

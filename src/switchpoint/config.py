@@ -83,6 +83,7 @@ from switchpoint.catalog import (
 )
 from switchpoint.errors import ConfigError
 from switchpoint.governance.settings import (
+    MAX_TENANTS,
     BudgetSettings,
     EscalationSettings,
     GovernanceSettings,
@@ -92,6 +93,7 @@ from switchpoint.governance.settings import (
 )
 from switchpoint.known_providers import OPENAI_COMPATIBLE, check_provider, infer_provider
 from switchpoint.learning.config import (
+    MAX_EXPERIMENTS,
     ArmConfig,
     ExperimentConfig,
     LearningConfig,
@@ -117,6 +119,12 @@ MIN_ADMIN_TOKEN = 16
 # The longest a configured wait (a timeout, a backoff, a cooldown) and a session pin may be.
 MAX_WAIT_S = 86_400.0
 MAX_PIN_S = 366 * 86_400.0
+# The most models a catalog may list: several times the models any provider offers, and each
+# request weighs them all (an answer's estimates, an error's list of names).
+MAX_CATALOG_MODELS = 1000
+# The most packages policies: may list: each is read whole and checked at start and at every
+# reload, so the count bounds what a reload reads.
+MAX_POLICIES = 100
 # The most recent calls per model the circuit breaker may be set to weigh.
 MAX_HEALTH_WINDOW = 10_000
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
@@ -478,9 +486,9 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    models: list[ModelEntry] | None = None
+    models: list[ModelEntry] | None = Field(None, max_length=MAX_CATALOG_MODELS)
     policy: str = Field("cluster", min_length=1)
-    policies: dict[str, str] = Field(default_factory=dict)
+    policies: dict[str, str] = Field(default_factory=dict, max_length=MAX_POLICIES)
     cost_weight: Real = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
     cache: CacheSettings = CacheSettings()
     weights: str | None = None
@@ -494,13 +502,14 @@ class Settings(BaseModel):
     gateway: GatewaySettings = GatewaySettings()
     auth: Literal["none", "keys"] = "none"
     allow_unauthenticated: Boolean = False
-    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict, max_length=MAX_TENANTS)
     budgets: BudgetSettings = BudgetSettings()
     sla: SLASettings | None = None
     escalation: EscalationSettings = EscalationSettings()
     governance: GovernanceSettings = GovernanceSettings()
     learning: LearningConfig = LearningConfig()
-    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
+    experiments: dict[str, ExperimentConfig] = Field(default_factory=dict,
+                                                     max_length=MAX_EXPERIMENTS)
 
     _source: _Source | None = PrivateAttr(default=None)
     _admin_token: str | None = PrivateAttr(default=None)

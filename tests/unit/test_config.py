@@ -223,6 +223,34 @@ def test_errors_name_the_key_path(tmp_path: Path, text: str, expected: str) -> N
     assert expected in error_of(tmp_path, text)
 
 
+def test_the_lists_of_models_policies_tenants_experiments_and_arms_are_bounded(
+    tmp_path: Path,
+) -> None:
+    def mapping(key: str, n: int, value: str) -> str:
+        return f"{key}: {{" + ", ".join(f"x{i}: {value}" for i in range(n)) + "}\n"
+
+    for text, expected in (
+        ("models: [" + ", ".join(f"{{name: m{i}}}" for i in range(1001)) + "]\n",
+         "models: must have at most 1000 items, got 1001"),
+        (mapping("policies", 101, "./p"), "policies: must have at most 100 entries, got 101"),
+        (mapping("tenants", 10_001, "{}"), "tenants: must have at most 10000 entries, got "
+                                           "10001"),
+        (mapping("experiments", 101, "{arms: {a: {}, b: {}}, enabled: false}"),
+         "experiments: must have at most 100 entries, got 101"),
+        ("experiments: {e: {arms: {" + ", ".join(f"a{i}: {{}}" for i in range(17)) + "}}}\n",
+         "experiments.e.arms: must have at most 16 entries, got 17"),
+    ):
+        assert error_of(tmp_path, text) == expected
+    # at the bounds, each is taken
+    s = load_settings(write(tmp_path, mapping("tenants", 10_000, "{}") + mapping(
+        "experiments", 100, "{arms: {a: {}, b: {}}, enabled: false}")), environ={})
+    assert (len(s.tenants), len(s.experiments)) == (10_000, 100)
+    s = load_settings(write(tmp_path, "models: [" + ", ".join(
+        f"{{name: m{i}, input_per_mtok: 1, output_per_mtok: 1}}" for i in range(1000)) + "]\n"),
+        environ={})
+    assert s.models is not None and len(s.models) == 1000
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("allow_unauthenticated: 1\n", "allow_unauthenticated: must be true or false, not the "
                                    "number 1"),

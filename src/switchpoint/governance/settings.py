@@ -54,6 +54,9 @@ from switchpoint.learning.events import DEFAULT_TENANT
 if TYPE_CHECKING:
     pass
 
+# The most tenants a config may list: each is checked at every reload and a key names one, and
+# ten thousand is past any config written (a tenant is an organisation, not a user).
+MAX_TENANTS = 10_000
 # The largest rate limits a tenant or key may set: far beyond any one gateway's traffic, and
 # well inside the 64-bit integers the key store keeps them as.
 MAX_RPM = 10_000_000

@@ -52,6 +52,13 @@ from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+#: The most experiments a config may list: a tenant takes part in one enabled experiment at a
+#: time, and each is checked at every reload and reported on with every arm's counts.
+MAX_EXPERIMENTS = 100
+#: The most arms an experiment may have: each needs its own evidence (min_n) to be judged.
+MAX_ARMS = 16
+
+
 def check_name(value: str, what: str) -> str:
     """``value``, when it is a usable name (:data:`NAME`, the whole of it: a trailing newline
     is no part of a name); else a ``ValueError`` saying what ``what`` may hold."""
@@ -121,7 +128,7 @@ class ExperimentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arms: dict[str, ArmConfig] = Field(min_length=2, max_length=16)
+    arms: dict[str, ArmConfig] = Field(min_length=2, max_length=MAX_ARMS)
     tenants: list[str] | None = Field(None, min_length=1)
     min_n: Integer = Field(30, ge=2, le=1_000_000)
     enabled: Boolean = True
