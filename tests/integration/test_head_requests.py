@@ -52,3 +52,29 @@ def test_a_head_is_counted_under_its_route_and_method(tmp_path: Path) -> None:
         metrics = http.get("/metrics").text
         assert ('switchpoint_http_requests_total{route="/v1/models/{model_id:path}",'
                 'method="HEAD",status="200"} 1') in metrics, metrics[:2000]
+
+
+def test_what_a_head_is_told_and_logged_names_head_not_get(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("data_dir: data\n", encoding="utf-8")
+    app = create_app(load_settings(config, environ={}), loader=FACTORY)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken, methods=["GET"])
+    with thread_server(app) as server, httpx.Client(base_url=server.base, timeout=30) as http:
+        got = http.get("/health?x=1")
+        assert got.status_code == 400
+        assert "is not a query parameter of GET /health" in got.json()["error"]["message"]
+        head = http.head("/health?x=1")
+        # The HEAD's answer (its length: the body is not sent) is the one naming HEAD /health.
+        assert head.status_code == 400 and head.content == b""
+        named = got.content.replace(b"of GET /health", b"of HEAD /health")
+        assert int(head.headers["content-length"]) == len(named) == len(got.content) + 1
+        with caplog.at_level("ERROR", logger="switchpoint"):
+            assert http.head("/broken").status_code == 500
+        logged = [r.getMessage() for r in caplog.records]
+        assert "unexpected error on HEAD /broken" in logged, logged

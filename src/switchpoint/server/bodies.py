@@ -29,6 +29,8 @@ from switchpoint._json import (
 )
 from switchpoint._messages import invalid_from_validation
 from switchpoint.errors import InvalidInputError
+from switchpoint.server.errors import shown_path
+from switchpoint.server.head import sent_method
 
 Body = TypeVar("Body", bound=BaseModel)
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, which some clients write first
@@ -95,5 +97,5 @@ async def no_body(request: Request) -> None:
     if it had said nothing."""
     raw = (await request.body()).strip().removeprefix(_BOM)
     if raw and b"".join(raw.split()) != b"{}":
-        raise InvalidInputError("body", f"{request.method} {request.url.path} takes no body; "
-                                        "send the request without one")
+        raise InvalidInputError("body", f"{sent_method(request)} {shown_path(request)} takes "
+                                        "no body; send the request without one")

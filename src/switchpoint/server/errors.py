@@ -43,6 +43,7 @@ from switchpoint.errors import (
     WeightsError,
 )
 from switchpoint.gateway.redact import redact
+from switchpoint.server.head import sent_method
 
 log = logging.getLogger("switchpoint.server")
 
@@ -185,7 +186,7 @@ def log_store_failure(request: Request, exc: BaseException) -> bool:
     words); whether ``exc`` was one."""
     if not isinstance(exc, StoreError):
         return False
-    log.error("%s %s: %s", request.method, shown_path(request), exc)
+    log.error("%s %s: %s", sent_method(request), shown_path(request), exc)
     return True
 
 
@@ -211,7 +212,7 @@ def install(app: FastAPI) -> None:
         answer = answer_for(exc)
         if not log_store_failure(request, exc) and answer.status >= 500 and not isinstance(
                 exc, GatewayError):
-            log.exception("unexpected error on %s %s", request.method, shown_path(request),
+            log.exception("unexpected error on %s %s", sent_method(request), shown_path(request),
                           exc_info=exc)
         return render(request, answer)
 
@@ -230,7 +231,7 @@ def install(app: FastAPI) -> None:
         code = codes.get(exc.status_code, "invalid_request" if exc.status_code < 500
                          else "internal_error")
         path = shown_path(request)
-        message = f"{request.method} {path}: {exc.detail}"
+        message = f"{sent_method(request)} {path}: {exc.detail}"
         if exc.status_code == 404:
             meant = _without_trailing_slash(request)
             message += (f"; did you mean {meant}?" if meant is not None
@@ -240,7 +241,7 @@ def install(app: FastAPI) -> None:
         return render(request, answer)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, shown_path(request),
+        log.exception("unexpected error on %s %s", sent_method(request), shown_path(request),
                       exc_info=exc)
         return render(request, answer_for(exc))
 

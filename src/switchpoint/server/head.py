@@ -6,12 +6,23 @@ path a GET route serves to the app as that GET (its dependencies, the admin toke
 run as for GET) and drops the body from the answer; the headers, ``Content-Length`` included,
 are the GET's (RFC 9110 §9.3.2). A HEAD on a path no GET route serves is left to the router
 (a 405 naming the methods the path takes). The schema is untouched: HEAD is implied by GET.
+What the app says of the request (an error naming ``HEAD /path``, a log line) names the method
+the client sent: :func:`sent_method`.
 """
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The scope key holding the method a request handed to the app as another was sent with.
+_SENT_AS = "switchpoint.sent_method"
+
+
+def sent_method(request: Request) -> str:
+    """The method the client sent: ``HEAD`` for a HEAD answered as its GET."""
+    return str(request.scope.get(_SENT_AS, request.method))
 
 
 class HeadMiddleware:
@@ -30,7 +41,7 @@ class HeadMiddleware:
                 message = {**message, "body": b""}
             await send(message)
 
-        as_get = {**scope, "method": "GET"}
+        as_get = {**scope, "method": "GET", _SENT_AS: "HEAD"}
         try:
             await self.app(as_get, receive, bodiless)
         finally:  # the route matched, for those outside (the metrics label the request by it)

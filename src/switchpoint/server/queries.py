@@ -43,6 +43,7 @@ from starlette.requests import Request
 
 from switchpoint._messages import MAX_FIELD, cut, printable
 from switchpoint.errors import InvalidInputError
+from switchpoint.server.head import sent_method
 
 # The most unknown names one answer quotes.
 _SHOWN = 5
@@ -136,7 +137,7 @@ class QueryCheckedRoute(APIRoute):
         async def checked(*args: Any, **values: Any) -> Any:
             if route.taken is not None:
                 request: Request = values[request_name]
-                check_known(request.query_params.keys(), route.taken, request.method,
+                check_known(request.query_params.keys(), route.taken, sent_method(request),
                             route.path)
             return await endpoint(*args, **values)
 
