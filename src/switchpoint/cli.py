@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from typing import Any, NoReturn
 
 from switchpoint._files import path_problem, same_file, write_atomically, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
-from switchpoint._messages import plural, printable, quoted_path
+from switchpoint._messages import cut, plural, printable, quoted, quoted_path
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -62,9 +63,9 @@ def _parse_float(value: str, flag: str, meaning: str = "a number >= 0 (0 = quali
     try:
         x = float(value)
     except ValueError:
-        _fail(f"{flag}: {value!r} is not a number")
+        _fail(f"{flag}: {quoted(value)} is not a number")
     if math.isnan(x) or x < 0:
-        _fail(f"{flag}: {value!r} must be {meaning}")
+        _fail(f"{flag}: {quoted(value)} must be {meaning}")
     return x
 
 
@@ -76,7 +77,7 @@ def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            _fail(f"--param: {item!r} must look like name=value")
+            _fail(f"--param: {quoted(item)} must look like name=value")
         try:
             params[key.replace("-", "_")] = loads(raw)
         except json.JSONDecodeError as exc:
@@ -170,8 +171,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         output = None if args.output in (None, "-") else _check_output(Path(args.output),
                                                                        "--output")
         if output is not None and args.input != "-" and same_file(args.input, output):
-            _fail(f"--output: {output} is the --input file; the decisions would replace the "
-                  "prompts they come from: write them to another --output")
+            _fail(f"--output: {quoted_path(output)} is the --input file; the decisions would "
+                  "replace the prompts they come from: write them to another --output")
         rows = _read_route_input(args.input)
         router = load_router(args.weights, warm=False)
         with _feedback(args) as feedback:
@@ -220,7 +221,7 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
               + ("is a directory" if path.is_dir() else "not found")
               + "; give a file of prompts, or - for stdin")
     with path.open(encoding="utf-8") as fh:
-        yield str(path), bounded_lines(fh)
+        yield quoted_path(path), bounded_lines(fh)
 
 
 def _read_route_input(source: str) -> list[dict[str, Any]]:
@@ -230,7 +231,7 @@ def _read_route_input(source: str) -> list[dict[str, Any]]:
     line number.
     """
     rows: list[dict[str, Any]] = []
-    name = "stdin" if source == "-" else source
+    name = "stdin" if source == "-" else quoted_path(source)
     try:
         with _input_lines(source) as (name, lines):
             rows = _parse_route_lines(name, lines)
@@ -267,7 +268,7 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
             _fail(f"{name}, line {number}: give exactly one of 'prompt' or 'embedding'")
         rid = str(obj["id"])
         if rid in seen:
-            _fail(f"{name}, line {number}: duplicate id {rid!r}")
+            _fail(f"{name}, line {number}: duplicate id {quoted(rid)}")
         seen.add(rid)
         obj["_line"] = number
         rows.append(obj)
@@ -300,7 +301,7 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
             else:
                 check_embedding(row["embedding"], router.weights.dimension)
         except InvalidInputError as exc:
-            _fail(f"line {row['_line']} (id {row['id']!r}): {exc}")
+            _fail(f"line {row['_line']} (id {quoted(row['id'])}): {exc}")
     router.check_candidates(models)
     if router.policy.requires == "embedding" and any("prompt" in row for row in rows):
         warm_up(router.embedder, feedback)  # the one-time embedder build, if it is due
@@ -466,7 +467,7 @@ def _parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         policy, dot, name = key.partition(".")
         if not sep or not dot or not policy or not name:
-            _fail(f"--param: {item!r} must look like policy.name=value, "
+            _fail(f"--param: {quoted(item)} must look like policy.name=value, "
                   "e.g. cluster.n_clusters=25")
         out.setdefault(policy, {}).update(_parse_params([f"{name}={raw}"], f"{policy}."))
     return out
@@ -485,7 +486,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from switchpoint.evaluation.plot import require_matplotlib
 
         if plot.suffix.lower() != ".png":
-            _fail(f"--plot: {plot} must be a .png path")
+            _fail(f"--plot: {quoted_path(plot)} must be a .png path")
         try:
             require_matplotlib()
         except ImportError as exc:
@@ -508,7 +509,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             try:
                 plot_curves(report, plot)
             except OSError as exc:
-                _fail(f"--plot: cannot write {plot}: {exc.strerror or exc}")
+                _fail(f"--plot: cannot write {quoted_path(plot)}: {exc.strerror or exc}")
             feedback.note(f"wrote the cost-quality plot to {plot}")
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
@@ -525,14 +526,14 @@ def _port_spec(text: str) -> int | range:
         low = int(first)
         high = int(last) if dash else low
     except ValueError:
-        _fail(f"--port: {text!r} is not a port number (0-65535) or a range FIRST-LAST")
+        _fail(f"--port: {quoted(text)} is not a port number (0-65535) or a range FIRST-LAST")
     if not (0 <= low <= 65535 and 0 <= high <= 65535):
-        _fail(f"--port: {text} is not a port number (0-65535)")
+        _fail(f"--port: {quoted(text)} is not a port number (0-65535)")
     if not dash:
         return low
     if not 0 < low <= high:
-        _fail(f"--port: {text} is not a range of ports: write FIRST-LAST with 1 <= FIRST <= "
-              "LAST, e.g. 20400-20499")
+        _fail(f"--port: {quoted(text)} is not a range of ports: write FIRST-LAST with 1 <= "
+              "FIRST <= LAST, e.g. 20400-20499")
     return range(low, high + 1)
 
 
@@ -553,10 +554,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if served != args.policy:
             where = "--weights" if args.weights else "the config's weights:"
             what = f" (a {served} package)" if served else ""
-            _fail(f"--policy {args.policy}: {where} {settings.weights}{what} would be served "
-                  "instead, since --policy picks bundled weights only when no weights are "
-                  "given; drop one of the two (or list the other weights under policies: and "
-                  "swap with POST /v1/router/policy/NAME)")
+            _fail(f"--policy {quoted(args.policy)}: {where} {quoted_path(settings.weights)}{what} "
+                  "would be served instead, since --policy picks bundled weights only when no "
+                  "weights are given; drop one of the two (or list the other weights under "
+                  "policies: and swap with POST /v1/router/policy/NAME)")
     from switchpoint.server.runner import serve  # FastAPI and uvicorn load only here
 
     return serve(settings, args.host, port, log_level=args.log_level,
@@ -574,7 +575,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if days is None:
         _fail("prune: give --older-than DAYS, or set store.retention_days in the config")
     if not retention_ok(days):
-        _fail(f"--older-than: {args.older_than!r} must be {RETENTION_DAYS}")
+        _fail(f"--older-than: {quoted(args.older_than)} must be {RETENTION_DAYS}")
     report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
     verb = "would delete" if report.dry_run else "deleted"
     names = {"spend": "spend ledger entries (those budgets still count are kept)",
@@ -608,9 +609,10 @@ def cmd_label(args: argparse.Namespace) -> int:
                 rubric = fh.read(MAX_RUBRIC_CHARS + 1)
             judge = Judge(args.judge, rubric=rubric)
         except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"--rubric: cannot read {args.rubric}: {getattr(exc, 'strerror', None) or exc}")
+            _fail(f"--rubric: cannot read {quoted_path(args.rubric)}: "
+                  f"{getattr(exc, 'strerror', None) or exc}")
         except ValueError as exc:  # an empty rubric
-            _fail(f"--rubric: {args.rubric} {getattr(exc, 'reason', exc)}")
+            _fail(f"--rubric: {quoted_path(args.rubric)} {getattr(exc, 'reason', exc)}")
     from switchpoint.config import load_settings
 
     # The service's config works as is: the admin token it may name guards HTTP routes alone.
@@ -632,8 +634,20 @@ def cmd_label(args: argparse.Namespace) -> int:
 # Parser ----------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose own errors (an unknown argument, an invalid choice) quote each
+    value they repeat as :func:`~switchpoint._messages.quoted` would: cut short and escaped."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(_LONG_WORD.sub(lambda m: cut(m.group(), 60), printable(message)))
+
+
+# A run of text an error repeats from the command line that is past what a message quotes.
+_LONG_WORD = re.compile(r"\S{61,}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="switchpoint",
         description="Route each LLM request to the model minimising expected error + λ·cost.",
     )

@@ -112,11 +112,12 @@ def test_serve_refuses_a_policy_its_weights_would_override(
     config.write_text(f"weights: {real_weights_dir}\ndata_dir: data\n", encoding="utf-8")
     code, _, err = run(["serve", "--config", config, "--policy", "knn", "--port", "19499"],
                        capsys)
-    assert_bad_input(code, err, f"--policy knn: the config's weights: {real_weights_dir} (a "
-                                "cluster package) would be served instead", "drop one")
+    assert_bad_input(code, err, f"--policy 'knn': the config's weights: "
+                                f"{str(real_weights_dir)!r} (a cluster package) would be "
+                                "served instead", "drop one")
     code, _, err = run(["serve", "--weights", real_weights_dir, "--policy", "tiers", "--port",
                         "19499", "--data-dir", tmp_path / "data"], capsys)
-    assert_bad_input(code, err, f"--policy tiers: --weights {real_weights_dir}")
+    assert_bad_input(code, err, f"--policy 'tiers': --weights {str(real_weights_dir)!r}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 
 
@@ -285,6 +286,36 @@ def test_route_file_with_prompts_and_embeddings(
     assert [r["id"] for r in rows] == ["p1", "e1", "p2"]
     assert all(r["cost_weight"] == 0.3 for r in rows)
     assert all(set(r["all_scores"]) == {CHEAP, "claude-v1"} for r in rows)
+
+
+def test_a_flags_value_is_quoted_cut_short_in_its_error(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 5000 characters given to a flag are not repeated whole by the error refusing them.
+    long = "x" * 5000 + "\x1b[31m"
+    data = tmp_path / "data"
+    argvs: list[tuple[list[str | Path], str]] = [
+        (["route", PROMPT, "--weights", real_weights_dir, "--cost-weight", long],
+         "--cost-weight: 'xxx"),
+        (["route", PROMPT, "--weights", real_weights_dir, "--param", long],
+         "unrecognized arguments: --param xxx"),
+        (["prune", "--older-than", long, "--data-dir", data], "--older-than: 'xxx"),
+        (["eval", tmp_path / "r.jsonl", "--param", long], "--param: 'xxx"),
+        (["serve", "--port", long, "--data-dir", data], "--port: 'xxx"),
+        (["serve", "--log-level", long], "--log-level: invalid choice: 'xxx"),
+        (["feedback", "d1", "--score", long, "--data-dir", data], "--score: 'xxx"),
+        (["feedback", "d1", "--success", "--cost", long, "--data-dir", data], "--cost: 'xxx"),
+        (["keys", "create", "--tenant", long, "--data-dir", data], "unknown tenant 'xxx"),
+        ([long], "invalid choice: 'xxx"),
+    ]
+    for argv, needle in argvs:
+        try:
+            code, _, err = run(argv, capsys)
+        except SystemExit as exc:  # (argparse's own errors)
+            code, err = int(str(exc.code)), capsys.readouterr().err
+        assert code == 2 and needle in err, (argv[:2], err[:300])
+        assert "x" * 61 not in err and "\x1b" not in err, (argv[:2], err[:300])
+    assert not data.exists()
 
 
 # route: bad input -------------------------------------------------------------------------------
@@ -465,7 +496,7 @@ def test_route_output_that_is_the_input_file_is_refused_and_the_prompts_kept(
     for output in (src, tmp_path / "sub" / ".." / "prompts.jsonl", link):
         code, out, err = run(["route", "--input", src, "--output", output, "--weights",
                               real_weights_dir, "-q"], capsys)
-        assert_bad_input(code, err, f"--output: {output} is the --input file",
+        assert_bad_input(code, err, f"--output: {str(output)!r} is the --input file",
                          "another --output")
         assert out == ""
         assert src.read_bytes() == before

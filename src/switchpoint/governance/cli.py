@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from switchpoint._messages import printable
+from switchpoint._messages import printable, quoted
 from switchpoint.errors import InvalidInputError
 
 
@@ -102,8 +102,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.source_path is None and not settings.tenants:
         raise InvalidInputError(
-            "tenant", f"unknown tenant {args.tenant!r}: no config file was given, so no tenant "
-            "is configured; give the service's config with --config FILE (or "
+            "tenant", f"unknown tenant {quoted(args.tenant)}: no config file was given, so no "
+            "tenant is configured; give the service's config with --config FILE (or "
             "$SWITCHPOINT_CONFIG): its tenants: name the key's tenant, and its data_dir is "
             "where the service looks keys up")
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
@@ -112,7 +112,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         try:
             cost_weight = float(args.cost_weight)
         except ValueError:
-            raise InvalidInputError("cost_weight", f"{args.cost_weight!r} is not a "
+            raise InvalidInputError("cost_weight", f"{quoted(args.cost_weight)} is not a "
                                                    "number") from None
     catalog = [m.name for m in settings.models] if settings.models is not None else None
     spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
+from switchpoint._messages import quoted, quoted_path
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.learning.events import check_cost, check_tenant
@@ -56,7 +57,7 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
         except ValueError:
             score = math.nan
         if not 0.0 <= score <= 1.0:  # NaN fails too
-            raise InvalidInputError("--score", f"{args.score!r} is not a number in [0, 1] "
+            raise InvalidInputError("--score", f"{quoted(args.score)} is not a number in [0, 1] "
                                                "(1 = best)")
         return score, None
     return None, bool(args.success)
@@ -68,8 +69,8 @@ def _cost(args: argparse.Namespace) -> float | None:
     try:
         return check_cost(float(args.cost))
     except (ValueError, InvalidInputError):
-        raise InvalidInputError("--cost", f"{args.cost!r} is not a cost: give what the answer "
-                                          f"cost, a number from 0 to {MAX_ANSWER_COST:g} "
+        raise InvalidInputError("--cost", f"{quoted(args.cost)} is not a cost: give what the "
+                                          f"answer cost, a number from 0 to {MAX_ANSWER_COST:g} "
                                           "(USD)") from None
 
 
@@ -176,12 +177,13 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
             for chunk in response.iter_bytes():
                 raw += chunk
                 if len(raw) > MAX_ANSWER_BYTES:
-                    raise ServeError(f"{url} answered {response.status_code} with more than "
-                                     f"{MAX_ANSWER_BYTES:,} bytes, which is not what the "
-                                     "service answers; is --url the switchpoint service?")
+                    raise ServeError(f"{quoted_path(url)} answered {response.status_code} "
+                                     f"with more than {MAX_ANSWER_BYTES:,} bytes, which is not "
+                                     "what the service answers; is --url the switchpoint "
+                                     "service?")
             status = response.status_code
     except httpx.HTTPError as exc:
-        raise ServeError(f"--url: cannot reach {url} ({exc})") from None
+        raise ServeError(f"--url: cannot reach {quoted_path(url)} ({exc})") from None
     text = raw.decode("utf-8", "replace")
     try:
         answer = loads(text)
@@ -193,11 +195,11 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         shown = message if isinstance(message, str) else text
         advice = ("; this command sends the key given with --api-key or in $SWITCHPOINT_API_KEY"
                   if status == 401 and not key else "")
-        raise ServeError(f"{url} answered {status}: {_clipped(shown)}{advice}")
+        raise ServeError(f"{quoted_path(url)} answered {status}: {_clipped(shown)}{advice}")
     if not isinstance(answer, dict):
-        raise ServeError(f"{url} answered 200 with {_clipped(text)!r}, not the service's "
-                         "answer to feedback (a JSON object); is --url the switchpoint "
-                         "service?")
+        raise ServeError(f"{quoted_path(url)} answered 200 with {_clipped(text)!r}, not the "
+                         "service's answer to feedback (a JSON object); is --url the "
+                         "switchpoint service?")
     if args.json:
         _print_json(answer)
     else:
