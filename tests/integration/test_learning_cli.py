@@ -91,7 +91,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     kept = {p: p.read_bytes() for p in (db, config)}
     for target in (tmp_path / "data", config):
         assert main(["learn", "--export", str(target), "--config", str(config)]) == 2
-        assert f"{target}: " in (err := capsys.readouterr().err) and "Traceback" not in err
+        assert f"{str(target)!r}: " in (err := capsys.readouterr().err) and "Traceback" not in err
         assert "choose a new or empty directory" in err
     assert {p: p.read_bytes() for p in (db, config)} == kept
     assert main(["learn", "--export", str(export), "--config", str(config)]) == 0
