@@ -670,52 +670,54 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _read_config_text(file: Path) -> str:
     """The config file's text: a regular file of at most :data:`MAX_CONFIG_BYTES`, read once
     (a directory, a device or a pipe is refused before anything is read from it)."""
+    shown = quoted_path(file)
     try:
         mode = file.stat().st_mode
     except FileNotFoundError:
-        raise ConfigError("config", f"{file} not found; pass an existing YAML file to "
+        raise ConfigError("config", f"{shown} not found; pass an existing YAML file to "
                                     "--config") from None
     except OSError as exc:
-        raise ConfigError("config", f"{file} cannot be read ({exc.strerror or exc}); pass a "
+        raise ConfigError("config", f"{shown} cannot be read ({exc.strerror or exc}); pass a "
                                     "YAML file you can read to --config") from None
     if stat.S_ISDIR(mode):
-        raise ConfigError("config", f"{file} is a directory; pass the YAML file itself to "
-                                    f"--config (e.g. {file / 'switchpoint.yaml'})")
+        raise ConfigError("config", f"{shown} is a directory; pass the YAML file itself to "
+                                    f"--config (e.g. {quoted_path(file / 'switchpoint.yaml')})")
     if not stat.S_ISREG(mode):
-        raise ConfigError("config", f"{file} is not a regular file (a device, pipe or socket); "
+        raise ConfigError("config", f"{shown} is not a regular file (a device, pipe or socket); "
                                     "pass a YAML file to --config")
     try:
         with file.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError("config", f"{file} cannot be read ({exc.strerror or exc}); pass a "
+        raise ConfigError("config", f"{shown} cannot be read ({exc.strerror or exc}); pass a "
                                     "YAML file you can read to --config") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError("config", f"{file} is over {MAX_CONFIG_BYTES >> 20} MiB, the most a "
+        raise ConfigError("config", f"{shown} is over {MAX_CONFIG_BYTES >> 20} MiB, the most a "
                                     "config file may hold; a config names models and settings, "
                                     "so check that --config points at the config")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError("config", f"{file} is not UTF-8 text") from None
+        raise ConfigError("config", f"{shown} is not UTF-8 text") from None
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
     text = _read_config_text(file)
+    shown = quoted_path(file)
     try:
         loaded = yaml.load(text, Loader=_UniqueKeyLoader)
     except RecursionError:
-        raise ConfigError("config", f"{file} is not valid YAML: its values are nested too "
+        raise ConfigError("config", f"{shown} is not valid YAML: its values are nested too "
                                     "deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError("config", f"{file} is not valid YAML{where}: {problem}") from None
+        raise ConfigError("config", f"{shown} is not valid YAML{where}: {problem}") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError("config", f"{file} must hold a mapping of keys (models:, policy:, "
+        raise ConfigError("config", f"{shown} must hold a mapping of keys (models:, policy:, "
                                     f"...), not a {type(loaded).__name__}")
     return loaded
 

@@ -173,6 +173,36 @@ def test_paths_the_system_refuses_are_clean_errors(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
 
 
+def test_a_name_of_thousands_of_characters_is_a_clean_error_naming_the_flag(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Past the longest path the system takes (4096 bytes), Path.exists() and is_file() raise
+    # instead of answering False: each input is checked first, and refused by name.
+    long = tmp_path / ("y" * 5000)
+    src = tmp_path / "prompts.jsonl"
+    src.write_text(GOOD_LINE + "\n")
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("models:\n  - {name: a, base_url: 'http://127.0.0.1:9/v1', "
+                      "input_per_mtok: 1, output_per_mtok: 1}\n", encoding="utf-8")
+    label: list[str | Path] = ["label", "--models", "a", "--judge", "a", "--config", config]
+    argvs: list[tuple[list[str | Path], str]] = [
+        (["route", "--input", long, "--weights", real_weights_dir], "--input: "),
+        (["eval", long, "--fit-split", "train"], "cannot be read"),
+        ([*label, long, "--out", tmp_path / "out.jsonl"], "cannot be read"),
+        ([*label, src, "--out", long], "--out cannot be written there"),
+        (["serve", "--config", long], "to --config"),
+        (["keys", "list", "--config", long], "to --config"),
+        (["label", src, "--models", "a", "--out", tmp_path / "o.jsonl", "--config", long],
+         "to --config"),
+    ]
+    for argv, needle in argvs:
+        code, out, err = run(argv, capsys)
+        assert_bad_input(code, err, needle, f"'{long}"[:100])
+        assert "too long" in err or "longer than the file system allows" in err, err
+        assert "y" * 300 not in err and out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl", "switchpoint.yaml"]
+
+
 # route: one prompt ------------------------------------------------------------------------------
 
 

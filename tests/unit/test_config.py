@@ -397,14 +397,14 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_a_config_that_is_not_a_regular_file_says_what_it_is(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path, environ={})
-    assert info.value.key == "config" and f"{tmp_path} is a directory" in str(info.value)
-    assert str(tmp_path / "switchpoint.yaml") in str(info.value)
+    assert info.value.key == "config" and f"{str(tmp_path)!r} is a directory" in str(info.value)
+    assert repr(str(tmp_path / "switchpoint.yaml")) in str(info.value)
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)  # never opened: reading it would wait for a writer forever
     for path in (Path("/dev/null"), fifo):
         with pytest.raises(ConfigError) as info:
             load_settings(path, environ={})
-        assert f"{path} is not a regular file" in str(info.value)
+        assert f"{str(path)!r} is not a regular file" in str(info.value)
 
 
 def test_a_config_file_over_a_mebibyte_is_refused_unparsed(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from switchpoint._files import lock_holder
+from switchpoint._messages import quoted_path
 from switchpoint.errors import LabellingError
 from switchpoint.labelling.journal import open_for_writing
 
@@ -49,8 +50,8 @@ class OutputLock:
         holds it."""
         while True:
             if self.path.is_symlink():  # never follow one planted here
-                raise LabellingError(f"{self.path} is a symbolic link, not a label run's lock "
-                                     "file; remove it", source=self.out)
+                raise LabellingError(f"{quoted_path(self.path)} is a symbolic link, not a label "
+                                     "run's lock file; remove it", source=self.out)
             fd = open_for_writing(self.path, os.O_RDWR | os.O_NOFOLLOW, source=self.out)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from switchpoint._files import path_problem
 from switchpoint._json import (
     LONE_SURROGATE,
     DuplicateKeyError,
@@ -92,6 +93,10 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
 def read_prompts(path: str | Path) -> list[LabelPrompt]:
     """Read and check a prompts file (see :func:`parse_prompts`)."""
     p = Path(path)
+    problem = path_problem(p)
+    if problem is not None:  # (a name too long, a NUL: the system refuses to look)
+        raise LabellingError(f"cannot be read: {problem}; give a JSONL file of prompts",
+                             source=p)
     if not p.exists() or p.is_dir():  # (a pipe, such as /dev/stdin, reads as a file does)
         raise LabellingError(("is a directory" if p.is_dir() else "file not found")
                              + "; give a JSONL file of {\"prompt\": ...} lines or a text file "

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
-from switchpoint._files import same_file
+from switchpoint._files import path_problem, same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
-from switchpoint._messages import plural
+from switchpoint._messages import plural, quoted_path
 from switchpoint._progress import ProgressFn
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.config import Settings, load_settings
@@ -233,6 +233,10 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
         raise InvalidInputError("config", "give either a gateway or a config, not both")
     settings = gateway.settings if gateway is not None else _settings(config)
     path = Path(out)
+    problem = path_problem(path)
+    if problem is not None:  # (a name too long, a NUL: the system refuses even to look)
+        raise LabellingError(f"--out cannot be written there: {problem}; give --out a file "
+                             "path the system takes", source=path)
     plan = _check(prompts, models, judge, settings, concurrency, max_tokens,
                   keys=env if env is not None else os.environ if gateway is None else None)
     _check_out_apart(prompts, path)
@@ -313,9 +317,10 @@ def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
     for what, path in (("--out", out), ("--out's journal", jr.journal_path(out)),
                        ("--out's mark", jr.done_path(out)), ("--out's lock", lock_path(out))):
         if same_file(source, path):
-            raise LabellingError(f"{what} ({path}) is the prompts file itself; a run writes "
-                                 "its records there (and --restart discards it), which would "
-                                 "lose the prompts: write the records to another --out",
+            raise LabellingError(f"{what} ({quoted_path(path)}) is the prompts file itself; a "
+                                 "run writes its records there (and --restart discards it), "
+                                 "which would lose the prompts: write the records to another "
+                                 "--out",
                                  source=source)
 
 
