@@ -268,7 +268,7 @@ class CorsSettings(BaseModel):
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ValueError(f"{origin!r} is not an origin; write it as "
+                raise ValueError(f"{quoted(origin)} is not an origin; write it as "
                                  "scheme://host[:port], e.g. https://app.example.com, or '*'")
         return value
 

@@ -34,7 +34,7 @@ def test_a_gateway_is_refused_while_a_service_serves_from_its_data_dir(tmp_path:
         with pytest.raises(DataDirInUseError) as info:
             gateway.open()
         assert (f"another switchpoint process (pid {server.proc.pid}) is serving from "
-                f"data_dir {data}") in str(info.value)
+                f"data_dir {str(data)!r}") in str(info.value)
         gateway.close()
         # What only learns offline (switchpoint feedback, learn) works beside the service.
         offline = Gateway(settings_for(data), serves_chat=False)
@@ -56,7 +56,7 @@ def test_a_service_is_refused_while_a_gateway_holds_its_data_dir_until_it_closes
         code, err = refused_start(data_dir=data)
         assert code == 2, err
         assert (f"another switchpoint process (pid {os.getpid()}) is serving from data_dir "
-                f"{data}") in err and "Traceback" not in err
+                f"{str(data)!r}") in err and "Traceback" not in err
     finally:
         gateway.close()
     server = ProcessServer(data_dir=data).start()

@@ -232,12 +232,12 @@ def test_a_report_of_a_data_dir_that_does_not_exist_says_so(
     typo = tmp_path / "dat"
     code, out, err = run(["report", *report, "--config", config, "--data-dir", typo], capsys)
     assert code == 2 and out == ""  # not a report of nothing
-    assert err == (f"switchpoint: error: --data-dir: {typo} does not exist, so it holds no log "
-                   "to report on; point it at the data_dir of the service whose requests to "
-                   "report\n")
+    assert err == (f"switchpoint: error: --data-dir: {str(typo)!r} does not exist, so it holds "
+                   "no log to report on; point it at the data_dir of the service whose requests "
+                   "to report\n")
     assert not typo.exists()
     code, _, err = run(["report", *report, "--config", config], capsys)  # the config's own
-    assert code == 2 and f"data_dir: {tmp_path / 'data'} does not exist" in err
+    assert code == 2 and f"data_dir: {str(tmp_path / 'data')!r} does not exist" in err
     seed(config)  # where the service logged, the same command reports
     code, out, _ = run(["report", *report, "--config", config], capsys)
     assert code == 0 and out
@@ -522,3 +522,24 @@ def test_a_forecast_without_a_catalog_says_none_was_given(
     assert "no catalog was given" in tip and "in the catalog" not in tip
     code, out, err = run([*argv, "--config", config], capsys)  # with one, it projects
     assert code == 0 and "no catalog" not in out
+
+
+def test_a_data_dir_a_message_names_is_quoted_cut_short_and_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A folder named with a terminal escape, deep enough to pass 200 characters: each command
+    # that says it does not exist (or holds nothing) names it quoted, cut short and escaped.
+    typo = tmp_path / ("\x1b[2J" + "d" * 200) / ("e" * 200)
+    argvs: list[list[str | Path]] = [
+        ["report", "cost", "--data-dir", typo],
+        ["learn", "--export", tmp_path / "w", "--data-dir", typo],
+        ["feedback", "d1", "--success", "--data-dir", typo],
+        ["keys", "revoke", "0123456789", "--data-dir", typo],
+        ["prune", "--older-than", "1", "--data-dir", typo],
+    ]
+    for argv in argvs:
+        code, out, err = run(argv, capsys)
+        assert code == 2 and out == "", (argv[:2], err)
+        assert repr(str(typo))[:150] in err, (argv[:2], err)  # (the escape as \\x1b)
+        assert "\x1b" not in err and "e" * 100 not in err, (argv[:2], err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -61,7 +61,7 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     err = capsys.readouterr().err
     assert "no decision" in err and "Traceback" not in err
     # It names the state it searched, the usual mistake being another data_dir.
-    assert f"searched the state in {(tmp_path / 'data').resolve()}" in err, err
+    assert f"searched the state in {str((tmp_path / 'data').resolve())!r}" in err, err
     assert main(["feedback", decision.decision_id, "--config", str(config)]) == 2
     assert "exactly one of --score" in capsys.readouterr().err
     assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "-1",
@@ -396,7 +396,7 @@ def test_offline_commands_beside_a_damaged_log_table(
     for argv in (["report", "cost"], ["prune", "--older-than", "1"]):
         assert main([*argv, "--config", str(config)]) == 2, argv
         err = capsys.readouterr().err
-        assert err.startswith(f"switchpoint: error: {db}: cannot read"), (argv, err)
+        assert err.startswith(f"switchpoint: error: {str(db)!r}: cannot read"), (argv, err)
         assert "the file is damaged" in err and "restore it from a backup" in err, (argv, err)
         assert "Traceback" not in err and err.count("\n") == 1, (argv, err)
 

@@ -216,6 +216,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("admin_token_env: \"SP_TOKEN\\n\"\n", "admin_token_env: must be the name of the environment"),
     ("cors: {allow_origins: [\"https://app.example\\n\"]}\n",
      "cors.allow_origins: 'https://app.example\\n' is not an origin"),
+    ("cors: {allow_origins: ['https://" + "a" * 5000 + "/']}\n",
+     "cors.allow_origins: 'https://" + "a" * 48 + "... is not an origin"),
     ("- just\n- a list\n", "config: "),
     ("models: [\n", "config: "),
 ])

@@ -217,7 +217,7 @@ def test_a_damaged_spend_table_is_a_store_error_that_says_what_to_do(tmp_path: P
     with pytest.raises(StoreError) as caught:
         load_state(db, T0)
     message = str(caught.value)
-    assert message.startswith(f"{db}: cannot read the budgets' spend ledger (")
+    assert message.startswith(f"{str(db)!r}: cannot read the budgets' spend ledger (")
     assert "the file is damaged" in message and "restore it from a backup" in message
 
 

@@ -543,7 +543,8 @@ def test_a_damaged_pins_file_is_called_damaged_not_short_of_space(tmp_path: Path
     with pytest.raises(StoreError) as caught:
         SQLitePinStore(path)
     message = str(caught.value)
-    assert message.startswith(f"{path}: cannot open the session pins (file is not a database)")
+    assert message.startswith(f"{str(path)!r}: cannot open the session pins (file is not a "
+                              "database)")
     assert "the file is damaged" in message and "disk has space" not in message
 
 

@@ -53,6 +53,7 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._files import private_dir
+from switchpoint._messages import quoted_path
 from switchpoint.catalog import Catalog
 from switchpoint.config import GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
@@ -260,7 +261,8 @@ class Gateway:
         try:  # the state is its owner's alone: data_dir 0700 when made here, its files 0600
             private_dir(path)
         except OSError as exc:
-            raise StoreError(f"{path}: cannot create the state there ({exc}); check that "
+            raise StoreError(f"{quoted_path(path)}: cannot create the state there ({exc}); "
+                             "check that "
                              "data_dir is a writable directory with free space") from None
         if self._serves_chat and self._owner is None:
             # Before any state opens (the store writes what an earlier stop left beside it).
@@ -352,7 +354,8 @@ class Gateway:
         """Refuse work once :meth:`close` has run: its log, pins and learning state are shut,
         so nothing it did could be kept."""
         if self._closed:
-            raise StoreError(f"{self.state.settings.data_dir}: the gateway is closed, so it "
+            raise StoreError(f"{quoted_path(self.state.settings.data_dir)}: the gateway is "
+                             "closed, so it "
                              "neither routes, calls models nor learns; start it again "
                              "(Gateway.start) or make a new one")
 

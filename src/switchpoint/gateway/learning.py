@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._messages import quoted_path
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -1095,7 +1096,8 @@ class GatewayLearning:
         if self.store is None:
             return
         if not self.store.is_open:
-            raise StoreError(f"{self.store.path}: the gateway is closed, so nothing can be "
+            raise StoreError(f"{quoted_path(self.store.path)}: the gateway is closed, so "
+                             "nothing can be "
                              "learned or kept; start it again (Gateway.start) to give feedback")
         refusing = self.store.refusing()
         if refusing is not None:

@@ -35,6 +35,7 @@ from switchpoint._files import (
     open_lock,
     take_lock,
 )
+from switchpoint._messages import quoted_path
 from switchpoint.errors import DataDirInUseError, StoreError
 
 log = logging.getLogger("switchpoint.gateway")
@@ -62,17 +63,19 @@ class DataDirLock:
         try:
             fd = open_lock(self.path)
         except NotALockFileError as exc:
-            raise StoreError(f"{self.path}: cannot lock it, {exc.strerror}") from None
+            raise StoreError(f"{quoted_path(self.path)}: cannot lock it, {exc.strerror}") from None
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot make the lock file that keeps a second "
-                             f"service off this data_dir ({exc.strerror or exc}); check that "
+            raise StoreError(f"{quoted_path(self.path)}: cannot make the lock file that keeps a "
+                             f"second service off this data_dir ({exc.strerror or exc}); check "
+                             "that "
                              "data_dir is a writable directory") from None
         started = time.monotonic()
         try:
             taken = take_lock(fd)  # (a store writing the spill file: waited for)
         except OSError as exc:
             os.close(fd)
-            raise StoreError(f"{self.path}: cannot lock it ({exc.strerror or exc}); data_dir "
+            raise StoreError(f"{quoted_path(self.path)}: cannot lock it "
+                             f"({exc.strerror or exc}); data_dir "
                              "must be on a file system that supports locks (not every network "
                              "file system does)") from None
         if not taken:
@@ -82,20 +85,23 @@ class DataDirLock:
             waited = time.monotonic() - started
             if stalled and waited >= _files.BRIEF_WAIT_MAX_S:
                 raise DataDirInUseError(
-                    f"a switchpoint command{holder} holds data_dir {self.data_dir}'s lock to "
-                    "write the records the spill file beside the database keeps, and was still "
+                    f"a switchpoint command{holder} holds data_dir "
+                    f"{quoted_path(self.data_dir)}'s lock to write the records the spill file "
+                    "beside the database keeps, and was still "
                     f"at it after {_files.BRIEF_WAIT_MAX_S:g} s, the most a start waits (it "
                     "showed progress); start again once it is done (or stop it: what it did "
                     "not write stays in the spill file)")
             if stalled:
                 raise DataDirInUseError(
-                    f"a switchpoint command{holder} holds data_dir {self.data_dir}'s lock to "
-                    "write the records the spill file beside the database keeps, and showed "
+                    f"a switchpoint command{holder} holds data_dir "
+                    f"{quoted_path(self.data_dir)}'s lock to write the records the spill file "
+                    "beside the database keeps, and showed "
                     f"no progress for {_files.BRIEF_HOLD_S:g} s; start again once it is done "
                     "(or stop it: what it did not write stays in the spill file)")
             raise DataDirInUseError(
                 f"another switchpoint process{holder} is serving from data_dir "
-                f"{self.data_dir} (`switchpoint serve`, or a Gateway or `switchpoint label` "
+                f"{quoted_path(self.data_dir)} (`switchpoint serve`, or a Gateway or "
+                "`switchpoint label` "
                 "calling models through it): two would each enforce every budget and rate "
                 "limit on their own, so callers could spend twice; stop it first, or give this "
                 "one another data_dir")
@@ -104,7 +110,7 @@ class DataDirLock:
             os.write(fd, f"{os.getpid()}\n".encode())
         except OSError as exc:  # (a full disk, say: the lock goes with the descriptor)
             os.close(fd)
-            raise StoreError(f"{self.path}: cannot write this process's id into it "
+            raise StoreError(f"{quoted_path(self.path)}: cannot write this process's id into it "
                              f"({exc.strerror or exc}); check that data_dir's disk has room "
                              "and takes writes") from None
         self._fd = fd

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from switchpoint._messages import printable, quoted
+from switchpoint._messages import printable, quoted, quoted_path
 from switchpoint.errors import InvalidInputError
 
 
@@ -85,9 +85,9 @@ def _no_store(settings: Any, key_id: str) -> InvalidInputError:
     from switchpoint.governance.keys import KEYS_FILENAME, check_key_id
 
     check_key_id(key_id)  # (a whole key given as the id is refused without repeating it)
-    return InvalidInputError("id", f"no key has the id {key_id!r}: {settings.data_dir} "
-                                   f"holds no {KEYS_FILENAME} (check --data-dir / the config's "
-                                   "data_dir)")
+    return InvalidInputError("id", f"no key has the id {key_id!r}: "
+                                   f"{quoted_path(settings.data_dir)} holds no {KEYS_FILENAME} "
+                                   "(check --data-dir / the config's data_dir)")
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -252,7 +252,8 @@ def cmd_keys_clock(args: argparse.Namespace) -> int:
         lock = DataDirLock(settings.data_dir).acquire()
     except DataDirInUseError:
         raise InvalidInputError("--reset", f"a switchpoint process is serving from "
-                                           f"{settings.data_dir}: it keeps the later time in "
+                                           f"{quoted_path(settings.data_dir)}: it keeps the "
+                                           "later time in "
                                            "memory and would write it back; stop it, reset, "
                                            "then start it again") from None
     try:
@@ -314,7 +315,8 @@ def _reports(args: argparse.Namespace, *, routing: bool = False) -> Any:
     data_dir = Path(settings.data_dir)
     if not data_dir.is_dir():
         raise InvalidInputError("--data-dir" if args.data_dir else "data_dir",
-                                f"{data_dir} does not exist, so it holds no log to report on; "
+                                f"{quoted_path(data_dir)} does not exist, so it holds no log to "
+                                "report on; "
                                 "point it at the data_dir of the service whose requests to "
                                 "report")
     catalog = settings.catalog()

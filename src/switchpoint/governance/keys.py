@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
-from switchpoint._messages import cut, quoted, unprintable
+from switchpoint._messages import cut, quoted, quoted_path, unprintable
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -631,7 +631,8 @@ class KeyStore:
         with self._clock_lock:
             conn = self._clock_conn
             if conn is None:
-                raise StoreError(f"{self.path}: the key store is not open; its time is written "
+                raise StoreError(f"{quoted_path(self.path)}: the key store is not open; its "
+                                 "time is written "
                                  "once it is", reason="closed")
             conn.execute(_SAVE_CLOCK, (latest,))
         self._refusing = False
@@ -808,7 +809,8 @@ class KeyStore:
         try:
             conn.execute(sql, args)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: could not {what}: {exc}", reason=str(exc)) from None
+            raise StoreError(f"{quoted_path(self.path)}: could not {what}: "
+                             f"{exc}", reason=str(exc)) from None
 
     def list(self, tenant: str | None = None, *, include_revoked: bool = True
              ) -> list[KeyRecord]:

@@ -109,7 +109,8 @@ def cmd_feedback(args: argparse.Namespace) -> int:
             # Which state was searched is what a user most often got wrong: say it.
             raise InvalidInputError(
                 "decision_id", f"{str(exc).removeprefix('decision_id: ')}; searched the "
-                f"state in {Path(settings.data_dir).resolve()} (--data-dir, or the data_dir "
+                f"state in {quoted_path(Path(settings.data_dir).resolve())} (--data-dir, or the "
+                "data_dir "
                 "of --config): is it the data_dir of the service that made the decision? "
                 "(or give --url to reach that service)") from None
     out = result.to_dict()
@@ -221,9 +222,11 @@ def _existing_state(args: argparse.Namespace, settings: Settings, holds_none: st
     data_dir = Path(settings.data_dir)
     field = "--data-dir" if args.data_dir else "data_dir"
     if not data_dir.is_dir():
-        raise InvalidInputError(field, f"{data_dir} does not exist, so it holds {holds_none}")
+        raise InvalidInputError(field, f"{quoted_path(data_dir)} does not exist, so it holds "
+                                       f"{holds_none}")
     if not Path(settings.db_path).is_file():
-        raise InvalidInputError(field, f"{data_dir} holds no {Path(settings.db_path).name} "
+        raise InvalidInputError(field, f"{quoted_path(data_dir)} holds no "
+                                       f"{Path(settings.db_path).name} "
                                        f"(no service has logged there), so it holds "
                                        f"{holds_none}")
 

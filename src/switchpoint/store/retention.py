@@ -54,6 +54,7 @@ from switchpoint._files import (
     serving,
     side_file,
 )
+from switchpoint._messages import quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, checkpoint_position
 from switchpoint.store.sqlite import (
@@ -224,11 +225,12 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     file = Path(path)
     ahead = cutoff - time.time()
     if ahead > 0:
-        raise StoreError(f"{file}: the cutoff is {ahead:.3f} s in the future; a prune deletes "
+        raise StoreError(f"{quoted_path(file)}: the cutoff is {ahead:.3f} s in the future; a "
+                         "prune deletes "
                          "only entries already logged (give an age > 0)")
     still_there(file, gone)
     if not file.is_file():
-        raise StoreError(f"{file}: no store there (check --config / data_dir)")
+        raise StoreError(f"{quoted_path(file)}: no store there (check --config / data_dir)")
     cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
     before = db_bytes(file)
     if dry_run:
@@ -244,7 +246,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     try:
         conn = sqlite3.connect(file, isolation_level=None, timeout=30)
     except sqlite3.Error as exc:
-        raise StoreError(f"{file}: cannot open the store ({exc})") from None
+        raise StoreError(f"{quoted_path(file)}: cannot open the store ({exc})") from None
     try:
         conn.execute("PRAGMA busy_timeout=30000")
         deleted = {table: _delete_older(conn, table, older_than, max_rows)
@@ -255,7 +257,8 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
         vacuum = _vacuum(conn, full_vacuum, any(deleted.values()))
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlite3.Error as exc:
-        raise StoreError(f"{file}: the prune failed ({exc}); entries deleted before the "
+        raise StoreError(f"{quoted_path(file)}: the prune failed ({exc}); entries deleted "
+                         "before the "
                          "failure stay deleted, the rest are untouched") from None
     finally:
         conn.close()

@@ -41,6 +41,7 @@ from switchpoint._files import (
     private_dir,
     private_file,
 )
+from switchpoint._messages import quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.moved import (
@@ -162,7 +163,7 @@ def store_error(path: str | Path, what: str, exc: BaseException) -> StoreError:
     reason = (f"{Path(path).name} in data_dir is damaged ({exc}); the operator must restore "
               "it from a backup" if damaged(exc) else None)
     hint = remedy(exc)
-    return StoreError(f"{path}: cannot {what} ({exc})" + (f"; {hint}" if hint else ""),
+    return StoreError(f"{quoted_path(path)}: cannot {what} ({exc})" + (f"; {hint}" if hint else ""),
                       reason=reason,
                       damaged=damaged(exc))
 
@@ -184,7 +185,8 @@ def still_there(path: str | Path, gone: Gone | None) -> None:
         return
     name = Path(path).name
     raise StoreError(
-        f"{path}: cannot read it: it {left} while the service ran; restore the file (or leave "
+        f"{quoted_path(path)}: cannot read it: it {left} while the service ran; restore the "
+        "file (or leave "
         "it gone to start an empty one), then restart the service",
         reason=f"{name} in data_dir {left} while the service ran, so what it logged cannot "
         "be read; the operator must restart the service",
@@ -267,7 +269,8 @@ def require_json(conn: sqlite3.Connection, path: str | Path) -> None:
         conn.execute("SELECT json_valid('{}')").fetchone()
     except sqlite3.DatabaseError:  # (no such function; or, where denied, not authorized)
         raise StoreError(
-            f"{path}: cannot open it: this Python's SQLite ({sqlite3.sqlite_version}) was "
+            f"{quoted_path(path)}: cannot open it: this Python's SQLite "
+            f"({sqlite3.sqlite_version}) was "
             "built without its JSON functions, which the store needs; SQLite 3.38 and later "
             "always have them: run switchpoint on a Python linked against such a SQLite") from None
 
@@ -1365,7 +1368,7 @@ class SQLiteStore:
         written once it takes writes again, as lazy records are (for a log entry: written
         late rather than never; not for what must be learned only if kept now)."""
         if self._closed or self._writer is None:
-            raise StoreError(f"{self.path}: the store is not open")
+            raise StoreError(f"{quoted_path(self.path)}: the store is not open")
         done: Future[None] = Future()
         # Queued means it will be written: a caller that stops waiting (a client that left)
         # cannot cancel it, and the writer can always resolve it.
@@ -1380,7 +1383,7 @@ class SQLiteStore:
         budget reservation, any record of a log entry but its last). One the database refuses
         (a full disk) is tried again once it takes writes; one it cannot take is logged."""
         if self._closed or self._writer is None:
-            raise StoreError(f"{self.path}: the store is not open")
+            raise StoreError(f"{quoted_path(self.path)}: the store is not open")
         self._lazy.append((record, None, True))
 
     def _write_loop(self) -> None:
@@ -1418,7 +1421,7 @@ class SQLiteStore:
                 log.exception("%s: the writer failed a batch", self.path)
                 for _, done, _ in batch:
                     if done is not None and not done.done():
-                        done.set_exception(StoreError(f"{self.path}: the write failed "
+                        done.set_exception(StoreError(f"{quoted_path(self.path)}: the write failed "
                                                       f"({type(exc).__name__}: {exc})"))
         if self._retry:
             self._spill()
@@ -1550,7 +1553,8 @@ class SQLiteStore:
                     self._commit([item], kept_before=kept_before)
                 return
             record, done, _ = batch[0]
-            error = StoreError(f"{self.path}: could not write {_what(record)} {record.id}: "
+            error = StoreError(f"{quoted_path(self.path)}: could not write {_what(record)} "
+                               f"{record.id}: "
                                f"{exc}", reason=str(exc))
             if done is not None:
                 done.set_exception(error)
@@ -1570,7 +1574,8 @@ class SQLiteStore:
                 self._keep_for_retry(record, kept_before=kept_before)
             if done is not None:
                 done.set_exception(StoreError(
-                    f"{self.path}: could not write {_what(record)} {record.id}: {reason}"
+                    f"{quoted_path(self.path)}: could not write {_what(record)} {record.id}: "
+                    f"{reason}"
                     + (" (kept: it is written once the database takes writes again)"
                        if keep else ""), reason=reason))
 
