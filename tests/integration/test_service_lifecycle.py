@@ -4,6 +4,7 @@ bad config at start and at reload, and decisions that survive a restart and a cr
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import shutil
@@ -807,35 +808,61 @@ def test_a_compressed_request_body_is_refused_naming_its_encoding(tmp_path: Path
         assert route(server.base, "still routing").status_code == 200
 
 
-def test_the_api_document_lists_the_415_on_every_route_that_takes_a_body(
+def test_the_api_document_lists_the_refusals_of_a_body_on_every_route_that_reads_one(
         tmp_path: Path) -> None:
+    # Every operation but a GET reads its body (to use it, or to refuse one it does not take),
+    # so each may answer 413, 415 and 503 server_busy: the document lists them there, in the
+    # envelope the answer comes in, and nowhere else; the service answers as it says.
     import gzip
 
+    params = {"{name}": "nope", "{key_id}": "0123456789ab", "{model_id}": "auto"}
     with thread_server(create_app(settings_for(tmp_path), loader=FACTORY)) as server:
         doc = httpx.get(f"{server.base}/openapi.json", timeout=60).json()
         schemas = doc["components"]["schemas"]
-        with_body = {(path, method): op for path, item in doc["paths"].items()
-                     for method, op in item.items() if "requestBody" in op}
-        assert ("/v1/route", "post") in with_body and ("/v1/chat/completions", "post") in with_body
-        for (path, _method), op in with_body.items():
-            listed = op["responses"]["415"]
-            assert "Content-Encoding" in listed["description"], (path, listed)
-            # In the shape of the operation's other errors: the envelope the answer comes in.
-            assert listed["content"] == op["responses"]["400"]["content"], path
-        assert not [(path, method) for path, item in doc["paths"].items()
-                    for method, op in item.items()
-                    if "415" in op.get("responses", {}) and (path, method) not in with_body]
-        chat = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
-        for path, raw in (("/v1/route", json.dumps({"prompt": "hi"})), ("/v1/chat/completions",
-                                                                         chat)):
-            r = httpx.post(f"{server.base}{path}", content=gzip.compress(raw.encode()), headers={
+        operations = [(path, method, op) for path, item in doc["paths"].items()
+                      for method, op in item.items()]
+        reading = [(path, method) for path, method, _ in operations if method != "get"]
+        assert ("/v1/route", "post") in reading and ("/v1/router/reload", "post") in reading
+        for path, method, op in operations:
+            responses = op["responses"]
+            url = server.base + functools.reduce(lambda p, kv: p.replace(*kv), params.items(),
+                                                 path)
+            r = httpx.request(method.upper(), url, content=gzip.compress(b"{}"), headers={
                 "content-type": "application/json", "content-encoding": "gzip"}, timeout=60)
-            assert r.status_code == 415, r.text
-            ref = with_body[(path, "post")]["responses"]["415"]["content"]["application/json"]
-            shape = schemas[ref["schema"]["$ref"].rsplit("/", 1)[1]]
-            assert set(r.json()) == set(shape["properties"]), (path, r.json(), shape)
-            detail = schemas[shape["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
-            assert set(detail["required"]) <= set(r.json()["error"]), (path, r.json())
+            if method == "get":
+                assert "415" not in responses and "413" not in responses, path
+                assert r.status_code != 415, (path, r.text)
+                continue
+            assert r.status_code == 415, (method, path, r.text)
+            assert "Content-Encoding" in responses["415"]["description"], path
+            assert "max_request_bytes" in responses["413"]["description"], path
+            assert "server_busy" in responses["503"]["description"], path
+            # In the envelope the answer comes in (OpenAI's on the OpenAI routes).
+            for status in ("413", "415"):
+                ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+                shape = schemas[ref.rsplit("/", 1)[1]]
+                assert set(r.json()) == set(shape["properties"]), (path, r.json(), shape)
+                detail = schemas[shape["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
+                assert set(detail["required"]) <= set(r.json()["error"]), (path, r.json())
+                if "400" in responses:
+                    assert responses[status]["content"] == responses["400"]["content"], path
+
+
+def test_the_api_document_names_every_error_code(tmp_path: Path) -> None:
+    import switchpoint.errors as errors
+
+    with thread_server(create_app(settings_for(tmp_path), loader=FACTORY)) as server:
+        doc = httpx.get(f"{server.base}/openapi.json", timeout=60).json()
+    said = doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["description"]
+    classes = [c for c in vars(errors).values() if isinstance(c, type)
+               and issubclass(c, errors.GatewayError) and c is not errors.GatewayError
+               and "code" in vars(c)]
+    codes = {c.code for c in classes} | {
+        "invalid_request", "invalid_config", "decision_not_found", "not_found",
+        "method_not_allowed", "request_too_large", "unsupported_media_type", "server_busy",
+        "storage_unavailable", "internal_error"}
+    assert len(codes) > 20
+    assert not [code for code in codes if code not in said], said
 
 
 def _corrupt_copy(tmp_path: Path) -> Path:

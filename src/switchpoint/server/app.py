@@ -29,7 +29,7 @@ from switchpoint.server.context import Service
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.head import HeadMiddleware
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
-from switchpoint.server.middleware import BodyLimitMiddleware, document_encoded_bodies
+from switchpoint.server.middleware import BodyLimitMiddleware, document_bodies
 from switchpoint.server.proxies import ForwardedClientMiddleware
 from switchpoint.server.queries import single_query
 from switchpoint.server.routes import admin, chat, governance, learning, route
@@ -107,7 +107,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         """The API document, listing the refusals the middleware answers for its routes."""
         if app.openapi_schema is None:
-            app.openapi_schema = document_encoded_bodies(generate())
+            app.openapi_schema = document_bodies(generate())
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -46,10 +46,17 @@ _PROMPT_PATHS = frozenset({"/v1/route", "/v1/chat/completions",
 _CLOSE = (b"connection", b"close")
 #: Why a body with a Content-Encoding is refused (415): it is not read, so not held either.
 ENCODED = "encoded"
-#: The 415 as the API document describes it, for each operation that takes a body.
+#: The refusals of a body as the API document describes them, for each operation that reads one.
 _ENCODED_DOC = ("unsupported_media_type: the body was sent with a Content-Encoding (gzip, br, "
                 "...); bodies are read as they are sent, so send it uncompressed, without the "
                 "header.")
+_TOO_LARGE_DOC = ("request_too_large: the body is over max_request_bytes (in the config); send "
+                  "a smaller one.")
+_BUSY_DOC = ("server_busy: the bodies being received fill the server's body buffer (or this "
+             "client's share of it); retry after Retry-After.")
+# The methods whose requests the routes read a body of (to use it, or to refuse one sent to a
+# route that takes none): a GET's body is never read, so never refused.
+_READ_BODY = frozenset({"post", "put", "patch", "delete"})
 
 
 class _Refused(Exception):  # noqa: N818 (a signal to the middleware, not an error)
@@ -295,20 +302,22 @@ async def _unsupported_encoding(send: Send, encoding: str, path: str) -> None:
                 path, [])
 
 
-def document_encoded_bodies(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAPI document ``schema`` with the 415 of a body sent with a Content-Encoding
-    listed for every operation that takes a body, in the shape of that operation's other
-    errors (its 400's: the OpenAI envelope on the OpenAI routes)."""
-    for item in schema.get("paths", {}).values():
-        for operation in item.values():
-            if not isinstance(operation, dict) or "requestBody" not in operation:
+def document_bodies(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the refusals of a body this middleware answers
+    (413 ``request_too_large``, 415 ``unsupported_media_type``, 503 ``server_busy``) listed
+    for every operation that reads a body (every method but GET), in the shape of that
+    operation's other errors (the OpenAI envelope on the OpenAI routes)."""
+    for path, item in schema.get("paths", {}).items():
+        shape = {"application/json": {"schema": {"$ref": "#/components/schemas/" + (
+            "ChatErrorResponse" if is_openai_path(path) else "ErrorResponse")}}}
+        for method, operation in item.items():
+            if method not in _READ_BODY or not isinstance(operation, dict):
                 continue
             responses = operation.setdefault("responses", {})
-            refusal: dict[str, Any] = {"description": _ENCODED_DOC}
-            shape = responses.get("400", {}).get("content")
-            if shape is not None:
-                refusal["content"] = shape
-            responses.setdefault("415", refusal)
+            for status, doc in (("413", _TOO_LARGE_DOC), ("415", _ENCODED_DOC)):
+                responses.setdefault(status, {"description": doc, "content": shape})
+            busy = responses.setdefault("503", {"description": "", "content": shape})
+            busy["description"] = " Or ".join(filter(None, (busy["description"], _BUSY_DOC)))
     return schema
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from switchpoint.catalog import MAX_MODEL_NAME
 from switchpoint.decision import MAX_COST_WEIGHT
+from switchpoint.errors import GatewayError
 from switchpoint.gateway.parsing import MAX_MODELS
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -101,9 +102,30 @@ class RouteResponse(BaseModel):
     arm: str | None = Field(None, description="Its arm ('' when none).")
 
 
+#: The codes the server answers with itself (the others are its errors' own: see
+#: :func:`error_codes`).
+SERVER_CODES = ("invalid_request", "invalid_config", "decision_not_found", "not_found",
+                "method_not_allowed", "request_too_large", "unsupported_media_type",
+                "server_busy", "storage_unavailable", "internal_error")
+
+
+def error_codes() -> list[str]:
+    """Every ``code`` an error answer of the service may carry: the server's own and each
+    :class:`~switchpoint.errors.GatewayError`'s (the chat route's failover adds the upstream's
+    outcome, in OpenAI's envelope)."""
+    codes = dict.fromkeys(SERVER_CODES)
+    kinds: list[type[GatewayError]] = [GatewayError]
+    while kinds:
+        kind = kinds.pop()
+        kinds.extend(kind.__subclasses__())
+        if kind is not GatewayError and "code" in vars(kind):
+            codes[kind.code] = None
+    return sorted(codes)
+
+
 class ErrorDetail(BaseModel):
-    code: str = Field(description="invalid_request, router_not_ready, invalid_config, "
-                                  "not_found, method_not_allowed or internal_error.")
+    code: str = Field(description=f"One of {', '.join(error_codes())}; the message says what "
+                                  "is wrong.")
     message: str = Field(description="What is wrong and how to fix it.")
     param: str | None = Field(None, description="The request field (or config key) at fault.")
 
