@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from switchpoint.errors import InvalidInputError
@@ -51,6 +51,20 @@ def cut(text: str, limit: int = 60) -> str:
     """``text`` as an error message quotes it: at most ``limit`` characters, ``...`` ending
     one cut short."""
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+#: How many names a message lists before it says how many more there are.
+MAX_LISTED = 20
+
+
+def listed_names(names: Iterable[str], most: int = MAX_LISTED, width: int = 64) -> str:
+    """``names`` as a message lists them: the first ``most``, each cut short at ``width``
+    characters (:func:`cut`), and how many more, so a list of thousands (tenants, tools) does
+    not become the message."""
+    names = list(names)
+    shown = ", ".join(cut(name, width) for name in names[:most])
+    more = len(names) - most
+    return shown + (f" and {more} more" if more > 0 else "")
 
 
 def quoted(value: object, limit: int = 60) -> str:

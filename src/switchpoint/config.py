@@ -70,7 +70,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from switchpoint._files import path_problem
-from switchpoint._messages import cut, key_path, quoted, quoted_path
+from switchpoint._messages import cut, key_path, listed_names, quoted, quoted_path
 from switchpoint._messages import reason as describe
 from switchpoint._numbers import Boolean, Integer, Real, boolean_text
 from switchpoint.catalog import (
@@ -972,7 +972,7 @@ def _check_experiments(settings: Settings) -> None:
             if tenant not in tenants:
                 raise ConfigError(f"experiments.{name}.tenants[{i}]",
                                   f"{tenant!r} is not a tenant of this config; use one of "
-                                  f"{', '.join(tenants)} ({DEFAULT_TENANT!r}: requests without "
+                                  f"{listed_names(tenants)} ({DEFAULT_TENANT!r}: requests without "
                                   "a tenant)")
         for arm_name, arm in experiment.arms.items():
             key = f"experiments.{name}.arms.{arm_name}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from switchpoint._messages import listed_names
 from switchpoint.config import load_settings
 from switchpoint.errors import (
     ConfigError,
@@ -965,3 +966,22 @@ def test_a_clock_write_after_the_key_files_wal_was_deleted_damages_nothing(
     with KeyStore(path, clock=clock) as restarted:
         assert restarted.verify(second).id == key_id_of(second)
         assert restarted.now() == clock.now
+
+
+def test_an_unknown_tenant_error_lists_some_of_many_tenants() -> None:
+    # A config may hold thousands of tenants: the error names twenty and how many more, each
+    # cut short, and the unknown name quoted cut short too.
+    tenants = [f"team-{i:04d}" + "x" * 100 for i in range(3000)]
+    with pytest.raises(InvalidInputError) as info:
+        KeySpec(tenant="nope" * 500).checked(tenants, ["good"])
+    message = str(info.value)
+    assert "and 2980 more" in message and tenants[0][:40] in message
+    assert tenants[25][:20] not in message
+    assert len(message) < 2000
+
+
+def test_listed_names_shows_the_first_and_how_many_more() -> None:
+    assert listed_names(["a", "b"]) == "a, b"
+    assert listed_names([]) == ""
+    assert listed_names([str(i) for i in range(25)], most=3) == "0, 1, 2 and 22 more"
+    assert listed_names(["n" * 100], width=10) == "nnnnnnn..."

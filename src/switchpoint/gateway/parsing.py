@@ -51,7 +51,7 @@ from switchpoint._json import (
     lone_surrogate,
     unique_keys,
 )
-from switchpoint._messages import cut, invalid_at, invalid_from_validation
+from switchpoint._messages import cut, invalid_at, invalid_from_validation, listed_names
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.image_urls import image_url_problem
@@ -480,9 +480,7 @@ def _declared(data: Mapping[str, Any]) -> tuple[dict[str, list[str]], list[str] 
 def _listed(names: list[str]) -> str:
     """Declared tool names as an error lists them: the first :data:`MAX_NAMES_LISTED`, each
     cut short (a name may be up to :data:`MAX_TOOL_NAME` characters), and how many more."""
-    shown = ", ".join(cut(name, 64) for name in names[:MAX_NAMES_LISTED])
-    more = len(names) - MAX_NAMES_LISTED
-    return shown + (f" and {more} more" if more > 0 else "")
+    return listed_names(names, MAX_NAMES_LISTED)
 
 
 def _chosen(choice: Mapping[str, Any], where: str, param: str, written: str,

@@ -55,6 +55,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from switchpoint._messages import listed_names, quoted
 from switchpoint.catalog import TIERS, Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, without_prior_names
@@ -379,11 +380,11 @@ class Governor:
     def _tenant_settings(self, settings: Settings, tenant: str, key_id: str | None) -> Any:
         t = settings.tenants.get(tenant)
         if t is None:
-            known = f"(tenants: {', '.join(settings.tenants) or 'none'})"
+            known = f"(tenants: {listed_names(settings.tenants) or 'none'})"
             if key_id is None:  # a tenant named by the caller: there is no such tenant
                 raise NotFoundError(f"tenant: {tenant[:100]!r} is not in the configuration "
                                     f"{known}", param="tenant")
-            raise PermissionDeniedError(f"key {key_id}'s tenant {tenant!r} is not in the "
+            raise PermissionDeniedError(f"key {key_id}'s tenant {quoted(tenant)} is not in the "
                                         f"configuration {known}", param="tenant")
         return t
 

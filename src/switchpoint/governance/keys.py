@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
-from switchpoint._messages import cut, quoted, quoted_path, unprintable
+from switchpoint._messages import cut, listed_names, quoted, quoted_path, unprintable
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -354,8 +354,8 @@ class KeySpec:
         if not isinstance(self.tenant, str) or not self.tenant:
             raise InvalidInputError("tenant", "is required: the tenant the key belongs to")
         if tenants is not None and self.tenant not in tenants:
-            known = ", ".join(sorted(tenants)) or "none: add tenants: to the config"
-            raise InvalidInputError("tenant", f"unknown tenant {self.tenant!r}; tenants are "
+            known = listed_names(sorted(tenants)) or "none: add tenants: to the config"
+            raise InvalidInputError("tenant", f"unknown tenant {quoted(self.tenant)}; tenants are "
                                               f"defined under tenants: in the config "
                                               f"(configured: {known})")
         if self.name is not None and (not isinstance(self.name, str) or len(self.name) > 200):
