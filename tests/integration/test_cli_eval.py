@@ -62,7 +62,7 @@ def test_eval_fits_prints_the_table_and_plots(
                           "--param", "knn.k=3", "--plot", plot], capsys)
     assert code == 0, err
     assert "embedding 24 prompts (12 train + 12 test)" in err
-    assert f"wrote the cost-quality plot to {plot}" in err
+    assert f"wrote the cost-quality plot to {str(plot)!r}" in err
     lines = out.splitlines()
     assert lines[0].startswith("records.jsonl: fitted on 'train' (12 prompts), tested on 'test' "
                                "(12 prompts), 3 models, embedder all-MiniLM-L6-v2/tail-64")

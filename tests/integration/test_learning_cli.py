@@ -221,6 +221,10 @@ class NotTheService(http.server.BaseHTTPRequestHandler):
             "a-list": (200, b"[1, 2]"),
             "nested": (200, b"[" * 100_000 + b"]" * 100_000),
             "long-message": (400, b'{"error": {"message": "' + b"x" * 5000 + b'"}}'),
+            "escape": (400, b'{"error": {"message": "\\u001b[2Jcleared"}}'),
+            "escaped-success": (200, b'{"model": "m\\u001b[31m", "quality": 1, "replaced": '
+                                     b'false, "decision_id": "abc", "tenant": null, '
+                                     b'"kind": "decision"}'),
             "unauthorized": (401, b'{"error": {"code": "unauthorized", "message": '
                                   b'"this gateway needs a client key"}}'),
         }.get(kind, (200, b""))
@@ -257,7 +261,8 @@ def not_the_service() -> Iterator[str]:
     ("string-error", 'answered 500: {"error": "boom"}'),
     ("a-list", "answered 200 with '[1, 2]', not the service's answer to feedback"),
     ("nested", "not the service's answer to feedback (a JSON object)"),
-    ("long-message", "answered 400: " + "x" * 500 + "..."),
+    ("long-message", "answered 400: " + "x" * 497 + "..."),
+    ("escape", "answered 400: \\u001b[2Jcleared"),
     ("endless", "answered 200 with more than 1,048,576 bytes"),
 ])
 def test_feedback_to_a_url_that_is_not_the_service_says_so(
@@ -267,6 +272,16 @@ def test_feedback_to_a_url_that_is_not_the_service_says_so(
     err = capsys.readouterr().err
     assert err.startswith("switchpoint: error: ") and needle in err, err[:1000]
     assert "Traceback" not in err and len(err) < 1500
+
+
+def test_feedback_to_a_url_prints_what_it_answered_escaped(
+        not_the_service: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # An answer's text goes to the terminal escaped: whatever --url names cannot send it
+    # control sequences.
+    assert main(["feedback", "abc", "--success", "--url",
+                 f"{not_the_service}/escaped-success"]) == 0
+    out = capsys.readouterr().out
+    assert "learned: m\\u001b[31m scored 1" in out and "\x1b" not in out, out
 
 
 def test_feedback_refused_for_want_of_a_key_says_how_to_give_this_command_one(

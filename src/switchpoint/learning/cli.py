@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
-from switchpoint._messages import quoted, quoted_path
+from switchpoint._messages import cut, printable, quoted, quoted_path
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.learning.events import check_cost, check_tenant
@@ -132,7 +132,9 @@ SHOWN_CHARS = 500  # of an unexpected answer, in an error message
 
 
 def _clipped(text: str) -> str:
-    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}..."
+    """Text the service answered, as this command prints it: cut short, and escaped where a
+    terminal would not show a character as itself (the answer of whatever --url names)."""
+    return printable(cut(text, SHOWN_CHARS))
 
 
 def _feedback_over_http(args: argparse.Namespace, score: float | None,
@@ -207,9 +209,9 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         what = "replaced an earlier outcome" if answer.get("replaced") else "learned"
         quality = answer.get("quality")
         score_text = f"{quality:g}" if isinstance(quality, (int, float)) else quality
-        print(f"{what}: {answer.get('model')} scored {score_text}"
-              f"{_cost_words(answer)} for decision {answer.get('decision_id')} (tenant "
-              f"{answer.get('tenant')}, {answer.get('kind')})")
+        print(_clipped(f"{what}: {answer.get('model')} scored {score_text}"
+                       f"{_cost_words(answer)} for decision {answer.get('decision_id')} "
+                       f"(tenant {answer.get('tenant')}, {answer.get('kind')})"))
         if isinstance(note := answer.get("note"), str):
             print(_clipped(note), file=sys.stderr)
     return 0
