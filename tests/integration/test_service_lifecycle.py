@@ -865,6 +865,26 @@ def test_the_api_document_names_every_error_code(tmp_path: Path) -> None:
     assert not [code for code in codes if code not in said], said
 
 
+def test_the_api_document_lists_bad_input_as_the_400_it_is_not_a_422(tmp_path: Path) -> None:
+    # Bad input is a 400 naming the field, never FastAPI's 422: the document says so on every
+    # operation that takes a parameter or a body, in its envelope, and keeps no 422 schema.
+    with thread_server(create_app(settings_for(tmp_path), loader=FACTORY)) as server:
+        doc = httpx.get(f"{server.base}/openapi.json", timeout=60).json()
+        r = httpx.post(f"{server.base}/v1/route", json={"prompt": 5}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+    taking = 0
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert "422" not in op["responses"], (method, path)
+            if op.get("parameters") or op.get("requestBody"):
+                taking += 1
+                ref = op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("ChatErrorResponse" if path.startswith(
+                    ("/v1/chat", "/v1/models")) else "ErrorResponse"), (method, path, ref)
+    assert taking > 10
+    assert not {"HTTPValidationError", "ValidationError"} & set(doc["components"]["schemas"])
+
+
 def _corrupt_copy(tmp_path: Path) -> Path:
     """The bundled cluster weights copied, with one file edited after its checksum was taken."""
     copy = tmp_path / "broken-weights"

@@ -26,6 +26,7 @@ from switchpoint.gateway.live import Loader
 from switchpoint.server.auth import body_owner, check_admin_token
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.context import Service
+from switchpoint.server.errors import document_errors
 from switchpoint.server.errors import install as install_error_handlers
 from switchpoint.server.head import HeadMiddleware
 from switchpoint.server.metrics import Metrics, MetricsMiddleware
@@ -105,9 +106,9 @@ def create_app(
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
-        """The API document, listing the refusals the middleware answers for its routes."""
+        """The API document, with the errors the handlers and the middleware answer."""
         if app.openapi_schema is None:
-            app.openapi_schema = document_bodies(generate())
+            app.openapi_schema = document_bodies(document_errors(generate()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -202,6 +202,31 @@ def _without_trailing_slash(request: Request) -> str | None:
     return None
 
 
+_INVALID_DOC = ("Invalid request: a path or query parameter (or the body) is not what the "
+                "route takes; the error names it (param).")
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` as the handlers :func:`install` registers answer: bad
+    input a 400 in the shape of the operation's other errors (the OpenAI envelope on the OpenAI
+    routes), never FastAPI's 422 with its validation detail, which the document lists by
+    default (and then its schemas, which nothing else uses)."""
+    for path, item in schema.get("paths", {}).items():
+        shape = {"application/json": {"schema": {"$ref": "#/components/schemas/" + (
+            "ChatErrorResponse" if is_openai_path(path) else "ErrorResponse")}}}
+        for operation in item.values():
+            responses = operation.get("responses") if isinstance(operation, dict) else None
+            if not isinstance(responses, dict) or "422" not in responses:
+                continue
+            del responses["422"]
+            responses.setdefault("400", {"description": _INVALID_DOC, "content": shape})
+    if "#/components/schemas/HTTPValidationError" not in json.dumps(schema.get("paths", {})):
+        schemas = schema.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):  # (the second, the first's item)
+            schemas.pop(name, None)
+    return schema
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error its shape."""
 
