@@ -725,10 +725,13 @@ class GatewayLearning:
         if self.reader is None:
             return
         self.log.flush()
-        stop = None if own is None else self.reader.seq_of(own)
+        stop: int | None = None  # (the position of ``own``, found in the same read)
         last, taken, read = learning.covered, 0, 0
         for row in self.reader.feedback(after=learning.covered):
-            if (stop is not None and row.seq >= stop) or (most is not None and read >= most):
+            if own is not None and row.event.event_id == own:
+                stop = row.seq
+                break
+            if most is not None and read >= most:
                 break
             last, read = row.seq, read + 1
             if row.kind == "model" or self.log.own(row.event.event_id):

@@ -374,11 +374,6 @@ class LearningReader:
         row = self._one("SELECT event_id FROM feedback WHERE seq = ?", (seq,))
         return None if row is None else str(row[0])
 
-    def seq_of(self, event_id: str) -> int | None:
-        """The log position of the event ``event_id`` (None: no such row)."""
-        row = self._one("SELECT seq FROM feedback WHERE event_id = ?", (event_id,))
-        return None if row is None else int(row[0])
-
     def feedback_count(self, after: int = 0) -> int:
         """How many feedback rows the log holds after log position ``after``."""
         row = self._one("SELECT COUNT(*) FROM feedback WHERE seq > ?", (after,))
