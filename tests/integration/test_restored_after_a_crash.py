@@ -252,6 +252,22 @@ time.sleep(60)
 """
 
 
+
+def _the_other_opens(path: Path, name: str = "the-services-key") -> subprocess.Popen[str]:
+    """Another process (the service) opens the keys at ``path``, makes a key ``name`` and
+    holds them open: returned once it says it is ready (killed if it does not)."""
+    other = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), name], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "ready", "the other did not open"
+    except BaseException:
+        other.kill()
+        other.wait()
+        raise
+    return other
+
 def test_two_stores_opening_a_restored_file_at_once_keep_each_others_log(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The service and ``switchpoint keys create`` open a restored ``keys.db`` at the same
@@ -269,12 +285,7 @@ def test_two_stores_opening_a_restored_file_at_once_keep_each_others_log(
     def judged_then_the_other_opens(file: str | Path) -> object:
         stale = judged(file)
         if stale is not None and not holders:  # the other store opens right after the look
-            holders.append(subprocess.Popen(
-                [sys.executable, "-c", _HOLDER, str(path), "the-services-key"], cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE,
-                text=True))
-            assert holders[0].stdout is not None
-            assert holders[0].stdout.readline().strip() == "ready", "the other did not open"
+            holders.append(_the_other_opens(path))
         return stale
 
     monkeypatch.setattr(moved, "_stale_note", judged_then_the_other_opens)
@@ -325,12 +336,8 @@ def test_a_file_restored_while_another_store_has_the_old_one_open_takes_none_of_
     with KeyStore(path) as keys:
         keys.create(KeySpec(tenant="default", name="in-the-backup"))
     shutil.copy(path, f"{path}.backup")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(path), "made-after-the-backup"], cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE, text=True)
+    holder = _the_other_opens(path, "made-after-the-backup")
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "ready", "the holder did not open"
         _restore_backup(path)
         with KeyStore(path) as keys:
             keys.create(KeySpec(tenant="default", name="made-after-the-restore"))
@@ -360,12 +367,7 @@ def test_a_store_closing_as_another_opens_leaves_the_others_note(
     def read_then_the_other_opens(note: Path) -> object:
         noted = read(note)
         if closing and not holders:  # the service opens right after the command's look
-            holders.append(subprocess.Popen(
-                [sys.executable, "-c", _HOLDER, str(path), "the-services-key"], cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE,
-                text=True))
-            assert holders[0].stdout is not None
-            assert holders[0].stdout.readline().strip() == "ready", "the other did not open"
+            holders.append(_the_other_opens(path))
         return noted
 
     monkeypatch.setattr(moved, "_read_note_file", read_then_the_other_opens)
