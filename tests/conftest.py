@@ -32,6 +32,7 @@ from switchpoint.router import Router
 from switchpoint.training import fit
 from switchpoint.weights import WeightsPackage, load_weights
 from tests.head_start import MARKER, HeadStart, begin_all, last
+from tests.shards import assign, file_of, merge_durations, parse_shard, read_durations
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A verbatim sample of routerbench-3task.jsonl; its first lines are that file's first lines.
@@ -137,8 +138,41 @@ def pytest_configure(config: pytest.Config) -> None:
                             "takes it as the head_start fixture (see tests/head_start.py)")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--shard", metavar="I/N", help="run only part I of N of the test files, "
+                     "dealt out by their recorded durations (see tests/shards.py)")
+    parser.addoption("--record-durations", metavar="PATH", type=Path,
+                     help="merge this run's seconds per test file into PATH (a JSON object)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.getoption("--shard")
+    if shard:
+        try:
+            index, count = parse_shard(shard)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        part = assign([file_of(item.nodeid) for item in items], read_durations(), count)
+        kept = [item for item in items if part[file_of(item.nodeid)] == index]
+        dropped = [item for item in items if part[file_of(item.nodeid)] != index]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
     last(items)
+
+
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    name = file_of(report.nodeid)
+    _file_seconds[name] = _file_seconds.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("--record-durations")
+    if path is not None and _file_seconds:
+        merge_durations(path, _file_seconds)
 
 
 @pytest.fixture(scope="session", autouse=True)
