@@ -348,6 +348,29 @@ def test_an_internal_error_after_an_answer_charges_the_answer_and_closes_its_hol
     assert 0 < _spent(gov, key["id"]) <= _worst(gov, gw_fake, "cheap") * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("kind", ["answered", "failed"])
+def test_an_internal_error_making_the_log_entry_still_writes_its_ledger_rows(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess,
+        monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    # The request was settled (the governor booked the answer, or the billed tries of a
+    # request no model answered), then making its log entry, which carries the ledger rows to disk,
+    # failed (a bug): the rows are written alone, so the spend survives a restart.
+    from switchpoint.gateway import accounting
+
+    def broken(*args: Any, **kw: Any) -> None:
+        raise RuntimeError("a bug making the entry")
+
+    monkeypatch.setattr(accounting, kind, broken)
+    tag = uuid.uuid4().hex[:8]
+    # failed: every try of cheap stalls mid-answer until the request's 2 s are up (billed)
+    fault = "" if kind == "answered" else " [[fake:stall:seconds=3]]"
+    with pytest.raises(openai.InternalServerError):
+        client(gov, key["key"]).with_options(max_retries=0).chat.completions.create(
+            model="cheap", max_tokens=1000, messages=user(f"entry {tag}{fault}"))
+    assert gov.service.gateway.governor.ledger.open_tickets() == 0
+    assert _wait_spent(gov, key["id"]) > 0
+
+
 def _wait_spent(server: ThreadServer, key_id: str) -> float:
     deadline = time.monotonic() + 10
     while _spent(server, key_id) == 0 and time.monotonic() < deadline:

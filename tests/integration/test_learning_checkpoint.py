@@ -283,6 +283,53 @@ def test_an_offline_outcome_logged_just_before_the_services_own_is_learned_first
         assert _learned(restarted) == live
 
 
+def test_an_offline_score_logged_just_before_the_services_own_is_learned_first(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for outcomes, so for a comparison's scores: another process scores a model of a
+    comparison at the last moment before the service logs its own score of that model. The
+    service learns the other's first and its own replaces it, and says so, as a replay after
+    a restart does."""
+    settings = settings_for(fake, tmp_path)
+    service = Gateway(settings, loader=loader, env=KEYS)
+    service.start()
+    try:
+        compare_id = service.compare(prompt=math_prompt(5), models=["strong", "cheap"],
+                                     blind=False)["compare_id"]
+        store = service.learning.store
+        assert store is not None
+        real = store.append
+        offline_rows: list[str] = []
+
+        def offline_first(record: Any) -> Any:
+            """The offline score commits between the service's read of the log and its own
+            append."""
+            event = getattr(record, "event", None)
+            if (event is not None and event.decision_id == f"{compare_id}:cheap"
+                    and not offline_rows):
+                with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
+                    offline.start()
+                    done = offline.score(compare_id, {"cheap": 0.0})
+                    assert done["scores"][0]["replaced"] is False
+                    offline_rows.append(compare_id)
+            return real(record)
+
+        monkeypatch.setattr(store, "append", offline_first)
+        scored = service.score(compare_id, {"cheap": 1.0})["scores"]
+        monkeypatch.setattr(store, "append", real)
+        assert offline_rows  # (the offline score went in first)
+        assert [(s["model"], s["replaced"], s["previous_quality"]) for s in scored] == [
+            ("cheap", True, 0.0)]
+        live = _learned(service)
+        assert live[1]["learned_router"]["events"] == 2
+    finally:
+        service.close()
+    (Path(settings.data_dir) / CHECKPOINT_FILENAME).unlink()  # the log alone, replayed
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert restarted.learning_status()["replayed"] == 2
+        assert _learned(restarted) == live
+
+
 def test_the_status_takes_up_what_another_process_logged_a_bounded_share_at_a_time(
         fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Outcomes an offline ``switchpoint feedback`` (another Gateway) logged are in the
@@ -395,6 +442,58 @@ def test_the_services_retention_prunes_no_row_past_the_position_it_learned_throu
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         restarted.start()
         assert _learned(restarted) == live
+
+
+def test_the_retention_takes_up_a_backlog_in_steps_and_at_most_its_bound(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows another process logged are taken up before the retention prunes, a step at a time
+    (the state's guard let go between steps, so feedback and statuses are not held up behind
+    a backlog) and at most its bound in one run: the position it returns, the one the prune
+    goes by, is where it stopped, with the live snapshot's checkpoint key."""
+    settings = settings_for(fake, tmp_path)
+    with Gateway(settings, loader=loader, env=KEYS) as service:
+        service.start()
+        decisions = [service.route(math_prompt(i)).decision_id for i in range(6)]
+        service.report_outcome(decisions[0], 0.0)  # log position 1
+        with Gateway(settings, loader=loader, env=KEYS, serves_chat=False) as offline:
+            offline.start()
+            for decision in decisions[1:]:  # positions 2-6
+                offline.report_outcome(decision, 1.0)
+        learning = service.learning
+        steps: list[int | None] = []
+        take_up = learning._take_up
+
+        def held_elsewhere() -> bool:
+            """Whether a thread other than this one would have to wait for the guard."""
+            got: list[bool] = []
+
+            def try_it() -> None:
+                got.append(learning.state.guard.acquire(blocking=False))
+                if got[0]:
+                    learning.state.guard.release()
+
+            other = threading.Thread(target=try_it)
+            other.start()
+            other.join()
+            return not got[0]
+
+        def counted(live: gateway_learning.LiveLearning, *, own: str | None = None,
+                    most: int | None = None) -> None:
+            assert held_elsewhere()  # each step under the guard
+            steps.append(most)
+            take_up(live, own=own, most=most)
+
+        monkeypatch.setattr(learning, "_take_up", counted)
+        assert not held_elsewhere()
+        key = learning.checkpoint_key()
+        assert learning.caught_up(most=4, step=2) == (5, key)  # rows 2-3, 4-5: the bound
+        assert steps == [2, 2]
+        steps.clear()
+        assert learning.caught_up(most=100, step=2) == (6, key)  # row 6, then nothing new
+        assert steps == [2, 2]
+        monkeypatch.undo()
+        assert service.learning_status()["tenants"]["default"]["learned_router"][
+            "events"] == 6
 
 
 @pytest.mark.parametrize("extra", ["", "learning: {memory: {}}\n"], ids=["router", "memory"])

@@ -36,6 +36,7 @@ event loop thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -699,8 +700,8 @@ class Gateway:
             self.pinner.evict_on_failure(plan.session, failed=failed_models(exc.attempts),
                                          outgrown=outgrown_models(exc.attempts),
                                          rehomed_to=rehomed_to)
-            entry = accounting.failed(plan, exc, live,
-                                      self._settle(plan, None, None, None, exc.attempts))
+            entry = self._entry(self._settle(plan, None, None, None, exc.attempts),
+                                functools.partial(accounting.failed, plan, exc, live))
             exc.info = entry.info
             await self._write(entry, wait=True)
             raise
@@ -726,12 +727,13 @@ class Gateway:
                                          rehomed_to=rehomed_to)
             if stopped is not None:  # the caller still waits: it is told, once it is logged
                 error = ServiceStoppingError(stopped)
-                entry = accounting.stopped(plan, live, attempts, error, settlement)
+                entry = self._entry(settlement, lambda ledger: accounting.stopped(
+                    plan, live, attempts, error, ledger))
                 error.info = entry.info
                 await self._write(entry, wait=True)
                 raise error from None
-            await self._write(accounting.abandoned(plan, live, attempts, settlement),
-                              wait=False)
+            await self._write(self._entry(settlement, lambda ledger: accounting.abandoned(
+                plan, live, attempts, ledger)), wait=False)
             raise
         except BaseException:
             self._release(plan, attempts)
@@ -771,7 +773,8 @@ class Gateway:
             # the reservation expires (a settlement under way booked it: not charged twice).
             self._release(plan, result.attempts, answered=result)
             raise
-        entry = accounting.answered(plan, result, live, settlement)
+        entry = self._entry(settlement,
+                            lambda ledger: accounting.answered(plan, result, live, ledger))
         body = result.body
         if isinstance(body.get("usage"), dict):
             # null when the model has no prices: unknown, not free (nor what the upstream says)
@@ -804,9 +807,9 @@ class Gateway:
                 # (The gateway's own failure is not the model's: the pin stays as it was.)
                 plan.broke_off(s.model)
                 self.pinner.evict_on_failure(plan.session, failed={s.model})
-            entry = accounting.streamed(plan, s, live, ttft_ms,
-                                        self._settle(plan, s.card, s.cost_usd, s.usage,
-                                                     s.attempts))
+            entry = self._entry(self._settle(plan, s.card, s.cost_usd, s.usage, s.attempts),
+                                lambda ledger: accounting.streamed(plan, s, live, ttft_ms,
+                                                                   ledger))
             _update(info, entry.info)
             written = None
             try:
@@ -923,7 +926,8 @@ class Gateway:
         caller gets. Returns its log entry, to write."""
         error = ServiceStoppingError(why)
         plan.unanswered([])
-        entry = accounting.stopped(plan, live, [], error, self._settle(plan, None, None, None))
+        entry = self._entry(self._settle(plan, None, None, None),
+                            lambda ledger: accounting.stopped(plan, live, [], error, ledger))
         error.info = entry.info
         plan.stopped = error
         return entry
@@ -997,6 +1001,20 @@ class Gateway:
                                              card=card, cost_usd=cost_usd, tokens=tokens,
                                              billed=[of for _, of in tries])
         return list(rows), charged
+
+    def _entry(self, settlement: accounting.Settlement | None,
+               build: Callable[[accounting.Settlement | None], accounting.Entry]
+               ) -> accounting.Entry:
+        """The log entry ``build`` makes to carry ``settlement``'s ledger rows. Should making
+        it fail (an internal error), the rows are written alone before the error goes on, as
+        for a request with no log entry (:meth:`_release`): the governor booked them already,
+        and a restart must count them too."""
+        try:
+            return build(settlement)
+        except BaseException:
+            if settlement is not None:
+                self.governor.write_unlogged(settlement[0])
+            raise
 
     def _release(self, plan: Plan, attempts: Sequence[Attempt] = (),
                  answered: FailoverResult | FailoverStream | None = None) -> None:
@@ -1522,11 +1540,10 @@ class Gateway:
                 # What another process logged first, and no feedback row pruned past what
                 # this service learned: the checkpoint the prune goes by may be that
                 # process's, holding rows this one has not learned yet (logged meanwhile too).
-                through = self.learning.take_up()
+                through, key = self.learning.caught_up()
                 report = prune(self.store.path, cutoff_for(retention_days), upgrade=False,
                                max_rows=PRUNE_MAX_ROWS, full_vacuum=False,
-                               gone=self.store.gone,
-                               checkpoint_key=self.learning.checkpoint_key(),
+                               gone=self.store.gone, checkpoint_key=key,
                                learned_through=0 if through is None else through)
                 if any(report.deleted.values()):
                     log.info("pruned log entries older than %g days: %s", retention_days,

@@ -136,6 +136,10 @@ CHECKPOINT_AFTER_REPLAY = 1000
 #: (the rest at the next status, or before the next feedback is learned): a large backlog
 #: must not keep a status, nor the feedback waiting on the state's guard behind it, long.
 STATUS_TAKE_UP_ROWS = 2000
+#: Feedback rows another process logged that the hourly retention takes up before it prunes,
+#: at most (it prunes no row past what was learned, so the rest are pruned an hour later), read
+#: :data:`STATUS_TAKE_UP_ROWS` at a time with the state's guard let go between them.
+RETENTION_TAKE_UP_ROWS = 100_000
 NO_ANSWER = ("this request got no answer from any model, so there is no answer to score; "
              "name the model the feedback is about")
 
@@ -701,6 +705,30 @@ class GatewayLearning:
                 return None
             self._take_up(learning, most=most)
             return learning.covered
+
+    def caught_up(self, most: int = RETENTION_TAKE_UP_ROWS,
+                  step: int = STATUS_TAKE_UP_ROWS) -> tuple[int | None, str]:
+        """Take up the rows another process wrote to the log, ``step`` at a time under the
+        state's guard, which feedback and statuses get between the steps (a large backlog
+        keeps none of them waiting long), at most ``most`` in all. Returns the log position
+        the live snapshot has learned every row up to and its checkpoint key, read together
+        (None and ``""``: no store, or nothing learns), for the service's retention: it prunes
+        no feedback row past that position, nor past the checkpoint of that key."""
+        previous: int | None = None
+        read = 0
+        while True:
+            with self.state.guard:
+                live = self.state.peek()
+                learning: LiveLearning | None = None if live is None else live.learning
+                if learning is None or self.reader is None:
+                    return None, ""
+                chunk = min(step, most - read)
+                self._take_up(learning, most=chunk)
+                position, key = learning.covered, learning.checkpoint_key()
+            read += chunk
+            if position == previous or read >= most:
+                return position, key
+            previous = position
 
     def _cover(self, learning: LiveLearning, seq: int) -> None:
         """``learning`` holds every row of the log up to position ``seq`` (read after a
