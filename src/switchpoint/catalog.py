@@ -34,6 +34,11 @@ MAX_ANSWER_COST = 1000.0
 CHARS_PER_TOKEN = 4
 # The longest model name a request may give, and so a catalog model may have.
 MAX_MODEL_NAME = 256
+# The most models a catalog may list: several times the models any provider offers, and each
+# request weighs them all (an answer's estimates, an error's list of names). It bounds every
+# list of model names in the config too (fallbacks, a tenant's or an arm's models, budgets by
+# model): a longer one can only repeat names.
+MAX_CATALOG_MODELS = 1000
 
 
 def model_name_problem(name: str) -> str | None:

@@ -75,6 +75,7 @@ from switchpoint._messages import reason as describe
 from switchpoint._numbers import Boolean, Integer, Real, boolean_text
 from switchpoint.catalog import (
     DEFAULT_OUTPUT_TOKENS,
+    MAX_CATALOG_MODELS,
     MAX_PRICE_PER_MTOK,
     MAX_TOKENS,
     Catalog,
@@ -83,7 +84,6 @@ from switchpoint.catalog import (
 )
 from switchpoint.errors import ConfigError
 from switchpoint.governance.settings import (
-    MAX_TENANTS,
     BudgetSettings,
     EscalationSettings,
     GovernanceSettings,
@@ -101,6 +101,7 @@ from switchpoint.learning.config import (
     check_experiment_names,
     check_name,
 )
+from switchpoint.learning.events import MAX_TENANTS
 from switchpoint.store.retention import MAX_RETENTION_DAYS
 from switchpoint.store.sqlite import MAX_SPILL_BYTES
 
@@ -119,9 +120,6 @@ MIN_ADMIN_TOKEN = 16
 # The longest a configured wait (a timeout, a backoff, a cooldown) and a session pin may be.
 MAX_WAIT_S = 86_400.0
 MAX_PIN_S = 366 * 86_400.0
-# The most models a catalog may list: several times the models any provider offers, and each
-# request weighs them all (an answer's estimates, an error's list of names).
-MAX_CATALOG_MODELS = 1000
 # The most packages policies: may list: each is read whole and checked at start and at every
 # reload, so the count bounds what a reload reads.
 MAX_POLICIES = 100
@@ -180,9 +178,10 @@ class ModelEntry(BaseModel):
     output_per_mtok: Real | None = Field(None, ge=0, le=MAX_PRICE_PER_MTOK,
                                           allow_inf_nan=False)
     context_window: Integer | None = Field(None, gt=0, le=MAX_TOKENS)
-    capabilities: list[Capability] = Field(default_factory=list)
+    capabilities: list[Capability] = Field(default_factory=list, max_length=len(
+        get_args(Capability)))
     tier: Tier | None = None
-    fallbacks: list[str] = Field(default_factory=list)
+    fallbacks: list[str] = Field(default_factory=list, max_length=MAX_CATALOG_MODELS)
     upstream_model: str | None = None
     auto: Boolean = True
 

@@ -253,6 +253,33 @@ def test_the_lists_of_models_policies_tenants_experiments_and_arms_are_bounded(
     assert s.models is not None and len(s.models) == 1000
 
 
+def test_every_list_of_names_in_the_config_is_bounded(tmp_path: Path) -> None:
+    """Each list of model or tenant names holds at most what the catalog or the tenants could
+    (a longer one can only repeat names), and a λ curve at most 100 points: a config file is
+    read whole at every reload, and some of these are read by every request."""
+    names = "[" + ", ".join(["a"] * 1002) + "]"
+    catalog = "models:\n  - {name: a, input_per_mtok: 1, output_per_mtok: 1}\n"
+    curve = "[" + ", ".join(f"[{i}, 0.1]" for i in range(101)) + "]"
+    for text, expected in (
+        ("models:\n  - {name: a, fallbacks: " + names + "}\n",
+         "models[0].fallbacks: must have at most 1000 items, got 1002"),
+        ("models:\n  - {name: a, capabilities: [tools, vision, code, json, streaming, "
+         "tools]}\n", "models[0].capabilities: must have at most 5 items, got 6"),
+        (catalog + "tenants: {acme: {models: " + names + "}}\n",
+         "tenants.acme.models: must have at most 1001 items, got 1002"),
+        (catalog + "tenants: {acme: {budget_curve: " + curve + "}}\n",
+         "tenants.acme.budget_curve: 101 points given; give at most 100"),
+        ("budgets: {models: {" + ", ".join(f"m{i}: 1/day" for i in range(1001)) + "}}\n",
+         "budgets.models: must have at most 1000 entries, got 1001"),
+        ("experiments: {e: {arms: {a: {models: " + names + "}, b: {}}}}\n",
+         "experiments.e.arms.a.models: must have at most 1001 items, got 1002"),
+        ("tenants: {acme: {}}\nexperiments: {e: {arms: {a: {}, b: {}}, tenants: ["
+         + ", ".join(["acme"] * 10_001) + "]}}\n",
+         "experiments.e.tenants: must have at most 10000 items, got 10001"),
+    ):
+        assert error_of(tmp_path, text).startswith(expected), text[:80]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("allow_unauthenticated: 1\n", "allow_unauthenticated: must be true or false, not the "
                                    "number 1"),

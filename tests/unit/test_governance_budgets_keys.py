@@ -380,6 +380,19 @@ def test_unknown_models_are_quoted_short() -> None:
         assert "xxx..." in message
 
 
+def test_a_keys_model_names_are_bounded_without_a_catalog_to_check_them() -> None:
+    # Routing over the weights' own profiles (no catalog), a key's names were kept unchecked.
+    checked = KeySpec(tenant="acme", models=["a", "b", "a"]).checked(["acme"], None)
+    assert checked.models == ("a", "b")
+    for models, needle in (([f"m{i}" for i in range(1002)], "lists 1002 names; a key may "
+                                                             "name at most 1001"),
+                           (["x" * 257], "is longer than 256 characters")):
+        with pytest.raises(InvalidInputError) as info:
+            KeySpec(tenant="acme", models=models).checked(["acme"], None)
+        assert info.value.field == "models" and needle in str(info.value)
+        assert len(str(info.value)) < 300
+
+
 def test_a_negative_zero_is_kept_as_zero() -> None:
     # "-0/day" and a λ of -0.0 were kept, and listed, with their sign.
     made = spec(budgets=["-0/day"], cost_weight=-0.0)

@@ -30,6 +30,8 @@ DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 
 _BUDGET = re.compile(r"\s*\$?\s*(?P<amount>[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*"
                      r"(?:usd)?\s*/\s*(?P<period>[A-Za-z]+)\s*", re.IGNORECASE)
 MAX_BUDGET_USD = 1e9
+# The most points a λ curve may have: a handful shape any curve, and each request reads it.
+MAX_CURVE_POINTS = 100
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,11 @@ def period_end(period: str, ts: float) -> float:
 
 
 def check_curve(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float], ...]:
-    """A λ curve as ``((fraction, λ), ...)``, fractions strictly increasing, all >= 0."""
+    """A λ curve as ``((fraction, λ), ...)``, fractions strictly increasing, all >= 0, at
+    most :data:`MAX_CURVE_POINTS` of them."""
+    if len(points) > MAX_CURVE_POINTS:
+        raise ValueError(f"{len(points)} points given; give at most {MAX_CURVE_POINTS} (the "
+                         "curve is linear between them)")
     out: list[tuple[float, float]] = []
     for i, point in enumerate(points):
         if len(point) != 2:

@@ -45,6 +45,7 @@ from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
 from switchpoint._messages import cut, listed_names, quoted, quoted_path, unprintable
+from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_MODEL_NAME
 from switchpoint.errors import (
     InvalidInputError,
     InvalidKeyError,
@@ -404,6 +405,16 @@ class KeySpec:
                                                   f"models tenant {self.tenant!r} may use "
                                                   f"({', '.join(tenant_models)}); a key "
                                                   "narrows its tenant's models")
+            models = list(dict.fromkeys(models))
+            if len(models) > MAX_CATALOG_MODELS + 1:
+                raise InvalidInputError("models", f"lists {len(models)} names; a key may name "
+                                                  f"at most {MAX_CATALOG_MODELS + 1} (a "
+                                                  "catalog's models and 'auto')")
+            long_name = next((m for m in models if len(m) > MAX_MODEL_NAME), None)
+            if long_name is not None:
+                raise InvalidInputError("models", f"{quoted(long_name)} is longer than "
+                                                  f"{MAX_MODEL_NAME} characters: no model's "
+                                                  "name is")
         cost_weight = None
         if self.cost_weight is not None:
             from switchpoint.decision import check_cost_weight
@@ -412,7 +423,7 @@ class KeySpec:
         parse_expiry(self.expires)
         return KeySpec(tenant=self.tenant, name=self.name, budgets=tuple(budgets),
                        rpm=self.rpm, tpm=self.tpm,
-                       models=None if models is None else tuple(dict.fromkeys(models)),
+                       models=None if models is None else tuple(models),
                        cost_weight=cost_weight, expires=self.expires)
 
 

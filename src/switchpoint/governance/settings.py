@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from switchpoint._numbers import Boolean, Integer, Real
-from switchpoint.catalog import MAX_TOKENS
+from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
 from switchpoint.learning.config import MemoryConfig, check_name
 from switchpoint.learning.events import DEFAULT_TENANT
@@ -54,9 +54,6 @@ from switchpoint.learning.events import DEFAULT_TENANT
 if TYPE_CHECKING:
     pass
 
-# The most tenants a config may list: each is checked at every reload and a key names one, and
-# ten thousand is past any config written (a tenant is an organisation, not a user).
-MAX_TENANTS = 10_000
 # The largest rate limits a tenant or key may set: far beyond any one gateway's traffic, and
 # well inside the 64-bit integers the key store keeps them as.
 MAX_RPM = 10_000_000
@@ -117,7 +114,7 @@ class TenantSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    models: list[str] | None = Field(None, min_length=1)
+    models: list[str] | None = Field(None, min_length=1, max_length=MAX_CATALOG_MODELS + 1)
     cost_weight: Real | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
     budgets: list[str] = Field(default_factory=list)
     rpm: Integer | None = Field(None, ge=1, le=MAX_RPM)
@@ -151,8 +148,8 @@ class BudgetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     total: list[str] = Field(default_factory=list)
-    models: dict[str, list[str]] = Field(default_factory=dict)
-    providers: dict[str, list[str]] = Field(default_factory=dict)
+    models: dict[str, list[str]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
+    providers: dict[str, list[str]] = Field(default_factory=dict, max_length=MAX_CATALOG_MODELS)
 
     @field_validator("total", mode="before")
     @classmethod

@@ -44,7 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from switchpoint._messages import quoted
 from switchpoint._numbers import Boolean, Integer, Real
+from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
+from switchpoint.learning.events import MAX_TENANTS
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
 #: What the config's names (tenants, experiments and their arms, policies) may be: they reach
@@ -120,7 +122,8 @@ class ArmConfig(BaseModel):
     weight: Real = Field(1.0, gt=0, le=1e6, allow_inf_nan=False)
     policy: str | None = Field(None, min_length=1)
     cost_weight: Real | None = Field(None, ge=0, le=1e4, allow_inf_nan=False)
-    models: list[str] | None = Field(None, min_length=1)
+    # (the catalog's names and auto)
+    models: list[str] | None = Field(None, min_length=1, max_length=MAX_CATALOG_MODELS + 1)
 
 
 class ExperimentConfig(BaseModel):
@@ -129,7 +132,7 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arms: dict[str, ArmConfig] = Field(min_length=2, max_length=MAX_ARMS)
-    tenants: list[str] | None = Field(None, min_length=1)
+    tenants: list[str] | None = Field(None, min_length=1, max_length=MAX_TENANTS)
     min_n: Integer = Field(30, ge=2, le=1_000_000)
     enabled: Boolean = True
 
