@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -260,6 +261,10 @@ def online_run(name: str, train: RecordSet, test: RecordSet, seeds: int,
             served.append(traffic(live, stream(router, live, on_checkpoint=checkpoint), scale))
             runs.append(curve)
             allocated.append(allocated_aiq(router.learner.policy_for("default")[0], test, tasks))
+            done = k * seeds + seed + 1
+            print(f"  {name}: run {done} of {kmeans_seeds * seeds} (k-means seed {k}, "
+                  f"exploration seed {seed}) learned; {time.perf_counter() - t0:.0f} s so far",
+                  file=sys.stderr, flush=True)
         curves.append(runs)
     checkpoints = list(curves[0][0])
     labelled = [labelled_curve(p, live, test) for p in statics]

@@ -44,6 +44,10 @@ def test_the_online_benchmark_prints_its_table(head_start: HeadStart) -> None:
     out = _printed(head_start)
     assert ("2 exploration seeds on each of 2 k-means seeds; outcomes give the served model's "
             "quality and its answer's cost") in out
+    progress = head_start.result().stderr  # a line as each run ends, for a run of minutes
+    assert re.findall(r"routerbench-3task: run (\d) of 4 \(k-means seed (\d), exploration seed "
+                      r"(\d)\) learned; \d+ s so far", progress) == [
+        ("1", "0", "0"), ("2", "0", "1"), ("3", "1", "0"), ("4", "1", "1")]
     rows = re.findall(r"^\s+(\d+)\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+(0\.\d{4})\s+"
                       r"(0\.\d{4})\s+(0\.\d{4})$", out, re.MULTILINE)
     assert rows, out  # events, static, two k-means seeds, mean, all labels, full
