@@ -44,16 +44,19 @@ def read_durations(path: Path = DURATIONS) -> dict[str, float]:
 
 def assign(files: Sequence[str], durations: Mapping[str, float], count: int) -> dict[str, int]:
     """Each file's part, 1 to ``count``: the longest file first, each to the part with the
-    least time so far (the lowest-numbered among equals). Deterministic in its arguments."""
-    known = [durations[name] for name in files if name in durations]
-    typical = statistics.median(known) if known else 1.0
+    least time so far (among equals, the one with the fewest files, then the lowest-numbered).
+    A file without a recorded duration weighs the median of those recorded. Deterministic in
+    its arguments."""
+    typical = statistics.median(durations.values()) if durations else 1.0
     weight = {name: durations.get(name, typical) for name in files}
     load = [0.0] * count
+    held = [0] * count
     part: dict[str, int] = {}
     for name in sorted(set(files), key=lambda f: (-weight[f], f)):
-        lightest = min(range(count), key=lambda k: (load[k], k))
+        lightest = min(range(count), key=lambda k: (load[k], held[k], k))
         part[name] = lightest + 1
         load[lightest] += weight[name]
+        held[lightest] += 1
     return part
 
 

@@ -42,6 +42,12 @@ def test_a_file_without_a_duration_counts_as_the_median_one() -> None:
     assert part == {"c": 1, "b": 2, "new": 2, "a": 1}
 
 
+def test_files_of_no_recorded_time_are_shared_out_too() -> None:
+    assert assign(["x", "y", "z"], {"x": 0.0, "y": 0.0, "z": 0.0}, 2) == {"x": 1, "y": 2,
+                                                                         "z": 1}
+    assert assign(["new", "other"], {"x": 0.0}, 2) == {"new": 1, "other": 2}
+
+
 def test_more_parts_than_files_leaves_parts_empty() -> None:
     assert assign(["a"], {}, 3) == {"a": 1}
     assert assign([], {}, 2) == {}
