@@ -238,6 +238,10 @@ BRIEF_WAIT_MAX_S = 900.0
 MARK_WAIT_S = 0.25
 #: Least seconds between two progress marks a brief holder writes.
 BRIEF_TICK_S = 1.0
+#: What a brief holder may hold :data:`SERVE_LOCK` for (the last word of its mark), as a
+#: message about it says it.
+BRIEF_PURPOSES = {"spill": "to write the records the spill file beside the database keeps",
+                  "prune": "to prune the feedback log"}
 
 #: What a brief holder calls as its work moves on (see :func:`brief_lock`).
 Progress = Callable[[], None]
@@ -291,6 +295,14 @@ def _brief_mark(fd: int) -> str | None:
     return mark if mark.split()[1:2] == [BRIEF_MARK] else None
 
 
+def brief_purpose(fd: int) -> str:
+    """What the brief holder of the lock on ``fd``'s file holds it for, in words (see
+    :data:`BRIEF_PURPOSES`; one whose mark names none, for a moment)."""
+    mark = _brief_mark(fd)
+    words = [] if mark is None else mark.split()
+    return BRIEF_PURPOSES.get(words[3] if len(words) > 3 else "", "for a moment")
+
+
 def held_briefly(fd: int) -> bool:
     """Whether the holder of the lock on ``fd``'s file holds it for a moment only (it wrote
     :data:`BRIEF_MARK`, see :func:`brief_lock`)."""
@@ -337,8 +349,9 @@ def serving(data_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def brief_lock(data_dir: Path) -> Iterator[Progress | None]:
-    """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, taken once free (see
+def brief_lock(data_dir: Path, purpose: str) -> Iterator[Progress | None]:
+    """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, for ``purpose`` (a key
+    of :data:`BRIEF_PURPOSES`, which the mark names), taken once free (see
     :func:`take_lock`: another brief holder, such as a command beside this one writing the spill
     file or pruning the feedback log, is waited for): yields, when it is held, what to call as the
     work moves on (it marks the file, at most every :data:`BRIEF_TICK_S`, so that who waits goes on
@@ -350,13 +363,13 @@ def brief_lock(data_dir: Path) -> Iterator[Progress | None]:
         if not take_lock(fd):
             if held_briefly(fd):  # (another command, not a service: not done in time)
                 raise OSError(errno.EBUSY, f"another switchpoint command{lock_holder(fd)} "
-                              "holds it to take up the spill file, and showed no progress "
+                              f"holds it {brief_purpose(fd)}, and showed no progress "
                               f"for {BRIEF_HOLD_S:g} s or was not done in "
                               f"{BRIEF_WAIT_MAX_S:g} s")
             yield None
             return
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {BRIEF_MARK} 0\n".encode())
+        os.write(fd, f"{os.getpid()} {BRIEF_MARK} 0 {purpose}\n".encode())
         steps = [0, time.monotonic()]
 
         def progress() -> None:
@@ -366,7 +379,8 @@ def brief_lock(data_dir: Path) -> Iterator[Progress | None]:
                 # (The count only grows: each mark is at least as long as the last. One not
                 # written leaves who waits waiting BRIEF_HOLD_S at most.)
                 with contextlib.suppress(OSError):
-                    os.pwrite(fd, f"{os.getpid()} {BRIEF_MARK} {steps[0]}\n".encode(), 0)
+                    os.pwrite(fd, f"{os.getpid()} {BRIEF_MARK} {steps[0]} {purpose}\n".encode(),
+                              0)
 
         yield progress
     finally:

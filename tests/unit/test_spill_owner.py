@@ -173,7 +173,7 @@ def test_with_no_service_a_store_waits_for_another_taking_the_spill_file_up(
     spill = SQLiteStore(db).spill_path
     added = [_record(), _record()]
     opened: list[set[str]] = []
-    with brief_lock(data_dir) as held:  # the first command, taking the file up
+    with brief_lock(data_dir, "spill") as held:  # the first command, taking the file up
         assert held
         _spill(spill, added[:1])
         second = threading.Thread(target=lambda: opened.append(_ids(SQLiteStore(db).open())))
@@ -217,17 +217,27 @@ def test_a_service_starting_waits_for_a_take_up_as_long_as_it_moves(
         service.release()
 
 
+@pytest.mark.parametrize(("purpose", "said"), [
+    ("spill", "lock to write the records the spill file beside the database keeps"),
+    ("prune", "lock to prune the feedback log"),
+])
 def test_a_brief_holder_showing_no_progress_is_waited_for_a_while_then_named(
-        data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, purpose: str, said: str) -> None:
+    """The refusal names what the command holds the lock for: taking up the spill file, or
+    ``switchpoint prune`` pruning the feedback log."""
     monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", 0.3)
-    with brief_lock(data_dir) as progress:  # held, and stuck
+    with brief_lock(data_dir, purpose) as progress:  # held, and stuck
         assert progress is not None
         started = time.monotonic()
         with pytest.raises(DataDirInUseError) as caught:
             DataDirLock(data_dir).acquire()
         assert time.monotonic() - started >= 0.3
+        with pytest.raises(OSError) as beside:  # another brief holder waits, then says why
+            with brief_lock(data_dir, "spill"):
+                pass
     message = str(caught.value)
-    assert "spill file" in message and "no progress for 0.3 s" in message, message
+    assert said in message and "no progress for 0.3 s" in message, message
+    assert said.removeprefix("lock ") in str(beside.value), beside.value
     DataDirLock(data_dir).acquire().release()  # (let go of: a service starts)
 
 
@@ -240,7 +250,7 @@ def test_a_brief_holder_moving_on_for_ever_is_waited_for_no_longer_than_a_bound(
     monkeypatch.setattr("switchpoint._files.BRIEF_TICK_S", 0.01)
     monkeypatch.setattr("switchpoint._files.BRIEF_WAIT_MAX_S", 1.0)
     stop = threading.Event()
-    with brief_lock(data_dir) as progress:  # held, and moving on
+    with brief_lock(data_dir, "spill") as progress:  # held, and moving on
         assert progress is not None
         mark = progress
 
@@ -355,7 +365,7 @@ def test_a_store_leaving_the_spill_file_to_a_stalled_command_says_so_not_a_servi
     monkeypatch.setattr("switchpoint._files.BRIEF_HOLD_S", 0.3)
     db = data_dir / "switchpoint.db"
     spill = SQLiteStore(db).spill_path
-    with brief_lock(data_dir) as progress:  # held, and stuck
+    with brief_lock(data_dir, "spill") as progress:  # held, and stuck
         assert progress is not None
         _spill(spill, [_record()])
         with SQLiteStore(db):

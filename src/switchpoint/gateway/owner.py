@@ -29,6 +29,7 @@ from switchpoint import _files
 from switchpoint._files import (
     SERVE_LOCK,
     NotALockFileError,
+    brief_purpose,
     file_identity,
     held_briefly,
     lock_holder,
@@ -81,23 +82,22 @@ class DataDirLock:
         if not taken:
             holder = lock_holder(fd)
             stalled = held_briefly(fd)
+            purpose = brief_purpose(fd)
             os.close(fd)
             waited = time.monotonic() - started
             if stalled and waited >= _files.BRIEF_WAIT_MAX_S:
                 raise DataDirInUseError(
                     f"a switchpoint command{holder} holds data_dir "
-                    f"{quoted_path(self.data_dir)}'s lock to write the records the spill file "
-                    "beside the database keeps, and was still "
+                    f"{quoted_path(self.data_dir)}'s lock {purpose}, and was still "
                     f"at it after {_files.BRIEF_WAIT_MAX_S:g} s, the most a start waits (it "
-                    "showed progress); start again once it is done (or stop it: what it did "
-                    "not write stays in the spill file)")
+                    "showed progress); start again once it is done (or stop it: nothing is "
+                    "lost, what it did not get to stays as it was)")
             if stalled:
                 raise DataDirInUseError(
                     f"a switchpoint command{holder} holds data_dir "
-                    f"{quoted_path(self.data_dir)}'s lock to write the records the spill file "
-                    "beside the database keeps, and showed "
+                    f"{quoted_path(self.data_dir)}'s lock {purpose}, and showed "
                     f"no progress for {_files.BRIEF_HOLD_S:g} s; start again once it is done "
-                    "(or stop it: what it did not write stays in the spill file)")
+                    "(or stop it: nothing is lost, what it did not get to stays as it was)")
             raise DataDirInUseError(
                 f"another switchpoint process{holder} is serving from data_dir "
                 f"{quoted_path(self.data_dir)} (`switchpoint serve`, or a Gateway or "

@@ -285,7 +285,7 @@ def _prune_feedback(conn: sqlite3.Connection, file: Path, cutoff: float,
         return (0 if below is None
                 else _delete_older(conn, FEEDBACK_TABLE, cutoff, max_rows, below=below)), None
     try:
-        with brief_lock(file.parent) as progress:
+        with brief_lock(file.parent, "prune") as progress:
             if progress is None:
                 return 0, BESIDE_SERVICE
             below = feedback_bound(file, cutoff, gone, checkpoint_key)

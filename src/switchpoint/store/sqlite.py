@@ -1703,7 +1703,7 @@ class SQLiteStore:
             return
         with contextlib.ExitStack() as stack:
             try:
-                progress = stack.enter_context(brief_lock(self.path.parent))
+                progress = stack.enter_context(brief_lock(self.path.parent, "spill"))
             except OSError as exc:
                 yield f"the data_dir's lock cannot be taken ({exc.strerror or exc})", _no_progress
                 return
