@@ -232,9 +232,9 @@ def test_a_brief_holder_showing_no_progress_is_waited_for_a_while_then_named(
         with pytest.raises(DataDirInUseError) as caught:
             DataDirLock(data_dir).acquire()
         assert time.monotonic() - started >= 0.3
-        with pytest.raises(OSError) as beside:  # another brief holder waits, then says why
-            with brief_lock(data_dir, "spill"):
-                pass
+        # another brief holder waits, then says why
+        with pytest.raises(OSError) as beside, brief_lock(data_dir, "spill"):
+            pass
     message = str(caught.value)
     assert said in message and "no progress for 0.3 s" in message, message
     assert said.removeprefix("lock ") in str(beside.value), beside.value
