@@ -230,6 +230,17 @@ def test_feedback_written_by_another_process_is_taken_up_before_a_checkpoint(
         assert probe(whole) == learned
 
 
+def _replayed_alike(settings: Settings, live: tuple[dict[str, float], dict[str, Any]],
+                    replayed: int) -> None:
+    """A restart from the log alone (its checkpoint removed) replays ``replayed`` rows and
+    learns what the live service had (``live``, from :func:`_learned`)."""
+    (Path(settings.data_dir) / CHECKPOINT_FILENAME).unlink()
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert restarted.learning_status()["replayed"] == replayed
+        assert _learned(restarted) == live
+
+
 def _learned(gateway: Gateway) -> tuple[dict[str, float], dict[str, Any]]:
     """What the deployment's own learned router holds: every model's expected error for a
     probe, and its status (counts, and the quality the log holds for each model)."""
@@ -276,11 +287,7 @@ def test_an_offline_outcome_logged_just_before_the_services_own_is_learned_first
         assert live[1]["learned_router"] == {"events": 3, "outcomes": 2}
     finally:
         service.close()
-    (Path(settings.data_dir) / CHECKPOINT_FILENAME).unlink()  # the log alone, replayed
-    with Gateway(settings, loader=loader, env=KEYS) as restarted:
-        restarted.start()
-        assert restarted.learning_status()["replayed"] == 3
-        assert _learned(restarted) == live
+    _replayed_alike(settings, live, 3)
 
 
 def test_an_offline_score_logged_just_before_the_services_own_is_learned_first(
@@ -323,11 +330,7 @@ def test_an_offline_score_logged_just_before_the_services_own_is_learned_first(
         assert live[1]["learned_router"]["events"] == 2
     finally:
         service.close()
-    (Path(settings.data_dir) / CHECKPOINT_FILENAME).unlink()  # the log alone, replayed
-    with Gateway(settings, loader=loader, env=KEYS) as restarted:
-        restarted.start()
-        assert restarted.learning_status()["replayed"] == 2
-        assert _learned(restarted) == live
+    _replayed_alike(settings, live, 2)
 
 
 def test_the_status_takes_up_what_another_process_logged_a_bounded_share_at_a_time(
