@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +53,33 @@ budgets:
   models: {cheap: 1000/day, good: 1000/day, other: 1000/day}
 """
 
+# The same callers with no budget anywhere: a key's tokens-per-minute limit alone governs it.
+RATED = GOVERNANCE.split("budgets:")[0]
+
+
+@contextmanager
+def _server(fake: FakeProviderProcess, root: Path, governance: str) -> Iterator[ThreadServer]:
+    """A service of the test gateway's models, with ``governance`` configured."""
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(fake, str(root / "data"), gateway=GATEWAY) + governance,
+                      encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
 
 @pytest.fixture(scope="module")
 def gov(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[ThreadServer]:
-    root = tmp_path_factory.mktemp("billed")
-    config = root / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake, str(root / "data"), gateway=GATEWAY) + GOVERNANCE,
-                      encoding="utf-8")
-    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
-    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+    with _server(gw_fake, tmp_path_factory.mktemp("billed"), GOVERNANCE) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def rated(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[ThreadServer]:
+    with _server(gw_fake, tmp_path_factory.mktemp("rated"), RATED) as server:
+        assert not server.service.gateway.settings.budgets.any
         yield server
 
 
@@ -408,6 +425,88 @@ def test_a_billed_try_counts_its_worst_case_tokens_in_the_tpm_window(
     with pytest.raises(openai.RateLimitError) as caught:
         client(gov, issued["key"]).chat.completions.create(model="cheap", max_tokens=1000,
                                                            messages=second)
+    assert f"has used {used} of its {limit} tokens per minute" in caught.value.message
+
+
+STALLS = "stalls once [[fake:once:stall:seconds=3]]"
+
+
+def _rated_key(server: ThreadServer, tries: float) -> tuple[dict[str, Any], int, int]:
+    """A new key of tenant acme with no budget, whose tokens-per-minute limit takes ``tries``
+    tries of a request of :data:`STALLS`'s size at max_tokens 1000; with those tokens (the
+    prompt's bound and the output cap) and the limit."""
+    server.service.gateway.reset_health()
+    image_tokens = server.service.gateway.settings.governance.image_tokens
+    held = prompt_bound({"messages": user(STALLS)}, image_tokens) + 1000
+    limit = int(tries * held)
+    r = httpx.post(f"{server.base}/v1/router/keys", headers=ADMIN, timeout=10,
+                   json={"tenant": "acme", "tpm": limit})
+    assert r.status_code == 201, r.text
+    issued: dict[str, Any] = r.json()
+    assert not issued.get("budgets")
+    return issued, held, limit
+
+
+def test_a_retry_the_tpm_window_cannot_take_after_a_billed_try_is_not_sent(
+        rated: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # A key with a TPM limit that takes one try of the request, not two, and no budget:
+    # cheap stalls mid-answer (a try the provider may have billed, counted at its worst
+    # case), so its retry would take the window past the limit: it is not sent, nor are the
+    # fallbacks' tries, and the caller is told which limit stopped them.
+    issued, held, limit = _rated_key(rated, 1.5)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(rated, issued["key"]).chat.completions.create(model="cheap", max_tokens=1000,
+                                                             messages=user(STALLS))
+    assert len(gw_fake.requests()) == 1  # (cheap's first try alone)
+    request_id = caught.value.response.headers["x-switchpoint-request-id"]
+    entry = _logged(rated, request_id)
+    assert [(a["model"], a["outcome"]) for a in entry["attempts"]] == [
+        ("cheap", "read_timeout"), ("cheap", "rate_limit_exceeded"),
+        ("good", "rate_limit_exceeded"), ("other", "rate_limit_exceeded")]
+    assert caught.value.status_code == 504 and entry["status"] == "error"
+    why = ("rate limit exceeded: not sent, as 1 earlier try a provider may have billed counts "
+           f"{held} tokens at its worst case in the tokens-per-minute window: key "
+           f"{issued['id']} has used {held} of its {limit} tokens per minute and another try "
+           f"of cheap may use up to {held}; retry in ")
+    message = caught.value.message
+    assert "cheap: read_timeout" in message and why in message, message
+    refused = [note for note in entry["reasoning"] if note.startswith("Rate limit: ")]
+    assert [note.split(": rate limit exceeded")[0] for note in refused] == [
+        "Rate limit: cheap not tried", "Rate limit: good not tried",
+        "Rate limit: other not tried"]
+    assert refused[0].startswith(f"Rate limit: cheap not tried: {why}"), refused[0]
+    # The window counts cheap's billed try at its worst case, and nothing for the tries not
+    # sent: a request of the same size does not fit beside it.
+    with pytest.raises(openai.RateLimitError) as again:
+        client(rated, issued["key"]).chat.completions.create(
+            model="cheap", max_tokens=1000, messages=user("s" * len(STALLS)))
+    assert f"has used {held} of its {limit} tokens per minute" in again.value.message
+    assert rated.service.gateway.governor.ledger.open_tickets() == 0
+
+
+def test_a_retry_the_tpm_window_can_take_is_held_sent_and_counted_once(
+        rated: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    # The limit takes two tries: cheap's retry after its billed first try is held in the
+    # window, sent and answered; the window then counts the billed try at its worst case and
+    # the answer at its reported tokens, each once.
+    issued, held, limit = _rated_key(rated, 2)
+    raw = client(rated, issued["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000, messages=user(STALLS))
+    request_id = raw.headers["x-switchpoint-request-id"]
+    entry = _logged(rated, request_id)
+    assert [a["outcome"] for a in entry["attempts"]] == ["read_timeout", "ok"]
+    assert len(gw_fake.requests()) == 2
+    assert [note for note in entry["reasoning"] if note.startswith("Rate limit: held ")] == [
+        f"Rate limit: held cheap's worst case of {held} tokens in the tokens-per-minute "
+        f"window of key {issued['id']} before its next try, after 1 try a provider may have "
+        f"billed ({2 * held} tokens held for the request's tries in all)."]
+    ((prompt, completion),) = _read(rated, "SELECT prompt_tokens, completion_tokens FROM "
+                                           "requests WHERE id = ?", request_id)
+    assert 0 < prompt + completion <= held
+    with pytest.raises(openai.RateLimitError) as caught:
+        client(rated, issued["key"]).chat.completions.create(
+            model="cheap", max_tokens=1000, messages=user("s" * len(STALLS)))
+    used = held + prompt + completion
     assert f"has used {used} of its {limit} tokens per minute" in caught.value.message
 
 

@@ -764,8 +764,9 @@ def test_a_try_after_a_billed_one_holds_its_worst_case_first_or_is_refused(
     assert gov.ledger.held(account) == pytest.approx(2 * big)
     assert ticket.held_for_usd == pytest.approx(2 * big)
     refused = gov.hold_try(ticket, CARDS[1], [CARDS[0], CARDS[0]])  # mid: no room left
-    assert refused is not None and "budget exceeded" in refused and "tenant acme" in refused
-    assert "another try of mid" in refused
+    assert refused is not None and refused.kind == "budget"
+    assert "budget exceeded" in refused.message and "tenant acme" in refused.message
+    assert "another try of mid" in refused.message
     assert gov.ledger.held(account) == pytest.approx(2 * big)  # nothing held for it
     assert ticket.holds["model:mid"] == pytest.approx(mid)
     rows, charged = gov.settle(ticket, request_id="r", card=None, cost_usd=None, tokens=None,
@@ -920,6 +921,69 @@ def test_rate_windows_count_billed_tries_at_their_worst_case_as_budgets_charge_t
     assert gov.charge_of(ticket, CARDS[1], 1e6, 10**9)[1] == ticket.tokens
     tight = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"],
                                                  "tpm": used + ticket.tokens - 1}})
+    with pytest.raises(RateLimitExceededError) as info:
+        gov.admit(tight, gov.policy(tight, "acme", None), CARDS[:1], dict(body), key_id=None,
+                  tenant="acme", notes=[], require_first=True)
+    assert f"has used {used} of its" in info.value.message
+
+
+def test_a_try_after_a_billed_one_holds_its_tokens_in_the_tpm_window_or_is_refused(
+        tmp_path: Path) -> None:
+    """With a TPM limit and no budget, each try after one a provider may have billed holds
+    the tokens the request was admitted for in the window before it is sent; one the window
+    cannot take is refused naming the limit, and nothing is held for it. Settlement counts
+    each try once, whatever was held for it."""
+    body: dict[str, Any] = {"model": "big", "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    probe, _, _ = admit(Governor(settings(tmp_path)), settings(
+        tmp_path, tenants={"acme": {"tpm": 1_000_000}}), "acme", dict(body), cards=CARDS[:2])
+    tokens = probe.tokens
+    limit = 2 * tokens + tokens // 2  # room for two tries, not three
+    s = settings(tmp_path, tenants={"acme": {"tpm": limit}})
+    gov = Governor(s)
+    account = tenant_account("acme")
+    ticket, kept, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:2], require_first=True)
+    assert kept == ["big", "mid"] and ticket.holds == {} and ticket.holds_any
+    assert ticket.tokens == tokens and ticket.tokens_held() == {account: tokens}
+    assert gov.hold_try(ticket, CARDS[0], []) is None  # (the first try: held at admission)
+    assert gov.hold_try(ticket, CARDS[0], [CARDS[0]]) is None  # big again, after big billed
+    assert ticket.tokens_held() == {account: 2 * tokens}
+    refused = gov.hold_try(ticket, CARDS[1], [CARDS[0], CARDS[0]])  # mid: no room left
+    assert refused is not None and refused.kind == "tpm" and refused.account == account
+    assert refused.message.startswith(
+        f"rate limit exceeded: not sent, as 2 earlier tries a provider may have billed count "
+        f"{2 * tokens} tokens at their worst case in the tokens-per-minute window: tenant acme "
+        f"has used {2 * tokens} of its {limit} tokens per minute and another try of mid may "
+        f"use up to {tokens}; retry in "), refused.message
+    assert refused.retry_after is not None and 0 < refused.retry_after <= 60
+    assert ticket.tokens_held() == {account: 2 * tokens}  # nothing held for it
+    rows, _ = gov.settle(ticket, request_id="r", card=None, cost_usd=None, tokens=None,
+                         billed=[CARDS[0], CARDS[0]])
+    assert [(r.model, r.tokens) for r in rows] == [("big", 2 * tokens)]
+    # The window counts the two billed tries, once each: a request of one more try's tokens
+    # does not fit beside them; their answer's tokens alone would have.
+    with pytest.raises(RateLimitExceededError) as info:
+        gov.admit(s, gov.policy(s, "acme", None), CARDS[:1], dict(body), key_id=None,
+                  tenant="acme", notes=[], require_first=True)
+    assert f"has used {2 * tokens} of its {limit} tokens" in info.value.message
+
+
+def test_a_held_try_that_answers_counts_its_reported_tokens_once(tmp_path: Path) -> None:
+    """A try held after a billed one and then answered: the window counts the billed try at
+    the tokens held for it and the answer at its reported tokens, once each (not what was
+    held for the answering try beside them)."""
+    s = settings(tmp_path, tenants={"acme": {"tpm": 1_000_000}})
+    gov = Governor(s)
+    body: dict[str, Any] = {"model": "big", "max_tokens": 100,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:2], require_first=True)
+    assert gov.hold_try(ticket, CARDS[1], [CARDS[0]]) is None
+    assert ticket.tokens_held() == {tenant_account("acme"): 2 * ticket.tokens}
+    gov.settle(ticket, request_id="r", card=CARDS[1], cost_usd=None, tokens=40,
+               billed=[CARDS[0]])
+    assert ticket.tokens_held() == {tenant_account("acme"): ticket.tokens + 40}
+    used = ticket.tokens + 40
+    tight = settings(tmp_path, tenants={"acme": {"tpm": used + ticket.tokens - 1}})
     with pytest.raises(RateLimitExceededError) as info:
         gov.admit(tight, gov.policy(tight, "acme", None), CARDS[:1], dict(body), key_id=None,
                   tenant="acme", notes=[], require_first=True)

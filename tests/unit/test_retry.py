@@ -716,13 +716,19 @@ async def test_a_try_cut_off_before_its_request_was_sent_is_not_billed(sends: bo
 async def test_a_try_refused_before_it_is_sent_passes_its_model_over() -> None:
     # Asked before each try: a refused one is not sent; failover goes on to the next model,
     # and a model passed over so is not counted as failed.
-    from switchpoint.gateway.failover import billed_tries, failed_models
+    from switchpoint.gateway.failover import (
+        BUDGET_REFUSED,
+        NotSent,
+        billed_tries,
+        failed_models,
+    )
 
     asked: list[tuple[str, int]] = []
 
-    def before(card: ModelCard, attempts: Any) -> str | None:
+    def before(card: ModelCard, attempts: Any) -> NotSent | None:
         asked.append((card.name, len(attempts)))
-        return "budget exceeded: no room" if billed_tries(attempts) and card.name == "a" else None
+        return (NotSent(BUDGET_REFUSED, "budget exceeded: no room")
+                if billed_tries(attempts) and card.name == "a" else None)
 
     p = Scripted({"a": [ReadTimeout("silent", model="a")]})
     health = HealthTracker(HealthConfig(failure_threshold=5))

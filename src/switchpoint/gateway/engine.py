@@ -76,10 +76,13 @@ from switchpoint.errors import (
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import Assignment
 from switchpoint.gateway.failover import (
+    BUDGET_REFUSED,
+    RATE_REFUSED,
     Attempt,
     BeforeTry,
     FailoverResult,
     FailoverStream,
+    NotSent,
     RetryPolicy,
     billed_tries,
     call_with_failover,
@@ -105,6 +108,7 @@ from switchpoint.gateway.redact import remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import PinDecision, SessionPinner, SQLitePinStore, session_key
 from switchpoint.governance.governor import Governor, Policy, Principal
+from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
@@ -948,26 +952,39 @@ class Gateway:
                         "stream you stop reading (await stream.aclose())", len(gone))
 
     def _before_try(self, plan: Plan) -> BeforeTry | None:
-        """What failover asks before each try of a request a budget watches (None: no budget,
-        nothing to ask): a try after one a provider may have billed is held first (see
-        :meth:`Governor.hold_try`), or not sent when the budget cannot hold it."""
+        """What failover asks before each try of a request a budget or a tokens-per-minute
+        limit watches (None: neither, nothing to ask): a try after one a provider may have
+        billed is held first (see :meth:`Governor.hold_try`), or not sent when a budget cannot
+        hold it or a TPM window cannot take it."""
         ticket = plan.ticket
-        if ticket is None or not ticket.holds:  # (no budget: rate limits only)
+        if ticket is None or not ticket.holds_any:  # (no budget, no TPM limit: RPM at most)
             return None
-        def before(card: Any, attempts: Sequence[Attempt]) -> str | None:
+
+        def before(card: Any, attempts: Sequence[Attempt]) -> NotSent | None:
             billed = [c for _, c in _billed(plan, attempts)]
             if not billed:
                 return None  # (the request's hold covers its first try)
-            refused = self.governor.hold_try(ticket, card, billed)
-            if refused is None:
+            blocked = self.governor.hold_try(ticket, card, billed)
+            tries = f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'}"
+            if blocked is not None:
+                budget = blocked.kind == "budget"
+                plan.notes.append(f"{'Budget' if budget else 'Rate limit'}: {card.name} not "
+                                  f"tried: {blocked.message}.")
+                return NotSent(BUDGET_REFUSED if budget else RATE_REFUSED, blocked.message)
+            if ticket.holds:
                 plan.notes.append(
                     f"Budget: held {card.name}'s worst case "
                     f"${self.governor.worst_of(ticket, card):.6f} before its next try, after "
-                    f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may have "
-                    f"billed (${ticket.held_for_usd:.6f} held for the request's tries in all).")
-            else:
-                plan.notes.append(f"Budget: {card.name} not tried: {refused}.")
-            return refused
+                    f"{tries} a provider may have billed (${ticket.held_for_usd:.6f} held for "
+                    "the request's tries in all).")
+            held = ticket.tokens_held()
+            if held:
+                plan.notes.append(
+                    f"Rate limit: held {card.name}'s worst case of {ticket.tokens} tokens in the "
+                    f"tokens-per-minute window of {', '.join(map(describe_account, held))} "
+                    f"before its next try, after {tries} a provider may have billed "
+                    f"({max(held.values())} tokens held for the request's tries in all).")
+            return None
 
         return before
 

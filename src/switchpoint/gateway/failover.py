@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any, Literal, NamedTuple, overload
 
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import (
@@ -61,9 +61,20 @@ from switchpoint.gateway.providers.sending import SendWatch, watching_send
 
 ProviderFor = Callable[[ModelCard], Provider]
 TimeoutsFor = Timeouts | Callable[[ModelCard], Timeouts]
+
+
+class NotSent(NamedTuple):
+    """Why a try may not be sent (see :data:`BeforeTry`): the outcome its attempt records
+    (:data:`BUDGET_REFUSED` or :data:`RATE_REFUSED`) and the reason."""
+
+    outcome: str
+    why: str
+
+
 # Asked before each try of a model, with the tries so far: None to send it, or why it may not
-# be sent (the request's budget cannot hold it; see Governor.hold_try).
-BeforeTry = Callable[[ModelCard, Sequence["Attempt"]], str | None]
+# be sent (the request's budget cannot hold it, or a tokens-per-minute window cannot take it;
+# see Governor.hold_try).
+BeforeTry = Callable[[ModelCard, Sequence["Attempt"]], NotSent | None]
 
 log = logging.getLogger("switchpoint.gateway")
 
@@ -91,10 +102,13 @@ class RetryPolicy:
         return rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** (retry - 1)))
 
 
-# A try not sent because the request's budget could not hold it (see BeforeTry).
+# A try not sent because the request's budget could not hold it, or a tokens-per-minute
+# window of its caller could not take it (see BeforeTry).
 BUDGET_REFUSED = "budget_exceeded"
+RATE_REFUSED = "rate_limit_exceeded"
+NOT_SENT = frozenset({BUDGET_REFUSED, RATE_REFUSED})
 # Outcomes of candidates that were passed over without a call.
-SKIPPED = frozenset({"circuit_open", "context_too_small", BUDGET_REFUSED})
+SKIPPED = frozenset({"circuit_open", "context_too_small", *NOT_SENT})
 # The outcome of the try under way (or waited for) when the caller left: no verdict on it.
 CLIENT_CLOSED = "client_closed"
 
@@ -102,9 +116,10 @@ CLIENT_CLOSED = "client_closed"
 @dataclass
 class Attempt:
     """One try of one model. ``outcome`` is ``"ok"``, an error kind, (for a candidate passed
-    over without a call) ``"circuit_open"`` or ``"context_too_small"``, or ``"client_closed"``
-    (the try under way, or waited for, when the caller left). ``begun`` is False for a try
-    that was only waited for (the caller left between two tries): nothing was sent for it.
+    over without a call) ``"circuit_open"``, ``"context_too_small"`` or one of :data:`NOT_SENT`,
+    or ``"client_closed"`` (the try under way, or waited for, when the caller left).
+    ``begun`` is False for a try that was only waited for (the caller left between two
+    tries): nothing was sent for it.
     ``billed``: the try ended after its request was sent and before an answer, in a way that
     says the model may have generated (see :func:`billed_tries`); ``charged_usd`` is what the
     request's budgets were charged for it, once settled."""
@@ -141,11 +156,11 @@ class Attempt:
 def failed_models(attempts: Sequence[Attempt]) -> set[str]:
     """The models of ``attempts`` that failed: called and failed, or passed over as unhealthy
     or too small; not the one being tried when the caller left (:data:`CLIENT_CLOSED`: it may
-    yet have answered), nor one passed over because the budget could not hold its try (the
-    model is not at fault)."""
+    yet have answered), nor one passed over because the budget or a rate window could not
+    hold its try (the model is not at fault)."""
     left = {a.model for a in attempts if a.outcome == CLIENT_CLOSED}
     return {a.model for a in attempts
-            if not a.ok and a.outcome != BUDGET_REFUSED and a.model not in left}
+            if not a.ok and a.outcome not in NOT_SENT and a.model not in left}
 
 
 def billed_tries(attempts: Sequence[Attempt]) -> list[Attempt]:
@@ -508,8 +523,8 @@ async def call_with_failover(
     ``sleep``, ``rng`` and ``clock`` are injectable for tests. ``attempts``, when given, is the
     list every try is appended to (so a caller that cancels the call still knows them).
     ``before_try`` (optional; see :data:`BeforeTry`) is asked before each try is sent: a try it
-    refuses is not sent, the model is passed over (``budget_exceeded``, with why) and failover
-    goes on to the next candidate.
+    refuses is not sent, the model is passed over (``budget_exceeded`` or
+    ``rate_limit_exceeded``, with why) and failover goes on to the next candidate.
 
     Returns a :class:`FailoverResult` (or, with ``stream=True``, a committed
     :class:`FailoverStream`); raises :class:`FailoverError` when no candidate answers.
@@ -556,8 +571,8 @@ async def call_with_failover(
                 refused = before_try(card, attempts)
                 if refused is not None:
                     _no_verdict(health, card.name, slot)
-                    attempts.append(Attempt(card.name, number, BUDGET_REFUSED, error=refused,
-                                            begun=False))
+                    attempts.append(Attempt(card.name, number, refused.outcome,
+                                            error=refused.why, begun=False))
                     break
             watch = SendWatch()  # (replaced as the try begins; bound for the handlers below)
             try:

@@ -14,7 +14,8 @@ The engine asks it, per request:
    confidence escalates. The decision says all of it (fields and reasoning).
 4. :meth:`Governor.admit`: rate limits and budgets, by reservation of the worst case (429
    ``rate_limit_exceeded`` / ``budget_exceeded`` with ``Retry-After`` otherwise).
-5. :meth:`Governor.hold_try` before a try that follows one a provider may have billed.
+5. :meth:`Governor.hold_try` before a try that follows one a provider may have billed (its
+   budgets and TPM windows hold that try too, or it is not sent).
 6. :meth:`Governor.settle` when the request ends (once; :meth:`Governor.write_unlogged` writes
    its rows when no log entry carries them).
 
@@ -39,8 +40,11 @@ sent none) it charges the answering model's worst case, and each try a provider 
 without an answer its model's worst case (:meth:`Governor.charge_of`); the TPM windows count
 the same tries by the same rule, in tokens (the reported ones, else those the request was
 admitted for). Before a try that follows such a try, :meth:`Governor.hold_try` holds what the
-request may then owe, or refuses the try. A request that got no answer (and no such try)
-releases its reservation. A request's end is booked once, even after its reservation expired.
+request may then owe, by the same rule, on its budgets and in its TPM windows alike (a key or
+tenant under a TPM limit and no budget too: a failover cannot send more tokens than its limit
+takes), or refuses the try, which is not sent; settlement counts each try once, whatever was
+held for it. A request that got no answer (and no such try) releases its reservation. A
+request's end is booked once, even after its reservation expired.
 """
 
 from __future__ import annotations
@@ -921,15 +925,19 @@ class Governor:
         return ticket.worst_by_model.get(card.name, ticket.worst_usd)
 
     def hold_try(self, ticket: Ticket, card: ModelCard, billed: Sequence[ModelCard]
-                 ) -> str | None:
+                 ) -> Blocked | None:
         """Before a try of ``card`` that follows tries a provider may have billed (``billed``,
         see :func:`~switchpoint.gateway.failover.billed_tries`; each is charged its model's
-        worst case): hold what the request may then owe, those tries and this one at their
-        worst case, on every account the ticket holds on (the key's, tenant's and gateway's
-        budgets; the model's and provider's own), so that the budgets never hold less than the
-        tries sent may cost. Returns None when the try may be sent (held, or nothing more was
-        needed), else why not: a budget cannot hold it. With no billed try (the request's
-        hold covers its first try) it does nothing, in memory only."""
+        worst case and counts the tokens the request was admitted for): hold what the request
+        may then owe, those tries and this one at their worst case, on every account the
+        ticket holds on (the key's, tenant's and gateway's budgets; the model's and provider's
+        own) and in every TPM window it counts in (the key's, the tenant's), all or nothing,
+        so that neither ever holds less than the tries sent may cost or use (:meth:`charge_of`
+        is the rule; settlement counts each try once). Returns None when the try may be sent
+        (held, or nothing more was needed), else why not: a budget cannot hold it (``kind``
+        ``budget``) or a TPM window cannot take it (``tpm``), its ``message`` saying which and
+        what the earlier tries hold. With no billed try (the request's hold covers its first
+        try) it does nothing, in memory only."""
         if not billed or ticket.closed:
             return None
         tries = [*billed, card]
@@ -942,19 +950,33 @@ class Governor:
                     needed[account] = needed.get(account, 0.0) + worst
         more = {account: amount - ticket.holds[account] for account, amount in needed.items()
                 if amount > ticket.holds[account] * (1 + 1e-9) + 1e-12}
+        tokens = len(tries) * ticket.tokens
+        more_tokens = {account: tokens - held for account, held in ticket.tokens_held().items()
+                       if tokens > held}
         total = sum(self.worst_of(ticket, tried) for tried in tries)
-        if more:
-            blocked = self.ledger.extend(ticket, more)
+        if more or more_tokens:
+            blocked = self.ledger.extend(ticket, more, more_tokens,
+                                         what=f"another try of {card.name}")
             if blocked is not None:
-                label = (f"{describe_account(blocked.account)}'s {blocked.budget} budget"
-                         if blocked.budget is not None
-                         else f"the budget of {describe_account(blocked.account)}")
-                spent = total - self.worst_of(ticket, card)
-                return (f"budget exceeded: not sent, as {label} cannot hold another try of "
+                earlier = f"{len(billed)} earlier tr{'y' if len(billed) == 1 else 'ies'}"
+                if blocked.kind == "budget":
+                    label = (f"{describe_account(blocked.account)}'s {blocked.budget} budget"
+                             if blocked.budget is not None
+                             else f"the budget of {describe_account(blocked.account)}")
+                    spent = total - self.worst_of(ticket, card)
+                    blocked.message = (
+                        f"budget exceeded: not sent, as {label} cannot hold another try of "
                         f"{card.name} (its worst case ${self.worst_of(ticket, card):.6f}) "
-                        f"beside the ${spent:.6f} that {len(billed)} earlier tr"
-                        f"{'y' if len(billed) == 1 else 'ies'} a provider may have billed "
+                        f"beside the ${spent:.6f} that {earlier} a provider may have billed "
                         "cost")
+                else:
+                    blocked.message = (
+                        f"rate limit exceeded: not sent, as {earlier} a provider may have "
+                        f"billed count{'s' if len(billed) == 1 else ''} "
+                        f"{len(billed) * ticket.tokens} tokens at "
+                        f"{'its' if len(billed) == 1 else 'their'} worst case in the "
+                        f"tokens-per-minute window: {blocked.message}")
+                return blocked
         ticket.cover_usd = max(ticket.cover_usd, total)
         if more:
             self._write_holds(ticket)

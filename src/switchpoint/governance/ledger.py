@@ -8,9 +8,10 @@ case would pass the limit. When the request ends the reservation is *settled* to
 cost (charged to the answering model and provider and to the key, tenant and total; a try a
 provider may have billed with no answer is charged to its own model and provider) or
 *released* (no answer and no such try, nothing charged). A try after one a provider may have
-billed first holds its own worst case more (:meth:`Ledger.extend`, checked as a reservation
-is), or is not sent. So settled spend never passes a limit, whatever the concurrency, as long
-as the worst case bounds the real cost (see the governor for how it is computed).
+billed first holds its own worst case more, in USD and in tokens (:meth:`Ledger.extend`,
+checked as a reservation is), or is not sent. So settled spend never passes a limit, whatever
+the concurrency, as long as the worst case bounds the real cost (see the governor for how it
+is computed).
 
 Accounts are named ``all``, ``key:<id>``, ``tenant:<name>``, ``model:<name>`` and
 ``provider:<name>``; spend is kept per account and calendar period (UTC; see
@@ -31,10 +32,11 @@ no expiry at a start: the reservations they left open further back than a start 
 closed, once, when the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
-minute): RPM counts requests; TPM reserves the request's worst-case tokens and settles them to
-what the request's tries count, by the rule its budgets are charged by: the answer's tokens as
-the upstream reported them (never past the worst case; the worst case when unknown), and each
-try a provider may have billed with no answer its worst case.
+minute): RPM counts requests; TPM reserves the request's worst-case tokens (and a further try's,
+as of when it is held) and settles them to what the request's tries count, by the rule its
+budgets are charged by: the answer's tokens as the upstream reported them (never past the worst
+case; the worst case when unknown), and each try a provider may have billed with no answer its
+worst case; each window counts them once, whatever it held for them.
 """
 
 from __future__ import annotations
@@ -176,8 +178,12 @@ class Ticket:
     tokens: int
     key_id: str | None = None
     tenant: str | None = None
-    # TPM window entries: (account, [ts, tokens, still in the window]).
+    # TPM window entries: (account, [ts, tokens, still in the window]); an account's first is
+    # the request's, each later one a further try's (see Ledger.extend).
     rate_entries: list[tuple[str, list[float]]] = field(default_factory=list)
+    # The tokens-per-minute limits of the windows it counts in, by account (to check what it
+    # holds more: see extend).
+    tpm: Mapping[str, int] = field(default_factory=dict)
     closed: bool = False
     charged_usd: float | None = None
     persisted: bool = False  # its reserve row was written
@@ -190,6 +196,19 @@ class Ticket:
     @property
     def worst_usd(self) -> float:
         return max(self.worst_by_model.values(), default=0.0)
+
+    @property
+    def holds_any(self) -> bool:
+        """Whether a budget or a TPM window holds anything for it."""
+        return bool(self.holds or self.rate_entries)
+
+    def tokens_held(self) -> dict[str, int]:
+        """The tokens it holds in each TPM window it counts in (the request's, and each
+        further try's once held: see :meth:`Ledger.extend`)."""
+        held: dict[str, int] = {}
+        for account, entry in self.rate_entries:
+            held[account] = held.get(account, 0) + int(entry[1])
+        return held
 
     @property
     def settled(self) -> bool:
@@ -366,7 +385,8 @@ class Ledger:
             ticket = Ticket(id=os.urandom(12).hex(), ts=now, expires_at=now + ttl_s,
                             holds=dict(holds), worst_by_model=dict(worst_by_model),
                             tokens=tokens, key_id=key_id, tenant=tenant,
-                            budgets={a: tuple(budgets.get(a, ())) for a in holds})
+                            budgets={a: tuple(budgets.get(a, ())) for a in holds},
+                            tpm={lim.account: lim.tpm for lim in limits if lim.tpm is not None})
             for account, amount in holds.items():
                 self._held[account] = self._held.get(account, 0.0) + amount
             for limit in limits:
@@ -375,32 +395,40 @@ class Ledger:
                     window.entries.append([now, 1.0, 1.0])
                     window.total += 1.0
                 if limit.tpm is not None:
-                    window = self._tpm.setdefault(limit.account, _Window())
-                    entry = [now, float(tokens), 1.0]
-                    window.entries.append(entry)
-                    window.total += tokens
-                    ticket.rate_entries.append((limit.account, entry))
+                    self._count_tokens(ticket, limit.account, tokens, now)
             self._open[ticket.id] = ticket
             heapq.heappush(self._expiring, ticket)
             return ticket
 
-    def extend(self, ticket: Ticket, more: Mapping[str, float]) -> Blocked | None:
-        """Hold ``more`` (USD per account, each one ``ticket`` holds on) for ``ticket``, all or
-        nothing, checked against the budgets it was admitted under. Returns why not, or None
-        (held; nothing to do for a ticket already closed: its request is over)."""
+    def extend(self, ticket: Ticket, more: Mapping[str, float],
+               tokens: Mapping[str, int] | None = None, *, what: str = "this request"
+               ) -> Blocked | None:
+        """Hold ``more`` (USD per account, each one ``ticket`` holds on) and ``tokens`` (per
+        TPM window it counts in: an entry of their own, as of now) for ``ticket``, all or
+        nothing, checked against the budgets and TPM limits it was admitted under. Returns why
+        not (a window's naming ``what`` it holds them for), or None (held; nothing to do for a
+        ticket already closed: its request is over)."""
+        tokens = tokens or {}
         with self._lock:
             now = self.clock()
             self._expire(now)
             if ticket.closed:
                 return None
-            for account, amount in more.items():
+            for account, amount in tokens.items():
+                blocked = self._check_rate(Limits(account, None, ticket.tpm[account]), amount,
+                                           now, what)
+                if blocked is not None:
+                    return blocked
+            for account, usd in more.items():
                 for budget in ticket.budgets.get(account, ()):
-                    blocked = self._check_budget(account, budget, amount, now)
+                    blocked = self._check_budget(account, budget, usd, now)
                     if blocked is not None:
                         return blocked
-            for account, amount in more.items():
-                ticket.holds[account] = ticket.holds.get(account, 0.0) + amount
-                self._held[account] = self._held.get(account, 0.0) + amount
+            for account, usd in more.items():
+                ticket.holds[account] = ticket.holds.get(account, 0.0) + usd
+                self._held[account] = self._held.get(account, 0.0) + usd
+            for account, amount in tokens.items():
+                self._count_tokens(ticket, account, amount, now)
             return None
 
     def check_rate(self, limits: Sequence[Limits]) -> Blocked | None:
@@ -431,7 +459,10 @@ class Ledger:
                     window.total += 1.0
         return None
 
-    def _check_rate(self, limit: Limits, tokens: int, now: float) -> Blocked | None:
+    def _check_rate(self, limit: Limits, tokens: int, now: float,
+                    what: str = "this request") -> Blocked | None:
+        """Why one more request of ``tokens`` would pass ``limit``'s windows now (a full TPM
+        window names what it would hold them for: ``what``), or None."""
         who = describe_account(limit.account)
         if limit.rpm is not None:
             window = self._rpm.setdefault(limit.account, _Window())
@@ -454,9 +485,17 @@ class Ledger:
                 wait = window.retry_after(now, tokens, limit.tpm)
                 return Blocked("tpm", limit.account,
                                f"{who} has used {window.total:.0f} of its {limit.tpm} tokens "
-                               f"per minute and this request may use up to {tokens}; retry in "
+                               f"per minute and {what} may use up to {tokens}; retry in "
                                f"{max(1, round(wait))} s", wait)
         return None
+
+    def _count_tokens(self, ticket: Ticket, account: str, tokens: int, now: float) -> None:
+        """Count ``tokens`` of ``ticket`` in ``account``'s TPM window as of ``now``."""
+        window = self._tpm.setdefault(account, _Window())
+        entry = [now, float(tokens), 1.0]
+        window.entries.append(entry)
+        window.total += tokens
+        ticket.rate_entries.append((account, entry))
 
     def _check_budget(self, account: str, budget: Budget, amount: float,
                       now: float) -> Blocked | None:
@@ -501,12 +540,12 @@ class Ledger:
                charges: Sequence[tuple[float, Iterable[str]]] = ()) -> bool:
         """Charge ``charged_usd`` to ``accounts`` (and each of ``charges``, an amount and its
         accounts: a request charged for tries of several models) and release the ticket's
-        holds; settle its TPM entries to ``tokens`` (None: keep the reservation). False if it
-        was already closed: expired, in which case the charge is still booked, or settled,
-        in which case nothing more is (a request's end is booked once). ``now`` is
-        when the settlement happens (None: the clock's now): the caller that writes the
-        settlement's row passes the instant the row carries, so both count it in the same
-        periods."""
+        holds; its TPM windows count ``tokens`` in place of what they held for it (None: keep
+        what they hold). False if it was already closed: expired, in which case the charge is
+        still booked, or settled, in which case nothing more is (a request's end is booked
+        once). ``now`` is when the settlement happens (None: the clock's now): the caller that
+        writes the settlement's row passes the instant the row carries, so both count it in
+        the same periods."""
         with self._lock:
             if ticket.settled:
                 return False
@@ -517,9 +556,17 @@ class Ledger:
                 for account in charged:
                     self._charge(account, amount, now, starts)
             if tokens is not None:
+                # Each window counts ``tokens`` once: its entries in order, each up to what it
+                # held (a further try's follows those a provider may have billed, counted at
+                # the worst case held for them), the last the rest.
+                left = {account: float(tokens) for account, _ in ticket.rate_entries}
+                last = {account: entry for account, entry in ticket.rate_entries}
                 for account, entry in ticket.rate_entries:
-                    delta = float(tokens) - entry[1]
-                    entry[1] = float(tokens)
+                    counted = (left[account] if entry is last[account]
+                               else min(entry[1], left[account]))
+                    left[account] -= counted
+                    delta = counted - entry[1]
+                    entry[1] = counted
                     if entry[2]:  # still counted in its window
                         self._tpm[account].total += delta
             ticket.charged_usd = charged_usd + sum(amount for amount, _ in charges)
