@@ -1361,10 +1361,12 @@ class Gateway:
                         caller: Principal | None = None) -> dict[str, Any]:
         """What each tenant has taught: its memory (examples, per-model coverage, still cold
         or not), the outcomes its learned router holds and the quality feedback says each model
-        has. ``tenants``: these (None: every tenant with a memory, outcomes, feedback or
-        config). ``caller``: a client's key, which sees only its tenant's experiments and the
-        models it may use, and not the deployment's replay counts. A key narrowed to some models
-        sees a view narrowed to them (``narrowed_to``): its memory's examples and progress
+        has (over the feedback rows the log keeps: ``feedback_log`` says whether retention
+        pruned some, which the learned router still holds). ``tenants``: these (None: every
+        tenant with a memory, outcomes, feedback or config). ``caller``: a client's key, which
+        sees only its tenant's experiments and the models it may use, and not the deployment's
+        replay counts nor its log positions. A key narrowed to some models sees a view narrowed
+        to them (``narrowed_to``): its memory's examples and progress
         and its learned router's counts count only their records and outcomes (the learned
         router's are ``null`` when learned before a restore from a checkpoint that did not
         keep them by model)."""
@@ -1414,7 +1416,9 @@ class Gateway:
             if caller is None or not e.tenants or (caller.tenant or DEFAULT_TENANT) in e.tenants)
         status: dict[str, Any] = {"tenants": out, "exploration": settings.exploration,
                                   "memory_size": settings.memory_size,
-                                  "experiments": experiments}
+                                  "experiments": experiments,
+                                  "feedback_log": self.learning.log_kept(
+                                      deployment=caller is None)}
         if caller is None:
             status.update(replayed=learning.replayed if learning is not None else 0,
                           from_checkpoint=learning.restored if learning is not None else 0)

@@ -691,6 +691,25 @@ class GatewayLearning:
                 return None
             return self._learned_through(learning)
 
+    def log_kept(self, *, deployment: bool) -> dict[str, Any] | None:
+        """What of the feedback log a status's figures read from it (each tenant's feedback
+        quality per model) cover: whether retention ``pruned`` rows of it, and the time of
+        the oldest row kept (``kept_since``; None: the log is empty). The outcomes pruned
+        stay learned (the learning checkpoint holds them; the learned router's counts include
+        them), but those figures no longer count them. ``deployment`` (the operator's view)
+        adds the log position of the oldest row kept (``first_kept``) and how many rows were
+        pruned before it (``pruned_rows``). None without a store: no figure is read from a
+        log."""
+        if self.reader is None:
+            return None
+        first = self.reader.first_kept()
+        pruned = 0 if first is None else first[0] - 1
+        out: dict[str, Any] = {"pruned": pruned > 0,
+                               "kept_since": None if first is None else first[1]}
+        if deployment:
+            out.update(first_kept=None if first is None else first[0], pruned_rows=pruned)
+        return out
+
     def take_up(self, most: int | None = None) -> int | None:
         """Learn now the rows another process wrote to the log (see :meth:`_take_up`), at most
         ``most`` of them (the rest at the next take-up); returns the log position the live

@@ -389,8 +389,15 @@ class LearningReader:
     def first_feedback(self) -> int | None:
         """The log position of the oldest feedback row kept (None: the log is empty); past 1,
         retention pruned the rows before it."""
-        row = self._one("SELECT min(seq) FROM feedback", ())
-        return None if row is None or row[0] is None else int(row[0])
+        kept = self.first_kept()
+        return None if kept is None else kept[0]
+
+    def first_kept(self) -> tuple[int, float] | None:
+        """The log position and time (epoch seconds) of the oldest feedback row kept (None: the
+        log is empty). Positions are given in order and only retention deletes rows, the
+        oldest first: the position less one is how many rows it pruned."""
+        row = self._one("SELECT seq, ts FROM feedback ORDER BY seq LIMIT 1", ())
+        return None if row is None else (int(row[0]), float(row[1]))
 
     def last_feedback(self) -> tuple[int, str] | None:
         """The log position and event id of the newest feedback row (None: the log is empty)."""

@@ -1,0 +1,100 @@
+"""What the learning loop answers once retention pruned the feedback rows the learning
+checkpoint holds: the status's figures and what they cover."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from switchpoint.gateway import Gateway
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt
+from tests.integration.learning_env import chat, feedback, get, learning_server, post
+from tests.integration.servers import ThreadServer
+
+ADMIN = "a" * 32
+EXTRA = "auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants: {acme: {}}\n"
+
+
+@contextmanager
+def _server(fake: FakeProviderProcess, root: Path) -> Iterator[ThreadServer]:
+    with learning_server(fake, root, EXTRA, environ={"ADMIN_TOKEN": ADMIN}) as server:
+        yield server
+
+
+def _prune(gateway: Gateway) -> None:
+    """Checkpoint what was learned, then run the service's own retention on every row older
+    than now: the feedback rows the checkpoint holds go, all but the one it ends at."""
+    assert gateway.learning.checkpoint() is not None
+    time.sleep(0.05)
+    gateway._housekeeping(False, 1e-9)
+
+
+def _rows(gateway: Gateway, decision_id: str | None = None) -> list[int]:
+    """The log positions of the feedback rows kept (of one decision, if given)."""
+    reader = gateway.learning.reader
+    assert reader is not None
+    return [row.seq for row in reader.feedback()
+            if decision_id is None or row.event.decision_id == decision_id]
+
+
+def _status(server: ThreadServer, key: str = ADMIN) -> dict[str, Any]:
+    r = get(server, "/v1/router/status", key)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _scored(server: ThreadServer, key: str, decision_id: str, score: float) -> dict[str, Any]:
+    r = feedback(server, decision_id, key, score=score)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_after_a_prune_the_status_says_its_feedback_figures_cover_only_the_rows_kept(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Each tenant's ``feedback`` (quality per model) is read from the log, ``learned_router``
+    from what was learned: once retention pruned rows the checkpoint holds, the first no
+    longer counts them while the second does. ``feedback_log`` says so: whether rows were
+    pruned and the time of the oldest kept (to every caller), and, to the operator, the log
+    position of the oldest kept and how many rows went before it. A restart from the
+    checkpoint says the same."""
+    with _server(fake, tmp_path) as server:
+        gateway = server.service.gateway
+        key = post(server, "/v1/router/keys", {"tenant": "acme"}, key=ADMIN).json()["key"]
+        routed = [chat(server, math_prompt(i), key=key)[0]["x-switchpoint-decision-id"]
+                  for i in range(3)]
+        for decision_id in routed:
+            _scored(server, key, decision_id, 0.0)
+        before = _status(server)
+        log = before["feedback_log"]
+        assert (log["pruned"], log["first_kept"], log["pruned_rows"]) == (False, 1, 0)
+        assert isinstance(log["kept_since"], float)
+        acme = before["tenants"]["acme"]
+        assert acme["learned_router"] == {"events": 3, "outcomes": 3}
+        assert acme["feedback"]["strong"] == {"n": 3, "mean_quality": 0.0}
+
+        _prune(gateway)
+        assert _rows(gateway) == [3]  # the row the checkpoint ends at stays
+        after = _status(server)
+        assert after["feedback_log"]["pruned"] is True
+        assert (after["feedback_log"]["first_kept"], after["feedback_log"]["pruned_rows"]) == (
+            3, 2)
+        assert after["feedback_log"]["kept_since"] > log["kept_since"]
+        acme = after["tenants"]["acme"]
+        assert acme["learned_router"] == {"events": 3, "outcomes": 3}  # nothing learned lost
+        assert acme["feedback"]["strong"]["n"] == 1  # the row kept
+        # A client's key is told whether its figures are whole and since when, not the
+        # deployment's log positions or row counts.
+        client = _status(server, key)["feedback_log"]
+        assert client == {"pruned": True, "kept_since": after["feedback_log"]["kept_since"]}
+
+    with _server(fake, tmp_path) as server:  # a start from the checkpoint and the pruned log
+        again = _status(server)
+        assert again["from_checkpoint"] == 3
+        assert again["feedback_log"] == after["feedback_log"]
+        assert again["tenants"]["acme"]["learned_router"] == {"events": 3, "outcomes": 3}
