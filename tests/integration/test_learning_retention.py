@@ -1,5 +1,6 @@
 """What the learning loop answers once retention pruned the feedback rows the learning
-checkpoint holds: the status's figures and what they cover."""
+checkpoint holds: the status's figures and what they cover, a repeat of a pruned outcome (live
+and after a restart), and the outcomes a decision takes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint.gateway import Gateway
+from switchpoint.gateway.feedback_log import MAX_OUTCOMES
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import chat, feedback, get, learning_server, post
@@ -98,3 +100,71 @@ def test_after_a_prune_the_status_says_its_feedback_figures_cover_only_the_rows_
         assert again["from_checkpoint"] == 3
         assert again["feedback_log"] == after["feedback_log"]
         assert again["tenants"]["acme"]["learned_router"] == {"events": 3, "outcomes": 3}
+
+
+def test_a_repeat_of_an_outcome_retention_pruned_replaces_it_live_and_after_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The learned state, not the log, says what a repeat replaced: the learned router holds
+    each decision's outcome whether or not the log still keeps its row, so a repeat of a
+    pruned outcome says ``replaced: true`` with the quality it replaced, as it would had
+    nothing been pruned, while live and after a start from the checkpoint. A named model's
+    quality observation, which nothing learns, is kept only in the log: once its row is
+    pruned, so is the request it scored (logged before it), and a repeat is a 404, as for any
+    request no longer kept."""
+    with _server(fake, tmp_path) as server:
+        gateway = server.service.gateway
+        key = post(server, "/v1/router/keys", {"tenant": "acme"}, key=ADMIN).json()["key"]
+        named = chat(server, math_prompt(10), key=key, model="cheap")[0][
+            "x-switchpoint-decision-id"]
+        assert _scored(server, key, named, 0.2)["kind"] == "model"
+        routed = [chat(server, math_prompt(i), key=key)[0]["x-switchpoint-decision-id"]
+                  for i in range(3)]
+        for decision_id, score in zip(routed, (0.0, 0.3, 1.0), strict=True):
+            _scored(server, key, decision_id, score)
+        _prune(gateway)
+        assert _rows(gateway) == [4]
+        live = _scored(server, key, routed[0], 0.9)
+        assert (live["replaced"], live["previous_quality"]) == (True, 0.0)
+        gone = feedback(server, named, key, score=0.4)
+        assert gone.status_code == 404, gone.text
+        assert gone.json()["error"]["code"] == "decision_not_found"
+        learned = _status(server)["tenants"]["acme"]["learned_router"]
+        assert learned == {"events": 4, "outcomes": 3}
+        _prune(gateway)  # the repeat's row goes too
+        assert _rows(gateway) == [5]
+
+    with _server(fake, tmp_path) as server:
+        restarted = _scored(server, key, routed[1], 0.6)
+        assert (restarted["replaced"], restarted["previous_quality"]) == (True, 0.3)
+        again = _scored(server, key, routed[0], 0.5)
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.9)
+        learned = _status(server)["tenants"]["acme"]["learned_router"]
+        assert learned == {"events": 6, "outcomes": 3}
+
+
+def test_a_decision_takes_its_outcomes_again_once_pruned_each_replacing_the_last(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The bound on a decision's outcomes counts the rows the log keeps: it bounds what one
+    decision adds to the log between two prunes. Once retention pruned them, the decision
+    takes as many again, which is harmless: each replaces the last in the learned state (the
+    decision stays one outcome), and the log still keeps at most the bound of its rows."""
+    with _server(fake, tmp_path) as server:
+        gateway = server.service.gateway
+        key = post(server, "/v1/router/keys", {"tenant": "acme"}, key=ADMIN).json()["key"]
+        decision = chat(server, math_prompt(1), key=key)[0]["x-switchpoint-decision-id"]
+        for i in range(MAX_OUTCOMES):
+            _scored(server, key, decision, (i % 2) * 1.0)
+        refused = feedback(server, decision, key, score=0.5)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["param"] == "decision_id"
+
+        _prune(gateway)
+        assert len(_rows(gateway, decision)) == 1  # the row the checkpoint ends at
+        for i in range(MAX_OUTCOMES - 1):
+            taken = _scored(server, key, decision, 0.25 * (i % 4))
+            assert taken["replaced"] is True
+        assert feedback(server, decision, key, score=0.5).status_code == 409
+        assert len(_rows(gateway, decision)) == MAX_OUTCOMES
+        status = _status(server)["tenants"]["acme"]
+        assert status["learned_router"] == {"events": 2 * MAX_OUTCOMES - 1, "outcomes": 1}
+        assert status["feedback"]["strong"]["n"] == 1

@@ -36,7 +36,11 @@ MAX_COMMENT = 2000
 MAX_DECISION_ID = 200
 #: Outcomes one decision (or one answer of a comparison) takes: its first and the repeats
 #: that replace it. Each is a row of the feedback log, which retention prunes only once the
-#: learning checkpoint holds it, so repeats without end would grow it without end.
+#: learning checkpoint holds it, so repeats without end would grow it without end. Counted
+#: over the rows the log keeps: once retention pruned a decision's rows it takes as many
+#: again, which is harmless, since the bound is on the log (it still keeps at most this many
+#: rows of the decision) and the learned state holds one outcome per decision, each repeat
+#: replacing the last.
 MAX_OUTCOMES = 20
 #: Outcomes a log without a store keeps at the least, whatever ``learning.memory_size`` says
 #: (a decision's repeats are counted from them).
@@ -210,8 +214,9 @@ class ServiceFeedbackLog:
     def check_repeats(self, decision_id: str, tenant: str | None, what: str,
                       param: str = "decision_id") -> None:
         """409 when ``decision_id`` (of ``tenant``; None: any) already holds
-        :data:`MAX_OUTCOMES` outcomes; ``what`` names it in the message. Waits for the
-        appends under way, so that it counts them."""
+        :data:`MAX_OUTCOMES` outcomes among the rows the log keeps (see there: those retention
+        pruned are not counted); ``what`` names it in the message. Waits for the appends
+        under way, so that it counts them."""
         self.flush()
         if self.reader is None:
             with self._lock:
