@@ -75,3 +75,14 @@ async def test_a_request_answered_before_routing_counts_under_its_route() -> Non
     partial = {"type": "http.request", "body": b'{"prompt": "', "more_body": True}
     counted = await count(app, [partial], paths=("/v1/route", "/v1/models/{model_id}"))
     assert counted == {("/v1/route", "POST", "4xx"): 1}
+
+
+def test_every_outcome_failover_records_is_counted_under_its_own_name() -> None:
+    # A try not sent for a budget or a tokens-per-minute window was counted as "other".
+    from switchpoint.gateway import failover
+    from switchpoint.server.metrics import _outcome
+
+    for outcome in ("ok", failover.CLIENT_CLOSED, *failover.SKIPPED, "read_timeout"):
+        assert _outcome(outcome) == outcome
+    assert {"budget_exceeded", "rate_limit_exceeded"} <= failover.SKIPPED
+    assert _outcome("made_up") == "other"

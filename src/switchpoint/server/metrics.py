@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchpoint import errors
 from switchpoint.decision import RoutingDecision
+from switchpoint.gateway import failover
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.protocol import ConnectionStats
 from switchpoint.store import RequestRecord
@@ -57,7 +58,7 @@ CLIENT_CLOSED = 499
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 KNOWN_STATUSES = frozenset(int(s) for s in http.HTTPStatus)
 # Upstream attempt outcomes: "ok", the skip reasons, and every error kind switchpoint defines.
-KNOWN_OUTCOMES = frozenset({"ok", "circuit_open", "context_too_small", "client_closed",
+KNOWN_OUTCOMES = frozenset({"ok", failover.CLIENT_CLOSED, *failover.SKIPPED,
                             *(getattr(cls, "kind", "") for cls in vars(errors).values()
                               if isinstance(cls, type)
                               and issubclass(cls, errors.ProviderError))})
