@@ -880,3 +880,44 @@ def test_the_services_retention_keeps_feedback_a_checkpoint_of_other_settings_ho
         assert _status(server)["replayed"] == len(TOPICS)
         assert _lesson(server) == learned
         server.kill()
+
+
+def test_the_services_retention_keeps_every_tenants_learned_router_live_and_after_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Three tenants learn; a checkpoint holds them; the service's own retention prunes every
+    feedback row it holds. Each tenant's learned router stays what it was, live (the service
+    holds every tenant's evidence: none is let go to be rebuilt from the pruned log) and after
+    a start from the checkpoint."""
+    tenants = ["acme", "globex", "initech"]
+    settings = settings_for(fake, tmp_path, "tenants: {acme: {}, globex: {}, initech: {}}\n")
+
+    def learned(gateway: Gateway) -> dict[str, tuple[dict[str, float], dict[str, Any]]]:
+        status = gateway.learning_status()["tenants"]
+        return {t: (gateway.route(math_prompt(999), cost_weight=0, tenant=t).expected_errors,
+                    status[t]["learned_router"]) for t in tenants}
+
+    service = Gateway(settings, loader=loader, env=KEYS)
+    service.start()
+    try:
+        before = learned(service)
+        for j, tenant in enumerate(tenants):
+            for i in range(6):
+                decision = service.route(math_prompt(10 * j + i), tenant=tenant)
+                service.report_outcome(decision.decision_id, [0.0, 1.0, 0.2][j],
+                                       tenant=tenant)
+        taught = learned(service)
+        assert all(taught[t] != before[t] for t in tenants)
+        assert {t: taught[t][1]["outcomes"] for t in tenants} == dict.fromkeys(tenants, 6)
+        assert service.router.learner.settings.max_tenants is None
+        assert service.learning.checkpoint() is not None
+        time.sleep(0.05)
+        service._housekeeping(False, 1e-9)  # its hourly retention, every row older than it
+        # Only the row the checkpoint ends at stays (a start checks the event there).
+        assert [s for s, _ in _feedback_rows(Path(settings.data_dir))] == [3 * 6]
+        service.router.cache.clear()
+        assert learned(service) == taught
+    finally:
+        service.close()
+    with Gateway(settings, loader=loader, env=KEYS) as restarted:
+        restarted.start()
+        assert learned(restarted) == taught

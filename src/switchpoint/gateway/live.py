@@ -175,7 +175,10 @@ def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
 def learning_settings(settings: Settings) -> LearningSettings:
     """The library's learning settings for the service's ``learning:`` section. The tenants
     a service learns for are its config's (and the feedback log's), never a client's choice,
-    and its checkpoints and replay hold them all: no bound on those held in memory."""
+    and its checkpoints and replay hold them all: no bound on those held in memory. Retention
+    depends on it: it prunes the feedback log up to the learning checkpoint, and a tenant's
+    evidence let go to a bound would be rebuilt from that pruned log, losing what was pruned
+    (see ``LearningSettings.max_tenants``)."""
     learning = settings.learning
     return LearningSettings(memory_size=learning.memory_size, exploration=learning.exploration,
                             seed=learning.seed, max_tenants=None)
