@@ -154,7 +154,8 @@ def test_a_read_timeout_mid_answer_is_charged_beside_the_answer(
     assert entry["charged"] == pytest.approx(worst["cheap"] + entry["cost"])
     assert _charged(gov, request_id) == {"cheap": pytest.approx(entry["charged"])}
     assert _spent(gov, key["id"]) == pytest.approx(entry["charged"])
-    assert any("may have billed" in note for note in entry["reasoning"])
+    assert [note.split(" for 1 try ")[0] for note in entry["reasoning"]
+            if "with no answer" in note] == [f"Budget: charged ${worst['cheap']:.6f}"]
 
 
 def test_the_deadline_cutting_a_plain_answer_is_charged_the_models_worst_case(
@@ -500,6 +501,17 @@ def test_a_retry_the_tpm_window_can_take_is_held_sent_and_counted_once(
         f"Rate limit: held cheap's worst case of {held} tokens in the tokens-per-minute "
         f"window of key {issued['id']} before its next try, after 1 try a provider may have "
         f"billed ({2 * held} tokens held for the request's tries in all)."]
+    # No budget applies: the billed try's worst case is recorded in the spend ledger, not
+    # charged against a budget, and the note says so.
+    worst = _worst(rated, gw_fake, "cheap")
+    settled = [note for note in entry["reasoning"] if "with no answer" in note]
+    assert settled == [
+        f"Spend: recorded ${worst:.6f} in the spend ledger, against no budget (none applies to "
+        "this request), for 1 try a provider may have billed with no answer (timed out, cut "
+        "by the deadline or mid-answer, or left by the caller while under way), each at its "
+        "model's worst case: cheap #1 read_timeout."], entry["reasoning"]
+    assert not [note for note in entry["reasoning"] if note.startswith("Budget:")]
+    assert _charged(rated, request_id)["cheap"] == pytest.approx(entry["charged"])
     ((prompt, completion),) = _read(rated, "SELECT prompt_tokens, completion_tokens FROM "
                                            "requests WHERE id = ?", request_id)
     assert 0 < prompt + completion <= held
@@ -546,14 +558,20 @@ class _ExpiresThenFails(_FailsAfterFirst):
 
     async def complete(self, request: Any, card: Any, timeouts: Any) -> Any:
         if self.calls >= 1:
-            ledger = self.gateway.governor.ledger
-            real = ledger.clock
-            ledger.clock = lambda: real() + 3600.0
-            try:
-                self.gateway.governor.flush()  # (expires what is past its deadline)
-            finally:
-                ledger.clock = real
+            _expire_reservations(self.gateway)
         return await super().complete(request, card, timeouts)
+
+
+def _expire_reservations(gateway: Any) -> None:
+    """Expire every open reservation of ``gateway``: its ledger's clock run an hour past now
+    while the governor flushes (which expires what is past its deadline)."""
+    ledger = gateway.governor.ledger
+    real = ledger.clock
+    ledger.clock = lambda: real() + 3600.0
+    try:
+        gateway.governor.flush()
+    finally:
+        ledger.clock = real
 
 
 def test_a_billed_try_is_charged_when_its_request_ends_after_its_hold_expired(
@@ -574,4 +592,50 @@ def test_a_billed_try_is_charged_when_its_request_ends_after_its_hold_expired(
     assert _wait_spent(gov, key["id"]) == pytest.approx(worst)
     assert gateway.governor.ledger.spent(f"key:{key['id']}", "day") == pytest.approx(worst)
     assert gateway.governor.ledger.held(f"key:{key['id']}") == 0
+    assert gateway.governor.ledger.open_tickets() == 0
+
+
+class _ExpiresAfterFirst:
+    """The provider ``inner``, with the request's reservation expired (its ledger's clock run
+    past its deadline) as its first try ends."""
+
+    def __init__(self, inner: Any, gateway: Any) -> None:
+        self.inner = inner
+        self.gateway = gateway
+        self.calls = 0
+
+    async def complete(self, request: Any, card: Any, timeouts: Any) -> Any:
+        self.calls += 1
+        try:
+            return await self.inner.complete(request, card, timeouts)
+        finally:
+            if self.calls == 1:
+                _expire_reservations(self.gateway)
+
+    def stream(self, request: Any, card: Any, timeouts: Any) -> Any:
+        raise AssertionError("not streamed here")
+
+
+def test_a_retry_after_its_reservation_expired_is_sent_unheld_and_says_so(
+        rated: ThreadServer, gw_fake: FakeProviderProcess,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # cheap stalls mid-answer (billed), and by its retry the request's reservation has
+    # expired: nothing is held for the retry (an expired reservation holds nothing), so the
+    # reasoning says the try was sent unheld, not that its tokens were held.
+    gateway = rated.service.gateway
+    issued, _, _ = _rated_key(rated, 2)
+    expiring = _ExpiresAfterFirst(gateway.providers.openai, gateway)
+    monkeypatch.setitem(gateway.providers.overrides, "cheap", expiring)
+    tag = uuid.uuid4().hex[:8]
+    raw = client(rated, issued["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000,
+        messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
+    entry = _logged(rated, raw.headers["x-switchpoint-request-id"])
+    assert [a["outcome"] for a in entry["attempts"]] == ["read_timeout", "ok"]
+    assert expiring.calls == 2
+    notes = [note for note in entry["reasoning"] if "next try" in note]
+    assert notes == [
+        "Rate limit: nothing held before cheap's next try, after 1 try a provider may have "
+        "billed: the request's reservation expired (it outlived its hold), so the try is sent "
+        "unheld; what the tries cost and use is still counted when the request ends."], notes
     assert gateway.governor.ledger.open_tickets() == 0

@@ -955,7 +955,8 @@ class Gateway:
         """What failover asks before each try of a request a budget or a tokens-per-minute
         limit watches (None: neither, nothing to ask): a try after one a provider may have
         billed is held first (see :meth:`Governor.hold_try`), or not sent when a budget cannot
-        hold it or a TPM window cannot take it."""
+        hold it or a TPM window cannot take it. Each says so in a note, as does a try sent
+        with nothing held because the request's reservation expired first."""
         ticket = plan.ticket
         if ticket is None or not ticket.holds_any:  # (no budget, no TPM limit: RPM at most)
             return None
@@ -971,6 +972,14 @@ class Gateway:
                 plan.notes.append(f"{'Budget' if budget else 'Rate limit'}: {card.name} not "
                                   f"tried: {blocked.message}.")
                 return NotSent(BUDGET_REFUSED if budget else RATE_REFUSED, blocked.message)
+            if ticket.closed:  # (expired: its holds were freed, and nothing more is held)
+                plan.notes.append(
+                    f"{'Budget' if ticket.holds else 'Rate limit'}: nothing held before "
+                    f"{card.name}'s next try, after {tries} a provider may have billed: the "
+                    "request's reservation expired (it outlived its hold), so the try is sent "
+                    "unheld; what the tries cost and use is still counted when the request "
+                    "ends.")
+                return None
             if ticket.holds:
                 plan.notes.append(
                     f"Budget: held {card.name}'s worst case "
@@ -990,13 +999,16 @@ class Gateway:
 
     def _settle(self, plan: Plan, card: Any, cost_usd: float | None, usage: Any,
                 attempts: Sequence[Attempt] = ()) -> accounting.Settlement | None:
-        """Settle the request's budget reservation: the answer of ``card`` (None: no answer)
-        at ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a
-        provider may have billed with no answer (:func:`billed_tries`: a timeout, the deadline
-        or a cut mid-answer, the caller leaving while it was under way) at its model's worst
-        case; with neither, the hold is released. Each such try carries its charge in the log
-        (``charged_usd``), and a note says what they added. Returns the ledger rows for its
-        log entry and the amount charged; None when it holds no reservation."""
+        """Settle the request's reservation (what its budgets hold, the tokens its
+        tokens-per-minute windows count): the answer of ``card`` (None: no answer) at
+        ``cost_usd`` (None: unknown, its worst case), and each try of ``attempts`` a provider
+        may have billed with no answer (:func:`billed_tries`: a timeout, the deadline or a cut
+        mid-answer, the caller leaving while it was under way) at its model's worst case; with
+        neither, the hold is released. Each such try carries its charge in the log
+        (``charged_usd``), and a note says what they added: charged against the request's
+        budgets, or, where none applies (a tokens-per-minute limit alone), recorded in the
+        spend ledger only. Returns the ledger rows for its log entry and the amount charged;
+        None when it holds no reservation."""
         if plan.ticket is None:
             return None
         tries = _billed(plan, attempts)
@@ -1005,14 +1017,20 @@ class Gateway:
             attempt.charged_usd = self.governor.worst_of(plan.ticket, of)
         if billed:
             extra = sum(a.charged_usd or 0.0 for a in billed)
-            over = (" (more than the request held: charged in full)" if extra + (cost_usd or 0.0)
-                    > plan.ticket.held_for_usd * (1 + 1e-9) + 1e-12 else "")
-            plan.notes.append(
-                f"Budget: charged ${extra:.6f} for {len(billed)} tr"
-                f"{'y' if len(billed) == 1 else 'ies'} a provider may have billed with no "
-                "answer (timed out, cut by the deadline or mid-answer, or left by the caller "
-                "while under way), each at its model's worst case: "
-                + ", ".join(f"{a.model} #{a.attempt} {a.outcome}" for a in billed) + over + ".")
+            tries_of = (f"{len(billed)} tr{'y' if len(billed) == 1 else 'ies'} a provider may "
+                        "have billed with no answer (timed out, cut by the deadline or "
+                        "mid-answer, or left by the caller while under way), each at its "
+                        "model's worst case: "
+                        + ", ".join(f"{a.model} #{a.attempt} {a.outcome}" for a in billed))
+            if plan.ticket.holds:  # a budget applies: charged against it
+                over = (" (more than the request held: charged in full)"
+                        if extra + (cost_usd or 0.0)
+                        > plan.ticket.held_for_usd * (1 + 1e-9) + 1e-12 else "")
+                plan.notes.append(f"Budget: charged ${extra:.6f} for {tries_of}{over}.")
+            else:  # (a tokens-per-minute limit alone: no budget to charge)
+                plan.notes.append(f"Spend: recorded ${extra:.6f} in the spend ledger, "
+                                  f"against no budget (none applies to this request), for "
+                                  f"{tries_of}.")
         tokens = None if usage is None else usage.prompt_tokens + usage.completion_tokens
         rows, charged = self.governor.settle(plan.ticket, request_id=plan.request_id,
                                              card=card, cost_usd=cost_usd, tokens=tokens,
