@@ -168,3 +168,33 @@ def test_a_decision_takes_its_outcomes_again_once_pruned_each_replacing_the_last
         status = _status(server)["tenants"]["acme"]
         assert status["learned_router"] == {"events": 2 * MAX_OUTCOMES - 1, "outcomes": 1}
         assert status["feedback"]["strong"]["n"] == 1
+
+
+def test_a_repeat_without_a_cost_keeps_the_one_taken_before_once_retention_pruned_it(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A repeat without a cost keeps the cost its outcome took before (``cost_from:
+    "kept"``), as the learned state does, whether or not the log still keeps that outcome's
+    row (nor the request it priced): live and after a start from the checkpoint. A repeat
+    about another model keeps none."""
+    with _server(fake, tmp_path) as server:
+        gateway = server.service.gateway
+        key = post(server, "/v1/router/keys", {"tenant": "acme"}, key=ADMIN).json()["key"]
+        routed = [chat(server, math_prompt(20 + i), key=key)[0]["x-switchpoint-decision-id"]
+                  for i in range(3)]
+        for decision_id in routed:
+            taken = _scored(server, key, decision_id, 0.0)
+            assert (taken["cost_from"], taken["teaches_routing"]) == ("answer", True)
+        _prune(gateway)
+        assert _rows(gateway) == [3]
+        live = _scored(server, key, routed[0], 0.9)
+        assert (live["replaced"], live["cost"], live["cost_from"]) == (True, None, "kept")
+        other = feedback(server, routed[1], key, score=0.5, model="cheap").json()
+        assert (other["replaced"], other["cost"], other["cost_from"]) == (True, None, None)
+        _prune(gateway)  # the repeats' rows go too
+        assert _rows(gateway) == [5]
+
+    with _server(fake, tmp_path) as server:
+        restarted = _scored(server, key, routed[0], 0.6)
+        assert (restarted["replaced"], restarted["cost_from"]) == (True, "kept")
+        back = _scored(server, key, routed[1], 0.7)  # about strong again, after cheap
+        assert (back["replaced"], back["cost"], back["cost_from"]) == (True, None, None)

@@ -1048,8 +1048,8 @@ class GatewayLearning:
                         else entry.chosen)
                     if teachable is not None:
                         teachable(served)
-                    kept = measured is None and self._kept_cost(decision_id, entry.tenant,
-                                                                served)
+                    kept = measured is None and self._kept_cost(owner, decision_id,
+                                                                entry.tenant, served)
                     if (measured is None and not kept and answer is not None
                             and answer[0] == served
                             and answer_cost(owner, served, answer[1], entry.prompt_tokens)
@@ -1168,9 +1168,18 @@ class GatewayLearning:
         ``LearningReader.answer``)."""
         return self.reader.answer(decision_id) if self.reader is not None else None
 
-    def _kept_cost(self, decision_id: str, tenant: str, model: str) -> bool:
-        """Whether an outcome about ``model`` without a cost keeps one given before (the log
-        flushed)."""
+    def _kept_cost(self, router: Router, decision_id: str, tenant: str, model: str) -> bool:
+        """Whether an outcome about catalog model ``model`` without a cost keeps one taken
+        before: ``router``'s learned state says so, whether or not the feedback log still keeps
+        the row it came from (retention prunes the rows a checkpoint holds); or a row another
+        process logged, not taken up yet, gave it (taken up before this outcome is learned).
+        False for a model whose outcomes ``router`` does not learn."""
+        profile = router.outcome_profile(model) if model in router.models else None
+        if profile is None:
+            return False
+        held = router.learner.outcome(decision_id, tenant)
+        if held is not None and held.model == profile and held.cost is not None:
+            return True
         return self.reader is not None and self.reader.kept_cost(decision_id, tenant,
                                                                  model) is not None
 

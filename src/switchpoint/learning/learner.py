@@ -36,7 +36,7 @@ from switchpoint.learning.events import (
 )
 from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.memory import DecisionMemory, PendingDecision
-from switchpoint.learning.overlay import CardEvidence, Overlay, make_overlay
+from switchpoint.learning.overlay import CardEvidence, Held, Overlay, make_overlay
 from switchpoint.policies import Policy
 
 log = logging.getLogger(__name__)
@@ -462,6 +462,14 @@ class Learner:
     def overlay(self, tenant: str | None = None) -> Overlay | None:
         with self._lock:
             return self._held(check_tenant(tenant))
+
+    def outcome(self, decision_id: str, tenant: str) -> Held | None:
+        """The outcome ``tenant``'s overlay holds for ``decision_id`` (the one a repeat
+        replaces: its model, as a profile or a model without one, its quality and the cost a
+        repeat about that model keeps), or None: held whether or not the feedback log still
+        keeps its row."""
+        overlay = self.overlay(tenant)
+        return None if overlay is None else overlay.outcome(decision_id)
 
     def n_events(self, tenant: str | None = None) -> int:
         """Events ``tenant``'s overlay applied (repeats included)."""

@@ -80,6 +80,9 @@ class Overlay(Protocol):
         """Learn from ``event``; returns the quality it replaced (a repeat for the same
         decision), else None."""
 
+    def outcome(self, decision_id: str) -> Held | None:
+        """The outcome held for ``decision_id`` (the one a repeat replaces), or None."""
+
     def posterior(self) -> Policy:
         """The fitted policy updated by every outcome applied so far."""
 
@@ -108,6 +111,16 @@ class CardEvidence:
     names: tuple[str, ...]
     count: Array
     error: Array
+
+
+@dataclass(frozen=True)
+class Held:
+    """An outcome an overlay holds for a decision: its model, quality and the cost a repeat
+    about the same model without a measured one keeps (None: none)."""
+
+    model: str
+    quality: float
+    cost: float | None
 
 
 @dataclass(frozen=True)
@@ -261,6 +274,11 @@ class TableOverlay(_OverlayBase):
 
     def _check_units(self, event: FeedbackEvent) -> None:
         self._units(event)
+
+    def outcome(self, decision_id: str) -> Held | None:
+        held = self._seen.get(decision_id)
+        return None if held is None else Held(self.models[held.model], held.quality,
+                                              held.cost)
 
     def apply(self, event: FeedbackEvent) -> float | None:
         self.check(event)
@@ -517,6 +535,10 @@ class KnnOverlay(_OverlayBase):
         if x.shape[1] != self.base.examples_.shape[1]:
             raise InvalidInputError("event", f"holds a {x.shape[1]}-d vector; the examples "
                                              f"are {self.base.examples_.shape[1]}-d")
+
+    def outcome(self, decision_id: str) -> Held | None:
+        held = self._rows.get(decision_id)  # (its cost: measured, kept or estimated)
+        return None if held is None else Held(self.models[held[1]], 1.0 - held[2], held[3])
 
     def apply(self, event: FeedbackEvent) -> float | None:
         self.check(event)
