@@ -105,6 +105,42 @@ def test_outcomes_of_a_model_without_a_profile_teach_its_routing_across_a_restar
         assert chat(server, poem_prompt(5002))[0]["x-switchpoint-model"] != "fresh"
 
 
+def test_an_observation_of_a_model_without_a_profile_replaces_only_the_feedback_figures(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Under the knn policy an outcome about ``fresh`` (no profile) is a quality observation:
+    logged and counted in the status's feedback figures per model, where it takes the place
+    of the decision's last outcome (``replaced``, ``previous_quality``), whichever model that
+    was about. The outcome the learned router holds for the decision stays (the status's
+    learned_router still counts it), and the observation's note says so."""
+    with learning_server(fake, tmp_path, more_models=FRESH) as server:
+        assert post(server, "/v1/router/policy/knn").json()["policy"] == "knn"
+        decision = chat(server, math_prompt(40))[0]["x-switchpoint-decision-id"]
+        learned = feedback(server, decision, score=0.9).json()
+        assert (learned["kind"], learned["replaced"]) == ("decision", False)
+        about = learned["model"]
+        observed = feedback(server, decision, score=0.2, model="fresh").json()
+        assert (observed["kind"], observed["teaches_routing"]) == ("model", False)
+        assert (observed["replaced"], observed["previous_quality"]) == (True, 0.9)
+        assert observed["note"].endswith(
+            f"; the learned router keeps this decision's outcome about {about} (quality 0.9), "
+            "which teaches its routing still: an observation takes the place of the "
+            "decision's last outcome in the feedback figures per model only"), observed["note"]
+        status = _status(server)
+        assert status["feedback"] == {"fresh": {"n": 1, "mean_quality": 0.2}}
+        assert status["learned_router"] == {"events": 1, "outcomes": 1}
+        again = feedback(server, decision, score=0.4, model="fresh").json()
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.2)
+        assert f"outcome about {about} (quality 0.9)" in again["note"]
+        # Back to the model the router learned: the router's outcome is replaced (its
+        # quality), and the observation's place in the feedback figures.
+        back = feedback(server, decision, score=0.5).json()
+        assert (back["kind"], back["replaced"], back["previous_quality"]) == (
+            "decision", True, 0.9)
+        status = _status(server)
+        assert status["feedback"] == {about: {"n": 1, "mean_quality": 0.5}}
+        assert status["learned_router"] == {"events": 2, "outcomes": 1}
+
+
 def test_a_decision_made_before_a_restart_or_reload_still_takes_feedback(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     with learning_server(fake, tmp_path) as server:

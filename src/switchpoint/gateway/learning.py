@@ -532,6 +532,19 @@ def learnable(router: Router, model: str) -> bool:
     return model in router.models and router.outcome_profile(model) is not None
 
 
+def _still_held(router: Router, decision_id: str, tenant: str) -> str:
+    """What a quality observation's note adds when ``router`` holds an outcome for the
+    decision: an observation replaces the decision's last outcome in the feedback figures per
+    model (its ``replaced`` and ``previous_quality`` say so), never the one the router
+    learned, which goes on teaching routing."""
+    held = router.learner.outcome(decision_id, tenant)
+    if held is None:
+        return ""
+    return (f"; the learned router keeps this decision's outcome about {held.model} (quality "
+            f"{held.quality:g}), which teaches its routing still: an observation takes the "
+            "place of the decision's last outcome in the feedback figures per model only")
+
+
 class GatewayLearning:
     """The gateway's side of learning, across snapshots: the feedback log, pending decisions,
     comparisons, promotions. It readies every snapshot before it goes live
@@ -1072,8 +1085,9 @@ class GatewayLearning:
                                          entry.tenant, note,
                                          f"{served} has no learned profile in these weights, "
                                          "so this outcome is kept as a quality observation "
-                                         "of it and does not teach routing", cost_from,
-                                         router, entry.prompt_tokens)
+                                         "of it and does not teach routing"
+                                         + _still_held(owner, decision_id, entry.tenant),
+                                         cost_from, router, entry.prompt_tokens)
                 stored = (self.reader.pending(decision_id,
                                               newest=router.learner.memory.capacity)
                           if found is None and learning is not None and self.reader is not None
@@ -1186,6 +1200,10 @@ class GatewayLearning:
     def _observe(self, decision_id: str, model: str, quality: float, cost: float | None,
                  tenant: str, note: Note, why: str, cost_from: str | None, router: Router,
                  prompt_tokens: int | None) -> FeedbackResult:
+        """Log a quality observation of ``model``, which teaches no router. Its ``replaced``
+        and ``previous_quality`` say what it takes the place of where it counts, the status's
+        feedback figures per model: the decision's last outcome the log keeps, whichever
+        model that was about (an outcome a router learned stays learned; the note says so)."""
         if cost is not None and model in router.models:
             router.learnable_cost(model, cost, prompt_tokens)  # refuses one beyond its prices
         self.log.flush()  # the previous outcome, even one a moment ago
