@@ -198,3 +198,35 @@ def test_a_repeat_without_a_cost_keeps_the_one_taken_before_once_retention_prune
         assert (restarted["replaced"], restarted["cost_from"]) == (True, "kept")
         back = _scored(server, key, routed[1], 0.7)  # about strong again, after cheap
         assert (back["replaced"], back["cost"], back["cost_from"]) == (True, None, None)
+
+
+def test_after_a_prune_an_experiments_report_says_what_it_covers(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """An experiment's report is read from the logs: once retention pruned them, its ``n``
+    counts only the outcomes (and decisions) kept, and its ``feedback_log`` says rows were
+    pruned (as the status's does), where before it said none were."""
+    config = "experiments:\n  split:\n    arms:\n      a: {}\n      b: {cost_weight: 5}\n"
+    with learning_server(fake, tmp_path, config) as server:
+        gateway = server.service.gateway
+        for s in range(6):
+            headers, _ = chat(server, math_prompt(s), session=f"session-{s}")
+            r = feedback(server, headers["x-switchpoint-decision-id"], score=1.0)
+            assert r.status_code == 200, r.text
+
+        def report() -> dict[str, Any]:
+            r = get(server, "/v1/router/experiments/split")
+            assert r.status_code == 200, r.text
+            body: dict[str, Any] = r.json()
+            return body
+
+        before = report()
+        assert sum(a["n"] for a in before["arms"]) == 6
+        assert before["feedback_log"]["pruned"] is False
+        assert "pruned_rows" not in before["feedback_log"]  # (positions: the status's only)
+        _prune(gateway)
+        after = report()
+        assert after["feedback_log"]["pruned"] is True
+        # The one feedback row kept (the checkpoint ends at it) belongs to a decision the
+        # same retention pruned (every row older than now): no outcome counts any more.
+        assert len(_rows(gateway)) == 1
+        assert sum(a["n"] for a in after["arms"]) == 0

@@ -1399,7 +1399,11 @@ class GatewayLearning:
     # Experiments -----------------------------------------------------------------------------
 
     def report_experiment(self, settings: Settings, name: str) -> dict[str, Any]:
-        return experiment_report(name, settings, self.reader, self.promoted)
+        """The experiment's report (see :func:`experiment_report`), read from the logs, with
+        what of the feedback log it covers (``feedback_log``, see :meth:`log_kept`): once
+        retention pruned the log, the outcomes pruned no longer count in it."""
+        return {**experiment_report(name, settings, self.reader, self.promoted),
+                "feedback_log": self.log_kept(deployment=False)}
 
     def promote(self, settings: Settings, name: str, arm: str | None) -> dict[str, Any]:
         """Send all of the experiment's traffic to ``arm`` (default: its winner; 409 while
