@@ -1403,7 +1403,7 @@ class Gateway:
                 reports.check_tenant(name)
         # What another process (an offline `switchpoint feedback`) logged, taken up first;
         # a large backlog a little at a time, so a status never waits long on it.
-        self.learning.take_up(most=STATUS_TAKE_UP_ROWS)
+        self.learning.caught_up(most=STATUS_TAKE_UP_ROWS)
         live = self.state.live()
         learning = live.learning
         router = live.router

@@ -723,29 +723,17 @@ class GatewayLearning:
             out.update(first_kept=None if first is None else first[0], pruned_rows=pruned)
         return out
 
-    def take_up(self, most: int | None = None) -> int | None:
-        """Learn now the rows another process wrote to the log (see :meth:`_take_up`), at most
-        ``most`` of them (the rest at the next take-up); returns the log position the live
-        snapshot has learned every row up to (None: no store, or nothing learns). Before the
-        service's retention prunes the log, which it prunes no further (a checkpoint another
-        process wrote may hold rows this one has not learned yet: once gone, no take-up finds
-        them), and before a status reports what was learned."""
-        with self.state.guard:
-            live = self.state.peek()
-            learning: LiveLearning | None = None if live is None else live.learning
-            if learning is None or self.reader is None:
-                return None
-            self._take_up(learning, most=most)
-            return learning.covered
-
     def caught_up(self, most: int = RETENTION_TAKE_UP_ROWS,
                   step: int = STATUS_TAKE_UP_ROWS) -> tuple[int | None, str]:
-        """Take up the rows another process wrote to the log, ``step`` at a time under the
-        state's guard, which feedback and statuses get between the steps (a large backlog
-        keeps none of them waiting long), at most ``most`` in all. Returns the log position
-        the live snapshot has learned every row up to and its checkpoint key, read together
-        (None and ``""``: no store, or nothing learns), for the service's retention: it prunes
-        no feedback row past that position, nor past the checkpoint of that key."""
+        """Learn now the rows another process wrote to the log (see :meth:`_take_up`),
+        ``step`` at a time under the state's guard, which feedback and statuses get between
+        the steps (a large backlog keeps none of them waiting long), at most ``most`` in all
+        (the rest at the next take-up). Returns the log position the live snapshot has learned
+        every row up to and its checkpoint key, read together (None and ``""``: no store, or
+        nothing learns). Before a status reports what was learned, and before the service's
+        retention prunes the log, which it prunes no further than that position, nor past the
+        checkpoint of that key (a checkpoint another process wrote may hold rows this one has
+        not learned yet: once gone, no take-up finds them)."""
         previous: int | None = None
         read = 0
         while True:
