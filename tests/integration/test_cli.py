@@ -152,24 +152,38 @@ def test_a_data_dir_the_system_refuses_is_a_clean_error(
     assert list(tmp_path.iterdir()) == []
 
 
+def _prompts_file(folder: Path) -> Path:
+    """A prompts file of one good line in ``folder``."""
+    src = folder / "prompts.jsonl"
+    src.write_text(GOOD_LINE + "\n")
+    return src
+
+
+def _refused_as_too_long(argv: list[str | Path], capsys: pytest.CaptureFixture[str],
+                         *needles: str) -> str:
+    """Run ``argv``: a clean error (exit 2, naming each of ``needles``) saying a name is
+    longer than the system takes, with nothing on stdout; returns what it printed on
+    stderr."""
+    code, out, err = run(argv, capsys)
+    assert_bad_input(code, err, *needles)
+    assert "too long" in err or "longer than the file system allows" in err, err
+    assert out == ""
+    return err
+
+
 def test_paths_the_system_refuses_are_clean_errors(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     # A name longer than the file system takes, as weights, records or an output file:
     # exit 2 naming the path, never a traceback, and nothing written.
-    long = tmp_path / ("x" * 300)
-    src = tmp_path / "prompts.jsonl"
-    src.write_text(GOOD_LINE + "\n")
+    long, src = tmp_path / ("x" * 300), _prompts_file(tmp_path)
     argvs: list[list[str | Path]] = [
         ["route", "hi", "--weights", long], ["info", "--weights", long],
         ["route", "--input", src, "--output", long, "--weights", real_weights_dir],
         ["fit", long, "--out", tmp_path / "w"], ["add-model", "m", long, "--weights",
                                                  real_weights_dir, "--out", tmp_path / "w"]]
     for argv in argvs:
-        code, out, err = run(argv, capsys)
-        assert_bad_input(code, err, "xxxxxxxx")
-        assert "too long" in err or "longer than the file system allows" in err, err
-        assert out == ""
+        _refused_as_too_long(argv, capsys, "xxxxxxxx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl"]
 
 
@@ -178,9 +192,7 @@ def test_a_name_of_thousands_of_characters_is_a_clean_error_naming_the_flag(
 ) -> None:
     # Past the longest path the system takes (4096 bytes), Path.exists() and is_file() raise
     # instead of answering False: each input is checked first, and refused by name.
-    long = tmp_path / ("y" * 5000)
-    src = tmp_path / "prompts.jsonl"
-    src.write_text(GOOD_LINE + "\n")
+    long, src = tmp_path / ("y" * 5000), _prompts_file(tmp_path)
     config = tmp_path / "switchpoint.yaml"
     config.write_text("models:\n  - {name: a, base_url: 'http://127.0.0.1:9/v1', "
                       "input_per_mtok: 1, output_per_mtok: 1}\n", encoding="utf-8")
@@ -196,10 +208,8 @@ def test_a_name_of_thousands_of_characters_is_a_clean_error_naming_the_flag(
          "to --config"),
     ]
     for argv, needle in argvs:
-        code, out, err = run(argv, capsys)
-        assert_bad_input(code, err, needle, f"'{long}"[:100])
-        assert "too long" in err or "longer than the file system allows" in err, err
-        assert "y" * 300 not in err and out == ""
+        err = _refused_as_too_long(argv, capsys, needle, f"'{long}"[:100])
+        assert "y" * 300 not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.jsonl", "switchpoint.yaml"]
 
 
