@@ -201,6 +201,12 @@ class ServiceFeedbackLog:
                 if future.done():
                     self._settled(future)
 
+    def close(self) -> None:
+        """Close the read connections kept between reads of the log (before its store
+        closes); reads after it open their own."""
+        if self.reader is not None:
+            self.reader.close()
+
     def replay(self, tenant: str | None = None, after: int = 0) -> Iterator[LoggedFeedback]:
         """Every logged event in order (of one tenant, if given), after log position
         ``after``."""

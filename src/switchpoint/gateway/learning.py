@@ -905,6 +905,8 @@ class GatewayLearning:
         except (OSError, sqlite3.Error, StoreError, ValueError) as exc:
             log.error("learning checkpoint not written at stop: %s (the next start replays "
                       "the feedback log instead)", exc)
+        finally:
+            self.log.close()
 
     # Pending decisions -----------------------------------------------------------------------
 

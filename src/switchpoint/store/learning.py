@@ -21,7 +21,8 @@
   refused on read and pruned with it.
 
 Writes go through the store's writer (:meth:`SQLiteStore.append` / ``append_lazy``); reads
-open their own read-only connection.
+use read-only connections of their own (beside a running store, a few are kept open for the
+next reads: opening one costs about a millisecond, most of a feedback's time).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +42,17 @@ import numpy.typing as npt
 
 from switchpoint.learning.events import DEFAULT_TENANT, FeedbackEvent
 from switchpoint.learning.memory import PendingDecision
-from switchpoint.store.sqlite import Gone, damaged, keep_newest, read_only, store_error
+from switchpoint.store.sqlite import (
+    Gone,
+    damaged,
+    keep_newest,
+    read_only,
+    still_there,
+    store_error,
+)
+
+#: Read connections a reader beside a running store keeps open between reads, at most.
+KEPT_CONNECTIONS = 4
 
 FEEDBACK_KINDS = ("decision", "preference", "model")
 _FEEDBACK_COLUMNS = ("event_id", "ts", "kind", "tenant", "decision_id", "model", "served",
@@ -304,9 +316,13 @@ class _ExperimentTally:
 
 
 class LearningReader:
-    """Reads the learning tables of one store file (each call opens a read-only connection).
-    ``gone``: the store beside it that writes the file (its ``gone``), whose file deleted or
-    replaced since is not read (see :func:`~switchpoint.store.sqlite.still_there`)."""
+    """Reads the learning tables of one store file, on read-only connections. ``gone``: the
+    store beside it that writes the file (its ``gone``), whose file deleted or replaced since is
+    not read (see :func:`~switchpoint.store.sqlite.still_there`). Beside such a store, up to
+    :data:`KEPT_CONNECTIONS` connections stay open between reads (each checked with ``gone``
+    before it is used again, and outside any transaction, so it holds back no checkpoint or
+    vacuum of the store's) until :meth:`close`; alone (a command run on a data_dir, where
+    another process may replace the file), each read opens its own."""
 
     def __init__(self, path: str | Path, gone: Gone | None = None) -> None:
         self.path = Path(path)
@@ -314,6 +330,21 @@ class LearningReader:
         self._tally: _QualityTally | None = None
         self._experiments: dict[str, _ExperimentTally] = {}
         self._tally_lock = threading.Lock()
+        self._kept: deque[sqlite3.Connection] = deque()
+        self._kept_lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """Close the connections kept between reads; reads after it open their own."""
+        with self._kept_lock:
+            self._closed = True
+        self._drop_kept()
+
+    def _drop_kept(self) -> None:
+        with self._kept_lock:
+            kept, self._kept = list(self._kept), deque()
+        for conn in kept:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         """A read-only connection to the store file, waiting on its lock; a file that cannot
@@ -333,26 +364,58 @@ class LearningReader:
             raise
         return conn
 
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one read: a kept one (once ``gone`` says the store's file is still
+        the one it reads; else the kept ones are closed and the read refused, as a new
+        connection's would be), or a new one. Afterwards it is kept for the next read, out of
+        any transaction, when the read went well and there is room; else closed."""
+        conn = None
+        if self.gone is not None:
+            with self._kept_lock:
+                conn = self._kept.pop() if self._kept else None
+            if conn is not None:
+                try:
+                    still_there(self.path, self.gone)
+                except BaseException:
+                    conn.close()
+                    self._drop_kept()
+                    raise
+        if conn is None:
+            conn = self._connect()
+        kept = False
+        try:
+            yield conn
+            # (a connection reading a stale log alone is another kind, never kept)
+            if self.gone is not None and type(conn) is sqlite3.Connection:
+                if conn.in_transaction:
+                    conn.rollback()
+                with self._kept_lock:
+                    if not self._closed and len(self._kept) < KEPT_CONNECTIONS:
+                        self._kept.append(conn)
+                        kept = True
+        finally:
+            if not kept:
+                conn.close()
+
     def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         """The first row ``sql`` reads, or None."""
-        conn = self._connect()
-        try:
-            row: tuple[Any, ...] | None = conn.execute(sql, args).fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise _damage_named(self.path, exc) from None
-        finally:
-            conn.close()
+        with self._reading() as conn:
+            try:
+                cursor = conn.execute(sql, args)
+                row: tuple[Any, ...] | None = cursor.fetchone()
+                cursor.close()  # (its statement done: no read left open)
+            except sqlite3.DatabaseError as exc:
+                raise _damage_named(self.path, exc) from None
         return row
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Every row ``sql`` reads."""
-        conn = self._connect()
-        try:
-            return conn.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise _damage_named(self.path, exc) from None
-        finally:
-            conn.close()
+        with self._reading() as conn:
+            try:
+                return conn.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise _damage_named(self.path, exc) from None
 
     def feedback(self, tenant: str | None = None, after: int = 0,
                  batch: int = 2000) -> Iterator[LoggedFeedback]:
@@ -529,8 +592,7 @@ class LearningReader:
     def _tally_read(self, tally: _QualityTally | None) -> _QualityTally:
         """``tally`` brought up to the end of the log (read whole the first time, after a
         prune, or when the log is not the one it was read from)."""
-        conn = self._connect()
-        try:
+        with self._reading() as conn:
             conn.execute("BEGIN")  # one snapshot of the log for the whole read
             pruned = tuple(conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM prunes"
                                         ).fetchone())
@@ -569,8 +631,6 @@ class LearningReader:
                 latest[key] = (str(model), float(quality))
                 tally.seq, tally.event_id = int(seq), str(event_id)
             return tally
-        finally:
-            conn.close()
 
     def experiment(self, name: str) -> dict[str, dict[str, Any]]:
         """Per arm of experiment ``name``: decisions, their mean cost in USD over the answers
@@ -594,93 +654,94 @@ class LearningReader:
     def _experiment_read(self, name: str, tally: _ExperimentTally | None) -> _ExperimentTally:
         """``tally`` brought up to the end of the log (read whole the first time, after a
         prune, or when the log is not the one it was read from)."""
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN")  # one snapshot of the log for the whole read
-            pruned = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM prunes"
-                                  ).fetchone()
-            marks = conn.execute(
-                "SELECT (SELECT coalesce(max(rowid), 0) FROM decisions), "
-                "(SELECT coalesce(max(seq), 0) FROM requests), "
-                "(SELECT coalesce(max(seq), 0) FROM feedback)").fetchone()
-            if tally is not None and (
-                    tuple(pruned) != tally.pruned
-                    or (tally.feedback and conn.execute(
-                        "SELECT event_id FROM feedback WHERE seq = ?",
-                        (tally.feedback,)).fetchone() != (tally.feedback_id,))
-                    or (tally.decisions and conn.execute(
-                        "SELECT id FROM decisions WHERE rowid = ?",
-                        (tally.decisions,)).fetchone() != (tally.decision_id,))):
-                tally = None  # pruned since, or another log (a replaced file): read it whole
-            old = tally or _ExperimentTally(pruned=tuple(pruned))
-            d0, r0, f0 = old.decisions, old.requests, old.feedback
-            d1, r1, f1 = (int(m) for m in marks)
-            # The decisions new since: each with its requests (one row each, or one without).
-            for arm, rows, cost_sum, cost_n in conn.execute(
-                    "SELECT d.arm, count(*), sum(r.cost_usd), count(r.cost_usd) FROM decisions d "
-                    "LEFT JOIN requests r ON r.decision_id = d.id AND r.seq <= ? "
-                    "WHERE +d.experiment = ? AND d.rowid > ? AND d.rowid <= ? GROUP BY d.arm",
-                    (r1, name, d0, d1)):
-                old.arm(str(arm)).add_rows(int(rows), cost_sum or 0.0, int(cost_n))
-            # (read whole, the latest outcomes are grouped at once; else looked up for each)
-            latest_sql = (
-                "SELECT d.arm, f.quality FROM feedback f JOIN (SELECT max(seq) AS seq FROM "
-                "feedback WHERE seq <= :f1 GROUP BY decision_id, tenant) latest USING (seq) "
-                "JOIN decisions d ON d.id = f.decision_id WHERE d.experiment = :name"
-                if d0 == 0 else
-                "SELECT d.arm, f.quality FROM decisions d JOIN feedback f "
-                "ON f.decision_id = d.id WHERE +d.experiment = :name AND d.rowid > :d0 "
-                "AND d.rowid <= :d1 AND f.seq = (SELECT max(seq) FROM feedback g WHERE "
-                "g.decision_id = f.decision_id AND g.tenant = f.tenant AND g.seq <= :f1)")
-            for arm, quality in conn.execute(latest_sql,
-                                             {"name": name, "d0": d0, "d1": d1, "f1": f1}):
-                old.arm(str(arm)).qualities[float(quality)] += 1
-            # The requests new since about decisions counted before (CROSS JOIN: read from the
-            # new rows, not from the experiment's decisions): the first one takes the place of
-            # the decision's row without a request.
-            firsts: set[str] = set()
-            for decision_id, arm, answered, before in conn.execute(
-                    "SELECT d.id, d.arm, r.cost_usd, EXISTS (SELECT 1 FROM requests "
-                    "p WHERE p.decision_id = d.id AND p.seq <= ?) FROM requests r "
-                    "CROSS JOIN decisions d ON d.id = r.decision_id WHERE r.seq > ? AND r.seq <= ? "
-                    "AND d.experiment = ? AND d.rowid <= ? ORDER BY r.seq",
-                    (r0, r0, r1, name, d0)):
-                tallied = old.arm(str(arm))
-                if not before and decision_id not in firsts:
-                    firsts.add(decision_id)
-                    tallied.add_rows(-1, 0.0, 0)  # (a decision without an answer: no cost)
-                tallied.add_rows(1, answered or 0.0, int(answered is not None))
-            # The outcomes new since about decisions counted before: each replaces the one
-            # before it of its decision.
-            latest: dict[tuple[str, str], float] = {}
-            for tenant, decision_id, arm, quality in conn.execute(
-                    "SELECT f.tenant, f.decision_id, d.arm, f.quality FROM feedback f "
-                    "CROSS JOIN decisions d ON d.id = f.decision_id WHERE f.seq > ? AND f.seq <= ? "
-                    "AND d.experiment = ? AND d.rowid <= ? ORDER BY f.seq",
-                    (f0, f1, name, d0)):
-                key = (str(tenant), str(decision_id))
-                replaced = latest.get(key)
-                if replaced is None:
-                    row = conn.execute(
-                        "SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "
-                        "AND seq <= ? ORDER BY seq DESC LIMIT 1", (*key[::-1], f0)).fetchone()
-                    replaced = None if row is None else float(row[0])
-                qualities = old.arm(str(arm)).qualities
-                if replaced is not None:
-                    qualities[replaced] -= 1
-                    if not qualities[replaced]:  # a score no decision holds now: forgotten
-                        del qualities[replaced]
-                qualities[float(quality)] += 1
-                latest[key] = float(quality)
-            old.decisions, old.requests, old.feedback = d1, r1, f1
-            old.decision_id, old.feedback_id = (str(v or "") for v in conn.execute(
-                "SELECT (SELECT id FROM decisions WHERE rowid = ?), "
-                "(SELECT event_id FROM feedback WHERE seq = ?)", (d1, f1)).fetchone())
-            return old
-        except sqlite3.DatabaseError as exc:
-            raise _damage_named(self.path, exc) from None
-        finally:
-            conn.close()
+        with self._reading() as conn:
+            try:
+                conn.execute("BEGIN")  # one snapshot of the log for the whole read
+                pruned = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM prunes"
+                                      ).fetchone()
+                marks = conn.execute(
+                    "SELECT (SELECT coalesce(max(rowid), 0) FROM decisions), "
+                    "(SELECT coalesce(max(seq), 0) FROM requests), "
+                    "(SELECT coalesce(max(seq), 0) FROM feedback)").fetchone()
+                if tally is not None and (
+                        tuple(pruned) != tally.pruned
+                        or (tally.feedback and conn.execute(
+                            "SELECT event_id FROM feedback WHERE seq = ?",
+                            (tally.feedback,)).fetchone() != (tally.feedback_id,))
+                        or (tally.decisions and conn.execute(
+                            "SELECT id FROM decisions WHERE rowid = ?",
+                            (tally.decisions,)).fetchone() != (tally.decision_id,))):
+                    tally = None  # pruned since, or another log (a replaced file): read it whole
+                old = tally or _ExperimentTally(pruned=tuple(pruned))
+                d0, r0, f0 = old.decisions, old.requests, old.feedback
+                d1, r1, f1 = (int(m) for m in marks)
+                # The decisions new since: each with its requests (one row each, or one without).
+                for arm, rows, cost_sum, cost_n in conn.execute(
+                        "SELECT d.arm, count(*), sum(r.cost_usd), count(r.cost_usd) "
+                        "FROM decisions d "
+                        "LEFT JOIN requests r ON r.decision_id = d.id AND r.seq <= ? "
+                        "WHERE +d.experiment = ? AND d.rowid > ? AND d.rowid <= ? GROUP BY d.arm",
+                        (r1, name, d0, d1)):
+                    old.arm(str(arm)).add_rows(int(rows), cost_sum or 0.0, int(cost_n))
+                # (read whole, the latest outcomes are grouped at once; else looked up for each)
+                latest_sql = (
+                    "SELECT d.arm, f.quality FROM feedback f JOIN (SELECT max(seq) AS seq FROM "
+                    "feedback WHERE seq <= :f1 GROUP BY decision_id, tenant) latest USING (seq) "
+                    "JOIN decisions d ON d.id = f.decision_id WHERE d.experiment = :name"
+                    if d0 == 0 else
+                    "SELECT d.arm, f.quality FROM decisions d JOIN feedback f "
+                    "ON f.decision_id = d.id WHERE +d.experiment = :name AND d.rowid > :d0 "
+                    "AND d.rowid <= :d1 AND f.seq = (SELECT max(seq) FROM feedback g WHERE "
+                    "g.decision_id = f.decision_id AND g.tenant = f.tenant AND g.seq <= :f1)")
+                for arm, quality in conn.execute(latest_sql,
+                                                 {"name": name, "d0": d0, "d1": d1, "f1": f1}):
+                    old.arm(str(arm)).qualities[float(quality)] += 1
+                # The requests new since about decisions counted before (CROSS JOIN: read from the
+                # new rows, not from the experiment's decisions): the first one takes the place of
+                # the decision's row without a request.
+                firsts: set[str] = set()
+                for decision_id, arm, answered, before in conn.execute(
+                        "SELECT d.id, d.arm, r.cost_usd, EXISTS (SELECT 1 FROM requests "
+                        "p WHERE p.decision_id = d.id AND p.seq <= ?) FROM requests r "
+                        "CROSS JOIN decisions d ON d.id = r.decision_id "
+                        "WHERE r.seq > ? AND r.seq <= ? "
+                        "AND d.experiment = ? AND d.rowid <= ? ORDER BY r.seq",
+                        (r0, r0, r1, name, d0)):
+                    tallied = old.arm(str(arm))
+                    if not before and decision_id not in firsts:
+                        firsts.add(decision_id)
+                        tallied.add_rows(-1, 0.0, 0)  # (a decision without an answer: no cost)
+                    tallied.add_rows(1, answered or 0.0, int(answered is not None))
+                # The outcomes new since about decisions counted before: each replaces the one
+                # before it of its decision.
+                latest: dict[tuple[str, str], float] = {}
+                for tenant, decision_id, arm, quality in conn.execute(
+                        "SELECT f.tenant, f.decision_id, d.arm, f.quality FROM feedback f "
+                        "CROSS JOIN decisions d ON d.id = f.decision_id "
+                        "WHERE f.seq > ? AND f.seq <= ? "
+                        "AND d.experiment = ? AND d.rowid <= ? ORDER BY f.seq",
+                        (f0, f1, name, d0)):
+                    key = (str(tenant), str(decision_id))
+                    replaced = latest.get(key)
+                    if replaced is None:
+                        row = conn.execute(
+                            "SELECT quality FROM feedback WHERE decision_id = ? AND tenant = ? "
+                            "AND seq <= ? ORDER BY seq DESC LIMIT 1", (*key[::-1], f0)).fetchone()
+                        replaced = None if row is None else float(row[0])
+                    qualities = old.arm(str(arm)).qualities
+                    if replaced is not None:
+                        qualities[replaced] -= 1
+                        if not qualities[replaced]:  # a score no decision holds now: forgotten
+                            del qualities[replaced]
+                    qualities[float(quality)] += 1
+                    latest[key] = float(quality)
+                old.decisions, old.requests, old.feedback = d1, r1, f1
+                old.decision_id, old.feedback_id = (str(v or "") for v in conn.execute(
+                    "SELECT (SELECT id FROM decisions WHERE rowid = ?), "
+                    "(SELECT event_id FROM feedback WHERE seq = ?)", (d1, f1)).fetchone())
+                return old
+            except sqlite3.DatabaseError as exc:
+                raise _damage_named(self.path, exc) from None
 
     def promotions(self) -> dict[str, tuple[str, float, str]]:
         """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""
