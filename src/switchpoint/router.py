@@ -198,13 +198,13 @@ class Router:
                 f"{weights.dimension}-d ({weights.embedder_id})")
         self.embedder = CachedEmbedder(
             inner, check_cache_size(embedding_cache_size, "embedding_cache_size"))
-        self.cost_weight = check_cost_weight(cost_weight)
+        self._cost_weight = check_cost_weight(cost_weight)
         self.catalog = catalog or Catalog.from_profiles(self.policy.models_)
         self.models: list[str] = self.catalog.names
         # What routing may choose: not a model with ``auto: false`` (served only when named).
         self._routed = np.isin(self.models, self.catalog.routed)
         self._map = _CardMap(self.catalog, self.policy)
-        self.allowed_models = self._check_models(allowed_models, "allowed_models")
+        self._allowed_models = self._check_models(allowed_models, "allowed_models")
         self.cache = DecisionCache(cache_size, cache_ttl)
         # A table policy also learns the outcomes of catalog models it has no profile for.
         cards = self._map.unprofiled() if isinstance(self.policy, TablePolicy) else []
@@ -215,6 +215,28 @@ class Router:
         self.gateway: Gateway | None = None
         self._stats = RoutingStats()
         self._stats_lock = threading.Lock()
+
+    @property
+    def cost_weight(self) -> float:
+        """The λ a request routes at when it names none. Setting it checks it as the
+        constructor does: a NaN, negative or non-numeric λ is an :class:`InvalidInputError`
+        and the router keeps the λ it had."""
+        return self._cost_weight
+
+    @cost_weight.setter
+    def cost_weight(self, value: float) -> None:
+        self._cost_weight = check_cost_weight(value)
+
+    @property
+    def allowed_models(self) -> list[str] | None:
+        """The models routing may choose from (None: every model of the catalog). Setting it
+        checks it as the constructor does: an empty list, an unknown model or a wrong type is
+        an error naming ``allowed_models``, and the router keeps the list it had."""
+        return None if self._allowed_models is None else list(self._allowed_models)
+
+    @allowed_models.setter
+    def allowed_models(self, value: Sequence[str] | None) -> None:
+        self._allowed_models = self._check_models(value, "allowed_models")
 
     @functools.cached_property
     def weights_id(self) -> str:
@@ -652,14 +674,14 @@ class Router:
         """The models routing may choose: the allowed ones, narrowed to ``available``, never
         one with ``auto: false`` (a request must name it to be served by it)."""
         mask = self._routed.copy()
-        if self.allowed_models is not None:
-            mask &= np.isin(self.models, self.allowed_models)
+        if self._allowed_models is not None:
+            mask &= np.isin(self.models, self._allowed_models)
         names = self._check_models(available, "available_models")
         if names is not None:
             mask &= np.isin(self.models, names)
         if not mask.any():
             field_name = "available_models" if names is not None else "allowed_models"
-            listed = names if names is not None else self.allowed_models or []
+            listed = names if names is not None else self._allowed_models or []
             unrouted = self.catalog.not_routed(listed)
             if unrouted:
                 raise NoCandidatesError(field_name, f"{', '.join(unrouted)} "

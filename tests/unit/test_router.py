@@ -312,6 +312,35 @@ def test_bad_prompt_rejected_and_state_unchanged(router: Router, prompt: object)
     assert _state(router) == before
 
 
+@pytest.mark.parametrize("lam", [-1, math.nan, math.inf, "0.5", None])
+def test_a_bad_lambda_set_on_the_router_is_refused_and_the_old_one_kept(router: Router,
+                                                                         lam: object) -> None:
+    router.cost_weight = 0.0
+    quality_first = router.route(PROMPTS[0]).selected_model
+    with pytest.raises(InvalidInputError) as info:
+        router.cost_weight = lam  # type: ignore[assignment]
+    assert info.value.field == "cost_weight"
+    assert router.cost_weight == 0.0
+    decision = router.route(PROMPTS[0])
+    assert decision.cost_weight == 0.0 and decision.selected_model == quality_first
+    assert math.isfinite(decision.cost_adjusted_score)
+
+
+@pytest.mark.parametrize(("models", "error"), [
+    ([], NoCandidatesError), (["no-such-model"], UnknownModelError),
+    ("mistralai/mistral-7b-chat", InvalidInputError), ([5], InvalidInputError)])
+def test_bad_allowed_models_set_on_the_router_are_refused_and_the_old_ones_kept(
+        router: Router, models: object, error: type[Exception]) -> None:
+    router.allowed_models = CHEAP
+    with pytest.raises(error) as info:
+        router.allowed_models = models  # type: ignore[assignment]
+    assert getattr(info.value, "field", None) == "allowed_models"
+    assert router.allowed_models == CHEAP
+    assert router.route(PROMPTS[1]).selected_model in CHEAP
+    router.allowed_models = None
+    assert router.allowed_models is None
+
+
 class _TenDims:
     id = "ten/10"
     dimension = 10
