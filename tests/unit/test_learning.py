@@ -356,6 +356,31 @@ def test_events_round_trip_and_the_log_replays_by_tenant(package, fake_embedder)
         FeedbackEvent.from_dict({"model": "x"})
 
 
+@pytest.mark.parametrize(("events", "field"), [
+    (5, "events"), ("events.jsonl", "events"), ({"tenant": "a"}, "events"),
+    ([{"tenant": "a", "model": "x"}], "events[0]")])
+def test_a_replay_of_what_is_no_event_is_refused_naming_it(  # type: ignore[no-untyped-def]
+        package, fake_embedder, events: object, field: str) -> None:
+    rebuilt = _router(package, fake_embedder)
+    with pytest.raises(InvalidInputError) as info:
+        rebuilt.learner.replay(events)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert "FeedbackEvent" in str(info.value)
+    assert rebuilt.learner.state().meta["tenants"] == []  # nothing learned
+
+
+def test_a_replay_stops_before_the_first_item_that_is_no_event(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    log = InMemoryFeedbackLog()
+    router = _router(package, fake_embedder, feedback_log=log)
+    router.report_outcome(router.route(math_prompt(0), tenant="a").decision_id, 0.5)
+    [event] = log.replay()
+    rebuilt = _router(package, fake_embedder)
+    with pytest.raises(InvalidInputError, match="1 event") as info:
+        rebuilt.learner.replay([event, event.to_dict()])  # type: ignore[list-item]
+    assert info.value.field == "events[1]"
+    assert rebuilt.learner.state().meta["tenants"] == ["a"]  # the event before it, as it says
+
+
 def test_replay_in_order_gives_the_same_posterior(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     log = InMemoryFeedbackLog()
     router = _router(package, fake_embedder, feedback_log=log)

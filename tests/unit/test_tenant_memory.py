@@ -183,6 +183,18 @@ def test_needs_an_embedding_policy(small_records, fake_embedder) -> None:  # typ
         TenantRouter(router)
 
 
+@pytest.mark.parametrize(("args", "field"), [((5,), "router"), (("weights",), "router"),
+                                             (("ROUTER", {"k": 3}), "memory")])
+def test_a_wrong_type_is_refused_naming_the_argument(fake_embedder, args: tuple[object, ...],  # type: ignore[no-untyped-def]
+                                                     field: str) -> None:
+    router = Router(two_kinds_package(fake_embedder), embedder=fake_embedder)
+    args = tuple(router if a == "ROUTER" else a for a in args)
+    with pytest.raises(InvalidInputError) as info:
+        TenantRouter(*args)  # type: ignore[arg-type]
+    assert info.value.field == field and str(info.value).startswith(f"{field}: must be ")
+    assert router.learner._subscribers == []  # not subscribed to the router's outcomes
+
+
 def test_a_tenants_records_grow_with_its_outcomes_up_to_its_cap_across_a_checkpoint() -> None:
     """A tenant with one outcome holds room for a few, not for max_records: the room doubles
     as outcomes come, up to the cap (then the oldest go first), and a memory restored from a

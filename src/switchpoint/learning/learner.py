@@ -15,7 +15,7 @@ import logging
 import numbers
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
@@ -376,9 +376,22 @@ class Learner:
 
     def replay(self, events: Iterable[FeedbackEvent]) -> int:
         """Rebuild learning state from logged events, in order; returns how many. The events
-        are not appended to the log again."""
+        are not appended to the log again. ``events`` is an iterable of
+        :class:`FeedbackEvent` (what a feedback log's ``replay()`` yields); an item that is
+        not one is an :class:`InvalidInputError` naming its position, raised before it is
+        applied (the events before it are learned, as a replay stopped there would leave
+        them)."""
+        if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Iterable):
+            raise InvalidInputError("events", "must be an iterable of FeedbackEvent (what a "
+                                              "feedback log's replay() returns), got "
+                                              f"{type(events).__name__}")
         count = 0
         for event in events:
+            if not isinstance(event, FeedbackEvent):
+                raise InvalidInputError(
+                    f"events[{count}]", f"must be a FeedbackEvent, got {type(event).__name__} "
+                    "(read a stored event back with FeedbackEvent.from_dict); "
+                    f"the {count} event(s) before it were learned")
             self.apply(event)
             count += 1
         return count

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from switchpoint._args import expect
 from switchpoint.decision import RoutingDecision
 from switchpoint.embedding import check_embedding, check_prompt
 from switchpoint.errors import InvalidInputError
@@ -50,6 +51,8 @@ class TenantRouter:
     """A router plus per-tenant nearest-neighbour memory (see the module docstring)."""
 
     def __init__(self, router: Router, memory: TenantKnnMemory | None = None) -> None:
+        expect("router", router, Router, "a Router (load_router() or Router(weights))")
+        expect("memory", memory, TenantKnnMemory, "a TenantKnnMemory", optional=True)
         if router.policy.requires != "embedding":
             raise InvalidInputError("router", f"the tenant memory compares prompt vectors; the "
                                               f"{router.policy.name!r} policy routes on text. "
