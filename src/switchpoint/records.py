@@ -79,12 +79,15 @@ class RecordSet:
             embeddings=None if self.embeddings is None else self.embeddings[idx],
         )
 
-    def split(self, name: str) -> RecordSet:
+    def split(self, name: str, *, source: object = "records", hint: str = "") -> RecordSet:
+        """The records of split ``name``; a :class:`RecordsError` naming ``source`` (the file
+        they came from) and the splits present when it has none, followed by ``hint`` (how
+        to name another)."""
         rows = [i for i, s in enumerate(self.splits) if s == name]
         if not rows:
             present = sorted({s for s in self.splits if s is not None})
             raise RecordsError(
-                "records", None, f"no records in split {name!r}; splits present: {present}"
+                source, None, f"no records in split {name!r}; splits present: {present}{hint}"
             )
         return self.subset(rows)
 

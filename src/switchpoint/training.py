@@ -38,7 +38,8 @@ def select_split(records: RecordSet, split: str | None,
                  source: object = "records") -> RecordSet:
     """``split`` if given; else ``train`` when the records carry splits; else all of them."""
     if split is not None:
-        return records.split(split)
+        return records.split(split, source=source, hint="; name one of them to fit on (--split "
+                                                         "on the command line, split= in Python)")
     if records.has_splits:
         if "train" not in records.splits:
             present = sorted({s for s in records.splits if s is not None})

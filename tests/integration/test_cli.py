@@ -934,8 +934,9 @@ def test_fit_bad_records_exit_2_and_write_nothing(
 @pytest.mark.parametrize(
     ("extra", "needles"),
     [
-        pytest.param(["--split", "validation"], ["no records in split 'validation'"],
-                     id="unknown-split"),
+        pytest.param(["--split", "validation"],
+                     ["records.jsonl': no records in split 'validation'", "['test', 'train']",
+                      "--split on the command line"], id="unknown-split"),
         pytest.param(["--embedder", "mystery/tail-256"], ["mystery"], id="unknown-embedder"),
         pytest.param(["--n-clusters", "0"], ["n_clusters"], id="zero-clusters"),
         pytest.param(["--param", "colour=red"], ["colour"], id="unknown-param"),
