@@ -230,6 +230,10 @@ class ModelEntry(BaseModel):
         )
 
 
+#: Where a config given to a Python call as a mapping of its keys comes from, as its errors say.
+MAPPING_CONFIG = "the config mapping passed in"
+
+
 @dataclass(frozen=True)
 class _Source:
     """Where settings came from, so a reload reads the same places again."""
@@ -237,6 +241,7 @@ class _Source:
     path: Path | None
     overrides: dict[str, Any]
     environ: Mapping[str, str] | None  # None: the process environment at each load
+    overrides_from: str = "the command line"
 
 
 class CacheSettings(BaseModel):
@@ -579,7 +584,8 @@ class Settings(BaseModel):
         if self._source is None:
             return self
         source = self._source
-        return load_settings(source.path, overrides=source.overrides, environ=source.environ)
+        return load_settings(source.path, overrides=source.overrides, environ=source.environ,
+                             overrides_from=source.overrides_from)
 
 
 def load_settings(
@@ -587,10 +593,12 @@ def load_settings(
     *,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    overrides_from: str = "the command line",
 ) -> Settings:
     """Build :class:`Settings` from a YAML file (optional), the environment and ``overrides``.
 
-    ``overrides`` hold command-line values by top-level key (None values are ignored).
+    ``overrides`` hold command-line values by top-level key (None values are ignored), or a
+    config given as a mapping: ``overrides_from`` says which, in the error about a bad one.
     Raises :class:`ConfigError` naming the key path and the reason.
     """
     env = os.environ if environ is None else environ
@@ -618,7 +626,7 @@ def load_settings(
         origin[key] = f"from {var}"
     clean = {k: v for k, v in (overrides or {}).items() if v is not None}
     data.update(clean)
-    origin.update({k: "from the command line" for k in clean})
+    origin.update({k: f"from {overrides_from}" for k in clean})
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -630,7 +638,8 @@ def load_settings(
     if settings.admin_token_env is not None:
         settings._admin_token, settings._admin_token_problem = _admin_token(
             env, settings.admin_token_env)
-    settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ)
+    settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ,
+                               overrides_from=overrides_from)
     return settings
 
 

@@ -80,6 +80,25 @@ def test_command_line_overrides_the_environment() -> None:
     assert s.policy == "tiers" and s.weights is None
 
 
+def test_a_bad_key_of_a_config_mapping_given_in_python_says_it_came_from_that_mapping(
+        tmp_path: Path) -> None:
+    from switchpoint import Gateway
+    from switchpoint.labelling import label
+
+    data_dir = tmp_path / "data"
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"cost_weight": 0.2, "models": 5})
+    assert str(info.value) == "models: must be a list, got 5 (from the command line)"
+    for call in (lambda: Gateway.from_config({"cost_weight": -1, "data_dir": str(data_dir)}),
+                 lambda: label(["Hi"], ["m"], tmp_path / "out.jsonl",
+                               config={"cost_weight": -1})):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == ("cost_weight: must be >= 0, got -1 "
+                                   "(from the config mapping passed in)")
+    assert not data_dir.exists()
+
+
 def test_relative_paths_in_the_file_are_relative_to_it(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, "data_dir: state\n"), environ={})
     assert Path(s.data_dir) == tmp_path / "state"

@@ -56,7 +56,7 @@ from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._files import private_dir
 from switchpoint._messages import quoted_path
 from switchpoint.catalog import Catalog
-from switchpoint.config import GatewaySettings, Settings, load_settings
+from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
     BudgetExceededError,
@@ -242,7 +242,7 @@ class Gateway:
         if isinstance(config, Settings):
             settings = config
         elif isinstance(config, Mapping):
-            settings = load_settings(overrides=dict(config))
+            settings = load_settings(overrides=dict(config), overrides_from=MAPPING_CONFIG)
         else:
             settings = load_settings(config)
         gateway = cls(settings, **kwargs)

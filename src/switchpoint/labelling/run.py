@@ -30,7 +30,7 @@ from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
 from switchpoint._messages import plural, quoted_path
 from switchpoint._progress import ProgressFn
 from switchpoint.catalog import MAX_TOKENS
-from switchpoint.config import Settings, load_settings
+from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
 from switchpoint.errors import (
     ConfigError,
     GatewayError,
@@ -263,7 +263,7 @@ def _settings(config: ConfigArg) -> Settings:
     if isinstance(config, Settings):
         return config
     if isinstance(config, Mapping):
-        return load_settings(overrides=dict(config))
+        return load_settings(overrides=dict(config), overrides_from=MAPPING_CONFIG)
     return load_settings(config)
 
 
