@@ -510,12 +510,8 @@ class Router:
         (default: the router's λ)."""
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
-        n_units = int(getattr(self.policy, "n_units", 1))
-        if isinstance(cluster_id, bool) or not isinstance(cluster_id, (int, np.integer)) or not (
-                0 <= int(cluster_id) < n_units):
-            raise InvalidInputError("cluster_id", f"must be an integer in [0, {n_units - 1}], "
-                                                  f"got {cluster_id!r}")
-        est = self._map.estimate(self.policy.unit_estimate(int(cluster_id)), None)
+        unit = self.policy.check_unit(cluster_id, "cluster_id")
+        est = self._map.estimate(self.policy.unit_estimate(unit), None)
         return self._decide(est, 0, self._candidates(available_models), lam).selected_model
 
     def route_and_execute(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, NotFittedError
 from switchpoint.policies import (
     POLICIES,
     ClusterPolicy,
@@ -137,3 +137,25 @@ def test_weights_with_a_bad_parameter_are_refused(tiny_package: WeightsPackage,
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(WeightsError, match="temperature"):
         load_weights(path)
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_an_unfitted_policy_asked_for_a_unit_says_it_is_not_fitted(name: str) -> None:
+    policy = make_policy(name)
+    with pytest.raises(NotFittedError, match="call fit"):
+        policy.unit_estimate(0)
+    if name in ("cluster", "knn"):  # (their units are what fitting found)
+        with pytest.raises(NotFittedError, match="call fit"):
+            _ = policy.n_units
+
+
+@pytest.mark.parametrize("policy", ["cluster", "knn", "tiers", "fixed"])
+@pytest.mark.parametrize("unit", [-1, 10**9, 1.0, True, "0", None])
+def test_a_unit_a_fitted_policy_does_not_have_is_refused_naming_the_ids_it_has(
+        policy: str, unit: object) -> None:
+    fitted = load_weights(policy=policy).policy
+    with pytest.raises(InvalidInputError, match=rf"\[0, {fitted.n_units - 1}\]") as info:
+        fitted.unit_estimate(unit)  # type: ignore[arg-type]
+    assert info.value.field == "unit_id"
+    last = fitted.unit_estimate(fitted.n_units - 1)
+    assert last.error.shape == (1, len(fitted.models_))

@@ -306,6 +306,18 @@ class Policy(ABC):
     def unit_estimate(self, unit_id: int) -> Estimates:
         """Expected error and cost on one unit (a cluster, a tier, an example) itself."""
 
+    def check_unit(self, unit_id: object, field: str = "unit_id") -> int:
+        """``unit_id`` as an ``int``, if this fitted policy has that unit; otherwise an
+        :class:`InvalidInputError` naming ``field`` and the ids there are."""
+        self._check_fitted()
+        n = self.n_units
+        if isinstance(unit_id, bool) or not isinstance(unit_id, int | np.integer) or not (
+                0 <= int(unit_id) < n):
+            raise InvalidInputError(field, f"must be an integer in [0, {n - 1}] (this "
+                                           f"{self.name} policy's {self.unit_kind}s), got "
+                                           f"{unit_id!r}")
+        return int(unit_id)
+
     def describe_unit(self, unit_id: int) -> str:
         return f"{self.unit_kind} {unit_id}"
 
@@ -505,7 +517,7 @@ class TablePolicy(Policy):
         """Hook: drop whatever :meth:`_learn_prior` kept for a removed model."""
 
     def unit_estimate(self, unit_id: int) -> Estimates:
-        self._check_fitted()
+        unit_id = self.check_unit(unit_id)
         rows = slice(unit_id, unit_id + 1)
         return Estimates(
             models=list(self.models_),

@@ -84,6 +84,7 @@ class _GlobalMeans(Policy):
         return 1
 
     def unit_estimate(self, unit_id: int) -> Estimates:
+        self.check_unit(unit_id)
         return self.estimate(Inputs(texts=[""]))
 
     def _rows(self, n: int, error: Array) -> Estimates:

@@ -273,6 +273,7 @@ class ClusterPolicy(TablePolicy):
 
     @property
     def n_units(self) -> int:
+        self._check_fitted()
         return int(self.centroids_.shape[0])
 
     # Models ----------------------------------------------------------------------------------

@@ -195,11 +195,12 @@ class KnnPolicy(Policy):
 
     @property
     def n_units(self) -> int:
+        self._check_fitted()
         return int(self.examples_.shape[0])
 
     def _global_error_(self) -> Array:
         return self._global()[0]
 
     def unit_estimate(self, unit_id: int) -> Estimates:
-        self._check_fitted()
+        unit_id = self.check_unit(unit_id)
         return self.estimate(Inputs(embeddings=self.examples_[unit_id : unit_id + 1]))
