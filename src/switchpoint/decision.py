@@ -176,10 +176,20 @@ class RoutingDecision:
         expect("usage", self.usage, Usage, "a Usage")
         if isinstance(self.reasoning, str):
             self.reasoning = [self.reasoning]
+        expect("cluster_probabilities", self.cluster_probabilities, (np.ndarray, list, tuple),
+               "a list of numbers (a distribution over the clusters)", optional=True)
         if self.cluster_probabilities is not None and not isinstance(
                 self.cluster_probabilities, np.ndarray):
-            self.cluster_probabilities = np.asarray(self.cluster_probabilities,
-                                                    dtype=np.float64)
+            try:
+                probabilities = np.asarray(self.cluster_probabilities, dtype=np.float64)
+            except (TypeError, ValueError):
+                probabilities = None
+            if probabilities is None or probabilities.ndim != 1:
+                raise InvalidInputError("cluster_probabilities", "must be a list of numbers (a "
+                                        "distribution over the clusters) or None, got a "
+                                        f"{type(self.cluster_probabilities).__name__} that is "
+                                        "not a flat list of numbers")
+            self.cluster_probabilities = probabilities
 
     def to_dict(self, fields: Sequence[str] | None = None) -> dict[str, Any]:
         """The decision as JSON-ready values: every field, or just ``fields`` (e.g.

@@ -142,6 +142,12 @@ CASES: list[tuple[str, str, Call]] = [
      lambda w: RoutingDecision("a", 0.1, 0.2, {}, True)),
     ("RoutingDecision", "usage",
      lambda w: RoutingDecision("a", 0.1, 0.2, {}, 0, usage=3.0)),  # type: ignore[arg-type]
+    ("RoutingDecision", "cluster_probabilities",
+     lambda w: RoutingDecision("a", 0.1, 0.2, {}, 0, "x")),  # type: ignore[arg-type]
+    ("RoutingDecision", "cluster_probabilities",
+     lambda w: RoutingDecision("a", 0.1, 0.2, {}, 0, ["0.5", "x"])),  # type: ignore[arg-type]
+    ("RoutingDecision", "cluster_probabilities",
+     lambda w: RoutingDecision("a", 0.1, 0.2, {}, 0, [[0.5], [0.5]])),  # type: ignore[arg-type]
     ("Usage", "routing_ms", lambda w: Usage("fast")),  # type: ignore[arg-type]
     ("Usage", "embedding_ms", lambda w: Usage(1.0, None)),  # type: ignore[arg-type]
     ("RoutingStats", "total_requests", lambda w: RoutingStats("many")),  # type: ignore[arg-type]
