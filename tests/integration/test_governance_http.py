@@ -672,6 +672,29 @@ def test_usage_an_upstream_misreports_charges_the_worst_case_held(gov: ThreadSer
     assert sum(charged) < spent < sum(charged) + min(misreported)
 
 
+def test_a_request_naming_both_output_caps_is_held_and_charged_at_the_larger(
+        gov: ThreadServer) -> None:
+    # An upstream that honours max_tokens alone writes 5,000 tokens: with the hold taken at
+    # max_completion_tokens (1), the charge was cut to that one token's worth, so a key
+    # spent at will past its budget.
+    issued = new_key(gov, budget="3/day")
+    c = client(gov, issued["key"])
+    text = "both caps [[fake:usage:prompt=10,completion=5000]]"
+    for caps in ({"max_completion_tokens": 1, "max_tokens": 6000},
+                 {"max_tokens": 1, "max_completion_tokens": 6000}):
+        raw = c.chat.completions.with_raw_response.create(
+            model="cheap", messages=user(text), **caps)  # type: ignore[call-overload]
+        entry = log_entry(gov, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
+        # cheap: $1.5 per million output tokens, so 5,000 of them cost $0.0075 at least
+        assert entry["charged_usd"] == pytest.approx(entry["cost_usd"])
+        assert entry["charged_usd"] > 5000 * 1.5e-6, entry
+    # The answer fits the larger cap's hold; one past it is still cut to the hold.
+    raw = c.chat.completions.with_raw_response.create(
+        model="cheap", messages=user(text), max_tokens=100, max_completion_tokens=50)
+    entry = log_entry(gov, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
+    assert entry["charged_usd"] < 200 * 1.5e-6 + 0.001, entry
+
+
 def test_a_streams_usage_chunk_says_the_cost_the_log_and_the_budget_say(
         gov: ThreadServer) -> None:
     # The usage chunk priced an upstream's misreported usage as reported ($360 here), while

@@ -49,7 +49,7 @@ from typing import Any
 from switchpoint._messages import cut
 from switchpoint.catalog import CHARS_PER_TOKEN, Catalog, ModelCard
 from switchpoint.gateway.data_url import media_type_of, parse_data_url
-from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES
+from switchpoint.gateway.parsing import IMAGE_PART_TYPES, PART_TYPES, output_cap
 from switchpoint.known_providers import Wire, spec_of
 
 # Tokens charged per image part (about one high-detail 1024² image on OpenAI's and Anthropic's
@@ -493,8 +493,7 @@ def needs_of(request: Mapping[str, Any]) -> Needs:
             chars += len(json.dumps(request[key], default=str))
     prompt_tokens = (math.ceil(chars / CHARS_PER_TOKEN) + images * IMAGE_TOKENS
                      + TOKENS_PER_MESSAGE * len(messages))
-    budget = request.get("max_completion_tokens") or request.get("max_tokens") or 0
-    output_tokens = budget if isinstance(budget, int) and budget > 0 else 0
+    output_tokens = output_cap(request) or 0
     n = request.get("n")
     answers = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     unanswered = sum(1 for call in function_results(messages).values() if call is None)

@@ -163,6 +163,19 @@ class ChatRequest(BaseModel):
 
 _FIELDS = list(ChatRequest.model_fields)
 
+OUTPUT_CAP_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+def output_cap(body: Mapping[str, Any]) -> int | None:
+    """The most tokens each answer of a checked request may have: the larger of its
+    ``max_tokens`` and ``max_completion_tokens`` when it names both, since an upstream honours
+    one or the other (OpenAI's API the newer name, many OpenAI-compatible servers only
+    ``max_tokens``), so the smaller binds nothing; None when it names neither."""
+    caps = [value for name in OUTPUT_CAP_FIELDS
+            if isinstance(value := body.get(name), int) and not isinstance(value, bool)
+            and value > 0]
+    return max(caps, default=None)
+
 
 def _shown(value: object) -> str:
     """A JSON value as an error names it: its JSON type, and the value when it is short."""

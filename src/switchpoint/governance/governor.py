@@ -23,7 +23,8 @@ The worst case of a request on one model is ``prompt bound × input price + outp
 output price``. The prompt bound counts every byte of the prompt's text as a token (a
 byte-level BPE token covers at least one byte), plus :data:`TOKENS_PER_MESSAGE` per message,
 ``governance.image_tokens`` per image and the bytes of the tools' JSON, capped by the model's
-context window. The output cap is the request's ``max_tokens`` / ``max_completion_tokens``;
+context window. The output cap is the request's ``max_tokens`` / ``max_completion_tokens``
+(the larger when it names both: an upstream honours one or the other);
 a budgeted request that names none gets ``governance.max_output_tokens`` set (and says so),
 so the upstream cannot write past what was reserved. Failover may move a request to a pricier
 model, so the key's, tenant's and gateway's budgets hold the worst case over every candidate
@@ -193,15 +194,6 @@ def _content_bytes(content: object, image_tokens: int, images: frozenset[str]) -
         else:
             total += _bytes(part)
     return total
-
-
-def output_cap(body: Mapping[str, Any]) -> int | None:
-    """The request's own output cap, if it names a usable one."""
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def choices(body: Mapping[str, Any]) -> int:
@@ -853,6 +845,9 @@ class Governor:
         limits = policy.limits if policy is not None else ()
         budgeted = bool(shared) or any(per_card.values())
         counted = budgeted or any(limit.tpm for limit in limits)
+        # (Imported here: the gateway's package imports this module.)
+        from switchpoint.gateway.parsing import output_cap
+
         cap = output_cap(body)
         if cap is None:
             if counted:
