@@ -1065,3 +1065,40 @@ def test_the_admin_token_gives_feedback_on_any_tenants_decision_as_that_tenants(
                  ADMIN_TOKEN, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["tenant"] == "tight" and shown["replaced"] is True and shown["quality"] == 0
+
+
+def test_an_authorization_header_sent_twice_names_no_caller(gov: ThreadServer) -> None:
+    # The first of two was taken: a proxy in front that checks the last one would let a
+    # caller through on a credential the service never saw, or the other way round.
+    issued = new_key(gov, budget="1/day")
+    mine = f"Bearer {issued['key']}"
+    before = _spent(gov, issued["id"])
+    for pair in ([mine, "Bearer sp-0123456789_" + "x" * 43], ["Bearer junk", mine],
+                 [mine, mine]):
+        r = httpx.post(f"{gov.base}/v1/chat/completions",
+                       json={"model": "cheap", "messages": user("twice")},
+                       headers=[("authorization", value) for value in pair])
+        assert r.status_code == 401, r.text
+        error = r.json()["error"]
+        assert error["param"] == "authorization" and "given 2 times" in error["message"]
+        assert issued["key"] not in r.text
+        r = httpx.post(f"{gov.base}/v1/route", json={"prompt": "hi"},
+                       headers=[("authorization", value) for value in pair])
+        assert r.status_code == 401 and "given 2 times" in r.text, r.text
+    assert _spent(gov, issued["id"]) == before
+    admin = ADMIN["authorization"]
+    for pair in ([admin, "Bearer wrong"], ["Bearer wrong", admin]):
+        headers = [("authorization", value) for value in pair]
+        r = httpx.get(f"{gov.base}/v1/router/keys", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["param"] == "authorization", r.text
+        assert "given 2 times" in r.json()["error"]["message"]
+        # A probe still learns readiness, and no more.
+        health = httpx.get(f"{gov.base}/health", headers=headers)
+        assert health.status_code == 200 and "models" not in health.json()
+    assert "models" in httpx.get(f"{gov.base}/health", headers=ADMIN).json()
+
+
+def _spent(server: ThreadServer, key_id: str) -> float:
+    budgets = httpx.get(f"{server.base}/v1/router/budgets", headers=ADMIN).json()["data"]
+    return float(next((b["spent_usd"] for b in budgets if b["account"] == f"key:{key_id}"),
+                      0.0))

@@ -46,16 +46,32 @@ def check_admin_token(settings: Settings) -> None:
         raise ConfigError("admin_token_env", problem)
 
 
+def authorization(request: Request, *, strict: bool = True) -> tuple[str, str]:
+    """The scheme and credential of the request's one ``Authorization`` header (empty when it
+    sends none). Sent more than once it names no caller (which one counts is what a proxy in
+    front and the service could read differently): :class:`AuthenticationError` naming it, or
+    with ``strict=False`` no credential."""
+    values = request.headers.getlist("authorization")
+    if len(values) > 1:
+        if not strict:
+            return "", ""
+        raise AuthenticationError(f"authorization: the header is given {len(values)} times; "
+                                  "send one Authorization header carrying one credential",
+                                  param="authorization")
+    scheme, _, given = (values[0] if values else "").partition(" ")
+    return scheme, given
+
+
 def is_admin(request: Request) -> bool:
     """The request may see what the admin routes show: no admin token is configured, or it
-    carries the right one."""
+    carries the right one (in its one ``Authorization`` header)."""
     settings = get_service(request).gateway.settings
     if settings.admin_token_env is None:
         return True
     token = settings.admin_token
     if token is None:  # (refused at start and on reload: never served; shut, not open)
         return False
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    scheme, given = authorization(request, strict=False)
     if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
                                                           token.encode()):
         request.scope[_CALLER] = "admin"
@@ -68,6 +84,7 @@ async def require_admin(request: Request) -> None:
     dependency here is: FastAPI runs a plain function in its thread pool."""
     if is_admin(request):
         return
+    authorization(request)  # (a header sent twice is told so)
     settings = get_service(request).gateway.settings
     raise AuthenticationError("this admin route needs the header `Authorization: Bearer "
                               f"<token>` with the token in ${settings.admin_token_env}",
@@ -87,7 +104,7 @@ def client_principal(request: Request, *, wait: bool = True) -> Principal | None
     settings = gateway.settings
     if not Governor.keys_required(settings):
         return None
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, token = authorization(request)
     if settings.admin_token is not None and is_admin(request):
         # The usual mix-up of an operator: say which credential this route takes.
         raise InvalidKeyError("this is the admin token, which guards /v1/router/* and "
