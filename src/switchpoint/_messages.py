@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -149,13 +150,65 @@ def invalid_from_validation(errors: Sequence[Any], fields: Sequence[str],
     whole = not loc or all(isinstance(p, int) for p in loc)
     if whole and kind in ("model_type", "model_attributes_type", "dict_type", "missing"):
         return InvalidInputError(root, f"must be a JSON object{listed}")
+    takes = _union_kinds(errors, loc)
+    if takes is not None:
+        loc = loc[:-1]
+    elif len(loc) > 1 and _is_tag(loc[-1]):
+        # One member of the field's types failed inside (a list's item): that error, at the
+        # item's path; else the first, at the field's.
+        err, loc = _inner_member(errors, loc)
+        kind = err["type"]
     # A key of the body is any string the client sent: quoted short, like a value.
     param = cut(str(loc[0]), MAX_FIELD) if loc else root
     path = cut(key_path(loc, root), 2 * MAX_FIELD)
     if kind == "extra_forbidden":
         known = f"; the fields are {', '.join(fields)}" if fields else ""
         return invalid_at(param, path, f"is not a field of this request{known}")
+    if takes is not None:
+        value = err.get("input")
+        got = "" if isinstance(value, (dict, list)) else f", got {_shown(value)}"
+        return invalid_at(param, path, f"must be {' or '.join(takes)}{got}")
     return invalid_at(param, path, reason(err))
+
+
+# What a value of each type error's kind is, as a field that takes several is described.
+_KINDS = {"string_type": "a string", "float_type": "a number", "int_type": "a number",
+          "bool_type": "true or false", "list_type": "a list", "dict_type": "an object",
+          "model_type": "an object"}
+_UNION_TAG = re.compile(r"(?:str|int|float|bool|(?:list|dict)\[.*\])", re.ASCII)
+
+
+def _is_tag(part: object) -> bool:
+    return isinstance(part, str) and _UNION_TAG.fullmatch(part) is not None
+
+
+def _inner_member(errors: Sequence[Any], loc: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """The error of a several-typed field's member that failed inside its value, with the
+    member's tag left out of its path; else the first error, at the field's path."""
+    depth = len(loc) - 1
+    for err in errors[1:]:
+        at = tuple(err["loc"])
+        at = at[1:] if at[:1] == ("body",) else at
+        if at[:depth] == loc[:depth] and len(at) > depth + 1 and _is_tag(at[depth]):
+            return err, at[:depth] + at[depth + 1:]
+    return errors[0], loc[:-1]
+
+
+def _union_kinds(errors: Sequence[Any], loc: tuple[Any, ...]) -> list[str] | None:
+    """What a field of several types takes, when the errors are one value's type errors
+    against each of them (pydantic tags each with its member: ``('expires', 'str')``, which
+    is no part of the field's path), else None."""
+    if len(errors) < 2 or len(loc) < 2:
+        return None
+    kinds: list[str] = []
+    for err in errors:
+        at = tuple(err["loc"])
+        at = at[1:] if at[:1] == ("body",) else at
+        if at[:-1] != loc[:-1] or not _is_tag(at[-1]) or err["type"] not in _KINDS:
+            return None
+        if _KINDS[err["type"]] not in kinds:
+            kinds.append(_KINDS[err["type"]])
+    return kinds
 
 
 def invalid_at(param: str, path: str, message: str) -> InvalidInputError:

@@ -622,6 +622,15 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
      "shaped like a credential"),
     ({"tenant": "acme", "colour": "red"}, "colour",
      "not a field of this request; the fields are tenant, name, budget, rpm, tpm, models"),
+    # A field of several types names itself and what it takes, not one of its types
+    # (the message said "expires.str: must be a string").
+    ({"tenant": "acme", "expires": [1]}, "expires", "expires: must be a string or a number"),
+    ({"tenant": "acme", "expires": True}, "expires",
+     "expires: must be a string or a number, got true"),
+    ({"tenant": "acme", "budget": 5}, "budget", "budget: must be a string or a list, got 5"),
+    ({"tenant": "acme", "budget": ["1/day", 5]}, "budget", "budget[1]: must be a string, got 5"),
+    ({"tenant": "acme", "cost_weight": "low"}, "cost_weight",
+     "cost_weight: must be a number, got 'low'"),
 ])
 def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: dict[str, Any],
                                                       param: str, needle: str) -> None:
@@ -1102,3 +1111,14 @@ def _spent(server: ThreadServer, key_id: str) -> float:
     budgets = httpx.get(f"{server.base}/v1/router/budgets", headers=ADMIN).json()["data"]
     return float(next((b["spent_usd"] for b in budgets if b["account"] == f"key:{key_id}"),
                       0.0))
+
+
+def test_a_rotation_of_a_grace_that_is_no_number_names_the_field(gov: ThreadServer) -> None:
+    issued = new_key(gov)
+    r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate",
+                   json={"grace_seconds": "1h"}, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == {"code": "invalid_request", "param": "grace_seconds",
+                                 "message": "grace_seconds: must be a number, got '1h'"}
+    assert httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}",
+                     headers=ADMIN).json()["rotated_at"] is None
