@@ -616,26 +616,53 @@ class _ExpiresAfterFirst:
         raise AssertionError("not streamed here")
 
 
+def _sent_unheld_notes(server: ThreadServer, issued: dict[str, Any],
+                       monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The notes about cheap's next try of a request of ``issued``'s key whose first try
+    stalls mid-answer (billed) and whose reservation has expired by its retry."""
+    gateway = server.service.gateway
+    expiring = _ExpiresAfterFirst(gateway.providers.openai, gateway)
+    monkeypatch.setitem(gateway.providers.overrides, "cheap", expiring)
+    tag = uuid.uuid4().hex[:8]
+    raw = client(server, issued["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000,
+        messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
+    entry = _logged(server, raw.headers["x-switchpoint-request-id"])
+    assert [a["outcome"] for a in entry["attempts"]] == ["read_timeout", "ok"]
+    assert expiring.calls == 2
+    assert gateway.governor.ledger.open_tickets() == 0
+    return [note for note in entry["reasoning"] if "next try" in note]
+
+
+UNHELD = ("nothing held before cheap's next try, after 1 try a provider may have billed: the "
+          "request's reservation expired (it outlived its hold), so the try is sent unheld; "
+          "what the tries cost and use is still counted when the request ends.")
+
+
 def test_a_retry_after_its_reservation_expired_is_sent_unheld_and_says_so(
         rated: ThreadServer, gw_fake: FakeProviderProcess,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # cheap stalls mid-answer (billed), and by its retry the request's reservation has
     # expired: nothing is held for the retry (an expired reservation holds nothing), so the
     # reasoning says the try was sent unheld, not that its tokens were held.
-    gateway = rated.service.gateway
     issued, _, _ = _rated_key(rated, 2)
-    expiring = _ExpiresAfterFirst(gateway.providers.openai, gateway)
-    monkeypatch.setitem(gateway.providers.overrides, "cheap", expiring)
-    tag = uuid.uuid4().hex[:8]
-    raw = client(rated, issued["key"]).chat.completions.with_raw_response.create(
-        model="cheap", max_tokens=1000,
-        messages=user(f"stalls once {tag} [[fake:once:stall:seconds=3]]"))
-    entry = _logged(rated, raw.headers["x-switchpoint-request-id"])
-    assert [a["outcome"] for a in entry["attempts"]] == ["read_timeout", "ok"]
-    assert expiring.calls == 2
-    notes = [note for note in entry["reasoning"] if "next try" in note]
-    assert notes == [
-        "Rate limit: nothing held before cheap's next try, after 1 try a provider may have "
-        "billed: the request's reservation expired (it outlived its hold), so the try is sent "
-        "unheld; what the tries cost and use is still counted when the request ends."], notes
-    assert gateway.governor.ledger.open_tickets() == 0
+    notes = _sent_unheld_notes(rated, issued, monkeypatch)
+    assert notes == [f"Rate limit: {UNHELD}"], notes
+
+
+@pytest.mark.parametrize(("tpm", "named"), [(False, "Budget"),
+                                             (True, "Budget and rate limit")])
+def test_a_retry_after_an_expired_reservation_names_what_it_held(
+        gov: ThreadServer, gw_fake: FakeProviderProcess, monkeypatch: pytest.MonkeyPatch,
+        tpm: bool, named: str) -> None:
+    # A key with a budget, and with a tokens-per-minute limit too or not: the note about the
+    # retry sent unheld names what the expired reservation held (both, when both).
+    gov.service.gateway.reset_health()
+    held = prompt_bound({"messages": user(STALLS)},
+                        gov.service.gateway.settings.governance.image_tokens) + 1000
+    r = httpx.post(f"{gov.base}/v1/router/keys", headers=ADMIN, timeout=10,
+                   json={"tenant": "acme", "budget": "5/day",
+                         **({"tpm": 4 * held} if tpm else {})})
+    assert r.status_code == 201, r.text
+    notes = _sent_unheld_notes(gov, r.json(), monkeypatch)
+    assert notes == [f"{named}: {UNHELD}"], notes

@@ -956,7 +956,8 @@ class Gateway:
         limit watches (None: neither, nothing to ask): a try after one a provider may have
         billed is held first (see :meth:`Governor.hold_try`), or not sent when a budget cannot
         hold it or a TPM window cannot take it. Each says so in a note, as does a try sent
-        with nothing held because the request's reservation expired first."""
+        with nothing held because the request's reservation expired first (its note named
+        for what the reservation held: a budget, a TPM window, or both)."""
         ticket = plan.ticket
         if ticket is None or not ticket.holds_any:  # (no budget, no TPM limit: RPM at most)
             return None
@@ -974,7 +975,7 @@ class Gateway:
                 return NotSent(BUDGET_REFUSED if budget else RATE_REFUSED, blocked.message)
             if ticket.closed:  # (expired: its holds were freed, and nothing more is held)
                 plan.notes.append(
-                    f"{'Budget' if ticket.holds else 'Rate limit'}: nothing held before "
+                    f"{_limits_named(ticket)}: nothing held before "
                     f"{card.name}'s next try, after {tries} a provider may have billed: the "
                     "request's reservation expired (it outlived its hold), so the try is sent "
                     "unheld; what the tries cost and use is still counted when the request "
@@ -1811,3 +1812,12 @@ def _billed(plan: Plan, attempts: Sequence[Attempt]) -> list[tuple[Attempt, Any]
     worst case)."""
     cards = {c.name: c for c in plan.cards}
     return [(a, cards[a.model]) for a in billed_tries(attempts) if a.model in cards]
+
+
+def _limits_named(ticket: Any) -> str:
+    """What a note about ``ticket``'s holds is about: ``Budget`` when a budget holds for it,
+    ``Rate limit`` when a tokens-per-minute window counts it, ``Budget and rate limit`` when
+    both do."""
+    kinds = [kind for kind, held in (("budget", ticket.holds), ("rate limit",
+                                                                 ticket.rate_entries)) if held]
+    return " and ".join(kinds).capitalize() or "Rate limit"
