@@ -23,7 +23,12 @@ from switchpoint.learning import (
     KnnOverlay,
     LearningSettings,
 )
-from switchpoint.learning.checkpoint import CheckpointError
+from switchpoint.learning.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    read_checkpoint,
+    write_checkpoint,
+)
 from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.export import export_weights
 from switchpoint.learning.overlay import make_overlay
@@ -984,3 +989,68 @@ def test_a_tenant_let_go_whose_events_left_the_log_begins_again_from_what_it_hol
     assert router.learner.n_outcomes("user-0") == 0
     state = router.learner.state()  # a checkpoint holds every tenant
     assert "user-0" in state.meta["tenants"]
+
+
+def _began_again(package, fake_embedder, caplog  # type: ignore[no-untyped-def]
+                 ) -> tuple[InMemoryFeedbackLog, Router]:
+    """A bounded router whose user-0, let go, began again from the 3 of its 5 events its log
+    kept (warned once), then learned one more outcome."""
+    log = InMemoryFeedbackLog()
+    router = _router(package, fake_embedder, learning=LearningSettings(max_tenants=2),
+                     feedback_log=log)
+    _teach_tenants(router, ["user-0", "user-1", "user-2"])  # user-0 let go
+    older = list(log.replay("user-0"))
+    log._events = [e for e in log._events if e not in older[:2]]  # its oldest events pruned
+    router.cache.clear()
+    with caplog.at_level("WARNING", logger="switchpoint.learning.learner"):
+        d = router.route(math_prompt(91), tenant="user-0")
+    assert len([r for r in caplog.records if "begins again" in r.getMessage()]) == 1
+    router.report_outcome(d.decision_id, 0.0)
+    assert router.learner.n_outcomes("user-0") == 4
+    return log, router
+
+
+def test_a_tenant_that_began_again_restored_and_let_go_is_rebuilt_without_a_warning(  # type: ignore[no-untyped-def]
+        package, fake_embedder, caplog, tmp_path) -> None:
+    """A tenant that began again carries a revision larger than its events in the log; its
+    checkpoint says where it began again, so a bounded learner that restores it, lets it go
+    and rebuilds it rebuilds the same evidence from the log, with no second warning."""
+    log, router = _began_again(package, fake_embedder, caplog)
+    learned = _math_error(router, "user-0")
+    path = tmp_path / "learning.checkpoint"
+    write_checkpoint(path, Checkpoint("k", len(log), "e", router.learner.state()))
+    state = read_checkpoint(path, "k").state
+    caplog.clear()
+    restored = _router(package, fake_embedder, learning=LearningSettings(max_tenants=2),
+                       feedback_log=log)
+    restored.learner.restore(state)
+    _teach_tenants(restored, ["user-3", "user-4"])  # user-0 let go
+    assert "user-0" in restored.learner.tenants() and restored.learner.held_tenants() == 2
+    with caplog.at_level("WARNING", logger="switchpoint.learning.learner"):
+        assert _math_error(restored, "user-0") == pytest.approx(learned, abs=1e-12)
+    assert not [r for r in caplog.records if "begins again" in r.getMessage()]
+    assert restored.learner.n_outcomes("user-0") == 4
+    _, revision = router.learner.policy_for("user-0")
+    assert restored.learner.policy_for("user-0")[1] == revision
+
+
+def test_a_checkpoint_saved_before_restarts_were_kept_still_restores(  # type: ignore[no-untyped-def]
+        package, fake_embedder, caplog) -> None:
+    """A learner's state without ``restarted`` (saved before it was kept) restores as before:
+    as if no tenant began again (such a tenant, let go, begins again once more, as it did);
+    one whose ``restarted`` does not fit its tenants is refused, and nothing changes."""
+    log, router = _began_again(package, fake_embedder, caplog)
+    learned = _math_error(router, "user-0")
+    state = router.learner.state()
+    for bad in (["x"] * 3, [0], [10**6] * 3, True):
+        broken = router.learner.state()
+        broken.meta["restarted"] = bad
+        with pytest.raises(CheckpointError, match="restarted"):
+            router.learner.restore(broken)
+    assert _math_error(router, "user-0") == pytest.approx(learned, abs=1e-12)
+    del state.meta["restarted"]
+    restored = _router(package, fake_embedder, learning=LearningSettings(max_tenants=None),
+                       feedback_log=log)
+    restored.learner.restore(state)
+    assert _math_error(restored, "user-0") == pytest.approx(learned, abs=1e-12)
+    assert restored.learner.n_outcomes("user-0") == 4

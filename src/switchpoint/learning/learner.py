@@ -398,7 +398,9 @@ class Learner:
 
     def state(self) -> State:
         """Every tenant's overlay and revision, as a checkpoint part (see
-        :mod:`~switchpoint.learning.checkpoint`)."""
+        :mod:`~switchpoint.learning.checkpoint`), with the revision each tenant that began
+        again did so at (``restarted``, 0 for one that never did): its evidence is the events
+        since, so that, restored and let go, it is rebuilt from them, not begun again."""
         with self._lock:
             tenants = sorted({*self._overlays, *self._evicted})
             revisions: list[int] = []
@@ -413,19 +415,29 @@ class Learner:
                     revision = self._revisions[tenant]
                 revisions.append(revision)
                 parts.append(overlay.state())
-            state = State({"tenants": tenants, "revisions": revisions})
+            restarted = [self._restarted.get(tenant, 0) for tenant in tenants]
+            state = State({"tenants": tenants, "revisions": revisions,
+                           "restarted": restarted})
             for i, part in enumerate(parts):
                 state.put(f"overlay{i}", part)
             return state
 
     def restore(self, state: State) -> None:
         """Take up a :meth:`state` saved by a learner over the same policy and settings, in
-        place of whatever this one has learned (nothing changes if it does not fit)."""
+        place of whatever this one has learned (nothing changes if it does not fit). A state
+        saved without ``restarted`` (before it was kept) restores as if no tenant began
+        again."""
         tenants, revisions = state.meta.get("tenants"), state.meta.get("revisions")
         if (not isinstance(tenants, list) or not isinstance(revisions, list)
                 or len(tenants) != len(revisions)
                 or not all(isinstance(r, int) for r in revisions)):
             raise CheckpointError("the learner's tenants are missing")
+        restarted = state.meta.get("restarted", [0] * len(tenants))
+        if (not isinstance(restarted, list) or len(restarted) != len(tenants)
+                or not all(isinstance(r, int) and not isinstance(r, bool)
+                           and 0 <= r <= revision
+                           for r, revision in zip(restarted, revisions, strict=True))):
+            raise CheckpointError("the learner's restarted revisions do not fit its tenants")
         overlays: OrderedDict[str, Overlay] = OrderedDict()
         for i, tenant in enumerate(tenants):
             overlay = self._new_overlay()
@@ -437,7 +449,7 @@ class Learner:
             self._revisions = {str(t): int(r) for t, r in zip(tenants, revisions, strict=True)}
             self._last_event.clear()
             self._evicted.clear()
-            self._restarted.clear()
+            self._restarted = {str(t): r for t, r in zip(tenants, restarted, strict=True) if r}
             self._shrink()
 
     def _new_overlay(self) -> Overlay:
