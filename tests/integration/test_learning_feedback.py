@@ -111,7 +111,9 @@ def test_an_observation_of_a_model_without_a_profile_replaces_only_the_feedback_
     logged and counted in the status's feedback figures per model, where it takes the place
     of the decision's last outcome (``replaced``, ``previous_quality``), whichever model that
     was about. The outcome the learned router holds for the decision stays (the status's
-    learned_router still counts it), and the observation's note says so."""
+    learned_router still counts it), and the observation's note says so. An outcome that
+    teaches routing again speaks of the decision's last outcome too, the observation's, and
+    its note names the learned one it replaced in routing."""
     with learning_server(fake, tmp_path, more_models=FRESH) as server:
         assert post(server, "/v1/router/policy/knn").json()["policy"] == "knn"
         decision = chat(server, math_prompt(40))[0]["x-switchpoint-decision-id"]
@@ -131,14 +133,31 @@ def test_an_observation_of_a_model_without_a_profile_replaces_only_the_feedback_
         again = feedback(server, decision, score=0.4, model="fresh").json()
         assert (again["replaced"], again["previous_quality"]) == (True, 0.2)
         assert f"outcome about {about} (quality 0.9)" in again["note"]
-        # Back to the model the router learned: the router's outcome is replaced (its
-        # quality), and the observation's place in the feedback figures.
+        # Back to the model the router learned: it takes the place of the decision's last
+        # outcome (the observation's, in the feedback figures: its previous_quality) and of
+        # the router's learned outcome, which its note names.
         back = feedback(server, decision, score=0.5).json()
         assert (back["kind"], back["replaced"], back["previous_quality"]) == (
-            "decision", True, 0.9)
+            "decision", True, 0.4)
+        assert back["note"] == (
+            "this outcome takes the place of the decision's last outcome (quality 0.4) in the "
+            f"feedback figures per model, and of the learned router's outcome about {about} "
+            "(quality 0.9) in its routing"), back["note"]
+        again = feedback(server, decision, score=0.6).json()  # the last is the learned one
+        assert (again["replaced"], again["previous_quality"]) == (True, 0.5)
+        assert "note" not in again
         status = _status(server)
-        assert status["feedback"] == {about: {"n": 1, "mean_quality": 0.5}}
-        assert status["learned_router"] == {"events": 2, "outcomes": 1}
+        assert status["feedback"] == {about: {"n": 1, "mean_quality": 0.6}}
+        assert status["learned_router"] == {"events": 3, "outcomes": 1}
+        # An observation first, then a routing outcome: the router held none, and the
+        # observation is the decision's last outcome it takes the place of.
+        other = chat(server, math_prompt(41))[0]["x-switchpoint-decision-id"]
+        assert feedback(server, other, score=0.3, model="fresh").json()["replaced"] is False
+        first = feedback(server, other, score=0.7).json()
+        assert (first["kind"], first["replaced"], first["previous_quality"]) == (
+            "decision", True, 0.3)
+        assert "note" not in first
+        assert _status(server)["learned_router"] == {"events": 4, "outcomes": 2}
 
 
 def test_a_decision_made_before_a_restart_or_reload_still_takes_feedback(

@@ -218,11 +218,11 @@ class ServiceFeedbackLog:
         return self.reader.feedback(tenant, after=after)
 
     def check_repeats(self, decision_id: str, tenant: str | None, what: str,
-                      param: str = "decision_id") -> None:
+                      param: str = "decision_id") -> int:
         """409 when ``decision_id`` (of ``tenant``; None: any) already holds
         :data:`MAX_OUTCOMES` outcomes among the rows the log keeps (see there: those retention
         pruned are not counted); ``what`` names it in the message. Waits for the appends
-        under way, so that it counts them."""
+        under way, so that it counts them. Returns how many it holds."""
         self.flush()
         if self.reader is None:
             with self._lock:
@@ -234,6 +234,7 @@ class ServiceFeedbackLog:
             raise ConflictError(f"{param}: {what} has taken {held} outcomes, its first and the "
                                 f"repeats that replaced it, and takes at most {MAX_OUTCOMES}: "
                                 "its latest stands; nothing was learned", param=param)
+        return held
 
     def latest_quality(self, decision_id: str, tenant: str) -> float | None:
         if self.reader is None:

@@ -109,6 +109,7 @@ from switchpoint.learning.events import (
 )
 from switchpoint.learning.learner import OutcomeResult
 from switchpoint.learning.memory import PendingDecision
+from switchpoint.learning.overlay import Held
 from switchpoint.learning.tenant_memory import TenantKnnMemory
 from switchpoint.router import Router
 from switchpoint.store import SQLiteStore
@@ -543,6 +544,24 @@ def _still_held(router: Router, decision_id: str, tenant: str) -> str:
     return (f"; the learned router keeps this decision's outcome about {held.model} (quality "
             f"{held.quality:g}), which teaches its routing still: an observation takes the "
             "place of the decision's last outcome in the feedback figures per model only")
+
+
+def _last_replaced(outcome: OutcomeResult, last: float | None, held: Held | None
+                   ) -> tuple[OutcomeResult, str]:
+    """A routing outcome's answer and note: its ``replaced`` and ``previous_quality`` speak
+    of the decision's last outcome, as a quality observation's do: ``last``, the latest the
+    feedback log keeps (a quality observation of another model, it may be), or, once
+    retention pruned them all, the one the learned router held (``held``). When the learned
+    router's outcome it took the place of was another, the note says which."""
+    if last is None:
+        return outcome, ""
+    result = replace(outcome, replaced=True, previous_quality=last)
+    if held is None or held.quality == last:
+        return result, ""
+    return result, (f"this outcome takes the place of the decision's last outcome (quality "
+                    f"{last:g}) in the feedback figures per model, and of the learned "
+                    f"router's outcome about {held.model} (quality {held.quality:g}) in its "
+                    "routing")
 
 
 class GatewayLearning:
@@ -1037,7 +1056,7 @@ class GatewayLearning:
                                                      f"gateway; use one of "
                                                      f"{', '.join(router.models)}")
                 # (counted for the caller's tenant only: another's decision is not found)
-                self.log.check_repeats(decision_id, scope, "this decision")
+                logged = self.log.check_repeats(decision_id, scope, "this decision")
                 found = self._find(learning, decision_id) if learning is not None else None
                 if found is not None and (scope is None or found[1].tenant == scope):
                     owner, entry = found
@@ -1063,12 +1082,17 @@ class GatewayLearning:
                     if learnable(owner, served):
                         if kept:
                             cost_from = "kept"
+                        # (the decision's last outcome, which a quality observation may be)
+                        last = (self.log.latest_quality(decision_id, entry.tenant) if logged
+                                else None)
+                        held = owner.learner.outcome(decision_id, entry.tenant)
                         outcome = owner.report_outcome(decision_id, quality, model=served,
                                                        tenant=entry.tenant, cost=measured)
                         assert learning is not None
                         learning.learn(outcome.event, owner.weights_id, skip=owner)
                         self._checkpoint_when_due(learning)
-                        return FeedbackResult(outcome, "decision", True,
+                        outcome, learned_note = _last_replaced(outcome, last, held)
+                        return FeedbackResult(outcome, "decision", True, learned_note,
                                               commits=tuple(note.commits), cost=measured,
                                               cost_from=cost_from)
                     return self._observe(decision_id, served, quality, measured,
