@@ -40,8 +40,10 @@ def package(policy: str = "cluster") -> WeightsPackage:
 
 
 def loader(settings: Settings, policy: str | None) -> Router:
-    """Builds routers as the service's factory does, over the two-kinds weights."""
-    name = policy if policy in ("knn", "tiers") else "cluster"
+    """Builds routers as the service's factory does, over the two-kinds weights (of the
+    config's ``policy`` when no swap names one)."""
+    name = policy or settings.policy
+    name = name if name in ("knn", "tiers") else "cluster"
     return Router(package(name), catalog=settings.catalog(), embedder=EMBEDDER,
                   cost_weight=settings.cost_weight, learning=learning_settings(settings))
 

@@ -461,6 +461,34 @@ def test_with_prices_feedback_takes_the_answers_cost_from_the_gateways_accountin
         assert r.status_code == 400 and "got true" in r.json()["error"]["message"]
 
 
+def test_under_knn_a_repeat_says_it_keeps_a_cost_only_when_that_cost_was_measured(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The knn policy keeps a cost with every outcome, the decision's estimate when none was
+    given or priced: a repeat about the same model without a cost says it keeps one
+    (``cost_from: "kept"``) only when the cost kept was measured, live and after a start from
+    the checkpoint."""
+    with learning_server(fake, tmp_path, "policy: knn\n") as server:
+        headers, completion = chat(server, math_prompt(60))
+        estimated = headers["x-switchpoint-decision-id"]
+        other = next(m for m in ("strong", "cheap") if m != completion.model)
+        first = feedback(server, estimated, score=0.5, model=other).json()
+        assert (first["kind"], first["cost"], first["cost_from"]) == ("decision", None, None)
+        again = feedback(server, estimated, score=0.6, model=other).json()
+        assert (again["replaced"], again["cost"], again["cost_from"]) == (True, None, None)
+        priced = chat(server, math_prompt(61))[0]["x-switchpoint-decision-id"]
+        assert feedback(server, priced, score=0.5).json()["cost_from"] == "answer"
+        kept = feedback(server, priced, score=0.7).json()
+        assert (kept["replaced"], kept["cost"], kept["cost_from"]) == (True, None, "kept")
+    with learning_server(fake, tmp_path, "policy: knn\n") as server:
+        live = server.service.gateway.state.live()
+        assert live.router.policy.name == "knn"
+        assert live.learning is not None and live.learning.restored == 4
+        assert live.learning.replayed == 4  # (all of them from the checkpoint)
+        restarted = feedback(server, estimated, score=0.7, model=other).json()
+        assert (restarted["replaced"], restarted["cost_from"]) == (True, None)
+        assert feedback(server, priced, score=0.8).json()["cost_from"] == "kept"
+
+
 def strong_cost(gateway: Gateway) -> float:
     """What the gateway expects the strong model's answer to a math prompt to cost."""
     return gateway.route(math_prompt(999), cost_weight=0).expected_costs["strong"]

@@ -270,3 +270,40 @@ def test_the_checkpoint_is_readable_by_its_owner_alone(fake_embedder: FakeEmbedd
     path = tmp_path / "learning.checkpoint"
     write_checkpoint(path, Checkpoint("k", 1, "e1", learner.state()))
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_knn_learner_keeps_whether_each_cost_was_measured_and_reads_a_state_without_it(
+        fake_embedder: FakeEmbedder, tmp_path: Path) -> None:
+    """The knn policy keeps a cost with every outcome, the decision's estimate when none was
+    measured: the outcome a repeat replaces holds that cost only when it was measured, through
+    a checkpoint file too. A state written before this was kept restores with it not known
+    (each cost held, as before); one that says it with another value is refused."""
+    package = two_kinds_package(fake_embedder, policy="knn")
+    vector = tuple(fake_embedder.embed([math_prompt(1)])[0].tolist())
+    model = package.policy.models_[0]
+    learned = Learner(package.policy)
+    learned.apply(FeedbackEvent(decision_id="measured", model=model, quality=0.5, tenant="a",
+                                embedding=vector, measured_cost=0.02))
+    learned.apply(FeedbackEvent(decision_id="estimated", model=model, quality=0.5,
+                                tenant="a", embedding=vector, cost=0.03))
+    learned.apply(FeedbackEvent(decision_id="estimated", model=model, quality=0.6,
+                                tenant="a", embedding=vector))  # a repeat keeps the estimate
+
+    def costs(learner: Learner) -> tuple[float | None, float | None]:
+        held = [learner.outcome(d, "a") for d in ("measured", "estimated")]
+        assert all(h is not None for h in held)
+        return held[0].cost, held[1].cost  # type: ignore[union-attr]
+
+    assert costs(learned) == (0.02, None)
+    restored = Learner(package.policy)
+    restored.restore(_round_trip(learned, tmp_path))
+    assert costs(restored) == (0.02, None)
+    older = learned.state()
+    del older.arrays["overlay0/measured"]
+    restored.restore(older)
+    assert costs(restored) == (0.02, 0.03)
+    broken = learned.state()
+    broken.arrays["overlay0/measured"] = np.array([1, 2], dtype=np.int8)
+    with pytest.raises(CheckpointError, match="measured"):
+        restored.restore(broken)
+    assert costs(restored) == (0.02, 0.03)  # nothing changed

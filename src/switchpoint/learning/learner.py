@@ -490,9 +490,9 @@ class Learner:
 
     def outcome(self, decision_id: str, tenant: str) -> Held | None:
         """The outcome ``tenant``'s overlay holds for ``decision_id`` (the one a repeat
-        replaces: its model, as a profile or a model without one, its quality and the cost a
-        repeat about that model keeps), or None: held whether or not the feedback log still
-        keeps its row."""
+        replaces: its model, as a profile or a model without one, its quality and the
+        measured cost a repeat about that model keeps), or None: held whether or not the
+        feedback log still keeps its row."""
         overlay = self.overlay(tenant)
         return None if overlay is None else overlay.outcome(decision_id)
 

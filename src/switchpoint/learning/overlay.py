@@ -115,8 +115,9 @@ class CardEvidence:
 
 @dataclass(frozen=True)
 class Held:
-    """An outcome an overlay holds for a decision: its model, quality and the cost a repeat
-    about the same model without a measured one keeps (None: none)."""
+    """An outcome an overlay holds for a decision: its model, quality and the measured cost a
+    repeat about the same model without one keeps (None: none; under the knn policy, which
+    keeps a cost for every outcome, also when that cost was the decision's estimate)."""
 
     model: str
     quality: float
@@ -522,8 +523,11 @@ class KnnOverlay(_OverlayBase):
     def __init__(self, base: KnnPolicy, *, max_examples: int = 100_000) -> None:
         super().__init__(base)
         self.max_examples = int(max_examples)
-        self._rows: OrderedDict[str, tuple[npt.NDArray[np.float32], int, float, float]] = (
-            OrderedDict())
+        # Each decision's example: its vector, model, error, cost and whether that cost was
+        # measured (given with an outcome, or kept from one that was), not the decision's
+        # estimate; None: not known (restored from a checkpoint that did not keep it).
+        self._rows: OrderedDict[str, tuple[npt.NDArray[np.float32], int, float, float,
+                                           bool | None]] = OrderedDict()
         self._mean_cost = base.global_cost()
 
     def check(self, event: FeedbackEvent) -> None:
@@ -537,8 +541,11 @@ class KnnOverlay(_OverlayBase):
                                              f"are {self.base.examples_.shape[1]}-d")
 
     def outcome(self, decision_id: str) -> Held | None:
-        held = self._rows.get(decision_id)  # (its cost: measured, kept or estimated)
-        return None if held is None else Held(self.models[held[1]], 1.0 - held[2], held[3])
+        """Its cost only when measured (or not known to be an estimate): an estimated one is
+        kept by a repeat too, but no one gave it."""
+        held = self._rows.get(decision_id)
+        return None if held is None else Held(self.models[held[1]], 1.0 - held[2],
+                                              None if held[4] is False else held[3])
 
     def apply(self, event: FeedbackEvent) -> float | None:
         self.check(event)
@@ -546,11 +553,19 @@ class KnnOverlay(_OverlayBase):
         x = event.vector()
         assert x is not None
         previous = self._rows.pop(event.decision_id, None)
-        # A repeat about the same model without a measured cost keeps the cost it had.
-        kept = previous[3] if previous is not None and previous[1] == j else None
-        cost = next((c for c in (event.measured_cost, kept, event.cost) if c is not None),
-                    float(self._mean_cost[event.model]))
-        self._rows[event.decision_id] = (x[0], j, 1.0 - event.quality, cost)
+        # A repeat about the same model without a measured cost keeps the cost it had (and
+        # whether that was measured).
+        cost: float
+        measured: bool | None
+        if event.measured_cost is not None:
+            cost, measured = event.measured_cost, True
+        elif previous is not None and previous[1] == j:
+            cost, measured = previous[3], previous[4]
+        elif event.cost is not None:
+            cost, measured = event.cost, False
+        else:
+            cost, measured = float(self._mean_cost[event.model]), False
+        self._rows[event.decision_id] = (x[0], j, 1.0 - event.quality, cost, measured)
         while len(self._rows) > self.max_examples:
             self._rows.popitem(last=False)
         self._applied(j, None if previous is None else previous[1])
@@ -567,6 +582,9 @@ class KnnOverlay(_OverlayBase):
             "model": lambda: np.array([r[1] for r in rows], dtype=np.int64),
             "error": lambda: np.array([r[2] for r in rows], dtype=np.float64),
             "cost": lambda: np.array([r[3] for r in rows], dtype=np.float64),
+            # 1 measured, 0 estimated, -1 not known
+            "measured": lambda: np.array([-1 if r[4] is None else int(r[4]) for r in rows],
+                                         dtype=np.int8),
         })
 
     def restore(self, state: State) -> None:
@@ -581,10 +599,17 @@ class KnnOverlay(_OverlayBase):
         model = state.array("model", dtype=np.int64, shape=(n,))
         error = state.array("error", dtype=np.float64, shape=(n,))
         cost = state.array("cost", dtype=np.float64, shape=(n,))
+        # (not kept by checkpoints written before it was: not known)
+        measured = (state.array("measured", dtype=np.int8, shape=(n,))
+                    if "measured" in state.arrays else np.full(n, -1, dtype=np.int8))
         if n and (model.min() < 0 or model.max() >= len(self.models)):
             raise CheckpointError("the overlay's examples name unknown models")
-        self._rows = OrderedDict((ids[i], (vectors[i].copy(), int(model[i]), float(error[i]),
-                                           float(cost[i]))) for i in range(n))
+        if n and (measured.min() < -1 or measured.max() > 1):
+            raise CheckpointError("the overlay's examples say whether their cost was measured "
+                                  "with a value other than 1, 0 or -1")
+        self._rows = OrderedDict(
+            (ids[i], (vectors[i].copy(), int(model[i]), float(error[i]), float(cost[i]),
+                      None if measured[i] < 0 else bool(measured[i]))) for i in range(n))
         self._restore_counts(state)
         self._cached = None
 
@@ -595,7 +620,7 @@ class KnnOverlay(_OverlayBase):
         m = len(self.models)
         error = np.full((len(rows), m), np.nan)
         cost = np.full((len(rows), m), np.nan)
-        for i, (_, j, e, c) in enumerate(rows):
+        for i, (_, j, e, c, _) in enumerate(rows):
             error[i, j], cost[i, j] = e, c
         posterior = copy.copy(self.base)
         posterior.examples_ = np.vstack([self.base.examples_, np.array([r[0] for r in rows])])
