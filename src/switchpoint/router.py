@@ -532,7 +532,9 @@ class Router:
         knows it); a router loaded alone has no upstreams, so pass one
         (``Gateway.from_config("switchpoint.yaml")``). ``kwargs`` are OpenAI parameters
         (temperature, max_tokens, ...). Returns the OpenAI-shaped answer; its
-        ``switchpoint.decision`` is this router's decision.
+        ``switchpoint.decision`` is this router's decision. A ``prompt`` or ``messages`` over
+        the gateway's ``max_request_bytes`` is refused before it is routed, as the HTTP
+        gateway refuses it.
         """
         from switchpoint.errors import NoUpstreamError
 
@@ -551,6 +553,12 @@ class Router:
                 "this router has no gateway to call models through; build one with "
                 "Gateway.from_config('switchpoint.yaml') (its `models:` say where each model "
                 "lives) and pass gateway=, or use gateway.router")
+        # The gateway's bound on a request's size, before anything is routed: the prompt as a
+        # routing request's, the messages (when not the prompt) as a chat request's.
+        gateway.check_size({"prompt": prompt, "available_models": available_models,
+                            "cost_weight_override": cost_weight_override}, route=True)
+        if messages is not None:
+            gateway.check_size({"messages": list(messages)})
         decision = self.route(prompt, available_models, cost_weight_override)
         turns = messages if messages is not None else [{"role": "user", "content": prompt}]
         return gateway.complete(turns, decision=decision, **kwargs)

@@ -168,6 +168,36 @@ def test_both_doors_fail_over_the_same_way(case: Case, gw: ThreadServer, local: 
         assert http.text and python.text  # a whole answer through either door
 
 
+OVER = 1048576 + 1  # one byte past the default max_request_bytes, as a body's bytes
+
+
+@pytest.mark.parametrize("what", ["a big message", "many messages", "a long prompt"])
+def test_both_doors_refuse_a_request_over_max_request_bytes(
+        what: str, gw: ThreadServer, local: Gateway, gw_fake: FakeProviderProcess) -> None:
+    if what == "a big message":
+        body: dict[str, Any] = {"model": "auto",
+                                "messages": [{"role": "user", "content": "x" * OVER}]}
+    elif what == "many messages":
+        body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}] * 40_000}
+    else:
+        body = {"prompt": "x" * OVER}
+    path = "/v1/route" if "prompt" in body else "/v1/chat/completions"
+    assert local.store is not None
+    logged = len(local.store.requests(1000)[0]), len(local.store.decisions(1000))
+    answer = httpx.post(f"{gw.base}{path}", json=body, timeout=15)
+    assert answer.status_code == 413
+    assert "over the limit of 1048576 bytes (max_request_bytes" in answer.text
+    with pytest.raises(InvalidInputError) as caught:
+        if "prompt" in body:
+            local.route(body["prompt"])
+        else:
+            local.complete(body["messages"])
+    assert caught.value.field == ("prompt" if "prompt" in body else "messages")
+    assert "over the limit of 1048576 bytes (max_request_bytes" in caught.value.reason
+    assert gw_fake.requests() == []
+    assert (len(local.store.requests(1000)[0]), len(local.store.decisions(1000))) == logged
+
+
 def test_the_in_process_door_logs_like_the_server(local: Gateway) -> None:
     reply = local.complete(messages(), model="auto", cost_weight=0.0, session_id="doors-1")
     info = reply.switchpoint

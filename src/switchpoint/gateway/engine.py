@@ -73,6 +73,7 @@ from switchpoint.errors import (
     SwitchpointError,
     UnknownModelError,
 )
+from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import Assignment
 from switchpoint.gateway.failover import (
@@ -122,6 +123,8 @@ log = logging.getLogger("switchpoint.gateway")
 # What the governance refuses a chat request with: logged, unlike malformed input.
 _REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError)
 
+# How to send less than a chat request over max_request_bytes.
+_SMALLER_CHAT = "Send fewer or shorter messages"
 PINS_FILENAME = "sessions.db"
 # With store.retention_days: how often the logs are pruned, and the most rows deleted per table
 # each time (a backlog is worked off over several runs).
@@ -405,12 +408,19 @@ class Gateway:
                      cost_weight: float | None = None, *,
                      embedding: Sequence[float] | np.ndarray | None = None,
                      key: str | None = None, tenant: str | None = None,
-                     principal: Principal | None = None) -> RoutingDecision:
+                     principal: Principal | None = None, measured: bool = False
+                     ) -> RoutingDecision:
         """Route one prompt (or embedding) with the live router and log the decision; the
         decision is returned once its log entry is committed. ``key`` (a client key) or
         ``tenant`` routes as that caller: its allowed models, λ, budget curve, SLA and
-        escalation apply (``principal``: the HTTP door's already authenticated caller)."""
+        escalation apply (``principal``: the HTTP door's already authenticated caller).
+        A request whose body (as ``POST /v1/route`` would receive it) is over
+        ``max_request_bytes`` is refused as over HTTP (``measured``: the HTTP door, which
+        counted its body's bytes as it read them)."""
         check_route_input(prompt, embedding)
+        if not measured:
+            self.check_size({"prompt": prompt, "embedding": embedding, "cost_weight": cost_weight,
+                             "available_models": available_models}, route=True)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         self._check_open()
@@ -466,6 +476,18 @@ class Gateway:
         if self.observer is not None:
             self.observer.on_decision(decision)
         return decision
+
+    def check_size(self, fields: Mapping[str, Any], *, route: bool = False) -> None:
+        """Refuse a request whose body, as the HTTP door would receive it, is over
+        ``max_request_bytes``, as that door does: an
+        :class:`~switchpoint.errors.InvalidInputError` naming the argument that holds the most
+        of it and the limit. ``fields`` are the request's arguments by name (None: left out);
+        ``route``: a routing request (a long prompt gets the advice to send its end)."""
+        expect("fields", fields, Mapping, "a mapping of argument names to values")
+        fields = {name: value.tolist() if isinstance(value, np.ndarray) else value
+                  for name, value in fields.items() if value is not None}
+        check_body_size(fields, self.settings.max_request_bytes,
+                        PROMPT_ADVICE if route else _SMALLER_CHAT)
 
     def route(self, prompt: str | None = None, available_models: Sequence[str] | None = None,
               cost_weight: float | None = None, *,
@@ -1151,6 +1173,7 @@ class Gateway:
         body: dict[str, Any] = {"model": model, "messages": _as_list(messages), **params}
         if stream:
             body["stream"] = True
+        self.check_size(body)
         check_chat_body(body)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
@@ -1217,18 +1240,24 @@ class Gateway:
     async def acompare(self, messages: Sequence[Mapping[str, Any]] | None = None,
                        models: Sequence[str] | None = None, *, prompt: str | None = None,
                        blind: bool = True, key: str | None = None, tenant: str | None = None,
-                       principal: Principal | None = None, **params: Any) -> dict[str, Any]:
+                       principal: Principal | None = None, measured: bool = False,
+                       **params: Any) -> dict[str, Any]:
         """Ask up to six models the same thing at once (exact calls: no fallbacks, each logged
         and governed as a chat request) and return their answers under blind labels A, B, ...
         with a ``compare_id`` that :meth:`ascore` teaches from. ``prompt`` is a one-turn
         shortcut for ``messages``; ``models`` default to those the caller may use that
         ``auto`` may choose (when there are at most six: a comparison teaches ``auto``, so a
         model with ``auto: false`` is compared only when named); ``params`` are OpenAI fields
-        (max_tokens, temperature, ...)."""
+        (max_tokens, temperature, ...). One whose body (as ``POST
+        /v1/router/preferences/compare`` would receive it) is over ``max_request_bytes`` is
+        refused as over HTTP (``measured``: the HTTP door, which counted its body's bytes)."""
         from switchpoint.gateway.planning import routing_text
 
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
+        if not measured:
+            self.check_size({"messages": messages, "prompt": prompt, "models": models,
+                             **params})
         if prompt is not None:
             if not isinstance(prompt, str) or not prompt.strip():
                 raise InvalidInputError("prompt", "must be a non-empty string")

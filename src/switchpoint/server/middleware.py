@@ -36,6 +36,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, is_openai_path
 
@@ -287,11 +288,8 @@ async def _busy(send: Send, capacity: int, share: int, mine: bool, path: str) ->
 
 async def _reject(send: Send, size: int, limit: int, exact: bool, path: str) -> None:
     amount = f"is {size} bytes, over" if exact else "is larger than"
-    message = (f"body: the request body {amount} the limit of {limit} bytes "
-               "(max_request_bytes in the config). ")
-    message += ("A prompt or embedding that large cannot be routed: send the end of a long "
-                "prompt (the router reads only its last part)" if path in _PROMPT_PATHS
-                else "Send a smaller body")
+    advice = PROMPT_ADVICE if path in _PROMPT_PATHS else "Send a smaller body"
+    message = "body: " + too_large(f"the request body {amount}", limit, advice)
     await _send(send, ErrorAnswer(413, "request_too_large", message, "body"), path, [])
 
 

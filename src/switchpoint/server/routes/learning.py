@@ -214,7 +214,8 @@ async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> 
         params["temperature"] = body.temperature
     gateway = get_service(request).gateway
     result = await gateway.acompare(body.messages, body.models, prompt=body.prompt,
-                                    blind=body.blind, principal=principal, **params)
+                                    blind=body.blind, principal=principal, measured=True,
+                                    **params)
     return JSONResponse(result)
 
 

@@ -55,7 +55,7 @@ async def route(request: Request, principal: CLIENT) -> JSONResponse:
     body = parse_body(RouteRequest, await request.body())  # JSON whatever its Content-Type
     decision = await get_service(request).gateway.aroute(
         body.prompt, body.available_models, body.cost_weight, embedding=body.embedding,
-        principal=principal)
+        principal=principal, measured=True)
     gateway = get_service(request).gateway
     fields: tuple[str, ...] = ROUTE_FIELDS
     if Governor.governs(gateway.settings):
