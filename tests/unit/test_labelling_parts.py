@@ -52,6 +52,7 @@ from switchpoint.records import load_records
     ("1.0", 1.0),
     (".5", 0.5),
     ("0\n", 0.0),
+    ("0." + "0" * 1000 + "1", 0.0),
 ])
 def test_the_judge_protocol_accepts_a_score_object_or_a_bare_number(reply: str,
                                                                      score: float) -> None:
@@ -72,6 +73,9 @@ def test_the_judge_protocol_accepts_a_score_object_or_a_bare_number(reply: str,
     ("8", "outside [0, 1]"),
     ("1.2", "outside [0, 1]"),
     ("-0.1", "outside [0, 1]"),
+    ("\uff10.5", "neither a JSON object"),  # fullwidth digits: float() would read 0.5
+    ("\u0660.\u0665", "neither a JSON object"),  # Arabic-Indic digits
+    ("2." + "0" * 20_000, "the score 2." + "0" * 35 + "... is outside"),
     ('{"score": 8}', "outside [0, 1]"),
     ('{"score": -0.5}', "outside [0, 1]"),
     ('{"score": "0.8"}', "not a number"),
@@ -104,6 +108,25 @@ def test_anything_else_is_refused_with_a_reason_never_guessed(reply: str | None,
         parse_judge_reply(reply)
     assert reason in info.value.reason
     assert info.value.reply == (reply or "")
+
+
+@pytest.mark.parametrize("reply", ["-0", "-0.0", "-.0", '{"score": -0.0}', '{"score": -0}'])
+def test_a_score_of_minus_zero_is_zero(reply: str) -> None:
+    # It was kept as -0.0 and written so into the routing records.
+    score = parse_judge_reply(reply)
+    assert score == 0.0 and math.copysign(1.0, score) == 1.0, score
+
+
+def test_a_long_number_is_cut_short_in_the_reminder_and_the_failure() -> None:
+    # A reply of 20,000 digits went whole into the reason: the reminder sent back to the judge
+    # and the failure the summary prints (80 KB for one prompt).
+    reply = "9" * 20_000
+    with pytest.raises(JudgeReplyError) as info:
+        parse_judge_reply(reply)
+    assert len(info.value.reason) < 200, len(info.value.reason)
+    retry = Judge("grader").retry_messages("q", "a", info.value)
+    assert len(retry[3]["content"]) < 500
+    assert len(unreadable_message([info.value, info.value])) < 800
 
 
 def test_the_judge_always_gets_the_reply_contract_and_a_reminder_that_says_why() -> None:

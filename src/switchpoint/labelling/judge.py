@@ -6,10 +6,11 @@ The protocol, fixed whatever the rubric says:
   message, and the prompt and the answer as the user message;
 * its whole reply must be the score, in one of two forms: a JSON object with a numeric
   ``score`` (``{"score": 0.8}``; other keys such as ``"reason"`` are allowed; the object may be
-  wrapped in one ```json fence), or a bare decimal number (``0.8``). The score must be finite
-  and in [0, 1];
+  wrapped in one ```json fence), or a bare decimal number of ASCII digits (``0.8``). The score
+  must be finite and in [0, 1] (``-0`` is 0);
 * anything else (text around the score, ``8/10``, ``80%``, ``"0.8"`` as a string, two scores,
-  a number outside [0, 1]) is refused by :func:`parse_judge_reply`, never guessed at. The judge
+  a number outside [0, 1]) is refused by :func:`parse_judge_reply`, never guessed at (its
+  reason cuts a long number short, since it goes into the reminder and the failure). The judge
   is then asked once more, its own reply and a reminder of the format added to the
   conversation; a second unreadable reply makes the answer a labelling failure.
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchpoint._json import as_float, loads, shown_number
+from switchpoint._messages import cut
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
 DEFAULT_RUBRIC = """\
@@ -44,8 +46,11 @@ form {{"score": S}}, S a number from 0 to 1, and nothing else."""
 
 # The whole reply is one fenced block (```json ... ``` or ``` ... ```).
 _FENCE = re.compile(r"```[A-Za-z]*[ \t]*\n(.*)\n[ \t]*```", re.DOTALL)
-# A bare decimal number: no exponent, no percent, no fraction, no words.
-_BARE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+# A bare decimal number of ASCII digits: no exponent, no percent, no fraction, no words (and
+# no other script's digits, which Python's float() would read: ０.５ is not 0.5 here).
+_BARE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+# How much of a bare number a reason shows (a reply of thousands of digits is cut short).
+SHOWN_NUMBER_CHARS = 40
 # How much of an unreadable reply a failure message quotes.
 QUOTE_CHARS = 120
 # A rubric is sent with every judge call: a few pages of criteria, not a document.
@@ -66,7 +71,7 @@ def parse_judge_reply(reply: str | None) -> float:
     if text.startswith("{"):
         return _from_object(text, reply)
     if _BARE.fullmatch(text):
-        return _in_range(float(text), text, reply)
+        return _in_range(float(text), cut(text, SHOWN_NUMBER_CHARS), reply)
     if "\n" in text:
         raise JudgeReplyError("the reply has text besides the score; it must be the score "
                               "alone", reply)
@@ -105,7 +110,7 @@ def _in_range(value: float, shown: str, reply: str) -> float:
         raise JudgeReplyError(f"the score {shown} is not a finite number", reply)
     if not 0.0 <= value <= 1.0:
         raise JudgeReplyError(f"the score {shown} is outside [0, 1]", reply)
-    return value
+    return value + 0.0  # -0.0 is 0.0
 
 
 def _quote(text: str) -> str:
