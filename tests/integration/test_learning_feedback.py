@@ -30,6 +30,7 @@ from tests.integration.learning_env import (
     learning_server,
     loader,
     post,
+    scored,
     settings_for,
 )
 from tests.integration.servers import ThreadServer
@@ -178,6 +179,24 @@ def test_a_decision_made_before_a_restart_or_reload_still_takes_feedback(
         assert _status(server)["learned_router"]["events"] == 4
         third = feedback(server, scored, score=1).json()
         assert (third["replaced"], third["previous_quality"]) == (True, 0.75)
+
+
+def test_feedback_on_an_answer_of_a_model_a_reload_removed_says_it_left_the_catalog(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # The note said the model "has no learned profile in these weights", which still hold it:
+    # it is the catalog that no longer lists it.
+    with learning_server(fake, tmp_path) as server:
+        decision = chat(server, math_prompt(750))[0]["x-switchpoint-decision-id"]
+        config = tmp_path / "switchpoint.yaml"
+        text = config.read_text(encoding="utf-8")
+        start, end = text.index("  - {name: strong"), text.index("  - {name: runner")
+        config.write_text(text[:start] + text[end:], encoding="utf-8")
+        assert post(server, "/v1/router/reload").status_code == 200
+        body = scored(server, decision, 0.25)
+        assert (body["model"], body["kind"], body["teaches_routing"]) == (
+            "strong", "model", False)
+        assert "strong is no longer in the catalog" in body["note"], body["note"]
+        assert "learned profile" not in body["note"], body["note"]
 
 
 def test_named_model_answers_carry_their_request_id_for_quality_feedback(

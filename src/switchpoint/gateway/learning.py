@@ -1095,11 +1095,13 @@ class GatewayLearning:
                         return FeedbackResult(outcome, "decision", True, learned_note,
                                               commits=tuple(note.commits), cost=measured,
                                               cost_from=cost_from)
+                    why = (f"{served} has no learned profile in these weights"
+                           if served in owner.models else
+                           f"{served} is no longer in the catalog (a reload took it out)")
                     return self._observe(decision_id, served, quality, measured,
                                          entry.tenant, note,
-                                         f"{served} has no learned profile in these weights, "
-                                         "so this outcome is kept as a quality observation "
-                                         "of it and does not teach routing"
+                                         f"{why}, so this outcome is kept as a quality "
+                                         "observation of it and does not teach routing"
                                          + _still_held(owner, decision_id, entry.tenant),
                                          cost_from, router, entry.prompt_tokens)
                 stored = (self.reader.pending(decision_id,
