@@ -5,7 +5,9 @@ it; exploration sends auto decisions to another candidate, never a named model's
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -270,6 +272,31 @@ def test_a_promotion_while_the_database_is_locked_is_refused_at_once_and_changes
         promoted = post(server, "/v1/router/experiments/thrift/promote", {"arm": "thrifty"})
         assert promoted.status_code == 200, promoted.text
         assert promoted.json()["promoted"] == "thrifty"
+
+
+def test_promotions_sent_at_once_apply_the_one_the_store_keeps_last(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # Each promotion wrote its row, then set the live arm: of two at once, the row written
+    # last could be set first, so the arm served until a restart was not the one a restart
+    # reads back from the store.
+    arms = ["control", "thrifty", "neighbours", "thrifty"]
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        (db,) = tmp_path.rglob("switchpoint.db")
+        with ThreadPoolExecutor(len(arms)) as pool:
+            for _ in range(25):
+                answers = list(pool.map(lambda arm: post(
+                    server, "/v1/router/experiments/thrift/promote", {"arm": arm}), arms))
+                assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+                live = get(server, "/v1/router/experiments/thrift").json()["promoted"]
+                conn = sqlite3.connect(db)
+                try:
+                    (kept,) = conn.execute("SELECT arm FROM promotions WHERE experiment = ? "
+                                           "ORDER BY seq DESC LIMIT 1", ("thrift",)).fetchone()
+                finally:
+                    conn.close()
+                assert live == kept
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:  # what a restart serves
+        assert get(server, "/v1/router/experiments/thrift").json()["promoted"] == live
 
 
 def test_promoting_in_process_refuses_an_arm_that_is_not_a_name_and_keeps_a_named_one(

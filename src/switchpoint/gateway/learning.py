@@ -577,6 +577,7 @@ class GatewayLearning:
         self.compares = Compares(settings.max_compares, settings.compare_ttl_s,
                                  lookup=self._stored_compare)
         self.promoted: dict[str, tuple[str, str]] = {}  # experiment: (arm, why)
+        self._promotion_lock = threading.Lock()
         self._pending_writes = 0
         self._compare_writes = 0
         self._counter_lock = threading.Lock()
@@ -1446,14 +1447,17 @@ class GatewayLearning:
                 raise InvalidInputError("arm", f"{arm[:64]!r} is not an arm of {name!r} "
                                                f"({', '.join(experiment.arms)})")
             reason = "winner" if arm == report["winner"] else "chosen"
-        self.check_writable("the promotion", "nothing was promoted")
-        if self.store is not None:
-            self.store.append(PromotionRecord(time.time(), name, arm, reason)).result(
-                timeout=30)
-        with self.state.guard:
-            self.promoted[name] = (arm, reason)
-            current = self.state.peek()
-            if current is not None and current.learning is not None:
-                current.learning.experiments.promoted[name] = arm
+        # One promotion at a time, from its row to the arm it sends traffic to: of two at
+        # once, the one the store keeps last is the one that applies, now and after a restart.
+        with self._promotion_lock:
+            self.check_writable("the promotion", "nothing was promoted")
+            if self.store is not None:
+                self.store.append(PromotionRecord(time.time(), name, arm, reason)).result(
+                    timeout=30)
+            with self.state.guard:
+                self.promoted[name] = (arm, reason)
+                current = self.state.peek()
+                if current is not None and current.learning is not None:
+                    current.learning.experiments.promoted[name] = arm
         return self.report_experiment(settings, name)
 
