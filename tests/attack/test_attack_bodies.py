@@ -291,6 +291,28 @@ def test_a_body_starting_with_a_byte_order_mark_is_read_on_every_route(attacked:
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32-le"])
+def test_a_body_in_utf16_or_utf32_is_read_on_every_route(attacked: Attacked,
+                                                         encoding: str) -> None:
+    # The chat gateway read such a body; the routing API and the learning routes called it
+    # "not valid JSON (expected value at line 1 column 1)".
+    chat = httpx.post(f"{attacked.base}/v1/chat/completions",
+                      content=VALID.decode().encode(encoding), timeout=10)
+    assert chat.status_code == 200, chat.text
+    routed = httpx.post(f"{attacked.base}/v1/route",
+                        content='{"prompt": "hi"}'.encode(encoding), timeout=10)
+    assert routed.status_code == 200, routed.text
+    decision = routed.json()["decision_id"]
+    scored = httpx.post(f"{attacked.base}/v1/feedback", timeout=10, content=json.dumps(
+        {"decision_id": decision, "score": 0.5, "comment": "caf\u00e9"}).encode(encoding))
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["quality"] == 0.5
+    unknown = httpx.post(f"{attacked.base}/v1/router/preferences/score", timeout=10,
+                         content=json.dumps({"compare_id": "0" * 32,
+                                             "scores": {"A": 1}}).encode(encoding))
+    assert unknown.status_code == 404, unknown.text
+
+
 @pytest.mark.parametrize("path", ["/v1/router/policy/knn", "/v1/router/reload",
                                   "/v1/router/health/reset",
                                   "/v1/router/keys/0123456789/revoke"])

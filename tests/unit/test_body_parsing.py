@@ -50,3 +50,24 @@ def test_non_finite_numbers_still_reach_the_models_check() -> None:
     for literal in (b"NaN", b"Infinity", b"1e999"):
         field, message = refusal(b'{"embedding": [1, ' + literal + b"]}")
         assert field == "embedding" and "finite" in message, message
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32",
+                                      "utf-32-le", "utf-32-be"])
+def test_json_in_utf16_or_utf32_is_read_as_the_chat_gateway_reads_it(encoding: str) -> None:
+    # It was refused as "not valid JSON (expected value at line 1 column 1)", which the chat
+    # gateway's reader (Python's json) took.
+    text = '{"prompt": "caf\u00e9 \U0001f600", "cost_weight": 0.5}'
+    body = parse_body(RouteRequest, text.encode(encoding))
+    assert (body.prompt, body.cost_weight) == ("caf\u00e9 \U0001f600", 0.5)
+    # The checks read it too: a key written twice, a lone surrogate escape.
+    assert "written twice" in refusal('{"prompt": "a", "prompt": "b"}'.encode(encoding))[1]
+    assert refusal('{"prompt": "a\\ud800"}'.encode(encoding))[0] == "prompt"
+
+
+def test_text_that_is_not_what_its_bytes_say_is_named_with_how_to_fix_it() -> None:
+    # A lone surrogate code unit, which UTF-16 cannot decode.
+    raw = '{"prompt": "a'.encode("utf-16-le") + b"\x00\xd8" + '"}'.encode("utf-16-le")
+    field, message = refusal(raw)
+    assert field == "body" and "is not valid UTF-16-LE text" in message, message
+    assert "send the JSON as UTF-8" in message

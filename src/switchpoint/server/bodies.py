@@ -57,12 +57,26 @@ _STRUCTURE = json.JSONDecoder(object_pairs_hook=unique_keys, parse_float=_number
 def parse_body(model: type[Body], raw: bytes) -> Body:
     """``raw`` as a ``model``; :class:`InvalidInputError` naming the field (``body`` for what
     is wrong with the JSON itself) otherwise."""
-    raw = raw.removeprefix(_BOM)  # as the chat gateway's reader (Python's json) takes it
+    raw = _utf8(raw.removeprefix(_BOM))  # as the chat gateway's reader (Python's json) takes it
     _check_text(raw)
     try:
         return model.model_validate_json(raw or b"")
     except ValidationError as exc:
         raise invalid_from_validation(list(exc.errors()), list(model.model_fields)) from None
+
+
+def _utf8(raw: bytes) -> bytes:
+    """``raw`` in UTF-8: JSON text in UTF-16 or UTF-32 (which JSON allowed before RFC 8259, and
+    the chat gateway's reader takes) is re-encoded for pydantic's reader, which reads UTF-8
+    only (it called such a body "not valid JSON (expected value at line 1 column 1)")."""
+    encoding = json.detect_encoding(raw)
+    if encoding == "utf-8":
+        return raw
+    try:
+        return raw.decode(encoding).encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError("body", f"is not valid {encoding.upper()} text ({exc.reason} "
+                                        f"at byte {exc.start}); send the JSON as UTF-8") from None
 
 
 def _check_text(raw: bytes) -> None:
