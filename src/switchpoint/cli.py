@@ -546,7 +546,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = _port_spec(args.port)
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"weights": args.weights, "data_dir": args.data_dir,
-                                        "policy": args.policy})
+                                        "policy": args.policy}, path_arg="--config")
     if args.policy is not None and settings.weights is not None:
         from switchpoint.weights import policy_of
 
@@ -569,7 +569,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from switchpoint.store.retention import RETENTION_DAYS, cutoff_for, prune, retention_ok
 
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
-                             overrides={"data_dir": args.data_dir})
+                             overrides={"data_dir": args.data_dir}, path_arg="--config")
     days = settings.store.retention_days if args.older_than is None else _parse_float(
         args.older_than, "--older-than", RETENTION_DAYS)
     if days is None:
@@ -616,7 +616,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from switchpoint.config import load_settings
 
     # The service's config works as is: the admin token it may name guards HTTP routes alone.
-    settings = load_settings(config)
+    settings = load_settings(config, path_arg="--config")
     with _feedback(args) as feedback:
         try:
             report = label(args.prompts, _parse_models(args.models) or [], args.out,

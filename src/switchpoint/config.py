@@ -242,6 +242,7 @@ class _Source:
     overrides: dict[str, Any]
     environ: Mapping[str, str] | None  # None: the process environment at each load
     overrides_from: str = "the command line"
+    path_arg: str = "path"
 
 
 class CacheSettings(BaseModel):
@@ -585,7 +586,7 @@ class Settings(BaseModel):
             return self
         source = self._source
         return load_settings(source.path, overrides=source.overrides, environ=source.environ,
-                             overrides_from=source.overrides_from)
+                             overrides_from=source.overrides_from, path_arg=source.path_arg)
 
 
 def load_settings(
@@ -594,11 +595,14 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     overrides_from: str = "the command line",
+    path_arg: str = "path",
 ) -> Settings:
     """Build :class:`Settings` from a YAML file (optional), the environment and ``overrides``.
 
     ``overrides`` hold command-line values by top-level key (None values are ignored), or a
     config given as a mapping: ``overrides_from`` says which, in the error about a bad one.
+    ``path_arg`` is what the caller took the file's path as, a Python argument (``config``)
+    or a flag (``--config``), which an error about the file tells to fix.
     Raises :class:`ConfigError` naming the key path and the reason.
     """
     env = os.environ if environ is None else environ
@@ -606,7 +610,7 @@ def load_settings(
     origin: dict[str, str] = {}
     file = None if path is None else Path(path)
     if file is not None:
-        data = _read_yaml(file)
+        data = _read_yaml(file, path_arg)
         for key in _PATH_KEYS:
             if isinstance(data.get(key), str):
                 data[key] = str(_resolve(file, data[key]))
@@ -639,7 +643,7 @@ def load_settings(
         settings._admin_token, settings._admin_token_problem = _admin_token(
             env, settings.admin_token_env)
     settings._source = _Source(path=file, overrides=dict(overrides or {}), environ=environ,
-                               overrides_from=overrides_from)
+                               overrides_from=overrides_from, path_arg=path_arg)
     return settings
 
 
@@ -675,42 +679,48 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_config_text(file: Path) -> str:
+def _passed(path_arg: str) -> str:
+    """How a file is passed to ``path_arg``: to a flag (to --config), as an argument (as config)."""
+    return f"to {path_arg}" if path_arg.startswith("-") else f"as {path_arg}"
+
+
+def _read_config_text(file: Path, path_arg: str) -> str:
     """The config file's text: a regular file of at most :data:`MAX_CONFIG_BYTES`, read once
-    (a directory, a device or a pipe is refused before anything is read from it)."""
-    shown = quoted_path(file)
+    (a directory, a device or a pipe is refused before anything is read from it). Its errors
+    say what to pass as ``path_arg``, the argument or flag that named it."""
+    shown, passed = quoted_path(file), _passed(path_arg)
     try:
         mode = file.stat().st_mode
     except FileNotFoundError:
-        raise ConfigError("config", f"{shown} not found; pass an existing YAML file to "
-                                    "--config") from None
+        raise ConfigError("config", f"{shown} not found; pass an existing YAML file "
+                                    f"{passed}") from None
     except OSError as exc:
         raise ConfigError("config", f"{shown} cannot be read ({exc.strerror or exc}); pass a "
-                                    "YAML file you can read to --config") from None
+                                    f"YAML file you can read {passed}") from None
     if stat.S_ISDIR(mode):
-        raise ConfigError("config", f"{shown} is a directory; pass the YAML file itself to "
-                                    f"--config (e.g. {quoted_path(file / 'switchpoint.yaml')})")
+        raise ConfigError("config", f"{shown} is a directory; pass the YAML file itself "
+                                    f"{passed} (e.g. {quoted_path(file / 'switchpoint.yaml')})")
     if not stat.S_ISREG(mode):
         raise ConfigError("config", f"{shown} is not a regular file (a device, pipe or socket); "
-                                    "pass a YAML file to --config")
+                                    f"pass a YAML file {passed}")
     try:
         with file.open("rb") as handle:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError("config", f"{shown} cannot be read ({exc.strerror or exc}); pass a "
-                                    "YAML file you can read to --config") from None
+                                    f"YAML file you can read {passed}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError("config", f"{shown} is over {MAX_CONFIG_BYTES >> 20} MiB, the most a "
                                     "config file may hold; a config names models and settings, "
-                                    "so check that --config points at the config")
+                                    f"so check that the file passed {passed} is the config")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("config", f"{shown} is not UTF-8 text") from None
 
 
-def _read_yaml(file: Path) -> dict[str, Any]:
-    text = _read_config_text(file)
+def _read_yaml(file: Path, path_arg: str) -> dict[str, Any]:
+    text = _read_config_text(file, path_arg)
     shown = quoted_path(file)
     try:
         loaded = yaml.load(text, Loader=_UniqueKeyLoader)

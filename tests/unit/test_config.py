@@ -442,6 +442,32 @@ def test_missing_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.yaml", environ={})
 
 
+def test_a_missing_config_file_is_named_as_the_caller_took_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from switchpoint import Gateway
+    from switchpoint.cli import main
+    from switchpoint.labelling import label
+
+    absent = tmp_path / "nope.yaml"
+    shown = repr(str(absent))
+    for call, arg in ((lambda: load_settings(absent, environ={}), "path"),
+                      (lambda: Gateway.from_config(absent), "config"),
+                      (lambda: label(["Hi"], ["m"], tmp_path / "out.jsonl", config=absent),
+                       "config")):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert str(info.value) == (f"config: {shown} not found; pass an existing YAML file "
+                                   f"as {arg}")
+    with pytest.raises(ConfigError) as info:
+        Gateway.from_config(tmp_path)
+    assert str(info.value).endswith(f"is a directory; pass the YAML file itself as config "
+                                    f"(e.g. {str(tmp_path / 'switchpoint.yaml')!r})")
+    assert main(["keys", "list", "--config", str(absent)]) != 0
+    err = capsys.readouterr().err
+    assert f"{shown} not found; pass an existing YAML file to --config" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_config_that_is_not_a_regular_file_says_what_it_is(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path, environ={})

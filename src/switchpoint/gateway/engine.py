@@ -247,7 +247,7 @@ class Gateway:
         elif isinstance(config, Mapping):
             settings = load_settings(overrides=dict(config), overrides_from=MAPPING_CONFIG)
         else:
-            settings = load_settings(config)
+            settings = load_settings(config, path_arg="config")
         gateway = cls(settings, **kwargs)
         if start:
             gateway.start()

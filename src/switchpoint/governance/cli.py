@@ -28,7 +28,7 @@ def _settings(args: argparse.Namespace) -> Any:
     from switchpoint.config import load_settings
 
     return load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
-                         overrides={"data_dir": args.data_dir})
+                         overrides={"data_dir": args.data_dir}, path_arg="--config")
 
 
 def _tenant_models(settings: Any, tenant: object) -> list[str] | None:

@@ -264,7 +264,7 @@ def _settings(config: ConfigArg) -> Settings:
         return config
     if isinstance(config, Mapping):
         return load_settings(overrides=dict(config), overrides_from=MAPPING_CONFIG)
-    return load_settings(config)
+    return load_settings(config, path_arg="config")
 
 
 # Checks ----------------------------------------------------------------------------------------
