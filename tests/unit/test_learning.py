@@ -605,6 +605,19 @@ def test_learning_settings_name_what_is_wrong(kwargs: dict[str, object], field: 
     assert info.value.field == field
 
 
+def test_a_bad_max_tenants_hears_the_one_rule_it_takes() -> None:
+    for value in ("5", 0, -1, 2.0):
+        with pytest.raises(InvalidInputError) as info:
+            LearningSettings(max_tenants=value)  # type: ignore[arg-type]
+        assert str(info.value) == (f"max_tenants: must be a whole number >= 1, or None for no "
+                                   f"bound, got {value!r}")
+    assert LearningSettings(max_tenants=1).max_tenants == 1
+    assert LearningSettings(max_tenants=None).max_tenants is None
+    with pytest.raises(InvalidInputError) as info:
+        LearningSettings(memory_size=None)  # type: ignore[arg-type]
+    assert str(info.value) == "memory_size: must be a whole number >= 0, got None"
+
+
 def test_a_decision_served_from_the_cache_always_takes_feedback(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     router = _router(package, fake_embedder, learning=LearningSettings(memory_size=3))
     router.route(math_prompt(1))

@@ -76,18 +76,20 @@ class LearningSettings:
     max_tenants: int | None = MAX_TENANTS
 
     def __post_init__(self) -> None:
-        def whole(name: str, value: object, *, none: bool = False) -> None:
+        def whole(name: str, value: object, *, least: int = 0, none: str = "") -> None:
+            # ``none``: what None means where it is taken (empty: None is refused)
             if value is None and none:
                 return
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-                raise InvalidInputError(name, f"must be a whole number >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+                    value < least:
+                rule = f"a whole number >= {least}" + (f", or None {none}" if none else "")
+                raise InvalidInputError(name, f"must be {rule}, got {value!r}")
 
         whole("memory_size", self.memory_size)
-        whole("seed", self.seed, none=True)
-        whole("max_new_clusters", self.max_new_clusters, none=True)
-        whole("max_tenants", self.max_tenants, none=True)
-        if self.max_tenants == 0:
-            raise InvalidInputError("max_tenants", "must be at least 1 (None: no bound), got 0")
+        whole("seed", self.seed, none="for a random one")
+        whole("max_new_clusters", self.max_new_clusters,
+              none="for twice the base policy's clusters")
+        whole("max_tenants", self.max_tenants, least=1, none="for no bound")
         rate = real_number(self.exploration)
         if rate is None or not 0.0 <= rate <= 1.0:
             raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got "
