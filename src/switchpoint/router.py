@@ -387,9 +387,19 @@ class Router:
         """Validate a batch and embed it (if the policy needs vectors). Returns (inputs, ms)."""
         if prompts is None and embeddings is None:
             raise InvalidInputError("prompts", "give a list of prompts or of embeddings")
-        if prompts is not None and (isinstance(prompts, str) or not isinstance(prompts, Iterable)):
-            raise InvalidInputError("prompts", "must be a list of strings")
-        if embeddings is not None and (isinstance(embeddings, (str, bytes))
+        if isinstance(prompts, (str, bytes)):
+            raise InvalidInputError("prompts", f"must be a list of strings, got "
+                                               f"{type(prompts).__name__}; pass [prompt] for one "
+                                               "prompt (or route it with route())")
+        if isinstance(prompts, Mapping):
+            raise InvalidInputError("prompts", f"must be a list of strings, got "
+                                               f"{type(prompts).__name__}, a mapping whose keys "
+                                               "would be routed as prompts; pass a list of the "
+                                               "prompt texts")
+        if prompts is not None and not isinstance(prompts, Iterable):
+            raise InvalidInputError("prompts", f"must be a list of strings, got "
+                                               f"{type(prompts).__name__}")
+        if embeddings is not None and (isinstance(embeddings, (str, bytes, Mapping))
                                        or not isinstance(embeddings, Iterable)):
             raise InvalidInputError("embeddings", "must be a list of vectors (lists of numbers) "
                                                   "or a 2-D NumPy array, got "

@@ -312,6 +312,29 @@ def test_bad_prompt_rejected_and_state_unchanged(router: Router, prompt: object)
     assert _state(router) == before
 
 
+def test_a_batch_that_is_no_list_of_prompts_is_refused_naming_prompts(router: Router) -> None:
+    from types import MappingProxyType
+
+    before = _state(router)
+    for prompts, got in (({"a": 1}, "dict, a mapping whose keys would be routed as prompts; "
+                                    "pass a list of the prompt texts"),
+                         (MappingProxyType({PROMPTS[0]: 1}), "mappingproxy, a mapping whose"),
+                         (PROMPTS[0], "str; pass [prompt] for one prompt (or route it with "
+                                      "route())"),
+                         (b"hi", "bytes; pass [prompt]"), (42, "int")):
+        for call in (router.route_batch, router.estimates):
+            with pytest.raises(InvalidInputError) as info:
+                call(prompts)  # type: ignore[arg-type]
+            assert info.value.field == "prompts"
+            assert str(info.value).startswith(f"prompts: must be a list of strings, got {got}")
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(embeddings={"a": [0.0]})  # type: ignore[arg-type]
+    assert str(info.value).startswith("embeddings: must be a list of vectors")
+    assert _state(router) == before
+    assert [d.selected_model for d in router.route_batch(tuple(PROMPTS[:2]))] == [
+        router.route(p).selected_model for p in PROMPTS[:2]]
+
+
 @pytest.mark.parametrize("lam", [-1, math.nan, math.inf, "0.5", None])
 def test_a_bad_lambda_set_on_the_router_is_refused_and_the_old_one_kept(router: Router,
                                                                          lam: object) -> None:
