@@ -93,3 +93,28 @@ def test_over_http_the_same_errors_name_the_headers(served: ThreadServer,
     body = caught.value.body
     assert isinstance(body, dict) and body["param"] == param, body
     assert str(body["message"]).startswith(f"{param}: ")
+
+
+NAMES_NO_MODEL = ("names no model; name at least one for 'auto' to choose among, or leave it "
+                  "out to let 'auto' choose among every model it may")
+
+
+def test_an_empty_candidate_list_says_it_names_no_model(local: Gateway) -> None:
+    store = local.store
+    assert store is not None
+    before, _ = store.requests(1000, None)
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete(messages(), models=[])
+    assert str(caught.value) == f"models: {NAMES_NO_MODEL}"
+    assert len(store.requests(1000, None)[0]) == len(before)
+
+
+@pytest.mark.parametrize("listed", ["", ",", ", ,"])
+def test_a_models_header_naming_no_model_says_so_and_how_to_fix_it(served: ThreadServer,
+                                                                   listed: str) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(served).chat.completions.create(model="auto", messages=messages(),  # type: ignore[arg-type]
+                                               extra_headers={"x-switchpoint-models": listed})
+    body = caught.value.body
+    assert isinstance(body, dict) and body["param"] == "x-switchpoint-models", body
+    assert body["message"] == f"x-switchpoint-models: {NAMES_NO_MODEL}"

@@ -669,9 +669,14 @@ def _check_parts(message: Mapping[str, Any], i: int) -> None:
 
 def check_model_count(models: list[str], field: str) -> list[str]:
     """``models``, a list of candidates for ``auto`` given apart from the body (a header, an
-    argument), held to the body's ``models`` bound: :class:`InvalidInputError` naming
-    ``field`` for more than :data:`MAX_MODELS` names (dropping the rest would route among
-    fewer models than the caller listed)."""
+    argument), held to the body's ``models`` bounds: :class:`InvalidInputError` naming
+    ``field`` for none (left out, ``auto`` chooses among all; an empty list is no choice) or
+    more than :data:`MAX_MODELS` names (dropping the rest would route among fewer models than
+    the caller listed)."""
+    if not models:
+        raise InvalidInputError(field, "names no model; name at least one for 'auto' to choose "
+                                       "among, or leave it out to let 'auto' choose among every "
+                                       "model it may")
     if len(models) > MAX_MODELS:
         raise InvalidInputError(field, f"names {len(models)} models; it takes at most "
                                        f"{MAX_MODELS}")
