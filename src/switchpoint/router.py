@@ -22,6 +22,7 @@ import numpy as np
 
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._numbers import real_number
+from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import Catalog, estimate_tokens
 from switchpoint.decision import (
     WEAKEST_PRIOR,
@@ -41,7 +42,12 @@ from switchpoint.embedding import (
 )
 from switchpoint.errors import InvalidInputError, NoCandidatesError, UnknownModelError
 from switchpoint.learning.events import FeedbackLog, check_cost, check_tenant
-from switchpoint.learning.learner import Learner, LearningSettings, OutcomeResult
+from switchpoint.learning.learner import (
+    BUILD_IN_EACH_PROCESS,
+    Learner,
+    LearningSettings,
+    OutcomeResult,
+)
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.learning.overlay import CardEvidence
 from switchpoint.policies import Estimates, Inputs, Policy
@@ -118,9 +124,12 @@ class RoutingStats:
         }
 
 
-class DecisionCache:
+class DecisionCache(RemadeOnLoad):
     """LRU + TTL cache of decisions keyed on (input, λ, candidate set), each with the evidence
-    behind every model's estimate (what exploration aims with). Thread-safe."""
+    behind every model's estimate (what exploration aims with). Thread-safe. Pickled, it
+    travels empty (its entries are stamped by this process's clock)."""
+
+    _remade = remade(_lock=LOCK, _entries=OrderedDict)
 
     def __init__(self, size: int = 10_000, ttl_seconds: float = 3600.0) -> None:
         self.size = check_cache_size(size, "cache_size")
@@ -165,8 +174,22 @@ class DecisionCache:
         return len(self._entries)
 
 
-class Router:
-    """Routes prompts (or pre-computed embeddings) to the model that should answer them."""
+class Router(RemadeOnLoad):
+    """Routes prompts (or pre-computed embeddings) to the model that should answer them.
+
+    A router pickles (for a ``multiprocessing`` worker) with its weights, catalog, settings,
+    counters and what it learned; its locks, its embedder's loaded model and its decision
+    cache are made anew in the copy. One serving in a gateway, learning into a feedback log
+    or followed by a TenantRouter cannot travel: pickling it is a :class:`TypeError` saying
+    so; build the router in each process then."""
+
+    _remade = remade(_stats_lock=LOCK)
+
+    def _check_picklable(self) -> None:
+        if self.gateway is not None:
+            raise TypeError("cannot pickle a router serving in a Gateway (its store, providers "
+                            f"and event loop stay in this process); {BUILD_IN_EACH_PROCESS}")
+        self.learner._check_picklable()
 
     def __init__(
         self,

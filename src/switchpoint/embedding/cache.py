@@ -9,12 +9,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint._progress import ProgressFn
 from switchpoint.embedding.base import Embedder, Matrix, warm_up
 
 
-class CachedEmbedder:
+class CachedEmbedder(RemadeOnLoad):
     """Wraps an :class:`Embedder`; keeps the last ``size`` vectors keyed by the text's SHA-256."""
+
+    _remade = remade(_lock=LOCK)
 
     def __init__(self, inner: Embedder, size: int = 4096) -> None:
         if size < 0:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from switchpoint._pickling import LAZY, LOCK, RemadeOnLoad, remade
 from switchpoint._progress import ProgressFn
 from switchpoint.embedding.base import Matrix
 
@@ -44,12 +45,15 @@ _CLS, _SEP = 101, 102
 _CHARS_PER_TOKEN_BOUND = 12
 
 
-class MiniLMEmbedder:
+class MiniLMEmbedder(RemadeOnLoad):
     """all-MiniLM-L6-v2 sentence embeddings (mean-pooled, L2-normalised, 384-d).
 
     Parameters are plain constructor arguments; the ONNX session is created on first use (or by
-    :meth:`warm_up`), never at import.
+    :meth:`warm_up`), never at import. Pickled, it travels without its session, which the copy
+    creates again on its first use.
     """
+
+    _remade = remade(_session=LAZY, _tokenizer=LAZY, _lock=LOCK)
 
     def __init__(
         self,

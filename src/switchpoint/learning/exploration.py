@@ -19,14 +19,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.errors import InvalidInputError
 
 #: Evidence within this many labels of the least counts as a tie.
 EVIDENCE_TIE = 1e-6
 
 
-class Explorer:
+class Explorer(RemadeOnLoad):
     """Draws which decisions explore, and where to."""
+
+    _remade = remade(_lock=LOCK)
 
     def __init__(self, rate: float = 0.0, seed: int | None = None) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from switchpoint._numbers import real_number
+from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
 from switchpoint.errors import (
     DecisionNotFoundError,
     InvalidInputError,
@@ -118,8 +119,28 @@ class OutcomeResult:
                 "previous_quality": self.previous_quality, "event_id": self.event.event_id}
 
 
-class Learner:
-    """Learning state of one router (thread-safe; see the module docstring)."""
+#: How to have a router in another process when its own cannot be pickled.
+BUILD_IN_EACH_PROCESS = ("build the router in each process instead (e.g. load_router(...) in a "
+                         "multiprocessing Pool's initializer)")
+
+
+class Learner(RemadeOnLoad):
+    """Learning state of one router (thread-safe; see the module docstring). It pickles (with
+    its router, to another process) with what it learned, unless a feedback log or a
+    subscriber ties it to this process."""
+
+    _remade = remade(_lock=RLOCK, _reporting=LOCK)
+
+    def _check_picklable(self) -> None:
+        if self.log is not None:
+            raise TypeError(f"cannot pickle a router that learns into a feedback log "
+                            f"({type(self.log).__name__}): a copy in another process would "
+                            f"learn outcomes the log never holds; {BUILD_IN_EACH_PROCESS}, or "
+                            "pickle one built without feedback_log")
+        if self._subscribers or self._forgetting:
+            raise TypeError("cannot pickle a router whose outcomes others follow (a "
+                            "TenantRouter or a gateway subscribed to its learner): they stay "
+                            f"in this process; {BUILD_IN_EACH_PROCESS}")
 
     def __init__(self, policy: Policy, settings: LearningSettings | None = None, *,
                  log: FeedbackLog | None = None,

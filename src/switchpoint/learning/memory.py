@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._pickling import LOCK, RemadeOnLoad, remade
+
 
 @dataclass(frozen=True)
 class PendingDecision:
@@ -29,12 +31,14 @@ class PendingDecision:
     prompt_tokens: int | None = None
 
 
-class DecisionMemory:
+class DecisionMemory(RemadeOnLoad):
     """A bounded map ``decision_id → PendingDecision``; the oldest entries go first. Thread-safe.
 
     An entry is kept at most ``capacity`` decisions; an outcome for a decision that has left
     (or never was here) is reported as not found.
     """
+
+    _remade = remade(_lock=LOCK)
 
     def __init__(self, capacity: int = 10_000) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:

@@ -1,0 +1,111 @@
+"""A Router pickles, for a ``multiprocessing`` worker: the copy routes as the original did, with
+what it learned; its locks, its embedder's ONNX session and its decision cache are made anew.
+A router tied to this process (a feedback log, a TenantRouter, a gateway) refuses, saying
+what cannot travel and to build the router in each process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import threading
+from pathlib import Path
+
+import pytest
+
+from switchpoint import Router, load_router, load_weights
+from switchpoint.embedding import MiniLMEmbedder
+from switchpoint.gateway import Gateway
+from switchpoint.learning import InMemoryFeedbackLog
+from switchpoint.learning.tenant_router import TenantRouter
+from tests.conftest import RouterFactory
+from tests.integration.gateway_env import FACTORY
+
+PROMPTS = ["Prove that the square root of 2 is irrational.", "Write a haiku about rain.",
+           "What is the capital of France?", "Implement quicksort in Rust with generics.",
+           "Summarise the causes of the First World War in three bullet points.",
+           "Translate 'good morning' into Japanese."]
+BUILD_IN_EACH = ("build the router in each process instead (e.g. load_router(...) in a "
+                 "multiprocessing Pool's initializer)")
+
+
+def _route_all(router: Router, prompts: list[str]) -> list[str]:
+    """What a pool worker does with the router it was sent (module level: spawn imports it)."""
+    return [router.route(p).selected_model for p in prompts]
+
+
+def test_a_copy_of_a_router_with_minilm_routes_the_same_prompts_to_the_same_models(
+        real_weights_dir: Path) -> None:
+    embedder = MiniLMEmbedder()
+    router = Router(load_weights(real_weights_dir), embedder=embedder, cost_weight=0.3)
+    chosen = _route_all(router, PROMPTS)
+    assert embedder._session is not None  # loaded: it is left behind, not pickled
+    copy = pickle.loads(pickle.dumps(router))
+    inner = copy.embedder.inner
+    assert isinstance(inner, MiniLMEmbedder) and inner is not embedder
+    assert inner._session is None and len(copy.cache) == 0  # made anew, lazily
+    assert copy.cost_weight == 0.3 and copy.stats.total_requests == len(PROMPTS)
+    assert _route_all(copy, PROMPTS) == chosen  # (their vectors travelled in its cache)
+    fresh = ["How do vaccines train the immune system?", "Write a limerick about a cat."]
+    assert _route_all(copy, fresh) == _route_all(router, fresh)
+    assert inner._session is not None and inner._session is not embedder._session
+    assert copy.embedder.embed(fresh).tolist() == router.embedder.embed(fresh).tolist()
+
+
+def test_a_copy_keeps_what_the_router_learned(make_router: RouterFactory) -> None:
+    router = make_router()
+    for i in range(12):
+        decision = router.route(f"{PROMPTS[i % len(PROMPTS)]} ({i})", tenant="acme")
+        router.report_outcome(decision.decision_id, 0.05 if i % 2 else 0.95, tenant="acme")
+    pending = router.route(PROMPTS[0], tenant="acme")
+    router.cache.clear()
+    chosen = [router.route(p, tenant="acme").selected_model for p in PROMPTS]
+    copy = pickle.loads(pickle.dumps(router))
+    assert copy.learner.n_events("acme") == router.learner.n_events("acme") == 12
+    assert [copy.route(p, tenant="acme").selected_model for p in PROMPTS] == chosen
+    # Its locks are its own, and the decision remembered before it travelled takes feedback.
+    assert copy.learner._lock is not router.learner._lock
+    assert isinstance(copy.cache._lock, type(threading.Lock()))
+    assert copy.report_outcome(pending.decision_id, 1.0, tenant="acme").replaced is False
+    assert copy.learner.n_events("acme") == 13 and router.learner.n_events("acme") == 12
+
+
+def test_a_router_tied_to_this_process_refuses_to_pickle_saying_why(
+        make_router: RouterFactory, tmp_path: Path) -> None:
+    logged = make_router(feedback_log=InMemoryFeedbackLog())
+    with pytest.raises(TypeError) as info:
+        pickle.dumps(logged)
+    assert str(info.value) == (
+        "cannot pickle a router that learns into a feedback log (InMemoryFeedbackLog): a copy "
+        f"in another process would learn outcomes the log never holds; {BUILD_IN_EACH}, or "
+        "pickle one built without feedback_log")
+    followed = make_router()
+    TenantRouter(followed)
+    with pytest.raises(TypeError) as info:
+        pickle.dumps(followed)
+    assert str(info.value) == (
+        "cannot pickle a router whose outcomes others follow (a TenantRouter or a gateway "
+        f"subscribed to its learner): they stay in this process; {BUILD_IN_EACH}")
+    assert followed.route(PROMPTS[0]).selected_model  # a refusal changes nothing
+    config = {"models": [{"name": "good", "profile": "gpt-4-1106-preview",
+                          "base_url": "http://127.0.0.1:19299/v1", "input_per_mtok": 10,
+                          "output_per_mtok": 30}],
+              "data_dir": str(tmp_path / "data")}
+    with Gateway.from_config(config, loader=FACTORY) as gateway, \
+            pytest.raises(TypeError) as info:
+        pickle.dumps(gateway.router)
+    assert str(info.value) == ("cannot pickle a router serving in a Gateway (its store, "
+                               "providers and event loop stay in this process); "
+                               f"{BUILD_IN_EACH}")
+
+
+def test_a_spawned_pool_routes_with_a_pickled_router_or_hears_why_not(
+        make_router: RouterFactory) -> None:
+    router = load_router(warm=False, cost_weight=0.4)
+    halves = [PROMPTS[:3], PROMPTS[3:]]
+    expected = [_route_all(router, half) for half in halves]
+    logged = make_router(feedback_log=InMemoryFeedbackLog())
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert pool.starmap(_route_all, [(router, half) for half in halves]) == expected
+        with pytest.raises(TypeError, match=r"^cannot pickle a router that learns into a "
+                                            r"feedback log \(InMemoryFeedbackLog\)"):
+            pool.apply(_route_all, (logged, PROMPTS[:1]))
