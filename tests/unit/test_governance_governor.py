@@ -541,53 +541,61 @@ def _crashed_mid_request(tmp_path: Path) -> tuple[Settings, str, Any, list[float
     return s, acme, ticket, now
 
 
-def test_a_reservation_left_open_by_a_crash_is_released_once_and_the_reports_agree(
+def test_a_reservation_left_open_by_a_crash_is_charged_once_and_the_reports_agree(
         tmp_path: Path) -> None:
     """A reservation on disk when the process died holds its budget after the restart until
-    its request's deadline, then is released, and the restarted service writes that release
-    (it used to write nothing, leaving the spend table with a reservation open for good once a
-    later start no longer looked back that far); a later start finds nothing to release
-    again, and the reports, read from the spend table, say what the live ledger says."""
+    its request's deadline, then is charged what it held (its request had run, so a provider
+    may have billed it), and the restarted service writes that charge; a later start charges
+    nothing again, and the reports, read from the spend table, say what the live ledger
+    says."""
     from switchpoint.governance.ledger import LOOKBACK_S
     from switchpoint.governance.reports import Reports
     from switchpoint.store import SQLiteStore
 
     s, acme, ticket, now = _crashed_mid_request(tmp_path)
 
-    def reports_held() -> float:
-        status = Reports.from_settings(s, clock=lambda: now[0]).ledger.status(
-            acme, parse_budgets(["10/day"])[0])
-        return float(status["held_usd"])
+    def reported() -> tuple[float, float, float]:
+        """What the reports say of the tenant: held, spent this month (their ledger) and the
+        spend the table's rows sum since the crash."""
+        reports = Reports.from_settings(s, clock=lambda: now[0])
+        return (reports.ledger.held(acme), reports.ledger.spent(acme, "month"),
+                reports._recent_spend(acme, ticket.ts, now[0] + 1))
 
     store = SQLiteStore(s.db_path).open()
     try:
         second = Governor(s, store=store, clock=lambda: now[0])
         second.open()
-        assert second.ledger.held(acme) == ticket.worst_usd == reports_held()
+        assert second.ledger.held(acme) == ticket.worst_usd > 0
+        assert reported() == (ticket.worst_usd, 0.0, 0.0)
         now[0] = ticket.expires_at + 1.0  # its request's deadline is past
         second.flush()
-        assert second.ledger.held(acme) == 0.0 == reports_held()
+        assert second.ledger.held(acme) == 0.0
+        assert second.ledger.spent(acme, "day") == ticket.worst_usd
+        assert second.ledger.spent(TOTAL, "day") == ticket.worst_usd
         second.close()
     finally:
         store.close()
-    assert _closings(s.db_path) == {ticket.id: ["expire"]}
-    for later in (60.0, LOOKBACK_S + 3600.0):  # a later start releases nothing again
+    assert reported() == (0.0, ticket.worst_usd, ticket.worst_usd)
+    assert _closings(s.db_path) == {ticket.id: ["expire_charge"]}
+    for later in (60.0, LOOKBACK_S + 3600.0):  # a later start charges nothing again
         now[0] = ticket.expires_at + later
         with SQLiteStore(s.db_path) as store:
             third = Governor(s, store=store, clock=lambda: now[0])
             third.open()
-            assert third.ledger.held(acme) == 0.0 == reports_held()
+            assert third.ledger.held(acme) == 0.0
+            assert third.ledger.spent(acme, "month") == ticket.worst_usd
             third.close()
-        assert _closings(s.db_path) == {ticket.id: ["expire"]}
+        assert reported() == (0.0, ticket.worst_usd, ticket.worst_usd)
+        assert _closings(s.db_path) == {ticket.id: ["expire_charge"]}
 
 
 @pytest.mark.parametrize("down_days", [3.0, 40.0])
-def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_expired_once(
+def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_charged_once(
         tmp_path: Path, down_days: float) -> None:
     """The process died mid-request and the service stayed down longer than a restart looks
-    back (LOOKBACK_S): the start still closes that reservation with an ``expire`` row saying
-    whose it was (key and tenant), holds nothing for it, and a later start writes no second
-    one."""
+    back (LOOKBACK_S): the start still closes that reservation, charging what it held in the
+    periods under way, with an ``expire_charge`` row saying whose it was (key and tenant),
+    holds nothing for it, and a later start writes no second one nor charges it again."""
     import sqlite3
 
     from switchpoint.governance.ledger import LOOKBACK_S
@@ -601,17 +609,65 @@ def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_expired_o
             gov = Governor(s, store=store, clock=lambda: now[0])
             gov.open()
             assert gov.ledger.held(acme) == 0.0 and gov.ledger.open_tickets() == 0
+            assert gov.ledger.spent(acme, "day") == ticket.worst_usd
             gov.close()
-        assert _closings(s.db_path) == {ticket.id: ["expire"]}
+        assert _closings(s.db_path) == {ticket.id: ["expire_charge"]}
         now[0] += 3600.0
     db = sqlite3.connect(s.db_path)
     try:
-        rows = db.execute("SELECT kind, key_id, tenant, expires_at FROM spend "
-                          "WHERE reservation_id = ? ORDER BY seq", (ticket.id,)).fetchall()
+        rows = db.execute("SELECT kind, key_id, tenant, expires_at, amount_usd, model FROM "
+                          "spend WHERE reservation_id = ? ORDER BY seq", (ticket.id,)).fetchall()
     finally:
         db.close()
-    assert rows[1] == ("expire", ticket.key_id, "acme", ticket.expires_at)
+    # (Its request had three candidates: which one ran is not known, so no model is charged.)
+    assert rows[1] == ("expire_charge", ticket.key_id, "acme", ticket.expires_at,
+                       ticket.worst_usd, None)
     assert rows[0][1:3] == rows[1][1:3]
+
+
+@pytest.mark.parametrize(("names", "model", "provider"), [
+    (["mid"], "mid", "anthropic"),  # one candidate: its model and provider known
+    (["big", "small"], None, "openai"),  # two, of one provider: which model ran is not
+    (["big", "mid"], None, None)])
+def test_a_crash_s_reservation_charges_the_model_and_provider_its_row_names(
+        tmp_path: Path, names: list[str], model: str | None, provider: str | None) -> None:
+    """A reservation's row names the model its request may run on when it has one candidate,
+    and the provider when its candidates share one: the charge at its expiry after a crash
+    goes to their accounts too (their budgets count it), and to none of a model not known."""
+    import sqlite3
+
+    from switchpoint.governance.ledger import model_account, provider_account
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}},
+                 budgets={"models": {"mid": ["10/day"], "big": ["10/day"]},
+                          "providers": {"openai": ["10/day"], "anthropic": ["10/day"]}})
+    cards = [c for c in CARDS if c.name in names]
+    body: dict[str, Any] = {"model": names[0], "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    with SQLiteStore(s.db_path) as store:
+        first = Governor(s, store=store, clock=lambda: now[0])
+        ticket, _, _ = admit(first, s, "acme", body, cards=cards, require_first=True)
+        now[0] += 1.0
+        first.flush()  # its reservation reaches disk; then the process dies
+    assert (ticket.model, ticket.provider) == (model, provider)
+    now[0] = ticket.expires_at + 1.0
+    with SQLiteStore(s.db_path) as store:
+        second = Governor(s, store=store, clock=lambda: now[0])
+        second.open()
+        spent = {account: second.ledger.spent(account, "day") for account in (
+            "tenant:acme", TOTAL, *map(model_account, ("mid", "big", "small")),
+            *map(provider_account, ("openai", "anthropic")))}
+        second.close()
+    charged = {account for account, amount in spent.items() if amount}
+    assert set(spent.values()) == {0.0, ticket.worst_usd}
+    assert charged == {"tenant:acme", TOTAL, *([model_account(model)] if model else []),
+                       *([provider_account(provider)] if provider else [])}
+    with sqlite3.connect(s.db_path) as db:
+        rows = db.execute("SELECT kind, model, provider FROM spend ORDER BY seq").fetchall()
+    db.close()
+    assert rows == [("reserve", model, provider), ("expire_charge", model, provider)]
 
 
 def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_looks_is_expired_once(
@@ -619,9 +675,11 @@ def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_lo
     """An earlier version wrote no expiry at a start: a reservation its process left open,
     followed by days of further runs, lies further back than a start looks (LOOKBACK_S before
     the ledger's last row) and stayed open in the table for good. Upgrading the file closes it
-    with one ``expire`` row (dated at its expiry, so the window a start reads does not move);
-    the reservations a start does see are left to it, a live one still holds, a second start
-    writes nothing more, and the reports say what the live ledger says."""
+    with one ``expire`` row (dated at its expiry, so the window a start reads does not move),
+    a release, which charges nothing; the reservations a start does see are left to it (one
+    past its deadline charged what it held, though its row, an earlier version's, says no
+    amount), a live one still holds, a second start writes nothing more, and the reports say
+    what the live ledger says."""
     import sqlite3
 
     from switchpoint._files import private_file
@@ -675,15 +733,16 @@ def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_lo
             reports = Reports.from_settings(s, clock=lambda: now[0]).ledger
             assert gov.ledger.held(acme) == 0.5 == reports.held(acme)  # "running" still holds
             assert gov.ledger.status(acme, budget) == reports.status(acme, budget)
-            assert gov.ledger.spent(acme, "month") == 0.25 == reports.spent(acme, "month")
+            # ("paid", and "recent" charged its hold; not "forgotten", released)
+            assert gov.ledger.spent(acme, "month") == 0.75 == reports.spent(acme, "month")
             gov.close()
         assert _closings(s.db_path) == {"forgotten": ["expire"], "released": ["release"],
-                                        "paid": ["settle"], "recent": ["expire"],
+                                        "paid": ["settle"], "recent": ["expire_charge"],
                                         "running": []}, run
     expire = [row for row in table() if row[1] == "forgotten"][1]
     assert expire == (rows[0].expires_at, "forgotten", "expire", "k1", "acme", 0.0,
                       rows[0].expires_at)
-    assert max(row[0] for row in table()) == now[0]  # (the start's own expire row of "recent")
+    assert max(row[0] for row in table()) == now[0]  # (the start's own row of "recent")
 
 
 def test_a_request_released_after_its_reservation_expired_is_released_once(

@@ -12,11 +12,13 @@ import pytest
 from switchpoint.errors import StoreError
 from switchpoint.governance.budgets import Budget, period_end
 from switchpoint.governance.ledger import (
+    CHARGED_ROWS,
     TOTAL,
     Blocked,
     Ledger,
     LedgerRecord,
     Limits,
+    OpenReservation,
     Ticket,
     load_state,
     settle_accounts,
@@ -196,6 +198,72 @@ def test_the_ledger_is_rebuilt_from_the_spend_table(tmp_path: Path) -> None:
     assert settle_accounts("k1", "a", "m", "openai") == [TOTAL, "key:k1", "tenant:a",
                                                         "model:m", "provider:openai"]
 
+
+
+def test_a_reservation_a_crash_left_open_is_charged_what_it_held_when_it_expires() -> None:
+    """A reservation read from disk (its request ran in a process that stopped) holds until
+    its deadline, then is charged what its request's tries were held for (its row's amount):
+    to the gateway, its key and tenant, and to its model and provider when its row names
+    them; one its row names no model for charges no model. One of this process that expires
+    is released (its request's settlement books what it cost)."""
+    clock = Clock()
+    ledger = Ledger(clock)
+    ledger.restore({}, [
+        OpenReservation("one", T0 - 10, T0 + 5, {"key:k1": 0.3, "model:m": 0.3}, "k1", "a",
+                        0.4, "m", "openai"),
+        OpenReservation("several", T0 - 10, T0 + 5, {"tenant:a": 0.2}, None, "a", 0.2)])
+    own = reserve(ledger, 0.1, {}, ttl=5)
+    assert isinstance(own, Ticket)
+    assert ledger.held("key:k1") == 0.3 and ledger.spent("key:k1", "day") == 0.0
+    clock.now += 6
+    expired = {t.id: t for t in ledger.take_expired()}
+    assert set(expired) == {"one", "several", own.id}
+    assert expired["one"].charged_usd == 0.4 and expired["one"].expired_at == clock.now
+    assert expired["several"].charged_usd == 0.2 and expired[own.id].charged_usd is None
+    assert ledger.held("key:k1") == 0.0 == ledger.held("tenant:a")
+    for account, spent in [("key:k1", 0.4), ("model:m", 0.4), ("provider:openai", 0.4),
+                           ("tenant:a", 0.6), (TOTAL, 0.6)]:
+        assert ledger.spent(account, "day") == pytest.approx(spent), account
+    assert not ledger.take_expired()  # charged once
+    # Its request is in no process: nothing settles it (were one to try, nothing more books).
+    assert ledger.settle(expired["one"], charged_usd=1.0, accounts=[TOTAL], tokens=None) is False
+    assert ledger.spent(TOTAL, "day") == pytest.approx(0.6)
+
+
+def test_expiries_that_charged_are_spend_when_rebuilt_and_old_expiries_are_releases(
+        tmp_path: Path) -> None:
+    """Rebuilt from the ``spend`` table, an ``expire_charge`` row is spend of the accounts it
+    names, and closes its reservation: a second start charges it no more. An ``expire`` row
+    (as earlier versions wrote for a crash's reservation, or a release at expiry now) still
+    reads as a release: nothing spent. A reservation's row gives what a charge at its expiry
+    would be, and its model and provider when it names them."""
+    db = tmp_path / "switchpoint.db"
+    now = T0
+    rows = [LedgerRecord(ts=now - 60, reservation_id=rid, kind="reserve", amount_usd=amount,
+                         key_id="k1", tenant="a", model=model, provider=provider,
+                         holds={"tenant:a": amount}, expires_at=now + expiry)
+            for rid, amount, model, provider, expiry in [
+                ("old", 0.5, None, None, -30), ("charged", 0.25, "m", "openai", -30),
+                ("open", 0.125, "m", "openai", 100)]]
+    rows += [LedgerRecord(ts=now - 30, reservation_id="old", kind="expire", key_id="k1",
+                          tenant="a", expires_at=now - 30),
+             LedgerRecord(ts=now - 30, reservation_id="charged", kind="expire_charge",
+                          amount_usd=0.25, key_id="k1", tenant="a", model="m",
+                          provider="openai", expires_at=now - 30)]
+    with SQLiteStore(db) as store:
+        for row in rows:
+            store.append(row).result()
+    spent, live, stale = load_state(db, now)
+    assert not stale  # both closed
+    for account in ("key:k1", "tenant:a", "model:m", "provider:openai", TOTAL):
+        assert spent[account] == {"hour": 0.25, "day": 0.25, "week": 0.25, "month": 0.25}
+    assert live == [OpenReservation("open", now - 60, now + 100, {"tenant:a": 0.125}, "k1",
+                                    "a", 0.125, "m", "openai")]
+    with sqlite3.connect(db) as conn:
+        charged = conn.execute(f"SELECT sum(amount_usd) FROM spend WHERE {CHARGED_ROWS}"
+                               ).fetchone()[0]
+    conn.close()
+    assert charged == 0.25
 
 
 def test_a_damaged_spend_table_is_a_store_error_that_says_what_to_do(tmp_path: Path) -> None:

@@ -45,7 +45,9 @@ request may then owe, by the same rule, on its budgets and in its TPM windows al
 tenant under a TPM limit and no budget too: a failover cannot send more tokens than its limit
 takes), or refuses the try, which is not sent; settlement counts each try once, whatever was
 held for it. A request that got no answer (and no such try) releases its reservation. A
-request's end is booked once, even after its reservation expired.
+request's end is booked once, even after its reservation expired. A reservation a stop or crash
+left open on disk is charged what it held when it expires (see
+:mod:`~switchpoint.governance.ledger`).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ from switchpoint.errors import (
 from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, parse_budgets
 from switchpoint.governance.keys import KeyRecord, KeyStore
 from switchpoint.governance.ledger import (
+    EXPIRE_CHARGE,
     EXPIRY_GRACE_S,
     PERSIST_AFTER_S,
     TOTAL,
@@ -258,19 +261,16 @@ class Governor:
         if self.store is not None:
             now = self.clock()
             spent, live, stale = load_state(self.store.path, now, self.store.gone)
-            self.ledger.restore(spent, live, now)
+            self.ledger.restore(spent, [*live, *stale], now)
             if stale:
                 log.warning("%d budget reservation(s) from a previous run were still open past "
                             "their request deadline (the process stopped mid-request); "
-                            "released them", len(stale))
-                for gone in stale:
-                    self._append(LedgerRecord(ts=now, reservation_id=gone.id, kind="expire",
-                                              key_id=gone.key_id, tenant=gone.tenant,
-                                              expires_at=gone.expires_at))
+                            "charged them what they held", len(stale))
             if live:
                 log.warning("%d budget reservation(s) from a previous run are still open; they "
-                            "hold their amount until their request deadline, then expire",
-                            len(live))
+                            "hold their amount until their request deadline, then are charged "
+                            "it", len(live))
+            self._write_expired()  # (those past their deadline, now)
             self._stop.clear()
             self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                              name="switchpoint-ledger-flush")
@@ -875,10 +875,16 @@ class Governor:
             for card in kept:
                 for account in per_card[card.name]:
                     holds[account] = max(holds.get(account, 0.0), worst[card.name])
+            # (The one model, and provider, its tries may go to: a charge at its expiry, if a
+            # crash leaves it open, goes to their accounts too.)
+            providers = {c.provider for c in kept}
             result = self.ledger.reserve(holds=holds, budgets=budgets,
                                          worst_by_model={c.name: worst[c.name] for c in kept},
                                          tokens=tokens, limits=limits, ttl_s=ttl,
-                                         key_id=key_id, tenant=tenant)
+                                         key_id=key_id, tenant=tenant,
+                                         model=kept[0].name if len(kept) == 1 else None,
+                                         provider=providers.pop() if len(providers) == 1
+                                         else None)
             if isinstance(result, Ticket):
                 break
             if result.kind != "budget" or len(kept) <= 1:
@@ -893,7 +899,8 @@ class Governor:
         if self.store is not None:
             self._unwritten.append((result, LedgerRecord(
                 ts=result.ts, reservation_id=result.id, kind="reserve",
-                amount_usd=result.worst_usd, key_id=key_id, tenant=tenant, tokens=tokens,
+                amount_usd=result.worst_usd, key_id=key_id, tenant=tenant,
+                model=result.model, provider=result.provider, tokens=tokens,
                 holds=result.holds, expires_at=result.expires_at)))
         self._write_expired()
         return result, kept
@@ -987,6 +994,7 @@ class Governor:
             self._append(LedgerRecord(ts=self.clock(), reservation_id=ticket.id,
                                       kind="reserve", amount_usd=ticket.held_for_usd,
                                       key_id=ticket.key_id, tenant=ticket.tenant,
+                                      model=ticket.model, provider=ticket.provider,
                                       tokens=ticket.tokens, holds=dict(ticket.holds),
                                       expires_at=ticket.expires_at))
 
@@ -1095,14 +1103,29 @@ class Governor:
             log.error("ledger entry %s not written: %s", record.id, exc)
 
     def _write_expired(self) -> None:
+        """Write the rows of the reservations that expired (on disk, and those the ledger
+        charged: see :meth:`Ledger._expire`), and say what each expiry did."""
         with self._persisting:
             expired = [(ticket, ticket.persisted) for ticket in self.ledger.take_expired()]
         for ticket, persisted in expired:
+            when = self.clock() if ticket.expired_at is None else ticket.expired_at
+            charged = ticket.charged_usd
+            if ticket.orphan and charged is not None:
+                log.warning("budget reservation %s from a previous run expired: charged its "
+                            "worst case, $%.6f, to %s, as its request was cut by a stop or "
+                            "crash after it had run; a provider may have billed it", ticket.id,
+                            charged, ", ".join(map(describe_account, ticket.accounts)))
+                self._append(LedgerRecord(ts=when, reservation_id=ticket.id,
+                                          kind=EXPIRE_CHARGE, amount_usd=charged,
+                                          key_id=ticket.key_id, tenant=ticket.tenant,
+                                          model=ticket.model, provider=ticket.provider,
+                                          expires_at=ticket.expires_at))
+                continue
             log.warning("budget reservation %s expired (its request never settled); released",
                         ticket.id)
             if not persisted:
                 continue
-            self._append(LedgerRecord(ts=self.clock(), reservation_id=ticket.id, kind="expire",
+            self._append(LedgerRecord(ts=when, reservation_id=ticket.id, kind="expire",
                                       key_id=ticket.key_id, tenant=ticket.tenant,
                                       expires_at=ticket.expires_at))
 

@@ -20,16 +20,31 @@ Accounts are named ``all``, ``key:<id>``, ``tenant:<name>``, ``model:<name>`` an
 Durability: settlements, and the reservations of requests still running after
 :data:`PERSIST_AFTER_S` (with their releases and expiries), are rows of the ``spend`` table in
 the request log's SQLite file, appended by the log's writer; a settlement is committed in the
-same transaction as the request's log entry, so the ledger never disagrees with the log. (A
+same transaction as the request's log entry, so the ledger never disagrees with the log (the
+charges of expiries, below, have no log entry: no request ended). (A
 request that ends sooner writes its settlement: one row per model charged, most often one.) On
 start the ledger is rebuilt from those rows. A reservation still open when the process died (its
 request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
-released and recorded as ``expire`` (at the start, if that deadline passed while the service
-was down, however long): a crash never leaks budget for longer than that. (The
-requests of the last half second before a crash hold nothing after it.) Earlier versions wrote
-no expiry at a start: the reservations they left open further back than a start looks are
-closed, once, when the store upgrades the file.
+*charged* what it held and recorded as ``expire_charge`` (at the start, if that deadline
+passed while the service was down, however long; in the periods under way when it is
+booked). Its request had run at least :data:`PERSIST_AFTER_S` (that is when a reservation
+reaches disk) and was cut by a stop or crash, so a provider may have billed it: by the rule for
+a try a provider may have billed with no answer, it is charged its worst case, the most the
+reservation held (:attr:`Ticket.held_for_usd`: its reserve row's amount), to the gateway's
+total and the key and tenant it was held for, and to a model's and provider's accounts only
+when its row names them: a reservation records its model when its request had one candidate,
+and its provider when all its candidates shared one; one of several candidates records none
+(which of them ran is unknown, and none is charged in its place), nor does one an earlier
+version wrote. So settled spend stays within a budget after a crash too. A crash never leaks
+budget for longer than that deadline. (The requests of the last half second before a crash hold
+nothing after it, and are charged nothing.) A reservation of the running process that expires
+is released instead (``expire``): its request is still in this process, and its settlement
+charges what it cost, after the expiry too. ``expire`` rows an earlier version wrote for a
+crash's reservations were releases, and read as such: only ``settle`` and ``expire_charge``
+rows are spend (:data:`CHARGED_ROWS`). Earlier versions wrote no expiry at a start: the
+reservations they left open further back than a start looks are closed (released), once, when
+the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute): RPM counts requests; TPM reserves the request's worst-case tokens (and a further try's,
@@ -79,13 +94,22 @@ LOOKBACK_S = LEDGER_LOOKBACK_S
 # Relative slack when comparing money, so a budget that covers exactly N requests admits N.
 _EPS = 1e-9
 
+#: The kind of the row that closes a reservation left open by a stop or crash, charging it.
+EXPIRE_CHARGE = "expire_charge"
+#: The ``spend`` rows that are spend (charged to their accounts), as SQL: the settlements and
+#: the expiries that charged (an ``expire`` row releases: charges nothing).
+CHARGED_ROWS = f"kind IN ('settle', '{EXPIRE_CHARGE}')"
+
 _SPEND_COLUMNS = ("ts", "reservation_id", "kind", "request_id", "key_id", "tenant", "model",
                   "provider", "amount_usd", "tokens", "holds", "expires_at")
 
 
 @dataclass(slots=True)
 class LedgerRecord:
-    """One row of the ``spend`` table: ``reserve``, ``settle``, ``release`` or ``expire``."""
+    """One row of the ``spend`` table: ``reserve``, ``settle``, ``release``, ``expire`` (a
+    release at expiry) or ``expire_charge`` (a charge at expiry: see the module's docstring).
+    A ``reserve`` row names the one model (and provider) its request may run on, when there is
+    one."""
 
     ts: float
     reservation_id: str
@@ -153,6 +177,9 @@ class OpenReservation(NamedTuple):
     holds: dict[str, float]
     key_id: str | None = None
     tenant: str | None = None
+    amount_usd: float = 0.0  # what its request's tries were held for in all (its worst case)
+    model: str | None = None  # the one model it was held for, when its row names one
+    provider: str | None = None  # the one provider, likewise
 
 
 @dataclass
@@ -192,6 +219,21 @@ class Ticket:
     # What its tries have been held for, in all, once a try followed one a provider may have
     # billed (0 until then: the request's worst case covers its first try).
     cover_usd: float = 0.0
+    # The one model and provider its request may run on, when it has one (its rows say so).
+    model: str | None = None
+    provider: str | None = None
+    # Read from disk at a start: its request ran in a process that stopped, so its expiry
+    # charges what it held (see the module's docstring).
+    orphan: bool = False
+    # When it expired (the instant its expiry was booked at).
+    expired_at: float | None = None
+
+    @property
+    def accounts(self) -> list[str]:
+        """The accounts a charge of it goes to when no answer says which model ran: the
+        gateway's total, its key's and tenant's, and its model's and provider's when it has
+        one."""
+        return settle_accounts(self.key_id, self.tenant, self.model, self.provider)
 
     @property
     def worst_usd(self) -> float:
@@ -366,10 +408,11 @@ class Ledger:
 
     def reserve(self, *, holds: Mapping[str, float], budgets: Mapping[str, Sequence[Budget]],
                 worst_by_model: Mapping[str, float], tokens: int, limits: Sequence[Limits],
-                ttl_s: float, key_id: str | None = None, tenant: str | None = None
-                ) -> Ticket | Blocked:
+                ttl_s: float, key_id: str | None = None, tenant: str | None = None,
+                model: str | None = None, provider: str | None = None) -> Ticket | Blocked:
         """Reserve ``holds`` (USD per account) and one request of ``tokens`` on every rate
-        window of ``limits``, all or nothing. Returns the open :class:`Ticket`, or why not."""
+        window of ``limits``, all or nothing (``model`` and ``provider``: the one its request
+        may run on, if one). Returns the open :class:`Ticket`, or why not."""
         with self._lock:
             now = self.clock()
             self._expire(now)
@@ -384,7 +427,8 @@ class Ledger:
                         return blocked
             ticket = Ticket(id=os.urandom(12).hex(), ts=now, expires_at=now + ttl_s,
                             holds=dict(holds), worst_by_model=dict(worst_by_model),
-                            tokens=tokens, key_id=key_id, tenant=tenant,
+                            tokens=tokens, key_id=key_id, tenant=tenant, model=model,
+                            provider=provider,
                             budgets={a: tuple(budgets.get(a, ())) for a in holds},
                             tpm={lim.account: lim.tpm for lim in limits if lim.tpm is not None})
             for account, amount in holds.items():
@@ -591,14 +635,24 @@ class Ledger:
         return True
 
     def _expire(self, now: float) -> None:
+        """Close the tickets whose deadline passed by ``now``: one a stop or crash left open
+        (an orphan, read from disk) is charged what it held, to :attr:`Ticket.accounts`; one
+        of this process is released (its request's settlement charges it)."""
         while self._expiring and self._expiring[0].expires_at <= now:
             ticket = heapq.heappop(self._expiring)
             if not ticket.closed:
                 self._close(ticket)
+                ticket.expired_at = now
+                if ticket.orphan and ticket.held_for_usd > 0:  # (nothing held: released)
+                    owed = ticket.held_for_usd
+                    for account in ticket.accounts:
+                        self._charge(account, owed, now)
+                    ticket.charged_usd = owed
                 self.expired.append(ticket)
 
     def take_expired(self) -> list[Ticket]:
-        """Tickets that expired since the last call (for the ``expire`` rows)."""
+        """Tickets that expired since the last call (for the ``expire`` and
+        ``expire_charge`` rows: an orphan's ``charged_usd`` says what it was charged)."""
         with self._lock:
             self._expire(self.clock())
             out, self.expired = self.expired, []
@@ -612,23 +666,29 @@ class Ledger:
         clock's now): settled spend in each period under way then by account, and the
         reservations still open. Spend read just before a period ended belongs to that period,
         even when it is restored just after. A restored reservation is on disk already (its
-        expiry is written when it comes); one this ledger holds open already is not held
-        twice."""
+        expiry is written when it comes; one past its deadline expires at the next look) and
+        is an orphan: its expiry charges what it held; one this ledger holds open already is
+        not held twice."""
         with self._lock:
             now = self.clock() if now is None else now
             for account, by_period in spent.items():
                 buckets = self._spent.setdefault(account, {})
                 for period, amount in by_period.items():
                     buckets.setdefault(period, {})[self._bucket(period, now)] = float(amount)
-            for rid, ts, expires_at, holds, key_id, tenant in outstanding:
-                if rid in self._open:
+            for row in outstanding:
+                if row.id in self._open:
                     continue
-                ticket = Ticket(id=rid, ts=ts, expires_at=expires_at, holds=dict(holds),
-                                worst_by_model={}, tokens=0, key_id=key_id, tenant=tenant,
-                                persisted=True)
-                for account, amount in holds.items():
+                # (What its tries were held for: its row's amount, never less than it held on
+                # an account.)
+                cover = max(row.amount_usd, *row.holds.values(), 0.0)
+                ticket = Ticket(id=row.id, ts=row.ts, expires_at=row.expires_at,
+                                holds=dict(row.holds), worst_by_model={}, tokens=0,
+                                key_id=row.key_id, tenant=row.tenant, cover_usd=cover,
+                                model=row.model, provider=row.provider, persisted=True,
+                                orphan=True)
+                for account, amount in row.holds.items():
                     self._held[account] = self._held.get(account, 0.0) + amount
-                self._open[rid] = ticket
+                self._open[row.id] = ticket
                 heapq.heappush(self._expiring, ticket)
 
 
@@ -636,9 +696,11 @@ def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None 
                ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
                           list[OpenReservation]]:
     """What the ``spend`` table of ``db_path`` says: (settled spend by account and current
-    period, reservations still open and not yet expired, reservations open but past their
-    expiry: those a run that stopped mid-request left, however long ago). ``gone``: the store
-    writing ``db_path`` beside this read (see :func:`~switchpoint.store.sqlite.still_there`)."""
+    period, from its ``settle`` and ``expire_charge`` rows; reservations still open and not yet
+    expired; reservations open but past their expiry: those a run that stopped mid-request
+    left, however long ago, which :meth:`Ledger.restore` charges as they expire). ``gone``:
+    the store writing ``db_path`` beside this read (see
+    :func:`~switchpoint.store.sqlite.still_there`)."""
     now = time.time() if now is None else now
     path = Path(db_path)
     still_there(path, gone)
@@ -663,7 +725,7 @@ def _read_state(path: Path, now: float, gone: Gone | None
             start = period_start(period, now)
             rows = conn.execute(
                 "SELECT key_id, tenant, model, provider, sum(amount_usd) FROM spend "
-                "WHERE kind = 'settle' AND ts >= ? GROUP BY key_id, tenant, model, provider",
+                f"WHERE {CHARGED_ROWS} AND ts >= ? GROUP BY key_id, tenant, model, provider",
                 (start,)).fetchall()
             for key_id, tenant, model, provider, amount in rows:
                 for account in settle_accounts(key_id, tenant, model, provider):
@@ -681,8 +743,9 @@ def _read_state(path: Path, now: float, gone: Gone | None
         # is its latest, whatever time the clock showed, or order the rows reached the file.)
         latest: dict[str, tuple[float, tuple[Any, ...]]] = {}
         for row in conn.execute(
-                "SELECT reservation_id, ts, expires_at, holds, key_id, tenant FROM spend "
-                "WHERE ts >= ? AND kind = 'reserve' ORDER BY rowid", (since,)):
+                "SELECT reservation_id, ts, expires_at, holds, key_id, tenant, amount_usd, "
+                "model, provider FROM spend WHERE ts >= ? AND kind = 'reserve' ORDER BY rowid",
+                (since,)):
             total = sum(float(v) for v in json.loads(row[3] or "{}").values())
             if row[0] not in latest or total >= latest[row[0]][0]:
                 latest[row[0]] = (total, row)
@@ -695,16 +758,17 @@ def _read_state(path: Path, now: float, gone: Gone | None
         conn.close()
     live: list[OpenReservation] = []
     stale: list[OpenReservation] = []
-    for rid, ts, expires_at, holds, key_id, tenant in open_rows:
+    for rid, ts, expires_at, holds, key_id, tenant, amount, model, provider in open_rows:
         expiry = float(expires_at if expires_at is not None else ts)
         (live if expiry > now else stale).append(
-            OpenReservation(rid, float(ts), expiry, json.loads(holds or "{}"), key_id, tenant))
+            OpenReservation(rid, float(ts), expiry, json.loads(holds or "{}"), key_id, tenant,
+                            float(amount or 0.0), model, provider))
     return spent, live, stale
 
 
 def settle_accounts(key_id: str | None, tenant: str | None, model: str | None,
                     provider: str | None) -> list[str]:
-    """The accounts one settled request is charged to."""
+    """The accounts one settled request (or one charge of it) is charged to."""
     accounts = [TOTAL]
     if key_id:
         accounts.append(key_account(key_id))

@@ -53,6 +53,7 @@ from switchpoint.governance.budgets import (
 )
 from switchpoint.governance.keys import KeyStore
 from switchpoint.governance.ledger import (
+    CHARGED_ROWS,
     TOTAL,
     Ledger,
     describe_account,
@@ -342,8 +343,10 @@ class Reports:
         if self._ledger is None:
             ledger = Ledger(self.clock)
             now = self.clock()
-            spent, live, _ = load_state(self.db_path, now, self.gone)
-            ledger.restore(spent, live, now)
+            # (A reservation a crash left open past its deadline is charged, as the next
+            # start of the service charges it.)
+            spent, live, stale = load_state(self.db_path, now, self.gone)
+            ledger.restore(spent, [*live, *stale], now)
             self._ledger = ledger
         return self._ledger
 
@@ -929,7 +932,7 @@ class Reports:
         """Settled spend of ``account`` between ``since`` and ``until`` and how many ledger
         rows it sums (none without a ledger)."""
         column, _, name = account.partition(":")
-        where = "kind = 'settle' AND ts >= ? AND ts < ?"
+        where = f"{CHARGED_ROWS} AND ts >= ? AND ts < ?"
         args: list[Any] = [since, until]
         if account != TOTAL:
             where += f" AND {_ACCOUNT_COLUMNS[column]} = ?"
