@@ -5,11 +5,18 @@ instead of an ``OverflowError``. Negative zero is zero: every number taken here 
 cost, a λ, a rate) is a magnitude, and ``-0.0`` would be echoed, stored and shown as such.
 
 The converse holds for a config's boolean: it is ``true`` or ``false``, never a number (``1``
-is not a yes), and an environment variable's text is read as one by :func:`boolean_text`."""
+is not a yes), and an environment variable's text is read as one by :func:`boolean_text`.
+
+A number written as text (a command-line option) is read by :func:`number_text` and
+:func:`integer_text`: ASCII digits with an optional sign, decimal point and exponent, as a
+person types one. ``float()`` and ``int()`` take more: ``1_0`` (ten), digits of other scripts
+(Arabic-Indic ``٥`` is five), ``nan`` and ``inf``, none of which is a number a user means."""
 
 from __future__ import annotations
 
+import argparse
 import numbers
+import re
 from typing import Annotated
 
 import numpy as np
@@ -61,6 +68,53 @@ def boolean_text(text: str) -> bool | None:
     ``false``/``no``/``off``/``0`` in any case, else None."""
     word = text.strip().lower()
     return True if word in _TRUE_TEXT else False if word in _FALSE_TEXT else None
+
+
+#: A number as text: ASCII digits, an optional sign, decimal point and exponent.
+_NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+#: A whole number as text: ASCII digits with an optional sign.
+_INTEGER_TEXT = re.compile(r"[-+]?[0-9]+")
+#: Digits a whole number's text may have (a count or a port needs far fewer; ``int()`` of
+#: thousands of digits is slow and, past Python's own limit, an error).
+_MAX_INTEGER_DIGITS = 100
+
+
+def number_text(text: str) -> float | None:
+    """``text`` as a float when it is a decimal number (``0.5``, ``-2``, ``1e-3``; spaces
+    around it aside), else None: never ``nan``, ``inf``, ``1_0`` nor a digit of another
+    script. A number too large for a float (``1e999``) is infinite, so range checks refuse
+    it with their own message; ``-0`` is 0."""
+    text = text.strip(" \t\r\n")
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
+    return float(text) + 0.0  # -0.0 + 0.0 is 0.0
+
+
+def integer_text(text: str) -> int | None:
+    """``text`` as an int when it is a whole number in ASCII digits (``8``, ``-1``; spaces
+    around it aside), else None (``1_0``, ``٥``, ``8.0``, or more than 100 digits)."""
+    text = text.strip(" \t\r\n")
+    if not _INTEGER_TEXT.fullmatch(text) or len(text.lstrip("+-")) > _MAX_INTEGER_DIGITS:
+        return None
+    return int(text)
+
+
+def number_option(text: str) -> float:
+    """An ``argparse`` type: a command-line option's number, by :func:`number_text`."""
+    value = number_text(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a number (write it in ASCII "
+                                         "digits, e.g. 2.5 or 1e3)")
+    return value
+
+
+def integer_option(text: str) -> int:
+    """An ``argparse`` type: a command-line option's whole number, by :func:`integer_text`."""
+    value = integer_text(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number (write it in "
+                                         "ASCII digits, e.g. 8)")
+    return value
 
 
 #: A config field's integer: any integer the field's bounds take, never a boolean.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -26,6 +25,7 @@ from typing import Any, NoReturn
 from switchpoint._files import path_problem, same_file, write_atomically, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
 from switchpoint._messages import cut, plural, printable, quoted, quoted_path
+from switchpoint._numbers import integer_option, integer_text, number_text
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -60,11 +60,11 @@ def _parse_models(value: str | None) -> list[str] | None:
 
 def _parse_float(value: str, flag: str, meaning: str = "a number >= 0 (0 = quality first)"
                  ) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        _fail(f"{flag}: {quoted(value)} is not a number")
-    if math.isnan(x) or x < 0:
+    x = number_text(value)
+    if x is None:
+        _fail(f"{flag}: {quoted(value)} must be {meaning} (it is not a number in ASCII "
+              "digits, such as 0.5 or 1e3)")
+    if x < 0:
         _fail(f"{flag}: {quoted(value)} must be {meaning}")
     return x
 
@@ -522,10 +522,9 @@ def _port_spec(text: str) -> int | range:
     """``--port``: a port number (0: any free one), or ``FIRST-LAST``, a range to take a free
     one of."""
     first, dash, last = text.strip().partition("-")
-    try:
-        low = int(first)
-        high = int(last) if dash else low
-    except ValueError:
+    low = integer_text(first)
+    high = integer_text(last) if dash else low
+    if low is None or high is None:
         _fail(f"--port: {quoted(text)} is not a port number (0-65535) or a range FIRST-LAST")
     if not (0 <= low <= 65535 and 0 <= high <= 65535):
         _fail(f"--port: {quoted(text)} is not a port number (0-65535)")
@@ -690,8 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="cluster",
                    choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"],
                    help="the policy to fit (default: cluster)")
-    p.add_argument("--n-clusters", type=int, help="clusters for the cluster policy")
-    p.add_argument("--k", type=int, help="neighbours for the knn policy")
+    p.add_argument("--n-clusters", type=integer_option, help="clusters for the cluster policy")
+    p.add_argument("--k", type=integer_option, help="neighbours for the knn policy")
     p.add_argument("--embedder", help="embedder id, e.g. all-MiniLM-L6-v2/tail-64")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other policy parameter (repeatable)")
@@ -779,9 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE",
                    help="YAML config with the catalog: where each model is served, its key "
                         "and prices (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--concurrency", type=int, default=4, metavar="N",
+    p.add_argument("--concurrency", type=integer_option, default=4, metavar="N",
                    help="upstream calls at once (default: 4)")
-    p.add_argument("--max-tokens", type=int, metavar="N", help="max_tokens for each model's answer")
+    p.add_argument("--max-tokens", type=integer_option, metavar="N",
+                   help="max_tokens for each model's answer")
     p.add_argument("--rubric", metavar="FILE", help="the judge's grading criteria (text); the "
                                                     "reply format is fixed and added to it")
     group = p.add_mutually_exclusive_group()

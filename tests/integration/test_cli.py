@@ -358,6 +358,59 @@ def test_a_flags_value_is_quoted_cut_short_in_its_error(
     assert not data.exists()
 
 
+@pytest.mark.parametrize("bad", ["1_0", "\u0665", "\uff15", "nan", "inf", "0x10", "5 5"])
+def test_a_number_on_the_command_line_is_ascii_digits_only(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str,
+) -> None:
+    # float() and int() read '1_0' as ten, Arabic-Indic and fullwidth five as 5, and 'nan' or
+    # 'inf' as numbers: every option taking a number refuses them, naming itself.
+    data = tmp_path / "data"
+    argvs: list[tuple[list[str | Path], str]] = [
+        (["route", PROMPT, "--weights", real_weights_dir, "--cost-weight", bad], "--cost-weight"),
+        (["route", "--input", tmp_path / "p.jsonl", "--cost-weights", f"0,{bad}"],
+         "--cost-weights"),
+        (["prune", "--older-than", bad, "--data-dir", data], "--older-than"),
+        (["serve", "--port", bad, "--data-dir", data], "--port"),
+        (["fit", tmp_path / "r.jsonl", "--out", tmp_path / "w", "--n-clusters", bad],
+         "--n-clusters"),
+        (["fit", tmp_path / "r.jsonl", "--out", tmp_path / "w", "--k", bad], "--k"),
+        (["label", tmp_path / "p.jsonl", "--models", "a", "--judge", "a", "--out",
+          tmp_path / "o.jsonl", "--concurrency", bad], "--concurrency"),
+        (["label", tmp_path / "p.jsonl", "--models", "a", "--judge", "a", "--out",
+          tmp_path / "o.jsonl", "--max-tokens", bad], "--max-tokens"),
+        (["feedback", "d1", "--score", bad, "--data-dir", data], "--score"),
+        (["feedback", "d1", "--success", "--cost", bad, "--data-dir", data], "--cost"),
+        (["keys", "create", "--tenant", "t", "--rpm", bad, "--data-dir", data], "--rpm"),
+        (["keys", "create", "--tenant", "t", "--tpm", bad, "--data-dir", data], "--tpm"),
+        (["keys", "rotate", "0123456789", "--grace", bad, "--data-dir", data], "grace"),
+        (["report", "sla", "--since-hours", bad, "--data-dir", data], "--since-hours"),
+        (["report", "forecast", "--requests-per-hour", bad, "--avg-input-tokens", "1",
+          "--avg-output-tokens", "1", "--data-dir", data], "--requests-per-hour"),
+        (["report", "forecast", "--requests-per-hour", "1", "--avg-input-tokens", bad,
+          "--avg-output-tokens", "1", "--data-dir", data], "--avg-input-tokens"),
+        (["report", "forecast", "--requests-per-hour", "1", "--avg-input-tokens", "1",
+          "--avg-output-tokens", bad, "--data-dir", data], "--avg-output-tokens"),
+    ]
+    for argv, flag in argvs:
+        try:
+            code, _, err = run(argv, capsys)
+        except SystemExit as exc:  # (argparse's own errors)
+            code, err = int(str(exc.code)), capsys.readouterr().err
+        assert code == 2 and flag in err and repr(bad) in err, (argv[:2], flag, err[:300])
+        assert "Traceback" not in err
+    assert not data.exists()
+
+
+def test_a_command_lines_number_may_take_a_sign_a_point_and_an_exponent(
+    real_weights_dir: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    for lam in ("+1e-1", ".1", "1.", "-0", " 0.25 "):
+        code, out, err = run(["route", PROMPT, "--weights", real_weights_dir, "--cost-weight",
+                              lam, "--json"], capsys)
+        assert code == 0, (lam, err[:300])
+        assert json.loads(out)["cost_weight"] == float(lam) + 0.0, lam
+
+
 # route: bad input -------------------------------------------------------------------------------
 
 

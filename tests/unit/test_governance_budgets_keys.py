@@ -36,6 +36,7 @@ from switchpoint.governance.keys import (
     MAX_EXPIRY,
     KeySpec,
     KeyStore,
+    duration_s,
     hash_key,
     key_id_of,
     parse_expiry,
@@ -425,6 +426,24 @@ def test_digits_alone_are_epoch_seconds_not_a_basic_format_date() -> None:
     assert parse_expiry(" 1797040523.5 ", now) == 1_797_040_523.5
     with pytest.raises(InvalidInputError, match="is not in the future"):
         parse_expiry("20270131", now)  # (1970-08-23 as epoch seconds; a date is 2027-01-31)
+
+
+@pytest.mark.parametrize("expires", [
+    "\u0663\u0660d",  # Arabic-Indic 30d
+    "\uff13\uff10d",  # fullwidth 30d
+    "".join(chr(0x0660 + int(d)) for d in "1797040523"),  # Arabic-Indic epoch seconds
+])
+def test_an_expiry_is_written_in_ascii_digits(expires: str) -> None:
+    # float() reads Arabic-Indic and fullwidth digits, so '٣٠d' was 30 days.
+    with pytest.raises(InvalidInputError, match="is not a date"):
+        parse_expiry(expires, 1_797_000_000.0)
+
+
+@pytest.mark.parametrize("grace", ["1_0", "\u0665", "nan", "inf", "\u0665m"])
+def test_a_grace_is_written_in_ascii_digits(grace: str) -> None:
+    with pytest.raises(InvalidInputError, match=r"grace: .* is not a duration"):
+        duration_s(grace)
+    assert duration_s("90") == 90.0 and duration_s("1.5m") == 90.0
 
 
 @pytest.mark.parametrize("expires", ["0.0001s", "59s", "0.5m", 1_800_000_030.0])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._messages import printable, quoted, quoted_path
+from switchpoint._numbers import integer_option, number_option, number_text
 from switchpoint.errors import InvalidInputError
 
 
@@ -109,11 +110,11 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
     cost_weight = None
     if args.cost_weight is not None:
-        try:
-            cost_weight = float(args.cost_weight)
-        except ValueError:
+        cost_weight = number_text(args.cost_weight)
+        if cost_weight is None:
             raise InvalidInputError("cost_weight", f"{quoted(args.cost_weight)} is not a "
-                                                   "number") from None
+                                                   "number (write it in ASCII digits, e.g. "
+                                                   "0.5)")
     catalog = [m.name for m in settings.models] if settings.models is not None else None
     spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
                    tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
@@ -501,8 +502,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--name", help="a label for the key")
     p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
                    help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
-    p.add_argument("--rpm", type=int, help="requests per minute")
-    p.add_argument("--tpm", type=int, help="tokens per minute")
+    p.add_argument("--rpm", type=integer_option, help="requests per minute")
+    p.add_argument("--tpm", type=integer_option, help="tokens per minute")
     p.add_argument("--models", help="comma-separated models the key may use ('auto': routing)")
     p.add_argument("--cost-weight", help="the key's default λ")
     p.add_argument("--expires", help="the last day the key works, an ISO date (2027-01-31: it "
@@ -542,16 +543,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--comparison-model", help="default: the strongest model of the pool")
     _common(p, cmd_report_cost)
     p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
-    p.add_argument("--since-hours", type=float, default=1.0,
+    p.add_argument("--since-hours", type=number_option, default=1.0,
                    help="the requests of the last this many hours (default: 1)")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_sla)
     p = rs.add_parser("forecast", help="projected spend over the logged routing mix")
-    p.add_argument("--requests-per-hour", type=float, required=True,
+    p.add_argument("--requests-per-hour", type=number_option, required=True,
                    help="the traffic to price, in requests per hour")
-    p.add_argument("--avg-input-tokens", type=float, required=True,
+    p.add_argument("--avg-input-tokens", type=number_option, required=True,
                    help="prompt tokens of an average request")
-    p.add_argument("--avg-output-tokens", type=float, required=True,
+    p.add_argument("--avg-output-tokens", type=number_option, required=True,
                    help="answer tokens of an average request")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_forecast)

@@ -45,6 +45,7 @@ from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
 from switchpoint._messages import cut, listed_names, quoted, quoted_path, unprintable
+from switchpoint._numbers import number_text
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_MODEL_NAME
 from switchpoint.errors import (
     InvalidInputError,
@@ -83,8 +84,9 @@ _ID = re.compile(r"[0-9a-f]{10}")
 # A key list's next_cursor: where the page ended, in the order keys were made.
 _CURSOR = "seq-"
 _CURSOR_FORM = re.compile(r"seq-(0|[1-9][0-9]{0,18})")
-_RELATIVE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*")
-_EPOCH = re.compile(r"\s*\d{1,30}(?:\.\d{1,30})?\s*")
+# (ASCII digits: a digit of another script, which ``float()`` reads, is not taken for one.)
+_RELATIVE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)\s*")
+_EPOCH = re.compile(r"\s*[0-9]{1,30}(?:\.[0-9]{1,30})?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
 MAX_EXPIRY = 253_402_300_799.0
@@ -1003,9 +1005,9 @@ def duration_s(text: str) -> float:
     """``"1h"`` → 3600.0 (for ``--grace``)."""
     match = _RELATIVE.fullmatch(text)
     if match is None:
-        try:
-            return float(text)
-        except ValueError:
+        seconds = number_text(text)
+        if seconds is None:
             raise InvalidInputError("grace", f"{text!r} is not a duration; give seconds or "
-                                             "e.g. 90m, 1h, 2d") from None
+                                             "e.g. 90m, 1h, 2d")
+        return seconds
     return float(match.group(1)) * _UNITS[match.group(2)]

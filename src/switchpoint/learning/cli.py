@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
 from switchpoint._messages import cut, printable, quoted, quoted_path
+from switchpoint._numbers import number_text
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.learning.events import check_cost, check_tenant
@@ -52,11 +52,8 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
         raise InvalidInputError("score", "give exactly one of --score X (0..1), --success or "
                                          "--failure")
     if args.score is not None:
-        try:
-            score = float(args.score)
-        except ValueError:
-            score = math.nan
-        if not 0.0 <= score <= 1.0:  # NaN fails too
+        score = number_text(args.score)
+        if score is None or not 0.0 <= score <= 1.0:
             raise InvalidInputError("--score", f"{quoted(args.score)} is not a number in [0, 1] "
                                                "(1 = best)")
         return score, None
@@ -66,12 +63,16 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
 def _cost(args: argparse.Namespace) -> float | None:
     if args.cost is None:
         return None
+    cost = number_text(args.cost)
     try:
-        return check_cost(float(args.cost))
-    except (ValueError, InvalidInputError):
+        checked = None if cost is None else check_cost(cost)
+    except InvalidInputError:
+        checked = None
+    if checked is None:
         raise InvalidInputError("--cost", f"{quoted(args.cost)} is not a cost: give what the "
                                           f"answer cost, a number from 0 to {MAX_ANSWER_COST:g} "
-                                          "(USD)") from None
+                                          "(USD)")
+    return checked
 
 
 def _cost_words(answer: dict[str, Any]) -> str:
