@@ -223,8 +223,16 @@ class NotTheService(http.server.BaseHTTPRequestHandler):
             "long-message": (400, b'{"error": {"message": "' + b"x" * 5000 + b'"}}'),
             "escape": (400, b'{"error": {"message": "\\u001b[2Jcleared"}}'),
             "escaped-success": (200, b'{"model": "m\\u001b[31m", "quality": 1, "replaced": '
-                                     b'false, "decision_id": "abc", "tenant": null, '
+                                     b'false, "decision_id": "abc", "tenant": "default", '
                                      b'"kind": "decision"}'),
+            "nonsense": (200, b'{"hello": "world"}'),
+            "some-fields": (200, b'{"model": "m", "quality": 1}'),
+            "bad-quality": (200, b'{"model": "m", "quality": "high", "replaced": false, '
+                                 b'"decision_id": "abc", "tenant": "default", '
+                                 b'"kind": "decision"}'),
+            "bad-replaced": (200, b'{"model": "m", "quality": 1, "replaced": "no", '
+                                  b'"decision_id": "abc", "tenant": "default", '
+                                  b'"kind": "decision"}'),
             "unauthorized": (401, b'{"error": {"code": "unauthorized", "message": '
                                   b'"this gateway needs a client key"}}'),
         }.get(kind, (200, b""))
@@ -264,14 +272,21 @@ def not_the_service() -> Iterator[str]:
     ("long-message", "answered 400: " + "x" * 497 + "..."),
     ("escape", "answered 400: \\u001b[2Jcleared"),
     ("endless", "answered 200 with more than 1,048,576 bytes"),
+    ("nonsense", "did not answer as a switchpoint feedback endpoint: its answer has no "
+                 "decision_id, tenant, model, quality, replaced, kind"),
+    ("some-fields", "feedback endpoint: its answer has no decision_id, tenant, replaced, kind"),
+    ("bad-quality", 'feedback endpoint: its quality is "high", not a number from 0 to 1'),
+    ("bad-replaced", 'feedback endpoint: its replaced is "no", not true or false'),
 ])
 def test_feedback_to_a_url_that_is_not_the_service_says_so(
         not_the_service: str, capsys: pytest.CaptureFixture[str], kind: str,
         needle: str) -> None:
-    assert main(["feedback", "abc", "--success", "--url", f"{not_the_service}/{kind}"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("switchpoint: error: ") and needle in err, err[:1000]
-    assert "Traceback" not in err and len(err) < 1500
+    for extra in ([], ["--json"]):  # (nothing printed as learned, in either form)
+        assert main(["feedback", "abc", "--success", "--url", f"{not_the_service}/{kind}",
+                     *extra]) == 2
+        out, err = capsys.readouterr()
+        assert err.startswith("switchpoint: error: ") and needle in err, err[:1000]
+        assert "Traceback" not in err and len(err) < 1500 and out == ""
 
 
 def test_feedback_to_a_url_prints_what_it_answered_escaped(

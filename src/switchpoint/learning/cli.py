@@ -22,12 +22,13 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
 from switchpoint._messages import cut, printable, quoted, quoted_path
-from switchpoint._numbers import number_text
+from switchpoint._numbers import number_text, real_number
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.learning.events import check_cost, check_tenant
@@ -204,6 +205,10 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         raise ServeError(f"{quoted_path(url)} answered 200 with {_clipped(text)!r}, not the "
                          "service's answer to feedback (a JSON object); is --url the "
                          "switchpoint service?")
+    if (problem := _not_a_feedback_answer(answer)) is not None:
+        raise ServeError(f"the server at {quoted_path(url)} did not answer as a switchpoint "
+                         f"feedback endpoint: {_clipped(problem)}; is --url the switchpoint "
+                         "service?")
     if args.json:
         _print_json(answer)
     else:
@@ -216,6 +221,29 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         if isinstance(note := answer.get("note"), str):
             print(_clipped(note), file=sys.stderr)
     return 0
+
+
+#: The fields the service's answer to feedback always carries, and what each holds.
+_ANSWER_FIELDS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "decision_id": ("a string", lambda v: isinstance(v, str)),
+    "tenant": ("a string", lambda v: isinstance(v, str)),
+    "model": ("a string", lambda v: isinstance(v, str)),
+    "quality": ("a number from 0 to 1",
+                lambda v: (q := real_number(v)) is not None and 0.0 <= q <= 1.0),
+    "replaced": ("true or false", lambda v: isinstance(v, bool)),
+    "kind": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def _not_a_feedback_answer(answer: dict[str, Any]) -> str | None:
+    """What makes ``answer`` (a JSON object) no answer of the service to feedback, or None."""
+    missing = [name for name in _ANSWER_FIELDS if name not in answer]
+    if missing:
+        return f"its answer has no {', '.join(missing)}"
+    for name, (what, holds) in _ANSWER_FIELDS.items():
+        if not holds(answer[name]):
+            return f"its {name} is {cut(json.dumps(answer[name]), 60)}, not {what}"
+    return None
 
 
 def _existing_state(args: argparse.Namespace, settings: Settings, holds_none: str) -> None:
