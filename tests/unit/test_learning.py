@@ -29,8 +29,10 @@ from switchpoint.learning.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from switchpoint.learning.config import LearningConfig
 from switchpoint.learning.exploration import Explorer
 from switchpoint.learning.export import export_weights
+from switchpoint.learning.memory import MAX_MEMORY_SIZE
 from switchpoint.learning.overlay import make_overlay
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
@@ -597,7 +599,7 @@ def test_numpy_numbers_are_numbers_and_huge_ones_are_refused(package, fake_embed
     ({"memory_size": -1}, "memory_size"), ({"max_new_clusters": "x"}, "max_new_clusters"),
     ({"exploration": 2}, "exploration"), ({"novelty_threshold": "high"}, "novelty_threshold"),
     ({"max_tenants": 0}, "max_tenants"), ({"max_tenants": -1}, "max_tenants"),
-    ({"max_tenants": "many"}, "max_tenants"),
+    ({"max_tenants": "many"}, "max_tenants"), ({"memory_size": MAX_MEMORY_SIZE + 1}, "memory_size"),
 ])
 def test_learning_settings_name_what_is_wrong(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInputError) as info:
@@ -616,6 +618,18 @@ def test_a_bad_max_tenants_hears_the_one_rule_it_takes() -> None:
     with pytest.raises(InvalidInputError) as info:
         LearningSettings(memory_size=None)  # type: ignore[arg-type]
     assert str(info.value) == "memory_size: must be a whole number >= 0, got None"
+
+
+def test_learning_settings_take_what_the_config_takes() -> None:
+    # The library took any memory_size, the config at most MAX_MEMORY_SIZE: one bound now.
+    assert LearningSettings(memory_size=MAX_MEMORY_SIZE).memory_size == MAX_MEMORY_SIZE
+    assert LearningConfig(memory_size=MAX_MEMORY_SIZE).memory_size == MAX_MEMORY_SIZE
+    with pytest.raises(ValueError, match="memory_size"):
+        LearningConfig(memory_size=MAX_MEMORY_SIZE + 1)
+    # A rate given as NumPy's float, or as -0.0, is kept as the plain float it is.
+    for given, kept in ((np.float64(0.1), "0.1"), (np.float32(0.5), "0.5"), (-0.0, "0.0")):
+        rate = LearningSettings(exploration=given).exploration  # type: ignore[arg-type]
+        assert type(rate) is float and repr(rate) == kept, (given, rate)
 
 
 def test_a_decision_served_from_the_cache_always_takes_feedback(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]

@@ -47,6 +47,7 @@ from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import MAX_TENANTS
+from switchpoint.learning.memory import MAX_MEMORY_SIZE
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
 #: What the config's names (tenants, experiments and their arms, policies) may be: they reach
@@ -106,7 +107,7 @@ class LearningConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    memory_size: Integer = Field(10_000, ge=0, le=10_000_000)
+    memory_size: Integer = Field(10_000, ge=0, le=MAX_MEMORY_SIZE)
     exploration: Real = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     seed: Integer | None = Field(None, ge=0, le=2**63 - 1)
     memory: MemoryConfig | None = None

@@ -36,7 +36,7 @@ from switchpoint.learning.events import (
     check_tenant,
 )
 from switchpoint.learning.exploration import Explorer
-from switchpoint.learning.memory import DecisionMemory, PendingDecision
+from switchpoint.learning.memory import MAX_MEMORY_SIZE, DecisionMemory, PendingDecision
 from switchpoint.learning.overlay import CardEvidence, Held, Overlay, make_overlay
 from switchpoint.policies import Policy
 
@@ -55,7 +55,8 @@ MAX_TENANTS = 1024
 class LearningSettings:
     """How a router learns from outcomes.
 
-    ``memory_size``: decisions remembered for outcomes (0 turns learning off). ``exploration``:
+    ``memory_size``: decisions remembered for outcomes (0 turns learning off; at most
+    :data:`~switchpoint.learning.memory.MAX_MEMORY_SIZE`). ``exploration``:
     fraction of decisions sent to another candidate (0 by default; see
     :mod:`~switchpoint.learning.exploration`), drawn with ``seed``. ``novelty_threshold`` and
     ``max_new_clusters``: when the cluster policy opens a new cluster for an unfamiliar prompt
@@ -87,6 +88,9 @@ class LearningSettings:
                 raise InvalidInputError(name, f"must be {rule}, got {value!r}")
 
         whole("memory_size", self.memory_size)
+        if self.memory_size > MAX_MEMORY_SIZE:
+            raise InvalidInputError("memory_size", f"must be at most {MAX_MEMORY_SIZE:,} "
+                                                   f"decisions, got {self.memory_size!r}")
         whole("seed", self.seed, none="for a random one")
         whole("max_new_clusters", self.max_new_clusters,
               none="for twice the base policy's clusters")
@@ -95,6 +99,7 @@ class LearningSettings:
         if rate is None or not 0.0 <= rate <= 1.0:
             raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got "
                                                    f"{self.exploration!r}")
+        object.__setattr__(self, "exploration", rate)  # a plain float, -0.0 as 0.0
         novelty = real_number(self.novelty_threshold)
         if novelty is None or not -1.0 <= novelty <= 1.0:
             raise InvalidInputError("novelty_threshold", f"must be a cosine in [-1, 1], got "

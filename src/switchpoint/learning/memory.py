@@ -12,6 +12,10 @@ import numpy.typing as npt
 
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 
+#: The most decisions a router may remember for outcomes (a memory_size, in the config and
+#: in LearningSettings alike).
+MAX_MEMORY_SIZE = 10_000_000
+
 
 @dataclass(frozen=True)
 class PendingDecision:
