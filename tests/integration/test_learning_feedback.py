@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 
+from switchpoint.catalog import MAX_MODEL_NAME
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError, StoreError
 from switchpoint.gateway import Gateway
@@ -233,11 +234,15 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
                                                    "score"),
                  ({}, "score"), ({"score": 0.5, "comment": "x" * 2001}, "comment"),
                  ({"score": 0.5, "model": "gpt-99"}, "model"),
+                 ({"score": 0.5, "model": "m" * (MAX_MODEL_NAME + 1)}, "model"),
                  ({"score": 0.5, "extra": 1}, "extra")]
         for body, field in cases:
             r = feedback(server, decision, **body)
             assert r.status_code == 400, (body, r.text)
             assert r.json()["error"]["param"] == field, (body, r.json())
+        # A model's name is bounded as everywhere else a request names a model.
+        long = feedback(server, decision, score=0.5, model="m" * (MAX_MODEL_NAME + 1)).json()
+        assert f"at most {MAX_MODEL_NAME} characters" in long["error"]["message"], long
         neither = feedback(server, decision).json()["error"]["message"]
         assert "score" in neither and "success" in neither and "quality_score" not in neither
         assert "true/false" in neither  # JSON's words, not Python's

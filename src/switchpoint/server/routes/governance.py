@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint.catalog import MAX_TOKENS
+from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.governance.keys import KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
@@ -213,7 +213,8 @@ Period = Annotated[str, Query(pattern="^(day|week|month)$")]
                     "comparison model")
 async def cost_report(request: Request, period: Period = "day",
                       tenant: TenantQuery = None,
-                      comparison_model: Annotated[str | None, Query(max_length=256)] = None
+                      comparison_model: Annotated[str | None,
+                                                  Query(max_length=MAX_MODEL_NAME)] = None
                       ) -> JSONResponse:
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(
@@ -223,7 +224,7 @@ async def cost_report(request: Request, period: Period = "day",
 @router.get("/v1/router/report/savings", responses=_REPORT,
             summary="What the logged requests would have cost on a comparison model")
 async def savings(request: Request, period: Period = "month",
-                  comparison_model: Annotated[str | None, Query(max_length=256)] = None,
+                  comparison_model: Annotated[str | None, Query(max_length=MAX_MODEL_NAME)] = None,
                   tenant: TenantQuery = None) -> JSONResponse:
     gateway = get_service(request).gateway
     return JSONResponse(await run_in_threadpool(

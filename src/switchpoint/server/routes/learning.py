@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint.catalog import MAX_ANSWER_COST
+from switchpoint.catalog import MAX_ANSWER_COST, MAX_MODEL_NAME
 from switchpoint.errors import InvalidInputError, PermissionDeniedError
 from switchpoint.gateway.feedback_log import MAX_COMMENT, MAX_DECISION_ID
 from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
@@ -77,7 +77,7 @@ class FeedbackRequest(BaseModel):
         "The x-switchpoint-decision-id the answer carried (POST /v1/route: decision_id)."))
     score: Quality | None = Field(None, description="Quality of the answer, 0 (worst) to 1.")
     success: StrictBool | None = Field(None, description="Whether the answer did the job.")
-    model: StrictStr | None = Field(None, min_length=1, max_length=256, description=(
+    model: StrictStr | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME, description=(
         "The model the feedback is about (default: the one that answered)."))
     comment: StrictStr | None = Field(None, max_length=MAX_COMMENT)
     cost: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0,
