@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import numbers
 import re
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import numpy as np
 from pydantic import BeforeValidator
@@ -70,6 +70,8 @@ def boolean_text(text: str) -> bool | None:
     return True if word in _TRUE_TEXT else False if word in _FALSE_TEXT else None
 
 
+_N = TypeVar("_N", int, float)
+
 #: A number as text: ASCII digits, an optional sign, decimal point and exponent.
 _NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 #: A whole number as text: ASCII digits with an optional sign.
@@ -99,22 +101,23 @@ def integer_text(text: str) -> int | None:
     return int(text)
 
 
+def _read_option(value: _N | None, text: str, what: str, example: str) -> _N:
+    """``value``, what ``text`` reads as, or the ``argparse`` error saying it is not ``what``
+    (``"a number"``), with an ``example``."""
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not {what} in ASCII digits, such "
+                                         f"as {example}")
+    return value
+
+
 def number_option(text: str) -> float:
     """An ``argparse`` type: a command-line option's number, by :func:`number_text`."""
-    value = number_text(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a number (write it in ASCII "
-                                         "digits, e.g. 2.5 or 1e3)")
-    return value
+    return _read_option(number_text(text), text, "a number", "2.5 or 1e3")
 
 
 def integer_option(text: str) -> int:
     """An ``argparse`` type: a command-line option's whole number, by :func:`integer_text`."""
-    value = integer_text(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number (write it in "
-                                         "ASCII digits, e.g. 8)")
-    return value
+    return _read_option(integer_text(text), text, "a whole number", "8")
 
 
 #: A config field's integer: any integer the field's bounds take, never a boolean.
