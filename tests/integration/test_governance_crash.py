@@ -164,6 +164,15 @@ def test_a_stream_a_crash_cut_is_charged_its_worst_case_once_when_its_reservatio
         assert closing_rows == [("expire_charge", pytest.approx(worst), key_id, "acme", "good",
                                  good.provider)]
         assert "a provider may have billed it" in server.stderr
+        # The cost report counts it with what budgets were charged, though no request did.
+        report = httpx.get(f"{server.base}/v1/router/report/cost", headers=ADMIN,
+                           timeout=10).json()
+        assert report["charged_at_expiry_usd"] == pytest.approx(worst)
+        assert report["charged_usd"] == pytest.approx(worst)
+        assert report["requests"] == 0
+        other = httpx.get(f"{server.base}/v1/router/report/cost", headers=ADMIN, timeout=10,
+                          params={"tenant": "default"}).json()
+        assert other["charged_at_expiry_usd"] == 0.0
         # The charge filled the budget: a request of the same worst case is refused.
         client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0,
                                timeout=15)

@@ -54,6 +54,7 @@ from switchpoint.governance.budgets import (
 from switchpoint.governance.keys import KeyStore
 from switchpoint.governance.ledger import (
     CHARGED_ROWS,
+    EXPIRE_CHARGE,
     TOTAL,
     Ledger,
     describe_account,
@@ -390,11 +391,26 @@ class Reports:
             f"charged_usd, status, latency_ms, decision_id, ts FROM requests WHERE {where}",
             args)
 
+    def _expiry_charges(self, since: float, until: float, tenant: str | None = None
+                        ) -> float:
+        """What reservations a stop or crash left open were charged at their expiry in the
+        window (``expire_charge`` rows of the spend ledger: no request carries them)."""
+        clause, more = of_tenant("tenant", tenant)
+        for (amount,) in self._rows(
+                "SELECT coalesce(sum(amount_usd), 0) FROM spend "
+                f"WHERE kind = '{EXPIRE_CHARGE}' AND ts >= ? AND ts < ?{clause}",
+                [since, until, *more]):
+            return float(amount)
+        return 0.0
+
     def cost_report(self, period: str = "day", *, until: float | None = None,
                     tenant: str | None = None,
                     comparison_model: str | None = None) -> dict[str, Any]:
         """Requests and cost over the last ``period`` (day, week, month: 24 h, 7 d, 30 d) by
-        answering model, tenant and key, with the savings against ``comparison_model``."""
+        answering model, tenant and key, with the savings against ``comparison_model``.
+        ``charged_usd`` is what budgets were charged: the requests' charges and those of
+        reservations a stop or crash left open, charged at their expiry
+        (``charged_at_expiry_usd``)."""
         self.check_tenant(tenant)
         since, end = self._window(period, until)
         savings = _Savings(self, *self._comparison(comparison_model, since, end))
@@ -438,11 +454,14 @@ class Reports:
             for entry in table.values():
                 entry["cost_usd"] = _r(entry["cost_usd"])
         known = answered - unknown
+        at_expiry = self._expiry_charges(since, end, tenant)
+        charged += at_expiry
         report: dict[str, Any] = {
             "period": period, "since": since, "until": end, "tenant": tenant,
             "requests": requests, "answered": answered, "total_cost_usd": _r(total),
             "cost_unknown_requests": unknown,
-            "charged_usd": _r(charged), "prompt_tokens": prompt, "completion_tokens": completion,
+            "charged_usd": _r(charged), "charged_at_expiry_usd": _r(at_expiry),
+            "prompt_tokens": prompt, "completion_tokens": completion,
             "avg_cost_per_request_usd": _r(total / known) if known else 0.0,
             "by_model": _sorted(by_model), "by_tenant": _sorted(by_tenant),
             "by_key": _sorted(by_key)}
