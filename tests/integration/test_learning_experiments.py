@@ -6,6 +6,7 @@ it; exploration sends auto decisions to another candidate, never a named model's
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -316,3 +317,64 @@ def test_promoting_in_process_refuses_an_arm_that_is_not_a_name_and_keeps_a_name
     with Gateway(settings, loader=loader, env=KEYS) as gateway:  # kept across a restart
         gateway.start()
         assert gateway.experiment_report("thrift")["promoted"] == "thrifty"
+
+
+TWO_ARMS = """experiments:
+  thrift:
+    min_n: 2
+    arms:
+      control: {}
+      thrifty: {cost_weight: 5}
+"""
+
+
+def test_an_experiments_report_keeps_the_decisions_retention_pruned(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Retention prunes the decisions, requests and feedback logs; the report reads them, and
+    counts each pruned decision as it stood when pruned (its rows, its answer's cost, its
+    latest outcome), from totals the store kept; what comes after adds to them."""
+    with learning_server(fake, tmp_path, TWO_ARMS) as server:
+        gateway = server.service.gateway
+        scores = [0.2, 0.9, 0.4, 1.0, 0.0, 0.7, 0.5, 0.3]
+        for s, score in enumerate(scores):
+            headers, _ = chat(server, math_prompt(s), session=f"session-{s}")
+            decision_id = headers["x-switchpoint-decision-id"]
+            assert feedback(server, decision_id, score=0.6).status_code == 200
+            assert feedback(server, decision_id, score=score).status_code == 200  # replaces
+        chat(server, math_prompt(50), session="unscored")
+        before = get(server, "/v1/router/experiments/thrift").json()
+        assert sum(a["n"] for a in before["arms"]) == len(scores)
+        assert all(a["pruned_decisions"] == 0 for a in before["arms"])
+
+        time.sleep(0.05)
+        gateway._housekeeping(False, 1e-9)  # the service's retention: every row older than now
+        db = tmp_path / "data" / "switchpoint.db"
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM decisions").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM requests").fetchone() == (0,)
+        after = get(server, "/v1/router/experiments/thrift").json()
+        for was, now in zip(before["arms"], after["arms"], strict=True):
+            assert now["pruned_decisions"] == now["decisions"] == was["decisions"] > 0
+            for figure in ("n", "interval_method", "cost_unknown_decisions"):
+                assert now[figure] == was[figure], figure
+            assert now["mean_quality"] == pytest.approx(was["mean_quality"], abs=1e-6)
+            assert now["mean_cost_usd"] == pytest.approx(was["mean_cost_usd"], abs=1e-9)
+            assert now["interval"] == pytest.approx(was["interval"], abs=1e-6)
+        assert after["winner"] == before["winner"]
+
+        # New traffic adds to the kept totals; a further prune keeps counting them once.
+        headers, _ = chat(server, math_prompt(60), session="session-0")
+        arm = headers["x-switchpoint-arm"]
+        assert feedback(server, headers["x-switchpoint-decision-id"],
+                        score=1.0).status_code == 200
+        more = {a["arm"]: a for a in get(server, "/v1/router/experiments/thrift").json()["arms"]}
+        was = {a["arm"]: a for a in after["arms"]}
+        assert more[arm]["n"] == was[arm]["n"] + 1
+        assert more[arm]["decisions"] == was[arm]["decisions"] + 1
+        assert more[arm]["pruned_decisions"] == was[arm]["pruned_decisions"]
+        time.sleep(0.05)
+        gateway._housekeeping(False, 1e-9)
+        again = {a["arm"]: a for a in get(server, "/v1/router/experiments/thrift").json()["arms"]}
+        assert again[arm]["n"] == more[arm]["n"]
+        assert again[arm]["pruned_decisions"] == again[arm]["decisions"] == more[arm]["decisions"]
+        assert again[arm]["mean_quality"] == pytest.approx(more[arm]["mean_quality"], abs=1e-6)

@@ -202,9 +202,11 @@ def test_a_repeat_without_a_cost_keeps_the_one_taken_before_once_retention_prune
 
 def test_after_a_prune_an_experiments_report_says_what_it_covers(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
-    """An experiment's report is read from the logs: once retention pruned them, its ``n``
-    counts only the outcomes (and decisions) kept, and its ``feedback_log`` says rows were
-    pruned (as the status's does), where before it said none were."""
+    """An experiment's report is read from the logs and from the totals the store keeps of
+    the decisions retention pruned: once retention pruned them, its ``n`` still counts their
+    outcomes (``pruned_decisions`` says how many decisions it counts so), and its
+    ``feedback_log`` says rows were pruned (as the status's does), where before it said none
+    were."""
     config = "experiments:\n  split:\n    arms:\n      a: {}\n      b: {cost_weight: 5}\n"
     with learning_server(fake, tmp_path, config) as server:
         gateway = server.service.gateway
@@ -227,6 +229,9 @@ def test_after_a_prune_an_experiments_report_says_what_it_covers(
         after = report()
         assert after["feedback_log"]["pruned"] is True
         # The one feedback row kept (the checkpoint ends at it) belongs to a decision the
-        # same retention pruned (every row older than now): no outcome counts any more.
+        # same retention pruned (every row older than now): every outcome counts from the
+        # kept totals.
         assert len(_rows(gateway)) == 1
-        assert sum(a["n"] for a in after["arms"]) == 0
+        assert sum(a["n"] for a in after["arms"]) == 6
+        assert sum(a["pruned_decisions"] for a in after["arms"]) == sum(
+            a["decisions"] for a in before["arms"])

@@ -192,7 +192,9 @@ def test_an_experiment_tally_read_while_a_prune_runs_is_read_whole_once_it_delet
     report = retention.prune(store.path, 2000.0)
     assert report.deleted["decisions"] == 20
     whole = LearningReader(store.path).experiment("x")
-    assert whole["a"]["decisions"] == 10
+    # (the pruned decisions count from the totals the store kept as it deleted them)
+    assert (whole["a"]["decisions"], whole["a"]["pruned_decisions"]) == (30, 20)
+    assert whole["a"]["kept_scores"]["n"] == 20 and sum(whole["a"]["quality_counts"].values()) == 10
     assert kept.experiment("x") == whole
     store.close()
 

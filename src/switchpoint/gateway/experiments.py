@@ -98,34 +98,66 @@ def wilson(successes: float, n: int) -> tuple[float, float]:
     return low, high
 
 
+@dataclass(frozen=True)
+class Scores:
+    """Scores in [0, 1], summed up as an interval needs them: how many, their sum and sum of
+    squares, how many are 1 and how many neither 0 nor 1, the lowest and the highest. Two add
+    up to the scores of both (an arm's scores in the log and those of its decisions retention
+    pruned, kept as totals)."""
+
+    n: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+    ones: int = 0
+    others: int = 0
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def of_counts(cls, counts: Mapping[float, int]) -> Scores:
+        """The scores given as ``{score: how many}`` (exact sums: the same in any order)."""
+        scores = {float(q): int(c) for q, c in counts.items() if c > 0}
+        if not scores:
+            return cls()
+        return cls(sum(scores.values()), math.fsum(q * c for q, c in scores.items()),
+                   math.fsum(q * q * c for q, c in scores.items()), scores.get(1.0, 0),
+                   sum(c for q, c in scores.items() if q not in (0.0, 1.0)),
+                   min(scores), max(scores))
+
+    def __add__(self, other: Scores) -> Scores:
+        lows = [v for v in (self.low, other.low) if v is not None]
+        highs = [v for v in (self.high, other.high) if v is not None]
+        return Scores(self.n + other.n, math.fsum((self.total, other.total)),
+                      math.fsum((self.squares, other.squares)), self.ones + other.ones,
+                      self.others + other.others, min(lows) if lows else None,
+                      max(highs) if highs else None)
+
+
 def interval(qualities: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
-    """(mean, low, high, method) of the scores: see :func:`interval_of_counts`."""
-    return interval_of_counts(Counter(float(q) for q in qualities))
+    """(mean, low, high, method) of the scores: see :func:`interval_of_scores`."""
+    return interval_of_scores(Scores.of_counts(Counter(float(q) for q in qualities)))
 
 
-def interval_of_counts(counts: Mapping[float, int]
-                       ) -> tuple[float | None, float | None, float | None, str]:
-    """(mean, low, high, method) of the scores, given as ``{score: how many}``: a Wilson
-    interval when every score is 0 or 1 (a success rate), else a t-interval on the mean score
-    (clipped to [0, 1]). Scores that are all the same show no spread to measure, and a
-    t-interval of width 0 would let two such arms name a winner from two scores each: they get
-    the Wilson interval of their mean instead, the widest that scores in [0, 1] with that mean
-    allow. (Exact sums, so the same scores give the same interval in any order.)"""
-    scores = {q: c for q, c in counts.items() if c > 0}
-    n = sum(scores.values())
+def interval_of_scores(scores: Scores) -> tuple[float | None, float | None, float | None, str]:
+    """(mean, low, high, method) of the scores: a Wilson interval when every score is 0 or 1
+    (a success rate), else a t-interval on the mean score (clipped to [0, 1]). Scores that are
+    all the same show no spread to measure, and a t-interval of width 0 would let two such arms
+    name a winner from two scores each: they get the Wilson interval of their mean instead, the
+    widest that scores in [0, 1] with that mean allow."""
+    n = scores.n
     if n == 0:
         return None, None, None, "none"
-    mean = math.fsum(q * c for q, c in scores.items()) / n
-    if set(scores) <= {0.0, 1.0}:
-        low, high = wilson(scores.get(1.0, 0), n)
+    mean = scores.total / n
+    if scores.others == 0:
+        low, high = wilson(scores.ones, n)
         return mean, low, high, "wilson"
     if n < 2:
         return mean, None, None, "t"
-    if len(scores) == 1:
+    if scores.low == scores.high:
         low, high = wilson(mean * n, n)
         return mean, low, high, "wilson"
-    spread = math.sqrt(math.fsum(c * (q - mean) ** 2 for q, c in scores.items()) / (n - 1))
-    half = t_quantile(n - 1) * spread / math.sqrt(n)
+    variance = max(0.0, math.fsum((scores.squares, -scores.total * mean)) / (n - 1))
+    half = t_quantile(n - 1) * math.sqrt(variance) / math.sqrt(n)
     return mean, max(0.0, mean - half), min(1.0, mean + half), "t"
 
 
@@ -138,7 +170,9 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
                       promoted: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
     """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost in
     USD over the answers whose cost is known and how many decisions' cost is unknown;
-    and the winner, once the evidence is there (see :data:`WINNER_RULE`)."""
+    and the winner, once the evidence is there (see :data:`WINNER_RULE`). Decisions retention
+    pruned count as they stood when pruned (``pruned_decisions`` says how many: the store
+    keeps their totals)."""
     experiment = settings.experiments.get(name)
     if experiment is None:
         raise NotFoundError(f"experiment: no experiment {name[:100]!r} is configured; "
@@ -148,12 +182,15 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     arms: list[dict[str, Any]] = []
     for arm, config in experiment.arms.items():
         row = rows.get(arm, {})
-        counts: Mapping[float, int] = row.get("quality_counts", {})
-        mean, low, high, method = interval_of_counts(counts)
+        scores = Scores.of_counts(row.get("quality_counts", {}))
+        if row.get("kept_scores"):
+            scores += Scores(**row["kept_scores"])
+        mean, low, high, method = interval_of_scores(scores)
         arms.append({
             "arm": arm, "weight": config.weight, "policy": config.policy,
             "cost_weight": config.cost_weight, "models": config.models,
-            "decisions": int(row.get("decisions", 0)), "n": sum(counts.values()),
+            "decisions": int(row.get("decisions", 0)), "n": scores.n,
+            "pruned_decisions": int(row.get("pruned_decisions", 0)),
             "mean_quality": None if mean is None else round(mean, 6),
             "interval": None if low is None or high is None else [round(low, 6),
                                                                   round(high, 6)],

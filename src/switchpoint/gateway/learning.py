@@ -1416,9 +1416,9 @@ class GatewayLearning:
     # Experiments -----------------------------------------------------------------------------
 
     def report_experiment(self, settings: Settings, name: str) -> dict[str, Any]:
-        """The experiment's report (see :func:`experiment_report`), read from the logs, with
-        what of the feedback log it covers (``feedback_log``, see :meth:`log_kept`): once
-        retention pruned the log, the outcomes pruned no longer count in it."""
+        """The experiment's report (see :func:`experiment_report`), read from the logs and
+        the totals the store keeps of the decisions retention pruned, with what of the
+        feedback log is kept (``feedback_log``, see :meth:`log_kept`)."""
         return {**experiment_report(name, settings, self.reader, self.promoted),
                 "feedback_log": self.log_kept(deployment=False)}
 

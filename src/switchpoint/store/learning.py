@@ -14,6 +14,9 @@
   made before a restart still teaches. Bounded: only the last ``learning.memory_size`` rows are
   kept (older ones are pruned as new ones arrive).
 - ``promotions``: experiments whose winning arm was promoted (append-only; the last one wins).
+- ``experiment_kept``: per experiment and arm, the totals of its decisions retention pruned,
+  added by a trigger as each is deleted (see the store's migration 22), which an experiment's
+  report adds to what the logs still hold.
 - ``compares``: preference comparisons waiting for their scores (the blind labels, the models
   that answered, the prompt's vector as float32 and its units, each answer's request id, finish
   reason and failure, revealed by the score; never the prompt or the answers' content),
@@ -297,14 +300,24 @@ class _ArmTally:
         self.cost_sum = 0.0 if self.cost_n == 0 else self.cost_sum + cost_sum
 
 
+#: The columns of an arm's kept totals (``experiment_kept``): what its decisions retention
+#: pruned added as they went (their rows, their answers' cost, and the moments of their
+#: latest outcomes' qualities: see the store's migration 22).
+KEPT_COLUMNS = ("decisions", "cost_sum", "cost_n", "n", "total", "squares", "ones", "others",
+                "low", "high")
+
+
 @dataclass
 class _ExperimentTally:
     """An experiment's arms over the log up to: the decision at ``decisions`` (a rowid; its id
     ``decision_id``), the request at ``requests`` and the outcome at ``feedback`` (its event
-    ``feedback_id``), with the store's prunes then (a count and the last one's seq)."""
+    ``feedback_id``), with the store's prunes then (a count and the last one's seq), and the
+    arms' kept totals of the decisions pruned (``kept``: read with the log, changed only by a
+    prune)."""
 
     pruned: tuple[int, ...] = ()
     arms: dict[str, _ArmTally] = field(default_factory=dict)
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     decisions: int = 0
     decision_id: str = ""
     requests: int = 0
@@ -313,6 +326,16 @@ class _ExperimentTally:
 
     def arm(self, name: str) -> _ArmTally:
         return self.arms.setdefault(name, _ArmTally())
+
+
+def _kept(conn: sqlite3.Connection, name: str) -> dict[str, dict[str, Any]]:
+    """Experiment ``name``'s kept totals by arm (none in a store too old to keep them)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                    "name = 'experiment_kept'").fetchone() is None:
+        return {}
+    rows = conn.execute(f"SELECT arm, {', '.join(KEPT_COLUMNS)} FROM experiment_kept "
+                        "WHERE experiment = ?", (name,)).fetchall()
+    return {str(arm): dict(zip(KEPT_COLUMNS, values, strict=True)) for arm, *values in rows}
 
 
 class LearningReader:
@@ -645,11 +668,24 @@ class LearningReader:
                 name, self._experiments.get(name))
             arms = {arm: (a.rows, a.cost_sum, a.cost_n, dict(a.qualities))
                     for arm, a in tally.arms.items()}
-        return {arm: {"decisions": rows,
-                      "mean_cost_usd": cost_sum / cost_n if cost_n else None,
-                      "cost_unknown": rows - cost_n,
-                      "quality_counts": {q: c for q, c in sorted(qualities.items()) if c > 0}}
-                for arm, (rows, cost_sum, cost_n, qualities) in sorted(arms.items())}
+            kept = {arm: dict(totals) for arm, totals in tally.kept.items()}
+        out: dict[str, dict[str, Any]] = {}
+        for arm in sorted(set(arms) | set(kept)):
+            rows, cost_sum, cost_n, qualities = arms.get(arm, (0, 0.0, 0, {}))
+            pruned = kept.get(arm)
+            if pruned is not None:
+                rows += int(pruned["decisions"])
+                cost_sum += float(pruned["cost_sum"])
+                cost_n += int(pruned["cost_n"])
+            out[arm] = {"decisions": rows,
+                        "mean_cost_usd": cost_sum / cost_n if cost_n else None,
+                        "cost_unknown": rows - cost_n,
+                        "quality_counts": {q: c for q, c in sorted(qualities.items()) if c > 0},
+                        "kept_scores": None if pruned is None else {
+                            k: pruned[k] for k in ("n", "total", "squares", "ones", "others",
+                                                   "low", "high")},
+                        "pruned_decisions": 0 if pruned is None else int(pruned["decisions"])}
+        return out
 
     def _experiment_read(self, name: str, tally: _ExperimentTally | None) -> _ExperimentTally:
         """``tally`` brought up to the end of the log (read whole the first time, after a
@@ -672,7 +708,9 @@ class LearningReader:
                             "SELECT id FROM decisions WHERE rowid = ?",
                             (tally.decisions,)).fetchone() != (tally.decision_id,))):
                     tally = None  # pruned since, or another log (a replaced file): read it whole
-                old = tally or _ExperimentTally(pruned=tuple(pruned))
+                if tally is None:
+                    tally = _ExperimentTally(pruned=tuple(pruned), kept=_kept(conn, name))
+                old = tally
                 d0, r0, f0 = old.decisions, old.requests, old.feedback
                 d1, r1, f1 = (int(m) for m in marks)
                 # The decisions new since: each with its requests (one row each, or one without).

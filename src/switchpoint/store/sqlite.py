@@ -55,7 +55,7 @@ from switchpoint.store.moved import (
 from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 21
+SCHEMA_VERSION = 22
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -804,6 +804,61 @@ _MIGRATIONS: dict[int, str] = {
     CREATE TRIGGER feedback_no_delete BEFORE DELETE ON feedback
         WHEN OLD.ts >= coalesce((SELECT max(cutoff) FROM prunes), 0)
         BEGIN SELECT RAISE(ABORT, 'the feedback log is append-only'); END;
+    """,
+    # An experiment's decisions retention prunes still count in its report: each, as it is
+    # deleted, adds to its arm's kept totals what the report read of it then (its rows, with
+    # one per gateway request made for it; the cost of those answered; the latest outcome
+    # of each tenant about it, as moments: how many, their sum and sum of squares, how many
+    # were 1 and how many neither 0 nor 1, the lowest and the highest). Retention deletes
+    # decisions before requests and feedback, so both are still there to read.
+    22: """
+    CREATE TABLE IF NOT EXISTS experiment_kept (
+        experiment TEXT NOT NULL,
+        arm TEXT NOT NULL,
+        decisions INTEGER NOT NULL DEFAULT 0,
+        cost_sum REAL NOT NULL DEFAULT 0,
+        cost_n INTEGER NOT NULL DEFAULT 0,
+        n INTEGER NOT NULL DEFAULT 0,
+        total REAL NOT NULL DEFAULT 0,
+        squares REAL NOT NULL DEFAULT 0,
+        ones INTEGER NOT NULL DEFAULT 0,
+        others INTEGER NOT NULL DEFAULT 0,
+        low REAL,
+        high REAL,
+        PRIMARY KEY (experiment, arm)
+    );
+    CREATE TRIGGER IF NOT EXISTS experiment_kept_on_prune AFTER DELETE ON decisions
+        WHEN OLD.experiment IS NOT NULL AND OLD.arm IS NOT NULL
+        BEGIN
+            INSERT INTO experiment_kept (experiment, arm, decisions, cost_sum, cost_n, n,
+                                         total, squares, ones, others, low, high)
+            SELECT OLD.experiment, OLD.arm,
+                   max(1, (SELECT count(*) FROM requests WHERE decision_id = OLD.id)),
+                   coalesce((SELECT sum(cost_usd) FROM requests WHERE decision_id = OLD.id),
+                            0),
+                   (SELECT count(cost_usd) FROM requests WHERE decision_id = OLD.id),
+                   count(q), coalesce(sum(q), 0), coalesce(sum(q * q), 0),
+                   count(CASE WHEN q = 1.0 THEN 1 END),
+                   count(CASE WHEN q != 0.0 AND q != 1.0 THEN 1 END), min(q), max(q)
+            FROM (SELECT f.quality AS q FROM feedback f WHERE f.decision_id = OLD.id
+                  AND f.seq = (SELECT max(g.seq) FROM feedback g
+                               WHERE g.decision_id = f.decision_id AND g.tenant = f.tenant))
+            WHERE true
+            ON CONFLICT (experiment, arm) DO UPDATE SET
+                decisions = decisions + excluded.decisions,
+                cost_sum = cost_sum + excluded.cost_sum,
+                cost_n = cost_n + excluded.cost_n,
+                n = n + excluded.n,
+                total = total + excluded.total,
+                squares = squares + excluded.squares,
+                ones = ones + excluded.ones,
+                others = others + excluded.others,
+                low = CASE WHEN excluded.low IS NULL THEN low WHEN low IS NULL THEN excluded.low
+                           ELSE min(low, excluded.low) END,
+                high = CASE WHEN excluded.high IS NULL THEN high
+                            WHEN high IS NULL THEN excluded.high
+                            ELSE max(high, excluded.high) END;
+        END;
     """,
 }
 # The tables retention prunes, oldest rows first.
