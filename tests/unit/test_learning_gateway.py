@@ -704,3 +704,32 @@ def test_a_prune_given_a_checkpoint_key_goes_only_by_a_checkpoint_of_that_key(
     assert retention.prune(store.path, 2000.0, checkpoint_key="old").deleted["feedback"] == 7
     assert LearningReader(store.path).first_feedback() == 8
     store.close()
+
+
+def test_an_experiment_keeps_its_newest_promotions_and_the_last_still_applies(
+        tmp_path: Path) -> None:
+    from switchpoint.store.learning import PromotionRecord
+    from switchpoint.store.sqlite import PROMOTIONS_KEPT
+
+    store = SQLiteStore(tmp_path / "s.db").open()
+    try:
+        for i in range(PROMOTIONS_KEPT + 30):
+            store.append(PromotionRecord(float(i), "x", f"arm{i}", "by hand")).result()
+        store.append(PromotionRecord(1e6, "y", "only", "winner")).result()
+        reader = LearningReader(store.path)
+        assert reader.promotions() == {"x": (f"arm{PROMOTIONS_KEPT + 29}", PROMOTIONS_KEPT + 29.0,
+                                             "by hand"), "y": ("only", 1e6, "winner")}
+        conn = sqlite3.connect(store.path)
+        try:
+            rows = conn.execute("SELECT experiment, count(*), min(ts) FROM promotions "
+                                "GROUP BY experiment ORDER BY experiment").fetchall()
+            assert rows == [("x", PROMOTIONS_KEPT, 30.0), ("y", 1, 1e6)]
+            for sql in ("DELETE FROM promotions WHERE experiment = 'y'",
+                        "DELETE FROM promotions WHERE experiment = 'x' AND ts = 30.0",
+                        "UPDATE promotions SET arm = 'other'"):
+                with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                    conn.execute(sql)
+        finally:
+            conn.close()
+    finally:
+        store.close()

@@ -13,7 +13,9 @@
   float16, the units it fell in, the candidates, the model chosen), so feedback for a decision
   made before a restart still teaches. Bounded: only the last ``learning.memory_size`` rows are
   kept (older ones are pruned as new ones arrive).
-- ``promotions``: experiments whose winning arm was promoted (append-only; the last one wins).
+- ``promotions``: experiments whose winning arm was promoted (append-only but for the oldest
+  past each experiment's newest ``PROMOTIONS_KEPT``, which go as a new one is written; the
+  last one wins).
 - ``experiment_kept``: per experiment and arm, the totals of its decisions retention pruned,
   added by a trigger as each is deleted (see the store's migration 22), which an experiment's
   report adds to what the logs still hold.

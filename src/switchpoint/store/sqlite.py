@@ -513,6 +513,9 @@ def _count_tenant(conn: sqlite3.Connection, tenant: str | None) -> None:
 #: open (see switchpoint.governance.ledger; migration 18 closes those further back).
 LEDGER_LOOKBACK_S = 2 * 86400.0
 
+#: The promotions of one experiment the store keeps, the newest (the last applies).
+PROMOTIONS_KEPT = 100
+
 _MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE decisions (
@@ -805,13 +808,27 @@ _MIGRATIONS: dict[int, str] = {
         WHEN OLD.ts >= coalesce((SELECT max(cutoff) FROM prunes), 0)
         BEGIN SELECT RAISE(ABORT, 'the feedback log is append-only'); END;
     """,
-    # An experiment's decisions retention prunes still count in its report: each, as it is
+    # An experiment keeps its newest PROMOTIONS_KEPT promotions (the last one is the one that
+    # applies): older ones go as a new one is written, and no other delete is let through.
+    # And an experiment's decisions retention prunes still count in its report: each, as it is
     # deleted, adds to its arm's kept totals what the report read of it then (its rows, with
     # one per gateway request made for it; the cost of those answered; the latest outcome
     # of each tenant about it, as moments: how many, their sum and sum of squares, how many
     # were 1 and how many neither 0 nor 1, the lowest and the highest). Retention deletes
     # decisions before requests and feedback, so both are still there to read.
-    22: """
+    22: f"""
+    DROP TRIGGER IF EXISTS promotions_no_delete;
+    CREATE TRIGGER promotions_no_delete BEFORE DELETE ON promotions
+        WHEN (SELECT count(*) FROM promotions p WHERE p.experiment = OLD.experiment
+              AND p.seq > OLD.seq) < {PROMOTIONS_KEPT}
+        BEGIN SELECT RAISE(ABORT, 'promotions are append-only'); END;
+    CREATE TRIGGER IF NOT EXISTS promotions_kept AFTER INSERT ON promotions
+        BEGIN
+            DELETE FROM promotions WHERE experiment = NEW.experiment AND seq < (
+                SELECT min(seq) FROM (SELECT seq FROM promotions
+                                      WHERE experiment = NEW.experiment
+                                      ORDER BY seq DESC LIMIT {PROMOTIONS_KEPT}));
+        END;
     CREATE TABLE IF NOT EXISTS experiment_kept (
         experiment TEXT NOT NULL,
         arm TEXT NOT NULL,
