@@ -77,6 +77,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``error200``       a 200 whose JSON body is an error, streamed or not (``code=``, default
                    ``server_error``; its message quotes the request's ``Authorization``)
 ``html``           a 200 web page (``text/html``), streamed or not
+``overrun``        a 200 whole answer saying ``OVERRUN`` (streamed or not) whose
+                   Content-Length stops short of what is sent: ``text=`` (percent-decoded;
+                   default a whole second answer, head and body, saying ``SPILLED``) follows
+                   it on the connection, which is kept open for the next request
 ``hold``           send nothing for ``seconds=`` (default 10), noting in the request log
                    (``closed_at``) when the client closes the connection
 ``encoded``        a 200 whole answer saying ``ENCODED`` (streamed or not) in plain bytes, but
@@ -998,6 +1002,38 @@ async def serve_encoded(req: Request, writer: asyncio.StreamWriter,
     return True
 
 
+async def serve_overrun(req: Request, writer: asyncio.StreamWriter,
+                        params: dict[str, str], stream: bool) -> bool:
+    model = str((req.json or {}).get("model"))
+    base = {"id": "chatcmpl-overrun", "created": int(time.time()), "model": model}
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+
+    def whole(text: str) -> bytes:
+        return json.dumps({**base, "object": "chat.completion", "choices": [{
+            "index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": text}}], "usage": usage}).encode()
+
+    spilled = whole("SPILLED")
+    tail = (urllib.parse.unquote(params["text"]).encode() if "text" in params else
+            head_bytes(200, {"content-type": "application/json",
+                             "content-length": str(len(spilled))}) + spilled)
+    if stream:
+        events = [{**base, "object": "chat.completion.chunk", "choices": [
+                      {"index": 0, "delta": {"role": "assistant", "content": "OVERRUN"},
+                       "finish_reason": None}]},
+                  {**base, "object": "chat.completion.chunk", "choices": [
+                      {"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}]
+        data = ("".join(f"data: {json.dumps(e)}\n\n" for e in events)
+                + "data: [DONE]\n\n").encode()
+        kind = "text/event-stream"
+    else:
+        data, kind = whole("OVERRUN"), "application/json"
+    writer.write(head_bytes(200, {"content-type": kind, "content-length": str(len(data))})
+                 + data + tail)
+    await writer.drain()
+    return True
+
+
 async def serve_hold(reader: asyncio.StreamReader | None, params: dict[str, str],
                      entry: dict[str, Any]) -> bool:
     """Answer nothing; note when the client closes the connection."""
@@ -1099,6 +1135,8 @@ async def dispatch(req: Request, writer: asyncio.StreamWriter,
         stream = bool((req.json or {}).get("stream"))
         if name == "encoded":
             return await serve_encoded(req, writer, params, stream)
+        if name == "overrun":
+            return await serve_overrun(req, writer, params, stream)
         if name == "huge":
             return await serve_huge(req, writer, params, stream)
         if name == "huge_line":

@@ -471,3 +471,22 @@ def test_an_answer_in_a_coding_not_asked_for_fails_over_undecoded(
     assert _INFLATED == []
     assert {r["headers"].get("accept-encoding") for r in gw_fake.requests()} == {
         "gzip, identity"}
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_bytes_past_an_answers_content_length_reach_no_later_request(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, streaming: bool) -> None:
+    """An upstream sends more than its Content-Length said: the answer ends where the length
+    says, and what followed (here a whole second answer) is not read as the answer to the next
+    request on that connection, which may be another client's: it goes out on a fresh one."""
+    gw_fake.script("fresh", "overrun")
+    if streaming:
+        text, _, entry = streamed(gw, "fresh")
+    else:
+        completion, entry = plain(gw, "fresh")
+        text = completion.choices[0].message.content or ""
+    assert text == "OVERRUN" and outcomes(entry) == [("fresh", "ok")]
+    completion, entry = plain(gw, "fresh")
+    assert (completion.choices[0].message.content or "").startswith("Echo from fresh")
+    assert outcomes(entry) == [("fresh", "ok")]
+    assert len(gw_fake.requests()) == 2

@@ -345,6 +345,15 @@ def test_bytes_past_the_end_of_a_chunked_body_close_its_connection() -> None:
     assert idle == 0  # what followed the body would be read as the next answer: not reused
 
 
+def test_bytes_past_a_content_length_close_its_connection() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+    pieces, idle = asyncio.run(_pieces([head + b"okHTTP/1.1 200 OK\r\n"]))
+    assert pieces == [b"ok"]
+    assert idle == 0  # what followed the body would be read as the next answer: not reused
+    pieces, idle = asyncio.run(_pieces([head + b"ok"]))
+    assert (pieces, idle) == ([b"ok"], 1)
+
+
 def test_a_cookie_an_upstream_sets_rides_along_with_no_later_request() -> None:
     """One pooled client serves every caller of an upstream: a cookie one answer set must not
     be sent with the next request, which may be another tenant's."""

@@ -50,9 +50,12 @@ class _Connection:
         self.idle_since = 0.0
 
     def usable(self) -> bool:
-        """Still open, as far as the event loop knows (no system call)."""
+        """Still open, as far as the event loop knows (no system call), and holding no byte
+        unread: bytes past an answer's end (a Content-Length shorter than what was sent) or
+        sent while idle would be read as the next request's answer, another caller's."""
         return not (self.writer.is_closing() or self.reader.at_eof()
-                    or self.reader.exception() is not None)
+                    or self.reader.exception() is not None
+                    or getattr(self.reader, "_buffer", None))  # (asyncio's unread bytes)
 
     def close(self) -> None:
         self.writer.close()
