@@ -39,8 +39,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
 ``usage``          ``ok``, but reporting ``prompt=`` and ``completion=`` tokens (any integers,
                    negative or beyond 64 bits included: an upstream that misreports)
-``429``            rate limited; ``retry_after=`` sets ``Retry-After`` (seconds),
-                   ``retry_after_ms=`` sets ``retry-after-ms``
+``429``            rate limited; ``retry_after=`` sets ``Retry-After`` (seconds, or an HTTP
+                   date percent-decoded: ``%2C`` is a comma), ``retry_after_ms=`` sets
+                   ``retry-after-ms``
 ``500``, ``503``,  that status with the dialect's error body (any 4xx/5xx code works;
 ``529``, ``401``   ``retry_after=`` adds ``Retry-After``)
 ``reset``          reset the TCP connection (RST) without answering
@@ -442,7 +443,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         status = int(name)
         headers = {}
         if "retry_after" in params:
-            headers["retry-after"] = params["retry_after"]
+            headers["retry-after"] = urllib.parse.unquote(params["retry_after"])
         if "retry_after_ms" in params:
             headers["retry-after-ms"] = params["retry_after_ms"]
         kinds = {429: ("rate_limit_exceeded", "requests"), 401: ("invalid_api_key", "auth")}
@@ -711,7 +712,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
         return True
     if name.isdigit():
         status = int(name)
-        headers = {"retry-after": params["retry_after"]} if "retry_after" in params else {}
+        headers = ({"retry-after": urllib.parse.unquote(params["retry_after"])}
+                   if "retry_after" in params else {})
         kinds = {429: "rate_limit_error", 529: "overloaded_error", 401: "authentication_error",
                  500: "api_error"}
         await send_json(writer, status,

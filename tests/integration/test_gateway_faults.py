@@ -490,3 +490,20 @@ def test_bytes_past_an_answers_content_length_reach_no_later_request(
     assert (completion.choices[0].message.content or "").startswith("Echo from fresh")
     assert outcomes(entry) == [("fresh", "ok")]
     assert len(gw_fake.requests()) == 2
+
+
+@pytest.mark.parametrize("retry_after", [
+    "retry_after=1000000000", "retry_after_ms=1e300",
+    "retry_after=Fri%2C 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_of_years_is_taken_as_a_day(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, retry_after: str) -> None:
+    """An upstream's Retry-After of 31 years (in seconds, milliseconds or a date) keeps its
+    model out for a day at most, and the client hears a day."""
+    gw_fake.script("fresh", f"429:{retry_after}")
+    with pytest.raises(openai.RateLimitError) as info:
+        client(gw).chat.completions.create(model="fresh", messages=user())
+    assert info.value.response.headers["retry-after"] == "86400"
+    entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
+    assert outcomes(entry) == [("fresh", "rate_limited")]
+    wait = gw.service.gateway.health.wait_s("fresh")
+    assert wait is not None and 86_000 < wait <= 86_400

@@ -170,8 +170,20 @@ _FILTER_MARKERS = ("content_filter", "content_policy", "content management polic
                    "content filtering policy", "responsibleaipolicyviolation", "safety system")
 
 
+#: The longest wait an upstream's ``Retry-After`` is taken at (a day): a longer one (a
+#: hostile or broken upstream's 10**9 seconds, a date in the year 9999) would keep its model out
+#: of service until a restart and be handed on to clients as is.
+MAX_RETRY_AFTER_S = 86_400.0
+
+
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or an HTTP date)."""
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or an HTTP date),
+    at most :data:`MAX_RETRY_AFTER_S`; ``None`` when neither is there or readable."""
+    seconds = _retry_after(headers, now)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_S)
+
+
+def _retry_after(headers: Mapping[str, str], now: float | None) -> float | None:
     lowered = {k.lower(): v for k, v in headers.items()}
     raw_ms = lowered.get("retry-after-ms")
     if raw_ms is not None:
