@@ -56,6 +56,8 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    ``[DONE]`` / ``message_stop`` (some real upstreams do)
 ``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
                    finish reason, no end marker (an answer cut short)
+``nodelta``        Anthropic dialect, streaming: a whole stream, ``message_stop`` included,
+                   without its ``message_delta`` (no stop reason, no final usage)
 ``reject_stream_options``  OpenAI dialect: a request carrying ``stream_options`` is refused
                    with Mistral's 422 ``extra_forbidden`` naming the field; without it, ``ok``
 ``sse_error``      stream ``after=`` chunks (default 1), then an error event
@@ -784,6 +786,8 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": stop, "stop_sequence": None},
                                      "usage": {"output_tokens": answer.completion_tokens}}))
+    if name == "nodelta":
+        events.pop()  # (no stop reason, no final usage: message_start's counts alone)
     after = int(_num(params, "after", 2 if name == "cut" else 1))
     sent_content = 0
     for event, payload in events:

@@ -666,3 +666,21 @@ def test_a_retry_after_an_expired_reservation_names_what_it_held(
     assert r.status_code == 201, r.text
     notes = _sent_unheld_notes(gov, r.json(), monkeypatch)
     assert notes == [f"{named}: {UNHELD}"], notes
+
+
+def test_an_anthropic_stream_without_its_final_counts_is_charged_its_worst_case(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    """A Messages API stream that ends without its message_delta carries only message_start's
+    count of the output, made before any was written: the answer is charged its worst case,
+    not that count."""
+    with client(gov, key["key"]).chat.completions.with_streaming_response.create(
+            model="other", max_tokens=1000, stream=True,
+            messages=user("no final counts [[fake:nodelta]]")) as response:
+        request_id = response.headers["x-switchpoint-request-id"]
+        text = "".join(c.choices[0].delta.content or "" for c in response.parse()
+                       if c.choices)
+    assert text.startswith("Echo from claude-fake-2")
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "ok"
+    assert entry["charged"] == pytest.approx(_worst(gov, gw_fake, "other"))
+    assert _charged(gov, request_id) == {"other": pytest.approx(entry["charged"])}

@@ -441,6 +441,17 @@ async def test_anthropic_ok_translates_both_ways(fake: FakeProviderProcess,
     assert seen["body"]["max_tokens"] == 64 and seen["body"]["model"] == "fake-claude-1"
 
 
+async def test_an_anthropic_stream_without_its_final_counts_has_no_usage(
+        fake: FakeProviderProcess, anthropic_provider: AnthropicProvider,
+        claude: ModelCard) -> None:
+    """A stream ended without its message_delta reports no usage (the answer is charged its
+    worst case), not message_start's count of the output before it was written."""
+    fake.script("fake-claude-1", "nodelta")
+    chunks = await collect(anthropic_provider.stream(req(), claude, FAST))
+    assert text_of(chunks) == "Echo from fake-claude-1: hello there"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] is None
+
+
 async def test_anthropic_stream_text_and_usage(anthropic_provider: AnthropicProvider,
                                                claude: ModelCard) -> None:
     chunks = await collect(anthropic_provider.stream(req(), claude, FAST))

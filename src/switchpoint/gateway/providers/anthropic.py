@@ -567,6 +567,9 @@ class AnthropicChunkDecoder:
         self._tool_index: dict[int, int] = {}
         # The usage counts as reported so far: message_start's, then message_delta's over them.
         self._usage: dict[str, Any] = {}
+        # Whether a message_delta brought the final counts: message_start's output_tokens is
+        # a count before the answer was written, not what it was charged.
+        self._final_usage = False
         self._content_seen = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -635,6 +638,7 @@ class AnthropicChunkDecoder:
             usage = data.get("usage")
             if isinstance(usage, Mapping):
                 self._usage.update(usage)
+                self._final_usage = True
             stop = (data.get("delta") or {}).get("stop_reason")
             if stop:
                 finish = STOP_REASONS.get(str(stop), "stop")
@@ -646,7 +650,8 @@ class AnthropicChunkDecoder:
             self.done = True
             chunk = self._chunk({})
             chunk["choices"] = []
-            chunk["usage"] = _usage(self._usage)
+            # (unknown without the final counts: the answer is charged its worst case)
+            chunk["usage"] = _usage(self._usage) if self._final_usage else None
             return [chunk]
         return []  # ping, content_block_stop and future event types
 
