@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from switchpoint.errors import InvalidInputError
-from switchpoint.gateway import Gateway
+from switchpoint.gateway import Gateway, engine
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import (
@@ -378,3 +378,42 @@ def test_an_experiments_report_keeps_the_decisions_retention_pruned(
         assert again[arm]["n"] == more[arm]["n"]
         assert again[arm]["pruned_decisions"] == again[arm]["decisions"] == more[arm]["decisions"]
         assert again[arm]["mean_quality"] == pytest.approx(more[arm]["mean_quality"], abs=1e-6)
+
+
+def test_a_prune_cut_short_by_its_bound_keeps_each_decisions_answers_and_outcomes(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's retention deletes at most a bound of rows per table each run, so the
+    decisions it leaves may be older than answers and outcomes another table's oldest rows
+    hold: those stay with their decision until it goes (a request's row, an outcome and every
+    one after it in the feedback log), so the report counts every decision with its cost and
+    latest outcome, during the runs and once all is pruned."""
+    monkeypatch.setattr(engine, "PRUNE_MAX_ROWS", 2)
+    with learning_server(fake, tmp_path, TWO_ARMS) as server:
+        gateway = server.service.gateway
+        # Two decisions routed alone first (no request row), then four answered; outcomes
+        # sent newest decision first, so the feedback log's oldest rows are of the newest.
+        ids = [post(server, "/v1/route", {"prompt": math_prompt(s)}).json()["decision_id"]
+               for s in range(2)]
+        ids += [chat(server, math_prompt(s), session=f"session-{s}")[0]
+                ["x-switchpoint-decision-id"] for s in range(2, 6)]
+        for decision_id, score in reversed(list(zip(ids, [0.2, 0.9, 0.4, 1.0, 0.0, 0.7],
+                                                    strict=True))):
+            assert feedback(server, decision_id, score=score).status_code == 200
+        before = get(server, "/v1/router/experiments/thrift").json()["arms"]
+        assert sum(a["n"] for a in before) == len(ids)
+        assert gateway.learning.checkpoint() is not None
+        time.sleep(0.05)
+        db = tmp_path / "data" / "switchpoint.db"
+        for _ in range(10):  # each run deletes at most two rows of each table
+            gateway._housekeeping(False, 1e-9)
+            now = get(server, "/v1/router/experiments/thrift").json()["arms"]
+            for was, arm in zip(before, now, strict=True):
+                for figure in ("decisions", "n", "cost_unknown_decisions"):
+                    assert arm[figure] == was[figure], (figure, arm, was)
+                assert arm["mean_quality"] == pytest.approx(was["mean_quality"], abs=1e-6)
+                assert arm["mean_cost_usd"] == pytest.approx(was["mean_cost_usd"], abs=1e-9)
+        with sqlite3.connect(db) as conn:
+            for table in ("decisions", "requests", "feedback"):
+                left = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                assert left <= 1, (table, left)  # (the row the checkpoint ends at stays)
+        assert sum(a["pruned_decisions"] for a in now) == len(ids)

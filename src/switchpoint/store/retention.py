@@ -74,6 +74,13 @@ SECONDS_PER_DAY = 86_400.0
 FEEDBACK_TABLE = "feedback"
 # Rows deleted per transaction.
 BATCH = 2_000
+# A request's row and a feedback row stay while the decision they belong to is logged: its
+# deletion reads them (an experiment's kept totals), and a decision may be left older than
+# they are (a prune stopped at its bound, or a request planned just before its decision).
+# ``{decisions}`` is the decisions that stay: all of them, or in a dry run those the prune
+# keeps.
+_DECISION_KEPT = "decision_id IN (SELECT id FROM decisions{decisions})"
+_NOT_WITH_DECISION = f" AND (decision_id IS NULL OR NOT {_DECISION_KEPT})"
 # The files of the data directory counted as its state: the databases, the learning checkpoint.
 _DB_SUFFIXES = (".db", ".db-wal", ".db-shm")
 _STATE_FILES = frozenset({CHECKPOINT_FILENAME})
@@ -280,15 +287,16 @@ def _prune_feedback(conn: sqlite3.Connection, file: Path, cutoff: float,
     """Prune the feedback log (see :func:`prune`): the rows deleted, and why none were when
     a service serving from the data directory keeps them."""
     if learned_through is not None:  # the service's own retention: it holds the lock
-        below = _learned_below(feedback_bound(file, cutoff, gone, checkpoint_key),
-                               learned_through)
+        below = _before_kept_decision(conn, _learned_below(
+            feedback_bound(file, cutoff, gone, checkpoint_key), learned_through))
         return (0 if below is None
                 else _delete_older(conn, FEEDBACK_TABLE, cutoff, max_rows, below=below)), None
     try:
         with brief_lock(file.parent, "prune") as progress:
             if progress is None:
                 return 0, BESIDE_SERVICE
-            below = feedback_bound(file, cutoff, gone, checkpoint_key)
+            below = _before_kept_decision(conn, feedback_bound(file, cutoff, gone,
+                                                               checkpoint_key))
             if below is None:
                 return 0, None  # no checkpoint of this log holds its rows: they all stay
             return _delete_older(conn, FEEDBACK_TABLE, cutoff, max_rows, below=below,
@@ -298,6 +306,20 @@ def _prune_feedback(conn: sqlite3.Connection, file: Path, cutoff: float,
                          f"prune the feedback log ({exc.strerror or exc}); the other entries "
                          "older than the cutoff were deleted and the feedback log left as it "
                          "was: run the prune again once the lock can be taken") from None
+
+
+def _before_kept_decision(conn: sqlite3.Connection, below: int | None, decisions: str = "",
+                          *args: Any) -> int | None:
+    """The feedback log position below which rows may go: ``below``, and not past the first
+    row of a decision still logged (of ``decisions``, a condition on the decisions table with
+    its ``args``; none: every decision logged). The log is pruned from its start, so that row
+    and every one after it stay until that decision goes."""
+    if below is None:
+        return None
+    row = conn.execute(f"SELECT min(seq) FROM feedback WHERE seq < ? AND "
+                       f"{_DECISION_KEPT.format(decisions=decisions)}",
+                       (below, *args)).fetchone()
+    return below if row is None or row[0] is None else min(below, int(row[0]))
 
 
 def _served(file: Path) -> bool:
@@ -335,9 +357,18 @@ def _count_older(file: Path, cutoffs: dict[str, float], below: int | None) -> di
                 if t not in tables or (t == FEEDBACK_TABLE and below is None):
                     out[t] = 0
                     continue
-                bound = " AND seq < ?" if t == FEEDBACK_TABLE else ""
+                kept = " WHERE ts >= ?"  # (the decisions the prune keeps)
+                args: tuple[float | int | None, ...]
+                if t == FEEDBACK_TABLE:
+                    below = _before_kept_decision(conn, below, kept, cutoffs["decisions"])
+                    bound, args = " AND seq < ?", (below,)
+                elif t == "requests":
+                    bound = _NOT_WITH_DECISION.format(decisions=kept)
+                    args = (cutoffs["decisions"],)
+                else:
+                    bound, args = "", ()
                 out[t] = int(conn.execute(f"SELECT count(*) FROM {t} WHERE ts < ?{bound}",
-                                          (c, *((below,) if bound else ()))).fetchone()[0])
+                                          (c, *args)).fetchone()[0])
             return out
         finally:
             conn.close()
@@ -353,6 +384,8 @@ def _delete_older(conn: sqlite3.Connection, table: str, cutoff: float,
     each batch (a lock held meanwhile shows it moves on)."""
     # (the feedback log by its log position: its primary key, the order it was written in)
     bound, order = ("", "ts") if below is None else (" AND seq < ?", "seq")
+    if table == "requests":
+        bound = _NOT_WITH_DECISION.format(decisions="")
     total = 0
     while max_rows is None or total < max_rows:
         size = BATCH if max_rows is None else min(BATCH, max_rows - total)
