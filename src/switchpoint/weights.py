@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -42,8 +43,9 @@ from switchpoint._files import (
     temporary_name,
     write_problem,
 )
-from switchpoint._json import DuplicateKeyError, loads, unreadable
+from switchpoint._json import DuplicateKeyError, as_float, loads, shown_number, unreadable
 from switchpoint._messages import cut, printed_name_problem, quoted_path
+from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
@@ -53,6 +55,13 @@ _ARRAY_DIRS = {"cluster": "clusters", "knn": "examples"}
 # Arrays that hold embedding-space vectors, whose width must equal the embedder's dimension.
 _VECTOR_ARRAYS = {"cluster": ("centroids", "coarse_centroids"), "knn": ("examples",)}
 DEFAULT_PACKAGE = "_default_weights"
+# The most a package's manifest.json, or one model's profile, may hold: far more than any fit
+# writes (a profile of a knn package fitted on a million examples is about 40 MB).
+MAX_JSON_BYTES = 256 << 20
+# What a profile's per-unit lists hold: the bounds of each number, and whether null (no
+# label there) may stand for one.
+_PROFILE_LISTS = {"count": (0.0, math.inf, False), "error": (0.0, 1.0, True),
+                  "prior_error": (0.0, 1.0, False), "cost": (0.0, MAX_ANSWER_COST, True)}
 
 
 @dataclass
@@ -167,8 +176,8 @@ def _is_package(root: Path) -> bool:
     """Whether ``root`` holds a weights package and nothing else (replacing it loses nothing
     of anyone's)."""
     try:
-        manifest = loads((root / "manifest.json").read_bytes())
-    except (OSError, ValueError):
+        manifest = loads(_read_json_file(root / "manifest.json"))
+    except (OSError, ValueError, WeightsError):
         return False
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         return False
@@ -292,8 +301,8 @@ def policy_of(path: str | Path) -> str | None:
     """The policy the manifest of the weights package at ``path`` names, read without loading
     the package (None: no readable manifest there; loading it says what is wrong)."""
     try:
-        manifest = loads((Path(path) / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = loads(_read_json_file(Path(path) / "manifest.json").decode("utf-8"))
+    except (OSError, ValueError, WeightsError):
         return None
     policy = manifest.get("policy") if isinstance(manifest, dict) else None
     name = policy.get("name") if isinstance(policy, dict) else None
@@ -355,7 +364,7 @@ def _read_package(root: Path) -> WeightsPackage:
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
                                           "(make one with `switchpoint fit`)")
     try:
-        manifest = loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = loads(_read_json_file(manifest_path).decode("utf-8"))
     except FileNotFoundError:  # gone since: a save swapped the package out
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
                                           "(make one with `switchpoint fit`)") from None
@@ -385,17 +394,17 @@ def _read_package(root: Path) -> WeightsPackage:
                          ("profiles", profile_files.values()), ("files", checksums.values())):
         if not all(isinstance(v, str) for v in values):
             raise WeightsError(manifest_path, f"field {name!r} must hold strings; {_CORRUPT}")
+    if len(models) > MAX_CATALOG_MODELS:
+        raise WeightsError(manifest_path, f"field 'models' lists {len(models):,} models; a "
+                                          f"package holds at most {MAX_CATALOG_MODELS:,} (the "
+                                          f"most a catalog does); {_CORRUPT}")
     _check_model_names(models, manifest_path)
     for section, files in (("arrays", array_files), ("profiles", profile_files)):
         for rel in files.values():
             _check_inside(root, rel, section, manifest_path)
     arrays: dict[str, Any] = {}
     for name, rel in array_files.items():
-        data = _read_checked(root, rel, checksums)
-        try:
-            arrays[name] = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise WeightsError(root / rel, f"is not a valid .npy array ({exc})") from None
+        arrays[name] = _array(root / rel, _read_checked(root, rel, checksums))
     profiles: dict[str, dict[str, Any]] = {}
     for model in models:
         rel = profile_files.get(model)
@@ -404,7 +413,7 @@ def _read_package(root: Path) -> WeightsPackage:
             raise WeightsError(root / expected, f"model {model!r} is listed in manifest.json but "
                                "has no profile file; add it with `switchpoint add-model` or "
                                "remove the model with `switchpoint remove-model`")
-        data = _read_checked(root, rel, checksums)
+        data = _read_checked(root, rel, checksums, limit=MAX_JSON_BYTES)
         try:
             profile = loads(data)
         except json.JSONDecodeError as exc:
@@ -413,6 +422,7 @@ def _read_package(root: Path) -> WeightsPackage:
             raise WeightsError(root / rel, f"holds a JSON {type(profile).__name__}, not a "
                                            f"model's profile (an object); {_CORRUPT}")
         profile.pop("model", None)
+        _check_profile(root / rel, profile)
         profiles[model] = profile
     policy_name = policy_info["name"]
     for name, arr in arrays.items():
@@ -474,13 +484,83 @@ def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None
                                           f"{_CORRUPT}")
 
 
-def _read_checked(root: Path, rel: str, checksums: dict[str, str]) -> bytes:
+def _read_json_file(path: Path) -> bytes:
+    """The bytes of ``path``, a package's JSON file: a :class:`WeightsError` once it holds
+    more than :data:`MAX_JSON_BYTES` (read no further)."""
+    with path.open("rb") as handle:
+        data = handle.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise WeightsError(path, f"is over {MAX_JSON_BYTES >> 20} MiB, more than a weights "
+                                 f"package's JSON file holds; {_CORRUPT}")
+    return data
+
+
+def _array(path: Path, data: bytes) -> np.ndarray:
+    """The array a ``.npy`` file's ``data`` holds, read once its header is found to describe
+    real numbers (whole or not) and exactly the data that follows it (so a header claiming
+    terabytes allocates nothing), never unpickled; each number must be finite."""
+    buffer = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(buffer)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(buffer)
+    except ValueError as exc:
+        raise WeightsError(path, f"is not a valid .npy array ({exc}); {_CORRUPT}") from None
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        raise WeightsError(path, f"holds values of type {dtype} (read as {dtype.kind!r}); a "
+                                 f"weights array holds real numbers. {_CORRUPT.capitalize()}")
+    expected = math.prod(shape) * dtype.itemsize
+    held = len(data) - buffer.tell()
+    if held != expected:
+        raise WeightsError(path, f"is not a valid .npy array: its header says {shape} values "
+                                 f"of {dtype} ({expected:,} bytes), and {held:,} bytes follow "
+                                 f"it; {_CORRUPT}")
+    try:
+        array: np.ndarray = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise WeightsError(path, f"is not a valid .npy array ({exc}); {_CORRUPT}") from None
+    if dtype.kind == "f":
+        bad = np.argwhere(~np.isfinite(array))
+        if bad.size:
+            where = tuple(int(i) for i in bad[0])
+            raise WeightsError(path, f"holds {array[where]} at {list(where)}, which is no "
+                                     f"finite number ({len(bad):,} such values in all); "
+                                     f"{_CORRUPT}")
+    return array
+
+
+def _check_profile(path: Path, profile: dict[str, Any]) -> None:
+    """Each per-unit list of a model's profile holds numbers within their bounds (nulls where
+    a unit had no label), so no estimate is built of NaN, infinity or a negative cost."""
+    for key, (low, high, nullable) in _PROFILE_LISTS.items():
+        if key not in profile:  # (one the policy needs: rebuilding it says it lacks it)
+            continue
+        values = profile[key]
+        if not isinstance(values, list):
+            raise WeightsError(path, f"field {key!r} must be a JSON list, got "
+                                     f"{type(values).__name__}; {_CORRUPT}")
+        for i, value in enumerate(values):
+            if value is None and nullable:
+                continue
+            number = (isinstance(value, int | float) and not isinstance(value, bool)
+                      and math.isfinite(as_float(value)) and low <= value <= high)
+            if not number:
+                bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+                allowed = " or null (no label)" if nullable else ""
+                raise WeightsError(path, f"field {key!r}[{i}] is {cut(shown_number(value), 60)}; "
+                                         f"it must be a finite number {bounds}{allowed}; "
+                                         f"{_CORRUPT}")
+
+
+def _read_checked(root: Path, rel: str, checksums: dict[str, str],
+                  limit: int | None = None) -> bytes:
     path = root / rel
     if not path.is_file():
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
                                  "re-create it with `switchpoint fit`")
     try:
-        data = path.read_bytes()
+        data = path.read_bytes() if limit is None else _read_json_file(path)
     except FileNotFoundError:  # gone since: a save swapped the package out while it was read
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
                                  "re-create it with `switchpoint fit`") from None

@@ -19,6 +19,8 @@ import pytest
 
 import switchpoint
 from switchpoint import _files
+from switchpoint import weights as weights_module
+from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import WeightsError
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
@@ -316,17 +318,17 @@ def test_a_file_a_save_takes_away_mid_read_means_the_new_package_is_read(
 ) -> None:
     old, new = load_weights(pkg_dir), load_weights(pkg_dir)
     remove_model(new, "claude-v2")
-    read_bytes = Path.read_bytes
+    open_file = Path.open
     swapped: list[Path] = []
 
-    def swap_then_read(path: Path) -> bytes:
+    def swap_then_open(path: Path, *args: Any, **kwargs: Any) -> Any:
         # The save lands between the reader seeing the profile and opening it.
         if path.name == "claude-v2.json" and not swapped:
             swapped.append(path)
             save_weights(new, pkg_dir)
-        return read_bytes(path)
+        return open_file(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", swap_then_read)
+    monkeypatch.setattr(Path, "open", swap_then_open)
     read = load_weights(pkg_dir)
     assert swapped and read.weights_id == new.weights_id != old.weights_id
 
@@ -707,6 +709,165 @@ def test_profile_without_a_field_names_the_field(pkg_dir: Path) -> None:
     m["files"][rel] = hashlib.sha256(data).hexdigest()
     _write_manifest(pkg_dir, m)
     with pytest.raises(WeightsError, match="lacks the field 'count'"):
+        load_weights(pkg_dir)
+
+
+
+class _Boom:
+    """Unpickling one runs code: a weights package must never unpickle."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, ("touch unpickled",))
+
+
+def _raw_npy(root: Path, rel: str, data: bytes) -> None:
+    """Put ``data`` at ``rel`` with its checksum, so only the array checks can trip."""
+    (root / rel).write_bytes(data)
+    m = _manifest(root)
+    m["files"][rel] = hashlib.sha256(data).hexdigest()
+    _write_manifest(root, m)
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False,
+                                                "shape": shape})
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("make", "said"), [
+    (lambda c: np.full_like(c, np.nan), "holds nan at [0, 0], which is no finite number"),
+    (lambda c: np.where(np.arange(c.size).reshape(c.shape) == 7, np.inf, c),
+     "holds inf at [0, 7], which is no finite number (1 such values in all)"),
+    (lambda c: c.astype(np.complex128), "holds values of type complex128"),
+    (lambda c: np.array(["a"] * len(c)), "holds values of type <U1"),
+])
+def test_an_array_of_other_than_finite_real_numbers_is_refused(
+        pkg_dir: Path, make: Any, said: str) -> None:
+    # NaN or infinite centroids loaded, and every estimate of the router was NaN; complex
+    # ones lost their imaginary part without a word.
+    rel = "clusters/centroids.npy"
+    _replace_array(pkg_dir, rel, make(np.load(pkg_dir / rel)))
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel and said in str(info.value), str(info.value)
+    assert "re-create it" in str(info.value)
+
+
+def test_an_array_of_objects_is_never_unpickled(pkg_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(pkg_dir)
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([_Boom()] * 6, dtype=object), allow_pickle=True)
+    _raw_npy(pkg_dir, "clusters/centroids.npy", buffer.getvalue())
+    with pytest.raises(WeightsError, match="holds values of type object"):
+        load_weights(pkg_dir)
+    assert not (pkg_dir / "unpickled").exists()
+
+
+@pytest.mark.parametrize(("data", "said"), [
+    (_npy_header((10**6, 10**6)) + bytes(64), "its header says (1000000, 1000000) values of "
+     "float32 (4,000,000,000,000 bytes), and 64 bytes follow it"),
+    (_npy_header((10**10, 10**10)), "(400,000,000,000,000,000,000 bytes), and 0 bytes"),
+    (_npy_header((6, 16)) + bytes(100), "(384 bytes), and 100 bytes follow it"),
+    (_npy_header((6, 16)) + bytes(400), "(384 bytes), and 400 bytes follow it"),
+])
+def test_an_npy_header_that_does_not_match_its_data_is_refused_before_allocating(
+        pkg_dir: Path, data: bytes, said: str) -> None:
+    # A header claiming a trillion values was a MemoryError (a traceback), or, where the
+    # system lets a process reserve that much, a read of the terabytes it claimed.
+    rel = "clusters/centroids.npy"
+    _raw_npy(pkg_dir, rel, data)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel and said in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("parent", "said"), [
+    (np.array([0, 1, -3, 0, 1, 0]), "each an index from 0 to"),
+    (np.array([0.0, 0.5, 0.0, 1.0, 0.0, 1.0]), "parent holds values of type float64"),
+])
+def test_a_parent_that_is_no_coarse_cluster_is_refused(pkg_dir: Path, parent: np.ndarray,
+                                                       said: str) -> None:
+    # A negative index picked a coarse cluster from the end, a fraction was cut to a whole one.
+    _replace_array(pkg_dir, "clusters/parent.npy", parent)
+    with pytest.raises(WeightsError, match="cannot rebuild") as info:
+        load_weights(pkg_dir)
+    assert said in str(info.value), str(info.value)
+
+
+def _replace_profile(root: Path, rel: str, profile: dict[str, Any]) -> None:
+    data = json.dumps(profile).encode()
+    (root / rel).write_bytes(data)
+    m = _manifest(root)
+    m["files"][rel] = hashlib.sha256(data).hexdigest()
+    _write_manifest(root, m)
+
+
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("error", "nan", "field 'error'[0] is 'nan'; it must be a finite number in [0, 1] or null"),
+    ("error", 5.0, "field 'error'[0] is 5.0; it must be a finite number in [0, 1]"),
+    ("error", 1e999, "field 'error'[0] is inf"),
+    ("error", float("nan"), "field 'error'[0] is nan"),
+    ("error", True, "field 'error'[0] is True"),
+    ("error", [0.1], "field 'error'[0] is [0.1]"),
+    ("cost", -1, "field 'cost'[0] is -1; it must be a finite number in [0, 1000] or null"),
+    ("count", -10, "field 'count'[0] is -10; it must be a finite number >= 0;"),
+    ("count", None, "field 'count'[0] is None; it must be a finite number >= 0;"),
+    ("prior_error", float("nan"), "field 'prior_error'[0] is nan; it must be a finite number "
+     "in [0, 1];"),
+])
+def test_a_profile_number_out_of_its_bounds_is_named(pkg_dir: Path, key: str, value: object,
+                                                     said: str) -> None:
+    # Each loaded: an error of 5 or a negative cost and count skewed every estimate, and NaN
+    # (also the string "nan", read by float()) made them NaN.
+    rel = "profiles/claude-v2.json"
+    profile = json.loads((pkg_dir / rel).read_bytes())
+    profile[key] = [value, *profile.get(key, profile["error"])[1:]]
+    _replace_profile(pkg_dir, rel, profile)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel and said in str(info.value), str(info.value)
+
+
+def test_a_profile_list_that_is_no_list_is_named(pkg_dir: Path) -> None:
+    rel = "profiles/claude-v2.json"
+    profile = json.loads((pkg_dir / rel).read_bytes())
+    _replace_profile(pkg_dir, rel, {**profile, "cost": "0.1"})
+    with pytest.raises(WeightsError, match="field 'cost' must be a JSON list, got str"):
+        load_weights(pkg_dir)
+
+
+def test_unlabelled_units_stay_null_in_a_profile(pkg_dir: Path) -> None:
+    rel = "profiles/claude-v2.json"
+    profile = json.loads((pkg_dir / rel).read_bytes())
+    profile["error"][0] = profile["cost"][0] = None
+    _replace_profile(pkg_dir, rel, profile)
+    assert load_weights(pkg_dir).models
+
+
+@pytest.mark.parametrize("rel", ["manifest.json", "profiles/claude-v2.json"])
+def test_a_json_file_over_the_bound_is_refused_unread(
+        pkg_dir: Path, monkeypatch: pytest.MonkeyPatch, rel: str) -> None:
+    monkeypatch.setattr(weights_module, "MAX_JSON_BYTES", 1 << 20)
+    data = (pkg_dir / rel).read_bytes()
+    padded = data[:-1] + b" " * (1 << 20) + data[-1:]
+    if rel == "manifest.json":
+        (pkg_dir / rel).write_bytes(padded)
+    else:
+        _raw_npy(pkg_dir, rel, padded)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel
+    assert "is over 1 MiB, more than a weights package's JSON file holds" in str(info.value)
+
+
+def test_a_manifest_listing_more_models_than_a_catalog_holds_is_refused(pkg_dir: Path) -> None:
+    m = _manifest(pkg_dir)
+    m["models"] = [f"m{i}" for i in range(MAX_CATALOG_MODELS + 1)]
+    _write_manifest(pkg_dir, m)
+    with pytest.raises(WeightsError, match="field 'models' lists 1,001 models; a package "
+                                           "holds at most 1,000"):
         load_weights(pkg_dir)
 
 

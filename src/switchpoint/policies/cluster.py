@@ -340,12 +340,19 @@ class ClusterPolicy(TablePolicy):
         policy = cls(**state.params)
         policy.centroids_ = state.arrays["centroids"].astype(np.float32)
         policy.coarse_centroids_ = state.arrays["coarse_centroids"].astype(np.float32)
-        policy.parent_ = state.arrays["parent"].astype(np.int64)
+        parent = state.arrays["parent"]
+        if parent.dtype.kind not in "iu":
+            raise ValueError(f"parent holds values of type {parent.dtype}; it holds each "
+                             "cluster's coarse cluster by its index, a whole number")
+        policy.parent_ = parent.astype(np.int64)
         if policy.parent_.shape != (policy.centroids_.shape[0],) or (
-                policy.parent_.max(initial=-1) >= policy.coarse_centroids_.shape[0]):
+                policy.parent_.max(initial=-1) >= policy.coarse_centroids_.shape[0]) or (
+                policy.parent_.min(initial=-1) < -1):
             raise ValueError(f"parent holds {policy.parent_.shape} entries for "
                              f"{policy.centroids_.shape[0]} clusters and "
-                             f"{policy.coarse_centroids_.shape[0]} coarse clusters")
+                             f"{policy.coarse_centroids_.shape[0]} coarse clusters, each an "
+                             f"index from 0 to {policy.coarse_centroids_.shape[0] - 1} (-1: "
+                             "a cluster learned later, of no coarse cluster)")
         models = list(state.profiles)
         policy.table_ = ProfileTable.from_profiles(models, state.profiles)
         if policy.table_.n_units != policy.centroids_.shape[0]:
