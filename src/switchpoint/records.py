@@ -6,7 +6,8 @@ One JSON object per line (see ``../shared/data/README.md``)::
      "scores": {"model-a": 1.0, ...}, "costs": {"model-a": 0.0011, ...}}
 
 ``scores`` are in [0, 1], ``costs`` are USD for that answer (from 0 to ``MAX_ANSWER_COST``).
-A model may be missing from a record (unlabelled); it is held as NaN. Every malformed line
+A model may be missing from a record (unlabelled); it is held as NaN. The records of one file
+name at most ``MAX_CATALOG_MODELS`` models in all. Every malformed line
 raises :class:`RecordsError` naming the file, the line and the field.
 """
 
@@ -33,7 +34,7 @@ from switchpoint._json import (
     unreadable,
 )
 from switchpoint._messages import printed_name_problem
-from switchpoint.catalog import MAX_ANSWER_COST
+from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -154,9 +155,13 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
             raise RecordsError(
                 source, number, f"'scores' and 'costs' must name the same models; differ on {diff}"
             )
-        for m in scores:
-            if m in model_order:  # (a name an earlier record gave was checked there)
-                continue
+        new = [m for m in scores if m not in model_order]  # (earlier ones were checked)
+        if len(model_order) + len(new) > MAX_CATALOG_MODELS:
+            raise RecordsError(source, number, f"names {len(model_order) + len(new):,} models "
+                                               f"with the lines before it; records name at most "
+                                               f"{MAX_CATALOG_MODELS:,} (the most a catalog "
+                                               "holds), so split the file by model")
+        for m in new:
             problem = printed_name_problem(m)
             if problem is not None:
                 raise RecordsError(source, number, f"{problem}; name the model without them")

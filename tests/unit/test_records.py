@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from switchpoint._messages import unprintable
+from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError, WeightsError
 from switchpoint.records import MAX_RECORD_CHARS, RecordSet, load_records, parse_records
 from switchpoint.weights import _check_model_names, load_weights
@@ -161,6 +162,23 @@ def test_duplicate_id_names_the_second_line() -> None:
     assert info.value.line == 3
     assert "duplicate id 'same'" in str(info.value)
 
+
+def test_records_naming_more_models_than_a_catalog_holds_are_refused_at_the_line() -> None:
+    # 300,000 models in one line were fitted: a package of 300,000 profile files, and a
+    # matrix of records by models as large as the file allowed.
+    def line(i: int, models: range) -> str:
+        return json.dumps({"id": str(i), "prompt": "p", "scores": {f"m{j}": 0.5 for j in models},
+                           "costs": {f"m{j}": 0.0 for j in models}})
+
+    fits = parse_records([line(1, range(600)), line(2, range(400, 1000))])
+    assert len(fits.models) == MAX_CATALOG_MODELS
+    with pytest.raises(RecordsError) as info:
+        parse_records([line(1, range(600)), line(2, range(400, 1001))], source="r.jsonl")
+    assert info.value.line == 2
+    assert "names 1,001 models with the lines before it; records name at most 1,000" in str(
+        info.value)
+    with pytest.raises(RecordsError, match="names 1,000,000 models"):
+        parse_records([line(1, range(10**6))])
 
 def test_integer_ids_are_strings_and_collide_with_their_string_form() -> None:
     rs = parse_records([_line(id=7)])
