@@ -19,6 +19,7 @@ from switchpoint.learning.checkpoint import (
     Checkpoint,
     CheckpointError,
     State,
+    checkpoint_position,
     read_checkpoint,
     write_checkpoint,
 )
@@ -307,3 +308,27 @@ def test_a_knn_learner_keeps_whether_each_cost_was_measured_and_reads_a_state_wi
     with pytest.raises(CheckpointError, match="measured"):
         restored.restore(broken)
     assert costs(restored) == (0.02, 0.03)  # nothing changed
+
+
+def test_a_checkpoint_whose_array_header_claims_terabytes_is_unreadable_not_allocated(
+        tmp_path: Path) -> None:
+    """A damaged checkpoint is not used (the log is replayed instead): one whose array header
+    claims far more values than the file holds is refused before anything is allocated."""
+    import io
+    import zipfile
+
+    path = tmp_path / "learning.checkpoint"
+    write_checkpoint(path, Checkpoint("k", 3, "e3", State({"n": 1}, {"x": np.arange(4.0)})))
+    assert checkpoint_position(path, "k") == (3, "e3")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                   "shape": (10**12,)})
+    with zipfile.ZipFile(path) as old:
+        members = {info.filename: old.read(info) for info in old.infolist()}
+    members["a/x.npy"] = header.getvalue() + b"\0" * 32
+    with zipfile.ZipFile(path, "w") as damaged:
+        for name, data in members.items():
+            damaged.writestr(name, data)
+    with pytest.raises(CheckpointError, match="claims"):
+        read_checkpoint(path, "k")
+    assert checkpoint_position(path, "k") is None

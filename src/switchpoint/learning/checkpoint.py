@@ -119,6 +119,22 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> int:
     return path.stat().st_size
 
 
+def _check_sizes(archive: Any) -> None:
+    """Refuse (``ValueError``) an archive member whose header claims more values than the
+    member holds: read as it stands, a damaged header claiming terabytes would be allocated
+    before the read found the bytes missing."""
+    for name in archive.files:
+        info = archive.zip.getinfo(f"{name}.npy")
+        with archive.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(member)
+            if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+                raise ValueError(f"its array {name!r} claims {shape} values of {dtype}, more "
+                                 f"than the {info.file_size:,} bytes it holds")
+
+
 def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
     """The checkpoint in ``path`` if it was written for ``key`` in this format; otherwise
     :class:`CheckpointError` saying why (a missing file included)."""
@@ -127,8 +143,9 @@ def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
         raise CheckpointError(f"{path.name}: no checkpoint yet")
     try:
         with np.load(path, allow_pickle=False) as archive:
+            _check_sizes(archive)
             raw = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path.name}: unreadable ({exc})") from None
     if _META not in raw:
         raise CheckpointError(f"{path.name}: not a switchpoint checkpoint")
@@ -155,8 +172,9 @@ def checkpoint_position(path: str | Path, key: str | None = None) -> tuple[int, 
         with np.load(Path(path), allow_pickle=False) as archive:
             if _META not in archive.files:
                 return None
+            _check_sizes(archive)
             meta = json.loads(archive[_META].tobytes().decode())
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, UnicodeDecodeError):
         return None
     if not isinstance(meta, Mapping) or meta.get("format") != FORMAT:
         return None
