@@ -660,6 +660,10 @@ def _admin_token(env: Mapping[str, str], name: str) -> tuple[str | None, str | N
     return token, None
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key written twice in one YAML mapping."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key written twice in one mapping (plain YAML keeps the
     last silently, so a second arm or tenant of the same name would replace the first)."""
@@ -672,7 +676,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # a merge (<<: *base) may repeat keys; a complex key is YAML's to refuse
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
+                raise _DuplicateKey(
                     None, None, f"the key {key!r} is written twice in one mapping; keep one",
                     key_node.start_mark)
             seen.add(key)
@@ -786,7 +790,9 @@ def _env_values(env: Mapping[str, str]) -> list[tuple[str, Any, str]]:
             value = raw if taken is None else taken
         elif key not in _PLAIN_STRINGS:
             try:
-                value = yaml.safe_load(raw)
+                value = yaml.load(raw, Loader=_UniqueKeyLoader)
+            except _DuplicateKey as exc:
+                raise ConfigError(key, f"{var} is read as YAML, and {exc.problem}") from None
             except (yaml.YAMLError, RecursionError):
                 value = raw
         out.append((key, value, var))

@@ -74,6 +74,16 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert s.data_dir == "/tmp/sp-state" and s.store.synchronous == "normal"
 
 
+def test_a_variable_read_as_yaml_with_a_key_written_twice_is_refused_naming_it() -> None:
+    """As in a config file: plain YAML would keep the second tenant of the same name."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={"SWITCHPOINT_TENANTS": "{acme: {rpm: 5}, acme: {}}"})
+    assert info.value.key == "tenants"
+    assert "SWITCHPOINT_TENANTS" in str(info.value) and "written twice" in str(info.value)
+    s = load_settings(None, environ={"SWITCHPOINT_TENANTS": "{acme: {rpm: 5}}"})
+    assert s.tenants["acme"].rpm == 5
+
+
 def test_command_line_overrides_the_environment() -> None:
     s = load_settings(None, overrides={"policy": "tiers", "weights": None},
                       environ={"SWITCHPOINT_POLICY": "knn"})
