@@ -945,7 +945,44 @@ class Reports:
 
     def _recent_spend(self, account: str, since: float, until: float) -> float:
         """Settled spend of ``account`` between ``since`` and ``until``, from the ledger rows."""
-        return self._settled(account, since, until)[0]
+        return self._recent_spends([(account, since, until)])[0]
+
+    def _recent_spends(self, wanted: Sequence[tuple[str, float, float]]) -> list[float]:
+        """Settled spend of each ``(account, since, until)`` of ``wanted``, from the ledger
+        rows: one connection, and one query per kind of account and window (summed by account,
+        ``GROUP BY``), so a budget alert over thousands of keys' budgets reads the ledger a
+        few times, not once per budget."""
+        groups: dict[tuple[str, float, float], dict[str, float]] = {}
+        for account, since, until in wanted:
+            groups.setdefault((account.partition(":")[0], since, until), {})
+        conn = self._read() if groups else None
+        if conn is None:
+            return [0.0] * len(wanted)
+        try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "spend" not in tables:
+                return [0.0] * len(wanted)
+            for (kind, since, until), sums in groups.items():
+                where = f"{CHARGED_ROWS} AND ts >= ? AND ts < ?"
+                if kind == TOTAL:
+                    rows = conn.execute(f"SELECT '', coalesce(sum(amount_usd), 0) FROM spend "
+                                        f"WHERE {where}", (since, until))
+                else:
+                    column = _ACCOUNT_COLUMNS[kind]
+                    rows = conn.execute(f"SELECT {column}, sum(amount_usd) FROM spend WHERE "
+                                        f"{where} AND {column} IS NOT NULL GROUP BY {column}",
+                                        (since, until))
+                sums.update((str(name), float(total or 0.0)) for name, total in rows)
+        except sqlite3.DatabaseError as exc:  # a damaged page, a lock held too long
+            raise store_error(self.db_path, "read the spend ledger", exc) from None
+        finally:
+            conn.close()
+        spends = []
+        for account, since, until in wanted:
+            kind, _, name = account.partition(":")
+            spends.append(groups[(kind, since, until)].get("" if account == TOTAL else name,
+                                                           0.0))
+        return spends
 
     def _settled(self, account: str, since: float, until: float) -> tuple[float, int]:
         """Settled spend of ``account`` between ``since`` and ``until`` and how many ledger
@@ -1015,21 +1052,35 @@ class Reports:
         """One budget: spent, held, utilization, projected spend at the period's end (at the
         rate of the last quarter of a period, ``log_start`` being when the logs begin),
         status."""
+        return self.budget_alerts([(account, budget)], log_start)[0]
+
+    def budget_alerts(self, budgets: Sequence[tuple[str, Budget]],
+                      log_start: float | None = None) -> list[dict[str, Any]]:
+        """:meth:`budget_alert` of each ``(account, budget)``, the ledger read once for all."""
         now = self.clock()
-        status = self.ledger.status(account, budget)
-        start, end = period_start(budget.period, now), period_end(budget.period, now)
-        window = self._trailing(now, (end - start) / 4, log_start)
-        rate = self._recent_spend(account, now - window.seconds, now + 1e-6) / window.seconds
-        used = status["spent_usd"] + status["held_usd"]
-        projected = status["spent_usd"] + rate * max(end - now, 0.0)
-        limit = budget.limit_usd
-        utilization = used / limit if limit > 0 else (1.0 if used > 0 else 0.0)
         threshold = self.settings.governance.warning_threshold
-        level = ("critical" if utilization >= 1.0 else
-                 "warning" if utilization >= threshold or projected >= limit else "ok")
-        return {**status, "utilization": round(utilization, 6),
-                "projected_usd": _r(projected), **window.fields(), "status": level,
-                "resets_in": describe_seconds(end - now)}
+        shapes = []
+        for _, budget in budgets:
+            start, end = period_start(budget.period, now), period_end(budget.period, now)
+            shapes.append((end, self._trailing(now, (end - start) / 4, log_start)))
+        recent = self._recent_spends([(account, now - window.seconds, now + 1e-6)
+                                      for (account, _), (_, window) in zip(budgets, shapes,
+                                                                           strict=True)])
+        alerts = []
+        for (account, budget), (end, window), spent_recently in zip(budgets, shapes, recent,
+                                                                    strict=True):
+            status = self.ledger.status(account, budget)
+            rate = spent_recently / window.seconds
+            used = status["spent_usd"] + status["held_usd"]
+            projected = status["spent_usd"] + rate * max(end - now, 0.0)
+            limit = budget.limit_usd
+            utilization = used / limit if limit > 0 else (1.0 if used > 0 else 0.0)
+            level = ("critical" if utilization >= 1.0 else
+                     "warning" if utilization >= threshold or projected >= limit else "ok")
+            alerts.append({**status, "utilization": round(utilization, 6),
+                           "projected_usd": _r(projected), **window.fields(), "status": level,
+                           "resets_in": describe_seconds(end - now)})
+        return alerts
 
     def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
         """The hour's spend against the SLA's ``budget_per_hour_usd`` (the tenant's SLA, else
@@ -1060,9 +1111,10 @@ class Reports:
             hourly_status = ("critical" if utilization >= 1.0 else
                              "warning" if utilization >= threshold or projected >= budget
                              else "ok")
-        budgets = [self.budget_alert(a, b, log_start) for a, b in self.budgets()
-                   if tenant is None or a in (tenant_account(tenant), TOTAL)
-                   or (a.startswith("key:") and self._key_tenant(a) == tenant)]
+        budgets = self.budget_alerts([(a, b) for a, b in self.budgets()
+                                      if tenant is None or a in (tenant_account(tenant), TOTAL)
+                                      or (a.startswith("key:")
+                                          and self._key_tenant(a) == tenant)], log_start)
         worst = max([hourly_status, *(b["status"] for b in budgets)], key=levels.__getitem__)
         return {"status": worst, "tenant": tenant, "hourly_spend_usd": _r(spent),
                 "hourly_cost_unknown_requests": unknown,
