@@ -348,7 +348,9 @@ def test_a_change_made_elsewhere_is_seen_at_the_next_lookup(tmp_path: Path) -> N
     ({"tpm": 2**63}, "tpm", "whole number from 1 to 10_000_000_000, got 9223"),
     ({"expires": 10**400}, "expires", "too far off"),
     ({"expires": float("inf")}, "expires", "too far off"),
-    ({"expires": float("nan")}, "expires", "too far off"),
+    ({"expires": float("nan")}, "expires", "is NaN, not a time"),  # (it was "too far off")
+    ({"expires": float("-inf")}, "expires", "not in the future"),
+    ({"expires": -10**400}, "expires", "not in the future"),
     ({"expires": "9" * 400 + "d"}, "expires", "too far off"),
     ({"expires": "10000-01-01"}, "expires", "is not a date"),
     ({"models": ["gpt-9"]}, "models", "not in the catalog: gpt-9"),

@@ -186,7 +186,11 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
         return None
     now = time.time() if now is None else now
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        ts = float(value) if -MAX_EXPIRY <= value <= MAX_EXPIRY else math.inf
+        if isinstance(value, float) and math.isnan(value):
+            raise InvalidInputError("expires", "is NaN, not a time; give epoch seconds, an ISO "
+                                               "date (2027-01-31) or a duration (30d, 12h)")
+        ts = float(value) if -MAX_EXPIRY <= value <= MAX_EXPIRY else (
+            math.inf if value > 0 else -math.inf)
     elif isinstance(value, str):
         relative = _RELATIVE.fullmatch(value)
         # Digits alone are epoch seconds (the command line's, and a JSON string's), never a
@@ -213,7 +217,7 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
     else:
         raise InvalidInputError("expires", f"must be a date or a duration, got "
                                            f"{quoted(value, 40)}")
-    if not math.isfinite(ts) or ts > MAX_EXPIRY:
+    if ts > MAX_EXPIRY:  # (infinity too; minus infinity is in the past)
         raise InvalidInputError("expires", f"{quoted(value, 40)} is too far off; a key expires "
                                            "by 9999-12-31 at the latest (leave expires out for "
                                            "a key that never does)")
