@@ -1122,3 +1122,19 @@ def test_a_rotation_of_a_grace_that_is_no_number_names_the_field(gov: ThreadServ
                                  "message": "grace_seconds: must be a number, got '1h'"}
     assert httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}",
                      headers=ADMIN).json()["rotated_at"] is None
+
+
+@pytest.mark.parametrize(("raw", "needle"), [
+    (b'{"grace_seconds": NaN}', "must be a finite number"),  # (it said "must be >= 0")
+    (b'{"grace_seconds": Infinity}', "must be a finite number"),
+])
+def test_a_rotation_of_a_grace_that_is_not_finite_says_so(gov: ThreadServer, raw: bytes,
+                                                          needle: str) -> None:
+    issued = new_key(gov)
+    r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/rotate", content=raw,
+                   headers={**ADMIN, "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "grace_seconds" and needle in error["message"], error
+    assert httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}",
+                     headers=ADMIN).json()["rotated_at"] is None

@@ -27,7 +27,13 @@ from switchpoint.server.auth import ADMIN
 from switchpoint.server.bodies import no_body, parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
-from switchpoint.server.schemas import ERROR_RESPONSES, ErrorResponse, KeyPage, TenantQuery
+from switchpoint.server.schemas import (
+    ERROR_RESPONSES,
+    ErrorResponse,
+    FiniteFloat,
+    KeyPage,
+    TenantQuery,
+)
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(tags=["admin"], dependencies=ADMIN,
@@ -74,7 +80,7 @@ class KeyCreate(BaseModel):
 class KeyRotate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    grace_seconds: StrictFloat | StrictInt = Field(
+    grace_seconds: FiniteFloat | StrictInt = Field(
         0, ge=0, le=30 * 86400, description="How long the old secret keeps working.")
 
 
