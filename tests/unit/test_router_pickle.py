@@ -17,7 +17,7 @@ from switchpoint.embedding import MiniLMEmbedder
 from switchpoint.gateway import Gateway
 from switchpoint.learning import InMemoryFeedbackLog
 from switchpoint.learning.tenant_router import TenantRouter
-from tests.conftest import RouterFactory
+from tests.conftest import FakeEmbedder, RouterFactory
 from tests.integration.gateway_env import FACTORY
 
 PROMPTS = ["Prove that the square root of 2 is irrational.", "Write a haiku about rain.",
@@ -52,7 +52,9 @@ def test_a_copy_of_a_router_with_minilm_routes_the_same_prompts_to_the_same_mode
 
 
 def test_a_copy_keeps_what_the_router_learned(make_router: RouterFactory) -> None:
-    router = make_router()
+    # (the embedder's class by its importable name: pytest registers each directory's
+    # conftest.py as the module "conftest" in turn, so the fixture's class may not be found)
+    router = make_router(embedder=FakeEmbedder())
     for i in range(12):
         decision = router.route(f"{PROMPTS[i % len(PROMPTS)]} ({i})", tenant="acme")
         router.report_outcome(decision.decision_id, 0.05 if i % 2 else 0.95, tenant="acme")
