@@ -111,6 +111,10 @@ NOT_SENT = frozenset({BUDGET_REFUSED, RATE_REFUSED})
 SKIPPED = frozenset({"circuit_open", "context_too_small", *NOT_SENT})
 # The outcome of the try under way (or waited for) when the caller left: no verdict on it.
 CLIENT_CLOSED = "client_closed"
+# A stream's deadline timer is moved only when a read finds the deadline, by the stream's clock,
+# earlier than the timer by more than this (a clock that is not the event loop's): the two
+# clocks read a moment apart differ by far less.
+_DEADLINE_SLACK_S = 1e-3
 
 
 @dataclass
@@ -311,6 +315,11 @@ class FailoverStream:
         self._clock = clock
         # Whether the deadline cutting it off is not charged to its health (see _had_less).
         self._shared_deadline = shared_deadline
+        # One timer for the whole stream (not one per read): when it fires during a read, it
+        # cancels the task reading (``_reader``), whose read then ends with the deadline's error.
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[Any] | None = None
+        self._timer_fired = False
 
     @property
     def models_tried(self) -> list[str]:
@@ -398,6 +407,7 @@ class FailoverStream:
                 self._verdict = True
                 if self._health is not None:
                     self._health.record_success(self.model, self.ttft_ms)
+            self._unwatch()
             await _aclose(self._chunks)
 
     async def _next(self, upstream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
@@ -405,15 +415,54 @@ class FailoverStream:
         if self._deadline is None:
             return await anext(upstream)
         remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise self._deadline_ran_out()
+        task = asyncio.current_task()
+        if task is None:  # (not in a task: nothing a timer could cancel)
+            try:
+                async with asyncio.timeout(remaining):
+                    return await anext(upstream)
+            except TimeoutError:
+                raise self._deadline_ran_out() from None
+        self._watch(remaining)
+        cancelling = task.cancelling()
+        self._reader = task
         try:
-            if remaining <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(remaining):
-                return await anext(upstream)
-        except TimeoutError:
-            kind = DeadlineSpent if self._shared_deadline else ReadTimeout
-            raise kind("the request's deadline (gateway.max_total_s) ran out while the "
-                       "answer was streaming", model=self.model) from None
+            return await anext(upstream)
+        except asyncio.CancelledError:
+            if self._timer_fired and self._reader is task and task.uncancel() <= cancelling:
+                raise self._deadline_ran_out() from None
+            raise
+        finally:
+            self._reader = None
+
+    def _watch(self, remaining: float) -> None:
+        """Set the stream's deadline timer ``remaining`` seconds from now, unless one is set
+        already for then (or earlier)."""
+        loop = asyncio.get_running_loop()
+        at = loop.time() + remaining
+        timer = self._timer
+        if timer is not None:
+            if at >= timer.when() - _DEADLINE_SLACK_S:
+                return
+            timer.cancel()
+        self._timer = loop.call_at(at, self._deadline_fired)
+
+    def _deadline_fired(self) -> None:
+        self._timer = None
+        if self._reader is not None and not self._timer_fired:
+            self._timer_fired = True
+            self._reader.cancel()
+
+    def _deadline_ran_out(self) -> ProviderError:
+        kind = DeadlineSpent if self._shared_deadline else ReadTimeout
+        return kind("the request's deadline (gateway.max_total_s) ran out while the "
+                    "answer was streaming", model=self.model)
+
+    def _unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         if self._iterator is None:
@@ -422,6 +471,7 @@ class FailoverStream:
 
     async def aclose(self) -> None:
         """Stop early (or without reading) and release the upstream connection. Idempotent."""
+        self._unwatch()
         if self._iterator is not None:
             await _aclose(self._iterator)
         await _aclose(self._chunks)
