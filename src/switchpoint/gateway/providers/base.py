@@ -209,22 +209,35 @@ def _retry_after(headers: Mapping[str, str], now: float | None) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(digits: str) -> float:
+    value = float(digits)
+    if not math.isfinite(value):
+        raise ValueError(f"{digits[:40]} is beyond a floating-point number")
+    return value
+
+
+# Built once: ``json.loads`` with hooks builds a decoder per call, which costs as much as the
+# decoding of a stream's small events.
+_UPSTREAM_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def upstream_json(text: str | bytes) -> Any:
     """An upstream's JSON, strictly: ``NaN``, ``Infinity`` and numbers beyond a float (which
     Python's reader takes, but an answer relayed to a client cannot hold) raise ValueError, as
     any other unreadable JSON does, and so does nesting deeper than a request body may
     (:data:`~switchpoint.gateway.parsing.MAX_DEPTH` levels): an answer nested nearly as deep as
-    Python's reader goes is read, but cannot be written again to the client."""
-    def constant(name: str) -> float:
-        raise ValueError(f"{name} is not a JSON number")
-
-    def finite(digits: str) -> float:
-        value = float(digits)
-        if not math.isfinite(value):
-            raise ValueError(f"{digits[:40]} is beyond a floating-point number")
-        return value
-
-    value = json.loads(text, parse_constant=constant, parse_float=finite)
+    Python's reader goes is read, but cannot be written again to the client. Bytes are read as
+    ``json.loads`` reads them (UTF-8, -16 or -32, told apart as it does)."""
+    if isinstance(text, str):
+        if text.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _UPSTREAM_DECODER.decode(text)
+    else:
+        value = _UPSTREAM_DECODER.decode(text.decode(json.detect_encoding(text), "surrogatepass"))
     brackets = (text.count("[") + text.count("{") if isinstance(text, str)
                 else text.count(b"[") + text.count(b"{"))
     if brackets > MAX_DEPTH:  # (only such text can nest that deep: most answers skip the walk)
