@@ -41,7 +41,7 @@ from switchpoint.gateway.providers.base import (
     is_content_chunk,
     upstream_json,
 )
-from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
+from switchpoint.gateway.providers.sse import SSEEvent, sse_event_batches
 from switchpoint.gateway.redact import header_secrets, redact, redact_value
 
 # The codings upstreams are asked for: those the transport inflates a small read at a time
@@ -302,6 +302,19 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
     ``limit`` bytes of it are buffered, whatever the upstream sends after; so does a body
     past ``total`` bytes in all. Each byte is looked at once, however finely the upstream
     splits its body (a line sent a byte at a time costs no more than one sent whole)."""
+    batches = bounded_line_batches(chunks, limit, model=model, total=total)
+    async with contextlib.aclosing(batches):
+        async for lines in batches:
+            for line in lines:
+                yield line
+
+
+async def bounded_line_batches(chunks: AsyncIterator[bytes], limit: int, *, model: str,
+                               total: int | None = None
+                               ) -> AsyncGenerator[list[str], None]:
+    """:func:`bounded_lines` a list at a time: the lines each piece of the body ends (none
+    when it ends none), so that a stream's events go on a read at a time, not a line at a
+    time. What is over a bound raises once the lines before it have been handed on."""
     pending = b""
     unended = bytearray()  # a line still without its end, when it spans many reads
     received = 0
@@ -324,16 +337,24 @@ async def bounded_lines(chunks: AsyncIterator[bytes], limit: int, *,
         last = lines[-1]
         # An unended line, or one ending in \r (maybe half of \r\n), waits for more bytes.
         pending = lines.pop() if not last.endswith(b"\n") else b""
+        ended: list[str] = []
+        error: ResponseTooLarge | None = None
         for line in lines:
             line = line.rstrip(b"\r\n")
             if len(line) > limit:
-                raise _line_too_large(limit, model)
-            yield line.decode("utf-8", "replace")
-        if len(pending) > limit:
-            raise _line_too_large(limit, model)
+                error = _line_too_large(limit, model)
+                break
+            ended.append(line.decode("utf-8", "replace"))
+        else:
+            if len(pending) > limit:
+                error = _line_too_large(limit, model)
+        if ended:
+            yield ended
+        if error is not None:
+            raise error
     pending += unended
     if pending:
-        yield pending.rstrip(b"\r\n").decode("utf-8", "replace")
+        yield [pending.rstrip(b"\r\n").decode("utf-8", "replace")]
 
 
 def _line_too_large(limit: int, model: str) -> ResponseTooLarge:
@@ -341,16 +362,20 @@ def _line_too_large(limit: int, model: str) -> ResponseTooLarge:
                             "(gateway.max_sse_line_bytes)", model=model)
 
 
-async def _noting_stray(lines: AsyncIterator[str], noted: list[str]) -> AsyncIterator[str]:
-    """The lines of a body passed on as they are, noting in ``noted`` the first
-    :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY` characters of those that are not
-    event-stream fields (an upstream that answered a stream with JSON or a web page)."""
+async def _noting_stray(batches: AsyncIterator[list[str]],
+                        noted: list[str]) -> AsyncIterator[list[str]]:
+    """The lines of a body (a list at a time) passed on as they are, noting in ``noted`` the
+    first :data:`~switchpoint.gateway.providers.base.MAX_ERROR_BODY` characters of those that
+    are not event-stream fields (an upstream that answered a stream with JSON or a web page)."""
     room = MAX_ERROR_BODY
-    async for line in lines:
-        if room > 0 and line and not line.startswith("data:") and not _FIELD.match(line):
-            noted.append(line[:room])
-            room -= len(line) + 1
-        yield line
+    async for lines in batches:
+        if room > 0:
+            for line in lines:
+                if room > 0 and line and not line.startswith("data:") \
+                        and not _FIELD.match(line):
+                    noted.append(line[:room])
+                    room -= len(line) + 1
+        yield lines
 
 
 _FIELD = re.compile(r"(data|event|id|retry)?(:|\Z)")
@@ -370,7 +395,7 @@ def _not_events(response: httpx.Response, text: str, secrets: Sequence[str],
                              model=model, status=response.status_code, body=body)
 
 
-async def _read_rest(events: AsyncIterator[SSEEvent]) -> None:
+async def _read_rest(events: AsyncIterator[list[SSEEvent]]) -> None:
     """Read what is left of a stream after its end marker, if it has already arrived, and
     drop it: a body read to its end puts the connection back in the pool for the next call.
     Nothing is waited for: when the rest is not there yet (or is malformed), the connection is
@@ -407,11 +432,14 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     secrets = header_secrets(headers)
     request = _request(client, url, body, headers, timeouts)
     response: httpx.Response | None = None
-    events: AsyncIterator[SSEEvent] | None = None
+    # The body's events, a list per read (each layer below passes a read on whole, not an
+    # event at a time).
+    events: AsyncIterator[list[SSEEvent]] | None = None
     received = False
     finished = _Finished()
     try:
         pending: list[dict[str, Any]] = []
+        rest: list[SSEEvent] = []  # the events read with the first content, after it
         try:
             async with asyncio.timeout(timeouts.first_token_s):
                 response = await client.send(request, stream=True)
@@ -426,20 +454,25 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                 received = True
                 limit = timeouts.max_sse_line_bytes
                 stray: list[str] = []
-                events = iter_sse(_noting_stray(
-                    bounded_lines(response.aiter_bytes(), limit, model=model,
-                                  total=timeouts.max_response_bytes), stray),
+                events = sse_event_batches(_noting_stray(
+                    bounded_line_batches(response.aiter_bytes(), limit, model=model,
+                                         total=timeouts.max_response_bytes), stray),
                     max_event_chars=limit)
-                while not decoder.done:
-                    event = await anext(events, None)
-                    if event is None:
+                content = False
+                while not content and not decoder.done:
+                    batch = await anext(events, None)
+                    if batch is None:
                         if stray:
                             raise _not_events(response, "\n".join(stray), secrets, model)
                         raise StreamBroken("the stream ended before any content", model=model)
-                    chunks = decoder.feed(event)
-                    pending.extend(chunks)
-                    if any(is_content_chunk(c) for c in chunks):
-                        break
+                    for at, event in enumerate(batch):
+                        chunks = decoder.feed(event)
+                        pending.extend(chunks)
+                        if any(is_content_chunk(c) for c in chunks):
+                            content, rest = True, batch[at + 1:]
+                            break
+                        if decoder.done:
+                            break
         except TimeoutError as exc:
             raise FirstTokenTimeout(
                 f"no content within the first-token timeout of {timeouts.first_token_s:g}s",
@@ -454,19 +487,24 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
         for chunk in pending:
             finished.note(chunk)
             yield chunk
+        assert events is not None
         if decoder.done:
-            assert events is not None
             await _read_rest(events)
             return
-        assert events is not None
         try:
-            async for event in events:
-                for chunk in decoder.feed(event):
-                    finished.note(chunk)
-                    yield chunk
-                if decoder.done:
-                    await _read_rest(events)
-                    return
+            batch = rest
+            while True:
+                for event in batch:
+                    for chunk in decoder.feed(event):
+                        finished.note(chunk)
+                        yield chunk
+                    if decoder.done:
+                        await _read_rest(events)
+                        return
+                following = await anext(events, None)
+                if following is None:
+                    break
+                batch = following
         except httpx.HTTPError as exc:
             raise map_transport_error(exc, model=model, timeouts=timeouts,
                                       started=True) from exc

@@ -204,12 +204,9 @@ class OpenAIProvider:
             async for chunk in again:
                 yield chunk
 
-    async def _stream(self, request: Mapping[str, Any], card: ModelCard, timeouts: Timeouts,
-                      *, usage: bool) -> AsyncGenerator[dict[str, Any], None]:
+    def _stream(self, request: Mapping[str, Any], card: ModelCard, timeouts: Timeouts, *,
+                usage: bool) -> AsyncGenerator[dict[str, Any], None]:
         base, url, headers = self._target(card, stream=True)
         body = upstream_body(request, card, stream=True, stream_usage=usage)
-        chunks = stream_chunks(self.pool.get(base), url, body, headers, timeouts,
-                               OpenAIChunkDecoder(card.name), model=card.name)
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        return stream_chunks(self.pool.get(base), url, body, headers, timeouts,
+                             OpenAIChunkDecoder(card.name), model=card.name)

@@ -21,34 +21,80 @@ class SSEEvent:
     event: str | None = None
 
 
+class SSEParser:
+    """The rules above a line at a time (line endings already stripped): :meth:`feed` answers
+    the event a line completes, if any, and :meth:`end` the one still pending when the body
+    ends. An event whose ``data:`` lines add up to more than ``max_event_chars`` raises
+    :class:`~switchpoint.errors.ResponseTooLarge`."""
+
+    def __init__(self, max_event_chars: int | None = None) -> None:
+        self.max_event_chars = max_event_chars
+        self._data: list[str] = []
+        self._size = 0
+        self._event: str | None = None
+
+    def feed(self, raw: str) -> SSEEvent | None:
+        line = raw.rstrip("\r\n")
+        if not line:
+            event = self.end()
+            self._data, self._event, self._size = [], None, 0
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._size += len(value) + 1
+            if self.max_event_chars is not None and self._size > self.max_event_chars:
+                raise ResponseTooLarge(f"an event of the stream is over the limit of "
+                                       f"{self.max_event_chars} characters "
+                                       "(gateway.max_sse_line_bytes)")
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        # id: and retry: are irrelevant to chat streams.
+        return None
+
+    def end(self) -> SSEEvent | None:
+        return SSEEvent("\n".join(self._data), self._event) if self._data else None
+
+
 async def iter_sse(lines: AsyncIterator[str],
                    max_event_chars: int | None = None) -> AsyncIterator[SSEEvent]:
     """Events from the lines of an event-stream body (line endings already stripped). An
     event whose ``data:`` lines add up to more than ``max_event_chars`` raises
     :class:`~switchpoint.errors.ResponseTooLarge`."""
-    data: list[str] = []
-    size = 0
-    event: str | None = None
+    parser = SSEParser(max_event_chars)
     async for raw in lines:
-        line = raw.rstrip("\r\n")
-        if not line:
-            if data:
-                yield SSEEvent("\n".join(data), event)
-            data, event, size = [], None, 0
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            size += len(value) + 1
-            if max_event_chars is not None and size > max_event_chars:
-                raise ResponseTooLarge(f"an event of the stream is over the limit of "
-                                       f"{max_event_chars} characters "
-                                       "(gateway.max_sse_line_bytes)")
-            data.append(value)
-        elif name == "event":
-            event = value
-        # id: and retry: are irrelevant to chat streams.
-    if data:
-        yield SSEEvent("\n".join(data), event)
+        event = parser.feed(raw)
+        if event is not None:
+            yield event
+    event = parser.end()
+    if event is not None:
+        yield event
+
+
+async def sse_event_batches(batches: AsyncIterator[list[str]],
+                            max_event_chars: int | None = None
+                            ) -> AsyncIterator[list[SSEEvent]]:
+    """:func:`iter_sse` for lines that come a list at a time: the events each list completes,
+    as one list (none when it completes none). An event over ``max_event_chars`` raises, once
+    the events before it have been handed on."""
+    parser = SSEParser(max_event_chars)
+    async for lines in batches:
+        events: list[SSEEvent] = []
+        error: ResponseTooLarge | None = None
+        try:
+            for raw in lines:
+                event = parser.feed(raw)
+                if event is not None:
+                    events.append(event)
+        except ResponseTooLarge as exc:
+            error = exc
+        if events:
+            yield events
+        if error is not None:
+            raise error
+    event = parser.end()
+    if event is not None:
+        yield [event]
