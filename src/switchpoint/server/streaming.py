@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -30,6 +31,11 @@ from switchpoint.server.errors import sse_error
 DONE = b"data: [DONE]\n\n"
 READ_AHEAD = 64  # chunks read, and held, ahead of what the client has been sent
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+# The same encoding, without what ``JSONEncoder.encode`` builds again for every call (a
+# chunk, read from the upstream's JSON, holds no reference cycle to look for).
+_ENCODE = (None if c_make_encoder is None else
+           c_make_encoder(None, _ENCODER.default, encode_basestring_ascii, None, ":", ",",
+                          False, False, True))
 # The readers of streams still running (a task needs a reference until it ends).
 _READERS: set[asyncio.Task[None]] = set()
 
@@ -59,7 +65,8 @@ def _bytes(piece: str | bytes | memoryview, charset: str) -> bytes | memoryview:
 
 
 def encode_chunk(chunk: Mapping[str, Any]) -> bytes:
-    return b"data: " + _ENCODER.encode(chunk).encode() + b"\n\n"
+    text = _ENCODER.encode(chunk) if _ENCODE is None else "".join(_ENCODE(chunk, 0))
+    return b"data: " + text.encode() + b"\n\n"
 
 
 async def sse_body(chunks: AsyncIterable[Mapping[str, Any]]) -> AsyncGenerator[bytes, None]:
@@ -99,7 +106,10 @@ async def _read(chunks: AsyncIterable[Mapping[str, Any]],
     try:
         try:
             async for chunk in chunks:
-                await queue.put(encode_chunk(chunk))
+                if queue.full():
+                    await queue.put(encode_chunk(chunk))
+                else:  # (no coroutine for a put that cannot wait)
+                    queue.put_nowait(encode_chunk(chunk))
         except Exception as exc:  # the response has started: report it, never end cleanly
             tail = sse_error(exc)
         finally:
