@@ -24,7 +24,7 @@ from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from switchpoint.server.errors import sse_error
 
@@ -46,6 +46,39 @@ class SSEResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """As Starlette's: the answer is streamed while the client's leaving is listened for;
+        a client that leaves ends it (the body iterator is closed) with no error, and an
+        error of either is raised. The listening is one task beside the stream, not the task
+        group Starlette builds for every answer (most of what answering a short stream cost
+        beyond its events)."""
+        task = asyncio.current_task()
+        spec = scope.get("asgi", {}).get("spec_version", "2.0")
+        if scope["type"] != "http" or task is None \
+                or tuple(map(int, spec.split("."))) >= (2, 4):
+            await super().__call__(scope, receive, send)
+            return
+        listener = asyncio.get_running_loop().create_task(_cancel_when_left(receive, task))
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not listener.done() or listener.cancelled() or task.uncancel() > 0:
+                raise  # (cancelled by another, or by another too)
+            error = listener.exception()
+            if error is not None:
+                raise error from None
+        else:
+            if listener.done() and not listener.cancelled():
+                task.uncancel()  # (it left as the answer ended: its cancel came to nothing)
+                error = listener.exception()
+                if error is not None:
+                    raise error
+        finally:
+            if not listener.done():
+                listener.cancel()
+        if self.background is not None:
+            await self.background()
+
     async def stream_response(self, send: Send) -> None:
         pieces = aiter(self.body_iterator)
         first = await anext(pieces, b"")
@@ -58,6 +91,21 @@ class SSEResponse(StreamingResponse):
             await send({"type": "http.response.body", "body": _bytes(piece, self.charset),
                         "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _cancel_when_left(receive: Receive, task: asyncio.Task[Any]) -> None:
+    """Wait until the client leaves (or ``receive`` fails), then cancel ``task``."""
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+    except asyncio.CancelledError:
+        raise  # (the answer ended first)
+    except BaseException:
+        task.cancel()
+        raise
+    task.cancel()
 
 
 def _bytes(piece: str | bytes | memoryview, charset: str) -> bytes | memoryview:
