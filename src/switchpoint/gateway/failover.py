@@ -282,7 +282,7 @@ class FailoverStream:
     reaches the client only if the client asked for it with ``stream_options.include_usage``.
     """
 
-    def __init__(self, card: ModelCard, chunks: AsyncIterator[dict[str, Any]],
+    def __init__(self, card: ModelCard, chunks: AsyncIterator[list[dict[str, Any]]],
                  buffered: list[dict[str, Any]], ended: bool, attempts: list[Attempt],
                  *, health: HealthTracker | None, client_wants_usage: bool,
                  rewrite_model: bool, ttft_ms: float, deadline: float | None = None,
@@ -309,7 +309,8 @@ class FailoverStream:
         self._slot = slot
         self._client_wants_usage = client_wants_usage
         self._rewrite_model = rewrite_model
-        self._iterator: AsyncIterator[dict[str, Any]] | None = None
+        self._iterator: AsyncIterator[list[dict[str, Any]]] | None = None
+        self._one_by_one: AsyncIterator[dict[str, Any]] | None = None
         self._verdict = False
         self._deadline = deadline
         self._clock = clock
@@ -353,23 +354,43 @@ class FailoverStream:
             del chunk["usage"]
         return chunk
 
-    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+    async def _iterate(self, singly: bool) -> AsyncIterator[list[dict[str, Any]]]:
         try:
-            for chunk in self._buffered:
-                prepared = self._prepare(chunk)
-                if prepared is not None:
-                    yield prepared
-            self._buffered = []
-            if not self._ended:
-                upstream = aiter(self._chunks)
-                while True:
-                    try:
-                        chunk = await self._next(upstream)
-                    except StopAsyncIteration:
-                        break
-                    prepared = self._prepare(chunk)
-                    if prepared is not None:
-                        yield prepared
+            chunks, self._buffered = self._buffered, []
+            upstream = None if self._ended else aiter(self._chunks)
+            read = False  # (whether ``chunks`` came from a read, each timed by the deadline)
+            while True:
+                ready: list[dict[str, Any]] = []
+                error: Exception | None = None
+                try:
+                    for at, chunk in enumerate(chunks):
+                        if at and read and self._deadline is not None \
+                                and self._clock() >= self._deadline:
+                            raise self._deadline_ran_out()
+                        prepared = self._prepare(chunk)
+                        if prepared is None:
+                            continue
+                        if singly:
+                            yield [prepared]
+                            continue
+                        ready.append(prepared)
+                        if isinstance(prepared.get("usage"), dict):
+                            # (its price is read from the stream's usage before the next)
+                            yield ready
+                            ready = []
+                except Exception as exc:  # (raised once the chunks before it are yielded)
+                    error = exc
+                if ready:
+                    yield ready
+                if error is not None:
+                    raise error
+                if upstream is None:
+                    break
+                try:
+                    chunks = await self._next(upstream)
+                except StopAsyncIteration:
+                    break
+                read = True
         except ProviderError as exc:
             self._verdict = True
             broken = StreamBroken(f"the stream from {self.model} failed after the answer had "
@@ -410,8 +431,9 @@ class FailoverStream:
             self._unwatch()
             await _aclose(self._chunks)
 
-    async def _next(self, upstream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
-        """The upstream's next chunk, within what is left of the request's deadline."""
+    async def _next(self, upstream: AsyncIterator[list[dict[str, Any]]]
+                    ) -> list[dict[str, Any]]:
+        """The upstream's next chunks, within what is left of the request's deadline."""
         if self._deadline is None:
             return await anext(upstream)
         remaining = self._deadline - self._clock()
@@ -464,14 +486,30 @@ class FailoverStream:
             self._timer.cancel()
             self._timer = None
 
-    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+    def batches(self, *, singly: bool = False) -> AsyncIterator[list[dict[str, Any]]]:
+        """Iterate it (once) a list at a time: the chunks one read of the upstream brought
+        (a list ends after a chunk carrying usage, so :attr:`cost_usd` is its price while it is
+        the last one handed on). With ``singly``, lists of one chunk, each taken from the
+        upstream, timed and prepared only when asked for, as ``async for`` reads them."""
         if self._iterator is None:
-            self._iterator = self._iterate()
+            self._iterator = self._iterate(singly)
         return self._iterator
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        if self._one_by_one is None:
+            self._one_by_one = self._each()
+        return self._one_by_one
+
+    async def _each(self) -> AsyncIterator[dict[str, Any]]:
+        async for chunks in self.batches(singly=True):
+            for chunk in chunks:
+                yield chunk
 
     async def aclose(self) -> None:
         """Stop early (or without reading) and release the upstream connection. Idempotent."""
         self._unwatch()
+        if self._one_by_one is not None:
+            await _aclose(self._one_by_one)
         if self._iterator is not None:
             await _aclose(self._iterator)
         await _aclose(self._chunks)
@@ -516,22 +554,35 @@ def fallback_chain(catalog: Catalog, name: str) -> list[ModelCard]:
 
 
 async def _open_stream(provider: Provider, request: Mapping[str, Any], card: ModelCard,
-                       timeouts: Timeouts) -> tuple[AsyncIterator[dict[str, Any]],
+                       timeouts: Timeouts) -> tuple[AsyncIterator[list[dict[str, Any]]],
                                                     list[dict[str, Any]], bool]:
-    """Start a stream and read up to its first content chunk (or its end)."""
-    chunks = provider.stream(request, card, timeouts)
+    """Start a stream and read up to its first content chunk (or its end): the upstream's
+    chunks a list at a time (see :meth:`~switchpoint.gateway.providers.base.Provider.stream`),
+    those read so far, and whether it ended."""
+    batches = getattr(provider, "stream_batches", None)
+    chunks = (_singly(provider.stream(request, card, timeouts)) if batches is None
+              else batches(request, card, timeouts))
     buffered: list[dict[str, Any]] = []
     ended = True
     try:
-        async for chunk in chunks:
-            buffered.append(chunk)
-            if is_content_chunk(chunk):
+        async for batch in chunks:
+            buffered.extend(batch)
+            if any(is_content_chunk(chunk) for chunk in batch):
                 ended = False
                 break
     except BaseException:
         await _aclose(chunks)
         raise
     return chunks, buffered, ended
+
+
+async def _singly(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[dict[str, Any]]]:
+    """An adapter's stream read one chunk at a time, as lists of one."""
+    try:
+        async for chunk in chunks:
+            yield [chunk]
+    finally:
+        await _aclose(chunks)
 
 
 @overload

@@ -137,7 +137,7 @@ class ChatStream:
         self._log = log
         self._price_usage = price_usage
         self._cost_cap = cost_cap
-        self._iterator: AsyncIterator[ChatCompletionChunk] | None = None
+        self._iterator: AsyncIterator[list[ChatCompletionChunk]] | None = None
         self._logged = False
         self._reading = False
         self._reader: asyncio.Task[Any] | None = None  # the task reading it, while one does
@@ -157,10 +157,19 @@ class ChatStream:
         return self
 
     async def __anext__(self) -> ChatCompletionChunk:
+        return (await self._read(singly=True))[0]
+
+    async def anext_batch(self) -> list[ChatCompletionChunk]:
+        """The next chunks, as many as one read of the upstream brought (never none); raises
+        ``StopAsyncIteration`` at the end, as ``__anext__`` does. Read a stream either this
+        way or with ``async for``, not both."""
+        return await self._read(singly=False)
+
+    async def _read(self, *, singly: bool) -> list[ChatCompletionChunk]:
         if self._expired is not None:
             raise self._expired
         if self._iterator is None:
-            self._iterator = self._iterate()
+            self._iterator = self._iterate(singly)
         self._reading = True
         self._reader = asyncio.current_task()
         try:
@@ -176,16 +185,19 @@ class ChatStream:
             self._reading = False
             self._reader = None
 
-    async def _iterate(self) -> AsyncIterator[ChatCompletionChunk]:
+    async def _iterate(self, singly: bool) -> AsyncIterator[list[ChatCompletionChunk]]:
         stream = self._stream
         try:
-            async for chunk in stream:
-                if self._price_usage and isinstance(chunk.get("usage"), dict):
-                    cost = stream.cost_usd  # None: a model without prices, its cost unknown
-                    if cost is not None and self._cost_cap is not None:
-                        cost = min(cost, self._cost_cap)
-                    chunk["usage"]["cost"] = None if cost is None else round(cost, 10)
-                yield ChatCompletionChunk(chunk)
+            async for chunks in stream.batches(singly=singly):
+                ready = []
+                for chunk in chunks:
+                    if self._price_usage and isinstance(chunk.get("usage"), dict):
+                        cost = stream.cost_usd  # None: a model without prices, its cost unknown
+                        if cost is not None and self._cost_cap is not None:
+                            cost = min(cost, self._cost_cap)
+                        chunk["usage"]["cost"] = None if cost is None else round(cost, 10)
+                    ready.append(ChatCompletionChunk(chunk))
+                yield ready
         except StreamBroken:
             await self._finish(wait=True)
             raise

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
@@ -145,6 +145,23 @@ async def sse_body(chunks: AsyncIterable[Mapping[str, Any]]) -> AsyncGenerator[b
                 await reader
 
 
+async def _batches(chunks: AsyncIterable[Mapping[str, Any]]
+                   ) -> AsyncIterator[Sequence[Mapping[str, Any]]]:
+    """The chunks a list at a time where the iterator gives them so (a gateway stream: those
+    one read of the upstream brought), else one by one."""
+    anext_batch = getattr(chunks, "anext_batch", None)
+    if anext_batch is None:
+        async for chunk in chunks:
+            yield (chunk,)
+        return
+    while True:
+        try:
+            batch = await anext_batch()
+        except StopAsyncIteration:
+            return
+        yield batch
+
+
 async def _read(chunks: AsyncIterable[Mapping[str, Any]],
                 queue: asyncio.Queue[bytes | Exception | None]) -> None:
     """Every chunk of ``chunks`` encoded into ``queue``, then ``[DONE]`` or the error event,
@@ -153,11 +170,12 @@ async def _read(chunks: AsyncIterable[Mapping[str, Any]],
     tail = DONE
     try:
         try:
-            async for chunk in chunks:
-                if queue.full():
-                    await queue.put(encode_chunk(chunk))
-                else:  # (no coroutine for a put that cannot wait)
-                    queue.put_nowait(encode_chunk(chunk))
+            async for batch in _batches(chunks):
+                for chunk in batch:
+                    if queue.full():
+                        await queue.put(encode_chunk(chunk))
+                    else:  # (no coroutine for a put that cannot wait)
+                        queue.put_nowait(encode_chunk(chunk))
         except Exception as exc:  # the response has started: report it, never end cleanly
             tail = sse_error(exc)
         finally:

@@ -419,15 +419,17 @@ class ChunkDecoder(Protocol):
 async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, Any],
                         headers: Mapping[str, str], timeouts: Timeouts,
                         decoder: ChunkDecoder, *,
-                        model: str) -> AsyncGenerator[dict[str, Any], None]:
-    """POST a streamed request and yield its OpenAI chunks.
+                        model: str) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """POST a streamed request and yield its OpenAI chunks, a list at a time (those one read
+    of the body brought; never an empty list).
 
     Nothing is yielded until a content chunk (or the end marker) has arrived; sending, the
     headers and everything before that must fit in ``timeouts.first_token_s`` or
     :class:`FirstTokenTimeout` is raised. Afterwards each read may take ``timeouts.read_s``.
     The stream is complete at the decoder's end marker, or at a clean end of the body once
     every choice has its ``finish_reason`` (some upstreams never send ``[DONE]``; the final
-    usage chunk may then be missing); any other end is :class:`StreamBroken`.
+    usage chunk may then be missing); any other end is :class:`StreamBroken`. An error is
+    raised once the chunks before it have been yielded.
     """
     secrets = header_secrets(headers)
     request = _request(client, url, body, headers, timeouts)
@@ -484,9 +486,10 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                     model=model) from exc
             raise map_transport_error(exc, model=model, timeouts=timeouts,
                                       started=received) from exc
-        for chunk in pending:
-            finished.note(chunk)
-            yield chunk
+        if pending:
+            for chunk in pending:
+                finished.note(chunk)
+            yield pending
         assert events is not None
         if decoder.done:
             await _read_rest(events)
@@ -494,13 +497,24 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
         try:
             batch = rest
             while True:
-                for event in batch:
-                    for chunk in decoder.feed(event):
-                        finished.note(chunk)
-                        yield chunk
-                    if decoder.done:
-                        await _read_rest(events)
-                        return
+                read: list[dict[str, Any]] = []
+                error: Exception | None = None
+                try:
+                    for event in batch:
+                        for chunk in decoder.feed(event):
+                            finished.note(chunk)
+                            read.append(chunk)
+                        if decoder.done:
+                            break
+                except Exception as exc:  # (raised once the chunks before it are yielded)
+                    error = exc
+                if read:
+                    yield read
+                if error is not None:
+                    raise error
+                if decoder.done:
+                    await _read_rest(events)
+                    return
                 following = await anext(events, None)
                 if following is None:
                     break

@@ -60,7 +60,7 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -87,6 +87,7 @@ from switchpoint.gateway.providers._http import ClientPool, post_json, stream_ch
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
     Timeouts,
+    chunks_of,
     classify_stream_error,
     is_content_chunk,
     is_token_count,
@@ -702,8 +703,12 @@ class AnthropicProvider:
         return ProviderResponse(body=answer, model=card.name, status=response.status_code,
                                 headers=dict(response.headers), latency_ms=latency_ms)
 
-    async def stream(self, request: Mapping[str, Any], card: ModelCard,
-                     timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, request: Mapping[str, Any], card: ModelCard,
+               timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        return chunks_of(self.stream_batches(request, card, timeouts))
+
+    async def stream_batches(self, request: Mapping[str, Any], card: ModelCard,
+                             timeouts: Timeouts) -> AsyncGenerator[list[dict[str, Any]], None]:
         body = self._body(request, card, stream=True)
         base, url, headers = self._target(card, stream=True)
         chunks = stream_chunks(self.pool.get(base), url, body, headers, timeouts,
@@ -711,5 +716,5 @@ class AnthropicProvider:
                                                      legacy=legacy_functions(request)),
                                model=card.name)
         async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+            async for batch in chunks:
+                yield batch

@@ -14,7 +14,8 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
@@ -379,5 +380,18 @@ class Provider(Protocol):
         and raises :class:`StreamBroken` otherwise.
         The final chunk carries ``usage`` when the upstream reports it. Close it with
         ``aclose()`` (or :func:`contextlib.aclosing`) when abandoning it early.
+
+        An adapter may also have ``stream_batches``, with the same arguments: the same
+        chunks as lists (those one read of the upstream brought, none empty), which the
+        gateway then reads instead, a list at a time.
         """
         ...
+
+
+async def chunks_of(batches: AsyncGenerator[list[dict[str, Any]], None]
+                    ) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of a stream read a list at a time (``stream_batches``), one by one."""
+    async with aclosing(batches):
+        async for batch in batches:
+            for chunk in batch:
+                yield chunk

@@ -35,6 +35,7 @@ from switchpoint.gateway.providers._http import ClientPool, post_json, stream_ch
 from switchpoint.gateway.providers.base import (
     ProviderResponse,
     Timeouts,
+    chunks_of,
     classify_stream_error,
     is_content_chunk,
     upstream_json,
@@ -180,16 +181,20 @@ class OpenAIProvider:
         return ProviderResponse(body=data, model=card.name, status=response.status_code,
                                 headers=dict(response.headers), latency_ms=latency_ms)
 
-    async def stream(self, request: Mapping[str, Any], card: ModelCard,
-                     timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, request: Mapping[str, Any], card: ModelCard,
+               timeouts: Timeouts) -> AsyncIterator[dict[str, Any]]:
+        return chunks_of(self.stream_batches(request, card, timeouts))
+
+    async def stream_batches(self, request: Mapping[str, Any], card: ModelCard,
+                             timeouts: Timeouts) -> AsyncGenerator[list[dict[str, Any]], None]:
         usage = self.stream_usage(card)
         started = False
         first = self._stream(request, card, timeouts, usage=usage)
         async with aclosing(first):
             try:
-                async for chunk in first:
+                async for chunks in first:
                     started = True
-                    yield chunk
+                    yield chunks
                 return
             except BadRequest as exc:
                 if started or not usage or not rejects_stream_options(exc):
@@ -201,11 +206,11 @@ class OpenAIProvider:
                     "skip the first try)", card.name)
         again = self._stream(request, card, timeouts, usage=False)
         async with aclosing(again):
-            async for chunk in again:
-                yield chunk
+            async for chunks in again:
+                yield chunks
 
     def _stream(self, request: Mapping[str, Any], card: ModelCard, timeouts: Timeouts, *,
-                usage: bool) -> AsyncGenerator[dict[str, Any], None]:
+                usage: bool) -> AsyncGenerator[list[dict[str, Any]], None]:
         base, url, headers = self._target(card, stream=True)
         body = upstream_body(request, card, stream=True, stream_usage=usage)
         return stream_chunks(self.pool.get(base), url, body, headers, timeouts,
