@@ -543,3 +543,15 @@ def test_a_data_dir_a_message_names_is_quoted_cut_short_and_escaped(
         assert repr(str(typo))[:150] in err, (argv[:2], err)  # (the escape as \\x1b)
         assert "\x1b" not in err and "e" * 100 not in err, (argv[:2], err)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_comparison_model_of_thousands_of_characters_is_named_cut_short(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed(config)
+    for name in ("\x1b[2J" + "x" * 100_000, "nope"):
+        code, out, err = run(["report", "cost", "--config", config, "--comparison-model", name],
+                             capsys)
+        assert code == 2 and out == ""
+        assert "comparison_model:" in err and "is not a catalog model (big, small)" in err
+        assert len(err) < 300 and "\x1b" not in err, err[:300]
+    assert "'nope' is not a catalog model" in err

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from switchpoint._messages import cut, quoted
+from switchpoint._messages import cut, listed_names, quoted
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard
 from switchpoint.config import Settings
@@ -554,9 +554,10 @@ class Reports:
         if comparison is None:
             return self.strongest_model(since, until)
         if self.card(comparison) is None:
-            names = ", ".join(self.catalog.names) if self.catalog is not None else "none"
-            raise InvalidInputError("comparison_model", f"{comparison!r} is not a catalog "
-                                                        f"model ({names})")
+            names = (listed_names(self.catalog.names) if self.catalog is not None
+                     else "none")
+            raise InvalidInputError("comparison_model", f"{quoted(comparison)} is not a "
+                                                        f"catalog model ({names})")
         return comparison, "given"
 
     # Forecast ----------------------------------------------------------------------------------
