@@ -383,6 +383,16 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
     (dict(judge=None), LabellingError, "the prompts of lines 1, 2 have no 'reference', so a "
                                        "judge must score the answers: give --judge MODEL"),
     (dict(models=["a", "a"]), InvalidInputError, "models: 'a' is listed twice"),
+    # Thousands of names, or a name of thousands of characters: the message names a few, cut.
+    (dict(models=[f"m{i}" for i in range(20_000)]), InvalidInputError,
+     "models: 'm0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9', 'm10', 'm11', 'm12', "
+     "'m13', 'm14', 'm15', 'm16', 'm17', 'm18', 'm19' and 19980 more are not in the catalog"),
+    (dict(models=["a", "x" * 100_000]), InvalidInputError,
+     f"models: '{'x' * 56}... is not in the catalog of the config (--config FILE) (it has a, "),
+    (dict(judge="\x1b[2J" + "j" * 100_000), InvalidInputError,
+     f"judge: '\\x1b[2J{'j' * 49}... is not in the catalog"),
+    (dict(models=[f"m{i}" for i in range(30)] * 2), InvalidInputError,
+     "'m26' and 10 more are listed twice"),
     (dict(models=[]), InvalidInputError, "give at least one catalog model"),
     (dict(concurrency=0), InvalidInputError, "concurrency: must be an integer from 1 to 256"),
     (dict(concurrency=10**5000), InvalidInputError, "got a number of more than 4300 digits"),
@@ -427,6 +437,7 @@ async def test_bad_input_is_refused_before_anything_is_called(
     with pytest.raises(error) as info:
         await alabel(prompts, kwargs.pop("models"), out, config=settings, env={}, **kwargs)
     assert message in str(info.value)
+    assert len(str(info.value)) < 1000 and "\x1b" not in str(info.value)
     assert not out.exists() and not journal_path(out).exists()
     assert not (tmp_path / "data").exists()  # no gateway was even built
 

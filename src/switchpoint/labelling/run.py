@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import switchpoint.labelling.journal as jr
 from switchpoint._files import path_problem, same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
-from switchpoint._messages import plural, quoted_path
+from switchpoint._messages import listed_names, plural, quoted, quoted_path
 from switchpoint._progress import ProgressFn
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
@@ -332,10 +333,11 @@ def _model_names(models: Sequence[str]) -> list[str]:
         raise InvalidInputError("models", "give at least one catalog model to label")
     for name in names:
         if not isinstance(name, str) or not name.strip():
-            raise InvalidInputError("models", f"{name!r} is not a model name")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+            raise InvalidInputError("models", f"{quoted(name)} is not a model name")
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
-        raise InvalidInputError("models", f"{', '.join(map(repr, repeated))} is listed twice")
+        raise InvalidInputError("models", f"{listed_names(map(quoted, repeated))} "
+                                          f"{'is' if len(repeated) == 1 else 'are'} listed twice")
     return names
 
 
@@ -352,13 +354,14 @@ def _check_catalog(settings: Settings, models: list[str], judge: str | None,
                                     "api_key_env: MY_KEY, input_per_mtok: 0.2, "
                                     "output_per_mtok: 0.6}")
     index = {m.name: i for i, m in enumerate(settings.models)}
-    catalog = ", ".join(index)
+    catalog = listed_names(index)
     for role, names in (("models", models), ("judge", [judge] if judge else [])):
         unknown = [n for n in names if n not in index]
         if unknown:
-            raise InvalidInputError(role, f"{', '.join(map(repr, unknown))} is not in the "
-                                          f"catalog of {where} (it has {catalog}); labelling "
-                                          "calls catalog models only")
+            shown = listed_names(map(quoted, unknown))
+            raise InvalidInputError(role, f"{shown} {'is' if len(unknown) == 1 else 'are'} not "
+                                          f"in the catalog of {where} (it has {catalog}); "
+                                          "labelling calls catalog models only")
     for name in dict.fromkeys([*models, *([judge] if judge else [])]):
         i = index[name]
         entry = settings.models[i]
