@@ -96,14 +96,19 @@ def _feedback(args: argparse.Namespace) -> StderrProgress:
                           quiet=getattr(args, "quiet", False))
 
 
-def _check_output(path: Path, flag: str) -> Path:
+def _check_output(path: Path, flag: str, example: str = "out.jsonl") -> Path:
     """``path`` if an output file can be written there (checked before the work, not after
-    it): not a directory, and its folder one that exists or can be made."""
+    it): not a directory, nor a device, pipe or socket (the file written is renamed into
+    place, which would put it where that was), and its folder one that exists or can be
+    made."""
     problem = path_problem(path)  # first: the system may refuse even to look at it
     shown = quoted_path(path)
     if problem is None and path.is_dir():
         _fail(f"{flag}: {shown} is a directory; give a file path, e.g. "
-              f"{quoted_path(path / 'out.jsonl')}")
+              f"{quoted_path(path / example)}")
+    if problem is None and path.exists() and not path.is_file():
+        _fail(f"{flag}: {shown} is not a regular file (a device, pipe or socket), which the "
+              "file written would replace; give the path of a file")
     if problem is not None:
         _fail(f"{flag}: cannot write {shown}: {problem}")
     return path
@@ -487,6 +492,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if plot.suffix.lower() != ".png":
             _fail(f"--plot: {quoted_path(plot)} must be a .png path")
+        _check_output(plot, "--plot", "curves.png")
         try:
             require_matplotlib()
         except ImportError as exc:

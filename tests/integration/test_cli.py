@@ -551,6 +551,14 @@ def test_route_output_that_cannot_be_written_is_a_clean_error(
     code, _, err = run(["route", "--input", src, "--output", src / "out.jsonl", "--weights",
                         real_weights_dir], capsys)
     assert_bad_input(code, err, "--output: cannot write", f"its parent '{src}' is not a directory")
+    # A pipe (or a device such as /dev/full): the decisions renamed into place would replace it.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    code, out, err = run(["route", "--input", src, "--output", pipe, "--weights",
+                          real_weights_dir], capsys)
+    assert_bad_input(code, err, f"--output: '{pipe}' is not a regular file (a device, pipe or "
+                                "socket), which the file written would replace")
+    assert out == "" and "routing" not in err and pipe.is_fifo()
     # A place that takes no files, found when the decisions are written: no traceback either.
     code, _, err = run(["route", "--input", src, "--output", "/proc/out.jsonl", "--weights",
                         real_weights_dir, "-q"], capsys)

@@ -10,6 +10,7 @@ CPU, from the session's start: see tests/head_start.py); it needs the full recor
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -196,6 +197,23 @@ def test_eval_bad_input_exits_2_and_writes_nothing(
     assert "Traceback" not in err and "embedding" not in err
     assert out == ""
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_eval_plot_where_no_file_can_be_written_fails_before_any_work(
+    records_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "curves.png"
+    folder.mkdir()
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)  # (a device such as /dev/full is refused alike)
+    for target, needle in ((folder, f"--plot: '{folder}' is a directory; give a file path, "
+                                    f"e.g. '{folder / 'curves.png'}'"),
+                           (pipe, f"--plot: '{pipe}' is not a regular file (a device, pipe "
+                                  "or socket), which the file written would replace")):
+        code, out, err = run(["eval", records_file, "--plot", target], capsys)
+        assert code == 2 and out == "", err
+        assert needle in err and "embedding" not in err and "fitting" not in err, err
+    assert list(folder.iterdir()) == [] and pipe.is_fifo()
 
 
 def test_eval_plot_without_matplotlib_fails_before_any_work(
