@@ -979,6 +979,19 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(
     assert httpx.get(f"{gov.base}{path}", params=tuple(once), headers=ADMIN).status_code == 200
 
 
+def test_a_missing_query_parameter_is_a_400_showing_the_query_string_to_send(
+        gov: ThreadServer) -> None:
+    # A forecast asked for as the other reports are, with no figures, hears where they go.
+    r = httpx.get(f"{gov.base}/v1/router/report/forecast", params={"avg_input_tokens": 500},
+                  headers=ADMIN)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request" and error["param"] == "requests_per_hour", error
+    assert error["message"] == (
+        "requests_per_hour: is required, in the query string: /v1/router/report/forecast"
+        "?requests_per_hour=...&avg_output_tokens=..."), error
+
+
 def test_a_query_parameter_given_twice_is_refused_alike_on_every_route(
         gov: ThreadServer) -> None:
     # The same rule before any route's own checks: the answer tells nothing of the route.

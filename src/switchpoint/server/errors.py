@@ -244,6 +244,13 @@ def install(app: FastAPI) -> None:
     async def request_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, (RequestValidationError, ValidationError))
         errors = list(exc.errors())
+        missing = [str(e["loc"][1]) for e in errors
+                   if e["type"] == "missing" and tuple(e["loc"])[:1] == ("query",)
+                   and len(e["loc"]) > 1]
+        if missing:  # say where it goes: a route's parameters are in its query string
+            return render(request, answer_for(InvalidInputError(missing[0], (
+                "is required, in the query string: "
+                f"{shown_path(request)}?{'&'.join(f'{name}=...' for name in missing)}"))))
         if isinstance(exc, RequestValidationError):  # a query or path parameter is named as is
             errors = [{**e, "loc": tuple(e["loc"])[1:]}
                       if tuple(e["loc"])[:1] in (("query",), ("path",)) else e for e in errors]
