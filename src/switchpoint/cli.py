@@ -586,7 +586,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     names = {"spend": "spend ledger entries (those budgets still count are kept)",
              "feedback": "feedback rows (of those the learning checkpoint holds)"}
     counts = ", ".join(f"{n} {names.get(table, table)}" for table, n in report.deleted.items())
-    print(f"{verb} {counts} older than {days:g} days from {settings.db_path}; "
+    print(f"{verb} {counts} older than {days:g} day{'' if days == 1 else 's'} from "
+          f"{settings.db_path}; "
           f"{report.bytes_before} -> {report.bytes_after} bytes"
           + ("" if report.dry_run else f" (vacuum: {report.vacuum})"), file=sys.stderr)
     if report.feedback_kept is not None:

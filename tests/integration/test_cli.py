@@ -31,6 +31,7 @@ from switchpoint.errors import LabellingError
 from switchpoint.labelling.prompts import parse_prompts
 from switchpoint.policies import ClusterPolicy
 from switchpoint.router import Router
+from switchpoint.store import SQLiteStore
 from switchpoint.training import DEFAULT_EMBEDDER_ID
 from switchpoint.weights import load_weights
 from tests.conftest import feed_pipe
@@ -1249,6 +1250,20 @@ def test_installed_entry_point(real_weights_dir: Path, tmp_path: Path) -> None:
     assert [json.loads(line)["id"] for line in lines.stdout.splitlines()] == [1, 2]
     assert "\r" not in lines.stderr  # stderr is a pipe, not a terminal: no bars
     assert "routing 2 prompts... done (" in lines.stderr
+
+
+@pytest.mark.parametrize(("days", "said"), [("1", "older than 1 day from"),
+                                            ("1.5", "older than 1.5 days from"),
+                                            ("30", "older than 30 days from")])
+def test_prune_says_the_age_it_went_by(days: str, said: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    store = SQLiteStore(tmp_path / "switchpoint.db")
+    store.open()
+    store.close()
+    code, _, err = run(["prune", "--older-than", days, "--data-dir", tmp_path, "--dry-run"],
+                       capsys)
+    assert code == 0, err
+    assert said in err, err
 
 
 @pytest.mark.parametrize("days", ["-1", "nan", "0", "inf", "1e400", "36526"])
