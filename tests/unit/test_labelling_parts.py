@@ -8,6 +8,7 @@ import math
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -536,6 +537,70 @@ def test_a_journal_that_is_not_one_is_refused(tmp_path: Path) -> None:
     journal.write_text(json.dumps(KEY.header()) + '\n{"id": 1' + "0" * 5000 + "}\n")
     with pytest.raises(LabellingError, match="line 2 is not a JSON object"):
         jr.inspect(out, _prompts(), KEY)
+
+def _huge(path: Path, first: bytes, size: int = 4 << 30) -> None:
+    """``first``, then zeros up to ``size`` bytes (a sparse file: no disk taken)."""
+    with path.open("wb") as fh:
+        fh.write(first)
+        fh.truncate(size)
+
+
+def test_a_huge_file_of_someone_elses_is_refused_at_its_first_line_unread(
+        tmp_path: Path) -> None:
+    out = tmp_path / "disk.img"
+    _huge(out, b"my notes\n")
+    journal_dir = tmp_path / "j"
+    journal_dir.mkdir()
+    theirs = journal_dir / "out.jsonl"
+    _huge(jr.journal_path(theirs), b"my notes\n")
+    tracemalloc.start()
+    try:
+        with pytest.raises(LabellingError, match="line 1: not valid JSON"):
+            jr.inspect(out, _prompts(), KEY)
+        with pytest.raises(LabellingError, match="this is not one"):
+            jr.check_discardable(out)
+        with pytest.raises(LabellingError, match="line 1 is not a JSON object"):
+            jr.inspect(theirs, _prompts(), KEY)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # the 4 GiB files were not read whole
+    assert out.stat().st_size == 4 << 30
+
+
+def test_a_long_records_file_of_other_prompts_is_refused_past_the_prompts_count(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("\n" + "".join(_record(i) + "\n" for i in range(5)))
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert "line 5: holds more records than the prompts file has prompts (3)" in str(info.value)
+    assert jr.FOREIGN_HINT in str(info.value)
+
+
+def test_a_line_past_the_bound_is_refused_once_that_much_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jr, "MAX_LINE_BYTES", 1000)
+    out = tmp_path / "out.jsonl"
+    out.write_text(_record(0) + "\n" + "x" * 5000 + "\n")
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, _prompts(), KEY)
+    assert "line 2 is over 1,000 bytes" in str(info.value) and jr.FOREIGN_HINT in str(info.value)
+    other = tmp_path / "other.jsonl"
+    jr.journal_path(other).write_text(json.dumps(KEY.header()) + "\n" + "{" * 2000 + "\n")
+    with pytest.raises(LabellingError, match="line 2 is over 1,000 bytes"):
+        jr.inspect(other, _prompts(), KEY)
+
+
+def test_a_record_whose_prompt_holds_unicode_line_breaks_is_resumed(tmp_path: Path) -> None:
+    prompts = [LabelPrompt(id="p0", prompt="one\u2028two\x85three\x1cfour", line=1)]
+    out = tmp_path / "out.jsonl"
+    writer = jr.LineWriter(out)
+    writer.append({"id": "p0", "prompt": prompts[0].prompt, "scores": {"a": 1.0, "b": 0.0},
+                   "costs": {"a": 0.001, "b": 0.002}})
+    writer.close()
+    state = jr.inspect(out, prompts, KEY)
+    assert state.done == {"p0"} and state.score_sums == {"a": 1.0, "b": 0.0}
 
 
 def test_lines_are_appended_whole(tmp_path: Path) -> None:

@@ -22,6 +22,9 @@ lines), or, for ``OUT``, its journal beside it. Otherwise it is read as a line l
 so a file of someone else's is refused, never cut. A last line that is whole but lacks its
 newline is kept. :func:`inspect` reads both files without
 changing them (so bad input changes nothing); :meth:`Resume.apply` then makes the repairs.
+Both are read a line at a time, each line at most :data:`MAX_LINE_BYTES` and split at its
+newline alone (as written), so a file of someone else's, however large, is refused at the
+first line that shows it without being held.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,9 @@ JOURNAL_FORMAT = 1
 DONE_SUFFIX = ".done"
 DONE_FORMAT = 1
 _HASH_CHUNK = 1 << 20
+# The longest line the output or the journal is read with: a record holds a prompt of at most
+# 8 Mi characters, each at most 6 bytes as the JSON writes it (a control character is \u0001).
+MAX_LINE_BYTES = 64 << 20
 # What to do about a file in the way: --restart is offered only for a file this command is
 # part-way through writing (its journal is beside it), never for a file of someone else's.
 RESTART_HINT = "write to another --out, or pass --restart to start over (discarding it)"
@@ -231,12 +239,13 @@ def check_discardable(out: Path) -> None:
     """Raise :class:`~switchpoint.errors.LabellingError` unless ``--restart`` may discard
     ``out``: it is missing or empty, or this command wrote it (:func:`written_here`: its journal
     is beside it, or the mark of the run that finished it matches it). Anything else may be
-    someone else's and is left as it is, even records of the same prompts. Reads only."""
+    someone else's and is left as it is, even records of the same prompts. Reads only (up to
+    its first line that is not blank)."""
     if written_here(out):
         return
-    lines = _complete_lines(out, Resume(out=out, key=RunKey(models=())), "")
-    if not any(line.strip() for line in lines):
-        return
+    with closing(_lines(out, Resume(out=out, key=RunKey(models=())), "")) as lines:
+        if not any(line.strip() for line in lines):
+            return
     raise LabellingError("--restart discards only a file this command wrote (its journal "
                          f"beside it, or the {DONE_SUFFIX} mark of the run that finished it "
                          f"and unchanged since), and this is not one; {FOREIGN_HINT}",
@@ -245,53 +254,60 @@ def check_discardable(out: Path) -> None:
 
 def inspect(out: Path, prompts: Sequence[LabelPrompt], key: RunKey) -> Resume:
     """What to resume from ``out`` and its journal, for these prompts and settings; reads
-    only. Raises :class:`~switchpoint.errors.LabellingError` when the files belong to another
-    run (other models, ids or settings)."""
+    only, a line at a time (a file that is not this run's is refused at its first line that
+    shows it). Raises :class:`~switchpoint.errors.LabellingError` when the files belong to
+    another run (other models, ids or settings)."""
     resume = Resume(out=out, key=key)
     by_id = {p.id: p for p in prompts}
     journal = journal_path(out)
     ours = written_here(out)
-    lines = _complete_lines(out, resume, "that prompt will be labelled again", ours=ours)
-    if lines:
+    with closing(_lines(out, resume, "that prompt will be labelled again", ours=ours)) as lines:
         _read_output(out, lines, by_id, key, resume, ours=ours)
     # (the journal's name is this command's own: a half-written first line is its header)
-    lines = _complete_lines(journal, resume, "that answer will be asked for again", ours=True)
-    if lines:
+    with closing(_lines(journal, resume, "that answer will be asked for again",
+                        ours=True)) as lines:
         _read_journal(journal, lines, by_id, key, resume)
     return resume
 
 
-def _complete_lines(path: Path, resume: Resume, lost: str, *, ours: bool = False) -> list[str]:
-    """The file's whole lines; a half-written last line is scheduled to be dropped when whole
-    lines come before it or the file is known to be this command's (``ours``), else kept as a
-    line (for the caller to refuse)."""
+def _lines(path: Path, resume: Resume, lost: str, *, ours: bool = False
+           ) -> Generator[str, None, None]:
+    """The file's lines, read one at a time, each at most :data:`MAX_LINE_BYTES` (a longer one
+    is refused once that much of it is read). A half-written last line (no newline after it)
+    is scheduled to be dropped when non-blank lines come before it or the file is known to be
+    this command's (``ours``), else kept as a line (for the caller to refuse); a whole one only
+    gets its newline."""
     if not path.exists():
-        return []
+        return
     if not path.is_file():
         raise LabellingError("exists and is not a file; give --out a file path", source=path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            offset = number = 0
+            before = False  # whether a line that is not blank came before
+            while raw := fh.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(raw) > MAX_LINE_BYTES:
+                    raise LabellingError(f"line {number} is over {MAX_LINE_BYTES:,} bytes, "
+                                         "longer than any line this command writes; "
+                                         f"{FOREIGN_HINT}", source=path)
+                if not raw.endswith(b"\n"):  # the last line
+                    if _whole_object(raw):  # only its newline is missing (an editor's doing)
+                        resume._repairs.append(_Repair(path, offset + len(raw), newline=True))
+                    elif ours or before:
+                        resume._repairs.append(_Repair(path, offset))
+                        resume.notes.append(f"{path}: dropped the half-written last line (line "
+                                            f"{number}) left by an interrupted run; {lost}")
+                        return
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise LabellingError("is not UTF-8 text, so it is not a file this command "
+                                         f"wrote; {FOREIGN_HINT}", source=path) from None
+                before = before or bool(raw.strip())
+                offset += len(raw)
     except OSError as exc:
         raise LabellingError(f"cannot read it: {exc.strerror or exc}", source=path) from None
-    if not data:
-        return []
-    cut = data.rfind(b"\n") + 1
-    tail = data[cut:]
-    if tail:
-        if _whole_object(tail):  # whole, only its newline is missing (an editor's doing)
-            resume._repairs.append(_Repair(path, len(data), newline=True))
-            data += b"\n"
-        elif ours or data[:cut].strip():
-            resume._repairs.append(_Repair(path, cut))
-            number = data.count(b"\n") + 1
-            resume.notes.append(f"{path}: dropped the half-written last line (line {number}) "
-                                f"left by an interrupted run; {lost}")
-            data = data[:cut]
-    try:
-        return data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise LabellingError(f"is not UTF-8 text, so it is not a file this command wrote; "
-                             f"{FOREIGN_HINT}", source=path) from None
 
 
 def _whole_object(raw: bytes) -> bool:
@@ -301,12 +317,33 @@ def _whole_object(raw: bytes) -> bool:
         return False
 
 
-def _read_output(out: Path, lines: list[str], by_id: Mapping[str, LabelPrompt], key: RunKey,
-                 resume: Resume, *, ours: bool) -> None:
-    if not any(line.strip() for line in lines):
-        return
+def _read_output(out: Path, lines: Iterator[str], by_id: Mapping[str, LabelPrompt],
+                 key: RunKey, resume: Resume, *, ours: bool) -> None:
+    blank = 0
+    for first in lines:
+        if first.strip():
+            break
+        blank += 1
+    else:
+        return  # empty, or blank lines only
+
+    def records_at_most(count: int) -> Iterator[str]:
+        """The lines, refused past ``count`` records: ids are unique, and each is a prompt's
+        (so a long file of other records is refused without being held)."""
+        yield from repeat("", blank)
+        yield first
+        seen = 1
+        for number, line in enumerate(lines, start=blank + 2):
+            if line.strip():
+                seen += 1
+                if seen > count:
+                    raise LabellingError(f"line {number}: holds more records than the prompts "
+                                         f"file has prompts ({count:,}); it is another run's "
+                                         f"output: {hint(ours)}", source=out)
+            yield line
+
     try:
-        records = parse_records(lines, source=out)
+        records = parse_records(records_at_most(len(by_id)), source=out)
     except RecordsError as exc:
         raise LabellingError(f"{exc}; it is not a records file this command can add to: "
                              f"{hint(ours)}") from None
@@ -333,9 +370,10 @@ def _read_output(out: Path, lines: list[str], by_id: Mapping[str, LabelPrompt], 
                                         + float(records.scores[i, j]))
 
 
-def _read_journal(journal: Path, lines: list[str], by_id: Mapping[str, LabelPrompt],
+def _read_journal(journal: Path, lines: Iterator[str], by_id: Mapping[str, LabelPrompt],
                   key: RunKey, resume: Resume) -> None:
-    entries: list[tuple[int, dict[str, Any]]] = []
+    header = False
+    stale = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -346,17 +384,13 @@ def _read_journal(journal: Path, lines: list[str], by_id: Mapping[str, LabelProm
         if not isinstance(obj, dict):
             raise LabellingError(f"line {number} is not a JSON object, so this is not a "
                                  f"journal this command wrote; {FOREIGN_HINT}", source=journal)
-        entries.append((number, obj))
-    if not entries:
-        return
-    number, header = entries[0]
-    if header.get("labelling_journal") != JOURNAL_FORMAT:
-        raise LabellingError(f"line {number} is not a labelling journal's header; "
-                             f"{FOREIGN_HINT}", source=journal)
-    _check_header(journal, header, key)
-    resume.journal_has_header = True
-    stale = 0
-    for number, obj in entries[1:]:
+        if not header:
+            if obj.get("labelling_journal") != JOURNAL_FORMAT:
+                raise LabellingError(f"line {number} is not a labelling journal's header; "
+                                     f"{FOREIGN_HINT}", source=journal)
+            _check_header(journal, obj, key)
+            header = resume.journal_has_header = True
+            continue
         if "failed" in obj:
             continue  # a failed answer is asked for again
         scored = _scored(journal, number, obj, key)
