@@ -8,6 +8,9 @@ exits with status 1 when some prompts could not be labelled (running it again re
 Results go to stdout (or ``--output``), so they pipe cleanly; progress and notes go to stderr:
 bars on a terminal (``--progress`` forces them), one line per stage otherwise, nothing with
 ``--quiet``. ``route`` reads its prompt from stdin when none is given and stdin is a pipe.
+Results that cannot be written to stdout (a full disk, ``> /dev/full``) exit with status 1 and
+``switchpoint: error: could not write the output: <why>``; a reader that leaves early (``|
+head -1``) ends the command quietly, with status 0, as Unix tools do.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO, cast
 
 from switchpoint._files import path_problem, same_file, write_atomically, write_problem
 from switchpoint._json import DuplicateKeyError, loads, unreadable
@@ -37,6 +40,8 @@ from switchpoint.prompt_files import (
 )
 
 EXIT_BAD_INPUT = 2
+# Results that could not be written to stdout (a full disk, a device that takes nothing).
+EXIT_OUTPUT_LOST = 1
 # Prompts routed between two progress reports (and two writes when decisions stream to a pipe).
 PROGRESS_CHUNK = 64
 
@@ -822,7 +827,82 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OutputLostError(Exception):
+    """A write to stdout failed (``error``, the system's reason): told apart from any other
+    ``OSError`` a command may let through."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Output:
+    """``sys.stdout`` while a command runs: that stream, whose failed writes raise
+    :class:`_OutputLostError`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as exc:
+            raise _OutputLostError(exc) from exc
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        try:
+            self.stream.writelines(lines)
+        except OSError as exc:
+            raise _OutputLostError(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as exc:
+            raise _OutputLostError(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    stdout = sys.stdout
+    if stdout is None:  # (no stdout at all: nothing to write to, nothing to lose)
+        return _main(argv)
+    sys.stdout = cast(TextIO, _Output(stdout))
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # --help, --version, a usage error: what was printed goes out first
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # what is still buffered: a full disk is told now, not lost at exit
+        return code
+    except _OutputLostError as lost:
+        return _output_lost(stdout, lost.error)
+    finally:
+        sys.stdout = stdout
+
+
+def _output_lost(stdout: TextIO, error: OSError) -> int:
+    """The exit status when stdout could not be written: 0, quietly, when its reader left (a
+    closed pipe, as of ``| head -1``: enough was read), else :data:`EXIT_OUTPUT_LOST` with one
+    line saying why. What stdout still holds is dropped (it would fail again at exit)."""
+    if stdout is sys.__stdout__:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+    if isinstance(error, BrokenPipeError):
+        return 0
+    print(f"switchpoint: error: could not write the output: {error.strerror or error}",
+          file=sys.stderr)
+    return EXIT_OUTPUT_LOST
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -837,9 +917,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # e.g. `switchpoint route ... | head`
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

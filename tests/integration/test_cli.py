@@ -1266,6 +1266,37 @@ def test_prune_says_the_age_it_went_by(days: str, said: str, tmp_path: Path,
     assert said in err, err
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_results_that_cannot_be_written_exit_non_zero_saying_why(
+        real_weights_dir: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "switchpoint"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "switchpoint.cli"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"Prompt number {i}\n" for i in range(200)))
+    weights = ["--weights", str(real_weights_dir)]
+    # Short results (held in stdout's buffer until the end), and long ones streamed as made.
+    for argv in (["route", PROMPT, *weights], ["info", *weights], ["info", "--json"],
+                 ["route", "--input", str(src), "-q", *weights]):
+        with open("/dev/full", "w") as full:  # a device whose writes fail: disk full
+            done = subprocess.run([*cmd, *argv], stdout=full, stderr=subprocess.PIPE,
+                                  text=True, timeout=120, env=env)
+        assert done.returncode == 1, (argv, done.stderr)
+        assert done.stderr == ("switchpoint: error: could not write the output: No space "
+                               "left on device\n"), argv
+    # A reader that leaves early (`| head -1`) ends it quietly, as Unix tools do.
+    sweep = ",".join(str(x / 10) for x in range(21))  # some 3 MB of decisions, past a pipe's
+    with subprocess.Popen([*cmd, "route", "--input", str(src), "--cost-weights", sweep, "-q",
+                           *weights], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = json.loads(proc.stdout.readline())
+        proc.stdout.close()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    assert first["id"] == 1
+    assert code == 0 and err == b""
+
 @pytest.mark.parametrize("days", ["-1", "nan", "0", "inf", "1e400", "36526"])
 def test_prune_names_a_bad_age_in_days(days: str, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
