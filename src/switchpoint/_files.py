@@ -58,6 +58,30 @@ def path_problem(path: Path) -> str | None:
     return None
 
 
+
+class LinkError(ValueError):
+    """An output named by a symbolic link that leads to no file (the reason, without the
+    path's name: the caller names it with its flag)."""
+
+
+def output_target(path: Path) -> Path:
+    """Where an output named ``path`` is written: ``path`` itself, or, when it is a symbolic
+    link, the file the link leads to (so the link stays, leading to what was written). A link
+    that leads to no file raises :class:`LinkError`: following it would make a file (and its
+    folders) where the link points, which may be anywhere."""
+    try:
+        if not path.is_symlink():
+            return path
+        return path.resolve(strict=True)
+    except (OSError, RuntimeError):  # a link to nothing (or a loop of links)
+        try:
+            where = f" to {quoted_path(os.readlink(path))}"
+        except OSError:
+            where = ""
+        raise LinkError(f"is a symbolic link{where}, which leads to no file; an output is "
+                        "written through a link only to a file that exists: create that file, "
+                        "or give the path of a file") from None
+
 def _name_max(folder: Path) -> int:
     """The longest file name (in bytes) the file system of ``folder`` takes."""
     try:

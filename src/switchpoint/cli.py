@@ -25,7 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
-from switchpoint._files import path_problem, same_file, write_atomically, write_problem
+from switchpoint._files import (
+    LinkError,
+    output_target,
+    path_problem,
+    same_file,
+    write_atomically,
+    write_problem,
+)
 from switchpoint._json import DuplicateKeyError, loads, unreadable
 from switchpoint._messages import cut, plural, printable, quoted, quoted_path
 from switchpoint._numbers import integer_option, integer_text, number_text
@@ -102,21 +109,26 @@ def _feedback(args: argparse.Namespace) -> StderrProgress:
 
 
 def _check_output(path: Path, flag: str, example: str = "out.jsonl") -> Path:
-    """``path`` if an output file can be written there (checked before the work, not after
-    it): not a directory, nor a device, pipe or socket (the file written is renamed into
-    place, which would put it where that was), and its folder one that exists or can be
-    made."""
+    """Where the output named ``path`` is written, if a file can be written there (checked
+    before the work, not after it): ``path``, or the file it leads to when it is a symbolic
+    link (one that leads to no file is refused); not a directory, nor a device, pipe or socket
+    (the file written is renamed into place, which would put it where that was), and its folder
+    one that exists or can be made."""
     problem = path_problem(path)  # first: the system may refuse even to look at it
     shown = quoted_path(path)
-    if problem is None and path.is_dir():
-        _fail(f"{flag}: {shown} is a directory; give a file path, e.g. "
-              f"{quoted_path(path / example)}")
-    if problem is None and path.exists() and not path.is_file():
-        _fail(f"{flag}: {shown} is not a regular file (a device, pipe or socket), which the "
-              "file written would replace; give the path of a file")
     if problem is not None:
         _fail(f"{flag}: cannot write {shown}: {problem}")
-    return path
+    try:
+        target = output_target(path)
+    except LinkError as exc:
+        _fail(f"{flag}: {shown} {exc}")
+    if target.is_dir():
+        _fail(f"{flag}: {shown} is a directory; give a file path, e.g. "
+              f"{quoted_path(path / example)}")
+    if target.exists() and not target.is_file():
+        _fail(f"{flag}: {shown} is not a regular file (a device, pipe or socket), which the "
+              "file written would replace; give the path of a file")
+    return target
 
 
 def _atomic_write(path: Path, data: str, flag: str = "--output") -> None:
@@ -181,7 +193,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         output = None if args.output in (None, "-") else _check_output(Path(args.output),
                                                                        "--output")
         if output is not None and args.input != "-" and same_file(args.input, output):
-            _fail(f"--output: {quoted_path(output)} is the --input file; the decisions would "
+            _fail(f"--output: {quoted_path(args.output)} is the --input file; the decisions would "
                   "replace the prompts they come from: write them to another --output")
         rows = _read_route_input(args.input)
         router = load_router(args.weights, warm=False)
@@ -497,7 +509,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if plot.suffix.lower() != ".png":
             _fail(f"--plot: {quoted_path(plot)} must be a .png path")
-        _check_output(plot, "--plot", "curves.png")
+        plot = _check_output(plot, "--plot", "curves.png")
         try:
             require_matplotlib()
         except ImportError as exc:

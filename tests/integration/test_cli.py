@@ -566,6 +566,33 @@ def test_route_output_that_cannot_be_written_is_a_clean_error(
     assert_bad_input(code, err, "--output: cannot write '/proc/out.jsonl'")
 
 
+def test_route_output_through_a_symbolic_link_writes_the_file_it_leads_to(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_text(PROMPT + "\n")
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "decisions.jsonl"
+    target.write_text("old\n")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(Path("kept") / "decisions.jsonl")
+    code, _, err = run(["route", "--input", src, "--output", link, "--weights",
+                        real_weights_dir, "-q"], capsys)
+    assert code == 0, err
+    assert link.is_symlink() and link.readlink() == Path("kept") / "decisions.jsonl"
+    assert [json.loads(line)["id"] for line in target.read_text().splitlines()] == [1]
+    # A link that leads to no file is refused, naming it: nothing is made where it points.
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "nowhere" / "decisions.jsonl")
+    code, out, err = run(["route", "--input", src, "--output", dangling, "--weights",
+                          real_weights_dir], capsys)
+    assert_bad_input(code, err, f"--output: '{dangling}' is a symbolic link to "
+                                f"'{tmp_path / 'nowhere' / 'decisions.jsonl'}', which leads to "
+                                "no file", "create that file")
+    assert out == "" and "routing" not in err
+    assert dangling.is_symlink() and not (tmp_path / "nowhere").exists()
+
+
 def test_route_a_prompt_naming_a_file_routes_the_text_and_says_how_to_route_the_file(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -271,7 +271,8 @@ def test_a_second_run_of_the_same_command_refuses_while_the_first_writes(
     first = _spawn([a if a != out else other for a in argv], tmp_path)
     _wait_for_lines(other, 1, first)
     code, _, err = run([a if a != out else link for a in argv], capsys)
-    assert code == 2 and f"another label run is writing {link} (pid {first.pid})" in err
+    # (named as the file written: a link is written through to the file it leads to)
+    assert code == 2 and f"another label run is writing {other} (pid {first.pid})" in err
     _, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert len(records_of(other)) == n
@@ -327,6 +328,34 @@ def test_restart_discards_only_an_out_this_command_wrote(
     journal_path(out).write_text("", encoding="utf-8")
     code, _, err = run([*argv, "--out", out], capsys)
     assert code == 0 and len(records_of(out)) == 2, err
+
+
+def test_an_out_given_as_a_symbolic_link_writes_the_file_it_leads_to(
+        fake: FakeProviderProcess, keys: None, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 2, reference="blue")
+    argv = ["label", prompts, "--models", "a", "--config", config(fake, tmp_path)]
+    (tmp_path / "runs").mkdir()
+    real = tmp_path / "runs" / "records.jsonl"
+    real.touch()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(real)
+    for extra in ([], ["--restart"]):  # --restart discards the file, not the link
+        code, _, err = run([*argv, "--out", link, *extra], capsys)
+        assert code == 0, err
+        assert link.is_symlink() and link.resolve() == real
+        assert sorted(records_of(real)) == ["q0", "q1"]
+        assert done_path(real).exists() and not done_path(link).exists()
+    # A link that leads to no file is refused, naming it, before anything is called or made.
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "missing" / "records.jsonl")
+    calls = len(fake.requests())
+    code, _, err = run([*argv, "--out", dangling], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert (f"'{dangling}': --out is a symbolic link to "
+            f"'{tmp_path / 'missing' / 'records.jsonl'}', which leads to no file") in err
+    assert dangling.is_symlink() and not (tmp_path / "missing").exists()
+    assert len(fake.requests()) == calls
 
 
 def test_restart_knows_its_own_output_by_its_mark_not_by_the_prompts(

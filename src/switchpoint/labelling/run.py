@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import switchpoint.labelling.journal as jr
-from switchpoint._files import path_problem, same_file
+from switchpoint._files import LinkError, output_target, path_problem, same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
 from switchpoint._messages import listed_names, plural, quoted, quoted_path
 from switchpoint._progress import ProgressFn
@@ -238,6 +238,10 @@ async def alabel(prompts: PromptsArg, models: Sequence[str], out: str | Path, *,
     if problem is not None:  # (a name too long, a NUL: the system refuses even to look)
         raise LabellingError(f"--out cannot be written there: {problem}; give --out a file "
                              "path the system takes", source=path)
+    try:
+        path = output_target(path)  # a symbolic link: its records go to the file it leads to
+    except LinkError as exc:
+        raise LabellingError(f"--out {exc}", source=path) from None
     plan = _check(prompts, models, judge, settings, concurrency, max_tokens,
                   keys=env if env is not None else os.environ if gateway is None else None)
     _check_out_apart(prompts, path)
