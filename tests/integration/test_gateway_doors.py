@@ -466,6 +466,33 @@ async def test_aclose_logs_open_streams_and_stops_the_sync_loop(
         gateway.close()
 
 
+@pytest.mark.anyio
+async def test_aclose_waits_for_housekeeping_the_other_doors_loop_started(
+        gw_fake: FakeProviderProcess, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first request starts housekeeping (pins purged, data_dir's lock checked) on the
+    loop it runs on: here the synchronous methods' loop. Closing from this loop while that
+    run was still under way awaited a future of the other loop (a RuntimeError, and the
+    gateway left open); it now waits for the run, then closes."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    housekeeping, ran = gateway._housekeeping, threading.Event()
+
+    def slow(purge: bool, retention_days: float | None) -> None:
+        time.sleep(0.5)
+        housekeeping(purge, retention_days)
+        ran.set()
+
+    monkeypatch.setattr(gateway, "_housekeeping", slow)
+    reply = gateway.complete(messages(), model="good")  # on the synchronous methods' loop
+    assert reply.switchpoint.model == "good" and not ran.is_set()
+    await gateway.aclose()
+    assert ran.is_set()  # waited for, not left running
+    with pytest.raises(StoreError, match="the gateway is closed"):
+        await gateway.acomplete(messages(), model="good")
+
+
 def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_closed(
         gw_fake: FakeProviderProcess, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:

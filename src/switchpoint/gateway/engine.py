@@ -227,7 +227,9 @@ class Gateway:
         self._sync: _LoopThread | None = None
         self.governor = Governor(settings, store=self.store, health=lambda: self.health)
         self.learning = GatewayLearning(self.state, self.store)
-        self._maintenance: asyncio.Future[None] | None = None
+        # The housekeeping run under way, on a thread of its own: a future of no event loop,
+        # since either door's loop may start it and the other close the gateway.
+        self._maintenance: Future[None] | None = None
         self._next_pin_purge = 0.0
         self._next_prune = 0.0
         remember(settings.admin_token)
@@ -329,9 +331,11 @@ class Gateway:
         if self._sync is not None:
             self._sync.run(self._close_streams())
             self._sync.run(self.pool.aclose())
-            self._sync.run(self._maintenance_done())
             self._sync.stop()
             self._sync = None
+        future, self._maintenance = self._maintenance, None
+        if future is not None:
+            future.result()
         self._close_state()
 
     async def _close_streams(self) -> None:
@@ -1594,8 +1598,18 @@ class Gateway:
             self._next_pin_purge = now + settings.gateway.pin_purge_interval_s
         if trim:
             self._next_prune = now + PRUNE_INTERVAL_S
-        self._maintenance = asyncio.get_running_loop().run_in_executor(
-            None, self._housekeeping, purge, days if trim else None)
+        future: Future[None] = Future()
+
+        def run() -> None:
+            try:
+                self._housekeeping(purge, days if trim else None)
+            except BaseException as exc:  # (it catches what it can mend; the rest is said)
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        self._maintenance = future
+        threading.Thread(target=run, name="switchpoint-housekeeping", daemon=True).start()
 
     def _housekeeping(self, purge: bool, retention_days: float | None) -> None:
         try:
@@ -1624,7 +1638,7 @@ class Gateway:
     async def _maintenance_done(self) -> None:
         future, self._maintenance = self._maintenance, None
         if future is not None:
-            await future
+            await asyncio.wrap_future(future)
 
     # Internals ---------------------------------------------------------------------------------
 
