@@ -318,3 +318,32 @@ def test_the_same_first_message_from_two_clients_is_two_conversations(
                         {"role": "user", "content": "Shorter."}])
     assert again["pin_state"] == "hard" and again["session_id"] == first["session_id"]
     assert again["model"] == first["model"]
+
+
+def test_a_key_sent_over_plain_http_beyond_this_machine_is_warned_about(tmp_path: Path) -> None:
+    priced = {"input_per_mtok": 1, "output_per_mtok": 2, "api_key_env": "SP_TEST_PLAIN_KEY"}
+    settings: dict[str, Any] = {"models": [
+        {"name": "remote", "profile": "claude-v2", "base_url": "http://10.0.0.7:8000/v1",
+         **priced},
+        {"name": "named", "profile": "claude-v1", "base_url": "http://llm.internal/v1",
+         **priced},
+        {"name": "here", "profile": "gpt-4-1106-preview", "base_url": "http://127.0.0.1:9/v1",
+         **priced},
+        {"name": "local", "profile": "claude-instant-v1", "base_url": "http://localhost:9/v1",
+         **priced},
+        {"name": "sealed", "profile": "mistralai/mistral-7b-chat",
+         "base_url": "https://10.0.0.8/v1", **priced}],
+        "data_dir": str(tmp_path / "data")}
+    with gateway_warnings() as warnings, Gateway.from_config(
+            settings, loader=FACTORY, env={"SP_TEST_PLAIN_KEY": "sk-x"}, store=False):
+        pass
+    assert warnings == [
+        f"model {name}: its base_url is plain http to {host}, so its API key "
+        "(SP_TEST_PLAIN_KEY) crosses the network unencrypted; use https, or a loopback address "
+        "for a proxy on this machine" for name, host in (("remote", "10.0.0.7"),
+                                                          ("named", "llm.internal"))]
+    # Without a key to send, plain http to a host of the network is not warned about.
+    with gateway_warnings() as warnings, Gateway.from_config(
+            settings, loader=FACTORY, env={}, store=False):
+        pass
+    assert not any("plain http" in w for w in warnings)

@@ -37,10 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import os
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -1778,8 +1780,9 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
                       skip: Collection[str] = ()) -> list[tuple[str, str]]:
     """What will make chat requests fail, or be accounted wrong, with these settings, as (key,
     message) pairs: no ``models:`` at all, a model whose key variable is unset (models and
-    providers in ``skip`` have adapters of their own and are not checked), a model without
-    prices (its answers would be accounted as free)."""
+    providers in ``skip`` have adapters of their own and are not checked), a model whose key
+    would cross the network over plain http, a model without prices (its answers would be
+    accounted as free)."""
     if settings.models is None:
         return [("no-models", "chat is off: no `models:` are configured, so POST "
                               "/v1/chat/completions answers 503 no_upstream_configured until "
@@ -1798,6 +1801,14 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
                       f"model {card.name}: its API key variable {var}{origin} is not set; "
                       f"calls to it fail with missing_api_key until you export {var}"))
     for card in catalog.cards:
+        var = api_key_env_of(card)
+        host = _plain_http_host(card.base_url)
+        if host is not None and var is not None and env.get(var) and card.name not in skip:
+            found.append((f"plain\0{card.name}",
+                          f"model {card.name}: its base_url is plain http to {host}, so its "
+                          f"API key ({var}) crosses the network unencrypted; use https, or a "
+                          "loopback address for a proxy on this machine"))
+    for card in catalog.cards:
         if not card.priced:
             found.append((f"price\0{card.name}",
                           f"model {card.name} has no prices (input_per_mtok, output_per_mtok): "
@@ -1806,6 +1817,23 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
                           "in reports) and a request a budget watches may not use it; give "
                           "its prices in USD per million tokens (0 for a free model)"))
     return found
+
+
+def _plain_http_host(base_url: str | None) -> str | None:
+    """The host of ``base_url`` when it is plain ``http://`` to a host other than this
+    machine's loopback (None otherwise)."""
+    if not base_url:
+        return None
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme.lower() != "http" or host.lower() == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # (a name: it may resolve anywhere)
+    return host
 
 
 def timeouts_of(g: GatewaySettings) -> Timeouts:
