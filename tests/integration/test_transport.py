@@ -502,3 +502,21 @@ def test_a_pooled_connection_hung_up_on_after_an_interim_answer_is_not_tried_aga
     errors, reads = asyncio.run(run())
     assert errors == ["Server disconnected without sending a response."]
     assert reads == [2]
+
+
+def test_an_unasked_switch_of_protocols_is_a_protocol_error_not_an_answer() -> None:
+    """No request here asks to switch protocols: a 101 is not an answer whose body is read as
+    the completion (an interim 100 Continue is still skipped)."""
+    async def run() -> None:
+        server, url = await _scripted([
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n{\"choices\": []}"])
+        try:
+            async with httpx.AsyncClient(transport=PooledTransport(), timeout=2) as client:
+                with pytest.raises(httpx.RemoteProtocolError, match="101 Switching Protocols"):
+                    await client.get(url)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(run())

@@ -217,7 +217,11 @@ class PooledTransport(httpx.AsyncBaseTransport):
                     raw = await conn.reader.readuntil(b"\r\n\r\n")
                     status, reason, headers = _parse_head(raw, request)
                     http10 = raw.startswith(b"HTTP/1.0 ")
-                    if not 100 <= status < 200 or status == 101:
+                    if status == 101:  # (no request here asks to switch protocols)
+                        raise httpx.RemoteProtocolError(
+                            "the upstream answered 101 Switching Protocols, which no request "
+                            "asked for", request=request)
+                    if not 100 <= status < 200:
                         break  # skip interim 1xx answers
         except TimeoutError:
             raise httpx.ReadTimeout("timed out waiting for the response",
