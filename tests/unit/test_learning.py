@@ -632,6 +632,16 @@ def test_learning_settings_take_what_the_config_takes() -> None:
         assert type(rate) is float and repr(rate) == kept, (given, rate)
 
 
+def test_learning_settings_keep_plain_python_numbers_for_numpy_scalars() -> None:
+    settings = LearningSettings(memory_size=np.int64(50), seed=np.int32(3),  # type: ignore[arg-type]
+                                max_new_clusters=np.uint16(7), max_tenants=np.int64(9),  # type: ignore[arg-type]
+                                novelty_threshold=np.float32(0.5))  # type: ignore[arg-type]
+    for name, value in (("memory_size", 50), ("seed", 3), ("max_new_clusters", 7),
+                        ("max_tenants", 9), ("novelty_threshold", 0.5)):
+        kept = getattr(settings, name)
+        assert type(kept) is type(value) and kept == value, (name, kept)
+
+
 def test_a_decision_served_from_the_cache_always_takes_feedback(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     router = _router(package, fake_embedder, learning=LearningSettings(memory_size=3))
     router.route(math_prompt(1))

@@ -104,6 +104,12 @@ class LearningSettings:
         if novelty is None or not -1.0 <= novelty <= 1.0:
             raise InvalidInputError("novelty_threshold", f"must be a cosine in [-1, 1], got "
                                                          f"{self.novelty_threshold!r}")
+        # Plain Python numbers, whatever NumPy scalars were given (as a saved state keeps them).
+        object.__setattr__(self, "novelty_threshold", novelty)
+        for name in ("memory_size", "seed", "max_new_clusters", "max_tenants"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, int(value))
 
 
 @dataclass(frozen=True)
