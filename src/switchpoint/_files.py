@@ -12,6 +12,7 @@ import fcntl
 import functools
 import glob
 import logging
+import math
 import os
 import re
 import secrets
@@ -21,7 +22,9 @@ import sys
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import numpy as np
 
 from switchpoint._messages import quoted, quoted_path
 
@@ -689,3 +692,15 @@ def _exchange(a: Path, b: Path) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(b))
+
+
+def npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """The shape and type an ``.npy`` array's header declares, with the bytes of data they
+    make, read from ``stream`` up to the data and no further: what a header claims can be
+    checked against what the file holds before anything is allocated for it. ``ValueError``
+    when there is no valid header."""
+    version = np.lib.format.read_magic(stream)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read_header(stream)
+    return shape, dtype, math.prod(shape) * dtype.itemsize

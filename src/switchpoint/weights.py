@@ -37,6 +37,7 @@ import numpy as np
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import (
     clear_leftovers,
+    npy_header,
     path_problem,
     replace_dir,
     set_aside,
@@ -501,16 +502,12 @@ def _array(path: Path, data: bytes) -> np.ndarray:
     terabytes allocates nothing), never unpickled; each number must be finite."""
     buffer = io.BytesIO(data)
     try:
-        version = np.lib.format.read_magic(buffer)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, _, dtype = read_header(buffer)
+        shape, dtype, expected = npy_header(buffer)
     except ValueError as exc:
         raise WeightsError(path, f"is not a valid .npy array ({exc}); {_CORRUPT}") from None
     if dtype.kind not in "biuf" or dtype.fields is not None:
         raise WeightsError(path, f"holds values of type {dtype} (read as {dtype.kind!r}); a "
                                  f"weights array holds real numbers. {_CORRUPT.capitalize()}")
-    expected = math.prod(shape) * dtype.itemsize
     held = len(data) - buffer.tell()
     if held != expected:
         raise WeightsError(path, f"is not a valid .npy array: its header says {shape} values "

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from switchpoint._files import write_atomically
+from switchpoint._files import npy_header, write_atomically
 
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
 FORMAT = 2
@@ -126,11 +126,8 @@ def _check_sizes(archive: Any) -> None:
     for name in archive.files:
         info = archive.zip.getinfo(f"{name}.npy")
         with archive.zip.open(info) as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read_header(member)
-            if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+            shape, dtype, claimed = npy_header(member)
+            if claimed > info.file_size:
                 raise ValueError(f"its array {name!r} claims {shape} values of {dtype}, more "
                                  f"than the {info.file_size:,} bytes it holds")
 
