@@ -571,6 +571,9 @@ async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settl
         assert "max_total_s" in entries[0]["error"]
         assert entries[0]["error_kind"] == "stream_broken"
         assert ledger.open_tickets() == 0 and not gateway._open_streams
+        # (let go by the commit's callback, on the writer's thread, just after the entry is
+        # readable: feedback on the id meanwhile finds the stream or the entry, never neither)
+        await _until(lambda: request_id not in gateway.learning._streams, 5.0)
         assert request_id not in gateway.learning._streams
         await _until(lambda: gw_fake.requests()[-1].get("closed_at"))  # the upstream is let go
         for stream in held:
