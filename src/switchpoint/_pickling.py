@@ -1,9 +1,19 @@
 """Objects that travel by pickle (to a ``multiprocessing`` worker) without their runtime parts:
-a lock, a loaded ONNX session. Each is left out of the pickle and made anew on arrival."""
+a lock, a loaded ONNX session. Each is left out of the pickle and made anew on arrival.
+
+A process made by ``os.fork()`` (gunicorn's ``--preload``, ``multiprocessing``'s ``fork``
+start method) is a copy too, though no pickle is made: it holds each lock as the forking moment
+left it, and a lock another thread held then (a router's embedding model loading on its
+warm-up thread, a route under way) would stay held in the child for good, since that thread
+is not copied. So the child makes every such object's locks anew, as unpickling does; what is
+loaded stays loaded (an ONNX session works in the child), and what was still loading when the
+process forked is loaded again on first use."""
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -27,9 +37,16 @@ def remade(**makers: Callable[[], object]) -> Mapping[str, Callable[[], object]]
 class RemadeOnLoad:
     """A mixin: pickled without the attributes named in ``_remade`` (:func:`remade`), which
     unpickling sets anew from their makers (:data:`LOCK`, :data:`RLOCK`, :data:`LAZY`). A
-    subclass that cannot travel in some state says so from :meth:`_check_picklable`."""
+    subclass that cannot travel in some state says so from :meth:`_check_picklable`. In a
+    child of ``os.fork()`` its locks are made anew (see the module docstring)."""
 
     _remade: ClassVar[Mapping[str, Callable[[], object]]] = remade()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = super().__new__(cls)
+        if any(make in _LOCKS for make in cls._remade.values()):
+            _with_locks.add(self)
+        return self
 
     def _check_picklable(self) -> None:
         """Raise :class:`TypeError` saying why this object cannot be pickled as it stands."""
@@ -45,3 +62,19 @@ class RemadeOnLoad:
         self.__dict__.update(state)
         for name, make in self._remade.items():
             setattr(self, name, make())
+
+
+_LOCKS = (LOCK, RLOCK)
+# The objects alive whose ``_remade`` names a lock: a child of a fork makes those anew.
+_with_locks: weakref.WeakSet[RemadeOnLoad] = weakref.WeakSet()
+
+
+def _remake_locks_in_child() -> None:
+    for obj in list(_with_locks):
+        for name, make in obj._remade.items():
+            if make in _LOCKS:
+                setattr(obj, name, make())
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
+    os.register_at_fork(after_in_child=_remake_locks_in_child)

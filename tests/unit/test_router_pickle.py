@@ -1,14 +1,19 @@
 """A Router pickles, for a ``multiprocessing`` worker: the copy routes as the original did, with
 what it learned; its locks, its embedder's ONNX session and its decision cache are made anew.
 A router tied to this process (a feedback log, a TenantRouter, a gateway) refuses, saying
-what cannot travel and to build the router in each process."""
+what cannot travel and to build the router in each process. A child of ``os.fork()`` makes its
+locks anew too, so one held by another thread as the process forked does not hang it."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import signal
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,3 +116,44 @@ def test_a_spawned_pool_routes_with_a_pickled_router_or_hears_why_not(
         with pytest.raises(TypeError, match=r"^cannot pickle a router that learns into a "
                                             r"feedback log \(InMemoryFeedbackLog\)"):
             pool.apply(_route_all, (logged, PROMPTS[:1]))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+def test_a_forked_child_routes_and_learns_though_another_thread_held_every_lock(
+        make_router: RouterFactory) -> None:
+    log = InMemoryFeedbackLog()
+    router = make_router(embedder=FakeEmbedder(), feedback_log=log)
+    memory = TenantRouter(router).memory
+    learner = router.learner
+    locks: list[Any] = [router._stats_lock, router.cache._lock, router.embedder._lock,
+                        learner._lock, learner._reporting, learner.memory._lock,
+                        learner.explorer._lock, log._lock, memory._lock]
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a route, a warm-up or a report under way as the process forks
+        for lock in locks:
+            lock.acquire()
+        held.set()
+        done.wait(10)
+        for lock in locks:
+            lock.release()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: it must neither hang nor fail
+        signal.alarm(10)
+        try:
+            decision = router.route(PROMPTS[0], tenant="acme")
+            router.report_outcome(decision.decision_id, 0.5, tenant="acme")
+            code = 0 if learner.n_events("acme") == 1 and len(log) == 1 else 3
+        except BaseException:
+            code = 4
+        sys.stdout.flush()
+        os._exit(code)
+    done.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # (-14: it hung until the alarm)
+    assert router.route(PROMPTS[1]).selected_model and len(log) == 0  # the parent's own

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._numbers import boolean, real_number
+from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import InvalidInputError
 
@@ -175,8 +176,10 @@ class FeedbackLog(Protocol):
     def replay(self, tenant: str | None = None) -> Iterator[FeedbackEvent]: ...
 
 
-class InMemoryFeedbackLog:
+class InMemoryFeedbackLog(RemadeOnLoad):
     """A :class:`FeedbackLog` in a list (thread-safe). A service uses its durable store."""
+
+    _remade = remade(_lock=LOCK)
 
     def __init__(self, events: Iterable[FeedbackEvent] = ()) -> None:
         self._events: list[FeedbackEvent] = list(events)

@@ -38,6 +38,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import FeedbackEvent, check_tenant
@@ -168,8 +169,10 @@ class _TenantRecords:
         return np.fromiter(self.slots.values(), dtype=np.int64, count=len(self.slots))
 
 
-class TenantKnnMemory:
+class TenantKnnMemory(RemadeOnLoad):
     """Per-tenant outcome memory (see the module docstring). Thread-safe."""
+
+    _remade = remade(_lock=LOCK)
 
     def __init__(self, settings: TenantSettings | None = None,
                  tenants: Mapping[str, TenantSettings] | None = None) -> None:
