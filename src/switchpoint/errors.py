@@ -17,6 +17,8 @@ to fix it::
     ├── ServeError                        the server could not start, or its router not load
     ├── StoreError                        a log or state file cannot be opened or written
     │   └── DataDirInUseError             another process serves from the same data_dir
+    ├── ProcessBoundError (RuntimeError)  a Gateway or store used in a child of os.fork()
+    │                                     of the process that opened it
     ├── GatewayError                      the service refused a request or could not answer it
     │   ├── AuthenticationError           a missing or wrong token (401)
     │   │   ├── InvalidKeyError               a malformed or unknown client key
@@ -234,6 +236,12 @@ class StoreError(SwitchpointError):
 class DataDirInUseError(StoreError):
     """Another process (or another gateway of this one) serves from the same ``data_dir``:
     it holds the directory's lock (see :mod:`switchpoint.gateway.owner`)."""
+
+
+class ProcessBoundError(SwitchpointError, RuntimeError):
+    """A :class:`~switchpoint.gateway.Gateway` or its store was used in a child made by
+    ``os.fork()`` of the process that opened it: its threads and SQLite connections stayed in
+    the parent. Make it after the fork, in each worker."""
 
 
 # The gateway -----------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ Both gateways use the same config (tests/integration/gateway_env.py) and the sam
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -24,7 +27,13 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from switchpoint import Gateway
 from switchpoint.config import load_settings
-from switchpoint.errors import FailoverError, InvalidInputError, StoreError, StreamBroken
+from switchpoint.errors import (
+    FailoverError,
+    InvalidInputError,
+    ProcessBoundError,
+    StoreError,
+    StreamBroken,
+)
 from switchpoint.gateway import ChatCompletion
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
@@ -368,6 +377,63 @@ def test_a_closed_gateway_refuses_work_until_started_again(
         assert not gateway.report_outcome(decision.decision_id, 0.5).outcome.replaced
         entries, _ = store.requests(20, None)
         assert len(entries) == 1  # only the request made after the restart was logged
+    finally:
+        gateway.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork here")
+def test_a_gateway_used_in_a_forked_child_refuses_at_once_saying_to_make_it_after_the_fork(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    try:
+        decision = gateway.route("Summarise the meeting notes.")
+        assert gateway.complete(messages(), model="good").model == "good"  # its loop thread
+        calls: dict[str, Callable[[], object]] = {
+            "complete": lambda: gateway.complete(messages(), model="good"),
+            "route": lambda: gateway.route("Summarise the meeting notes."),
+            "report_outcome": lambda: gateway.report_outcome(decision.decision_id, 0.5),
+            "router.report_outcome": lambda: gateway.router.report_outcome(
+                decision.decision_id, 0.5),
+            "learning_status": gateway.learning_status,
+            "cost_report": gateway.cost_report,
+            "aroute": lambda: asyncio.run(gateway.aroute("Summarise the meeting notes.")),
+        }
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child (gunicorn --preload): it must not hang nor touch the parent's
+            signal.alarm(10)
+            said: dict[str, str] = {}
+            for name, call in calls.items():
+                try:
+                    said[name] = f"returned {call()!r}"
+                except ProcessBoundError as exc:
+                    said[name] = str(exc)
+                except BaseException as exc:
+                    said[name] = f"{type(exc).__name__}: {exc}"
+            gateway.close()  # nothing: its threads, connections and lock are the parent's
+            os.write(write, json.dumps(said).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            said = json.loads(pipe.read() or b"{}")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0  # (-14: it hung until the alarm)
+        assert set(said) == set(calls)
+        for name, message in said.items():
+            what = "this store" if name == "router.report_outcome" else "this Gateway"
+            assert message.startswith(f"{what} was opened in process {os.getpid()}, and this "
+                                      f"is process {pid}, a child made by os.fork()"), name
+            assert message.endswith("make it after the fork, in each worker (gunicorn without "
+                                    "--preload or in its post_fork hook, a multiprocessing "
+                                    "Pool's initializer or the spawn start method)"), name
+        # The parent goes on as before: the child closed nothing of it and logged nothing.
+        assert gateway.complete(messages(), model="good").model == "good"
+        assert not gateway.report_outcome(decision.decision_id, 0.5).outcome.replaced
+        store = gateway.store
+        assert store is not None
+        assert len(store.requests(20, None)[0]) == 2
     finally:
         gateway.close()
 

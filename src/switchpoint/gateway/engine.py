@@ -57,6 +57,7 @@ import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._files import private_dir
 from switchpoint._messages import quoted_path
+from switchpoint._process import check_process, in_other_process
 from switchpoint.catalog import Catalog
 from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
 from switchpoint.decision import RoutingDecision, check_cost_weight
@@ -209,6 +210,7 @@ class Gateway:
         self._owner: DataDirLock | None = None
         self._opened = False
         self._closed = False  # closed after it was opened: refuses work until opened again
+        self._pid: int | None = None  # the process that opened it (see switchpoint._process)
         # Streams handed out and not yet ended, with the loop each runs on: closing the
         # gateway closes them first, so each is logged (as closed by the client).
         self._open_streams: dict[ChatStream, asyncio.AbstractEventLoop] = {}
@@ -267,6 +269,7 @@ class Gateway:
     def open(self) -> None:
         """Open the request log and the session pins (in ``data_dir``), first taking its lock
         when this gateway serves chat (see the class). Idempotent."""
+        check_process(self._pid, "this Gateway")
         if self._opened:
             return
         path = Path(self.state.settings.data_dir)
@@ -291,6 +294,7 @@ class Gateway:
             raise
         self._opened = True
         self._closed = False
+        self._pid = os.getpid()
         self._stopping.clear()  # (opened again: it serves again)
 
     def _release_data_dir(self) -> None:
@@ -316,7 +320,10 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the streams still open (each is logged as closed by the client), the upstream
-        connections, the pins and the log."""
+        connections, the pins and the log. In a child of ``os.fork()`` it does nothing: what
+        it would close is the parent's."""
+        if in_other_process(self._pid):
+            return
         await self._close_streams()
         await self.pool.aclose()
         await self._maintenance_done()
@@ -330,6 +337,8 @@ class Gateway:
 
     def close(self) -> None:
         """:meth:`aclose` from synchronous code."""
+        if in_other_process(self._pid):
+            return
         if self._sync is not None:
             self._sync.run(self._close_streams())
             self._sync.run(self.pool.aclose())
@@ -366,7 +375,8 @@ class Gateway:
 
     def _check_open(self) -> None:
         """Refuse work once :meth:`close` has run: its log, pins and learning state are shut,
-        so nothing it did could be kept."""
+        so nothing it did could be kept; and in a child of ``os.fork()``."""
+        check_process(self._pid, "this Gateway")
         if self._closed:
             raise StoreError(f"{quoted_path(self.state.settings.data_dir)}: the gateway is "
                              "closed, so it "
@@ -1424,6 +1434,7 @@ class Gateway:
         and its learned router's counts count only their records and outcomes (the learned
         router's are ``null`` when learned before a restore from a checkpoint that did not
         keep them by model)."""
+        check_process(self._pid, "this Gateway")
         if tenants is not None and (isinstance(tenants, (str, bytes))
                                     or not isinstance(tenants, Sequence)):
             raise InvalidInputError("tenants", "must be a list of tenant names (a single "
@@ -1503,10 +1514,12 @@ class Gateway:
     def experiment_report(self, name: str) -> dict[str, Any]:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality
         with its 95% interval, mean cost, and the winner once the evidence is there."""
+        check_process(self._pid, "this Gateway")
         return self.learning.report_experiment(self.settings, name)
 
     def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
         """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
+        check_process(self._pid, "this Gateway")
         return self.learning.promote(self.settings, name, arm)
 
     # Admin views -------------------------------------------------------------------------------
@@ -1540,6 +1553,7 @@ class Gateway:
     def reports(self) -> Reports:
         """Cost, SLA and budget reports over this gateway's log (see
         :class:`~switchpoint.governance.reports.Reports`)."""
+        check_process(self._pid, "this Gateway")
         live = self.state.peek()
         path = self.store.path if self.store is not None else self.settings.db_path
         return Reports(path, self.settings, ledger=self.governor.ledger,
@@ -1690,7 +1704,7 @@ class Gateway:
             return None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._closed:  # no event loop thread is started for a call that cannot run
+        if self._closed or in_other_process(self._pid):  # (the loop thread is the parent's)
             coro.close()
             self._check_open()
         if self._sync is None:

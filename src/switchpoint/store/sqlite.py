@@ -42,6 +42,7 @@ from switchpoint._files import (
     private_file,
 )
 from switchpoint._messages import quoted_path
+from switchpoint._process import check_process, in_other_process
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.moved import (
@@ -1305,6 +1306,7 @@ class SQLiteStore:
         self._journal_whole = True
         self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None  # the process that opened it (see switchpoint._process)
         self._closed = False
         #: Why the last commit failed when the database itself refused it (a full disk, a
         #: lock held too long), until one succeeds; None while writes go through.
@@ -1336,6 +1338,7 @@ class SQLiteStore:
         to the file and taking it up hold the file's own lock
         (:func:`~switchpoint._files.locked_file`), so that nothing added between a take-up's
         reading and its removal of the file is lost."""
+        check_process(self._pid, "this store")
         if self._writer is not None:
             return self
         self._serving = serving
@@ -1349,6 +1352,7 @@ class SQLiteStore:
             raise store_error(self.path, "open the SQLite store", exc) from None
         self._conn = conn
         self._closed = False
+        self._pid = os.getpid()
         self._writer = threading.Thread(target=self._write_loop, name="switchpoint-store-writer",
                                         daemon=True)
         self._writer.start()
@@ -1411,8 +1415,9 @@ class SQLiteStore:
         return self._writer is not None and not self._closed
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer and close the file."""
-        if self._writer is None:
+        """Write what is queued, then stop the writer and close the file (in a child of
+        ``os.fork()``, nothing: they are the parent's)."""
+        if self._writer is None or in_other_process(self._pid):
             return
         self._closed = True
         self._queue.put(_STOP)
@@ -1439,6 +1444,7 @@ class SQLiteStore:
         With ``keep_trying``, a record the database refuses (a full disk) is also kept to be
         written once it takes writes again, as lazy records are (for a log entry: written
         late rather than never; not for what must be learned only if kept now)."""
+        check_process(self._pid, "this store")
         if self._closed or self._writer is None:
             raise StoreError(f"{quoted_path(self.path)}: the store is not open")
         done: Future[None] = Future()
@@ -1454,6 +1460,7 @@ class SQLiteStore:
         costs no commit, fsync or thread switch of its own. For records nobody waits for (a
         budget reservation, any record of a log entry but its last). One the database refuses
         (a full disk) is tried again once it takes writes; one it cannot take is logged."""
+        check_process(self._pid, "this store")
         if self._closed or self._writer is None:
             raise StoreError(f"{quoted_path(self.path)}: the store is not open")
         self._lazy.append((record, None, True))

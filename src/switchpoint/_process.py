@@ -1,0 +1,28 @@
+"""What stays in the process that opened it: a :class:`~switchpoint.gateway.Gateway` and its
+store (their event loop thread, store writer thread, SQLite connections and ``data_dir``
+lock). A child made by ``os.fork()`` (gunicorn's ``--preload``, ``multiprocessing``'s ``fork``
+start method) holds a copy of such an object without its threads, and SQLite connections must
+not cross a fork: a call there would wait for ever on a thread that is not there, or write
+through the parent's connection. So the copy refuses, saying to make it after the fork."""
+
+from __future__ import annotations
+
+import os
+
+from switchpoint.errors import ProcessBoundError
+
+
+def in_other_process(opened_in: int | None) -> bool:
+    """Whether this is not the process ``opened_in`` (a pid; None: not opened yet)."""
+    return opened_in is not None and opened_in != os.getpid()
+
+
+def check_process(opened_in: int | None, what: str) -> None:
+    """Refuse ``what`` (as "a Gateway") outside the process that opened it."""
+    if in_other_process(opened_in):
+        raise ProcessBoundError(
+            f"{what} was opened in process {opened_in}, and this is process {os.getpid()}, "
+            "a child made by os.fork(): its threads, SQLite connections and data_dir lock stay "
+            "in the parent, so it cannot be used here; make it after the fork, in each "
+            "worker (gunicorn without --preload or in its post_fork hook, a multiprocessing "
+            "Pool's initializer or the spawn start method)")
