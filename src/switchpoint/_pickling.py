@@ -45,7 +45,7 @@ class RemadeOnLoad:
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
         if any(make in _LOCKS for make in cls._remade.values()):
-            _with_locks.add(self)
+            _track(self)
         return self
 
     def _check_picklable(self) -> None:
@@ -67,14 +67,26 @@ class RemadeOnLoad:
 _LOCKS = (LOCK, RLOCK)
 # The objects alive whose ``_remade`` names a lock: a child of a fork makes those anew.
 _with_locks: weakref.WeakSet[RemadeOnLoad] = weakref.WeakSet()
+_hook_lock = threading.Lock()
+_hooked = False
+
+
+def _track(obj: RemadeOnLoad) -> None:
+    """Remember ``obj`` for a fork's child; the hook is registered with the first (not at
+    import: importing switchpoint changes nothing in the process)."""
+    global _hooked
+    with _hook_lock:
+        if not _hooked and hasattr(os, "register_at_fork"):  # (Windows has no fork)
+            os.register_at_fork(after_in_child=_remake_locks_in_child)
+        _hooked = True
+        _with_locks.add(obj)
 
 
 def _remake_locks_in_child() -> None:
+    global _hook_lock
+    _hook_lock = threading.Lock()  # (a thread of the parent may have held it)
     for obj in list(_with_locks):
         for name, make in obj._remade.items():
             if make in _LOCKS:
                 setattr(obj, name, make())
 
-
-if hasattr(os, "register_at_fork"):  # (not on Windows, which has no fork)
-    os.register_at_fork(after_in_child=_remake_locks_in_child)
