@@ -848,6 +848,71 @@ def test_the_api_document_lists_the_refusals_of_a_body_on_every_route_that_reads
                     assert responses[status]["content"] == responses["400"]["content"], path
 
 
+def test_the_api_document_lists_the_refusals_of_the_guards_as_the_service_answers_them(
+        tmp_path: Path) -> None:
+    # With client keys and an admin token, every route that refuses a caller without a
+    # credential lists that 401 in the envelope it comes in; a key's 403 and 429 on the routes
+    # that route are listed too.
+    settings = load_settings(None, overrides={
+        "data_dir": str(tmp_path / "data"), "auth": "keys", "admin_token_env": "T",
+        "models": [{"name": m, "base_url": "http://127.0.0.1:9/v1"}
+                   for m in ("gpt-3.5-turbo-1106", "claude-v2")],
+        "tenants": {"acme": {"models": ["gpt-3.5-turbo-1106", "auto"], "rpm": 1}}},
+        environ={"T": "t" * 16})
+    params = {"{name}": "nope", "{key_id}": "0123456789ab", "{model_id}": "auto"}
+    with thread_server(create_app(settings, loader=FACTORY)) as server:
+        doc = httpx.get(f"{server.base}/openapi.json", timeout=60).json()
+        schemas = doc["components"]["schemas"]
+
+        def listed(path: str, method: str, r: httpx.Response) -> None:
+            response = doc["paths"][path][method]["responses"].get(str(r.status_code))
+            assert response is not None, (method, path, r.status_code, r.text)
+            ref = response["content"]["application/json"]["schema"]["$ref"]
+            shape = schemas[ref.rsplit("/", 1)[1]]
+            assert set(r.json()) == set(shape["properties"]), (path, r.json(), shape)
+            detail = schemas[shape["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
+            assert set(detail["required"]) <= set(r.json()["error"]), (path, r.json())
+            assert r.json()["error"]["code"] in response["description"] or (
+                "key" in response["description"]), (path, response)
+
+        refused = 0
+        for path, item in doc["paths"].items():
+            for method in item:
+                url = server.base + functools.reduce(lambda p, kv: p.replace(*kv),
+                                                     params.items(), path)
+                r = httpx.request(method.upper(), url, json={}, timeout=60)
+                if r.status_code == 401:
+                    refused += 1
+                    listed(path, method, r)
+        assert refused >= 30
+        for path in ("/v1/chat/completions", "/v1/models", "/v1/models/{model_id}"):
+            for op in doc["paths"][path].values():  # (each in OpenAI's envelope, as answered)
+                for status, response in op["responses"].items():
+                    if status >= "400":
+                        ref = response["content"]["application/json"]["schema"]["$ref"]
+                        assert ref.endswith("/ChatErrorResponse"), (path, status, ref)
+        key = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+                         headers={"Authorization": "Bearer " + "t" * 16},
+                         timeout=60).json()["key"]
+        bearer = {"Authorization": f"Bearer {key}"}
+        for path, body in (("/v1/route", {"prompt": "hi", "available_models": ["claude-v2"]}),
+                           ("/v1/chat/completions", {"model": "claude-v2", "messages": [
+                               {"role": "user", "content": "hi"}]})):
+            r = httpx.post(server.base + path, json=body, headers=bearer, timeout=60)
+            assert r.status_code == 403, r.text
+            listed(path, "post", r)
+        assert httpx.post(f"{server.base}/v1/route", json={"prompt": "hi"}, headers=bearer,
+                          timeout=60).status_code == 200
+        r = httpx.post(f"{server.base}/v1/route", json={"prompt": "hi"}, headers=bearer,
+                       timeout=60)
+        assert r.status_code == 429 and r.headers["retry-after"], r.text
+        listed("/v1/route", "post", r)
+        r = httpx.post(f"{server.base}/v1/chat/completions", headers=bearer, timeout=60,
+                       json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 429, r.text
+        listed("/v1/chat/completions", "post", r)
+
+
 def test_the_api_document_names_every_error_code(tmp_path: Path) -> None:
     import switchpoint.errors as errors
 

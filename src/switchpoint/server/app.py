@@ -23,7 +23,7 @@ from switchpoint._version import __version__
 from switchpoint.config import Settings
 from switchpoint.gateway.engine import Gateway
 from switchpoint.gateway.live import Loader
-from switchpoint.server.auth import body_owner, check_admin_token
+from switchpoint.server.auth import body_owner, check_admin_token, document_guards
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.context import Service
 from switchpoint.server.errors import document_errors
@@ -108,7 +108,8 @@ def create_app(
     def openapi() -> dict[str, Any]:
         """The API document, with the errors the handlers and the middleware answer."""
         if app.openapi_schema is None:
-            app.openapi_schema = document_bodies(document_errors(generate()))
+            app.openapi_schema = document_guards(document_bodies(document_errors(generate())),
+                                                 routers)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -25,9 +25,12 @@ is what its body counts against in the server's body buffer (:func:`body_owner`)
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Callable, Iterable, Iterator
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
@@ -35,6 +38,7 @@ from switchpoint.config import Settings
 from switchpoint.errors import AuthenticationError, ConfigError, InvalidKeyError
 from switchpoint.governance.governor import Governor, Principal
 from switchpoint.server.context import get_service
+from switchpoint.server.errors import error_content
 
 
 def check_admin_token(settings: Settings) -> None:
@@ -154,3 +158,41 @@ def body_owner(scope: Scope) -> str:
         return caller
     peer = scope.get("client")
     return f"address {peer[0]}" if peer else "address unknown"
+
+
+_ADMIN_401 = ("unauthorized: the config names admin_token_env and the request does not carry "
+              "`Authorization: Bearer <the token in that variable>` (in one header).")
+_CLIENT_401 = ("With client keys (auth: keys): the key is missing, malformed or unknown "
+               "(unauthorized, invalid_api_key), revoked (key_revoked) or expired "
+               "(key_expired); send `Authorization: Bearer sp-...`, a key `switchpoint keys "
+               "create` made.")
+
+
+def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    for dependency in dependant.dependencies:
+        if dependency.call is not None:
+            yield dependency.call
+        yield from _calls(dependency)
+
+
+def document_guards(schema: dict[str, Any], routers: Iterable[APIRouter]) -> dict[str, Any]:
+    """The OpenAPI document ``schema`` with the 401 of the guard each of the ``routers``'
+    routes has: the admin token's (:data:`ADMIN`) or a client key's (:data:`CLIENT`), in the
+    shape of the operation's other errors, where the route does not describe its 401 itself.
+    The guards are read from the routes' dependencies, so a route is documented as it is
+    guarded."""
+    paths = schema.get("paths", {})
+    for route in (route for router in routers for route in router.routes):
+        if not isinstance(route, APIRoute) or route.path_format not in paths:
+            continue
+        calls = set(_calls(route.dependant))
+        doc = (_CLIENT_401 if client in calls else _ADMIN_401 if require_admin in calls
+               else None)
+        if doc is None:
+            continue
+        for method in route.methods or ():
+            operation = paths[route.path_format].get(method.lower())
+            if isinstance(operation, dict):
+                operation.setdefault("responses", {}).setdefault(
+                    "401", {"description": doc, "content": error_content(route.path_format)})
+    return schema

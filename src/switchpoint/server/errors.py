@@ -206,17 +206,31 @@ _INVALID_DOC = ("Invalid request: a path or query parameter (or the body) is not
                 "route takes; the error names it (param).")
 
 
+def error_content(path: str) -> dict[str, Any]:
+    """The ``content`` of an error response the API document lists for ``path``: the envelope
+    its errors come in (OpenAI's on the OpenAI routes)."""
+    return {"application/json": {"schema": {"$ref": "#/components/schemas/" + (
+        "ChatErrorResponse" if is_openai_path(path) else "ErrorResponse")}}}
+
+
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """The OpenAPI document ``schema`` as the handlers :func:`install` registers answer: bad
     input a 400 in the shape of the operation's other errors (the OpenAI envelope on the OpenAI
     routes), never FastAPI's 422 with its validation detail, which the document lists by
-    default (and then its schemas, which nothing else uses)."""
+    default (and then its schemas, which nothing else uses). Every error an OpenAI route
+    lists is in OpenAI's envelope, as it is answered there."""
+    plain = error_content("/v1/route")
     for path, item in schema.get("paths", {}).items():
-        shape = {"application/json": {"schema": {"$ref": "#/components/schemas/" + (
-            "ChatErrorResponse" if is_openai_path(path) else "ErrorResponse")}}}
+        shape = error_content(path)
         for operation in item.values():
             responses = operation.get("responses") if isinstance(operation, dict) else None
-            if not isinstance(responses, dict) or "422" not in responses:
+            if not isinstance(responses, dict):
+                continue
+            if is_openai_path(path):
+                for response in responses.values():
+                    if isinstance(response, dict) and response.get("content") == plain:
+                        response["content"] = shape
+            if "422" not in responses:
                 continue
             del responses["422"]
             responses.setdefault("400", {"description": _INVALID_DOC, "content": shape})

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
-from switchpoint.server.errors import ErrorAnswer, is_openai_path
+from switchpoint.server.errors import ErrorAnswer, error_content, is_openai_path
 
 DRAIN_FACTOR = 64
 # Where a body is mostly a prompt (the advice for an oversized one differs).
@@ -306,8 +306,7 @@ def document_bodies(schema: dict[str, Any]) -> dict[str, Any]:
     for every operation that reads a body (every method but GET), in the shape of that
     operation's other errors (the OpenAI envelope on the OpenAI routes)."""
     for path, item in schema.get("paths", {}).items():
-        shape = {"application/json": {"schema": {"$ref": "#/components/schemas/" + (
-            "ChatErrorResponse" if is_openai_path(path) else "ErrorResponse")}}}
+        shape = error_content(path)
         for method, operation in item.items():
             if method not in _READ_BODY or not isinstance(operation, dict):
                 continue

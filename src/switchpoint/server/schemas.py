@@ -193,8 +193,16 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
                                                      "(content filter, context length) as sent."},
     404: {"model": ChatErrorResponse, "description": "model_not_found: not 'auto' nor a "
                                                      "catalog model."},
+    403: {"model": ChatErrorResponse, "description": "permission_denied (client keys): the key "
+                                                     "may not use the model named, or one "
+                                                     "named among the models auto may "
+                                                     "choose."},
     429: {"model": ChatErrorResponse, "description": "Every candidate was rate limited "
-                                                     "(Retry-After when the upstream sent one)."},
+                                                     "(Retry-After when the upstream sent one); "
+                                                     "or budget_exceeded, rate_limit_exceeded: "
+                                                     "a budget or rate limit of the key, its "
+                                                     "tenant or the gateway refused the "
+                                                     "request (Retry-After: when it resets)."},
     502: {"model": ChatErrorResponse, "description": "No candidate answered."},
     503: {"model": ChatErrorResponse, "description": "Every candidate's circuit is open, or "
                                                      "the router is still loading."},
@@ -304,6 +312,16 @@ class SwapResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorResponse, "description": "Malformed or invalid request."},
     503: {"model": ErrorResponse, "description": "The router is still loading its weights."},
+}
+ROUTE_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    **ERROR_RESPONSES,
+    403: {"model": ErrorResponse, "description": "permission_denied (client keys): the key may "
+                                                 "not ask for routing (its models lack auto), "
+                                                 "or available_models names a model it may "
+                                                 "not use."},
+    429: {"model": ErrorResponse, "description": "rate_limit_exceeded: the requests per minute "
+                                                 "of the key or its tenant are used up "
+                                                 "(Retry-After: when one is free again)."},
 }
 
 

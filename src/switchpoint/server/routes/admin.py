@@ -28,7 +28,7 @@ from switchpoint.gateway.live import Live, policy_choices
 from switchpoint.gateway.parsing import AUTO_MODEL
 from switchpoint.governance.governor import Principal
 from switchpoint.governance.reload_check import key_losses, losses_note
-from switchpoint.server.auth import ADMIN, caller_key, is_admin
+from switchpoint.server.auth import ADMIN, CLIENT, is_admin
 from switchpoint.server.bodies import no_body
 from switchpoint.server.context import Service, get_service
 from switchpoint.server.queries import ANY_QUERY, QueryCheckedRoute
@@ -78,8 +78,7 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/v1/models", response_model=ModelList, tags=["gateway"], dependencies=[ANY_QUERY],
             responses={503: ERROR_RESPONSES[503]},
             summary="The routable models, OpenAI list format, with 'auto' first")
-async def models(request: Request) -> dict[str, Any]:
-    principal = await caller_key(request)
+async def models(request: Request, principal: CLIENT) -> dict[str, Any]:
     return {"object": "list", "data": _model_objects(get_service(request).state.live(),
                                                      _allowed(request, principal))}
 
@@ -88,8 +87,7 @@ async def models(request: Request) -> dict[str, Any]:
             dependencies=[ANY_QUERY],
             responses={404: CHAT_ERROR_RESPONSES[404], 503: ERROR_RESPONSES[503]},
             summary="One routable model, OpenAI format")
-async def model(model_id: str, request: Request) -> dict[str, Any]:
-    principal = await caller_key(request)
+async def model(model_id: str, request: Request, principal: CLIENT) -> dict[str, Any]:
     live = get_service(request).state.live()
     allowed = _allowed(request, principal)
     entries = _model_objects(live, allowed)

@@ -24,7 +24,7 @@ from switchpoint.gateway.parsing import ChatRequest, check_model_count, parse_ch
 from switchpoint.gateway.planning import ChatCall
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatStream
 from switchpoint.governance.governor import Principal
-from switchpoint.server.auth import caller_key
+from switchpoint.server.auth import CLIENT
 from switchpoint.server.context import get_service
 from switchpoint.server.errors import answer_for, log_store_failure
 from switchpoint.server.queries import ANY_QUERY, QueryCheckedRoute, once
@@ -70,11 +70,10 @@ _ANSWER: dict[int | str, dict[str, Any]] = {200: {
                 "x-switchpoint-cost-weight overrides λ; x-switchpoint-models (comma-separated) "
                 "narrows the models 'auto' may choose.",
 )
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request, principal: CLIENT) -> Response:
     started = time.perf_counter()
     gateway = get_service(request).gateway
     try:
-        principal = await caller_key(request)
         call = chat_call(parse_chat_body(await request.body()), request, principal)
         plan, live = await gateway.plan(call, started=started)
         result = await _unless_disconnected(request, gateway.execute(plan, live))

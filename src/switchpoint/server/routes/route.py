@@ -19,7 +19,7 @@ from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
 from switchpoint.server.routes.chat import COST_WEIGHT_HEADER, MODELS_HEADER
-from switchpoint.server.schemas import ERROR_RESPONSES, RouteRequest, RouteResponse
+from switchpoint.server.schemas import ROUTE_ERROR_RESPONSES, RouteRequest, RouteResponse
 
 router = APIRouter(tags=["routing"], route_class=QueryCheckedRoute)
 # The chat door's headers whose value this route takes as a body field: refused, naming the
@@ -32,7 +32,7 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
 @router.post(
     "/v1/route",
     response_model=RouteResponse,
-    responses=ERROR_RESPONSES,
+    responses=ROUTE_ERROR_RESPONSES,
     openapi_extra=_REQUEST_BODY,
     summary="Pick the model for a prompt (or a pre-computed embedding)",
     description="Returns the model the router would pick, with every candidate's score. No "
