@@ -25,7 +25,7 @@ from switchpoint.governance.ledger import LedgerRecord
 from switchpoint.learning.memory import PendingDecision
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 from switchpoint.store.learning import PendingPrune, PendingRecord
-from switchpoint.store.sqlite import Record
+from switchpoint.store.sqlite import SCHEMA_VERSION, Record
 from tests.fakes.full_disk import FULL, full_disk
 from tests.fakes.racing import at_once
 
@@ -133,6 +133,35 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         SQLiteStore(path).open()
     # What to do is said once, and is not about space or permissions.
     assert "upgrade switchpoint" in str(info.value) and "writable" not in str(info.value)
+
+
+def test_the_readers_beside_the_store_refuse_a_newer_schema_as_the_store_does(
+        tmp_path: Path) -> None:
+    """A file an upgraded switchpoint wrote is not read by an older one: the reports, the
+    spend ledger and a prune's dry run refuse it, saying what to do, rather than answer from
+    tables whose rows they may read wrong; a file of this schema is read as before."""
+    from switchpoint.config import Settings
+    from switchpoint.governance.ledger import load_state
+    from switchpoint.governance.reports import Reports
+    from switchpoint.store.retention import prune
+
+    path = tmp_path / "switchpoint.db"
+    SQLiteStore(path).open().close()
+    reports = Reports(path, Settings(data_dir=str(tmp_path)))
+    assert reports.cost_report("day")["requests"] == 0
+    before = path.read_bytes()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    for read in (lambda: reports.cost_report("day"), lambda: load_state(path),
+                 lambda: prune(path, time.time(), dry_run=True)):
+        with pytest.raises(StoreError) as info:
+            read()
+        message = str(info.value)
+        assert f"schema version {SCHEMA_VERSION + 1} is newer than this switchpoint's " \
+            f"{SCHEMA_VERSION}; upgrade switchpoint" in message, message
+    with sqlite3.connect(path) as db:  # (nothing but the version changed the file)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    assert path.read_bytes() == before
 
 
 

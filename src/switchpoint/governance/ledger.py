@@ -78,7 +78,7 @@ from switchpoint.governance.budgets import (
 from switchpoint.store.sqlite import (
     LEDGER_LOOKBACK_S,
     Gone,
-    read_only,
+    read_store,
     still_there,
     store_error,
 )
@@ -715,7 +715,7 @@ def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None 
 def _read_state(path: Path, now: float, gone: Gone | None
                 ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
                            list[OpenReservation]]:
-    conn = read_only(path, gone)
+    conn = read_store(path, gone)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "spend" not in tables:

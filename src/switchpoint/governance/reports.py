@@ -71,7 +71,7 @@ from switchpoint.store.sqlite import (
     Gone,
     error_sums,
     of_tenant,
-    read_only,
+    read_store,
     still_there,
     store_error,
 )
@@ -265,12 +265,12 @@ class Reports:
 
     def _read(self) -> sqlite3.Connection | None:
         """A read-only connection to the log, None when there is none yet (see
-        :func:`~switchpoint.store.sqlite.read_only`)."""
+        :func:`~switchpoint.store.sqlite.read_store`: a file of a newer schema is refused)."""
         still_there(self.db_path, self.gone)
         if not self.db_path.exists():
             return None
         try:
-            return read_only(self.db_path, self.gone)
+            return read_store(self.db_path, self.gone)
         except sqlite3.DatabaseError as exc:
             raise store_error(self.db_path, "read the request and decision logs", exc) from None
 

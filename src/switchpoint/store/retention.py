@@ -65,6 +65,7 @@ from switchpoint.store.sqlite import (
     Gone,
     SQLiteStore,
     read_only,
+    read_store,
     still_there,
     store_error,
 )
@@ -347,7 +348,7 @@ def _count_older(file: Path, cutoffs: dict[str, float], below: int | None) -> di
     taken up); a table an older schema lacks holds nothing to delete, and the feedback log
     nothing below log position ``below`` (None: nothing at all)."""
     try:
-        conn = read_only(file)
+        conn = read_store(file)
         try:
             conn.execute("PRAGMA busy_timeout=30000")
             tables = {r[0] for r in conn.execute(

@@ -211,6 +211,26 @@ def read_only(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection:
     return conn
 
 
+#: What to do about a store file of a newer schema than this switchpoint's.
+NEWER_HINT = "upgrade switchpoint or point data_dir elsewhere"
+
+
+def read_store(path: str | Path, gone: Gone | None = None) -> sqlite3.Connection:
+    """A read-only connection to the store's database ``path`` (see :func:`read_only`), for a
+    reader that opens no :class:`SQLiteStore` (the reports, a prune's dry run): a file a newer
+    switchpoint wrote, whose tables this one may read wrong (rows of a kind it does not know,
+    totals kept where it does not look), is refused as opening it for writing is
+    (:class:`NewerSchemaError`), not answered from. A file of an older schema is read as it is
+    (its readers check the tables it lacks)."""
+    conn = read_only(path, gone)
+    try:
+        _schema_version(conn, SCHEMA_VERSION, NEWER_HINT)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def refused(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing writes (see ``_REFUSALS``), not a bad record
     or statement."""
@@ -1376,8 +1396,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
             require_json(conn, self.path)
-            upgrade_schema(conn, _MIGRATIONS,
-                           newer="upgrade switchpoint or point data_dir elsewhere")
+            upgrade_schema(conn, _MIGRATIONS, newer=NEWER_HINT)
         except BaseException:
             conn.close()
             raise
