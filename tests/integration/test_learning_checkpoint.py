@@ -532,16 +532,21 @@ def test_weights_exported_from_a_log_do_not_learn_its_outcomes_twice(
     with Gateway(settings, loader=exported_loader, env=KEYS) as gateway:
         gateway.start()
         assert probe(gateway) == pytest.approx(taught, abs=1e-9)  # not twice
-        assert "40 replayed after it, of which 40 the weights held already" in caplog.text
+        assert ("40 replayed after it; of all of them, 40 the weights held already"
+                in caplog.text)
         assert gateway.router.learner.n_events() == 0
         assert gateway.learning_status()["replayed"] == 40  # taken up: in the weights
         decision = gateway.route(math_prompt(50))
         gateway.report_outcome(decision.decision_id, 0.0)
         after = probe(gateway)
         assert after != taught  # a new outcome still teaches
+    caplog.clear()
     with Gateway(settings, loader=exported_loader, env=KEYS) as gateway:  # and survives
         gateway.start()
         assert probe(gateway) == pytest.approx(after, abs=1e-9)
+    # From the checkpoint written at the stop: the 40 are still said to be the weights'.
+    assert ("(41 from the learning checkpoint, 0 replayed after it; of all of them, 40 the "
+            "weights held already" in caplog.text)
     # Another data_dir's log is not mistaken for this one: all of it teaches.
     other = settings_for(fake, tmp_path / "other")
     with Gateway(other, loader=loader, env=KEYS) as gateway:

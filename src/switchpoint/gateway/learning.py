@@ -176,7 +176,7 @@ class LiveLearning:
         self.memory = TenantKnnMemory(tenants=configs)
         self.replayed = 0  # events taken up from the log as this snapshot went live
         self.skipped = 0
-        self.in_weights = 0  # of those replayed since start: held by the weights already
+        self.in_weights = 0  # of those replayed: held by the weights already (an export)
         self.restored = 0  # of them, how many came from a checkpoint
         self.events = 0  # events learned in all (taken up, then live)
         self.checkpointed = 0  # of them, how many the newest checkpoint holds
@@ -391,6 +391,7 @@ class LiveLearning:
     def state(self) -> State:
         """Everything learned: every router's learner and the tenants' memories."""
         state = State({"events": self.events, "skipped": self.skipped,
+                       "in_weights": self.in_weights,
                        "routers": [r.weights_id for r in self.routers()]})
         for i, router in enumerate(self.routers()):
             state.put(f"router{i}", router.learner.state())
@@ -419,6 +420,11 @@ class LiveLearning:
             raise
         self.events = self.replayed = self.restored = self.checkpointed = self.tried = events
         self.skipped = skipped
+        # (a checkpoint written before it was kept: as many as it says, none)
+        in_weights = state.meta.get("in_weights", 0)
+        self.in_weights = (in_weights if isinstance(in_weights, int)
+                           and not isinstance(in_weights, bool) and 0 <= in_weights <= events
+                           else 0)
 
     # Inspection ------------------------------------------------------------------------------
 
@@ -647,8 +653,8 @@ class GatewayLearning:
         self._cover(learning, last[0])
         if learning.replayed or learning.skipped:
             log.info("took up %d feedback event(s) (%d from the learning checkpoint, %d "
-                     "replayed after it, of which %d the weights held already, exported from "
-                     "this log; %d passed over, learnable by none of the routers) in %.2f s",
+                     "replayed after it; of all of them, %d the weights held already, exported "
+                     "from this log; %d passed over, learnable by none of the routers) in %.2f s",
                      learning.replayed, learning.restored,
                      learning.replayed - learning.restored, learning.in_weights,
                      learning.skipped, time.perf_counter() - t0)
