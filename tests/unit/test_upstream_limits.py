@@ -163,6 +163,56 @@ def test_the_access_log_redacts_percent_encoded_secrets(url: str, gone: str) -> 
     assert "\n" not in line, line  # an encoded line end stays encoded: one line
 
 
+def test_switchpoint_s_own_log_handler_redacts_messages_and_tracebacks() -> None:
+    # Its records were written with a plain formatter: a secret a call site did not redact
+    # (in an exception's message, in its traceback) reached stderr.
+    import logging
+    import sys
+
+    from switchpoint.server.runner import _configure_logging
+
+    logger = logging.getLogger("switchpoint")
+    level = logger.level
+    try:
+        handler = _configure_logging("warning")
+    finally:
+        logger.setLevel(level)
+    key = "sk-proj-" + "K" * 40
+    try:
+        raise RuntimeError(f"upstream said: invalid key {key}")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("switchpoint.gateway", logging.ERROR, __file__, 1,
+                               "calling %s with Authorization: Bearer %s failed",
+                               ("gpt-x", "tok" + "T" * 30), exc_info)
+    line = handler.format(record)
+    assert "K" * 40 not in line and "T" * 30 not in line, line
+    assert "Traceback" in line and "RuntimeError: upstream said: invalid key sk-" + MASK in line
+    assert line.startswith("ERROR:     calling gpt-x with Authorization: Bearer " + MASK)
+    plain = logging.LogRecord("switchpoint.gateway", logging.WARNING, __file__, 1,
+                              "model %s answered 503", ("gpt-x",), None)
+    assert handler.format(plain) == "WARNING:     model gpt-x answered 503"
+
+
+@pytest.mark.parametrize("text", [
+    "WARNING:     upstream gpt-x failed for request 3f2a: server_error (HTTP 503)",
+    "x-api-key: k3y-v4lue-0000", "API_KEY=abcd1234", "Token abcdefgh12345678",
+    "pa\u017f\u017fword=hunter2hunter2",  # long s: an ignore-case pattern's s
+    "api_\u212aey=abcd1234",  # Kelvin sign: its k
+    "\u0130\u0131 secret: v4lue-of-it", "https://u:p4ss@host/x", "aws AKIAABCDEFGHIJKLMNOP",
+    "hf_" + "a" * 20, "eyJabcdefghijk.abcdefghijkl.sig", "github_pat_" + "b" * 22,
+])
+def test_the_words_a_pattern_needs_never_skip_a_match(text: str) -> None:
+    # A pattern runs only on text holding one of its words: the result is what running
+    # every pattern gives.
+    from switchpoint.gateway import redact as module
+
+    full = text
+    for pattern, replacement, _ in module._PATTERNS:
+        full = pattern.sub(replacement, full)
+    assert redact(text) == full
+
+
 def test_a_url_without_a_secret_is_logged_as_sent() -> None:
     from switchpoint.gateway.redact import MAX_URL, redact_url
 

@@ -11,6 +11,11 @@ them, and a client may put a key there (a whole key where its id goes, ``?api_ke
 ``?token=...``, ``?key=...``, percent-encoded or not): :class:`RedactFilter` redacts every
 secret, key-shaped string and value of a query parameter named for a credential from those
 records before they are written (see :func:`~switchpoint.gateway.redact.redact_url`).
+switchpoint's own records are redacted where they are written as well: every call site redacts
+what it logs, and :class:`RedactingFormatter` on switchpoint's handler applies the same rule
+(:func:`~switchpoint.gateway.redact.redact`) to each formatted record, its traceback included,
+so a secret a call site let through (an exception's message, a local in a traceback line) is
+masked too.
 :class:`ForwardedClientFilter` writes a client a listed proxy named (see
 :mod:`~switchpoint.server.proxies`) as its address alone, not with a port it never had.
 :func:`install` puts them where their messages are logged.
@@ -25,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from switchpoint.gateway.redact import redact_url
+from switchpoint.gateway.redact import redact, redact_url
 from switchpoint.server.proxies import FORWARDED_PORT
 
 # Loggers whose messages a client or the OS can repeat at will.
@@ -116,6 +121,19 @@ class RedactFilter(logging.Filter):
             record.args = {k: redact_url(v) if isinstance(v, str) else v
                            for k, v in record.args.items()}
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose output, the message with its exception and stack text, has every
+    known secret and anything shaped like a credential masked (see
+    :func:`switchpoint.gateway.redact.redact`).
+
+    It redacts the whole formatted text once, after the traceback is added, so nothing a
+    record carries is written unredacted; the record itself is left as it was (its cached
+    ``exc_text`` included, which the next format redacts again)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class ForwardedClientFilter(logging.Filter):

@@ -195,7 +195,7 @@ def _configure_logging(level: str) -> logging.Handler:
     logger = logging.getLogger("switchpoint")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        handler.setFormatter(logs.RedactingFormatter("%(levelname)s:     %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
