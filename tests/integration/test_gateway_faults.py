@@ -75,6 +75,9 @@ def test_429_with_retry_after_waits_exactly_and_retries_the_same_model(
     assert completion.model == "good"
     assert outcomes(entry) == [("good", "rate_limited"), ("good", "ok")]
     assert entry["attempts"][1]["waited_s"] == pytest.approx(0.4)
+    # The wait the upstream asked for is in its try's entry (it was not kept at all).
+    assert entry["attempts"][0]["retry_after_s"] == pytest.approx(0.4)
+    assert "retry_after_s" not in entry["attempts"][1]
     assert entry["status"] == "ok" and entry["escalated"] is False
 
 
@@ -162,6 +165,17 @@ def test_503_once_is_retried_on_the_same_model(gw: ThreadServer,
     assert completion.model == "good"
     assert outcomes(entry) == [("good", "server_error"), ("good", "ok")]
     assert entry["attempts"][0]["status"] == 503
+
+
+def test_a_503_s_retry_after_is_in_its_try_s_log_entry(gw: ThreadServer,
+                                                      gw_fake: FakeProviderProcess) -> None:
+    gw_fake.script("good", "503:retry_after=0.2")
+    completion, entry = plain(gw)
+    assert completion.model == "good"
+    assert outcomes(entry) == [("good", "rate_limited"), ("good", "ok")]
+    first = entry["attempts"][0]
+    assert first["status"] == 503 and first["retry_after_s"] == pytest.approx(0.2)
+    assert entry["attempts"][1]["waited_s"] == pytest.approx(0.2)
 
 
 def test_500_everywhere_is_a_502(gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
@@ -505,5 +519,6 @@ def test_a_retry_after_of_years_is_taken_as_a_day(
     assert info.value.response.headers["retry-after"] == "86400"
     entry = log_entry(gw, info.value.response.headers["x-switchpoint-request-id"])
     assert outcomes(entry) == [("fresh", "rate_limited")]
+    assert entry["attempts"][0]["retry_after_s"] == 86_400  # as taken: a day
     wait = gw.service.gateway.health.wait_s("fresh")
     assert wait is not None and 86_000 < wait <= 86_400

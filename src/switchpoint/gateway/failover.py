@@ -122,6 +122,9 @@ class Attempt:
     """One try of one model. ``outcome`` is ``"ok"``, an error kind, (for a candidate passed
     over without a call) ``"circuit_open"``, ``"context_too_small"`` or one of :data:`NOT_SENT`,
     or ``"client_closed"`` (the try under way, or waited for, when the caller left).
+    ``retry_after_s``: the wait the upstream asked for with ``Retry-After`` (a 429, or a 503
+    that sent one; taken as a day at most), or for a model passed over as unhealthy, how long
+    it stays out; the request log's entry keeps it (only when there is one).
     ``begun`` is False for a try that was only waited for (the caller left between two
     tries): nothing was sent for it.
     ``billed``: the try ended after its request was sent and before an answer, in a way that
@@ -152,6 +155,8 @@ class Attempt:
         out = {"model": self.model, "attempt": self.attempt, "outcome": self.outcome,
                "latency_ms": round(self.latency_ms, 2), "waited_s": round(self.waited_s, 3),
                "status": self.status, "error": self.error}
+        if self.retry_after_s is not None:
+            out["retry_after_s"] = round(self.retry_after_s, 3)
         if self.charged_usd is not None:
             out["charged_usd"] = round(self.charged_usd, 10)
         return out
@@ -698,10 +703,10 @@ async def call_with_failover(
                 latency = (time.perf_counter() - started) * 1000.0
                 exc.model = exc.model or card.name
                 last_error = exc
-                attempts.append(Attempt(card.name, number, exc.kind, latency, waited,
-                                        exc.status, str(exc),
-                                        billed=exc.may_have_generated))
                 retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+                attempts.append(Attempt(card.name, number, exc.kind, latency, waited,
+                                        exc.status, str(exc), retry_after_s=retry_after,
+                                        billed=exc.may_have_generated))
                 if health is not None:
                     if exc.counts_against_health:
                         health.record_failure(card.name, exc.kind, detail=str(exc),

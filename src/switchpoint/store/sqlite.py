@@ -1000,7 +1000,9 @@ class RequestRecord:
     reading; or the service stopped mid-answer, ``error_kind`` ``service_stopped``) or
     ``client_closed`` (the client left mid-answer). A plain request the service stopped
     before its answer was ready is an ``error`` of kind ``service_stopped``.
-    ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error);
+    ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error;
+    ``retry_after_s``, when there is one: the ``Retry-After`` the upstream sent, as taken,
+    or how long a model passed over as unhealthy stays out);
     ``pin`` is the session pin decision; ``excluded`` maps models the capability filter left
     out to its reasons. ``key_id`` and ``tenant`` say who asked (a client key, its tenant);
     ``charged_usd`` is what the request's budgets were charged when it settled (its cost from
