@@ -1,12 +1,15 @@
 # switchpoint as a container: the router's HTTP service and its OpenAI-compatible gateway.
 #
 #   docker build -t switchpoint .
-#   docker run -d --name switchpoint -p 8080:8080 -v switchpoint-data:/data \
+#   docker run -d --name switchpoint -p 127.0.0.1:8080:8080 -v switchpoint-data:/data \
 #     -e SWITCHPOINT_ADMIN_TOKEN="$(openssl rand -hex 32)" switchpoint
 #
-# It listens on 0.0.0.0:8080, so its configuration (deploy/switchpoint.yaml, found through
-# $SWITCHPOINT_CONFIG) locks the admin routes behind SWITCHPOINT_ADMIN_TOKEN: the service will not
-# start without it. Mount your own config over /etc/switchpoint/switchpoint.yaml (or set
+# The port is published to the host's loopback only, for a TLS proxy on the same host (drop the
+# 127.0.0.1: only when the proxy runs elsewhere). Inside the container it listens on
+# 0.0.0.0:8080, so its configuration (deploy/switchpoint.yaml, found through $SWITCHPOINT_CONFIG)
+# needs a client key for chat and routing (auth: keys) and locks the admin routes behind
+# SWITCHPOINT_ADMIN_TOKEN: the service will not start without the token, nor with a config that
+# leaves either open, unless that config says allow_unauthenticated: true. Mount your own config over /etc/switchpoint/switchpoint.yaml (or set
 # SWITCHPOINT_CONFIG) to add models and their key variables. Guide: docs/deployment.md.
 FROM python:3.11-slim
 

@@ -544,6 +544,40 @@ def test_the_shipped_deployment_configs_load_and_name_the_tenant_their_keys_are_
         assert settings.gateway.max_total_s <= drain < min(graces), (drain, graces)
 
 
+def test_the_image_publishes_to_loopback_and_will_not_serve_open_beyond_it() -> None:
+    # The Dockerfile's own example published the port on every address of the host, where
+    # the deployment guide binds loopback.
+    import json as json_module
+
+    from switchpoint.server.auth import check_admin_token
+    from switchpoint.server.exposure import exposure_problem
+
+    root = Path(__file__).resolve().parents[2]
+    dockerfile = (root / "Dockerfile").read_text(encoding="utf-8")
+    guide = (root / "docs" / "deployment.md").read_text(encoding="utf-8")
+    for text in (dockerfile, guide):
+        published = re.findall(r"\s(?:-p|--publish)[ =]([\d.:]+)", text)
+        assert published and set(published) == {"127.0.0.1:8080:8080"}, published
+    # What the image runs: serve beyond loopback, with the image's config.
+    cmd = json_module.loads(re.findall(r"^CMD (\[.*\])$", dockerfile, re.M)[-1])
+    assert cmd[:2] == ["switchpoint", "serve"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    assert "--allow-unauthenticated" not in cmd
+    assert "SWITCHPOINT_CONFIG=/etc/switchpoint/switchpoint.yaml" in dockerfile
+    assert "COPY deploy/switchpoint.yaml /etc/switchpoint/switchpoint.yaml" in dockerfile
+    config = root / "deploy" / "switchpoint.yaml"
+    with pytest.raises(ConfigError, match=r"\$SWITCHPOINT_ADMIN_TOKEN is not set"):
+        check_admin_token(load_settings(config, environ={}))  # no token: no start
+    token = {"SWITCHPOINT_ADMIN_TOKEN": "t" * 32}
+    assert exposure_problem(load_settings(config, environ=token), "0.0.0.0") is None
+    # A config mounted over it that leaves chat open is refused, unless it opts out.
+    opened = load_settings(config, environ={**token, "SWITCHPOINT_AUTH": "none"})
+    problem = exposure_problem(opened, "0.0.0.0")
+    assert problem is not None and "auth: keys" in problem
+    opted = load_settings(config, environ={**token, "SWITCHPOINT_AUTH": "none",
+                                           "SWITCHPOINT_ALLOW_UNAUTHENTICATED": "true"})
+    assert exposure_problem(opted, "0.0.0.0") is None
+
+
 def test_gateway_settings_from_file_and_environment(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "gateway: {read_timeout_s: 2, pin_soft_bonus: 0}\n"),
                              environ={"SWITCHPOINT_GATEWAY__FIRST_TOKEN_TIMEOUT_S": "0.5"})
