@@ -233,6 +233,12 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
                  ({"success": "yes"}, "success"), ({"score": 0.5, "success": True},
                                                    "score"),
                  ({}, "score"), ({"score": 0.5, "comment": "x" * 2001}, "comment"),
+                 # Kept as sent, they would print as a terminal escape, a line that
+                 # overwrites itself, text shown in another order than it reads.
+                 ({"score": 0.5, "comment": "fine\x1b[2J"}, "comment"),
+                 ({"score": 0.5, "comment": "good\rbad"}, "comment"),
+                 ({"score": 0.5, "comment": "cost \u202e01$"}, "comment"),
+                 ({"score": 0.5, "comment": "a \u2066b\u2069"}, "comment"),
                  ({"score": 0.5, "model": "gpt-99"}, "model"),
                  ({"score": 0.5, "model": "m" * (MAX_MODEL_NAME + 1)}, "model"),
                  ({"score": 0.5, "extra": 1}, "extra")]
@@ -256,7 +262,11 @@ def test_bad_feedback_is_a_400_naming_the_field_and_changes_nothing(
         assert missing.json()["error"]["code"] == "decision_not_found"
         assert _status(server)["learned_router"]["events"] == 0
         assert _status(server)["feedback"] == {}
-        ok = feedback(server, decision, score=0.5, comment="fine").json()
+        bidi = feedback(server, decision, score=0.5, comment="cost \u202e01$").json()
+        assert "U+202E (character 6)" in bidi["error"]["message"], bidi
+        # Lines (as a browser's form sends them), tabs and right-to-left text are a note's.
+        ok = feedback(server, decision, score=0.5,
+                      comment="fine\r\nall of it\t\u05e9\u05dc\u05d5\u05dd").json()
         assert ok["replaced"] is False  # nothing before it was learned
 
 
