@@ -421,7 +421,8 @@ class GatewaySettings(BaseModel):
     key at once but that one, which needs a restart. An upstream answer larger than
     ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is
     refused as ``response_too_large`` (the next model is tried) before it can fill memory.
-    Expired session pins are purged every ``pin_purge_interval_s``.
+    Expired session pins are purged every ``pin_purge_interval_s``; at most
+    ``pin_max_sessions`` sessions keep a pin (past it the least recently used lose theirs).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -454,6 +455,8 @@ class GatewaySettings(BaseModel):
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).
     max_sse_line_bytes: Integer = Field(1 << 20, ge=1024, le=MAX_BYTES)
     pin_purge_interval_s: Real = Field(60.0, gt=0, le=MAX_WAIT_S, allow_inf_nan=False)
+    # A pin is a row of sessions.db of about 150 bytes: 10 million is about 1.5 GB.
+    pin_max_sessions: Integer = Field(100_000, ge=1, le=10_000_000)
 
     @field_validator("error_rate_threshold")
     @classmethod

@@ -270,6 +270,39 @@ def test_a_degraded_model_is_ranked_after_healthy_ones(gw: ThreadServer) -> None
     assert answer.model != best and entry["models_tried"][0] != best
 
 
+def test_sessions_db_keeps_at_most_pin_max_sessions_pins_set_by_the_config_and_a_reload(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # sessions.db grew by a row per session answered within the pin window, without a bound.
+    import contextlib
+    import sqlite3
+
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, str(data), gateway=GATEWAY + "  pin_max_sessions: 2\n"),
+                      encoding="utf-8")
+
+    def pins() -> int:
+        server.service.gateway.pinner.store.flush()  # type: ignore[attr-defined]
+        with contextlib.closing(sqlite3.connect(data / "sessions.db")) as db:
+            return int(db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
+
+    settings = load_settings(config, environ={})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        sessions = [session() for _ in range(3)]
+        for sid in sessions:
+            assert ask(server, [turn("hi")], model="good", headers=sid)[1]["pin_state"] \
+                == "fresh"
+        assert pins() == 2
+        # The session answered longest ago lost its pin; the latest kept theirs.
+        assert ask(server, [turn("hi")], headers=sessions[0])[1]["pin_state"] == "fresh"
+        assert ask(server, [turn("hi")], headers=sessions[2])[1]["pin_state"] == "hard"
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "pin_max_sessions: 2", "pin_max_sessions: 1"), encoding="utf-8")
+        assert httpx.post(f"{server.base}/v1/router/reload", timeout=60).status_code == 200
+        ask(server, [turn("hi")], model="good", headers=session())
+        assert pins() == 1
+
+
 def test_the_breakers_window_and_minimum_of_calls_come_from_the_config_and_a_reload(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     # Rate rule only (no run of failures opens it), over the last 4 calls once there are 4.

@@ -429,7 +429,8 @@ def test_sqlite_store_reads_a_session_once(tmp_path: Path) -> None:
     store.put("new", Pin("small", T0))
     assert store.get("new") == Pin("small", T0)
     store.flush()
-    assert [sql for _, sql in seen].count("SELECT") == 1
+    # (The writer's own look-ups, which count the sessions it adds, are not reads of a pin.)
+    assert [sql for thread, sql in seen if thread != "switchpoint-pins"].count("SELECT") == 1
     store.close()
 
 
@@ -448,6 +449,53 @@ def test_sqlite_store_memory_is_bounded_and_the_table_answers_the_rest(tmp_path:
     store.close()
     with pytest.raises(RuntimeError, match="closed"):
         store.put("late", Pin("small", T0))
+
+
+def rows_of(path: Path) -> dict[str, float]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return dict(db.execute("SELECT session_id, last_used FROM session_pins"))
+
+
+def test_sqlite_store_keeps_its_cap_and_drops_the_least_recently_used(tmp_path: Path) -> None:
+    # The file grew by a row per session answered within the pin window, without a bound.
+    path = tmp_path / "pins.db"
+    store = SQLitePinStore(path, max_entries=3)
+    for i in range(3):
+        store.put(f"s{i}", Pin("small", T0 + i))
+    for n in range(5):  # changes to held pins take no room
+        store.put("s0", Pin("small", T0 + 10 + n))
+    store.flush()
+    assert set(rows_of(path)) == {"s0", "s1", "s2"}
+    store.put("s3", Pin("small", T0 + 20))
+    store.put("s4", Pin("small", T0 + 21))
+    store.flush()
+    assert set(rows_of(path)) == {"s0", "s3", "s4"}  # s1 and s2 were used longest ago
+    assert store.get("s1") is None and store.get("s2") is None
+    assert store.get("s0") == Pin("small", T0 + 14)
+    store.delete("s3")
+    store.put("s5", Pin("small", T0 + 22))  # the deleted one's room
+    store.flush()
+    assert set(rows_of(path)) == {"s0", "s4", "s5"}
+    store.close()
+    # A restart keeps the cap; one lowered since cuts the file to it as it opens.
+    again = SQLitePinStore(path, max_entries=3)
+    again.put("s6", Pin("small", T0 + 23))
+    again.flush()
+    assert set(rows_of(path)) == {"s4", "s5", "s6"}
+    again.close()
+    lower = SQLitePinStore(path, max_entries=1)
+    assert set(rows_of(path)) == {"s6"} and lower.get("s5") is None
+    # A cap lowered while it runs is applied at the next purge.
+    lower.max_entries = 5
+    for i in range(7, 10):
+        lower.put(f"s{i}", Pin("small", T0 + 20 + i))
+    lower.flush()
+    lower.max_entries = 2
+    assert lower.purge(T0) == 0
+    assert set(rows_of(path)) == {"s8", "s9"} and lower.get("s7") is None
+    lower.close()
+    with pytest.raises(ValueError, match="max_entries"):
+        SQLitePinStore(tmp_path / "other.db", max_entries=0)
 
 
 def test_sqlite_store_under_concurrent_writers(tmp_path: Path) -> None:

@@ -110,7 +110,13 @@ from switchpoint.gateway.preferences import (
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
 from switchpoint.gateway.redact import remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
-from switchpoint.gateway.sessions import PinDecision, SessionPinner, SQLitePinStore, session_key
+from switchpoint.gateway.sessions import (
+    MemoryPinStore,
+    PinDecision,
+    SessionPinner,
+    SQLitePinStore,
+    session_key,
+)
 from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
@@ -201,7 +207,8 @@ class Gateway:
         self._warned: set[str] = set()
         self._serves_chat = serves_chat
         self.health = HealthTracker(config=health_config(g))
-        self.pinner = SessionPinner(g.pin_hard_window_s, g.pin_soft_window_s, g.pin_soft_bonus)
+        self.pinner = SessionPinner(g.pin_hard_window_s, g.pin_soft_window_s, g.pin_soft_bonus,
+                                    store=MemoryPinStore(g.pin_max_sessions))
         self.planner = Planner(self.health, self.pinner, prefer_healthy=g.prefer_healthy)
         self.timeouts = timeouts_of(g)
         self.retry = retry_policy(g)
@@ -285,7 +292,8 @@ class Gateway:
         try:
             if self.store is not None:
                 self.store.open(serving=self._owner is not None)
-            self._pins = SQLitePinStore(path / PINS_FILENAME)
+            self._pins = SQLitePinStore(path / PINS_FILENAME,
+                                        max_entries=self._applied.pin_max_sessions)
             self.pinner.store = self._pins
             self.governor.open()
             self.learning.open()
@@ -409,6 +417,9 @@ class Gateway:
         self.pinner.hard_window_s = g.pin_hard_window_s
         self.pinner.soft_window_s = g.pin_soft_window_s
         self.pinner.soft_bonus_weight = g.pin_soft_bonus
+        store = self.pinner.store
+        if isinstance(store, (MemoryPinStore, SQLitePinStore)):
+            store.max_entries = g.pin_max_sessions  # (the next commit or purge applies it)
         self.planner.prefer_healthy = g.prefer_healthy
         self._applied = g
 

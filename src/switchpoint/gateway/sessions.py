@@ -127,6 +127,10 @@ log = logging.getLogger("switchpoint.gateway")
 MAX_SESSION_ID = 256
 # Pins deleted per statement when purging.
 PURGE_BATCH = 5_000
+#: The most sessions a pin store keeps by default (past it the least recently used go).
+MAX_PINS = 100_000
+# Session ids looked up per statement when a batch of changes is counted.
+LOOKUP_BATCH = 500
 #: Pin changes the database refused (a full disk) kept to be written later, and how often
 #: they are tried again while no other change comes (seconds).
 MAX_UNWRITTEN = 100_000
@@ -272,7 +276,7 @@ class PinStore(Protocol):
 class MemoryPinStore:
     """Pins in a dict, least recently used dropped past ``max_entries``. Lost on restart."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = MAX_PINS) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
@@ -318,6 +322,11 @@ class SQLitePinStore:
     writes every pending change, and a crash loses at most the changes of that instant:
     a pin is a hint, and a lost one costs one cache-cold turn.
 
+    It keeps at most ``max_entries`` pins, as :class:`MemoryPinStore` does: past it, the
+    least recently used (the oldest ``last_used``) go as the writer commits the pins that
+    took it past, and at every :meth:`purge`; a file holding more (the cap lowered since it
+    was written) is cut to it when opened. :attr:`max_entries` may be changed while it runs.
+
     WAL mode, so readers in other processes are not blocked. ``path`` may be ``":memory:"``.
     ``synchronous`` is SQLite's setting: ``NORMAL`` (default) survives a crash of the process
     and skips the fsync per commit. ``FULL`` fsyncs every commit.
@@ -341,14 +350,18 @@ class SQLitePinStore:
     MAX_PENDING = 100_000
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL",
-                 cache_entries: int = 100_000) -> None:
+                 cache_entries: int = 100_000, max_entries: int = MAX_PINS) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, got "
                              f"{synchronous!r}")
         if cache_entries < 1:
             raise ValueError("cache_entries must be >= 1")
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
         self.path = str(path)
         self.cache_entries = cache_entries
+        self.max_entries = max_entries
+        self._rows = 0  # the pins the table holds (counted at open, kept as it changes)
         self._synchronous = synchronous.upper()
         self._db_lock = threading.Lock()  # the connection: the writer, misses, purge, count
         try:
@@ -379,6 +392,13 @@ class SQLitePinStore:
         self._queued = 0  # changes handed to the writer so far
         self._written = 0  # of those, committed (or given up on) so far
         self._closing = False
+        try:
+            self._rows = self._count_rows()
+            while self._trim_alone():  # (a cap lowered since the file was written)
+                pass
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise store_error(self.path, "open the session pins", exc) from None
         self._writer = threading.Thread(target=self._write_loop, name="switchpoint-pins",
                                         daemon=True)
         self._writer.start()
@@ -433,6 +453,12 @@ class SQLitePinStore:
             total += n
             if n < PURGE_BATCH:
                 break
+        with self._db_lock:
+            self._rows = self._count_rows()
+        while True:  # (a cap lowered by a reload: a batch per lock hold)
+            with self._db_lock:
+                if not self._trim_alone():
+                    break
         with self._changed:
             stale = [k for k, p in self._known.items() if p is not None
                      and p.last_used < older_than and k not in self._pending]
@@ -512,6 +538,7 @@ class SQLitePinStore:
             if self._carried is None:
                 self._what = how_it_left(self._files, seen) or ""
             self._move_to_path()
+            self._rows = self._count_rows()  # (the file now open: what it holds)
         except Exception:  # the writer must outlive it: the pins are still in memory
             log.exception("%s: the session pins could not be moved to the file at that path",
                           self.path)
@@ -671,19 +698,72 @@ class SQLitePinStore:
         deletes = [(k,) for k, p in batch.items() if p is None]
         with self._db_lock:
             self._keep_file(closing=closing)
+            rows = self._rows
             self._db.execute("BEGIN")
             try:
+                added = len(puts) - self._held([put[0] for put in puts])
                 self._db.executemany(
                     "INSERT INTO session_pins (session_id, model, last_used, failed) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT(session_id) DO UPDATE SET "
                     "model = excluded.model, last_used = excluded.last_used, "
                     "failed = excluded.failed", puts)
-                self._db.executemany("DELETE FROM session_pins WHERE session_id = ?", deletes)
+                removed = self._db.executemany(
+                    "DELETE FROM session_pins WHERE session_id = ?", deletes).rowcount
+                self._rows = rows + added - max(removed, 0)
+                self._trim(PURGE_BATCH)  # (a cap lowered by a reload: purge cuts the rest)
                 self._db.execute("COMMIT")
             except BaseException:
+                self._rows = rows
                 if self._db.in_transaction:  # (a failed COMMIT may have rolled back already)
                     self._db.execute("ROLLBACK")
                 raise
+
+    def _count_rows(self) -> int:
+        """The pins the table holds (with the connection's lock held, or at open)."""
+        return int(self._db.execute("SELECT COUNT(*) FROM session_pins").fetchone()[0])
+
+    def _held(self, sessions: Sequence[str]) -> int:
+        """How many of ``sessions`` the table holds a pin for."""
+        held = 0
+        for start in range(0, len(sessions), LOOKUP_BATCH):
+            part = sessions[start:start + LOOKUP_BATCH]
+            held += int(self._db.execute(
+                "SELECT COUNT(*) FROM session_pins WHERE session_id IN "
+                f"({','.join('?' * len(part))})", part).fetchone()[0])
+        return held
+
+    def _trim_alone(self) -> bool:
+        """:meth:`_trim` a batch in a transaction of its own; whether more are left."""
+        rows = self._rows
+        self._db.execute("BEGIN")
+        try:
+            more = self._trim(PURGE_BATCH)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rows = rows
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return more
+
+    def _trim(self, limit: int) -> bool:
+        """Delete the least recently used pins past :attr:`max_entries`, at most ``limit`` of
+        them, and forget them; whether more are left past it (with the connection's lock
+        held, or at open)."""
+        excess = self._rows - self.max_entries
+        if excess <= 0:
+            return False
+        gone = [row[0] for row in self._db.execute(
+            "SELECT session_id FROM session_pins ORDER BY last_used LIMIT ?",
+            (min(excess, limit),))]
+        self._db.executemany("DELETE FROM session_pins WHERE session_id = ?",
+                             [(key,) for key in gone])
+        self._rows -= len(gone)
+        with self._changed:  # (a change not written yet wins: it is written after)
+            for key in gone:
+                if key not in self._pending and key not in self._unwritten:
+                    self._known.pop(key, None)
+        return bool(gone) and self._rows > self.max_entries
 
 def _first_user_text(messages: Sequence[object]) -> str | None:
     for message in messages:
