@@ -199,6 +199,8 @@ def test_switchpoint_s_own_log_handler_redacts_messages_and_tracebacks() -> None
     "x-api-key: k3y-v4lue-0000", "API_KEY=abcd1234", "Token abcdefgh12345678",
     "pa\u017f\u017fword=hunter2hunter2",  # long s: an ignore-case pattern's s
     "api_\u212aey=abcd1234",  # Kelvin sign: its k
+    "Author\u0130zation: abcdefgh12345",  # dotted I (lowered, two characters): its i
+    "author\u0131zation: abcdefgh12345",  # dotless i
     "\u0130\u0131 secret: v4lue-of-it", "https://u:p4ss@host/x", "aws AKIAABCDEFGHIJKLMNOP",
     "hf_" + "a" * 20, "eyJabcdefghijk.abcdefghijkl.sig", "github_pat_" + "b" * 22,
 ])

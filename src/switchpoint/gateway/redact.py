@@ -154,17 +154,19 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     return text
 
 
-# Letters an ignore-case pattern's ASCII letter matches that lower() does not make that letter
-# (dotless i, long s), so a text's words are looked up as the patterns read them.
-_FOLD = str.maketrans({"\u0131": "i", "\u017f": "s"})
+# The letters other than ASCII ones that an ignore-case pattern's ASCII letter matches (every
+# one Python's re has: dotted and dotless I, long s; the Kelvin sign lowers to k by itself),
+# each folded to that letter before a text is lowered: "İ" lowers to two characters, "ı" and
+# "ſ" to themselves.
+_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
 
 
 def _lowered(text: str) -> str:
-    """``text`` in lower case, as :data:`_PATTERNS`' words are looked up in it: each ASCII
-    letter a pattern would match is that letter here (the Kelvin sign a ``k``, a long s an
-    ``s``), so a word missing from it cannot be matched there."""
-    lowered = text.lower()
-    return lowered if lowered.isascii() else lowered.translate(_FOLD)
+    """``text`` in lower case, as :data:`_PATTERNS`' words are looked up in it: each letter an
+    ignore-case pattern's ASCII letter would match is that letter here (a dotted I an ``i``,
+    the Kelvin sign a ``k``, a long s an ``s``), so a word missing from it cannot be matched
+    there."""
+    return (text if text.isascii() else text.translate(_FOLD)).lower()
 
 
 def _redact_query(text: str) -> str:
