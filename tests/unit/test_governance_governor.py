@@ -454,12 +454,13 @@ def test_a_restart_across_midnight_leaves_yesterday_s_spend_in_yesterday(
         store.close()
 
 
-def test_a_settlement_at_the_last_instant_of_a_month_is_charged_and_counted_in_it(
+def test_a_request_begun_before_midnight_is_charged_in_the_day_and_month_it_began(
         tmp_path: Path) -> None:
-    """A settlement reads the clock once: the spend row it writes and the live ledger's charge
-    fall in the same day and month, even when the clock passes midnight in between (the live
-    ledger charged the new month while the row counted it in the old one, so a restart
-    disagreed with the service it replaced)."""
+    """A stream begun at the old year's last instant and ended after midnight is charged in
+    the day and month it began (whose budgets admitted it), by the live ledger and by the
+    spend row alike, which is dated when it began: it was charged to the new day, whose
+    budget then paid for the old one's request, and a budget could be passed in the period
+    that admitted it and in the next."""
     from switchpoint.governance.ledger import load_state
     from switchpoint.store import SQLiteStore
 
@@ -468,14 +469,12 @@ def test_a_settlement_at_the_last_instant_of_a_month_is_charged_and_counted_in_i
     s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day", "100/month"]}})
     store = SQLiteStore(s.db_path).open()
     try:
-        ticks: list[float] = []  # the next reads of the clock, then `after` for every other
-        after = [midnight - 10.0]
-        gov = Governor(s, store=store, clock=lambda: ticks.pop(0) if ticks else after[0])
+        now = [last]
+        gov = Governor(s, store=store, clock=lambda: now[0])
         body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                                 "messages": [{"role": "user", "content": "hi"}]}
         ticket, _, _ = admit(gov, s, "acme", dict(body))
-        ticks[:], after[0] = [last], midnight + 0.001  # the settlement's first look: the old
-        # year's last millisecond; any later one: the new year's first
+        now[0] = midnight + 5  # it ends in the new year
         rows, charged = gov.settle(ticket, request_id="q", card=CARDS[2], cost_usd=2e-6,
                                    tokens=5)
         assert charged == 2e-6 and [(r.kind, r.ts) for r in rows] == [("settle", last)]
@@ -484,9 +483,9 @@ def test_a_settlement_at_the_last_instant_of_a_month_is_charged_and_counted_in_i
         acme = tenant_account("acme")
         for period in ("day", "month"):
             assert gov.ledger.spent(acme, period, now=last) == charged, period
-            assert gov.ledger.spent(acme, period, now=midnight + 0.001) == 0.0, period
+            assert gov.ledger.spent(acme, period, now=midnight + 5) == 0.0, period
         # The spend table says the same as the live ledger, before midnight and after.
-        for when in (last, midnight + 0.001):
+        for when in (last, midnight + 5):
             spent, _, _ = load_state(s.db_path, when)
             for period in ("day", "month"):
                 assert spent.get(acme, {}).get(period, 0.0) == gov.ledger.spent(
@@ -594,8 +593,10 @@ def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_charged_o
         tmp_path: Path, down_days: float) -> None:
     """The process died mid-request and the service stayed down longer than a restart looks
     back (LOOKBACK_S): the start still closes that reservation, charging what it held in the
-    periods under way, with an ``expire_charge`` row saying whose it was (key and tenant),
-    holds nothing for it, and a later start writes no second one nor charges it again."""
+    periods its request began in (the day's budget under way at the start is whole: it does
+    not pay for a request of days before), with an ``expire_charge`` row dated
+    then saying whose it was (key and tenant), holds nothing for it, and a later start writes
+    no second one nor charges it again."""
     import sqlite3
 
     from switchpoint.governance.ledger import LOOKBACK_S
@@ -604,24 +605,27 @@ def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_charged_o
     s, acme, ticket, now = _crashed_mid_request(tmp_path)  # ... the service down for days
     now[0] = ticket.ts + down_days * 86_400
     assert now[0] - ticket.ts > LOOKBACK_S
-    for _ in range(2):  # the start after, then one more
+    for start in range(2):  # the start after, then one more
         with SQLiteStore(s.db_path) as store:
             gov = Governor(s, store=store, clock=lambda: now[0])
             gov.open()
             assert gov.ledger.held(acme) == 0.0 and gov.ledger.open_tickets() == 0
-            assert gov.ledger.spent(acme, "day") == ticket.worst_usd
+            assert gov.ledger.spent(acme, "day") == 0.0
+            if start == 0:  # (a later start reads the periods under way only)
+                assert gov.ledger.spent(acme, "day", now=ticket.ts) == ticket.worst_usd
             gov.close()
         assert _closings(s.db_path) == {ticket.id: ["expire_charge"]}
         now[0] += 3600.0
     db = sqlite3.connect(s.db_path)
     try:
-        rows = db.execute("SELECT kind, key_id, tenant, expires_at, amount_usd, model FROM "
-                          "spend WHERE reservation_id = ? ORDER BY seq", (ticket.id,)).fetchall()
+        rows = db.execute("SELECT kind, key_id, tenant, expires_at, amount_usd, model, ts "
+                          "FROM spend WHERE reservation_id = ? ORDER BY seq", (ticket.id,)
+                          ).fetchall()
     finally:
         db.close()
     # (Its request had three candidates: which one ran is not known, so no model is charged.)
     assert rows[1] == ("expire_charge", ticket.key_id, "acme", ticket.expires_at,
-                       ticket.worst_usd, None)
+                       ticket.worst_usd, None, ticket.ts)
     assert rows[0][1:3] == rows[1][1:3]
 
 
@@ -742,7 +746,53 @@ def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_lo
     expire = [row for row in table() if row[1] == "forgotten"][1]
     assert expire == (rows[0].expires_at, "forgotten", "expire", "k1", "acme", 0.0,
                       rows[0].expires_at)
-    assert max(row[0] for row in table()) == now[0]  # (the start's own row of "recent")
+    # (The start's charge of "recent" is dated when it was made: the ledger's last row is
+    # still "running"'s.)
+    assert [row[0] for row in table() if row[2] == "expire_charge"] == [rows[4].ts]
+    assert max(row[0] for row in table()) == last
+
+
+def test_a_crash_s_reservation_charged_after_midnight_counts_in_the_day_it_was_made(
+        tmp_path: Path) -> None:
+    """A reservation a crash left open at 23:59, charged at a start after midnight, counts in
+    the day its request began, as its settlement would have: the new day's budget is whole
+    (it paid for yesterday's request, refusing a request that fits), the budget alert says
+    nothing spent today, and the cost report counts the charge in yesterday's window."""
+    from switchpoint.governance.reports import Reports
+    from switchpoint.store import SQLiteStore
+
+    midnight = 1_800_057_600.0  # 2027-01-16T00:00:00Z
+    now = [midnight - 60.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["0.0007/day"]}})  # one request a day
+    acme = tenant_account("acme")
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    store = SQLiteStore(s.db_path).open()
+    first = Governor(s, store=store, clock=lambda: now[0])
+    ticket, _, _ = admit(first, s, "acme", dict(body))
+    now[0] += 1.0
+    first.flush()
+    store.close()  # the process dies mid-request, before midnight
+    now[0] = midnight + 3600.0  # ... and starts again an hour after it
+    with SQLiteStore(s.db_path) as store:
+        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov.open()
+        try:
+            assert gov.ledger.spent(acme, "day") == 0.0
+            assert gov.ledger.spent(acme, "day", now=ticket.ts) == ticket.worst_usd
+            today, _, _ = admit(gov, s, "acme", dict(body))  # the new day's budget is whole
+            assert today.holds[acme] == ticket.worst_usd
+            gov.ledger.release(today)
+        finally:
+            gov.close()
+    assert _closings(s.db_path)[ticket.id] == ["expire_charge"]
+    reports = Reports.from_settings(s, clock=lambda: now[0])
+    [alert] = reports.check_budget_alert("acme")["budgets"]
+    assert (alert["spent_usd"], alert["held_usd"]) == (0.0, 0.0)
+    yesterday = reports.cost_report("day", until=midnight)
+    assert yesterday["charged_at_expiry_usd"] == pytest.approx(ticket.worst_usd)
+    since_midnight = reports.cost_report("day", until=midnight + 86_400 - 1.0)
+    assert since_midnight["charged_at_expiry_usd"] == 0.0
 
 
 def test_a_request_released_after_its_reservation_expired_is_released_once(

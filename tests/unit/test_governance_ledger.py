@@ -307,8 +307,8 @@ def test_spend_of_a_period_survives_the_clock_stepping_back_into_it() -> None:
     """The clock steps back across a period's end (an NTP step, a VM restored from a
     snapshot): what was spent in the period it steps back into still counts (the ledger kept
     one period's spend per budget, so the step back found nothing spent and let the caller
-    spend the whole budget again), and a settlement stamped just before the end, booked after
-    one stamped just after, loses the new period's spend neither."""
+    spend the whole budget again), and a request begun just before the end, settled after
+    one begun just after, loses the new period's spend neither."""
     midnight = period_end("day", T0)
     clock = Clock(midnight - 60)
     ledger = Ledger(clock)
@@ -320,10 +320,11 @@ def test_spend_of_a_period_survives_the_clock_stepping_back_into_it() -> None:
     after = reserve(ledger, 2.0, budgets)
     assert isinstance(after, Ticket)
     ledger.settle(after, charged_usd=2.0, accounts=("tenant:a",), tokens=10)
+    clock.now = midnight - 0.001  # stepped back: a request begins before midnight
     late = reserve(ledger, 1.0, budgets)
     assert isinstance(late, Ticket)
-    ledger.settle(late, charged_usd=1.0, accounts=("tenant:a",), tokens=10,
-                  now=midnight - 0.001)  # its row stamped before midnight
+    clock.now = midnight + 90  # ... and ends after it: it counts in the day it began
+    ledger.settle(late, charged_usd=1.0, accounts=("tenant:a",), tokens=10)
     assert ledger.spent("tenant:a", "day") == pytest.approx(2.0)
     clock.now = midnight - 30  # stepped back into the first day
     assert ledger.spent("tenant:a", "day") == pytest.approx(7.0)

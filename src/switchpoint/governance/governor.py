@@ -1046,11 +1046,11 @@ class Governor:
         """:meth:`settle`, with ``_booking`` held."""
         if ticket.settled:
             return [], None
-        now = self.clock()  # (read once: the row's instant is the one the ledger charges at)
+        now = self.clock()
         if card is None and not billed:
             # A reservation that expired meanwhile was released then (its expiry row says so).
             with self._persisting:
-                if not self.ledger.release(ticket, tokens=0, now=now) or not ticket.persisted:
+                if not self.ledger.release(ticket, tokens=0) or not ticket.persisted:
                     return [], None
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
                                  request_id=request_id, key_id=ticket.key_id,
@@ -1073,10 +1073,11 @@ class Governor:
                         total, ticket.worst_usd)
         booked = [(amount, settle_accounts(ticket.key_id, ticket.tenant, c.name, c.provider))
                   for c, amount, _ in charges.values()]
-        if not self.ledger.settle(ticket, charges=booked, tokens=counted_tokens, now=now):
+        if not self.ledger.settle(ticket, charges=booked, tokens=counted_tokens):
             log.warning("request %s settled after its reservation had expired; charged %.6f "
                         "USD anyway", request_id, total)
-        return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="settle",
+        # (Dated when its request began: the periods the ledger charged it in.)
+        return [LedgerRecord(ts=ticket.charged_at, reservation_id=ticket.id, kind="settle",
                              amount_usd=amount, request_id=request_id, key_id=ticket.key_id,
                              tenant=ticket.tenant, model=c.name, provider=c.provider,
                              tokens=counted)
@@ -1115,7 +1116,7 @@ class Governor:
                             "worst case, $%.6f, to %s, as its request was cut by a stop or "
                             "crash after it had run; a provider may have billed it", ticket.id,
                             charged, ", ".join(map(describe_account, ticket.accounts)))
-                self._append(LedgerRecord(ts=when, reservation_id=ticket.id,
+                self._append(LedgerRecord(ts=ticket.charged_at, reservation_id=ticket.id,
                                           kind=EXPIRE_CHARGE, amount_usd=charged,
                                           key_id=ticket.key_id, tenant=ticket.tenant,
                                           model=ticket.model, provider=ticket.provider,

@@ -15,7 +15,15 @@ is computed).
 
 Accounts are named ``all``, ``key:<id>``, ``tenant:<name>``, ``model:<name>`` and
 ``provider:<name>``; spend is kept per account and calendar period (UTC; see
-:mod:`~switchpoint.governance.budgets`).
+:mod:`~switchpoint.governance.budgets`). A request's charges count in the periods under way
+when its reservation was made (:attr:`Ticket.charged_at`, the instant its ``settle`` and
+``expire_charge`` rows carry), however late they are booked: a stream started at 23:59:59
+and ended after midnight, or a reservation a crash left open and charged at the next start
+days later, counts in the day it began, as the request log dates it and as providers bill a
+request. That is the period whose budget admitted it (its worst case was checked against
+that period's spend), so settled spend stays within each period's budget; counted when
+booked, it would pass a budget that reset meanwhile, and a new day's budget would pay for
+yesterday's requests.
 
 Durability: settlements, and the reservations of requests still running after
 :data:`PERSIST_AFTER_S` (with their releases and expiries), are rows of the ``spend`` table in
@@ -27,8 +35,8 @@ start the ledger is rebuilt from those rows. A reservation still open when the p
 request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
 *charged* what it held and recorded as ``expire_charge`` (at the start, if that deadline
-passed while the service was down, however long; in the periods under way when it is
-booked). Its request had run at least :data:`PERSIST_AFTER_S` (that is when a reservation
+passed while the service was down, however long; in the periods its request began in). Its
+request had run at least :data:`PERSIST_AFTER_S` (that is when a reservation
 reaches disk) and was cut by a stop or crash, so a provider may have billed it: by the rule for
 a try a provider may have billed with no answer, it is charged its worst case, the most the
 reservation held (:attr:`Ticket.held_for_usd`: its reserve row's amount), to the gateway's
@@ -229,6 +237,14 @@ class Ticket:
     expired_at: float | None = None
 
     @property
+    def charged_at(self) -> float:
+        """The instant its request's charges count at, whenever they are booked (its
+        settlement, or the charge at its expiry of one a crash left open): when it was
+        reserved, so they count in the periods whose budgets admitted it (see the module's
+        docstring)."""
+        return self.ts
+
+    @property
     def accounts(self) -> list[str]:
         """The accounts a charge of it goes to when no answer says which model ran: the
         gateway's total, its key's and tenant's, and its model's and provider's when it has
@@ -342,11 +358,20 @@ class Ledger:
             return 0.0
         return buckets.get(period, {}).get(self._bucket(period, now), 0.0)
 
-    def _charge(self, account: str, amount: float, now: float,
-                starts: Mapping[str, float] | None = None) -> None:
-        buckets = self._spent.setdefault(account, {})
+    def _starts(self, ts: float) -> dict[str, float]:
+        """The start of each period holding ``ts`` (the cached bounds of the periods under
+        way are kept: an earlier instant's are computed, not cached)."""
+        starts = {}
         for period in PERIODS:
-            start = starts[period] if starts is not None else self._bucket(period, now)
+            bounds = self._bounds.get(period)
+            starts[period] = (bounds[0] if bounds is not None and bounds[0] <= ts < bounds[1]
+                              else period_start(period, ts))
+        return starts
+
+    def _charge(self, account: str, amount: float, at: float) -> None:
+        """Add ``amount`` to ``account``'s spend in the periods holding the instant ``at``."""
+        buckets = self._spent.setdefault(account, {})
+        for period, start in self._starts(at).items():
             by_start = buckets.setdefault(period, {})
             by_start[start] = by_start.get(start, 0.0) + amount
             if len(by_start) > KEPT_PERIODS:
@@ -580,25 +605,22 @@ class Ledger:
     # Closing -----------------------------------------------------------------------------------
 
     def settle(self, ticket: Ticket, *, charged_usd: float = 0.0, accounts: Iterable[str] = (),
-               tokens: int | None, now: float | None = None,
+               tokens: int | None,
                charges: Sequence[tuple[float, Iterable[str]]] = ()) -> bool:
         """Charge ``charged_usd`` to ``accounts`` (and each of ``charges``, an amount and its
         accounts: a request charged for tries of several models) and release the ticket's
         holds; its TPM windows count ``tokens`` in place of what they held for it (None: keep
         what they hold). False if it was already closed: expired, in which case the charge is
         still booked, or settled, in which case nothing more is (a request's end is booked
-        once). ``now`` is when the settlement happens (None: the clock's now): the caller that
-        writes the settlement's row passes the instant the row carries, so both count it in
-        the same periods."""
+        once). The charges count in the periods of :attr:`Ticket.charged_at` (the instant the
+        settlement's rows carry), not of now."""
         with self._lock:
             if ticket.settled:
                 return False
-            now = self.clock() if now is None else now
             was_open = self._close(ticket)
-            starts = {period: self._bucket(period, now) for period in PERIODS}
             for amount, charged in [(charged_usd, accounts), *charges]:
                 for account in charged:
-                    self._charge(account, amount, now, starts)
+                    self._charge(account, amount, ticket.charged_at)
             if tokens is not None:
                 # Each window counts ``tokens`` once: its entries in order, each up to what it
                 # held (a further try's follows those a provider may have billed, counted at
@@ -616,10 +638,9 @@ class Ledger:
             ticket.charged_usd = charged_usd + sum(amount for amount, _ in charges)
             return was_open
 
-    def release(self, ticket: Ticket, *, tokens: int | None = 0,
-                now: float | None = None) -> bool:
+    def release(self, ticket: Ticket, *, tokens: int | None = 0) -> bool:
         """Release the ticket's holds, charging nothing (and its TPM entries to ``tokens``)."""
-        return self.settle(ticket, charged_usd=0.0, accounts=(), tokens=tokens, now=now)
+        return self.settle(ticket, charged_usd=0.0, accounts=(), tokens=tokens)
 
     def _close(self, ticket: Ticket) -> bool:
         if ticket.closed:
@@ -646,7 +667,7 @@ class Ledger:
                 if ticket.orphan and ticket.held_for_usd > 0:  # (nothing held: released)
                     owed = ticket.held_for_usd
                     for account in ticket.accounts:
-                        self._charge(account, owed, now)
+                        self._charge(account, owed, ticket.charged_at)
                     ticket.charged_usd = owed
                 self.expired.append(ticket)
 
@@ -741,7 +762,9 @@ def _read_state(path: Path, now: float, gone: Gone | None
         # (A reservation that held more for a further try has a row written after its first
         # saying all it holds. What a reservation holds only grows: its row holding the most
         # is its latest, whatever time the clock showed, or order the rows reached the file.)
+        # (Its first row's instant is when it was made: its charges count then.)
         latest: dict[str, tuple[float, tuple[Any, ...]]] = {}
+        first: dict[str, float] = {}
         for row in conn.execute(
                 "SELECT reservation_id, ts, expires_at, holds, key_id, tenant, amount_usd, "
                 "model, provider FROM spend WHERE ts >= ? AND kind = 'reserve' ORDER BY rowid",
@@ -749,7 +772,8 @@ def _read_state(path: Path, now: float, gone: Gone | None
             total = sum(float(v) for v in json.loads(row[3] or "{}").values())
             if row[0] not in latest or total >= latest[row[0]][0]:
                 latest[row[0]] = (total, row)
-        reserved = [row for _, row in latest.values()]
+            first[row[0]] = min(first.get(row[0], row[1]), row[1])
+        reserved = [(row[0], first[row[0]], *row[2:]) for _, row in latest.values()]
         closed = {rid for (rid,) in conn.execute(
             "SELECT reservation_id FROM spend WHERE ts >= ? AND kind != 'reserve'",
             (since,))}
