@@ -795,10 +795,46 @@ def test_a_crash_s_reservation_charged_after_midnight_counts_in_the_day_it_was_m
     assert since_midnight["charged_at_expiry_usd"] == 0.0
 
 
+def test_a_reservation_that_expired_while_its_request_ran_is_charged_if_a_crash_cuts_it(
+        tmp_path: Path) -> None:
+    """A reservation whose request overran its deadline frees its hold when it expires, but
+    stays open on disk until its request ends: a crash before then leaves it to the next
+    start, which charges what it held (a provider may have billed the request), once (it was
+    charged nothing: its expiry's row closed it for good)."""
+    from switchpoint.store import SQLiteStore
+
+    now = [1_800_001_800.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    acme = tenant_account("acme")
+    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                            "messages": [{"role": "user", "content": "hi"}]}
+    store = SQLiteStore(s.db_path).open()
+    first = Governor(s, store=store, clock=lambda: now[0])
+    ticket, _, _ = admit(first, s, "acme", dict(body))
+    now[0] += 1.0
+    first.flush()
+    now[0] = ticket.expires_at + 1.0
+    first.flush()  # its expiry frees its hold; its request still runs
+    assert first.ledger.held(acme) == 0.0 and first.ledger.spent(acme, "day") == 0.0
+    store.close()  # ... until the process dies
+    assert _closings(s.db_path)[ticket.id] == ["expire_running"]
+    for _ in range(2):  # the start after, then one more
+        with SQLiteStore(s.db_path) as store:
+            gov = Governor(s, store=store, clock=lambda: now[0])
+            gov.open()
+            try:
+                assert gov.ledger.spent(acme, "day") == ticket.worst_usd
+                assert gov.ledger.held(acme) == 0.0
+            finally:
+                gov.close()
+        assert _closings(s.db_path)[ticket.id] == ["expire_running", "expire_charge"]
+        now[0] += 60.0
+
+
 def test_a_request_released_after_its_reservation_expired_is_released_once(
         tmp_path: Path) -> None:
-    """A reservation that expired (its request overran its deadline) was released then; the
-    request's own release later writes no second row."""
+    """A reservation that expired (its request overran its deadline) freed its hold then; the
+    request's own release later writes the row that closes it on disk, once."""
     from switchpoint.store import SQLiteStore
 
     now = [1_800_001_800.0]
@@ -816,11 +852,12 @@ def test_a_request_released_after_its_reservation_expired_is_released_once(
             gov.flush()  # the expiry is written as it comes due
             assert gov.ledger.held(tenant_account("acme")) == 0.0
             _ended(gov, ticket, request_id="late")
+            _ended(gov, ticket, request_id="late")
             following, _, _ = admit(gov, s, "acme", dict(body))  # (the next admission)
             _ended(gov, following, request_id="next")
         finally:
             gov.close()
-    assert _closings(s.db_path)[ticket.id] == ["expire"]
+    assert _closings(s.db_path)[ticket.id] == ["expire_running", "release"]
 
 
 def test_a_restart_holds_a_reservation_of_the_longest_deadline_until_it_ends(
@@ -997,7 +1034,7 @@ def test_a_request_s_end_is_booked_once_even_after_its_reservation_expired(
             assert gov.ledger.spent(account, "day") == pytest.approx(worst)
         finally:
             gov.close()
-    assert _closings(s.db_path)[ticket.id] == ["expire", "settle"]
+    assert _closings(s.db_path)[ticket.id] == ["expire_running", "settle"]
     with SQLiteStore(s.db_path) as store:
         restarted = Governor(s, store=store, clock=lambda: now[0])
         restarted.open()

@@ -82,6 +82,7 @@ from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, p
 from switchpoint.governance.keys import KeyRecord, KeyStore
 from switchpoint.governance.ledger import (
     EXPIRE_CHARGE,
+    EXPIRE_RUNNING,
     EXPIRY_GRACE_S,
     PERSIST_AFTER_S,
     TOTAL,
@@ -1048,9 +1049,11 @@ class Governor:
             return [], None
         now = self.clock()
         if card is None and not billed:
-            # A reservation that expired meanwhile was released then (its expiry row says so).
+            # (One that expired meanwhile freed its hold then, but stays open on disk until
+            # this row: see the ledger.)
             with self._persisting:
-                if not self.ledger.release(ticket, tokens=0) or not ticket.persisted:
+                self.ledger.release(ticket, tokens=0)
+                if not ticket.persisted:
                     return [], None
             return [LedgerRecord(ts=now, reservation_id=ticket.id, kind="release",
                                  request_id=request_id, key_id=ticket.key_id,
@@ -1122,11 +1125,12 @@ class Governor:
                                           model=ticket.model, provider=ticket.provider,
                                           expires_at=ticket.expires_at))
                 continue
-            log.warning("budget reservation %s expired (its request never settled); released",
+            log.warning("budget reservation %s expired before its request ended; its hold is "
+                        "released (the request is charged what it cost when it ends)",
                         ticket.id)
             if not persisted:
                 continue
-            self._append(LedgerRecord(ts=when, reservation_id=ticket.id, kind="expire",
+            self._append(LedgerRecord(ts=when, reservation_id=ticket.id, kind=EXPIRE_RUNNING,
                                       key_id=ticket.key_id, tenant=ticket.tenant,
                                       expires_at=ticket.expires_at))
 

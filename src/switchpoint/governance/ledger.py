@@ -47,12 +47,15 @@ and its provider when all its candidates shared one; one of several candidates r
 version wrote. So settled spend stays within a budget after a crash too. A crash never leaks
 budget for longer than that deadline. (The requests of the last half second before a crash hold
 nothing after it, and are charged nothing.) A reservation of the running process that expires
-is released instead (``expire``): its request is still in this process, and its settlement
-charges what it cost, after the expiry too. ``expire`` rows an earlier version wrote for a
-crash's reservations were releases, and read as such: only ``settle`` and ``expire_charge``
-rows are spend (:data:`CHARGED_ROWS`). Earlier versions wrote no expiry at a start: the
-reservations they left open further back than a start looks are closed (released), once, when
-the store upgrades the file.
+is released instead (``expire_running``): its request is still in this process, and its
+settlement charges what it cost, after the expiry too. That row frees its hold but does not
+close it on disk: its request's ``settle`` or ``release`` row does (a release is written
+after an expiry too), so one whose request a crash then cut is read at the next start as a
+crash's reservation past its deadline, and charged as one. ``expire`` rows (an earlier
+version's, for a crash's reservations and its own alike) were releases, and read as such:
+only ``settle`` and ``expire_charge`` rows are spend (:data:`CHARGED_ROWS`). Earlier versions
+wrote no expiry at a start: the reservations they left open further back than a start looks
+are closed (released), once, when the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute): RPM counts requests; TPM reserves the request's worst-case tokens (and a further try's,
@@ -104,6 +107,12 @@ _EPS = 1e-9
 
 #: The kind of the row that closes a reservation left open by a stop or crash, charging it.
 EXPIRE_CHARGE = "expire_charge"
+#: The kind of the row that frees the hold of a reservation whose request still runs in this
+#: process when its deadline passes; it leaves the reservation open on disk until its request
+#: ends (see the module's docstring).
+EXPIRE_RUNNING = "expire_running"
+#: The ``spend`` rows that close a reservation: all but its own and an ``expire_running``.
+CLOSING_ROWS = f"kind NOT IN ('reserve', '{EXPIRE_RUNNING}')"
 #: The ``spend`` rows that are spend (charged to their accounts), as SQL: the settlements and
 #: the expiries that charged (an ``expire`` row releases: charges nothing).
 CHARGED_ROWS = f"kind IN ('settle', '{EXPIRE_CHARGE}')"
@@ -114,8 +123,10 @@ _SPEND_COLUMNS = ("ts", "reservation_id", "kind", "request_id", "key_id", "tenan
 
 @dataclass(slots=True)
 class LedgerRecord:
-    """One row of the ``spend`` table: ``reserve``, ``settle``, ``release``, ``expire`` (a
-    release at expiry) or ``expire_charge`` (a charge at expiry: see the module's docstring).
+    """One row of the ``spend`` table: ``reserve``, ``settle``, ``release``,
+    ``expire_running`` (a hold freed at expiry, its request still running), ``expire`` (an
+    earlier version's release at expiry) or ``expire_charge`` (a charge at expiry: see the
+    module's docstring).
     A ``reserve`` row names the one model (and provider) its request may run on, when there is
     one."""
 
@@ -672,7 +683,7 @@ class Ledger:
                 self.expired.append(ticket)
 
     def take_expired(self) -> list[Ticket]:
-        """Tickets that expired since the last call (for the ``expire`` and
+        """Tickets that expired since the last call (for the ``expire_running`` and
         ``expire_charge`` rows: an orphan's ``charged_usd`` says what it was charged)."""
         with self._lock:
             self._expire(self.clock())
@@ -775,8 +786,7 @@ def _read_state(path: Path, now: float, gone: Gone | None
             first[row[0]] = min(first.get(row[0], row[1]), row[1])
         reserved = [(row[0], first[row[0]], *row[2:]) for _, row in latest.values()]
         closed = {rid for (rid,) in conn.execute(
-            "SELECT reservation_id FROM spend WHERE ts >= ? AND kind != 'reserve'",
-            (since,))}
+            f"SELECT reservation_id FROM spend WHERE ts >= ? AND {CLOSING_ROWS}", (since,))}
         open_rows = [row for row in reserved if row[0] not in closed]
     finally:
         conn.close()
