@@ -1010,13 +1010,16 @@ def test_a_query_parameter_given_twice_is_refused_alike_on_every_route(
 def test_a_query_parameter_a_route_does_not_take_is_refused_and_so_is_one_given_twice(
         gov: ThreadServer) -> None:
     # Ignored, a filter the route does not have would be answered as if it had applied it.
-    url = f"{gov.base}/v1/router/budgets"
+    url = f"{gov.base}/v1/router/tenants"
     r = httpx.get(url, params={"x": "1"}, headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "x", r.text
     assert "it takes none" in r.json()["error"]["message"]
     r = httpx.get(url, params=[("x", "1"), ("x", "1")], headers=ADMIN)
     assert r.status_code == 400 and r.json()["error"]["param"] == "x", r.text
     assert "is given 2 times" in r.json()["error"]["message"]
+    r = httpx.get(f"{gov.base}/v1/router/budgets", params={"offset": "50"}, headers=ADMIN)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "offset", r.text
+    assert "it takes limit, cursor" in r.json()["error"]["message"]
 
 
 def test_the_admin_token_where_a_client_key_goes_is_told_apart(gov: ThreadServer) -> None:
@@ -1151,3 +1154,72 @@ def test_a_rotation_of_a_grace_that_is_not_finite_says_so(gov: ThreadServer, raw
     assert error["param"] == "grace_seconds" and needle in error["message"], error
     assert httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}",
                      headers=ADMIN).json()["rotated_at"] is None
+
+
+def test_budgets_and_the_budget_alert_are_listed_a_page_at_a_time(gov: ThreadServer) -> None:
+    """``GET /v1/router/budgets`` and the budget alert answer ``limit`` budgets a page (50 by
+    default, at most 500) and the next page's cursor (null on the last): the config's budgets
+    first, then the keys' in the order they were made, so a key made between two pages comes
+    last and one revoked between them moves no other budget (every other budget is listed
+    once). The alert's status is of every budget, on each page. A bad limit or cursor is a
+    400 naming it, saying what to pass."""
+    made = [new_key(gov, budget=["1/day", "10/month"]) for _ in range(4)]
+    url = f"{gov.base}/v1/router/budgets"
+    whole = httpx.get(url, params={"limit": 500}, headers=ADMIN).json()
+    assert whole["next_cursor"] is None
+    listed = [(b["account"], b["budget"]) for b in whole["data"]]
+    assert listed[0] == ("tenant:acme", "50/month")
+    assert listed[-8:] == [(f"key:{k['id']}", b) for k in made for b in ("1/day", "10/month")]
+    seen: list[tuple[str, str]] = []
+    cursors: list[str] = []
+    later = revoked = None
+    params: dict[str, Any] = {"limit": 3}
+    while True:
+        page = httpx.get(url, params=params, headers=ADMIN)
+        assert page.status_code == 200, page.text
+        assert 1 <= len(page.json()["data"]) <= 3
+        seen += [(b["account"], b["budget"]) for b in page.json()["data"]]
+        if later is None:  # between the first two pages: a key made, a key not yet listed
+            later = new_key(gov, budget="2/day")  # revoked
+            revoked = made[1]
+            r = httpx.post(f"{gov.base}/v1/router/keys/{revoked['id']}/revoke", headers=ADMIN)
+            assert r.status_code == 200, r.text
+        if page.json()["next_cursor"] is None:
+            break
+        cursors.append(page.json()["next_cursor"])
+        params = {"limit": 3, "cursor": cursors[-1]}
+    assert revoked is not None and later is not None
+    assert seen == [*(b for b in listed if b[0] != f"key:{revoked['id']}"),
+                    (f"key:{later['id']}", "2/day")]
+    assert all(re.fullmatch(r"cfg-[0-9]+|key-[0-9]+-[1-4]", c) for c in cursors), cursors
+    default = httpx.get(url, headers=ADMIN).json()  # 50 a page unless told
+    assert len(default["data"]) == min(50, len(seen))
+    assert (default["next_cursor"] is None) == (len(seen) <= 50)
+
+    alert_url = f"{gov.base}/v1/router/budget/alert"
+    whole_alert = httpx.get(alert_url, params={"tenant": "acme", "limit": 500},
+                            headers=ADMIN).json()
+    assert whole_alert["next_cursor"] is None
+    paged: list[str] = []
+    params = {"tenant": "acme", "limit": 2}
+    while True:
+        page = httpx.get(alert_url, params=params, headers=ADMIN).json()
+        assert len(page["budgets"]) <= 2
+        # (The recommendation quotes a projection, which moves with the clock.)
+        assert page["status"] == whole_alert["status"] and page["recommendation"]
+        paged += [b["account"] for b in page["budgets"]]
+        if page["next_cursor"] is None:
+            break
+        params = {"tenant": "acme", "limit": 2, "cursor": page["next_cursor"]}
+    assert paged == [b["account"] for b in whole_alert["budgets"]]
+    assert f"key:{later['id']}" in paged and f"key:{revoked['id']}" not in paged
+
+    for route in (url, alert_url):
+        for bad in ("0", "501", "ten", "2.5"):
+            r = httpx.get(route, params={"limit": bad}, headers=ADMIN)
+            assert r.status_code == 400 and r.json()["error"]["param"] == "limit", r.text
+        for bad in ("seq-3", "key-0-1", "key-3", "cfg-1-1", "cfg-01", "x" * 65):
+            r = httpx.get(route, params={"cursor": bad}, headers=ADMIN)
+            assert r.status_code == 400 and r.json()["error"]["param"] == "cursor", r.text
+            if len(bad) < 65:
+                assert "next_cursor of the previous page" in r.json()["error"]["message"]

@@ -86,7 +86,7 @@ def test_own_routes_refuse_a_parameter_they_do_not_take(gw: ThreadServer) -> Non
 
 
 def test_every_unknown_name_is_said_and_the_answer_stays_short(gw: ThreadServer) -> None:
-    r = httpx.get(f"{gw.base}/v1/router/budgets",
+    r = httpx.get(f"{gw.base}/v1/router/tenants",
                   params={"a": "1", "b": "2", **{f"n{i}": "x" for i in range(20)},
                           "sk-secret" + "y" * 500: "1"})
     message = refused(r, "a")

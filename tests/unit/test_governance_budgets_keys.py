@@ -1019,3 +1019,43 @@ def test_listed_names_shows_the_first_and_how_many_more() -> None:
     assert listed_names([]) == ""
     assert listed_names([str(i) for i in range(25)], most=3) == "0, 1, 2 and 22 more"
     assert listed_names(["n" * 100], width=10) == "nnnnnnn..."
+
+
+def test_the_budget_list_pages_through_the_config_then_the_keys_in_the_order_made(
+        tmp_path: Path) -> None:
+    """The config's budgets (the gateway's, the tenants', the models', the providers') come
+    first, then the keys' in the order they were made; a page ends at its last budget's
+    cursor, within the config or within a key's budgets, and the next goes on after it. A key
+    made meanwhile comes last; one revoked meanwhile moves nothing else."""
+    from switchpoint.governance.budget_list import budget_page
+
+    settings = load_settings(overrides={
+        "data_dir": str(tmp_path), "models": [{"name": "m", "input_per_mtok": 1,
+                                                "output_per_mtok": 1}],
+        "budgets": {"total": ["100/day"], "models": {"m": ["5/hour"]}},
+        "tenants": {"acme": {"budgets": ["50/month", "10/day"]}}}, environ={})
+    with KeyStore(tmp_path / "keys.db") as keys:
+        ids = [keys.create(KeySpec(tenant="acme", budgets=budgets)).record.id
+               for budgets in (["1/day", "2/week", "3/month"], [], ["4/day"])]
+        whole, cursor = budget_page(settings, keys)
+        assert cursor is None
+        assert [(e.account, str(e.budget)) for e in whole] == [
+            ("all", "100/day"), ("tenant:acme", "50/month"), ("tenant:acme", "10/day"),
+            ("model:m", "5/hour"), (f"key:{ids[0]}", "1/day"), (f"key:{ids[0]}", "2/week"),
+            (f"key:{ids[0]}", "3/month"), (f"key:{ids[2]}", "4/day")]
+        first, cursor = budget_page(settings, keys, limit=3)
+        assert first == whole[:3] and cursor == "cfg-3"
+        second, cursor = budget_page(settings, keys, limit=3, cursor=cursor)
+        assert second == whole[3:6] and cursor == "key-1-2"
+        keys.revoke(ids[2])
+        later = keys.create(KeySpec(tenant="acme", budgets=["9/day"])).record.id
+        third, cursor = budget_page(settings, keys, limit=3, cursor=cursor)
+        assert [(e.account, str(e.budget)) for e in third] == [
+            (f"key:{ids[0]}", "3/month"), (f"key:{later}", "9/day")] and cursor is None
+        for limit in (0, 501, True, 2.0):
+            with pytest.raises(InvalidInputError) as caught:
+                budget_page(settings, keys, limit=limit)  # type: ignore[arg-type]
+            assert caught.value.field == "limit"
+        with pytest.raises(InvalidInputError) as caught:
+            budget_page(settings, keys, cursor="seq-4")
+        assert caught.value.field == "cursor" and "cfg-N or key-N-I" in str(caught.value)

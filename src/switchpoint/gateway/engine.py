@@ -1597,13 +1597,23 @@ class Gateway:
         """SLA compliance of the last ``since_hours`` of requests."""
         return self.reports.get_sla_report(since_hours, **kwargs)
 
-    def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
-        """ok / warning / critical, the hour's spend and its projection, every budget."""
-        return self.reports.check_budget_alert(tenant)
+    def check_budget_alert(self, tenant: str | None = None, *, limit: int | None = None,
+                           cursor: str | None = None) -> dict[str, Any]:
+        """ok / warning / critical, the hour's spend and its projection, every budget (or a
+        page of them: ``limit`` after ``cursor``, with the ``next_cursor``)."""
+        return self.reports.check_budget_alert(tenant, limit=limit, cursor=cursor)
 
     def budget_status(self) -> list[dict[str, Any]]:
         """Every configured budget: limit, spent, held by requests in flight, resets."""
-        return self.governor.budget_status(self.settings)
+        return self.governor.budget_status(self.settings)[0]
+
+    def budget_page(self, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        """A page of :meth:`budget_status`: ``limit`` budgets after ``cursor`` (the
+        ``next_cursor`` of the page before; None: the first), as ``data``, and the next
+        page's ``next_cursor`` (None on the last)."""
+        data, next_cursor = self.governor.budget_status(self.settings, limit=limit,
+                                                        cursor=cursor)
+        return {"data": data, "next_cursor": next_cursor}
 
     # Housekeeping ------------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ from switchpoint.errors import (
     StoreError,
     UnknownModelError,
 )
+from switchpoint.governance.budget_list import budget_page
 from switchpoint.governance.budgets import DEFAULT_CURVE, Budget, curve_value, parse_budgets
 from switchpoint.governance.keys import KeyRecord, KeyStore
 from switchpoint.governance.ledger import (
@@ -1134,22 +1135,13 @@ class Governor:
                                       key_id=ticket.key_id, tenant=ticket.tenant,
                                       expires_at=ticket.expires_at))
 
-    def budget_status(self, settings: Settings) -> list[dict[str, Any]]:
-        """Every configured budget's state: the gateway's, each tenant's, each key's, each
-        model's and provider's."""
-        out = []
-        entries: list[tuple[str, str]] = [(TOTAL, b) for b in settings.budgets.total]
-        for tenant, t in settings.tenants.items():
-            entries += [(tenant_account(tenant), b) for b in t.budgets]
-        for record in self.keys.list(include_revoked=False):
-            entries += [(key_account(record.id), b) for b in record.budgets]
-        for model, listed in settings.budgets.models.items():
-            entries += [(model_account(model), b) for b in listed]
-        for provider, listed in settings.budgets.providers.items():
-            entries += [(provider_account(provider), b) for b in listed]
-        for account, text in entries:
-            out.append(self.ledger.status(account, parse_budgets([text])[0]))
-        return out
+    def budget_status(self, settings: Settings, *, limit: int | None = None,
+                      cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """The configured budgets' state (the gateway's, each tenant's, model's, provider's
+        and key's: see :mod:`~switchpoint.governance.budget_list`), ``limit`` of them at most
+        (None: all) after ``cursor``, and the next page's cursor (None on the last)."""
+        listed, next_cursor = budget_page(settings, self.keys, limit=limit, cursor=cursor)
+        return [self.ledger.status(entry.account, entry.budget) for entry in listed], next_cursor
 
 
 _FLAGS: dict[int, tuple[Settings, tuple[bool, bool]]] = {}

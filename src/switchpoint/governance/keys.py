@@ -839,6 +839,22 @@ class KeyStore:
         records = [KeyRecord.from_row(r) for r in rows]
         return [r for r in records if include_revoked or r.revoked_at is None]
 
+    def budgeted(self, tenant: str | None = None, *, since: int = 0, limit: int | None = None
+                 ) -> Sequence[tuple[int, KeyRecord]]:
+        """The keys not revoked that have budgets (``tenant``'s, or all), each with the number
+        it was made as (its place in :meth:`page`'s order), in that order: from the number
+        ``since`` on, ``limit`` keys at most (None: all)."""
+        clauses = ["revoked_at IS NULL", "budgets != '[]'", "seq >= ?"]
+        args: list[object] = [since]
+        if tenant is not None:
+            clauses.append("tenant = ?")
+            args.append(tenant)
+        with self._lock:
+            rows = self._db().execute(
+                f"SELECT seq, {', '.join(_COLUMNS)} FROM keys WHERE {' AND '.join(clauses)} "
+                "ORDER BY seq LIMIT ?", (*args, -1 if limit is None else limit)).fetchall()
+        return [(int(r[0]), KeyRecord.from_row(r[1:])) for r in rows]
+
     def page(self, tenant: str | None = None, limit: int = DEFAULT_PAGE,
              cursor: str | None = None) -> tuple[Sequence[KeyRecord], str | None]:
         """A page of the keys (``tenant``'s, or all), oldest first like :meth:`list` (in the

@@ -44,10 +44,15 @@ from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
+from switchpoint.governance.budget_list import (
+    budget_position,
+    check_limit,
+    listed_budgets,
+    page_of,
+)
 from switchpoint.governance.budgets import (
     Budget,
     describe_seconds,
-    parse_budgets,
     period_end,
     period_start,
 )
@@ -58,10 +63,7 @@ from switchpoint.governance.ledger import (
     TOTAL,
     Ledger,
     describe_account,
-    key_account,
     load_state,
-    model_account,
-    provider_account,
     tenant_account,
 )
 from switchpoint.governance.settings import SLASettings
@@ -929,21 +931,6 @@ class Reports:
 
     # Budgets -----------------------------------------------------------------------------------
 
-    def budgets(self) -> list[tuple[str, Budget]]:
-        """Every configured budget: (account, budget)."""
-        s = self.settings
-        out: list[tuple[str, Budget]] = [(TOTAL, b) for b in parse_budgets(s.budgets.total)]
-        for tenant, t in s.tenants.items():
-            out += [(tenant_account(tenant), b) for b in parse_budgets(t.budgets)]
-        if self.keys is not None and self.keys.path.exists():
-            for record in self.keys.list(include_revoked=False):
-                out += [(key_account(record.id), b) for b in parse_budgets(list(record.budgets))]
-        for model, listed in s.budgets.models.items():
-            out += [(model_account(model), b) for b in parse_budgets(listed)]
-        for provider, listed in s.budgets.providers.items():
-            out += [(provider_account(provider), b) for b in parse_budgets(listed)]
-        return out
-
     def _recent_spend(self, account: str, since: float, until: float) -> float:
         """Settled spend of ``account`` between ``since`` and ``until``, from the ledger rows."""
         return self._recent_spends([(account, since, until)])[0]
@@ -1083,14 +1070,22 @@ class Reports:
                            "resets_in": describe_seconds(end - now)})
         return alerts
 
-    def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
+    def check_budget_alert(self, tenant: str | None = None, *, limit: int | None = None,
+                           cursor: str | None = None) -> dict[str, Any]:
         """The hour's spend against the SLA's ``budget_per_hour_usd`` (the tenant's SLA, else
         the default; ``hourly_cost_unknown_requests`` counts the hour's answers of unknown cost
         it could not sum, when it is read from the request log because the ledger has none of
-        it), every configured budget's state, the worst status of them all (ok /
-        warning / critical) and a recommendation computed from the log. An unknown ``tenant``
-        (see :meth:`unknown_tenant`) is a :class:`NotFoundError`: a misspelt tenant would
-        otherwise be reported ``ok`` with the whole gateway's spend, for ever."""
+        it), every configured budget's state (with ``tenant``, the gateway's, the tenant's and
+        its keys'), the worst status of them all (ok / warning / critical) and a
+        recommendation computed from the log. ``budgets`` holds ``limit`` of them at most
+        (None: all) after ``cursor`` (see :mod:`~switchpoint.governance.budget_list`), and
+        ``next_cursor`` the next page's cursor (None on the last); the status and the
+        recommendation are of them all, whichever the page. An unknown ``tenant`` (see
+        :meth:`unknown_tenant`) is a :class:`NotFoundError`: a misspelt tenant would
+        otherwise be reported ``ok`` with the whole gateway's spend, for ever; a bad
+        ``limit`` or ``cursor`` an :class:`InvalidInputError` naming it."""
+        limit = check_limit(limit)
+        after = budget_position(cursor)
         self.check_tenant(tenant)
         now = self.clock()
         sla = self.sla_for(tenant)
@@ -1112,11 +1107,14 @@ class Reports:
             hourly_status = ("critical" if utilization >= 1.0 else
                              "warning" if utilization >= threshold or projected >= budget
                              else "ok")
-        budgets = self.budget_alerts([(a, b) for a, b in self.budgets()
-                                      if tenant is None or a in (tenant_account(tenant), TOTAL)
-                                      or (a.startswith("key:")
-                                          and self._key_tenant(a) == tenant)], log_start)
+        listed = listed_budgets(self.settings, self.keys, tenant)
+        budgets = self.budget_alerts([(entry.account, entry.budget) for entry in listed],
+                                     log_start)
         worst = max([hourly_status, *(b["status"] for b in budgets)], key=levels.__getitem__)
+        recommendation = self._recommend(worst, budgets, budget, spent, projected, tenant)
+        by_position = {entry.position: alert for entry, alert in zip(listed, budgets,
+                                                                     strict=True)}
+        page, next_cursor = page_of(listed, after, limit)
         return {"status": worst, "tenant": tenant, "hourly_spend_usd": _r(spent),
                 "hourly_cost_unknown_requests": unknown,
                 "hourly_account": describe_account(account),
@@ -1124,15 +1122,9 @@ class Reports:
                 "utilization": round(utilization, 6) if utilization is not None else None,
                 "projected_hourly_usd": _r(projected), **window.fields(),
                 "hourly_status": hourly_status,
-                "budgets": budgets,
-                "recommendation": self._recommend(worst, budgets, budget, spent, projected,
-                                                  tenant)}
-
-    def _key_tenant(self, account: str) -> str | None:
-        if self.keys is None:
-            return None
-        record = self.keys.get(account.partition(":")[2])
-        return record.tenant if record is not None else None
+                "budgets": [by_position[entry.position] for entry in page],
+                "next_cursor": next_cursor,
+                "recommendation": recommendation}
 
     def _recommend(self, worst: str, budgets: Sequence[Mapping[str, Any]],
                    hourly_budget: float | None, spent: float, projected: float,

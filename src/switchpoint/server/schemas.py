@@ -281,6 +281,13 @@ class KeyPage(BaseModel):
                                                 "the last page.")
 
 
+class BudgetPage(BaseModel):
+    data: list[dict[str, Any]] = Field(description="Budgets' state: the config's, then the "
+                                                   "client keys' in the order they were made.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on "
+                                                "the last page.")
+
+
 class SwapResponse(BaseModel):
     policy: str
     weights_id: str

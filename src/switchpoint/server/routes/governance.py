@@ -4,9 +4,10 @@ Keys: ``POST /v1/router/keys`` makes one (the answer holds the key, shown this o
 ``GET /v1/router/keys`` lists them (never a secret), ``GET /v1/router/keys/{id}`` shows one with
 its budgets' state, ``POST /v1/router/keys/{id}/revoke`` (or ``DELETE``) revokes it,
 ``POST /v1/router/keys/{id}/rotate`` gives it a new secret. ``GET /v1/router/tenants`` and
-``GET /v1/router/budgets`` show the configured tenants and every budget's state;
-``GET /v1/router/budget/alert`` the budget alert. Reports: ``GET /v1/router/report/cost``,
-``/report/savings``, ``/report/sla``, ``/report/forecast`` and ``/report/suggest``.
+``GET /v1/router/budgets`` show the configured tenants and every budget's state (a page at a
+time); ``GET /v1/router/budget/alert`` the budget alert (its budgets a page at a time).
+Reports: ``GET /v1/router/report/cost``, ``/report/savings``, ``/report/sla``,
+``/report/forecast`` and ``/report/suggest``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
 from switchpoint.server.schemas import (
     ERROR_RESPONSES,
+    BudgetPage,
     ErrorResponse,
     FiniteFloat,
     KeyPage,
@@ -195,20 +197,31 @@ async def tenants(request: Request) -> JSONResponse:
     return JSONResponse({"data": out})
 
 
-@router.get("/v1/router/budgets", responses=_JSON,
-            summary="Every budget: limit, spent, held by requests in flight, reset time")
-async def budgets(request: Request) -> JSONResponse:
+BudgetLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Budgets per page.")]
+BudgetCursor = Annotated[str | None, Query(max_length=64,
+                                           description="next_cursor of the previous page.")]
+
+
+@router.get("/v1/router/budgets", responses=_JSON, response_model=BudgetPage,
+            summary="Every budget: limit, spent, held by requests in flight, reset time, a "
+                    "page at a time")
+async def budgets(request: Request, limit: BudgetLimit = DEFAULT_PAGE,
+                  cursor: BudgetCursor = None) -> JSONResponse:
     gateway = get_service(request).gateway
-    return JSONResponse({"data": await run_in_threadpool(gateway.budget_status)})
+    return JSONResponse(await run_in_threadpool(gateway.budget_page, limit, cursor))
 
 
 @router.get("/v1/router/budget/alert", responses=_REPORT,
-            summary="Budget alert: ok / warning / critical, projected spend, recommendation")
+            summary="Budget alert: ok / warning / critical, projected spend, recommendation; "
+                    "the budgets a page at a time")
 async def budget_alert(request: Request,
-                       tenant: TenantQuery = None
+                       tenant: TenantQuery = None,
+                       limit: BudgetLimit = DEFAULT_PAGE,
+                       cursor: BudgetCursor = None,
                        ) -> JSONResponse:
     gateway = get_service(request).gateway
-    return JSONResponse(await run_in_threadpool(gateway.check_budget_alert, tenant))
+    return JSONResponse(await run_in_threadpool(
+        lambda: gateway.check_budget_alert(tenant, limit=limit, cursor=cursor)))
 
 
 Period = Annotated[str, Query(pattern="^(day|week|month)$")]
