@@ -519,14 +519,17 @@ def _closings(db_path: Path) -> dict[str, list[str]]:
         db.close()
 
 
-def _crashed_mid_request(tmp_path: Path) -> tuple[Settings, str, Any, list[float]]:
-    """A gateway whose tenant ``acme`` has a daily budget, killed while a request ran long
-    enough for its reservation to reach disk: its settings, the tenant's account, the ticket
-    and the clock (a one-item list the tests move)."""
+def _crashed_mid_request(tmp_path: Path, *, at: float = 1_800_001_800.0,
+                         budget: str = "10/day", overran: bool = False
+                         ) -> tuple[Settings, str, Any, list[float]]:
+    """A gateway whose tenant ``acme`` has a daily ``budget``, killed while a request made
+    ``at`` ran long enough for its reservation to reach disk (and, ``overran``, past its
+    deadline, its reservation's expiry written): its settings, the tenant's account, the
+    ticket and the clock (a one-item list the tests move)."""
     from switchpoint.store import SQLiteStore
 
-    now = [1_800_001_800.0]
-    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    now = [at]
+    s = settings(tmp_path, tenants={"acme": {"budgets": [budget]}})
     acme = tenant_account("acme")
     body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
@@ -536,6 +539,10 @@ def _crashed_mid_request(tmp_path: Path) -> tuple[Settings, str, Any, list[float
     now[0] += 1.0
     first.flush()  # the request runs long: its reservation reaches disk
     assert ticket.persisted
+    if overran:
+        now[0] = ticket.expires_at + 1.0
+        first.flush()  # its expiry frees its hold; its request still runs
+        assert first.ledger.held(acme) == 0.0 and first.ledger.spent(acme, "day") == 0.0
     store.close()  # ... and the process dies mid-request
     return s, acme, ticket, now
 
@@ -762,17 +769,10 @@ def test_a_crash_s_reservation_charged_after_midnight_counts_in_the_day_it_was_m
     from switchpoint.store import SQLiteStore
 
     midnight = 1_800_057_600.0  # 2027-01-16T00:00:00Z
-    now = [midnight - 60.0]
-    s = settings(tmp_path, tenants={"acme": {"budgets": ["0.0007/day"]}})  # one request a day
-    acme = tenant_account("acme")
+    s, acme, ticket, now = _crashed_mid_request(  # before midnight; one request a day fits
+        tmp_path, at=midnight - 60.0, budget="0.0007/day")
     body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
-    store = SQLiteStore(s.db_path).open()
-    first = Governor(s, store=store, clock=lambda: now[0])
-    ticket, _, _ = admit(first, s, "acme", dict(body))
-    now[0] += 1.0
-    first.flush()
-    store.close()  # the process dies mid-request, before midnight
     now[0] = midnight + 3600.0  # ... and starts again an hour after it
     with SQLiteStore(s.db_path) as store:
         gov = Governor(s, store=store, clock=lambda: now[0])
@@ -803,20 +803,7 @@ def test_a_reservation_that_expired_while_its_request_ran_is_charged_if_a_crash_
     charged nothing: its expiry's row closed it for good)."""
     from switchpoint.store import SQLiteStore
 
-    now = [1_800_001_800.0]
-    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
-    acme = tenant_account("acme")
-    body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
-                            "messages": [{"role": "user", "content": "hi"}]}
-    store = SQLiteStore(s.db_path).open()
-    first = Governor(s, store=store, clock=lambda: now[0])
-    ticket, _, _ = admit(first, s, "acme", dict(body))
-    now[0] += 1.0
-    first.flush()
-    now[0] = ticket.expires_at + 1.0
-    first.flush()  # its expiry frees its hold; its request still runs
-    assert first.ledger.held(acme) == 0.0 and first.ledger.spent(acme, "day") == 0.0
-    store.close()  # ... until the process dies
+    s, acme, ticket, now = _crashed_mid_request(tmp_path, overran=True)
     assert _closings(s.db_path)[ticket.id] == ["expire_running"]
     for _ in range(2):  # the start after, then one more
         with SQLiteStore(s.db_path) as store:
