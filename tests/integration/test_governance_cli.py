@@ -74,6 +74,12 @@ def test_keys_create_list_show_rotate_revoke(config: Path,
     assert code == 0 and f"revoked key {issued['id']}" in out
     with pytest.raises(KeyRevokedError):
         store.verify(new_key)
+    # A revoked key is not rotated: no secret printed, and the error says what to do.
+    store.revoke(issued["id"])  # (the service revoking it too changes nothing)
+    code, out, err = run(["keys", "rotate", issued["id"], "--config", config], capsys)
+    assert code == 2 and out == "", (out, err)
+    assert (f"key {issued['id']} is revoked, so it cannot be rotated; make a new key instead "
+            "(switchpoint keys create)") in err
     store.close()
     code, out, _ = run(["keys", "list", "--active", "--config", config, "--json"], capsys)
     assert json.loads(out) == []

@@ -1059,3 +1059,43 @@ def test_the_budget_list_pages_through_the_config_then_the_keys_in_the_order_mad
         with pytest.raises(InvalidInputError) as caught:
             budget_page(settings, keys, cursor="seq-4")
         assert caught.value.field == "cursor" and "cfg-N or key-N-I" in str(caught.value)
+
+
+def test_a_rotation_and_a_revocation_from_two_connections_are_one_after_the_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``switchpoint keys rotate`` (one connection) while the service revokes the key
+    (another): the revocation lands before the rotation reads the key, which is then refused
+    saying the key is revoked, or after it commits; never between the rotation's read and its
+    write, which printed a new secret for a key revoked before it (the rotation's time after
+    the revocation's)."""
+    import switchpoint.governance.keys as keys_module
+
+    path = tmp_path / "keys.db"
+    with KeyStore(path) as cli, KeyStore(path) as service:
+        key_id = cli.create(KeySpec(tenant="acme")).record.id
+        made = keys_module.new_key
+        revoking: list[threading.Thread] = []
+
+        def new_key_meanwhile() -> tuple[str, str]:
+            # Between the rotation's read of the key and its write, the service revokes it.
+            revoking.append(threading.Thread(target=service.revoke, args=(key_id,)))
+            revoking[0].start()
+            revoking[0].join(timeout=0.5)  # (it waits for the rotation to commit)
+            return made()
+
+        monkeypatch.setattr(keys_module, "new_key", new_key_meanwhile)
+        rotated = cli.rotate(key_id)
+        revoking[0].join(timeout=10)
+        assert not revoking[0].is_alive()
+        assert rotated.record.status(cli.now()) == "active"
+        final = service.find(key_id)
+        assert final.revoked_at is not None and rotated.record.rotated_at is not None
+        assert final.rotated_at == rotated.record.rotated_at <= final.revoked_at
+        assert final.hash == hash_key(rotated.key)
+        monkeypatch.setattr(keys_module, "new_key", made)
+        # Revoked by the service, the key is not rotated by the CLI: the error says why.
+        with pytest.raises(InvalidInputError) as refused:
+            cli.rotate(key_id)
+        assert str(refused.value) == (f"id: key {key_id} is revoked, so it cannot be rotated; "
+                                      "make a new key instead (switchpoint keys create)")
+        assert cli.find(key_id) == final  # nothing changed

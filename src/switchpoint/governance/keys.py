@@ -26,6 +26,7 @@ hold (the refusal answered once the file holds it), so it survives a restart, a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -36,7 +37,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
@@ -893,17 +894,38 @@ class KeyStore:
         with self._lock:
             return self._require(self._db(), key_id)
 
+    @contextlib.contextmanager
+    def _serial(self, conn: sqlite3.Connection, what: str) -> Iterator[None]:
+        """One write transaction, taken before anything is read (``BEGIN IMMEDIATE``): what
+        it reads no other connection (another process's store, the CLI's beside the
+        service's) changes before it commits, so changes of one key made at once are made one
+        after the other, each on what the one before left (a rotation never follows a
+        revocation it did not see). Rolled back on an error; :class:`StoreError` saying the
+        database refused it (a full disk, a lock held past the busy timeout)."""
+        self._write(conn, what, "BEGIN IMMEDIATE", ())
+        try:
+            yield
+            self._write(conn, what, "COMMIT", ())
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
     def revoke(self, key_id: str) -> KeyRecord:
         """Revoke a key at once (revoking a revoked key changes nothing)."""
         with self._lock:
             conn = self._db()
-            record = self._require(conn, key_id)
-            if record.revoked_at is None:
-                self._write(conn, "revoke the key", "UPDATE keys SET revoked_at = ? WHERE id = ?",
-                            (self._now(), key_id))
+            with self._serial(conn, "revoke the key"):
+                record = self._require(conn, key_id)
+                if record.revoked_at is None:
+                    self._write(conn, "revoke the key",
+                                "UPDATE keys SET revoked_at = ? WHERE id = ?",
+                                (self._now(), key_id))
+                updated = KeyRecord.from_row(conn.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)
+                ).fetchone())
             self._cache.pop(key_id, None)
-            return KeyRecord.from_row(conn.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
+            return updated
 
     def rotate(self, key_id: str, grace_s: float = 0.0) -> IssuedKey:
         """A new secret for the key; the old one works for ``grace_s`` more seconds, and the
@@ -916,22 +938,29 @@ class KeyStore:
                                                f"{30 * 86400}, got {grace_s!r}")
         with self._lock:
             conn = self._db()
-            record = self._require(conn, key_id)
-            now = self._now()
-            if record.status(now) != "active":
-                raise InvalidInputError("id", f"key {key_id} is {record.status(now)}; make a "
-                                              "new key instead")
-            _, fresh = new_key()
-            key = f"{PREFIX}{key_id}_{fresh.split('_', 1)[1]}"
-            older = _remembered(list(record.old_secrets()), now)
-            self._write(conn, "rotate the key", "UPDATE keys SET hash = ?, previous_hash = ?, "
-                        "previous_valid_until = ?, rotated_at = ?, older_secrets = ? "
-                        "WHERE id = ?",
-                        (hash_key(key), record.hash, now + float(grace_s), now,
-                         json.dumps([list(old) for old in older]) if older else None, key_id))
+            # (Read, checked and changed in one transaction: a revocation by another
+            # connection comes before it, and is refused here, or after it.)
+            with self._serial(conn, "rotate the key"):
+                record = self._require(conn, key_id)
+                now = self._now()
+                if record.status(now) != "active":
+                    raise InvalidInputError("id", f"key {key_id} is {record.status(now)}, so "
+                                                  "it cannot be rotated; make a new key "
+                                                  "instead (switchpoint keys create)")
+                _, fresh = new_key()
+                key = f"{PREFIX}{key_id}_{fresh.split('_', 1)[1]}"
+                older = _remembered(list(record.old_secrets()), now)
+                self._write(conn, "rotate the key",
+                            "UPDATE keys SET hash = ?, previous_hash = ?, "
+                            "previous_valid_until = ?, rotated_at = ?, older_secrets = ? "
+                            "WHERE id = ?",
+                            (hash_key(key), record.hash, now + float(grace_s), now,
+                             json.dumps([list(old) for old in older]) if older else None,
+                             key_id))
+                updated = KeyRecord.from_row(conn.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)
+                ).fetchone())
             self._cache.pop(key_id, None)
-            updated = KeyRecord.from_row(conn.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?", (key_id,)).fetchone())
         return IssuedKey(key, updated)
 
 
