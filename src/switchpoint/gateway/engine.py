@@ -56,7 +56,8 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._files import private_dir
-from switchpoint._messages import quoted_path
+from switchpoint._messages import quoted, quoted_path
+from switchpoint._numbers import real_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint.catalog import Catalog
 from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_settings
@@ -95,7 +96,7 @@ from switchpoint.gateway.failover import (
     outgrown_models,
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
-from switchpoint.gateway.health import HealthConfig, HealthTracker
+from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.owner import DataDirLock
@@ -108,7 +109,7 @@ from switchpoint.gateway.preferences import (
     shuffled_labels,
 )
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
-from switchpoint.gateway.redact import remember
+from switchpoint.gateway.redact import redact, remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import (
     MemoryPinStore,
@@ -140,6 +141,10 @@ PINS_FILENAME = "sessions.db"
 PRUNE_INTERVAL_S = 3600.0
 PRUNE_MAX_ROWS = 50_000
 T = TypeVar("T")
+# What record_provider_event takes: how a call the caller made itself went.
+HEALTH_EVENTS = ("success", "error", "timeout")
+# The longest call record_provider_event takes (a day, in milliseconds).
+MAX_EVENT_LATENCY_MS = 86_400_000.0
 
 
 @runtime_checkable
@@ -1557,6 +1562,72 @@ class Gateway:
                                "max_cooldown_s": config.max_cooldown_s}
         snapshot["prefer_healthy"] = self.planner.prefer_healthy
         return snapshot
+
+    def get_provider_health(self, model: str) -> dict[str, Any]:
+        """``model``'s health: its entry of :meth:`health_snapshot` (what ``GET
+        /v1/router/health`` answers under ``models``) with its name as ``model``, so the two
+        always say the same. ``status`` is ``healthy``, ``degraded`` or ``down``;
+        ``success_rate`` is over the tracker's window (its last ``window`` calls within
+        ``window_s`` seconds, the snapshot's ``breaker``; None before any call);
+        ``avg_latency_ms`` is ``latency_ewma_ms``, the exponentially weighted mean latency of
+        its successes (time to first token for streams); ``recent_errors`` the newest first
+        (``kind``, ``at``, ``age_s``, ``detail``); ``last_seen`` the time (seconds since the
+        epoch) of its latest success or failure, None before any. A model that is neither in
+        the catalog nor called since is an :class:`~switchpoint.errors.UnknownModelError`."""
+        check_process(self._pid, "this Gateway")
+        expect("model", model, str, "a model name (a string)")
+        snapshot = self.health_snapshot()
+        entry = snapshot["models"].get(model)
+        if entry is None:
+            raise UnknownModelError("model", [model], sorted(snapshot["models"]))
+        return {"model": model, **entry, "avg_latency_ms": entry["latency_ewma_ms"]}
+
+    def record_provider_event(self, model: str, event: str, latency_ms: float | None = None,
+                              details: str | None = None) -> None:
+        """Tell the gateway's health how a call to catalog ``model`` that the caller made
+        itself, outside the gateway, went: the same tracker the gateway's own tries feed, so
+        its circuit breaker and ``auto``'s ranking of degraded and down models take it in.
+        ``event`` is ``success`` (``latency_ms``, if measured, joins the latency average),
+        ``error`` or ``timeout`` (``details``, at most 300 characters, is shown among its recent
+        errors, any secret in it redacted; ``kind`` is the event). Report only what the
+        model's upstream is to blame for (an outage, a rate limit, a timeout), not a request it
+        refused as malformed. Every
+        argument is checked before anything is recorded: a bad one raises
+        :class:`~switchpoint.errors.InvalidInputError` naming it and records nothing."""
+        check_process(self._pid, "this Gateway")
+        expect("model", model, str, "a model name (a string)")
+        catalog = self.state.live().router.catalog
+        if model not in catalog:
+            raise UnknownModelError("model", [model], list(catalog.names))
+        expect("event", event, str, f"one of {', '.join(HEALTH_EVENTS)}")
+        if event not in HEALTH_EVENTS:
+            raise InvalidInputError("event", f"must be one of {', '.join(HEALTH_EVENTS)}, got "
+                                             f"{quoted(event, 40)}")
+        if latency_ms is not None:
+            if event != "success":
+                raise InvalidInputError("latency_ms", "is recorded for a success only; leave "
+                                                      f"it out when event is {event!r}")
+            latency = real_number(latency_ms)
+            if latency is None or not 0 <= latency <= MAX_EVENT_LATENCY_MS:
+                raise InvalidInputError(
+                    "latency_ms", f"must be a number of milliseconds from 0 to "
+                                  f"{MAX_EVENT_LATENCY_MS:.0f} (a day), got "
+                                  f"{quoted(latency_ms, 40)}")
+            latency_ms = latency
+        if details is not None:
+            if event == "success":
+                raise InvalidInputError("details", "is recorded for an error or a timeout "
+                                                   "only; leave it out when event is "
+                                                   "'success'")
+            expect("details", details, str, "a string (what went wrong)")
+            if len(details) > MAX_DETAIL_CHARS:
+                raise InvalidInputError("details", f"must be at most {MAX_DETAIL_CHARS} "
+                                                   f"characters, got {len(details)}: say what "
+                                                   "went wrong in short (rate_limited)")
+        if event == "success":
+            self.health.record_success(model, latency_ms)
+        else:
+            self.health.record_failure(model, event, detail=redact(details or ""))
 
     # Governance reports -----------------------------------------------------------------------
 

@@ -43,6 +43,10 @@ ERROR_RATE_ZERO = ("error_rate_threshold must be > 0 (0 would open a circuit at 
                    "the circuit to failure_threshold alone")
 
 
+# The most characters of an error's detail kept among a model's recent errors.
+MAX_DETAIL_CHARS = 300
+
+
 class HealthStatus(StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"
@@ -236,8 +240,9 @@ class HealthTracker:
                 return h.probes
             return None
 
-    def record_success(self, model: str, latency_ms: float) -> None:
-        """A call to ``model`` succeeded after ``latency_ms``."""
+    def record_success(self, model: str, latency_ms: float | None) -> None:
+        """A call to ``model`` succeeded after ``latency_ms`` (None: not measured, so the
+        latency average stays as it was)."""
         with self._lock:
             h = self._get(model)
             now = self.clock()
@@ -245,10 +250,11 @@ class HealthTracker:
             h.successes += 1
             h.consecutive_failures = 0
             h.last_success_wall = self.wall_clock()
-            a = self.config.ewma_alpha
-            latency = max(0.0, float(latency_ms))
-            h.latency_ewma_ms = (latency if h.latency_ewma_ms is None
-                                 else a * latency + (1 - a) * h.latency_ewma_ms)
+            if latency_ms is not None:
+                a = self.config.ewma_alpha
+                latency = max(0.0, float(latency_ms))
+                h.latency_ewma_ms = (latency if h.latency_ewma_ms is None
+                                     else a * latency + (1 - a) * h.latency_ewma_ms)
             if h.state is not BreakerState.CLOSED:
                 # The probe (or a straggler) came back fine: close and start a fresh window.
                 h.state = BreakerState.CLOSED
@@ -271,7 +277,8 @@ class HealthTracker:
             h.failures += 1
             h.consecutive_failures += 1
             h.outcomes.append((now, False))
-            h.errors.append(ErrorEvent(kind, now, self.wall_clock(), detail[:300]))
+            h.errors.append(ErrorEvent(kind, now, self.wall_clock(),
+                                       detail[:MAX_DETAIL_CHARS]))
             if retry_after_s is not None and retry_after_s > 0:
                 h.not_before = max(h.not_before, now + retry_after_s)
             if h.state is BreakerState.HALF_OPEN or (
@@ -360,6 +367,8 @@ class HealthTracker:
                     "rate_limited_for_s": (round(h.not_before - now, 3)
                                            if now < h.not_before else None),
                     "last_success_at": h.last_success_wall,
+                    "last_seen": _latest(h.last_success_wall,
+                                         h.errors[-1].wall if h.errors else None),
                     "recent_errors": [
                         {"kind": e.kind, "at": e.wall, "age_s": round(now - e.at, 3),
                          "detail": e.detail}
@@ -367,3 +376,9 @@ class HealthTracker:
                     ],
                 }
             return {"generated_at": wall, "models": models}
+
+
+def _latest(*times: float | None) -> float | None:
+    """The latest of ``times`` that are known (None: none is)."""
+    known = [t for t in times if t is not None]
+    return max(known) if known else None

@@ -1,0 +1,113 @@
+"""The in-process gateway's health, quality and analytics methods: ``get_provider_health``,
+``record_provider_event``, ``record_sla_quality``, ``get_analytics`` and ``Router.explain``,
+over a real gateway (SQLite logs in ``tmp_path``) whose models are served by the fake provider.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from switchpoint.errors import InvalidInputError, UnknownModelError
+from switchpoint.gateway import Gateway
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt
+from tests.integration.learning_env import KEYS, learning_server, loader, settings_for
+
+# A model routed by its tier (no learned profile), so the tiers of the chosen models are
+# not all unknown.
+QUICK = ('  - {name: quick, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 0.5, '
+         'output_per_mtok: 0.5, tier: simple}\n')
+
+
+@pytest.fixture
+def gateway(fake: FakeProviderProcess, tmp_path: Path) -> Iterator[Gateway]:
+    with Gateway(settings_for(fake, tmp_path, more_models=QUICK), loader=loader,
+                 env=KEYS) as gw:
+        gw.start()
+        yield gw
+
+
+def _without_ages(entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` without its errors' ``age_s``, which grows between two reads."""
+    return {**entry, "recent_errors": [{k: v for k, v in e.items() if k != "age_s"}
+                                       for e in entry["recent_errors"]]}
+
+
+def test_provider_health_is_the_http_answer_for_one_model(fake: FakeProviderProcess,
+                                                          tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        gateway = server.service.gateway
+        gateway.record_provider_event("strong", "success", latency_ms=240.0)
+        gateway.record_provider_event("strong", event="error", details="rate_limited")
+        gateway.record_provider_event("strong", "timeout")
+        health = gateway.get_provider_health("strong")
+        http = httpx.get(f"{server.base}/v1/router/health", timeout=15).json()
+        assert _without_ages(health) == _without_ages(
+            {"model": "strong", **http["models"]["strong"],
+             "avg_latency_ms": http["models"]["strong"]["latency_ewma_ms"]})
+        assert (health["status"], health["successes"], health["failures"]) == (
+            "healthy", 1, 2)
+        assert health["avg_latency_ms"] == 240.0
+        assert [(e["kind"], e["detail"]) for e in health["recent_errors"]] == [
+            ("timeout", ""), ("error", "rate_limited")]
+        assert health["last_seen"] == health["recent_errors"][0]["at"]
+        gateway.record_provider_event("strong", "error",
+                                      details="401: Authorization: Bearer sk-secret1234567890")
+        shown = gateway.get_provider_health("strong")["recent_errors"][0]["detail"]
+        assert "sk-secret" not in shown and "[REDACTED]" in shown
+        assert health["last_seen"] >= health["last_success_at"]
+        never = gateway.get_provider_health("cheap")  # in the catalog, never called
+        assert (never["status"], never["success_rate"], never["last_seen"]) == (
+            "healthy", None, None)
+        with pytest.raises(UnknownModelError) as unknown:
+            gateway.get_provider_health("nope")
+        assert unknown.value.field == "model" and "strong" in str(unknown.value)
+
+
+def test_reported_failures_route_auto_around_the_model(gateway: Gateway) -> None:
+    prompt = math_prompt(3)
+    assert gateway.route(prompt).selected_model == "strong"
+    for _ in range(5):  # failure_threshold in a row opens its circuit
+        gateway.record_provider_event("strong", "timeout", details="no answer in 30 s")
+    health = gateway.get_provider_health("strong")
+    assert (health["status"], health["circuit"]) == ("down", "open")
+    reply = gateway.complete([{"role": "user", "content": prompt}])
+    answered = reply.switchpoint.model
+    assert answered is not None and answered != "strong"
+    assert gateway.get_provider_health(answered)["successes"] == 1
+    # A success reported for it closes the circuit again, as the gateway's own would.
+    gateway.record_provider_event("strong", "success")
+    health = gateway.get_provider_health("strong")
+    assert (health["circuit"], health["latency_ewma_ms"]) == ("closed", None)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"model": "nope", "event": "success"}, "model"),
+    ({"model": 3, "event": "success"}, "model"),
+    ({"model": "strong", "event": "crash"}, "event"),
+    ({"model": "strong", "event": None}, "event"),
+    ({"model": "strong", "event": "success", "latency_ms": -1.0}, "latency_ms"),
+    ({"model": "strong", "event": "success", "latency_ms": math.nan}, "latency_ms"),
+    ({"model": "strong", "event": "success", "latency_ms": math.inf}, "latency_ms"),
+    ({"model": "strong", "event": "success", "latency_ms": 1e12}, "latency_ms"),
+    ({"model": "strong", "event": "success", "latency_ms": "12"}, "latency_ms"),
+    ({"model": "strong", "event": "success", "latency_ms": True}, "latency_ms"),
+    ({"model": "strong", "event": "error", "latency_ms": 12.0}, "latency_ms"),
+    ({"model": "strong", "event": "error", "details": "x" * 301}, "details"),
+    ({"model": "strong", "event": "error", "details": 404}, "details"),
+    ({"model": "strong", "event": "success", "details": "fine"}, "details"),
+])
+def test_a_bad_provider_event_is_refused_naming_it_and_records_nothing(
+        gateway: Gateway, kwargs: dict[str, Any], field: str) -> None:
+    before = gateway.health_snapshot()["models"]
+    with pytest.raises(InvalidInputError) as bad:
+        gateway.record_provider_event(**kwargs)
+    assert bad.value.field == field
+    assert len(str(bad.value)) < 600
+    assert gateway.health_snapshot()["models"] == before
