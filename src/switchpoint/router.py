@@ -596,6 +596,15 @@ class Router(RemadeOnLoad):
         turns = messages if messages is not None else [{"role": "user", "content": prompt}]
         return gateway.complete(turns, decision=decision, **kwargs)
 
+    @staticmethod
+    def explain(decision: RoutingDecision) -> str:
+        """``decision`` in plain English (:meth:`RoutingDecision.explain`): the model chosen and
+        the confidence, any escalation, the basis, the reasoning, the estimated cost and
+        score, the evidence and the alternatives weighed."""
+        expect("decision", decision, RoutingDecision, "a RoutingDecision (what route() "
+                                                      "returned)")
+        return decision.explain()
+
     def analyze_routing_distribution(
         self, prompts: Sequence[str], available_models: Sequence[str] | None = None
     ) -> dict[str, int]:

@@ -15,6 +15,7 @@ import pytest
 
 from switchpoint.errors import InvalidInputError, UnknownModelError
 from switchpoint.gateway import Gateway
+from switchpoint.router import Router
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import KEYS, learning_server, loader, settings_for
@@ -111,3 +112,13 @@ def test_a_bad_provider_event_is_refused_naming_it_and_records_nothing(
     assert bad.value.field == field
     assert len(str(bad.value)) < 600
     assert gateway.health_snapshot()["models"] == before
+
+
+def test_router_explain_is_the_decisions_own(gateway: Gateway) -> None:
+    decision = gateway.route(math_prompt(9))
+    text = Router.explain(decision)
+    assert text == gateway.router.explain(decision) == decision.explain()
+    assert text.startswith(f"Model selected: {decision.selected_model}")
+    with pytest.raises(InvalidInputError) as bad:
+        gateway.router.explain("strong")  # type: ignore[arg-type]
+    assert bad.value.field == "decision"
