@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from switchpoint.errors import InvalidInputError, UnknownModelError
+from switchpoint.catalog import TIERS
+from switchpoint.errors import InvalidInputError, NotFoundError, StoreError, UnknownModelError
 from switchpoint.gateway import Gateway
 from switchpoint.router import Router
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.fakes.two_kinds import math_prompt
+from tests.fakes.two_kinds import math_prompt, poem_prompt
 from tests.integration.learning_env import KEYS, learning_server, loader, settings_for
 
 # A model routed by its tier (no learned profile), so the tiers of the chosen models are
@@ -112,6 +113,61 @@ def test_a_bad_provider_event_is_refused_naming_it_and_records_nothing(
     assert bad.value.field == field
     assert len(str(bad.value)) < 600
     assert gateway.health_snapshot()["models"] == before
+
+
+def test_analytics_are_the_stats_feedback_and_savings_figures(gateway: Gateway) -> None:
+    empty = gateway.get_analytics()
+    assert empty == {"total_routed": 0, "tier_distribution": {}, "avg_quality": None,
+                     "model_usage": {}, "cost_savings": 0.0, "tenant": None}
+    replies = [gateway.complete([{"role": "user", "content": p}])
+               for p in (math_prompt(1), math_prompt(2), poem_prompt(1), poem_prompt(2))]
+    gateway.route(poem_prompt(3), available_models=["quick", "cheap"], cost_weight=5.0)
+    for reply, score in zip(replies[:2], (1.0, 0.5), strict=True):
+        gateway.report_outcome(reply.switchpoint.decision_id, score)
+    analytics = gateway.get_analytics()
+    stats = gateway.stats()
+    assert analytics["total_routed"] == stats["total"] == 5
+    assert analytics["model_usage"] == stats["by_model"]
+    assert sum(analytics["model_usage"].values()) == 5
+    catalog = gateway.router.catalog
+    assert analytics["tier_distribution"] == _by_tier(analytics["model_usage"], catalog)
+    assert set(analytics["tier_distribution"]) <= {*TIERS, "none"}
+    assert analytics["model_usage"]["quick"] == analytics["tier_distribution"]["simple"] >= 1
+    assert analytics["avg_quality"] == 0.75
+    savings = gateway.savings_estimate()
+    assert analytics["cost_savings"] == savings["savings_usd"]
+    assert savings["requests"] == 4 and analytics["cost_savings"] >= 0
+    # One tenant's alone: the default tenant here is every request.
+    assert gateway.get_analytics(tenant="default") == {**analytics, "tenant": "default"}
+    with pytest.raises(NotFoundError) as unknown:
+        gateway.get_analytics(tenant="nobody")
+    assert "'nobody'" in str(unknown.value) and "known: default" in str(unknown.value)
+
+
+def _by_tier(usage: dict[str, int], catalog: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for model, n in usage.items():
+        tier = catalog[model].tier or "none"
+        out[tier] = out.get(tier, 0) + n
+    return out
+
+
+def test_stats_over_http_are_the_gateways(fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path) as server:
+        gateway = server.service.gateway
+        gateway.complete([{"role": "user", "content": math_prompt(7)}])
+        http = httpx.get(f"{server.base}/v1/router/stats", timeout=15).json()
+        assert http == gateway.stats()
+        assert http["total"] == 1 and http["requests"]["ok"] == 1
+
+
+def test_a_gateway_without_a_log_has_no_analytics(fake: FakeProviderProcess,
+                                                  tmp_path: Path) -> None:
+    with Gateway(settings_for(fake, tmp_path), loader=loader, env=KEYS, store=False) as gw:
+        gw.start()
+        with pytest.raises(StoreError, match="keeps no request or decision log") as none:
+            gw.get_analytics()
+        assert "store=False" in str(none.value)
 
 
 def test_router_explain_is_the_decisions_own(gateway: Gateway) -> None:

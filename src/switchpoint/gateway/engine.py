@@ -1674,6 +1674,69 @@ class Gateway:
         page of them: ``limit`` after ``cursor``, with the ``next_cursor``)."""
         return self.reports.check_budget_alert(tenant, limit=limit, cursor=cursor)
 
+    def stats(self, tenant: str | None = None) -> dict[str, Any]:
+        """Decisions by model, policy and cluster (``total``, ``by_model``, ...) and under
+        ``requests`` the requests' counts, tokens and cost, from the logs; ``tenant``: that
+        tenant's alone (an unknown one is refused as the reports refuse it). The body of ``GET
+        /v1/router/stats``."""
+        check_process(self._pid, "this Gateway")
+        store = self._log_store("stats")
+        live = self.state.peek()
+        weights_id = live.weights_id if live else None
+        if tenant is not None:  # a misspelt one is refused listing the known ones
+            self.reports.check_tenant(tenant)
+        counts = store.decision_stats(weights_id, tenant=tenant)
+        requests = store.request_stats(tenant=tenant)
+        return {**counts, "weights_id": weights_id, "policy": live.policy if live else None,
+                "tenant": tenant, "requests": requests}
+
+    def get_analytics(self, tenant: str | None = None) -> dict[str, Any]:
+        """Routing at a glance, from the figures :meth:`stats`, :meth:`learning_status` and
+        :meth:`savings_estimate` give (over every tenant, or ``tenant``'s alone):
+
+        - ``total_routed``: the decisions logged (``stats()["total"]``), retention aside;
+        - ``model_usage``: those decisions by the model each chose (``stats()["by_model"]``);
+        - ``tier_distribution``: the same decisions by the catalog ``tier`` of the model each
+          chose (``none``: a model whose card names no tier, or that the catalog no longer
+          holds); switchpoint classes prompts by their embedding's cluster, not by a tier, so
+          this says how hard the chosen models are, not the prompts;
+        - ``avg_quality``: the mean quality of the outcomes the feedback log keeps (the latest
+          of each decision, as the learning status's per-model ``feedback`` figures count
+          them); None before any feedback;
+        - ``cost_savings``: ``savings_usd`` of :meth:`savings_estimate`, what the last 30 days'
+          answered requests cost less than they would have on the strongest model."""
+        stats = self.stats(tenant)
+        by_model: dict[str, int] = stats["by_model"]
+        live = self.state.peek()
+        catalog = live.router.catalog if live is not None else None
+        tiers: dict[str, int] = {}
+        for model, n in by_model.items():
+            card = catalog[model] if catalog is not None and model in catalog else None
+            tier = card.tier if card is not None and card.tier is not None else "none"
+            tiers[tier] = tiers.get(tier, 0) + n
+        reader = self.learning.reader
+        quality = reader.quality_by_model(tenant) if reader is not None else {}
+        outcomes = [m for models in quality.values() for m in models.values()]
+        n = sum(m["n"] for m in outcomes)
+        mean = sum(m["n"] * m["mean_quality"] for m in outcomes) / n if n else None
+        return {"total_routed": stats["total"], "tier_distribution": tiers,
+                "avg_quality": None if mean is None else round(mean, 6),
+                "model_usage": by_model,
+                "cost_savings": self.savings_estimate(tenant=tenant)["savings_usd"],
+                "tenant": tenant}
+
+    def _log_store(self, what: str) -> SQLiteStore:
+        """The request and decision log that ``what`` reads; a gateway made with
+        ``store=False`` keeps none, so it is refused."""
+        if self.store is None:
+            raise StoreError(f"{what}: this gateway keeps no request or decision log "
+                             "(store=False); make it with a store to read them")
+        return self.store
+
+    def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
+        """ok / warning / critical, the hour's spend and its projection, every budget."""
+        return self.reports.check_budget_alert(tenant)
+
     def budget_status(self) -> list[dict[str, Any]]:
         """Every configured budget: limit, spent, held by requests in flight, resets."""
         return self.governor.budget_status(self.settings)[0]
