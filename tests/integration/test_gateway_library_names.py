@@ -115,6 +115,32 @@ def test_a_bad_provider_event_is_refused_naming_it_and_records_nothing(
     assert gateway.health_snapshot()["models"] == before
 
 
+def test_an_sla_quality_score_is_an_outcome_of_its_decision(gateway: Gateway) -> None:
+    reply = gateway.complete([{"role": "user", "content": math_prompt(5)}])
+    info = reply.switchpoint
+    assert info.model is not None
+    with pytest.raises(InvalidInputError) as bad:
+        gateway.record_sla_quality(info.model, 0.85)
+    assert bad.value.field == "decision_id" and "decision.decision_id" in str(bad.value)
+    scores: list[Any] = [1.5, -0.1, math.nan, None, "0.5"]
+    for score in scores:
+        with pytest.raises(InvalidInputError) as bad:
+            gateway.record_sla_quality(info.model, score, decision_id=info.decision_id)
+        assert bad.value.field == "score"
+    with pytest.raises(InvalidInputError) as bad:
+        gateway.record_sla_quality("nope", 0.85, decision_id=info.decision_id)
+    assert bad.value.field == "model"
+    assert gateway.learning_status()["tenants"].get("default", {}).get("feedback", {}) == {}
+    assert gateway.router.learner.n_outcomes("default") == 0
+
+    result = gateway.record_sla_quality(info.model, 0.85, decision_id=info.decision_id)
+    assert (result.kind, result.teaches_routing) == ("decision", True)
+    assert (result.outcome.model, result.outcome.quality) == (info.model, 0.85)
+    assert gateway.router.learner.n_outcomes("default") == 1
+    assert gateway.learning_status()["tenants"]["default"]["feedback"] == {
+        info.model: {"n": 1, "mean_quality": 0.85}}
+
+
 def test_analytics_are_the_stats_feedback_and_savings_figures(gateway: Gateway) -> None:
     empty = gateway.get_analytics()
     assert empty == {"total_routed": 0, "tier_distribution": {}, "avg_quality": None,

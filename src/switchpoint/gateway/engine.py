@@ -122,7 +122,7 @@ from switchpoint.governance.governor import Governor, Policy, Principal
 from switchpoint.governance.ledger import describe_account
 from switchpoint.governance.reports import Reports
 from switchpoint.known_providers import api_key_env_of
-from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
+from switchpoint.learning.events import DEFAULT_TENANT, check_quality, check_tenant
 from switchpoint.router import Router, check_route_input
 from switchpoint.store import RequestRecord, SQLiteStore
 from switchpoint.store.retention import cutoff_for, prune
@@ -1268,6 +1268,34 @@ class Gateway:
         return self._run(self.areport_outcome(decision_id, quality_score, success, model=model,
                                               comment=comment, key=key, tenant=tenant,
                                               cost=cost))
+
+    def record_sla_quality(self, model: str, score: float, *, decision_id: str | None = None,
+                           key: str | None = None, tenant: str | None = None
+                           ) -> FeedbackResult:
+        """Record the quality ``score`` (in [0, 1]) that ``model``'s answer to decision
+        ``decision_id`` earned. An SLA's ``min_quality_score`` is judged on the router's
+        expected quality of a model for the prompt (1 − expected error), and this outcome
+        teaches that estimate, as :meth:`report_outcome` does (it is that call, with ``model``
+        as the model the score is about): kept in the feedback log, it counts in the learning
+        status's per-model quality and the quality later decisions expect. A score names the
+        answer it is about, so ``decision_id`` (``decision.decision_id``,
+        ``reply.switchpoint.decision_id``) is needed; ``key`` or ``tenant`` scopes it as for
+        :meth:`report_outcome`. Bad input raises an error naming the argument and records
+        nothing."""
+        if decision_id is None:
+            raise InvalidInputError("decision_id", "is needed: a quality score is about one "
+                                                   "answer; pass the id of the decision it "
+                                                   "answered (decision.decision_id, or "
+                                                   "reply.switchpoint.decision_id)")
+        expect("model", model, str, "a model name (a string)")
+        if score is None:
+            raise InvalidInputError("score", "must be a number in [0, 1], got None")
+        try:
+            check_quality(score, None)
+        except InvalidInputError as exc:  # (named as this method names it)
+            raise InvalidInputError("score", exc.reason) from None
+        return self.report_outcome(decision_id, quality_score=score, model=model, key=key,
+                                   tenant=tenant)
 
     async def acompare(self, messages: Sequence[Mapping[str, Any]] | None = None,
                        models: Sequence[str] | None = None, *, prompt: str | None = None,
