@@ -349,3 +349,161 @@ def inlined(schema: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = walk(schema)
     return result
+
+
+# Learning: preference comparisons and the learning status -------------------------------------
+
+# What these answers hold and nothing else: the schema says so (additionalProperties false).
+CLOSED = ConfigDict(extra="forbid")
+
+
+class AnswerError(BaseModel):
+    model_config = CLOSED
+
+    code: str
+    message: str = Field(description="Why it did not answer (redacted, bounded); a blind "
+                                     "answer's says only what any model's failure could say.")
+
+
+class ComparedAnswer(BaseModel):
+    model_config = CLOSED
+
+    label: str = Field(description="A, B, ... in a random order.")
+    model: str | None = Field(description="The model that gave it; null when blind (the score "
+                                          "reveals it).")
+    content: str | None = Field(description="The answer's text; null when the model did not "
+                                            "answer.")
+    request_id: str | None = Field(description="Its request in the log; null when blind.")
+    finish_reason: str | None
+    error: AnswerError | None = Field(description="Why the model did not answer; null when it "
+                                                  "did.")
+    latency_ms: float | None = Field(description="Null when blind or unanswered.")
+    cost_usd: float | None = Field(description="Null when blind, unanswered or unpriced.")
+
+
+class CompareResponse(BaseModel):
+    model_config = CLOSED
+
+    compare_id: str = Field(description="What POST /v1/router/preferences/score takes.")
+    tenant: str
+    expires_at: float = Field(description="When the comparison can no longer be scored (epoch "
+                                          "seconds).")
+    blind: bool
+    answers: list[ComparedAnswer]
+
+
+class MemorySettingsView(BaseModel):
+    model_config = CLOSED
+
+    k: int
+    min_neighbours: int
+    min_similarity: float
+    alpha: float | None
+    switch_penalty: float
+    confidence_floor: float
+    min_records: int
+    max_records: int
+
+
+class MemoryStatus(BaseModel):
+    """A tenant's memory: only ``enabled`` (false) when the tenant has none."""
+
+    model_config = CLOSED
+
+    enabled: bool
+    examples: int | None = Field(None, description="Outcomes it holds.")
+    cold: bool | None = Field(None, description="True until it holds warm_at outcomes: until "
+                                                "then it does not route.")
+    warm_at: int | None = None
+    progress: float | None = Field(None, description="examples / warm_at, at most 1.")
+    models: dict[str, int] | None = Field(None, description="Outcomes it holds per model.")
+    settings: MemorySettingsView | None = None
+
+
+class LearnedScore(BaseModel):
+    model_config = CLOSED
+
+    label: str
+    model: str
+    quality: float
+    replaced: bool = Field(description="Whether it replaced an earlier score of this answer.")
+    previous_quality: float | None
+    teaches_routing: bool
+    teaches_memory: bool
+
+
+class RevealedAnswer(BaseModel):
+    """A blind comparison's answer as it really was (fields after ``model`` absent for a
+    comparison kept before the gateway kept them)."""
+
+    model_config = CLOSED
+
+    label: str
+    model: str
+    request_id: str | None = None
+    finish_reason: str | None = None
+    error: AnswerError | None = None
+
+
+class ScoreResponse(BaseModel):
+    model_config = CLOSED
+
+    compare_id: str
+    tenant: str
+    scores: list[LearnedScore] = Field(description="What each score taught.")
+    answers: list[RevealedAnswer] | None = Field(
+        None, description="Every label's model and what its answer really was: present for "
+                          "a blind comparison alone.")
+    memory: MemoryStatus = Field(description="The tenant's memory after the scores.")
+
+
+class LearnedRouterCounts(BaseModel):
+    model_config = CLOSED
+
+    events: int | None = Field(description="Outcomes learned (null: not known by model for a "
+                                           "key narrowed to some models).")
+    outcomes: int | None
+
+
+class ModelQuality(BaseModel):
+    model_config = CLOSED
+
+    n: int
+    mean_quality: float
+
+
+class TenantLearning(BaseModel):
+    model_config = CLOSED
+
+    memory: MemoryStatus
+    learned_router: LearnedRouterCounts
+    feedback: dict[str, ModelQuality] = Field(description="Per model: the outcomes the "
+                                                          "feedback log keeps and their mean "
+                                                          "quality.")
+    narrowed_to: list[str] | None = Field(None, description="For a key limited to some "
+                                                            "models: those the figures count.")
+
+
+class FeedbackLogKept(BaseModel):
+    model_config = CLOSED
+
+    pruned: bool = Field(description="Whether retention deleted feedback rows (still learned, "
+                                     "no longer counted in feedback).")
+    kept_since: float | None = Field(description="Time of the oldest row kept (null: empty).")
+    first_kept: int | None = Field(None, description="Admin only: the oldest row's position.")
+    pruned_rows: int | None = Field(None, description="Admin only: rows pruned before it.")
+
+
+class StatusResponse(BaseModel):
+    model_config = CLOSED
+
+    tenants: dict[str, TenantLearning]
+    exploration: float
+    memory_size: int
+    experiments: list[str] = Field(description="The experiments (of the caller's tenant, for "
+                                               "a client key).")
+    feedback_log: FeedbackLogKept | None = Field(description="Null without a store.")
+    replayed: int | None = Field(None, description="Admin only: feedback rows replayed at "
+                                                   "start.")
+    from_checkpoint: int | None = Field(None, description="Admin only: outcomes restored from "
+                                                          "the learning checkpoint.")

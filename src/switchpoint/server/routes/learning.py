@@ -35,7 +35,15 @@ from switchpoint.server.auth import ADMIN, caller_key, is_admin
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
-from switchpoint.server.schemas import ChatErrorResponse, ErrorResponse, FiniteFloat, TenantQuery
+from switchpoint.server.schemas import (
+    ChatErrorResponse,
+    CompareResponse,
+    ErrorResponse,
+    FiniteFloat,
+    ScoreResponse,
+    StatusResponse,
+    TenantQuery,
+)
 
 router = APIRouter(route_class=QueryCheckedRoute)
 
@@ -198,7 +206,7 @@ async def feedback(request: Request, who: Annotated[Caller, Depends(caller)]) ->
     return JSONResponse(result.to_dict())
 
 
-@router.post("/v1/router/preferences/compare", tags=["learning"],
+@router.post("/v1/router/preferences/compare", tags=["learning"], response_model=CompareResponse,
              responses=_responses("Blind-labelled answers and the compare id.", 400, 401,
                                   403, 404, 429, 502, 503, 504),
              openapi_extra={"requestBody": {"required": True, "content": {
@@ -219,7 +227,7 @@ async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> 
     return JSONResponse(result)
 
 
-@router.post("/v1/router/preferences/score", tags=["learning"],
+@router.post("/v1/router/preferences/score", tags=["learning"], response_model=ScoreResponse,
              responses=_responses("What the scores taught, models revealed.", 400, 401, 403,
                                   404, 409, 503),
              openapi_extra={"requestBody": {"required": True, "content": {
@@ -233,7 +241,7 @@ async def score(request: Request, who: Annotated[Caller, Depends(caller)]) -> JS
                                              principal=principal))
 
 
-@router.get("/v1/router/status", tags=["learning"],
+@router.get("/v1/router/status", tags=["learning"], response_model=StatusResponse,
             responses=_responses("Per tenant: memory, outcomes, model quality.", 400, 401,
                                  403, 404, 503),
             summary="What each tenant has taught: memory examples, per-model coverage, cold "
