@@ -1761,10 +1761,6 @@ class Gateway:
                              "(store=False); make it with a store to read them")
         return self.store
 
-    def check_budget_alert(self, tenant: str | None = None) -> dict[str, Any]:
-        """ok / warning / critical, the hour's spend and its projection, every budget."""
-        return self.reports.check_budget_alert(tenant)
-
     def budget_status(self) -> list[dict[str, Any]]:
         """Every configured budget: limit, spent, held by requests in flight, resets."""
         return self.governor.budget_status(self.settings)[0]
