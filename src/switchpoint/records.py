@@ -7,8 +7,9 @@ One JSON object per line (see ``../shared/data/README.md``)::
 
 ``scores`` are in [0, 1], ``costs`` are USD for that answer (from 0 to ``MAX_ANSWER_COST``).
 A model may be missing from a record (unlabelled); it is held as NaN. The records of one file
-name at most ``MAX_CATALOG_MODELS`` models in all. Every malformed line
-raises :class:`RecordsError` naming the file, the line and the field.
+name at most ``MAX_CATALOG_MODELS`` models in all, and a line holds at most
+:data:`MAX_RECORD_CHARS` characters (its newline included). Every malformed line raises
+:class:`RecordsError` naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
 
 FloatMatrix = npt.NDArray[np.float64]
-# A record is one line: a prompt (at most 8 MiB characters, as for routing) and its labels.
+# A record is one line: a prompt and its labels, as JSON writes them (a quote, a backslash or a
+# control character of the prompt takes 2 to 6 characters there). ``label`` writes no longer one.
 MAX_RECORD_CHARS = 16 << 20
 
 
@@ -122,6 +124,9 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
     seen: set[str] = set()
     model_order: dict[str, None] = {}
     for number, raw in enumerate(lines, start=1):
+        if len(raw) > MAX_RECORD_CHARS:
+            raise RecordsError(source, number, f"is over {MAX_RECORD_CHARS:,} characters; a "
+                                               "record is one line of JSON")
         if not raw.strip():
             continue
         try:
@@ -212,7 +217,7 @@ def load_records(path: str | Path) -> RecordSet:
                            + "; pass a JSONL file of routing records")
     try:
         with p.open(encoding="utf-8") as fh:
-            return parse_records(_bounded_lines(fh, p), source=p)
+            return parse_records(_bounded_lines(fh), source=p)
     except UnicodeDecodeError:
         raise RecordsError(p, None, "is not UTF-8 text; save the records as UTF-8 JSON "
                                     "lines") from None
@@ -220,13 +225,9 @@ def load_records(path: str | Path) -> RecordSet:
         raise RecordsError(p, None, f"cannot read it: {exc.strerror or exc}") from None
 
 
-def _bounded_lines(fh: TextIO, source: object) -> Iterator[str]:
-    """The lines of ``fh``, none held past :data:`MAX_RECORD_CHARS` characters (a file with no
-    line ends, or a line that never ends, is refused once that much of it is read)."""
-    number = 0
+def _bounded_lines(fh: TextIO) -> Iterator[str]:
+    """The lines of ``fh``, none held past :data:`MAX_RECORD_CHARS` characters: a longer one is
+    cut there, which :func:`parse_records` refuses (a file with no line ends, or a line that
+    never ends, is refused once that much of it is read)."""
     while line := fh.readline(MAX_RECORD_CHARS + 1):
-        number += 1
-        if len(line) > MAX_RECORD_CHARS:
-            raise RecordsError(source, number, f"is over {MAX_RECORD_CHARS:,} characters; a "
-                                               "record is one line of JSON")
         yield line

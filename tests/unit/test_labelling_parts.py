@@ -656,3 +656,37 @@ def test_a_lock_path_holding_someone_elses_file_is_never_emptied(tmp_path: Path)
     with pytest.raises(LabellingError, match="symbolic link"):
         OutputLock(out).acquire()
     assert precious.read_text() == "keep\n"
+
+
+def test_a_records_line_is_measured_as_written_at_its_widest() -> None:
+    from switchpoint.records import MAX_RECORD_CHARS
+
+    models = ["a", "model \"b\""]
+    prompt = LabelPrompt(id="p\x01", prompt='say "hi"\\\n\x00 caf\xe9 \u2028', task="t",
+                         split="train", line=1)
+    widest = 2.2250738585072014e-308
+    assert all(len(repr(x)) <= len(repr(widest)) for x in (
+        0.1 + 0.2, 1 / 3, 5e-324, 1.2345678901234567e-300, 0.00012345678901234567))
+    record = jr.record_line(prompt, {}, [])
+    record["scores"] = record["costs"] = dict.fromkeys(models, widest)
+    line = jr.encoded(record)
+    assert jr.record_chars(models)(prompt) == len(line)
+    small = jr.Scored(id="p\x01", model="a", digest="d", score=1.0, cost_usd=0.0, by="judge")
+    assert len(jr.encoded(jr.record_line(prompt, {m: small for m in models}, models))) < len(
+        line)
+    # The output is read with the same bound in bytes: 4 UTF-8 bytes a character at most.
+    assert jr.MAX_LINE_BYTES == 4 * MAX_RECORD_CHARS
+
+
+def test_an_output_line_longer_than_fit_reads_is_not_resumed(tmp_path: Path) -> None:
+    # Within the bytes the output is read with, but past the characters a records line holds.
+    from switchpoint.records import MAX_RECORD_CHARS
+
+    prompt = "p" * MAX_RECORD_CHARS
+    out = tmp_path / "out.jsonl"
+    out.write_text(json.dumps({"id": "p0", "prompt": prompt, "scores": {"a": 0.5, "b": 0.5},
+                               "costs": {"a": 0.0, "b": 0.0}}) + "\n", encoding="utf-8")
+    with pytest.raises(LabellingError) as info:
+        jr.inspect(out, [LabelPrompt(id="p0", prompt=prompt, line=1)], KEY)
+    assert str(info.value).startswith(f"'{out}', line 1: is over 16,777,216 characters; a "
+                                      "record is one line of JSON; it is not a records file")

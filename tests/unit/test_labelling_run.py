@@ -28,7 +28,7 @@ from switchpoint.gateway.providers import ProviderResponse, Timeouts
 from switchpoint.labelling import CONTRACT, Judge, alabel, label
 from switchpoint.labelling.journal import journal_path
 from switchpoint.labelling.lock import OutputLock, lock_path
-from switchpoint.records import load_records
+from switchpoint.records import MAX_RECORD_CHARS, load_records
 
 pytestmark = pytest.mark.anyio
 
@@ -102,8 +102,8 @@ def settings_for(tmp_path: Path, **changes: Any) -> Settings:
     return load_settings(overrides=data, environ={})
 
 
-def gateway_for(tmp_path: Path, upstream: Upstream) -> Gateway:
-    gateway = Gateway(settings_for(tmp_path), loader=FACTORY, store=False, env={},
+def gateway_for(tmp_path: Path, upstream: Upstream, **changes: Any) -> Gateway:
+    gateway = Gateway(settings_for(tmp_path, **changes), loader=FACTORY, store=False, env={},
                       providers={"openai-compatible": upstream})
     gateway.start()
     return gateway
@@ -440,6 +440,42 @@ async def test_bad_input_is_refused_before_anything_is_called(
     assert len(str(info.value)) < 1000 and "\x1b" not in str(info.value)
     assert not out.exists() and not journal_path(out).exists()
     assert not (tmp_path / "data").exists()  # no gateway was even built
+
+
+async def test_a_prompt_whose_record_fit_could_not_read_is_refused_before_any_call(
+        tmp_path: Path) -> None:
+    # A line of quotes is a prompt within a prompts file's bound, and each quote takes two
+    # characters in the record: a line longer than fit reads.
+    up = Upstream()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Question?\n" + '"' * ((8 << 20) - 1) + "\n", encoding="utf-8")
+    out = tmp_path / "records.jsonl"
+    gateway = gateway_for(tmp_path, up, max_request_bytes=64 << 20)  # (the prompt's size)
+    try:
+        with pytest.raises(LabellingError) as info:
+            await alabel(prompts, ["a", "b"], out, judge="judge", gateway=gateway)
+        assert up.calls == [] and not out.exists() and not journal_path(out).exists()
+        assert info.value.line == 2
+        assert str(info.value).startswith(
+            f"'{prompts}', line 2: the record of this prompt would be a line of 16,777,")
+        assert ("over the 16,777,216 a line of routing records may hold, so fit could not "
+                "read it; shorten the prompt (nothing was called)") in str(info.value)
+        # At the bound, whatever the scores and costs, it is labelled and fit's reader reads it.
+        wide = 2.2250738585072014e-308  # a float written as wide as any
+        rest = MAX_RECORD_CHARS - len(json.dumps({"id": "p0", "prompt": "", "scores": {"a": wide},
+                                                  "costs": {"a": wide}}) + "\n")
+        fits = '"' * (rest // 2 - 10) + "x" * (rest - 2 * (rest // 2 - 10))
+        up.answers[("a", fits)] = "ok"
+        report = await alabel([{"id": "p0", "prompt": fits, "reference": "ok"}], ["a"], out,
+                              gateway=gateway)
+        assert report.complete and up.prompts_called("a") == [fits]
+        assert load_records(out).prompts == [fits]
+        with pytest.raises(LabellingError, match="would be a line of 16,777,217 characters"):
+            await alabel([{"id": "p0", "prompt": fits + "x", "reference": "ok"}], ["a"],
+                         tmp_path / "other.jsonl", gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert up.prompts_called("a") == [fits]
 
 
 async def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(

@@ -33,7 +33,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -44,16 +44,16 @@ from switchpoint._files import write_problem
 from switchpoint._json import as_float, loads
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
-from switchpoint.records import parse_records
+from switchpoint.records import MAX_RECORD_CHARS, parse_records
 
 JOURNAL_SUFFIX = ".journal"
 JOURNAL_FORMAT = 1
 DONE_SUFFIX = ".done"
 DONE_FORMAT = 1
 _HASH_CHUNK = 1 << 20
-# The longest line the output or the journal is read with: a record holds a prompt of at most
-# 8 Mi characters, each at most 6 bytes as the JSON writes it (a control character is \u0001).
-MAX_LINE_BYTES = 64 << 20
+# The longest line the output or the journal is read with: a record is at most
+# MAX_RECORD_CHARS characters, each at most 4 bytes in UTF-8.
+MAX_LINE_BYTES = 4 * MAX_RECORD_CHARS
 # What to do about a file in the way: --restart is offered only for a file this command is
 # part-way through writing (its journal is beside it), never for a file of someone else's.
 RESTART_HINT = "write to another --out, or pass --restart to start over (discarding it)"
@@ -185,6 +185,28 @@ def record_line(prompt: LabelPrompt, scored: Mapping[str, Scored],
     record["scores"] = {m: scored[m].score for m in models}
     record["costs"] = {m: scored[m].cost_usd for m in models}
     return record
+
+
+# The widest a score or a cost is written: a float's shortest form is at most 23 characters.
+_WIDEST_NUMBER = 2.2250738585072014e-308
+
+
+def record_chars(models: Sequence[str]) -> Callable[[LabelPrompt], int]:
+    """How many characters, at most, the record line of a prompt labelled by ``models`` takes as
+    :class:`LineWriter` writes it (its newline included), whatever the scores and costs: what
+    :data:`~switchpoint.records.MAX_RECORD_CHARS` bounds."""
+    # (the models' scores and costs are the same width for every prompt: measured once)
+    numbers = 2 * (len(encoded(dict.fromkeys(models, _WIDEST_NUMBER))) - 3)  # less {}\n
+
+    def chars(prompt: LabelPrompt) -> int:
+        return len(encoded(record_line(prompt, {}, []))) + numbers
+
+    return chars
+
+
+def encoded(obj: Mapping[str, Any]) -> str:
+    """``obj`` as one line of the output or the journal, its newline included."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 @dataclass
@@ -478,7 +500,7 @@ class LineWriter:
     def append(self, obj: Mapping[str, Any]) -> None:
         if self._fd is None:
             raise LabellingError("is closed", source=self.path)
-        data = (json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        data = encoded(obj).encode("utf-8")
         try:
             view = memoryview(data)
             while view:

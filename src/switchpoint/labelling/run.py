@@ -43,6 +43,7 @@ from switchpoint.labelling.judge import Judge, unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
 from switchpoint.labelling.reference import reference_score
+from switchpoint.records import MAX_RECORD_CHARS
 
 if TYPE_CHECKING:
     from switchpoint.gateway import Gateway
@@ -305,10 +306,30 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
     if not unjudged and the_judge is not None:
         idle, the_judge = the_judge.model, None  # every answer is scored by its reference
     _check_catalog(settings, names, the_judge.model if the_judge else None, keys)
+    _check_record_sizes(items, names, Path(prompts) if isinstance(prompts, (str, Path))
+                        else "prompts")
     params = {"max_tokens": max_tokens} if max_tokens is not None else {}
     key = jr.RunKey(models=tuple(names), judge=the_judge.model if the_judge else None,
                     rubric=the_judge.rubric_id if the_judge else None, max_tokens=max_tokens)
     return _Plan(items, names, the_judge, settings, params, concurrency, key, idle)
+
+
+def _check_record_sizes(items: Sequence[LabelPrompt], models: Sequence[str],
+                        source: object) -> None:
+    """Each prompt's record, as the output will hold it, is a line that ``fit`` and
+    ``add-model`` read: at most :data:`~switchpoint.records.MAX_RECORD_CHARS` characters,
+    whatever the scores and costs (JSON writes a quote, a backslash or a control character of
+    the prompt as 2 to 6 characters)."""
+    chars = jr.record_chars(models)
+    for item in items:
+        size = chars(item)
+        if size > MAX_RECORD_CHARS:
+            raise LabellingError(f"the record of this prompt would be a line of {size:,} "
+                                 "characters as the output writes it (JSON escapes each quote, "
+                                 "backslash and control character), over the "
+                                 f"{MAX_RECORD_CHARS:,} a line of routing records may hold, so "
+                                 "fit could not read it; shorten the prompt (nothing was "
+                                 "called)", source=source, line=item.line)
 
 
 def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
