@@ -694,6 +694,20 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+def file_kind(mode: int) -> str:
+    """What a file of status ``mode`` (``st_mode``) is, as a message says it: ``a regular
+    file``, ``a directory``, ``a FIFO (named pipe)``, ``a socket``, ``a device``."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
+
+
 def npy_header(stream: BinaryIO) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     """The shape and type an ``.npy`` array's header declares, with the bytes of data they
     make, read from ``stream`` up to the data and no further: what a header claims can be

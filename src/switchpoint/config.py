@@ -1067,7 +1067,7 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
 
 
 def _check_paths(settings: Settings) -> None:
-    from switchpoint.weights import bundled_policies, policy_of
+    from switchpoint.weights import bundled_policies, manifest_problem, policy_of
 
     paths = [("weights", settings.weights), ("data_dir", settings.data_dir),
              *((f"policies.{k}", v) for k, v in settings.policies.items())]
@@ -1079,10 +1079,10 @@ def _check_paths(settings: Settings) -> None:
     for key, value in paths:
         if key == "data_dir":
             continue
-        if value is not None and not (Path(value) / "manifest.json").is_file():
-            raise ConfigError(key, f"{quoted_path(value)} is not a weights package (no "
-                                   "manifest.json there); give the folder `switchpoint fit "
-                                   "--out` wrote")
+        problem = None if value is None else manifest_problem(value)
+        if problem is not None:
+            raise ConfigError(key, f"{quoted_path(value)} is not a weights package ({problem}); "
+                                   "give the folder `switchpoint fit --out` wrote")
     bundled = bundled_policies()
     for name, value in settings.policies.items():
         # Under a policy's own name, weights of another policy would route while the health,

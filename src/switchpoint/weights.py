@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -37,6 +38,7 @@ import numpy as np
 from switchpoint._args import INTEGER, PATH, expect
 from switchpoint._files import (
     clear_leftovers,
+    file_kind,
     npy_header,
     path_problem,
     replace_dir,
@@ -361,7 +363,7 @@ def _identity(root: Path) -> tuple[int, int] | None:
 
 def _read_package(root: Path) -> WeightsPackage:
     manifest_path = root / "manifest.json"
-    if not manifest_path.is_file():
+    if _status(manifest_path) is None:
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
                                           "(make one with `switchpoint fit`)")
     try:
@@ -409,7 +411,7 @@ def _read_package(root: Path) -> WeightsPackage:
     profiles: dict[str, dict[str, Any]] = {}
     for model in models:
         rel = profile_files.get(model)
-        if rel is None or not (root / rel).is_file():
+        if rel is None or _status(root / rel) is None:
             expected = rel or _profile_filename(model)
             raise WeightsError(root / expected, f"model {model!r} is listed in manifest.json but "
                                "has no profile file; add it with `switchpoint add-model` or "
@@ -485,11 +487,65 @@ def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None
                                           f"{_CORRUPT}")
 
 
+def manifest_problem(root: str | Path) -> str | None:
+    """Why ``root`` holds no manifest.json to read (None: it holds one), told from its status
+    alone: nothing is opened."""
+    found = _look(Path(root) / "manifest.json")
+    if found is None:
+        return "no manifest.json there"
+    return f"its manifest.json {found}" if isinstance(found, str) else None
+
+
+def _look(path: Path) -> os.stat_result | str | None:
+    """The status of ``path`` when it is a regular file, None when nothing is there, else what
+    is wrong with it (``is a FIFO (named pipe), not a regular file``, ``cannot be read: ...``).
+    Told from its status alone: a FIFO opened to be read would wait for a writer."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if not stat.S_ISREG(found.st_mode):
+        return _not_regular(found.st_mode)
+    return found
+
+
+def _not_regular(mode: int) -> str:
+    return f"is {file_kind(mode)}, not a regular file"
+
+
+def _status(path: Path) -> os.stat_result | None:
+    """The status of ``path``, a package's file (None: nothing is there); a
+    :class:`WeightsError` naming it when it is no regular file (a FIFO, a device, a directory)
+    or cannot be looked at (see :func:`_look`)."""
+    found = _look(path)
+    if isinstance(found, str):
+        raise WeightsError(path, f"{found}; {_REGULAR}")
+    return found
+
+
+_REGULAR = ("a weights package holds the regular files `switchpoint fit` writes: copy the "
+            "whole folder again or re-create it with `switchpoint fit`")
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """Up to ``limit`` + 1 bytes of ``path``, a package's file, once :func:`_status` finds it a
+    regular file (``FileNotFoundError``: nothing is there)."""
+    if _status(path) is None:
+        raise FileNotFoundError(path)
+    # (non-blocking: a FIFO put there since is found by its status without waiting)
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise WeightsError(path, f"{_not_regular(mode)}; {_REGULAR}")
+        return handle.read(limit + 1)
+
+
 def _read_json_file(path: Path) -> bytes:
     """The bytes of ``path``, a package's JSON file: a :class:`WeightsError` once it holds
     more than :data:`MAX_JSON_BYTES` (read no further)."""
-    with path.open("rb") as handle:
-        data = handle.read(MAX_JSON_BYTES + 1)
+    data = _read_regular(path, MAX_JSON_BYTES)
     if len(data) > MAX_JSON_BYTES:
         raise WeightsError(path, f"is over {MAX_JSON_BYTES >> 20} MiB, more than a weights "
                                  f"package's JSON file holds; {_CORRUPT}")
@@ -553,7 +609,7 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
 def _read_checked(root: Path, rel: str, checksums: dict[str, str],
                   limit: int | None = None) -> bytes:
     path = root / rel
-    if not path.is_file():
+    if _status(path) is None:
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
                                  "re-create it with `switchpoint fit`")
     try:

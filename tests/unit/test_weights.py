@@ -21,6 +21,7 @@ import switchpoint
 from switchpoint import _files
 from switchpoint import weights as weights_module
 from switchpoint.catalog import MAX_CATALOG_MODELS
+from switchpoint.config import load_settings
 from switchpoint.errors import WeightsError
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
@@ -318,17 +319,17 @@ def test_a_file_a_save_takes_away_mid_read_means_the_new_package_is_read(
 ) -> None:
     old, new = load_weights(pkg_dir), load_weights(pkg_dir)
     remove_model(new, "claude-v2")
-    open_file = Path.open
+    open_file = os.open
     swapped: list[Path] = []
 
-    def swap_then_open(path: Path, *args: Any, **kwargs: Any) -> Any:
+    def swap_then_open(path: Any, *args: Any, **kwargs: Any) -> Any:
         # The save lands between the reader seeing the profile and opening it.
-        if path.name == "claude-v2.json" and not swapped:
+        if Path(path).name == "claude-v2.json" and not swapped:
             swapped.append(path)
             save_weights(new, pkg_dir)
         return open_file(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", swap_then_open)
+    monkeypatch.setattr(os, "open", swap_then_open)
     read = load_weights(pkg_dir)
     assert swapped and read.weights_id == new.weights_id != old.weights_id
 
@@ -954,3 +955,54 @@ def test_a_file_named_outside_the_package_is_refused(pkg_dir: Path, tmp_path: Pa
     assert f"field {field!r} names {named!r}" in str(info.value)
     assert "inside the package's folder" in str(info.value)
     assert info.value.path == pkg_dir / "manifest.json"
+
+
+def _unblocked(call: Any, fifo: Path) -> Any:
+    """``call()``'s result or error, failing the test (the FIFO then fed, so it ends) when it
+    waits for a writer on ``fifo``."""
+    import threading
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # (handed to the test)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        with fifo.open("wb"):
+            pass
+        thread.join(10)
+        pytest.fail(f"opened the FIFO {fifo} to read it, and waited for a writer")
+    return outcome[0]
+
+
+@pytest.mark.parametrize("rel", ["manifest.json", "profiles/claude-v2.json",
+                                 "clusters/centroids.npy"])
+def test_a_package_file_that_is_a_fifo_is_named_so_never_opened(
+        pkg_dir: Path, tmp_path: Path, rel: str) -> None:
+    fifo = pkg_dir / rel
+    fifo.unlink()
+    os.mkfifo(fifo)
+    error = _unblocked(lambda: load_weights(pkg_dir), fifo)
+    assert isinstance(error, WeightsError) and error.path == fifo
+    assert str(error) == (f"'{fifo}': is a FIFO (named pipe), not a regular file; a weights "
+                          "package holds the regular files `switchpoint fit` writes: copy the "
+                          "whole folder again or re-create it with `switchpoint fit`")
+    if rel != "manifest.json":
+        return
+    # Nor is it opened by what reads only the manifest: the policy it names, whether a save
+    # may replace the folder, the config's check of its weights.
+    assert _unblocked(lambda: weights_module.policy_of(pkg_dir), fifo) is None
+    refused = _unblocked(lambda: weights_module.check_weights_target(pkg_dir), fifo)
+    assert isinstance(refused, WeightsError) and "holds other files" in str(refused)
+    config = _unblocked(lambda: load_settings(
+        overrides={"weights": str(pkg_dir), "data_dir": str(tmp_path / "data")}, environ={}),
+        fifo)
+    assert str(config) == (f"weights: '{pkg_dir}' is not a weights package (its manifest.json "
+                           "is a FIFO (named pipe), not a regular file); give the folder "
+                           "`switchpoint fit --out` wrote")
