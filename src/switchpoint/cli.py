@@ -196,7 +196,7 @@ def cmd_route(args: argparse.Namespace) -> int:
             _fail(f"--output: {quoted_path(args.output)} is the --input file; the decisions would "
                   "replace the prompts they come from: write them to another --output")
         rows = _read_route_input(args.input)
-        router = load_router(args.weights, warm=False)
+        router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args))
         with _feedback(args) as feedback:
             return _route_file(router, rows, output, models,
                                weights or [lam if lam is not None else router.cost_weight],
@@ -206,7 +206,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         shown = printable(prompt)
         print(f"route: routing the text {shown!r} as a prompt; it is also the name of a file: "
               f"to route the prompts the file holds, give --input {shown}", file=sys.stderr)
-    router = load_router(args.weights, warm=False)
+    router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args))
     try:
         router.check_candidates(models)
     except InvalidInputError as exc:
@@ -374,6 +374,18 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
     return 0
 
 
+def _weights_cap(args: argparse.Namespace) -> int:
+    """``--max-weights-bytes``, checked (default: what a load reads by default)."""
+    from switchpoint.weights import MAX_WEIGHTS_BYTES, check_max_weights_bytes
+
+    if args.max_weights_bytes is None:
+        return MAX_WEIGHTS_BYTES
+    try:
+        return check_max_weights_bytes(args.max_weights_bytes, "--max-weights-bytes")
+    except InvalidInputError as exc:
+        _fail(str(exc))
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from switchpoint.training import fit
     from switchpoint.weights import check_weights_target
@@ -402,7 +414,7 @@ def cmd_add_model(args: argparse.Namespace) -> int:
         _fail("add-model: give --out DIR to write the bundled weights plus the new model there "
               "(the bundled weights are never changed in place), or --weights DIR to extend a "
               "weights package of your own in place")
-    package = load_weights(args.weights)
+    package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
     out = check_weights_target(args.out or args.weights)
     with _feedback(args) as feedback:
         embedder = None
@@ -419,7 +431,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
     from switchpoint.training import remove_model
     from switchpoint.weights import load_weights
 
-    package = load_weights(args.weights)
+    package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
     remove_model(package, args.name)
     out = Path(args.out or args.weights)
     package.save(out)
@@ -430,7 +442,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from switchpoint.weights import load_weights
 
-    package = load_weights(args.weights)
+    package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
     policy = package.policy
     costs = policy.global_cost()
     info = {
@@ -519,7 +531,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.weights is not None:
         from switchpoint.weights import load_weights
 
-        weights = load_weights(args.weights)
+        weights = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
     with _feedback(args) as feedback:
         report = evaluate(
             args.records, policies=args.policy, weights=weights,
@@ -687,7 +699,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="draw progress bars on stderr even when it is not a terminal "
                             "(default: only on a terminal)")
 
-    p = sub.add_parser("route", parents=[feedback],
+    # The commands that load a weights package: how much of it they read.
+    cap = argparse.ArgumentParser(add_help=False)
+    cap.add_argument("--max-weights-bytes", type=integer_option, metavar="N",
+                     help="the most the weights' arrays and profiles may hold together "
+                          "(default: 8 GiB, 8589934592; at most 1 TiB)")
+
+    p = sub.add_parser("route", parents=[feedback, cap],
                        help="route one prompt (argument or stdin), or a file of prompts")
     p.add_argument("prompt", nargs="?",
                    help="the prompt to route (default: read it from stdin when piped)")
@@ -720,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any other policy parameter (repeatable)")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("add-model", parents=[feedback],
+    p = sub.add_parser("add-model", parents=[feedback, cap],
                        help="teach the weights a new model from labelled records")
     p.add_argument("name", help="the new model's name")
     p.add_argument("records", help="routing records that label the model")
@@ -730,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="the model's name inside the records, if different")
     p.set_defaults(func=cmd_add_model)
 
-    p = sub.add_parser("remove-model", parents=[feedback],
+    p = sub.add_parser("remove-model", parents=[feedback, cap],
                        help="remove a model from a weights package")
     p.add_argument("name", help="the model to remove (see switchpoint info)")
     p.add_argument("--weights", required=True,
@@ -738,12 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write here instead of updating --weights in place")
     p.set_defaults(func=cmd_remove_model)
 
-    p = sub.add_parser("info", help="describe a weights package")
+    p = sub.add_parser("info", parents=[cap], help="describe a weights package")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
     p.add_argument("--json", action="store_true", help="print the description as JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("eval", parents=[feedback],
+    p = sub.add_parser("eval", parents=[feedback, cap],
                        help="fit policies on one split and measure them on another "
                             "(AIQ, QNC, per-task breakdown, cost-quality plot)")
     p.add_argument("records", help="routing records (JSONL) with a test split")

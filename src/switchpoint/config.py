@@ -16,6 +16,7 @@
     store: {synchronous: full}    # full: fsync per commit; normal: survives process crashes only
     expected_output_tokens: 200
     max_request_bytes: 1048576    # at most 1 GiB
+    max_weights_bytes: 8589934592 # a weights package's arrays and profiles, together (8 GiB)
     admin_token_env: SWITCHPOINT_ADMIN_TOKEN  # optional: /v1/router/* then need this bearer token
                                               # (exported where the service runs)
     auth: keys                    # optional: client keys (switchpoint keys create) on the gateway
@@ -104,6 +105,7 @@ from switchpoint.learning.config import (
 from switchpoint.learning.events import MAX_TENANTS
 from switchpoint.store.retention import MAX_RETENTION_DAYS
 from switchpoint.store.sqlite import MAX_SPILL_BYTES
+from switchpoint.weights import MAX_WEIGHTS_BYTES, MAX_WEIGHTS_BYTES_LIMIT
 
 ENV_PREFIX = "SWITCHPOINT_"
 DEFAULT_DATA_DIR = "./data"
@@ -505,6 +507,7 @@ class Settings(BaseModel):
     cors: CorsSettings = CorsSettings()
     expected_output_tokens: Integer = Field(DEFAULT_OUTPUT_TOKENS, ge=0, le=MAX_TOKENS)
     max_request_bytes: Integer = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1024, le=MAX_BYTES)
+    max_weights_bytes: Integer = Field(MAX_WEIGHTS_BYTES, ge=1, le=MAX_WEIGHTS_BYTES_LIMIT)
     admin_token_env: str | None = None
     server: ServerSettings = ServerSettings()
     gateway: GatewaySettings = GatewaySettings()

@@ -56,7 +56,13 @@ from switchpoint.policies.base import TablePolicy
 if TYPE_CHECKING:
     from switchpoint.gateway import ChatCompletion, Gateway
 
-from switchpoint.weights import DEFAULT_POLICY, WeightsPackage, bundled_policies, load_weights
+from switchpoint.weights import (
+    DEFAULT_POLICY,
+    MAX_WEIGHTS_BYTES,
+    WeightsPackage,
+    bundled_policies,
+    load_weights,
+)
 
 
 def check_route_input(prompt: object, embedding: object) -> None:
@@ -1039,6 +1045,7 @@ def load_router(
     cache_size: int = 10_000,
     cache_ttl: float = 3600.0,
     warm: bool = True,
+    max_weights_bytes: int = MAX_WEIGHTS_BYTES,
 ) -> Router:
     """Load a weights package (the bundled default when ``weights_path`` is None) into a Router.
 
@@ -1047,7 +1054,8 @@ def load_router(
     False forces it. ``policy`` picks which bundled default to load (``cluster``, ``knn``,
     ``tiers``, ``tfidf``, ``fixed``, ``random``). Nothing is ever downloaded. With ``warm`` the
     embedding model loads on a background thread, so this returns quickly and the first
-    ``route`` waits only for what is left.
+    ``route`` waits only for what is left. ``max_weights_bytes``: the most the package's arrays
+    and profiles may hold together (see :func:`~switchpoint.weights.load_weights`).
 
     Parameters other UniRoute-style loaders take, with their meaning here:
 
@@ -1087,7 +1095,7 @@ def load_router(
                 f"{', '.join(bundled_policies())} (switchpoint never downloads weights: pass "
                 "weights_path for your own, made with `switchpoint fit`)")
         policy = policy or named
-    package = load_weights(weights_path, policy=policy)
+    package = load_weights(weights_path, policy=policy, max_weights_bytes=max_weights_bytes)
     if use_soft_assignment is not None:
         try:
             package.policy.set_params(assignment="soft" if use_soft_assignment else "hard")

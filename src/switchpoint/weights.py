@@ -49,7 +49,7 @@ from switchpoint._files import (
 from switchpoint._json import DuplicateKeyError, as_float, loads, shown_number, unreadable
 from switchpoint._messages import cut, printed_name_problem, quoted_path
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
-from switchpoint.errors import WeightsError
+from switchpoint.errors import InvalidInputError, WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
 
 FORMAT = "switchpoint-weights"
@@ -61,6 +61,12 @@ DEFAULT_PACKAGE = "_default_weights"
 # The most a package's manifest.json, or one model's profile, may hold: far more than any fit
 # writes (a profile of a knn package fitted on a million examples is about 40 MB).
 MAX_JSON_BYTES = 256 << 20
+# The most bytes a load reads of a package's arrays and profiles together (each is held whole):
+# far past a knn package fitted on a million prompts (about 2 GB), and raised with
+# max_weights_bytes (the config's key, the CLI's --max-weights-bytes, load_weights' argument).
+MAX_WEIGHTS_BYTES = 8 << 30
+# The most max_weights_bytes may be set to (1 TiB).
+MAX_WEIGHTS_BYTES_LIMIT = 1 << 40
 # What a profile's per-unit lists hold: the bounds of each number, and whether null (no
 # label there) may stand for one.
 _PROFILE_LISTS = {"count": (0.0, math.inf, False), "error": (0.0, 1.0, True),
@@ -312,14 +318,18 @@ def policy_of(path: str | Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def load_weights(path: str | Path | None = None, policy: str | None = None) -> WeightsPackage:
+def load_weights(path: str | Path | None = None, policy: str | None = None, *,
+                 max_weights_bytes: int = MAX_WEIGHTS_BYTES) -> WeightsPackage:
     """Read and validate a weights package.
 
     With no ``path``, the bundled default for ``policy`` (``cluster`` unless given). A package
     a save replaces while it is read is read again, so a reader gets the old one or the new one.
+    ``max_weights_bytes``: the most its arrays and profiles may hold together (each is read
+    whole), checked before any is read.
     """
     expect("path", path, PATH, "the path of a weights package's directory", optional=True)
     expect("policy", policy, str, "the name of a bundled policy", optional=True)
+    check_max_weights_bytes(max_weights_bytes)
     if path is None and policy is not None and policy not in bundled_policies():
         raise WeightsError(default_weights_path(policy), f"no bundled weights for policy "
                            f"{policy!r}; bundled: {bundled_policies()}. Pass a weights path")
@@ -341,12 +351,59 @@ def load_weights(path: str | Path | None = None, policy: str | None = None) -> W
     for _ in range(_READS - 1):
         before = _identity(root)
         try:
-            return _read_package(root)
+            return _read_package(root, max_weights_bytes)
         except WeightsError:
             if _identity(root) == before:
                 raise
             # (a save swapped a new package in while this one was read: read that one)
-    return _read_package(root)
+    return _read_package(root, max_weights_bytes)
+
+
+def check_max_weights_bytes(value: object, field: str = "max_weights_bytes") -> int:
+    """``value`` when it is a whole number of bytes from 1 to :data:`MAX_WEIGHTS_BYTES_LIMIT`,
+    else an :class:`~switchpoint.errors.InvalidInputError` naming ``field``."""
+    expect(field, value, INTEGER, "a whole number of bytes")
+    assert isinstance(value, int)
+    if not 1 <= value <= MAX_WEIGHTS_BYTES_LIMIT:
+        raise InvalidInputError(field, f"must be from 1 to {MAX_WEIGHTS_BYTES_LIMIT:,} bytes (1 "
+                                       f"TiB), got {shown_number(value)}")
+    return value
+
+
+class _Budget:
+    """What a load may still read of a package's arrays and profiles (``max_weights_bytes``)."""
+
+    def __init__(self, root: Path, cap: int) -> None:
+        self.root = root
+        self.cap = self.left = cap
+
+    def check(self, paths: Iterable[Path]) -> None:
+        """Refuse, before any is read, files whose sizes add up to more than the cap."""
+        sizes: dict[Path, int] = {}
+        for path in paths:
+            found = _status(path)
+            if found is not None:  # (a missing file is named when its turn comes)
+                sizes[path] = sizes.get(path, 0) + found.st_size
+        total = sum(sizes.values())
+        if total > self.cap:
+            largest = max(sizes, key=lambda p: sizes[p])
+            raise self.over(f"{total:,} bytes (the largest, "
+                            f"{quoted_path(largest.relative_to(self.root))}, {sizes[largest]:,})")
+
+    def take(self, path: Path, data: bytes) -> bytes:
+        """``data``, read of ``path`` up to what is left plus one byte, counted against it."""
+        if len(data) > self.left:  # (it grew since its size was checked)
+            raise self.over(f"over {self.cap:,} bytes (reading {quoted_path(path.name)})")
+        self.left -= len(data)
+        return data
+
+    def over(self, held: str) -> WeightsError:
+        return WeightsError(self.root, f"its arrays and profiles hold {held}, more than the "
+                                       f"{self.cap:,} a load reads (max_weights_bytes); if the "
+                                       "package is one you trust and the memory is there, raise "
+                                       "it: max_weights_bytes in the config, "
+                                       "--max-weights-bytes on the command line, or "
+                                       "load_weights(..., max_weights_bytes=N)")
 
 
 _READS = 3  # a package replaced while it is read is read again, up to this many times
@@ -361,7 +418,7 @@ def _identity(root: Path) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def _read_package(root: Path) -> WeightsPackage:
+def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     manifest_path = root / "manifest.json"
     if _status(manifest_path) is None:
         raise WeightsError(manifest_path, "missing; a weights package needs manifest.json "
@@ -405,9 +462,12 @@ def _read_package(root: Path) -> WeightsPackage:
     for section, files in (("arrays", array_files), ("profiles", profile_files)):
         for rel in files.values():
             _check_inside(root, rel, section, manifest_path)
+    budget = _Budget(root, max_weights_bytes)
+    budget.check([*(root / rel for rel in array_files.values()),
+                  *(root / profile_files[m] for m in models if m in profile_files)])
     arrays: dict[str, Any] = {}
     for name, rel in array_files.items():
-        arrays[name] = _array(root / rel, _read_checked(root, rel, checksums))
+        arrays[name] = _array(root / rel, _read_checked(root, rel, checksums, budget))
     profiles: dict[str, dict[str, Any]] = {}
     for model in models:
         rel = profile_files.get(model)
@@ -416,7 +476,7 @@ def _read_package(root: Path) -> WeightsPackage:
             raise WeightsError(root / expected, f"model {model!r} is listed in manifest.json but "
                                "has no profile file; add it with `switchpoint add-model` or "
                                "remove the model with `switchpoint remove-model`")
-        data = _read_checked(root, rel, checksums, limit=MAX_JSON_BYTES)
+        data = _read_checked(root, rel, checksums, budget, limit=MAX_JSON_BYTES)
         try:
             profile = loads(data)
         except json.JSONDecodeError as exc:
@@ -547,9 +607,13 @@ def _read_json_file(path: Path) -> bytes:
     more than :data:`MAX_JSON_BYTES` (read no further)."""
     data = _read_regular(path, MAX_JSON_BYTES)
     if len(data) > MAX_JSON_BYTES:
-        raise WeightsError(path, f"is over {MAX_JSON_BYTES >> 20} MiB, more than a weights "
-                                 f"package's JSON file holds; {_CORRUPT}")
+        raise _json_too_big(path)
     return data
+
+
+def _json_too_big(path: Path) -> WeightsError:
+    return WeightsError(path, f"is over {MAX_JSON_BYTES >> 20} MiB, more than a weights "
+                              f"package's JSON file holds; {_CORRUPT}")
 
 
 def _array(path: Path, data: bytes) -> np.ndarray:
@@ -606,14 +670,19 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
                                          f"{_CORRUPT}")
 
 
-def _read_checked(root: Path, rel: str, checksums: dict[str, str],
+def _read_checked(root: Path, rel: str, checksums: dict[str, str], budget: _Budget,
                   limit: int | None = None) -> bytes:
+    """The bytes of the package's file ``rel``, at most ``limit`` (a JSON file's) and what is
+    left of the ``budget``, checked against its SHA-256 in the manifest."""
     path = root / rel
     if _status(path) is None:
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
                                  "re-create it with `switchpoint fit`")
     try:
-        data = path.read_bytes() if limit is None else _read_json_file(path)
+        data = _read_regular(path, budget.left if limit is None else min(limit, budget.left))
+        if limit is not None and len(data) > limit:
+            raise _json_too_big(path)
+        budget.take(path, data)
     except FileNotFoundError:  # gone since: a save swapped the package out while it was read
         raise WeightsError(path, "missing; the package is incomplete. Copy the whole folder or "
                                  "re-create it with `switchpoint fit`") from None

@@ -91,3 +91,38 @@ def test_a_reload_to_a_corrupt_package_is_refused_and_the_old_router_serves(
     finally:
         served.write_text(before, encoding="utf-8")
         assert httpx.post(url, headers=attacked.admin, timeout=30).status_code == 200
+
+
+def test_a_reload_to_a_package_past_max_weights_bytes_is_refused_unread(
+        attacked: Attacked, tmp_path: Path) -> None:
+    # A centroids file of 9 GiB (sparse: it takes no disk) would be held whole by a load.
+    package = Path(shutil.copytree(default_weights_path("cluster"), tmp_path / "weights"))
+    with (package / "clusters/centroids.npy").open("r+b") as fh:
+        fh.truncate(9 << 30)
+    served = attacked.data_dir.parent / "switchpoint.yaml"
+    before = served.read_text(encoding="utf-8")
+    url = f"{attacked.base}/v1/router/reload"
+    try:
+        served.write_text(f"{before}weights: {package}\n", encoding="utf-8")
+        r = httpx.post(url, headers=attacked.admin, timeout=30)
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert f"'{package}': its arrays and profiles hold 9,66" in message, message
+        assert ("bytes (the largest, 'clusters/centroids.npy', 9,663,676,416), more than the "
+                "8,589,934,592 a load reads (max_weights_bytes); if the package is one you "
+                "trust and the memory is there, raise it: max_weights_bytes in the config"
+                ) in message, message
+        assert httpx.post(f"{attacked.base}/v1/route", json={"prompt": "hi"},
+                          timeout=10).status_code == 200
+        # The config's max_weights_bytes is the cap the service loads with.
+        shutil.rmtree(package)
+        shutil.copytree(default_weights_path("cluster"), package)
+        served.write_text(f"{before}weights: {package}\nmax_weights_bytes: 1000\n",
+                          encoding="utf-8")
+        r = httpx.post(url, headers=attacked.admin, timeout=30)
+        assert r.status_code == 400 and "more than the 1,000 a load reads" in r.text, r.text
+        served.write_text(f"{before}weights: {package}\n", encoding="utf-8")
+        assert httpx.post(url, headers=attacked.admin, timeout=30).status_code == 200
+    finally:
+        served.write_text(before, encoding="utf-8")
+        assert httpx.post(url, headers=attacked.admin, timeout=30).status_code == 200

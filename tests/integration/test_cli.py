@@ -1209,6 +1209,26 @@ def test_add_model_without_weights_extends_the_bundled_ones_into_out(
     assert code == 0 and f"added     mine-small from 4 records of {labels} at " in said, said
 
 
+def test_commands_that_load_weights_take_max_weights_bytes(
+        real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = tmp_path / "records.jsonl"
+    records.write_text(_record(0, "test", {"big": 1.0, "mid": 0.5, "small": 0.0}) + "\n")
+    for argv in (["info"], ["route", "hi"], ["route", "--input", records],
+                 ["eval", records], ["remove-model", "big"],
+                 ["add-model", "new", records, "--out", tmp_path / "out"]):
+        code, _, err = run([*argv, "--weights", real_weights_dir, "--max-weights-bytes", "1000"],
+                           capsys)
+        assert_bad_input(code, err, f"'{real_weights_dir}': its arrays and profiles hold ",
+                         "more than the 1,000 a load reads (max_weights_bytes)")
+    code, _, err = run(["info", "--weights", real_weights_dir, "--max-weights-bytes", "0"], capsys)
+    assert_bad_input(code, err, "--max-weights-bytes: must be from 1 to 1,099,511,627,776 bytes "
+                                "(1 TiB), got 0")
+    code, out, _ = run(["info", "--weights", real_weights_dir, "--max-weights-bytes", str(1 << 30)],
+                       capsys)
+    assert code == 0 and "cluster" in out
+    assert not (tmp_path / "out").exists()
+
+
 def test_info(real_weights_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pkg = load_weights(real_weights_dir)
     code, out, _ = run(["info", "--weights", real_weights_dir, "--json"], capsys)

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from switchpoint.config import MAX_CONFIG_BYTES, Settings, load_settings
-from switchpoint.errors import ConfigError
-from switchpoint.gateway.live import RouterFactory
+from switchpoint.errors import ConfigError, WeightsError
+from switchpoint.gateway.live import RouterFactory, checked_package
 from switchpoint.weights import default_weights_path
 
 CATALOG_EXAMPLE = """
@@ -787,3 +787,15 @@ def test_a_name_too_long_is_shown_cut_short(tmp_path: Path, key: str) -> None:
     message = error_of(tmp_path, f"{key}:\n  ? {'n' * 5000}\n  : {value}\n")
     assert message.startswith(f"{key}: ") and "must be 1-64 letters" in message, message[:300]
     assert "'nnn" in message and len(message) < 400, message[:300]
+
+
+def test_max_weights_bytes_is_what_the_service_loads_weights_with(tmp_path: Path) -> None:
+    assert load_settings(environ={}).max_weights_bytes == 8 << 30
+    settings = load_settings(environ={"SWITCHPOINT_MAX_WEIGHTS_BYTES": "1000"})
+    assert settings.max_weights_bytes == 1000
+    with pytest.raises(WeightsError, match="more than the 1,000 a load reads"):
+        checked_package(settings)
+    for bad in (0, (1 << 40) + 1, "lots"):
+        with pytest.raises(ConfigError) as info:
+            load_settings(overrides={"max_weights_bytes": bad}, environ={})
+        assert str(info.value).startswith("max_weights_bytes: ")

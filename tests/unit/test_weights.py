@@ -22,7 +22,7 @@ from switchpoint import _files
 from switchpoint import weights as weights_module
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.config import load_settings
-from switchpoint.errors import WeightsError
+from switchpoint.errors import InvalidInputError, WeightsError
 from switchpoint.policies import ClusterPolicy, Inputs
 from switchpoint.records import RecordSet
 from switchpoint.training import add_model, fit, remove_model
@@ -1006,3 +1006,61 @@ def test_a_package_file_that_is_a_fifo_is_named_so_never_opened(
     assert str(config) == (f"weights: '{pkg_dir}' is not a weights package (its manifest.json "
                            "is a FIFO (named pipe), not a regular file); give the folder "
                            "`switchpoint fit --out` wrote")
+
+
+def test_a_package_past_max_weights_bytes_is_refused_before_any_array_is_read(
+        pkg_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [p for p in pkg_dir.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    total = sum(p.stat().st_size for p in files)
+    assert load_weights(pkg_dir, max_weights_bytes=total).models  # the cap itself is read
+    read: list[Path] = []
+    real = weights_module._read_regular
+
+    def reading(path: Path, limit: int) -> bytes:
+        read.append(path)
+        return real(path, limit)
+
+    monkeypatch.setattr(weights_module, "_read_regular", reading)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir, max_weights_bytes=total - 1)
+    assert read == [pkg_dir / "manifest.json"]
+    most = max(p.stat().st_size for p in files)
+    largest = next(p for p in files if f"'{p.relative_to(pkg_dir)}', {most:,})" in str(
+        info.value))
+    assert str(info.value) == (
+        f"'{pkg_dir}': its arrays and profiles hold {total:,} bytes (the largest, "
+        f"'{largest.relative_to(pkg_dir)}', {most:,}), more than the "
+        f"{total - 1:,} a load reads (max_weights_bytes); if the package is one you trust and "
+        "the memory is there, raise it: max_weights_bytes in the config, --max-weights-bytes "
+        "on the command line, or load_weights(..., max_weights_bytes=N)")
+    # A file that grows once its size was checked is read no further than the cap.
+    sizes = {p: p.stat().st_size for p in files}
+    monkeypatch.setattr(weights_module, "_read_regular", real)
+    original = weights_module._Budget.check
+
+    def then_grow(self: Any, paths: Any) -> None:
+        original(self, paths)
+        with largest.open("ab") as fh:
+            fh.write(b"\0" * (total + 10))
+
+    monkeypatch.setattr(weights_module._Budget, "check", then_grow)
+    with pytest.raises(WeightsError, match=f"hold over {total:,} bytes"):
+        load_weights(pkg_dir, max_weights_bytes=total)
+    assert sizes[largest] + total + 10 == largest.stat().st_size
+
+
+@pytest.mark.parametrize("cap", [0, -1, (1 << 40) + 1, True, 1.5, "8G"])
+def test_max_weights_bytes_is_a_whole_number_of_bytes_up_to_a_tebibyte(cap: object) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        load_weights(max_weights_bytes=cap)  # type: ignore[arg-type]
+    assert str(info.value).startswith("max_weights_bytes: must be ")
+
+
+def test_the_default_cap_holds_a_package_of_gigabytes_unread(pkg_dir: Path) -> None:
+    # 9 GiB of centroids (sparse: no disk taken) are refused at once, nothing allocated.
+    with (pkg_dir / "clusters/centroids.npy").open("r+b") as fh:
+        fh.truncate(9 << 30)
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match="more than the 8,589,934,592 a load reads"):
+        load_weights(pkg_dir)
+    assert time.monotonic() - start < 5

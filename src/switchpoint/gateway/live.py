@@ -120,7 +120,8 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
         if (path is None and policy is not None and settings.weights is not None
                 and policy_of(settings.weights) == policy):
             path = settings.weights
-    package = load_weights(path, policy=None if path else (policy or settings.policy))
+    package = load_weights(path, policy=None if path else (policy or settings.policy),
+                           max_weights_bytes=settings.max_weights_bytes)
     catalog = settings.catalog()
     if catalog is not None and not catalog.all_priced:
         for i, entry in enumerate(settings.models or []):
