@@ -99,3 +99,17 @@ def lone_surrogate(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def json_kind(value: object) -> str:
+    """What a decoded JSON value is, as a message names it (``null``, ``a list``, ``the
+    number 1.5``), its content not shown past a number."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return f"the number {shown_number(value)}"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"

@@ -33,7 +33,7 @@ from switchpoint._files import (
     write_atomically,
     write_problem,
 )
-from switchpoint._json import DuplicateKeyError, loads, unreadable
+from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
 from switchpoint._messages import cut, plural, printable, quoted, quoted_path
 from switchpoint._numbers import integer_option, integer_text, number_text
 from switchpoint._progress import StderrProgress, stream_is_terminal
@@ -195,10 +195,10 @@ def cmd_route(args: argparse.Namespace) -> int:
         if output is not None and args.input != "-" and same_file(args.input, output):
             _fail(f"--output: {quoted_path(args.output)} is the --input file; the decisions would "
                   "replace the prompts they come from: write them to another --output")
-        rows = _read_route_input(args.input)
+        source, rows = _read_route_input(args.input)
         router = load_router(args.weights, warm=False, max_weights_bytes=_weights_cap(args))
         with _feedback(args) as feedback:
-            return _route_file(router, rows, output, models,
+            return _route_file(router, source, rows, output, models,
                                weights or [lam if lam is not None else router.cost_weight],
                                feedback)
     prompt = check_prompt(args.prompt if args.prompt is not None else _prompt_from_stdin())
@@ -246,11 +246,12 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
         yield quoted_path(path), bounded_lines(fh)
 
 
-def _read_route_input(source: str) -> list[dict[str, Any]]:
-    """The rows of ``--input``: JSONL objects when the first line is one, else one prompt a line.
+def _read_route_input(source: str) -> tuple[str, list[dict[str, Any]]]:
+    """The name errors give ``--input`` (the file, or stdin), and its rows: JSONL objects when
+    the first line is one, else one prompt a line.
 
-    JSONL rows are ``{"id", "prompt"}`` or ``{"id", "embedding"}``; a plain prompt's id is its
-    line number.
+    JSONL rows are ``{"id", "prompt"}`` or ``{"id", "embedding"}``, the id a string or an
+    integer; a plain prompt's id is its line number.
     """
     rows: list[dict[str, Any]] = []
     name = "stdin" if source == "-" else quoted_path(source)
@@ -265,7 +266,7 @@ def _read_route_input(source: str) -> list[dict[str, Any]]:
         _fail(f"--input: cannot read {name}: {exc.strerror or exc}")
     if not rows:
         _fail(f"--input: {name} has no lines to route")
-    return rows
+    return name, rows
 
 
 def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
@@ -288,6 +289,9 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
         has_p, has_e = "prompt" in obj, "embedding" in obj
         if has_p == has_e:
             _fail(f"{name}, line {number}: give exactly one of 'prompt' or 'embedding'")
+        if isinstance(obj["id"], bool) or not isinstance(obj["id"], (str, int)):
+            _fail(f"{name}, line {number}: field 'id' must be a string or an integer, got "
+                  f"{json_kind(obj['id'])}; each decision is written with its prompt's id")
         rid = str(obj["id"])
         if rid in seen:
             _fail(f"{name}, line {number}: duplicate id {quoted(rid)}")
@@ -308,10 +312,11 @@ def _names_a_file(text: str) -> bool:
         return False
 
 
-def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
+def _route_file(router: Any, source: str, rows: list[dict[str, Any]], output: Path | None,
                 models: list[str] | None, weights: list[float],
                 feedback: StderrProgress) -> int:
-    """Route ``rows`` at every λ in ``weights``; JSONL to ``output`` (atomically) or stdout."""
+    """Route ``rows`` (of ``source``, as errors name it) at every λ in ``weights``; JSONL to
+    ``output`` (atomically) or stdout."""
     from switchpoint.embedding import check_embedding, check_prompt, warm_up
     from switchpoint.errors import InvalidInputError
 
@@ -323,7 +328,7 @@ def _route_file(router: Any, rows: list[dict[str, Any]], output: Path | None,
             else:
                 check_embedding(row["embedding"], router.weights.dimension)
         except InvalidInputError as exc:
-            _fail(f"line {row['_line']} (id {quoted(row['id'])}): {exc}")
+            _fail(f"{source}, line {row['_line']} (id {quoted(row['id'])}): {exc}")
     router.check_candidates(models)
     if router.policy.requires == "embedding" and any("prompt" in row for row in rows):
         warm_up(router.embedder, feedback)  # the one-time embedder build, if it is due
