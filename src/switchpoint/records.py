@@ -34,9 +34,10 @@ from switchpoint._json import (
     shown_number,
     unreadable,
 )
-from switchpoint._messages import printed_name_problem
+from switchpoint._messages import listed_names, printed_name_problem
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
+from switchpoint.prompt_files import BOM
 
 FloatMatrix = npt.NDArray[np.float64]
 # A record is one line: a prompt and its labels, as JSON writes them (a quote, a backslash or a
@@ -101,6 +102,21 @@ class RecordSet:
         out.scores = self.scores[:, cols]
         out.costs = self.costs[:, cols]
         return out
+
+    def check_labelled(self, source: object, split: str | None) -> RecordSet:
+        """These records, when they label each of their models at least once (what a fit
+        needs), else a :class:`RecordsError` naming ``source`` and the ``split`` they are."""
+        unlabelled = [m for j, m in enumerate(self.models) if np.all(np.isnan(self.scores[:, j]))]
+        if unlabelled:
+            which = f"split {split!r} ({len(self):,} records)" if split else "these records"
+            one = len(unlabelled) == 1
+            raise RecordsError(source, None, f"{listed_names(map(repr, unlabelled))} "
+                                             f"{'has' if one else 'have'} no label in {which}, "
+                                             "which a fit needs; label "
+                                             f"{'it' if one else 'them'} there, fit on another "
+                                             f"split, or leave {'it' if one else 'them'} out of "
+                                             "the records")
+        return self
 
     @property
     def has_splits(self) -> bool:
@@ -228,6 +244,9 @@ def load_records(path: str | Path) -> RecordSet:
 def _bounded_lines(fh: TextIO) -> Iterator[str]:
     """The lines of ``fh``, none held past :data:`MAX_RECORD_CHARS` characters: a longer one is
     cut there, which :func:`parse_records` refuses (a file with no line ends, or a line that
-    never ends, is refused once that much of it is read)."""
+    never ends, is refused once that much of it is read). A byte order mark at the start of
+    the file (as some editors save UTF-8) is not part of the first line, as in prompt files."""
+    first = True
     while line := fh.readline(MAX_RECORD_CHARS + 1):
-        yield line
+        yield line.removeprefix(BOM) if first else line
+        first = False

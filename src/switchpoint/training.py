@@ -36,10 +36,12 @@ def _inputs(records: RecordSet, embedder: Embedder | None, requires: str,
 
 def select_split(records: RecordSet, split: str | None,
                  source: object = "records") -> RecordSet:
-    """``split`` if given; else ``train`` when the records carry splits; else all of them."""
+    """``split`` if given; else ``train`` when the records carry splits; else all of them;
+    each of their models labelled at least once there."""
     if split is not None:
         return records.split(split, source=source, hint="; name one of them to fit on (--split "
-                                                         "on the command line, split= in Python)")
+                                                         "on the command line, split= in Python)"
+                             ).check_labelled(source, split)
     if records.has_splits:
         if "train" not in records.splits:
             present = sorted({s for s in records.splits if s is not None})
@@ -49,7 +51,7 @@ def select_split(records: RecordSet, split: str | None,
                 "'train', the split fitting uses when records have splits; name the split to "
                 f"fit on (--split {present[0]} on the command line, split= in Python), or "
                 "remove the split fields to fit on every record")
-        return records.split("train")
+        return records.split("train").check_labelled(source, "train")
     return records
 
 

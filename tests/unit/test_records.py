@@ -323,3 +323,38 @@ def test_a_long_path_holding_a_terminal_escape_is_shown_cut_short_and_escaped(
         message = str(info.value)
         assert message.startswith(f"'{tmp_path}/\\x1b[2Jrrr") and "r" * 300 not in message
         assert len(message) < 800 and unprintable(message) is None, message
+
+
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_record(tmp_path: Path) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (GOOD + "\n").encode("utf-8"))
+    assert load_records(path).ids == ["r1"]
+    later = tmp_path / "later.jsonl"  # (elsewhere it is a character like any other)
+    later.write_text(GOOD + "\n\ufeff" + _line(id="r2") + "\n", encoding="utf-8")
+    with pytest.raises(RecordsError) as info:
+        load_records(later)
+    assert info.value.line == 2
+
+
+def test_a_model_the_fitted_split_does_not_label_is_named_with_the_file_and_split(
+        tmp_path: Path) -> None:
+    from switchpoint.evaluation.harness import evaluate
+    from switchpoint.training import select_split
+
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join([
+        _line(id="r1", split="train"), _line(id="r2", split="train"),
+        _line(id="r3", split="test", scores={"a": 1.0, "b": 0.0, "c": 1.0},
+              costs={"a": 0.1, "b": 0.1, "c": 0.1})]) + "\n", encoding="utf-8")
+    said = (f"'{path}': 'c' has no label in split 'train' (2 records), which a fit needs; label "
+            "it there, fit on another split, or leave it out of the records")
+    with pytest.raises(RecordsError) as info:
+        select_split(load_records(path), None, path)
+    assert str(info.value) == said
+    with pytest.raises(RecordsError) as info:
+        select_split(load_records(path), "train", path)
+    assert str(info.value) == said
+    with pytest.raises(RecordsError) as info:  # eval says so before embedding anything
+        evaluate(path, policies=["cluster"], fit_split="train", embedder="no-such-embedder")
+    assert str(info.value) == said
+    assert select_split(load_records(path), "test", path).models == ["a", "b", "c"]

@@ -445,6 +445,8 @@ def evaluate(
                                              if s == fit_split]
     if fit_split is not None and not fit_rows:
         raise _missing_split(source, data, fit_split, "fit on", "--fit-split")
+    if fit_split is not None:  # (before anything is embedded)
+        data.subset(fit_rows).check_labelled(source, fit_split)
     notes: list[str] = []
     data = data.subset(fit_rows + test_rows)
 
