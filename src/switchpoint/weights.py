@@ -550,6 +550,12 @@ def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None
 def manifest_problem(root: str | Path) -> str | None:
     """Why ``root`` holds no manifest.json to read (None: it holds one), told from its status
     alone: nothing is opened."""
+    try:
+        mode = Path(root).stat().st_mode
+    except OSError:
+        mode = stat.S_IFDIR  # (nothing there: said of its manifest.json below)
+    if not stat.S_ISDIR(mode):
+        return f"it is {file_kind(mode)}, not a folder"
     found = _look(Path(root) / "manifest.json")
     if found is None:
         return "no manifest.json there"

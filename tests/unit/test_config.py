@@ -799,3 +799,24 @@ def test_max_weights_bytes_is_what_the_service_loads_weights_with(tmp_path: Path
         with pytest.raises(ConfigError) as info:
             load_settings(overrides={"max_weights_bytes": bad}, environ={})
         assert str(info.value).startswith("max_weights_bytes: ")
+
+
+def test_a_policies_or_weights_path_that_is_no_package_says_what_it_is(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("hi")
+    os.mkfifo(tmp_path / "apipe")
+    (tmp_path / "empty").mkdir()
+    for name, said in (("afile", "it is a regular file, not a folder"),
+                       ("apipe", "it is a FIFO (named pipe), not a folder"),
+                       ("empty", "no manifest.json there"), ("nothing", "no manifest.json there")):
+        for key in ("weights", "policies"):
+            value: object = str(tmp_path / name)
+            if key == "policies":
+                value = {"mine": value}
+            with pytest.raises(ConfigError) as info:
+                load_settings(overrides={key: value, "data_dir": str(tmp_path / "data")},
+                              environ={})
+            where = "policies.mine" if key == "policies" else "weights"
+            assert str(info.value) == (f"{where}: '{tmp_path / name}' is not a weights package "
+                                       f"({said}); give the folder `switchpoint fit --out` "
+                                       "wrote")
+    assert not (tmp_path / "data").exists()
