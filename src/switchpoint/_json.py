@@ -111,5 +111,5 @@ def json_kind(value: object) -> str:
     if isinstance(value, (int, float)):
         return f"the number {shown_number(value)}"
     if isinstance(value, str):
-        return "a string"
+        return "a string" if value.strip() else "an empty string"
     return "a list" if isinstance(value, list) else "an object"

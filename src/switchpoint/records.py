@@ -29,6 +29,7 @@ from switchpoint._files import path_problem
 from switchpoint._json import (
     LONE_SURROGATE,
     as_float,
+    json_kind,
     loads,
     lone_surrogate,
     shown_number,
@@ -160,8 +161,9 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         if lone_surrogate(prompt):
             raise RecordsError(source, number, f"field 'prompt' {LONE_SURROGATE}; fix its text")
         rid = obj.get("id", f"line-{number}")
-        if not isinstance(rid, (str, int)):
-            raise RecordsError(source, number, "field 'id' must be a string")
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
+            raise RecordsError(source, number, "field 'id' must be a non-empty string or an "
+                                               f"integer, got {json_kind(rid)}")
         rid = str(rid)
         if rid in seen:
             raise RecordsError(source, number, f"duplicate id {rid!r}")

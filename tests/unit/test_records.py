@@ -358,3 +358,13 @@ def test_a_model_the_fitted_split_does_not_label_is_named_with_the_file_and_spli
         evaluate(path, policies=["cluster"], fit_split="train", embedder="no-such-embedder")
     assert str(info.value) == said
     assert select_split(load_records(path), "test", path).models == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(("rid", "got"), [
+    (True, "true"), ("", "an empty string"), ("  ", "an empty string"), (None, "null"),
+    (1.5, "the number 1.5"), (float("inf"), "the number inf"), ([1], "a list")])
+def test_an_id_is_a_non_empty_string_or_an_integer(rid: object, got: str) -> None:
+    with pytest.raises(RecordsError) as info:
+        parse_records([_line(id=rid)], source="r.jsonl")
+    assert str(info.value) == ("'r.jsonl', line 1: field 'id' must be a non-empty string or an "
+                               f"integer, got {got}")
