@@ -478,6 +478,43 @@ async def test_a_prompt_whose_record_fit_could_not_read_is_refused_before_any_ca
     assert up.prompts_called("a") == [fits]
 
 
+async def test_a_prompt_the_gateway_would_refuse_is_refused_before_any_call(
+        tmp_path: Path) -> None:
+    # The gateway takes requests of at most max_request_bytes (1 MiB by default): a longer
+    # prompt stopped the run at its first call, with a traceback, once other calls were paid.
+    up = Upstream()
+    gateway = gateway_for(tmp_path, up)
+    out = tmp_path / "records.jsonl"
+    limit = gateway.settings.max_request_bytes
+    try:
+        with pytest.raises(LabellingError) as info:
+            await alabel(["short one", "x" * limit], ["a"], out, judge="judge",
+                         gateway=gateway)
+        assert info.value.line == 2
+        assert str(info.value).startswith(
+            "'prompts', line 2: its question to 'a' would be too large for the gateway: the "
+            "request, as the JSON body the HTTP door would receive, is ")
+        assert str(info.value).endswith(
+            f"over the limit of {limit} bytes (max_request_bytes in the config). Shorten the "
+            "prompt, or raise max_request_bytes in the config (at most 1 GiB) (nothing was "
+            "called)")
+        # The judge's request holds the prompt and the rubric: a prompt that fits alone may
+        # not fit there.
+        with pytest.raises(LabellingError, match="line 1: the judge's request to 'judge' would "
+                                                 "be too large for the gateway"):
+            await alabel(["y" * (limit - 200)], ["a"], out, judge="judge", gateway=gateway)
+        assert up.calls == [] and not out.exists()
+        # An answer too long to send to the judge is a failure of that answer, not of the run.
+        up.answers[("a", "long answer")] = "z" * limit
+        report = await alabel(["long answer", "short answer"], ["a"], out, judge="judge",
+                              gateway=gateway)
+    finally:
+        await gateway.aclose()
+    assert report.labelled == 1 and [(f.model, f.stage) for f in report.failures] == [
+        ("a", "judge")]
+    assert "max_request_bytes" in report.failures[0].message
+
+
 async def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(
         tmp_path: Path) -> None:
     up = Upstream()

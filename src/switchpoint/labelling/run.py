@@ -38,7 +38,9 @@ from switchpoint.errors import (
     InvalidInputError,
     JudgeReplyError,
     LabellingError,
+    SwitchpointError,
 )
+from switchpoint.gateway.body_size import check_body_size
 from switchpoint.labelling.judge import Judge, unreadable_message
 from switchpoint.labelling.lock import OutputLock, lock_path
 from switchpoint.labelling.prompts import LabelPrompt, as_prompts, read_prompts
@@ -306,21 +308,24 @@ def _check(prompts: PromptsArg, models: Sequence[str], judge: Judge | str | None
     if not unjudged and the_judge is not None:
         idle, the_judge = the_judge.model, None  # every answer is scored by its reference
     _check_catalog(settings, names, the_judge.model if the_judge else None, keys)
-    _check_record_sizes(items, names, Path(prompts) if isinstance(prompts, (str, Path))
-                        else "prompts")
     params = {"max_tokens": max_tokens} if max_tokens is not None else {}
+    _check_sizes(items, names, the_judge, settings, params,
+                 Path(prompts) if isinstance(prompts, (str, Path)) else "prompts")
     key = jr.RunKey(models=tuple(names), judge=the_judge.model if the_judge else None,
                     rubric=the_judge.rubric_id if the_judge else None, max_tokens=max_tokens)
     return _Plan(items, names, the_judge, settings, params, concurrency, key, idle)
 
 
-def _check_record_sizes(items: Sequence[LabelPrompt], models: Sequence[str],
-                        source: object) -> None:
+def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Judge | None,
+                 settings: Settings, params: Mapping[str, Any], source: object) -> None:
     """Each prompt's record, as the output will hold it, is a line that ``fit`` and
     ``add-model`` read: at most :data:`~switchpoint.records.MAX_RECORD_CHARS` characters,
     whatever the scores and costs (JSON writes a quote, a backslash or a control character of
-    the prompt as 2 to 6 characters)."""
+    the prompt as 2 to 6 characters). And the gateway takes each prompt's calls: the question
+    to each model, and the judge's request before the answer is added to it, are within
+    ``max_request_bytes``."""
     chars = jr.record_chars(models)
+    longest = max(models, key=len)
     for item in items:
         size = chars(item)
         if size > MAX_RECORD_CHARS:
@@ -330,6 +335,18 @@ def _check_record_sizes(items: Sequence[LabelPrompt], models: Sequence[str],
                                  f"{MAX_RECORD_CHARS:,} a line of routing records may hold, so "
                                  "fit could not read it; shorten the prompt (nothing was "
                                  "called)", source=source, line=item.line)
+        calls = [("its question", longest, [{"role": "user", "content": item.prompt}], params)]
+        if judge is not None and item.reference is None:
+            calls.append(("the judge's request", judge.model,
+                          judge.messages(item.prompt, ""), judge.params))
+        for whose, model, messages, extra in calls:
+            try:
+                check_body_size({"model": model, "messages": messages, **extra},
+                                settings.max_request_bytes, "Shorten the prompt")
+            except InvalidInputError as exc:
+                raise LabellingError(f"{whose} to {model!r} would be too large for the "
+                                     f"gateway: {exc.reason} (nothing was called)",
+                                     source=source, line=item.line) from None
 
 
 def _check_out_apart(prompts: PromptsArg, out: Path) -> None:
@@ -567,7 +584,7 @@ class _Run:
             try:
                 verdict = await self.gateway.acomplete(messages, model=judge.model, exact=True,
                                                        **dict(judge.params))
-            except GatewayError as exc:
+            except (GatewayError, InvalidInputError) as exc:  # (an answer too long to send)
                 self._fail(unit, "judge", _message(exc))
                 return
             spent = self._cost(verdict, judge.model, "the judge's calls")
@@ -634,5 +651,5 @@ def _content(reply: ChatCompletion) -> str:
 
 
 
-def _message(exc: GatewayError) -> str:
+def _message(exc: SwitchpointError) -> str:
     return " ".join(str(exc).split())
