@@ -6,6 +6,9 @@
                            parameters, models, provenance, and a SHA-256 for every file
     clusters/*.npy         the policy's shared arrays (``examples/`` for knn, ``policy/`` others)
     profiles/<model>.json  one per model: its per-unit counts, mean error and mean cost
+                           (and, in an export of a router that learned from outcomes, what
+                           it estimated beyond them: expected_cost, mean_cost, stderr_count,
+                           label_variance)
 
 Everything is validated on load; a missing file, a checksum mismatch, a wrong dimension, a model
 without a profile or a model name holding a control or invisible character (refused on save too)
@@ -54,6 +57,13 @@ from switchpoint.policies import Policy, PolicyState, policy_from_state
 
 FORMAT = "switchpoint-weights"
 FORMAT_VERSION = 1
+#: The version of a package whose profiles hold what a router that learned from outcomes
+#: estimated beyond its tables (:data:`_LEARNED_FIELDS`). A reader that ignored those fields
+#: would route by the tables alone, with other costs and standard errors than the router
+#: the package was exported from, so such a package says it needs a reader that knows them;
+#: every other package keeps version 1, which earlier switchpoints read.
+LEARNED_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (FORMAT_VERSION, LEARNED_FORMAT_VERSION)
 _ARRAY_DIRS = {"cluster": "clusters", "knn": "examples"}
 # Arrays that hold embedding-space vectors, whose width must equal the embedder's dimension.
 _VECTOR_ARRAYS = {"cluster": ("centroids", "coarse_centroids"), "knn": ("examples",)}
@@ -70,7 +80,14 @@ MAX_WEIGHTS_BYTES_LIMIT = 1 << 40
 # What a profile's per-unit lists hold: the bounds of each number, and whether null (no
 # label there) may stand for one.
 _PROFILE_LISTS = {"count": (0.0, math.inf, False), "error": (0.0, 1.0, True),
-                  "prior_error": (0.0, 1.0, False), "cost": (0.0, MAX_ANSWER_COST, True)}
+                  "prior_error": (0.0, 1.0, False), "cost": (0.0, MAX_ANSWER_COST, True),
+                  "expected_cost": (0.0, MAX_ANSWER_COST, False),
+                  "stderr_count": (0.0, math.inf, False)}
+# A profile's single numbers and their bounds (one label's variance of a 0/1 error is at most
+# 0.25).
+_PROFILE_NUMBERS = {"mean_cost": (0.0, MAX_ANSWER_COST), "label_variance": (0.0, 0.25)}
+# The profile fields only a package exported from a router that learned from outcomes holds.
+_LEARNED_FIELDS = ("expected_cost", "mean_cost", "stderr_count", "label_variance")
 
 
 @dataclass
@@ -242,7 +259,9 @@ def save_weights(package: WeightsPackage, path: str | Path, *, bundled: bool = F
             profiles[model] = rel
         manifest = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": (LEARNED_FORMAT_VERSION if any(
+                key in profile for profile in state.profiles.values()
+                for key in _LEARNED_FIELDS) else FORMAT_VERSION),
             "weights_id": package.weights_id,
             "embedder": {"id": package.embedder_id, "dimension": package.dimension},
             "policy": {"name": state.name, "params": state.params, "meta": state.meta},
@@ -436,9 +455,10 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
         raise WeightsError(manifest_path, f"is not a switchpoint weights manifest "
                                           f"(expected \"format\": \"{FORMAT}\")")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in _READABLE_VERSIONS:
         raise WeightsError(manifest_path, f"has format_version {version!r}; this switchpoint "
-                                          f"reads version {FORMAT_VERSION}. Upgrade switchpoint "
+                                          f"reads versions {FORMAT_VERSION} to "
+                                          f"{LEARNED_FORMAT_VERSION}. Upgrade switchpoint "
                                           "or re-fit the weights")
     dimension = _part(manifest, "embedder.dimension", int, manifest_path)
     embedder_id = _part(manifest, "embedder.id", str, manifest_path)
@@ -655,7 +675,13 @@ def _array(path: Path, data: bytes) -> np.ndarray:
 
 def _check_profile(path: Path, profile: dict[str, Any]) -> None:
     """Each per-unit list of a model's profile holds numbers within their bounds (nulls where
-    a unit had no label), so no estimate is built of NaN, infinity or a negative cost."""
+    a unit had no label), and so does each of its single numbers, so no estimate is built of
+    NaN, infinity or a negative cost."""
+    for key, (low, high) in _PROFILE_NUMBERS.items():
+        if key in profile and not _within(profile[key], low, high):
+            raise WeightsError(path, f"field {key!r} is {cut(shown_number(profile[key]), 60)}; "
+                                     f"it must be a finite number in [{low:g}, {high:g}]; "
+                                     f"{_CORRUPT}")
     for key, (low, high, nullable) in _PROFILE_LISTS.items():
         if key not in profile:  # (one the policy needs: rebuilding it says it lacks it)
             continue
@@ -666,14 +692,18 @@ def _check_profile(path: Path, profile: dict[str, Any]) -> None:
         for i, value in enumerate(values):
             if value is None and nullable:
                 continue
-            number = (isinstance(value, int | float) and not isinstance(value, bool)
-                      and math.isfinite(as_float(value)) and low <= value <= high)
-            if not number:
+            if not _within(value, low, high):
                 bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
                 allowed = " or null (no label)" if nullable else ""
                 raise WeightsError(path, f"field {key!r}[{i}] is {cut(shown_number(value), 60)}; "
                                          f"it must be a finite number {bounds}{allowed}; "
                                          f"{_CORRUPT}")
+
+
+def _within(value: object, low: float, high: float) -> bool:
+    """Whether ``value`` is a finite JSON number in ``[low, high]``."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(as_float(value)) and low <= value <= high)
 
 
 def _read_checked(root: Path, rel: str, checksums: dict[str, str], budget: _Budget,

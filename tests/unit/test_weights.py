@@ -484,7 +484,7 @@ def test_manifest_of_another_format(pkg_dir: Path) -> None:
         load_weights(pkg_dir)
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", None, True])
 def test_wrong_format_version(pkg_dir: Path, version: object) -> None:
     m = _manifest(pkg_dir)
     m["format_version"] = version
@@ -829,6 +829,43 @@ def test_a_profile_number_out_of_its_bounds_is_named(pkg_dir: Path, key: str, va
     with pytest.raises(WeightsError) as info:
         load_weights(pkg_dir)
     assert info.value.path == pkg_dir / rel and said in str(info.value), str(info.value)
+
+
+def _learned(profile: dict[str, Any]) -> dict[str, Any]:
+    """``profile`` with what an export of a learned router adds to it."""
+    units = len(profile["count"])
+    return {**profile, "expected_cost": [0.001] * units, "mean_cost": 0.002,
+            "stderr_count": [3.0] * units, "label_variance": 0.2}
+
+
+@pytest.mark.parametrize(("key", "value", "said"), [
+    ("expected_cost", [-1.0], "field 'expected_cost'[0] is -1.0; it must be a finite number "
+     "in [0, 1000];"),
+    ("expected_cost", [None], "field 'expected_cost'[0] is None"),
+    ("stderr_count", [float("nan")], "field 'stderr_count'[0] is nan; it must be a finite "
+     "number >= 0;"),
+    ("mean_cost", 1e999, "field 'mean_cost' is inf; it must be a finite number in [0, 1000]"),
+    ("mean_cost", "0.1", "field 'mean_cost' is '0.1'; it must be a finite number"),
+    ("label_variance", 0.5, "field 'label_variance' is 0.5; it must be a finite number in "
+     "[0, 0.25]"),
+    ("label_variance", True, "field 'label_variance' is True"),
+])
+def test_what_an_export_adds_to_a_profile_is_bounded_too(pkg_dir: Path, key: str,
+                                                         value: object, said: str) -> None:
+    rel = "profiles/claude-v2.json"
+    profile = _learned(json.loads((pkg_dir / rel).read_bytes()))
+    assert load_weights(_copy_with_profile(pkg_dir, rel, profile)).models  # (whole: loads)
+    profile[key] = [*value, *profile[key][1:]] if isinstance(value, list) else value
+    _replace_profile(pkg_dir, rel, profile)
+    with pytest.raises(WeightsError) as info:
+        load_weights(pkg_dir)
+    assert info.value.path == pkg_dir / rel and said in str(info.value), str(info.value)
+
+
+def _copy_with_profile(root: Path, rel: str, profile: dict[str, Any]) -> Path:
+    copy = Path(shutil.copytree(root, root.parent / f"{root.name}-copy"))
+    _replace_profile(copy, rel, profile)
+    return copy
 
 
 def test_a_profile_list_that_is_no_list_is_named(pkg_dir: Path) -> None:
