@@ -868,6 +868,22 @@ def _copy_with_profile(root: Path, rel: str, profile: dict[str, Any]) -> Path:
     return copy
 
 
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda p: p.pop("label_variance"), "has expected_cost, mean_cost, stderr_count but not "
+     "label_variance"),
+    (lambda p: p["stderr_count"].pop(), "stderr_count values for"),
+])
+def test_what_an_export_adds_is_whole_or_the_package_is_refused(
+        pkg_dir: Path, change: Any, said: str) -> None:
+    rel = "profiles/claude-v2.json"
+    profile = _learned(json.loads((pkg_dir / rel).read_bytes()))
+    change(profile)
+    _replace_profile(pkg_dir, rel, profile)
+    with pytest.raises(WeightsError, match="cannot rebuild") as info:
+        load_weights(pkg_dir)
+    assert said in str(info.value), str(info.value)
+
+
 def test_a_profile_list_that_is_no_list_is_named(pkg_dir: Path) -> None:
     rel = "profiles/claude-v2.json"
     profile = json.loads((pkg_dir / rel).read_bytes())

@@ -626,6 +626,9 @@ class KnnOverlay(_OverlayBase):
         posterior.examples_ = np.vstack([self.base.examples_, np.array([r[0] for r in rows])])
         posterior.error_ = np.vstack([self.base.error_, error])
         posterior.cost_ = np.vstack([self.base.cost_, cost])
+        # Costs are still read against the fitted policy's mean costs (the router's), not
+        # against the means the outcomes moved: a package made of the posterior says so.
+        posterior.reference_cost_ = self._mean_cost
         return posterior
 
 

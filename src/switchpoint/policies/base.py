@@ -22,6 +22,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -100,6 +101,62 @@ def nan_mean(values: Array, axis: int = 0) -> Array:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What a table policy learned from outcomes keeps of the policy it learned on, for one
+    model, beyond its tables (see :meth:`TablePolicy.with_evidence`): each unit's expected
+    cost (``cost``), the model's mean cost that costs are read against (``mean_cost``: the λ
+    scale's reference and, with a priced catalog, what a unit's cost is relative to), the
+    labels behind each unit's standard error (``stderr_count``: the labels before the
+    outcomes) and one label's variance (``label_variance``). Its tables alone would give
+    other numbers: a weights package carries these (profile fields ``expected_cost``,
+    ``mean_cost``, ``stderr_count`` and ``label_variance``), so that a policy loaded from it
+    estimates what the learned one did. Units past ``cost``'s (clusters grown later) have no
+    labels before their outcomes and cost the mean cost."""
+
+    cost: Array
+    mean_cost: float
+    stderr_count: Array
+    label_variance: float
+
+    #: The profile fields that hold it, all present or none.
+    FIELDS: ClassVar[tuple[str, ...]] = ("expected_cost", "mean_cost", "stderr_count",
+                                         "label_variance")
+
+    def to_profile(self) -> dict[str, Any]:
+        return {"expected_cost": [float(c) for c in self.cost], "mean_cost": self.mean_cost,
+                "stderr_count": [float(c) for c in self.stderr_count],
+                "label_variance": self.label_variance}
+
+    @classmethod
+    def from_profile(cls, model: str, profile: Mapping[str, Any], n_units: int) -> Kept | None:
+        """The kept estimates a model's profile holds (None: it holds none, as packages that
+        are no export of a learned router do); ``ValueError`` naming what does not fit."""
+        held = [key for key in cls.FIELDS if key in profile]
+        if not held:
+            return None
+        if len(held) < len(cls.FIELDS):
+            missing = [key for key in cls.FIELDS if key not in profile]
+            raise ValueError(f"profile of {model!r} has {', '.join(held)} but not "
+                             f"{', '.join(missing)} (what an export of a learned router "
+                             "writes together)")
+        for key in ("expected_cost", "stderr_count"):
+            if len(profile[key]) != n_units:
+                raise ValueError(f"profile of {model!r} has {len(profile[key])} {key} values "
+                                 f"for {n_units} units")
+        return cls(cost=np.array(profile["expected_cost"], dtype=np.float64),
+                   mean_cost=float(profile["mean_cost"]),
+                   stderr_count=np.array(profile["stderr_count"], dtype=np.float64),
+                   label_variance=float(profile["label_variance"]))
+
+
+def evidence_variance(var: float, n: Array, prior_evidence: float | Array) -> Array:
+    """The variance of expected errors backed by ``n[u, j]`` labels (or ``n[u]``, one
+    model's): ``σ²/(n + s) + σ²/N`` (see :meth:`ProfileTable.variance`)."""
+    total = np.maximum(n.sum(axis=0), 1.0)
+    return np.asarray(var / np.maximum(n + prior_evidence, 1.0) + var / total)
+
+
 class ProfileTable:
     """Per-unit, per-model counts and mean error / mean cost (NaN where a unit has no label)."""
 
@@ -164,10 +221,8 @@ class ProfileTable:
         :meth:`label_variance`, ``n`` the unit's labels for the model, ``s`` the labels' worth
         of the prior it is shrunk toward, and ``N`` the model's labels overall (how well its
         global level is known). Cells backed by equal evidence get equal variances."""
-        var = self.label_variance()
-        n = np.where(self.count > 0, self.count, 0.0)
-        total = np.maximum(n.sum(axis=0), 1.0)
-        return np.asarray(var / np.maximum(n + prior_evidence, 1.0) + var / total)
+        return evidence_variance(self.label_variance(), np.where(self.count > 0, self.count, 0.0),
+                                 prior_evidence)
 
     def with_model(self, name: str, count: Array, error: Array, cost: Array) -> ProfileTable:
         models = [*self.models, name]
@@ -399,6 +454,9 @@ class TablePolicy(Policy):
     variance_: Array
     global_error_: Array
     global_cost_: Array
+    #: Per model, what a policy learned from outcomes keeps of the one it learned on (empty:
+    #: every estimate comes from the tables).
+    kept_: Mapping[str, Kept] = MappingProxyType({})
 
     def _global_error_(self) -> Array:
         return np.asarray(self.global_error_)
@@ -416,9 +474,16 @@ class TablePolicy(Policy):
         self._refresh()
 
     def _refresh(self) -> None:
-        """Recompute the shrunk ``error_`` / ``cost_`` from ``table_`` (after fit, load, add,
-        remove). The default shrinks each unit toward the model's global mean; a unit without
-        labels (and ``prior_strength`` 0) reads the global mean rather than 0/0."""
+        """Recompute the estimates from ``table_`` (after fit, load, add, remove), then take
+        what ``kept_`` keeps for its models."""
+        self._estimate_table()
+        if self.kept_:
+            self._take_kept()
+
+    def _estimate_table(self) -> None:
+        """The shrunk ``error_`` / ``cost_``, ``variance_`` and global means from ``table_``.
+        The default shrinks each unit toward the model's global mean; a unit without labels
+        (and ``prior_strength`` 0) reads the global mean rather than 0/0."""
         table = self.table_
         g_err, g_cost, _ = table.global_means()
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -428,6 +493,59 @@ class TablePolicy(Policy):
         self.cost_ = np.where(empty, g_cost, cst)
         self.variance_ = table.variance(self.prior_strength)
         self.global_error_, self.global_cost_ = g_err, g_cost
+
+    def _take_kept(self) -> None:
+        """Each model ``kept_`` holds costs and varies as it keeps (see :class:`Kept`); the
+        others (added since) as their tables say."""
+        n_units = self.table_.n_units
+        cost, variance = self.cost_.copy(), self.variance_.copy()
+        g_cost = np.array(self.global_cost_, dtype=np.float64)
+        for j, model in enumerate(self.models_):
+            kept = self.kept_.get(model)
+            if kept is None:
+                continue
+            grown = n_units - len(kept.cost)
+            cost[:, j] = np.concatenate([kept.cost, np.full(grown, kept.mean_cost)])
+            g_cost[j] = kept.mean_cost
+            variance[:, j] = evidence_variance(
+                kept.label_variance, np.concatenate([kept.stderr_count, np.zeros(grown)]),
+                self.prior_strength)
+        self.cost_, self.variance_, self.global_cost_ = cost, variance, g_cost
+
+    def _keep(self, cost: Array, mean_cost: Array) -> dict[str, Kept]:
+        """What a policy keeps of this one, per model, with expected costs ``cost`` and mean
+        costs ``mean_cost``: the labels behind this one's standard errors, and its variance of
+        one label."""
+        table = self.table_
+        count = np.where(table.count > 0, table.count, 0.0)
+        var = (table.label_variance() if any(m not in self.kept_ for m in self.models_)
+               else 0.0)  # (the tables' variance of one label, for models nothing keeps)
+        kept: dict[str, Kept] = {}
+        for j, model in enumerate(self.models_):
+            mine = self.kept_.get(model)
+            if mine is None:
+                stderr_count, label_variance = count[:, j], var
+            else:
+                grown = table.n_units - len(mine.stderr_count)
+                stderr_count = np.concatenate([mine.stderr_count, np.zeros(grown)])
+                label_variance = mine.label_variance
+            kept[model] = Kept(cost[:, j].copy(), float(mean_cost[j]), stderr_count,
+                               label_variance)
+        return kept
+
+    def _profiles(self) -> dict[str, dict[str, Any]]:
+        """The tables' profiles, with what the policy keeps (when it keeps anything): a load
+        then estimates as this policy does."""
+        profiles = self.table_.to_profiles()
+        if self.kept_:
+            for model, kept in self._keep(self.cost_, self.global_cost_).items():
+                profiles[model].update(kept.to_profile())
+        return profiles
+
+    def _read_kept(self, profiles: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take up what ``profiles`` keep (:meth:`_profiles`), before :meth:`_refresh`."""
+        kept = {m: Kept.from_profile(m, profiles[m], self.table_.n_units) for m in self.models_}
+        self.kept_ = {m: k for m, k in kept.items() if k is not None}
 
     def with_evidence(self, count: Array, error_sum: Array, cost_count: Array | None = None,
                       cost_sum: Array | None = None) -> Self:
@@ -442,7 +560,9 @@ class TablePolicy(Policy):
         a unit's expected cost is then the mean of its labels' costs, the measured ones and
         :data:`COST_PRIOR_STRENGTH` more at the expected cost before (a unit only outcomes
         reached starts from the model's mean cost). Without them the copy keeps this policy's
-        expected costs. ``self`` is not changed."""
+        expected costs. The copy records what it keeps of this policy in ``kept_``
+        (:class:`Kept`), which its tables alone would not give: a weights package made of it
+        carries that, and routes as it does. ``self`` is not changed."""
         self._check_fitted()
         table = self.table_
         shapes = [a.shape for a in (count, error_sum, cost_count, cost_sum) if a is not None]
@@ -473,6 +593,8 @@ class TablePolicy(Policy):
             posterior.cost_ = np.where(measured, (weight * self.cost_ + cost_sum)
                                        / (weight + cost_count), self.cost_)
         posterior.variance_ = self.variance_
+        # What the tables alone would not give, kept for a package made of the posterior.
+        posterior.kept_ = self._keep(posterior.cost_, self.global_cost_)
         return posterior
 
     @abstractmethod

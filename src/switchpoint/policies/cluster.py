@@ -137,11 +137,12 @@ class ClusterPolicy(TablePolicy):
         self.table_ = ProfileTable.from_assignments(onehot, scores, costs, list(models))
         self.models_ = list(models)
         self.model_priors_: dict[str, Array] = {}
+        self.kept_ = {}
         self._refresh()
         return self
 
-    def _refresh(self) -> None:
-        """Recompute the shrunk estimates from the raw table (after fit, load, add, remove)."""
+    def _estimate_table(self) -> None:
+        """The shrunk estimates from the raw table (after fit, load, add, remove)."""
         table = self.table_
         g_err, g_cost, _ = table.global_means()
         parent = self.parent_
@@ -330,7 +331,7 @@ class ClusterPolicy(TablePolicy):
         )
 
     def _profiles_with_priors(self) -> dict[str, dict[str, Any]]:
-        profiles = self.table_.to_profiles()
+        profiles = self._profiles()
         for name, prior in self.model_priors_.items():
             profiles[name]["prior_error"] = [round(float(v), 8) for v in prior]
         return profiles
@@ -365,5 +366,6 @@ class ClusterPolicy(TablePolicy):
             m: np.asarray(state.profiles[m]["prior_error"], dtype=np.float64)
             for m in models if "prior_error" in state.profiles[m]
         }
+        policy._read_kept(state.profiles)
         policy._refresh()
         return policy

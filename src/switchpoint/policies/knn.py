@@ -8,6 +8,8 @@ A new model only needs labels on a few examples: its neighbours are drawn from t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Self
 
 import numpy as np
@@ -30,6 +32,12 @@ class KnnPolicy(Policy):
     name = "knn"
     requires = "embedding"
     unit_kind = "example"
+
+    #: Per model, the mean cost that costs are read against (the λ scale's reference and,
+    #: with a priced catalog, what an estimate's cost is relative to) when it is not the mean
+    #: of the examples' costs: a policy learned from outcomes keeps the one it learned on
+    #: (profile field ``mean_cost``), as the router that learned it read its costs.
+    reference_cost_: Mapping[str, float] = MappingProxyType({})
 
     def __init__(
         self, k: int = 25, prior_strength: float = 2.0, sharpness: float = 10.0,
@@ -55,13 +63,16 @@ class KnnPolicy(Policy):
         self.error_ = 1.0 - scores.astype(np.float64)
         self.cost_ = costs.astype(np.float64)
         self.models_ = list(models)
+        self.reference_cost_ = {}
         return self
 
     def _global(self) -> tuple[Array, Array]:
         return nan_mean(self.error_), nan_mean(self.cost_)
 
     def _global_cost_(self) -> Array:
-        return self._global()[1]
+        mean = self._global()[1]
+        return np.array([self.reference_cost_.get(m, mean[j])
+                         for j, m in enumerate(self.models_)], dtype=np.float64)
 
     def estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
@@ -168,6 +179,8 @@ class KnnPolicy(Policy):
                 "error": [None if np.isnan(v) else round(float(v), 6) for v in self.error_[:, j]],
                 "cost": [None if np.isnan(v) else float(v) for v in self.cost_[:, j]],
             }
+            if np.isfinite(self.reference_cost_.get(m, np.nan)):
+                profiles[m]["mean_cost"] = float(self.reference_cost_[m])
         return PolicyState(
             name=self.name, params=self.get_params(),
             arrays={"examples": self.examples_}, profiles=profiles,
@@ -191,6 +204,8 @@ class KnnPolicy(Policy):
         policy.error_ = np.column_stack([col(m, "error") for m in models])
         policy.cost_ = np.column_stack([col(m, "cost") for m in models])
         policy.models_ = models
+        policy.reference_cost_ = {m: float(state.profiles[m]["mean_cost"]) for m in models
+                                  if "mean_cost" in state.profiles[m]}
         return policy
 
     @property

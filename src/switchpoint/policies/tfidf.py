@@ -327,6 +327,7 @@ class TfidfPolicy(TablePolicy):
         weights = self._distribution(x)
         self.table_ = ProfileTable.from_assignments(weights, scores, costs, list(models))
         self.models_ = list(models)
+        self.kept_ = {}
         self._refresh()
         return self
 
@@ -395,7 +396,7 @@ class TfidfPolicy(TablePolicy):
                 "tier_sizes": self.tier_sizes_,
                 "tier_difficulty": self.tier_difficulty_,
             },
-            profiles=self.table_.to_profiles(),
+            profiles=self._profiles(),
             meta={"vocabulary": list(self.vectorizer_.terms_), "tiers": tier_names(self.n_tiers)},
         )
 
@@ -426,5 +427,6 @@ class TfidfPolicy(TablePolicy):
             raise ValueError(f"profiles have {table.n_units} tiers; expected {policy.n_tiers}")
         policy.table_ = table
         policy.models_ = models
+        policy._read_kept(state.profiles)
         policy._refresh()
         return policy

@@ -377,6 +377,7 @@ class TiersPolicy(TablePolicy):
             list(models),
         )
         self.models_ = list(models)
+        self.kept_ = {}
         self._refresh()
         return self
 
@@ -416,7 +417,7 @@ class TiersPolicy(TablePolicy):
             name=self.name,
             params=self.get_params(),
             arrays={},
-            profiles=self.table_.to_profiles(),
+            profiles=self._profiles(),
             meta={"tiers": list(TIER_NAMES)},
         )
 
@@ -431,5 +432,6 @@ class TiersPolicy(TablePolicy):
             raise ValueError(f"profiles have {table.n_units} tiers; expected {len(TIER_NAMES)}")
         policy.table_ = table
         policy.models_ = models
+        policy._read_kept(state.profiles)
         policy._refresh()
         return policy
