@@ -819,3 +819,44 @@ def test_a_failure_inside_the_gateway_leaves_the_sessions_pin_as_it_was(
         said[door] = (entry["pin_state"], entry["model"], pin.failed, pin.model)
         assert health["failures"] == 0
     assert said["http"] == said["python"] == ("hard", "cheap", False, "cheap")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", ["timed out", "task cancelled"])
+async def test_a_stream_whose_read_is_cancelled_is_closed_settled_and_logged_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path, how: str) -> None:
+    """A read given up by its caller (a timeout around it, or its task cancelled) cuts the
+    answer it was reading. The stream is closed there, as an HTTP client that leaves closes
+    it: its upstream let go, its budget hold settled and the request logged once as closed by
+    the client; a later read says why it ended (it used to end as if the answer were whole,
+    the upstream and the hold kept until the deadline)."""
+    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 60), loader=FACTORY,
+                                  env=KEYS)
+    store, ledger = gateway.store, gateway.governor.ledger
+    assert store is not None
+    gw_fake.script("good", "trickle:every=0.05")  # a long, slow answer, never silent
+    try:
+        stream = await gateway.astream(messages(), model="good")
+        assert (await anext(stream)).model == "good"
+        if how == "timed out":
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(stream), 0.1)
+        else:
+            reader = asyncio.create_task(anext(stream))
+            await asyncio.sleep(0.1)
+            reader.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reader
+        assert ledger.open_tickets() == 0 and not gateway._open_streams
+        with pytest.raises(StreamBroken, match="a read of this stream was cancelled"):
+            await anext(stream)
+        await _until(lambda: store.requests(20, None)[0])
+        entries, _ = store.requests(20, None)
+        assert [(e["id"], e["status"]) for e in entries] == [
+            (stream.switchpoint.request_id, "client_closed")]
+        await _until(lambda: gw_fake.requests()[-1].get("closed_at"))  # the upstream is let go
+        await stream.aclose()  # closing it again is harmless
+        assert len(store.requests(20, None)[0]) == 1
+    finally:
+        await gateway.aclose()
+

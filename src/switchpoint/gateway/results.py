@@ -11,6 +11,7 @@ the request log entry as the stream ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,14 @@ from typing import Any
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import ServiceStopped, StreamBroken
 from switchpoint.gateway.failover import FailoverStream
+
+log = logging.getLogger("switchpoint.gateway")
+
+# What a read of a stream says once an earlier read of it was cancelled.
+CANCELLED_READ = ("a read of this stream was cancelled (its task was cancelled or timed out), "
+                  "so the gateway closed the stream there and let its upstream go; ask again "
+                  "for a new answer (to wait longer for a chunk, give the read more time "
+                  "rather than cancelling it)")
 
 
 class OpenAIObject(dict[str, Any]):
@@ -121,6 +130,8 @@ class ChatStream:
     after the upstream's last chunk, once the request log entry is committed; if the stream
     breaks after it started it raises :class:`~switchpoint.errors.StreamBroken` (logged as
     well). Stop early with :meth:`aclose`: the request is logged as closed by the client.
+    A read that is cancelled (its task cancelled, or timed out) closes it so too: what it
+    was reading is cut, and any later read raises :class:`~switchpoint.errors.StreamBroken`.
     One left unread past its request's deadline is closed by the gateway (:meth:`expire`).
     ``switchpoint`` (a :class:`CallInfo`) is filled in as the stream goes: tokens and cost once
     the final chunk has arrived; the pin state changes when the model the pin sent the request
@@ -175,11 +186,23 @@ class ChatStream:
         try:
             return await anext(self._iterator)
         except asyncio.CancelledError:
-            # Interrupted by :meth:`stop` (and by nothing else): the read ends as broken.
+            # Interrupted by :meth:`stop`: the read ends as broken.
             reader = self._reader
             if self._interrupted and reader is not None and reader.uncancel() == 0:
                 assert self._expired is not None
                 raise self._expired from None
+            # Its caller gave the read up (its task cancelled, a timeout around it): the
+            # answer it was reading is cut and cannot be read on, so the stream is closed now,
+            # as an HTTP client that leaves closes it (its upstream let go, its budget hold
+            # settled, logged once as closed by the client); a later read says so.
+            if self._expired is None:
+                self._expired = StreamBroken(CANCELLED_READ, model=self.model,
+                                             after_first_byte=True)
+            try:
+                await self.aclose()
+            except Exception as exc:  # (the cancellation is what the caller is told)
+                log.error("request %s: a stream whose read was cancelled did not close "
+                          "cleanly: %s", self.switchpoint.request_id, exc)
             raise
         finally:
             self._reading = False
