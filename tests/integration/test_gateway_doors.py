@@ -860,3 +860,45 @@ async def test_a_stream_whose_read_is_cancelled_is_closed_settled_and_logged_onc
     finally:
         await gateway.aclose()
 
+
+@pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logged_once(
+        gw_fake: FakeProviderProcess, tmp_path: Path, stream: bool) -> None:
+    """Ctrl-C while a synchronous call waits on a slow upstream: the call is cancelled on the
+    gateway's loop before KeyboardInterrupt goes on (it ran on there with nobody to take its
+    answer, and a stream's next read met 'asynchronous generator is already running'): its
+    upstream let go, its budget hold settled, logged once as closed by the client."""
+    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 60), loader=FACTORY,
+                                  env=KEYS)
+    store, ledger = gateway.store, gateway.governor.ledger
+    assert store is not None
+    gw_fake.script("good", "trickle:every=0.05")  # a long, slow answer, never silent
+    main = threading.get_ident()
+    try:
+        answer = gateway.stream(messages(), model="good") if stream else None
+        if answer is not None:
+            assert next(answer).model == "good"
+        ctrl_c = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
+        ctrl_c.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            if answer is not None:
+                next(answer)
+            else:
+                gateway.complete(messages(), model="good")
+        ctrl_c.join()
+        assert time.monotonic() - started < 3
+        assert ledger.open_tickets() == 0 and not gateway._calls and not gateway._open_streams
+        if answer is not None:
+            with pytest.raises(StreamBroken, match="a read of this stream was cancelled"):
+                next(answer)
+            answer.close()  # harmless
+        deadline = time.monotonic() + 10
+        while not (store.requests(20, None)[0] and gw_fake.requests()[-1].get("closed_at")):
+            assert time.monotonic() < deadline, "not logged, or the upstream was kept"
+            time.sleep(0.05)
+        entries, _ = store.requests(20, None)
+        assert [e["status"] for e in entries] == ["client_closed"]
+        assert gateway.complete(messages(), model="cheap").model == "cheap"  # goes on serving
+    finally:
+        gateway.close()

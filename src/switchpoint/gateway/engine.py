@@ -140,6 +140,9 @@ PINS_FILENAME = "sessions.db"
 # each time (a backlog is worked off over several runs).
 PRUNE_INTERVAL_S = 3600.0
 PRUNE_MAX_ROWS = 50_000
+# How long a synchronous call interrupted while it waits (Ctrl-C) is given to settle once
+# it is cancelled: its hold settled, its log entry written, its upstream let go.
+INTERRUPTED_SETTLE_S = 5.0
 T = TypeVar("T")
 # What record_provider_event takes: how a call the caller made itself went.
 HEALTH_EVENTS = ("success", "error", "timeout")
@@ -1934,8 +1937,32 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result()
+        """Run ``coro`` on the loop and wait for it. Should the wait be interrupted (Ctrl-C's
+        KeyboardInterrupt, or another signal handler's exception), the call is cancelled there,
+        as a client that leaves cancels its request over HTTP (an upstream call under way let
+        go, its budget hold settled, logged once; a stream whose read it was is closed), and
+        waited for up to :data:`INTERRUPTED_SETTLE_S` while that is done before the
+        interruption goes on: it is not left running with nobody to take its answer."""
+        ended = threading.Event()
+        started: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = self.loop.create_task(coro)
+            task.add_done_callback(lambda _: ended.set())
+            started.append(task)
+
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except BaseException:  # (the loop is closed: the call never began)
+            coro.close()
+            raise
+        try:
+            ended.wait()
+        except BaseException:
+            self.loop.call_soon_threadsafe(lambda: started[0].cancel())
+            ended.wait(INTERRUPTED_SETTLE_S)
+            raise
+        return started[0].result()
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
