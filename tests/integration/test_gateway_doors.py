@@ -8,10 +8,14 @@ Both gateways use the same config (tests/integration/gateway_env.py) and the sam
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -902,3 +906,71 @@ def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logge
         assert gateway.complete(messages(), model="cheap").model == "cheap"  # goes on serving
     finally:
         gateway.close()
+
+
+def test_a_gateway_dropped_without_close_is_closed_as_it_is_collected_with_a_warning(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A gateway its caller drops without closing gives a ResourceWarning, as an unclosed file
+    does, and is closed: its threads end and data_dir's lock is let go, so a new gateway opens
+    there (four threads and the lock were kept for the life of the process, and the gateway
+    was never collected)."""
+    config = _deadline_config(gw_fake, tmp_path, 60)
+    before = set(threading.enumerate())
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    request_id = gateway.complete(messages(), model="good").switchpoint.request_id
+    threads = set(threading.enumerate()) - before
+    assert len(threads) >= 4, threads  # its loop, store writer, pins and ledger threads
+    with pytest.warns(ResourceWarning, match="dropped without being closed"):
+        del gateway
+        gc.collect()
+    deadline = time.monotonic() + 10
+    while any(t.is_alive() for t in threads | (set(threading.enumerate()) - before)):
+        assert time.monotonic() < deadline, [t.name for t in threads if t.is_alive()]
+        time.sleep(0.05)
+    again = Gateway.from_config(config, loader=FACTORY, env=KEYS)  # data_dir's lock is free
+    try:
+        assert again.store is not None
+        assert [e["id"] for e in again.store.requests(20, None)[0]] == [request_id]
+        assert again.governor.ledger.open_tickets() == 0
+    finally:
+        again.close()
+
+
+def test_a_script_that_exits_with_its_gateway_open_keeps_its_work_and_exits_promptly(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A script that reports an outcome, reads part of a stream and exits (sys.exit) without
+    closing its gateway: it exits at once, with no traceback; the outcome is kept and the
+    stream logged as closed by the client (it went unlogged, its budget hold left to be
+    charged by the next start)."""
+    config = _deadline_config(gw_fake, tmp_path, 60)
+    gw_fake.script("good", "trickle:every=0.05")
+    script = textwrap.dedent(f"""
+        import sys, time
+        from switchpoint import Gateway
+        from tests.integration.gateway_env import FACTORY, KEYS
+        gateway = Gateway.from_config({str(config)!r}, loader=FACTORY, env=KEYS)
+        reply = gateway.complete([{{"role": "user", "content": "Hi"}}], model="cheap")
+        gateway.report_outcome(reply.switchpoint.request_id, 0.9)
+        stream = gateway.stream([{{"role": "user", "content": "Hi"}}], model="good")
+        next(stream)
+        print(reply.switchpoint.request_id, stream.switchpoint.request_id, time.time(),
+              flush=True)
+        sys.exit(0)
+    """)
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    ended = time.time()
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "Task was destroyed" not in done.stderr, done.stderr
+    answered, streamed, exiting = done.stdout.split()
+    assert ended - float(exiting) < 5
+    again = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    try:
+        assert again.store is not None
+        entries, _ = again.store.requests(20, None)
+        assert {(e["id"], e["status"]) for e in entries} == {
+            (answered, "ok"), (streamed, "client_closed")}
+        assert again.governor.ledger.open_tickets() == 0
+        assert again.report_outcome(answered, 0.5).outcome.replaced  # the first was kept
+    finally:
+        again.close()

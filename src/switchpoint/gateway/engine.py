@@ -36,14 +36,18 @@ event loop thread.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import ipaddress
 import logging
 import os
+import sys
 import threading
 import time
 import urllib.parse
 import uuid
+import warnings
+import weakref
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -143,11 +147,19 @@ PRUNE_MAX_ROWS = 50_000
 # How long a synchronous call interrupted while it waits (Ctrl-C) is given to settle once
 # it is cancelled: its hold settled, its log entry written, its upstream let go.
 INTERRUPTED_SETTLE_S = 5.0
+# How long the synchronous methods' loop waits, as the gateway closes, for the tasks still
+# pending on it to end (and again once they are cancelled).
+LOOP_DRAIN_S = 2.0
 T = TypeVar("T")
 # What record_provider_event takes: how a call the caller made itself went.
 HEALTH_EVENTS = ("success", "error", "timeout")
 # The longest call record_provider_event takes (a day, in milliseconds).
 MAX_EVENT_LATENCY_MS = 86_400_000.0
+# The gateways open in this process, held weakly: those still open as the interpreter exits are
+# closed then (see _close_at_exit_if_open).
+_STILL_OPEN: weakref.WeakSet[Gateway] = weakref.WeakSet()
+_AT_EXIT = threading.Lock()
+_at_exit_registered = False
 
 
 @runtime_checkable
@@ -244,7 +256,11 @@ class Gateway:
         # reaches the gateway there since is ended as it arrives.
         self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
         self._sync: _LoopThread | None = None
-        self.governor = Governor(settings, store=self.store, health=lambda: self.health)
+        # (Looked up through a weak reference: the governor's flush thread must not keep a
+        # gateway its caller dropped alive, or it could never be closed as it is collected.)
+        me = weakref.ref(self)
+        self.governor = Governor(settings, store=self.store,
+                                 health=lambda: getattr(me(), "health", None))
         self.learning = GatewayLearning(self.state, self.store)
         # The housekeeping run under way, on a thread of its own: a future of no event loop,
         # since either door's loop may start it and the other close the gateway.
@@ -312,6 +328,7 @@ class Gateway:
         self._closed = False
         self._pid = os.getpid()
         self._stopping.clear()  # (opened again: it serves again)
+        _close_at_exit_if_open(self)
 
     def _release_data_dir(self) -> None:
         if self._owner is not None:
@@ -377,6 +394,7 @@ class Gateway:
                 self._open_streams.pop(stream, None)
 
     def _close_state(self) -> None:
+        _STILL_OPEN.discard(self)
         if self._opened:
             self.learning.close()  # a checkpoint of what was learned, while the store is open
             self._closed = True
@@ -410,6 +428,28 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    def __del__(self) -> None:
+        """A gateway dropped while open (never closed) is closed as it is collected, with a
+        ``ResourceWarning`` as an unclosed file gives: its streams logged, its budget holds
+        settled, its learning checkpointed, its threads stopped and ``data_dir``'s lock
+        released. The closing runs on a thread of its own, since a collection may come on any
+        thread, amid anything (the gateway's parts refer back to it, so a ``weakref.finalize``
+        holding them would keep it alive for good)."""
+        if (not getattr(self, "_opened", False) or sys.is_finalizing()
+                or in_other_process(self._pid)):
+            return
+        threading.Thread(target=self._close_dropped, name="switchpoint-gateway-close").start()
+        warnings.warn(f"a Gateway serving {quoted_path(self.state.settings.data_dir)} was "
+                      "dropped without being closed, so it is being closed now; close a "
+                      "gateway when done with it (with Gateway.from_config(...) as gateway:, "
+                      "or gateway.close())", ResourceWarning, source=self, stacklevel=2)
+
+    def _close_dropped(self) -> None:
+        try:
+            self.close()
+        except Exception as exc:  # (nobody is left to tell but the log)
+            log.error("a Gateway dropped without being closed did not close cleanly: %s", exc)
 
     def _take_up(self, live: Live) -> None:
         """A router went live: rebuild what derives from its gateway settings, once."""
@@ -1965,9 +2005,29 @@ class _LoopThread:
         return started[0].result()
 
     def stop(self) -> None:
+        """Stop the loop and close it, once the async generators left open on it are closed
+        and the tasks still pending on it (such as a generator's closing, scheduled as it was
+        collected) have ended: up to :data:`LOOP_DRAIN_S`, then they are cancelled. None is
+        destroyed while pending."""
+        try:
+            asyncio.run_coroutine_threadsafe(self._drain(), self.loop).result(
+                timeout=2 * LOOP_DRAIN_S + 1)
+        except Exception as exc:  # (stopped all the same)
+            log.error("the gateway's event loop did not wind down cleanly: %s", exc)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         self.loop.close()
+
+    async def _drain(self) -> None:
+        await self.loop.shutdown_asyncgens()
+        me = asyncio.current_task()
+        for cancel in (False, True):
+            pending = [t for t in asyncio.all_tasks() if t is not me]
+            if not pending:
+                return
+            for task in pending if cancel else ():
+                task.cancel()
+            await asyncio.wait(pending, timeout=LOOP_DRAIN_S)
 
 
 def _as_list(messages: object) -> list[Any]:
@@ -2112,3 +2172,25 @@ def _limits_named(ticket: Any) -> str:
     kinds = [kind for kind, held in (("budget", ticket.holds), ("rate limit",
                                                                  ticket.rate_entries)) if held]
     return " and ".join(kinds).capitalize() or "Rate limit"
+
+
+def _close_at_exit_if_open(gateway: Gateway) -> None:
+    """Close ``gateway`` as the interpreter exits if it is still open then (a script that ends,
+    or calls ``sys.exit``, without closing it): its open streams are logged, its budget holds
+    settled, its learning checkpointed and ``data_dir``'s lock released, while its threads
+    still run (an exit handler runs before daemon threads are stopped). The hook is registered
+    with the first gateway opened, not on import."""
+    global _at_exit_registered
+    _STILL_OPEN.add(gateway)
+    with _AT_EXIT:
+        if not _at_exit_registered:
+            atexit.register(_close_open_gateways)
+            _at_exit_registered = True
+
+
+def _close_open_gateways() -> None:
+    for gateway in list(_STILL_OPEN):
+        try:
+            gateway.close()
+        except Exception as exc:  # (the others are closed still)
+            log.error("a Gateway still open at exit did not close cleanly: %s", exc)
