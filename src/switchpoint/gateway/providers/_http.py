@@ -57,9 +57,11 @@ class ClientPool:
 
     Own one per application (open it in the app's lifespan, ``await pool.aclose()`` on
     shutdown). Connections belong to an event loop, so each loop that uses the pool gets its
-    own clients (the in-process gateway's sync methods run on a loop of their own); those of a
-    loop that has closed are dropped when a new one is made. Each client
-    runs on a
+    own clients (the in-process gateway's sync methods run on a loop of their own). A loop's
+    clients are closed on it as it ends: ``asyncio.run`` (and ``asyncio.Runner``,
+    ``anyio.run``) closes a loop's async generators just before closing the loop, and the pool
+    holds one there, started, whose closing closes them. Those of a loop closed some other way
+    (``loop.close()`` alone) are dropped when a new one is made. Each client runs on a
     :class:`PooledTransport` (lean keep-alive HTTP/1.1; see
     there why not httpcore's pool); ``transport`` replaces it, for tests (an
     ``httpx.MockTransport``, say).
@@ -77,6 +79,9 @@ class ClientPool:
         self._keepalive_expiry_s = keepalive_expiry_s
         self._clients: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop,
                                                    httpx.AsyncClient]] = {}
+        # For each loop with clients here: the generator whose closing closes them.
+        self._watches: dict[int, tuple[asyncio.AbstractEventLoop,
+                                       AsyncGenerator[None, None]]] = {}
 
     def get(self, base_url: str) -> httpx.AsyncClient:
         """The client for ``base_url`` on the running event loop (created on first use)."""
@@ -94,25 +99,57 @@ class ClientPool:
                                        follow_redirects=False, trust_env=False,
                                        cookies=_no_cookies())
             self._clients[key] = (loop, client)
+            self._watch(loop)
         return client
 
     def __len__(self) -> int:
         return len(self._clients)
 
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have ``loop``'s clients closed on it as it ends (see the class), once per loop."""
+        held = self._watches.get(id(loop))
+        if held is not None and held[0] is loop:
+            return
+        watch = self._until_loop_ends(loop)
+        with contextlib.suppress(StopIteration):  # run to its yield now: the loop knows of it
+            watch.asend(None).send(None)
+        self._watches[id(loop)] = (loop, watch)
+
+    async def _until_loop_ends(self, loop: asyncio.AbstractEventLoop
+                               ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            held = self._watches.get(id(loop))
+            if held is not None and held[0] is loop:
+                del self._watches[id(loop)]
+            if not loop.is_closed():
+                await self._close_clients_of(loop)
+
+    async def _close_clients_of(self, loop: asyncio.AbstractEventLoop) -> None:
+        for key in [k for k, (owner, _) in self._clients.items() if owner is loop]:
+            _, client = self._clients.pop(key)
+            await client.aclose()
+
     def _forget_closed_loops(self) -> None:
-        """Drop the clients of event loops that have closed (each ``asyncio.run`` is a loop of
-        its own), so they and their connections are freed: they cannot be used again, nor
-        closed on their loop."""
+        """Drop the clients of event loops that closed without closing them (a loop closed
+        with ``loop.close()`` alone), so they and their connections are freed: they cannot be
+        used again, nor closed on their loop."""
         for key in [k for k, (owner, _) in self._clients.items() if owner.is_closed()]:
             del self._clients[key]
+        for loop_id, (owner, watch) in list(self._watches.items()):
+            if owner.is_closed():
+                del self._watches[loop_id]
+                with contextlib.suppress(StopIteration):  # ended here: its loop cannot run it
+                    watch.aclose().send(None)
 
     async def aclose(self) -> None:
         """Close the clients of the running loop; forget those of loops that are closed."""
         loop = asyncio.get_running_loop()
-        mine = [k for k, (owner, _) in self._clients.items() if owner is loop]
-        for key in mine:
-            _, client = self._clients.pop(key)
-            await client.aclose()
+        held = self._watches.get(id(loop))
+        if held is not None and held[0] is loop:
+            await held[1].aclose()  # (closes them)
+        await self._close_clients_of(loop)
         self._forget_closed_loops()
 
 
