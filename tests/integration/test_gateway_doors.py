@@ -40,7 +40,9 @@ from switchpoint.errors import (
     StreamBroken,
 )
 from switchpoint.gateway import ChatCompletion
+from switchpoint.governance.ledger import Ledger
 from switchpoint.server import create_app
+from switchpoint.store import SQLiteStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import (
     FACTORY,
@@ -613,6 +615,17 @@ def _deadline_config(fake: FakeProviderProcess, root: Path, max_total_s: float) 
     return config
 
 
+def _trickling(fake: FakeProviderProcess, root: Path, max_total_s: float
+               ) -> tuple[Gateway, SQLiteStore, Ledger]:
+    """A gateway on :func:`_deadline_config`, its store and its budgets' ledger, whose next
+    answer from ``good`` is long and slow, never silent."""
+    gateway = Gateway.from_config(_deadline_config(fake, root, max_total_s), loader=FACTORY,
+                                  env=KEYS)
+    assert gateway.store is not None
+    fake.script("good", "trickle:every=0.05")
+    return gateway, gateway.store, gateway.governor.ledger
+
+
 async def _until(what: Callable[[], object], seconds: float = 10.0) -> None:
     """Wait, with the event loop running, until ``what()`` is true."""
     deadline = time.monotonic() + seconds
@@ -629,11 +642,7 @@ async def test_a_stream_left_unread_on_a_running_loop_is_closed_logged_and_settl
     event loop runs on: at the request's deadline (gateway.max_total_s) the gateway closes the
     upstream, releases the budget held and logs the request once, as a stream broken by that
     deadline (not as closed by the client, who did not close it)."""
-    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 1.5), loader=FACTORY,
-                                  env=KEYS)
-    store, ledger = gateway.store, gateway.governor.ledger
-    assert store is not None
-    gw_fake.script("good", "trickle:every=0.05")  # a long, slow answer, never silent
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 1.5)
     try:
         stream = await gateway.astream(messages(), model="good")
         assert (await anext(stream)).model == "good"  # read a little, then no more
@@ -840,11 +849,7 @@ async def test_a_stream_whose_read_is_cancelled_is_closed_settled_and_logged_onc
     it: its upstream let go, its budget hold settled and the request logged once as closed by
     the client; a later read says why it ended (it used to end as if the answer were whole,
     the upstream and the hold kept until the deadline)."""
-    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 60), loader=FACTORY,
-                                  env=KEYS)
-    store, ledger = gateway.store, gateway.governor.ledger
-    assert store is not None
-    gw_fake.script("good", "trickle:every=0.05")  # a long, slow answer, never silent
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 60)
     try:
         stream = await gateway.astream(messages(), model="good")
         assert (await anext(stream)).model == "good"
@@ -878,11 +883,7 @@ def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logge
     gateway's loop before KeyboardInterrupt goes on (it ran on there with nobody to take its
     answer, and a stream's next read met 'asynchronous generator is already running'): its
     upstream let go, its budget hold settled, logged once as closed by the client."""
-    gateway = Gateway.from_config(_deadline_config(gw_fake, tmp_path, 60), loader=FACTORY,
-                                  env=KEYS)
-    store, ledger = gateway.store, gateway.governor.ledger
-    assert store is not None
-    gw_fake.script("good", "trickle:every=0.05")  # a long, slow answer, never silent
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 60)
     main = threading.get_ident()
     try:
         answer = gateway.stream(messages(), model="good") if stream else None
