@@ -622,10 +622,12 @@ def _read_regular(path: Path, limit: int) -> bytes:
         raise FileNotFoundError(path)
     # (non-blocking: a FIFO put there since is found by its status without waiting)
     with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise WeightsError(path, f"{_not_regular(mode)}; {_REGULAR}")
-        return handle.read(limit + 1)
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise WeightsError(path, f"{_not_regular(status.st_mode)}; {_REGULAR}")
+        # A read of n bytes sets n aside first: ask for what the file holds (and a byte more,
+        # to see it grew), never the whole limit (gigabytes, which a debug allocator fills).
+        return handle.read(min(limit, status.st_size) + 1)
 
 
 def _read_json_file(path: Path) -> bytes:

@@ -194,6 +194,7 @@ ROUTER_CASES: list[tuple[str, str, RouterCall]] = [
     ("route_batch", "cost_weights",
      lambda r, w: r.route_batch(["hi"], cost_weights=5)),  # type: ignore[arg-type]
     ("estimates", "prompts", lambda r, w: r.estimates(5)),  # type: ignore[arg-type]
+    ("explain", "decision", lambda r, w: r.explain("route")),  # type: ignore[arg-type]
     ("estimates", "embeddings", lambda r, w: r.estimates(embeddings=5)),  # type: ignore[arg-type]
     ("prepare", "embeddings", lambda r, w: r.prepare(None, 5)),  # type: ignore[arg-type]
     ("report_outcome", "decision_id", lambda r, w: r.report_outcome(5, 0.5)),  # type: ignore[arg-type]
