@@ -56,7 +56,10 @@ _WHY = {400: "Malformed or invalid request (the param names the field).",
         409: "Not possible now: the experiment has no winner yet, the blind comparison was "
              "already scored (its models revealed), or the decision has taken as many "
              "outcomes as one takes.",
-        429: "A budget or rate limit refused a comparison's calls.",
+        429: "rate_limit_exceeded: the requests per minute of the key or its tenant are "
+             "used up (feedback, a score and a comparison each count as one; Retry-After: "
+             "when one is free again); for a comparison also budget_exceeded, a budget or "
+             "rate limit refusing its calls.",
         502: "No compared model answered.",
         503: "The router is still loading.",
         504: "Every compared model timed out."}
@@ -172,7 +175,7 @@ def tenant_caller(request: Request, named: str | None, who: Caller
 
 
 @router.post("/v1/feedback", tags=["learning"],
-             responses=_responses("What the outcome did.", 400, 401, 404, 409, 503,
+             responses=_responses("What the outcome did.", 400, 401, 404, 409, 429, 503,
                                   openai=True),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": FeedbackRequest.model_json_schema()}}}},
@@ -229,7 +232,7 @@ async def compare(request: Request, who: Annotated[Caller, Depends(caller)]) -> 
 
 @router.post("/v1/router/preferences/score", tags=["learning"], response_model=ScoreResponse,
              responses=_responses("What the scores taught, models revealed.", 400, 401, 403,
-                                  404, 409, 503),
+                                  404, 409, 429, 503),
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/json": {"schema": ScoreRequest.model_json_schema()}}}},
              summary="Score a comparison's answers (0..1 each); teaches the tenant's memory")
