@@ -22,6 +22,11 @@ TenantQuery = Annotated[str | None, Query(min_length=1, max_length=64,
                                           description="A configured tenant's name.")]
 
 
+#: An answer that holds what its model lists and nothing else: the schema says so
+#: (additionalProperties false).
+CLOSED = ConfigDict(extra="forbid")
+
+
 class RouteRequest(BaseModel):
     """Exactly one of ``prompt`` or ``embedding``; the other fields are optional."""
 
@@ -274,15 +279,78 @@ class RequestLogPage(BaseModel):
                                                 "null on the last page.")
 
 
+class BudgetStatus(BaseModel):
+    """One budget's state in its current period."""
+
+    model_config = CLOSED
+
+    account: str = Field(description="Whose budget: all (the gateway's), key:ID, "
+                                     "tenant:NAME, model:NAME or provider:NAME.")
+    budget: str = Field(description="AMOUNT/PERIOD, as configured.")
+    limit_usd: float
+    period: Literal["hour", "day", "week", "month"]
+    spent_usd: float = Field(description="Charged in this period.")
+    held_usd: float = Field(description="Held by requests in flight.")
+    remaining_usd: float = Field(description="limit_usd - spent_usd - held_usd, at least 0.")
+    used_fraction: float = Field(description="(spent_usd + held_usd) / limit_usd.")
+    period_start: float = Field(description="When this period began (epoch seconds, UTC).")
+    resets_at: float = Field(description="When the next one begins (epoch seconds, UTC).")
+
+
+class PreviousSecret(BaseModel):
+    model_config = CLOSED
+
+    rotated_at: float = Field(description="When a rotation replaced it (epoch seconds).")
+    valid_until: float = Field(description="When it stops working (epoch seconds).")
+
+
+class KeyView(BaseModel):
+    """A client key as the admin sees it: everything but its secret and hashes."""
+
+    model_config = CLOSED
+
+    id: str
+    tenant: str
+    name: str | None
+    status: Literal["active", "revoked", "expired"]
+    created_at: float = Field(description="Epoch seconds, as the other times.")
+    expires_at: float | None
+    revoked_at: float | None
+    rotated_at: float | None = Field(description="The latest rotation's time.")
+    previous_valid_until: float | None = Field(description="When the secret the latest "
+                                                           "rotation replaced stops working.")
+    previous_secrets: list[PreviousSecret] = Field(description="The replaced secrets that "
+                                                               "still work.")
+    budgets: list[str] = Field(description="AMOUNT/PERIOD, each.")
+    rpm: int | None
+    tpm: int | None
+    models: list[str] | None = Field(description="The models it may use (null: its "
+                                                 "tenant's).")
+    cost_weight: float | None
+
+
+class IssuedKey(KeyView):
+    """A key just made or given a new secret: ``key`` is the secret, shown this once."""
+
+    key: str = Field(description="The secret (Authorization: Bearer <key>), shown this once.")
+
+
+class KeyWithBudgets(KeyView):
+    budget_status: list[BudgetStatus] = Field(description="Each of its budgets' state.")
+
+
 class KeyPage(BaseModel):
-    data: list[dict[str, Any]] = Field(description="Client keys, oldest first (never a "
-                                                   "secret).")
+    model_config = CLOSED
+
+    data: list[KeyView] = Field(description="Client keys, oldest first (never a secret).")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on "
                                                 "the last page.")
 
 
 class BudgetPage(BaseModel):
-    data: list[dict[str, Any]] = Field(description="Budgets' state: the config's, then the "
+    model_config = CLOSED
+
+    data: list[BudgetStatus] = Field(description="Budgets' state: the config's, then the "
                                                    "client keys' in the order they were made.")
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on "
                                                 "the last page.")
@@ -352,10 +420,6 @@ def inlined(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 # Learning: preference comparisons and the learning status -------------------------------------
-
-# What these answers hold and nothing else: the schema says so (additionalProperties false).
-CLOSED = ConfigDict(extra="forbid")
-
 
 class AnswerError(BaseModel):
     model_config = CLOSED
@@ -507,3 +571,29 @@ class StatusResponse(BaseModel):
                                                    "start.")
     from_checkpoint: int | None = Field(None, description="Admin only: outcomes restored from "
                                                           "the learning checkpoint.")
+
+
+class FeedbackResponse(BaseModel):
+    """What one piece of feedback did."""
+
+    model_config = CLOSED
+
+    decision_id: str
+    tenant: str = Field(description="The tenant whose outcome it is (the decision's).")
+    model: str = Field(description="The model it is about.")
+    quality: float = Field(description="The outcome learned, 0 to 1 (success: 1 or 0).")
+    replaced: bool = Field(description="Whether it replaced an earlier outcome of this "
+                                       "decision and model.")
+    previous_quality: float | None
+    event_id: str
+    kind: Literal["decision", "model"] = Field(
+        description="decision: a routed answer's, which teaches routing; model: a request "
+                    "that named its model, a quality observation of that model.")
+    teaches_routing: bool
+    cost: float | None = Field(description="What the answer cost (USD), as the feedback said "
+                                           "or as the gateway priced it; null: unknown.")
+    cost_from: Literal["feedback", "answer", "kept"] | None = Field(
+        description="Where cost comes from: the feedback, the gateway's accounting of the "
+                    "answer, or the earlier outcome's (a repeat without a cost).")
+    note: str | None = Field(None, description="Why it teaches less than it might (absent "
+                                               "when it teaches all it can).")

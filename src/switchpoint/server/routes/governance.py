@@ -33,7 +33,10 @@ from switchpoint.server.schemas import (
     BudgetPage,
     ErrorResponse,
     FiniteFloat,
+    IssuedKey,
     KeyPage,
+    KeyView,
+    KeyWithBudgets,
     TenantQuery,
 )
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
@@ -51,8 +54,7 @@ _REPORT: dict[int | str, dict[str, Any]] = {
                    "description": "not_found: neither the configuration nor the request or "
                                   "feedback log names this tenant."}}
 _CREATED: dict[int | str, dict[str, Any]] = {
-    201: {"description": "The new key: `key` is the secret, shown this once.",
-          "content": {"application/json": {}}},
+    201: {"description": "The new key: `key` is the secret, shown this once."},
     **ERROR_RESPONSES}
 
 
@@ -100,7 +102,7 @@ def _body_schema(model: type[BaseModel], *, required: bool) -> dict[str, Any]:
         "application/json": {"schema": model.model_json_schema()}}}}
 
 
-@router.post("/v1/router/keys", status_code=201, responses=_CREATED,
+@router.post("/v1/router/keys", status_code=201, responses=_CREATED, response_model=IssuedKey,
              openapi_extra=_body_schema(KeyCreate, required=True),
              summary="Make a client key for a tenant (shown once, stored hashed)")
 async def create_key(request: Request) -> JSONResponse:
@@ -147,7 +149,7 @@ def _with_budgets(request: Request, record: Any) -> dict[str, Any]:
     return out
 
 
-@router.get("/v1/router/keys/{key_id}", responses=_BY_ID,
+@router.get("/v1/router/keys/{key_id}", responses=_BY_ID, response_model=KeyWithBudgets,
             summary="One client key and its budgets' state")
 async def show_key(key_id: str, request: Request) -> JSONResponse:
     keys = get_service(request).gateway.governor.keys
@@ -155,7 +157,7 @@ async def show_key(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(_with_budgets(request, record))
 
 
-@router.post("/v1/router/keys/{key_id}/revoke", responses=_BY_ID,
+@router.post("/v1/router/keys/{key_id}/revoke", responses=_BY_ID, response_model=KeyView,
              summary="Revoke a client key at once")
 async def revoke_key(key_id: str, request: Request) -> JSONResponse:
     await no_body(request)
@@ -164,13 +166,13 @@ async def revoke_key(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(record.to_dict(keys.now()))
 
 
-@router.delete("/v1/router/keys/{key_id}", responses=_BY_ID,
+@router.delete("/v1/router/keys/{key_id}", responses=_BY_ID, response_model=KeyView,
                summary="Revoke a client key at once (the record stays, for the logs)")
 async def delete_key(key_id: str, request: Request) -> JSONResponse:
     return await revoke_key(key_id, request)
 
 
-@router.post("/v1/router/keys/{key_id}/rotate", responses=_BY_ID,
+@router.post("/v1/router/keys/{key_id}/rotate", responses=_BY_ID, response_model=IssuedKey,
              openapi_extra=_body_schema(KeyRotate, required=False),
              summary="A new secret for a key (same id, budgets and limits); the old one "
                      "works for grace_seconds")

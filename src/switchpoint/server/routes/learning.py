@@ -39,6 +39,7 @@ from switchpoint.server.schemas import (
     ChatErrorResponse,
     CompareResponse,
     ErrorResponse,
+    FeedbackResponse,
     FiniteFloat,
     ScoreResponse,
     StatusResponse,
@@ -174,7 +175,7 @@ def tenant_caller(request: Request, named: str | None, who: Caller
     return principal, False
 
 
-@router.post("/v1/feedback", tags=["learning"],
+@router.post("/v1/feedback", tags=["learning"], response_model=FeedbackResponse,
              responses=_responses("What the outcome did.", 400, 401, 404, 409, 429, 503,
                                   openai=True),
              openapi_extra={"requestBody": {"required": True, "content": {
