@@ -109,7 +109,7 @@ def test_periods_reset_at_their_calendar_boundary() -> None:
 
 def test_rpm_and_tpm_windows() -> None:
     clock = Clock()
-    ledger = Ledger(clock)
+    ledger = Ledger(clock, monotonic=clock)
     limits = (Limits("key:k", rpm=2, tpm=100),)
     a = reserve(ledger, 0.0, {}, tokens=60, limits=limits)
     assert isinstance(a, Ticket)
@@ -127,6 +127,35 @@ def test_rpm_and_tpm_windows() -> None:
     assert ledger.check_rate(limits) is None
     too_big = reserve(ledger, 0.0, {}, tokens=500, limits=limits)
     assert isinstance(too_big, Blocked) and too_big.retry_after is None
+
+
+def test_a_wall_clock_step_neither_locks_a_rate_window_nor_empties_it() -> None:
+    """The rate windows are timed by the monotonic clock: the wall clock stepped back an hour
+    leaves a key locked out for the rest of its minute, not for the hour (it was), and stepped
+    forward an hour lets no second minute's requests or tokens through before the first's
+    age out."""
+    wall, tick = Clock(), Clock(100.0)
+    ledger = Ledger(wall, monotonic=tick)
+    limits = (Limits("key:k", rpm=2, tpm=100),)
+    assert isinstance(reserve(ledger, 0.0, {}, tokens=40, limits=limits), Ticket)
+    tick.now += 20
+    assert isinstance(reserve(ledger, 0.0, {}, tokens=40, limits=limits), Ticket)
+    wall.now -= 3600  # stepped back
+    tick.now += 1
+    back = reserve(ledger, 0.0, {}, tokens=1, limits=limits)
+    assert isinstance(back, Blocked) and back.kind == "rpm"
+    assert back.retry_after == pytest.approx(39.0) and "retry in 39 s" in back.message
+    assert isinstance(ledger.count_request(limits), Blocked)
+    wall.now += 7200  # stepped forward
+    for blocked in (reserve(ledger, 0.0, {}, tokens=1, limits=limits),
+                    ledger.check_rate(limits), ledger.count_request(limits)):
+        assert isinstance(blocked, Blocked) and blocked.kind == "rpm"
+    tick.now += 39.01  # the first request's minute is over, whatever the wall clock did
+    assert ledger.check_rate(limits) is None
+    tpm = reserve(ledger, 0.0, {}, tokens=70, limits=limits)
+    assert isinstance(tpm, Blocked) and tpm.kind == "tpm"  # the second's 40 tokens still count
+    assert tpm.retry_after == pytest.approx(19.99)
+    assert isinstance(reserve(ledger, 0.0, {}, tokens=60, limits=limits), Ticket)
 
 
 def test_expired_reservations_release_their_hold() -> None:

@@ -224,13 +224,15 @@ class Governor:
 
     def __init__(self, settings: Settings, *, store: Any = None,
                  health: Callable[[], Any] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         """``store`` is the request log (its ``spend`` table holds the ledger; None: in memory
-        only); ``health`` returns the health tracker whose latencies the SLA reads."""
+        only); ``health`` returns the health tracker whose latencies the SLA reads; ``clock``
+        and ``monotonic`` are the ledger's (see :class:`Ledger`)."""
         self.keys = KeyStore.in_dir(settings.data_dir)
         # Every keyed request reads the key store: one that cannot open stops the start.
         self._keys_at_open = self.keys_required(settings)
-        self.ledger = Ledger(clock)
+        self.ledger = Ledger(clock, monotonic)
         self.store = store
         self.health = health
         self.clock = clock

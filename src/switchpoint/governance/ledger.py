@@ -58,11 +58,15 @@ wrote no expiry at a start: the reservations they left open further back than a 
 are closed (released), once, when the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
-minute): RPM counts requests; TPM reserves the request's worst-case tokens (and a further try's,
-as of when it is held) and settles them to what the request's tries count, by the rule its
-budgets are charged by: the answer's tokens as the upstream reported them (never past the worst
-case; the worst case when unknown), and each try a provider may have billed with no answer its
-worst case; each window counts them once, whatever it held for them.
+minute), timed by a monotonic clock, not the wall clock the periods are read from: a wall
+clock stepped back (an NTP step, a VM restored) locks no key out until it catches up (it did,
+for as long as the step), and one stepped forward ages no request out of its window early
+(a full window's burst again at once). RPM counts requests; TPM reserves the request's
+worst-case tokens (and a further try's, as of when it is held) and settles them to what the
+request's tries count, by the rule its budgets are charged by: the answer's tokens as the
+upstream reported them (never past the worst case; the worst case when unknown), and each try
+a provider may have billed with no answer its worst case; each window counts them once,
+whatever it held for them.
 """
 
 from __future__ import annotations
@@ -224,8 +228,8 @@ class Ticket:
     tokens: int
     key_id: str | None = None
     tenant: str | None = None
-    # TPM window entries: (account, [ts, tokens, still in the window]); an account's first is
-    # the request's, each later one a further try's (see Ledger.extend).
+    # TPM window entries: (account, [monotonic ts, tokens, still in the window]); an account's
+    # first is the request's, each later one a further try's (see Ledger.extend).
     rate_entries: list[tuple[str, list[float]]] = field(default_factory=list)
     # The tokens-per-minute limits of the windows it counts in, by account (to check what it
     # holds more: see extend).
@@ -339,8 +343,13 @@ KEPT_PERIODS = 3
 class Ledger:
     """Spend per account and period, in-flight reservations, and the rate windows."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` dates periods, reservations and their expiries (the wall clock: they
+        outlive the process); ``monotonic`` times the rate windows (see the module's
+        docstring)."""
         self.clock = clock
+        self.monotonic = monotonic
         self._lock = threading.Lock()
         # Settled spend by account, period and the period's start: the last few periods of
         # each, so that a settlement stamped in the period before, or a clock stepped back
@@ -450,10 +459,10 @@ class Ledger:
         window of ``limits``, all or nothing (``model`` and ``provider``: the one its request
         may run on, if one). Returns the open :class:`Ticket`, or why not."""
         with self._lock:
-            now = self.clock()
+            now, tick = self.clock(), self.monotonic()
             self._expire(now)
             for limit in limits:
-                blocked = self._check_rate(limit, tokens, now)
+                blocked = self._check_rate(limit, tokens, tick)
                 if blocked is not None:
                     return blocked
             for account, amount in holds.items():
@@ -472,10 +481,10 @@ class Ledger:
             for limit in limits:
                 if limit.rpm is not None:
                     window = self._rpm.setdefault(limit.account, _Window())
-                    window.entries.append([now, 1.0, 1.0])
+                    window.entries.append([tick, 1.0, 1.0])
                     window.total += 1.0
                 if limit.tpm is not None:
-                    self._count_tokens(ticket, limit.account, tokens, now)
+                    self._count_tokens(ticket, limit.account, tokens, tick)
             self._open[ticket.id] = ticket
             heapq.heappush(self._expiring, ticket)
             return ticket
@@ -490,13 +499,13 @@ class Ledger:
         ticket already closed: its request is over)."""
         tokens = tokens or {}
         with self._lock:
-            now = self.clock()
+            now, tick = self.clock(), self.monotonic()
             self._expire(now)
             if ticket.closed:
                 return None
             for account, amount in tokens.items():
                 blocked = self._check_rate(Limits(account, None, ticket.tpm[account]), amount,
-                                           now, what)
+                                           tick, what)
                 if blocked is not None:
                     return blocked
             for account, usd in more.items():
@@ -508,16 +517,16 @@ class Ledger:
                 ticket.holds[account] = ticket.holds.get(account, 0.0) + usd
                 self._held[account] = self._held.get(account, 0.0) + usd
             for account, amount in tokens.items():
-                self._count_tokens(ticket, account, amount, now)
+                self._count_tokens(ticket, account, amount, tick)
             return None
 
     def check_rate(self, limits: Sequence[Limits]) -> Blocked | None:
         """Whether one more request would pass the RPM windows now (nothing is reserved): a
         cheap early refusal before a request is routed."""
         with self._lock:
-            now = self.clock()
+            tick = self.monotonic()
             for limit in limits:
-                blocked = self._check_rate(Limits(limit.account, limit.rpm, None), 0, now)
+                blocked = self._check_rate(Limits(limit.account, limit.rpm, None), 0, tick)
                 if blocked is not None:
                     return blocked
         return None
@@ -526,23 +535,24 @@ class Ledger:
         """Count one request on the RPM windows of ``limits`` (a routing request: nothing to
         reserve), or say why not."""
         with self._lock:
-            now = self.clock()
+            tick = self.monotonic()
             rpm_only = [Limits(lim.account, lim.rpm, None) for lim in limits]
             for limit in rpm_only:
-                blocked = self._check_rate(limit, 0, now)
+                blocked = self._check_rate(limit, 0, tick)
                 if blocked is not None:
                     return blocked
             for limit in rpm_only:
                 if limit.rpm is not None:
                     window = self._rpm.setdefault(limit.account, _Window())
-                    window.entries.append([now, 1.0, 1.0])
+                    window.entries.append([tick, 1.0, 1.0])
                     window.total += 1.0
         return None
 
     def _check_rate(self, limit: Limits, tokens: int, now: float,
                     what: str = "this request") -> Blocked | None:
-        """Why one more request of ``tokens`` would pass ``limit``'s windows now (a full TPM
-        window names what it would hold them for: ``what``), or None."""
+        """Why one more request of ``tokens`` would pass ``limit``'s windows at ``now`` (by
+        the monotonic clock; a full TPM window names what it would hold them for: ``what``),
+        or None."""
         who = describe_account(limit.account)
         if limit.rpm is not None:
             window = self._rpm.setdefault(limit.account, _Window())
@@ -570,7 +580,8 @@ class Ledger:
         return None
 
     def _count_tokens(self, ticket: Ticket, account: str, tokens: int, now: float) -> None:
-        """Count ``tokens`` of ``ticket`` in ``account``'s TPM window as of ``now``."""
+        """Count ``tokens`` of ``ticket`` in ``account``'s TPM window as of ``now`` (by the
+        monotonic clock)."""
         window = self._tpm.setdefault(account, _Window())
         entry = [now, float(tokens), 1.0]
         window.entries.append(entry)
