@@ -563,15 +563,16 @@ class _ExpiresThenFails(_FailsAfterFirst):
 
 
 def _expire_reservations(gateway: Any) -> None:
-    """Expire every open reservation of ``gateway``: its ledger's clock run an hour past now
-    while the governor flushes (which expires what is past its deadline)."""
+    """Expire every open reservation of ``gateway``: its ledger's clocks (the wall clock and
+    the monotonic one its deadlines are timed by) run an hour past now while the governor
+    flushes (which expires what is past its deadline)."""
     ledger = gateway.governor.ledger
-    real = ledger.clock
-    ledger.clock = lambda: real() + 3600.0
+    real, tick = ledger.clock, ledger.monotonic
+    ledger.clock, ledger.monotonic = (lambda: real() + 3600.0), (lambda: tick() + 3600.0)
     try:
         gateway.governor.flush()
     finally:
-        ledger.clock = real
+        ledger.clock, ledger.monotonic = real, tick
 
 
 def test_a_billed_try_is_charged_when_its_request_ends_after_its_hold_expired(

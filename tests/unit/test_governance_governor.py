@@ -354,6 +354,34 @@ def test_model_and_provider_budgets(tmp_path: Path) -> None:
     assert ticket.holds["provider:openai"] == ticket.worst_by_model["big"]
 
 
+def test_a_reservation_reaches_disk_after_half_a_second_whatever_the_wall_clock_did(
+        tmp_path: Path) -> None:
+    """How long a request has run is read from the monotonic clock: with the wall clock
+    stepped back an hour, a request running for half a second has its reservation written
+    (it was kept off disk for the hour, so a crash meanwhile charged it nothing); stepped
+    forward, one just begun is not written yet."""
+    from switchpoint.store import SQLiteStore
+
+    wall, tick = [1_800_001_800.0], [100.0]
+    s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
+    store = SQLiteStore(s.db_path).open()
+    try:
+        gov = Governor(s, store=store, clock=lambda: wall[0], monotonic=lambda: tick[0])
+        body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
+                                "messages": [{"role": "user", "content": "hi"}]}
+        slow, _, _ = admit(gov, s, "acme", dict(body))
+        wall[0] -= 3600
+        tick[0] += 0.6
+        gov.flush()
+        assert slow.persisted
+        wall[0] += 7200
+        fresh, _, _ = admit(gov, s, "acme", dict(body))
+        gov.flush()
+        assert not fresh.persisted
+    finally:
+        store.close()
+
+
 def test_rate_limits_refuse_with_retry_after(tmp_path: Path) -> None:
     s = settings(tmp_path, tenants={"acme": {"rpm": 1}})
     gov = Governor(s)
@@ -376,7 +404,7 @@ def test_only_long_running_reservations_reach_disk(tmp_path: Path) -> None:
     now = [1_800_001_800.0]
     s = settings(tmp_path, tenants={"acme": {"budgets": ["10/day"]}})
     store = SQLiteStore(s.db_path).open()
-    gov = Governor(s, store=store, clock=lambda: now[0])
+    gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
     body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
     quick, _, _ = admit(gov, s, "acme", dict(body))
@@ -442,7 +470,7 @@ def test_a_restart_across_midnight_leaves_yesterday_s_spend_in_yesterday(
 
     store = SQLiteStore(s.db_path).open()
     try:
-        gov = Governor(s, store=store, clock=clock)
+        gov = Governor(s, store=store, clock=clock, monotonic=clock)
         gov.open()
         assert gov.ledger.spent(tenant_account("acme"), "day") == 0.0
         assert gov.ledger.spent(tenant_account("acme"), "month") == 0.0
@@ -470,7 +498,7 @@ def test_a_request_begun_before_midnight_is_charged_in_the_day_and_month_it_bega
     store = SQLiteStore(s.db_path).open()
     try:
         now = [last]
-        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                                 "messages": [{"role": "user", "content": "hi"}]}
         ticket, _, _ = admit(gov, s, "acme", dict(body))
@@ -534,7 +562,7 @@ def _crashed_mid_request(tmp_path: Path, *, at: float = 1_800_001_800.0,
     body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
     store = SQLiteStore(s.db_path).open()
-    first = Governor(s, store=store, clock=lambda: now[0])
+    first = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
     ticket, _, _ = admit(first, s, "acme", dict(body))
     now[0] += 1.0
     first.flush()  # the request runs long: its reservation reaches disk
@@ -569,7 +597,7 @@ def test_a_reservation_left_open_by_a_crash_is_charged_once_and_the_reports_agre
 
     store = SQLiteStore(s.db_path).open()
     try:
-        second = Governor(s, store=store, clock=lambda: now[0])
+        second = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         second.open()
         assert second.ledger.held(acme) == ticket.worst_usd > 0
         assert reported() == (ticket.worst_usd, 0.0, 0.0)
@@ -586,7 +614,7 @@ def test_a_reservation_left_open_by_a_crash_is_charged_once_and_the_reports_agre
     for later in (60.0, LOOKBACK_S + 3600.0):  # a later start charges nothing again
         now[0] = ticket.expires_at + later
         with SQLiteStore(s.db_path) as store:
-            third = Governor(s, store=store, clock=lambda: now[0])
+            third = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
             third.open()
             assert third.ledger.held(acme) == 0.0
             assert third.ledger.spent(acme, "month") == ticket.worst_usd
@@ -614,7 +642,7 @@ def test_a_reservation_left_open_by_a_crash_before_days_of_downtime_is_charged_o
     assert now[0] - ticket.ts > LOOKBACK_S
     for start in range(2):  # the start after, then one more
         with SQLiteStore(s.db_path) as store:
-            gov = Governor(s, store=store, clock=lambda: now[0])
+            gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
             gov.open()
             assert gov.ledger.held(acme) == 0.0 and gov.ledger.open_tickets() == 0
             assert gov.ledger.spent(acme, "day") == 0.0
@@ -658,14 +686,14 @@ def test_a_crash_s_reservation_charges_the_model_and_provider_its_row_names(
     body: dict[str, Any] = {"model": names[0], "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
     with SQLiteStore(s.db_path) as store:
-        first = Governor(s, store=store, clock=lambda: now[0])
+        first = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         ticket, _, _ = admit(first, s, "acme", body, cards=cards, require_first=True)
         now[0] += 1.0
         first.flush()  # its reservation reaches disk; then the process dies
     assert (ticket.model, ticket.provider) == (model, provider)
     now[0] = ticket.expires_at + 1.0
     with SQLiteStore(s.db_path) as store:
-        second = Governor(s, store=store, clock=lambda: now[0])
+        second = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         second.open()
         spent = {account: second.ledger.spent(account, "day") for account in (
             "tenant:acme", TOTAL, *map(model_account, ("mid", "big", "small")),
@@ -739,7 +767,7 @@ def test_a_reservation_an_earlier_version_left_open_further_back_than_a_start_lo
 
     for run in range(2):  # the first start after the upgrade, then one more
         with SQLiteStore(s.db_path) as store:
-            gov = Governor(s, store=store, clock=lambda: now[0])
+            gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
             gov.open()
             reports = Reports.from_settings(s, clock=lambda: now[0]).ledger
             assert gov.ledger.held(acme) == 0.5 == reports.held(acme)  # "running" still holds
@@ -775,7 +803,7 @@ def test_a_crash_s_reservation_charged_after_midnight_counts_in_the_day_it_was_m
                             "messages": [{"role": "user", "content": "hi"}]}
     now[0] = midnight + 3600.0  # ... and starts again an hour after it
     with SQLiteStore(s.db_path) as store:
-        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         gov.open()
         try:
             assert gov.ledger.spent(acme, "day") == 0.0
@@ -807,7 +835,7 @@ def test_a_reservation_that_expired_while_its_request_ran_is_charged_if_a_crash_
     assert _closings(s.db_path)[ticket.id] == ["expire_running"]
     for _ in range(2):  # the start after, then one more
         with SQLiteStore(s.db_path) as store:
-            gov = Governor(s, store=store, clock=lambda: now[0])
+            gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
             gov.open()
             try:
                 assert gov.ledger.spent(acme, "day") == ticket.worst_usd
@@ -829,7 +857,7 @@ def test_a_request_released_after_its_reservation_expired_is_released_once(
     body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
     with SQLiteStore(s.db_path) as store:
-        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         gov.open()
         try:
             ticket, _, _ = admit(gov, s, "acme", dict(body))
@@ -860,7 +888,7 @@ def test_a_restart_holds_a_reservation_of_the_longest_deadline_until_it_ends(
     body: dict[str, Any] = {"model": "auto", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
     with SQLiteStore(s.db_path) as store:
-        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         ticket, _, _ = admit(gov, s, "acme", dict(body))
         now[0] += 1.0
         gov.flush()  # on disk; then the process dies
@@ -868,7 +896,7 @@ def test_a_restart_holds_a_reservation_of_the_longest_deadline_until_it_ends(
     for when, held in ((ticket.expires_at - 1.0, ticket.worst_usd), (ticket.expires_at, 0.0)):
         now[0] = when
         with SQLiteStore(s.db_path) as store:
-            again = Governor(s, store=store, clock=lambda: now[0])
+            again = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
             again.open()
             assert again.ledger.held(tenant_account("acme")) == held, when
             again.close()
@@ -919,7 +947,7 @@ def test_a_reservation_that_held_more_for_a_further_try_is_restored_whole(
     body: dict[str, Any] = {"model": "big", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
     with SQLiteStore(s.db_path) as store:
-        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:1])
         now[0] += 1.0
         gov.flush()  # on disk
@@ -932,7 +960,7 @@ def test_a_reservation_that_held_more_for_a_further_try_is_restored_whole(
         assert _reserved(s.db_path, 2)[-1] == {tenant_account("acme"): pytest.approx(held)}
     # The process died with the request under way.
     with SQLiteStore(s.db_path) as store:
-        again = Governor(s, store=store, clock=lambda: now[0])
+        again = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         again.open()
         assert again.ledger.held(tenant_account("acme")) == pytest.approx(held)
         again.close()
@@ -968,7 +996,7 @@ def test_a_reservation_held_more_at_the_same_instant_or_a_clock_set_back_is_rest
     body: dict[str, Any] = {"model": "big", "max_tokens": 10,
                             "messages": [{"role": "user", "content": "hi"}]}
     with SQLiteStore(s.db_path) as store:
-        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         ticket, _, _ = admit(gov, s, "acme", dict(body), cards=CARDS[:1])
         gov.flush(everything=True)  # on disk
         assert ticket.persisted
@@ -980,7 +1008,7 @@ def test_a_reservation_held_more_at_the_same_instant_or_a_clock_set_back_is_rest
         assert len(_reserved(s.db_path, 2)) == 2
     # The process died with the request under way.
     with SQLiteStore(s.db_path) as store:
-        again = Governor(s, store=store, clock=lambda: now[0])
+        again = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         again.open()
         assert again.ledger.held(tenant_account("acme")) == pytest.approx(held)
         again.close()
@@ -999,7 +1027,7 @@ def test_a_request_s_end_is_booked_once_even_after_its_reservation_expired(
                             "messages": [{"role": "user", "content": "hi"}]}
     account = tenant_account("acme")
     with SQLiteStore(s.db_path) as store:
-        gov = Governor(s, store=store, clock=lambda: now[0])
+        gov = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         gov.ledger.clock = lambda: now[0]
         gov.open()
         try:
@@ -1023,7 +1051,7 @@ def test_a_request_s_end_is_booked_once_even_after_its_reservation_expired(
             gov.close()
     assert _closings(s.db_path)[ticket.id] == ["expire_running", "settle"]
     with SQLiteStore(s.db_path) as store:
-        restarted = Governor(s, store=store, clock=lambda: now[0])
+        restarted = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
         restarted.open()
         try:
             assert restarted.ledger.spent(account, "day", now[0]) == pytest.approx(worst)

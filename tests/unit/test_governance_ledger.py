@@ -160,7 +160,7 @@ def test_a_wall_clock_step_neither_locks_a_rate_window_nor_empties_it() -> None:
 
 def test_expired_reservations_release_their_hold() -> None:
     clock = Clock()
-    ledger = Ledger(clock)
+    ledger = Ledger(clock, monotonic=clock)
     budgets = {"tenant:a": [Budget(0.1, "day")]}
     t = reserve(ledger, 0.1, budgets, ttl=30)
     assert isinstance(t, Ticket)
@@ -170,6 +170,31 @@ def test_expired_reservations_release_their_hold() -> None:
     # A late settlement is still booked (the money was spent), once.
     assert ledger.settle(t, charged_usd=0.01, accounts=["tenant:a"], tokens=None) is False
     assert ledger.spent("tenant:a", "day") == pytest.approx(0.01)
+
+
+def test_a_reservation_in_flight_expires_by_the_monotonic_clock_not_a_wall_clock_step() -> None:
+    """The wall clock stepped forward an hour frees no hold of a request still in flight (it
+    expired them all, and the budget they held was spent a second time); stepped back an
+    hour, it keeps none past its deadline. Its expiry is dated by the wall clock."""
+    wall, tick = Clock(), Clock(100.0)
+    ledger = Ledger(wall, monotonic=tick)
+    budgets = {"tenant:a": [Budget(1.0, "day")]}
+    running = reserve(ledger, 0.6, budgets, ttl=30)
+    assert isinstance(running, Ticket)
+    wall.now += 3600  # stepped forward, within the day
+    refused = reserve(ledger, 0.6, budgets)
+    assert isinstance(refused, Blocked) and "requests in flight hold $0.600000" in refused.message
+    assert ledger.held("tenant:a") == pytest.approx(0.6) and not ledger.take_expired()
+    ledger.settle(running, charged_usd=0.5, accounts=["tenant:a"], tokens=None)
+    assert isinstance(reserve(ledger, 0.6, budgets), Blocked)  # $0.5 spent: no room for $0.6
+    wall.now -= 7200  # stepped back
+    late = reserve(ledger, 0.4, budgets, ttl=30)
+    assert isinstance(late, Ticket) and late.expires_at == wall.now + 30  # (on disk)
+    tick.now += 29.9
+    assert ledger.held("tenant:a") == pytest.approx(0.4)
+    tick.now += 0.2  # its deadline, an hour before the wall clock reaches its expiry
+    assert ledger.held("tenant:a") == 0.0
+    assert [(t.id, t.expired_at) for t in ledger.take_expired()] == [(late.id, wall.now)]
 
 
 def test_no_overspend_under_thread_concurrency() -> None:
@@ -236,7 +261,7 @@ def test_a_reservation_a_crash_left_open_is_charged_what_it_held_when_it_expires
     them; one its row names no model for charges no model. One of this process that expires
     is released (its request's settlement books what it cost)."""
     clock = Clock()
-    ledger = Ledger(clock)
+    ledger = Ledger(clock, monotonic=clock)
     ledger.restore({}, [
         OpenReservation("one", T0 - 10, T0 + 5, {"key:k1": 0.3, "model:m": 0.3}, "k1", "a",
                         0.4, "m", "openai"),

@@ -299,10 +299,11 @@ class Governor:
         open ones with ``everything``), forgetting those already settled, and the expiries
         that came due (so the spend table closes a reservation as the live ledger releases
         it, not at the next admission)."""
-        now = self.clock()
+        tick = self.ledger.monotonic()  # (how long a request has run: see the ledger)
         while self._unwritten:
             ticket, record = self._unwritten[0]
-            if not ticket.closed and not everything and now - ticket.ts < PERSIST_AFTER_S:
+            if (not ticket.closed and not everything and ticket.started is not None
+                    and tick - ticket.started < PERSIST_AFTER_S):
                 break
             self._unwritten.popleft()
             with self._persisting:

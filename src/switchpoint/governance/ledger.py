@@ -35,7 +35,8 @@ start the ledger is rebuilt from those rows. A reservation still open when the p
 request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
 *charged* what it held and recorded as ``expire_charge`` (at the start, if that deadline
-passed while the service was down, however long; in the periods its request began in). Its
+passed while the service was down, however long; in the periods its request began in): a
+deadline on disk is read by the wall clock, the only one that outlives the process. Its
 request had run at least :data:`PERSIST_AFTER_S` (that is when a reservation
 reaches disk) and was cut by a stop or crash, so a provider may have billed it: by the rule for
 a try a provider may have billed with no answer, it is charged its worst case, the most the
@@ -46,8 +47,12 @@ and its provider when all its candidates shared one; one of several candidates r
 (which of them ran is unknown, and none is charged in its place), nor does one an earlier
 version wrote. So settled spend stays within a budget after a crash too. A crash never leaks
 budget for longer than that deadline. (The requests of the last half second before a crash hold
-nothing after it, and are charged nothing.) A reservation of the running process that expires
-is released instead (``expire_running``): its request is still in this process, and its
+nothing after it, and are charged nothing.) A reservation of the running process expires, and
+reaches disk, when its request has run that long by the monotonic clock (a wall clock stepped
+forward freed the holds of every request in flight, which then spent past the budgets their
+holds had kept for them; one stepped back kept a long request's reservation off disk, where
+a crash would find it, for as long as the step). One that expires is released
+(``expire_running``): its request is still in this process, and its
 settlement charges what it cost, after the expiry too. That row frees its hold but does not
 close it on disk: its request's ``settle`` or ``release`` row does (a release is written
 after an expiry too), so one whose request a crash then cut is read at the next start as a
@@ -250,6 +255,10 @@ class Ticket:
     orphan: bool = False
     # When it expired (the instant its expiry was booked at).
     expired_at: float | None = None
+    # When it was made and when it expires by the ledger's monotonic clock (a reservation of
+    # this process; None for one read from disk, whose expiry is judged by the wall clock).
+    started: float | None = None
+    deadline: float | None = None
 
     @property
     def charged_at(self) -> float:
@@ -357,7 +366,10 @@ class Ledger:
         self._spent: dict[str, dict[str, dict[float, float]]] = {}
         self._held: dict[str, float] = {}
         self._open: dict[str, Ticket] = {}
+        # The reservations read from disk by their expiry (wall clock), those of this process
+        # by their deadline (monotonic clock).
         self._expiring: list[Ticket] = []
+        self._running: list[tuple[float, str, Ticket]] = []
         self._bounds: dict[str, tuple[float, float]] = {}
         self._rpm: dict[str, _Window] = {}
         self._tpm: dict[str, _Window] = {}
@@ -471,6 +483,7 @@ class Ledger:
                     if blocked is not None:
                         return blocked
             ticket = Ticket(id=os.urandom(12).hex(), ts=now, expires_at=now + ttl_s,
+                            started=tick, deadline=tick + ttl_s,
                             holds=dict(holds), worst_by_model=dict(worst_by_model),
                             tokens=tokens, key_id=key_id, tenant=tenant, model=model,
                             provider=provider,
@@ -486,7 +499,7 @@ class Ledger:
                 if limit.tpm is not None:
                     self._count_tokens(ticket, limit.account, tokens, tick)
             self._open[ticket.id] = ticket
-            heapq.heappush(self._expiring, ticket)
+            heapq.heappush(self._running, (tick + ttl_s, ticket.id, ticket))
             return ticket
 
     def extend(self, ticket: Ticket, more: Mapping[str, float],
@@ -678,11 +691,17 @@ class Ledger:
         return True
 
     def _expire(self, now: float) -> None:
-        """Close the tickets whose deadline passed by ``now``: one a stop or crash left open
-        (an orphan, read from disk) is charged what it held, to :attr:`Ticket.accounts`; one
-        of this process is released (its request's settlement charges it)."""
+        """Close the tickets whose deadline passed: one a stop or crash left open (an orphan,
+        read from disk) when its expiry is past by ``now`` (the wall clock), and is charged
+        what it held, to :attr:`Ticket.accounts`; one of this process when its deadline is
+        past by the monotonic clock, and is released (its request's settlement charges it)."""
+        due: list[Ticket] = []
         while self._expiring and self._expiring[0].expires_at <= now:
-            ticket = heapq.heappop(self._expiring)
+            due.append(heapq.heappop(self._expiring))
+        tick = self.monotonic()
+        while self._running and self._running[0][0] <= tick:
+            due.append(heapq.heappop(self._running)[2])
+        for ticket in due:
             if not ticket.closed:
                 self._close(ticket)
                 ticket.expired_at = now
