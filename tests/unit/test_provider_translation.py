@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -119,6 +120,23 @@ def test_parse_retry_after_forms() -> None:
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({"retry-after": "-1"}) is None
     assert parse_retry_after({}) is None
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/New_York", "UTC"])
+def test_an_http_date_without_a_zone_is_gmt_whatever_the_process_s_zone(
+        zone: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry-After's obsolete asctime form and a ``-0000`` zone are GMT, as HTTP says: under
+    TZ=Asia/Tokyo they were read as local time, nine hours early (no wait at all), and
+    under TZ=America/New_York hours late."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        for when in ("Mon Jan 12 13:46:50 1970", "Mon, 12 Jan 1970 13:46:50 -0000",
+                     "Mon, 12 Jan 1970 13:46:50 GMT"):
+            assert parse_retry_after({"retry-after": when}, now=1_000_000) == pytest.approx(10)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_timeouts_are_validated() -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 from switchpoint._messages import cut
@@ -178,8 +179,9 @@ MAX_RETRY_AFTER_S = 86_400.0
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or an HTTP date),
-    at most :data:`MAX_RETRY_AFTER_S`; ``None`` when neither is there or readable."""
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or an HTTP date,
+    in GMT whatever zone the process runs in, its obsolete forms without a zone too), at most
+    :data:`MAX_RETRY_AFTER_S`; ``None`` when neither is there or readable."""
     seconds = _retry_after(headers, now)
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER_S)
 
@@ -205,6 +207,8 @@ def _retry_after(headers: Mapping[str, str], now: float | None) -> float | None:
             when = email.utils.parsedate_to_datetime(raw)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # (-0000, or asctime's form: an HTTP date is always GMT)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
         return max(0.0, seconds)
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
