@@ -375,6 +375,15 @@ def serving(data_dir: Path) -> bool:
         os.close(fd)
 
 
+def served(data_dir: Path) -> bool:
+    """:func:`serving`, for a reader that only reads beside a service: False when it cannot
+    be told (the lock file cannot be opened or locked), as when none serves."""
+    try:
+        return serving(data_dir)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def brief_lock(data_dir: Path, purpose: str) -> Iterator[Progress | None]:
     """Hold ``data_dir``'s :data:`SERVE_LOCK` for the ``with`` block, for ``purpose`` (a key

@@ -846,6 +846,39 @@ def test_a_reservation_that_expired_while_its_request_ran_is_charged_if_a_crash_
         now[0] += 60.0
 
 
+def test_a_report_beside_the_running_service_holds_a_reservation_its_request_overran(
+        tmp_path: Path) -> None:
+    """A reservation whose request overran its deadline is open on disk with its expiry
+    booked as the request still ran: while the service that made it holds data_dir's lock,
+    a report read beside it counts it as held, not charged (its request still runs, and its
+    settlement charges what it cost); once no service holds the lock, it is a crash's,
+    charged its worst case as the next start charges it."""
+    from switchpoint.gateway.owner import DataDirLock
+    from switchpoint.governance.reports import Reports
+
+    s, acme, ticket, now = _crashed_mid_request(tmp_path, overran=True)
+    assert _closings(s.db_path)[ticket.id] == ["expire_running"]
+
+    def reported() -> tuple[float, float, float]:
+        reports = Reports.from_settings(s, clock=lambda: now[0])
+        [alert] = reports.check_budget_alert("acme")["budgets"]
+        assert (alert["held_usd"], alert["spent_usd"]) == (
+            pytest.approx(reports.ledger.held(acme)),
+            pytest.approx(reports.ledger.spent(acme, "day")))
+        return (reports.ledger.held(acme), reports.ledger.spent(acme, "day"),
+                reports.ledger.spent(TOTAL, "day"))
+
+    service = DataDirLock(s.data_dir).acquire()  # the service that made it still serves
+    try:
+        assert reported() == (ticket.worst_usd, 0.0, 0.0)
+        now[0] += 3600.0  # however long its request runs
+        assert reported() == (ticket.worst_usd, 0.0, 0.0)
+    finally:
+        service.release()
+    assert reported() == (0.0, ticket.worst_usd, ticket.worst_usd)
+    assert _closings(s.db_path)[ticket.id] == ["expire_running"]  # (a report writes nothing)
+
+
 def test_a_request_released_after_its_reservation_expired_is_released_once(
         tmp_path: Path) -> None:
     """A reservation that expired (its request overran its deadline) freed its hold then; the

@@ -56,7 +56,13 @@ a crash would find it, for as long as the step). One that expires is released
 settlement charges what it cost, after the expiry too. That row frees its hold but does not
 close it on disk: its request's ``settle`` or ``release`` row does (a release is written
 after an expiry too), so one whose request a crash then cut is read at the next start as a
-crash's reservation past its deadline, and charged as one. ``expire`` rows (an earlier
+crash's reservation past its deadline, and charged as one. A reader beside a running service
+(``switchpoint report``, which holds no lock) cannot tell such a reservation from a crash's by
+its rows alone, so it asks whether a service holds ``data_dir``'s lock
+(:func:`~switchpoint._files.serving`): while one does, the reservation is that service's
+request still running (a service charges those a crash left as it starts), and is counted
+as held, what it held, not charged; only with no service running is it a crash's, charged as
+the next start will charge it (see :meth:`Ledger.restore`). ``expire`` rows (an earlier
 version's, for a crash's reservations and its own alike) were releases, and read as such:
 only ``settle`` and ``expire_charge`` rows are spend (:data:`CHARGED_ROWS`). Earlier versions
 wrote no expiry at a start: the reservations they left open further back than a start looks
@@ -78,6 +84,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -118,10 +125,8 @@ _EPS = 1e-9
 EXPIRE_CHARGE = "expire_charge"
 #: The kind of the row that frees the hold of a reservation whose request still runs in this
 #: process when its deadline passes; it leaves the reservation open on disk until its request
-#: ends (see the module's docstring).
+#: ends (see the module's docstring). Every other row but its ``reserve`` closes it.
 EXPIRE_RUNNING = "expire_running"
-#: The ``spend`` rows that close a reservation: all but its own and an ``expire_running``.
-CLOSING_ROWS = f"kind NOT IN ('reserve', '{EXPIRE_RUNNING}')"
 #: The ``spend`` rows that are spend (charged to their accounts), as SQL: the settlements and
 #: the expiries that charged (an ``expire`` row releases: charges nothing).
 CHARGED_ROWS = f"kind IN ('settle', '{EXPIRE_CHARGE}')"
@@ -208,6 +213,8 @@ class OpenReservation(NamedTuple):
     amount_usd: float = 0.0  # what its request's tries were held for in all (its worst case)
     model: str | None = None  # the one model it was held for, when its row names one
     provider: str | None = None  # the one provider, likewise
+    # Its expiry was booked while its request still ran (an ``expire_running`` row).
+    expired_running: bool = False
 
 
 @dataclass
@@ -723,14 +730,20 @@ class Ledger:
     # Restoring ---------------------------------------------------------------------------------
 
     def restore(self, spent: Mapping[str, Mapping[str, float]],
-                outstanding: Iterable[OpenReservation], now: float | None = None) -> None:
+                outstanding: Iterable[OpenReservation], now: float | None = None, *,
+                service_running: bool = False) -> None:
         """Load what the ``spend`` table says as of ``now`` (when it was read; None: the
         clock's now): settled spend in each period under way then by account, and the
         reservations still open. Spend read just before a period ended belongs to that period,
         even when it is restored just after. A restored reservation is on disk already (its
         expiry is written when it comes; one past its deadline expires at the next look) and
         is an orphan: its expiry charges what it held; one this ledger holds open already is
-        not held twice."""
+        not held twice. ``service_running``: this ledger is a reader's beside the service
+        serving from the same ``data_dir`` (it holds the lock); a reservation whose expiry the
+        service booked as its request still ran is then that request's, in flight, and is
+        held, never expiring here, rather than charged as a crash's (see the module's
+        docstring). The service itself passes False: what it finds open at its start, a
+        crash left."""
         with self._lock:
             now = self.clock() if now is None else now
             for account, by_period in spent.items():
@@ -743,11 +756,13 @@ class Ledger:
                 # (What its tries were held for: its row's amount, never less than it held on
                 # an account.)
                 cover = max(row.amount_usd, *row.holds.values(), 0.0)
-                ticket = Ticket(id=row.id, ts=row.ts, expires_at=row.expires_at,
+                running = service_running and row.expired_running
+                ticket = Ticket(id=row.id, ts=row.ts,
+                                expires_at=math.inf if running else row.expires_at,
                                 holds=dict(row.holds), worst_by_model={}, tokens=0,
                                 key_id=row.key_id, tenant=row.tenant, cover_usd=cover,
                                 model=row.model, provider=row.provider, persisted=True,
-                                orphan=True)
+                                orphan=not running)
                 for account, amount in row.holds.items():
                     self._held[account] = self._held.get(account, 0.0) + amount
                 self._open[row.id] = ticket
@@ -815,8 +830,14 @@ def _read_state(path: Path, now: float, gone: Gone | None
                 latest[row[0]] = (total, row)
             first[row[0]] = min(first.get(row[0], row[1]), row[1])
         reserved = [(row[0], first[row[0]], *row[2:]) for _, row in latest.values()]
-        closed = {rid for (rid,) in conn.execute(
-            f"SELECT reservation_id FROM spend WHERE ts >= ? AND {CLOSING_ROWS}", (since,))}
+        # (The rows that close a reservation, and those that booked its expiry as its
+        # request still ran: see Ledger.restore.)
+        closed: set[str] = set()
+        running: set[str] = set()
+        for rid, kind in conn.execute(
+                "SELECT reservation_id, kind FROM spend WHERE ts >= ? AND kind != 'reserve'",
+                (since,)):
+            (running if kind == EXPIRE_RUNNING else closed).add(rid)
         open_rows = [row for row in reserved if row[0] not in closed]
     finally:
         conn.close()
@@ -826,7 +847,7 @@ def _read_state(path: Path, now: float, gone: Gone | None
         expiry = float(expires_at if expires_at is not None else ts)
         (live if expiry > now else stale).append(
             OpenReservation(rid, float(ts), expiry, json.loads(holds or "{}"), key_id, tenant,
-                            float(amount or 0.0), model, provider))
+                            float(amount or 0.0), model, provider, rid in running))
     return spent, live, stale
 
 

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from switchpoint._files import served
 from switchpoint._messages import cut, listed_names, quoted
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard
@@ -347,9 +348,11 @@ class Reports:
             ledger = Ledger(self.clock)
             now = self.clock()
             # (A reservation a crash left open past its deadline is charged, as the next
-            # start of the service charges it.)
+            # start of the service charges it; one whose request a running service still
+            # runs is held: see Ledger.restore.)
             spent, live, stale = load_state(self.db_path, now, self.gone)
-            ledger.restore(spent, [*live, *stale], now)
+            ledger.restore(spent, [*live, *stale], now,
+                           service_running=served(self.db_path.parent))
             self._ledger = ledger
         return self._ledger
 

@@ -51,7 +51,7 @@ from switchpoint._files import (
     SQLITE_SIDE_FILES,
     Progress,
     brief_lock,
-    serving,
+    served,
     side_file,
 )
 from switchpoint._messages import quoted_path
@@ -242,7 +242,7 @@ def prune(path: str | Path, cutoff: float, *, dry_run: bool = False,
     cutoffs = {**{t: cutoff for t in LOG_TABLES}, LEDGER_TABLE: ledger_cutoff(cutoff)}
     before = db_bytes(file)
     if dry_run:
-        kept = BESIDE_SERVICE if learned_through is None and _served(file) else None
+        kept = BESIDE_SERVICE if learned_through is None and served(file.parent) else None
         below = None if kept is not None else _learned_below(
             _feedback_bound_if_kept(file, cutoff, gone, checkpoint_key), learned_through)
         return PruneReport(cutoff, _count_older(file, {**cutoffs, FEEDBACK_TABLE: cutoff},
@@ -321,15 +321,6 @@ def _before_kept_decision(conn: sqlite3.Connection, below: int | None, decisions
                        f"{_DECISION_KEPT.format(decisions=decisions)}",
                        (below, *args)).fetchone()
     return below if row is None or row[0] is None else min(below, int(row[0]))
-
-
-def _served(file: Path) -> bool:
-    """Whether a service serves from the data directory of the store ``file`` now (for a dry
-    run, which makes no lock file: without one, none does)."""
-    try:
-        return serving(file.parent)
-    except OSError:
-        return False
 
 
 def _feedback_bound_if_kept(file: Path, cutoff: float, gone: Gone | None,
