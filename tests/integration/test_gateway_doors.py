@@ -915,6 +915,45 @@ def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logge
         gateway.close()
 
 
+def test_a_synchronous_call_under_way_as_another_thread_closes_the_gateway_is_told_so(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A thread's synchronous call still waiting on a slow upstream when another thread closes
+    the gateway is cancelled once the close has given it its time, and told the gateway was
+    closed during the call, as a StoreError saying what to do (it got a bare CancelledError);
+    its request is logged once, its budget hold settled; a call made later is refused as the
+    closed gateway refuses any."""
+    from switchpoint.gateway.engine import LOOP_DRAIN_S
+
+    gateway, store, ledger = _trickling(gw_fake, tmp_path, 60)
+    got: list[BaseException | ChatCompletion] = []
+
+    def call() -> None:
+        try:
+            got.append(gateway.complete(messages(), model="good"))
+        except BaseException as exc:  # (what the thread was told, whatever it is)
+            got.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not gateway._calls:  # under way upstream
+        assert time.monotonic() < deadline, "the call never began"
+        time.sleep(0.02)
+    started = time.monotonic()
+    gateway.close()
+    caller.join(timeout=10)
+    assert not caller.is_alive()
+    assert time.monotonic() - started < 2 * LOOP_DRAIN_S + 2
+    [error] = got
+    assert isinstance(error, StoreError), repr(error)
+    assert "the gateway was closed" in str(error) and "while this call" in str(error)
+    assert ledger.open_tickets() == 0
+    with SQLiteStore(store.path) as reopened:
+        assert [e["status"] for e in reopened.requests(20, None)[0]] == ["client_closed"]
+    with pytest.raises(StoreError, match="the gateway is closed"):
+        gateway.complete(messages(), model="cheap")
+
+
 def test_a_gateway_dropped_without_close_is_closed_as_it_is_collected_with_a_warning(
         gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
     """A gateway its caller drops without closing gives a ResourceWarning, as an unclosed file

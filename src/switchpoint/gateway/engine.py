@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import functools
 import ipaddress
 import logging
@@ -1967,11 +1968,22 @@ class SyncChatStream:
         self.close()
 
 
+#: What a synchronous call is told when the gateway closes under it (see :meth:`_LoopThread.run`).
+CLOSED_DURING_CALL = (
+    "the gateway was closed (Gateway.close, from another thread or at exit) while this call "
+    f"was under way; it was given {LOOP_DRAIN_S:g} s to end, then cancelled (a chat request is "
+    "logged as closed by the client, its budget hold settled); close the gateway once its "
+    "calls have returned, or make this call on an open gateway")
+# How often a synchronous call's wait looks whether the loop it waits on has stopped.
+_WAIT_TICK_S = 0.5
+
+
 class _LoopThread:
     """An event loop on a daemon thread, for the synchronous methods."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.stopping = False  # stop() has begun: no call starts on it any more
         self.thread = threading.Thread(target=self.loop.run_forever,
                                        name="switchpoint-gateway", daemon=True)
         self.thread.start()
@@ -1982,33 +1994,56 @@ class _LoopThread:
         as a client that leaves cancels its request over HTTP (an upstream call under way let
         go, its budget hold settled, logged once; a stream whose read it was is closed), and
         waited for up to :data:`INTERRUPTED_SETTLE_S` while that is done before the
-        interruption goes on: it is not left running with nobody to take its answer."""
+        interruption goes on: it is not left running with nobody to take its answer. A call
+        the loop's :meth:`stop` cancels, or one that comes as it stops, raises
+        :class:`~switchpoint.errors.StoreError` saying the gateway was closed during it
+        (:data:`CLOSED_DURING_CALL`), not a bare ``CancelledError``, nor waits for ever."""
         ended = threading.Event()
         started: list[asyncio.Task[T]] = []
 
         def start() -> None:
+            if self.stopping:  # (closing: it would be cancelled, or never end)
+                coro.close()
+                ended.set()
+                return
             task = self.loop.create_task(coro)
             task.add_done_callback(lambda _: ended.set())
             started.append(task)
 
+        if self.stopping:
+            coro.close()
+            raise StoreError(CLOSED_DURING_CALL)
         try:
             self.loop.call_soon_threadsafe(start)
-        except BaseException:  # (the loop is closed: the call never began)
+        except BaseException as exc:  # (the loop is closed: the call never began)
             coro.close()
+            if isinstance(exc, RuntimeError) and self.loop.is_closed():
+                raise StoreError(CLOSED_DURING_CALL) from None
             raise
         try:
-            ended.wait()
+            while not ended.wait(_WAIT_TICK_S):
+                if not self.thread.is_alive():  # (the loop stopped before it ended)
+                    if not started:
+                        coro.close()
+                    raise StoreError(CLOSED_DURING_CALL)
+        except StoreError:
+            raise
         except BaseException:
-            self.loop.call_soon_threadsafe(lambda: started[0].cancel())
+            with contextlib.suppress(RuntimeError):  # (a loop closed meanwhile)
+                self.loop.call_soon_threadsafe(lambda: started and started[0].cancel())
             ended.wait(INTERRUPTED_SETTLE_S)
             raise
+        if not started or (started[0].cancelled() and self.stopping):
+            raise StoreError(CLOSED_DURING_CALL)
         return started[0].result()
 
     def stop(self) -> None:
-        """Stop the loop and close it, once the async generators left open on it are closed
-        and the tasks still pending on it (such as a generator's closing, scheduled as it was
-        collected) have ended: up to :data:`LOOP_DRAIN_S`, then they are cancelled. None is
-        destroyed while pending."""
+        """Stop the loop and close it, once the tasks still pending on it (a call another
+        thread waits for, a generator's closing, scheduled as it was collected) have ended
+        (up to :data:`LOOP_DRAIN_S`, then they are cancelled), and then the async generators
+        left open on it are closed. None is destroyed while pending. No call starts on it
+        from now on (see :meth:`run`)."""
+        self.stopping = True
         try:
             asyncio.run_coroutine_threadsafe(self._drain(), self.loop).result(
                 timeout=2 * LOOP_DRAIN_S + 1)
@@ -2019,15 +2054,17 @@ class _LoopThread:
         self.loop.close()
 
     async def _drain(self) -> None:
-        await self.loop.shutdown_asyncgens()
+        # The tasks first, as asyncio.run ends a loop: a generator a call still runs would
+        # not close (its call, another thread's, got 'generator didn't stop after athrow()').
         me = asyncio.current_task()
         for cancel in (False, True):
             pending = [t for t in asyncio.all_tasks() if t is not me]
             if not pending:
-                return
+                break
             for task in pending if cancel else ():
                 task.cancel()
             await asyncio.wait(pending, timeout=LOOP_DRAIN_S)
+        await self.loop.shutdown_asyncgens()
 
 
 def _as_list(messages: object) -> list[Any]:
