@@ -1223,3 +1223,31 @@ def test_budgets_and_the_budget_alert_are_listed_a_page_at_a_time(gov: ThreadSer
             assert r.status_code == 400 and r.json()["error"]["param"] == "cursor", r.text
             if len(bad) < 65:
                 assert "next_cursor of the previous page" in r.json()["error"]["message"]
+
+
+def test_the_tenants_route_reads_the_tenants_budgets_alone_not_the_keys(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """GET /v1/router/tenants answers each tenant's own budgets; the keys' budgets, which it
+    does not return, are not read (it read every key's, thousands with many keys, to keep the
+    tenants' few)."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake) + GOVERNANCE, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        for n in range(3):
+            new_key(server, name=f"k{n}", budget="5/day")
+        keys = server.service.gateway.governor.keys
+        statements: list[str] = []
+        keys._db().set_trace_callback(statements.append)
+        try:
+            r = httpx.get(f"{server.base}/v1/router/tenants", headers=ADMIN, timeout=10)
+        finally:
+            keys._db().set_trace_callback(None)
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert sorted(data) == ["acme", "limited", "tight"]
+    assert [(b["account"], b["budget"]) for b in data["acme"]["budget_status"]] == [
+        ("tenant:acme", "50/month")]
+    assert data["tight"]["budget_status"] == data["limited"]["budget_status"] == []
+    assert data["acme"]["cost_weight"] == 0.4
+    assert not [s for s in statements if "FROM keys" in s], statements

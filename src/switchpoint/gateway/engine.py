@@ -1809,6 +1809,14 @@ class Gateway:
         """Every configured budget: limit, spent, held by requests in flight, resets."""
         return self.governor.budget_status(self.settings)[0]
 
+    def tenant_status(self) -> dict[str, Any]:
+        """``GET /v1/router/tenants``'s answer: each configured tenant's settings and its own
+        budgets' state (``budget_status``), as ``data``."""
+        settings = self.settings  # (one config throughout, should a reload come meanwhile)
+        budgets = self.governor.tenant_budget_status(settings)
+        return {"data": {name: {**t.model_dump(), "budget_status": budgets[name]}
+                         for name, t in settings.tenants.items()}}
+
     def budget_page(self, limit: int, cursor: str | None = None) -> dict[str, Any]:
         """A page of :meth:`budget_status`: ``limit`` budgets after ``cursor`` (the
         ``next_cursor`` of the page before; None: the first), as ``data``, and the next

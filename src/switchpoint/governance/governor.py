@@ -1146,6 +1146,13 @@ class Governor:
         listed, next_cursor = budget_page(settings, self.keys, limit=limit, cursor=cursor)
         return [self.ledger.status(entry.account, entry.budget) for entry in listed], next_cursor
 
+    def tenant_budget_status(self, settings: Settings) -> dict[str, list[dict[str, Any]]]:
+        """Each configured tenant's own budgets' state (not its keys'), by tenant: only
+        those are read, whatever the number of keys."""
+        return {name: [self.ledger.status(tenant_account(name), budget)
+                       for budget in parse_budgets(t.budgets)]
+                for name, t in settings.tenants.items()}
+
 
 _FLAGS: dict[int, tuple[Settings, tuple[bool, bool]]] = {}
 _NO_ESCALATION = EscalationSettings()

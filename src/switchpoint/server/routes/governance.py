@@ -189,14 +189,7 @@ async def rotate_key(key_id: str, request: Request) -> JSONResponse:
             summary="The configured tenants and their budgets' state")
 async def tenants(request: Request) -> JSONResponse:
     gateway = get_service(request).gateway
-    settings = gateway.settings
-    budgets = await run_in_threadpool(gateway.budget_status)
-    out = {}
-    for name, t in settings.tenants.items():
-        account = f"tenant:{name}"
-        out[name] = {**t.model_dump(), "budget_status": [b for b in budgets
-                                                         if b["account"] == account]}
-    return JSONResponse({"data": out})
+    return JSONResponse(await run_in_threadpool(gateway.tenant_status))
 
 
 BudgetLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Budgets per page.")]
