@@ -261,7 +261,7 @@ def _read_route_input(source: str) -> tuple[str, list[dict[str, Any]]]:
     except UnicodeDecodeError:
         _fail(f"--input: {name} is not UTF-8 text")
     except PromptFileError as exc:
-        _fail(f"--input: {name} {exc}")
+        _fail(f"--input: {name}, line {exc.line}: {exc}")
     except OSError as exc:
         _fail(f"--input: cannot read {name}: {exc.strerror or exc}")
     if not rows:

@@ -15,7 +15,8 @@ MAX_LINE_CHARS = 8 << 20
 
 
 class PromptFileError(ValueError):
-    """A prompt file past its bounds; ``line`` is where (from 1)."""
+    """A prompt file past its bounds: what is wrong with its line ``line`` (from 1), which
+    the message does not name (its caller does, with the file)."""
 
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
@@ -32,8 +33,8 @@ def bounded_lines(stream: TextIO) -> Iterator[str]:
             return
         number += 1
         if len(line) > MAX_LINE_CHARS:
-            raise PromptFileError(f"line {number} is over {MAX_LINE_CHARS:,} characters; "
-                                  "shorten that prompt", number)
+            raise PromptFileError(f"is over {MAX_LINE_CHARS:,} characters; shorten that "
+                                  "prompt", number)
         yield line
 
 
@@ -49,8 +50,8 @@ def prompt_lines(lines: Iterable[str]) -> Iterator[tuple[int, str, bool]]:
             continue
         count += 1
         if count > MAX_PROMPT_LINES:
-            raise PromptFileError(f"has over {MAX_PROMPT_LINES:,} prompts (line {number}); "
-                                  "split it into smaller files", number)
+            raise PromptFileError(f"is past the {MAX_PROMPT_LINES:,} prompts a file may "
+                                  "hold; split it into smaller files", number)
         if jsonl is None:
             jsonl = raw.lstrip().startswith("{")
         yield number, raw, jsonl

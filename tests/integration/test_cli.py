@@ -516,10 +516,11 @@ def test_a_prompt_file_past_its_bounds_is_refused_before_it_is_held(
     dst = tmp_path / "out.jsonl"
     src.write_text("one\ntwo\n\nthree\nfour\n", encoding="utf-8")
     code, _, err = run(["route", "--input", src, "--output", dst], capsys)
-    assert_bad_input(code, err, "over 3 prompts (line 5)", "split it")
+    assert_bad_input(code, err, f"--input: '{src}', line 5: is past the 3 prompts a file may "
+                     "hold; split it")
     src.write_text("short\n" + "x" * 100 + "\n", encoding="utf-8")
     code, _, err = run(["route", "--input", src, "--output", dst], capsys)
-    assert_bad_input(code, err, "line 2 is over 40 characters")
+    assert_bad_input(code, err, f"--input: '{src}', line 2: is over 40 characters")
     assert not dst.exists()
     src.write_text("one\ntwo\n", encoding="utf-8")  # within them it routes
     code, _, _ = run(["route", "--input", src, "--output", dst, "--weights",
@@ -527,7 +528,8 @@ def test_a_prompt_file_past_its_bounds_is_refused_before_it_is_held(
     assert code == 0 and len(dst.read_text(encoding="utf-8").splitlines()) == 2
     with pytest.raises(LabellingError) as info:
         parse_prompts(prompt_files.bounded_lines(io.StringIO("a\n" + "y" * 50 + "\n")))
-    assert info.value.line == 2 and "over 40 characters" in str(info.value)
+    assert info.value.line == 2 and str(info.value) == (
+        "'prompts', line 2: is over 40 characters; shorten that prompt")
 
 
 def test_route_file_argument_errors(
