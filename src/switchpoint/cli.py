@@ -40,6 +40,7 @@ from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
 from switchpoint.prompt_files import (
+    ENCODING_ERRORS,
     MAX_LINE_CHARS,
     PromptFileError,
     bounded_lines,
@@ -235,6 +236,9 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
         if stdin is None or stream_is_terminal(stdin):
             _fail("--input -: stdin is a terminal; pipe the prompts in, e.g. "
                   "cat prompts.jsonl | switchpoint route --input -")
+        reconfigure = getattr(stdin, "reconfigure", None)
+        if reconfigure is not None:  # (the line that is not UTF-8 is named)
+            reconfigure(errors=ENCODING_ERRORS)
         yield "stdin", bounded_lines(stdin)
         return
     path = Path(source)
@@ -242,7 +246,7 @@ def _input_lines(source: str) -> Iterator[tuple[str, Iterable[str]]]:
         _fail(f"--input: {quoted_path(path)} "
               + ("is a directory" if path.is_dir() else "not found")
               + "; give a file of prompts, or - for stdin")
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8", errors=ENCODING_ERRORS) as fh:
         yield quoted_path(path), bounded_lines(fh)
 
 

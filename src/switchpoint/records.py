@@ -38,7 +38,7 @@ from switchpoint._json import (
 from switchpoint._messages import listed_names, printed_name_problem
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
-from switchpoint.prompt_files import BOM
+from switchpoint.prompt_files import BOM, ENCODING_ERRORS, not_utf8
 
 FloatMatrix = npt.NDArray[np.float64]
 # A record is one line: a prompt and its labels, as JSON writes them (a quote, a backslash or a
@@ -234,8 +234,8 @@ def load_records(path: str | Path) -> RecordSet:
         raise RecordsError(p, None, ("is a directory" if p.is_dir() else "file not found")
                            + "; pass a JSONL file of routing records")
     try:
-        with p.open(encoding="utf-8") as fh:
-            return parse_records(_bounded_lines(fh), source=p)
+        with p.open(encoding="utf-8", errors=ENCODING_ERRORS) as fh:
+            return parse_records(_bounded_lines(fh, p), source=p)
     except UnicodeDecodeError:
         raise RecordsError(p, None, "is not UTF-8 text; save the records as UTF-8 JSON "
                                     "lines") from None
@@ -243,12 +243,18 @@ def load_records(path: str | Path) -> RecordSet:
         raise RecordsError(p, None, f"cannot read it: {exc.strerror or exc}") from None
 
 
-def _bounded_lines(fh: TextIO) -> Iterator[str]:
+def _bounded_lines(fh: TextIO, source: Path) -> Iterator[str]:
     """The lines of ``fh``, none held past :data:`MAX_RECORD_CHARS` characters: a longer one is
     cut there, which :func:`parse_records` refuses (a file with no line ends, or a line that
     never ends, is refused once that much of it is read). A byte order mark at the start of
-    the file (as some editors save UTF-8) is not part of the first line, as in prompt files."""
-    first = True
+    the file (as some editors save UTF-8) is not part of the first line, as in prompt files.
+    A line that is not UTF-8 text (``fh`` read with
+    :data:`~switchpoint.prompt_files.ENCODING_ERRORS`) is a :class:`RecordsError` naming it
+    and ``source``."""
+    number = 0
     while line := fh.readline(MAX_RECORD_CHARS + 1):
-        yield line.removeprefix(BOM) if first else line
-        first = False
+        number += 1
+        bad = not_utf8(line)
+        if bad is not None:
+            raise RecordsError(source, number, bad)
+        yield line.removeprefix(BOM) if number == 1 else line

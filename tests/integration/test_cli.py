@@ -1102,8 +1102,23 @@ def test_records_that_are_not_utf8_exit_2_naming_the_file(
         ["fit", path, "--out", out, "--split", "test"] if command == "fit"
         else ["add-model", "new", path, "--weights", weights_copy, "--label", "big", "--out", out])
     code, _, err = run(argv, capsys)
-    assert_bad_input(code, err, f"'{path}': is not UTF-8 text")
+    assert_bad_input(code, err, f"'{path}', line 1: is not UTF-8 text (byte 0xE9 at byte ")
     assert not out.exists()
+
+
+def test_a_prompt_file_that_is_not_utf8_is_named_with_its_line_and_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The bad byte is far into the file, past the block a strict read decodes at once: the
+    # line named is the one holding it, not the one being read when that block failed.
+    src = tmp_path / "in.txt"
+    good = "".join(f"prompt number {n}\n" for n in range(2000))
+    src.write_bytes(good.encode("utf-8") + "ok\nna\xefve caf\xe9\n".encode("latin-1"))
+    dst = tmp_path / "out.jsonl"
+    code, _, err = run(["route", "--input", src, "--output", dst], capsys)
+    assert_bad_input(code, err, f"--input: '{src}', line 2002: is not UTF-8 text (byte 0xEF at "
+                                "byte 3 of the line); save the file as UTF-8")
+    assert not dst.exists()
 
 
 @pytest.mark.parametrize(("out", "needles"), [

@@ -342,9 +342,12 @@ def test_read_prompts_checks_the_file(tmp_path: Path) -> None:
     assert [p.prompt for p in read_prompts(fifo)] == ["one prompt"]
     writer.join()
     latin = tmp_path / "latin.txt"
-    latin.write_bytes("caf\xe9?\n".encode("latin-1"))
-    with pytest.raises(LabellingError, match="not UTF-8"):
+    latin.write_bytes("fine\ncaf\xe9?\n".encode("latin-1"))
+    with pytest.raises(LabellingError) as info:
         read_prompts(latin)
+    assert info.value.line == 2 and str(info.value) == (
+        f"'{latin}', line 2: is not UTF-8 text (byte 0xE9 at byte 4 of the line); save the "
+        "file as UTF-8")
 
 
 def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_line(tmp_path: Path) -> None:

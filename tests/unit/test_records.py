@@ -242,7 +242,9 @@ def test_load_records_of_another_encoding_names_the_file(tmp_path: Path) -> None
                        + "\n").encode("latin-1"))
     with pytest.raises(RecordsError) as info:
         load_records(latin)
-    assert str(info.value).startswith(f"'{latin}': is not UTF-8 text")
+    assert str(info.value) == (f"'{latin}', line 2: is not UTF-8 text (byte 0xE9 at byte "
+                               f"{GOOD.index('?') + 6} of the line); save the file as UTF-8")
+    assert info.value.line == 2
 
 
 def test_load_records_reads_file_and_names_it_in_errors(tmp_path: Path) -> None:

@@ -30,7 +30,12 @@ from switchpoint._json import (
 )
 from switchpoint.errors import LabellingError
 from switchpoint.labelling.reference import normalise, parse_number
-from switchpoint.prompt_files import PromptFileError, bounded_lines, prompt_lines
+from switchpoint.prompt_files import (
+    ENCODING_ERRORS,
+    PromptFileError,
+    bounded_lines,
+    prompt_lines,
+)
 
 FIELDS = ("prompt", "id", "task", "split", "reference")
 
@@ -102,7 +107,7 @@ def read_prompts(path: str | Path) -> list[LabelPrompt]:
                              + "; give a JSONL file of {\"prompt\": ...} lines or a text file "
                              "with one prompt per line", source=p)
     try:
-        with p.open(encoding="utf-8") as fh:
+        with p.open(encoding="utf-8", errors=ENCODING_ERRORS) as fh:
             return parse_prompts(bounded_lines(fh), source=p)
     except UnicodeDecodeError:
         raise LabellingError("is not UTF-8 text", source=p) from None
