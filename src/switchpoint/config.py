@@ -619,9 +619,9 @@ def load_settings(
         data = _read_yaml(file, path_arg)
         for key in _PATH_KEYS:
             if isinstance(data.get(key), str):
-                data[key] = str(_resolve(file, data[key]))
+                data[key] = _resolve_given(file, data[key])
         if isinstance(data.get("policies"), dict):
-            data["policies"] = {k: str(_resolve(file, v)) if isinstance(v, str) else v
+            data["policies"] = {k: _resolve_given(file, v) if isinstance(v, str) else v
                                 for k, v in data["policies"].items()}
         origin = {key: f"in {file}" for key in data}
     for key, value, var in _env_values(env):
@@ -753,6 +753,12 @@ def _read_yaml(file: Path, path_arg: str) -> dict[str, Any]:
 def _resolve(file: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else file.resolve().parent / p
+
+
+def _resolve_given(file: Path, value: str) -> str:
+    """A path the config ``file`` gives, resolved against the file's folder; a blank one is
+    kept as given, to be refused as empty (resolved, it named the folder itself)."""
+    return value if not value.strip() else str(_resolve(file, value))
 
 
 def _section(annotation: Any) -> type[BaseModel] | None:
@@ -1075,6 +1081,11 @@ def _check_paths(settings: Settings) -> None:
     paths = [("weights", settings.weights), ("data_dir", settings.data_dir),
              *((f"policies.{k}", v) for k, v in settings.policies.items())]
     for key, value in paths:
+        if value is not None and not str(value).strip():
+            what = ("a folder for the service's state, or leave data_dir out for the default"
+                    if key == "data_dir" else "the folder of a weights package (the one "
+                    "`switchpoint fit --out` wrote)")
+            raise ConfigError(key, f"is empty; give {what}")
         # A path the system refuses (a name too long, a NUL) fails here, not in a later stat.
         problem = None if value is None else path_problem(Path(value))
         if value is not None and problem is not None:

@@ -801,6 +801,26 @@ def test_max_weights_bytes_is_what_the_service_loads_weights_with(tmp_path: Path
         assert str(info.value).startswith("max_weights_bytes: ")
 
 
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_an_empty_path_in_a_config_file_is_refused_as_empty_naming_its_key(
+        tmp_path: Path, blank: str) -> None:
+    """A path the config file leaves empty is refused as empty, naming its key (it was
+    resolved to the config file's own folder, and refused as that folder, or, for data_dir,
+    taken as it)."""
+    config = tmp_path / "switchpoint.yaml"
+    package = "give the folder of a weights package (the one `switchpoint fit --out` wrote)"
+    for text, key, what in (
+            (f"policies: {{mine: {blank!r}}}", "policies.mine", package),
+            (f"weights: {blank!r}", "weights", package),
+            (f"data_dir: {blank!r}", "data_dir",
+             "give a folder for the service's state, or leave data_dir out for the default")):
+        config.write_text(text + "\n", encoding="utf-8")
+        with pytest.raises(ConfigError) as info:
+            load_settings(config, environ={})
+        assert str(info.value) == f"{key}: is empty; {what}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]
+
+
 def test_a_policies_or_weights_path_that_is_no_package_says_what_it_is(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("hi")
     os.mkfifo(tmp_path / "apipe")
