@@ -330,7 +330,9 @@ class Router(RemadeOnLoad):
         embedding_ms = 0.0
         if vector is None and self.policy.requires == "embedding":
             t1 = time.perf_counter()
-            vector = self.embedder.embed([text or ""])
+            # The tenant's own cached vectors only: a hit is faster, and would tell this
+            # tenant that another had sent the prompt.
+            vector = self.embedder.embed([text or ""], scope=tenant_key)
             embedding_ms = (time.perf_counter() - t1) * 1e3
         inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
         est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards)
@@ -371,7 +373,7 @@ class Router(RemadeOnLoad):
                 raise InvalidInputError("cost_weights", "is empty; give at least one λ, or omit "
                                                         "it to route at the router's own")
         mask = self._candidates(available_models)
-        inputs, embedding_ms = self.prepare(prompts, embeddings)
+        inputs, embedding_ms = self.prepare(prompts, embeddings, tenant=tenant_key)
         n = len(inputs)
         if n == 0:
             return []
@@ -401,7 +403,7 @@ class Router(RemadeOnLoad):
         model's expected error, cost, support and standard error (columns in :attr:`models`),
         with what ``tenant``'s outcomes taught. For analysis and evaluation; nothing is
         remembered or counted."""
-        inputs, _ = self.prepare(prompts, embeddings)
+        inputs, _ = self.prepare(prompts, embeddings, tenant=tenant)
         return self._estimates(inputs, check_tenant(tenant))
 
     def _estimates(self, inputs: Inputs, tenant: str) -> Estimates:
@@ -412,8 +414,11 @@ class Router(RemadeOnLoad):
         self,
         prompts: Sequence[str] | None,
         embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
+        *,
+        tenant: str | None = None,
     ) -> tuple[Inputs, float]:
-        """Validate a batch and embed it (if the policy needs vectors). Returns (inputs, ms)."""
+        """Validate a batch and embed it (if the policy needs vectors), for ``tenant`` (whose
+        cached vectors alone it may reuse; None: the deployment's own). Returns (inputs, ms)."""
         if prompts is None and embeddings is None:
             raise InvalidInputError("prompts", "give a list of prompts or of embeddings")
         if isinstance(prompts, (str, bytes)):
@@ -450,7 +455,7 @@ class Router(RemadeOnLoad):
         ms = 0.0
         if vectors is None and self.policy.requires == "embedding" and texts:
             t1 = time.perf_counter()
-            vectors = self.embedder.embed(texts)
+            vectors = self.embedder.embed(texts, scope=check_tenant(tenant))
             ms = (time.perf_counter() - t1) * 1e3
         elif vectors is None and self.policy.requires == "embedding":  # no prompts: no rows
             vectors = np.zeros((0, self.weights.dimension), np.float32)

@@ -181,6 +181,22 @@ def test_cached_embedder_embeds_duplicates_in_a_batch_once() -> None:
     assert out.shape == (4, 4)
 
 
+def test_cached_embedder_reuses_a_vector_only_within_its_scope() -> None:
+    """A tenant's request hits only what was embedded for that tenant (a hit is faster, so a
+    shared entry would tell it what another tenant sent); scopes and texts that run together
+    into the same characters are told apart, and so are no scope and a scope."""
+    inner = CountingEmbedder()
+    cache = CachedEmbedder(inner, size=10)
+    cache.embed(["secret"], scope="beta")
+    cache.embed(["secret"], scope="alpha")
+    cache.embed(["secret"])
+    cache.embed(["b:secret"], scope="1:")
+    assert inner.batches == [["secret"], ["secret"], ["secret"], ["b:secret"]]
+    cache.embed(["secret", "secret"], scope="beta")
+    cache.embed(["secret"])
+    assert len(inner.batches) == 4 and cache.hits == 3
+
+
 def test_cached_embedder_size_zero_never_stores() -> None:
     inner = CountingEmbedder()
     cache = CachedEmbedder(inner, size=0)

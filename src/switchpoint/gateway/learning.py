@@ -250,7 +250,8 @@ class LiveLearning:
         if embedding is not None:
             vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
         else:
-            vector = router.embedder.embed([text or ""])[0]  # cached: routing embedded it
+            # (cached: routing embedded it for this tenant)
+            vector = router.embedder.embed([text or ""], scope=tenant)[0]
         candidates = list(decision.all_scores)
         scale = router.cost_scale(candidates) or 1.0
         costs = {m: decision.expected_costs.get(m, 0.0) / scale for m in candidates}
@@ -302,7 +303,7 @@ class LiveLearning:
         """The prompt's vector and the units of the learned router it falls in (what an
         outcome for it teaches with), computed as routing would."""
         router = self.router
-        vector = router.embedder.embed([text])
+        vector = router.embedder.embed([text], scope=check_tenant(tenant))
         policy, _ = router.learner.policy_for(tenant)
         inputs, _ = router.prepare([text], vector if router.policy.requires == "embedding"
                                    else None)

@@ -20,7 +20,7 @@ from switchpoint._args import expect
 from switchpoint.decision import RoutingDecision
 from switchpoint.embedding import check_embedding, check_prompt
 from switchpoint.errors import InvalidInputError
-from switchpoint.learning.events import FeedbackEvent
+from switchpoint.learning.events import FeedbackEvent, check_tenant
 from switchpoint.learning.learner import OutcomeResult
 from switchpoint.learning.tenant_memory import Fallback, MemoryChoice, TenantKnnMemory
 from switchpoint.router import Router
@@ -79,7 +79,8 @@ class TenantRouter:
         if embedding is not None:
             vector = check_embedding(embedding, self.router.weights.dimension)
         else:
-            vector = self.router.embedder.embed([check_prompt(prompt)])  # cached: no new work
+            vector = self.router.embedder.embed(  # (cached for the tenant: no new work)
+                [check_prompt(prompt)], scope=check_tenant(tenant))
         candidates = self.router.check_candidates(available_models)
         scale = self.router.cost_scale(available_models) or 1.0
         costs = {m: decision.expected_costs[m] / scale for m in candidates}

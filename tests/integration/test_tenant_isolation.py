@@ -1,0 +1,87 @@
+"""One tenant against another, through a real server and the official ``openai`` client: what
+tenant A's client key can send leaves no trace of tenant B that A could read.
+
+- The embedding cache: a prompt B sent is embedded again for A (a cached vector answers in
+  microseconds, an embedding takes milliseconds, so a vector shared between tenants would tell
+  A, by ``usage.embedding_ms`` or its own clock, which prompts B had sent), while B's own
+  repeat still comes from the cache.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from switchpoint.config import load_settings
+from switchpoint.server import create_app
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.servers import ThreadServer, thread_server
+
+ADMIN_TOKEN = "admin-secret-token-isolation"
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+TENANTS = """auth: keys
+admin_token_env: SP_TEST_ADMIN
+tenants:
+  alpha:
+    models: [cheap, fresh, auto]
+  beta:
+    models: [good, cheap, auto]
+"""
+
+
+@pytest.fixture(scope="module")
+def two(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[ThreadServer]:
+    root = tmp_path_factory.mktemp("isolation")
+    config = root / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake, data_dir=str(root / "data")) + TENANTS,
+                      encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        yield server
+
+
+def new_key(server: ThreadServer, tenant: str, **body: Any) -> str:
+    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": tenant, **body},
+                   headers=ADMIN, timeout=10)
+    assert r.status_code == 201, r.text
+    key: str = r.json()["key"]
+    return key
+
+
+def client(server: ThreadServer, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def test_a_prompt_another_tenant_sent_is_embedded_anew(two: ThreadServer) -> None:
+    a, b = new_key(two, "alpha"), new_key(two, "beta")
+    embedder = two.service.gateway.router.embedder
+    secret = f"beta's board minutes, draft {uuid.uuid4().hex}"
+    asking: list[Any] = [{"role": "user", "content": secret}]
+    client(two, b).chat.completions.create(model="auto", messages=asking, max_tokens=8)
+    misses = embedder.misses
+    # alpha sends beta's prompt: its vector is computed for alpha, not read from beta's entry.
+    answer = client(two, a).chat.completions.create(model="auto", messages=asking,
+                                                    max_tokens=8)
+    assert answer.choices[0].message.content
+    assert embedder.misses == misses + 1
+    # Each tenant's own repeat (another λ: a new decision) still comes from its own entry.
+    hits = embedder.hits
+    for key in (b, a):
+        r = httpx.post(f"{two.base}/v1/route", json={"prompt": secret, "cost_weight": 0.9},
+                       headers={"authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200 and r.json()["cache_hit"] is False, r.text
+    assert embedder.misses == misses + 1 and embedder.hits == hits + 2
+    # The routing door alike: what beta routed is embedded anew for alpha.
+    other = f"beta's payroll question {uuid.uuid4().hex}"
+    for key in (b, a):
+        r = httpx.post(f"{two.base}/v1/route", json={"prompt": other},
+                       headers={"authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200 and r.json()["cache_hit"] is False, r.text
+    assert embedder.misses == misses + 3 and embedder.hits == hits + 2
