@@ -118,20 +118,21 @@ def test_one_address_cannot_take_the_whole_buffer(attacked: Attacked) -> None:
     assert route_from(attacked, "127.0.0.2").status_code == 200
 
 
-# A service with client keys: a client is its key; no key, no body held ------------------------
+# A service with client keys: a client is its key's tenant; no key, no body held ---------------
 
 @pytest.fixture(scope="module")
 def keyed(fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Attacked]:
     root: Path = tmp_path_factory.mktemp("keyed")
-    with serving(fake, root, "auth: keys\ntenants:\n  acme: {}\n", limits=PATIENT) as server:
+    with serving(fake, root, "auth: keys\ntenants:\n  acme: {}\n  rival: {}\n",
+                 limits=PATIENT) as server:
         yield server
         assert "Traceback" not in server.log_text()
         assert server.server_failures() == 0
 
 
-def new_key(server: Attacked) -> str:
-    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": "acme"},
+def new_key(server: Attacked, tenant: str = "acme") -> str:
+    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": tenant},
                    headers=server.admin, timeout=10)
     assert r.status_code == 201, r.text
     key: str = r.json()["key"]
@@ -195,17 +196,20 @@ def test_callers_without_keys_hold_nothing_and_keys_are_served(keyed: Attacked) 
         assert r.status_code == 200, r.text[:300]
 
 
-def test_one_key_cannot_take_the_whole_buffer(keyed: Attacked) -> None:
-    mine, theirs = new_key(keyed), new_key(keyed)
+def test_one_tenant_cannot_take_the_whole_buffer(keyed: Attacked) -> None:
+    """A tenant's keys share its one share, so a tenant given four keys (each a quarter, once)
+    cannot hold the whole buffer and refuse every other tenant."""
+    mine, also_mine, theirs = new_key(keyed), new_key(keyed), new_key(keyed, "rival")
     wait_released(keyed)
     refused = metric(keyed, SHARE)
     full = metric(keyed, FULL)
-    # The attacker holds its key's share (from one address or many: the key is the client).
+    # The attacker holds its tenant's share (from one address or many, with one key or more:
+    # the tenant is the client).
     with holding(keyed.port, "127.0.0.2", 2, f"Authorization: Bearer {mine}"), \
-            holding(keyed.port, "127.0.0.3", 2, f"Authorization: Bearer {mine}"):
+            holding(keyed.port, "127.0.0.3", 2, f"Authorization: Bearer {also_mine}"):
         assert SIZE <= metric(keyed, HELD) <= 1 << 20
         assert metric(keyed, SHARE) == refused + 3
-        r = route_from(keyed, "127.0.0.2", key=theirs)  # the same address, another key
+        r = route_from(keyed, "127.0.0.2", key=theirs)  # the same address, another tenant
         assert r.status_code == 200, r.text[:300]
     assert metric(keyed, FULL) == full
 

@@ -18,8 +18,9 @@ Clients: with ``auth: keys`` in the config, ``/v1/chat/completions``, ``/v1/rout
 
 Routes check who calls before they read the body (the body is read when a route first asks
 for it, see :mod:`switchpoint.server.middleware`), so a caller without a valid credential is
-answered 401 without the server holding its body. The credential a request was accepted with
-is what its body counts against in the server's body buffer (:func:`body_owner`).
+answered 401 without the server holding its body. Who a request was accepted as (a client
+key's tenant, the admin token) is what its body counts against in the server's body buffer
+(:func:`body_owner`).
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def client_principal(request: Request, *, wait: bool = True) -> Principal | None
                               "tenant the request is for", param="authorization")
     principal = gateway.governor.authenticate(token if scheme.lower() == "bearer" else None,
                                               settings, wait=wait)
-    request.scope[_CALLER] = f"key {principal.key_id}"
+    # A tenant's keys share one share of the body buffer: a tenant given more keys would
+    # otherwise hold more of it, all of it with four, and every other tenant would be refused.
+    request.scope[_CALLER] = (f"tenant {principal.tenant}" if principal.tenant is not None
+                              else f"key {principal.key_id}")
     return principal
 
 
@@ -145,12 +149,13 @@ CLIENT = Annotated[Principal | None, Depends(client)]
 """A route's parameter ``principal: CLIENT``: who calls it (:func:`client`)."""
 
 
-_CALLER = "switchpoint.caller"  # (in the request's scope: the credential it was accepted with)
+_CALLER = "switchpoint.caller"  # (in the request's scope: who it was accepted as)
 
 
 def body_owner(scope: Scope) -> str:
-    """Who a request's body counts against in the body buffer: the credential the route
-    accepted (a client key's id, the admin token), else the client's address (see
+    """Who a request's body counts against in the body buffer: who the route accepted it as
+    (a client key's tenant, or the key's id when it has none; the admin token), else the
+    client's address (see
     :mod:`switchpoint.server.proxies`: behind a proxy not listed in ``server.trusted_proxies``,
     every such caller is one)."""
     caller = scope.get(_CALLER)

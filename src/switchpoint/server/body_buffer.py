@@ -7,8 +7,9 @@ most its share of it: a quarter of the capacity, or one ``max_request_bytes`` if
 client, with enough slow connections, held the whole buffer, and every other client got 503s
 until its bodies timed out.
 
-A client is the credential its request was authenticated with (a client key, the admin
-token), else its address (:mod:`switchpoint.server.proxies`): behind a proxy listed in
+A client is who its request was authenticated as (a client key's tenant, whichever of its
+keys it sends, so that no tenant holds more for being given more keys; the admin token), else
+its address (:mod:`switchpoint.server.proxies`): behind a proxy listed in
 ``server.trusted_proxies``, the address the proxy names in ``X-Forwarded-For``; else the peer's,
 so behind a proxy not listed, or one that does not pass the address on, every caller without a
 credential is one client and shares one share. A deployment where one client must
