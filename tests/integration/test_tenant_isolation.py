@@ -5,6 +5,9 @@ tenant A's client key can send leaves no trace of tenant B that A could read.
   microseconds, an embedding takes milliseconds, so a vector shared between tenants would tell
   A, by ``usage.embedding_ms`` or its own clock, which prompts B had sent), while B's own
   repeat still comes from the cache.
+- A named model's fallbacks that A's key may not use (B's models) are never tried, nor named
+  in A's answers' reasoning or in A's errors: a request too long for A's model is the 400 of
+  a request no model A may use can serve.
 """
 
 from __future__ import annotations
@@ -85,3 +88,34 @@ def test_a_prompt_another_tenant_sent_is_embedded_anew(two: ThreadServer) -> Non
                        headers={"authorization": f"Bearer {key}"}, timeout=30)
         assert r.status_code == 200 and r.json()["cache_hit"] is False, r.text
     assert embedder.misses == misses + 3 and embedder.hits == hits + 2
+
+
+def test_a_named_model_s_fallbacks_another_tenant_uses_are_not_named(
+        two: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    a = new_key(two, "alpha")
+    forbidden = ("good", "other")  # cheap's fallbacks, beta's alone
+    raw = client(two, a).chat.completions.with_raw_response.create(
+        model="cheap", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    reasoning = raw.headers["x-switchpoint-reasoning"]
+    assert "Fallbacks this key may not use are left out." in reasoning
+    assert not any(name in reasoning for name in forbidden), reasoning
+    # Too long for cheap (and not for good): no model alpha may use can serve it.
+    with pytest.raises(openai.BadRequestError) as info:
+        client(two, a).chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "hi"}], max_tokens=100_000)
+    assert info.value.code == "no_capable_model"
+    assert "context window of 16000" in info.value.message
+    assert not any(name in info.value.message for name in forbidden), info.value.message
+    with pytest.raises(openai.BadRequestError) as info:
+        client(two, a).chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "hi"}],
+            max_tokens=100_000_000)
+    assert not any(name in info.value.message for name in forbidden), info.value.message
+    # cheap failing: beta's models are not tried for alpha.
+    gw_fake.script("cheap", "500", "500", "500")
+    with pytest.raises(openai.APIStatusError) as failed:
+        client(two, a).chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+    assert failed.value.status_code == 502
+    assert not any(name in failed.value.message for name in forbidden), failed.value.message
+    assert {r["body"]["model"] for r in gw_fake.requests() if r.get("body")} <= {"cheap"}

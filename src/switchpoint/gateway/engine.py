@@ -715,6 +715,8 @@ class Gateway:
         if policy is not None:
             self.governor.check_model(policy, call.requested, catalog)
             self.governor.check_priced(policy, call.requested, catalog)
+            if policy.pool is not None:
+                call = replace(call, pool=policy.pool)
             if call.requested == AUTO_MODEL:
                 for field_name, listed in ((call.models_field, call.models),
                                            ("models", call.body.get("models"))):

@@ -64,7 +64,9 @@ class ChatCall:
     apply). ``purpose``: ``compare`` for one answer of a preference comparison (logged so;
     feedback cannot name it). ``models_field`` and ``session_field`` are what the caller
     called ``models`` and ``session_id``, which errors about them name: the arguments' names
-    in-process (the defaults); the HTTP shell names the headers they came in.
+    in-process (the defaults); the HTTP shell names the headers they came in. ``pool``: the
+    models the caller may use (its key's and tenant's; None: any): a named model's fallbacks
+    outside it are left out, and neither tried nor named to the caller (nor in an error).
     """
 
     body: dict[str, Any]
@@ -79,6 +81,7 @@ class ChatCall:
     purpose: str | None = None
     models_field: str = "models"
     session_field: str = "session_id"
+    pool: Sequence[str] | None = None
 
     @property
     def requested(self) -> str:
@@ -277,6 +280,12 @@ class Planner:
         if requested != AUTO_MODEL:
             chain = ([requested] if call.exact
                      else [c.name for c in fallback_chain(catalog, requested)])
+            if call.pool is not None:
+                kept = [chain[0], *(n for n in chain[1:] if n in call.pool)]
+                if len(kept) < len(chain):
+                    # (they could be another tenant's: not named)
+                    plan.notes.append("Fallbacks this key may not use are left out.")
+                chain = kept
             allowed, plan.excluded = filter_candidates(catalog, chain, needs)
             if not allowed:
                 raise _nothing_fits(plan.excluded, f"model {requested!r} and its fallbacks "

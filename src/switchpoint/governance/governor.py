@@ -815,13 +815,6 @@ class Governor:
         shared = dict(policy.budgets) if policy is not None else (
             {TOTAL: tuple(parse_budgets(settings.budgets.total))}
             if settings.budgets.total else {})
-        if policy is not None and policy.pool is not None:
-            allowed = [c for c in cards if c.name in policy.pool]
-            dropped = [c.name for c in cards if c.name not in policy.pool]
-            if dropped:
-                notes.append(f"Not allowed for this key, left out of the fallbacks: "
-                             f"{', '.join(dropped)}.")
-            cards = allowed
         if shared and not all(c.priced for c in cards):
             # What a model without prices costs is unknown: no budget could hold it.
             unpriced = [c.name for c in cards if not c.priced]
