@@ -597,3 +597,65 @@ class FeedbackResponse(BaseModel):
                     "answer, or the earlier outcome's (a repeat without a cost).")
     note: str | None = Field(None, description="Why it teaches less than it might (absent "
                                                "when it teaches all it can).")
+
+
+# Admin: model health --------------------------------------------------------------------------
+
+class HealthError(BaseModel):
+    model_config = CLOSED
+
+    kind: str = Field(description="The failure's kind, as a request log entry's error_kind.")
+    at: float = Field(description="When it happened (epoch seconds).")
+    age_s: float = Field(description="Seconds since.")
+    detail: str = Field(description="What the upstream said (redacted, at most 300 "
+                                    "characters).")
+
+
+class ModelHealth(BaseModel):
+    model_config = CLOSED
+
+    status: Literal["healthy", "degraded", "down"]
+    circuit: Literal["closed", "open", "half_open"]
+    success_rate: float | None = Field(description="Over the window's calls; null before any.")
+    window_calls: int = Field(description="Calls in the window (the last breaker.window "
+                                          "within breaker.window_s).")
+    latency_ewma_ms: float | None = Field(description="Exponentially weighted mean latency of "
+                                                      "its successes (time to first token for "
+                                                      "streams); null before any.")
+    successes: int = Field(description="Since the start or the last reset.")
+    failures: int
+    consecutive_failures: int
+    retry_in_s: float | None = Field(description="While the circuit is open: seconds until a "
+                                                 "probe may go.")
+    rate_limited_for_s: float | None = Field(description="Seconds an upstream's Retry-After "
+                                                         "still keeps it out.")
+    last_success_at: float | None = Field(description="Epoch seconds; null before any.")
+    last_seen: float | None = Field(description="Its latest success or failure (epoch "
+                                                "seconds); null before any.")
+    recent_errors: list[HealthError] = Field(description="Newest first.")
+
+
+class BreakerSettings(BaseModel):
+    model_config = CLOSED
+
+    failure_threshold: int = Field(description="Failures in a row that open a circuit.")
+    error_rate_threshold: float = Field(description="An error rate over min_samples calls "
+                                                    "that opens it (1: never the rate).")
+    min_samples: int
+    window: int = Field(description="Calls the success rate is over.")
+    window_s: float = Field(description="Seconds the success rate is over.")
+    cooldown_s: float = Field(description="How long an opened circuit stays open, doubling "
+                                          "at each failed probe.")
+    max_cooldown_s: float
+
+
+class HealthSnapshot(BaseModel):
+    """Every catalog model's health (and any other model called since), the breaker's
+    thresholds and whether auto ranks degraded and down models last."""
+
+    model_config = CLOSED
+
+    generated_at: float = Field(description="Epoch seconds.")
+    models: dict[str, ModelHealth]
+    breaker: BreakerSettings
+    prefer_healthy: bool

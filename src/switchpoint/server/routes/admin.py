@@ -38,6 +38,7 @@ from switchpoint.server.schemas import (
     DiskUsage,
     ErrorResponse,
     HealthResponse,
+    HealthSnapshot,
     ModelList,
     ModelObject,
     RequestLogPage,
@@ -213,21 +214,23 @@ def _swapped(old: Live, new: Live, ms: float) -> dict[str, Any]:
 
 
 @router.get("/v1/router/health", dependencies=ADMIN, tags=["admin"],
+            response_model=HealthSnapshot,
             summary="Per-model health: status, circuit, success rate, latency, recent errors")
-async def model_health(request: Request) -> dict[str, Any]:
-    return get_service(request).gateway.health_snapshot()
+async def model_health(request: Request) -> JSONResponse:
+    return JSONResponse(get_service(request).gateway.health_snapshot())
 
 
 @router.post("/v1/router/health/reset", dependencies=ADMIN, tags=["admin"],
+             response_model=HealthSnapshot,
              summary="Forget every model's health (circuits close, waits end); the fresh "
                      "health")
-async def reset_model_health(request: Request) -> dict[str, Any]:
+async def reset_model_health(request: Request) -> JSONResponse:
     """For when an upstream's trouble is fixed (a key rotated, an outage over): its model gets
     requests again now, not after its cooldown or its ``Retry-After``."""
     await no_body(request)
     gateway = get_service(request).gateway
     gateway.reset_health()
-    return gateway.health_snapshot()
+    return JSONResponse(gateway.health_snapshot())
 
 
 @router.get("/v1/router/requests", dependencies=ADMIN, response_model=RequestLogPage,
