@@ -1,7 +1,8 @@
 """The admin routes' answers match the schemas the OpenAPI document publishes for them, each
 field of which some answer needs: the models' health (before any call, then with a model
 failing, one whose circuit is open and one an upstream's Retry-After keeps out) and its
-reset."""
+reset; the tenants (one with every setting, one with none) and the budget alert (quiet, then
+critical, a page at a time)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,48 @@ def test_model_health_and_its_reset_validate_against_the_published_schema(
         assert reset["models"]["cheap"]["circuit"] == "closed"
         published.each_field_needed(["HealthSnapshot", "ModelHealth", "HealthError",
                                      "BreakerSettings"])
+
+
+ADMIN = "a" * 32
+TENANTS = """auth: keys
+admin_token_env: ADMIN_TOKEN
+tenants:
+  acme: {models: [strong, cheap, auto], cost_weight: 0.2, budgets: [50/month],
+         rpm: 100, tpm: 100000, budget_curve: [[0.5, 2.0]],
+         sla: {max_latency_ms: 5000, budget_per_hour_usd: 0.000001},
+         escalation: {low_confidence_threshold: 0.1}, memory: {k: 10}}
+  bare: {}
+budgets:
+  total: [100/day]
+"""
+
+
+def test_tenants_and_the_budget_alert_validate_against_the_published_schema(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, TENANTS, environ={"ADMIN_TOKEN": ADMIN}) as server:
+        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        assert published.schema_name("GET", "/v1/router/tenants") == "TenantList"
+        assert published.schema_name("GET", "/v1/router/budget/alert") == "BudgetAlert"
+        quiet = published.valid("GET", "/v1/router/budget/alert",
+                                get(server, "/v1/router/budget/alert", ADMIN))
+        assert quiet["status"] == "ok" and quiet["budget_usd"] is None
+        made = post(server, "/v1/router/keys", {"tenant": "acme", "budget": "5/day"},
+                    ADMIN)
+        assert made.status_code == 201, made.text
+        chat(server, math_prompt(1), key=made.json()["key"], model="cheap")
+
+        tenants = published.valid("GET", "/v1/router/tenants",
+                                  get(server, "/v1/router/tenants", ADMIN))["data"]
+        assert tenants["bare"]["sla"] is None and tenants["bare"]["budget_status"] == []
+        assert tenants["acme"]["budget_status"][0]["spent_usd"] > 0
+        first = published.valid("GET", "/v1/router/budget/alert",
+                                get(server, "/v1/router/budget/alert", ADMIN, tenant="acme",
+                                    limit=2))
+        assert first["status"] == "critical" and first["utilization"] > 1
+        assert first["next_cursor"] is not None and len(first["budgets"]) == 2
+        last = published.valid("GET", "/v1/router/budget/alert",
+                               get(server, "/v1/router/budget/alert", ADMIN, tenant="acme",
+                                   cursor=first["next_cursor"]))
+        assert [b["account"] for b in last["budgets"]] == [f"key:{made.json()['id']}"]
+        published.each_field_needed(["TenantList", "TenantView", "BudgetStatus", "BudgetAlert",
+                                     "BudgetAlertEntry"])

@@ -15,6 +15,7 @@ from switchpoint.catalog import MAX_MODEL_NAME
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
 from switchpoint.gateway.parsing import MAX_MODELS
+from switchpoint.governance.settings import TenantSettings
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
@@ -295,6 +296,70 @@ class BudgetStatus(BaseModel):
     used_fraction: float = Field(description="(spent_usd + held_usd) / limit_usd.")
     period_start: float = Field(description="When this period began (epoch seconds, UTC).")
     resets_at: float = Field(description="When the next one begins (epoch seconds, UTC).")
+
+
+class TenantView(TenantSettings):
+    """A configured tenant, every setting as the config gives it (null or empty when unset),
+    and its budgets' state."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True,
+                              json_schema_serialization_defaults_required=True)
+
+    budget_status: list[BudgetStatus] = Field(description="Each of the tenant's own budgets' "
+                                                           "state (its keys' are theirs).")
+
+
+class TenantList(BaseModel):
+    model_config = CLOSED
+
+    data: dict[str, TenantView] = Field(description="Each configured tenant by name.")
+
+
+class BudgetAlertEntry(BudgetStatus):
+    """One budget's state, with its projection and its level."""
+
+    utilization: float = Field(description="(spent_usd + held_usd) / limit_usd.")
+    projected_usd: float = Field(description="spent_usd plus the recent rate of spend until "
+                                             "the period ends.")
+    projection_window_seconds: float = Field(description="The recent span that rate is "
+                                                         "measured over (a quarter of the "
+                                                         "period, or less in a young log).")
+    projection_low_confidence: bool = Field(description="Whether the log is younger than the "
+                                                        "shortest window a rate is read over.")
+    status: Literal["ok", "warning", "critical"] = Field(
+        description="critical: used up; warning: past the warning threshold or projected "
+                    "over the limit.")
+    resets_in: str = Field(description="Until the period ends, in words (e.g. 1 h 2 min).")
+
+
+class BudgetAlert(BaseModel):
+    """The hourly SLA budget's spend and every budget's state (a page of them); the status and
+    the recommendation weigh them all."""
+
+    model_config = CLOSED
+
+    status: Literal["ok", "warning", "critical"] = Field(description="The worst of "
+                                                                     "hourly_status and every "
+                                                                     "budget's.")
+    tenant: str | None = Field(description="?tenant=, or null for the whole gateway.")
+    hourly_spend_usd: float = Field(description="This calendar hour's spend of the account "
+                                                "the hourly SLA budget watches.")
+    hourly_cost_unknown_requests: int = Field(description="This hour's answers of unknown "
+                                                          "cost the spend could not sum.")
+    hourly_account: str = Field(description="Whose spend that is, in words (the gateway, "
+                                            "tenant NAME).")
+    budget_usd: float | None = Field(description="The SLA's budget_per_hour_usd; null: none.")
+    utilization: float | None = Field(description="hourly_spend_usd / budget_usd; null "
+                                                  "without one.")
+    projected_hourly_usd: float = Field(description="The hour's spend projected to its end.")
+    projection_window_seconds: float
+    projection_low_confidence: bool
+    hourly_status: Literal["ok", "warning", "critical"]
+    budgets: list[BudgetAlertEntry] = Field(description="A page of the budgets: the config's, "
+                                                        "then the client keys'.")
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on "
+                                                "the last page.")
+    recommendation: str = Field(description="What to do, in words.")
 
 
 class PreviousSecret(BaseModel):

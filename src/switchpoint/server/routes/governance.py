@@ -30,6 +30,7 @@ from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
 from switchpoint.server.schemas import (
     ERROR_RESPONSES,
+    BudgetAlert,
     BudgetPage,
     ErrorResponse,
     FiniteFloat,
@@ -37,6 +38,7 @@ from switchpoint.server.schemas import (
     KeyPage,
     KeyView,
     KeyWithBudgets,
+    TenantList,
     TenantQuery,
 )
 from switchpoint.store.sqlite import DEFAULT_PAGE, MAX_PAGE
@@ -185,7 +187,7 @@ async def rotate_key(key_id: str, request: Request) -> JSONResponse:
     return JSONResponse(issued.to_dict(keys.now()))
 
 
-@router.get("/v1/router/tenants", responses=_JSON,
+@router.get("/v1/router/tenants", responses=_JSON, response_model=TenantList,
             summary="The configured tenants and their budgets' state")
 async def tenants(request: Request) -> JSONResponse:
     gateway = get_service(request).gateway
@@ -206,7 +208,7 @@ async def budgets(request: Request, limit: BudgetLimit = DEFAULT_PAGE,
     return JSONResponse(await run_in_threadpool(gateway.budget_page, limit, cursor))
 
 
-@router.get("/v1/router/budget/alert", responses=_REPORT,
+@router.get("/v1/router/budget/alert", responses=_REPORT, response_model=BudgetAlert,
             summary="Budget alert: ok / warning / critical, projected spend, recommendation; "
                     "the budgets a page at a time")
 async def budget_alert(request: Request,
