@@ -1,8 +1,9 @@
 """The admin routes' answers match the schemas the OpenAPI document publishes for them, each
 field of which some answer needs: the models' health (before any call, then with a model
 failing, one whose circuit is open and one an upstream's Retry-After keeps out) and its
-reset; the tenants (one with every setting, one with none) and the budget alert (quiet, then
-critical, a page at a time)."""
+reset; the tenants (one with every setting, one with hardly any), the budget alert (quiet,
+then critical, a page at a time), the budget pressure of a routing answer (of the caller's own
+budget, and of one shared) and the keys a reload affects."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ tenants:
          rpm: 100, tpm: 100000, budget_curve: [[0.5, 2.0]],
          sla: {max_latency_ms: 5000, budget_per_hour_usd: 0.000001},
          escalation: {low_confidence_threshold: 0.1}, memory: {k: 10}}
-  bare: {}
+  bare: {budget_curve: [[0.5, 2.0]]}
 budgets:
   total: [100/day]
 """
@@ -92,5 +93,26 @@ def test_tenants_and_the_budget_alert_validate_against_the_published_schema(
                                get(server, "/v1/router/budget/alert", ADMIN, tenant="acme",
                                    cursor=first["next_cursor"]))
         assert [b["account"] for b in last["budgets"]] == [f"key:{made.json()['id']}"]
+
+        # The budget curve raises λ to 2 at any use: of acme's key's own budget, and of the
+        # gateway's, shared with other callers, for a key of bare (which has none).
+        bare = post(server, "/v1/router/keys", {"tenant": "bare"}, ADMIN).json()
+        own = published.valid("POST", "/v1/route", post(server, "/v1/route", {
+            "prompt": math_prompt(5)}, made.json()["key"]))
+        assert own["budget_pressure"]["fraction_used"] > 0
+        assert own["budget_pressure"]["cost_weight"] == 2
+        shared = published.valid("POST", "/v1/route", post(server, "/v1/route", {
+            "prompt": math_prompt(5)}, bare["key"]))
+        assert shared["budget_pressure"]["fraction_used"] is None
+
+        config = tmp_path / "switchpoint.yaml"
+        config.write_text(config.read_text(encoding="utf-8").replace(
+            "acme: {models: [strong, cheap, auto]", "acme: {models: [strong, auto]").replace(
+            "  bare: {budget_curve: [[0.5, 2.0]]}\n", ""), encoding="utf-8")
+        reloaded = published.valid("POST", "/v1/router/reload",
+                                   post(server, "/v1/router/reload", None, ADMIN))
+        affected = {k["key_id"]: k for k in reloaded["keys_affected"]}
+        assert affected[made.json()["id"]]["models_removed"] == ["cheap"]
+        assert affected[bare["id"]]["tenant_removed"] is True
         published.each_field_needed(["TenantList", "TenantView", "BudgetStatus", "BudgetAlert",
-                                     "BudgetAlertEntry"])
+                                     "BudgetAlertEntry", "BudgetPressure", "KeyAffected"])

@@ -59,6 +59,21 @@ class RouteUsage(BaseModel):
                                             "was supplied or the decision was cached).")
 
 
+class BudgetPressure(BaseModel):
+    """The budget whose use raised λ, and by how much."""
+
+    model_config = CLOSED
+
+    fraction_used: float | None = Field(description="How much of it is used; null for a "
+                                                    "budget shared with other callers, such "
+                                                    "as the gateway's (what they spent is not "
+                                                    "shown).")
+    budget: str = Field(description="Whose budget and its amount, in words (e.g. tenant acme "
+                                    "$50/month).")
+    base_cost_weight: float = Field(description="The λ before the budget raised it.")
+    cost_weight: float = Field(description="The λ the budget curve gives at that use.")
+
+
 class RouteResponse(BaseModel):
     selected_model: str = Field(description="The model that minimises error + λ·cost.")
     cluster_id: int = Field(description="Which cluster (or tier, or unit) the prompt landed in.")
@@ -89,11 +104,8 @@ class RouteResponse(BaseModel):
                                                              "quality_below_minimum.")
     sla_adjustments: list[str] | None = Field(None, description="What routing did about "
                                                                 "them.")
-    budget_pressure: dict[str, Any] | None = Field(
-        None, description="When a budget nearing its limit raised λ: fraction_used (null "
-                          "for a budget shared with other callers, such as the gateway's: "
-                          "what they spent is not shown), budget, base_cost_weight, "
-                          "cost_weight.")
+    budget_pressure: BudgetPressure | None = Field(
+        None, description="When a budget nearing its limit raised λ (null when none did).")
     # Present when a tenant memory, an experiment or exploration is configured:
     source: Literal["router", "memory", "exploration"] | None = Field(
         None, description="Who chose selected_model: the learned router, the tenant's memory "
@@ -421,6 +433,20 @@ class BudgetPage(BaseModel):
                                                 "the last page.")
 
 
+class KeyAffected(BaseModel):
+    """A live key and what a reloaded config took from it."""
+
+    model_config = CLOSED
+
+    key_id: str
+    name: str | None
+    tenant: str
+    tenant_removed: bool = Field(description="Whether the new config no longer lists its "
+                                             "tenant.")
+    models_removed: list[str] = Field(description="Models it (or its tenant) named that it "
+                                                  "can no longer use.")
+
+
 class SwapResponse(BaseModel):
     policy: str
     weights_id: str
@@ -440,7 +466,7 @@ class SwapResponse(BaseModel):
     note: str | None = Field(
         None, description="What the new weights leave unprofiled, in words (null when they "
                           "profile every catalog model).")
-    keys_affected: list[dict[str, Any]] = Field(
+    keys_affected: list[KeyAffected] = Field(
         default_factory=list,
         description="After a config reload: the live keys whose tenant the new config no "
                     "longer lists, or that can no longer use a model they (or their tenant) "
