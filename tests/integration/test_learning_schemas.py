@@ -1,6 +1,7 @@
 """The learning routes' answers match the schemas the OpenAPI document publishes for them:
 a comparison (blind and not, with a model that fails), its scores (with the models revealed),
-and the learning status as the admin and as a client key narrowed to some models see it."""
+and the learning status as the admin and as a client key narrowed to some models see it; an
+experiment's report (before any decision, then scored) as listed, shown and promoted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import schemathesis
 
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
-from tests.integration.learning_env import get, learning_server, post
+from tests.integration.learning_env import chat, feedback, get, learning_server, post
+from tests.integration.published_schema import Published
 
 ADMIN = "a" * 32
 EXTRA = """auth: keys
@@ -81,3 +83,40 @@ def test_learning_answers_validate_against_the_published_schema(
         other = valid("/v1/router/status",
                       get(server, "/v1/router/status", key=ADMIN, tenant="default"))
         assert other["tenants"]["default"]["memory"] == {"enabled": False}
+
+
+EXPERIMENT = """experiments:
+  thrift:
+    min_n: 2
+    tenants: [default]
+    arms:
+      control: {}
+      thrifty: {cost_weight: 5, models: [cheap, strong], weight: 2}
+"""
+
+
+def test_experiment_reports_validate_against_the_published_schema(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, EXPERIMENT) as server:
+        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        assert published.schema_name("GET", "/v1/router/experiments") == "ExperimentList"
+        for method, path in (("GET", "/v1/router/experiments/{name}"),
+                             ("POST", "/v1/router/experiments/{name}/promote")):
+            assert published.schema_name(method, path) == "ExperimentReport"
+        shown = "/v1/router/experiments/{name}"
+        empty = published.valid("GET", shown, get(server, "/v1/router/experiments/thrift"))
+        assert [a["n"] for a in empty["arms"]] == [0, 0] and empty["winner"] is None
+        for s in range(8):
+            headers, _ = chat(server, math_prompt(s), session=f"session-{s}")
+            r = feedback(server, headers["x-switchpoint-decision-id"], score=0.25 * (s % 3))
+            assert r.status_code == 200, r.text
+        scored = published.valid("GET", shown, get(server, "/v1/router/experiments/thrift"))
+        assert all(a["interval"] is not None for a in scored["arms"]), scored
+        promoted = published.valid("POST", "/v1/router/experiments/{name}/promote",
+                                   post(server, "/v1/router/experiments/thrift/promote",
+                                        {"arm": "thrifty"}))
+        assert (promoted["promoted"], promoted["promotion"]) == ("thrifty", "chosen")
+        listed = published.valid("GET", "/v1/router/experiments",
+                                 get(server, "/v1/router/experiments"))
+        assert [e["promoted"] for e in listed["data"]] == ["thrifty"]
+        published.each_field_needed(["ExperimentList", "ExperimentReport", "ArmReport"])

@@ -750,3 +750,54 @@ class HealthSnapshot(BaseModel):
     models: dict[str, ModelHealth]
     breaker: BreakerSettings
     prefer_healthy: bool
+
+
+# Learning: experiments ------------------------------------------------------------------------
+
+class ArmReport(BaseModel):
+    """One arm: its settings as configured, and how it does."""
+
+    model_config = CLOSED
+
+    arm: str
+    weight: float = Field(description="Its share of the traffic, against the others'.")
+    policy: str | None = Field(description="Its policy (null: the live one).")
+    cost_weight: float | None = Field(description="Its λ (null: the usual one).")
+    models: list[str] | None = Field(description="The models it routes among (null: all).")
+    decisions: int = Field(description="Decisions it made.")
+    n: int = Field(description="Of them, those scored by feedback.")
+    pruned_decisions: int = Field(description="Decisions retention pruned, counted as they "
+                                              "stood then.")
+    mean_quality: float | None = Field(description="Null before any score.")
+    interval: list[float] | None = Field(description="95% interval of mean_quality, [low, "
+                                                     "high]; null until it can be measured.")
+    interval_method: Literal["none", "wilson", "t"]
+    mean_cost_usd: float | None = Field(description="Over the answers whose cost is known.")
+    cost_unknown_decisions: int
+
+
+class ExperimentReport(BaseModel):
+    """How each arm of an experiment does, its winner and its promotion."""
+
+    model_config = CLOSED
+
+    experiment: str
+    enabled: bool
+    tenants: list[str] | None = Field(description="Who takes part (null: every tenant).")
+    min_n: int = Field(description="Scored decisions each arm needs before one can win.")
+    arms: list[ArmReport]
+    winner: str | None = Field(description="Null until the evidence names one (see rule).")
+    rule: str = Field(description="How a winner is named, in words.")
+    promoted: str | None = Field(description="The arm all traffic goes to (null: split).")
+    promotion: str | None = Field(description="Why: winner or chosen; or why the promotion "
+                                              "kept does not apply.")
+    intervals: str = Field(description="How the intervals are computed, in words.")
+    feedback_log: FeedbackLogKept | None = Field(description="What of the feedback log the "
+                                                             "figures cover; null without a "
+                                                             "store.")
+
+
+class ExperimentList(BaseModel):
+    model_config = CLOSED
+
+    data: list[ExperimentReport] = Field(description="Each configured experiment's report.")

@@ -39,6 +39,8 @@ from switchpoint.server.schemas import (
     ChatErrorResponse,
     CompareResponse,
     ErrorResponse,
+    ExperimentList,
+    ExperimentReport,
     FeedbackResponse,
     FiniteFloat,
     ScoreResponse,
@@ -270,6 +272,7 @@ async def status(request: Request, who: Annotated[Caller, Depends(caller)],
 
 
 @router.get("/v1/router/experiments", tags=["learning"], dependencies=ADMIN,
+            response_model=ExperimentList,
             responses=_responses("Every experiment's report.", 401, 503),
             summary="The configured experiments and how their arms do")
 async def experiments(request: Request) -> JSONResponse:
@@ -280,6 +283,7 @@ async def experiments(request: Request) -> JSONResponse:
 
 
 @router.get("/v1/router/experiments/{name}", tags=["learning"], dependencies=ADMIN,
+            response_model=ExperimentReport,
             responses=_responses("Per arm: n, mean quality and 95% interval, mean cost; the "
                                  "winner once there is one.", 401, 404, 503),
             summary="How each arm of an experiment does, and its winner")
@@ -289,6 +293,7 @@ async def experiment(name: str, request: Request) -> JSONResponse:
 
 
 @router.post("/v1/router/experiments/{name}/promote", tags=["learning"], dependencies=ADMIN,
+             response_model=ExperimentReport,
              responses=_responses("The experiment's report, with its promoted arm.", 400,
                                   401, 404, 409, 503),
              summary="Send all of an experiment's traffic to its winner (or a named arm)")
