@@ -285,6 +285,51 @@ def test_short_text_is_not_truncated(minilm: MiniLMEmbedder) -> None:
     assert 3 <= len(ids) < 16
 
 
+QUESTION = "What is the capital of France?"
+PADDINGS = {"spaces": " " * 200_000, "controls": "\x00 \u202e\u200b\t\ufeff\r\n" * 30_000,
+            "hex dump": " " + "ab" * 3_000}
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
+@pytest.mark.parametrize("padding", list(PADDINGS))
+def test_a_padded_prompt_is_read_by_its_text_as_the_whole_text_is(
+        truncation: str, padding: str) -> None:
+    emb = MiniLMEmbedder(truncation=truncation)  # type: ignore[arg-type]
+    text = (PADDINGS[padding] + QUESTION if truncation == "head" and padding != "hex dump"
+            else QUESTION + PADDINGS[padding])
+    (ids,) = emb.token_ids([text])
+    emb._ensure_loaded()
+    whole = emb._select(emb._tokenizer.encode(text).ids)
+    assert ids == whole
+    assert set(emb.token_ids([QUESTION])[0]) <= set(ids)  # the question's pieces, not nothing
+    assert len(ids) > 2
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
+@pytest.mark.parametrize("text", ["a" * 1_000_000, "a" + "\u0301" * 1_000_000,
+                                  "\x00" * 1_000_000, "中" * 300_000,
+                                  "What? " + "\u0301" * 1_000_000])
+def test_the_tokenizer_reads_a_bounded_window_of_any_prompt(truncation: str, text: str) -> None:
+    emb = MiniLMEmbedder(truncation=truncation)  # type: ignore[arg-type]
+    emb._ensure_loaded()
+    real = emb._tokenizer
+    read: list[int] = []
+
+    class Spy:
+        def encode_batch(self, parts: list[str], **kwargs: bool) -> list[object]:
+            read.extend(len(p) for p in parts)
+            return list(real.encode_batch(parts, **kwargs))
+
+    emb._tokenizer = Spy()
+    (ids,) = emb.token_ids([text])
+    emb._tokenizer = real
+    assert 2 <= len(ids) <= 64 and ids[0] == 101 and ids[-1] == 102
+    # windows of 768, 3,072 and 12,288 characters a side at most, never the megabyte
+    assert max(read) <= 16 * 64 * 12 and sum(read) <= 2 * 21 * 64 * 12
+    vector = emb.embed([text])[0]
+    assert np.isfinite(vector).all() and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+
+
 def test_long_text_embeds_to_unit_vector_and_truncation_matters(minilm: MiniLMEmbedder) -> None:
     head = MiniLMEmbedder(truncation="head", max_tokens=16)
     tail = MiniLMEmbedder(truncation="tail", max_tokens=16)

@@ -15,11 +15,19 @@ it reads is the ``truncation`` setting: ``head`` (the start), ``tail`` (the end)
 pieces, was chosen by the numbers (``benchmarks/truncation.py``, ``benchmarks/RESULTS.md``):
 head, tail and head+tail at 256, and the tail at 128 and 64, route equally well on both record
 sets (AIQ within ±0.005 of each other), and 64 pieces embed about four times faster than 256.
+
+The tokenizer reads only a window at each end the setting reads, not the whole prompt (it takes
+0.3-2.5 s of CPU a megabyte), so a prompt costs the same whatever its length. What gives no word
+piece (whitespace, control and format characters) is dropped from both ends first, and a window
+that holds too few pieces, beside the word cut at its inner edge (combining marks, a long token
+such as a hex dump), is widened up to 16 times: a question followed by a megabyte of padding is
+read by its question, as the whole text would be, not by the padding.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -43,6 +51,13 @@ _CLS, _SEP = 101, 102
 # Characters kept from each end before tokenising: WordPiece averages well under 8 characters
 # per piece, so this bounds the tokenizer's work on a huge prompt without changing the result.
 _CHARS_PER_TOKEN_BOUND = 12
+# A window short of pieces is widened this many times, four times wider each time (16 times the
+# first at most: 12,288 characters a side at 64 pieces, a few milliseconds of the tokenizer).
+_WIDENINGS = 2
+# What the tokenizer turns into no piece at all: whitespace, and the control, format and
+# unassigned characters its cleaning drops (a run of them is matched in linear time).
+_NO_PIECE = re.compile("[\\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f"
+                       "\u202a-\u202e\u2060-\u206f\ufeff\ufff0-\ufffb\ufffd]*")
 
 
 class MiniLMEmbedder(RemadeOnLoad):
@@ -128,15 +143,42 @@ class MiniLMEmbedder(RemadeOnLoad):
             self._tokenizer = tokenizer
             self._session = session
 
-    def _clip_text(self, text: str) -> str:
+    def _piece_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's word pieces, [CLS] and [SEP] around them, from the windows at its ends
+        the truncation reads (the whole text when it is short), as the whole text would give
+        them: a window is taken when, beside the word cut at its inner edge, it holds the
+        pieces its side needs, else widened; the widest is taken as it is."""
+        room = self.max_tokens - 2
+        need_head = {"head": room, "tail": 0, "head_tail": room // 4}[self.truncation]
+        need_tail = room - need_head
+        pending = {i: _trimmed(t) for i, t in enumerate(texts)}
+        out: list[list[int]] = [[] for _ in texts]
         budget = self.max_tokens * _CHARS_PER_TOKEN_BOUND
-        if len(text) <= 2 * budget:
-            return text
-        if self.truncation == "head":
-            return text[:budget]
-        if self.truncation == "tail":
-            return text[-budget:]
-        return text[:budget] + " " + text[-budget:]
+        for widening in range(_WIDENINGS + 1):
+            last = widening == _WIDENINGS
+            parts: list[str] = []
+            for text in pending.values():
+                if len(text) <= 2 * budget:
+                    parts += [text, ""]
+                else:
+                    parts += [text[:budget] if need_head else "",
+                              text[-budget:] if need_tail else ""]
+            encodings = self._tokenizer.encode_batch(parts, add_special_tokens=False)
+            for n, (i, text) in enumerate(list(pending.items())):
+                head, tail = encodings[2 * n], encodings[2 * n + 1]
+                if len(text) <= 2 * budget:
+                    out[i] = [_CLS, *head.ids, _SEP]
+                    del pending[i]
+                    continue
+                head_ids = _uncut(head, need_head, -1, last)
+                tail_ids = _uncut(tail, need_tail, 0, last)
+                if head_ids is not None and tail_ids is not None:
+                    out[i] = [_CLS, *head_ids, *tail_ids, _SEP]
+                    del pending[i]
+            if not pending:
+                break
+            budget *= 4
+        return out
 
     def _select(self, ids: list[int]) -> list[int]:
         body = ids[1:-1]  # drop [CLS] ... [SEP]
@@ -154,8 +196,7 @@ class MiniLMEmbedder(RemadeOnLoad):
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """The word-piece ids the model will read for each text (after truncation)."""
         self._ensure_loaded()
-        encodings = self._tokenizer.encode_batch([self._clip_text(t) for t in texts])
-        return [self._select(e.ids) for e in encodings]
+        return [self._select(ids) for ids in self._piece_ids(texts)]
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         if len(texts) == 0:
@@ -189,3 +230,26 @@ class MiniLMEmbedder(RemadeOnLoad):
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
 
+
+
+def _trimmed(text: str) -> str:
+    """``text`` without what gives no word piece at its ends (in linear time, however long)."""
+    lead, trail = _NO_PIECE.match(text), _NO_PIECE.match(text[::-1])
+    start = lead.end() if lead else 0
+    end = len(text) - (trail.end() if trail else 0)
+    return text[start:end] if start < end else ""
+
+
+def _uncut(encoding: Any, need: int, edge: int, last: bool) -> list[int] | None:
+    """The pieces of a window, without those of the word at its inner ``edge`` (0: its first,
+    -1: its last), which the window may have cut; None when fewer than ``need`` remain (the
+    ``last`` window's pieces are all taken)."""
+    ids: list[int] = encoding.ids
+    if last or not need:
+        return ids if need else []
+    words = encoding.word_ids
+    if not words:
+        return None
+    cut = words[edge]
+    kept = [piece for piece, word in zip(ids, words, strict=True) if word != cut]
+    return kept if len(kept) >= need else None
