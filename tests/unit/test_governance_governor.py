@@ -21,7 +21,7 @@ from switchpoint.errors import (
     RateLimitExceededError,
 )
 from switchpoint.gateway.parsing import IMAGE_PART_TYPES
-from switchpoint.governance.budgets import parse_budgets
+from switchpoint.governance.budgets import parse_budgets, period_start
 from switchpoint.governance.governor import (
     BASE_PROMPT_TOKENS,
     TOKENS_PER_MESSAGE,
@@ -418,7 +418,7 @@ def test_only_long_running_reservations_reach_disk(tmp_path: Path) -> None:
     assert slow.persisted and not quick.persisted
     store.close()  # a crash: the slow request never settles
     spent, live, stale = load_state(s.db_path, now[0])
-    assert spent["tenant:acme"]["day"] == pytest.approx(1e-6)
+    assert spent["tenant:acme"]["day"] == {period_start("day", now[0]): pytest.approx(1e-6)}
     assert [r[0] for r in live] == [slow.id] and not stale
     assert live[0][3] == {"tenant:acme": slow.worst_usd}
     spent, live, stale = load_state(s.db_path, slow.expires_at + 1)
@@ -516,7 +516,7 @@ def test_a_request_begun_before_midnight_is_charged_in_the_day_and_month_it_bega
         for when in (last, midnight + 5):
             spent, _, _ = load_state(s.db_path, when)
             for period in ("day", "month"):
-                assert spent.get(acme, {}).get(period, 0.0) == gov.ledger.spent(
+                assert sum(spent.get(acme, {}).get(period, {}).values()) == gov.ledger.spent(
                     acme, period, now=when), (when, period)
     finally:
         store.close()

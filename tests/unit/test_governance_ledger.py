@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from switchpoint.errors import StoreError
-from switchpoint.governance.budgets import Budget, period_end
+from switchpoint.governance.budgets import PERIODS, Budget, period_end, period_start
 from switchpoint.governance.ledger import (
     CHARGED_ROWS,
     TOTAL,
@@ -240,9 +240,9 @@ def test_the_ledger_is_rebuilt_from_the_spend_table(tmp_path: Path) -> None:
         store.append(LedgerRecord(ts=now - 40 * 86400, reservation_id="old", kind="settle",
                                   amount_usd=9.0, tenant="a")).result()
     spent, live, stale = load_state(db, now)
-    assert spent["tenant:a"] == {"hour": 0.2, "day": 0.2, "week": 0.2, "month": 0.2}
-    assert spent["key:k1"]["day"] == 0.2 and spent["model:m"]["day"] == 0.2
-    assert spent["provider:openai"]["month"] == 0.2 and spent[TOTAL]["day"] == 0.2
+    assert spent["tenant:a"] == {p: {period_start(p, now): 0.2} for p in PERIODS}
+    for account in ("key:k1", "model:m", "provider:openai", TOTAL):
+        assert spent[account] == spent["tenant:a"], account
     assert [(r[0], r[3]) for r in live] == [("r3", {"tenant:a": 0.3})]
     assert [r[0] for r in stale] == ["r4"]
     ledger = Ledger(Clock(now))
@@ -252,6 +252,45 @@ def test_the_ledger_is_rebuilt_from_the_spend_table(tmp_path: Path) -> None:
     assert settle_accounts("k1", "a", "m", "openai") == [TOTAL, "key:k1", "tenant:a",
                                                         "model:m", "provider:openai"]
 
+
+
+def test_spend_dated_in_a_later_period_counts_there_when_the_clock_stepped_back(
+        tmp_path: Path) -> None:
+    """Spend booked before the clock was stepped back across a period's end is dated in the
+    later period: rebuilt after the step, it is not counted in the period under way (whose
+    budget would pay for it), and it is counted in its own period when that comes (not
+    forgotten, which let that period's budget be spent twice); the periods under way keep
+    their own spend whatever number of later ones there are."""
+    db = tmp_path / "switchpoint.db"
+    tomorrow = period_end("day", T0)  # (T0 is a Friday: the next day is in the same week)
+    later = [tomorrow + 3600 * h + 60 for h in range(3)]  # three hours of the next day
+    with SQLiteStore(db) as store:
+        store.append(LedgerRecord(ts=T0 - 60, reservation_id="today", kind="settle",
+                                  amount_usd=0.1, tenant="a")).result()
+        for i, ts in enumerate(later):
+            store.append(LedgerRecord(ts=ts, reservation_id=f"later{i}", kind="settle",
+                                      amount_usd=1.0, tenant="a")).result()
+    clock = Clock(T0)  # the clock went back to the day before those rows, and it restarts
+    ledger = Ledger(clock, monotonic=clock)
+    spent, live, stale = load_state(db, clock.now)
+    ledger.restore(spent, [*live, *stale])
+    for period in PERIODS:
+        assert ledger.spent("tenant:a", period) == pytest.approx(
+            0.1 if period in ("hour", "day") else 3.1), period
+    # Today's budget has today's room: tomorrow's spend is not in it.
+    ticket = reserve(ledger, 0.85, {"tenant:a": [Budget(1.0, "day")]})
+    assert isinstance(ticket, Ticket)
+    ledger.settle(ticket, charged_usd=0.05, accounts=["tenant:a"], tokens=None)
+    assert ledger.spent("tenant:a", "hour") == pytest.approx(0.15)
+    assert ledger.spent("tenant:a", "day") == pytest.approx(0.15)
+    for at, hour in [(later[0], 1.0), (later[1], 1.0), (later[2], 1.0),
+                     (later[2] + 3600, 0.0)]:
+        clock.now = at  # tomorrow comes: its spend is there
+        assert ledger.spent("tenant:a", "hour") == pytest.approx(hour), at
+        assert ledger.spent("tenant:a", "day") == pytest.approx(3.0), at
+        assert ledger.spent("tenant:a", "week") == pytest.approx(3.15), at
+    blocked = reserve(ledger, 0.1, {"tenant:a": [Budget(3.0, "day")]})
+    assert isinstance(blocked, Blocked) and "has spent $3.000000" in blocked.message
 
 
 def test_a_reservation_a_crash_left_open_is_charged_what_it_held_when_it_expires() -> None:
@@ -310,7 +349,7 @@ def test_expiries_that_charged_are_spend_when_rebuilt_and_old_expiries_are_relea
     spent, live, stale = load_state(db, now)
     assert not stale  # both closed
     for account in ("key:k1", "tenant:a", "model:m", "provider:openai", TOTAL):
-        assert spent[account] == {"hour": 0.25, "day": 0.25, "week": 0.25, "month": 0.25}
+        assert spent[account] == {p: {period_start(p, now): 0.25} for p in PERIODS}
     assert live == [OpenReservation("open", now - 60, now + 100, {"tenant:a": 0.125}, "k1",
                                     "a", 0.125, "m", "openai")]
     with sqlite3.connect(db) as conn:

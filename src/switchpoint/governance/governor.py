@@ -265,7 +265,7 @@ class Governor:
         if self.store is not None:
             now = self.clock()
             spent, live, stale = load_state(self.store.path, now, self.store.gone)
-            self.ledger.restore(spent, [*live, *stale], now)
+            self.ledger.restore(spent, [*live, *stale])
             if stale:
                 log.warning("%d budget reservation(s) from a previous run were still open past "
                             "their request deadline (the process stopped mid-request); "

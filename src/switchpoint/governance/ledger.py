@@ -29,44 +29,46 @@ Durability: settlements, and the reservations of requests still running after
 :data:`PERSIST_AFTER_S` (with their releases and expiries), are rows of the ``spend`` table in
 the request log's SQLite file, appended by the log's writer; a settlement is committed in the
 same transaction as the request's log entry, so the ledger never disagrees with the log (the
-charges of expiries, below, have no log entry: no request ended). (A
-request that ends sooner writes its settlement: one row per model charged, most often one.) On
-start the ledger is rebuilt from those rows. A reservation still open when the process died (its
-request has no log entry and no known cost) keeps holding its amount until its request's
+charges of expiries, below, have no log entry: no request ended). (A request that ends sooner
+writes its settlement: one row per model charged, most often one.) On start the ledger is
+rebuilt from those rows, each counted in the periods it is dated in: a row dated in a later
+period than the one under way (booked before the wall clock was stepped back across the
+period's end) counts there when that period comes, not in the one under way (whose budget would
+pay for it, and the later period's once more). A reservation still open when the process died
+(its request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
-*charged* what it held and recorded as ``expire_charge`` (at the start, if that deadline
-passed while the service was down, however long; in the periods its request began in): a
-deadline on disk is read by the wall clock, the only one that outlives the process. Its
-request had run at least :data:`PERSIST_AFTER_S` (that is when a reservation
-reaches disk) and was cut by a stop or crash, so a provider may have billed it: by the rule for
-a try a provider may have billed with no answer, it is charged its worst case, the most the
-reservation held (:attr:`Ticket.held_for_usd`: its reserve row's amount), to the gateway's
-total and the key and tenant it was held for, and to a model's and provider's accounts only
-when its row names them: a reservation records its model when its request had one candidate,
-and its provider when all its candidates shared one; one of several candidates records none
-(which of them ran is unknown, and none is charged in its place), nor does one an earlier
-version wrote. So settled spend stays within a budget after a crash too. A crash never leaks
-budget for longer than that deadline. (The requests of the last half second before a crash hold
-nothing after it, and are charged nothing.) A reservation of the running process expires, and
-reaches disk, when its request has run that long by the monotonic clock (a wall clock stepped
-forward freed the holds of every request in flight, which then spent past the budgets their
-holds had kept for them; one stepped back kept a long request's reservation off disk, where
-a crash would find it, for as long as the step). One that expires is released
-(``expire_running``): its request is still in this process, and its
-settlement charges what it cost, after the expiry too. That row frees its hold but does not
-close it on disk: its request's ``settle`` or ``release`` row does (a release is written
-after an expiry too), so one whose request a crash then cut is read at the next start as a
-crash's reservation past its deadline, and charged as one. A reader beside a running service
-(``switchpoint report``, which holds no lock) cannot tell such a reservation from a crash's by
-its rows alone, so it asks whether a service holds ``data_dir``'s lock
+*charged* what it held and recorded as ``expire_charge`` (at the start, if that deadline passed
+while the service was down, however long; in the periods its request began in): a deadline on
+disk is read by the wall clock, the only one that outlives the process. Its request had run at
+least :data:`PERSIST_AFTER_S` (that is when a reservation reaches disk) and was cut by a stop
+or crash, so a provider may have billed it: by the rule for a try a provider may have billed
+with no answer, it is charged its worst case, the most the reservation held
+(:attr:`Ticket.held_for_usd`: its reserve row's amount), to the gateway's total and the key and
+tenant it was held for, and to a model's and provider's accounts only when its row names them:
+a reservation records its model when its request had one candidate, and its provider when all
+its candidates shared one; one of several candidates records none (which of them ran is
+unknown, and none is charged in its place), nor does one an earlier version wrote. So settled
+spend stays within a budget after a crash too. A crash never leaks budget for longer than that
+deadline. (The requests of the last half second before a crash hold nothing after it, and are
+charged nothing.) A reservation of the running process expires, and reaches disk, when its
+request has run that long by the monotonic clock (a wall clock stepped forward freed the holds
+of every request in flight, which then spent past the budgets their holds had kept for them;
+one stepped back kept a long request's reservation off disk, where a crash would find it, for
+as long as the step). One that expires is released (``expire_running``): its request is still
+in this process, and its settlement charges what it cost, after the expiry too. That row frees
+its hold but does not close it on disk: its request's ``settle`` or ``release`` row does (a
+release is written after an expiry too), so one whose request a crash then cut is read at the
+next start as a crash's reservation past its deadline, and charged as one. A reader beside a
+running service (``switchpoint report``, which holds no lock) cannot tell such a reservation
+from a crash's by its rows alone, so it asks whether a service holds ``data_dir``'s lock
 (:func:`~switchpoint._files.serving`): while one does, the reservation is that service's
-request still running (a service charges those a crash left as it starts), and is counted
-as held, what it held, not charged; only with no service running is it a crash's, charged as
-the next start will charge it (see :meth:`Ledger.restore`). ``expire`` rows (an earlier
-version's, for a crash's reservations and its own alike) were releases, and read as such:
-only ``settle`` and ``expire_charge`` rows are spend (:data:`CHARGED_ROWS`). Earlier versions
-wrote no expiry at a start: the reservations they left open further back than a start looks
-are closed (released), once, when the store upgrades the file.
+request still running (a service charges those a crash left as it starts), and is counted as
+held, what it held, not charged; only with no service running is it a crash's, charged as the
+next start will charge it (see :meth:`Ledger.restore`). ``expire`` rows (an earlier version's,
+for a crash's reservations and its own alike) were releases, and read as such: only ``settle``
+and ``expire_charge`` rows are spend (:data:`CHARGED_ROWS`). Earlier versions wrote no expiry
+at a start: the reservations they left open further back than a start looks are closed
+(released), once, when the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute), timed by a monotonic clock, not the wall clock the periods are read from: a wall
@@ -352,8 +354,12 @@ class Limits:
 
 
 #: Periods of each budget whose settled spend the ledger keeps (the one under way and those
-#: before it), for settlements and clock steps that land in an earlier one.
+#: before it), for settlements and clock steps that land in an earlier one; later periods'
+#: spend (dated there before the clock was stepped back) is kept until they come and go.
 KEPT_PERIODS = 3
+
+#: Settled spend by account, period and the period's start (epoch seconds).
+Spent = dict[str, dict[str, dict[float, float]]]
 
 
 class Ledger:
@@ -370,7 +376,7 @@ class Ledger:
         # Settled spend by account, period and the period's start: the last few periods of
         # each, so that a settlement stamped in the period before, or a clock stepped back
         # into it, counts in that period and leaves the one under way whole.
-        self._spent: dict[str, dict[str, dict[float, float]]] = {}
+        self._spent: Spent = {}
         self._held: dict[str, float] = {}
         self._open: dict[str, Ticket] = {}
         # The reservations read from disk by their expiry (wall clock), those of this process
@@ -413,8 +419,11 @@ class Ledger:
         for period, start in self._starts(at).items():
             by_start = buckets.setdefault(period, {})
             by_start[start] = by_start.get(start, 0.0) + amount
-            if len(by_start) > KEPT_PERIODS:
-                del by_start[min(by_start)]
+            # (The oldest goes; a later period's, dated there before a clock step back, stays
+            # until its period comes and goes.)
+            kept = [s for s in by_start if s <= start]
+            if len(kept) > KEPT_PERIODS:
+                del by_start[min(kept)]
 
     # Reading -----------------------------------------------------------------------------------
 
@@ -729,27 +738,26 @@ class Ledger:
 
     # Restoring ---------------------------------------------------------------------------------
 
-    def restore(self, spent: Mapping[str, Mapping[str, float]],
-                outstanding: Iterable[OpenReservation], now: float | None = None, *,
+    def restore(self, spent: Mapping[str, Mapping[str, Mapping[float, float]]],
+                outstanding: Iterable[OpenReservation], *,
                 service_running: bool = False) -> None:
-        """Load what the ``spend`` table says as of ``now`` (when it was read; None: the
-        clock's now): settled spend in each period under way then by account, and the
-        reservations still open. Spend read just before a period ended belongs to that period,
-        even when it is restored just after. A restored reservation is on disk already (its
-        expiry is written when it comes; one past its deadline expires at the next look) and
-        is an orphan: its expiry charges what it held; one this ledger holds open already is
-        not held twice. ``service_running``: this ledger is a reader's beside the service
-        serving from the same ``data_dir`` (it holds the lock); a reservation whose expiry the
-        service booked as its request still ran is then that request's, in flight, and is
-        held, never expiring here, rather than charged as a crash's (see the module's
-        docstring). The service itself passes False: what it finds open at its start, a
-        crash left."""
+        """Load what the ``spend`` table says (see :func:`load_state`): settled spend by
+        account, period and the period's start (each counts in the period it is dated in, a
+        later one's when it comes), and the reservations still open. A restored reservation
+        is on disk already (its expiry is written when it comes; one past its deadline
+        expires at the next look) and is an orphan: its expiry charges what it held; one this
+        ledger holds open already is not held twice. ``service_running``: this ledger is a
+        reader's beside the service serving from the same ``data_dir`` (it holds the lock); a
+        reservation whose expiry the service booked as its request still ran is then that
+        request's, in flight, and is held, never expiring here, rather than charged as a
+        crash's (see the module's docstring). The service itself passes False: what it finds
+        open at its start, a crash left."""
         with self._lock:
-            now = self.clock() if now is None else now
             for account, by_period in spent.items():
                 buckets = self._spent.setdefault(account, {})
-                for period, amount in by_period.items():
-                    buckets.setdefault(period, {})[self._bucket(period, now)] = float(amount)
+                for period, by_start in by_period.items():
+                    for start, amount in by_start.items():
+                        buckets.setdefault(period, {})[float(start)] = float(amount)
             for row in outstanding:
                 if row.id in self._open:
                     continue
@@ -770,10 +778,10 @@ class Ledger:
 
 
 def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None = None
-               ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
-                          list[OpenReservation]]:
-    """What the ``spend`` table of ``db_path`` says: (settled spend by account and current
-    period, from its ``settle`` and ``expire_charge`` rows; reservations still open and not yet
+               ) -> tuple[Spent, list[OpenReservation], list[OpenReservation]]:
+    """What the ``spend`` table of ``db_path`` says: (settled spend by account, period and the
+    period's start, from its ``settle`` and ``expire_charge`` rows: in the periods under way
+    at ``now``, and in later ones for rows dated after them; reservations still open and not yet
     expired; reservations open but past their expiry: those a run that stopped mid-request
     left, however long ago, which :meth:`Ledger.restore` charges as they expire). ``gone``:
     the store writing ``db_path`` beside this read (see
@@ -790,24 +798,38 @@ def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None 
 
 
 def _read_state(path: Path, now: float, gone: Gone | None
-                ) -> tuple[dict[str, dict[str, float]], list[OpenReservation],
-                           list[OpenReservation]]:
+                ) -> tuple[Spent, list[OpenReservation], list[OpenReservation]]:
     conn = read_store(path, gone)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "spend" not in tables:
             return {}, [], []
-        spent: dict[str, dict[str, float]] = {}
+        spent: Spent = {}
+
+        def count(who: tuple[Any, ...], period: str, start: float, amount: Any) -> None:
+            for account in settle_accounts(*who):
+                by_start = spent.setdefault(account, {}).setdefault(period, {})
+                by_start[start] = by_start.get(start, 0.0) + float(amount or 0.0)
+
+        ends = {period: period_end(period, now) for period in PERIODS}
         for period in PERIODS:
             start = period_start(period, now)
-            rows = conn.execute(
-                "SELECT key_id, tenant, model, provider, sum(amount_usd) FROM spend "
-                f"WHERE {CHARGED_ROWS} AND ts >= ? GROUP BY key_id, tenant, model, provider",
-                (start,)).fetchall()
-            for key_id, tenant, model, provider, amount in rows:
-                for account in settle_accounts(key_id, tenant, model, provider):
-                    by_period = spent.setdefault(account, {})
-                    by_period[period] = by_period.get(period, 0.0) + float(amount or 0.0)
+            for *who, amount in conn.execute(
+                    "SELECT key_id, tenant, model, provider, sum(amount_usd) FROM spend "
+                    f"WHERE {CHARGED_ROWS} AND ts >= ? AND ts < ? "
+                    "GROUP BY key_id, tenant, model, provider", (start, ends[period])):
+                count(tuple(who), period, start, amount)
+        # Spend dated after the periods under way (booked before the clock was stepped back
+        # across a period's end) counts in the periods it is dated in, when they come: summed
+        # by the hour it is dated in (every period starts on an hour, UTC).
+        for hour, *who, amount in conn.execute(
+                "SELECT CAST(ts / 3600 AS INTEGER) AS hour, key_id, tenant, model, provider, "
+                f"sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND ts >= ? "
+                "GROUP BY hour, key_id, tenant, model, provider", (ends["hour"],)):
+            at = float(hour) * 3600.0
+            for period in PERIODS:
+                if at >= ends[period]:
+                    count(tuple(who), period, period_start(period, at), amount)
         # Reservations made LOOKBACK_S before the ledger's last row (or before now, when
         # that is earlier) are past any request deadline of the run that wrote it, and were
         # closed by it or by the start after the run they were made in: only later ones can

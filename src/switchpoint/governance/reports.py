@@ -351,7 +351,7 @@ class Reports:
             # start of the service charges it; one whose request a running service still
             # runs is held: see Ledger.restore.)
             spent, live, stale = load_state(self.db_path, now, self.gone)
-            ledger.restore(spent, [*live, *stale], now,
+            ledger.restore(spent, [*live, *stale],
                            service_running=served(self.db_path.parent))
             self._ledger = ledger
         return self._ledger
