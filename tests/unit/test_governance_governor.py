@@ -879,6 +879,49 @@ def test_a_report_beside_the_running_service_holds_a_reservation_its_request_ove
     assert _closings(s.db_path)[ticket.id] == ["expire_running"]  # (a report writes nothing)
 
 
+def test_a_command_beside_the_service_books_no_expiry_of_a_reservation_it_did_not_make(
+        tmp_path: Path) -> None:
+    """A governor that does not serve (a command that learns beside the service, holding no
+    lock) writes no row for the reservations it finds open, past their deadline or reaching
+    it while it runs: while the service runs, they are its requests (held, not charged);
+    with none running, a crash's, charged in its view alone. A service starting beside it
+    charges such a crash's reservation, on disk, once."""
+    from switchpoint.gateway.owner import DataDirLock
+    from switchpoint.governance.ledger import load_state
+    from switchpoint.store import SQLiteStore
+
+    s, acme, ticket, now = _crashed_mid_request(tmp_path)  # its deadline still ahead
+    service = DataDirLock(s.data_dir).acquire()  # the service that made it still serves
+    store = SQLiteStore(s.db_path).open(serving=False)
+    try:
+        beside = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
+        beside.open(serving=False)
+        assert beside.ledger.held(acme) == ticket.worst_usd
+        now[0] = ticket.expires_at + 1.0  # its deadline passes while the command runs
+        beside.flush()
+        beside.close()
+        assert _closings(s.db_path)[ticket.id] == []
+        service.release()  # ... and the service dies with its request: a crash's now
+        beside = Governor(s, store=store, clock=lambda: now[0], monotonic=lambda: now[0])
+        beside.open(serving=False)
+        assert (beside.ledger.held(acme), beside.ledger.spent(acme, "day")) == (
+            0.0, ticket.worst_usd)  # (charged as the next start charges it)
+        assert _closings(s.db_path)[ticket.id] == []
+        with SQLiteStore(s.db_path) as its_store:  # a service starts meanwhile
+            started = Governor(s, store=its_store, clock=lambda: now[0],
+                               monotonic=lambda: now[0])
+            started.open()
+            assert started.ledger.spent(acme, "day") == ticket.worst_usd
+            started.close()
+        beside.close()
+    finally:
+        store.close()
+        service.release()
+    assert _closings(s.db_path)[ticket.id] == ["expire_charge"]
+    spent, live, stale = load_state(s.db_path, now[0])
+    assert sum(spent[acme]["day"].values()) == ticket.worst_usd and not live and not stale
+
+
 def test_a_request_released_after_its_reservation_expired_is_released_once(
         tmp_path: Path) -> None:
     """A reservation that expired (its request overran its deadline) freed its hold then; the

@@ -320,7 +320,7 @@ class Gateway:
             self._pins = SQLitePinStore(path / PINS_FILENAME,
                                         max_entries=self._applied.pin_max_sessions)
             self.pinner.store = self._pins
-            self.governor.open()
+            self.governor.open(serving=self._owner is not None)
             self.learning.open()
         except BaseException:
             self._release_data_dir()

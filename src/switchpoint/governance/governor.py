@@ -95,9 +95,9 @@ from switchpoint.governance.ledger import (
     describe_account,
     is_callers_own,
     key_account,
-    load_state,
     model_account,
     provider_account,
+    rebuild,
     settle_accounts,
     tenant_account,
 )
@@ -239,6 +239,9 @@ class Governor:
         self._policies: dict[tuple[int, str | None, KeyRecord | None],
                              tuple[Settings, Policy]] = {}
         self._opened = False
+        # Whether this process serves from data_dir: it books the expiries of what it finds
+        # open (see open).
+        self._serving = True
         # Reservations not yet on disk, oldest first (written once their request runs long).
         self._unwritten: deque[tuple[Ticket, LedgerRecord]] = deque()
         # Held while a reservation's row is written, and while one is closed without a charge
@@ -254,23 +257,28 @@ class Governor:
 
     # Lifecycle ---------------------------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, *, serving: bool = True) -> None:
         """Rebuild the ledger from the spend table, and open the key store when client keys
         are on (else it opens on first use: a gateway without keys makes no file).
-        Idempotent."""
+        ``serving``: this process serves from ``data_dir`` (it holds its lock), so the
+        reservations it finds open a crash left, and it charges and writes their expiries;
+        otherwise (a command that learns or reports beside whatever serves) it writes no row
+        for a reservation it did not make: one a service still runs is held (see
+        :meth:`Ledger.restore`), and a crash's is charged, on disk, by the next service's
+        start alone, once, however many such commands ran meanwhile. Idempotent."""
         if self._opened:
             return
         if self._keys_at_open:
             self.keys.open()
+        self._serving = serving
         if self.store is not None:
-            now = self.clock()
-            spent, live, stale = load_state(self.store.path, now, self.store.gone)
-            self.ledger.restore(spent, [*live, *stale])
-            if stale:
+            live, stale = rebuild(self.ledger, self.store.path, self.store.gone,
+                                  serving=serving)
+            if serving and stale:
                 log.warning("%d budget reservation(s) from a previous run were still open past "
                             "their request deadline (the process stopped mid-request); "
                             "charged them what they held", len(stale))
-            if live:
+            if serving and live:
                 log.warning("%d budget reservation(s) from a previous run are still open; they "
                             "hold their amount until their request deadline, then are charged "
                             "it", len(live))
@@ -1111,6 +1119,8 @@ class Governor:
         for ticket, persisted in expired:
             when = self.clock() if ticket.expired_at is None else ticket.expired_at
             charged = ticket.charged_usd
+            if ticket.orphan and not self._serving:
+                continue  # (not this process's to book: see open)
             if ticket.orphan and charged is not None:
                 log.warning("budget reservation %s from a previous run expired: charged its "
                             "worst case, $%.6f, to %s, as its request was cut by a stop or "

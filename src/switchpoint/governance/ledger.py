@@ -64,11 +64,13 @@ from a crash's by its rows alone, so it asks whether a service holds ``data_dir`
 (:func:`~switchpoint._files.serving`): while one does, the reservation is that service's
 request still running (a service charges those a crash left as it starts), and is counted as
 held, what it held, not charged; only with no service running is it a crash's, charged as the
-next start will charge it (see :meth:`Ledger.restore`). ``expire`` rows (an earlier version's,
-for a crash's reservations and its own alike) were releases, and read as such: only ``settle``
-and ``expire_charge`` rows are spend (:data:`CHARGED_ROWS`). Earlier versions wrote no expiry
-at a start: the reservations they left open further back than a start looks are closed
-(released), once, when the store upgrades the file.
+next start will charge it (see :meth:`Ledger.restore`). Such a reader, or a command that learns
+beside the service, writes no row for a reservation it did not make (see :func:`rebuild`): a
+crash's is charged on disk by the next start of a service alone, once. ``expire`` rows (an
+earlier version's, for a crash's reservations and its own alike) were releases, and read as
+such: only ``settle`` and ``expire_charge`` rows are spend (:data:`CHARGED_ROWS`). Earlier
+versions wrote no expiry at a start: the reservations they left open further back than a start
+looks are closed (released), once, when the store upgrades the file.
 
 Rate limits are sliding 60-second windows kept in memory only (a restart forgets the last
 minute), timed by a monotonic clock, not the wall clock the periods are read from: a wall
@@ -97,6 +99,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
+from switchpoint._files import served
 from switchpoint.governance.budgets import (
     PERIODS,
     Budget,
@@ -775,6 +778,21 @@ class Ledger:
                     self._held[account] = self._held.get(account, 0.0) + amount
                 self._open[row.id] = ticket
                 heapq.heappush(self._expiring, ticket)
+
+
+def rebuild(ledger: Ledger, db_path: str | Path, gone: Gone | None = None, *,
+            serving: bool) -> tuple[list[OpenReservation], list[OpenReservation]]:
+    """Restore ``ledger`` from the ``spend`` table of ``db_path`` as of its clock's now, and
+    return the reservations it found open (not yet expired, and past their expiry: see
+    :func:`load_state`). ``serving``: whoever rebuilds it serves from ``data_dir`` (holds its
+    lock), so what it finds open a crash left; else it only reads beside whatever serves (a
+    report, a command that learns), and a reservation whose request the service still runs
+    is held, not charged (see :meth:`Ledger.restore`)."""
+    now = ledger.clock()
+    spent, live, stale = load_state(db_path, now, gone)
+    ledger.restore(spent, [*live, *stale],
+                   service_running=not serving and served(Path(db_path).parent))
+    return live, stale
 
 
 def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None = None

@@ -39,7 +39,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from switchpoint._files import served
 from switchpoint._messages import cut, listed_names, quoted
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard
@@ -64,7 +63,7 @@ from switchpoint.governance.ledger import (
     TOTAL,
     Ledger,
     describe_account,
-    load_state,
+    rebuild,
     tenant_account,
 )
 from switchpoint.governance.settings import SLASettings
@@ -346,13 +345,10 @@ class Reports:
     def ledger(self) -> Ledger:
         if self._ledger is None:
             ledger = Ledger(self.clock)
-            now = self.clock()
             # (A reservation a crash left open past its deadline is charged, as the next
             # start of the service charges it; one whose request a running service still
             # runs is held: see Ledger.restore.)
-            spent, live, stale = load_state(self.db_path, now, self.gone)
-            ledger.restore(spent, [*live, *stale],
-                           service_running=served(self.db_path.parent))
+            rebuild(ledger, self.db_path, self.gone, serving=False)
             self._ledger = ledger
         return self._ledger
 
