@@ -9,17 +9,18 @@ served through the Anthropic Messages adapter, ``cheap`` (small context, no visi
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 
-from switchpoint.config import load_settings
+from switchpoint.config import DB_FILENAME, load_settings
 from switchpoint.gateway.live import RouterFactory
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess, reserved_ports
@@ -138,3 +139,18 @@ def last_seq(server: ThreadServer) -> int:
 
 def outcomes(entry: dict[str, Any]) -> list[tuple[str, str]]:
     return [(a["model"], a["outcome"]) for a in entry["attempts"]]
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Wait until ``condition()`` holds, failing the test saying ``what`` did not happen."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def db_rows(data: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` in the database of ``data`` (a data_dir), read only."""
+    with closing(sqlite3.connect(f"{(data / DB_FILENAME).as_uri()}?mode=ro", uri=True)) as db:
+        return db.execute(sql, args).fetchall()

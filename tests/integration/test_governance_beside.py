@@ -11,25 +11,21 @@ one that overran them (a slow settlement, a host that stalled) would."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from switchpoint.cli import main
-from switchpoint.config import DB_FILENAME, load_settings
+from switchpoint.config import load_settings
 from switchpoint.governance.ledger import CHARGED_ROWS
 from switchpoint.governance.reports import Reports
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.gateway_env import FACTORY, KEYS, config_text, db_rows, until
 from tests.integration.servers import thread_server
 
 ADMIN_TOKEN = "admin-secret-token"
@@ -50,19 +46,6 @@ tenants:
 # A stream of 40 chunks a quarter of a second apart: ten seconds under way.
 SLOW = "[[fake:ok:chunk_delay=0.25]] " + " ".join(f"word{i}" for i in range(40))
 BEHIND_S = 60.0  # the service's wall clock, behind: its reservations' deadlines are past
-
-
-def _until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.05)
-
-
-def _rows(data: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(f"{(data / DB_FILENAME).as_uri()}?mode=ro", uri=True)) as db:
-        return db.execute(sql, args).fetchall()
 
 
 def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
@@ -101,14 +84,14 @@ def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        _until(lambda: bool(_rows(data, "SELECT 1 FROM spend WHERE kind = 'reserve' AND "
+        until(lambda: bool(db_rows(data, "SELECT 1 FROM spend WHERE kind = 'reserve' AND "
                                         "key_id = ?", key_id)), "the reservation is on disk")
-        [(reserved, expires_at, worst)] = _rows(
+        [(reserved, expires_at, worst)] = db_rows(
             data, "SELECT reservation_id, expires_at, amount_usd FROM spend WHERE "
                   "kind = 'reserve' AND key_id = ?", key_id)
         assert expires_at < time.time()  # its deadline is past, by any wall clock
         ahead[0] = BEHIND_S  # ... and by the service's: it books the expiry, the request runs
-        _until(lambda: bool(_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND "
+        until(lambda: bool(db_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND "
                                         "kind = 'expire_running'", reserved)),
                "the service books the expiry")
         assert "[DONE]" not in got
@@ -120,22 +103,22 @@ def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
         assert "[DONE]" not in got  # (it ran beside the request)
         reader.join(timeout=30)
         assert got[-1] == "[DONE]" and "word29" in "".join(got)  # (answered whole)
-        _until(lambda: len(_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND "
+        until(lambda: len(db_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND "
                                        "kind = 'settle'", reserved)) > 0,
                "the request settles")
-        [(request_id, cost)] = _rows(data, "SELECT id, charged_usd FROM requests WHERE "
+        [(request_id, cost)] = db_rows(data, "SELECT id, charged_usd FROM requests WHERE "
                                            "key_id = ? AND stream = 1", key_id)
         assert 0 < cost < worst
         # The reservation was closed once, by its request's settlement: charged what it cost.
-        closings = [kind for (kind,) in _rows(
+        closings = [kind for (kind,) in db_rows(
             data, "SELECT kind FROM spend WHERE reservation_id = ? AND kind != 'reserve' "
                   "ORDER BY rowid", reserved)]
         assert closings == ["expire_running", "settle"]
-        [(charged,)] = _rows(data, f"SELECT sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} "
+        [(charged,)] = db_rows(data, f"SELECT sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} "
                                    "AND key_id = ? AND request_id = ?", key_id, request_id)
         assert charged == pytest.approx(cost)
     # Read back with no service running, the key's day holds the two requests' costs alone.
-    [(spent,)] = _rows(data, f"SELECT sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND "
+    [(spent,)] = db_rows(data, f"SELECT sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND "
                              "key_id = ?", key_id)
     reports = Reports.from_settings(settings)
     assert reports.ledger.spent(f"key:{key_id}", "day") == pytest.approx(spent)

@@ -7,11 +7,8 @@ key that has a budget, the fake provider; the ledger read back from the SQLite f
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,10 @@ import httpx
 import openai
 import pytest
 
-from switchpoint.config import DB_FILENAME, load_settings
+from switchpoint.config import load_settings
 from switchpoint.governance.governor import prompt_bound, worst_cost
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import KEYS, config_text
+from tests.integration.gateway_env import KEYS, config_text, db_rows, until
 from tests.integration.servers import ProcessServer
 
 ADMIN_TOKEN = "admin-secret-token"
@@ -50,19 +47,6 @@ budgets:
 """
 MAX_TOKENS = 40_000  # a worst case of about $1.2 on `good` ($30 per million output tokens)
 SLOW = "[[fake:ok:chunk_delay=0.5]] " + " ".join(f"word{i}" for i in range(200))
-
-
-def _until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.05)
-
-
-def _rows(data: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(f"{(data / DB_FILENAME).as_uri()}?mode=ro", uri=True)) as db:
-        return db.execute(sql, args).fetchall()
 
 
 def _start(config: Path, data: Path) -> ProcessServer:
@@ -129,25 +113,25 @@ def test_a_stream_a_crash_cut_is_charged_its_worst_case_once_when_its_reservatio
         assert r.status_code == 201, r.text
         key, key_id = r.json()["key"], r.json()["id"]
         got = _stream(server, key)
-        _until(lambda: sum(1 for g in got if isinstance(g, str) and g.startswith("data:")) >= 2,
+        until(lambda: sum(1 for g in got if isinstance(g, str) and g.startswith("data:")) >= 2,
                "the stream is under way")
         # It runs past half a second: its reservation reaches disk.
-        _until(lambda: bool(_rows(data, "SELECT 1 FROM spend WHERE kind = 'reserve' AND "
+        until(lambda: bool(db_rows(data, "SELECT 1 FROM spend WHERE kind = 'reserve' AND "
                                         "key_id = ?", key_id)), "the reservation is on disk")
         server.kill()  # a crash mid-stream: the request never settles
     assert "data: [DONE]" not in got
-    [(reserved, expires_at, amount, model, provider)] = _rows(
+    [(reserved, expires_at, amount, model, provider)] = db_rows(
         data, "SELECT reservation_id, expires_at, amount_usd, model, provider FROM spend "
               "WHERE kind = 'reserve' AND key_id = ?", key_id)
     assert amount == pytest.approx(worst, rel=1e-9) and (model, provider) == ("good",
                                                                               good.provider)
-    assert not _rows(data, "SELECT * FROM spend WHERE kind != 'reserve'")
+    assert not db_rows(data, "SELECT * FROM spend WHERE kind != 'reserve'")
 
     with _start(config, data) as server:
         # Until its request's deadline passes, the reservation holds; nothing is spent yet.
         status = _key_status(server, key_id)
         assert status["held_usd"] == pytest.approx(worst) and status["spent_usd"] == 0.0
-        _until(lambda: _key_status(server, key_id)["spent_usd"] > 0,
+        until(lambda: _key_status(server, key_id)["spent_usd"] > 0,
                "the reservation expires", timeout=expires_at - time.time() + 15)
         status = _key_status(server, key_id)
         assert status["spent_usd"] == pytest.approx(worst) and status["held_usd"] == 0.0
@@ -155,12 +139,12 @@ def test_a_stream_a_crash_cut_is_charged_its_worst_case_once_when_its_reservatio
         closing_rows: list[tuple[Any, ...]] = []
 
         def closed() -> bool:  # (the row follows the live ledger within a flush or two)
-            closing_rows[:] = _rows(data, "SELECT kind, amount_usd, key_id, tenant, model, "
+            closing_rows[:] = db_rows(data, "SELECT kind, amount_usd, key_id, tenant, model, "
                                           "provider FROM spend WHERE reservation_id = ? AND "
                                           "kind != 'reserve'", reserved)
             return bool(closing_rows)
 
-        _until(closed, "the expiry is on disk")
+        until(closed, "the expiry is on disk")
         assert closing_rows == [("expire_charge", pytest.approx(worst), key_id, "acme", "good",
                                  good.provider)]
         assert "a provider may have billed it" in server.stderr
@@ -189,5 +173,5 @@ def test_a_stream_a_crash_cut_is_charged_its_worst_case_once_when_its_reservatio
         assert _alert_status(server, key_id)["spent_usd"] == pytest.approx(worst)
         code, err = server.terminate()
         assert code == 0, err
-    assert len(_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND kind != "
+    assert len(db_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND kind != "
                            "'reserve'", reserved)) == 1
