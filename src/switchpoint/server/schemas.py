@@ -15,7 +15,7 @@ from switchpoint.catalog import MAX_MODEL_NAME
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
 from switchpoint.gateway.parsing import MAX_MODELS
-from switchpoint.governance.settings import TenantSettings
+from switchpoint.governance.settings import SLASettings, TenantSettings
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
@@ -801,3 +801,191 @@ class ExperimentList(BaseModel):
     model_config = CLOSED
 
     data: list[ExperimentReport] = Field(description="Each configured experiment's report.")
+
+
+# Admin: cost, savings, SLA, forecast and suggestion reports ------------------------------------
+
+class SavingsReport(BaseModel):
+    """What the window's answered requests cost against what they would have cost on one
+    comparison model, priced on the same tokens."""
+
+    model_config = CLOSED
+
+    comparison_model: str | None = Field(description="The model priced against (null: none "
+                                                     "fits, see basis).")
+    basis: str = Field(description="Why that model, in words (given, the strongest logged, "
+                                   "the dearest auto may choose).")
+    requests: int = Field(description="Answered requests priced both ways.")
+    unpriced_requests: int = Field(description="Answered requests one of the two prices "
+                                               "could not price (left out of the sums).")
+    actual_cost_usd: float
+    comparison_cost_usd: float
+    savings_usd: float = Field(description="comparison_cost_usd - actual_cost_usd.")
+    savings_pct: float = Field(description="savings_usd / comparison_cost_usd (0 when that "
+                                           "is 0).")
+
+
+class CostShare(BaseModel):
+    """The requests of one tenant or key, and what they cost."""
+
+    model_config = CLOSED
+
+    requests: int
+    cost_usd: float = Field(description="The summed cost of its answers of known cost.")
+    cost_unknown_requests: int = Field(description="Its answers whose cost is unknown (a model "
+                                                   "without prices, an upstream that reported "
+                                                   "no usage): not in cost_usd, and not free.")
+
+
+class ModelCost(CostShare):
+    """The requests one model answered, what they cost and their tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class CostReport(BaseModel):
+    """Requests and cost over the last period by answering model, tenant and key, with the
+    savings against a comparison model."""
+
+    model_config = CLOSED
+
+    period: Literal["day", "week", "month"] = Field(description="24 h, 7 d or 30 d up to "
+                                                                "until.")
+    since: float = Field(description="The window's start (epoch seconds).")
+    until: float = Field(description="Its end (epoch seconds).")
+    tenant: str | None = Field(description="?tenant=, or null for every tenant.")
+    requests: int = Field(description="Chat requests logged in the window.")
+    answered: int = Field(description="Of them, those a model answered.")
+    total_cost_usd: float = Field(description="The summed cost of the answers of known cost.")
+    cost_unknown_requests: int = Field(description="Answers whose cost is unknown (see "
+                                                   "by_model).")
+    charged_usd: float = Field(description="What budgets were charged: the requests' charges "
+                                           "and charged_at_expiry_usd.")
+    charged_at_expiry_usd: float = Field(description="Charged for reservations a stop or "
+                                                     "crash left open, at their expiry.")
+    prompt_tokens: int
+    completion_tokens: int
+    avg_cost_per_request_usd: float = Field(description="Over the answers of known cost (0: "
+                                                        "none).")
+    by_model: dict[str, ModelCost] = Field(description="Per answering model, dearest first.")
+    by_tenant: dict[str, CostShare] = Field(description="Per tenant ('default': requests "
+                                                        "without one), dearest first.")
+    by_key: dict[str, CostShare] = Field(description="Per client key id ('(none)': requests "
+                                                     "without a key), dearest first.")
+    savings: SavingsReport
+
+
+class SLABreaches(BaseModel):
+    model_config = CLOSED
+
+    latency: int = Field(description="Requests slower than max_latency_ms.")
+    cost: int = Field(description="Decisions made with the hour's SLA budget spent.")
+    quality: int = Field(description="Decisions whose choice fell below min_quality_score.")
+
+
+class SLAView(SLASettings):
+    """An SLA as in force, every setting given (null when unset)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True,
+                              json_schema_serialization_defaults_required=True)
+
+
+class SLAReport(BaseModel):
+    """SLA compliance of the chat requests of the last hours, each against its tenant's SLA
+    (its own, else the default)."""
+
+    model_config = CLOSED
+
+    since: float = Field(description="The window's start (epoch seconds).")
+    until: float = Field(description="Its end (epoch seconds).")
+    tenant: str | None = Field(description="?tenant=, or null for every tenant.")
+    sla: SLAView | None = Field(description="The SLA in force for tenant (null: none).")
+    budget_account: str = Field(description="Whose spend the hourly SLA budget watches, in "
+                                            "words.")
+    budget_cost_unknown_requests: int = Field(description="This hour's answers of unknown "
+                                                          "cost that spend could not sum.")
+    total_requests: int
+    compliance_rate: float = Field(description="The share of requests that met their SLA (1 "
+                                               "with none).")
+    breaches: SLABreaches
+    adjustments_made: int = Field(description="Requests routing adjusted to meet an SLA.")
+    cost_savings_usd: float = Field(description="What the budget adjustments saved, priced "
+                                                "on the requests' tokens.")
+    avg_latency_ms: float | None = Field(description="Null without requests.")
+    budget_utilization: float | None = Field(description="This hour's spend / "
+                                                         "budget_per_hour_usd; null without "
+                                                         "one.")
+
+
+class ModelForecast(BaseModel):
+    model_config = CLOSED
+
+    requests_pct: float = Field(description="Its share of the requests, 0 to 1.")
+    cost_per_request_usd: float | None = Field(description="Null: the model has no prices or "
+                                                           "is gone from the catalog.")
+    hourly_cost_usd: float | None
+
+
+class ForecastReport(BaseModel):
+    """Projected spend of a traffic assumption, split over the models as the logged routing mix
+    splits them."""
+
+    model_config = CLOSED
+
+    requests_per_hour: float
+    avg_input_tokens: float
+    avg_output_tokens: float
+    mix_basis: str = Field(description="What the mix was read from, in words.")
+    hourly_cost_usd: float = Field(description="Of the priced models' shares alone.")
+    unpriced_models: list[str] = Field(description="Catalog models of the mix without prices "
+                                                   "(not projected as free).")
+    unpriced_requests_pct: float
+    removed_models: list[str] = Field(description="Models of the mix gone from the catalog.")
+    removed_requests_pct: float
+    daily_cost_usd: float
+    monthly_cost_usd: float = Field(description="30 days.")
+    breakdown_by_model: dict[str, ModelForecast]
+    optimization_tip: str
+
+
+class WhatIf(BaseModel):
+    """The logged auto traffic re-routed offline: spend and expected quality against what
+    happened."""
+
+    model_config = CLOSED
+
+    cost_weight: float | None = Field(description="The λ re-routed at (null: each decision's "
+                                                  "own).")
+    without: list[str] = Field(description="The models taken out of the pool.")
+    requests: int = Field(description="Requests re-routed.")
+    unservable_requests: int = Field(description="Requests none of the pool left could take.")
+    since: float
+    until: float
+    actual_spend_usd: float
+    spend_usd: float
+    spend_delta_usd: float
+    spend_delta_pct: float | None = Field(description="Null: a spend where there was none.")
+    spend_delta_usd_per_day: float
+    actual_expected_quality: float | None = Field(description="Null without requests.")
+    expected_quality: float | None
+    quality_delta: float | None
+    models: dict[str, int] = Field(description="Requests per model the re-routing picks.")
+
+
+class Suggestion(BaseModel):
+    model_config = CLOSED
+
+    suggestion: str = Field(description="What to change, in words.")
+    kind: Literal["cost_weight", "pool"]
+    estimated_savings_usd_per_day: float = Field(description="Negative: it costs more (to "
+                                                             "buy quality).")
+    tradeoff: str = Field(description="Its expected quality and spend, in words.")
+    what_if: WhatIf
+
+
+class SuggestionList(BaseModel):
+    model_config = CLOSED
+
+    data: list[Suggestion] = Field(description="Most saved first; empty without logged auto "
+                                               "traffic to re-route.")

@@ -32,12 +32,17 @@ from switchpoint.server.schemas import (
     ERROR_RESPONSES,
     BudgetAlert,
     BudgetPage,
+    CostReport,
     ErrorResponse,
     FiniteFloat,
+    ForecastReport,
     IssuedKey,
     KeyPage,
     KeyView,
     KeyWithBudgets,
+    SavingsReport,
+    SLAReport,
+    SuggestionList,
     TenantList,
     TenantQuery,
 )
@@ -225,6 +230,7 @@ Period = Annotated[str, Query(pattern="^(day|week|month)$")]
 
 
 @router.get("/v1/router/report/cost", responses=_REPORT,
+            response_model=CostReport,
             summary="Requests and cost by model, tenant and key, with savings against a "
                     "comparison model")
 async def cost_report(request: Request, period: Period = "day",
@@ -238,6 +244,7 @@ async def cost_report(request: Request, period: Period = "day",
 
 
 @router.get("/v1/router/report/savings", responses=_REPORT,
+            response_model=SavingsReport,
             summary="What the logged requests would have cost on a comparison model")
 async def savings(request: Request, period: Period = "month",
                   comparison_model: Annotated[str | None, Query(max_length=MAX_MODEL_NAME)] = None,
@@ -248,6 +255,7 @@ async def savings(request: Request, period: Period = "month",
 
 
 @router.get("/v1/router/report/sla", responses=_REPORT,
+            response_model=SLAReport,
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
                      since_hours: Annotated[float, Query(gt=0, le=MAX_SINCE_HOURS,
@@ -260,6 +268,7 @@ async def sla_report(request: Request,
 
 
 @router.get("/v1/router/report/forecast", responses=_REPORT,
+            response_model=ForecastReport,
             summary="Projected spend of a traffic assumption over the logged routing mix")
 async def forecast(request: Request,
                    requests_per_hour: Annotated[float, Query(ge=0, le=MAX_REQUESTS_PER_HOUR,
@@ -277,6 +286,7 @@ async def forecast(request: Request,
 
 
 @router.get("/v1/router/report/suggest", responses=_REPORT,
+            response_model=SuggestionList,
             summary="Cost optimisations computed by re-routing the logged traffic offline")
 async def suggest(request: Request, period: Period = "week",
                   tenant: TenantQuery = None) -> JSONResponse:

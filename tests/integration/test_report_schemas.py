@@ -1,0 +1,76 @@
+"""The reports' answers match the schemas the OpenAPI document publishes for them, each field of
+which some answer needs: the cost report and the savings (of every tenant, and of one), the
+SLA report (of a tenant with its own SLA, and of the gateway, which has none), the forecast
+(with a model of the mix that has no prices) and the suggestions (none before any traffic,
+then those the logged traffic gives)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt, poem_prompt
+from tests.integration.learning_env import chat, get, learning_server, post
+from tests.integration.published_schema import Published
+
+ADMIN = "a" * 32
+EXTRA = """auth: keys
+admin_token_env: ADMIN_TOKEN
+tenants:
+  acme: {budgets: [50/month], sla: {max_latency_ms: 5000, budget_per_hour_usd: 1000}}
+  lab: {rpm: 1000}
+"""
+# A model without prices, which auto never picks: its share of the mix has no cost.
+UNPRICED = ('  - {name: free, profile: cheap, base_url: "{base}", api_key_env: FAKE_KEY,\n'
+            '     auto: false}\n')
+SCHEMAS = {"cost": "CostReport", "savings": "SavingsReport", "sla": "SLAReport",
+           "forecast": "ForecastReport", "suggest": "SuggestionList"}
+FORECAST = {"requests_per_hour": 100, "avg_input_tokens": 500, "avg_output_tokens": 200}
+
+
+def test_the_reports_validate_against_the_published_schema(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, EXTRA, environ={"ADMIN_TOKEN": ADMIN},
+                         more_models=UNPRICED) as server:
+        published = Published(httpx.get(f"{server.base}/openapi.json", timeout=15).json())
+        for name, schema in SCHEMAS.items():
+            assert published.schema_name("GET", f"/v1/router/report/{name}") == schema
+
+        def report(name: str, **params: object) -> dict[str, Any]:
+            path = f"/v1/router/report/{name}"
+            return published.valid("GET", path, get(server, path, ADMIN, **params))
+
+        assert report("suggest") == {"data": []}
+        made = post(server, "/v1/router/keys", {"tenant": "acme", "cost_weight": 0}, ADMIN)
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+        for n in range(6):
+            chat(server, math_prompt(n), key=key)
+            chat(server, poem_prompt(n), key=key)
+        lab = post(server, "/v1/router/keys", {"tenant": "lab"}, ADMIN).json()["key"]
+        chat(server, math_prompt(7), key=lab, model="free")  # (no budget watches lab)
+
+        every = report("cost", period="week")
+        assert every["requests"] == 13 and every["cost_unknown_requests"] == 1
+        assert every["by_model"]["free"]["cost_unknown_requests"] == 1
+        assert set(every["by_tenant"]) == {"acme", "lab"}
+        acme = report("cost", tenant="acme", comparison_model="cheap")
+        assert acme["savings"]["basis"] == "given" and acme["savings"]["savings_usd"] < 0
+        savings = report("savings")
+        assert savings["comparison_model"] == "strong" and savings["unpriced_requests"] == 1
+        own = report("sla", tenant="acme")
+        assert own["sla"]["max_latency_ms"] == 5000 and own["sla"]["min_quality_score"] is None
+        assert own["total_requests"] == 12 and own["budget_utilization"] is not None
+        gateway = report("sla")
+        assert gateway["sla"] is None and gateway["budget_utilization"] is None
+        forecast = report("forecast", **FORECAST)
+        assert forecast["unpriced_models"] == ["free"]
+        assert forecast["breakdown_by_model"]["free"]["hourly_cost_usd"] is None
+        # The key routed at λ 0: a higher λ sends the poems to cheap at little loss.
+        suggested = report("suggest")["data"]
+        assert [s["kind"] for s in suggested] == ["cost_weight"]
+        published.each_field_needed([*SCHEMAS.values(), "CostShare", "ModelCost", "SLABreaches",
+                                     "SLAView", "ModelForecast", "Suggestion", "WhatIf"])
