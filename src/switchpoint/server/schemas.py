@@ -1,7 +1,8 @@
 """The wire contract: pydantic models the handlers use and the OpenAPI schema is built from.
 
 ``RouteRequest`` / ``RouteResponse`` are the ``POST /v1/route`` body and answer, key for key
-(the response adds only ``decision_id``, declared here, which names the decision in the log).
+(the response adds ``decision_id``, which names the decision in the log, and, when governance
+or learning is configured, what they did to the decision).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class RouteRequest(BaseModel):
 
 
 class RouteUsage(BaseModel):
+    model_config = CLOSED
+
     routing_ms: float = Field(description="Wall time spent in routing logic.")
     embedding_ms: float = Field(description="Time spent embedding the prompt (0 if an embedding "
                                             "was supplied or the decision was cached).")
@@ -75,6 +78,11 @@ class BudgetPressure(BaseModel):
 
 
 class RouteResponse(BaseModel):
+    """The routing answer: the first eight fields always; the others when what they tell of
+    is configured, absent otherwise."""
+
+    model_config = CLOSED
+
     selected_model: str = Field(description="The model that minimises error + λ·cost.")
     cluster_id: int = Field(description="Which cluster (or tier, or unit) the prompt landed in.")
     expected_error: float = Field(description="Predicted error rate of selected_model there.")
@@ -448,6 +456,8 @@ class KeyAffected(BaseModel):
 
 
 class SwapResponse(BaseModel):
+    model_config = CLOSED
+
     policy: str
     weights_id: str
     models: list[str]
