@@ -21,6 +21,7 @@ import pytest
 
 from switchpoint.store.sqlite import SCHEMA_VERSION
 from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.published_schema import Published
 from tests.integration.servers import ProcessServer
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "schema21"
@@ -97,10 +98,15 @@ def post(base: str, path: str, body: Any, key: str) -> httpx.Response:
 
 
 def requests_log(base: str) -> list[Any]:
+    """Every entry of the request log, each page valid against the published schema (the
+    entries the older switchpoint wrote hold fewer fields than those written since)."""
+    published = Published(get(base, "/openapi.json"))
     entries: list[Any] = []
     params: dict[str, str] = {"limit": "100"}
     while True:
-        page = get(base, "/v1/router/requests", **params)
+        page = published.valid("GET", "/v1/router/requests", httpx.get(
+            f"{base}/v1/router/requests", params=params,
+            headers={"authorization": f"Bearer {ADMIN}"}, timeout=30))
         entries += page["data"]
         if page["next_cursor"] is None:
             return entries

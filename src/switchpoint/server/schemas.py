@@ -294,8 +294,101 @@ class StatsResponse(BaseModel):
     warnings: list[str] = Field([], description=_OUT_OF_RANGE)
 
 
+class LoggedAttempt(BaseModel):
+    """One try of one model, as logged (the last two fields only when they have a value, and
+    not in entries an earlier switchpoint wrote)."""
+
+    model_config = CLOSED
+
+    model: str
+    attempt: int = Field(description="Its number among the tries of this model, from 1 (0: "
+                                        "passed over as its circuit was open or its context "
+                                        "too small).")
+    outcome: str = Field(description="ok, the error's kind, why the model was passed over "
+                                     "without a call (circuit_open, context_too_small, ...), "
+                                     "or client_closed.")
+    latency_ms: float
+    waited_s: float = Field(description="The backoff waited before it.")
+    status: int | None = Field(description="The upstream's HTTP status, when it sent one.")
+    error: str | None = Field(description="What went wrong (redacted, bounded).")
+    retry_after_s: float | None = Field(None, description="The wait the upstream asked for "
+                                                          "(Retry-After), or how long a model "
+                                                          "passed over as unhealthy stays "
+                                                          "out.")
+    charged_usd: float | None = Field(None, description="What the budgets were charged for a "
+                                                        "try the provider may have billed "
+                                                        "without an answer.")
+
+
+class LoggedPin(BaseModel):
+    """What the session pin said for the request. Entries an earlier switchpoint wrote for a
+    request refused before it was planned hold none of these fields."""
+
+    model_config = CLOSED
+
+    pin_state: str | None = None
+    pinned_model: str | None = Field(None, description="The model the pin sent the request "
+                                                       "to (hard, rehomed_context).")
+    bonus: dict[str, float] | None = Field(None, description="What a soft pin took off each "
+                                                             "model's routing score.")
+    previous_model: str | None = Field(None, description="The model the session was pinned "
+                                                         "to.")
+    age_s: float | None = Field(None, description="Seconds since the pin was last used.")
+    note: str | None = Field(None, description="Why the pin is not what the session's "
+                                               "windows said.")
+
+
+class RequestEntry(BaseModel):
+    """One chat request through the gateway, as logged: every field is there (null when it
+    does not apply, or when the switchpoint that logged it did not yet log it)."""
+
+    model_config = CLOSED
+
+    seq: int = Field(description="Its position in the log (what ?cursor= counts).")
+    id: str = Field(description="The request id the client was told (x-switchpoint-request-id).")
+    ts: float = Field(description="When it was logged (epoch seconds).")
+    session_id: str | None = Field(description="The conversation it belongs to (a hash).")
+    requested_model: str
+    routed_model: str | None = Field(description="What auto chose (null: a named model, or "
+                                                 "not routed).")
+    model: str | None = Field(description="The model that answered (null: none did).")
+    upstream_model: str | None = Field(description="The model name the upstream reported.")
+    models_tried: list[str]
+    attempts: list[LoggedAttempt] = Field(description="Every try, in order.")
+    status: str = Field(description="ok, error, refused, stream_broken or client_closed.")
+    http_status: int
+    error_kind: str | None
+    error: str | None = Field(description="What went wrong (redacted, bounded).")
+    escalated: bool = Field(description="Whether more than one model was tried.")
+    pin_state: str
+    pin: LoggedPin
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None = Field(description="Time to the first token of a stream.")
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cost_usd: float | None = Field(description="Null: unknown (a model without prices, an "
+                                                "upstream that reported no usage).")
+    cluster_id: int | None
+    expected_error: float | None
+    routing_ms: float | None
+    decision_id: str | None = Field(description="Its routing decision, which POST "
+                                                "/v1/feedback takes.")
+    reasoning: list[str]
+    excluded: dict[str, list[str]] = Field(description="Models the request's needs left out, "
+                                                       "each with its reasons.")
+    key_id: str | None = Field(description="The client key that asked.")
+    tenant: str | None
+    charged_usd: float | None = Field(description="What its budgets were charged (null: no "
+                                                  "budget ledger ran).")
+    purpose: str | None = Field(description="compare for an answer of a preference "
+                                            "comparison.")
+
+
 class RequestLogPage(BaseModel):
-    data: list[dict[str, Any]] = Field(description="Request log entries, newest first.")
+    model_config = CLOSED
+
+    data: list[RequestEntry] = Field(description="Request log entries, newest first.")
     next_cursor: int | None = Field(description="Pass as ?cursor= for the next (older) page; "
                                                 "null on the last page.")
 
