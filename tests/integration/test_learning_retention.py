@@ -18,7 +18,7 @@ from tests.integration.learning_env import chat, feedback, get, learning_server,
 from tests.integration.servers import ThreadServer
 
 ADMIN = "a" * 32
-EXTRA = "auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants: {acme: {}}\n"
+EXTRA = "auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants: {acme: {}, beta: {}}\n"
 
 
 @contextmanager
@@ -100,6 +100,33 @@ def test_after_a_prune_the_status_says_its_feedback_figures_cover_only_the_rows_
         assert again["from_checkpoint"] == 3
         assert again["feedback_log"] == after["feedback_log"]
         assert again["tenants"]["acme"]["learned_router"] == {"events": 3, "outcomes": 3}
+
+
+def test_a_client_key_is_told_when_its_own_tenant_first_gave_feedback_not_another(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``kept_since`` to a client's key is the time of its own tenant's oldest feedback row
+    kept (null while it has none), never another tenant's first feedback, which would time
+    that tenant's traffic; the admin token still reads the whole log's oldest row."""
+    with _server(fake, tmp_path) as server:
+        gateway = server.service.gateway
+        reader = gateway.learning.reader
+        assert reader is not None
+        acme = post(server, "/v1/router/keys", {"tenant": "acme"}, key=ADMIN).json()["key"]
+        beta = post(server, "/v1/router/keys", {"tenant": "beta"}, key=ADMIN).json()["key"]
+        _scored(server, beta, chat(server, math_prompt(0), key=beta)[0][
+            "x-switchpoint-decision-id"], 1.0)
+        whole = _status(server)["feedback_log"]["kept_since"]
+        assert whole == next(reader.feedback(tenant="beta")).event.timestamp
+        assert _status(server, acme)["feedback_log"] == {"pruned": False, "kept_since": None}
+
+        time.sleep(0.01)
+        _scored(server, acme, chat(server, math_prompt(1), key=acme)[0][
+            "x-switchpoint-decision-id"], 0.5)
+        own = next(reader.feedback(tenant="acme")).event.timestamp
+        assert own > whole
+        assert _status(server, acme)["feedback_log"] == {"pruned": False, "kept_since": own}
+        assert _status(server, beta)["feedback_log"]["kept_since"] == whole
+        assert _status(server)["feedback_log"]["kept_since"] == whole
 
 
 def test_a_repeat_of_an_outcome_retention_pruned_replaces_it_live_and_after_a_restart(

@@ -1573,7 +1573,9 @@ class Gateway:
                                   "memory_size": settings.memory_size,
                                   "experiments": experiments,
                                   "feedback_log": self.learning.log_kept(
-                                      deployment=caller is None)}
+                                      deployment=caller is None,
+                                      tenant=None if caller is None
+                                      else caller.tenant or DEFAULT_TENANT)}
         if caller is None:
             status.update(replayed=learning.replayed if learning is not None else 0,
                           from_checkpoint=learning.restored if learning is not None else 0)

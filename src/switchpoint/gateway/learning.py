@@ -731,12 +731,15 @@ class GatewayLearning:
                 return None
             return self._learned_through(learning)
 
-    def log_kept(self, *, deployment: bool) -> dict[str, Any] | None:
+    def log_kept(self, *, deployment: bool, tenant: str | None = None
+                 ) -> dict[str, Any] | None:
         """What of the feedback log a status's figures read from it (each tenant's feedback
         quality per model) cover: whether retention ``pruned`` rows of it, and the time of
-        the oldest row kept (``kept_since``; None: the log is empty). The outcomes pruned
+        the oldest row kept (``kept_since``; None: none is kept). The outcomes pruned
         stay learned (the learning checkpoint holds them; the learned router's counts include
-        them), but those figures no longer count them. ``deployment`` (the operator's view)
+        them), but those figures no longer count them. ``tenant`` (a client's view): the
+        oldest row kept is that tenant's own, never another tenant's (whose first feedback's
+        time is not the caller's to learn). ``deployment`` (the operator's view)
         adds the log position of the oldest row kept (``first_kept``) and how many rows were
         pruned before it (``pruned_rows``). None without a store: no figure is read from a
         log."""
@@ -744,8 +747,9 @@ class GatewayLearning:
             return None
         first = self.reader.first_kept()
         pruned = 0 if first is None else first[0] - 1
+        own = first if tenant is None else self.reader.first_kept(tenant)
         out: dict[str, Any] = {"pruned": pruned > 0,
-                               "kept_since": None if first is None else first[1]}
+                               "kept_since": None if own is None else own[1]}
         if deployment:
             out.update(first_kept=None if first is None else first[0], pruned_rows=pruned)
         return out

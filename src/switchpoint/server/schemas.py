@@ -747,7 +747,8 @@ class FeedbackLogKept(BaseModel):
 
     pruned: bool = Field(description="Whether retention deleted feedback rows (still learned, "
                                      "no longer counted in feedback).")
-    kept_since: float | None = Field(description="Time of the oldest row kept (null: empty).")
+    kept_since: float | None = Field(description="Time of the oldest row kept (for a client "
+                                                 "key: of its tenant's rows; null: none).")
     first_kept: int | None = Field(None, description="Admin only: the oldest row's position.")
     pruned_rows: int | None = Field(None, description="Admin only: rows pruned before it.")
 

@@ -480,11 +480,16 @@ class LearningReader:
         kept = self.first_kept()
         return None if kept is None else kept[0]
 
-    def first_kept(self) -> tuple[int, float] | None:
-        """The log position and time (epoch seconds) of the oldest feedback row kept (None: the
-        log is empty). Positions are given in order and only retention deletes rows, the
-        oldest first: the position less one is how many rows it pruned."""
-        row = self._one("SELECT seq, ts FROM feedback ORDER BY seq LIMIT 1", ())
+    def first_kept(self, tenant: str | None = None) -> tuple[int, float] | None:
+        """The log position and time (epoch seconds) of the oldest feedback row kept, of
+        ``tenant``'s rows if given (None: no such row). Positions are given in order and only
+        retention deletes rows, the oldest first: the whole log's position less one is how
+        many rows it pruned."""
+        if tenant is None:
+            row = self._one("SELECT seq, ts FROM feedback ORDER BY seq LIMIT 1", ())
+        else:
+            row = self._one("SELECT seq, ts FROM feedback WHERE tenant = ? ORDER BY seq "
+                            "LIMIT 1", (tenant,))
         return None if row is None else (int(row[0]), float(row[1]))
 
     def last_feedback(self) -> tuple[int, str] | None:
