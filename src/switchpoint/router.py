@@ -324,7 +324,8 @@ class Router(RemadeOnLoad):
             cached, support = hit
             decision = replace(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
                 routing_ms=round((time.perf_counter() - t0) * 1e3, 4), embedding_ms=0.0))
-            decision = self._serve(decision, mask, support, source_id=cached.decision_id)
+            decision = self._serve(decision, tenant_key, mask, support,
+                                   source_id=cached.decision_id)
             self._count([decision], cache_hit=True)
             return decision
         embedding_ms = 0.0
@@ -342,7 +343,8 @@ class Router(RemadeOnLoad):
                                embedding_ms=round(embedding_ms, 4))
         self.cache.put(key, decision, est.support[0])
         self._remember(decision, tenant_key, mask, est, 0, vector, text)
-        decision = self._serve(decision, mask, est.support[0], source_id=decision.decision_id)
+        decision = self._serve(decision, tenant_key, mask, est.support[0],
+                               source_id=decision.decision_id)
         self._count([decision])
         return decision
 
@@ -384,7 +386,8 @@ class Router(RemadeOnLoad):
                 d = self._decide(est, i, mask, lam)
                 self._remember(d, tenant_key, mask, est, i, inputs.embeddings,
                                None if inputs.texts is None else inputs.texts[i])
-                decisions.append(self._serve(d, mask, est.support[i], source_id=d.decision_id))
+                decisions.append(self._serve(d, tenant_key, mask, est.support[i],
+                                             source_id=d.decision_id))
         per_ms = ((time.perf_counter() - t0) * 1e3 - embedding_ms) / max(1, len(decisions))
         per_emb = embedding_ms / n
         for d in decisions:
@@ -680,14 +683,14 @@ class Router(RemadeOnLoad):
             units=units, expected_cost=decision.expected_cost,
             prompt_tokens=self._map.prompt_tokens(text) if self._map.priced else None))
 
-    def _serve(self, decision: RoutingDecision, mask: np.ndarray, support: np.ndarray,
-               source_id: str) -> RoutingDecision:
-        """The decision as served: now and then explored to the candidate whose estimate has
-        the least evidence behind it (never when the caller named one model), remembered under
-        its own id."""
+    def _serve(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
+               support: np.ndarray, source_id: str) -> RoutingDecision:
+        """The decision as served: now and then explored (drawn from ``tenant``'s own stream)
+        to the candidate whose estimate has the least evidence behind it (never when the caller
+        named one model), remembered under its own id."""
         candidates = [m for m, keep in zip(self.models, mask, strict=True) if keep]
         explored = self.learner.explorer.pick(candidates, decision.selected_model,
-                                              support[mask])
+                                              support[mask], tenant=tenant)
         if explored is not None:
             greedy = decision.selected_model
             rest = [m for m in decision.all_scores if m != explored]

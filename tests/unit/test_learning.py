@@ -324,6 +324,30 @@ def test_exploration_is_seeded_and_respects_a_named_model(package, fake_embedder
 
 
 
+def test_each_tenant_explores_from_its_own_stream(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
+    """Which of a tenant's decisions explore, and where to, does not depend on how much other
+    tenants send (one tenant could otherwise steer another's exploration, or read its traffic
+    from its own); each tenant's stream is the seed's and its name's, the same in every run."""
+    def served(router: Router, tenant: str, prompts: range) -> list[tuple[str, str]]:
+        return [(d.selected_model, d.source) for d in
+                (router.route(math_prompt(i), tenant=tenant) for i in prompts)]
+
+    def make() -> Router:
+        return _router(package, fake_embedder,
+                       learning=LearningSettings(exploration=0.3, seed=7))
+
+    alone = served(make(), "beta", range(60))
+    assert 5 < sum(source == "exploration" for _, source in alone) < 40  # the rate's share
+    mixed = make()
+    interleaved = []
+    for i in range(60):
+        served(mixed, "acme", range(100 + 3 * i, 100 + 3 * i + i % 4))  # 0-3 of acme's
+        interleaved += served(mixed, "beta", range(i, i + 1))
+    assert interleaved == alone
+    assert served(make(), "acme", range(60)) == served(make(), "acme", range(60))
+    assert served(make(), "acme", range(60)) != alone  # a stream of its own, not a copy
+
+
 def test_exploration_aims_at_the_least_evidenced_candidate(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     explorer = Explorer(1.0, seed=3)
     models = ["strong", "runner", "cheap"]

@@ -10,20 +10,41 @@ train splits as live traffic, it closed more of the gap to full information and 
 below the router that does not learn (``benchmarks/online.py``). Exploration never applies when
 the caller named the model (a single candidate), and is reproducible: the same seed and the same
 sequence of decisions explore the same way.
+
+Each tenant draws from its own stream, so one tenant's traffic never changes which of another's
+decisions explore (a tenant could otherwise steer, or read, another's exploration by how much it
+sends). The deployment's own tenant draws the seed's stream, as a router without tenants always
+has; every other tenant a stream of the seed and its name, the same from run to run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.errors import InvalidInputError
+from switchpoint.learning.events import DEFAULT_TENANT, MAX_TENANTS
 
 #: Evidence within this many labels of the least counts as a tie.
 EVIDENCE_TIE = 1e-6
+#: The most tenants' streams held at once, the least recently drawn from let go first (a
+#: tenant whose stream was let go starts it again from its beginning).
+MAX_STREAMS = MAX_TENANTS
+
+
+def tenant_stream(seed: int | None, tenant: str) -> np.random.Generator:
+    """``tenant``'s exploration stream: the seed's own for the deployment's tenant, else one
+    drawn from the seed and the tenant's name (fresh entropy for either without a seed)."""
+    if tenant == DEFAULT_TENANT or seed is None:
+        return np.random.default_rng(seed)
+    digest = hashlib.sha256(tenant.encode("utf-8", "surrogatepass")).digest()
+    key = tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 32, 4))
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 class Explorer(RemadeOnLoad):
@@ -36,12 +57,25 @@ class Explorer(RemadeOnLoad):
             raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got {rate!r}")
         self.rate = float(rate)
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._streams: OrderedDict[str, np.random.Generator] = OrderedDict()
         self._lock = threading.Lock()
 
+    def _stream(self, tenant: str) -> np.random.Generator:
+        """``tenant``'s stream (the caller holds the lock)."""
+        rng = self._streams.get(tenant)
+        if rng is None:
+            rng = self._streams[tenant] = tenant_stream(self.seed, tenant)
+            while len(self._streams) > MAX_STREAMS:
+                self._streams.popitem(last=False)
+        else:
+            self._streams.move_to_end(tenant)
+        return rng
+
     def pick(self, candidates: Sequence[str], chosen: str,
-             evidence: Sequence[float] | None = None) -> str | None:
-        """Another candidate to route to instead of ``chosen``, or None (most of the time).
+             evidence: Sequence[float] | None = None,
+             tenant: str = DEFAULT_TENANT) -> str | None:
+        """Another candidate to route to instead of ``chosen``, or None (most of the time),
+        drawn from ``tenant``'s own stream.
 
         ``evidence``, aligned with ``candidates``: how many labels stand behind each one's
         estimate for this prompt; the least-evidenced other candidate is explored."""
@@ -52,9 +86,10 @@ class Explorer(RemadeOnLoad):
             raise ValueError(f"evidence has {len(evidence)} entries for {len(candidates)} "
                              "candidates")
         with self._lock:
-            if self._rng.random() >= self.rate:
+            rng = self._stream(tenant)
+            if rng.random() >= self.rate:
                 return None
             if evidence is not None:
                 least = min(evidence[i] for i in others)
                 others = [i for i in others if evidence[i] <= least + EVIDENCE_TIE]
-            return candidates[others[int(self._rng.integers(len(others)))]]
+            return candidates[others[int(rng.integers(len(others)))]]
