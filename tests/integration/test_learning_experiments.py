@@ -205,6 +205,45 @@ def test_a_promotion_whose_arm_a_reload_removed_is_reported_as_not_applied(
 
 
 
+def test_an_experiment_listing_several_tenants_pools_their_outcomes_into_its_arms(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """The arms of an experiment that lists several tenants count every listed tenant's
+    decisions and outcomes together: one tenant's feedback alone names the winner, and its
+    promotion sends every listed tenant's traffic to that arm."""
+    admin = "a" * 32
+    extra = ("auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants:\n  acme: {}\n  globex: {}\n"
+             "experiments:\n  shared:\n    tenants: [acme, globex]\n    min_n: 6\n"
+             "    arms:\n      control: {}\n      thrifty: {cost_weight: 5}\n")
+    with learning_server(fake, tmp_path, extra, environ={"ADMIN_TOKEN": admin}) as server:
+        keys = {tenant: post(server, "/v1/router/keys", {"tenant": tenant}, key=admin).json()[
+            "key"] for tenant in ("acme", "globex")}
+        decisions: dict[str, dict[str, list[str]]] = {"acme": {}, "globex": {}}
+        for s in range(40):
+            for tenant, key in keys.items():
+                headers, _ = chat(server, math_prompt(s), key=key, session=f"{tenant}-{s}")
+                assert headers["x-switchpoint-experiment"] == "shared"
+                decisions[tenant].setdefault(headers["x-switchpoint-arm"], []).append(
+                    headers["x-switchpoint-decision-id"])
+        assert set(decisions["acme"]) == set(decisions["globex"]) == {"control", "thrifty"}
+        for arm, ids in decisions["globex"].items():  # globex alone says how the arms do
+            for decision_id in ids:
+                r = feedback(server, decision_id, keys["globex"], success=arm == "thrifty")
+                assert r.status_code == 200, r.text
+        report = get(server, "/v1/router/experiments/shared", admin).json()
+        by_arm = {a["arm"]: a for a in report["arms"]}
+        for arm in ("control", "thrifty"):
+            assert by_arm[arm]["decisions"] == (len(decisions["acme"][arm])
+                                                + len(decisions["globex"][arm]))
+            assert by_arm[arm]["n"] == len(decisions["globex"][arm])
+        assert report["winner"] == "thrifty"  # though acme never said a word
+        promoted = post(server, "/v1/router/experiments/shared/promote", {}, key=admin)
+        assert promoted.json()["promoted"] == "thrifty", promoted.text
+        served = Counter(chat(server, math_prompt(100 + s), key=keys["acme"],
+                              session=f"acme-new-{s}")[0]["x-switchpoint-arm"]
+                         for s in range(8))
+        assert served == Counter({"thrifty": 8})
+
+
 def test_an_experiment_that_earlier_ones_leave_no_traffic_is_refused_at_reload(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     tenants = "tenants:\n  acme: {}\n  globex: {}\n"
