@@ -69,8 +69,10 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``huge_line``      streaming: the role chunk, then one ``data:`` line of ``mb=`` megabytes
                    (default 100) that never ends
 ``trickle``        the headers, then the answer one byte every ``every=`` seconds (0.5);
-                   streaming, the first content chunk at once, then the rest so; noting in
-                   the request log (``closed_at``) when the client closes the connection
+                   streaming, the first content chunk at once, then the rest so (``chunks=N``:
+                   N more content chunks, the last with finish reason ``stop``; default 50 and
+                   none); noting in the request log (``closed_at``) when the client closes the
+                   connection
 ``echo_auth``      an error ``status=`` (401) whose message quotes the request's
                    ``Authorization`` and ``x-api-key`` headers verbatim (``text=1``: as plain
                    text, not JSON; ``pad=N``: N more characters of message)
@@ -926,6 +928,11 @@ async def serve_trickle(req: Request, writer: asyncio.StreamWriter, params: dict
                  "choices": [{"index": 0, "delta": {"content": "slow answer"},
                               "finish_reason": None}]}
         text = f"data: {json.dumps(chunk)}\n\n" * 50 + "data: [DONE]\n\n"
+        if "chunks" in params:
+            last = {**chunk, "choices": [{"index": 0, "delta": {"content": "slow answer"},
+                                          "finish_reason": "stop"}]}
+            text = (f"data: {json.dumps(chunk)}\n\n" * (int(_num(params, "chunks", 1)) - 1)
+                    + f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n")
         # The first chunk at once (the stream is committed), the rest a byte at a time.
         writer.write(head_bytes(200, {"content-type": "text/event-stream"})
                      + f"data: {json.dumps(chunk)}\n\n".encode())

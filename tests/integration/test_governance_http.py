@@ -720,6 +720,38 @@ def test_a_streams_usage_chunk_says_the_cost_the_log_and_the_budget_say(
     assert usage[0].model_extra["cost"] == pytest.approx(entry["cost_usd"])
 
 
+def test_a_stream_in_flight_as_its_key_is_revoked_finishes_logged_and_charged(
+        gov: ThreadServer) -> None:
+    """A key is checked as a request comes in: revoked while its stream is under way, the
+    stream still ends whole, and is logged and charged to the key; the key's next request is
+    a 401 key_revoked."""
+    issued = new_key(gov, budget="3/day")
+    c = client(gov, issued["key"])
+    stream = c.chat.completions.create(
+        model="cheap", messages=user("slowly [[fake:trickle:every=0.002,chunks=4]]"),
+        stream=True, stream_options={"include_usage": True})
+    chunks = iter(stream)
+    first = next(chunks)
+    r = httpx.post(f"{gov.base}/v1/router/keys/{issued['id']}/revoke", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["status"] == "revoked"
+    rest = list(chunks)
+    text = "".join(part.choices[0].delta.content or "" for part in [first, *rest]
+                   if part.choices)
+    assert text == "slow answer" * 5
+    assert [part.choices[0].finish_reason for part in rest if part.choices][-1] == "stop"
+    entry = log_entry(gov, _last_request(gov, issued["id"]), headers=ADMIN)
+    assert (entry["status"], entry["stream"], entry["key_id"]) == ("ok", True, issued["id"])
+    assert entry["charged_usd"] > 0
+    # It was under way as the key was revoked, and ended after.
+    assert entry["ts"] < r.json()["revoked_at"] < entry["ts"] + entry["latency_ms"] / 1e3
+    shown = httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}", headers=ADMIN).json()
+    (budget,) = shown["budget_status"]  # charged to the key's budget, nothing left held
+    assert (budget["spent_usd"], budget["held_usd"]) == (pytest.approx(entry["charged_usd"]), 0)
+    with pytest.raises(openai.AuthenticationError) as info:
+        c.chat.completions.create(model="cheap", messages=user("again"))
+    assert info.value.code == "key_revoked"
+
+
 def _last_request(server: ThreadServer, key_id: str) -> str:
     deadline = time.monotonic() + 5
     while True:
