@@ -19,6 +19,8 @@ to fix it::
     │   └── DataDirInUseError             another process serves from the same data_dir
     ├── ProcessBoundError (RuntimeError)  a Gateway or store used in a child of os.fork()
     │                                     of the process that opened it
+    ├── ChatNotServedError (RuntimeError)  a model call through a Gateway built with
+    │                                     serves_chat=False
     ├── GatewayError                      the service refused a request or could not answer it
     │   ├── AuthenticationError           a missing or wrong token (401)
     │   │   ├── InvalidKeyError               a malformed or unknown client key
@@ -242,6 +244,13 @@ class ProcessBoundError(SwitchpointError, RuntimeError):
     """A :class:`~switchpoint.gateway.Gateway` or its store was used in a child made by
     ``os.fork()`` of the process that opened it: its threads and SQLite connections stayed in
     the parent. Make it after the fork, in each worker."""
+
+
+class ChatNotServedError(SwitchpointError, RuntimeError):
+    """A :class:`~switchpoint.gateway.Gateway` built with ``serves_chat=False`` (what only
+    learns or reports beside a running service) was asked to call a model: it holds no lock
+    on ``data_dir``, so its budgets and rate limits would be enforced beside the service's,
+    each on its own. Nothing was called, held or logged."""
 
 
 # The gateway -----------------------------------------------------------------------------------

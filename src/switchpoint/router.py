@@ -600,6 +600,7 @@ class Router(RemadeOnLoad):
                 "this router has no gateway to call models through; build one with "
                 "Gateway.from_config('switchpoint.yaml') (its `models:` say where each model "
                 "lives) and pass gateway=, or use gateway.router")
+        gateway.check_serves_chat()  # (before anything is routed)
         # The gateway's bound on a request's size, before anything is routed: the prompt as a
         # routing request's, the messages (when not the prompt) as a chat request's.
         gateway.check_size({"prompt": prompt, "available_models": available_models,

@@ -4,19 +4,23 @@ enforced by one process at a time; what only learns or reads offline works besid
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from switchpoint.config import Settings, load_settings
-from switchpoint.errors import DataDirInUseError
+from switchpoint.errors import ChatNotServedError, DataDirInUseError
 from switchpoint.gateway import Gateway
 from switchpoint.store import DecisionRecord
 from switchpoint.store.sqlite import _spill_lines
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.gateway_env import FACTORY, KEYS, db_rows
 from tests.integration.servers import ProcessServer, refused_start
 
 
@@ -134,3 +138,50 @@ def test_what_learns_beside_a_service_leaves_its_spill_file_to_it(
         assert restarted.store is not None
         assert {r.id for r in waiting} <= {d["id"] for d in restarted.store.decisions()}
     assert not spill.exists()
+
+
+def test_a_gateway_that_does_not_serve_chat_calls_no_model(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Opened beside the service without its lock (``switchpoint feedback``, ``learn``), a
+    gateway that does not serve chat refuses every door that would call a model: through it,
+    a tenant's budget would be held and spent by a second process enforcing it on its own."""
+    data = tmp_path / "data"
+    config = {"models": [
+        {"name": "good", "profile": "gpt-4-1106-preview", "base_url": gw_fake.openai_base_url,
+         "input_per_mtok": 10, "output_per_mtok": 30, "context_window": 128000},
+        {"name": "cheap", "profile": "gpt-3.5-turbo-1106", "base_url": gw_fake.openai_base_url,
+         "input_per_mtok": 0.5, "output_per_mtok": 1.5, "context_window": 16000}],
+        "data_dir": str(data), "tenants": {"acme": {"budgets": ["1/day"]}}}
+    turns = [{"role": "user", "content": "Say hello."}]
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as service, \
+            Gateway.from_config(config, loader=FACTORY, env=KEYS,
+                                serves_chat=False) as offline:
+        written = ("SELECT (SELECT count(*) FROM spend), (SELECT count(*) FROM requests), "
+                   "(SELECT count(*) FROM decisions)")
+        before = db_rows(data, written)
+        doors: dict[str, Callable[[], object]] = {
+            "complete": lambda: offline.complete(turns, tenant="acme"),
+            "stream": lambda: offline.stream(turns, tenant="acme"),
+            "acomplete": lambda: asyncio.run(offline.acomplete(turns, tenant="acme")),
+            "astream": lambda: asyncio.run(offline.astream(turns, tenant="acme")),
+            "compare": lambda: offline.compare(turns, ["good", "cheap"], tenant="acme"),
+            "acompare": lambda: asyncio.run(offline.acompare(prompt="Say hello.",
+                                                             tenant="acme")),
+            "route_and_execute": lambda: offline.router.route_and_execute(
+                "Say hello.", tenant="acme"),
+            "route_and_execute(gateway=)": lambda: service.router.route_and_execute(
+                "Say hello.", gateway=offline, tenant="acme"),
+        }
+        for door, call in doors.items():
+            with pytest.raises(ChatNotServedError) as info:
+                call()
+            assert ("was opened not to serve chat (serves_chat=False" in str(info.value)
+                    and "Gateway(settings) or Gateway.from_config(config)" in str(info.value)
+                    ), door
+        assert gw_fake.requests() == []
+        assert db_rows(data, written) == before
+        assert offline.router.stats.total_requests == 0  # (nothing was even routed)
+        # The service beside it serves, and holds the budget alone.
+        answer = service.complete(turns, tenant="acme", max_tokens=20)
+        assert answer.switchpoint.charged_usd is not None and answer.switchpoint.charged_usd > 0
+        assert len(gw_fake.requests()) == 1

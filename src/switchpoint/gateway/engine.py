@@ -69,6 +69,7 @@ from switchpoint.config import MAPPING_CONFIG, GatewaySettings, Settings, load_s
 from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
     BudgetExceededError,
+    ChatNotServedError,
     FailoverError,
     GatewayError,
     InvalidInputError,
@@ -185,7 +186,8 @@ class Gateway:
     ``observer`` is told every logged request and routing decision; ``serves_chat=False``
     (a tool that only learns or reports, such as an offline ``switchpoint feedback``) skips
     the warnings about what would make chat requests fail, takes no lock on ``data_dir``,
-    and opens a store whose log tables are damaged (only a read of them names the damage).
+    opens a store whose log tables are damaged (only a read of them names the damage), and
+    calls no model (see :meth:`check_serves_chat`).
 
     A gateway that serves chat enforces budgets and rate limits from its own memory, so
     :meth:`open` takes ``data_dir``'s lock (see :mod:`switchpoint.gateway.owner`) and
@@ -624,10 +626,28 @@ class Gateway:
 
     # The chat door -----------------------------------------------------------------------------
 
+    def check_serves_chat(self) -> None:
+        """Refuse a model call when this gateway was built with ``serves_chat=False``: it
+        holds no lock on ``data_dir``, so it would hold and spend budgets and count rate limits
+        beside the service that does, each enforcing them on its own. Every door that calls a
+        model (:meth:`complete`, :meth:`stream`, :meth:`compare`, their async forms,
+        :meth:`plan` and ``Router.route_and_execute``) asks this first, so such a call is
+        refused before anything is routed, held, called or logged."""
+        if not self._serves_chat:
+            raise ChatNotServedError(
+                f"{quoted_path(self.state.settings.data_dir)}: this Gateway was opened not to "
+                "serve chat (serves_chat=False, as switchpoint feedback and learn open one "
+                "beside a running service), so it calls no model: it holds no lock on "
+                "data_dir, and its budgets and rate limits would be enforced beside the "
+                "service's. Send chat requests to the service, or make a gateway that serves "
+                "chat, Gateway(settings) or Gateway.from_config(config) (it takes data_dir's "
+                "lock: refused while a service serves from it)")
+
     async def plan(self, call: ChatCall, *, started: float | None = None) -> tuple[Plan, Live]:
         """Who may answer ``call``, in which order (see :class:`Planner`), with the live
         router it was planned on. A request the governance refuses (a model its key may not
         use, a budget or rate limit) is logged as ``refused`` before the error is raised."""
+        self.check_serves_chat()
         started = time.perf_counter() if started is None else started
         self._check_open()
         live = self.state.live()
@@ -1191,6 +1211,7 @@ class Gateway:
         and escalation apply. Raises :class:`~switchpoint.errors.GatewayError` subclasses (and
         ``InvalidInputError``).
         """
+        self.check_serves_chat()
         if params.get("stream"):
             raise InvalidInputError("stream", "use astream() (or stream()) for a streamed answer")
         params.pop("stream", None)
@@ -1208,6 +1229,7 @@ class Gateway:
                       **params: Any) -> ChatStream:
         """A streamed chat completion: ``async for chunk in await gateway.astream(...)``.
         Failover happens before this returns (the stream is committed to one model)."""
+        self.check_serves_chat()
         params.pop("stream", None)
         call = await self._call(messages, model, session_id, cost_weight, models, decision,
                                 params, stream=True, exact=exact, key=key, tenant=tenant)
@@ -1359,6 +1381,7 @@ class Gateway:
         refused as over HTTP (``measured``: the HTTP door, which counted its body's bytes)."""
         from switchpoint.gateway.planning import routing_text
 
+        self.check_serves_chat()
         if (prompt is None) == (messages is None):
             raise InvalidInputError("prompt", "give a prompt or messages (exactly one)")
         if not measured:
