@@ -11,7 +11,8 @@ import pytest
 
 from switchpoint.config import Settings, load_settings
 from switchpoint.errors import InvalidInputError
-from switchpoint.governance.ledger import LedgerRecord
+from switchpoint.governance.budgets import period_end
+from switchpoint.governance.ledger import TOTAL, Ledger, LedgerRecord, rebuild
 from switchpoint.governance.reports import Reports
 from switchpoint.store import DecisionRecord, RequestRecord, SQLiteStore
 
@@ -801,3 +802,61 @@ def test_a_budget_alert_over_many_keys_reads_the_ledger_a_few_times(tmp_path: Pa
     assert {b["account"] for b in acme["budgets"]} == {
         f"key:{k}" for i, k in enumerate(made) if i % 2}
     assert [b["projected_usd"] > 0 for b in acme["budgets"]].count(True) == 4  # 1 and 299
+
+
+def test_after_a_clock_step_back_the_reports_count_each_charge_in_its_own_period(
+        tmp_path: Path) -> None:
+    """Charges booked before the clock was stepped back are dated later than now: those dated
+    later in the hour under way count in the hour's spend the alert and the SLA report give,
+    as the ledger routing checks counts them (they read the hour up to now, and said less);
+    none dated after a period's end counts in it, in the reports or the ledger; the cost
+    report sums what is dated in its window, no later."""
+    s = load_settings(overrides={
+        "data_dir": str(tmp_path),
+        "models": [{"name": m, "input_per_mtok": i, "output_per_mtok": o}
+                   for m, (i, o) in PRICES.items()],
+        "tenants": {"acme": {"budgets": ["1/day"]}},
+        "sla": {"budget_per_hour_usd": 0.1}}, environ={})
+    day_end = period_end("day", T0)
+    charges = [("before", T0 - 600, 0.01),          # 08:20, before now
+               ("later-this-hour", T0 + 600, 0.02),  # 08:40, booked before the step back
+               ("next-hour", T0 + HOUR, 0.04),      # 09:30, the same day
+               ("tomorrow", day_end + 60, 0.08)]
+    with SQLiteStore(s.db_path) as store:
+        for rid, ts, usd in charges:
+            store.append(RequestRecord(
+                id=rid, ts=ts, requested_model="small", status="ok", http_status=200,
+                pin_state="fresh", stream=False, latency_ms=10.0, model="small",
+                prompt_tokens=1, completion_tokens=1, cost_usd=usd, tenant="acme",
+                charged_usd=usd)).result()
+            store.append(LedgerRecord(ts=ts, reservation_id=rid, kind="settle",
+                                      amount_usd=usd, request_id=rid, tenant="acme",
+                                      model="small", provider="openai")).result()
+    # The service's start, with the clock at T0, rebuilds the ledger routing checks.
+    live = Ledger(lambda: T0)
+    rebuild(live, s.db_path, serving=True)
+    assert live.spent(TOTAL, "hour") == pytest.approx(0.03)
+    assert live.spent("tenant:acme", "day") == pytest.approx(0.07)
+    reports = Reports.from_settings(s, clock=lambda: T0)
+    alert = reports.check_budget_alert()
+    assert alert["hourly_spend_usd"] == pytest.approx(0.03)
+    assert alert["utilization"] == pytest.approx(0.3)
+    assert alert["budgets"][0]["account"] == "tenant:acme"
+    assert alert["budgets"][0]["spent_usd"] == pytest.approx(0.07)
+    assert reports.get_sla_report(1)["budget_utilization"] == pytest.approx(0.3)
+    # The cost report's day ends now, or at its until.
+    assert reports.cost_report("day")["charged_usd"] == pytest.approx(0.01)
+    hour_end = period_end("hour", T0)
+    assert reports.cost_report("day", until=hour_end)["charged_usd"] == pytest.approx(0.03)
+    # Without a budget nothing is settled: the hour is read from the request log alike.
+    bare = load_settings(overrides={"data_dir": str(tmp_path / "bare"), "models": s.models},
+                         environ={})
+    with SQLiteStore(bare.db_path) as store:
+        for rid, ts, usd in charges:
+            store.append(RequestRecord(
+                id=rid, ts=ts, requested_model="small", status="ok", http_status=200,
+                pin_state="fresh", stream=False, latency_ms=10.0, model="small",
+                prompt_tokens=1, completion_tokens=1, cost_usd=usd)).result()
+    from_log = Reports.from_settings(bare, clock=lambda: T0).check_budget_alert()
+    assert from_log["hourly_spend_usd"] == pytest.approx(0.03)
+    assert from_log["hourly_cost_unknown_requests"] == 0

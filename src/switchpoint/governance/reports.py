@@ -859,11 +859,14 @@ class Reports:
         ``tenant``'s requests watches in the calendar hour of ``now``, as routing checks it: the
         tenant's own spend when its own SLA applies, else the whole gateway's (the default SLA's
         budget is the gateway's). The SLA report and the budget alert both read it, so they say
-        the same. The count is of answers the spend could not sum (see :meth:`_spent`)."""
+        the same. The count is of answers the spend could not sum (see :meth:`_spent`). It is
+        all the spend dated in that hour, as in the ledger routing reads: after the clock was
+        stepped back, spend dated later in the hour counts, and spend dated in a later hour
+        does not."""
         own = tenant is not None and self.sla_for(tenant) is not self.settings.sla
         account = tenant_account(tenant) if own and tenant is not None else TOTAL
         spent, unknown = self._spent(account, tenant if own else None,
-                                     period_start("hour", now), now + 1e-6)
+                                     period_start("hour", now), period_end("hour", now))
         return account, spent, unknown
 
     def get_sla_report(self, since_hours: float = 1.0, *, tenant: str | None = None,
