@@ -5,9 +5,10 @@ is still the service's, charged what it cost when it ends, once.
 A real service on loopback (the fake provider trickling a stream), a budgeted key, the official
 ``openai`` client, ``switchpoint feedback`` run as a user runs it, the ledger read back from the
 SQLite file. The request is made to outrun its reservation by the service's ledger clocks alone
-(its wall clock behind, its monotonic clock stepped on once the reservation is on disk): a
-request cannot outlive ``gateway.max_total_s`` plus the ledger's 30 s of grace otherwise, as
-one that overran them (a slow settlement, a host that stalled) would."""
+(its wall clock at noon UTC the day before, its monotonic clock stepped on once the reservation
+is on disk): a request cannot outlive ``gateway.max_total_s`` plus the ledger's 30 s of grace
+otherwise, as one that overran them (a slow settlement, a host that stalled) would. At noon, its
+requests are dated in one day whatever the time of day the test runs at."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 
 from switchpoint.cli import main
 from switchpoint.config import load_settings
+from switchpoint.governance.budgets import period_start
 from switchpoint.governance.ledger import CHARGED_ROWS
 from switchpoint.governance.reports import Reports
 from switchpoint.server import create_app
@@ -45,7 +47,7 @@ tenants:
 """
 # A stream of 40 chunks a quarter of a second apart: ten seconds under way.
 SLOW = "[[fake:ok:chunk_delay=0.25]] " + " ".join(f"word{i}" for i in range(40))
-BEHIND_S = 60.0  # the service's wall clock, behind: its reservations' deadlines are past
+STEP_S = 60.0  # the service's monotonic clock, stepped past its reservations' deadlines (50 s)
 
 
 def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
@@ -58,6 +60,15 @@ def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
     settings = load_settings(config, environ=ENV)
     app = create_app(settings, loader=FACTORY, provider_env=KEYS)
     with thread_server(app) as server:
+        # The service's budgets read a wall clock at noon the day before, running on from there:
+        # its reservations' deadlines are past by the real clock (a command beside reads that).
+        shift = time.time() - (period_start("day", time.time()) - 12 * 3600.0)
+
+        def wall() -> float:
+            return time.time() - shift
+
+        governor = server.service.gateway.governor
+        governor.clock = governor.ledger.clock = wall
         r = httpx.post(f"{server.base}/v1/router/keys", headers=ADMIN, timeout=10,
                        json={"tenant": "acme", "budget": "5/day"})
         assert r.status_code == 201, r.text
@@ -68,8 +79,7 @@ def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
             model="good", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
         decision_id = answer.headers["x-switchpoint-decision-id"]
 
-        ledger = server.service.gateway.governor.ledger
-        ledger.clock = lambda: time.time() - BEHIND_S
+        ledger = governor.ledger
         ahead = [0.0]
         ledger.monotonic = lambda: time.monotonic() + ahead[0]
         got: list[str] = []
@@ -90,7 +100,7 @@ def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
             data, "SELECT reservation_id, expires_at, amount_usd FROM spend WHERE "
                   "kind = 'reserve' AND key_id = ?", key_id)
         assert expires_at < time.time()  # its deadline is past, by any wall clock
-        ahead[0] = BEHIND_S  # ... and by the service's: it books the expiry, the request runs
+        ahead[0] = STEP_S  # ... and by the service's: it books the expiry, the request runs
         until(lambda: bool(db_rows(data, "SELECT 1 FROM spend WHERE reservation_id = ? AND "
                                         "kind = 'expire_running'", reserved)),
                "the service books the expiry")
@@ -120,6 +130,6 @@ def test_feedback_beside_the_service_charges_none_of_its_requests_still_running(
     # Read back with no service running, the key's day holds the two requests' costs alone.
     [(spent,)] = db_rows(data, f"SELECT sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND "
                              "key_id = ?", key_id)
-    reports = Reports.from_settings(settings)
+    reports = Reports.from_settings(settings, clock=wall)
     assert reports.ledger.spent(f"key:{key_id}", "day") == pytest.approx(spent)
     assert reports.ledger.held(f"key:{key_id}") == 0.0
