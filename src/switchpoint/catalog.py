@@ -10,6 +10,7 @@ shares it, the weakest profiled model's) until it has labels, and its decisions 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -168,6 +169,26 @@ class Catalog:
 
 def estimate_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def check_token_counts(value: object, field: str = "estimate_tokens") -> tuple[int, int]:
+    """``value`` as the (input, output) tokens a request is priced at: two whole numbers from 0
+    to :data:`MAX_TOKENS`, as a tuple or a list. Anything else is an
+    :class:`~switchpoint.errors.InvalidInputError` naming ``field``."""
+    shape = f"must be (input_tokens, output_tokens), two whole numbers from 0 to {MAX_TOKENS:,}"
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        got = (f"{len(value)} values" if isinstance(value, (tuple, list))
+               else type(value).__name__)
+        raise InvalidInputError(field, f"{shape}, got {got}")
+    counts: list[int] = []
+    for which, count in zip(("input", "output"), value, strict=True):
+        if isinstance(count, bool) or not isinstance(count, numbers.Integral):
+            raise InvalidInputError(field, f"{shape}; its {which} tokens are a "
+                                           f"{type(count).__name__}")
+        if not 0 <= int(count) <= MAX_TOKENS:
+            raise InvalidInputError(field, f"{shape}; its {which} tokens are {int(count)}")
+        counts.append(int(count))
+    return counts[0], counts[1]
 
 
 def cards_with(catalog: Catalog, names: Sequence[str], capability: str) -> list[str]:

@@ -278,6 +278,22 @@ def test_suggestions_are_computed_from_the_log(reports: Reports) -> None:
     assert loose[0]["what_if"]["models"] == {"small": 3}
 
 
+@pytest.mark.parametrize("tokens", [
+    "100,50", (100,), (100, 50, 10), (100.5, 50), (True, 50), (100, -1), (100, 10**9),
+    {"input": 100, "output": 50}])
+def test_suggestions_and_what_if_refuse_token_counts_that_are_not_two_whole_numbers(
+        reports: Reports, tokens: Any) -> None:
+    for call in (lambda: reports.get_cost_optimizations(tokens),
+                 lambda: reports.what_if(estimate_tokens=tokens)):
+        with pytest.raises(InvalidInputError) as bad:
+            call()
+        assert bad.value.field == "estimate_tokens"
+        assert "(input_tokens, output_tokens)" in str(bad.value)
+    # Two whole numbers (a list too) price every logged request at them.
+    priced = reports.what_if(cost_weight=0.0, estimate_tokens=[100, 50])
+    assert priced["spend_usd"] == pytest.approx(3 * price("big", 100, 50))
+
+
 def test_sla_report(reports: Reports) -> None:
     r = reports.get_sla_report(24)
     # Latency: r2 (1500 > 1000), r3 (200 > beta's own 100), r5 (3000 > 1000).

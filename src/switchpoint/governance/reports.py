@@ -41,7 +41,7 @@ import numpy as np
 
 from switchpoint._messages import cut, listed_names, quoted
 from switchpoint._numbers import real_number
-from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard
+from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.governance.budget_list import (
@@ -730,13 +730,14 @@ class Reports:
 
     def what_if(self, *, cost_weight: float | None = None, without: Sequence[str] = (),
                 period: str = "week", until: float | None = None, tenant: str | None = None,
-                estimate_tokens: tuple[int, int] | None = None) -> dict[str, Any]:
+                estimate_tokens: Sequence[int] | None = None) -> dict[str, Any]:
         """The logged ``auto`` traffic of the last ``period`` re-routed at ``cost_weight``
         (None: each decision's own λ) over the pool without ``without``: spend and expected
         quality, against what happened. Priced on each request's real tokens (or on
         ``estimate_tokens`` = (input, output) for every request)."""
+        tokens = None if estimate_tokens is None else check_token_counts(estimate_tokens)
         since, end = self._window(period, until)
-        routed = self._routed(since, end, tenant, estimate_tokens)
+        routed = self._routed(since, end, tenant, tokens)
         return self._what_if(routed, cost_weight, without, since, end)
 
     def _what_if(self, routed: _Routed, cost_weight: float | None, without: Sequence[str],
@@ -786,7 +787,7 @@ class Reports:
             if counted else None,
             "models": dict(sorted(picks.items(), key=lambda kv: -kv[1]))}
 
-    def get_cost_optimizations(self, estimate_tokens: tuple[int, int] | None = None, *,
+    def get_cost_optimizations(self, estimate_tokens: Sequence[int] | None = None, *,
                                period: str = "week", until: float | None = None,
                                tenant: str | None = None,
                                max_quality_loss: float = QUALITY_TOLERANCE
@@ -796,8 +797,9 @@ class Reports:
         removal from the pool saves money at no real loss. Each item: ``suggestion``,
         ``estimated_savings_usd_per_day``, ``tradeoff`` and the what-if figures behind it."""
         self.check_tenant(tenant)
+        tokens = None if estimate_tokens is None else check_token_counts(estimate_tokens)
         since, end = self._window(period, until)
-        routed = self._routed(since, end, tenant, estimate_tokens)
+        routed = self._routed(since, end, tenant, tokens)
         if not len(routed):
             return []
         ran_at = _lambdas(routed.lambdas)
