@@ -23,7 +23,7 @@ import numpy as np
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
-from switchpoint.catalog import Catalog, estimate_tokens
+from switchpoint.catalog import Catalog, check_token_counts, estimate_tokens
 from switchpoint.decision import (
     WEAKEST_PRIOR,
     RoutingDecision,
@@ -292,14 +292,21 @@ class Router(RemadeOnLoad):
         *,
         embedding: Sequence[float] | np.ndarray | None = None,
         tenant: str | None = None,
+        estimate_tokens: Sequence[int] | None = None,
     ) -> RoutingDecision:
         """Route one prompt, or one pre-computed embedding (then the embedder is skipped).
 
         ``tenant`` routes with what that tenant's outcomes taught (None: the deployment's own);
-        the decision is remembered for :meth:`report_outcome`."""
+        the decision is remembered for :meth:`report_outcome`. ``estimate_tokens`` =
+        ``(input_tokens, output_tokens)`` prices the request from those tokens with the
+        catalog's prices, as any request is priced (the decision's ``expected_cost``,
+        ``expected_costs`` and the costs its scores weigh), instead of from the prompt's
+        characters / 4 and ``expected_output_tokens``; a catalog without prices for every model
+        cannot, and is refused."""
         t0 = time.perf_counter()
         check_route_input(prompt, embedding)
         tenant_key = check_tenant(tenant)
+        tokens = self.check_estimate_tokens(estimate_tokens)
         policy, revision, cards = self.learner.view(tenant_key)
         lam = self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")
@@ -309,12 +316,12 @@ class Router(RemadeOnLoad):
                 Inputs(embeddings=np.zeros((1, 1), np.float32)).require("text", self.policy.name)
             vector = check_embedding(embedding, self.weights.dimension)
             key: tuple[Any, ...] = ("e", hashlib.sha256(vector.tobytes()).digest(), lam,
-                                    mask.tobytes(), tenant_key, revision)
+                                    mask.tobytes(), tenant_key, revision, tokens)
             text = None
         else:
             text = check_prompt(prompt)
             key = ("p", hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest(), lam,
-                   mask.tobytes(), tenant_key, revision)
+                   mask.tobytes(), tenant_key, revision, tokens)
             vector = None
         hit = self.cache.get(key)
         if hit is not None and self.learner.memory.capacity and self.learner.memory.get(
@@ -336,7 +343,7 @@ class Router(RemadeOnLoad):
             vector = self.embedder.embed([text or ""], scope=tenant_key)
             embedding_ms = (time.perf_counter() - t1) * 1e3
         inputs = Inputs(texts=None if text is None else [text], embeddings=vector)
-        est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards)
+        est = self._map.estimate(policy.estimate(inputs), inputs.texts, cards, tokens=tokens)
         decision = self._decide(est, 0, mask, lam)
         total_ms = (time.perf_counter() - t0) * 1e3
         decision.usage = Usage(routing_ms=round(total_ms - embedding_ms, 4),
@@ -347,6 +354,21 @@ class Router(RemadeOnLoad):
                                source_id=decision.decision_id)
         self._count([decision])
         return decision
+
+    def check_estimate_tokens(self, value: object) -> tuple[int, int] | None:
+        """``value`` as :meth:`route`'s ``estimate_tokens`` (None: none given): two whole
+        numbers of tokens, and a catalog with prices for every model to price them with."""
+        if value is None:
+            return None
+        tokens = check_token_counts(value)
+        if not self._map.priced:
+            unpriced = [c.name for c in self.catalog.cards if not c.priced]
+            raise InvalidInputError(
+                "estimate_tokens", f"prices a request with the catalog's prices, and "
+                f"{', '.join(unpriced[:5])} {'has' if len(unpriced) == 1 else 'have'} none "
+                "(costs come from the weights' profiles); give every model input_per_mtok "
+                "and output_per_mtok, or leave estimate_tokens out")
+        return tokens
 
     def route_batch(
         self,
@@ -933,7 +955,10 @@ class _CardMap:
         return list(self.unprofiled_index)
 
     def estimate(self, est: Estimates, texts: Sequence[str] | None,
-                 outcomes: CardEvidence | None = None) -> Estimates:
+                 outcomes: CardEvidence | None = None, *,
+                 tokens: tuple[int, int] | None = None) -> Estimates:
+        """The catalog's estimates from the policy's; ``tokens`` = (input, output) prices
+        every request at those tokens (catalog prices only)."""
         n = est.error.shape[0]
         k = len(self.index)
         has = self.index >= 0
@@ -958,11 +983,13 @@ class _CardMap:
         if outcomes is not None:
             self._learn_cards(est, outcomes, error, support, stderr)
         if self.priced:
-            tokens = np.array([self.prompt_tokens(t) for t in texts] if texts is not None
+            inputs = np.array([tokens[0]] * n if tokens is not None
+                              else [self.prompt_tokens(t) for t in texts] if texts is not None
                               else [REFERENCE_INPUT_TOKENS] * n, dtype=np.float64)
+            out = self.out_tokens if tokens is None else tokens[1]
             cards = self.catalog.cards
             price = np.column_stack([
-                [c.price(t, self.out_tokens) for t in tokens] for c in cards
+                [c.price(t, out) for t in inputs] for c in cards
             ]) if k else np.zeros((n, 0))
             with np.errstate(invalid="ignore", divide="ignore"):
                 relative = np.where(has, est.cost[:, src] / self.global_cost, 1.0)

@@ -190,6 +190,8 @@ ROUTER_CASES: list[tuple[str, str, RouterCall]] = [
     ("route", "available_models", lambda r, w: r.route("hi", 5)),  # type: ignore[arg-type]
     ("route", "cost_weight_override", lambda r, w: r.route("hi", None, "x")),  # type: ignore[arg-type]
     ("route", "tenant", lambda r, w: r.route("hi", tenant=5)),  # type: ignore[arg-type]
+    ("route", "estimate_tokens", lambda r, w: r.route("hi", estimate_tokens=5)),  # type: ignore[arg-type]
+    ("check_estimate_tokens", "estimate_tokens", lambda r, w: r.check_estimate_tokens("x")),
     ("route_batch", "prompts", lambda r, w: r.route_batch(5)),  # type: ignore[arg-type]
     ("route_batch", "cost_weights",
      lambda r, w: r.route_batch(["hi"], cost_weights=5)),  # type: ignore[arg-type]

@@ -212,8 +212,8 @@ class LiveLearning:
     def decide(self, text: str | None, allowed: Sequence[str] | None, cost_weight: float | None,
                *, tenant: str | None, tools: bool = False,
                assignment: Assignment | None = None,
-               embedding: Sequence[float] | npt.NDArray[np.float32] | None = None
-               ) -> RoutingDecision:
+               embedding: Sequence[float] | npt.NDArray[np.float32] | None = None,
+               estimate_tokens: tuple[int, int] | None = None) -> RoutingDecision:
         """Route one request: the (arm's) learned router for the tenant, then the tenant's
         memory if it has one. Runs on a worker thread (embedding is CPU work)."""
         name = check_tenant(tenant)
@@ -230,7 +230,8 @@ class LiveLearning:
                 else:
                     notes.append("None of the arm's models may serve this request; its other "
                                  "settings apply.")
-        decision = router.route(text, allowed, cost_weight, embedding=embedding, tenant=name)
+        decision = router.route(text, allowed, cost_weight, embedding=embedding, tenant=name,
+                                estimate_tokens=estimate_tokens)
         if assignment is not None:
             decision = replace(decision, experiment=assignment.experiment, arm=assignment.arm,
                                reasoning=[*decision.reasoning, *notes])
