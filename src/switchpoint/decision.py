@@ -147,6 +147,16 @@ class RoutingDecision:
         return self.selected_model != best and (
             self.all_scores.get(self.selected_model, math.inf) > self.all_scores[best])
 
+    def reselected(self, model: str, fallbacks: Sequence[str], note: str) -> RoutingDecision:
+        """This decision with ``model``, one of its candidates, chosen instead: its expected
+        error, score and cost are that model's, ``fallbacks`` follow it, ``note`` (why) ends
+        the reasoning."""
+        return replace(self, selected_model=model,
+                       expected_error=self.expected_errors.get(model, self.expected_error),
+                       cost_adjusted_score=self.all_scores[model],
+                       expected_cost=self.expected_costs.get(model, self.expected_cost),
+                       fallback_models=list(fallbacks), reasoning=[*self.reasoning, note])
+
     @property
     def escalation_changed_model(self) -> bool:
         """An escalation replaced the model the scores would pick (strategy ``always``)."""

@@ -85,7 +85,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
-from switchpoint.gateway.experiments import Assignment
+from switchpoint.gateway.experiments import Assignment, check_experiment
 from switchpoint.gateway.failover import (
     BUDGET_REFUSED,
     RATE_REFUSED,
@@ -107,7 +107,7 @@ from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, Ga
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.owner import DataDirLock
 from switchpoint.gateway.parsing import AUTO_MODEL, check_chat_body, check_model_count
-from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session
+from switchpoint.gateway.planning import ChatCall, Plan, Planner, call_session, healthy_choice
 from switchpoint.gateway.preferences import (
     MAX_COMPARE_MODELS,
     answer_detail,
@@ -486,7 +486,9 @@ class Gateway:
                      cost_weight: float | None = None, *,
                      embedding: Sequence[float] | np.ndarray | None = None,
                      key: str | None = None, tenant: str | None = None,
-                     principal: Principal | None = None, measured: bool = False
+                     principal: Principal | None = None, measured: bool = False,
+                     prefer_healthy: bool = False, auto_scale: bool = False,
+                     estimate_tokens: Sequence[int] | None = None, ab_test: str | None = None
                      ) -> RoutingDecision:
         """Route one prompt (or embedding) with the live router and log the decision; the
         decision is returned once its log entry is committed. ``key`` (a client key) or
@@ -494,21 +496,51 @@ class Gateway:
         escalation apply (``principal``: the HTTP door's already authenticated caller).
         A request whose body (as ``POST /v1/route`` would receive it) is over
         ``max_request_bytes`` is refused as over HTTP (``measured``: the HTTP door, which
-        counted its body's bytes as it read them)."""
+        counted its body's bytes as it read them).
+
+        The decision is the router's (after governance) unless these ask otherwise:
+
+        - ``prefer_healthy``: the decision names the model a chat request for ``auto`` would
+          be sent to first, its candidates ranked as ``auto`` ranks them with the gateway's
+          health (degraded and down models after healthy ones; see ``GET /v1/router/health``),
+          and its ``fallback_models`` in that order;
+        - ``auto_scale``: models a call would skip now (an open circuit, a ``Retry-After``
+          running) move behind the others, so the decision names the first model that can be
+          called. The chat door always fails over down its candidates (retries, then the
+          next); a budget that a model does not fit is checked when the request is sent, not
+          here;
+        - ``estimate_tokens``: ``(input_tokens, output_tokens)`` the request is priced at
+          with the catalog's prices (see :meth:`Router.route
+          <switchpoint.router.Router.route>`);
+        - ``ab_test``: the name of the experiment (``experiments:`` in the config) this
+          request is routed in. A request takes part in its tenant's experiment whether or not
+          it names it (by a hash of the request among the arms; its promoted arm, once
+          promoted), and the decision's ``experiment`` and ``arm`` say where it went;
+          ``ab_test`` names it, and is refused when that experiment would not take this
+          request (not configured, disabled, not the caller's tenant's, or another listed
+          before it takes that tenant).
+
+        Every argument is checked before anything is routed, counted or logged: a bad one
+        raises :class:`~switchpoint.errors.InvalidInputError` naming it."""
         check_route_input(prompt, embedding)
         if not measured:
             self.check_size({"prompt": prompt, "embedding": embedding, "cost_weight": cost_weight,
                              "available_models": available_models}, route=True)
         if cost_weight is not None:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
+        expect("prefer_healthy", prefer_healthy, bool, "True or False")
+        expect("auto_scale", auto_scale, bool, "True or False")
         self._check_open()
         live = self.state.live()
+        tokens = live.router.check_estimate_tokens(estimate_tokens)
         self._check_log_room()
         self._maintain()
         settings = live.settings
         if principal is None:
             principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
         who = principal or Principal()
+        if ab_test is not None:
+            ab_test = check_experiment(settings, ab_test, check_tenant(who.tenant), "ab_test")
         policy = self._policy(settings, who.tenant, who.key_id)
         assignment = self._assign(live, who.tenant, uuid.uuid4().hex)
         if cost_weight is None and assignment is not None:
@@ -518,7 +550,8 @@ class Gateway:
                        lam: float | None) -> RoutingDecision:
             decision: RoutingDecision = await anyio.to_thread.run_sync(
                 lambda: self._decide(live, prompt, allowed, lam, tenant=who.tenant,
-                                     assignment=assignment, embedding=embedding))
+                                     assignment=assignment, embedding=embedding,
+                                     estimate_tokens=tokens))
             return decision
 
         if policy is None:
@@ -540,6 +573,12 @@ class Gateway:
                 base, "", allowed if allowed is not None else list(catalog.names),
                 cost_weight if cost_weight is not None else policy.cost_weight,
                 policy=policy, catalog=catalog, default_cost_weight=live.router.cost_weight)
+        if prefer_healthy or auto_scale:
+            routed = decision
+            decision = healthy_choice(decision, self.health, prefer_healthy=prefer_healthy,
+                                      auto_scale=auto_scale)
+            # (feedback on the decision teaches the model it names)
+            self.learning.answered_by(live, routed, decision.selected_model)
         self.learning.keep_pending(live, decision)
         if self.store is not None:
             try:
@@ -570,10 +609,14 @@ class Gateway:
     def route(self, prompt: str | None = None, available_models: Sequence[str] | None = None,
               cost_weight: float | None = None, *,
               embedding: Sequence[float] | np.ndarray | None = None, key: str | None = None,
-              tenant: str | None = None) -> RoutingDecision:
+              tenant: str | None = None, prefer_healthy: bool = False, auto_scale: bool = False,
+              estimate_tokens: Sequence[int] | None = None, ab_test: str | None = None
+              ) -> RoutingDecision:
         """:meth:`aroute` from synchronous code."""
         return self._run(self.aroute(prompt, available_models, cost_weight,
-                                     embedding=embedding, key=key, tenant=tenant))
+                                     embedding=embedding, key=key, tenant=tenant,
+                                     prefer_healthy=prefer_healthy, auto_scale=auto_scale,
+                                     estimate_tokens=estimate_tokens, ab_test=ab_test))
 
     @staticmethod
     def _assign(live: Live, tenant: str | None, unit: str) -> Assignment | None:
@@ -587,12 +630,15 @@ class Gateway:
     def _decide(live: Live, text: str | None, allowed: Sequence[str] | None,
                 lam: float | None, *, tenant: str | None, tools: bool = False,
                 assignment: Assignment | None = None,
-                embedding: Sequence[float] | np.ndarray | None = None) -> RoutingDecision:
+                embedding: Sequence[float] | np.ndarray | None = None,
+                estimate_tokens: tuple[int, int] | None = None) -> RoutingDecision:
         """One routing decision on the snapshot ``live`` (on a worker thread)."""
         if live.learning is None:
-            return live.router.route(text, allowed, lam, embedding=embedding, tenant=tenant)
+            return live.router.route(text, allowed, lam, embedding=embedding, tenant=tenant,
+                                     estimate_tokens=estimate_tokens)
         return live.learning.decide(text, allowed, lam, tenant=tenant, tools=tools,
-                                    assignment=assignment, embedding=embedding)
+                                    assignment=assignment, embedding=embedding,
+                                    estimate_tokens=estimate_tokens)
 
     def _govern_learning(self, who: Principal, model: object = None
                          ) -> Callable[[str], None] | None:
@@ -1758,7 +1804,7 @@ class Gateway:
         return self.reports.forecast_cost(requests_per_hour, avg_input_tokens,
                                           avg_output_tokens, **kwargs)
 
-    def get_cost_optimizations(self, estimate_tokens: tuple[int, int] | None = None,
+    def get_cost_optimizations(self, estimate_tokens: Sequence[int] | None = None,
                                **kwargs: Any) -> list[dict[str, Any]]:
         """Suggestions from re-routing the logged traffic offline at other λ and pools."""
         return self.reports.get_cost_optimizations(estimate_tokens, **kwargs)

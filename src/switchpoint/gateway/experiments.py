@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from switchpoint._args import expect
+from switchpoint._messages import quoted
 from switchpoint.config import Settings
-from switchpoint.errors import NotFoundError
+from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.learning.config import ArmConfig
 from switchpoint.store.learning import LearningReader
 
@@ -40,29 +42,67 @@ class Experiments:
         self.promoted = dict(promoted)
 
     def assign(self, tenant: str, unit: str) -> Assignment | None:
-        """The arm for a request of ``tenant`` whose session (or request) is ``unit``: the
-        first enabled experiment whose scope holds the tenant, by a hash of the unit (so the
+        """The arm for a request of ``tenant`` whose session (or request) is ``unit``: in the
+        experiment the tenant takes part in (:func:`joined`), by a hash of the unit (so the
         same session always lands in the same arm); a promoted experiment sends everyone to
         its winner."""
-        for name, experiment in self.settings.experiments.items():
-            if not experiment.enabled:
-                continue
-            if experiment.tenants is not None and tenant not in experiment.tenants:
-                continue
-            promoted = self.promoted.get(name)
-            if promoted in experiment.arms:
-                assert promoted is not None
-                return Assignment(name, promoted, experiment.arms[promoted])
-            total = sum(a.weight for a in experiment.arms.values())
-            point = _unit_interval(name, unit) * total
-            chosen = list(experiment.arms)[-1]
-            for arm, config in experiment.arms.items():
-                if point < config.weight:
-                    chosen = arm
-                    break
-                point -= config.weight
-            return Assignment(name, chosen, experiment.arms[chosen])
-        return None
+        name = joined(self.settings, tenant)
+        if name is None:
+            return None
+        experiment = self.settings.experiments[name]
+        promoted = self.promoted.get(name)
+        if promoted in experiment.arms:
+            assert promoted is not None
+            return Assignment(name, promoted, experiment.arms[promoted])
+        total = sum(a.weight for a in experiment.arms.values())
+        point = _unit_interval(name, unit) * total
+        chosen = list(experiment.arms)[-1]
+        for arm, config in experiment.arms.items():
+            if point < config.weight:
+                chosen = arm
+                break
+            point -= config.weight
+        return Assignment(name, chosen, experiment.arms[chosen])
+
+
+def joined(settings: Settings, tenant: str) -> str | None:
+    """The experiment ``tenant``'s requests take part in: the first enabled one (in the
+    config's order) whose scope holds the tenant; None when none does."""
+    for name, experiment in settings.experiments.items():
+        if experiment.enabled and (experiment.tenants is None or tenant in experiment.tenants):
+            return name
+    return None
+
+
+def check_experiment(settings: Settings, name: object, tenant: str, field: str) -> str:
+    """``name`` as the experiment a request of ``tenant`` takes part in (:func:`joined`);
+    else an :class:`~switchpoint.errors.InvalidInputError` naming ``field``, saying why it is
+    not (not configured, disabled, not taking the tenant, another taking it first) and what
+    to do."""
+    expect(field, name, str, "the name of an experiment of the config (experiments:)")
+    assert isinstance(name, str)
+    experiment = settings.experiments.get(name)
+    if experiment is None:
+        raise InvalidInputError(field, f"no experiment {quoted(name, 100)} is configured; "
+                                       f"configured: {', '.join(settings.experiments) or 'none'}"
+                                       " (add one under experiments: in the config)")
+    if not experiment.enabled:
+        raise InvalidInputError(field, f"experiment {name!r} is disabled (enabled: false), so "
+                                       "it takes no traffic; enable it in the config")
+    if experiment.tenants is not None and tenant not in experiment.tenants:
+        raise InvalidInputError(field, f"experiment {name!r} does not take tenant "
+                                       f"{quoted(tenant, 100)}'s requests (its tenants: "
+                                       f"{', '.join(experiment.tenants)}); name that tenant's "
+                                       "experiment, or add the tenant to this one's in the "
+                                       "config")
+    first = joined(settings, tenant)
+    if first != name:
+        raise InvalidInputError(field, f"tenant {quoted(tenant, 100)}'s requests take part in "
+                                       f"experiment {first!r}, listed before {name!r} (a "
+                                       "request joins the first enabled experiment that holds "
+                                       f"its tenant); name {first!r}, or change the order or "
+                                       "the tenants in the config")
+    return name
 
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.

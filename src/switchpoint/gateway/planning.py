@@ -237,6 +237,71 @@ def rank_auto(scores: Mapping[str, float], *, bonus: Mapping[str, float] | None 
     return health.order(order) if health is not None else order
 
 
+def auto_order(decision: RoutingDecision, *, bonus: Mapping[str, float] | None = None,
+               health: HealthTracker | None = None) -> list[str]:
+    """The order ``auto`` tries ``decision``'s candidates in: :func:`rank_auto`, then the
+    model an escalation, exploration or the tenant's memory chose itself first (it leads)."""
+    order = rank_auto(decision.all_scores, bonus=bonus, health=health)
+    if decision.overrides_scores and decision.selected_model in order:
+        order.remove(decision.selected_model)
+        order.insert(0, decision.selected_model)
+    return order
+
+
+def unhealthy_note(health: HealthTracker, chosen: str, first: str) -> str | None:
+    """Why ``first`` leads instead of the routed ``chosen``: ``chosen`` is not healthy (None
+    when it is)."""
+    status = health.status(chosen)
+    if status is HealthStatus.HEALTHY:
+        return None
+    return f"{chosen} is {status} (GET /v1/router/health): ranked after {first}."
+
+
+def unavailable(health: HealthTracker, model: str) -> str | None:
+    """Why a call to ``model`` would be skipped now (its circuit is open, or its upstream asked
+    callers to wait), with when to retry; None when it may be called."""
+    wait = health.wait_s(model)
+    if wait is None:
+        return None
+    why = ("its circuit is open" if health.state(model) is BreakerState.OPEN
+           else "its upstream asked callers to wait")
+    return f"{why}; retry in {math.ceil(wait)} s"
+
+
+def healthy_choice(decision: RoutingDecision, health: HealthTracker, *, prefer_healthy: bool,
+                   auto_scale: bool) -> RoutingDecision:
+    """``decision`` as the model ``auto`` would send its request to first: with
+    ``prefer_healthy``, its candidates in ``auto``'s health-aware order (:func:`auto_order`:
+    degraded and down models after healthy ones); with ``auto_scale``, the models a call would
+    skip now (:func:`unavailable`) after the others, so the decision names the first that
+    can be called and its fallbacks after it. When every model would be skipped, the order
+    stands. The reasoning says what moved."""
+    if not (prefer_healthy or auto_scale):
+        return decision
+    routed = decision.selected_model
+    order = auto_order(decision, health=health if prefer_healthy else None)
+    notes: list[str] = []
+    if prefer_healthy and order and order[0] != routed:
+        note = unhealthy_note(health, routed, order[0])
+        if note is not None:
+            notes.append(note)
+    if auto_scale:
+        skipped = {m: why for m in order if (why := unavailable(health, m)) is not None}
+        if skipped and len(skipped) < len(order):
+            first = next(m for m in order if m not in skipped)
+            ahead = order[:order.index(first)]
+            if ahead:
+                notes.append("; ".join(f"{m} is unavailable ({skipped[m]})" for m in ahead)
+                             + f": {first} is called first, the others after it.")
+            order = [m for m in order if m not in skipped] + list(skipped)
+    if not order or (order[0] == routed and order[1:] == decision.fallback_models):
+        return decision
+    if order[0] == routed:
+        return replace(decision, fallback_models=order[1:])
+    return decision.reselected(order[0], order[1:],
+                               " ".join(notes) or f"{order[0]} leads {routed} in auto's order.")
+
+
 class Planner:
     """Plans requests against the live catalog with the gateway's health and session pins.
 
@@ -324,12 +389,10 @@ class Planner:
                          else "the session's pinned model")
                 note = f"{whose} is not among this request's candidates; routed"
             plan.unpin(plan.pin.not_followed(), note)
-        elif favoured is not None and (wait := self.health.wait_s(favoured)) is not None:
+        elif favoured is not None and (why := unavailable(self.health, favoured)) is not None:
             # A call to it would be skipped: the pin cannot hold, the router chooses.
-            why = ("its circuit is open" if self.health.state(favoured) is BreakerState.OPEN
-                   else "its upstream asked callers to wait")
             plan.unpin(plan.pin.unavailable(), f"{plan.pin_role} {favoured} is unavailable "
-                                               f"({why}; retry in {math.ceil(wait)} s); routed")
+                                               f"({why}); routed")
         pinned = plan.pin.pinned_model
         if pinned is not None:
             # Hard pin (or a re-home): the router is skipped; the pinned model's fallbacks and
@@ -355,12 +418,7 @@ class Planner:
                 decision = _within(decision, allowed)
             plan.decision = decision
             plan.routed_model = decision.selected_model
-            order = rank_auto(decision.all_scores, bonus=plan.pin.bonus, health=health)
-            if decision.overrides_scores and decision.selected_model in order:
-                # Escalation, exploration or the tenant's memory chose the model itself: it
-                # leads.
-                order.remove(decision.selected_model)
-                order.insert(0, decision.selected_model)
+            order = auto_order(decision, bonus=plan.pin.bonus, health=health)
             self._note_unhealthy(plan, order)
         favoured = plan.pin.favoured_model
         if favoured is not None and favoured not in order:
@@ -418,10 +476,9 @@ class Planner:
         chosen = plan.routed_model
         if chosen is None or not order or order[0] == chosen or not self.prefer_healthy:
             return
-        status = self.health.status(chosen)
-        if status is not HealthStatus.HEALTHY:
-            plan.notes.append(f"{chosen} is {status} (GET /v1/router/health): ranked after "
-                              f"{order[0]}.")
+        note = unhealthy_note(self.health, chosen, order[0])
+        if note is not None:
+            plan.notes.append(note)
 
 
 def _within(decision: RoutingDecision, allowed: Sequence[str]) -> RoutingDecision:
