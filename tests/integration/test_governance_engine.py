@@ -121,6 +121,25 @@ def test_escalation_leads_with_the_escalation_model(gateway_of: Any) -> None:
     assert "suggested escalation: good" in d.escalation_reason
 
 
+def test_feedback_on_an_escalated_decision_teaches_the_escalation_model(
+        gateway_of: Any, tmp_path: Path) -> None:
+    # The escalation keeps the router's decision id and names another model; feedback that
+    # names no model used to teach the router's original pick (cheap) with good's outcome,
+    # and so did the pending decision kept in the store, read after a restart.
+    escalation = {"low_confidence_threshold": 0.99, "escalation_model": "good"}
+    gw = gateway_of(cost_weight=0.5, escalation=escalation)
+    first = gw.route("Hello there [abc]")
+    assert first.escalated and first.selected_model == "good"
+    assert first.original_model == "cheap"
+    assert gw.report_outcome(first.decision_id, quality_score=0.0).outcome.model == "good"
+    second = gw.route("Hello there [def]")
+    assert second.selected_model == "good"
+    gw.close()
+    again = gateway_of(cost_weight=0.5, escalation=escalation,
+                       data_dir=str(tmp_path / "d0"))
+    assert again.report_outcome(second.decision_id, success=True).outcome.model == "good"
+
+
 @pytest.mark.parametrize("strategy", ["always", "ask"])
 def test_escalation_does_not_name_a_model_the_key_may_not_use(
         gateway_of: Any, gw_fake: FakeProviderProcess, strategy: str) -> None:

@@ -292,12 +292,34 @@ class LiveLearning:
         return policy, weights_id
 
     def pending(self, decision: RoutingDecision) -> PendingRecord | None:
-        """What feedback on ``decision`` will need, to keep in the store."""
+        """What feedback on ``decision`` will need, to keep in the store: its remembered entry,
+        made to name the model the decision names first (see :meth:`follow`)."""
         for router in self.routers():
             entry = router.learner.memory.get(decision.decision_id)
             if entry is not None:
-                return PendingRecord(entry, router.weights_id)
+                return PendingRecord(self._followed(router, entry, decision), router.weights_id)
         return None
+
+    def follow(self, decision: RoutingDecision) -> None:
+        """Feedback on ``decision`` that names no model teaches the model the decision names:
+        when the governance re-targeted the router's choice under the same decision id
+        (confidence-gated escalation), the remembered entry still names the router's pick,
+        and would credit the escalation model's outcome to it."""
+        for router in self.routers():
+            entry = router.learner.memory.get(decision.decision_id)
+            if entry is not None:
+                self._followed(router, entry, decision)
+                return
+
+    @staticmethod
+    def _followed(router: Router, entry: PendingDecision, decision: RoutingDecision
+                  ) -> PendingDecision:
+        model = decision.selected_model
+        if entry.chosen == model:
+            return entry
+        cost = decision.expected_costs.get(model)
+        router.learner.memory.set_chosen(decision.decision_id, model, cost)
+        return replace(entry, chosen=model, expected_cost=cost)
 
     def outcome_inputs(self, text: str, tenant: str
                        ) -> tuple[npt.NDArray[np.float32], tuple[tuple[int, float], ...] | None]:
@@ -946,7 +968,10 @@ class GatewayLearning:
         """Keep what feedback on ``decision`` needs in the store (lazily: it shares the commit
         of the decision's log entry), pruning the table to the learning memory now and then."""
         learning: LiveLearning | None = live.learning
-        if self.store is None or learning is None:
+        if learning is None:
+            return
+        if self.store is None:
+            learning.follow(decision)
             return
         capacity = learning.settings.learning.memory_size
         if not capacity:
