@@ -13,6 +13,7 @@ from switchpoint.errors import StoreError
 from switchpoint.governance.budgets import PERIODS, Budget, period_end, period_start
 from switchpoint.governance.ledger import (
     CHARGED_ROWS,
+    EXPIRE_CHARGE,
     TOTAL,
     Blocked,
     Ledger,
@@ -21,6 +22,7 @@ from switchpoint.governance.ledger import (
     OpenReservation,
     Ticket,
     load_state,
+    rebuild,
     settle_accounts,
 )
 from switchpoint.store import SQLiteStore
@@ -291,6 +293,68 @@ def test_spend_dated_in_a_later_period_counts_there_when_the_clock_stepped_back(
         assert ledger.spent("tenant:a", "week") == pytest.approx(3.15), at
     blocked = reserve(ledger, 0.1, {"tenant:a": [Budget(3.0, "day")]})
     assert isinstance(blocked, Blocked) and "has spent $3.000000" in blocked.message
+
+
+def test_spend_dated_years_ahead_is_read_a_month_at_a_time_and_counts_as_before(
+        tmp_path: Path) -> None:
+    """A clock once set years ahead left spend dated years ahead: a start holds the spend
+    dated within the month after the one under way, not an entry for every hour of years of
+    it, and reads the rest as the clock comes to it, so that every period's spend, read at
+    any instant as the clock moves on, is the spend the table dates in it; a crash's
+    reservation dated ahead, charged at its expiry and written, is counted once."""
+    db = tmp_path / "switchpoint.db"
+    who = [("k1", "a", "m", "p"), (None, "b", None, None)]
+    rows = [(T0 - 60, 0.5, 0), (T0 + 3600, 0.25, 1), (period_end("month", T0) + 7200, 1.0, 0)]
+    rows += [(T0 + 40 * 86400 + i * 5 * 3600 + 17, 0.01 * (1 + i % 7), i % 2)
+             for i in range(5000)]  # every 5 hours for nearly three years
+    orphan_at = T0 + 400 * 86400 + 1800
+    with SQLiteStore(db) as store:
+        store.append(LedgerRecord(ts=orphan_at, reservation_id="ahead", kind="reserve",
+                                  amount_usd=0.3, key_id="k1", tenant="a",
+                                  holds={"key:k1": 0.3}, expires_at=orphan_at + 60)).result()
+    conn = sqlite3.connect(db)
+    conn.executemany(LedgerRecord.insert, [
+        LedgerRecord(ts=ts, reservation_id=f"r{i}", kind="settle", amount_usd=usd,
+                     key_id=who[w][0], tenant=who[w][1], model=who[w][2],
+                     provider=who[w][3]).row() for i, (ts, usd, w) in enumerate(rows)])
+    conn.commit()
+    conn.close()
+    clock = Clock(T0)
+    ledger = Ledger(clock, monotonic=clock)
+    rebuild(ledger, db, serving=True)
+    hourly = max(len(by_period.get("hour", {})) for by_period in ledger._spent.values())
+    assert hourly <= 2 * 31 * 24  # (it held one for each of the 5,000 hours ahead)
+
+    def expected(account: str, period: str, at: float, extra: float = 0.0) -> float:
+        start, end = period_start(period, at), period_end(period, at)
+        return sum(usd for ts, usd, w in rows if start <= ts < end
+                   and account in settle_accounts(*who[w])) + (
+            extra if account in ("all", "key:k1", "tenant:a") and start <= orphan_at < end
+            else 0.0)
+
+    accounts = ["all", "key:k1", "tenant:a", "tenant:b", "model:m", "provider:p"]
+    probes = [T0, T0 + 3600, period_end("month", T0) + 7300, T0 + 45 * 86400,
+              T0 + 100 * 86400 + 5, T0 + 300 * 86400]
+    for at in probes:
+        clock.now = at
+        for account in accounts:
+            for period in PERIODS:
+                assert ledger.spent(account, period) == pytest.approx(
+                    expected(account, period, at)), (at, account, period)
+        status = ledger.status("tenant:a", Budget(100.0, "week"))
+        assert status["spent_usd"] == pytest.approx(expected("tenant:a", "week", at))
+    clock.now = orphan_at + 61  # the crash's reservation expires, charged what it held
+    (expired,) = ledger.take_expired()
+    assert expired.id == "ahead" and expired.charged_usd == pytest.approx(0.3)
+    with SQLiteStore(db) as store:  # (its row, as the governor writes it)
+        store.append(LedgerRecord(ts=orphan_at, reservation_id="ahead", kind=EXPIRE_CHARGE,
+                                  amount_usd=0.3, key_id="k1", tenant="a")).result()
+    for at in [orphan_at + 61, orphan_at + 20 * 86400, T0 + 1000 * 86400]:
+        clock.now = at
+        for account in accounts:
+            for period in PERIODS:
+                assert ledger.spent(account, period) == pytest.approx(
+                    expected(account, period, at, 0.3)), (at, account, period)
 
 
 def test_a_reservation_a_crash_left_open_is_charged_what_it_held_when_it_expires() -> None:

@@ -34,7 +34,11 @@ writes its settlement: one row per model charged, most often one.) On start the 
 rebuilt from those rows, each counted in the periods it is dated in: a row dated in a later
 period than the one under way (booked before the wall clock was stepped back across the
 period's end) counts there when that period comes, not in the one under way (whose budget would
-pay for it, and the later period's once more). A reservation still open when the process died
+pay for it, and the later period's once more). The ledger holds such later spend through the end
+of the month after the one under way (:func:`reach`); spend dated further ahead (a clock once set
+years ahead) is read from the table a month at a time, as the clock comes within that reach of
+it, so a start reads, and memory holds, two months of it at most, not an entry for every hour
+of years of it. A reservation still open when the process died
 (its request has no log entry and no known cost) keeps holding its amount until its request's
 deadline (``gateway.max_total_s`` after it was made, plus :data:`EXPIRY_GRACE_S`), then is
 *charged* what it held and recorded as ``expire_charge`` (at the start, if that deadline passed
@@ -94,8 +98,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -364,6 +369,20 @@ KEPT_PERIODS = 3
 #: Settled spend by account, period and the period's start (epoch seconds).
 Spent = dict[str, dict[str, dict[float, float]]]
 
+#: Settled spend dated later, summed by the hour it is dated in: (the hour's start, whom it
+#: charges: key id, tenant, model and provider, its amount).
+LaterRow = tuple[float, tuple[Any, ...], float]
+#: Reads the spend dated in [since, until) but that of the given reservations (see
+#: :func:`read_later`).
+ReadLater = Callable[[float, float, Collection[str]], list[LaterRow]]
+
+
+def reach(now: float) -> float:
+    """The instant through which a ledger at ``now`` holds the spend dated later than the
+    periods under way: the end of the calendar month after the one under way (past the end
+    of every period under way, a week's too)."""
+    return period_end("month", period_end("month", now))
+
 
 class Ledger:
     """Spend per account and period, in-flight reservations, and the rate windows."""
@@ -390,6 +409,15 @@ class Ledger:
         self._rpm: dict[str, _Window] = {}
         self._tpm: dict[str, _Window] = {}
         self.expired: list[Ticket] = []
+        # Spend dated past the periods under way is held through _later_until, and read from
+        # the spend table (by _read_later, set by restore) as the clock comes within reach of
+        # what lies further ahead; _later_month: the month under way when that was last looked
+        # at. Reservations charged here at an instant past _later_until (a crash's, dated
+        # ahead) by their id and that instant: their rows are not read there again.
+        self._read_later: ReadLater | None = None
+        self._later_until = math.inf
+        self._later_month: float | None = None
+        self._charged_later: dict[str, float] = {}
 
     # Periods -----------------------------------------------------------------------------------
 
@@ -401,6 +429,7 @@ class Ledger:
         return bounds[0]
 
     def _spent_now(self, account: str, period: str, now: float) -> float:
+        self._catch_up(now)
         buckets = self._spent.get(account)
         if buckets is None:
             return 0.0
@@ -415,6 +444,38 @@ class Ledger:
             starts[period] = (bounds[0] if bounds is not None and bounds[0] <= ts < bounds[1]
                               else period_start(period, ts))
         return starts
+
+    def _catch_up(self, now: float) -> None:
+        """Read the spend dated within :func:`reach` of ``now`` that is not held yet (once a
+        month: see :meth:`restore`), into the periods under way at ``now`` and later ones
+        (spend dated in periods that ended before them, skipped by a clock stepped forward
+        past them, is not read)."""
+        if self._read_later is None:
+            return
+        month = self._bucket("month", now)
+        if month == self._later_month:
+            return
+        until = reach(now)
+        if until > self._later_until:
+            starts = self._starts(now)
+            since = max(self._later_until, min(starts.values()))
+            for at, who, amount in self._read_later(since, until, list(self._charged_later)):
+                for period, start in self._starts(at).items():
+                    if start < starts[period]:
+                        continue
+                    for account in settle_accounts(*who):
+                        by_start = self._spent.setdefault(account, {}).setdefault(period, {})
+                        by_start[start] = by_start.get(start, 0.0) + float(amount or 0.0)
+            self._later_until = until
+            self._charged_later = {rid: at for rid, at in self._charged_later.items()
+                                   if at >= until}
+        self._later_month = month
+
+    def _charged(self, ticket: Ticket) -> None:
+        """Note that ``ticket``'s charges were booked here, at an instant whose spend is
+        read from the spend table later (see :meth:`_catch_up`) if past what is held."""
+        if ticket.charged_at >= self._later_until:
+            self._charged_later[ticket.id] = ticket.charged_at
 
     def _charge(self, account: str, amount: float, at: float) -> None:
         """Add ``amount`` to ``account``'s spend in the periods holding the instant ``at``."""
@@ -491,6 +552,7 @@ class Ledger:
         may run on, if one). Returns the open :class:`Ticket`, or why not."""
         with self._lock:
             now, tick = self.clock(), self.monotonic()
+            self._catch_up(now)  # (before its charges may be booked, dated now)
             self._expire(now)
             for limit in limits:
                 blocked = self._check_rate(limit, tokens, tick)
@@ -672,6 +734,7 @@ class Ledger:
             if ticket.settled:
                 return False
             was_open = self._close(ticket)
+            self._charged(ticket)
             for amount, charged in [(charged_usd, accounts), *charges]:
                 for account in charged:
                     self._charge(account, amount, ticket.charged_at)
@@ -726,6 +789,7 @@ class Ledger:
                 ticket.expired_at = now
                 if ticket.orphan and ticket.held_for_usd > 0:  # (nothing held: released)
                     owed = ticket.held_for_usd
+                    self._charged(ticket)
                     for account in ticket.accounts:
                         self._charge(account, owed, ticket.charged_at)
                     ticket.charged_usd = owed
@@ -743,7 +807,8 @@ class Ledger:
 
     def restore(self, spent: Mapping[str, Mapping[str, Mapping[float, float]]],
                 outstanding: Iterable[OpenReservation], *,
-                service_running: bool = False) -> None:
+                service_running: bool = False, later: ReadLater | None = None,
+                later_until: float = math.inf) -> None:
         """Load what the ``spend`` table says (see :func:`load_state`): settled spend by
         account, period and the period's start (each counts in the period it is dated in, a
         later one's when it comes), and the reservations still open. A restored reservation
@@ -754,8 +819,12 @@ class Ledger:
         reservation whose expiry the service booked as its request still ran is then that
         request's, in flight, and is held, never expiring here, rather than charged as a
         crash's (see the module's docstring). The service itself passes False: what it finds
-        open at its start, a crash left."""
+        open at its start, a crash left. ``spent`` holds the spend dated before
+        ``later_until``; ``later`` reads what is dated after it, as the clock comes within
+        :func:`reach` of it (None: there is none to read)."""
         with self._lock:
+            self._read_later, self._later_until = later, later_until
+            self._later_month = None
             for account, by_period in spent.items():
                 buckets = self._spent.setdefault(account, {})
                 for period, by_start in by_period.items():
@@ -789,19 +858,55 @@ def rebuild(ledger: Ledger, db_path: str | Path, gone: Gone | None = None, *,
     report, a command that learns), and a reservation whose request the service still runs
     is held, not charged (see :meth:`Ledger.restore`)."""
     now = ledger.clock()
-    spent, live, stale = load_state(db_path, now, gone)
+    until = reach(now)
+    spent, live, stale = load_state(db_path, now, gone, until=until)
     ledger.restore(spent, [*live, *stale],
-                   service_running=not serving and served(Path(db_path).parent))
+                   service_running=not serving and served(Path(db_path).parent),
+                   later=partial(read_later, db_path, gone=gone), later_until=until)
     return live, stale
 
 
-def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None = None
+def read_later(db_path: str | Path, since: float, until: float, exclude: Collection[str] = (),
+               *, gone: Gone | None = None) -> list[LaterRow]:
+    """The settled spend the ``spend`` table of ``db_path`` dates in [``since``, ``until``)
+    (instants on the hour), but that of the reservations ``exclude`` names, summed by the hour
+    it is dated in and whom it charges."""
+    path = Path(db_path)
+    still_there(path, gone)
+    if not path.exists():
+        return []
+    try:
+        conn = read_store(path, gone)
+        try:
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+            return _later_rows(conn, since, until, exclude) if "spend" in tables else []
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise store_error(path, "read the budgets' spend ledger", exc) from None
+
+
+def _later_rows(conn: sqlite3.Connection, since: float, until: float,
+                exclude: Collection[str] = ()) -> list[LaterRow]:
+    skip = f" AND reservation_id NOT IN ({', '.join('?' for _ in exclude)})" if exclude else ""
+    return [(float(hour) * 3600.0, tuple(who), float(amount or 0.0)) for hour, *who, amount in
+            conn.execute(
+                "SELECT CAST(ts / 3600 AS INTEGER) AS hour, key_id, tenant, model, provider, "
+                f"sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND ts >= ? AND ts < ?{skip} "
+                "GROUP BY hour, key_id, tenant, model, provider", (since, until, *exclude))]
+
+
+def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None = None, *,
+               until: float | None = None
                ) -> tuple[Spent, list[OpenReservation], list[OpenReservation]]:
     """What the ``spend`` table of ``db_path`` says: (settled spend by account, period and the
     period's start, from its ``settle`` and ``expire_charge`` rows: in the periods under way
-    at ``now``, and in later ones for rows dated after them; reservations still open and not yet
-    expired; reservations open but past their expiry: those a run that stopped mid-request
-    left, however long ago, which :meth:`Ledger.restore` charges as they expire). ``gone``:
+    at ``now``, and in later ones for rows dated after them and before ``until``, by default
+    :func:`reach` of ``now`` (see :func:`read_later` for those after it); reservations still
+    open and not yet expired; reservations open but past their expiry: those a run that
+    stopped mid-request left, however long ago, which :meth:`Ledger.restore` charges as they
+    expire). ``gone``:
     the store writing ``db_path`` beside this read (see
     :func:`~switchpoint.store.sqlite.still_there`)."""
     now = time.time() if now is None else now
@@ -810,12 +915,12 @@ def load_state(db_path: str | Path, now: float | None = None, gone: Gone | None 
     if not path.exists():
         return {}, [], []
     try:
-        return _read_state(path, now, gone)
+        return _read_state(path, now, reach(now) if until is None else until, gone)
     except sqlite3.Error as exc:
         raise store_error(path, "read the budgets' spend ledger", exc) from None
 
 
-def _read_state(path: Path, now: float, gone: Gone | None
+def _read_state(path: Path, now: float, until: float, gone: Gone | None
                 ) -> tuple[Spent, list[OpenReservation], list[OpenReservation]]:
     conn = read_store(path, gone)
     try:
@@ -839,15 +944,11 @@ def _read_state(path: Path, now: float, gone: Gone | None
                 count(tuple(who), period, start, amount)
         # Spend dated after the periods under way (booked before the clock was stepped back
         # across a period's end) counts in the periods it is dated in, when they come: summed
-        # by the hour it is dated in (every period starts on an hour, UTC).
-        for hour, *who, amount in conn.execute(
-                "SELECT CAST(ts / 3600 AS INTEGER) AS hour, key_id, tenant, model, provider, "
-                f"sum(amount_usd) FROM spend WHERE {CHARGED_ROWS} AND ts >= ? "
-                "GROUP BY hour, key_id, tenant, model, provider", (ends["hour"],)):
-            at = float(hour) * 3600.0
+        # by the hour it is dated in (every period starts on an hour, UTC); up to ``until``.
+        for at, who, amount in _later_rows(conn, ends["hour"], until):
             for period in PERIODS:
                 if at >= ends[period]:
-                    count(tuple(who), period, period_start(period, at), amount)
+                    count(who, period, period_start(period, at), amount)
         # Reservations made LOOKBACK_S before the ledger's last row (or before now, when
         # that is earlier) are past any request deadline of the run that wrote it, and were
         # closed by it or by the start after the run they were made in: only later ones can
@@ -871,13 +972,15 @@ def _read_state(path: Path, now: float, gone: Gone | None
             first[row[0]] = min(first.get(row[0], row[1]), row[1])
         reserved = [(row[0], first[row[0]], *row[2:]) for _, row in latest.values()]
         # (The rows that close a reservation, and those that booked its expiry as its
-        # request still ran: see Ledger.restore.)
+        # request still ran: see Ledger.restore. Only those of the reservations read are kept,
+        # not every settlement since, years of them when the clock was once set ahead.)
         closed: set[str] = set()
         running: set[str] = set()
         for rid, kind in conn.execute(
                 "SELECT reservation_id, kind FROM spend WHERE ts >= ? AND kind != 'reserve'",
                 (since,)):
-            (running if kind == EXPIRE_RUNNING else closed).add(rid)
+            if rid in latest:
+                (running if kind == EXPIRE_RUNNING else closed).add(rid)
         open_rows = [row for row in reserved if row[0] not in closed]
     finally:
         conn.close()
