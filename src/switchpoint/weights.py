@@ -2,8 +2,10 @@
 
 ::
 
-    manifest.json          format version, embedder id and dimension, policy and its
-                           parameters, models, provenance, and a SHA-256 for every file
+    manifest.json          format version, the package's id as written (informative: a
+                           loaded package's id is computed from what it holds), embedder id
+                           and dimension, policy and its parameters, models, provenance, and
+                           a SHA-256 for every file
     clusters/*.npy         the policy's shared arrays (``examples/`` for knn, ``policy/`` others)
     profiles/<model>.json  one per model: its per-unit counts, mean error and mean cost
                            (and, in an export of a router that learned from outcomes, what
@@ -116,6 +118,9 @@ class WeightsPackage:
 
     @property
     def weights_id(self) -> str:
+        """``<policy>-<12 hex>``: a digest of the policy's name, parameters, profiles and
+        arrays and the embedder's id (the manifest's field is not read: a package written
+        before a policy gained a parameter loads with its default, and the id says so)."""
         state = self.policy.get_state()
         digest = hashlib.sha256()
         digest.update(json.dumps([state.name, state.params, self.embedder_id], sort_keys=True,

@@ -948,6 +948,15 @@ def test_every_policy_has_bundled_default_weights() -> None:
     assert load_weights(None).policy.name == "cluster"
 
 
+def test_each_bundled_package_says_the_id_it_loads_as() -> None:
+    """The weights_id a bundled package's manifest records is the id the package has once
+    loaded (what the request log, /health and switchpoint info name it by)."""
+    for policy in bundled_policies():
+        path = default_weights_path(policy)
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["weights_id"] == load_weights(path).weights_id, policy
+
+
 def test_unknown_bundled_policy_names_the_choices() -> None:
     with pytest.raises(WeightsError, match="no bundled weights for policy 'nope'"):
         load_weights(None, policy="nope")
