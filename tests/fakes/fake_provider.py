@@ -55,7 +55,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``nodone``         a full stream, finish reason included, that ends cleanly without
                    ``[DONE]`` / ``message_stop`` (some real upstreams do)
 ``nofinish``       stream ``after=`` content chunks (default 1), then end the body cleanly: no
-                   finish reason, no end marker (an answer cut short)
+                   finish reason, no end marker (an answer cut short); OpenAI dialect,
+                   ``done=1``: then the usage chunk (when asked for) and ``[DONE]``, a stream
+                   cut short that ends politely
 ``nodelta``        Anthropic dialect, streaming: a whole stream, ``message_stop`` included,
                    without its ``message_delta`` (no stop reason, no final usage)
 ``reject_stream_options``  OpenAI dialect: a request carrying ``stream_options`` is refused
@@ -531,6 +533,10 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
             break
         await out.data(piece)
     if name == "nofinish":
+        if params.get("done") == "1":
+            if (body.get("stream_options") or {}).get("include_usage"):
+                await out.data({**chunk({}), "choices": [], "usage": answer.usage()})
+            await out.data("[DONE]")
         await out.end()
         return True
     if name == "cut":

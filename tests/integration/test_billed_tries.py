@@ -673,7 +673,7 @@ def test_an_anthropic_stream_without_its_final_counts_is_charged_its_worst_case(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     """A Messages API stream that ends without its message_delta carries only message_start's
     count of the output, made before any was written: the answer is charged its worst case,
-    not that count."""
+    not that count (and, no stop reason having come, it is logged as cut short)."""
     with client(gov, key["key"]).chat.completions.with_streaming_response.create(
             model="other", max_tokens=1000, stream=True,
             messages=user("no final counts [[fake:nodelta]]")) as response:
@@ -682,6 +682,7 @@ def test_an_anthropic_stream_without_its_final_counts_is_charged_its_worst_case(
                        if c.choices)
     assert text.startswith("Echo from claude-fake-2")
     entry = _logged(gov, request_id)
-    assert entry["status"] == "ok"
+    assert entry["status"] == "stream_broken"
+    assert "no finish reason" in entry["attempts"][-1]["error"]
     assert entry["charged"] == pytest.approx(_worst(gov, gw_fake, "other"))
     assert _charged(gov, request_id) == {"other": pytest.approx(entry["charged"])}

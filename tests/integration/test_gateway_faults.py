@@ -282,6 +282,22 @@ def test_a_stream_cut_short_with_a_clean_end_is_not_a_clean_end_for_the_client(
     assert entry["status"] == "stream_broken"
 
 
+def test_a_stream_cut_short_that_ends_with_done_reaches_the_client_and_is_logged_broken(
+        gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    """An upstream that ends the stream with ``[DONE]`` while no choice had a finish reason
+    cut its answer short: the client gets the stream as it was sent, to its clean end, and the
+    log says the stream broke (not ``ok``), charged to the model's health, not a success."""
+    gw_fake.script("good", "nofinish:after=2,done=1")
+    text, models, entry = streamed(gw)
+    assert text == "Echo from " and models == {"good"}
+    assert entry["status"] == "stream_broken" and entry["error_kind"] == "stream_broken"
+    assert "[DONE]" in entry["error"] and "finish reason" in entry["error"]
+    assert outcomes(entry) == [("good", "ok"), ("good", "stream_broken")]
+    assert entry["completion_tokens"] > 0  # (its usage came before [DONE])
+    health = httpx.get(f"{gw.base}/v1/router/health").json()["models"]["good"]
+    assert health["failures"] == 1 and health["successes"] == 0, health
+
+
 def test_a_stream_that_ends_after_its_finish_reason_without_done_is_complete(
         gw: ThreadServer, gw_fake: FakeProviderProcess) -> None:
     gw_fake.script("good", "nodone")

@@ -50,6 +50,7 @@ from switchpoint.errors import (
 )
 from switchpoint.gateway.health import BreakerState, HealthTracker
 from switchpoint.gateway.providers.base import (
+    FinishedChoices,
     Provider,
     ProviderResponse,
     Timeouts,
@@ -300,6 +301,7 @@ class FailoverStream:
         self.usage: TokenUsage | None = None
         self.upstream_model: str | None = None
         self.finish_reason: str | None = None
+        self._finished = FinishedChoices()
         self.error: StreamBroken | None = None
         self.completed = False
         # Why the gateway closed it (its request's deadline ran out, unread; the service
@@ -346,6 +348,7 @@ class FailoverStream:
         usage = usage_of(chunk)
         if usage is not None:
             self.usage = usage
+        self._finished.note(chunk)
         for choice in chunk.get("choices") or []:
             if isinstance(choice, Mapping) and choice.get("finish_reason"):
                 self.finish_reason = str(choice["finish_reason"])
@@ -424,9 +427,12 @@ class FailoverStream:
             raise broken from exc
         else:
             self._verdict = True
-            self.completed = True
-            if self._health is not None:
-                self._health.record_success(self.model, self.ttft_ms)
+            if self._finished.all:
+                self.completed = True
+                if self._health is not None:
+                    self._health.record_success(self.model, self.ttft_ms)
+            else:
+                self._ended_unfinished()
         finally:
             if not self._verdict:
                 # The client went away mid-answer: the model was delivering, count it as fine.
@@ -435,6 +441,24 @@ class FailoverStream:
                     self._health.record_success(self.model, self.ttft_ms)
             self._unwatch()
             await _aclose(self._chunks)
+
+    def _ended_unfinished(self) -> None:
+        """The upstream ended the stream with its end marker (``[DONE]``, ``message_stop``)
+        while a choice had no finish reason: it cut the answer short and closed politely. The
+        client has the stream as it was sent; the request is logged as a broken stream, not a
+        whole answer, and the model's health counts a failure, not a success."""
+        unfinished = sorted(self._finished.open - self._finished.done)
+        which = ("the answer" if unfinished in ([], [0])
+                 else f"choice {', '.join(map(str, unfinished))}")
+        broken = StreamBroken(f"the stream from {self.model} ended with its end marker "
+                              f"([DONE] or message_stop) but no finish reason for {which}: "
+                              "the upstream cut the answer short (the client got it as sent)",
+                              model=self.model, after_first_byte=True)
+        self.error = broken
+        self.attempts.append(Attempt(self.model, self.attempts[-1].attempt, StreamBroken.kind,
+                                     error=str(broken)))
+        if self._health is not None:
+            self._health.record_failure(self.model, StreamBroken.kind, detail=str(broken))
 
     async def _next(self, upstream: AsyncIterator[list[dict[str, Any]]]
                     ) -> list[dict[str, Any]]:

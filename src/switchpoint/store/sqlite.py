@@ -996,8 +996,10 @@ class RequestRecord:
     the upstream refused the request itself), ``refused`` (the governance refused it before
     any model was called: a model the key may not use, a budget, a rate limit),
     ``stream_broken`` (a stream failed after its first byte: the client got an error event; or
-    the gateway closed it at its request's deadline, unread or stalled on a client that stopped
-    reading; or the service stopped mid-answer, ``error_kind`` ``service_stopped``) or
+    the upstream ended it with its end marker before a finish reason, cut short, and the client
+    got it as sent; or the gateway closed it at its request's deadline, unread or stalled on a
+    client that stopped reading; or the service stopped mid-answer, ``error_kind``
+    ``service_stopped``) or
     ``client_closed`` (the client left mid-answer). A plain request the service stopped
     before its answer was ready is an ``error`` of kind ``service_stopped``.
     ``attempts`` lists every try (model, attempt, outcome, status, latency, wait, error;

@@ -34,6 +34,7 @@ from switchpoint.errors import (
 from switchpoint.gateway.providers._transport import PooledTransport
 from switchpoint.gateway.providers.base import (
     MAX_ERROR_BODY,
+    FinishedChoices,
     Timeouts,
     classify_status,
     classify_stream_error,
@@ -287,28 +288,6 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
     return data, response, latency_ms
 
 
-class _Finished:
-    """Which choices of a stream have their ``finish_reason``."""
-
-    def __init__(self) -> None:
-        self.open: set[int] = set()
-        self.done: set[int] = set()
-
-    def note(self, chunk: Mapping[str, Any]) -> None:
-        choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, Mapping):
-                index = choice.get("index", 0)
-                index = index if isinstance(index, int) else 0
-                self.open.add(index)
-                if choice.get("finish_reason"):
-                    self.done.add(index)
-
-    @property
-    def all(self) -> bool:
-        return bool(self.open) and self.open <= self.done
-
-
 async def read_capped(response: httpx.Response, limit: int, *, model: str,
                       truncate: bool = False) -> bytes:
     """The response body, at most ``limit`` bytes: with ``truncate`` the first ``limit`` bytes
@@ -475,7 +454,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     # event at a time).
     events: AsyncIterator[list[SSEEvent]] | None = None
     received = False
-    finished = _Finished()
+    finished = FinishedChoices()
     try:
         pending: list[dict[str, Any]] = []
         rest: list[SSEEvent] = []  # the events read with the first content, after it

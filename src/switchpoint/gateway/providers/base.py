@@ -141,6 +141,29 @@ def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
     return False
 
 
+
+class FinishedChoices:
+    """Which choices of a stream have their ``finish_reason``, noted chunk by chunk: the
+    answer is whole once each choice that appeared has one (``all``)."""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+        self.done: set[int] = set()
+
+    def note(self, chunk: Mapping[str, Any]) -> None:
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, Mapping):
+                index = choice.get("index", 0)
+                index = index if isinstance(index, int) else 0
+                self.open.add(index)
+                if choice.get("finish_reason"):
+                    self.done.add(index)
+
+    @property
+    def all(self) -> bool:
+        return bool(self.open) and self.open <= self.done
+
 @dataclass
 class ProviderResponse:
     """A finished, non-streamed answer in OpenAI ``chat.completion`` shape."""
