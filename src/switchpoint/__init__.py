@@ -34,6 +34,7 @@ from switchpoint.errors import (
     RecordsError,
     StorageUnavailableError,
     SwitchpointError,
+    TooManyInFlightError,
     UnknownModelError,
     WeightsError,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "RoutingStats",
     "StorageUnavailableError",
     "SwitchpointError",
+    "TooManyInFlightError",
     "UnknownModelError",
     "Usage",
     "WeightsError",

@@ -420,7 +420,12 @@ class GatewaySettings(BaseModel):
     ``backoff_cap_s: 0`` retries at once; ``max_retry_after_s: 0`` waits out no
     ``Retry-After`` (the next model answers instead).
     ``max_upstream_connections`` caps the connections to each upstream. A reload applies every
-    key at once but that one, which needs a restart. An upstream answer larger than
+    key at once but that one, which needs a restart. ``max_in_flight_per_tenant`` bounds the
+    model calls one tenant (all its keys together; a key of no tenant, alone) has in flight,
+    from planning to the end of its answer or stream: unset, a quarter of
+    ``max_upstream_connections`` (at least 1), so no tenant holds every connection to an
+    upstream; past it a request is a 429 ``too_many_in_flight`` with ``Retry-After``, refused
+    before anything is routed, charged or logged. An upstream answer larger than
     ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is
     refused as ``response_too_large`` (the next model is tried) before it can fill memory.
     Expired session pins are purged every ``pin_purge_interval_s``; at most
@@ -452,6 +457,7 @@ class GatewaySettings(BaseModel):
     # A score is an expected error (0-1) plus λ times a cost: past 1e4 no bonus means more.
     pin_soft_bonus: Real = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
     max_upstream_connections: Integer = Field(256, ge=1, le=100_000)
+    max_in_flight_per_tenant: Integer | None = Field(None, ge=1, le=1_000_000)
     # 32 MiB: a long answer is ~0.5 MB of JSON, and logprobs multiply it by ~50 at most.
     max_response_bytes: Integer = Field(32 << 20, ge=1024, le=MAX_BYTES)
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).

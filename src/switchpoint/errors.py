@@ -29,6 +29,8 @@ to fix it::
     │   ├── PermissionDeniedError         the key may not do this (a model it may not use) (403)
     │   ├── BudgetExceededError           a budget cannot cover the request (429)
     │   ├── RateLimitExceededError        a key's or tenant's RPM / TPM is used up (429)
+    │   ├── TooManyInFlightError          a tenant has as many model calls in flight as it
+    │   │                                 may (429)
     │   ├── ModelNotFoundError            neither ``auto`` nor a catalog model
     │   ├── NotFoundError                 a compare or an experiment this service does not
     │   │                                 hold (for the caller's tenant) (404)
@@ -328,6 +330,15 @@ class RateLimitExceededError(GatewayError):
 
     status = 429
     code = "rate_limit_exceeded"
+
+
+class TooManyInFlightError(GatewayError):
+    """The caller's tenant (all its keys together; a key of no tenant, alone) has as many model
+    calls in flight as it may (``gateway.max_in_flight_per_tenant``); ``retry_after`` is a
+    second, as one of them may end any moment. Nothing was routed, held or logged."""
+
+    status = 429
+    code = "too_many_in_flight"
 
 
 class ModelNotFoundError(GatewayError):

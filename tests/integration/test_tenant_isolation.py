@@ -8,10 +8,14 @@ tenant A's client key can send leaves no trace of tenant B that A could read.
 - A named model's fallbacks that A's key may not use (B's models) are never tried, nor named
   in A's answers' reasoning or in A's errors: a request too long for A's model is the 400 of
   a request no model A may use can serve.
+- Calls in flight: A holding its share of slow streams (from several keys) is refused one
+  more at once, a 429 naming its share, with nothing routed, sent or logged, while B is
+  served; a stream A closes gives its place back.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +27,7 @@ import pytest
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, KEYS, config_text
+from tests.integration.gateway_env import FACTORY, GATEWAY, KEYS, config_text, until, user
 from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token-isolation"
@@ -43,8 +47,10 @@ def two(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[ThreadServer]:
     root = tmp_path_factory.mktemp("isolation")
     config = root / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake, data_dir=str(root / "data")) + TENANTS,
-                      encoding="utf-8")
+    # Each tenant may have two model calls in flight.
+    gateway = GATEWAY + "  max_in_flight_per_tenant: 2\n"
+    config.write_text(config_text(gw_fake, data_dir=str(root / "data"), gateway=gateway)
+                      + TENANTS, encoding="utf-8")
     settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
         yield server
@@ -119,3 +125,60 @@ def test_a_named_model_s_fallbacks_another_tenant_uses_are_not_named(
     assert failed.value.status_code == 502
     assert not any(name in failed.value.message for name in forbidden), failed.value.message
     assert {r["body"]["model"] for r in gw_fake.requests() if r.get("body")} <= {"cheap"}
+
+
+def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
+        two: ThreadServer, gw_fake: FakeProviderProcess) -> None:
+    a, also_a, b = new_key(two, "alpha"), new_key(two, "alpha"), new_key(two, "beta")
+    # alpha holds two slow streams open, one per key: its share, whichever key sends them.
+    slow = "slowly [[fake:trickle:every=0.002,chunks=5000]]"
+    held = [client(two, key).chat.completions.create(model="cheap", messages=user(slow),
+                                                     stream=True) for key in (a, also_a)]
+    try:
+        for stream in held:
+            assert next(iter(stream)).choices[0].delta.content == "slow answer"
+        before = _log(two)
+        refused = f"one more [{uuid.uuid4().hex}]"
+        with pytest.raises(openai.RateLimitError) as info:
+            client(two, a).chat.completions.create(
+                model="cheap", messages=[{"role": "user", "content": refused}], max_tokens=8)
+        assert info.value.code == "too_many_in_flight"
+        assert info.value.response.headers["retry-after"] == "1"
+        assert ("tenant 'alpha' has 2 model calls in flight" in info.value.message
+                and "gateway.max_in_flight_per_tenant: 2" in info.value.message), info.value
+        # beta is served meanwhile, plain and streamed, on the same upstream.
+        answer = client(two, b).chat.completions.create(model="cheap", messages=user("hi"),
+                                                        max_tokens=8)
+        assert answer.choices[0].message.content
+        streamed = client(two, b).chat.completions.create(model="cheap", messages=user("hi"),
+                                                          max_tokens=8, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        # The refusal sent nothing upstream and logged nothing: the log's new entries are
+        # beta's two answers alone (alpha's streams are logged as they end).
+        assert not [r for r in gw_fake.requests() if refused in json.dumps(r.get("body"))]
+        new = [e for e in _log(two) if e["seq"] > max((e["seq"] for e in before), default=0)]
+        assert sorted((e["tenant"], e["status"]) for e in new) == [("beta", "ok")] * 2, new
+        # A stream alpha closes gives its place back: its next request is answered.
+        held[0].close()
+        until(lambda: _answered(two, also_a), "alpha was answered once a stream of its ended")
+    finally:
+        for stream in held:
+            stream.close()
+
+
+def _log(server: ThreadServer) -> list[dict[str, Any]]:
+    r = httpx.get(f"{server.base}/v1/router/requests", params={"limit": 100}, headers=ADMIN,
+                  timeout=10)
+    assert r.status_code == 200, r.text
+    entries: list[dict[str, Any]] = r.json()["data"]
+    return entries
+
+
+def _answered(server: ThreadServer, key: str) -> bool:
+    try:
+        client(server, key).chat.completions.create(model="cheap", messages=user("again"),
+                                                    max_tokens=8)
+    except openai.RateLimitError as exc:
+        assert exc.code == "too_many_in_flight", exc
+        return False
+    return True

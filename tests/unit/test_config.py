@@ -197,6 +197,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("gateway: {max_response_bytes: 100000000000000}\n", "max_response_bytes: must be <= "),
     ("gateway: {max_sse_line_bytes: 100000000000000}\n", "max_sse_line_bytes: must be <= "),
     ("gateway: {max_upstream_connections: 1000000000}\n", "must be <= 100000"),
+    ("gateway: {max_in_flight_per_tenant: 10000000}\n",
+     "gateway.max_in_flight_per_tenant: must be <= 1000000"),
     ("gateway: {failure_threshold: 1000000000}\n", "gateway.failure_threshold: must be <= 1000"),
     ("store: {retention_days: 1.0e+300}\n", "store.retention_days: must be <= 36525"),
     ("gateway: {max_total_s: 1.0e+308}\n", "gateway.max_total_s: must be <= 86400"),
@@ -585,11 +587,15 @@ def test_gateway_settings_from_file_and_environment(tmp_path: Path) -> None:
     assert (g.read_timeout_s, g.pin_soft_bonus, g.first_token_timeout_s) == (2, 0, 0.5)
     assert g.connect_timeout_s == 5 and g.prefer_healthy is True
     assert load_settings(None, environ={}).gateway.max_attempts_per_model == 2
+    assert load_settings(None, environ={}).gateway.max_in_flight_per_tenant is None
+    shared = load_settings(None, environ={"SWITCHPOINT_GATEWAY__MAX_IN_FLIGHT_PER_TENANT": "8"})
+    assert shared.gateway.max_in_flight_per_tenant == 8
 
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("gateway: {read_timeout_s: 0}", "gateway.read_timeout_s: must be > 0"),
     ("gateway: {retries: 3}", "gateway.retries: is not a known key"),
+    ("gateway: {max_in_flight_per_tenant: 0}", "gateway.max_in_flight_per_tenant: must be >= 1"),
     ("gateway: {pin_hard_window_s: 900, pin_soft_window_s: 60}",
      "pin_soft_window_s (60) must be >= pin_hard_window_s (900)"),
 ])

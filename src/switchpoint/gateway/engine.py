@@ -103,6 +103,7 @@ from switchpoint.gateway.failover import (
 )
 from switchpoint.gateway.feedback_log import NOTHING_LEARNED, not_kept
 from switchpoint.gateway.health import MAX_DETAIL_CHARS, HealthConfig, HealthTracker
+from switchpoint.gateway.in_flight import InFlight, owner_of, share_of
 from switchpoint.gateway.learning import STATUS_TAKE_UP_ROWS, FeedbackResult, GatewayLearning
 from switchpoint.gateway.live import Live, Loader, RouterState
 from switchpoint.gateway.owner import DataDirLock
@@ -225,6 +226,9 @@ class Gateway:
         self.observer = observer
         self.pool = ClientPool(max_connections=g.max_upstream_connections,
                                max_keepalive_connections=g.max_upstream_connections)
+        # Each tenant's model calls in flight (the pool's size is kept until a restart).
+        self.in_flight = InFlight()
+        self._upstream_connections = g.max_upstream_connections
         self.providers = ProviderRegistry(self.pool, env=env, overrides=providers)
         self._env = env
         self._warned: set[str] = set()
@@ -692,17 +696,37 @@ class Gateway:
     async def plan(self, call: ChatCall, *, started: float | None = None) -> tuple[Plan, Live]:
         """Who may answer ``call``, in which order (see :class:`Planner`), with the live
         router it was planned on. A request the governance refuses (a model its key may not
-        use, a budget or rate limit) is logged as ``refused`` before the error is raised."""
+        use, a budget or rate limit) is logged as ``refused`` before the error is raised. A
+        request whose tenant has its share of calls in flight is refused before anything
+        else (:class:`~switchpoint.errors.TooManyInFlightError`, not logged; see
+        :mod:`switchpoint.gateway.in_flight`); one planned holds a place in that share until
+        :meth:`execute` ends it."""
         self.check_serves_chat()
         started = time.perf_counter() if started is None else started
         self._check_open()
         live = self.state.live()
         self._check_log_room()
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
         why = self._stopping.get(loop)
         if why is not None:  # the service stops: it takes on nothing more
             raise await self._stopped_unplanned(call, live, started, why)
+        self._forget_stale_plans()
+        slot = self.in_flight.take(owner_of(call.tenant, call.key_id),
+                                   share_of(live.settings.gateway.max_in_flight_per_tenant,
+                                            self._upstream_connections))
+        try:
+            plan, live = await self._plan_held(call, live, started)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+        plan.slot = slot
+        self._planned[plan.request_id] = (plan, live, loop)
+        return plan, live
+
+    async def _plan_held(self, call: ChatCall, live: Live, started: float
+                         ) -> tuple[Plan, Live]:
+        task = asyncio.current_task()
         if task is not None:
             self._planning.add(task)
         try:
@@ -721,18 +745,18 @@ class Gateway:
             if why is None or task is None or task.uncancel() > 0:
                 raise  # its caller cancelled it (too): that one is obeyed
             raise await self._stopped_unplanned(call, live, started, why) from None
-        self._forget_stale_plans()
-        self._planned[plan.request_id] = (plan, live, loop)
         return plan, live
 
     def _forget_stale_plans(self) -> None:
         """Drop the planned requests whose call never began and never can: their loop closed,
-        or their deadline passed (their budget hold expires with it). Only a caller that
-        plans and never executes leaves such a plan."""
+        or their deadline passed (their budget hold expires with it; their place in their
+        tenant's calls in flight is given back). Only a caller that plans and never executes
+        leaves such a plan."""
         now = time.perf_counter()
         for request_id, (plan, _, on) in list(self._planned.items()):
             if on.is_closed() or now - plan.started > self.retry.max_total_s:
                 self._planned.pop(request_id, None)
+                plan.release_slot()
 
     async def _stopped_unplanned(self, call: ChatCall, live: Live, started: float,
                                  why: str) -> ServiceStoppingError:
@@ -842,7 +866,18 @@ class Gateway:
         answers; its ``info`` says what was tried. A plan the service's stop ended before its
         call began raises :class:`~switchpoint.errors.ServiceStoppingError` (logged then), as
         does one taken up once the stop has begun (logged now, its hold released): the
-        service calls no model once it stops."""
+        service calls no model once it stops. The plan's place among its tenant's calls in
+        flight is given back as the answer or error is returned, or as the stream ends."""
+        try:
+            result = await self._execute(plan, live)
+        except BaseException:
+            plan.release_slot()
+            raise
+        if not isinstance(result, ChatStream):
+            plan.release_slot()
+        return result
+
+    async def _execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
         self._planned.pop(plan.request_id, None)
         if plan.stopped is not None:
             raise plan.stopped
@@ -969,6 +1004,7 @@ class Gateway:
         watches: list[asyncio.TimerHandle] = []
 
         async def finish(s: FailoverStream, wait: bool) -> None:
+            plan.release_slot()
             for watch in watches:
                 watch.cancel()
             for ended in opened:

@@ -40,6 +40,7 @@ from switchpoint.gateway.failover import (
     outgrown_models,
 )
 from switchpoint.gateway.health import BreakerState, HealthStatus, HealthTracker
+from switchpoint.gateway.in_flight import Slot
 from switchpoint.gateway.parsing import AUTO_MODEL, upstream_body
 from switchpoint.gateway.sessions import PinDecision, SessionPinner, session_key
 
@@ -122,6 +123,14 @@ class Plan:
     # The error it was ended with before its call began (the service stopped; it is logged).
     stopped: GatewayError | None = None
     pin_note: str | None = None  # why the pin is not what the session's windows said
+    # Its place among its tenant's calls in flight (None: counted against no one), held until
+    # its answer is returned, its stream ends or its call fails.
+    slot: Slot | None = None
+
+    def release_slot(self) -> None:
+        """Give its place among its tenant's calls in flight back (once)."""
+        if self.slot is not None:
+            self.slot.release()
 
     def unpin(self, pin: PinDecision, note: str) -> None:
         """The pin turned out not to choose this request's model: ``pin`` is what it did

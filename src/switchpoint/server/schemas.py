@@ -228,7 +228,11 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
                                                      "or budget_exceeded, rate_limit_exceeded: "
                                                      "a budget or rate limit of the key, its "
                                                      "tenant or the gateway refused the "
-                                                     "request (Retry-After: when it resets)."},
+                                                     "request (Retry-After: when it resets); "
+                                                     "or too_many_in_flight: the key's tenant "
+                                                     "has its share of model calls in flight "
+                                                     "(gateway.max_in_flight_per_tenant; "
+                                                     "Retry-After: 1)."},
     502: {"model": ChatErrorResponse, "description": "No candidate answered."},
     503: {"model": ChatErrorResponse, "description": "Every candidate's circuit is open, or "
                                                      "the router is still loading."},
