@@ -262,3 +262,30 @@ def test_after_a_prune_an_experiments_report_says_what_it_covers(
         assert sum(a["n"] for a in after["arms"]) == 6
         assert sum(a["pruned_decisions"] for a in after["arms"]) == sum(
             a["decisions"] for a in before["arms"])
+
+
+def test_a_client_key_is_told_whether_its_own_tenant_s_rows_were_pruned_not_another_s(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """``pruned`` to a client's key says whether retention deleted rows of its own tenant:
+    beta, whose feedback all came after acme's was pruned, reads false (that acme gave
+    feedback longer ago than retention keeps is not beta's to learn), acme true; the admin
+    token reads the whole log's. A restart from the checkpoint says the same."""
+    with _server(fake, tmp_path) as server:
+        acme = post(server, "/v1/router/keys", {"tenant": "acme"}, key=ADMIN).json()["key"]
+        beta = post(server, "/v1/router/keys", {"tenant": "beta"}, key=ADMIN).json()["key"]
+        for i in range(3):
+            _scored(server, acme, chat(server, math_prompt(i), key=acme)[0][
+                "x-switchpoint-decision-id"], 0.0)
+        _prune(server.service.gateway)
+        assert _status(server)["feedback_log"]["pruned_rows"] == 2
+        assert _status(server, beta)["feedback_log"] == {"pruned": False, "kept_since": None}
+        _scored(server, beta, chat(server, math_prompt(3), key=beta)[0][
+            "x-switchpoint-decision-id"], 1.0)
+        seen = {who: _status(server, key)["feedback_log"]["pruned"]
+                for who, key in (("admin", ADMIN), ("acme", acme), ("beta", beta))}
+        assert seen == {"admin": True, "acme": True, "beta": False}
+
+    with _server(fake, tmp_path) as server:
+        again = {who: _status(server, key)["feedback_log"]["pruned"]
+                 for who, key in (("admin", ADMIN), ("acme", acme), ("beta", beta))}
+        assert again == seen

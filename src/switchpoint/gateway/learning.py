@@ -760,22 +760,38 @@ class GatewayLearning:
         quality per model) cover: whether retention ``pruned`` rows of it, and the time of
         the oldest row kept (``kept_since``; None: none is kept). The outcomes pruned
         stay learned (the learning checkpoint holds them; the learned router's counts include
-        them), but those figures no longer count them. ``tenant`` (a client's view): the
-        oldest row kept is that tenant's own, never another tenant's (whose first feedback's
-        time is not the caller's to learn). ``deployment`` (the operator's view)
-        adds the log position of the oldest row kept (``first_kept``) and how many rows were
-        pruned before it (``pruned_rows``). None without a store: no figure is read from a
-        log."""
+        them), but those figures no longer count them. ``tenant`` (a client's view): both are
+        of that tenant's own rows, never another tenant's (whose first feedback's time, or
+        that it gave feedback longer ago than retention keeps, is not the caller's to learn):
+        ``pruned`` says whether retention deleted rows of that tenant, that is whether its
+        learned router holds more of its outcomes than the log keeps of its rows that teach
+        routing. ``deployment`` (the operator's view) adds the log position of the oldest row
+        kept (``first_kept``) and how many rows were pruned before it (``pruned_rows``).
+        None without a store: no figure is read from a log."""
         if self.reader is None:
             return None
         first = self.reader.first_kept()
         pruned = 0 if first is None else first[0] - 1
         own = first if tenant is None else self.reader.first_kept(tenant)
-        out: dict[str, Any] = {"pruned": pruned > 0,
+        out: dict[str, Any] = {"pruned": pruned > 0 and (tenant is None
+                                                         or self._pruned_of(tenant)),
                                "kept_since": None if own is None else own[1]}
         if deployment:
             out.update(first_kept=None if first is None else first[0], pruned_rows=pruned)
         return out
+
+    def _pruned_of(self, tenant: str) -> bool:
+        """Whether retention deleted feedback rows of ``tenant``: its learned router holds
+        more of its events than the log keeps of its rows that teach routing (each such row
+        is one event learned; a quality observation of a named model teaches none)."""
+        assert self.reader is not None
+        with self.state.guard:
+            live = self.state.peek()
+            learned = 0 if live is None else live.router.learner.n_events(tenant)
+        if not learned:
+            return False
+        kept = self.reader.feedback_kinds(tenant)
+        return learned > sum(n for kind, n in kept.items() if kind != "model")
 
     def caught_up(self, most: int = RETENTION_TAKE_UP_ROWS,
                   step: int = STATUS_TAKE_UP_ROWS) -> tuple[int | None, str]:

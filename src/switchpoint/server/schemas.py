@@ -750,7 +750,8 @@ class FeedbackLogKept(BaseModel):
     model_config = CLOSED
 
     pruned: bool = Field(description="Whether retention deleted feedback rows (still learned, "
-                                     "no longer counted in feedback).")
+                                     "no longer counted in feedback); for a client key, rows "
+                                     "of its own tenant.")
     kept_since: float | None = Field(description="Time of the oldest row kept (for a client "
                                                  "key: of its tenant's rows; null: none).")
     first_kept: int | None = Field(None, description="Admin only: the oldest row's position.")
