@@ -422,10 +422,11 @@ class GatewaySettings(BaseModel):
     ``max_upstream_connections`` caps the connections to each upstream. A reload applies every
     key at once but that one, which needs a restart. ``max_in_flight_per_tenant`` bounds the
     model calls one tenant (all its keys together; a key of no tenant, alone) has in flight,
-    from planning to the end of its answer or stream: unset, a quarter of
-    ``max_upstream_connections`` (at least 1), so no tenant holds every connection to an
-    upstream; past it a request is a 429 ``too_many_in_flight`` with ``Retry-After``, refused
-    before anything is routed, charged or logged. An upstream answer larger than
+    from planning to the end of its answer or stream, so no tenant holds every connection to
+    an upstream: set, a hard cap; unset, a quarter of ``max_upstream_connections`` (at least
+    1), which a tenant may pass while the calls in flight all told leave a quarter free for
+    the others. Past it a request is a 429 ``too_many_in_flight`` with ``Retry-After``,
+    refused before anything is routed, charged or logged. An upstream answer larger than
     ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is
     refused as ``response_too_large`` (the next model is tried) before it can fill memory.
     Expired session pins are purged every ``pin_purge_interval_s``; at most

@@ -8,11 +8,12 @@ together (so a tenant given more keys holds no more), or its key when the key ha
 call with neither (client keys off, an in-process call given no key or tenant) counts against
 no one.
 
-A tenant may have at most its share in flight: ``gateway.max_in_flight_per_tenant``, by
-default a quarter of ``gateway.max_upstream_connections`` (at least 1), so no one tenant holds
-every connection to an upstream, and the others' calls do not wait for a free one until they
-fail. A call past it is refused at once, before anything is routed, held, charged, pinned or
-logged: a :class:`~switchpoint.errors.TooManyInFlightError` (429 ``too_many_in_flight``,
+A tenant's share is ``gateway.max_in_flight_per_tenant`` when it is set: a hard cap. Unset,
+it is a quarter of ``gateway.max_upstream_connections`` (at least 1), and soft: a tenant past
+it may still go on while the calls in flight all told leave a share of the connections free
+for the others (so a deployment of one tenant may use three quarters of them). A call past
+the cap is refused at once, before anything is routed, held, charged, pinned or logged: a
+:class:`~switchpoint.errors.TooManyInFlightError` (429 ``too_many_in_flight``,
 ``Retry-After: 1``) naming the share and how to raise it. The other tenants' calls go on.
 """
 
@@ -30,12 +31,15 @@ SHARE_DIVISOR = 4
 RETRY_AFTER_S = 1.0
 
 
-def share_of(explicit: int | None, upstream_connections: int) -> int:
-    """A tenant's share: ``explicit`` (``gateway.max_in_flight_per_tenant``) when set, else a
-    quarter of ``upstream_connections`` (``gateway.max_upstream_connections``), at least 1."""
+def share_of(explicit: int | None, upstream_connections: int) -> tuple[int, int | None]:
+    """A tenant's share and the room past it: ``explicit`` (``gateway.max_in_flight_per_tenant``)
+    when set, with no room past it; else a quarter of ``upstream_connections``
+    (``gateway.max_upstream_connections``), at least 1, past which a tenant may go on while
+    the calls in flight all told stay within ``upstream_connections`` less a share."""
     if explicit is not None:
-        return explicit
-    return max(1, upstream_connections // SHARE_DIVISOR)
+        return explicit, None
+    share = max(1, upstream_connections // SHARE_DIVISOR)
+    return share, max(share, upstream_connections - share)
 
 
 def owner_of(tenant: str | None, key_id: str | None) -> str | None:
@@ -68,6 +72,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self._held: dict[str, int] = {}
+        self._total = 0  # (the calls in flight counted against someone)
         # (the synchronous methods' loop and the caller's own may plan at the same time)
         self._lock = threading.Lock()
 
@@ -76,28 +81,34 @@ class InFlight:
         with self._lock:
             return self._held.get(owner, 0)
 
-    def take(self, owner: str | None, share: int) -> Slot | None:
+    def take(self, owner: str | None, share: int, room: int | None = None) -> Slot | None:
         """A place for one more call of ``owner`` (None for a call that counts against no
         one); raises :class:`TooManyInFlightError` when ``owner`` already has ``share`` in
-        flight, holding nothing then."""
+        flight and (``room`` given) the calls in flight all told have reached ``room``,
+        holding nothing then."""
         if owner is None:
             return None
         with self._lock:
             held = self._held.get(owner, 0)
-            if held >= share:
+            if held >= share and (room is None or self._total >= room):
                 raise TooManyInFlightError(
-                    f"{owner} has {held} model calls in flight, as many as one tenant may "
-                    f"({SETTING}: {share}; unset, a quarter of "
-                    "gateway.max_upstream_connections), so that no tenant holds every "
-                    "connection to an upstream: retry once one of them ends (Retry-After), "
+                    f"{owner} has {held} model calls in flight, its share "
+                    f"({SETTING}: {share}"
+                    + ("" if room is None else "; unset: a quarter of "
+                       "gateway.max_upstream_connections, passed only while a quarter stays "
+                       "free for the others")
+                    + "), so that no tenant holds every connection to an upstream: retry "
+                    "once one of them ends (Retry-After), "
                     f"send fewer at once, or raise {SETTING} in the config",
                     retry_after=RETRY_AFTER_S)
             self._held[owner] = held + 1
+            self._total += 1
         return Slot(self, owner)
 
     def give_back(self, owner: str) -> None:
         with self._lock:
             left = self._held.get(owner, 0) - 1
+            self._total -= 1
             if left > 0:
                 self._held[owner] = left
             else:
