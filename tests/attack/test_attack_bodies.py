@@ -337,3 +337,27 @@ def test_a_route_that_takes_no_body_refuses_one_and_does_nothing(attacked: Attac
         assert r.status_code in (200, 404), r.text  # (no key has the revoked id)
     httpx.post(f"{attacked.base}/v1/router/policy/{policy}", headers=attacked.admin,
                timeout=30).raise_for_status()
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"},
+     "tool_choice"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": 5},
+     "tool_choice"),
+    ({"functions": [{"name": "f"}], "function_call": "required"}, "function_call"),
+])
+def test_a_tool_choice_no_api_takes_is_a_400_before_any_model_is_called(
+        attacked: Attacked, fake: FakeProviderProcess, fields: dict[str, object],
+        field: str) -> None:
+    # It went to the model chosen: an Anthropic model's adapter refused it as a request it
+    # could not express, logged as a failed request, and an OpenAI model was sent it.
+    logged = [entry["id"] for entry in attacked.requests()]
+    for model in ("gamma", "alpha", "auto"):
+        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10, json={
+            "model": model, "messages": [{"role": "user", "content": "hi"}], **fields})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_request" and error["param"] == field, error
+        assert error["message"].startswith(f"{field}: "), error
+    assert fake.requests() == []
+    assert [entry["id"] for entry in attacked.requests()] == logged

@@ -126,6 +126,21 @@ REFUSED: list[tuple[dict[str, Any], str, str, str]] = [
     ({"functions": [{"name": "lookup"}], "function_call": {"name": "search"}},
      "function_call", "function_call.name",
      'is "search", which is not a function the request declares in functions (lookup)'),
+    # A choice that is neither a mode OpenAI takes nor an object (it was routed, logged and
+    # sent: OpenAI refused it upstream, the Anthropic adapter as a request it cannot express).
+    ({"tools": [tool("lookup")], "tool_choice": "sometimes"}, "tool_choice", "tool_choice",
+     'is "sometimes"; send auto, none or required, or an object naming a tool the request '
+     "declares"),
+    ({"tools": [tool("lookup")], "tool_choice": 5}, "tool_choice", "tool_choice",
+     "must be a string or an object, not the number 5; send auto, none or required"),
+    ({"tools": [tool("lookup")], "tool_choice": True}, "tool_choice", "tool_choice",
+     "must be a string or an object, not true"),
+    ({"tools": [tool("lookup")], "tool_choice": ["auto"]}, "tool_choice", "tool_choice",
+     "must be a string or an object, not a list"),
+    ({"functions": [{"name": "lookup"}], "function_call": "required"}, "function_call",
+     "function_call", 'is "required"; send auto or none, or an object naming a tool'),
+    ({"functions": [{"name": "lookup"}], "function_call": 3}, "function_call",
+     "function_call", "must be a string or an object, not the number 3; send auto or none"),
     # An allowed_tools choice lists tools the request declares, as a choice of one does.
     ({"tools": [tool("lookup")], "tool_choice": _allowed(_fn("lookup"), _fn("nope"))},
      "tool_choice", "tool_choice.allowed_tools.tools[1].function.name",

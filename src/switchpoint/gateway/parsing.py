@@ -18,8 +18,9 @@ data URL whose base64 data is base64). Tool calls belong to assistant messages o
 tools a request declares (``tools``, legacy ``functions``) are read for their names (1 to
 :data:`MAX_TOOL_NAME` characters: which characters is each provider's rule), as are the names
 of the tools its history calls or answers (a function tool call's, a function or tool
-message's), and a ``tool_choice`` (legacy ``function_call``) must name one of them, as must
-each tool an ``allowed_tools`` choice lists.
+message's), and a ``tool_choice`` (legacy ``function_call``) is one of its modes (auto, none,
+required; auto or none) or an object, and must name one of them, as must each tool an
+``allowed_tools`` choice lists.
 Every field (temperature, tools, response_format, ...) goes upstream exactly as sent, so the
 dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
@@ -561,6 +562,20 @@ def _check_allowed(choice: Mapping[str, Any], declared: dict[str, list[str]] | N
                 "auto, none or required")
 
 
+def _check_choice_mode(choice: object, field: str, modes: tuple[str, ...]) -> None:
+    """A ``tool_choice`` (or legacy ``function_call``) that is neither null, one of its
+    ``modes`` nor an object (whose forms :func:`_check_tools` checks): :class:`InvalidInputError`
+    before anything is routed, as OpenAI refuses it with a 400 and no other provider's adapter
+    has a meaning for it."""
+    if choice is None or isinstance(choice, dict) or choice in modes:
+        return
+    shown = (f"is {cut(json.dumps(choice), 40)}" if isinstance(choice, str)
+             else f"must be a string or an object, not {_shown(choice)}")
+    said = f"{', '.join(modes[:-1])} or {modes[-1]}"
+    raise invalid_at(field, field, f"{shown}; send {said}, or an object naming a tool the "
+                                   "request declares")
+
+
 def _check_tools(data: Mapping[str, Any]) -> None:
     """The request's ``tools`` and legacy ``functions`` (each function's name 1 to
     :data:`MAX_TOOL_NAME` characters), and the tool its ``tool_choice`` (or legacy
@@ -570,6 +585,8 @@ def _check_tools(data: Mapping[str, Any]) -> None:
     A tool or a choice of another type (a built-in tool) goes upstream as sent."""
     names, legacy = _declared(data)
     choice = data.get("tool_choice")
+    _check_choice_mode(choice, "tool_choice", ("auto", "none", "required"))
+    _check_choice_mode(data.get("function_call"), "function_call", ("auto", "none"))
     if isinstance(choice, dict) and choice.get("type") in ("function", "custom"):
         kind = choice["type"]
         written = (f'a tool_choice naming a {"function" if kind == "function" else "custom tool"}'
