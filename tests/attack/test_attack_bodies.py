@@ -361,3 +361,16 @@ def test_a_tool_choice_no_api_takes_is_a_400_before_any_model_is_called(
         assert error["message"].startswith(f"{field}: "), error
     assert fake.requests() == []
     assert [entry["id"] for entry in attacked.requests()] == logged
+
+
+@pytest.mark.parametrize("stop", [5, True, {"a": 1}, ["END", 2]])
+def test_a_stop_that_is_not_text_is_a_400_whichever_model_would_answer(
+        attacked: Attacked, fake: FakeProviderProcess, stop: object) -> None:
+    # To the Anthropic model, a number was a 500 with a traceback in the log.
+    for model in ("gamma", "alpha", "auto"):
+        r = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10, json={
+            "model": model, "messages": [{"role": "user", "content": "hi"}], "stop": stop})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_request" and error["param"] == "stop", error
+    assert fake.requests() == []

@@ -67,6 +67,16 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b'{"model": "auto", "messages": [{"role": "user"}], "stream": true, '
      b'"stream_options": {"include_usage": 1}}', "stream_options",
      "stream_options.include_usage: must be true or false, got 1"),
+    # A stop that is not text: OpenAI refuses it, and the Anthropic adapter failed on a number
+    # (a 500).
+    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": 5}', "stop",
+     "stop: must be a string or a list of strings, not the number 5; send a string"),
+    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": true}', "stop",
+     "stop: must be a string or a list of strings, not true"),
+    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": {"a": 1}}',
+     "stop", "stop: must be a string or a list of strings, not an object"),
+    (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "stop": ["a", 2]}',
+     "stop", "stop[1]: must be a string, not the number 2"),
 ])
 def test_bad_bodies_name_their_field(raw: bytes, field: str, needle: str) -> None:
     with pytest.raises(InvalidInputError) as info:
@@ -78,6 +88,13 @@ def test_stream_options_that_check_out_go_upstream_as_sent() -> None:
     for options in (None, {}, {"include_usage": False}, {"include_usage": True, "other": 1}):
         body = {**GOOD, "stream": True, "stream_options": options}
         assert parse_chat_body(json.dumps(body).encode()) == body
+
+
+def test_a_stop_of_text_goes_upstream_as_sent() -> None:
+    for stop in (None, "END", ["\n\n", "END"], [], ["a"] * 10):
+        body = {**GOOD, "stop": stop}
+        assert parse_chat_body(json.dumps(body).encode()) == body
+        assert check_chat_body(body) == body
 
 
 def test_output_caps_and_null_go_upstream_as_sent() -> None:

@@ -20,7 +20,7 @@ tools a request declares (``tools``, legacy ``functions``) are read for their na
 of the tools its history calls or answers (a function tool call's, a function or tool
 message's), and a ``tool_choice`` (legacy ``function_call``) is one of its modes (auto, none,
 required; auto or none) or an object, and must name one of them, as must each tool an
-``allowed_tools`` choice lists.
+``allowed_tools`` choice lists. A ``stop`` is a string or a list of strings.
 Every field (temperature, tools, response_format, ...) goes upstream exactly as sent, so the
 dict returned is the body as the client wrote it, minus the gateway's own fields.
 """
@@ -127,9 +127,9 @@ class StreamOptions(BaseModel):
 
 class ChatRequest(BaseModel):
     """An OpenAI chat completion request. The gateway checks ``model``, ``messages``, ``stream``,
-    the output caps and ``models``, and the names of the tools declared and chosen; every
-    field but ``models`` (temperature, tools, response_format, ...) is forwarded to the model
-    that answers exactly as sent."""
+    the output caps and ``models``, the names of the tools declared and chosen, and that
+    ``stop`` is text; every field but ``models`` (temperature, tools, response_format, ...) is
+    forwarded to the model that answers exactly as sent."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -242,7 +242,24 @@ def check_chat_body(data: object, *, walk: bool = True, surrogates: bool = True
             _check_role_fields(message, i)
             _check_parts(message, i)
     _check_tools(data)
+    _check_stop(data.get("stop"))
     return data
+
+
+def _check_stop(stop: object) -> None:
+    """The request's ``stop``: null, a string, or a list of strings, as OpenAI takes it (it
+    refuses any other with a 400), and as the Anthropic adapter reads it into the Messages
+    API's ``stop_sequences``."""
+    if stop is None or isinstance(stop, str):
+        return
+    written = 'send a string, or a list of strings such as ["\\n\\n", "END"]'
+    if not isinstance(stop, list):
+        raise invalid_at("stop", "stop", f"must be a string or a list of strings, not "
+                                         f"{_shown(stop)}; {written}")
+    for i, sequence in enumerate(stop):
+        if not isinstance(sequence, str):
+            raise invalid_at("stop", f"stop[{i}]", f"must be a string, not {_shown(sequence)}; "
+                                                   f"{written}")
 
 
 # What each role's message must carry besides its role, as OpenAI's Chat Completions API
