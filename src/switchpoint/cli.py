@@ -696,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Route each LLM request to the model minimising expected error + λ·cost.",
     )
     from switchpoint._version import __version__
+    from switchpoint.governance.cli import DATA_DIR_HELP
 
     parser.add_argument("--version", action="version", version=f"switchpoint {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -798,9 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
     p.add_argument("--config", help="YAML config: catalog, policy, λ, cache, data_dir "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
-    p.add_argument("--data-dir", help="where SQLite state lives (default: "
-                                      "$SWITCHPOINT_DATA_DIR, else the config's data_dir, "
-                                      "else ./data)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--policy", help="bundled policy to load when no weights are given "
                                     "(--weights or the config's weights:; default: cluster)")
     p.add_argument("--log-level", default="info",
@@ -849,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the disk space back")
     p.add_argument("--config", help="YAML config: its data_dir and store.retention_days "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
-    p.add_argument("--data-dir", help="where SQLite state lives (overrides the config)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--older-than", metavar="DAYS",
                    help="delete entries older than this many days (default: "
                         "store.retention_days)")

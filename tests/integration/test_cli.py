@@ -106,6 +106,20 @@ def test_every_argument_of_every_command_says_what_it_is_for() -> None:
     assert "POST /v1/chat/completions" in " ".join(commands["switchpoint"].format_help().split())
 
 
+def test_every_data_dir_option_says_where_the_state_is_when_left_out() -> None:
+    # Each command loads the config the same way: the variable, else the file's data_dir,
+    # else ./data (the keys, report, feedback and learn commands said the config's data_dir
+    # alone, and prune that the option overrides the config).
+    helps = {path: " ".join(action.help.split())
+             for path, parser in _commands(build_parser()) for action in parser._actions
+             if action.dest == "data_dir" and action.help}
+    assert {"switchpoint serve", "switchpoint prune", "switchpoint keys create",
+            "switchpoint report cost", "switchpoint feedback", "switchpoint learn"} <= set(helps)
+    wrong = {path: text for path, text in helps.items() if not text.endswith(
+        "(default: $SWITCHPOINT_DATA_DIR, else the config's data_dir, else ./data)")}
+    assert wrong == {}
+
+
 def test_serve_refuses_a_policy_its_weights_would_override(
     real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -483,11 +483,15 @@ def cmd_report_alert(args: argparse.Namespace) -> int:
 
 TENANT_HELP = "only this tenant's requests (default: every tenant's)"
 KEY_ID_HELP = "the key's id: the 10 characters after sp- (never the whole key)"
+#: Where every command that reads or writes the state finds it when --data-dir is left out, as
+#: the config's loading resolves it (the variable overrides the file).
+DATA_DIR_HELP = ("where the state lives (default: $SWITCHPOINT_DATA_DIR, else the config's "
+                 "data_dir, else ./data)")
 
 
 def _common(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int]) -> None:
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=func)
 

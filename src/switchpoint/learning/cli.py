@@ -31,6 +31,7 @@ from switchpoint._messages import cut, printable, quoted, quoted_path
 from switchpoint._numbers import number_text, real_number
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
+from switchpoint.governance.cli import DATA_DIR_HELP
 from switchpoint.learning.events import check_cost, check_tenant
 
 if TYPE_CHECKING:
@@ -336,7 +337,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--api-key", help="client key, or the admin token, for --url (default: "
                                      "$SWITCHPOINT_API_KEY)")
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(func=cmd_feedback)
 
@@ -347,6 +348,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tenant", help="whose outcomes to fold in (default: the deployment's "
                                     "own, 'default')")
     p.add_argument("--config", help="YAML config (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--data-dir", help="where the state lives (default: the config's data_dir)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_learn)
