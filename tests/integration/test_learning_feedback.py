@@ -725,6 +725,24 @@ def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answer
         assert routed not in _status(server)["feedback"]
 
 
+def test_without_a_store_feedback_teaches_the_model_that_answered_not_the_routed_one(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # A gateway without a store keeps no request log to read the answering model from: the
+    # decision it remembers named the router's choice, and failover's answer was credited
+    # to it.
+    prompt = math_prompt(35)
+    with Gateway(settings_for(fake, tmp_path), loader=loader, env=KEYS, store=False) as gw:
+        gw.start()
+        routed = gw.route(prompt).selected_model
+        fake.script(routed, *["500"] * 6)
+        reply = gw.complete([{"role": "user", "content": prompt}])
+        decision = reply.switchpoint.decision
+        assert decision is not None and decision.selected_model == routed
+        assert reply.switchpoint.model != routed
+        result = gw.report_outcome(decision.decision_id, quality_score=0.0)
+        assert (result.kind, result.outcome.model) == ("decision", reply.switchpoint.model)
+
+
 def _until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + 15
     while not condition():

@@ -949,7 +949,7 @@ class Gateway:
                 self._stopped_calls.pop(task, None)
         if isinstance(result, FailoverStream):
             try:
-                plan.answered_by(result.model, attempts)
+                self._answered(plan, live, result.model, attempts)
                 return self._committed(plan, live, result)
             except BaseException:
                 # An internal error before the stream reached its caller (the provider bills
@@ -968,7 +968,7 @@ class Gateway:
                 raise
         assert isinstance(result, FailoverResult)
         try:
-            plan.answered_by(result.model, attempts)
+            self._answered(plan, live, result.model, attempts)
             self.pinner.record(plan.session, result.model, time.time())
             settlement = self._settle(plan, result.card, result.cost_usd, result.usage,
                                       result.attempts)
@@ -988,11 +988,19 @@ class Gateway:
         await self._write(entry, wait=True)
         return ChatCompletion(body, entry.info)
 
+    def _answered(self, plan: Plan, live: Live, model: str, attempts: Sequence[Attempt]
+                  ) -> None:
+        """``model`` answers the plan's request (a plain answer, or a stream committed to it):
+        the session's pin learns whether it held, and feedback on the request's routing
+        decision teaches ``model``, whichever of the candidates it is (failover, a soft pin's
+        bonus or the health-aware order may have put another before the router's choice)."""
+        plan.answered_by(model, attempts)
+        self.learning.answered_by(live, plan.decision, model)
+
     def _committed(self, plan: Plan, live: Live, stream: FailoverStream) -> ChatStream:
         """A stream whose first content chunk is in hand; nothing has reached the client."""
         ttft_ms = (time.perf_counter() - plan.started) * 1e3
         self.pinner.record(plan.session, stream.model, time.time())
-        self.learning.answered_by(live, plan.decision, stream.model)
         self.learning.stream_started(plan.request_id, plan.decision, plan.call.tenant,
                                      stream.model)
         info = accounting.info_of(plan)

@@ -1006,9 +1006,10 @@ class GatewayLearning:
             log.error("decision %s not kept for feedback: %s", decision.decision_id, exc)
 
     def answered_by(self, live: Live, decision: RoutingDecision | None, model: str) -> None:
-        """``model`` answers ``decision``'s request (a stream that failed over, known when it
-        commits, while its log entry is written only when it ends): feedback sent meanwhile
-        teaches the model that answered, not the one routed to."""
+        """``model`` answers ``decision``'s request: feedback on the decision teaches the model
+        that answered, not the one routed to. The request log says which model answered once
+        its entry is written; this says it before (a stream's entry is written only when it
+        ends), and where no log is kept (a gateway without a store)."""
         learning: LiveLearning | None = live.learning
         if decision is None or learning is None or model == decision.selected_model:
             return
