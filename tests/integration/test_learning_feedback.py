@@ -725,6 +725,28 @@ def test_feedback_during_a_stream_that_failed_over_teaches_the_model_that_answer
         assert routed not in _status(server)["feedback"]
 
 
+def test_feedback_during_a_failed_over_stream_after_a_reload_teaches_the_model_that_answers(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # The reload's router remembers no decision: the one read back from the store named the
+    # router's choice, and the stream's answer was credited to it until its entry was written.
+    prompt = math_prompt(36) + " [[fake:ok:chunk_delay=0.08]]"
+    with Gateway(settings_for(fake, tmp_path), loader=loader, env=KEYS) as gw:
+        gw.start()
+        routed = gw.route(prompt).selected_model
+        fake.script(routed, *["500"] * 6)
+        stream = gw.stream([{"role": "user", "content": prompt}])
+        chunks = iter(stream)
+        assert next(chunks)  # under way
+        answering, decision = stream.switchpoint.model, stream.switchpoint.decision
+        assert decision is not None and answering != routed == decision.selected_model
+        gw.state.reload()
+        during = gw.report_outcome(decision.decision_id, quality_score=0.0)
+        assert (during.kind, during.outcome.model) == ("decision", answering)
+        assert list(chunks)
+        after = gw.report_outcome(decision.decision_id, quality_score=0.5)
+        assert (after.outcome.model, after.outcome.replaced) == (answering, True)
+
+
 def test_without_a_store_feedback_teaches_the_model_that_answered_not_the_routed_one(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     # A gateway without a store keeps no request log to read the answering model from: the

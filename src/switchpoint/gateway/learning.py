@@ -1250,7 +1250,14 @@ class GatewayLearning:
 
     def _answer(self, decision_id: str) -> tuple[str | None, float | None] | None:
         """The model that answered a decision's request, and what its answer cost (see
-        ``LearningReader.answer``)."""
+        ``LearningReader.answer``); for a stream still under way, whose log entry is written
+        when it ends, the model it streams from, its cost not known yet (a reload or a policy
+        swap since it began left no remembered decision naming that model: the one read back
+        from the store names the router's choice)."""
+        with self._counter_lock:
+            for stream in reversed(self._streams.values()):
+                if stream["decision_id"] == decision_id:
+                    return str(stream["model"]), None
         return self.reader.answer(decision_id) if self.reader is not None else None
 
     def _kept_cost(self, router: Router, decision_id: str, tenant: str, model: str) -> bool:
