@@ -182,6 +182,22 @@ def test_a_decision_made_before_a_restart_or_reload_still_takes_feedback(
         assert (third["replaced"], third["previous_quality"]) == (True, 0.75)
 
 
+def test_a_decision_route_and_execute_made_before_a_restart_still_takes_feedback(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # Routed by the router itself, the decision was remembered in memory alone: after a
+    # restart its answer's feedback was a 404 not found.
+    settings = settings_for(fake, tmp_path)
+    with Gateway(settings, loader=loader, env=KEYS) as gw:
+        gw.start()
+        reply = gw.router.route_and_execute(math_prompt(37), gateway=gw)
+        decision = reply.switchpoint.decision
+        assert decision is not None
+    with Gateway(settings, loader=loader, env=KEYS) as gw:
+        gw.start()
+        result = gw.report_outcome(decision.decision_id, quality_score=0.5)
+        assert (result.kind, result.outcome.model) == ("decision", reply.switchpoint.model)
+
+
 def test_feedback_on_an_answer_of_a_model_a_reload_removed_says_it_left_the_catalog(
         fake: FakeProviderProcess, tmp_path: Path) -> None:
     # The note said the model "has no learned profile in these weights", which still hold it:

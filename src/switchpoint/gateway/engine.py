@@ -848,6 +848,10 @@ class Gateway:
             plan = await self.planner.plan(call, catalog, route, started=started)
         except (UnknownModelError, ModelNotFoundError) as exc:
             raise self.governor.unknown_model(policy, catalog, exc, call.requested) from None
+        if call.decision is not None and plan.decision is not None:
+            # A decision made before the call (Router.route_and_execute, a router's own route)
+            # is kept for feedback after a restart, as one routed here is.
+            self.learning.keep_pending(live, call.decision)
         if policy is not None and Governor.active(settings):
             try:
                 plan.ticket, kept = self.governor.admit(
