@@ -56,6 +56,7 @@ EXPECTED_OUTPUT = [
     ("from switchpoint import fit, load_router", "Model selected:"),
     ("/health", '"ready":true'),
     ('"cost_weight": 0.7', '"selected_model"'),
+    ('"prefer_healthy": true', '"selected_model"'),
     ("tmp/vector.json", '"embedding_ms":0.0'),
     ("--success --url", "replaced an earlier outcome"),
     ("switchpoint learn --export tmp/learned-weights", "'events': 2"),

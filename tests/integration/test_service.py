@@ -355,7 +355,8 @@ def test_openapi_and_docs(server: ThreadServer) -> None:
     route = spec["paths"]["/v1/route"]["post"]
     schema = route["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["properties"]) == {"prompt", "embedding", "available_models",
-                                         "cost_weight"}
+                                         "cost_weight", "prefer_healthy", "auto_scale",
+                                         "estimate_tokens", "ab_test"}
     assert {"200", "400", "503"} <= set(route["responses"])
     assert httpx.get(server.base + "/docs").status_code == 200
 

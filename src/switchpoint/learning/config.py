@@ -51,8 +51,9 @@ from switchpoint.learning.memory import MAX_MEMORY_SIZE
 from switchpoint.learning.tenant_memory import TenantSettings as MemorySettings
 
 #: What the config's names (tenants, experiments and their arms, policies) may be: they reach
-#: URL paths, query values, metric labels and log lines as they are.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: URL paths, query values, metric labels and log lines as they are (at most MAX_NAME long).
+MAX_NAME = 64
+NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}")
 
 
 #: The most experiments a config may list: a tenant takes part in one enabled experiment at a

@@ -1,8 +1,9 @@
 """The wire contract: pydantic models the handlers use and the OpenAPI schema is built from.
 
 ``RouteRequest`` / ``RouteResponse`` are the ``POST /v1/route`` body and answer, key for key
-(the response adds ``decision_id``, which names the decision in the log, and, when governance
-or learning is configured, what they did to the decision).
+(the request adds the routing options the in-process gateway's ``route`` takes; the response
+adds ``decision_id``, which names the decision in the log, and, when governance or learning is
+configured, what they did to the decision).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import Annotated, Any, ClassVar, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from switchpoint.catalog import MAX_MODEL_NAME
+from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
 from switchpoint.decision import MAX_COST_WEIGHT
 from switchpoint.errors import GatewayError
 from switchpoint.gateway.parsing import MAX_MODELS
 from switchpoint.governance.settings import SLASettings, TenantSettings
+from switchpoint.learning.config import MAX_NAME
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 #: The ``?tenant=`` of the routes that take one: a tenant's name (never empty), or all of them.
@@ -52,6 +54,34 @@ class RouteRequest(BaseModel):
     cost_weight: Annotated[float, Field(strict=True)] | None = Field(
         None, description="Override λ for this call. 0.0 = quality-first; 1.0+ = cheap-first.",
         json_schema_extra={"minimum": 0, "maximum": MAX_COST_WEIGHT})
+    # The options below mean what the in-process gateway's route() options mean; their ranges
+    # are documented here and checked there, one rule for both doors.
+    prefer_healthy: Annotated[bool, Field(strict=True)] = Field(
+        False, description="Name the model a chat request for model \"auto\" would be sent "
+                           "to first: the candidates ranked with the gateway's health (see "
+                           "/v1/router/health), degraded and down models after healthy ones. "
+                           "Without it the decision is the router's alone, whatever the "
+                           "health.")
+    auto_scale: Annotated[bool, Field(strict=True)] = Field(
+        False, description="Move the models a call would skip now (an open circuit, a "
+                           "Retry-After running) behind the others, so the decision names the "
+                           "first model that can be called; with every model skipped the "
+                           "order stands.")
+    estimate_tokens: list[Annotated[int, Field(strict=True)]] | None = Field(
+        None, description="[input_tokens, output_tokens]: price the request at those tokens "
+                          "with the catalog's prices (the scores weigh those costs, so a "
+                          "large enough request goes to a cheaper model) instead of its "
+                          "characters / 4 and the expected output. A catalog without prices "
+                          "for every model refuses it.",
+        json_schema_extra={"minItems": 2, "maxItems": 2,
+                           "items": {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS}})
+    ab_test: StrictStr | None = Field(
+        None, description="The experiment (experiments: in the config) this request is "
+                          "routed in; the answer's experiment and arm say where it went. A "
+                          "request takes part in its tenant's experiment anyway; naming one "
+                          "that would not take it (not configured, disabled, not the caller's "
+                          "tenant's, or another listed before it takes that tenant) is a 400.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_NAME})
 
 
 class RouteUsage(BaseModel):

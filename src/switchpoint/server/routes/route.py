@@ -43,7 +43,9 @@ _REQUEST_BODY = {"requestBody": {"required": True, "content": {
                 "source, memory_fallback, experiment and arm. POST /v1/feedback with its "
                 "decision_id teaches the router. λ and the candidates are given in the body "
                 "(cost_weight, available_models): the chat route's x-switchpoint-cost-weight "
-                "and x-switchpoint-models headers are a 400 here.",
+                "and x-switchpoint-models headers are a 400 here. prefer_healthy, "
+                "auto_scale, estimate_tokens and ab_test are the in-process gateway's "
+                "route() options, with the same meaning.",
 )
 async def route(request: Request, principal: CLIENT) -> JSONResponse:
     for header, field in _IN_THE_BODY.items():
@@ -55,7 +57,8 @@ async def route(request: Request, principal: CLIENT) -> JSONResponse:
     body = parse_body(RouteRequest, await request.body())  # JSON whatever its Content-Type
     decision = await get_service(request).gateway.aroute(
         body.prompt, body.available_models, body.cost_weight, embedding=body.embedding,
-        principal=principal, measured=True)
+        principal=principal, measured=True, prefer_healthy=body.prefer_healthy,
+        auto_scale=body.auto_scale, estimate_tokens=body.estimate_tokens, ab_test=body.ab_test)
     gateway = get_service(request).gateway
     fields: tuple[str, ...] = ROUTE_FIELDS
     if Governor.governs(gateway.settings):
