@@ -489,3 +489,43 @@ def test_spend_of_a_period_survives_the_clock_stepping_back_into_it() -> None:
     assert isinstance(refused, Blocked) and refused.kind == "budget"
     clock.now = midnight + 120
     assert ledger.spent("tenant:a", "day") == pytest.approx(2.0)
+
+
+def test_a_charge_dated_in_a_later_period_never_drops_the_spend_of_the_period_under_way(
+) -> None:
+    """Charges dated in later periods (requests reserved while the clock was ahead and
+    settled after it was set right; a crash's reservation from that time, charged at its
+    expiry) are kept until their periods come, and never push out the spend of the period
+    under way: it was the oldest period kept at or before theirs, and went, so the budget let
+    through its whole amount again."""
+    clock = Clock(T0)
+    ledger = Ledger(clock, monotonic=Clock(0.0))  # (the requests run for no time)
+    budgets = {"tenant:a": [Budget(1.0, period) for period in PERIODS]}
+    now = reserve(ledger, 0.5, budgets)
+    assert isinstance(now, Ticket)
+    ledger.settle(now, charged_usd=0.5, accounts=["tenant:a"], tokens=None)
+    ahead = [T0 + 40 * 86400, T0 + 80 * 86400]  # (each in another hour, day, week, month)
+    tickets = []
+    for at in ahead:
+        clock.now = at  # the clock was ahead as they were reserved
+        ticket = reserve(ledger, 0.25, budgets)
+        assert isinstance(ticket, Ticket)
+        tickets.append(ticket)
+    clock.now = T0 + 60  # ... and is set right as they run
+    orphan_at = T0 + 120 * 86400
+    ledger.restore({}, [OpenReservation("ahead", orphan_at, T0 + 90, {"tenant:a": 0.25},
+                                        None, "a", 0.25)])
+    for ticket in tickets:
+        ledger.settle(ticket, charged_usd=0.25, accounts=["tenant:a"], tokens=None)
+    clock.now = T0 + 120  # the crash's reservation expires, charged what it held
+    (expired,) = ledger.take_expired()
+    assert expired.id == "ahead" and expired.charged_usd == 0.25
+    for period in PERIODS:
+        assert ledger.spent("tenant:a", period) == pytest.approx(0.5), period
+    blocked = reserve(ledger, 0.6, budgets)
+    assert isinstance(blocked, Blocked) and "has spent $0.500000" in blocked.message
+    # Each later charge counts in its own periods when they come.
+    for at in [*ahead, orphan_at]:
+        clock.now = at + 1
+        for period in PERIODS:
+            assert ledger.spent("tenant:a", period) == pytest.approx(0.25), (at, period)

@@ -477,15 +477,19 @@ class Ledger:
         if ticket.charged_at >= self._later_until:
             self._charged_later[ticket.id] = ticket.charged_at
 
-    def _charge(self, account: str, amount: float, at: float) -> None:
-        """Add ``amount`` to ``account``'s spend in the periods holding the instant ``at``."""
+    def _charge(self, account: str, amount: float, at: float, now: float | None = None
+                ) -> None:
+        """Add ``amount`` to ``account``'s spend in the periods holding the instant ``at``,
+        booked at ``now`` (by default ``at``)."""
+        now = at if now is None else now
         buckets = self._spent.setdefault(account, {})
         for period, start in self._starts(at).items():
             by_start = buckets.setdefault(period, {})
             by_start[start] = by_start.get(start, 0.0) + amount
-            # (The oldest goes; a later period's, dated there before a clock step back, stays
-            # until its period comes and goes.)
-            kept = [s for s in by_start if s <= start]
+            # (The oldest goes, of the periods up to the one under way and the one charged;
+            # a later period's, dated there before a clock step back, stays until its period
+            # comes and goes, and the one under way stays whatever is charged later.)
+            kept = [s for s in by_start if s <= min(start, self._bucket(period, now))]
             if len(kept) > KEPT_PERIODS:
                 del by_start[min(kept)]
 
@@ -735,9 +739,10 @@ class Ledger:
                 return False
             was_open = self._close(ticket)
             self._charged(ticket)
+            now = self.clock()
             for amount, charged in [(charged_usd, accounts), *charges]:
                 for account in charged:
-                    self._charge(account, amount, ticket.charged_at)
+                    self._charge(account, amount, ticket.charged_at, now)
             if tokens is not None:
                 # Each window counts ``tokens`` once: its entries in order, each up to what it
                 # held (a further try's follows those a provider may have billed, counted at
@@ -791,7 +796,7 @@ class Ledger:
                     owed = ticket.held_for_usd
                     self._charged(ticket)
                     for account in ticket.accounts:
-                        self._charge(account, owed, ticket.charged_at)
+                        self._charge(account, owed, ticket.charged_at, now)
                     ticket.charged_usd = owed
                 self.expired.append(ticket)
 
