@@ -977,15 +977,16 @@ def _read_state(path: Path, now: float, until: float, gone: Gone | None
             first[row[0]] = min(first.get(row[0], row[1]), row[1])
         reserved = [(row[0], first[row[0]], *row[2:]) for _, row in latest.values()]
         # (The rows that close a reservation, and those that booked its expiry as its
-        # request still ran: see Ledger.restore. Only those of the reservations read are kept,
-        # not every settlement since, years of them when the clock was once set ahead.)
+        # request still ran: see Ledger.restore. Only those of the reservations read, chosen
+        # by SQLite: not every settlement since, years of them when the clock was once set
+        # ahead, each read into Python to be dropped.)
         closed: set[str] = set()
         running: set[str] = set()
         for rid, kind in conn.execute(
-                "SELECT reservation_id, kind FROM spend WHERE ts >= ? AND kind != 'reserve'",
-                (since,)):
-            if rid in latest:
-                (running if kind == EXPIRE_RUNNING else closed).add(rid)
+                "SELECT reservation_id, kind FROM spend WHERE ts >= ? AND kind != 'reserve' "
+                "AND reservation_id IN (SELECT reservation_id FROM spend WHERE ts >= ? "
+                "AND kind = 'reserve')", (since, since)):
+            (running if kind == EXPIRE_RUNNING else closed).add(rid)
         open_rows = [row for row in reserved if row[0] not in closed]
     finally:
         conn.close()
