@@ -175,11 +175,12 @@ def check_token_counts(value: object, field: str = "estimate_tokens") -> tuple[i
     """``value`` as the (input, output) tokens a request is priced at: two whole numbers from 0
     to :data:`MAX_TOKENS`, as a tuple or a list. Anything else is an
     :class:`~switchpoint.errors.InvalidInputError` naming ``field``."""
-    shape = f"must be (input_tokens, output_tokens), two whole numbers from 0 to {MAX_TOKENS:,}"
+    shape = (f"must be two whole numbers of tokens, input then output, each from 0 to "
+             f"{MAX_TOKENS:,}")
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        got = (f"{len(value)} values" if isinstance(value, (tuple, list))
-               else type(value).__name__)
-        raise InvalidInputError(field, f"{shape}, got {got}")
+        got = ((f"{len(value)} number" if len(value) == 1 else f"{len(value)} numbers")
+               if isinstance(value, (tuple, list)) else f"a {type(value).__name__}")
+        raise InvalidInputError(field, f"{shape} (got {got})")
     counts: list[int] = []
     for which, count in zip(("input", "output"), value, strict=True):
         if isinstance(count, bool) or not isinstance(count, numbers.Integral):

@@ -288,7 +288,7 @@ def test_suggestions_and_what_if_refuse_token_counts_that_are_not_two_whole_numb
         with pytest.raises(InvalidInputError) as bad:
             call()
         assert bad.value.field == "estimate_tokens"
-        assert "(input_tokens, output_tokens)" in str(bad.value)
+        assert "two whole numbers of tokens, input then output" in str(bad.value)
     # Two whole numbers (a list too) price every logged request at them.
     priced = reports.what_if(cost_weight=0.0, estimate_tokens=[100, 50])
     assert priced["spend_usd"] == pytest.approx(3 * price("big", 100, 50))
