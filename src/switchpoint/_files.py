@@ -14,8 +14,10 @@ import glob
 import logging
 import math
 import os
+import pwd
 import re
 import secrets
+import shlex
 import shutil
 import stat
 import sys
@@ -168,6 +170,80 @@ def database_identity(path: str | Path) -> tuple[FileId | None, ...]:
     beside = _beside(path)
     return (file_identity(path), *(file_identity(beside + suffix)
                                    for suffix in SQLITE_SIDE_FILES))
+
+
+def _may(path: Path, mode: int) -> bool:
+    """Whether this process may use ``path`` so (``os.R_OK | os.W_OK``, ...), as its
+    effective user and capabilities allow (root passes unless its capabilities were taken)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
+def _whose(uid: int) -> str:
+    """``uid 1000 (alice)``, or ``uid 1000`` when no user has that number here."""
+    try:
+        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+    except (KeyError, OverflowError):
+        return f"uid {uid}"
+
+
+def _denied(path: Path, st: os.stat_result, verb: str, fix: str, why: str = "") -> str:
+    """What to say of ``path``, which this process may not ``verb`` (``why``: what follows):
+    whose it is, its mode, and the command that lets this process use it (``fix``: the mode it
+    needs), or the user to run as instead."""
+    me = os.geteuid()
+    said = (f"this process's user, {_whose(me)}, may not {verb} {quoted_path(path)}{why} "
+            f"(mode {stat.S_IMODE(st.st_mode):03o}, ")
+    if st.st_uid == me:
+        return said + f"its owner): `chmod {fix} {shlex.quote(str(path))}`"
+    chown = "chown -R" if stat.S_ISDIR(st.st_mode) else "chown"
+    return (said + f"owned by {_whose(st.st_uid)}): run switchpoint as that user, or give it "
+            f"to this one (as root: `{chown} {me} {shlex.quote(str(path))}`, then `chmod "
+            f"{fix}` it)")
+
+
+def unreachable(folder: Path) -> str | None:
+    """Why this process may not reach the files in the directory ``folder`` (it may not
+    search it: another user's, say), whose it is and what to run; ``None`` when it may, or
+    when ``folder`` cannot be looked at itself or is no directory."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    if stat.S_ISDIR(st.st_mode) and not _may(folder, os.X_OK):
+        return _denied(folder, st, "search", "u+rwx", ", so nothing in it can be reached")
+    return None
+
+
+def access_problem(path: Path, side_files: Collection[str] = SQLITE_SIDE_FILES) -> str | None:
+    """Why this process may not read and write the state file ``path`` (and the files beside
+    it named by ``side_files``' suffixes, SQLite's -wal and -shm unless told), nor make files in
+    its directory, which SQLite and the lock need: the first of them it may not use, whose it
+    is, its mode and what to run; ``None`` when the permissions are not what stops it (a full
+    disk, a lock, a damaged file), or when it cannot be looked at."""
+    folder = path.parent
+    problem = unreachable(folder)
+    if problem is not None:
+        return problem
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None  # (not a matter of permissions)
+    if not _may(folder, os.W_OK):
+        return _denied(folder, st, "write in", "u+rwx", ", so no file can be made there")
+    for name in [path, *(Path(_beside(path) + suffix) for suffix in side_files)]:
+        try:
+            st = name.stat()
+        except OSError:
+            continue
+        if not _may(name, os.R_OK):
+            return _denied(name, st, "read", "u+rw")
+        if not _may(name, os.W_OK):
+            return _denied(name, st, "write", "u+rw")
+    return None
 
 
 @functools.cache

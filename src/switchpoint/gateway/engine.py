@@ -60,7 +60,7 @@ import numpy as np
 
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._files import private_dir
+from switchpoint._files import access_problem, private_dir
 from switchpoint._messages import quoted, quoted_path
 from switchpoint._numbers import real_number
 from switchpoint._process import check_process, in_other_process
@@ -314,9 +314,10 @@ class Gateway:
         try:  # the state is its owner's alone: data_dir 0700 when made here, its files 0600
             private_dir(path)
         except OSError as exc:
+            hint = (access_problem(path, side_files=())
+                    or "check that data_dir is a writable directory with free space")
             raise StoreError(f"{quoted_path(path)}: cannot create the state there ({exc}); "
-                             "check that "
-                             "data_dir is a writable directory with free space") from None
+                             f"{hint}") from None
         if self._serves_chat and self._owner is None:
             # Before any state opens (the store writes what an earlier stop left beside it).
             self._owner = DataDirLock(path).acquire()

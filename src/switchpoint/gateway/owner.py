@@ -29,6 +29,7 @@ from switchpoint import _files
 from switchpoint._files import (
     SERVE_LOCK,
     NotALockFileError,
+    access_problem,
     brief_purpose,
     file_identity,
     held_briefly,
@@ -66,10 +67,11 @@ class DataDirLock:
         except NotALockFileError as exc:
             raise StoreError(f"{quoted_path(self.path)}: cannot lock it, {exc.strerror}") from None
         except OSError as exc:
+            hint = (access_problem(self.path, side_files=())
+                    or "check that data_dir is a writable directory")
             raise StoreError(f"{quoted_path(self.path)}: cannot make the lock file that keeps a "
-                             f"second service off this data_dir ({exc.strerror or exc}); check "
-                             "that "
-                             "data_dir is a writable directory") from None
+                             f"second service off this data_dir ({exc.strerror or exc}); "
+                             f"{hint}") from None
         started = time.monotonic()
         try:
             taken = take_lock(fd)  # (a store writing the spill file: waited for)

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol
 
 from switchpoint._files import (
     Progress,
+    access_problem,
     brief_lock,
     database_identity,
     locked_file,
@@ -121,10 +122,12 @@ def _no_progress() -> None:
     for it (it holds the data_dir's lock for as long as it serves)."""
 
 
-def remedy(exc: BaseException) -> str:
-    """What to do about ``exc``, an error opening or reading a database of ``data_dir`` (empty
-    when its message says it): a damaged file (SQLite's ``malformed`` or ``not a database``),
-    a lock held too long, or tables missing are not matters of space or permissions."""
+def remedy(exc: BaseException, path: str | Path | None = None) -> str:
+    """What to do about ``exc``, an error opening, reading or writing the database ``path`` of
+    ``data_dir`` (empty when its message says it): a damaged file (SQLite's ``malformed`` or
+    ``not a database``), a lock held too long, or tables missing are not matters of space or
+    permissions; a file or directory this process may not use is named, with whose it is and
+    what to run (:func:`~switchpoint._files.access_problem`)."""
     if damaged(exc):
         return ("the file is damaged: stop every process using it and restore it from a "
                 "backup (or salvage it with `sqlite3 FILE .recover`); moving it away, with its "
@@ -143,7 +146,8 @@ def remedy(exc: BaseException) -> str:
         return ("the file does not hold what its schema version says (changed by hand or by "
                 "another program?): restore it from a backup, or move it away with its -wal "
                 "and -shm files to start an empty one")
-    return "check that data_dir is a writable directory with free space"
+    problem = access_problem(Path(path)) if path is not None else None
+    return problem or "check that data_dir is a writable directory with free space"
 
 
 class NewerSchemaError(sqlite3.DatabaseError):
@@ -163,7 +167,7 @@ def store_error(path: str | Path, what: str, exc: BaseException) -> StoreError:
     file is named (by its name alone) in the error's ``reason``, what a client is told."""
     reason = (f"{Path(path).name} in data_dir is damaged ({exc}); the operator must restore "
               "it from a backup" if damaged(exc) else None)
-    hint = remedy(exc)
+    hint = remedy(exc, path)
     return StoreError(f"{quoted_path(path)}: cannot {what} ({exc})" + (f"; {hint}" if hint else ""),
                       reason=reason,
                       damaged=damaged(exc))

@@ -1,0 +1,120 @@
+"""A data_dir, or a file in it, that the user switchpoint runs as may not use (another user's, a
+read-only one, a file made unreadable): each command and ``switchpoint serve`` stops with one
+line naming the file or directory, whose it is, and the command that lets it be used; nothing
+is created or changed. File modes do not stop root, so these tests run as another user (or as
+root without the capabilities that pass over them, ``setpriv --bounding-set
+-dac_override,-dac_read_search,-fowner -- python -m pytest ...``) and are skipped otherwise."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from switchpoint.cli import main
+from switchpoint.config import load_settings
+from switchpoint.gateway import Gateway
+from tests.integration.servers import refused_start
+
+
+def _modes_bind() -> bool:
+    """Whether a file's mode stops this process (it does not stop root, unless root was
+    stripped of the capabilities that pass over it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "probe"
+        probe.write_text("x", encoding="utf-8")
+        probe.chmod(0)
+        try:
+            probe.read_text(encoding="utf-8")
+        except PermissionError:
+            return True
+        finally:
+            probe.chmod(0o600)
+    return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _modes_bind(), reason="file modes do not stop this process (root): run as another user "
+    "or under `setpriv --bounding-set -dac_override,-dac_read_search,-fowner --`")
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A config and the data_dir it names, holding a store and a key store (as a service and
+    `switchpoint keys create` leave them): (config, data_dir). Every mode a test changes in it
+    is made the owner's again afterwards, so that it can be removed."""
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"data_dir: {data}\ntenants: {{acme: {{}}}}\n", encoding="utf-8")
+    with Gateway(load_settings(config, environ={})) as gateway:
+        gateway.open()
+    assert main(["keys", "create", "--tenant", "acme", "--config", str(config)]) == 0
+    assert (data / "switchpoint.db").is_file() and (data / "keys.db").is_file()
+    try:
+        yield config, data
+    finally:
+        data.chmod(0o700)
+        for path in data.iterdir():
+            path.chmod(0o600)
+
+
+@contextmanager
+def mode(path: Path, bits: int) -> Iterator[None]:
+    before = path.stat().st_mode & 0o777
+    path.chmod(bits)
+    try:
+        yield
+    finally:
+        path.chmod(before)
+
+
+def test_a_key_store_it_may_not_read_is_named_with_the_command_that_mends_it(
+        state: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    config, data = state
+    capsys.readouterr()
+    keys = data / "keys.db"
+    with mode(keys, 0):
+        assert main(["keys", "list", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"may not read '{keys}' (mode 000, its owner): `chmod u+rw {keys}`" in err, err
+    assert "writable directory with free space" not in err  # (not what is wrong)
+    assert main(["keys", "list", "--config", str(config)]) == 0  # mended, it is read
+
+
+def test_a_read_only_store_is_named_and_the_side_file_it_left_then_too(
+        state: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A database of mode 444: feedback names it. A report reads it, and SQLite makes the
+    -shm beside it with its mode; once the database is writable again, the service's start
+    names that file (it said to check that data_dir is writable, which it was)."""
+    config, data = state
+    db = data / "switchpoint.db"
+    for side in ("-wal", "-shm"):  # (as a clean stop leaves it: none beside it)
+        (data / f"switchpoint.db{side}").unlink(missing_ok=True)
+    capsys.readouterr()
+    with mode(db, 0o444):
+        assert main(["feedback", "0" * 32, "--success", "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert f"may not write '{db}' (mode 444, its owner): `chmod u+rw {db}`" in err, err
+        assert main(["report", "cost", "--config", str(config)]) == 0  # reading is allowed
+    shm = data / "switchpoint.db-shm"
+    assert shm.stat().st_mode & 0o777 == 0o444
+    code, err = refused_start(data_dir=data)
+    assert code == 2, err
+    assert f"may not write '{shm}' (mode 444, its owner): `chmod u+rw {shm}`" in err, err
+    assert "Traceback" not in err
+
+
+def test_a_service_on_a_read_only_data_dir_names_it_and_what_to_run(
+        state: tuple[Path, Path]) -> None:
+    _, data = state
+    for side in ("-wal", "-shm"):  # (as a clean stop leaves it: the store must make them)
+        (data / f"switchpoint.db{side}").unlink(missing_ok=True)
+    with mode(data, 0o555):
+        code, err = refused_start(data_dir=data)
+    assert code == 2, err
+    assert (f"may not write in '{data}', so no file can be made there (mode 555, its owner): "
+            f"`chmod u+rwx {data}`") in err, err
+    assert "Traceback" not in err
