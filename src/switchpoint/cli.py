@@ -608,11 +608,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from switchpoint.config import load_settings
+    from switchpoint.governance.cli import _settings
     from switchpoint.store.retention import RETENTION_DAYS, cutoff_for, prune, retention_ok
 
-    settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
-                             overrides={"data_dir": args.data_dir}, path_arg="--config")
+    settings = _settings(args)
     days = settings.store.retention_days if args.older_than is None else _parse_float(
         args.older_than, "--older-than", RETENTION_DAYS)
     if days is None:

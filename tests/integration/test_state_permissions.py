@@ -71,6 +71,29 @@ def mode(path: Path, bits: int) -> Iterator[None]:
         path.chmod(before)
 
 
+COMMANDS = [["report", "cost"], ["prune", "--older-than", "5"], ["keys", "list"],
+            ["feedback", "0" * 32, "--success"], ["learn", "--export", "{tmp}/exported"]]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=lambda argv: argv[0])
+def test_a_command_on_a_data_dir_it_may_not_search_says_whose_it_is_and_what_to_run(
+        state: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        argv: list[str]) -> None:
+    """Another user's data_dir (mode 700) looks to this user as one of mode 000 does: nothing
+    in it can be reached (each command raised PermissionError looking for its database, a
+    traceback)."""
+    config, data = state
+    capsys.readouterr()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with mode(data, 0):
+        assert main([*argv, "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"may not search '{data}', so nothing in it can be reached (mode 000" in err, err
+    assert f"`chmod u+rwx {data}`" in err, err
+    assert not (tmp_path / "exported").exists()
+
+
 def test_a_key_store_it_may_not_read_is_named_with_the_command_that_mends_it(
         state: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     config, data = state

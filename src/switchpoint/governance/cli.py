@@ -19,17 +19,23 @@ from typing import Any
 
 from switchpoint._messages import printable, quoted, quoted_path
 from switchpoint._numbers import integer_option, number_option, number_text
-from switchpoint.errors import InvalidInputError
+from switchpoint.errors import InvalidInputError, StoreError
 
 
 def _settings(args: argparse.Namespace) -> Any:
     """The config's settings (``--config``, else ``$SWITCHPOINT_CONFIG``; ``--data-dir``
-    overrides its own). The admin token it may name need not be exported: it guards HTTP
-    routes, which these commands do not serve."""
+    overrides its own), refused (:class:`StoreError`) when this process may not reach the files
+    in ``data_dir``, saying whose it is and what to run. The admin token it may name need not
+    be exported: it guards HTTP routes, which these commands do not serve."""
+    from switchpoint._files import unreachable
     from switchpoint.config import load_settings
 
-    return load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
-                         overrides={"data_dir": args.data_dir}, path_arg="--config")
+    settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
+                             overrides={"data_dir": args.data_dir}, path_arg="--config")
+    problem = unreachable(Path(settings.data_dir))
+    if problem is not None:  # (another user's data_dir: no file in it can even be looked for)
+        raise StoreError(f"data_dir: {problem}")
+    return settings
 
 
 def _tenant_models(settings: Any, tenant: object) -> list[str] | None:
