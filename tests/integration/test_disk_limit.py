@@ -15,6 +15,8 @@ import httpx
 import openai
 import pytest
 
+from switchpoint.errors import StoreError
+from switchpoint.governance.keys import KeySpec, KeyStore
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import chat, learning_server, post
@@ -85,3 +87,16 @@ def test_a_full_disk_that_takes_not_even_the_spill_file_turns_new_requests_away(
         spent = httpx.get(f"{server.base}/v1/router/budgets", timeout=15).json()["data"]
         logged = sum(e["charged_usd"] for e in store.requests(limit=100)[0])
         assert abs(spent[0]["spent_usd"] - logged) < 1e-9
+
+
+def test_a_key_made_on_a_full_disk_is_refused_saying_what_to_do(tmp_path: Path) -> None:
+    """A key store that cannot grow (the disk filled after it opened): the key is refused
+    with the file and what to do (it gave the database's words alone; a client is still told
+    those alone), and no key is made."""
+    with KeyStore.in_dir(tmp_path).open() as store:
+        store.create(KeySpec(tenant="acme", name="first"))
+        with file_size_limit(LIMIT), pytest.raises(StoreError) as info:
+            store.create(KeySpec(tenant="acme", name="second"))
+        assert str(info.value).startswith(f"'{store.path}': could not store the new key: ")
+        assert "free space" in str(info.value) and "free space" not in info.value.reason
+        assert [k.name for k in store.list()] == ["first"]

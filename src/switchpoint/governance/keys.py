@@ -71,6 +71,7 @@ from switchpoint.store.sqlite import (
     DEFAULT_PAGE,
     MAX_PAGE,
     read_only,
+    remedy,
     store_error,
     upgrade_schema,
     wal_mode,
@@ -823,12 +824,15 @@ class KeyStore:
 
     def _write(self, conn: sqlite3.Connection, what: str, sql: str,
                args: tuple[object, ...]) -> None:
-        """One change, or :class:`StoreError` saying the database refused it (a full disk)."""
+        """One change, or :class:`StoreError` saying the database refused it (a full disk, a
+        file made read-only) and what to do about it (the client is told the database's words
+        alone)."""
         try:
             conn.execute(sql, args)
         except sqlite3.Error as exc:
-            raise StoreError(f"{quoted_path(self.path)}: could not {what}: "
-                             f"{exc}", reason=str(exc)) from None
+            hint = remedy(exc, self.path)
+            raise StoreError(f"{quoted_path(self.path)}: could not {what}: {exc}"
+                             + (f"; {hint}" if hint else ""), reason=str(exc)) from None
 
     def list(self, tenant: str | None = None, *, include_revoked: bool = True
              ) -> list[KeyRecord]:
