@@ -6,17 +6,19 @@ takes ``tenant`` and gives that tenant's figures."""
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import openai
 import pytest
+from fastapi import APIRouter, Query, Request
 from fastapi.routing import APIRoute
 
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
-from switchpoint.server.queries import QueryCheckedRoute
+from switchpoint.server.queries import NUMBER, WHOLE, QueryCheckedRoute
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.integration.gateway_env import FACTORY, KEYS, client, config_text, log_entry, user
 from tests.integration.servers import ThreadServer, thread_server
@@ -188,6 +190,74 @@ def test_no_route_runs_a_dependency_in_the_thread_pool(gw: ThreadServer) -> None
     plain = sorted({f"{r.path}: {getattr(c, '__qualname__', c)}" for r in routes
                     for c in calls(r.dependant) if not inspect.iscoroutinefunction(c)})
     assert routes and not plain, plain
+
+
+
+# Every number a query parameter takes: (path, parameter, the other parameters it needs).
+_NUMBERS = [("/v1/router/requests", "limit", {}), ("/v1/router/requests", "cursor", {}),
+            ("/v1/router/keys", "limit", {}), ("/v1/router/budgets", "limit", {}),
+            ("/v1/router/budget/alert", "limit", {}), ("/v1/router/report/sla", "since_hours", {}),
+            *[("/v1/router/report/forecast", name,
+               {"requests_per_hour": "10", "avg_input_tokens": "100",
+                "avg_output_tokens": "50"})
+              for name in ("requests_per_hour", "avg_input_tokens", "avg_output_tokens")]]
+
+
+@pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)
+@pytest.mark.parametrize("bad", ["1_000", " 1", "1 ", "1\t", "\u0665", "0x10", "1e-400",
+                                 "nan", "inf", "", "+"])
+def test_a_number_parameter_is_read_as_a_person_writes_one(
+        guarded: ThreadServer, path: str, name: str, others: dict[str, str], bad: str) -> None:
+    """A query's number is ASCII digits and nothing around them (not pydantic's lax reading,
+    which took 1_000, %201 and 1e-400 as 1000, 1 and 0), on every route that takes one, with
+    a 400 naming the parameter; a whole number is no 1.0 either."""
+    r = httpx.get(f"{guarded.base}{path}", params={**others, name: bad}, headers=ADMIN)
+    assert r.status_code == 400, (path, name, bad, r.text)
+    error = r.json()["error"]
+    assert error["param"] == name and error["message"].startswith(f"{name}: "), error
+    if bad not in ("", "+", "nan", "inf"):
+        assert json.dumps(bad) in error["message"], error  # quoted as JSON, as sent
+
+
+@pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)
+def test_a_number_parameter_written_plainly_is_taken(
+        guarded: ThreadServer, path: str, name: str, others: dict[str, str]) -> None:
+    whole = name in ("limit", "cursor")
+    if path.endswith("/forecast"):  # (a forecast needs a routing mix: one request gives it)
+        raw = client(guarded, key_for(guarded, "acme")).chat.completions.with_raw_response.create(
+            model="auto", messages=user("a mix"))
+        log_entry(guarded, raw.headers["x-switchpoint-request-id"], headers=ADMIN)
+    for good in (["5", "+5", "0005"] if whole else ["5", "2.5", "1e1", "0.0e-99999", "1e-300"]):
+        if (good.startswith("0.0") or good == "1e-300") and name == "since_hours":
+            continue  # (0 is no number of hours)
+        r = httpx.get(f"{guarded.base}{path}", params={**others, name: good}, headers=ADMIN)
+        assert r.status_code == 200, (path, name, good, r.text)
+    if whole:
+        r = httpx.get(f"{guarded.base}{path}", params={**others, name: "1.0"}, headers=ADMIN)
+        assert r.status_code == 400 and r.json()["error"]["param"] == name, r.text
+
+
+def test_a_route_cannot_read_a_number_laxly() -> None:
+    """A number query parameter without the strict reading is refused as its route is made,
+    so every route that takes one reads it the same way."""
+    router = APIRouter(route_class=QueryCheckedRoute)
+
+    async def lax(request: Request, limit: int = Query(5, ge=1)) -> None:
+        """A route reading its limit as pydantic would."""
+
+    async def optional(request: Request, x: float | None = None) -> None:
+        """A route reading a number it takes no Query for."""
+
+    async def strict(request: Request,
+                     limit: Annotated[int, Query(ge=1), WHOLE] = 5,
+                     share: Annotated[float | None, Query(gt=0), NUMBER] = None) -> None:
+        """A route reading its numbers as a person writes them."""
+
+    for endpoint in (lax, optional):
+        with pytest.raises(TypeError, match="reads its text strictly"):
+            router.add_api_route("/x", endpoint)
+    router.add_api_route("/x", strict)
+    assert router.routes
 
 
 # GET /v1/router/stats?tenant= -------------------------------------------------------------

@@ -25,23 +25,38 @@ API does: the official SDKs and the proxies in front of them add their own (Azur
 ``api-version``, a client's ``default_query``). Such a route carries :data:`ANY_QUERY`.
 FastAPI's own pages (``/docs``, ``/redoc``, ``/openapi.json``) are not switchpoint's routes and
 are left as they are.
+
+A number a query parameter takes is read from its text as strictly as a command-line option's
+or a header's (:func:`~switchpoint._numbers.integer_text`,
+:func:`~switchpoint._numbers.number_text`), not as pydantic's lax mode reads it
+(``?limit=1_000``, ``?limit=%201`` and ``?limit=1.0`` are not whole numbers as a person writes
+one): ASCII digits, nothing around them, and for a number that is not 0, one a float can hold
+(``1e-400`` would be read as 0). A route's number parameter carries :data:`WHOLE` or
+:data:`NUMBER` after its ``Query(...)`` (so the API document keeps its type and bounds), and
+:class:`QueryCheckedRoute` refuses to build a route with one that does not, so no route reads a
+number laxly.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
+import re
+import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import Depends, params
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_flat_params, get_typed_signature
 from fastapi.routing import APIRoute
+from pydantic import BeforeValidator
 from starlette.requests import Request
 
 from switchpoint._messages import MAX_FIELD, cut, printable
+from switchpoint._numbers import integer_text, number_text
 from switchpoint.errors import InvalidInputError
 from switchpoint.server.head import sent_method
 
@@ -74,6 +89,76 @@ async def any_query() -> None:
 ANY_QUERY = Depends(any_query)
 """``dependencies=[ANY_QUERY]`` on a route of OpenAI's API: it ignores a query parameter it
 does not read, as OpenAI's API does, instead of refusing it."""
+
+
+# A number's digits before its exponent: one of them not 0 makes a number that is not 0.
+_NONZERO = re.compile(r"^[^eE]*[1-9]")
+
+
+def _number_text(text: object, whole: bool) -> object:
+    """A query parameter's ``text`` as the number it says (a whole one when ``whole``), or a
+    ValueError saying how to write one; a value that is not text (a default) as it is."""
+    if not isinstance(text, str):
+        return text
+    shown = cut(json.dumps(text), 40)
+    exact = text == text.strip()
+    number = (integer_text(text) if whole else number_text(text)) if exact else None
+    if number is None:
+        what = "a whole number" if whole else "a finite number"
+        example = "50" if whole else "2.5 or 1e3"
+        raise ValueError(f"must be {what} in ASCII digits with nothing around it, such as "
+                         f"{example}, got {shown}")
+    if number == 0 and _NONZERO.search(text):
+        raise ValueError(f"is too small a number to be told from 0, got {shown}; send 0, or a "
+                         "number of at least 1e-300")
+    return number
+
+
+def _whole(text: object) -> object:
+    return _number_text(text, whole=True)
+
+
+def _real(text: object) -> object:
+    return _number_text(text, whole=False)
+
+
+WHOLE = BeforeValidator(_whole)
+"""The mark of a query parameter that takes a whole number: ``Annotated[int, Query(...),
+WHOLE]`` (after the ``Query``, so the API document keeps its bounds)."""
+NUMBER = BeforeValidator(_real)
+"""The mark of a query parameter that takes a number: ``Annotated[float, Query(...), NUMBER]``."""
+
+
+def _numeric(annotation: object) -> bool:
+    """Whether a parameter of type ``annotation`` holds a number (``int``, ``float``, either
+    or None, as ``Annotated`` wraps them)."""
+    if get_origin(annotation) is Annotated:
+        return _numeric(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_numeric(member) for member in get_args(annotation))
+    return annotation in (int, float)
+
+
+def _marked(annotation: object, metadata: Iterable[object]) -> bool:
+    """Whether :data:`WHOLE` or :data:`NUMBER` is among ``metadata`` or ``annotation``'s."""
+    found = list(metadata)
+    if get_origin(annotation) is Annotated:
+        found += get_args(annotation)[1:]
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_marked(member, found) for member in get_args(annotation))
+    return any(mark is WHOLE or mark is NUMBER for mark in found)
+
+
+def check_numbers(dependant: Dependant, where: str) -> None:
+    """Raise TypeError for a number query parameter of the route (``where``) that does not
+    read its text strictly (:data:`WHOLE`, :data:`NUMBER`)."""
+    for field in get_flat_params(dependant):
+        info = field.field_info
+        if (isinstance(info, params.Query) and _numeric(info.annotation)
+                and not _marked(info.annotation, info.metadata)):
+            raise TypeError(f"{where}: the query parameter {field.alias} takes a number, so "
+                            "it reads its text strictly: write Annotated[int, Query(...), "
+                            "WHOLE] (or float and NUMBER, from switchpoint.server.queries)")
 
 
 def query_names(dependant: Dependant) -> tuple[str, ...]:
@@ -142,5 +227,6 @@ class QueryCheckedRoute(APIRoute):
             return await endpoint(*args, **values)
 
         super().__init__(path, checked, **kwargs)
+        check_numbers(self.dependant, f"{'/'.join(sorted(self.methods or ()))} {path}")
         self.taken: tuple[str, ...] | None = (
             None if takes_any_query(self.dependant) else query_names(self.dependant))

@@ -15,7 +15,7 @@ models, load error and disk only to a caller that carries it.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -31,7 +31,7 @@ from switchpoint.governance.reload_check import key_losses, losses_note
 from switchpoint.server.auth import ADMIN, CLIENT, is_admin
 from switchpoint.server.bodies import no_body
 from switchpoint.server.context import Service, get_service
-from switchpoint.server.queries import ANY_QUERY, QueryCheckedRoute
+from switchpoint.server.queries import ANY_QUERY, WHOLE, QueryCheckedRoute
 from switchpoint.server.schemas import (
     CHAT_ERROR_RESPONSES,
     ERROR_RESPONSES,
@@ -238,10 +238,13 @@ async def reset_model_health(request: Request) -> JSONResponse:
             responses={400: ERROR_RESPONSES[400]},
             summary="The request log, newest first, a page at a time")
 async def requests(request: Request,
-                   limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE,
-                                      description="Entries per page."),
-                   cursor: int | None = Query(None, ge=0, le=2**63 - 1,
-                                              description="next_cursor of the previous page."),
+                   limit: Annotated[int, Query(ge=1, le=MAX_PAGE,
+                                               description="Entries per page."),
+                                    WHOLE] = DEFAULT_PAGE,
+                   cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1,
+                                                       description="next_cursor of the "
+                                                                   "previous page."),
+                                     WHOLE] = None,
                    ) -> JSONResponse:
     store = get_service(request).store
     assert store is not None

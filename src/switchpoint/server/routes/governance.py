@@ -27,7 +27,7 @@ from switchpoint.governance.settings import MAX_RPM, MAX_TPM
 from switchpoint.server.auth import ADMIN
 from switchpoint.server.bodies import no_body, parse_body
 from switchpoint.server.context import get_service
-from switchpoint.server.queries import QueryCheckedRoute
+from switchpoint.server.queries import NUMBER, WHOLE, QueryCheckedRoute
 from switchpoint.server.schemas import (
     ERROR_RESPONSES,
     BudgetAlert,
@@ -129,8 +129,9 @@ async def create_key(request: Request) -> JSONResponse:
             summary="The client keys (never a secret), oldest first, a page at a time")
 async def list_keys(request: Request,
                     tenant: TenantQuery = None,
-                    limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE,
-                                       description="Keys per page."),
+                    limit: Annotated[int, Query(ge=1, le=MAX_PAGE,
+                                                description="Keys per page."),
+                                     WHOLE] = DEFAULT_PAGE,
                     cursor: str | None = Query(None, max_length=64,
                                                description="next_cursor of the previous page."),
                     ) -> JSONResponse:
@@ -199,7 +200,7 @@ async def tenants(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(gateway.tenant_status))
 
 
-BudgetLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Budgets per page.")]
+BudgetLimit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Budgets per page."), WHOLE]
 BudgetCursor = Annotated[str | None, Query(max_length=64,
                                            description="next_cursor of the previous page.")]
 
@@ -259,7 +260,7 @@ async def savings(request: Request, period: Period = "month",
             summary="SLA compliance, breaches and adjustments over the last hours")
 async def sla_report(request: Request,
                      since_hours: Annotated[float, Query(gt=0, le=MAX_SINCE_HOURS,
-                                                         allow_inf_nan=False)] = 1.0,
+                                                         allow_inf_nan=False), NUMBER] = 1.0,
                      tenant: TenantQuery = None
                      ) -> JSONResponse:
     gateway = get_service(request).gateway
@@ -272,11 +273,11 @@ async def sla_report(request: Request,
             summary="Projected spend of a traffic assumption over the logged routing mix")
 async def forecast(request: Request,
                    requests_per_hour: Annotated[float, Query(ge=0, le=MAX_REQUESTS_PER_HOUR,
-                                                             allow_inf_nan=False)],
+                                                             allow_inf_nan=False), NUMBER],
                    avg_input_tokens: Annotated[float, Query(ge=0, le=MAX_TOKENS,
-                                                            allow_inf_nan=False)],
+                                                            allow_inf_nan=False), NUMBER],
                    avg_output_tokens: Annotated[float, Query(ge=0, le=MAX_TOKENS,
-                                                             allow_inf_nan=False)],
+                                                             allow_inf_nan=False), NUMBER],
                    tenant: TenantQuery = None
                    ) -> JSONResponse:
     gateway = get_service(request).gateway
