@@ -4,8 +4,11 @@ The body is read as strictly as a routing request: numbers must be finite (no ``
 ``Infinity`` or ``1e999``), nesting is bounded, strings must be valid Unicode (no lone
 surrogates), and ``model``, ``messages``, ``stream``, the output caps (``max_tokens``,
 ``max_completion_tokens``: whole numbers from 1, as OpenAI requires), ``n`` (1 to 128),
-``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it) and
-the gateway's own ``models`` field are checked by :class:`ChatRequest`, and each message must
+``stream_options`` (an object whose ``include_usage`` is a boolean: the gateway reads it), the
+sampling settings (``temperature``, ``top_p``, ``presence_penalty``, ``frequency_penalty``,
+``min_p``, ``repetition_penalty``: numbers; ``seed``, ``top_k``, ``top_logprobs``: whole
+numbers; never a boolean, which an adapter translating them would read as 1) and the gateway's
+own ``models`` field are checked by :class:`ChatRequest`, and each message must
 carry what its role needs (a user message its ``content``, a tool message its
 ``tool_call_id``, ...), an assistant's ``function_call`` and ``tool_calls`` written as
 OpenAI's schema writes them (names, arguments and ids as strings, each tool call of type
@@ -125,10 +128,15 @@ class StreamOptions(BaseModel):
         None, description="End the stream with a chunk carrying the usage (and its cost).")
 
 
+# A sampling setting: a number (a whole one too), never a boolean, a string or infinite.
+_Number = Annotated[float, Field(strict=True)] | None
+
+
 class ChatRequest(BaseModel):
     """An OpenAI chat completion request. The gateway checks ``model``, ``messages``, ``stream``,
-    the output caps and ``models``, the names of the tools declared and chosen, and that
-    ``stop`` is text; every field but ``models`` (temperature, tools, response_format, ...) is
+    the output caps and ``models``, that each sampling setting (``temperature``, ``top_p``,
+    ``seed``, ...) is a number, the names of the tools declared and chosen, and that ``stop``
+    is text; every field but ``models`` (temperature, tools, response_format, ...) is
     forwarded to the model that answers exactly as sent."""
 
     model_config = ConfigDict(
@@ -160,6 +168,20 @@ class ChatRequest(BaseModel):
         None, ge=1, le=MAX_CHOICES,
         description="How many answers to write (each is held against budgets at the output "
                     "cap, and billed).")
+    # The sampling settings: a number each, never a boolean or a string (an adapter that
+    # translates them would read true as 1), whichever model answers; their ranges are the
+    # upstream's to hold.
+    temperature: _Number = Field(None, description="Sampling temperature (a number).")
+    top_p: _Number = Field(None, description="Nucleus sampling's probability mass (a number).")
+    presence_penalty: _Number = Field(None, description="A number.")
+    frequency_penalty: _Number = Field(None, description="A number.")
+    min_p: _Number = Field(None, description="A number (OpenAI-compatible servers').")
+    repetition_penalty: _Number = Field(None, description="A number (OpenAI-compatible "
+                                                          "servers').")
+    seed: StrictInt | None = Field(None, description="A whole number.")
+    top_k: StrictInt | None = Field(None, description="A whole number (OpenAI-compatible "
+                                                      "servers').")
+    top_logprobs: StrictInt | None = Field(None, description="A whole number.")
 
 
 _FIELDS = list(ChatRequest.model_fields)
