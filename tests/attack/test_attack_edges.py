@@ -8,6 +8,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.sessions import session_key
 from tests.attack.attack_env import Attacked, chat_body
 from tests.fakes.fake_provider import FakeProviderProcess
 
@@ -43,3 +45,56 @@ def test_a_sampling_setting_that_is_a_number_is_sent_as_it_was(
     sent = fake.requests()[-1]["body"]
     assert (sent["temperature"], sent["top_p"], sent["seed"], sent["top_k"],
             sent["presence_penalty"]) == (0, 1, 7, 3, -0.5)
+
+
+def chat(attacked: Attacked, headers: dict[str, bytes], model: str = "auto") -> httpx.Response:
+    """A chat request with ``headers``, their values as the bytes sent."""
+    return httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body("hi", model),
+                      headers={k.encode(): v for k, v in headers.items()}, timeout=10)
+
+
+def test_a_models_header_in_utf8_is_read_as_utf8(attacked: Attacked) -> None:
+    """``x-switchpoint-models: été`` was read as Latin-1 and echoed as ``Ã©tÃ©``."""
+    r = chat(attacked, {"x-switchpoint-models": "été, beta".encode()})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert "été" in error["message"] and "Ã" not in error["message"], error
+    r = chat(attacked, {"x-switchpoint-models": b"beta, alpha"})
+    assert r.status_code == 200 and r.headers["x-switchpoint-model"] in ("alpha", "beta")
+
+
+def test_a_models_header_not_in_utf8_is_refused(attacked: Attacked,
+                                                fake: FakeProviderProcess) -> None:
+    r = chat(attacked, {"x-switchpoint-models": "été".encode("latin-1")})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "x-switchpoint-models" and "not UTF-8" in error["message"], error
+    assert fake.requests() == []
+
+
+@pytest.mark.parametrize("session", ["a\tb", "a\u0085b", "a\u202eb", "a\u200bb"])
+def test_a_session_id_holding_control_characters_is_refused(
+        attacked: Attacked, fake: FakeProviderProcess, session: str) -> None:
+    r = chat(attacked, {"x-session-id": session.encode()})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "x-session-id", error
+    assert f"U+{ord(session[1]):04X}" in error["message"], error
+    assert fake.requests() == []
+
+
+def test_a_session_id_in_any_script_pins_its_conversation(attacked: Attacked) -> None:
+    session = {"x-session-id": "café-🙂-会话".encode()}
+    first = chat(attacked, session)
+    assert first.status_code == 200, first.text
+    again = chat(attacked, session)
+    assert again.headers["x-switchpoint-pin"] == "hard"
+    assert again.headers["x-switchpoint-model"] == first.headers["x-switchpoint-model"]
+
+
+def test_the_library_refuses_such_a_session_id_too() -> None:
+    """One rule for both doors: the in-process gateway's session_id is held to it."""
+    with pytest.raises(InvalidInputError, match="U\\+0000") as caught:
+        session_key("a\x00b", [{"role": "user", "content": "hi"}], field="session_id")
+    assert caught.value.field == "session_id"
+    assert session_key("  café  ", [], field="session_id") == session_key("café", [])

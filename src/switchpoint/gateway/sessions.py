@@ -108,6 +108,7 @@ from switchpoint._files import (
     private_file,
     temporary_name,
 )
+from switchpoint._messages import unprintable
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs, adapter_limits
@@ -779,7 +780,8 @@ def session_key(explicit: str | None, messages: Sequence[object], *,
                 scope: str | None = None, field: str = "session_id") -> str | None:
     """The key a conversation's pin is stored under, or ``None`` (no pinning).
 
-    ``explicit`` is the client's own session id, at most :data:`MAX_SESSION_ID` characters;
+    ``explicit`` is the client's own session id, at most :data:`MAX_SESSION_ID` characters
+    that show as themselves (:func:`~switchpoint._messages.unprintable`: no control character);
     ``field`` is what the client called it (an argument's name, or over HTTP its header's),
     which an error about it names. Without one, the conversation is known by its first user
     message, **within** ``scope`` (who is calling: a client key, else the client's address), so
@@ -792,6 +794,14 @@ def session_key(explicit: str | None, messages: Sequence[object], *,
         if len(explicit) > MAX_SESSION_ID:
             raise InvalidInputError(field, f"is {len(explicit)} characters long; a session id "
                                            f"may have at most {MAX_SESSION_ID}")
+        hidden = unprintable(explicit)
+        if hidden is not None:
+            at, char = hidden
+            raise InvalidInputError(field, f"holds U+{ord(char):04X} (character {at + 1}): a "
+                                           "session id is text that shows as itself, so control "
+                                           "characters (newline, NUL, ...) and invisible or "
+                                           "direction-changing ones are refused; send letters, "
+                                           "digits and punctuation, such as a UUID")
     if explicit:
         material = f"explicit\0{scope or ''}\0{explicit}"
     else:

@@ -91,11 +91,11 @@ async def chat_completions(request: Request, principal: CLIENT) -> Response:
 def chat_call(body: dict[str, Any], request: Request,
               principal: Principal | None = None) -> ChatCall:
     """The plain values of one HTTP chat request (``principal``: the client key's caller)."""
-    models = _once(request, MODELS_HEADER)
+    models = _text(request, MODELS_HEADER)
     host = request.client.host if request.client is not None else None
     return ChatCall(
         body=body,
-        session_id=_once(request, SESSION_HEADER),
+        session_id=_text(request, SESSION_HEADER),
         caller=principal.key_id if principal is not None and principal.key_id else host,
         tenant=principal.tenant if principal is not None else None,
         key_id=principal.key_id if principal is not None else None,
@@ -108,6 +108,22 @@ def chat_call(body: dict[str, Any], request: Request,
 def _once(request: Request, name: str) -> str | None:
     """The header ``name``, which a request gives at most once (:func:`once`)."""
     return once(name, request.headers.getlist(name))
+
+
+def _text(request: Request, name: str) -> str | None:
+    """The header ``name`` (:func:`_once`) that carries names (a model's, a session's): its
+    bytes read as UTF-8, as every client writes text that is not ASCII (the web framework reads
+    a header as Latin-1, so ``été`` was ``Ã©tÃ©``); bytes that are not UTF-8 are refused,
+    naming the header."""
+    value = _once(request, name)
+    if value is None or value.isascii():
+        return value
+    raw = value.encode("latin-1")  # (the bytes as sent: Latin-1 maps each to one character)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(name, f"is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                      "send names that are not ASCII in UTF-8") from None
 
 
 # A decimal number (Python's float() also takes "1_0"); "inf" and "nan" are let through to
