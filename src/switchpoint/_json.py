@@ -61,6 +61,21 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
         raise json.JSONDecodeError("arrays or objects nested too deeply to read", "", 0) from None
 
 
+def too_long(digits: str) -> bool:
+    """Whether the JSON integer ``digits`` has more digits than Python reads (4300 by
+    default: ``int()`` refuses more, and reading that many is slow)."""
+    most = sys.get_int_max_str_digits()
+    return bool(most) and len(digits.lstrip("-")) > most
+
+
+def not_finite(text: str) -> str:
+    """What a request body holding the number ``text`` (``NaN``, ``Infinity``, an integer
+    of thousands of digits) is told, whichever route reads it."""
+    shown = (f"a number of {len(text.lstrip('-'))} digits" if too_long(text)
+             else f"the number {cut(text, 40)}")
+    return f"holds {shown}, which is not finite; send finite numbers only"
+
+
 def unreadable(exc: json.JSONDecodeError) -> str:
     """What an error from :func:`loads` says of the text: ``not valid JSON (why)``, or for a key
     written twice, which is valid JSON, just that."""

@@ -98,3 +98,21 @@ def test_the_library_refuses_such_a_session_id_too() -> None:
         session_key("a\x00b", [{"role": "user", "content": "hi"}], field="session_id")
     assert caught.value.field == "session_id"
     assert session_key("  café  ", [], field="session_id") == session_key("café", [])
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", '{"model": "auto", "messages": [{"role": "user", "content": "hi"}],'
+                             ' "seed": %s}'),
+    ("/v1/route", '{"prompt": "hi", "cost_weight": %s}'),
+    ("/v1/feedback", '{"decision_id": "d", "score": %s}')])
+def test_an_integer_of_thousands_of_digits_is_told_alike_on_every_route(
+        attacked: Attacked, path: str, body: str) -> None:
+    """The routing and feedback routes read it as JSON that is not valid ("number out of
+    range"), the chat gateway as a number that is not finite: one message now."""
+    r = httpx.post(f"{attacked.base}{path}", content=body % ("9" * 5000),
+                   headers={"content-type": "application/json"}, timeout=10)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "body", error
+    assert error["message"] == ("body: holds a number of 5000 digits, which is not finite; "
+                                "send finite numbers only"), error

@@ -7,7 +7,9 @@ import json
 
 import pytest
 
+from switchpoint._json import not_finite
 from switchpoint.errors import InvalidInputError
+from switchpoint.gateway.parsing import parse_chat_body
 from switchpoint.server.bodies import parse_body
 from switchpoint.server.schemas import RouteRequest
 
@@ -36,14 +38,19 @@ def test_a_lone_surrogate_is_named_by_its_field() -> None:
     assert field == "prompt" and "lone surrogate" in message
 
 
-def test_a_number_too_long_to_read_is_left_to_the_models_reader() -> None:
-    # Python cannot make an int of it: the duplicate check steps aside, as when it converted
-    # numbers, and the model's reader says what is wrong, whatever else the body holds.
+def test_a_number_too_long_to_read_is_told_as_the_chat_gateway_tells_it() -> None:
+    # Python cannot make an int of it (nor pydantic's reader, which called the body "not valid
+    # JSON (number out of range ...)"): said as the chat gateway says it, whatever else the
+    # body holds.
     digits = b"9" * 5000
     for raw in (b'{"prompt": "a", "cost_weight": ' + digits + b"}",
                 b'{"prompt": "a", "cost_weight": ' + digits + b', "prompt": "b"}'):
         field, message = refusal(raw)
-        assert field == "body" and "not valid JSON" in message and "written twice" not in message
+        assert field == "body" and message == f"body: {not_finite(digits.decode())}", message
+    chat = b'{"model": "auto", "messages": [], "seed": ' + digits + b"}"
+    with pytest.raises(InvalidInputError) as caught:
+        parse_chat_body(chat)
+    assert str(caught.value) == message
 
 
 def test_non_finite_numbers_still_reach_the_models_check() -> None:

@@ -53,6 +53,8 @@ from switchpoint._json import (
     SURROGATE_ESCAPE,
     DuplicateKeyError,
     lone_surrogate,
+    not_finite,
+    too_long,
     unique_keys,
 )
 from switchpoint._messages import cut, invalid_at, invalid_from_validation, listed_names
@@ -229,8 +231,7 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise InvalidInputError("body", exc.msg) from None
     except _NonFiniteError as exc:
         _name_the_field(raw)  # raises naming the field, when it can
-        raise InvalidInputError("body", f"holds the number {exc.text}, which is not finite; "
-                                        "send finite numbers only") from None
+        raise InvalidInputError("body", not_finite(exc.text)) from None
     except RecursionError:
         raise InvalidInputError("body", f"nests deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError as exc:
@@ -764,8 +765,8 @@ def _finite_float(text: str) -> float:
 
 
 def _finite_int(text: str) -> int:
-    if len(text) > 4300:  # Python's own limit on int() of a decimal string
-        raise _NonFiniteError(text[:20] + "...")
+    if too_long(text):  # (more digits than int() reads)
+        raise _NonFiniteError(text)
     return int(text)
 
 

@@ -2,19 +2,20 @@
 :func:`switchpoint.gateway.parsing.parse_chat_body` reads), validated by their pydantic model.
 
 Read by the handler, after the route's own checks of who calls (an admin route's token, a
-client key), so a caller who may not use a route learns nothing of what its body must be. Two
+client key), so a caller who may not use a route learns nothing of what its body must be. Three
 faults are found, and named, as the chat gateway finds them: a key written twice in one object
 (JSON readers disagree on which of the two counts, so a filter in front could check one value
-while the service acted on the other), and a lone surrogate (an unpaired ``\\ud800``-``\\udfff``
-escape, which is no text; pydantic's reader calls it a bad escape). Those checks read the
-text's structure with Python's reader, without making numbers of its numbers (neither check
-looks at them, and converting an embedding's floats was most of the time they took); pydantic's
-reader then reads the body into its model and says what is wrong with any value."""
+while the service acted on the other), an integer of more digits than Python reads (told as
+the chat gateway tells it, :func:`~switchpoint._json.not_finite`), and a lone surrogate (an
+unpaired ``\\ud800``-``\\udfff`` escape, which is no text; pydantic's reader calls it a bad
+escape). Those checks read the text's structure with Python's reader, without making numbers of
+its numbers (no check converts them, and converting an embedding's floats was most of the time
+they took); pydantic's reader then reads the body into its model and says what is wrong with
+any value."""
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,8 @@ from switchpoint._json import (
     SURROGATE_ESCAPE,
     DuplicateKeyError,
     lone_surrogate,
+    not_finite,
+    too_long,
     unique_keys,
 )
 from switchpoint._messages import invalid_from_validation
@@ -40,12 +43,14 @@ def _number(text: str) -> None:
     return None
 
 
+class _TooLongError(ValueError):
+    """An integer with more digits than Python reads."""
+
+
 def _integer(digits: str) -> None:
-    """Nothing, or for an integer too long for Python to read, the error its reader raises
-    (so such a body is left to pydantic's reader, as when the checks converted numbers)."""
-    most = sys.get_int_max_str_digits()
-    if most and len(digits.lstrip("-")) > most:
-        raise ValueError(f"a number of {len(digits)} digits")
+    """Nothing, or for an integer too long for Python to read, :class:`_TooLongError`."""
+    if too_long(digits):
+        raise _TooLongError(digits)
 
 
 # The structure of a body: its objects (a key written twice refused) and strings, numbers left
@@ -86,6 +91,8 @@ def _check_text(raw: bytes) -> None:
         data = _STRUCTURE.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except DuplicateKeyError as exc:
         raise InvalidInputError("body", exc.msg) from None
+    except _TooLongError as exc:  # (pydantic's reader said "not valid JSON (number out of range)")
+        raise InvalidInputError("body", not_finite(str(exc))) from None
     except (ValueError, RecursionError):
         return
     if not SURROGATE_ESCAPE.search(raw):  # (a body with none skips the walk)
