@@ -9,6 +9,7 @@ turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import unicodedata
@@ -82,10 +83,20 @@ def quoted_path(path: object) -> str:
 
 
 def _shown(value: object) -> str:
-    # As the JSON body or YAML config wrote it: true / false / null, not Python's spelling.
+    # As the JSON body or YAML config wrote it: true / false / null and "text", not Python's
+    # spelling (True, 'text').
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, str):
+        return json_quoted(value)
     return quoted(value)
+
+
+def json_quoted(value: object, limit: int = 60) -> str:
+    """``value`` as JSON writes it (``true``, ``"text"``, ``{"a": 1}``; not Python's ``True``,
+    ``'text'``), cut short (see :func:`cut`), any character a terminal would not show as itself
+    written as ``\\uXXXX`` (:func:`printable`): how an error quotes a value a request sent."""
+    return cut(printable(json.dumps(value, default=str, ensure_ascii=False)), limit)
 
 
 def reason(err: Any, known: Sequence[str] = ()) -> str:

@@ -5,6 +5,8 @@ without saying so, and a documentation page that needed the network."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -32,6 +34,7 @@ def test_a_sampling_setting_that_is_no_number_is_refused_before_routing(
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == field and error["message"].startswith(f"{field}: must be "), error
+    assert error["message"].endswith(f"got {json.dumps(value)}"), error  # as JSON writes it
     assert "x-switchpoint-request-id" not in r.headers  # nothing was routed
     assert fake.requests() == []
 

@@ -630,7 +630,7 @@ def test_the_key_list_comes_a_bounded_page_at_a_time(gov: ThreadServer,
     ({"tenant": "acme", "budget": 5}, "budget", "budget: must be a string or a list, got 5"),
     ({"tenant": "acme", "budget": ["1/day", 5]}, "budget", "budget[1]: must be a string, got 5"),
     ({"tenant": "acme", "cost_weight": "low"}, "cost_weight",
-     "cost_weight: must be a number, got 'low'"),
+     "cost_weight: must be a number, got \"low\""),
 ])
 def test_bad_key_requests_are_400s_and_create_nothing(gov: ThreadServer, body: dict[str, Any],
                                                       param: str, needle: str) -> None:
@@ -1167,7 +1167,7 @@ def test_a_rotation_of_a_grace_that_is_no_number_names_the_field(gov: ThreadServ
                    json={"grace_seconds": "1h"}, headers=ADMIN)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == {"code": "invalid_request", "param": "grace_seconds",
-                                 "message": "grace_seconds: must be a number, got '1h'"}
+                                 "message": "grace_seconds: must be a number, got \"1h\""}
     assert httpx.get(f"{gov.base}/v1/router/keys/{issued['id']}",
                      headers=ADMIN).json()["rotated_at"] is None
 

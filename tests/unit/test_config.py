@@ -126,7 +126,7 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("models:\n  - {name: good, input_per_mtok: -1}\n",
      "models[0].input_per_mtok: must be >= 0, got -1"),
     ("models:\n  - {name: a}\n  - {name: b, output_per_mtok: cheap}\n",
-     "models[1].output_per_mtok: must be a number, got 'cheap'"),
+     "models[1].output_per_mtok: must be a number, got \"cheap\""),
     ("models:\n  - {name: a, capabilities: [telepathy]}\n",
      "models[0].capabilities[0]: must be one of"),
     ("models:\n  - {name: a, tier: godlike}\n", "models[0].tier: must be one of"),
@@ -398,7 +398,7 @@ def test_a_reload_refuses_an_unbounded_value_too(tmp_path: Path) -> None:
 
 def test_env_errors_say_which_variable(tmp_path: Path) -> None:
     message = error_of(tmp_path, "", {"SWITCHPOINT_CACHE__SIZE": "lots"})
-    assert message == "cache.size: must be an integer, got 'lots' (from SWITCHPOINT_CACHE__SIZE)"
+    assert message == "cache.size: must be an integer, got \"lots\" (from SWITCHPOINT_CACHE__SIZE)"
 
 
 @pytest.mark.parametrize(("env", "expected"), [

@@ -28,7 +28,7 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b'{"model": "auto", "messages": [{"content": "x"}]}', "messages", "required"),
     (b'{"model": "auto", "messages": [{"role": "bogus", "content": "x"}]}', "messages",
      "messages[0].role: must be one of 'system', 'developer', 'user', 'assistant', 'tool' or "
-     "'function', got 'bogus'"),
+     "'function', got \"bogus\""),
     (b'{"model": "auto", "messages": [{"role": 3, "content": "x"}]}', "messages", "role"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "stream": "yes"}', "stream",
      "true or false"),
@@ -63,7 +63,7 @@ def test_a_good_body_comes_back_as_sent() -> None:
      b'"stream_options": [{"include_usage": true}]}', "stream_options", "must be a mapping"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "stream": true, '
      b'"stream_options": {"include_usage": "yes"}}', "stream_options",
-     "stream_options.include_usage: must be true or false, got 'yes'"),
+     "stream_options.include_usage: must be true or false, got \"yes\""),
     (b'{"model": "auto", "messages": [{"role": "user"}], "stream": true, '
      b'"stream_options": {"include_usage": 1}}', "stream_options",
      "stream_options.include_usage: must be true or false, got 1"),

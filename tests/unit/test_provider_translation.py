@@ -701,3 +701,29 @@ def test_a_last_assistant_turn_is_sent_without_its_trailing_whitespace() -> None
         {"role": "assistant", "content": "My favourite colour is "}]}, CLAUDE, stream=False)
     assert [m["content"][-1]["text"] for m in body["messages"]] == [
         "Hi.", "Hello \n", "Name a colour.", "My favourite colour is"]
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ({"tool_choice": True}, "tool_choice true is not auto, none, required, allowed_tools or a "
+                            "function"),
+    ({"tool_choice": {"type": "web_search"}},
+     'tool_choice {"type": "web_search"} is not auto, none, required, allowed_tools or a '
+     "function"),
+    ({"functions": [{"name": "f"}], "function_call": "required"},
+     'function_call "required" is not auto, none or a function')])
+def test_a_choice_the_adapter_cannot_send_is_quoted_as_json(extra: dict[str, Any],
+                                                            says: str) -> None:
+    """The adapter's own refusal (for a caller that skipped the request check) quotes the
+    value as the request wrote it, not in Python's spelling (True, 'required')."""
+    request = {"messages": [{"role": "user", "content": "hi"}],
+               "tools": [{"type": "function", "function": {"name": "f"}}], **extra}
+    if "functions" in extra:
+        del request["tools"]
+    with pytest.raises(UnsupportedRequest, match=re.escape(says)):
+        to_anthropic_request(request, CLAUDE, stream=False)
+
+
+def test_a_role_the_adapter_cannot_send_is_quoted_as_json() -> None:
+    with pytest.raises(UnsupportedRequest, match=re.escape('has role "robot" (system')):
+        to_anthropic_request({"messages": [{"role": "robot", "content": "hi"}]}, CLAUDE,
+                             stream=False)

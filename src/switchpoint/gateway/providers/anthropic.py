@@ -64,7 +64,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from contextlib import aclosing
 from typing import Any
 
-from switchpoint._messages import cut
+from switchpoint._messages import cut, json_quoted
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     InvalidInputError,
@@ -194,8 +194,8 @@ def _content_blocks(content: object, where: str, role: str) -> list[dict[str, An
             continue
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind not in sends or not isinstance(part, Mapping):
-            raise _bad(f"{where} has a content part of type {kind!r}, which the Anthropic "
-                       f"adapter does not send in {role} messages ({' and '.join(sends)} "
+            raise _bad(f"{where} has a content part of type {json_quoted(kind)}, which the "
+                       f"Anthropic adapter does not send in {role} messages ({' and '.join(sends)} "
                        "parts it does)")
         blocks.append(_BLOCKS[kind](part))
     # (a text or refusal part with no text, or whitespace only, is not sent: the Messages API
@@ -309,8 +309,8 @@ def _translate_messages(messages: Sequence[object]) -> tuple[list[str], list[dic
                            "answers")
             add("user", [_tool_result(legacy_call_id(call), content, where)])
         else:
-            raise _bad(f"{where} has role {role!r} (system, developer, user, assistant, tool "
-                       f"and function are supported)")
+            raise _bad(f"{where} has role {json_quoted(role)} (system, developer, user, "
+                       "assistant, tool and function are supported)")
     for turn in out:
         if turn["role"] == "user":
             turn["content"] = _results_first(turn["content"])
@@ -413,8 +413,8 @@ def _translate_tool_choice(request: Mapping[str, Any]) -> dict[str, Any] | None:
     elif (allowed := None if legacy else _allowed_tools(request)) is not None:
         out = {"type": "any" if allowed[0] == "required" else "auto"}
     else:
-        raise _bad(f"{field} {choice!r} is not auto, none, "
-                   f"{'' if legacy else 'required, allowed_tools '}or a function")
+        modes = "auto, none" if legacy else "auto, none, required, allowed_tools"
+        raise _bad(f"{field} {json_quoted(choice)} is not {modes} or a function")
     # A legacy answer carries one call: the model makes no more.
     if legacy or (request.get("parallel_tool_calls") is False and request.get("tools")):
         out = out or {"type": "auto"}
