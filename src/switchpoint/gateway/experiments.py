@@ -215,7 +215,7 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     keeps their totals)."""
     experiment = settings.experiments.get(name)
     if experiment is None:
-        raise NotFoundError(f"experiment: no experiment {name[:100]!r} is configured; "
+        raise NotFoundError(f"experiment: no experiment {quoted(name, 100)} is configured; "
                             f"configured: {', '.join(settings.experiments) or 'none'}",
                             param="name")
     rows = reader.experiment(name) if reader is not None else {}

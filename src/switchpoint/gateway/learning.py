@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import quoted_path
+from switchpoint._messages import quoted, quoted_path
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -1107,7 +1107,7 @@ class GatewayLearning:
                 measured = check_cost(cost)
                 cost_from = None if measured is None else "feedback"
                 if model is not None and model not in router.models:
-                    raise InvalidInputError("model", f"{model[:100]!r} is not a model of this "
+                    raise InvalidInputError("model", f"{quoted(model, 100)} is not a model of this "
                                                      f"gateway; use one of "
                                                      f"{', '.join(router.models)}")
                 # (counted for the caller's tenant only: another's decision is not found)
@@ -1505,7 +1505,7 @@ class GatewayLearning:
                                                f"({', '.join(experiment.arms)}), or None for "
                                                f"its winner; got {type(arm).__name__}")
             if arm not in experiment.arms:
-                raise InvalidInputError("arm", f"{arm[:64]!r} is not an arm of {name!r} "
+                raise InvalidInputError("arm", f"{quoted(arm, 64)} is not an arm of {name!r} "
                                                f"({', '.join(experiment.arms)})")
             reason = "winner" if arm == report["winner"] else "chosen"
         # One promotion at a time, from its row to the arm it sends traffic to: of two at

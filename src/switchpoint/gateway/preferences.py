@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from switchpoint._messages import quoted
 from switchpoint.errors import (
     ConflictError,
     ContextLengthExceeded,
@@ -129,9 +130,10 @@ class Compares:
                 and 0 < len(compare_id) <= MAX_DECISION_ID):
             found = self.lookup(compare_id)
         if found is None or found.tenant != tenant or found.expires <= now:
-            raise NotFoundError(f"compare_id: no open comparison {str(compare_id)[:100]!r} for "
-                                f"this tenant (comparisons wait {self.ttl_s:g} s for their "
-                                "scores); run POST /v1/router/preferences/compare again",
+            raise NotFoundError(f"compare_id: no open comparison "
+                                f"{quoted(str(compare_id), 100)} for this tenant (comparisons "
+                                f"wait {self.ttl_s:g} s for their scores); run POST "
+                                "/v1/router/preferences/compare again",
                                 param="compare_id")
         return found
 
