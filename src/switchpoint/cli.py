@@ -789,7 +789,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the router and the OpenAI-compatible gateway over "
                                      "HTTP: POST /v1/route, POST /v1/chat/completions (with "
                                      "models: in --config), /v1/feedback, /health, /v1/models, "
-                                     "/metrics, /v1/router/* (docs at /docs)")
+                                     "/metrics, /v1/router/* (the API document at "
+                                     "/openapi.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
                                                        "127.0.0.1)")
     p.add_argument("--port", default="8080",

@@ -347,7 +347,7 @@ def test_unknown_route_and_method_keep_the_error_shape(server: ThreadServer) -> 
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
 
 
-def test_openapi_and_docs(server: ThreadServer) -> None:
+def test_openapi_and_no_pages_from_a_cdn(server: ThreadServer) -> None:
     spec = httpx.get(server.base + "/openapi.json").json()
     for path in ("/v1/route", "/health", "/v1/models", "/metrics", "/v1/router/stats",
                  "/v1/router/policy/{name}", "/v1/router/reload"):
@@ -358,7 +358,14 @@ def test_openapi_and_docs(server: ThreadServer) -> None:
                                          "cost_weight", "prefer_healthy", "auto_scale",
                                          "estimate_tokens", "ab_test"}
     assert {"200", "400", "503"} <= set(route["responses"])
-    assert httpx.get(server.base + "/docs").status_code == 200
+    # FastAPI's /docs and /redoc load their scripts from a CDN: offline, a blank page. Not
+    # served; the document is /openapi.json, and a 404 says so.
+    for page in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        r = httpx.get(server.base + page)
+        assert r.status_code == 404, (page, r.text)
+        assert "GET /openapi.json lists the routes" in r.json()["error"]["message"]
+    r = httpx.get(server.base + "/openapi.json")
+    assert "cdn." not in r.text and "<script" not in r.text
 
 
 def _metric(text: str, name: str) -> float:

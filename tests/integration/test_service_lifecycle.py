@@ -745,7 +745,8 @@ def test_serve_on_a_range_binds_a_free_port_of_it_and_says_which_on_stdout(
         finally:
             if server.proc is not None and server.proc.poll() is None:
                 server.kill()
-    assert f"switchpoint: serving http://127.0.0.1:{low + 1} (docs at /docs)" in err
+    assert (f"switchpoint: serving http://127.0.0.1:{low + 1} (its API document at "
+            "/openapi.json)") in err
     assert code == 0, err
 
 

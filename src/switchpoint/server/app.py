@@ -98,8 +98,11 @@ def create_app(
 
     # No redirect for a path with a slash too many: Starlette's would send a 307 to the host
     # the client's Host header names; the 404 says which route was meant instead.
+    # No /docs nor /redoc: FastAPI's pages load their scripts and styles from a CDN, and the
+    # service reaches no network a client did not ask for (an operator offline got a blank
+    # page); the document they show is GET /openapi.json, which any OpenAPI viewer opens.
     app = FastAPI(title="switchpoint", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan, redirect_slashes=False,
+                  lifespan=lifespan, redirect_slashes=False, docs_url=None, redoc_url=None,
                   dependencies=[Depends(single_query)])  # a query names each once
     app.state.service = service
     install_error_handlers(app)

@@ -281,7 +281,7 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             meant = _without_trailing_slash(request)
             message += (f"; did you mean {meant}?" if meant is not None
-                        else "; see GET /docs for the routes")
+                        else "; GET /openapi.json lists the routes")
         answer = ErrorAnswer(exc.status_code, code, message, None,
                              getattr(exc, "headers", None))
         return render(request, answer)

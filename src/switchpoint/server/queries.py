@@ -23,8 +23,7 @@ The routes of OpenAI's API (``POST /v1/chat/completions``, ``GET /v1/models``,
 ``GET /v1/models/{id}``) take any parameter and ignore those they do not read, as OpenAI's own
 API does: the official SDKs and the proxies in front of them add their own (Azure's
 ``api-version``, a client's ``default_query``). Such a route carries :data:`ANY_QUERY`.
-FastAPI's own pages (``/docs``, ``/redoc``, ``/openapi.json``) are not switchpoint's routes and
-are left as they are.
+FastAPI's own ``/openapi.json`` is not one of switchpoint's routes and is left as it is.
 
 A number a query parameter takes is read from its text as strictly as a command-line option's
 or a header's (:func:`~switchpoint._numbers.integer_text`,

@@ -392,8 +392,9 @@ def _serve(settings: Settings, host: str, port: int, *, log_level: str, access_l
         body_timeout_s=limits.body_timeout_s, keep_alive_timeout_s=limits.keep_alive_timeout_s,
         write_timeout_s=limits.write_timeout_s, max_header_bytes=limits.max_header_bytes),
         stats)
-    announce = ("switchpoint: serving {url} (docs at /docs); the router loads in the "
-                "background, GET /health says when it is ready; decisions are logged to "
+    announce = ("switchpoint: serving {url} (its API document at /openapi.json); the router "
+                "loads in the background, GET /health says when it is ready; decisions are "
+                "logged to "
                 + str(settings.db_path).replace("{", "{{").replace("}", "}}"))
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=access_log,
