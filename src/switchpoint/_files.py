@@ -33,13 +33,31 @@ from switchpoint._messages import quoted, quoted_path
 log = logging.getLogger("switchpoint")
 
 
+def unnameable(path: Path) -> str | None:
+    """Why no file system could be asked about ``path`` (Python refuses before the system is
+    called, with a bare ``ValueError`` or ``UnicodeEncodeError``): it holds a NUL, or a
+    character the file system's encoding cannot write (a lone surrogate such as
+    ``"\\ud800"``); else ``None``."""
+    text = str(path)
+    if "\0" in text:
+        return "it holds a NUL character, which no path may"
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        return (f"it holds {quoted(text[exc.start])}, a character the file system's encoding "
+                f"({sys.getfilesystemencoding()}) cannot write, which no path may")
+    return None
+
+
 def path_problem(path: Path) -> str | None:
     """Why ``path`` cannot be created, when a file stands where a directory of its path should
     be (the system says only "File exists" or "Not a directory"), when a part of it cannot be
     looked at, when a part yet to be made has a name longer than the file system allows, or
-    when it holds a NUL; else ``None``."""
-    if "\0" in str(path):
-        return "it holds a NUL character, which no path may"
+    when it holds a NUL or a character the file system's encoding cannot write (a lone
+    surrogate such as ``"\\ud800"``); else ``None``."""
+    problem = unnameable(path)
+    if problem is not None:
+        return problem
     found = Path(path.anchor or ".")
     for folder in [*reversed(path.parents), path]:
         try:

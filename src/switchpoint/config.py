@@ -70,7 +70,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from switchpoint._files import path_problem
+from switchpoint._files import path_problem, unnameable
 from switchpoint._messages import cut, key_path, listed_names, quoted, quoted_path
 from switchpoint._messages import reason as describe
 from switchpoint._numbers import Boolean, Integer, Real, boolean_text
@@ -706,6 +706,10 @@ def _read_config_text(file: Path, path_arg: str) -> str:
     (a directory, a device or a pipe is refused before anything is read from it). Its errors
     say what to pass as ``path_arg``, the argument or flag that named it."""
     shown, passed = quoted_path(file), _passed(path_arg)
+    problem = unnameable(file)  # (the system would not even be asked)
+    if problem is not None:
+        raise ConfigError("config", f"{shown} cannot be read: {problem}; pass a YAML file "
+                                    f"{passed}")
     try:
         mode = file.stat().st_mode
     except FileNotFoundError:

@@ -49,6 +49,7 @@ from switchpoint._files import (
     replace_dir,
     set_aside,
     temporary_name,
+    unnameable,
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, as_float, loads, shown_number, unreadable
@@ -159,6 +160,9 @@ def check_weights_target(path: str | Path, *, bundled: bool = False) -> Path:
     if target.name in ("", ".", ".."):
         raise WeightsError(target, "names no directory of its own; give the weights a "
                                    "directory name, e.g. ./weights")
+    problem = unnameable(target)  # (first: resolving it, the system is not even asked)
+    if problem is not None:
+        raise _unwritable(target, problem)
     if not bundled and _among_bundled(target):
         raise WeightsError(target, "is among the weights bundled with switchpoint, which "
                                    "every router of this installation loads by default and a "

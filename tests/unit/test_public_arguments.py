@@ -264,3 +264,30 @@ def test_right_types_of_other_kinds_are_still_taken(world: World) -> None:
     package = WeightsPackage(world.package.policy, "fake/hash-384", np.int64(384),  # type: ignore[arg-type]
                              path=str(saved))  # type: ignore[arg-type]
     assert package.path == saved
+
+
+PathCall = Callable[[World, Path], object]
+PATH_CASES: list[tuple[str, PathCall]] = [
+    ("load_records", lambda w, p: load_records(p)),
+    ("load_weights", lambda w, p: load_weights(p)),
+    ("load_router", lambda w, p: load_router(p, warm=False)),
+    ("fit", lambda w, p: fit(p, embedder=w.embedder)),
+    ("add_model", lambda w, p: add_model(w.package, "new", p, embedder=w.embedder)),
+    ("save_weights", lambda w, p: save_weights(w.package, p)),
+    ("Gateway.from_config", lambda w, p: Gateway.from_config(p, start=False)),
+]
+
+
+@pytest.mark.parametrize(("bad", "shown"), [("\0", "NUL"), ("\ud800", "'\\ud800'")],
+                         ids=["NUL", "lone surrogate"])
+@pytest.mark.parametrize(("target", "call"), PATH_CASES, ids=[t for t, _ in PATH_CASES])
+def test_a_path_no_file_system_can_name_is_refused_saying_why(
+        world: World, target: str, call: PathCall, bad: str, shown: str) -> None:
+    """A path holding a character no path may hold (a NUL, a lone surrogate the file system's
+    encoding cannot write) is switchpoint's error saying which, not Python's bare ValueError
+    or UnicodeEncodeError from deep inside, and nothing is made."""
+    before = _tree(world.root)
+    with pytest.raises(switchpoint.SwitchpointError) as caught:
+        call(world, world.root / f"in{bad}valid")
+    assert shown in str(caught.value), caught.value
+    assert _tree(world.root) == before
