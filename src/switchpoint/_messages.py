@@ -12,6 +12,7 @@ import difflib
 import json
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -70,8 +71,19 @@ def listed_names(names: Iterable[str], most: int = MAX_LISTED, width: int = 64) 
 
 
 def quoted(value: object, limit: int = 60) -> str:
-    """``value``'s repr, cut short (see :func:`cut`)."""
-    return cut(repr(value), limit)
+    """``value``'s repr, cut short (see :func:`cut`): what an error message shows of a value it
+    refuses, whatever the caller passed. A string (of a subclass too) shows the text it holds,
+    never its class's own ``repr``; a value whose ``repr`` fails (it raises, recurses too deep,
+    or is an integer of more digits than Python prints) is named by its type."""
+    if isinstance(value, str):
+        return cut(str.__repr__(str.__getitem__(value, slice(0, limit + 1))), limit)
+    try:
+        text = repr(value)
+    except Exception:
+        if isinstance(value, int):
+            return f"a number of more than {sys.get_int_max_str_digits()} digits"
+        return f"a value of type {type(value).__name__}"
+    return cut(text, limit)
 
 
 def quoted_path(path: object) -> str:

@@ -30,7 +30,10 @@ def real_number(value: object) -> float | None:
     """``value`` as a float, or None when it is not a real number (or is a boolean)."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         return None
-    return as_float(value) + 0.0  # -0.0 + 0.0 is 0.0
+    try:
+        return as_float(value) + 0.0  # -0.0 + 0.0 is 0.0
+    except Exception:
+        return None
 
 
 def boolean(value: object) -> bool | None:

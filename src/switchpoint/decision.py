@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import INTEGER, NUMBER, expect
+from switchpoint._messages import quoted
 from switchpoint._numbers import real_number
 from switchpoint.errors import InvalidInputError
 
@@ -42,7 +43,7 @@ TIE_TOLERANCE = 1e-9
 def check_cost_weight(value: object, field: str = "cost_weight") -> float:
     x = real_number(value)
     if x is None:
-        raise InvalidInputError(field, f"must be a number >= 0, got {value!r}")
+        raise InvalidInputError(field, f"must be a number >= 0, got {quoted(value)}")
     if math.isnan(x):
         raise InvalidInputError(field, "is NaN; use a number >= 0 (0 = quality first)")
     if x < 0:

@@ -213,8 +213,10 @@ class DecisionNotFoundError(SwitchpointError, LookupError):
     another tenant, or too old: only the most recent decisions are kept)."""
 
     def __init__(self, decision_id: str, capacity: int) -> None:
+        shown = str.__repr__(decision_id[:61])  # (an id a caller made up may be any length)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
         super().__init__(
-            f"decision_id: no decision {decision_id!r} is remembered for this tenant; outcomes "
+            f"decision_id: no decision {shown} is remembered for this tenant; outcomes "
             f"can be reported for the last {capacity} decisions a router made, with the "
             "decision_id it returned (and the same tenant)")
         self.decision_id = decision_id

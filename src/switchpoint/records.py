@@ -35,7 +35,7 @@ from switchpoint._json import (
     shown_number,
     unreadable,
 )
-from switchpoint._messages import listed_names, printed_name_problem
+from switchpoint._messages import listed_names, printed_name_problem, quoted
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
 from switchpoint.prompt_files import BOM, ENCODING_ERRORS, not_utf8
@@ -126,7 +126,7 @@ class RecordSet:
 
 def _number(value: Any, source: object, line: int, where: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordsError(source, line, f"{where} must be a number, got {value!r}")
+        raise RecordsError(source, line, f"{where} must be a number, got {quoted(value)}")
     x = as_float(value)
     if not math.isfinite(x) or x < lo or x > hi:
         bounds = f"[{lo}, {hi}]" if math.isfinite(hi) else f">= {lo}"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
+from switchpoint._messages import quoted
 from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import Catalog, check_token_counts, estimate_tokens
@@ -77,7 +78,7 @@ def check_cache_size(size: object, field_name: str) -> int:
     """A cache's size: a whole number of entries >= 0 (0 turns the cache off)."""
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
         raise InvalidInputError(field_name, f"must be a whole number of entries >= 0 (0 turns "
-                                            f"the cache off), got {size!r}")
+                                            f"the cache off), got {quoted(size)}")
     return int(size)
 
 
@@ -142,7 +143,7 @@ class DecisionCache(RemadeOnLoad):
         ttl = real_number(ttl_seconds)
         if ttl is None or not 0.0 <= ttl < math.inf:
             raise InvalidInputError("cache_ttl", f"must be a number of seconds >= 0 (0: no "
-                                                 f"expiry), got {ttl_seconds!r}")
+                                                 f"expiry), got {quoted(ttl_seconds)}")
         self.ttl = ttl
         self._entries: OrderedDict[tuple[Any, ...], tuple[float, RoutingDecision, np.ndarray]] = (
             OrderedDict())
@@ -740,7 +741,8 @@ class Router(RemadeOnLoad):
         names = list(names)
         bad_type = [n for n in names if not isinstance(n, str)]
         if bad_type:
-            raise InvalidInputError(field_name, f"must hold model names (strings), got {bad_type}")
+            kinds = ", ".join(dict.fromkeys(type(n).__name__ for n in bad_type))
+            raise InvalidInputError(field_name, f"must hold model names (strings), got {kinds}")
         unknown = list(dict.fromkeys(n for n in names if n not in self.models))
         if unknown:
             raise UnknownModelError(field_name, unknown, self.models)

@@ -32,6 +32,7 @@ from switchpoint import (
     save_weights,
 )
 from switchpoint.config import Settings, load_settings
+from switchpoint.learning import LearningSettings
 from tests.conftest import SAMPLE, FakeEmbedder
 
 
@@ -291,3 +292,69 @@ def test_a_path_no_file_system_can_name_is_refused_saying_why(
         call(world, world.root / f"in{bad}valid")
     assert shown in str(caught.value), caught.value
     assert _tree(world.root) == before
+
+
+class Unshowable:
+    """A value whose repr and str raise (a caller's object with a broken __repr__)."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+class Unreadable(float):
+    """A float whose __float__ raises."""
+
+    def __float__(self) -> float:
+        raise RuntimeError("no float")
+
+
+ShownCall = Callable[[Router, World, object], object]
+SHOWN_CASES: list[tuple[str, ShownCall]] = [
+    ("cost_weight", lambda r, w, v: Router(w.package, embedder=w.embedder,
+                                           cost_weight=v)),  # type: ignore[arg-type]
+    ("cache_size", lambda r, w, v: Router(w.package, embedder=w.embedder,
+                                          cache_size=v)),  # type: ignore[arg-type]
+    ("cache_ttl", lambda r, w, v: Router(w.package, embedder=w.embedder,
+                                         cache_ttl=v)),  # type: ignore[arg-type]
+    ("exploration", lambda r, w, v: LearningSettings(exploration=v)),  # type: ignore[arg-type]
+    ("cost_weight_override", lambda r, w, v: r.route("hi", None, v)),  # type: ignore[arg-type]
+    ("tenant", lambda r, w, v: r.route("hi", tenant=v)),  # type: ignore[arg-type]
+    ("available_models", lambda r, w, v: r.route("hi", [v])),  # type: ignore[list-item]
+    ("cluster_id", lambda r, w, v: r.get_best_model_for_cluster(v)),  # type: ignore[arg-type]
+    ("quality_score", lambda r, w, v: r.report_outcome(
+        r.route("hi").decision_id, v)),  # type: ignore[arg-type]
+    ("success", lambda r, w, v: r.report_outcome(
+        r.route("hi").decision_id, None, v)),  # type: ignore[arg-type]
+    ("cost", lambda r, w, v: r.report_outcome(
+        r.route("hi").decision_id, 0.5, cost=v)),  # type: ignore[arg-type]
+    ("name", lambda r, w, v: remove_model(w.package, v)),  # type: ignore[arg-type]
+]
+SHOWN_VALUES: dict[str, Callable[[], object]] = {
+    "a megabyte of text": lambda: "x" * 2**20,
+    "an object whose repr raises": Unshowable,
+    "a float whose __float__ raises": lambda: Unreadable(0.5)}
+
+
+@pytest.mark.parametrize("value", list(SHOWN_VALUES))
+@pytest.mark.parametrize(("field", "call"), SHOWN_CASES, ids=[f for f, _ in SHOWN_CASES])
+def test_a_refused_value_is_shown_in_a_few_words_whatever_it_is(
+        world: World, field: str, call: ShownCall, value: str) -> None:
+    """The error refusing a value names the argument and shows the value cut short (a
+    megabyte passed as a number is not a megabyte of message), or by its type when it cannot
+    be shown (its repr raises): never the caller's exception from inside the message."""
+    router = Router(world.package, embedder=world.embedder)
+    models = list(world.package.models)
+    with pytest.raises(InvalidInputError) as caught:
+        call(router, world, SHOWN_VALUES[value]())
+    assert caught.value.field == field, caught.value
+    assert len(str(caught.value)) < 1000, str(caught.value)[:1000]
+    assert world.package.models == models
+
+
+def test_an_unknown_decision_id_is_shown_cut_short(world: World) -> None:
+    router = Router(world.package, embedder=world.embedder)
+    with pytest.raises(switchpoint.DecisionNotFoundError) as caught:
+        router.report_outcome("x" * 2**20, 0.5)
+    assert "xxx..." in str(caught.value) and len(str(caught.value)) < 400

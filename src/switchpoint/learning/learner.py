@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
+from switchpoint._messages import quoted
 from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
 from switchpoint.errors import (
@@ -85,7 +86,7 @@ class LearningSettings:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
                     value < least:
                 rule = f"a whole number >= {least}" + (f", or None {none}" if none else "")
-                raise InvalidInputError(name, f"must be {rule}, got {value!r}")
+                raise InvalidInputError(name, f"must be {rule}, got {quoted(value)}")
 
         whole("memory_size", self.memory_size)
         if self.memory_size > MAX_MEMORY_SIZE:
@@ -98,7 +99,7 @@ class LearningSettings:
         rate = real_number(self.exploration)
         if rate is None or not 0.0 <= rate <= 1.0:
             raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got "
-                                                   f"{self.exploration!r}")
+                                                   f"{quoted(self.exploration)}")
         object.__setattr__(self, "exploration", rate)  # a plain float, -0.0 as 0.0
         novelty = real_number(self.novelty_threshold)
         if novelty is None or not -1.0 <= novelty <= 1.0:

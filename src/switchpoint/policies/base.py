@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._messages import quoted
 from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
 
 Array = npt.NDArray[np.float64]
@@ -370,7 +371,7 @@ class Policy(ABC):
                 0 <= int(unit_id) < n):
             raise InvalidInputError(field, f"must be an integer in [0, {n - 1}] (this "
                                            f"{self.name} policy's {self.unit_kind}s), got "
-                                           f"{unit_id!r}")
+                                           f"{quoted(unit_id)}")
         return int(unit_id)
 
     def describe_unit(self, unit_id: int) -> str:
@@ -404,7 +405,7 @@ def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool 
     """``value`` as a float, if it is a finite real number ``>= low`` (``> low`` if not
     ``inclusive``); otherwise an :class:`InvalidInputError` naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(name, f"must be a finite number; got {value!r}")
+        raise InvalidInputError(name, f"must be a finite number; got {quoted(value)}")
     if value < low or (not inclusive and value == low):
         raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low:g}; got {value}")
     return float(value)
@@ -413,7 +414,7 @@ def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool 
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
     """``value`` if it is an integer in ``[low, high]``; otherwise an :class:`InvalidInputError`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(name, f"must be an integer; got {value!r}")
+        raise InvalidInputError(name, f"must be an integer; got {quoted(value)}")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
         raise InvalidInputError(name, f"must be {bound}; got {value}")
@@ -422,7 +423,7 @@ def check_int(name: str, value: object, *, low: int, high: int | None = None) ->
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise InvalidInputError(name, f"must be one of {list(choices)}; got {value!r}")
+        raise InvalidInputError(name, f"must be one of {list(choices)}; got {quoted(value)}")
     return str(value)
 
 

@@ -6,6 +6,7 @@ from typing import Self
 
 import numpy as np
 
+from switchpoint._messages import quoted
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
@@ -105,7 +106,8 @@ class FixedPolicy(_GlobalMeans):
 
     def validate_params(self) -> None:
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
-            raise InvalidInputError("model", f"must be a model name or None; got {self.model!r}")
+            raise InvalidInputError("model", "must be a model name or None; got "
+                                             f"{quoted(self.model)}")
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
         self.validate_params()
