@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -391,8 +391,11 @@ class Router(RemadeOnLoad):
         lams = [self.cost_weight if cost_weight_override is None else check_cost_weight(
             cost_weight_override, "cost_weight_override")]
         if cost_weights is not None:
-            if isinstance(cost_weights, str) or not isinstance(cost_weights, Iterable):
-                raise InvalidInputError("cost_weights", "must be a list of numbers >= 0")
+            if isinstance(cost_weights, (str, bytes, bytearray, memoryview, Mapping, Set)) or \
+                    not isinstance(cost_weights, Iterable):
+                raise InvalidInputError(
+                    "cost_weights", "must be a list of numbers >= 0, in the order the results "
+                    f"come in, got {type(cost_weights).__name__}")
             lams = [check_cost_weight(v, f"cost_weights[{i}]") for i, v in enumerate(cost_weights)]
             if not lams:
                 raise InvalidInputError("cost_weights", "is empty; give at least one λ, or omit "
@@ -456,6 +459,11 @@ class Router(RemadeOnLoad):
                                                f"{type(prompts).__name__}, a mapping whose keys "
                                                "would be routed as prompts; pass a list of the "
                                                "prompt texts")
+        if isinstance(prompts, Set):
+            raise InvalidInputError("prompts", f"must be a list of strings, got "
+                                               f"{type(prompts).__name__}, whose order is "
+                                               "not kept; pass a list (the decisions come back "
+                                               "in the prompts' order)")
         if prompts is not None and not isinstance(prompts, Iterable):
             raise InvalidInputError("prompts", f"must be a list of strings, got "
                                                f"{type(prompts).__name__}")

@@ -358,3 +358,25 @@ def test_an_unknown_decision_id_is_shown_cut_short(world: World) -> None:
     with pytest.raises(switchpoint.DecisionNotFoundError) as caught:
         router.report_outcome("x" * 2**20, 0.5)
     assert "xxx..." in str(caught.value) and len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize(("field", "call"), [
+    ("cost_weights", lambda r: r.route_batch(["hi"], cost_weights=b"\x00\x01")),
+    ("cost_weights", lambda r: r.route_batch(["hi"], cost_weights=bytearray(b"\x01"))),
+    ("cost_weights", lambda r: r.route_batch(["hi"], cost_weights={0.1, 0.9})),
+    ("cost_weights", lambda r: r.route_batch(["hi"], cost_weights={0.1: "low"})),
+    ("prompts", lambda r: r.route_batch({"a question", "another"})),
+    ("prompts", lambda r: r.estimates(frozenset({"a question"}))),
+    ("prompts", lambda r: r.analyze_routing_distribution({"a question"})),
+], ids=["bytes", "bytearray", "a set of λ", "a mapping of λ", "a set of prompts",
+        "a frozenset to estimates", "a set to analyze_routing_distribution"])
+def test_a_batch_without_an_order_or_of_bytes_is_refused(
+        world: World, field: str, call: Callable[[Router], object]) -> None:
+    """Bytes are not a list of λ (each byte was routed at as a λ: b'\\x00\\x01' at 0 and 1),
+    and a set has no order to give the results back in, so each is refused naming the
+    argument; nothing is routed or counted."""
+    router = Router(world.package, embedder=world.embedder)
+    with pytest.raises(InvalidInputError) as caught:
+        call(router)
+    assert caught.value.field == field, caught.value
+    assert router.stats.total_requests == 0
