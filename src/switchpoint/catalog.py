@@ -14,6 +14,7 @@ import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from switchpoint._messages import quoted
 from switchpoint.errors import InvalidInputError
 
 TIERS = ("trivial", "simple", "moderate", "complex", "expert")
@@ -187,7 +188,7 @@ def check_token_counts(value: object, field: str = "estimate_tokens") -> tuple[i
             raise InvalidInputError(field, f"{shape}; its {which} tokens are a "
                                            f"{type(count).__name__}")
         if not 0 <= int(count) <= MAX_TOKENS:
-            raise InvalidInputError(field, f"{shape}; its {which} tokens are {int(count)}")
+            raise InvalidInputError(field, f"{shape}; its {which} tokens are {quoted(int(count))}")
         counts.append(int(count))
     return counts[0], counts[1]
 

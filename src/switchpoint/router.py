@@ -24,7 +24,7 @@ from switchpoint._args import INTEGER, NUMBER, PATH, expect
 from switchpoint._messages import quoted
 from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
-from switchpoint.catalog import Catalog, check_token_counts, estimate_tokens
+from switchpoint.catalog import MAX_TOKENS, Catalog, check_token_counts, estimate_tokens
 from switchpoint.decision import (
     WEAKEST_PRIOR,
     RoutingDecision,
@@ -544,10 +544,15 @@ class Router(RemadeOnLoad):
         ``MAX_PRICE_RATIO`` times that flat price)."""
         expect("model", model, str, "a catalog model's name")
         expect("cost", cost, NUMBER, "a number (what the answer cost)")
+        measured = check_cost(cost)  # (finite, >= 0, no more than an answer costs)
+        assert measured is not None
         expect("prompt_tokens", prompt_tokens, INTEGER, "a count of tokens", optional=True)
+        if prompt_tokens is not None and not 0 <= prompt_tokens <= MAX_TOKENS:
+            raise InvalidInputError("prompt_tokens", f"must be a count of tokens from 0 to "
+                                                     f"{MAX_TOKENS:,}, got {quoted(prompt_tokens)}")
         if not self._map.priced:
-            return cost
-        return self._map.weights_cost(model, cost, prompt_tokens)
+            return measured
+        return self._map.weights_cost(model, measured, prompt_tokens)
 
     def rebased_cost(self, profile: str, cost: float, source: Router | None) -> float | None:
         """A cost that ``source`` learned for ``profile`` (in its weights' cost units), in

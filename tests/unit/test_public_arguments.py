@@ -380,3 +380,25 @@ def test_a_batch_without_an_order_or_of_bytes_is_refused(
         call(router)
     assert caught.value.field == field, caught.value
     assert router.stats.total_requests == 0
+
+
+@pytest.mark.parametrize(("field", "call"), [
+    ("cost", lambda r: r.learnable_cost(r.models[0], float("nan"), None)),
+    ("cost", lambda r: r.learnable_cost(r.models[0], float("inf"), None)),
+    ("cost", lambda r: r.learnable_cost(r.models[0], -0.5, None)),
+    ("cost", lambda r: r.learnable_cost(r.models[0], 10**400, None)),
+    ("prompt_tokens", lambda r: r.learnable_cost(r.models[0], 0.1, -5)),
+    ("prompt_tokens", lambda r: r.learnable_cost(r.models[0], 0.1, 10**400)),
+    ("estimate_tokens", lambda r: r.check_estimate_tokens((10**5000, 1))),
+    ("estimate_tokens", lambda r: r.route("hi", estimate_tokens=(1, -10**5000))),
+], ids=["NaN", "infinite", "negative", "beyond a float", "negative tokens", "too many tokens",
+        "more digits than Python prints", "as many below zero"])
+def test_a_number_out_of_range_is_refused_naming_it(
+        world: World, field: str, call: Callable[[Router], object]) -> None:
+    """learnable_cost checks a cost as report_outcome does (a NaN, infinite or negative cost
+    taught NaN or less than nothing) and its tokens as a count; a count of tokens of more
+    digits than Python prints is refused naming it, not a ValueError from its message."""
+    router = Router(world.package, embedder=world.embedder)
+    with pytest.raises(InvalidInputError) as caught:
+        call(router)
+    assert caught.value.field == field, caught.value
