@@ -79,7 +79,7 @@ def quoted(value: object, limit: int = 60) -> str:
         return cut(str.__repr__(str.__getitem__(value, slice(0, limit + 1))), limit)
     try:
         text = repr(value)
-    except Exception:
+    except Exception:  # (anything a caller's __repr__ raises)
         if isinstance(value, int):
             return f"a number of more than {sys.get_int_max_str_digits()} digits"
         return f"a value of type {type(value).__name__}"

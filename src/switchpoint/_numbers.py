@@ -32,7 +32,7 @@ def real_number(value: object) -> float | None:
         return None
     try:
         return as_float(value) + 0.0  # -0.0 + 0.0 is 0.0
-    except Exception:
+    except Exception:  # (a Real whose __float__ raises: no number to read)
         return None
 
 
