@@ -144,10 +144,11 @@ class Catalog:
         return self._by_name[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._by_name
+        # (a caller's value of any type: a list or a dict names no model, and is no error here)
+        return isinstance(name, str) and name in self._by_name
 
     def get(self, name: str) -> ModelCard | None:
-        return self._by_name.get(name)
+        return self._by_name.get(name) if isinstance(name, str) else None
 
     @property
     def routed(self) -> list[str]:

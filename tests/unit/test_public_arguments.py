@@ -402,3 +402,19 @@ def test_a_number_out_of_range_is_refused_naming_it(
     with pytest.raises(InvalidInputError) as caught:
         call(router)
     assert caught.value.field == field, caught.value
+
+
+@pytest.mark.parametrize("call", [
+    lambda r: r.route("hi", tenant="acme\ud800"),
+    lambda r: r.route_batch(["hi"], tenant="acme\ud800"),
+    lambda r: r.estimates(["hi"], tenant="acme\ud800"),
+    lambda r: r.report_outcome(r.route("hi").decision_id, 0.5, tenant="\ud800"),
+], ids=["route", "route_batch", "estimates", "report_outcome"])
+def test_a_tenant_that_is_not_valid_unicode_is_refused(
+        world: World, call: Callable[[Router], object]) -> None:
+    """A tenant name holding a lone surrogate can be neither stored nor sent (a feedback log
+    in SQLite failed to write its outcome), so it is refused naming tenant."""
+    router = Router(world.package, embedder=world.embedder)
+    with pytest.raises(InvalidInputError) as caught:
+        call(router)
+    assert caught.value.field == "tenant" and "lone surrogate" in str(caught.value)

@@ -213,6 +213,7 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     and the winner, once the evidence is there (see :data:`WINNER_RULE`). Decisions retention
     pruned count as they stood when pruned (``pruned_decisions`` says how many: the store
     keeps their totals)."""
+    expect("name", name, str, "an experiment's name (a string)")
     experiment = settings.experiments.get(name)
     if experiment is None:
         raise NotFoundError(f"experiment: no experiment {quoted(name, 100)} is configured; "

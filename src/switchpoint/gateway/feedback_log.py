@@ -275,6 +275,9 @@ def check_decision_id(decision_id: object) -> str:
     if len(decision_id) > MAX_DECISION_ID:
         raise InvalidInputError("decision_id", f"is {len(decision_id)} characters; decision "
                                                f"ids have at most {MAX_DECISION_ID}")
+    if lone_surrogate(decision_id):  # (no id holds one, and none can be looked up)
+        raise InvalidInputError("decision_id", f"{LONE_SURROGATE}; send the decision id an "
+                                               "answer carried")
     return decision_id
 
 

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from switchpoint._json import lone_surrogate
 from switchpoint._messages import quoted
 from switchpoint.errors import (
     ConflictError,
@@ -127,13 +128,12 @@ class Compares:
             found = (items.get(compare_id) if items is not None and isinstance(compare_id, str)
                      else None)
         if (found is None and self.lookup is not None and isinstance(compare_id, str)
-                and 0 < len(compare_id) <= MAX_DECISION_ID):
+                and 0 < len(compare_id) <= MAX_DECISION_ID and not lone_surrogate(compare_id)):
             found = self.lookup(compare_id)
         if found is None or found.tenant != tenant or found.expires <= now:
-            raise NotFoundError(f"compare_id: no open comparison "
-                                f"{quoted(str(compare_id), 100)} for this tenant (comparisons "
-                                f"wait {self.ttl_s:g} s for their scores); run POST "
-                                "/v1/router/preferences/compare again",
+            raise NotFoundError(f"compare_id: no open comparison {quoted(compare_id, 100)} for "
+                                f"this tenant (comparisons wait {self.ttl_s:g} s for their "
+                                "scores); run POST /v1/router/preferences/compare again",
                                 param="compare_id")
         return found
 

@@ -869,7 +869,7 @@ class KeyStore:
         if isinstance(limit, bool) or not isinstance(limit, int) or not (
                 1 <= limit <= MAX_PAGE):
             raise InvalidInputError("limit", f"must be a whole number of keys from 1 to "
-                                             f"{MAX_PAGE}, got {limit!r}")
+                                             f"{MAX_PAGE}, got {quoted(limit)}")
         clauses: Sequence[str] = ("tenant = ?",) if tenant is not None else ()
         args: Sequence[object] = (tenant,) if tenant is not None else ()
         with self._lock:
@@ -1042,7 +1042,8 @@ def _seq_of(cursor: object) -> int:
                                               "older switchpoint's key list (which paged by "
                                               "the clock when each key was made); list again "
                                               "from the first page, without a cursor")
-    raise InvalidInputError("cursor", f"{cut(redact(repr(cursor)))} is not a cursor of the key "
+    shown = cut(redact(quoted(cursor, 1000)))
+    raise InvalidInputError("cursor", f"{shown} is not a cursor of the key "
                                       f"list ({_CURSOR}<number>); pass the next_cursor of the "
                                       "previous page")
 

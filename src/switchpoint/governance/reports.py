@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from switchpoint._json import lone_surrogate
 from switchpoint._messages import cut, listed_names, quoted
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
@@ -67,7 +68,7 @@ from switchpoint.governance.ledger import (
     tenant_account,
 )
 from switchpoint.governance.settings import SLASettings
-from switchpoint.learning.events import DEFAULT_TENANT
+from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
 from switchpoint.store.sqlite import (
     ERROR_MICRO,
     Gone,
@@ -202,8 +203,8 @@ class _Savings:
 
 
 def _period_seconds(period: str) -> float:
-    if period not in REPORT_PERIODS:
-        raise InvalidInputError("period", f"{period!r} is not a report period; use one of "
+    if not isinstance(period, str) or period not in REPORT_PERIODS:
+        raise InvalidInputError("period", f"{quoted(period)} is not a report period; use one of "
                                           f"{', '.join(REPORT_PERIODS)}")
     return REPORT_PERIODS[period]
 
@@ -297,7 +298,11 @@ class Reports:
         ``GET /v1/router/status``, ``learn --export``): a misspelt tenant would otherwise be
         answered as having spent and taught nothing, or with the whole gateway's figures. The
         reason quotes the name cut short and redacted (a key pasted where the tenant goes is
-        not repeated) and lists the known tenants."""
+        not repeated) and lists the known tenants. A ``tenant`` no text could name (not a
+        string, or a string holding a lone surrogate, which no log could be asked about)
+        raises :class:`~switchpoint.errors.InvalidInputError` naming ``tenant``."""
+        if tenant is not None and (not isinstance(tenant, str) or lone_surrogate(tenant)):
+            check_tenant(tenant)  # (which refuses it, saying why)
         if tenant is None or tenant == DEFAULT_TENANT or tenant in self.settings.tenants:
             return None
         if self._query("SELECT 1 FROM requests WHERE tenant = ? LIMIT 1", [tenant]):

@@ -21,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._json import LONE_SURROGATE, lone_surrogate
 from switchpoint._messages import quoted
 from switchpoint._numbers import boolean, real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
@@ -37,7 +38,8 @@ MAX_TENANTS = 10_000
 
 
 def check_tenant(tenant: object, field_name: str = "tenant") -> str:
-    """``None`` → the default tenant; otherwise a non-empty name of at most 200 characters."""
+    """``None`` → the default tenant; otherwise a non-empty name of at most 200 characters
+    that can be stored (no lone surrogate)."""
     if tenant is None:
         return DEFAULT_TENANT
     if not isinstance(tenant, str) or not tenant.strip():
@@ -46,6 +48,9 @@ def check_tenant(tenant: object, field_name: str = "tenant") -> str:
     if len(tenant) > MAX_TENANT_LENGTH:
         raise InvalidInputError(field_name, f"is {len(tenant)} characters; at most "
                                             f"{MAX_TENANT_LENGTH}")
+    if lone_surrogate(tenant):
+        raise InvalidInputError(field_name, f"{LONE_SURROGATE}; name the tenant in valid "
+                                            "Unicode text")
     return tenant
 
 

@@ -1,0 +1,108 @@
+"""The in-process gateway's methods refuse an argument no caller could mean (a tenant,
+experiment, period or model name of the wrong type, text that is not valid Unicode, a chat
+parameter JSON cannot hold) with switchpoint's error naming it, before anything is read,
+routed, called or logged: never Python's AttributeError, TypeError or UnicodeEncodeError from
+deep inside. The catalog points at an address nothing is asked at."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint import Gateway
+from switchpoint.errors import InvalidInputError, NotFoundError
+from tests.integration.gateway_env import FACTORY, KEYS
+
+NOWHERE = "http://127.0.0.1:19299/v1"  # never asked: each request here is refused first
+SURROGATE = "acme\ud800"
+
+
+class Unshowable:
+    """A value whose str and repr raise."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    data_dir: Path = tmp_path_factory.mktemp("in-process")
+    config = {
+        "models": [
+            {"name": "good", "profile": "gpt-4-1106-preview", "base_url": NOWHERE,
+             "input_per_mtok": 10, "output_per_mtok": 30, "context_window": 128000},
+            {"name": "cheap", "profile": "gpt-3.5-turbo-1106", "base_url": NOWHERE,
+             "input_per_mtok": 0.5, "output_per_mtok": 1.5, "context_window": 16000}],
+        "tenants": {"acme": {"models": ["cheap", "auto"], "budgets": ["10/day"]}},
+        "data_dir": str(data_dir)}
+    with Gateway.from_config(config, loader=FACTORY, env=KEYS) as gateway:
+        yield gateway
+
+
+GatewayCall = Callable[[Gateway, Any], object]
+TENANT_READERS: list[tuple[str, GatewayCall]] = [
+    ("stats", lambda g, v: g.stats(v)),
+    ("get_analytics", lambda g, v: g.get_analytics(v)),
+    ("check_budget_alert", lambda g, v: g.check_budget_alert(v)),
+    ("cost_report", lambda g, v: g.cost_report("day", tenant=v)),
+    ("savings_estimate", lambda g, v: g.savings_estimate(tenant=v)),
+    ("learning_status", lambda g, v: g.learning_status([v])),
+]
+
+
+@pytest.mark.parametrize("value", [5, 0.5, b"acme", ("acme",), SURROGATE],
+                         ids=["int", "float", "bytes", "tuple", "lone surrogate"])
+@pytest.mark.parametrize(("method", "call"), TENANT_READERS, ids=[m for m, _ in TENANT_READERS])
+def test_a_tenant_to_report_on_that_no_tenant_could_be_is_refused_naming_it(
+        local: Gateway, method: str, call: GatewayCall, value: object) -> None:
+    """(It was an AttributeError from the redaction of its name, a TypeError unhashable, or a
+    UnicodeEncodeError from the store's query.)"""
+    with pytest.raises(InvalidInputError) as caught:
+        call(local, value)
+    assert caught.value.field in ("tenant", "tenants"), caught.value
+
+
+NAMED: list[tuple[str, str, GatewayCall]] = [
+    ("experiment_report", "name", lambda g, v: g.experiment_report(v)),
+    ("promote", "name", lambda g, v: g.promote(v)),
+    ("cost_report", "period", lambda g, v: g.cost_report(v)),
+    ("savings_estimate", "comparison_model", lambda g, v: g.savings_estimate(v)),
+    ("budget_page", "limit", lambda g, v: g.budget_page(v)),
+    ("budget_page", "cursor", lambda g, v: g.budget_page(5, v)),
+    ("check_budget_alert", "limit", lambda g, v: g.check_budget_alert(limit=v)),
+]
+
+
+@pytest.mark.parametrize("value", [5, ["day"], {"a": 1}, Unshowable()],
+                         ids=["int", "list", "dict", "unshowable"])
+@pytest.mark.parametrize(("method", "field", "call"), NAMED,
+                         ids=[f"{m}-{f}" for m, f, _ in NAMED])
+def test_a_name_of_the_wrong_type_is_refused_naming_the_argument(
+        local: Gateway, method: str, field: str, call: GatewayCall, value: object) -> None:
+    """(An experiment's name was a TypeError, not subscriptable or unhashable, a period and a
+    comparison model unhashable, and a limit or cursor whose repr raised that exception.)"""
+    if value == 5 and field == "limit":
+        pytest.skip("5 is a limit")
+    with pytest.raises(InvalidInputError) as caught:
+        call(local, value)
+    assert caught.value.field == field, caught.value
+
+
+def test_an_id_that_is_not_valid_unicode_is_refused_or_not_found(local: Gateway) -> None:
+    """A decision id or comparison id holding a lone surrogate was looked up in the store, and
+    the query failed with a UnicodeEncodeError; no id holds one."""
+    with pytest.raises(InvalidInputError) as refused:
+        local.report_outcome("decision\ud800", 0.5)
+    assert refused.value.field == "decision_id" and "lone surrogate" in str(refused.value)
+    with pytest.raises(NotFoundError) as missing:
+        local.score("compare\ud800", {"good": 0.5})
+    assert missing.value.param == "compare_id"
+    with pytest.raises(NotFoundError) as unshown:
+        local.score(Unshowable(), {"good": 0.5})  # type: ignore[arg-type]
+    assert unshown.value.param == "compare_id"
+
