@@ -106,3 +106,24 @@ def test_an_id_that_is_not_valid_unicode_is_refused_or_not_found(local: Gateway)
         local.score(Unshowable(), {"good": 0.5})  # type: ignore[arg-type]
     assert unshown.value.param == "compare_id"
 
+
+def logged(gateway: Gateway) -> int:
+    store = gateway.store
+    assert store is not None
+    return len(store.requests(1000, None)[0])
+
+
+@pytest.mark.parametrize("value", [b"0.5", {0.5}, object(), Unshowable(), [b"x"]],
+                         ids=["bytes", "set", "object", "unshowable", "bytes in a list"])
+def test_a_chat_parameter_json_cannot_hold_is_refused_naming_it(local: Gateway,
+                                                                value: object) -> None:
+    """A parameter is forwarded as given, so one that cannot be written as JSON (what the HTTP
+    door receives and the upstream is sent) is refused naming it before anything is routed or
+    logged (it was a TypeError from the JSON encoder, or the value's own exception)."""
+    before = logged(local)
+    with pytest.raises(InvalidInputError) as caught:
+        local.complete([{"role": "user", "content": "hi"}], temperature=value)
+    assert caught.value.field == "temperature", caught.value
+    assert "JSON" in str(caught.value)
+    assert logged(local) == before
+

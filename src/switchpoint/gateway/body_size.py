@@ -76,7 +76,16 @@ def _json_bytes(value: object, room: int) -> tuple[int, bool]:
 
 def _dumped(value: object) -> int:
     try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_text)
     except (ValueError, RecursionError):  # (a circular or too deep value: the checks of the
         return 0                          # body refuse it, naming where)
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _text(value: object) -> str:
+    """A value JSON cannot hold, as its text is measured: its ``str``, or its type's name when
+    that raises (the checks of the body refuse it anyway, naming the field)."""
+    try:
+        return str(value)
+    except Exception:  # (whatever a caller's __str__ raises)
+        return type(value).__name__

@@ -794,7 +794,9 @@ def check_embedded_json(value: object, where: str) -> None:
 
 
 def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
-    """Depth, finite floats (for Python-built bodies) and, if asked, lone surrogates."""
+    """Depth, finite floats and values JSON holds (for Python-built bodies: a tuple is a
+    list, and bytes, a set or any other object are refused naming the field) and, if asked,
+    lone surrogates."""
     stack: list[tuple[object, int, str]] = [(data, 1, root)]
     while stack:
         node, depth, path = stack.pop()
@@ -805,16 +807,22 @@ def _check_values(data: object, surrogates: bool, root: str = "body") -> None:
                 if surrogates and isinstance(key, str):
                     _check_text(key, path)
                 stack.append((value, depth + 1, f"{path}.{key}" if path != "body" else key))
-        elif isinstance(node, list):
+        elif isinstance(node, list | tuple):
             if depth > MAX_DEPTH:
                 raise InvalidInputError(_top(path), f"nests deeper than {MAX_DEPTH} levels")
             stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(node))
         elif isinstance(node, str):
             if surrogates:
                 _check_text(node, path)
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise InvalidInputError(_top(path), f"{_at(path)}is {node}, not a finite number; "
-                                                "send finite numbers only")
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise InvalidInputError(_top(path), f"{_at(path)}is {node}, not a finite "
+                                                    "number; send finite numbers only")
+        elif node is not None and not isinstance(node, int):  # (bool is an int)
+            raise InvalidInputError(_top(path), f"{_at(path)}is of type {type(node).__name__}, "
+                                                "which a JSON body cannot hold; send strings, "
+                                                "numbers, true or false, null, lists and "
+                                                "objects")
 
 
 def _check_text(text: str, path: str) -> None:
