@@ -25,6 +25,7 @@ from switchpoint.errors import (
     UnknownModelError,
     WeightsError,
 )
+from switchpoint.learning import InMemoryFeedbackLog, LearningSettings
 from switchpoint.policies import ClusterPolicy
 from switchpoint.records import RecordSet
 from switchpoint.router import Router, load_router
@@ -579,6 +580,58 @@ def test_thread_safety(router: Router) -> None:
     assert 1 <= shared_misses <= n_threads // 2
     assert stats.cache_hits == n_threads * calls - (n_threads // 2) - shared_misses
     assert len({d.decision_id for d in decisions}) == len(decisions)
+
+
+def test_every_decision_takes_its_feedback_once_from_many_threads(
+        make_router: RouterFactory) -> None:
+    """Threads routing one at a time and in batches, for several tenants, while others report
+    outcomes and change λ and the allowed models: every decision returned takes its first
+    outcome as new and its second as a replacement, the log holds every outcome, and the
+    counters add up to the decisions returned."""
+    log = InMemoryFeedbackLog()
+    router = make_router(learning=LearningSettings(exploration=0.2, seed=7), feedback_log=log)
+    n_threads, rounds = 8, 12
+    barrier = threading.Barrier(n_threads + 1)
+    decided: list[list[str]] = [[] for _ in range(n_threads)]
+    replaced: list[list[tuple[bool, bool]]] = [[] for _ in range(n_threads)]
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        tenant = None if t % 3 == 0 else f"tenant-{t % 3}"
+        try:
+            barrier.wait()
+            for i in range(rounds):
+                batch = router.route_batch([f"{PROMPTS[(t + i + j) % 5]} #{j}" for j in range(3)],
+                                           tenant=tenant)
+                ids = [router.route(f"{PROMPTS[(t + i) % 5]} ({t}, {i})",
+                                    tenant=tenant).decision_id, *(d.decision_id for d in batch)]
+                decided[t].extend(ids)
+                for decision_id in ids:
+                    first = router.report_outcome(decision_id, success=i % 2 == 0)
+                    second = router.report_outcome(decision_id, quality_score=0.5)
+                    replaced[t].append((first.replaced, second.replaced))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def meddler() -> None:
+        barrier.wait()
+        for i in range(rounds * 4):
+            router.cost_weight = (0.0, 0.5, 1.0)[i % 3]
+            router.allowed_models = None if i % 2 else router.models[:2]
+        router.allowed_models = None
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+    threads.append(threading.Thread(target=meddler))
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors
+    made = [d for ids in decided for d in ids]
+    assert len(made) == len(set(made)) == n_threads * rounds * 4
+    assert all(pair == (False, True) for pairs in replaced for pair in pairs)
+    assert len(log) == 2 * len(made)
+    assert router.stats.total_requests == len(made)
 
 
 # load_router ---------------------------------------------------------------------------------
