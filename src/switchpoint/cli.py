@@ -430,7 +430,8 @@ def cmd_add_model(args: argparse.Namespace) -> int:
         if package.policy.requires == "embedding":
             embedder = embedder_from_id(package.embedder_id)
             warm_up(embedder, feedback)  # the one-time embedder build, if it is due
-        add_model(package, args.name, args.records, source_model=args.label, embedder=embedder)
+        package = add_model(package, args.name, args.records, source_model=args.label,
+                            embedder=embedder)
         package.save(out)
         feedback.note(f"added {args.name!r}; wrote {package.weights_id} to {out}")
     return 0
@@ -441,7 +442,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
     from switchpoint.weights import load_weights
 
     package = load_weights(args.weights, max_weights_bytes=_weights_cap(args))
-    remove_model(package, args.name)
+    package = remove_model(package, args.name)
     out = Path(args.out or args.weights)
     package.save(out)
     _feedback(args).note(f"removed {args.name!r}; wrote {package.weights_id} to {out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
 from switchpoint.errors import InvalidInputError, RecordsError
-from switchpoint.policies import Inputs, make_policy
+from switchpoint.policies import Inputs, Policy, make_policy
 from switchpoint.records import RecordSet, load_records
 from switchpoint.weights import WeightsPackage
 
@@ -111,10 +112,15 @@ def add_model(
     embedder: Embedder | None = None,
     source_model: str | None = None,
 ) -> WeightsPackage:
-    """Teach ``package`` a new model from a small labelled set, without re-clustering.
+    """A new package: ``package`` taught a new model from a small labelled set, without
+    re-clustering.
 
     ``records`` are routing records that label ``name`` (or ``source_model``, when the records
     call the model by another name). Other models' labels in them are ignored.
+
+    ``package`` is left as it was, so a router built from it routes on as before (from any
+    thread); the new package shares the arrays the change leaves alone (a cluster policy's
+    centroids, say) and has no ``path`` until it is saved.
     """
     expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
     if not isinstance(name, str) or not name.strip():
@@ -140,16 +146,20 @@ def add_model(
     data = data.subset(rows)
     emb = embedder or embedder_from_id(package.embedder_id)
     inputs = _inputs(data, emb, package.policy.requires)
-    package.policy.add_model(name, inputs, data.scores[:, j], data.costs[:, j])
-    package.provenance.setdefault("added_models", []).append(
+    policy = copy.copy(package.policy).add_model(name, inputs, data.scores[:, j],
+                                                 data.costs[:, j])
+    provenance = copy.deepcopy(package.provenance)
+    provenance.setdefault("added_models", []).append(
         {"model": name, "n_records": len(data),
          "records": str(records) if isinstance(records, (str, Path)) else "records",
          "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
-    return package
+    return _changed(package, policy, provenance)
 
 
 def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
-    """Make ``package`` forget the model ``name`` (it must keep at least one)."""
+    """A new package: ``package`` without the model ``name`` (it must keep at least one).
+
+    ``package`` is left as it was, as :func:`add_model` leaves it."""
     expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
     expect("name", name, str, "the name of a model of the weights")
     if name not in package.models:
@@ -157,5 +167,13 @@ def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
                                         f"{package.models}")
     if len(package.models) == 1:
         raise InvalidInputError("name", "cannot remove the only model; a router needs at least one")
-    package.policy.remove_model(name)
-    return package
+    policy = copy.copy(package.policy).remove_model(name)
+    return _changed(package, policy, copy.deepcopy(package.provenance))
+
+
+def _changed(package: WeightsPackage, policy: Policy,
+             provenance: dict[str, Any]) -> WeightsPackage:
+    """A package of ``policy`` (a changed copy of ``package``'s) for ``package``'s embedder,
+    not yet saved anywhere."""
+    return WeightsPackage(policy=policy, embedder_id=package.embedder_id,
+                          dimension=package.dimension, provenance=provenance)

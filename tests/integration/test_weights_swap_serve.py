@@ -22,8 +22,7 @@ def test_reloads_and_a_restart_while_saves_replace_the_weights_take_one_package_
     weights = Path(shutil.copytree(default_weights_path("tfidf"), tmp_path / "w"))
     old = load_weights(weights)
     gone = old.models[1]
-    new = load_weights(weights)
-    remove_model(new, gone)
+    new = remove_model(old, gone)
     ids = {old.weights_id, new.weights_id}
     server = ProcessServer("--weights", weights, data_dir=tmp_path / "data").start()
     writer = None

@@ -96,16 +96,16 @@ def test_manifest_lists_checksums_for_every_file(tiny_weights_dir: Path) -> None
 def test_weights_id_changes_when_the_policy_changes(tiny_weights_dir: Path) -> None:
     package = load_weights(tiny_weights_dir)
     original = package.weights_id
-    remove_model(package, "claude-v1")
-    assert package.weights_id != original
-    assert "claude-v1" not in package.models
+    changed = remove_model(package, "claude-v1")
+    assert changed.weights_id != original and package.weights_id == original
+    assert "claude-v1" not in changed.models
 
 
 def test_save_replaces_atomically_and_leaves_no_temp_dirs(
     pkg_dir: Path, tmp_path: Path
 ) -> None:
     package = load_weights(pkg_dir)
-    remove_model(package, "claude-v2")
+    package = remove_model(package, "claude-v2")
     save_weights(package, pkg_dir)  # over an existing package
     reloaded = load_weights(pkg_dir)
     assert "claude-v2" not in reloaded.models
@@ -133,7 +133,7 @@ def test_a_package_a_killed_save_set_aside_goes_back_before_the_next_save(
     _files.clear_leftovers(pkg_dir)  # what a save does first
     assert load_weights(pkg_dir).weights_id == package.weights_id
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
-    remove_model(package, "claude-v2")
+    package = remove_model(package, "claude-v2")
     save_weights(package, pkg_dir)
     assert "claude-v2" not in load_weights(pkg_dir).models
 
@@ -168,7 +168,7 @@ def test_a_package_an_earlier_version_set_aside_goes_back_and_its_work_is_cleare
         os.utime(path, (hour_ago, hour_ago))
     with pytest.raises(WeightsError, match=rf"cut short .* at .*\.pkg\.old-{pid}'; rename"):
         load_weights(pkg_dir)
-    remove_model(package, "claude-v2")
+    package = remove_model(package, "claude-v2")
     save_weights(package, pkg_dir)  # puts the old package back first, then replaces it
     assert "claude-v2" not in load_weights(pkg_dir).models
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
@@ -277,7 +277,7 @@ def test_a_save_without_the_one_step_swap_replaces_the_package(
 ) -> None:
     monkeypatch.setattr(_files, "_renameat2", lambda: None)
     package = load_weights(pkg_dir)
-    remove_model(package, "claude-v2")
+    package = remove_model(package, "claude-v2")
     save_weights(package, pkg_dir)
     assert "claude-v2" not in load_weights(pkg_dir).models
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
@@ -287,8 +287,8 @@ SAVES_FOREVER = """
 import sys
 from switchpoint.training import remove_model
 from switchpoint.weights import load_weights, save_weights
-a, b = load_weights(sys.argv[1]), load_weights(sys.argv[1])
-remove_model(b, sys.argv[2])
+a = load_weights(sys.argv[1])
+b = remove_model(a, sys.argv[2])
 print("saving", flush=True)
 while True:
     save_weights(a, sys.argv[1])
@@ -317,8 +317,8 @@ def test_a_package_read_while_saves_replace_it_is_always_one_of_them_whole(
 def test_a_file_a_save_takes_away_mid_read_means_the_new_package_is_read(
     pkg_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    old, new = load_weights(pkg_dir), load_weights(pkg_dir)
-    remove_model(new, "claude-v2")
+    old = load_weights(pkg_dir)
+    new = remove_model(old, "claude-v2")
     open_file = os.open
     swapped: list[Path] = []
 
@@ -410,8 +410,8 @@ def test_add_model_then_save_and_load(
 ) -> None:
     package = load_weights(pkg_dir)
     centroids = cast(ClusterPolicy, package.policy).centroids_.copy()
-    add_model(package, "gpt-4-clone", small_records.subset(range(30)), embedder=fake_embedder,
-              source_model="gpt-4-1106-preview")
+    package = add_model(package, "gpt-4-clone", small_records.subset(range(30)),
+                        embedder=fake_embedder, source_model="gpt-4-1106-preview")
     package.save(pkg_dir)
     reloaded = load_weights(pkg_dir)
     reloaded_policy = cast(ClusterPolicy, reloaded.policy)
@@ -428,8 +428,8 @@ def test_a_model_with_a_long_name_saves_and_loads(
 ) -> None:
     package = load_weights(pkg_dir)
     for name in (long_name, long_name + "-twin"):  # two long names of the same start
-        add_model(package, name, small_records.subset(range(30)), embedder=fake_embedder,
-                  source_model="gpt-4-1106-preview")
+        package = add_model(package, name, small_records.subset(range(30)),
+                            embedder=fake_embedder, source_model="gpt-4-1106-preview")
     package.save(pkg_dir)
     files = [p.name for p in (pkg_dir / "profiles").iterdir()]
     assert max(len(f) for f in files) <= 120 and len(set(files)) == len(files)
@@ -552,8 +552,8 @@ def test_a_model_name_with_an_unprintable_character_is_never_written(
         pkg_dir: Path, small_records: RecordSet, fake_embedder: FakeEmbedder,
         tmp_path: Path) -> None:
     package = load_weights(pkg_dir)
-    add_model(package, "new\nmodel", small_records.subset(range(30)), embedder=fake_embedder,
-              source_model="gpt-4-1106-preview")
+    package = add_model(package, "new\nmodel", small_records.subset(range(30)),
+                        embedder=fake_embedder, source_model="gpt-4-1106-preview")
     target = tmp_path / "out"
     with pytest.raises(WeightsError) as info:
         package.save(target)

@@ -284,10 +284,15 @@ class Policy(ABC):
 
     @abstractmethod
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
-        """Learn a new model from a small labelled set without refitting the rest."""
+        """Learn a new model from a small labelled set without refitting the rest; returns
+        ``self``, changed. It (and :meth:`remove_model`) rebinds the attributes it changes,
+        never writing into an array or a container it holds, so a shallow copy
+        (``copy.copy``) changed by it leaves the original as it was:
+        :func:`switchpoint.training.add_model` relies on that."""
 
     @abstractmethod
-    def remove_model(self, name: str) -> Self: ...
+    def remove_model(self, name: str) -> Self:
+        """Forget the model ``name``; returns ``self``, changed (see :meth:`add_model`)."""
 
     @abstractmethod
     def get_state(self) -> PolicyState: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Self
 
 import numpy as np
@@ -181,6 +182,15 @@ class RandomPolicy(_GlobalMeans):
 
     def _params_changed(self, names: set[str]) -> None:
         self.rng_ = np.random.default_rng(self.random_state)
+
+    def __copy__(self) -> Self:
+        """A copy drawing from a generator of its own, at this one's state: a package changed
+        from this one (add_model, remove_model) draws nothing from this one's routers' draws."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        if hasattr(self, "rng_"):
+            twin.rng_ = copy.deepcopy(self.rng_)
+        return twin
 
     def estimate(self, inputs: Inputs) -> Estimates:
         self._check_fitted()
