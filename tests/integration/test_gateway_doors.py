@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -564,6 +565,48 @@ async def test_aclose_waits_for_housekeeping_the_other_doors_loop_started(
     assert ran.is_set()  # waited for, not left running
     with pytest.raises(StoreError, match="the gateway is closed"):
         await gateway.acomplete(messages(), model="good")
+
+
+def test_housekeeping_asked_for_by_both_doors_at_once_starts_one_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request asks for housekeeping, on its door's loop: the synchronous methods' loop
+    and the caller's run on threads of their own. One is held where it has found a run due
+    but not yet marked it started (reading the pins' purge interval) while the other asks:
+    both started a run (two prunes of one database at once, and closing waited for one of
+    them); the second now waits for the first, finds its run started and starts none."""
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path)}, environ={})
+    gateway = Gateway(settings)
+    runs: list[bool] = []
+    monkeypatch.setattr(gateway, "_housekeeping", lambda purge, days: runs.append(purge))
+    inside, go = threading.Event(), threading.Event()
+
+    class Held:
+        """The gateway settings, the first read of the purge interval held until ``go``."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(settings.gateway, name)
+
+        @property
+        def pin_purge_interval_s(self) -> float:
+            if not inside.is_set():
+                inside.set()
+                go.wait(10)
+            return float(settings.gateway.pin_purge_interval_s)
+
+    held = settings.model_copy(update={"gateway": Held()})
+    monkeypatch.setattr(gateway.state, "peek", lambda: SimpleNamespace(settings=held))
+    first = threading.Thread(target=gateway._maintain)
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=gateway._maintain)
+    second.start()
+    second.join(0.5)  # (it started its own run meanwhile; now it waits for the first)
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+    gateway.close()  # waits for the run under way
+    assert runs == [True]
 
 
 def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_closed(

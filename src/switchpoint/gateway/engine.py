@@ -272,6 +272,9 @@ class Gateway:
         # The housekeeping run under way, on a thread of its own: a future of no event loop,
         # since either door's loop may start it and the other close the gateway.
         self._maintenance: Future[None] | None = None
+        # Held to decide whether a run is due and to start it, and to take the run to wait
+        # for: the two doors' loops run on threads of their own, and could each start one.
+        self._maintenance_lock = threading.Lock()
         self._next_pin_purge = 0.0
         self._next_prune = 0.0
         remember(settings.admin_token)
@@ -385,7 +388,7 @@ class Gateway:
             self._sync.run(self.pool.aclose())
             self._sync.stop()
             self._sync = None
-        future, self._maintenance = self._maintenance, None
+        future = self._take_maintenance()
         if future is not None:
             future.result()
         self._close_state()
@@ -1953,32 +1956,38 @@ class Gateway:
         """Purge expired session pins and check that data_dir's lock is still held on the
         file there (every ``gateway.pin_purge_interval_s``) and, with
         ``store.retention_days``, prune the logs (hourly), on a worker thread: a request only
-        checks the clock. One run at a time; each run's work is bounded."""
-        if self._maintenance is not None and not self._maintenance.done():
-            return
-        settings = self.settings
-        now = time.monotonic()
-        purge = now >= self._next_pin_purge
-        days = settings.store.retention_days
-        trim = days is not None and self.store is not None and now >= self._next_prune
-        if not (purge or trim):
-            return
-        if purge:
-            self._next_pin_purge = now + settings.gateway.pin_purge_interval_s
-        if trim:
-            self._next_prune = now + PRUNE_INTERVAL_S
+        checks the clock. One run at a time, whichever doors call at once; each run's work is
+        bounded."""
+        with self._maintenance_lock:
+            if self._maintenance is not None and not self._maintenance.done():
+                return
+            settings = self.settings
+            now = time.monotonic()
+            purge = now >= self._next_pin_purge
+            days = settings.store.retention_days
+            trim = days is not None and self.store is not None and now >= self._next_prune
+            if not (purge or trim):
+                return
+            if purge:
+                self._next_pin_purge = now + settings.gateway.pin_purge_interval_s
+            if trim:
+                self._next_prune = now + PRUNE_INTERVAL_S
+            self._maintenance = self._start_housekeeping(purge, days if trim else None)
+
+    def _start_housekeeping(self, purge: bool, retention_days: float | None) -> Future[None]:
+        """:meth:`_housekeeping` on a thread of its own; the future of its end."""
         future: Future[None] = Future()
 
         def run() -> None:
             try:
-                self._housekeeping(purge, days if trim else None)
+                self._housekeeping(purge, retention_days)
             except BaseException as exc:  # (it catches what it can mend; the rest is said)
                 future.set_exception(exc)
             else:
                 future.set_result(None)
 
-        self._maintenance = future
         threading.Thread(target=run, name="switchpoint-housekeeping", daemon=True).start()
+        return future
 
     def _housekeeping(self, purge: bool, retention_days: float | None) -> None:
         try:
@@ -2004,8 +2013,14 @@ class Gateway:
             log.warning("housekeeping failed (it runs again later): %s: %s",
                         type(exc).__name__, exc)
 
+    def _take_maintenance(self) -> Future[None] | None:
+        """The housekeeping run to wait for (None: none was started), no longer the gateway's."""
+        with self._maintenance_lock:
+            future, self._maintenance = self._maintenance, None
+        return future
+
     async def _maintenance_done(self) -> None:
-        future, self._maintenance = self._maintenance, None
+        future = self._take_maintenance()
         if future is not None:
             await asyncio.wrap_future(future)
 
