@@ -85,6 +85,7 @@ from switchpoint.catalog import (
 )
 from switchpoint.errors import ConfigError
 from switchpoint.governance.settings import (
+    MAX_IN_FLIGHT,
     BudgetSettings,
     EscalationSettings,
     GovernanceSettings,
@@ -425,10 +426,12 @@ class GatewaySettings(BaseModel):
     from planning to the end of its answer or stream, so no tenant holds every connection to
     an upstream: set, a hard cap; unset, a quarter of ``max_upstream_connections`` (at least
     1), which a tenant may pass while the calls in flight all told leave a quarter free for
-    the others. Past it a request is a 429 ``too_many_in_flight`` with ``Retry-After``,
-    refused before anything is routed, charged or logged. An upstream answer larger than
-    ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is
-    refused as ``response_too_large`` (the next model is tried) before it can fill memory.
+    the others. A tenant's own ``max_in_flight`` (``tenants: {acme: {max_in_flight: 16}}``)
+    replaces it for that tenant, a hard cap; a key of no tenant keeps this share. Past it a
+    request is a 429 ``too_many_in_flight`` with ``Retry-After``, refused before anything is
+    routed, charged or logged. An upstream answer larger than ``max_response_bytes``, or a
+    line of its stream longer than ``max_sse_line_bytes``, is refused as
+    ``response_too_large`` (the next model is tried) before it can fill memory.
     Expired session pins are purged every ``pin_purge_interval_s``; at most
     ``pin_max_sessions`` sessions keep a pin (past it the least recently used lose theirs).
     """
@@ -458,7 +461,7 @@ class GatewaySettings(BaseModel):
     # A score is an expected error (0-1) plus λ times a cost: past 1e4 no bonus means more.
     pin_soft_bonus: Real = Field(0.5, ge=0, le=1e4, allow_inf_nan=False)
     max_upstream_connections: Integer = Field(256, ge=1, le=100_000)
-    max_in_flight_per_tenant: Integer | None = Field(None, ge=1, le=1_000_000)
+    max_in_flight_per_tenant: Integer | None = Field(None, ge=1, le=MAX_IN_FLIGHT)
     # 32 MiB: a long answer is ~0.5 MB of JSON, and logprobs multiply it by ~50 at most.
     max_response_bytes: Integer = Field(32 << 20, ge=1024, le=MAX_BYTES)
     # 1 MiB: one stream event is a few tokens (a few KB with logprobs).

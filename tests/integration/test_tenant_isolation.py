@@ -10,7 +10,8 @@ tenant A's client key can send leaves no trace of tenant B that A could read.
   a request no model A may use can serve.
 - Calls in flight: A holding its share of slow streams (from several keys) is refused one
   more at once, a 429 naming its share, with nothing routed, sent or logged, while B is
-  served; a stream A closes gives its place back.
+  served; a stream A closes gives its place back. A tenant's own ``max_in_flight`` is its
+  share in place of the gateway's, and a reload that raises it lets its next call through.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -164,6 +166,57 @@ def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
     finally:
         for stream in held:
             stream.close()
+
+
+def test_a_tenant_s_own_share_of_calls_in_flight_replaces_the_gateway_s_and_reloads(
+        gw_fake: FakeProviderProcess, tmp_path: Path) -> None:
+    config = tmp_path / "switchpoint.yaml"
+    # The gateway's share is left unset (a soft quarter of 256 connections); alpha has its
+    # own of one call, and beta none.
+    text = config_text(gw_fake, data_dir=str(tmp_path / "data")) + TENANTS.replace(
+        "  alpha:\n", "  alpha:\n    max_in_flight: 1\n")
+    config.write_text(text, encoding="utf-8")
+    settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
+    with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
+        a, b = new_key(server, "alpha"), new_key(server, "beta")
+        slow = "slowly [[fake:trickle:every=0.002,chunks=5000]]"
+        held = client(server, a).chat.completions.create(model="cheap", messages=user(slow),
+                                                         stream=True)
+        try:
+            chunks = iter(held)
+            assert next(chunks).choices[0].delta.content == "slow answer"
+            with pytest.raises(openai.RateLimitError) as info:
+                client(server, a).chat.completions.create(model="cheap", messages=user("hi"),
+                                                          max_tokens=8)
+            assert info.value.code == "too_many_in_flight"
+            assert info.value.response.headers["retry-after"] == "1"
+            message = info.value.message
+            assert ("tenant 'alpha' has 1 model calls in flight, its share "
+                    "(tenants.alpha.max_in_flight: 1)") in message, message
+            assert message.endswith("raise tenants.alpha.max_in_flight in the config"), message
+            # beta, without a share of its own, is served meanwhile, several calls at once.
+            also = client(server, b).chat.completions.create(model="cheap", messages=user(slow),
+                                                             stream=True)
+            try:
+                assert next(iter(also)).choices[0].delta.content == "slow answer"
+                answer = client(server, b).chat.completions.create(
+                    model="cheap", messages=user("hi"), max_tokens=8)
+                assert answer.choices[0].message.content
+            finally:
+                also.close()
+            # A reload that raises alpha's share lets its second call through, its stream
+            # still held (and going on).
+            config.write_text(text.replace("max_in_flight: 1", "max_in_flight: 2"),
+                              encoding="utf-8")
+            reload = httpx.post(f"{server.base}/v1/router/reload", headers=ADMIN, timeout=30)
+            assert reload.status_code == 200, reload.text
+            answer = client(server, a).chat.completions.create(
+                model="cheap", messages=user("hi"), max_tokens=8)
+            assert answer.choices[0].message.content
+            assert next(chunks).choices[0].delta.content
+            assert server.service.gateway.in_flight.held("tenant 'alpha'") == 1
+        finally:
+            held.close()
 
 
 def _log(server: ThreadServer) -> list[dict[str, Any]]:

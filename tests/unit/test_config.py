@@ -592,6 +592,36 @@ def test_gateway_settings_from_file_and_environment(tmp_path: Path) -> None:
     assert shared.gateway.max_in_flight_per_tenant == 8
 
 
+def test_a_tenant_s_own_share_of_calls_in_flight_is_read_from_file_and_environment(
+        tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "tenants: {acme: {max_in_flight: 3}, beta: {}}\n"),
+                      environ={})
+    assert (s.tenants["acme"].max_in_flight, s.tenants["beta"].max_in_flight) == (3, None)
+    s = load_settings(None, environ={"SWITCHPOINT_TENANTS": "{acme: {max_in_flight: 1000000}}"})
+    assert s.tenants["acme"].max_in_flight == 1_000_000
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0", "must be >= 1, got 0"),
+    ("-2", "must be >= 1, got -2"),
+    ("1000001", "must be <= 1000000, got 1000001"),
+    ("1.5", "must be a whole number"),
+    ("true", "must be a number, not a boolean"),
+    ("many", "must be an integer, got \"many\""),
+])
+def test_a_bad_tenant_share_of_calls_in_flight_names_its_key(
+        tmp_path: Path, value: str, expected: str) -> None:
+    message = error_of(tmp_path, f"tenants: {{acme: {{max_in_flight: {value}}}}}\n")
+    assert message.startswith("tenants.acme.max_in_flight: "), message
+    assert expected in message, message
+
+
+def test_a_misspelt_tenant_share_of_calls_in_flight_is_told_the_key(tmp_path: Path) -> None:
+    message = error_of(tmp_path, "tenants: {acme: {max_inflight: 2}}\n")
+    assert message.startswith("tenants.acme.max_inflight: is not a known key"), message
+    assert "max_in_flight" in message, message
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("gateway: {read_timeout_s: 0}", "gateway.read_timeout_s: must be > 0"),
     ("gateway: {retries: 3}", "gateway.retries: is not a known key"),

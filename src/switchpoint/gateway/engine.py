@@ -715,9 +715,8 @@ class Gateway:
         if why is not None:  # the service stops: it takes on nothing more
             raise await self._stopped_unplanned(call, live, started, why)
         self._forget_stale_plans()
-        share, room = share_of(live.settings.gateway.max_in_flight_per_tenant,
-                               self._upstream_connections)
-        slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share, room)
+        share = share_of(live.settings, call.tenant, self._upstream_connections)
+        slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
         try:
             plan, live = await self._plan_held(call, live, started)
         except BaseException:

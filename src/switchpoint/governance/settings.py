@@ -11,6 +11,8 @@
         rpm: 600                    # requests per minute, all its keys together (<= 10 million)
         tpm: 200000                 # tokens per minute (worst case reserved, actual settled;
                                     # <= 10 billion)
+        max_in_flight: 16           # model calls in flight, all its keys together: a hard cap
+                                    # in place of gateway.max_in_flight_per_tenant (<= 1 million)
         budget_curve: [[0.5, 0], [0.8, 1], [1.0, 5]]   # fraction of budget used -> least λ
         sla: {max_latency_ms: 3000, min_quality_score: 0.7}
         escalation: {low_confidence_threshold: 0.6, escalation_model: good}
@@ -58,6 +60,9 @@ if TYPE_CHECKING:
 # well inside the 64-bit integers the key store keeps them as.
 MAX_RPM = 10_000_000
 MAX_TPM = 10_000_000_000
+# The most model calls in flight a tenant's share may be (gateway.max_in_flight_per_tenant, a
+# tenant's own max_in_flight): far beyond the connections any one gateway holds.
+MAX_IN_FLIGHT = 1_000_000
 Tier = Literal["trivial", "simple", "moderate", "complex", "expert"]
 Capability = Literal["tools", "vision", "code", "json", "streaming"]
 Strategy = Literal["always", "log_only", "ask"]
@@ -119,6 +124,8 @@ class TenantSettings(BaseModel):
     budgets: list[str] = Field(default_factory=list)
     rpm: Integer | None = Field(None, ge=1, le=MAX_RPM)
     tpm: Integer | None = Field(None, ge=1, le=MAX_TPM)
+    # Its share of the model calls in flight (see switchpoint.gateway.in_flight).
+    max_in_flight: Integer | None = Field(None, ge=1, le=MAX_IN_FLIGHT)
     budget_curve: list[list[Real]] | None = None
     sla: SLASettings | None = None
     escalation: EscalationSettings | None = None

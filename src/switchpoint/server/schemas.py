@@ -261,7 +261,8 @@ CHAT_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
                                                      "request (Retry-After: when it resets); "
                                                      "or too_many_in_flight: the key's tenant "
                                                      "has its share of model calls in flight "
-                                                     "(gateway.max_in_flight_per_tenant; "
+                                                     "(its tenants.<name>.max_in_flight, else "
+                                                     "gateway.max_in_flight_per_tenant; "
                                                      "Retry-After: 1)."},
     502: {"model": ChatErrorResponse, "description": "No candidate answered."},
     503: {"model": ChatErrorResponse, "description": "Every candidate's circuit is open, or "
