@@ -10,14 +10,18 @@ is not a yes), and an environment variable's text is read as one by :func:`boole
 A number written as text (a command-line option) is read by :func:`number_text` and
 :func:`integer_text`: ASCII digits with an optional sign, decimal point and exponent, as a
 person types one. ``float()`` and ``int()`` take more: ``1_0`` (ten), digits of other scripts
-(Arabic-Indic ``٥`` is five), ``nan`` and ``inf``, none of which is a number a user means."""
+(Arabic-Indic ``٥`` is five), ``nan`` and ``inf``, none of which is a number a user means. A
+number that is not 0 but too small for a float to tell from 0 (``1e-400``) is not read either:
+taken as 0 it would mean what the user did not write (a λ of 0 is quality first), so the
+command line, a header and a query parameter refuse it alike (:func:`not_a_number` says
+why)."""
 
 from __future__ import annotations
 
 import argparse
 import numbers
 import re
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import numpy as np
 from pydantic import BeforeValidator
@@ -73,12 +77,12 @@ def boolean_text(text: str) -> bool | None:
     return True if word in _TRUE_TEXT else False if word in _FALSE_TEXT else None
 
 
-_N = TypeVar("_N", int, float)
-
 #: A number as text: ASCII digits, an optional sign, decimal point and exponent.
 _NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 #: A whole number as text: ASCII digits with an optional sign.
 _INTEGER_TEXT = re.compile(r"[-+]?[0-9]+")
+#: A number's digits before its exponent: one of them not 0 makes a number that is not 0.
+_NONZERO = re.compile(r"^[^eE]*[1-9]")
 #: Digits a whole number's text may have (a count or a port needs far fewer; ``int()`` of
 #: thousands of digits is slow and, past Python's own limit, an error).
 _MAX_INTEGER_DIGITS = 100
@@ -87,12 +91,32 @@ _MAX_INTEGER_DIGITS = 100
 def number_text(text: str) -> float | None:
     """``text`` as a float when it is a decimal number (``0.5``, ``-2``, ``1e-3``; spaces
     around it aside), else None: never ``nan``, ``inf``, ``1_0`` nor a digit of another
-    script. A number too large for a float (``1e999``) is infinite, so range checks refuse
-    it with their own message; ``-0`` is 0."""
+    script, nor a number that is not 0 a float holds only as 0 (``1e-400``). A number too
+    large for a float (``1e999``) is infinite, so range checks refuse it with their own
+    message; ``-0`` is 0."""
     text = text.strip(" \t\r\n")
     if not _NUMBER_TEXT.fullmatch(text):
         return None
-    return float(text) + 0.0  # -0.0 + 0.0 is 0.0
+    return None if too_small(text) else float(text) + 0.0  # -0.0 + 0.0 is 0.0
+
+
+def too_small(text: str) -> bool:
+    """Whether ``text`` writes a number that is not 0 but a float holds only as 0
+    (``1e-400``), which :func:`number_text` does not read."""
+    text = text.strip(" \t\r\n")
+    return (_NUMBER_TEXT.fullmatch(text) is not None and _NONZERO.search(text) is not None
+            and float(text) == 0)
+
+
+#: Why :func:`too_small` text is refused, as a message goes on after the value it quotes.
+TOO_SMALL = "is too small a number to be told from 0; write 0, or a number of at least 1e-300"
+
+
+def not_a_number(text: str, example: str = "2.5 or 1e3") -> str:
+    """Why :func:`number_text` reads no number in ``text``, as a message goes on after the
+    value it quotes: :data:`TOO_SMALL`, or that it is not a number in ASCII digits (such as
+    ``example``)."""
+    return TOO_SMALL if too_small(text) else f"is not a number in ASCII digits, such as {example}"
 
 
 def integer_text(text: str) -> int | None:
@@ -104,23 +128,21 @@ def integer_text(text: str) -> int | None:
     return int(text)
 
 
-def _read_option(value: _N | None, text: str, what: str, example: str) -> _N:
-    """``value``, what ``text`` reads as, or the ``argparse`` error saying it is not ``what``
-    (``"a number"``), with an ``example``."""
-    if value is None:
-        raise argparse.ArgumentTypeError(f"{quoted(text)} is not {what} in ASCII digits, such "
-                                         f"as {example}")
-    return value
-
-
 def number_option(text: str) -> float:
     """An ``argparse`` type: a command-line option's number, by :func:`number_text`."""
-    return _read_option(number_text(text), text, "a number", "2.5 or 1e3")
+    value = number_text(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} {not_a_number(text)}")
+    return value
 
 
 def integer_option(text: str) -> int:
     """An ``argparse`` type: a command-line option's whole number, by :func:`integer_text`."""
-    return _read_option(integer_text(text), text, "a whole number", "8")
+    value = integer_text(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number in ASCII "
+                                         "digits, such as 8")
+    return value
 
 
 #: A config field's integer: any integer the field's bounds take, never a boolean.

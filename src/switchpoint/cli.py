@@ -35,7 +35,7 @@ from switchpoint._files import (
 )
 from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
 from switchpoint._messages import cut, plural, printable, quoted, quoted_path
-from switchpoint._numbers import integer_option, integer_text, number_text
+from switchpoint._numbers import integer_option, integer_text, not_a_number, number_text
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -75,8 +75,8 @@ def _parse_float(value: str, flag: str, meaning: str = "a number >= 0 (0 = quali
                  ) -> float:
     x = number_text(value)
     if x is None:
-        _fail(f"{flag}: {quoted(value)} must be {meaning} (it is not a number in ASCII "
-              "digits, such as 0.5 or 1e3)")
+        _fail(f"{flag}: {quoted(value)} must be {meaning} (it "
+              f"{not_a_number(value, '0.5 or 1e3')})")
     if x < 0:
         _fail(f"{flag}: {quoted(value)} must be {meaning}")
     return x

@@ -146,6 +146,8 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
     (["--tenant", "acme", "--models", "gpt-9"], "not in the catalog: gpt-9"),
     (["--tenant", "acme", "--rpm", "0"], "rpm: must be a whole number from 1 to"),
     (["--tenant", "acme", "--cost-weight", "cheap"], "cost_weight: 'cheap' is not a number"),
+    (["--tenant", "acme", "--cost-weight", "1e-400"],
+     "cost_weight: '1e-400' is too small a number to be told from 0"),
     (["--tenant", "acme", "--expires", "2001-01-01"], "is not in the future"),
     (["--tenant", "acme", "--name", "ci\nacme  active"], "name: holds U+000A (character 3)"),
     (["--tenant", "acme", "--name", "safe\u202etxt.exe"], "name: holds U+202E"),

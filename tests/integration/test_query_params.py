@@ -216,7 +216,9 @@ def test_a_number_parameter_is_read_as_a_person_writes_one(
     error = r.json()["error"]
     assert error["param"] == name and error["message"].startswith(f"{name}: "), error
     if bad not in ("", "+", "nan", "inf"):
-        assert json.dumps(bad) in error["message"], error  # quoted as JSON, as sent
+        assert json.dumps(bad, ensure_ascii=False) in error["message"], error  # as JSON
+    if bad == "1e-400" and name not in ("limit", "cursor"):  # (no whole number either)
+        assert "too small a number to be told from 0" in error["message"], error
 
 
 @pytest.mark.parametrize(("path", "name", "others"), _NUMBERS)

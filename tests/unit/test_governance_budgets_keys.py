@@ -448,6 +448,13 @@ def test_a_grace_is_written_in_ascii_digits(grace: str) -> None:
     assert duration_s("90") == 90.0 and duration_s("1.5m") == 90.0
 
 
+def test_a_grace_too_small_to_be_told_from_0_is_refused_saying_so() -> None:
+    with pytest.raises(InvalidInputError, match=r"grace: '1e-400' is too small a number to be "
+                                                r"told from 0"):
+        duration_s("1e-400")
+    assert duration_s("0") == 0.0
+
+
 @pytest.mark.parametrize("expires", ["0.0001s", "59s", "0.5m", 1_800_000_030.0])
 def test_a_key_must_live_at_least_a_minute(expires: str | float) -> None:
     # A key expiring in 0.0001 s was made, dead before anyone could use it.

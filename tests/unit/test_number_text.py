@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from switchpoint._numbers import integer_text, number_text
+from switchpoint._numbers import TOO_SMALL, integer_text, not_a_number, number_text, too_small
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -33,3 +33,20 @@ def test_a_whole_number_is_digits_alone_and_not_too_many() -> None:
     assert integer_text("8") == 8 and integer_text("-1") == -1 and integer_text("+0") == 0
     assert integer_text("8.0") is None and integer_text("1e3") is None
     assert integer_text("9" * 100) == int("9" * 100) and integer_text("9" * 101) is None
+
+
+@pytest.mark.parametrize("text", ["1e-400", "-1e-400", "0.1e-323", " 5e-999 "])
+def test_a_number_not_0_too_small_for_a_float_is_refused_saying_so(text: str) -> None:
+    # Read as 0 it would mean what was not written (a λ of 0 is quality first).
+    assert number_text(text) is None and too_small(text)
+    assert not_a_number(text) == TOO_SMALL
+
+
+@pytest.mark.parametrize(("text", "value"), [("0e-400", 0.0), ("0.000e5", 0.0), ("1e-300", 1e-300),
+                                             ("5e-324", 5e-324)])
+def test_0_and_the_smallest_numbers_a_float_holds_are_read(text: str, value: float) -> None:
+    assert number_text(text) == value and not too_small(text)
+
+
+def test_what_is_not_a_number_is_told_with_an_example() -> None:
+    assert not_a_number("1_0", "0.5") == "is not a number in ASCII digits, such as 0.5"

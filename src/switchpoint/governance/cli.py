@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._messages import printable, quoted, quoted_path
-from switchpoint._numbers import integer_option, number_option, number_text
+from switchpoint._numbers import integer_option, not_a_number, number_option, number_text
 from switchpoint.errors import InvalidInputError, StoreError
 
 
@@ -118,9 +118,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     if args.cost_weight is not None:
         cost_weight = number_text(args.cost_weight)
         if cost_weight is None:
-            raise InvalidInputError("cost_weight", f"{quoted(args.cost_weight)} is not a "
-                                                   "number (write it in ASCII digits, e.g. "
-                                                   "0.5)")
+            raise InvalidInputError("cost_weight", f"{quoted(args.cost_weight)} "
+                                                   f"{not_a_number(args.cost_weight, '0.5')}")
     catalog = [m.name for m in settings.models] if settings.models is not None else None
     spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
                    tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,

@@ -46,7 +46,7 @@ from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
 from switchpoint._messages import cut, listed_names, quoted, quoted_path, unprintable
-from switchpoint._numbers import number_text
+from switchpoint._numbers import TOO_SMALL, number_text, too_small
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_MODEL_NAME
 from switchpoint.errors import (
     InvalidInputError,
@@ -1061,7 +1061,8 @@ def duration_s(text: str) -> float:
     if match is None:
         seconds = number_text(text)
         if seconds is None:
-            raise InvalidInputError("grace", f"{text!r} is not a duration; give seconds or "
-                                             "e.g. 90m, 1h, 2d")
+            raise InvalidInputError("grace", f"{quoted(text)} " + (
+                TOO_SMALL if too_small(text)
+                else "is not a duration; give seconds or e.g. 90m, 1h, 2d"))
         return seconds
     return float(match.group(1)) * _UNITS[match.group(2)]

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
 from switchpoint._messages import cut, printable, quoted, quoted_path
-from switchpoint._numbers import number_text, real_number
+from switchpoint._numbers import TOO_SMALL, number_text, real_number, too_small
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.governance.cli import DATA_DIR_HELP
@@ -56,8 +56,8 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
     if args.score is not None:
         score = number_text(args.score)
         if score is None or not 0.0 <= score <= 1.0:
-            raise InvalidInputError("--score", f"{quoted(args.score)} is not a number in [0, 1] "
-                                               "(1 = best)")
+            raise InvalidInputError("--score", f"{quoted(args.score)} " + (
+                TOO_SMALL if too_small(args.score) else "is not a number in [0, 1] (1 = best)"))
         return score, None
     return None, bool(args.success)
 
@@ -71,9 +71,9 @@ def _cost(args: argparse.Namespace) -> float | None:
     except InvalidInputError:
         checked = None
     if checked is None:
-        raise InvalidInputError("--cost", f"{quoted(args.cost)} is not a cost: give what the "
-                                          f"answer cost, a number from 0 to {MAX_ANSWER_COST:g} "
-                                          "(USD)")
+        raise InvalidInputError("--cost", f"{quoted(args.cost)} " + (
+            TOO_SMALL if too_small(args.cost) else "is not a cost: give what the answer "
+            f"cost, a number from 0 to {MAX_ANSWER_COST:g} (USD)"))
     return checked
 
 

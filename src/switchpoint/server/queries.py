@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
-import re
 import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -54,8 +52,8 @@ from fastapi.routing import APIRoute
 from pydantic import BeforeValidator
 from starlette.requests import Request
 
-from switchpoint._messages import MAX_FIELD, cut, printable
-from switchpoint._numbers import integer_text, number_text
+from switchpoint._messages import MAX_FIELD, cut, json_quoted, printable
+from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
 from switchpoint.errors import InvalidInputError
 from switchpoint.server.head import sent_method
 
@@ -90,27 +88,22 @@ ANY_QUERY = Depends(any_query)
 does not read, as OpenAI's API does, instead of refusing it."""
 
 
-# A number's digits before its exponent: one of them not 0 makes a number that is not 0.
-_NONZERO = re.compile(r"^[^eE]*[1-9]")
-
-
 def _number_text(text: object, whole: bool) -> object:
     """A query parameter's ``text`` as the number it says (a whole one when ``whole``), or a
     ValueError saying how to write one; a value that is not text (a default) as it is."""
     if not isinstance(text, str):
         return text
-    shown = cut(json.dumps(text), 40)
+    shown = json_quoted(text, 40)
     exact = text == text.strip()
     number = (integer_text(text) if whole else number_text(text)) if exact else None
-    if number is None:
-        what = "a whole number" if whole else "a finite number"
-        example = "50" if whole else "2.5 or 1e3"
-        raise ValueError(f"must be {what} in ASCII digits with nothing around it, such as "
-                         f"{example}, got {shown}")
-    if number == 0 and _NONZERO.search(text):
-        raise ValueError(f"is too small a number to be told from 0, got {shown}; send 0, or a "
-                         "number of at least 1e-300")
-    return number
+    if number is not None:
+        return number
+    if exact and not whole and too_small(text):
+        raise ValueError(f"{TOO_SMALL}, got {shown}")
+    what = "a whole number" if whole else "a finite number"
+    example = "50" if whole else "2.5 or 1e3"
+    raise ValueError(f"must be {what} in ASCII digits with nothing around it, such as "
+                     f"{example}, got {shown}")
 
 
 def _whole(text: object) -> object:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from switchpoint._messages import json_quoted
+from switchpoint._numbers import TOO_SMALL, number_text, too_small
 from switchpoint.decision import check_cost_weight
 from switchpoint.errors import GatewayError, InvalidInputError, SwitchpointError
 from switchpoint.gateway.parsing import ChatRequest, check_model_count, parse_chat_body
@@ -126,22 +127,16 @@ def _text(request: Request, name: str) -> str | None:
                                       "send names that are not ASCII in UTF-8") from None
 
 
-# A decimal number (Python's float() also takes "1_0"); "inf" and "nan" are let through to
-# check_cost_weight, which says what is wrong with them.
-_NUMBER = re.compile(r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf(?:inity)?|nan)\s*",
-                     re.IGNORECASE | re.ASCII)
-
-
 def _cost_weight(raw: str | None) -> float | None:
+    """The header's λ, a number read as the command line reads one (:func:`number_text`)."""
     if raw is None:
         return None
-    try:
-        if not _NUMBER.fullmatch(raw):
-            raise ValueError(raw)
-        value = float(raw)
-    except ValueError:
-        raise InvalidInputError(COST_WEIGHT_HEADER,
-                                f"must be a number >= 0, got {raw[:40]!r}") from None
+    value = number_text(raw)
+    if value is None:
+        shown = json_quoted(raw, 40)
+        raise InvalidInputError(COST_WEIGHT_HEADER, f"{shown} {TOO_SMALL}" if too_small(raw)
+                                else "must be a number >= 0 in ASCII digits, such as 0.5 or "
+                                     f"1e3, got {shown}")
     # Checked here, before planning, so a pinned session (which skips the router) is refused
     # the same bad value as any other request.
     return check_cost_weight(value, COST_WEIGHT_HEADER)
