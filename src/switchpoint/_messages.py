@@ -8,6 +8,7 @@ turns one pydantic error into ``must be >= 0, got -1``; ``plural(3, "prompt")`` 
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import math
@@ -111,6 +112,28 @@ def json_quoted(value: object, limit: int = 60) -> str:
     return cut(printable(json.dumps(value, default=str, ensure_ascii=False)), limit)
 
 
+# One value in pydantic's list of a field's choices: a string's repr, or a word (3, True, or).
+_CHOICE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^\s,]+""")
+
+
+def _one_of(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _choices(expected: str) -> str:
+    """pydantic's list of the values a field takes, written as Python writes them (``'a', 'b'
+    or None``), as JSON writes them (``"a", "b" or null``), as the value refused is shown; as
+    given when it does not read back so."""
+    try:
+        values = [ast.literal_eval(token) for token in _CHOICE.findall(expected)
+                  if token != "or"]
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return expected
+    if not values or _one_of([repr(value) for value in values]) != expected:
+        return expected
+    return _one_of([_shown(value) for value in values])
+
+
 def reason(err: Any, known: Sequence[str] = ()) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) as a short reason."""
     kind = str(err["type"])
@@ -149,7 +172,7 @@ def reason(err: Any, known: Sequence[str] = ()) -> str:
     if kind in _SIMPLE:
         return _SIMPLE[kind] + ("" if kind in _NO_VALUE else got)
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')}{got}"
+        return f"must be one of {_choices(str(ctx.get('expected')))}{got}"
     if kind == "value_error" and "error" in ctx:
         return str(ctx["error"])
     msg = str(err.get("msg", "is not valid"))

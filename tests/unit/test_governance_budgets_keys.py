@@ -136,7 +136,7 @@ def test_the_lambda_curve_is_piecewise_linear_and_flat_outside() -> None:
      "known keys here: max_latency_ms"),
     ({"escalation": {"strategy": "sometimes"}}, "escalation.strategy", "must be one of"),
     ({"budgets": {"total": "5/eon"}}, "budgets.total", "'eon' is not a budget period"),
-    ({"auth": "tokens"}, "auth", "must be one of 'none' or 'keys'"),
+    ({"auth": "tokens"}, "auth", 'must be one of "none" or "keys", got "tokens"'),
     ({"tenants": {"acme": {"rpm": 10**30}}}, "tenants.acme.rpm", "must be <= 10000000"),
     ({"tenants": {"acme": {"tpm": 2**63}}}, "tenants.acme.tpm", "must be <= 10000000000"),
     ({"models": [{"name": "a", "input_per_mtok": 1, "output_per_mtok": 1}],

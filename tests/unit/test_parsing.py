@@ -27,8 +27,8 @@ def test_a_good_body_comes_back_as_sent() -> None:
     (b'{"model": "auto", "messages": []}', "messages", "empty"),
     (b'{"model": "auto", "messages": [{"content": "x"}]}', "messages", "required"),
     (b'{"model": "auto", "messages": [{"role": "bogus", "content": "x"}]}', "messages",
-     "messages[0].role: must be one of 'system', 'developer', 'user', 'assistant', 'tool' or "
-     "'function', got \"bogus\""),
+     'messages[0].role: must be one of "system", "developer", "user", "assistant", "tool" or '
+     '"function", got "bogus"'),
     (b'{"model": "auto", "messages": [{"role": 3, "content": "x"}]}', "messages", "role"),
     (b'{"model": "auto", "messages": [{"role": "user"}], "stream": "yes"}', "stream",
      "true or false"),
@@ -212,3 +212,22 @@ def test_messages_openai_takes_without_text_pass() -> None:
         {"role": "user", "content": [{"type": "text", "text": "and?"}]}]
     body = {"model": "auto", "messages": messages}
     assert check_chat_body(body) == body
+
+
+def test_the_choices_of_a_field_are_listed_as_json_writes_them() -> None:
+    from typing import Literal
+
+    from pydantic import BaseModel, ValidationError
+
+    from switchpoint._messages import reason
+
+    class Choice(BaseModel):
+        value: Literal["a", "it's", "x or y", 3, True, None]
+
+    with pytest.raises(ValidationError) as info:
+        Choice(value="z")
+    assert reason(info.value.errors()[0]) == (
+        'must be one of "a", "it\'s", "x or y", 3, true or null, got "z"')
+    # A list that does not read back as values is given as it came.
+    assert reason({"type": "literal_error", "ctx": {"expected": "a, b"}, "input": "z"}) == (
+        'must be one of a, b, got "z"')
