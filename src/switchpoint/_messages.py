@@ -108,8 +108,16 @@ def _shown(value: object) -> str:
 def json_quoted(value: object, limit: int = 60) -> str:
     """``value`` as JSON writes it (``true``, ``"text"``, ``{"a": 1}``; not Python's ``True``,
     ``'text'``), cut short (see :func:`cut`), any character a terminal would not show as itself
-    written as ``\\uXXXX`` (:func:`printable`): how an error quotes a value a request sent."""
-    return cut(printable(json.dumps(value, default=str, ensure_ascii=False)), limit)
+    written as ``\\uXXXX`` (:func:`printable`): how an error quotes a value a request sent. A
+    long string is cut before it is written; a value JSON cannot write (its ``str`` raises, it
+    holds itself) is shown as :func:`quoted` shows it."""
+    if isinstance(value, str):
+        value = str.__getitem__(value, slice(0, limit + 1))
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    except Exception:  # (anything a caller's __str__ raises, a cycle, too many digits)
+        return quoted(value, limit)
+    return cut(printable(text), limit)
 
 
 # One value in pydantic's list of a field's choices: a string's repr, or a word (3, True, or).
