@@ -129,7 +129,32 @@ def test_a_long_experiment_name_is_shortened_as_a_policy_name_is(attacked: Attac
                   timeout=10)
     assert r.status_code == 404, r.text
     message = r.json()["error"]["message"]
-    assert f"'{'e' * 96}... is configured" in message, message
+    assert f'"{"e" * 96}... is configured' in message, message
     r = httpx.post(f"{attacked.base}/v1/router/policy/{'p' * 150}", headers=attacked.admin,
                    timeout=10)
     assert r.status_code == 400 and "p" * 76 + "..." in r.json()["error"]["message"], r.text
+
+
+def test_a_name_a_request_sent_is_quoted_as_json_writes_it(attacked: Attacked) -> None:
+    """A model, a policy, a key id or a header's value a request sent is quoted in its error
+    as JSON writes it ("it's"), as the fields' values are: it read 'x', Python's spelling, and
+    a quote in the name came back as "it's" in one message and 'it\\'s' in another."""
+    odd = "it's"
+    answers = [
+        httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body(model=odd),
+                   timeout=10),
+        httpx.get(f"{attacked.base}/v1/models/{odd}", timeout=10),
+        httpx.post(f"{attacked.base}/v1/router/policy/{odd}", headers=attacked.admin,
+                   timeout=10),
+        httpx.post(f"{attacked.base}/v1/route", content=b"{}", timeout=10,
+                   headers={"content-type": "application/json", "content-encoding": odd}),
+    ]
+    for r in answers:
+        message = r.json()["error"]["message"]
+        assert r.status_code in (400, 404, 415) and json.dumps(odd) in message, r.text
+    r = httpx.post(f"{attacked.base}/v1/chat/completions", json=chat_body(),
+                   headers={"x-switchpoint-cost-weight": "1e-400"}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"] == (
+        'x-switchpoint-cost-weight: "1e-400" is too small a number to be told from 0; write 0, '
+        "or a number of at least 1e-300"), r.text

@@ -262,7 +262,7 @@ def test_no_capable_model_reads_as_a_sentence(attacked: Attacked) -> None:
     named = httpx.post(f"{attacked.base}/v1/chat/completions", timeout=10, json={
         "model": "solo", "messages": [{"role": "user", "content": [image]}]})
     assert named.status_code == 400 and named.json()["error"]["message"].startswith(
-        "messages: model 'solo' and its fallbacks cannot serve this request"), named.text
+        'messages: model "solo" and its fallbacks cannot serve this request'), named.text
 
 
 @pytest.mark.parametrize("header", ["x-switchpoint-cost-weight", "x-session-id",

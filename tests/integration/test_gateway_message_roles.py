@@ -158,7 +158,7 @@ REFUSED: list[tuple[list[dict[str, Any]], str, str]] = [
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {
         "url": "data:image/png;base64,iVBORw0K-Ggo="}}]}],
      "messages[2].content[0].image_url.url",
-     "is a data URL: its base64 data holds '-' at character 8 of its data, which is not base64 "
+     'is a data URL: its base64 data holds "-" at character 8 of its data, which is not base64 '
      "(URL-safe base64 writes - and _"),
 ]
 IDS = ["user-missing", "user-null", "developer", "system-null", "assistant-bare",
@@ -625,10 +625,10 @@ PNG = "iVBORw0KGgo="
 UNFETCHABLE: list[tuple[str, str]] = [
     ("file:///home/me/cat.png", "uses the file scheme, which no provider fetches"),
     ("ftp://x.test/cat.png", "uses the ftp scheme, which no provider fetches"),
-    ("cat.png", "has no scheme ('cat.png')"),
+    ("cat.png", 'has no scheme ("cat.png")'),
     ("https:///cat.png", "names no host"),
     (f"data:image/png;base64,{PNG[:4]}_{PNG[4:]}",
-     "is a data URL: its base64 data holds '_' at character 4 of its data, which is not "
+     'is a data URL: its base64 data holds "_" at character 4 of its data, which is not '
      "base64"),
     (f"data:image/png;base64,{PNG[:-3]}", "is a data URL: its base64 data ends in a group of "
                                           "1 character"),
@@ -986,7 +986,7 @@ def test_no_capable_model_names_the_field_that_left_the_models_out(
     error = info.value.body
     assert isinstance(error, dict) and error["code"] == "no_capable_model", error
     assert error["param"] == param, error
-    assert error["message"].startswith(f"{param}: " if param else f"model '{model}'"), error
+    assert error["message"].startswith(f"{param}: " if param else f'model "{model}"'), error
     assert gw_fake.requests() == before
 
 

@@ -174,10 +174,10 @@ def test_ab_test_names_the_experiment_the_request_is_routed_in(experimenting: Ga
 
 
 @pytest.mark.parametrize(("tenant", "name", "says"), [
-    (None, "nope", "no experiment 'nope' is configured; configured: thrift, later, paused"),
+    (None, "nope", 'no experiment "nope" is configured; configured: thrift, later, paused'),
     (None, "paused", "disabled"),
-    (None, "later", "does not take tenant 'default'"),
-    ("acme", "later", "take part in experiment 'thrift', listed before 'later'"),
+    (None, "later", 'does not take tenant "default"'),
+    ("acme", "later", 'take part in experiment "thrift", listed before "later"'),
     (None, 3, "must be the name of an experiment"),
 ])
 def test_an_experiment_that_would_not_take_the_request_is_refused(

@@ -140,8 +140,8 @@ def test_expires_takes_epoch_seconds_as_the_readme_says(
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--tenant", "nobody"], "unknown tenant 'nobody'"),
-    (["--tenant", "acme", "--budget", "50/fortnight"], "'fortnight' is not a budget period"),
+    (["--tenant", "nobody"], 'unknown tenant "nobody"'),
+    (["--tenant", "acme", "--budget", "50/fortnight"], '"fortnight" is not a budget period'),
     (["--tenant", "acme", "--budget=-50/month"], "must be >= 0"),
     (["--tenant", "acme", "--models", "gpt-9"], "not in the catalog: gpt-9"),
     (["--tenant", "acme", "--rpm", "0"], "rpm: must be a whole number from 1 to"),
@@ -364,8 +364,8 @@ def test_a_report_for_a_tenant_nobody_knows_is_refused_not_reported_empty(
     seed(config)
     code, out, err = run(["report", *report, "--tenant", "acem", "--config", config], capsys)
     assert (code, out) == (2, "")
-    assert err == ("switchpoint: error: --tenant: 'acem' is neither a tenant of the config nor "
-                   "one the request or feedback log names; known: acme, default ('default': "
+    assert err == ('switchpoint: error: --tenant: "acem" is neither a tenant of the config nor '
+                   "one the request or feedback log names; known: acme, default (default: "
                    "requests without a tenant)\n")
     code, out, err = run(["report", *report, "--tenant", "acme", "--config", config], capsys)
     assert code == 0 and out, err
@@ -562,4 +562,4 @@ def test_a_comparison_model_of_thousands_of_characters_is_named_cut_short(
         assert code == 2 and out == ""
         assert "comparison_model:" in err and "is not a catalog model (big, small)" in err
         assert len(err) < 300 and "\x1b" not in err, err[:300]
-    assert "'nope' is not a catalog model" in err
+    assert '"nope" is not a catalog model' in err

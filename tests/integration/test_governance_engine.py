@@ -64,15 +64,15 @@ def test_in_process_key_and_tenant(gateway_of: Any) -> None:
     assert info.model == "cheap" and info.key_id == key[3:13] and info.tenant == "acme"
     assert info.charged_usd == pytest.approx(info.cost_usd)
     assert gw.complete(messages("hi"), tenant="acme").switchpoint.tenant == "acme"
-    with pytest.raises(PermissionDeniedError, match="tenant 'acme' may not use 'good'"):
+    with pytest.raises(PermissionDeniedError, match='tenant "acme" may not use "good"'):
         gw.complete(messages("x"), model="good", tenant="acme")  # (no key was given)
-    with pytest.raises(PermissionDeniedError, match="this key may not use 'good'"):
+    with pytest.raises(PermissionDeniedError, match='this key may not use "good"'):
         gw.complete(messages("x"), model="good", key=key)
     with pytest.raises(AuthenticationError):
         gw.complete(messages("x"), key="sp-0123456789_" + "a" * 43)
     with pytest.raises(InvalidInputError, match="belongs to tenant 'acme'"):
         gw.complete(messages("x"), key=key, tenant="other")
-    with pytest.raises(NotFoundError, match="tenant: 'other' is not in the config"):
+    with pytest.raises(NotFoundError, match='tenant: "other" is not in the config'):
         gw.complete(messages("x"), tenant="other")
     decision = gw.route("What is 2+2?", key=key)
     assert decision.selected_model == "cheap" and list(decision.all_scores) == ["cheap"]

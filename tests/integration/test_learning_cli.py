@@ -328,7 +328,7 @@ def test_learn_from_a_data_dir_that_does_not_exist_creates_nothing(
 @pytest.mark.parametrize(("argv", "needle"), [
     (["feedback", "abc", "--success"], "holds no switchpoint.db"),
     (["learn", "--export", "{tmp}/w"], "holds no switchpoint.db"),
-    (["learn", "--export", "{tmp}/w", "--tenant", "nope"], "'nope' is neither a tenant"),
+    (["learn", "--export", "{tmp}/w", "--tenant", "nope"], '"nope" is neither a tenant'),
 ])
 def test_refused_on_an_empty_data_dir_writes_nothing_there(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],

@@ -349,7 +349,7 @@ def test_promoting_in_process_refuses_an_arm_that_is_not_a_name_and_keeps_a_name
                 gateway.promote("thrift", bad)  # type: ignore[arg-type]
             assert info.value.field == "arm" and "must be the name of an arm" in str(info.value)
             assert gateway.experiment_report("thrift")["promoted"] is None  # nothing changed
-        with pytest.raises(InvalidInputError, match="'nope' is not an arm of 'thrift'"):
+        with pytest.raises(InvalidInputError, match='"nope" is not an arm of "thrift"'):
             gateway.promote("thrift", "nope")
         assert gateway.promote("thrift", "thrifty")["promoted"] == "thrifty"
         assert {gateway.route(math_prompt(i)).arm for i in range(10)} == {"thrifty"}

@@ -81,7 +81,7 @@ def test_every_tenant_query_takes_the_tenants_the_config_or_the_log_knows(
         # The same words everywhere, naming what the gateway knows.
         assert len(messages) == 1, messages
         message = messages.pop()
-        assert "'bet' is neither a tenant of the config nor one the request or feedback log " \
+        assert '"bet" is neither a tenant of the config nor one the request or feedback log ' \
                "names; known: acme, beta, default" in message, message
     # The CLI says the same ("no keys for tenant bet" read as: bet has no keys).
     from switchpoint.cli import main
@@ -89,7 +89,7 @@ def test_every_tenant_query_takes_the_tenants_the_config_or_the_log_knows(
     monkeypatch.setenv("SP_TEST_ADMIN", ADMIN_TOKEN)
     code = main(["keys", "list", "--tenant", "bet", "--config", str(tmp_path / "switchpoint.yaml")])
     err = capsys.readouterr().err
-    assert code == 2 and "'bet' is neither a tenant" in err and "known: acme, beta" in err, err
+    assert code == 2 and '"bet" is neither a tenant' in err and "known: acme, beta" in err, err
 
 
 @pytest.mark.parametrize("tenant", ["gamma", "x" * 64])

@@ -173,7 +173,7 @@ def test_an_image_given_as_openai_takes_it_passes(url: str) -> None:
     ("/tmp/cat.png", "has no scheme"),
     ("https:cat.png", "names no host"),
     ("http:///cat.png", "names no host"),
-    ("data:image/png;base64,iVBORw0_Ggo=", "its base64 data holds '_' at character 7"),
+    ("data:image/png;base64,iVBORw0_Ggo=", 'its base64 data holds "_" at character 7'),
     ("data:image/png;base64,iVBORw0KG", "ends in a group of 1 character"),
     ("data:image/png;base64,", "its base64 data is empty"),
     ('data:image/png;name="a,b;base64,iVBORw0KGgo=', "has no comma ending its header"),

@@ -60,7 +60,7 @@ def test_budget_strings(text: str, budget: Budget) -> None:
 
 
 @pytest.mark.parametrize(("text", "needle"), [
-    ("50/fortnight", "'fortnight' is not a budget period; use one of hour, day, week, month"),
+    ("50/fortnight", '"fortnight" is not a budget period; use one of hour, day, week, month'),
     ("-5/day", "must be >= 0"),
     ("fifty/month", "write AMOUNT/PERIOD"),
     ("50", "write AMOUNT/PERIOD"),
@@ -85,7 +85,7 @@ def test_one_budget_per_period() -> None:
     (["1/day"] * 50_000, "50000 budgets given; give at most 4, one per period"),
     (["x" * 100_000], "is not a budget"),
     (["1/" + "y" * 100_000], "is not a budget period"),
-    ([{"amount": 5}], "must be a string such as '50/month'"),
+    ([{"amount": 5}], 'must be a string such as "50/month"'),
 ])
 def test_a_long_budget_list_is_refused_in_a_short_message(items: list[object],
                                                           needle: str) -> None:
@@ -124,7 +124,7 @@ def test_the_lambda_curve_is_piecewise_linear_and_flat_outside() -> None:
 
 @pytest.mark.parametrize(("overrides", "key", "needle"), [
     ({"tenants": {"acme": {"budgets": "50/fortnight"}}}, "tenants.acme.budgets",
-     "'fortnight' is not a budget period"),
+     '"fortnight" is not a budget period'),
     ({"tenants": {"acme": {"budgets": ["-1/day"]}}}, "tenants.acme.budgets", ">= 0"),
     ({"tenants": {"acme": {"rpm": 0}}}, "tenants.acme.rpm", "must be >= 1"),
     ({"tenants": {"a b": {}}}, "tenants", "tenant name 'a b'"),
@@ -135,7 +135,7 @@ def test_the_lambda_curve_is_piecewise_linear_and_flat_outside() -> None:
     ({"tenants": {"acme": {"sla": {"min_quality": 1}}}}, "tenants.acme.sla.min_quality",
      "known keys here: max_latency_ms"),
     ({"escalation": {"strategy": "sometimes"}}, "escalation.strategy", "must be one of"),
-    ({"budgets": {"total": "5/eon"}}, "budgets.total", "'eon' is not a budget period"),
+    ({"budgets": {"total": "5/eon"}}, "budgets.total", '"eon" is not a budget period'),
     ({"auth": "tokens"}, "auth", 'must be one of "none" or "keys", got "tokens"'),
     ({"tenants": {"acme": {"rpm": 10**30}}}, "tenants.acme.rpm", "must be <= 10000000"),
     ({"tenants": {"acme": {"tpm": 2**63}}}, "tenants.acme.tpm", "must be <= 10000000000"),
@@ -339,8 +339,8 @@ def test_a_change_made_elsewhere_is_seen_at_the_next_lookup(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(("kw", "field", "needle"), [
-    ({"tenant": "nobody"}, "tenant", "unknown tenant 'nobody'"),
-    ({"budgets": ["50/fortnight"]}, "budget", "'fortnight' is not a budget period"),
+    ({"tenant": "nobody"}, "tenant", 'unknown tenant "nobody"'),
+    ({"budgets": ["50/fortnight"]}, "budget", '"fortnight" is not a budget period'),
     ({"budgets": ["-3/day"]}, "budget", ">= 0"),
     ({"rpm": 0}, "rpm", "whole number from 1 to 10_000_000, got 0"),
     ({"tpm": -5}, "tpm", "whole number from 1 to 10_000_000_000"),

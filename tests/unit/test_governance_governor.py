@@ -234,14 +234,14 @@ def test_permissions(tmp_path: Path) -> None:
     gov = Governor(s)
     acme = gov.policy(s, "acme", None)
     gov.check_model(acme, "mid", CATALOG)
-    with pytest.raises(PermissionDeniedError, match="may not use 'big'"):
+    with pytest.raises(PermissionDeniedError, match='may not use "big"'):
         gov.check_model(acme, "big", CATALOG)
-    with pytest.raises(PermissionDeniedError, match="may not use 'auto'"):
+    with pytest.raises(PermissionDeniedError, match='may not use "auto"'):
         gov.check_model(acme, "auto", CATALOG)
     beta = gov.policy(s, "beta", None)
     gov.check_model(beta, "auto", CATALOG)
     assert gov.narrow(beta, CATALOG, None) is None  # only 'auto': the whole catalog
-    with pytest.raises(NotFoundError, match="tenant: 'gamma' is not in the config"):
+    with pytest.raises(NotFoundError, match='tenant: "gamma" is not in the config'):
         gov.principal(s, tenant="gamma")
 
 

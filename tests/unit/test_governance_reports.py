@@ -118,7 +118,7 @@ def test_cost_report_by_model_tenant_and_key(reports: Reports) -> None:
     own = reports.cost_report("day", tenant="default")
     assert (own["requests"], own["total_cost_usd"]) == (1, pytest.approx(r4))
     assert reports.logged_tenants() == ["acme", "beta", "default"]
-    with pytest.raises(InvalidInputError, match="'fortnight' is not a report period"):
+    with pytest.raises(InvalidInputError, match='"fortnight" is not a report period'):
         reports.cost_report("fortnight")
 
 
@@ -136,7 +136,7 @@ def test_savings_against_the_strongest_model_on_the_same_tokens(reports: Reports
     assert mid["comparison_cost_usd"] == pytest.approx(
         price("mid", 1000, 500) + price("mid", 2000, 1000) + price("mid", 1000, 1000)
         + price("mid", 500, 100))
-    with pytest.raises(InvalidInputError, match="'gpt-9' is not a catalog model"):
+    with pytest.raises(InvalidInputError, match='"gpt-9" is not a catalog model'):
         reports.savings_estimate("gpt-9")
 
 
@@ -409,7 +409,7 @@ def test_a_tenant_only_the_log_names_is_reported_and_one_nobody_names_is_refused
             message = str(info.value)
             assert info.value.param == "tenant" and len(message) < 300, message
             assert "s3cr3t" not in message
-            assert message.endswith("known: acme, beta, default ('default': requests without "
+            assert message.endswith("known: acme, beta, default (default: requests without "
                                     "a tenant)"), message
 
 

@@ -21,6 +21,8 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from switchpoint._messages import json_quoted
+
 # Characters of header read before the comma: a media type and a few parameters fit; a URL
 # whose comma comes later is not a data URL read here.
 MAX_HEADER = 1_024
@@ -151,8 +153,8 @@ def base64_problem(data: str) -> str | None:
     if odd is not None:
         url_safe = (" (URL-safe base64 writes - and _ where standard base64 writes + and /)"
                     if odd.group() in "-_" else "")
-        return (f"holds {odd.group()!r} at character {odd.start()} of its data, which is not "
-                f"base64{url_safe}")
+        return (f"holds {json_quoted(odd.group())} at character {odd.start()} of its data, "
+                f"which is not base64{url_safe}")
     padding = compact.find("=")
     if padding >= 0 and compact[padding:].strip("=") != "":
         return "has data after its padding"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchpoint._args import expect
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.learning.config import ArmConfig
@@ -82,25 +82,27 @@ def check_experiment(settings: Settings, name: object, tenant: str, field: str) 
     expect(field, name, str, "the name of an experiment of the config (experiments:)")
     assert isinstance(name, str)
     experiment = settings.experiments.get(name)
+    shown = json_quoted(name, 100)
     if experiment is None:
-        raise InvalidInputError(field, f"no experiment {quoted(name, 100)} is configured; "
+        raise InvalidInputError(field, f"no experiment {shown} is configured; "
                                        f"configured: {', '.join(settings.experiments) or 'none'}"
                                        " (add one under experiments: in the config)")
     if not experiment.enabled:
-        raise InvalidInputError(field, f"experiment {name!r} is disabled (enabled: false), so "
+        raise InvalidInputError(field, f"experiment {shown} is disabled (enabled: false), so "
                                        "it takes no traffic; enable it in the config")
     if experiment.tenants is not None and tenant not in experiment.tenants:
-        raise InvalidInputError(field, f"experiment {name!r} does not take tenant "
-                                       f"{quoted(tenant, 100)}'s requests (its tenants: "
+        raise InvalidInputError(field, f"experiment {shown} does not take tenant "
+                                       f"{json_quoted(tenant, 100)}'s requests (its tenants: "
                                        f"{', '.join(experiment.tenants)}); name that tenant's "
                                        "experiment, or add the tenant to this one's in the "
                                        "config")
     first = joined(settings, tenant)
     if first != name:
-        raise InvalidInputError(field, f"tenant {quoted(tenant, 100)}'s requests take part in "
-                                       f"experiment {first!r}, listed before {name!r} (a "
+        taken = json_quoted(first, 100)
+        raise InvalidInputError(field, f"tenant {json_quoted(tenant, 100)}'s requests take part "
+                                       f"in experiment {taken}, listed before {shown} (a "
                                        "request joins the first enabled experiment that holds "
-                                       f"its tenant); name {first!r}, or change the order or "
+                                       f"its tenant); name {taken}, or change the order or "
                                        "the tenants in the config")
     return name
 
@@ -216,7 +218,7 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     expect("name", name, str, "an experiment's name (a string)")
     experiment = settings.experiments.get(name)
     if experiment is None:
-        raise NotFoundError(f"experiment: no experiment {quoted(name, 100)} is configured; "
+        raise NotFoundError(f"experiment: no experiment {json_quoted(name, 100)} is configured; "
                             f"configured: {', '.join(settings.experiments) or 'none'}",
                             param="name")
     rows = reader.experiment(name) if reader is not None else {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from switchpoint._messages import cut
+from switchpoint._messages import cut, json_quoted
 from switchpoint.gateway.data_url import BASE64_WRITTEN, base64_problem, parse_data_url
 from switchpoint.gateway.redact import redact_url
 
@@ -70,4 +70,4 @@ def image_url_problem(url: str) -> str | None:
 def _shown(url: str) -> str:
     """``url`` as an error quotes it: cut short, a password in it (``user:...@``) or a
     credential in its query redacted (errors are logged)."""
-    return cut(repr(redact_url(url[:_REDACTED_READ])), 40)
+    return json_quoted(redact_url(url[:_REDACTED_READ]), 40)

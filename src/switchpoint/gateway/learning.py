@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import quoted, quoted_path
+from switchpoint._messages import json_quoted, quoted_path
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -738,9 +738,9 @@ class GatewayLearning:
                          f"{'since' if held else 'outcome(s)'} are quality observations of "
                          "a model a request named (or a session pin sent it to), which teach "
                          "no routing")
-        return (f"tenant {name!r} has no outcome to fold into the weights: "
+        return (f"tenant {json_quoted(name, 100)} has no outcome to fold into the weights: "
                 + "; ".join(parts) + "; feedback on routed decisions (chat requests for model "
-                "'auto' without a pin, or POST /v1/route) teaches routing, and an export "
+                "\"auto\" without a pin, or POST /v1/route) teaches routing, and an export "
                 "after it folds that in")
 
     def log_position(self) -> tuple[int, str] | None:
@@ -1107,8 +1107,8 @@ class GatewayLearning:
                 measured = check_cost(cost)
                 cost_from = None if measured is None else "feedback"
                 if model is not None and model not in router.models:
-                    raise InvalidInputError("model", f"{quoted(model, 100)} is not a model of this "
-                                                     f"gateway; use one of "
+                    raise InvalidInputError("model", f"{json_quoted(model, 100)} is not a model "
+                                                     f"of this gateway; use one of "
                                                      f"{', '.join(router.models)}")
                 # (counted for the caller's tenant only: another's decision is not found)
                 logged = self.log.check_repeats(decision_id, scope, "this decision")
@@ -1489,23 +1489,24 @@ class GatewayLearning:
         arms, so make it permanent there."""
         report = self.report_experiment(settings, name)
         experiment = settings.experiments[name]
+        shown = json_quoted(name, 100)
         if not experiment.enabled:
-            raise ConflictError(f"experiment {name!r} is disabled (enabled: false), so it "
+            raise ConflictError(f"experiment {shown} is disabled (enabled: false), so it "
                                 "takes no traffic to promote an arm for; enable it in the "
                                 "config and reload, then promote", param="name")
         if arm is None:
             arm = report["winner"]
             if arm is None:
-                raise ConflictError(f"experiment {name!r} has no winner yet ({WINNER_RULE}); "
+                raise ConflictError(f"experiment {shown} has no winner yet ({WINNER_RULE}); "
                                     "name an arm to promote it anyway", param="arm")
             reason = "winner"
         else:
             if not isinstance(arm, str):
-                raise InvalidInputError("arm", f"must be the name of an arm of {name!r} "
+                raise InvalidInputError("arm", f"must be the name of an arm of {shown} "
                                                f"({', '.join(experiment.arms)}), or None for "
                                                f"its winner; got {type(arm).__name__}")
             if arm not in experiment.arms:
-                raise InvalidInputError("arm", f"{quoted(arm, 64)} is not an arm of {name!r} "
+                raise InvalidInputError("arm", f"{json_quoted(arm, 64)} is not an arm of {shown} "
                                                f"({', '.join(experiment.arms)})")
             reason = "winner" if arm == report["winner"] else "chosen"
         # One promotion at a time, from its row to the arm it sends traffic to: of two at

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from switchpoint._messages import json_quoted
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -336,11 +337,11 @@ class Planner:
         started = time.perf_counter() if started is None else started
         requested = call.requested
         if call.exact and requested == AUTO_MODEL:
-            raise InvalidInputError("model", "an exact call names a catalog model, not 'auto'")
+            raise InvalidInputError("model", 'an exact call names a catalog model, not "auto"')
         if requested != AUTO_MODEL and requested not in catalog:
             raise ModelNotFoundError(
-                f"model: {requested!r} is not a model of this gateway; use 'auto' or one of "
-                f"{', '.join(catalog.names)} (GET /v1/models)", param="model")
+                f"model: {json_quoted(requested, 200)} is not a model of this gateway; use "
+                f'"auto" or one of {", ".join(catalog.names)} (GET /v1/models)', param="model")
         now = time.time()
         needs = needs_of(call.body)
         session = call_session(call)
@@ -362,8 +363,8 @@ class Planner:
                 chain = kept
             allowed, plan.excluded = filter_candidates(catalog, chain, needs)
             if not allowed:
-                raise _nothing_fits(plan.excluded, f"model {requested!r} and its fallbacks "
-                                                   "cannot")
+                raise _nothing_fits(plan.excluded, f"model {json_quoted(requested, 200)} and its "
+                                                   "fallbacks cannot")
             plan.routed_model = requested
             plan.cards = [catalog[n] for n in allowed]
             self._pin_for_named(plan)

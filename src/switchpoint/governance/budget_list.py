@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from switchpoint._messages import cut, quoted
+from switchpoint._messages import cut, json_quoted
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError
 from switchpoint.governance.budgets import Budget, parse_budgets
@@ -83,7 +83,7 @@ def budget_position(cursor: str | None) -> tuple[int, int, int]:
     if match is None or int(match.group(1) or match.group(2)) >= 2**63:
         from switchpoint.gateway.redact import redact
 
-        shown = cut(redact(quoted(cursor, 1000)))
+        shown = cut(redact(json_quoted(cursor, 1000)))
         raise InvalidInputError("cursor", f"{shown} is not a cursor of the "
                                           "budget list (cfg-N or key-N-I); pass the "
                                           "next_cursor of the previous page, or none for the "
@@ -98,7 +98,7 @@ def check_limit(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                               or not 1 <= limit <= MAX_PAGE):
         raise InvalidInputError("limit", f"must be a whole number of budgets from 1 to "
-                                         f"{MAX_PAGE}, got {quoted(limit)}")
+                                         f"{MAX_PAGE}, got {json_quoted(limit)}")
     return limit
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 
 PERIODS = ("hour", "day", "week", "month")
 DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 5.0))
@@ -48,7 +48,7 @@ class Budget:
 def parse_budget(text: str) -> Budget:
     """``"50/month"`` → ``Budget(50.0, "month")``. Raises ``ValueError`` saying what is wrong."""
     if not isinstance(text, str):
-        raise ValueError(f"must be a string such as '50/month', got {quoted(text)}")
+        raise ValueError(f'must be a string such as "50/month", got {json_quoted(text)}')
     return _parse_text(text)
 
 
@@ -56,18 +56,18 @@ def parse_budget(text: str) -> Budget:
 def _parse_text(text: str) -> Budget:
     match = _BUDGET.fullmatch(text)
     if match is None:
-        raise ValueError(f"{quoted(text)} is not a budget; write AMOUNT/PERIOD in US dollars, "
-                         f"e.g. '50/month' or '2.5/day' (periods: {', '.join(PERIODS)})")
+        raise ValueError(f"{json_quoted(text)} is not a budget; write AMOUNT/PERIOD in US "
+                         f'dollars, e.g. "50/month" or "2.5/day" (periods: {", ".join(PERIODS)})')
     amount = float(match["amount"]) + 0.0  # "-0/day" is "0/day"
     period = match["period"].lower()
     if period not in PERIODS:
-        raise ValueError(f"{quoted(text)}: {quoted(period)} is not a budget period; use one of "
-                         f"{', '.join(PERIODS)} (calendar periods in UTC)")
+        raise ValueError(f"{json_quoted(text)}: {json_quoted(period)} is not a budget period; "
+                         f"use one of {', '.join(PERIODS)} (calendar periods in UTC)")
     if amount < 0:
-        raise ValueError(f"{quoted(text)}: the amount must be >= 0 US dollars")
+        raise ValueError(f"{json_quoted(text)}: the amount must be >= 0 US dollars")
     if not math.isfinite(amount) or amount > MAX_BUDGET_USD:
         large = "too large (not a finite number)" if not math.isfinite(amount) else "too large"
-        raise ValueError(f"{quoted(text)}: the amount is {large}; it must be at most "
+        raise ValueError(f"{json_quoted(text)}: the amount is {large}; it must be at most "
                          f"{MAX_BUDGET_USD:g} US dollars")
     return Budget(amount, period)
 

@@ -62,7 +62,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from switchpoint._messages import listed_names, quoted
+from switchpoint._messages import json_quoted, listed_names, quoted
 from switchpoint.catalog import TIERS, Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, without_prior_names
@@ -150,7 +150,7 @@ class Policy:
         """The caller as an error names it: its key, or the tenant it acts for."""
         if self.key is not None or self.tenant is None:
             return "this key"
-        return f"tenant {self.tenant[:64]!r}"
+        return f"tenant {json_quoted(self.tenant, 64)}"
 
 
 def prompt_bound(body: Mapping[str, Any], image_tokens: int) -> int:
@@ -391,8 +391,8 @@ class Governor:
         if t is None:
             known = f"(tenants: {listed_names(settings.tenants) or 'none'})"
             if key_id is None:  # a tenant named by the caller: there is no such tenant
-                raise NotFoundError(f"tenant: {tenant[:100]!r} is not in the configuration "
-                                    f"{known}", param="tenant")
+                raise NotFoundError(f"tenant: {json_quoted(tenant, 100)} is not in the "
+                                    f"configuration {known}", param="tenant")
             raise PermissionDeniedError(f"key {key_id}'s tenant {quoted(tenant)} is not in the "
                                         f"configuration {known}", param="tenant")
         return t
@@ -480,7 +480,7 @@ class Governor:
         shown = self.visible(policy, catalog)
         if isinstance(exc, UnknownModelError):
             return UnknownModelError(exc.field, exc.names, shown)
-        return ModelNotFoundError(f"model: {requested[:200]!r} is not in this gateway's "
+        return ModelNotFoundError(f"model: {json_quoted(requested, 200)} is not in this gateway's "
                                   f"catalog; {policy.who} may use {', '.join(shown) or 'none'}",
                                   param="model")
 
@@ -502,7 +502,7 @@ class Governor:
         if requested == AUTO:
             if AUTO not in policy.models:
                 raise PermissionDeniedError(
-                    f"{field}: {policy.who} may not use 'auto' (routing); it may use "
+                    f'{field}: {policy.who} may not use "auto" (routing); it may use '
                     f"{', '.join(policy.models)}", param=field)
             names = self.allowed_names(policy, catalog)
             if names is not None and not names:
@@ -512,8 +512,8 @@ class Governor:
             return
         if requested not in policy.models:
             raise PermissionDeniedError(
-                f"{field}: {policy.who} may not use {str(requested)[:100]!r}; it may use "
-                f"{', '.join(policy.models)}", param=field)
+                f"{field}: {policy.who} may not use {json_quoted(str(requested), 100)}; it may "
+                f"use {', '.join(policy.models)}", param=field)
 
     def _reacher(self, policy: Policy, catalog: Catalog) -> Callable[[str], bool]:
         """:meth:`reaches` for one request (the caller's pool worked out once)."""
@@ -540,7 +540,7 @@ class Governor:
             return
         bad = [n for n in names if n not in pool]
         if bad:
-            shown = ", ".join(repr(str(n)[:100]) for n in bad[:10])
+            shown = ", ".join(json_quoted(str(n), 100) for n in bad[:10])
             raise PermissionDeniedError(
                 f"{field}: the routing of {policy.who} may not choose {shown}; it may choose among "
                 f"{', '.join(pool) or 'none'}", param=field)

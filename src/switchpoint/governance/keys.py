@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
-from switchpoint._messages import cut, listed_names, quoted, quoted_path, unprintable
+from switchpoint._messages import cut, json_quoted, listed_names, quoted, quoted_path, unprintable
 from switchpoint._numbers import TOO_SMALL, number_text, too_small
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_MODEL_NAME
 from switchpoint.errors import (
@@ -209,7 +209,7 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             try:
                 parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
             except ValueError:
-                raise InvalidInputError("expires", f"{quoted(value, 40)} is not a date; give "
+                raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not a date; give "
                                                    "an ISO date (2027-01-31), a date-time "
                                                    "(2027-01-31T12:00:00Z), a duration "
                                                    "(30d, 12h) or epoch seconds") from None
@@ -218,16 +218,16 @@ def parse_expiry(value: str | float | None, now: float | None = None) -> float |
             ts = parsed.timestamp()
     else:
         raise InvalidInputError("expires", f"must be a date or a duration, got "
-                                           f"{quoted(value, 40)}")
+                                           f"{json_quoted(value, 40)}")
     if ts > MAX_EXPIRY:  # (infinity too; minus infinity is in the past)
-        raise InvalidInputError("expires", f"{quoted(value, 40)} is too far off; a key expires "
-                                           "by 9999-12-31 at the latest (leave expires out for "
-                                           "a key that never does)")
+        raise InvalidInputError("expires", f"{json_quoted(value, 40)} is too far off; a key "
+                                           "expires by 9999-12-31 at the latest (leave expires "
+                                           "out for a key that never does)")
     if ts <= now:
-        raise InvalidInputError("expires", f"{quoted(value, 40)} is not in the future")
+        raise InvalidInputError("expires", f"{json_quoted(value, 40)} is not in the future")
     if ts < now + MIN_LIFETIME_S:
-        raise InvalidInputError("expires", f"{quoted(value, 40)} is {ts - now:.3g} s from now; "
-                                           f"a key must live at least {MIN_LIFETIME_S:g} s "
+        raise InvalidInputError("expires", f"{json_quoted(value, 40)} is {ts - now:.3g} s from "
+                                           f"now; a key must live at least {MIN_LIFETIME_S:g} s "
                                            "(give e.g. 1m, 1h or 30d, or leave expires out "
                                            "for a key that never expires)")
     return ts
@@ -364,8 +364,8 @@ class KeySpec:
             raise InvalidInputError("tenant", "is required: the tenant the key belongs to")
         if tenants is not None and self.tenant not in tenants:
             known = listed_names(sorted(tenants)) or "none: add tenants: to the config"
-            raise InvalidInputError("tenant", f"unknown tenant {quoted(self.tenant)}; tenants are "
-                                              f"defined under tenants: in the config "
+            raise InvalidInputError("tenant", f"unknown tenant {json_quoted(self.tenant)}; tenants "
+                                              f"are defined under tenants: in the config "
                                               f"(configured: {known})")
         if self.name is not None and (not isinstance(self.name, str) or len(self.name) > 200):
             raise InvalidInputError("name", "must be a string of at most 200 characters")
@@ -382,10 +382,10 @@ class KeySpec:
             shown = redact(self.name)
             if shown != self.name:  # (kept in keys.db and shown in lists: never a secret)
                 raise InvalidInputError("name", f"holds text shaped like a credential (a key, "
-                                                f"token or password: {shown!r}); a name is "
-                                                "kept in keys.db and shown in `switchpoint "
-                                                "keys list` and logs, so name the key without "
-                                                "it")
+                                                f"token or password: {json_quoted(shown, 200)}); "
+                                                "a name is kept in keys.db and shown in "
+                                                "`switchpoint keys list` and logs, so name the "
+                                                "key without it")
         try:
             budgets = [str(b) for b in parse_budgets(list(self.budgets))]
         except ValueError as exc:
@@ -395,7 +395,7 @@ class KeySpec:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or not 1 <= value <= most):
                 raise InvalidInputError(field_name, f"must be a whole number from 1 to "
-                                                    f"{most:_}, got {quoted(value, 30)}")
+                                                    f"{most:_}, got {json_quoted(value, 30)}")
         models = None
         if self.models is not None:
             models = [str(m).strip() for m in self.models if str(m).strip()]
@@ -410,8 +410,8 @@ class KeySpec:
                                                       f"{', '.join(catalog)} or 'auto'")
             if tenant_models is not None and not [m for m in models if m in tenant_models]:
                 raise InvalidInputError("models", f"none of {_names(models)} is among the "
-                                                  f"models tenant {self.tenant!r} may use "
-                                                  f"({', '.join(tenant_models)}); a key "
+                                                  f"models tenant {json_quoted(self.tenant, 100)} "
+                                                  f"may use ({', '.join(tenant_models)}); a key "
                                                   "narrows its tenant's models")
             models = list(dict.fromkeys(models))
             if len(models) > MAX_CATALOG_MODELS + 1:
@@ -420,7 +420,7 @@ class KeySpec:
                                                   "catalog's models and 'auto')")
             long_name = next((m for m in models if len(m) > MAX_MODEL_NAME), None)
             if long_name is not None:
-                raise InvalidInputError("models", f"{quoted(long_name)} is longer than "
+                raise InvalidInputError("models", f"{json_quoted(long_name)} is longer than "
                                                   f"{MAX_MODEL_NAME} characters: no model's "
                                                   "name is")
         cost_weight = None
@@ -869,7 +869,7 @@ class KeyStore:
         if isinstance(limit, bool) or not isinstance(limit, int) or not (
                 1 <= limit <= MAX_PAGE):
             raise InvalidInputError("limit", f"must be a whole number of keys from 1 to "
-                                             f"{MAX_PAGE}, got {quoted(limit)}")
+                                             f"{MAX_PAGE}, got {json_quoted(limit)}")
         clauses: Sequence[str] = ("tenant = ?",) if tenant is not None else ()
         args: Sequence[object] = (tenant,) if tenant is not None else ()
         with self._lock:
@@ -888,8 +888,8 @@ class KeyStore:
         row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM keys WHERE id = ?",
                            (key_id,)).fetchone()
         if row is None:  # (a well-formed id: the answer is a 404, like any unknown name's)
-            raise NotFoundError(f"id: no key has the id {key_id!r} (switchpoint keys list "
-                                "shows them)", param="id")
+            raise NotFoundError(f"id: no key has the id {json_quoted(key_id)} (switchpoint keys "
+                                "list shows them)", param="id")
         return KeyRecord.from_row(row)
 
     def find(self, key_id: str) -> KeyRecord:
@@ -1024,7 +1024,7 @@ def _not_an_id(value: object) -> str:
         if whole is not None:
             return (f"is a whole client key (its secret included), not its id; use its id, "
                     f"{whole.group(1)} ({how})")
-    return f"{cut(redact(repr(value)))} is not a key id ({how})"
+    return f"{cut(redact(json_quoted(value, 1000)))} is not a key id ({how})"
 
 
 def _seq_of(cursor: object) -> int:
@@ -1038,11 +1038,11 @@ def _seq_of(cursor: object) -> int:
         if match is not None and int(match.group(1)) < 2**63:
             return int(match.group(1))
         if _ID.fullmatch(cursor):
-            raise InvalidInputError("cursor", f"{cursor!r} is a key id, the cursor of an "
-                                              "older switchpoint's key list (which paged by "
+            raise InvalidInputError("cursor", f"{json_quoted(cursor)} is a key id, the cursor of "
+                                              "an older switchpoint's key list (which paged by "
                                               "the clock when each key was made); list again "
                                               "from the first page, without a cursor")
-    shown = cut(redact(quoted(cursor, 1000)))
+    shown = cut(redact(json_quoted(cursor, 1000)))
     raise InvalidInputError("cursor", f"{shown} is not a cursor of the key "
                                       f"list ({_CURSOR}<number>); pass the next_cursor of the "
                                       "previous page")

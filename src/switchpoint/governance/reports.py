@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from switchpoint._json import lone_surrogate
-from switchpoint._messages import cut, listed_names, quoted
+from switchpoint._messages import cut, json_quoted, listed_names, quoted
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
 from switchpoint.config import Settings
@@ -204,8 +204,8 @@ class _Savings:
 
 def _period_seconds(period: str) -> float:
     if not isinstance(period, str) or period not in REPORT_PERIODS:
-        raise InvalidInputError("period", f"{quoted(period)} is not a report period; use one of "
-                                          f"{', '.join(REPORT_PERIODS)}")
+        raise InvalidInputError("period", f"{json_quoted(period)} is not a report period; use "
+                                          f"one of {', '.join(REPORT_PERIODS)}")
     return REPORT_PERIODS[period]
 
 
@@ -316,8 +316,8 @@ class Reports:
         shown = ", ".join(cut(name, MAX_TENANT_SHOWN) for name in known[:MAX_TENANTS_LISTED])
         if len(known) > MAX_TENANTS_LISTED:
             shown += f" (and {len(known) - MAX_TENANTS_LISTED} more)"
-        return (f"{quoted(redact(tenant), MAX_TENANT_SHOWN)} is neither a tenant of the config "
-                f"nor one the request or feedback log names; known: {shown} ('default': "
+        return (f"{json_quoted(redact(tenant), MAX_TENANT_SHOWN)} is neither a tenant of the "
+                f"config nor one the request or feedback log names; known: {shown} (default: "
                 "requests without a tenant)")
 
     def check_tenant(self, tenant: str | None) -> None:
@@ -562,7 +562,7 @@ class Reports:
         if self.card(comparison) is None:
             names = (listed_names(self.catalog.names) if self.catalog is not None
                      else "none")
-            raise InvalidInputError("comparison_model", f"{quoted(comparison)} is not a "
+            raise InvalidInputError("comparison_model", f"{json_quoted(comparison)} is not a "
                                                         f"catalog model ({names})")
         return comparison, "given"
 

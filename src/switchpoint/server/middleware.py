@@ -36,6 +36,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from switchpoint._messages import json_quoted
 from switchpoint.gateway.body_size import PROMPT_ADVICE, too_large
 from switchpoint.server.body_buffer import BodyBuffer
 from switchpoint.server.errors import ErrorAnswer, error_content, is_openai_path
@@ -294,8 +295,8 @@ async def _reject(send: Send, size: int, limit: int, exact: bool, path: str) -> 
 
 
 async def _unsupported_encoding(send: Send, encoding: str, path: str) -> None:
-    message = (f"content-encoding: the body is sent as {encoding[:40]!r}; request bodies are "
-               "read as they are sent, so send it uncompressed, without the header")
+    message = (f"content-encoding: the body is sent as {json_quoted(encoding, 40)}; request "
+               "bodies are read as they are sent, so send it uncompressed, without the header")
     await _send(send, ErrorAnswer(415, "unsupported_media_type", message, "content-encoding"),
                 path, [])
 

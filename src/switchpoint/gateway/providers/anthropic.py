@@ -227,7 +227,7 @@ def _tool_use(block_id: str, fn: Mapping[str, Any], where: str) -> dict[str, Any
     except InvalidInputError as exc:
         raise _bad(exc.reason) from None
     except ValueError as exc:
-        raise _bad(f"{arguments} is not JSON: {str(raw_args)[:100]!r}") from exc
+        raise _bad(f"{arguments} is not JSON: {json_quoted(str(raw_args), 100)}") from exc
     if not isinstance(args, Mapping):
         raise _bad(f"{arguments} must be a JSON object")
     return {"type": "tool_use", "id": block_id, "name": str(fn.get("name")),

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint._version import __version__
 from switchpoint.errors import ConfigError, InvalidInputError, ModelNotFoundError
 from switchpoint.gateway.live import Live, policy_choices
@@ -96,8 +96,8 @@ async def model(model_id: str, request: Request, principal: CLIENT) -> dict[str,
         if entry["id"] == model_id:
             return entry
     whose = "of this gateway" if allowed is None else "this key may use"
-    raise ModelNotFoundError(f"model: {model_id[:200]!r} is not a model {whose}; use one of "
-                             f"{', '.join(e['id'] for e in entries)}", param="model")
+    raise ModelNotFoundError(f"model: {json_quoted(model_id, 200)} is not a model {whose}; use "
+                             f"one of {', '.join(e['id'] for e in entries)}", param="model")
 
 
 def _allowed(request: Request, principal: Principal | None) -> frozenset[str] | None:
@@ -161,7 +161,7 @@ async def swap_policy(name: str, request: Request) -> dict[str, Any]:
     live = state.live()
     choices = policy_choices(live.settings)
     if name not in choices:
-        raise InvalidInputError("name", f"unknown policy {quoted(name, 80)}; choose one of "
+        raise InvalidInputError("name", f"unknown policy {json_quoted(name, 80)}; choose one of "
                                        f"{', '.join(choices)} (or add it under policies: in "
                                        "the config)")
     old, new, ms = await run_in_threadpool(_guarded, state.swap_policy, name)
