@@ -410,4 +410,4 @@ async def test_nothing_fits_names_the_field_that_left_every_model_out(
     with pytest.raises(NoCapableModelError) as none:
         await planner().plan(ChatCall({**body(model), **extra}), catalog(), FakeRoute())
     assert none.value.param == param and none.value.code == "no_capable_model"
-    assert str(none.value).startswith(f"{param}: " if param else f"model {model!r}")
+    assert str(none.value).startswith(f"{param}: " if param else f"model \"{model}\"")
