@@ -5,6 +5,7 @@ This is the one path every request takes, whether it comes from Python, the CLI 
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import math
@@ -188,7 +189,13 @@ class Router(RemadeOnLoad):
     counters and what it learned; its locks, its embedder's loaded model and its decision
     cache are made anew in the copy. One serving in a gateway, learning into a feedback log
     or followed by a TenantRouter cannot travel: pickling it is a :class:`TypeError` saying
-    so; build the router in each process then."""
+    so; build the router in each process then.
+
+    A router routes from a package of its own (``weights``): the one given, with a shallow
+    copy of its policy (the arrays are shared, not copied) and a copy of its provenance. So
+    changing the package given once the router is built (its policy's ``set_params``, say)
+    changes neither what the router chooses nor its ``weights_id``, from any thread; build a
+    router from the changed package to route with it."""
 
     _remade = remade(_stats_lock=LOCK)
 
@@ -219,8 +226,11 @@ class Router(RemadeOnLoad):
         expect("learning", learning, LearningSettings, "LearningSettings", optional=True)
         expect("feedback_log", feedback_log, FeedbackLog,
                "a FeedbackLog (with append and replay)", optional=True)
-        self.weights = weights
-        self.policy: Policy = weights.policy
+        # Its own package: a policy changes by rebinding what it holds (set_params, add_model),
+        # so a shallow copy is enough to keep changes to the given one from reaching it.
+        self.weights = replace(weights, policy=copy.copy(weights.policy),
+                               provenance=copy.deepcopy(weights.provenance))
+        self.policy: Policy = self.weights.policy
         inner = embedder or embedder_from_id(weights.embedder_id)
         if inner.dimension != weights.dimension:
             raise InvalidInputError(

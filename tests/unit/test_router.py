@@ -11,7 +11,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -30,7 +30,8 @@ from switchpoint.policies import ClusterPolicy
 from switchpoint.records import RecordSet
 from switchpoint.router import Router, load_router
 from switchpoint.training import fit
-from tests.conftest import FakeEmbedder, RouterFactory
+from switchpoint.weights import load_weights
+from tests.conftest import SMALL_SPLIT, FakeEmbedder, RouterFactory
 from tests.fakes.two_kinds import math_prompt, poem_prompt, two_kinds_package
 
 PROMPTS = [
@@ -582,6 +583,84 @@ def test_thread_safety(router: Router) -> None:
     assert len({d.decision_id for d in decisions}) == len(decisions)
 
 
+# A package changed once a router is built from it: (its policy's parameters to change, the
+# parameters to fit it with).
+CHANGES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "cluster": ({"assignment": "hard", "prior_strength": 1000.0}, {"n_clusters": 6}),
+    "knn": ({"k": 3, "prior_strength": 50.0}, {}),
+    "tiers": ({"prior_strength": 1000.0}, {}),
+    "tfidf": ({"prior_strength": 1000.0, "temperature": 5.0}, {}),
+    "fixed": ({"model": CHEAP[0]}, {}),
+    "random": ({"random_state": 5}, {}),
+}
+
+
+def _choices(router: Router, prompts: list[str] = PROMPTS) -> list[tuple[str, dict[str, float]]]:
+    return [(d.selected_model, d.all_scores) for d in router.route_batch(prompts)]
+
+
+@pytest.mark.parametrize("policy", sorted(CHANGES))
+def test_a_package_changed_after_a_router_is_built_from_it_leaves_the_router_as_it_was(
+        policy: str, small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+    change, params = CHANGES[policy]
+    prompts = [*PROMPTS, *small_records.prompts[:3]]  # (some in every tier the tiers fill)
+    package = fit(small_records, policy=policy, split=SMALL_SPLIT, embedder=fake_embedder, **params)
+    router = Router(package, embedder=fake_embedder, cache_size=0)
+    twin = Router(fit(small_records, policy=policy, split=SMALL_SPLIT, embedder=fake_embedder,
+                      **params), embedder=fake_embedder, cache_size=0)
+    weights_id = router.weights_id
+    # The router's copy shares the package's arrays (none is copied)...
+    arrays = {k: v for k, v in vars(package.policy).items() if isinstance(v, np.ndarray)}
+    assert arrays and all(vars(router.policy)[k] is v for k, v in arrays.items())
+    assert router.policy is not package.policy and router.weights is not package
+
+    package.policy.set_params(**change)
+    package.provenance["note"] = "changed"
+
+    # ...and routes on as before, as one built from an unchanged package does.
+    assert _choices(router, prompts) == _choices(twin, prompts)
+    assert router.weights_id == weights_id != package.weights_id
+    assert router.policy.get_params() == twin.policy.get_params()
+    assert "note" not in router.weights.provenance
+    # A router built from the changed package routes with the change.
+    changed = Router(package, embedder=fake_embedder, cache_size=0)
+    assert _choices(changed, prompts) != _choices(twin, prompts)
+
+
+def test_a_router_routes_on_from_threads_while_its_package_is_changed_from_another(
+        tiny_weights_dir: Path, fake_embedder: FakeEmbedder) -> None:
+    package = load_weights(tiny_weights_dir)
+    router = Router(package, embedder=fake_embedder, cache_size=0)
+    before = _choices(router)
+    stop = threading.Event()
+    seen: list[object] = []
+
+    def route() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(_choices(router))
+            except Exception as exc:  # (reported by the assertion below)
+                seen.append(exc)
+
+    def change() -> None:
+        try:
+            for i in range(40):
+                package.policy.set_params(assignment=("hard", "soft")[i % 2],
+                                          prior_strength=float(1 + 100 * (i % 3)))
+        finally:
+            stop.set()
+
+    threads = [threading.Thread(target=route) for _ in range(2)]
+    changer = threading.Thread(target=change)
+    for t in [*threads, changer]:
+        t.start()
+    for t in [changer, *threads]:
+        t.join(timeout=60)
+    assert seen and all(s == before for s in seen), next(s for s in seen if s != before)
+    assert _choices(router) == before
+    assert package.policy.get_params()["prior_strength"] == 1.0  # (the last change)
+
+
 def test_every_decision_takes_its_feedback_once_from_many_threads(
         make_router: RouterFactory) -> None:
     """Threads routing one at a time and in batches, for several tenants, while others report
@@ -672,7 +751,7 @@ def test_load_router_warm_and_verbose(
 def test_load_router_soft_assignment_needs_a_cluster_policy(
     small_records: RecordSet, fake_embedder: FakeEmbedder, tmp_path: Path
 ) -> None:
-    path = fit(small_records.subset(range(20)), policy="knn", split="test",
+    path = fit(small_records.subset(range(20)), policy="knn", split=SMALL_SPLIT,
                embedder=fake_embedder, k=3).save(tmp_path / "knn")
     with pytest.raises(InvalidInputError) as info:
         load_router(path, embedder=fake_embedder, use_soft_assignment=True, warm=False)

@@ -312,7 +312,9 @@ class Policy(ABC):
 
         A fitted policy keeps what it learned: parameters that only shape estimates (e.g. the
         cluster policy's ``assignment`` or ``prior_strength``) apply at once, parameters that
-        shape fitting (e.g. ``n_clusters``) at the next ``fit``.
+        shape fitting (e.g. ``n_clusters``) at the next ``fit``. Like :meth:`add_model`, it
+        rebinds what it changes and recomputes, never writing into an array it holds, so a
+        shallow copy (a :class:`~switchpoint.router.Router`'s own) is left as it was.
         """
         check_param_names(type(self), params)
         before = self.get_params()
@@ -333,7 +335,8 @@ class Policy(ABC):
         return None
 
     def _params_changed(self, names: set[str]) -> None:
-        """Hook: a fitted policy's parameters changed (e.g. recompute shrunk estimates)."""
+        """Hook: a fitted policy's parameters changed (e.g. recompute shrunk estimates, bound
+        anew: see :meth:`set_params`)."""
         return None
 
     # Shared helpers ---------------------------------------------------------------------------
