@@ -397,7 +397,7 @@ def test_a_number_on_the_command_line_is_ascii_digits_only(
         (["feedback", "d1", "--success", "--cost", bad, "--data-dir", data], "--cost"),
         (["keys", "create", "--tenant", "t", "--rpm", bad, "--data-dir", data], "--rpm"),
         (["keys", "create", "--tenant", "t", "--tpm", bad, "--data-dir", data], "--tpm"),
-        (["keys", "rotate", "0123456789", "--grace", bad, "--data-dir", data], "grace"),
+        (["keys", "rotate", "0123456789", "--grace", bad, "--data-dir", data], "--grace"),
         (["report", "sla", "--since-hours", bad, "--data-dir", data], "--since-hours"),
         (["report", "forecast", "--requests-per-hour", bad, "--avg-input-tokens", "1",
           "--avg-output-tokens", "1", "--data-dir", data], "--requests-per-hour"),

@@ -85,6 +85,36 @@ def test_keys_create_list_show_rotate_revoke(config: Path,
     assert json.loads(out) == []
 
 
+def test_a_grace_that_is_infinite_negative_or_over_30_days_is_refused_naming_grace(
+        config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["keys", "create", "--tenant", "acme", "--config", config, "--json"],
+                         capsys)
+    assert code == 0, err
+    issued = json.loads(out)
+    store = KeyStore(config.parent / "data" / "keys.db").open()  # a running gateway's view
+    before = store.get(issued["id"])
+    # 1e999 (and 400 nines of days) was an infinite grace, refused by the rotation naming its
+    # grace_s; a negative one and 31 days so too.
+    for grace in ("1e999", "9" * 400 + "d", "-1e999", "-5", "31d", "2592001", ""):
+        code, out, err = run(["keys", "rotate", issued["id"], f"--grace={grace}", "--config",
+                              config], capsys)
+        assert code == 2 and out == "", (grace[:20], out, err)
+        assert err.startswith(f"switchpoint: error: --grace: {repr(grace)[:20]}"), err
+        assert "grace_s" not in err and "Traceback" not in err and len(err) < 300, err
+        assert ("negative" in err if grace.startswith("-") else "not a duration" in err
+                if not grace else "longer than 30 days" in err), err
+    assert store.get(issued["id"]) == before  # no new secret
+    code, out, err = run(["keys", "rotate", issued["id"], "--grace", "30d", "--config",
+                          config, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["key"] != issued["key"]
+    rotated = store.get(issued["id"])
+    assert rotated is not None and rotated.previous_valid_until is not None
+    assert rotated.previous_valid_until == pytest.approx(time.time() + 30 * 86400, abs=60)
+    assert store.verify(issued["key"]).id == issued["id"]  # the old secret works on
+    store.close()
+
+
 def test_a_key_given_a_date_works_through_that_whole_day(
         config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--expires 2027-01-31`` reads as "usable through 2027-01-31": the key works until

@@ -34,6 +34,7 @@ from switchpoint.governance.budgets import (
 )
 from switchpoint.governance.keys import (
     MAX_EXPIRY,
+    MAX_GRACE_S,
     KeySpec,
     KeyStore,
     duration_s,
@@ -443,16 +444,36 @@ def test_an_expiry_is_written_in_ascii_digits(expires: str) -> None:
 
 @pytest.mark.parametrize("grace", ["1_0", "\u0665", "nan", "inf", "\u0665m"])
 def test_a_grace_is_written_in_ascii_digits(grace: str) -> None:
-    with pytest.raises(InvalidInputError, match=r"grace: .* is not a duration"):
-        duration_s(grace)
-    assert duration_s("90") == 90.0 and duration_s("1.5m") == 90.0
+    with pytest.raises(InvalidInputError, match=r"^--grace: .* is not a duration"):
+        duration_s(grace, "--grace")
+    assert duration_s("90", "--grace") == 90.0 and duration_s("1.5m", "--grace") == 90.0
 
 
 def test_a_grace_too_small_to_be_told_from_0_is_refused_saying_so() -> None:
-    with pytest.raises(InvalidInputError, match=r"grace: '1e-400' is too small a number to be "
-                                                r"told from 0"):
-        duration_s("1e-400")
-    assert duration_s("0") == 0.0
+    with pytest.raises(InvalidInputError, match=r"^--grace: '1e-400' is too small a number to "
+                                                r"be told from 0"):
+        duration_s("1e-400", "--grace")
+    assert duration_s("0", "--grace") == 0.0 and duration_s("-0", "--grace") == 0.0
+
+
+@pytest.mark.parametrize(("grace", "why"), [
+    ("1e999", "longer than 30 days"),  # infinite
+    ("9" * 400 + "d", "longer than 30 days"),  # more digits than a float holds: infinite
+    ("2592001", "longer than 30 days"),
+    ("31d", "longer than 30 days"),
+    ("721h", "longer than 30 days"),
+    ("5w", "longer than 30 days"),
+    ("-5", "negative"),
+    ("-1e999", "negative"),
+])
+def test_a_grace_that_is_infinite_negative_or_over_30_days_is_refused_naming_the_option(
+        grace: str, why: str) -> None:
+    # 1e999 was an infinite grace, refused later by the rotation naming its grace_s.
+    with pytest.raises(InvalidInputError, match=rf"^--grace: '.* is {why}[^;]*; give 0 to "
+                                                r"2592000 seconds, or e\.g\. 90m") as caught:
+        duration_s(grace, "--grace")
+    assert caught.value.field == "--grace" and len(str(caught.value)) < 200
+    assert duration_s("30d", "--grace") == duration_s("2592000", "--grace") == MAX_GRACE_S
 
 
 @pytest.mark.parametrize("expires", ["0.0001s", "59s", "0.5m", 1_800_000_030.0])

@@ -192,7 +192,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from switchpoint.governance.keys import duration_s
 
     settings = _settings(args)
-    grace = duration_s(args.grace) if args.grace else 0.0
+    grace = duration_s(args.grace, "--grace") if args.grace is not None else 0.0
     store = _store(settings)
     if store is None:
         raise _no_store(settings, args.id)
@@ -533,7 +533,8 @@ def add_commands(sub: Any) -> None:
     _common(p, cmd_keys_revoke)
     p = ks.add_parser("rotate", help="a new secret for a key (same id, budgets and limits)")
     p.add_argument("id", help=KEY_ID_HELP)
-    p.add_argument("--grace", help="how long the old secret keeps working, e.g. 1h (default 0)")
+    p.add_argument("--grace", help="how long the old secret keeps working, from 0 to 30d, "
+                                   "e.g. 1h (default 0)")
     _common(p, cmd_keys_rotate)
     p = ks.add_parser("clock", help="the time keys are judged at (the latest the key store has "
                                     "seen) beside the clock")

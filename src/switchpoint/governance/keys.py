@@ -90,6 +90,8 @@ _CURSOR_FORM = re.compile(r"seq-(0|[1-9][0-9]{0,18})")
 _RELATIVE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)\s*")
 _EPOCH = re.compile(r"\s*[0-9]{1,30}(?:\.[0-9]{1,30})?\s*")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The longest a rotated key's old secret may keep working (seconds): 30 days.
+MAX_GRACE_S = 30 * 86400
 # The latest expiry a key may have: the last second of 9999 (UTC), the last a date can show.
 MAX_EXPIRY = 253_402_300_799.0
 # The shortest life a key may be given (seconds): a key that expires sooner would be dead by
@@ -937,9 +939,9 @@ class KeyStore:
         :data:`MAX_OLD_SECRETS` old secrets: past that, one whose grace is over is forgotten,
         else the oldest)."""
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
-                0 <= grace_s <= 30 * 86400):
+                0 <= grace_s <= MAX_GRACE_S):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
-                                               f"{30 * 86400}, got {grace_s!r}")
+                                               f"{MAX_GRACE_S}, got {grace_s!r}")
         with self._lock:
             conn = self._db()
             # (Read, checked and changed in one transaction: a revocation by another
@@ -1055,14 +1057,22 @@ def _iso(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def duration_s(text: str) -> float:
-    """``"1h"`` → 3600.0 (for ``--grace``)."""
+def duration_s(text: str, field: str) -> float:
+    """A rotation's grace written as seconds (``90``) or with a unit (``90m``, ``1h``,
+    ``2d``, ``1w``) in seconds, ``"1h"`` → 3600.0, if it is from 0 to :data:`MAX_GRACE_S`;
+    anything else (not a duration, negative, too long, infinite as ``1e999`` is) is an
+    :class:`InvalidInputError` naming ``field`` (the command line's option)."""
     match = _RELATIVE.fullmatch(text)
     if match is None:
         seconds = number_text(text)
         if seconds is None:
-            raise InvalidInputError("grace", f"{quoted(text)} " + (
+            raise InvalidInputError(field, f"{quoted(text)} " + (
                 TOO_SMALL if too_small(text)
                 else "is not a duration; give seconds or e.g. 90m, 1h, 2d"))
-        return seconds
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not 0 <= seconds <= MAX_GRACE_S:  # (an infinite one too: 1e999, or 400 digits and d)
+        raise InvalidInputError(field, f"{quoted(text)} is " + (
+            "negative" if seconds < 0 else "longer than 30 days, the longest grace there is")
+            + f"; give 0 to {MAX_GRACE_S} seconds, or e.g. 90m, 1h, 2d or 30d")
+    return seconds

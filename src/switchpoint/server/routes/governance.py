@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from starlette.concurrency import run_in_threadpool
 
 from switchpoint.catalog import MAX_MODEL_NAME, MAX_TOKENS
-from switchpoint.governance.keys import KeySpec
+from switchpoint.governance.keys import MAX_GRACE_S, KeySpec
 from switchpoint.governance.ledger import key_account
 from switchpoint.governance.reports import MAX_REQUESTS_PER_HOUR, MAX_SINCE_HOURS
 from switchpoint.governance.settings import MAX_RPM, MAX_TPM
@@ -92,7 +92,7 @@ class KeyRotate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grace_seconds: FiniteFloat | StrictInt = Field(
-        0, ge=0, le=30 * 86400, description="How long the old secret keeps working.")
+        0, ge=0, le=MAX_GRACE_S, description="How long the old secret keeps working.")
 
 
 def _spec(body: KeyCreate) -> KeySpec:
