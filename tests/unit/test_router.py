@@ -32,6 +32,7 @@ from switchpoint.router import Router, load_router
 from switchpoint.training import fit
 from switchpoint.weights import load_weights
 from tests.conftest import SMALL_SPLIT, FakeEmbedder, RouterFactory
+from tests.fakes.racing import while_changing
 from tests.fakes.two_kinds import math_prompt, poem_prompt, two_kinds_package
 
 PROMPTS = [
@@ -632,30 +633,13 @@ def test_a_router_routes_on_from_threads_while_its_package_is_changed_from_anoth
     package = load_weights(tiny_weights_dir)
     router = Router(package, embedder=fake_embedder, cache_size=0)
     before = _choices(router)
-    stop = threading.Event()
-    seen: list[object] = []
-
-    def route() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(_choices(router))
-            except Exception as exc:  # (reported by the assertion below)
-                seen.append(exc)
 
     def change() -> None:
-        try:
-            for i in range(40):
-                package.policy.set_params(assignment=("hard", "soft")[i % 2],
-                                          prior_strength=float(1 + 100 * (i % 3)))
-        finally:
-            stop.set()
+        for i in range(40):
+            package.policy.set_params(assignment=("hard", "soft")[i % 2],
+                                      prior_strength=float(1 + 100 * (i % 3)))
 
-    threads = [threading.Thread(target=route) for _ in range(2)]
-    changer = threading.Thread(target=change)
-    for t in [*threads, changer]:
-        t.start()
-    for t in [changer, *threads]:
-        t.join(timeout=60)
+    seen = while_changing(lambda: _choices(router), change)
     assert seen and all(s == before for s in seen), next(s for s in seen if s != before)
     assert _choices(router) == before
     assert package.policy.get_params()["prior_strength"] == 1.0  # (the last change)

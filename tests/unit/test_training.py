@@ -3,7 +3,6 @@ that one routing on as before, from threads too, while the new packages are made
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from switchpoint.router import Router
 from switchpoint.training import add_model, fit, remove_model
 from switchpoint.weights import WeightsPackage
 from tests.conftest import SMALL_SPLIT, FakeEmbedder
+from tests.fakes.racing import while_changing
 
 PROMPTS = [
     "What is the capital of France?",
@@ -94,32 +94,15 @@ def test_a_router_routes_on_from_threads_while_its_package_is_changed(
     router = Router(package, embedder=fake_embedder, cache_size=0)
     before, models = _decisions(router), package.models
     labels = small_records.subset(range(30))
-    stop = threading.Event()
-    seen: list[object] = []
-
-    def route() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(_decisions(router))
-            except Exception as exc:  # (reported by the assertion below)
-                seen.append(exc)
 
     def change() -> None:
-        try:
-            for i in range(20):
-                grown = add_model(package, f"clone-{i}", labels, embedder=fake_embedder,
-                                  source_model=SOURCE)
-                remove_model(package, package.models[i % len(package.models)])
-                remove_model(grown, f"clone-{i}")
-        finally:
-            stop.set()
+        for i in range(20):
+            grown = add_model(package, f"clone-{i}", labels, embedder=fake_embedder,
+                              source_model=SOURCE)
+            remove_model(package, package.models[i % len(package.models)])
+            remove_model(grown, f"clone-{i}")
 
-    threads = [threading.Thread(target=route) for _ in range(3)]
-    changer = threading.Thread(target=change)
-    for t in [*threads, changer]:
-        t.start()
-    for t in [changer, *threads]:
-        t.join(timeout=60)
+    seen = while_changing(lambda: _decisions(router), change, threads=3)
     assert seen and all(s == before for s in seen), next(s for s in seen if s != before)
     assert _decisions(router) == before
     assert package.models == models
