@@ -146,7 +146,7 @@ def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
                 model="cheap", messages=[{"role": "user", "content": refused}], max_tokens=8)
         assert info.value.code == "too_many_in_flight"
         assert info.value.response.headers["retry-after"] == "1"
-        assert ("tenant 'alpha' has 2 model calls in flight" in info.value.message
+        assert ('tenant "alpha" has 2 model calls in flight' in info.value.message
                 and "gateway.max_in_flight_per_tenant: 2" in info.value.message), info.value
         # beta is served meanwhile, plain and streamed, on the same upstream.
         answer = client(two, b).chat.completions.create(model="cheap", messages=user("hi"),
@@ -191,7 +191,7 @@ def test_a_tenant_s_own_share_of_calls_in_flight_replaces_the_gateway_s_and_relo
             assert info.value.code == "too_many_in_flight"
             assert info.value.response.headers["retry-after"] == "1"
             message = info.value.message
-            assert ("tenant 'alpha' has 1 model calls in flight, its share "
+            assert ('tenant "alpha" has 1 model call in flight, its share '
                     "(tenants.alpha.max_in_flight: 1)") in message, message
             assert message.endswith("raise tenants.alpha.max_in_flight in the config"), message
             # beta, without a share of its own, is served meanwhile, several calls at once.
@@ -214,7 +214,7 @@ def test_a_tenant_s_own_share_of_calls_in_flight_replaces_the_gateway_s_and_relo
                 model="cheap", messages=user("hi"), max_tokens=8)
             assert answer.choices[0].message.content
             assert next(chunks).choices[0].delta.content
-            assert server.service.gateway.in_flight.held("tenant 'alpha'") == 1
+            assert server.service.gateway.in_flight.held('tenant "alpha"') == 1
         finally:
             held.close()
 

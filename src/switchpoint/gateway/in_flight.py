@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from switchpoint._messages import json_quoted, plural
 from switchpoint.errors import TooManyInFlightError
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def share_of(settings: Settings, tenant: str | None, upstream_connections: int) 
 def owner_of(tenant: str | None, key_id: str | None) -> str | None:
     """Whom a call counts against: its tenant, else its key, else no one (None)."""
     if tenant is not None:
-        return f"tenant {tenant!r}"
+        return f"tenant {json_quoted(tenant)}"
     if key_id is not None:
         return f"key {key_id} (of no tenant)"
     return None
@@ -131,7 +132,7 @@ class InFlight:
             held = self._held.get(owner, 0)
             if held >= share.calls and (share.room is None or self._total >= share.room):
                 raise TooManyInFlightError(
-                    f"{owner} has {held} model calls in flight, its share "
+                    f"{owner} has {plural(held, 'model call')} in flight, its share "
                     f"({share.setting}: {share.calls}"
                     + ("" if share.room is None else "; unset: a quarter of "
                        "gateway.max_upstream_connections, passed only while a quarter stays "
