@@ -1189,6 +1189,38 @@ def test_a_rotation_of_a_grace_that_is_not_finite_says_so(gov: ThreadServer, raw
                      headers=ADMIN).json()["rotated_at"] is None
 
 
+@pytest.mark.parametrize(("raw", "needle"), [
+    (b'{"grace_seconds": -1}', "must be >= 0, got -1"),
+    (b'{"grace_seconds": -0.5}', "must be >= 0, got -0.5"),
+    (b'{"grace_seconds": 2592001}', "must be <= 2592000, got 2592001"),
+    (b'{"grace_seconds": 2592000.5}', "must be <= 2592000, got 2592000.5"),
+    (b'{"grace_seconds": 1e999}', "must be a finite number"),  # (JSON's own infinity)
+    (b'{"grace_seconds": -1e999}', "must be a finite number"),
+    (b'{"grace_seconds": 1' + b"0" * 300 + b"}", "must be <= 2592000"),
+    (b'{"grace_seconds": "30"}', 'must be a number, got "30"'),
+    (b'{"grace_seconds": true}', "must be a number"),
+    (b'{"grace_seconds": null}', "must be a number"),
+    (b'{"grace_seconds": [30]}', "must be a number"),
+])
+def test_a_rotation_of_a_grace_out_of_bounds_names_the_field_and_keeps_the_key(
+        gov: ThreadServer, raw: bytes, needle: str) -> None:
+    # The route takes what the command line's --grace takes, from 0 to 30 days: a negative,
+    # longer, infinite or huge grace, or one that is no number, is a 400 naming grace_seconds,
+    # and the key keeps its one secret.
+    issued = new_key(gov)
+    url = f"{gov.base}/v1/router/keys/{issued['id']}"
+    before = httpx.get(url, headers=ADMIN).json()
+    r = httpx.post(f"{url}/rotate", content=raw,
+                   headers={**ADMIN, "content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request" and error["param"] == "grace_seconds", error
+    assert error["message"].startswith("grace_seconds: ") and needle in error["message"], error
+    assert len(error["message"]) < 300, error
+    assert httpx.get(url, headers=ADMIN).json() == before
+    client(gov, issued["key"]).chat.completions.create(model="cheap", messages=user("same"))
+
+
 def test_budgets_and_the_budget_alert_are_listed_a_page_at_a_time(gov: ThreadServer) -> None:
     """``GET /v1/router/budgets`` and the budget alert answer ``limit`` budgets a page (50 by
     default, at most 500) and the next page's cursor (null on the last): the config's budgets
