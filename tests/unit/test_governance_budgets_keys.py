@@ -450,7 +450,7 @@ def test_a_grace_is_written_in_ascii_digits(grace: str) -> None:
 
 
 def test_a_grace_too_small_to_be_told_from_0_is_refused_saying_so() -> None:
-    with pytest.raises(InvalidInputError, match=r"^--grace: '1e-400' is too small a number to "
+    with pytest.raises(InvalidInputError, match=r'^--grace: "1e-400" is too small a number to '
                                                 r"be told from 0"):
         duration_s("1e-400", "--grace")
     assert duration_s("0", "--grace") == 0.0 and duration_s("-0", "--grace") == 0.0
@@ -469,7 +469,7 @@ def test_a_grace_too_small_to_be_told_from_0_is_refused_saying_so() -> None:
 def test_a_grace_that_is_infinite_negative_or_over_30_days_is_refused_naming_the_option(
         grace: str, why: str) -> None:
     # 1e999 was an infinite grace, refused later by the rotation naming its grace_s.
-    with pytest.raises(InvalidInputError, match=rf"^--grace: '.* is {why}[^;]*; give 0 to "
+    with pytest.raises(InvalidInputError, match=rf'^--grace: ".* is {why}[^;]*; give 0 to '
                                                 r"2592000 seconds, or e\.g\. 90m") as caught:
         duration_s(grace, "--grace")
     assert caught.value.field == "--grace" and len(str(caught.value)) < 200

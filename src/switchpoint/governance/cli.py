@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from switchpoint._messages import printable, quoted, quoted_path
+from switchpoint._messages import json_quoted, printable, quoted_path
 from switchpoint._numbers import integer_option, not_a_number, number_option, number_text
 from switchpoint.errors import InvalidInputError, StoreError
 
@@ -92,7 +92,7 @@ def _no_store(settings: Any, key_id: str) -> InvalidInputError:
     from switchpoint.governance.keys import KEYS_FILENAME, check_key_id
 
     check_key_id(key_id)  # (a whole key given as the id is refused without repeating it)
-    return InvalidInputError("id", f"no key has the id {key_id!r}: "
+    return InvalidInputError("id", f"no key has the id {json_quoted(key_id)}: "
                                    f"{quoted_path(settings.data_dir)} holds no {KEYS_FILENAME} "
                                    "(check --data-dir / the config's data_dir)")
 
@@ -103,14 +103,27 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+#: The option of ``keys create`` that gives each field of a key's spec.
+_CREATE_OPTIONS = {"tenant": "--tenant", "name": "--name", "budget": "--budget",
+                   "rpm": "--rpm", "tpm": "--tpm", "models": "--models",
+                   "cost_weight": "--cost-weight", "expires": "--expires"}
+
+
+def _as_option(exc: InvalidInputError) -> InvalidInputError:
+    """``exc``, a refusal of a key's spec naming its field (``cost_weight``), naming the
+    option the user typed instead (``--cost-weight``)."""
+    option = _CREATE_OPTIONS.get(exc.field)
+    return exc if option is None else InvalidInputError(option, exc.reason)
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from switchpoint.governance.keys import KeySpec, expiry_text
 
     settings = _settings(args)
     if settings.source_path is None and not settings.tenants:
         raise InvalidInputError(
-            "tenant", f"unknown tenant {quoted(args.tenant)}: no config file was given, so no "
-            "tenant is configured; give the service's config with --config FILE (or "
+            "--tenant", f"unknown tenant {json_quoted(args.tenant)}: no config file was given, "
+            "so no tenant is configured; give the service's config with --config FILE (or "
             "$SWITCHPOINT_CONFIG): its tenants: name the key's tenant, and its data_dir is "
             "where the service looks keys up")
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
@@ -118,16 +131,19 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     if args.cost_weight is not None:
         cost_weight = number_text(args.cost_weight)
         if cost_weight is None:
-            raise InvalidInputError("cost_weight", f"{quoted(args.cost_weight)} "
-                                                   f"{not_a_number(args.cost_weight, '0.5')}")
+            raise InvalidInputError("--cost-weight", f"{json_quoted(args.cost_weight)} "
+                                                     f"{not_a_number(args.cost_weight, '0.5')}")
     catalog = [m.name for m in settings.models] if settings.models is not None else None
-    spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
-                   tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
-                   expires=args.expires).checked(
-        list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
-    with _store(settings, create=True) as store:
-        issued = store.create(spec)
-        ahead = store.ahead_note() if issued.record.expires_at else ""
+    try:
+        spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
+                       tpm=args.tpm, models=_split(args.models), cost_weight=cost_weight,
+                       expires=args.expires).checked(
+            list(settings.tenants), catalog, tenant_models=_tenant_models(settings, args.tenant))
+        with _store(settings, create=True) as store:
+            issued = store.create(spec)
+            ahead = store.ahead_note() if issued.record.expires_at else ""
+    except InvalidInputError as exc:
+        raise _as_option(exc) from None
     if args.json:
         _print_json(issued.to_dict(store.now()))
         return 0

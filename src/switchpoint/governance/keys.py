@@ -1066,13 +1066,13 @@ def duration_s(text: str, field: str) -> float:
     if match is None:
         seconds = number_text(text)
         if seconds is None:
-            raise InvalidInputError(field, f"{quoted(text)} " + (
+            raise InvalidInputError(field, f"{json_quoted(text)} " + (
                 TOO_SMALL if too_small(text)
                 else "is not a duration; give seconds or e.g. 90m, 1h, 2d"))
     else:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not 0 <= seconds <= MAX_GRACE_S:  # (an infinite one too: 1e999, or 400 digits and d)
-        raise InvalidInputError(field, f"{quoted(text)} is " + (
+        raise InvalidInputError(field, f"{json_quoted(text)} is " + (
             "negative" if seconds < 0 else "longer than 30 days, the longest grace there is")
             + f"; give 0 to {MAX_GRACE_S} seconds, or e.g. 90m, 1h, 2d or 30d")
     return seconds
