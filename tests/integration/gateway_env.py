@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,10 +88,19 @@ def fresh_health(server: ThreadServer) -> None:
     server.service.gateway.reset_health()
 
 
-def client(server: ThreadServer, key: str = "sk-anything", **kw: Any) -> openai.OpenAI:
+def client(server: ThreadServer, key: str = "sk-anything", *, timeout: float = 15,
+           **kw: Any) -> openai.OpenAI:
     """The official client against ``server``, with ``key`` (a client key where keys are on)."""
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0, timeout=15,
-                         **kw)
+    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0,
+                         timeout=timeout, **kw)
+
+
+def new_key(server: ThreadServer, admin: Mapping[str, str], tenant: str, **body: Any) -> str:
+    """A client key of ``tenant`` made through the admin API (``admin``: its headers)."""
+    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": tenant, **body},
+                   headers=dict(admin), timeout=10)
+    assert r.status_code == 201, r.text
+    return str(r.json()["key"])
 
 
 def user(text: str) -> list[Any]:

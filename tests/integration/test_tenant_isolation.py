@@ -29,7 +29,16 @@ import pytest
 from switchpoint.config import load_settings
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, GATEWAY, KEYS, config_text, until, user
+from tests.integration.gateway_env import (
+    FACTORY,
+    GATEWAY,
+    KEYS,
+    client,
+    config_text,
+    new_key,
+    until,
+    user,
+)
 from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token-isolation"
@@ -58,20 +67,10 @@ def two(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactory
         yield server
 
 
-def new_key(server: ThreadServer, tenant: str, **body: Any) -> str:
-    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": tenant, **body},
-                   headers=ADMIN, timeout=10)
-    assert r.status_code == 201, r.text
-    key: str = r.json()["key"]
-    return key
-
-
-def client(server: ThreadServer, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.base}/v1", api_key=key, max_retries=0, timeout=30)
 
 
 def test_a_prompt_another_tenant_sent_is_embedded_anew(two: ThreadServer) -> None:
-    a, b = new_key(two, "alpha"), new_key(two, "beta")
+    a, b = new_key(two, ADMIN, "alpha"), new_key(two, ADMIN, "beta")
     embedder = two.service.gateway.router.embedder
     secret = f"beta's board minutes, draft {uuid.uuid4().hex}"
     asking: list[Any] = [{"role": "user", "content": secret}]
@@ -100,7 +99,7 @@ def test_a_prompt_another_tenant_sent_is_embedded_anew(two: ThreadServer) -> Non
 
 def test_a_named_model_s_fallbacks_another_tenant_uses_are_not_named(
         two: ThreadServer, gw_fake: FakeProviderProcess) -> None:
-    a = new_key(two, "alpha")
+    a = new_key(two, ADMIN, "alpha")
     forbidden = ("good", "other")  # cheap's fallbacks, beta's alone
     raw = client(two, a).chat.completions.with_raw_response.create(
         model="cheap", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
@@ -131,7 +130,7 @@ def test_a_named_model_s_fallbacks_another_tenant_uses_are_not_named(
 
 def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
         two: ThreadServer, gw_fake: FakeProviderProcess) -> None:
-    a, also_a, b = new_key(two, "alpha"), new_key(two, "alpha"), new_key(two, "beta")
+    a, also_a, b = (new_key(two, ADMIN, tenant) for tenant in ("alpha", "alpha", "beta"))
     # alpha holds two slow streams open, one per key: its share, whichever key sends them.
     slow = "slowly [[fake:trickle:every=0.002,chunks=5000]]"
     held = [client(two, key).chat.completions.create(model="cheap", messages=user(slow),
@@ -178,7 +177,7 @@ def test_a_tenant_s_own_share_of_calls_in_flight_replaces_the_gateway_s_and_relo
     config.write_text(text, encoding="utf-8")
     settings = load_settings(config, environ={"SP_TEST_ADMIN": ADMIN_TOKEN})
     with thread_server(create_app(settings, loader=FACTORY, provider_env=KEYS)) as server:
-        a, b = new_key(server, "alpha"), new_key(server, "beta")
+        a, b = new_key(server, ADMIN, "alpha"), new_key(server, ADMIN, "beta")
         slow = "slowly [[fake:trickle:every=0.002,chunks=5000]]"
         held = client(server, a).chat.completions.create(model="cheap", messages=user(slow),
                                                          stream=True)

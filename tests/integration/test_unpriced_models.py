@@ -16,7 +16,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -26,7 +25,7 @@ from switchpoint.config import load_settings
 from switchpoint.errors import ConfigError
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess
-from tests.integration.gateway_env import FACTORY, GATEWAY, KEYS, client, log_entry, user
+from tests.integration.gateway_env import FACTORY, GATEWAY, KEYS, client, log_entry, new_key, user
 from tests.integration.servers import ThreadServer, thread_server
 
 ADMIN_TOKEN = "admin-secret-token-unpriced"
@@ -62,12 +61,6 @@ def server(gw_fake: FakeProviderProcess, tmp_path_factory: pytest.TempPathFactor
         yield running
 
 
-def new_key(server: ThreadServer, tenant: str, **body: Any) -> str:
-    r = httpx.post(f"{server.base}/v1/router/keys", json={"tenant": tenant, **body},
-                   headers=ADMIN, timeout=10)
-    assert r.status_code == 201, r.text
-    return str(r.json()["key"])
-
 
 def spent(server: ThreadServer) -> float:
     db = Path(server.service.gateway.settings.data_dir) / "switchpoint.db"
@@ -79,7 +72,7 @@ def spent(server: ThreadServer) -> float:
 
 
 def test_an_unpriced_answer_says_its_cost_is_unknown_everywhere(server: ThreadServer) -> None:
-    key = new_key(server, "open")  # no budget watches it: it may use the unpriced model
+    key = new_key(server, ADMIN, "open")  # no budget watches it: it may use the unpriced model
     raw = client(server, key).chat.completions.with_raw_response.create(
         model="gratis", messages=user("What is 2 + 2?"))
     answer = raw.parse()
@@ -120,7 +113,7 @@ def test_an_unpriced_answer_says_its_cost_is_unknown_everywhere(server: ThreadSe
 @pytest.mark.parametrize(("tenant", "budget"), [("spendy", None), ("open", "0.000001/day")])
 def test_a_budgeted_key_cannot_spend_through_an_unpriced_model(
         server: ThreadServer, tenant: str, budget: str | None) -> None:
-    key = new_key(server, tenant, **({"budget": budget} if budget else {}))
+    key = new_key(server, ADMIN, tenant, **({"budget": budget} if budget else {}))
     before = spent(server)
     with pytest.raises(openai.PermissionDeniedError) as info:
         client(server, key).chat.completions.create(model="gratis", messages=user("free?"))
