@@ -582,11 +582,9 @@ class Gateway:
                 cost_weight if cost_weight is not None else policy.cost_weight,
                 policy=policy, catalog=catalog, default_cost_weight=live.router.cost_weight)
         if prefer_healthy or auto_scale:
-            routed = decision
             decision = healthy_choice(decision, self.health, prefer_healthy=prefer_healthy,
                                       auto_scale=auto_scale)
-            # (feedback on the decision teaches the model it names)
-            self.learning.answered_by(live, routed, decision.selected_model)
+        # (kept naming the model the decision names: feedback on it teaches that one)
         self.learning.keep_pending(live, decision)
         if self.store is not None:
             try:

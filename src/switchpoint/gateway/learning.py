@@ -982,7 +982,10 @@ class GatewayLearning:
 
     def keep_pending(self, live: Live, decision: RoutingDecision) -> None:
         """Keep what feedback on ``decision`` needs in the store (lazily: it shares the commit
-        of the decision's log entry), pruning the table to the learning memory now and then."""
+        of the decision's log entry), pruning the table to the learning memory now and then;
+        the remembered decision first made to name the model ``decision`` names (see
+        :meth:`LiveLearning.follow`: escalation or a health-aware choice may have replaced the
+        router's)."""
         learning: LiveLearning | None = live.learning
         if learning is None:
             return
