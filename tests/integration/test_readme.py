@@ -14,13 +14,20 @@ Conventions (README authors: keep to them):
 - A block that talks to ``http://127.0.0.1:8080`` (or ``localhost:8080``) runs against a real
   ``switchpoint serve`` that this test starts, as ``scripts/run`` does (bundled weights, state in
   the scratch folder), on a free port that replaces ``8080`` in the block.
-- ```yaml blocks are config examples: each must load as a valid switchpoint config.
+- ```yaml blocks are config examples: each must load as a valid switchpoint config. One whose
+  introducing line says "these are the defaults" shows only defaults: each value it sets must
+  be the one a config that leaves the key out gets.
+- The service's route table (under *The service*) names every route as ``METHOD /path`` in its
+  first column: it must list the routes of the API document the service serves, all of them.
+- A command shown as ``switchpoint SUBCOMMAND ... --option`` must be a subcommand the command
+  line has, and each option one that subcommand takes.
 
 Nothing in the repository changes: the test checks ``git status`` before and after.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -30,12 +37,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
+import yaml
 
-from switchpoint.config import load_settings
+from switchpoint.cli import build_parser
+from switchpoint.config import Settings, load_settings
+from switchpoint.server import create_app
 from switchpoint.weights import load_weights
 from tests.head_start import HeadStart
-from tests.integration.servers import ProcessServer
+from tests.integration.servers import ProcessServer, thread_server
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -69,6 +80,7 @@ class Block:
     code: str
     line: int  # of the opening fence, 1-based
     skip_reason: str | None
+    intro: str = ""  # the last non-blank line before the block, outside any block
 
     def __str__(self) -> str:
         return f"README.md line {self.line} ({self.lang})"
@@ -100,7 +112,8 @@ def readme_blocks(text: str) -> list[Block]:
             if not reason:
                 raise AssertionError(f"README.md line {start}: a readme-test skip marker needs a "
                                      "reason, e.g. <!-- readme-test: skip (needs an API key) -->")
-        blocks.append(Block(opening.group("lang"), "\n".join(body) + "\n", start + 1, reason))
+        blocks.append(Block(opening.group("lang"), "\n".join(body) + "\n", start + 1, reason,
+                            previous))
         previous = ""
         i += 1
     return blocks
@@ -274,6 +287,115 @@ def test_skip_marker_without_a_reason_is_refused() -> None:
         readme_blocks(text)
     [block] = readme_blocks("<!-- readme-test: skip (needs a key) -->\n\n```sh\necho hi\n```\n")
     assert block.skip_reason == "needs a key" and block.code == "echo hi\n"
+
+
+def _differences(shown: object, default: object, path: str) -> list[str]:
+    """Where ``shown`` (a README config's values) differs from ``default`` (the settings a
+    config that leaves every key out gets, as a dict)."""
+    if isinstance(shown, dict):
+        if not isinstance(default, dict):
+            return [f"{path}: a section here, {default!r} by default"]
+        return [difference for key, value in shown.items()
+                for difference in (_differences(value, default[key], f"{path}.{key}".lstrip("."))
+                                   if key in default else [f"{path}.{key}: no such key"])]
+    return [] if shown == default else [f"{path}: {shown!r} here, {default!r} by default"]
+
+
+def test_readme_defaults_are_the_defaults() -> None:
+    blocks = [b for b in readme_blocks(README.read_text(encoding="utf-8"))
+              if b.lang == "yaml" and "these are the defaults" in b.intro]
+    assert len(blocks) >= 2, "the README no longer shows the gateway's defaults and the limits"
+    defaults = Settings().model_dump()
+    for block in blocks:
+        shown = yaml.safe_load(block.code)
+        assert isinstance(shown, dict) and shown, block
+        assert _differences(shown, defaults, "") == [], block
+
+
+ROUTE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`?\s]*)(?:\?[^`]*)?`")
+
+
+def readme_routes(text: str) -> set[tuple[str, str]]:
+    """The routes the table under *The service* lists, as (method, path with every path
+    parameter written {})."""
+    section = text.split("\n## The service\n", 1)[1].split("\n## ", 1)[0]
+    routes = set()
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            first = row.split(" | ", 1)[0]
+            routes |= {(m, re.sub(r"\{[^}]*\}", "{}", path)) for m, path in ROUTE.findall(first)}
+    return routes
+
+
+def test_readme_route_table_lists_the_service_routes(tmp_path: Path) -> None:
+    listed = readme_routes(README.read_text(encoding="utf-8"))
+    settings = load_settings(None, overrides={"data_dir": str(tmp_path / "data")}, environ={})
+    with thread_server(create_app(settings), ready=False) as server:
+        r = httpx.get(f"{server.base}/openapi.json", timeout=30)
+    assert r.status_code == 200, r.text
+    served = {(method.upper(), re.sub(r"\{[^}]*\}", "{}", path))
+              for path, operations in r.json()["paths"].items() for method in operations}
+    served.add(("GET", "/openapi.json"))  # the document itself, which it does not list
+    assert sorted(listed - served) == [], "the README's route table lists routes not served"
+    assert sorted(served - listed) == [], "routes the README's route table leaves out"
+
+
+SUBCOMMAND = re.compile(r"^\s*(?:\$\s+)?switchpoint\s+([a-z][a-z-]*)(.*)")
+OPTION = re.compile(r"(?<![\w-])(--[a-z][a-z-]*)")
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    """The options ``parser`` takes, with those of its subcommands' (if it has some)."""
+    options = {o for action in parser._actions for o in action.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                options |= _options(child)
+    return options
+
+
+def readme_commands(text: str) -> list[tuple[str, str]]:
+    """Each command line the README shows that starts ``switchpoint SUBCOMMAND`` (an inline
+    code span, a line of a fenced or an indented block), as (subcommand, the rest of it, up to
+    where a comment, a pipe or another command takes over)."""
+    parts = re.split(r"^```.*$", text, flags=re.MULTILINE)
+    lines: list[str] = []
+    for i, part in enumerate(parts):
+        joined = part.replace("\\\n", " ")
+        if i % 2:  # a fenced block
+            lines += joined.splitlines()
+        else:
+            lines += [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", part)]
+            lines += [line for line in joined.splitlines() if line.startswith("    ")]
+    found = []
+    for line in lines:
+        match = SUBCOMMAND.match(re.split(r"\s#", line)[0])
+        if match is None:
+            continue
+        rest = re.split(r";|&&|\$\(|\)|>", match.group(2))[0]
+        kept: list[str] = []
+        for alternative in rest.split("|"):  # a synopsis's alternatives, not a pipe
+            if kept and not re.match(r"\s*(--|[a-z]+( [A-Z]+)?\s*(\[|$))", alternative):
+                break
+            kept.append(alternative)
+        found.append((match.group(1), "|".join(kept)))
+    return found
+
+
+def test_readme_commands_are_the_command_line() -> None:
+    parser = build_parser()
+    [subcommands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = readme_commands(README.read_text(encoding="utf-8"))
+    assert len(commands) > 30, commands
+    wrong = []
+    for name, rest in commands:
+        if name not in subcommands.choices:
+            wrong.append(f"switchpoint {name}: no such subcommand")
+            continue
+        taken = _options(subcommands.choices[name])
+        wrong += [f"switchpoint {name} ... {option}: not an option of {name}"
+                  for option in OPTION.findall(rest) if option not in taken]
+    assert wrong == []
 
 
 if __name__ == "__main__":
