@@ -186,6 +186,8 @@ def test_forecast_over_the_logged_mix(reports: Reports) -> None:
     saving = 1000 * 24 * 0.25 * 0.10 * (price("big", 500, 200) - price("small", 500, 200))
     assert f"${saving:.2f}/day" in f["optimization_tip"]
     assert f["optimization_tip"].startswith("big carries 70% of the projected spend")
+    # It points to the suggestions report by the names of the command and of the method.
+    assert "`switchpoint report suggest` or get_cost_optimizations()" in f["optimization_tip"]
     with pytest.raises(InvalidInputError, match="requests_per_hour"):
         reports.forecast_cost(-1, 500, 200)
 

@@ -679,9 +679,9 @@ class Reports:
         delta = top_card.price(tin, tout) - cheapest.price(tin, tout)
         per_day = rph * 24 * (breakdown[top]["requests_pct"] or 0.0) * 0.10 * delta
         return (f"{top} carries {share:.0%} of the projected spend; routing 10% of its "
-                f"requests to {cheapest.name} would save about ${per_day:.2f}/day (see "
-                "get_cost_optimizations for what a higher cost_weight saves and costs in "
-                "expected quality)")
+                f"requests to {cheapest.name} would save about ${per_day:.2f}/day (the "
+                "suggestions report, `switchpoint report suggest` or get_cost_optimizations(), "
+                "says what a higher cost_weight saves and costs in expected quality)")
 
     # What-if routing ---------------------------------------------------------------------------
 
