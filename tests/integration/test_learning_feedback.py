@@ -352,6 +352,28 @@ def test_a_key_narrowed_to_some_models_sees_the_status_of_those_models_only(
         assert again == seen
 
 
+def test_a_narrowed_keys_status_counts_outcomes_of_its_models_learned_under_their_profiles(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """A catalog model whose learned profile has another name (``budget`` answers for the
+    ``cheap`` profile): a key narrowed to it sees the learned router's outcomes about it."""
+    extra = "auth: keys\ntenants: {acme: {}}\n"
+    budget = ("  - {name: budget, profile: cheap, base_url: \"{base}\", api_key_env: FAKE_KEY,"
+              " input_per_mtok: 1, output_per_mtok: 1}\n")
+    with learning_server(fake, tmp_path, extra, more_models=budget) as server:
+        narrow = post(server, "/v1/router/keys",
+                      {"tenant": "acme", "models": ["budget", "auto"]}).json()["key"]
+        headers = chat(server, math_prompt(60), key=narrow)[0]
+        assert headers["x-switchpoint-model"] == "budget"
+        assert feedback(server, headers["x-switchpoint-decision-id"], key=narrow,
+                        score=0.5).status_code == 200
+        seen = get(server, "/v1/router/status", key=narrow).json()["tenants"]["acme"]
+        assert seen["narrowed_to"] == ["budget"]
+        wide = post(server, "/v1/router/keys", {"tenant": "acme"}).json()["key"]
+        whole = get(server, "/v1/router/status", key=wide).json()["tenants"]["acme"]
+        assert whole["learned_router"] == {"events": 1, "outcomes": 1}, whole
+        assert seen["learned_router"] == whole["learned_router"]
+
+
 def test_the_in_process_gateway_reports_outcomes(fake: FakeProviderProcess,
                                                  tmp_path: Path) -> None:
     settings = settings_for(fake, tmp_path, "tenants: {acme: {}}\n")

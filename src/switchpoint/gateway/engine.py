@@ -1672,8 +1672,12 @@ class Gateway:
         for name in names:
             learned: dict[str, int | None] = {"events": router.learner.n_events(name),
                                               "outcomes": router.learner.n_outcomes(name)}
-            if shown is not None:  # only the outcomes of the models the key may use
-                split = router.learner.counts_of(name, shown)
+            if shown is not None:
+                # Only the outcomes of the models the key may use: the learned router holds
+                # them by the profile each model's outcomes teach (which models sharing a
+                # profile pool, as what it learns from them does).
+                split = router.learner.counts_of(name, {
+                    p for p in map(router.outcome_profile, shown) if p is not None})
                 learned = (dict.fromkeys(learned) if split is None
                            else dict(zip(learned, split, strict=True)))
             tenant: dict[str, Any] = {

@@ -542,7 +542,8 @@ class Learner(RemadeOnLoad):
         return 0 if overlay is None else overlay.n_outcomes
 
     def counts_of(self, tenant: str | None, models: Collection[str]) -> tuple[int, int] | None:
-        """:meth:`n_events` and :meth:`n_outcomes` of ``tenant`` about ``models`` only; None
+        """:meth:`n_events` and :meth:`n_outcomes` of ``tenant`` about ``models`` only (the
+        profiles outcomes teach, :meth:`Router.outcome_profile`, not catalog names); None
         when the split by model is not known (learned before a restore from a checkpoint that
         did not keep it)."""
         overlay = self.overlay(tenant)
