@@ -307,6 +307,76 @@ def test_a_version_1_store_gains_the_request_log_and_keeps_its_decisions(
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_version_22_store_gains_the_run_time_experiments_in_place_and_keeps_what_it_held(
+        tmp_path: Path) -> None:
+    """A store of schema 22 (what the previous switchpoint wrote) is upgraded in place when it
+    opens: its rows stay as they were, it takes run-time experiments, and the previous
+    switchpoint then refuses the file, saying what to do, as any older one refuses a newer
+    file."""
+    from switchpoint.store.learning import (
+        LearningReader,
+        PromotionRecord,
+        RuntimeExperimentEnd,
+        RuntimeExperimentRecord,
+    )
+    from switchpoint.store.sqlite import (
+        _MIGRATIONS,
+        ENDED_KEPT,
+        NEWER_HINT,
+        NewerSchemaError,
+        upgrade_schema,
+    )
+
+    path = tmp_path / "switchpoint.db"
+    previous = {n: script for n, script in _MIGRATIONS.items() if n <= 22}
+    old = sqlite3.connect(path, isolation_level=None)
+    upgrade_schema(old, previous)
+    rec = replace(record(), experiment="thrift", arm="control")
+    old.execute(rec.insert, rec.row())
+    old.execute(PromotionRecord.insert, PromotionRecord(1.0, "thrift", "control", "chosen").row())
+    tables = [t for (t,) in old.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    before = {t: old.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 22
+    assert "runtime_experiments" not in tables
+    old.close()
+    with SQLiteStore(path) as store:
+        store.append(RuntimeExperimentRecord("made", 5.0, '{"arms": {}}', 0.25)).result()
+        reader = LearningReader(path)
+        assert [(e.name, e.created, e.experiment, e.split, e.ended)
+                for e in reader.runtime_experiments()] == [("made", 5.0, {"arms": {}}, 0.25,
+                                                            None)]
+        store.append(RuntimeExperimentEnd("made", 6.0)).result()
+        assert reader.runtime_experiments()[0].ended == 6.0
+        assert reader.promotions() == {"thrift": ("control", 1.0, "chosen")}
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 23
+        for table, rows in before.items():  # (sqlite_sequence gains the new table's row)
+            now = db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+            assert now[:len(rows)] == rows, table
+        # The previous switchpoint refuses the upgraded file, and leaves it as it is.
+        with pytest.raises(NewerSchemaError, match="schema version 23 is newer than this "
+                                                   "switchpoint's 22; upgrade switchpoint"):
+            upgrade_schema(db, previous, newer=NEWER_HINT)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 23
+        # A row changes only as its experiment ends, once; a running one is never deleted.
+        db.execute(RuntimeExperimentRecord.insert, ("running", 7.0, "{}", None))
+        for sql in ("UPDATE runtime_experiments SET ended = 9 WHERE name = 'made'",
+                    "UPDATE runtime_experiments SET experiment = '{}' WHERE name = 'running'",
+                    "DELETE FROM runtime_experiments WHERE name = 'running'",
+                    "DELETE FROM runtime_experiments WHERE name = 'made'"):
+            with pytest.raises(sqlite3.IntegrityError):
+                db.execute(sql)
+        # The newest ENDED_KEPT ended ones are kept; an older one goes as another ends.
+        for i in range(ENDED_KEPT):
+            db.execute(RuntimeExperimentRecord.insert, (f"e{i}", 10.0 + i, "{}", None))
+            db.execute(RuntimeExperimentEnd.insert, (20.0 + i, f"e{i}"))
+        names = [n for (n,) in db.execute("SELECT name FROM runtime_experiments ORDER BY seq")]
+        assert names == ["running", *(f"e{i}" for i in range(ENDED_KEPT))]
+    finally:
+        db.close()
+
+
 def _numbers(tree: object, path: str = "") -> list[tuple[str, object]]:
     """Every number in a nested stats dict, with its path (``by_model.m.requests``)."""
     if isinstance(tree, dict):

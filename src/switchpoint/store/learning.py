@@ -16,6 +16,10 @@
 - ``promotions``: experiments whose winning arm was promoted (append-only but for the oldest
   past each experiment's newest ``PROMOTIONS_KEPT``, which go as a new one is written; the
   last one wins).
+- ``runtime_experiments``: the experiments created at run time (not in the config), one row
+  each in the order they were made, holding the experiment as the config would write it (JSON)
+  and, for one made of two strategies, B's share of the traffic; a row changes only as its
+  experiment ends (once), and ended ones past the newest ``ENDED_KEPT`` go as another one ends.
 - ``experiment_kept``: per experiment and arm, the totals of its decisions retention pruned,
   added by a trigger as each is deleted (see the store's migration 22), which an experiment's
   report adds to what the logs still hold.
@@ -252,6 +256,58 @@ class PromotionRecord:
 
     def row(self) -> tuple[Any, ...]:
         return (self.ts, self.experiment, self.arm, self.reason)
+
+
+@dataclass(frozen=True)
+class RuntimeExperimentRecord:
+    """An experiment created at run time: its name, when, the experiment as the config would
+    write it (JSON) and, made of two strategies, B's share of the traffic."""
+
+    name: str
+    created: float
+    experiment: str
+    split: float | None
+
+    insert: ClassVar[str] = ("INSERT INTO runtime_experiments (name, created, experiment, "
+                             "split) VALUES (?, ?, ?, ?)")
+    what: ClassVar[str] = "run-time experiment"
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.name, self.created, self.experiment, self.split)
+
+
+@dataclass(frozen=True)
+class RuntimeExperimentEnd:
+    """A run-time experiment ended (its row kept, with when)."""
+
+    name: str
+    ended: float
+
+    insert: ClassVar[str] = ("UPDATE runtime_experiments SET ended = ? "
+                             "WHERE name = ? AND ended IS NULL")
+    what: ClassVar[str] = "run-time experiment's end"
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.ended, self.name)
+
+
+@dataclass(frozen=True)
+class StoredExperiment:
+    """A row of ``runtime_experiments`` read back."""
+
+    name: str
+    created: float
+    experiment: dict[str, Any]
+    split: float | None
+    ended: float | None
 
 
 @dataclass(frozen=True)
@@ -788,6 +844,19 @@ class LearningReader:
             except sqlite3.DatabaseError as exc:
                 raise _damage_named(self.path, exc) from None
 
+    def runtime_experiments(self) -> list[StoredExperiment]:
+        """The experiments created at run time the store keeps, running and ended, in the
+        order they were made (none in a store too old to keep them)."""
+        if not self._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                         "name = 'runtime_experiments'"):
+            return []
+        rows = self._all("SELECT name, created, experiment, split, ended "
+                         "FROM runtime_experiments ORDER BY seq")
+        return [StoredExperiment(str(name), float(created), json.loads(experiment),
+                                 None if split is None else float(split),
+                                 None if ended is None else float(ended))
+                for name, created, experiment, split, ended in rows]
+
     def promotions(self) -> dict[str, tuple[str, float, str]]:
         """``{experiment: (arm, when, reason)}``: the last promotion of each experiment."""
         rows = self._all("SELECT experiment, arm, ts, reason FROM promotions ORDER BY seq")
@@ -814,4 +883,5 @@ def feedback_record(event: FeedbackEvent, kind: str, *, weights_id: str | None,
 
 
 __all__ = ["FEEDBACK_KINDS", "FeedbackRecord", "LearningReader", "LoggedFeedback",
-           "PendingPrune", "PendingRecord", "PromotionRecord", "feedback_record"]
+           "PendingPrune", "PendingRecord", "PromotionRecord", "RuntimeExperimentEnd",
+           "RuntimeExperimentRecord", "StoredExperiment", "feedback_record"]

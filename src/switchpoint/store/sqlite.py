@@ -57,7 +57,7 @@ from switchpoint.store.moved import (
 from switchpoint.store.totals import Totals
 
 log = logging.getLogger("switchpoint.store")
-SCHEMA_VERSION = 22
+SCHEMA_VERSION = 23
 # Most records written in one transaction; more wait for the next one.
 MAX_BATCH = 512
 # How long lazy records (see append_lazy) wait for a record that needs a commit, to share it.
@@ -540,6 +540,9 @@ LEDGER_LOOKBACK_S = 2 * 86400.0
 
 #: The promotions of one experiment the store keeps, the newest (the last applies).
 PROMOTIONS_KEPT = 100
+#: The experiments created at run time and since ended that the store keeps (their names stay
+#: taken and their reports readable), the newest; an older one goes as another one ends.
+ENDED_KEPT = 100
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -900,6 +903,39 @@ _MIGRATIONS: dict[int, str] = {
                 high = CASE WHEN excluded.high IS NULL THEN high
                             WHEN high IS NULL THEN excluded.high
                             ELSE max(high, excluded.high) END;
+        END;
+    """,
+    # Experiments created at run time (see switchpoint.store.learning): one row each, in the
+    # order they were made, holding the experiment as the config would write it; the only
+    # change a row takes is its end (once), and the only rows deleted are ended ones past the
+    # newest ENDED_KEPT of them, as another one ends.
+    23: f"""
+    CREATE TABLE IF NOT EXISTS runtime_experiments (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        experiment TEXT NOT NULL,
+        split REAL,
+        ended REAL
+    );
+    CREATE TRIGGER IF NOT EXISTS runtime_experiments_no_update
+        BEFORE UPDATE ON runtime_experiments
+        WHEN OLD.ended IS NOT NULL OR NEW.ended IS NULL OR NEW.seq IS NOT OLD.seq
+          OR NEW.name IS NOT OLD.name OR NEW.created IS NOT OLD.created
+          OR NEW.experiment IS NOT OLD.experiment OR NEW.split IS NOT OLD.split
+        BEGIN SELECT RAISE(ABORT, 'a run-time experiment only ends, once'); END;
+    CREATE TRIGGER IF NOT EXISTS runtime_experiments_no_delete
+        BEFORE DELETE ON runtime_experiments
+        WHEN OLD.ended IS NULL OR (SELECT count(*) FROM runtime_experiments r
+                                   WHERE r.ended IS NOT NULL AND r.seq > OLD.seq) < {ENDED_KEPT}
+        BEGIN SELECT RAISE(ABORT, 'run-time experiments are kept'); END;
+    CREATE TRIGGER IF NOT EXISTS runtime_experiments_kept
+        AFTER UPDATE OF ended ON runtime_experiments
+        BEGIN
+            DELETE FROM runtime_experiments WHERE ended IS NOT NULL AND seq < (
+                SELECT min(seq) FROM (SELECT seq FROM runtime_experiments
+                                      WHERE ended IS NOT NULL
+                                      ORDER BY seq DESC LIMIT {ENDED_KEPT}));
         END;
     """,
 }
