@@ -654,7 +654,7 @@ def load_settings(
     _check_catalog(settings)
     _check_governance(settings)
     _check_paths(settings)
-    _check_experiments(settings)
+    check_experiments(settings)
     if settings.admin_token_env is not None:
         settings._admin_token, settings._admin_token_problem = _admin_token(
             env, settings.admin_token_env)
@@ -1008,8 +1008,11 @@ def _check_budgets_priced(settings: Settings) -> None:
                                   f"never use it; {fix}, or leave it out of the tenant's models")
 
 
-def _check_experiments(settings: Settings) -> None:
-    """What the experiments name must exist: their tenants, their arms' policies and models."""
+def check_experiments(settings: Settings) -> None:
+    """What the experiments name must exist: their tenants, their arms' policies and models;
+    and each enabled one must get traffic (see :func:`_check_experiment_scopes`). The rules of
+    the config's experiments and of those created at run time alike (a
+    :class:`ConfigError` naming ``experiments.<name>...``)."""
     from switchpoint.learning.events import DEFAULT_TENANT
     from switchpoint.weights import bundled_policies
 

@@ -70,6 +70,8 @@ def test_a_tenant_to_report_on_that_no_tenant_could_be_is_refused_naming_it(
 NAMED: list[tuple[str, str, GatewayCall]] = [
     ("experiment_report", "name", lambda g, v: g.experiment_report(v)),
     ("promote", "name", lambda g, v: g.promote(v)),
+    ("create_ab_test", "name", lambda g, v: g.create_ab_test(v)),
+    ("end_ab_test", "name", lambda g, v: g.end_ab_test(v)),
     ("cost_report", "period", lambda g, v: g.cost_report(v)),
     ("savings_estimate", "comparison_model", lambda g, v: g.savings_estimate(v)),
     ("budget_page", "limit", lambda g, v: g.budget_page(v)),

@@ -174,7 +174,8 @@ def test_ab_test_names_the_experiment_the_request_is_routed_in(experimenting: Ga
 
 
 @pytest.mark.parametrize(("tenant", "name", "says"), [
-    (None, "nope", 'no experiment "nope" is configured; configured: thrift, later, paused'),
+    (None, "nope", 'no experiment "nope" is configured or was created at run time; there are: '
+                   "thrift, later, paused"),
     (None, "paused", "disabled"),
     (None, "later", 'does not take tenant "default"'),
     ("acme", "later", 'take part in experiment "thrift", listed before "later"'),

@@ -61,7 +61,7 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._files import access_problem, private_dir
-from switchpoint._messages import quoted, quoted_path
+from switchpoint._messages import json_quoted, quoted, quoted_path
 from switchpoint._numbers import real_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint.catalog import Catalog
@@ -70,6 +70,7 @@ from switchpoint.decision import RoutingDecision, check_cost_weight
 from switchpoint.errors import (
     BudgetExceededError,
     ChatNotServedError,
+    ConflictError,
     FailoverError,
     GatewayError,
     InvalidInputError,
@@ -83,6 +84,7 @@ from switchpoint.errors import (
     SwitchpointError,
     UnknownModelError,
 )
+from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import Assignment, check_experiment
@@ -269,6 +271,7 @@ class Gateway:
         self.governor = Governor(settings, store=self.store,
                                  health=lambda: getattr(me(), "health", None))
         self.learning = GatewayLearning(self.state, self.store)
+        self.ab_tests = RuntimeExperiments(self.state, self.store, self.learning)
         # The housekeeping run under way, on a thread of its own: a future of no event loop,
         # since either door's loop may start it and the other close the gateway.
         self._maintenance: Future[None] | None = None
@@ -332,6 +335,7 @@ class Gateway:
             self.pinner.store = self._pins
             self.governor.open(serving=self._owner is not None)
             self.learning.open()
+            self.ab_tests.open()
         except BaseException:
             self._release_data_dir()
             raise
@@ -496,8 +500,8 @@ class Gateway:
                      key: str | None = None, tenant: str | None = None,
                      principal: Principal | None = None, measured: bool = False,
                      prefer_healthy: bool = False, auto_scale: bool = False,
-                     estimate_tokens: Sequence[int] | None = None, ab_test: str | None = None
-                     ) -> RoutingDecision:
+                     estimate_tokens: Sequence[int] | None = None,
+                     ab_test: str | ABTest | None = None) -> RoutingDecision:
         """Route one prompt (or embedding) with the live router and log the decision; the
         decision is returned once its log entry is committed. ``key`` (a client key) or
         ``tenant`` routes as that caller: its allowed models, λ, budget curve, SLA and
@@ -520,13 +524,14 @@ class Gateway:
         - ``estimate_tokens``: ``(input_tokens, output_tokens)`` the request is priced at
           with the catalog's prices (see :meth:`Router.route
           <switchpoint.router.Router.route>`);
-        - ``ab_test``: the name of the experiment (``experiments:`` in the config) this
-          request is routed in. A request takes part in its tenant's experiment whether or not
-          it names it (by a hash of the request among the arms; its promoted arm, once
-          promoted), and the decision's ``experiment`` and ``arm`` say where it went;
-          ``ab_test`` names it, and is refused when that experiment would not take this
-          request (not configured, disabled, not the caller's tenant's, or another listed
-          before it takes that tenant).
+        - ``ab_test``: the experiment this request is routed in: the name of one of the
+          config (``experiments:``) or of one created at run time, or the :class:`ABTest`
+          :meth:`create_ab_test` returned. A request takes part in its tenant's experiment
+          whether or not it names it (by a hash of the request among the arms; its promoted
+          arm, once promoted), and the decision's ``experiment`` and ``arm`` say where it
+          went; ``ab_test`` names it, and is refused when that experiment would not take this
+          request (neither configured nor running, disabled, not the caller's tenant's, or
+          another listed before it takes that tenant).
 
         Every argument is checked before anything is routed, counted or logged: a bad one
         raises :class:`~switchpoint.errors.InvalidInputError` naming it."""
@@ -547,8 +552,11 @@ class Gateway:
         if principal is None:
             principal = await self.governor.aprincipal(settings, key=key, tenant=tenant)
         who = principal or Principal()
+        if isinstance(ab_test, ABTest):
+            ab_test = self.ab_tests.current(ab_test)
         if ab_test is not None:
-            ab_test = check_experiment(settings, ab_test, check_tenant(who.tenant), "ab_test")
+            ab_test = check_experiment(settings, ab_test, check_tenant(who.tenant), "ab_test",
+                                       {n: t for n, (_, t) in self.ab_tests.ended.items()})
         policy = self._policy(settings, who.tenant, who.key_id)
         assignment = self._assign(live, who.tenant, uuid.uuid4().hex)
         if cost_weight is None and assignment is not None:
@@ -616,8 +624,8 @@ class Gateway:
               cost_weight: float | None = None, *,
               embedding: Sequence[float] | np.ndarray | None = None, key: str | None = None,
               tenant: str | None = None, prefer_healthy: bool = False, auto_scale: bool = False,
-              estimate_tokens: Sequence[int] | None = None, ab_test: str | None = None
-              ) -> RoutingDecision:
+              estimate_tokens: Sequence[int] | None = None,
+              ab_test: str | ABTest | None = None) -> RoutingDecision:
         """:meth:`aroute` from synchronous code."""
         return self._run(self.aroute(prompt, available_models, cost_weight,
                                      embedding=embedding, key=key, tenant=tenant,
@@ -1727,14 +1735,68 @@ class Gateway:
 
     def experiment_report(self, name: str) -> dict[str, Any]:
         """How each arm of experiment ``name`` does: decisions, scored decisions, mean quality
-        with its 95% interval, mean cost, and the winner once the evidence is there."""
+        with its 95% interval, mean cost, and the winner once the evidence is there. Of an
+        experiment of the config, or one created at run time (running or ended)."""
         check_process(self._pid, "this Gateway")
-        return self.learning.report_experiment(self.settings, name)
+        return self.learning.report_experiment(self.settings, name, self.ab_tests.ended)
+
+    def experiment_reports(self) -> list[dict[str, Any]]:
+        """Every experiment's report: the config's, those created at run time and running
+        (in the order requests join them), then those ended that the store keeps."""
+        check_process(self._pid, "this Gateway")
+        settings, ended = self.settings, self.ab_tests.ended
+        names = [*settings.experiments, *(n for n in ended if n not in settings.experiments)]
+        return [self.learning.report_experiment(settings, n, ended) for n in names]
 
     def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
         """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
         check_process(self._pid, "this Gateway")
-        return self.learning.promote(self.settings, name, arm)
+        settings = self.settings
+        if isinstance(name, str) and name not in settings.experiments and (
+                name in self.ab_tests.ended):
+            raise ConflictError(f"name: experiment {json_quoted(name, 100)}, created at run "
+                                "time, has ended, so it takes no traffic to promote an arm "
+                                "for; create another", param="name")
+        return self.learning.promote(settings, name, arm)
+
+    def create_ab_test(self, name: str, strategy_a: str | Mapping[str, Any] | None = None,
+                       strategy_b: str | Mapping[str, Any] | None = None,
+                       split: float | None = None, *,
+                       arms: Mapping[str, Mapping[str, Any]] | None = None,
+                       tenants: Sequence[str] | None = None, min_n: int | None = None
+                       ) -> ABTest:
+        """Create experiment ``name`` at run time, beside the config's, and return it (pass
+        it, or its name, as :meth:`route`'s ``ab_test``).
+
+        Its arms are ``a``, routed by ``strategy_a`` (default ``"cost_optimized"``: the
+        configured routing), and ``b``, by ``strategy_b`` (default ``"quality_first"``: λ 0,
+        quality first); a strategy may also be a mapping of an arm's ``policy``,
+        ``cost_weight`` and ``models``, as the config gives them. ``split`` is B's share of
+        the traffic (default 0.5), between 0 and 1, neither included. Or give ``arms`` as the
+        config does (name: weight, policy, cost_weight, models) instead of the three.
+        ``tenants``: who takes part (default: every caller); ``min_n``: scored decisions each
+        arm needs before a winner is named (default 30).
+
+        It comes after the config's experiments and those created before it (a request
+        joins the first enabled one that holds its tenant), and is checked by the config's
+        rules with them; kept in ``data_dir``, so it survives restarts and reloads (a reload
+        whose config lists an experiment of its name, or no longer fits it, is refused).
+        Refused, with nothing created: :class:`~switchpoint.errors.InvalidInputError` naming
+        the argument at fault, :class:`~switchpoint.errors.ConflictError` for a name taken (by
+        the config, or a run-time experiment running or ended) or no room left."""
+        check_process(self._pid, "this Gateway")
+        self._check_open()
+        return self.ab_tests.create(name, strategy_a, strategy_b, split, arms=arms,
+                                    tenants=tenants, min_n=min_n)
+
+    def end_ab_test(self, name: str | ABTest) -> dict[str, Any]:
+        """End experiment ``name`` (or the :class:`ABTest` given), created at run time: it
+        takes no more traffic; its decisions and report stay (returned, with ``ended_at``),
+        and its name stays taken. One of the config is ended in the config (a
+        :class:`~switchpoint.errors.ConflictError` says so)."""
+        check_process(self._pid, "this Gateway")
+        self._check_open()
+        return self.experiment_report(self.ab_tests.end(name))
 
     # Admin views -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from switchpoint._args import expect
 from switchpoint._messages import json_quoted
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
-from switchpoint.learning.config import ArmConfig
+from switchpoint.learning.config import ArmConfig, ExperimentConfig
 from switchpoint.store.learning import LearningReader
 
 
@@ -74,37 +75,58 @@ def joined(settings: Settings, tenant: str) -> str | None:
     return None
 
 
-def check_experiment(settings: Settings, name: object, tenant: str, field: str) -> str:
+#: How an experiment is made at run time, for the errors that say so.
+CREATE_HINT = "create one at run time (Gateway.create_ab_test, POST /v1/router/experiments)"
+
+
+def check_experiment(settings: Settings, name: object, tenant: str, field: str,
+                     ended: Mapping[str, float] | None = None) -> str:
     """``name`` as the experiment a request of ``tenant`` takes part in (:func:`joined`);
     else an :class:`~switchpoint.errors.InvalidInputError` naming ``field``, saying why it is
-    not (not configured, disabled, not taking the tenant, another taking it first) and what
-    to do."""
-    expect(field, name, str, "the name of an experiment of the config (experiments:)")
+    not (not configured nor created at run time, ended, disabled, not taking the tenant,
+    another taking it first) and what to do. ``ended``: the experiments created at run time
+    and since ended, with when."""
+    expect(field, name, str, "the name of an experiment of the config (experiments:) or of "
+                             "one created at run time")
     assert isinstance(name, str)
     experiment = settings.experiments.get(name)
     shown = json_quoted(name, 100)
+    if experiment is None and ended and name in ended:
+        raise InvalidInputError(field, f"experiment {shown}, created at run time, ended at "
+                                       f"{when(ended[name])}, so it takes no traffic; "
+                                       f"{CREATE_HINT} under another name")
     if experiment is None:
-        raise InvalidInputError(field, f"no experiment {shown} is configured; "
-                                       f"configured: {', '.join(settings.experiments) or 'none'}"
-                                       " (add one under experiments: in the config)")
+        raise InvalidInputError(field, f"no experiment {shown} is configured or was created at "
+                                       "run time; there are: "
+                                       f"{', '.join(settings.experiments) or 'none'} (add one "
+                                       f"under experiments: in the config, or {CREATE_HINT})")
+    made = experiment.created_at is not None
     if not experiment.enabled:
         raise InvalidInputError(field, f"experiment {shown} is disabled (enabled: false), so "
                                        "it takes no traffic; enable it in the config")
     if experiment.tenants is not None and tenant not in experiment.tenants:
+        fix = ("end it and create it again with the tenant among its tenants" if made
+               else "add the tenant to this one's in the config")
         raise InvalidInputError(field, f"experiment {shown} does not take tenant "
                                        f"{json_quoted(tenant, 100)}'s requests (its tenants: "
                                        f"{', '.join(experiment.tenants)}); name that tenant's "
-                                       "experiment, or add the tenant to this one's in the "
-                                       "config")
+                                       f"experiment, or {fix}")
     first = joined(settings, tenant)
     if first != name:
         taken = json_quoted(first, 100)
+        fix = ("change the order or the tenants in the config" if not made
+               else "give the experiments tenants of their own (those created at run time "
+                    "come after the config's, in the order they were made)")
         raise InvalidInputError(field, f"tenant {json_quoted(tenant, 100)}'s requests take part "
                                        f"in experiment {taken}, listed before {shown} (a "
                                        "request joins the first enabled experiment that holds "
-                                       f"its tenant); name {taken}, or change the order or "
-                                       "the tenants in the config")
+                                       f"its tenant); name {taken}, or {fix}")
     return name
+
+
+def when(ts: float) -> str:
+    """A time as the errors about experiments give it: UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
@@ -209,18 +231,24 @@ WINNER_RULE = ("an arm wins when every arm has at least min_n scored decisions a
 
 
 def experiment_report(name: str, settings: Settings, reader: LearningReader | None,
-                      promoted: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+                      promoted: Mapping[str, tuple[str, str]],
+                      ended: Mapping[str, tuple[ExperimentConfig, float]] | None = None
+                      ) -> dict[str, Any]:
     """Per arm: decisions, scored decisions, mean quality with its 95% interval, mean cost in
     USD over the answers whose cost is known and how many decisions' cost is unknown;
     and the winner, once the evidence is there (see :data:`WINNER_RULE`). Decisions retention
     pruned count as they stood when pruned (``pruned_decisions`` says how many: the store
-    keeps their totals)."""
+    keeps their totals). ``ended``: the experiments created at run time and since ended
+    (with when), whose reports are still read."""
     expect("name", name, str, "an experiment's name (a string)")
     experiment = settings.experiments.get(name)
+    ended_at: float | None = None
+    if experiment is None and ended and name in ended:
+        experiment, ended_at = ended[name]
     if experiment is None:
-        raise NotFoundError(f"experiment: no experiment {json_quoted(name, 100)} is configured; "
-                            f"configured: {', '.join(settings.experiments) or 'none'}",
-                            param="name")
+        raise NotFoundError(f"experiment: no experiment {json_quoted(name, 100)} is configured "
+                            "or was created at run time; there are: "
+                            f"{', '.join(settings.experiments) or 'none'}", param="name")
     rows = reader.experiment(name) if reader is not None else {}
     arms: list[dict[str, Any]] = []
     for arm, config in experiment.arms.items():
@@ -255,7 +283,9 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
                      "applies again if an arm of that name comes back); promote one of "
                      f"{', '.join(experiment.arms)} to send everyone to it")
         promoted_arm = None
-    return {"experiment": name, "enabled": experiment.enabled,
+    return {"experiment": name, "enabled": experiment.enabled and ended_at is None,
+            "created_at": experiment.created_at, "ended_at": ended_at,
+            "split": experiment.split,
             "tenants": experiment.tenants, "min_n": experiment.min_n, "arms": arms,
             "winner": winner, "rule": WINNER_RULE,
             "promoted": promoted_arm, "promotion": promotion,

@@ -100,6 +100,7 @@ from switchpoint.learning.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from switchpoint.learning.config import ExperimentConfig
 from switchpoint.learning.events import (
     DEFAULT_TENANT,
     FeedbackEvent,
@@ -1479,11 +1480,14 @@ class GatewayLearning:
 
     # Experiments -----------------------------------------------------------------------------
 
-    def report_experiment(self, settings: Settings, name: str) -> dict[str, Any]:
-        """The experiment's report (see :func:`experiment_report`), read from the logs and
-        the totals the store keeps of the decisions retention pruned, with what of the
-        feedback log is kept (``feedback_log``, see :meth:`log_kept`)."""
-        return {**experiment_report(name, settings, self.reader, self.promoted),
+    def report_experiment(self, settings: Settings, name: str,
+                          ended: Mapping[str, tuple[ExperimentConfig, float]] | None = None
+                          ) -> dict[str, Any]:
+        """The experiment's report (see :func:`experiment_report`; ``ended``: the run-time
+        experiments ended, with when), read from the logs and the totals the store keeps of
+        the decisions retention pruned, with what of the feedback log is kept
+        (``feedback_log``, see :meth:`log_kept`)."""
+        return {**experiment_report(name, settings, self.reader, self.promoted, ended),
                 "feedback_log": self.log_kept(deployment=False)}
 
     def promote(self, settings: Settings, name: str, arm: str | None) -> dict[str, Any]:

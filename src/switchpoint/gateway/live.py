@@ -213,6 +213,12 @@ class RouterState:
         # token they name is exported, that they keep every route behind a credential on the
         # address it is bound to); each raises ConfigError.
         self.vets: list[Callable[[Settings], None]] = []
+        # Adds to settings read from the config what was made at run time (the gateway's
+        # experiments created at run time), at the first load and at every reload; raises
+        # ConfigError when the two do not fit together.
+        self.extend: Callable[[Settings], Settings] | None = None
+        # The policy a swap made live (None: the config's), which a rebuild keeps.
+        self._swapped: str | None = None
         # Held while a new snapshot is hooked up and goes live (and by whoever must not run
         # between the two, e.g. feedback, which must reach the snapshot that serves next).
         self.guard = threading.RLock()
@@ -225,9 +231,11 @@ class RouterState:
         if self._live is not None:
             hook(self._live)
 
-    def _go_live(self, live: Live) -> Live:
+    def _go_live(self, live: Live, before: Callable[[], None] | None = None) -> Live:
         if self.prepare is not None:
             live = self.prepare(live, self._live)
+        if before is not None:  # (raising, it keeps the snapshot from going live)
+            before()
         with self.guard:
             for hook in self._on_swap:
                 hook(live)
@@ -274,9 +282,11 @@ class RouterState:
             with self._swap:
                 if self._live is not None:
                     return
-                checked_policies(self.settings)
-                router = self.loader(self.settings, None)
-                self._go_live(Live.of(router, self.settings, None))
+                settings = self._extended(self.settings)
+                checked_policies(settings)
+                router = self.loader(settings, None)
+                self._go_live(Live.of(router, settings, None))
+                self.settings = settings
         except Exception as exc:  # reported; `switchpoint serve` then stops
             if not report:
                 raise
@@ -295,11 +305,24 @@ class RouterState:
         return self._replace(lambda s: s, name)
 
     def reload(self) -> tuple[Live, Live, float]:
-        """Re-read the config file and the weights, then make the result live."""
-        return self._replace(lambda s: s.reloaded(), None)
+        """Re-read the config file and the weights, then make the result live (with what
+        was made at run time: see :attr:`extend`)."""
+        return self._replace(lambda s: self._extended(s.reloaded()), None)
+
+    def rebuild(self, settings_of: Callable[[Settings], Settings],
+                before: Callable[[], None] | None = None) -> tuple[Live, Live, float]:
+        """Make live a new snapshot of the same config, the policy live now and the settings
+        ``settings_of`` makes of the live ones (what was made at run time changed), as a
+        reload would, calling ``before`` once it is ready to go live: what ``settings_of``
+        or ``before`` raises, or the load, leaves the live snapshot as it is."""
+        return self._replace(settings_of, self._swapped, before=before)
+
+    def _extended(self, settings: Settings) -> Settings:
+        return settings if self.extend is None else self.extend(settings)
 
     def _replace(self, settings_of: Callable[[Settings], Settings],
-                 policy: str | None) -> tuple[Live, Live, float]:
+                 policy: str | None, *, before: Callable[[], None] | None = None
+                 ) -> tuple[Live, Live, float]:
         self.live()  # 503 at once if the first load is still running
         with self._swap:
             old = self.live()
@@ -311,10 +334,12 @@ class RouterState:
             if policy is None:  # a reload: what it lists must load, before a swap needs it
                 checked_policies(settings)
             router = self.loader(settings, policy)
-            new = self._go_live(dataclasses.replace(
-                Live.of(router, settings, policy),
-                restart_required=tuple(restart_keys(old.settings, read))))
+            restart = (old.restart_required if before is not None
+                       else tuple(restart_keys(old.settings, read)))
+            new = self._go_live(dataclasses.replace(Live.of(router, settings, policy),
+                                                    restart_required=restart), before)
             self.settings = settings
+            self._swapped = policy
         ms = (time.perf_counter() - t0) * 1e3
         log.info("router swapped: %s (%s policy) -> %s (%s policy, %d models) in %.0f ms",
                  old.weights_id, old.policy, new.weights_id, new.policy,

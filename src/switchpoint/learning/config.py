@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from switchpoint._messages import quoted
 from switchpoint._numbers import Boolean, Integer, Real
@@ -137,6 +137,31 @@ class ExperimentConfig(BaseModel):
     tenants: list[str] | None = Field(None, min_length=1, max_length=MAX_TENANTS)
     min_n: Integer = Field(30, ge=2, le=1_000_000)
     enabled: Boolean = True
+
+    # When it was created at run time (None: the config lists it), and, made of two
+    # strategies, B's share of the traffic; see ``created_at`` and ``split``.
+    _created_at: float | None = PrivateAttr(default=None)
+    _split: float | None = PrivateAttr(default=None)
+
+    @property
+    def created_at(self) -> float | None:
+        """When this experiment was created at run time (``Gateway.create_ab_test``, ``POST
+        /v1/router/experiments``); None for one the config lists."""
+        return self._created_at
+
+    @property
+    def split(self) -> float | None:
+        """B's share of the traffic, for an experiment created at run time of two strategies
+        (arms ``a`` and ``b``); else None."""
+        return self._split
+
+    def made_at_run_time(self, created_at: float, split: float | None) -> ExperimentConfig:
+        """This experiment, marked as created at run time at ``created_at`` (with B's share
+        of the traffic, ``split``, when it was made of two strategies)."""
+        made = self.model_copy()
+        made._created_at = created_at
+        made._split = split
+        return made
 
     @field_validator("arms")
     @classmethod

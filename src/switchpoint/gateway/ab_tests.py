@@ -1,0 +1,414 @@
+"""Experiments created at run time (:meth:`Gateway.create_ab_test
+<switchpoint.gateway.Gateway.create_ab_test>`, ``POST /v1/router/experiments``), beside the
+config's, kept in the store so that a restart or a reload loses none.
+
+A run-time experiment is an experiment as the config would write it (arms, tenants, min_n),
+made of two strategies and B's share of the traffic (arms ``a`` and ``b``), or of arms given as
+the config gives them. The whole set is checked by the config's own rules
+(:func:`switchpoint.config.check_experiments`), the config's experiments first and those made
+at run time after them in the order they were made (the order requests join them in); then the
+experiment is kept in the store (``runtime_experiments``) and goes live with a new snapshot,
+as after a reload. Ending one keeps its row, its decisions and its report.
+
+A reload or a start whose config does not fit a running run-time experiment (it lists one of
+the same name, drops a tenant, policy or model the run-time one names, or takes its tenants
+first) is refused naming it, and the running config stays: nothing made at run time is dropped
+silently. End the run-time one first, or change the config.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from switchpoint._args import expect
+from switchpoint._messages import invalid_at, json_quoted, key_path, reason
+from switchpoint.config import Settings, check_experiments
+from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
+from switchpoint.gateway.experiments import when
+from switchpoint.learning.config import (
+    MAX_EXPERIMENTS,
+    ArmConfig,
+    ExperimentConfig,
+    check_name,
+)
+from switchpoint.store import SQLiteStore
+from switchpoint.store.learning import (
+    RuntimeExperimentEnd,
+    RuntimeExperimentRecord,
+    StoredExperiment,
+)
+from switchpoint.store.sqlite import ENDED_KEPT
+
+if TYPE_CHECKING:
+    from switchpoint.gateway.learning import GatewayLearning
+    from switchpoint.gateway.live import RouterState
+
+#: The strategies an arm of :meth:`~switchpoint.gateway.Gateway.create_ab_test` may name, as
+#: the arm settings each stands for: the configured routing, or quality first (λ 0: the
+#: expected error alone decides, whatever a model costs).
+STRATEGIES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "cost_optimized": MappingProxyType({}),
+    "quality_first": MappingProxyType({"cost_weight": 0.0})})
+#: What a strategy given as a mapping may set (its share of the traffic is ``split``'s).
+ARM_SETTINGS = ("policy", "cost_weight", "models")
+#: How a run-time experiment is ended, for the errors that say so.
+END_HINT = "Gateway.end_ab_test, DELETE /v1/router/experiments/{}"
+
+
+@dataclass(frozen=True)
+class ABTest:
+    """An experiment created at run time: pass it (or its ``name``) as ``ab_test=`` to
+    :meth:`Gateway.route <switchpoint.gateway.Gateway.route>`. ``arms`` maps each arm's name
+    (``a`` and ``b`` for one made of two strategies) to its settings (weight, policy,
+    cost_weight, models); ``split`` is B's share of the traffic (None for one made of arms);
+    ``tenants`` who takes part (None: every caller)."""
+
+    name: str
+    arms: Mapping[str, ArmConfig] = field(hash=False)
+    split: float | None
+    tenants: tuple[str, ...] | None
+    min_n: int
+    created_at: float
+
+    @classmethod
+    def of(cls, name: str, experiment: ExperimentConfig) -> ABTest:
+        assert experiment.created_at is not None
+        return cls(name, MappingProxyType(dict(experiment.arms)), experiment.split,
+                   None if experiment.tenants is None else tuple(experiment.tenants),
+                   experiment.min_n, experiment.created_at)
+
+
+def made_experiment(name: object, strategy_a: object = None, strategy_b: object = None,
+                    split: object = None, *, arms: object = None, tenants: object = None,
+                    min_n: object = None) -> tuple[str, ExperimentConfig, float | None]:
+    """The experiment the arguments of ``create_ab_test`` describe, checked alone (the whole
+    set is checked as it joins the others): two strategies (``"cost_optimized"``,
+    ``"quality_first"`` or a mapping of ``policy``, ``cost_weight`` and ``models``;
+    ``cost_optimized`` and ``quality_first`` by default) with B's share of the traffic
+    (``split``, 0.5 by default), or ``arms`` as the config gives them. A bad one is an
+    :class:`~switchpoint.errors.InvalidInputError` naming the argument. Returns the name, the
+    experiment and B's share of the traffic (None: made of arms)."""
+    expect("name", name, str, "the experiment's name (a string)")
+    assert isinstance(name, str)
+    try:
+        check_name(name, "an experiment's name")
+    except ValueError as exc:
+        raise InvalidInputError("name", f"{exc} (requests name it as their ab_test, and the "
+                                        "report's path holds it)") from None
+    by_strategies = arms is None
+    data: dict[str, Any] = {}
+    share: float | None = None
+    if not by_strategies:
+        if strategy_a is not None or strategy_b is not None or split is not None:
+            raise InvalidInputError("arms", "give either arms (each with its weight) or "
+                                            "strategy_a, strategy_b and split, not both")
+        data["arms"] = arms
+    else:
+        share = 0.5 if split is None else _split(split)
+        data["arms"] = {"a": {**_strategy("strategy_a", strategy_a or "cost_optimized"),
+                              "weight": 1.0 - share},
+                        "b": {**_strategy("strategy_b", strategy_b or "quality_first"),
+                              "weight": share}}
+    if tenants is not None:
+        data["tenants"] = list(tenants) if isinstance(tenants, tuple) else tenants
+    if min_n is not None:
+        data["min_n"] = min_n
+    try:
+        experiment = ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _field_error(exc.errors()[0], by_strategies) from None
+    return name, experiment, share
+
+
+def _strategy(name: str, value: object) -> dict[str, Any]:
+    """The arm settings strategy ``value`` (argument ``name``) stands for."""
+    if isinstance(value, str):
+        if value in STRATEGIES:
+            return dict(STRATEGIES[value])
+        raise InvalidInputError(name, f"unknown strategy {json_quoted(value)}; use "
+                                      "\"cost_optimized\" (the configured routing), "
+                                      "\"quality_first\" (λ 0: quality first) or a mapping of "
+                                      "an arm's policy, cost_weight and models")
+    if isinstance(value, Mapping):
+        for key in value:
+            if key not in ARM_SETTINGS:
+                raise invalid_at(name, f"{name}.{str(key)[:64]}", (
+                    "is not an arm setting; a strategy sets policy, cost_weight or models "
+                    "(its share of the traffic is split's)"))
+        return dict(value)
+    raise InvalidInputError(name, "must be \"cost_optimized\", \"quality_first\" or a mapping "
+                                  f"of policy, cost_weight and models; got "
+                                  f"{type(value).__name__}")
+
+
+def _split(value: object) -> float:
+    """``value`` as B's share of the traffic: a number between 0 and 1, neither included."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInputError("split", "must be a number, B's share of the traffic between "
+                                         f"0 and 1 (0.5 splits it evenly); got "
+                                         f"{type(value).__name__}")
+    if isinstance(value, float) and 0.0 < value < 1.0:
+        return value
+    raise InvalidInputError("split", f"must be between 0 and 1, neither included, got "
+                                     f"{json_quoted(value)}: it is B's share of the traffic, "
+                                     "and at 0 B would get none (at 1, A none), so nothing "
+                                     "would be compared; 0.5 splits it evenly, 0.3 sends 30% "
+                                     "to B")
+
+
+def _field_error(err: Any, by_strategies: bool) -> InvalidInputError:
+    """A pydantic error of the experiment made of the arguments, naming the argument."""
+    loc = tuple(err["loc"])
+    known: Sequence[str] = ()
+    if loc[:1] == ("arms",) and len(loc) > 2:
+        known = [f for f in ArmConfig.model_fields if not by_strategies or f in ARM_SETTINGS]
+        if by_strategies:
+            loc = (f"strategy_{loc[1]}", *loc[2:])
+    path = key_path(loc, "arms")
+    return invalid_at(str(loc[0]) if loc else "arms", path, reason(err, known))
+
+
+def _request_error(exc: ConfigError, name: str, by_strategies: bool
+                   ) -> InvalidInputError | ConfigError:
+    """A rule of the experiments broken by the one being made (``exc`` names it as the config
+    would: ``experiments.<name>...``), naming the argument instead; any other, as it is."""
+    prefix = f"experiments.{name}"
+    if exc.key != prefix and not exc.key.startswith(prefix + "."):
+        return exc
+    path = exc.key[len(prefix) + 1:] or "tenants"  # (the whole of it: whom it takes)
+    if by_strategies and path.startswith(("arms.a", "arms.b")):
+        path = f"strategy_{path[5]}{path[6:]}"
+    return invalid_at(path.split(".")[0].split("[")[0], path, exc.reason)
+
+
+class RuntimeExperiments:
+    """The experiments created at run time: those running (in the order they were made) and
+    those ended that the store keeps; how they join the config's (:meth:`extend`, the
+    ``extend`` of the router state); creating and ending one. A gateway's own."""
+
+    def __init__(self, state: RouterState, store: SQLiteStore | None,
+                 learning: GatewayLearning) -> None:
+        self.state = state
+        self.store = store
+        self.learning = learning
+        # Each replaced whole (never changed in place) as one is made or ends.
+        self.running: Mapping[str, ExperimentConfig] = {}
+        self.ended: Mapping[str, tuple[ExperimentConfig, float]] = {}
+        self._lock = threading.Lock()  # one creation or end at a time
+        state.extend = self.extend
+
+    def open(self) -> None:
+        """Read what the store keeps (it is open, and the promotions read): an experiment
+        takes no promotion kept from before it was made (an earlier one's of its name)."""
+        reader = self.learning.reader
+        if reader is None:
+            return
+        running: dict[str, ExperimentConfig] = {}
+        ended: dict[str, tuple[ExperimentConfig, float]] = {}
+        for row in reader.runtime_experiments():
+            experiment = _stored(row)
+            if row.ended is None:
+                running[row.name] = experiment
+            else:
+                ended[row.name] = (experiment, row.ended)
+        promotions = reader.promotions()
+        for name, experiment in running.items():
+            kept = promotions.get(name)
+            if kept is not None and kept[1] < row_created(experiment):
+                self.learning.promoted.pop(name, None)
+        self.running, self.ended = running, ended
+
+    def extend(self, settings: Settings) -> Settings:
+        """``settings`` (read from the config) with the running run-time experiments after
+        the config's (see :meth:`merged`)."""
+        return self.merged(settings, self.running)
+
+    @staticmethod
+    def merged(settings: Settings, running: Mapping[str, ExperimentConfig],
+               making: str | None = None) -> Settings:
+        """``settings`` with its own run-time experiments replaced by ``running``, after the
+        config's, the whole set checked by the config's rules; a :class:`ConfigError` naming
+        the experiment at fault, and for one made at run time before, how to end it
+        (``making``: the one being made, whose error is the rule's alone)."""
+        config = {n: e for n, e in settings.experiments.items() if e.created_at is None}
+        for name, experiment in running.items():
+            if name in config:
+                raise ConfigError(f"experiments.{name}", (
+                    f"an experiment named {json_quoted(name, 100)} was created at run time "
+                    f"({when(row_created(experiment))}) and is running, so the config may "
+                    "not list one of that name: rename the config's, or end the run-time one "
+                    f"first ({END_HINT.format(name)}), then reload"))
+        if len(config) + len(running) > MAX_EXPERIMENTS:
+            raise ConfigError("experiments", (
+                f"the config lists {len(config)} experiments and {len(running)} more were "
+                f"created at run time, over the {MAX_EXPERIMENTS} there may be in all: list "
+                f"fewer, or end run-time ones first ({END_HINT.format('NAME')})"))
+        merged = settings.model_copy(update={"experiments": {**config, **running}})
+        try:
+            check_experiments(merged)
+        except ConfigError as exc:
+            made = max((n for n in running if exc.key == f"experiments.{n}"
+                        or exc.key.startswith(f"experiments.{n}.")), key=len, default=None)
+            if made is None or made == making:
+                raise
+            raise ConfigError(exc.key, (
+                f"{exc.reason} ({json_quoted(made, 100)} was created at run time: keep in "
+                f"the config what it names, or end it first ({END_HINT.format(made)}))")
+                              ) from None
+        return merged
+
+    def create(self, name: object, strategy_a: object = None, strategy_b: object = None,
+               split: object = None, *, arms: object = None, tenants: object = None,
+               min_n: object = None) -> ABTest:
+        """Make an experiment (see :func:`made_experiment`), checked with the others by the
+        config's rules, kept in the store, then live. Nothing changes when it is refused."""
+        name, experiment, share = made_experiment(name, strategy_a, strategy_b, split,
+                                                  arms=arms, tenants=tenants, min_n=min_n)
+        by_strategies = arms is None
+        with self._lock:
+            settings = self.state.live().settings  # (503 while the router loads)
+            self._check_free(settings, name)
+            made = experiment.made_at_run_time(time.time(), share)
+            running = {**self.running, name: made}
+            try:  # the rules of the whole set, before anything changes
+                self.merged(settings, running, name)
+            except ConfigError as exc:
+                raise _request_error(exc, name, by_strategies) from None
+            self.learning.check_writable("the experiment", "nothing was created")
+            record = RuntimeExperimentRecord(
+                name, row_created(made), json.dumps(made.model_dump(mode="json"),
+                                                    separators=(",", ":")), made.split)
+            # A promotion of an earlier experiment of this name is not this one's.
+            self.learning.promoted.pop(name, None)
+
+            def keep() -> None:
+                if self.store is not None:
+                    self.store.append(record).result(timeout=30)
+                self.running = running
+
+            try:
+                self.state.rebuild(lambda s: self.merged(s, running, name), keep)
+            except ConfigError as exc:
+                raise _request_error(exc, name, by_strategies) from None
+        return ABTest.of(name, made)
+
+    def _check_free(self, settings: Settings, name: str) -> None:
+        shown = json_quoted(name, 100)
+        configured = settings.experiments.get(name)
+        if configured is not None and configured.created_at is None:
+            raise ConflictError(f"name: experiment {shown} is in the config; pick another "
+                                "name (or change that one in the config and reload)",
+                                param="name")
+        if name in self.running:
+            raise ConflictError(f"name: experiment {shown} was created at run time already "
+                                f"({when(row_created(self.running[name]))}) and is running; "
+                                f"pick another name, or end that one first "
+                                f"({END_HINT.format(name)})", param="name")
+        if name in self.ended:
+            raise ConflictError(f"name: experiment {shown}, created at run time, ended at "
+                                f"{when(self.ended[name][1])}; its name stays taken while "
+                                "the store keeps it (its report reads the decisions logged "
+                                "under that name): pick another name", param="name")
+        if len(settings.experiments) >= MAX_EXPERIMENTS:
+            raise ConflictError(f"name: there are {len(settings.experiments)} experiments "
+                                "already (the config's and those created at run time), the "
+                                f"most there may be; end one created at run time first "
+                                f"({END_HINT.format('NAME')})", param="name")
+
+    def end(self, name: object) -> str:
+        """End run-time experiment ``name`` (or the one an :class:`ABTest` describes): it
+        takes no more traffic, and its row, decisions and report stay. Returns its name."""
+        expect("name", name, (str, ABTest), "the name of an experiment created at run time, "
+                                            "or the ABTest create_ab_test returned")
+        made_at = name.created_at if isinstance(name, ABTest) else None
+        name = name.name if isinstance(name, ABTest) else name
+        assert isinstance(name, str)
+        shown = json_quoted(name, 100)
+        with self._lock:
+            experiment = self.running.get(name)
+            if experiment is None or made_at not in (None, experiment.created_at):
+                self._not_running(name, shown)
+            assert experiment is not None
+            self.learning.check_writable("the end of the experiment", "it still runs")
+            running = {n: e for n, e in self.running.items() if n != name}
+            ended_at = time.time()
+            kept = [*((n, e) for n, e in self.ended.items() if n != name),
+                    (name, (experiment, ended_at))]
+            kept.sort(key=lambda item: row_created(item[1][0]))
+
+            def keep() -> None:
+                if self.store is not None:
+                    self.store.append(RuntimeExperimentEnd(name, ended_at)).result(timeout=30)
+                self.running = running
+                self.ended = dict(kept[-ENDED_KEPT:])  # (as the store keeps them)
+
+            self.state.rebuild(lambda s: self.merged(s, running), keep)
+        return name
+
+    def _not_running(self, name: str, shown: str) -> None:
+        """Why ``name`` names no running run-time experiment to end (raised)."""
+        settings = self.state.settings
+        configured = settings.experiments.get(name)
+        if configured is not None and configured.created_at is None:
+            raise ConflictError(f"name: experiment {shown} is in the config, not created at "
+                                "run time; end it there (take it out of experiments:, or set "
+                                "enabled: false) and reload", param="name")
+        if name in self.ended:
+            raise ConflictError(f"name: experiment {shown} ended already, at "
+                                f"{when(self.ended[name][1])}", param="name")
+        if name in self.running:
+            raise ConflictError(f"name: the ABTest given is of an earlier experiment {shown}, "
+                                "which ended; the one running now under that name was created "
+                                f"at {when(row_created(self.running[name]))}: pass its name "
+                                "to end it", param="name")
+        raise NotFoundError(f"name: no experiment {shown} was created at run time; running: "
+                            f"{', '.join(self.running) or 'none'}", param="name")
+
+    def current(self, test: ABTest) -> str:
+        """The name of the experiment ``test`` describes, while it runs; else an
+        :class:`~switchpoint.errors.InvalidInputError` naming ``ab_test``."""
+        experiment = self.running.get(test.name)
+        if experiment is not None and experiment.created_at == test.created_at:
+            return test.name
+        shown = json_quoted(test.name, 100)
+        ended = self.ended.get(test.name)
+        if ended is not None and ended[0].created_at == test.created_at:
+            raise InvalidInputError("ab_test", f"experiment {shown} ended at {when(ended[1])}, "
+                                               "so it takes no traffic; create another")
+        raise InvalidInputError("ab_test", f"the ABTest given is of an experiment {shown} "
+                                           f"created at {when(test.created_at)}, which no "
+                                           "longer runs; pass the name of a running "
+                                           "experiment, or the ABTest create_ab_test returned "
+                                           "for it")
+
+
+def row_created(experiment: ExperimentConfig) -> float:
+    """When run-time ``experiment`` was made."""
+    assert experiment.created_at is not None
+    return experiment.created_at
+
+
+def _stored(row: StoredExperiment) -> ExperimentConfig:
+    """A kept run-time experiment as it was made; one that no longer reads as an experiment
+    (the rules changed since) is a :class:`ConfigError` naming it and what to do."""
+    try:
+        experiment = ExperimentConfig.model_validate(row.experiment)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(f"experiments.{row.name}", (
+            f"the experiment created at run time at {when(row.created)} and kept in "
+            f"data_dir no longer reads as one ({key_path(tuple(err['loc']), 'experiment')}: "
+            f"{reason(err)}); run the switchpoint that made it and end it "
+            f"({END_HINT.format(row.name)})")) from None
+    return experiment.made_at_run_time(row.created, row.split)
+
+
+__all__ = ["ARM_SETTINGS", "STRATEGIES", "ABTest", "RuntimeExperiments", "made_experiment"]

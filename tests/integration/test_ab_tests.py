@@ -1,0 +1,219 @@
+"""Experiments created at run time in process: ``Gateway.create_ab_test`` makes one of two
+strategies (or of arms, as the config gives them), routed in by its object or its name, with
+its share of the traffic; ``end_ab_test`` ends it, keeping its decisions and report; it is kept
+in ``data_dir`` across a restart and a reload; the config's rules refuse a bad one, and nothing
+changes then. A real gateway (SQLite in ``tmp_path``) over the fake provider.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.config import Settings
+from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
+from switchpoint.gateway import Gateway
+from switchpoint.gateway.ab_tests import ABTest
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt
+from tests.integration.learning_env import KEYS, loader, settings_for
+
+CONFIG = """tenants:
+  acme: {}
+  globex: {models: [cheap, runner, auto]}
+experiments:
+  thrift:
+    tenants: [acme]
+    arms:
+      control: {}
+      thrifty: {cost_weight: 5}
+"""
+
+
+def _gateway(settings: Settings) -> Gateway:
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    return gateway
+
+
+@pytest.fixture
+def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
+    return settings_for(fake, tmp_path, CONFIG)
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[Gateway]:
+    with _gateway(settings) as gw:
+        yield gw
+
+
+def _rows(gateway: Gateway) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(gateway.settings.db_path) as db:
+        return db.execute("SELECT name, ended FROM runtime_experiments ORDER BY seq").fetchall()
+
+
+def test_an_ab_test_made_at_run_time_routes_by_its_object_or_name_and_ends_keeping_its_report(
+        gateway: Gateway) -> None:
+    test = gateway.create_ab_test("quality-vs-cost", split=0.3)
+    assert isinstance(test, ABTest)
+    assert (test.name, test.split, test.tenants, test.min_n) == ("quality-vs-cost", 0.3, None,
+                                                                 30)
+    assert test.arms["a"].cost_weight is None and test.arms["b"].cost_weight == 0.0
+    assert list(gateway.settings.experiments) == ["thrift", "quality-vs-cost"]
+    decisions = [gateway.route(math_prompt(i), ab_test=test if i % 2 else test.name)
+                 for i in range(400)]
+    assert {d.experiment for d in decisions} == {"quality-vs-cost"}
+    arms = Counter(d.arm for d in decisions)
+    assert set(arms) == {"a", "b"} and abs(arms["b"] / 400 - 0.3) < 0.08, arms
+    for d in decisions:  # a: the configured routing (λ 0.1); b: quality first (λ 0)
+        assert d.cost_weight == (0.0 if d.arm == "b" else 0.1)
+    # A request takes part without naming it; another tenant's experiment is not this one.
+    assert gateway.route(math_prompt(1)).experiment == "quality-vs-cost"
+    assert gateway.route(math_prompt(1), tenant="acme").experiment == "thrift"
+    report = gateway.experiment_report("quality-vs-cost")
+    counted = {a["arm"]: a["decisions"] for a in report["arms"]}
+    assert sum(counted.values()) == 401 and counted["b"] >= arms["b"], counted
+    assert report["created_at"] == test.created_at and report["ended_at"] is None
+    assert report["split"] == 0.3 and report["enabled"]
+    assert [a["weight"] for a in report["arms"]] == [0.7, 0.3]
+
+    ended = gateway.end_ab_test(test)
+    assert ended["ended_at"] is not None and not ended["enabled"]
+    assert sum(a["decisions"] for a in ended["arms"]) == 401
+    assert gateway.route(math_prompt(2)).experiment == ""
+    with pytest.raises(InvalidInputError, match="ended at") as refused:
+        gateway.route(math_prompt(2), ab_test="quality-vs-cost")
+    assert refused.value.field == "ab_test" and "create one at run time" in str(refused.value)
+    with pytest.raises(InvalidInputError, match="ended at"):
+        gateway.route(math_prompt(2), ab_test=test)
+    assert gateway.experiment_report("quality-vs-cost")["ended_at"] == ended["ended_at"]
+    assert [r["experiment"] for r in gateway.experiment_reports()] == ["thrift",
+                                                                      "quality-vs-cost"]
+    # Its name stays taken; it cannot be ended twice nor promoted; a config one is ended there.
+    with pytest.raises(ConflictError, match="stays taken"):
+        gateway.create_ab_test("quality-vs-cost")
+    with pytest.raises(ConflictError, match="ended already"):
+        gateway.end_ab_test("quality-vs-cost")
+    with pytest.raises(ConflictError, match="has ended"):
+        gateway.promote("quality-vs-cost", "a")
+    with pytest.raises(ConflictError, match="is in the config") as config_one:
+        gateway.end_ab_test("thrift")
+    assert config_one.value.param == "name"
+    with pytest.raises(NotFoundError):
+        gateway.end_ab_test("never-made")
+
+
+def test_split_is_honoured_over_many_sessions_and_a_session_stays_in_its_arm(
+        gateway: Gateway) -> None:
+    gateway.create_ab_test("sessions", strategy_a="quality_first",
+                           strategy_b={"cost_weight": 3.0, "models": ["cheap", "runner"]},
+                           split=0.2, min_n=5)
+    learning = gateway.state.live().learning
+    assert learning is not None
+    assigned = [learning.experiments.assign("default", f"session-{i}") for i in range(5000)]
+    shares = Counter(a.arm for a in assigned if a is not None)
+    assert abs(shares["b"] / 5000 - 0.2) < 0.025, shares
+    again = learning.experiments.assign("default", "session-7")
+    assert again is not None and assigned[7] is not None and again.arm == assigned[7].arm
+    routed = [gateway.route(math_prompt(i)) for i in range(60)]
+    for d in routed:
+        assert d.selected_model in (("cheap", "runner") if d.arm == "b" else ("strong",))
+
+
+def test_a_run_time_experiment_survives_a_restart_and_a_reload_and_a_reload_naming_it_is_refused(
+        settings: Settings) -> None:
+    with _gateway(settings) as gateway:
+        gateway.create_ab_test("kept", tenants=["globex"], strategy_b={"models": ["cheap"]})
+        gateway.create_ab_test("after", arms={"x": {}, "y": {"cost_weight": 2, "weight": 3}})
+        ids = {gateway.route(math_prompt(i), tenant="globex").decision_id for i in range(10)}
+        assert len(ids) == 10
+        gateway.state.reload()
+        assert list(gateway.settings.experiments) == ["thrift", "kept", "after"]
+        gateway.end_ab_test("after")
+    with _gateway(settings) as gateway:
+        assert list(gateway.settings.experiments) == ["thrift", "kept"]
+        report = gateway.experiment_report("kept")
+        assert sum(a["decisions"] for a in report["arms"]) == 10
+        assert report["tenants"] == ["globex"] and report["ended_at"] is None
+        assert gateway.experiment_report("after")["ended_at"] is not None
+        assert gateway.route(math_prompt(1), tenant="globex", ab_test="kept").arm in ("a", "b")
+        # A reload whose config lists an experiment of its name is refused, naming it; the
+        # running config and the run-time experiment stay.
+        path = settings.source_path
+        assert path is not None
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text + "  kept:\n    arms: {p: {}, q: {cost_weight: 1}}\n",
+                        encoding="utf-8")
+        with pytest.raises(ConfigError, match="created at run time") as refused:
+            gateway.state.reload()
+        assert refused.value.key == "experiments.kept" and "DELETE" in str(refused.value)
+        # So is one that takes away what it names (globex).
+        path.write_text(text.replace("  globex: {models: [cheap, runner, auto]}\n", ""),
+                        encoding="utf-8")
+        with pytest.raises(ConfigError, match="was created at run time") as gone:
+            gateway.state.reload()
+        assert gone.value.key == "experiments.kept.tenants[0]"
+        assert gateway.experiment_report("kept")["ended_at"] is None
+        assert list(gateway.settings.experiments) == ["thrift", "kept"]
+        assert _rows(gateway)[:2] == [("kept", None), ("after", _rows(gateway)[1][1])]
+
+
+@pytest.mark.parametrize(("kwargs", "field", "says"), [
+    ({"name": "bad name"}, "name", "letters, digits"),
+    ({"name": 7}, "name", "a string"),
+    ({"name": "thrift"}, "name", "is in the config"),
+    ({"split": 0}, "split", "neither included"),
+    ({"split": 1.0}, "split", "at 1, A none"),
+    ({"split": 1.5}, "split", "neither included"),
+    ({"split": math.nan}, "split", "neither included"),
+    ({"split": "0.5"}, "split", "must be a number"),
+    ({"split": True}, "split", "must be a number"),
+    ({"strategy_b": "fastest"}, "strategy_b", "unknown strategy"),
+    ({"strategy_b": {"weight": 2}}, "strategy_b", "not an arm setting"),
+    ({"strategy_b": {"cost_weight": -1}}, "strategy_b", ">= 0"),
+    ({"strategy_a": {"policy": "nope"}}, "strategy_a", "neither a bundled policy"),
+    ({"strategy_b": {"models": ["nope"]}}, "strategy_b", "not a model in the catalog"),
+    ({"strategy_b": {"models": ["strong"]}, "tenants": ["globex"]}, "strategy_b",
+     "may use none of"),
+    ({"strategy_b": 3}, "strategy_b", "got int"),
+    ({"tenants": ["nobody"]}, "tenants", "not a tenant of this config"),
+    ({"tenants": "acme"}, "tenants", "list"),
+    ({"tenants": ["acme"]}, "tenants", "would get no traffic"),
+    ({"min_n": 1}, "min_n", ">= 2"),
+    ({"arms": {"x": {}}}, "arms", "at least 2"),
+    ({"arms": {"x": {}, "y": {}}, "split": 0.4}, "arms", "not both"),
+    ({"arms": {"x": {}, "y": {"colour": 1}}}, "arms", "not a known key"),
+    ({"arms": {"x": {}, "bad name": {}}}, "arms", "letters, digits"),
+])
+def test_a_bad_ab_test_is_refused_naming_its_argument_and_nothing_is_made(
+        gateway: Gateway, kwargs: dict[str, Any], field: str, says: str) -> None:
+    kwargs = {"name": "made", **kwargs}
+    before = list(gateway.settings.experiments)
+    with pytest.raises((InvalidInputError, ConflictError)) as refused:
+        gateway.create_ab_test(**kwargs)
+    error = refused.value
+    named = error.field if isinstance(error, InvalidInputError) else getattr(error, "param", "")
+    assert named == field and says in str(error), str(error)
+    assert len(str(error)) < 700
+    assert list(gateway.settings.experiments) == before and _rows(gateway) == []
+    assert gateway.route(math_prompt(1)).experiment == ""
+
+
+def test_a_name_made_at_run_time_is_taken_and_the_experiments_are_bounded(
+        gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    import switchpoint.gateway.ab_tests as ab_tests
+
+    gateway.create_ab_test("one", tenants=["globex"])
+    with pytest.raises(ConflictError, match="was created at run time already"):
+        gateway.create_ab_test("one", tenants=["default"])
+    monkeypatch.setattr(ab_tests, "MAX_EXPERIMENTS", 2)
+    with pytest.raises(ConflictError, match="the most there may be") as full:
+        gateway.create_ab_test("two", tenants=["default"])
+    assert full.value.param == "name"
+    assert [r[0] for r in _rows(gateway)] == ["one"]
