@@ -170,6 +170,7 @@ def test_a_run_time_experiment_survives_a_restart_and_a_reload_and_a_reload_nami
     ({"name": "thrift"}, "name", "is in the config"),
     ({"split": 0}, "split", "neither included"),
     ({"split": 1.0}, "split", "at 1, A none"),
+    ({"split": 1}, "split", "got 1:"),
     ({"split": 1.5}, "split", "neither included"),
     ({"split": math.nan}, "split", "neither included"),
     ({"split": "0.5"}, "split", "must be a number"),

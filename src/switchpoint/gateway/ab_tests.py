@@ -155,7 +155,7 @@ def _split(value: object) -> float:
         raise InvalidInputError("split", "must be a number, B's share of the traffic between "
                                          f"0 and 1 (0.5 splits it evenly); got "
                                          f"{type(value).__name__}")
-    if isinstance(value, float) and 0.0 < value < 1.0:
+    if isinstance(value, float) and 0.0 < value < 1.0:  # (NaN is not; an int never is)
         return value
     raise InvalidInputError("split", f"must be between 0 and 1, neither included, got "
                                      f"{json_quoted(value)}: it is B's share of the traffic, "

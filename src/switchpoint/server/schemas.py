@@ -922,7 +922,15 @@ class ExperimentReport(BaseModel):
     model_config = CLOSED
 
     experiment: str
-    enabled: bool
+    enabled: bool = Field(description="Whether it takes traffic (false: disabled in the "
+                                      "config, or ended).")
+    created_at: float | None = Field(description="When it was created at run time (POST "
+                                                 "/v1/router/experiments; null: the config's).")
+    ended_at: float | None = Field(description="When it was ended (DELETE "
+                                               "/v1/router/experiments/{name}; null: it runs, "
+                                               "or it is the config's).")
+    split: float | None = Field(description="B's share of the traffic, for one created at run "
+                                            "time of two strategies (arms a and b); else null.")
     tenants: list[str] | None = Field(description="Who takes part (null: every tenant).")
     min_n: int = Field(description="Scored decisions each arm needs before one can win.")
     arms: list[ArmReport]
@@ -940,7 +948,9 @@ class ExperimentReport(BaseModel):
 class ExperimentList(BaseModel):
     model_config = CLOSED
 
-    data: list[ExperimentReport] = Field(description="Each configured experiment's report.")
+    data: list[ExperimentReport] = Field(description="Each experiment's report: the config's, "
+                                                     "those created at run time and running, "
+                                                     "then those ended.")
 
 
 # Admin: cost, savings, SLA, forecast and suggestion reports ------------------------------------

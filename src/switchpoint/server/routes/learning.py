@@ -12,8 +12,10 @@
   names ``admin_token_env``) may act for any tenant by naming it (``tenant``), and sees every
   tenant's status. Without an admin token configured these routes are as open as the other
   ``/v1/router/*`` routes.
-- ``GET /v1/router/experiments``, ``GET /v1/router/experiments/{name}`` and
-  ``POST /v1/router/experiments/{name}/promote``: admin routes.
+- ``GET /v1/router/experiments``, ``GET /v1/router/experiments/{name}``,
+  ``POST /v1/router/experiments/{name}/promote``, and ``POST /v1/router/experiments`` and
+  ``DELETE /v1/router/experiments/{name}`` (create and end an experiment at run time, see
+  :meth:`Gateway.create_ab_test <switchpoint.gateway.Gateway.create_ab_test>`): admin routes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from switchpoint.gateway.preferences import MAX_COMPARE_MODELS
 from switchpoint.governance.governor import Principal
 from switchpoint.learning.events import DEFAULT_TENANT
 from switchpoint.server.auth import ADMIN, caller_key, is_admin
-from switchpoint.server.bodies import parse_body
+from switchpoint.server.bodies import no_body, parse_body
 from switchpoint.server.context import get_service
 from switchpoint.server.queries import QueryCheckedRoute
 from switchpoint.server.schemas import (
@@ -56,9 +58,10 @@ _WHY = {400: "Malformed or invalid request (the param names the field).",
         404: "Not found (for this tenant): an unknown, expired or other tenant's id, or a "
              "tenant the configuration does not name (for the status: one neither the "
              "configuration nor the request or feedback log names).",
-        409: "Not possible now: the experiment has no winner yet, the blind comparison was "
-             "already scored (its models revealed), or the decision has taken as many "
-             "outcomes as one takes.",
+        409: "Not possible now: the experiment has no winner yet or has ended, its name is "
+             "taken, there are as many experiments as there may be, an experiment of the "
+             "config is ended in the config, the blind comparison was already scored (its "
+             "models revealed), or the decision has taken as many outcomes as one takes.",
         429: "rate_limit_exceeded: the requests per minute of the key or its tenant are "
              "used up (feedback, a score and a comparison each count as one; Retry-After: "
              "when one is free again); for a comparison also budget_exceeded, a budget or "
@@ -134,6 +137,40 @@ class ScoreRequest(BaseModel):
     compare_id: StrictStr = Field(min_length=1, max_length=200)
     scores: dict[StrictStr, Quality] = Field(min_length=1, max_length=MAX_COMPARE_MODELS)
     tenant: TenantName | None = Field(None, description="Act for this tenant (admin token).")
+
+
+Strategy = StrictStr | dict[StrictStr, Any]
+
+
+class ExperimentCreate(BaseModel):
+    """An experiment made at run time: two strategies and B's share of the traffic, or arms
+    as the config gives them (see Gateway.create_ab_test)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "quality-vs-cost", "strategy_a": "cost_optimized",
+         "strategy_b": "quality_first", "split": 0.3},
+        {"name": "neighbours", "tenants": ["acme"], "min_n": 50,
+         "arms": {"control": {}, "knn": {"policy": "knn", "weight": 0.5}}}]})
+
+    name: StrictStr = Field(description="1-64 letters, digits, '_', '.' or '-'; not the name "
+                                        "of another experiment (of the config, or made at run "
+                                        "time and kept, running or ended).")
+    strategy_a: Strategy | None = Field(None, description=(
+        "Arm a: \"cost_optimized\" (the configured routing; the default), \"quality_first\" "
+        "(λ 0) or an object of policy, cost_weight and models."))
+    strategy_b: Strategy | None = Field(None, description=(
+        "Arm b, as strategy_a (default \"quality_first\")."))
+    split: FiniteFloat | None = Field(None, description="B's share of the traffic, between 0 "
+                                                        "and 1, neither included (default "
+                                                        "0.5).")
+    arms: dict[StrictStr, dict[StrictStr, Any]] | None = Field(None, description=(
+        "Instead of the three above: arms as the config gives them, name: {weight, policy, "
+        "cost_weight, models}."))
+    tenants: list[StrictStr] | None = Field(None, description="Who takes part (default: every "
+                                                              "caller; default is requests "
+                                                              "without a tenant).")
+    min_n: StrictInt | None = Field(None, description="Scored decisions each arm needs before "
+                                                      "a winner is named (default 30).")
 
 
 class PromoteRequest(BaseModel):
@@ -277,9 +314,42 @@ async def status(request: Request, who: Annotated[Caller, Depends(caller)],
             summary="The configured experiments and how their arms do")
 async def experiments(request: Request) -> JSONResponse:
     gateway = get_service(request).gateway
-    names = list(gateway.settings.experiments)
-    reports = [await run_in_threadpool(gateway.experiment_report, n) for n in names]
-    return JSONResponse({"data": reports})
+    return JSONResponse({"data": await run_in_threadpool(gateway.experiment_reports)})
+
+
+@router.post("/v1/router/experiments", tags=["learning"], dependencies=ADMIN,
+             status_code=201, response_model=ExperimentReport,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": ExperimentCreate.model_json_schema()}}}},
+             responses={201: {"description": "The new experiment's report.",
+                              "content": {"application/json": {}}},
+                        **{code: {"model": ErrorResponse, "description": _WHY[code]}
+                           for code in (400, 401, 409, 503)}},
+             summary="Create an experiment at run time (kept across restarts and reloads)")
+async def create_experiment(request: Request) -> JSONResponse:
+    body = parse_body(ExperimentCreate, await request.body())
+    gateway = get_service(request).gateway
+
+    def create() -> dict[str, Any]:
+        made = gateway.create_ab_test(body.name, body.strategy_a, body.strategy_b, body.split,
+                                      arms=body.arms, tenants=body.tenants, min_n=body.min_n)
+        return gateway.experiment_report(made.name)
+
+    report = await run_in_threadpool(create)
+    return JSONResponse(report, status_code=201,
+                        headers={"Location": f"/v1/router/experiments/{body.name}"})
+
+
+@router.delete("/v1/router/experiments/{name}", tags=["learning"], dependencies=ADMIN,
+               response_model=ExperimentReport,
+               responses=_responses("The ended experiment's report (ended_at set).", 401, 404,
+                                    409, 503),
+               summary="End an experiment created at run time (its decisions and report "
+                       "stay)")
+async def end_experiment(name: str, request: Request) -> JSONResponse:
+    await no_body(request)
+    gateway = get_service(request).gateway
+    return JSONResponse(await run_in_threadpool(gateway.end_ab_test, name))
 
 
 @router.get("/v1/router/experiments/{name}", tags=["learning"], dependencies=ADMIN,

@@ -1,0 +1,128 @@
+"""Experiments created at run time over HTTP, on a real server on loopback: ``POST
+/v1/router/experiments`` answers 201 with the report, requests join it (the route door by its
+name, chat by session), its arm can be promoted, ``DELETE`` ends it keeping its report, a
+restart on the same data_dir keeps it with its decisions; bad bodies are 400s and taken names
+409s naming the field, and change nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.fakes.two_kinds import math_prompt
+from tests.integration.learning_env import chat, feedback, get, learning_server, post
+from tests.integration.published_schema import Published
+from tests.integration.servers import ThreadServer
+
+CONFIG = """tenants:
+  acme: {}
+experiments:
+  thrift:
+    tenants: [acme]
+    arms:
+      control: {}
+      thrifty: {cost_weight: 5}
+"""
+PATH = "/v1/router/experiments"
+
+
+def delete(server: ThreadServer, path: str) -> httpx.Response:
+    return httpx.delete(f"{server.base}{path}", timeout=30)
+
+
+def test_an_experiment_created_over_http_is_routed_promoted_ended_and_kept_across_a_restart(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        published = Published(get(server, "/openapi.json").json())
+        made = post(server, PATH, {"name": "quality-vs-cost", "split": 0.5, "min_n": 4})
+        report = published.valid("POST", PATH, made, status=201)
+        assert made.headers["location"] == f"{PATH}/quality-vs-cost"
+        assert (report["experiment"], report["split"], report["ended_at"]) == (
+            "quality-vs-cost", 0.5, None)
+        assert [(a["arm"], a["cost_weight"], a["decisions"]) for a in report["arms"]] == [
+            ("a", None, 0), ("b", 0.0, 0)]
+        other = post(server, PATH, {"name": "knn-arms", "tenants": ["acme"], "arms": {
+            "x": {}, "y": {"policy": "knn"}}})
+        assert other.status_code == 400 and other.json()["error"]["param"] == "tenants"
+        listed = get(server, PATH).json()["data"]
+        assert [e["experiment"] for e in listed] == ["thrift", "quality-vs-cost"]
+
+        routed = [post(server, "/v1/route", {"prompt": math_prompt(i),
+                                             "ab_test": "quality-vs-cost"}) for i in range(20)]
+        assert all(r.status_code == 200 for r in routed)
+        arms = {r.json()["arm"] for r in routed}
+        assert {r.json()["experiment"] for r in routed} == {"quality-vs-cost"}
+        assert arms == {"a", "b"}
+        decisions = []
+        for s in range(12):
+            headers, _ = chat(server, math_prompt(s), session=f"s-{s}")
+            assert headers["x-switchpoint-experiment"] == "quality-vs-cost"
+            decisions.append(headers["x-switchpoint-decision-id"])
+        for decision_id in decisions:
+            assert feedback(server, decision_id, success=True).status_code == 200
+        promoted = post(server, f"{PATH}/quality-vs-cost/promote", {"arm": "b"}).json()
+        assert (promoted["promoted"], promoted["promotion"]) == ("b", "chosen")
+        assert {chat(server, math_prompt(50 + s), session=f"n-{s}")[0]["x-switchpoint-arm"]
+                for s in range(4)} == {"b"}
+        ended = published.valid("DELETE", f"{PATH}/{{name}}", delete(
+            server, f"{PATH}/quality-vs-cost"))
+        assert ended["ended_at"] is not None and not ended["enabled"]
+        counted = sum(a["decisions"] for a in ended["arms"])
+        assert counted == 36 and sum(a["n"] for a in ended["arms"]) == 12
+        assert chat(server, math_prompt(99))[0].get("x-switchpoint-experiment") is None
+        # Another one, left running.
+        assert post(server, PATH, {"name": "cheap-first", "strategy_b": {
+            "cost_weight": 4}}).status_code == 201
+        # A configured one is ended in the config; an ended one not again; an unknown one is
+        # a 404.
+        refused = delete(server, f"{PATH}/thrift")
+        assert refused.status_code == 409 and "in the config" in refused.json()["error"][
+            "message"]
+        again = delete(server, f"{PATH}/quality-vs-cost")
+        assert again.status_code == 409 and "ended already" in again.json()["error"]["message"]
+        assert delete(server, f"{PATH}/nope").status_code == 404
+    # A restart on the same data_dir: both are there, the ended one with its decisions.
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        kept = get(server, f"{PATH}/quality-vs-cost").json()
+        assert kept["ended_at"] == ended["ended_at"]
+        assert sum(a["decisions"] for a in kept["arms"]) == counted
+        assert kept["promoted"] == "b"
+        running = get(server, f"{PATH}/cheap-first").json()
+        assert running["ended_at"] is None and running["arms"][1]["cost_weight"] == 4
+        assert [e["experiment"] for e in get(server, PATH).json()["data"]] == [
+            "thrift", "cheap-first", "quality-vs-cost"]
+        headers, _ = chat(server, math_prompt(1), session="later")
+        assert headers["x-switchpoint-experiment"] == "cheap-first"
+
+
+@pytest.mark.parametrize(("body", "status", "param"), [
+    ({"name": "x", "split": 0}, 400, "split"),
+    ({"name": "x", "split": 1.5}, 400, "split"),
+    ({"name": "x", "split": "half"}, 400, "split"),
+    ({"name": "x", "strategy_b": "fastest"}, 400, "strategy_b"),
+    ({"name": "x", "strategy_a": {"cost_weight": 1e9}}, 400, "strategy_a"),
+    ({"name": "x", "tenants": ["nobody"]}, 400, "tenants"),
+    ({"name": "x", "min_n": 0}, 400, "min_n"),
+    ({"name": "x", "arms": {"p": {}}}, 400, "arms"),
+    ({"name": "x", "arms": {"p": {}, "q": {}}, "strategy_a": "quality_first"}, 400, "arms"),
+    ({"name": "x", "colour": "red"}, 400, "colour"),
+    ({"name": "no way"}, 400, "name"),
+    ({"split": 0.5}, 400, "name"),
+    ({"name": "thrift"}, 409, "name"),
+    ({"name": "x", "tenants": ["acme"]}, 400, "tenants"),
+])
+def test_a_bad_experiment_body_is_refused_naming_the_field_and_nothing_is_made(
+        fake: FakeProviderProcess, tmp_path: Path, body: dict[str, Any], status: int,
+        param: str) -> None:
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        r = post(server, PATH, body)
+        assert r.status_code == status, r.text
+        error = r.json()["error"]
+        assert error["param"] == param, error
+        assert len(error["message"]) < 800
+        assert [e["experiment"] for e in get(server, PATH).json()["data"]] == ["thrift"]
+        assert not post(server, "/v1/route", {"prompt": "hi"}).json().get("experiment")
