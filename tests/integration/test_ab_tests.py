@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from switchpoint.config import Settings
+from switchpoint.config import Settings, load_settings
 from switchpoint.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from switchpoint.gateway import Gateway
 from switchpoint.gateway.ab_tests import ABTest
@@ -162,6 +162,11 @@ def test_a_run_time_experiment_survives_a_restart_and_a_reload_and_a_reload_nami
         assert gateway.experiment_report("kept")["ended_at"] is None
         assert list(gateway.settings.experiments) == ["thrift", "kept"]
         assert _rows(gateway)[:2] == [("kept", None), ("after", _rows(gateway)[1][1])]
+    # A start on a config listing an experiment of its name is refused the same way.
+    path.write_text(text + "  kept:\n    arms: {p: {}, q: {cost_weight: 1}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="created at run time") as at_start:
+        _gateway(load_settings(path, environ={}))
+    assert at_start.value.key == "experiments.kept"
 
 
 @pytest.mark.parametrize(("kwargs", "field", "says"), [

@@ -69,6 +69,7 @@ EXPECTED_OUTPUT = [
     ('"cost_weight": 0.7', '"selected_model"'),
     ('"prefer_healthy": true', '"selected_model"'),
     ("tmp/vector.json", '"embedding_ms":0.0'),
+    ("gateway.create_ab_test(", "True 1"),
     ("--success --url", "replaced an earlier outcome"),
     ("switchpoint learn --export tmp/learned-weights", "'events': 2"),
 ]
