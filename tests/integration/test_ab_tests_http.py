@@ -17,16 +17,8 @@ from tests.fakes.two_kinds import math_prompt
 from tests.integration.learning_env import chat, feedback, get, learning_server, post
 from tests.integration.published_schema import Published
 from tests.integration.servers import ThreadServer
+from tests.integration.test_ab_tests import CONFIG
 
-CONFIG = """tenants:
-  acme: {}
-experiments:
-  thrift:
-    tenants: [acme]
-    arms:
-      control: {}
-      thrifty: {cost_weight: 5}
-"""
 PATH = "/v1/router/experiments"
 
 
