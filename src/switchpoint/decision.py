@@ -141,12 +141,14 @@ class RoutingDecision:
     @property
     def overrides_scores(self) -> bool:
         """The selected model is not the one the scores rank first: an escalation, exploration
-        or a tenant's memory chose it deliberately (the gateway tries it first)."""
+        or a tenant's memory chose it deliberately (the gateway tries it first). Scores that
+        tie rank in the order ``all_scores`` lists them (the router's choice first), so a
+        model chosen over another of the same score overrides it too."""
         if not self.all_scores:
             return False
-        best = min(self.all_scores, key=lambda m: self.all_scores[m])
-        return self.selected_model != best and (
-            self.all_scores.get(self.selected_model, math.inf) > self.all_scores[best])
+        position = {m: i for i, m in enumerate(self.all_scores)}
+        first = min(self.all_scores, key=lambda m: (self.all_scores[m], position[m]))
+        return self.selected_model != first
 
     def reselected(self, model: str, fallbacks: Sequence[str], note: str) -> RoutingDecision:
         """This decision with ``model``, one of its candidates, chosen instead: its expected

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
+import openai
 import pytest
 
 from switchpoint.errors import InvalidInputError
@@ -146,6 +147,35 @@ def test_exploration_sends_auto_elsewhere_but_never_a_named_model(
         one = post(server, "/v1/route", {"prompt": math_prompt(61),
                                          "available_models": ["runner"]}).json()
         assert (one["selected_model"], one["source"]) == ("runner", "router")
+
+
+TWINS = """  - {name: twin-a, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 2,
+     output_per_mtok: 2, tier: simple}
+  - {name: twin-b, base_url: "{base}", api_key_env: FAKE_KEY, input_per_mtok: 2,
+     output_per_mtok: 2, tier: simple}
+"""
+
+
+def test_exploration_between_models_of_one_score_is_answered_by_the_explored_one(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # Two models without a profile, of one tier and one price, score alike: the explored one
+    # must answer (it was sent to the router's choice, while the decision named the other).
+    extra = "learning: {exploration: 1.0, seed: 7}\n"
+    with learning_server(fake, tmp_path, extra, more_models=TWINS) as server:
+        client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="sk-anything",
+                               max_retries=0, timeout=15)
+        raw = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": math_prompt(3)}],
+            extra_headers={"x-switchpoint-models": "twin-a,twin-b"})
+        headers, reply = raw.headers, raw.parse()
+        assert headers["x-switchpoint-source"] == "exploration"
+        explored = headers["x-switchpoint-routed-model"]
+        assert f"Exploring: sent to {explored}" in unquote(headers["x-switchpoint-reasoning"])
+        assert reply.model == headers["x-switchpoint-model"] == explored
+        entry = get(server, "/v1/router/requests").json()["data"][0]
+        assert entry["models_tried"] == [explored]
+        body = feedback(server, headers["x-switchpoint-decision-id"], score=0.5).json()
+        assert body["model"] == explored
 
 
 def test_an_arms_reasoning_says_when_the_request_overrode_its_cost_weight(
