@@ -174,10 +174,13 @@ def test_ab_test_names_the_experiment_the_request_is_routed_in(experimenting: Ga
 
 
 @pytest.mark.parametrize(("tenant", "name", "says"), [
-    (None, "nope", 'no experiment "nope" is configured or was created at run time; there are: '
-                   "thrift, later, paused"),
+    (None, "nope", 'no experiment "nope" takes tenant "default"\'s requests, which take part '
+                   'in experiment "thrift"'),
     (None, "paused", "disabled"),
-    (None, "later", 'does not take tenant "default"'),
+    (None, "later", 'no experiment "later" takes tenant "default"\'s requests, which take '
+                    'part in experiment "thrift"'),
+    ("globex", "thrift", 'no experiment "thrift" takes tenant "globex"\'s requests, which take '
+                         'part in experiment "later"'),
     ("acme", "later", 'take part in experiment "thrift", listed before "later"'),
     (None, 3, "must be the name of an experiment"),
 ])

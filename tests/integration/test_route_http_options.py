@@ -187,3 +187,31 @@ def test_answers_with_options_validate_against_the_published_schema(
         "prompt": math_prompt(3), "prefer_healthy": True, "auto_scale": True,
         "estimate_tokens": [500, 200], "ab_test": "thrift"}))
     assert answer["selected_model"] != "strong" and answer["experiment"] == "thrift"
+
+
+def test_a_key_naming_another_tenants_experiment_learns_nothing_of_it(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    # globex's key names acme's experiment (and one that does not exist): both are refused
+    # alike, naming globex's own experiment only, never acme's experiment, nor acme.
+    admin = "a" * 32
+    extra = ("auth: keys\nadmin_token_env: ADMIN_TOKEN\ntenants:\n  acme: {}\n  globex: {}\n"
+             "experiments:\n  secret-plan:\n    tenants: [acme]\n"
+             "    arms: {a: {}, b: {cost_weight: 2}}\n"
+             "  open-trial:\n    tenants: [globex]\n    arms: {a: {}, b: {cost_weight: 2}}\n")
+    with learning_server(fake, tmp_path, extra, environ={"ADMIN_TOKEN": admin}) as server:
+        key = post(server, "/v1/router/keys", {"tenant": "globex"}, key=admin).json()["key"]
+        messages = []
+        for name in ("secret-plan", "no-such-plan"):
+            r = post(server, "/v1/route", {"prompt": math_prompt(1), "ab_test": name}, key=key)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["param"] == "ab_test"
+            assert "open-trial" in error["message"]
+            assert "secret-plan" not in error["message"].replace(f'"{name}"', "")
+            assert "acme" not in error["message"]
+            messages.append(error["message"].replace(name, "NAME"))
+        assert messages[0] == messages[1]
+        assert _gateway(server).stats()["total"] == 0
+        named = post(server, "/v1/route", {"prompt": math_prompt(1), "ab_test": "open-trial"},
+                     key=key)
+        assert named.status_code == 200 and named.json()["experiment"] == "open-trial"

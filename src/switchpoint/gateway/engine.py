@@ -556,7 +556,7 @@ class Gateway:
             ab_test = self.ab_tests.current(ab_test)
         if ab_test is not None:
             ab_test = check_experiment(settings, ab_test, check_tenant(who.tenant), "ab_test",
-                                       {n: t for n, (_, t) in self.ab_tests.ended.items()})
+                                       self.ab_tests.ended)
         policy = self._policy(settings, who.tenant, who.key_id)
         assignment = self._assign(live, who.tenant, uuid.uuid4().hex)
         if cost_weight is None and assignment is not None:

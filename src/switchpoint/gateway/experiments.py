@@ -80,47 +80,48 @@ CREATE_HINT = "create one at run time (Gateway.create_ab_test, POST /v1/router/e
 
 
 def check_experiment(settings: Settings, name: object, tenant: str, field: str,
-                     ended: Mapping[str, float] | None = None) -> str:
+                     ended: Mapping[str, tuple[ExperimentConfig, float]] | None = None) -> str:
     """``name`` as the experiment a request of ``tenant`` takes part in (:func:`joined`);
     else an :class:`~switchpoint.errors.InvalidInputError` naming ``field``, saying why it is
-    not (not configured nor created at run time, ended, disabled, not taking the tenant,
-    another taking it first) and what to do. ``ended``: the experiments created at run time
-    and since ended, with when."""
+    not (not one of the tenant's, ended, disabled, another taking it first) and what to do.
+    An experiment that does not take the tenant is refused as one that does not exist, and
+    only the tenant's own experiments are named: a tenant's caller learns nothing of
+    another's. ``ended``: the experiments created at run time and since ended, with when."""
     expect(field, name, str, "the name of an experiment of the config (experiments:) or of "
                              "one created at run time")
     assert isinstance(name, str)
     experiment = settings.experiments.get(name)
     shown = json_quoted(name, 100)
+    whose = f"tenant {json_quoted(tenant, 100)}'s requests"
+    first = joined(settings, tenant)
     if experiment is None and ended and name in ended:
-        raise InvalidInputError(field, f"experiment {shown}, created at run time, ended at "
-                                       f"{when(ended[name])}, so it takes no traffic; "
-                                       f"{CREATE_HINT} under another name")
-    if experiment is None:
-        raise InvalidInputError(field, f"no experiment {shown} is configured or was created at "
-                                       "run time; there are: "
-                                       f"{', '.join(settings.experiments) or 'none'} (add one "
-                                       f"under experiments: in the config, or {CREATE_HINT})")
-    made = experiment.created_at is not None
+        gone, at = ended[name]
+        if gone.tenants is None or tenant in gone.tenants:
+            raise InvalidInputError(field, f"experiment {shown}, created at run time, ended at "
+                                           f"{when(at)}, so it takes no traffic; "
+                                           f"{CREATE_HINT} under another name")
+    if experiment is None or (experiment.tenants is not None
+                              and tenant not in experiment.tenants):
+        if first is None:
+            raise InvalidInputError(field, f"no experiment {shown} takes {whose}, which take "
+                                           "part in none; leave it out, or add an experiment "
+                                           "that holds the tenant under experiments: in the "
+                                           f"config, or {CREATE_HINT}")
+        raise InvalidInputError(field, f"no experiment {shown} takes {whose}, which take part "
+                                       f"in experiment {json_quoted(first, 100)}; name that "
+                                       "one, or leave it out")
     if not experiment.enabled:
         raise InvalidInputError(field, f"experiment {shown} is disabled (enabled: false), so "
                                        "it takes no traffic; enable it in the config")
-    if experiment.tenants is not None and tenant not in experiment.tenants:
-        fix = ("end it and create it again with the tenant among its tenants" if made
-               else "add the tenant to this one's in the config")
-        raise InvalidInputError(field, f"experiment {shown} does not take tenant "
-                                       f"{json_quoted(tenant, 100)}'s requests (its tenants: "
-                                       f"{', '.join(experiment.tenants)}); name that tenant's "
-                                       f"experiment, or {fix}")
-    first = joined(settings, tenant)
     if first != name:
         taken = json_quoted(first, 100)
-        fix = ("change the order or the tenants in the config" if not made
+        fix = ("change the order or the tenants in the config" if experiment.created_at is None
                else "give the experiments tenants of their own (those created at run time "
                     "come after the config's, in the order they were made)")
-        raise InvalidInputError(field, f"tenant {json_quoted(tenant, 100)}'s requests take part "
-                                       f"in experiment {taken}, listed before {shown} (a "
-                                       "request joins the first enabled experiment that holds "
-                                       f"its tenant); name {taken}, or {fix}")
+        raise InvalidInputError(field, f"{whose} take part in experiment {taken}, listed "
+                                       f"before {shown} (a request joins the first enabled "
+                                       f"experiment that holds its tenant); name {taken}, or "
+                                       f"{fix}")
     return name
 
 
