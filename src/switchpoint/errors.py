@@ -686,14 +686,17 @@ class AuthError(ProviderError):
 
 
 class MissingApiKey(AuthError):
-    """The environment variable that should hold the model's API key is not set. Nothing was
-    sent upstream: the configuration is at fault, not the model's health."""
+    """The environment variable that should hold the model's API key is not set, or holds a
+    key no request header can carry (``problem`` says why). Nothing was sent upstream: the
+    configuration is at fault, not the model's health."""
 
     kind = "missing_api_key"
     _counts_against_health = False
 
-    def __init__(self, env_var: str, *, model: str | None = None) -> None:
+    def __init__(self, env_var: str, *, model: str | None = None,
+                 problem: str | None = None) -> None:
         super().__init__(
+            f"the API key variable {env_var} {problem}" if problem is not None else
             f"the API key variable {env_var} is not set; export {env_var}=<key> or point the "
             "model's api_key_env at the variable that holds it",
             model=model)

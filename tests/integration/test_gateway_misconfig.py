@@ -347,3 +347,50 @@ def test_a_key_sent_over_plain_http_beyond_this_machine_is_warned_about(tmp_path
             settings, loader=FACTORY, env={}, store=False):
         pass
     assert not any("plain http" in w for w in warnings)
+
+
+def test_a_key_no_header_can_carry_fails_over_and_is_named_without_its_value(
+        tmp_path: Path, mis_fake: FakeProviderProcess) -> None:
+    # A key pasted with a typographic character, or holding a line break, made every call to
+    # its model a 500 internal_error (the request neither failed over nor was logged); one
+    # line break inside it wrote a header of the key's second line upstream. A secret file's
+    # last newline is only whitespace around the key.
+    mis_fake.reset()
+    base = mis_fake.openai_base_url
+    priced = "input_per_mtok: 1, output_per_mtok: 2"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(f"""models:
+  - {{name: pasted, profile: gpt-4-1106-preview, base_url: "{base}",
+     api_key_env: SP_PASTED_KEY, {priced}, fallbacks: [split, newline]}}
+  - {{name: split, profile: claude-v2, base_url: "{base}", api_key_env: SP_SPLIT_KEY,
+     {priced}}}
+  - {{name: newline, profile: gpt-3.5-turbo-1106, base_url: "{base}",
+     api_key_env: SP_NEWLINE_KEY, {priced}}}
+data_dir: {tmp_path / "data"}
+""", encoding="utf-8")
+    env = {"SP_PASTED_KEY": "sk-\u201cpasted-secret\u201d",
+           "SP_SPLIT_KEY": "sk-split-secret\r\nX-Injected: second-secret",
+           "SP_NEWLINE_KEY": "sk-newline-secret\n"}
+    settings = load_settings(config, environ={})
+    with gateway_warnings() as warnings, \
+            thread_server(create_app(settings, loader=FACTORY, provider_env=env)) as server:
+        raw = client(server).chat.completions.with_raw_response.create(
+            model="pasted", messages=user())
+        assert raw.parse().model == "newline"
+        entry = log_entry(server, raw.headers["x-switchpoint-request-id"])
+    assert [(a["model"], a["outcome"]) for a in entry["attempts"]] == [
+        ("pasted", "missing_api_key"), ("split", "missing_api_key"), ("newline", "ok")]
+    errors = [a["error"] for a in entry["attempts"][:2]]
+    assert "SP_PASTED_KEY holds U+201C (character 4), which a request header cannot " \
+           "carry" in errors[0]
+    assert "SP_SPLIT_KEY holds U+000D (character 16)" in errors[1]
+    assert [w for w in warnings if "SP_SPLIT_KEY" in w] == [
+        "model split: its API key variable SP_SPLIT_KEY holds U+000D (character 16), which a "
+        "request header cannot carry: an API key is visible ASCII; export the key as its "
+        "provider issued it; calls to it fail with missing_api_key until you export "
+        "SP_SPLIT_KEY"]
+    sent = mis_fake.requests()
+    assert [r["headers"].get("authorization") for r in sent] == ["Bearer sk-newline-secret"]
+    assert "x-injected" not in sent[0]["headers"]
+    shown = str(entry) + " ".join(warnings)
+    assert "secret" not in shown

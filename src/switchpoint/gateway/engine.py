@@ -118,6 +118,7 @@ from switchpoint.gateway.preferences import (
     shuffled_labels,
 )
 from switchpoint.gateway.providers import ClientPool, Provider, ProviderRegistry, Timeouts
+from switchpoint.gateway.providers.openai import api_key_problem
 from switchpoint.gateway.redact import redact, remember
 from switchpoint.gateway.results import CallInfo, ChatCompletion, ChatCompletionChunk, ChatStream
 from switchpoint.gateway.sessions import (
@@ -2318,12 +2319,16 @@ def misconfigurations(settings: Settings, env: Mapping[str, str], *,
     found: list[tuple[str, str]] = []
     for card in catalog.cards:
         var = api_key_env_of(card)
-        if var is None or env.get(var) or card.name in skip or card.provider in skip:
+        if var is None or card.name in skip or card.provider in skip:
+            continue
+        key = env.get(var, "").strip()
+        problem = "is not set" if not key else api_key_problem(key)
+        if problem is None:
             continue
         origin = ("" if card.api_key_env else
                   f" (provider {card.provider}'s default; name another with api_key_env)")
         found.append((f"key\0{card.name}\0{var}",
-                      f"model {card.name}: its API key variable {var}{origin} is not set; "
+                      f"model {card.name}: its API key variable {var}{origin} {problem}; "
                       f"calls to it fail with missing_api_key until you export {var}"))
     for card in catalog.cards:
         var = api_key_env_of(card)

@@ -55,19 +55,40 @@ DEFAULT_BASE_URL = KNOWN_PROVIDERS["openai"].base_url
 
 
 def api_key(card: ModelCard, env: Mapping[str, str]) -> str | None:
-    """The card's key from ``env``; ``None`` when the card needs none (see
+    """The card's key from ``env``, without the whitespace around it (a secret file's last
+    newline); ``None`` when the card needs none (see
     :func:`~switchpoint.known_providers.api_key_env_of`).
 
-    Raises :class:`MissingApiKey` (naming the variable) when the variable is unset or empty.
+    Raises :class:`MissingApiKey` (naming the variable) when the variable is unset or empty,
+    or holds a key no request header can carry (:func:`api_key_problem`).
     """
     var = api_key_env_of(card)
     if var is None:
         return None
-    key = env.get(var)
+    raw = env.get(var)
+    if raw:
+        remember(raw)  # never quoted back from an upstream's answer
+    key = (raw or "").strip()
     if not key:
         raise MissingApiKey(var, model=card.name)
-    remember(key)  # never quoted back from an upstream's answer
+    problem = api_key_problem(key)
+    if problem is not None:
+        raise MissingApiKey(var, model=card.name, problem=problem)
+    remember(key)
     return key
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` (without the whitespace around it) cannot be sent in a request header, or
+    None. A header carries visible ASCII: a character beyond it could not be sent at all (the
+    call failed inside the gateway), and a line break would end the header and start another.
+    Says where, never what the key holds."""
+    for i, char in enumerate(key):
+        if not "!" <= char <= "~":
+            shown = "a space" if char == " " else f"U+{ord(char):04X}"
+            return (f"holds {shown} (character {i + 1}), which a request header cannot carry: "
+                    "an API key is visible ASCII; export the key as its provider issued it")
+    return None
 
 
 def target_url(card: ModelCard, default: str | None = None) -> str:
