@@ -290,6 +290,19 @@ def unprintable(text: str) -> tuple[int, str] | None:
     return None
 
 
+def header_value_problem(text: str) -> str | None:
+    """Why ``text`` (without the whitespace around it) cannot be sent as a request header's
+    value, or None. A header carries printable ASCII: a character beyond it cannot be sent at
+    all (HTTP clients refuse it, or send bytes a server reads otherwise), and a line break
+    would end the header and start another. Says which character and where, never what the
+    text holds, so a credential can be checked without being shown."""
+    for i, char in enumerate(text):
+        if not " " <= char <= "~":
+            return (f"holds U+{ord(char):04X} (character {i + 1}), which a request header "
+                    "cannot carry")
+    return None
+
+
 def printed_name_problem(model: str) -> str | None:
     """Why ``model`` cannot name a model in routing records or a weights package, or None
     when it can: its name shows as itself (see :func:`unprintable`), since the router answers

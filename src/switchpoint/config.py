@@ -71,7 +71,14 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from switchpoint._files import path_problem, unnameable
-from switchpoint._messages import cut, key_path, listed_names, quoted, quoted_path
+from switchpoint._messages import (
+    cut,
+    header_value_problem,
+    key_path,
+    listed_names,
+    quoted,
+    quoted_path,
+)
 from switchpoint._messages import reason as describe
 from switchpoint._numbers import Boolean, Integer, Real, boolean_text
 from switchpoint.catalog import (
@@ -673,6 +680,11 @@ def _admin_token(env: Mapping[str, str], name: str) -> tuple[str | None, str | N
     if len(token) < MIN_ADMIN_TOKEN:
         return None, (f"${name} holds a token of {len(token)} characters; use at least "
                       f"{MIN_ADMIN_TOKEN} (e.g. the output of `openssl rand -hex 24`)")
+    problem = header_value_problem(token)
+    if problem is not None:
+        # (a caller's Authorization header could never match it: no one could use the routes)
+        return None, (f"${name} {problem}: the token travels in the Authorization header, so "
+                      "it is printable ASCII (e.g. the output of `openssl rand -hex 24`)")
     return token, None
 
 

@@ -99,6 +99,30 @@ def test_a_short_admin_token_is_refused_before_serving(
                          environ={"SP_T": "x" * 16}).admin_token == "x" * 16
 
 
+def test_an_admin_token_no_header_can_carry_is_refused_before_serving(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A passphrase with an accent was taken as the token, and no caller's Authorization
+    # header could ever match it (a client sends it as UTF-8, the server reads Latin-1): the
+    # admin routes, key making and reloads among them, were shut for good.
+    token = "contrase\u00f1a-muy-larga-secreta"
+    settings = load_settings(None, overrides={"admin_token_env": "SP_T"},
+                             environ={"SP_T": token})
+    assert settings.admin_token is None
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text("admin_token_env: SP_T\n", encoding="utf-8")
+    monkeypatch.setenv("SP_T", token)
+    assert main(["serve", "--config", str(config), "--port", "0", "--data-dir",
+                 str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert ("admin_token_env: $SP_T holds U+00F1 (character 9), which a request header "
+            "cannot carry") in err, err
+    assert "secreta" not in err and not (tmp_path / "data").exists()
+    spaced = "correct horse battery staple"  # (a passphrase of ASCII words is a token)
+    assert load_settings(None, overrides={"admin_token_env": "SP_T"},
+                         environ={"SP_T": spaced}).admin_token == spaced
+
+
 # Binding beyond loopback ---------------------------------------------------------------------
 
 

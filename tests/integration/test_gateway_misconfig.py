@@ -386,7 +386,7 @@ data_dir: {tmp_path / "data"}
     assert "SP_SPLIT_KEY holds U+000D (character 16)" in errors[1]
     assert [w for w in warnings if "SP_SPLIT_KEY" in w] == [
         "model split: its API key variable SP_SPLIT_KEY holds U+000D (character 16), which a "
-        "request header cannot carry: an API key is visible ASCII; export the key as its "
+        "request header cannot carry: an API key is printable ASCII; export the key as its "
         "provider issued it; calls to it fail with missing_api_key until you export "
         "SP_SPLIT_KEY"]
     sent = mis_fake.requests()

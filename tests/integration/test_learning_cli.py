@@ -210,6 +210,9 @@ def test_feedback_to_a_url_without_http_says_to_add_it(
     assert "e.g. http://127.0.0.1:8080" in err and "cannot reach" not in err
 
 
+POSTED: list[str] = []  # (the paths NotTheService was sent, in order)
+
+
 class NotTheService(http.server.BaseHTTPRequestHandler):
     """Something else listening where --url points: its answer is named by the path."""
 
@@ -218,6 +221,7 @@ class NotTheService(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
+        POSTED.append(self.path)
         kind = self.path.split("/")[1]
         status, body = {
             "string-error": (500, b'{"error": "boom"}'),
@@ -290,6 +294,25 @@ def test_feedback_to_a_url_that_is_not_the_service_says_so(
         out, err = capsys.readouterr()
         assert err.startswith("switchpoint: error: ") and needle in err, err[:1000]
         assert "Traceback" not in err and len(err) < 1500 and out == ""
+
+
+@pytest.mark.parametrize("key", ["sp-0123456789_caf\u00e9-secret", "sp-one\nX-Two: secret",
+                                 "sp-tab\tsecret"])
+@pytest.mark.parametrize("source", ["--api-key", "$SWITCHPOINT_API_KEY"])
+def test_feedback_with_a_key_no_header_can_carry_is_refused_naming_where_it_came_from(
+        not_the_service: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, key: str, source: str) -> None:
+    # A key of a character beyond ASCII was a UnicodeEncodeError's traceback.
+    given = ["--api-key", key] if source == "--api-key" else []
+    if source != "--api-key":
+        monkeypatch.setenv("SWITCHPOINT_API_KEY", key)
+    sent = len(POSTED)
+    assert main(["feedback", "abc", "--success", "--url", f"{not_the_service}/a-list",
+                 *given]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"switchpoint: error: {source}: the key holds U+"), err
+    assert "which a request header cannot carry" in err and "secret" not in err
+    assert "Traceback" not in err and out == "" and len(POSTED) == sent
 
 
 def test_feedback_to_a_url_prints_what_it_answered_escaped(

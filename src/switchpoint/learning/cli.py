@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from switchpoint._json import loads
-from switchpoint._messages import cut, printable, quoted, quoted_path
+from switchpoint._messages import cut, header_value_problem, printable, quoted, quoted_path
 from switchpoint._numbers import TOO_SMALL, number_text, real_number, too_small
 from switchpoint.catalog import MAX_ANSWER_COST
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
@@ -161,7 +161,12 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
     if args.tenant is not None:
         raise InvalidInputError("tenant", "--tenant applies without --url; over HTTP the "
                                           "client key (--api-key) says whose decision it is")
-    key = args.api_key or os.environ.get("SWITCHPOINT_API_KEY")
+    source = "--api-key" if args.api_key else "$SWITCHPOINT_API_KEY"
+    key = (args.api_key or os.environ.get("SWITCHPOINT_API_KEY") or "").strip()
+    problem = header_value_problem(key)
+    if problem is not None:
+        raise InvalidInputError(source, f"the key {problem}: a client key (sp-...) or the admin "
+                                        "token is printable ASCII; give it as it was printed")
     headers = {"authorization": f"Bearer {key}"} if key else {}
     url = args.url.rstrip("/") + "/v1/feedback"
     try:

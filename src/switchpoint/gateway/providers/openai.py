@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from switchpoint._messages import cut
+from switchpoint._messages import cut, header_value_problem
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     BadRequest,
@@ -79,16 +79,12 @@ def api_key(card: ModelCard, env: Mapping[str, str]) -> str | None:
 
 
 def api_key_problem(key: str) -> str | None:
-    """Why ``key`` (without the whitespace around it) cannot be sent in a request header, or
-    None. A header carries visible ASCII: a character beyond it could not be sent at all (the
-    call failed inside the gateway), and a line break would end the header and start another.
-    Says where, never what the key holds."""
-    for i, char in enumerate(key):
-        if not "!" <= char <= "~":
-            shown = "a space" if char == " " else f"U+{ord(char):04X}"
-            return (f"holds {shown} (character {i + 1}), which a request header cannot carry: "
-                    "an API key is visible ASCII; export the key as its provider issued it")
-    return None
+    """Why ``key`` (without the whitespace around it) cannot be sent to a provider, or None:
+    :func:`~switchpoint._messages.header_value_problem`, with what to do."""
+    problem = header_value_problem(key)
+    if problem is None:
+        return None
+    return f"{problem}: an API key is printable ASCII; export the key as its provider issued it"
 
 
 def target_url(card: ModelCard, default: str | None = None) -> str:
