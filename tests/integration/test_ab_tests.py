@@ -223,3 +223,24 @@ def test_a_name_made_at_run_time_is_taken_and_the_experiments_are_bounded(
         gateway.create_ab_test("two", tenants=["default"])
     assert full.value.param == "name"
     assert [r[0] for r in _rows(gateway)] == ["one"]
+
+
+def test_another_tenants_experiment_running_or_ended_is_refused_as_one_that_does_not_exist(
+        gateway: Gateway) -> None:
+    """A tenant naming a run-time experiment of another tenant learns neither that it exists
+    nor that it ended: the refusal reads as for a name never made."""
+    gateway.create_ab_test("home-only", tenants=["default"], split=0.5)
+    never = "no experiment \"never-made\" takes tenant \"globex\"'s requests"
+    with pytest.raises(InvalidInputError) as unknown:
+        gateway.route(math_prompt(3), tenant="globex", ab_test="never-made")
+    assert never in str(unknown.value)
+    for ended in (False, True):
+        if ended:
+            gateway.end_ab_test("home-only")
+        with pytest.raises(InvalidInputError) as refused:
+            gateway.route(math_prompt(3), tenant="globex", ab_test="home-only")
+        message = str(refused.value)
+        assert "no experiment \"home-only\" takes tenant \"globex\"'s requests" in message
+        assert "default" not in message and "ended" not in message
+    with pytest.raises(InvalidInputError, match="ended at"):
+        gateway.route(math_prompt(3), ab_test="home-only")
