@@ -170,7 +170,7 @@ def _prompt_from_stdin() -> str:
 def cmd_route(args: argparse.Namespace) -> int:
     from switchpoint.decision import check_cost_weight
     from switchpoint.embedding import check_prompt, warm_up
-    from switchpoint.router import load_router
+    from switchpoint.router import bounded_batch, load_router
 
     if args.input is not None and args.prompt is not None:
         _fail("route: give either a PROMPT or --input, not both")
@@ -186,6 +186,8 @@ def cmd_route(args: argparse.Namespace) -> int:
         _parse_float(v, "--cost-weights") for v in args.cost_weights.split(",") if v.strip()]
     if weights is not None and not weights:
         _fail("--cost-weights: give a comma-separated list such as 0,0.1,1,10")
+    if weights is not None:
+        bounded_batch(weights, "--cost-weights", "cost weight")  # each prompt takes them all
     lam = None if args.cost_weight is None else check_cost_weight(
         _parse_float(args.cost_weight, "--cost-weight"), "--cost-weight")
     for w in weights or []:
@@ -323,6 +325,7 @@ def _route_file(router: Any, source: str, rows: list[dict[str, Any]], output: Pa
     ``output`` (atomically) or stdout."""
     from switchpoint.embedding import check_embedding, check_prompt, warm_up
     from switchpoint.errors import InvalidInputError
+    from switchpoint.router import MAX_BATCH
 
     # Validate everything before routing anything, so a bad line writes nothing.
     for row in rows:
@@ -342,8 +345,10 @@ def _route_file(router: Any, source: str, rows: list[dict[str, Any]], output: Pa
     stage = f"routing {plural(len(rows), 'prompt')}" + (
         f" at {len(weights)} cost weights" if len(weights) > 1 else "")
     feedback(stage, 0, len(rows))
-    for start in range(0, len(rows), PROGRESS_CHUNK):
-        chunk = rows[start : start + PROGRESS_CHUNK]
+    # A call of the router makes at most MAX_BATCH decisions, one per prompt and cost weight.
+    step = max(1, min(PROGRESS_CHUNK, MAX_BATCH // len(weights)))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
         groups: dict[str, list[dict[str, Any]]] = {"prompt": [], "embedding": []}
         for row in chunk:
             groups["prompt" if "prompt" in row else "embedding"].append(row)

@@ -16,8 +16,9 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -65,6 +66,45 @@ from switchpoint.weights import (
     bundled_policies,
     load_weights,
 )
+
+#: The most decisions one :meth:`Router.route_batch` call makes (its prompts or embeddings
+#: times its cost weights), and the most prompts or embeddings one :meth:`Router.estimates` or
+#: :meth:`Router.analyze_routing_distribution` call takes. Each decision is some kilobytes
+#: (every candidate's score, error and cost, its reasoning, what is kept for its feedback):
+#: 10,000 take about 100 MB and two seconds on one core from vectors, under a minute when the
+#: embedding model reads the prompts too, where 200,000 took 1.8 GB and half a minute. An
+#: evaluation set or a day's sample fits in one call; a larger set is routed in calls of this
+#: many, as ``switchpoint route --input`` routes a file of any length.
+MAX_BATCH = 10_000
+
+_Row = TypeVar("_Row")
+
+
+def bounded_batch(values: Iterable[_Row], field_name: str, noun: str,
+                  per_row: int = 1) -> list[_Row]:
+    """``values`` as a list of at most :data:`MAX_BATCH` // ``per_row`` items (``per_row``:
+    the decisions made for each, one per cost weight), else an :class:`InvalidInputError`
+    naming ``field_name`` with the count (``noun``: what an item is) and saying to split the
+    batch; never more than one item over the bound is read from an iterator."""
+    most = MAX_BATCH // max(1, per_row)
+    count: int | None
+    try:
+        count = len(values)  # type: ignore[arg-type]
+    except Exception:  # an iterator (or a __len__ that raises): counted as it is read
+        count = None
+    if count is None or count <= most:
+        rows = list(islice(values, most + 1))
+        if len(rows) <= most:
+            return rows
+    held = f"{count:,}" if count is not None else f"more than {most:,}"
+    if per_row == 1:
+        over = f"over the {MAX_BATCH:,} one call takes"
+    else:
+        made = f"{count * per_row:,}" if count is not None else f"more than {MAX_BATCH:,}"
+        over = (f"which at {per_row:,} cost weights each make {made} decisions, over the "
+                f"{MAX_BATCH:,} one call makes")
+    raise InvalidInputError(field_name, f"holds {held} {noun}s, {over}; split the batch into "
+                                        f"calls of {most:,} {noun}s or fewer")
 
 
 def check_route_input(prompt: object, embedding: object) -> None:
@@ -395,6 +435,10 @@ class Router(RemadeOnLoad):
 
         With ``cost_weights`` the whole batch is decided once per λ (embedded once) and the result
         is row-major: all prompts for the first λ, then all for the second, and so on.
+
+        One call makes at most :data:`MAX_BATCH` (10,000) decisions, prompts times cost
+        weights; a bigger batch is refused, naming ``prompts`` (or ``embeddings``,
+        ``cost_weights``) and the count, before anything is embedded: route it in parts.
         """
         t0 = time.perf_counter()
         tenant_key = check_tenant(tenant)
@@ -406,12 +450,14 @@ class Router(RemadeOnLoad):
                 raise InvalidInputError(
                     "cost_weights", "must be a list of numbers >= 0, in the order the results "
                     f"come in, got {type(cost_weights).__name__}")
-            lams = [check_cost_weight(v, f"cost_weights[{i}]") for i, v in enumerate(cost_weights)]
+            lams = [check_cost_weight(v, f"cost_weights[{i}]") for i, v in enumerate(
+                bounded_batch(cost_weights, "cost_weights", "cost weight"))]
             if not lams:
                 raise InvalidInputError("cost_weights", "is empty; give at least one λ, or omit "
                                                         "it to route at the router's own")
         mask = self._candidates(available_models)
-        inputs, embedding_ms = self.prepare(prompts, embeddings, tenant=tenant_key)
+        inputs, embedding_ms = self.prepare(prompts, embeddings, tenant=tenant_key,
+                                            per_row=len(lams))
         n = len(inputs)
         if n == 0:
             return []
@@ -441,7 +487,7 @@ class Router(RemadeOnLoad):
         """What routing decides from, for a batch of prompts (or embeddings): each catalog
         model's expected error, cost, support and standard error (columns in :attr:`models`),
         with what ``tenant``'s outcomes taught. For analysis and evaluation; nothing is
-        remembered or counted."""
+        remembered or counted. At most :data:`MAX_BATCH` (10,000) prompts a call."""
         inputs, _ = self.prepare(prompts, embeddings, tenant=tenant)
         return self._estimates(inputs, check_tenant(tenant))
 
@@ -455,9 +501,12 @@ class Router(RemadeOnLoad):
         embeddings: Sequence[Sequence[float]] | np.ndarray | None = None,
         *,
         tenant: str | None = None,
+        per_row: int = 1,
     ) -> tuple[Inputs, float]:
         """Validate a batch and embed it (if the policy needs vectors), for ``tenant`` (whose
-        cached vectors alone it may reuse; None: the deployment's own). Returns (inputs, ms)."""
+        cached vectors alone it may reuse; None: the deployment's own). Returns (inputs, ms).
+        A batch of more than :data:`MAX_BATCH` // ``per_row`` rows (``per_row``: the decisions
+        each will make) is refused before anything is embedded."""
         if prompts is None and embeddings is None:
             raise InvalidInputError("prompts", "give a list of prompts or of embeddings")
         if isinstance(prompts, (str, bytes)):
@@ -483,11 +532,13 @@ class Router(RemadeOnLoad):
                                                   "or a 2-D NumPy array, got "
                                                   f"{type(embeddings).__name__}")
         texts = None if prompts is None else [
-            check_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+            check_prompt(p, f"prompts[{i}]")
+            for i, p in enumerate(bounded_batch(prompts, "prompts", "prompt", per_row))]
         vectors = None
         if embeddings is not None:
             rows = [check_embedding(v, self.weights.dimension, f"embeddings[{i}]")
-                    for i, v in enumerate(embeddings)]
+                    for i, v in enumerate(bounded_batch(embeddings, "embeddings", "embedding",
+                                                        per_row))]
             vectors = np.vstack(rows) if rows else np.zeros((0, self.weights.dimension),
                                                              np.float32)
             if texts is not None and len(texts) != len(rows):
@@ -669,7 +720,8 @@ class Router(RemadeOnLoad):
     def analyze_routing_distribution(
         self, prompts: Sequence[str], available_models: Sequence[str] | None = None
     ) -> dict[str, int]:
-        """How a batch of prompts would be spread over models: ``{model: count}``."""
+        """How a batch of prompts would be spread over models: ``{model: count}``. At most
+        :data:`MAX_BATCH` (10,000) prompts a call, as :meth:`route_batch` routes."""
         counts = Counter(d.selected_model for d in self.route_batch(prompts, available_models))
         return dict(counts.most_common())
 

@@ -18,14 +18,15 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from switchpoint import prompt_files
+from switchpoint import router as router_module
 from switchpoint._messages import unprintable
 from switchpoint.cli import build_parser, main
-from switchpoint.decision import ROUTE_FIELDS
+from switchpoint.decision import ROUTE_FIELDS, RoutingDecision
 from switchpoint.embedding import MiniLMEmbedder
 from switchpoint.errors import LabellingError
 from switchpoint.labelling.prompts import parse_prompts
@@ -462,6 +463,49 @@ def test_route_bad_input_exits_2(
 
 
 GOOD_LINE = json.dumps({"id": "ok", "prompt": "hello"})
+
+
+def test_route_file_past_the_batch_bound_is_routed_in_calls_within_it(
+    real_weights_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A file routes whatever its length: the command calls the router with at most MAX_BATCH
+    # decisions (prompts times cost weights) at a time.
+    src = tmp_path / "in.txt"
+    src.write_text("".join(f"Question {i}: what is {i} plus {i}?\n" for i in range(7)),
+                   encoding="utf-8")
+    whole, parts = tmp_path / "whole.jsonl", tmp_path / "parts.jsonl"
+    argv: list[str | Path] = ["route", "--input", src, "--weights", real_weights_dir,
+                              "--cost-weights", "0,1"]
+    assert run([*argv, "--output", whole], capsys)[0] == 0
+    sizes: list[int] = []
+    route_batch = Router.route_batch
+
+    def counted(self: Router, *args: Any, **kwargs: Any) -> list[RoutingDecision]:
+        out = route_batch(self, *args, **kwargs)
+        sizes.append(len(out))
+        return out
+
+    monkeypatch.setattr(router_module, "MAX_BATCH", 4)
+    monkeypatch.setattr(Router, "route_batch", counted)
+    code, _, err = run([*argv, "--output", parts], capsys)
+    assert code == 0, err
+    assert sizes == [4, 4, 4, 2]  # 2 prompts at 2 cost weights a call
+
+    def decided(path: Path) -> dict[tuple[int, float], dict[str, Any]]:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        return {(r["id"], r["cost_weight"]): {k: v for k, v in r.items()
+                                              if k not in ("usage", "decision_id")}
+                for r in rows}
+
+    assert len(decided(parts)) == 14
+    assert decided(parts) == decided(whole)
+    # A sweep of more cost weights than one call decides for a single prompt is refused.
+    code, _, err = run([*argv[:-1], "0,1,2,3,4", "--output", tmp_path / "o.jsonl"], capsys)
+    assert_bad_input(code, err, "--cost-weights: holds 5 cost weights, over the 4 one call "
+                                "takes; split the batch into calls of 4 cost weights or fewer")
+    assert not (tmp_path / "o.jsonl").exists()
+
 
 
 @pytest.mark.parametrize(

@@ -456,6 +456,44 @@ def test_route_batch_refuses_a_bad_sweep(router: Router, cost_weights: object,
     assert router.stats.total_requests == 0
 
 
+def test_a_batch_over_the_bound_is_refused_naming_the_argument_before_anything_is_embedded(
+        router: Router, fake_embedder: FakeEmbedder) -> None:
+    from switchpoint.router import MAX_BATCH
+
+    calls = len(fake_embedder.calls)
+    before = _state(router)
+    split = f"split the batch into calls of {MAX_BATCH:,} prompts or fewer"
+    for call in (router.route_batch, router.estimates, router.analyze_routing_distribution):
+        with pytest.raises(InvalidInputError) as info:
+            call(["What is 2 + 2?"] * 1_000_000)
+        assert str(info.value) == (f"prompts: holds 1,000,000 prompts, over the {MAX_BATCH:,} "
+                                   f"one call takes; {split}")
+    # An iterator is read one prompt past the bound, no further.
+    endless = iter(lambda: "What is 2 + 2?", None)
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(endless)  # type: ignore[arg-type]
+    assert str(info.value).startswith(f"prompts: holds more than {MAX_BATCH:,} prompts, ")
+    assert next(endless) == "What is 2 + 2?"
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(embeddings=np.ones((MAX_BATCH + 1, 384), np.float32))
+    assert str(info.value).startswith(f"embeddings: holds {MAX_BATCH + 1:,} embeddings, ")
+    # Prompts times cost weights are the decisions one call makes.
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(["What is 2 + 2?"] * 5_000, cost_weights=[0.0, 1.0, 2.0])
+    assert str(info.value) == (
+        "prompts: holds 5,000 prompts, which at 3 cost weights each make 15,000 decisions, "
+        f"over the {MAX_BATCH:,} one call makes; split the batch into calls of "
+        f"{MAX_BATCH // 3:,} prompts or fewer")
+    with pytest.raises(InvalidInputError) as info:
+        router.route_batch(PROMPTS[:1], cost_weights=[0.5] * (MAX_BATCH + 1))
+    assert info.value.field == "cost_weights"
+    assert len(fake_embedder.calls) == calls  # nothing was embedded
+    assert _state(router) == before
+    # The bound itself is taken.
+    assert router.estimates(embeddings=np.ones((MAX_BATCH, 384), np.float32)).error.shape[0] \
+        == MAX_BATCH
+
+
 # Per-cluster best model ----------------------------------------------------------------------
 
 
