@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._args import INTEGER, NUMBER, expect
+from switchpoint._args import INTEGER, expect
 from switchpoint._messages import quoted
 from switchpoint._numbers import real_number
 from switchpoint.errors import InvalidInputError
@@ -61,8 +62,60 @@ class Usage:
     embedding_ms: float = 0.0
 
     def __post_init__(self) -> None:
-        expect("routing_ms", self.routing_ms, NUMBER, "a number of milliseconds")
-        expect("embedding_ms", self.embedding_ms, NUMBER, "a number of milliseconds")
+        in_range("routing_ms", self.routing_ms, *MILLISECONDS)
+        in_range("embedding_ms", self.embedding_ms, *MILLISECONDS)
+
+
+# What a decision's numbers take: (lowest, highest, in words). Each is checked as a decision
+# is built, by the public constructor as by the router: a NaN or an infinity would be written
+# by to_dict() as JSON no strict reader takes (NaN, Infinity), a rate past 1 read in explain()
+# as "150%", and a NaN score sorts anywhere among the gateway's candidates. (Every bound
+# compares false against a NaN, so a NaN is refused by each.)
+_FINITE = sys.float_info.max
+MILLISECONDS = (0.0, _FINITE, "a finite number of milliseconds >= 0")
+RATE = (0.0, 1.0, "a number from 0 to 1")
+# (an expected error is a rate, but a baseline adds a large penalty to the models it does not
+# pick: the fixed policy's others read 1e6 and more)
+ERROR = (0.0, _FINITE, "a finite number >= 0")
+SCORE = (-_FINITE, _FINITE, "a finite number")
+COST = (0.0, _FINITE, "a finite number >= 0")
+LAMBDA = (0.0, MAX_COST_WEIGHT, f"a number from 0 to {MAX_COST_WEIGHT:g}")
+
+
+def in_range(field: str, value: object, low: float, high: float, what: str) -> None:
+    """Raise :class:`InvalidInputError` for ``field`` unless ``value`` is a real number (not a
+    boolean) from ``low`` to ``high``; ``what`` says so in words."""
+    if type(value) is float and low <= value <= high:  # (the quick path: what routing builds)
+        return
+    x = real_number(value)
+    if x is None:
+        raise InvalidInputError(field, f"must be {what}, got {type(value).__name__}")
+    if not low <= x <= high:
+        raise InvalidInputError(field, f"must be {what}, got {quoted(value)}")
+
+
+def _numbers_by_model(field: str, value: object, low: float, high: float, what: str) -> None:
+    """``value`` as a dict of model names to numbers from ``low`` to ``high`` (:func:`in_range`
+    names the entry refused: ``all_scores['gpt-4']``)."""
+    if type(value) is not dict:
+        expect(field, value, dict, f"a dict of model names to numbers ({what})")
+    assert isinstance(value, dict)
+    for name, x in value.items():
+        if type(name) is not str:
+            raise InvalidInputError(field, f"must map model names (strings) to numbers, got "
+                                           f"a key of type {type(name).__name__}")
+        if not (type(x) is float and low <= x <= high):
+            in_range(f"{field}[{quoted(name)}]", x, low, high, what)
+
+
+def _strings(field: str, value: object, what: str) -> None:
+    """``value`` as a list of strings (``what``: what they are, in words)."""
+    if type(value) is list and all(type(item) is str for item in value):
+        return  # (the quick path)
+    expect(field, value, list, f"a list of {what}")
+    assert isinstance(value, list)
+    for i, item in enumerate(value):
+        expect(f"{field}[{i}]", item, str, "a string")
 
 
 # The fields of a routing answer: the body of ``POST /v1/route`` and each line of
@@ -180,29 +233,45 @@ class RoutingDecision:
                 "original_model": self.original_model or None}
 
     def __post_init__(self) -> None:
+        # Types and ranges alike: anything to_dict(), explain(), the JSON a decision is written
+        # as or the gateway's order of candidates could not take is refused here, naming it.
         expect("selected_model", self.selected_model, str, "a model's name")
-        expect("expected_error", self.expected_error, NUMBER, "a number")
-        expect("cost_adjusted_score", self.cost_adjusted_score, NUMBER, "a number")
-        expect("all_scores", self.all_scores, dict, "a dict of model names to scores")
+        in_range("expected_error", self.expected_error, *ERROR)
+        in_range("cost_adjusted_score", self.cost_adjusted_score, *SCORE)
+        _numbers_by_model("all_scores", self.all_scores, *SCORE)
         expect("cluster_id", self.cluster_id, INTEGER, "an integer")
         expect("reasoning", self.reasoning, (list, str), "a list of sentences (or one)")
-        expect("usage", self.usage, Usage, "a Usage")
         if isinstance(self.reasoning, str):
             self.reasoning = [self.reasoning]
-        expect("cluster_probabilities", self.cluster_probabilities, (np.ndarray, list, tuple),
-               "a list of numbers (a distribution over the clusters)", optional=True)
-        if self.cluster_probabilities is not None and not isinstance(
-                self.cluster_probabilities, np.ndarray):
-            try:
-                probabilities = np.asarray(self.cluster_probabilities, dtype=np.float64)
-            except (TypeError, ValueError):
-                probabilities = None
-            if probabilities is None or probabilities.ndim != 1:
-                raise InvalidInputError("cluster_probabilities", "must be a list of numbers (a "
-                                        "distribution over the clusters) or None, got a "
-                                        f"{type(self.cluster_probabilities).__name__} that is "
-                                        "not a flat list of numbers")
-            self.cluster_probabilities = probabilities
+        _strings("reasoning", self.reasoning, "sentences (or one)")
+        expect("usage", self.usage, Usage, "a Usage")
+        if self.cluster_probabilities is not None:
+            self.cluster_probabilities = _distribution(self.cluster_probabilities)
+        in_range("expected_cost", self.expected_cost, *COST)
+        in_range("cost_weight", self.cost_weight, *LAMBDA)
+        in_range("confidence", self.confidence, *RATE)
+        in_range("original_confidence", self.original_confidence, *RATE)
+        _strings("fallback_models", self.fallback_models, "model names")
+        for name in self.fallback_models:
+            if name not in self.all_scores:
+                raise InvalidInputError("fallback_models", f"names {quoted(name)}, which "
+                                        "all_scores does not score; a fallback is one of the "
+                                        "candidates all_scores holds")
+        _strings("evidence", self.evidence, "sentences")
+        _numbers_by_model("expected_errors", self.expected_errors, *ERROR)
+        _numbers_by_model("expected_costs", self.expected_costs, *COST)
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not str:
+                expect(name, value, str, "a string")
+        for name in _FLAGS:
+            value = getattr(self, name)
+            if type(value) is not bool:
+                expect(name, value, bool, "True or False")
+        _strings("sla_breaches", self.sla_breaches, "sentences")
+        _strings("sla_adjustments", self.sla_adjustments, "sentences")
+        if self.budget_pressure is not None:
+            _check_pressure(self.budget_pressure)
 
     def to_dict(self, fields: Sequence[str] | None = None) -> dict[str, Any]:
         """The decision as JSON-ready values: every field, or just ``fields`` (e.g.
@@ -382,6 +451,58 @@ def scores_dict(
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(RoutingDecision))
+# A decision's fields that hold one string, and those that hold a flag.
+_TEXT_FIELDS = ("decision_id", "policy", "basis", "escalation_reason", "original_model",
+                "source", "memory_fallback", "experiment", "arm")
+_FLAGS = ("cache_hit", "escalated", "sla_compliant")
+
+
+def _distribution(value: object) -> npt.NDArray[np.float64]:
+    """``value`` (a decision's ``cluster_probabilities``) as a flat array of probabilities,
+    each from 0 to 1, or an :class:`InvalidInputError` naming it."""
+    field_name = "cluster_probabilities"
+    what = "a list of numbers (a distribution over the clusters) or None"
+    if type(value) is np.ndarray:
+        probabilities: npt.NDArray[Any] | None = value
+    else:
+        expect(field_name, value, (np.ndarray, list, tuple), what)
+        try:
+            probabilities = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            probabilities = None
+    if probabilities is None or probabilities.ndim != 1 or probabilities.dtype.kind not in "fiu":
+        raise InvalidInputError(field_name, f"must be {what}, got a {type(value).__name__} "
+                                            "that is not a flat list of numbers")
+    values = probabilities.tolist()
+    # (min and max pass a NaN by; the sum of values holding one is NaN, and not finite)
+    if values and not (min(values) >= 0.0 and max(values) <= 1.0
+                       and math.isfinite(sum(values))):
+        for i, p in enumerate(values):
+            in_range(f"{field_name}[{i}]", p, *RATE)
+    return probabilities
+
+
+def renewed(decision: RoutingDecision, **changes: Any) -> RoutingDecision:
+    """A shallow copy of ``decision`` with ``changes``, not checked again: for a decision
+    served once more as a new one (a cache hit's id, ``cache_hit`` and ``usage``, which the
+    caller makes), so a hit does not pay for a second pass over what was checked as the
+    decision was built (:func:`dataclasses.replace` checks every field anew)."""
+    fresh = object.__new__(RoutingDecision)
+    fresh.__dict__.update(decision.__dict__, **changes)
+    return fresh
+
+
+def _check_pressure(pressure: object) -> None:
+    """A decision's ``budget_pressure``: a dict whose ``fraction_used`` (None: a budget shared
+    with other callers), ``base_cost_weight`` and ``cost_weight`` are what explain() shows."""
+    expect("budget_pressure", pressure, dict, "a dict (what a budget did to λ)")
+    assert isinstance(pressure, dict)
+    used = pressure.get("fraction_used")
+    if used is not None:
+        in_range("budget_pressure['fraction_used']", used, *COST)
+    for name in ("base_cost_weight", "cost_weight"):
+        if name in pressure:
+            in_range(f"budget_pressure[{name!r}]", pressure[name], *LAMBDA)
 
 
 # How a decision's reasoning names the profiled model whose estimate a model without a profile

@@ -33,6 +33,7 @@ from switchpoint.decision import (
     Usage,
     check_cost_weight,
     choose,
+    renewed,
     scores_dict,
 )
 from switchpoint.embedding import (
@@ -380,7 +381,7 @@ class Router(RemadeOnLoad):
             hit = None  # its decision is forgotten: one served from it could take no feedback
         if hit is not None:
             cached, support = hit
-            decision = replace(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
+            decision = renewed(cached, cache_hit=True, decision_id=uuid.uuid4().hex, usage=Usage(
                 routing_ms=round((time.perf_counter() - t0) * 1e3, 4), embedding_ms=0.0))
             decision = self._serve(decision, tenant_key, mask, support,
                                    source_id=cached.decision_id)

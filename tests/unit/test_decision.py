@@ -195,3 +195,71 @@ def test_explain_without_alternatives_says_none() -> None:
     text = _decision(fallback_models=[], evidence=[]).explain()
     assert "Alternatives considered: none" in text
     assert text.splitlines()[0].startswith("Model selected: small")
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(("field", "value", "named", "message"), [
+    ("expected_error", NAN, "expected_error", "must be a finite number >= 0, got nan"),
+    ("expected_error", -0.5, "expected_error", "must be a finite number >= 0, got -0.5"),
+    ("cost_adjusted_score", INF, "cost_adjusted_score", "must be a finite number, got inf"),
+    ("all_scores", {"small": NAN, "big": 0.4}, "all_scores['small']", "must be a finite number"),
+    ("all_scores", {"small": "0.25", "big": 0.4}, "all_scores['small']", "got str"),
+    ("all_scores", {("small",): 0.25, "big": 0.4}, "all_scores", "a key of type tuple"),
+    ("cluster_probabilities", [0.5, NAN], "cluster_probabilities[1]",
+     "must be a number from 0 to 1, got nan"),
+    ("cluster_probabilities", [1.5, -0.5], "cluster_probabilities[0]", "got 1.5"),
+    ("cluster_probabilities", np.array([[0.5], [0.5]]), "cluster_probabilities",
+     "not a flat list of numbers"),
+    ("cluster_probabilities", np.array(["x"]), "cluster_probabilities",
+     "not a flat list of numbers"),
+    ("confidence", 1.5, "confidence", "must be a number from 0 to 1, got 1.5"),
+    ("original_confidence", NAN, "original_confidence", "got nan"),
+    ("expected_cost", -1.0, "expected_cost", "must be a finite number >= 0, got -1.0"),
+    ("expected_cost", INF, "expected_cost", "got inf"),
+    ("cost_weight", -1.0, "cost_weight", f"must be a number from 0 to {MAX_COST_WEIGHT:g}"),
+    ("fallback_models", ["nowhere"], "fallback_models",
+     "names 'nowhere', which all_scores does not score"),
+    ("fallback_models", "big", "fallback_models", "must be a list of model names, got str"),
+    ("reasoning", ["fine", 1], "reasoning[1]", "must be a string, got int"),
+    ("evidence", [None], "evidence[0]", "must be a string, got None"),
+    ("sla_breaches", [3], "sla_breaches[0]", "must be a string"),
+    ("expected_errors", {"small": NAN}, "expected_errors['small']", "got nan"),
+    ("expected_costs", {"small": -1.0}, "expected_costs['small']", "got -1.0"),
+    ("decision_id", 5, "decision_id", "must be a string, got int"),
+    ("cache_hit", 1, "cache_hit", "must be True or False, got int"),
+    ("budget_pressure", {"fraction_used": "half", "budget": "$5/day"},
+     "budget_pressure['fraction_used']", "got str"),
+    ("budget_pressure", [0.5], "budget_pressure", "must be a dict"),
+])
+def test_a_decision_refuses_a_value_its_json_or_explanation_could_not_take(
+        field: str, value: object, named: str, message: str) -> None:
+    # Each of these was taken, and broke later: to_dict() wrote NaN or Infinity (no strict
+    # JSON reader takes them) or a key JSON cannot write, explain() raised (KeyError for a
+    # fallback without a score, TypeError joining a sentence that is not a string) or read
+    # "confidence: 150%".
+    with pytest.raises(InvalidInputError) as info:
+        _decision(**{field: value})
+    assert info.value.field == named
+    assert message in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("value", [NAN, -1.0, INF])
+def test_usage_refuses_a_time_that_is_not_a_finite_number_from_0(value: float) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        Usage(routing_ms=value)
+    assert info.value.field == "routing_ms"
+    with pytest.raises(InvalidInputError) as info:
+        Usage(embedding_ms=value)
+    assert str(info.value).startswith("embedding_ms: must be a finite number of milliseconds")
+
+
+def test_a_decision_within_its_ranges_writes_strict_json_and_explains_itself() -> None:
+    d = _decision(confidence=1.0, expected_cost=0.0, cost_weight=MAX_COST_WEIGHT,
+                  cluster_probabilities=[0, 1], budget_pressure={
+                      "fraction_used": 1.2, "budget": "$5/day", "base_cost_weight": 0.5,
+                      "cost_weight": 2.0})
+    assert json.loads(json.dumps(d.to_dict(), allow_nan=False))["cluster_probabilities"] == [
+        0.0, 1.0]
+    assert "Budget: $5/day is 120% used" in d.explain()

@@ -378,6 +378,13 @@ async def test_a_decision_made_elsewhere_is_followed_not_recomputed() -> None:
     made = RoutingDecision("c", 0.5, 0.5, {"c": 0.5, "a": 0.6, "b": 0.7}, 0)
     plan = await planner().plan(ChatCall(body(), decision=made), catalog(), route)
     assert route.calls == [] and [c.name for c in plan.cards] == ["c", "a", "b"]
+    # Narrowed to the request's models, its fallbacks are narrowed with its scores.
+    made = RoutingDecision("c", 0.5, 0.5, {"c": 0.5, "a": 0.6, "b": 0.7}, 0,
+                           fallback_models=["a", "b"])
+    plan = await planner().plan(ChatCall(body(), decision=made, models=["c", "b"]), catalog(),
+                                route)
+    assert plan.decision is not None and plan.decision.fallback_models == ["b"]
+    assert [c.name for c in plan.cards] == ["c", "b"]
 
 
 async def test_an_exact_call_plans_the_named_model_alone() -> None:

@@ -492,7 +492,8 @@ class Planner:
 
 
 def _within(decision: RoutingDecision, allowed: Sequence[str]) -> RoutingDecision:
-    """A decision made elsewhere, narrowed to the models that can serve this request."""
+    """A decision made elsewhere, narrowed to the models that can serve this request (its
+    scores and its fallbacks alike)."""
     unknown = [m for m in decision.all_scores if m not in allowed]
     if not unknown:
         return decision
@@ -501,7 +502,8 @@ def _within(decision: RoutingDecision, allowed: Sequence[str]) -> RoutingDecisio
         raise InvalidInputError("decision", f"none of the decision's models "
                                             f"({', '.join(decision.all_scores)}) can serve this "
                                             "request through this gateway")
-    return replace(decision, all_scores=scores)
+    return replace(decision, all_scores=scores,
+                   fallback_models=[m for m in decision.fallback_models if m in scores])
 
 
 def routing_text(body: Mapping[str, Any], needs: Needs) -> str:
