@@ -53,7 +53,7 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, as_float, loads, shown_number, unreadable
-from switchpoint._messages import cut, printed_name_problem, quoted_path
+from switchpoint._messages import cut, printed_name_problem, quoted, quoted_path
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError, WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
@@ -71,6 +71,9 @@ _ARRAY_DIRS = {"cluster": "clusters", "knn": "examples"}
 # Arrays that hold embedding-space vectors, whose width must equal the embedder's dimension.
 _VECTOR_ARRAYS = {"cluster": ("centroids", "coarse_centroids"), "knn": ("examples",)}
 DEFAULT_PACKAGE = "_default_weights"
+#: The widest embedding a package's ``dimension`` may give (the widest common embedders give
+#: 4,096 numbers a text).
+MAX_DIMENSION = 65_536
 # The most a package's manifest.json, or one model's profile, may hold: far more than any fit
 # writes (a profile of a knn package fitted on a million examples is about 40 MB).
 MAX_JSON_BYTES = 256 << 20
@@ -112,6 +115,25 @@ class WeightsPackage:
         expect("path", self.path, PATH, "the package's directory", optional=True)
         if self.path is not None:
             self.path = Path(self.path)
+        # What a router built from the package, or the package saved and loaded again, could
+        # not use: refused here, naming it, rather than as an AttributeError or a NumPy shape
+        # error on the first route.
+        if not hasattr(self.policy, "models_"):
+            raise InvalidInputError("policy", f"{type(self.policy).__name__} is not fitted; "
+                                              "fit it first (or make the package with fit(), "
+                                              "or load one with load_weights())")
+        if not self.embedder_id.strip():
+            raise InvalidInputError("embedder_id", "is empty; give the id of the embedder the "
+                                                   "policy was fitted with (the default's is "
+                                                   "'all-MiniLM-L6-v2/tail-64')")
+        if not 1 <= self.dimension <= MAX_DIMENSION:
+            raise InvalidInputError("dimension", f"is {quoted(self.dimension)}; an embedder's "
+                                                 f"dimension is from 1 to {MAX_DIMENSION:,}")
+        width = self.policy.vector_width
+        if width is not None and width != self.dimension:
+            raise InvalidInputError("dimension", f"is {self.dimension}, but the policy holds "
+                                                 f"{width}-d vectors: give dimension={width}, "
+                                                 "that of the embedder it was fitted with")
 
     @property
     def models(self) -> list[str]:
@@ -535,8 +557,11 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                                  f"{exc}; {_CORRUPT}") from None
     except (ValueError, TypeError, IndexError) as exc:
         raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: {exc}") from None
-    return WeightsPackage(policy=fitted, embedder_id=embedder_id, dimension=dimension,
-                          provenance=dict(provenance), path=root)
+    try:
+        return WeightsPackage(policy=fitted, embedder_id=embedder_id, dimension=dimension,
+                              provenance=dict(provenance), path=root)
+    except InvalidInputError as exc:  # (what manifest.json says, and a package could not hold)
+        raise WeightsError(manifest_path, f"{exc}; {_CORRUPT}") from None
 
 
 _CORRUPT = "the package is corrupt, re-create it with `switchpoint fit`"

@@ -34,7 +34,7 @@ from switchpoint.weights import (
     load_weights,
     save_weights,
 )
-from tests.conftest import FakeEmbedder
+from tests.conftest import SMALL_SPLIT, FakeEmbedder
 
 
 @pytest.fixture
@@ -613,6 +613,48 @@ def test_centroids_of_wrong_dimension(pkg_dir: Path) -> None:
     assert info.value.path == pkg_dir / rel
     assert str(pkg_dir / rel) in msg
     assert "dimension 384" in msg and "(6, 100)" in msg
+
+
+def test_a_package_refuses_what_a_router_built_from_it_could_not_route_with(
+        tiny_package: WeightsPackage, fake_embedder: FakeEmbedder, small_records: RecordSet,
+        tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from switchpoint.router import Router
+
+    # A dimension other than the width of the policy's vectors was taken: the first route
+    # raised NumPy's "matmul: Input operand 1 has a mismatch in its core dimension", and the
+    # package saved was one load_weights refuses. 0, negative and absurd dimensions alike.
+    for dimension, message in ((10, "dimension: is 10, but the policy holds 384-d vectors: "
+                                    "give dimension=384"),
+                               (0, "dimension: is 0; an embedder's dimension is from 1 to "
+                                   "65,536"),
+                               (-5, "dimension: is -5"), (10**12, "dimension: is 10000")):
+        with pytest.raises(InvalidInputError) as info:
+            replace(tiny_package, dimension=dimension)
+        assert str(info.value).startswith(message), str(info.value)
+    knn = fit(small_records, policy="knn", split=SMALL_SPLIT, embedder=fake_embedder)
+    with pytest.raises(InvalidInputError, match="the policy holds 384-d vectors"):
+        replace(knn, dimension=383)
+    # An unfitted policy was an AttributeError ('models_') from the router built on it.
+    with pytest.raises(InvalidInputError) as info:
+        WeightsPackage(ClusterPolicy(), fake_embedder.id, 384)
+    assert str(info.value).startswith("policy: ClusterPolicy is not fitted; fit it first")
+    with pytest.raises(InvalidInputError) as info:
+        replace(tiny_package, embedder_id=" ")
+    assert info.value.field == "embedder_id"
+    # A policy that reads text holds no vectors: any dimension its embedder has is taken.
+    tiers = fit(small_records, policy="tiers", split=SMALL_SPLIT, embedder=fake_embedder)
+    assert replace(tiers, dimension=1).dimension == 1
+    assert Router(tiny_package, embedder=fake_embedder).route("hi").selected_model
+    # A manifest that says so is a corrupt package, named.
+    saved = tiers.save(tmp_path / "tiers")
+    manifest = _manifest(saved)
+    manifest["embedder"]["dimension"] = 0
+    _write_manifest(saved, manifest)
+    with pytest.raises(WeightsError) as caught:
+        load_weights(saved)
+    assert "dimension: is 0" in str(caught.value) and "manifest.json" in str(caught.value)
 
 
 def test_centroids_count_not_matching_profiles(pkg_dir: Path) -> None:

@@ -339,6 +339,13 @@ class Policy(ABC):
         anew: see :meth:`set_params`)."""
         return None
 
+    @property
+    def vector_width(self) -> int | None:
+        """The width of the embedding vectors the fitted policy holds (a cluster policy's
+        centroids, a knn policy's examples), which its package's ``dimension`` must equal;
+        None when it holds none."""
+        return None
+
     # Shared helpers ---------------------------------------------------------------------------
 
     def _check_fitted(self) -> None:

@@ -277,6 +277,11 @@ class ClusterPolicy(TablePolicy):
         self._check_fitted()
         return int(self.centroids_.shape[0])
 
+    @property
+    def vector_width(self) -> int | None:
+        centroids = getattr(self, "centroids_", None)
+        return None if centroids is None else int(centroids.shape[-1])
+
     # Models ----------------------------------------------------------------------------------
 
     def _unit_weights(self, inputs: Inputs) -> Array:

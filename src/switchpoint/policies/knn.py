@@ -213,6 +213,11 @@ class KnnPolicy(Policy):
         self._check_fitted()
         return int(self.examples_.shape[0])
 
+    @property
+    def vector_width(self) -> int | None:
+        examples = getattr(self, "examples_", None)
+        return None if examples is None else int(examples.shape[-1])
+
     def _global_error_(self) -> Array:
         return self._global()[0]
 
