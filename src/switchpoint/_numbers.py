@@ -13,12 +13,11 @@ person types one. ``float()`` and ``int()`` take more: ``1_0`` (ten), digits of 
 (Arabic-Indic ``٥`` is five), ``nan`` and ``inf``, none of which is a number a user means. A
 number that is not 0 but too small for a float to tell from 0 (``1e-400``) is not read either:
 taken as 0 it would mean what the user did not write (a λ of 0 is quality first), so the
-command line, a header and a query parameter refuse it alike (:func:`not_a_number` says
-why)."""
+command line, a header and a query parameter refuse it alike (:data:`TOO_SMALL` says why;
+the command line's options read numbers by :mod:`switchpoint._options`)."""
 
 from __future__ import annotations
 
-import argparse
 import numbers
 import re
 from typing import Annotated
@@ -112,13 +111,6 @@ def too_small(text: str) -> bool:
 TOO_SMALL = "is too small a number to be told from 0; write 0, or a number of at least 1e-300"
 
 
-def not_a_number(text: str, example: str = "2.5 or 1e3") -> str:
-    """Why :func:`number_text` reads no number in ``text``, as a message goes on after the
-    value it quotes: :data:`TOO_SMALL`, or that it is not a number in ASCII digits (such as
-    ``example``)."""
-    return TOO_SMALL if too_small(text) else f"is not a number in ASCII digits, such as {example}"
-
-
 def integer_text(text: str) -> int | None:
     """``text`` as an int when it is a whole number in ASCII digits (``8``, ``-1``; spaces
     around it aside), else None (``1_0``, ``٥``, ``8.0``, or more than 100 digits)."""
@@ -126,23 +118,6 @@ def integer_text(text: str) -> int | None:
     if not _INTEGER_TEXT.fullmatch(text) or len(text.lstrip("+-")) > _MAX_INTEGER_DIGITS:
         return None
     return int(text)
-
-
-def number_option(text: str) -> float:
-    """An ``argparse`` type: a command-line option's number, by :func:`number_text`."""
-    value = number_text(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"{quoted(text)} {not_a_number(text)}")
-    return value
-
-
-def integer_option(text: str) -> int:
-    """An ``argparse`` type: a command-line option's whole number, by :func:`integer_text`."""
-    value = integer_text(text)
-    if value is None:
-        raise argparse.ArgumentTypeError(f"{quoted(text)} is not a whole number in ASCII "
-                                         "digits, such as 8")
-    return value
 
 
 #: A config field's integer: any integer the field's bounds take, never a boolean.

@@ -2,7 +2,10 @@
 label, keys, report, prune, feedback, learn.
 
 Bad input prints ``switchpoint: error: ...`` naming what is wrong (with anything shaped like a
-secret redacted) and exits with status 2; nothing is written when a command fails. ``label``
+secret redacted) and exits with status 2; nothing is written when a command fails. A number
+option's value is read by the shared types of :mod:`switchpoint._options`, and one refused is
+argparse's error (``switchpoint route: error: argument --cost-weight: "abc" is not ...``), with
+status 2 too. ``label``
 exits with status 1 when some prompts could not be labelled (running it again retries them).
 
 Results go to stdout (or ``--output``), so they pipe cleanly; progress and notes go to stderr:
@@ -25,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TextIO, cast
 
+from switchpoint import _options
 from switchpoint._files import (
     LinkError,
     output_target,
@@ -34,8 +38,7 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
-from switchpoint._messages import cut, plural, printable, quoted, quoted_path
-from switchpoint._numbers import integer_option, integer_text, not_a_number, number_text
+from switchpoint._messages import cut, json_quoted, plural, printable, quoted, quoted_path
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -71,17 +74,6 @@ def _parse_models(value: str | None) -> list[str] | None:
     return names
 
 
-def _parse_float(value: str, flag: str, meaning: str = "a number >= 0 (0 = quality first)"
-                 ) -> float:
-    x = number_text(value)
-    if x is None:
-        _fail(f"{flag}: {quoted(value)} must be {meaning} (it "
-              f"{not_a_number(value, '0.5 or 1e3')})")
-    if x < 0:
-        _fail(f"{flag}: {quoted(value)} must be {meaning}")
-    return x
-
-
 def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
     """``name=value`` pairs; a value is read as JSON (``2.5``, ``true``, ``[1, 2]``), else taken
     as the string it is. A value that starts as JSON text does (``{``, ``[`` or ``"``) but does
@@ -90,7 +82,7 @@ def _parse_params(items: Sequence[str], prefix: str = "") -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            _fail(f"--param: {quoted(item)} must look like name=value")
+            _fail(f"--param: {json_quoted(item)} must look like name=value")
         try:
             params[key.replace("-", "_")] = loads(raw)
         except json.JSONDecodeError as exc:
@@ -168,7 +160,6 @@ def _prompt_from_stdin() -> str:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from switchpoint.decision import check_cost_weight
     from switchpoint.embedding import check_prompt, warm_up
     from switchpoint.router import bounded_batch, load_router
 
@@ -182,16 +173,10 @@ def cmd_route(args: argparse.Namespace) -> int:
     if args.cost_weight is not None and args.cost_weights is not None:
         _fail("route: give either --cost-weight or --cost-weights, not both")
     models = _parse_models(args.models)
-    weights = None if args.cost_weights is None else [
-        _parse_float(v, "--cost-weights") for v in args.cost_weights.split(",") if v.strip()]
-    if weights is not None and not weights:
-        _fail("--cost-weights: give a comma-separated list such as 0,0.1,1,10")
+    weights: list[float] | None = args.cost_weights
     if weights is not None:
         bounded_batch(weights, "--cost-weights", "cost weight")  # each prompt takes them all
-    lam = None if args.cost_weight is None else check_cost_weight(
-        _parse_float(args.cost_weight, "--cost-weight"), "--cost-weight")
-    for w in weights or []:
-        check_cost_weight(w, "--cost-weights")
+    lam: float | None = args.cost_weight
     if args.input is not None:
         output = None if args.output in (None, "-") else _check_output(Path(args.output),
                                                                        "--output")
@@ -516,7 +501,7 @@ def _parse_policy_params(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         key, sep, raw = item.partition("=")
         policy, dot, name = key.partition(".")
         if not sep or not dot or not policy or not name:
-            _fail(f"--param: {quoted(item)} must look like policy.name=value, "
+            _fail(f"--param: {json_quoted(item)} must look like policy.name=value, "
                   "e.g. cluster.n_clusters=25")
         out.setdefault(policy, {}).update(_parse_params([f"{name}={raw}"], f"{policy}."))
     return out
@@ -568,31 +553,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port_spec(text: str) -> int | range:
-    """``--port``: a port number (0: any free one), or ``FIRST-LAST``, a range to take a free
-    one of."""
-    first, dash, last = text.strip().partition("-")
-    low = integer_text(first)
-    high = integer_text(last) if dash else low
-    if low is None or high is None:
-        _fail(f"--port: {quoted(text)} is not a port number (0-65535) or a range FIRST-LAST")
-    if not (0 <= low <= 65535 and 0 <= high <= 65535):
-        _fail(f"--port: {quoted(text)} is not a port number (0-65535)")
-    if not dash:
-        return low
-    if not 0 < low <= high:
-        _fail(f"--port: {quoted(text)} is not a range of ports: write FIRST-LAST with 1 <= "
-              "FIRST <= LAST, e.g. 20400-20499")
-    return range(low, high + 1)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from switchpoint import _hangup
 
     _hangup.defer()  # first: a SIGHUP while it starts is taken up once it serves, not fatal
     from switchpoint.config import load_settings
 
-    port = _port_spec(args.port)
+    port = args.port
     settings = load_settings(args.config or os.environ.get("SWITCHPOINT_CONFIG") or None,
                              overrides={"weights": args.weights, "data_dir": args.data_dir,
                                         "policy": args.policy}, path_arg="--config")
@@ -603,7 +570,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if served != args.policy:
             where = "--weights" if args.weights else "the config's weights:"
             what = f" (a {served} package)" if served else ""
-            _fail(f"--policy {quoted(args.policy)}: {where} {quoted_path(settings.weights)}{what} "
+            _fail(f"--policy {json_quoted(args.policy)}: {where} "
+                  f"{quoted_path(settings.weights)}{what} "
                   "would be served instead, since --policy picks bundled weights only when no "
                   "weights are given; drop one of the two (or list the other weights under "
                   "policies: and swap with POST /v1/router/policy/NAME)")
@@ -615,15 +583,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     from switchpoint.governance.cli import _settings
-    from switchpoint.store.retention import RETENTION_DAYS, cutoff_for, prune, retention_ok
+    from switchpoint.store.retention import cutoff_for, prune
 
     settings = _settings(args)
-    days = settings.store.retention_days if args.older_than is None else _parse_float(
-        args.older_than, "--older-than", RETENTION_DAYS)
+    days = settings.store.retention_days if args.older_than is None else args.older_than
     if days is None:
         _fail("prune: give --older-than DAYS, or set store.retention_days in the config")
-    if not retention_ok(days):
-        _fail(f"--older-than: {quoted(args.older_than)} must be {RETENTION_DAYS}")
     report = prune(settings.db_path, cutoff_for(days), dry_run=args.dry_run)
     verb = "would delete" if report.dry_run else "deleted"
     names = {"spend": "spend ledger entries (those budgets still count are kept)",
@@ -716,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The commands that load a weights package: how much of it they read.
     cap = argparse.ArgumentParser(add_help=False)
-    cap.add_argument("--max-weights-bytes", type=integer_option, metavar="N",
+    cap.add_argument("--max-weights-bytes", type=_options.COUNT, metavar="N",
                      help="the most the weights' arrays and profiles may hold together "
                           "(default: 8 GiB, 8589934592; at most 1 TiB)")
 
@@ -725,8 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="?",
                    help="the prompt to route (default: read it from stdin when piped)")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
-    p.add_argument("--cost-weight", help="λ for this call (0 = quality first)")
-    p.add_argument("--cost-weights", help="comma-separated λ sweep for --input, e.g. 0,0.1,1")
+    p.add_argument("--cost-weight", type=_options.COST_WEIGHT,
+                   help="λ for this call (0 = quality first)")
+    p.add_argument("--cost-weights", type=_options.COST_WEIGHTS,
+                   help="comma-separated λ sweep for --input, e.g. 0,0.1,1")
     p.add_argument("--models", help="comma-separated models allowed for this call")
     p.add_argument("--json", action="store_true", help="print the whole decision as JSON")
     p.add_argument("--explain", action="store_true", help="print the plain-English explanation")
@@ -746,8 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="cluster",
                    choices=["cluster", "knn", "tiers", "tfidf", "fixed", "random"],
                    help="the policy to fit (default: cluster)")
-    p.add_argument("--n-clusters", type=integer_option, help="clusters for the cluster policy")
-    p.add_argument("--k", type=integer_option, help="neighbours for the knn policy")
+    p.add_argument("--n-clusters", type=_options.COUNT, help="clusters for the cluster policy")
+    p.add_argument("--k", type=_options.COUNT, help="neighbours for the knn policy")
     p.add_argument("--embedder", help="embedder id, e.g. all-MiniLM-L6-v2/tail-64")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other policy parameter (repeatable)")
@@ -799,7 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "/openapi.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
                                                        "127.0.0.1)")
-    p.add_argument("--port", default="8080",
+    p.add_argument("--port", default="8080", type=_options.port_option,
                    help="port (default: 8080); 0 for any free one, or FIRST-LAST for a free one "
                         "of that range: then `switchpoint: listening on URL` on stdout says which")
     p.add_argument("--weights", help="weights package directory (default: the bundled one)")
@@ -834,9 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE",
                    help="YAML config with the catalog: where each model is served, its key "
                         "and prices (default: $SWITCHPOINT_CONFIG)")
-    p.add_argument("--concurrency", type=integer_option, default=4, metavar="N",
+    p.add_argument("--concurrency", type=_options.COUNT, default=4, metavar="N",
                    help="upstream calls at once (default: 4)")
-    p.add_argument("--max-tokens", type=integer_option, metavar="N",
+    p.add_argument("--max-tokens", type=_options.COUNT, metavar="N",
                    help="max_tokens for each model's answer")
     p.add_argument("--rubric", metavar="FILE", help="the judge's grading criteria (text); the "
                                                     "reply format is fixed and added to it")
@@ -855,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config: its data_dir and store.retention_days "
                                     "(default: $SWITCHPOINT_CONFIG, if set)")
     p.add_argument("--data-dir", help=DATA_DIR_HELP)
-    p.add_argument("--older-than", metavar="DAYS",
+    p.add_argument("--older-than", metavar="DAYS", type=_options.days_option,
                    help="delete entries older than this many days (default: "
                         "store.retention_days)")
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted")

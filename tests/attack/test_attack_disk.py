@@ -250,7 +250,10 @@ def test_prune_needs_a_retention(tmp_path: Path, capsys: pytest.CaptureFixture[s
     fill(tmp_path / "switchpoint.db", 1, 1, 40)
     assert main(["prune", "--data-dir", str(tmp_path)]) == 2
     assert "--older-than DAYS, or set store.retention_days" in capsys.readouterr().err
-    assert main(["prune", "--data-dir", str(tmp_path), "--older-than", "-3"]) == 2
+    with pytest.raises(SystemExit) as exited:  # (argparse: --older-than's type refuses it)
+        main(["prune", "--data-dir", str(tmp_path), "--older-than", "-3"])
+    assert exited.value.code == 2
+    assert 'argument --older-than: "-3" is out of range' in capsys.readouterr().err
 
 
 def test_the_service_applies_retention_days(tmp_path: Path) -> None:

@@ -54,9 +54,11 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     capsys.readouterr()
 
     # Bad input: exit 2, a message naming what is wrong, nothing written.
-    assert main(["feedback", decision.decision_id, "--score", "1.5", "--config",
-                 str(config)]) == 2
-    assert "--score: '1.5' is not a number in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # (argparse: --score's type refuses it)
+        main(["feedback", decision.decision_id, "--score", "1.5", "--config", str(config)])
+    assert exited.value.code == 2
+    assert ('argument --score: "1.5" is out of range: give a number from 0 to 1 (1 = best)'
+            in capsys.readouterr().err)
     assert main(["feedback", "0" * 32, "--success", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "no decision" in err and "Traceback" not in err
@@ -64,9 +66,12 @@ def test_feedback_and_learn_on_the_state_in_data_dir_and_over_http(
     assert f"searched the state in {str((tmp_path / 'data').resolve())!r}" in err, err
     assert main(["feedback", decision.decision_id, "--config", str(config)]) == 2
     assert "exactly one of --score" in capsys.readouterr().err
-    assert main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "-1",
-                 "--config", str(config)]) == 2
-    assert "--cost: '-1' is not a cost" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["feedback", decision.decision_id, "--score", "0.5", "--cost", "-1", "--config",
+              str(config)])
+    assert exited.value.code == 2
+    assert ('argument --cost: "-1" is out of range: give what the answer cost, a number from '
+            "0 to 1000 (USD)" in capsys.readouterr().err)
     assert main(["learn", "--export", str(tmp_path / "nothing"), "--config", str(config)]) == 2
     assert "reported no outcomes" in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
@@ -171,9 +176,9 @@ def test_learn_from_quality_observations_only_says_they_teach_no_routing(
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["--score", "0.5", "--cost", "inf"], "--cost: 'inf' is not a cost"),
-    (["--score", "0.5", "--cost", "1e-400"], "--cost: '1e-400' is too small a number to be told"),
-    (["--score", "1e-400"], "--score: '1e-400' is too small a number to be told from 0"),
+    (["--score", "0.5", "--cost", "inf"], '--cost: "inf" is not a number in ASCII digits'),
+    (["--score", "0.5", "--cost", "1e-400"], '--cost: "1e-400" is too small a number to be told'),
+    (["--score", "1e-400"], '--score: "1e-400" is too small a number to be told from 0'),
     (["--score", "0.5", "--comment", "x" * 100_000], "comment: is 100000 characters"),
     (["--score", "0.5", "--comment", "ok\x1b]0;owned\x07"], "comment: holds U+001B (character 3)"),
     (["--success", "--tenant", " "], "--tenant: must be a non-empty tenant name"),
@@ -183,7 +188,11 @@ def test_offline_feedback_refused_creates_no_data_dir(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
         needle: str) -> None:
     data_dir = tmp_path / "new" / "dir"
-    assert main(["feedback", "abc", *argv, "--data-dir", str(data_dir)]) == 2
+    try:
+        code = main(["feedback", "abc", *argv, "--data-dir", str(data_dir)])
+    except SystemExit as exited:  # (argparse: a number option's type refused it)
+        code = int(str(exited.code))
+    assert code == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err, err
     assert not (tmp_path / "new").exists()

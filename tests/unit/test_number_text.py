@@ -3,11 +3,13 @@ decimal point and exponent: never what ``float()`` and ``int()`` take besides.""
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
 
-from switchpoint._numbers import TOO_SMALL, integer_text, not_a_number, number_text, too_small
+from switchpoint import _options
+from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -39,7 +41,9 @@ def test_a_whole_number_is_digits_alone_and_not_too_many() -> None:
 def test_a_number_not_0_too_small_for_a_float_is_refused_saying_so(text: str) -> None:
     # Read as 0 it would mean what was not written (a λ of 0 is quality first).
     assert number_text(text) is None and too_small(text)
-    assert not_a_number(text) == TOO_SMALL
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        _options.COST_WEIGHT(text)
+    assert str(info.value) == f'"{text}" {TOO_SMALL}'
 
 
 @pytest.mark.parametrize(("text", "value"), [("0e-400", 0.0), ("0.000e5", 0.0), ("1e-300", 1e-300),
@@ -48,5 +52,33 @@ def test_0_and_the_smallest_numbers_a_float_holds_are_read(text: str, value: flo
     assert number_text(text) == value and not too_small(text)
 
 
-def test_what_is_not_a_number_is_told_with_an_example() -> None:
-    assert not_a_number("1_0", "0.5") == "is not a number in ASCII digits, such as 0.5"
+def test_an_option_refuses_a_value_quoting_it_as_json_writes_it_with_what_it_takes() -> None:
+    # One wording for every number option of the command line: the value as JSON quotes it
+    # ("abc", not Python's 'abc'), what the option takes and an example.
+    cases = [
+        (_options.COST_WEIGHT, "abc", '"abc" is not a number in ASCII digits: give a number '
+                                      "from 0 to 10000 (0 = quality first), such as 0.5"),
+        (_options.COST_WEIGHT, "-1", '"-1" is out of range: give a number from 0 to 10000 '
+                                     "(0 = quality first)"),
+        (_options.COST_WEIGHT, "1e999", '"1e999" is out of range: give a number from 0 to'),
+        (_options.COST_WEIGHTS, "0,it's", '"it\'s" is not a number in ASCII digits'),
+        (_options.COST_WEIGHTS, " , ", '" , " holds no number: give a comma-separated list '
+                                       "such as 0,0.1,1,10"),
+        (_options.COUNT, "8.5", '"8.5" is not a whole number in ASCII digits: give a whole '
+                                "number, such as 8"),
+        (_options.SCORE, "1.5", '"1.5" is out of range: give a number from 0 to 1 (1 = best)'),
+        (_options.COST, "-1", '"-1" is out of range: give what the answer cost, a number '
+                              "from 0 to 1000 (USD)"),
+        (_options.NUMBER, "\u0665", '"\u0665" is not a number in ASCII digits: give a '
+                                     "number, such as 2.5 or 1e3"),
+        (_options.days_option, "0", '"0" is out of range: give a number of days > 0'),
+        (_options.port_option, "70000", '"70000" is not a port number (0-65535)'),
+        (_options.port_option, "x" * 5000, '"' + "x" * 56 + "... is not a port number"),
+    ]
+    for option, text, message in cases:
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            option(text)
+        assert str(info.value).startswith(message), (text, str(info.value))
+    assert _options.COST_WEIGHTS("0, 0.5,1e3") == [0.0, 0.5, 1000.0]
+    assert _options.port_option("20400-20401") == range(20400, 20402)
+    assert _options.days_option("30") == 30.0 and _options.COUNT("+8") == 8

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from switchpoint import _options
 from switchpoint._messages import json_quoted, printable, quoted_path
-from switchpoint._numbers import integer_option, not_a_number, number_option, number_text
 from switchpoint.errors import InvalidInputError, StoreError
 
 
@@ -127,12 +127,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             "$SWITCHPOINT_CONFIG): its tenants: name the key's tenant, and its data_dir is "
             "where the service looks keys up")
     budgets = [b for item in (args.budget or []) for b in (_split(item) or [])]
-    cost_weight = None
-    if args.cost_weight is not None:
-        cost_weight = number_text(args.cost_weight)
-        if cost_weight is None:
-            raise InvalidInputError("--cost-weight", f"{json_quoted(args.cost_weight)} "
-                                                     f"{not_a_number(args.cost_weight, '0.5')}")
+    cost_weight = args.cost_weight
     catalog = [m.name for m in settings.models] if settings.models is not None else None
     try:
         spec = KeySpec(tenant=args.tenant, name=args.name, budgets=budgets, rpm=args.rpm,
@@ -204,11 +199,20 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_rotate(args: argparse.Namespace) -> int:
+def _grace(text: str) -> float:
+    """``keys rotate --grace``, an ``argparse`` type: a grace as a rotation reads one
+    (:func:`~switchpoint.governance.keys.duration_s`), refused as every option's value is."""
     from switchpoint.governance.keys import duration_s
 
+    try:
+        return duration_s(text, "--grace")
+    except InvalidInputError as exc:  # (its reason quotes the value as JSON, then says why)
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    grace = duration_s(args.grace, "--grace") if args.grace is not None else 0.0
+    grace: float = args.grace if args.grace is not None else 0.0
     store = _store(settings)
     if store is None:
         raise _no_store(settings, args.id)
@@ -527,10 +531,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--name", help="a label for the key")
     p.add_argument("--budget", action="append", metavar="AMOUNT/PERIOD",
                    help="e.g. 50/month (USD; hour, day, week, month; repeatable)")
-    p.add_argument("--rpm", type=integer_option, help="requests per minute")
-    p.add_argument("--tpm", type=integer_option, help="tokens per minute")
+    p.add_argument("--rpm", type=_options.COUNT, help="requests per minute")
+    p.add_argument("--tpm", type=_options.COUNT, help="tokens per minute")
     p.add_argument("--models", help="comma-separated models the key may use ('auto': routing)")
-    p.add_argument("--cost-weight", help="the key's default λ")
+    p.add_argument("--cost-weight", type=_options.COST_WEIGHT, help="the key's default λ")
     p.add_argument("--expires", help="the last day the key works, an ISO date (2027-01-31: it "
                                      "expires as that day ends, UTC), an exact date-time "
                                      "(2027-01-31T12:00:00Z), a duration (30d), or epoch "
@@ -549,8 +553,9 @@ def add_commands(sub: Any) -> None:
     _common(p, cmd_keys_revoke)
     p = ks.add_parser("rotate", help="a new secret for a key (same id, budgets and limits)")
     p.add_argument("id", help=KEY_ID_HELP)
-    p.add_argument("--grace", help="how long the old secret keeps working, from 0 to 30d, "
-                                   "e.g. 1h (default 0)")
+    p.add_argument("--grace", type=_grace,
+                   help="how long the old secret keeps working, from 0 to 30d, e.g. 1h "
+                        "(default 0)")
     _common(p, cmd_keys_rotate)
     p = ks.add_parser("clock", help="the time keys are judged at (the latest the key store has "
                                     "seen) beside the clock")
@@ -569,16 +574,16 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--comparison-model", help="default: the strongest model of the pool")
     _common(p, cmd_report_cost)
     p = rs.add_parser("sla", help="SLA compliance, breaches and adjustments")
-    p.add_argument("--since-hours", type=number_option, default=1.0,
+    p.add_argument("--since-hours", type=_options.NUMBER, default=1.0,
                    help="the requests of the last this many hours (default: 1)")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_sla)
     p = rs.add_parser("forecast", help="projected spend over the logged routing mix")
-    p.add_argument("--requests-per-hour", type=number_option, required=True,
+    p.add_argument("--requests-per-hour", type=_options.NUMBER, required=True,
                    help="the traffic to price, in requests per hour")
-    p.add_argument("--avg-input-tokens", type=number_option, required=True,
+    p.add_argument("--avg-input-tokens", type=_options.NUMBER, required=True,
                    help="prompt tokens of an average request")
-    p.add_argument("--avg-output-tokens", type=number_option, required=True,
+    p.add_argument("--avg-output-tokens", type=_options.NUMBER, required=True,
                    help="answer tokens of an average request")
     p.add_argument("--tenant", help=TENANT_HELP)
     _common(p, cmd_report_forecast)

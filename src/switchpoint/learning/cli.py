@@ -26,13 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from switchpoint import _options
 from switchpoint._json import loads
-from switchpoint._messages import cut, header_value_problem, printable, quoted, quoted_path
-from switchpoint._numbers import TOO_SMALL, number_text, real_number, too_small
-from switchpoint.catalog import MAX_ANSWER_COST
+from switchpoint._messages import cut, header_value_problem, printable, quoted_path
+from switchpoint._numbers import real_number
 from switchpoint.errors import DecisionNotFoundError, InvalidInputError
 from switchpoint.governance.cli import DATA_DIR_HELP
-from switchpoint.learning.events import check_cost, check_tenant
+from switchpoint.learning.events import check_tenant
 
 if TYPE_CHECKING:
     from switchpoint.config import Settings
@@ -54,27 +54,8 @@ def _quality(args: argparse.Namespace) -> tuple[float | None, bool | None]:
         raise InvalidInputError("score", "give exactly one of --score X (0..1), --success or "
                                          "--failure")
     if args.score is not None:
-        score = number_text(args.score)
-        if score is None or not 0.0 <= score <= 1.0:
-            raise InvalidInputError("--score", f"{quoted(args.score)} " + (
-                TOO_SMALL if too_small(args.score) else "is not a number in [0, 1] (1 = best)"))
-        return score, None
+        return float(args.score), None
     return None, bool(args.success)
-
-
-def _cost(args: argparse.Namespace) -> float | None:
-    if args.cost is None:
-        return None
-    cost = number_text(args.cost)
-    try:
-        checked = None if cost is None else check_cost(cost)
-    except InvalidInputError:
-        checked = None
-    if checked is None:
-        raise InvalidInputError("--cost", f"{quoted(args.cost)} " + (
-            TOO_SMALL if too_small(args.cost) else "is not a cost: give what the answer "
-            f"cost, a number from 0 to {MAX_ANSWER_COST:g} (USD)"))
-    return checked
 
 
 def _cost_words(answer: dict[str, Any]) -> str:
@@ -94,7 +75,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     from switchpoint.gateway.feedback_log import check_comment, check_decision_id
 
     # Every argument is checked before the state is opened: a refused command writes nothing.
-    cost = _cost(args)
+    cost: float | None = args.cost
     check_decision_id(args.decision_id)
     check_comment(args.comment)
     if args.tenant is not None:
@@ -155,7 +136,7 @@ def _feedback_over_http(args: argparse.Namespace, score: float | None,
         body["model"] = args.model
     if args.comment is not None:
         body["comment"] = args.comment
-    cost = _cost(args)
+    cost: float | None = args.cost
     if cost is not None:
         body["cost"] = cost
     if args.tenant is not None:
@@ -325,15 +306,17 @@ def add_commands(sub: Any) -> None:
                                         "running service (--url) or to the state in data_dir")
     p.add_argument("decision_id", help="the x-switchpoint-decision-id the answer carried")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--score", help="quality of the answer, 0 (worst) to 1 (best)")
+    group.add_argument("--score", type=_options.SCORE,
+                       help="quality of the answer, 0 (worst) to 1 (best)")
     group.add_argument("--success", action="store_true", help="the answer did the job")
     group.add_argument("--failure", action="store_true", help="the answer failed")
     p.add_argument("--model", help="the model the feedback is about (default: the one that "
                                    "answered)")
     p.add_argument("--comment", help="a note kept with the outcome")
-    p.add_argument("--cost", help="what the answer cost (USD): teaches the model's cost on "
-                                  "this kind of prompt (with catalog prices the gateway's own "
-                                  "accounting of the answer is used when left out)")
+    p.add_argument("--cost", type=_options.COST,
+                   help="what the answer cost (USD): teaches the model's cost on this kind of "
+                        "prompt (with catalog prices the gateway's own accounting of the answer "
+                        "is used when left out)")
     p.add_argument("--tenant", help="only a decision of this tenant (without --url)")
     p.add_argument("--url", help="a running service, e.g. http://127.0.0.1:8080 (it learns at "
                                  "once); without it the state in data_dir is updated and a "

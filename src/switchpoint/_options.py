@@ -1,0 +1,123 @@
+"""The command line's number options, read by shared ``argparse`` types: one reading (ASCII
+digits, by :func:`~switchpoint._numbers.number_text` and
+:func:`~switchpoint._numbers.integer_text`) and one wording for every option that takes a
+number, a value refused quoted as JSON writes it (``"abc"``, as the ``keys`` commands and the
+HTTP errors quote values)::
+
+    switchpoint route: error: argument --cost-weight: "abc" is not a number in ASCII digits:
+    give a number from 0 to 10000 (0 = quality first), such as 0.5
+
+An option whose range the library checks naming the option (a key's ``--rpm``, ``fit``'s
+``--n-clusters``) is read here as a number of its kind and left to that check; one the command
+line bounds itself says its range (``route``'s λ, ``prune``'s days, ``feedback``'s score and
+cost, ``serve``'s port), from the library's own bounds."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+from switchpoint._messages import json_quoted
+from switchpoint._numbers import TOO_SMALL, integer_text, number_text, too_small
+from switchpoint.catalog import MAX_ANSWER_COST
+from switchpoint.decision import MAX_COST_WEIGHT
+
+#: The most ports a ``--port FIRST-LAST`` range covers (all of them).
+MAX_PORT = 65_535
+
+
+def refused(text: str, why: str) -> argparse.ArgumentTypeError:
+    """The error an option's type raises for ``text``: the value as JSON quotes it, then
+    ``why`` (``is not ...``); argparse puts ``argument --option:`` before it."""
+    return argparse.ArgumentTypeError(f"{json_quoted(text)} {why}")
+
+
+def number_option(what: str = "a number", example: str = "2.5 or 1e3",
+                  low: float = -math.inf, high: float = math.inf, *,
+                  above_low: bool = False) -> Callable[[str], float]:
+    """An ``argparse`` type reading a number from ``low`` to ``high`` (past ``low`` when
+    ``above_low``); ``what`` says which in words, ``example`` shows one."""
+
+    def number(text: str) -> float:
+        value = number_text(text)
+        if value is None:
+            raise refused(text, TOO_SMALL if too_small(text) else
+                          f"is not a number in ASCII digits: give {what}, such as {example}")
+        if not ((low < value) if above_low else (low <= value)) or not value <= high:
+            raise refused(text, f"is out of range: give {what}")
+        return value
+
+    return number
+
+
+def integer_option(what: str = "a whole number", example: str = "8") -> Callable[[str], int]:
+    """An ``argparse`` type reading a whole number; ``what`` says which in words (its range
+    is the library's to check, naming the option)."""
+
+    def whole_number(text: str) -> int:
+        value = integer_text(text)
+        if value is None:
+            raise refused(text, f"is not a whole number in ASCII digits: give {what}, such "
+                                f"as {example}")
+        return value
+
+    return whole_number
+
+
+def number_list_option(item: Callable[[str], float], example: str
+                       ) -> Callable[[str], list[float]]:
+    """An ``argparse`` type reading a comma-separated list of numbers, each read by ``item``
+    (and refused as it refuses one); ``example`` shows a list."""
+
+    def numbers(text: str) -> list[float]:
+        values = [item(part.strip()) for part in text.split(",") if part.strip()]
+        if not values:
+            raise refused(text, f"holds no number: give a comma-separated list such as "
+                                f"{example}")
+        return values
+
+    return numbers
+
+
+def port_option(text: str) -> int | range:
+    """An ``argparse`` type reading ``serve``'s ``--port``: a port number (0: any free one),
+    or ``FIRST-LAST``, a range to take a free one of."""
+    first, dash, last = text.strip().partition("-")
+    low = integer_text(first)
+    high = integer_text(last) if dash else low
+    if low is None or high is None:
+        raise refused(text, f"is not a port number (0-{MAX_PORT}) or a range FIRST-LAST")
+    if not (0 <= low <= MAX_PORT and 0 <= high <= MAX_PORT):
+        raise refused(text, f"is not a port number (0-{MAX_PORT})")
+    if not dash:
+        return low
+    if not 0 < low <= high:
+        raise refused(text, "is not a range of ports: write FIRST-LAST with 1 <= FIRST <= "
+                            "LAST, e.g. 20400-20499")
+    return range(low, high + 1)
+
+
+#: A λ: ``route --cost-weight``, ``keys create --cost-weight``.
+COST_WEIGHT = number_option(f"a number from 0 to {MAX_COST_WEIGHT:g} (0 = quality first)",
+                            "0.5", 0.0, MAX_COST_WEIGHT)
+#: A sweep of λs: ``route --cost-weights``.
+COST_WEIGHTS = number_list_option(COST_WEIGHT, "0,0.1,1,10")
+#: A quality score: ``feedback --score``.
+SCORE = number_option("a number from 0 to 1 (1 = best)", "0.8", 0.0, 1.0)
+#: What an answer cost: ``feedback --cost``.
+COST = number_option(f"what the answer cost, a number from 0 to {MAX_ANSWER_COST:g} (USD)",
+                     "0.002", 0.0, MAX_ANSWER_COST)
+#: Any number (its range checked by the library, naming the option): the forecast's figures.
+NUMBER = number_option()
+#: A count (its range checked by the library, naming the option): ``--n-clusters``, ``--k``,
+#: ``--concurrency``, ``--max-tokens``, ``--rpm``, ``--tpm``, ``--max-weights-bytes``.
+COUNT = integer_option()
+
+
+def days_option(text: str) -> float:
+    """An ``argparse`` type reading a retention in days: ``prune --older-than`` (the bounds
+    are the store's, read once the option is given)."""
+    from switchpoint.store.retention import MAX_RETENTION_DAYS, RETENTION_DAYS
+
+    return number_option(RETENTION_DAYS, "30", 0.0, MAX_RETENTION_DAYS, above_low=True)(text)
