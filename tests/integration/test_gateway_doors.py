@@ -609,6 +609,58 @@ def test_housekeeping_asked_for_by_both_doors_at_once_starts_one_run(
     assert runs == [True]
 
 
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_request_past_its_open_check_as_the_gateway_closes_starts_no_housekeeping(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        attempt: int) -> None:
+    """A request on a thread of its own passes its open check, then the gateway closes
+    (waiting for the housekeeping run under way: none), then the request asks for
+    housekeeping, which is due: it started a run on the state just closed (the pins' store,
+    data_dir's lock, the log to prune), that no one waited for. Closing now stops runs from
+    starting until the gateway opens again."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    runs: list[bool] = []
+    monkeypatch.setattr(gateway, "_housekeeping", lambda purge, days: runs.append(purge))
+    live, inside, go = gateway.state.live, threading.Event(), threading.Event()
+
+    def held() -> Any:  # (read just after the open check: the request waits there for go)
+        if not inside.is_set():
+            inside.set()
+            go.wait(10)
+        return live()
+
+    monkeypatch.setattr(gateway.state, "live", held)
+    outcome: list[object] = []
+
+    def request() -> None:
+        try:
+            outcome.append(asyncio.run(gateway.aroute("What is the capital of France?")))
+        except Exception as exc:  # (the state it goes on to use is closed: any end will do)
+            outcome.append(exc)
+
+    requester = threading.Thread(target=request)
+    requester.start()
+    assert inside.wait(10)
+    gateway.close()
+    go.set()
+    requester.join(10)
+    assert not requester.is_alive() and len(outcome) == 1
+    for thread in threading.enumerate():  # (a run started would record itself here)
+        if thread.name == "switchpoint-housekeeping":
+            thread.join(10)
+    assert runs == []
+    # Opened again, the gateway housekeeps again: its first request starts a run.
+    monkeypatch.setattr(gateway.state, "live", live)
+    gateway.start()
+    try:
+        gateway.route("What is the capital of France?")
+    finally:
+        gateway.close()
+    assert runs == [True]
+
+
 def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_closed(
         gw_fake: FakeProviderProcess, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:

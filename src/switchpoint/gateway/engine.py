@@ -279,6 +279,9 @@ class Gateway:
         # Held to decide whether a run is due and to start it, and to take the run to wait
         # for: the two doors' loops run on threads of their own, and could each start one.
         self._maintenance_lock = threading.Lock()
+        # Set as the gateway closes (under the lock, as it takes the run to wait for): a
+        # request that passed its open check just before starts no run after that.
+        self._maintenance_shut = False
         self._next_pin_purge = 0.0
         self._next_prune = 0.0
         remember(settings.admin_token)
@@ -342,6 +345,8 @@ class Gateway:
             raise
         self._opened = True
         self._closed = False
+        with self._maintenance_lock:
+            self._maintenance_shut = False  # (opened again: it housekeeps again)
         self._pid = os.getpid()
         self._stopping.clear()  # (opened again: it serves again)
         _close_at_exit_if_open(self)
@@ -2023,6 +2028,8 @@ class Gateway:
         checks the clock. One run at a time, whichever doors call at once; each run's work is
         bounded."""
         with self._maintenance_lock:
+            if self._maintenance_shut:  # closing: a run now would touch closed state
+                return
             if self._maintenance is not None and not self._maintenance.done():
                 return
             settings = self.settings
@@ -2078,9 +2085,12 @@ class Gateway:
                         type(exc).__name__, exc)
 
     def _take_maintenance(self) -> Future[None] | None:
-        """The housekeeping run to wait for (None: none was started), no longer the gateway's."""
+        """The housekeeping run to wait for (None: none was started), no longer the gateway's;
+        from now until the gateway opens again, no run starts (a request that passed its open
+        check as the gateway closed would otherwise start one on the state being closed)."""
         with self._maintenance_lock:
             future, self._maintenance = self._maintenance, None
+            self._maintenance_shut = True
         return future
 
     async def _maintenance_done(self) -> None:
