@@ -51,6 +51,8 @@ class FakeEmbedder:
 
     Each distinct lower-cased word maps to a fixed Gaussian vector seeded by its SHA-256; a text
     is the L2-normalised sum of its words' vectors. ``calls`` records every batch it was given.
+    Routers call it from many threads at once: its word cache and ``calls`` change under a
+    lock (a copy, pickled for another process, makes its own).
     """
 
     def __init__(self, dimension: int = 384, embedder_id: str = "fake/hash-384") -> None:
@@ -58,6 +60,16 @@ class FakeEmbedder:
         self._id = embedder_id
         self._words: dict[str, np.ndarray] = {}
         self.calls: list[list[str]] = []
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -68,11 +80,13 @@ class FakeEmbedder:
         return self._dimension
 
     def _word(self, word: str) -> np.ndarray:
-        vec = self._words.get(word)
-        if vec is None:
-            seed = int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8], "little")
-            vec = np.random.default_rng(seed).standard_normal(self._dimension)
-            self._words[word] = vec
+        with self._lock:  # (found or made and kept at once: each word's vector is made once)
+            vec = self._words.get(word)
+            if vec is None:
+                seed = int.from_bytes(hashlib.sha256(word.encode("utf-8")).digest()[:8],
+                                      "little")
+                vec = np.random.default_rng(seed).standard_normal(self._dimension)
+                self._words[word] = vec
         return vec
 
     def embed_one(self, text: str) -> np.ndarray:
@@ -83,7 +97,8 @@ class FakeEmbedder:
         return (total / np.linalg.norm(total)).astype(np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        self.calls.append(list(texts))
+        with self._lock:
+            self.calls.append(list(texts))
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for i, t in enumerate(texts):
             out[i] = self.embed_one(t)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -575,6 +576,40 @@ def test_stats_and_reset(router: Router) -> None:
 
 
 # Threads ------------------------------------------------------------------------------------
+
+
+def test_the_fake_embedder_makes_each_words_vector_once_from_many_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Routers embed from many threads: the fake's word cache was read and written without a
+    # lock, so threads meeting a new word at once each made its vector and wrote it (a race
+    # a free-threaded interpreter would not forgive). Making a vector is slowed here so that
+    # they meet: each word is made once, and every thread's vectors are alike.
+    embedder = FakeEmbedder()
+    made: list[int] = []
+    default_rng = np.random.default_rng
+
+    def slow_rng(seed: int) -> np.random.Generator:
+        made.append(seed)
+        time.sleep(0.002)
+        return default_rng(seed)
+
+    monkeypatch.setattr(np.random, "default_rng", slow_rng)
+    texts = [f"word{i} shared words here" for i in range(20)]
+    out: list[np.ndarray] = []
+
+    def embed() -> None:
+        out.append(embedder.embed(texts))
+
+    threads = [threading.Thread(target=embed) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    words = {w for text in texts for w in text.split()}
+    seeds = {int.from_bytes(hashlib.sha256(w.encode()).digest()[:8], "little") for w in words}
+    assert sorted(s for s in made if s in seeds) == sorted(seeds)  # each word's made once
+    assert len(out) == 8 and all(np.array_equal(o, out[0]) for o in out)
+    assert len(embedder.calls) == 8
 
 
 def test_thread_safety(router: Router) -> None:
