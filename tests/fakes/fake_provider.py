@@ -84,6 +84,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
 ``error200``       a 200 whose JSON body is an error, streamed or not (``code=``, default
                    ``server_error``; its message quotes the request's ``Authorization``)
 ``html``           a 200 web page (``text/html``), streamed or not
+``whole``          a stream request answered with a whole (not streamed) 200 JSON answer, as
+                   an upstream that ignores ``stream`` does; ``prompt=`` and ``completion=``
+                   report tokens as ``usage`` does, ``nousage=1`` reports none
 ``overrun``        a 200 whole answer saying ``OVERRUN`` (streamed or not) whose
                    Content-Length stops short of what is sent: ``text=`` (percent-decoded;
                    default a whole second answer, head and body, saying ``SPILLED``) follows
@@ -461,7 +464,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                     isinstance(last, dict) and last.get("role") == "tool")
     if name == "say":
         answer.say(urllib.parse.unquote(params.get("text", "")))
-    if name == "usage":
+    if name in ("usage", "whole"):
         answer.misreport(params)
     model += "x" * int(params.get("model_pad", "0"))  # an upstream naming itself at length
     nest = int(params.get("nest", "0"))  # an upstream answering with a field nested this deep
@@ -469,7 +472,7 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
     STATE.counter += 1
     ident = f"chatcmpl-fake-{STATE.counter}"
     created = int(time.time())
-    if not stream:
+    if not stream or name == "whole":
         if name == "malformed":
             await send_body(writer, 200, "application/json", b"{not json")
             return True
@@ -485,6 +488,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
                 "choices": [{"index": 0, "message": message, "finish_reason": finish,
                              "logprobs": None}],
                 "usage": answer.usage(), **extra}
+        if params.get("nousage") == "1":
+            del full["usage"]
         if name == "stall":
             data = json.dumps(full).encode()
             writer.write(head_bytes(200, {"content-type": "application/json",
@@ -740,12 +745,12 @@ async def serve_anthropic(req: Request, writer: asyncio.StreamWriter, name: str,
                     str(body.get("system") or ""))
     if name == "say":
         answer.say(urllib.parse.unquote(params.get("text", "")))
-    if name == "usage":
+    if name in ("usage", "whole"):
         answer.misreport(params)
     STATE.counter += 1
     ident = f"msg_fake{STATE.counter:06d}" + "x" * int(params.get("id_pad", "0"))
     usage = {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens}
-    if not stream:
+    if not stream or name == "whole":
         if name == "malformed":
             await send_body(writer, 200, "application/json", b"{not json")
             return True

@@ -208,6 +208,26 @@ def test_tries_the_upstream_refused_are_not_charged(
     assert not any("may have billed" in note for note in entry["reasoning"])
 
 
+def test_a_stream_answered_whole_is_charged_the_usage_its_upstream_reports(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # cheap ignores stream: true and answers one whole JSON answer of 20 + 500 tokens.
+    stream = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="cheap", max_tokens=1000, stream=True,
+        messages=user("answered whole [[fake:whole:prompt=20,completion=500]]"))
+    request_id = stream.headers["x-switchpoint-request-id"]
+    text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
+    assert text.startswith("Echo from cheap")
+    entry = _logged(gov, request_id)
+    price = (20 * 0.5 + 500 * 1.5) / 1e6  # cheap's catalog prices per million tokens
+    assert entry["status"] == "ok" and entry["cost"] == pytest.approx(price)
+    assert [(a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [("ok", None)]
+    assert entry["charged"] == pytest.approx(price)
+    assert _charged(gov, request_id) == {"cheap": pytest.approx(price)}
+    assert _spent(gov, key["id"]) == pytest.approx(price)
+    assert any("cheap answered the stream request with a whole answer" in note
+               for note in entry["reasoning"])
+
+
 def test_each_try_after_a_billed_one_is_held_before_it_is_sent(
         gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
     # good stalls mid-answer on both its tries; its fallback other answers. The request held

@@ -458,6 +458,49 @@ def test_a_stream_answered_without_events_fails_over_naming_what_came(
     assert key and key not in first
 
 
+@pytest.mark.parametrize(("model", "upstream"), [("good", "good"), ("other", OTHER)])
+def test_a_stream_answered_whole_reaches_the_client_as_a_stream_and_is_logged(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, model: str, upstream: str) -> None:
+    """An upstream that ignores ``stream: true`` and sends one whole JSON answer: the client
+    reads it as a stream (its text, a finish reason and, asked for, the usage), the log keeps
+    the tokens the answer's usage reports and its price, and says the answer came whole."""
+    gw_fake.script(upstream, "whole:prompt=1200,completion=30")
+    with client(gw).chat.completions.with_streaming_response.create(
+            model=model, messages=user(), stream=True,
+            stream_options={"include_usage": True}) as response:
+        request_id = response.headers["x-switchpoint-request-id"]
+        chunks = list(response.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith(f"Echo from {upstream}")
+    assert [c.choices[0].finish_reason for c in chunks if c.choices] == ["stop"]
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    assert (usage.prompt_tokens, usage.completion_tokens) == (1200, 30)
+    assert {c.model for c in chunks} == {model}
+    entry = log_entry(gw, request_id)
+    assert entry["status"] == "ok" and entry["stream"] is True
+    assert outcomes(entry) == [(model, "ok")]
+    assert (entry["prompt_tokens"], entry["completion_tokens"]) == (1200, 30)
+    prices = {"good": (10, 30), "other": (8, 24)}[model]
+    assert entry["cost_usd"] == pytest.approx((1200 * prices[0] + 30 * prices[1]) / 1e6)
+    assert [note for note in entry["reasoning"] if "whole answer" in note] == [
+        f"{model} answered the stream request with a whole answer, not an event stream; it "
+        "was sent on as a stream and its usage charged."]
+    assert [r["body"]["stream"] for r in gw_fake.requests()] == [True]
+
+
+@pytest.mark.parametrize("misreport", ["completion=-5", "prompt=99999999999", "nousage=1"])
+def test_a_stream_answered_whole_with_usage_not_believed_logs_no_tokens(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, misreport: str) -> None:
+    """The usage of a whole answer to a stream is read as a stream's: counts out of bounds,
+    or none, are not believed, and the answer still reaches the client."""
+    gw_fake.script("good", f"whole:{misreport}")
+    text, models, entry = streamed(gw)
+    assert text.startswith("Echo from good") and models == {"good"}
+    assert entry["status"] == "ok" and outcomes(entry) == [("good", "ok")]
+    assert entry["prompt_tokens"] is None and entry["cost_usd"] is None
+
+
 _INFLATED: list[bytes] = []
 
 

@@ -41,9 +41,12 @@ from switchpoint.gateway.providers.anthropic import (
 from switchpoint.gateway.providers.base import (
     MAX_REPORTED_TOKENS,
     TokenUsage,
+    WholeAnswerChunk,
     classify_status,
     parse_retry_after,
+    stream_of_answer,
     upstream_json,
+    usage_of,
 )
 from switchpoint.gateway.providers.openai import api_key, rejects_stream_options, upstream_body
 from switchpoint.gateway.providers.sse import SSEEvent, iter_sse
@@ -727,3 +730,46 @@ def test_a_role_the_adapter_cannot_send_is_quoted_as_json() -> None:
     with pytest.raises(UnsupportedRequest, match=re.escape('has role "robot" (system')):
         to_anthropic_request({"messages": [{"role": "robot", "content": "hi"}]}, CLAUDE,
                              stream=False)
+
+
+def test_a_whole_answer_is_the_stream_it_would_have_been() -> None:
+    """Each choice one chunk (its whole message, tool calls numbered, its finish reason), then
+    the usage alone; the first chunk is marked as a whole answer's."""
+    answer = {"id": "chatcmpl-1", "object": "chat.completion", "created": 7, "model": "m",
+              "choices": [
+                  {"index": 0, "finish_reason": "stop",
+                   "message": {"role": "assistant", "content": "hi", "refusal": None}},
+                  {"index": 1, "finish_reason": "tool_calls",
+                   "message": {"role": "assistant", "content": None, "tool_calls": [
+                       {"id": "call_a", "type": "function",
+                        "function": {"name": "f", "arguments": "{}"}},
+                       {"id": "call_b", "type": "function",
+                        "function": {"name": "g", "arguments": "{}"}}]}},
+                  "not a choice"],
+              "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+    chunks = stream_of_answer(answer)
+    assert isinstance(chunks[0], WholeAnswerChunk)
+    assert not any(isinstance(chunk, WholeAnswerChunk) for chunk in chunks[1:])
+    assert all(chunk["object"] == "chat.completion.chunk" and chunk["id"] == "chatcmpl-1"
+               and chunk["model"] == "m" and chunk["created"] == 7 for chunk in chunks)
+    assert [c["choices"] for c in chunks] == [
+        [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": "stop",
+          "logprobs": None}],
+        [{"index": 1, "finish_reason": "tool_calls", "logprobs": None, "delta": {
+            "role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": "call_a", "type": "function",
+                 "function": {"name": "f", "arguments": "{}"}},
+                {"index": 1, "id": "call_b", "type": "function",
+                 "function": {"name": "g", "arguments": "{}"}}]}}],
+        []]
+    assert chunks[-1]["usage"] == answer["usage"]
+    assert usage_of(chunks[-1]) == TokenUsage(3, 2)
+    assert all(is_content_chunk(chunk) for chunk in chunks[:2])
+
+
+def test_a_whole_answer_without_believable_usage_has_no_usage_chunk() -> None:
+    answer = {"choices": [{"message": {"content": "hi"}}],
+              "usage": {"prompt_tokens": -1, "completion_tokens": 2}}
+    chunks = stream_of_answer(answer)
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == ["stop"]
+    assert "usage" not in chunks[-1] and usage_of(chunks[-1]) is None

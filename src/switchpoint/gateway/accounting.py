@@ -93,7 +93,7 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
            upstream_model: str | None = None, usage: TokenUsage | None = None,
            cost_usd: float | None = None, ttft_ms: float | None = None,
            error_kind: str | None = None, error: str | None = None,
-           ledger: Settlement | None = None) -> Entry:
+           ledger: Settlement | None = None, notes: tuple[str, ...] = ()) -> Entry:
     d = plan.decision
     tried = [a.to_dict() for a in attempts]
     for attempt in tried:
@@ -103,7 +103,7 @@ def _entry(plan: Plan, live: Live, *, status: str, http_status: int, attempts: l
         error = clip(redact(error), MAX_ERROR)
     if upstream_model is not None:
         upstream_model = redact(clip(upstream_model, MAX_UPSTREAM_MODEL) or "")
-    reasoning = plan.reasoning + _skipped_notes(attempts)
+    reasoning = plan.reasoning + _skipped_notes(attempts) + list(notes)
     latency_ms = round((time.perf_counter() - plan.started) * 1e3, 3)
     ttft = None if ttft_ms is None else round(ttft_ms, 3)
     if ledger is not None and ledger[1] is not None and cost_usd is not None:
@@ -172,7 +172,7 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
     the stream did not hold the pin, whatever the headers had said
     (:meth:`Plan.broke_off <switchpoint.gateway.planning.Plan.broke_off>`); one the gateway's
     own code broke is logged with the error kind ``internal_error`` and leaves the pin as it
-    was."""
+    was. A stream the upstream answered with one whole answer says so in its reasoning."""
     if stream.completed:
         status, kind, error = "ok", None, None
     elif stream.error is not None:
@@ -186,7 +186,13 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
                   models_tried=stream.models_tried, model=stream.model,
                   upstream_model=stream.upstream_model, usage=stream.usage,
                   cost_usd=stream.cost_usd, ttft_ms=ttft_ms, error_kind=kind, error=error,
-                  ledger=ledger)
+                  ledger=ledger, notes=(_whole_note(stream.model),) if stream.whole else ())
+
+
+def _whole_note(model: str) -> str:
+    """What the log says of a stream request its upstream answered whole."""
+    return (f"{model} answered the stream request with a whole answer, not an event stream; "
+            "it was sent on as a stream and its usage charged.")
 
 
 def failed(plan: Plan, exc: FailoverError, live: Live,

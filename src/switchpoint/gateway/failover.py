@@ -55,6 +55,7 @@ from switchpoint.gateway.providers.base import (
     ProviderResponse,
     Timeouts,
     TokenUsage,
+    WholeAnswerChunk,
     is_content_chunk,
     usage_of,
 )
@@ -301,6 +302,9 @@ class FailoverStream:
         self.usage: TokenUsage | None = None
         self.upstream_model: str | None = None
         self.finish_reason: str | None = None
+        # Whether the upstream answered the stream request with one whole answer, sent on as
+        # a stream (see stream_of_answer).
+        self.whole = False
         self._finished = FinishedChoices()
         self.error: StreamBroken | None = None
         self.completed = False
@@ -345,6 +349,7 @@ class FailoverStream:
         return None if self._deadline is None else self._deadline - self._clock()
 
     def _prepare(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        self.whole = self.whole or isinstance(chunk, WholeAnswerChunk)
         usage = usage_of(chunk)
         if usage is not None:
             self.usage = usage

@@ -411,6 +411,31 @@ def _not_events(response: httpx.Response, text: str, secrets: Sequence[str],
                              model=model, status=response.status_code, body=body)
 
 
+def _is_json(response: httpx.Response) -> bool:
+    """Is ``response`` labelled as JSON (``application/json``, or a ``+json`` type)?"""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json"))
+
+
+async def _whole_answer(response: httpx.Response, limit: int, decoder: ChunkDecoder,
+                        secrets: Sequence[str], model: str) -> list[dict[str, Any]]:
+    """The chunks of the whole JSON answer ``response`` holds (read to at most ``limit``
+    bytes, as a plain answer is), or the error for a JSON body that is not one: the
+    upstream's error when it is one, else a malformed answer naming what came instead."""
+    raw = await read_capped(response, limit, model=model)
+    try:
+        body = upstream_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        body = None
+    chunks = (decoder.whole(body) if isinstance(body, Mapping) and not body.get("error")
+              else [])
+    if not any(is_content_chunk(chunk) for chunk in chunks):
+        raise _not_events(response, raw[:MAX_ERROR_BODY].decode("utf-8", "replace"),
+                          secrets, model)
+    return chunks
+
+
 async def _read_rest(events: AsyncIterator[list[SSEEvent]]) -> None:
     """Read what is left of a stream after its end marker, if it has already arrived, and
     drop it: a body read to its end puts the connection back in the pool for the next call.
@@ -429,6 +454,12 @@ class ChunkDecoder(Protocol):
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         """The chunks for one event (may be none). Raises :class:`ProviderError` for errors."""
+        ...
+
+    def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The chunks of a whole answer ``body`` the upstream gave instead of a stream
+        (:func:`~switchpoint.gateway.providers.base.stream_of_answer`); none when ``body``
+        is not an answer of its dialect."""
         ...
 
 
@@ -454,6 +485,7 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
     # event at a time).
     events: AsyncIterator[list[SSEEvent]] | None = None
     received = False
+    whole: list[dict[str, Any]] = []
     finished = FinishedChoices()
     try:
         pending: list[dict[str, Any]] = []
@@ -470,13 +502,18 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                     raise classify_status(response.status_code, decode_body(raw, secrets),
                                           response.headers, model=model)
                 received = True
+                if _is_json(response):
+                    # A whole answer to a stream request: sent on as the stream it would have
+                    # been, its usage charged (the upstream has billed it); or its error.
+                    whole = await _whole_answer(response, timeouts.max_response_bytes,
+                                                decoder, secrets, model)
                 limit = timeouts.max_sse_line_bytes
                 stray: list[str] = []
                 events = sse_event_batches(_noting_stray(
                     bounded_line_batches(response.aiter_bytes(), limit, model=model,
                                          total=timeouts.max_response_bytes), stray),
                     max_event_chars=limit)
-                content = False
+                content = bool(whole)
                 while not content and not decoder.done:
                     batch = await anext(events, None)
                     if batch is None:
@@ -502,6 +539,9 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                     model=model) from exc
             raise map_transport_error(exc, model=model, timeouts=timeouts,
                                       started=received) from exc
+        if whole:
+            yield whole
+            return
         if pending:
             for chunk in pending:
                 finished.note(chunk)

@@ -91,6 +91,7 @@ from switchpoint.gateway.providers.base import (
     classify_stream_error,
     is_content_chunk,
     is_token_count,
+    stream_of_answer,
     upstream_json,
 )
 from switchpoint.gateway.providers.openai import api_key, target_url
@@ -577,6 +578,13 @@ class AnthropicChunkDecoder:
         return {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
                 "model": self._upstream_model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        try:
+            answer = from_anthropic_response(body, legacy=self.legacy)
+        except MalformedResponse:
+            return []
+        return stream_of_answer(answer)
 
     def feed(self, event: SSEEvent) -> list[dict[str, Any]]:
         try:

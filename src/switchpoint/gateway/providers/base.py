@@ -142,6 +142,51 @@ def is_content_chunk(chunk: Mapping[str, Any]) -> bool:
 
 
 
+class WholeAnswerChunk(dict[str, Any]):
+    """The first chunk of a stream made from a whole answer: an upstream asked for a stream
+    answered with one complete JSON answer instead (see :func:`stream_of_answer`). It is a
+    chunk as any other on the wire; the gateway notes in its request log that the answer came
+    whole."""
+
+
+def stream_of_answer(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A whole OpenAI ``chat.completion`` as the chunks a stream of it would have held: per
+    choice, one chunk carrying its whole message (role, text, refusal, tool calls, each call
+    numbered by ``index``) and its ``finish_reason`` (``stop`` when it gives none: the answer
+    is whole), then a final chunk of no choices
+    carrying the answer's ``usage`` when it has one. The first chunk is a
+    :class:`WholeAnswerChunk`. What ``answer`` is not (a choice that is not an object) is left
+    out; its usage is read, bounded, as a stream's is (:func:`usage_of`)."""
+    head: dict[str, Any] = {"object": "chat.completion.chunk"}
+    for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
+        if name in answer:
+            head[name] = answer[name]
+    chunks: list[dict[str, Any]] = []
+    choices = answer.get("choices")
+    for at, choice in enumerate(choices if isinstance(choices, list) else ()):
+        if not isinstance(choice, Mapping):
+            continue
+        message = choice.get("message")
+        message = message if isinstance(message, Mapping) else {}
+        delta: dict[str, Any] = {"role": message.get("role") or "assistant"}
+        for name, value in message.items():
+            if name == "tool_calls" and isinstance(value, list):
+                value = [{"index": i, **call} if isinstance(call, Mapping) else call
+                         for i, call in enumerate(value)]
+            if name != "role" and (value is not None or name == "content"):
+                delta[name] = value
+        index = choice.get("index", at)
+        chunks.append({**head, "choices": [{
+            "index": index if isinstance(index, int) else at, "delta": delta,
+            "finish_reason": choice.get("finish_reason") or "stop",
+            "logprobs": choice.get("logprobs")}]})
+    if usage_of(answer) is not None:
+        chunks.append({**head, "choices": [], "usage": answer["usage"]})
+    if chunks:
+        chunks[0] = WholeAnswerChunk(chunks[0])
+    return chunks
+
+
 class FinishedChoices:
     """Which choices of a stream have their ``finish_reason``, noted chunk by chunk: the
     answer is whole once each choice that appeared has one (``all``)."""

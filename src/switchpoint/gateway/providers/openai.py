@@ -38,6 +38,7 @@ from switchpoint.gateway.providers.base import (
     chunks_of,
     classify_stream_error,
     is_content_chunk,
+    stream_of_answer,
     upstream_json,
 )
 from switchpoint.gateway.providers.sse import SSEEvent
@@ -157,6 +158,9 @@ class OpenAIChunkDecoder:
                                         after_first_byte=self._content_seen)
         self._content_seen = self._content_seen or is_content_chunk(chunk)
         return [chunk]
+
+    def whole(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return stream_of_answer(body) if isinstance(body.get("choices"), list) else []
 
 
 class OpenAIProvider:
