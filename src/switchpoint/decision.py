@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._args import INTEGER, expect
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted, quoted
 from switchpoint._numbers import real_number
 from switchpoint.errors import InvalidInputError
 
@@ -41,16 +41,24 @@ MAX_COST_WEIGHT = 1e4
 TIE_TOLERANCE = 1e-9
 
 
+def _shown(value: object, x: float) -> str:
+    """A number refused as JSON writes what was sent (``-1``, ``-0.5``), or as the float it
+    reads as when it is another kind of number (a Fraction, a Decimal)."""
+    return json_quoted(value if isinstance(value, int | float) else x)
+
+
 def check_cost_weight(value: object, field: str = "cost_weight") -> float:
     x = real_number(value)
     if x is None:
-        raise InvalidInputError(field, f"must be a number >= 0, got {quoted(value)}")
+        raise InvalidInputError(field, f"must be a number >= 0, got {json_quoted(value)}")
     if math.isnan(x):
         raise InvalidInputError(field, "is NaN; use a number >= 0 (0 = quality first)")
     if x < 0:
-        raise InvalidInputError(field, f"is {x}; it must be >= 0 (0 = quality first)")
+        raise InvalidInputError(field, f"is {_shown(value, x)}; it must be >= 0 "
+                                       "(0 = quality first)")
     if x > MAX_COST_WEIGHT:
-        raise InvalidInputError(field, f"is {x}; it must be at most {MAX_COST_WEIGHT:g}")
+        raise InvalidInputError(field, f"is {_shown(value, x)}; it must be at most "
+                                       f"{MAX_COST_WEIGHT:g}")
     return x
 
 
@@ -105,7 +113,7 @@ def _numbers_by_model(field: str, value: object, low: float, high: float, what: 
             raise InvalidInputError(field, f"must map model names (strings) to numbers, got "
                                            f"a key of type {type(name).__name__}")
         if not (type(x) is float and low <= x <= high):
-            in_range(f"{field}[{quoted(name)}]", x, low, high, what)
+            in_range(f"{field}[{json_quoted(name)}]", x, low, high, what)
 
 
 def _strings(field: str, value: object, what: str) -> None:
@@ -254,7 +262,7 @@ class RoutingDecision:
         _strings("fallback_models", self.fallback_models, "model names")
         for name in self.fallback_models:
             if name not in self.all_scores:
-                raise InvalidInputError("fallback_models", f"names {quoted(name)}, which "
+                raise InvalidInputError("fallback_models", f"names {json_quoted(name)}, which "
                                         "all_scores does not score; a fallback is one of the "
                                         "candidates all_scores holds")
         _strings("evidence", self.evidence, "sentences")
@@ -499,10 +507,10 @@ def _check_pressure(pressure: object) -> None:
     assert isinstance(pressure, dict)
     used = pressure.get("fraction_used")
     if used is not None:
-        in_range("budget_pressure['fraction_used']", used, *COST)
+        in_range('budget_pressure["fraction_used"]', used, *COST)
     for name in ("base_cost_weight", "cost_weight"):
         if name in pressure:
-            in_range(f"budget_pressure[{name!r}]", pressure[name], *LAMBDA)
+            in_range(f"budget_pressure[{json_quoted(name)}]", pressure[name], *LAMBDA)
 
 
 # How a decision's reasoning names the profiled model whose estimate a model without a profile

@@ -125,7 +125,9 @@ class UnknownModelError(InvalidInputError):
         shown = ", ".join(sorted(known)[:20])
         more = "" if len(known) <= 20 else f" (and {len(known) - 20} more)"
         # The message stays short whatever the caller sent: the first names, each clipped.
-        unknown = ", ".join(repr(_clipped(str(n))) for n in names[:_SHOWN_NAMES])
+        from switchpoint._messages import json_quoted  # (it reads this module's errors)
+
+        unknown = ", ".join(json_quoted(str(n), _SHOWN_CHARS) for n in names[:_SHOWN_NAMES])
         if len(names) > _SHOWN_NAMES:
             unknown += f" (and {len(names) - _SHOWN_NAMES} more)"
         super().__init__(
@@ -138,10 +140,6 @@ class UnknownModelError(InvalidInputError):
 
 _SHOWN_NAMES = 20  # unknown names an error message lists
 _SHOWN_CHARS = 100  # characters of each
-
-
-def _clipped(name: str) -> str:
-    return name if len(name) <= _SHOWN_CHARS else f"{name[:_SHOWN_CHARS]}..."
 
 
 class NoCandidatesError(InvalidInputError):
@@ -213,8 +211,9 @@ class DecisionNotFoundError(SwitchpointError, LookupError):
     another tenant, or too old: only the most recent decisions are kept)."""
 
     def __init__(self, decision_id: str, capacity: int) -> None:
-        shown = str.__repr__(decision_id[:61])  # (an id a caller made up may be any length)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        from switchpoint._messages import json_quoted  # (it reads this module's errors)
+
+        shown = json_quoted(decision_id)  # (an id a caller made up may be any length)
         super().__init__(
             f"decision_id: no decision {shown} is remembered for this tenant; outcomes "
             f"can be reported for the last {capacity} decisions a router made, with the "

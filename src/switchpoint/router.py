@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from switchpoint._args import INTEGER, NUMBER, PATH, expect
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_TOKENS, Catalog, check_token_counts, estimate_tokens
@@ -120,7 +120,7 @@ def check_cache_size(size: object, field_name: str) -> int:
     """A cache's size: a whole number of entries >= 0 (0 turns the cache off)."""
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
         raise InvalidInputError(field_name, f"must be a whole number of entries >= 0 (0 turns "
-                                            f"the cache off), got {quoted(size)}")
+                                            f"the cache off), got {json_quoted(size)}")
     return int(size)
 
 
@@ -185,7 +185,7 @@ class DecisionCache(RemadeOnLoad):
         ttl = real_number(ttl_seconds)
         if ttl is None or not 0.0 <= ttl < math.inf:
             raise InvalidInputError("cache_ttl", f"must be a number of seconds >= 0 (0: no "
-                                                 f"expiry), got {quoted(ttl_seconds)}")
+                                                 f"expiry), got {json_quoted(ttl_seconds)}")
         self.ttl = ttl
         self._entries: OrderedDict[tuple[Any, ...], tuple[float, RoutingDecision, np.ndarray]] = (
             OrderedDict())
@@ -611,7 +611,8 @@ class Router(RemadeOnLoad):
         expect("prompt_tokens", prompt_tokens, INTEGER, "a count of tokens", optional=True)
         if prompt_tokens is not None and not 0 <= prompt_tokens <= MAX_TOKENS:
             raise InvalidInputError("prompt_tokens", f"must be a count of tokens from 0 to "
-                                                     f"{MAX_TOKENS:,}, got {quoted(prompt_tokens)}")
+                                                     f"{MAX_TOKENS:,}, got "
+                                                     f"{json_quoted(prompt_tokens)}")
         if not self._map.priced:
             return measured
         return self._map.weights_cost(model, measured, prompt_tokens)
@@ -758,9 +759,9 @@ class Router(RemadeOnLoad):
         profile = self.outcome_profile(model)
         if profile is None:
             raise InvalidInputError(
-                "model", f"{model!r} has no learned profile in these weights, and the "
-                f"{self.policy.name!r} policy learns only its profiled models' outcomes; "
-                "label it with `switchpoint add-model` first")
+                "model", f"{json_quoted(model)} has no learned profile in these weights, and the "
+                f"{json_quoted(self.policy.name)} policy learns only its profiled models' "
+                "outcomes; label it with `switchpoint add-model` first")
         return profile
 
     def _remember(self, decision: RoutingDecision, tenant: str, mask: np.ndarray,
@@ -1198,16 +1199,16 @@ def load_router(
     expect("catalog", catalog, Catalog, "a Catalog", optional=True)
     expect("warm", warm, bool, "True or False")
     if engine not in ENGINES:
-        raise InvalidInputError("engine", f"unknown engine {engine!r}; use one of "
+        raise InvalidInputError("engine", f"unknown engine {json_quoted(engine)}; use one of "
                                           f"{', '.join(ENGINES)} (all run switchpoint's "
                                           "in-process ONNX engine)")
     if weights_name is not None and weights_path is None:
         named = DEFAULT_POLICY if weights_name == "default" else weights_name
         if named not in bundled_policies():
             raise InvalidInputError(
-                "weights_name", f"no bundled weights named {weights_name!r}; bundled: default, "
-                f"{', '.join(bundled_policies())} (switchpoint never downloads weights: pass "
-                "weights_path for your own, made with `switchpoint fit`)")
+                "weights_name", f"no bundled weights named {json_quoted(weights_name)}; "
+                f"bundled: default, {', '.join(bundled_policies())} (switchpoint never "
+                "downloads weights: pass weights_path for your own, made with `switchpoint fit`)")
         policy = policy or named
     package = load_weights(weights_path, policy=policy, max_weights_bytes=max_weights_bytes)
     if use_soft_assignment is not None:
@@ -1239,10 +1240,12 @@ def _embedder_named(name: str, package: WeightsPackage) -> Embedder:
     if name in _DEFAULT_MODEL_NAMES:
         if not package.embedder_id.startswith(MODEL_NAME):
             raise InvalidInputError("embedding_model", f"these weights were fitted with "
-                                                       f"{package.embedder_id!r}, not {name!r}")
+                                                       f"{json_quoted(package.embedder_id)}, not "
+                                                       f"{json_quoted(name)}")
         return embedder_from_id(package.embedder_id)
     if name.startswith("st:"):
         return embedder_from_id(name)
     raise InvalidInputError(
-        "embedding_model", f"unknown embedding model {name!r}; use {MODEL_NAME!r} (the bundled "
+        "embedding_model", f"unknown embedding model {json_quoted(name)}; use "
+                           f"{json_quoted(MODEL_NAME)} (the bundled "
         "ONNX default) or 'st:<sentence-transformers model path>'")

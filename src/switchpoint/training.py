@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
@@ -130,16 +130,18 @@ def add_model(
     expect("source_model", source_model, str, "the model's name in the records",
            optional=True)
     if name in package.models:
-        raise InvalidInputError("name", f"model {quoted(name)} is already in these weights; "
+        raise InvalidInputError("name", f"model {json_quoted(name)} is already in these weights; "
                                         "remove it first to re-learn it")
     data = load_records(records) if isinstance(records, PATH) else records
     label = source_model or name
     if label not in data.models:
         raise RecordsError(str(records) if isinstance(records, PATH) else "records", None,
-                           f"no labels for model {quoted(label)}; the records label {data.models}"
+                           f"no labels for model {json_quoted(label)}; the records label "
+                           f"{data.models}"
                            + ("" if source_model else
                               " (to add one of them under the name "
-                              f"{quoted(name)}, name it as the source: add-model --label MODEL, "
+                              f"{json_quoted(name)}, name it as the source: add-model --label "
+                              "MODEL, "
                               "or source_model=)"))
     j = data.models.index(label)
     rows = np.flatnonzero(~np.isnan(data.scores[:, j]))
@@ -163,7 +165,8 @@ def remove_model(package: WeightsPackage, name: str) -> WeightsPackage:
     expect("package", package, WeightsPackage, "a WeightsPackage (what load_weights returns)")
     expect("name", name, str, "the name of a model of the weights")
     if name not in package.models:
-        raise InvalidInputError("name", f"model {quoted(name)} is not in these weights; they hold "
+        raise InvalidInputError("name", f"model {json_quoted(name)} is not in these weights; "
+                                        "they hold "
                                         f"{package.models}")
     if len(package.models) == 1:
         raise InvalidInputError("name", "cannot remove the only model; a router needs at least one")

@@ -308,7 +308,7 @@ def test_route_models_and_cost_weight(
     # An unknown model is named by the flag that gave it.
     code, _, err = run(["route", PROMPT, "--weights", real_weights_dir, "--models", "nope"],
                        capsys)
-    assert_bad_input(code, err, "--models: unknown model(s) 'nope'", "claude-v2")
+    assert_bad_input(code, err, '--models: unknown model(s) "nope"', "claude-v2")
 
 
 # route: a file ----------------------------------------------------------------------------------
@@ -452,7 +452,7 @@ def test_a_command_lines_number_may_take_a_sign_a_point_and_an_exponent(
     [
         pytest.param(["", "--json"], ["prompt", "empty"], id="empty-prompt"),
         pytest.param(["   "], ["prompt", "empty"], id="blank-prompt"),
-        pytest.param([PROMPT, "--models", "claude-v1,gpt-9-ultra"], ["'gpt-9-ultra'"],
+        pytest.param([PROMPT, "--models", "claude-v1,gpt-9-ultra"], ['"gpt-9-ultra"'],
                      id="unknown-model"),
         pytest.param([PROMPT, "--models", " , "], ["--models"], id="empty-models"),
         pytest.param([], ["give a PROMPT"], id="no-prompt"),
@@ -569,7 +569,7 @@ def test_route_file_past_the_batch_bound_is_routed_in_calls_within_it(
                      [], ["line 2", "exactly one"], id="prompt-and-embedding"),
         pytest.param([GOOD_LINE, "[1, 2]"], [], ["line 2", "'id'"], id="not-object"),
         pytest.param([""], [], ["no lines"], id="empty-file"),
-        pytest.param([GOOD_LINE], ["--models", "gpt-9-ultra"], ["'gpt-9-ultra'"],
+        pytest.param([GOOD_LINE], ["--models", "gpt-9-ultra"], ['"gpt-9-ultra"'],
                      id="unknown-model"),
     ],
 )
@@ -1292,11 +1292,11 @@ def test_add_and_remove_model(
     # Adding it again is refused.
     code, _, err = run(["add-model", "super", labels, "--weights", weights_copy, "--label",
                         "Super-Model"], capsys)
-    assert_bad_input(code, err, "'super'", "already")
+    assert_bad_input(code, err, '"super"', "already")
     # Labels for a model the records do not have.
     code, _, err = run(["add-model", "other2", labels, "--weights", weights_copy, "--label",
                         "Absent"], capsys)
-    assert_bad_input(code, err, "'Absent'")
+    assert_bad_input(code, err, '"Absent"')
     # Route to the new model: it is cheap and never wrong on what it saw.
     code, out, _ = run(["route", "Short science question 7?", "--weights", weights_copy,
                         "--json", "--models", "super,gpt-4-1106-preview"], capsys)
@@ -1314,7 +1314,7 @@ def test_add_and_remove_model(
     assert code == 0
     assert load_weights(weights_copy).models == before.models
     code, _, err = run(["remove-model", "super", "--weights", weights_copy], capsys)
-    assert_bad_input(code, err, "'super'", "not in these weights")
+    assert_bad_input(code, err, '"super"', "not in these weights")
 
 
 def test_add_model_without_weights_extends_the_bundled_ones_into_out(
@@ -1330,7 +1330,7 @@ def test_add_model_without_weights_extends_the_bundled_ones_into_out(
     assert list(tmp_path.iterdir()) == [labels]
     # A name the records do not label: say how to take the labels of the name they use.
     code, _, err = run(["add-model", "mine", labels, "--out", tmp_path / "w"], capsys)
-    assert_bad_input(code, err, "no labels for model 'mine'", "--label", "mine-small")
+    assert_bad_input(code, err, 'no labels for model "mine"', "--label", "mine-small")
     assert list(tmp_path.iterdir()) == [labels]
     out = tmp_path / "my-weights"
     code, _, err = run(["add-model", "mine-small", labels, "--out", out], capsys)

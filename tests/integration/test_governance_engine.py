@@ -70,7 +70,7 @@ def test_in_process_key_and_tenant(gateway_of: Any) -> None:
         gw.complete(messages("x"), model="good", key=key)
     with pytest.raises(AuthenticationError):
         gw.complete(messages("x"), key="sp-0123456789_" + "a" * 43)
-    with pytest.raises(InvalidInputError, match="belongs to tenant 'acme'"):
+    with pytest.raises(InvalidInputError, match='belongs to tenant "acme"'):
         gw.complete(messages("x"), key=key, tenant="other")
     with pytest.raises(NotFoundError, match='tenant: "other" is not in the config'):
         gw.complete(messages("x"), tenant="other")
@@ -219,7 +219,7 @@ def test_a_reload_applies_new_tenants_and_budgets(gw_fake: FakeProviderProcess,
 
         with pytest.raises(BudgetExceededError, match="tenant acme"):
             gw.complete(messages("after"), model="cheap", key=acme, max_tokens=5)
-        with pytest.raises(PermissionDeniedError, match="tenant 'beta' is not in the conf"):
+        with pytest.raises(PermissionDeniedError, match='tenant "beta" is not in the conf'):
             gw.complete(messages("after"), model="cheap", key=beta)
     finally:
         gw.close()

@@ -1106,7 +1106,7 @@ def test_admin_feedback_on_a_decision_of_a_tenant_a_reload_removed_is_refused(
             assert refused.status_code == 409, refused.text
             error = refused.json()["error"]
             assert error["param"] == "decision_id"
-            assert "'acme'" in error["message"] and "no longer" in error["message"]
+            assert '"acme"' in error["message"] and "no longer" in error["message"]
             assert "nothing was learned" in error["message"]
         assert get(server, "/v1/router/status", key=admin).json()["tenants"] == before
         taken = feedback(server, globex, key=admin, score=0.0)

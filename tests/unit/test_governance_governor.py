@@ -224,7 +224,7 @@ async def test_constraints_narrow_auto(tmp_path: Path) -> None:
     d, calls = await route_with(Governor(s), s, tenant=None)
     assert calls[0][0] == ["mid"] and any("Preferred provider" in r for r in d.reasoning)
     s = settings(tmp_path, escalation={"capability": "vision"})
-    with pytest.raises(NoCapableModelError, match="capability 'vision'"):
+    with pytest.raises(NoCapableModelError, match='capability "vision"'):
         await route_with(Governor(s), s, tenant=None)
 
 

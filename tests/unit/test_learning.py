@@ -91,7 +91,7 @@ def test_report_outcome_rejects_bad_quality(package, fake_embedder, kwargs, fiel
 
 def test_unknown_decisions_wrong_tenant_and_unknown_models(package, fake_embedder) -> None:  # type: ignore[no-untyped-def]
     router = _router(package, fake_embedder)
-    with pytest.raises(DecisionNotFoundError, match="no decision 'nope'"):
+    with pytest.raises(DecisionNotFoundError, match="no decision \"nope\""):
         router.report_outcome("nope", 1.0)
     d = router.route(math_prompt(1), tenant="acme")
     with pytest.raises(DecisionNotFoundError):  # another tenant cannot report on it
@@ -636,12 +636,12 @@ def test_a_bad_max_tenants_hears_the_one_rule_it_takes() -> None:
         with pytest.raises(InvalidInputError) as info:
             LearningSettings(max_tenants=value)  # type: ignore[arg-type]
         assert str(info.value) == (f"max_tenants: must be a whole number >= 1, or None for no "
-                                   f"bound, got {value!r}")
+                                   f"bound, got {json.dumps(value)}")
     assert LearningSettings(max_tenants=1).max_tenants == 1
     assert LearningSettings(max_tenants=None).max_tenants is None
     with pytest.raises(InvalidInputError) as info:
         LearningSettings(memory_size=None)  # type: ignore[arg-type]
-    assert str(info.value) == "memory_size: must be a whole number >= 0, got None"
+    assert str(info.value) == "memory_size: must be a whole number >= 0, got null"
 
 
 def test_learning_settings_take_what_the_config_takes() -> None:

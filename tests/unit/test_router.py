@@ -243,7 +243,7 @@ def test_allowed_models_restricts(make_router: RouterFactory) -> None:
         r.route(PROMPTS[0], available_models=["claude-v2"])
     assert info.value.field == "available_models"
     assert r.check_candidates(None) == ["claude-v1", "gpt-4-1106-preview"]
-    with pytest.raises(UnknownModelError, match="'nope'"):
+    with pytest.raises(UnknownModelError, match='"nope"'):
         make_router(allowed_models=["nope"])
     with pytest.raises(NoCandidatesError):
         make_router(allowed_models=[])
@@ -255,7 +255,7 @@ def test_unknown_model_is_named(router: Router) -> None:
         router.route(PROMPTS[0], available_models=["claude-v1", "gpt-7-ultra"])
     assert info.value.names == ["gpt-7-ultra"]
     assert info.value.field == "available_models"
-    assert "'gpt-7-ultra'" in str(info.value)
+    assert '"gpt-7-ultra"' in str(info.value)
     assert "claude-v1" in str(info.value)  # the known models are listed
     assert _state(router) == before
 
@@ -266,10 +266,10 @@ def test_an_unknown_model_error_stays_short_whatever_was_sent(router: Router) ->
         router.route(PROMPTS[0], available_models=many)
     message = str(info.value)
     assert len(message) < 1000 and info.value.names == many  # every name stays on the error
-    assert "'model-0'" in message and "(and 99980 more)" in message
+    assert '"model-0"' in message and "(and 99980 more)" in message
     with pytest.raises(UnknownModelError) as info:
         router.route(PROMPTS[0], available_models=["x" * 1_000_000])
-    assert len(str(info.value)) < 1000 and "'" + "x" * 100 + "...'" in str(info.value)
+    assert len(str(info.value)) < 1000 and "\"" + "x" * 96 + "..." in str(info.value)
 
 
 @pytest.mark.parametrize("bad", [[], "claude-v1", [3], ["claude-v1", 5], 7])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from switchpoint._messages import json_quoted
 from switchpoint.embedding.base import (
     Embedder,
     check_embedding,
@@ -42,17 +43,19 @@ def embedder_from_id(embedder_id: str) -> Embedder:
     if name != MODEL_NAME:
         raise InvalidInputError(
             "embedder",
-            f"unknown embedder {embedder_id!r}; use '{MODEL_NAME}/<truncation>-<tokens>' "
+            f"unknown embedder {json_quoted(embedder_id)}; use "
+            f"'{MODEL_NAME}/<truncation>-<tokens>' "
             "or 'st:<sentence-transformers model path>'",
         )
     truncation, _, tokens = setting.rpartition("-") if setting else ("tail", "", "64")
     if truncation not in TRUNCATIONS or not tokens.isdigit():
         raise InvalidInputError(
             "embedder",
-            f"bad embedder setting {setting!r} in {embedder_id!r}; expected e.g. 'tail-256' "
+            f"bad embedder setting {json_quoted(setting)} in {json_quoted(embedder_id)}; "
+            "expected e.g. 'tail-256' "
             f"with truncation one of {TRUNCATIONS}",
         )
     try:
         return MiniLMEmbedder(truncation=truncation, max_tokens=int(tokens))
     except ValueError as exc:
-        raise InvalidInputError("embedder", f"{embedder_id!r}: {exc}") from None
+        raise InvalidInputError("embedder", f"{json_quoted(embedder_id)}: {exc}") from None

@@ -61,7 +61,7 @@ import numpy as np
 import switchpoint.gateway.accounting as accounting
 from switchpoint._args import FUNCTION, PATH, expect
 from switchpoint._files import access_problem, private_dir
-from switchpoint._messages import json_quoted, quoted, quoted_path
+from switchpoint._messages import json_quoted, quoted_path
 from switchpoint._numbers import real_number
 from switchpoint._process import check_process, in_other_process
 from switchpoint.catalog import Catalog
@@ -1542,7 +1542,7 @@ class Gateway:
         names = list(models)
         if not 2 <= len(names) <= MAX_COMPARE_MODELS or len(set(names)) != len(names):
             raise InvalidInputError("models", f"give 2 to {MAX_COMPARE_MODELS} different "
-                                              f"models, got {names[:10]}")
+                                              f"models, got {json_quoted(names[:10], 200)}")
         if policy is not None:  # (before the catalog: a name a key may not use is a 403,
             for name in names:  # known or not)
                 self.governor.check_model(policy, name, catalog, field="models")
@@ -1868,17 +1868,17 @@ class Gateway:
         expect("event", event, str, f"one of {', '.join(HEALTH_EVENTS)}")
         if event not in HEALTH_EVENTS:
             raise InvalidInputError("event", f"must be one of {', '.join(HEALTH_EVENTS)}, got "
-                                             f"{quoted(event, 40)}")
+                                             f"{json_quoted(event, 40)}")
         if latency_ms is not None:
             if event != "success":
                 raise InvalidInputError("latency_ms", "is recorded for a success only; leave "
-                                                      f"it out when event is {event!r}")
+                                                      f"it out when event is {json_quoted(event)}")
             latency = real_number(latency_ms)
             if latency is None or not 0 <= latency <= MAX_EVENT_LATENCY_MS:
                 raise InvalidInputError(
                     "latency_ms", f"must be a number of milliseconds from 0 to "
                                   f"{MAX_EVENT_LATENCY_MS:.0f} (a day), got "
-                                  f"{quoted(latency_ms, 40)}")
+                                  f"{json_quoted(latency_ms, 40)}")
             latency_ms = latency
         if details is not None:
             if event == "success":

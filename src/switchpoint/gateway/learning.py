@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import json_quoted, quoted_path
+from switchpoint._messages import json_quoted, listed_names, quoted_path
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
@@ -551,11 +551,11 @@ def check_configured(settings: Settings, tenant: str) -> None:
     routes; the deployment's own traffic (:data:`DEFAULT_TENANT`) is always there."""
     if tenant == DEFAULT_TENANT or tenant in settings.tenants:
         return
-    known = ", ".join(settings.tenants) or "none"
-    raise ConflictError(f"decision_id: this decision was made for tenant {tenant!r}, which is "
-                        f"no longer in the configuration (tenants: {known}), so its outcomes "
-                        "teach nothing; restore the tenant to the config and reload to send "
-                        "them; nothing was learned", param="decision_id")
+    known = listed_names(settings.tenants) or "none"
+    raise ConflictError(f"decision_id: this decision was made for tenant {json_quoted(tenant)}, "
+                        f"which is no longer in the configuration (tenants: {known}), so its "
+                        "outcomes teach nothing; restore the tenant to the config and reload "
+                        "to send them; nothing was learned", param="decision_id")
 
 
 def learnable(router: Router, model: str) -> bool:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from switchpoint._json import lone_surrogate
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint.errors import (
     ConflictError,
     ContextLengthExceeded,
@@ -131,8 +131,8 @@ class Compares:
                 and 0 < len(compare_id) <= MAX_DECISION_ID and not lone_surrogate(compare_id)):
             found = self.lookup(compare_id)
         if found is None or found.tenant != tenant or found.expires <= now:
-            raise NotFoundError(f"compare_id: no open comparison {quoted(compare_id, 100)} for "
-                                f"this tenant (comparisons wait {self.ttl_s:g} s for their "
+            raise NotFoundError(f"compare_id: no open comparison {json_quoted(compare_id, 100)} "
+                                f"for this tenant (comparisons wait {self.ttl_s:g} s for their "
                                 "scores); run POST /v1/router/preferences/compare again",
                                 param="compare_id")
         return found

@@ -106,7 +106,7 @@ def period_start(period: str, ts: float) -> float:
     elif period == "month":
         start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     else:
-        raise ValueError(f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
+        raise ValueError(f"unknown period {json_quoted(period)}; use one of {', '.join(PERIODS)}")
     return start.timestamp()
 
 
@@ -135,7 +135,7 @@ def check_curve(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float],
     for i, point in enumerate(points):
         if len(point) != 2:
             raise ValueError(f"point {i} must be [fraction_of_budget_used, cost_weight], "
-                             f"got {list(point)!r}")
+                             f"got {json_quoted(list(point))}")
         fraction, lam = float(point[0]), float(point[1])
         if not (math.isfinite(fraction) and math.isfinite(lam)) or fraction < 0 or lam < 0:
             raise ValueError(f"point {i} ({fraction:g}, {lam:g}) must hold finite numbers >= 0")

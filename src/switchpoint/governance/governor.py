@@ -62,7 +62,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from switchpoint._messages import json_quoted, listed_names, quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.catalog import TIERS, Catalog, ModelCard
 from switchpoint.config import Settings
 from switchpoint.decision import RoutingDecision, without_prior_names
@@ -367,8 +367,9 @@ class Governor:
         if key is not None:
             who = self.authenticate(key, settings, wait=wait)
             if tenant is not None and tenant != who.tenant:
-                raise InvalidInputError("tenant", f"the key belongs to tenant {who.tenant!r}, "
-                                                  f"not {tenant!r}")
+                raise InvalidInputError("tenant", "the key belongs to tenant "
+                                                  f"{json_quoted(who.tenant)}, "
+                                                  f"not {json_quoted(tenant)}")
             return who
         assert tenant is not None
         self._tenant_settings(settings, tenant, None)
@@ -393,7 +394,8 @@ class Governor:
             if key_id is None:  # a tenant named by the caller: there is no such tenant
                 raise NotFoundError(f"tenant: {json_quoted(tenant, 100)} is not in the "
                                     f"configuration {known}", param="tenant")
-            raise PermissionDeniedError(f"key {key_id}'s tenant {quoted(tenant)} is not in the "
+            raise PermissionDeniedError(f"key {key_id}'s tenant {json_quoted(tenant)} is not in "
+                                        "the "
                                         f"configuration {known}", param="tenant")
         return t
 
@@ -652,14 +654,15 @@ class Governor:
                      and TIERS.index(catalog[m].tier or "trivial") >= floor]
             if not names:
                 raise NoCapableModelError(
-                    f"messages: none of {', '.join(allowed)} has a tier of {esc.min_tier!r} or "
+                    f"messages: none of {', '.join(allowed)} has a tier of "
+                    f"{json_quoted(esc.min_tier)} or "
                     "above (escalation.min_tier)", {m: ["below min_tier"] for m in allowed})
         if esc.capability is not None:
             names = [m for m in names if catalog[m].has(esc.capability)]
             if not names:
                 raise NoCapableModelError(
                     f"messages: none of {', '.join(allowed)} lists the capability "
-                    f"{esc.capability!r} (escalation.capability)",
+                    f"{json_quoted(esc.capability)} (escalation.capability)",
                     {m: [f"lacks {esc.capability}"] for m in allowed})
         if esc.prefer_provider is not None:
             preferred = [m for m in names if catalog[m].provider == esc.prefer_provider]

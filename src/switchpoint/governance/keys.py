@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from switchpoint._files import database_identity, private_dir, private_file
-from switchpoint._messages import cut, json_quoted, listed_names, quoted, quoted_path, unprintable
+from switchpoint._messages import cut, json_quoted, listed_names, quoted_path, unprintable
 from switchpoint._numbers import TOO_SMALL, number_text, too_small
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_MODEL_NAME
 from switchpoint.errors import (
@@ -624,7 +624,7 @@ class KeyStore:
         fallback = float(conn.execute(_KEYS_LATEST).fetchone()[0])
         log.warning("%s: the key store's latest time is %s, not a time; keys are judged at the "
                     "latest time they recorded (%s) until it is written again", self.path,
-                    "missing" if row is None else quoted(str(held), 40), _iso(fallback))
+                    "missing" if row is None else json_quoted(str(held), 40), _iso(fallback))
         self._saved = -math.inf  # (so the next write puts one back)
         self._latest = max(self._latest, min(fallback, MAX_EXPIRY))
 
@@ -941,7 +941,7 @@ class KeyStore:
         if isinstance(grace_s, bool) or not isinstance(grace_s, (int, float)) or not (
                 0 <= grace_s <= MAX_GRACE_S):
             raise InvalidInputError("grace_s", f"must be a number of seconds between 0 and "
-                                               f"{MAX_GRACE_S}, got {grace_s!r}")
+                                               f"{MAX_GRACE_S}, got {json_quoted(grace_s)}")
         with self._lock:
             conn = self._db()
             # (Read, checked and changed in one transaction: a revocation by another

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from switchpoint._json import lone_surrogate
-from switchpoint._messages import cut, json_quoted, listed_names, quoted
+from switchpoint._messages import cut, json_quoted, listed_names
 from switchpoint._numbers import real_number
 from switchpoint.catalog import MAX_TOKENS, Catalog, ModelCard, check_token_counts
 from switchpoint.config import Settings
@@ -220,7 +220,7 @@ def _number(value: object, name: str, *, integer: bool = False,
             at_most: float | None = None) -> float:
     x = real_number(value)  # (NumPy's scalars too; an int too large for a float is inf)
     if x is None:
-        raise InvalidInputError(name, f"must be a number >= 0, got {quoted(value)}")
+        raise InvalidInputError(name, f"must be a number >= 0, got {json_quoted(value)}")
     if not math.isfinite(x) or x < 0:
         raise InvalidInputError(name, f"must be a finite number >= 0, got {x:g}")
     if at_most is not None and x > at_most:

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint._json import LONE_SURROGATE, lone_surrogate
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint._numbers import boolean, real_number
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.catalog import MAX_ANSWER_COST
@@ -44,7 +44,7 @@ def check_tenant(tenant: object, field_name: str = "tenant") -> str:
         return DEFAULT_TENANT
     if not isinstance(tenant, str) or not tenant.strip():
         raise InvalidInputError(field_name, f"must be a non-empty tenant name or None (the "
-                                            f"deployment's own), got {quoted(tenant)}")
+                                            f"deployment's own), got {json_quoted(tenant)}")
     if len(tenant) > MAX_TENANT_LENGTH:
         raise InvalidInputError(field_name, f"is {len(tenant)} characters; at most "
                                             f"{MAX_TENANT_LENGTH}")
@@ -62,12 +62,12 @@ def check_quality(quality_score: object, success: object) -> float:
     if success is not None:
         flag = boolean(success)
         if flag is None:
-            raise InvalidInputError("success", f"must be True or False, got {quoted(success)}")
+            raise InvalidInputError("success", f"must be True or False, got {json_quoted(success)}")
         return 1.0 if flag else 0.0
     q = real_number(quality_score)
     if q is None:
         raise InvalidInputError("quality_score", f"must be a number in [0, 1], got "
-                                                 f"{quoted(quality_score)}")
+                                                 f"{json_quoted(quality_score)}")
     if math.isnan(q):
         raise InvalidInputError("quality_score", "is NaN; give a number in [0, 1]")
     if not 0.0 <= q <= 1.0:
@@ -85,7 +85,7 @@ def check_cost(cost: object) -> float | None:
     value = real_number(cost)
     if value is None:
         raise InvalidInputError("cost", f"must be a number >= 0 (what the answer cost), got "
-                                        f"{quoted(cost)}")
+                                        f"{json_quoted(cost)}")
     if not math.isfinite(value) or value < 0.0:
         raise InvalidInputError("cost", f"is {value}; give what the answer cost, a finite "
                                         "number >= 0")
@@ -166,7 +166,8 @@ class FeedbackEvent:
                                else float(data["measured_cost"])),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInputError("event", f"is not a feedback event ({exc!r}); it needs "
+            raise InvalidInputError("event", f"is not a feedback event ({json_quoted(exc)}); it "
+                                             "needs "
                                              "decision_id, model, quality, timestamp and "
                                              "event_id") from None
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import DEFAULT_TENANT, MAX_TENANTS
@@ -56,7 +56,7 @@ class Explorer(RemadeOnLoad):
     def __init__(self, rate: float = 0.0, seed: int | None = None) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
             raise InvalidInputError("exploration",
-                                    f"must be a fraction in [0, 1], got {quoted(rate)}")
+                                    f"must be a fraction in [0, 1], got {json_quoted(rate)}")
         self.rate = float(rate)
         self.seed = seed
         self._streams: OrderedDict[str, np.random.Generator] = OrderedDict()

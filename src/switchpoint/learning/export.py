@@ -12,6 +12,7 @@ import copy
 import datetime as _dt
 from pathlib import Path
 
+from switchpoint._messages import json_quoted
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.events import check_tenant
 from switchpoint.router import Router
@@ -30,7 +31,8 @@ def learned_package(router: Router, *, tenant: str | None = None,
         others = [t for t in router.learner.tenants() if router.learner.n_outcomes(t)]
         where = (f"; tenants with outcomes: {', '.join(others)} (name one with --tenant)"
                  if others else "")
-        raise InvalidInputError("tenant", f"tenant {name!r} has reported no outcomes; there is "
+        raise InvalidInputError("tenant", f"tenant {json_quoted(name)} has reported no outcomes; "
+                                          "there is "
                                           f"nothing to fold into the weights{where}")
     overlay = router.learner.overlay(name)
     if overlay is not None and not overlay.profiled_evidence:
@@ -38,7 +40,8 @@ def learned_package(router: Router, *, tenant: str | None = None,
         models = ", ".join(n for c, n in enumerate(cards.names) if cards.count[:, c].any()
                            ) if cards is not None else "none"
         raise InvalidInputError(
-            "tenant", f"the {outcomes} outcome(s) of tenant {name!r} are all of models without "
+            "tenant", f"the {outcomes} outcome(s) of tenant {json_quoted(name)} are all of "
+                      "models without "
             f"a learned profile ({models}), which weights hold only as profiles, so there is "
             "nothing to fold in; label those models (switchpoint label, then add-model) to "
             "give them profiles (routing goes on learning from these outcomes meanwhile)")

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint._numbers import real_number
 from switchpoint._pickling import LOCK, RLOCK, RemadeOnLoad, remade
 from switchpoint.errors import (
@@ -86,12 +86,13 @@ class LearningSettings:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
                     value < least:
                 rule = f"a whole number >= {least}" + (f", or None {none}" if none else "")
-                raise InvalidInputError(name, f"must be {rule}, got {quoted(value)}")
+                raise InvalidInputError(name, f"must be {rule}, got {json_quoted(value)}")
 
         whole("memory_size", self.memory_size)
         if self.memory_size > MAX_MEMORY_SIZE:
             raise InvalidInputError("memory_size", f"must be at most {MAX_MEMORY_SIZE:,} "
-                                                   f"decisions, got {self.memory_size!r}")
+                                                   "decisions, got "
+                                                   f"{json_quoted(self.memory_size)}")
         whole("seed", self.seed, none="for a random one")
         whole("max_new_clusters", self.max_new_clusters,
               none="for twice the base policy's clusters")
@@ -99,12 +100,12 @@ class LearningSettings:
         rate = real_number(self.exploration)
         if rate is None or not 0.0 <= rate <= 1.0:
             raise InvalidInputError("exploration", f"must be a fraction in [0, 1], got "
-                                                   f"{quoted(self.exploration)}")
+                                                   f"{json_quoted(self.exploration)}")
         object.__setattr__(self, "exploration", rate)  # a plain float, -0.0 as 0.0
         novelty = real_number(self.novelty_threshold)
         if novelty is None or not -1.0 <= novelty <= 1.0:
             raise InvalidInputError("novelty_threshold", f"must be a cosine in [-1, 1], got "
-                                                         f"{self.novelty_threshold!r}")
+                                                         f"{json_quoted(self.novelty_threshold)}")
         # Plain Python numbers, whatever NumPy scalars were given (as a saved state keeps them).
         object.__setattr__(self, "novelty_threshold", novelty)
         for name in ("memory_size", "seed", "max_new_clusters", "max_tenants"):
@@ -386,7 +387,8 @@ class Learner(RemadeOnLoad):
         if (self.log is None and limit is not None and tenant not in self._evicted
                 and len(self._overlays) >= limit):
             raise InvalidInputError(
-                "tenant", f"a first outcome for {tenant!r} would add a tenant to the {limit} "
+                "tenant", f"a first outcome for {json_quoted(tenant)} would add a tenant to the "
+                          f"{limit} "
                 "whose learned evidence this router holds, its most "
                 "(LearningSettings.max_tenants, about 72 KB each), and it has no feedback log "
                 "to rebuild one it let go from: pass "

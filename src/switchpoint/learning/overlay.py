@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._messages import json_quoted
 from switchpoint.errors import InvalidInputError, UnknownModelError
 from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import FeedbackEvent
@@ -402,7 +403,8 @@ class TableOverlay(_OverlayBase):
     def _units(self, event: FeedbackEvent) -> tuple[npt.NDArray[np.int64], Array]:
         if not event.units:
             raise InvalidInputError(
-                "event", f"the {self.base.name!r} policy learns from the units a decision used, "
+                "event", f"the {json_quoted(self.base.name)} policy learns from the units a "
+                         "decision used, "
                 "and this event names none; record decisions with the router that made them")
         units = np.array([u for u, _ in event.units], dtype=np.int64)
         weights = np.array([w for _, w in event.units], dtype=np.float64)
@@ -643,5 +645,6 @@ def make_overlay(policy: Policy, *, novelty_threshold: float = 0.4,
         return TableOverlay(policy, cards=cards)
     if isinstance(policy, KnnPolicy):
         return KnnOverlay(policy)
-    raise InvalidInputError("policy", f"the {policy.name!r} policy does not learn from outcomes; "
+    raise InvalidInputError("policy", f"the {json_quoted(policy.name)} policy does not learn "
+                                      "from outcomes; "
                                       "use the cluster, knn, tiers or tfidf policy")

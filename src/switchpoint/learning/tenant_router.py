@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 
 from switchpoint._args import expect
+from switchpoint._messages import json_quoted
 from switchpoint.decision import RoutingDecision
 from switchpoint.embedding import check_embedding, check_prompt
 from switchpoint.errors import InvalidInputError
@@ -55,7 +56,8 @@ class TenantRouter:
         expect("memory", memory, TenantKnnMemory, "a TenantKnnMemory", optional=True)
         if router.policy.requires != "embedding":
             raise InvalidInputError("router", f"the tenant memory compares prompt vectors; the "
-                                              f"{router.policy.name!r} policy routes on text. "
+                                              f"{json_quoted(router.policy.name)} policy routes "
+                                              "on text. "
                                               "Use the cluster or knn policy")
         self.router = router
         self.memory = memory or TenantKnnMemory()

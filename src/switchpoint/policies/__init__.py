@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from switchpoint._messages import json_quoted
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Estimates,
@@ -52,7 +53,7 @@ def policy_class(name: str) -> type[Policy]:
     target = POLICIES.get(name) if isinstance(name, str) else None
     if target is None:
         raise InvalidInputError(
-            "policy", f"unknown policy {name!r}; choose one of {sorted(POLICIES)}"
+            "policy", f"unknown policy {json_quoted(name)}; choose one of {sorted(POLICIES)}"
         )
     module, _, attr = target.partition(":")
     cls: type[Policy] = getattr(importlib.import_module(module), attr)
@@ -66,7 +67,8 @@ def make_policy(name: str, **params: Any) -> Policy:
     try:
         policy = cls(**params)
     except TypeError as exc:
-        raise InvalidInputError("policy", f"bad parameters for {name!r}: {exc}") from None
+        raise InvalidInputError("policy",
+                                f"bad parameters for {json_quoted(name)}: {exc}") from None
     policy.validate_params()
     return policy
 

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import quoted
+from switchpoint._messages import MAX_LISTED, json_quoted
 from switchpoint.errors import InvalidInputError, NotFittedError, UnknownModelError
 
 Array = npt.NDArray[np.float64]
@@ -54,10 +54,12 @@ class Inputs:
 
     def require(self, what: Requirement, policy: str) -> None:
         if what == "embedding" and self.embeddings is None:
-            raise InvalidInputError("embedding", f"the {policy!r} policy needs an embedding")
+            raise InvalidInputError("embedding", f"the {json_quoted(policy)} policy needs an "
+                                                 "embedding")
         if what == "text" and self.texts is None:
             raise InvalidInputError(
-                "prompt", f"the {policy!r} policy reads the prompt text; an embedding alone "
+                "prompt", f"the {json_quoted(policy)} policy reads the prompt text; an embedding "
+                          "alone "
                 "is not enough. Send the prompt, or use the cluster or knn policy",
             )
 
@@ -138,12 +140,13 @@ class Kept:
             return None
         if len(held) < len(cls.FIELDS):
             missing = [key for key in cls.FIELDS if key not in profile]
-            raise ValueError(f"profile of {model!r} has {', '.join(held)} but not "
+            raise ValueError(f"profile of {json_quoted(model)} has {', '.join(held)} but not "
                              f"{', '.join(missing)} (what an export of a learned router "
                              "writes together)")
         for key in ("expected_cost", "stderr_count"):
             if len(profile[key]) != n_units:
-                raise ValueError(f"profile of {model!r} has {len(profile[key])} {key} values "
+                raise ValueError(f"profile of {json_quoted(model)} has {len(profile[key])} {key} "
+                                 "values "
                                  f"for {n_units} units")
         return cls(cost=np.array(profile["expected_cost"], dtype=np.float64),
                    mean_cost=float(profile["mean_cost"]),
@@ -386,7 +389,7 @@ class Policy(ABC):
                 0 <= int(unit_id) < n):
             raise InvalidInputError(field, f"must be an integer in [0, {n - 1}] (this "
                                            f"{self.name} policy's {self.unit_kind}s), got "
-                                           f"{quoted(unit_id)}")
+                                           f"{json_quoted(unit_id)}")
         return int(unit_id)
 
     def describe_unit(self, unit_id: int) -> str:
@@ -412,15 +415,16 @@ def check_param_names(cls: type[Policy], params: Mapping[str, object]) -> None:
     unknown = [name for name in params if name not in known]
     if unknown:
         raise InvalidInputError(
-            unknown[0], f"the {cls.name!r} policy has no parameter(s) "
-            f"{', '.join(map(repr, unknown))}; its parameters are {list(known)}")
+            unknown[0], f"the {json_quoted(cls.name)} policy has no parameter(s) "
+            f"{', '.join(json_quoted(name) for name in unknown[:MAX_LISTED])}; its "
+            f"parameters are {', '.join(known)}")
 
 
 def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool = True) -> float:
     """``value`` as a float, if it is a finite real number ``>= low`` (``> low`` if not
     ``inclusive``); otherwise an :class:`InvalidInputError` naming the parameter."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(name, f"must be a finite number; got {quoted(value)}")
+        raise InvalidInputError(name, f"must be a finite number; got {json_quoted(value)}")
     if value < low or (not inclusive and value == low):
         raise InvalidInputError(name, f"must be {'>=' if inclusive else '>'} {low:g}; got {value}")
     return float(value)
@@ -429,7 +433,7 @@ def check_number(name: str, value: object, *, low: float = 0.0, inclusive: bool 
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
     """``value`` if it is an integer in ``[low, high]``; otherwise an :class:`InvalidInputError`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInputError(name, f"must be an integer; got {quoted(value)}")
+        raise InvalidInputError(name, f"must be an integer; got {json_quoted(value)}")
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
         raise InvalidInputError(name, f"must be {bound}; got {value}")
@@ -438,7 +442,7 @@ def check_int(name: str, value: object, *, low: int, high: int | None = None) ->
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise InvalidInputError(name, f"must be one of {list(choices)}; got {quoted(value)}")
+        raise InvalidInputError(name, f"must be one of {list(choices)}; got {json_quoted(value)}")
     return str(value)
 
 
@@ -623,11 +627,12 @@ class TablePolicy(Policy):
     def add_model(self, name: str, inputs: Inputs, scores: Array, costs: Array) -> Self:
         self._check_fitted()
         if name in self.models_:
-            raise InvalidInputError("name", f"model {name!r} is already known; remove it first")
+            raise InvalidInputError("name", f"model {json_quoted(name)} is already known; remove "
+                                            "it first")
         col_scores = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
         col_costs = np.asarray(costs, dtype=np.float64).reshape(-1, 1)
         if col_scores.size and np.all(np.isnan(col_scores)):
-            raise InvalidInputError("scores", f"model {name!r} has no labelled examples")
+            raise InvalidInputError("scores", f"model {json_quoted(name)} has no labelled examples")
         check_training_arrays(col_scores, col_costs, [name], len(inputs))
         weights = self._unit_weights(inputs)
         single = ProfileTable.from_assignments(weights, col_scores, col_costs, [name])
@@ -644,7 +649,7 @@ class TablePolicy(Policy):
         if name not in self.models_:
             raise UnknownModelError("name", [name], self.models_)
         if len(self.models_) == 1:
-            raise InvalidInputError("name", f"cannot remove {name!r}, the only model")
+            raise InvalidInputError("name", f"cannot remove {json_quoted(name)}, the only model")
         self.table_ = self.table_.without_model(name)
         self.models_ = [m for m in self.models_ if m != name]
         self._forget_prior(name)

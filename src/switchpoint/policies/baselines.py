@@ -7,7 +7,7 @@ from typing import Self
 
 import numpy as np
 
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
@@ -108,7 +108,7 @@ class FixedPolicy(_GlobalMeans):
     def validate_params(self) -> None:
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise InvalidInputError("model", "must be a model name or None; got "
-                                             f"{quoted(self.model)}")
+                                             f"{json_quoted(self.model)}")
 
     def fit(self, inputs: Inputs, scores: Array, costs: Array, models: list[str]) -> Self:
         self.validate_params()
@@ -121,7 +121,8 @@ class FixedPolicy(_GlobalMeans):
         if self.model is None:
             self.model_ = self.models_[int(np.nanargmin(self.error_))]
         elif self.model not in self.models_:
-            raise InvalidInputError("model", f"{self.model!r} is not among {self.models_}")
+            raise InvalidInputError("model", f"{json_quoted(self.model)} is not among "
+                                             f"{self.models_}")
         else:
             self.model_ = self.model
 
@@ -140,14 +141,15 @@ class FixedPolicy(_GlobalMeans):
         if chosen is None or policy.model is not None:
             policy._choose_model()
         elif chosen not in policy.models_:
-            raise ValueError(f"the fixed model {chosen!r} has no profile")
+            raise ValueError(f"the fixed model {json_quoted(chosen)} has no profile")
         else:
             policy.model_ = str(chosen)
         return policy
 
     def remove_model(self, name: str) -> Self:
         if name == getattr(self, "model_", None):
-            raise InvalidInputError("name", f"{name!r} is the fixed policy's model; fit the "
+            raise InvalidInputError("name", f"{json_quoted(name)} is the fixed policy's model; "
+                                            "fit the "
                                             "policy with another model first")
         return super().remove_model(name)
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from switchpoint._messages import cut
+from switchpoint._messages import cut, json_quoted
 from switchpoint.errors import (
     ConnectError,
     FirstTokenTimeout,
@@ -407,7 +407,7 @@ def _not_events(response: httpx.Response, text: str, secrets: Sequence[str],
         return classify_stream_error(body, model=model)
     kind = response.headers.get("content-type") or "no content-type"
     return MalformedResponse(f"the {response.status_code} answer to a stream is not an event "
-                             f"stream ({cut(kind, 80)}): {cut(str(redact_value(body)), 200)}",
+                             f"stream ({cut(kind, 80)}): {json_quoted(redact_value(body), 200)}",
                              model=model, status=response.status_code, body=body)
 
 
