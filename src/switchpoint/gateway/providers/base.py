@@ -209,6 +209,7 @@ class FinishedChoices:
     def all(self) -> bool:
         return bool(self.open) and self.open <= self.done
 
+
 @dataclass
 class ProviderResponse:
     """A finished, non-streamed answer in OpenAI ``chat.completion`` shape."""
