@@ -123,6 +123,12 @@ def test_the_lambda_curve_is_piecewise_linear_and_flat_outside() -> None:
     assert curve_value((), 0.9) == 0.0
 
 
+def test_a_budget_curve_may_raise_lambda_to_the_most_a_request_routes_with() -> None:
+    settings = load_settings(overrides={"tenants": {"acme": {"budget_curve": [[0, 1e4]]}}},
+                             environ={})
+    assert settings.tenants["acme"].curve == ((0.0, 1e4),)
+
+
 @pytest.mark.parametrize(("overrides", "key", "needle"), [
     ({"tenants": {"acme": {"budgets": "50/fortnight"}}}, "tenants.acme.budgets",
      '"fortnight" is not a budget period'),
@@ -133,6 +139,10 @@ def test_the_lambda_curve_is_piecewise_linear_and_flat_outside() -> None:
      "'default' is taken by the requests that name no tenant"),
     ({"tenants": {"acme": {"budget_curve": [[0.8, 1], [0.5, 2]]}}},
      "tenants.acme.budget_curve", "must increase"),
+    # (a λ past what a request may route with refused every request of the tenant as it filled)
+    ({"tenants": {"acme": {"budget_curve": [[0.5, 1], [0.9, 20000]]}}},
+     "tenants.acme.budget_curve",
+     "point 1's cost_weight is 20000; the most a request may route with is 10000"),
     ({"tenants": {"acme": {"sla": {"min_quality": 1}}}}, "tenants.acme.sla.min_quality",
      "known keys here: max_latency_ms"),
     ({"escalation": {"strategy": "sometimes"}}, "escalation.strategy", "must be one of"),

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from switchpoint._messages import json_quoted
+from switchpoint.decision import MAX_COST_WEIGHT
 
 PERIODS = ("hour", "day", "week", "month")
 DEFAULT_CURVE: tuple[tuple[float, float], ...] = ((0.5, 0.0), (0.8, 1.0), (1.0, 5.0))
@@ -126,8 +127,9 @@ def period_end(period: str, ts: float) -> float:
 
 
 def check_curve(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float], ...]:
-    """A λ curve as ``((fraction, λ), ...)``, fractions strictly increasing, all >= 0, at
-    most :data:`MAX_CURVE_POINTS` of them."""
+    """A λ curve as ``((fraction, λ), ...)``, fractions strictly increasing, all >= 0, each λ
+    at most the most a request may route with (``MAX_COST_WEIGHT``), at most
+    :data:`MAX_CURVE_POINTS` points."""
     if len(points) > MAX_CURVE_POINTS:
         raise ValueError(f"{len(points)} points given; give at most {MAX_CURVE_POINTS} (the "
                          "curve is linear between them)")
@@ -139,6 +141,9 @@ def check_curve(points: Sequence[Sequence[float]]) -> tuple[tuple[float, float],
         fraction, lam = float(point[0]), float(point[1])
         if not (math.isfinite(fraction) and math.isfinite(lam)) or fraction < 0 or lam < 0:
             raise ValueError(f"point {i} ({fraction:g}, {lam:g}) must hold finite numbers >= 0")
+        if lam > MAX_COST_WEIGHT:
+            raise ValueError(f"point {i}'s cost_weight is {lam:g}; the most a request may route "
+                             f"with is {MAX_COST_WEIGHT:g}, so give at most that")
         if out and fraction <= out[-1][0]:
             raise ValueError(f"the fractions must increase (point {i}: {fraction:g} after "
                              f"{out[-1][0]:g})")
