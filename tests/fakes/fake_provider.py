@@ -33,7 +33,9 @@ is seen, ``ok`` after), else its model's default, else ``ok``. A behaviour is ``
                    ``say`` and ``usage`` too: ``model_pad=N`` N more characters of ``model``,
                    ``nest=N`` a field ``extra`` nested N levels deep in the answer (each chunk),
                    ``finish=`` the finish reason of a text answer (default ``stop``; some
-                   upstreams say ``eos`` or ``model_length``).
+                   upstreams say ``eos`` or ``model_length``), ``type=`` the content-type of
+                   a stream (percent-decoded; some label their event stream
+                   ``application/json``).
                    Anthropic dialect: ``id_pad=N`` N more characters of the message id
 ``say``            answer ``text=`` (percent-decoded, so ``%2C`` is a comma) instead of the
                    echo, with the same usage rules; e.g. a judge's ``say:text={"score": 0.7}``
@@ -254,11 +256,12 @@ def reset_connection(writer: asyncio.StreamWriter) -> None:
 class ChunkedWriter:
     """An SSE body in HTTP/1.1 chunked framing, so a clean end and a cut differ on the wire."""
 
-    def __init__(self, writer: asyncio.StreamWriter, delay: float = 0.0) -> None:
-        self.writer, self.delay = writer, delay
+    def __init__(self, writer: asyncio.StreamWriter, delay: float = 0.0,
+                 kind: str = "text/event-stream") -> None:
+        self.writer, self.delay, self.kind = writer, delay, kind
 
     async def start(self) -> None:
-        self.writer.write(head_bytes(200, {"content-type": "text/event-stream",
+        self.writer.write(head_bytes(200, {"content-type": self.kind,
                                            "cache-control": "no-cache",
                                            "transfer-encoding": "chunked"}))
         await self.writer.drain()
@@ -508,7 +511,8 @@ async def serve_openai(req: Request, writer: asyncio.StreamWriter, name: str,
         await send_json(writer, 200, full)
         return True
 
-    out = ChunkedWriter(writer, _num(params, "chunk_delay", 0))
+    out = ChunkedWriter(writer, _num(params, "chunk_delay", 0),
+                        urllib.parse.unquote(params.get("type", "text/event-stream")))
     await out.start()
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

@@ -501,6 +501,19 @@ def test_a_stream_answered_whole_with_usage_not_believed_logs_no_tokens(
     assert entry["prompt_tokens"] is None and entry["cost_usd"] is None
 
 
+@pytest.mark.parametrize("kind", ["application/json", "application/json%3B charset=utf-8"])
+def test_an_event_stream_labelled_as_json_is_read_as_a_stream(
+        gw: ThreadServer, gw_fake: FakeProviderProcess, kind: str) -> None:
+    """An upstream that labels its event stream ``application/json`` is streamed as before
+    (it was read as one whole answer, refused as none, and failed over)."""
+    gw_fake.script("good", f"ok:type={kind}")
+    text, models, entry = streamed(gw)
+    assert text.startswith("Echo from good") and models == {"good"}
+    assert entry["status"] == "ok" and outcomes(entry) == [("good", "ok")]
+    assert entry["prompt_tokens"] is not None and entry["cost_usd"] is not None
+    assert not [note for note in entry["reasoning"] if "whole answer" in note]
+
+
 _INFLATED: list[bytes] = []
 
 

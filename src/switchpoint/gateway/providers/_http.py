@@ -289,17 +289,19 @@ async def post_json(client: httpx.AsyncClient, url: str, body: Mapping[str, Any]
 
 
 async def read_capped(response: httpx.Response, limit: int, *, model: str,
-                      truncate: bool = False) -> bytes:
+                      truncate: bool = False, chunks: AsyncIterator[bytes] | None = None
+                      ) -> bytes:
     """The response body, at most ``limit`` bytes: with ``truncate`` the first ``limit`` bytes
     (the rest is not read), else :class:`ResponseTooLarge` past it (before reading any of it
-    when the declared length is already over)."""
+    when the declared length is already over). ``chunks``: the body, when part of it was read
+    already (see :func:`_opening`)."""
     declared = response.headers.get("content-length", "")
     if not truncate and declared.isdigit() and int(declared) > limit:
         raise ResponseTooLarge(f"the answer is {int(declared)} bytes, over the limit of {limit} "
                                "(gateway.max_response_bytes)", model=model,
                                status=response.status_code)
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in chunks if chunks is not None else response.aiter_bytes():
         body += chunk
         if len(body) > limit:
             if truncate:
@@ -418,12 +420,33 @@ def _is_json(response: httpx.Response) -> bool:
                                           and kind.endswith("+json"))
 
 
-async def _whole_answer(response: httpx.Response, limit: int, decoder: ChunkDecoder,
-                        secrets: Sequence[str], model: str) -> list[dict[str, Any]]:
-    """The chunks of the whole JSON answer ``response`` holds (read to at most ``limit``
-    bytes, as a plain answer is), or the error for a JSON body that is not one: the
+async def _opening(chunks: AsyncIterator[bytes], limit: int
+                   ) -> tuple[bytes, AsyncIterator[bytes]]:
+    """The opening of a body: its bytes up to the first that is not whitespace (or its end,
+    or ``limit`` bytes of whitespace), and the whole body again, those bytes first."""
+    head = b""
+    while not head.lstrip() and len(head) <= limit:
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            break
+        head += chunk
+
+    async def again() -> AsyncIterator[bytes]:
+        if head:
+            yield head
+        async for chunk in chunks:
+            yield chunk
+
+    return head, again()
+
+
+async def _whole_answer(response: httpx.Response, body: AsyncIterator[bytes], limit: int,
+                        decoder: ChunkDecoder, secrets: Sequence[str], model: str
+                        ) -> list[dict[str, Any]]:
+    """The chunks of the whole JSON answer ``response`` holds (``body``, read to at most
+    ``limit`` bytes, as a plain answer is), or the error for a JSON body that is not one: the
     upstream's error when it is one, else a malformed answer naming what came instead."""
-    raw = await read_capped(response, limit, model=model)
+    raw = await read_capped(response, limit, model=model, chunks=body)
     try:
         body = upstream_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -502,15 +525,20 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                     raise classify_status(response.status_code, decode_body(raw, secrets),
                                           response.headers, model=model)
                 received = True
-                if _is_json(response):
-                    # A whole answer to a stream request: sent on as the stream it would have
-                    # been, its usage charged (the upstream has billed it); or its error.
-                    whole = await _whole_answer(response, timeouts.max_response_bytes,
-                                                decoder, secrets, model)
                 limit = timeouts.max_sse_line_bytes
+                chunks: AsyncIterator[bytes] = response.aiter_bytes()
+                if _is_json(response):
+                    # A whole answer to a stream request (a JSON object): sent on as the
+                    # stream it would have been, its usage charged (the upstream has billed
+                    # it); or its error. An event stream labelled as JSON is read as one.
+                    opening, chunks = await _opening(chunks, limit)
+                    if opening.lstrip()[:1] == b"{":
+                        whole = await _whole_answer(response, chunks,
+                                                    timeouts.max_response_bytes, decoder,
+                                                    secrets, model)
                 stray: list[str] = []
                 events = sse_event_batches(_noting_stray(
-                    bounded_line_batches(response.aiter_bytes(), limit, model=model,
+                    bounded_line_batches(chunks, limit, model=model,
                                          total=timeouts.max_response_bytes), stray),
                     max_event_chars=limit)
                 content = bool(whole)
