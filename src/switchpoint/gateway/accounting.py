@@ -186,13 +186,17 @@ def streamed(plan: Plan, stream: FailoverStream, live: Live, ttft_ms: float,
                   models_tried=stream.models_tried, model=stream.model,
                   upstream_model=stream.upstream_model, usage=stream.usage,
                   cost_usd=stream.cost_usd, ttft_ms=ttft_ms, error_kind=kind, error=error,
-                  ledger=ledger, notes=(_whole_note(stream.model),) if stream.whole else ())
+                  ledger=ledger,
+                  notes=(_whole_note(stream.model, stream.usage),) if stream.whole else ())
 
 
-def _whole_note(model: str) -> str:
+def _whole_note(model: str, usage: TokenUsage | None) -> str:
     """What the log says of a stream request its upstream answered whole."""
     return (f"{model} answered the stream request with a whole answer, not an event stream; "
-            "it was sent on as a stream and its usage charged.")
+            "it was sent on as a stream and " + (
+                "its usage charged." if usage is not None else
+                "reported no usage to believe, so its cost is unknown, as a stream's that "
+                "reports none."))
 
 
 def failed(plan: Plan, exc: FailoverError, live: Live,
