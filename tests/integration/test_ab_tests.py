@@ -244,3 +244,30 @@ def test_another_tenants_experiment_running_or_ended_is_refused_as_one_that_does
         assert "default" not in message and "ended" not in message
     with pytest.raises(InvalidInputError, match="ended at"):
         gateway.route(math_prompt(3), ab_test="home-only")
+
+
+def test_a_name_whose_decisions_are_logged_is_not_made_again_at_run_time(
+        settings: Settings) -> None:
+    """A config experiment a reload dropped left its decisions under its name; an experiment
+    created at run time under that name read them in its report as its own, before any
+    request took part in it. It is refused, and nothing is made."""
+    with _gateway(settings) as gateway:
+        for i in range(12):
+            assert gateway.route(math_prompt(i), tenant="acme").experiment == "thrift"
+        path = settings.source_path
+        assert path is not None
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("  thrift:\n    tenants: [acme]\n", "  later:\n"
+                                     "    enabled: false\n    tenants: [acme]\n"),
+                        encoding="utf-8")
+        gateway.state.reload()
+        assert list(gateway.settings.experiments) == ["later"]
+        with pytest.raises(ConflictError) as refused:
+            gateway.create_ab_test("thrift", tenants=["acme"])
+        assert refused.value.param == "name"
+        assert '12 decisions of an earlier experiment "thrift"' in str(refused.value)
+        assert "pick another name" in str(refused.value)
+        assert _rows(gateway) == [] and list(gateway.settings.experiments) == ["later"]
+        test = gateway.create_ab_test("thrift-2", tenants=["acme"])
+        assert all(a["decisions"] == 0
+                   for a in gateway.experiment_report(test.name)["arms"])

@@ -317,6 +317,15 @@ class RuntimeExperiments:
                                 f"{when(self.ended[name][1])}; its name stays taken while "
                                 "the store keeps it (its report reads the decisions logged "
                                 "under that name): pick another name", param="name")
+        reader = self.learning.reader
+        logged = {} if reader is None else reader.experiment(name)
+        earlier = sum(int(arm["decisions"]) for arm in logged.values())
+        if earlier:
+            raise ConflictError(f"name: {earlier} decision{'s' * (earlier != 1)} of an earlier "
+                                f"experiment {shown} (one the config listed, or one created "
+                                "at run time that the store no longer keeps) are logged under "
+                                "that name, and a report reads an experiment's decisions by "
+                                "its name: pick another name", param="name")
         if len(settings.experiments) >= MAX_EXPERIMENTS:
             raise ConflictError(f"name: there are {len(settings.experiments)} experiments "
                                 "already (the config's and those created at run time), the "
