@@ -440,13 +440,13 @@ async def _opening(chunks: AsyncIterator[bytes], limit: int
     return head, again()
 
 
-async def _whole_answer(response: httpx.Response, body: AsyncIterator[bytes], limit: int,
+async def _whole_answer(response: httpx.Response, reading: AsyncIterator[bytes], limit: int,
                         decoder: ChunkDecoder, secrets: Sequence[str], model: str
                         ) -> list[dict[str, Any]]:
-    """The chunks of the whole JSON answer ``response`` holds (``body``, read to at most
+    """The chunks of the whole JSON answer ``response`` holds (``reading``, read to at most
     ``limit`` bytes, as a plain answer is), or the error for a JSON body that is not one: the
     upstream's error when it is one, else a malformed answer naming what came instead."""
-    raw = await read_capped(response, limit, model=model, chunks=body)
+    raw = await read_capped(response, limit, model=model, chunks=reading)
     try:
         body = upstream_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -526,19 +526,19 @@ async def stream_chunks(client: httpx.AsyncClient, url: str, body: Mapping[str, 
                                           response.headers, model=model)
                 received = True
                 limit = timeouts.max_sse_line_bytes
-                chunks: AsyncIterator[bytes] = response.aiter_bytes()
+                reading: AsyncIterator[bytes] = response.aiter_bytes()
                 if _is_json(response):
                     # A whole answer to a stream request (a JSON object): sent on as the
                     # stream it would have been, its usage charged (the upstream has billed
                     # it); or its error. An event stream labelled as JSON is read as one.
-                    opening, chunks = await _opening(chunks, limit)
+                    opening, reading = await _opening(reading, limit)
                     if opening.lstrip()[:1] == b"{":
-                        whole = await _whole_answer(response, chunks,
+                        whole = await _whole_answer(response, reading,
                                                     timeouts.max_response_bytes, decoder,
                                                     secrets, model)
                 stray: list[str] = []
                 events = sse_event_batches(_noting_stray(
-                    bounded_line_batches(chunks, limit, model=model,
+                    bounded_line_batches(reading, limit, model=model,
                                          total=timeouts.max_response_bytes), stray),
                     max_event_chars=limit)
                 content = bool(whole)
