@@ -98,6 +98,7 @@ def test_an_experiment_created_over_http_is_routed_promoted_ended_and_kept_acros
     ({"name": "x", "strategy_b": "fastest"}, 400, "strategy_b"),
     ({"name": "x", "strategy_a": {"cost_weight": 1e9}}, 400, "strategy_a"),
     ({"name": "x", "tenants": ["nobody"]}, 400, "tenants"),
+    ({"name": "x", "tenants": ["globex"] * 5000}, 400, "tenants"),
     ({"name": "x", "min_n": 0}, 400, "min_n"),
     ({"name": "x", "arms": {"p": {}}}, 400, "arms"),
     ({"name": "x", "arms": {"p": {}, "q": {}}, "strategy_a": "quality_first"}, 400, "arms"),

@@ -307,6 +307,10 @@ def test_every_list_of_names_in_the_config_is_bounded(tmp_path: Path) -> None:
         ("tenants: {acme: {}}\nexperiments: {e: {arms: {a: {}, b: {}}, tenants: ["
          + ", ".join(["acme"] * 10_001) + "]}}\n",
          "experiments.e.tenants: must have at most 10000 items, got 10001"),
+        # (each copy was kept: a report and every refusal naming the tenants repeated them)
+        ("tenants: {acme: {}}\nexperiments: {e: {arms: {a: {}, b: {}}, tenants: ["
+         + ", ".join(["acme"] * 2) + "]}}\n",
+         'experiments.e.tenants: lists "acme" twice; list each tenant once'),
     ):
         assert error_of(tmp_path, text).startswith(expected), text[:80]
 

@@ -42,7 +42,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted, quoted
 from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
@@ -168,6 +168,16 @@ class ExperimentConfig(BaseModel):
     def _arm_names(cls, value: dict[str, ArmConfig]) -> dict[str, ArmConfig]:
         for name in value:
             check_name(name, "arm name")
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _each_tenant_once(cls, value: list[str] | None) -> list[str] | None:
+        seen: set[str] = set()
+        for name in value or ():
+            if name in seen:
+                raise ValueError(f"lists {json_quoted(name, 100)} twice; list each tenant once")
+            seen.add(name)
         return value
 
 
