@@ -169,6 +169,29 @@ def test_a_run_time_experiment_survives_a_restart_and_a_reload_and_a_reload_nami
     assert at_start.value.key == "experiments.kept"
 
 
+
+def test_an_ended_run_time_experiment_is_kept_for_good_by_listing_its_name_in_the_config(
+        settings: Settings) -> None:
+    """Once it has ended, the config may take the name (to keep the experiment for good): the
+    config's experiment carries on from its decisions, and is the one its name reports."""
+    with _gateway(settings) as gateway:
+        gateway.create_ab_test("kept", tenants=["globex"], strategy_b={"cost_weight": 2})
+        for i in range(6):
+            gateway.route(math_prompt(i), tenant="globex")
+        gateway.end_ab_test("kept")
+        path = settings.source_path
+        assert path is not None
+        path.write_text(path.read_text(encoding="utf-8") + (
+            "  kept:\n    tenants: [globex]\n    arms: {a: {}, b: {cost_weight: 2}}\n"),
+            encoding="utf-8")
+        gateway.state.reload()
+        report = gateway.experiment_report("kept")
+        assert report["created_at"] is None and report["ended_at"] is None
+        assert sum(a["decisions"] for a in report["arms"]) == 6
+        assert [r["experiment"] for r in gateway.experiment_reports()].count("kept") == 1
+        assert gateway.route(math_prompt(9), tenant="globex", ab_test="kept").arm in ("a", "b")
+
+
 @pytest.mark.parametrize(("kwargs", "field", "says"), [
     ({"name": "bad name"}, "name", "letters, digits"),
     ({"name": 7}, "name", "a string"),
