@@ -1093,10 +1093,10 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
         scope = experiment.tenants if experiment.tenants is not None else tenants
         if scope and all(t in taken for t in scope):
             earlier = sorted({taken[t] for t in scope})
-            who = ("every tenant" if experiment.tenants is None
-                   else f"its tenants ({', '.join(scope)})")
+            who = ("every tenant already takes" if experiment.tenants is None
+                   else f"its tenants ({', '.join(scope)}) already take")
             raise ConfigError(f"experiments.{name}", (
-                f"would get no traffic: {who} already take part in "
+                f"would get no traffic: {who} part in "
                 f"{', '.join(map(repr, earlier))}, listed before it, and a request joins only "
                 "the first enabled experiment that holds its tenant; give the experiments "
                 "tenants of their own, or set enabled: false on one of them"))
