@@ -117,7 +117,7 @@ def test_seed_prove_example_with_default_weights_names_the_unknown_models(
     """The default weights know none of seed 2's model names: 400 naming each of them."""
     message = assert_invalid(post(server, SEED_PROVE), "available_models")
     for name in SEED_MODELS:
-        assert repr(name) in message
+        assert json.dumps(name) in message
     assert "known models are" in message
 
 
@@ -241,7 +241,7 @@ def test_embedding_all_zeros(server: ThreadServer) -> None:
 def test_unknown_model(server: ThreadServer) -> None:
     message = assert_invalid(post(server, {"prompt": "hi", "available_models": ["gpt-9"]}),
                              "available_models")
-    assert "'gpt-9'" in message
+    assert '"gpt-9"' in message
 
 
 def test_available_models_are_bounded_and_unknown_ones_named_once(server: ThreadServer) -> None:

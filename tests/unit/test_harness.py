@@ -338,7 +338,7 @@ def test_format_table_lists_every_policy_task_and_model(report: EvaluationReport
     ("kwargs", "needle"),
     [
         pytest.param({"fit_split": None}, "give fit_split", id="neither"),
-        pytest.param({"policies": ["cluster", "telepathy"]}, "unknown policy 'telepathy'",
+        pytest.param({"policies": ["cluster", "telepathy"]}, 'unknown policy "telepathy"',
                      id="unknown-policy"),
         pytest.param({"policies": []}, "at least one policy", id="no-policies"),
         pytest.param({"policies": ["knn", "knn"]}, "more than once", id="duplicate"),
@@ -346,7 +346,7 @@ def test_format_table_lists_every_policy_task_and_model(report: EvaluationReport
                      id="stray-params"),
         pytest.param({"params": {"cluster": {"n_clusters": 0}}}, "n_clusters", id="bad-param"),
         pytest.param({"params": {"knn": {"neighbours": 3}}},
-                     "'knn' policy has no parameter(s) 'neighbours'", id="bad-name"),
+                     '"knn" policy has no parameter(s) "neighbours"', id="bad-name"),
         pytest.param({"fit_split": "test"}, "measures nothing", id="fit-on-test"),
         pytest.param({"lambdas": [0.1, -1.0]}, "lambdas[1]", id="negative-lambda"),
         pytest.param({"lambdas": []}, "non-empty", id="no-lambdas"),

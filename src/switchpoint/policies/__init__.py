@@ -53,8 +53,8 @@ def policy_class(name: str) -> type[Policy]:
     target = POLICIES.get(name) if isinstance(name, str) else None
     if target is None:
         raise InvalidInputError(
-            "policy", f"unknown policy {json_quoted(name)}; choose one of {sorted(POLICIES)}"
-        )
+            "policy", f"unknown policy {json_quoted(name)}; choose one of "
+                      f"{', '.join(sorted(POLICIES))}")
     module, _, attr = target.partition(":")
     cls: type[Policy] = getattr(importlib.import_module(module), attr)
     return cls
