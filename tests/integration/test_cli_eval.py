@@ -140,7 +140,7 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
     ("argv", "needle"),
     [
         pytest.param(["{missing}"], "file not found", id="missing-file"),
-        pytest.param(["{records}", "--policy", "telepathy"], "unknown policy 'telepathy'",
+        pytest.param(["{records}", "--policy", "telepathy"], 'unknown policy "telepathy"',
                      id="unknown-policy"),
         pytest.param(["{train_only}"], "train_only.jsonl': no records in split 'test', which "
                      "eval would measure on; splits present: ['train']; name the split to "

@@ -299,7 +299,7 @@ def test_make_policy_by_name() -> None:
     assert isinstance(p, ClusterPolicy) and p.n_clusters == 3
     with pytest.raises(InvalidInputError, match="unknown policy"):
         make_policy("nope")
-    with pytest.raises(InvalidInputError, match=r"no parameter\(s\) 'colour'; its parameters"):
+    with pytest.raises(InvalidInputError, match=r'no parameter\(s\) "colour"; its parameters'):
         make_policy("cluster", colour="red")
 
 
