@@ -926,3 +926,52 @@ def test_the_services_retention_keeps_every_tenants_learned_router_live_and_afte
     with Gateway(settings, loader=loader, env=KEYS) as restarted:
         restarted.start()
         assert learned(restarted) == taught
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_feedback_learned_as_the_learning_closes_starts_no_checkpoint_after(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        attempt: int) -> None:
+    """Feedback learns an event (a checkpoint is due) while the learning closes: closing had
+    taken the checkpoint run to wait for (none), and the feedback then started one, on the
+    feedback log closing shut, that nobody waited for. Closing now stops runs from starting
+    until the learning opens again; its own checkpoint holds the event."""
+    monkeypatch.setattr(gateway_learning, "CHECKPOINT_EVERY", 1)
+    settings = settings_for(fake, tmp_path)
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    learning = gateway.learning
+    due = learning._checkpoint_when_due
+    inside, go = threading.Event(), threading.Event()
+
+    def held(live: Any, due_after: int | None = None) -> None:  # (under the state's guard)
+        inside.set()
+        assert go.wait(10)
+        due(live, due_after)
+
+    runs: list[str] = []
+    monkeypatch.setattr(learning, "_checkpoint_when_due", held)
+    monkeypatch.setattr(learning, "_checkpoint_quietly", lambda: runs.append("run"))
+    decision = gateway.route(math_prompt(1))
+    feedback = threading.Thread(
+        target=lambda: gateway.report_outcome(decision.decision_id, 1.0))
+    feedback.start()
+    assert inside.wait(10)
+    closing = threading.Thread(target=learning.close)
+    closing.start()
+    time.sleep(0.2)  # (closing has taken the run to wait for: none; it waits for the guard)
+    go.set()
+    feedback.join(10)
+    closing.join(10)
+    assert not feedback.is_alive() and not closing.is_alive()
+    for thread in threading.enumerate():  # (a run started would record itself)
+        if thread.name == "switchpoint-checkpoint":
+            thread.join(10)
+    assert runs == []
+    path = Path(settings.data_dir) / CHECKPOINT_FILENAME
+    assert checkpoint_position(path) is not None  # the closing's checkpoint holds the event
+    monkeypatch.setattr(learning, "_checkpoint_when_due", due)
+    gateway.close()
+    with Gateway(settings, loader=loader, env=KEYS) as again:
+        again.start()
+        assert again.learning_status()["from_checkpoint"] == 1

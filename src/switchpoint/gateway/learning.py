@@ -621,13 +621,20 @@ class GatewayLearning:
                                 else Path(store.path).with_name(CHECKPOINT_FILENAME))
         self._checkpointing: threading.Thread | None = None
         self._checkpoint_lock = threading.Lock()
+        # Held to start a checkpoint run and, as the gateway closes, to take the run to wait
+        # for and stop runs from starting (until it opens again): feedback learned just as it
+        # closed would otherwise start one that closing never waited for.
+        self._checkpoint_start = threading.Lock()
+        self._checkpoints_shut = False
 
     @property
     def reader(self) -> LearningReader | None:
         return self.log.reader
 
     def open(self) -> None:
-        """Read what was promoted (the store is open)."""
+        """Read what was promoted (the store is open); checkpoints start again."""
+        with self._checkpoint_start:
+            self._checkpoints_shut = False
         if self.reader is not None:
             self.promoted = {name: (arm, reason) for name, (arm, _, reason) in
                              self.reader.promotions().items()}
@@ -913,12 +920,14 @@ class GatewayLearning:
         :data:`CHECKPOINT_EVERY`) were learned since the last (called under the state's guard,
         which the checkpoint waits for)."""
         due = CHECKPOINT_EVERY if due is None else due
-        if (self.checkpoint_path is None or learning.events - learning.tried < due
-                or (self._checkpointing is not None and self._checkpointing.is_alive())):
-            return
-        self._checkpointing = threading.Thread(target=self._checkpoint_quietly,
-                                               name="switchpoint-checkpoint", daemon=True)
-        self._checkpointing.start()
+        with self._checkpoint_start:
+            if (self._checkpoints_shut or self.checkpoint_path is None
+                    or learning.events - learning.tried < due
+                    or (self._checkpointing is not None and self._checkpointing.is_alive())):
+                return  # (closing: its own checkpoint holds what was learned)
+            self._checkpointing = threading.Thread(target=self._checkpoint_quietly,
+                                                   name="switchpoint-checkpoint", daemon=True)
+            self._checkpointing.start()
 
     def _checkpoint_quietly(self) -> None:
         try:
@@ -967,8 +976,11 @@ class GatewayLearning:
 
     def close(self) -> None:
         """Checkpoint what was learned since the last checkpoint (a graceful stop), after any
-        checkpoint already under way."""
-        running = self._checkpointing
+        checkpoint already under way; from now until :meth:`open`, no checkpoint run starts
+        (what feedback learns meanwhile is in this one, or in the feedback log)."""
+        with self._checkpoint_start:
+            self._checkpoints_shut = True
+            running = self._checkpointing
         if running is not None:
             running.join()
         try:
