@@ -33,6 +33,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from switchpoint import Gateway
 from switchpoint.config import load_settings
+from switchpoint.decision import RoutingDecision
 from switchpoint.errors import (
     FailoverError,
     InvalidInputError,
@@ -51,8 +52,10 @@ from tests.integration.gateway_env import (
     KEYS,
     client,
     config_text,
+    db_rows,
     fresh_health,
     log_entry,
+    until,
 )
 from tests.integration.servers import ThreadServer, thread_server
 
@@ -609,56 +612,91 @@ def test_housekeeping_asked_for_by_both_doors_at_once_starts_one_run(
     assert runs == [True]
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_a_request_past_its_open_check_as_the_gateway_closes_starts_no_housekeeping(
-        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        attempt: int) -> None:
-    """A request on a thread of its own passes its open check, then the gateway closes
-    (waiting for the housekeeping run under way: none), then the request asks for
-    housekeeping, which is due: it started a run on the state just closed (the pins' store,
-    data_dir's lock, the log to prune), that no one waited for. Closing now stops runs from
-    starting until the gateway opens again."""
-    config = tmp_path / "switchpoint.yaml"
-    config.write_text(config_text(gw_fake), encoding="utf-8")
-    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
-    runs: list[bool] = []
-    monkeypatch.setattr(gateway, "_housekeeping", lambda purge, days: runs.append(purge))
+def _held_after_the_open_check(gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+                                ) -> tuple[threading.Event, threading.Event]:
+    """The first request to read the live router (just after its open check) waits there
+    for ``go``, having set ``inside``."""
     live, inside, go = gateway.state.live, threading.Event(), threading.Event()
 
-    def held() -> Any:  # (read just after the open check: the request waits there for go)
+    def held() -> Any:
         if not inside.is_set():
             inside.set()
-            go.wait(10)
+            assert go.wait(10)
         return live()
 
     monkeypatch.setattr(gateway.state, "live", held)
+    return inside, go
+
+
+def _closing(gateway: Gateway) -> tuple[threading.Thread, threading.Event]:
+    """``gateway.close()`` on a thread of its own, begun (new requests refused) on return;
+    the event is set once it has returned."""
+    closed = threading.Event()
+
+    def close() -> None:
+        gateway.close()
+        closed.set()
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    until(lambda: gateway._admission.is_shut, "closing has begun")
+    return closer, closed
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_closing_waits_for_a_request_past_its_open_check_and_refuses_the_next(
+        gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        attempt: int) -> None:
+    """A request on a thread of its own passes its open check, then the gateway closes: the
+    request went on over the state being closed (its decision returned but not logged, the
+    store closed under it; a housekeeping run started on the pins, data_dir's lock and the log
+    just closed, that closing never waited for). Closing now waits for the requests under way:
+    the decision is logged and the run it started is done before the state closes. A request
+    that comes once closing has begun is refused, saying the gateway is closed, and logs
+    nothing."""
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(gw_fake), encoding="utf-8")
+    gateway = Gateway.from_config(config, loader=FACTORY, env=KEYS)
+    runs: list[str] = []
+
+    def housekeeping(purge: bool, days: object) -> None:
+        runs.append("started")
+        time.sleep(0.2)
+        runs.append("done")
+
+    monkeypatch.setattr(gateway, "_housekeeping", housekeeping)
+    inside, go = _held_after_the_open_check(gateway, monkeypatch)
     outcome: list[object] = []
 
     def request() -> None:
         try:
             outcome.append(asyncio.run(gateway.aroute("What is the capital of France?")))
-        except Exception as exc:  # (the state it goes on to use is closed: any end will do)
+        except Exception as exc:  # (told below)
             outcome.append(exc)
 
     requester = threading.Thread(target=request)
     requester.start()
     assert inside.wait(10)
-    gateway.close()
+    closer, closed = _closing(gateway)
+    with pytest.raises(StoreError, match="the gateway is closed"):
+        asyncio.run(gateway.aroute("What is the capital of Spain?"))
+    time.sleep(0.2)
+    assert not closed.is_set()  # closing waits for the request under way
     go.set()
     requester.join(10)
-    assert not requester.is_alive() and len(outcome) == 1
-    for thread in threading.enumerate():  # (a run started would record itself here)
-        if thread.name == "switchpoint-housekeeping":
-            thread.join(10)
-    assert runs == []
-    # Opened again, the gateway housekeeps again: its first request starts a run.
-    monkeypatch.setattr(gateway.state, "live", live)
-    gateway.start()
+    closer.join(20)
+    assert not requester.is_alive() and closed.is_set()
+    assert len(outcome) == 1 and isinstance(outcome[0], RoutingDecision), outcome
+    assert runs == ["started", "done"]  # (waited for before the state closed)
+    data = tmp_path / "data"
+    assert db_rows(data, "SELECT id FROM decisions") == [(outcome[0].decision_id,)]
+    # Opened again, the gateway serves and logs again.
+    gateway.start()  # (the hold is spent: the router is read straight away)
     try:
         gateway.route("What is the capital of France?")
     finally:
         gateway.close()
-    assert runs == [True]
+    assert len(db_rows(data, "SELECT id FROM decisions")) == 2
 
 
 def test_a_gateway_called_from_loop_after_loop_holds_nothing_of_the_loops_that_closed(

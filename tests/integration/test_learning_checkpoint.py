@@ -6,6 +6,7 @@ start serves the same lesson."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from switchpoint.config import Settings
 from switchpoint.errors import StorageUnavailableError, StoreError
 from switchpoint.gateway import Gateway, feedback_log
 from switchpoint.gateway import learning as gateway_learning
+from switchpoint.gateway.learning import FeedbackResult
 from switchpoint.gateway.live import learning_settings
 from switchpoint.learning.checkpoint import (
     CHECKPOINT_FILENAME,
@@ -32,7 +34,7 @@ from switchpoint.router import Router
 from switchpoint.weights import load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt, poem_prompt
-from tests.integration.gateway_env import config_text
+from tests.integration.gateway_env import config_text, db_rows, until
 from tests.integration.learning_env import (
     EMBEDDER,
     KEYS,
@@ -975,3 +977,64 @@ def test_feedback_learned_as_the_learning_closes_starts_no_checkpoint_after(
     with Gateway(settings, loader=loader, env=KEYS) as again:
         again.start()
         assert again.learning_status()["from_checkpoint"] == 1
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_closing_waits_for_feedback_under_way_which_is_kept_and_learned(
+        fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        attempt: int) -> None:
+    """Feedback on a thread of its own passes the store's open check, then the gateway
+    closes: the feedback went on over a closed log (learned in memory, its row refused, the
+    closing's checkpoint taken before it). Closing now waits for it: its row is in the
+    feedback log and the closing's checkpoint holds it, so the next start learns it without
+    replaying; feedback that comes once closing has begun is refused, and changes nothing."""
+    settings = settings_for(fake, tmp_path)
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    learning = gateway.learning
+    check = learning._check_not_refused
+    inside, go = threading.Event(), threading.Event()
+
+    def held(answer_id: str, tenant: str | None) -> None:  # (after the store's open check)
+        inside.set()
+        assert go.wait(10)
+        check(answer_id, tenant)
+
+    monkeypatch.setattr(learning, "_check_not_refused", held)
+    first, second = gateway.route(math_prompt(1)), gateway.route(math_prompt(2))
+    outcome: list[object] = []
+
+    def feedback() -> None:
+        try:
+            outcome.append(asyncio.run(gateway.areport_outcome(first.decision_id, 1.0)))
+        except Exception as exc:  # (told below)
+            outcome.append(exc)
+
+    giver = threading.Thread(target=feedback)
+    giver.start()
+    assert inside.wait(10)
+    closed = threading.Event()
+
+    def close() -> None:
+        gateway.close()
+        closed.set()
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    until(lambda: gateway._admission.is_shut, "closing has begun")
+    with pytest.raises(StoreError, match="the gateway is closed"):
+        asyncio.run(gateway.areport_outcome(second.decision_id, 0.0))
+    time.sleep(0.2)
+    assert not closed.is_set()  # closing waits for the feedback under way
+    go.set()
+    giver.join(10)
+    closer.join(20)
+    assert not giver.is_alive() and closed.is_set()
+    assert len(outcome) == 1 and isinstance(outcome[0], FeedbackResult), outcome
+    data = Path(settings.data_dir)
+    assert db_rows(data, "SELECT decision_id, quality FROM feedback") == [
+        (first.decision_id, 1.0)]
+    with Gateway(settings, loader=loader, env=KEYS) as again:
+        again.start()
+        status = again.learning_status()
+        assert (status["from_checkpoint"], status["replayed"]) == (1, 1)

@@ -51,9 +51,10 @@ import warnings
 import weakref
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import anyio.to_thread
 import numpy as np
@@ -85,6 +86,7 @@ from switchpoint.errors import (
     UnknownModelError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
+from switchpoint.gateway.admission import Admission, running_loop
 from switchpoint.gateway.body_size import PROMPT_ADVICE, check_body_size
 from switchpoint.gateway.capabilities import needs_of
 from switchpoint.gateway.experiments import Assignment, check_experiment
@@ -157,6 +159,7 @@ INTERRUPTED_SETTLE_S = 5.0
 # pending on it to end (and again once they are cancelled).
 LOOP_DRAIN_S = 2.0
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 # What record_provider_event takes: how a call the caller made itself went.
 HEALTH_EVENTS = ("success", "error", "timeout")
 # The longest call record_provider_event takes (a day, in milliseconds).
@@ -177,6 +180,27 @@ class Observer(Protocol):
     def on_decision(self, decision: RoutingDecision) -> None: ...
 
     def on_store_error(self) -> None: ...
+
+
+def _request(method: F) -> F:
+    """An async method of the gateway as one request inside it (see
+    :mod:`switchpoint.gateway.admission`): refused once closing has begun, waited for by it."""
+    @functools.wraps(method)
+    async def inside(self: Gateway, *args: Any, **kwargs: Any) -> Any:
+        with self._admitted():
+            return await method(self, *args, **kwargs)
+
+    return cast(F, inside)
+
+
+def _sync_request(method: F) -> F:
+    """:func:`_request` for a method that runs on its caller's thread."""
+    @functools.wraps(method)
+    def inside(self: Gateway, *args: Any, **kwargs: Any) -> Any:
+        with self._admitted():
+            return method(self, *args, **kwargs)
+
+    return cast(F, inside)
 
 
 class Gateway:
@@ -266,6 +290,8 @@ class Gateway:
         # reaches the gateway there since is ended as it arrives.
         self._stopping: dict[asyncio.AbstractEventLoop, str] = {}
         self._sync: _LoopThread | None = None
+        # The requests inside it: closing refuses new ones and waits for these to end.
+        self._admission = Admission()
         # (Looked up through a weak reference: the governor's flush thread must not keep a
         # gateway its caller dropped alive, or it could never be closed as it is collected.)
         me = weakref.ref(self)
@@ -349,6 +375,7 @@ class Gateway:
             self._maintenance_shut = False  # (opened again: it housekeeps again)
         self._pid = os.getpid()
         self._stopping.clear()  # (opened again: it serves again)
+        self._admission.reopen()
         _close_at_exit_if_open(self)
 
     def _release_data_dir(self) -> None:
@@ -374,11 +401,18 @@ class Gateway:
 
     async def aclose(self) -> None:
         """Close the streams still open (each is logged as closed by the client), the upstream
-        connections, the pins and the log. In a child of ``os.fork()`` it does nothing: what
-        it would close is the parent's."""
+        connections, the pins and the log. A request that comes once closing has begun is
+        refused (the closed error); one already under way is waited for, up to its deadline
+        (``gateway.max_total_s``), so its log entry is written and what it taught is kept
+        before the state closes (a synchronous call's is given :data:`LOOP_DRAIN_S`, then
+        cancelled: see :meth:`close`). In a child of ``os.fork()`` it does nothing: what it
+        would close is the parent's."""
         if in_other_process(self._pid):
             return
+        self._admission.shut()
         await self._close_streams()
+        sync_loop = self._sync.loop if self._sync is not None else None
+        self._left_inside(await self._admission.adrain(self._drain_s(), but=sync_loop))
         await self.pool.aclose()
         await self._maintenance_done()
         if self._sync is not None:  # what the synchronous methods opened, on their own loop
@@ -390,14 +424,19 @@ class Gateway:
         self._close_state()
 
     def close(self) -> None:
-        """:meth:`aclose` from synchronous code."""
+        """:meth:`aclose` from synchronous code. A synchronous call another thread waits for
+        is given :data:`LOOP_DRAIN_S` to end, then cancelled; a request under way on another
+        event loop is waited for as :meth:`aclose` waits (not one on the loop of the thread
+        calling this, which cannot go on while it waits)."""
         if in_other_process(self._pid):
             return
+        self._admission.shut()
         if self._sync is not None:
             self._sync.run(self._close_streams())
             self._sync.run(self.pool.aclose())
             self._sync.stop()
             self._sync = None
+        self._left_inside(self._admission.drain(self._drain_s(), but=running_loop()))
         future = self._take_maintenance()
         if future is not None:
             future.result()
@@ -428,15 +467,43 @@ class Gateway:
         self._opened = False
         self._release_data_dir()
 
+    def _drain_s(self) -> float:
+        """How long closing waits for the requests under way: a request's deadline."""
+        return self.retry.max_total_s + LOOP_DRAIN_S
+
+    @staticmethod
+    def _left_inside(left: int) -> None:
+        if left:
+            log.warning("closing: %d request(s) still under way after gateway.max_total_s "
+                        "(the longest a request may take) go on over a closed gateway: what "
+                        "they would log or teach now is refused", left)
+
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"{quoted_path(self.state.settings.data_dir)}: the gateway is "
+                          "closed, so it neither routes, calls models nor learns; start it "
+                          "again (Gateway.start) or make a new one")
+
     def _check_open(self) -> None:
         """Refuse work once :meth:`close` has run: its log, pins and learning state are shut,
-        so nothing it did could be kept; and in a child of ``os.fork()``."""
+        so nothing it did could be kept; and in a child of ``os.fork()``. (A request refused
+        as closing begins is refused by :meth:`_admitted`.)"""
         check_process(self._pid, "this Gateway")
         if self._closed:
-            raise StoreError(f"{quoted_path(self.state.settings.data_dir)}: the gateway is "
-                             "closed, so it "
-                             "neither routes, calls models nor learns; start it again "
-                             "(Gateway.start) or make a new one")
+            raise self._closed_error()
+
+    def _admitted_until_ended(self) -> Callable[[], None]:
+        """A chat request inside the gateway from its planning until its answer is returned,
+        its stream has ended or its call failed, each once its log entry is queued (see
+        :attr:`Plan.leave`): what counts it out."""
+        check_process(self._pid, "this Gateway")
+        return self._admission.enter(self._closed_error)
+
+    def _admitted(self) -> AbstractContextManager[None]:
+        """One request inside the gateway (see :mod:`switchpoint.gateway.admission`):
+        refused, as :meth:`_check_open` refuses, once closing has begun; closing waits for it
+        to end."""
+        check_process(self._pid, "this Gateway")
+        return self._admission.admitted(self._closed_error)
 
     def __enter__(self) -> Gateway:
         return self
@@ -499,6 +566,7 @@ class Gateway:
 
     # The routing door --------------------------------------------------------------------------
 
+    @_request
     async def aroute(self, prompt: str | None = None,
                      available_models: Sequence[str] | None = None,
                      cost_weight: float | None = None, *,
@@ -549,7 +617,6 @@ class Gateway:
             cost_weight = check_cost_weight(cost_weight, "cost_weight")
         expect("prefer_healthy", prefer_healthy, bool, "True or False")
         expect("auto_scale", auto_scale, bool, "True or False")
-        self._check_open()
         live = self.state.live()
         tokens = live.router.check_estimate_tokens(estimate_tokens)
         self._check_log_room()
@@ -720,22 +787,29 @@ class Gateway:
         self.check_serves_chat()
         started = time.perf_counter() if started is None else started
         self._check_open()
-        live = self.state.live()
-        self._check_log_room()
-        loop = asyncio.get_running_loop()
-        why = self._stopping.get(loop)
-        if why is not None:  # the service stops: it takes on nothing more
-            raise await self._stopped_unplanned(call, live, started, why)
-        self._forget_stale_plans()
-        share = share_of(live.settings, call.tenant, self._upstream_connections)
-        slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
+        leave = self._admitted_until_ended()
+        try:
+            live = self.state.live()
+            self._check_log_room()
+            loop = asyncio.get_running_loop()
+            why = self._stopping.get(loop)
+            if why is not None:  # the service stops: it takes on nothing more
+                raise await self._stopped_unplanned(call, live, started, why)
+            self._forget_stale_plans()
+            share = share_of(live.settings, call.tenant, self._upstream_connections)
+            slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
+        except BaseException:
+            leave()
+            raise
         try:
             plan, live = await self._plan_held(call, live, started)
         except BaseException:
             if slot is not None:
                 slot.release()
+            leave()
             raise
         plan.slot = slot
+        plan.leave = leave
         self._planned[plan.request_id] = (plan, live, loop)
         return plan, live
 
@@ -772,6 +846,7 @@ class Gateway:
             if on.is_closed() or now - plan.started > self.retry.max_total_s:
                 self._planned.pop(request_id, None)
                 plan.release_slot()
+                plan.leave()
 
     async def _stopped_unplanned(self, call: ChatCall, live: Live, started: float,
                                  why: str) -> ServiceStoppingError:
@@ -891,9 +966,11 @@ class Gateway:
             result = await self._execute(plan, live)
         except BaseException:
             plan.release_slot()
+            plan.leave()
             raise
         if not isinstance(result, ChatStream):
             plan.release_slot()
+            plan.leave()
         return result
 
     async def _execute(self, plan: Plan, live: Live) -> ChatCompletion | ChatStream:
@@ -1054,6 +1131,7 @@ class Gateway:
                 else:
                     written.add_done_callback(
                         lambda _: self.learning.stream_ended(plan.request_id))
+                plan.leave()  # (its entry queued: the store's closing writes it)
 
         ticket = plan.ticket
         cap = (ticket.worst_by_model.get(stream.model, ticket.worst_usd)
@@ -1132,7 +1210,7 @@ class Gateway:
             if on is not loop:
                 continue  # (its loop closed: nothing on it can run again)
             entry = self._end_planned(plan, live, why)
-            closing = loop.create_task(self._log_ended(entry))
+            closing = loop.create_task(self._log_ended(entry, plan))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
             ended += 1
@@ -1165,8 +1243,11 @@ class Gateway:
         plan.stopped = error
         return entry
 
-    async def _log_ended(self, entry: accounting.Entry) -> None:
-        await self._write(entry, wait=True)
+    async def _log_ended(self, entry: accounting.Entry, plan: Plan) -> None:
+        try:
+            await self._write(entry, wait=True)
+        finally:  # (ended and logged: closing need not wait for a call that never begins)
+            plan.leave()
 
     def _forget_streams_of_closed_loops(self) -> None:
         """Drop the open streams whose event loop has closed (an ``asyncio.run`` that returned
@@ -1404,6 +1485,7 @@ class Gateway:
 
     # Learning from outcomes ---------------------------------------------------------------------
 
+    @_request
     async def areport_outcome(self, decision_id: str, quality_score: float | None = None,
                               success: bool | None = None, *, model: str | None = None,
                               comment: str | None = None, key: str | None = None,
@@ -1474,6 +1556,7 @@ class Gateway:
         return self.report_outcome(decision_id, quality_score=score, model=model, key=key,
                                    tenant=tenant)
 
+    @_request
     async def acompare(self, messages: Sequence[Mapping[str, Any]] | None = None,
                        models: Sequence[str] | None = None, *, prompt: str | None = None,
                        blind: bool = True, key: str | None = None, tenant: str | None = None,
@@ -1602,6 +1685,7 @@ class Gateway:
         """:meth:`acompare` from synchronous code."""
         return self._run(self.acompare(messages, models, **kwargs))
 
+    @_request
     async def ascore(self, compare_id: str, scores: Mapping[str, float], *,
                      key: str | None = None, tenant: str | None = None,
                      principal: Principal | None = None) -> dict[str, Any]:
@@ -1754,6 +1838,7 @@ class Gateway:
         names = [*settings.experiments, *(n for n in ended if n not in settings.experiments)]
         return [self.learning.report_experiment(settings, n, ended) for n in names]
 
+    @_sync_request
     def promote(self, name: str, arm: str | None = None) -> dict[str, Any]:
         """Send all of experiment ``name``'s traffic to ``arm`` (default: its winner)."""
         check_process(self._pid, "this Gateway")
@@ -1765,6 +1850,7 @@ class Gateway:
                                 "for; create another", param="name")
         return self.learning.promote(settings, name, arm)
 
+    @_sync_request
     def create_ab_test(self, name: str, strategy_a: str | Mapping[str, Any] | None = None,
                        strategy_b: str | Mapping[str, Any] | None = None,
                        split: float | None = None, *,
@@ -1790,18 +1876,15 @@ class Gateway:
         Refused, with nothing created: :class:`~switchpoint.errors.InvalidInputError` naming
         the argument at fault, :class:`~switchpoint.errors.ConflictError` for a name taken (by
         the config, or a run-time experiment running or ended) or no room left."""
-        check_process(self._pid, "this Gateway")
-        self._check_open()
         return self.ab_tests.create(name, strategy_a, strategy_b, split, arms=arms,
                                     tenants=tenants, min_n=min_n)
 
+    @_sync_request
     def end_ab_test(self, name: str | ABTest) -> dict[str, Any]:
         """End experiment ``name`` (or the :class:`ABTest` given), created at run time: it
         takes no more traffic; its decisions and report stay (returned, with ``ended_at``),
         and its name stays taken. One of the config is ended in the config (a
         :class:`~switchpoint.errors.ConflictError` says so)."""
-        check_process(self._pid, "this Gateway")
-        self._check_open()
         return self.experiment_report(self.ab_tests.end(name))
 
     # Admin views -------------------------------------------------------------------------------

@@ -127,6 +127,10 @@ class Plan:
     # Its place among its tenant's calls in flight (None: counted against no one), held until
     # its answer is returned, its stream ends or its call fails.
     slot: Slot | None = None
+    # What counts it out of the requests inside the gateway, which closing waits for (see
+    # switchpoint.gateway.admission), once its answer is returned, its stream has ended or
+    # its call failed, its log entry queued; a second call does nothing.
+    leave: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def release_slot(self) -> None:
         """Give its place among its tenant's calls in flight back (once)."""

@@ -1,0 +1,134 @@
+"""Who is inside the gateway: each request counts itself in as it passes the open check and
+out once it has ended (its log entry queued, what it taught kept), and closing waits for it.
+
+::
+
+    a request ─► enter ─► route, call, log, learn ─► leave
+    closing   ─► shut (a request that comes now is refused) ─► drain (those inside end)
+              ─► the log, pins, learning and keys close
+
+So a request that passed its open check as the gateway closed either ends before the state it
+uses is closed, its rows written and its outcome learned, or, coming once closing has begun, is
+refused with the closed error before it does anything. A request already inside (a
+comparison's calls, a route an HTTP request makes) is not counted again, so closing never
+refuses part of a request it let in. Closing waits at most a bound (a request's own deadline);
+what is still inside then is named in the log, and meets the closed state's own clear errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+# Set while a request counted in runs (its tasks and worker threads inherit it).
+_INSIDE: ContextVar[bool] = ContextVar("switchpoint_admitted", default=False)
+# How often a drain looks again (a loop that closed with a request inside tells no one).
+_TICK_S = 0.05
+
+Loop = asyncio.AbstractEventLoop | None
+
+
+def running_loop() -> Loop:
+    """The running event loop, or None on a thread that runs none."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _nothing() -> None:
+    """What counts out a request already inside: nothing (its outer request does)."""
+
+
+class Admission:
+    """The requests inside a gateway, by the event loop each runs on (None: a thread's)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._inside: Counter[Loop] = Counter()
+        self._shut = False
+
+    @property
+    def is_shut(self) -> bool:
+        """Whether closing has begun (until :meth:`reopen`): no request enters."""
+        return self._shut
+
+    def enter(self, refuse: Callable[[], Exception]) -> Callable[[], None]:
+        """Count a request in, or raise ``refuse()`` once closing has begun; returns what
+        counts it out, to call once it has ended (a second call does nothing)."""
+        if _INSIDE.get():
+            return _nothing
+        loop = running_loop()
+        with self._cond:
+            if self._shut:
+                raise refuse()
+            self._inside[loop] += 1
+        left = False
+
+        def leave() -> None:
+            nonlocal left
+            with self._cond:
+                if left:
+                    return
+                left = True
+                self._inside[loop] -= 1
+                if self._inside[loop] <= 0:
+                    del self._inside[loop]
+                self._cond.notify_all()
+
+        return leave
+
+    @contextmanager
+    def admitted(self, refuse: Callable[[], Exception]) -> Iterator[None]:
+        """:meth:`enter` for the block's length; what it calls counts as inside."""
+        leave = self.enter(refuse)
+        token = _INSIDE.set(True)
+        try:
+            yield
+        finally:
+            _INSIDE.reset(token)
+            leave()
+
+    def shut(self) -> None:
+        """Closing begins: from now until :meth:`reopen`, :meth:`enter` refuses."""
+        with self._cond:
+            self._shut = True
+
+    def reopen(self) -> None:
+        with self._cond:
+            self._shut = False
+
+    def inside(self, *, but: Loop = None) -> int:
+        """How many requests are inside that can still end: not those of ``but`` (a loop
+        the caller blocks), nor of a loop closed with them inside."""
+        with self._cond:
+            return self._count(but)
+
+    def _count(self, but: Loop) -> int:
+        return sum(n for loop, n in self._inside.items()
+                   if loop is None or (loop is not but and not loop.is_closed()))
+
+    def drain(self, timeout: float, *, but: Loop = None) -> int:
+        """Wait until no request that can end is inside (see :meth:`inside`), for at most
+        ``timeout`` seconds; returns how many are still inside."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                left, wait = self._count(but), deadline - time.monotonic()
+                if not left or wait <= 0:
+                    return left
+                self._cond.wait(min(wait, _TICK_S))
+
+    async def adrain(self, timeout: float, *, but: Loop = None) -> int:
+        """:meth:`drain` from the running loop, whose own requests go on meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.inside(but=but)
+            if not left or time.monotonic() >= deadline:
+                return left
+            await asyncio.sleep(_TICK_S)
