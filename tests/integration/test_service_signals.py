@@ -288,3 +288,75 @@ def test_a_sighup_while_the_service_starts_is_taken_up_once_it_serves(
         if drain.is_alive():
             drain.join(timeout=10)  # the pipe ends with the process
         os.close(read_end)
+
+
+def test_sigterm_amid_routes_and_feedback_keeps_all_it_answered_and_refuses_the_rest(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    """Routes and feedback sent from several threads as the service is told to stop: each is
+    either answered, and then in the log (a route's decision, the feedback's row), or refused
+    (a 503, or its connection refused or closed), never a traceback; the next start on the same
+    data_dir serves from a whole store and has learned every feedback row kept."""
+    data = tmp_path / "data"
+    config = tmp_path / "switchpoint.yaml"
+    config.write_text(config_text(fake, str(data)), encoding="utf-8")
+    server = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
+    assert server.proc is not None
+    routed: list[str] = []
+    taught: list[str] = []
+    refused: list[object] = []
+    stop = threading.Event()
+
+    def work(worker: int) -> None:
+        with httpx.Client(base_url=server.base, timeout=30) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    r = http.post("/v1/route", json={"prompt": f"What is {worker} plus {n}?"})
+                    if r.status_code != 200:
+                        refused.append(r.status_code)
+                        continue
+                    decision = r.json()["decision_id"]
+                    routed.append(decision)
+                    f = http.post("/v1/feedback", json={"decision_id": decision, "score": 1.0})
+                    if f.status_code == 200:
+                        taught.append(decision)
+                    else:
+                        refused.append(f.status_code)
+                except httpx.HTTPError:
+                    refused.append("gone")
+                    return
+
+    try:
+        server.wait_ready()
+        workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(4)]
+        for worker in workers:
+            worker.start()
+        _until(lambda: len(taught) >= 8, "routes and feedback under way")
+        server.proc.send_signal(signal.SIGTERM)
+        code, err = server.wait_exit(timeout=60)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+        assert code == 0, err
+        assert "Traceback" not in err and "not logged" not in err, err
+        assert set(refused) <= {"gone", 503}, refused
+        decisions = {row[0] for row in _rows(data / "switchpoint.db", "SELECT id FROM decisions")}
+        assert set(routed) <= decisions, set(routed) - decisions
+        rows = [row[0] for row in _rows(data / "switchpoint.db",
+                                        "SELECT decision_id FROM feedback")]
+        assert set(taught) <= set(rows), set(taught) - set(rows)
+        assert _rows(data / "switchpoint.db", "PRAGMA integrity_check") == [("ok",)]
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+    again = ProcessServer("--config", config, data_dir=data, env=KEYS).start()
+    try:
+        again.wait_ready()
+        status = httpx.get(f"{again.base}/v1/router/status", timeout=30).json()
+        assert status["replayed"] == len(rows), status
+        code, err = again.terminate()
+        assert code == 0, err
+    finally:
+        if again.proc is not None and again.proc.poll() is None:
+            again.kill()
