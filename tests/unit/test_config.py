@@ -231,14 +231,14 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("policy: nonsense\n", "policy: 'nonsense' has no bundled weights"),
     ("weights: ./nowhere\n", "weights: "),
     ("policies: {mine: ./nowhere}\n", "policies.mine: "),
-    ("policies: {'': ./nowhere}\n", "policies: policy name '' must be 1-64 letters, digits"),
-    ("policies: {a/b: ./nowhere}\n", "policies: policy name 'a/b' must be 1-64 letters"),
-    ("policies: {my policy: ./nowhere}\n", "policies: policy name 'my policy' must be 1-64"),
-    ("policies: {\"mine\\n\": ./nowhere}\n", "policies: policy name 'mine\\n' must be 1-64"),
-    ("policies: {" + "p" * 65 + ": ./nowhere}\n", "policies: policy name 'ppp"),
-    ("tenants: {\"acme\\n\": {}}\n", "tenants: tenant name 'acme\\n' must be 1-64"),
+    ("policies: {'': ./nowhere}\n", "policies: policy name \"\" must be 1-64 letters, digits"),
+    ("policies: {a/b: ./nowhere}\n", "policies: policy name \"a/b\" must be 1-64 letters"),
+    ("policies: {my policy: ./nowhere}\n", "policies: policy name \"my policy\" must be 1-64"),
+    ("policies: {\"mine\\n\": ./nowhere}\n", "policies: policy name \"mine\\n\" must be 1-64"),
+    ("policies: {" + "p" * 65 + ": ./nowhere}\n", "policies: policy name \"ppp"),
+    ("tenants: {\"acme\\n\": {}}\n", "tenants: tenant name \"acme\\n\" must be 1-64"),
     ("experiments: {\"ab\\n\": {arms: {a: {}, b: {cost_weight: 1}}}}\n",
-     "experiments: experiment name 'ab\\n' must be 1-64"),
+     "experiments: experiment name \"ab\\n\" must be 1-64"),
     ("max_request_bytes: 10\n", "max_request_bytes: must be >= 1024, got 10"),
     ("store: {synchronous: sometimes}\n", "store.synchronous: must be one of"),
     ("expected_output_tokens: many\n", "expected_output_tokens: must be an integer"),
@@ -826,7 +826,7 @@ def test_a_name_too_long_is_shown_cut_short(tmp_path: Path, key: str) -> None:
              "experiments": "{arms: {a: {}, b: {}}}"}[key]
     message = error_of(tmp_path, f"{key}:\n  ? {'n' * 5000}\n  : {value}\n")
     assert message.startswith(f"{key}: ") and "must be 1-64 letters" in message, message[:300]
-    assert "'nnn" in message and len(message) < 400, message[:300]
+    assert '"nnn' in message and len(message) < 400, message[:300]
 
 
 def test_max_weights_bytes_is_what_the_service_loads_weights_with(tmp_path: Path) -> None:

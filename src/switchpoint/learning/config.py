@@ -42,7 +42,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from switchpoint._messages import json_quoted, quoted
+from switchpoint._messages import json_quoted
 from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError
@@ -67,7 +67,7 @@ def check_name(value: str, what: str) -> str:
     """``value``, when it is a usable name (:data:`NAME`, the whole of it: a trailing newline
     is no part of a name); else a ``ValueError`` saying what ``what`` may hold."""
     if not NAME.fullmatch(value):
-        raise ValueError(f"{what} {quoted(value, 80)} must be 1-64 letters, digits, '_', '.' "
+        raise ValueError(f"{what} {json_quoted(value, 80)} must be 1-64 letters, digits, '_', '.' "
                          "or '-', starting with a letter or digit")
     return value
 
