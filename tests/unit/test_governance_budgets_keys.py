@@ -134,7 +134,7 @@ def test_a_budget_curve_may_raise_lambda_to_the_most_a_request_routes_with() -> 
      '"fortnight" is not a budget period'),
     ({"tenants": {"acme": {"budgets": ["-1/day"]}}}, "tenants.acme.budgets", ">= 0"),
     ({"tenants": {"acme": {"rpm": 0}}}, "tenants.acme.rpm", "must be >= 1"),
-    ({"tenants": {"a b": {}}}, "tenants", "tenant name 'a b'"),
+    ({"tenants": {"a b": {}}}, "tenants", 'tenant name "a b"'),
     ({"tenants": {"default": {"budgets": "1/day"}}}, "tenants",
      "'default' is taken by the requests that name no tenant"),
     ({"tenants": {"acme": {"budget_curve": [[0.8, 1], [0.5, 2]]}}},
