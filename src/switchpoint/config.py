@@ -436,8 +436,9 @@ class GatewaySettings(BaseModel):
     the others. A tenant's own ``max_in_flight`` (``tenants: {acme: {max_in_flight: 16}}``)
     replaces it for that tenant, a hard cap; a key of no tenant keeps this share. Past it a
     request is a 429 ``too_many_in_flight`` with ``Retry-After``, refused before anything is
-    routed, charged or logged. An upstream answer larger than ``max_response_bytes``, or a
-    line of its stream longer than ``max_sse_line_bytes``, is refused as
+    routed or charged, and logged as ``refused``. An upstream answer larger than
+    ``max_response_bytes``, or a line of its stream longer than ``max_sse_line_bytes``, is
+    refused as
     ``response_too_large`` (the next model is tried) before it can fill memory.
     Expired session pins are purged every ``pin_purge_interval_s``; at most
     ``pin_max_sessions`` sessions keep a pin (past it the least recently used lose theirs).

@@ -337,7 +337,7 @@ class TooManyInFlightError(GatewayError):
     """The caller's tenant (all its keys together; a key of no tenant, alone) has as many model
     calls in flight as it may (its own ``tenants.<name>.max_in_flight``, else
     ``gateway.max_in_flight_per_tenant``); ``retry_after`` is a second, as one of them may end
-    any moment. Nothing was routed, held or logged."""
+    any moment. Nothing was routed or held; the refusal is logged as ``refused``."""
 
     status = 429
     code = "too_many_in_flight"

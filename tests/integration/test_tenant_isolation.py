@@ -9,8 +9,10 @@ tenant A's client key can send leaves no trace of tenant B that A could read.
   in A's answers' reasoning or in A's errors: a request too long for A's model is the 400 of
   a request no model A may use can serve.
 - Calls in flight: A holding its share of slow streams (from several keys) is refused one
-  more at once, a 429 naming its share, with nothing routed, sent or logged, while B is
-  served; a stream A closes gives its place back. A tenant's own ``max_in_flight`` is its
+  more at once, a 429 naming its share, with nothing routed or sent, while B is served; the
+  refusal is in the request log as the governance's are (status ``refused``, its error, key
+  and tenant, no prompt, nothing charged) and counted in the stats, ``/metrics`` and the
+  reports; a stream A closes gives its place back. A tenant's own ``max_in_flight`` is its
   share in place of the gateway's, and a reload that raises it lets its next call through.
 """
 
@@ -130,7 +132,11 @@ def test_a_named_model_s_fallbacks_another_tenant_uses_are_not_named(
 
 def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
         two: ThreadServer, gw_fake: FakeProviderProcess) -> None:
-    a, also_a, b = (new_key(two, ADMIN, tenant) for tenant in ("alpha", "alpha", "beta"))
+    made = httpx.post(f"{two.base}/v1/router/keys", json={"tenant": "alpha"}, headers=ADMIN,
+                      timeout=10)
+    assert made.status_code == 201, made.text
+    a, a_id = made.json()["key"], made.json()["id"]
+    also_a, b = (new_key(two, ADMIN, tenant) for tenant in ("alpha", "beta"))
     # alpha holds two slow streams open, one per key: its share, whichever key sends them.
     slow = "slowly [[fake:trickle:every=0.002,chunks=5000]]"
     held = [client(two, key).chat.completions.create(model="cheap", messages=user(slow),
@@ -138,7 +144,7 @@ def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
     try:
         for stream in held:
             assert next(iter(stream)).choices[0].delta.content == "slow answer"
-        before = _log(two)
+        before, counted = _log(two), _counts(two, a_id)
         refused = f"one more [{uuid.uuid4().hex}]"
         with pytest.raises(openai.RateLimitError) as info:
             client(two, a).chat.completions.create(
@@ -154,11 +160,31 @@ def test_a_tenant_at_its_share_of_calls_in_flight_leaves_another_served(
         streamed = client(two, b).chat.completions.create(model="cheap", messages=user("hi"),
                                                           max_tokens=8, stream=True)
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
-        # The refusal sent nothing upstream and logged nothing: the log's new entries are
-        # beta's two answers alone (alpha's streams are logged as they end).
+        # The refusal sent nothing upstream. The log's new entries are alpha's refusal and
+        # beta's two answers (alpha's streams are logged as they end); the refusal as the
+        # governance's are logged: who asked and why, the request id its caller was told, no
+        # prompt, nothing routed, tried or charged.
         assert not [r for r in gw_fake.requests() if refused in json.dumps(r.get("body"))]
         new = [e for e in _log(two) if e["seq"] > max((e["seq"] for e in before), default=0)]
-        assert sorted((e["tenant"], e["status"]) for e in new) == [("beta", "ok")] * 2, new
+        assert sorted((e["tenant"], e["status"]) for e in new) == [
+            ("alpha", "refused"), ("beta", "ok"), ("beta", "ok")], new
+        entry = next(e for e in new if e["status"] == "refused")
+        assert entry["id"] == info.value.response.headers["x-switchpoint-request-id"]
+        assert (entry["http_status"], entry["error_kind"], entry["key_id"]) == (
+            429, "too_many_in_flight", a_id), entry
+        assert 'tenant "alpha" has 2 model calls in flight' in entry["error"], entry
+        assert (entry["requested_model"], entry["routed_model"], entry["model"]) == (
+            "cheap", None, None), entry
+        assert (entry["models_tried"], entry["attempts"], entry["charged_usd"],
+                entry["cost_usd"]) == ([], [], None, None), entry
+        assert refused not in json.dumps(entry), entry
+        # Counted where the other refusals are: the stats, /metrics and the reports.
+        after = _counts(two, a_id)
+        assert after["refused"] == counted["refused"] + 1, (counted, after)
+        assert after["metric"] == counted["metric"] + 1, (counted, after)
+        assert after["cost"] == counted["cost"] + 1, (counted, after)
+        assert after["by_key"] == counted["by_key"] + 1, (counted, after)
+        assert after["sla"] == counted["sla"] + 1, (counted, after)
         # A stream alpha closes gives its place back: its next request is answered.
         held[0].close()
         until(lambda: _answered(two, also_a), "alpha was answered once a stream of its ended")
@@ -224,6 +250,26 @@ def _log(server: ThreadServer) -> list[dict[str, Any]]:
     assert r.status_code == 200, r.text
     entries: list[dict[str, Any]] = r.json()["data"]
     return entries
+
+
+def _counts(server: ThreadServer, key_id: str) -> dict[str, int]:
+    """The refusals in alpha's stats and in /metrics, and alpha's requests (and those of its
+    key ``key_id``) in the cost report and the SLA report."""
+    def admin(path: str, **params: Any) -> Any:
+        r = httpx.get(f"{server.base}{path}", params=params, headers=ADMIN, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json() if path != "/metrics" else r.text
+
+    stats = admin("/v1/router/stats", tenant="alpha")["requests"]
+    assert stats["by_status"].get("refused", 0) == stats["refused"], stats
+    metric = 'switchpoint_chat_requests_total{model="none",status="refused"} '
+    lines = [line for line in admin("/metrics").splitlines() if line.startswith(metric)]
+    cost = admin("/v1/router/report/cost", tenant="alpha")
+    return {"refused": stats["refused"],
+            "metric": int(float(lines[0].split()[-1])) if lines else 0,
+            "cost": cost["by_tenant"].get("alpha", {}).get("requests", 0),
+            "by_key": cost["by_key"].get(key_id, {}).get("requests", 0),
+            "sla": admin("/v1/router/report/sla", tenant="alpha")["total_requests"]}
 
 
 def _answered(server: ThreadServer, key: str) -> bool:

@@ -211,12 +211,12 @@ def failed(plan: Plan, exc: FailoverError, live: Live,
 
 def refused(call: ChatCall, exc: GatewayError, live: Live, started: float,
             pin: PinDecision | None = None) -> Entry:
-    """The governance refused the request before any model was called (a model its key may
-    not use, a budget, a rate limit). ``exc.info`` is set when the request was planned by
-    then (it carries the request id, the routing decision and the pin the caller is told);
-    otherwise a request id is made here, and set on ``exc`` so the caller is told it too, and
-    the pin reported is ``pin``: what the session's pin would have done, read without changing
-    it (``fresh`` when none is given)."""
+    """The request was refused for who asked before any model was called (a model its key
+    may not use, a budget, a rate limit, its tenant's share of calls in flight). ``exc.info``
+    is set when the request was planned by then (it carries the request id, the routing
+    decision and the pin the caller is told); otherwise a request id is made here, and set on
+    ``exc`` so the caller is told it too, and the pin reported is ``pin``: what the session's
+    pin would have done, read without changing it (``fresh`` when none is given)."""
     return _unplanned(call, exc, live, started, pin, status="refused")
 
 

@@ -83,6 +83,7 @@ from switchpoint.errors import (
     StorageUnavailableError,
     StoreError,
     SwitchpointError,
+    TooManyInFlightError,
     UnknownModelError,
 )
 from switchpoint.gateway.ab_tests import ABTest, RuntimeExperiments
@@ -142,8 +143,11 @@ from switchpoint.store.sqlite import REFUSING_S, spill_reserve
 
 log = logging.getLogger("switchpoint.gateway")
 
-# What the governance refuses a chat request with: logged, unlike malformed input.
-_REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError)
+# What a chat request is refused with for who asked (the governance: a model its key may not
+# use, a budget, a rate limit; or its tenant's share of the calls in flight): logged as
+# refused (see Gateway._refused), unlike malformed input.
+_REFUSALS = (PermissionDeniedError, BudgetExceededError, RateLimitExceededError,
+             TooManyInFlightError)
 
 # How to send less than a chat request over max_request_bytes.
 _SMALLER_CHAT = "Send fewer or shorter messages"
@@ -781,9 +785,9 @@ class Gateway:
         router it was planned on. A request the governance refuses (a model its key may not
         use, a budget or rate limit) is logged as ``refused`` before the error is raised. A
         request whose tenant has its share of calls in flight is refused before anything
-        else (:class:`~switchpoint.errors.TooManyInFlightError`, not logged; see
-        :mod:`switchpoint.gateway.in_flight`); one planned holds a place in that share until
-        :meth:`execute` ends it."""
+        else is done for it (:class:`~switchpoint.errors.TooManyInFlightError`; see
+        :mod:`switchpoint.gateway.in_flight`), and logged as ``refused`` alike; one planned
+        holds a place in that share until :meth:`execute` ends it."""
         self.check_serves_chat()
         started = time.perf_counter() if started is None else started
         self._check_open()
@@ -797,7 +801,11 @@ class Gateway:
                 raise await self._stopped_unplanned(call, live, started, why)
             self._forget_stale_plans()
             share = share_of(live.settings, call.tenant, self._upstream_connections)
-            slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
+            try:
+                slot = self.in_flight.take(owner_of(call.tenant, call.key_id), share)
+            except TooManyInFlightError as exc:
+                await self._refused(call, exc, live, started)
+                raise
         except BaseException:
             leave()
             raise
@@ -825,8 +833,7 @@ class Gateway:
                 if task is not None:
                     self._planning.discard(task)
         except _REFUSALS as exc:
-            pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
-            await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
+            await self._refused(call, exc, live, started)
             raise
         except asyncio.CancelledError:
             # (A cancel lands only where planning waits, before any budget hold is taken.)
@@ -835,6 +842,17 @@ class Gateway:
                 raise  # its caller cancelled it (too): that one is obeyed
             raise await self._stopped_unplanned(call, live, started, why) from None
         return plan, live
+
+    async def _refused(self, call: ChatCall, exc: GatewayError, live: Live,
+                       started: float) -> None:
+        """Log ``call``, refused for who asked (one of ``_REFUSALS``) before any model was
+        called, as ``refused``: the error, the key and tenant, the pin it would have had
+        (:meth:`_peek_pin`, unless planning got as far as the pin); nothing routed, charged
+        or held. It waits for the entry's commit, as every request's end does, so a flood of
+        refusals queues no more entries than the requests under way (each holds its
+        connection until then), and the store's group commit writes them together."""
+        pin = None if isinstance(exc.info, CallInfo) else self._peek_pin(call, live)
+        await self._write(accounting.refused(call, exc, live, started, pin), wait=True)
 
     def _forget_stale_plans(self) -> None:
         """Drop the planned requests whose call never began and never can: their loop closed,

@@ -17,10 +17,11 @@ while the calls in flight all told leave a share of the connections free for the
 deployment of one tenant may use three quarters of them). A key of no tenant has the
 gateway-wide share. The share is read from the live config as each call is planned, so a
 reload changes it for the next call (the calls already in flight go on). A call past the cap
-is refused at once, before anything is routed, held, charged, pinned or logged: a
+is refused at once, before anything is routed, held, charged or pinned: a
 :class:`~switchpoint.errors.TooManyInFlightError` (429 ``too_many_in_flight``,
-``Retry-After: 1``) naming the share, the setting it comes from and how to raise it. The other
-tenants' calls go on.
+``Retry-After: 1``) naming the share, the setting it comes from and how to raise it, logged
+as the governance's refusals are (status ``refused``, by the gateway). The other tenants'
+calls go on.
 """
 from __future__ import annotations
 

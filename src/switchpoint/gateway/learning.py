@@ -1256,13 +1256,13 @@ class GatewayLearning:
             raise not_kept(what, reason, then=then, retry_after=left)
 
     def _check_not_refused(self, answer_id: str, tenant: str | None) -> None:
-        """A request the governance refused got no answer: there is nothing to score."""
+        """A request refused for who asked (see ``Gateway._refused``) got no answer: there is
+        nothing to score."""
         kind = self.reader.refusal(answer_id, tenant) if self.reader is not None else None
         if kind is not None:
-            raise InvalidInputError("decision_id", f"{answer_id} names a request the "
-                                                   f"governance refused ({kind}) before any "
-                                                   "model answered it: there is no answer to "
-                                                   "score")
+            raise InvalidInputError("decision_id", f"{answer_id} names a request refused "
+                                                   f"({kind}) before any model answered it: "
+                                                   "there is no answer to score")
 
     def _answer(self, decision_id: str) -> tuple[str | None, float | None] | None:
         """The model that answered a decision's request, and what its answer cost (see

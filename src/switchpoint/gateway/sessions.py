@@ -72,8 +72,9 @@ A request that names its model is sent there whatever the pin says: its pin is `
 otherwise ``evicted_missing_model`` (``evicted_context`` instead of a re-home), and the
 session's pin moves to the model that answers (:meth:`PinDecision.not_followed`).
 
-Every request's log entry carries a ``PinDecision.state``. A request the governance refuses
-before it is planned (a model its key may not use, a budget, a rate limit) carries the state
+Every request's log entry carries a ``PinDecision.state``. A request refused before it is
+planned (a model its key may not use, a budget, a rate limit, its tenant's share of calls in
+flight) carries the state
 :meth:`SessionPinner.decide` gives for it, read without changing the pin (``fresh`` when the
 session has none; :meth:`PinDecision.not_followed` when the request named the model it was
 refused): what the pin would have done, never a state outside the table above, and a

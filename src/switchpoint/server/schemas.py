@@ -288,9 +288,10 @@ class ModelRequestStats(BaseModel):
 class RequestStats(BaseModel):
     total: int | None = Field(description="Chat requests logged, all time.")
     ok: int | None
-    refused: int | None = Field(description="Requests the governance refused before any model "
+    refused: int | None = Field(description="Requests refused for who asked before any model "
                                             "was called (a model the key may not use, a "
-                                            "budget, a rate limit).")
+                                            "budget, a rate limit, the tenant's share of "
+                                            "calls in flight).")
     errors: int | None = Field(description="Requests that did not end with a whole answer, "
                                            "other than refusals.")
     escalations: int | None = Field(description="Requests answered (or failed) after more than "

@@ -620,9 +620,9 @@ class LearningReader:
         return str(row[0]), None if row[1] is None else float(row[1])
 
     def refusal(self, answer_id: str, tenant: str | None = None) -> str | None:
-        """Why the governance refused the request ``answer_id`` names (its request id, or the
-        routing decision made for it) of ``tenant`` (None: any): its error kind, or None when
-        no such request was refused."""
+        """Why the request ``answer_id`` names (its request id, or the routing decision made
+        for it) of ``tenant`` (None: any) was refused for who asked (logged as ``refused``):
+        its error kind, or None when no such request was refused."""
         row = self._one("SELECT error_kind FROM requests WHERE (id = ? OR decision_id = ?) "
                         "AND status = 'refused' AND (? IS NULL OR coalesce(tenant, ?) = ?) "
                         "LIMIT 1", (answer_id, answer_id, tenant, DEFAULT_TENANT, tenant))

@@ -1033,8 +1033,9 @@ class RequestRecord:
     """One chat request through the gateway, as it is logged (see ``requests`` in the schema).
 
     ``status`` is ``ok`` (a whole answer reached the client), ``error`` (no model answered, or
-    the upstream refused the request itself), ``refused`` (the governance refused it before
-    any model was called: a model the key may not use, a budget, a rate limit),
+    the upstream refused the request itself), ``refused`` (refused for who asked before any
+    model was called: a model the key may not use, a budget, a rate limit, the tenant's share
+    of calls in flight),
     ``stream_broken`` (a stream failed after its first byte: the client got an error event; or
     the upstream ended it with its end marker before a finish reason, cut short, and the client
     got it as sent; or the gateway closed it at its request's deadline, unread or stalled on a
