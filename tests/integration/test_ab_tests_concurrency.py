@@ -1,0 +1,108 @@
+"""Experiments created at run time from many threads at once: of one name exactly one is made
+and the others are refused as taken; of many names past the bound no more than the bound are
+made; the store's rows and the live set agree, and a restart reads the same set."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from switchpoint.config import Settings
+from switchpoint.errors import ConflictError, SwitchpointError
+from switchpoint.gateway import Gateway
+from switchpoint.learning.config import MAX_EXPERIMENTS
+from tests.fakes.fake_provider import FakeProviderProcess
+from tests.integration.learning_env import KEYS, get, learning_server, loader, post, settings_for
+
+TENANTS = 120
+PATH = "/v1/router/experiments"
+CONFIG = "tenants:\n" + "".join(f"  t{i}: {{}}\n" for i in range(TENANTS))
+
+
+def _gateway(settings: Settings) -> Gateway:
+    gateway = Gateway(settings, loader=loader, env=KEYS)
+    gateway.start()
+    return gateway
+
+
+def _rows(settings: Settings) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(settings.db_path) as db:
+        return db.execute("SELECT name, ended FROM runtime_experiments ORDER BY seq").fetchall()
+
+
+def _at_once(n: int, work: Any) -> list[object]:
+    results: list[object] = [None] * n
+    start = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = work(i)
+        except SwitchpointError as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+@pytest.fixture
+def settings(fake: FakeProviderProcess, tmp_path: Path) -> Settings:
+    return settings_for(fake, tmp_path, CONFIG)
+
+
+def test_one_name_made_from_many_threads_at_once_is_made_once(settings: Settings) -> None:
+    with _gateway(settings) as gateway:
+        results = _at_once(16, lambda i: gateway.create_ab_test("same", tenants=[f"t{i}"]))
+        made = [r for r in results if not isinstance(r, Exception)]
+        assert len(made) == 1, results
+        assert all(isinstance(r, ConflictError) and r.param == "name"
+                   for r in results if r not in made), results
+        assert list(gateway.settings.experiments) == ["same"]
+        assert [r[0] for r in _rows(settings)] == ["same"]
+    with _gateway(settings) as gateway:
+        assert list(gateway.settings.experiments) == ["same"]
+
+
+def test_names_past_the_bound_from_many_threads_never_pass_it(settings: Settings) -> None:
+    n = MAX_EXPERIMENTS + 12
+    with _gateway(settings) as gateway:
+        results = _at_once(n, lambda i: gateway.create_ab_test(f"e{i}", tenants=[f"t{i}"]))
+        kinds = Counter(type(r).__name__ for r in results)
+        assert kinds == {"ABTest": MAX_EXPERIMENTS, "ConflictError": 12}, kinds
+        live = list(gateway.settings.experiments)
+        assert len(live) == MAX_EXPERIMENTS
+        assert [r[0] for r in _rows(settings)] == live
+    with _gateway(settings) as gateway:
+        assert list(gateway.settings.experiments) == live
+
+
+def test_creates_over_http_at_once_make_one_per_name_and_never_pass_the_bound(
+        fake: FakeProviderProcess, tmp_path: Path) -> None:
+    n = MAX_EXPERIMENTS + 8
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        same = _at_once(12, lambda i: post(server, PATH, {"name": "same",
+                                                           "tenants": [f"t{i}"]}))
+        codes = Counter(r.status_code for r in same)  # type: ignore[attr-defined]
+        assert codes == {201: 1, 409: 11}, codes
+        many = _at_once(n, lambda i: post(server, PATH, {"name": f"e{i}",
+                                                          "tenants": [f"t{i + 12}"]}))
+        codes = Counter(r.status_code for r in many)  # type: ignore[attr-defined]
+        assert codes == {201: MAX_EXPERIMENTS - 1, 409: 9}, codes
+        refused = [r.json()["error"] for r in many  # type: ignore[attr-defined]
+                   if r.status_code == 409]  # type: ignore[attr-defined]
+        assert {e["param"] for e in refused} == {"name"}
+        listed = [e["experiment"] for e in get(server, PATH).json()["data"]]
+        assert len(listed) == MAX_EXPERIMENTS
+    assert [r[0] for r in _rows(settings_for(fake, tmp_path, CONFIG))] == listed
+    with learning_server(fake, tmp_path, CONFIG) as server:
+        assert [e["experiment"] for e in get(server, PATH).json()["data"]] == listed
