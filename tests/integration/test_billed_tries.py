@@ -706,3 +706,28 @@ def test_an_anthropic_stream_without_its_final_counts_is_charged_its_worst_case(
     assert "no finish reason" in entry["attempts"][-1]["error"]
     assert entry["charged"] == pytest.approx(_worst(gov, gw_fake, "other"))
     assert _charged(gov, request_id) == {"other": pytest.approx(entry["charged"])}
+
+
+def test_a_stream_failed_over_from_a_whole_error_to_a_whole_answer_is_charged_the_answer(
+        gov: ThreadServer, key: dict[str, Any], gw_fake: FakeProviderProcess) -> None:
+    # good answers the stream request with a whole JSON error (a 200), each try; its
+    # fallback other with a whole answer of 20 + 500 tokens. The error is no answer and
+    # billed nothing: the request is charged other's answer alone, and holds nothing after.
+    gw_fake.script("good", "error200", "error200")
+    gw_fake.script("claude-fake-2", "whole:prompt=20,completion=500")
+    stream = client(gov, key["key"]).chat.completions.with_raw_response.create(
+        model="good", max_tokens=1000, stream=True, messages=user("whole error, then whole"))
+    request_id = stream.headers["x-switchpoint-request-id"]
+    text = "".join(c.choices[0].delta.content or "" for c in stream.parse() if c.choices)
+    assert text.startswith("Echo from claude-fake-2")
+    entry = _logged(gov, request_id)
+    assert entry["status"] == "ok" and entry["cost"] > 0
+    assert [(a["model"], a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
+        ("good", "server_error", None), ("good", "server_error", None), ("other", "ok", None)]
+    assert entry["charged"] == pytest.approx(entry["cost"])
+    assert _charged(gov, request_id) == {"other": pytest.approx(entry["cost"])}
+    assert _spent(gov, key["id"]) == pytest.approx(entry["cost"])
+    assert gov.service.gateway.governor.ledger.held(f"key:{key['id']}") == 0
+    assert entry["reasoning"] == [
+        "other answered the stream request with a whole answer, not an event stream; it was "
+        "sent on as a stream and its usage charged."]
