@@ -724,6 +724,9 @@ def test_a_stream_failed_over_from_a_whole_error_to_a_whole_answer_is_charged_th
     assert entry["status"] == "ok" and entry["cost"] > 0
     assert [(a["model"], a["outcome"], a.get("charged_usd")) for a in entry["attempts"]] == [
         ("good", "server_error", None), ("good", "server_error", None), ("other", "ok", None)]
+    # (the error came whole, in place of the stream: not "mid-stream")
+    assert all(str(a.get("error")).startswith("good: upstream error in place of a stream:")
+               for a in entry["attempts"][:2]), [a.get("error") for a in entry["attempts"]]
     assert entry["charged"] == pytest.approx(entry["cost"])
     assert _charged(gov, request_id) == {"other": pytest.approx(entry["cost"])}
     assert _spent(gov, key["id"]) == pytest.approx(entry["cost"])

@@ -406,7 +406,7 @@ def _not_events(response: httpx.Response, text: str, secrets: Sequence[str],
     malformed answer naming what came instead."""
     body = decode_body(text.encode(), secrets)
     if isinstance(body, Mapping) and body.get("error"):
-        return classify_stream_error(body, model=model)
+        return classify_stream_error(body, model=model, whole=True)
     kind = response.headers.get("content-type") or "no content-type"
     return MalformedResponse(f"the {response.status_code} answer to a stream is not an event "
                              f"stream ({cut(kind, 80)}): {json_quoted(redact_value(body), 200)}",

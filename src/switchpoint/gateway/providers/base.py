@@ -406,8 +406,9 @@ def classify_status(status: int, body: object, headers: Mapping[str, str], *,
 
 
 def classify_stream_error(payload: Mapping[str, Any], *, model: str | None = None,
-                          after_first_byte: bool = False) -> ProviderError:
-    """The error for an in-stream error event (``{"error": {...}}``) from an upstream.
+                          after_first_byte: bool = False, whole: bool = False) -> ProviderError:
+    """The error for an in-stream error event (``{"error": {...}}``) from an upstream, or
+    (``whole``) for a JSON error it answered a stream request with in place of a stream.
 
     Before the first content chunk, overload and rate-limit events classify like their HTTP
     statuses so they can be retried; anything else is a broken stream. Secrets in the payload
@@ -415,17 +416,20 @@ def classify_stream_error(payload: Mapping[str, Any], *, model: str | None = Non
     """
     payload = redact_value(payload)
     code, message = _error_fields(payload)
-    human = error_message(payload, "the upstream sent an error event")
+    where = "in place of a stream" if whole else "mid-stream"
+    sent = ("the upstream answered the stream request with an error" if whole
+            else "the upstream sent an error event")
+    human = error_message(payload, sent)
     if not after_first_byte:
         if "rate_limit" in code:
-            return RateLimited(f"rate limited mid-stream: {human}", model=model, body=payload)
+            return RateLimited(f"rate limited {where}: {human}", model=model, body=payload)
         if "overloaded" in code or "api_error" in code or "server_error" in code:
-            return ServerError(f"upstream error mid-stream: {human}", model=model,
+            return ServerError(f"upstream error {where}: {human}", model=model,
                                body=payload)
         if any(marker in f"{code} {message}" for marker in _CONTEXT_MARKERS):
             return ContextLengthExceeded(f"context length exceeded: {human}", model=model,
                                          body=payload)
-    return StreamBroken(f"the upstream sent an error event: {human}", model=model,
+    return StreamBroken(f"{sent}: {human}", model=model,
                         body=payload, after_first_byte=after_first_byte)
 
 
