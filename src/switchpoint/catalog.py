@@ -14,7 +14,7 @@ import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from switchpoint._messages import quoted
+from switchpoint._messages import json_quoted, quoted
 from switchpoint.errors import InvalidInputError
 
 TIERS = ("trivial", "simple", "moderate", "complex", "expert")
@@ -116,10 +116,11 @@ class Catalog:
                 if fb not in names:
                     raise InvalidInputError(
                         f"models.{card.name}.fallbacks",
-                        f"names {fb!r}, which is not in the catalog")
+                        f"names {json_quoted(fb)}, which is not in the catalog")
             if card.tier is not None and card.tier not in TIERS:
                 raise InvalidInputError(f"models.{card.name}.tier",
-                                        f"must be one of {TIERS}, got {card.tier!r}")
+                                        f"must be one of {', '.join(TIERS)}, got "
+                                        f"{json_quoted(card.tier)}")
             for price in (card.input_per_mtok, card.output_per_mtok):
                 if price is not None and not 0 <= price <= MAX_PRICE_PER_MTOK:
                     raise InvalidInputError(

@@ -74,9 +74,9 @@ from switchpoint._files import path_problem, unnameable
 from switchpoint._messages import (
     cut,
     header_value_problem,
+    json_quoted,
     key_path,
     listed_names,
-    quoted,
     quoted_path,
 )
 from switchpoint._messages import reason as describe
@@ -160,7 +160,7 @@ def _env_var_name(value: str | None, example: str) -> str | None:
         # credential to the redaction every error message goes through.
         raise ValueError(f"{must} (letters, digits and '_', not starting with a digit; the "
                          f"value given, not shown in case it is the secret itself, has "
-                         f"{len(value)} characters and holds {bad!r})")
+                         f"{len(value)} characters and holds {json_quoted(bad)})")
     if _SECRET_LIKE.fullmatch(value) and not value.isupper():
         raise ValueError(f"{must}; the value given ({len(value)} letters and digits, not "
                          "shown) looks like a secret itself: export it in a variable and "
@@ -221,7 +221,7 @@ class ModelEntry(BaseModel):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+            raise ValueError(f"must start with http:// or https://, got {json_quoted(value)}")
         return value
 
     @field_validator("api_key_env")
@@ -283,7 +283,7 @@ class CorsSettings(BaseModel):
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
-                raise ValueError(f"{quoted(origin)} is not an origin; write it as "
+                raise ValueError(f"{json_quoted(origin)} is not an origin; write it as "
                                  "scheme://host[:port], e.g. https://app.example.com, or '*'")
         return value
 
@@ -335,7 +335,7 @@ def proxy_network(entry: str) -> IPNetwork:
         except ValueError as exc:
             if "host bits set" in str(exc):
                 network = ipaddress.ip_network(text, strict=False)
-                raise ValueError(f"{cut(entry)!r} has bits set past its prefix length: write "
+                raise ValueError(f"{json_quoted(entry)} has bits set past its prefix length: write "
                                  f"the network as {network}, or the one address as "
                                  f"{text.split('/', 1)[0]}") from None
     if text == "*":
@@ -346,7 +346,7 @@ def proxy_network(entry: str) -> IPNetwork:
     else:
         problem = ("is not an IP address or a network: write an address (10.0.0.5, ::1) or a "
                    "network in CIDR notation (10.0.0.0/8, fd00::/8), not a host name")
-    raise ValueError(f"{cut(entry)!r} {problem}")
+    raise ValueError(f"{json_quoted(entry)} {problem}")
 
 
 def _proxy_entry(entry: str) -> str:
@@ -706,7 +706,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise _DuplicateKey(
-                    None, None, f"the key {key!r} is written twice in one mapping; keep one",
+                    None, None,
+                    f"the key {json_quoted(key)} is written twice in one mapping; keep one",
                     key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -911,7 +912,7 @@ def _check_catalog(settings: Settings) -> None:
     names = [m.name for m in settings.models]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise ConfigError(f"models[{i}].name", f"{name!r} is defined twice (also "
+            raise ConfigError(f"models[{i}].name", f"{json_quoted(name)} is defined twice (also "
                                                    f"models[{names.index(name)}]); names must "
                                                    "be unique")
         if name == "auto":
@@ -921,16 +922,16 @@ def _check_catalog(settings: Settings) -> None:
         if entry.provider == OPENAI_COMPATIBLE and entry.base_url is None:
             raise ConfigError(f"models[{i}].base_url",
                               f"is required for provider {OPENAI_COMPATIBLE} (model "
-                              f"{entry.name!r}): give the server's URL, e.g. "
+                              f"{json_quoted(entry.name)}): give the server's URL, e.g. "
                               "http://localhost:8080/v1, or name a known provider")
         for j, fb in enumerate(entry.fallbacks):
             if fb not in names:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",
-                                  f"{fb!r} is not a model in the catalog; define it under "
-                                  f"models: or remove it (models: {', '.join(names)})")
+                                  f"{json_quoted(fb)} is not a model in the catalog; define it "
+                                  f"under models: or remove it (models: {listed_names(names)})")
             if fb == entry.name:
                 raise ConfigError(f"models[{i}].fallbacks[{j}]",
-                                  f"{fb!r} cannot fall back to itself")
+                                  f"{json_quoted(fb)} cannot fall back to itself")
     if not any(m.auto for m in settings.models):
         raise ConfigError("models", "every model has auto: false, so 'auto' could choose none; "
                                     "let at least one be routed")
@@ -948,8 +949,8 @@ def _check_governance(settings: Settings) -> None:
         if name is None or name in names or (allow_auto and name == "auto"):
             return
         extra = " or 'auto'" if allow_auto else ""
-        raise ConfigError(key, f"{name!r} is not a model in the catalog; use one of "
-                               f"{', '.join(names)}{extra}")
+        raise ConfigError(key, f"{json_quoted(name)} is not a model in the catalog; use one of "
+                               f"{listed_names(names)}{extra}")
 
     escalations = [("escalation", settings.escalation)]
     for tenant, t in settings.tenants.items():
@@ -962,13 +963,13 @@ def _check_governance(settings: Settings) -> None:
         model(f"{key}.escalation_model", e.escalation_model)
         if e.escalation_model in unrouted:
             raise ConfigError(f"{key}.escalation_model",
-                              f"{e.escalation_model!r} has auto: false (served only when a "
-                              "request names it), so escalation may not choose it; name a "
+                              f"{json_quoted(e.escalation_model)} has auto: false (served only "
+                              "when a request names it), so escalation may not choose it; name a "
                               "model 'auto' may choose")
         if e.prefer_provider is not None and e.prefer_provider not in providers:
             raise ConfigError(f"{key}.prefer_provider", f"no catalog model has the provider "
-                                                        f"{e.prefer_provider!r} (providers: "
-                                                        f"{', '.join(providers)})")
+                                                        f"{json_quoted(e.prefer_provider)} "
+                                                        f"(providers: {listed_names(providers)})")
         if e.min_tier is not None:
             from switchpoint.catalog import TIERS
 
@@ -976,15 +977,15 @@ def _check_governance(settings: Settings) -> None:
             if not any(m.tier is not None and TIERS.index(m.tier) >= floor
                        for m in settings.models):
                 raise ConfigError(f"{key}.min_tier", f"no catalog model has a tier of "
-                                                     f"{e.min_tier!r} or above; give models a "
-                                                     "tier: or lower min_tier")
+                                                     f"{json_quoted(e.min_tier)} or above; give "
+                                                     "models a tier: or lower min_tier")
     for name in settings.budgets.models:
         model(f"budgets.models.{name}", name)
     for name in settings.budgets.providers:
         if name not in providers:
             raise ConfigError(f"budgets.providers.{name}", f"no catalog model has the provider "
-                                                           f"{name!r} (providers: "
-                                                           f"{', '.join(providers)})")
+                                                           f"{json_quoted(name)} (providers: "
+                                                           f"{listed_names(providers)})")
     _check_budgets_priced(settings)
 
 
@@ -1002,13 +1003,14 @@ def _check_budgets_priced(settings: Settings) -> None:
            "model)")
     for name in settings.budgets.models:
         if name in unpriced:
-            raise ConfigError(f"budgets.models.{name}", f"model {name!r} has no prices, so no "
-                                                        f"budget can hold what it costs; {fix}")
+            raise ConfigError(f"budgets.models.{name}", f"model {json_quoted(name)} has no "
+                                                        "prices, so no budget can hold what it "
+                                                        f"costs; {fix}")
     for provider in settings.budgets.providers:
         names = [n for n, m in unpriced.items() if m.provider == provider]
         if names:
             raise ConfigError(f"budgets.providers.{provider}",
-                              f"the provider's model {names[0]!r} has no prices, so the "
+                              f"the provider's model {json_quoted(names[0])} has no prices, so the "
                               f"provider's budget cannot hold what it costs; {fix}")
     for tenant, t in settings.tenants.items():
         if not t.budgets:
@@ -1016,9 +1018,10 @@ def _check_budgets_priced(settings: Settings) -> None:
         for i, name in enumerate(t.models or []):
             if name in unpriced:
                 raise ConfigError(f"tenants.{tenant}.models[{i}]",
-                                  f"model {name!r} has no prices, so tenant {tenant!r}'s "
-                                  f"budgets cannot hold what it costs and its requests could "
-                                  f"never use it; {fix}, or leave it out of the tenant's models")
+                                  f"model {json_quoted(name)} has no prices, so tenant "
+                                  f"{json_quoted(tenant)}'s budgets cannot hold what it costs and "
+                                  f"its requests could never use it; {fix}, or leave it out of "
+                                  "the tenant's models")
 
 
 def check_experiments(settings: Settings) -> None:
@@ -1037,22 +1040,22 @@ def check_experiments(settings: Settings) -> None:
         for i, tenant in enumerate(experiment.tenants or []):
             if tenant not in tenants:
                 raise ConfigError(f"experiments.{name}.tenants[{i}]",
-                                  f"{tenant!r} is not a tenant of this config; use one of "
-                                  f"{listed_names(tenants)} ({DEFAULT_TENANT!r}: requests without "
-                                  "a tenant)")
+                                  f"{json_quoted(tenant)} is not a tenant of this config; use one "
+                                  f"of {listed_names(tenants)} ({json_quoted(DEFAULT_TENANT)}: "
+                                  "requests without a tenant)")
         for arm_name, arm in experiment.arms.items():
             key = f"experiments.{name}.arms.{arm_name}"
             if arm.policy is not None and arm.policy not in policies:
-                raise ConfigError(f"{key}.policy", f"{arm.policy!r} is neither a bundled "
-                                                   f"policy nor under policies:; use one of "
-                                                   f"{', '.join(sorted(policies))}")
+                raise ConfigError(f"{key}.policy", f"{json_quoted(arm.policy)} is neither a "
+                                                   "bundled policy nor under policies:; use "
+                                                   f"one of {listed_names(sorted(policies))}")
             for j, model in enumerate(arm.models or []):
                 if names is not None and model not in names:
-                    raise ConfigError(f"{key}.models[{j}]", f"{model!r} is not a model in the "
-                                                            f"catalog; use one of "
-                                                            f"{', '.join(names)}")
+                    raise ConfigError(f"{key}.models[{j}]", f"{json_quoted(model)} is not a "
+                                                            "model in the catalog; use one of "
+                                                            f"{listed_names(names)}")
             if arm.models and set(arm.models) <= unrouted:
-                raise ConfigError(f"{key}.models", f"{', '.join(arm.models)}: auto: false in "
+                raise ConfigError(f"{key}.models", f"{listed_names(arm.models)}: auto: false in "
                                                    "the catalog (served only when a request "
                                                    "names it), so this arm could choose none; "
                                                    "list a model 'auto' may choose")
@@ -1060,9 +1063,9 @@ def check_experiments(settings: Settings) -> None:
             # passed over, silently, and the arm measured without it.
             for j, model in enumerate(arm.models or []):
                 if model in unrouted:
-                    raise ConfigError(f"{key}.models[{j}]", f"{model!r} has auto: false in "
-                                                            "the catalog (served only when a "
-                                                            "request names it), so this arm "
+                    raise ConfigError(f"{key}.models[{j}]", f"{json_quoted(model)} has auto: "
+                                                            "false in the catalog (served only "
+                                                            "when a request names it), so this arm "
                                                             "would pass it over; take it out "
                                                             "of the arm, or let auto choose it")
             # A tenant that may use none of them would be routed as the configured routing
@@ -1071,10 +1074,10 @@ def check_experiments(settings: Settings) -> None:
                 allowed = (settings.tenants[tenant].models if tenant in settings.tenants
                            else None)
                 if arm.models and allowed is not None and not set(arm.models) & set(allowed):
-                    raise ConfigError(f"{key}.models", f"tenant {tenant!r} of the experiment "
-                                                       f"may use none of "
-                                                       f"{', '.join(arm.models)} (its models: "
-                                                       f"{', '.join(allowed)}), so its "
+                    raise ConfigError(f"{key}.models", f"tenant {json_quoted(tenant)} of the "
+                                                       "experiment may use none of "
+                                                       f"{listed_names(arm.models)} (its models: "
+                                                       f"{listed_names(allowed)}), so its "
                                                        "requests in this arm would be routed "
                                                        "without the arm's models and counted "
                                                        "as the arm's; list a model it may "
@@ -1095,12 +1098,12 @@ def _check_experiment_scopes(settings: Settings, tenants: list[str]) -> None:
         if scope and all(t in taken for t in scope):
             earlier = sorted({taken[t] for t in scope})
             who = ("every tenant already takes" if experiment.tenants is None
-                   else f"its tenants ({', '.join(scope)}) already take")
+                   else f"its tenants ({listed_names(scope)}) already take")
             raise ConfigError(f"experiments.{name}", (
                 f"would get no traffic: {who} part in "
-                f"{', '.join(map(repr, earlier))}, listed before it, and a request joins only "
-                "the first enabled experiment that holds its tenant; give the experiments "
-                "tenants of their own, or set enabled: false on one of them"))
+                f"{listed_names(map(json_quoted, earlier))}, listed before it, and a request "
+                "joins only the first enabled experiment that holds its tenant; give the "
+                "experiments tenants of their own, or set enabled: false on one of them"))
         for tenant in scope:
             taken.setdefault(tenant, name)
 
@@ -1136,14 +1139,16 @@ def _check_paths(settings: Settings) -> None:
             # (the manifest's name is the file's, not the operator's: shown cut and escaped)
             known = served in bundled
             raise ConfigError(f"policies.{name}", f"{quoted_path(value)} is a "
-                                                  f"{served if known else quoted(served)} "
+                                                  f"{served if known else json_quoted(served)} "
                                                   f"package, not {name} weights; list it under "
                                                   f"{served + ': or ' if known else ''}a name "
-                                                  f"of your own (not one of {', '.join(bundled)})")
+                                                  "of your own (not one of "
+                                                  f"{listed_names(bundled)})")
     if (settings.weights is None and settings.policy not in settings.policies
             and settings.policy not in bundled):
-        raise ConfigError("policy", f"{settings.policy!r} has no bundled weights; choose one "
-                                    f"of {', '.join(bundled)} or add it under policies:")
+        raise ConfigError("policy", f"{json_quoted(settings.policy)} has no bundled weights; "
+                                    f"choose one of {listed_names(bundled)} or add it under "
+                                    "policies:")
     data_dir = Path(settings.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError("data_dir", f"{quoted_path(data_dir)} exists and is not a "

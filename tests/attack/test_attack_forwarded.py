@@ -195,7 +195,8 @@ def test_a_reload_keeps_the_proxies_the_service_started_with(proxied: Attacked) 
         served.write_text(before.replace(listed, "trusted_proxies: [nginx]"), encoding="utf-8")
         r = httpx.post(f"{proxied.base}/v1/router/reload", headers=proxied.admin, timeout=30)
         assert r.status_code == 400, r.text
-        assert "server.trusted_proxies[0]: 'nginx' is not an IP address" in r.text
+        assert ('server.trusted_proxies[0]: "nginx" is not an IP address'
+                in r.json()["error"]["message"]), r.text
         served.write_text(before.replace(listed, "trusted_proxies: []"), encoding="utf-8")
         r = httpx.post(f"{proxied.base}/v1/router/reload", headers=proxied.admin, timeout=30)
         assert r.status_code == 200, r.text
@@ -216,7 +217,7 @@ def test_a_proxy_that_is_no_address_refuses_the_start(tmp_path: Path, config: st
     path.write_text(config, encoding="utf-8")
     code, err = refused_start("--config", path, data_dir=tmp_path / "data", env=env)
     assert code == 2, err
-    assert ("server.trusted_proxies[1]: 'proxy.internal' is not an IP address or a network: "
+    assert ('server.trusted_proxies[1]: "proxy.internal" is not an IP address or a network: '
             "write an address (10.0.0.5, ::1) or a network in CIDR notation") in err, err
     assert "Traceback" not in err and not (tmp_path / "data").exists()
 

@@ -167,7 +167,7 @@ def test_serve_explains_a_key_variable_name_with_a_dash_in_words_not_masked(
                       encoding="utf-8")
     code, _, err = run(["serve", "--config", config, "--port", "19499"], capsys)
     assert_bad_input(code, err, "models[0].api_key_env: must be the name of the environment "
-                                "variable", "letters, digits and '_'", "holds '-'")
+                                "variable", "letters, digits and '_'", 'holds "-"')
     assert "[REDACTED]" not in err and secret not in err and secret[:12] not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["switchpoint.yaml"]  # nothing made
 

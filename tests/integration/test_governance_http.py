@@ -966,7 +966,7 @@ def test_a_reload_that_takes_a_tenant_or_models_from_keys_names_them_and_keeps_t
             "tight")
         note = reload.json()["keys_note"]
         assert "3 key(s)" in note and "The keys stay" in note and untouched["id"] not in note
-        assert "'tight' is no longer configured" in note
+        assert '"tight" is no longer configured' in note
         assert any(tight["id"] in r.getMessage() for r in caplog.records), caplog.text
         # A warning, not a refusal: the keys are still listed and still answer.
         listed = httpx.get(f"{server.base}/v1/router/keys", headers=ADMIN).json()

@@ -290,7 +290,7 @@ def test_an_experiment_that_earlier_ones_leave_no_traffic_is_refused_at_reload(
             error = refused.json()["error"]
             assert error["code"] == "invalid_config"
             assert "experiments.second: would get no traffic" in error["message"]
-            assert "'thrift'" in error["message"] and "enabled: false" in error["message"]
+            assert '"thrift"' in error["message"] and "enabled: false" in error["message"]
         # The old config keeps serving: one experiment, everyone in it.
         assert [e["experiment"] for e in get(server, "/v1/router/experiments").json()[
             "data"]] == ["thrift"]

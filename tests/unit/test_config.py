@@ -135,8 +135,8 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("models:\n  - {name: a, context_window: 0}\n", "models[0].context_window: must be > 0"),
     ("models:\n  - {profile: x}\n", "models[0].name: is required"),
     ("models:\n  - {name: a, pricee: 1}\n", "models[0].pricee: is not a known key"),
-    ("models:\n  - {name: a}\n  - {name: a}\n", "models[1].name: 'a' is defined twice"),
-    ("models:\n  - {name: a, fallbacks: [b]}\n", "models[0].fallbacks[0]: 'b' is not a model"),
+    ("models:\n  - {name: a}\n  - {name: a}\n", 'models[1].name: "a" is defined twice'),
+    ("models:\n  - {name: a, fallbacks: [b]}\n", 'models[0].fallbacks[0]: "b" is not a model'),
     ("models:\n  - {name: auto}\n", "models[0].name: 'auto' is reserved"),
     ("models: []\n", "models: is empty"),
     ("cost_weight: -0.5\n", "cost_weight: must be >= 0, got -0.5"),
@@ -208,18 +208,18 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("server: {shutdown_timeout_s: 1.0e+100}\n", "server.shutdown_timeout_s: must be <= 86400"),
     ("server: {shutdown_timeout_s: -1}\n", "server.shutdown_timeout_s: must be >= 0"),
     ("server: {trusted_proxies: [10.0.0.1, nginx]}\n",
-     "server.trusted_proxies[1]: 'nginx' is not an IP address or a network: write an address "
+     'server.trusted_proxies[1]: "nginx" is not an IP address or a network: write an address '
      "(10.0.0.5, ::1) or a network in CIDR notation (10.0.0.0/8, fd00::/8), not a host name"),
-    ("server: {trusted_proxies: ['*']}\n", "server.trusted_proxies[0]: '*' would take every "
+    ("server: {trusted_proxies: ['*']}\n", 'server.trusted_proxies[0]: "*" would take every '
      "peer for a proxy, so any client could claim any address"),
-    ("server: {trusted_proxies: [10.0.0.1/8]}\n", "server.trusted_proxies[0]: '10.0.0.1/8' has "
+    ("server: {trusted_proxies: [10.0.0.1/8]}\n", 'server.trusted_proxies[0]: "10.0.0.1/8" has '
      "bits set past its prefix length: write the network as 10.0.0.0/8, or the one address as "
      "10.0.0.1"),
     ("server: {trusted_proxies: ['fe80::1%eth0']}\n", "server.trusted_proxies[0]: "
-     "'fe80::1%eth0' has a zone"),
-    ("server: {trusted_proxies: [10.0.0.0/33]}\n", "server.trusted_proxies[0]: '10.0.0.0/33' "
+     '"fe80::1%eth0" has a zone'),
+    ("server: {trusted_proxies: [10.0.0.0/33]}\n", 'server.trusted_proxies[0]: "10.0.0.0/33" '
      "is not an IP address or a network"),
-    ("server: {trusted_proxies: ['" + "a" * 5000 + "']}\n", "'" + "a" * 57 + "...' is not an "),
+    ("server: {trusted_proxies: ['" + "a" * 5000 + "']}\n", '"' + "a" * 56 + "... is not an "),
     ("server: {trusted_proxies: 10.0.0.1}\n", "server.trusted_proxies: must be a list"),
     ("server: {trusted_proxies: [" + ", ".join(["10.0.0.1"] * 101) + "]}\n",
      "server.trusted_proxies: "),
@@ -228,7 +228,7 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("learning: {seed: 100000000000000000000}\n", "seed: must be <= 9223372036854775807"),
     ("cache: {ttl: 5}\n", "cache.ttl: is not a known key (check its spelling); known keys "
                           "here: size, ttl_seconds"),
-    ("policy: nonsense\n", "policy: 'nonsense' has no bundled weights"),
+    ("policy: nonsense\n", 'policy: "nonsense" has no bundled weights'),
     ("weights: ./nowhere\n", "weights: "),
     ("policies: {mine: ./nowhere}\n", "policies.mine: "),
     ("policies: {'': ./nowhere}\n", "policies: policy name \"\" must be 1-64 letters, digits"),
@@ -246,9 +246,9 @@ def test_reloaded_reads_the_file_again(tmp_path: Path) -> None:
     ("admin_token_env: 'not a var'\n", "admin_token_env: must be the name of the environment"),
     ("admin_token_env: \"SP_TOKEN\\n\"\n", "admin_token_env: must be the name of the environment"),
     ("cors: {allow_origins: [\"https://app.example\\n\"]}\n",
-     "cors.allow_origins: 'https://app.example\\n' is not an origin"),
+     'cors.allow_origins: "https://app.example\\n" is not an origin'),
     ("cors: {allow_origins: ['https://" + "a" * 5000 + "/']}\n",
-     "cors.allow_origins: 'https://" + "a" * 48 + "... is not an origin"),
+     'cors.allow_origins: "https://' + "a" * 48 + "... is not an origin"),
     ("- just\n- a list\n", "config: "),
     ("models: [\n", "config: "),
 ])
@@ -512,7 +512,7 @@ def test_a_config_file_over_a_mebibyte_is_refused_unparsed(tmp_path: Path) -> No
 def test_profile_missing_from_the_weights_without_prices_names_the_model() -> None:
     settings = Settings.model_validate({"models": [
         {"name": "a", "profile": "gpt-4-1106-preview"}, {"name": "b", "profile": "nope"}]})
-    with pytest.raises(ConfigError, match=r"models\[1\].profile: 'nope' is not a profile"):
+    with pytest.raises(ConfigError, match=r'models\[1\].profile: "nope" is not a profile'):
         RouterFactory()(settings)
 
 
@@ -684,9 +684,9 @@ def test_the_provider_gives_the_url_key_and_stream_usage_a_model_leaves_out(
 
 @pytest.mark.parametrize("text, key", [
     ("experiments:\n  e1:\n    arms:\n      a: {cost_weight: 1}\n      b: {}\n"
-     "      b: {cost_weight: 3}\n", "'b'"),
-    ("tenants:\n  acme: {cost_weight: 1}\n  acme: {cost_weight: 2}\n", "'acme'"),
-    ("cost_weight: 0.5\ncost_weight: 2\n", "'cost_weight'"),
+     "      b: {cost_weight: 3}\n", '"b"'),
+    ("tenants:\n  acme: {cost_weight: 1}\n  acme: {cost_weight: 2}\n", '"acme"'),
+    ("cost_weight: 0.5\ncost_weight: 2\n", '"cost_weight"'),
 ])
 def test_a_key_written_twice_is_refused_naming_it_and_its_line(tmp_path: Path, text: str,
                                                                key: str) -> None:
@@ -737,14 +737,14 @@ def test_a_catalog_that_leaves_auto_no_model_or_escalates_to_a_model_kept_out_is
         "models: every model has auto: false, so 'auto' could choose none")
     message = error_of(tmp_path, "models:\n" + judge + other
                        + "escalation: {escalation_model: judge}\n")
-    assert message.startswith("escalation.escalation_model: 'judge' has auto: false")
+    assert message.startswith('escalation.escalation_model: "judge" has auto: false')
     arm = error_of(tmp_path, "models:\n" + judge + other
                    + "experiments: {e: {arms: {a: {}, b: {models: [judge]}}}}\n")
     assert arm.startswith("experiments.e.arms.b.models: judge: auto: false"), arm
     # Listed beside a model auto may choose, it would be passed over in silence.
     mixed = error_of(tmp_path, "models:\n" + judge + other
                      + "experiments: {e: {arms: {a: {}, b: {models: [other, judge]}}}}\n")
-    assert mixed.startswith("experiments.e.arms.b.models[1]: 'judge' has auto: false"), mixed
+    assert mixed.startswith('experiments.e.arms.b.models[1]: "judge" has auto: false'), mixed
     assert "this arm would pass it over; take it out of the arm" in mixed
     settings = load_settings(write(tmp_path, "models:\n" + judge + other), environ={})
     catalog = settings.catalog()
@@ -776,11 +776,11 @@ def test_an_arm_whose_models_a_tenant_of_its_experiment_may_not_use_is_refused(
                "tenants: {acme: {models: [a, b, auto]}, open: {}}\n")
     arm = error_of(tmp_path, catalog + "experiments: {e: {tenants: [acme, open], "
                                        "arms: {x: {}, y: {models: [c]}}}}\n")
-    assert arm.startswith("experiments.e.arms.y.models: tenant 'acme' of the experiment may "
+    assert arm.startswith('experiments.e.arms.y.models: tenant "acme" of the experiment may '
                           "use none of c"), arm
     # (every tenant, when the experiment names none)
     everyone = error_of(tmp_path, catalog + "experiments: {e: {arms: {x: {}, y: {models: [c]}}}}\n")
-    assert everyone.startswith("experiments.e.arms.y.models: tenant 'acme'"), everyone
+    assert everyone.startswith('experiments.e.arms.y.models: tenant "acme"'), everyone
     # One of the arm's models the tenant may use is enough; a tenant out of scope is not asked.
     for fine in ("experiments: {e: {tenants: [acme], arms: {x: {}, y: {models: [b, c]}}}}\n",
                  "experiments: {e: {tenants: [open], arms: {x: {}, y: {models: [c]}}}}\n"):
@@ -814,7 +814,7 @@ def test_a_policy_name_read_from_a_manifest_is_shown_bounded(tmp_path: Path) -> 
     manifest["policy"]["name"] = "x\x1b[2J" + "y" * 5000
     (package / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     message = error_of(tmp_path, f"policies: {{knn: '{package}'}}\n")
-    assert message.startswith("policies.knn: ") and "is a 'x\\x1b[2Jyyy" in message
+    assert message.startswith("policies.knn: ") and 'is a "x\\u001b[2Jyyy' in message
     assert "\x1b" not in message and len(message) < 600
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.config import Settings
 from switchpoint.embedding import Embedder, embedder_from_id
 from switchpoint.errors import (
@@ -129,8 +130,8 @@ def checked_package(settings: Settings, policy: str | None = None) -> WeightsPac
             if profile not in package.models:
                 raise ConfigError(
                     f"models[{i}].profile",
-                    f"{profile!r} is not a profile of the weights {package.weights_id} "
-                    f"({', '.join(package.models)}); name one of them, or give every "
+                    f"{json_quoted(profile)} is not a profile of the weights {package.weights_id} "
+                    f"({listed_names(package.models)}); name one of them, or give every "
                     "model input_per_mtok and output_per_mtok so a model without a "
                     "profile is routed by tier and price")
     if catalog is None:  # an arm routes with these weights: the live ones, or its policy's
@@ -150,8 +151,9 @@ def checked_policies(settings: Settings) -> None:
         try:
             embedder_from_id(checked_package(settings, name).embedder_id)  # (builds, loads not)
         except (WeightsError, ConfigError, InvalidInputError) as exc:
-            raise ConfigError(f"policies.{name}", f"a swap to {name!r} would fail: {exc}; fix "
-                                                  "the package or take it out of policies:"
+            raise ConfigError(f"policies.{name}", f"a swap to {json_quoted(name)} would fail: "
+                                                  f"{exc}; fix the package or take it out of "
+                                                  "policies:"
                               ) from None
 
 
@@ -168,9 +170,9 @@ def _check_arm_models(settings: Settings, models: list[str], weights_id: str,
                 if model not in models:
                     raise ConfigError(
                         f"experiments.{name}.arms.{arm_name}.models[{j}]",
-                        f"{model!r} is not a model of the weights {weights_id} (there is no "
-                        f"catalog, so those are the models routed); use one of "
-                        f"{', '.join(models)}")
+                        f"{json_quoted(model)} is not a model of the weights {weights_id} (there "
+                        f"is no catalog, so those are the models routed); use one of "
+                        f"{listed_names(models)}")
 
 
 def learning_settings(settings: Settings) -> LearningSettings:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.governance.keys import KeyRecord
 from switchpoint.governance.settings import TenantSettings
 
@@ -36,10 +37,10 @@ class KeyLoss:
                 "models_removed": list(self.models_removed)}
 
     def describe(self) -> str:
-        what = [f"its tenant {self.tenant!r} is no longer configured"] if (
+        what = [f"its tenant {json_quoted(self.tenant)} is no longer configured"] if (
             self.tenant_removed) else []
         if self.models_removed:
-            what.append("it can no longer use " + ", ".join(self.models_removed))
+            what.append("it can no longer use " + listed_names(self.models_removed))
         return f"key {self.key_id}: " + "; ".join(what)
 
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from switchpoint._messages import json_quoted
 from switchpoint._numbers import Boolean, Integer, Real
 from switchpoint.catalog import MAX_CATALOG_MODELS, MAX_TOKENS
 from switchpoint.governance.budgets import MAX_BUDGET_USD, check_curve, parse_budgets
@@ -199,8 +200,8 @@ def check_tenant_names(tenants: dict[str, TenantSettings]) -> dict[str, TenantSe
     for name in tenants:
         check_name(name, "tenant name")
         if name == DEFAULT_TENANT:
-            raise ValueError(f"tenant name {name!r} is taken by the requests that name no "
-                             "tenant (their feedback, memory and status go under it), so a "
+            raise ValueError(f"tenant name {json_quoted(name)} is taken by the requests that name "
+                             "no tenant (their feedback, memory and status go under it), so a "
                              "tenant of that name would govern some of them and not others; "
                              "give it another name (the deployment's own traffic is governed "
                              "by budgets.total and learning.memory)")
