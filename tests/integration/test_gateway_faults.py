@@ -436,7 +436,7 @@ def test_a_redirect_is_not_an_answer_and_fails_over_naming_it(
                                ("other", "ok")]
     first = entry["attempts"][0]
     assert first["status"] == 307
-    assert "redirect to 'http://elsewhere.example/v1', which is not followed" in str(first)
+    assert 'redirect to "http://elsewhere.example/v1", which is not followed' in str(first)
     assert "base_url" in str(first)
     assert [r["path"] for r in gw_fake.requests()] == ["/v1/chat/completions",
                                                        "/v1/chat/completions", "/v1/messages"]

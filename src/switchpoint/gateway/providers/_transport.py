@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from switchpoint._messages import json_quoted
 from switchpoint.gateway.providers.sending import note_connecting, note_sent, note_unsent
 
 _Origin = tuple[str, str, int]
@@ -264,17 +265,23 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 conn.close()
 
 
+def _shown(line: bytes) -> str:
+    """A line of an upstream's head as an error quotes it: its first 80 bytes, each byte one
+    character (Latin-1, so none fails to decode), quoted as JSON writes them."""
+    return json_quoted(line[:80].decode("latin-1"), 80)
+
+
 def _parse_head(raw: bytes, request: httpx.Request) -> tuple[int, bytes, list[tuple[bytes,
                                                                                      bytes]]]:
     lines = raw[:-4].split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise httpx.RemoteProtocolError(f"not an HTTP/1.1 response: {lines[0][:80]!r}",
+        raise httpx.RemoteProtocolError(f"not an HTTP/1.1 response: {_shown(lines[0])}",
                                         request=request)
     try:
         status = int(parts[1])
     except ValueError:
-        raise httpx.RemoteProtocolError(f"bad status line: {lines[0][:80]!r}",
+        raise httpx.RemoteProtocolError(f"bad status line: {_shown(lines[0])}",
                                         request=request) from None
     headers = []
     for line in lines[1:]:

@@ -591,7 +591,8 @@ class AnthropicChunkDecoder:
             data = upstream_json(event.data)
         except (ValueError, RecursionError) as exc:
             raise StreamBroken(f"the upstream sent a malformed event ({cut(str(exc), 200)}): "
-                               f"{redact(event.data[:200])!r}", model=self.model) from exc
+                               f"{json_quoted(redact(event.data[:200]), 200)}",
+                               model=self.model) from exc
         if not isinstance(data, dict):
             raise StreamBroken("the upstream sent an event that is not an object",
                                model=self.model)
@@ -602,8 +603,9 @@ class AnthropicChunkDecoder:
         try:
             chunks = self._translate(kind, data)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise StreamBroken(f"the upstream sent a {str(kind)[:40]!r} event that does not "
-                               f"read as the Messages API's: {redact(event.data[:200])!r}",
+            raise StreamBroken(f"the upstream sent a {json_quoted(str(kind), 40)} event that does "
+                               "not read as the Messages API's: "
+                               f"{json_quoted(redact(event.data[:200]), 200)}",
                                model=self.model) from exc
         self._content_seen = self._content_seen or any(is_content_chunk(c) for c in chunks)
         return chunks

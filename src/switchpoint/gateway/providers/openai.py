@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from switchpoint._messages import cut, header_value_problem
+from switchpoint._messages import cut, header_value_problem, json_quoted
 from switchpoint.catalog import ModelCard
 from switchpoint.errors import (
     BadRequest,
@@ -149,10 +149,10 @@ class OpenAIChunkDecoder:
             chunk = upstream_json(data)
         except (ValueError, RecursionError) as exc:
             raise StreamBroken(f"the upstream sent a malformed chunk ({cut(str(exc), 200)}): "
-                               f"{redact(data[:200])!r}", model=self.model) from exc
+                               f"{json_quoted(redact(data[:200]), 200)}", model=self.model) from exc
         if not isinstance(chunk, dict):
             raise StreamBroken("the upstream sent a chunk that is not an object: "
-                               f"{redact(data[:200])!r}", model=self.model)
+                               f"{json_quoted(redact(data[:200]), 200)}", model=self.model)
         if event.event == "error" or chunk.get("error"):
             raise classify_stream_error(chunk, model=self.model,
                                         after_first_byte=self._content_seen)
