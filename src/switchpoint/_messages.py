@@ -312,7 +312,7 @@ def printed_name_problem(model: str) -> str | None:
     if hidden is None:
         return None
     at, char = hidden
-    return (f"model {quoted(model, 80)} holds U+{ord(char):04X} (character {at + 1}): a "
+    return (f"model {json_quoted(model, 80)} holds U+{ord(char):04X} (character {at + 1}): a "
             "model's name is printed in answers, logs and `switchpoint info`, so control "
             "characters (newline, escape, ...) and invisible or direction-changing ones are "
             "refused")

@@ -38,7 +38,7 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, json_kind, loads, unreadable
-from switchpoint._messages import cut, json_quoted, plural, printable, quoted, quoted_path
+from switchpoint._messages import cut, json_quoted, plural, printable, quoted_path
 from switchpoint._progress import StderrProgress, stream_is_terminal
 from switchpoint.decision import ROUTE_FIELDS
 from switchpoint.errors import InvalidInputError, SwitchpointError
@@ -285,7 +285,7 @@ def _parse_route_lines(name: str, lines: Iterable[str]) -> list[dict[str, Any]]:
                   f"{json_kind(obj['id'])}; each decision is written with its prompt's id")
         rid = str(obj["id"])
         if rid in seen:
-            _fail(f"{name}, line {number}: duplicate id {quoted(rid)}")
+            _fail(f"{name}, line {number}: duplicate id {json_quoted(rid)}")
         seen.add(rid)
         obj["_line"] = number
         rows.append(obj)
@@ -320,7 +320,7 @@ def _route_file(router: Any, source: str, rows: list[dict[str, Any]], output: Pa
             else:
                 check_embedding(row["embedding"], router.weights.dimension)
         except InvalidInputError as exc:
-            _fail(f"{source}, line {row['_line']} (id {quoted(row['id'])}): {exc}")
+            _fail(f"{source}, line {row['_line']} (id {json_quoted(row['id'])}): {exc}")
     router.check_candidates(models)
     if router.policy.requires == "embedding" and any("prompt" in row for row in rows):
         warm_up(router.embedder, feedback)  # the one-time embedder build, if it is due

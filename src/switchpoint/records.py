@@ -35,7 +35,7 @@ from switchpoint._json import (
     shown_number,
     unreadable,
 )
-from switchpoint._messages import listed_names, printed_name_problem, quoted
+from switchpoint._messages import json_quoted, listed_names, printed_name_problem
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import RecordsError
 from switchpoint.prompt_files import BOM, ENCODING_ERRORS, not_utf8
@@ -91,9 +91,9 @@ class RecordSet:
         rows = [i for i, s in enumerate(self.splits) if s == name]
         if not rows:
             present = sorted({s for s in self.splits if s is not None})
-            raise RecordsError(
-                source, None, f"no records in split {name!r}; splits present: {present}{hint}"
-            )
+            shown = listed_names(map(json_quoted, present)) or "none"
+            raise RecordsError(source, None, f"no records in split {json_quoted(name)}; splits "
+                                             f"present: {shown}{hint}")
         return self.subset(rows)
 
     def select_models(self, names: Sequence[str]) -> RecordSet:
@@ -109,9 +109,10 @@ class RecordSet:
         needs), else a :class:`RecordsError` naming ``source`` and the ``split`` they are."""
         unlabelled = [m for j, m in enumerate(self.models) if np.all(np.isnan(self.scores[:, j]))]
         if unlabelled:
-            which = f"split {split!r} ({len(self):,} records)" if split else "these records"
+            which = (f"split {json_quoted(split)} ({len(self):,} records)" if split
+                     else "these records")
             one = len(unlabelled) == 1
-            raise RecordsError(source, None, f"{listed_names(map(repr, unlabelled))} "
+            raise RecordsError(source, None, f"{listed_names(map(json_quoted, unlabelled))} "
                                              f"{'has' if one else 'have'} no label in {which}, "
                                              "which a fit needs; label "
                                              f"{'it' if one else 'them'} there, fit on another "
@@ -126,7 +127,7 @@ class RecordSet:
 
 def _number(value: Any, source: object, line: int, where: str, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RecordsError(source, line, f"{where} must be a number, got {quoted(value)}")
+        raise RecordsError(source, line, f"{where} must be a number, got {json_quoted(value)}")
     x = as_float(value)
     if not math.isfinite(x) or x < lo or x > hi:
         bounds = f"[{lo}, {hi}]" if math.isfinite(hi) else f">= {lo}"
@@ -166,7 +167,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
                                                f"integer, got {json_kind(rid)}")
         rid = str(rid)
         if rid in seen:
-            raise RecordsError(source, number, f"duplicate id {rid!r}")
+            raise RecordsError(source, number, f"duplicate id {json_quoted(rid)}")
         seen.add(rid)
         scores, costs = obj["scores"], obj["costs"]
         if not isinstance(scores, dict) or not scores:
@@ -174,7 +175,7 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
         if not isinstance(costs, dict):
             raise RecordsError(source, number, "field 'costs' must be an object")
         if set(scores) != set(costs):
-            diff = sorted(set(scores) ^ set(costs))
+            diff = listed_names(map(json_quoted, sorted(set(scores) ^ set(costs))))
             raise RecordsError(
                 source, number, f"'scores' and 'costs' must name the same models; differ on {diff}"
             )
@@ -188,10 +189,10 @@ def parse_records(lines: Iterable[str], source: object = "records") -> RecordSet
             problem = printed_name_problem(m)
             if problem is not None:
                 raise RecordsError(source, number, f"{problem}; name the model without them")
-        clean_s = {m: _number(v, source, number, f"scores[{m!r}]", 0.0, 1.0)
+        clean_s = {m: _number(v, source, number, f"scores[{json_quoted(m)}]", 0.0, 1.0)
                    for m, v in scores.items()}
-        clean_c = {m: _number(v, source, number, f"costs[{m!r}]", 0.0, MAX_ANSWER_COST)
-                   for m, v in costs.items()}
+        clean_c = {m: _number(v, source, number, f"costs[{json_quoted(m)}]", 0.0,
+                              MAX_ANSWER_COST) for m, v in costs.items()}
         split = obj.get("split")
         if split is not None and not isinstance(split, str):
             raise RecordsError(source, number, "field 'split' must be a string")

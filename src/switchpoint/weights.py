@@ -53,7 +53,13 @@ from switchpoint._files import (
     write_problem,
 )
 from switchpoint._json import DuplicateKeyError, as_float, loads, shown_number, unreadable
-from switchpoint._messages import cut, printed_name_problem, quoted, quoted_path
+from switchpoint._messages import (
+    cut,
+    json_quoted,
+    listed_names,
+    printed_name_problem,
+    quoted_path,
+)
 from switchpoint.catalog import MAX_ANSWER_COST, MAX_CATALOG_MODELS
 from switchpoint.errors import InvalidInputError, WeightsError
 from switchpoint.policies import Policy, PolicyState, policy_from_state
@@ -127,7 +133,8 @@ class WeightsPackage:
                                                    "policy was fitted with (the default's is "
                                                    "'all-MiniLM-L6-v2/tail-64')")
         if not 1 <= self.dimension <= MAX_DIMENSION:
-            raise InvalidInputError("dimension", f"is {quoted(self.dimension)}; an embedder's "
+            raise InvalidInputError("dimension", f"is {json_quoted(self.dimension)}; an "
+                                                 "embedder's "
                                                  f"dimension is from 1 to {MAX_DIMENSION:,}")
         width = self.policy.vector_width
         if width is not None and width != self.dimension:
@@ -382,7 +389,8 @@ def load_weights(path: str | Path | None = None, policy: str | None = None, *,
     check_max_weights_bytes(max_weights_bytes)
     if path is None and policy is not None and policy not in bundled_policies():
         raise WeightsError(default_weights_path(policy), f"no bundled weights for policy "
-                           f"{policy!r}; bundled: {bundled_policies()}. Pass a weights path")
+                           f"{json_quoted(policy)}; bundled: "
+                           f"{listed_names(bundled_policies())}. Pass a weights path")
     root = default_weights_path(policy or DEFAULT_POLICY) if path is None else Path(path)
     problem = path_problem(root)
     if problem is not None:  # (a name too long, a NUL: the system refuses to look)
@@ -487,8 +495,8 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                                           f"(expected \"format\": \"{FORMAT}\")")
     version = manifest.get("format_version")
     if isinstance(version, bool) or version not in _READABLE_VERSIONS:
-        raise WeightsError(manifest_path, f"has format_version {version!r}; this switchpoint "
-                                          f"reads versions {FORMAT_VERSION} to "
+        raise WeightsError(manifest_path, f"has format_version {json_quoted(version)}; this "
+                                          f"switchpoint reads versions {FORMAT_VERSION} to "
                                           f"{LEARNED_FORMAT_VERSION}. Upgrade switchpoint "
                                           "or re-fit the weights")
     dimension = _part(manifest, "embedder.dimension", int, manifest_path)
@@ -524,9 +532,9 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
         rel = profile_files.get(model)
         if rel is None or _status(root / rel) is None:
             expected = rel or _profile_filename(model)
-            raise WeightsError(root / expected, f"model {model!r} is listed in manifest.json but "
-                               "has no profile file; add it with `switchpoint add-model` or "
-                               "remove the model with `switchpoint remove-model`")
+            raise WeightsError(root / expected, f"model {json_quoted(model)} is listed in "
+                               "manifest.json but has no profile file; add it with `switchpoint "
+                               "add-model` or remove the model with `switchpoint remove-model`")
         data = _read_checked(root, rel, checksums, budget, limit=MAX_JSON_BYTES)
         try:
             profile = loads(data)
@@ -544,8 +552,8 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
                 arr.ndim != 2 or arr.shape[1] != dimension):
             raise WeightsError(root / array_files[name],
                                f"holds vectors of shape {arr.shape}; manifest.json says the "
-                               f"embedder {embedder_id!r} has dimension {dimension}. The package "
-                               "was fitted with another embedder: re-fit it")
+                               f"embedder {json_quoted(embedder_id)} has dimension {dimension}. "
+                               "The package was fitted with another embedder: re-fit it")
     state = PolicyState(
         name=policy_name, params=dict(policy_info["params"]),
         arrays=arrays, profiles=profiles, meta=dict(policy_info["meta"]),
@@ -553,10 +561,11 @@ def _read_package(root: Path, max_weights_bytes: int) -> WeightsPackage:
     try:
         fitted = policy_from_state(state)
     except KeyError as exc:
-        raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: it lacks the field "
-                                 f"{exc}; {_CORRUPT}") from None
+        raise WeightsError(root, f"cannot rebuild the {json_quoted(state.name)} policy: it lacks "
+                                 f"the field {exc}; {_CORRUPT}") from None
     except (ValueError, TypeError, IndexError) as exc:
-        raise WeightsError(root, f"cannot rebuild the {state.name!r} policy: {exc}") from None
+        raise WeightsError(root, f"cannot rebuild the {json_quoted(state.name)} policy: "
+                                 f"{exc}") from None
     try:
         return WeightsPackage(policy=fitted, embedder_id=embedder_id, dimension=dimension,
                               provenance=dict(provenance), path=root)
@@ -596,7 +605,7 @@ def _check_inside(root: Path, rel: str, field: str, manifest_path: Path) -> None
         except (OSError, RuntimeError):  # a link loop: not a file of the package either
             inside = False
     if not inside:
-        raise WeightsError(manifest_path, f"field {field!r} names {cut(repr(rel), 200)}, a "
+        raise WeightsError(manifest_path, f"field {field!r} names {json_quoted(rel, 200)}, a "
                                           "file that is not inside the package's folder; "
                                           f"{_CORRUPT}")
 

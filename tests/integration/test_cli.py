@@ -540,15 +540,15 @@ def test_route_file_past_the_batch_bound_is_routed_in_calls_within_it(
         pytest.param([GOOD_LINE, '{"id": 1' + "0" * 5000 + ', "prompt": "p"}'], [],
                      ["line 2", "a number of 5001 digits is too long to read"], id="huge-id"),
         pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.1, 0.2, 0.3]})], [],
-                     ["line 2", "'e'", "has 3 values", "384"], id="short-embedding"),
+                     ["line 2", '(id "e")', "has 3 values", "384"], id="short-embedding"),
         pytest.param([GOOD_LINE, json.dumps({"id": "e", "embedding": [0.0] * 384})], [],
                      ["line 2", "all zeros"], id="zero-embedding"),
         pytest.param([json.dumps({"prompt": "no id here"}), GOOD_LINE], [],
                      ["line 1", "'id'"], id="missing-id"),
         pytest.param([GOOD_LINE, json.dumps({"id": "x", "prompt": "  "})], [],
-                     ["in.jsonl', line 2 (id 'x'): prompt: is empty"], id="empty-prompt"),
+                     ["in.jsonl', line 2 (id \"x\"): prompt: is empty"], id="empty-prompt"),
         pytest.param([GOOD_LINE, json.dumps({"id": "x", "prompt": 1.5})], [],
-                     ["in.jsonl', line 2 (id 'x'): prompt: must be a string"],
+                     ["in.jsonl', line 2 (id \"x\"): prompt: must be a string"],
                      id="prompt-not-text"),
         # An id is written back with each decision: 1e999 was written as Infinity (no JSON).
         pytest.param([GOOD_LINE, '{"id": 1e999, "prompt": "p"}'], [],
@@ -564,7 +564,7 @@ def test_route_file_past_the_batch_bound_is_routed_in_calls_within_it(
                      ["line 2: field 'id' must be a string or an integer, got true"],
                      id="boolean-id"),
         pytest.param([GOOD_LINE, json.dumps({"id": "ok", "prompt": "again"})], [],
-                     ["line 2", "duplicate id 'ok'"], id="duplicate-id"),
+                     ["line 2", 'duplicate id "ok"'], id="duplicate-id"),
         pytest.param([GOOD_LINE, json.dumps({"id": "b", "prompt": "p", "embedding": [1.0]})],
                      [], ["line 2", "exactly one"], id="prompt-and-embedding"),
         pytest.param([GOOD_LINE, "[1, 2]"], [], ["line 2", "'id'"], id="not-object"),
@@ -1029,7 +1029,7 @@ def test_info_refuses_a_model_name_a_terminal_would_not_show_as_itself(
     (weights_copy / "manifest.json").write_text(json.dumps(manifest))
     code, out, err = run(["info", "--weights", weights_copy], capsys)
     assert_bad_input(code, err, str(weights_copy / "manifest.json"),
-                     "model 'evil\\x1b[2J\\nmodel' holds U+001B")
+                     'model "evil\\u001b[2J\\nmodel" holds U+001B')
     assert out == "" and "\x1b" not in err and err.count("\n") == 1
 
 
@@ -1110,7 +1110,7 @@ def test_fit_knn_and_cluster(
     ("bad_line", "needles"),
     [
         pytest.param(_record(99, "test", {"big": 1.5, "mid": 0, "small": 0}),
-                     ["line 3", "scores['big']"], id="score-out-of-range"),
+                     ["line 3", 'scores["big"]'], id="score-out-of-range"),
         pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt=" "),
                      ["line 3", "prompt"], id="empty-prompt"),
         pytest.param("not json", ["line 3", "not valid JSON"], id="non-json"),
@@ -1120,7 +1120,7 @@ def test_fit_knn_and_cluster(
         pytest.param(_record(99, "test", {"big": 1, "mid": 0, "small": 0}, prompt="hi \ud800"),
                      ["line 3", "lone surrogate"], id="lone-surrogate"),
         pytest.param(_record(99, "test", {"big": 10**400, "mid": 0, "small": 0}),
-                     ["line 3", "scores['big'] is a number of 401 digits"], id="huge-score"),
+                     ["line 3", 'scores["big"] is a number of 401 digits'], id="huge-score"),
     ],
 )
 def test_fit_bad_records_exit_2_and_write_nothing(
@@ -1141,7 +1141,7 @@ def test_fit_bad_records_exit_2_and_write_nothing(
     ("extra", "needles"),
     [
         pytest.param(["--split", "validation"],
-                     ["records.jsonl': no records in split 'validation'", "['test', 'train']",
+                     ["records.jsonl': no records in split \"validation\"", '"test", "train"',
                       "--split on the command line"], id="unknown-split"),
         pytest.param(["--embedder", "mystery/tail-256"], ["mystery"], id="unknown-embedder"),
         pytest.param(["--n-clusters", "0"], ["n_clusters"], id="zero-clusters"),

@@ -142,16 +142,16 @@ def test_eval_weights(real_weights_dir: Path, small_lines: list[str], tmp_path: 
         pytest.param(["{missing}"], "file not found", id="missing-file"),
         pytest.param(["{records}", "--policy", "telepathy"], 'unknown policy "telepathy"',
                      id="unknown-policy"),
-        pytest.param(["{train_only}"], "train_only.jsonl': no records in split 'test', which "
-                     "eval would measure on; splits present: ['train']; name the split to "
+        pytest.param(["{train_only}"], "train_only.jsonl': no records in split \"test\", which "
+                     'eval would measure on; splits present: "train"; name the split to '
                      "measure on with --test-split", id="no-test-split"),
-        pytest.param(["{test_only}"], "test_only.jsonl': no records in split 'train', which eval "
-                     "would fit on; splits present: ['test']; name the split to fit on with "
+        pytest.param(["{test_only}"], "test_only.jsonl': no records in split \"train\", which eval "
+                     'would fit on; splits present: "test"; name the split to fit on with '
                      "--fit-split", id="no-fit-split"),
-        pytest.param(["{unsplit}"], 'unsplit.jsonl\': no records in split \'test\', which eval '
+        pytest.param(["{unsplit}"], 'unsplit.jsonl\': no records in split "test", which eval '
                      'would measure on; no record has a "split" field: give each record one',
                      id="no-splits-at-all"),
-        pytest.param(["{records}", "--test-split", "holdout"], "no records in split 'holdout'",
+        pytest.param(["{records}", "--test-split", "holdout"], 'no records in split "holdout"',
                      id="unknown-test-split"),
         pytest.param(["{records}", "--weights", "{tmp}", "--fit-split", "train"], "not both",
                      id="weights-and-fit"),

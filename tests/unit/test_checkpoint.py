@@ -191,7 +191,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_whole(fake_embedder, tmp_path
     # A tampered array shape is named.
     state = learned.state()
     state.arrays["overlay0/count"] = state.array("overlay0/count")[:1]
-    with pytest.raises(CheckpointError, match="array 'count' has shape"):
+    with pytest.raises(CheckpointError, match='array "count" has shape'):
         Learner(package.policy).restore(state)
 
 

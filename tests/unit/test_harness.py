@@ -367,9 +367,9 @@ def test_bad_arguments(
 
 def test_bad_splits(records: RecordSet, new_embedder: Callable[[], Any]) -> None:
     emb = new_embedder()
-    with pytest.raises(RecordsError, match="no records in split 'holdout'"):
+    with pytest.raises(RecordsError, match='no records in split "holdout"'):
         evaluate(records, fit_split="train", test_split="holdout", embedder=emb)
-    with pytest.raises(RecordsError, match="no records in split 'dev'"):
+    with pytest.raises(RecordsError, match='no records in split "dev"'):
         evaluate(records, fit_split="dev", embedder=emb)
     assert emb.calls == []
 

@@ -314,10 +314,10 @@ def test_jsonl_fields() -> None:
                                                      "surrogate"),
     ([json.dumps({"prompt": "a", "task": "\udc80"})], "line 1: field 'task' holds a lone"),
     ([json.dumps({"prompt": "a", "reference": "\udc80"})], "line 1: field 'reference' holds"),
-    (['{"prompt": "a", "refrence": "b"}'], "line 1: unknown field 'refrence'; did you mean "
+    (['{"prompt": "a", "refrence": "b"}'], 'line 1: unknown field "refrence"; did you mean '
                                            "'reference'?"),
     (['{"prompt": "a", "id": "x"}', '{"prompt": "b", "id": "x"}'],
-     "line 2: repeats id 'x' of line 1"),
+     'line 2: repeats id "x" of line 1'),
     (['{"prompt": "same"}', '{"prompt": "same"}'], "line 2: repeats the prompt of line 1"),
     (["same\n", "other\n", "same\n"], "line 3: repeats the prompt of line 1"),
     (['{"prompt": "a"}', '["a list"]'], "line 2: each line must be a JSON object"),
@@ -481,12 +481,12 @@ def test_the_same_models_in_another_order_resume(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (_record(7) + "\n", "id 'p7', which is not in the prompts file"),
+    (_record(7) + "\n", 'id "p7", which is not in the prompts file'),
     (_record(0, ("a",)) + "\n", "labels a, not the models asked for (a, b)"),
     (_record(0, ("a", "b", "c")) + "\n", "labels a, b, c, not the models asked for"),
     (_record(0).replace("Prompt 0?", "Other") + "\n", "another prompt than line 1"),
     ("not json\n" + _record(0) + "\n", "line 1: not valid JSON"),
-    (_record(0) + "\n" + _record(0) + "\n", "duplicate id 'p0'"),
+    (_record(0) + "\n" + _record(0) + "\n", 'duplicate id "p0"'),
 ])
 def test_an_output_that_is_not_this_runs_is_refused(tmp_path: Path, content: str,
                                                     message: str) -> None:
@@ -530,7 +530,7 @@ def test_a_journal_that_is_not_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LabellingError, match="line 2: 'digest' is missing"):
         jr.inspect(out, _prompts(), KEY)
     journal.write_text(json.dumps(KEY.header()) + "\n" + _scored(0, "z") + "\n")
-    with pytest.raises(LabellingError, match="model 'z' is not one of --models"):
+    with pytest.raises(LabellingError, match='model "z" is not one of --models'):
         jr.inspect(out, _prompts(), KEY)
     huge = json.loads(_scored(0, "a"))
     huge["cost_usd"] = 10**400

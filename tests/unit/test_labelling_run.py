@@ -293,7 +293,7 @@ async def test_an_upstream_without_usage_stops_the_run_keeping_what_was_finished
     finally:
         await gateway.aclose()
     message = str(info.value)
-    assert "'b' answered without a usable token usage" in message
+    assert '"b" answered without a usable token usage' in message
     assert "base_url" in message and "rerun to resume" in message
     assert set(records_of(out)) == {"p0"}
     journal = [json.loads(line) for line in journal_path(out).read_text().splitlines()]
@@ -370,7 +370,7 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
         label([{"prompt": "Say 4", "reference": 4}], ["a"], tmp_path / "ref.jsonl",
               judge="judge", gateway=gateway, notes=notes.append)
     assert [name for name, _, _ in up.calls] == ["a"]
-    assert notes == ["every prompt has a reference, so the judge 'judge' is not called"]
+    assert notes == ["every prompt has a reference, so the judge \"judge\" is not called"]
 
 
 # Checks before anything is called ----------------------------------------------------------------
@@ -410,17 +410,17 @@ def test_the_sync_wrapper_runs_on_the_gateways_loop(tmp_path: Path) -> None:
      "'prompts', line 1: field 'reference' must be a finite number"),
     (dict(settings=dict(models=[{"name": "a", "profile": "claude-v2"},
                                 {"name": "judge", "input_per_mtok": 1, "output_per_mtok": 1}])),
-     ConfigError, "models[0].input_per_mtok: 'a' has no input_per_mtok or output_per_mtok, so "
+     ConfigError, "models[0].input_per_mtok: \"a\" has no input_per_mtok or output_per_mtok, so "
                   "its answers' cost is unknown; add both prices"),
     (dict(models=["b"], settings=dict(models=[
         {"name": "b", "input_per_mtok": 1, "output_per_mtok": 1},
         {"name": "judge", "input_per_mtok": 1, "profile": "claude-v2"}])),
-     ConfigError, "models[1].output_per_mtok: 'judge' has no output_per_mtok, so the judge's"),
+     ConfigError, "models[1].output_per_mtok: \"judge\" has no output_per_mtok, so the judge's"),
     (dict(settings=dict(models=None)), ConfigError, "has no catalog (models:)"),
     (dict(settings=dict(models=[
         {"name": "a", "input_per_mtok": 1, "output_per_mtok": 1, "api_key_env": "A_KEY"},
         {"name": "judge", "input_per_mtok": 1, "output_per_mtok": 1}])),
-     ConfigError, "models[0].api_key_env: $A_KEY (the API key of 'a') is not set"),
+     ConfigError, "models[0].api_key_env: $A_KEY (the API key of \"a\") is not set"),
 ])
 async def test_bad_input_is_refused_before_anything_is_called(
         tmp_path: Path, call: dict[str, Any], error: type[SwitchpointError],
@@ -492,7 +492,7 @@ async def test_a_prompt_the_gateway_would_refuse_is_refused_before_any_call(
                          gateway=gateway)
         assert info.value.line == 2
         assert str(info.value).startswith(
-            "'prompts', line 2: its question to 'a' would be too large for the gateway: the "
+            "'prompts', line 2: its question to \"a\" would be too large for the gateway: the "
             "request, as the JSON body the HTTP door would receive, is ")
         assert str(info.value).endswith(
             f"over the limit of {limit} bytes (max_request_bytes in the config). Shorten the "
@@ -500,7 +500,7 @@ async def test_a_prompt_the_gateway_would_refuse_is_refused_before_any_call(
             "called)")
         # The judge's request holds the prompt and the rubric: a prompt that fits alone may
         # not fit there.
-        with pytest.raises(LabellingError, match="line 1: the judge's request to 'judge' would "
+        with pytest.raises(LabellingError, match='line 1: the judge\'s request to "judge" would '
                                                  "be too large for the gateway"):
             await alabel(["y" * (limit - 200)], ["a"], out, judge="judge", gateway=gateway)
         assert up.calls == [] and not out.exists()

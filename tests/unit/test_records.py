@@ -79,15 +79,15 @@ BAD_LINES = [
     pytest.param(_line(prompt=""), "prompt", id="empty-prompt"),
     pytest.param(_line(prompt="   \n\t"), "prompt", id="whitespace-prompt"),
     pytest.param(_line(prompt=42), "prompt", id="non-string-prompt"),
-    pytest.param(_line(scores={"a": 1.5, "b": 0}), "scores['a']", id="score-above-1"),
-    pytest.param(_line(scores={"a": 1, "b": -0.1}), "scores['b']", id="score-below-0"),
-    pytest.param(_line(scores={"a": True, "b": 0}), "scores['a']", id="bool-score"),
-    pytest.param(_line(scores={"a": "1", "b": 0}), "scores['a']", id="string-score"),
-    pytest.param(_line(scores={"a": None, "b": 0}), "scores['a']", id="null-score"),
-    pytest.param(_line(costs={"a": -0.001, "b": 0}), "costs['a']", id="negative-cost"),
-    pytest.param(_line(costs={"a": float("nan"), "b": 0}), "costs['a']", id="nan-cost"),
-    pytest.param(_line(costs={"a": float("inf"), "b": 0}), "costs['a']", id="inf-cost"),
-    pytest.param(_line(scores={"a": float("nan"), "b": 0}), "scores['a']", id="nan-score"),
+    pytest.param(_line(scores={"a": 1.5, "b": 0}), "scores[\"a\"]", id="score-above-1"),
+    pytest.param(_line(scores={"a": 1, "b": -0.1}), "scores[\"b\"]", id="score-below-0"),
+    pytest.param(_line(scores={"a": True, "b": 0}), "scores[\"a\"]", id="bool-score"),
+    pytest.param(_line(scores={"a": "1", "b": 0}), "scores[\"a\"]", id="string-score"),
+    pytest.param(_line(scores={"a": None, "b": 0}), "scores[\"a\"]", id="null-score"),
+    pytest.param(_line(costs={"a": -0.001, "b": 0}), "costs[\"a\"]", id="negative-cost"),
+    pytest.param(_line(costs={"a": float("nan"), "b": 0}), "costs[\"a\"]", id="nan-cost"),
+    pytest.param(_line(costs={"a": float("inf"), "b": 0}), "costs[\"a\"]", id="inf-cost"),
+    pytest.param(_line(scores={"a": float("nan"), "b": 0}), "scores[\"a\"]", id="nan-score"),
     pytest.param(_line(costs={"a": 0.1, "c": 0.2}), "same models", id="different-models"),
     pytest.param(_line(costs={"a": 0.1}), "same models", id="cost-missing-model"),
     pytest.param(_line(scores={}, costs={}), "scores", id="empty-scores"),
@@ -96,11 +96,11 @@ BAD_LINES = [
     pytest.param(_line(split=3), "split", id="split-not-string"),
     pytest.param(_line(id=["x"]), "id", id="id-not-string"),
     pytest.param(_line(scores={"a": 10**400, "b": 0}),
-                 "scores['a'] is a number of 401 digits; it must be finite", id="huge-score"),
+                 "scores[\"a\"] is a number of 401 digits; it must be finite", id="huge-score"),
     pytest.param(_line(costs={"a": 1e300, "b": 0}),
-                 "costs['a'] is 1e+300; it must be finite and [0.0, 1000.0]", id="dear-cost"),
+                 "costs[\"a\"] is 1e+300; it must be finite and [0.0, 1000.0]", id="dear-cost"),
     pytest.param(_line(costs={"a": 10**400, "b": 0}),
-                 "costs['a'] is a number of 401 digits; it must be finite", id="huge-cost"),
+                 "costs[\"a\"] is a number of 401 digits; it must be finite", id="huge-cost"),
     pytest.param(GOOD.replace('"r1"', "1" + "0" * 5000),
                  "not valid JSON (a number of 5001 digits is too long to read)",
                  id="id-too-long"),
@@ -119,9 +119,9 @@ BAD_LINES = [
 
 
 @pytest.mark.parametrize(("name", "shown", "char"), [
-    ("evil\x1b[2J\nmodel", "'evil\\x1b[2J\\nmodel'", "U+001B (character 5)"),
-    ("safe\u202eldom", "'safe\\u202eldom'", "U+202E (character 5)"),
-    ("zero\u200bwidth", "'zero\\u200bwidth'", "U+200B (character 5)"),
+    ("evil\x1b[2J\nmodel", '"evil\\u001b[2J\\nmodel"', "U+001B (character 5)"),
+    ("safe\u202eldom", '"safe\\u202eldom"', "U+202E (character 5)"),
+    ("zero\u200bwidth", '"zero\\u200bwidth"', "U+200B (character 5)"),
 ])
 def test_a_model_name_a_terminal_would_not_show_as_itself_is_refused_naming_the_line(
         tmp_path: Path, name: str, shown: str, char: str) -> None:
@@ -160,7 +160,7 @@ def test_duplicate_id_names_the_second_line() -> None:
     with pytest.raises(RecordsError) as info:
         parse_records([_line(id="same"), _line(id="other"), _line(id="same")], source="f")
     assert info.value.line == 3
-    assert "duplicate id 'same'" in str(info.value)
+    assert 'duplicate id "same"' in str(info.value)
 
 
 def test_records_naming_more_models_than_a_catalog_holds_are_refused_at_the_line() -> None:
@@ -183,7 +183,7 @@ def test_records_naming_more_models_than_a_catalog_holds_are_refused_at_the_line
 def test_integer_ids_are_strings_and_collide_with_their_string_form() -> None:
     rs = parse_records([_line(id=7)])
     assert rs.ids == ["7"]
-    with pytest.raises(RecordsError, match="duplicate id '7'"):
+    with pytest.raises(RecordsError, match='duplicate id "7"'):
         parse_records([_line(id=7), _line(id="7")])
 
 
@@ -284,8 +284,8 @@ def test_split_selects_rows_in_order() -> None:
 def test_split_unknown_raises_listing_splits() -> None:
     with pytest.raises(RecordsError) as info:
         _three_records().split("validation")
-    assert "'validation'" in str(info.value)
-    assert "['test', 'train']" in str(info.value)
+    assert '"validation"' in str(info.value)
+    assert '"test", "train"' in str(info.value)
 
 
 def test_select_models_reorders_columns_without_touching_original() -> None:
@@ -348,7 +348,7 @@ def test_a_model_the_fitted_split_does_not_label_is_named_with_the_file_and_spli
         _line(id="r1", split="train"), _line(id="r2", split="train"),
         _line(id="r3", split="test", scores={"a": 1.0, "b": 0.0, "c": 1.0},
               costs={"a": 0.1, "b": 0.1, "c": 0.1})]) + "\n", encoding="utf-8")
-    said = (f"'{path}': 'c' has no label in split 'train' (2 records), which a fit needs; label "
+    said = (f"'{path}': \"c\" has no label in split \"train\" (2 records), which a fit needs; label "
             "it there, fit on another split, or leave it out of the records")
     with pytest.raises(RecordsError) as info:
         select_split(load_records(path), None, path)

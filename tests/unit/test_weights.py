@@ -513,7 +513,7 @@ def test_missing_profile_for_a_listed_model(pkg_dir: Path) -> None:
         load_weights(pkg_dir)
     assert info.value.path == target
     assert str(target) in str(info.value)
-    assert "'claude-v1'" in str(info.value)
+    assert '"claude-v1"' in str(info.value)
 
 
 def test_model_listed_without_a_profile_entry(pkg_dir: Path) -> None:
@@ -523,14 +523,14 @@ def test_model_listed_without_a_profile_entry(pkg_dir: Path) -> None:
     with pytest.raises(WeightsError) as info:
         load_weights(pkg_dir)
     assert str(pkg_dir / "profiles" / "ghost-model.json") in str(info.value)
-    assert "'ghost-model'" in str(info.value)
+    assert '"ghost-model"' in str(info.value)
 
 
 @pytest.mark.parametrize(("name", "shown", "char"), [
-    ("evil\x1b[2J\nmodel", "'evil\\x1b[2J\\nmodel'", "U+001B (character 5)"),
-    ("gpt-4\r\nX-Admin: yes", "'gpt-4\\r\\nX-Admin: yes'", "U+000D (character 6)"),
-    ("safe\u202eldom", "'safe\\u202eldom'", "U+202E (character 5)"),
-    ("zero\u200bwidth", "'zero\\u200bwidth'", "U+200B (character 5)"),
+    ("evil\x1b[2J\nmodel", '"evil\\u001b[2J\\nmodel"', "U+001B (character 5)"),
+    ("gpt-4\r\nX-Admin: yes", '"gpt-4\\r\\nX-Admin: yes"', "U+000D (character 6)"),
+    ("safe\u202eldom", '"safe\\u202eldom"', "U+202E (character 5)"),
+    ("zero\u200bwidth", '"zero\\u200bwidth"', "U+200B (character 5)"),
 ])
 def test_a_model_name_with_an_unprintable_character_is_refused_on_load(
         pkg_dir: Path, name: str, shown: str, char: str) -> None:
@@ -557,7 +557,7 @@ def test_a_model_name_with_an_unprintable_character_is_never_written(
     target = tmp_path / "out"
     with pytest.raises(WeightsError) as info:
         package.save(target)
-    assert str(target) in str(info.value) and "'new\\nmodel' holds U+000A" in str(info.value)
+    assert str(target) in str(info.value) and '"new\\nmodel" holds U+000A' in str(info.value)
     assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["pkg"]
 
 
@@ -1000,7 +1000,7 @@ def test_each_bundled_package_says_the_id_it_loads_as() -> None:
 
 
 def test_unknown_bundled_policy_names_the_choices() -> None:
-    with pytest.raises(WeightsError, match="no bundled weights for policy 'nope'"):
+    with pytest.raises(WeightsError, match='no bundled weights for policy "nope"'):
         load_weights(None, policy="nope")
 
 
@@ -1056,7 +1056,7 @@ def test_a_file_named_outside_the_package_is_refused(pkg_dir: Path, tmp_path: Pa
     _write_manifest(pkg_dir, m)
     with pytest.raises(WeightsError) as info:
         load_weights(pkg_dir)
-    assert f"field {field!r} names {named!r}" in str(info.value)
+    assert f"field {field!r} names {json.dumps(named)}" in str(info.value)
     assert "inside the package's folder" in str(info.value)
     assert info.value.path == pkg_dir / "manifest.json"
 

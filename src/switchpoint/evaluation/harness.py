@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from switchpoint import training
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint._progress import ProgressFn, step
 from switchpoint.decision import check_cost_weight, decide
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
@@ -382,14 +383,15 @@ def _missing_split(source: str, data: RecordSet, split: str, role: str,
     present = sorted({s for s in data.splits if s is not None})
     if present:
         other = "fit on" if role == "measure on" else "measure on"
-        fix = (f"splits present: {present}; name the split to {role} with {flag} "
+        fix = (f"splits present: {listed_names(map(json_quoted, present))}; name the split "
+               f"to {role} with {flag} "
                f"({flag[2:].replace('-', '_')}= in Python), another than the one to {other}")
     else:
         fix = ('no record has a "split" field: give each record one, such as "train" or '
                '"test" (a hash of the prompt keeps repeated prompts on one side, as the '
                "README's conversion of RouterBench does)")
-    return RecordsError(source, None, f"no records in split {split!r}, which eval would {role}; "
-                                      f"{fix}")
+    return RecordsError(source, None, f"no records in split {json_quoted(split)}, which eval "
+                                      f"would {role}; {fix}")
 
 
 def evaluate(
@@ -428,8 +430,8 @@ def evaluate(
         raise InvalidInputError("policies", "policies and params only apply when fitting; the "
                                             "weights already hold a fitted policy")
     if fit_split is not None and fit_split == test_split:
-        raise InvalidInputError("fit_split", f"is the test split {test_split!r}; fitting on the "
-                                             "prompts you test on measures nothing")
+        raise InvalidInputError("fit_split", f"is the test split {json_quoted(test_split)}; "
+                                             "fitting on the prompts you test on measures nothing")
     names: list[str] = []
     if weights is None:
         names, params = _check_policies(policies, params)
@@ -455,8 +457,8 @@ def evaluate(
         candidates = [m for m in weights.models if m in data.models]
         if not candidates:
             raise InvalidInputError(
-                "weights", f"none of the weights' models {weights.models} is labelled in "
-                f"{label}; its models are {data.models}")
+                "weights", f"none of the weights' models ({listed_names(weights.models)}) is "
+                f"labelled in {label}; its models are {listed_names(data.models)}")
         unlabelled = [m for m in weights.models if m not in data.models]
         if unlabelled:
             notes.append(f"{unlabelled} are in the weights but not labelled in the records; "
@@ -522,7 +524,8 @@ def evaluate(
                      "models; left out")
         test = test.subset(np.flatnonzero(labelled))
         if len(test) == 0:
-            raise InvalidInputError("records", f"no test prompt labels any of {data.models}")
+            raise InvalidInputError("records", f"no test prompt labels any of "
+                                               f"{listed_names(data.models)}")
 
     ctx = _TestContext(test, lams, t_lams)
     results: list[PolicyResult] = []

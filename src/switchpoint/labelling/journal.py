@@ -42,6 +42,7 @@ from typing import Any
 
 from switchpoint._files import write_problem
 from switchpoint._json import as_float, loads
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import LabellingError, RecordsError
 from switchpoint.labelling.prompts import LabelPrompt
 from switchpoint.records import MAX_RECORD_CHARS, parse_records
@@ -373,18 +374,19 @@ def _read_output(out: Path, lines: Iterator[str], by_id: Mapping[str, LabelPromp
     for i, rid in enumerate(records.ids):
         prompt = by_id.get(rid)
         if prompt is None:
-            raise LabellingError(f"holds a record with id {rid!r}, which is not in the prompts "
-                                 f"file; it is another run's output: {hint(ours)}", source=out)
+            raise LabellingError(f"holds a record with id {json_quoted(rid)}, which is not in the "
+                                 f"prompts file; it is another run's output: {hint(ours)}",
+                                 source=out)
         if records.prompts[i] != prompt.prompt:
-            raise LabellingError(f"the record {rid!r} has another prompt than line "
+            raise LabellingError(f"the record {json_quoted(rid)} has another prompt than line "
                                  f"{prompt.line} of the prompts file; {hint(ours)}",
                                  source=out)
         labelled = {m for j, m in enumerate(records.models)
                     if not math.isnan(records.scores[i, j])}
         if labelled != wanted:
             raise LabellingError(
-                f"the record {rid!r} labels {', '.join(sorted(labelled))}, not the models "
-                f"asked for ({', '.join(key.models)}); {hint(ours)} (add-model takes one "
+                f"the record {json_quoted(rid)} labels {listed_names(sorted(labelled))}, not the "
+                f"models asked for ({listed_names(key.models)}); {hint(ours)} (add-model takes one "
                 "model's labels from a file of their own)", source=out)
         resume.done.add(rid)
         for j, model in enumerate(records.models):
@@ -462,16 +464,16 @@ def _scored(journal: Path, number: int, obj: Mapping[str, Any], key: RunKey) -> 
 
     for name in ("id", "model", "digest", "by"):
         if not isinstance(obj.get(name), str):
-            raise bad(f"{name!r} is missing or not a string")
+            raise bad(f"'{name}' is missing or not a string")
     if obj["model"] not in key.models:
-        raise bad(f"model {obj['model']!r} is not one of --models")
+        raise bad(f"model {json_quoted(obj['model'])} is not one of --models")
     numbers = {}
     for name, hi in (("score", 1.0), ("cost_usd", math.inf), ("judge_cost_usd", math.inf)):
         value = obj.get(name, 0.0 if name == "judge_cost_usd" else None)
         x = (math.nan if isinstance(value, bool) or not isinstance(value, (int, float))
              else as_float(value))
         if not 0.0 <= x <= hi or math.isinf(x):
-            raise bad(f"{name!r} is missing or out of range")
+            raise bad(f"'{name}' is missing or out of range")
         numbers[name] = x
     return Scored(id=obj["id"], model=obj["model"], digest=obj["digest"],
                   score=numbers["score"], cost_usd=numbers["cost_usd"], by=obj["by"],

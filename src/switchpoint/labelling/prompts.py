@@ -28,6 +28,7 @@ from switchpoint._json import (
     lone_surrogate,
     unreadable,
 )
+from switchpoint._messages import json_quoted
 from switchpoint.errors import LabellingError
 from switchpoint.labelling.reference import normalise, parse_number
 from switchpoint.prompt_files import (
@@ -84,7 +85,8 @@ def parse_prompts(lines: Iterable[str], source: object = "prompts") -> list[Labe
             item, named = LabelPrompt(id=default_id(text), prompt=text, line=number), False
         first = seen.get(item.id)
         if first is not None:
-            what = (f"repeats id {item.id!r} of line {first}; ids must be unique" if named
+            what = (f"repeats id {json_quoted(item.id)} of line {first}; ids must be unique"
+                    if named
                     else f"repeats the prompt of line {first}; remove it or give each line "
                          "an 'id'")
             raise LabellingError(what, source=source, line=number)
@@ -152,10 +154,10 @@ def _from_json(raw: str, source: object, number: int) -> tuple[LabelPrompt, bool
         if key not in FIELDS:
             close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.75)
             if close:  # other fields are ignored, but a misspelt one would silently not apply
-                raise bad(f"unknown field {key!r}; did you mean {close[0]!r}?")
+                raise bad(f"unknown field {json_quoted(key)}; did you mean '{close[0]}'?")
     for key in FIELDS:
         if isinstance(obj.get(key), str) and lone_surrogate(obj[key]):
-            raise bad(f"field {key!r} {LONE_SURROGATE}; fix the line's text")
+            raise bad(f"field '{key}' {LONE_SURROGATE}; fix the line's text")
     prompt = obj.get("prompt")
     if "prompt" not in obj:
         raise bad("missing field 'prompt'")
@@ -170,7 +172,7 @@ def _from_json(raw: str, source: object, number: int) -> tuple[LabelPrompt, bool
     for key in ("task", "split"):
         value = obj.get(key)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise bad(f"field {key!r} must be a non-empty string")
+            raise bad(f"field '{key}' must be a non-empty string")
         texts[key] = value
     item = LabelPrompt(id=str(rid), prompt=prompt, task=texts["task"], split=texts["split"],
                        reference=_reference(obj, bad), line=number)
@@ -187,10 +189,10 @@ def _reference(obj: Mapping[str, Any], bad: Any) -> str | float | None:
         if not value.strip():
             raise bad("field 'reference' is empty; leave it out to have a judge score answers")
         if parse_number(value) is None and not normalise(value, articles=False):
-            raise bad(f"field 'reference' {value[:40]!r} is only punctuation or symbols, which "
-                      "are ignored when answers are compared with it, so no answer could "
-                      "match; give the expected answer, or leave it out to have a judge score "
-                      "answers")
+            raise bad(f"field 'reference' {json_quoted(value, 40)} is only punctuation or "
+                      "symbols, which are ignored when answers are compared with it, so no answer "
+                      "could match; give the expected answer, or leave it out to have a judge "
+                      "score answers")
         return value
     number = as_float(value)
     if not math.isfinite(number):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import switchpoint.labelling.journal as jr
 from switchpoint._files import LinkError, output_target, path_problem, same_file
 from switchpoint._json import LONE_SURROGATE, lone_surrogate, shown_number
-from switchpoint._messages import listed_names, plural, quoted, quoted_path
+from switchpoint._messages import json_quoted, listed_names, plural, quoted, quoted_path
 from switchpoint._progress import ProgressFn
 from switchpoint.catalog import MAX_TOKENS
 from switchpoint.config import MAPPING_CONFIG, Settings, load_settings
@@ -344,7 +344,7 @@ def _check_sizes(items: Sequence[LabelPrompt], models: Sequence[str], judge: Jud
                 check_body_size({"model": model, "messages": messages, **extra},
                                 settings.max_request_bytes, "Shorten the prompt")
             except InvalidInputError as exc:
-                raise LabellingError(f"{whose} to {model!r} would be too large for the "
+                raise LabellingError(f"{whose} to {json_quoted(model)} would be too large for the "
                                      f"gateway: {exc.reason} (nothing was called)",
                                      source=source, line=item.line) from None
 
@@ -375,7 +375,7 @@ def _model_names(models: Sequence[str]) -> list[str]:
         raise InvalidInputError("models", "give at least one catalog model to label")
     for name in names:
         if not isinstance(name, str) or not name.strip():
-            raise InvalidInputError("models", f"{quoted(name)} is not a model name")
+            raise InvalidInputError("models", f"{json_quoted(name)} is not a model name")
     repeated = sorted(n for n, count in Counter(names).items() if count > 1)
     if repeated:
         raise InvalidInputError("models", f"{listed_names(map(quoted, repeated))} "
@@ -411,13 +411,13 @@ def _check_catalog(settings: Settings, models: list[str], judge: str | None,
         missing = [k for k in ("input_per_mtok", "output_per_mtok") if getattr(entry, k) is None]
         if missing:
             raise ConfigError(f"models[{i}].{missing[0]}",
-                              f"{name!r} has no {' or '.join(missing)}, so {what} cost is "
-                              f"unknown; add both prices (USD per million tokens; 0 for a free "
+                              f"{json_quoted(name)} has no {' or '.join(missing)}, so {what} cost "
+                              f"is unknown; add both prices (USD per million tokens; 0 for a free "
                               f"model) to it in {where}")
         if keys is not None and entry.api_key_env and not keys.get(entry.api_key_env):
             raise ConfigError(f"models[{i}].api_key_env",
-                              f"${entry.api_key_env} (the API key of {name!r}) is not set; "
-                              "export it before labelling")
+                              f"${entry.api_key_env} (the API key of {json_quoted(name)}) is not "
+                              "set; export it before labelling")
 
 
 # The run ---------------------------------------------------------------------------------------
@@ -463,8 +463,8 @@ class _Run:
         for text in state.notes:
             self.note(text)
         if plan.idle_judge is not None:
-            self.note(f"every prompt has a reference, so the judge {plan.idle_judge!r} is not "
-                      "called")
+            self.note(f"every prompt has a reference, so the judge {json_quoted(plan.idle_judge)} "
+                      "is not called")
         todo = [p for p in plan.prompts if p.id not in state.done]
         report.already_labelled = len(plan.prompts) - len(todo)
         if not todo:
@@ -604,9 +604,9 @@ class _Run:
         cost = reply.switchpoint.cost_usd
         if cost is None:
             raise LabellingError(
-                f"{model!r} answered without a usable token usage (none, or counts that are "
-                f"not whole numbers of tokens >= 0), so {what} cost is unknown and no record "
-                "can be written; switchpoint prices each answer from the upstream's usage "
+                f"{json_quoted(model)} answered without a usable token usage (none, or counts "
+                f"that are not whole numbers of tokens >= 0), so {what} cost is unknown and no "
+                "record can be written; switchpoint prices each answer from the upstream's usage "
                 "(prompt_tokens, completion_tokens) at the catalog's prices, so point "
                 "this model's base_url in the catalog at an endpoint that returns usage with "
                 f"each answer. What was finished is kept in {self.state.out}; rerun to resume")

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint._files import npy_header, write_atomically
+from switchpoint._messages import json_quoted
 
 #: Bumped whenever a component's state layout changes: an older checkpoint is then ignored.
 FORMAT = 2
@@ -61,7 +62,7 @@ class State:
     def put(self, name: str, part: State) -> None:
         """Nest ``part`` under ``name``."""
         if "/" in name:
-            raise ValueError(f"a part's name cannot hold '/': {name!r}")
+            raise ValueError(f"a part's name cannot hold '/': {json_quoted(name)}")
         self.meta[name] = part.meta
         for key, value in part.arrays.items():
             self.arrays[f"{name}/{key}"] = value
@@ -70,7 +71,7 @@ class State:
         """The state nested under ``name``."""
         meta = self.meta.get(name)
         if not isinstance(meta, dict):
-            raise CheckpointError(f"the checkpoint holds no part {name!r}")
+            raise CheckpointError(f"the checkpoint holds no part {json_quoted(name)}")
         prefix = f"{name}/"
         return State(meta, {k[len(prefix):]: v for k, v in self.arrays.items()
                             if k.startswith(prefix)})
@@ -80,16 +81,17 @@ class State:
         """The array ``name``, checked against ``dtype`` (its kind) and ``shape`` (None: any
         length on that axis)."""
         if name not in self.arrays:
-            raise CheckpointError(f"the checkpoint holds no array {name!r}")
+            raise CheckpointError(f"the checkpoint holds no array {json_quoted(name)}")
         value = self.arrays[name]
         if callable(value):
             value = self.arrays[name] = value()
         if dtype is not None and value.dtype.kind != np.dtype(dtype).kind:
-            raise CheckpointError(f"array {name!r} is {value.dtype}, expected {np.dtype(dtype)}")
+            raise CheckpointError(f"array {json_quoted(name)} is {value.dtype}, expected "
+                                  f"{np.dtype(dtype)}")
         if shape is not None and (value.ndim != len(shape) or any(
                 want is not None and got != want for got, want in zip(value.shape, shape,
                                                                       strict=True))):
-            raise CheckpointError(f"array {name!r} has shape {value.shape}, expected "
+            raise CheckpointError(f"array {json_quoted(name)} has shape {value.shape}, expected "
                                   f"{tuple('any' if s is None else s for s in shape)}")
         return value
 
@@ -128,8 +130,8 @@ def _check_sizes(archive: Any) -> None:
         with archive.zip.open(info) as member:
             shape, dtype, claimed = npy_header(member)
             if claimed > info.file_size:
-                raise ValueError(f"its array {name!r} claims {shape} values of {dtype}, more "
-                                 f"than the {info.file_size:,} bytes it holds")
+                raise ValueError(f"its array {json_quoted(name)} claims {shape} values of "
+                                 f"{dtype}, more than the {info.file_size:,} bytes it holds")
 
 
 def read_checkpoint(path: str | Path, key: str) -> Checkpoint:
