@@ -348,8 +348,8 @@ def test_a_model_the_fitted_split_does_not_label_is_named_with_the_file_and_spli
         _line(id="r1", split="train"), _line(id="r2", split="train"),
         _line(id="r3", split="test", scores={"a": 1.0, "b": 0.0, "c": 1.0},
               costs={"a": 0.1, "b": 0.1, "c": 0.1})]) + "\n", encoding="utf-8")
-    said = (f"'{path}': \"c\" has no label in split \"train\" (2 records), which a fit needs; label "
-            "it there, fit on another split, or leave it out of the records")
+    said = (f"'{path}': \"c\" has no label in split \"train\" (2 records), which a fit needs; "
+            "label it there, fit on another split, or leave it out of the records")
     with pytest.raises(RecordsError) as info:
         select_split(load_records(path), None, path)
     assert str(info.value) == said
