@@ -140,7 +140,7 @@ def test_serve_refuses_a_public_bind_without_an_admin_token(
         assert main(["serve", "--host", host, "--port", "0", "--data-dir",
                      str(tmp_path)]) == 2
         err = capsys.readouterr().err
-        assert f"refusing to serve on {host!r}" in err
+        assert f'refusing to serve on "{host}"' in err
         assert "admin_token_env" in err and "--allow-unauthenticated" in err
     plain = load_settings(None, environ={})
     assert exposure_problem(plain, "127.0.0.1") is None

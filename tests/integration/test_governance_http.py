@@ -858,7 +858,7 @@ def test_an_open_config_refuses_a_public_address(tmp_path: Path) -> None:
     from switchpoint.server.runner import serve
 
     open_settings = load_settings(overrides={"data_dir": str(tmp_path)}, environ={})
-    with pytest.raises(ServeError, match=r"refusing to serve on '0\.0\.0\.0'"):
+    with pytest.raises(ServeError, match=r'refusing to serve on "0\.0\.0\.0"'):
         serve(open_settings, "0.0.0.0", 0)
     assert exposure_problem(open_settings, "127.0.0.1") is None
     assert exposure_problem(open_settings, "::1") is None

@@ -417,7 +417,7 @@ def test_stats_a_damaged_file_holds_out_of_range_are_null_and_said(tmp_path: Pat
     stats = r.json()
     assert stats["total"] == 1 and stats["by_model"] == {decided["selected_model"]: None}
     assert stats["warnings"][0].startswith(f"by_model.{decided['selected_model']}: ")
-    assert "out of range ('damaged')" in stats["warnings"][0]
+    assert 'out of range ("damaged")' in stats["warnings"][0]
     assert stats["requests"]["total"] is None and stats["requests"]["errors"] is None
     assert stats["requests"]["warnings"][0].startswith("total: ")
 

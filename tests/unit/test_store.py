@@ -1491,3 +1491,29 @@ def test_a_file_of_the_store_gone_before_a_crash_loses_nothing_and_replays_nothi
     assert ids_now == (set(ids) if how == "wal" else {ids[0]})
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_the_stores_settings_refused_quote_the_value_as_json_writes_it(tmp_path: Path) -> None:
+    from switchpoint.gateway.sessions import SQLitePinStore
+    from switchpoint.learning.events import FeedbackEvent
+    from switchpoint.learning.memory import DecisionMemory
+    from switchpoint.store.learning import feedback_record
+    from switchpoint.store.retention import cutoff_for
+
+    path = tmp_path / "switchpoint.db"
+    with pytest.raises(ValueError, match=r'^synchronous must be FULL, NORMAL or EXTRA, got "x"$'):
+        SQLiteStore(path, synchronous="x")
+    with pytest.raises(ValueError, match=r"spill_limit must be .*, got true$"):
+        SQLiteStore(path, spill_limit=True)
+    with pytest.raises(ValueError, match=r'spill_reserve must be .*, got "1"$'):
+        SQLiteStore(path, spill_reserve=cast(int, "1"))
+    with pytest.raises(ValueError, match=r'^synchronous must be .* or OFF, got "x\\u001b"$'):
+        SQLitePinStore(tmp_path / "sessions.db", synchronous="x\x1b")
+    with pytest.raises(ValueError, match=r'capacity must be an integer >= 0, got "3"$'):
+        DecisionMemory(capacity=cast(int, "3"))
+    with pytest.raises(ValueError, match=r"retention must be .*, got -1$"):
+        cutoff_for(-1)
+    event = FeedbackEvent(decision_id="d", model="m", quality=1.0)
+    with pytest.raises(ValueError, match=r'^kind must be one of decision, .*[a-z], got "x"$'):
+        feedback_record(event, "x", weights_id=None)
+    assert not path.exists() and not (tmp_path / "sessions.db").exists()

@@ -109,7 +109,7 @@ from switchpoint._files import (
     private_file,
     temporary_name,
 )
-from switchpoint._messages import unprintable
+from switchpoint._messages import json_quoted, unprintable
 from switchpoint.catalog import Catalog, ModelCard
 from switchpoint.errors import InvalidInputError
 from switchpoint.gateway.capabilities import Needs, adapter_limits
@@ -355,7 +355,7 @@ class SQLitePinStore:
                  cache_entries: int = 100_000, max_entries: int = MAX_PINS) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"synchronous must be FULL, NORMAL, EXTRA or OFF, got "
-                             f"{synchronous!r}")
+                             f"{json_quoted(synchronous)}")
         if cache_entries < 1:
             raise ValueError("cache_entries must be >= 1")
         if max_entries < 1:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 
 #: The most decisions a router may remember for outcomes (a memory_size, in the config and
@@ -46,7 +47,7 @@ class DecisionMemory(RemadeOnLoad):
 
     def __init__(self, capacity: int = 10_000) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ValueError(f"capacity must be an integer >= 0, got {capacity!r}")
+            raise ValueError(f"capacity must be an integer >= 0, got {json_quoted(capacity)}")
         self.capacity = capacity
         self._entries: OrderedDict[str, PendingDecision] = OrderedDict()
         self._lock = threading.Lock()

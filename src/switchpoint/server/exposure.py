@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from switchpoint._messages import json_quoted
 from switchpoint.config import Settings
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -47,6 +48,6 @@ def exposure_problem(settings: Settings, host: str, *,
                           "a token of 16+ characters in that variable)")
     if not open_parts:
         return None
-    return (f"refusing to serve on {host!r}: " + "; and ".join(open_parts) + ". Or serve on "
-            "127.0.0.1 behind a proxy, or accept the risk with --allow-unauthenticated "
-            "(allow_unauthenticated: true in the config)")
+    return (f"refusing to serve on {json_quoted(host)}: " + "; and ".join(open_parts)
+            + ". Or serve on 127.0.0.1 behind a proxy, or accept the risk with "
+            "--allow-unauthenticated (allow_unauthenticated: true in the config)")

@@ -54,7 +54,7 @@ from switchpoint._files import (
     served,
     side_file,
 )
-from switchpoint._messages import quoted_path
+from switchpoint._messages import json_quoted, quoted_path
 from switchpoint.errors import StoreError
 from switchpoint.learning.checkpoint import CHECKPOINT_FILENAME, checkpoint_position
 from switchpoint.store.sqlite import (
@@ -130,7 +130,7 @@ def retention_ok(days: float) -> bool:
 def cutoff_for(days: float, now: float | None = None) -> float:
     """The timestamp ``days`` before ``now``; ``days`` must be :func:`retention_ok`."""
     if not retention_ok(days):
-        raise ValueError(f"the retention must be {RETENTION_DAYS}, got {days!r}")
+        raise ValueError(f"the retention must be {RETENTION_DAYS}, got {json_quoted(days)}")
     return (time.time() if now is None else now) - days * SECONDS_PER_DAY
 
 

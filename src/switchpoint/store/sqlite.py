@@ -42,7 +42,7 @@ from switchpoint._files import (
     private_dir,
     private_file,
 )
-from switchpoint._messages import quoted_path
+from switchpoint._messages import json_quoted, quoted_path
 from switchpoint._process import check_process, in_other_process
 from switchpoint.errors import StoreError
 from switchpoint.learning.events import DEFAULT_TENANT, check_tenant
@@ -1332,14 +1332,15 @@ class SQLiteStore:
                  spill_limit: int = MAX_SPILL_BYTES, spill_reserve: int = 0,
                  logs: bool = True) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got "
+                             f"{json_quoted(synchronous)}")
         if isinstance(spill_limit, bool) or not isinstance(spill_limit, int) or spill_limit < 1:
             raise ValueError(f"spill_limit must be a positive number of bytes, got "
-                             f"{spill_limit!r}")
+                             f"{json_quoted(spill_limit)}")
         if (isinstance(spill_reserve, bool) or not isinstance(spill_reserve, int)
                 or not 0 <= spill_reserve < spill_limit):
             raise ValueError(f"spill_reserve must be a number of bytes from 0 to below "
-                             f"spill_limit ({spill_limit}), got {spill_reserve!r}")
+                             f"spill_limit ({spill_limit}), got {json_quoted(spill_reserve)}")
         #: Most bytes :attr:`spill_path` grows to during an outage (see :attr:`spill_full`).
         self.spill_limit = spill_limit
         #: Of :attr:`spill_limit`, the bytes kept for the records of requests already taken

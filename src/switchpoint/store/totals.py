@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from switchpoint._messages import json_quoted
+
 log = logging.getLogger("switchpoint.store")
 
 #: The largest 64-bit integer: where SQLite holds a value too large to count.
@@ -44,7 +46,7 @@ class Totals:
         return None if whole is None else round(whole / per_usd, 8)
 
     def _out_of_range(self, value: Any, figure: str) -> None:
-        shown = repr(value)[:40]
+        shown = json_quoted(value, 40)
         warning = (f"{figure}: the total {self.name} keeps is out of range ({shown}), so it is "
                    "left out: the file is damaged, or logged a value too large to be real (a "
                    f"cost from a misreported usage, say); restore {self.name} from a backup "
