@@ -36,6 +36,8 @@ import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from switchpoint._messages import json_quoted
+
 if TYPE_CHECKING:
     from switchpoint.catalog import ModelCard
 
@@ -91,8 +93,8 @@ def check_provider(value: str) -> str:
         return name
     close = difflib.get_close_matches(name, list(KNOWN_PROVIDERS), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"{value!r} is not a known provider{hint}; use one of {known_names()} "
-                     f"({OPENAI_COMPATIBLE} needs a base_url)")
+    raise ValueError(f"{json_quoted(value)} is not a known provider{hint}; use one of "
+                     f"{known_names()} ({OPENAI_COMPATIBLE} needs a base_url)")
 
 
 def infer_provider(base_url: str | None) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from switchpoint._args import FUNCTION, PATH, expect
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint._progress import ProgressFn, step
 from switchpoint._version import __version__
 from switchpoint.embedding import Embedder, embed_in_steps, embedder_from_id
@@ -137,7 +137,7 @@ def add_model(
     if label not in data.models:
         raise RecordsError(str(records) if isinstance(records, PATH) else "records", None,
                            f"no labels for model {json_quoted(label)}; the records label "
-                           f"{data.models}"
+                           f"{listed_names(data.models)}"
                            + ("" if source_model else
                               " (to add one of them under the name "
                               f"{json_quoted(name)}, name it as the source: add-model --label "

@@ -12,6 +12,7 @@ from switchpoint.errors import InvalidInputError, NotFittedError
 from switchpoint.policies import (
     POLICIES,
     ClusterPolicy,
+    FixedPolicy,
     Inputs,
     KnnPolicy,
     make_policy,
@@ -78,6 +79,15 @@ def test_make_policy_unknown_name_lists_the_parameters(name: str) -> None:
     assert f'"{name}" policy has no parameter(s) "no_such_parameter"' in message
     assert f"its parameters are {', '.join(param_names(policy_class(name)))}" in message
     assert "__init__" not in message
+
+
+def test_a_choice_or_a_model_refused_lists_what_it_may_be_as_words() -> None:
+    with pytest.raises(InvalidInputError, match=r'^assignment: must be one of hard, soft; got '
+                                                r'"firm"$'):
+        ClusterPolicy().set_params(assignment="firm")
+    with pytest.raises(InvalidInputError, match=r'^model: "c" is not among a, b$'):
+        FixedPolicy(model="c").fit(Inputs(embeddings=np.eye(3, dtype=np.float32)),
+                                   np.ones((3, 2)), np.ones((3, 2)), ["a", "b"])
 
 
 def test_set_params_bad_value_changes_nothing() -> None:

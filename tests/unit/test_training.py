@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from switchpoint.errors import RecordsError
 from switchpoint.policies import Inputs
 from switchpoint.records import RecordSet
 from switchpoint.router import Router
@@ -119,3 +120,12 @@ def test_the_policy_of_a_new_package_shares_the_arrays_it_did_not_change(
     assert added.policy.table_ is not package.policy.table_  # type: ignore[attr-defined]
     est = added.policy.estimate(Inputs(embeddings=fake_embedder.embed(PROMPTS)))
     assert est.models[-1] == "clone" and np.isfinite(est.error[:, -1]).all()
+
+
+def test_a_source_model_the_records_do_not_label_is_refused_naming_those_they_do(
+        small_records: RecordSet, fake_embedder: FakeEmbedder) -> None:
+    package = _package("fixed", small_records, fake_embedder)
+    with pytest.raises(RecordsError) as info:
+        add_model(package, "new", small_records, embedder=fake_embedder, source_model="absent")
+    assert str(info.value).endswith(
+        f'no labels for model "absent"; the records label {", ".join(small_records.models)}')

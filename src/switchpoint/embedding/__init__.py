@@ -53,7 +53,7 @@ def embedder_from_id(embedder_id: str) -> Embedder:
             "embedder",
             f"bad embedder setting {json_quoted(setting)} in {json_quoted(embedder_id)}; "
             "expected e.g. 'tail-256' "
-            f"with truncation one of {TRUNCATIONS}",
+            f"with truncation one of {', '.join(TRUNCATIONS)}",
         )
     try:
         return MiniLMEmbedder(truncation=truncation, max_tokens=int(tokens))

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from switchpoint._messages import json_quoted
 from switchpoint._pickling import LAZY, LOCK, RemadeOnLoad, remade
 from switchpoint._progress import ProgressFn
 from switchpoint.embedding.base import Matrix
@@ -80,9 +81,11 @@ class MiniLMEmbedder(RemadeOnLoad):
         cache_dir: str | Path | None = None,
     ) -> None:
         if truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got "
+                             f"{json_quoted(truncation)}")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{json_quoted(precision)}")
         self.precision: Precision = precision
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if not 8 <= max_tokens <= 512:

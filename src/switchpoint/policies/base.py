@@ -442,7 +442,8 @@ def check_int(name: str, value: object, *, low: int, high: int | None = None) ->
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise InvalidInputError(name, f"must be one of {list(choices)}; got {json_quoted(value)}")
+        raise InvalidInputError(name, f"must be one of {', '.join(choices)}; got "
+                                      f"{json_quoted(value)}")
     return str(value)
 
 

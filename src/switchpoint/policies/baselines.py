@@ -7,7 +7,7 @@ from typing import Self
 
 import numpy as np
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import InvalidInputError
 from switchpoint.policies.base import (
     Array,
@@ -122,7 +122,7 @@ class FixedPolicy(_GlobalMeans):
             self.model_ = self.models_[int(np.nanargmin(self.error_))]
         elif self.model not in self.models_:
             raise InvalidInputError("model", f"{json_quoted(self.model)} is not among "
-                                             f"{self.models_}")
+                                             f"{listed_names(self.models_)}")
         else:
             self.model_ = self.model
 
