@@ -154,6 +154,11 @@ def test_a_restored_memory_keeps_its_records_and_their_order(fake_embedder, tmp_
     for tenant in ("a", "b"):
         assert restored.size(tenant) == memory.size(tenant) == 12
         assert restored.coverage(tenant) == memory.coverage(tenant)
+    state = memory.state()
+    state.meta["capacity"] = ["12", *state.meta["capacity"][1:]]
+    with pytest.raises(CheckpointError, match=r'^tenant "a" kept "12" records; its memory now '
+                                              r'keeps 12$'):
+        TenantKnnMemory(settings).restore(state, dimension=fake_embedder.dimension)
     more = _events(fake_embedder, package.policy, 30, seed=6, start=35)
     assert [memory.apply(e) for e in more] == [restored.apply(e) for e in more]
     models = list(package.policy.models_)
@@ -184,7 +189,8 @@ def test_a_checkpoint_that_does_not_fit_is_refused_whole(fake_embedder, tmp_path
     knn = two_kinds_package(fake_embedder, policy="knn")
     other = Learner(knn.policy)
     other.replay(_events(fake_embedder, knn.policy, 10, seed=9))
-    with pytest.raises(CheckpointError, match="'knn' overlay's state cannot restore"):
+    with pytest.raises(CheckpointError,
+                       match=r"^a \"knn\" overlay's state cannot restore a 'cluster' overlay$"):
         target.restore(other.state())
     after = target.policy_for("a")[0].estimate(Inputs(embeddings=fake_embedder.embed(["x"])))
     np.testing.assert_array_equal(before.error, after.error)
@@ -192,6 +198,12 @@ def test_a_checkpoint_that_does_not_fit_is_refused_whole(fake_embedder, tmp_path
     state = learned.state()
     state.arrays["overlay0/count"] = state.array("overlay0/count")[:1]
     with pytest.raises(CheckpointError, match='array "count" has shape'):
+        Learner(package.policy).restore(state)
+    # The names a checkpoint holds are quoted as JSON writes them, listed as words.
+    state = learned.state()
+    state.meta["overlay0"]["cards"] = ["x\x1b", "y"]
+    with pytest.raises(CheckpointError, match=r'^the state learned the models without a profile '
+                                              r'"x\\u001b", "y"; this overlay\'s are none$'):
         Learner(package.policy).restore(state)
 
 

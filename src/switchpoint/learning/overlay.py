@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.errors import InvalidInputError, UnknownModelError
 from switchpoint.learning.checkpoint import CheckpointError, State
 from switchpoint.learning.events import FeedbackEvent
@@ -328,12 +328,12 @@ class TableOverlay(_OverlayBase):
 
     def restore(self, state: State) -> None:
         if state.meta.get("kind") != self._kind:
-            raise CheckpointError(f"a {state.meta.get('kind')!r} overlay's state cannot restore "
-                                  f"a {self._kind!r} overlay")
+            raise CheckpointError(f"a {json_quoted(state.meta.get('kind'))} overlay's state "
+                                  f"cannot restore a '{self._kind}' overlay")
         if state.meta.get("cards", []) != list(self.cards):
             raise CheckpointError(f"the state learned the models without a profile "
-                                  f"{state.meta.get('cards', [])}; this overlay's are "
-                                  f"{list(self.cards)}")
+                                  f"{_names(state.meta.get('cards', []))}; this overlay's are "
+                                  f"{_names(list(self.cards))}")
         rows = self._restore_units(state)
         m = len(self.models)
         count = state.array("count", dtype=np.float64, shape=(rows, m))
@@ -500,6 +500,14 @@ class ClusterOverlay(TableOverlay):
                                    if self._sums else self.base)
 
 
+def _names(value: object) -> str:
+    """Model names a checkpoint holds (or an overlay's own), as a message lists them: each
+    quoted as JSON writes it, ``none`` for none, or the value so if it is not a list of names."""
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return listed_names(map(json_quoted, value)) or "none"
+    return json_quoted(value)
+
+
 def _add_cells(count: Array, total: Array, cells: tuple[npt.NDArray[np.int64], ...],
                weight: Array, value: float) -> None:
     """Add (or, with negative weights, take back) ``value`` at ``cells`` by ``weight``.
@@ -591,8 +599,8 @@ class KnnOverlay(_OverlayBase):
 
     def restore(self, state: State) -> None:
         if state.meta.get("kind") != "knn":
-            raise CheckpointError(f"a {state.meta.get('kind')!r} overlay's state cannot restore "
-                                  "a 'knn' overlay")
+            raise CheckpointError(f"a {json_quoted(state.meta.get('kind'))} overlay's state "
+                                  "cannot restore a 'knn' overlay")
         ids = state.meta.get("seen")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise CheckpointError("the overlay's examples are not a list of decision ids")

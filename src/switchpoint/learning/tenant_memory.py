@@ -38,6 +38,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from switchpoint._messages import json_quoted
 from switchpoint._pickling import LOCK, RemadeOnLoad, remade
 from switchpoint.errors import InvalidInputError
 from switchpoint.learning.checkpoint import CheckpointError, State
@@ -266,8 +267,9 @@ class TenantKnnMemory(RemadeOnLoad):
         for i, tenant in enumerate(tenants):
             capacity = self.settings_for(str(tenant)).max_records
             if capacities[i] != capacity:
-                raise CheckpointError(f"tenant {tenant!r} kept {capacities[i]} records; its "
-                                      f"memory now keeps {capacity}")
+                raise CheckpointError(f"tenant {json_quoted(tenant)} kept "
+                                      f"{json_quoted(capacities[i])} records; its memory now "
+                                      f"keeps {capacity}")
             n = len(ids[i])
             slots = state.array(f"{i}.slots", dtype=np.int64, shape=(n,))
             free = state.array(f"{i}.free", dtype=np.int64, shape=(capacity - n,))
@@ -275,9 +277,9 @@ class TenantKnnMemory(RemadeOnLoad):
             taken = np.concatenate([slots, free])
             if len(np.unique(taken)) != capacity or (capacity and (
                     taken.min() < 0 or taken.max() >= capacity)):
-                raise CheckpointError(f"tenant {tenant!r}'s record slots do not add up")
+                raise CheckpointError(f"tenant {json_quoted(tenant)}'s record slots do not add up")
             if n and (model.min() < 0 or model.max() >= len(names)):
-                raise CheckpointError(f"tenant {tenant!r}'s records name unknown models")
+                raise CheckpointError(f"tenant {json_quoted(tenant)}'s records name unknown models")
             records = _TenantRecords(capacity, dimension,
                                      allocated=int(slots.max()) + 1 if n else 0)
             records.vectors[slots] = state.array(f"{i}.vectors", dtype=np.float32,
