@@ -162,6 +162,13 @@ def test_an_unreadable_judge_is_reported_quoting_each_reply_once() -> None:
     message = unreadable_message(errors)
     assert message.count("Score: 8/10") == 1, message
     assert message.count("eight") == 1 and "; then " in message, message
+    assert message == ('the judge\'s replies could not be read as a score: "Score: 8/10" is '
+                       "neither a JSON object with a 'score' nor a bare number; then \"eight\" "
+                       "is neither a JSON object with a 'score' nor a bare number")
+    with pytest.raises(JudgeReplyError) as info:
+        parse_judge_reply("It's \x1b[2J" + "x" * 500)
+    assert info.value.reason.startswith('"It\'s \\u001b[2Jxxx')
+    assert info.value.reason[114:].startswith("xxx... is neither")  # cut at 120 characters
 
 
 # Reference answers ---------------------------------------------------------------------------

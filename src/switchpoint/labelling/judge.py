@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchpoint._json import as_float, loads, shown_number
-from switchpoint._messages import cut
+from switchpoint._messages import cut, json_quoted
 from switchpoint.errors import InvalidInputError, JudgeReplyError
 
 DEFAULT_RUBRIC = """\
@@ -114,8 +114,8 @@ def _in_range(value: float, shown: str, reply: str) -> float:
 
 
 def _quote(text: str) -> str:
-    one_line = " ".join(text.split())
-    return repr(one_line if len(one_line) <= QUOTE_CHARS else one_line[:QUOTE_CHARS] + "...")
+    """A reply as a reason quotes it: on one line, as JSON writes it, cut short."""
+    return json_quoted(" ".join(text.split()), QUOTE_CHARS)
 
 
 @dataclass(frozen=True)
