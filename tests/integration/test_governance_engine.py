@@ -177,7 +177,7 @@ def test_an_experiment_arm_s_note_names_only_models_the_key_may_use(
     key = gw.governor.keys.create(KeySpec(tenant="acme").checked(["acme"], None)).key
     d = gw.route("Hello there", key=key)
     assert d.experiment == "narrow" and d.selected_model == "cheap"
-    note = next(r for r in d.reasoning if r.startswith("Experiment 'narrow'"))
+    note = next(r for r in d.reasoning if r.startswith('Experiment "narrow"'))
     assert "(models cheap)" in note and "good" not in " ".join(d.reasoning), d.reasoning
     wide = gw.route("Hello there")
     assert any("(models good, cheap)" in r for r in wide.reasoning), wide.reasoning

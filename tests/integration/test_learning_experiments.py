@@ -194,7 +194,8 @@ def test_an_arms_reasoning_says_when_the_request_overrode_its_cost_weight(
             "model": "auto", "messages": [{"role": "user", "content": math_prompt(s)}]})
         assert r.headers["x-switchpoint-arm"] == "thrifty"
         reasoning = unquote(r.headers["x-switchpoint-reasoning"])
-        assert "arm 'thrifty' (lambda 5, overridden by the request's lambda 0)" in reasoning
+        assert ('Experiment "thrift", arm "thrifty" (lambda 5, overridden by the request\'s '
+                "lambda 0)") in reasoning
 
 
 def test_a_disabled_experiment_takes_no_traffic_and_no_promotion(
@@ -228,7 +229,8 @@ def test_a_promotion_whose_arm_a_reload_removed_is_reported_as_not_applied(
         assert len(arms) > 1  # the promotion no longer applies: traffic is split
         report = get(server, "/v1/router/experiments/thrift").json()
         assert report["promoted"] is None
-        assert report["promotion"].startswith("not applied: the promoted arm 'thrifty'")
+        assert report["promotion"].startswith(
+            'not applied: the promoted arm "thrifty" is no longer an arm of ')
         assert "control, frugal, neighbours" in report["promotion"]
         listed = get(server, "/v1/router/experiments").json()["data"][0]
         assert (listed["promoted"], listed["promotion"]) == (None, report["promotion"])

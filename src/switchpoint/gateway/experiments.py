@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from switchpoint._args import expect
-from switchpoint._messages import json_quoted
+from switchpoint._messages import json_quoted, listed_names
 from switchpoint.config import Settings
 from switchpoint.errors import InvalidInputError, NotFoundError
 from switchpoint.learning.config import ArmConfig, ExperimentConfig
@@ -279,10 +279,11 @@ def experiment_report(name: str, settings: Settings, reader: LearningReader | No
     promoted_arm, promotion = promoted.get(name, (None, None))
     if promoted_arm is not None and promoted_arm not in experiment.arms:
         # A reload took the arm away: traffic is split again, whatever the store remembers.
-        promotion = (f"not applied: the promoted arm {promoted_arm!r} is no longer an arm of "
-                     f"{name!r}, so its traffic is split among the configured arms again (it "
-                     "applies again if an arm of that name comes back); promote one of "
-                     f"{', '.join(experiment.arms)} to send everyone to it")
+        promotion = (f"not applied: the promoted arm {json_quoted(promoted_arm)} is no longer "
+                     f"an arm of {json_quoted(name)}, so its traffic is split among the "
+                     "configured arms again (it applies again if an arm of that name comes "
+                     f"back); promote one of {listed_names(experiment.arms)} to send everyone "
+                     "to it")
         promoted_arm = None
     return {"experiment": name, "enabled": experiment.enabled and ended_at is None,
             "created_at": experiment.created_at, "ended_at": ended_at,

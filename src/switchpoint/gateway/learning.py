@@ -487,7 +487,8 @@ def _arm_note(assignment: Assignment, used: float | None,
     parts = [f"policy {config.policy}" if config.policy else "", lam,
              f"models {', '.join(shown)}" if shown else ""]
     what = ", ".join(p for p in parts if p) or "the configured routing"
-    return f"Experiment {assignment.experiment!r}, arm {assignment.arm!r} ({what})."
+    return (f"Experiment {json_quoted(assignment.experiment)}, arm "
+            f"{json_quoted(assignment.arm)} ({what}).")
 
 
 # The gateway's learning ----------------------------------------------------------------------
