@@ -152,7 +152,7 @@ def test_failures_exit_1_and_the_rerun_retries_them(
     code, stdout, err = run(argv, capsys)
     assert code == 1, err
     assert "failures: 1" in stdout and "q0 / a (judge)" in stdout
-    assert "'It is a good answer.'" in stdout and "'8/10'" in stdout
+    assert '"It is a good answer."' in stdout and '"8/10"' in stdout
     assert "1 prompt not labelled yet: run the same command again" in stdout
     assert set(records_of(out)) == {"q1"}
     before = len(fake.requests())
@@ -456,7 +456,7 @@ def test_a_multiple_choice_reference_that_is_an_article_scores_the_answers_namin
                        encoding="utf-8")
     code, _, err = run(["label", prompts, "--models", "a", "--out", tmp_path / "other.jsonl",
                         "--config", config(fake, tmp_path)], capsys)
-    assert code == 2 and "line 1: field 'reference' '...' is only punctuation" in err, err
+    assert code == 2 and "line 1: field 'reference' \"...\" is only punctuation" in err, err
     assert fake.requests() == []
 
 
@@ -518,7 +518,7 @@ def test_an_out_that_is_the_prompts_file_is_refused_and_the_prompts_kept(
     (["--models", "a", "--judge", ""], "judge: must be a catalog model's name"),
     (["--models", "a", "--judge", "judge", "--concurrency", "0"], "concurrency: must be"),
     (["--models", "a", "--judge", "judge", "--bad-line"], "line 2: field 'prompt' must be"),
-    (["--models", "a", "--judge", "judge", "--no-key"], "$B_KEY (the API key of 'b') is not"),
+    (["--models", "a", "--judge", "judge", "--no-key"], '$B_KEY (the API key of "b") is not'),
     (["--models", "a", "--judge", "judge", "--no-config"], "label: give --config FILE"),
 ])
 def test_bad_input_exits_2_before_calling_anything(

@@ -407,7 +407,7 @@ def test_a_catalog_the_weights_cannot_serve_fails_at_start(tmp_path: Path) -> No
     server = ProcessServer("--config", config, data_dir=tmp_path / "data").start()
     code, err = server.wait_exit()
     assert code == 2, err
-    assert "switchpoint: error: models[0].profile: 'no-such-profile' is not a profile" in err
+    assert 'switchpoint: error: models[0].profile: "no-such-profile" is not a profile' in err
 
 
 def test_state_in_data_dir_that_will_not_open_stops_the_start_with_one_clear_line(
@@ -561,7 +561,7 @@ def test_a_start_refused_before_it_serves_makes_no_data_dir(tmp_path: Path) -> N
         taken.listen()
         in_use = taken.getsockname()[1]
         starts: dict[str, tuple[tuple[str | Path, ...], str]] = {
-            "catalog": (("--config", catalog), "models[0].profile: 'no-such-profile'"),
+            "catalog": (("--config", catalog), 'models[0].profile: "no-such-profile"'),
             "weights": (("--weights", weights), str(weights)),
             "port": (("--port", str(in_use)), f"cannot serve on 127.0.0.1:{in_use}"),
         }

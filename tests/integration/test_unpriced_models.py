@@ -157,5 +157,5 @@ def test_a_budget_that_could_only_watch_an_unpriced_model_is_refused_at_load(
     config.write_text(catalog(gw_fake) + extra, encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_settings(config, environ={})
-    assert where in str(info.value) and "'gratis' has no prices" in str(info.value)
+    assert where in str(info.value) and '"gratis" has no prices' in str(info.value)
     assert "0 for a free model" in str(info.value)

@@ -483,7 +483,7 @@ def test_an_arm_narrowing_to_models_the_weights_lack_is_refused_without_a_catalo
     with pytest.raises(ConfigError) as bad:
         factory(settings)
     assert bad.value.key == "experiments.x.arms.a.models[1]"
-    assert "'zzz'" in str(bad.value) and "cheap" in str(bad.value)
+    assert '"zzz"' in str(bad.value) and "cheap" in str(bad.value)
     experiments["x"]["arms"]["a"]["models"] = ["cheap"]
     assert factory(load_settings(overrides={"weights": str(tmp_path / "w"),
                                             "experiments": experiments})).models == MODELS
