@@ -198,7 +198,7 @@ async def test_an_unreadable_judge_is_reminded_once_then_a_failure_that_a_rerun_
         assert report.judge_reminders == 2
         [failure] = report.failures
         assert (failure.id, failure.model, failure.stage) == ("p0", "b", "judge")
-        assert "'8/10'" in failure.message and "'Score: eight'" in failure.message
+        assert '"8/10"' in failure.message and '"Score: eight"' in failure.message
         assert not report.complete and report.remaining == 1
         assert set(records_of(out)) == {"p1"}
         assert "1 prompt not labelled yet: run the same command again" in report.summary()
