@@ -10,12 +10,13 @@ served through the Anthropic Messages adapter, ``cheap`` (small context, no visi
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -25,6 +26,9 @@ from switchpoint.gateway.live import RouterFactory
 from switchpoint.server import create_app
 from tests.fakes.fake_provider import FakeProviderProcess, reserved_ports
 from tests.integration.servers import ThreadServer, thread_server
+
+if TYPE_CHECKING:
+    from switchpoint.gateway import Gateway
 
 ISSUE_PORT = 9100
 GOOD_LINE = ('  - {name: good, profile: gpt-4-1106-preview, base_url: "http://127.0.0.1:9100/v1", '
@@ -157,6 +161,21 @@ def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         time.sleep(0.05)
+
+
+def closing_in_background(gateway: Gateway) -> tuple[threading.Thread, threading.Event]:
+    """``gateway.close()`` on a thread of its own, begun (new requests refused) on return;
+    the event is set once it has returned."""
+    closed = threading.Event()
+
+    def close() -> None:
+        gateway.close()
+        closed.set()
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    until(lambda: gateway._admission.is_shut, "closing has begun")
+    return closer, closed
 
 
 def db_rows(data: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -51,11 +51,11 @@ from tests.integration.gateway_env import (
     GATEWAY,
     KEYS,
     client,
+    closing_in_background,
     config_text,
     db_rows,
     fresh_health,
     log_entry,
-    until,
 )
 from tests.integration.servers import ThreadServer, thread_server
 
@@ -628,21 +628,6 @@ def _held_after_the_open_check(gateway: Gateway, monkeypatch: pytest.MonkeyPatch
     return inside, go
 
 
-def _closing(gateway: Gateway) -> tuple[threading.Thread, threading.Event]:
-    """``gateway.close()`` on a thread of its own, begun (new requests refused) on return;
-    the event is set once it has returned."""
-    closed = threading.Event()
-
-    def close() -> None:
-        gateway.close()
-        closed.set()
-
-    closer = threading.Thread(target=close)
-    closer.start()
-    until(lambda: gateway._admission.is_shut, "closing has begun")
-    return closer, closed
-
-
 @pytest.mark.parametrize("attempt", range(3))
 def test_closing_waits_for_a_request_past_its_open_check_and_refuses_the_next(
         gw_fake: FakeProviderProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -677,7 +662,7 @@ def test_closing_waits_for_a_request_past_its_open_check_and_refuses_the_next(
     requester = threading.Thread(target=request)
     requester.start()
     assert inside.wait(10)
-    closer, closed = _closing(gateway)
+    closer, closed = closing_in_background(gateway)
     with pytest.raises(StoreError, match="the gateway is closed"):
         asyncio.run(gateway.aroute("What is the capital of Spain?"))
     time.sleep(0.2)

@@ -34,7 +34,7 @@ from switchpoint.router import Router
 from switchpoint.weights import load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt, poem_prompt
-from tests.integration.gateway_env import config_text, db_rows, until
+from tests.integration.gateway_env import closing_in_background, config_text, db_rows
 from tests.integration.learning_env import (
     EMBEDDER,
     KEYS,
@@ -1013,15 +1013,7 @@ def test_closing_waits_for_feedback_under_way_which_is_kept_and_learned(
     giver = threading.Thread(target=feedback)
     giver.start()
     assert inside.wait(10)
-    closed = threading.Event()
-
-    def close() -> None:
-        gateway.close()
-        closed.set()
-
-    closer = threading.Thread(target=close)
-    closer.start()
-    until(lambda: gateway._admission.is_shut, "closing has begun")
+    closer, closed = closing_in_background(gateway)
     with pytest.raises(StoreError, match="the gateway is closed"):
         asyncio.run(gateway.areport_outcome(second.decision_id, 0.0))
     time.sleep(0.2)
