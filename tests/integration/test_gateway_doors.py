@@ -995,7 +995,20 @@ async def test_a_stream_whose_read_is_cancelled_is_closed_settled_and_logged_onc
         await gateway.aclose()
 
 
+@pytest.fixture
+def ctrl_c_interrupts() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt, as in a terminal, for the test's length: a suite
+    started in the background of a shell without job control (nohup, ``cmd &`` in a script)
+    inherits SIGINT ignored, and Python then installs no handler of its own for it."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
+@pytest.mark.usefixtures("ctrl_c_interrupts")
 def test_a_synchronous_call_interrupted_by_ctrl_c_is_cancelled_settled_and_logged_once(
         gw_fake: FakeProviderProcess, tmp_path: Path, stream: bool) -> None:
     """Ctrl-C while a synchronous call waits on a slow upstream: the call is cancelled on the
