@@ -9,11 +9,12 @@ served through the Anthropic Messages adapter, ``cheap`` (small context, no visi
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,23 @@ def until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting until {what}")
         time.sleep(0.05)
+
+
+def in_background(call: Callable[[], Coroutine[Any, Any, object]]
+                  ) -> tuple[threading.Thread, list[object]]:
+    """``call()`` run to its end on a thread of its own, on an event loop of its own: the
+    thread, started, and a list that takes what it returned or the exception it raised."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(asyncio.run(call()))
+        except Exception as exc:  # (the caller tells)
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
 
 
 def closing_in_background(gateway: Gateway) -> tuple[threading.Thread, threading.Event]:

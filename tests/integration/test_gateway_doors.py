@@ -55,6 +55,7 @@ from tests.integration.gateway_env import (
     config_text,
     db_rows,
     fresh_health,
+    in_background,
     log_entry,
 )
 from tests.integration.servers import ThreadServer, thread_server
@@ -651,16 +652,8 @@ def test_closing_waits_for_a_request_past_its_open_check_and_refuses_the_next(
 
     monkeypatch.setattr(gateway, "_housekeeping", housekeeping)
     inside, go = _held_after_the_open_check(gateway, monkeypatch)
-    outcome: list[object] = []
-
-    def request() -> None:
-        try:
-            outcome.append(asyncio.run(gateway.aroute("What is the capital of France?")))
-        except Exception as exc:  # (told below)
-            outcome.append(exc)
-
-    requester = threading.Thread(target=request)
-    requester.start()
+    requester, outcome = in_background(
+        lambda: gateway.aroute("What is the capital of France?"))
     assert inside.wait(10)
     closer, closed = closing_in_background(gateway)
     with pytest.raises(StoreError, match="the gateway is closed"):

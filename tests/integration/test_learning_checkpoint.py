@@ -34,7 +34,12 @@ from switchpoint.router import Router
 from switchpoint.weights import load_weights
 from tests.fakes.fake_provider import FakeProviderProcess
 from tests.fakes.two_kinds import math_prompt, poem_prompt
-from tests.integration.gateway_env import closing_in_background, config_text, db_rows
+from tests.integration.gateway_env import (
+    closing_in_background,
+    config_text,
+    db_rows,
+    in_background,
+)
 from tests.integration.learning_env import (
     EMBEDDER,
     KEYS,
@@ -1002,16 +1007,7 @@ def test_closing_waits_for_feedback_under_way_which_is_kept_and_learned(
 
     monkeypatch.setattr(learning, "_check_not_refused", held)
     first, second = gateway.route(math_prompt(1)), gateway.route(math_prompt(2))
-    outcome: list[object] = []
-
-    def feedback() -> None:
-        try:
-            outcome.append(asyncio.run(gateway.areport_outcome(first.decision_id, 1.0)))
-        except Exception as exc:  # (told below)
-            outcome.append(exc)
-
-    giver = threading.Thread(target=feedback)
-    giver.start()
+    giver, outcome = in_background(lambda: gateway.areport_outcome(first.decision_id, 1.0))
     assert inside.wait(10)
     closer, closed = closing_in_background(gateway)
     with pytest.raises(StoreError, match="the gateway is closed"):
