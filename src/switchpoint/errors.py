@@ -240,7 +240,14 @@ class StoreError(SwitchpointError):
 
 class DataDirInUseError(StoreError):
     """Another process (or another gateway of this one) serves from the same ``data_dir``:
-    it holds the directory's lock (see :mod:`switchpoint.gateway.owner`)."""
+    it holds the directory's lock (see :mod:`switchpoint.gateway.owner`). ``serving``: it is a
+    service (else a command holding the lock for a moment); ``holder``: `` (pid N)`` of the
+    process, when known (else ``""``)."""
+
+    def __init__(self, message: str, *, serving: bool = False, holder: str = "") -> None:
+        super().__init__(message)
+        self.serving = serving
+        self.holder = holder
 
 
 class ProcessBoundError(SwitchpointError, RuntimeError):

@@ -93,20 +93,21 @@ class DataDirLock:
                     f"{quoted_path(self.data_dir)}'s lock {purpose}, and was still "
                     f"at it after {_files.BRIEF_WAIT_MAX_S:g} s, the most a start waits (it "
                     "showed progress); start again once it is done (or stop it: nothing is "
-                    "lost, what it did not get to stays as it was)")
+                    "lost, what it did not get to stays as it was)", holder=holder)
             if stalled:
                 raise DataDirInUseError(
                     f"a switchpoint command{holder} holds data_dir "
                     f"{quoted_path(self.data_dir)}'s lock {purpose}, and showed "
                     f"no progress for {_files.BRIEF_HOLD_S:g} s; start again once it is done "
-                    "(or stop it: nothing is lost, what it did not get to stays as it was)")
+                    "(or stop it: nothing is lost, what it did not get to stays as it was)",
+                    holder=holder)
             raise DataDirInUseError(
                 f"another switchpoint process{holder} is serving from data_dir "
                 f"{quoted_path(self.data_dir)} (`switchpoint serve`, or a Gateway or "
                 "`switchpoint label` "
                 "calling models through it): two would each enforce every budget and rate "
                 "limit on their own, so callers could spend twice; stop it first, or give this "
-                "one another data_dir")
+                "one another data_dir", serving=True, holder=holder)
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
